@@ -1,0 +1,356 @@
+#include "duplex/base/config.hpp"
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <limits>
+
+#include "duplex/base/config_store.hpp"
+#include "duplex/base/error.hpp"
+
+namespace duplex {
+namespace {
+
+constexpr int kMaxPresetDepth = 16;
+
+std::string join_path(const std::string& base, std::string_view key) {
+  return base.empty() ? std::string(key) : base + "." + std::string(key);
+}
+
+// {value: X, source: "..."} (source / note optional) is one value with its provenance, not a sub-config.
+bool is_value_wrapper(const YAML::Node& n) {
+  if (!n.IsMap() || !n["value"]) return false;
+  for (const auto& kv : n) {
+    const auto k = kv.first.as<std::string>();
+    if (k != "value" && k != "source" && k != "note") return false;
+  }
+  return true;
+}
+
+YAML::Node parse_yaml(const std::string& text, const std::string& label) {
+  try {
+    YAML::Node n = YAML::Load(text);
+    if (!n.IsDefined() || n.IsNull()) throw ConfigError(label, "", "the file is empty", "a YAML map");
+    if (!n.IsMap()) throw ConfigError(label, "", "the top level is not a map", "a YAML map of keys");
+    return n;
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(label, "", fmt::format("YAML syntax error at line {}, column {}: {}", e.mark.line + 1,
+                                             e.mark.column + 1, e.msg),
+                      "valid YAML");
+  }
+}
+
+ConfigText read_preset(const std::string& name, const std::string& label, const std::string& key) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(name, ec)) return ConfigText{read_text_file(name), name};
+  for (const std::string& candidate : {name + ".yaml", name}) {
+    if (auto t = read_store_file(candidate)) return *t;
+  }
+  const auto slash = name.find('/');
+  std::string available;
+  if (slash != std::string::npos) available = fmt::format(" ({} presets: {})", name.substr(0, slash),
+                                                         fmt::join(list_presets(name.substr(0, slash)), ", "));
+  throw ConfigError(label, key, fmt::format("unknown preset \"{}\"{}", name, available),
+                    "<kind>/<name> such as devices/h100, or a path to a YAML file");
+}
+
+void merge_into(YAML::Node dst, const YAML::Node& src) {
+  for (const auto& kv : src) {
+    const auto k = kv.first.as<std::string>();
+    YAML::Node d = dst[k];
+    if (d.IsMap() && kv.second.IsMap() && !is_value_wrapper(kv.second) && !is_value_wrapper(d)) {
+      merge_into(d, kv.second);
+    } else {
+      dst[k] = kv.second;
+    }
+  }
+}
+
+class Resolver {
+ public:
+  explicit Resolver(ConfigNode::Document& doc) : doc_(doc) {}
+
+  YAML::Node resolve(const YAML::Node& node, const std::string& label, const std::string& path, int depth) {
+    if (depth > kMaxPresetDepth)
+      throw ConfigError(label, path, "presets nest too deeply (a preset names itself?)", "a preset chain");
+    doc_.origin[path] = label;
+    if (node.IsSequence()) {
+      YAML::Node out(YAML::NodeType::Sequence);
+      for (std::size_t i = 0; i < node.size(); ++i)
+        out.push_back(resolve(node[i], label, fmt::format("{}[{}]", path, i), depth));
+      return out;
+    }
+    if (!node.IsMap() || is_value_wrapper(node)) {
+      record_leaves(node, label, path);
+      return YAML::Clone(node);
+    }
+    YAML::Node out(YAML::NodeType::Map);
+    if (const YAML::Node p = node["preset"]) {
+      const std::string key = join_path(path, "preset");
+      if (!p.IsScalar()) throw ConfigError(label, key, "not a name", "a preset name such as devices/h100");
+      const ConfigText t = read_preset(p.as<std::string>(), label, key);
+      out.reset(resolve(parse_yaml(t.text, t.label), t.label, path, depth + 1));
+      doc_.origin[path] = label;
+    }
+    for (const auto& kv : node) {
+      const auto k = kv.first.as<std::string>();
+      if (k == "preset") continue;
+      const YAML::Node v = resolve(kv.second, label, join_path(path, k), depth);
+      YAML::Node existing = out[k];
+      if (existing.IsMap() && v.IsMap() && !is_value_wrapper(v) && !is_value_wrapper(existing)) {
+        merge_into(existing, v);
+      } else {
+        out[k] = v;
+      }
+    }
+    return out;
+  }
+
+ private:
+  void record_leaves(const YAML::Node& node, const std::string& label, const std::string& path) {
+    doc_.origin[path] = label;
+    if (node.IsMap())
+      for (const auto& kv : node) record_leaves(kv.second, label, join_path(path, kv.first.as<std::string>()));
+  }
+  ConfigNode::Document& doc_;
+};
+
+template <class Q>
+Q parse_quantity_or_fail(const ConfigNode& n, std::string_view key, const std::string& text,
+                         Q (*parser)(std::string_view)) {
+  try {
+    const Q q = parser(text);
+    if (q.si() < 0) n.fail(key, fmt::format("\"{}\" is negative", text), "a value >= 0");
+    return q;
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    n.fail(key, e.what());
+  }
+}
+
+}  // namespace
+
+ConfigNode::ConfigNode(YAML::Node node, std::shared_ptr<const Document> doc, std::string path)
+    : node_(std::move(node)), doc_(std::move(doc)), path_(std::move(path)) {}
+
+ConfigNode ConfigNode::parse(const std::string& text, const std::string& label) {
+  auto doc = std::make_shared<Document>();
+  doc->label = label;
+  Resolver r(*doc);
+  YAML::Node root = r.resolve(parse_yaml(text, label), label, "", 0);
+  return ConfigNode(root, std::move(doc), "");
+}
+
+ConfigNode ConfigNode::load(std::string_view name_or_path, std::string_view kind) {
+  const ConfigText t = resolve_config(name_or_path, kind);
+  return parse(t.text, t.label);
+}
+
+const std::string& ConfigNode::file() const {
+  auto it = doc_->origin.find(path_);
+  return it != doc_->origin.end() ? it->second : doc_->label;
+}
+
+std::string ConfigNode::key_path(std::string_view key) const { return join_path(path_, key); }
+
+std::string ConfigNode::file_of(std::string_view key) const {
+  auto it = doc_->origin.find(key_path(key));
+  return it != doc_->origin.end() ? it->second : file();
+}
+
+bool ConfigNode::has(std::string_view key) const {
+  return node_.IsMap() && static_cast<bool>(node_[std::string(key)]);
+}
+
+std::vector<std::string> ConfigNode::keys() const {
+  std::vector<std::string> out;
+  if (node_.IsMap())
+    for (const auto& kv : node_) out.push_back(kv.first.as<std::string>());
+  return out;
+}
+
+void ConfigNode::fail(std::string_view key, const std::string& problem, const std::string& expected) const {
+  throw ConfigError(key.empty() ? file() : file_of(key), key.empty() ? path_ : key_path(key), problem, expected);
+}
+
+ConfigNode ConfigNode::at(std::string_view key) const {
+  if (!node_.IsMap()) fail("", "is not a map", "a map containing key \"" + std::string(key) + "\"");
+  const YAML::Node c = node_[std::string(key)];
+  if (!c) fail(key, "missing required key");
+  mark(key);
+  return ConfigNode(c, doc_, key_path(key));
+}
+
+std::optional<ConfigNode> ConfigNode::find(std::string_view key) const {
+  if (!has(key)) return std::nullopt;
+  return at(key);
+}
+
+std::vector<ConfigNode> ConfigNode::items(std::string_view key) const {
+  const ConfigNode c = at(key);
+  if (!c.node_.IsSequence()) fail(key, "is not a list", "a YAML list [a, b, ...]");
+  std::vector<ConfigNode> out;
+  for (std::size_t i = 0; i < c.node_.size(); ++i) out.push_back(c.element(i));
+  return out;
+}
+
+ConfigNode ConfigNode::element(std::size_t i) const {
+  return ConfigNode(node_[i], doc_, fmt::format("{}[{}]", path_, i));
+}
+
+std::string ConfigNode::scalar() const {
+  const YAML::Node v = is_value_wrapper(node_) ? node_["value"] : node_;
+  if (!v.IsScalar()) throw ConfigError(file(), path_, "is not a single value", "a scalar");
+  return v.as<std::string>();
+}
+
+YAML::Node ConfigNode::value_node(std::string_view key) const {
+  if (!node_.IsMap()) fail("", "is not a map", "a map containing key \"" + std::string(key) + "\"");
+  const YAML::Node c = node_[std::string(key)];
+  if (!c) fail(key, "missing required key");
+  mark(key);
+  if (is_value_wrapper(c)) return c["value"];  // no assignment: yaml-cpp's operator= rewrites the tree
+  return c;
+}
+
+std::string ConfigNode::scalar_text(std::string_view key) const {
+  const YAML::Node v = value_node(key);
+  if (!v.IsScalar()) fail(key, "is not a single value", "a scalar such as 42, 1.5ns or a name");
+  return v.as<std::string>();
+}
+
+std::optional<std::string> ConfigNode::source_of(std::string_view key) const {
+  if (!has(key)) return std::nullopt;
+  const YAML::Node c = node_[std::string(key)];
+  if (is_value_wrapper(c) && c["source"]) return c["source"].as<std::string>();
+  return std::nullopt;
+}
+
+void ConfigNode::ignore(std::string_view key) const { mark(key); }
+
+void ConfigNode::finish() const {
+  if (!node_.IsMap()) return;
+  std::vector<std::string> unknown;
+  for (const auto& kv : node_) {
+    const auto k = kv.first.as<std::string>();
+    if (!used_->count(k)) unknown.push_back(k);
+  }
+  if (unknown.empty()) return;
+  std::vector<std::string> known;
+  for (const auto& k : *used_) known.push_back(k);
+  fail(unknown.front(), unknown.size() == 1 ? "unknown key" : fmt::format("unknown keys: {}", fmt::join(unknown, ", ")),
+       known.empty() ? "no other keys here" : fmt::format("one of: {}", fmt::join(known, ", ")));
+}
+
+std::string ConfigNode::dump() const {
+  YAML::Emitter e;
+  e << node_;
+  return e.c_str();
+}
+
+std::int64_t ConfigNode::get_int(std::string_view key, std::int64_t min, std::int64_t max) const {
+  const std::int64_t v = get<std::int64_t>(key);
+  if (v < min || v > max) fail(key, fmt::format("{} is out of range", v), fmt::format("an integer in [{}, {}]", min, max));
+  return v;
+}
+
+std::string ConfigNode::get_enum(std::string_view key, const std::vector<std::string>& allowed) const {
+  const std::string v = scalar_text(key);
+  for (const auto& a : allowed)
+    if (a == v) return v;
+  fail(key, fmt::format("\"{}\" is not a valid choice", v), fmt::format("one of: {}", fmt::join(allowed, ", ")));
+}
+
+template <>
+std::string ConfigNode::get<std::string>(std::string_view key) const {
+  return scalar_text(key);
+}
+
+template <>
+bool ConfigNode::get<bool>(std::string_view key) const {
+  const std::string t = scalar_text(key);
+  if (t == "true") return true;
+  if (t == "false") return false;
+  fail(key, fmt::format("\"{}\" is not a boolean", t), "true or false");
+}
+
+template <>
+double ConfigNode::get<double>(std::string_view key) const {
+  const std::string t = scalar_text(key);
+  char* end = nullptr;
+  const double v = std::strtod(t.c_str(), &end);
+  if (t.empty() || *end != '\0' || !std::isfinite(v)) fail(key, fmt::format("\"{}\" is not a number", t), "a number such as 0.85");
+  return v;
+}
+
+template <>
+std::int64_t ConfigNode::get<std::int64_t>(std::string_view key) const {
+  const std::string t = scalar_text(key);
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(t.c_str(), &end, 10);
+  if (t.empty() || *end != '\0' || errno == ERANGE) fail(key, fmt::format("\"{}\" is not an integer", t), "an integer such as 32");
+  return v;
+}
+
+template <>
+int ConfigNode::get<int>(std::string_view key) const {
+  return static_cast<int>(get_int(key, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+}
+
+#define DUPLEX_QUANTITY_GETTER(T, parser)                                          \
+  template <>                                                                      \
+  T ConfigNode::get<T>(std::string_view key) const {                               \
+    return parse_quantity_or_fail<T>(*this, key, scalar_text(key), &parser);       \
+  }
+DUPLEX_QUANTITY_GETTER(Time, parse_time)
+DUPLEX_QUANTITY_GETTER(Frequency, parse_frequency)
+DUPLEX_QUANTITY_GETTER(Bandwidth, parse_bandwidth)
+DUPLEX_QUANTITY_GETTER(Energy, parse_energy)
+DUPLEX_QUANTITY_GETTER(Power, parse_power)
+DUPLEX_QUANTITY_GETTER(FlopRate, parse_flop_rate)
+DUPLEX_QUANTITY_GETTER(DataRate, parse_data_rate)
+DUPLEX_QUANTITY_GETTER(Area, parse_area)
+#undef DUPLEX_QUANTITY_GETTER
+
+template <>
+ByteSize ConfigNode::get<ByteSize>(std::string_view key) const {
+  const std::string t = scalar_text(key);
+  try {
+    return parse_byte_size(t);
+  } catch (const Error& e) {
+    fail(key, e.what());
+  }
+}
+
+namespace {
+template <class T>
+bool is_positive(const T& v) {
+  if constexpr (std::is_same_v<T, ByteSize>) return v.bytes > 0;
+  else if constexpr (std::is_arithmetic_v<T>) return v > 0;
+  else return v.si() > 0;
+}
+}  // namespace
+
+template <class T>
+T ConfigNode::get_positive(std::string_view key) const {
+  const T v = get<T>(key);
+  if (!is_positive(v)) fail(key, "must be greater than zero", "a positive value");
+  return v;
+}
+template int ConfigNode::get_positive<int>(std::string_view) const;
+template std::int64_t ConfigNode::get_positive<std::int64_t>(std::string_view) const;
+template double ConfigNode::get_positive<double>(std::string_view) const;
+template Time ConfigNode::get_positive<Time>(std::string_view) const;
+template Frequency ConfigNode::get_positive<Frequency>(std::string_view) const;
+template Bandwidth ConfigNode::get_positive<Bandwidth>(std::string_view) const;
+template Energy ConfigNode::get_positive<Energy>(std::string_view) const;
+template Power ConfigNode::get_positive<Power>(std::string_view) const;
+template FlopRate ConfigNode::get_positive<FlopRate>(std::string_view) const;
+template DataRate ConfigNode::get_positive<DataRate>(std::string_view) const;
+template Area ConfigNode::get_positive<Area>(std::string_view) const;
+template ByteSize ConfigNode::get_positive<ByteSize>(std::string_view) const;
+
+}  // namespace duplex
