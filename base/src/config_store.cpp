@@ -61,8 +61,10 @@ ConfigText resolve_config(std::string_view name_or_path, std::string_view kind) 
     for (const char* ext : {".yaml", ".json"}) {
       if (auto t = read_store_file(fmt::format("{}/{}{}", kind, name_or_path, ext))) return *t;
     }
-  } else if (auto t = read_store_file(name_or_path)) {  // "devices/h100.yaml" relative to configs/
-    return *t;
+  } else {  // "devices/h100" or "devices/h100.yaml", relative to configs/
+    for (const char* ext : {"", ".yaml", ".json"}) {
+      if (auto t = read_store_file(fmt::format("{}{}", name_or_path, ext))) return *t;
+    }
   }
   throw Error(fmt::format("{} \"{}\" is neither a file nor a preset; presets: {}", kind, name_or_path,
                           fmt::join(list_presets(kind), ", ")));

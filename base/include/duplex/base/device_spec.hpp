@@ -1,0 +1,145 @@
+#pragma once
+// The hardware a config describes, as typed values: the xPU, one HBM3 stack (organisation + JEDEC timing),
+// the PIM units of a stack, the links, the energy table, and a whole system (devices per model,
+// co-processing switches). Read once from configs/ by load_system(); every reader is strict (unknown keys
+// are errors). Derived figures (peak bandwidths, capacities) are computed here and nowhere else.
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "duplex/base/config.hpp"
+#include "duplex/base/units.hpp"
+
+namespace duplex {
+
+struct XpuSpec {
+  std::string name;
+  FlopRate peak_fp16;
+  FlopRate peak_fp8;
+  FlopRate peak_fp32;
+  double gemm_efficiency = 0;    // achievable fraction of peak_fp16 on large GEMMs
+  double memory_efficiency = 0;  // achievable fraction of HBM peak on streaming kernels
+  Time launch_overhead;          // per op
+  ByteSize sram_per_sm;
+  int sms = 0;
+};
+
+struct HbmOrganization {
+  int channels = 0;                     // per stack
+  int pseudo_channels_per_channel = 0;
+  int ranks = 0;                        // stack IDs sharing one pseudo-channel's bus
+  int bank_groups = 0;                  // per (rank, pseudo-channel)
+  int banks_per_group = 0;
+  int rows = 0;                         // per bank
+  ByteSize row_size;
+  ByteSize access_granularity;          // bytes per column access (one burst)
+  int burst_length = 0;
+  int dq_per_pseudo_channel = 0;
+
+  int pseudo_channels() const { return channels * pseudo_channels_per_channel; }
+  int banks_per_rank() const { return bank_groups * banks_per_group; }
+  int columns_per_row() const { return static_cast<int>(row_size.bytes / access_granularity.bytes); }
+  ByteSize stack_capacity() const {
+    return {static_cast<std::uint64_t>(pseudo_channels()) * ranks * banks_per_rank() * rows * row_size.bytes};
+  }
+};
+
+// JEDEC timing constraints, as times. Names follow JESD238.
+struct HbmTiming {
+  Time tCK, tCL, tRCD, tRP, tRAS, tFAW, tCCD_S, tCCD_L, tRRD_S, tRRD_L, tWL, tWR, tWTR_S, tWTR_L, tRTP;
+  Time tREFI, tRFC;
+  Time tRC() const { return tRAS + tRP; }  // derived: ACT to ACT, same bank
+};
+
+struct HbmSpec {
+  std::string name;
+  DataRate data_rate;  // per pin
+  HbmOrganization org;
+  HbmTiming timing;
+  // One burst on one pseudo-channel's data bus: burst_length beats at data_rate.
+  Time burst_time() const { return seconds(org.burst_length / data_rate.si()); }
+  Bandwidth pseudo_channel_bandwidth() const {
+    return bytes_per_s(org.dq_per_pseudo_channel * data_rate.si() / 8.0);
+  }
+  Bandwidth stack_bandwidth() const { return pseudo_channel_bandwidth() * org.pseudo_channels(); }
+};
+
+enum class PimKind { kLogicPim, kBankPim };
+
+struct PimSpec {
+  PimKind kind = PimKind::kLogicPim;
+  std::string name;
+  Frequency clock;
+  Time command_latency;
+  // Logic-PIM
+  int gemm_modules = 0;
+  int macs_per_module = 0;
+  ByteSize module_buffer, input_buffer, temp_buffer, softmax_buffer;
+  int banks_per_bundle = 0;
+  int banks_per_group_read = 0;
+  double softmax_elements_per_cycle = 0;
+  double activation_elements_per_cycle = 0;
+  std::string datapath;  // "golden" | "rtl"
+  std::map<std::string, Area> area;
+  // Bank-PIM
+  double bandwidth_multiplier = 0;
+  double peak_op_per_byte = 0;
+
+  // Per stack. Logic-PIM: modules x MACs x 2 FLOP x clock; bundle path: banks_per_group_read x bank groups
+  // x one access per tCCD_L on every pseudo-channel. Bank-PIM: multiplier x stack bandwidth, Op/B x that.
+  FlopRate peak_flops_per_stack(const HbmSpec& hbm) const;
+  Bandwidth internal_bandwidth_per_stack(const HbmSpec& hbm) const;
+};
+
+struct LinkSpec {
+  Bandwidth nvlink_bandwidth;  // per direction, per device
+  Time nvlink_latency;
+  Bandwidth infiniband_bandwidth;
+  Time infiniband_latency;
+  int devices_per_node = 0;
+};
+
+// Energy per action and static power per component; price() of an unknown action is an error, never 0.
+struct EnergyTable {
+  std::string file;
+  std::map<std::string, Energy> actions;  // "dram.activate", "compute.fp16_mac", ...
+  std::map<std::string, Power> static_power;  // "xpu", "hbm_stack", "logic_pim_stack"
+  Energy price(std::string_view action) const;
+  Power static_of(std::string_view component) const;
+};
+
+struct SystemSpec {
+  std::string name;
+  std::string description;
+  std::string file;
+  XpuSpec xpu;
+  HbmSpec memory;
+  int stacks = 0;  // per device
+  std::optional<PimSpec> pim;
+  LinkSpec links;
+  EnergyTable energy;
+  std::map<std::string, int> devices_per_model;  // "default" plus per-model entries
+  int device_multiplier = 1;
+  bool coprocess_experts = false;
+  bool coprocess_attention = false;
+  bool expert_tensor_parallel = false;
+  std::string resolved_yaml;  // the fully resolved config, for result folders
+
+  int devices_for(std::string_view model_name) const;
+  Bandwidth memory_bandwidth() const { return memory.stack_bandwidth() * stacks; }  // per device
+  ByteSize memory_capacity() const { return {memory.org.stack_capacity().bytes * stacks}; }
+  FlopRate pim_peak_flops() const;       // per device, all stacks; 0 without PIM
+  Bandwidth pim_bandwidth() const;       // per device, all stacks; 0 without PIM
+};
+
+XpuSpec read_xpu(const ConfigNode& n);
+HbmSpec read_hbm(const ConfigNode& n);
+PimSpec read_pim(const ConfigNode& n);
+LinkSpec read_links(const ConfigNode& n);
+EnergyTable read_energy(const ConfigNode& n);
+SystemSpec read_system(const ConfigNode& n);
+// Loads configs/systems/<name>.yaml or a system YAML file (which may name presets and override keys).
+SystemSpec load_system(std::string_view name_or_path);
+
+}  // namespace duplex

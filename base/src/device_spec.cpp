@@ -1,0 +1,224 @@
+#include "duplex/base/device_spec.hpp"
+
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex {
+
+XpuSpec read_xpu(const ConfigNode& n) {
+  XpuSpec x;
+  if (n.get<std::string>("kind") != "xpu") n.fail("kind", "is not xpu", "kind: xpu");
+  x.name = n.get<std::string>("name");
+  x.peak_fp16 = n.get_positive<FlopRate>("peak_fp16");
+  x.peak_fp8 = n.get_positive<FlopRate>("peak_fp8");
+  x.peak_fp32 = n.get_positive<FlopRate>("peak_fp32");
+  const ConfigNode eff = n.at("efficiency");
+  x.gemm_efficiency = eff.get<double>("gemm");
+  x.memory_efficiency = eff.get<double>("memory");
+  for (const char* k : {"gemm", "memory"}) {
+    const double v = eff.get<double>(k);
+    if (v <= 0 || v > 1) eff.fail(k, fmt::format("{} is not a fraction of peak", v), "a number in (0, 1]");
+  }
+  eff.finish();
+  x.launch_overhead = n.get<Time>("kernel_launch_overhead");
+  x.sram_per_sm = n.get_positive<ByteSize>("sram_per_sm");
+  x.sms = static_cast<int>(n.get_int("sms", 1, 100000));
+  n.finish();
+  return x;
+}
+
+HbmSpec read_hbm(const ConfigNode& n) {
+  HbmSpec h;
+  if (n.get<std::string>("kind") != "hbm3") n.fail("kind", "is not hbm3", "kind: hbm3");
+  h.name = n.get<std::string>("name");
+  h.data_rate = n.get_positive<DataRate>("data_rate");
+  const ConfigNode o = n.at("organization");
+  auto count = [&](const char* k) { return static_cast<int>(o.get_int(k, 1, 1 << 24)); };
+  h.org.channels = count("channels");
+  h.org.pseudo_channels_per_channel = count("pseudo_channels_per_channel");
+  h.org.ranks = count("ranks");
+  h.org.bank_groups = count("bank_groups");
+  h.org.banks_per_group = count("banks_per_group");
+  h.org.rows = count("rows");
+  h.org.row_size = o.get_positive<ByteSize>("row_size");
+  h.org.access_granularity = o.get_positive<ByteSize>("access_granularity");
+  h.org.burst_length = count("burst_length");
+  h.org.dq_per_pseudo_channel = count("dq_per_pseudo_channel");
+  if (h.org.row_size.bytes % h.org.access_granularity.bytes != 0)
+    o.fail("row_size", "is not a multiple of access_granularity", "a whole number of accesses per row");
+  if (static_cast<std::uint64_t>(h.org.dq_per_pseudo_channel) * h.org.burst_length / 8 !=
+      h.org.access_granularity.bytes)
+    o.fail("access_granularity", "differs from dq_per_pseudo_channel x burst_length / 8",
+           fmt::format("{} B", h.org.dq_per_pseudo_channel * h.org.burst_length / 8));
+  o.finish();
+
+  const ConfigNode t = n.at("timing");
+  auto time = [&](const char* k) { return t.get_positive<Time>(k); };
+  HbmTiming& x = h.timing;
+  x.tCK = time("tCK");
+  x.tCL = time("tCL");
+  x.tRCD = time("tRCD");
+  x.tRP = time("tRP");
+  x.tRAS = time("tRAS");
+  x.tFAW = time("tFAW");
+  x.tCCD_S = time("tCCD_S");
+  x.tCCD_L = time("tCCD_L");
+  x.tRRD_S = time("tRRD_S");
+  x.tRRD_L = time("tRRD_L");
+  x.tWL = time("tWL");
+  x.tWR = time("tWR");
+  x.tWTR_S = time("tWTR_S");
+  x.tWTR_L = time("tWTR_L");
+  x.tRTP = time("tRTP");
+  x.tREFI = time("tREFI");
+  x.tRFC = time("tRFC");
+  if (x.tCCD_L < x.tCCD_S) t.fail("tCCD_L", "is shorter than tCCD_S", "tCCD_L >= tCCD_S");
+  if (x.tRRD_L < x.tRRD_S) t.fail("tRRD_L", "is shorter than tRRD_S", "tRRD_L >= tRRD_S");
+  if (x.tRFC >= x.tREFI) t.fail("tRFC", "is not shorter than tREFI", "tRFC < tREFI");
+  t.finish();
+  n.finish();
+  return h;
+}
+
+PimSpec read_pim(const ConfigNode& n) {
+  PimSpec p;
+  const std::string kind = n.get_enum("kind", {"logic-pim", "bank-pim"});
+  p.name = n.get<std::string>("name");
+  p.clock = n.get_positive<Frequency>("clock");
+  p.command_latency = n.get<Time>("command_latency");
+  if (kind == "logic-pim") {
+    p.kind = PimKind::kLogicPim;
+    p.gemm_modules = static_cast<int>(n.get_int("gemm_modules", 1, 1 << 16));
+    p.macs_per_module = static_cast<int>(n.get_int("macs_per_module", 1, 1 << 20));
+    p.module_buffer = n.get_positive<ByteSize>("module_buffer");
+    p.input_buffer = n.get_positive<ByteSize>("input_buffer");
+    p.temp_buffer = n.get_positive<ByteSize>("temp_buffer");
+    p.softmax_buffer = n.get_positive<ByteSize>("softmax_buffer");
+    const ConfigNode b = n.at("bundle");
+    p.banks_per_bundle = static_cast<int>(b.get_int("banks_per_bundle", 1, 64));
+    p.banks_per_group_read = static_cast<int>(b.get_int("banks_per_group_read", 1, 64));
+    b.finish();
+    p.softmax_elements_per_cycle = n.get_positive<double>("softmax_elements_per_cycle");
+    p.activation_elements_per_cycle = n.get_positive<double>("activation_elements_per_cycle");
+    p.datapath = n.get_enum("datapath", {"golden", "rtl"});
+    if (auto a = n.find("area")) {
+      for (const auto& k : a->keys()) p.area[k] = a->get_positive<Area>(k);
+      a->finish();
+    }
+  } else {
+    p.kind = PimKind::kBankPim;
+    p.bandwidth_multiplier = n.get_positive<double>("bandwidth_multiplier");
+    p.peak_op_per_byte = n.get_positive<double>("peak_op_per_byte");
+  }
+  n.finish();
+  return p;
+}
+
+FlopRate PimSpec::peak_flops_per_stack(const HbmSpec& hbm) const {
+  if (kind == PimKind::kBankPim)
+    return flop_per_s(peak_op_per_byte * internal_bandwidth_per_stack(hbm).si());
+  return flop_per_s(2.0 * gemm_modules * macs_per_module * clock.si());
+}
+
+Bandwidth PimSpec::internal_bandwidth_per_stack(const HbmSpec& hbm) const {
+  if (kind == PimKind::kBankPim) return hbm.stack_bandwidth() * bandwidth_multiplier;
+  // Per pseudo-channel: every bank group delivers banks_per_group_read accesses per tCCD_L.
+  const double bytes_per_tccd_l = static_cast<double>(banks_per_group_read) * hbm.org.bank_groups *
+                                  static_cast<double>(hbm.org.access_granularity.bytes);
+  return bytes_per_s(bytes_per_tccd_l / hbm.timing.tCCD_L.si() * hbm.org.pseudo_channels());
+}
+
+LinkSpec read_links(const ConfigNode& n) {
+  LinkSpec l;
+  if (n.get<std::string>("kind") != "links") n.fail("kind", "is not links", "kind: links");
+  l.nvlink_bandwidth = n.get_positive<Bandwidth>("nvlink_bandwidth");
+  l.nvlink_latency = n.get<Time>("nvlink_latency");
+  l.infiniband_bandwidth = n.get_positive<Bandwidth>("infiniband_bandwidth");
+  l.infiniband_latency = n.get<Time>("infiniband_latency");
+  l.devices_per_node = static_cast<int>(n.get_int("devices_per_node", 1, 1024));
+  n.finish();
+  return l;
+}
+
+EnergyTable read_energy(const ConfigNode& n) {
+  EnergyTable e;
+  e.file = n.file();
+  if (n.get<std::string>("kind") != "energy") n.fail("kind", "is not energy", "kind: energy");
+  for (const char* group : {"dram", "compute", "links"}) {
+    const ConfigNode g = n.at(group);
+    for (const auto& k : g.keys()) e.actions[std::string(group) + "." + k] = g.get<Energy>(k);
+    g.finish();
+  }
+  const ConfigNode s = n.at("static");
+  for (const auto& k : s.keys()) e.static_power[k] = s.get<Power>(k);
+  s.finish();
+  n.finish();
+  return e;
+}
+
+Energy EnergyTable::price(std::string_view action) const {
+  auto it = actions.find(std::string(action));
+  if (it == actions.end())
+    throw Error(fmt::format("{}: no energy entry for action \"{}\"; add it to the energy table (actions "
+                            "known: {})", file, action, actions.size()));
+  return it->second;
+}
+
+Power EnergyTable::static_of(std::string_view component) const {
+  auto it = static_power.find(std::string(component));
+  if (it == static_power.end())
+    throw Error(fmt::format("{}: no static power entry for \"{}\" under static:", file, component));
+  return it->second;
+}
+
+SystemSpec read_system(const ConfigNode& n) {
+  SystemSpec s;
+  s.file = n.file();
+  s.name = n.get<std::string>("name");
+  s.description = n.get<std::string>("description");
+  s.xpu = read_xpu(n.at("xpu"));
+  {
+    const ConfigNode m = n.at("memory");
+    s.stacks = static_cast<int>(m.get_int("stacks", 1, 64));
+    s.memory = read_hbm(m);
+  }
+  if (auto p = n.find("pim")) s.pim = read_pim(*p);
+  s.links = read_links(n.at("links"));
+  s.energy = read_energy(n.at("energy"));
+  const ConfigNode d = n.at("devices_per_model");
+  for (const auto& k : d.keys()) s.devices_per_model[k] = static_cast<int>(d.get_int(k, 1, 1 << 16));
+  if (!s.devices_per_model.count("default")) d.fail("default", "missing required key");
+  d.finish();
+  s.device_multiplier = static_cast<int>(n.get_int("device_multiplier", 1, 64));
+  const ConfigNode c = n.at("coprocessing");
+  s.coprocess_experts = c.get<bool>("experts");
+  s.coprocess_attention = c.get<bool>("attention");
+  c.finish();
+  s.expert_tensor_parallel = n.get<bool>("expert_tensor_parallel");
+  if (!s.pim && (s.coprocess_experts || s.coprocess_attention))
+    n.fail("coprocessing", "co-processing is enabled on a system without pim", "a pim: section, or false");
+  n.finish();
+  s.resolved_yaml = n.dump();
+  return s;
+}
+
+SystemSpec load_system(std::string_view name_or_path) {
+  return read_system(ConfigNode::load(name_or_path, "systems"));
+}
+
+int SystemSpec::devices_for(std::string_view model_name) const {
+  auto it = devices_per_model.find(std::string(model_name));
+  const int base = it != devices_per_model.end() ? it->second : devices_per_model.at("default");
+  return base * device_multiplier;
+}
+
+FlopRate SystemSpec::pim_peak_flops() const {
+  return pim ? pim->peak_flops_per_stack(memory) * stacks : FlopRate{};
+}
+
+Bandwidth SystemSpec::pim_bandwidth() const {
+  return pim ? pim->internal_bandwidth_per_stack(memory) * stacks : Bandwidth{};
+}
+
+}  // namespace duplex

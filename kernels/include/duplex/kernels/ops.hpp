@@ -1,0 +1,146 @@
+#pragma once
+// The xPU ops, one argument struct each, and OpArgs (the variant a backend dispatches on).
+//
+// Common contract (checked by can_implement):
+//  - Floating operands of one op share one storage dtype (f16, bf16 or f32) unless a field says otherwise;
+//    arithmetic accumulates in FP32. Index operands are i32. All tensors are row-major contiguous and live in
+//    the backend's memory (Location::kHost for the CPU backend, kDevice for CUDA).
+//  - Outputs never alias inputs unless a field says so.
+//  - Shapes are written [outer, ..., inner]. T = tokens, H = hidden, D = head_dim, E = experts, F = ffn width.
+#include <cstdint>
+#include <span>
+#include <variant>
+
+#include "duplex/kernels/tensor.hpp"
+
+namespace duplex::kernels {
+
+// c[M,N] = a[M,K] . op(b) (+ c when accumulate). op(b) = b^T when b_transposed (b is [N,K]: a linear layer's
+// weight, bias-free), else b is [K,N].
+struct GemmArgs {
+  Tensor a, b, c;
+  bool b_transposed = true;
+  bool accumulate = false;
+};
+
+// y[N] = w[N,K] . x[K] (a decode-time linear layer for one token; bandwidth bound).
+struct GemvArgs {
+  Tensor w, x, y;
+};
+
+enum class NormKind : std::uint8_t { kRms, kLayer };
+// Per row of x[T,H]: RMSNorm y = x / sqrt(mean(x^2) + eps) * weight;
+// LayerNorm y = (x - mean) / sqrt(var + eps) * weight + bias (bias may be absent). y[T,H] may alias x.
+struct NormArgs {
+  NormKind kind = NormKind::kRms;
+  Tensor x, weight, bias, y;
+  float eps = 1e-5f;
+};
+
+// Rotary embedding, rotate-half (GPT-NeoX / HF Llama) form, in place on x[T, heads, D]:
+// for i < rotary_dim/2, angle = positions[t] * theta^(-2i/rotary_dim), the pair (x[i], x[i + rotary_dim/2])
+// is rotated by angle. positions: i32[T]. rotary_dim 0 means D; it must be even and <= D.
+struct RopeArgs {
+  Tensor x, positions;
+  float theta = 10000.0f;
+  std::int64_t rotary_dim = 0;
+};
+
+// Causal self-attention for a batch of prompts packed along tokens (prefill).
+// q[T,Hq,D], k/v[T,Hkv,D], out[T,Hq,D]; Hq = G * Hkv (GQA group G). Sequence b holds tokens
+// [seq_starts[b], seq_starts[b+1]); seq_starts is host memory, non-decreasing, first 0, last T.
+// out = softmax(scale * q k^T + causal mask) v per sequence and head.
+struct PrefillAttentionArgs {
+  Tensor q, k, v, out;
+  std::span<const std::int64_t> seq_starts;
+  float scale = 1.0f;
+};
+
+// One new token per request attending to its paged KV cache (decode), GQA.
+// q[B,Hq,D]; k_cache/v_cache[num_blocks, block_size, Hkv, D]; block_table i32[B, max_blocks] (request b's
+// token j lives in block block_table[b][j / block_size], slot j % block_size); context_lens i32[B] (tokens to
+// attend, the new one included, each <= max_context_len and <= max_blocks*block_size); out[B,Hq,D].
+// max_context_len (host) bounds context_lens; kernels size their work split by it.
+// A request with context_len 0 gets out = 0.
+struct DecodeAttentionArgs {
+  Tensor q, k_cache, v_cache, block_table, context_lens, out;
+  float scale = 1.0f;
+  std::int64_t max_context_len = 0;
+};
+
+// Row softmax: y[R,C] = softmax(scale * x[R,C]) per row. y may alias x.
+struct SoftmaxArgs {
+  Tensor x, y;
+  float scale = 1.0f;
+};
+
+// MoE router: logits = hidden[T,H] . gate_weight[E,H]^T; p = softmax(logits); the top_k experts by p (ties:
+// the lower expert index first) go to topk_ids i32[T,k] in descending order with their weights in
+// topk_weights f32[T,k], renormalised to sum 1 when renormalize. logits f32[T,E] is written when present.
+struct RouterArgs {
+  Tensor hidden, gate_weight, topk_ids, topk_weights, logits;
+  std::int64_t top_k = 2;
+  bool renormalize = true;
+};
+
+// MoE token permute: the T*k (token, slot) pairs are grouped by expert (stable: by expert, then t*k + j).
+// x[T,H], topk_ids i32[T,k] -> x_perm[T*k,H] (row r = x of the r-th pair in that order),
+// permuted_row i32[T,k] (the row of pair (t,j) in x_perm), expert_offsets i32[E+1] (expert e's rows are
+// [offsets[e], offsets[e+1])). An id outside [0, num_experts) is kInvalidArgument.
+struct PermuteArgs {
+  Tensor x, topk_ids, x_perm, permuted_row, expert_offsets;
+  std::int64_t num_experts = 0;
+};
+
+// MoE token unpermute: out[t] = sum_j topk_weights[t,j] * y_perm[permuted_row[t,j]] (j in order, FP32).
+// y_perm[T*k,H], permuted_row i32[T,k], topk_weights f32[T,k], out[T,H].
+struct UnpermuteArgs {
+  Tensor y_perm, permuted_row, topk_weights, out;
+};
+
+enum class FfnKind : std::uint8_t { kGated, kTwoMatrix };
+enum class Activation : std::uint8_t { kSilu, kGeluTanh, kRelu };
+// Expert FFN for a group of E experts over permuted tokens x[P,H]; expert e owns rows
+// [expert_offsets[e], expert_offsets[e+1]) (host memory, E+1 entries, non-decreasing, first 0, last P;
+// an expert with no rows is skipped). Per row of expert e:
+//   kGated:     h = act(w_in[e] . x) * (w_up[e] . x), y = w_down[e] . h   (Mixtral: act = SiLU)
+//   kTwoMatrix: h = act(w_in[e] . x),                 y = w_down[e] . h   (GLaM/OPT: GELU/ReLU; w_up absent)
+// w_in/w_up [E,F,H], w_down [E,H,F], y[P,H]. h is rounded to the storage dtype before the down projection
+// (as an intermediate written to memory is).
+struct ExpertFfnArgs {
+  FfnKind kind = FfnKind::kGated;
+  Activation activation = Activation::kSilu;
+  Tensor x, w_in, w_up, w_down, y;
+  std::span<const std::int64_t> expert_offsets;
+};
+
+// out = a + b, elementwise, same shape (any rank). out may alias a or b.
+struct ResidualAddArgs {
+  Tensor a, b, out;
+};
+
+// out[T,H] = table[ids[t]]; ids i32[T]; an id outside [0, V) is kInvalidArgument.
+struct EmbeddingArgs {
+  Tensor table, ids, out;
+};
+
+// Greedy decoding head: logits = hidden[T,H] . weight[V,H]^T (FP32); next_ids i32[T] = argmax (ties: lowest
+// id). logits f32[T,V] is written when present.
+struct LmHeadArgs {
+  Tensor hidden, weight, next_ids, logits;
+};
+
+// The sum of partial results that stands for an all-reduce across stacks / devices:
+// out[N] = sum_p partials[p, N] in order p = 0..P-1, in FP32. partials[P,N], out[N].
+struct PartialSumArgs {
+  Tensor partials, out;
+};
+
+using OpArgs = std::variant<GemmArgs, GemvArgs, NormArgs, RopeArgs, PrefillAttentionArgs, DecodeAttentionArgs,
+                            SoftmaxArgs, RouterArgs, PermuteArgs, UnpermuteArgs, ExpertFfnArgs, ResidualAddArgs,
+                            EmbeddingArgs, LmHeadArgs, PartialSumArgs>;
+
+// "gemm", "decode_attention", ...
+const char* op_name(const OpArgs& args);
+
+}  // namespace duplex::kernels

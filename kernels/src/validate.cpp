@@ -1,0 +1,283 @@
+#include "validate.hpp"
+
+#include <fmt/format.h>
+
+#include <string>
+
+namespace duplex::kernels {
+namespace {
+
+// Records the first violated rule of one op; later checks are skipped once one failed.
+class Checker {
+ public:
+  Checker(const char* op, Location memory) : op_(op), memory_(memory) {}
+
+  // A present, contiguous tensor of the given rank in the backend's memory.
+  Checker& tensor(const char* name, const Tensor& t, int rank) {
+    if (!status_.ok()) return *this;
+    if (!t.present()) return fail(StatusCode::kInvalidArgument, fmt::format("{} is absent (null data)", name));
+    if (t.rank != rank)
+      return fail(StatusCode::kInvalidArgument, fmt::format("{} is {}; expected rank {}", name, t.describe(), rank));
+    for (int d = 0; d < t.rank; ++d)
+      if (t.dim(d) < 0) return fail(StatusCode::kInvalidArgument, fmt::format("{} has a negative extent", name));
+    if (t.location != memory_)
+      return fail(StatusCode::kWrongLocation,
+                  fmt::format("{} is {}; this backend needs {} memory", name, t.describe(), location_name(memory_)));
+    if (!t.is_contiguous())
+      return fail(StatusCode::kUnsupportedLayout, fmt::format("{} is not row-major contiguous", name));
+    return *this;
+  }
+  Checker& optional_tensor(const char* name, const Tensor& t, int rank) {
+    return t.present() ? tensor(name, t, rank) : *this;
+  }
+  Checker& extent(const char* name, const Tensor& t, int d, std::int64_t expected, const char* meaning) {
+    if (!status_.ok() || !t.present() || t.dim(d) == expected) return *this;
+    return fail(StatusCode::kInvalidArgument, fmt::format("{} is {}; dimension {} must be {} = {}", name,
+                                                          t.describe(), d, meaning, expected));
+  }
+  Checker& float_dtype(const char* name, const Tensor& t) {
+    if (!status_.ok() || !t.present() || is_floating(t.dtype)) return *this;
+    return fail(StatusCode::kUnsupportedDType, fmt::format("{} is {}; expected f16, bf16 or f32", name, t.describe()));
+  }
+  Checker& dtype(const char* name, const Tensor& t, DType expected) {
+    if (!status_.ok() || !t.present() || t.dtype == expected) return *this;
+    return fail(StatusCode::kUnsupportedDType,
+                fmt::format("{} is {}; expected {}", name, t.describe(), dtype_name(expected)));
+  }
+  Checker& same_dtype(const char* name, const Tensor& t, const Tensor& reference, const char* reference_name) {
+    if (!status_.ok() || !t.present() || t.dtype == reference.dtype) return *this;
+    return fail(StatusCode::kUnsupportedDType, fmt::format("{} is {} but {} is {}; they must share one dtype", name,
+                                                           t.describe(), reference_name, reference.describe()));
+  }
+  Checker& no_alias(const char* out_name, const Tensor& out, const char* in_name, const Tensor& in) {
+    if (!status_.ok() || !out.present() || !in.present()) return *this;
+    const auto* o = static_cast<const char*>(out.data);
+    const auto* i = static_cast<const char*>(in.data);
+    if (o < i + in.bytes() && i < o + out.bytes())
+      return fail(StatusCode::kInvalidArgument, fmt::format("{} overlaps {}; expected separate memory", out_name, in_name));
+    return *this;
+  }
+  Checker& require(bool condition, StatusCode code, const std::string& message) {
+    if (!status_.ok() || condition) return *this;
+    return fail(code, message);
+  }
+  Status status() const { return status_; }
+
+ private:
+  Checker& fail(StatusCode code, const std::string& message) {
+    status_ = Status(code, fmt::format("{}: {}", op_, message));
+    return *this;
+  }
+  const char* op_;
+  Location memory_;
+  Status status_;
+};
+
+bool starts_valid(std::span<const std::int64_t> starts, std::int64_t total) {
+  if (starts.empty() || starts.front() != 0 || starts.back() != total) return false;
+  for (std::size_t i = 1; i < starts.size(); ++i)
+    if (starts[i] < starts[i - 1]) return false;
+  return true;
+}
+
+struct Validator {
+  Location memory;
+
+  Status operator()(const GemmArgs& a) const {
+    Checker c("gemm", memory);
+    c.tensor("a", a.a, 2).tensor("b", a.b, 2).tensor("c", a.c, 2);
+    c.float_dtype("a", a.a).same_dtype("b", a.b, a.a, "a").same_dtype("c", a.c, a.a, "a");
+    const std::int64_t m = a.a.dim(0), k = a.a.dim(1);
+    const std::int64_t n = a.b_transposed ? a.b.dim(0) : a.b.dim(1);
+    c.extent("b", a.b, a.b_transposed ? 1 : 0, k, "K (a's columns)");
+    c.extent("c", a.c, 0, m, "M (a's rows)").extent("c", a.c, 1, n, "N");
+    c.no_alias("c", a.c, "a", a.a).no_alias("c", a.c, "b", a.b);
+    return c.status();
+  }
+  Status operator()(const GemvArgs& a) const {
+    Checker c("gemv", memory);
+    c.tensor("w", a.w, 2).tensor("x", a.x, 1).tensor("y", a.y, 1);
+    c.float_dtype("w", a.w).same_dtype("x", a.x, a.w, "w").same_dtype("y", a.y, a.w, "w");
+    c.extent("x", a.x, 0, a.w.dim(1), "K (w's columns)").extent("y", a.y, 0, a.w.dim(0), "N (w's rows)");
+    c.no_alias("y", a.y, "w", a.w).no_alias("y", a.y, "x", a.x);
+    return c.status();
+  }
+  Status operator()(const NormArgs& a) const {
+    Checker c(a.kind == NormKind::kRms ? "rms_norm" : "layer_norm", memory);
+    c.tensor("x", a.x, 2).tensor("weight", a.weight, 1).tensor("y", a.y, 2).optional_tensor("bias", a.bias, 1);
+    c.require(a.kind == NormKind::kLayer || !a.bias.present(), StatusCode::kInvalidArgument,
+              "bias is given to an RMSNorm; expected it absent");
+    c.float_dtype("x", a.x).same_dtype("weight", a.weight, a.x, "x").same_dtype("y", a.y, a.x, "x");
+    c.same_dtype("bias", a.bias, a.x, "x");
+    c.extent("weight", a.weight, 0, a.x.dim(1), "H").extent("bias", a.bias, 0, a.x.dim(1), "H");
+    c.extent("y", a.y, 0, a.x.dim(0), "T").extent("y", a.y, 1, a.x.dim(1), "H");
+    c.require(a.eps > 0.0f, StatusCode::kInvalidArgument, fmt::format("eps is {}; expected > 0", a.eps));
+    c.require(a.x.dim(1) > 0, StatusCode::kInvalidArgument, "H is 0; expected > 0");
+    return c.status();
+  }
+  Status operator()(const RopeArgs& a) const {
+    Checker c("rope", memory);
+    c.tensor("x", a.x, 3).tensor("positions", a.positions, 1);
+    c.float_dtype("x", a.x).dtype("positions", a.positions, DType::kI32);
+    c.extent("positions", a.positions, 0, a.x.dim(0), "T");
+    const std::int64_t rd = a.rotary_dim == 0 ? a.x.dim(2) : a.rotary_dim;
+    c.require(rd > 0 && rd % 2 == 0 && rd <= a.x.dim(2), StatusCode::kInvalidArgument,
+              fmt::format("rotary_dim is {}; expected even, > 0 and <= head_dim {}", rd, a.x.dim(2)));
+    c.require(a.theta > 0.0f, StatusCode::kInvalidArgument, fmt::format("theta is {}; expected > 0", a.theta));
+    return c.status();
+  }
+  Status operator()(const PrefillAttentionArgs& a) const {
+    Checker c("prefill_attention", memory);
+    c.tensor("q", a.q, 3).tensor("k", a.k, 3).tensor("v", a.v, 3).tensor("out", a.out, 3);
+    c.float_dtype("q", a.q).same_dtype("k", a.k, a.q, "q").same_dtype("v", a.v, a.q, "q");
+    c.same_dtype("out", a.out, a.q, "q");
+    const std::int64_t t = a.q.dim(0), hkv = a.k.dim(1), d = a.q.dim(2);
+    c.extent("k", a.k, 0, t, "T").extent("k", a.k, 2, d, "D").extent("v", a.v, 0, t, "T");
+    c.extent("v", a.v, 1, hkv, "Hkv").extent("v", a.v, 2, d, "D");
+    c.extent("out", a.out, 0, t, "T").extent("out", a.out, 1, a.q.dim(1), "Hq").extent("out", a.out, 2, d, "D");
+    c.require(hkv > 0 && a.q.dim(1) % hkv == 0, StatusCode::kInvalidArgument,
+              fmt::format("Hq {} is not a multiple of Hkv {}", a.q.dim(1), hkv));
+    c.require(starts_valid(a.seq_starts, t), StatusCode::kInvalidArgument,
+              fmt::format("seq_starts must start at 0, not decrease and end at T = {}", t));
+    c.no_alias("out", a.out, "q", a.q).no_alias("out", a.out, "k", a.k).no_alias("out", a.out, "v", a.v);
+    return c.status();
+  }
+  Status operator()(const DecodeAttentionArgs& a) const {
+    Checker c("decode_attention", memory);
+    c.tensor("q", a.q, 3).tensor("k_cache", a.k_cache, 4).tensor("v_cache", a.v_cache, 4);
+    c.tensor("block_table", a.block_table, 2).tensor("context_lens", a.context_lens, 1).tensor("out", a.out, 3);
+    c.float_dtype("q", a.q).same_dtype("k_cache", a.k_cache, a.q, "q").same_dtype("v_cache", a.v_cache, a.q, "q");
+    c.same_dtype("out", a.out, a.q, "q");
+    c.dtype("block_table", a.block_table, DType::kI32).dtype("context_lens", a.context_lens, DType::kI32);
+    const std::int64_t b = a.q.dim(0), d = a.q.dim(2), hkv = a.k_cache.dim(2);
+    for (int i = 0; i < 4; ++i) c.extent("v_cache", a.v_cache, i, a.k_cache.dim(i), "k_cache's extent");
+    c.extent("k_cache", a.k_cache, 3, d, "D (q's head_dim)");
+    c.extent("block_table", a.block_table, 0, b, "B").extent("context_lens", a.context_lens, 0, b, "B");
+    c.extent("out", a.out, 0, b, "B").extent("out", a.out, 1, a.q.dim(1), "Hq").extent("out", a.out, 2, d, "D");
+    c.require(hkv > 0 && a.q.dim(1) % hkv == 0, StatusCode::kInvalidArgument,
+              fmt::format("Hq {} is not a multiple of Hkv {}", a.q.dim(1), hkv));
+    c.require(a.k_cache.dim(1) > 0, StatusCode::kInvalidArgument, "block_size is 0; expected > 0");
+    c.require(a.max_context_len >= 0 && a.max_context_len <= a.block_table.dim(1) * a.k_cache.dim(1),
+              StatusCode::kInvalidArgument,
+              fmt::format("max_context_len {} must be in [0, max_blocks * block_size = {}]", a.max_context_len,
+                          a.block_table.dim(1) * a.k_cache.dim(1)));
+    c.no_alias("out", a.out, "q", a.q);
+    return c.status();
+  }
+  Status operator()(const SoftmaxArgs& a) const {
+    Checker c("softmax", memory);
+    c.tensor("x", a.x, 2).tensor("y", a.y, 2).float_dtype("x", a.x).same_dtype("y", a.y, a.x, "x");
+    c.extent("y", a.y, 0, a.x.dim(0), "R").extent("y", a.y, 1, a.x.dim(1), "C");
+    return c.status();
+  }
+  Status operator()(const RouterArgs& a) const {
+    Checker c("router", memory);
+    c.tensor("hidden", a.hidden, 2).tensor("gate_weight", a.gate_weight, 2).tensor("topk_ids", a.topk_ids, 2);
+    c.tensor("topk_weights", a.topk_weights, 2).optional_tensor("logits", a.logits, 2);
+    c.float_dtype("hidden", a.hidden).same_dtype("gate_weight", a.gate_weight, a.hidden, "hidden");
+    c.dtype("topk_ids", a.topk_ids, DType::kI32).dtype("topk_weights", a.topk_weights, DType::kF32);
+    c.dtype("logits", a.logits, DType::kF32);
+    const std::int64_t t = a.hidden.dim(0), e = a.gate_weight.dim(0);
+    c.extent("gate_weight", a.gate_weight, 1, a.hidden.dim(1), "H");
+    c.require(a.top_k >= 1 && a.top_k <= e, StatusCode::kInvalidArgument,
+              fmt::format("top_k is {}; expected in [1, experts = {}]", a.top_k, e));
+    c.extent("topk_ids", a.topk_ids, 0, t, "T").extent("topk_ids", a.topk_ids, 1, a.top_k, "top_k");
+    c.extent("topk_weights", a.topk_weights, 0, t, "T").extent("topk_weights", a.topk_weights, 1, a.top_k, "top_k");
+    c.extent("logits", a.logits, 0, t, "T").extent("logits", a.logits, 1, e, "E");
+    return c.status();
+  }
+  Status operator()(const PermuteArgs& a) const {
+    Checker c("permute", memory);
+    c.tensor("x", a.x, 2).tensor("topk_ids", a.topk_ids, 2).tensor("x_perm", a.x_perm, 2);
+    c.tensor("permuted_row", a.permuted_row, 2).tensor("expert_offsets", a.expert_offsets, 1);
+    c.float_dtype("x", a.x).same_dtype("x_perm", a.x_perm, a.x, "x").dtype("topk_ids", a.topk_ids, DType::kI32);
+    c.dtype("permuted_row", a.permuted_row, DType::kI32).dtype("expert_offsets", a.expert_offsets, DType::kI32);
+    const std::int64_t t = a.x.dim(0), k = a.topk_ids.dim(1);
+    c.require(a.num_experts >= 1, StatusCode::kInvalidArgument,
+              fmt::format("num_experts is {}; expected >= 1", a.num_experts));
+    c.extent("topk_ids", a.topk_ids, 0, t, "T").extent("x_perm", a.x_perm, 0, t * k, "T * top_k");
+    c.extent("x_perm", a.x_perm, 1, a.x.dim(1), "H").extent("permuted_row", a.permuted_row, 0, t, "T");
+    c.extent("permuted_row", a.permuted_row, 1, k, "top_k");
+    c.extent("expert_offsets", a.expert_offsets, 0, a.num_experts + 1, "num_experts + 1");
+    c.no_alias("x_perm", a.x_perm, "x", a.x);
+    return c.status();
+  }
+  Status operator()(const UnpermuteArgs& a) const {
+    Checker c("unpermute", memory);
+    c.tensor("y_perm", a.y_perm, 2).tensor("permuted_row", a.permuted_row, 2);
+    c.tensor("topk_weights", a.topk_weights, 2).tensor("out", a.out, 2);
+    c.float_dtype("y_perm", a.y_perm).same_dtype("out", a.out, a.y_perm, "y_perm");
+    c.dtype("permuted_row", a.permuted_row, DType::kI32).dtype("topk_weights", a.topk_weights, DType::kF32);
+    const std::int64_t t = a.out.dim(0), k = a.permuted_row.dim(1);
+    c.extent("permuted_row", a.permuted_row, 0, t, "T").extent("topk_weights", a.topk_weights, 0, t, "T");
+    c.extent("topk_weights", a.topk_weights, 1, k, "top_k").extent("y_perm", a.y_perm, 0, t * k, "T * top_k");
+    c.extent("out", a.out, 1, a.y_perm.dim(1), "H");
+    c.no_alias("out", a.out, "y_perm", a.y_perm);
+    return c.status();
+  }
+  Status operator()(const ExpertFfnArgs& a) const {
+    Checker c("expert_ffn", memory);
+    const bool gated = a.kind == FfnKind::kGated;
+    c.tensor("x", a.x, 2).tensor("w_in", a.w_in, 3).tensor("w_down", a.w_down, 3).tensor("y", a.y, 2);
+    if (gated) c.tensor("w_up", a.w_up, 3);
+    c.require(gated || !a.w_up.present(), StatusCode::kInvalidArgument,
+              "w_up is given to a two-matrix FFN; expected it absent");
+    c.float_dtype("x", a.x).same_dtype("w_in", a.w_in, a.x, "x").same_dtype("w_up", a.w_up, a.x, "x");
+    c.same_dtype("w_down", a.w_down, a.x, "x").same_dtype("y", a.y, a.x, "x");
+    const std::int64_t p = a.x.dim(0), h = a.x.dim(1), e = a.w_in.dim(0), f = a.w_in.dim(1);
+    c.extent("w_in", a.w_in, 2, h, "H");
+    if (gated) {
+      for (int i = 0; i < 3; ++i) c.extent("w_up", a.w_up, i, a.w_in.dim(i), "w_in's extent");
+    }
+    c.extent("w_down", a.w_down, 0, e, "E").extent("w_down", a.w_down, 1, h, "H").extent("w_down", a.w_down, 2, f, "F");
+    c.extent("y", a.y, 0, p, "P").extent("y", a.y, 1, h, "H");
+    c.require(a.expert_offsets.size() == static_cast<std::size_t>(e) + 1, StatusCode::kInvalidArgument,
+              fmt::format("expert_offsets has {} entries; expected E + 1 = {}", a.expert_offsets.size(), e + 1));
+    c.require(starts_valid(a.expert_offsets, p), StatusCode::kInvalidArgument,
+              fmt::format("expert_offsets must start at 0, not decrease and end at P = {}", p));
+    c.no_alias("y", a.y, "x", a.x);
+    return c.status();
+  }
+  Status operator()(const ResidualAddArgs& a) const {
+    Checker c("residual_add", memory);
+    c.tensor("a", a.a, a.a.rank).tensor("b", a.b, a.a.rank).tensor("out", a.out, a.a.rank);
+    c.float_dtype("a", a.a).same_dtype("b", a.b, a.a, "a").same_dtype("out", a.out, a.a, "a");
+    for (int d = 0; d < a.a.rank; ++d) {
+      c.extent("b", a.b, d, a.a.dim(d), "a's extent").extent("out", a.out, d, a.a.dim(d), "a's extent");
+    }
+    return c.status();
+  }
+  Status operator()(const EmbeddingArgs& a) const {
+    Checker c("embedding", memory);
+    c.tensor("table", a.table, 2).tensor("ids", a.ids, 1).tensor("out", a.out, 2);
+    c.float_dtype("table", a.table).same_dtype("out", a.out, a.table, "table").dtype("ids", a.ids, DType::kI32);
+    c.extent("out", a.out, 0, a.ids.dim(0), "T").extent("out", a.out, 1, a.table.dim(1), "H");
+    return c.status();
+  }
+  Status operator()(const LmHeadArgs& a) const {
+    Checker c("lm_head", memory);
+    c.tensor("hidden", a.hidden, 2).tensor("weight", a.weight, 2).tensor("next_ids", a.next_ids, 1);
+    c.optional_tensor("logits", a.logits, 2);
+    c.float_dtype("hidden", a.hidden).same_dtype("weight", a.weight, a.hidden, "hidden");
+    c.dtype("next_ids", a.next_ids, DType::kI32).dtype("logits", a.logits, DType::kF32);
+    const std::int64_t t = a.hidden.dim(0), v = a.weight.dim(0);
+    c.extent("weight", a.weight, 1, a.hidden.dim(1), "H").extent("next_ids", a.next_ids, 0, t, "T");
+    c.extent("logits", a.logits, 0, t, "T").extent("logits", a.logits, 1, v, "V");
+    c.require(v >= 1, StatusCode::kInvalidArgument, "the vocabulary is empty; expected V >= 1");
+    return c.status();
+  }
+  Status operator()(const PartialSumArgs& a) const {
+    Checker c("partial_sum", memory);
+    c.tensor("partials", a.partials, 2).tensor("out", a.out, 1);
+    c.float_dtype("partials", a.partials).same_dtype("out", a.out, a.partials, "partials");
+    c.extent("out", a.out, 0, a.partials.dim(1), "N");
+    c.no_alias("out", a.out, "partials", a.partials);
+    return c.status();
+  }
+};
+
+}  // namespace
+
+Status validate_op(const OpArgs& args, Location backend_memory) { return std::visit(Validator{backend_memory}, args); }
+
+}  // namespace duplex::kernels

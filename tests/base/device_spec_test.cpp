@@ -1,0 +1,106 @@
+#include "duplex/base/device_spec.hpp"
+
+#include <gtest/gtest.h>
+
+#include "duplex/base/config_store.hpp"
+#include "duplex/base/error.hpp"
+
+namespace duplex {
+namespace {
+
+TEST(DeviceSpec, EveryShippedSystemLoads) {
+  for (const auto& name : list_presets("systems")) {
+    SCOPED_TRACE(name);
+    const SystemSpec s = load_system(name);
+    EXPECT_EQ(s.name, name);
+    EXPECT_GT(s.devices_for("mixtral-8x7b"), 0);
+  }
+}
+
+TEST(DeviceSpec, Hbm3StackFiguresFollowFromThePreset) {
+  const SystemSpec s = load_system("gpu");
+  // 32 pseudo-channels x 32 DQ x 5.2 Gb/s / 8 = 665.6 GB/s per stack (DUPLEX.md s.3).
+  EXPECT_NEAR(to_gb_per_s(s.memory.stack_bandwidth()), 665.6, 1e-9);
+  EXPECT_NEAR(to_gb_per_s(s.memory_bandwidth()), 3328.0, 1e-9);
+  EXPECT_EQ(s.memory.org.stack_capacity().bytes, 16ULL << 30);
+  EXPECT_EQ(s.memory_capacity().bytes, 80ULL << 30);
+  EXPECT_NEAR(to_ns(s.memory.burst_time()), 8 / 5.2, 1e-9);
+  EXPECT_FALSE(s.pim.has_value());
+}
+
+TEST(DeviceSpec, LogicPimPeakAndBundleBandwidth) {
+  const SystemSpec s = load_system("duplex");
+  ASSERT_TRUE(s.pim.has_value());
+  // 32 modules x 512 MACs x 2 x 650 MHz = 21.3 TFLOPS per stack (paper).
+  EXPECT_NEAR(to_tflops(s.pim->peak_flops_per_stack(s.memory)), 21.2992, 1e-6);
+  // The bundle path is 4x the normal path: 2 banks x 4 bank groups per tCCD_L = 4 accesses per tCCD_S.
+  const double ratio = s.pim->internal_bandwidth_per_stack(s.memory) / s.memory.stack_bandwidth();
+  EXPECT_NEAR(ratio, 4.0, 1e-3);
+  // Peak Op/B ~ 8 (paper).
+  EXPECT_NEAR(s.pim_peak_flops().si() / s.pim_bandwidth().si(), 8.0, 0.05);
+}
+
+TEST(DeviceSpec, SystemsDifferOnlyWhereTheirPresetsSay) {
+  EXPECT_EQ(load_system("2xgpu").devices_for("mixtral-8x7b"), 8);
+  EXPECT_EQ(load_system("gpu").devices_for("grok-1"), 16);
+  EXPECT_TRUE(load_system("duplex-pe").coprocess_experts);
+  EXPECT_FALSE(load_system("duplex").coprocess_experts);
+  EXPECT_TRUE(load_system("duplex-pe-et").expert_tensor_parallel);
+  EXPECT_EQ(load_system("bank-pim").pim->kind, PimKind::kBankPim);
+  // A preset that overrides another: the 6.4 Gb/s stack keeps the organisation, changes the timing.
+  const HbmSpec fast = read_hbm(ConfigNode::load("devices/hbm3-6.4gbps", "devices"));
+  EXPECT_NEAR(to_gb_per_s(fast.stack_bandwidth()), 819.2, 1e-9);
+  EXPECT_NEAR(to_ns(fast.timing.tFAW), 15.0, 1e-12);
+  EXPECT_EQ(fast.org.rows, 16384);
+}
+
+TEST(DeviceSpec, EnergyTablePricesKnownActionsAndRejectsUnknownOnes) {
+  const SystemSpec s = load_system("duplex");
+  EXPECT_NEAR(to_pj(s.energy.price("dram.logic_pim_read")), 464.0, 1e-9);
+  EXPECT_THROW(s.energy.price("dram.teleport"), Error);
+  EXPECT_THROW(s.energy.static_of("flux_capacitor"), Error);
+}
+
+TEST(DeviceSpec, OverridingAPresetKeyWithAWrongUnitNamesTheUsersFile) {
+  try {
+    read_system(ConfigNode::parse("preset: systems/duplex\nmemory: {timing: {tRCD: 14MHz}}\n", "mine.yaml"));
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.file(), "mine.yaml");
+    EXPECT_EQ(e.key(), "memory.timing.tRCD");
+  }
+}
+
+TEST(DeviceSpec, UnknownKeyInSystemIsAnError) {
+  EXPECT_THROW(read_system(ConfigNode::parse("preset: systems/duplex\nturbo: true\n", "mine.yaml")), ConfigError);
+  EXPECT_THROW(read_system(ConfigNode::parse("preset: systems/gpu\ncoprocessing: {experts: true}\n", "m.yaml")),
+               ConfigError);  // co-processing without PIM
+}
+
+// Every number in a device or energy preset carries its provenance: {value, source} or {value, note}.
+void expect_sourced(const YAML::Node& n, const std::string& file, const std::string& path) {
+  if (n.IsMap()) {
+    if (n["value"]) {
+      EXPECT_TRUE(n["source"] || n["note"]) << file << ": " << path << " has neither source: nor note:";
+      return;
+    }
+    for (const auto& kv : n) expect_sourced(kv.second, file, path + "." + kv.first.as<std::string>());
+  } else if (n.IsScalar()) {
+    const std::string key = path.substr(path.rfind('.') + 1);
+    if (key == "kind" || key == "name" || key == "preset" || key == "datapath") return;
+    ADD_FAILURE() << file << ": " << path << " = " << n.as<std::string>() << " has no source: or note:";
+  }
+}
+
+TEST(DeviceSpec, EveryDeviceAndEnergyNumberCarriesASourceOrANote) {
+  for (const char* kind : {"devices", "energy"}) {
+    for (const auto& name : list_presets(kind)) {
+      const auto text = read_store_file(std::string(kind) + "/" + name + ".yaml");
+      ASSERT_TRUE(text.has_value());
+      expect_sourced(YAML::Load(text->text), text->label, "");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace duplex
