@@ -52,8 +52,10 @@ std::optional<ConfigText> read_store_file(std::string_view relative) {
 ConfigText resolve_config(std::string_view name_or_path, std::string_view kind) {
   if (name_or_path.empty()) throw Error(fmt::format("empty {} name; expected one of: {}", kind,
                                                     fmt::join(list_presets(kind), ", ")));
+  // A bare name ("duplex") is always a preset, even when a file of that name sits in the working directory;
+  // a path has a '/' or a .yaml/.json extension.
   std::error_code ec;
-  if (fs::is_regular_file(std::string(name_or_path), ec)) {
+  if (looks_like_path(name_or_path) && fs::is_regular_file(std::string(name_or_path), ec)) {
     const std::string path(name_or_path);
     return ConfigText{read_text_file(path), path};
   }

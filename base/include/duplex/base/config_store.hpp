@@ -2,7 +2,8 @@
 // Where config files come from. A name such as "systems/duplex.yaml" is looked up
 //   1. under $DUPLEX_CONFIG_DIR when that is set (a checkout's configs/, for editing without rebuilding),
 //   2. in the copy of configs/ embedded in the binary at build time (so `duplex` runs from anywhere).
-// A path to an existing file (absolute, or containing a '/', or ending in .yaml/.json) is read as is.
+// A path (containing a '/', or ending in .yaml/.json) to an existing file is read as is; a bare name is
+// always a preset name.
 #include <optional>
 #include <string>
 #include <string_view>

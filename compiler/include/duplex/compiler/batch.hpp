@@ -1,0 +1,41 @@
+#pragma once
+// What the compiler lowers besides the model: the current batch, as a shape histogram (work per step is
+// O(distinct shapes), not O(requests)), and how tokens are routed to experts.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace duplex::compiler {
+
+// `count` requests that each have `context` tokens already in their KV cache and process `tokens` new
+// tokens this step (1 = decode; > 1 = a prefill or a prefill chunk).
+struct RequestGroup {
+  std::int64_t count = 0;
+  std::int64_t context = 0;
+  std::int64_t tokens = 0;
+};
+
+struct BatchState {
+  std::vector<RequestGroup> groups;
+  std::int64_t tokens() const;           // new tokens this step, all requests
+  std::int64_t requests() const;
+  std::int64_t decode_requests() const;  // groups with tokens == 1
+  std::int64_t prefill_tokens() const;   // tokens of groups with tokens > 1
+  // A step of `batch` decoding requests at context `context`, plus optionally one prefill of
+  // `prefill_tokens` tokens (the mixed stage of the paper).
+  static BatchState decode_batch(std::int64_t batch, std::int64_t context, std::int64_t prefill_tokens = 0);
+};
+
+// Tokens routed to each expert in each MoE layer.
+struct Routing {
+  enum class Kind { kUniform, kZipf, kCounts };
+  Kind kind = Kind::kUniform;
+  double zipf_s = 1.0;
+  std::vector<std::vector<std::int64_t>> counts;  // kCounts: [moe layer][expert]; a single row repeats
+  // Expected, integral counts summing exactly to tokens * top_k for one MoE layer (index `moe_layer`).
+  // Uniform: floor + the remainder spread one by one from expert 0. Zipf: largest-remainder rounding of
+  // tokens*top_k*(i+1)^-s / H, each expert capped at `tokens` (an expert sees a token at most once).
+  std::vector<std::int64_t> expert_tokens(int moe_layer, std::int64_t tokens, int experts, int top_k) const;
+};
+
+}  // namespace duplex::compiler

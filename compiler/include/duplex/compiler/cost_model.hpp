@@ -1,0 +1,35 @@
+#pragma once
+// Analytical time of an op on each unit of a system (a roofline per unit):
+//   xPU:  max(FLOPs / (peak x gemm efficiency), bytes / (HBM bandwidth x memory efficiency)) + launch overhead
+//         (element-wise ops use the FP32 vector peak instead of the tensor-core peak);
+//   PIM:  max(FLOPs / PIM peak, bytes / PIM internal bandwidth) + command latency, over all stacks of the
+//         device; a GEMM whose token count exceeds what the PIM input buffer holds is done in several passes,
+//         each re-reading the weights (Logic-PIM: tokens per pass = input_buffer / (k x 2 B));
+//   link: bytes / link bandwidth + per-step latency (ring all-reduce 2(p-1) steps on NVLink inside a node;
+//         all-to-all p-1 steps on InfiniBand across nodes).
+// The efficiencies are the config's documented choices (configs/devices/h100.yaml).
+#include <optional>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/compiler/op.hpp"
+#include "duplex/compiler/parallel.hpp"
+
+namespace duplex::compiler {
+
+class CostModel {
+ public:
+  CostModel(const SystemSpec& system, const ParallelLayout& layout);
+  Time xpu_time(const Op& op) const;
+  bool pim_supports(const Op& op) const;           // false when the system has no PIM
+  std::optional<Time> pim_time(const Op& op) const;  // nullopt when unsupported
+  Time link_time(const Op& op) const;
+  // Tokens one Logic-PIM pass can hold for a GEMM with k inputs (>= 1); 0 without a Logic-PIM.
+  std::int64_t pim_tokens_per_pass(std::int64_t k) const;
+  const SystemSpec& system() const { return sys_; }
+
+ private:
+  const SystemSpec& sys_;
+  ParallelLayout layout_;
+};
+
+}  // namespace duplex::compiler

@@ -1,0 +1,74 @@
+#pragma once
+// ModelSpec: the shape of a decoder-only LLM / MoE model, enough to lower it to ops and count its
+// parameters. Read from configs/models/*.yaml (read_model) or a HuggingFace config.json (import_hf_config).
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "duplex/base/config.hpp"
+#include "duplex/compiler/dtype.hpp"
+
+namespace duplex::compiler {
+
+enum class FfnKind { kGated, kTwoMatrix };   // gated: gate+up+down (SwiGLU); two-matrix: up+down
+enum class NormKind { kRmsNorm, kLayerNorm };
+enum class AttentionKind { kGqa, kMla };     // MLA: DeepSeek-V2/V3 multi-head latent attention
+
+struct MlaSpec {                // only for AttentionKind::kMla (DeepSeek field names)
+  int q_lora_rank = 0;          // 0: q projected directly from hidden
+  int kv_lora_rank = 0;
+  int qk_nope_head_dim = 0;
+  int qk_rope_head_dim = 0;
+  int v_head_dim = 0;
+};
+
+struct ModelSpec {
+  std::string name;
+  std::string file;             // where it was read from (for messages)
+  int layers = 0;
+  int hidden = 0;
+  int heads = 0;                // query heads
+  int kv_heads = 0;
+  int head_dim = 0;
+  AttentionKind attention = AttentionKind::kGqa;
+  MlaSpec mla;
+  int ffn = 0;                  // dense FFN width (dense layers)
+  FfnKind ffn_kind = FfnKind::kGated;
+  NormKind norm = NormKind::kRmsNorm;
+  int experts = 0;              // routed experts; 0 = dense model
+  int top_k = 0;
+  int expert_ffn = 0;           // width of one routed expert
+  int moe_every = 1;            // MoE in layer l when l >= first_moe_layer and (l - first) % moe_every == moe_every - 1
+  int first_moe_layer = 0;      // layers before this are dense (DeepSeek first_k_dense_replace)
+  std::vector<int> dense_layers;  // explicit dense layers among MoE ones (Qwen mlp_only_layers)
+  int shared_experts = 0;       // always-active experts (DeepSeek n_shared_experts / Qwen2-MoE shared expert)
+  int shared_expert_ffn = 0;    // width of one shared expert
+  int vocab = 0;
+  bool tie_embeddings = false;
+  int learned_positions = 0;    // OPT-style learned position embeddings (rows); 0 = RoPE
+  DType dtype = DType::kFp16;   // weights
+  DType kv_dtype = DType::kFp16;
+
+  bool is_moe() const { return experts > 0; }
+  bool is_moe_layer(int layer) const;
+  int q_dim() const { return heads * head_dim; }
+  int kv_dim() const { return kv_heads * head_dim; }
+  // Elements of K and V cached per token per layer (GQA: 2 kv_dim; MLA: the compressed latent + rope key).
+  std::int64_t kv_elements_per_token_layer() const;
+
+  // Parameter counts (elements).
+  std::int64_t attention_params() const;  // one layer
+  std::int64_t ffn_params(int width) const;  // one FFN of this width (gated: 3 matrices, else 2)
+  std::int64_t embedding_params() const;  // input embedding + LM head (+ positions)
+  std::int64_t params() const;            // total
+  std::int64_t active_params() const;     // per token (top_k experts + shared)
+  void validate() const;                  // throws duplex::Error naming file and field
+};
+
+// Strict reader of our YAML schema (configs/models/README.md).
+ModelSpec read_model(const ConfigNode& n);
+// Loads a preset name (configs/models/<name>.yaml) or a file: *.yaml (ours) or a HF config.json.
+ModelSpec load_model(std::string_view name_or_path);
+
+}  // namespace duplex::compiler

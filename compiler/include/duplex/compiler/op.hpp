@@ -1,0 +1,69 @@
+#pragma once
+// The op-graph IR: plain data. One Graph is the work of ONE device for ONE step (devices of a tensor-parallel
+// group are symmetric). Every op carries its FLOPs and its DRAM bytes split by source; Op/B follows.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "duplex/compiler/dtype.hpp"
+
+namespace duplex::compiler {
+
+enum class OpKind {
+  kEmbedding,
+  kNorm,             // RMSNorm / LayerNorm
+  kQkvProj,          // GEMM: tokens x hidden -> q + k + v (MLA: the q / kv down+up projections)
+  kRope,
+  kAttentionPrefill, // causal attention of requests with > 1 new token (prefill or prefill chunk)
+  kAttentionDecode,  // attention of requests decoding 1 token, GQA over the KV cache
+  kOProj,
+  kResidual,
+  kRouter,           // gate GEMM + top-k + renormalisation
+  kExpertFfn,        // one routed expert on the tokens routed to it (gated: gate+up+down)
+  kSharedExpertFfn,  // always-active expert(s)
+  kDenseFfn,
+  kLmHead,           // final norm excluded; LM head GEMM + greedy argmax
+  kAllReduce,        // tensor-parallel sum over the devices of a node (link op)
+  kAllToAll,         // expert-parallel token exchange (link op)
+};
+std::string_view op_kind_name(OpKind k);
+
+// Which unit an op may run on, and where it was placed.
+enum class Unit { kXpu, kPim, kLink };
+std::string_view unit_name(Unit u);
+
+struct Op {
+  std::string name;       // e.g. "L3.expert5"
+  OpKind kind = OpKind::kNorm;
+  int layer = -1;         // -1: before the first / after the last layer
+  int expert = -1;        // kExpertFfn: global expert index
+  // GEMM-like shape: m tokens, n outputs, k inputs (per matrix; `matrices` matrices of this shape).
+  std::int64_t m = 0, n = 0, k = 0;
+  int matrices = 1;
+  // Attention shape: requests, query tokens per request (sum), context tokens summed over requests,
+  // query heads and kv heads on this device, head dim.
+  std::int64_t requests = 0, query_tokens = 0, context_tokens = 0;
+  int q_heads = 0, kv_heads = 0, head_dim = 0;
+  DType dtype = DType::kFp16;
+  // Analysis (filled by lowering).
+  double flops = 0;
+  double bytes_weights = 0;
+  double bytes_kv = 0;      // KV cache read + written
+  double bytes_act = 0;     // activations read + written
+  double link_bytes = 0;    // collectives: bytes sent per device
+
+  double bytes() const { return bytes_weights + bytes_kv + bytes_act; }
+  double op_b() const { return bytes() > 0 ? flops / bytes() : 0.0; }
+  std::string shape() const;  // "64x6144x4096" or "r=64 q=64 ctx=131072 h=8/2 d=128"
+};
+
+struct Graph {
+  std::string model;
+  int devices = 1;          // devices running this step (the graph is one device's share)
+  std::vector<Op> ops;
+  double total_flops() const;
+  double total_bytes() const;
+};
+
+}  // namespace duplex::compiler

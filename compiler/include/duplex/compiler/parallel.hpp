@@ -1,0 +1,30 @@
+#pragma once
+// How a model is spread over the devices of a system (DUPLEX.md s.6 "Multi-device"):
+//  - non-expert layers: tensor parallel (TP) over the devices of a node, data parallel (DP) across nodes;
+//  - experts: expert parallel (EP) over all devices, tensor parallel inside an expert when devices > experts;
+//  - +ET (expert_tensor_parallel): every expert of a node's share sharded over the node's devices (TP), EP
+//    across nodes.
+#include <string>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/compiler/model_spec.hpp"
+
+namespace duplex::compiler {
+
+struct ParallelLayout {
+  int devices = 1;
+  int nodes = 1;
+  int tp = 1;              // devices per node = tensor-parallel degree of attention / FC
+  int dp = 1;              // = nodes
+  bool expert_tp = false;  // +ET
+  int local_experts = 0;   // distinct experts held by one device
+  int expert_shards = 1;   // each local expert split into this many column shards
+  int expert_groups = 1;   // devices that hold different experts (EP degree)
+
+  // Throws duplex::Error when the split is impossible (e.g. devices not a multiple of nodes, experts not
+  // divisible by the EP degree, heads not divisible by TP).
+  static ParallelLayout make(const ModelSpec& model, const SystemSpec& system, int devices);
+  std::string describe() const;  // "4 devices: TP4 x DP1, EP4 (2 experts/device)"
+};
+
+}  // namespace duplex::compiler

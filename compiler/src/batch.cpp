@@ -1,0 +1,96 @@
+#include "duplex/compiler/batch.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::compiler {
+
+std::int64_t BatchState::tokens() const {
+  std::int64_t t = 0;
+  for (const auto& g : groups) t += g.count * g.tokens;
+  return t;
+}
+std::int64_t BatchState::requests() const {
+  std::int64_t r = 0;
+  for (const auto& g : groups) r += g.count;
+  return r;
+}
+std::int64_t BatchState::decode_requests() const {
+  std::int64_t r = 0;
+  for (const auto& g : groups) r += g.tokens == 1 ? g.count : 0;
+  return r;
+}
+std::int64_t BatchState::prefill_tokens() const {
+  std::int64_t t = 0;
+  for (const auto& g : groups) t += g.tokens > 1 ? g.count * g.tokens : 0;
+  return t;
+}
+
+BatchState BatchState::decode_batch(std::int64_t batch, std::int64_t context, std::int64_t prefill_tokens) {
+  BatchState b;
+  if (batch > 0) b.groups.push_back({batch, context, 1});
+  if (prefill_tokens > 0) b.groups.push_back({1, 0, prefill_tokens});
+  return b;
+}
+
+namespace {
+
+// Splits `total` into integers proportional to `weights`, capped at `cap` each, summing to `total`
+// (largest-remainder rounding; capped shares are redistributed over the others). Deterministic.
+std::vector<std::int64_t> apportion(const std::vector<double>& weights, std::int64_t total, std::int64_t cap) {
+  const std::size_t n = weights.size();
+  std::vector<std::int64_t> out(n, 0);
+  std::vector<bool> capped(n, false);
+  std::int64_t left = total;
+  for (std::size_t round = 0; round <= n && left > 0; ++round) {
+    double wsum = 0;
+    for (std::size_t i = 0; i < n; ++i) wsum += capped[i] ? 0.0 : weights[i];
+    if (wsum <= 0) break;
+    std::vector<double> share(n, 0.0);
+    std::int64_t given = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (capped[i]) continue;
+      share[i] = static_cast<double>(left) * weights[i] / wsum;
+      const auto whole = std::min<std::int64_t>(static_cast<std::int64_t>(std::floor(share[i])), cap - out[i]);
+      out[i] += whole;
+      given += whole;
+      share[i] -= static_cast<double>(whole);
+    }
+    left -= given;
+    std::vector<std::size_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return share[a] > share[b]; });
+    for (std::size_t i : order) {
+      if (left == 0) break;
+      if (capped[i] || out[i] >= cap || share[i] <= 0) continue;
+      ++out[i];
+      --left;
+    }
+    for (std::size_t i = 0; i < n; ++i) capped[i] = out[i] >= cap;
+  }
+  DUPLEX_ASSERT(left == 0, "routing could not place every token (tokens*top_k > tokens*experts?)");
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::int64_t> Routing::expert_tokens(int moe_layer, std::int64_t tokens, int experts, int top_k) const {
+  const std::int64_t total = tokens * top_k;
+  if (kind == Kind::kCounts) {
+    if (counts.empty()) throw Error("routing: given counts are empty");
+    const auto& row = counts[static_cast<std::size_t>(moe_layer) % counts.size()];
+    if (static_cast<int>(row.size()) != experts)
+      throw Error("routing: a counts row has " + std::to_string(row.size()) + " entries; expected one per expert (" +
+                  std::to_string(experts) + ")");
+    return row;
+  }
+  std::vector<double> w(static_cast<std::size_t>(experts), 1.0);
+  if (kind == Kind::kZipf)
+    for (int i = 0; i < experts; ++i) w[static_cast<std::size_t>(i)] = std::pow(i + 1.0, -zipf_s);
+  return apportion(w, total, tokens);
+}
+
+}  // namespace duplex::compiler

@@ -1,0 +1,78 @@
+#include "duplex/compiler/cost_model.hpp"
+
+#include <algorithm>
+
+namespace duplex::compiler {
+namespace {
+
+bool is_elementwise(OpKind k) {
+  return k == OpKind::kNorm || k == OpKind::kRope || k == OpKind::kResidual || k == OpKind::kEmbedding;
+}
+
+bool is_link(OpKind k) { return k == OpKind::kAllReduce || k == OpKind::kAllToAll; }
+
+bool is_weight_gemm(OpKind k) {
+  switch (k) {
+    case OpKind::kQkvProj:
+    case OpKind::kOProj:
+    case OpKind::kRouter:  // the gate GEMM; see pim_supports for its top-k
+    case OpKind::kExpertFfn:
+    case OpKind::kSharedExpertFfn:
+    case OpKind::kDenseFfn:
+    case OpKind::kLmHead: return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+CostModel::CostModel(const SystemSpec& system, const ParallelLayout& layout) : sys_(system), layout_(layout) {}
+
+Time CostModel::xpu_time(const Op& op) const {
+  if (is_link(op.kind)) return link_time(op);
+  const XpuSpec& x = sys_.xpu;
+  const FlopRate rate = is_elementwise(op.kind) ? x.peak_fp32 * x.gemm_efficiency : x.peak_fp16 * x.gemm_efficiency;
+  const Time compute = compute_time(op.flops, rate);
+  const Time memory = transfer_time(op.bytes(), sys_.memory_bandwidth() * x.memory_efficiency);
+  return std::max(compute, memory) + x.launch_overhead;
+}
+
+bool CostModel::pim_supports(const Op& op) const {
+  if (!sys_.pim) return false;
+  // The router's top-k + renormalisation and the LM head's argmax have no PIM unit (Logic-PIM has GEMM
+  // modules, softmax and gated-SiLU units only), so those ops stay whole on the xPU.
+  if (op.kind == OpKind::kRouter || op.kind == OpKind::kLmHead) return false;
+  return is_weight_gemm(op.kind) || op.kind == OpKind::kAttentionDecode;
+}
+
+std::int64_t CostModel::pim_tokens_per_pass(std::int64_t k) const {
+  if (!sys_.pim || sys_.pim->kind != PimKind::kLogicPim || k <= 0) return 0;
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(sys_.pim->input_buffer.bytes) / (k * 2));
+}
+
+std::optional<Time> CostModel::pim_time(const Op& op) const {
+  if (!pim_supports(op)) return std::nullopt;
+  const PimSpec& p = *sys_.pim;
+  double bytes = op.bytes();
+  if (is_weight_gemm(op.kind)) {
+    // Bank-PIM's Op/B-1 compute rate already bounds it; Logic-PIM re-reads weights once per buffer-full.
+    const std::int64_t per_pass = p.kind == PimKind::kLogicPim ? pim_tokens_per_pass(op.k) : std::max<std::int64_t>(1, op.m);
+    const std::int64_t passes = std::max<std::int64_t>(1, (op.m + per_pass - 1) / per_pass);
+    bytes = op.bytes_weights * static_cast<double>(passes) + op.bytes_kv + op.bytes_act;
+  }
+  const Time compute = compute_time(op.flops, sys_.pim_peak_flops());
+  const Time memory = transfer_time(bytes, sys_.pim_bandwidth());
+  return std::max(compute, memory) + p.command_latency;
+}
+
+Time CostModel::link_time(const Op& op) const {
+  const int peers = op.kind == OpKind::kAllReduce ? layout_.tp : layout_.nodes;
+  if (peers <= 1) return Time{};
+  const bool intra_node = op.kind == OpKind::kAllReduce;
+  const Bandwidth bw = intra_node ? sys_.links.nvlink_bandwidth : sys_.links.infiniband_bandwidth;
+  const Time step = intra_node ? sys_.links.nvlink_latency : sys_.links.infiniband_latency;
+  const int steps = op.kind == OpKind::kAllReduce ? 2 * (peers - 1) : peers - 1;
+  return transfer_time(op.link_bytes, bw) + step * steps;
+}
+
+}  // namespace duplex::compiler

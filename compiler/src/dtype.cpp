@@ -1,0 +1,40 @@
+#include "duplex/compiler/dtype.hpp"
+
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::compiler {
+
+double dtype_bytes(DType t) {
+  switch (t) {
+    case DType::kFp16:
+    case DType::kBf16: return 2.0;
+    case DType::kFp8:
+    case DType::kInt8: return 1.0;
+    case DType::kInt4: return 0.5;
+  }
+  DUPLEX_ASSERT(false, "unhandled dtype");
+}
+
+std::string_view dtype_name(DType t) {
+  switch (t) {
+    case DType::kFp16: return "fp16";
+    case DType::kBf16: return "bf16";
+    case DType::kFp8: return "fp8";
+    case DType::kInt8: return "int8";
+    case DType::kInt4: return "int4";
+  }
+  DUPLEX_ASSERT(false, "unhandled dtype");
+}
+
+DType parse_dtype(std::string_view s) {
+  if (s == "fp16" || s == "float16") return DType::kFp16;
+  if (s == "bf16" || s == "bfloat16") return DType::kBf16;
+  if (s == "fp8" || s == "float8_e4m3fn") return DType::kFp8;
+  if (s == "int8") return DType::kInt8;
+  if (s == "int4") return DType::kInt4;
+  throw Error(fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8 or int4 (weight-only)", s));
+}
+
+}  // namespace duplex::compiler

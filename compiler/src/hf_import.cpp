@@ -1,0 +1,140 @@
+#include "duplex/compiler/hf_import.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+using nlohmann::json;
+
+class Fields {
+ public:
+  Fields(const json& j, std::string file) : j_(j), file_(std::move(file)) {}
+
+  int integer(const char* key) const {
+    if (!j_.contains(key)) throw ConfigError(file_, key, "missing required field", "an integer");
+    return as_int(key);
+  }
+  int integer_or(const char* key, int fallback) const {
+    return j_.contains(key) && !j_[key].is_null() ? as_int(key) : fallback;
+  }
+  bool boolean_or(const char* key, bool fallback) const {
+    if (!j_.contains(key) || j_[key].is_null()) return fallback;
+    if (!j_[key].is_boolean()) throw ConfigError(file_, key, "is not a boolean", "true or false");
+    return j_[key].get<bool>();
+  }
+  std::string string_or(const char* key, const std::string& fallback) const {
+    if (!j_.contains(key) || j_[key].is_null()) return fallback;
+    if (!j_[key].is_string()) throw ConfigError(file_, key, "is not a string", "a string");
+    return j_[key].get<std::string>();
+  }
+  std::vector<int> int_list_or_empty(const char* key) const {
+    std::vector<int> out;
+    if (!j_.contains(key) || j_[key].is_null()) return out;
+    if (!j_[key].is_array()) throw ConfigError(file_, key, "is not a list", "a list of layer indices");
+    for (const auto& v : j_[key]) {
+      if (!v.is_number_integer()) throw ConfigError(file_, key, "holds a non-integer", "a list of layer indices");
+      out.push_back(v.get<int>());
+    }
+    return out;
+  }
+  const std::string& file() const { return file_; }
+
+ private:
+  int as_int(const char* key) const {
+    const json& v = j_[key];
+    if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > (1LL << 30))
+      throw ConfigError(file_, key, fmt::format("{} is not a non-negative integer", v.dump()), "an integer");
+    return v.get<int>();
+  }
+  const json& j_;
+  std::string file_;
+};
+
+void read_common(const Fields& f, ModelSpec& m) {
+  m.layers = f.integer("num_hidden_layers");
+  m.hidden = f.integer("hidden_size");
+  m.heads = f.integer("num_attention_heads");
+  m.kv_heads = f.integer_or("num_key_value_heads", m.heads);
+  m.head_dim = f.integer_or("head_dim", m.heads > 0 ? m.hidden / m.heads : 0);
+  m.vocab = f.integer("vocab_size");
+  m.tie_embeddings = f.boolean_or("tie_word_embeddings", false);
+  m.ffn_kind = FfnKind::kGated;
+  m.norm = NormKind::kRmsNorm;
+  const std::string dtype = f.string_or("torch_dtype", f.string_or("dtype", "float16"));
+  try {
+    m.dtype = parse_dtype(dtype == "float32" ? "fp16" : dtype);  // fp32 checkpoints are served in fp16
+  } catch (const Error& e) {
+    throw ConfigError(f.file(), "torch_dtype", e.what());
+  }
+}
+
+}  // namespace
+
+ModelSpec import_hf_config(const std::string& json_text, const std::string& file) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    throw ConfigError(file, "", fmt::format("not valid JSON: {}", e.what()), "a HuggingFace config.json");
+  }
+  if (!j.is_object()) throw ConfigError(file, "", "the top level is not an object", "a HuggingFace config.json");
+  const Fields f(j, file);
+  const std::string type = f.string_or("model_type", "");
+  ModelSpec m;
+  m.file = file;
+  m.name = f.string_or("_name_or_path", type);
+  if (m.name.empty()) m.name = type;
+
+  if (type == "llama" || type == "mistral" || type == "qwen2") {
+    read_common(f, m);
+    m.ffn = f.integer("intermediate_size");
+  } else if (type == "mixtral") {
+    read_common(f, m);
+    m.experts = f.integer("num_local_experts");
+    m.top_k = f.integer("num_experts_per_tok");
+    m.expert_ffn = f.integer("intermediate_size");
+  } else if (type == "qwen2_moe" || type == "qwen3_moe") {
+    read_common(f, m);
+    m.experts = f.integer("num_experts");
+    m.top_k = f.integer("num_experts_per_tok");
+    m.expert_ffn = f.integer("moe_intermediate_size");
+    m.moe_every = f.integer_or("decoder_sparse_step", 1);
+    m.dense_layers = f.int_list_or_empty("mlp_only_layers");
+    m.ffn = f.integer_or("intermediate_size", 0);
+    if (type == "qwen2_moe") {
+      m.shared_expert_ffn = f.integer_or("shared_expert_intermediate_size", 0);
+      m.shared_experts = m.shared_expert_ffn > 0 ? 1 : 0;
+    }
+  } else if (type == "deepseek_v2" || type == "deepseek_v3") {
+    read_common(f, m);
+    m.attention = AttentionKind::kMla;
+    m.mla.q_lora_rank = f.integer_or("q_lora_rank", 0);
+    m.mla.kv_lora_rank = f.integer("kv_lora_rank");
+    m.mla.qk_nope_head_dim = f.integer("qk_nope_head_dim");
+    m.mla.qk_rope_head_dim = f.integer("qk_rope_head_dim");
+    m.mla.v_head_dim = f.integer("v_head_dim");
+    m.head_dim = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim;
+    m.kv_heads = m.heads;
+    m.ffn = f.integer("intermediate_size");
+    m.experts = f.integer("n_routed_experts");
+    m.top_k = f.integer("num_experts_per_tok");
+    m.expert_ffn = f.integer("moe_intermediate_size");
+    m.shared_experts = f.integer_or("n_shared_experts", 0);
+    m.shared_expert_ffn = m.expert_ffn;
+    m.first_moe_layer = f.integer_or("first_k_dense_replace", 0);
+    if (f.integer_or("moe_layer_freq", 1) != 1)
+      throw ConfigError(file, "moe_layer_freq", "values other than 1 are not supported", "1");
+  } else {
+    throw ConfigError(file, "model_type",
+                      type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
+                      "one of llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3");
+  }
+  m.validate();
+  return m;
+}
+
+}  // namespace duplex::compiler

@@ -1,0 +1,240 @@
+#include "duplex/compiler/lower.hpp"
+
+#include <algorithm>
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+constexpr double kActBytes = 2.0;  // activations are FP16/BF16 on both units
+
+// The batch one device of a data-parallel replica sees: each group's requests split over `dp` replicas
+// (rounded up: the busiest replica sets the step time).
+BatchState replica_batch(const BatchState& b, int dp) {
+  BatchState out;
+  for (const auto& g : b.groups) {
+    if (g.count <= 0) continue;
+    out.groups.push_back({(g.count + dp - 1) / dp, g.context, g.tokens});
+  }
+  return out;
+}
+
+class Lowering {
+ public:
+  Lowering(const ModelSpec& m, const BatchState& b, const ParallelLayout& p, const Routing& r)
+      : m_(m), batch_(replica_batch(b, p.dp)), p_(p), routing_(r), global_tokens_(b.tokens()) {
+    tokens_ = batch_.tokens();
+    wbytes_ = dtype_bytes(m.dtype);
+    kvbytes_ = dtype_bytes(m.kv_dtype);
+    q_heads_ = m.heads / p.tp;
+    kv_heads_ = m.attention == AttentionKind::kMla ? 1 : std::max(1, m.kv_heads / p.tp);
+    for (const auto& g : batch_.groups) logit_rows_ += g.count;  // one next-token row per request
+  }
+
+  Graph run() {
+    g_.model = m_.name;
+    g_.devices = p_.devices;
+    embedding();
+    for (int l = 0; l < m_.layers; ++l) layer(l);
+    norm(-1, "final_norm");
+    lm_head();
+    return std::move(g_);
+  }
+
+ private:
+  Op& add(OpKind kind, int layer, std::string name) {
+    Op o;
+    o.kind = kind;
+    o.layer = layer;
+    o.dtype = m_.dtype;
+    o.name = layer >= 0 ? fmt::format("L{}.{}", layer, name) : std::move(name);
+    g_.ops.push_back(std::move(o));
+    return g_.ops.back();
+  }
+
+  // m x k activations times `matrices` weight matrices of k x n; output m x n (the last matrix's output
+  // is `out_cols` wide when it differs, e.g. an FFN's down projection).
+  Op& gemm(OpKind kind, int layer, std::string name, std::int64_t m, std::int64_t n, std::int64_t k, int matrices,
+           std::int64_t out_cols) {
+    Op& o = add(kind, layer, std::move(name));
+    o.m = m;
+    o.n = n;
+    o.k = k;
+    o.matrices = matrices;
+    o.flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * matrices;
+    o.bytes_weights = static_cast<double>(n) * static_cast<double>(k) * matrices * wbytes_;
+    o.bytes_act = static_cast<double>(m) * static_cast<double>(k + out_cols) * kActBytes;
+    return o;
+  }
+
+  void elementwise(OpKind kind, int layer, std::string name, double elements_read, double elements_written,
+                   double flops_per_element, double weight_elements = 0) {
+    Op& o = add(kind, layer, std::move(name));
+    o.m = tokens_;
+    o.k = m_.hidden;
+    o.flops = flops_per_element * elements_written;
+    o.bytes_act = (elements_read + elements_written) * kActBytes;
+    o.bytes_weights = weight_elements * wbytes_;
+  }
+
+  void norm(int layer, const char* name) {
+    const double e = static_cast<double>(tokens_) * m_.hidden;
+    elementwise(OpKind::kNorm, layer, name, e, e, 4.0,
+                (m_.norm == NormKind::kLayerNorm ? 2.0 : 1.0) * m_.hidden);
+  }
+
+  void residual(int layer, const char* name) {
+    const double e = static_cast<double>(tokens_) * m_.hidden;
+    elementwise(OpKind::kResidual, layer, name, 2.0 * e, e, 1.0);
+  }
+
+  void embedding() {
+    Op& o = add(OpKind::kEmbedding, -1, "embedding");
+    o.m = tokens_;
+    o.k = m_.hidden;
+    o.bytes_weights = static_cast<double>(tokens_) * m_.hidden * wbytes_;  // gathered rows only
+    o.bytes_act = static_cast<double>(tokens_) * m_.hidden * kActBytes;
+  }
+
+  void collective(OpKind kind, int layer, const char* name, std::int64_t rows, int peers) {
+    if (peers <= 1 || rows == 0) return;
+    Op& o = add(kind, layer, name);
+    o.m = rows;
+    o.n = m_.hidden;
+    const double data = static_cast<double>(rows) * m_.hidden * kActBytes;
+    // Ring all-reduce sends 2(p-1)/p of the data per device; all-to-all sends (p-1)/p of it.
+    o.link_bytes = data * (kind == OpKind::kAllReduce ? 2.0 : 1.0) * (peers - 1) / peers;
+    o.bytes_act = 2.0 * data;  // read the local buffer, write the result
+  }
+
+  void layer(int l) {
+    norm(l, "attn_norm");
+    attention_block(l);
+    collective(OpKind::kAllReduce, l, "attn_all_reduce", tokens_, p_.tp);
+    residual(l, "attn_residual");
+    norm(l, "ffn_norm");
+    if (m_.is_moe_layer(l)) {
+      moe_block(l);
+    } else {
+      const std::int64_t width = m_.ffn / p_.tp;
+      gemm(OpKind::kDenseFfn, l, "ffn", tokens_, width, m_.hidden, m_.ffn_kind == FfnKind::kGated ? 3 : 2, m_.hidden);
+    }
+    collective(OpKind::kAllReduce, l, "ffn_all_reduce", tokens_, p_.tp);
+    residual(l, "ffn_residual");
+  }
+
+  void attention_block(int l) {
+    const bool mla = m_.attention == AttentionKind::kMla;
+    const std::int64_t o_in = mla ? std::int64_t{q_heads_} * m_.mla.v_head_dim : std::int64_t{q_heads_} * m_.head_dim;
+    const std::int64_t o_params = o_in * p_.tp * m_.hidden;
+    // QKV (MLA: all the down / up projections before attention, as one op of equal weight volume).
+    const std::int64_t qkv_cols = (m_.attention_params() - o_params) / m_.hidden / p_.tp;
+    gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, m_.hidden, 1, qkv_cols);
+    const double rope_elems = static_cast<double>(tokens_) * (q_heads_ + kv_heads_) * m_.head_dim;
+    if (m_.learned_positions == 0) elementwise(OpKind::kRope, l, "rope", rope_elems, rope_elems, 6.0);
+
+    const double kv_elems = static_cast<double>(m_.kv_elements_per_token_layer()) *
+                            (mla ? 1.0 : static_cast<double>(kv_heads_) / std::max(1, m_.kv_heads));
+    // Per-token score + weighted-sum FLOPs against one cached token, all local query heads.
+    const double flops_per_pair =
+        mla ? 2.0 * q_heads_ * (2.0 * m_.mla.kv_lora_rank + m_.mla.qk_rope_head_dim)
+            : 4.0 * q_heads_ * m_.head_dim;
+    const double q_elems = static_cast<double>(q_heads_) * (mla ? m_.mla.kv_lora_rank : m_.head_dim);
+
+    Op pre, dec;
+    for (const auto& g : batch_.groups) {
+      Op& o = g.tokens == 1 ? dec : pre;
+      const double c = static_cast<double>(g.context), t = static_cast<double>(g.tokens), n = static_cast<double>(g.count);
+      o.requests += g.count;
+      o.query_tokens += g.count * g.tokens;
+      o.context_tokens += g.count * (g.context + g.tokens);
+      // Causal: query i of the step sees the c cached tokens and the first i+1 new ones.
+      o.flops += n * flops_per_pair * (t * c + t * (t + 1) / 2);
+      o.bytes_kv += n * (c + t) * kv_elems * kvbytes_ + n * t * kv_elems * kvbytes_;  // read all, write new
+      o.bytes_act += n * t * 2.0 * q_elems * kActBytes;                              // q in, output out
+    }
+    for (auto [op, kind, name] : {std::tuple{&pre, OpKind::kAttentionPrefill, "attn_prefill"},
+                                  std::tuple{&dec, OpKind::kAttentionDecode, "attn_decode"}}) {
+      if (op->requests == 0) continue;
+      Op& o = add(kind, l, name);
+      o.requests = op->requests;
+      o.query_tokens = op->query_tokens;
+      o.context_tokens = op->context_tokens;
+      o.q_heads = q_heads_;
+      o.kv_heads = kv_heads_;
+      o.head_dim = mla ? m_.mla.kv_lora_rank + m_.mla.qk_rope_head_dim : m_.head_dim;
+      o.dtype = m_.kv_dtype;
+      o.flops = op->flops;
+      o.bytes_kv = op->bytes_kv;
+      o.bytes_act = op->bytes_act;
+    }
+    gemm(OpKind::kOProj, l, "o_proj", tokens_, m_.hidden, o_in, 1, m_.hidden);
+  }
+
+  void moe_block(int l) {
+    gemm(OpKind::kRouter, l, "router", tokens_, m_.experts, m_.hidden, 1, m_.experts);
+    // Inside a node every device already holds all the node's tokens (attention is tensor parallel); experts
+    // on other nodes (with or without +ET) need the tokens sent there and back: an all-to-all each way.
+    collective(OpKind::kAllToAll, l, "dispatch", tokens_ * m_.top_k, p_.nodes);
+    const int matrices = m_.ffn_kind == FfnKind::kGated ? 3 : 2;
+    // Routing is over the whole system's tokens: experts are shared by all data-parallel replicas.
+    const auto counts = routing_.expert_tokens(moe_index(l), global_tokens_, m_.experts, m_.top_k);
+    std::int64_t sum = 0;
+    for (auto c : counts) {
+      if (c < 0 || c > global_tokens_) throw Error(fmt::format("routing: layer {} gives an expert {} tokens; expected 0..{}", l, c, global_tokens_));
+      sum += c;
+    }
+    if (sum != global_tokens_ * m_.top_k)
+      throw Error(fmt::format("routing: layer {} routes {} token slots; expected tokens x top_k = {}", l, sum,
+                              global_tokens_ * m_.top_k));
+    // The representative device holds experts [0, local_experts): the busiest ones under Zipf routing.
+    const std::int64_t width = m_.expert_ffn / p_.expert_shards;
+    for (int e = 0; e < p_.local_experts; ++e) {
+      const std::int64_t t = counts[static_cast<std::size_t>(e)];
+      if (t == 0) continue;  // an expert with no tokens reads no weights
+      Op& o = gemm(OpKind::kExpertFfn, l, fmt::format("expert{}", e), t, width, m_.hidden, matrices, m_.hidden);
+      o.expert = e;
+    }
+    if (m_.shared_experts > 0) {
+      const std::int64_t sw = std::int64_t{m_.shared_experts} * m_.shared_expert_ffn / p_.tp;
+      gemm(OpKind::kSharedExpertFfn, l, "shared_experts", tokens_, sw, m_.hidden, matrices, m_.hidden);
+    }
+    collective(OpKind::kAllToAll, l, "combine", tokens_ * m_.top_k, p_.nodes);
+  }
+
+  int moe_index(int layer) const {
+    int idx = 0;
+    for (int l = 0; l < layer; ++l) idx += m_.is_moe_layer(l) ? 1 : 0;
+    return idx;
+  }
+
+  void lm_head() {
+    gemm(OpKind::kLmHead, -1, "lm_head", logit_rows_, m_.vocab / p_.tp, m_.hidden, 1, m_.vocab / p_.tp);
+  }
+
+  const ModelSpec& m_;
+  BatchState batch_;
+  const ParallelLayout& p_;
+  const Routing& routing_;
+  std::int64_t global_tokens_;
+  std::int64_t tokens_ = 0;
+  std::int64_t logit_rows_ = 0;
+  double wbytes_ = 2, kvbytes_ = 2;
+  int q_heads_ = 0, kv_heads_ = 0;
+  Graph g_;
+};
+
+}  // namespace
+
+Graph lower(const ModelSpec& model, const BatchState& batch, const ParallelLayout& layout, const Routing& routing) {
+  if (batch.tokens() <= 0) throw Error("lowering: the batch has no tokens to process");
+  for (const auto& g : batch.groups)
+    if (g.count < 0 || g.context < 0 || g.tokens <= 0)
+      throw Error(fmt::format("lowering: invalid request group (count {}, context {}, tokens {})", g.count, g.context,
+                              g.tokens));
+  return Lowering(model, batch, layout, routing).run();
+}
+
+}  // namespace duplex::compiler

@@ -1,0 +1,172 @@
+#include "duplex/compiler/model_spec.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fmt/format.h>
+
+#include "duplex/base/config_store.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/compiler/hf_import.hpp"
+
+namespace duplex::compiler {
+
+bool ModelSpec::is_moe_layer(int layer) const {
+  if (experts == 0 || layer < first_moe_layer) return false;
+  if (std::find(dense_layers.begin(), dense_layers.end(), layer) != dense_layers.end()) return false;
+  return (layer - first_moe_layer) % moe_every == moe_every - 1;
+}
+
+std::int64_t ModelSpec::kv_elements_per_token_layer() const {
+  if (attention == AttentionKind::kMla) return mla.kv_lora_rank + mla.qk_rope_head_dim;
+  return 2LL * kv_dim();
+}
+
+std::int64_t ModelSpec::attention_params() const {
+  const std::int64_t h = hidden;
+  if (attention == AttentionKind::kMla) {
+    const std::int64_t qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim;
+    const std::int64_t q = mla.q_lora_rank > 0
+                               ? h * mla.q_lora_rank + mla.q_lora_rank + std::int64_t{mla.q_lora_rank} * heads * qk
+                               : h * heads * qk;
+    const std::int64_t kv_a = h * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank;
+    const std::int64_t kv_b = std::int64_t{mla.kv_lora_rank} * heads * (mla.qk_nope_head_dim + mla.v_head_dim);
+    const std::int64_t o = std::int64_t{heads} * mla.v_head_dim * h;
+    return q + kv_a + kv_b + o;
+  }
+  return h * q_dim() + 2 * h * kv_dim() + std::int64_t{q_dim()} * h;
+}
+
+std::int64_t ModelSpec::ffn_params(int width) const {
+  return (ffn_kind == FfnKind::kGated ? 3 : 2) * std::int64_t{hidden} * width;
+}
+
+std::int64_t ModelSpec::embedding_params() const {
+  const std::int64_t table = std::int64_t{vocab} * hidden;
+  return table * (tie_embeddings ? 1 : 2) + std::int64_t{learned_positions} * hidden;
+}
+
+namespace {
+std::int64_t norm_params(const ModelSpec& m) { return (m.norm == NormKind::kLayerNorm ? 2 : 1) * std::int64_t{m.hidden}; }
+}  // namespace
+
+std::int64_t ModelSpec::params() const {
+  std::int64_t total = embedding_params() + norm_params(*this);  // + final norm
+  for (int l = 0; l < layers; ++l) {
+    total += attention_params() + 2 * norm_params(*this);
+    if (is_moe_layer(l)) {
+      total += std::int64_t{experts} * ffn_params(expert_ffn) + std::int64_t{hidden} * experts;
+      total += std::int64_t{shared_experts} * ffn_params(shared_expert_ffn);
+    } else {
+      total += ffn_params(ffn);
+    }
+  }
+  return total;
+}
+
+std::int64_t ModelSpec::active_params() const {
+  std::int64_t total = embedding_params() + norm_params(*this);
+  for (int l = 0; l < layers; ++l) {
+    total += attention_params() + 2 * norm_params(*this);
+    if (is_moe_layer(l)) {
+      total += std::int64_t{top_k} * ffn_params(expert_ffn) + std::int64_t{hidden} * experts;
+      total += std::int64_t{shared_experts} * ffn_params(shared_expert_ffn);
+    } else {
+      total += ffn_params(ffn);
+    }
+  }
+  return total;
+}
+
+void ModelSpec::validate() const {
+  auto bad = [&](const char* field, const std::string& why) {
+    throw ConfigError(file, field, why);
+  };
+  if (layers <= 0) bad("layers", "must be > 0");
+  if (hidden <= 0) bad("hidden", "must be > 0");
+  if (heads <= 0) bad("heads", "must be > 0");
+  if (vocab <= 0) bad("vocab", "must be > 0");
+  if (attention == AttentionKind::kGqa) {
+    if (kv_heads <= 0 || heads % kv_heads != 0)
+      bad("kv_heads", fmt::format("{} does not divide heads ({})", kv_heads, heads));
+    if (head_dim <= 0) bad("head_dim", "must be > 0");
+  }
+  if (experts > 0) {
+    if (top_k <= 0 || top_k > experts) bad("top_k", fmt::format("{} is not in [1, experts={}]", top_k, experts));
+    if (expert_ffn <= 0) bad("expert_ffn", "must be > 0 for an MoE model");
+    if (moe_every <= 0) bad("moe_every", "must be > 0");
+  }
+  bool any_dense = false;
+  for (int l = 0; l < layers; ++l) any_dense = any_dense || !is_moe_layer(l);
+  if (any_dense && ffn <= 0) bad("ffn", "must be > 0: the model has dense FFN layers");
+  if (shared_experts > 0 && shared_expert_ffn <= 0) bad("shared_expert_ffn", "must be > 0 with shared experts");
+}
+
+ModelSpec read_model(const ConfigNode& n) {
+  ModelSpec m;
+  m.file = n.file();
+  n.ignore("description");
+  n.ignore("source");
+  m.name = n.get<std::string>("name");
+  auto count = [&](const char* k) { return static_cast<int>(n.get_int(k, 1, 1 << 30)); };
+  auto count_or = [&](const char* k, int fallback) {
+    return n.has(k) ? static_cast<int>(n.get_int(k, 0, 1 << 30)) : fallback;
+  };
+  m.layers = count("layers");
+  m.hidden = count("hidden");
+  m.heads = count("heads");
+  m.kv_heads = count_or("kv_heads", m.heads);
+  m.head_dim = count_or("head_dim", m.hidden / m.heads);
+  m.ffn = count_or("ffn", 0);
+  m.ffn_kind = n.get_or<std::string>("ffn_kind", "gated") == "gated" ? FfnKind::kGated : FfnKind::kTwoMatrix;
+  if (n.has("ffn_kind")) n.get_enum("ffn_kind", {"gated", "two_matrix"});
+  m.norm = n.get_or<std::string>("norm", "rmsnorm") == "rmsnorm" ? NormKind::kRmsNorm : NormKind::kLayerNorm;
+  if (n.has("norm")) n.get_enum("norm", {"rmsnorm", "layernorm"});
+  m.experts = count_or("experts", 0);
+  m.top_k = count_or("top_k", 0);
+  m.expert_ffn = count_or("expert_ffn", m.experts > 0 ? m.ffn : 0);
+  m.moe_every = count_or("moe_every", 1);
+  m.first_moe_layer = count_or("first_moe_layer", 0);
+  m.shared_experts = count_or("shared_experts", 0);
+  m.shared_expert_ffn = count_or("shared_expert_ffn", m.shared_experts > 0 ? m.expert_ffn : 0);
+  m.vocab = count("vocab");
+  m.tie_embeddings = n.get_or<bool>("tie_embeddings", false);
+  m.learned_positions = count_or("learned_positions", 0);
+  try {
+    m.dtype = parse_dtype(n.get_or<std::string>("dtype", "fp16"));
+    m.kv_dtype = parse_dtype(n.get_or<std::string>("kv_dtype", "fp16"));
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    n.fail(n.has("kv_dtype") ? "kv_dtype" : "dtype", e.what());
+  }
+  if (auto mla = n.find("mla")) {
+    m.attention = AttentionKind::kMla;
+    m.mla.q_lora_rank = static_cast<int>(mla->get_int("q_lora_rank", 0, 1 << 20));
+    m.mla.kv_lora_rank = static_cast<int>(mla->get_int("kv_lora_rank", 1, 1 << 20));
+    m.mla.qk_nope_head_dim = static_cast<int>(mla->get_int("qk_nope_head_dim", 1, 1 << 20));
+    m.mla.qk_rope_head_dim = static_cast<int>(mla->get_int("qk_rope_head_dim", 0, 1 << 20));
+    m.mla.v_head_dim = static_cast<int>(mla->get_int("v_head_dim", 1, 1 << 20));
+    mla->finish();
+  }
+  if (n.has("dense_layers"))
+    for (const auto& e : n.items("dense_layers")) {
+      const std::string v = e.scalar();
+      char* end = nullptr;
+      const long layer = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || layer < 0 || layer >= m.layers)
+        throw ConfigError(e.file(), e.path(), fmt::format("\"{}\" is not a layer index", v),
+                          fmt::format("an integer in [0, {})", m.layers));
+      m.dense_layers.push_back(static_cast<int>(layer));
+    }
+  n.finish();
+  m.validate();
+  return m;
+}
+
+ModelSpec load_model(std::string_view name_or_path) {
+  const ConfigText t = resolve_config(name_or_path, "models");
+  if (t.label.ends_with(".json")) return import_hf_config(t.text, t.label);
+  return read_model(ConfigNode::parse(t.text, t.label));
+}
+
+}  // namespace duplex::compiler

@@ -1,0 +1,66 @@
+#include "duplex/compiler/op.hpp"
+
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::compiler {
+
+std::string_view op_kind_name(OpKind k) {
+  switch (k) {
+    case OpKind::kEmbedding: return "embedding";
+    case OpKind::kNorm: return "norm";
+    case OpKind::kQkvProj: return "qkv_proj";
+    case OpKind::kRope: return "rope";
+    case OpKind::kAttentionPrefill: return "attn_prefill";
+    case OpKind::kAttentionDecode: return "attn_decode";
+    case OpKind::kOProj: return "o_proj";
+    case OpKind::kResidual: return "residual";
+    case OpKind::kRouter: return "router";
+    case OpKind::kExpertFfn: return "expert_ffn";
+    case OpKind::kSharedExpertFfn: return "shared_expert";
+    case OpKind::kDenseFfn: return "dense_ffn";
+    case OpKind::kLmHead: return "lm_head";
+    case OpKind::kAllReduce: return "all_reduce";
+    case OpKind::kAllToAll: return "all_to_all";
+  }
+  DUPLEX_ASSERT(false, "unhandled op kind");
+}
+
+std::string_view unit_name(Unit u) {
+  switch (u) {
+    case Unit::kXpu: return "xpu";
+    case Unit::kPim: return "pim";
+    case Unit::kLink: return "link";
+  }
+  DUPLEX_ASSERT(false, "unhandled unit");
+}
+
+std::string Op::shape() const {
+  switch (kind) {
+    case OpKind::kAttentionPrefill:
+    case OpKind::kAttentionDecode:
+      return fmt::format("r={} q={} ctx={} h={}/{} d={}", requests, query_tokens, context_tokens, q_heads, kv_heads,
+                         head_dim);
+    case OpKind::kAllReduce:
+    case OpKind::kAllToAll:
+      return fmt::format("{}x{}", m, n);
+    default:
+      if (n == 0) return fmt::format("{}x{}", m, k);
+      return matrices > 1 ? fmt::format("{}x{}x{} *{}", m, n, k, matrices) : fmt::format("{}x{}x{}", m, n, k);
+  }
+}
+
+double Graph::total_flops() const {
+  double f = 0;
+  for (const auto& o : ops) f += o.flops;
+  return f;
+}
+
+double Graph::total_bytes() const {
+  double b = 0;
+  for (const auto& o : ops) b += o.bytes();
+  return b;
+}
+
+}  // namespace duplex::compiler

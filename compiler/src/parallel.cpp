@@ -1,0 +1,63 @@
+#include "duplex/compiler/parallel.hpp"
+
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::compiler {
+
+ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& system, int devices) {
+  if (devices <= 0) throw Error(fmt::format("device count {} must be >= 1", devices));
+  ParallelLayout p;
+  p.devices = devices;
+  const int per_node = system.links.devices_per_node;
+  p.nodes = (devices + per_node - 1) / per_node;
+  if (devices % p.nodes != 0)
+    throw Error(fmt::format("{} devices do not split evenly over {} nodes of up to {} devices", devices, p.nodes,
+                            per_node));
+  p.tp = devices / p.nodes;
+  p.dp = p.nodes;
+  if (model.heads % p.tp != 0)
+    throw Error(fmt::format("model {}: {} query heads do not split over tensor-parallel degree {}", model.name,
+                            model.heads, p.tp));
+  p.expert_tp = system.expert_tensor_parallel;
+  if (!model.is_moe()) return p;
+  if (p.expert_tp) {
+    // EP across nodes, TP inside the node.
+    p.expert_groups = p.nodes;
+    if (model.experts % p.nodes != 0)
+      throw Error(fmt::format("model {}: {} experts do not split over {} nodes (+ET)", model.name, model.experts,
+                              p.nodes));
+    p.local_experts = model.experts / p.nodes;
+    p.expert_shards = p.tp;
+  } else if (model.experts >= devices) {
+    if (model.experts % devices != 0)
+      throw Error(fmt::format("model {}: {} experts do not split over {} devices (expert parallel)", model.name,
+                              model.experts, devices));
+    p.expert_groups = devices;
+    p.local_experts = model.experts / devices;
+    p.expert_shards = 1;
+  } else {
+    if (devices % model.experts != 0)
+      throw Error(fmt::format("model {}: {} devices are not a multiple of {} experts", model.name, devices,
+                              model.experts));
+    p.expert_groups = model.experts;
+    p.local_experts = 1;
+    p.expert_shards = devices / model.experts;
+  }
+  if (model.expert_ffn % p.expert_shards != 0)
+    throw Error(fmt::format("model {}: expert width {} does not split into {} shards", model.name, model.expert_ffn,
+                            p.expert_shards));
+  return p;
+}
+
+std::string ParallelLayout::describe() const {
+  std::string s = fmt::format("{} device{}: TP{} x DP{}", devices, devices == 1 ? "" : "s", tp, dp);
+  if (local_experts > 0)
+    s += fmt::format(", {}EP{} ({} expert{}/device{})", expert_tp ? "ET " : "", expert_groups, local_experts,
+                     local_experts == 1 ? "" : "s",
+                     expert_shards > 1 ? fmt::format(", each in {} shards", expert_shards) : "");
+  return s;
+}
+
+}  // namespace duplex::compiler

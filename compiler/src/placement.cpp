@@ -1,0 +1,165 @@
+#include "duplex/compiler/placement.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+namespace duplex::compiler {
+
+Time PlanStage::lane(Unit u) const {
+  Time t;
+  for (const auto& p : ops)
+    if (p.unit == u) t += p.time;
+  return t;
+}
+
+Time PlanStage::time() const { return std::max({lane(Unit::kXpu), lane(Unit::kPim), lane(Unit::kLink)}); }
+
+Time ExecutionPlan::total() const {
+  Time t;
+  for (const auto& s : stages) t += s.time();
+  return t;
+}
+
+Time ExecutionPlan::busy(Unit u) const {
+  Time t;
+  for (const auto& s : stages) t += s.lane(u);
+  return t;
+}
+
+const PlannedOp* ExecutionPlan::find(std::size_t op_index) const {
+  for (const auto& s : stages)
+    for (const auto& p : s.ops)
+      if (p.op == op_index) return &p;
+  return nullptr;
+}
+
+std::vector<bool> split_experts(const std::vector<Time>& xpu_time, const std::vector<std::optional<Time>>& pim_time,
+                                const std::vector<std::int64_t>& tokens) {
+  const std::size_t n = xpu_time.size();
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  // Fewest tokens first; ties by index so the split is deterministic.
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tokens[a] < tokens[b]; });
+  Time xpu = std::accumulate(xpu_time.begin(), xpu_time.end(), Time{});
+  Time pim;
+  std::vector<bool> on_pim(n, false), best = on_pim;
+  Time best_time = xpu;
+  for (std::size_t i : order) {
+    if (!pim_time[i]) break;  // the ones after it have more tokens: keep them (and it) on the xPU
+    on_pim[i] = true;
+    xpu -= xpu_time[i];
+    pim += *pim_time[i];
+    if (std::max(xpu, pim) < best_time) {
+      best_time = std::max(xpu, pim);
+      best = on_pim;
+    }
+  }
+  return best;
+}
+
+namespace {
+
+PlannedOp plan_op(const Graph& g, std::size_t i, const CostModel& cost) {
+  const Op& op = g.ops[i];
+  PlannedOp p;
+  p.op = i;
+  if (op.kind == OpKind::kAllReduce || op.kind == OpKind::kAllToAll) {
+    p.unit = Unit::kLink;
+    p.time = p.xpu_time = cost.link_time(op);
+    return p;
+  }
+  p.xpu_time = cost.xpu_time(op);
+  p.pim_time = cost.pim_time(op);
+  p.unit = p.pim_time && *p.pim_time < p.xpu_time ? Unit::kPim : Unit::kXpu;
+  p.time = p.unit == Unit::kPim ? *p.pim_time : p.xpu_time;
+  return p;
+}
+
+class Placer {
+ public:
+  Placer(const Graph& g, const CostModel& c) : g_(g), cost_(c) {}
+
+  std::vector<PlanStage> run() {
+    const auto& ops = g_.ops;
+    const SystemSpec& sys = cost_.system();
+    for (std::size_t i = 0; i < ops.size();) {
+      const Op& op = ops[i];
+      if (op.kind == OpKind::kExpertFfn && sys.coprocess_experts) {
+        std::size_t j = i;
+        while (j < ops.size() && ops[j].kind == OpKind::kExpertFfn && ops[j].layer == op.layer) ++j;
+        expert_stage(i, j);
+        i = j;
+        continue;
+      }
+      if (op.kind == OpKind::kAttentionPrefill && sys.coprocess_attention && i + 1 < ops.size() &&
+          ops[i + 1].kind == OpKind::kAttentionDecode) {
+        PlanStage s;
+        s.coprocessed = true;
+        PlannedOp pre = plan_op(g_, i, cost_);
+        pre.unit = Unit::kXpu;  // prefill attention stays on the xPU while decode attention uses its unit
+        pre.time = pre.xpu_time;
+        s.ops.push_back(pre);
+        s.ops.push_back(plan_op(g_, i + 1, cost_));
+        flush();
+        stages_.push_back(std::move(s));
+        i += 2;
+        continue;
+      }
+      append(plan_op(g_, i, cost_));
+      ++i;
+    }
+    flush();
+    return std::move(stages_);
+  }
+
+ private:
+  // One unit at a time: consecutive ops on the same unit share a stage; a unit change is a sync point.
+  void append(const PlannedOp& p) {
+    if (!open_.ops.empty() && open_.ops.back().unit != p.unit) flush();
+    open_.ops.push_back(p);
+  }
+  void flush() {
+    if (!open_.ops.empty()) stages_.push_back(std::move(open_));
+    open_ = PlanStage{};
+  }
+
+  void expert_stage(std::size_t begin, std::size_t end) {
+    std::vector<PlannedOp> planned;
+    std::vector<Time> xt;
+    std::vector<std::optional<Time>> pt;
+    std::vector<std::int64_t> tokens;
+    for (std::size_t i = begin; i < end; ++i) {
+      planned.push_back(plan_op(g_, i, cost_));
+      xt.push_back(planned.back().xpu_time);
+      pt.push_back(planned.back().pim_time);
+      tokens.push_back(g_.ops[i].m);
+    }
+    const auto on_pim = split_experts(xt, pt, tokens);
+    PlanStage s;
+    for (std::size_t k = 0; k < planned.size(); ++k) {
+      PlannedOp p = planned[k];
+      p.unit = on_pim[k] ? Unit::kPim : Unit::kXpu;
+      p.time = on_pim[k] ? *p.pim_time : p.xpu_time;
+      s.ops.push_back(p);
+    }
+    s.coprocessed = s.lane(Unit::kXpu) > Time{} && s.lane(Unit::kPim) > Time{};
+    flush();
+    stages_.push_back(std::move(s));
+  }
+
+  const Graph& g_;
+  const CostModel& cost_;
+  std::vector<PlanStage> stages_;
+  PlanStage open_;
+};
+
+}  // namespace
+
+ExecutionPlan place(Graph graph, const CostModel& cost) {
+  ExecutionPlan plan;
+  plan.stages = Placer(graph, cost).run();
+  plan.graph = std::move(graph);
+  return plan;
+}
+
+}  // namespace duplex::compiler

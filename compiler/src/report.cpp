@@ -1,0 +1,114 @@
+#include "duplex/compiler/report.hpp"
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <map>
+
+namespace duplex::compiler {
+namespace {
+
+std::string us(Time t) { return fmt::format("{:.2f}", to_us(t)); }
+std::string count(double v) { return v == 0 ? "0" : format_count(v); }
+
+std::string graph_line(const Op& o) {
+  return fmt::format("{:<22} {:<13} {:<38} flops={:<8} w={:<8} kv={:<8} act={:<8} op/b={:.2f}", o.name,
+                     op_kind_name(o.kind), o.shape(), count(o.flops), count(o.bytes_weights), count(o.bytes_kv),
+                     count(o.bytes_act), o.op_b());
+}
+
+}  // namespace
+
+std::string dump_graph(const Graph& g) {
+  std::string s = fmt::format("graph {} devices={} ops={}\n", g.model, g.devices, g.ops.size());
+  for (const auto& o : g.ops) s += graph_line(o) + "\n";
+  s += fmt::format("total flops={} bytes={}\n", count(g.total_flops()), count(g.total_bytes()));
+  return s;
+}
+
+std::string dump_plan(const ExecutionPlan& plan) {
+  std::string s = fmt::format("{:<22} {:<13} {:<38} {:>8} {:>8} {:>9} {:>5} {:>10} {:>10}\n", "op", "kind", "shape",
+                              "FLOPs", "bytes", "Op/B", "unit", "xpu_us", "pim_us");
+  for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {
+    const Op& o = plan.graph.ops[i];
+    const PlannedOp* p = plan.find(i);
+    s += fmt::format("{:<22} {:<13} {:<38} {:>8} {:>8} {:>9.2f} {:>5} {:>10} {:>10}\n", o.name, op_kind_name(o.kind),
+                     o.shape(), count(o.flops), count(o.bytes()), o.op_b(), unit_name(p->unit), us(p->xpu_time),
+                     p->pim_time ? us(*p->pim_time) : "-");
+  }
+  s += fmt::format("stages={} coprocessed={} total_us={} xpu_busy_us={} pim_busy_us={} link_us={}\n",
+                   plan.stages.size(),
+                   std::count_if(plan.stages.begin(), plan.stages.end(), [](const PlanStage& st) { return st.coprocessed; }),
+                   us(plan.total()), us(plan.busy(Unit::kXpu)), us(plan.busy(Unit::kPim)), us(plan.busy(Unit::kLink)));
+  return s;
+}
+
+std::string summarize_plan(const ExecutionPlan& plan) {
+  struct Row {
+    int ops = 0, on_xpu = 0, on_pim = 0, on_link = 0;
+    double flops = 0, bytes = 0, min_opb = 1e300, max_opb = 0;
+    Time time;
+  };
+  std::map<std::string, Row> rows;
+  for (const auto& st : plan.stages)
+    for (const auto& p : st.ops) {
+      const Op& o = plan.graph.ops[p.op];
+      Row& r = rows[std::string(op_kind_name(o.kind))];
+      ++r.ops;
+      (p.unit == Unit::kXpu ? r.on_xpu : p.unit == Unit::kPim ? r.on_pim : r.on_link)++;
+      r.flops += o.flops;
+      r.bytes += o.bytes();
+      r.min_opb = std::min(r.min_opb, o.op_b());
+      r.max_opb = std::max(r.max_opb, o.op_b());
+      r.time += p.time;
+    }
+  std::string s = fmt::format("{:<14} {:>5} {:>9} {:>9} {:>17} {:>5} {:>5} {:>5} {:>10}\n", "kind", "ops", "FLOPs",
+                              "bytes", "Op/B range", "xpu", "pim", "link", "time_us");
+  for (const auto& [kind, r] : rows)
+    s += fmt::format("{:<14} {:>5} {:>9} {:>9} {:>8.2f}-{:<8.2f} {:>5} {:>5} {:>5} {:>10}\n", kind, r.ops, count(r.flops),
+                     count(r.bytes), r.min_opb, r.max_opb, r.on_xpu, r.on_pim, r.on_link, us(r.time));
+  return s;
+}
+
+nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, const SystemSpec& system,
+                            const ParallelLayout& layout) {
+  nlohmann::json j;
+  j["model"] = {{"name", model.name},
+                {"params", model.params()},
+                {"active_params", model.active_params()},
+                {"layers", model.layers},
+                {"experts", model.experts},
+                {"top_k", model.top_k}};
+  j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
+  nlohmann::json ops = nlohmann::json::array();
+  for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {
+    const Op& o = plan.graph.ops[i];
+    const PlannedOp* p = plan.find(i);
+    nlohmann::json e = {{"name", o.name},
+                        {"kind", op_kind_name(o.kind)},
+                        {"layer", o.layer},
+                        {"shape", o.shape()},
+                        {"flops", o.flops},
+                        {"bytes", o.bytes()},
+                        {"bytes_weights", o.bytes_weights},
+                        {"bytes_kv", o.bytes_kv},
+                        {"bytes_act", o.bytes_act},
+                        {"op_b", o.op_b()},
+                        {"unit", unit_name(p->unit)},
+                        {"time_us", to_us(p->time)},
+                        {"xpu_time_us", to_us(p->xpu_time)}};
+    e["pim_time_us"] = p->pim_time ? nlohmann::json(to_us(*p->pim_time)) : nlohmann::json(nullptr);
+    if (o.expert >= 0) e["expert"] = o.expert;
+    ops.push_back(std::move(e));
+  }
+  j["ops"] = std::move(ops);
+  j["totals"] = {{"flops", plan.graph.total_flops()},
+                 {"bytes", plan.graph.total_bytes()},
+                 {"step_time_us", to_us(plan.total())},
+                 {"xpu_busy_us", to_us(plan.busy(Unit::kXpu))},
+                 {"pim_busy_us", to_us(plan.busy(Unit::kPim))},
+                 {"link_us", to_us(plan.busy(Unit::kLink))},
+                 {"stages", plan.stages.size()}};
+  return j;
+}
+
+}  // namespace duplex::compiler

@@ -1,0 +1,11 @@
+#pragma once
+// Each `duplex` subcommand lives in its own file and registers itself on the CLI app. A command's callback
+// throws duplex::Error for bad input; main() prints it and exits non-zero.
+#include <CLI/CLI.hpp>
+
+namespace duplex::host {
+
+void add_compile_command(CLI::App& app);
+void add_config_command(CLI::App& app);
+
+}  // namespace duplex::host

@@ -1,0 +1,79 @@
+// `duplex compile`: lower a model + batch to the op graph of one device, place every op, print the table.
+#include <cstdio>
+#include <fmt/format.h>
+#include <string>
+
+#include "commands.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/compiler/lower.hpp"
+#include "duplex/compiler/report.hpp"
+#include "routing_option.hpp"
+
+namespace duplex::host {
+namespace {
+
+struct CompileOptions {
+  std::string model = "mixtral-8x7b";
+  std::string system = "duplex";
+  std::int64_t batch = 64;
+  std::int64_t context = 2048;
+  std::int64_t prefill_tokens = 0;
+  int devices = 0;
+  std::string routing = "uniform";
+  bool json = false;
+  bool summary = false;
+  bool graph = false;
+};
+
+void run_compile(const CompileOptions& o) {
+  using namespace compiler;
+  const ModelSpec model = load_model(o.model);
+  const SystemSpec system = load_system(o.system);
+  const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
+  const ParallelLayout layout = ParallelLayout::make(model, system, devices);
+  const BatchState batch = BatchState::decode_batch(o.batch, o.context, o.prefill_tokens);
+  const Routing routing = parse_routing(o.routing);
+  const ExecutionPlan plan = place(lower(model, batch, layout, routing), CostModel(system, layout));
+  if (o.json) {
+    std::puts(plan_to_json(plan, model, system, layout).dump(2).c_str());
+    return;
+  }
+  std::printf("model %s: %s params (%s active), system %s (%s), %s\n", model.name.c_str(),
+              format_count(static_cast<double>(model.params())).c_str(),
+              format_count(static_cast<double>(model.active_params())).c_str(), system.name.c_str(),
+              system.description.c_str(), layout.describe().c_str());
+  std::printf("step: %lld decode requests at context %lld + %lld prefill tokens; one device's share below\n\n",
+              static_cast<long long>(o.batch), static_cast<long long>(o.context),
+              static_cast<long long>(o.prefill_tokens));
+  if (o.graph) std::fputs(dump_graph(plan.graph).c_str(), stdout);
+  if (!o.summary) std::fputs(dump_plan(plan).c_str(), stdout);
+  std::puts("");
+  std::fputs(summarize_plan(plan).c_str(), stdout);
+  std::printf("\nestimated step time %.1f us (xPU busy %.1f us, PIM busy %.1f us, links %.1f us)\n",
+              to_us(plan.total()), to_us(plan.busy(Unit::kXpu)), to_us(plan.busy(Unit::kPim)),
+              to_us(plan.busy(Unit::kLink)));
+}
+
+}  // namespace
+
+void add_compile_command(CLI::App& app) {
+  auto opts = std::make_shared<CompileOptions>();
+  CLI::App* c = app.add_subcommand("compile", "Lower a model + batch to ops (FLOPs, bytes, Op/B) and place them");
+  c->add_option("--model", opts->model, "Model preset (configs/models) or file: our YAML or a HF config.json")
+      ->capture_default_str();
+  c->add_option("--system", opts->system, "System preset (configs/systems) or YAML file")->capture_default_str();
+  c->add_option("--batch", opts->batch, "Decoding requests in the step")->capture_default_str()->check(CLI::NonNegativeNumber);
+  c->add_option("--context", opts->context, "Tokens already in each decoding request's KV cache")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c->add_option("--prefill-tokens", opts->prefill_tokens, "Tokens of one new request prefilling in the step")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c->add_option("--devices", opts->devices, "Devices (default: the system's count for the model)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--routing", opts->routing, "Expert routing: uniform | zipf:S | counts:a,b,c,...")->capture_default_str();
+  c->add_flag("--json", opts->json, "Print JSON: model.params, ops[].{name,kind,layer,flops,bytes,op_b,unit}, totals");
+  c->add_flag("--summary", opts->summary, "Print only the per-kind summary, not every op");
+  c->add_flag("--graph", opts->graph, "Also print the op-graph IR text");
+  c->callback([opts] { run_compile(*opts); });
+}
+
+}  // namespace duplex::host

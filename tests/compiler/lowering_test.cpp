@@ -1,0 +1,101 @@
+#include "duplex/compiler/lower.hpp"
+
+#include <gtest/gtest.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+Graph lower_on(const std::string& model_name, const BatchState& b, const std::string& system = "duplex") {
+  const ModelSpec m = load_model(model_name);
+  const SystemSpec s = load_system(system);
+  return lower(m, b, ParallelLayout::make(m, s, s.devices_for(m.name)), Routing{});
+}
+
+const Op& first_of(const Graph& g, OpKind k) {
+  for (const auto& o : g.ops)
+    if (o.kind == k) return o;
+  throw Error("no op of that kind");
+}
+
+TEST(Lowering, DecodeAttentionOpPerByteIsTheGqaGroupSize) {
+  const std::pair<const char*, double> cases[] = {
+      {"mixtral-8x7b", 4}, {"llama3-70b", 8}, {"grok-1", 6}, {"opt-66b", 1}, {"glam", 1}};
+  for (const auto& [model, group] : cases) {
+    const Graph g = lower_on(model, BatchState::decode_batch(64, 2048));
+    EXPECT_NEAR(first_of(g, OpKind::kAttentionDecode).op_b(), group, 0.1 * group) << model;
+  }
+}
+
+TEST(Lowering, DecodeExpertOpPerByteIsItsTokenCount) {
+  // 64 requests x top-2 over 8 experts: 16 tokens each (uniform routing).
+  const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(64, 2048));
+  const Op& e = first_of(g, OpKind::kExpertFfn);
+  EXPECT_EQ(e.m, 16);
+  EXPECT_NEAR(e.op_b(), 16.0, 1.6);
+}
+
+TEST(Lowering, FcOpPerByteIsTheStepTokenCount) {
+  for (std::int64_t batch : {8, 64, 128}) {
+    const Graph g = lower_on("llama3-70b", BatchState::decode_batch(batch, 1024));
+    for (OpKind k : {OpKind::kQkvProj, OpKind::kOProj, OpKind::kDenseFfn})
+      EXPECT_NEAR(first_of(g, k).op_b(), static_cast<double>(batch), 0.1 * static_cast<double>(batch));
+  }
+}
+
+TEST(Lowering, TensorParallelSplitsHeadsAndAddsAllReduces) {
+  const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512));  // 4 devices
+  const Op& a = first_of(g, OpKind::kAttentionDecode);
+  EXPECT_EQ(a.q_heads, 8);
+  EXPECT_EQ(a.kv_heads, 2);
+  EXPECT_EQ(g.devices, 4);
+  EXPECT_GT(first_of(g, OpKind::kAllReduce).link_bytes, 0);
+  int experts_l0 = 0;
+  for (const auto& o : g.ops) experts_l0 += (o.kind == OpKind::kExpertFfn && o.layer == 0) ? 1 : 0;
+  EXPECT_EQ(experts_l0, 2);  // 8 experts over 4 devices (expert parallel)
+}
+
+TEST(Lowering, ExpertTensorParallelShardsEveryExpert) {
+  const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512), "duplex-pe-et");
+  int experts_l0 = 0;
+  for (const auto& o : g.ops)
+    if (o.kind == OpKind::kExpertFfn && o.layer == 0) {
+      ++experts_l0;
+      EXPECT_EQ(o.n, 14336 / 4);
+    }
+  EXPECT_EQ(experts_l0, 8);
+}
+
+TEST(Lowering, RoutingCountsSumToTokensTimesTopK) {
+  Routing zipf;
+  zipf.kind = Routing::Kind::kZipf;
+  zipf.zipf_s = 1.2;
+  const auto c = zipf.expert_tokens(0, 100, 8, 2);
+  std::int64_t sum = 0;
+  for (auto v : c) {
+    sum += v;
+    EXPECT_LE(v, 100);
+  }
+  EXPECT_EQ(sum, 200);
+  EXPECT_GT(c[0], c[7]);
+  const auto u = Routing{}.expert_tokens(0, 10, 8, 2);  // 20 over 8: 3,3,3,3,2,2,2,2
+  EXPECT_EQ(u, (std::vector<std::int64_t>{3, 3, 3, 3, 2, 2, 2, 2}));
+}
+
+TEST(Lowering, BadBatchOrRoutingIsAnError) {
+  const ModelSpec m = load_model("tiny-moe");
+  const SystemSpec s = load_system("duplex");
+  const auto layout = ParallelLayout::make(m, s, 1);
+  EXPECT_THROW(lower(m, BatchState{}, layout, Routing{}), Error);
+  Routing wrong;
+  wrong.kind = Routing::Kind::kCounts;
+  wrong.counts = {{1, 1, 1}};  // 3 entries for 8 experts
+  EXPECT_THROW(lower(m, BatchState::decode_batch(4, 8), layout, wrong), Error);
+  wrong.counts = {{1, 1, 1, 1, 1, 1, 1, 0}};  // sums to 7, not 4 x 2
+  EXPECT_THROW(lower(m, BatchState::decode_batch(4, 8), layout, wrong), Error);
+  EXPECT_THROW(ParallelLayout::make(load_model("mixtral-8x7b"), s, 3), Error);  // 32 heads over 3
+}
+
+}  // namespace
+}  // namespace duplex::compiler

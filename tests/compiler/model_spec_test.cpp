@@ -1,0 +1,125 @@
+#include "duplex/compiler/model_spec.hpp"
+
+#include <gtest/gtest.h>
+
+#include "duplex/base/error.hpp"
+#include "duplex/compiler/hf_import.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+void expect_params(const char* model, double billions, double rel) {
+  const ModelSpec m = load_model(model);
+  EXPECT_NEAR(static_cast<double>(m.params()) / 1e9, billions, billions * rel) << model;
+}
+
+TEST(ModelSpec, ParameterCountsMatchPublishedSizesWithinOnePercent) {
+  expect_params("mixtral-8x7b", 46.7, 0.01);
+  expect_params("llama3-70b", 70.6, 0.01);
+  expect_params("grok-1", 314.0, 0.01);
+  expect_params("glam", 143.0, 0.01);
+  expect_params("opt-66b", 66.0, 0.01);
+}
+
+TEST(ModelSpec, MixtralActiveParametersAreTopTwoExperts) {
+  const ModelSpec m = load_model("mixtral-8x7b");
+  EXPECT_NEAR(static_cast<double>(m.active_params()) / 1e9, 12.9, 0.13);  // Mistral AI: 12.9B active
+  EXPECT_TRUE(m.is_moe_layer(0));
+  EXPECT_TRUE(m.is_moe_layer(31));
+}
+
+TEST(ModelSpec, GlamHasMoeInEveryOtherLayer) {
+  const ModelSpec m = load_model("glam");
+  EXPECT_FALSE(m.is_moe_layer(0));
+  EXPECT_TRUE(m.is_moe_layer(1));
+  EXPECT_FALSE(m.is_moe_layer(30));
+  EXPECT_TRUE(m.is_moe_layer(31));
+}
+
+TEST(ModelSpec, TinyMoeIsSmall) {
+  const ModelSpec m = load_model("tiny-moe");
+  EXPECT_EQ(m.layers, 2);
+  EXPECT_EQ(m.heads / m.kv_heads, 4);
+  EXPECT_LT(m.params(), 10'000'000);
+}
+
+std::string error_of(const std::string& json) {
+  try {
+    import_hf_config(json, "config.json");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(HfImport, LlamaMixtralQwenDeepSeekFieldNames) {
+  const ModelSpec llama = import_hf_config(R"({"model_type": "llama", "hidden_size": 8192,
+    "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+    "vocab_size": 128256, "torch_dtype": "bfloat16", "tie_word_embeddings": false})", "llama.json");
+  EXPECT_NEAR(static_cast<double>(llama.params()) / 1e9, 70.6, 0.7);
+  EXPECT_EQ(llama.dtype, DType::kBf16);
+
+  const ModelSpec mixtral = import_hf_config(R"({"model_type": "mixtral", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": 32000})", "mixtral.json");
+  EXPECT_EQ(mixtral.params(), load_model("mixtral-8x7b").params());
+
+  // Qwen1.5-MoE-A2.7B: 60 experts (1408 wide) top-4 + one shared expert of 5632: 14.3B total.
+  const ModelSpec qwen2 = import_hf_config(R"({"model_type": "qwen2_moe", "hidden_size": 2048,
+    "intermediate_size": 5632, "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
+    "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16, "num_experts": 60,
+    "num_experts_per_tok": 4, "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936})", "q2.json");
+  EXPECT_NEAR(static_cast<double>(qwen2.params()) / 1e9, 14.3, 0.15);
+  EXPECT_EQ(qwen2.shared_experts, 1);
+
+  // Qwen3-30B-A3B: 128 experts top-8, head_dim 128 with 32 q / 4 kv heads: 30.5B total, 3.3B active.
+  const ModelSpec qwen3 = import_hf_config(R"({"model_type": "qwen3_moe", "hidden_size": 2048,
+    "intermediate_size": 6144, "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32,
+    "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8,
+    "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936, "tie_word_embeddings": false})", "q3.json");
+  EXPECT_NEAR(static_cast<double>(qwen3.params()) / 1e9, 30.5, 0.3);
+  EXPECT_NEAR(static_cast<double>(qwen3.active_params()) / 1e9, 3.3, 0.1);
+
+  // DeepSeek-V3: MLA, 256 routed experts top-8 + 1 shared, first 3 layers dense: 671B (without the MTP module).
+  const ModelSpec ds = import_hf_config(R"({"model_type": "deepseek_v3", "hidden_size": 7168,
+    "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61, "num_attention_heads": 128,
+    "num_key_value_heads": 128, "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8,
+    "first_k_dense_replace": 3, "moe_layer_freq": 1, "q_lora_rank": 1536, "kv_lora_rank": 512,
+    "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "vocab_size": 129280})", "ds.json");
+  EXPECT_NEAR(static_cast<double>(ds.params()) / 1e9, 671.0, 6.7);
+  EXPECT_EQ(ds.attention, AttentionKind::kMla);
+  EXPECT_FALSE(ds.is_moe_layer(2));
+  EXPECT_TRUE(ds.is_moe_layer(3));
+  EXPECT_EQ(ds.kv_elements_per_token_layer(), 576);
+}
+
+TEST(HfImport, UnknownArchitectureMissingFieldAndBadJsonAreClearErrors) {
+  const std::string unknown = error_of(R"({"model_type": "mamba", "hidden_size": 1})");
+  EXPECT_NE(unknown.find("config.json: model_type: unsupported architecture \"mamba\""), std::string::npos) << unknown;
+  const std::string missing = error_of(R"({"model_type": "llama", "hidden_size": 4096})");
+  EXPECT_NE(missing.find("num_hidden_layers: missing required field"), std::string::npos) << missing;
+  const std::string bad = error_of(R"({"model_type": "llama", )");
+  EXPECT_NE(bad.find("not valid JSON"), std::string::npos) << bad;
+  const std::string negative = error_of(R"({"model_type": "llama", "hidden_size": -5, "num_hidden_layers": 2,
+    "num_attention_heads": 2, "vocab_size": 10, "intermediate_size": 8})");
+  EXPECT_NE(negative.find("hidden_size"), std::string::npos) << negative;
+}
+
+TEST(ModelYaml, UnknownKeyAndInconsistentShapesAreErrors) {
+  EXPECT_THROW(read_model(ConfigNode::parse("name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\nffn: 8\nlayerz: 3\n",
+                                            "m.yaml")),
+               ConfigError);
+  try {
+    read_model(ConfigNode::parse("name: x\nlayers: 2\nhidden: 64\nheads: 4\nkv_heads: 3\nvocab: 10\nffn: 8\n", "m.yaml"));
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.key(), "kv_heads");
+    EXPECT_EQ(e.file(), "m.yaml");
+  }
+  EXPECT_THROW(read_model(ConfigNode::parse("name: x\nlayers: 0\nhidden: 64\nheads: 4\nvocab: 10\nffn: 8\n", "m.yaml")),
+               ConfigError);
+  EXPECT_THROW(load_model("no-such-model"), Error);
+}
+
+}  // namespace
+}  // namespace duplex::compiler
