@@ -1,0 +1,72 @@
+// Runs the real `duplex` binary and checks what a user sees.
+#include <array>
+#include <cstdio>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <sys/wait.h>
+
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+};
+
+CliRun run(const std::string& args) {
+  CliRun r;
+  const std::string cmd = std::string(DUPLEX_BINARY) + " " + args + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  std::size_t n = 0;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+TEST(CompileCli, JsonHasTheDocumentedFieldsAndPlacesMixtralDecodeAsThePaperDoes) {
+  const CliRun r = run("compile --model mixtral-8x7b --system duplex --batch 64 --context 2048 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_NEAR(j["model"]["params"].get<double>() / 1e9, 46.7, 0.47);
+  ASSERT_FALSE(j["ops"].empty());
+  int pim_attention = 0, pim_experts = 0, xpu_fc = 0;
+  for (const auto& op : j["ops"]) {
+    for (const char* f : {"name", "kind", "layer", "flops", "bytes", "op_b", "unit"}) ASSERT_TRUE(op.contains(f)) << f;
+    const std::string kind = op["kind"], unit = op["unit"];
+    pim_attention += kind == "attn_decode" && unit == "pim";
+    pim_experts += kind == "expert_ffn" && unit == "pim";
+    xpu_fc += (kind == "qkv_proj" || kind == "o_proj") && unit == "xpu";
+  }
+  EXPECT_EQ(pim_attention, 32);
+  EXPECT_EQ(pim_experts, 64);  // 2 local experts x 32 layers
+  EXPECT_EQ(xpu_fc, 64);
+}
+
+TEST(CompileCli, HuggingFaceConfigGivesTheSameModelAsThePreset) {
+  const CliRun a = run(std::string("compile --model ") + DUPLEX_TEST_DATA + "/mixtral_config.json --json");
+  const CliRun b = run("compile --model mixtral-8x7b --json");
+  ASSERT_EQ(a.exit_code, 0);
+  ASSERT_EQ(b.exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(a.out)["model"]["params"], nlohmann::json::parse(b.out)["model"]["params"]);
+}
+
+TEST(CompileCli, SameInputsGiveIdenticalOutput) {
+  const CliRun a = run("compile --model grok-1 --system duplex-pe --batch 32 --prefill-tokens 512 --routing zipf:1.1 --json");
+  const CliRun b = run("compile --model grok-1 --system duplex-pe --batch 32 --prefill-tokens 512 --routing zipf:1.1 --json");
+  ASSERT_EQ(a.exit_code, 0);
+  EXPECT_EQ(a.out, b.out);
+}
+
+TEST(ConfigCli, ListsAndChecksEveryShippedSystem) {
+  const CliRun l = run("config list systems");
+  ASSERT_EQ(l.exit_code, 0);
+  for (const char* s : {"gpu", "2xgpu", "duplex", "duplex-pe", "duplex-pe-et", "bank-pim"}) {
+    EXPECT_NE(l.out.find(s), std::string::npos) << s;
+    EXPECT_EQ(run(std::string("config check systems ") + s).exit_code, 0) << s;
+  }
+}
+
+}  // namespace
