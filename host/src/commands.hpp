@@ -7,5 +7,6 @@ namespace duplex::host {
 
 void add_compile_command(CLI::App& app);
 void add_config_command(CLI::App& app);
+void add_simulate_command(CLI::App& app);
 
 }  // namespace duplex::host

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbosity, "More log output (-vv for debug)");
   duplex::host::add_compile_command(app);
   duplex::host::add_config_command(app);
+  duplex::host::add_simulate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

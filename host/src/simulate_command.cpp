@@ -1,0 +1,178 @@
+// `duplex simulate`: serve a request stream on one or more systems and compare throughput, latency and
+// energy. With no arguments it runs the embedded default: Mixtral-8x7B on 4 devices, gpu vs duplex-pe, a
+// short closed-loop run.
+#include <cstdio>
+#include <fmt/format.h>
+#include <memory>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "commands.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/sim/serving_simulator.hpp"
+#include "duplex/runtime/workload/request_trace.hpp"
+#include "simulation_output.hpp"
+
+namespace duplex::host {
+namespace {
+
+struct SimulateOptions {
+  std::string model = "mixtral-8x7b";
+  std::vector<std::string> systems = {"gpu", "duplex-pe"};
+  std::string workload;            // preset or file; replaces the stream flags below
+  std::int64_t requests = 512;
+  std::int64_t input_len = 512;
+  std::int64_t output_len = 512;
+  double length_spread = 0.10;     // Gaussian stddev as a fraction of the mean (the paper gives none)
+  std::int64_t batch = 128;        // max running requests
+  std::string arrival = "closed";  // closed | poisson:RATE | trace:FILE
+  std::int64_t concurrency = 0;    // closed-loop users; 0 = --batch
+  std::string routing = "uniform"; // uniform | zipf:S
+  std::uint64_t seed = 1;
+  std::string policy = "continuous";
+  std::int64_t max_tokens_per_step = 0;
+  bool chunked_prefill = false;
+  std::int64_t kv_block_tokens = 16;
+  double memory_reserve = 0.10;
+  std::string pim_model = "analytical";
+  int devices = 0;
+  std::string out_dir;
+  std::int64_t timeline_steps = 64;
+  bool json = false;
+};
+
+runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
+  runtime::WorkloadSpec w;
+  w.label = "command line";
+  w.seed = o.seed;
+  w.requests = o.requests;
+  if (o.requests < 1) throw Error("--requests must be >= 1");
+  runtime::LengthDistribution len;
+  len.kind = o.length_spread > 0 ? runtime::LengthDistribution::Kind::gaussian : runtime::LengthDistribution::Kind::fixed;
+  len.input = o.input_len;
+  len.output = o.output_len;
+  len.input_stddev = o.length_spread * static_cast<double>(o.input_len);
+  len.output_stddev = o.length_spread * static_cast<double>(o.output_len);
+  len.validate();
+  w.lengths = len;
+  if (o.arrival == "closed") {
+    w.arrival.kind = runtime::ArrivalSpec::Kind::closed;
+    w.arrival.concurrency = o.concurrency > 0 ? o.concurrency : o.batch;
+  } else if (o.arrival.rfind("poisson:", 0) == 0) {
+    w.arrival.kind = runtime::ArrivalSpec::Kind::poisson;
+    char* end = nullptr;
+    const std::string rate = o.arrival.substr(8);
+    w.arrival.rate_per_s = std::strtod(rate.c_str(), &end);
+    if (rate.empty() || *end != '\0' || !(w.arrival.rate_per_s > 0))
+      throw Error(fmt::format("--arrival: \"{}\" has no positive rate; expected poisson:RATE (requests/s)", o.arrival));
+  } else if (o.arrival.rfind("trace:", 0) == 0) {
+    w.arrival.kind = runtime::ArrivalSpec::Kind::trace;
+    w.arrival.trace_file = o.arrival.substr(6);
+    w.arrival.trace_rows = runtime::read_request_trace(w.arrival.trace_file);
+    w.lengths.reset();  // lengths from the trace
+    w.requests = static_cast<std::int64_t>(w.arrival.trace_rows.size());
+  } else {
+    throw Error(fmt::format("--arrival: unknown \"{}\"; expected closed, poisson:RATE or trace:FILE", o.arrival));
+  }
+  runtime::RoutingSpec r;
+  if (o.routing == "uniform") {
+    r.kind = runtime::ExpertRouter::Kind::uniform;
+  } else if (o.routing.rfind("zipf:", 0) == 0) {
+    r.kind = runtime::ExpertRouter::Kind::zipf;
+    char* end = nullptr;
+    const std::string s = o.routing.substr(5);
+    r.zipf_s = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0' || r.zipf_s < 0) throw Error(fmt::format("--routing: bad \"{}\"; expected zipf:S", o.routing));
+  } else {
+    throw Error(fmt::format("--routing: unknown \"{}\"; expected uniform or zipf:S", o.routing));
+  }
+  w.routing = r;
+  return w;
+}
+
+runtime::SchedulerConfig scheduler_from_flags(const SimulateOptions& o) {
+  runtime::SchedulerConfig s;
+  if (o.policy == "continuous") s.policy = runtime::BatchingPolicy::continuous;
+  else if (o.policy == "orca") s.policy = runtime::BatchingPolicy::orca;
+  else if (o.policy == "static") s.policy = runtime::BatchingPolicy::static_batch;
+  else throw Error(fmt::format("--policy: unknown \"{}\"; expected continuous, orca or static", o.policy));
+  s.max_batch = o.batch;
+  s.max_tokens_per_step = o.max_tokens_per_step;
+  s.chunked_prefill = o.chunked_prefill;
+  s.kv_block_tokens = o.kv_block_tokens;
+  return s;
+}
+
+void run_simulate(const SimulateOptions& o) {
+  const compiler::ModelSpec model = compiler::load_model(o.model);
+  runtime::SimulationOptions sim;
+  sim.workload = o.workload.empty() ? workload_from_flags(o) : runtime::load_workload(o.workload);
+  sim.scheduler = scheduler_from_flags(o);
+  sim.devices = o.devices;
+  sim.memory_reserve = o.memory_reserve;
+  if (o.pim_model != "analytical")
+    throw Error(fmt::format("--pim-model {}: only the analytical PIM model is available in this build (the "
+                            "cycle-level SystemC model is not integrated yet)", o.pim_model));
+  sim.pim_model_name = o.pim_model;
+  sim.record_steps = !o.out_dir.empty();
+  sim.timeline_steps = o.out_dir.empty() ? 0 : o.timeline_steps;
+  std::vector<SystemSpec> systems;
+  for (const auto& name : o.systems) systems.push_back(load_system(name));  // all configs checked up front
+  std::vector<runtime::SystemResult> results;
+  const bool progress = isatty(fileno(stderr)) && !o.json;
+  for (const auto& system : systems) {
+    if (progress) std::fprintf(stderr, "simulating %s on %s ...\n", model.name.c_str(), system.name.c_str());
+    results.push_back(runtime::simulate(model, system, sim));
+  }
+  if (!o.out_dir.empty()) write_simulation_output(o.out_dir, results, systems, model, sim.workload);
+  if (o.json) {
+    std::puts((results.size() == 1 ? results.front().to_json()
+                                   : nlohmann::json{{"systems", [&] {
+                                                       nlohmann::json a = nlohmann::json::array();
+                                                       for (const auto& r : results) a.push_back(r.to_json());
+                                                       return a;
+                                                     }()}})
+                  .dump(2)
+                  .c_str());
+    return;
+  }
+  std::fputs(comparison_table(results).c_str(), stdout);
+}
+
+}  // namespace
+
+void add_simulate_command(CLI::App& app) {
+  auto o = std::make_shared<SimulateOptions>();
+  CLI::App* c = app.add_subcommand("simulate", "Serve a request stream on systems; compare throughput, latency, energy");
+  c->add_option("--model", o->model, "Model preset or file (YAML or HF config.json)")->capture_default_str();
+  c->add_option("--system", o->systems, "System preset or file; repeat to compare")->capture_default_str();
+  c->add_option("--workload", o->workload, "Workload preset (configs/workloads) or file; replaces the stream flags");
+  c->add_option("--requests", o->requests, "Requests to serve")->capture_default_str();
+  c->add_option("--input-len", o->input_len, "Mean prompt tokens")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--output-len", o->output_len, "Mean generated tokens")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--length-spread", o->length_spread, "Gaussian stddev / mean of the lengths (0: fixed)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  c->add_option("--batch", o->batch, "Max running requests (max batch)")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--arrival", o->arrival, "closed | poisson:RATE | trace:FILE (arrival_s,input_tokens,output_tokens "
+                                        "or Azure TIMESTAMP,ContextTokens,GeneratedTokens)")->capture_default_str();
+  c->add_option("--concurrency", o->concurrency, "Closed-loop users (default: --batch)")->check(CLI::PositiveNumber);
+  c->add_option("--routing", o->routing, "Expert routing: uniform | zipf:S")->capture_default_str();
+  c->add_option("--seed", o->seed, "Seed for lengths, arrivals and routing")->capture_default_str();
+  c->add_option("--policy", o->policy, "continuous | orca | static")->capture_default_str();
+  c->add_option("--max-tokens-per-step", o->max_tokens_per_step, "Token budget per step (0: none)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c->add_flag("--chunked-prefill", o->chunked_prefill, "Split prefills to fill the token budget (Sarathi-Serve)");
+  c->add_option("--kv-block", o->kv_block_tokens, "Tokens per KV block")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--memory-reserve", o->memory_reserve, "Fraction of HBM kept from the KV cache")
+      ->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  c->add_option("--pim-model", o->pim_model, "PIM timing: analytical (cycle: not integrated yet)")->capture_default_str();
+  c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
+  c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
+                                        "the resolved configs to this directory");
+  c->add_option("--timeline-steps", o->timeline_steps, "Steps in the lane timeline (with -o)")->capture_default_str();
+  c->add_flag("--json", o->json, "Print JSON (one object, or {systems: [...]} for several)");
+  c->callback([o] { run_simulate(*o); });
+}
+
+}  // namespace duplex::host

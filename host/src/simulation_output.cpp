@@ -1,0 +1,124 @@
+#include "simulation_output.hpp"
+
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::host {
+namespace fs = std::filesystem;
+
+std::string comparison_table(const std::vector<runtime::SystemResult>& results) {
+  std::string s = fmt::format("{:<14} {:>4} {:>10} {:>7} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>10} {:>11}\n", "system",
+                              "dev", "tok/s", "x", "TTFT p50", "TTFT p99", "TBT p50", "TBT p99", "E2E p50", "J/token",
+                              "batch avg", "preemptions");
+  const double base = results.empty() ? 0 : results.front().throughput_tok_s;
+  for (const auto& r : results)
+    s += fmt::format("{:<14} {:>4} {:>10.1f} {:>7.2f} {:>9.1f} {:>9.1f} {:>8.2f} {:>8.2f} {:>9.1f} {:>9.3f} {:>10.1f} {:>11}\n",
+                     r.system, r.devices, r.throughput_tok_s, base > 0 ? r.throughput_tok_s / base : 0.0, r.ttft_ms.p50,
+                     r.ttft_ms.p99, r.tbt_ms.p50, r.tbt_ms.p99, r.e2e_ms.p50, r.energy_j_per_token, r.batch_mean,
+                     r.preemptions);
+  if (!results.empty())
+    s += fmt::format("model {} | {} requests, {} generated tokens | latencies in ms | x = throughput vs {} | PIM "
+                     "timing: {}\n",
+                     results.front().model, results.front().requests, results.front().generated_tokens,
+                     results.front().system, results.back().pim_model);
+  return s;
+}
+
+namespace {
+
+void write_file(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) throw Error(fmt::format("{}: cannot write", tmp.string()));
+    out << text;
+    if (!out) throw Error(fmt::format("{}: write failed", tmp.string()));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error(fmt::format("{}: cannot rename into place: {}", path.string(), ec.message()));
+}
+
+std::string steps_csv(const runtime::SystemResult& r) {
+  std::string s =
+      "step,start_s,end_s,requests,decode_requests,prefill_tokens,tokens,kv_blocks_used,kv_blocks_capacity,"
+      "xpu_busy_us,pim_busy_us,link_us,energy_j\n";
+  for (const auto& x : r.step_rows)
+    s += fmt::format("{},{:.9f},{:.9f},{},{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.6g}\n", x.step, x.start_s, x.end_s,
+                     x.requests, x.decode_requests, x.prefill_tokens, x.tokens, x.kv_blocks_used, x.kv_blocks_capacity,
+                     x.xpu_busy_us, x.pim_busy_us, x.link_us, x.energy_j);
+  return s;
+}
+
+std::string requests_csv(const runtime::SystemResult& r) {
+  std::string s = "id,arrival_s,input_tokens,output_tokens,ttft_ms,e2e_ms,mean_tbt_ms,preemptions\n";
+  for (const auto& [id, j] : r.request_rows)
+    s += fmt::format("{},{:.9f},{},{},{:.4f},{:.4f},{:.4f},{}\n", id, j["arrival_s"].get<double>(),
+                     j["input_tokens"].get<std::int64_t>(), j["output_tokens"].get<std::int64_t>(),
+                     j["ttft_ms"].get<double>(), j["e2e_ms"].get<double>(), j["mean_tbt_ms"].get<double>(),
+                     j["preemptions"].get<std::int64_t>());
+  return s;
+}
+
+// Chrome / Perfetto trace-event JSON: device 0's xPU, PIM and link lanes for the recorded steps.
+std::string timeline_json(const runtime::SystemResult& r) {
+  nlohmann::json events = nlohmann::json::array();
+  const char* lanes[] = {"xPU", "Logic-PIM", "links"};
+  for (int t = 0; t < 3; ++t)
+    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 0}, {"tid", t}, {"args", {{"name", lanes[t]}}}});
+  events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", 0}, {"args", {{"name", r.system + " device 0"}}}});
+  for (const auto& step : r.timeline) {
+    double stage_start_us = step.start_s * 1e6;
+    for (const auto& stage : step.plan.stages) {
+      double lane_at[3] = {stage_start_us, stage_start_us, stage_start_us};
+      for (const auto& p : stage.ops) {
+        const int tid = static_cast<int>(p.unit);
+        const auto& op = step.plan.graph.ops[p.op];
+        events.push_back({{"ph", "X"},
+                          {"name", op.name},
+                          {"cat", std::string(compiler::op_kind_name(op.kind))},
+                          {"pid", 0},
+                          {"tid", tid},
+                          {"ts", lane_at[tid]},
+                          {"dur", to_us(p.time)},
+                          {"args", {{"step", step.step}, {"shape", op.shape()}, {"op_b", op.op_b()}}}});
+        lane_at[tid] += to_us(p.time);
+      }
+      stage_start_us += to_us(stage.time());
+    }
+  }
+  return nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ns"}}.dump();
+}
+
+}  // namespace
+
+void write_simulation_output(const std::string& dir, const std::vector<runtime::SystemResult>& results,
+                             const std::vector<SystemSpec>& systems, const compiler::ModelSpec& model,
+                             const runtime::WorkloadSpec& workload) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create the output directory: {}", dir, ec.message()));
+  nlohmann::json summary = nlohmann::json::array();
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    const fs::path sub = fs::path(dir) / r.system;
+    fs::create_directories(sub, ec);
+    if (ec) throw Error(fmt::format("{}: cannot create: {}", sub.string(), ec.message()));
+    write_file(sub / "steps.csv", steps_csv(r));
+    write_file(sub / "requests.csv", requests_csv(r));
+    write_file(sub / "timeline.json", timeline_json(r));
+    write_file(sub / "system.yaml", systems[i].resolved_yaml + "\n");
+    summary.push_back(r.to_json());
+  }
+  write_file(fs::path(dir) / "summary.json", nlohmann::json{{"systems", summary}}.dump(2) + "\n");
+  write_file(fs::path(dir) / "model.txt",
+             fmt::format("{} (from {}): {} layers, hidden {}, {} params\n", model.name, model.file, model.layers,
+                         model.hidden, model.params()));
+  write_file(fs::path(dir) / "workload.txt",
+             fmt::format("{}: {} requests, seed {}\n", workload.label, workload.requests, workload.seed));
+}
+
+}  // namespace duplex::host

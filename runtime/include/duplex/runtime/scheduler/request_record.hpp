@@ -1,0 +1,26 @@
+#pragma once
+// Per-request timeline recorded by the scheduler, for TTFT / TBT / E2E metrics.
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "duplex/base/units.hpp"
+#include "duplex/runtime/scheduler/request.hpp"
+
+namespace duplex::runtime {
+
+struct RequestRecord {
+  RequestSpec spec;
+  std::optional<Time> first_scheduled;  // start of the first step that computed any of its tokens
+  std::vector<Time> token_times;        // end time of the step that emitted each output token, in order
+  std::optional<Time> finish;           // = token_times.back() once all output tokens are emitted
+  std::int64_t preemptions = 0;         // times its KV was freed for recompute
+  std::int64_t recomputed_tokens = 0;   // tokens computed again because of preemptions
+
+  bool finished() const { return finish.has_value(); }
+  Time ttft() const;                    // first token time - arrival; InternalError before the first token
+  Time e2e() const;                     // finish - arrival; InternalError before finishing
+  std::vector<Time> tbt() const;        // gaps between consecutive tokens (output_tokens - 1 of them)
+};
+
+}  // namespace duplex::runtime

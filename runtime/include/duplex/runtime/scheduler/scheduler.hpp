@@ -1,0 +1,89 @@
+#pragma once
+// Continuous-batching scheduler as a pure policy (vLLM v1 shape): schedule(now) returns a StepPlan,
+// update(result) takes the step's end time. No prefill/decode special cases: each request has num_tokens
+// (prompt + generated so far) and num_computed (tokens whose KV is cached); every step brings num_computed
+// towards num_tokens under the token budget. When a request catches up, it emits one token (num_tokens + 1).
+//
+// Guarantees (checked by tests/runtime): every request added finishes exactly once with exactly its
+// output_tokens; KV blocks in use never exceed capacity; schedule()/update() times never go backwards;
+// same inputs -> same plans. A preempted request keeps its emitted tokens and recomputes prompt + generated
+// tokens as a prefill.
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "duplex/base/units.hpp"
+#include "duplex/runtime/scheduler/kv_block_manager.hpp"
+#include "duplex/runtime/scheduler/request.hpp"
+#include "duplex/runtime/scheduler/request_record.hpp"
+#include "duplex/runtime/scheduler/scheduler_config.hpp"
+#include "duplex/runtime/scheduler/step_plan.hpp"
+
+namespace duplex::runtime {
+
+// What one update() changed, so callers (closed-loop sources, metrics) can react.
+struct StepOutcome {
+  std::vector<RequestId> emitted;   // requests that emitted one token this step
+  std::vector<RequestId> finished;  // requests that emitted their last token this step
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerConfig config);  // validates config
+
+  // Queues a request. It becomes eligible once schedule(now) has now >= spec.arrival. Throws duplex::Error for
+  // a duplicate id, lengths < 1, or a request whose prompt + output can never fit in the KV capacity.
+  void add_request(const RequestSpec& spec);
+
+  // Plans the next step at time `now` (>= the previous step's end). An empty plan means nothing can run
+  // now (no arrived requests); it needs no update(). A non-empty plan must be followed by update() before the
+  // next schedule(); duplex::Error otherwise.
+  StepPlan schedule(Time now);
+  StepOutcome update(const StepResult& result);
+
+  bool has_unfinished() const { return !running_.empty() || !waiting_.empty(); }
+  // Earliest arrival among queued requests that have not arrived by `now` (for idle time skipping).
+  std::optional<Time> next_arrival_after(Time now) const;
+  std::int64_t num_running() const { return static_cast<std::int64_t>(running_.size()); }
+  std::int64_t num_waiting() const { return static_cast<std::int64_t>(waiting_.size()); }
+  std::int64_t num_finished() const { return num_finished_; }
+  const KvBlockManager& kv() const { return kv_; }
+  const SchedulerConfig& config() const { return config_; }
+  // Records of every request added, by id.
+  const std::map<RequestId, RequestRecord>& records() const { return records_; }
+
+ private:
+  struct Live {
+    RequestSpec spec;
+    std::int64_t num_tokens = 0;    // prompt + generated so far
+    std::int64_t num_computed = 0;  // tokens with KV in cache
+    std::int64_t generated = 0;     // output tokens emitted
+    bool decoding = false;          // emitted a token since its last (re)start, so its next token is a decode
+  };
+  // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
+  static bool older(const Live& a, const Live& b);
+  void insert_sorted(std::deque<Live>& queue, Live live);
+  void schedule_running(StepPlan& plan, std::int64_t& budget, bool& preempted_any);
+  void admit_waiting(StepPlan& plan, std::int64_t& budget, Time now);
+  void preempt_back(StepPlan& plan);
+  // Tokens `live` may compute now under `budget`; 0 when it must wait (no chunking and it does not fit).
+  std::int64_t tokens_to_schedule(const Live& live, std::int64_t budget, bool plan_empty) const;
+  // KV tokens `live` must hold before computing `tokens` more (orca/static reserve prompt + output up front).
+  std::int64_t kv_tokens_needed(const Live& live, std::int64_t tokens) const;
+  void add_to_plan(StepPlan& plan, const Live& live, std::int64_t tokens);
+  void finalize(StepPlan& plan) const;
+
+  SchedulerConfig config_;
+  KvBlockManager kv_;
+  std::deque<Live> running_;  // sorted by older()
+  std::deque<Live> waiting_;  // sorted by older(); holds not-yet-arrived requests too
+  std::map<RequestId, RequestRecord> records_;
+  std::int64_t num_finished_ = 0;
+  std::int64_t next_step_ = 0;
+  std::optional<StepPlan> in_flight_;
+  Time last_time_;
+};
+
+}  // namespace duplex::runtime

@@ -1,0 +1,47 @@
+#pragma once
+// Scheduler settings. The engine fills kv_capacity_blocks from device memory minus weights; the rest can be
+// read from a `scheduler:` YAML map (read_scheduler_config).
+#include <cstdint>
+#include <string>
+
+namespace duplex {
+class ConfigNode;
+}
+
+namespace duplex::runtime {
+
+enum class BatchingPolicy : std::uint8_t {
+  // vLLM v1 / Sarathi-Serve: every step, running requests continue (decode 1 token, or the next prefill
+  // chunk) and waiting requests are admitted while batch slots, the token budget and free KV blocks allow.
+  // KV grows block by block; when a running request cannot grow, the youngest running request is preempted
+  // and later recomputed.
+  continuous,
+  // Orca (iteration-level scheduling): new requests join at step boundaries with their whole prefill; KV
+  // for prompt + all output tokens is reserved at admission (Orca allocates max tokens up front), so no
+  // request is ever preempted and the batch is limited by that reservation.
+  orca,
+  // Static batching: a batch is admitted only when the previous batch has fully finished; whole prefills,
+  // full KV reservation as orca.
+  static_batch,
+};
+
+std::string to_string(BatchingPolicy p);
+
+struct SchedulerConfig {
+  BatchingPolicy policy = BatchingPolicy::continuous;
+  std::int64_t max_batch = 128;            // most requests running (admitted, unfinished) at once
+  std::int64_t max_tokens_per_step = 0;    // token budget per step; 0 = unlimited
+  bool chunked_prefill = false;            // split prefills to fill the budget (continuous only)
+  std::int64_t kv_block_tokens = 16;       // tokens per KV block
+  std::int64_t kv_capacity_blocks = 0;     // KV blocks available (from device memory minus weights), >= 1
+
+  // Throws duplex::Error naming the bad field and the expected value.
+  void validate() const;
+};
+
+// Reads a `scheduler:` map: policy (continuous|orca|static), max_batch, max_tokens_per_step (0 = none),
+// chunked_prefill, kv_block_tokens. kv_capacity_blocks is not read (the engine computes it); the map is
+// finish()ed, so unknown keys are errors.
+SchedulerConfig read_scheduler_config(const ConfigNode& node);
+
+}  // namespace duplex::runtime

@@ -1,0 +1,82 @@
+#pragma once
+// `duplex simulate` for one system: continuous batching (scheduler) over a request stream (workload),
+// every step timed and charged energy by StepExecutor. Results: throughput, TTFT / TBT / E2E percentiles,
+// energy per generated token with its breakdown, batch sizes; optionally per-step and per-request rows and
+// a lane timeline.
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/compiler/model_spec.hpp"
+#include "duplex/compiler/placement.hpp"
+#include "duplex/runtime/scheduler/scheduler_config.hpp"
+#include "duplex/runtime/sim/memory_plan.hpp"
+#include "duplex/runtime/workload/workload_config.hpp"
+
+namespace duplex::runtime {
+
+struct SimulationOptions {
+  SchedulerConfig scheduler;       // kv_capacity_blocks is computed from the memory plan
+  WorkloadSpec workload;
+  int devices = 0;                 // 0: the system's count for the model
+  double memory_reserve = 0.10;    // fraction of HBM kept for activations / workspace (vLLM's default 0.9 use)
+  compiler::PimTimeFn pim_model;   // empty: the analytical PIM roofline
+  std::string pim_model_name = "analytical";
+  bool record_steps = false;       // keep per-step rows (for -o DIR)
+  std::int64_t timeline_steps = 0; // keep device 0's plan of the first N steps (for the lane timeline)
+};
+
+struct Percentiles {
+  double p50 = 0, p90 = 0, p99 = 0, mean = 0;  // milliseconds
+};
+
+struct StepRow {
+  std::int64_t step = 0;
+  double start_s = 0, end_s = 0;
+  std::int64_t requests = 0, decode_requests = 0, prefill_tokens = 0, tokens = 0;
+  std::int64_t kv_blocks_used = 0, kv_blocks_capacity = 0;
+  double xpu_busy_us = 0, pim_busy_us = 0, link_us = 0, energy_j = 0;
+};
+
+struct TimelineStep {
+  std::int64_t step = 0;
+  double start_s = 0;
+  compiler::ExecutionPlan plan;
+};
+
+struct SystemResult {
+  std::string system;
+  std::string model;
+  std::string layout;
+  int devices = 0;
+  std::string pim_model;
+  MemoryPlan memory;
+  std::int64_t kv_capacity_blocks = 0;
+  std::int64_t steps = 0;
+  std::int64_t requests = 0;
+  std::int64_t generated_tokens = 0;
+  std::int64_t preemptions = 0;
+  double simulated_s = 0;
+  double throughput_tok_s = 0;
+  Percentiles ttft_ms, tbt_ms, e2e_ms;
+  double batch_mean = 0;
+  std::int64_t batch_max = 0;
+  double energy_j = 0;
+  double energy_j_per_token = 0;
+  nlohmann::json energy_breakdown;   // "fc.dram", "moe.compute", "static.xpu", ... in joules
+  double xpu_utilization = 0, pim_utilization = 0;  // busy time / simulated time
+  std::vector<StepRow> step_rows;
+  std::vector<TimelineStep> timeline;
+  std::map<std::int64_t, nlohmann::json> request_rows;  // id -> row
+  nlohmann::json to_json() const;    // summary (no per-step / per-request rows)
+};
+
+SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& options);
+
+// Nearest-rank percentile of `values` (ms); zeros for an empty list.
+Percentiles percentiles(std::vector<double> values);
+
+}  // namespace duplex::runtime

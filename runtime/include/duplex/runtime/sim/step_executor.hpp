@@ -1,0 +1,41 @@
+#pragma once
+// Times one scheduled step on one system: StepPlan -> shape histogram (BatchState) + expert routing ->
+// lowering -> placement / co-processing -> step time, lane busy times and energy. Work per step is
+// O(distinct request shapes + ops), never O(tokens).
+#include <cstdint>
+#include <memory>
+
+#include "duplex/compiler/cost_model.hpp"
+#include "duplex/compiler/lower.hpp"
+#include "duplex/compiler/placement.hpp"
+#include "duplex/runtime/scheduler/step_plan.hpp"
+#include "duplex/runtime/sim/energy_ledger.hpp"
+#include "duplex/runtime/workload/expert_routing.hpp"
+
+namespace duplex::runtime {
+
+struct StepCost {
+  Time time;                 // the step's duration (slowest device; devices of a TP group are symmetric)
+  Time xpu_busy, pim_busy, link_busy;
+  EnergyLedger energy;       // whole system (all devices) for this step, dynamic energy only
+  compiler::ExecutionPlan plan;  // device 0's plan (for timelines)
+};
+
+class StepExecutor {
+ public:
+  // `router` may be null for dense models. `pim_model` replaces the analytical PIM roofline when set.
+  StepExecutor(const compiler::ModelSpec& model, const SystemSpec& system, const compiler::ParallelLayout& layout,
+               ExpertRouter* router, compiler::PimTimeFn pim_model = {});
+  StepCost execute(const StepPlan& plan);
+  compiler::BatchState batch_of(const StepPlan& plan) const;
+
+ private:
+  const compiler::ModelSpec& model_;
+  const SystemSpec& system_;
+  compiler::ParallelLayout layout_;
+  ExpertRouter* router_;
+  compiler::CostModel cost_;
+  std::int64_t moe_layers_ = 0;
+};
+
+}  // namespace duplex::runtime

@@ -1,0 +1,87 @@
+#pragma once
+// Where requests come from: closed loop, Poisson arrivals, or a trace. Sources assign ids 0, 1, 2, ... in
+// arrival order and are deterministic for a given seed (and, for closed loop, a given finish order).
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "duplex/base/units.hpp"
+#include "duplex/runtime/scheduler/request.hpp"
+#include "duplex/runtime/workload/length_distribution.hpp"
+#include "duplex/runtime/workload/random.hpp"
+
+namespace duplex::runtime {
+
+class RequestSource {
+ public:
+  virtual ~RequestSource() = default;
+  // Requests with arrival <= now not returned before, in arrival order.
+  virtual std::vector<RequestSpec> take_arrived(Time now) = 0;
+  // The next arrival not yet returned, when one is known now.
+  virtual std::optional<Time> next_arrival() const = 0;
+  // Tells the source a request finished at `when` (closed loop issues a replacement arriving then).
+  virtual void on_finished(RequestId id, Time when) = 0;
+  // True once every request this source will ever produce has been returned.
+  virtual bool exhausted() const = 0;
+  virtual std::int64_t total_requests() const = 0;
+};
+
+// Closed loop: `concurrency` users each keep one request in the system; when one finishes at time t, its user
+// issues the next request arriving at t (the scheduler picks it up at the next step), until `total` were issued.
+class ClosedLoopSource final : public RequestSource {
+ public:
+  // Throws duplex::Error unless concurrency >= 1 and total >= 1.
+  ClosedLoopSource(std::int64_t concurrency, std::int64_t total, LengthDistribution lengths, std::uint64_t seed);
+  std::vector<RequestSpec> take_arrived(Time now) override;
+  std::optional<Time> next_arrival() const override;
+  void on_finished(RequestId id, Time when) override;
+  bool exhausted() const override { return issued_ == total_ && pending_.empty(); }
+  std::int64_t total_requests() const override { return total_; }
+
+ private:
+  void issue(Time arrival);
+  std::int64_t total_;
+  std::int64_t issued_ = 0;
+  LengthSampler lengths_;
+  std::deque<RequestSpec> pending_;  // issued, not yet taken; arrival order
+};
+
+// Poisson arrivals at `rate_per_s` requests per second (exponential gaps), `total` requests from t = 0.
+class PoissonSource final : public RequestSource {
+ public:
+  // Throws duplex::Error unless rate_per_s > 0 and total >= 1.
+  PoissonSource(double rate_per_s, std::int64_t total, LengthDistribution lengths, std::uint64_t seed);
+  std::vector<RequestSpec> take_arrived(Time now) override;
+  std::optional<Time> next_arrival() const override;
+  void on_finished(RequestId, Time) override {}
+  bool exhausted() const override { return !next_; }
+  std::int64_t total_requests() const override { return total_; }
+
+ private:
+  void generate_next();
+  double rate_per_s_;
+  std::int64_t total_;
+  std::int64_t generated_ = 0;
+  double clock_s_ = 0.0;
+  Rng gaps_;
+  LengthSampler lengths_;
+  std::optional<RequestSpec> next_;
+};
+
+// Replays a list of requests (from a trace file). They are sorted by arrival (stable) and renumbered 0..n-1.
+class TraceSource final : public RequestSource {
+ public:
+  explicit TraceSource(std::vector<RequestSpec> requests);
+  std::vector<RequestSpec> take_arrived(Time now) override;
+  std::optional<Time> next_arrival() const override;
+  void on_finished(RequestId, Time) override {}
+  bool exhausted() const override { return next_ == requests_.size(); }
+  std::int64_t total_requests() const override { return static_cast<std::int64_t>(requests_.size()); }
+
+ private:
+  std::vector<RequestSpec> requests_;
+  std::size_t next_ = 0;
+};
+
+}  // namespace duplex::runtime

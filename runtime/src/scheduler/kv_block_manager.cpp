@@ -1,0 +1,64 @@
+#include "duplex/runtime/scheduler/kv_block_manager.hpp"
+
+#include <cmath>
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime {
+
+KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens)
+    : capacity_blocks_(capacity_blocks), block_tokens_(block_tokens) {
+  if (capacity_blocks < 1)
+    throw Error(fmt::format("KV cache capacity is {} blocks; expected at least 1 block", capacity_blocks));
+  if (block_tokens < 1)
+    throw Error(fmt::format("KV block size is {} tokens; expected at least 1 token", block_tokens));
+}
+
+std::int64_t KvBlockManager::blocks_for(std::int64_t tokens) const {
+  DUPLEX_ASSERT(tokens >= 0, "negative token count");
+  return (tokens + block_tokens_ - 1) / block_tokens_;
+}
+
+std::int64_t KvBlockManager::blocks_of(RequestId id) const {
+  const auto it = blocks_.find(id);
+  return it == blocks_.end() ? 0 : it->second;
+}
+
+std::int64_t KvBlockManager::extra_blocks_needed(RequestId id, std::int64_t total_tokens) const {
+  const std::int64_t need = blocks_for(total_tokens) - blocks_of(id);
+  return need > 0 ? need : 0;
+}
+
+void KvBlockManager::grow_to(RequestId id, std::int64_t total_tokens) {
+  const std::int64_t extra = extra_blocks_needed(id, total_tokens);
+  if (extra == 0) return;
+  DUPLEX_ASSERT(extra <= free_blocks(), fmt::format("KV grow of request {} by {} blocks with {} free", id,
+                                                    extra, free_blocks()));
+  blocks_[id] += extra;
+  used_blocks_ += extra;
+}
+
+void KvBlockManager::release(RequestId id) {
+  const auto it = blocks_.find(id);
+  if (it == blocks_.end()) return;
+  used_blocks_ -= it->second;
+  blocks_.erase(it);
+}
+
+std::int64_t kv_blocks_for_memory(double kv_bytes_available, double kv_bytes_per_token,
+                                  std::int64_t block_tokens) {
+  if (!(kv_bytes_per_token > 0.0))
+    throw Error(fmt::format("KV bytes per token is {}; expected a positive number", kv_bytes_per_token));
+  if (block_tokens < 1)
+    throw Error(fmt::format("KV block size is {} tokens; expected at least 1 token", block_tokens));
+  const double block_bytes = kv_bytes_per_token * static_cast<double>(block_tokens);
+  const double blocks = std::floor(kv_bytes_available / block_bytes);
+  if (!(blocks >= 1.0))
+    throw Error(fmt::format("{:.4g} bytes left for the KV cache hold no block of {:.4g} bytes; the model's "
+                            "weights leave no room for KV: use more devices or a smaller model",
+                            kv_bytes_available, block_bytes));
+  return static_cast<std::int64_t>(blocks);
+}
+
+}  // namespace duplex::runtime

@@ -1,0 +1,223 @@
+#include "duplex/runtime/scheduler/scheduler.hpp"
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <limits>
+#include <unordered_map>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+SchedulerConfig validated(SchedulerConfig c) {
+  c.validate();
+  return c;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerConfig config)
+    : config_(validated(config)), kv_(config_.kv_capacity_blocks, config_.kv_block_tokens) {}
+
+bool Scheduler::older(const Live& a, const Live& b) {
+  if (a.spec.arrival != b.spec.arrival) return a.spec.arrival < b.spec.arrival;
+  return a.spec.id < b.spec.id;
+}
+
+void Scheduler::insert_sorted(std::deque<Live>& queue, Live live) {
+  const auto pos = std::upper_bound(queue.begin(), queue.end(), live, older);
+  queue.insert(pos, std::move(live));
+}
+
+void Scheduler::add_request(const RequestSpec& spec) {
+  if (records_.contains(spec.id)) throw Error(fmt::format("request id {} was added twice; ids must be unique", spec.id));
+  if (spec.input_tokens < 1 || spec.output_tokens < 1)
+    throw Error(fmt::format("request {} has {} input and {} output tokens; expected at least 1 of each", spec.id,
+                            spec.input_tokens, spec.output_tokens));
+  // The last output token is emitted but never fed back, so KV peaks at prompt + output - 1 tokens.
+  const std::int64_t peak_blocks = kv_.blocks_for(spec.input_tokens + spec.output_tokens - 1);
+  if (peak_blocks > kv_.capacity_blocks())
+    throw Error(fmt::format("request {} ({} input + {} output tokens) needs {} KV blocks of {} tokens but the KV "
+                            "cache holds {} blocks; expected shorter requests or more KV memory",
+                            spec.id, spec.input_tokens, spec.output_tokens, peak_blocks, kv_.block_tokens(),
+                            kv_.capacity_blocks()));
+  RequestRecord record;
+  record.spec = spec;
+  records_.emplace(spec.id, std::move(record));
+  Live live;
+  live.spec = spec;
+  live.num_tokens = spec.input_tokens;
+  insert_sorted(waiting_, std::move(live));
+}
+
+std::optional<Time> Scheduler::next_arrival_after(Time now) const {
+  for (const Live& live : waiting_)
+    if (live.spec.arrival > now) return live.spec.arrival;
+  return std::nullopt;
+}
+
+StepPlan Scheduler::schedule(Time now) {
+  if (in_flight_)
+    throw Error(fmt::format("Scheduler::schedule() called while step {} is in flight; call update() with its "
+                            "result first", in_flight_->step));
+  if (now < last_time_)
+    throw Error(fmt::format("Scheduler::schedule(now = {}) goes back in time; the previous step ended at {}",
+                            format_time(now), format_time(last_time_)));
+  last_time_ = now;
+  StepPlan plan;
+  plan.step = next_step_;
+  plan.start = now;
+  std::int64_t budget =
+      config_.max_tokens_per_step > 0 ? config_.max_tokens_per_step : std::numeric_limits<std::int64_t>::max();
+  bool preempted_any = false;
+  schedule_running(plan, budget, preempted_any);
+  // As vLLM: a step that had to preempt admits nobody (the preempted would be readmitted into the shortage).
+  if (!preempted_any) admit_waiting(plan, budget, now);
+  finalize(plan);
+  if (!plan.empty()) {
+    in_flight_ = plan;
+    ++next_step_;
+  }
+  return plan;
+}
+
+std::int64_t Scheduler::tokens_to_schedule(const Live& live, std::int64_t budget, bool plan_empty) const {
+  const std::int64_t remaining = live.num_tokens - live.num_computed;
+  DUPLEX_ASSERT(remaining >= 1, "an unfinished request has no token to compute");
+  if (remaining <= budget) return remaining;
+  if (config_.chunked_prefill) return budget;
+  // Without chunking, a prefill longer than the whole budget runs alone in a step rather than never.
+  return plan_empty ? remaining : 0;
+}
+
+std::int64_t Scheduler::kv_tokens_needed(const Live& live, std::int64_t tokens) const {
+  const std::int64_t now_needed = live.num_computed + tokens;
+  if (config_.policy == BatchingPolicy::continuous) return now_needed;
+  return std::max(now_needed, live.spec.input_tokens + live.spec.output_tokens - 1);
+}
+
+void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, bool& preempted_any) {
+  for (std::size_t i = 0; i < running_.size() && budget > 0;) {
+    const std::int64_t tokens = tokens_to_schedule(running_[i], budget, plan.requests.empty());
+    if (tokens == 0) {
+      ++i;
+      continue;
+    }
+    const std::int64_t need = kv_tokens_needed(running_[i], tokens);
+    bool preempted_self = false;
+    while (!kv_.can_grow_to(running_[i].spec.id, need)) {
+      DUPLEX_ASSERT(config_.policy == BatchingPolicy::continuous,
+                    "a request with reserved KV ran out of it under policy " + to_string(config_.policy));
+      preempted_self = running_.size() - 1 == i;
+      preempt_back(plan);
+      preempted_any = true;
+      if (preempted_self) break;
+    }
+    if (preempted_self) break;
+    kv_.grow_to(running_[i].spec.id, need);
+    add_to_plan(plan, running_[i], tokens);
+    budget -= tokens;
+    ++i;
+  }
+}
+
+void Scheduler::admit_waiting(StepPlan& plan, std::int64_t& budget, Time now) {
+  if (config_.policy == BatchingPolicy::static_batch && !running_.empty()) return;
+  while (!waiting_.empty() && budget > 0 && num_running() < config_.max_batch) {
+    const Live& head = waiting_.front();
+    if (head.spec.arrival > now) break;
+    const std::int64_t tokens = tokens_to_schedule(head, budget, plan.requests.empty());
+    if (tokens == 0) break;
+    const std::int64_t need = kv_tokens_needed(head, tokens);
+    if (!kv_.can_grow_to(head.spec.id, need)) break;  // admission is limited by free KV blocks
+    kv_.grow_to(head.spec.id, need);
+    add_to_plan(plan, head, tokens);
+    budget -= tokens;
+    Live admitted = std::move(waiting_.front());
+    waiting_.pop_front();
+    insert_sorted(running_, std::move(admitted));
+  }
+}
+
+void Scheduler::preempt_back(StepPlan& plan) {
+  Live victim = std::move(running_.back());
+  running_.pop_back();
+  kv_.release(victim.spec.id);
+  RequestRecord& record = records_.at(victim.spec.id);
+  ++record.preemptions;
+  record.recomputed_tokens += victim.num_computed;
+  victim.num_computed = 0;
+  victim.decoding = false;
+  plan.preempted.push_back(victim.spec.id);
+  insert_sorted(waiting_, std::move(victim));
+}
+
+void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t tokens) {
+  plan.requests.push_back(ScheduledRequest{
+      .id = live.spec.id,
+      .tokens = tokens,
+      .context_len = live.num_computed,
+      .phase = live.decoding ? TokenPhase::decode : TokenPhase::prefill,
+      .samples_token = live.num_computed + tokens == live.num_tokens,
+  });
+  RequestRecord& record = records_.at(live.spec.id);
+  if (!record.first_scheduled) record.first_scheduled = plan.start;
+}
+
+void Scheduler::finalize(StepPlan& plan) const {
+  for (const ScheduledRequest& r : plan.requests) {
+    if (r.phase == TokenPhase::decode) {
+      ++plan.decode_requests;
+    } else {
+      ++plan.prefill_requests;
+      plan.prefill_tokens += r.tokens;
+    }
+    plan.total_tokens += r.tokens;
+    plan.max_context_len = std::max(plan.max_context_len, r.context_len + r.tokens);
+  }
+  plan.kv_blocks_used = kv_.used_blocks();
+  plan.kv_blocks_capacity = kv_.capacity_blocks();
+}
+
+StepOutcome Scheduler::update(const StepResult& result) {
+  if (!in_flight_) throw Error(fmt::format("Scheduler::update(step {}) with no step in flight", result.step));
+  if (result.step != in_flight_->step)
+    throw Error(fmt::format("Scheduler::update() got step {}; the step in flight is {}", result.step,
+                            in_flight_->step));
+  if (result.end < in_flight_->start)
+    throw Error(fmt::format("Scheduler::update(): step {} ends at {}, before it started at {}", result.step,
+                            format_time(result.end), format_time(in_flight_->start)));
+  std::unordered_map<RequestId, std::int64_t> computed;
+  for (const ScheduledRequest& r : in_flight_->requests) computed.emplace(r.id, r.tokens);
+  StepOutcome out;
+  std::size_t matched = 0;
+  for (Live& live : running_) {
+    const auto it = computed.find(live.spec.id);
+    if (it == computed.end()) continue;
+    ++matched;
+    live.num_computed += it->second;
+    DUPLEX_ASSERT(live.num_computed <= live.num_tokens, "computed past the request's tokens");
+    if (live.num_computed < live.num_tokens) continue;
+    RequestRecord& record = records_.at(live.spec.id);
+    ++live.generated;
+    live.decoding = true;
+    record.token_times.push_back(result.end);
+    out.emitted.push_back(live.spec.id);
+    if (live.generated == live.spec.output_tokens) {
+      record.finish = result.end;
+      kv_.release(live.spec.id);
+      out.finished.push_back(live.spec.id);
+      ++num_finished_;
+    } else {
+      ++live.num_tokens;
+    }
+  }
+  DUPLEX_ASSERT(matched == in_flight_->requests.size(), "a scheduled request left the running set");
+  std::erase_if(running_, [](const Live& live) { return live.generated == live.spec.output_tokens; });
+  last_time_ = result.end;
+  in_flight_.reset();
+  return out;
+}
+
+}  // namespace duplex::runtime

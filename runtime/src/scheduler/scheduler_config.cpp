@@ -1,0 +1,56 @@
+#include "duplex/runtime/scheduler/scheduler_config.hpp"
+
+#include <fmt/format.h>
+
+#include "duplex/base/config.hpp"
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime {
+
+std::string to_string(BatchingPolicy p) {
+  switch (p) {
+    case BatchingPolicy::continuous: return "continuous";
+    case BatchingPolicy::orca: return "orca";
+    case BatchingPolicy::static_batch: return "static";
+  }
+  return "unknown";
+}
+
+void SchedulerConfig::validate() const {
+  if (max_batch < 1) throw Error(fmt::format("scheduler max_batch is {}; expected >= 1", max_batch));
+  if (max_tokens_per_step < 0)
+    throw Error(fmt::format("scheduler max_tokens_per_step is {}; expected >= 0 (0: no budget)",
+                            max_tokens_per_step));
+  if (chunked_prefill && max_tokens_per_step == 0)
+    throw Error("scheduler chunked_prefill needs a token budget; expected max_tokens_per_step >= 1");
+  if (chunked_prefill && policy != BatchingPolicy::continuous)
+    throw Error(fmt::format("scheduler chunked_prefill is a continuous-batching option; policy {} runs "
+                            "whole prefills (expected chunked_prefill: false)", to_string(policy)));
+  if (kv_block_tokens < 1)
+    throw Error(fmt::format("scheduler kv_block_tokens is {}; expected >= 1", kv_block_tokens));
+  if (kv_capacity_blocks < 1)
+    throw Error(fmt::format("scheduler kv_capacity_blocks is {}; expected >= 1 (device memory minus weights)",
+                            kv_capacity_blocks));
+}
+
+SchedulerConfig read_scheduler_config(const ConfigNode& node) {
+  SchedulerConfig c;
+  const std::string policy = node.get_enum("policy", {"continuous", "orca", "static"});
+  c.policy = policy == "continuous" ? BatchingPolicy::continuous
+             : policy == "orca"     ? BatchingPolicy::orca
+                                    : BatchingPolicy::static_batch;
+  c.max_batch = node.get_int("max_batch", 1, 1'000'000);
+  c.max_tokens_per_step = node.has("max_tokens_per_step") ? node.get_int("max_tokens_per_step", 0, 1'000'000'000) : 0;
+  c.chunked_prefill = node.get_or<bool>("chunked_prefill", false);
+  c.kv_block_tokens = node.has("kv_block_tokens") ? node.get_int("kv_block_tokens", 1, 1'000'000) : 16;
+  node.ignore("description");
+  node.finish();
+  if (c.chunked_prefill && c.max_tokens_per_step == 0)
+    node.fail("chunked_prefill", "chunked prefill needs a token budget", "max_tokens_per_step >= 1 beside it");
+  if (c.chunked_prefill && c.policy != BatchingPolicy::continuous)
+    node.fail("chunked_prefill", "chunked prefill is a continuous-batching option",
+              "policy: continuous, or chunked_prefill: false");
+  return c;
+}
+
+}  // namespace duplex::runtime

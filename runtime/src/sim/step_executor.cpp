@@ -1,0 +1,41 @@
+#include "duplex/runtime/sim/step_executor.hpp"
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime {
+
+StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& system,
+                           const compiler::ParallelLayout& layout, ExpertRouter* router, compiler::PimTimeFn pim_model)
+    : model_(model), system_(system), layout_(layout), router_(router), cost_(system, layout, std::move(pim_model)) {
+  for (int l = 0; l < model.layers; ++l) moe_layers_ += model.is_moe_layer(l) ? 1 : 0;
+  if (model.is_moe() && router_ == nullptr) throw Error("model " + model.name + " is MoE: the workload needs routing");
+}
+
+compiler::BatchState StepExecutor::batch_of(const StepPlan& plan) const {
+  compiler::BatchState b;
+  for (const StepShape& s : plan.shapes()) b.groups.push_back({s.count, s.context_len, s.tokens});
+  return b;
+}
+
+StepCost StepExecutor::execute(const StepPlan& plan) {
+  DUPLEX_ASSERT(!plan.empty(), "execute() of an empty step");
+  const compiler::BatchState batch = batch_of(plan);
+  compiler::Routing routing;
+  if (model_.is_moe()) {
+    routing.kind = compiler::Routing::Kind::kCounts;
+    routing.counts = router_->route(batch.tokens(), model_.experts, model_.top_k, moe_layers_);
+  }
+  StepCost c{Time{}, Time{}, Time{}, Time{}, EnergyLedger(system_.energy), {}};
+  c.plan = compiler::place(compiler::lower(model_, batch, layout_, routing), cost_);
+  c.time = c.plan.total();
+  c.xpu_busy = c.plan.busy(compiler::Unit::kXpu);
+  c.pim_busy = c.plan.busy(compiler::Unit::kPim);
+  c.link_busy = c.plan.busy(compiler::Unit::kLink);
+  EnergyLedger device(system_.energy);
+  for (const auto& stage : c.plan.stages)
+    for (const auto& p : stage.ops) charge_op(device, c.plan.graph.ops[p.op], p.unit, system_);
+  c.energy.add(device, layout_.devices);
+  return c;
+}
+
+}  // namespace duplex::runtime

@@ -1,0 +1,101 @@
+#include "duplex/runtime/workload/request_source.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+std::vector<RequestSpec> take_until(std::deque<RequestSpec>& pending, Time now) {
+  std::vector<RequestSpec> out;
+  while (!pending.empty() && pending.front().arrival <= now) {
+    out.push_back(pending.front());
+    pending.pop_front();
+  }
+  return out;
+}
+
+}  // namespace
+
+ClosedLoopSource::ClosedLoopSource(std::int64_t concurrency, std::int64_t total, LengthDistribution lengths,
+                                   std::uint64_t seed)
+    : total_(total), lengths_(lengths, derive_seed(seed, seed_stream::lengths)) {
+  if (concurrency < 1) throw Error(fmt::format("closed-loop concurrency is {}; expected >= 1 user", concurrency));
+  if (total < 1) throw Error(fmt::format("closed-loop request count is {}; expected >= 1", total));
+  for (std::int64_t i = 0; i < std::min(concurrency, total); ++i) issue(Time{});
+}
+
+void ClosedLoopSource::issue(Time arrival) {
+  const SampledLengths l = lengths_.sample();
+  pending_.push_back(RequestSpec{issued_, arrival, l.input_tokens, l.output_tokens});
+  ++issued_;
+}
+
+std::vector<RequestSpec> ClosedLoopSource::take_arrived(Time now) { return take_until(pending_, now); }
+
+std::optional<Time> ClosedLoopSource::next_arrival() const {
+  if (pending_.empty()) return std::nullopt;
+  return pending_.front().arrival;
+}
+
+void ClosedLoopSource::on_finished(RequestId, Time when) {
+  if (issued_ < total_) issue(when);
+}
+
+PoissonSource::PoissonSource(double rate_per_s, std::int64_t total, LengthDistribution lengths, std::uint64_t seed)
+    : rate_per_s_(rate_per_s),
+      total_(total),
+      gaps_(derive_seed(seed, seed_stream::arrival_gaps)),
+      lengths_(lengths, derive_seed(seed, seed_stream::lengths)) {
+  if (!(rate_per_s > 0.0) || !std::isfinite(rate_per_s))
+    throw Error(fmt::format("Poisson arrival rate is {} requests/s; expected a finite rate > 0", rate_per_s));
+  if (total < 1) throw Error(fmt::format("Poisson request count is {}; expected >= 1", total));
+  generate_next();
+}
+
+void PoissonSource::generate_next() {
+  if (generated_ == total_) {
+    next_.reset();
+    return;
+  }
+  clock_s_ += gaps_.exponential(rate_per_s_);
+  const SampledLengths l = lengths_.sample();
+  next_ = RequestSpec{generated_, seconds(clock_s_), l.input_tokens, l.output_tokens};
+  ++generated_;
+}
+
+std::vector<RequestSpec> PoissonSource::take_arrived(Time now) {
+  std::vector<RequestSpec> out;
+  while (next_ && next_->arrival <= now) {
+    out.push_back(*next_);
+    generate_next();
+  }
+  return out;
+}
+
+std::optional<Time> PoissonSource::next_arrival() const {
+  if (!next_) return std::nullopt;
+  return next_->arrival;
+}
+
+TraceSource::TraceSource(std::vector<RequestSpec> requests) : requests_(std::move(requests)) {
+  std::stable_sort(requests_.begin(), requests_.end(),
+                   [](const RequestSpec& a, const RequestSpec& b) { return a.arrival < b.arrival; });
+  for (std::size_t i = 0; i < requests_.size(); ++i) requests_[i].id = static_cast<RequestId>(i);
+}
+
+std::vector<RequestSpec> TraceSource::take_arrived(Time now) {
+  std::vector<RequestSpec> out;
+  while (next_ < requests_.size() && requests_[next_].arrival <= now) out.push_back(requests_[next_++]);
+  return out;
+}
+
+std::optional<Time> TraceSource::next_arrival() const {
+  if (next_ == requests_.size()) return std::nullopt;
+  return requests_[next_].arrival;
+}
+
+}  // namespace duplex::runtime

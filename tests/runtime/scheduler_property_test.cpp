@@ -1,0 +1,153 @@
+// Properties under random workloads (the acceptance criteria): every request completes exactly once
+// with exactly its output tokens; KV never exceeds capacity (checked every step); simulated time is monotone;
+// same seed -> identical plans. KV capacity is made tiny so preemption happens, and the tests assert it did.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+
+#include "duplex/runtime/scheduler/serving_loop.hpp"
+#include "duplex/runtime/workload/request_source.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+struct Case {
+  std::string name;
+  BatchingPolicy policy;
+  bool chunked;
+  std::int64_t budget;
+  std::int64_t kv_blocks;
+  bool poisson;
+};
+
+// A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
+Time step_time(const StepPlan& plan) { return ms(0.5) + us(2.0) * static_cast<double>(plan.total_tokens); }
+
+struct Observed {
+  std::vector<StepPlan> plans;
+  std::map<RequestId, std::int64_t> tokens_computed;
+  std::map<RequestId, int> finished_events;
+  std::int64_t preemptions = 0;
+  std::int64_t max_running = 0;
+};
+
+ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
+  SchedulerConfig config;
+  config.policy = c.policy;
+  config.chunked_prefill = c.chunked;
+  config.max_tokens_per_step = c.budget;
+  config.max_batch = 16;
+  config.kv_block_tokens = 8;
+  config.kv_capacity_blocks = c.kv_blocks;
+  Scheduler scheduler(config);
+  const LengthDistribution lengths{LengthDistribution::Kind::gaussian, 60, 40, 20.0, 15.0};
+  std::unique_ptr<RequestSource> source;
+  if (c.poisson) {
+    source = std::make_unique<PoissonSource>(400.0, 150, lengths, seed);
+  } else {
+    source = std::make_unique<ClosedLoopSource>(12, 150, lengths, seed);
+  }
+  Time last_end;
+  std::set<RequestId> active_before;
+  auto observer = [&](const StepPlan& plan, const StepOutcome& outcome, const Scheduler& s) {
+    // KV within capacity, and the plan's report matches the manager.
+    EXPECT_LE(plan.kv_blocks_used, plan.kv_blocks_capacity);
+    EXPECT_LE(s.kv().used_blocks(), s.kv().capacity_blocks());
+    // Time monotone.
+    EXPECT_GE(plan.start, last_end);
+    last_end = plan.start;
+    // Batch and budget.
+    EXPECT_LE(static_cast<std::int64_t>(plan.requests.size()), config.max_batch);
+    if (c.budget > 0 && plan.requests.size() > 1) {
+      EXPECT_LE(plan.total_tokens, c.budget);
+    }
+    if (c.chunked) {
+      EXPECT_LE(plan.total_tokens, c.budget);
+    }
+    std::set<RequestId> ids;
+    for (const ScheduledRequest& r : plan.requests) {
+      EXPECT_TRUE(ids.insert(r.id).second) << "request scheduled twice in one step";
+      EXPECT_GE(r.tokens, 1);
+      if (r.phase == TokenPhase::decode) {
+        EXPECT_EQ(r.tokens, 1);
+      }
+      seen.tokens_computed[r.id] += r.tokens;
+      // Static batching: a request new to the running set joins only when nothing else was running.
+      if (c.policy == BatchingPolicy::static_batch && !active_before.contains(r.id)) {
+        EXPECT_TRUE(active_before.empty()) << "static batch admitted request " << r.id << " mid-batch";
+      }
+    }
+    for (const RequestId id : plan.preempted) active_before.erase(id);
+    for (const ScheduledRequest& r : plan.requests) active_before.insert(r.id);
+    for (const RequestId id : outcome.finished) {
+      ++seen.finished_events[id];
+      active_before.erase(id);
+    }
+    seen.preemptions += static_cast<std::int64_t>(plan.preempted.size());
+    seen.max_running = std::max(seen.max_running, s.num_running() + static_cast<std::int64_t>(outcome.finished.size()));
+    seen.plans.push_back(plan);
+  };
+  ServingRun run = run_serving_loop(scheduler, *source, step_time, observer);
+  EXPECT_TRUE(source->exhausted());
+  EXPECT_FALSE(scheduler.has_unfinished());
+  EXPECT_EQ(scheduler.kv().used_blocks(), 0);
+  return run;
+}
+
+class SchedulerProperties : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
+  const Case& c = GetParam();
+  for (const std::uint64_t seed : {1u, 2u, 3u}) {
+    Observed seen;
+    const ServingRun run = run_case(c, seed, seen);
+    ASSERT_EQ(run.records.size(), 150u);
+    for (const auto& [id, r] : run.records) {
+      ASSERT_TRUE(r.finished()) << "request " << id;
+      EXPECT_EQ(seen.finished_events[id], 1) << "request " << id << " finished more than once";
+      EXPECT_EQ(static_cast<std::int64_t>(r.token_times.size()), r.spec.output_tokens) << "request " << id;
+      EXPECT_EQ(*r.finish, r.token_times.back());
+      EXPECT_GE(r.token_times.front(), r.spec.arrival);
+      for (std::size_t i = 1; i < r.token_times.size(); ++i) EXPECT_GT(r.token_times[i], r.token_times[i - 1]);
+      // Every token computed is accounted for: the prompt, all outputs but the last (never fed back), and
+      // what preemptions threw away.
+      EXPECT_EQ(seen.tokens_computed[id], r.spec.input_tokens + r.spec.output_tokens - 1 + r.recomputed_tokens)
+          << "request " << id;
+    }
+    EXPECT_LE(seen.max_running, 16);
+    if (c.policy == BatchingPolicy::continuous) {
+      EXPECT_GT(seen.preemptions, 0) << "the tiny KV cache was meant to force preemptions";
+    } else {
+      EXPECT_EQ(seen.preemptions, 0) << "reserved-KV policies never preempt";
+    }
+  }
+}
+
+TEST_P(SchedulerProperties, SameSeedSamePlans) {
+  const Case& c = GetParam();
+  Observed a, b, other;
+  const ServingRun ra = run_case(c, 9, a);
+  const ServingRun rb = run_case(c, 9, b);
+  run_case(c, 10, other);
+  EXPECT_TRUE(a.plans == b.plans);
+  EXPECT_EQ(ra.end, rb.end);
+  for (const auto& [id, r] : ra.records) EXPECT_EQ(r.token_times, rb.records.at(id).token_times);
+  EXPECT_FALSE(a.plans == other.plans);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Policies, SchedulerProperties,
+    ::testing::Values(Case{"continuous_closed", BatchingPolicy::continuous, false, 0, 40, false},
+                      Case{"continuous_poisson", BatchingPolicy::continuous, false, 0, 40, true},
+                      Case{"continuous_budget", BatchingPolicy::continuous, false, 128, 40, true},
+                      Case{"chunked_closed", BatchingPolicy::continuous, true, 96, 40, false},
+                      Case{"chunked_poisson", BatchingPolicy::continuous, true, 64, 40, true},
+                      Case{"orca_closed", BatchingPolicy::orca, false, 0, 60, false},
+                      Case{"orca_poisson", BatchingPolicy::orca, false, 256, 60, true},
+                      Case{"static_closed", BatchingPolicy::static_batch, false, 0, 60, false}),
+    [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
+
+}  // namespace
+}  // namespace duplex::runtime

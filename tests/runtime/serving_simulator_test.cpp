@@ -1,0 +1,130 @@
+#include "duplex/runtime/sim/serving_simulator.hpp"
+
+#include <gtest/gtest.h>
+
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/sim/memory_plan.hpp"
+#include "duplex/runtime/sim/step_executor.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+SimulationOptions small_run(std::int64_t requests, std::int64_t in, std::int64_t out, std::int64_t batch) {
+  SimulationOptions o;
+  o.workload.label = "test";
+  o.workload.seed = 7;
+  o.workload.requests = requests;
+  o.workload.arrival.kind = ArrivalSpec::Kind::closed;
+  o.workload.arrival.concurrency = batch;
+  LengthDistribution len;
+  len.kind = LengthDistribution::Kind::gaussian;
+  len.input = in;
+  len.output = out;
+  len.input_stddev = 0.1 * static_cast<double>(in);
+  len.output_stddev = 0.1 * static_cast<double>(out);
+  o.workload.lengths = len;
+  o.workload.routing = RoutingSpec{};
+  o.scheduler.max_batch = batch;
+  o.record_steps = true;
+  return o;
+}
+
+TEST(ServingSimulator, EveryRequestFinishesOnceWithItsTokensAndTimeIsMonotone) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const SystemResult r = simulate(model, load_system("duplex-pe"), small_run(96, 128, 64, 32));
+  EXPECT_EQ(r.requests, 96);
+  std::int64_t expected_tokens = 0;
+  for (const auto& [id, row] : r.request_rows) expected_tokens += row["output_tokens"].get<std::int64_t>();
+  EXPECT_EQ(r.generated_tokens, expected_tokens);
+  double last_end = 0;
+  for (const auto& s : r.step_rows) {
+    EXPECT_GE(s.start_s, last_end - 1e-15);
+    EXPECT_GT(s.end_s, s.start_s);
+    EXPECT_LE(s.kv_blocks_used, s.kv_blocks_capacity);
+    last_end = s.end_s;
+  }
+  EXPECT_DOUBLE_EQ(last_end, r.simulated_s);
+}
+
+TEST(ServingSimulator, SameSeedGivesIdenticalResultsAndAnotherSeedDiffers) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const auto sys = load_system("duplex-pe");
+  auto o = small_run(48, 64, 32, 16);
+  const auto a = simulate(model, sys, o).to_json().dump();
+  const auto b = simulate(model, sys, o).to_json().dump();
+  EXPECT_EQ(a, b);
+  o.workload.seed = 8;
+  EXPECT_NE(simulate(model, sys, o).to_json().dump(), a);
+}
+
+TEST(ServingSimulator, KvCapacityLimitsTheBatchAndForcesPreemptionNotLoss) {
+  // Llama-3-70B on 2 devices leaves little HBM for KV: long requests cannot all run at batch 128.
+  const auto model = compiler::load_model("llama3-70b");
+  auto o = small_run(64, 4096, 256, 128);
+  o.devices = 2;
+  const SystemResult r = simulate(model, load_system("gpu"), o);
+  EXPECT_EQ(r.requests, 64);
+  const double tokens_per_request = 4096 + 256;
+  EXPECT_LT(static_cast<double>(r.batch_max), static_cast<double>(r.memory.kv_tokens) / tokens_per_request * 1.3 + 1);
+  EXPECT_LT(r.batch_max, 64);
+}
+
+TEST(ServingSimulator, DuplexPeBeatsGpuOnMixtralDecodeHeavyServing) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const auto o = small_run(128, 256, 256, 64);
+  const SystemResult gpu = simulate(model, load_system("gpu"), o);
+  const SystemResult pe = simulate(model, load_system("duplex-pe"), o);
+  EXPECT_GT(pe.throughput_tok_s, gpu.throughput_tok_s);
+  EXPECT_LT(pe.energy_j_per_token, gpu.energy_j_per_token);
+  EXPECT_GT(pe.pim_utilization, 0.0);
+  EXPECT_EQ(gpu.pim_utilization, 0.0);
+}
+
+TEST(ServingSimulator, EnergyBreakdownSumsToTheTotal) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const SystemResult r = simulate(model, load_system("duplex"), small_run(32, 64, 32, 16));
+  double sum = 0;
+  for (const auto& [k, v] : r.energy_breakdown.items()) sum += v.get<double>();
+  EXPECT_NEAR(sum, r.energy_j, 1e-9 * r.energy_j);
+  EXPECT_TRUE(r.energy_breakdown.contains("moe.dram"));
+  EXPECT_TRUE(r.energy_breakdown.contains("attention.compute"));
+  EXPECT_TRUE(r.energy_breakdown.contains("static.xpu"));
+}
+
+TEST(ServingSimulator, NoOpIsFasterThanItsUnitsPeakRoofline) {
+  const auto model = compiler::load_model("grok-1");
+  const auto sys = load_system("duplex-pe");
+  const auto layout = compiler::ParallelLayout::make(model, sys, 16);
+  ExpertRouter router = ExpertRouter::uniform(3);
+  StepExecutor exec(model, sys, layout, &router);
+  StepPlan plan;
+  plan.requests = {{0, 1, 2048, TokenPhase::decode, true}, {1, 1, 100, TokenPhase::decode, true},
+                   {2, 512, 0, TokenPhase::prefill, true}};
+  const StepCost c = exec.execute(plan);
+  for (const auto& st : c.plan.stages)
+    for (const auto& p : st.ops) {
+      const auto& op = c.plan.graph.ops[p.op];
+      if (p.unit == compiler::Unit::kXpu) {
+        EXPECT_GE(p.time.si(), std::max(op.flops / sys.xpu.peak_fp16.si(), op.bytes() / sys.memory_bandwidth().si()));
+      } else if (p.unit == compiler::Unit::kPim) {
+        EXPECT_GE(p.time.si(), std::max(op.flops / sys.pim_peak_flops().si(), op.bytes() / sys.pim_bandwidth().si()));
+      }
+    }
+}
+
+TEST(MemoryPlan, WeightsThatDoNotFitAreAClearError) {
+  const auto model = compiler::load_model("grok-1");
+  const auto sys = load_system("gpu");
+  EXPECT_THROW(plan_memory(model, sys, compiler::ParallelLayout::make(model, sys, 4), 0.1), Error);
+  const auto ok = plan_memory(model, sys, compiler::ParallelLayout::make(model, sys, 16), 0.1);
+  EXPECT_GT(ok.kv_tokens, 0);
+  // Mixtral on 4 devices: ~23.4 GB of weights per device (46.7B x 2 B / 4).
+  const auto mix = compiler::load_model("mixtral-8x7b");
+  const auto mp = plan_memory(mix, sys, compiler::ParallelLayout::make(mix, sys, 4), 0.1);
+  EXPECT_NEAR(mp.weight_bytes_per_device / 1e9, 46.7 * 2 / 4, 0.5);
+  // KV per token per device: 32 layers x 2 (K,V) x 2 kv heads x 128 x 2 B = 32 KiB.
+  EXPECT_DOUBLE_EQ(mp.kv_bytes_per_token, 32.0 * 2 * 2 * 128 * 2);
+}
+
+}  // namespace
+}  // namespace duplex::runtime
