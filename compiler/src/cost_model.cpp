@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "duplex/base/error.hpp"
+
 namespace duplex::compiler {
 namespace {
 
@@ -26,7 +28,8 @@ bool is_weight_gemm(OpKind k) {
 
 }  // namespace
 
-CostModel::CostModel(const SystemSpec& system, const ParallelLayout& layout) : sys_(system), layout_(layout) {}
+CostModel::CostModel(const SystemSpec& system, const ParallelLayout& layout, PimTimeFn pim_model)
+    : sys_(system), layout_(layout), pim_model_(std::move(pim_model)) {}
 
 Time CostModel::xpu_time(const Op& op) const {
   if (is_link(op.kind)) return link_time(op);
@@ -52,6 +55,12 @@ std::int64_t CostModel::pim_tokens_per_pass(std::int64_t k) const {
 
 std::optional<Time> CostModel::pim_time(const Op& op) const {
   if (!pim_supports(op)) return std::nullopt;
+  if (pim_model_) return pim_model_(op);
+  return analytical_pim_time(op);
+}
+
+Time CostModel::analytical_pim_time(const Op& op) const {
+  DUPLEX_ASSERT(pim_supports(op), "analytical_pim_time of an op the PIM cannot run");
   const PimSpec& p = *sys_.pim;
   double bytes = op.bytes();
   if (is_weight_gemm(op.kind)) {

@@ -8,6 +8,7 @@
 //   link: bytes / link bandwidth + per-step latency (ring all-reduce 2(p-1) steps on NVLink inside a node;
 //         all-to-all p-1 steps on InfiniBand across nodes).
 // The efficiencies are the config's documented choices (configs/devices/h100.yaml).
+#include <functional>
 #include <optional>
 
 #include "duplex/base/device_spec.hpp"
@@ -16,12 +17,17 @@
 
 namespace duplex::compiler {
 
+// A slower, more faithful PIM timing model (e.g. the cycle-level SystemC model, memoized) can replace the
+// analytical PIM roofline: it gets a supported op and returns its time on the device's PIM units.
+using PimTimeFn = std::function<Time(const Op&)>;
+
 class CostModel {
  public:
-  CostModel(const SystemSpec& system, const ParallelLayout& layout);
+  CostModel(const SystemSpec& system, const ParallelLayout& layout, PimTimeFn pim_model = {});
   Time xpu_time(const Op& op) const;
   bool pim_supports(const Op& op) const;           // false when the system has no PIM
-  std::optional<Time> pim_time(const Op& op) const;  // nullopt when unsupported
+  std::optional<Time> pim_time(const Op& op) const;  // nullopt when unsupported; the injected model if any
+  Time analytical_pim_time(const Op& op) const;    // the roofline above; op must be supported
   Time link_time(const Op& op) const;
   // Tokens one Logic-PIM pass can hold for a GEMM with k inputs (>= 1); 0 without a Logic-PIM.
   std::int64_t pim_tokens_per_pass(std::int64_t k) const;
@@ -30,6 +36,7 @@ class CostModel {
  private:
   const SystemSpec& sys_;
   ParallelLayout layout_;
+  PimTimeFn pim_model_;
 };
 
 }  // namespace duplex::compiler
