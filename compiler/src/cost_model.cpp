@@ -71,7 +71,13 @@ Time CostModel::analytical_pim_time(const Op& op) const {
   }
   const Time compute = compute_time(op.flops, sys_.pim_peak_flops());
   const Time memory = transfer_time(bytes, sys_.pim_bandwidth());
-  return std::max(compute, memory) + p.command_latency;
+  Time softmax;
+  if (op.kind == OpKind::kAttentionDecode && p.kind == PimKind::kLogicPim) {
+    // One score per query head per cached token passes the softmax unit of its stack.
+    const double elements = static_cast<double>(op.q_heads) * static_cast<double>(op.context_tokens);
+    softmax = seconds(elements / (p.softmax_elements_per_cycle * p.clock.si() * sys_.stacks));
+  }
+  return std::max({compute, memory, softmax}) + p.command_latency;
 }
 
 Time CostModel::link_time(const Op& op) const {

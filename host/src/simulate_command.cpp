@@ -35,7 +35,7 @@ struct SimulateOptions {
   bool chunked_prefill = false;
   std::int64_t kv_block_tokens = 16;
   double memory_reserve = 0.10;
-  std::string pim_model = "analytical";
+  std::string pim_model = "cycle";
   int devices = 0;
   std::string out_dir;
   std::int64_t timeline_steps = 64;
@@ -111,10 +111,7 @@ void run_simulate(const SimulateOptions& o) {
   sim.scheduler = scheduler_from_flags(o);
   sim.devices = o.devices;
   sim.memory_reserve = o.memory_reserve;
-  if (o.pim_model != "analytical")
-    throw Error(fmt::format("--pim-model {}: only the analytical PIM model is available in this build (the "
-                            "cycle-level SystemC model is not integrated yet)", o.pim_model));
-  sim.pim_model_name = o.pim_model;
+  sim.pim_model = o.pim_model;
   sim.record_steps = !o.out_dir.empty();
   sim.timeline_steps = o.out_dir.empty() ? 0 : o.timeline_steps;
   std::vector<SystemSpec> systems;
@@ -166,7 +163,8 @@ void add_simulate_command(CLI::App& app) {
   c->add_option("--kv-block", o->kv_block_tokens, "Tokens per KV block")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--memory-reserve", o->memory_reserve, "Fraction of HBM kept from the KV cache")
       ->capture_default_str()->check(CLI::Range(0.0, 0.99));
-  c->add_option("--pim-model", o->pim_model, "PIM timing: analytical (cycle: not integrated yet)")->capture_default_str();
+  c->add_option("--pim-model", o->pim_model, "Logic-PIM op timing: cycle (SystemC timing engine, memoized) | analytical")
+      ->capture_default_str()->check(CLI::IsMember({"cycle", "analytical"}));
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");

@@ -8,6 +8,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/scheduler/serving_loop.hpp"
+#include "duplex/runtime/sim/cycle_pim_model.hpp"
 #include "duplex/runtime/sim/step_executor.hpp"
 
 namespace duplex::runtime {
@@ -70,7 +71,15 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   r.model = model.name;
   r.layout = layout.describe();
   r.devices = devices;
-  r.pim_model = system.pim ? o.pim_model_name : "none";
+  if (o.pim_model != "cycle" && o.pim_model != "analytical")
+    throw Error(fmt::format("unknown PIM model \"{}\"; expected cycle or analytical", o.pim_model));
+  std::unique_ptr<CyclePimModel> cycle;
+  compiler::PimTimeFn pim_fn;
+  if (o.pim_model == "cycle" && system.pim && system.pim->kind == PimKind::kLogicPim) {
+    cycle = std::make_unique<CyclePimModel>(system);
+    pim_fn = [&cycle](const compiler::Op& op) { return cycle->time(op); };
+  }
+  r.pim_model = !system.pim ? "none" : cycle ? "cycle" : "analytical";
   r.memory = plan_memory(model, system, layout, o.memory_reserve);
 
   SchedulerConfig sched = o.scheduler;
@@ -87,7 +96,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
                                                      o.workload.label, model.name));
     router = std::make_unique<ExpertRouter>(make_expert_router(o.workload));
   }
-  StepExecutor executor(model, system, layout, router.get(), o.pim_model);
+  StepExecutor executor(model, system, layout, router.get(), pim_fn);
 
   EnergyLedger energy(system.energy);
   Time xpu_busy, pim_busy;

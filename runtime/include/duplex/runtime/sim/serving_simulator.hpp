@@ -23,8 +23,9 @@ struct SimulationOptions {
   WorkloadSpec workload;
   int devices = 0;                 // 0: the system's count for the model
   double memory_reserve = 0.10;    // fraction of HBM kept for activations / workspace (vLLM's default 0.9 use)
-  compiler::PimTimeFn pim_model;   // empty: the analytical PIM roofline
-  std::string pim_model_name = "analytical";
+  // PIM op timing: "cycle" (the SystemC device's timing engine, memoized; Logic-PIM systems) or "analytical"
+  // (the roofline of compiler/cost_model.hpp). Bank-PIM systems always use the analytical model.
+  std::string pim_model = "cycle";
   bool record_steps = false;       // keep per-step rows (for -o DIR)
   std::int64_t timeline_steps = 0; // keep device 0's plan of the first N steps (for the lane timeline)
 };

@@ -1,0 +1,56 @@
+#pragma once
+// The cycle-level PIM timing for the serving simulator: each PIM op of the compiler's graph is mapped to the
+// per-stack Logic-PIM operations it becomes (DUPLEX.md s.6 "spreading over stacks": an FFN's gate/up
+// projections split by columns over all stacks, the gated activation local, the down projection leaving
+// partial sums; attention split by request and KV head), each timed by sysc::time_pim_op (the SystemC
+// device's pseudo-channel controller and timing engine, replayed without the SystemC kernel).
+//
+// Memoized on grids, interpolated linearly between neighbouring grid points: GEMV token counts and attention
+// groups per stack exact up to 16 then on quarter octaves (16, 20, 24, 28, 32, 40, ...); attention context on 32-token
+// buckets up to 1024, then 1/32 of the power of two below the length (bilinear for attention). Matrix dims
+// are exact. The interpolation error is measured against unbucketed calls in
+// tests/runtime/cycle_pim_model_test.cpp.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <tuple>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/compiler/op.hpp"
+
+namespace duplex::runtime {
+
+class CyclePimModel {
+ public:
+  // Throws duplex::Error unless the system's PIM is a Logic-PIM.
+  explicit CyclePimModel(const SystemSpec& system);
+  // Time of a PIM-supported op on one device's Logic-PIM units (all stacks in parallel), including the
+  // dispatch latency of each per-stack operation.
+  Time time(const compiler::Op& op);
+  // Single per-stack operations, off the grids (for measuring the interpolation error).
+  Time attention_exact(std::int64_t groups_per_stack, std::int64_t group_size, std::int64_t context,
+                       std::int64_t head_dim);
+  Time gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols);
+  Time activation_exact(std::int64_t elements) { return activation(elements); }
+  std::size_t cache_size() const { return cache_.size(); }
+  std::uint64_t simulated_ops() const { return simulated_; }
+
+  static std::int64_t context_bucket_below(std::int64_t context);
+  static std::int64_t context_bucket_above(std::int64_t context);
+  // Grid for token counts and attention groups: exact up to 16, then quarter octaves (16, 20, 24, 28, 32, 40, ...).
+  static std::int64_t grid_below(std::int64_t x);
+  static std::int64_t grid_above(std::int64_t x);
+
+ private:
+  using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
+  Time gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols);
+  Time activation(std::int64_t elements);
+  Time attention_at(std::int64_t groups, std::int64_t group_size, std::int64_t context, std::int64_t head_dim);
+  Time cached(const Key& key, const std::function<Time()>& compute);
+
+  const SystemSpec& system_;
+  std::map<Key, Time> cache_;
+  std::uint64_t simulated_ = 0;
+};
+
+}  // namespace duplex::runtime

@@ -1,0 +1,159 @@
+#include "duplex/runtime/sim/cycle_pim_model.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <functional>
+
+#include "duplex/base/error.hpp"
+#include "duplex/sysc/pim_timing.hpp"
+
+namespace duplex::runtime {
+
+using compiler::OpKind;
+
+namespace {
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+CyclePimModel::CyclePimModel(const SystemSpec& system) : system_(system) {
+  if (!system.pim || system.pim->kind != PimKind::kLogicPim)
+    throw Error("system " + system.name + ": the cycle-level PIM model needs a Logic-PIM (use --pim-model analytical)");
+}
+
+Time CyclePimModel::cached(const Key& key, const std::function<Time()>& compute) {
+  auto it = cache_.find(key);
+  if (it != cache_.end()) return it->second;
+  ++simulated_;
+  const Time t = compute();
+  cache_.emplace(key, t);
+  return t;
+}
+
+Time CyclePimModel::gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols) {
+  // Token counts beyond what the input buffer holds run as several passes over the weights.
+  const std::int64_t per_pass = sysc::max_gemv_tokens(*system_.pim, cols);
+  const std::int64_t passes = ceil_div(tokens, per_pass);
+  const std::int64_t last = tokens - (passes - 1) * per_pass;
+  auto at = [&](std::int64_t t) {
+    return cached({0, t, rows, cols, 0, 0}, [&] {
+      sysc::PimOpShape s;
+      s.kind = sysc::PimOpKind::kGemv;
+      s.tokens = t;
+      s.rows = rows;
+      s.cols = cols;
+      return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
+    });
+  };
+  auto one = [&](std::int64_t t) {  // interpolated on the token grid, never beyond one pass
+    const std::int64_t lo = grid_below(t), hi = std::min(grid_above(t), per_pass);
+    if (hi <= lo) return at(t);
+    return at(lo) + (at(hi) - at(lo)) * (static_cast<double>(t - lo) / static_cast<double>(hi - lo));
+  };
+  Time total = last > 0 ? one(last) : Time{};
+  if (passes > 1) total += at(per_pass) * static_cast<double>(passes - 1);
+  return total;
+}
+
+std::int64_t CyclePimModel::grid_below(std::int64_t x) {
+  if (x <= 16) return x;
+  const auto step = static_cast<std::int64_t>(std::bit_floor(static_cast<std::uint64_t>(x))) / 4;
+  return (x / step) * step;
+}
+
+std::int64_t CyclePimModel::grid_above(std::int64_t x) {
+  const std::int64_t lo = grid_below(x);
+  if (lo == x) return x;
+  return lo + static_cast<std::int64_t>(std::bit_floor(static_cast<std::uint64_t>(x))) / 4;
+}
+
+Time CyclePimModel::activation(std::int64_t elements) {
+  return cached({1, elements, 0, 0, 0, 0}, [&] {
+    sysc::PimOpShape s;
+    s.kind = sysc::PimOpKind::kActivation;
+    s.elements = elements;
+    return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
+  });
+}
+
+Time CyclePimModel::attention_at(std::int64_t groups, std::int64_t group_size, std::int64_t context,
+                                 std::int64_t head_dim) {
+  return cached({2, groups, group_size, context, head_dim, 0}, [&] {
+    sysc::PimOpShape s;
+    s.kind = sysc::PimOpKind::kAttention;
+    s.kv_heads = groups;
+    s.group_size = group_size;
+    s.context = context;
+    s.head_dim = head_dim;
+    return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
+  });
+}
+
+std::int64_t CyclePimModel::context_bucket_below(std::int64_t c) {
+  if (c <= 1024) return std::max<std::int64_t>(1, (c / 32) * 32);
+  const std::int64_t step = static_cast<std::int64_t>(std::bit_floor(static_cast<std::uint64_t>(c))) / 32;
+  return (c / step) * step;
+}
+
+std::int64_t CyclePimModel::context_bucket_above(std::int64_t c) {
+  const std::int64_t below = context_bucket_below(c);
+  if (below == c) return c;
+  if (c <= 1024) return below == 1 ? 32 : below + 32;
+  const std::int64_t step = static_cast<std::int64_t>(std::bit_floor(static_cast<std::uint64_t>(c))) / 32;
+  return below + step;
+}
+
+Time CyclePimModel::attention_exact(std::int64_t groups, std::int64_t group_size, std::int64_t context,
+                                    std::int64_t head_dim) {
+  return attention_at(groups, group_size, context, head_dim);
+}
+
+Time CyclePimModel::gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols) {
+  sysc::PimOpShape s;
+  s.kind = sysc::PimOpKind::kGemv;
+  s.tokens = tokens;
+  s.rows = rows;
+  s.cols = cols;
+  return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
+}
+
+Time CyclePimModel::time(const compiler::Op& op) {
+  const std::int64_t stacks = system_.stacks;
+  switch (op.kind) {
+    case OpKind::kExpertFfn:
+    case OpKind::kSharedExpertFfn:
+    case OpKind::kDenseFfn: {
+      // Gate/up (or up) rows split over the stacks; activation local; down projection over the stack's
+      // slice of the FFN width, leaving partial sums.
+      const std::int64_t width = ceil_div(op.n, stacks);
+      const bool gated = op.matrices == 3;
+      Time t = gemv(op.m, (gated ? 2 : 1) * width, op.k);
+      if (gated) t += activation(op.m * width);
+      t += gemv(op.m, op.k, width);
+      return t;
+    }
+    case OpKind::kQkvProj:
+    case OpKind::kOProj:
+      return gemv(op.m, ceil_div(op.n * op.matrices, stacks), op.k);
+    case OpKind::kAttentionDecode: {
+      // Bilinear interpolation over (groups per stack, context) on the two grids.
+      const std::int64_t groups = ceil_div(op.requests * op.kv_heads, stacks);
+      const std::int64_t group_size = std::max(1, op.q_heads / std::max(1, op.kv_heads));
+      const std::int64_t context = std::max<std::int64_t>(1, op.context_tokens / std::max<std::int64_t>(1, op.requests));
+      const std::int64_t c_lo = context_bucket_below(context), c_hi = context_bucket_above(context);
+      const std::int64_t g_lo = grid_below(groups), g_hi = grid_above(groups);
+      auto at_context = [&](std::int64_t g) {
+        const Time t_lo = attention_at(g, group_size, c_lo, op.head_dim);
+        if (c_hi == c_lo) return t_lo;
+        const Time t_hi = attention_at(g, group_size, c_hi, op.head_dim);
+        return t_lo + (t_hi - t_lo) * (static_cast<double>(context - c_lo) / static_cast<double>(c_hi - c_lo));
+      };
+      const Time t_lo = at_context(g_lo);
+      if (g_hi == g_lo) return t_lo;
+      return t_lo + (at_context(g_hi) - t_lo) * (static_cast<double>(groups - g_lo) / static_cast<double>(g_hi - g_lo));
+    }
+    default:
+      throw InternalError("cycle PIM model asked to time an op the PIM does not run: " + op.name);
+  }
+}
+
+}  // namespace duplex::runtime

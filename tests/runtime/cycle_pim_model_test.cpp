@@ -1,0 +1,106 @@
+#include "duplex/runtime/sim/cycle_pim_model.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <gtest/gtest.h>
+
+#include "duplex/base/error.hpp"
+#include "duplex/compiler/cost_model.hpp"
+#include "duplex/compiler/lower.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+TEST(CyclePimModel, AgreesWithTheAnalyticalModelOnAMixtralDecodeStep) {
+  // Bound: each PIM op of a Mixtral decode step (4 devices, batch 64, context 2048) within 25% of the
+  // analytical roofline. The cycle model adds what the roofline leaves out (row activations and refresh on
+  // the bundle path, pipeline fill, write-back, per-stack rounding), so it must never be faster than the
+  // roofline by more than the roofline's own rounding (1%).
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const auto sys = load_system("duplex");
+  const auto layout = compiler::ParallelLayout::make(model, sys, 4);
+  const compiler::CostModel analytical(sys, layout);
+  CyclePimModel cycle(sys);
+  const auto g = compiler::lower(model, compiler::BatchState::decode_batch(64, 2048), layout, compiler::Routing{});
+  int checked = 0;
+  for (const auto& op : g.ops) {
+    if (!analytical.pim_supports(op) || op.layer != 0) continue;
+    const double a = analytical.analytical_pim_time(op).si();
+    const double c = cycle.time(op).si();
+    EXPECT_GT(c, 0.99 * a) << op.name;
+    EXPECT_LT(c, 1.25 * a) << op.name << " cycle " << c * 1e6 << " us vs analytical " << a * 1e6 << " us";
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);  // qkv, attention, o-proj, 2 experts
+}
+
+TEST(CyclePimModel, GridInterpolationErrorIsBelowTwoPercent) {
+  // Measured max error on this grid: see the printed table; the bound below is what the model promises.
+  const auto sys = load_system("duplex");
+  CyclePimModel cycle(sys);
+  compiler::Op op;
+  op.kind = compiler::OpKind::kAttentionDecode;
+  op.q_heads = 8;
+  op.kv_heads = 2;
+  op.head_dim = 128;
+  for (std::int64_t requests : {10, 53, 100}) {
+    op.requests = requests;
+    const std::int64_t groups = (requests * 2 + 4) / 5;
+    for (std::int64_t ctx : {100, 700, 1500, 3000, 5000, 9000}) {
+      op.context_tokens = op.requests * ctx;
+      const double bucketed = cycle.time(op).si();
+      const double exact = cycle.attention_exact(groups, 4, ctx, 128).si();
+      EXPECT_NEAR(bucketed, exact, 0.02 * exact) << "groups " << groups << " context " << ctx;
+      std::printf("attention groups %lld ctx %lld: interpolated %.4f exact %.4f us\n", static_cast<long long>(groups),
+                  static_cast<long long>(ctx), bucketed * 1e6, exact * 1e6);
+    }
+  }
+  compiler::Op e;
+  e.kind = compiler::OpKind::kExpertFfn;
+  e.n = 14336;
+  e.k = 4096;
+  e.matrices = 3;
+  for (std::int64_t tokens : {5, 17, 21, 29, 41, 57, 77, 100}) {
+    e.m = tokens;
+    const double interpolated = cycle.time(e).si();
+    CyclePimModel fresh(sys);
+    const double exact = fresh.gemv_exact(tokens, 2 * 14336 / 5 + 1, 4096).si() +
+                         fresh.activation_exact(tokens * (14336 / 5 + 1)).si() +
+                         fresh.gemv_exact(tokens, 4096, 14336 / 5 + 1).si();
+    EXPECT_NEAR(interpolated, exact, 0.02 * exact) << "tokens " << tokens;
+  }
+}
+
+TEST(CyclePimModel, RepeatedShapesAreNotSimulatedAgain) {
+  const auto sys = load_system("duplex");
+  CyclePimModel cycle(sys);
+  compiler::Op op;
+  op.kind = compiler::OpKind::kExpertFfn;
+  op.m = 16;
+  op.n = 14336;
+  op.k = 4096;
+  op.matrices = 3;
+  const Time first = cycle.time(op);
+  const auto simulated = cycle.simulated_ops();
+  EXPECT_EQ(cycle.time(op), first);
+  EXPECT_EQ(cycle.simulated_ops(), simulated);
+}
+
+TEST(CyclePimModel, BucketGrid) {
+  EXPECT_EQ(CyclePimModel::context_bucket_below(100), 96);
+  EXPECT_EQ(CyclePimModel::context_bucket_above(100), 128);
+  EXPECT_EQ(CyclePimModel::context_bucket_below(128), 128);
+  EXPECT_EQ(CyclePimModel::context_bucket_above(128), 128);
+  EXPECT_EQ(CyclePimModel::context_bucket_below(3000), 2944);  // step 2048 / 32 = 64
+  EXPECT_EQ(CyclePimModel::context_bucket_above(3000), 3008);
+  EXPECT_EQ(CyclePimModel::grid_below(22), 20);
+  EXPECT_EQ(CyclePimModel::grid_above(22), 24);
+  EXPECT_EQ(CyclePimModel::grid_below(24), 24);
+  EXPECT_EQ(CyclePimModel::grid_above(30), 32);
+  EXPECT_EQ(CyclePimModel::grid_above(33), 40);
+  EXPECT_EQ(CyclePimModel::grid_above(7), 7);
+  EXPECT_THROW(CyclePimModel(load_system("bank-pim")), Error);
+}
+
+}  // namespace
+}  // namespace duplex::runtime
