@@ -37,8 +37,10 @@ function(duplex_add_test name)
     set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
       ENVIRONMENT "SYSTEMC_DISABLE_COPYRIGHT_MESSAGE=1;DUPLEX_CONFIG_DIR=${PROJECT_SOURCE_DIR}/configs")
   else()
+    # PROPERTIES takes key/value pairs: a list value must have its semicolons escaped to stay one value.
+    string(REPLACE ";" "\\;" labels "${ARG_LABELS}")
     gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
-      PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
+      PROPERTIES LABELS "${labels}" TIMEOUT ${ARG_TIMEOUT}
       ENVIRONMENT "SYSTEMC_DISABLE_COPYRIGHT_MESSAGE=1;DUPLEX_CONFIG_DIR=${PROJECT_SOURCE_DIR}/configs")
   endif()
 endfunction()

@@ -1,5 +1,7 @@
 #include "duplex/runtime/sim/energy_ledger.hpp"
 
+#include <algorithm>
+
 #include "duplex/base/error.hpp"
 
 namespace duplex::runtime {
@@ -34,11 +36,30 @@ EnergyCategory category_of(OpKind k) {
   }
 }
 
-void EnergyLedger::charge(EnergyCategory category, const std::string& action, double count) {
-  if (count == 0) return;
-  const Energy unit = table_->price(action);  // throws for an unknown action
-  counts_[std::string(category_name(category)) + "|" + action] += count;
-  by_category_action_[{static_cast<int>(category), action}] += unit * count;
+EnergyLedger::EnergyLedger(const EnergyTable& table) : table_(&table) {
+  for (const auto& [name, price] : table.actions) {
+    names_.push_back(&name);
+    prices_.push_back(price);
+  }
+  counts_.assign(names_.size(), std::array<double, kCategories>{});
+  cache_.fill(-1);
+}
+
+int EnergyLedger::action(std::string_view name) const {
+  const auto it = std::lower_bound(names_.begin(), names_.end(), name,
+                                   [](const std::string* a, std::string_view b) { return *a < b; });
+  if (it == names_.end() || **it != name) table_->price(name);  // throws the table's error naming the action
+  return static_cast<int>(it - names_.begin());
+}
+
+int EnergyLedger::cached_action(int slot, std::string_view name) {
+  int& id = cache_[static_cast<std::size_t>(slot)];
+  if (id < 0) id = action(name);
+  return id;
+}
+
+void EnergyLedger::charge(EnergyCategory category, int action, double count) {
+  counts_[static_cast<std::size_t>(action)][static_cast<std::size_t>(category)] += count;
 }
 
 void EnergyLedger::charge_static(const std::string& component, Time duration, double instances) {
@@ -46,54 +67,71 @@ void EnergyLedger::charge_static(const std::string& component, Time duration, do
 }
 
 void EnergyLedger::add(const EnergyLedger& other, double scale) {
-  for (const auto& [k, v] : other.counts_) counts_[k] += v * scale;
-  for (const auto& [k, v] : other.by_category_action_) by_category_action_[k] += v * scale;
+  DUPLEX_ASSERT(other.table_ == table_, "adding ledgers over different energy tables");
+  for (std::size_t a = 0; a < counts_.size(); ++a)
+    for (int c = 0; c < kCategories; ++c) counts_[a][static_cast<std::size_t>(c)] += other.counts_[a][static_cast<std::size_t>(c)] * scale;
   for (const auto& [k, v] : other.static_) static_[k] += v * scale;
 }
 
 Energy EnergyLedger::dynamic(EnergyCategory c) const {
   Energy e;
-  for (const auto& [k, v] : by_category_action_)
-    if (k.first == static_cast<int>(c)) e += v;
+  for (std::size_t a = 0; a < counts_.size(); ++a) e += prices_[a] * counts_[a][static_cast<std::size_t>(c)];
   return e;
 }
 
 Energy EnergyLedger::total() const {
   Energy e;
-  for (const auto& [k, v] : by_category_action_) e += v;
+  for (int c = 0; c < kCategories; ++c) e += dynamic(static_cast<EnergyCategory>(c));
   for (const auto& [k, v] : static_) e += v;
   return e;
 }
 
+std::map<std::string, double> EnergyLedger::counts() const {
+  std::map<std::string, double> out;
+  for (std::size_t a = 0; a < counts_.size(); ++a)
+    for (int c = 0; c < kCategories; ++c)
+      if (counts_[a][static_cast<std::size_t>(c)] != 0)
+        out[std::string(category_name(static_cast<EnergyCategory>(c))) + "|" + *names_[a]] = counts_[a][static_cast<std::size_t>(c)];
+  return out;
+}
+
 nlohmann::json EnergyLedger::breakdown_json() const {
   std::map<std::string, double> joules;
-  for (const auto& [k, v] : by_category_action_) {
-    const std::string component = k.second.substr(0, k.second.find('.'));  // dram | compute | links
-    joules[std::string(category_name(static_cast<EnergyCategory>(k.first))) + "." + component] += v.si();
+  for (std::size_t a = 0; a < counts_.size(); ++a) {
+    const std::string component = names_[a]->substr(0, names_[a]->find('.'));  // dram | compute | links
+    for (int c = 0; c < kCategories; ++c) {
+      const double n = counts_[a][static_cast<std::size_t>(c)];
+      if (n != 0)
+        joules[std::string(category_name(static_cast<EnergyCategory>(c))) + "." + component] += (prices_[a] * n).si();
+    }
   }
   for (const auto& [k, v] : static_) joules["static." + k] += v.si();
   return nlohmann::json(joules);
 }
 
 void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit, const SystemSpec& system) {
+  enum Slot { kActivate, kMac, kXpuRead, kLogicRead, kBankRead, kSram, kNvlink, kInfiniband };
   const EnergyCategory cat = category_of(op.kind);
   if (unit == compiler::Unit::kLink) {
     // All-reduce inside a node on NVLink; all-to-all across nodes on InfiniBand (cost_model.hpp).
-    ledger.charge(cat, op.kind == OpKind::kAllReduce ? "links.nvlink_per_byte" : "links.infiniband_per_byte",
-                  op.link_bytes);
+    const int id = op.kind == OpKind::kAllReduce ? ledger.cached_action(kNvlink, "links.nvlink_per_byte")
+                                                 : ledger.cached_action(kInfiniband, "links.infiniband_per_byte");
+    ledger.charge(cat, id, op.link_bytes);
     return;
   }
   const double access = static_cast<double>(system.memory.org.access_granularity.bytes);
   const double row = static_cast<double>(system.memory.org.row_size.bytes);
   const double bytes = op.bytes();
-  ledger.charge(cat, "dram.activate", bytes / row);
-  ledger.charge(cat, "compute.fp16_mac", op.flops / 2.0);
+  ledger.charge(cat, ledger.cached_action(kActivate, "dram.activate"), bytes / row);
+  ledger.charge(cat, ledger.cached_action(kMac, "compute.fp16_mac"), op.flops / 2.0);
   if (unit == compiler::Unit::kXpu) {
-    ledger.charge(cat, "dram.xpu_read", bytes / access);
+    ledger.charge(cat, ledger.cached_action(kXpuRead, "dram.xpu_read"), bytes / access);
   } else {
     const bool bank = system.pim && system.pim->kind == PimKind::kBankPim;
-    ledger.charge(cat, bank ? "dram.bank_pim_read" : "dram.logic_pim_read", bytes / access);
-    ledger.charge(cat, "compute.sram_access_32b", bytes / access);
+    ledger.charge(cat, bank ? ledger.cached_action(kBankRead, "dram.bank_pim_read")
+                            : ledger.cached_action(kLogicRead, "dram.logic_pim_read"),
+                  bytes / access);
+    ledger.charge(cat, ledger.cached_action(kSram, "compute.sram_access_32b"), bytes / access);
   }
 }
 

@@ -2,8 +2,11 @@
 // Energy = action counts x the energy table (Accelergy style). Actions are charged to a category (what the
 // work was for) and a component (DRAM, compute, link); static power is charged per component x time. An
 // action the table cannot price is an error at the moment it is charged, never a silent zero.
+#include <array>
 #include <map>
 #include <string>
+#include <string_view>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "duplex/base/device_spec.hpp"
@@ -17,24 +20,38 @@ EnergyCategory category_of(compiler::OpKind k);
 
 class EnergyLedger {
  public:
-  explicit EnergyLedger(const EnergyTable& table) : table_(&table) {}
+  explicit EnergyLedger(const EnergyTable& table);
 
-  // `count` occurrences of `action` (a key of the energy table, e.g. "dram.xpu_read").
-  void charge(EnergyCategory category, const std::string& action, double count);
+  // Index of an action of the energy table (e.g. "dram.xpu_read"); duplex::Error when the table has no price
+  // for it. Resolve once, charge by index in hot loops.
+  int action(std::string_view name) const;
+  // `count` occurrences of an action.
+  void charge(EnergyCategory category, int action, double count);
+  void charge(EnergyCategory category, std::string_view action_name, double count) {
+    charge(category, action(action_name), count);
+  }
   void charge_static(const std::string& component, Time duration, double instances);
-  void add(const EnergyLedger& other, double scale = 1.0);  // other x scale
+  void add(const EnergyLedger& other, double scale = 1.0);  // other x scale; both over the same table
 
   Energy total() const;
   Energy dynamic(EnergyCategory c) const;
   // "fc.dram", "moe.compute", "static.xpu", ... -> joules; component = the action's table group.
   nlohmann::json breakdown_json() const;
-  const std::map<std::string, double>& counts() const { return counts_; }
+  // "<category>|<action>" -> count, for every non-zero count.
+  std::map<std::string, double> counts() const;
+
+  // Indices of the actions charge_op uses, resolved on first use (an action a system never performs need
+  // not be priced).
+  int cached_action(int slot, std::string_view name);
 
  private:
+  static constexpr int kCategories = 5;
   const EnergyTable* table_;
-  std::map<std::string, double> counts_;             // "<category>|<action>" -> count
-  std::map<std::pair<int, std::string>, Energy> by_category_action_;
-  std::map<std::string, Energy> static_;             // component -> energy
+  std::vector<const std::string*> names_;  // the table's action names (its map keys), sorted
+  std::vector<Energy> prices_;
+  std::vector<std::array<double, kCategories>> counts_;  // [action][category]
+  std::map<std::string, Energy> static_;                 // component -> energy
+  std::array<int, 8> cache_;
 };
 
 // The actions one op performs on the unit it ran on (analytical counts: every byte is streamed once

@@ -1,0 +1,51 @@
+#pragma once
+// Cycle timing of the Logic-PIM datapath units, one source of truth: the SystemC timing model uses these
+// constants, and tests/rtl/rtl_timing_test.cpp measures the Verilated RTL (rtl/) and fails if they differ.
+// Cycles are clock cycles of the Logic-PIM clock (650 MHz in configs/devices/logic-pim.yaml). Latency: an
+// input handshake (valid && ready) in cycle t, captured by the rising edge that ends cycle t, whose output is
+// first valid in cycle t' has latency t' - t (= the number of register stages), with outputs never stalled.
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+namespace duplex::pim::timing {
+
+// GEMM lane: one pass takes `lanes` FP16 pairs. Stages: multipliers (1), adder tree (log2 lanes, one level
+// per stage), accumulator + FP16 rounding (1). A new pass is accepted every cycle (initiation interval 1),
+// also across dot-product boundaries.
+inline constexpr int kGemmPassInitiationInterval = 1;
+constexpr int gemm_lane_latency(int lanes) {
+  return 2 + std::countr_zero(static_cast<unsigned>(lanes));
+}
+// Cycles from the first pass of a k-element dot product accepted to its result presented.
+constexpr std::uint64_t gemm_dot_cycles(std::size_t k, int lanes) {
+  const std::uint64_t passes =
+      k == 0 ? 1 : (k + static_cast<std::size_t>(lanes) - 1) / static_cast<std::size_t>(lanes);
+  return (passes - 1) * kGemmPassInitiationInterval + static_cast<std::uint64_t>(gemm_lane_latency(lanes));
+}
+
+// Softmax unit: three passes over the row held in its buffer (load + running max; exp + sum; exp x
+// reciprocal + output), one element per cycle each, plus a fixed pipeline fill/drain overhead.
+// Cycles from the first score accepted to the last probability presented: 3 n + kSoftmaxFixedCycles.
+inline constexpr int kSoftmaxCyclesPerElement = 3;
+inline constexpr int kSoftmaxFixedCycles = 7;
+constexpr std::uint64_t softmax_cycles(std::size_t n) {
+  return kSoftmaxCyclesPerElement * static_cast<std::uint64_t>(n) + kSoftmaxFixedCycles;
+}
+
+// Activation unit (SiLU-gated multiply): fully pipelined, one (gate, up) pair per cycle.
+// Stages: exp (1), 1 + u (1), reciprocal (1), sigmoid sign select (1), final product + FP16 rounding (1).
+inline constexpr int kSiluLatency = 5;
+inline constexpr int kSiluInitiationInterval = 1;
+
+// Instruction decoder / sequencer (pim_instruction.hpp): an instruction accepted in cycle c presents its
+// first micro-op in cycle c + kSequencerLatency and then one micro-op per cycle; the next instruction is
+// accepted in the cycle the last micro-op is taken (no bubble). Cycles from acceptance to the last micro-op
+// presented:
+inline constexpr int kSequencerLatency = 1;
+inline constexpr int kSequencerMicroOpsPerCycle = 1;
+constexpr std::uint64_t sequencer_cycles(std::uint64_t micro_ops) {
+  return kSequencerLatency + (micro_ops - 1) / kSequencerMicroOpsPerCycle;
+}
+
+}  // namespace duplex::pim::timing

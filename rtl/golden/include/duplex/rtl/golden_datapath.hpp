@@ -1,0 +1,52 @@
+#pragma once
+// The golden (C++) model of the Logic-PIM datapath: the bit-exact contract the RTL in rtl/ meets.
+// All FP16 values are IEEE binary16 bit patterns (std::uint16_t); the number formats, operation order and
+// rounding of every function are specified in rtl/golden/README.md, and the RTL produces identical bits.
+// NaN results are always the canonical quiet NaN: 0x7E00 (FP16) / 0x7FC00000 (FP32), sign cleared.
+#include <cstddef>
+#include <cstdint>
+
+namespace duplex::pim {
+
+struct DatapathParams {
+  // MAC lanes per GEMM-module pass = adder-tree width. A power of two in [1, 64]. Default 16: a GEMM
+  // module's 512 FP16 MACs (paper) are organised as 32 dot-product lanes x 16-wide adder trees.
+  int lanes = 16;
+};
+
+// Throws duplex::Error naming the field when params are out of range.
+void validate(const DatapathParams& params);
+
+// Largest softmax row (elements): the softmax unit keeps the FP16 scores of one row in its buffer
+// (128 KiB in the paper; 64 KiB of scores + working storage). Longer rows throw duplex::Error.
+inline constexpr std::size_t kSoftmaxMaxElements = 32768;
+
+// One dot product as the GEMM-module lane computes it: products of FP16 pairs (exact in FP32), summed
+// `lanes` at a time by a pairwise FP32 adder tree (RNE), each pass sum added to an FP32 accumulator (RNE)
+// that starts at +0. Lanes past k in the last pass hold +0 products. k = 0 gives +0.
+float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k, const DatapathParams& params);
+
+// Accumulator (FP32) -> FP16 output: round to nearest, ties to even; overflow -> Inf; NaN -> 0x7E00.
+std::uint16_t to_fp16(float acc);
+
+// y[n] = to_fp16(dot_fp16(W row n, x)); W row-major [n][k].
+void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n, std::size_t k,
+               const DatapathParams& params);
+
+// Softmax unit: probs[i] ~ exp(scale*s[i] - max_j scale*s[j]) / sum. FP16 in, FP16 out; 1 <= n <=
+// kSoftmaxMaxElements (else duplex::Error). exp and the reciprocal are table + linear interpolation
+// approximations (README.md states them and their error).
+void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t* probs);
+
+// Activation unit: silu(gate) * up = gate * sigmoid(gate) * up, rounded once to FP16.
+std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up);
+
+// Decode attention for one GQA group as the Logic-PIM composes it from the units above:
+// q [group][d], K [t][d], V [t][d] (row-major FP16), scale FP16 (usually 1/sqrt(d)) -> out [group][d]:
+//   s[t] = to_fp16(dot(q_g, K_t)); p = softmax_fp16(s, scale); out[g][j] = to_fp16(dot(p, V[:, j])).
+// t must be in [1, kSoftmaxMaxElements].
+void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
+                           std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
+                           std::uint16_t* out, const DatapathParams& params);
+
+}  // namespace duplex::pim

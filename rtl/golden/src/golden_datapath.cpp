@@ -1,0 +1,82 @@
+// The golden Logic-PIM datapath: the units composed from the primitives in numerics.cpp.
+#include "duplex/rtl/golden_datapath.hpp"
+
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
+#include "duplex/rtl/datapath.hpp"
+#include "duplex/rtl/datapath_numerics.hpp"
+
+namespace duplex::pim {
+
+using namespace numerics;
+
+void validate(const DatapathParams& params) {
+  const int lanes = params.lanes;
+  if (lanes < 1 || lanes > 64 || !std::has_single_bit(static_cast<unsigned>(lanes)))
+    throw Error("pim datapath: lanes = " + std::to_string(lanes) + "; expected a power of two in [1, 64]");
+}
+
+float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k, const DatapathParams& params) {
+  validate(params);
+  const auto lanes = static_cast<std::size_t>(params.lanes);
+  std::vector<float> tree(lanes);
+  float acc = 0.0f;
+  for (std::size_t base = 0; base < k; base += lanes) {
+    for (std::size_t i = 0; i < lanes; ++i)
+      tree[i] = base + i < k ? mul_fp16_exact(a[base + i], b[base + i]) : 0.0f;
+    for (std::size_t width = lanes; width > 1; width /= 2)
+      for (std::size_t i = 0; i < width / 2; ++i) tree[i] = add_fp32(tree[2 * i], tree[2 * i + 1]);
+    acc = add_fp32(acc, tree[0]);
+  }
+  return acc;
+}
+
+std::uint16_t to_fp16(float acc) {
+  return std::isnan(acc) ? kCanonicalNanFp16 : float_to_half_bits(acc);
+}
+
+void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n, std::size_t k,
+               const DatapathParams& params) {
+  for (std::size_t row = 0; row < n; ++row) y[row] = to_fp16(dot_fp16(w + row * k, x, k, params));
+}
+
+void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t* probs) {
+  if (n == 0 || n > kSoftmaxMaxElements)
+    throw Error("pim softmax: n = " + std::to_string(n) + "; expected 1.." +
+                std::to_string(kSoftmaxMaxElements) + " elements (softmax unit buffer)");
+  float max = -std::numeric_limits<float>::infinity();
+  for (std::size_t i = 0; i < n; ++i) {
+    const float x = mul_fp16_exact(scale, scores[i]);
+    if (x > max) max = x;  // NaN never replaces the max; it propagates through exp instead
+  }
+  std::vector<float> e(n);
+  float sum = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) {
+    e[i] = exp_neg_fp32(add_fp32(mul_fp16_exact(scale, scores[i]), -max));
+    sum = add_fp32(sum, e[i]);
+  }
+  const float r = recip_fp32(sum);
+  for (std::size_t i = 0; i < n; ++i) probs[i] = mul_round_fp16(e[i], r);
+}
+
+std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) {
+  const float g = half_bits_to_float(gate);
+  const float u = exp_neg_fp32(g);                                   // e^-|g|
+  const float y = recip_fp32(add_fp32(1.0f, u));                     // sigmoid(|g|)
+  const float s = (gate & 0x8000u) != 0 ? mul_trunc_fp32(u, y) : y;  // sigmoid(g)
+  return mul_round_fp16(mul_fp16_exact(gate, up), s);
+}
+
+void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
+                           std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
+                           std::uint16_t* out, const DatapathParams& params) {
+  make_golden_datapath(params)->decode_attention_fp16(q, k, v, group, t, d, scale, out);
+}
+
+}  // namespace duplex::pim

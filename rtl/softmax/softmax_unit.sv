@@ -1,0 +1,122 @@
+// Softmax unit: probs[i] = exp(scale*s[i] - max) / sum, FP16 in and out. Twin of duplex::pim::softmax_fp16
+// (rtl/golden/README.md). The row (1..MAX_N FP16 scores, in_last on the final one) is streamed in and kept in
+// the score buffer; then three passes, one element per cycle each:
+//   LOAD: x = scale * s (exact FP32), running max;    SUM: e = exp_neg(x - max), sum += e (FP32, in order);
+//   RECIP: r = recip(sum);                            OUT: p = round_fp16(e * r), streamed out with out_last.
+// scale is sampled with the first score of a row. A row reaching MAX_N elements ends there.
+// Cycles from the first score accepted to the last probability presented: 3 n + 7 (datapath_timing.hpp).
+module softmax_unit #(
+    parameter int MAX_N = 32768
+) (
+    input  logic        clk,
+    input  logic        rst_n,
+    input  logic        in_valid,
+    output logic        in_ready,
+    input  logic [15:0] in_score,
+    input  logic [15:0] in_scale,
+    input  logic        in_last,
+    output logic        out_valid,
+    input  logic        out_ready,
+    output logic [15:0] out_prob,
+    output logic        out_last
+);
+  localparam int AW = $clog2(MAX_N);
+  localparam logic [31:0] FP32_NEG_INF = 32'hFF80_0000;
+  typedef enum logic [1:0] {LOAD, SUM, RECIP, OUT} state_t;
+
+  state_t state;
+  logic [15:0] scores[MAX_N];
+  logic [15:0] scale_q;
+  logic [AW:0] count, n_q, rd_idx;
+  logic [31:0] max_q, sum_q, recip_q;
+
+  // LOAD datapath
+  logic [15:0] load_scale;
+  logic [31:0] load_x, max_cand;
+  logic load_greater, load_fire;
+  assign load_scale = count == '0 ? in_scale : scale_q;
+  assign max_cand   = count == '0 ? FP32_NEG_INF : max_q;
+  assign in_ready   = state == LOAD;
+  assign load_fire  = in_valid && in_ready;
+  fp16_mul_exact load_mul (.a(load_scale), .b(in_score), .product(load_x));
+  fp32_greater load_cmp (.a(load_x), .b(max_cand), .greater(load_greater));
+
+  // SUM / OUT pipeline: read (p1) -> x - max (p2) -> exp (p3) -> sum or output.
+  logic p1_valid, p2_valid, p3_valid, p1_last, p2_last, p3_last;
+  logic [15:0] p1_score;
+  logic [31:0] p2_z, p3_e, x_rd, z_rd, e_rd, sum_next, recip_next;
+  logic [15:0] prob_rd;
+  logic advance, issue;
+  assign advance = state != OUT || !out_valid || out_ready;
+  assign issue = (state == SUM || state == OUT) && rd_idx < n_q;
+  fp16_mul_exact read_mul (.a(scale_q), .b(p1_score), .product(x_rd));
+  fp32_add subtract_max (.a(x_rd), .b({~max_q[31], max_q[30:0]}), .sum(z_rd));
+  exp_neg exponent (.z(p2_z), .result(e_rd));
+  fp32_add accumulate (.a(sum_q), .b(p3_e), .sum(sum_next));
+  recip reciprocal (.d(sum_q), .result(recip_next));
+  fp32_mul_round_fp16 scale_out (.a(p3_e), .b(recip_q), .result(prob_rd));
+
+  always_ff @(posedge clk) begin
+    if (!rst_n) begin
+      state <= LOAD;
+      count <= '0;
+      n_q <= '0;
+      rd_idx <= '0;
+      scale_q <= 16'd0;
+      max_q <= FP32_NEG_INF;
+      sum_q <= 32'd0;
+      recip_q <= 32'd0;
+      {p1_valid, p2_valid, p3_valid, p1_last, p2_last, p3_last} <= '0;
+      out_valid <= 1'b0;
+      out_last <= 1'b0;
+      out_prob <= 16'd0;
+    end else begin
+      if (load_fire) begin
+        scores[count[AW-1:0]] <= in_score;
+        if (count == '0) scale_q <= in_scale;
+        max_q <= load_greater ? load_x : max_cand;
+        if (in_last || count == (AW+1)'(MAX_N - 1)) begin
+          n_q <= count + 1'b1;
+          count <= '0;
+          rd_idx <= '0;
+          sum_q <= 32'd0;
+          state <= SUM;
+        end else begin
+          count <= count + 1'b1;
+        end
+      end
+      if (advance) begin
+        p1_valid <= issue;
+        p1_last <= issue && rd_idx == n_q - 1'b1;
+        if (issue) begin
+          p1_score <= scores[rd_idx[AW-1:0]];
+          rd_idx <= rd_idx + 1'b1;
+        end
+        p2_valid <= p1_valid;
+        p2_last <= p1_last;
+        p2_z <= z_rd;
+        p3_valid <= p2_valid;
+        p3_last <= p2_last;
+        p3_e <= e_rd;
+      end
+      if (state == SUM && p3_valid) begin
+        sum_q <= sum_next;
+        if (p3_last) state <= RECIP;
+      end
+      if (state == RECIP) begin
+        recip_q <= recip_next;
+        rd_idx <= '0;
+        state <= OUT;
+      end
+      if (state == OUT && advance) begin
+        out_valid <= p3_valid;
+        out_last <= p3_last;
+        out_prob <= prob_rd;
+        if (p3_valid && p3_last) state <= LOAD;
+      end else if (state != OUT && out_valid && out_ready) begin
+        out_valid <= 1'b0;
+        out_last <= 1'b0;
+      end
+    end
+  end
+endmodule

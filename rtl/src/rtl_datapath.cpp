@@ -1,0 +1,231 @@
+// RtlDatapath: drives the Verilated pim_datapath model (rtl/top/pim_datapath.sv) one clock edge at a time.
+// Protocol per unit: inputs are set while the clock is low; a transfer happens at a rising edge when valid
+// and ready are both high; registered outputs are read after the edge. Output ready is held high, so an
+// output seen after an edge is consumed at the next one.
+#include <bit>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <verilated.h>
+#if DUPLEX_RTL_TRACE_FST
+#include <verilated_fst_c.h>
+#else
+#include <verilated_vcd_c.h>
+#endif
+
+#include "Vpim_datapath.h"
+#include "duplex/base/error.hpp"
+#include "duplex/rtl/datapath_timing.hpp"
+#include "duplex/rtl/rtl_datapath.hpp"
+
+static_assert(DUPLEX_RTL_LANES == duplex::pim::kRtlLanes, "rtl/CMakeLists.txt DUPLEX_RTL_LANES != kRtlLanes");
+
+namespace duplex::pim {
+
+const char* const kRtlTraceExtension = DUPLEX_RTL_TRACE_FST ? ".fst" : ".vcd";
+
+namespace {
+
+constexpr std::size_t kLanes = static_cast<std::size_t>(kRtlLanes);
+#if DUPLEX_RTL_TRACE_FST
+using TraceFile = VerilatedFstC;
+#else
+using TraceFile = VerilatedVcdC;
+#endif
+
+class RtlDatapath final : public Datapath {
+ public:
+  RtlDatapath(const DatapathParams& params, const std::string& trace_path) : params_(params) {
+    validate(params_);
+    if (params_.lanes != kRtlLanes)
+      throw Error("pim.datapath: rtl is built with " + std::to_string(kRtlLanes) +
+                  " GEMM lanes, got lanes = " + std::to_string(params_.lanes) + "; expected " +
+                  std::to_string(kRtlLanes) + " (or datapath 'golden')");
+    context_ = std::make_unique<VerilatedContext>();
+    if (!trace_path.empty()) {
+      const std::string_view extension = kRtlTraceExtension;
+      if (!trace_path.ends_with(extension))
+        throw Error("rtl trace '" + trace_path + "': this build writes " + std::string(extension) +
+                    " waveforms; expected a path ending in " + std::string(extension) +
+                    " (CMake option DUPLEX_RTL_TRACE_FST selects FST or VCD)");
+      context_->traceEverOn(true);
+    }
+    model_ = std::make_unique<Vpim_datapath>(context_.get(), "pim_datapath");
+    if (!trace_path.empty()) {
+      trace_ = std::make_unique<TraceFile>();
+      model_->trace(trace_.get(), 99);
+      trace_->open(trace_path.c_str());
+      if (!trace_->isOpen()) throw Error("rtl trace '" + trace_path + "': cannot open for writing");
+    }
+    model_->gemm_out_ready = 1;
+    model_->softmax_out_ready = 1;
+    model_->silu_out_ready = 1;
+    model_->rst_n = 0;
+    for (int i = 0; i < 2; ++i) tick();
+    model_->rst_n = 1;
+  }
+  ~RtlDatapath() override {
+    model_->final();
+    if (trace_) trace_->close();
+  }
+
+  std::string_view kind() const override { return "rtl"; }
+  const DatapathParams& params() const override { return params_; }
+  std::optional<std::uint64_t> simulated_cycles() const override { return cycles_; }
+
+  float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k) override {
+    float acc = 0.0f;
+    std::uint16_t rounded = 0;
+    run_gemm(a, b, 1, k, &acc, &rounded);
+    return acc;
+  }
+  void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n,
+                 std::size_t k) override {
+    std::vector<float> acc(n);
+    run_gemm(w, x, n, k, acc.data(), y);
+  }
+  void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
+                    std::uint16_t* probs) override;
+  std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) override {
+    std::uint16_t out = 0;
+    silu_gate_fp16_n(&gate, &up, &out, 1);
+    return out;
+  }
+  void silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
+                        std::size_t n) override;
+
+ private:
+  // One clock cycle: falling half (inputs settle, combinational ready), rising edge (registers update).
+  void tick() {
+    model_->clk = 0;
+    model_->eval();
+    if (trace_) trace_->dump(2 * cycles_);
+    model_->clk = 1;
+    model_->eval();
+    if (trace_) trace_->dump(2 * cycles_ + 1);
+    ++cycles_;
+  }
+  void settle() {
+    model_->clk = 0;
+    model_->eval();
+  }
+  // An RTL unit that has not finished within its budget is a bug in rtl/, not a user error.
+  static void check_budget(std::uint64_t spent, std::uint64_t budget, const char* unit) {
+    DUPLEX_ASSERT(spent <= budget, std::string("RTL ") + unit + " did not finish within its cycle budget");
+  }
+  void run_gemm(const std::uint16_t* w, const std::uint16_t* x, std::size_t n, std::size_t k, float* acc,
+                std::uint16_t* rounded);
+
+  DatapathParams params_;
+  std::unique_ptr<VerilatedContext> context_;
+  std::unique_ptr<Vpim_datapath> model_;
+  std::unique_ptr<TraceFile> trace_;
+  std::uint64_t cycles_ = 0;
+};
+
+// Streams the passes of n dot products (row r of w with x) back to back and collects the n results.
+void RtlDatapath::run_gemm(const std::uint16_t* w, const std::uint16_t* x, std::size_t n, std::size_t k,
+                           float* acc, std::uint16_t* rounded) {
+  const std::size_t passes = k == 0 ? 1 : (k + kLanes - 1) / kLanes;
+  const std::size_t total = n * passes;
+  const std::uint64_t budget = total + static_cast<std::uint64_t>(timing::gemm_lane_latency(kRtlLanes)) + 16;
+  std::size_t sent = 0;
+  std::size_t received = 0;
+  std::uint64_t spent = 0;
+  while (received < n) {
+    const bool valid = sent < total;
+    model_->gemm_in_valid = valid;
+    if (valid) {
+      const std::size_t row = sent / passes;
+      const std::size_t base = (sent % passes) * kLanes;
+      for (std::size_t word = 0; word < kLanes / 2; ++word) {
+        std::uint32_t a_word = 0;
+        std::uint32_t b_word = 0;
+        for (std::size_t half = 0; half < 2; ++half) {
+          const std::size_t i = base + 2 * word + half;
+          if (i < k) {
+            a_word |= static_cast<std::uint32_t>(w[row * k + i]) << (16 * half);
+            b_word |= static_cast<std::uint32_t>(x[i]) << (16 * half);
+          }
+        }
+        model_->gemm_in_a[word] = a_word;
+        model_->gemm_in_b[word] = b_word;
+      }
+      model_->gemm_in_last = (sent % passes) == passes - 1;
+    }
+    settle();
+    const bool fire = valid && model_->gemm_in_ready;
+    tick();
+    if (fire) ++sent;
+    if (model_->gemm_out_valid) {
+      acc[received] = std::bit_cast<float>(static_cast<std::uint32_t>(model_->gemm_out_acc));
+      rounded[received] = model_->gemm_out_fp16;
+      ++received;
+    }
+    check_budget(++spent, budget, "GEMM lane");
+  }
+  model_->gemm_in_valid = 0;
+}
+
+void RtlDatapath::softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
+                               std::uint16_t* probs) {
+  if (n == 0 || n > kSoftmaxMaxElements)
+    throw Error("pim softmax: n = " + std::to_string(n) + "; expected 1.." +
+                std::to_string(kSoftmaxMaxElements) + " elements (softmax unit buffer)");
+  const std::uint64_t budget = timing::softmax_cycles(n) + 16;
+  std::size_t sent = 0;
+  std::size_t received = 0;
+  std::uint64_t spent = 0;
+  model_->softmax_in_scale = scale;
+  while (received < n) {
+    const bool valid = sent < n;
+    model_->softmax_in_valid = valid;
+    if (valid) {
+      model_->softmax_in_score = scores[sent];
+      model_->softmax_in_last = sent == n - 1;
+    }
+    settle();
+    const bool fire = valid && model_->softmax_in_ready;
+    tick();
+    if (fire) ++sent;
+    if (model_->softmax_out_valid) {
+      probs[received++] = model_->softmax_out_prob;
+      DUPLEX_ASSERT(static_cast<bool>(model_->softmax_out_last) == (received == n),
+                    "softmax out_last misplaced");
+    }
+    check_budget(++spent, budget, "softmax unit");
+  }
+  model_->softmax_in_valid = 0;
+}
+
+void RtlDatapath::silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
+                                   std::size_t n) {
+  const std::uint64_t budget = n + static_cast<std::uint64_t>(timing::kSiluLatency) + 16;
+  std::size_t sent = 0;
+  std::size_t received = 0;
+  std::uint64_t spent = 0;
+  while (received < n) {
+    const bool valid = sent < n;
+    model_->silu_in_valid = valid;
+    if (valid) {
+      model_->silu_in_gate = gate[sent];
+      model_->silu_in_up = up[sent];
+    }
+    settle();
+    const bool fire = valid && model_->silu_in_ready;
+    tick();
+    if (fire) ++sent;
+    if (model_->silu_out_valid) out[received++] = model_->silu_out_result;
+    check_budget(++spent, budget, "activation unit");
+  }
+  model_->silu_in_valid = 0;
+}
+
+}  // namespace
+
+std::unique_ptr<Datapath> make_rtl_datapath(const DatapathParams& params, const std::string& trace_path) {
+  return std::make_unique<RtlDatapath>(params, trace_path);
+}
+
+}  // namespace duplex::pim

@@ -1,0 +1,147 @@
+// Accuracy of the Logic-PIM datapath (golden model = RTL, bit for bit) against double-precision references.
+// Prints the measured figures (quoted in rtl/README.md) and fails if they exceed the stated bounds.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "duplex/base/fp16.hpp"
+#include "duplex/rtl/datapath_numerics.hpp"
+#include "duplex/rtl/golden_datapath.hpp"
+#include "fp16_reference.hpp"
+
+namespace duplex::pim {
+namespace {
+
+using testing::fp16_ulps;
+using testing::nearest_fp16;
+
+double f(std::uint16_t h) {
+  return static_cast<double>(half_bits_to_float(h));
+}
+
+TEST(DatapathAccuracy, ExpNegRelativeError) {
+  double worst = 0.0;
+  for (float z = 0.0f; z <= 64.0f; z += 0x1p-12f) {  // 262145 points
+    const double ref = std::exp(-static_cast<double>(z));
+    worst = std::max(worst, std::fabs(static_cast<double>(numerics::exp_neg_fp32(z)) - ref) / ref);
+  }
+  std::printf("exp_neg: max relative error %.3g over |z| in [0, 64] (step 2^-12)\n", worst);
+  EXPECT_LT(worst, 3e-5);
+}
+
+TEST(DatapathAccuracy, RecipRelativeErrorExhaustiveMantissa) {
+  double worst = 0.0;
+  for (std::uint32_t m = 0; m < (1u << 23); m += 3) {
+    const float d = std::bit_cast<float>(0x3F800000u | m);
+    const double ref = 1.0 / static_cast<double>(d);
+    worst = std::max(worst, std::fabs(static_cast<double>(numerics::recip_fp32(d)) - ref) / ref);
+  }
+  std::printf("recip: max relative error %.3g over d in [1, 2) (every third mantissa)\n", worst);
+  EXPECT_LT(worst, 2e-5);
+}
+
+TEST(DatapathAccuracy, GemvUlpsFromCorrectlyRoundedDot) {
+  std::mt19937 rng(301);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (std::size_t k : {64u, 4096u}) {
+    const std::size_t n = 2048;
+    std::vector<std::uint16_t> w(n * k);
+    std::vector<std::uint16_t> x(k);
+    for (auto& v : w) v = float_to_half_bits(dist(rng));
+    for (auto& v : x) v = float_to_half_bits(dist(rng));
+    std::vector<std::uint16_t> y(n);
+    gemv_fp16(w.data(), x.data(), y.data(), n, k, DatapathParams{});
+    int worst_ulps = 0;
+    int worst_fp32_ulps = 0;
+    std::size_t exact = 0;
+    for (std::size_t r = 0; r < n; ++r) {
+      double ref = 0.0;
+      double magnitude = 0.0;
+      float fp32_seq = 0.0f;
+      for (std::size_t i = 0; i < k; ++i) {
+        ref += f(w[r * k + i]) * f(x[i]);
+        magnitude += std::fabs(f(w[r * k + i]) * f(x[i]));
+        fp32_seq += half_bits_to_float(w[r * k + i]) * half_bits_to_float(x[i]);
+      }
+      // FP16 output rounding + at most (log2(lanes) + passes) FP32 roundings of partial sums <= magnitude.
+      const double bound =
+          std::fabs(ref) * 0x1p-11 + (4.0 + static_cast<double>(k) / 16.0) * 0x1p-24 * magnitude;
+      EXPECT_LE(std::fabs(f(y[r]) - ref), bound + 0x1p-25);
+      const int ulps = fp16_ulps(y[r], nearest_fp16(ref));
+      worst_ulps = std::max(worst_ulps, ulps);
+      worst_fp32_ulps = std::max(worst_fp32_ulps, fp16_ulps(float_to_half_bits(fp32_seq), nearest_fp16(ref)));
+      exact += ulps == 0;
+    }
+    std::printf(
+        "gemv k=%zu: max %d FP16 ulp from the correctly rounded dot (plain FP32 loop: %d), %.2f%% exact\n", k,
+        worst_ulps, worst_fp32_ulps, 100.0 * static_cast<double>(exact) / static_cast<double>(n));
+    EXPECT_LE(worst_ulps, 2);  // 2 only where the sum cancels to a small result
+  }
+}
+
+TEST(DatapathAccuracy, SoftmaxErrorVsDouble) {
+  std::mt19937 rng(302);
+  std::uniform_real_distribution<float> dist(-8.0f, 8.0f);
+  double worst_rel = 0.0;
+  int worst_ulps = 0;
+  std::size_t total = 0;
+  std::size_t exact = 0;
+  for (std::size_t n : {16u, 256u, 4096u}) {
+    for (int row = 0; row < 20; ++row) {
+      std::vector<std::uint16_t> s(n);
+      for (auto& v : s) v = float_to_half_bits(dist(rng));
+      std::vector<std::uint16_t> p(n);
+      softmax_fp16(s.data(), n, float_to_half_bits(1.0f), p.data());
+      double mx = -INFINITY;
+      for (auto v : s) mx = std::max(mx, f(v));
+      double sum = 0.0;
+      for (auto v : s) sum += std::exp(f(v) - mx);
+      for (std::size_t i = 0; i < n; ++i) {
+        const double ref = std::exp(f(s[i]) - mx) / sum;
+        const int ulps = fp16_ulps(p[i], nearest_fp16(ref));
+        worst_ulps = std::max(worst_ulps, ulps);
+        exact += ulps == 0;
+        ++total;
+        if (ref >= 0x1p-14) worst_rel = std::max(worst_rel, std::fabs(f(p[i]) - ref) / ref);
+      }
+    }
+  }
+  std::printf("softmax: max %d FP16 ulp, max relative error %.3g (p >= 2^-14), %.2f%% correctly rounded\n",
+              worst_ulps, worst_rel, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
+  EXPECT_LE(worst_ulps, 1);
+  EXPECT_LT(worst_rel, 6e-4);
+}
+
+TEST(DatapathAccuracy, SiluGateUlpsExhaustiveGate) {
+  int worst_ulps = 0;
+  std::size_t total = 0;
+  std::size_t exact = 0;
+  for (const float up : {1.0f, -0.7f, 3.3f}) {
+    const std::uint16_t up_bits = float_to_half_bits(up);
+    for (std::uint32_t g = 0; g < 0x10000u; ++g) {
+      const auto gate = static_cast<std::uint16_t>(g);
+      if (((gate >> 10) & 0x1Fu) == 0x1Fu) continue;  // Inf / NaN: exact by definition
+      const double x = f(gate);
+      const double ref = x / (1.0 + std::exp(-x)) * f(up_bits);
+      const std::uint16_t want = nearest_fp16(ref);
+      const std::uint16_t got = silu_gate_fp16(gate, up_bits);
+      if (((want >> 10) & 0x1Fu) == 0x1Fu) continue;  // overflow: both Inf
+      const int ulps = fp16_ulps(got, want);
+      worst_ulps = std::max(worst_ulps, ulps);
+      exact += ulps == 0;
+      ++total;
+    }
+  }
+  std::printf("silu_gate: max %d FP16 ulp over every finite gate x 3 up values, %.2f%% correctly rounded\n",
+              worst_ulps, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
+  EXPECT_LE(worst_ulps, 1);
+}
+
+}  // namespace
+}  // namespace duplex::pim

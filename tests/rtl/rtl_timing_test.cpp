@@ -1,0 +1,237 @@
+// The RTL's measured cycle counts against datapath_timing.hpp (the constants the SystemC timing model uses),
+// and the valid/ready handshakes under back-pressure. Drives the Verilated model directly.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include <verilated.h>
+
+#include "Vpim_datapath.h"
+#include "duplex/rtl/datapath_timing.hpp"
+#include "duplex/rtl/golden_datapath.hpp"
+#include "duplex/rtl/rtl_datapath.hpp"
+#include "fp16_vectors.hpp"
+
+namespace duplex::pim {
+namespace {
+
+// Cycle t is the interval before the t-th rising edge. An input presented in cycle t (valid && ready) is
+// captured at that edge; an output first valid in cycle t' gives latency t' - t.
+class Bench {
+ public:
+  Bench() : model_(std::make_unique<Vpim_datapath>(&context_, "pim_datapath")) {
+    model_->gemm_out_ready = 1;
+    model_->softmax_out_ready = 1;
+    model_->silu_out_ready = 1;
+    model_->rst_n = 0;
+    edge();
+    edge();
+    model_->rst_n = 1;
+    cycle_ = 0;
+  }
+  ~Bench() { model_->final(); }
+  void settle() {
+    model_->clk = 0;
+    model_->eval();
+  }
+  void edge() {
+    settle();
+    model_->clk = 1;
+    model_->eval();
+    ++cycle_;
+  }
+  Vpim_datapath& m() { return *model_; }
+  std::uint64_t cycle() const { return cycle_; }
+
+ private:
+  VerilatedContext context_;
+  std::unique_ptr<Vpim_datapath> model_;
+  std::uint64_t cycle_ = 0;
+};
+
+void set_pass(Vpim_datapath& m, std::uint16_t a, std::uint16_t b) {
+  for (int w = 0; w < kRtlLanes / 2; ++w) {
+    m.gemm_in_a[w] = static_cast<std::uint32_t>(a) * 0x10001u;
+    m.gemm_in_b[w] = static_cast<std::uint32_t>(b) * 0x10001u;
+  }
+}
+
+TEST(RtlTiming, GemmLaneLatencyAndInitiationInterval) {
+  for (std::size_t passes : {1u, 2u, 7u, 64u}) {
+    Bench bench;
+    auto& m = bench.m();
+    set_pass(m, 0x3C00, 0x3C00);  // 1 x 1 in every lane
+    const std::uint64_t first = bench.cycle();
+    std::uint64_t done = 0;
+    for (std::size_t p = 0; done == 0; ++p) {
+      m.gemm_in_valid = p < passes;
+      m.gemm_in_last = p + 1 == passes;
+      bench.settle();
+      if (p < passes) {
+        ASSERT_TRUE(m.gemm_in_ready) << "initiation interval > 1 at pass " << p;
+      }
+      bench.edge();
+      if (m.gemm_out_valid) done = bench.cycle();
+      ASSERT_LT(bench.cycle(), 1000u);
+    }
+    EXPECT_EQ(done - first, timing::gemm_dot_cycles(passes * kRtlLanes, kRtlLanes)) << passes << " passes";
+    EXPECT_EQ(std::bit_cast<float>(static_cast<std::uint32_t>(m.gemm_out_acc)),
+              static_cast<float>(passes * kRtlLanes));
+  }
+  EXPECT_EQ(timing::gemm_lane_latency(kRtlLanes), 6);
+}
+
+TEST(RtlTiming, SoftmaxCyclesPerRow) {
+  for (std::size_t n : {1u, 2u, 5u, 100u, 1000u}) {
+    Bench bench;
+    auto& m = bench.m();
+    m.softmax_in_scale = 0x3C00;
+    const std::uint64_t first = bench.cycle();
+    std::uint64_t last_out = 0;
+    for (std::size_t i = 0; last_out == 0; ++i) {
+      m.softmax_in_valid = i < n;
+      m.softmax_in_score = static_cast<std::uint16_t>(0x3C00 + i % 7);
+      m.softmax_in_last = i + 1 == n;
+      bench.settle();
+      if (i < n) {
+        ASSERT_TRUE(m.softmax_in_ready) << "load stalls at element " << i;
+      }
+      bench.edge();
+      if (m.softmax_out_valid && m.softmax_out_last) last_out = bench.cycle();
+      ASSERT_LT(bench.cycle(), 10 * n + 1000);
+    }
+    EXPECT_EQ(last_out - first, timing::softmax_cycles(n)) << "n = " << n;
+  }
+}
+
+TEST(RtlTiming, SiluLatencyAndInitiationInterval) {
+  Bench bench;
+  auto& m = bench.m();
+  const std::size_t n = 100;
+  const std::uint64_t first = bench.cycle();
+  std::uint64_t first_out = 0;
+  std::uint64_t last_out = 0;
+  std::size_t outputs = 0;
+  for (std::size_t i = 0; outputs < n; ++i) {
+    m.silu_in_valid = i < n;
+    m.silu_in_gate = 0x3C00;
+    m.silu_in_up = 0x3C00;
+    bench.settle();
+    if (i < n) {
+      ASSERT_TRUE(m.silu_in_ready);
+    }
+    bench.edge();
+    if (m.silu_out_valid) {
+      if (outputs++ == 0) first_out = bench.cycle();
+      last_out = bench.cycle();
+    }
+    ASSERT_LT(bench.cycle(), 1000u);
+  }
+  EXPECT_EQ(first_out - first, static_cast<std::uint64_t>(timing::kSiluLatency));
+  EXPECT_EQ(last_out - first_out, (n - 1) * timing::kSiluInitiationInterval);
+}
+
+// Random input gaps and output back-pressure change only timing, never values or order.
+TEST(RtlHandshake, BackPressureKeepsEveryResult) {
+  Bench bench;
+  auto& m = bench.m();
+  testing::Fp16Source src(201);
+  std::mt19937 coin(202);
+  // GEMM lane: 200 two-pass dot products.
+  const std::size_t rows = 200;
+  const std::size_t k = 2 * kRtlLanes;
+  std::vector<std::uint16_t> w(rows * k);
+  std::vector<std::uint16_t> x(k);
+  for (auto& v : w) v = src.mixed(16);
+  for (auto& v : x) v = src.mixed(16);
+  std::vector<std::uint16_t> want(rows);
+  gemv_fp16(w.data(), x.data(), want.data(), rows, k, DatapathParams{});
+  std::vector<std::uint16_t> got;
+  std::size_t sent = 0;
+  while (got.size() < rows) {
+    const bool valid = sent < rows * 2 && coin() % 3 != 0;
+    m.gemm_in_valid = valid;
+    if (valid) {
+      const std::size_t row = sent / 2;
+      const std::size_t base = (sent % 2) * kRtlLanes;
+      for (int word = 0; word < kRtlLanes / 2; ++word) {
+        const std::size_t i = base + 2 * static_cast<std::size_t>(word);
+        m.gemm_in_a[word] = w[row * k + i] | (static_cast<std::uint32_t>(w[row * k + i + 1]) << 16);
+        m.gemm_in_b[word] = x[i] | (static_cast<std::uint32_t>(x[i + 1]) << 16);
+      }
+      m.gemm_in_last = sent % 2 == 1;
+    }
+    const bool ready = coin() % 2 == 0;
+    m.gemm_out_ready = ready;
+    bench.settle();
+    const bool in_fire = valid && m.gemm_in_ready;
+    const bool out_fire = ready && m.gemm_out_valid;
+    const std::uint16_t out_value = m.gemm_out_fp16;
+    bench.edge();
+    if (in_fire) ++sent;
+    if (out_fire) got.push_back(out_value);
+    ASSERT_LT(bench.cycle(), 100000u);
+  }
+  EXPECT_EQ(got, want);
+
+  // Softmax unit: one row, output back-pressure.
+  const std::size_t n = 50;
+  std::vector<std::uint16_t> s(n);
+  for (auto& v : s) v = src.mixed(0, -3, 3);
+  std::vector<std::uint16_t> p_want(n);
+  softmax_fp16(s.data(), n, 0x3C00, p_want.data());
+  std::vector<std::uint16_t> p_got;
+  m.softmax_in_scale = 0x3C00;
+  sent = 0;
+  while (p_got.size() < n) {
+    const bool valid = sent < n && coin() % 3 != 0;
+    m.softmax_in_valid = valid;
+    m.softmax_in_score = valid ? s[sent] : 0;
+    m.softmax_in_last = sent + 1 == n;
+    const bool ready = coin() % 2 == 0;
+    m.softmax_out_ready = ready;
+    bench.settle();
+    const bool in_fire = valid && m.softmax_in_ready;
+    const bool out_fire = ready && m.softmax_out_valid;
+    const std::uint16_t out_value = m.softmax_out_prob;
+    bench.edge();
+    if (in_fire) ++sent;
+    if (out_fire) p_got.push_back(out_value);
+    ASSERT_LT(bench.cycle(), 200000u);
+  }
+  EXPECT_EQ(p_got, p_want);
+
+  // Activation unit: 500 pairs.
+  std::vector<std::uint16_t> gate(500);
+  std::vector<std::uint16_t> up(500);
+  for (std::size_t i = 0; i < gate.size(); ++i) {
+    gate[i] = src.any_bits();
+    up[i] = src.mixed(16);
+  }
+  std::vector<std::uint16_t> a_got;
+  sent = 0;
+  while (a_got.size() < gate.size()) {
+    const bool valid = sent < gate.size() && coin() % 3 != 0;
+    m.silu_in_valid = valid;
+    m.silu_in_gate = valid ? gate[sent] : 0;
+    m.silu_in_up = valid ? up[sent] : 0;
+    const bool ready = coin() % 2 == 0;
+    m.silu_out_ready = ready;
+    bench.settle();
+    const bool in_fire = valid && m.silu_in_ready;
+    const bool out_fire = ready && m.silu_out_valid;
+    const std::uint16_t out_value = m.silu_out_result;
+    bench.edge();
+    if (in_fire) ++sent;
+    if (out_fire) a_got.push_back(out_value);
+    ASSERT_LT(bench.cycle(), 400000u);
+  }
+  for (std::size_t i = 0; i < gate.size(); ++i) EXPECT_EQ(a_got[i], silu_gate_fp16(gate[i], up[i])) << i;
+}
+
+}  // namespace
+}  // namespace duplex::pim
