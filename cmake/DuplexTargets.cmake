@@ -35,12 +35,16 @@ function(duplex_add_test name)
   if(ARG_NO_DISCOVER)
     add_test(NAME ${name} COMMAND ${name})
     set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
-      ENVIRONMENT "SYSTEMC_DISABLE_COPYRIGHT_MESSAGE=1;DUPLEX_CONFIG_DIR=${PROJECT_SOURCE_DIR}/configs")
+      ENVIRONMENT "SYSTEMC_DISABLE_COPYRIGHT_MESSAGE=1")
   else()
-    # PROPERTIES takes key/value pairs: a list value must have its semicolons escaped to stay one value.
-    string(REPLACE ";" "\\;" labels "${ARG_LABELS}")
+    # gtest_discover_tests writes PROPERTIES into a script as separate words, so a list value (several
+    # labels, several environment entries) would be split into bogus property names: one of each only.
+    list(LENGTH ARG_LABELS n_labels)
+    if(n_labels GREATER 1)
+      message(FATAL_ERROR "${name}: a discovered test takes one label; use NO_DISCOVER for several")
+    endif()
     gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
-      PROPERTIES LABELS "${labels}" TIMEOUT ${ARG_TIMEOUT}
-      ENVIRONMENT "SYSTEMC_DISABLE_COPYRIGHT_MESSAGE=1;DUPLEX_CONFIG_DIR=${PROJECT_SOURCE_DIR}/configs")
+      PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
+      ENVIRONMENT "SYSTEMC_DISABLE_COPYRIGHT_MESSAGE=1")
   endif()
 endfunction()
