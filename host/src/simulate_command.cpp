@@ -170,7 +170,15 @@ void add_simulate_command(CLI::App& app) {
                                         "the resolved configs to this directory");
   c->add_option("--timeline-steps", o->timeline_steps, "Steps in the lane timeline (with -o)")->capture_default_str();
   c->add_flag("--json", o->json, "Print JSON (one object, or {systems: [...]} for several)");
-  c->callback([o] { run_simulate(*o); });
+  c->callback([o, c] {
+    if (!o->workload.empty())
+      for (const char* flag : {"--requests", "--input-len", "--output-len", "--length-spread", "--arrival",
+                               "--concurrency", "--routing", "--seed"})
+        if (c->count(flag) > 0)
+          throw Error(fmt::format("{} cannot be combined with --workload: the workload file defines the request "
+                                  "stream (edit a copy of it instead)", flag));
+    run_simulate(*o);
+  });
 }
 
 }  // namespace duplex::host
