@@ -196,6 +196,13 @@ SystemSpec read_system(const ConfigNode& n) {
   s.coprocess_attention = c.get<bool>("attention");
   c.finish();
   s.expert_tensor_parallel = n.get<bool>("expert_tensor_parallel");
+  if (auto split = n.find("split")) {
+    s.split_prefill_fraction = split->get<double>("prefill_fraction");
+    if (!(s.split_prefill_fraction > 0 && s.split_prefill_fraction < 1))
+      split->fail("prefill_fraction", fmt::format("{} is not strictly between 0 and 1", s.split_prefill_fraction),
+                  "a fraction such as 0.5");
+    split->finish();
+  }
   if (!s.pim && (s.coprocess_experts || s.coprocess_attention))
     n.fail("coprocessing", "co-processing is enabled on a system without pim", "a pim: section, or false");
   n.finish();

@@ -4,6 +4,7 @@
 
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/sim/memory_plan.hpp"
+#include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/sim/step_executor.hpp"
 
 namespace duplex::runtime {
@@ -124,6 +125,38 @@ TEST(MemoryPlan, WeightsThatDoNotFitAreAClearError) {
   EXPECT_NEAR(mp.weight_bytes_per_device / 1e9, 46.7 * 2 / 4, 0.5);
   // KV per token per device: 32 layers x 2 (K,V) x 2 kv heads x 128 x 2 B = 32 KiB.
   EXPECT_DOUBLE_EQ(mp.kv_bytes_per_token, 32.0 * 2 * 2 * 128 * 2);
+}
+
+
+TEST(SplitSystem, EveryRequestGetsItsFirstTokenFromThePrefillPoolAndTheRestFromTheDecodePool) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const auto sys = load_system("duplex-split");
+  auto o = small_run(64, 256, 64, 32);
+  const SystemResult r = simulate(model, sys, o);
+  EXPECT_EQ(r.requests, 64);
+  std::int64_t expected = 0;
+  for (const auto& [id, row] : r.request_rows) {
+    expected += row["output_tokens"].get<std::int64_t>();
+    EXPECT_LE(row["ttft_ms"].get<double>(), row["e2e_ms"].get<double>());
+  }
+  EXPECT_EQ(r.generated_tokens, expected);
+  EXPECT_NE(r.layout.find("prefill pool"), std::string::npos);
+  EXPECT_GT(r.energy_breakdown["communication.links"].get<double>(), 0.0);  // KV migrations over the links
+  EXPECT_EQ(simulate(model, sys, o).to_json().dump(), r.to_json().dump());
+}
+
+TEST(Scheduler, MigratedRequestStartsDecodingWithItsCachedPrompt) {
+  SchedulerConfig c;
+  c.kv_capacity_blocks = 100;
+  Scheduler s(c);
+  s.add_request(RequestSpec{1, Time{}, 33, 4, 32});  // 32 prompt tokens cached + the first output token
+  const StepPlan p = s.schedule(Time{});
+  ASSERT_EQ(p.requests.size(), 1u);
+  EXPECT_EQ(p.requests[0].tokens, 1);
+  EXPECT_EQ(p.requests[0].context_len, 32);
+  EXPECT_EQ(p.requests[0].phase, TokenPhase::decode);
+  EXPECT_THROW(s.add_request(RequestSpec{2, Time{}, 8, 4, 8}), Error);   // nothing left to compute
+  EXPECT_THROW(s.add_request(RequestSpec{3, Time{}, 8, 4, -1}), Error);
 }
 
 }  // namespace

@@ -42,12 +42,18 @@ void Scheduler::add_request(const RequestSpec& spec) {
                             "cache holds {} blocks; expected shorter requests or more KV memory",
                             spec.id, spec.input_tokens, spec.output_tokens, peak_blocks, kv_.block_tokens(),
                             kv_.capacity_blocks()));
+  if (spec.cached_tokens < 0 || spec.cached_tokens >= spec.input_tokens)
+    throw Error(fmt::format("request {} arrives with {} cached tokens of {} input tokens; expected 0 <= cached < "
+                            "input (at least one token left to compute)", spec.id, spec.cached_tokens,
+                            spec.input_tokens));
   RequestRecord record;
   record.spec = spec;
   records_.emplace(spec.id, std::move(record));
   Live live;
   live.spec = spec;
   live.num_tokens = spec.input_tokens;
+  live.num_computed = spec.cached_tokens;
+  live.decoding = spec.cached_tokens > 0;
   insert_sorted(waiting_, std::move(live));
 }
 

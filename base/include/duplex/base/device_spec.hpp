@@ -124,6 +124,9 @@ struct SystemSpec {
   bool coprocess_experts = false;
   bool coprocess_attention = false;
   bool expert_tensor_parallel = false;
+  // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
+  // of each prompt migrating over the links in between. 0 = no split (every device does both).
+  double split_prefill_fraction = 0;
   std::string resolved_yaml;  // the fully resolved config, for result folders
 
   int devices_for(std::string_view model_name) const;

@@ -13,6 +13,9 @@ struct RequestSpec {
   Time arrival;                     // simulated time the request reaches the server
   std::int64_t input_tokens = 0;    // prompt length, >= 1
   std::int64_t output_tokens = 0;   // tokens to generate, >= 1 (the request finishes after exactly this many)
+  // Prompt tokens whose KV arrives with the request (migrated from a prefill device, Splitwise style), in
+  // [0, input_tokens): the request starts with them computed and is decoding. 0 for a new request.
+  std::int64_t cached_tokens = 0;
 
   bool operator==(const RequestSpec&) const = default;
 };

@@ -1,0 +1,47 @@
+#pragma once
+// The paged KV cache of functional emulation, shared by xPU and PIM attention: per layer, K and V pools of
+// `num_blocks` blocks x `block_tokens` token slots x kv_heads x head_dim FP16 values (the kernels'
+// DecodeAttentionArgs layout). A request's token j lives in block block_table[j / block_tokens], slot
+// j % block_tokens. Blocks are handed out lowest id first from a free list, so the layout is deterministic.
+#include <cstdint>
+#include <map>
+#include <set>
+#include <vector>
+
+namespace duplex::runtime::functional {
+
+class PagedKvCache {
+ public:
+  // Throws duplex::Error unless every argument is >= 1.
+  PagedKvCache(int layers, int kv_heads, int head_dim, std::int64_t block_tokens, std::int64_t num_blocks);
+
+  // Makes request `id` own blocks for at least `tokens` token slots; duplex::Error when the pool runs out.
+  void reserve(std::int64_t id, std::int64_t tokens);
+  void release(std::int64_t id);  // no-op for an id that holds nothing
+  // Block ids of `id` in token order (empty for an id that holds nothing).
+  const std::vector<std::int32_t>& block_table(std::int64_t id) const;
+
+  // The kv_heads x head_dim values of token `pos` of request `id` in `layer` (pos < reserved slots).
+  std::uint16_t* k(int layer, std::int64_t id, std::int64_t pos);
+  std::uint16_t* v(int layer, std::int64_t id, std::int64_t pos);
+  const std::uint16_t* k(int layer, std::int64_t id, std::int64_t pos) const;
+  const std::uint16_t* v(int layer, std::int64_t id, std::int64_t pos) const;
+  // Whole pools of one layer: [num_blocks, block_tokens, kv_heads, head_dim].
+  std::uint16_t* k_pool(int layer) { return k_[static_cast<std::size_t>(layer)].data(); }
+  std::uint16_t* v_pool(int layer) { return v_[static_cast<std::size_t>(layer)].data(); }
+
+  std::int64_t block_tokens() const { return block_tokens_; }
+  std::int64_t num_blocks() const { return num_blocks_; }
+  std::int64_t free_blocks() const { return static_cast<std::int64_t>(free_.size()); }
+  std::int64_t token_values() const { return token_values_; }  // kv_heads x head_dim
+
+ private:
+  std::size_t offset(std::int64_t id, std::int64_t pos) const;
+
+  std::int64_t block_tokens_, num_blocks_, token_values_;
+  std::vector<std::vector<std::uint16_t>> k_, v_;  // [layer][pool]
+  std::set<std::int32_t> free_;
+  std::map<std::int64_t, std::vector<std::int32_t>> tables_;
+};
+
+}  // namespace duplex::runtime::functional

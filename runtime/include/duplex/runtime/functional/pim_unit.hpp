@@ -1,0 +1,40 @@
+#pragma once
+// The PIM side of functional emulation, behind one small interface: the executor hands it contiguous FP16
+// operands (weights, token rows, one GQA group's K/V gathered from the paged cache) and gets FP16 results.
+// Today's implementation calls the Logic-PIM datapath (golden C++ model or Verilated RTL) directly; the
+// SystemC device + driver path replaces it behind this same interface.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace duplex::runtime::functional {
+
+class PimUnit {
+ public:
+  virtual ~PimUnit() = default;
+  PimUnit() = default;
+  PimUnit(const PimUnit&) = delete;
+  PimUnit& operator=(const PimUnit&) = delete;
+
+  virtual std::string describe() const = 0;  // "logic-pim datapath golden"
+  // y[r] = W . x[r] for rows r < m: W [n][k], x [m][k], y [m][n].
+  virtual void linear(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t n,
+                      std::size_t k) = 0;
+  // Gated SiLU FFN per row: y[r] = W_down . (silu(W_gate . x[r]) * (W_up . x[r])); W_gate / W_up [f][h],
+  // W_down [h][f], x / y [m][h].
+  virtual void gated_ffn(const std::uint16_t* w_gate, const std::uint16_t* w_up, const std::uint16_t* w_down,
+                         const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t f, std::size_t h) = 0;
+  // One GQA group of one token: q [group][d] against K / V [t][d] -> out [group][d]; scale FP16 bits.
+  virtual void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v, std::size_t group,
+                         std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t* out) = 0;
+  // Datapath clock cycles simulated so far (RTL only).
+  virtual std::optional<std::uint64_t> simulated_cycles() const = 0;
+};
+
+// The Logic-PIM datapath of kind "golden" or "rtl" (duplex::Error otherwise, from make_datapath).
+std::unique_ptr<PimUnit> make_datapath_pim_unit(std::string_view datapath_kind);
+
+}  // namespace duplex::runtime::functional

@@ -1,0 +1,32 @@
+#pragma once
+// The oracle of functional emulation: a plain CPU forward pass written independently of kernels/, the
+// runtime and the devices. Straightforward loops, one request at a time, one token at a time, K/V kept as
+// plain per-request arrays, greedy decoding.
+//
+// Numerics (the contract `duplex run --check` compares against): weights are FP16; arithmetic inside an op is
+// done in double; every activation an op writes to memory is stored as FP16 (rounded to nearest even), as on
+// both Duplex units (embedding rows, norm outputs, q/k/v before and after RoPE, K/V cache, attention output,
+// projections, the gated-FFN intermediate, FFN / MoE outputs, the residual stream); router probabilities and
+// logits stay in full precision.
+#include <cstdint>
+#include <vector>
+
+#include "duplex/runtime/functional/model_weights.hpp"
+
+namespace duplex::runtime::functional {
+
+struct ReferenceOutput {
+  // Per request: the generated tokens, and the logits [vocab] that chose each of them.
+  std::vector<std::vector<std::int32_t>> tokens;
+  std::vector<std::vector<std::vector<float>>> logits;
+};
+
+// Greedy generation of `max_new_tokens` (>= 1) tokens for every prompt (each non-empty, ids in [0, vocab)).
+// Throws duplex::Error for an empty prompt or an id out of range.
+ReferenceOutput reference_generate(const ModelWeights& weights, const std::vector<std::vector<std::int32_t>>& prompts,
+                                   int max_new_tokens);
+
+// Throws duplex::Error naming the request and token when a prompt is empty or holds an id outside [0, vocab).
+void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, int vocab);
+
+}  // namespace duplex::runtime::functional

@@ -1,0 +1,110 @@
+#include "pool.hpp"
+
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime::detail {
+
+Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o, int devices,
+           ExpertRouter* router, SystemResult& result, RunTotals& totals)
+    : options_(o), layout_(compiler::ParallelLayout::make(model, system, devices)), result_(result), totals_(totals) {
+  memory_ = plan_memory(model, system, layout_, o.memory_reserve);
+  compiler::PimTimeFn pim_fn;
+  if (o.pim_model == "cycle" && system.pim && system.pim->kind == PimKind::kLogicPim) {
+    cycle_ = std::make_unique<CyclePimModel>(system);
+    pim_fn = [model = cycle_.get()](const compiler::Op& op) { return model->time(op); };
+  }
+  SchedulerConfig sched = o.scheduler;
+  sched.kv_capacity_blocks = memory_.kv_blocks(sched.kv_block_tokens);
+  kv_blocks_ = sched.kv_capacity_blocks;
+  if (kv_blocks_ < 1)
+    throw Error(fmt::format("system {} on {} devices: the KV cache holds less than one block of {} tokens",
+                            system.name, devices, sched.kv_block_tokens));
+  scheduler_ = std::make_unique<Scheduler>(sched);
+  executor_ = std::make_unique<StepExecutor>(model, system, layout_, router, pim_fn);
+}
+
+Time Pool::step(const StepPlan& plan) {
+  StepCost c = executor_->execute(plan);
+  totals_.energy.add(c.energy);
+  totals_.xpu_busy += c.xpu_busy;
+  totals_.pim_busy += c.pim_busy;
+  const auto batch = static_cast<std::int64_t>(plan.requests.size());
+  totals_.batch_sum += static_cast<double>(batch);
+  totals_.batch_max = std::max(totals_.batch_max, batch);
+  const std::int64_t index = totals_.steps++;
+  if (options_.record_steps) {
+    StepRow row;
+    row.step = index;
+    row.start_s = plan.start.si();
+    row.end_s = (plan.start + c.time).si();
+    row.requests = batch;
+    row.decode_requests = plan.decode_requests;
+    row.prefill_tokens = plan.prefill_tokens;
+    row.tokens = plan.total_tokens;
+    row.kv_blocks_used = plan.kv_blocks_used;
+    row.kv_blocks_capacity = plan.kv_blocks_capacity;
+    row.xpu_busy_us = to_us(c.xpu_busy);
+    row.pim_busy_us = to_us(c.pim_busy);
+    row.link_us = to_us(c.link_busy);
+    row.energy_j = c.energy.total().si();
+    result_.step_rows.push_back(row);
+  }
+  if (index < options_.timeline_steps) result_.timeline.push_back({index, plan.start.si(), std::move(c.plan)});
+  return c.time;
+}
+
+void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals, Time end,
+                   const SystemSpec& system, int devices, bool record_requests) {
+  r.steps = totals.steps;
+  r.simulated_s = end.si();
+  totals.energy.charge_static("xpu", end, devices);
+  totals.energy.charge_static("hbm_stack", end, static_cast<double>(devices) * system.stacks);
+  if (system.pim && system.pim->kind == PimKind::kLogicPim)
+    totals.energy.charge_static("logic_pim_stack", end, static_cast<double>(devices) * system.stacks);
+  std::vector<double> ttft, tbt, e2e;
+  for (const RequestTimeline& t : timelines) {
+    if (static_cast<std::int64_t>(t.token_times.size()) != t.spec.output_tokens)
+      throw InternalError(fmt::format("request {} emitted {} of its {} tokens", t.spec.id, t.token_times.size(),
+                                      t.spec.output_tokens));
+    ++r.requests;
+    r.generated_tokens += t.spec.output_tokens;
+    r.preemptions += t.preemptions;
+    const double first = to_ms(t.token_times.front() - t.spec.arrival);
+    const double total = to_ms(t.token_times.back() - t.spec.arrival);
+    ttft.push_back(first);
+    e2e.push_back(total);
+    double gap_sum = 0;
+    for (std::size_t i = 1; i < t.token_times.size(); ++i) {
+      const double gap = to_ms(t.token_times[i] - t.token_times[i - 1]);
+      tbt.push_back(gap);
+      gap_sum += gap;
+    }
+    if (record_requests) {
+      const auto gaps = static_cast<double>(t.token_times.size() - 1);
+      r.request_rows[t.spec.id] = {{"id", t.spec.id},
+                                   {"arrival_s", t.spec.arrival.si()},
+                                   {"input_tokens", t.spec.input_tokens},
+                                   {"output_tokens", t.spec.output_tokens},
+                                   {"ttft_ms", first},
+                                   {"e2e_ms", total},
+                                   {"mean_tbt_ms", gaps > 0 ? gap_sum / gaps : 0.0},
+                                   {"preemptions", t.preemptions}};
+    }
+  }
+  r.ttft_ms = percentiles(ttft);
+  r.tbt_ms = percentiles(tbt);
+  r.e2e_ms = percentiles(e2e);
+  r.throughput_tok_s = r.simulated_s > 0 ? static_cast<double>(r.generated_tokens) / r.simulated_s : 0;
+  r.batch_mean = r.steps > 0 ? totals.batch_sum / static_cast<double>(r.steps) : 0;
+  r.batch_max = totals.batch_max;
+  r.energy_j = totals.energy.total().si();
+  r.energy_j_per_token = r.generated_tokens > 0 ? r.energy_j / static_cast<double>(r.generated_tokens) : 0;
+  r.energy_breakdown = totals.energy.breakdown_json();
+  // Utilisation: busy time per device-lane over the run (pools add their devices' busy time).
+  r.xpu_utilization = r.simulated_s > 0 ? totals.xpu_busy.si() / r.simulated_s : 0;
+  r.pim_utilization = r.simulated_s > 0 ? totals.pim_busy.si() / r.simulated_s : 0;
+}
+
+}  // namespace duplex::runtime::detail

@@ -1,0 +1,65 @@
+#pragma once
+// Internal to the serving simulator: one pool of devices that runs its own scheduler and times its steps
+// (a whole system, or the prefill / decode half of a split system), and the accumulators of a run.
+#include <memory>
+#include <vector>
+
+#include "duplex/runtime/scheduler/scheduler.hpp"
+#include "duplex/runtime/sim/cycle_pim_model.hpp"
+#include "duplex/runtime/sim/serving_simulator.hpp"
+#include "duplex/runtime/sim/step_executor.hpp"
+
+namespace duplex::runtime::detail {
+
+// What all pools of one run add to.
+struct RunTotals {
+  explicit RunTotals(const EnergyTable& table) : energy(table) {}
+  EnergyLedger energy;
+  Time xpu_busy, pim_busy;
+  double batch_sum = 0;
+  std::int64_t steps = 0;
+  std::int64_t batch_max = 0;
+};
+
+class Pool {
+ public:
+  // Throws duplex::Error when the model does not fit the pool's devices.
+  Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& options, int devices,
+       ExpertRouter* router, SystemResult& result, RunTotals& totals);
+  Scheduler& scheduler() { return *scheduler_; }
+  const compiler::ParallelLayout& layout() const { return layout_; }
+  const MemoryPlan& memory() const { return memory_; }
+  std::int64_t kv_blocks() const { return kv_blocks_; }
+  bool cycle_model() const { return cycle_ != nullptr; }
+  // Times one step, adds its energy and statistics to the run; returns its duration.
+  Time step(const StepPlan& plan);
+
+ private:
+  const SimulationOptions& options_;
+  compiler::ParallelLayout layout_;
+  MemoryPlan memory_;
+  std::int64_t kv_blocks_ = 0;
+  std::unique_ptr<CyclePimModel> cycle_;
+  std::unique_ptr<StepExecutor> executor_;
+  std::unique_ptr<Scheduler> scheduler_;
+  SystemResult& result_;
+  RunTotals& totals_;
+};
+
+// One request's user-visible timeline (for split systems: prefill pool's first token + decode pool's rest).
+struct RequestTimeline {
+  RequestSpec spec;
+  std::vector<Time> token_times;
+  std::int64_t preemptions = 0;
+};
+
+// The expert router the workload asks for; null for dense models; duplex::Error for an MoE model whose
+// workload has no routing section.
+std::unique_ptr<ExpertRouter> make_router(const compiler::ModelSpec& model, const WorkloadSpec& workload);
+
+// Fills the latency, throughput, energy and batch figures of `r` from the timelines and totals; adds static
+// energy for `devices` devices over the run.
+void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals, Time end,
+                   const SystemSpec& system, int devices, bool record_requests);
+
+}  // namespace duplex::runtime::detail

@@ -1,0 +1,119 @@
+#include "split_simulator.hpp"
+
+#include <cmath>
+#include <fmt/format.h>
+#include <map>
+
+#include "duplex/base/error.hpp"
+#include "pool.hpp"
+
+namespace duplex::runtime::detail {
+namespace {
+
+// Time and energy action of moving one prompt's KV (all layers, all heads) between the pools.
+struct KvLink {
+  Bandwidth bandwidth;
+  Time latency;
+  std::string energy_action;
+};
+
+}  // namespace
+
+SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o) {
+  const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
+  const int prefill_devices = std::max(1, static_cast<int>(std::lround(devices * system.split_prefill_fraction)));
+  const int decode_devices = devices - prefill_devices;
+  if (decode_devices < 1)
+    throw Error(fmt::format("system {}: {} devices leave none for decoding after {} prefill devices", system.name,
+                            devices, prefill_devices));
+  SystemResult r;
+  r.system = system.name;
+  r.model = model.name;
+  r.devices = devices;
+  std::unique_ptr<ExpertRouter> router = make_router(model, o.workload);
+  RunTotals totals(system.energy);
+  Pool prefill(model, system, o, prefill_devices, router.get(), r, totals);
+  Pool decode(model, system, o, decode_devices, router.get(), r, totals);
+  r.layout = fmt::format("prefill pool {} | decode pool {}", prefill.layout().describe(), decode.layout().describe());
+  r.memory = decode.memory();
+  r.kv_capacity_blocks = decode.kv_blocks();
+  r.pim_model = !system.pim ? "none" : decode.cycle_model() ? "cycle" : "analytical";
+
+  const bool one_node = devices <= system.links.devices_per_node;
+  const KvLink link{one_node ? system.links.nvlink_bandwidth : system.links.infiniband_bandwidth,
+                    one_node ? system.links.nvlink_latency : system.links.infiniband_latency,
+                    one_node ? "links.nvlink_per_byte" : "links.infiniband_per_byte"};
+  const double kv_bytes_per_token = static_cast<double>(model.layers) *
+                                    static_cast<double>(model.kv_elements_per_token_layer()) *
+                                    compiler::dtype_bytes(model.kv_dtype);
+  const int link_action = totals.energy.action(link.energy_action);
+
+  auto source = make_request_source(o.workload);
+  std::map<RequestId, RequestTimeline> timelines;
+  struct Clock {
+    Time now;
+    bool waiting = false;  // idle until the other pool (or the source) gives it work
+  };
+  Clock pc, dc;
+  Time end;
+  // Steps pool `p` at its clock if it has work, else moves the clock to its next arrival or marks it waiting;
+  // hands the requests a step finished on.
+  auto advance = [&](Pool& p, Clock& clock, bool is_prefill) {
+    if (is_prefill)
+      for (RequestSpec spec : source->take_arrived(clock.now)) {
+        timelines[spec.id].spec = spec;
+        spec.output_tokens = 1;  // the prefill pool emits only the first token
+        p.scheduler().add_request(spec);
+      }
+    const StepPlan plan = p.scheduler().schedule(clock.now);
+    if (plan.empty()) {
+      std::optional<Time> next = p.scheduler().next_arrival_after(clock.now);
+      if (is_prefill)
+        if (const auto s = source->next_arrival()) next = next ? std::min(*next, *s) : *s;
+      if (next) clock.now = std::max(clock.now, *next);
+      else clock.waiting = true;
+      return;
+    }
+    clock.now += p.step(plan);
+    end = std::max(end, clock.now);
+    const StepOutcome outcome = p.scheduler().update(StepResult{plan.step, clock.now});
+    for (const RequestId id : outcome.finished) {
+      RequestTimeline& t = timelines.at(id);
+      const RequestRecord& rec = p.scheduler().records().at(id);
+      t.preemptions += rec.preemptions;
+      if (is_prefill) {
+        t.token_times.push_back(rec.token_times.front());
+        if (t.spec.output_tokens == 1) {
+          source->on_finished(id, clock.now);
+          continue;
+        }
+        const double bytes = kv_bytes_per_token * static_cast<double>(t.spec.input_tokens);
+        totals.energy.charge(EnergyCategory::kCommunication, link_action, bytes);
+        decode.scheduler().add_request(RequestSpec{id, clock.now + transfer_time(bytes, link.bandwidth) + link.latency,
+                                                   t.spec.input_tokens + 1, t.spec.output_tokens - 1,
+                                                   t.spec.input_tokens});
+      } else {
+        t.token_times.insert(t.token_times.end(), rec.token_times.begin(), rec.token_times.end());
+        source->on_finished(id, clock.now);
+      }
+    }
+  };
+  for (std::int64_t events = 0;; ++events) {
+    if (events > 100'000'000) throw Error("split simulation exceeded 1e8 events; expected fewer requests");
+    // New work wakes a waiting pool: a migrated request for the decode pool, a (replacement) arrival for the
+    // prefill pool.
+    if (dc.waiting && decode.scheduler().has_unfinished()) dc.waiting = false;
+    if (pc.waiting && (prefill.scheduler().has_unfinished() || source->next_arrival())) pc.waiting = false;
+    if (pc.waiting && dc.waiting) break;
+    if (!pc.waiting && (dc.waiting || pc.now <= dc.now)) advance(prefill, pc, true);
+    else advance(decode, dc, false);
+  }
+  if (prefill.scheduler().has_unfinished() || decode.scheduler().has_unfinished() || !source->exhausted())
+    throw InternalError("split simulation stopped with requests left");
+  std::vector<RequestTimeline> all;
+  for (auto& [id, t] : timelines) all.push_back(std::move(t));
+  finish_result(r, all, totals, end, system, devices, o.record_steps);
+  return r;
+}
+
+}  // namespace duplex::runtime::detail

@@ -1,0 +1,67 @@
+#pragma once
+// The Logic-PIM logic die, functional and timed: operations read their operands (real FP16 bytes) from the
+// device memory, compute through the pluggable Datapath (golden C++ model or Verilated RTL: identical bits),
+// write the results back to device memory, and return the op's time and action counts from time_pim_op.
+// Plain C++; the SystemC device calls it from its command processor.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/rtl/datapath.hpp"
+#include "duplex/sysc/pim_timing.hpp"
+#include "duplex/sysc/sparse_memory.hpp"
+
+namespace duplex::sysc {
+
+// y[t][r] = sum_c W[r][c] x[t][c]; W row-major FP16 [rows][cols], x [tokens][cols], y [tokens][rows].
+struct GemvArgs {
+  std::uint64_t weights = 0, inputs = 0, outputs = 0;
+  std::int64_t tokens = 1, rows = 0, cols = 0;
+};
+// Decode attention of one GQA group: q [group][d], K and V [context][d], out [group][d], scale FP16 bits.
+struct AttentionArgs {
+  std::uint64_t q = 0, k = 0, v = 0, out = 0;
+  std::int64_t group = 1, context = 0, head_dim = 0;
+  std::uint16_t scale = 0;
+};
+// out[i] = silu(gate[i]) * up[i].
+struct ActivationArgs {
+  std::uint64_t gate = 0, up = 0, out = 0;
+  std::int64_t elements = 0;
+};
+
+// The datapath pim.datapath names, for plain-C++ users that do not link the Verilated RTL: "golden" is built
+// here; "rtl" is a duplex::Error (DuplexDevice, in duplex_sysc, builds either through pim::make_datapath).
+std::unique_ptr<pim::Datapath> make_configured_datapath(const PimSpec& pim);
+
+class LogicPim {
+ public:
+  // Throws duplex::Error when pim is not a Logic-PIM or datapath is null.
+  LogicPim(const HbmSpec& hbm, const PimSpec& pim, SparseMemory& memory,
+           std::unique_ptr<pim::Datapath> datapath);
+
+  // Each validates (PimOpError: operand addresses aligned to the 32 B access, inside memory, shapes within
+  // the buffers), computes, writes the results, and returns the op's timing (memoized per shape).
+  PimOpTiming gemv(const GemvArgs& a);
+  PimOpTiming attention(const AttentionArgs& a);
+  PimOpTiming activation(const ActivationArgs& a);
+
+  pim::Datapath& datapath() { return *datapath_; }
+  const ActionCounters& counters() const { return counters_; }  // summed over all ops
+
+ private:
+  void check_operand(std::uint64_t addr, std::uint64_t bytes, const char* name) const;
+  const PimOpTiming& timing(const PimOpShape& s);
+
+  HbmSpec hbm_;
+  PimSpec pim_;
+  SparseMemory& memory_;
+  std::unique_ptr<pim::Datapath> datapath_;
+  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t>, PimOpTiming> memo_;
+  ActionCounters counters_;
+};
+
+}  // namespace duplex::sysc

@@ -1,0 +1,167 @@
+// Logic-PIM ops on real bytes in device memory: results equal the golden datapath exactly, and a plain FP32
+// reference within stated bounds; malformed ops are typed errors that leave memory untouched.
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/base/fp16.hpp"
+#include "duplex/rtl/golden_datapath.hpp"
+#include "duplex/sysc/logic_pim.hpp"
+
+namespace duplex::sysc {
+namespace {
+
+class LogicPimOps : public ::testing::Test {
+ protected:
+  LogicPimOps()
+      : sys_(load_system("duplex")),
+        memory_(sys_.memory.org.stack_capacity().bytes),
+        pim_(sys_.memory, *sys_.pim, memory_, make_configured_datapath(*sys_.pim)) {}
+
+  std::vector<std::uint16_t> random_fp16(std::size_t n, float scale, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<std::uint16_t> v(n);
+    for (auto& x : v) x = float_to_half_bits(scale * (static_cast<float>(rng() % 20001) / 10000.0f - 1.0f));
+    return v;
+  }
+  void put(std::uint64_t addr, const std::vector<std::uint16_t>& v) {
+    memory_.write(addr, v.data(), v.size() * 2);
+  }
+  std::vector<std::uint16_t> get(std::uint64_t addr, std::size_t n) {
+    std::vector<std::uint16_t> v(n);
+    memory_.read(addr, v.data(), n * 2);
+    return v;
+  }
+  static float f(std::uint16_t h) { return half_bits_to_float(h); }
+
+  SystemSpec sys_;
+  SparseMemory memory_;
+  LogicPim pim_;
+};
+
+// Bound vs FP32: the FP16 output rounding (half an ulp, 2^-11 relative) plus the FP32 accumulation error,
+// k * 2^-24 * sum |w x|.
+TEST_F(LogicPimOps, GemvEqualsGoldenAndFp32Reference) {
+  const std::int64_t tokens = 3, rows = 96, cols = 1024;
+  const auto w = random_fp16(static_cast<std::size_t>(rows * cols), 0.5f, 1);
+  const auto x = random_fp16(static_cast<std::size_t>(tokens * cols), 1.0f, 2);
+  const std::uint64_t wa = 1ull << 30, xa = 3ull << 30, ya = 5ull << 30;
+  put(wa, w);
+  put(xa, x);
+  const PimOpTiming t = pim_.gemv({wa, xa, ya, tokens, rows, cols});
+  EXPECT_GT(t.device.si(), 0.0);
+  const auto y = get(ya, static_cast<std::size_t>(tokens * rows));
+  std::vector<std::uint16_t> golden(static_cast<std::size_t>(rows));
+  for (std::int64_t tk = 0; tk < tokens; ++tk) {
+    pim::gemv_fp16(w.data(), x.data() + tk * cols, golden.data(), static_cast<std::size_t>(rows),
+                   static_cast<std::size_t>(cols), pim::DatapathParams{});
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::uint16_t got = y[static_cast<std::size_t>(tk * rows + r)];
+      ASSERT_EQ(got, golden[static_cast<std::size_t>(r)]) << "token " << tk << " row " << r;
+      double ref = 0, mag = 0;
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const double p = static_cast<double>(f(w[static_cast<std::size_t>(r * cols + c)])) *
+                         f(x[static_cast<std::size_t>(tk * cols + c)]);
+        ref += p;
+        mag += std::abs(p);
+      }
+      EXPECT_LE(std::abs(f(got) - ref),
+                std::abs(ref) * 0x1p-11 + static_cast<double>(cols) * 0x1p-24 * mag + 0x1p-24)
+          << tk << "," << r;
+    }
+  }
+}
+
+// Bound vs FP32 (exact exp, exact division): 2e-2 absolute on outputs of magnitude <= 1 - the softmax unit's
+// table exp and reciprocal (rtl/golden/README.md) plus three FP16 roundings.
+TEST_F(LogicPimOps, DecodeAttentionEqualsGoldenAndFp32Reference) {
+  const std::int64_t group = 4, context = 200, d = 64;
+  const auto q = random_fp16(static_cast<std::size_t>(group * d), 1.0f, 3);
+  const auto k = random_fp16(static_cast<std::size_t>(context * d), 1.0f, 4);
+  const auto v = random_fp16(static_cast<std::size_t>(context * d), 1.0f, 5);
+  const std::uint16_t scale = float_to_half_bits(1.0f / std::sqrt(static_cast<float>(d)));
+  put(0x1000, q);
+  put(0x100000, k);
+  put(0x200000, v);
+  pim_.attention({0x1000, 0x100000, 0x200000, 0x300000, group, context, d, scale});
+  const auto out = get(0x300000, static_cast<std::size_t>(group * d));
+  std::vector<std::uint16_t> golden(out.size());
+  pim::decode_attention_fp16(q.data(), k.data(), v.data(), static_cast<std::size_t>(group),
+                             static_cast<std::size_t>(context), static_cast<std::size_t>(d), scale,
+                             golden.data(), pim::DatapathParams{});
+  EXPECT_EQ(out, golden);
+  for (std::int64_t g = 0; g < group; ++g) {
+    std::vector<double> s(static_cast<std::size_t>(context));
+    double mx = -1e30, sum = 0;
+    for (std::int64_t t = 0; t < context; ++t) {
+      double dot = 0;
+      for (std::int64_t j = 0; j < d; ++j)
+        dot += static_cast<double>(f(q[static_cast<std::size_t>(g * d + j)])) *
+               f(k[static_cast<std::size_t>(t * d + j)]);
+      s[static_cast<std::size_t>(t)] = dot * f(scale);
+      mx = std::max(mx, s[static_cast<std::size_t>(t)]);
+    }
+    for (double& x : s) sum += (x = std::exp(x - mx));
+    for (std::int64_t j = 0; j < d; ++j) {
+      double ref = 0;
+      for (std::int64_t t = 0; t < context; ++t)
+        ref += s[static_cast<std::size_t>(t)] / sum * f(v[static_cast<std::size_t>(t * d + j)]);
+      EXPECT_NEAR(f(out[static_cast<std::size_t>(g * d + j)]), ref, 2e-2) << g << "," << j;
+    }
+  }
+}
+
+TEST_F(LogicPimOps, ActivationEqualsGolden) {
+  const std::int64_t n = 4096;
+  const auto g = random_fp16(static_cast<std::size_t>(n), 4.0f, 6);
+  const auto u = random_fp16(static_cast<std::size_t>(n), 2.0f, 7);
+  put(0, g);
+  put(0x10000, u);
+  const PimOpTiming t = pim_.activation({0, 0x10000, 0x20000, n});
+  EXPECT_EQ(t.actions.activation_elements, static_cast<std::uint64_t>(n));
+  const auto out = get(0x20000, static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    ASSERT_EQ(out[k], pim::silu_gate_fp16(g[k], u[k])) << i;
+    const double x = f(g[k]);
+    EXPECT_NEAR(f(out[k]), x / (1 + std::exp(-x)) * f(u[k]), 1e-2 * (1 + std::abs(x * f(u[k])))) << i;
+  }
+}
+
+TEST_F(LogicPimOps, MalformedOpsAreTypedErrorsAndLeaveMemoryIntact) {
+  const std::vector<std::uint16_t> sentinel(64, 0x3C00);
+  put(0x40000, sentinel);
+  auto fault_of = [&](auto&& op) {
+    try {
+      op();
+    } catch (const PimOpError& e) {
+      return static_cast<int>(e.fault());
+    }
+    return -1;
+  };
+  EXPECT_EQ(fault_of([&] {
+              pim_.gemv({0x2, 0, 0x40000, 1, 16, 64});
+            }),
+            static_cast<int>(PimFault::kMisaligned));
+  EXPECT_EQ(fault_of([&] {
+              pim_.gemv({memory_.capacity() - 64, 0, 0x40000, 1, 16, 64});
+            }),
+            static_cast<int>(PimFault::kOutOfRange));
+  EXPECT_EQ(fault_of([&] {
+              pim_.gemv({0, 0, 0x40000, 1 << 20, 16, 64});
+            }),
+            static_cast<int>(PimFault::kBufferOverflow));
+  EXPECT_EQ(fault_of([&] { pim_.gemv({0, 0, 0x40000, 1, 0, 64}); }), static_cast<int>(PimFault::kBadShape));
+  EXPECT_EQ(fault_of([&] {
+              pim_.attention({0, 0, 0, 0x40000, 8, 1 << 14, 64, 0x3C00});
+            }),
+            static_cast<int>(PimFault::kBufferOverflow));
+  EXPECT_EQ(get(0x40000, 64), sentinel);
+}
+
+}  // namespace
+}  // namespace duplex::sysc
