@@ -8,5 +8,9 @@ namespace duplex::host {
 void add_compile_command(CLI::App& app);
 void add_config_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);
+void add_sweep_command(CLI::App& app);
+void add_report_command(CLI::App& app);
+void add_run_command(CLI::App& app);
+void add_memtest_command(CLI::App& app);
 
 }  // namespace duplex::host

@@ -14,6 +14,10 @@ int main(int argc, char** argv) {
   duplex::host::add_compile_command(app);
   duplex::host::add_config_command(app);
   duplex::host::add_simulate_command(app);
+  duplex::host::add_sweep_command(app);
+  duplex::host::add_report_command(app);
+  duplex::host::add_run_command(app);
+  duplex::host::add_memtest_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

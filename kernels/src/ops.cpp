@@ -6,7 +6,9 @@ namespace {
 struct OpNamer {
   const char* operator()(const GemmArgs&) const { return "gemm"; }
   const char* operator()(const GemvArgs&) const { return "gemv"; }
-  const char* operator()(const NormArgs& a) const { return a.kind == NormKind::kRms ? "rms_norm" : "layer_norm"; }
+  const char* operator()(const NormArgs& a) const {
+    return a.kind == NormKind::kRms ? "rms_norm" : "layer_norm";
+  }
   const char* operator()(const RopeArgs&) const { return "rope"; }
   const char* operator()(const PrefillAttentionArgs&) const { return "prefill_attention"; }
   const char* operator()(const DecodeAttentionArgs&) const { return "decode_attention"; }
@@ -23,6 +25,8 @@ struct OpNamer {
 
 }  // namespace
 
-const char* op_name(const OpArgs& args) { return std::visit(OpNamer{}, args); }
+const char* op_name(const OpArgs& args) {
+  return std::visit(OpNamer{}, args);
+}
 
 }  // namespace duplex::kernels

@@ -4,14 +4,22 @@ namespace duplex::kernels {
 
 const char* status_code_name(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "ok";
-    case StatusCode::kInvalidArgument: return "invalid_argument";
-    case StatusCode::kUnsupportedDType: return "unsupported_dtype";
-    case StatusCode::kUnsupportedShape: return "unsupported_shape";
-    case StatusCode::kUnsupportedLayout: return "unsupported_layout";
-    case StatusCode::kWrongLocation: return "wrong_location";
-    case StatusCode::kNoDevice: return "no_device";
-    case StatusCode::kDeviceError: return "device_error";
+    case StatusCode::kOk:
+      return "ok";
+    case StatusCode::kInvalidArgument:
+      return "invalid_argument";
+    case StatusCode::kUnsupportedDType:
+      return "unsupported_dtype";
+    case StatusCode::kUnsupportedShape:
+      return "unsupported_shape";
+    case StatusCode::kUnsupportedLayout:
+      return "unsupported_layout";
+    case StatusCode::kWrongLocation:
+      return "wrong_location";
+    case StatusCode::kNoDevice:
+      return "no_device";
+    case StatusCode::kDeviceError:
+      return "device_error";
   }
   return "?";
 }

@@ -20,19 +20,28 @@ std::size_t dtype_size(DType dtype) {
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
-    case DType::kF32: return "f32";
-    case DType::kI32: return "i32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF32:
+      return "f32";
+    case DType::kI32:
+      return "i32";
   }
   return "?";
 }
 
-const char* location_name(Location location) { return location == Location::kHost ? "host" : "device"; }
+const char* location_name(Location location) {
+  return location == Location::kHost ? "host" : "device";
+}
 
-bool is_floating(DType dtype) { return dtype != DType::kI32; }
+bool is_floating(DType dtype) {
+  return dtype != DType::kI32;
+}
 
-Tensor Tensor::contiguous(void* data, DType dtype, std::initializer_list<std::int64_t> shape, Location location) {
+Tensor Tensor::contiguous(void* data, DType dtype, std::initializer_list<std::int64_t> shape,
+                          Location location) {
   if (shape.size() > static_cast<std::size_t>(kMaxRank))
     throw Error(fmt::format("Tensor::contiguous: rank {} is above the maximum {}", shape.size(), kMaxRank));
   Tensor t;
@@ -42,7 +51,8 @@ Tensor Tensor::contiguous(void* data, DType dtype, std::initializer_list<std::in
   t.rank = static_cast<int>(shape.size());
   std::size_t i = 0;
   for (std::int64_t extent : shape) {
-    if (extent < 0) throw Error(fmt::format("Tensor::contiguous: extent {} of dimension {} is negative", extent, i));
+    if (extent < 0)
+      throw Error(fmt::format("Tensor::contiguous: extent {} of dimension {} is negative", extent, i));
     t.shape[i++] = extent;
   }
   std::int64_t stride = 1;
@@ -71,7 +81,8 @@ bool Tensor::is_contiguous() const {
 
 std::string Tensor::describe() const {
   std::string dims;
-  for (int d = 0; d < rank; ++d) dims += fmt::format("{}{}", d ? "," : "", shape[static_cast<std::size_t>(d)]);
+  for (int d = 0; d < rank; ++d)
+    dims += fmt::format("{}{}", d ? "," : "", shape[static_cast<std::size_t>(d)]);
   return fmt::format("{}[{}]@{}", dtype_name(dtype), dims, location_name(location));
 }
 

@@ -15,14 +15,17 @@ class Checker {
   // A present, contiguous tensor of the given rank in the backend's memory.
   Checker& tensor(const char* name, const Tensor& t, int rank) {
     if (!status_.ok()) return *this;
-    if (!t.present()) return fail(StatusCode::kInvalidArgument, fmt::format("{} is absent (null data)", name));
+    if (!t.present())
+      return fail(StatusCode::kInvalidArgument, fmt::format("{} is absent (null data)", name));
     if (t.rank != rank)
-      return fail(StatusCode::kInvalidArgument, fmt::format("{} is {}; expected rank {}", name, t.describe(), rank));
+      return fail(StatusCode::kInvalidArgument,
+                  fmt::format("{} is {}; expected rank {}", name, t.describe(), rank));
     for (int d = 0; d < t.rank; ++d)
-      if (t.dim(d) < 0) return fail(StatusCode::kInvalidArgument, fmt::format("{} has a negative extent", name));
+      if (t.dim(d) < 0)
+        return fail(StatusCode::kInvalidArgument, fmt::format("{} has a negative extent", name));
     if (t.location != memory_)
-      return fail(StatusCode::kWrongLocation,
-                  fmt::format("{} is {}; this backend needs {} memory", name, t.describe(), location_name(memory_)));
+      return fail(StatusCode::kWrongLocation, fmt::format("{} is {}; this backend needs {} memory", name,
+                                                          t.describe(), location_name(memory_)));
     if (!t.is_contiguous())
       return fail(StatusCode::kUnsupportedLayout, fmt::format("{} is not row-major contiguous", name));
     return *this;
@@ -37,24 +40,28 @@ class Checker {
   }
   Checker& float_dtype(const char* name, const Tensor& t) {
     if (!status_.ok() || !t.present() || is_floating(t.dtype)) return *this;
-    return fail(StatusCode::kUnsupportedDType, fmt::format("{} is {}; expected f16, bf16 or f32", name, t.describe()));
+    return fail(StatusCode::kUnsupportedDType,
+                fmt::format("{} is {}; expected f16, bf16 or f32", name, t.describe()));
   }
   Checker& dtype(const char* name, const Tensor& t, DType expected) {
     if (!status_.ok() || !t.present() || t.dtype == expected) return *this;
     return fail(StatusCode::kUnsupportedDType,
                 fmt::format("{} is {}; expected {}", name, t.describe(), dtype_name(expected)));
   }
-  Checker& same_dtype(const char* name, const Tensor& t, const Tensor& reference, const char* reference_name) {
+  Checker& same_dtype(const char* name, const Tensor& t, const Tensor& reference,
+                      const char* reference_name) {
     if (!status_.ok() || !t.present() || t.dtype == reference.dtype) return *this;
-    return fail(StatusCode::kUnsupportedDType, fmt::format("{} is {} but {} is {}; they must share one dtype", name,
-                                                           t.describe(), reference_name, reference.describe()));
+    return fail(StatusCode::kUnsupportedDType,
+                fmt::format("{} is {} but {} is {}; they must share one dtype", name, t.describe(),
+                            reference_name, reference.describe()));
   }
   Checker& no_alias(const char* out_name, const Tensor& out, const char* in_name, const Tensor& in) {
     if (!status_.ok() || !out.present() || !in.present()) return *this;
     const auto* o = static_cast<const char*>(out.data);
     const auto* i = static_cast<const char*>(in.data);
     if (o < i + in.bytes() && i < o + out.bytes())
-      return fail(StatusCode::kInvalidArgument, fmt::format("{} overlaps {}; expected separate memory", out_name, in_name));
+      return fail(StatusCode::kInvalidArgument,
+                  fmt::format("{} overlaps {}; expected separate memory", out_name, in_name));
     return *this;
   }
   Checker& require(bool condition, StatusCode code, const std::string& message) {
@@ -104,7 +111,10 @@ struct Validator {
   }
   Status operator()(const NormArgs& a) const {
     Checker c(a.kind == NormKind::kRms ? "rms_norm" : "layer_norm", memory);
-    c.tensor("x", a.x, 2).tensor("weight", a.weight, 1).tensor("y", a.y, 2).optional_tensor("bias", a.bias, 1);
+    c.tensor("x", a.x, 2)
+        .tensor("weight", a.weight, 1)
+        .tensor("y", a.y, 2)
+        .optional_tensor("bias", a.bias, 1);
     c.require(a.kind == NormKind::kLayer || !a.bias.present(), StatusCode::kInvalidArgument,
               "bias is given to an RMSNorm; expected it absent");
     c.float_dtype("x", a.x).same_dtype("weight", a.weight, a.x, "x").same_dtype("y", a.y, a.x, "x");
@@ -123,7 +133,8 @@ struct Validator {
     const std::int64_t rd = a.rotary_dim == 0 ? a.x.dim(2) : a.rotary_dim;
     c.require(rd > 0 && rd % 2 == 0 && rd <= a.x.dim(2), StatusCode::kInvalidArgument,
               fmt::format("rotary_dim is {}; expected even, > 0 and <= head_dim {}", rd, a.x.dim(2)));
-    c.require(a.theta > 0.0f, StatusCode::kInvalidArgument, fmt::format("theta is {}; expected > 0", a.theta));
+    c.require(a.theta > 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("theta is {}; expected > 0", a.theta));
     return c.status();
   }
   Status operator()(const PrefillAttentionArgs& a) const {
@@ -134,7 +145,9 @@ struct Validator {
     const std::int64_t t = a.q.dim(0), hkv = a.k.dim(1), d = a.q.dim(2);
     c.extent("k", a.k, 0, t, "T").extent("k", a.k, 2, d, "D").extent("v", a.v, 0, t, "T");
     c.extent("v", a.v, 1, hkv, "Hkv").extent("v", a.v, 2, d, "D");
-    c.extent("out", a.out, 0, t, "T").extent("out", a.out, 1, a.q.dim(1), "Hq").extent("out", a.out, 2, d, "D");
+    c.extent("out", a.out, 0, t, "T")
+        .extent("out", a.out, 1, a.q.dim(1), "Hq")
+        .extent("out", a.out, 2, d, "D");
     c.require(hkv > 0 && a.q.dim(1) % hkv == 0, StatusCode::kInvalidArgument,
               fmt::format("Hq {} is not a multiple of Hkv {}", a.q.dim(1), hkv));
     c.require(starts_valid(a.seq_starts, t), StatusCode::kInvalidArgument,
@@ -145,22 +158,28 @@ struct Validator {
   Status operator()(const DecodeAttentionArgs& a) const {
     Checker c("decode_attention", memory);
     c.tensor("q", a.q, 3).tensor("k_cache", a.k_cache, 4).tensor("v_cache", a.v_cache, 4);
-    c.tensor("block_table", a.block_table, 2).tensor("context_lens", a.context_lens, 1).tensor("out", a.out, 3);
-    c.float_dtype("q", a.q).same_dtype("k_cache", a.k_cache, a.q, "q").same_dtype("v_cache", a.v_cache, a.q, "q");
+    c.tensor("block_table", a.block_table, 2)
+        .tensor("context_lens", a.context_lens, 1)
+        .tensor("out", a.out, 3);
+    c.float_dtype("q", a.q)
+        .same_dtype("k_cache", a.k_cache, a.q, "q")
+        .same_dtype("v_cache", a.v_cache, a.q, "q");
     c.same_dtype("out", a.out, a.q, "q");
     c.dtype("block_table", a.block_table, DType::kI32).dtype("context_lens", a.context_lens, DType::kI32);
     const std::int64_t b = a.q.dim(0), d = a.q.dim(2), hkv = a.k_cache.dim(2);
     for (int i = 0; i < 4; ++i) c.extent("v_cache", a.v_cache, i, a.k_cache.dim(i), "k_cache's extent");
     c.extent("k_cache", a.k_cache, 3, d, "D (q's head_dim)");
     c.extent("block_table", a.block_table, 0, b, "B").extent("context_lens", a.context_lens, 0, b, "B");
-    c.extent("out", a.out, 0, b, "B").extent("out", a.out, 1, a.q.dim(1), "Hq").extent("out", a.out, 2, d, "D");
+    c.extent("out", a.out, 0, b, "B")
+        .extent("out", a.out, 1, a.q.dim(1), "Hq")
+        .extent("out", a.out, 2, d, "D");
     c.require(hkv > 0 && a.q.dim(1) % hkv == 0, StatusCode::kInvalidArgument,
               fmt::format("Hq {} is not a multiple of Hkv {}", a.q.dim(1), hkv));
     c.require(a.k_cache.dim(1) > 0, StatusCode::kInvalidArgument, "block_size is 0; expected > 0");
     c.require(a.max_context_len >= 0 && a.max_context_len <= a.block_table.dim(1) * a.k_cache.dim(1),
               StatusCode::kInvalidArgument,
-              fmt::format("max_context_len {} must be in [0, max_blocks * block_size = {}]", a.max_context_len,
-                          a.block_table.dim(1) * a.k_cache.dim(1)));
+              fmt::format("max_context_len {} must be in [0, max_blocks * block_size = {}]",
+                          a.max_context_len, a.block_table.dim(1) * a.k_cache.dim(1)));
     c.no_alias("out", a.out, "q", a.q);
     return c.status();
   }
@@ -182,7 +201,8 @@ struct Validator {
     c.require(a.top_k >= 1 && a.top_k <= e, StatusCode::kInvalidArgument,
               fmt::format("top_k is {}; expected in [1, experts = {}]", a.top_k, e));
     c.extent("topk_ids", a.topk_ids, 0, t, "T").extent("topk_ids", a.topk_ids, 1, a.top_k, "top_k");
-    c.extent("topk_weights", a.topk_weights, 0, t, "T").extent("topk_weights", a.topk_weights, 1, a.top_k, "top_k");
+    c.extent("topk_weights", a.topk_weights, 0, t, "T")
+        .extent("topk_weights", a.topk_weights, 1, a.top_k, "top_k");
     c.extent("logits", a.logits, 0, t, "T").extent("logits", a.logits, 1, e, "E");
     return c.status();
   }
@@ -190,8 +210,11 @@ struct Validator {
     Checker c("permute", memory);
     c.tensor("x", a.x, 2).tensor("topk_ids", a.topk_ids, 2).tensor("x_perm", a.x_perm, 2);
     c.tensor("permuted_row", a.permuted_row, 2).tensor("expert_offsets", a.expert_offsets, 1);
-    c.float_dtype("x", a.x).same_dtype("x_perm", a.x_perm, a.x, "x").dtype("topk_ids", a.topk_ids, DType::kI32);
-    c.dtype("permuted_row", a.permuted_row, DType::kI32).dtype("expert_offsets", a.expert_offsets, DType::kI32);
+    c.float_dtype("x", a.x)
+        .same_dtype("x_perm", a.x_perm, a.x, "x")
+        .dtype("topk_ids", a.topk_ids, DType::kI32);
+    c.dtype("permuted_row", a.permuted_row, DType::kI32)
+        .dtype("expert_offsets", a.expert_offsets, DType::kI32);
     const std::int64_t t = a.x.dim(0), k = a.topk_ids.dim(1);
     c.require(a.num_experts >= 1, StatusCode::kInvalidArgument,
               fmt::format("num_experts is {}; expected >= 1", a.num_experts));
@@ -229,10 +252,13 @@ struct Validator {
     if (gated) {
       for (int i = 0; i < 3; ++i) c.extent("w_up", a.w_up, i, a.w_in.dim(i), "w_in's extent");
     }
-    c.extent("w_down", a.w_down, 0, e, "E").extent("w_down", a.w_down, 1, h, "H").extent("w_down", a.w_down, 2, f, "F");
+    c.extent("w_down", a.w_down, 0, e, "E")
+        .extent("w_down", a.w_down, 1, h, "H")
+        .extent("w_down", a.w_down, 2, f, "F");
     c.extent("y", a.y, 0, p, "P").extent("y", a.y, 1, h, "H");
-    c.require(a.expert_offsets.size() == static_cast<std::size_t>(e) + 1, StatusCode::kInvalidArgument,
-              fmt::format("expert_offsets has {} entries; expected E + 1 = {}", a.expert_offsets.size(), e + 1));
+    c.require(
+        a.expert_offsets.size() == static_cast<std::size_t>(e) + 1, StatusCode::kInvalidArgument,
+        fmt::format("expert_offsets has {} entries; expected E + 1 = {}", a.expert_offsets.size(), e + 1));
     c.require(starts_valid(a.expert_offsets, p), StatusCode::kInvalidArgument,
               fmt::format("expert_offsets must start at 0, not decrease and end at P = {}", p));
     c.no_alias("y", a.y, "x", a.x);
@@ -250,7 +276,9 @@ struct Validator {
   Status operator()(const EmbeddingArgs& a) const {
     Checker c("embedding", memory);
     c.tensor("table", a.table, 2).tensor("ids", a.ids, 1).tensor("out", a.out, 2);
-    c.float_dtype("table", a.table).same_dtype("out", a.out, a.table, "table").dtype("ids", a.ids, DType::kI32);
+    c.float_dtype("table", a.table)
+        .same_dtype("out", a.out, a.table, "table")
+        .dtype("ids", a.ids, DType::kI32);
     c.extent("out", a.out, 0, a.ids.dim(0), "T").extent("out", a.out, 1, a.table.dim(1), "H");
     return c.status();
   }
@@ -278,6 +306,8 @@ struct Validator {
 
 }  // namespace
 
-Status validate_op(const OpArgs& args, Location backend_memory) { return std::visit(Validator{backend_memory}, args); }
+Status validate_op(const OpArgs& args, Location backend_memory) {
+  return std::visit(Validator{backend_memory}, args);
+}
 
 }  // namespace duplex::kernels

@@ -26,6 +26,7 @@ struct Event {
   void* handle = nullptr;
 };
 
+// A backend object is used from one host thread at a time (the CUDA one shares a cuBLAS handle).
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -41,26 +42,27 @@ class Backend {
 
   // ok, or why run would refuse these arguments (kInvalidArgument, kUnsupported*, kWrongLocation).
   // Checks shapes and dtypes only, never tensor contents.
-  virtual Status can_implement(const OpArgs& args) const = 0;
+  [[nodiscard]] virtual Status can_implement(const OpArgs& args) const = 0;
   // Enqueues the op on the stream. Data-dependent errors (an index out of range in ids / block_table /
   // topk_ids) are reported by run on the CPU and by the next synchronize on CUDA.
-  virtual Status run(const OpArgs& args, Stream stream) = 0;
+  [[nodiscard]] virtual Status run(const OpArgs& args, Stream stream) = 0;
 
   // Memory in memory_location(). allocate throws duplex::Error when the memory is exhausted.
   virtual void* allocate(std::size_t bytes) = 0;
   virtual void deallocate(void* ptr) noexcept = 0;
   // Host <-> backend copies, ordered on the stream (CPU: immediate).
-  virtual Status copy_from_host(void* dst, const void* src, std::size_t bytes, Stream stream) = 0;
-  virtual Status copy_to_host(void* dst, const void* src, std::size_t bytes, Stream stream) = 0;
+  [[nodiscard]] virtual Status copy_from_host(void* dst, const void* src, std::size_t bytes,
+                                              Stream stream) = 0;
+  [[nodiscard]] virtual Status copy_to_host(void* dst, const void* src, std::size_t bytes, Stream stream) = 0;
 
   virtual Stream create_stream() = 0;
   virtual void destroy_stream(Stream stream) noexcept = 0;
   virtual Event create_event() = 0;
   virtual void destroy_event(Event event) noexcept = 0;
-  virtual Status record_event(Event event, Stream stream) = 0;
-  virtual Status stream_wait_event(Stream stream, Event event) = 0;
+  [[nodiscard]] virtual Status record_event(Event event, Stream stream) = 0;
+  [[nodiscard]] virtual Status stream_wait_event(Stream stream, Event event) = 0;
   // Blocks until the stream's work is done; returns the first error it raised since the last synchronize.
-  virtual Status synchronize(Stream stream) = 0;
+  [[nodiscard]] virtual Status synchronize(Stream stream) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
@@ -68,7 +70,7 @@ std::unique_ptr<Backend> make_cpu_backend();
 // True when this build has the CUDA backend compiled in.
 bool cuda_backend_compiled();
 // ok when a CUDA device can be used; else kNoDevice with the reason (not compiled, no driver, no GPU).
-Status cuda_device_status();
+[[nodiscard]] Status cuda_device_status();
 // The CUDA backend on device 0, or nullptr (with *why set when given) when cuda_device_status() is not ok.
 std::unique_ptr<Backend> make_cuda_backend(Status* why = nullptr);
 

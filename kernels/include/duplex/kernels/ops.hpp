@@ -6,7 +6,8 @@
 //    arithmetic accumulates in FP32. Index operands are i32. All tensors are row-major contiguous and live in
 //    the backend's memory (Location::kHost for the CPU backend, kDevice for CUDA).
 //  - Outputs never alias inputs unless a field says so.
-//  - Shapes are written [outer, ..., inner]. T = tokens, H = hidden, D = head_dim, E = experts, F = ffn width.
+//  - Shapes are written [outer, ..., inner]. T = tokens, H = hidden, D = head_dim, E = experts, F = ffn
+//  width.
 #include <cstdint>
 #include <span>
 #include <variant>
@@ -137,8 +138,8 @@ struct PartialSumArgs {
 };
 
 using OpArgs = std::variant<GemmArgs, GemvArgs, NormArgs, RopeArgs, PrefillAttentionArgs, DecodeAttentionArgs,
-                            SoftmaxArgs, RouterArgs, PermuteArgs, UnpermuteArgs, ExpertFfnArgs, ResidualAddArgs,
-                            EmbeddingArgs, LmHeadArgs, PartialSumArgs>;
+                            SoftmaxArgs, RouterArgs, PermuteArgs, UnpermuteArgs, ExpertFfnArgs,
+                            ResidualAddArgs, EmbeddingArgs, LmHeadArgs, PartialSumArgs>;
 
 // "gemm", "decode_attention", ...
 const char* op_name(const OpArgs& args);

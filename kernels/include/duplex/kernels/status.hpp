@@ -19,7 +19,8 @@ enum class StatusCode {
 
 const char* status_code_name(StatusCode code);
 
-class [[nodiscard]] Status {
+// Functions returning a Status are [[nodiscard]] where they are declared.
+class Status {
  public:
   Status() = default;
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}

@@ -41,7 +41,9 @@ struct Tensor {
   std::string describe() const;
 
   template <class T>
-  T* as() const { return static_cast<T*>(data); }
+  T* as() const {
+    return static_cast<T*>(data);
+  }
 };
 
 }  // namespace duplex::kernels

@@ -28,6 +28,7 @@ namespace duplex::runtime::functional {
 struct FunctionalOptions {
   std::string datapath;                // PIM datapath "golden" | "rtl"; empty: the system's pim.datapath
   std::int64_t max_batch = 8;          // requests running at once (continuous batching)
+  std::int64_t max_tokens_per_step = 0;  // scheduler token budget per step; 0: none
   std::int64_t kv_block_tokens = 16;   // tokens per paged-KV block
   std::int64_t kv_blocks = 0;          // blocks in the pool; 0: enough for every request at full length
 };
@@ -40,6 +41,7 @@ struct OpRecord {
   int layer = -1;
   compiler::Unit unit = compiler::Unit::kXpu;
   Time time;         // on its unit, from the plan
+  Energy energy;     // dynamic energy of its actions on that unit (runtime::charge_op)
 };
 
 struct StepRecord {
@@ -70,6 +72,7 @@ struct FunctionalResult {
 class FunctionalExecutor {
  public:
   // Throws duplex::Error for an unsupported model, a bad option or a PIM datapath kind that does not exist.
+  // `weights` must outlive the executor.
   FunctionalExecutor(const ModelWeights& weights, const SystemSpec& system, FunctionalOptions options = {});
   ~FunctionalExecutor();
   FunctionalExecutor(const FunctionalExecutor&) = delete;

@@ -1,0 +1,35 @@
+// Functional emulation speed: tiny-moe, 4 requests x 16 new tokens, on gpu (all xPU kernels) and duplex-pe
+// (PIM ops on the golden or the RTL datapath). Counter tokens_per_s = generated tokens / host second.
+#include <benchmark/benchmark.h>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/runtime/functional/functional_executor.hpp"
+
+namespace {
+
+using namespace duplex::runtime::functional;
+
+void run_tiny_moe(benchmark::State& state, const char* system, const char* datapath) {
+  const ModelWeights w = random_weights(duplex::compiler::load_model("tiny-moe"), 1);
+  const duplex::SystemSpec sys = duplex::load_system(system);
+  FunctionalOptions o;
+  o.datapath = datapath;
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 5, 9, 42}, {7, 300, 12}, {512}, {2, 2, 2, 2, 2}};
+  constexpr int kNewTokens = 16;
+  std::int64_t tokens = 0;
+  for (auto _ : state) {
+    FunctionalExecutor exec(w, sys, o);
+    const FunctionalResult r = exec.run(prompts, kNewTokens);
+    benchmark::DoNotOptimize(r.tokens.data());
+    tokens += static_cast<std::int64_t>(prompts.size()) * kNewTokens;
+  }
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+}
+
+BENCHMARK_CAPTURE(run_tiny_moe, gpu, "gpu", "")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden, "duplex-pe", "golden")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_rtl, "duplex-pe", "rtl")->Unit(benchmark::kMillisecond)->Iterations(2);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,176 @@
+#include "sweep_study.hpp"
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <set>
+
+#include "duplex/base/config.hpp"
+#include "duplex/base/error.hpp"
+#include "sweep_files.hpp"
+
+namespace duplex::host {
+namespace {
+
+// Characters outside [A-Za-z0-9._-] become '-', so a model or system given as a path still names a file.
+std::string file_safe(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    out += ok ? c : '-';
+  }
+  return out;
+}
+
+std::int64_t element_int(const ConfigNode& n, std::int64_t min) {
+  const std::string text = n.scalar();
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0)
+    throw ConfigError(n.file(), n.path(), fmt::format("\"{}\" is not an integer", text), "an integer");
+  if (v < min) throw ConfigError(n.file(), n.path(), fmt::format("{} is out of range", v), fmt::format("an integer >= {}", min));
+  return v;
+}
+
+std::vector<ConfigNode> non_empty_list(const ConfigNode& root, std::string_view key) {
+  std::vector<ConfigNode> items = root.items(key);
+  if (items.empty()) root.fail(key, "is an empty list", "at least one entry");
+  return items;
+}
+
+std::vector<std::string> names(const ConfigNode& root, std::string_view key) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& n : non_empty_list(root, key)) {
+    out.push_back(n.scalar());
+    if (!seen.insert(out.back()).second)
+      throw ConfigError(n.file(), n.path(), fmt::format("\"{}\" is listed twice", out.back()), "each entry once");
+  }
+  return out;
+}
+
+void read_scheduler(const ConfigNode& n, StudyOptions& o) {
+  o.policy = n.get_or<std::string>("policy", o.policy);
+  if (o.policy != "continuous" && o.policy != "orca" && o.policy != "static")
+    n.fail("policy", fmt::format("\"{}\" is not a valid choice", o.policy), "one of: continuous, orca, static");
+  if (n.has("max_tokens_per_step")) o.max_tokens_per_step = n.get_int("max_tokens_per_step", 0, 1 << 24);
+  o.chunked_prefill = n.get_or<bool>("chunked_prefill", o.chunked_prefill);
+  if (n.has("kv_block_tokens")) o.kv_block_tokens = n.get_int("kv_block_tokens", 1, 1 << 16);
+  n.finish();
+}
+
+void read_record(const ConfigNode& n, StudyOptions& o) {
+  if (n.has("timeline_steps")) o.timeline_steps = n.get_int("timeline_steps", 0, 64);
+  if (n.has("step_samples")) o.step_samples = n.get_int("step_samples", 2, 100000);
+  n.finish();
+}
+
+}  // namespace
+
+SweepLoad parse_load(const std::string& text, const std::string& where) {
+  SweepLoad l;
+  l.text = text;
+  if (text == "closed") return l;
+  if (text.rfind("poisson:", 0) == 0) {
+    const std::string rate = text.substr(8);
+    char* end = nullptr;
+    l.poisson = true;
+    l.rate_per_s = std::strtod(rate.c_str(), &end);
+    if (!rate.empty() && *end == '\0' && l.rate_per_s > 0) return l;
+  }
+  throw Error(fmt::format("{}: load \"{}\" is not valid; expected closed or poisson:RATE (requests/s > 0)", where, text));
+}
+
+nlohmann::json StudyOptions::to_json() const {
+  return {{"requests", requests},
+          {"seed", seed},
+          {"length_spread", length_spread},
+          {"routing", routing},
+          {"policy", policy},
+          {"max_tokens_per_step", max_tokens_per_step},
+          {"chunked_prefill", chunked_prefill},
+          {"kv_block_tokens", kv_block_tokens},
+          {"memory_reserve", memory_reserve},
+          {"pim_model", pim_model},
+          {"timeline_steps", timeline_steps},
+          {"step_samples", step_samples}};
+}
+
+nlohmann::json SweepPoint::params(const StudyOptions& options) const {
+  return {{"model", model},         {"system", system}, {"input_len", input_len}, {"output_len", output_len},
+          {"batch", batch},         {"load", load.text}, {"options", options.to_json()}};
+}
+
+std::vector<SweepPoint> Study::points() const {
+  std::vector<SweepPoint> out;
+  std::set<std::string> ids;
+  for (const auto& m : models)
+    for (const auto& s : systems)
+      for (const auto& [in, outl] : lengths)
+        for (const auto b : batches)
+          for (const auto& l : loads) {
+            SweepPoint p{.id = {}, .model = m, .system = s, .input_len = in, .output_len = outl, .batch = b, .load = l};
+            p.id = fmt::format("{}__{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), in, outl, b, file_safe(l.text));
+            if (!ids.insert(p.id).second)
+              throw Error(fmt::format("{}: two points get the name \"{}\" (model or system names that differ only in "
+                                      "characters outside [A-Za-z0-9._-]); rename one",
+                                      file, p.id));
+            out.push_back(std::move(p));
+          }
+  return out;
+}
+
+Study parse_study(const std::string& yaml_text, const std::string& label) {
+  const ConfigNode root = ConfigNode::parse(yaml_text, label);
+  if (!root.is_map()) throw ConfigError(label, "", "is not a map", "a study: keys study, models, systems, ...");
+  Study s;
+  s.file = label;
+  s.name = root.get<std::string>("study");
+  if (s.name.empty() || file_safe(s.name) != s.name)
+    root.fail("study", fmt::format("\"{}\" is not a plain name", s.name), "letters, digits, '.', '_' or '-'");
+  s.description = root.get_or<std::string>("description", "");
+  s.models = names(root, "models");
+  s.systems = names(root, "systems");
+  for (const auto& n : non_empty_list(root, "lengths")) {
+    if (!n.is_sequence() || n.size() != 2)
+      throw ConfigError(n.file(), n.path(), "is not a pair", "[L_in, L_out], e.g. [1024, 1024]");
+    s.lengths.emplace_back(element_int(n.element(0), 1), element_int(n.element(1), 1));
+  }
+  for (const auto& n : non_empty_list(root, "batch")) s.batches.push_back(element_int(n, 1));
+  if (root.has("load")) {
+    for (const auto& n : non_empty_list(root, "load")) {
+      try {
+        s.loads.push_back(parse_load(n.scalar(), n.file() + ": " + n.path()));
+      } catch (const ConfigError&) {
+        throw;
+      } catch (const Error&) {
+        throw ConfigError(n.file(), n.path(), fmt::format("\"{}\" is not a load", n.scalar()), "closed or poisson:RATE (requests/s > 0)");
+      }
+    }
+  } else {
+    s.loads.push_back(parse_load("closed", label));
+  }
+  StudyOptions& o = s.options;
+  o.requests = root.get_int("requests", 1, 1 << 24);
+  if (root.has("seed")) o.seed = static_cast<std::uint64_t>(root.get_int("seed", 0, INT64_MAX));
+  o.length_spread = root.get_or<double>("length_spread", o.length_spread);
+  if (o.length_spread < 0 || o.length_spread > 1) root.fail("length_spread", fmt::format("{} is out of range", o.length_spread), "a fraction in [0, 1]");
+  o.routing = root.get_or<std::string>("routing", o.routing);
+  if (o.routing != "uniform" && o.routing.rfind("zipf:", 0) != 0)
+    root.fail("routing", fmt::format("\"{}\" is not a routing", o.routing), "uniform or zipf:S");
+  if (auto n = root.find("scheduler")) read_scheduler(*n, o);
+  o.memory_reserve = root.get_or<double>("memory_reserve", o.memory_reserve);
+  if (o.memory_reserve < 0 || o.memory_reserve >= 1)
+    root.fail("memory_reserve", fmt::format("{} is out of range", o.memory_reserve), "a fraction in [0, 1)");
+  if (root.has("pim_model")) o.pim_model = root.get_enum("pim_model", {"cycle", "analytical"});
+  if (auto n = root.find("record")) read_record(*n, o);
+  root.finish();
+  s.points();  // rejects name collisions now rather than mid-sweep
+  return s;
+}
+
+Study load_study(const std::string& path) { return parse_study(read_text_file(path), path); }
+
+}  // namespace duplex::host

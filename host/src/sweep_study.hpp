@@ -1,0 +1,66 @@
+#pragma once
+// A reproduction study (bench/repro/*.yaml, schema in bench/repro/README.md): the cross product
+// models x systems x (L_in, L_out) x batch x load, with the options every point shares. Read strictly: an
+// unknown key or a bad value is a ConfigError naming the file and the key.
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace duplex::host {
+
+// One arrival variant: "closed" (closed loop, as many users as the max batch) or "poisson:RATE" (req/s).
+struct SweepLoad {
+  std::string text;
+  bool poisson = false;
+  double rate_per_s = 0;
+};
+
+// Options shared by every point of a study.
+struct StudyOptions {
+  std::int64_t requests = 0;            // requests served per point
+  std::uint64_t seed = 1;
+  double length_spread = 0.10;          // Gaussian stddev / mean of L_in and L_out (the paper gives none)
+  std::string routing = "uniform";      // uniform | zipf:S
+  std::string policy = "continuous";    // continuous | orca | static
+  std::int64_t max_tokens_per_step = 0; // 0: no token budget
+  bool chunked_prefill = false;
+  std::int64_t kv_block_tokens = 16;
+  double memory_reserve = 0.10;
+  std::string pim_model = "cycle";      // cycle | analytical (runtime::SimulationOptions::pim_model)
+  std::int64_t timeline_steps = 4;      // steps of device 0's lane timeline kept per point
+  std::int64_t step_samples = 200;      // per-step rows kept per point (evenly spaced)
+  nlohmann::json to_json() const;
+};
+
+struct SweepPoint {
+  std::string id;  // file-name-safe canonical name of the varying parameters
+  std::string model, system;
+  std::int64_t input_len = 0, output_len = 0, batch = 0;
+  SweepLoad load;
+  // Everything that determines the point's result (the varying parameters and the shared options); a
+  // resumed sweep reuses a stored point only when its params are equal to these.
+  nlohmann::json params(const StudyOptions& options) const;
+};
+
+struct Study {
+  std::string file;
+  std::string name;
+  std::string description;
+  std::vector<std::string> models, systems;
+  std::vector<std::pair<std::int64_t, std::int64_t>> lengths;  // (L_in, L_out)
+  std::vector<std::int64_t> batches;
+  std::vector<SweepLoad> loads;
+  StudyOptions options;
+  // The points in a fixed order: models, then systems, lengths, batches, loads (the last varies fastest).
+  std::vector<SweepPoint> points() const;
+};
+
+Study load_study(const std::string& path);
+Study parse_study(const std::string& yaml_text, const std::string& label);
+
+// "closed" or "poisson:RATE"; duplex::Error naming `where` otherwise.
+SweepLoad parse_load(const std::string& text, const std::string& where);
+
+}  // namespace duplex::host

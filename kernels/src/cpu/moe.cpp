@@ -1,0 +1,161 @@
+// CPU MoE ops: router (gate GEMM + softmax + top-k), token permute / unpermute, grouped expert FFN.
+#include <fmt/format.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "convert.hpp"
+#include "cpu_ops.hpp"
+#include "linear.hpp"
+
+namespace duplex::kernels::cpu {
+namespace {
+
+using Range = tbb::blocked_range<std::int64_t>;
+
+float activate(Activation act, float x) {
+  switch (act) {
+    case Activation::kSilu:
+      return x / (1.0f + std::exp(-x));
+    case Activation::kGeluTanh: {
+      constexpr float kSqrt2OverPi = 0.7978845608028654f;
+      return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+    }
+    case Activation::kRelu:
+      return x > 0.0f ? x : 0.0f;
+  }
+  return x;
+}
+
+std::vector<float> rows_to_floats(const Tensor& t, std::int64_t first_row, std::int64_t rows) {
+  const std::int64_t cols = t.dim(1);
+  std::vector<float> out(static_cast<std::size_t>(rows * cols));
+  load_floats(t.data, t.dtype, first_row * cols, rows * cols, out.data());
+  return out;
+}
+
+}  // namespace
+
+Status router(const RouterArgs& args) {
+  const std::int64_t t = args.hidden.dim(0), h = args.hidden.dim(1), e = args.gate_weight.dim(0),
+                     k = args.top_k;
+  const std::vector<float> x = rows_to_floats(args.hidden, 0, t);
+  std::vector<float> logits(static_cast<std::size_t>(t * e));
+  linear_nt(x.data(), t, h, args.gate_weight.data, args.gate_weight.dtype, 0, e, logits.data(), false);
+  auto* ids = args.topk_ids.as<std::int32_t>();
+  auto* weights = args.topk_weights.as<float>();
+  tbb::parallel_for(Range(0, t, 64), [&](const Range& rows) {
+    std::vector<float> p(static_cast<std::size_t>(e));
+    std::vector<std::int32_t> order(static_cast<std::size_t>(e));
+    for (std::int64_t i = rows.begin(); i != rows.end(); ++i) {
+      const float* l = logits.data() + i * e;
+      const float max = *std::max_element(l, l + e);
+      float sum = 0.0f;
+      for (std::int64_t j = 0; j < e; ++j) sum += (p[static_cast<std::size_t>(j)] = std::exp(l[j] - max));
+      for (float& v : p) v /= sum;
+      for (std::int64_t j = 0; j < e; ++j) order[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(j);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int32_t a, std::int32_t b) {
+        const float pa = p[static_cast<std::size_t>(a)], pb = p[static_cast<std::size_t>(b)];
+        return pa > pb || (pa == pb && a < b);
+      });
+      float chosen = 0.0f;
+      for (std::int64_t j = 0; j < k; ++j)
+        chosen += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
+      for (std::int64_t j = 0; j < k; ++j) {
+        const std::int32_t expert = order[static_cast<std::size_t>(j)];
+        ids[i * k + j] = expert;
+        const float w = p[static_cast<std::size_t>(expert)];
+        weights[i * k + j] = args.renormalize ? w / chosen : w;
+      }
+    }
+  });
+  if (args.logits.present()) std::copy(logits.begin(), logits.end(), args.logits.as<float>());
+  return {};
+}
+
+Status permute(const PermuteArgs& args) {
+  const std::int64_t t = args.x.dim(0), h = args.x.dim(1), k = args.topk_ids.dim(1), e = args.num_experts;
+  const auto* ids = args.topk_ids.as<const std::int32_t>();
+  auto* offsets = args.expert_offsets.as<std::int32_t>();
+  auto* rows = args.permuted_row.as<std::int32_t>();
+  std::vector<std::int64_t> count(static_cast<std::size_t>(e) + 1, 0);
+  for (std::int64_t i = 0; i < t * k; ++i) {
+    if (ids[i] < 0 || ids[i] >= e)
+      return {StatusCode::kInvalidArgument,
+              fmt::format("permute: topk_ids[{}][{}] = {} is outside [0, num_experts "
+                          "= {})",
+                          i / k, i % k, ids[i], e)};
+    ++count[static_cast<std::size_t>(ids[i]) + 1];
+  }
+  for (std::int64_t j = 0; j < e; ++j)
+    count[static_cast<std::size_t>(j) + 1] += count[static_cast<std::size_t>(j)];
+  for (std::int64_t j = 0; j <= e; ++j)
+    offsets[j] = static_cast<std::int32_t>(count[static_cast<std::size_t>(j)]);
+  for (std::int64_t i = 0; i < t * k; ++i)
+    rows[i] = static_cast<std::int32_t>(count[static_cast<std::size_t>(ids[i])]++);
+  const std::size_t row_bytes = static_cast<std::size_t>(h) * dtype_size(args.x.dtype);
+  tbb::parallel_for(Range(0, t * k, 16), [&](const Range& pairs) {
+    for (std::int64_t i = pairs.begin(); i != pairs.end(); ++i)
+      std::memcpy(static_cast<char*>(args.x_perm.data) + static_cast<std::size_t>(rows[i]) * row_bytes,
+                  static_cast<const char*>(args.x.data) + static_cast<std::size_t>(i / k) * row_bytes,
+                  row_bytes);
+  });
+  return {};
+}
+
+Status unpermute(const UnpermuteArgs& args) {
+  const std::int64_t t = args.out.dim(0), h = args.out.dim(1), k = args.permuted_row.dim(1);
+  const std::int64_t p = args.y_perm.dim(0);
+  const auto* rows = args.permuted_row.as<const std::int32_t>();
+  const auto* weights = args.topk_weights.as<const float>();
+  for (std::int64_t i = 0; i < t * k; ++i)
+    if (rows[i] < 0 || rows[i] >= p)
+      return {
+          StatusCode::kInvalidArgument,
+          fmt::format("unpermute: permuted_row[{}][{}] = {} is outside [0, {})", i / k, i % k, rows[i], p)};
+  tbb::parallel_for(Range(0, t, 16), [&](const Range& tokens) {
+    std::vector<float> acc(static_cast<std::size_t>(h)), row(static_cast<std::size_t>(h));
+    for (std::int64_t i = tokens.begin(); i != tokens.end(); ++i) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (std::int64_t j = 0; j < k; ++j) {
+        load_floats(args.y_perm.data, args.y_perm.dtype, rows[i * k + j] * h, h, row.data());
+        const float w = weights[i * k + j];
+        for (std::int64_t c = 0; c < h; ++c)
+          acc[static_cast<std::size_t>(c)] += w * row[static_cast<std::size_t>(c)];
+      }
+      store_floats(acc.data(), h, args.out.data, args.out.dtype, i * h);
+    }
+  });
+  return {};
+}
+
+Status expert_ffn(const ExpertFfnArgs& args) {
+  const std::int64_t h = args.x.dim(1), e = args.w_in.dim(0), f = args.w_in.dim(1);
+  const bool gated = args.kind == FfnKind::kGated;
+  const DType dtype = args.x.dtype;
+  for (std::int64_t expert = 0; expert < e; ++expert) {
+    const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(expert)];
+    const std::int64_t rows = args.expert_offsets[static_cast<std::size_t>(expert) + 1] - first;
+    if (rows == 0) continue;
+    const std::vector<float> x = rows_to_floats(args.x, first, rows);
+    std::vector<float> hidden(static_cast<std::size_t>(rows * f)), up;
+    linear_nt(x.data(), rows, h, args.w_in.data, dtype, expert * f * h, f, hidden.data(), false);
+    if (gated) {
+      up.resize(hidden.size());
+      linear_nt(x.data(), rows, h, args.w_up.data, dtype, expert * f * h, f, up.data(), false);
+    }
+    for (std::size_t i = 0; i < hidden.size(); ++i) {
+      const float a = activate(args.activation, hidden[i]);
+      hidden[i] = round_to_dtype(gated ? a * up[i] : a, dtype);
+    }
+    std::vector<float> y(static_cast<std::size_t>(rows * h));
+    linear_nt(hidden.data(), rows, f, args.w_down.data, dtype, expert * h * f, h, y.data(), false);
+    store_floats(y.data(), rows * h, args.y.data, args.y.dtype, first * h);
+  }
+  return {};
+}
+
+}  // namespace duplex::kernels::cpu

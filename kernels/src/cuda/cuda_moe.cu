@@ -1,0 +1,230 @@
+// CUDA MoE ops: router (cuBLAS gate GEMM + a top-k kernel), token permute / unpermute, and the grouped expert
+// FFN (per expert with tokens: cuBLAS gate/up GEMMs to FP32, a fused activation kernel that rounds h to the
+// storage dtype, and the down GEMM, all on one stream).
+#include <algorithm>
+
+#include "cuda_common.cuh"
+
+namespace duplex::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// One thread per token: softmax over the experts' logits, then top_k by repeated selection (ties: lower id).
+__global__ void router_topk(const float* logits, std::int64_t tokens, std::int64_t experts,
+                            std::int64_t top_k, bool renormalize, std::int32_t* ids, float* weights) {
+  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= tokens) return;
+  const float* l = logits + t * experts;
+  float m = -INFINITY;
+  for (std::int64_t e = 0; e < experts; ++e) m = fmaxf(m, l[e]);
+  float sum = 0.0f;
+  for (std::int64_t e = 0; e < experts; ++e) sum += expf(l[e] - m);
+  float chosen = 0.0f;
+  for (std::int64_t j = 0; j < top_k; ++j) {
+    std::int64_t best = -1;
+    for (std::int64_t e = 0; e < experts; ++e) {
+      bool taken = false;
+      for (std::int64_t i = 0; i < j; ++i) taken = taken || ids[t * top_k + i] == e;
+      if (!taken && (best < 0 || l[e] > l[best])) best = e;
+    }
+    ids[t * top_k + j] = static_cast<std::int32_t>(best);
+    const float p = expf(l[best] - m) / sum;
+    weights[t * top_k + j] = p;
+    chosen += p;
+  }
+  if (renormalize)
+    for (std::int64_t j = 0; j < top_k; ++j) weights[t * top_k + j] /= chosen;
+}
+
+// One block: expert e's pairs, in pair order, get rows offsets[e], offsets[e] + 1, ... (a stable grouping).
+__global__ void permute_plan(const std::int32_t* ids, std::int64_t pairs, std::int64_t experts,
+                             std::int32_t* offsets, std::int32_t* rows, unsigned int* error_word) {
+  extern __shared__ std::int32_t counts[];  // [experts + 1]
+  for (std::int64_t e = threadIdx.x; e <= experts; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (std::int64_t i = threadIdx.x; i < pairs; i += blockDim.x) {
+    const std::int32_t e = ids[i];
+    if (e < 0 || e >= experts) {
+      atomicOr(error_word, kBadExpertId);
+      rows[i] = -1;
+    } else {
+      atomicAdd(&counts[e + 1], 1);
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (std::int64_t e = 0; e < experts; ++e) counts[e + 1] += counts[e];
+  __syncthreads();
+  for (std::int64_t e = threadIdx.x; e <= experts; e += blockDim.x) offsets[e] = counts[e];
+  for (std::int64_t e = threadIdx.x; e < experts; e += blockDim.x) {
+    std::int32_t next = counts[e];
+    for (std::int64_t i = 0; i < pairs; ++i)
+      if (ids[i] == e) rows[i] = next++;
+  }
+}
+
+template <class T>
+__global__ void permute_rows(const T* x, const std::int32_t* rows, T* x_perm, std::int64_t top_k,
+                             std::int64_t h) {
+  const std::int64_t pair = blockIdx.x;
+  const std::int32_t row = rows[pair];
+  if (row < 0) return;
+  for (std::int64_t c = threadIdx.x; c < h; c += blockDim.x) x_perm[row * h + c] = x[(pair / top_k) * h + c];
+}
+
+template <class T>
+__global__ void unpermute_rows(const T* y_perm, const std::int32_t* rows, const float* weights, T* out,
+                               std::int64_t top_k, std::int64_t h, std::int64_t perm_rows,
+                               unsigned int* error_word) {
+  const std::int64_t t = blockIdx.x;
+  for (std::int64_t c = threadIdx.x; c < h; c += blockDim.x) {
+    float acc = 0.0f;
+    for (std::int64_t j = 0; j < top_k; ++j) {
+      const std::int32_t row = rows[t * top_k + j];
+      if (row < 0 || row >= perm_rows) {
+        if (c == threadIdx.x) atomicOr(error_word, kBadPermutedRow);
+        continue;
+      }
+      acc += weights[t * top_k + j] * to_float(y_perm[row * h + c]);
+    }
+    out[t * h + c] = from_float<T>(acc);
+  }
+}
+
+__device__ __forceinline__ float activate(Activation act, float x) {
+  switch (act) {
+    case Activation::kSilu:
+      return x / (1.0f + expf(-x));
+    case Activation::kGeluTanh:
+      return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case Activation::kRelu:
+      return x > 0.0f ? x : 0.0f;
+  }
+  return x;
+}
+
+// h = act(gate) * up (gated) or act(gate), rounded to T.
+template <class T>
+__global__ void activation(const float* gate, const float* up, T* h, std::int64_t n, Activation act) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float a = activate(act, gate[i]);
+  h[i] = from_float<T>(up != nullptr ? a * up[i] : a);
+}
+
+}  // namespace
+
+Status router(Context& ctx, const RouterArgs& args, cudaStream_t stream) {
+  const std::int64_t t = args.hidden.dim(0), e = args.gate_weight.dim(0);
+  if (t == 0) return {};
+  Scratch scratch(stream);
+  float* logits = args.logits.as<float>();
+  if (!args.logits.present()) {
+    const Status s = scratch.allocate(static_cast<std::size_t>(t * e) * sizeof(float));
+    if (!s.ok()) return s;
+    logits = scratch.as<float>();
+  }
+  const Status s = gemm_rowmajor(ctx, stream, args.hidden.data, args.gate_weight.data, logits, t, e,
+                                 args.hidden.dim(1), args.hidden.dtype, DType::kF32, true, false);
+  if (!s.ok()) return s;
+  router_topk<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(logits, t, e, args.top_k, args.renormalize,
+                                                                args.topk_ids.as<std::int32_t>(),
+                                                                args.topk_weights.as<float>());
+  DUPLEX_CUDA_LAUNCHED("router_topk");
+  return {};
+}
+
+Status permute(Context& ctx, const PermuteArgs& args, cudaStream_t stream) {
+  const std::int64_t t = args.x.dim(0), k = args.topk_ids.dim(1), h = args.x.dim(1), e = args.num_experts;
+  const std::size_t shared = static_cast<std::size_t>(e + 1) * sizeof(std::int32_t);
+  if (shared > ctx.max_shared_bytes)
+    return {StatusCode::kUnsupportedShape, "permute: too many experts for one block"};
+  DUPLEX_CUDA_TRY(cudaFuncSetAttribute(permute_plan, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(shared)));
+  permute_plan<<<1, 1024, shared, stream>>>(args.topk_ids.as<const std::int32_t>(), t * k, e,
+                                            args.expert_offsets.as<std::int32_t>(),
+                                            args.permuted_row.as<std::int32_t>(), ctx.error_word);
+  DUPLEX_CUDA_LAUNCHED("permute_plan");
+  if (t * k == 0) return {};
+  return with_storage_type(args.x.dtype, [&](auto tag) -> Status {
+    using T = decltype(tag);
+    permute_rows<T><<<static_cast<unsigned int>(t * k), 128, 0, stream>>>(
+        args.x.as<const T>(), args.permuted_row.as<const std::int32_t>(), args.x_perm.as<T>(), k, h);
+    DUPLEX_CUDA_LAUNCHED("permute_rows");
+    return {};
+  });
+}
+
+Status unpermute(Context& ctx, const UnpermuteArgs& args, cudaStream_t stream) {
+  const std::int64_t t = args.out.dim(0), h = args.out.dim(1), k = args.permuted_row.dim(1);
+  if (t == 0) return {};
+  return with_storage_type(args.out.dtype, [&](auto tag) -> Status {
+    using T = decltype(tag);
+    unpermute_rows<T><<<static_cast<unsigned int>(t), 128, 0, stream>>>(
+        args.y_perm.as<const T>(), args.permuted_row.as<const std::int32_t>(),
+        args.topk_weights.as<const float>(), args.out.as<T>(), k, h, args.y_perm.dim(0), ctx.error_word);
+    DUPLEX_CUDA_LAUNCHED("unpermute_rows");
+    return {};
+  });
+}
+
+Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) {
+  const std::int64_t h = args.x.dim(1), e = args.w_in.dim(0), f = args.w_in.dim(1);
+  const bool gated = args.kind == FfnKind::kGated;
+  const DType dtype = args.x.dtype;
+  std::int64_t most_rows = 0;
+  for (std::int64_t i = 0; i < e; ++i)
+    most_rows = std::max(most_rows, args.expert_offsets[static_cast<std::size_t>(i) + 1] -
+                                        args.expert_offsets[static_cast<std::size_t>(i)]);
+  if (most_rows == 0) return {};
+  // Scratch: gate and up in FP32 [rows, F], h in the storage dtype [rows, F].
+  const std::size_t f32_bytes = static_cast<std::size_t>(most_rows * f) * sizeof(float);
+  Scratch scratch(stream);
+  if (Status s =
+          scratch.allocate(2 * f32_bytes + static_cast<std::size_t>(most_rows * f) * dtype_size(dtype));
+      !s.ok())
+    return s;
+  float* gate = scratch.as<float>();
+  float* up = gate + most_rows * f;
+  void* hidden = up + most_rows * f;
+  const std::size_t elem = dtype_size(dtype);
+  auto offset = [&](const Tensor& t, std::int64_t elements) {
+    return static_cast<const char*>(t.data) + static_cast<std::size_t>(elements) * elem;
+  };
+  for (std::int64_t i = 0; i < e; ++i) {
+    const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(i)];
+    const std::int64_t rows = args.expert_offsets[static_cast<std::size_t>(i) + 1] - first;
+    if (rows == 0) continue;
+    const void* x = offset(args.x, first * h);
+    if (Status s = gemm_rowmajor(ctx, stream, x, offset(args.w_in, i * f * h), gate, rows, f, h, dtype,
+                                 DType::kF32, true, false);
+        !s.ok())
+      return s;
+    if (gated) {
+      if (Status s = gemm_rowmajor(ctx, stream, x, offset(args.w_up, i * f * h), up, rows, f, h, dtype,
+                                   DType::kF32, true, false);
+          !s.ok())
+        return s;
+    }
+    if (Status s = with_storage_type(dtype,
+                                     [&](auto tag) -> Status {
+                                       using T = decltype(tag);
+                                       activation<T><<<blocks_for(rows * f, kThreads), kThreads, 0, stream>>>(
+                                           gate, gated ? up : nullptr, static_cast<T*>(hidden), rows * f,
+                                           args.activation);
+                                       DUPLEX_CUDA_LAUNCHED("activation");
+                                       return {};
+                                     });
+        !s.ok())
+      return s;
+    if (Status s = gemm_rowmajor(ctx, stream, hidden, offset(args.w_down, i * h * f),
+                                 static_cast<char*>(args.y.data) + static_cast<std::size_t>(first * h) * elem,
+                                 rows, h, f, dtype, dtype, true, false);
+        !s.ok())
+      return s;
+  }
+  return {};
+}
+
+}  // namespace duplex::kernels::cuda

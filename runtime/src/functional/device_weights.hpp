@@ -1,0 +1,30 @@
+#pragma once
+// Private to the functional executor: the model's weights in the layout the units compute on (a copy in
+// "device memory"): q/k/v concatenated into one QKV matrix, each FFN's gate / up / down matrices stacked
+// over its experts ([E,F,H] / [E,H,F], E = 1 for a dense FFN) as kernels::ExpertFfnArgs takes them.
+#include <cstdint>
+#include <vector>
+
+#include "duplex/runtime/functional/model_weights.hpp"
+
+namespace duplex::runtime::functional {
+
+struct LayerWeights {
+  std::vector<std::uint16_t> attn_norm, ffn_norm;
+  std::vector<std::uint16_t> qkv;     // [q_dim + 2 kv_dim, hidden]
+  std::vector<std::uint16_t> o;       // [hidden, q_dim]
+  std::vector<std::uint16_t> router;  // [experts, hidden]; empty for a dense layer
+  std::vector<std::uint16_t> gate, up, down;  // [E,F,H], [E,F,H], [E,H,F]
+  std::int64_t ffn_experts = 1, ffn_width = 0;
+};
+
+struct DeviceWeights {
+  std::vector<std::uint16_t> embedding;  // [vocab, hidden]
+  std::vector<std::uint16_t> final_norm; // [hidden]
+  std::vector<std::uint16_t> lm_head;    // [vocab, hidden]
+  std::vector<LayerWeights> layers;
+};
+
+DeviceWeights lay_out_weights(const ModelWeights& w);
+
+}  // namespace duplex::runtime::functional

@@ -1,0 +1,202 @@
+#include "duplex/runtime/functional/reference_forward.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <numeric>
+
+#include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+using Vec = std::vector<float>;
+
+float to_fp16(double v) { return half_bits_to_float(float_to_half_bits(static_cast<float>(v))); }
+
+float w_at(const WeightTensor& w, std::int64_t i) { return half_bits_to_float(w.data[static_cast<std::size_t>(i)]); }
+
+// y[n] = W[n][k] . x[k], W row-major [rows][cols]; `row0` selects a block of rows.
+std::vector<double> matvec(const WeightTensor& w, const Vec& x, std::int64_t rows, std::int64_t row0 = 0) {
+  const std::int64_t cols = w.shape.back();
+  std::vector<double> y(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double acc = 0;
+    for (std::int64_t c = 0; c < cols; ++c)
+      acc += static_cast<double>(w_at(w, (row0 + r) * cols + c)) * x[static_cast<std::size_t>(c)];
+    y[static_cast<std::size_t>(r)] = acc;
+  }
+  return y;
+}
+
+Vec stored(const std::vector<double>& v) {
+  Vec out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = to_fp16(v[i]);
+  return out;
+}
+
+Vec rms_norm(const Vec& x, const WeightTensor& gain, float eps) {
+  double sq = 0;
+  for (float v : x) sq += static_cast<double>(v) * v;
+  const double inv = 1.0 / std::sqrt(sq / static_cast<double>(x.size()) + eps);
+  Vec y(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i)
+    y[i] = to_fp16(x[i] * inv * w_at(gain, static_cast<std::int64_t>(i)));
+  return y;
+}
+
+// HF rotate-half RoPE on `heads` vectors of `d` elements each.
+void rope(Vec& v, int heads, int d, std::int64_t pos, double theta) {
+  const int half = d / 2;
+  for (int h = 0; h < heads; ++h) {
+    float* x = v.data() + static_cast<std::size_t>(h) * static_cast<std::size_t>(d);
+    for (int i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(pos) * std::pow(theta, -2.0 * i / d);
+      const double x1 = x[i], x2 = x[i + half];
+      x[i] = to_fp16(x1 * std::cos(angle) - x2 * std::sin(angle));
+      x[i + half] = to_fp16(x2 * std::cos(angle) + x1 * std::sin(angle));
+    }
+  }
+}
+
+double silu(double g) { return g / (1.0 + std::exp(-g)); }
+
+// One gated SiLU FFN: down(silu(gate x) * up x).
+Vec gated_ffn(const WeightTensor& gate, const WeightTensor& up, const WeightTensor& down, const Vec& x) {
+  const std::int64_t f = gate.shape[0];
+  const std::vector<double> g = matvec(gate, x, f), u = matvec(up, x, f);
+  Vec h(static_cast<std::size_t>(f));
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = to_fp16(silu(g[i]) * u[i]);
+  return stored(matvec(down, h, down.shape[0]));
+}
+
+class Sequence {
+ public:
+  explicit Sequence(const ModelWeights& w) : w_(w), m_(w.spec), k_(static_cast<std::size_t>(m_.layers)), v_(k_.size()) {}
+
+  // Runs one token at position `pos` (= tokens fed so far) and returns the logits after it.
+  std::vector<float> feed(std::int32_t token, std::int64_t pos) {
+    const std::int64_t h = m_.hidden;
+    const WeightTensor& emb = w_.get(weight_name::embedding());
+    Vec x(static_cast<std::size_t>(h));
+    for (std::int64_t i = 0; i < h; ++i) x[static_cast<std::size_t>(i)] = w_at(emb, token * h + i);
+    for (int l = 0; l < m_.layers; ++l) {
+      Vec a = attention(l, rms_norm(x, w_.get(weight_name::attn_norm(l)), w_.numerics.rms_norm_eps), pos);
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + a[i]);
+      const Vec n = rms_norm(x, w_.get(weight_name::ffn_norm(l)), w_.numerics.rms_norm_eps);
+      const Vec f = m_.is_moe_layer(l) ? moe(l, n)
+                                       : gated_ffn(w_.get(weight_name::dense_mlp(l, "gate")),
+                                                   w_.get(weight_name::dense_mlp(l, "up")),
+                                                   w_.get(weight_name::dense_mlp(l, "down")), n);
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + f[i]);
+    }
+    const Vec n = rms_norm(x, w_.get(weight_name::final_norm()), w_.numerics.rms_norm_eps);
+    const std::vector<double> logits = matvec(w_.lm_head(), n, m_.vocab);
+    return {logits.begin(), logits.end()};
+  }
+
+ private:
+  Vec attention(int l, const Vec& n, std::int64_t pos) {
+    const int d = m_.head_dim, hq = m_.heads, hkv = m_.kv_heads, group = hq / hkv;
+    Vec q = stored(matvec(w_.get(weight_name::attn_proj(l, 'q')), n, m_.q_dim()));
+    Vec k = stored(matvec(w_.get(weight_name::attn_proj(l, 'k')), n, m_.kv_dim()));
+    Vec v = stored(matvec(w_.get(weight_name::attn_proj(l, 'v')), n, m_.kv_dim()));
+    rope(q, hq, d, pos, w_.numerics.rope_theta);
+    rope(k, hkv, d, pos, w_.numerics.rope_theta);
+    auto& kc = k_[static_cast<std::size_t>(l)];
+    auto& vc = v_[static_cast<std::size_t>(l)];
+    kc.push_back(k);
+    vc.push_back(v);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    Vec out(static_cast<std::size_t>(m_.q_dim()));
+    std::vector<double> p(kc.size());
+    for (int head = 0; head < hq; ++head) {
+      const std::size_t qo = static_cast<std::size_t>(head) * static_cast<std::size_t>(d);
+      const std::size_t ko = static_cast<std::size_t>(head / group) * static_cast<std::size_t>(d);
+      double max_s = -INFINITY;
+      for (std::size_t t = 0; t < kc.size(); ++t) {
+        double s = 0;
+        for (int j = 0; j < d; ++j) s += static_cast<double>(q[qo + static_cast<std::size_t>(j)]) * kc[t][ko + static_cast<std::size_t>(j)];
+        p[t] = s * scale;
+        max_s = std::max(max_s, p[t]);
+      }
+      double sum = 0;
+      for (double& e : p) sum += (e = std::exp(e - max_s));
+      for (int j = 0; j < d; ++j) {
+        double acc = 0;
+        for (std::size_t t = 0; t < kc.size(); ++t) acc += p[t] / sum * vc[t][ko + static_cast<std::size_t>(j)];
+        out[qo + static_cast<std::size_t>(j)] = to_fp16(acc);
+      }
+    }
+    return stored(matvec(w_.get(weight_name::attn_proj(l, 'o')), out, m_.hidden));
+  }
+
+  Vec moe(int l, const Vec& n) {
+    const std::vector<double> logits = matvec(w_.get(weight_name::router(l)), n, m_.experts);
+    const double max_l = *std::max_element(logits.begin(), logits.end());
+    std::vector<double> p(logits.size());
+    double sum = 0;
+    for (std::size_t e = 0; e < p.size(); ++e) sum += (p[e] = std::exp(logits[e] - max_l));
+    for (double& e : p) e /= sum;
+    std::vector<int> order(p.size());
+    std::iota(order.begin(), order.end(), 0);
+    // Highest probability first; ties: the lower expert index first.
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[static_cast<std::size_t>(a)] > p[static_cast<std::size_t>(b)]; });
+    double top_sum = 0;
+    for (int j = 0; j < m_.top_k; ++j) top_sum += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
+    std::vector<double> acc(n.size(), 0.0);
+    for (int j = 0; j < m_.top_k; ++j) {
+      const int e = order[static_cast<std::size_t>(j)];
+      const Vec y = gated_ffn(w_.get(weight_name::expert(l, e, 1)), w_.get(weight_name::expert(l, e, 3)),
+                              w_.get(weight_name::expert(l, e, 2)), n);
+      const double weight = p[static_cast<std::size_t>(e)] / top_sum;
+      for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += weight * y[i];
+    }
+    return stored(acc);
+  }
+
+  const ModelWeights& w_;
+  const compiler::ModelSpec& m_;
+  std::vector<std::vector<Vec>> k_, v_;  // [layer][position][kv_dim]
+};
+
+}  // namespace
+
+void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, int vocab) {
+  if (prompts.empty()) throw Error("no prompts: expected at least one request");
+  for (std::size_t r = 0; r < prompts.size(); ++r) {
+    if (prompts[r].empty()) throw Error(fmt::format("prompt {} is empty; expected at least one token id", r));
+    for (std::size_t i = 0; i < prompts[r].size(); ++i)
+      if (prompts[r][i] < 0 || prompts[r][i] >= vocab)
+        throw Error(fmt::format("prompt {}, token {}: id {} is outside the vocabulary [0, {})", r, i, prompts[r][i], vocab));
+  }
+}
+
+ReferenceOutput reference_generate(const ModelWeights& weights, const std::vector<std::vector<std::int32_t>>& prompts,
+                                   int max_new_tokens) {
+  check_functional_support(weights.spec);
+  check_prompts(prompts, weights.spec.vocab);
+  if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
+  ReferenceOutput out;
+  for (const auto& prompt : prompts) {
+    Sequence seq(weights);
+    std::vector<float> logits;
+    std::int64_t pos = 0;
+    for (std::int32_t t : prompt) logits = seq.feed(t, pos++);
+    std::vector<std::int32_t> tokens;
+    std::vector<std::vector<float>> all_logits;
+    for (int i = 0; i < max_new_tokens; ++i) {
+      // Greedy: the highest logit, ties to the lowest id.
+      const auto next = static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      tokens.push_back(next);
+      all_logits.push_back(logits);
+      if (i + 1 < max_new_tokens) logits = seq.feed(next, pos++);
+    }
+    out.tokens.push_back(std::move(tokens));
+    out.logits.push_back(std::move(all_logits));
+  }
+  return out;
+}
+
+}  // namespace duplex::runtime::functional

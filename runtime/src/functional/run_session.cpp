@@ -1,0 +1,138 @@
+#include "duplex/runtime/functional/run_session.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/functional/safetensors.hpp"
+
+namespace duplex::runtime::functional {
+
+double logit_bound(const ReferenceOutput& reference) {
+  double largest = 1.0;
+  for (const auto& request : reference.logits)
+    for (const auto& position : request)
+      for (float v : position) largest = std::max(largest, static_cast<double>(std::fabs(v)));
+  return kLogitRelativeBound * largest;
+}
+
+CheckResult compare(const FunctionalResult& result, const ReferenceOutput& reference) {
+  DUPLEX_ASSERT(result.tokens.size() == reference.tokens.size(), "executor and reference ran different requests");
+  CheckResult c;
+  c.reference_tokens = reference.tokens;
+  c.tokens_match = result.tokens == reference.tokens;
+  c.logit_bound = logit_bound(reference);
+  for (std::size_t r = 0; r < result.tokens.size(); ++r) {
+    const auto& got = result.tokens[r];
+    const auto& want = reference.tokens[r];
+    for (std::size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+      const auto& a = result.logits[r][i];
+      const auto& b = reference.logits[r][i];
+      DUPLEX_ASSERT(a.size() == b.size(), "logit rows of different vocabularies");
+      for (std::size_t v = 0; v < a.size(); ++v)
+        c.max_abs_logit_err = std::max(c.max_abs_logit_err, std::fabs(static_cast<double>(a[v]) - b[v]));
+      ++c.compared_positions;
+      if (got[i] != want[i]) break;  // later positions see different tokens: not comparable
+    }
+  }
+  return c;
+}
+
+std::vector<std::int32_t> parse_prompt(const std::string& text) {
+  std::vector<std::int32_t> ids;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    const std::string item = text.substr(pos, comma - pos);
+    char* end = nullptr;
+    const long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 0 || v > INT32_MAX)
+      throw Error(fmt::format("prompt \"{}\": \"{}\" is not a token id; expected comma-separated non-negative integers",
+                              text, item));
+    ids.push_back(static_cast<std::int32_t>(v));
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+RunReport run_functional(const RunOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  RunReport rep;
+  const ModelWeights weights = o.weights.empty() ? random_weights(compiler::load_model(o.model), o.seed)
+                                                 : load_checkpoint(o.weights);
+  const SystemSpec system = load_system(o.system);
+  rep.model = weights.spec.name;
+  rep.system = system.name;
+  rep.weights = weights.source;
+  FunctionalExecutor exec(weights, system, o.executor);
+  rep.result = exec.run(o.prompts, o.max_new_tokens);
+  if (o.check) rep.check = compare(rep.result, reference_generate(weights, o.prompts, o.max_new_tokens));
+  rep.host_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return rep;
+}
+
+nlohmann::json RunReport::to_json() const {
+  const FunctionalResult& r = result;
+  nlohmann::json steps = nlohmann::json::array();
+  std::vector<nlohmann::json> coprocessed;
+  for (const StepRecord& s : r.steps) {
+    steps.push_back({{"step", s.step}, {"requests", s.requests}, {"prefill_tokens", s.prefill_tokens},
+                     {"decode_tokens", s.decode_tokens}, {"time_us", to_us(s.time)}, {"xpu_busy_us", to_us(s.xpu_busy)},
+                     {"pim_busy_us", to_us(s.pim_busy)}, {"coprocessed_expert_layers", s.coprocessed_expert_layers}});
+    for (int l : s.coprocessed_expert_layers) coprocessed.push_back({{"step", s.step}, {"layer", l}});
+  }
+  nlohmann::json j = {{"model", model},
+                      {"system", system},
+                      {"weights", weights},
+                      {"xpu", r.xpu_backend},
+                      {"pim", r.pim_unit},
+                      {"tokens", r.tokens},
+                      {"placement", {{"ops_per_unit", r.ops_per_unit()}, {"ops_per_kind", r.ops_per_kind_and_unit()}}},
+                      {"expert_coprocessing", coprocessed},
+                      {"simulated_time_us", to_us(r.time)},
+                      {"energy_j", r.energy.si()},
+                      {"energy_breakdown_j", r.energy_breakdown},
+                      {"steps", steps},
+                      {"host_seconds", host_seconds}};
+  if (r.pim_cycles) j["pim_datapath_cycles"] = *r.pim_cycles;
+  if (check) {
+    j["reference_tokens"] = check->reference_tokens;
+    j["tokens_match"] = check->tokens_match;
+    j["max_abs_logit_err"] = check->max_abs_logit_err;
+    j["logit_bound"] = check->logit_bound;
+    j["check_passed"] = check->passed();
+  }
+  return j;
+}
+
+std::string RunReport::to_text() const {
+  const FunctionalResult& r = result;
+  std::string s = fmt::format("{} on {} ({}; xPU: {}; PIM: {})\n", model, system, weights, r.xpu_backend, r.pim_unit);
+  for (std::size_t i = 0; i < r.tokens.size(); ++i)
+    s += fmt::format("  request {}: {}\n", i, fmt::join(r.tokens[i], ","));
+  s += "placement (ops per unit):";
+  for (const auto& [unit, n] : r.ops_per_unit()) s += fmt::format(" {} {}", unit, n);
+  s += "\n";
+  for (const auto& [kind, units] : r.ops_per_kind_and_unit()) {
+    s += fmt::format("  {:<18}", kind);
+    for (const auto& [unit, n] : units) s += fmt::format(" {} {}", unit, n);
+    s += "\n";
+  }
+  std::int64_t coprocessed = 0;
+  for (const StepRecord& st : r.steps) coprocessed += static_cast<std::int64_t>(st.coprocessed_expert_layers.size());
+  s += fmt::format("steps {}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(), coprocessed);
+  s += fmt::format("simulated time {:.3f} us, energy {:.6g} J, host time {:.2f} s\n", to_us(r.time), r.energy.si(),
+                   host_seconds);
+  if (check) {
+    s += fmt::format("check: tokens {}, max |logit err| {:.3g} (bound {:.3g}) over {} positions: {}\n",
+                     check->tokens_match ? "identical" : "DIFFER", check->max_abs_logit_err, check->logit_bound,
+                     check->compared_positions, check->passed() ? "PASS" : "FAIL");
+    if (!check->tokens_match)
+      for (std::size_t i = 0; i < check->reference_tokens.size(); ++i)
+        s += fmt::format("  reference {}: {}\n", i, fmt::join(check->reference_tokens[i], ","));
+  }
+  return s;
+}
+
+}  // namespace duplex::runtime::functional

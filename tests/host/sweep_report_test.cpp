@@ -1,0 +1,200 @@
+// A tiny real sweep (run_point over the serving simulator), its HTML report, bad result folders, and the
+// page opened in headless Chromium.
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <gtest/gtest.h>
+#include <map>
+#include <string>
+#include <unistd.h>
+
+#include "duplex/base/error.hpp"
+#include "report_data.hpp"
+#include "report_html.hpp"
+#include "sweep_files.hpp"
+#include "sweep_runner.hpp"
+#include "sweep_study.hpp"
+
+namespace duplex::host {
+namespace {
+namespace fs = std::filesystem;
+
+const std::string kTinyStudy = R"(study: tiny
+description: test study (seconds)
+models: [tiny-moe]
+systems: [gpu, duplex-pe, no-such-system]
+lengths: [[32, 16]]
+batch: [4]
+load: [closed, "poisson:200", "poisson:400"]
+requests: 12
+seed: 3
+pim_model: analytical
+record: {timeline_steps: 2, step_samples: 20}
+)";
+
+fs::path temp_path(const std::string& name) {
+  return fs::temp_directory_path() / ("duplex_report_test_" + name + "_" + std::to_string(getpid()));
+}
+
+std::size_t count(const std::string& s, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
+class TinySweep : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(temp_path("sweep"));
+    fs::remove_all(*dir_);
+    run_sweep(parse_study(kTinyStudy, "tiny.yaml"), dir_->string(), 2);
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  // A copy of the result folder to damage.
+  static fs::path copy(const std::string& name) {
+    const fs::path c = temp_path(name);
+    fs::remove_all(c);
+    fs::copy(*dir_, c, fs::copy_options::recursive);
+    return c;
+  }
+  static std::string point_file(const fs::path& folder, std::size_t i) {
+    return (folder / "points" / (parse_study(kTinyStudy, "tiny.yaml").points()[i].id + ".json")).string();
+  }
+  static std::string report_error(const fs::path& folder) {
+    try {
+      load_result_folder(folder.string());
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  }
+  static fs::path* dir_;
+};
+fs::path* TinySweep::dir_ = nullptr;
+
+TEST_F(TinySweep, PointsRunAndAnUnknownSystemIsRecordedAsFailed) {
+  const ResultFolder f = load_result_folder(dir_->string());
+  ASSERT_EQ(f.points.size(), 9u);
+  for (const auto& p : f.points) {
+    if (p.system == "no-such-system") {
+      EXPECT_FALSE(p.ok);
+      EXPECT_NE(p.error.find("\"no-such-system\" is neither a file nor a preset"), std::string::npos) << p.error;
+      continue;
+    }
+    ASSERT_TRUE(p.ok) << p.id << ": " << p.error;
+    EXPECT_GT(p.metric("throughput_tok_s"), 0);
+    EXPECT_GT(p.metric("energy_j_per_token"), 0);
+    EXPECT_FALSE(p.steps.empty());
+    EXPECT_FALSE(p.op_kinds.empty());
+    EXPECT_FALSE(p.timeline.empty());
+  }
+  const std::string csv = read_text_file(*dir_ / "combined.csv");
+  EXPECT_EQ(count(csv, "\n"), 10u);
+  EXPECT_EQ(count(csv, ",failed,"), 3u);
+}
+
+TEST_F(TinySweep, RealPointsAreIdenticalForAnyNumberOfJobs) {
+  const fs::path other = temp_path("j1");
+  fs::remove_all(other);
+  run_sweep(parse_study(kTinyStudy, "tiny.yaml"), other.string(), 1);
+  for (std::size_t i = 0; i < 9; ++i) EXPECT_EQ(read_text_file(point_file(other, i)), read_text_file(point_file(*dir_, i))) << i;
+  EXPECT_EQ(read_text_file(other / "combined.csv"), read_text_file(*dir_ / "combined.csv"));
+  fs::remove_all(other);
+}
+
+TEST_F(TinySweep, ReportHasEveryChartSection) {
+  const std::string html = build_report(load_result_folder(dir_->string()));
+  for (const char* id : {"summary", "throughput", "latency", "energy", "roofline", "occupancy", "timeline"})
+    EXPECT_NE(html.find(std::string("<section id=\"") + id + "\">"), std::string::npos) << id;
+  EXPECT_GE(count(html, "<svg "), 1u + 6 + 1 + 1 + 2 + 1);
+  EXPECT_GT(count(html, "class=\"bar\""), 0u);
+  EXPECT_GT(count(html, "class=\"segment\""), 0u);
+  EXPECT_GT(count(html, "class=\"op\""), 0u);
+  EXPECT_EQ(count(html, "class=\"roof\""), 2u);  // xPU and Logic-PIM of the duplex-pe point
+  EXPECT_GT(count(html, "class=\"span\""), 0u);
+  EXPECT_GT(count(html, "class=\"line\""), 0u);
+  EXPECT_NE(html.find("failed: "), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg"));  // no external resources
+}
+
+TEST_F(TinySweep, BadOrPartialFoldersNameTheBadFile) {
+  EXPECT_NE(report_error(temp_path("nothing")).find("not a folder"), std::string::npos);
+
+  const fs::path missing = copy("missing");
+  fs::remove(point_file(missing, 4));
+  EXPECT_NE(report_error(missing).find(point_file(missing, 4) + ": missing"), std::string::npos) << report_error(missing);
+
+  const fs::path corrupt = copy("corrupt");
+  write_file_atomic(point_file(corrupt, 2), "{\"id\": ");
+  EXPECT_NE(report_error(corrupt).find(point_file(corrupt, 2) + ": not valid JSON"), std::string::npos) << report_error(corrupt);
+
+  const fs::path field = copy("field");
+  nlohmann::json j = read_json_file(point_file(field, 0));
+  j["result"]["tbt_ms"].erase("p99");
+  write_file_atomic(point_file(field, 0), j.dump());
+  EXPECT_NE(report_error(field).find(point_file(field, 0) + ": result.tbt_ms.p99: missing"), std::string::npos) << report_error(field);
+
+  const fs::path study = copy("study");
+  fs::remove(study / "study.json");
+  EXPECT_NE(report_error(study).find((study / "study.json").string() + ": missing"), std::string::npos) << report_error(study);
+
+  const fs::path stale = copy("stale");
+  j = read_json_file(point_file(stale, 1));
+  j["params"]["batch"] = 99;
+  write_file_atomic(point_file(stale, 1), j.dump());
+  EXPECT_NE(report_error(stale).find(point_file(stale, 1) + ": params: differ"), std::string::npos) << report_error(stale);
+
+  for (const auto& d : {missing, corrupt, field, study, stale}) fs::remove_all(d);
+}
+
+std::string find_chromium() {
+  if (const char* env = std::getenv("DUPLEX_CHROMIUM")) return env;
+  for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"})
+    if (fs::exists(p)) return p;
+  return "";
+}
+
+std::string run_command(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  std::array<char, 4096> buf{};
+  std::size_t n = 0;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  pclose(p);
+  return out;
+}
+
+// The report has no script; the test appends one that asks the browser's layout engine for every chart's
+// bounding box and counts the drawn marks, then reads the result from the serialised DOM.
+TEST_F(TinySweep, ChromiumRendersEveryChart) {
+  const std::string chromium = find_chromium();
+  if (chromium.empty()) GTEST_SKIP() << "chromium not installed (apt-get install chromium); set DUPLEX_CHROMIUM to use another";
+  const std::string html = build_report(load_result_folder(dir_->string()));
+  const std::size_t charts = count(html, "<svg ");
+  const std::string probe =
+      "<script>(function(){const s=[...document.querySelectorAll('svg.chart')];"
+      "const drawn=s.filter(e=>{const b=e.getBBox();return b.width>100&&b.height>50;}).length;"
+      "const marks=document.querySelectorAll('svg.chart rect.bar,svg.chart rect.segment,svg.chart circle.op,"
+      "svg.chart rect.span,svg.chart polyline.line').length;"
+      "document.body.setAttribute('data-probe','charts='+s.length+' drawn='+drawn+' marks='+marks);})();</script>";
+  const fs::path page = temp_path("page").string() + ".html";  // the extension makes Chromium parse it as HTML
+  write_file_atomic(page, html.substr(0, html.rfind("</body>")) + probe + "</body></html>\n");
+  const fs::path profile = temp_path("chromium-profile");
+  const std::string dom = run_command("'" + chromium + "' --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir='" +
+                                      profile.string() + "' --dump-dom 'file://" + page.string() + "' 2>/dev/null");
+  fs::remove(page);
+  fs::remove_all(profile);
+  const std::string expect = "data-probe=\"charts=" + std::to_string(charts) + " drawn=" + std::to_string(charts) + " marks=";
+  const std::size_t at = dom.find(expect);
+  ASSERT_NE(at, std::string::npos) << "expected " << expect << "; DOM starts: " << dom.substr(0, 300);
+  EXPECT_GT(std::stoi(dom.substr(at + expect.size())), 100);  // bars, segments, op dots, spans and lines
+}
+
+}  // namespace
+}  // namespace duplex::host

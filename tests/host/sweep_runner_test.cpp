@@ -1,0 +1,144 @@
+// The sweep driver with a stand-in point runner: files per point, resume rules, failed points, and output
+// that does not depend on -j.
+#include <atomic>
+#include <filesystem>
+#include <gtest/gtest.h>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unistd.h>
+
+#include "duplex/base/error.hpp"
+#include "sweep_files.hpp"
+#include "sweep_runner.hpp"
+#include "sweep_study.hpp"
+
+namespace duplex::host {
+namespace {
+namespace fs = std::filesystem;
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("duplex_sweep_test_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+Study demo_study(std::int64_t requests = 8) {
+  return parse_study("study: demo\nmodels: [m1, m2]\nsystems: [gpu, bad-system, duplex]\nlengths: [[16, 8], [32, 4]]\n"
+                     "batch: [2, 4]\nrequests: " + std::to_string(requests) + "\n",
+                     "demo.yaml");
+}
+
+// Stand-in for run_point: a result that is a function of the parameters; "bad-system" fails.
+struct CountingRunner {
+  std::shared_ptr<std::atomic<int>> calls = std::make_shared<std::atomic<int>>(0);
+  nlohmann::json operator()(const SweepPoint& p, const StudyOptions& o) const {
+    ++*calls;
+    nlohmann::json j = {{"id", p.id}, {"params", p.params(o)}};
+    if (p.system == "bad-system") {
+      j["status"] = "failed";
+      j["error"] = "systems \"bad-system\" is neither a file nor a preset";
+      return j;
+    }
+    j["status"] = "ok";
+    j["result"] = {{"throughput_tok_s", static_cast<double>(p.batch * 100 + p.input_len) / 3.0}, {"devices", 4}};
+    return j;
+  }
+};
+
+std::map<std::string, std::string> folder_files(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().filename() != "wall_times.csv")
+      out[fs::relative(e.path(), dir).string()] = read_text_file(e.path());
+  return out;
+}
+
+TEST(SweepRunner, WritesOneRecordPerPointAndACombinedCsvInStudyOrder) {
+  const fs::path dir = fresh_dir("basic");
+  CountingRunner run;
+  const SweepSummary s = run_sweep(demo_study(), dir.string(), 2, {}, run);
+  EXPECT_EQ(s.points, 24);
+  EXPECT_EQ(s.ran, 24);
+  EXPECT_EQ(s.skipped, 0);
+  EXPECT_EQ(s.failed, 8);  // every bad-system point, and the sweep went on
+  EXPECT_EQ(*run.calls, 24);
+  const auto points = demo_study().points();
+  for (const auto& p : points) EXPECT_TRUE(fs::exists(dir / "points" / (p.id + ".json"))) << p.id;
+  const std::string csv = read_text_file(dir / "combined.csv");
+  std::size_t last = 0;
+  for (const auto& p : points) {
+    const std::size_t at = csv.find("\n" + p.id + ",");
+    ASSERT_NE(at, std::string::npos) << p.id;
+    EXPECT_GT(at, last);
+    last = at;
+  }
+  EXPECT_NE(csv.find(",failed,"), std::string::npos);
+  EXPECT_NE(csv.find("\"systems \"\"bad-system\"\" is neither a file nor a preset\""), std::string::npos);
+  const auto study = read_json_file(dir / "study.json");
+  EXPECT_EQ(study["points"].size(), 24u);
+  fs::remove_all(dir);
+}
+
+TEST(SweepRunner, OutputIsByteIdenticalForAnyNumberOfJobs) {
+  const fs::path a = fresh_dir("j1"), b = fresh_dir("j4");
+  run_sweep(demo_study(), a.string(), 1, {}, CountingRunner{});
+  run_sweep(demo_study(), b.string(), 4, {}, CountingRunner{});
+  EXPECT_EQ(folder_files(a), folder_files(b));
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
+TEST(SweepRunner, ResumeSkipsFinishedPointsAndRerunsFailedCorruptAndStaleOnes) {
+  const fs::path dir = fresh_dir("resume");
+  run_sweep(demo_study(), dir.string(), 2, {}, CountingRunner{});
+  const auto before = folder_files(dir);
+
+  CountingRunner again;
+  const SweepSummary s = run_sweep(demo_study(), dir.string(), 2, {}, again);
+  EXPECT_EQ(s.skipped, 16);
+  EXPECT_EQ(*again.calls, 8);  // only the failed points
+  EXPECT_EQ(folder_files(dir), before);
+
+  const auto points = demo_study().points();
+  write_file_atomic(dir / "points" / (points[0].id + ".json"), "{ not json");  // e.g. a killed writer's leftovers
+  fs::remove(dir / "points" / (points[1].id + ".json"));
+  CountingRunner repair;
+  run_sweep(demo_study(), dir.string(), 2, {}, repair);
+  EXPECT_EQ(*repair.calls, 8 + 2);
+  EXPECT_EQ(folder_files(dir), before);
+
+  CountingRunner changed;  // another request count: every stored point is stale
+  const SweepSummary c = run_sweep(demo_study(16), dir.string(), 2, {}, changed);
+  EXPECT_EQ(c.skipped, 0);
+  EXPECT_EQ(*changed.calls, 24);
+  EXPECT_EQ(read_json_file(dir / "points" / (points[0].id + ".json"))["params"]["options"]["requests"], 16);
+  fs::remove_all(dir);
+}
+
+TEST(SweepRunner, ProgressReportsEveryPointRun) {
+  const fs::path dir = fresh_dir("progress");
+  std::vector<std::string> lines;
+  run_sweep(demo_study(), dir.string(), 3, [&](const std::string& l) { lines.push_back(l); }, CountingRunner{});
+  EXPECT_EQ(lines.size(), 24u);
+  std::size_t failed = 0;
+  for (const auto& l : lines) failed += l.find(" failed ") != std::string::npos && l.find("bad-system") != std::string::npos;
+  EXPECT_EQ(failed, 8u);
+  fs::remove_all(dir);
+}
+
+TEST(SweepRunner, RejectsZeroJobsAndAnUnwritableFolder) {
+  EXPECT_THROW(run_sweep(demo_study(), fresh_dir("zero").string(), 0, {}, CountingRunner{}), Error);
+  const fs::path file = fresh_dir("file");
+  write_file_atomic(file, "x");
+  try {
+    run_sweep(demo_study(), (file / "sub").string(), 1, {}, CountingRunner{});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot create the result folder"), std::string::npos) << e.what();
+  }
+  fs::remove(file);
+}
+
+}  // namespace
+}  // namespace duplex::host

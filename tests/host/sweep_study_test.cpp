@@ -1,0 +1,103 @@
+// Study YAML: strict parsing, the cross product in a fixed order, and errors naming file and key.
+#include <gtest/gtest.h>
+#include <string>
+
+#include "duplex/base/error.hpp"
+#include "sweep_study.hpp"
+
+namespace duplex::host {
+namespace {
+
+const std::string kStudy = R"(study: demo
+description: two systems, two lengths
+models: [tiny-moe]
+systems: [gpu, duplex-pe]
+lengths: [[64, 32], [128, 16]]
+batch: [4, 8]
+load: [closed, "poisson:2.5"]
+requests: 16
+seed: 7
+scheduler: {policy: continuous, kv_block_tokens: 8}
+record: {timeline_steps: 2, step_samples: 50}
+pim_model: analytical
+)";
+
+std::string error_of(const std::string& yaml) {
+  try {
+    parse_study(yaml, "study.yaml");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(SweepStudy, ExpandsTheCrossProductWithTheLastAxisFastest) {
+  const Study s = parse_study(kStudy, "study.yaml");
+  EXPECT_EQ(s.name, "demo");
+  EXPECT_EQ(s.options.requests, 16);
+  EXPECT_EQ(s.options.seed, 7u);
+  EXPECT_EQ(s.options.kv_block_tokens, 8);
+  EXPECT_EQ(s.options.timeline_steps, 2);
+  EXPECT_EQ(s.options.pim_model, "analytical");
+  const auto points = s.points();
+  ASSERT_EQ(points.size(), 1u * 2 * 2 * 2 * 2);
+  EXPECT_EQ(points[0].id, "tiny-moe__gpu__in64-out32__b4__closed");
+  EXPECT_EQ(points[1].id, "tiny-moe__gpu__in64-out32__b4__poisson-2.5");
+  EXPECT_TRUE(points[1].load.poisson);
+  EXPECT_DOUBLE_EQ(points[1].load.rate_per_s, 2.5);
+  EXPECT_EQ(points[2].batch, 8);
+  EXPECT_EQ(points[4].input_len, 128);
+  EXPECT_EQ(points[4].output_len, 16);
+  EXPECT_EQ(points[8].system, "duplex-pe");
+  EXPECT_EQ(points[0].params(s.options)["options"]["seed"], 7);
+  EXPECT_NE(points[0].params(s.options), points[1].params(s.options));
+}
+
+TEST(SweepStudy, DefaultsAreTheDocumentedOnes) {
+  const Study s = parse_study("study: d\nmodels: [m]\nsystems: [s]\nlengths: [[8, 8]]\nbatch: [1]\nrequests: 4\n", "d.yaml");
+  ASSERT_EQ(s.loads.size(), 1u);
+  EXPECT_EQ(s.loads[0].text, "closed");
+  EXPECT_DOUBLE_EQ(s.options.length_spread, 0.10);
+  EXPECT_EQ(s.options.policy, "continuous");
+  EXPECT_EQ(s.options.pim_model, "cycle");
+  EXPECT_EQ(s.options.timeline_steps, 4);
+}
+
+TEST(SweepStudy, UnknownKeysAndBadValuesNameFileAndKey) {
+  const std::string base = "study: d\nmodels: [m]\nsystems: [s]\nbatch: [1]\nrequests: 4\n";
+  EXPECT_NE(error_of(base + "lengths: [[8, 8]]\nturbo: 1\n").find("study.yaml: turbo: unknown key"), std::string::npos);
+  EXPECT_NE(error_of(base + "lengths: [[8, 8]]\nscheduler: {polcy: orca}\n").find("scheduler.polcy: unknown key"), std::string::npos);
+  EXPECT_NE(error_of(base + "lengths: [[8, 8, 8]]\n").find("lengths[0]: is not a pair"), std::string::npos);
+  EXPECT_NE(error_of(base + "lengths: [[8, x]]\n").find("lengths[0][1]: \"x\" is not an integer"), std::string::npos);
+  EXPECT_NE(error_of(base + "lengths: [[0, 8]]\n").find("lengths[0][0]: 0 is out of range"), std::string::npos);
+  EXPECT_NE(error_of(base + "lengths: []\n").find("lengths: is an empty list"), std::string::npos);
+  EXPECT_NE(error_of(base + "lengths: [[8, 8]]\nload: [poisson:-1]\n").find("load[0]"), std::string::npos);
+  EXPECT_NE(error_of(base + "lengths: [[8, 8]]\npim_model: rtl\n").find("pim_model: \"rtl\" is not a valid choice"),
+            std::string::npos);
+  EXPECT_NE(error_of("study: d\nmodels: [m, m]\nsystems: [s]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n")
+                .find("models[1]: \"m\" is listed twice"),
+            std::string::npos);
+  EXPECT_NE(error_of("study: d\nmodels: [m]\nsystems: [s]\nbatch: [1]\nlengths: [[8, 8]]\n").find("requests: missing required key"),
+            std::string::npos);
+  EXPECT_NE(error_of("study: a/b\nmodels: [m]\nsystems: [s]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n")
+                .find("study: \"a/b\" is not a plain name"),
+            std::string::npos);
+}
+
+TEST(SweepStudy, NamesThatCollideAfterSanitisingAreRejected) {
+  EXPECT_NE(error_of("study: d\nmodels: [m]\nsystems: [a/b, a:b]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n")
+                .find("two points get the name"),
+            std::string::npos);
+}
+
+TEST(SweepStudy, MissingFileIsAClearError) {
+  try {
+    load_study("no/such/study.yaml");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no/such/study.yaml: missing or unreadable"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace duplex::host

@@ -1,0 +1,170 @@
+// The interface around the ops: can_implement's status codes for bad arguments, data-dependent errors from
+// run, determinism, and backend selection without a GPU.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "duplex/base/error.hpp"
+#include "harness.hpp"
+
+namespace duplex::kernels::test {
+namespace {
+
+class BackendInterface : public ::testing::Test {
+ protected:
+  std::unique_ptr<Backend> cpu = make_cpu_backend();
+  std::vector<std::uint16_t> buf = std::vector<std::uint16_t>(4096, 0);
+  Tensor f16(std::initializer_list<std::int64_t> shape, std::size_t offset = 0) {
+    return Tensor::contiguous(buf.data() + offset, DType::kF16, shape);
+  }
+};
+
+TEST_F(BackendInterface, GemmShapeMismatchIsInvalidArgumentNamingTheOperand) {
+  GemmArgs args{f16({4, 8}), f16({16, 7}, 100), f16({4, 16}, 300)};
+  const Status s = cpu->can_implement(args);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("gemm: b is f16[16,7]@host"), std::string::npos) << s.message();
+  EXPECT_EQ(cpu->run(args, {}).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(BackendInterface, MixedDtypesAreUnsupportedDtype) {
+  std::vector<float> f(64);
+  GemmArgs args{f16({2, 4}), f16({3, 4}, 100), Tensor::contiguous(f.data(), DType::kF32, {2, 3})};
+  EXPECT_EQ(cpu->can_implement(args).code(), StatusCode::kUnsupportedDType);
+  std::vector<std::int32_t> ids(8);
+  EmbeddingArgs wrong_ids{f16({10, 4}), Tensor::contiguous(ids.data(), DType::kF32, {2}), f16({2, 4}, 100)};
+  EXPECT_EQ(cpu->can_implement(wrong_ids).code(), StatusCode::kUnsupportedDType);
+}
+
+TEST_F(BackendInterface, DeviceTensorOnCpuIsWrongLocation) {
+  Tensor x = f16({2, 8});
+  x.location = Location::kDevice;
+  SoftmaxArgs args{x, f16({2, 8}, 100)};
+  EXPECT_EQ(cpu->can_implement(args).code(), StatusCode::kWrongLocation);
+}
+
+TEST_F(BackendInterface, NonContiguousIsUnsupportedLayout) {
+  Tensor x = f16({4, 8});
+  x.strides = {16, 1};
+  SoftmaxArgs args{x, f16({4, 8}, 100)};
+  EXPECT_EQ(cpu->can_implement(args).code(), StatusCode::kUnsupportedLayout);
+}
+
+TEST_F(BackendInterface, AbsentOperandAndAliasingAreRejected) {
+  GemvArgs absent{f16({4, 8}), Tensor{}, f16({4}, 100)};
+  EXPECT_EQ(cpu->can_implement(absent).code(), StatusCode::kInvalidArgument);
+  GemmArgs aliased{f16({4, 4}), f16({4, 4}, 100), f16({4, 4}, 8)};
+  EXPECT_EQ(cpu->can_implement(aliased).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(BackendInterface, AttentionContractViolations) {
+  std::vector<std::int64_t> starts = {0, 3, 2};
+  PrefillAttentionArgs decreasing{
+      f16({2, 4, 8}), f16({2, 2, 8}, 100), f16({2, 2, 8}, 200), f16({2, 4, 8}, 300), starts, 1.0f};
+  EXPECT_EQ(cpu->can_implement(decreasing).code(), StatusCode::kInvalidArgument);
+  std::vector<std::int64_t> ok_starts = {0, 2};
+  PrefillAttentionArgs bad_group{f16({2, 3, 8}),      f16({2, 2, 8}, 100), f16({2, 2, 8}, 200),
+                                 f16({2, 3, 8}, 300), ok_starts,           1.0f};
+  EXPECT_EQ(cpu->can_implement(bad_group).code(), StatusCode::kInvalidArgument);
+  RopeArgs odd_rotary{f16({2, 2, 8}), Tensor::contiguous(buf.data() + 200, DType::kI32, {2}), 10000.0f, 3};
+  EXPECT_EQ(cpu->can_implement(odd_rotary).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(BackendInterface, OutOfRangeIndicesFailAtRun) {
+  std::vector<std::int32_t> ids = {0, 10};
+  EmbeddingArgs embed{f16({10, 4}), Tensor::contiguous(ids.data(), DType::kI32, {2}), f16({2, 4}, 100)};
+  ASSERT_TRUE(cpu->can_implement(embed).ok());
+  const Status s = cpu->run(embed, {});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("ids[1] = 10"), std::string::npos) << s.message();
+
+  std::vector<std::int32_t> topk = {0, 8};
+  std::vector<std::int32_t> rows(2), offsets(9);
+  PermuteArgs permute{f16({1, 4}),
+                      Tensor::contiguous(topk.data(), DType::kI32, {1, 2}),
+                      f16({2, 4}, 100),
+                      Tensor::contiguous(rows.data(), DType::kI32, {1, 2}),
+                      Tensor::contiguous(offsets.data(), DType::kI32, {9}),
+                      8};
+  EXPECT_EQ(cpu->run(permute, {}).code(), StatusCode::kInvalidArgument);
+
+  std::vector<std::int32_t> table = {0, 5}, lens = {20};
+  DecodeAttentionArgs decode{f16({1, 2, 8}),
+                             f16({2, 16, 1, 8}, 100),
+                             f16({2, 16, 1, 8}, 600),
+                             Tensor::contiguous(table.data(), DType::kI32, {1, 2}),
+                             Tensor::contiguous(lens.data(), DType::kI32, {1}),
+                             f16({1, 2, 8}, 1200),
+                             1.0f,
+                             32};
+  const Status d = cpu->run(decode, {});
+  EXPECT_EQ(d.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(d.message().find("block_table[0][1] = 5"), std::string::npos) << d.message();
+}
+
+TEST_F(BackendInterface, ExpertOffsetsMustCoverTheRows) {
+  std::vector<std::int64_t> offsets = {0, 2, 3};
+  ExpertFfnArgs args{FfnKind::kGated,     Activation::kSilu,   f16({4, 8}),      f16({2, 6, 8}, 100),
+                     f16({2, 6, 8}, 300), f16({2, 8, 6}, 500), f16({4, 8}, 700), offsets};
+  EXPECT_EQ(cpu->can_implement(args).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(BackendInterface, RunsAreBitIdenticalAcrossRepeats) {
+  std::mt19937_64 rng(21);
+  HostTensor a(DType::kF16, {33, 300}), b(DType::kF16, {70, 300});
+  fill_uniform(a, rng);
+  fill_uniform(b, rng);
+  std::vector<std::uint16_t> c1(33 * 70), c2(33 * 70);
+  GemmArgs args{Tensor::contiguous(a.data(), DType::kF16, {33, 300}),
+                Tensor::contiguous(b.data(), DType::kF16, {70, 300}),
+                Tensor::contiguous(c1.data(), DType::kF16, {33, 70})};
+  ASSERT_TRUE(cpu->run(args, {}).ok());
+  args.c.data = c2.data();
+  ASSERT_TRUE(cpu->run(args, {}).ok());
+  EXPECT_EQ(std::memcmp(c1.data(), c2.data(), c1.size() * 2), 0);
+}
+
+TEST_F(BackendInterface, CpuStreamsAndEventsOrderNothingAndSucceed) {
+  const Stream s = cpu->create_stream();
+  const Event e = cpu->create_event();
+  EXPECT_TRUE(cpu->record_event(e, s).ok());
+  EXPECT_TRUE(cpu->stream_wait_event(s, e).ok());
+  EXPECT_TRUE(cpu->synchronize(s).ok());
+  cpu->destroy_event(e);
+  cpu->destroy_stream(s);
+  void* p = cpu->allocate(100);
+  ASSERT_NE(p, nullptr);
+  const char text[] = "duplex";
+  ASSERT_TRUE(cpu->copy_from_host(p, text, sizeof text, s).ok());
+  char back[sizeof text] = {};
+  ASSERT_TRUE(cpu->copy_to_host(back, p, sizeof text, s).ok());
+  EXPECT_STREQ(back, "duplex");
+  cpu->deallocate(p);
+  EXPECT_EQ(cpu->memory_location(), Location::kHost);
+  EXPECT_NE(cpu->description().find("OpenBLAS"), std::string::npos);
+}
+
+TEST(BackendSelection, WithoutAGpuTheBestBackendIsTheCpu) {
+  if (cuda_device_status().ok()) GTEST_SKIP() << "a CUDA device is present";
+  EXPECT_EQ(cuda_device_status().code(), StatusCode::kNoDevice);
+  EXPECT_FALSE(cuda_device_status().message().empty());
+  Status why;
+  EXPECT_EQ(make_cuda_backend(&why), nullptr);
+  EXPECT_EQ(why.code(), StatusCode::kNoDevice);
+  EXPECT_EQ(make_best_backend()->kind(), BackendKind::kCpu);
+}
+
+TEST(TensorView, ContiguousStridesAndErrors) {
+  float x[24];
+  const Tensor t = Tensor::contiguous(x, DType::kF32, {2, 3, 4});
+  EXPECT_EQ(t.strides[0], 12);
+  EXPECT_EQ(t.strides[1], 4);
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_EQ(t.describe(), "f32[2,3,4]@host");
+  EXPECT_THROW(Tensor::contiguous(x, DType::kF32, {1, 1, 1, 1, 1}), Error);
+  EXPECT_THROW(Tensor::contiguous(x, DType::kF32, {-1}), Error);
+}
+
+}  // namespace
+}  // namespace duplex::kernels::test

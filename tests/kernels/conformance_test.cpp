@@ -1,0 +1,622 @@
+// Conformance: every op x shapes (odd sizes, GQA groups 1/4/6/8, long contexts, empty experts) x dtypes on
+// the backend DUPLEX_TEST_BACKEND ("cpu" or "cuda"; gtest suite DUPLEX_CONFORMANCE_SUITE) against the FP64
+// references of reference.cpp, each within its op-specific bound. The cuda build of this file skips without a
+// GPU and fails when DUPLEX_REQUIRE_GPU=1.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "harness.hpp"
+#include "reference.hpp"
+
+namespace duplex::kernels::test {
+namespace {
+
+const DType kFloatTypes[] = {DType::kF16, DType::kBF16, DType::kF32};
+
+// "f16 m7 k33 ..." for SCOPED_TRACE (streamed: GCC 12 -O3 warns falsely on chains of std::string operator+).
+template <class... Parts>
+std::string label(DType dtype, const Parts&... parts) {
+  std::ostringstream s;
+  s << dtype_name(dtype) << ' ';
+  (s << ... << parts);
+  return s.str();
+}
+
+HostTensor random_tensor(DType dtype, std::vector<std::int64_t> shape, std::mt19937_64& rng, double lo = -1.0,
+                         double hi = 1.0) {
+  HostTensor t(dtype, std::move(shape));
+  fill_uniform(t, rng, lo, hi);
+  return t;
+}
+
+HostTensor int_tensor(std::vector<std::int64_t> shape, const std::vector<std::int32_t>& values) {
+  HostTensor t(DType::kI32, std::move(shape));
+  for (std::size_t i = 0; i < values.size(); ++i) t.set_int(static_cast<std::int64_t>(i), values[i]);
+  return t;
+}
+
+void expect_run_ok(Backend& backend, const OpArgs& args, Stream stream) {
+  const Status can = backend.can_implement(args);
+  ASSERT_TRUE(can.ok()) << can.to_string();
+  const Status ran = backend.run(args, stream);
+  ASSERT_TRUE(ran.ok()) << ran.to_string();
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, Gemm) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(1);
+  struct Shape {
+    std::int64_t m, k, n;
+  };
+  for (DType dtype : kFloatTypes)
+    for (Shape s :
+         {Shape{1, 64, 32}, Shape{7, 33, 45}, Shape{64, 128, 96}, Shape{130, 257, 67}, Shape{3, 1, 5}})
+      for (bool transposed : {true, false})
+        for (bool accumulate : {false, true}) {
+          SCOPED_TRACE(label(dtype, "m", s.m, " k", s.k, " n", s.n, (transposed ? " nt" : " nn"),
+                             (accumulate ? " acc" : "")));
+          DeviceArena arena(*backend);
+          HostTensor a = random_tensor(dtype, {s.m, s.k}, rng);
+          HostTensor b = random_tensor(
+              dtype, transposed ? std::vector<std::int64_t>{s.n, s.k} : std::vector<std::int64_t>{s.k, s.n},
+              rng);
+          HostTensor c0 = random_tensor(dtype, {s.m, s.n}, rng);
+          GemmArgs args{arena.upload(a), arena.upload(b),
+                        accumulate ? arena.upload(c0) : arena.empty(dtype, {s.m, s.n}), transposed,
+                        accumulate};
+          expect_run_ok(*backend, args, arena.stream());
+          EXPECT_TRUE(within_bound(arena.download(args.c),
+                                   gemm_ref(a, b, accumulate ? &c0 : nullptr, transposed, dtype)));
+        }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, Gemv) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(2);
+  for (DType dtype : kFloatTypes)
+    for (auto [n, k] : {std::pair<std::int64_t, std::int64_t>{1, 1}, {33, 257}, {1000, 256}, {4096, 512}}) {
+      SCOPED_TRACE(label(dtype, n, "x", k));
+      DeviceArena arena(*backend);
+      HostTensor w = random_tensor(dtype, {n, k}, rng), x = random_tensor(dtype, {k}, rng);
+      GemvArgs args{arena.upload(w), arena.upload(x), arena.empty(dtype, {n})};
+      expect_run_ok(*backend, args, arena.stream());
+      // y = w . x, checked as the [N,K] x [K,1] product.
+      HostTensor x_col(dtype, {k, 1});
+      for (std::int64_t i = 0; i < k; ++i) x_col.set(i, x.get(i));
+      EXPECT_TRUE(within_bound(arena.download(args.y), gemm_ref(w, x_col, nullptr, false, dtype)));
+    }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, Norms) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(3);
+  for (DType dtype : kFloatTypes)
+    for (auto [t, h] : {std::pair<std::int64_t, std::int64_t>{1, 256}, {5, 33}, {64, 4096}})
+      for (NormKind kind : {NormKind::kRms, NormKind::kLayer})
+        for (bool with_bias : {false, true}) {
+          if (kind == NormKind::kRms && with_bias) continue;
+          SCOPED_TRACE(label(dtype, t, "x", h, (kind == NormKind::kRms ? " rms" : " layer"),
+                             (with_bias ? " bias" : "")));
+          DeviceArena arena(*backend);
+          HostTensor x = random_tensor(dtype, {t, h}, rng, -2.0, 3.0),
+                     w = random_tensor(dtype, {h}, rng, 0.5, 1.5);
+          HostTensor b = random_tensor(dtype, {h}, rng);
+          NormArgs args{kind,
+                        arena.upload(x),
+                        arena.upload(w),
+                        with_bias ? arena.upload(b) : Tensor{},
+                        arena.empty(dtype, {t, h}),
+                        1e-5f};
+          expect_run_ok(*backend, args, arena.stream());
+          EXPECT_TRUE(
+              within_bound(arena.download(args.y), norm_ref(kind, x, w, with_bias ? &b : nullptr, 1e-5)));
+        }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, NormInPlace) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(33);
+  DeviceArena arena(*backend);
+  HostTensor x = random_tensor(DType::kF16, {9, 256}, rng), w = random_tensor(DType::kF16, {256}, rng);
+  Tensor xd = arena.upload(x);
+  NormArgs args{NormKind::kRms, xd, arena.upload(w), Tensor{}, xd, 1e-6f};
+  expect_run_ok(*backend, args, arena.stream());
+  EXPECT_TRUE(within_bound(arena.download(xd), norm_ref(NormKind::kRms, x, w, nullptr, 1e-6)));
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, Rope) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(4);
+  struct Shape {
+    std::int64_t t, heads, d, rotary;
+  };
+  for (DType dtype : kFloatTypes)
+    for (Shape s : {Shape{3, 8, 32, 0}, Shape{17, 2, 128, 128}, Shape{5, 4, 64, 32}, Shape{1, 1, 2, 0}}) {
+      SCOPED_TRACE(label(dtype, s.t, "x", s.heads, "x", s.d, " rd", s.rotary));
+      DeviceArena arena(*backend);
+      HostTensor x = random_tensor(dtype, {s.t, s.heads, s.d}, rng);
+      HostTensor pos(DType::kI32, {s.t});
+      std::uniform_int_distribution<std::int32_t> position(0, 8191);
+      for (std::int64_t i = 0; i < s.t; ++i) pos.set_int(i, i == 0 ? 0 : position(rng));
+      RopeArgs args{arena.upload(x), arena.upload(pos), 10000.0f, s.rotary};
+      expect_run_ok(*backend, args, arena.stream());
+      EXPECT_TRUE(within_bound(arena.download(args.x), rope_ref(x, pos, 10000.0, s.rotary)));
+    }
+}
+
+struct AttentionShape {
+  std::int64_t hq, hkv, d;
+};
+const AttentionShape kAttentionShapes[] = {{4, 4, 32}, {8, 2, 32}, {12, 2, 64}, {16, 2, 128}, {48, 8, 128}};
+
+TEST(DUPLEX_CONFORMANCE_SUITE, PrefillAttention) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(5);
+  const std::vector<std::vector<std::int64_t>> batches = {{0, 5}, {0, 1, 18, 58}, {0, 0, 3}};
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kAttentionShapes)
+      for (const auto& starts : batches) {
+        const std::int64_t t = starts.back();
+        SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " T", t, " seqs", starts.size() - 1));
+        DeviceArena arena(*backend);
+        HostTensor q = random_tensor(dtype, {t, s.hq, s.d}, rng),
+                   k = random_tensor(dtype, {t, s.hkv, s.d}, rng);
+        HostTensor v = random_tensor(dtype, {t, s.hkv, s.d}, rng);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+        PrefillAttentionArgs args{arena.upload(q), arena.upload(k),
+                                  arena.upload(v), arena.empty(dtype, {t, s.hq, s.d}),
+                                  starts,          scale};
+        expect_run_ok(*backend, args, arena.stream());
+        EXPECT_TRUE(within_bound(arena.download(args.out), prefill_attention_ref(q, k, v, starts, scale)));
+      }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, PrefillAttentionLongPrompt) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(55);
+  const DType dtype = DType::kF16;
+  const std::int64_t t = 777, hq = 8, hkv = 2, d = 64;
+  const std::vector<std::int64_t> starts = {0, t};
+  DeviceArena arena(*backend);
+  HostTensor q = random_tensor(dtype, {t, hq, d}, rng), k = random_tensor(dtype, {t, hkv, d}, rng);
+  HostTensor v = random_tensor(dtype, {t, hkv, d}, rng);
+  PrefillAttentionArgs args{arena.upload(q), arena.upload(k), arena.upload(v), arena.empty(dtype, {t, hq, d}),
+                            starts,          0.125f};
+  expect_run_ok(*backend, args, arena.stream());
+  EXPECT_TRUE(within_bound(arena.download(args.out), prefill_attention_ref(q, k, v, starts, 0.125)));
+}
+
+// A paged cache whose blocks are handed out in a shuffled order, so logical and physical order differ.
+struct PagedCase {
+  HostTensor q, k_cache, v_cache, block_table, context_lens;
+  std::int64_t max_context = 0;
+};
+
+PagedCase make_paged_case(DType dtype, const AttentionShape& s, std::int64_t block_size,
+                          const std::vector<std::int32_t>& lens, std::mt19937_64& rng) {
+  const auto batch = static_cast<std::int64_t>(lens.size());
+  std::int64_t max_context = 0, blocks_needed = 0;
+  for (auto l : lens) {
+    max_context = std::max<std::int64_t>(max_context, l);
+    blocks_needed += (l + block_size - 1) / block_size;
+  }
+  const std::int64_t max_blocks = std::max<std::int64_t>(1, (max_context + block_size - 1) / block_size);
+  const std::int64_t num_blocks = blocks_needed + 3;
+  std::vector<std::int32_t> physical(static_cast<std::size_t>(num_blocks));
+  std::iota(physical.begin(), physical.end(), 0);
+  std::shuffle(physical.begin(), physical.end(), rng);
+  PagedCase c;
+  c.q = random_tensor(dtype, {batch, s.hq, s.d}, rng);
+  c.k_cache = random_tensor(dtype, {num_blocks, block_size, s.hkv, s.d}, rng);
+  c.v_cache = random_tensor(dtype, {num_blocks, block_size, s.hkv, s.d}, rng);
+  c.block_table = HostTensor(DType::kI32, {batch, max_blocks});
+  c.context_lens = HostTensor(DType::kI32, {batch});
+  std::size_t next = 0;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    c.context_lens.set_int(b, lens[static_cast<std::size_t>(b)]);
+    for (std::int64_t j = 0; j < max_blocks; ++j) {
+      const bool used = j * block_size < lens[static_cast<std::size_t>(b)];
+      c.block_table.set_int(b * max_blocks + j, used ? physical[next++] : -7);  // unused entries: never read
+    }
+  }
+  c.max_context = max_context;
+  return c;
+}
+
+void check_decode(Backend& backend, DType dtype, const AttentionShape& s, std::int64_t block_size,
+                  const std::vector<std::int32_t>& lens, std::mt19937_64& rng) {
+  PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
+  DeviceArena arena(backend);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
+  DecodeAttentionArgs args{arena.upload(c.q),
+                           arena.upload(c.k_cache),
+                           arena.upload(c.v_cache),
+                           arena.upload(c.block_table),
+                           arena.upload(c.context_lens),
+                           arena.empty(dtype, {static_cast<std::int64_t>(lens.size()), s.hq, s.d}),
+                           static_cast<float>(scale),
+                           c.max_context};
+  expect_run_ok(backend, args, arena.stream());
+  EXPECT_TRUE(within_bound(arena.download(args.out),
+                           decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
+                                                static_cast<double>(static_cast<float>(scale)))));
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttention) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(6);
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kAttentionShapes)
+      for (std::int64_t block_size : {16, 7}) {
+        SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " block", block_size));
+        check_decode(*backend, dtype, s, block_size, {1, 17, 300, 0, 64}, rng);
+      }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionLongContext) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(66);
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    check_decode(*backend, dtype, AttentionShape{32, 8, 128}, 16, {8192, 3001}, rng);
+    check_decode(*backend, dtype, AttentionShape{8, 2, 32}, 16, {16384}, rng);
+  }
+}
+
+// Split-KV partials are merged in a fixed order: two runs give the same bits (long context: many splits).
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionIsBitReproducible) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(67);
+  PagedCase c = make_paged_case(DType::kF16, AttentionShape{32, 8, 128}, 16, {5000, 77, 1}, rng);
+  DeviceArena arena(*backend);
+  DecodeAttentionArgs args{arena.upload(c.q),
+                           arena.upload(c.k_cache),
+                           arena.upload(c.v_cache),
+                           arena.upload(c.block_table),
+                           arena.upload(c.context_lens),
+                           arena.empty(DType::kF16, {3, 32, 128}),
+                           0.088f,
+                           c.max_context};
+  expect_run_ok(*backend, args, arena.stream());
+  const HostTensor first = arena.download(args.out);
+  expect_run_ok(*backend, args, arena.stream());
+  const HostTensor second = arena.download(args.out);
+  ASSERT_EQ(first.bytes(), second.bytes());
+  EXPECT_EQ(std::memcmp(first.data(), second.data(), first.bytes()), 0);
+}
+
+// Work ordered across two streams by an event: copy in on one, compute on the other after waiting for it.
+TEST(DUPLEX_CONFORMANCE_SUITE, StreamsOrderedByEvents) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(68);
+  const Stream producer = backend->create_stream(), consumer = backend->create_stream();
+  const Event copied = backend->create_event();
+  HostTensor x = random_tensor(DType::kBF16, {64, 1000}, rng, -4.0, 4.0);
+  void* x_mem = backend->allocate(x.bytes());
+  void* y_mem = backend->allocate(x.bytes());
+  ASSERT_TRUE(backend->copy_from_host(x_mem, x.data(), x.bytes(), producer).ok());
+  ASSERT_TRUE(backend->record_event(copied, producer).ok());
+  ASSERT_TRUE(backend->stream_wait_event(consumer, copied).ok());
+  Tensor xt = Tensor::contiguous(x_mem, DType::kBF16, {64, 1000}, backend->memory_location());
+  Tensor yt = Tensor::contiguous(y_mem, DType::kBF16, {64, 1000}, backend->memory_location());
+  expect_run_ok(*backend, SoftmaxArgs{xt, yt, 1.0f}, consumer);
+  HostTensor y(DType::kBF16, {64, 1000});
+  ASSERT_TRUE(backend->copy_to_host(y.data(), y_mem, y.bytes(), consumer).ok());
+  ASSERT_TRUE(backend->synchronize(consumer).ok());
+  EXPECT_TRUE(within_bound(y, softmax_ref(x, 1.0)));
+  ASSERT_TRUE(backend->synchronize(producer).ok());
+  backend->deallocate(x_mem);
+  backend->deallocate(y_mem);
+  backend->destroy_event(copied);
+  backend->destroy_stream(producer);
+  backend->destroy_stream(consumer);
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, Softmax) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(7);
+  for (DType dtype : kFloatTypes)
+    for (auto [r, c] : {std::pair<std::int64_t, std::int64_t>{1, 1}, {7, 1000}, {3, 33}, {2, 5000}})
+      for (float scale : {1.0f, 0.125f}) {
+        SCOPED_TRACE(label(dtype, r, "x", c));
+        DeviceArena arena(*backend);
+        HostTensor x = random_tensor(dtype, {r, c}, rng, -8.0, 8.0);
+        SoftmaxArgs args{arena.upload(x), arena.empty(dtype, {r, c}), scale};
+        expect_run_ok(*backend, args, arena.stream());
+        EXPECT_TRUE(within_bound(arena.download(args.y), softmax_ref(x, scale)));
+      }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, Router) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(8);
+  struct Shape {
+    std::int64_t t, h, e, k;
+  };
+  for (DType dtype : kFloatTypes)
+    for (Shape s : {Shape{1, 64, 8, 2}, Shape{37, 256, 8, 2}, Shape{5, 96, 64, 6}, Shape{4, 32, 3, 1}})
+      for (bool renormalize : {true, false}) {
+        SCOPED_TRACE(label(dtype, "t", s.t, " e", s.e, " k", s.k));
+        DeviceArena arena(*backend);
+        HostTensor hidden = random_tensor(dtype, {s.t, s.h}, rng),
+                   gate = random_tensor(dtype, {s.e, s.h}, rng, -0.2, 0.2);
+        RouterArgs args{arena.upload(hidden),
+                        arena.upload(gate),
+                        arena.empty(DType::kI32, {s.t, s.k}),
+                        arena.empty(DType::kF32, {s.t, s.k}),
+                        arena.empty(DType::kF32, {s.t, s.e}),
+                        s.k,
+                        renormalize};
+        expect_run_ok(*backend, args, arena.stream());
+        const HostTensor ids = arena.download(args.topk_ids), weights = arena.download(args.topk_weights);
+        EXPECT_TRUE(
+            within_bound(arena.download(args.logits), gemm_ref(hidden, gate, nullptr, true, DType::kF32)));
+        const Expected p = router_probs_ref(hidden, gate);
+        for (std::int64_t i = 0; i < s.t; ++i) {
+          // The reference ranking; a backend may swap experts whose probabilities are within their bounds.
+          std::vector<std::int64_t> order(static_cast<std::size_t>(s.e));
+          std::iota(order.begin(), order.end(), 0);
+          auto prob = [&](std::int64_t j) { return p.value[static_cast<std::size_t>(i * s.e + j)]; };
+          auto err = [&](std::int64_t j) { return p.bound[static_cast<std::size_t>(i * s.e + j)]; };
+          std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return prob(a) > prob(b); });
+          std::set<std::int32_t> chosen;
+          double chosen_sum = 0.0, chosen_err = 0.0;
+          for (std::int64_t j = 0; j < s.k; ++j) {
+            const std::int32_t id = ids.get_int(i * s.k + j);
+            ASSERT_GE(id, 0);
+            ASSERT_LT(id, s.e);
+            EXPECT_TRUE(chosen.insert(id).second) << "expert " << id << " chosen twice for token " << i;
+            const std::int64_t ref = order[static_cast<std::size_t>(j)];
+            EXPECT_LE(std::abs(prob(id) - prob(ref)), err(id) + err(ref)) << "token " << i << " slot " << j;
+            chosen_sum += prob(id);
+            chosen_err += err(id);
+          }
+          for (std::int64_t j = 0; j < s.k; ++j) {
+            const std::int32_t id = ids.get_int(i * s.k + j);
+            const double expected = renormalize ? prob(id) / chosen_sum : prob(id);
+            const double bound =
+                renormalize ? (err(id) + expected * chosen_err) / chosen_sum + 4 * kU32 : err(id) + 4 * kU32;
+            EXPECT_NEAR(weights.get(i * s.k + j), expected, bound) << "token " << i << " slot " << j;
+          }
+        }
+      }
+}
+
+// Routing where some experts get no token (and one test where none gets any).
+std::vector<std::int32_t> skewed_ids(std::int64_t t, std::int64_t k, std::int64_t experts,
+                                     std::mt19937_64& rng) {
+  std::vector<std::int32_t> ids;
+  std::uniform_int_distribution<std::int32_t> pick(0, static_cast<std::int32_t>(experts / 2));
+  for (std::int64_t i = 0; i < t; ++i) {
+    std::set<std::int32_t> used;
+    while (static_cast<std::int64_t>(used.size()) < k)
+      used.insert(2 * pick(rng) % static_cast<std::int32_t>(experts));
+    std::vector<std::int32_t> row(used.begin(), used.end());
+    std::shuffle(row.begin(), row.end(), rng);
+    ids.insert(ids.end(), row.begin(), row.end());
+  }
+  return ids;
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, PermuteAndUnpermute) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(9);
+  for (DType dtype : kFloatTypes)
+    for (auto [t, k] : {std::pair<std::int64_t, std::int64_t>{1, 2}, {37, 2}, {16, 1}, {0, 2}}) {
+      const std::int64_t experts = 8, h = 40;
+      SCOPED_TRACE(label(dtype, "t", t, " k", k));
+      DeviceArena arena(*backend);
+      HostTensor x = random_tensor(dtype, {t, h}, rng);
+      HostTensor ids = int_tensor({t, k}, skewed_ids(t, k, experts, rng));
+      PermuteArgs pargs{arena.upload(x),
+                        arena.upload(ids),
+                        arena.empty(dtype, {t * k, h}),
+                        arena.empty(DType::kI32, {t, k}),
+                        arena.empty(DType::kI32, {experts + 1}),
+                        experts};
+      expect_run_ok(*backend, pargs, arena.stream());
+      const HostTensor x_perm = arena.download(pargs.x_perm), rows = arena.download(pargs.permuted_row);
+      const HostTensor offsets = arena.download(pargs.expert_offsets);
+      // Expected order: stable by expert.
+      std::vector<std::int64_t> pairs(static_cast<std::size_t>(t * k));
+      std::iota(pairs.begin(), pairs.end(), 0);
+      std::stable_sort(pairs.begin(), pairs.end(),
+                       [&](auto a, auto b) { return ids.get_int(a) < ids.get_int(b); });
+      for (std::int64_t r = 0; r < t * k; ++r) {
+        const std::int64_t pair = pairs[static_cast<std::size_t>(r)];
+        ASSERT_EQ(rows.get_int(pair), r) << "pair " << pair;
+        for (std::int64_t c = 0; c < h; ++c) ASSERT_EQ(x_perm.get(r * h + c), x.get((pair / k) * h + c));
+      }
+      for (std::int64_t e = 0; e <= experts; ++e) {
+        std::int64_t before = 0;
+        for (std::int64_t i = 0; i < t * k; ++i) before += ids.get_int(i) < e;
+        EXPECT_EQ(offsets.get_int(e), before) << "expert_offsets[" << e << "]";
+      }
+      HostTensor y_perm = random_tensor(dtype, {t * k, h}, rng),
+                 weights = random_tensor(DType::kF32, {t, k}, rng, 0.0, 1.0);
+      UnpermuteArgs uargs{arena.upload(y_perm), pargs.permuted_row, arena.upload(weights),
+                          arena.empty(dtype, {t, h})};
+      expect_run_ok(*backend, uargs, arena.stream());
+      EXPECT_TRUE(within_bound(arena.download(uargs.out), unpermute_ref(y_perm, rows, weights, dtype)));
+    }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfn) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(10);
+  struct Config {
+    FfnKind kind;
+    Activation act;
+  };
+  const std::vector<std::vector<std::int64_t>> groups = {
+      {0, 0, 5, 5, 6, 18, 18, 21, 21},  // 8 experts, four of them empty
+      {0, 3},                           // one expert
+      {0, 0, 0, 0},                     // three experts, no tokens at all
+      {0, 40, 41, 100}};
+  for (DType dtype : kFloatTypes)
+    for (Config cfg :
+         {Config{FfnKind::kGated, Activation::kSilu}, Config{FfnKind::kTwoMatrix, Activation::kGeluTanh},
+          Config{FfnKind::kTwoMatrix, Activation::kRelu}})
+      for (const auto& offsets : groups) {
+        const std::int64_t e = static_cast<std::int64_t>(offsets.size()) - 1, p = offsets.back(), h = 64,
+                           f = 96;
+        SCOPED_TRACE(
+            label(dtype, "experts", e, " P", p, (cfg.kind == FfnKind::kGated ? " gated" : " two-matrix")));
+        DeviceArena arena(*backend);
+        const double ws = 1.0 / std::sqrt(static_cast<double>(h));
+        HostTensor x = random_tensor(dtype, {p, h}, rng),
+                   w_in = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
+        HostTensor w_up = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
+        HostTensor w_down = random_tensor(dtype, {e, h, f}, rng, -1.0 / std::sqrt(f), 1.0 / std::sqrt(f));
+        const bool gated = cfg.kind == FfnKind::kGated;
+        ExpertFfnArgs args{cfg.kind,
+                           cfg.act,
+                           arena.upload(x),
+                           arena.upload(w_in),
+                           gated ? arena.upload(w_up) : Tensor{},
+                           arena.upload(w_down),
+                           arena.empty(dtype, {p, h}),
+                           offsets};
+        expect_run_ok(*backend, args, arena.stream());
+        EXPECT_TRUE(within_bound(
+            arena.download(args.y),
+            expert_ffn_ref(cfg.kind, cfg.act, x, w_in, gated ? &w_up : nullptr, w_down, offsets)));
+      }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, ResidualAdd) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(11);
+  for (DType dtype : kFloatTypes)
+    for (const std::vector<std::int64_t>& shape :
+         {std::vector<std::int64_t>{1}, {5, 33}, {4, 8, 16}, {3, 1000}}) {
+      SCOPED_TRACE(label(dtype, shape.size(), "-d"));
+      DeviceArena arena(*backend);
+      HostTensor a = random_tensor(dtype, shape, rng), b = random_tensor(dtype, shape, rng);
+      Tensor ad = arena.upload(a);
+      ResidualAddArgs args{ad, arena.upload(b), ad};  // in place, as the runtime uses it
+      expect_run_ok(*backend, args, arena.stream());
+      EXPECT_TRUE(within_bound(arena.download(ad), residual_add_ref(a, b)));
+    }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, Embedding) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(12);
+  for (DType dtype : kFloatTypes) {
+    SCOPED_TRACE(dtype_name(dtype));
+    DeviceArena arena(*backend);
+    const std::int64_t v = 1000, h = 256;
+    HostTensor table = random_tensor(dtype, {v, h}, rng);
+    HostTensor ids = int_tensor({7}, {0, 999, 5, 5, 123, 998, 1});
+    EmbeddingArgs args{arena.upload(table), arena.upload(ids), arena.empty(dtype, {7, h})};
+    expect_run_ok(*backend, args, arena.stream());
+    const HostTensor out = arena.download(args.out);
+    for (std::int64_t t = 0; t < 7; ++t)
+      for (std::int64_t c = 0; c < h; ++c) ASSERT_EQ(out.get(t * h + c), table.get(ids.get_int(t) * h + c));
+  }
+}
+
+// An index out of range is reported by run (CPU) or by the next synchronize (CUDA), then cleared.
+TEST(DUPLEX_CONFORMANCE_SUITE, OutOfRangeIndicesAreReported) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(15);
+  DeviceArena arena(*backend);
+  HostTensor table = random_tensor(DType::kF16, {10, 8}, rng);
+  EmbeddingArgs embed{arena.upload(table), arena.upload(int_tensor({3}, {1, 10, 2})),
+                      arena.empty(DType::kF16, {3, 8})};
+  auto run_and_sync = [&](const OpArgs& args) {
+    Status s = backend->run(args, arena.stream());
+    if (s.ok()) s = backend->synchronize(arena.stream());
+    return s;
+  };
+  EXPECT_EQ(run_and_sync(embed).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(backend->synchronize(arena.stream()).ok()) << "the error must be reported once";
+
+  PagedCase c = make_paged_case(DType::kF16, AttentionShape{4, 2, 32}, 16, {40}, rng);
+  c.block_table.set_int(1, 1000);
+  DecodeAttentionArgs decode{arena.upload(c.q),
+                             arena.upload(c.k_cache),
+                             arena.upload(c.v_cache),
+                             arena.upload(c.block_table),
+                             arena.upload(c.context_lens),
+                             arena.empty(DType::kF16, {1, 4, 32}),
+                             0.17f,
+                             c.max_context};
+  EXPECT_EQ(run_and_sync(decode).code(), StatusCode::kInvalidArgument);
+
+  PermuteArgs permute{arena.upload(table),
+                      arena.upload(int_tensor({10, 1}, {0, 1, 2, 3, 4, 5, 6, 7, 8, -1})),
+                      arena.empty(DType::kF16, {10, 8}),
+                      arena.empty(DType::kI32, {10, 1}),
+                      arena.empty(DType::kI32, {9}),
+                      8};
+  EXPECT_EQ(run_and_sync(permute).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(backend->synchronize(arena.stream()).ok());
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, LmHead) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(13);
+  for (DType dtype : kFloatTypes)
+    for (auto [t, v] : {std::pair<std::int64_t, std::int64_t>{1, 1000}, {5, 1001}, {3, 32000}}) {
+      SCOPED_TRACE(label(dtype, "t", t, " v", v));
+      const std::int64_t h = 256;
+      DeviceArena arena(*backend);
+      HostTensor hidden = random_tensor(dtype, {t, h}, rng), weight = random_tensor(dtype, {v, h}, rng);
+      LmHeadArgs args{arena.upload(hidden), arena.upload(weight), arena.empty(DType::kI32, {t}),
+                      arena.empty(DType::kF32, {t, v})};
+      expect_run_ok(*backend, args, arena.stream());
+      const Expected logits = gemm_ref(hidden, weight, nullptr, true, DType::kF32);
+      EXPECT_TRUE(within_bound(arena.download(args.logits), logits));
+      const HostTensor ids = arena.download(args.next_ids);
+      for (std::int64_t i = 0; i < t; ++i) {
+        const auto row = logits.value.begin() + i * v;
+        const auto best = std::max_element(row, row + v) - row;
+        const std::int32_t got = ids.get_int(i);
+        ASSERT_GE(got, 0);
+        ASSERT_LT(got, v);
+        const auto at = [&](std::int64_t j) { return static_cast<std::size_t>(i * v + j); };
+        EXPECT_LE(logits.value[at(best)] - logits.value[at(got)],
+                  logits.bound[at(best)] + logits.bound[at(got)])
+            << "token " << i << ": argmax " << got << " but the reference's is " << best;
+      }
+    }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, LmHeadTieTakesLowestId) {
+  DUPLEX_GET_BACKEND(backend);
+  DeviceArena arena(*backend);
+  HostTensor hidden(DType::kF16, {1, 4}), weight(DType::kF16, {6, 4});
+  for (std::int64_t i = 0; i < 4; ++i) hidden.set(i, 1.0);
+  for (std::int64_t r = 0; r < 6; ++r)
+    for (std::int64_t c = 0; c < 4; ++c) weight.set(r * 4 + c, (r == 2 || r == 4) ? 0.5 : 0.25);
+  LmHeadArgs args{arena.upload(hidden), arena.upload(weight), arena.empty(DType::kI32, {1}), Tensor{}};
+  expect_run_ok(*backend, args, arena.stream());
+  EXPECT_EQ(arena.download(args.next_ids).get_int(0), 2);
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, PartialSum) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(14);
+  for (DType dtype : kFloatTypes)
+    for (auto [p, n] : {std::pair<std::int64_t, std::int64_t>{1, 1}, {4, 1000}, {5, 4099}}) {
+      SCOPED_TRACE(label(dtype, p, "x", n));
+      DeviceArena arena(*backend);
+      HostTensor partials = random_tensor(dtype, {p, n}, rng);
+      PartialSumArgs args{arena.upload(partials), arena.empty(dtype, {n})};
+      expect_run_ok(*backend, args, arena.stream());
+      EXPECT_TRUE(within_bound(arena.download(args.out), partial_sum_ref(partials)));
+    }
+}
+
+}  // namespace
+}  // namespace duplex::kernels::test

@@ -1,0 +1,416 @@
+#include "reference.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+namespace duplex::kernels::test {
+namespace {
+
+std::size_t uz(std::int64_t i) {
+  return static_cast<std::size_t>(i);
+}
+
+// The tensor's exact values, extracted once (HostTensor::get per element is slow in the O(n^3) references).
+std::vector<double> values(const HostTensor& t) {
+  std::vector<double> v(uz(t.numel()));
+  for (std::int64_t i = 0; i < t.numel(); ++i) v[uz(i)] = t.get(i);
+  return v;
+}
+
+struct Attended {
+  std::vector<double> out, bound;  // [D] each
+};
+
+// One query row against keys/values given as row accessors; FP64 softmax attention with its bound.
+template <class KeyRow, class ValueRow>
+Attended attend(const std::vector<double>& q, std::int64_t q_offset, std::int64_t d, std::int64_t length,
+                KeyRow key, ValueRow value, double scale, DType out_dtype) {
+  Attended r{std::vector<double>(uz(d), 0.0), std::vector<double>(uz(d), 0.0)};
+  if (length == 0) return r;
+  std::vector<double> s(uz(length));
+  double max = -INFINITY, max_err = 0.0;
+  for (std::int64_t j = 0; j < length; ++j) {
+    double dot = 0.0, mag = 0.0;
+    for (std::int64_t c = 0; c < d; ++c) {
+      const double term = q[uz(q_offset + c)] * key(j, c);
+      dot += term;
+      mag += std::abs(term);
+    }
+    s[uz(j)] = scale * dot;
+    max = std::max(max, s[uz(j)]);
+    max_err = std::max(max_err, 2.0 * static_cast<double>(d + 4) * kU32 * std::abs(scale) * mag);
+  }
+  double sum = 0.0;
+  for (double& v : s) sum += (v = std::exp(v - max));
+  std::vector<double> mag(uz(d), 0.0);
+  for (std::int64_t j = 0; j < length; ++j) {
+    const double p = s[uz(j)] / sum;
+    for (std::int64_t c = 0; c < d; ++c) {
+      const double vv = value(j, c);
+      r.out[uz(c)] += p * vv;
+      mag[uz(c)] += p * std::abs(vv);
+    }
+  }
+  // Score errors e perturb each p by a factor within exp(+-2e); exp / sum / weighted-sum rounding add
+  // O((length + d) u32) relative to sum p |v|.
+  const double rel = 4.0 * max_err + 2.0 * static_cast<double>(length + d + 16) * kU32;
+  for (std::int64_t c = 0; c < d; ++c)
+    r.bound[uz(c)] = unit_roundoff(out_dtype) * std::abs(r.out[uz(c)]) + 2.0 * rel * mag[uz(c)];
+  return r;
+}
+
+double activate(Activation act, double x) {
+  switch (act) {
+    case Activation::kSilu:
+      return x / (1.0 + std::exp(-x));
+    case Activation::kGeluTanh:
+      return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+    case Activation::kRelu:
+      return x > 0.0 ? x : 0.0;
+  }
+  return x;
+}
+// A bound on |d act / dx| over the whole line (SiLU peaks at 1.0998, GELU-tanh at 1.129).
+double activate_slope(Activation act) {
+  switch (act) {
+    case Activation::kSilu:
+      return 1.1;
+    case Activation::kGeluTanh:
+      return 1.2;
+    case Activation::kRelu:
+      return 1.0;
+  }
+  return 1.0;
+}
+
+double round_to(DType dtype, double v) {
+  HostTensor t(dtype, {1});
+  t.set(0, v);
+  return t.get(0);
+}
+
+}  // namespace
+
+double unit_roundoff(DType dtype) {
+  switch (dtype) {
+    case DType::kF16:
+      return 1.0 / 2048.0;
+    case DType::kBF16:
+      return 1.0 / 256.0;
+    case DType::kF32:
+      return kU32;
+    case DType::kI32:
+      return 0.0;
+  }
+  return 0.0;
+}
+
+Expected gemm_ref(const HostTensor& a, const HostTensor& b, const HostTensor* c_before, bool b_transposed,
+                  DType out_dtype) {
+  const std::int64_t m = a.shape()[0], k = a.shape()[1], n = b_transposed ? b.shape()[0] : b.shape()[1];
+  Expected e{std::vector<double>(uz(m * n)), std::vector<double>(uz(m * n))};
+  const std::vector<double> av = values(a), bv = values(b);
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double acc = c_before ? c_before->get(i * n + j) : 0.0;
+      double mag = std::abs(acc);
+      for (std::int64_t p = 0; p < k; ++p) {
+        const double term = av[uz(i * k + p)] * (b_transposed ? bv[uz(j * k + p)] : bv[uz(p * n + j)]);
+        acc += term;
+        mag += std::abs(term);
+      }
+      e.value[uz(i * n + j)] = acc;
+      e.bound[uz(i * n + j)] =
+          unit_roundoff(out_dtype) * std::abs(acc) + 2.0 * static_cast<double>(k + 2) * kU32 * mag;
+    }
+  return e;
+}
+
+Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, const HostTensor* bias,
+                  double eps) {
+  const std::int64_t t = x.shape()[0], h = x.shape()[1];
+  Expected e{std::vector<double>(uz(t * h)), std::vector<double>(uz(t * h))};
+  for (std::int64_t r = 0; r < t; ++r) {
+    double mean = 0.0, mean_abs = 0.0;
+    for (std::int64_t i = 0; i < h; ++i) mean_abs += std::abs(x.get(r * h + i)) / static_cast<double>(h);
+    if (kind == NormKind::kLayer)
+      for (std::int64_t i = 0; i < h; ++i) mean += x.get(r * h + i) / static_cast<double>(h);
+    double sq = 0.0;
+    for (std::int64_t i = 0; i < h; ++i) sq += (x.get(r * h + i) - mean) * (x.get(r * h + i) - mean);
+    const double inv = 1.0 / std::sqrt(sq / static_cast<double>(h) + eps);
+    for (std::int64_t i = 0; i < h; ++i) {
+      const double b = bias ? bias->get(i) : 0.0;
+      const double w = weight.get(i);
+      const double v = (x.get(r * h + i) - mean) * inv * w + b;
+      const double mag = (std::abs(x.get(r * h + i) - mean) + mean_abs) * inv * std::abs(w) + std::abs(b);
+      e.value[uz(r * h + i)] = v;
+      e.bound[uz(r * h + i)] =
+          unit_roundoff(x.dtype()) * std::abs(v) + 2.0 * static_cast<double>(h + 8) * kU32 * mag;
+    }
+  }
+  return e;
+}
+
+Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim) {
+  const std::int64_t t = x.shape()[0], heads = x.shape()[1], d = x.shape()[2];
+  const std::int64_t rd = rotary_dim == 0 ? d : rotary_dim, half = rd / 2;
+  Expected e{std::vector<double>(uz(x.numel())), std::vector<double>(uz(x.numel()))};
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    e.value[uz(i)] = x.get(i);
+    e.bound[uz(i)] = 0.0;  // dimensions past rotary_dim pass through unchanged
+  }
+  const double u = unit_roundoff(x.dtype());
+  for (std::int64_t r = 0; r < t; ++r)
+    for (std::int64_t hd = 0; hd < heads; ++hd)
+      for (std::int64_t i = 0; i < half; ++i) {
+        const std::int64_t base = (r * heads + hd) * d;
+        const double angle =
+            positions.get_int(r) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(rd));
+        const double x0 = x.get(base + i), x1 = x.get(base + i + half);
+        const double y0 = x0 * std::cos(angle) - x1 * std::sin(angle);
+        const double y1 = x1 * std::cos(angle) + x0 * std::sin(angle);
+        // An FP32 angle (powf of a rounded exponent, then a product) is off by up to ~13 u32 |angle| for
+        // theta 1e4 (bound: 32, a 2x margin); sin/cos add a few u32.
+        const double err = (std::abs(x0) + std::abs(x1)) * (32.0 * kU32 * std::abs(angle) + 8.0 * kU32);
+        e.value[uz(base + i)] = y0;
+        e.value[uz(base + i + half)] = y1;
+        e.bound[uz(base + i)] = u * std::abs(y0) + err;
+        e.bound[uz(base + i + half)] = u * std::abs(y1) + err;
+      }
+  return e;
+}
+
+Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
+                               std::span<const std::int64_t> seq_starts, double scale) {
+  const std::int64_t hq = q.shape()[1], d = q.shape()[2], hkv = k.shape()[1], group = hq / hkv;
+  Expected e{std::vector<double>(uz(q.numel())), std::vector<double>(uz(q.numel()))};
+  const std::vector<double> qv = values(q), kv = values(k), vv = values(v);
+  for (std::size_t s = 0; s + 1 < seq_starts.size(); ++s) {
+    const std::int64_t start = seq_starts[s], len = seq_starts[s + 1] - start;
+    for (std::int64_t i = 0; i < len; ++i)
+      for (std::int64_t head = 0; head < hq; ++head) {
+        const std::int64_t g = head / group;
+        const std::int64_t offset = ((start + i) * hq + head) * d;
+        auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(((start + j) * hkv + g) * d + c)]; };
+        auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(((start + j) * hkv + g) * d + c)]; };
+        Attended a = attend(qv, offset, d, i + 1, key, value, scale, q.dtype());
+        for (std::int64_t c = 0; c < d; ++c) {
+          e.value[uz(offset + c)] = a.out[uz(c)];
+          e.bound[uz(offset + c)] = a.bound[uz(c)];
+        }
+      }
+  }
+  return e;
+}
+
+Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
+                              const HostTensor& block_table, const HostTensor& context_lens, double scale) {
+  const std::int64_t batch = q.shape()[0], hq = q.shape()[1], d = q.shape()[2];
+  const std::int64_t block_size = k_cache.shape()[1], hkv = k_cache.shape()[2],
+                     max_blocks = block_table.shape()[1];
+  const std::int64_t group = hq / hkv;
+  Expected e{std::vector<double>(uz(q.numel())), std::vector<double>(uz(q.numel()))};
+  const std::vector<double> qv = values(q), kv = values(k_cache), vv = values(v_cache);
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t head = 0; head < hq; ++head) {
+      const std::int64_t g = head / group, offset = (b * hq + head) * d;
+      auto row = [&](std::int64_t j) {
+        const std::int64_t block = block_table.get_int(b * max_blocks + j / block_size);
+        return ((block * block_size + j % block_size) * hkv + g) * d;
+      };
+      auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(row(j) + c)]; };
+      auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(row(j) + c)]; };
+      Attended a = attend(qv, offset, d, context_lens.get_int(b), key, value, scale, q.dtype());
+      for (std::int64_t c = 0; c < d; ++c) {
+        e.value[uz(offset + c)] = a.out[uz(c)];
+        e.bound[uz(offset + c)] = a.bound[uz(c)];
+      }
+    }
+  return e;
+}
+
+Expected softmax_ref(const HostTensor& x, double scale) {
+  const std::int64_t rows = x.shape()[0], cols = x.shape()[1];
+  Expected e{std::vector<double>(uz(x.numel())), std::vector<double>(uz(x.numel()))};
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double max = -INFINITY;
+    for (std::int64_t c = 0; c < cols; ++c) max = std::max(max, scale * x.get(r * cols + c));
+    double sum = 0.0;
+    for (std::int64_t c = 0; c < cols; ++c) sum += std::exp(scale * x.get(r * cols + c) - max);
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const double s = scale * x.get(r * cols + c);
+      const double p = std::exp(s - max) / sum;
+      e.value[uz(r * cols + c)] = p;
+      e.bound[uz(r * cols + c)] =
+          unit_roundoff(x.dtype()) * p +
+          p * (4.0 * kU32 * (std::abs(s) + std::abs(max)) + 2.0 * static_cast<double>(cols + 8) * kU32);
+    }
+  }
+  return e;
+}
+
+Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weight) {
+  const std::int64_t t = hidden.shape()[0], h = hidden.shape()[1], experts = gate_weight.shape()[0];
+  Expected logits = gemm_ref(hidden, gate_weight, nullptr, true, DType::kF32);
+  Expected e{std::vector<double>(uz(t * experts)), std::vector<double>(uz(t * experts))};
+  for (std::int64_t r = 0; r < t; ++r) {
+    double max = -INFINITY, max_err = 0.0;
+    for (std::int64_t j = 0; j < experts; ++j) {
+      max = std::max(max, logits.value[uz(r * experts + j)]);
+      max_err = std::max(max_err, logits.bound[uz(r * experts + j)]);
+    }
+    double sum = 0.0;
+    for (std::int64_t j = 0; j < experts; ++j) sum += std::exp(logits.value[uz(r * experts + j)] - max);
+    for (std::int64_t j = 0; j < experts; ++j) {
+      const double p = std::exp(logits.value[uz(r * experts + j)] - max) / sum;
+      e.value[uz(r * experts + j)] = p;
+      e.bound[uz(r * experts + j)] = p * (4.0 * max_err + 2.0 * static_cast<double>(experts + h + 8) * kU32);
+    }
+  }
+  return e;
+}
+
+Expected unpermute_ref(const HostTensor& y_perm, const HostTensor& permuted_row,
+                       const HostTensor& topk_weights, DType out_dtype) {
+  const std::int64_t t = permuted_row.shape()[0], k = permuted_row.shape()[1], h = y_perm.shape()[1];
+  Expected e{std::vector<double>(uz(t * h)), std::vector<double>(uz(t * h))};
+  for (std::int64_t i = 0; i < t; ++i)
+    for (std::int64_t c = 0; c < h; ++c) {
+      double acc = 0.0, mag = 0.0;
+      for (std::int64_t j = 0; j < k; ++j) {
+        const double term = topk_weights.get(i * k + j) * y_perm.get(permuted_row.get_int(i * k + j) * h + c);
+        acc += term;
+        mag += std::abs(term);
+      }
+      e.value[uz(i * h + c)] = acc;
+      e.bound[uz(i * h + c)] =
+          unit_roundoff(out_dtype) * std::abs(acc) + 2.0 * static_cast<double>(k + 2) * kU32 * mag;
+    }
+  return e;
+}
+
+Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const HostTensor& w_in,
+                        const HostTensor* w_up, const HostTensor& w_down,
+                        std::span<const std::int64_t> offsets) {
+  const std::int64_t h = x.shape()[1], f = w_in.shape()[1];
+  const DType dtype = x.dtype();
+  const double u = unit_roundoff(dtype);
+  Expected e{std::vector<double>(uz(x.numel()), 0.0), std::vector<double>(uz(x.numel()), 0.0)};
+  std::vector<double> hidden(uz(f)), hidden_err(uz(f));
+  for (std::size_t expert = 0; expert + 1 < offsets.size(); ++expert) {
+    const auto ex = static_cast<std::int64_t>(expert);
+    for (std::int64_t r = offsets[expert]; r < offsets[expert + 1]; ++r) {
+      for (std::int64_t j = 0; j < f; ++j) {
+        double g = 0.0, g_mag = 0.0, up = 1.0, up_mag = 0.0;
+        for (std::int64_t p = 0; p < h; ++p) {
+          const double term = x.get(r * h + p) * w_in.get((ex * f + j) * h + p);
+          g += term;
+          g_mag += std::abs(term);
+        }
+        if (kind == FfnKind::kGated) {
+          up = 0.0;
+          for (std::int64_t p = 0; p < h; ++p) {
+            const double term = x.get(r * h + p) * w_up->get((ex * f + j) * h + p);
+            up += term;
+            up_mag += std::abs(term);
+          }
+        }
+        const double acc_rel = 2.0 * static_cast<double>(h + 4) * kU32;
+        const double exact = activate(act, g) * up;
+        // Error of the FP32 value before it is rounded to the storage dtype.
+        const double pre_err = activate_slope(act) * std::abs(up) * acc_rel * g_mag +
+                               std::abs(activate(act, g)) * acc_rel * up_mag + 8.0 * kU32 * std::abs(exact);
+        const double rounded = round_to(dtype, exact);
+        const double ulp = std::abs(exact) > 0.0 ? 2.0 * u * std::abs(rounded) + 1e-45 : 0.0;
+        // The kernel's h may round to a neighbouring value when the pre-rounding error crosses a rounding
+        // boundary.
+        const bool near_boundary =
+            std::abs(std::abs(exact - rounded) - ulp / 2.0) <= pre_err + u * 1e-3 * std::abs(exact);
+        hidden[uz(j)] = rounded;
+        hidden_err[uz(j)] =
+            pre_err + (near_boundary ? ulp : 0.0) + (dtype == DType::kF32 ? u * std::abs(exact) : 0.0);
+      }
+      for (std::int64_t c = 0; c < h; ++c) {
+        double acc = 0.0, mag = 0.0, propagated = 0.0;
+        for (std::int64_t j = 0; j < f; ++j) {
+          const double w = w_down.get((ex * h + c) * f + j);
+          acc += hidden[uz(j)] * w;
+          mag += std::abs(hidden[uz(j)] * w);
+          propagated += hidden_err[uz(j)] * std::abs(w);
+        }
+        e.value[uz(r * h + c)] = acc;
+        e.bound[uz(r * h + c)] =
+            u * std::abs(acc) + 2.0 * static_cast<double>(f + 2) * kU32 * mag + 1.01 * propagated;
+      }
+    }
+  }
+  return e;
+}
+
+Expected residual_add_ref(const HostTensor& a, const HostTensor& b) {
+  Expected e{std::vector<double>(uz(a.numel())), std::vector<double>(uz(a.numel()))};
+  for (std::int64_t i = 0; i < a.numel(); ++i) {
+    const double v = a.get(i) + b.get(i);
+    e.value[uz(i)] = v;
+    e.bound[uz(i)] =
+        unit_roundoff(a.dtype()) * std::abs(v) + kU32 * (std::abs(a.get(i)) + std::abs(b.get(i)));
+  }
+  return e;
+}
+
+Expected partial_sum_ref(const HostTensor& partials) {
+  const std::int64_t p = partials.shape()[0], n = partials.shape()[1];
+  Expected e{std::vector<double>(uz(n)), std::vector<double>(uz(n))};
+  for (std::int64_t i = 0; i < n; ++i) {
+    double acc = 0.0, mag = 0.0;
+    for (std::int64_t j = 0; j < p; ++j) {
+      acc += partials.get(j * n + i);
+      mag += std::abs(partials.get(j * n + i));
+    }
+    e.value[uz(i)] = acc;
+    e.bound[uz(i)] =
+        unit_roundoff(partials.dtype()) * std::abs(acc) + 2.0 * static_cast<double>(p + 1) * kU32 * mag;
+  }
+  return e;
+}
+
+double underflow_floor(DType dtype) {
+  switch (dtype) {
+    case DType::kF16:
+      return std::ldexp(1.0, -25);  // half the subnormal spacing 2^-24
+    case DType::kBF16:
+      return std::ldexp(1.0, -134);  // half of 2^-133
+    case DType::kF32:
+      return std::ldexp(1.0, -150);  // half of 2^-149
+    case DType::kI32:
+      break;
+  }
+  return 0.0;
+}
+
+::testing::AssertionResult within_bound(const HostTensor& got, const Expected& expected) {
+  if (static_cast<std::size_t>(got.numel()) != expected.value.size())
+    return ::testing::AssertionFailure()
+           << "size " << got.numel() << " vs expected " << expected.value.size();
+  std::int64_t failures = 0;
+  double worst_ratio = 0.0;
+  std::ostringstream detail;
+  for (std::int64_t i = 0; i < got.numel(); ++i) {
+    const double g = got.get(i), v = expected.value[uz(i)],
+                 bound = expected.bound[uz(i)] + underflow_floor(got.dtype());
+    const double err = std::abs(g - v);
+    const bool ok = std::isfinite(g) && err <= bound;
+    if (std::isfinite(g)) worst_ratio = std::max(worst_ratio, err / bound);
+    if (!ok && failures++ < 5)
+      detail << "\n  [" << i << "] got " << g << " expected " << v << " bound " << bound;
+  }
+  fprintf(stderr, "worst %g\n", worst_ratio);
+  if (failures == 0) return ::testing::AssertionSuccess() << "worst error/bound " << worst_ratio;
+  return ::testing::AssertionFailure()
+         << failures << " of " << got.numel() << " elements outside the bound (worst "
+         << "error/bound " << worst_ratio << ")" << detail.str();
+}
+
+}  // namespace duplex::kernels::test

@@ -1,0 +1,51 @@
+#pragma once
+// Straightforward FP64 references for every op, each with an op-specific error bound per output element.
+// The inputs are the exactly representable stored values; the bound covers what an FP32-accumulating kernel
+// may legitimately differ by: rounding of the output to its dtype (u = 2^-11 f16, 2^-8 bf16, 2^-24 f32) plus
+// a worst-case FP32 accumulation term proportional to the sum of the absolute values of the terms (with a 2x
+// margin for reordered or tensor-core accumulation). A wrong index, a missed term or a wrong scale gives an
+// error of the order of the terms themselves, far above these bounds.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "duplex/kernels/ops.hpp"
+#include "harness.hpp"
+
+namespace duplex::kernels::test {
+
+struct Expected {
+  std::vector<double> value;
+  std::vector<double> bound;
+};
+
+double unit_roundoff(DType dtype);
+inline constexpr double kU32 = 1.0 / 16777216.0;  // 2^-24, FP32 unit roundoff
+
+Expected gemm_ref(const HostTensor& a, const HostTensor& b, const HostTensor* c_before, bool b_transposed,
+                  DType out_dtype);
+Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, const HostTensor* bias,
+                  double eps);
+Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim);
+Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
+                               std::span<const std::int64_t> seq_starts, double scale);
+Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
+                              const HostTensor& block_table, const HostTensor& context_lens, double scale);
+Expected softmax_ref(const HostTensor& x, double scale);
+// Router probabilities p[T,E] (softmax of the FP64 logits) and the bound on each.
+Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weight);
+Expected unpermute_ref(const HostTensor& y_perm, const HostTensor& permuted_row,
+                       const HostTensor& topk_weights, DType out_dtype);
+Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const HostTensor& w_in,
+                        const HostTensor* w_up, const HostTensor& w_down,
+                        std::span<const std::int64_t> offsets);
+Expected residual_add_ref(const HostTensor& a, const HostTensor& b);
+Expected partial_sum_ref(const HostTensor& partials);
+
+// The absolute rounding error of a dtype near zero (half its smallest subnormal), added to every bound.
+double underflow_floor(DType dtype);
+
+// Compares got against expected element by element; reports the worst offenders. Returns true when all pass.
+::testing::AssertionResult within_bound(const HostTensor& got, const Expected& expected);
+
+}  // namespace duplex::kernels::test

@@ -1,0 +1,192 @@
+// Cross-system properties of functional emulation and the `duplex run` library entry.
+#include <gtest/gtest.h>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/functional/functional_executor.hpp"
+#include "duplex/runtime/functional/run_session.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+const std::vector<std::vector<std::int32_t>> kPrompts = {{1, 5, 9, 42}, {7, 300, 12, 999, 3, 64}, {512}, {2, 2, 2}};
+
+FunctionalResult run_on(const ModelWeights& w, const char* system, FunctionalOptions o = {}, int tokens = 8,
+                        const std::vector<std::vector<std::int32_t>>& prompts = kPrompts) {
+  const SystemSpec sys = load_system(system);
+  FunctionalExecutor exec(w, sys, o);
+  return exec.run(prompts, tokens);
+}
+
+std::int64_t ops_on(const FunctionalResult& r, compiler::OpKind kind, compiler::Unit unit) {
+  std::int64_t n = 0;
+  for (const OpRecord& op : r.ops) n += op.kind == kind && op.unit == unit ? 1 : 0;
+  return n;
+}
+
+TEST(FunctionalPlacement, PlacementChangesUnitsNotTokens) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 3);
+  const FunctionalResult gpu = run_on(w, "gpu"), duplex = run_on(w, "duplex"), pe = run_on(w, "duplex-pe"),
+                         bank = run_on(w, "bank-pim");
+  EXPECT_EQ(gpu.tokens, duplex.tokens);
+  EXPECT_EQ(gpu.tokens, pe.tokens);
+  EXPECT_EQ(gpu.tokens, bank.tokens);
+  // The GPU runs everything on the xPU; Duplex sends decode attention and expert FFNs to Logic-PIM.
+  EXPECT_EQ(gpu.ops_per_unit().count("pim"), 0u);
+  EXPECT_GT(ops_on(duplex, compiler::OpKind::kAttentionDecode, compiler::Unit::kPim), 0);
+  EXPECT_GT(ops_on(duplex, compiler::OpKind::kExpertFfn, compiler::Unit::kPim), 0);
+  EXPECT_GT(ops_on(bank, compiler::OpKind::kAttentionDecode, compiler::Unit::kPim), 0);
+  EXPECT_EQ(ops_on(duplex, compiler::OpKind::kRouter, compiler::Unit::kPim), 0);
+  EXPECT_GT(gpu.energy.si(), 0.0);
+  double op_energy = 0;  // the per-op energies add up to the total
+  for (const OpRecord& op : duplex.ops) op_energy += op.energy.si();
+  EXPECT_NEAR(op_energy, duplex.energy.si(), 1e-9 * duplex.energy.si());
+  EXPECT_GT(duplex.time.si(), 0.0);
+}
+
+TEST(FunctionalPlacement, ExpertCoprocessingSplitsALayerOverBothUnits) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 3);
+  const FunctionalResult pe = run_on(w, "duplex-pe");
+  // Find a step and layer whose experts ran on both units, and check it against the op records.
+  bool found = false;
+  for (const StepRecord& s : pe.steps)
+    for (int layer : s.coprocessed_expert_layers) {
+      std::int64_t xpu = 0, pim = 0;
+      for (const OpRecord& op : pe.ops)
+        if (op.step == s.step && op.layer == layer && op.kind == compiler::OpKind::kExpertFfn)
+          (op.unit == compiler::Unit::kPim ? pim : xpu) += 1;
+      EXPECT_GT(xpu, 0);
+      EXPECT_GT(pim, 0);
+      found = true;
+    }
+  EXPECT_TRUE(found);
+  // Without co-processing (duplex) no layer splits its experts.
+  const FunctionalResult duplex = run_on(w, "duplex");
+  for (const StepRecord& s : duplex.steps) EXPECT_TRUE(s.coprocessed_expert_layers.empty());
+}
+
+TEST(FunctionalDeterminism, SameInputsSameBits) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 5);
+  const FunctionalResult a = run_on(w, "duplex-pe"), b = run_on(w, "duplex-pe");
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.logits, b.logits);  // bit-identical floats
+  EXPECT_EQ(a.time.si(), b.time.si());
+  EXPECT_EQ(a.energy.si(), b.energy.si());
+}
+
+TEST(FunctionalBatching, ARequestsTokensDoNotDependOnItsBatch) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 5);
+  const FunctionalResult alone = run_on(w, "duplex-pe", {}, 8, {kPrompts[1]});
+  FunctionalOptions budget;
+  budget.max_tokens_per_step = 8;  // prompts cannot all join at once: later ones join running decodes
+  const FunctionalResult batched = run_on(w, "duplex-pe", budget, 8, kPrompts);
+  EXPECT_EQ(alone.tokens[0], batched.tokens[1]);
+  // Some step both prefills a newcomer and decodes a running request (continuous batching), and there
+  // duplex-pe co-processes attention: prefill attention on the xPU, decode attention on the PIM.
+  bool mixed_step = false;
+  for (const StepRecord& s : batched.steps) {
+    if (s.prefill_tokens <= 1 || s.decode_tokens == 0) continue;
+    mixed_step = true;
+    std::int64_t prefill_xpu = 0, decode_pim = 0;
+    for (const OpRecord& op : batched.ops) {
+      if (op.step != s.step) continue;
+      prefill_xpu += op.kind == compiler::OpKind::kAttentionPrefill && op.unit == compiler::Unit::kXpu;
+      decode_pim += op.kind == compiler::OpKind::kAttentionDecode && op.unit == compiler::Unit::kPim;
+    }
+    EXPECT_GT(prefill_xpu, 0);
+    EXPECT_GT(decode_pim, 0);
+  }
+  EXPECT_TRUE(mixed_step);
+}
+
+TEST(FunctionalKvCache, TinyPoolPreemptsAndStillMatches) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 2);
+  FunctionalOptions o;
+  o.kv_block_tokens = 4;
+  o.kv_blocks = 6;  // 24 token slots for 4 requests of up to 14 tokens: the scheduler must preempt
+  const FunctionalResult small = run_on(w, "duplex", o, 8);
+  const FunctionalResult roomy = run_on(w, "duplex", {}, 8);
+  EXPECT_EQ(small.tokens, roomy.tokens);
+}
+
+TEST(FunctionalRtl, RtlDatapathMatchesReference) {
+  RunOptions o;
+  o.model = "tiny-moe";
+  o.system = "duplex-pe";
+  o.prompts = {{1, 5, 9, 42}, {77}};
+  o.max_new_tokens = 4;
+  o.seed = 9;
+  o.check = true;
+  o.executor.datapath = "rtl";
+  const RunReport rtl = run_functional(o);
+  ASSERT_TRUE(rtl.check.has_value());
+  EXPECT_TRUE(rtl.check->passed()) << rtl.to_text();
+  ASSERT_TRUE(rtl.result.pim_cycles.has_value());
+  EXPECT_GT(*rtl.result.pim_cycles, 0u);
+  o.executor.datapath = "golden";
+  const RunReport golden = run_functional(o);
+  // The RTL and golden datapaths give identical bits, so identical logits.
+  EXPECT_EQ(rtl.result.logits, golden.result.logits);
+}
+
+TEST(RunSession, JsonCarriesTokensReferenceAndError) {
+  RunOptions o;
+  o.model = "tiny-dense";
+  o.system = "duplex";
+  o.prompts = {parse_prompt("1,5,9,42"), parse_prompt("3")};
+  o.max_new_tokens = 5;
+  o.check = true;
+  const nlohmann::json j = run_functional(o).to_json();
+  EXPECT_EQ(j["tokens"].size(), 2u);
+  EXPECT_EQ(j["tokens"][0].size(), 5u);
+  EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+  EXPECT_LE(j["max_abs_logit_err"].get<double>(), j["logit_bound"].get<double>());
+  EXPECT_TRUE(j["check_passed"].get<bool>());
+  EXPECT_GT(j["simulated_time_us"].get<double>(), 0.0);
+  EXPECT_GT(j["energy_j"].get<double>(), 0.0);
+  EXPECT_TRUE(j["placement"]["ops_per_unit"].contains("pim"));
+}
+
+TEST(RunSession, BadInputsAreClearErrors) {
+  EXPECT_THROW(parse_prompt("1,,2"), Error);
+  EXPECT_THROW(parse_prompt("1,x"), Error);
+  EXPECT_THROW(parse_prompt("-3"), Error);
+  EXPECT_EQ(parse_prompt("4,0,17"), (std::vector<std::int32_t>{4, 0, 17}));
+  RunOptions o;
+  o.model = "tiny-dense";
+  o.system = "gpu";
+  o.prompts = {{1, 2000}};  // vocab is 1024
+  o.max_new_tokens = 2;
+  try {
+    run_functional(o);
+    FAIL() << "an out-of-vocabulary id was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("2000"), std::string::npos);
+  }
+  o.prompts = {{1}};
+  o.max_new_tokens = 0;
+  EXPECT_THROW(run_functional(o), Error);
+  o.max_new_tokens = 2;
+  o.executor.datapath = "rtl";  // the GPU system has no PIM
+  EXPECT_THROW(run_functional(o), Error);
+  o.system = "duplex";
+  o.executor.datapath = "verilog";
+  EXPECT_THROW(run_functional(o), Error);
+}
+
+TEST(RunSession, CompareFindsTheFirstDivergence) {
+  FunctionalResult r;
+  r.tokens = {{4, 5, 6}};
+  r.logits = {{{0.f, 1.f}, {0.f, 1.f}, {9.f, 9.f}}};
+  ReferenceOutput ref;
+  ref.tokens = {{4, 7, 6}};
+  ref.logits = {{{0.f, 1.f}, {0.f, 1.5f}, {0.f, 0.f}}};
+  const CheckResult c = compare(r, ref);
+  EXPECT_FALSE(c.tokens_match);
+  EXPECT_FALSE(c.passed());
+  EXPECT_EQ(c.compared_positions, 2);          // stops at the first differing token
+  EXPECT_DOUBLE_EQ(c.max_abs_logit_err, 0.5);  // position 2 (after the divergence) is not compared
+}
+
+}  // namespace
+}  // namespace duplex::runtime::functional

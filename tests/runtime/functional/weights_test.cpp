@@ -1,0 +1,197 @@
+// Weights for functional emulation: deterministic random init, safetensors round trip, and every error class
+// of the reader (each naming the file and the tensor).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
+#include "duplex/runtime/functional/reference_forward.hpp"
+#include "duplex/runtime/functional/safetensors.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+namespace fs = std::filesystem;
+
+compiler::ModelSpec tiny_moe() { return compiler::load_model("tiny-moe"); }
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / fmt::format("duplex_weights_{}_{}", name, ::getpid());
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+void spit(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary | std::ios::trunc) << s; }
+
+// Splits a safetensors file into (header JSON, data bytes).
+std::pair<nlohmann::json, std::string> split(const std::string& file) {
+  std::uint64_t n = 0;
+  std::memcpy(&n, file.data(), 8);
+  return {nlohmann::json::parse(file.substr(8, n)), file.substr(8 + n)};
+}
+std::string join(const nlohmann::json& header, const std::string& data) {
+  const std::string h = header.dump();
+  const std::uint64_t n = h.size();
+  std::string out(reinterpret_cast<const char*>(&n), 8);
+  return out + h + data;
+}
+
+// Expects read_safetensors(path) to throw duplex::Error whose message holds every fragment.
+void expect_error(const fs::path& path, const std::vector<std::string>& fragments) {
+  try {
+    read_safetensors(path.string(), tiny_moe());
+    FAIL() << "no error for " << path;
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    for (const auto& f : fragments) EXPECT_NE(what.find(f), std::string::npos) << what << "\n  lacks: " << f;
+  }
+}
+
+TEST(RandomWeights, DeterministicShapedAndScaled) {
+  const ModelWeights a = random_weights(tiny_moe(), 7), b = random_weights(tiny_moe(), 7), c = random_weights(tiny_moe(), 8);
+  ASSERT_EQ(a.tensors.size(), expected_weights(tiny_moe()).size());
+  for (const auto& s : expected_weights(tiny_moe())) EXPECT_EQ(a.get(s.name).shape, s.shape) << s.name;
+  for (const auto& [name, t] : a.tensors) EXPECT_EQ(t.data, b.tensors.at(name).data) << name;
+  EXPECT_NE(a.get(weight_name::embedding()).data, c.get(weight_name::embedding()).data);
+  // q_proj: N(0, 1/hidden): sample std within 5% of 1/16.
+  const auto& q = a.get(weight_name::attn_proj(0, 'q')).data;
+  double sq = 0;
+  for (auto v : q) sq += std::pow(half_bits_to_float(v), 2);
+  EXPECT_NEAR(std::sqrt(sq / static_cast<double>(q.size())), 1.0 / 16, 0.05 / 16);
+}
+
+TEST(RandomWeights, UnsupportedModelsAreRejected) {
+  compiler::ModelSpec m = tiny_moe();
+  m.attention = compiler::AttentionKind::kMla;
+  EXPECT_THROW(random_weights(m, 1), Error);
+  m = tiny_moe();
+  m.shared_experts = 1;
+  EXPECT_THROW(random_weights(m, 1), Error);
+  m = tiny_moe();
+  m.ffn_kind = compiler::FfnKind::kTwoMatrix;
+  EXPECT_THROW(random_weights(m, 1), Error);
+}
+
+TEST(Safetensors, RoundTripIsExactAndGivesTheSameTokens) {
+  const fs::path dir = temp_dir("roundtrip");
+  ModelWeights w = random_weights(tiny_moe(), 4);
+  w.numerics.rms_norm_eps = 1e-6f;
+  w.numerics.rope_theta = 500000.0f;
+  write_checkpoint(dir.string(), w);
+  const ModelWeights back = load_checkpoint(dir.string());
+  EXPECT_EQ(back.spec.experts, 8);
+  EXPECT_EQ(back.spec.top_k, 2);
+  EXPECT_EQ(back.numerics.rms_norm_eps, 1e-6f);
+  EXPECT_EQ(back.numerics.rope_theta, 500000.0f);
+  ASSERT_EQ(back.tensors.size(), w.tensors.size());
+  for (const auto& [name, t] : w.tensors) {
+    EXPECT_EQ(back.get(name).shape, t.shape) << name;
+    EXPECT_EQ(back.get(name).data, t.data) << name;
+  }
+  const std::vector<std::vector<std::int32_t>> prompt{{3, 1, 4}};
+  EXPECT_EQ(reference_generate(w, prompt, 3).tokens, reference_generate(back, prompt, 3).tokens);
+  // The header length is little-endian and the data starts 8-byte aligned.
+  const std::string file = slurp(dir / "model.safetensors");
+  std::uint64_t n = 0;
+  std::memcpy(&n, file.data(), 8);
+  EXPECT_EQ(n % 8, 0u);
+  fs::remove_all(dir);
+}
+
+class SafetensorsErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = temp_dir("errors");
+    good_ = dir_ / "good.safetensors";
+    write_safetensors(good_.string(), random_weights(tiny_moe(), 1));
+    std::tie(header_, data_) = split(slurp(good_));
+    bad_ = dir_ / "bad.safetensors";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_, good_, bad_;
+  nlohmann::json header_;
+  std::string data_;
+};
+
+TEST_F(SafetensorsErrors, MissingTensor) {
+  const std::string name = weight_name::expert(1, 3, 2);
+  header_.erase(name);
+  spit(bad_, join(header_, data_));
+  expect_error(bad_, {bad_.string(), name, "missing"});
+}
+
+TEST_F(SafetensorsErrors, WrongShape) {
+  const std::string name = weight_name::attn_proj(0, 'k');
+  header_[name]["shape"] = {32, 256};  // expected [64, 256]
+  spit(bad_, join(header_, data_));
+  expect_error(bad_, {bad_.string(), name, "shape [32, 256]", "expected [64, 256]"});
+}
+
+TEST_F(SafetensorsErrors, WrongDtype) {
+  const std::string name = weight_name::final_norm();
+  header_[name]["dtype"] = "BF16";
+  spit(bad_, join(header_, data_));
+  expect_error(bad_, {bad_.string(), name, "BF16", "expected F16"});
+}
+
+TEST_F(SafetensorsErrors, TruncatedData) {
+  spit(bad_, join(header_, data_.substr(0, data_.size() - 100)));
+  expect_error(bad_, {bad_.string(), "truncated"});
+}
+
+TEST_F(SafetensorsErrors, TruncatedHeaderAndTinyFile) {
+  const std::string file = slurp(good_);
+  spit(bad_, file.substr(0, 40));
+  expect_error(bad_, {bad_.string(), "truncated", "header"});
+  spit(bad_, file.substr(0, 5));
+  expect_error(bad_, {bad_.string(), "truncated"});
+}
+
+TEST_F(SafetensorsErrors, BadHeader) {
+  std::string file = join(header_, data_);
+  file[8] = '[';  // JSON no longer parses
+  spit(bad_, file);
+  expect_error(bad_, {bad_.string(), "bad header"});
+  spit(bad_, join(nlohmann::json::array({1, 2}), data_));
+  expect_error(bad_, {bad_.string(), "bad header", "not a JSON object"});
+  const std::uint64_t huge = 1ull << 60;
+  spit(bad_, std::string(reinterpret_cast<const char*>(&huge), 8) + "{}");
+  expect_error(bad_, {bad_.string(), "bad header"});
+}
+
+TEST_F(SafetensorsErrors, BadOffsetsAndUnexpectedTensors) {
+  const std::string name = weight_name::embedding();
+  header_[name]["data_offsets"] = {0, 10};
+  spit(bad_, join(header_, data_));
+  expect_error(bad_, {bad_.string(), name, "data_offsets"});
+  std::tie(header_, data_) = split(slurp(good_));
+  header_["model.layers.0.self_attn.rotary_emb.inv_freq"] = header_[weight_name::final_norm()];
+  spit(bad_, join(header_, data_));
+  expect_error(bad_, {bad_.string(), "unexpected tensor model.layers.0.self_attn.rotary_emb.inv_freq"});
+}
+
+TEST_F(SafetensorsErrors, MissingFileAndMissingConfig) {
+  expect_error(dir_ / "nope.safetensors", {"nope.safetensors", "cannot open"});
+  try {
+    load_checkpoint(good_.string());
+    FAIL() << "no error without config.json";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace duplex::runtime::functional
