@@ -69,4 +69,25 @@ TEST(ConfigCli, ListsAndChecksEveryShippedSystem) {
   }
 }
 
+
+TEST(MemtestCli, StreamReadsReachTheStackBandwidthAndJsonHasTheDocumentedFields) {
+  const CliRun r = run("memtest --system duplex --pattern stream --no-refresh --channels 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  for (const char* f : {"achieved_gbps", "peak_gbps", "efficiency", "refresh_share", "latency_ns"})
+    ASSERT_TRUE(j.contains(f)) << f;
+  EXPECT_GE(j["efficiency"].get<double>(), 0.97);
+  EXPECT_TRUE(j["latency_ns"].contains("p99"));
+}
+
+TEST(RunCli, TinyMoeOnDuplexPeMatchesThePlainReference) {
+  const CliRun r = run("run --model tiny-moe --system duplex-pe --prompt 1,5,9,42 --prompt 7,3 --max-new-tokens 6 "
+                       "--check --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j.contains("tokens"));
+  EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+  EXPECT_LT(j["max_abs_logit_err"].get<double>(), 0.06);
+}
+
 }  // namespace
