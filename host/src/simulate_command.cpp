@@ -12,6 +12,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
 #include "duplex/runtime/workload/request_trace.hpp"
+#include "duplex/runtime/workload/synthetic_workload.hpp"
 #include "simulation_output.hpp"
 
 namespace duplex::host {
@@ -43,60 +44,41 @@ struct SimulateOptions {
 };
 
 runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
-  runtime::WorkloadSpec w;
-  w.label = "command line";
-  w.seed = o.seed;
-  w.requests = o.requests;
-  if (o.requests < 1) throw Error("--requests must be >= 1");
-  runtime::LengthDistribution len;
-  len.kind = o.length_spread > 0 ? runtime::LengthDistribution::Kind::gaussian : runtime::LengthDistribution::Kind::fixed;
-  len.input = o.input_len;
-  len.output = o.output_len;
-  len.input_stddev = o.length_spread * static_cast<double>(o.input_len);
-  len.output_stddev = o.length_spread * static_cast<double>(o.output_len);
-  len.validate();
-  w.lengths = len;
-  if (o.arrival == "closed") {
-    w.arrival.kind = runtime::ArrivalSpec::Kind::closed;
-    w.arrival.concurrency = o.concurrency > 0 ? o.concurrency : o.batch;
-  } else if (o.arrival.rfind("poisson:", 0) == 0) {
-    w.arrival.kind = runtime::ArrivalSpec::Kind::poisson;
-    char* end = nullptr;
-    const std::string rate = o.arrival.substr(8);
-    w.arrival.rate_per_s = std::strtod(rate.c_str(), &end);
-    if (rate.empty() || *end != '\0' || !(w.arrival.rate_per_s > 0))
-      throw Error(fmt::format("--arrival: \"{}\" has no positive rate; expected poisson:RATE (requests/s)", o.arrival));
-  } else if (o.arrival.rfind("trace:", 0) == 0) {
+  if (o.arrival.rfind("trace:", 0) == 0) {
+    runtime::WorkloadSpec w;
+    w.label = "command line";
+    w.seed = o.seed;
     w.arrival.kind = runtime::ArrivalSpec::Kind::trace;
     w.arrival.trace_file = o.arrival.substr(6);
     w.arrival.trace_rows = runtime::read_request_trace(w.arrival.trace_file);
-    w.lengths.reset();  // lengths from the trace
-    w.requests = static_cast<std::int64_t>(w.arrival.trace_rows.size());
-  } else {
+    w.requests = static_cast<std::int64_t>(w.arrival.trace_rows.size());  // lengths from the trace
+    w.routing = runtime::parse_routing(o.routing);
+    return w;
+  }
+  runtime::SyntheticStream s;
+  s.label = "command line";
+  s.seed = o.seed;
+  s.requests = o.requests;
+  s.input_len = o.input_len;
+  s.output_len = o.output_len;
+  s.length_spread = o.length_spread;
+  s.concurrency = o.concurrency > 0 ? o.concurrency : o.batch;
+  s.routing = o.routing;
+  if (o.arrival.rfind("poisson:", 0) == 0) {
+    char* end = nullptr;
+    const std::string rate = o.arrival.substr(8);
+    s.poisson_rate_per_s = std::strtod(rate.c_str(), &end);
+    if (rate.empty() || *end != '\0' || !(s.poisson_rate_per_s > 0))
+      throw Error(fmt::format("--arrival: \"{}\" has no positive rate; expected poisson:RATE (requests/s)", o.arrival));
+  } else if (o.arrival != "closed") {
     throw Error(fmt::format("--arrival: unknown \"{}\"; expected closed, poisson:RATE or trace:FILE", o.arrival));
   }
-  runtime::RoutingSpec r;
-  if (o.routing == "uniform") {
-    r.kind = runtime::ExpertRouter::Kind::uniform;
-  } else if (o.routing.rfind("zipf:", 0) == 0) {
-    r.kind = runtime::ExpertRouter::Kind::zipf;
-    char* end = nullptr;
-    const std::string s = o.routing.substr(5);
-    r.zipf_s = std::strtod(s.c_str(), &end);
-    if (s.empty() || *end != '\0' || r.zipf_s < 0) throw Error(fmt::format("--routing: bad \"{}\"; expected zipf:S", o.routing));
-  } else {
-    throw Error(fmt::format("--routing: unknown \"{}\"; expected uniform or zipf:S", o.routing));
-  }
-  w.routing = r;
-  return w;
+  return runtime::synthetic_workload(s);
 }
 
 runtime::SchedulerConfig scheduler_from_flags(const SimulateOptions& o) {
   runtime::SchedulerConfig s;
-  if (o.policy == "continuous") s.policy = runtime::BatchingPolicy::continuous;
-  else if (o.policy == "orca") s.policy = runtime::BatchingPolicy::orca;
-  else if (o.policy == "static") s.policy = runtime::BatchingPolicy::static_batch;
-  else throw Error(fmt::format("--policy: unknown \"{}\"; expected continuous, orca or static", o.policy));
+  s.policy = runtime::parse_batching_policy(o.policy);
   s.max_batch = o.batch;
   s.max_tokens_per_step = o.max_tokens_per_step;
   s.chunked_prefill = o.chunked_prefill;

@@ -5,50 +5,28 @@
 #include <tuple>
 
 #include "duplex/base/error.hpp"
-#include "duplex/runtime/workload/workload_config.hpp"
+#include "duplex/runtime/workload/synthetic_workload.hpp"
 
 namespace duplex::host {
 namespace {
 
 runtime::WorkloadSpec workload_for(const SweepPoint& p, const StudyOptions& o) {
-  runtime::WorkloadSpec w;
-  w.label = "sweep point " + p.id;
-  w.seed = o.seed;
-  w.requests = o.requests;
-  runtime::LengthDistribution len;
-  len.kind = o.length_spread > 0 ? runtime::LengthDistribution::Kind::gaussian : runtime::LengthDistribution::Kind::fixed;
-  len.input = p.input_len;
-  len.output = p.output_len;
-  len.input_stddev = o.length_spread * static_cast<double>(p.input_len);
-  len.output_stddev = o.length_spread * static_cast<double>(p.output_len);
-  len.validate();
-  w.lengths = len;
-  if (p.load.poisson) {
-    w.arrival.kind = runtime::ArrivalSpec::Kind::poisson;
-    w.arrival.rate_per_s = p.load.rate_per_s;
-  } else {
-    w.arrival.kind = runtime::ArrivalSpec::Kind::closed;
-    w.arrival.concurrency = p.batch;
-  }
-  runtime::RoutingSpec r;
-  if (o.routing == "uniform") {
-    r.kind = runtime::ExpertRouter::Kind::uniform;
-  } else {
-    r.kind = runtime::ExpertRouter::Kind::zipf;
-    const std::string s = o.routing.substr(5);
-    char* end = nullptr;
-    r.zipf_s = std::strtod(s.c_str(), &end);
-    if (s.empty() || *end != '\0' || r.zipf_s < 0) throw Error(fmt::format("routing \"{}\": expected zipf:S with S >= 0", o.routing));
-  }
-  w.routing = r;
-  return w;
+  runtime::SyntheticStream s;
+  s.label = "sweep point " + p.id;
+  s.seed = o.seed;
+  s.requests = o.requests;
+  s.input_len = p.input_len;
+  s.output_len = p.output_len;
+  s.length_spread = o.length_spread;
+  s.poisson_rate_per_s = p.load.poisson ? p.load.rate_per_s : 0;
+  s.concurrency = p.batch;
+  s.routing = o.routing;
+  return runtime::synthetic_workload(s);
 }
 
 runtime::SchedulerConfig scheduler_for(const SweepPoint& p, const StudyOptions& o) {
   runtime::SchedulerConfig s;
-  if (o.policy == "orca") s.policy = runtime::BatchingPolicy::orca;
-  else if (o.policy == "static") s.policy = runtime::BatchingPolicy::static_batch;
-  else s.policy = runtime::BatchingPolicy::continuous;
+  s.policy = runtime::parse_batching_policy(o.policy);
   s.max_batch = p.batch;
   s.max_tokens_per_step = o.max_tokens_per_step;
   s.chunked_prefill = o.chunked_prefill;

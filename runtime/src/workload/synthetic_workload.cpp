@@ -1,0 +1,59 @@
+#include "duplex/runtime/workload/synthetic_workload.hpp"
+
+#include <cstdlib>
+#include <fmt/format.h>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime {
+
+RoutingSpec parse_routing(std::string_view text) {
+  RoutingSpec r;
+  if (text == "uniform") {
+    r.kind = ExpertRouter::Kind::uniform;
+    return r;
+  }
+  if (text.starts_with("zipf:")) {
+    const std::string s(text.substr(5));
+    char* end = nullptr;
+    r.kind = ExpertRouter::Kind::zipf;
+    r.zipf_s = std::strtod(s.c_str(), &end);
+    if (!s.empty() && *end == '\0' && r.zipf_s >= 0) return r;
+  }
+  throw Error(fmt::format("routing \"{}\": expected uniform or zipf:S with S >= 0", text));
+}
+
+BatchingPolicy parse_batching_policy(std::string_view text) {
+  if (text == "continuous") return BatchingPolicy::continuous;
+  if (text == "orca") return BatchingPolicy::orca;
+  if (text == "static") return BatchingPolicy::static_batch;
+  throw Error(fmt::format("batching policy \"{}\": expected continuous, orca or static", text));
+}
+
+WorkloadSpec synthetic_workload(const SyntheticStream& s) {
+  if (s.requests < 1) throw Error(fmt::format("{}: requests must be >= 1 (got {})", s.label, s.requests));
+  WorkloadSpec w;
+  w.label = s.label;
+  w.seed = s.seed;
+  w.requests = s.requests;
+  LengthDistribution len;
+  len.kind = s.length_spread > 0 ? LengthDistribution::Kind::gaussian : LengthDistribution::Kind::fixed;
+  len.input = s.input_len;
+  len.output = s.output_len;
+  len.input_stddev = s.length_spread * static_cast<double>(s.input_len);
+  len.output_stddev = s.length_spread * static_cast<double>(s.output_len);
+  len.validate();
+  w.lengths = len;
+  if (s.poisson_rate_per_s > 0) {
+    w.arrival.kind = ArrivalSpec::Kind::poisson;
+    w.arrival.rate_per_s = s.poisson_rate_per_s;
+  } else {
+    if (s.concurrency < 1) throw Error(fmt::format("{}: closed-loop concurrency must be >= 1", s.label));
+    w.arrival.kind = ArrivalSpec::Kind::closed;
+    w.arrival.concurrency = s.concurrency;
+  }
+  w.routing = parse_routing(s.routing);
+  return w;
+}
+
+}  // namespace duplex::runtime
