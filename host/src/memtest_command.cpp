@@ -21,6 +21,9 @@ struct MemtestCli {
   bool no_refresh = false;
   double duration_us = 0;
   std::uint64_t seed = 1;
+  std::string page_policy = "open";
+  int queue_depth = 64;
+  std::string address_mapping{sysc::kDefaultAddressMapping};
   bool json = false;
 };
 
@@ -33,6 +36,9 @@ void run_memtest_command(const MemtestCli& o) {
   m.timing_preset = o.timing;
   if (o.duration_us > 0) m.duration = us(o.duration_us);
   m.seed = o.seed;
+  m.controller.page_policy = o.page_policy == "closed" ? sysc::PagePolicy::kClosed : sysc::PagePolicy::kOpen;
+  m.controller.queue_depth = o.queue_depth;
+  m.address_mapping = o.address_mapping;
   const sysc::MemtestResult r = sysc::run_memtest(system, m);
   if (o.json) {
     std::puts(sysc::to_json(r).dump(2).c_str());
@@ -65,6 +71,13 @@ void add_memtest_command(CLI::App& app) {
   c->add_option("--duration-us", o->duration_us, "Simulated window in microseconds (default: 20 x tREFI)")
       ->check(CLI::NonNegativeNumber);
   c->add_option("--seed", o->seed, "Seed of the random pattern")->capture_default_str();
+  c->add_option("--page-policy", o->page_policy, "Controller page policy: open | closed")
+      ->capture_default_str()->check(CLI::IsMember({"open", "closed"}));
+  c->add_option("--queue-depth", o->queue_depth, "Requests the controller holds per pseudo-channel")
+      ->capture_default_str()->check(CLI::Range(1, 4096));
+  c->add_option("--address-mapping", o->address_mapping,
+                "Address bit order, most significant field first (fields rank bundle row bank col pc bg)")
+      ->capture_default_str();
   c->add_flag("--json", o->json, "Print JSON: achieved_gbps, peak_gbps, efficiency, refresh_share, latency_ns{mean,p99}");
   c->callback([o] { run_memtest_command(*o); });
 }

@@ -80,6 +80,20 @@ TEST(MemtestCli, StreamReadsReachTheStackBandwidthAndJsonHasTheDocumentedFields)
   EXPECT_TRUE(j["latency_ns"].contains("p99"));
 }
 
+TEST(MemtestCli, ControllerOptionsChangeWhatIsMeasured) {
+  auto json = [](const std::string& args) {
+    const CliRun r = run("memtest --no-refresh --channels 1 --json " + args);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    return nlohmann::json::parse(r.out);
+  };
+  // One request in flight per pseudo-channel: no overlap of commands, well under half the stream bandwidth.
+  const auto deep = json("--pattern stream"), shallow = json("--pattern stream --queue-depth 1");
+  EXPECT_LT(shallow["achieved_gbps"].get<double>(), 0.6 * deep["achieved_gbps"].get<double>());
+  // Random rows never hit: closing rows right away saves the precharge on the next conflict.
+  const auto open = json("--pattern random"), closed = json("--pattern random --page-policy closed");
+  EXPECT_GE(closed["requests"].get<double>(), open["requests"].get<double>());
+}
+
 TEST(RunCli, TinyMoeOnDuplexPeMatchesThePlainReference) {
   const CliRun r = run("run --model tiny-moe --system duplex-pe --prompt 1,5,9,42 --prompt 7,3 --max-new-tokens 6 "
                        "--check --json");
