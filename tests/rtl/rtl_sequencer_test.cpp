@@ -12,6 +12,7 @@
 #include <verilated.h>
 
 #include "Vpim_datapath.h"
+#include "pim_datapath_bench.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/rtl/datapath_timing.hpp"
 #include "duplex/rtl/golden_datapath.hpp"
@@ -21,33 +22,9 @@
 namespace duplex::pim {
 namespace {
 
-class SequencerBench {
+class SequencerBench : public PimDatapathBench {
  public:
-  SequencerBench() : model_(std::make_unique<Vpim_datapath>(&context_, "pim_datapath")) {
-    model_->rst_n = 0;
-    edge();
-    edge();
-    model_->rst_n = 1;
-    cycle_ = 0;
-  }
-  ~SequencerBench() { model_->final(); }
-  void settle() {
-    model_->clk = 0;
-    model_->eval();
-  }
-  void edge() {
-    settle();
-    model_->clk = 1;
-    model_->eval();
-    ++cycle_;
-  }
-  Vpim_datapath& m() { return *model_; }
-  std::uint64_t cycle() const { return cycle_; }
-
- private:
-  VerilatedContext context_;
-  std::unique_ptr<Vpim_datapath> model_;
-  std::uint64_t cycle_ = 0;
+  SequencerBench() : PimDatapathBench(false) {}
 };
 
 PimMicroOp read_micro_op(const Vpim_datapath& m) {

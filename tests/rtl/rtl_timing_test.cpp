@@ -11,6 +11,7 @@
 #include <verilated.h>
 
 #include "Vpim_datapath.h"
+#include "pim_datapath_bench.hpp"
 #include "duplex/rtl/datapath_timing.hpp"
 #include "duplex/rtl/golden_datapath.hpp"
 #include "duplex/rtl/rtl_datapath.hpp"
@@ -21,36 +22,9 @@ namespace {
 
 // Cycle t is the interval before the t-th rising edge. An input presented in cycle t (valid && ready) is
 // captured at that edge; an output first valid in cycle t' gives latency t' - t.
-class Bench {
+class Bench : public PimDatapathBench {
  public:
-  Bench() : model_(std::make_unique<Vpim_datapath>(&context_, "pim_datapath")) {
-    model_->gemm_out_ready = 1;
-    model_->softmax_out_ready = 1;
-    model_->silu_out_ready = 1;
-    model_->rst_n = 0;
-    edge();
-    edge();
-    model_->rst_n = 1;
-    cycle_ = 0;
-  }
-  ~Bench() { model_->final(); }
-  void settle() {
-    model_->clk = 0;
-    model_->eval();
-  }
-  void edge() {
-    settle();
-    model_->clk = 1;
-    model_->eval();
-    ++cycle_;
-  }
-  Vpim_datapath& m() { return *model_; }
-  std::uint64_t cycle() const { return cycle_; }
-
- private:
-  VerilatedContext context_;
-  std::unique_ptr<Vpim_datapath> model_;
-  std::uint64_t cycle_ = 0;
+  Bench() : PimDatapathBench(true) {}
 };
 
 void set_pass(Vpim_datapath& m, std::uint16_t a, std::uint16_t b) {
