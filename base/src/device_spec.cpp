@@ -83,12 +83,12 @@ HbmSpec read_hbm(const ConfigNode& n) {
 
 PimSpec read_pim(const ConfigNode& n) {
   PimSpec p;
-  const std::string kind = n.get_enum("kind", {"logic-pim", "bank-pim"});
+  const std::string kind = n.get_enum("kind", {"logic-pim", "bankgroup-pim", "bank-pim"});
   p.name = n.get<std::string>("name");
   p.clock = n.get_positive<Frequency>("clock");
   p.command_latency = n.get<Time>("command_latency");
-  if (kind == "logic-pim") {
-    p.kind = PimKind::kLogicPim;
+  if (kind == "logic-pim" || kind == "bankgroup-pim") {
+    p.kind = kind == "logic-pim" ? PimKind::kLogicPim : PimKind::kBankGroupPim;
     p.gemm_modules = static_cast<int>(n.get_int("gemm_modules", 1, 1 << 16));
     p.macs_per_module = static_cast<int>(n.get_int("macs_per_module", 1, 1 << 20));
     p.module_buffer = n.get_positive<ByteSize>("module_buffer");
@@ -202,6 +202,18 @@ SystemSpec read_system(const ConfigNode& n) {
       split->fail("prefill_fraction", fmt::format("{} is not strictly between 0 and 1", s.split_prefill_fraction),
                   "a fraction such as 0.5");
     split->finish();
+  }
+  if (auto h = n.find("heterogeneous")) {
+    s.pim_devices_per_gpu = static_cast<int>(h->get_int("pim_devices_per_gpu", 1, 64));
+    h->finish();
+    if (!s.pim || s.pim->kind != PimKind::kLogicPim)
+      n.fail("heterogeneous", "needs the PIM devices' units", "a pim: section of kind logic-pim");
+    if (s.coprocess_experts)
+      n.fail("coprocessing", "expert co-processing on a heterogeneous system: the experts' weights live only on the "
+             "PIM devices", "coprocessing: {experts: false, ...}");
+    if (s.split_prefill_fraction > 0)
+      n.fail("split", "a heterogeneous system cannot also be split into prefill / decode pools",
+             "either heterogeneous: or split:");
   }
   if (!s.pim && (s.coprocess_experts || s.coprocess_attention))
     n.fail("coprocessing", "co-processing is enabled on a system without pim", "a pim: section, or false");

@@ -40,8 +40,14 @@ Time CostModel::xpu_time(const Op& op) const {
   return std::max(compute, memory) + x.launch_overhead;
 }
 
+std::optional<Unit> CostModel::required_unit(const Op& op) const {
+  if (!sys_.heterogeneous() || is_link(op.kind)) return std::nullopt;
+  return op.kind == OpKind::kAttentionDecode || op.kind == OpKind::kExpertFfn ? Unit::kPim : Unit::kXpu;
+}
+
 bool CostModel::pim_supports(const Op& op) const {
   if (!sys_.pim) return false;
+  if (sys_.heterogeneous()) return required_unit(op) == Unit::kPim;
   // The router's top-k + renormalisation and the LM head's argmax have no PIM unit (Logic-PIM has GEMM
   // modules, softmax and gated-SiLU units only), so those ops stay whole on the xPU.
   if (op.kind == OpKind::kRouter || op.kind == OpKind::kLmHead) return false;
@@ -49,7 +55,7 @@ bool CostModel::pim_supports(const Op& op) const {
 }
 
 std::int64_t CostModel::pim_tokens_per_pass(std::int64_t k) const {
-  if (!sys_.pim || sys_.pim->kind != PimKind::kLogicPim || k <= 0) return 0;
+  if (!sys_.pim || !sys_.pim->has_logic_pim_units() || k <= 0) return 0;
   return std::max<std::int64_t>(1, static_cast<std::int64_t>(sys_.pim->input_buffer.bytes) / (k * 2));
 }
 
@@ -65,22 +71,26 @@ Time CostModel::analytical_pim_time(const Op& op) const {
   double bytes = op.bytes();
   if (is_weight_gemm(op.kind)) {
     // Bank-PIM's Op/B-1 compute rate already bounds it; Logic-PIM re-reads weights once per buffer-full.
-    const std::int64_t per_pass = p.kind == PimKind::kLogicPim ? pim_tokens_per_pass(op.k) : std::max<std::int64_t>(1, op.m);
+    const std::int64_t per_pass = p.has_logic_pim_units() ? pim_tokens_per_pass(op.k) : std::max<std::int64_t>(1, op.m);
     const std::int64_t passes = std::max<std::int64_t>(1, (op.m + per_pass - 1) / per_pass);
     bytes = op.bytes_weights * static_cast<double>(passes) + op.bytes_kv + op.bytes_act;
   }
-  const Time compute = compute_time(op.flops, sys_.pim_peak_flops());
-  const Time memory = transfer_time(bytes, sys_.pim_bandwidth());
+  // A heterogeneous system's op is spread over the GPU's PIM devices (the same stacks as a Duplex device each).
+  const int pim_devices = sys_.heterogeneous() ? sys_.pim_devices_per_gpu : 1;
+  const Time compute = compute_time(op.flops, sys_.pim_peak_flops() * pim_devices);
+  const Time memory = transfer_time(bytes, sys_.pim_bandwidth() * pim_devices);
   Time softmax;
-  if (op.kind == OpKind::kAttentionDecode && p.kind == PimKind::kLogicPim) {
+  if (op.kind == OpKind::kAttentionDecode && p.has_logic_pim_units()) {
     // One score per query head per cached token passes the softmax unit of its stack.
     const double elements = static_cast<double>(op.q_heads) * static_cast<double>(op.context_tokens);
-    softmax = seconds(elements / (p.softmax_elements_per_cycle * p.clock.si() * sys_.stacks));
+    softmax = seconds(elements / (p.softmax_elements_per_cycle * p.clock.si() * sys_.stacks * pim_devices));
   }
   return std::max({compute, memory, softmax}) + p.command_latency;
 }
 
 Time CostModel::link_time(const Op& op) const {
+  if (sys_.heterogeneous() && op.kind == OpKind::kAllToAll)  // GPU <-> its PIM devices, point to point
+    return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency;
   const int peers = op.kind == OpKind::kAllReduce ? layout_.tp : layout_.nodes;
   if (peers <= 1) return Time{};
   const bool intra_node = op.kind == OpKind::kAllReduce;

@@ -23,8 +23,8 @@ BatchState replica_batch(const BatchState& b, int dp) {
 
 class Lowering {
  public:
-  Lowering(const ModelSpec& m, const BatchState& b, const ParallelLayout& p, const Routing& r)
-      : m_(m), batch_(replica_batch(b, p.dp)), p_(p), routing_(r), global_tokens_(b.tokens()) {
+  Lowering(const ModelSpec& m, const BatchState& b, const ParallelLayout& p, const Routing& r, const LowerOptions& o)
+      : m_(m), batch_(replica_batch(b, p.dp)), p_(p), routing_(r), options_(o), global_tokens_(b.tokens()) {
     tokens_ = batch_.tokens();
     wbytes_ = dtype_bytes(m.dtype);
     kvbytes_ = dtype_bytes(m.kv_dtype);
@@ -109,6 +109,17 @@ class Lowering {
     o.bytes_act = 2.0 * data;  // read the local buffer, write the result
   }
 
+  // A GPU <-> PIM-device transfer of `bytes` (heterogeneous systems; LowerOptions). `rows` x `cols` is the
+  // shape shown in reports.
+  void pim_transfer(int layer, const char* name, std::int64_t rows, std::int64_t cols, double bytes) {
+    if (!options_.pim_devices || bytes <= 0) return;
+    Op& o = add(OpKind::kAllToAll, layer, name);
+    o.m = rows;
+    o.n = cols;
+    o.link_bytes = bytes;
+    o.bytes_act = 2.0 * bytes;  // read on the sender, written on the receiver
+  }
+
   void layer(int l) {
     norm(l, "attn_norm");
     attention_block(l);
@@ -144,7 +155,9 @@ class Lowering {
     const double q_elems = static_cast<double>(q_heads_) * (mla ? m_.mla.kv_lora_rank : m_.head_dim);
 
     Op pre, dec;
+    std::int64_t decode_tokens = 0, prefill_tokens = 0;
     for (const auto& g : batch_.groups) {
+      (g.tokens == 1 ? decode_tokens : prefill_tokens) += g.count * g.tokens;
       Op& o = g.tokens == 1 ? dec : pre;
       const double c = static_cast<double>(g.context), t = static_cast<double>(g.tokens), n = static_cast<double>(g.count);
       o.requests += g.count;
@@ -155,6 +168,10 @@ class Lowering {
       o.bytes_kv += n * (c + t) * kv_elems * kvbytes_ + n * t * kv_elems * kvbytes_;  // read all, write new
       o.bytes_act += n * t * 2.0 * q_elems * kActBytes;                              // q in, output out
     }
+    const double decode = static_cast<double>(decode_tokens);
+    pim_transfer(l, "to_pim_attn", decode_tokens + prefill_tokens, static_cast<std::int64_t>(q_elems + kv_elems),
+                 decode * (q_elems * kActBytes + kv_elems * kvbytes_) +
+                     static_cast<double>(prefill_tokens) * kv_elems * kvbytes_);
     for (auto [op, kind, name] : {std::tuple{&pre, OpKind::kAttentionPrefill, "attn_prefill"},
                                   std::tuple{&dec, OpKind::kAttentionDecode, "attn_decode"}}) {
       if (op->requests == 0) continue;
@@ -170,6 +187,7 @@ class Lowering {
       o.bytes_kv = op->bytes_kv;
       o.bytes_act = op->bytes_act;
     }
+    pim_transfer(l, "from_pim_attn", decode_tokens, static_cast<std::int64_t>(q_elems), decode * q_elems * kActBytes);
     gemm(OpKind::kOProj, l, "o_proj", tokens_, m_.hidden, o_in, 1, m_.hidden);
   }
 
@@ -191,6 +209,10 @@ class Lowering {
                               global_tokens_ * m_.top_k));
     // The representative device holds experts [0, local_experts): the busiest ones under Zipf routing.
     const std::int64_t width = m_.expert_ffn / p_.expert_shards;
+    std::int64_t local_tokens = 0;
+    for (int e = 0; e < p_.local_experts; ++e) local_tokens += counts[static_cast<std::size_t>(e)];
+    const double expert_io = static_cast<double>(local_tokens) * static_cast<double>(m_.hidden) * kActBytes;
+    pim_transfer(l, "to_pim_experts", local_tokens, m_.hidden, expert_io);
     for (int e = 0; e < p_.local_experts; ++e) {
       const std::int64_t t = counts[static_cast<std::size_t>(e)];
       if (t == 0) continue;  // an expert with no tokens reads no weights
@@ -201,6 +223,7 @@ class Lowering {
       const std::int64_t sw = std::int64_t{m_.shared_experts} * m_.shared_expert_ffn / p_.tp;
       gemm(OpKind::kSharedExpertFfn, l, "shared_experts", tokens_, sw, m_.hidden, matrices, m_.hidden);
     }
+    pim_transfer(l, "from_pim_experts", local_tokens, m_.hidden, expert_io);
     collective(OpKind::kAllToAll, l, "combine", tokens_ * m_.top_k, p_.nodes);
   }
 
@@ -218,6 +241,7 @@ class Lowering {
   BatchState batch_;
   const ParallelLayout& p_;
   const Routing& routing_;
+  LowerOptions options_;
   std::int64_t global_tokens_;
   std::int64_t tokens_ = 0;
   std::int64_t logit_rows_ = 0;
@@ -228,13 +252,17 @@ class Lowering {
 
 }  // namespace
 
-Graph lower(const ModelSpec& model, const BatchState& batch, const ParallelLayout& layout, const Routing& routing) {
+Graph lower(const ModelSpec& model, const BatchState& batch, const ParallelLayout& layout, const Routing& routing,
+            const LowerOptions& options) {
   if (batch.tokens() <= 0) throw Error("lowering: the batch has no tokens to process");
+  if (options.pim_devices && layout.nodes > 1)
+    throw Error(fmt::format("lowering: a heterogeneous GPU + PIM-device system is modelled inside one node; "
+                            "{} on {} devices needs {} nodes", model.name, layout.devices, layout.nodes));
   for (const auto& g : batch.groups)
     if (g.count < 0 || g.context < 0 || g.tokens <= 0)
       throw Error(fmt::format("lowering: invalid request group (count {}, context {}, tokens {})", g.count, g.context,
                               g.tokens));
-  return Lowering(model, batch, layout, routing).run();
+  return Lowering(model, batch, layout, routing, options).run();
 }
 
 }  // namespace duplex::compiler

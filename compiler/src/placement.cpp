@@ -70,7 +70,11 @@ PlannedOp plan_op(const Graph& g, std::size_t i, const CostModel& cost) {
   }
   p.xpu_time = cost.xpu_time(op);
   p.pim_time = cost.pim_time(op);
-  p.unit = p.pim_time && *p.pim_time < p.xpu_time ? Unit::kPim : Unit::kXpu;
+  if (const auto required = cost.required_unit(op)) {
+    p.unit = *required;  // heterogeneous system: the op runs where its weights / KV live, whatever the times
+  } else {
+    p.unit = p.pim_time && *p.pim_time < p.xpu_time ? Unit::kPim : Unit::kXpu;
+  }
   p.time = p.unit == Unit::kPim ? *p.pim_time : p.xpu_time;
   return p;
 }

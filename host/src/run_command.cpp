@@ -1,5 +1,6 @@
 // `duplex run`: functional emulation of a (small) model on a system: real tensors, xPU ops on the kernels,
-// PIM ops on the Logic-PIM datapath, continuous batching over the prompts. Prints the generated tokens per
+// PIM ops on the Logic-PIM datapath (or, with --pim-path device, on the SystemC device through the C driver),
+// continuous batching over the prompts. Prints the generated tokens per
 // request, the placement summary (ops per unit), simulated time and energy; `--check` also runs the plain CPU
 // reference and compares (identical greedy tokens, logits within the stated bound), failing the command
 // otherwise.
@@ -11,6 +12,7 @@
 
 #include "commands.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/runtime/functional/device_pim_unit.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
 
 namespace duplex::host {
@@ -19,12 +21,14 @@ namespace {
 struct RunCliOptions {
   runtime::functional::RunOptions run;
   std::vector<std::string> prompts = {"1,5,9,42"};
+  std::string pim_path = "datapath";
   bool json = false;
 };
 
 void run_run(RunCliOptions& o) {
   o.run.prompts.clear();
   for (const auto& p : o.prompts) o.run.prompts.push_back(runtime::functional::parse_prompt(p));
+  if (o.pim_path == "device") o.run.executor.pim_unit_factory = runtime::functional::make_device_pim_unit;
   const runtime::functional::RunReport report = runtime::functional::run_functional(o.run);
   std::fputs(o.json ? (report.to_json().dump(2) + "\n").c_str() : report.to_text().c_str(), stdout);
   if (report.check && !report.check->passed())
@@ -50,6 +54,9 @@ void add_run_command(CLI::App& app) {
   c->add_option("--seed", o->run.seed, "Seed of the random weights")->capture_default_str();
   c->add_option("--datapath", o->run.executor.datapath, "PIM datapath: golden | rtl (default: the system's)")
       ->check(CLI::IsMember({"golden", "rtl"}));
+  c->add_option("--pim-path", o->pim_path,
+                "PIM ops on: datapath (the Logic-PIM datapath, directly) | device (the SystemC device via the driver)")
+      ->capture_default_str()->check(CLI::IsMember({"datapath", "device"}));
   c->add_option("--max-batch", o->run.executor.max_batch, "Requests running at once")
       ->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--max-tokens-per-step", o->run.executor.max_tokens_per_step, "Token budget per step (0: none)")

@@ -104,3 +104,46 @@ TEST(DeviceSpec, EveryDeviceAndEnergyNumberCarriesASourceOrANote) {
 
 }  // namespace
 }  // namespace duplex
+
+namespace duplex {
+namespace {
+
+TEST(DeviceSpec, BankGroupPimHasLogicPimComputeAndBandwidth) {
+  const SystemSpec bg = load_system("bankgroup-pim");
+  const SystemSpec pe = load_system("duplex-pe");
+  ASSERT_TRUE(bg.pim.has_value());
+  EXPECT_EQ(bg.pim->kind, PimKind::kBankGroupPim);
+  EXPECT_TRUE(bg.pim->has_logic_pim_units());
+  EXPECT_EQ(bg.pim_peak_flops(), pe.pim_peak_flops());
+  EXPECT_EQ(bg.pim_bandwidth(), pe.pim_bandwidth());
+  EXPECT_TRUE(bg.coprocess_experts && bg.coprocess_attention);
+  EXPECT_FALSE(bg.heterogeneous());
+}
+
+TEST(DeviceSpec, HeterogeneousSystemHasSeparateLogicPimDevices) {
+  const SystemSpec h = load_system("gpu-pim-hetero");
+  EXPECT_TRUE(h.heterogeneous());
+  EXPECT_EQ(h.pim_devices_per_gpu, 1);
+  ASSERT_TRUE(h.pim.has_value());
+  EXPECT_EQ(h.pim->kind, PimKind::kLogicPim);
+  EXPECT_FALSE(h.coprocess_experts);
+  // A PIM device is a Duplex device's stacks without the xPU: the same PIM figures per device.
+  EXPECT_EQ(h.pim_peak_flops(), load_system("duplex").pim_peak_flops());
+  EXPECT_FALSE(load_system("duplex-pe").heterogeneous());
+}
+
+TEST(DeviceSpec, HeterogeneousSystemRejectsWhatItCannotModel) {
+  auto read = [](const std::string& text) { return read_system(ConfigNode::parse(text, "mine.yaml")); };
+  // No PIM to put on the PIM devices.
+  EXPECT_THROW(read("preset: systems/gpu\nheterogeneous: {pim_devices_per_gpu: 1}\n"), ConfigError);
+  // Experts cannot be co-processed on the GPU: their weights are not there.
+  EXPECT_THROW(read("preset: systems/gpu-pim-hetero\ncoprocessing: {experts: true, attention: true}\n"), ConfigError);
+  EXPECT_THROW(read("preset: systems/gpu-pim-hetero\nheterogeneous: {pim_devices_per_gpu: 0}\n"), ConfigError);
+  EXPECT_THROW(read("preset: systems/gpu-pim-hetero\nheterogeneous: {pim_devices_per_gpu: 1, turbo: 2}\n"), ConfigError);
+  EXPECT_THROW(read("preset: systems/gpu-pim-hetero\npim: {preset: devices/bank-pim}\n"), ConfigError);
+  EXPECT_THROW(read("preset: systems/gpu-pim-hetero\nsplit: {prefill_fraction: 0.5}\n"), ConfigError);
+  EXPECT_EQ(read("preset: systems/gpu-pim-hetero\nheterogeneous: {pim_devices_per_gpu: 2}\n").pim_devices_per_gpu, 2);
+}
+
+}  // namespace
+}  // namespace duplex

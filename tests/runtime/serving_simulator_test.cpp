@@ -159,5 +159,83 @@ TEST(Scheduler, MigratedRequestStartsDecodingWithItsCachedPrompt) {
   EXPECT_THROW(s.add_request(RequestSpec{3, Time{}, 8, 4, -1}), Error);
 }
 
+// ---- BankGroup-PIM and the heterogeneous GPU + PIM-device system ----
+
+TEST(BankGroupPim, PimReadEnergyPerByteLiesBetweenLogicPimAndTheXpuPath) {
+  compiler::Op op;
+  op.kind = compiler::OpKind::kExpertFfn;
+  op.flops = 2.0e6;
+  op.bytes_weights = 32.0e6;
+  auto dram_joules = [&](const SystemSpec& sys, compiler::Unit unit) {
+    EnergyLedger ledger(sys.energy);
+    charge_op(ledger, op, unit, sys);
+    return ledger.breakdown_json()["moe.dram"].get<double>();
+  };
+  const SystemSpec logic = load_system("duplex-pe"), bankgroup = load_system("bankgroup-pim");
+  const double on_logic = dram_joules(logic, compiler::Unit::kPim);
+  const double on_bankgroup = dram_joules(bankgroup, compiler::Unit::kPim);
+  const double on_xpu = dram_joules(bankgroup, compiler::Unit::kXpu);
+  EXPECT_LT(on_logic, on_bankgroup);
+  EXPECT_LT(on_bankgroup, on_xpu);
+  // 1e6 accesses of 32 B at 0.686 nJ (energy/duplex.yaml) + 32e6 / 1 KiB rows x 0.909 nJ.
+  EXPECT_NEAR(on_bankgroup, 1.0e6 * 0.686e-9 + 32.0e6 / 1024 * 0.909e-9, 1e-12);
+}
+
+TEST(BankGroupPim, SimulatesLikeDuplexPeWithTheAnalyticalModelAndCostlierPimReads) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  SimulationOptions o = small_run(32, 64, 32, 16);
+  const SystemResult bg = simulate(model, load_system("bankgroup-pim"), o);  // asks for "cycle"
+  EXPECT_EQ(bg.pim_model, "analytical");  // the Logic-PIM bundle cycle model does not apply
+  EXPECT_EQ(bg.requests, 32);
+  o.pim_model = "analytical";
+  const SystemResult pe = simulate(model, load_system("duplex-pe"), o);
+  EXPECT_EQ(bg.steps, pe.steps);
+  EXPECT_DOUBLE_EQ(bg.simulated_s, pe.simulated_s);  // same compute, bandwidth and placement
+  EXPECT_GT(bg.pim_utilization, 0.0);
+  EXPECT_GT(bg.energy_j, pe.energy_j);                // only the PIM reads cost more
+}
+
+TEST(Heterogeneous, KvCapacityComesFromThePimDevicesAndWeightsAreSplit) {
+  // tiny-moe on one GPU: experts 2 layers x 8 x (3 x 256 x 512) params x 2 B = 12 MiB on the PIM device;
+  // KV 2 layers x (2 x 2 heads x 32) x 2 B = 512 B per token.
+  const auto model = compiler::load_model("tiny-moe");
+  const SystemSpec h = load_system("gpu-pim-hetero");
+  const auto layout = compiler::ParallelLayout::make(model, h, 1);
+  const MemoryPlan plan = plan_memory(model, h, layout, 0.1);
+  const double capacity = static_cast<double>(h.memory_capacity().bytes);
+  const double experts = 2.0 * 8 * 3 * 256 * 512 * 2;
+  EXPECT_DOUBLE_EQ(plan.pim_weight_bytes, experts);
+  EXPECT_DOUBLE_EQ(plan.pim_device_bytes, capacity);
+  EXPECT_DOUBLE_EQ(plan.kv_bytes_per_token, 512);
+  EXPECT_EQ(plan.kv_tokens, static_cast<std::int64_t>((capacity - experts) / 512));
+  // The GPU's reserve does not shrink the KV cache; the GPU holds everything but the experts.
+  EXPECT_EQ(plan_memory(model, h, layout, 0.5).kv_tokens, plan.kv_tokens);
+  EXPECT_DOUBLE_EQ(plan.weight_bytes_per_device,
+                   (static_cast<double>(model.params()) - 2.0 * 8 * 3 * 256 * 512) * 2);
+  // Two PIM devices per GPU: twice the memory for experts + KV.
+  const SystemSpec h2 =
+      read_system(ConfigNode::parse("preset: systems/gpu-pim-hetero\nheterogeneous: {pim_devices_per_gpu: 2}\n", "h2.yaml"));
+  EXPECT_EQ(plan_memory(model, h2, layout, 0.1).kv_tokens, static_cast<std::int64_t>((2 * capacity - experts) / 512));
+}
+
+TEST(Heterogeneous, EveryRequestCompletesWithLinkTrafficAndBothDeviceKindsCharged) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const SystemSpec h = load_system("gpu-pim-hetero");
+  const SystemResult r = simulate(model, h, small_run(32, 64, 32, 16));
+  EXPECT_EQ(r.requests, 32);
+  EXPECT_GT(r.generated_tokens, 0);
+  EXPECT_EQ(r.pim_model, "cycle");  // one PIM device per GPU: the same stacks the cycle model times
+  EXPECT_GT(r.pim_utilization, 0.0);
+  EXPECT_GT(r.energy_breakdown["communication.links"].get<double>(), 0.0);  // GPU <-> PIM-device transfers
+  // Static power: 4 GPUs (xPU + 5 stacks) and 4 PIM devices (5 stacks + 5 Logic-PIM dies each).
+  const double t = r.simulated_s;
+  EXPECT_NEAR(r.energy_breakdown["static.xpu"].get<double>(), 100.0 * t * 4, 1e-9 * t);
+  EXPECT_NEAR(r.energy_breakdown["static.hbm_stack"].get<double>(), 2.0 * t * 4 * 5 * 2, 1e-9 * t);
+  EXPECT_NEAR(r.energy_breakdown["static.logic_pim_stack"].get<double>(), 1.0 * t * 4 * 5, 1e-9 * t);
+  // KV capacity from the PIM devices: more than Duplex-PE, whose stacks also hold the non-expert weights.
+  SimulationOptions o = small_run(32, 64, 32, 16);
+  EXPECT_GT(r.memory.kv_tokens, simulate(model, load_system("duplex-pe"), o).memory.kv_tokens);
+}
+
 }  // namespace
 }  // namespace duplex::runtime

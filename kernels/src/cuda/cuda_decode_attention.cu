@@ -1,8 +1,17 @@
 // Decode attention over a paged KV cache, split-KV and GQA-aware.
-// Grid (splits, kv heads, requests): a block streams its share of one kv head's keys and values through
-// shared memory once and uses each tile for the whole query group (G heads), keeping an online softmax per
-// head. A second kernel merges the splits (max-rescaled) in split order, so results do not depend on
-// scheduling.
+//
+// Fast path (rows of 16-byte multiples on 16-byte aligned caches, at most 32 chunks of 16 bytes a row):
+// grid (splits, kv heads x head chunks, requests). A block of four warps streams its share of one kv head's
+// keys and values straight into registers with 16-byte loads: a "row group" of `lanes` lanes holds one
+// token's key and value row (one 16-byte chunk per lane), so a warp covers 32 / lanes tokens per step and
+// each thread keeps kTokens tokens' loads in flight. Every row is read once for the whole query group (up to
+// kGroup query heads a block; larger groups are split over head chunks). Scores are reduced across the row
+// group with warp shuffles; each row group keeps an FP32 online softmax per head (in base-2 units: scores
+// carry the factor log2(e), so exp2f does the exponentials), updated once per kTokens tokens. The row groups
+// of a block are merged through shared memory, in a fixed order, into one partial per split; a second kernel
+// merges the splits (max-rescaled) in split order, so results do not depend on scheduling.
+//
+// Fallback (any other row size or alignment): one scalar element at a time through shared-memory tiles.
 #include <algorithm>
 #include <cstdint>
 
@@ -12,18 +21,255 @@ namespace duplex::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kTile = 32;  // tokens per shared-memory tile (one per lane in the softmax step)
+constexpr int kWarps = kThreads / 32;
+constexpr int kTokens = 4;        // tokens a row group loads per step (its loads in flight)
+constexpr int kMinSplit = 256;    // fewest tokens a split covers (keeps the merge traffic small)
+constexpr int kBlocksPerSm = 32;  // blocks wanted per SM over the whole grid (several waves: small tail)
+constexpr double kLog2e = 1.4426950408889634;
+constexpr float kLn2 = 0.693147180559945309f;
+
+// Unsigned division by a runtime constant (a multiply-high, an add and a shift), for n < 2^31.
+struct FastDivider {
+  unsigned int divisor = 1, magic = 1, shift = 0;
+  explicit FastDivider(unsigned int d) : divisor(d) {
+    while ((1u << shift) < d) ++shift;
+    const std::uint64_t one = 1;
+    magic = static_cast<unsigned int>(((one << 32) * ((one << shift) - d)) / d + 1);
+  }
+  __device__ __forceinline__ unsigned int div(unsigned int n) const {
+    return (__umulhi(n, magic) + n) >> shift;
+  }
+};
+
+struct FastShape {
+  int hq, hkv, group, d, max_blocks, splits, split_tokens;
+  int lanes;        // lanes per row group: a power of two >= the row's 16-byte chunks, <= 32
+  int head_chunks;  // blocks per kv head along the query group (group / kGroup, rounded up)
+  FastDivider block_size;
+};
+
+// The elements of one 16-byte chunk as floats.
+template <class T>
+constexpr int kChunkElems = static_cast<int>(16 / sizeof(T));
+
+template <class T>
+__device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kChunkElems<T>]) {
+  if constexpr (sizeof(T) == 4) {
+    out[0] = __uint_as_float(raw.x);
+    out[1] = __uint_as_float(raw.y);
+    out[2] = __uint_as_float(raw.z);
+    out[3] = __uint_as_float(raw.w);
+  } else {
+    const unsigned int words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      T pair[2];
+      __builtin_memcpy(pair, &words[i], sizeof(pair));
+      out[2 * i] = to_float(pair[0]);
+      out[2 * i + 1] = to_float(pair[1]);
+    }
+  }
+}
+
+// The cache slot (page * block_size + offset in the page) of each token of one row group in the step that
+// starts at token `base`; -1 at or past `last`, and for a block_table entry outside [0, num_blocks) (set in
+// error_word; that row then reads as zeros). Slots fit an int: the fast path needs num_blocks * block_size
+// < 2^31.
+__device__ __forceinline__ void find_slots(int base, int last, int row_group, int row_groups,
+                                           const FastShape& s, const std::int32_t* table,
+                                           std::int64_t num_blocks, unsigned int* error_word,
+                                           int (&slots)[kTokens]) {
+#pragma unroll
+  for (int u = 0; u < kTokens; ++u) {
+    const int token = base + u * row_groups + row_group;
+    slots[u] = -1;
+    if (token >= last) continue;
+    const unsigned int page_index = s.block_size.div(static_cast<unsigned int>(token));
+    const unsigned int offset = static_cast<unsigned int>(token) - page_index * s.block_size.divisor;
+    const std::int32_t page = table[page_index];
+    if (page < 0 || page >= num_blocks)
+      atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize()
+    else
+      slots[u] = static_cast<int>(static_cast<unsigned int>(page) * s.block_size.divisor + offset);
+  }
+}
+
+// Dynamic shared memory: [row groups][heads][D] accumulators, then [row groups][heads][2] (max, sum).
+// Registers (ptxas, sm_90, 16-bit types): kGroup 4 fits 128 (four blocks an SM, a few spilled bytes);
+// kGroup 8 needs ~240 (two blocks an SM; capping it spills hundreds of bytes).
+template <class T, int kGroup>
+__global__ void __launch_bounds__(kThreads, kGroup <= 4 ? 4 : 1)
+    decode_split_fast(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+                      const std::int32_t* __restrict__ block_table,
+                      const std::int32_t* __restrict__ context_lens, float* __restrict__ partial_acc,
+                      float* __restrict__ partial_ml, FastShape s, std::int64_t num_blocks,
+                      std::int64_t max_context, float scale_log2, unsigned int* error_word) {
+  constexpr int kE = kChunkElems<T>;
+  extern __shared__ float shared[];
+
+  const int split = static_cast<int>(blockIdx.x);
+  const int kv_head = static_cast<int>(blockIdx.y) / s.head_chunks;
+  const int chunk = static_cast<int>(blockIdx.y) % s.head_chunks;
+  const int b = static_cast<int>(blockIdx.z);
+  const int heads = min(kGroup, s.group - chunk * kGroup);  // query heads of this block, 1..kGroup
+  const std::int64_t head0 = static_cast<std::int64_t>(b) * s.hq + kv_head * s.group + chunk * kGroup;
+
+  std::int64_t context = context_lens[b];
+  if (context < 0 || context > max_context) {
+    if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
+    context = 0;
+  }
+  const int first = split * s.split_tokens;
+  const int last = static_cast<int>(min(context, static_cast<std::int64_t>(first) + s.split_tokens));
+
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+  const int sub_lane = lane % s.lanes;                           // this lane's 16-byte chunk of a row
+  const int row_group = warp * (32 / s.lanes) + lane / s.lanes;  // 0 .. row_groups - 1
+  const int row_groups = kWarps * (32 / s.lanes);
+  const bool active = sub_lane * kE < s.d;  // rows of fewer than `lanes` chunks leave lanes idle
+
+  float q_reg[kGroup][kE];
+  float acc[kGroup][kE];
+  float m[kGroup], l[kGroup];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      q_reg[g][e] = 0.0f;
+      acc[g][e] = 0.0f;
+    }
+    if (g < heads && active) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(q + (head0 + g) * s.d + sub_lane * kE);
+      unpack<T>(raw, q_reg[g]);
+    }
+  }
+
+  const std::int64_t kv_stride = static_cast<std::int64_t>(s.hkv) * s.d;  // elements between token rows
+  const std::int32_t* table = block_table + static_cast<std::int64_t>(b) * s.max_blocks;
+  const int step = row_groups * kTokens;
+  int slots[kTokens];  // the cache slots of this row group's tokens in the current step
+  find_slots(first, last, row_group, row_groups, s, table, num_blocks, error_word, slots);
+  for (int base = first; base < last; base += step) {  // uniform across the block
+    uint4 k_raw[kTokens], v_raw[kTokens];
+    bool valid[kTokens];
+#pragma unroll
+    for (int u = 0; u < kTokens; ++u) {
+      valid[u] = base + u * row_groups + row_group < last;
+      k_raw[u] = make_uint4(0, 0, 0, 0);
+      v_raw[u] = make_uint4(0, 0, 0, 0);
+      if (slots[u] >= 0 && active) {
+        const std::int64_t row =
+            slots[u] * kv_stride + static_cast<std::int64_t>(kv_head) * s.d + sub_lane * kE;
+        k_raw[u] = *reinterpret_cast<const uint4*>(k_cache + row);
+        v_raw[u] = *reinterpret_cast<const uint4*>(v_cache + row);
+      }
+    }
+    // The next step's block-table reads overlap this step's loads and math.
+    find_slots(base + step, last, row_group, row_groups, s, table, num_blocks, error_word, slots);
+
+    // Scores: partial dot products over this lane's chunk, summed over the row group.
+    float score[kTokens][kGroup];
+#pragma unroll
+    for (int u = 0; u < kTokens; ++u) {
+      float k_vals[kE];
+      unpack<T>(k_raw[u], k_vals);
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g) {
+        float dot = 0.0f;
+        if (g < heads) {
+#pragma unroll
+          for (int e = 0; e < kE; ++e) dot = fmaf(q_reg[g][e], k_vals[e], dot);
+          for (int offset = s.lanes >> 1; offset > 0; offset >>= 1)
+            dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+        }
+        score[u][g] = valid[u] ? dot * scale_log2 : -INFINITY;
+      }
+    }
+
+    // Online softmax per head over this step's tokens, then the weighted values.
+    float v_vals[kTokens][kE];
+#pragma unroll
+    for (int u = 0; u < kTokens; ++u) unpack<T>(v_raw[u], v_vals[u]);
+    if (!valid[0]) continue;  // this row group has no token in this step (tokens fill row groups in order)
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      if (g >= heads) continue;
+      float m_new = m[g];
+#pragma unroll
+      for (int u = 0; u < kTokens; ++u) m_new = fmaxf(m_new, score[u][g]);  // finite: valid[0]
+      const float alpha = m[g] == -INFINITY ? 0.0f : exp2f(m[g] - m_new);
+      float p[kTokens];
+      float p_sum = 0.0f;
+#pragma unroll
+      for (int u = 0; u < kTokens; ++u) {
+        p[u] = valid[u] ? exp2f(score[u][g] - m_new) : 0.0f;
+        p_sum += p[u];
+      }
+      m[g] = m_new;
+      l[g] = l[g] * alpha + p_sum;
+#pragma unroll
+      for (int e = 0; e < kE; ++e) {
+        float a = acc[g][e] * alpha;
+#pragma unroll
+        for (int u = 0; u < kTokens; ++u) a = fmaf(p[u], v_vals[u][e], a);
+        acc[g][e] = a;
+      }
+    }
+  }
+
+  // Merge the row groups of this block (in row-group order) into this split's partial.
+  float* acc_s = shared;                           // [row_groups][heads][D]
+  float* ml_s = acc_s + row_groups * heads * s.d;  // [row_groups][heads][2]
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+    if (g >= heads) continue;
+    const int at = row_group * heads + g;
+    if (active)
+#pragma unroll
+      for (int e = 0; e < kE; ++e) acc_s[at * s.d + sub_lane * kE + e] = acc[g][e];
+    if (sub_lane == 0) {
+      ml_s[at * 2] = m[g];
+      ml_s[at * 2 + 1] = l[g];
+    }
+  }
+  __syncthreads();
+  for (int i = static_cast<int>(threadIdx.x); i < heads * s.d; i += kThreads) {
+    const int g = i / s.d, c = i % s.d;
+    float m_all = -INFINITY;
+    for (int r = 0; r < row_groups; ++r) m_all = fmaxf(m_all, ml_s[(r * heads + g) * 2]);
+    float a = 0.0f, l_all = 0.0f;
+    if (m_all != -INFINITY)
+      for (int r = 0; r < row_groups; ++r) {
+        const float m_r = ml_s[(r * heads + g) * 2];
+        if (m_r == -INFINITY) continue;
+        const float w = exp2f(m_r - m_all);
+        a = fmaf(acc_s[(r * heads + g) * s.d + c], w, a);
+        l_all = fmaf(ml_s[(r * heads + g) * 2 + 1], w, l_all);
+      }
+    const std::int64_t at = (head0 + g) * s.splits + split;
+    partial_acc[at * s.d + c] = a;
+    if (c == 0) {
+      partial_ml[at * 2] = m_all * kLn2;  // back to natural-log units for decode_merge
+      partial_ml[at * 2 + 1] = l_all;
+    }
+  }
+}
+
+constexpr int kTile = 32;  // fallback: tokens per shared-memory tile (one per lane in the softmax step)
 
 struct DecodeShape {
   std::int64_t hq, hkv, group, d, block_size, max_blocks, split_tokens, splits;
 };
 
-// kVectorized: rows are read 16 bytes at a time (needs 16-byte aligned caches and D * sizeof(T) % 16 == 0).
-template <class T, bool kVectorized>
+// Fallback: any head_dim and alignment, one element at a time; the whole query group per block.
+template <class T>
 __global__ void __launch_bounds__(kThreads)
-    decode_split(const T* q, const T* k_cache, const T* v_cache, const std::int32_t* block_table,
-                 const std::int32_t* context_lens, float* partial_acc, float* partial_ml, DecodeShape s,
-                 std::int64_t num_blocks, std::int64_t max_context, float scale, unsigned int* error_word) {
+    decode_split_scalar(const T* q, const T* k_cache, const T* v_cache, const std::int32_t* block_table,
+                        const std::int32_t* context_lens, float* partial_acc, float* partial_ml,
+                        DecodeShape s, std::int64_t num_blocks, std::int64_t max_context, float scale,
+                        unsigned int* error_word) {
   extern __shared__ float shared[];
   const std::int64_t d = s.d, g_count = s.group;
   float* q_s = shared;                   // [G, D]
@@ -57,31 +303,16 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   for (std::int64_t tile = first; tile < last; tile += kTile) {
     const std::int64_t tile_len = (last - tile < kTile ? last - tile : kTile);
-    // Each thread moves kVector consecutive elements of a row (16 bytes when vectorized) per step.
-    constexpr std::int64_t kVector = kVectorized ? static_cast<std::int64_t>(16 / sizeof(T)) : 1;
-    const std::int64_t chunks_per_row = d / kVector;
-    for (std::int64_t i = threadIdx.x; i < tile_len * chunks_per_row; i += blockDim.x) {
-      const std::int64_t t = i / chunks_per_row, c0 = (i % chunks_per_row) * kVector, token = tile + t;
+    for (std::int64_t i = threadIdx.x; i < tile_len * d; i += blockDim.x) {
+      const std::int64_t t = i / d, c = i % d, token = tile + t;
       std::int64_t block = block_table[b * s.max_blocks + token / s.block_size];
       if (block < 0 || block >= num_blocks) {
         atomicOr(error_word, kBadBlockTableEntry);
         block = 0;
       }
-      const std::int64_t row = ((block * s.block_size + token % s.block_size) * s.hkv + kv_head) * d + c0;
-      alignas(16) T k_vals[kVector];
-      alignas(16) T v_vals[kVector];
-      if constexpr (kVectorized) {
-        *reinterpret_cast<uint4*>(k_vals) = *reinterpret_cast<const uint4*>(k_cache + row);
-        *reinterpret_cast<uint4*>(v_vals) = *reinterpret_cast<const uint4*>(v_cache + row);
-      } else {
-        k_vals[0] = k_cache[row];
-        v_vals[0] = v_cache[row];
-      }
-#pragma unroll
-      for (std::int64_t e = 0; e < kVector; ++e) {
-        k_s[t * (d + 1) + c0 + e] = to_float(k_vals[e]);
-        v_s[t * d + c0 + e] = to_float(v_vals[e]);
-      }
+      const std::int64_t row = ((block * s.block_size + token % s.block_size) * s.hkv + kv_head) * d + c;
+      k_s[t * (d + 1) + c] = to_float(k_cache[row]);
+      v_s[t * d + c] = to_float(v_cache[row]);
     }
     __syncthreads();
     for (std::int64_t i = threadIdx.x; i < g_count * kTile; i += blockDim.x) {
@@ -150,11 +381,93 @@ __global__ void decode_merge(const float* partial_acc, const float* partial_ml, 
   }
 }
 
-}  // namespace
+// Tokens per split: enough splits that the grid has kBlocksPerSm blocks per SM, at least kMinSplit tokens
+// each, a multiple of `granule` tokens.
+std::int64_t split_tokens_for(const Context& ctx, std::int64_t units, std::int64_t max_context,
+                              std::int64_t granule) {
+  const std::int64_t wanted = std::max<std::int64_t>(1, (kBlocksPerSm * ctx.sm_count + units - 1) / units);
+  std::int64_t tokens = std::max<std::int64_t>(kMinSplit, (max_context + wanted - 1) / wanted);
+  tokens = (tokens + granule - 1) / granule * granule;
+  return tokens;
+}
 
-Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
+struct Partials {
+  float* acc = nullptr;
+  float* ml = nullptr;
+};
+
+Status allocate_partials(Scratch& scratch, std::int64_t heads, std::int64_t splits, std::int64_t d,
+                         Partials& p) {
+  const auto acc_floats = static_cast<std::size_t>(heads * splits * d);
+  const auto ml_floats = static_cast<std::size_t>(heads * splits * 2);
+  const Status st = scratch.allocate((acc_floats + ml_floats) * sizeof(float));
+  if (!st.ok()) return st;
+  p.acc = scratch.as<float>();
+  p.ml = p.acc + acc_floats;
+  return {};
+}
+
+template <class T>
+Status launch_merge(const DecodeAttentionArgs& args, const Partials& p, std::int64_t heads,
+                    std::int64_t splits, std::int64_t d, cudaStream_t stream) {
+  decode_merge<T>
+      <<<static_cast<unsigned int>(heads), 128, 0, stream>>>(p.acc, p.ml, args.out.as<T>(), splits, d);
+  DUPLEX_CUDA_LAUNCHED("decode_merge");
+  return {};
+}
+
+template <class T, int kGroup>
+Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
+  const std::int64_t batch = args.q.dim(0), d = args.q.dim(2), hkv = args.k_cache.dim(2);
+  const std::int64_t chunks_per_row = d / kChunkElems<T>;
+  int lanes = 1;
+  while (lanes < chunks_per_row) lanes *= 2;
+  FastShape s{static_cast<int>(args.q.dim(1)),
+              static_cast<int>(hkv),
+              static_cast<int>(args.q.dim(1) / hkv),
+              static_cast<int>(d),
+              static_cast<int>(args.block_table.dim(1)),
+              1,
+              0,
+              lanes,
+              0,
+              FastDivider(static_cast<unsigned int>(args.k_cache.dim(1)))};
+  s.head_chunks = (s.group + kGroup - 1) / kGroup;
+  const std::int64_t row_groups = kWarps * (32 / lanes);
+  const std::int64_t split_tokens =
+      split_tokens_for(ctx, batch * hkv * s.head_chunks, args.max_context_len, row_groups * kTokens);
+  const std::int64_t splits =
+      std::max<std::int64_t>(1, (args.max_context_len + split_tokens - 1) / split_tokens);
+  s.split_tokens = static_cast<int>(split_tokens);
+  s.splits = static_cast<int>(splits);
+
+  const int block_heads = std::min(kGroup, s.group);
+  const std::size_t shared_bytes =
+      sizeof(float) * static_cast<std::size_t>(row_groups * block_heads * (d + 2));
+  auto kernel = decode_split_fast<T, kGroup>;
+  if (shared_bytes > ctx.max_shared_bytes)
+    return {StatusCode::kUnsupportedShape,
+            "decode_attention: head_dim needs more shared memory than the device has"};
+  DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(shared_bytes)));
+
+  Scratch scratch(stream);
+  Partials p;
+  Status st = allocate_partials(scratch, batch * s.hq, splits, d, p);
+  if (!st.ok()) return st;
+  const dim3 grid(static_cast<unsigned int>(splits), static_cast<unsigned int>(hkv * s.head_chunks),
+                  static_cast<unsigned int>(batch));
+  kernel<<<grid, kThreads, shared_bytes, stream>>>(
+      args.q.as<const T>(), args.k_cache.as<const T>(), args.v_cache.as<const T>(),
+      args.block_table.as<const std::int32_t>(), args.context_lens.as<const std::int32_t>(), p.acc, p.ml, s,
+      args.k_cache.dim(0), args.max_context_len, static_cast<float>(args.scale * kLog2e), ctx.error_word);
+  DUPLEX_CUDA_LAUNCHED("decode_split_fast");
+  return launch_merge<T>(args, p, batch * s.hq, splits, d, stream);
+}
+
+template <class T>
+Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
   const std::int64_t batch = args.q.dim(0);
-  if (batch == 0) return {};
   DecodeShape s{};
   s.hq = args.q.dim(1);
   s.hkv = args.k_cache.dim(2);
@@ -162,13 +475,8 @@ Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStrea
   s.d = args.q.dim(2);
   s.block_size = args.k_cache.dim(1);
   s.max_blocks = args.block_table.dim(1);
-  // Enough blocks to fill the GPU twice over, each split a whole number of tiles.
-  const std::int64_t tiles = std::max<std::int64_t>(1, (args.max_context_len + kTile - 1) / kTile);
-  const std::int64_t wanted =
-      std::max<std::int64_t>(1, (2 * ctx.sm_count + batch * s.hkv - 1) / (batch * s.hkv));
-  const std::int64_t tiles_per_split = std::max<std::int64_t>(1, (tiles + wanted - 1) / wanted);
-  s.split_tokens = tiles_per_split * kTile;
-  s.splits = (tiles + tiles_per_split - 1) / tiles_per_split;
+  s.split_tokens = split_tokens_for(ctx, batch * s.hkv, args.max_context_len, kTile);
+  s.splits = std::max<std::int64_t>(1, (args.max_context_len + s.split_tokens - 1) / s.split_tokens);
 
   const std::size_t shared_bytes =
       sizeof(float) * static_cast<std::size_t>(2 * s.group * s.d + kTile * (s.d + 1) + kTile * s.d +
@@ -176,34 +484,44 @@ Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStrea
   if (shared_bytes > ctx.max_shared_bytes)
     return {StatusCode::kUnsupportedShape,
             "decode_attention: group x head_dim needs more shared memory than the device has"};
+  auto kernel = decode_split_scalar<T>;
+  DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(shared_bytes)));
 
   Scratch scratch(stream);
-  const std::size_t acc_floats = static_cast<std::size_t>(batch * s.hq * s.splits * s.d);
-  const std::size_t ml_floats = static_cast<std::size_t>(batch * s.hq * s.splits * 2);
-  Status st = scratch.allocate((acc_floats + ml_floats) * sizeof(float));
+  Partials p;
+  Status st = allocate_partials(scratch, batch * s.hq, s.splits, s.d, p);
   if (!st.ok()) return st;
-  float* partial_acc = scratch.as<float>();
-  float* partial_ml = partial_acc + acc_floats;
+  const dim3 grid(static_cast<unsigned int>(s.splits), static_cast<unsigned int>(s.hkv),
+                  static_cast<unsigned int>(batch));
+  kernel<<<grid, kThreads, shared_bytes, stream>>>(
+      args.q.as<const T>(), args.k_cache.as<const T>(), args.v_cache.as<const T>(),
+      args.block_table.as<const std::int32_t>(), args.context_lens.as<const std::int32_t>(), p.acc, p.ml, s,
+      args.k_cache.dim(0), args.max_context_len, args.scale, ctx.error_word);
+  DUPLEX_CUDA_LAUNCHED("decode_split_scalar");
+  return launch_merge<T>(args, p, batch * s.hq, s.splits, s.d, stream);
+}
 
+bool aligned16(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
+}
+
+}  // namespace
+
+Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
+  const std::int64_t batch = args.q.dim(0);
+  if (batch == 0) return {};
   return with_storage_type(args.q.dtype, [&](auto tag) -> Status {
     using T = decltype(tag);
-    const bool aligned = reinterpret_cast<std::uintptr_t>(args.k_cache.data) % 16 == 0 &&
-                         reinterpret_cast<std::uintptr_t>(args.v_cache.data) % 16 == 0 &&
-                         (s.d * static_cast<std::int64_t>(sizeof(T))) % 16 == 0;
-    auto kernel = aligned ? decode_split<T, true> : decode_split<T, false>;
-    DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(shared_bytes)));
-    const dim3 grid(static_cast<unsigned int>(s.splits), static_cast<unsigned int>(s.hkv),
-                    static_cast<unsigned int>(batch));
-    kernel<<<grid, kThreads, shared_bytes, stream>>>(
-        args.q.as<const T>(), args.k_cache.as<const T>(), args.v_cache.as<const T>(),
-        args.block_table.as<const std::int32_t>(), args.context_lens.as<const std::int32_t>(), partial_acc,
-        partial_ml, s, args.k_cache.dim(0), args.max_context_len, args.scale, ctx.error_word);
-    DUPLEX_CUDA_LAUNCHED("decode_split");
-    decode_merge<T><<<static_cast<unsigned int>(batch * s.hq), 128, 0, stream>>>(
-        partial_acc, partial_ml, args.out.as<T>(), s.splits, s.d);
-    DUPLEX_CUDA_LAUNCHED("decode_merge");
-    return {};
+    const std::int64_t d = args.q.dim(2), row_bytes = d * static_cast<std::int64_t>(sizeof(T));
+    const std::int64_t group = args.q.dim(1) / args.k_cache.dim(2);
+    // The fast path indexes tokens and cache slots with 32-bit arithmetic (FastDivider needs n < 2^31).
+    const bool fast = row_bytes % 16 == 0 && row_bytes / 16 <= 32 && aligned16(args.q.data) &&
+                      aligned16(args.k_cache.data) && aligned16(args.v_cache.data) &&
+                      args.max_context_len < (std::int64_t{1} << 30) &&
+                      args.k_cache.dim(0) * args.k_cache.dim(1) < (std::int64_t{1} << 31);
+    if (!fast) return launch_scalar<T>(ctx, args, stream);
+    return group <= 4 ? launch_fast<T, 4>(ctx, args, stream) : launch_fast<T, 8>(ctx, args, stream);
   });
 }
 

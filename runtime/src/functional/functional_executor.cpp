@@ -44,11 +44,19 @@ class FunctionalExecutor::Impl {
     if (opt_.max_tokens_per_step < 0)
       throw Error(fmt::format("max tokens per step {}; expected >= 0 (0: no budget)", opt_.max_tokens_per_step));
     if (opt_.kv_blocks < 0) throw Error(fmt::format("KV blocks {}; expected >= 0 (0: enough for all)", opt_.kv_blocks));
-    if (sys_.pim) {
+    if (opt_.pim_unit_factory && !opt_.datapath.empty())
+      throw Error(fmt::format("PIM datapath {} applies to the datapath PIM unit only, not to a custom one "
+                              "(the device computes with its system's pim.datapath)",
+                              opt_.datapath));
+    if (sys_.pim && opt_.pim_unit_factory) {
+      pim_ = opt_.pim_unit_factory(sys_);
+    } else if (sys_.pim) {
       // Bank-PIM configs name no datapath: its units compute with the same FP16 datapath arithmetic (golden).
       std::string kind = opt_.datapath.empty() ? sys_.pim->datapath : opt_.datapath;
       if (kind.empty() && sys_.pim->kind == PimKind::kBankPim) kind = "golden";
       pim_ = make_datapath_pim_unit(kind);
+    } else if (opt_.pim_unit_factory) {
+      throw Error(fmt::format("system {} has no PIM: a PIM unit does not apply", sys_.name));
     } else if (!opt_.datapath.empty()) {
       throw Error(fmt::format("system {} has no PIM: a PIM datapath ({}) does not apply", sys_.name, opt_.datapath));
     }
@@ -80,7 +88,6 @@ class FunctionalExecutor::Impl {
     res.tokens.resize(prompts.size());
     res.logits.resize(prompts.size());
     res.xpu_backend = xpu_->description();
-    res.pim_unit = pim_ ? pim_->describe() : "none";
     Time now;
     while (scheduler.has_unfinished()) {
       const StepPlan plan = scheduler.schedule(now);
@@ -114,6 +121,7 @@ class FunctionalExecutor::Impl {
     res.time = now;
     res.energy = energy.total();
     res.energy_breakdown = energy.breakdown_json();
+    res.pim_unit = pim_ ? pim_->describe() : "none";  // after the run: a device unit reports its counters
     if (pim_) res.pim_cycles = pim_->simulated_cycles();
     return res;
   }

@@ -110,12 +110,14 @@ nlohmann::json EnergyLedger::breakdown_json() const {
 }
 
 void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit, const SystemSpec& system) {
-  enum Slot { kActivate, kMac, kXpuRead, kLogicRead, kBankRead, kSram, kNvlink, kInfiniband };
+  enum Slot { kActivate, kMac, kXpuRead, kLogicRead, kBankRead, kSram, kNvlink, kInfiniband, kBankGroupRead };
   const EnergyCategory cat = category_of(op.kind);
   if (unit == compiler::Unit::kLink) {
-    // All-reduce inside a node on NVLink; all-to-all across nodes on InfiniBand (cost_model.hpp).
-    const int id = op.kind == OpKind::kAllReduce ? ledger.cached_action(kNvlink, "links.nvlink_per_byte")
-                                                 : ledger.cached_action(kInfiniband, "links.infiniband_per_byte");
+    // All-reduce inside a node on NVLink; all-to-all across nodes on InfiniBand, except on a heterogeneous
+    // system where the all-to-all ops are the GPU <-> PIM-device transfers on NVLink (cost_model.hpp).
+    const bool nvlink = op.kind == OpKind::kAllReduce || system.heterogeneous();
+    const int id = nvlink ? ledger.cached_action(kNvlink, "links.nvlink_per_byte")
+                          : ledger.cached_action(kInfiniband, "links.infiniband_per_byte");
     ledger.charge(cat, id, op.link_bytes);
     return;
   }
@@ -127,10 +129,14 @@ void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit
   if (unit == compiler::Unit::kXpu) {
     ledger.charge(cat, ledger.cached_action(kXpuRead, "dram.xpu_read"), bytes / access);
   } else {
-    const bool bank = system.pim && system.pim->kind == PimKind::kBankPim;
-    ledger.charge(cat, bank ? ledger.cached_action(kBankRead, "dram.bank_pim_read")
-                            : ledger.cached_action(kLogicRead, "dram.logic_pim_read"),
-                  bytes / access);
+    DUPLEX_ASSERT(system.pim.has_value(), "a PIM op on a system without PIM");
+    int read = 0;
+    switch (system.pim->kind) {
+      case PimKind::kLogicPim: read = ledger.cached_action(kLogicRead, "dram.logic_pim_read"); break;
+      case PimKind::kBankGroupPim: read = ledger.cached_action(kBankGroupRead, "dram.bankgroup_pim_read"); break;
+      case PimKind::kBankPim: read = ledger.cached_action(kBankRead, "dram.bank_pim_read"); break;
+    }
+    ledger.charge(cat, read, bytes / access);
     ledger.charge(cat, ledger.cached_action(kSram, "compute.sram_access_32b"), bytes / access);
   }
 }

@@ -11,7 +11,11 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     : options_(o), layout_(compiler::ParallelLayout::make(model, system, devices)), result_(result), totals_(totals) {
   memory_ = plan_memory(model, system, layout_, o.memory_reserve);
   compiler::PimTimeFn pim_fn;
-  if (o.pim_model == "cycle" && system.pim && system.pim->kind == PimKind::kLogicPim) {
+  // The cycle model times one device's Logic-PIM stacks: BankGroup-PIM / Bank-PIM (other unit placement) and
+  // a GPU spread over several PIM devices use the analytical roofline.
+  const bool one_logic_pim_device =
+      system.pim && system.pim->kind == PimKind::kLogicPim && system.pim_devices_per_gpu <= 1;
+  if (o.pim_model == "cycle" && one_logic_pim_device) {
     cycle_ = std::make_unique<CyclePimModel>(system);
     pim_fn = [model = cycle_.get()](const compiler::Op& op) { return model->time(op); };
   }
@@ -61,8 +65,15 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
   r.simulated_s = end.si();
   totals.energy.charge_static("xpu", end, devices);
   totals.energy.charge_static("hbm_stack", end, static_cast<double>(devices) * system.stacks);
-  if (system.pim && system.pim->kind == PimKind::kLogicPim)
+  if (system.heterogeneous()) {
+    // The GPUs' PIM devices: the same stacks, each with a Logic-PIM logic die, and no xPU.
+    const double pim_stacks = static_cast<double>(devices) * system.pim_devices_per_gpu * system.stacks;
+    totals.energy.charge_static("hbm_stack", end, pim_stacks);
+    totals.energy.charge_static("logic_pim_stack", end, pim_stacks);
+  } else if (system.pim && system.pim->has_logic_pim_units()) {
+    // BankGroup-PIM has Logic-PIM's GEMM modules and buffers (on the DRAM dies): taken to leak the same.
     totals.energy.charge_static("logic_pim_stack", end, static_cast<double>(devices) * system.stacks);
+  }
   std::vector<double> ttft, tbt, e2e;
   for (const RequestTimeline& t : timelines) {
     if (static_cast<std::int64_t>(t.token_times.size()) != t.spec.output_tokens)

@@ -26,7 +26,8 @@ StepCost StepExecutor::execute(const StepPlan& plan) {
     routing.counts = router_->route(batch.tokens(), model_.experts, model_.top_k, moe_layers_);
   }
   StepCost c{Time{}, Time{}, Time{}, Time{}, EnergyLedger(system_.energy), {}};
-  c.plan = compiler::place(compiler::lower(model_, batch, layout_, routing), cost_);
+  const auto lowering = compiler::LowerOptions::for_system(system_);  // heterogeneous: GPU <-> PIM-device transfers
+  c.plan = compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_);
   c.time = c.plan.total();
   c.xpu_busy = c.plan.busy(compiler::Unit::kXpu);
   c.pim_busy = c.plan.busy(compiler::Unit::kPim);

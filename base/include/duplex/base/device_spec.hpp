@@ -65,14 +65,17 @@ struct HbmSpec {
   Bandwidth stack_bandwidth() const { return pseudo_channel_bandwidth() * org.pseudo_channels(); }
 };
 
-enum class PimKind { kLogicPim, kBankPim };
+// Logic-PIM: units on the HBM logic die (Duplex). Bank-PIM: units next to the banks (AttAcc-like).
+// BankGroup-PIM: Logic-PIM's units and bandwidth placed on the DRAM dies, one unit per bank group (DUPLEX.md
+// s.8); it has Logic-PIM's keys and timing but not its bank-bundle / logic-die cycle model.
+enum class PimKind { kLogicPim, kBankPim, kBankGroupPim };
 
 struct PimSpec {
   PimKind kind = PimKind::kLogicPim;
   std::string name;
   Frequency clock;
   Time command_latency;
-  // Logic-PIM
+  // Logic-PIM and BankGroup-PIM
   int gemm_modules = 0;
   int macs_per_module = 0;
   ByteSize module_buffer, input_buffer, temp_buffer, softmax_buffer;
@@ -86,7 +89,9 @@ struct PimSpec {
   double bandwidth_multiplier = 0;
   double peak_op_per_byte = 0;
 
-  // Per stack. Logic-PIM: modules x MACs x 2 FLOP x clock; bundle path: banks_per_group_read x bank groups
+  bool has_logic_pim_units() const { return kind != PimKind::kBankPim; }  // GEMM modules, buffers, softmax
+
+  // Per stack. Logic-PIM / BankGroup-PIM: modules x MACs x 2 FLOP x clock; bundle path: banks_per_group_read x bank groups
   // x one access per tCCD_L on every pseudo-channel. Bank-PIM: multiplier x stack bandwidth, Op/B x that.
   FlopRate peak_flops_per_stack(const HbmSpec& hbm) const;
   Bandwidth internal_bandwidth_per_stack(const HbmSpec& hbm) const;
@@ -127,13 +132,19 @@ struct SystemSpec {
   // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
   // of each prompt migrating over the links in between. 0 = no split (every device does both).
   double split_prefill_fraction = 0;
+  // Heterogeneous GPU + PIM devices (DUPLEX.md s.8): when > 0, `pim` is NOT on the xPU's stacks but on
+  // separate PIM devices (each `stacks` stacks of `memory` with a Logic-PIM logic die, no xPU), this many per
+  // GPU. Weights are not shared: non-expert weights on the GPUs, routed experts' weights and the KV cache on
+  // the PIM devices; activations cross NVLink between them. 0 = PIM (if any) on the device's own stacks.
+  int pim_devices_per_gpu = 0;
   std::string resolved_yaml;  // the fully resolved config, for result folders
 
-  int devices_for(std::string_view model_name) const;
+  int devices_for(std::string_view model_name) const;  // GPU / xPU devices (PIM devices not counted)
+  bool heterogeneous() const { return pim_devices_per_gpu > 0; }
   Bandwidth memory_bandwidth() const { return memory.stack_bandwidth() * stacks; }  // per device
   ByteSize memory_capacity() const { return {memory.org.stack_capacity().bytes * stacks}; }
-  FlopRate pim_peak_flops() const;       // per device, all stacks; 0 without PIM
-  Bandwidth pim_bandwidth() const;       // per device, all stacks; 0 without PIM
+  FlopRate pim_peak_flops() const;       // per device with PIM (heterogeneous: per PIM device), all stacks; 0 without PIM
+  Bandwidth pim_bandwidth() const;       // per device with PIM (heterogeneous: per PIM device), all stacks; 0 without PIM
 };
 
 XpuSpec read_xpu(const ConfigNode& n);

@@ -6,7 +6,11 @@
 //         latency, over all stacks of the device (the softmax term: decode attention on Logic-PIM); a GEMM whose token count exceeds what the PIM input buffer holds is done in several passes,
 //         each re-reading the weights (Logic-PIM: tokens per pass = input_buffer / (k x 2 B));
 //   link: bytes / link bandwidth + per-step latency (ring all-reduce 2(p-1) steps on NVLink inside a node;
-//         all-to-all p-1 steps on InfiniBand across nodes).
+//         all-to-all p-1 steps on InfiniBand across nodes; on a heterogeneous system the all-to-all ops are the
+//         GPU <-> PIM-device transfers inside a node: one NVLink step).
+// Heterogeneous GPU + PIM devices (system.heterogeneous()): an op runs where its data lives (required_unit):
+// decode attention (KV cache) and routed experts (their weights) only on the PIM devices, everything else
+// only on the GPU; the PIM roofline covers the GPU's pim_devices_per_gpu PIM devices.
 // The efficiencies are the config's documented choices (configs/devices/h100.yaml).
 #include <functional>
 #include <optional>
@@ -29,7 +33,10 @@ class CostModel {
   std::optional<Time> pim_time(const Op& op) const;  // nullopt when unsupported; the injected model if any
   Time analytical_pim_time(const Op& op) const;    // the roofline above; op must be supported
   Time link_time(const Op& op) const;
-  // Tokens one Logic-PIM pass can hold for a GEMM with k inputs (>= 1); 0 without a Logic-PIM.
+  // The unit an op must run on because its data lives there (heterogeneous systems, link ops excluded);
+  // nullopt when placement may choose by cost.
+  std::optional<Unit> required_unit(const Op& op) const;
+  // Tokens one Logic-PIM (or BankGroup-PIM) pass can hold for a GEMM with k inputs (>= 1); 0 without one.
   std::int64_t pim_tokens_per_pass(std::int64_t k) const;
   const SystemSpec& system() const { return sys_; }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Placement and co-processing: Graph -> ExecutionPlan.
-//  - place: every op goes to the unit where the cost model says it finishes first (no Op/B threshold).
+//  - place: every op goes to the unit where the cost model says it finishes first (no Op/B threshold), unless
+//    the cost model requires a unit because the op's data lives there (heterogeneous GPU + PIM devices).
 //  - expert co-processing (system.coprocess_experts): the experts of one MoE layer are split over xPU and PIM
 //    by the greedy of DUPLEX.md s.6: start with all on the xPU, move the expert with the fewest tokens to
 //    the PIM one at a time, keep the split with the lowest max(xPU time, PIM time); both lanes run at once.

@@ -5,13 +5,14 @@
 // then its ops run on tensors on the unit the plan gives them:
 //  - xPU ops on the kernels library (CPU backend);
 //  - PIM ops (GEMMs the placement sends to PIM, expert FFNs, decode attention) on a PimUnit (the Logic-PIM
-//    datapath, golden or RTL).
+//    datapath, golden or RTL; or the SystemC device through the driver, via pim_unit_factory).
 // Expert routing is known only after each layer's router runs: the step is re-lowered and re-placed with the
 // routing seen so far at every router (the paper's lookup-table split after the gate), so expert
 // co-processing splits the experts the router actually picked. Ops are executed in graph order; lanes that
 // the plan runs concurrently write disjoint outputs, so results do not depend on lane timing.
 // Simulated time and energy per op come from the plan (CostModel) and runtime::charge_op.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,6 +23,7 @@
 #include "duplex/base/device_spec.hpp"
 #include "duplex/compiler/op.hpp"
 #include "duplex/runtime/functional/model_weights.hpp"
+#include "duplex/runtime/functional/pim_unit.hpp"
 
 namespace duplex::runtime::functional {
 
@@ -31,6 +33,9 @@ struct FunctionalOptions {
   std::int64_t max_tokens_per_step = 0;  // scheduler token budget per step; 0: none
   std::int64_t kv_block_tokens = 16;   // tokens per paged-KV block
   std::int64_t kv_blocks = 0;          // blocks in the pool; 0: enough for every request at full length
+  // Makes the PIM unit for the system (e.g. make_device_pim_unit, device_pim_unit.hpp); empty: the Logic-PIM
+  // datapath of kind `datapath`. With a factory, `datapath` must be empty.
+  std::function<std::unique_ptr<PimUnit>(const SystemSpec&)> pim_unit_factory;
 };
 
 // One executed op.

@@ -51,11 +51,12 @@ class EnergyLedger {
   std::vector<Energy> prices_;
   std::vector<std::array<double, kCategories>> counts_;  // [action][category]
   std::map<std::string, Energy> static_;                 // component -> energy
-  std::array<int, 8> cache_;
+  std::array<int, 9> cache_;
 };
 
 // The actions one op performs on the unit it ran on (analytical counts: every byte is streamed once
-// through 32 B accesses in whole rows; one MAC per 2 FLOPs; PIM operands pass through its SRAM buffers).
+// through 32 B accesses in whole rows; one MAC per 2 FLOPs; PIM operands pass through its SRAM buffers;
+// PIM reads priced by the PIM's kind: logic_pim_read, bankgroup_pim_read or bank_pim_read).
 void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit, const SystemSpec& system);
 
 }  // namespace duplex::runtime

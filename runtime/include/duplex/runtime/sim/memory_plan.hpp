@@ -10,9 +10,14 @@
 
 namespace duplex::runtime {
 
+// Heterogeneous GPU + PIM devices (SystemSpec::heterogeneous()): the GPU holds the non-expert weights and
+// the reserve; its PIM devices hold its share of the routed experts and the KV cache (kv_tokens comes from
+// their memory only).
 struct MemoryPlan {
-  double device_bytes = 0;              // HBM capacity of one device
-  double weight_bytes_per_device = 0;   // this device's shard of the weights
+  double device_bytes = 0;              // HBM capacity of one device (heterogeneous: one GPU)
+  double weight_bytes_per_device = 0;   // this device's shard of the weights (heterogeneous: the GPU's)
+  double pim_device_bytes = 0;          // heterogeneous: HBM of one GPU's PIM devices together; else 0
+  double pim_weight_bytes = 0;          // heterogeneous: expert weights on one GPU's PIM devices; else 0
   double reserve_bytes_per_device = 0;  // reserve_fraction x device_bytes
   double kv_bytes_per_token = 0;        // one token of one request, all layers, on one device (its heads)
   std::int64_t kv_tokens = 0;           // KV tokens the whole system holds (all data-parallel replicas)
