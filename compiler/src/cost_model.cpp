@@ -11,7 +11,9 @@ bool is_elementwise(OpKind k) {
   return k == OpKind::kNorm || k == OpKind::kRope || k == OpKind::kResidual || k == OpKind::kEmbedding;
 }
 
-bool is_link(OpKind k) { return k == OpKind::kAllReduce || k == OpKind::kAllToAll; }
+bool is_link(OpKind k) {
+  return k == OpKind::kAllReduce || k == OpKind::kAllToAll || k == OpKind::kPimTransfer;
+}
 
 bool is_weight_gemm(OpKind k) {
   switch (k) {
@@ -89,7 +91,7 @@ Time CostModel::analytical_pim_time(const Op& op) const {
 }
 
 Time CostModel::link_time(const Op& op) const {
-  if (sys_.heterogeneous() && op.kind == OpKind::kAllToAll)  // GPU <-> its PIM devices, point to point
+  if (op.kind == OpKind::kPimTransfer)  // GPU <-> its PIM devices, point to point
     return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency;
   const int peers = op.kind == OpKind::kAllReduce ? layout_.tp : layout_.nodes;
   if (peers <= 1) return Time{};

@@ -113,7 +113,7 @@ class Lowering {
   // shape shown in reports.
   void pim_transfer(int layer, const char* name, std::int64_t rows, std::int64_t cols, double bytes) {
     if (!options_.pim_devices || bytes <= 0) return;
-    Op& o = add(OpKind::kAllToAll, layer, name);
+    Op& o = add(OpKind::kPimTransfer, layer, name);
     o.m = rows;
     o.n = cols;
     o.link_bytes = bytes;

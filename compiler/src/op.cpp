@@ -23,6 +23,7 @@ std::string_view op_kind_name(OpKind k) {
     case OpKind::kLmHead: return "lm_head";
     case OpKind::kAllReduce: return "all_reduce";
     case OpKind::kAllToAll: return "all_to_all";
+    case OpKind::kPimTransfer: return "pim_transfer";
   }
   DUPLEX_ASSERT(false, "unhandled op kind");
 }
@@ -44,6 +45,7 @@ std::string Op::shape() const {
                          head_dim);
     case OpKind::kAllReduce:
     case OpKind::kAllToAll:
+    case OpKind::kPimTransfer:
       return fmt::format("{}x{}", m, n);
     default:
       if (n == 0) return fmt::format("{}x{}", m, k);

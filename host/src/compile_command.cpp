@@ -33,7 +33,8 @@ void run_compile(const CompileOptions& o) {
   const ParallelLayout layout = ParallelLayout::make(model, system, devices);
   const BatchState batch = BatchState::decode_batch(o.batch, o.context, o.prefill_tokens);
   const Routing routing = parse_routing(o.routing);
-  const ExecutionPlan plan = place(lower(model, batch, layout, routing), CostModel(system, layout));
+  const ExecutionPlan plan =
+      place(lower(model, batch, layout, routing, LowerOptions::for_system(system)), CostModel(system, layout));
   if (o.json) {
     std::puts(plan_to_json(plan, model, system, layout).dump(2).c_str());
     return;

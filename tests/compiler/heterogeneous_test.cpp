@@ -67,7 +67,7 @@ TEST(Heterogeneous, DataLocationForcesPlacementWhereDuplexWouldChooseTheXpu) {
   expect_all_on(h.plan, OpKind::kQkvProj, Unit::kXpu);
   expect_all_on(h.plan, OpKind::kOProj, Unit::kXpu);
   expect_all_on(h.plan, OpKind::kRouter, Unit::kXpu);
-  expect_all_on(h.plan, OpKind::kAllToAll, Unit::kLink);
+  expect_all_on(h.plan, OpKind::kPimTransfer, Unit::kLink);
   // The GPU-resident ops have no PIM alternative at all.
   for (std::size_t i = 0; i < h.plan.graph.ops.size(); ++i) {
     if (h.plan.find(i)->unit == Unit::kXpu) {

@@ -31,7 +31,8 @@ EnergyCategory category_of(OpKind k) {
     case OpKind::kExpertFfn:
     case OpKind::kSharedExpertFfn: return EnergyCategory::kMoe;
     case OpKind::kAllReduce:
-    case OpKind::kAllToAll: return EnergyCategory::kCommunication;
+    case OpKind::kAllToAll:
+    case OpKind::kPimTransfer: return EnergyCategory::kCommunication;
     default: return EnergyCategory::kOther;
   }
 }
@@ -113,9 +114,9 @@ void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit
   enum Slot { kActivate, kMac, kXpuRead, kLogicRead, kBankRead, kSram, kNvlink, kInfiniband, kBankGroupRead };
   const EnergyCategory cat = category_of(op.kind);
   if (unit == compiler::Unit::kLink) {
-    // All-reduce inside a node on NVLink; all-to-all across nodes on InfiniBand, except on a heterogeneous
-    // system where the all-to-all ops are the GPU <-> PIM-device transfers on NVLink (cost_model.hpp).
-    const bool nvlink = op.kind == OpKind::kAllReduce || system.heterogeneous();
+    // All-reduce inside a node and GPU <-> PIM-device transfers on NVLink; all-to-all across nodes on
+    // InfiniBand (cost_model.hpp).
+    const bool nvlink = op.kind != OpKind::kAllToAll;
     const int id = nvlink ? ledger.cached_action(kNvlink, "links.nvlink_per_byte")
                           : ledger.cached_action(kInfiniband, "links.infiniband_per_byte");
     ledger.charge(cat, id, op.link_bytes);

@@ -26,6 +26,7 @@ enum class OpKind {
   kLmHead,           // final norm excluded; LM head GEMM + greedy argmax
   kAllReduce,        // tensor-parallel sum over the devices of a node (link op)
   kAllToAll,         // expert-parallel token exchange (link op)
+  kPimTransfer,      // GPU <-> PIM-device activations / K/V (heterogeneous systems; link op, one NVLink hop)
 };
 std::string_view op_kind_name(OpKind k);
 
