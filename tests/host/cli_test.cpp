@@ -104,4 +104,13 @@ TEST(RunCli, TinyMoeOnDuplexPeMatchesThePlainReference) {
   EXPECT_LT(j["max_abs_logit_err"].get<double>(), 0.06);
 }
 
+TEST(RunCli, PimOpsThroughTheDriverAndTheSystemCDeviceGiveTheSameTokens) {
+  const std::string args = "run --model tiny-moe --system duplex-pe --prompt 2,7,1 --max-new-tokens 5 --check --json";
+  const CliRun datapath = run(args);
+  const CliRun device = run(args + " --pim-path device");
+  ASSERT_EQ(datapath.exit_code, 0) << datapath.out;
+  ASSERT_EQ(device.exit_code, 0) << device.out;
+  EXPECT_EQ(nlohmann::json::parse(device.out)["tokens"], nlohmann::json::parse(datapath.out)["tokens"]);
+}
+
 }  // namespace
