@@ -30,11 +30,14 @@ bool is_weight_gemm(OpKind k) {
 
 }  // namespace
 
-CostModel::CostModel(const SystemSpec& system, const ParallelLayout& layout, PimTimeFn pim_model)
-    : sys_(system), layout_(layout), pim_model_(std::move(pim_model)) {}
+CostModel::CostModel(const SystemSpec& system, const ParallelLayout& layout, PimTimeFn pim_model,
+                     XpuTimeFn xpu_model)
+    : sys_(system), layout_(layout), pim_model_(std::move(pim_model)), xpu_model_(std::move(xpu_model)) {}
 
 Time CostModel::xpu_time(const Op& op) const {
   if (is_link(op.kind)) return link_time(op);
+  if (xpu_model_)
+    if (const auto measured = xpu_model_(op)) return *measured;
   const XpuSpec& x = sys_.xpu;
   const FlopRate rate = is_elementwise(op.kind) ? x.peak_fp32 * x.gemm_efficiency : x.peak_fp16 * x.gemm_efficiency;
   const Time compute = compute_time(op.flops, rate);

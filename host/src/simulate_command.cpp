@@ -1,7 +1,9 @@
 // `duplex simulate`: serve a request stream on one or more systems and compare throughput, latency and
 // energy. With no arguments it runs the embedded default: Mixtral-8x7B on 4 devices, gpu vs duplex-pe, a
 // short closed-loop run.
+#include <chrono>
 #include <cstdio>
+#include <functional>
 #include <fmt/format.h>
 #include <memory>
 #include <string>
@@ -17,6 +19,22 @@
 
 namespace duplex::host {
 namespace {
+
+// A one-line progress bar on stderr (only when stderr is a terminal), redrawn at most ten times a second.
+std::function<void(std::int64_t, std::int64_t)> progress_bar(const std::string& label) {
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+  return [label, last](std::int64_t done, std::int64_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total && now - *last < std::chrono::milliseconds(100)) return;
+    *last = now;
+    constexpr int kWidth = 30;
+    const double f = total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 0.0;
+    const int filled = static_cast<int>(f * kWidth);
+    std::fprintf(stderr, "\r%s [%s%s] %lld/%lld requests", label.c_str(), std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                 std::string(static_cast<std::size_t>(kWidth - filled), '.').c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total));
+  };
+}
 
 struct SimulateOptions {
   std::string model = "mixtral-8x7b";
@@ -37,6 +55,7 @@ struct SimulateOptions {
   std::int64_t kv_block_tokens = 16;
   double memory_reserve = 0.10;
   std::string pim_model = "cycle";
+  std::string xpu_profile;
   int devices = 0;
   std::string out_dir;
   std::int64_t timeline_steps = 64;
@@ -94,15 +113,17 @@ void run_simulate(const SimulateOptions& o) {
   sim.devices = o.devices;
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;
+  sim.xpu_profile = o.xpu_profile;
   sim.record_steps = !o.out_dir.empty();
   sim.timeline_steps = o.out_dir.empty() ? 0 : o.timeline_steps;
   std::vector<SystemSpec> systems;
   for (const auto& name : o.systems) systems.push_back(load_system(name));  // all configs checked up front
   std::vector<runtime::SystemResult> results;
-  const bool progress = isatty(fileno(stderr)) && !o.json;
+  const bool progress = isatty(fileno(stderr)) != 0;
   for (const auto& system : systems) {
-    if (progress) std::fprintf(stderr, "simulating %s on %s ...\n", model.name.c_str(), system.name.c_str());
+    if (progress) sim.progress = progress_bar(model.name + " on " + system.name);
     results.push_back(runtime::simulate(model, system, sim));
+    if (progress) std::fputs("\n", stderr);
   }
   if (!o.out_dir.empty()) write_simulation_output(o.out_dir, results, systems, model, sim.workload);
   if (o.json) {
@@ -147,6 +168,8 @@ void add_simulate_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(0.0, 0.99));
   c->add_option("--pim-model", o->pim_model, "Logic-PIM op timing: cycle (SystemC timing engine, memoized) | analytical")
       ->capture_default_str()->check(CLI::IsMember({"cycle", "analytical"}));
+  c->add_option("--xpu-profile", o->xpu_profile,
+                 "Measured xPU op times (CSV kind,m,n,k,time_us) replacing the xPU roofline where they apply");
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");

@@ -26,7 +26,12 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     throw Error(fmt::format("system {} on {} devices: the KV cache holds less than one block of {} tokens",
                             system.name, devices, sched.kv_block_tokens));
   scheduler_ = std::make_unique<Scheduler>(sched);
-  executor_ = std::make_unique<StepExecutor>(model, system, layout_, router, pim_fn);
+  compiler::XpuTimeFn xpu_fn;
+  if (!o.xpu_profile.empty()) {
+    xpu_profile_ = std::make_unique<XpuProfile>(XpuProfile::load(o.xpu_profile));
+    xpu_fn = [profile = xpu_profile_.get()](const compiler::Op& op) { return profile->lookup(op); };
+  }
+  executor_ = std::make_unique<StepExecutor>(model, system, layout_, router, pim_fn, xpu_fn);
 }
 
 Time Pool::step(const StepPlan& plan) {

@@ -8,6 +8,7 @@
 #include "duplex/runtime/sim/cycle_pim_model.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
 #include "duplex/runtime/sim/step_executor.hpp"
+#include "duplex/runtime/sim/xpu_profile.hpp"
 
 namespace duplex::runtime::detail {
 
@@ -40,6 +41,7 @@ class Pool {
   MemoryPlan memory_;
   std::int64_t kv_blocks_ = 0;
   std::unique_ptr<CyclePimModel> cycle_;
+  std::unique_ptr<XpuProfile> xpu_profile_;
   std::unique_ptr<StepExecutor> executor_;
   std::unique_ptr<Scheduler> scheduler_;
   SystemResult& result_;

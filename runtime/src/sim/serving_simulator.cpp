@@ -81,7 +81,13 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
 
   auto source = make_request_source(o.workload);
-  const ServingRun run = run_serving_loop(pool.scheduler(), *source, [&](const StepPlan& plan) { return pool.step(plan); });
+  StepObserver observer;
+  if (o.progress)
+    observer = [&](const StepPlan&, const StepOutcome&, const Scheduler& s) {
+      o.progress(s.num_finished(), source->total_requests());
+    };
+  const ServingRun run =
+      run_serving_loop(pool.scheduler(), *source, [&](const StepPlan& plan) { return pool.step(plan); }, observer);
   std::vector<detail::RequestTimeline> timelines;
   for (const auto& [id, rec] : run.records) {
     if (!rec.finished()) throw InternalError(fmt::format("request {} did not finish", id));

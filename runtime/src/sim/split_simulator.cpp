@@ -56,6 +56,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   };
   Clock pc, dc;
   Time end;
+  std::int64_t finished = 0;
   // Steps pool `p` at its clock if it has work, else moves the clock to its next arrival or marks it waiting;
   // hands the requests a step finished on.
   auto advance = [&](Pool& p, Clock& clock, bool is_prefill) {
@@ -95,8 +96,10 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
       } else {
         t.token_times.insert(t.token_times.end(), rec.token_times.begin(), rec.token_times.end());
         source->on_finished(id, clock.now);
+        ++finished;
       }
     }
+    if (o.progress) o.progress(finished, source->total_requests());
   };
   for (std::int64_t events = 0;; ++events) {
     if (events > 100'000'000) throw Error("split simulation exceeded 1e8 events; expected fewer requests");

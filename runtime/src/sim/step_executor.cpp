@@ -5,8 +5,9 @@
 namespace duplex::runtime {
 
 StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& system,
-                           const compiler::ParallelLayout& layout, ExpertRouter* router, compiler::PimTimeFn pim_model)
-    : model_(model), system_(system), layout_(layout), router_(router), cost_(system, layout, std::move(pim_model)) {
+                           const compiler::ParallelLayout& layout, ExpertRouter* router, compiler::PimTimeFn pim_model,
+                           compiler::XpuTimeFn xpu_model)
+    : model_(model), system_(system), layout_(layout), router_(router), cost_(system, layout, std::move(pim_model), std::move(xpu_model)) {
   for (int l = 0; l < model.layers; ++l) moe_layers_ += model.is_moe_layer(l) ? 1 : 0;
   if (model.is_moe() && router_ == nullptr) throw Error("model " + model.name + " is MoE: the workload needs routing");
 }

@@ -24,10 +24,14 @@ namespace duplex::compiler {
 // A slower, more faithful PIM timing model (e.g. the cycle-level SystemC model, memoized) can replace the
 // analytical PIM roofline: it gets a supported op and returns its time on the device's PIM units.
 using PimTimeFn = std::function<Time(const Op&)>;
+// A measured xPU profile can replace the xPU roofline for the ops it covers: it returns the op's time
+// (launch included), or nullopt to fall back to the roofline.
+using XpuTimeFn = std::function<std::optional<Time>(const Op&)>;
 
 class CostModel {
  public:
-  CostModel(const SystemSpec& system, const ParallelLayout& layout, PimTimeFn pim_model = {});
+  CostModel(const SystemSpec& system, const ParallelLayout& layout, PimTimeFn pim_model = {},
+            XpuTimeFn xpu_model = {});
   Time xpu_time(const Op& op) const;
   bool pim_supports(const Op& op) const;           // false when the system has no PIM
   std::optional<Time> pim_time(const Op& op) const;  // nullopt when unsupported; the injected model if any
@@ -44,6 +48,7 @@ class CostModel {
   const SystemSpec& sys_;
   ParallelLayout layout_;
   PimTimeFn pim_model_;
+  XpuTimeFn xpu_model_;
 };
 
 }  // namespace duplex::compiler

@@ -4,6 +4,7 @@
 // energy per generated token with its breakdown, batch sizes; optionally per-step and per-request rows and
 // a lane timeline.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -26,6 +27,9 @@ struct SimulationOptions {
   // PIM op timing: "cycle" (the SystemC device's timing engine, memoized; Logic-PIM systems) or "analytical"
   // (the roofline of compiler/cost_model.hpp). Bank-PIM systems always use the analytical model.
   std::string pim_model = "cycle";
+  std::string xpu_profile;         // a measured xPU profile CSV (sim/xpu_profile.hpp); "" = the xPU roofline
+  // Called after every step with the requests finished so far and the total (for a progress display).
+  std::function<void(std::int64_t finished, std::int64_t total)> progress;
   bool record_steps = false;       // keep per-step rows (for -o DIR)
   std::int64_t timeline_steps = 0; // keep device 0's plan of the first N steps (for the lane timeline)
 };

@@ -25,7 +25,7 @@ class StepExecutor {
  public:
   // `router` may be null for dense models. `pim_model` replaces the analytical PIM roofline when set.
   StepExecutor(const compiler::ModelSpec& model, const SystemSpec& system, const compiler::ParallelLayout& layout,
-               ExpertRouter* router, compiler::PimTimeFn pim_model = {});
+               ExpertRouter* router, compiler::PimTimeFn pim_model = {}, compiler::XpuTimeFn xpu_model = {});
   StepCost execute(const StepPlan& plan);
   compiler::BatchState batch_of(const StepPlan& plan) const;
 
