@@ -5,24 +5,13 @@
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/placement.hpp"
+#include "compile_helper.hpp"
 
 namespace duplex::compiler {
 namespace {
 
-struct Compiled {
-  ModelSpec model;
-  SystemSpec system;
-  ParallelLayout layout;
-  ExecutionPlan plan;
-};
-
-Compiled compile(const std::string& model, const std::string& system, const BatchState& b, int devices = 0) {
-  Compiled c{load_model(model), load_system(system), {}, {}};
-  c.layout = ParallelLayout::make(c.model, c.system, devices > 0 ? devices : c.system.devices_for(c.model.name));
-  const CostModel cost(c.system, c.layout);
-  c.plan = place(lower(c.model, b, c.layout, Routing{}, LowerOptions::for_system(c.system)), cost);
-  return c;
-}
+using testing::compile;
+using testing::Compiled;
 
 // Every op of `kind` (any layer) ran on `unit`; at least one such op exists.
 void expect_all_on(const ExecutionPlan& p, OpKind kind, Unit unit) {

@@ -1,4 +1,5 @@
 #include "duplex/compiler/placement.hpp"
+#include "compile_helper.hpp"
 
 #include <cstdlib>
 #include <fstream>
@@ -11,20 +12,8 @@
 namespace duplex::compiler {
 namespace {
 
-struct Compiled {
-  ModelSpec model;
-  SystemSpec system;
-  ParallelLayout layout;
-  ExecutionPlan plan;
-};
-
-Compiled compile(const std::string& model, const std::string& system, const BatchState& b, int devices = 0) {
-  Compiled c{load_model(model), load_system(system), {}, {}};
-  c.layout = ParallelLayout::make(c.model, c.system, devices > 0 ? devices : c.system.devices_for(c.model.name));
-  const CostModel cost(c.system, c.layout);
-  c.plan = place(lower(c.model, b, c.layout, Routing{}), cost);
-  return c;
-}
+using testing::compile;
+using testing::Compiled;
 
 Unit unit_of(const ExecutionPlan& p, OpKind k, int layer = 0) {
   for (std::size_t i = 0; i < p.graph.ops.size(); ++i)
