@@ -84,4 +84,41 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return m;
 }
 
+
+// One tile of a flash-style online softmax over `rows` score rows of 32 columns (one per lane), rows spread
+// over the block's warps: scores p_s[r * stride + lane] become exp(score - m_new); the running max m_s,
+// the running sum l_s and the rescale factor alpha_s = exp(m_old - m_new) of each row are updated.
+// -INFINITY scores (masked or past the end) contribute 0. Call between __syncthreads().
+__device__ __forceinline__ void online_softmax_tile(float* p_s, float* m_s, float* l_s, float* alpha_s,
+                                                    std::int64_t rows, std::int64_t stride, int warp, int warps,
+                                                    int lane) {
+  for (std::int64_t r = warp; r < rows; r += warps) {
+    const float score = p_s[r * stride + lane];
+    const float m_old = m_s[r];
+    const float m_new = fmaxf(m_old, warp_max(score));
+    const float p = score == -INFINITY ? 0.0f : expf(score - m_new);
+    const float tile_sum = warp_sum(p);
+    p_s[r * stride + lane] = p;
+    if (lane == 0) {
+      const float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+      alpha_s[r] = alpha;
+      m_s[r] = m_new;
+      l_s[r] = l_s[r] * alpha + tile_sum;
+    }
+  }
+}
+
+// acc[r][c] = acc[r][c] * alpha[r] + sum_t p[r][t] * v[t][c] for the tile's `len` tokens (rows x d
+// accumulators, p rows `stride` apart), spread over the block's threads. Call between __syncthreads().
+__device__ __forceinline__ void rescale_and_accumulate(float* acc_s, const float* alpha_s, const float* p_s,
+                                                       const float* v_s, std::int64_t rows, std::int64_t d,
+                                                       std::int64_t stride, std::int64_t len) {
+  for (std::int64_t i = threadIdx.x; i < rows * d; i += blockDim.x) {
+    const std::int64_t r = i / d, c = i % d;
+    float acc = acc_s[i] * alpha_s[r];
+    for (std::int64_t t = 0; t < len; ++t) acc += p_s[r * stride + t] * v_s[t * d + c];
+    acc_s[i] = acc;
+  }
+}
+
 }  // namespace duplex::kernels::cuda

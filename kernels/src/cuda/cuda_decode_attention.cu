@@ -326,27 +326,9 @@ __global__ void __launch_bounds__(kThreads)
       p_s[i] = score;
     }
     __syncthreads();
-    for (std::int64_t g = warp; g < g_count; g += warps) {
-      const float score = p_s[g * kTile + lane];
-      const float m_old = m_s[g];
-      const float m_new = fmaxf(m_old, warp_max(score));  // the tile holds >= 1 valid token: finite
-      const float p = score == -INFINITY ? 0.0f : expf(score - m_new);
-      const float tile_sum = warp_sum(p);
-      p_s[g * kTile + lane] = p;
-      if (lane == 0) {
-        const float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
-        alpha_s[g] = alpha;
-        m_s[g] = m_new;
-        l_s[g] = l_s[g] * alpha + tile_sum;
-      }
-    }
+    online_softmax_tile(p_s, m_s, l_s, alpha_s, g_count, kTile, warp, warps, lane);
     __syncthreads();
-    for (std::int64_t i = threadIdx.x; i < g_count * d; i += blockDim.x) {
-      const std::int64_t g = i / d, c = i % d;
-      float acc = acc_s[i] * alpha_s[g];
-      for (std::int64_t t = 0; t < tile_len; ++t) acc += p_s[g * kTile + t] * v_s[t * d + c];
-      acc_s[i] = acc;
-    }
+    rescale_and_accumulate(acc_s, alpha_s, p_s, v_s, g_count, d, kTile, tile_len);
     __syncthreads();
   }
 

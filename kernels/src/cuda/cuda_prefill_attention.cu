@@ -64,27 +64,9 @@ __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const s
       p_s[i] = score;
     }
     __syncthreads();
-    for (std::int64_t r = warp; r < kRows; r += warps) {
-      const float score = p_s[r * kCols + lane];
-      const float m_old = m_s[r];
-      const float m_new = fmaxf(m_old, warp_max(score));
-      const float p = score == -INFINITY ? 0.0f : expf(score - m_new);
-      const float tile_sum = warp_sum(p);
-      p_s[r * kCols + lane] = p;
-      if (lane == 0) {
-        const float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
-        alpha_s[r] = alpha;
-        m_s[r] = m_new;
-        l_s[r] = l_s[r] * alpha + tile_sum;
-      }
-    }
+    online_softmax_tile(p_s, m_s, l_s, alpha_s, kRows, kCols, warp, warps, lane);
     __syncthreads();
-    for (std::int64_t i = threadIdx.x; i < kRows * d; i += blockDim.x) {
-      const std::int64_t r = i / d, c = i % d;
-      float acc = acc_s[i] * alpha_s[r];
-      for (std::int64_t t = 0; t < cols; ++t) acc += p_s[r * kCols + t] * v_s[t * d + c];
-      acc_s[i] = acc;
-    }
+    rescale_and_accumulate(acc_s, alpha_s, p_s, v_s, kRows, d, kCols, cols);
     __syncthreads();
   }
   for (std::int64_t i = threadIdx.x; i < rows * d; i += blockDim.x) {
