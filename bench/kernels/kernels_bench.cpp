@@ -18,6 +18,10 @@
 #include "duplex/base/fp16.hpp"
 #include "duplex/kernels/backend.hpp"
 
+#ifdef DUPLEX_BENCH_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace duplex::kernels {
 namespace {
 
@@ -194,6 +198,29 @@ void launch_bench(benchmark::State& state, Backend* backend) {
                          benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 
+// ---- device memory copy (cudaMemcpy device to device): the achievable HBM bandwidth of the GPU, which the
+// decode-attention bandwidth is also compared against; bytes count the read and the write
+// ------------------------
+void device_copy_bench(benchmark::State& state, Backend* backend) {
+#ifdef DUPLEX_BENCH_HAVE_CUDA
+  if (backend != nullptr) {
+    const auto bytes = static_cast<std::size_t>(state.range(0));
+    void* src = backend->allocate(bytes);
+    void* dst = backend->allocate(bytes);
+    for (auto _ : state)
+      if (cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice) != cudaSuccess ||
+          cudaDeviceSynchronize() != cudaSuccess)
+        state.SkipWithError("cudaMemcpy failed");
+    backend->deallocate(src);
+    backend->deallocate(dst);
+    set_rates(state, 0, 2.0 * static_cast<double>(bytes), 0, kH200HbmBytesPerSecond);
+    return;
+  }
+#endif
+  (void)backend;
+  state.SkipWithError("backend unavailable (no GPU)");
+}
+
 // ---- host memory copy: the achievable CPU bandwidth the decode GB/s is compared against
 // ------------------------
 void host_copy_bench(benchmark::State& state) {
@@ -257,6 +284,7 @@ void register_all() {
         ->Args({256, 32, 8, 128, 2048})
         ->Args({16, 48, 8, 128, 16384})
         ->Args({64, 64, 8, 128, 4096})
+        ->Args({64, 32, 32, 128, 2048})
         ->Args({32, 8, 2, 32, 1024})
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
@@ -266,6 +294,12 @@ void register_all() {
       ->Args({8, 4096, 14336, 16})
       ->Args({8, 4096, 14336, 256})
       ->Args({8, 4096, 14336, 1024})
+      ->Args({64, 4096, 4096, 4})
+      ->Args({64, 4096, 4096, 64})
+      ->Unit(benchmark::kMicrosecond)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("Cuda/DeviceCopy", device_copy_bench, cuda_backend())
+      ->Arg(std::int64_t{1} << 31)
       ->Unit(benchmark::kMicrosecond)
       ->UseRealTime();
   benchmark::RegisterBenchmark("Cuda/LaunchOverhead", launch_bench, cuda_backend())->Arg(1000)->UseRealTime();

@@ -271,6 +271,18 @@ TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionLongContext) {
   }
 }
 
+// Query groups larger than one block's 16 heads (the tensor-core path splits them into head chunks), and
+// contexts that end inside a tile and a warp's 16 tokens.
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionLargeGroups) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(69);
+  for (DType dtype : kFloatTypes) {
+    SCOPED_TRACE(dtype_name(dtype));
+    check_decode(*backend, dtype, AttentionShape{40, 2, 64}, 16, {70, 1, 129, 15}, rng);
+    check_decode(*backend, dtype, AttentionShape{16, 1, 128}, 5, {33, 640}, rng);
+  }
+}
+
 // Split-KV partials are merged in a fixed order: two runs give the same bits (long context: many splits).
 TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionIsBitReproducible) {
   DUPLEX_GET_BACKEND(backend);

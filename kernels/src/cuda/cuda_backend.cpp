@@ -60,6 +60,20 @@ Status gemm_rowmajor(Context& ctx, cudaStream_t stream, const void* a, const voi
   return {};
 }
 
+Status gemm_batched_rowmajor_bt(Context& ctx, cudaStream_t stream, const GemmProblem& shape, int count,
+                                const void* const* pointers, DType ab_type, DType c_type) {
+  if (count == 0) return {};
+  const float alpha = 1.0f, beta = 0.0f;
+  const auto m = static_cast<int>(shape.m), n = static_cast<int>(shape.n), k = static_cast<int>(shape.k);
+  DUPLEX_CUBLAS_TRY(cublasSetStream(ctx.blas, stream));
+  // Column-major view as in gemm_rowmajor: C^T[n,m] = B[n,k] (stored [n][k]: op T) . A^T.
+  DUPLEX_CUBLAS_TRY(cublasGemmBatchedEx(
+      ctx.blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, pointers, cuda_data_type(ab_type), k,
+      pointers + count, cuda_data_type(ab_type), k, &beta, const_cast<void* const*>(pointers + 2 * count),
+      cuda_data_type(c_type), n, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return {};
+}
+
 namespace {
 
 struct Dispatch {

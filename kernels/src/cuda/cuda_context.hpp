@@ -58,6 +58,20 @@ Status gemm_rowmajor(Context& ctx, cudaStream_t stream, const void* a, const voi
                      std::int64_t n, std::int64_t k, DType ab_type, DType c_type, bool b_transposed,
                      bool accumulate);
 
+// One problem of a batched GEMM: row-major C[m,n] = A[m,k] . B^T with B [n,k] (a linear layer's weight).
+struct GemmProblem {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* c = nullptr;
+  std::int64_t m = 0, n = 0, k = 0;
+};
+
+// `count` problems of the same m, n, k (those of `shape`; >= 1 each) as one cublasGemmBatchedEx call (FP32
+// compute). `pointers` is device memory holding the problems' B pointers, then their A pointers, then their C
+// pointers (3 x count; cuda_moe.cu uploads them in stream order).
+Status gemm_batched_rowmajor_bt(Context& ctx, cudaStream_t stream, const GemmProblem& shape, int count,
+                                const void* const* pointers, DType ab_type, DType c_type);
+
 inline unsigned int blocks_for(std::int64_t n, int threads) {
   return static_cast<unsigned int>((n + threads - 1) / threads);
 }

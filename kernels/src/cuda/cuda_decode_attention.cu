@@ -1,4 +1,5 @@
-// Decode attention over a paged KV cache, split-KV and GQA-aware.
+// Decode attention over a paged KV cache, split-KV and GQA-aware, on CUDA cores. FP16 / BF16 caches with
+// head_dim 32 / 64 / 128 take the tensor-core path instead (cuda_decode_attention_mma.cu).
 //
 // Fast path (rows of 16-byte multiples on 16-byte aligned caches, at most 32 chunks of 16 bytes a row):
 // grid (splits, kv heads x head chunks, requests). A block of four warps streams its share of one kv head's
@@ -15,31 +16,17 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cuda_common.cuh"
+#include "cuda_decode_common.cuh"
 
 namespace duplex::kernels::cuda {
 namespace {
 
+using namespace decode;
+
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTokens = 4;        // tokens a row group loads per step (its loads in flight)
-constexpr int kMinSplit = 256;    // fewest tokens a split covers (keeps the merge traffic small)
-constexpr int kBlocksPerSm = 32;  // blocks wanted per SM over the whole grid (several waves: small tail)
-constexpr double kLog2e = 1.4426950408889634;
-constexpr float kLn2 = 0.693147180559945309f;
-
-// Unsigned division by a runtime constant (a multiply-high, an add and a shift), for n < 2^31.
-struct FastDivider {
-  unsigned int divisor = 1, magic = 1, shift = 0;
-  explicit FastDivider(unsigned int d) : divisor(d) {
-    while ((1u << shift) < d) ++shift;
-    const std::uint64_t one = 1;
-    magic = static_cast<unsigned int>(((one << 32) * ((one << shift) - d)) / d + 1);
-  }
-  __device__ __forceinline__ unsigned int div(unsigned int n) const {
-    return (__umulhi(n, magic) + n) >> shift;
-  }
-};
+constexpr int kBlocksPerSm = 32;  // blocks wanted per SM over the whole grid (CUDA-core paths)
 
 struct FastShape {
   int hq, hkv, group, d, max_blocks, splits, split_tokens;
@@ -343,61 +330,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class T>
-__global__ void decode_merge(const float* partial_acc, const float* partial_ml, T* out, std::int64_t splits,
-                             std::int64_t d) {
-  const std::int64_t head = blockIdx.x;  // b * Hq + h
-  const float* ml = partial_ml + head * splits * 2;
-  float m = -INFINITY;
-  for (std::int64_t sp = 0; sp < splits; ++sp) m = fmaxf(m, ml[sp * 2]);
-  float l = 0.0f;
-  if (m != -INFINITY)
-    for (std::int64_t sp = 0; sp < splits; ++sp)
-      if (ml[sp * 2] != -INFINITY) l += ml[sp * 2 + 1] * expf(ml[sp * 2] - m);
-  for (std::int64_t c = threadIdx.x; c < d; c += blockDim.x) {
-    float acc = 0.0f;
-    if (m != -INFINITY)
-      for (std::int64_t sp = 0; sp < splits; ++sp)
-        if (ml[sp * 2] != -INFINITY) acc += partial_acc[(head * splits + sp) * d + c] * expf(ml[sp * 2] - m);
-    out[head * d + c] = from_float<T>(l > 0.0f ? acc / l : 0.0f);
-  }
-}
-
-// Tokens per split: enough splits that the grid has kBlocksPerSm blocks per SM, at least kMinSplit tokens
-// each, a multiple of `granule` tokens.
-std::int64_t split_tokens_for(const Context& ctx, std::int64_t units, std::int64_t max_context,
-                              std::int64_t granule) {
-  const std::int64_t wanted = std::max<std::int64_t>(1, (kBlocksPerSm * ctx.sm_count + units - 1) / units);
-  std::int64_t tokens = std::max<std::int64_t>(kMinSplit, (max_context + wanted - 1) / wanted);
-  tokens = (tokens + granule - 1) / granule * granule;
-  return tokens;
-}
-
-struct Partials {
-  float* acc = nullptr;
-  float* ml = nullptr;
-};
-
-Status allocate_partials(Scratch& scratch, std::int64_t heads, std::int64_t splits, std::int64_t d,
-                         Partials& p) {
-  const auto acc_floats = static_cast<std::size_t>(heads * splits * d);
-  const auto ml_floats = static_cast<std::size_t>(heads * splits * 2);
-  const Status st = scratch.allocate((acc_floats + ml_floats) * sizeof(float));
-  if (!st.ok()) return st;
-  p.acc = scratch.as<float>();
-  p.ml = p.acc + acc_floats;
-  return {};
-}
-
-template <class T>
-Status launch_merge(const DecodeAttentionArgs& args, const Partials& p, std::int64_t heads,
-                    std::int64_t splits, std::int64_t d, cudaStream_t stream) {
-  decode_merge<T>
-      <<<static_cast<unsigned int>(heads), 128, 0, stream>>>(p.acc, p.ml, args.out.as<T>(), splits, d);
-  DUPLEX_CUDA_LAUNCHED("decode_merge");
-  return {};
-}
-
 template <class T, int kGroup>
 Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
   const std::int64_t batch = args.q.dim(0), d = args.q.dim(2), hkv = args.k_cache.dim(2);
@@ -416,8 +348,8 @@ Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t s
               FastDivider(static_cast<unsigned int>(args.k_cache.dim(1)))};
   s.head_chunks = (s.group + kGroup - 1) / kGroup;
   const std::int64_t row_groups = kWarps * (32 / lanes);
-  const std::int64_t split_tokens =
-      split_tokens_for(ctx, batch * hkv * s.head_chunks, args.max_context_len, row_groups * kTokens);
+  const std::int64_t split_tokens = split_tokens_for(ctx, batch * hkv * s.head_chunks, args.max_context_len,
+                                                     row_groups * kTokens, kBlocksPerSm);
   const std::int64_t splits =
       std::max<std::int64_t>(1, (args.max_context_len + split_tokens - 1) / split_tokens);
   s.split_tokens = static_cast<int>(split_tokens);
@@ -457,7 +389,7 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
   s.d = args.q.dim(2);
   s.block_size = args.k_cache.dim(1);
   s.max_blocks = args.block_table.dim(1);
-  s.split_tokens = split_tokens_for(ctx, batch * s.hkv, args.max_context_len, kTile);
+  s.split_tokens = split_tokens_for(ctx, batch * s.hkv, args.max_context_len, kTile, kBlocksPerSm);
   s.splits = std::max<std::int64_t>(1, (args.max_context_len + s.split_tokens - 1) / s.split_tokens);
 
   const std::size_t shared_bytes =
@@ -493,6 +425,7 @@ bool aligned16(const void* p) {
 Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
   const std::int64_t batch = args.q.dim(0);
   if (batch == 0) return {};
+  if (decode_attention_mma_applies(args)) return decode_attention_mma(ctx, args, stream);
   return with_storage_type(args.q.dtype, [&](auto tag) -> Status {
     using T = decltype(tag);
     const std::int64_t d = args.q.dim(2), row_bytes = d * static_cast<std::int64_t>(sizeof(T));

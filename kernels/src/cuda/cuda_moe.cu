@@ -1,7 +1,11 @@
 // CUDA MoE ops: router (cuBLAS gate GEMM + a top-k kernel), token permute / unpermute, and the grouped expert
-// FFN (per expert with tokens: cuBLAS gate/up GEMMs to FP32, a fused activation kernel that rounds h to the
-// storage dtype, and the down GEMM, all on one stream).
+// FFN: the experts with tokens in batches of up to kMaxGroup whose intermediates fit kScratchBytes; per
+// batch, the gate and up GEMMs (to FP32) as cuBLAS batched GEMMs (one call per distinct token count), one
+// fused activation kernel that rounds h to the storage dtype, and the down GEMMs batched likewise, all on one
+// stream. (cublasGemmGroupedBatchedEx would take mixed counts in one call, but cuBLAS 13 rejects FP16 inputs
+// with an FP32 output there: measured on an H200, bench/kernels/README.md.)
 #include <algorithm>
+#include <vector>
 
 #include "cuda_common.cuh"
 
@@ -113,6 +117,64 @@ __global__ void activation(const float* gate, const float* up, T* h, std::int64_
   h[i] = from_float<T>(up != nullptr ? a * up[i] : a);
 }
 
+constexpr int kMaxGroup = 64;  // experts per batch (their pointers travel as a kernel argument)
+constexpr std::size_t kPointerBytes = 3 * 3 * kMaxGroup * sizeof(void*);  // 3 GEMMs x (B, A, C) pointers
+// FP32 gate/up + h of one batch of experts: small enough to stay in the L2 cache (50 MB on H100/H200) between
+// the GEMMs that write them and the activation / down GEMMs that read them.
+constexpr std::size_t kScratchBytes = std::size_t{32} << 20;
+
+std::int64_t expert_rows(const ExpertFfnArgs& args, std::int64_t expert) {
+  const auto i = static_cast<std::size_t>(expert);
+  return args.expert_offsets[i + 1] - args.expert_offsets[i];
+}
+
+struct PointerBatch {
+  const void* p[3 * kMaxGroup];
+};
+
+__global__ void store_pointers(PointerBatch batch, int n, const void** out) {
+  const int i = static_cast<int>(threadIdx.x);
+  if (i < n) out[i] = batch.p[i];
+}
+
+// out[0, count) = the problems' B, out[count, 2 count) = A, out[2 count, 3 count) = C, in stream order (a
+// kernel argument, not a host copy: no host synchronisation).
+Status upload_pointers(const GemmProblem* problems, int count, const void** out, cudaStream_t stream) {
+  PointerBatch batch{};
+  for (int j = 0; j < count; ++j) {
+    batch.p[j] = problems[j].b;
+    batch.p[count + j] = problems[j].a;
+    batch.p[2 * count + j] = problems[j].c;
+  }
+  store_pointers<<<1, 3 * kMaxGroup, 0, stream>>>(batch, 3 * count, out);
+  DUPLEX_CUDA_LAUNCHED("store_pointers");
+  return {};
+}
+
+// The problems of one GEMM of a batch, bucketed by row count (first-appearance order): one batched call per
+// distinct count. `region` holds 3 x count device pointers.
+Status run_bucketed(Context& ctx, cudaStream_t stream, const GemmProblem* problems, int count,
+                    const void** region, DType ab_type, DType c_type) {
+  bool taken[kMaxGroup] = {};
+  int done = 0;
+  for (int i = 0; i < count; ++i) {
+    if (taken[i]) continue;
+    GemmProblem bucket[kMaxGroup];
+    int n = 0;
+    for (int j = i; j < count; ++j)
+      if (!taken[j] && problems[j].m == problems[i].m) {
+        bucket[n++] = problems[j];
+        taken[j] = true;
+      }
+    const void** pointers = region + 3 * done;
+    if (Status s = upload_pointers(bucket, n, pointers, stream); !s.ok()) return s;
+    if (Status s = gemm_batched_rowmajor_bt(ctx, stream, bucket[0], n, pointers, ab_type, c_type); !s.ok())
+      return s;
+    done += n;
+  }
+  return {};
+}
+
 }  // namespace
 
 Status router(Context& ctx, const RouterArgs& args, cudaStream_t stream) {
@@ -173,56 +235,81 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
   const std::int64_t h = args.x.dim(1), e = args.w_in.dim(0), f = args.w_in.dim(1);
   const bool gated = args.kind == FfnKind::kGated;
   const DType dtype = args.x.dtype;
+  const std::size_t elem = dtype_size(dtype);
+  // Scratch per row: gate and up in FP32 [F] each, h in the storage dtype [F].
+  const std::size_t row_bytes = static_cast<std::size_t>(f) * (2 * sizeof(float) + elem);
+  std::vector<std::int64_t> active;  // experts with tokens, in expert order
   std::int64_t most_rows = 0;
-  for (std::int64_t i = 0; i < e; ++i)
-    most_rows = std::max(most_rows, args.expert_offsets[static_cast<std::size_t>(i) + 1] -
-                                        args.expert_offsets[static_cast<std::size_t>(i)]);
-  if (most_rows == 0) return {};
-  // Scratch: gate and up in FP32 [rows, F], h in the storage dtype [rows, F].
-  const std::size_t f32_bytes = static_cast<std::size_t>(most_rows * f) * sizeof(float);
+  for (std::int64_t i = 0; i < e; ++i) {
+    const std::int64_t rows = expert_rows(args, i);
+    if (rows > 0) active.push_back(i);
+    most_rows = std::max(most_rows, rows);
+  }
+  if (active.empty()) return {};
+  // Batches of consecutive active experts whose rows' scratch fits kScratchBytes (one expert at least).
+  const std::int64_t batch_rows =
+      std::max<std::int64_t>(most_rows, static_cast<std::int64_t>(kScratchBytes / row_bytes));
+  std::int64_t rows_total = 0;
+  for (std::int64_t i : active) rows_total += expert_rows(args, i);
   Scratch scratch(stream);
-  if (Status s =
-          scratch.allocate(2 * f32_bytes + static_cast<std::size_t>(most_rows * f) * dtype_size(dtype));
+  if (Status s = scratch.allocate(kPointerBytes +
+                                  static_cast<std::size_t>(std::min(batch_rows, rows_total)) * row_bytes);
       !s.ok())
     return s;
-  float* gate = scratch.as<float>();
-  float* up = gate + most_rows * f;
-  void* hidden = up + most_rows * f;
-  const std::size_t elem = dtype_size(dtype);
-  auto offset = [&](const Tensor& t, std::int64_t elements) {
+
+  auto at = [&](const Tensor& t, std::int64_t elements) {
     return static_cast<const char*>(t.data) + static_cast<std::size_t>(elements) * elem;
   };
-  for (std::int64_t i = 0; i < e; ++i) {
-    const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(i)];
-    const std::int64_t rows = args.expert_offsets[static_cast<std::size_t>(i) + 1] - first;
-    if (rows == 0) continue;
-    const void* x = offset(args.x, first * h);
-    if (Status s = gemm_rowmajor(ctx, stream, x, offset(args.w_in, i * f * h), gate, rows, f, h, dtype,
-                                 DType::kF32, true, false);
-        !s.ok())
-      return s;
-    if (gated) {
-      if (Status s = gemm_rowmajor(ctx, stream, x, offset(args.w_up, i * f * h), up, rows, f, h, dtype,
-                                   DType::kF32, true, false);
-          !s.ok())
-        return s;
+  for (std::size_t next = 0; next < active.size();) {
+    // This batch: experts active[next, end) with `rows` rows; scratch rows are packed in that order.
+    std::size_t end = next;
+    std::int64_t rows = 0;
+    while (end < active.size() && static_cast<int>(end - next) < kMaxGroup &&
+           (end == next || rows + expert_rows(args, active[end]) <= batch_rows))
+      rows += expert_rows(args, active[end++]);
+    const int count = static_cast<int>(end - next);
+    auto* pointers = scratch.as<const void*>();
+    float* gate = reinterpret_cast<float*>(scratch.as<char>() + kPointerBytes);
+    float* up = gate + rows * f;
+    char* hidden = reinterpret_cast<char*>(up + rows * f);
+
+    GemmProblem in[kMaxGroup], up_p[kMaxGroup], down[kMaxGroup];
+    std::int64_t row0 = 0;
+    for (int j = 0; j < count; ++j) {
+      const std::int64_t i = active[next + static_cast<std::size_t>(j)];
+      const std::int64_t r = expert_rows(args, i);
+      const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(i)];
+      const void* x = at(args.x, first * h);
+      in[j] = {x, at(args.w_in, i * f * h), gate + row0 * f, r, f, h};
+      up_p[j] = {x, gated ? at(args.w_up, i * f * h) : nullptr, up + row0 * f, r, f, h};
+      down[j] = {hidden + static_cast<std::size_t>(row0 * f) * elem,
+                 at(args.w_down, i * h * f),
+                 static_cast<char*>(args.y.data) + static_cast<std::size_t>(first * h) * elem,
+                 r,
+                 h,
+                 f};
+      row0 += r;
     }
+    const void** in_ptrs = pointers;
+    const void** up_ptrs = pointers + 3 * kMaxGroup;
+    const void** down_ptrs = pointers + 6 * kMaxGroup;
+    if (Status s = run_bucketed(ctx, stream, in, count, in_ptrs, dtype, DType::kF32); !s.ok()) return s;
+    if (gated)
+      if (Status s = run_bucketed(ctx, stream, up_p, count, up_ptrs, dtype, DType::kF32); !s.ok()) return s;
+    // One activation kernel over the batch's packed scratch rows.
     if (Status s = with_storage_type(dtype,
                                      [&](auto tag) -> Status {
                                        using T = decltype(tag);
                                        activation<T><<<blocks_for(rows * f, kThreads), kThreads, 0, stream>>>(
-                                           gate, gated ? up : nullptr, static_cast<T*>(hidden), rows * f,
+                                           gate, gated ? up : nullptr, reinterpret_cast<T*>(hidden), rows * f,
                                            args.activation);
                                        DUPLEX_CUDA_LAUNCHED("activation");
                                        return {};
                                      });
         !s.ok())
       return s;
-    if (Status s = gemm_rowmajor(ctx, stream, hidden, offset(args.w_down, i * h * f),
-                                 static_cast<char*>(args.y.data) + static_cast<std::size_t>(first * h) * elem,
-                                 rows, h, f, dtype, dtype, true, false);
-        !s.ok())
-      return s;
+    if (Status s = run_bucketed(ctx, stream, down, count, down_ptrs, dtype, dtype); !s.ok()) return s;
+    next = end;
   }
   return {};
 }

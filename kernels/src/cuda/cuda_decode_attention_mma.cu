@@ -1,0 +1,433 @@
+// Decode attention over a paged KV cache on tensor cores (sm_80+ mma.sync), for FP16 / BF16 caches whose
+// head_dim is a multiple of 16 and at most kMaxHeadDim.
+//
+// Grid (splits, kv heads x head chunks, requests); a block of kWarps warps covers one split of one kv head's
+// tokens for up to 16 query heads of its group (the M dimension of the MMAs; a group of G < 16 leaves 16 - G
+// rows idle, which costs tensor-core cycles the memory-bound op has to spare). The block streams tiles of
+// kTileTokens tokens' K and V rows into shared memory with cp.async (kStages tiles in flight, rows of pages
+// gathered through the block table; rows past the context or behind a bad table entry are zero-filled), and
+// each warp takes 16 tokens of every tile:
+//   S [16 heads x 16 tokens] = Q . K^T     (m16n8k16, K rows read by ldmatrix as the col-major B operand)
+//   online softmax per head over S (FP32, base-2 units: the scale carries log2(e))
+//   O [16 heads x D] += P . V              (P from S's accumulator registers; V by ldmatrix.trans)
+// P is split into P_hi = round(P) and P_lo = round(P - P_hi) in the storage type, and both are multiplied
+// into O, so the probabilities keep ~2x the storage type's precision (BF16 alone would lose 8 bits).
+// The warps' partials are merged in warp order into one FP32 partial per split, and decode::decode_merge
+// merges the splits in split order: results are deterministic.
+//
+// MMA fragment layouts (PTX ISA, mma.m16n8k16, g = lane / 4, t = lane % 4): A regs {(g, 2t..2t+1),
+// (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)} (row, col); B regs {(k 2t..2t+1, n g), (k 2t+8.., n g)};
+// C {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}.
+#include <cstdint>
+
+#include "cuda_decode_common.cuh"
+
+namespace duplex::kernels::cuda {
+namespace {
+
+using namespace decode;
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kTileTokens = 16 * kWarps;  // tokens per pipeline stage: 16 per warp
+constexpr int kStages = 3;
+constexpr int kHeadsPerBlock = 16;  // the MMA's M
+constexpr int kRowPad = 8;          // elements of padding per shared row: conflict-free ldmatrix
+
+template <class T>
+struct Mma;
+template <>
+struct Mma<__half> {
+  __device__ static __forceinline__ void run(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                             std::uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  // Two floats rounded to a packed pair (first in the low half).
+  __device__ static __forceinline__ std::uint32_t pack(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&h);
+  }
+  __device__ static __forceinline__ float2 unpack(std::uint32_t v) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&v));
+  }
+};
+template <>
+struct Mma<__nv_bfloat16> {
+  __device__ static __forceinline__ void run(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                             std::uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ static __forceinline__ std::uint32_t pack(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&h);
+  }
+  __device__ static __forceinline__ float2 unpack(std::uint32_t v) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
+  }
+};
+
+__device__ __forceinline__ unsigned int shared_address(const void* p) {
+  return static_cast<unsigned int>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, asynchronously; src_bytes 0 fills the 16 bytes with zeros.
+__device__ __forceinline__ void copy16_async(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void commit_copies() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int kPending>
+__device__ __forceinline__ void wait_copies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(row)));
+}
+
+struct MmaShape {
+  int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks;
+  FastDivider block_size;
+};
+
+// Shared memory: kStages x {K tile, V tile} of [kTileTokens][D + kRowPad] elements; after the loop the same
+// bytes hold the warps' partials: [kWarps][16][D] accumulators, then [kWarps][16][2] (max, sum).
+template <int kD>
+constexpr std::size_t shared_bytes_for(std::size_t elem) {
+  const std::size_t pipeline = static_cast<std::size_t>(kStages) * 2 * kTileTokens * (kD + kRowPad) * elem;
+  const std::size_t partials = sizeof(float) * static_cast<std::size_t>(kWarps) * kHeadsPerBlock * (kD + 2);
+  return pipeline > partials ? pipeline : partials;
+}
+
+template <class T, int kD>
+__global__ void __launch_bounds__(kThreads)
+    decode_split_mma(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+                     const std::int32_t* __restrict__ block_table,
+                     const std::int32_t* __restrict__ context_lens, float* __restrict__ partial_acc,
+                     float* __restrict__ partial_ml, MmaShape s, std::int64_t num_blocks,
+                     std::int64_t max_context, float scale_log2, unsigned int* error_word) {
+  constexpr int kPitch = kD + kRowPad;  // elements per shared row
+  constexpr int kChunks = kD * 2 / 16;  // 16-byte chunks per row
+  constexpr int kKSteps = kD / 16;      // k16 steps of Q . K^T
+  constexpr int kNTiles = kD / 8;       // n8 tiles of O
+  constexpr int kStageElems = 2 * kTileTokens * kPitch;
+  static_assert(sizeof(T) == 2 && kD % 16 == 0, "16-bit types, head_dim a multiple of 16");
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  T* stages = reinterpret_cast<T*>(shared_raw);
+
+  const int split = static_cast<int>(blockIdx.x);
+  const int kv_head = static_cast<int>(blockIdx.y) / s.head_chunks;
+  const int chunk = static_cast<int>(blockIdx.y) % s.head_chunks;
+  const int b = static_cast<int>(blockIdx.z);
+  const int heads = min(kHeadsPerBlock, s.group - chunk * kHeadsPerBlock);  // 1..16
+  const std::int64_t head0 = static_cast<std::int64_t>(b) * s.hq + kv_head * s.group + chunk * kHeadsPerBlock;
+
+  std::int64_t context = context_lens[b];
+  if (context < 0 || context > max_context) {
+    if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
+    context = 0;
+  }
+  const int first = split * s.split_tokens;
+  const int last = static_cast<int>(min(context, static_cast<std::int64_t>(first) + s.split_tokens));
+  const int tiles = last > first ? (last - first + kTileTokens - 1) / kTileTokens : 0;
+
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+  const int g = lane >> 2, t = lane & 3;
+
+  // Q as the A operand: rows g and g + 8 (query heads), columns 2t.., 2t + 8.. of each k16 step.
+  std::uint32_t qa[kKSteps][4];
+  {
+    const std::uint32_t* q32 = reinterpret_cast<const std::uint32_t*>(q);
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = g + (r & 1) * 8, col = ks * 16 + (r >> 1) * 8 + 2 * t;
+        qa[ks][r] = row < heads ? q32[((head0 + row) * kD + col) / 2] : 0u;
+      }
+  }
+
+  const std::int64_t kv_stride = static_cast<std::int64_t>(s.hkv) * kD;  // elements between token rows
+  const std::int32_t* table = block_table + static_cast<std::int64_t>(b) * s.max_blocks;
+
+  // Issue the copies of tile `tile` into its stage: kTileTokens rows of K and of V, 16 bytes a thread a copy.
+  // A thread copies kCopies chunks; their block-table reads are issued together (their latencies overlap)
+  // before any copy.
+  constexpr int kCopies = kTileTokens * kChunks / kThreads;
+  static_assert(kTileTokens * kChunks % kThreads == 0, "whole copies per thread");
+  auto load_tile = [&](int tile) {
+    T* k_s = stages + (tile % kStages) * kStageElems;
+    T* v_s = k_s + kTileTokens * kPitch;
+    std::int64_t src[kCopies];  // element offset of each chunk's row in the caches; -1: zero-fill
+#pragma unroll
+    for (int j = 0; j < kCopies; ++j) {
+      const int c = static_cast<int>(threadIdx.x) + j * kThreads;
+      const int token = first + tile * kTileTokens + c / kChunks;
+      src[j] = -1;
+      if (token < last) {
+        const unsigned int page_index = s.block_size.div(static_cast<unsigned int>(token));
+        const unsigned int offset = static_cast<unsigned int>(token) - page_index * s.block_size.divisor;
+        const std::int32_t page = table[page_index];
+        if (page < 0 || page >= num_blocks)
+          atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize(); the row reads as zeros
+        else
+          src[j] = (static_cast<std::int64_t>(page) * s.block_size.divisor + offset) * kv_stride +
+                   static_cast<std::int64_t>(kv_head) * kD + (c % kChunks) * 8;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kCopies; ++j) {
+      const int c = static_cast<int>(threadIdx.x) + j * kThreads;
+      const int at = (c / kChunks) * kPitch + (c % kChunks) * 8;
+      const bool valid = src[j] >= 0;
+      copy16_async(k_s + at, valid ? k_cache + src[j] : k_cache, valid ? 16 : 0);
+      copy16_async(v_s + at, valid ? v_cache + src[j] : v_cache, valid ? 16 : 0);
+    }
+  };
+
+  float o[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY};  // running max of rows g and g + 8 (base-2 units)
+  float l[2] = {0.0f, 0.0f};            // this thread's share of the running sums
+
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < tiles) load_tile(st);
+    commit_copies();
+  }
+  for (int tile = 0; tile < tiles; ++tile) {
+    wait_copies<kStages - 2>();
+    __syncthreads();  // tile's copies are visible to all; stage (tile - 1) % kStages is free
+    if (tile + kStages - 1 < tiles) load_tile(tile + kStages - 1);
+    commit_copies();
+
+    const int base = first + tile * kTileTokens + warp * 16;  // this warp's 16 tokens
+    if (base >= last) continue;                               // warp-uniform
+    const T* k_s = stages + (tile % kStages) * kStageElems + warp * 16 * kPitch;
+    const T* v_s = k_s + kTileTokens * kPitch;
+
+    // S = Q . K^T: n-tile 0 = tokens 0-7, n-tile 1 = tokens 8-15.
+    float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    const int mat = lane >> 3, mat_row = lane & 7;
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      std::uint32_t
+          kb[4];  // matrices: (tok 0-7, d 0-7), (tok 0-7, d 8-15), (tok 8-15, d 0-7), (tok 8-15, d 8-15)
+      ldmatrix_x4(kb, k_s + ((mat >> 1) * 8 + mat_row) * kPitch + ks * 16 + (mat & 1) * 8);
+      Mma<T>::run(sc[0], qa[ks], kb[0], kb[1]);
+      Mma<T>::run(sc[1], qa[ks], kb[2], kb[3]);
+    }
+
+    // Online softmax of rows g (c0, c1) and g + 8 (c2, c3) over this warp's 16 tokens.
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int token = base + n * 8 + 2 * t + (i & 1);
+        sc[n][i] = token < last ? sc[n][i] * scale_log2 : -INFINITY;
+        mx[i >> 1] = fmaxf(mx[i >> 1], sc[n][i]);
+      }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m[r], mx[r]);  // finite: the warp's first token is valid
+      alpha[r] = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - m_new);
+      m[r] = m_new;
+      l[r] *= alpha[r];
+    }
+    float p[2][4];
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        p[n][i] = sc[n][i] == -INFINITY ? 0.0f : exp2f(sc[n][i] - m[i >> 1]);
+        l[i >> 1] += p[n][i];
+      }
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+    // P as the A operand (rows g, g + 8; tokens 2t.., 2t + 8..), high and low parts.
+    std::uint32_t pa_hi[4], pa_lo[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const float a = p[r >> 1][(r & 1) * 2], c = p[r >> 1][(r & 1) * 2 + 1];
+      pa_hi[r] = Mma<T>::pack(a, c);
+      const float2 h = Mma<T>::unpack(pa_hi[r]);
+      pa_lo[r] = Mma<T>::pack(a - h.x, c - h.y);
+    }
+
+    // O += P . V: per 16 columns of D, matrices (tok 0-7, d 0-7), (tok 8-15, d 0-7), (tok 0-7, d 8-15),
+    // (tok 8-15, d 8-15), transposed.
+#pragma unroll
+    for (int dp = 0; dp < kD / 16; ++dp) {
+      std::uint32_t vb[4];
+      ldmatrix_x4_trans(vb, v_s + ((mat & 1) * 8 + mat_row) * kPitch + dp * 16 + (mat >> 1) * 8);
+      Mma<T>::run(o[2 * dp], pa_hi, vb[0], vb[1]);
+      Mma<T>::run(o[2 * dp], pa_lo, vb[0], vb[1]);
+      Mma<T>::run(o[2 * dp + 1], pa_hi, vb[2], vb[3]);
+      Mma<T>::run(o[2 * dp + 1], pa_lo, vb[2], vb[3]);
+    }
+  }
+  wait_copies<0>();
+  __syncthreads();  // the pipeline's shared memory is reused for the partials below
+
+  // This warp's partial: sums over the 4 lanes of a row, then to shared memory.
+  float* acc_s = reinterpret_cast<float*>(shared_raw);  // [kWarps][16][kD]
+  float* ml_s = acc_s + kWarps * kHeadsPerBlock * kD;   // [kWarps][16][2]
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  float* acc_w = acc_s + warp * kHeadsPerBlock * kD;
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) {
+    acc_w[g * kD + n * 8 + 2 * t] = o[n][0];
+    acc_w[g * kD + n * 8 + 2 * t + 1] = o[n][1];
+    acc_w[(g + 8) * kD + n * 8 + 2 * t] = o[n][2];
+    acc_w[(g + 8) * kD + n * 8 + 2 * t + 1] = o[n][3];
+  }
+  if (t == 0)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      ml_s[(warp * kHeadsPerBlock + g + 8 * r) * 2] = m[r];
+      ml_s[(warp * kHeadsPerBlock + g + 8 * r) * 2 + 1] = l[r];
+    }
+  __syncthreads();
+
+  // Merge the warps in warp order into this split's partial.
+  for (int i = static_cast<int>(threadIdx.x); i < heads * kD; i += kThreads) {
+    const int h = i / kD, c = i % kD;
+    float m_all = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, ml_s[(w * kHeadsPerBlock + h) * 2]);
+    float a = 0.0f, l_all = 0.0f;
+    if (m_all != -INFINITY)
+      for (int w = 0; w < kWarps; ++w) {
+        const float m_w = ml_s[(w * kHeadsPerBlock + h) * 2];
+        if (m_w == -INFINITY) continue;
+        const float scale_w = exp2f(m_w - m_all);
+        a = fmaf(acc_s[(w * kHeadsPerBlock + h) * kD + c], scale_w, a);
+        l_all = fmaf(ml_s[(w * kHeadsPerBlock + h) * 2 + 1], scale_w, l_all);
+      }
+    const std::int64_t at = (head0 + h) * s.splits + split;
+    partial_acc[at * kD + c] = a;
+    if (c == 0) {
+      partial_ml[at * 2] = m_all * kLn2;  // natural-log units for decode_merge
+      partial_ml[at * 2 + 1] = l_all;
+    }
+  }
+}
+
+// Tokens per split (a multiple of kTileTokens) for a grid of `units` blocks per split on a GPU that holds
+// `resident` blocks at once: the split count (1..kMaxSplits) that minimises waves x (tokens per block +
+// kSplitCostTokens), i.e. the last wave's idle slots and the per-split merge cost; ties go to fewer splits.
+std::int64_t split_tokens_by_waves(std::int64_t units, std::int64_t resident, std::int64_t max_context) {
+  constexpr std::int64_t kMaxSplits = 256, kSplitCostTokens = 2 * kTileTokens;
+  const auto round_up = [](std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; };
+  std::int64_t best_tokens = round_up(std::max<std::int64_t>(max_context, 1), kTileTokens), best_cost = -1;
+  for (std::int64_t want = 1; want <= kMaxSplits; ++want) {
+    const std::int64_t tokens = round_up((max_context + want - 1) / want, kTileTokens);
+    if (tokens == 0) break;
+    const std::int64_t splits = (max_context + tokens - 1) / tokens;
+    const std::int64_t waves = (units * splits + resident - 1) / resident;
+    const std::int64_t cost = waves * (tokens + kSplitCostTokens);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best_tokens = tokens;
+    }
+  }
+  return best_tokens;
+}
+
+template <class T, int kD>
+Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
+  const std::int64_t batch = args.q.dim(0), hkv = args.k_cache.dim(2);
+  MmaShape s{static_cast<int>(args.q.dim(1)),
+             static_cast<int>(hkv),
+             static_cast<int>(args.q.dim(1) / hkv),
+             static_cast<int>(args.block_table.dim(1)),
+             1,
+             0,
+             0,
+             FastDivider(static_cast<unsigned int>(args.k_cache.dim(1)))};
+  s.head_chunks = (s.group + kHeadsPerBlock - 1) / kHeadsPerBlock;
+  constexpr std::size_t shared_bytes = shared_bytes_for<kD>(sizeof(T));
+  if (shared_bytes > ctx.max_shared_bytes)
+    return {StatusCode::kUnsupportedShape, "decode_attention: the tensor-core path needs more shared memory"};
+  auto kernel = decode_split_mma<T, kD>;
+  DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(shared_bytes)));
+  int resident_per_sm = 0;
+  DUPLEX_CUDA_TRY(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, kThreads, shared_bytes));
+  const std::int64_t split_tokens =
+      split_tokens_by_waves(batch * hkv * s.head_chunks,
+                            std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count}, args.max_context_len);
+  const std::int64_t splits =
+      std::max<std::int64_t>(1, (args.max_context_len + split_tokens - 1) / split_tokens);
+  s.split_tokens = static_cast<int>(split_tokens);
+  s.splits = static_cast<int>(splits);
+
+  Scratch scratch(stream);
+  Partials p;
+  if (Status st = allocate_partials(scratch, batch * s.hq, splits, kD, p); !st.ok()) return st;
+  const dim3 grid(static_cast<unsigned int>(splits), static_cast<unsigned int>(hkv * s.head_chunks),
+                  static_cast<unsigned int>(batch));
+  kernel<<<grid, kThreads, shared_bytes, stream>>>(
+      args.q.as<const T>(), args.k_cache.as<const T>(), args.v_cache.as<const T>(),
+      args.block_table.as<const std::int32_t>(), args.context_lens.as<const std::int32_t>(), p.acc, p.ml, s,
+      args.k_cache.dim(0), args.max_context_len, static_cast<float>(args.scale * kLog2e), ctx.error_word);
+  DUPLEX_CUDA_LAUNCHED("decode_split_mma");
+  return launch_merge<T>(args, p, batch * s.hq, splits, kD, stream);
+}
+
+}  // namespace
+
+bool decode_attention_mma_applies(const DecodeAttentionArgs& args) {
+  const std::int64_t d = args.q.dim(2);
+  const bool dtype_ok = args.q.dtype == DType::kF16 || args.q.dtype == DType::kBF16;
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  return dtype_ok && (d == 32 || d == 64 || d == 128) && aligned16(args.q.data) &&
+         aligned16(args.k_cache.data) && aligned16(args.v_cache.data) &&
+         args.max_context_len < (std::int64_t{1} << 30) &&
+         args.k_cache.dim(0) * args.k_cache.dim(1) < (std::int64_t{1} << 31);
+}
+
+Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
+  const std::int64_t d = args.q.dim(2);
+  auto by_dim = [&](auto tag) -> Status {
+    using T = decltype(tag);
+    if (d == 32) return launch<T, 32>(ctx, args, stream);
+    if (d == 64) return launch<T, 64>(ctx, args, stream);
+    return launch<T, 128>(ctx, args, stream);
+  };
+  if (args.q.dtype == DType::kF16) return by_dim(__half{});
+  return by_dim(__nv_bfloat16{});
+}
+
+}  // namespace duplex::kernels::cuda

@@ -1,0 +1,93 @@
+#pragma once
+// Pieces shared by the decode-attention kernels (cuda_decode_attention.cu: CUDA-core paths;
+// cuda_decode_attention_mma.cu: tensor-core path): split sizing, the FP32 per-split partials (acc
+// [heads][splits][D], (max, sum) [heads][splits][2] in natural-log units) and the kernel that merges them in
+// split order.
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda_common.cuh"
+
+namespace duplex::kernels::cuda::decode {
+
+constexpr int kMinSplit = 256;  // fewest tokens a split covers (keeps the merge traffic small)
+constexpr double kLog2e = 1.4426950408889634;
+constexpr float kLn2 = 0.693147180559945309f;
+
+// Unsigned division by a runtime constant (a multiply-high, an add and a shift), for n < 2^31.
+struct FastDivider {
+  unsigned int divisor = 1, magic = 1, shift = 0;
+  explicit FastDivider(unsigned int d) : divisor(d) {
+    while ((1u << shift) < d) ++shift;
+    const std::uint64_t one = 1;
+    magic = static_cast<unsigned int>(((one << 32) * ((one << shift) - d)) / d + 1);
+  }
+  __device__ __forceinline__ unsigned int div(unsigned int n) const {
+    return (__umulhi(n, magic) + n) >> shift;
+  }
+};
+
+// One block per (request, query head): the splits' partials, rescaled to their common max, in split order.
+template <class T>
+__global__ void decode_merge(const float* partial_acc, const float* partial_ml, T* out, std::int64_t splits,
+                             std::int64_t d) {
+  const std::int64_t head = blockIdx.x;  // b * Hq + h
+  const float* ml = partial_ml + head * splits * 2;
+  float m = -INFINITY;
+  for (std::int64_t sp = 0; sp < splits; ++sp) m = fmaxf(m, ml[sp * 2]);
+  float l = 0.0f;
+  if (m != -INFINITY)
+    for (std::int64_t sp = 0; sp < splits; ++sp)
+      if (ml[sp * 2] != -INFINITY) l += ml[sp * 2 + 1] * expf(ml[sp * 2] - m);
+  for (std::int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+    float acc = 0.0f;
+    if (m != -INFINITY)
+      for (std::int64_t sp = 0; sp < splits; ++sp)
+        if (ml[sp * 2] != -INFINITY) acc += partial_acc[(head * splits + sp) * d + c] * expf(ml[sp * 2] - m);
+    out[head * d + c] = from_float<T>(l > 0.0f ? acc / l : 0.0f);
+  }
+}
+
+// Tokens per split: enough splits that a grid of `units` blocks per split has `blocks_per_sm` blocks per SM
+// (several waves: a small tail), at least kMinSplit tokens each, a multiple of `granule` tokens.
+inline std::int64_t split_tokens_for(const Context& ctx, std::int64_t units, std::int64_t max_context,
+                                     std::int64_t granule, std::int64_t blocks_per_sm) {
+  const std::int64_t wanted = std::max<std::int64_t>(1, (blocks_per_sm * ctx.sm_count + units - 1) / units);
+  std::int64_t tokens = std::max<std::int64_t>(kMinSplit, (max_context + wanted - 1) / wanted);
+  tokens = (tokens + granule - 1) / granule * granule;
+  return tokens;
+}
+
+struct Partials {
+  float* acc = nullptr;
+  float* ml = nullptr;
+};
+
+inline Status allocate_partials(Scratch& scratch, std::int64_t heads, std::int64_t splits, std::int64_t d,
+                                Partials& p) {
+  const auto acc_floats = static_cast<std::size_t>(heads * splits * d);
+  const auto ml_floats = static_cast<std::size_t>(heads * splits * 2);
+  const Status st = scratch.allocate((acc_floats + ml_floats) * sizeof(float));
+  if (!st.ok()) return st;
+  p.acc = scratch.as<float>();
+  p.ml = p.acc + acc_floats;
+  return {};
+}
+
+template <class T>
+Status launch_merge(const DecodeAttentionArgs& args, const Partials& p, std::int64_t heads,
+                    std::int64_t splits, std::int64_t d, cudaStream_t stream) {
+  decode_merge<T>
+      <<<static_cast<unsigned int>(heads), 128, 0, stream>>>(p.acc, p.ml, args.out.as<T>(), splits, d);
+  DUPLEX_CUDA_LAUNCHED("decode_merge");
+  return {};
+}
+
+}  // namespace duplex::kernels::cuda::decode
+
+namespace duplex::kernels::cuda {
+// The tensor-core path (cuda_decode_attention_mma.cu): FP16 / BF16, head_dim 32, 64 or 128, 16-byte aligned
+// tensors, contexts and caches small enough for its 32-bit token and slot arithmetic.
+bool decode_attention_mma_applies(const DecodeAttentionArgs& args);
+Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream);
+}  // namespace duplex::kernels::cuda
