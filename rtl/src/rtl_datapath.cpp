@@ -2,7 +2,9 @@
 // Protocol per unit: inputs are set while the clock is low; a transfer happens at a rising edge when valid
 // and ready are both high; registered outputs are read after the edge. Output ready is held high, so an
 // output seen after an edge is consumed at the next one.
+#include <array>
 #include <bit>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +19,7 @@
 #include "Vpim_datapath.h"
 #include "duplex/base/error.hpp"
 #include "duplex/rtl/datapath_timing.hpp"
+#include "duplex/rtl/pim_command_types.hpp"
 #include "duplex/rtl/rtl_datapath.hpp"
 
 static_assert(DUPLEX_RTL_LANES == duplex::pim::kRtlLanes, "rtl/CMakeLists.txt DUPLEX_RTL_LANES != kRtlLanes");
@@ -94,6 +97,8 @@ class RtlDatapath final : public Datapath {
   }
   void silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
                         std::size_t n) override;
+  std::optional<std::uint16_t> run_command(const std::uint8_t* descriptor, const CommandDecoderConfig& config,
+                                           CommandMemory& memory) override;
 
  private:
   // One clock cycle: falling half (inputs settle, combinational ready), rising edge (registers update).
@@ -122,6 +127,7 @@ class RtlDatapath final : public Datapath {
   std::unique_ptr<Vpim_datapath> model_;
   std::unique_ptr<TraceFile> trace_;
   std::uint64_t cycles_ = 0;
+  std::vector<std::uint16_t> softmax_buffer_ = std::vector<std::uint16_t>(kSoftmaxMaxElements);  // s, then p
 };
 
 // Streams the passes of n dot products (row r of w with x) back to back and collects the n results.
@@ -220,6 +226,150 @@ void RtlDatapath::silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_
     check_budget(++spent, budget, "activation unit");
   }
   model_->silu_in_valid = 0;
+}
+
+// The operation controller of the command path: takes the decoder's micro-ops in order, feeds each to its
+// unit with operands read from memory (or the softmax buffer), and writes every result where its micro-op
+// said. A micro-op waits until the other units have delivered all their results (scores before the softmax,
+// probabilities before the PV passes); micro-ops of one unit stream back to back.
+std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descriptor,
+                                                      const CommandDecoderConfig& config, CommandMemory& memory) {
+  if (config.align_log2 < 0 || config.align_log2 > 63)
+    throw Error("rtl command decoder: align_log2 = " + std::to_string(config.align_log2) +
+                "; expected 0..63 (a power-of-two access granularity)");
+  model_->cmd_cfg_memory_bytes = config.memory_bytes;
+  model_->cmd_cfg_align_log2 = static_cast<std::uint8_t>(config.align_log2);
+  model_->cmd_cfg_input_buffer_bytes = config.input_buffer_bytes;
+  model_->cmd_cfg_softmax_buffer_bytes = config.softmax_buffer_bytes;
+  for (std::size_t w = 0; w < 16; ++w) {
+    std::uint32_t v = 0;
+    for (std::size_t i = 0; i < 4; ++i) v |= std::uint32_t{descriptor[4 * w + i]} << (8 * i);
+    model_->cmd_in_descriptor[w] = v;
+  }
+  model_->cmd_out_ready = 0;
+  model_->cmd_in_valid = 1;
+  settle();
+  DUPLEX_ASSERT(model_->cmd_in_ready, "RTL command decoder busy between commands");
+  tick();
+  model_->cmd_in_valid = 0;
+
+  struct Destination {
+    std::uint64_t at;
+    bool buffer;
+  };
+  enum Unit { kGemm = 0, kSoftmax = 1, kSilu = 2 };
+  std::array<std::deque<Destination>, 3> pending;  // results due from each unit, in order
+  std::vector<std::uint16_t>& buffer = softmax_buffer_;
+  auto store = [&](const Destination& d, std::uint16_t v) {
+    if (d.buffer) {
+      DUPLEX_ASSERT(d.at < buffer.size(), "softmax buffer index out of range");
+      buffer[d.at] = v;
+    } else {
+      memory.write(d.at, &v, 2);
+    }
+  };
+  std::uint16_t status = 0;
+  bool issued_all = false;
+  std::uint64_t idle = 0;
+  std::vector<std::uint16_t> a(kLanes), b(kLanes);
+  while (!issued_all || !pending[kGemm].empty() || !pending[kSoftmax].empty() || !pending[kSilu].empty()) {
+    model_->gemm_in_valid = 0;
+    model_->softmax_in_valid = 0;
+    model_->silu_in_valid = 0;
+    model_->cmd_out_ready = 0;
+    settle();
+    bool issue = false;
+    bool result_due = false;
+    Destination dest{};
+    bool op_last = false;
+    if (!issued_all && model_->cmd_out_valid) {
+      const auto kind = static_cast<CommandMicroOpKind>(model_->cmd_out_kind);
+      const int unit = static_cast<int>(kind);
+      op_last = model_->cmd_out_op_last != 0;
+      dest = {model_->cmd_out_dest, model_->cmd_out_dest_buffer != 0};
+      if (kind == CommandMicroOpKind::kReject) {
+        status = model_->cmd_out_status;
+        issue = true;
+      } else if (pending[(unit + 1) % 3].empty() && pending[(unit + 2) % 3].empty()) {
+        const std::uint64_t op_a = model_->cmd_out_a, op_b = model_->cmd_out_b;
+        const bool last = model_->cmd_out_last != 0;
+        if (kind == CommandMicroOpKind::kGemmPass) {
+          const std::size_t count = model_->cmd_out_count;
+          const std::uint64_t stride = model_->cmd_out_a_stride;
+          std::fill(a.begin(), a.end(), 0);
+          std::fill(b.begin(), b.end(), 0);
+          for (std::size_t i = 0; i < count; ++i) memory.read(op_a + i * stride, &a[i], 2);
+          if (model_->cmd_out_b_buffer) {
+            DUPLEX_ASSERT(op_b + count <= buffer.size(), "softmax buffer index out of range");
+            for (std::size_t i = 0; i < count; ++i) b[i] = buffer[op_b + i];
+          } else {
+            memory.read(op_b, b.data(), 2 * count);
+          }
+          for (std::size_t w = 0; w < kLanes / 2; ++w) {
+            model_->gemm_in_a[w] = std::uint32_t{a[2 * w]} | (std::uint32_t{a[2 * w + 1]} << 16);
+            model_->gemm_in_b[w] = std::uint32_t{b[2 * w]} | (std::uint32_t{b[2 * w + 1]} << 16);
+          }
+          model_->gemm_in_last = last;
+          model_->gemm_in_valid = 1;
+          result_due = last;
+        } else if (kind == CommandMicroOpKind::kSoftmaxElement) {
+          DUPLEX_ASSERT(op_a < buffer.size(), "softmax buffer index out of range");
+          model_->softmax_in_score = buffer[op_a];
+          model_->softmax_in_scale = static_cast<std::uint16_t>(op_b);
+          model_->softmax_in_last = last;
+          model_->softmax_in_valid = 1;
+          result_due = true;
+        } else {
+          std::uint16_t gate = 0, up = 0;
+          memory.read(op_a, &gate, 2);
+          memory.read(op_b, &up, 2);
+          model_->silu_in_gate = gate;
+          model_->silu_in_up = up;
+          model_->silu_in_valid = 1;
+          result_due = true;
+        }
+        settle();
+        const bool unit_ready = kind == CommandMicroOpKind::kGemmPass      ? model_->gemm_in_ready != 0
+                                : kind == CommandMicroOpKind::kSoftmaxElement ? model_->softmax_in_ready != 0
+                                                                              : model_->silu_in_ready != 0;
+        if (unit_ready) {
+          issue = true;
+          if (result_due) pending[static_cast<std::size_t>(unit)].push_back(dest);
+        } else {
+          model_->gemm_in_valid = 0;
+          model_->softmax_in_valid = 0;
+          model_->silu_in_valid = 0;
+        }
+      }
+    }
+    model_->cmd_out_ready = issue;
+    settle();
+    tick();
+    if (issue && op_last) issued_all = true;
+    bool progress = issue;
+    if (model_->gemm_out_valid) {
+      DUPLEX_ASSERT(!pending[kGemm].empty(), "unexpected GEMM result");
+      store(pending[kGemm].front(), model_->gemm_out_fp16);
+      pending[kGemm].pop_front();
+      progress = true;
+    }
+    if (model_->softmax_out_valid) {
+      DUPLEX_ASSERT(!pending[kSoftmax].empty(), "unexpected softmax result");
+      store(pending[kSoftmax].front(), model_->softmax_out_prob);
+      pending[kSoftmax].pop_front();
+      progress = true;
+    }
+    if (model_->silu_out_valid) {
+      DUPLEX_ASSERT(!pending[kSilu].empty(), "unexpected activation result");
+      store(pending[kSilu].front(), model_->silu_out_result);
+      pending[kSilu].pop_front();
+      progress = true;
+    }
+    idle = progress ? 0 : idle + 1;
+    check_budget(idle, 4 * kSoftmaxMaxElements, "command path");
+  }
+  model_->cmd_out_ready = 0;
+  return status;
 }
 
 }  // namespace

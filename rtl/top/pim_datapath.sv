@@ -1,7 +1,7 @@
 // The Logic-PIM datapath as one Verilated model: a GEMM lane, the softmax unit, the activation unit and the
-// instruction decoder / sequencer side by side on one clock, each with its own valid/ready ports.
-// rtl/src/rtl_datapath.cpp drives the units; the sequencer's micro-op stream is checked on its own
-// (tests/rtl/rtl_sequencer_test.cpp), it does not drive the units inside this model.
+// command decoder / sequencer side by side on one clock, each with its own valid/ready ports.
+// rtl/src/rtl_datapath.cpp drives the units and plays the operation controller that executes the decoder's
+// micro-ops (the decoder does not drive the units inside this model).
 module pim_datapath #(
     parameter int LANES = 16,
     parameter int SOFTMAX_MAX_N = 32768
@@ -36,18 +36,28 @@ module pim_datapath #(
     output logic                silu_out_valid,
     input  logic                silu_out_ready,
     output logic [15:0]         silu_out_result,
-    // instruction decoder / sequencer
-    input  logic                seq_in_valid,
-    output logic                seq_in_ready,
-    input  logic [63:0]         seq_in_word,
-    output logic                seq_out_valid,
-    input  logic                seq_out_ready,
-    output logic [1:0]          seq_out_kind,
-    output logic [19:0]         seq_out_row,
-    output logic [19:0]         seq_out_offset,
-    output logic                seq_out_last,
-    output logic                seq_out_op_last,
-    output logic [19:0]         seq_out_tag
+    // command decoder / sequencer (pim_command_decoder.sv)
+    input  logic [63:0]         cmd_cfg_memory_bytes,
+    input  logic [5:0]          cmd_cfg_align_log2,
+    input  logic [63:0]         cmd_cfg_input_buffer_bytes,
+    input  logic [63:0]         cmd_cfg_softmax_buffer_bytes,
+    input  logic                cmd_in_valid,
+    output logic                cmd_in_ready,
+    input  logic [511:0]        cmd_in_descriptor,
+    output logic                cmd_out_valid,
+    input  logic                cmd_out_ready,
+    output logic [1:0]          cmd_out_kind,
+    output logic [63:0]         cmd_out_a,
+    output logic [63:0]         cmd_out_a_stride,
+    output logic [63:0]         cmd_out_b,
+    output logic                cmd_out_b_buffer,
+    output logic [63:0]         cmd_out_dest,
+    output logic                cmd_out_dest_buffer,
+    output logic [$clog2(LANES):0] cmd_out_count,
+    output logic                cmd_out_last,
+    output logic                cmd_out_op_last,
+    output logic [31:0]         cmd_out_seq,
+    output logic [15:0]         cmd_out_status
 );
   gemm_lane #(.LANES(LANES)) gemm (
       .clk, .rst_n,
@@ -63,10 +73,15 @@ module pim_datapath #(
       .clk, .rst_n,
       .in_valid(silu_in_valid), .in_ready(silu_in_ready), .in_gate(silu_in_gate), .in_up(silu_in_up),
       .out_valid(silu_out_valid), .out_ready(silu_out_ready), .out_result(silu_out_result));
-  pim_sequencer #(.LANES(LANES), .SOFTMAX_MAX_N(SOFTMAX_MAX_N)) sequencer (
+  pim_command_decoder #(.LANES(LANES), .SOFTMAX_MAX_N(SOFTMAX_MAX_N)) decoder (
       .clk, .rst_n,
-      .in_valid(seq_in_valid), .in_ready(seq_in_ready), .in_word(seq_in_word),
-      .out_valid(seq_out_valid), .out_ready(seq_out_ready), .out_kind(seq_out_kind), .out_row(seq_out_row),
-      .out_offset(seq_out_offset), .out_last(seq_out_last), .out_op_last(seq_out_op_last),
-      .out_tag(seq_out_tag));
+      .cfg_memory_bytes(cmd_cfg_memory_bytes), .cfg_align_log2(cmd_cfg_align_log2),
+      .cfg_input_buffer_bytes(cmd_cfg_input_buffer_bytes),
+      .cfg_softmax_buffer_bytes(cmd_cfg_softmax_buffer_bytes),
+      .in_valid(cmd_in_valid), .in_ready(cmd_in_ready), .in_descriptor(cmd_in_descriptor),
+      .out_valid(cmd_out_valid), .out_ready(cmd_out_ready), .out_kind(cmd_out_kind), .out_a(cmd_out_a),
+      .out_a_stride(cmd_out_a_stride), .out_b(cmd_out_b), .out_b_buffer(cmd_out_b_buffer),
+      .out_dest(cmd_out_dest), .out_dest_buffer(cmd_out_dest_buffer), .out_count(cmd_out_count),
+      .out_last(cmd_out_last), .out_op_last(cmd_out_op_last), .out_seq(cmd_out_seq),
+      .out_status(cmd_out_status));
 endmodule

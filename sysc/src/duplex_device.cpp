@@ -296,27 +296,6 @@ hostif::CompletionEntry DuplexDevice::execute(const hostif::CommandDescriptor& d
   hostif::CompletionEntry c;
   c.seq = d.seq;
   c.opcode = d.opcode;
-  const auto& a = d.args;
-  auto as_int = [](std::uint64_t v) { return static_cast<std::int64_t>(v); };
-  auto run_pim = [&](auto op) {
-    try {
-      const PimOpTiming t = op();
-      elapsed = to_sc(t.total);
-      return Status::kOk;
-    } catch (const PimOpError& e) {
-      switch (e.fault()) {
-        case PimFault::kMisaligned:
-          return Status::kMisaligned;
-        case PimFault::kOutOfRange:
-          return Status::kOutOfRange;
-        case PimFault::kBufferOverflow:
-          return Status::kBufferOverflow;
-        case PimFault::kBadShape:
-          return Status::kBadShape;
-      }
-      return Status::kBadShape;
-    }
-  };
   switch (d.opcode) {
     case Opcode::kNop:
       c.status = Status::kOk;
@@ -328,19 +307,13 @@ hostif::CompletionEntry DuplexDevice::execute(const hostif::CommandDescriptor& d
       c.status = dma(d, false, elapsed);
       break;
     case Opcode::kPimGemv:
-      c.status = run_pim([&] {
-        return pim_.gemv({a[0], a[1], a[2], as_int(a[3]), as_int(a[4]), as_int(a[5])});
-      });
-      break;
     case Opcode::kPimAttention:
-      c.status = run_pim([&] {
-        return pim_.attention({a[0], a[1], a[2], a[3], as_int(a[4]), as_int(a[5]), as_int(a[6] & 0xFFFFFFFFu),
-                               static_cast<std::uint16_t>(a[6] >> 32)});
-      });
+    case Opcode::kPimActivation: {
+      const PimCommandResult r = pim_.run_command(d);
+      c.status = r.status;
+      if (r.status == Status::kOk) elapsed = to_sc(r.timing.total);
       break;
-    case Opcode::kPimActivation:
-      c.status = run_pim([&] { return pim_.activation({a[0], a[1], a[2], as_int(a[3])}); });
-      break;
+    }
     default:
       c.status = Status::kBadOpcode;
       break;

@@ -1,8 +1,11 @@
 #include "duplex/sysc/logic_pim.hpp"
 
+#include <bit>
 #include <vector>
 
 #include <fmt/format.h>
+
+#include "duplex/sysc/pim_command.hpp"
 
 namespace duplex::sysc {
 
@@ -19,18 +22,12 @@ LogicPim::LogicPim(const HbmSpec& hbm, const PimSpec& pim, SparseMemory& memory,
     : hbm_(hbm), pim_(pim), memory_(memory), datapath_(std::move(datapath)) {
   if (pim.kind != PimKind::kLogicPim) throw Error(fmt::format("PIM '{}' is not a Logic-PIM", pim.name));
   if (!datapath_) throw Error("LogicPim needs a datapath");
-}
-
-void LogicPim::check_operand(std::uint64_t addr, std::uint64_t bytes, const char* name) const {
-  const std::uint64_t align = hbm_.org.access_granularity.bytes;
-  if (addr % align != 0)
-    throw PimOpError(
-        PimFault::kMisaligned,
-        fmt::format("PIM operand {} at 0x{:x} is not aligned to the {} B access", name, addr, align));
-  if (addr > memory_.capacity() || bytes > memory_.capacity() - addr)
-    throw PimOpError(PimFault::kOutOfRange, fmt::format("PIM operand {} [0x{:x}, +{}) is outside the {} B of "
-                                                        "device memory",
-                                                        name, addr, bytes, memory_.capacity()));
+  const std::uint64_t align = hbm.org.access_granularity.bytes;
+  decoder_config_.memory_bytes = memory.capacity();
+  // -1 (rejected by a command decoder) when the access granularity is not a power of two.
+  decoder_config_.align_log2 = std::has_single_bit(align) ? std::countr_zero(align) : -1;
+  decoder_config_.input_buffer_bytes = pim.input_buffer.bytes;
+  decoder_config_.softmax_buffer_bytes = pim.softmax_buffer.bytes;
 }
 
 const PimOpTiming& LogicPim::timing(const PimOpShape& s) {
@@ -45,6 +42,18 @@ const PimOpTiming& LogicPim::timing(const PimOpShape& s) {
 }
 
 namespace {
+
+// Device memory behind the Datapath command interface.
+class DeviceMemory final : public pim::CommandMemory {
+ public:
+  explicit DeviceMemory(SparseMemory& m) : m_(m) {}
+  void read(std::uint64_t addr, void* dst, std::uint64_t bytes) override { m_.read(addr, dst, bytes); }
+  void write(std::uint64_t addr, const void* src, std::uint64_t bytes) override { m_.write(addr, src, bytes); }
+
+ private:
+  SparseMemory& m_;
+};
+
 std::vector<std::uint16_t> load(const SparseMemory& m, std::uint64_t addr, std::int64_t n) {
   std::vector<std::uint16_t> v(static_cast<std::size_t>(n));
   m.read(addr, v.data(), static_cast<std::uint64_t>(n) * 2);
@@ -53,15 +62,7 @@ std::vector<std::uint16_t> load(const SparseMemory& m, std::uint64_t addr, std::
 }  // namespace
 
 PimOpTiming LogicPim::gemv(const GemvArgs& a) {
-  PimOpShape s;
-  s.kind = PimOpKind::kGemv;
-  s.tokens = a.tokens;
-  s.rows = a.rows;
-  s.cols = a.cols;
-  check_pim_op(hbm_, pim_, s);
-  check_operand(a.weights, static_cast<std::uint64_t>(a.rows * a.cols) * 2, "weights");
-  check_operand(a.inputs, static_cast<std::uint64_t>(a.tokens * a.cols) * 2, "inputs");
-  check_operand(a.outputs, static_cast<std::uint64_t>(a.tokens * a.rows) * 2, "outputs");
+  check_gemv(hbm_, pim_, memory_.capacity(), a);
   const std::vector<std::uint16_t> w = load(memory_, a.weights, a.rows * a.cols);
   const std::vector<std::uint16_t> x = load(memory_, a.inputs, a.tokens * a.cols);
   std::vector<std::uint16_t> y(static_cast<std::size_t>(a.tokens * a.rows));
@@ -69,21 +70,11 @@ PimOpTiming LogicPim::gemv(const GemvArgs& a) {
     datapath_->gemv_fp16(w.data(), x.data() + t * a.cols, y.data() + t * a.rows,
                          static_cast<std::size_t>(a.rows), static_cast<std::size_t>(a.cols));
   memory_.write(a.outputs, y.data(), y.size() * 2);
-  return timing(s);
+  return timing(shape_of(a));
 }
 
 PimOpTiming LogicPim::attention(const AttentionArgs& a) {
-  PimOpShape s;
-  s.kind = PimOpKind::kAttention;
-  s.group_size = a.group;
-  s.context = a.context;
-  s.head_dim = a.head_dim;
-  s.kv_heads = 1;
-  check_pim_op(hbm_, pim_, s);
-  check_operand(a.q, static_cast<std::uint64_t>(a.group * a.head_dim) * 2, "q");
-  check_operand(a.k, static_cast<std::uint64_t>(a.context * a.head_dim) * 2, "k");
-  check_operand(a.v, static_cast<std::uint64_t>(a.context * a.head_dim) * 2, "v");
-  check_operand(a.out, static_cast<std::uint64_t>(a.group * a.head_dim) * 2, "out");
+  check_attention(hbm_, pim_, memory_.capacity(), a);
   const std::vector<std::uint16_t> q = load(memory_, a.q, a.group * a.head_dim);
   const std::vector<std::uint16_t> k = load(memory_, a.k, a.context * a.head_dim);
   const std::vector<std::uint16_t> v = load(memory_, a.v, a.context * a.head_dim);
@@ -92,24 +83,40 @@ PimOpTiming LogicPim::attention(const AttentionArgs& a) {
                                    static_cast<std::size_t>(a.context), static_cast<std::size_t>(a.head_dim),
                                    a.scale, out.data());
   memory_.write(a.out, out.data(), out.size() * 2);
-  return timing(s);
+  return timing(shape_of(a));
 }
 
 PimOpTiming LogicPim::activation(const ActivationArgs& a) {
-  PimOpShape s;
-  s.kind = PimOpKind::kActivation;
-  s.elements = a.elements;
-  check_pim_op(hbm_, pim_, s);
+  check_activation(hbm_, pim_, memory_.capacity(), a);
   const auto bytes = static_cast<std::uint64_t>(a.elements) * 2;
-  check_operand(a.gate, bytes, "gate");
-  check_operand(a.up, bytes, "up");
-  check_operand(a.out, bytes, "out");
   const std::vector<std::uint16_t> g = load(memory_, a.gate, a.elements);
   const std::vector<std::uint16_t> u = load(memory_, a.up, a.elements);
   std::vector<std::uint16_t> out(g.size());
   datapath_->silu_gate_fp16_n(g.data(), u.data(), out.data(), out.size());
   memory_.write(a.out, out.data(), bytes);
-  return timing(s);
+  return timing(shape_of(a));
+}
+
+PimCommandResult LogicPim::run_command(const hostif::CommandDescriptor& d) {
+  const hostif::Status status = check_pim_command(hbm_, pim_, memory_.capacity(), d);
+  const auto bytes = hostif::encode(d);
+  DeviceMemory memory(memory_);
+  if (const auto decoded = datapath_->run_command(bytes.data(), decoder_config_, memory)) {
+    DUPLEX_ASSERT(*decoded == static_cast<std::uint16_t>(status),
+                  fmt::format("command decoder status {} != check_pim_command status {} (opcode 0x{:x})",
+                              *decoded, static_cast<int>(status), static_cast<unsigned>(d.opcode)));
+    if (status != hostif::Status::kOk) return {status, {}};
+    return {status, timing(shape_of(d))};
+  }
+  if (status != hostif::Status::kOk) return {status, {}};
+  switch (d.opcode) {
+    case hostif::Opcode::kPimGemv:
+      return {status, gemv(gemv_args(d))};
+    case hostif::Opcode::kPimAttention:
+      return {status, attention(attention_args(d))};
+    default:
+      return {status, activation(activation_args(d))};
+  }
 }
 
 }  // namespace duplex::sysc

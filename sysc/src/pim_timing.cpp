@@ -28,6 +28,13 @@ struct Segment {
   double softmax_cycles = 0;
 };
 
+// a x b FP16 elements (a, b >= 1) take more than `limit` bytes; exact, no wrap-around for any a, b.
+bool fp16_bytes_exceed(std::int64_t a, std::int64_t b, std::int64_t limit) {
+  std::int64_t bytes = 0;
+  return __builtin_mul_overflow(a, b, &bytes) || __builtin_mul_overflow(bytes, kInputElementBytes, &bytes) ||
+         bytes > limit;
+}
+
 std::uint64_t ceil_div(double a, double b) {
   return static_cast<std::uint64_t>(std::ceil(a / b));
 }
@@ -93,25 +100,24 @@ void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& s) {
       positive(s.tokens, "tokens");
       positive(s.rows, "rows");
       positive(s.cols, "cols");
-      if (s.tokens * s.cols * kInputElementBytes > input)
+      if (fp16_bytes_exceed(s.tokens, s.cols, input))
         throw PimOpError(
             PimFault::kBufferOverflow,
-            fmt::format("PIM GEMV: {} tokens x {} cols x 2 B = {} B overflow the {} B input buffer "
+            fmt::format("PIM GEMV: {} tokens x {} cols x 2 B overflow the {} B input buffer "
                         "(at most {} tokens at this width)",
-                        s.tokens, s.cols, s.tokens * s.cols * kInputElementBytes, input,
-                        max_gemv_tokens(pim, s.cols)));
+                        s.tokens, s.cols, input, max_gemv_tokens(pim, s.cols)));
       break;
     case PimOpKind::kAttention: {
       positive(s.group_size, "group_size");
       positive(s.context, "context");
       positive(s.head_dim, "head_dim");
       positive(s.kv_heads, "kv_heads");
-      if (s.group_size * s.head_dim * kInputElementBytes > input)
+      if (fp16_bytes_exceed(s.group_size, s.head_dim, input))
         throw PimOpError(PimFault::kBufferOverflow,
                          fmt::format("PIM attention: queries of {} heads x {} overflow the {} B input buffer",
                                      s.group_size, s.head_dim, input));
       const auto softmax = static_cast<std::int64_t>(pim.softmax_buffer.bytes);
-      if (s.group_size * s.context * kInputElementBytes > softmax)
+      if (fp16_bytes_exceed(s.group_size, s.context, softmax))
         throw PimOpError(
             PimFault::kBufferOverflow,
             fmt::format("PIM attention: scores of {} heads x {} tokens x 2 B overflow the {} B softmax "

@@ -27,6 +27,11 @@ void Datapath::decode_attention_fp16(const std::uint16_t* q, const std::uint16_t
   }
 }
 
+std::optional<std::uint16_t> Datapath::run_command(const std::uint8_t*, const CommandDecoderConfig&,
+                                                   CommandMemory&) {
+  return std::nullopt;
+}
+
 namespace {
 
 class GoldenDatapath final : public Datapath {

@@ -11,6 +11,7 @@
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/rtl/datapath.hpp"
+#include "duplex/sysc/host_interface.hpp"
 #include "duplex/sysc/pim_timing.hpp"
 #include "duplex/sysc/sparse_memory.hpp"
 
@@ -37,25 +38,39 @@ struct ActivationArgs {
 // here; "rtl" is a duplex::Error (DuplexDevice, in duplex_sysc, builds either through pim::make_datapath).
 std::unique_ptr<pim::Datapath> make_configured_datapath(const PimSpec& pim);
 
+// A PIM command's completion status and, when it ran (kOk), its timing.
+struct PimCommandResult {
+  hostif::Status status = hostif::Status::kOk;
+  PimOpTiming timing;
+};
+
 class LogicPim {
  public:
   // Throws duplex::Error when pim is not a Logic-PIM or datapath is null.
   LogicPim(const HbmSpec& hbm, const PimSpec& pim, SparseMemory& memory,
            std::unique_ptr<pim::Datapath> datapath);
 
-  // Each validates (PimOpError: operand addresses aligned to the 32 B access, inside memory, shapes within
-  // the buffers), computes, writes the results, and returns the op's timing (memoized per shape).
+  // Each validates (check_gemv / check_attention / check_activation in pim_command.hpp: PimOpError for
+  // misaligned or out-of-memory operands and shapes that do not fit the buffers), computes, writes the
+  // results, and returns the op's timing (memoized per shape).
   PimOpTiming gemv(const GemvArgs& a);
   PimOpTiming attention(const AttentionArgs& a);
   PimOpTiming activation(const ActivationArgs& a);
+
+  // Runs one PIM command descriptor as the device receives it. Its status is check_pim_command's
+  // (pim_command.hpp). With a datapath that has a command decoder (pim.datapath: rtl) every descriptor goes
+  // through that decoder: the RTL validates it (its status must equal check_pim_command's, else an
+  // InternalError) and, when valid, sequences its micro-ops, which read and write device memory. Otherwise
+  // a valid command runs through gemv / attention / activation.
+  PimCommandResult run_command(const hostif::CommandDescriptor& d);
 
   pim::Datapath& datapath() { return *datapath_; }
   const ActionCounters& counters() const { return counters_; }  // summed over all ops
 
  private:
-  void check_operand(std::uint64_t addr, std::uint64_t bytes, const char* name) const;
   const PimOpTiming& timing(const PimOpShape& s);
 
+  pim::CommandDecoderConfig decoder_config_;  // the device's limits, as the command decoder takes them
   HbmSpec hbm_;
   PimSpec pim_;
   SparseMemory& memory_;

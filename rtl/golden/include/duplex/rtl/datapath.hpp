@@ -15,9 +15,21 @@
 #include <string>
 #include <string_view>
 
+#include "duplex/rtl/pim_command_types.hpp"
 #include "duplex/rtl/golden_datapath.hpp"
 
 namespace duplex::pim {
+
+// Device memory as a PIM command reads and writes it: byte addresses, FP16 values little-endian.
+class CommandMemory {
+ public:
+  virtual ~CommandMemory() = default;
+  CommandMemory() = default;
+  CommandMemory(const CommandMemory&) = delete;
+  CommandMemory& operator=(const CommandMemory&) = delete;
+  virtual void read(std::uint64_t addr, void* dst, std::uint64_t bytes) = 0;
+  virtual void write(std::uint64_t addr, const void* src, std::uint64_t bytes) = 0;
+};
 
 class Datapath {
  public:
@@ -43,6 +55,14 @@ class Datapath {
   void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                              std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
                              std::uint16_t* out);
+
+  // Runs one 64-byte host command descriptor (sysc/include/duplex/sysc/host_interface.hpp) through the
+  // datapath's own command decoder / sequencer (rtl/decoder/pim_command_decoder.sv): validation against
+  // `config`, then every micro-op on the units, operands read from and results written to `memory`. Returns
+  // the decoder's status (a hostif::Status code; 0 = the command ran). Only the RTL has a command decoder:
+  // the golden model returns nullopt and its callers run the op functions above instead.
+  virtual std::optional<std::uint16_t> run_command(const std::uint8_t* descriptor,
+                                                   const CommandDecoderConfig& config, CommandMemory& memory);
 
   // Clock cycles simulated so far (RTL: measured from the Verilated model); nullopt for the golden model,
   // which has no clock.

@@ -38,14 +38,14 @@ constexpr std::uint64_t softmax_cycles(std::size_t n) {
 inline constexpr int kSiluLatency = 5;
 inline constexpr int kSiluInitiationInterval = 1;
 
-// Instruction decoder / sequencer (pim_instruction.hpp): an instruction accepted in cycle c presents its
-// first micro-op in cycle c + kSequencerLatency and then one micro-op per cycle; the next instruction is
+// Command decoder / sequencer (pim_command_decoder.hpp): a descriptor accepted in cycle c presents its
+// first micro-op in cycle c + kCommandDecoderLatency and then one micro-op per cycle; the next descriptor is
 // accepted in the cycle the last micro-op is taken (no bubble). Cycles from acceptance to the last micro-op
 // presented:
-inline constexpr int kSequencerLatency = 1;
-inline constexpr int kSequencerMicroOpsPerCycle = 1;
-constexpr std::uint64_t sequencer_cycles(std::uint64_t micro_ops) {
-  return kSequencerLatency + (micro_ops - 1) / kSequencerMicroOpsPerCycle;
+inline constexpr int kCommandDecoderLatency = 1;
+inline constexpr int kCommandDecoderMicroOpsPerCycle = 1;
+constexpr std::uint64_t command_decoder_cycles(std::uint64_t micro_ops) {
+  return kCommandDecoderLatency + (micro_ops - 1) / kCommandDecoderMicroOpsPerCycle;
 }
 
 }  // namespace duplex::pim::timing

@@ -1,0 +1,64 @@
+#pragma once
+// Golden model of the RTL command decoder / sequencer (rtl/decoder/pim_command_decoder.sv), bit-exact: one
+// 64-byte host command descriptor (sysc/include/duplex/sysc/host_interface.hpp, hostif::encode) in, its
+// status and the datapath micro-ops out. The status is meant to equal duplex::sysc::check_pim_command's for
+// every descriptor (tests/rtl/rtl_command_decoder_test.cpp compares them on 104k descriptors); it is an
+// independent implementation (exact 128-bit products, as the RTL computes them), not a call to it.
+//
+// Micro-ops, in issue order (L = GEMM lanes; "buffer" = an index into the logic die's softmax buffer, which
+// holds the scores s and then the probabilities p; every other address is a byte address in device memory):
+//  GEMV  (W [rows][cols], x [tokens][cols], y [tokens][rows]):
+//    for t < tokens, r < rows, pass j < ceil(cols / L): kGemmPass
+//      a = W + 2 (r cols + j L), a_stride 2; b = x + 2 (t cols + j L); dest = y + 2 (t rows + r)
+//  attention (q [group][d], K and V [context][d], out [group][d], d = head_dim), for g < group:
+//    scores: i < context, j < ceil(d / L): kGemmPass a = K + 2 (i d + j L), a_stride 2,
+//            b = q + 2 (g d + j L), dest = buffer i
+//    softmax: i < context: kSoftmaxElement a = buffer i (score), b = scale (FP16 bits), dest = buffer i (p)
+//    PV:     c < d, j < ceil(context / L): kGemmPass a = V + 2 (j L d + c), a_stride 2 d (a column of V),
+//            b = buffer j L (p), dest = out + 2 (g d + c)
+//  activation: i < elements: kActivationElement a = gate + 2 i, b = up + 2 i, dest = out + 2 i
+//  count: elements of a GEMM pass (L, or the rest of the dot product in its last pass); 1 for element ops.
+//  last: a GEMM pass that completes its dot product (the result goes to dest); for element ops, the last
+//  element of its phase. op_last: the command's last micro-op. seq: the descriptor's seq on every micro-op.
+//  A rejected descriptor (status != kOk) issues exactly one kReject micro-op carrying the status, with
+//  a, a_stride, b, dest, count = 0 and last = op_last = true.
+#include <cstdint>
+#include <vector>
+
+#include "duplex/rtl/pim_command_types.hpp"
+#include "duplex/sysc/host_interface.hpp"
+
+namespace duplex::pim {
+
+struct CommandMicroOp {
+  CommandMicroOpKind kind = CommandMicroOpKind::kReject;
+  std::uint64_t a = 0;
+  std::uint64_t a_stride = 0;  // bytes between consecutive A elements of a GEMM pass; 0 for element ops
+  std::uint64_t b = 0;
+  bool b_buffer = false;  // b is a softmax-buffer index
+  std::uint64_t dest = 0;
+  bool dest_buffer = false;  // dest is a softmax-buffer index
+  std::uint32_t count = 0;
+  bool last = false;
+  bool op_last = false;
+  std::uint32_t seq = 0;
+  sysc::hostif::Status status = sysc::hostif::Status::kOk;
+  bool operator==(const CommandMicroOp&) const = default;
+};
+
+// Status of the descriptor at `bytes` (64 bytes): kOk, or the first failing check in device order. Any
+// opcode other than the three PIM opcodes is kBadOpcode. Throws duplex::Error for an invalid config
+// (align_log2 outside 0..63).
+sysc::hostif::Status decode_command_status(const std::uint8_t* bytes, const CommandDecoderConfig& config);
+
+// Micro-ops the descriptor issues (1 when rejected) for a GEMM lane of `lanes` (a power of two, 1..64;
+// duplex::Error else); saturates at 2^64 - 1.
+std::uint64_t command_micro_op_count(const std::uint8_t* bytes, const CommandDecoderConfig& config, int lanes);
+
+// The micro-ops in issue order. Lists at most kMaxListedCommandMicroOps (duplex::Error beyond: use
+// command_micro_op_count for large commands).
+inline constexpr std::uint64_t kMaxListedCommandMicroOps = std::uint64_t{1} << 24;
+std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes, const CommandDecoderConfig& config,
+                                                 int lanes);
+
+}  // namespace duplex::pim

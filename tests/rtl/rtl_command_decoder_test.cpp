@@ -1,0 +1,441 @@
+// The RTL command decoder (rtl/decoder/pim_command_decoder.sv) against its golden model
+// (duplex::pim::sequence_pim_command) and the SystemC device's validation (duplex::sysc::check_pim_command):
+// >= 100k random descriptors (fixed seed) over four device configurations, covering every malformed class
+// (unknown opcodes, zero / negative / maximum dimensions, every misalignment 1..align-1, operands at and one
+// access past the end of memory, buffers overflowed by one element, products past 2^64) and valid commands
+// at the capacity boundaries. Status identical in all three; micro-op streams identical field by field under
+// random back-pressure. Plus the decoder's timing against datapath_timing.hpp.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdint>
+#include <deque>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <verilated.h>
+
+#include "Vpim_datapath.h"
+#include "pim_datapath_bench.hpp"
+#include "duplex/base/device_spec.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/rtl/datapath_timing.hpp"
+#include "duplex/rtl/golden_datapath.hpp"
+#include "duplex/rtl/pim_command_decoder.hpp"
+#include "duplex/rtl/rtl_datapath.hpp"
+#include "duplex/sysc/host_interface.hpp"
+#include "duplex/sysc/pim_command.hpp"
+
+namespace duplex::pim {
+namespace {
+
+using sysc::hostif::CommandDescriptor;
+using sysc::hostif::Opcode;
+using sysc::hostif::Status;
+using Bytes = std::array<std::uint8_t, sysc::hostif::kDescriptorBytes>;
+
+constexpr std::uint64_t kMaxU64 = ~std::uint64_t{0};
+constexpr std::uint64_t kMaxI64 = kMaxU64 >> 1;
+
+// One device: the specs check_pim_command reads and the same limits as decoder ports.
+struct Device {
+  HbmSpec hbm;
+  PimSpec pim;
+  std::uint64_t memory = 0;
+  CommandDecoderConfig config;
+};
+
+Device make_device(const SystemSpec& base, std::uint64_t memory, int align_log2, std::uint64_t input,
+                   std::uint64_t softmax) {
+  Device d{base.memory, *base.pim, memory, {}};
+  d.hbm.org.access_granularity = ByteSize{std::uint64_t{1} << align_log2};
+  d.pim.input_buffer = ByteSize{input};
+  d.pim.softmax_buffer = ByteSize{softmax};
+  d.config = {memory, align_log2, input, softmax};
+  return d;
+}
+
+std::vector<Device> devices() {
+  const SystemSpec duplex = load_system("duplex");
+  return {
+      // the Duplex device as configured (32 B access, 1 MiB input buffer, 128 KiB softmax buffer)
+      make_device(duplex, duplex.memory_capacity().bytes, 5, duplex.pim->input_buffer.bytes,
+                  duplex.pim->softmax_buffer.bytes),
+      make_device(duplex, 1u << 20, 5, 4096, 2048),           // small: boundaries reachable with few micro-ops
+      make_device(duplex, kMaxU64 - 63, 6, 1u << 20, 1u << 17),  // memory near 2^64: 129-bit compares
+      make_device(duplex, 65536, 0, 256, 65536),              // byte alignment, softmax buffer = 32768 scores
+  };
+}
+
+Bytes bytes_of(const CommandDescriptor& d) {
+  return sysc::hostif::encode(d);
+}
+
+class DescriptorGenerator {
+ public:
+  DescriptorGenerator(const Device& device, std::uint64_t seed) : d_(device), rng_(seed) {}
+
+  Bytes next() {
+    CommandDescriptor c;
+    c.flags = static_cast<std::uint16_t>(rng_());
+    c.seq = static_cast<std::uint32_t>(rng_());
+    const std::uint64_t kind = rng_() % 100;
+    if (kind < 4) {  // unknown opcode
+      static constexpr std::uint16_t kOpcodes[] = {0x0000, 0x0001, 0x0002, 0x000F, 0x0013, 0x0110, 0xFFFF};
+      c.opcode = static_cast<Opcode>(rng_() % 2 ? kOpcodes[rng_() % 7] : static_cast<std::uint16_t>(rng_()));
+      if (c.opcode == Opcode::kPimGemv || c.opcode == Opcode::kPimAttention || c.opcode == Opcode::kPimActivation)
+        c.opcode = Opcode::kNop;
+      for (auto& a : c.args) a = rng_();
+      return bytes_of(c);
+    }
+    if (kind < 8) {  // any bits at all in a PIM command
+      c.opcode = pim_opcode();
+      for (auto& a : c.args) a = rng_();
+      return bytes_of(c);
+    }
+    c.opcode = pim_opcode();
+    if (kind < 16) overflow_by_one(c);
+    else shape(c);
+    place_operands(c);
+    return bytes_of(c);
+  }
+
+ private:
+  Opcode pim_opcode() {
+    static constexpr Opcode kPim[] = {Opcode::kPimGemv, Opcode::kPimAttention, Opcode::kPimActivation};
+    return kPim[rng_() % 3];
+  }
+  std::uint64_t uniform(std::uint64_t lo, std::uint64_t hi) {  // [lo, hi]
+    return lo + rng_() % (hi - lo + 1);
+  }
+  // A small dimension, or (1 in 20) a boundary value.
+  std::uint64_t dim(std::uint64_t lo, std::uint64_t hi) {
+    if (rng_() % 20 != 0) return uniform(lo, hi);
+    static constexpr std::uint64_t kSpecial[] = {0,       kMaxU64,         kMaxI64, kMaxI64 + 1,
+                                                 1u << 31, 0xFFFFFFFFu, std::uint64_t{1} << 32, 2};
+    return rng_() % 9 == 0 ? rng_() : kSpecial[rng_() % 8];
+  }
+  void shape(CommandDescriptor& c) {
+    auto& a = c.args;
+    switch (c.opcode) {
+      case Opcode::kPimGemv:
+        a[3] = dim(1, 3);
+        a[4] = dim(1, 10);
+        a[5] = dim(1, 70);
+        break;
+      case Opcode::kPimAttention:
+        a[4] = dim(1, 2);
+        a[5] = dim(1, 24);
+        a[6] = (dim(1, 40) & 0xFFFFFFFFu) | (rng_() << 32);  // head_dim | scale | ignored bits
+        break;
+      default:
+        a[3] = dim(1, 80);
+        break;
+    }
+  }
+  // Shapes at a buffer limit: one element past it (kBufferOverflow), or exactly at it (valid when the
+  // command stays small enough to run through the RTL).
+  void overflow_by_one(CommandDescriptor& c) {
+    auto& a = c.args;
+    const std::uint64_t input = d_.config.input_buffer_bytes, softmax = d_.config.softmax_buffer_bytes;
+    const bool at_limit = rng_() % 2 == 0 && input <= 4096;
+    switch (c.opcode) {
+      case Opcode::kPimGemv:
+        a[3] = uniform(1, 2);
+        a[4] = uniform(1, 2);
+        a[5] = input / (2 * a[3]) + (at_limit ? 0 : 1);
+        break;
+      case Opcode::kPimAttention:
+        a[4] = 1;
+        a[6] = uniform(1, 8) | (rng_() << 32);
+        a[5] = uniform(1, 8);
+        switch (rng_() % 3) {
+          case 0:  // queries: group x head_dim x 2 B vs the input buffer
+            a[4] = uniform(1, 2);
+            a[6] = ((input / (2 * a[4]) + (at_limit ? 0 : 1)) & 0xFFFFFFFFu) | (rng_() << 32);
+            break;
+          case 1:  // scores: group x context x 2 B vs the softmax buffer
+            a[5] = softmax / 2 + (at_limit && softmax <= 4096 ? 0 : 1);
+            break;
+          default:  // context vs the softmax unit's 32768 elements
+            a[5] = kSoftmaxMaxElements + (rng_() % 64 == 0 ? 0 : 1);
+            break;
+        }
+        break;
+      default:
+        a[3] = uniform(1, 80);  // activation has no buffer limit
+        break;
+    }
+  }
+  // Operand bytes as the device computes them (saturated; only used to place addresses).
+  std::uint64_t operand_bytes(const CommandDescriptor& c, int i) const {
+    const auto& a = c.args;
+    const auto s = [](std::uint64_t x) { return static_cast<std::int64_t>(x); };
+    const std::int64_t d = s(a[6] & 0xFFFFFFFFu);
+    switch (c.opcode) {
+      case Opcode::kPimGemv:
+        return i == 0 ? sysc::fp16_bytes(s(a[4]), s(a[5]))
+               : i == 1 ? sysc::fp16_bytes(s(a[3]), s(a[5]))
+                        : sysc::fp16_bytes(s(a[3]), s(a[4]));
+      case Opcode::kPimAttention:
+        return i == 0 || i == 3 ? sysc::fp16_bytes(s(a[4]), d) : sysc::fp16_bytes(s(a[5]), d);
+      default:
+        return sysc::fp16_bytes(s(a[3]), 1);
+    }
+  }
+  std::uint64_t place(std::uint64_t bytes) {
+    const std::uint64_t mem = d_.memory, align = std::uint64_t{1} << d_.config.align_log2;
+    const std::uint64_t room = bytes <= mem ? mem - bytes : 0;
+    const std::uint64_t end = room / align * align;  // the last aligned address that fits
+    switch (rng_() % 32) {
+      case 0:
+      case 1:
+        return end;  // ends at (or within one access of) the end of memory
+      case 2:
+        return end + align;  // one access too far
+      case 3:
+        return mem;  // at the end of memory
+      case 4:
+        return rng_() % 2 ? rng_() : kMaxU64;
+      case 5:
+      case 6:
+        if (align > 1) return rng_() % (end / align + 1) * align + uniform(1, align - 1);  // misaligned
+        [[fallthrough]];
+      default:
+        return rng_() % (end / align + 1) * align;
+    }
+  }
+  void place_operands(CommandDescriptor& c) {
+    const int operands = c.opcode == Opcode::kPimAttention ? 4 : 3;
+    for (int i = 0; i < operands; ++i) c.args[static_cast<std::size_t>(i)] = place(operand_bytes(c, i));
+  }
+
+  const Device& d_;
+  std::mt19937_64 rng_;
+};
+
+CommandMicroOp read_micro_op(const Vpim_datapath& m) {
+  CommandMicroOp op;
+  op.kind = static_cast<CommandMicroOpKind>(m.cmd_out_kind);
+  op.a = m.cmd_out_a;
+  op.a_stride = m.cmd_out_a_stride;
+  op.b = m.cmd_out_b;
+  op.b_buffer = m.cmd_out_b_buffer != 0;
+  op.dest = m.cmd_out_dest;
+  op.dest_buffer = m.cmd_out_dest_buffer != 0;
+  op.count = m.cmd_out_count;
+  op.last = m.cmd_out_last != 0;
+  op.op_last = m.cmd_out_op_last != 0;
+  op.seq = m.cmd_out_seq;
+  op.status = static_cast<Status>(m.cmd_out_status);
+  return op;
+}
+
+void set_config(Vpim_datapath& m, const CommandDecoderConfig& c) {
+  m.cmd_cfg_memory_bytes = c.memory_bytes;
+  m.cmd_cfg_align_log2 = static_cast<std::uint8_t>(c.align_log2);
+  m.cmd_cfg_input_buffer_bytes = c.input_buffer_bytes;
+  m.cmd_cfg_softmax_buffer_bytes = c.softmax_buffer_bytes;
+}
+
+void set_descriptor(Vpim_datapath& m, const Bytes& b) {
+  for (std::size_t w = 0; w < 16; ++w) {
+    std::uint32_t v = 0;
+    for (std::size_t i = 0; i < 4; ++i) v |= std::uint32_t{b[4 * w + i]} << (8 * i);
+    m.cmd_in_descriptor[w] = v;
+  }
+}
+
+std::string describe(const Bytes& b) {
+  const CommandDescriptor d = sysc::hostif::decode_descriptor(b.data());
+  std::string s = "opcode " + std::to_string(static_cast<unsigned>(d.opcode)) + " args";
+  for (auto a : d.args) s += " " + std::to_string(a);
+  return s;
+}
+
+// Commands with more micro-ops than this are checked for status only (golden vs device), not streamed.
+constexpr std::uint64_t kMaxStreamedMicroOps = 80000;
+
+TEST(RtlCommandDecoder, StatusAndMicroOpsMatchGoldenAndDeviceUnderBackPressure) {
+  PimDatapathBench bench(false);
+  auto& m = bench.m();
+  std::mt19937_64 rng(2409);
+  const std::vector<Device> devs = devices();
+  const int per_device = 26000;
+  std::array<std::uint64_t, 9> by_status{};
+  std::uint64_t descriptors = 0, status_only = 0, micro_ops = 0;
+  for (std::size_t di = 0; di < devs.size(); ++di) {
+    const Device& dev = devs[di];
+    set_config(m, dev.config);
+    DescriptorGenerator gen(dev, 7000 + di);
+    std::deque<CommandMicroOp> expected;
+    int sent = 0;
+    Bytes pending{};
+    bool have_pending = false;
+    std::uint64_t quiet = 0;
+    while (sent < per_device || have_pending || !expected.empty()) {
+      while (!have_pending && sent < per_device) {
+        const Bytes b = gen.next();
+        const Status golden = decode_command_status(b.data(), dev.config);
+        const Status device = sysc::check_pim_command(dev.hbm, dev.pim, dev.memory,
+                                                      sysc::hostif::decode_descriptor(b.data()));
+        ASSERT_EQ(static_cast<int>(golden), static_cast<int>(device)) << "device " << di << ": " << describe(b);
+        ++by_status[static_cast<std::size_t>(golden)];
+        ++descriptors;
+        ++sent;
+        if (command_micro_op_count(b.data(), dev.config, kRtlLanes) > kMaxStreamedMicroOps) {
+          ++status_only;
+          continue;
+        }
+        pending = b;
+        have_pending = true;
+      }
+      const bool valid = have_pending && rng() % 4 != 0;
+      m.cmd_in_valid = valid;
+      set_descriptor(m, pending);
+      const bool ready = rng() % 4 != 0;
+      m.cmd_out_ready = ready;
+      bench.settle();
+      const bool in_fire = valid && m.cmd_in_ready;
+      if (ready && m.cmd_out_valid) {
+        ASSERT_FALSE(expected.empty()) << "unexpected micro-op at cycle " << bench.cycle();
+        const CommandMicroOp got = read_micro_op(m);
+        const CommandMicroOp& want = expected.front();
+        ASSERT_EQ(got, want) << "device " << di << " micro-op " << micro_ops << ": kind "
+                             << static_cast<int>(got.kind) << "/" << static_cast<int>(want.kind) << " a " << got.a
+                             << "/" << want.a << " b " << got.b << "/" << want.b << " dest " << got.dest << "/"
+                             << want.dest << " count " << got.count << "/" << want.count << " status "
+                             << static_cast<int>(got.status) << "/" << static_cast<int>(want.status);
+        expected.pop_front();
+        ++micro_ops;
+        quiet = 0;
+      } else if (!expected.empty() && ++quiet > 100) {
+        FAIL() << "decoder stalled with " << expected.size() << " micro-ops due";
+      }
+      if (in_fire) {
+        for (const auto& op : sequence_pim_command(pending.data(), dev.config, kRtlLanes)) expected.push_back(op);
+        have_pending = false;
+      }
+      bench.edge();
+    }
+  }
+  EXPECT_GE(descriptors, 100000u);
+  std::printf("descriptors %llu (status only %llu), micro-ops %llu, cycles %llu\n",
+              static_cast<unsigned long long>(descriptors), static_cast<unsigned long long>(status_only),
+              static_cast<unsigned long long>(micro_ops), static_cast<unsigned long long>(bench.cycle()));
+  for (Status s : {Status::kOk, Status::kBadOpcode, Status::kOutOfRange, Status::kMisaligned,
+                   Status::kBufferOverflow, Status::kBadShape}) {
+    std::printf("  %-22s %llu\n", sysc::hostif::to_string(s),
+                static_cast<unsigned long long>(by_status[static_cast<std::size_t>(s)]));
+    EXPECT_GT(by_status[static_cast<std::size_t>(s)], 1000u) << sysc::hostif::to_string(s);
+  }
+  EXPECT_LT(status_only, descriptors / 100);
+}
+
+// A command far too long to list: the RTL's first micro-ops equal those of the same command with fewer rows
+// (64-bit counters and addresses, no early op_last).
+TEST(RtlCommandDecoder, HugeCommandStartsLikeItsShortPrefix) {
+  PimDatapathBench bench(false);
+  auto& m = bench.m();
+  const std::vector<Device> devs = devices();
+  const Device& dev = devs[2];  // memory near 2^64
+  set_config(m, dev.config);
+  CommandDescriptor huge;
+  huge.opcode = Opcode::kPimGemv;
+  huge.seq = 77;
+  huge.args = {0, std::uint64_t{1} << 62, (std::uint64_t{1} << 62) + 4096, 3, std::uint64_t{1} << 40, 40, 0};
+  const Bytes huge_bytes = bytes_of(huge);
+  ASSERT_EQ(decode_command_status(huge_bytes.data(), dev.config), Status::kOk);
+  EXPECT_EQ(command_micro_op_count(huge_bytes.data(), dev.config, kRtlLanes), 3 * (std::uint64_t{1} << 40) * 3);
+  CommandDescriptor prefix = huge;
+  prefix.args[3] = 1;
+  prefix.args[4] = 1000;
+  const Bytes prefix_bytes = bytes_of(prefix);
+  const auto want = sequence_pim_command(prefix_bytes.data(), dev.config, kRtlLanes);
+  m.cmd_out_ready = 1;
+  m.cmd_in_valid = 1;
+  set_descriptor(m, huge_bytes);
+  bench.settle();
+  ASSERT_TRUE(m.cmd_in_ready);
+  bench.edge();
+  m.cmd_in_valid = 0;
+  for (std::size_t i = 0; i + 1 < want.size(); ++i) {
+    bench.settle();
+    ASSERT_TRUE(m.cmd_out_valid);
+    ASSERT_EQ(read_micro_op(m), want[i]) << "micro-op " << i;
+    bench.edge();
+  }
+  bench.settle();
+  EXPECT_FALSE(m.cmd_out_op_last);
+  EXPECT_FALSE(m.cmd_in_ready);  // still busy with the huge command
+}
+
+TEST(RtlCommandDecoder, TimingMatchesTheConstants) {
+  PimDatapathBench bench(false);
+  auto& m = bench.m();
+  const Device dev = devices()[1];
+  set_config(m, dev.config);
+  m.cmd_out_ready = 1;
+  CommandDescriptor gemv{Opcode::kPimGemv, 0, 1, {0, 4096, 8192, 2, 3, 40, 0}};
+  CommandDescriptor attention{Opcode::kPimAttention, 0, 2, {0, 4096, 8192, 12288, 2, 5, 20 | (0x3C00ull << 32)}};
+  CommandDescriptor bad{Opcode::kPimGemv, 0, 3, {1, 0, 0, 1, 1, 1, 0}};  // misaligned
+  const std::vector<Bytes> cmds = {bytes_of(gemv), bytes_of(attention), bytes_of(bad)};
+  std::uint64_t total = 0;
+  for (const auto& c : cmds) total += sequence_pim_command(c.data(), dev.config, kRtlLanes).size();
+  EXPECT_EQ(total, 2u * 3u * 3u + 2u * (5u * 2u + 5u + 20u * 1u) + 1u);
+  std::uint64_t accepted = 0, first_out = 0, outputs = 0;
+  std::size_t next = 0;
+  while (outputs < total) {
+    m.cmd_in_valid = next < cmds.size();
+    set_descriptor(m, cmds[next < cmds.size() ? next : 0]);
+    bench.settle();
+    if (m.cmd_out_valid && outputs++ == 0) first_out = bench.cycle();
+    if (next < cmds.size() && m.cmd_in_ready) {
+      if (next == 0) accepted = bench.cycle();
+      ++next;
+    }
+    bench.edge();
+    ASSERT_LT(bench.cycle(), 1000u);
+  }
+  EXPECT_EQ(first_out - accepted, static_cast<std::uint64_t>(timing::kCommandDecoderLatency));
+  // Back to back: the last micro-op of all three commands comes with no bubble.
+  EXPECT_EQ(bench.cycle() - 1 - accepted, timing::command_decoder_cycles(total));
+}
+
+TEST(PimCommandDecoderGolden, DocumentedExpansion) {
+  const CommandDecoderConfig config{1u << 20, 5, 4096, 2048};
+  // GEMV 1 token x 2 rows x 17 cols at W = 0x100, x = 0x200, y = 0x300: passes of 16 and 1 per row.
+  const Bytes gemv = bytes_of({Opcode::kPimGemv, 0, 9, {0x100, 0x200, 0x300, 1, 2, 17, 0}});
+  const auto ops = sequence_pim_command(gemv.data(), config, 16);
+  ASSERT_EQ(ops.size(), 4u);
+  EXPECT_EQ(ops[1], (CommandMicroOp{CommandMicroOpKind::kGemmPass, 0x100 + 32, 2, 0x200 + 32, false, 0x300, false,
+                                    1, true, false, 9, Status::kOk}));
+  EXPECT_EQ(ops[2].a, 0x100u + 34u);
+  EXPECT_EQ(ops[3].dest, 0x302u);
+  EXPECT_TRUE(ops[3].op_last);
+  // Attention group 1, context 17, d 2: PV reads a column of V (stride 2 d = 4 B), p from the buffer.
+  const Bytes attn = bytes_of({Opcode::kPimAttention, 0, 4, {0x400, 0x800, 0xC00, 0x1000, 1, 17, 2}});
+  const auto a = sequence_pim_command(attn.data(), config, 16);
+  ASSERT_EQ(a.size(), 17u + 17u + 2u * 2u);
+  EXPECT_EQ(a[17].kind, CommandMicroOpKind::kSoftmaxElement);
+  EXPECT_TRUE(a[33].last);
+  EXPECT_EQ(a[35], (CommandMicroOp{CommandMicroOpKind::kGemmPass, 0xC00 + 16 * 4, 4, 16, true, 0x1000, false, 1,
+                                   true, false, 4, Status::kOk}));
+  // A rejected descriptor is one micro-op carrying its status.
+  const Bytes bad = bytes_of({Opcode::kPimActivation, 0, 5, {0, 0, 0, 0, 0, 0, 0}});
+  const auto r = sequence_pim_command(bad.data(), config, 16);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, Status::kBadShape);
+  EXPECT_TRUE(r[0].op_last);
+  EXPECT_THROW(sequence_pim_command(gemv.data(), config, 3), Error);
+  EXPECT_THROW(decode_command_status(gemv.data(), {1u << 20, 64, 0, 0}), Error);
+  const Bytes big = bytes_of({Opcode::kPimActivation, 0, 5, {0, 1u << 19, 0, 1u << 18, 0, 0, 0}});
+  EXPECT_EQ(command_micro_op_count(big.data(), {1u << 20, 5, 0, 0}, 16), 1u << 18);
+  const Bytes huge = bytes_of({Opcode::kPimActivation, 0, 5, {0, 0, 0, 1u << 25, 0, 0, 0}});
+  EXPECT_THROW(sequence_pim_command(huge.data(), {1u << 27, 5, 0, 0}, 16), Error);
+}
+
+}  // namespace
+}  // namespace duplex::pim
