@@ -16,8 +16,8 @@
 #
 # What runs: the CUDA conformance test with DUPLEX_REQUIRE_GPU=1 (a missing GPU fails instead of skipping),
 # the backend tests, the CPU conformance test, and the Cuda/ benchmarks (decode attention bandwidth, GEMM and
-# grouped expert FFN TFLOP/s, launch overhead). Outputs go to $OUT (default ./gpu-out). Budget: < 6 minutes
-# (run mode: about 2).
+# grouped expert FFN TFLOP/s, launch overhead; GPU_CHECK_BENCH_FILTER, a Google Benchmark regex, narrows them).
+# Outputs go to $OUT (default ./gpu-out). Budget: < 6 minutes (run mode: about 3).
 #
 # Device tool, e.g.:  here: scripts/gpu_check.sh --pack
 #                     run(command="scripts/gpu_check.sh --run build-gpu-pack", carry=["build-gpu-pack"],
@@ -68,7 +68,7 @@ run_checks() {
   "${launch[@]}" "$bin/kernels_conformance_cpu" --gtest_brief=1 > "$out/conformance_cpu.txt" 2>&1 || status=1
   tail -n 5 "$out/conformance_cpu.txt" | tee -a "$out/gpu_check.log"
   log "CUDA benchmarks"
-  "${launch[@]}" "$bin/kernels_bench" --benchmark_filter='^Cuda/' --benchmark_min_time=0.2 \
+  "${launch[@]}" "$bin/kernels_bench" --benchmark_filter="${GPU_CHECK_BENCH_FILTER:-^Cuda/}" --benchmark_min_time=0.2 \
     --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json > "$out/bench_cuda.txt" 2>&1 || status=1
   cat "$out/bench_cuda.txt" | tee -a "$out/gpu_check.log"
   log "done (status $status); outputs in $out"

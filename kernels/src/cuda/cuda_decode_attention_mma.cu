@@ -167,38 +167,43 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t kv_stride = static_cast<std::int64_t>(s.hkv) * kD;  // elements between token rows
   const std::int32_t* table = block_table + static_cast<std::int64_t>(b) * s.max_blocks;
 
-  // Issue the copies of tile `tile` into its stage: kTileTokens rows of K and of V, 16 bytes a thread a copy.
-  // A thread copies kCopies chunks; their block-table reads are issued together (their latencies overlap)
-  // before any copy.
+  // Copies of tile `tile` into its stage: kTileTokens rows of K and of V, 16 bytes a thread a copy; a thread
+  // copies kCopies chunks. In two halves, so that the block-table reads are off the critical path:
+  // fetch_pages issues the reads of a tile's pages (nothing uses them until issue_copies, an iteration later:
+  // the warp does not wait for them), issue_copies checks them and issues the copies.
   constexpr int kCopies = kTileTokens * kChunks / kThreads;
   static_assert(kTileTokens * kChunks % kThreads == 0, "whole copies per thread");
-  auto load_tile = [&](int tile) {
+  auto token_of = [&](int tile, int j) {
+    return first + tile * kTileTokens + (static_cast<int>(threadIdx.x) + j * kThreads) / kChunks;
+  };
+  auto fetch_pages = [&](int tile, std::int32_t(&pages)[kCopies]) {
+#pragma unroll
+    for (int j = 0; j < kCopies; ++j) {
+      const int token = token_of(tile, j);
+      pages[j] = token < last ? table[s.block_size.div(static_cast<unsigned int>(token))] : 0;
+    }
+  };
+  auto issue_copies = [&](int tile, const std::int32_t(&pages)[kCopies]) {
     T* k_s = stages + (tile % kStages) * kStageElems;
     T* v_s = k_s + kTileTokens * kPitch;
-    std::int64_t src[kCopies];  // element offset of each chunk's row in the caches; -1: zero-fill
 #pragma unroll
     for (int j = 0; j < kCopies; ++j) {
       const int c = static_cast<int>(threadIdx.x) + j * kThreads;
-      const int token = first + tile * kTileTokens + c / kChunks;
-      src[j] = -1;
+      const int token = token_of(tile, j);
+      std::int64_t src = -1;  // element offset of the chunk in the caches; -1: zero-fill
       if (token < last) {
-        const unsigned int page_index = s.block_size.div(static_cast<unsigned int>(token));
-        const unsigned int offset = static_cast<unsigned int>(token) - page_index * s.block_size.divisor;
-        const std::int32_t page = table[page_index];
-        if (page < 0 || page >= num_blocks)
+        if (pages[j] < 0 || pages[j] >= num_blocks) {
           atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize(); the row reads as zeros
-        else
-          src[j] = (static_cast<std::int64_t>(page) * s.block_size.divisor + offset) * kv_stride +
-                   static_cast<std::int64_t>(kv_head) * kD + (c % kChunks) * 8;
+        } else {
+          const auto u = static_cast<unsigned int>(token);
+          const unsigned int offset = u - s.block_size.div(u) * s.block_size.divisor;
+          src = (static_cast<std::int64_t>(pages[j]) * s.block_size.divisor + offset) * kv_stride +
+                static_cast<std::int64_t>(kv_head) * kD + (c % kChunks) * 8;
+        }
       }
-    }
-#pragma unroll
-    for (int j = 0; j < kCopies; ++j) {
-      const int c = static_cast<int>(threadIdx.x) + j * kThreads;
       const int at = (c / kChunks) * kPitch + (c % kChunks) * 8;
-      const bool valid = src[j] >= 0;
-      copy16_async(k_s + at, valid ? k_cache + src[j] : k_cache, valid ? 16 : 0);
-      copy16_async(v_s + at, valid ? v_cache + src[j] : v_cache, valid ? 16 : 0);
+      copy16_async(k_s + at, src >= 0 ? k_cache + src : k_cache, src >= 0 ? 16 : 0);
+      copy16_async(v_s + at, src >= 0 ? v_cache + src : v_cache, src >= 0 ? 16 : 0);
     }
   };
 
@@ -208,16 +213,22 @@ __global__ void __launch_bounds__(kThreads)
   float m[2] = {-INFINITY, -INFINITY};  // running max of rows g and g + 8 (base-2 units)
   float l[2] = {0.0f, 0.0f};            // this thread's share of the running sums
 
+  std::int32_t pages[kCopies];
 #pragma unroll
   for (int st = 0; st < kStages - 1; ++st) {
-    if (st < tiles) load_tile(st);
+    if (st < tiles) {
+      fetch_pages(st, pages);
+      issue_copies(st, pages);
+    }
     commit_copies();
   }
+  fetch_pages(kStages - 1, pages);  // for the first tile the loop issues
   for (int tile = 0; tile < tiles; ++tile) {
     wait_copies<kStages - 2>();
     __syncthreads();  // tile's copies are visible to all; stage (tile - 1) % kStages is free
-    if (tile + kStages - 1 < tiles) load_tile(tile + kStages - 1);
+    if (tile + kStages - 1 < tiles) issue_copies(tile + kStages - 1, pages);
     commit_copies();
+    fetch_pages(tile + kStages, pages);  // used by the next iteration's issue_copies
 
     const int base = first + tile * kTileTokens + warp * 16;  // this warp's 16 tokens
     if (base >= last) continue;                               // warp-uniform
