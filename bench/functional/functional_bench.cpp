@@ -1,5 +1,6 @@
 // Functional emulation speed: tiny-moe, 4 requests x 16 new tokens, on gpu (all xPU kernels) and duplex-pe
-// (PIM ops on the golden or the RTL datapath). Counter tokens_per_s = generated tokens / host second.
+// (PIM ops on the golden or the RTL datapath), on one device and on the system's devices for the model (4).
+// Counter tokens_per_s = generated tokens / host second.
 #include <benchmark/benchmark.h>
 
 #include "duplex/base/device_spec.hpp"
@@ -9,11 +10,12 @@ namespace {
 
 using namespace duplex::runtime::functional;
 
-void run_tiny_moe(benchmark::State& state, const char* system, const char* datapath) {
+void run_tiny_moe(benchmark::State& state, const char* system, const char* datapath, int devices) {
   const ModelWeights w = random_weights(duplex::compiler::load_model("tiny-moe"), 1);
   const duplex::SystemSpec sys = duplex::load_system(system);
   FunctionalOptions o;
   o.datapath = datapath;
+  o.devices = devices;  // 0: the system's
   const std::vector<std::vector<std::int32_t>> prompts = {{1, 5, 9, 42}, {7, 300, 12}, {512}, {2, 2, 2, 2, 2}};
   constexpr int kNewTokens = 16;
   std::int64_t tokens = 0;
@@ -26,9 +28,13 @@ void run_tiny_moe(benchmark::State& state, const char* system, const char* datap
   state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
 }
 
-BENCHMARK_CAPTURE(run_tiny_moe, gpu, "gpu", "")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden, "duplex-pe", "golden")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_rtl, "duplex-pe", "rtl")->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK_CAPTURE(run_tiny_moe, gpu_1_device, "gpu", "", 1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_moe, gpu_4_devices, "gpu", "", 0)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden_1_device, "duplex-pe", "golden", 1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden_4_devices, "duplex-pe", "golden", 0)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_rtl_4_devices, "duplex-pe", "rtl", 0)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(2);
 
 }  // namespace
 

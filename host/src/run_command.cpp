@@ -1,6 +1,6 @@
-// `duplex run`: functional emulation of a (small) model on a system: real tensors, xPU ops on the kernels,
-// PIM ops on the Logic-PIM datapath (or, with --pim-path device, on the SystemC device through the C driver),
-// continuous batching over the prompts. Prints the generated tokens per
+// `duplex run`: functional emulation of a (small) model on a system: real tensors on every device of its
+// parallel layout (--devices), xPU ops on the kernels, PIM ops on the Logic-PIM datapath (or, with --pim-path
+// device, on the SystemC device through the C driver), continuous batching over the prompts. Prints the generated tokens per
 // request, the placement summary (ops per unit), simulated time and energy; `--check` also runs the plain CPU
 // reference and compares (identical greedy tokens, logits within the stated bound), failing the command
 // otherwise.
@@ -57,6 +57,9 @@ void add_run_command(CLI::App& app) {
   c->add_option("--pim-path", o->pim_path,
                 "PIM ops on: datapath (the Logic-PIM datapath, directly) | device (the SystemC device via the driver)")
       ->capture_default_str()->check(CLI::IsMember({"datapath", "device"}));
+  c->add_option("--devices", o->run.executor.devices,
+                "Devices to run on, in the compiler's parallel layout (0: the system's for the model)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   c->add_option("--max-batch", o->run.executor.max_batch, "Requests running at once")
       ->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--max-tokens-per-step", o->run.executor.max_tokens_per_step, "Token budget per step (0: none)")

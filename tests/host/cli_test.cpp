@@ -104,6 +104,21 @@ TEST(RunCli, TinyMoeOnDuplexPeMatchesThePlainReference) {
   EXPECT_LT(j["max_abs_logit_err"].get<double>(), 0.06);
 }
 
+TEST(RunCli, DevicesOptionShardsOverThatManyDevicesAndNamesTheirClasses) {
+  const CliRun r = run("run --model tiny-dense --system duplex-pe --devices 2 --prompt 1,5,9 --max-new-tokens 3 "
+                       "--check --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["devices"], 2);
+  EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+  EXPECT_EQ(j["device_classes"]["dev1.xpu"].get<std::string>().rfind("XpuDevice", 0), 0u);
+  EXPECT_EQ(j["device_classes"]["dev1.pim"].get<std::string>().rfind("LogicPimDevice", 0), 0u);
+  const CliRun text = run("run --model tiny-dense --system bank-pim --devices 1 --prompt 1,5,9 --max-new-tokens 2");
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  EXPECT_NE(text.out.find("PIM: BankPimDevice"), std::string::npos) << text.out;
+  EXPECT_NE(run("run --model tiny-dense --system duplex --devices 3").exit_code, 0);  // 8 heads over TP3
+}
+
 TEST(RunCli, PimOpsThroughTheDriverAndTheSystemCDeviceGiveTheSameTokens) {
   const std::string args = "run --model tiny-moe --system duplex-pe --prompt 2,7,1 --max-new-tokens 5 --check --json";
   const CliRun datapath = run(args);

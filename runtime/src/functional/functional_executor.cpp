@@ -1,19 +1,15 @@
 #include "duplex/runtime/functional/functional_executor.hpp"
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
+#include <cmath>
 
-#include "device_weights.hpp"
+#include "device_pool.hpp"
 #include "duplex/base/error.hpp"
-#include "duplex/compiler/cost_model.hpp"
-#include "duplex/compiler/parallel.hpp"
-#include "duplex/kernels/backend.hpp"
-#include "duplex/runtime/functional/paged_kv_cache.hpp"
 #include "duplex/runtime/functional/pim_unit.hpp"
 #include "duplex/runtime/functional/reference_forward.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/sim/energy_ledger.hpp"
-#include "step_runner.hpp"
 
 namespace duplex::runtime::functional {
 
@@ -25,126 +21,246 @@ std::map<std::string, std::int64_t> FunctionalResult::ops_per_unit() const {
 
 std::map<std::string, std::map<std::string, std::int64_t>> FunctionalResult::ops_per_kind_and_unit() const {
   std::map<std::string, std::map<std::string, std::int64_t>> n;
-  for (const OpRecord& r : ops) ++n[std::string(compiler::op_kind_name(r.kind))][std::string(compiler::unit_name(r.unit))];
+  for (const OpRecord& r : ops)
+    ++n[std::string(compiler::op_kind_name(r.kind))][std::string(compiler::unit_name(r.unit))];
   return n;
+}
+
+double FunctionalResult::kv_migrated_bytes() const {
+  double bytes = 0;
+  for (const KvMigration& m : kv_migrations) bytes += m.bytes;
+  return bytes;
 }
 
 class FunctionalExecutor::Impl {
  public:
   Impl(const ModelWeights& weights, const SystemSpec& system, FunctionalOptions options)
-      : w_(weights),
-        sys_(system),
-        opt_(std::move(options)),
-        layout_(compiler::ParallelLayout::make(weights.spec, sys_, 1)),
-        cost_(sys_, layout_),
-        dev_(lay_out_weights(weights)),
-        xpu_(kernels::make_cpu_backend()) {
+      : w_(weights), sys_(system), opt_(std::move(options)) {
     if (opt_.max_batch < 1) throw Error(fmt::format("max batch {}; expected >= 1", opt_.max_batch));
-    if (opt_.kv_block_tokens < 1) throw Error(fmt::format("KV block tokens {}; expected >= 1", opt_.kv_block_tokens));
+    if (opt_.kv_block_tokens < 1)
+      throw Error(fmt::format("KV block tokens {}; expected >= 1", opt_.kv_block_tokens));
     if (opt_.max_tokens_per_step < 0)
-      throw Error(fmt::format("max tokens per step {}; expected >= 0 (0: no budget)", opt_.max_tokens_per_step));
-    if (opt_.kv_blocks < 0) throw Error(fmt::format("KV blocks {}; expected >= 0 (0: enough for all)", opt_.kv_blocks));
+      throw Error(
+          fmt::format("max tokens per step {}; expected >= 0 (0: no budget)", opt_.max_tokens_per_step));
+    if (opt_.kv_blocks < 0)
+      throw Error(fmt::format("KV blocks {}; expected >= 0 (0: enough for all)", opt_.kv_blocks));
+    if (opt_.devices < 0)
+      throw Error(fmt::format("devices {}; expected >= 1 (0: the system's)", opt_.devices));
     if (opt_.pim_unit_factory && !opt_.datapath.empty())
-      throw Error(fmt::format("PIM datapath {} applies to the datapath PIM unit only, not to a custom one "
-                              "(the device computes with its system's pim.datapath)",
-                              opt_.datapath));
+      throw Error(
+          fmt::format("PIM datapath {} applies to the datapath PIM unit only, not to a custom one "
+                      "(the device computes with its system's pim.datapath)",
+                      opt_.datapath));
+    if (!sys_.pim && opt_.pim_unit_factory)
+      throw Error(fmt::format("system {} has no PIM: a PIM unit does not apply", sys_.name));
+    if (!sys_.pim && !opt_.datapath.empty())
+      throw Error(
+          fmt::format("system {} has no PIM: a PIM datapath ({}) does not apply", sys_.name, opt_.datapath));
+    std::shared_ptr<PimUnit> shared_pim;
+    std::string kind;
     if (sys_.pim && opt_.pim_unit_factory) {
-      pim_ = opt_.pim_unit_factory(sys_);
+      shared_pim = opt_.pim_unit_factory(sys_);
     } else if (sys_.pim) {
       // Bank-PIM configs name no datapath: its units compute with the same FP16 datapath arithmetic (golden).
-      std::string kind = opt_.datapath.empty() ? sys_.pim->datapath : opt_.datapath;
+      kind = opt_.datapath.empty() ? sys_.pim->datapath : opt_.datapath;
       if (kind.empty() && sys_.pim->kind == PimKind::kBankPim) kind = "golden";
-      pim_ = make_datapath_pim_unit(kind);
-    } else if (opt_.pim_unit_factory) {
-      throw Error(fmt::format("system {} has no PIM: a PIM unit does not apply", sys_.name));
-    } else if (!opt_.datapath.empty()) {
-      throw Error(fmt::format("system {} has no PIM: a PIM datapath ({}) does not apply", sys_.name, opt_.datapath));
+    }
+    devices_ = opt_.devices > 0 ? opt_.devices : sys_.devices_for(w_.spec.name);
+    if (sys_.split_prefill_fraction > 0) {
+      // The serving simulator's split: round(devices x fraction) prefill devices (at least 1), the rest
+      // decode.
+      const int prefill = std::max(1, static_cast<int>(std::lround(devices_ * sys_.split_prefill_fraction)));
+      if (devices_ - prefill < 1)
+        throw Error(
+            fmt::format("system {}: {} devices leave none for decoding after {} prefill devices; expected "
+                        "at least 2 devices",
+                        sys_.name, devices_, prefill));
+      pools_.push_back(std::make_unique<DevicePool>(w_, sys_, prefill, "prefill.", shared_pim, kind));
+      pools_.push_back(
+          std::make_unique<DevicePool>(w_, sys_, devices_ - prefill, "decode.", shared_pim, kind));
+    } else {
+      pools_.push_back(std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind));
     }
   }
 
   FunctionalResult run(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens) {
-    const compiler::ModelSpec& m = w_.spec;
-    check_prompts(prompts, m.vocab);
+    check_prompts(prompts, w_.spec.vocab);
     if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
     std::int64_t blocks = opt_.kv_blocks;
     if (blocks == 0)
       for (const auto& p : prompts)
-        blocks += (static_cast<std::int64_t>(p.size()) + max_new_tokens + opt_.kv_block_tokens - 1) / opt_.kv_block_tokens;
+        blocks += (static_cast<std::int64_t>(p.size()) + max_new_tokens + opt_.kv_block_tokens - 1) /
+                  opt_.kv_block_tokens;
+    for (auto& pool : pools_) pool->start(opt_.kv_block_tokens, blocks);
+    sequences_ = prompts;
+    FunctionalResult res;
+    res.tokens.resize(prompts.size());
+    res.logits.resize(prompts.size());
+    res.devices = devices_;
+    res.layout = pools_.size() == 1
+                     ? pools_[0]->layout().describe()
+                     : fmt::format("prefill pool {} | decode pool {}", pools_[0]->layout().describe(),
+                                   pools_[1]->layout().describe());
+    EnergyLedger energy(sys_.energy);
+    res.time = pools_.size() == 1 ? run_one_pool(prompts, max_new_tokens, blocks, res, energy)
+                                  : run_split(prompts, max_new_tokens, blocks, res, energy);
+    res.energy = energy.total();
+    res.energy_breakdown = energy.breakdown_json();
+    // After the run: a device unit reports its counters.
+    res.xpu_backend = pools_.back()->xpu(0).describe();
+    const device::IDevice* pim = pools_.back()->pim(0);
+    res.pim_unit = pim ? pim->describe() : "none";
+    for (const auto& pool : pools_) {
+      if (auto cycles = pool->pim_cycles()) res.pim_cycles = res.pim_cycles.value_or(0) + *cycles;
+      for (int d = 0; d < pool->devices(); ++d)
+        for (const device::IDevice* dev :
+             {static_cast<const device::IDevice*>(&pool->xpu(d)), pool->pim(d)}) {
+          if (dev == nullptr) continue;
+          res.device_classes[dev->name()] = dev->describe();
+          res.device_op_counts[dev->name()] = dev->op_counts();
+        }
+    }
+    return res;
+  }
+
+ private:
+  SchedulerConfig scheduler_config(std::int64_t blocks) const {
     SchedulerConfig sc;
     sc.policy = BatchingPolicy::continuous;
     sc.max_batch = opt_.max_batch;
     sc.max_tokens_per_step = opt_.max_tokens_per_step;
     sc.kv_block_tokens = opt_.kv_block_tokens;
     sc.kv_capacity_blocks = blocks;
-    Scheduler scheduler(sc);
-    std::vector<std::vector<std::int32_t>> sequences = prompts;
-    for (std::size_t r = 0; r < prompts.size(); ++r)
-      scheduler.add_request({static_cast<RequestId>(r), Time{}, static_cast<std::int64_t>(prompts[r].size()), max_new_tokens});
-    PagedKvCache kv(m.layers, m.kv_heads, m.head_dim, opt_.kv_block_tokens, blocks);
-    StepRunner runner(m, w_.numerics, dev_, layout_, cost_, *xpu_, pim_.get(), kv);
-    EnergyLedger energy(sys_.energy);
+    return sc;
+  }
 
-    FunctionalResult res;
-    res.tokens.resize(prompts.size());
-    res.logits.resize(prompts.size());
-    res.xpu_backend = xpu_->description();
+  // Runs one scheduled step on `pool`, records it and appends the sampled tokens; returns the step time and
+  // the scheduler's outcome.
+  StepOutcome step(DevicePool& pool, const char* pool_name, Scheduler& scheduler, Time& now,
+                   FunctionalResult& res, EnergyLedger& energy, const StepPlan& plan) {
+    const DevicePool::Step st = pool.step(plan, sequences_);
+    record_step(pool, pool_name, plan, st, res, energy);
+    std::vector<RequestId> sampled;
+    for (std::size_t i = 0; i < plan.requests.size(); ++i) {
+      const ScheduledRequest& s = plan.requests[i];
+      if (!s.samples_token) continue;
+      const auto r = static_cast<std::size_t>(s.id);
+      sequences_[r].push_back(st.out.next_ids[i]);
+      res.tokens[r].push_back(st.out.next_ids[i]);
+      res.logits[r].push_back(st.out.logits[i]);
+      sampled.push_back(s.id);
+    }
+    now += st.cost.time;
+    StepOutcome outcome = scheduler.update({plan.step, now});
+    std::vector<RequestId> emitted = outcome.emitted;
+    std::sort(emitted.begin(), emitted.end());
+    std::sort(sampled.begin(), sampled.end());
+    DUPLEX_ASSERT(emitted == sampled, "scheduler and executor disagree on the tokens emitted");
+    return outcome;
+  }
+
+  Time run_one_pool(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens,
+                    std::int64_t blocks, FunctionalResult& res, EnergyLedger& energy) {
+    DevicePool& pool = *pools_[0];
+    Scheduler scheduler(scheduler_config(blocks));
+    for (std::size_t r = 0; r < prompts.size(); ++r)
+      scheduler.add_request(
+          {static_cast<RequestId>(r), Time{}, static_cast<std::int64_t>(prompts[r].size()), max_new_tokens});
     Time now;
     while (scheduler.has_unfinished()) {
       const StepPlan plan = scheduler.schedule(now);
       DUPLEX_ASSERT(!plan.empty(), "every request has arrived, yet the scheduler planned nothing");
-      for (RequestId id : plan.preempted) kv.release(id);
-      std::vector<StepRequest> reqs;
-      for (const ScheduledRequest& s : plan.requests) {
-        kv.reserve(s.id, s.context_len + s.tokens);
-        reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)]});
-      }
-      const StepOutput out = runner.run(reqs);
-      record_step(plan, out, res, energy);
-      std::vector<RequestId> sampled;
-      for (std::size_t i = 0; i < plan.requests.size(); ++i) {
-        const ScheduledRequest& s = plan.requests[i];
-        if (!s.samples_token) continue;
-        const auto r = static_cast<std::size_t>(s.id);
-        sequences[r].push_back(out.next_ids[i]);
-        res.tokens[r].push_back(out.next_ids[i]);
-        res.logits[r].push_back(out.logits[i]);
-        sampled.push_back(s.id);
-      }
-      now += out.plan.total();
-      const StepOutcome outcome = scheduler.update({plan.step, now});
-      std::vector<RequestId> emitted = outcome.emitted;
-      std::sort(emitted.begin(), emitted.end());
-      std::sort(sampled.begin(), sampled.end());
-      DUPLEX_ASSERT(emitted == sampled, "scheduler and executor disagree on the tokens emitted");
-      for (RequestId id : outcome.finished) kv.release(id);
+      for (RequestId id : step(pool, "", scheduler, now, res, energy, plan).finished) pool.release(id);
     }
-    res.time = now;
-    res.energy = energy.total();
-    res.energy_breakdown = energy.breakdown_json();
-    res.pim_unit = pim_ ? pim_->describe() : "none";  // after the run: a device unit reports its counters
-    if (pim_) res.pim_cycles = pim_->simulated_cycles();
-    return res;
+    return now;
   }
 
- private:
-  void record_step(const StepPlan& plan, const StepOutput& out, FunctionalResult& res, EnergyLedger& energy) const {
+  // The split simulator's loop: the pool whose clock is behind steps next; a pool without work waits for its
+  // next arrival (the decode pool: a migrated request) or for the other pool.
+  Time run_split(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens,
+                 std::int64_t blocks, FunctionalResult& res, EnergyLedger& energy) {
+    DevicePool& prefill = *pools_[0];
+    DevicePool& decode = *pools_[1];
+    Scheduler ps(scheduler_config(blocks)), ds(scheduler_config(blocks));
+    for (std::size_t r = 0; r < prompts.size(); ++r)  // the prefill pool emits only the first token
+      ps.add_request({static_cast<RequestId>(r), Time{}, static_cast<std::int64_t>(prompts[r].size()), 1});
+    const bool one_node = devices_ <= sys_.links.devices_per_node;
+    const Bandwidth bandwidth = one_node ? sys_.links.nvlink_bandwidth : sys_.links.infiniband_bandwidth;
+    const Time latency = one_node ? sys_.links.nvlink_latency : sys_.links.infiniband_latency;
+    const char* link_action = one_node ? "links.nvlink_per_byte" : "links.infiniband_per_byte";
+    struct Clock {
+      Time now;
+      bool waiting = false;
+    };
+    Clock pc, dc;
+    Time end;
+    for (;;) {
+      if (dc.waiting && ds.has_unfinished()) dc.waiting = false;
+      if (pc.waiting && ps.has_unfinished()) pc.waiting = false;
+      if (pc.waiting && dc.waiting) break;
+      const bool on_prefill = !pc.waiting && (dc.waiting || pc.now <= dc.now);
+      Scheduler& scheduler = on_prefill ? ps : ds;
+      Clock& clock = on_prefill ? pc : dc;
+      const StepPlan plan = scheduler.schedule(clock.now);
+      if (plan.empty()) {
+        const std::optional<Time> next = scheduler.next_arrival_after(clock.now);
+        if (next)
+          clock.now = std::max(clock.now, *next);
+        else
+          clock.waiting = true;
+        continue;
+      }
+      const StepOutcome outcome = step(on_prefill ? prefill : decode, on_prefill ? "prefill" : "decode",
+                                       scheduler, clock.now, res, energy, plan);
+      end = std::max(end, clock.now);
+      for (RequestId id : outcome.finished) {
+        if (!on_prefill) {
+          decode.release(id);
+          continue;
+        }
+        const auto input = static_cast<std::int64_t>(prompts[static_cast<std::size_t>(id)].size());
+        if (max_new_tokens > 1) {
+          KvMigration m;
+          m.request = id;
+          m.tokens = input;
+          m.bytes = decode.receive_kv(prefill, id, input);
+          m.time = transfer_time(m.bytes, bandwidth) + latency;
+          EnergyLedger one(sys_.energy);
+          one.charge(EnergyCategory::kCommunication, link_action, m.bytes);
+          m.energy = one.total();
+          energy.add(one);
+          res.kv_migrations.push_back(m);
+          ds.add_request({id, clock.now + m.time, input + 1, max_new_tokens - 1, input});
+        }
+        prefill.release(id);
+      }
+    }
+    DUPLEX_ASSERT(!ps.has_unfinished() && !ds.has_unfinished(), "split run stopped with requests left");
+    return end;
+  }
+
+  void record_step(const DevicePool& pool, const char* pool_name, const StepPlan& plan,
+                   const DevicePool::Step& st, FunctionalResult& res, EnergyLedger& energy) const {
     StepRecord s;
+    s.pool = pool_name;
     s.step = plan.step;
     s.requests = static_cast<std::int64_t>(plan.requests.size());
     s.prefill_tokens = plan.prefill_tokens;
     s.decode_tokens = plan.decode_requests;
-    s.time = out.plan.total();
-    s.xpu_busy = out.plan.busy(compiler::Unit::kXpu);
-    s.pim_busy = out.plan.busy(compiler::Unit::kPim);
-    for (const compiler::PlanStage& stage : out.plan.stages) {
+    s.time = st.cost.time;
+    s.xpu_busy = st.cost.xpu_busy;
+    s.pim_busy = st.cost.pim_busy;
+    s.link_busy = st.cost.link_busy;
+    energy.add(st.cost.energy);
+    for (const compiler::PlanStage& stage : st.out.plan.stages) {
       bool xpu_expert = false, pim_expert = false;
       int layer = -1;
       for (const compiler::PlannedOp& p : stage.ops) {
-        const compiler::Op& op = out.plan.graph.ops[p.op];
+        const compiler::Op& op = st.out.plan.graph.ops[p.op];
         EnergyLedger one(sys_.energy);
         charge_op(one, op, p.unit, sys_);
-        energy.add(one);
-        res.ops.push_back({plan.step, op.name, op.kind, op.layer, p.unit, p.time, one.total()});
+        res.ops.push_back(
+            {plan.step, op.name, op.kind, op.layer, p.unit, p.time, one.total() * pool.devices()});
         if (op.kind == compiler::OpKind::kExpertFfn) {
           layer = op.layer;
           (p.unit == compiler::Unit::kPim ? pim_expert : xpu_expert) = true;
@@ -158,18 +274,18 @@ class FunctionalExecutor::Impl {
   const ModelWeights& w_;
   SystemSpec sys_;
   FunctionalOptions opt_;
-  compiler::ParallelLayout layout_;
-  compiler::CostModel cost_;
-  DeviceWeights dev_;
-  std::unique_ptr<kernels::Backend> xpu_;
-  std::unique_ptr<PimUnit> pim_;
+  int devices_ = 1;
+  std::vector<std::unique_ptr<DevicePool>> pools_;    // one, or a split system's prefill and decode pools
+  std::vector<std::vector<std::int32_t>> sequences_;  // per request: prompt + generated so far
 };
 
-FunctionalExecutor::FunctionalExecutor(const ModelWeights& weights, const SystemSpec& system, FunctionalOptions options)
+FunctionalExecutor::FunctionalExecutor(const ModelWeights& weights, const SystemSpec& system,
+                                       FunctionalOptions options)
     : impl_(std::make_unique<Impl>(weights, system, std::move(options))) {}
 FunctionalExecutor::~FunctionalExecutor() = default;
 
-FunctionalResult FunctionalExecutor::run(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens) {
+FunctionalResult FunctionalExecutor::run(const std::vector<std::vector<std::int32_t>>& prompts,
+                                         int max_new_tokens) {
   return impl_->run(prompts, max_new_tokens);
 }
 

@@ -77,16 +77,27 @@ nlohmann::json RunReport::to_json() const {
   nlohmann::json steps = nlohmann::json::array();
   std::vector<nlohmann::json> coprocessed;
   for (const StepRecord& s : r.steps) {
-    steps.push_back({{"step", s.step}, {"requests", s.requests}, {"prefill_tokens", s.prefill_tokens},
+    steps.push_back({{"pool", s.pool}, {"step", s.step}, {"requests", s.requests}, {"prefill_tokens", s.prefill_tokens},
                      {"decode_tokens", s.decode_tokens}, {"time_us", to_us(s.time)}, {"xpu_busy_us", to_us(s.xpu_busy)},
-                     {"pim_busy_us", to_us(s.pim_busy)}, {"coprocessed_expert_layers", s.coprocessed_expert_layers}});
+                     {"pim_busy_us", to_us(s.pim_busy)}, {"link_busy_us", to_us(s.link_busy)},
+                     {"coprocessed_expert_layers", s.coprocessed_expert_layers}});
     for (int l : s.coprocessed_expert_layers) coprocessed.push_back({{"step", s.step}, {"layer", l}});
   }
+  nlohmann::json migrations = nlohmann::json::array();
+  for (const KvMigration& m : r.kv_migrations)
+    migrations.push_back({{"request", m.request}, {"tokens", m.tokens}, {"bytes", m.bytes}, {"time_us", to_us(m.time)},
+                          {"energy_j", m.energy.si()}});
   nlohmann::json j = {{"model", model},
                       {"system", system},
                       {"weights", weights},
                       {"xpu", r.xpu_backend},
                       {"pim", r.pim_unit},
+                      {"devices", r.devices},
+                      {"layout", r.layout},
+                      {"device_classes", r.device_classes},
+                      {"device_op_counts", r.device_op_counts},
+                      {"kv_migrations", migrations},
+                      {"kv_migrated_bytes", r.kv_migrated_bytes()},
                       {"tokens", r.tokens},
                       {"placement", {{"ops_per_unit", r.ops_per_unit()}, {"ops_per_kind", r.ops_per_kind_and_unit()}}},
                       {"expert_coprocessing", coprocessed},
@@ -109,6 +120,7 @@ nlohmann::json RunReport::to_json() const {
 std::string RunReport::to_text() const {
   const FunctionalResult& r = result;
   std::string s = fmt::format("{} on {} ({}; xPU: {}; PIM: {})\n", model, system, weights, r.xpu_backend, r.pim_unit);
+  s += fmt::format("layout: {}\n", r.layout);
   for (std::size_t i = 0; i < r.tokens.size(); ++i)
     s += fmt::format("  request {}: {}\n", i, fmt::join(r.tokens[i], ","));
   s += "placement (ops per unit):";
@@ -121,6 +133,9 @@ std::string RunReport::to_text() const {
   }
   std::int64_t coprocessed = 0;
   for (const StepRecord& st : r.steps) coprocessed += static_cast<std::int64_t>(st.coprocessed_expert_layers.size());
+  if (!r.kv_migrations.empty())
+    s += fmt::format("K/V migrated prefill -> decode pool: {} requests, {:.0f} bytes\n", r.kv_migrations.size(),
+                     r.kv_migrated_bytes());
   s += fmt::format("steps {}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(), coprocessed);
   s += fmt::format("simulated time {:.3f} us, energy {:.6g} J, host time {:.2f} s\n", to_us(r.time), r.energy.si(),
                    host_seconds);

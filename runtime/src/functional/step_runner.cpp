@@ -2,11 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "duplex/base/error.hpp"
-#include "duplex/base/fp16.hpp"
-#include "duplex/compiler/lower.hpp"
 #include "xpu_kernels.hpp"
 
 namespace duplex::runtime::functional {
@@ -14,13 +11,41 @@ namespace duplex::runtime::functional {
 using compiler::OpKind;
 using compiler::Unit;
 
-StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& numerics, DeviceWeights& weights,
-                       const compiler::ParallelLayout& layout, const compiler::CostModel& cost, kernels::Backend& xpu,
-                       PimUnit* pim, PagedKvCache& kv)
-    : m_(model), numerics_(numerics), w_(weights), layout_(layout), cost_(cost), xpu_(xpu), pim_(pim), kv_(kv) {}
+StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& numerics,
+                       const compiler::ParallelLayout& layout, compiler::LowerOptions lowering,
+                       const compiler::CostModel& cost, std::vector<DeviceContext> devices)
+    : m_(model),
+      numerics_(numerics),
+      layout_(layout),
+      lowering_(lowering),
+      cost_(cost),
+      dev_(std::move(devices)),
+      xpu0_(*dev_.at(0).xpu),
+      w0_(*dev_.at(0).weights) {
+  DUPLEX_ASSERT(static_cast<int>(dev_.size()) == layout.devices,
+                "one device context per device of the layout");
+}
 
-compiler::ExecutionPlan StepRunner::plan() const {
-  return compiler::place(compiler::lower(m_, batch_, layout_, routing_), cost_);
+// Device 0's plan; with `expert_rotation` r, the plan of the expert group whose first expert is r (lowering
+// plans the representative device's experts [0, local_experts): the routing is rotated to put r first).
+compiler::ExecutionPlan StepRunner::plan(int expert_rotation) const {
+  compiler::Routing routing = routing_;
+  if (expert_rotation != 0)
+    for (auto& layer : routing.counts)
+      std::rotate(layer.begin(), layer.begin() + expert_rotation, layer.end());
+  return compiler::place(compiler::lower(m_, batch_, layout_, routing, lowering_), cost_);
+}
+
+device::IDevice& StepRunner::on(std::size_t d, Unit unit) const {
+  const DeviceContext& c = dev_[d];
+  DUPLEX_ASSERT(unit != Unit::kPim || c.pim != nullptr, "an op placed on a PIM the system lacks");
+  return unit == Unit::kPim ? *c.pim : static_cast<device::IDevice&>(*c.xpu);
+}
+
+// Device d's output of a sharded op before the all-reduce; with one device, the reduced output itself.
+std::uint16_t* StepRunner::partial(std::size_t d) {
+  if (dev_.size() == 1) return out_.data();
+  return partials_.data() + d * static_cast<std::size_t>(t_ * m_.hidden);
 }
 
 int StepRunner::moe_index(int layer) const {
@@ -53,10 +78,16 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests) {
   x_.assign(t * h, 0);
   normed_.assign(t * h, 0);
   out_.assign(t * h, 0);
-  q_.assign(t * static_cast<std::size_t>(m_.q_dim()), 0);
-  attn_.assign(q_.size(), 0);
-  k_.assign(t * static_cast<std::size_t>(m_.kv_dim()), 0);
-  v_.assign(k_.size(), 0);
+  partials_.assign(dev_.size() > 1 ? dev_.size() * t * h : 0, 0);
+  lanes_.assign(dev_.size(), Lane{});
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    const DeviceShard& s = dev_[d].shard;
+    Lane& lane = lanes_[d];
+    lane.q.assign(t * static_cast<std::size_t>(s.q_heads * m_.head_dim), 0);
+    lane.attn.assign(lane.q.size(), 0);
+    lane.k.assign(t * static_cast<std::size_t>(s.kv_heads * m_.head_dim), 0);
+    lane.v.assign(lane.k.size(), 0);
+  }
   norm_layer_ = -2;
   norms_in_layer_ = 0;
   kv_written_layer_ = -1;
@@ -64,28 +95,12 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests) {
   StepOutput out;
   out.plan = plan();
   out.executed_on.assign(out.plan.graph.ops.size(), Unit::kXpu);
-  for (std::size_t i = 0; i < out.plan.graph.ops.size();) {
+  for (std::size_t i = 0; i < out.plan.graph.ops.size(); ++i) {
     const compiler::Op op = out.plan.graph.ops[i];  // a copy: a router replaces the plan
     const compiler::PlannedOp* p = out.plan.find(i);
     DUPLEX_ASSERT(p != nullptr, "op " + op.name + " is in no stage of the plan");
-    if (op.kind == OpKind::kExpertFfn) {
-      std::vector<Unit> unit_of(static_cast<std::size_t>(m_.experts), Unit::kXpu);
-      std::vector<bool> listed(unit_of.size(), false);
-      std::size_t j = i;
-      for (; j < out.plan.graph.ops.size() && out.plan.graph.ops[j].kind == OpKind::kExpertFfn &&
-             out.plan.graph.ops[j].layer == op.layer;
-           ++j) {
-        const auto e = static_cast<std::size_t>(out.plan.graph.ops[j].expert);
-        unit_of[e] = out.executed_on[j] = out.plan.find(j)->unit;
-        listed[e] = true;
-      }
-      for (std::size_t e = 0; e < listed.size(); ++e)
-        DUPLEX_ASSERT(listed[e] == (routed_.back()[e] > 0), "the plan's experts differ from the routed ones");
-      experts(op.layer, unit_of);
-      i = j;
-      continue;
-    }
     out.executed_on[i] = p->unit;
+    if (op.kind == OpKind::kExpertFfn) continue;  // every device's experts ran right after the router
     if (op.kind == OpKind::kLmHead) {
       lm_head(out);
     } else if (op.kind == OpKind::kRouter) {
@@ -95,35 +110,60 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests) {
                     "re-planning with the routing changed the ops before the router");
       out.plan = std::move(next);
       out.executed_on.resize(out.plan.graph.ops.size(), Unit::kXpu);
+      experts(op.layer, out.plan);
     } else {
       execute(op, p->unit);
     }
-    ++i;
   }
   // Every op ran on the unit the final plan gives it (re-planning never moved an executed op).
   for (std::size_t i = 0; i < out.plan.graph.ops.size(); ++i)
-    DUPLEX_ASSERT(out.plan.find(i)->unit == out.executed_on[i], "op " + out.plan.graph.ops[i].name + " moved");
+    DUPLEX_ASSERT(out.plan.find(i)->unit == out.executed_on[i],
+                  "op " + out.plan.graph.ops[i].name + " moved");
+  out.routing = routing_;
   return out;
 }
 
 void StepRunner::execute(const compiler::Op& op, Unit unit) {
-  DUPLEX_ASSERT(unit != Unit::kPim || pim_ != nullptr, "op " + op.name + " placed on a PIM the system lacks");
   const std::int64_t h = m_.hidden;
   switch (op.kind) {
     case OpKind::kEmbedding:
-      launch(xpu_, kernels::EmbeddingArgs{f16_view(w_.embedding, {m_.vocab, h}), i32_view(ids_, {t_}), f16_view(x_, {t_, h})});
+      xpu0_.run(op.kind, kernels::EmbeddingArgs{f16_view(w0_.embedding, {m_.vocab, h}), i32_view(ids_, {t_}),
+                                                f16_view(x_, {t_, h})});
       return;
-    case OpKind::kNorm: norm(op.layer); return;
-    case OpKind::kQkvProj: qkv(op.layer, unit); return;
-    case OpKind::kRope: rope(); return;
-    case OpKind::kAttentionPrefill: attention(op.layer, false, unit); return;
-    case OpKind::kAttentionDecode: attention(op.layer, true, unit); return;
-    case OpKind::kOProj: o_proj(op.layer, unit); return;
+    case OpKind::kNorm:
+      norm(op.layer);
+      return;
+    case OpKind::kQkvProj:
+      qkv(op.layer, unit);
+      return;
+    case OpKind::kRope:
+      rope();
+      return;
+    case OpKind::kAttentionPrefill:
+      attention(op.layer, false, unit);
+      return;
+    case OpKind::kAttentionDecode:
+      attention(op.layer, true, unit);
+      return;
+    case OpKind::kOProj:
+      o_proj(op.layer, unit);
+      return;
+    case OpKind::kAllReduce:
+      all_reduce();
+      return;
     case OpKind::kResidual:
-      launch(xpu_, kernels::ResidualAddArgs{f16_view(x_, {t_, h}), f16_view(out_, {t_, h}), f16_view(x_, {t_, h})});
+      xpu0_.run(op.kind, kernels::ResidualAddArgs{f16_view(x_, {t_, h}), f16_view(out_, {t_, h}),
+                                                  f16_view(x_, {t_, h})});
       return;
-    case OpKind::kDenseFfn: dense_ffn(op.layer, unit); return;
-    default: DUPLEX_ASSERT(false, "functional emulation cannot execute op " + op.name);
+    case OpKind::kDenseFfn:
+      dense_ffn(op.layer, unit);
+      return;
+    // Data movement only: the emulation's devices share host memory (the plan times the transfer).
+    case OpKind::kAllToAll:
+    case OpKind::kPimTransfer:
+      return;
+    default:
+      DUPLEX_ASSERT(false, "functional emulation cannot execute op " + op.name);
   }
 }
 
@@ -132,166 +172,153 @@ void StepRunner::norm(int layer) {
     norm_layer_ = layer;
     norms_in_layer_ = 0;
   }
-  std::vector<std::uint16_t>& gain = layer < 0             ? w_.final_norm
-                                     : norms_in_layer_ == 0 ? w_.layers[static_cast<std::size_t>(layer)].attn_norm
-                                                            : w_.layers[static_cast<std::size_t>(layer)].ffn_norm;
+  std::vector<std::uint16_t>& gain = layer < 0 ? w0_.final_norm
+                                     : norms_in_layer_ == 0
+                                         ? w0_.layers[static_cast<std::size_t>(layer)].attn_norm
+                                         : w0_.layers[static_cast<std::size_t>(layer)].ffn_norm;
   ++norms_in_layer_;
   const std::int64_t h = m_.hidden;
-  launch(xpu_, kernels::NormArgs{kernels::NormKind::kRms, f16_view(x_, {t_, h}), f16_view(gain, {h}), kernels::Tensor{},
-                                 f16_view(normed_, {t_, h}), numerics_.rms_norm_eps});
+  xpu0_.run(OpKind::kNorm,
+            kernels::NormArgs{kernels::NormKind::kRms, f16_view(x_, {t_, h}), f16_view(gain, {h}),
+                              kernels::Tensor{}, f16_view(normed_, {t_, h}), numerics_.rms_norm_eps});
 }
 
 void StepRunner::qkv(int layer, Unit unit) {
-  const std::int64_t h = m_.hidden, q = m_.q_dim(), kv = m_.kv_dim(), n = q + 2 * kv;
-  auto& w = w_.layers[static_cast<std::size_t>(layer)].qkv;
-  std::vector<std::uint16_t> fused(static_cast<std::size_t>(t_ * n));
-  if (unit == Unit::kPim) {
-    pim_->linear(w.data(), normed_.data(), fused.data(), static_cast<std::size_t>(t_), static_cast<std::size_t>(n),
-                 static_cast<std::size_t>(h));
-  } else {
-    launch(xpu_, kernels::GemmArgs{f16_view(normed_, {t_, h}), f16_view(w, {n, h}), f16_view(fused, {t_, n})});
-  }
-  for (std::int64_t r = 0; r < t_; ++r) {
-    const auto* row = fused.data() + r * n;
-    std::copy(row, row + q, q_.data() + r * q);
-    std::copy(row + q, row + q + kv, k_.data() + r * kv);
-    std::copy(row + q + kv, row + n, v_.data() + r * kv);
+  const std::int64_t h = m_.hidden, hd = m_.head_dim;
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    const DeviceShard& s = dev_[d].shard;
+    Lane& lane = lanes_[d];
+    const std::int64_t q = s.q_heads * hd, kv = s.kv_heads * hd, n = q + 2 * kv;
+    const auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].qkv;
+    std::vector<std::uint16_t> fused(static_cast<std::size_t>(t_ * n));
+    on(d, unit).linear(OpKind::kQkvProj, w.data(), normed_.data(), fused.data(), static_cast<std::size_t>(t_),
+                       static_cast<std::size_t>(n), static_cast<std::size_t>(h));
+    for (std::int64_t r = 0; r < t_; ++r) {
+      const auto* row = fused.data() + r * n;
+      std::copy(row, row + q, lane.q.data() + r * q);
+      std::copy(row + q, row + q + kv, lane.k.data() + r * kv);
+      std::copy(row + q + kv, row + n, lane.v.data() + r * kv);
+    }
   }
 }
 
 void StepRunner::rope() {
-  launch(xpu_, kernels::RopeArgs{f16_view(q_, {t_, m_.heads, m_.head_dim}), i32_view(positions_, {t_}),
-                                 numerics_.rope_theta, 0});
-  launch(xpu_, kernels::RopeArgs{f16_view(k_, {t_, m_.kv_heads, m_.head_dim}), i32_view(positions_, {t_}),
-                                 numerics_.rope_theta, 0});
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    const DeviceShard& s = dev_[d].shard;
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, m_.head_dim}),
+                                                      i32_view(positions_, {t_}), numerics_.rope_theta, 0});
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, m_.head_dim}),
+                                                      i32_view(positions_, {t_}), numerics_.rope_theta, 0});
+  }
 }
 
-// The new tokens' K/V go into the paged cache (the xPU writes them, DUPLEX.md "K/V migration"), once per layer
-// before its first attention op.
+// The new tokens' K/V go into each device's paged cache (the xPU writes them, DUPLEX.md "K/V migration"),
+// once per layer before its first attention op.
 void StepRunner::write_kv(int layer) {
-  const std::int64_t kv = m_.kv_dim();
-  for (const Row& row : rows_)
-    for (std::int64_t i = 0; i < row.request->tokens; ++i) {
-      const std::int64_t r = row.first + i, pos = row.request->context + i;
-      std::copy(k_.data() + r * kv, k_.data() + (r + 1) * kv, kv_.k(layer, row.request->id, pos));
-      std::copy(v_.data() + r * kv, v_.data() + (r + 1) * kv, kv_.v(layer, row.request->id, pos));
-    }
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    const std::int64_t kv = dev_[d].shard.kv_heads * m_.head_dim;
+    const Lane& lane = lanes_[d];
+    for (const Row& row : rows_)
+      for (std::int64_t i = 0; i < row.request->tokens; ++i) {
+        const std::int64_t r = row.first + i, pos = row.request->context + i;
+        std::copy(lane.k.data() + r * kv, lane.k.data() + (r + 1) * kv,
+                  dev_[d].kv->k(layer, row.request->id, pos));
+        std::copy(lane.v.data() + r * kv, lane.v.data() + (r + 1) * kv,
+                  dev_[d].kv->v(layer, row.request->id, pos));
+      }
+  }
 }
 
+// The lowering's decode op holds the requests computing one token; the prefill op all others. On the xPU,
+// whole prompts (nothing cached before the step) go to the prefill kernel; every other token row attends to
+// the paged cache through decode attention, one row per token with its own context length (PIM: every row).
 void StepRunner::attention(int layer, bool decode_op, Unit unit) {
   if (kv_written_layer_ != layer) {
     write_kv(layer);
     kv_written_layer_ = layer;
   }
-  // The lowering's decode op holds the requests computing one token; the prefill op all others.
-  std::vector<const Row*> rows;
-  for (const Row& row : rows_)
-    if ((row.request->tokens == 1) == decode_op) rows.push_back(&row);
-  if (unit == Unit::kPim) {
-    pim_attention(layer, rows);
-  } else {
-    xpu_attention(layer, rows);
-  }
-}
-
-void StepRunner::xpu_attention(int layer, const std::vector<const Row*>& rows) {
-  const std::int64_t hq = m_.heads, hkv = m_.kv_heads, d = m_.head_dim, qd = m_.q_dim(), kvd = m_.kv_dim();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  // Whole prompts (nothing cached before the step) go to the prefill kernel; every other token row attends to
-  // the paged cache through the decode kernel, one row per token with its own context length.
   std::vector<const Row*> prompts;
   std::vector<std::pair<const Row*, std::int64_t>> paged;  // (request rows, token index)
-  for (const Row* row : rows) {
-    if (row->request->context == 0 && row->request->tokens > 1) {
-      prompts.push_back(row);
+  for (const Row& row : rows_) {
+    if ((row.request->tokens == 1) != decode_op) continue;
+    if (unit == Unit::kXpu && row.request->context == 0 && row.request->tokens > 1) {
+      prompts.push_back(&row);
     } else {
-      for (std::int64_t i = 0; i < row->request->tokens; ++i) paged.emplace_back(row, i);
+      for (std::int64_t i = 0; i < row.request->tokens; ++i) paged.emplace_back(&row, i);
     }
   }
-  if (!prompts.empty()) {
-    std::vector<std::int64_t> starts{0};
-    for (const Row* row : prompts) starts.push_back(starts.back() + row->request->tokens);
-    const std::int64_t p = starts.back();
-    std::vector<std::uint16_t> q(static_cast<std::size_t>(p * qd)), k(static_cast<std::size_t>(p * kvd)),
-        v(k.size()), o(q.size());
-    for (std::size_t b = 0; b < prompts.size(); ++b) {
-      const std::int64_t first = prompts[b]->first, n = prompts[b]->request->tokens;
-      std::copy(q_.data() + first * qd, q_.data() + (first + n) * qd, q.data() + starts[b] * qd);
-      std::copy(k_.data() + first * kvd, k_.data() + (first + n) * kvd, k.data() + starts[b] * kvd);
-      std::copy(v_.data() + first * kvd, v_.data() + (first + n) * kvd, v.data() + starts[b] * kvd);
-    }
-    launch(xpu_, kernels::PrefillAttentionArgs{f16_view(q, {p, hq, d}), f16_view(k, {p, hkv, d}), f16_view(v, {p, hkv, d}),
-                                               f16_view(o, {p, hq, d}), starts, scale});
-    for (std::size_t b = 0; b < prompts.size(); ++b)
-      std::copy(o.data() + starts[b] * qd, o.data() + starts[b + 1] * qd, attn_.data() + prompts[b]->first * qd);
-  }
-  if (!paged.empty()) {
-    const auto b = static_cast<std::int64_t>(paged.size());
-    std::int64_t max_blocks = 1, max_context = 0;
-    for (const auto& [row, i] : paged) {
-      max_blocks = std::max<std::int64_t>(max_blocks, static_cast<std::int64_t>(kv_.block_table(row->request->id).size()));
-      max_context = std::max(max_context, row->request->context + i + 1);
-    }
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!prompts.empty()) prefill_attention(d, prompts);
+    if (paged.empty()) continue;
+    const DeviceShard& s = dev_[d].shard;
+    Lane& lane = lanes_[d];
+    PagedKvCache& kv = *dev_[d].kv;
+    const std::int64_t qd = s.q_heads * m_.head_dim, b = static_cast<std::int64_t>(paged.size());
     std::vector<std::uint16_t> q(static_cast<std::size_t>(b * qd)), o(q.size());
-    std::vector<std::int32_t> table(static_cast<std::size_t>(b * max_blocks), 0), lens(static_cast<std::size_t>(b));
+    device::DecodeAttentionBatch batch;
     for (std::int64_t r = 0; r < b; ++r) {
       const auto& [row, i] = paged[static_cast<std::size_t>(r)];
-      std::copy(q_.data() + (row->first + i) * qd, q_.data() + (row->first + i + 1) * qd, q.data() + r * qd);
-      const auto& blocks = kv_.block_table(row->request->id);
-      std::copy(blocks.begin(), blocks.end(), table.begin() + r * max_blocks);
-      lens[static_cast<std::size_t>(r)] = static_cast<std::int32_t>(row->request->context + i + 1);
+      std::copy(lane.q.data() + (row->first + i) * qd, lane.q.data() + (row->first + i + 1) * qd,
+                q.data() + r * qd);
+      batch.block_tables.push_back(&kv.block_table(row->request->id));
+      batch.context_lens.push_back(static_cast<std::int32_t>(row->request->context + i + 1));
     }
-    const std::int64_t nb = kv_.num_blocks(), bt = kv_.block_tokens();
-    kernels::DecodeAttentionArgs a;
-    a.q = f16_view(q, {b, hq, d});
-    a.k_cache = kernels::Tensor::contiguous(kv_.k_pool(layer), kernels::DType::kF16, {nb, bt, hkv, d});
-    a.v_cache = kernels::Tensor::contiguous(kv_.v_pool(layer), kernels::DType::kF16, {nb, bt, hkv, d});
-    a.block_table = i32_view(table, {b, max_blocks});
-    a.context_lens = i32_view(lens, {b});
-    a.out = f16_view(o, {b, hq, d});
-    a.scale = scale;
-    a.max_context_len = max_context;
-    launch(xpu_, a);
+    batch.q = q.data();
+    batch.out = o.data();
+    batch.rows = b;
+    batch.q_heads = s.q_heads;
+    batch.kv = {kv.k_pool(layer),  kv.v_pool(layer), kv.num_blocks(),
+                kv.block_tokens(), s.kv_heads,       m_.head_dim};
+    batch.scale = 1.0f / std::sqrt(static_cast<float>(m_.head_dim));
+    on(d, unit).decode_attention(batch);
     for (std::int64_t r = 0; r < b; ++r) {
       const auto& [row, i] = paged[static_cast<std::size_t>(r)];
-      std::copy(o.data() + r * qd, o.data() + (r + 1) * qd, attn_.data() + (row->first + i) * qd);
+      std::copy(o.data() + r * qd, o.data() + (r + 1) * qd, lane.attn.data() + (row->first + i) * qd);
     }
   }
 }
 
-// Logic-PIM decode attention: per token row and KV head, the GQA group's queries against that head's K/V,
-// gathered from the paged cache through the request's block table.
-void StepRunner::pim_attention(int layer, const std::vector<const Row*>& rows) {
-  const auto d = static_cast<std::size_t>(m_.head_dim), hq = static_cast<std::size_t>(m_.heads);
-  const auto group = static_cast<std::size_t>(m_.heads / m_.kv_heads);
-  const std::uint16_t scale = float_to_half_bits(1.0f / std::sqrt(static_cast<float>(d)));
-  std::vector<std::uint16_t> k, v;
-  for (const Row* row : rows)
-    for (std::int64_t i = 0; i < row->request->tokens; ++i) {
-      const auto r = static_cast<std::size_t>(row->first + i);
-      const auto t = static_cast<std::size_t>(row->request->context + i + 1);
-      k.resize(t * d);
-      v.resize(t * d);
-      for (std::size_t g = 0; g < static_cast<std::size_t>(m_.kv_heads); ++g) {
-        for (std::size_t j = 0; j < t; ++j) {
-          const auto pos = static_cast<std::int64_t>(j);
-          std::copy_n(kv_.k(layer, row->request->id, pos) + g * d, d, k.data() + j * d);
-          std::copy_n(kv_.v(layer, row->request->id, pos) + g * d, d, v.data() + j * d);
-        }
-        const std::size_t qo = (r * hq + g * group) * d;
-        pim_->attention(q_.data() + qo, k.data(), v.data(), group, t, d, scale, attn_.data() + qo);
-      }
-    }
+void StepRunner::prefill_attention(std::size_t d, const std::vector<const Row*>& prompts) {
+  const DeviceShard& s = dev_[d].shard;
+  Lane& lane = lanes_[d];
+  const std::int64_t hd = m_.head_dim, qd = s.q_heads * hd, kvd = s.kv_heads * hd;
+  std::vector<std::int64_t> starts{0};
+  for (const Row* row : prompts) starts.push_back(starts.back() + row->request->tokens);
+  const std::int64_t p = starts.back();
+  std::vector<std::uint16_t> q(static_cast<std::size_t>(p * qd)), k(static_cast<std::size_t>(p * kvd)),
+      v(k.size()), o(q.size());
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    const std::int64_t first = prompts[b]->first, n = prompts[b]->request->tokens;
+    std::copy(lane.q.data() + first * qd, lane.q.data() + (first + n) * qd, q.data() + starts[b] * qd);
+    std::copy(lane.k.data() + first * kvd, lane.k.data() + (first + n) * kvd, k.data() + starts[b] * kvd);
+    std::copy(lane.v.data() + first * kvd, lane.v.data() + (first + n) * kvd, v.data() + starts[b] * kvd);
+  }
+  dev_[d].xpu->run(
+      OpKind::kAttentionPrefill,
+      kernels::PrefillAttentionArgs{f16_view(q, {p, s.q_heads, hd}), f16_view(k, {p, s.kv_heads, hd}),
+                                    f16_view(v, {p, s.kv_heads, hd}), f16_view(o, {p, s.q_heads, hd}), starts,
+                                    1.0f / std::sqrt(static_cast<float>(hd))});
+  for (std::size_t b = 0; b < prompts.size(); ++b)
+    std::copy(o.data() + starts[b] * qd, o.data() + starts[b + 1] * qd,
+              lane.attn.data() + prompts[b]->first * qd);
+}
+
+// The stand-in for the tensor-parallel all-reduce: out = sum over devices of their partial outputs (FP32, in
+// device order), on device 0's xPU; every device would compute the same sum.
+void StepRunner::all_reduce() {
+  DUPLEX_ASSERT(dev_.size() > 1, "an all-reduce in a one-device plan");
+  const std::int64_t n = t_ * m_.hidden, p = static_cast<std::int64_t>(dev_.size());
+  xpu0_.run(OpKind::kAllReduce, kernels::PartialSumArgs{f16_view(partials_, {p, n}), f16_view(out_, {n})});
 }
 
 void StepRunner::o_proj(int layer, Unit unit) {
-  const std::int64_t h = m_.hidden, q = m_.q_dim();
-  auto& w = w_.layers[static_cast<std::size_t>(layer)].o;
-  if (unit == Unit::kPim) {
-    pim_->linear(w.data(), attn_.data(), out_.data(), static_cast<std::size_t>(t_), static_cast<std::size_t>(h),
-                 static_cast<std::size_t>(q));
-  } else {
-    launch(xpu_, kernels::GemmArgs{f16_view(attn_, {t_, q}), f16_view(w, {h, q}), f16_view(out_, {t_, h})});
+  const std::int64_t h = m_.hidden;
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    const std::int64_t q = dev_[d].shard.q_heads * m_.head_dim;
+    const auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].o;
+    on(d, unit).linear(OpKind::kOProj, w.data(), lanes_[d].attn.data(), partial(d),
+                       static_cast<std::size_t>(t_), static_cast<std::size_t>(h),
+                       static_cast<std::size_t>(q));
   }
 }
 
@@ -301,12 +328,12 @@ void StepRunner::route(int layer) {
   topk_weights_.assign(topk_ids_.size(), 0.0f);
   kernels::RouterArgs a;
   a.hidden = f16_view(normed_, {t_, h});
-  a.gate_weight = f16_view(w_.layers[static_cast<std::size_t>(layer)].router, {e, h});
+  a.gate_weight = f16_view(w0_.layers[static_cast<std::size_t>(layer)].router, {e, h});
   a.topk_ids = i32_view(topk_ids_, {t_, k});
   a.topk_weights = f32_view(topk_weights_, {t_, k});
   a.top_k = k;
   a.renormalize = true;
-  launch(xpu_, a);
+  xpu0_.run(OpKind::kRouter, a);
   std::vector<std::int64_t> counts(static_cast<std::size_t>(e), 0);
   for (auto id : topk_ids_) ++counts[static_cast<std::size_t>(id)];
   DUPLEX_ASSERT(static_cast<int>(routed_.size()) == moe_index(layer), "routers out of layer order");
@@ -317,78 +344,109 @@ void StepRunner::route(int layer) {
   compiler::Routing r;
   r.kind = compiler::Routing::Kind::kCounts;
   for (int i = 0; i < moe_layers; ++i)
-    r.counts.push_back(i < static_cast<int>(routed_.size()) ? routed_[static_cast<std::size_t>(i)]
-                                                            : compiler::Routing{}.expert_tokens(i, t_, m_.experts, m_.top_k));
+    r.counts.push_back(i < static_cast<int>(routed_.size())
+                           ? routed_[static_cast<std::size_t>(i)]
+                           : compiler::Routing{}.expert_tokens(i, t_, m_.experts, m_.top_k));
   routing_ = std::move(r);
 }
 
-void StepRunner::experts(int layer, const std::vector<Unit>& expert_unit) {
-  LayerWeights& lw = w_.layers[static_cast<std::size_t>(layer)];
-  const std::int64_t h = m_.hidden, e = m_.experts, k = m_.top_k, f = lw.ffn_width, p = t_ * k;
-  std::vector<std::uint16_t> x_perm(static_cast<std::size_t>(p * h)), y_perm(x_perm.size());
-  std::vector<std::int32_t> permuted_row(static_cast<std::size_t>(p)), offsets32(static_cast<std::size_t>(e + 1));
-  launch(xpu_, kernels::PermuteArgs{f16_view(normed_, {t_, h}), i32_view(topk_ids_, {t_, k}), f16_view(x_perm, {p, h}),
-                                    i32_view(permuted_row, {t_, k}), i32_view(offsets32, {e + 1}), e});
-  std::vector<std::int64_t> off(offsets32.begin(), offsets32.end());
-  // xPU lane: its experts' rows packed into one grouped launch; PIM lane: each of its experts on the PIM.
-  std::vector<std::int64_t> xpu_off{0};
-  std::vector<std::uint16_t> x_sub, y_sub;
-  for (std::int64_t ex = 0; ex < e; ++ex) {
-    const auto i = static_cast<std::size_t>(ex);
-    const std::int64_t rows = off[i + 1] - off[i];
-    DUPLEX_ASSERT(rows == routed_.back()[i], "permute and router disagree on an expert's tokens");
-    const bool on_xpu = expert_unit[i] == Unit::kXpu;
-    xpu_off.push_back(xpu_off.back() + (on_xpu ? rows : 0));
-    if (rows == 0) continue;
-    if (on_xpu) {
-      x_sub.insert(x_sub.end(), x_perm.begin() + off[i] * h, x_perm.begin() + off[i + 1] * h);
-    } else {
-      DUPLEX_ASSERT(pim_ != nullptr, "an expert placed on a PIM the system lacks");
-      pim_->gated_ffn(lw.gate.data() + ex * f * h, lw.up.data() + ex * f * h, lw.down.data() + ex * h * f,
-                      x_perm.data() + off[i] * h, y_perm.data() + off[i] * h, static_cast<std::size_t>(rows),
-                      static_cast<std::size_t>(f), static_cast<std::size_t>(h));
-    }
+// The unit of each local expert of device d in `layer` (experts with no tokens: kXpu, never run), from its
+// expert group's plan.
+std::vector<Unit> StepRunner::expert_units(std::size_t d, int layer,
+                                           const compiler::ExecutionPlan& device0) const {
+  const DeviceShard& s = dev_[d].shard;
+  const compiler::ExecutionPlan own = s.expert0 == 0 ? compiler::ExecutionPlan{} : plan(s.expert0);
+  const compiler::ExecutionPlan& p = s.expert0 == 0 ? device0 : own;
+  std::vector<Unit> unit(static_cast<std::size_t>(s.local_experts), Unit::kXpu);
+  std::vector<bool> listed(unit.size(), false);
+  for (std::size_t j = 0; j < p.graph.ops.size(); ++j) {
+    const compiler::Op& op = p.graph.ops[j];
+    if (op.kind != OpKind::kExpertFfn || op.layer != layer) continue;
+    const auto i = static_cast<std::size_t>(op.expert);
+    DUPLEX_ASSERT(i < unit.size(), "a planned expert beyond the device's local experts");
+    unit[i] = p.find(j)->unit;
+    listed[i] = true;
   }
-  const std::int64_t xpu_rows = xpu_off.back();
-  if (xpu_rows > 0) {
-    y_sub.resize(x_sub.size());
-    kernels::ExpertFfnArgs a;
-    a.x = f16_view(x_sub, {xpu_rows, h});
-    a.w_in = f16_view(lw.gate, {e, f, h});
-    a.w_up = f16_view(lw.up, {e, f, h});
-    a.w_down = f16_view(lw.down, {e, h, f});
-    a.y = f16_view(y_sub, {xpu_rows, h});
-    a.expert_offsets = xpu_off;
-    launch(xpu_, a);
-    for (std::int64_t ex = 0; ex < e; ++ex) {
-      const auto i = static_cast<std::size_t>(ex);
-      std::copy(y_sub.begin() + xpu_off[i] * h, y_sub.begin() + xpu_off[i + 1] * h, y_perm.begin() + off[i] * h);
+  for (std::size_t i = 0; i < listed.size(); ++i)
+    DUPLEX_ASSERT(listed[i] == (routed_.back()[static_cast<std::size_t>(s.expert0) + i] > 0),
+                  "the plan's experts differ from the routed ones");
+  return unit;
+}
+
+// Every device runs its local experts (or their column shards) on the tokens routed to them, on the units its
+// plan gives: xPU experts packed into one grouped launch, PIM experts one by one; then it combines its
+// experts' rows with the routing weights into its partial output (rows of other devices' experts are zero).
+void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
+  const std::int64_t h = m_.hidden, e = m_.experts, k = m_.top_k, p = t_ * k;
+  std::vector<std::uint16_t> x_perm(static_cast<std::size_t>(p * h));
+  std::vector<std::int32_t> permuted_row(static_cast<std::size_t>(p)),
+      offsets32(static_cast<std::size_t>(e + 1));
+  xpu0_.run(
+      OpKind::kExpertFfn,
+      kernels::PermuteArgs{f16_view(normed_, {t_, h}), i32_view(topk_ids_, {t_, k}), f16_view(x_perm, {p, h}),
+                           i32_view(permuted_row, {t_, k}), i32_view(offsets32, {e + 1}), e});
+  const std::vector<std::int64_t> off(offsets32.begin(), offsets32.end());
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    const DeviceShard& s = dev_[d].shard;
+    LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
+    const std::int64_t f = lw.ffn_width, local = s.local_experts;
+    const std::vector<Unit> unit = expert_units(d, layer, device0);
+    std::vector<std::uint16_t> y_perm(x_perm.size(), 0), x_sub, y_sub;
+    std::vector<std::int64_t> xpu_off{0};
+    for (std::int64_t i = 0; i < local; ++i) {
+      const auto ge = static_cast<std::size_t>(s.expert0 + i);
+      const std::int64_t rows = off[ge + 1] - off[ge];
+      DUPLEX_ASSERT(rows == routed_.back()[ge], "permute and router disagree on an expert's tokens");
+      const bool on_xpu = unit[static_cast<std::size_t>(i)] == Unit::kXpu;
+      xpu_off.push_back(xpu_off.back() + (on_xpu ? rows : 0));
+      if (rows == 0) continue;
+      if (on_xpu) {
+        x_sub.insert(x_sub.end(), x_perm.begin() + off[ge] * h, x_perm.begin() + off[ge + 1] * h);
+      } else {
+        on(d, Unit::kPim)
+            .gated_ffn(OpKind::kExpertFfn, lw.gate.data() + i * f * h, lw.up.data() + i * f * h,
+                       lw.down.data() + i * h * f, x_perm.data() + off[ge] * h, y_perm.data() + off[ge] * h,
+                       static_cast<std::size_t>(rows), static_cast<std::size_t>(f),
+                       static_cast<std::size_t>(h));
+      }
     }
+    const std::int64_t xpu_rows = xpu_off.back();
+    if (xpu_rows > 0) {
+      y_sub.resize(x_sub.size());
+      kernels::ExpertFfnArgs a;
+      a.x = f16_view(x_sub, {xpu_rows, h});
+      a.w_in = f16_view(lw.gate, {local, f, h});
+      a.w_up = f16_view(lw.up, {local, f, h});
+      a.w_down = f16_view(lw.down, {local, h, f});
+      a.y = f16_view(y_sub, {xpu_rows, h});
+      a.expert_offsets = xpu_off;
+      dev_[d].xpu->run(OpKind::kExpertFfn, a);
+      for (std::int64_t i = 0; i < local; ++i) {
+        const auto ge = static_cast<std::size_t>(s.expert0 + i), li = static_cast<std::size_t>(i);
+        std::copy(y_sub.begin() + xpu_off[li] * h, y_sub.begin() + xpu_off[li + 1] * h,
+                  y_perm.begin() + off[ge] * h);
+      }
+    }
+    dev_[d].xpu->run(
+        OpKind::kExpertFfn,
+        kernels::UnpermuteArgs{f16_view(y_perm, {p, h}), i32_view(permuted_row, {t_, k}),
+                               f32_view(topk_weights_, {t_, k}),
+                               kernels::Tensor::contiguous(partial(d), kernels::DType::kF16, {t_, h})});
   }
-  launch(xpu_, kernels::UnpermuteArgs{f16_view(y_perm, {p, h}), i32_view(permuted_row, {t_, k}),
-                                      f32_view(topk_weights_, {t_, k}), f16_view(out_, {t_, h})});
 }
 
 void StepRunner::dense_ffn(int layer, Unit unit) {
-  LayerWeights& lw = w_.layers[static_cast<std::size_t>(layer)];
-  const std::int64_t h = m_.hidden, f = lw.ffn_width;
-  if (unit == Unit::kPim) {
-    pim_->gated_ffn(lw.gate.data(), lw.up.data(), lw.down.data(), normed_.data(), out_.data(),
-                    static_cast<std::size_t>(t_), static_cast<std::size_t>(f), static_cast<std::size_t>(h));
-    return;
+  const std::int64_t h = m_.hidden;
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
+    on(d, unit).gated_ffn(OpKind::kDenseFfn, lw.gate.data(), lw.up.data(), lw.down.data(), normed_.data(),
+                          partial(d), static_cast<std::size_t>(t_), static_cast<std::size_t>(lw.ffn_width),
+                          static_cast<std::size_t>(h));
   }
-  const std::vector<std::int64_t> offsets{0, t_};
-  kernels::ExpertFfnArgs a;
-  a.x = f16_view(normed_, {t_, h});
-  a.w_in = f16_view(lw.gate, {1, f, h});
-  a.w_up = f16_view(lw.up, {1, f, h});
-  a.w_down = f16_view(lw.down, {1, h, f});
-  a.y = f16_view(out_, {t_, h});
-  a.expert_offsets = offsets;
-  launch(xpu_, a);
 }
 
-// One next-token row per request: its last token's final-norm output.
+// One next-token row per request (its last token's final-norm output); each device computes the logits of
+// its vocabulary rows, gathered in vocabulary order; greedy: the first largest logit.
 void StepRunner::lm_head(StepOutput& out) {
   const std::int64_t h = m_.hidden, vocab = m_.vocab, n = static_cast<std::int64_t>(rows_.size());
   std::vector<std::uint16_t> last(static_cast<std::size_t>(n * h));
@@ -397,14 +455,31 @@ void StepRunner::lm_head(StepOutput& out) {
     const std::int64_t src = row.first + row.request->tokens - 1;
     std::copy(normed_.data() + src * h, normed_.data() + (src + 1) * h, last.data() + r * h);
   }
-  std::vector<std::int32_t> next(static_cast<std::size_t>(n));
   std::vector<float> logits(static_cast<std::size_t>(n * vocab));
-  launch(xpu_, kernels::LmHeadArgs{f16_view(last, {n, h}), f16_view(w_.lm_head, {vocab, h}), i32_view(next, {n}),
-                                   f32_view(logits, {n, vocab})});
-  out.next_ids = next;
+  std::vector<std::int32_t> next(static_cast<std::size_t>(n));
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    const DeviceShard& s = dev_[d].shard;
+    std::vector<std::int32_t> local_next(static_cast<std::size_t>(n));
+    std::vector<float> local(static_cast<std::size_t>(n * s.vocab));
+    dev_[d].xpu->run(
+        OpKind::kLmHead,
+        kernels::LmHeadArgs{f16_view(last, {n, h}), f16_view(dev_[d].weights->lm_head, {s.vocab, h}),
+                            i32_view(local_next, {n}), f32_view(local, {n, s.vocab})});
+    for (std::int64_t r = 0; r < n; ++r)
+      std::copy(local.begin() + r * s.vocab, local.begin() + (r + 1) * s.vocab,
+                logits.begin() + r * vocab + s.vocab0);
+    if (dev_.size() == 1) next = local_next;
+  }
   out.logits.clear();
-  for (std::int64_t r = 0; r < n; ++r)
+  for (std::int64_t r = 0; r < n; ++r) {
     out.logits.emplace_back(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab);
+    if (dev_.size() > 1) {
+      const auto& row = out.logits.back();
+      next[static_cast<std::size_t>(r)] =
+          static_cast<std::int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+    }
+  }
+  out.next_ids = next;
 }
 
 }  // namespace duplex::runtime::functional

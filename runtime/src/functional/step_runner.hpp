@@ -1,39 +1,58 @@
 #pragma once
-// Private to the functional executor: runs the ops of one scheduled step on tensors, each on the unit its
-// execution plan gives it (see functional_executor.hpp for the contract).
+// Private to the functional executor: runs the ops of one scheduled step on tensors, on every device of the
+// layout, each op on the unit its execution plan gives it (see functional_executor.hpp for the contract).
+//
+// The plan is device 0's (compiler::lower's representative device, as the serving simulator times it); the
+// other devices run their shard of the same ops on the same units (TP devices are symmetric), except the
+// routed experts, whose split over xPU and PIM each expert group plans for the experts it holds. Ops every
+// device computes identically (embedding, norms, residuals, the router: replicated) run once, on device 0's
+// xPU. Ops sharded over devices (QKV, attention, O projection, FFN / experts, LM head) run per device; their
+// partial outputs [devices, tokens, hidden] are combined where the plan all-reduces, by the kernels' sum of
+// partials.
 #include <cstdint>
 #include <vector>
 
+#include "device_shard.hpp"
 #include "device_weights.hpp"
 #include "duplex/compiler/batch.hpp"
 #include "duplex/compiler/cost_model.hpp"
+#include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/placement.hpp"
-#include "duplex/kernels/backend.hpp"
+#include "duplex/runtime/device/xpu_device.hpp"
 #include "duplex/runtime/functional/paged_kv_cache.hpp"
-#include "duplex/runtime/functional/pim_unit.hpp"
 
 namespace duplex::runtime::functional {
 
 struct StepRequest {
   std::int64_t id = 0;
-  std::int64_t context = 0;  // tokens already in its KV cache
-  std::int64_t tokens = 0;   // tokens computed this step
+  std::int64_t context = 0;                             // tokens already in its KV cache
+  std::int64_t tokens = 0;                              // tokens computed this step
   const std::vector<std::int32_t>* sequence = nullptr;  // prompt + generated so far (>= context + tokens)
 };
 
 struct StepOutput {
-  compiler::ExecutionPlan plan;             // the final plan (routing of every MoE layer known)
-  std::vector<compiler::Unit> executed_on;  // per op of plan.graph: the unit that ran it
+  compiler::ExecutionPlan plan;             // device 0's final plan (routing of every MoE layer known)
+  compiler::Routing routing;                // the routing the router computed, every MoE layer
+  std::vector<compiler::Unit> executed_on;  // per op of plan.graph: the unit that ran it on device 0
   std::vector<std::int32_t> next_ids;       // per request: greedy next token after its last row
   std::vector<std::vector<float>> logits;   // per request: [vocab]
 };
 
+// One device as the step runner drives it; everything outlives the runner.
+struct DeviceContext {
+  DeviceShard shard;
+  device::XpuDevice* xpu = nullptr;
+  device::IDevice* pim = nullptr;  // null on a system without PIM
+  DeviceWeights* weights = nullptr;
+  PagedKvCache* kv = nullptr;  // this device's KV heads
+};
+
 class StepRunner {
  public:
-  StepRunner(const compiler::ModelSpec& model, const ModelNumerics& numerics, DeviceWeights& weights,
-             const compiler::ParallelLayout& layout, const compiler::CostModel& cost, kernels::Backend& xpu,
-             PimUnit* pim, PagedKvCache& kv);
-  // The KV of every request must already be reserved for context + tokens slots.
+  StepRunner(const compiler::ModelSpec& model, const ModelNumerics& numerics,
+             const compiler::ParallelLayout& layout, compiler::LowerOptions lowering,
+             const compiler::CostModel& cost, std::vector<DeviceContext> devices);
+  // The KV of every request must already be reserved for context + tokens slots on every device.
   StepOutput run(const std::vector<StepRequest>& requests);
 
  private:
@@ -41,31 +60,38 @@ class StepRunner {
     std::int64_t first = 0;
     const StepRequest* request = nullptr;
   };
+  struct Lane {  // one device's activations of its heads
+    std::vector<std::uint16_t> q, k, v, attn;
+  };
 
-  compiler::ExecutionPlan plan() const;
+  compiler::ExecutionPlan plan(int expert_rotation = 0) const;
+  device::IDevice& on(std::size_t d, compiler::Unit unit) const;
+  std::uint16_t* partial(std::size_t d);
   void execute(const compiler::Op& op, compiler::Unit unit);
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
   void rope();
   void write_kv(int layer);
   void attention(int layer, bool decode_op, compiler::Unit unit);
-  void xpu_attention(int layer, const std::vector<const Row*>& rows);
-  void pim_attention(int layer, const std::vector<const Row*>& rows);
+  void prefill_attention(std::size_t d, const std::vector<const Row*>& prompts);
+  void all_reduce();
   void o_proj(int layer, compiler::Unit unit);
   void route(int layer);
-  void experts(int layer, const std::vector<compiler::Unit>& expert_unit);
+  std::vector<compiler::Unit> expert_units(std::size_t d, int layer,
+                                           const compiler::ExecutionPlan& device0) const;
+  void experts(int layer, const compiler::ExecutionPlan& device0);
   void dense_ffn(int layer, compiler::Unit unit);
   void lm_head(StepOutput& out);
   int moe_index(int layer) const;
 
   const compiler::ModelSpec& m_;
   const ModelNumerics& numerics_;
-  DeviceWeights& w_;
   const compiler::ParallelLayout& layout_;
+  compiler::LowerOptions lowering_;
   const compiler::CostModel& cost_;
-  kernels::Backend& xpu_;
-  PimUnit* pim_;
-  PagedKvCache& kv_;
+  std::vector<DeviceContext> dev_;
+  device::XpuDevice& xpu0_;  // runs the replicated ops
+  DeviceWeights& w0_;        // replicated weights (embedding, norms, router)
 
   // Per step.
   compiler::BatchState batch_;
@@ -74,7 +100,8 @@ class StepRunner {
   std::vector<Row> rows_;
   std::int64_t t_ = 0;  // tokens in the step
   std::vector<std::int32_t> ids_, positions_;
-  std::vector<std::uint16_t> x_, normed_, q_, k_, v_, attn_, out_;  // FP16 activations
+  std::vector<std::uint16_t> x_, normed_, out_, partials_;  // FP16; partials_ [devices, t, hidden]
+  std::vector<Lane> lanes_;
   std::vector<std::int32_t> topk_ids_;
   std::vector<float> topk_weights_;
   int norms_in_layer_ = 0, norm_layer_ = -2, kv_written_layer_ = -1;

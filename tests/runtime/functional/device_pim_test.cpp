@@ -61,7 +61,8 @@ void expect_device_equals_datapath(const char* model) {
   EXPECT_EQ(pim_ops(device), pim_ops(datapath));
   EXPECT_EQ(device.tokens, datapath.tokens);
   EXPECT_TRUE(same_bits(device.logits, datapath.logits));
-  EXPECT_EQ(datapath.pim_unit, "logic-pim datapath golden");
+  EXPECT_EQ(datapath.pim_unit, "LogicPimDevice (logic-pim datapath golden)");
+  EXPECT_EQ(device.pim_unit.rfind("LogicPimDevice (", 0), 0u) << device.pim_unit;
   EXPECT_NE(device.pim_unit.find("SystemC device via driver"), std::string::npos) << device.pim_unit;
   EXPECT_EQ(device.pim_unit.find(": 0 commands"), std::string::npos) << device.pim_unit;
 }

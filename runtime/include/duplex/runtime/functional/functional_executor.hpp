@@ -2,15 +2,25 @@
 // Functional emulation: runs a model on real tensors for a small batch of prompts, as a Duplex system would.
 // Requests are batched continuously by the runtime Scheduler; every step is lowered and placed by the
 // compiler (compiler::lower + compiler::place with the system's CostModel, as the serving simulator does),
-// then its ops run on tensors on the unit the plan gives them:
-//  - xPU ops on the kernels library (CPU backend);
-//  - PIM ops (GEMMs the placement sends to PIM, expert FFNs, decode attention) on a PimUnit (the Logic-PIM
-//    datapath, golden or RTL; or the SystemC device through the driver, via pim_unit_factory).
+// then its ops run on tensors on the device units (duplex/runtime/device/) the plan gives them:
+//  - xPU ops on an XpuDevice (the kernels library, CPU backend);
+//  - PIM ops (GEMMs the placement sends to PIM, expert FFNs, decode attention) on a LogicPimDevice (the
+//    Logic-PIM datapath, golden or RTL; or the SystemC device through the driver, via pim_unit_factory) or, on
+//    Bank-PIM / BankGroup-PIM systems, a BankPimDevice.
+// Split systems (SystemSpec::split_prefill_fraction > 0, as the serving simulator's split model): a prefill pool
+// of devices runs each prompt and emits its first token; the request's K/V is then copied block by block from
+// the prefill devices' paged caches into the decode pool's (new block tables there), and the decode pool,
+// with its own scheduler, generates the rest; the two pools advance in simulated-time order.
+// Multi-device: the system's devices for the model (SystemSpec::devices_for, or `devices`) in the compiler's
+// ParallelLayout (one node: TP attention / FFN / LM head, EP or expert-TP experts); each device holds its
+// shard of the weights and of the KV heads and runs its shard of each op; partial outputs are summed where the
+// plan all-reduces (the kernels' sum of partials). Simulated step time and energy come from the serving
+// simulator's StepExecutor on the same multi-device layout (its links included), fed the routing the step's
+// routers computed.
 // Expert routing is known only after each layer's router runs: the step is re-lowered and re-placed with the
 // routing seen so far at every router (the paper's lookup-table split after the gate), so expert
 // co-processing splits the experts the router actually picked. Ops are executed in graph order; lanes that
 // the plan runs concurrently write disjoint outputs, so results do not depend on lane timing.
-// Simulated time and energy per op come from the plan (CostModel) and runtime::charge_op.
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -33,8 +43,10 @@ struct FunctionalOptions {
   std::int64_t max_tokens_per_step = 0;  // scheduler token budget per step; 0: none
   std::int64_t kv_block_tokens = 16;   // tokens per paged-KV block
   std::int64_t kv_blocks = 0;          // blocks in the pool; 0: enough for every request at full length
-  // Makes the PIM unit for the system (e.g. make_device_pim_unit, device_pim_unit.hpp); empty: the Logic-PIM
-  // datapath of kind `datapath`. With a factory, `datapath` must be empty.
+  int devices = 0;                     // devices to run on; 0: the system's for the model (devices_for)
+  // Makes the PIM unit for the system (e.g. make_device_pim_unit, device_pim_unit.hpp), called once: every
+  // device's PIM ops run on that one unit (the driver emulates one device per process). Empty: one Logic-PIM
+  // datapath of kind `datapath` per device. With a factory, `datapath` must be empty.
   std::function<std::unique_ptr<PimUnit>(const SystemSpec&)> pim_unit_factory;
 };
 
@@ -45,16 +57,28 @@ struct OpRecord {
   compiler::OpKind kind = compiler::OpKind::kNorm;
   int layer = -1;
   compiler::Unit unit = compiler::Unit::kXpu;
-  Time time;         // on its unit, from the plan
-  Energy energy;     // dynamic energy of its actions on that unit (runtime::charge_op)
+  Time time;         // on its unit, from device 0's plan
+  Energy energy;     // dynamic energy of its actions on that unit, all devices together (runtime::charge_op)
 };
 
 struct StepRecord {
-  std::int64_t step = 0;
+  std::string pool;  // split systems: "prefill" or "decode"; else empty
+  std::int64_t step = 0;  // the pool's scheduler step
   std::int64_t requests = 0, prefill_tokens = 0, decode_tokens = 0;
-  Time time, xpu_busy, pim_busy;
+  Time time, xpu_busy, pim_busy, link_busy;  // StepExecutor's (slowest device / device 0's lanes)
   // MoE layers whose experts ran on both units in this step (expert co-processing).
   std::vector<int> coprocessed_expert_layers;
+};
+
+// A split system's K/V migration of one request from the prefill pool to the decode pool, timed and charged as
+// the serving simulator's split model does: NVLink inside a node (InfiniBand across), bytes / bandwidth + latency,
+// links.*_per_byte energy per byte.
+struct KvMigration {
+  std::int64_t request = 0;
+  std::int64_t tokens = 0;  // the prompt's tokens
+  double bytes = 0;         // 2 (K, V) x layers x kv_heads x head_dim x KV bytes x tokens
+  Time time;                // the transfer's duration; the request reaches the decode pool after it
+  Energy energy;
 };
 
 struct FunctionalResult {
@@ -64,10 +88,17 @@ struct FunctionalResult {
   std::vector<OpRecord> ops;
   std::vector<StepRecord> steps;
   Time time;                       // simulated: sum of step times
-  Energy energy;                   // dynamic energy of all ops (runtime::charge_op)
+  Energy energy;                   // dynamic energy of all ops on all devices (runtime::charge_op)
   nlohmann::json energy_breakdown; // EnergyLedger::breakdown_json()
-  std::string xpu_backend, pim_unit;
-  std::optional<std::uint64_t> pim_cycles;  // datapath cycles (RTL datapath only)
+  std::string xpu_backend, pim_unit;  // device 0's xPU and PIM: describe() of their device classes
+  std::optional<std::uint64_t> pim_cycles;  // datapath cycles, all devices (RTL datapath only)
+  int devices = 1;
+  std::string layout;              // ParallelLayout::describe()
+  // Per device unit name ("dev0.xpu"): its class and backend, and the calls it executed per op kind.
+  std::map<std::string, std::string> device_classes;
+  std::map<std::string, std::map<std::string, std::int64_t>> device_op_counts;
+  std::vector<KvMigration> kv_migrations;  // split systems only, in migration order
+  double kv_migrated_bytes() const;
 
   // Executed ops per unit name ("xpu", "pim") and per (kind, unit): the placement summary.
   std::map<std::string, std::int64_t> ops_per_unit() const;

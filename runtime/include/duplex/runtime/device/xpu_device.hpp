@@ -1,0 +1,41 @@
+#pragma once
+// The xPU of one device: every compute op kind, on a kernels::Backend (the CPU backend in functional
+// emulation). Besides IDevice's ops it launches the xPU-only kernels (norm, RoPE, router, permutes, prefill
+// attention, grouped experts, LM head, the sum of partials standing for an all-reduce) through run().
+#include <memory>
+#include <string>
+
+#include "duplex/kernels/backend.hpp"
+#include "duplex/runtime/device/idevice.hpp"
+
+namespace duplex::runtime::device {
+
+class XpuDevice final : public IDevice {
+ public:
+  XpuDevice(std::string name, std::unique_ptr<kernels::Backend> backend);
+
+  const std::string& name() const override { return name_; }
+  compiler::Unit unit() const override { return compiler::Unit::kXpu; }
+  std::string describe() const override;  // "XpuDevice (cpu: ...)"
+  // Every op kind but the pure data movements (all-to-all, PIM transfers); an all-reduce's sum of partials
+  // runs on the xPU.
+  bool executes(compiler::OpKind kind) const override;
+  std::string memory_spaces() const override { return "all HBM stacks (every bank-bundle space)"; }
+
+  void linear(compiler::OpKind kind, const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y,
+              std::size_t m, std::size_t n, std::size_t k) override;
+  void gated_ffn(compiler::OpKind kind, const std::uint16_t* w_gate, const std::uint16_t* w_up,
+                 const std::uint16_t* w_down, const std::uint16_t* x, std::uint16_t* y, std::size_t m,
+                 std::size_t f, std::size_t h) override;
+  void decode_attention(const DecodeAttentionBatch& batch) override;
+
+  // Launches one kernel for an op of `kind`; the backend refusing it is an executor bug (DUPLEX_ASSERT).
+  void run(compiler::OpKind kind, const kernels::OpArgs& args);
+  const kernels::Backend& backend() const { return *backend_; }
+
+ private:
+  std::string name_;
+  std::unique_ptr<kernels::Backend> backend_;
+};
+
+}  // namespace duplex::runtime::device

@@ -1,0 +1,88 @@
+#include "duplex/runtime/device/xpu_device.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime::device {
+namespace {
+
+using kernels::DType;
+using kernels::Tensor;
+
+Tensor f16(const std::uint16_t* p, std::initializer_list<std::int64_t> shape) {
+  return Tensor::contiguous(const_cast<std::uint16_t*>(p), DType::kF16, shape);
+}
+
+}  // namespace
+
+XpuDevice::XpuDevice(std::string name, std::unique_ptr<kernels::Backend> backend)
+    : name_(std::move(name)), backend_(std::move(backend)) {
+  DUPLEX_ASSERT(backend_ != nullptr, "an XpuDevice without a backend");
+}
+
+std::string XpuDevice::describe() const {
+  return "XpuDevice (" + backend_->description() + ")";
+}
+
+bool XpuDevice::executes(compiler::OpKind kind) const {
+  return kind != compiler::OpKind::kAllToAll && kind != compiler::OpKind::kPimTransfer;
+}
+
+void XpuDevice::run(compiler::OpKind kind, const kernels::OpArgs& args) {
+  admit(kind);
+  kernels::Status s = backend_->can_implement(args);
+  if (s.ok()) s = backend_->run(args, kernels::Stream{});
+  DUPLEX_ASSERT(s.ok(), name_ + ": " + s.to_string());
+}
+
+void XpuDevice::linear(compiler::OpKind kind, const std::uint16_t* w, const std::uint16_t* x,
+                       std::uint16_t* y, std::size_t m, std::size_t n, std::size_t k) {
+  const auto mi = static_cast<std::int64_t>(m), ni = static_cast<std::int64_t>(n),
+             ki = static_cast<std::int64_t>(k);
+  run(kind, kernels::GemmArgs{f16(x, {mi, ki}), f16(w, {ni, ki}), f16(y, {mi, ni})});
+}
+
+void XpuDevice::gated_ffn(compiler::OpKind kind, const std::uint16_t* w_gate, const std::uint16_t* w_up,
+                          const std::uint16_t* w_down, const std::uint16_t* x, std::uint16_t* y,
+                          std::size_t m, std::size_t f, std::size_t h) {
+  const auto mi = static_cast<std::int64_t>(m), fi = static_cast<std::int64_t>(f),
+             hi = static_cast<std::int64_t>(h);
+  const std::vector<std::int64_t> offsets{0, mi};
+  kernels::ExpertFfnArgs a;
+  a.x = f16(x, {mi, hi});
+  a.w_in = f16(w_gate, {1, fi, hi});
+  a.w_up = f16(w_up, {1, fi, hi});
+  a.w_down = f16(w_down, {1, hi, fi});
+  a.y = f16(y, {mi, hi});
+  a.expert_offsets = offsets;
+  run(kind, a);
+}
+
+void XpuDevice::decode_attention(const DecodeAttentionBatch& b) {
+  const std::int64_t d = b.kv.head_dim;
+  std::int64_t max_blocks = 1, max_context = 0;
+  for (std::size_t r = 0; r < b.block_tables.size(); ++r) {
+    max_blocks = std::max<std::int64_t>(max_blocks, static_cast<std::int64_t>(b.block_tables[r]->size()));
+    max_context = std::max<std::int64_t>(max_context, b.context_lens[r]);
+  }
+  std::vector<std::int32_t> table(static_cast<std::size_t>(b.rows * max_blocks), 0);
+  std::vector<std::int32_t> lens = b.context_lens;
+  for (std::int64_t r = 0; r < b.rows; ++r) {
+    const auto& blocks = *b.block_tables[static_cast<std::size_t>(r)];
+    std::copy(blocks.begin(), blocks.end(), table.begin() + r * max_blocks);
+  }
+  kernels::DecodeAttentionArgs a;
+  a.q = f16(b.q, {b.rows, b.q_heads, d});
+  a.k_cache = f16(b.kv.k_pool, {b.kv.num_blocks, b.kv.block_tokens, b.kv.kv_heads, d});
+  a.v_cache = f16(b.kv.v_pool, {b.kv.num_blocks, b.kv.block_tokens, b.kv.kv_heads, d});
+  a.block_table = Tensor::contiguous(table.data(), DType::kI32, {b.rows, max_blocks});
+  a.context_lens = Tensor::contiguous(lens.data(), DType::kI32, {b.rows});
+  a.out = Tensor::contiguous(b.out, DType::kF16, {b.rows, b.q_heads, d});
+  a.scale = b.scale;
+  a.max_context_len = max_context;
+  run(compiler::OpKind::kAttentionDecode, a);
+}
+
+}  // namespace duplex::runtime::device

@@ -1,0 +1,131 @@
+#include "device_pool.hpp"
+
+#include <fmt/format.h>
+#include <algorithm>
+#include <optional>
+
+#include "duplex/base/error.hpp"
+#include "duplex/compiler/dtype.hpp"
+#include "duplex/runtime/device/bank_pim_device.hpp"
+#include "duplex/runtime/device/logic_pim_device.hpp"
+#include "duplex/runtime/workload/expert_routing.hpp"
+
+namespace duplex::runtime::functional {
+
+DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, int devices,
+                       const std::string& prefix, const std::shared_ptr<PimUnit>& shared_pim,
+                       const std::string& datapath_kind)
+    : w_(weights),
+      sys_(system),
+      layout_(compiler::ParallelLayout::make(weights.spec, system, devices)),
+      cost_(sys_, layout_),
+      shards_(shard_devices(weights.spec, layout_)) {
+  const DeviceWeights full = lay_out_weights(w_);
+  for (const DeviceShard& s : shards_) {
+    weights_.push_back(shard_weights(full, w_.spec, s));
+    xpus_.push_back(std::make_unique<device::XpuDevice>(fmt::format("{}dev{}.xpu", prefix, s.device),
+                                                        kernels::make_cpu_backend()));
+    if (!sys_.pim) continue;
+    std::shared_ptr<PimUnit> unit =
+        shared_pim ? shared_pim : std::shared_ptr<PimUnit>(make_datapath_pim_unit(datapath_kind));
+    if (pim_units_.empty() || pim_units_.back() != unit) pim_units_.push_back(unit);
+    const std::string name = fmt::format("{}dev{}.pim", prefix, s.device);
+    if (sys_.pim->kind == PimKind::kLogicPim) {
+      pims_.push_back(std::make_unique<device::LogicPimDevice>(name, unit));
+    } else {
+      pims_.push_back(std::make_unique<device::BankPimDevice>(name, sys_.pim->kind, unit));
+    }
+  }
+}
+
+void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks) {
+  const compiler::ModelSpec& m = w_.spec;
+  runner_.reset();
+  kv_.clear();
+  for (const DeviceShard& s : shards_)
+    kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
+  std::vector<DeviceContext> contexts;
+  for (std::size_t d = 0; d < shards_.size(); ++d)
+    contexts.push_back(
+        {shards_[d], xpus_[d].get(), pims_.empty() ? nullptr : pims_[d].get(), &weights_[d], &kv_[d]});
+  runner_ = std::make_unique<StepRunner>(m, w_.numerics, layout_, compiler::LowerOptions::for_system(sys_),
+                                         cost_, std::move(contexts));
+}
+
+DevicePool::Step DevicePool::step(const StepPlan& plan,
+                                  const std::vector<std::vector<std::int32_t>>& sequences) {
+  DUPLEX_ASSERT(runner_ != nullptr, "a step before start()");
+  for (RequestId id : plan.preempted) release(id);
+  std::vector<StepRequest> reqs;
+  for (const ScheduledRequest& s : plan.requests) {
+    for (PagedKvCache& c : kv_) c.reserve(s.id, s.context_len + s.tokens);
+    reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)]});
+  }
+  StepOutput out = runner_->run(reqs);
+  // The step's time and energy from the serving simulator's step model on this layout, routed as the step's
+  // routers routed (a one-step routing trace, replayed exactly).
+  std::optional<ExpertRouter> router;
+  if (w_.spec.is_moe()) {
+    RoutingTrace trace;
+    trace.label = "the functional step's routing";
+    trace.steps = {out.routing.counts};
+    trace.step_numbers = {plan.step};
+    trace.layers = static_cast<std::int64_t>(out.routing.counts.size());
+    trace.experts = w_.spec.experts;
+    router.emplace(ExpertRouter::from_trace(std::move(trace)));
+  }
+  StepExecutor executor(w_.spec, sys_, layout_, router ? &*router : nullptr);
+  StepCost cost = executor.execute(plan);
+  // The timed plan is the executed one: same ops, each on the unit it ran on.
+  DUPLEX_ASSERT(cost.plan.graph.ops.size() == out.plan.graph.ops.size(),
+                "timed and executed plans differ in ops");
+  for (std::size_t i = 0; i < out.plan.graph.ops.size(); ++i)
+    DUPLEX_ASSERT(cost.plan.graph.ops[i].name == out.plan.graph.ops[i].name &&
+                      cost.plan.find(i)->unit == out.plan.find(i)->unit,
+                  "op " + out.plan.graph.ops[i].name + " is timed on another unit than it ran on");
+  return {std::move(out), std::move(cost)};
+}
+
+void DevicePool::release(std::int64_t id) {
+  for (PagedKvCache& c : kv_) c.release(id);
+}
+
+double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::int64_t tokens) {
+  const compiler::ModelSpec& m = w_.spec;
+  const auto hd = static_cast<std::size_t>(m.head_dim);
+  for (PagedKvCache& c : kv_) c.reserve(id, tokens);
+  auto holder = [](const std::vector<DeviceShard>& shards, int head, std::size_t from) {
+    for (std::size_t d = from; d < shards.size(); ++d)
+      if (head >= shards[d].kv_head0 && head < shards[d].kv_head0 + shards[d].kv_heads) return d;
+    return shards.size();
+  };
+  const std::int64_t block_tokens = source.kv_.front().block_tokens();
+  for (int head = 0; head < m.kv_heads; ++head) {
+    const std::size_t src = holder(source.shards_, head, 0);
+    DUPLEX_ASSERT(src < source.shards_.size(), "no source device holds a KV head");
+    const auto src_off = static_cast<std::size_t>(head - source.shards_[src].kv_head0) * hd;
+    for (std::size_t dst = holder(shards_, head, 0); dst < shards_.size();
+         dst = holder(shards_, head, dst + 1)) {
+      const auto dst_off = static_cast<std::size_t>(head - shards_[dst].kv_head0) * hd;
+      for (int layer = 0; layer < m.layers; ++layer)
+        for (std::int64_t first = 0; first < tokens; first += block_tokens)  // one source block at a time
+          for (std::int64_t pos = first; pos < std::min(tokens, first + block_tokens); ++pos) {
+            std::copy_n(source.kv_[src].k(layer, id, pos) + src_off, hd,
+                        kv_[dst].k(layer, id, pos) + dst_off);
+            std::copy_n(source.kv_[src].v(layer, id, pos) + src_off, hd,
+                        kv_[dst].v(layer, id, pos) + dst_off);
+          }
+    }
+  }
+  return 2.0 * m.layers * m.kv_heads * m.head_dim * compiler::dtype_bytes(m.kv_dtype) *
+         static_cast<double>(tokens);
+}
+
+std::optional<std::uint64_t> DevicePool::pim_cycles() const {
+  std::optional<std::uint64_t> total;
+  for (const auto& unit : pim_units_)
+    if (auto cycles = unit->simulated_cycles()) total = total.value_or(0) + *cycles;
+  return total;
+}
+
+}  // namespace duplex::runtime::functional

@@ -1,0 +1,66 @@
+#pragma once
+// Private to the functional executor: the devices of one pool (the whole system, or one side of a split
+// system's prefill / decode pools), each an XpuDevice plus, on a PIM system, a LogicPimDevice or
+// BankPimDevice, holding its shard of the weights (device_shard.hpp) and, during a run, its shard of the
+// paged KV cache. A step runs on every device (StepRunner) and is timed by the serving simulator's
+// StepExecutor on the pool's layout, routed as the step's routers routed.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "device_shard.hpp"
+#include "duplex/runtime/device/pim_unit_device.hpp"
+#include "duplex/runtime/device/xpu_device.hpp"
+#include "duplex/runtime/scheduler/step_plan.hpp"
+#include "duplex/runtime/sim/step_executor.hpp"
+#include "step_runner.hpp"
+
+namespace duplex::runtime::functional {
+
+class DevicePool {
+ public:
+  // `prefix` starts every unit's name ("" -> "dev0.xpu", "prefill." -> "prefill.dev0.xpu"). `shared_pim`:
+  // the one PIM unit every device's PIM ops run on; null: a datapath of kind `datapath_kind` per device.
+  // Throws duplex::Error for a layout the emulation cannot run (shard_devices).
+  DevicePool(const ModelWeights& weights, const SystemSpec& system, int devices, const std::string& prefix,
+             const std::shared_ptr<PimUnit>& shared_pim, const std::string& datapath_kind);
+
+  // Fresh KV caches of `blocks` blocks of `block_tokens` tokens on every device, and a fresh step runner.
+  void start(std::int64_t block_tokens, std::int64_t blocks);
+
+  struct Step {
+    StepOutput out;
+    StepCost cost;
+  };
+  // Reserves the scheduled requests' KV slots, runs the step on every device and times it.
+  Step step(const StepPlan& plan, const std::vector<std::vector<std::int32_t>>& sequences);
+  void release(std::int64_t id);
+  // K/V migration: copies the first `tokens` cached tokens of request `id` from `source`'s devices into this
+  // pool's (new blocks, a new block table on every device), block by block, every layer, each KV head from a
+  // source device holding it to every device here holding it. Returns the bytes moved (each head once).
+  double receive_kv(const DevicePool& source, std::int64_t id, std::int64_t tokens);
+
+  const compiler::ParallelLayout& layout() const { return layout_; }
+  int devices() const { return layout_.devices; }
+  const device::XpuDevice& xpu(int d) const { return *xpus_[static_cast<std::size_t>(d)]; }
+  const device::IDevice* pim(int d) const {
+    return pims_.empty() ? nullptr : pims_[static_cast<std::size_t>(d)].get();
+  }
+  // Datapath cycles of the distinct PIM units (RTL only).
+  std::optional<std::uint64_t> pim_cycles() const;
+
+ private:
+  const ModelWeights& w_;
+  const SystemSpec& sys_;
+  compiler::ParallelLayout layout_;
+  compiler::CostModel cost_;
+  std::vector<DeviceShard> shards_;
+  std::vector<DeviceWeights> weights_;  // per device
+  std::vector<std::unique_ptr<device::XpuDevice>> xpus_;
+  std::vector<std::unique_ptr<device::PimUnitDevice>> pims_;  // per device; empty without PIM
+  std::vector<std::shared_ptr<PimUnit>> pim_units_;           // the distinct units behind pims_
+  std::vector<PagedKvCache> kv_;                              // per device, during a run
+  std::unique_ptr<StepRunner> runner_;
+};
+
+}  // namespace duplex::runtime::functional

@@ -1,0 +1,98 @@
+#include "device_shard.hpp"
+
+#include <fmt/format.h>
+#include <algorithm>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+// Rows [row0, row0 + rows) of a row-major matrix `cols` wide.
+void append_rows(std::vector<std::uint16_t>& dst, const std::vector<std::uint16_t>& src, std::int64_t row0,
+                 std::int64_t rows, std::int64_t cols) {
+  dst.insert(dst.end(), src.begin() + row0 * cols, src.begin() + (row0 + rows) * cols);
+}
+
+// Columns [col0, col0 + n) of `rows` rows of a row-major matrix `cols` wide, starting at `base`.
+void append_cols(std::vector<std::uint16_t>& dst, const std::uint16_t* base, std::int64_t rows,
+                 std::int64_t cols, std::int64_t col0, std::int64_t n) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    dst.insert(dst.end(), base + r * cols + col0, base + r * cols + col0 + n);
+}
+
+}  // namespace
+
+std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
+  if (p.nodes != 1)
+    throw Error(
+        fmt::format("functional emulation runs one node; {} needs {} nodes (expected at most one node's "
+                    "devices)",
+                    p.describe(), p.nodes));
+  const int tp = p.tp;
+  const int group = m.heads / m.kv_heads;
+  const int q_local = m.heads / tp, kv_local = std::max(1, m.kv_heads / tp);
+  if (m.heads % tp != 0 || (tp <= m.kv_heads ? m.kv_heads % tp != 0 : group % q_local != 0))
+    throw Error(fmt::format("model {}: {} query / {} KV heads do not split over tensor-parallel degree {}",
+                            m.name, m.heads, m.kv_heads, tp));
+  if (m.ffn % tp != 0 || m.vocab % tp != 0)
+    throw Error(
+        fmt::format("model {}: FFN width {} or vocabulary {} does not split over tensor-parallel degree {}",
+                    m.name, m.ffn, m.vocab, tp));
+  std::vector<DeviceShard> out;
+  for (int d = 0; d < p.devices; ++d) {
+    DeviceShard s;
+    s.device = d;
+    s.q_head0 = d * q_local;
+    s.q_heads = q_local;
+    s.kv_head0 = s.q_head0 / group;
+    s.kv_heads = kv_local;
+    s.ffn_shard = d;
+    s.ffn_shards = tp;
+    if (m.is_moe()) {
+      const int per_group = p.devices / p.expert_groups;
+      s.expert0 = d / per_group * p.local_experts;
+      s.local_experts = p.local_experts;
+      s.expert_shard = d % per_group;
+      s.expert_shards = p.expert_shards;
+      DUPLEX_ASSERT(per_group == p.expert_shards, "expert groups and shards disagree with the device count");
+    }
+    s.vocab = m.vocab / tp;
+    s.vocab0 = d * s.vocab;
+    out.push_back(s);
+  }
+  return out;
+}
+
+DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec& m, const DeviceShard& s) {
+  const std::int64_t h = m.hidden, d = m.head_dim, qd = m.q_dim(), kvd = m.kv_dim();
+  DeviceWeights w;
+  w.embedding = full.embedding;
+  w.final_norm = full.final_norm;
+  append_rows(w.lm_head, full.lm_head, s.vocab0, s.vocab, h);
+  for (const LayerWeights& f : full.layers) {
+    LayerWeights l;
+    l.attn_norm = f.attn_norm;
+    l.ffn_norm = f.ffn_norm;
+    l.router = f.router;
+    append_rows(l.qkv, f.qkv, s.q_head0 * d, s.q_heads * d, h);
+    append_rows(l.qkv, f.qkv, qd + s.kv_head0 * d, s.kv_heads * d, h);
+    append_rows(l.qkv, f.qkv, qd + kvd + s.kv_head0 * d, s.kv_heads * d, h);
+    append_cols(l.o, f.o.data(), h, qd, s.q_head0 * d, s.q_heads * d);
+    const bool moe = !f.router.empty();
+    const int shards = moe ? s.expert_shards : s.ffn_shards, shard = moe ? s.expert_shard : s.ffn_shard;
+    const std::int64_t e0 = moe ? s.expert0 : 0, experts = moe ? s.local_experts : 1;
+    const std::int64_t width = f.ffn_width / shards, col0 = shard * width;
+    for (std::int64_t e = e0; e < e0 + experts; ++e) {
+      append_rows(l.gate, f.gate, e * f.ffn_width + col0, width, h);
+      append_rows(l.up, f.up, e * f.ffn_width + col0, width, h);
+      append_cols(l.down, f.down.data() + e * h * f.ffn_width, h, f.ffn_width, col0, width);
+    }
+    l.ffn_experts = experts;
+    l.ffn_width = width;
+    w.layers.push_back(std::move(l));
+  }
+  return w;
+}
+
+}  // namespace duplex::runtime::functional

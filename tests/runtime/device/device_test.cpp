@@ -1,0 +1,162 @@
+// The device units of functional emulation (IDevice): capabilities, per-op counters, and each unit's results
+// against a double-precision reference; decode attention through a scattered block table against the same
+// attention on contiguous K/V.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
+#include "duplex/kernels/backend.hpp"
+#include "duplex/runtime/device/bank_pim_device.hpp"
+#include "duplex/runtime/device/logic_pim_device.hpp"
+#include "duplex/runtime/device/xpu_device.hpp"
+
+namespace duplex::runtime::device {
+namespace {
+
+using compiler::OpKind;
+
+std::vector<std::uint16_t> random_half(std::size_t n, std::uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<std::uint16_t> v(n);
+  for (auto& x : v) x = float_to_half_bits(dist(rng));
+  return v;
+}
+
+double half(std::uint16_t b) {
+  return static_cast<double>(half_bits_to_float(b));
+}
+
+struct Units {
+  std::shared_ptr<functional::PimUnit> golden = functional::make_datapath_pim_unit("golden");
+  XpuDevice xpu{"dev0.xpu", kernels::make_cpu_backend()};
+  LogicPimDevice logic{"dev0.pim", golden};
+  BankPimDevice bank{"dev1.pim", PimKind::kBankPim, functional::make_datapath_pim_unit("golden")};
+  std::vector<IDevice*> all() { return {&xpu, &logic, &bank}; }
+};
+
+TEST(Devices, NameClassesAndCapabilities) {
+  Units u;
+  EXPECT_EQ(u.xpu.name(), "dev0.xpu");
+  EXPECT_EQ(u.xpu.unit(), compiler::Unit::kXpu);
+  EXPECT_EQ(u.logic.unit(), compiler::Unit::kPim);
+  EXPECT_NE(u.xpu.describe().find("XpuDevice"), std::string::npos);
+  EXPECT_NE(u.logic.describe().find("LogicPimDevice (logic-pim datapath golden"), std::string::npos);
+  EXPECT_NE(u.bank.describe().find("BankPimDevice (bank-pim"), std::string::npos);
+  for (IDevice* d : u.all()) {
+    EXPECT_TRUE(d->executes(OpKind::kQkvProj)) << d->name();
+    EXPECT_TRUE(d->executes(OpKind::kExpertFfn)) << d->name();
+    EXPECT_TRUE(d->executes(OpKind::kAttentionDecode)) << d->name();
+    EXPECT_FALSE(d->executes(OpKind::kAllToAll)) << d->name();
+    EXPECT_FALSE(d->memory_spaces().empty());
+  }
+  // The router's top-k and the LM head's argmax, prefill attention and the elementwise ops are xPU-only.
+  for (OpKind k :
+       {OpKind::kRouter, OpKind::kLmHead, OpKind::kAttentionPrefill, OpKind::kNorm, OpKind::kRope}) {
+    EXPECT_TRUE(u.xpu.executes(k));
+    EXPECT_FALSE(u.logic.executes(k));
+    EXPECT_FALSE(u.bank.executes(k));
+  }
+  EXPECT_THROW(BankPimDevice("x", PimKind::kLogicPim, u.golden), Error);
+}
+
+TEST(Devices, LinearAndGatedFfnMatchDoubleReferenceAndCountPerKind) {
+  Units u;
+  const std::size_t m = 3, n = 24, k = 40, f = 16;
+  const auto w = random_half(n * k, 1, 0.15f), x = random_half(m * k, 2);
+  const auto wg = random_half(f * k, 3, 0.15f), wu = random_half(f * k, 4, 0.15f),
+             wd = random_half(k * f, 5, 0.25f);
+  for (IDevice* d : u.all()) {
+    std::vector<std::uint16_t> y(m * n), z(m * k);
+    d->linear(OpKind::kQkvProj, w.data(), x.data(), y.data(), m, n, k);
+    d->gated_ffn(OpKind::kExpertFfn, wg.data(), wu.data(), wd.data(), x.data(), z.data(), m, f, k);
+    d->gated_ffn(OpKind::kExpertFfn, wg.data(), wu.data(), wd.data(), x.data(), z.data(), m, f, k);
+    for (std::size_t r = 0; r < m; ++r) {
+      for (std::size_t c = 0; c < n; ++c) {
+        double ref = 0;
+        for (std::size_t i = 0; i < k; ++i) ref += half(w[c * k + i]) * half(x[r * k + i]);
+        EXPECT_NEAR(half(y[r * n + c]), ref, 2e-3 * std::max(1.0, std::fabs(ref))) << d->name();
+      }
+      std::vector<double> act(f);
+      for (std::size_t j = 0; j < f; ++j) {
+        double g = 0, up = 0;
+        for (std::size_t i = 0; i < k; ++i) {
+          g += half(wg[j * k + i]) * half(x[r * k + i]);
+          up += half(wu[j * k + i]) * half(x[r * k + i]);
+        }
+        act[j] = g / (1 + std::exp(-g)) * up;
+      }
+      for (std::size_t c = 0; c < k; ++c) {
+        double ref = 0;
+        for (std::size_t j = 0; j < f; ++j) ref += half(wd[c * f + j]) * act[j];
+        EXPECT_NEAR(half(z[r * k + c]), ref, 1e-2 * std::max(1.0, std::fabs(ref))) << d->name();
+      }
+    }
+    EXPECT_EQ(d->op_counts().at("qkv_proj"), 1) << d->name();
+    EXPECT_EQ(d->op_counts().at("expert_ffn"), 2) << d->name();
+  }
+}
+
+TEST(Devices, AnOpKindAUnitDoesNotExecuteIsRefused) {
+  Units u;
+  std::vector<std::uint16_t> w(4, 0), x(2, 0), y(2, 0);
+  EXPECT_THROW(u.logic.linear(OpKind::kLmHead, w.data(), x.data(), y.data(), 1, 2, 2), InternalError);
+  EXPECT_TRUE(u.logic.op_counts().empty());
+}
+
+// 2 KV heads, GQA groups of 2, 13 cached tokens in blocks of 4 scattered over a pool of 6 blocks.
+TEST(Devices, PagedDecodeAttentionEqualsContiguousAttention) {
+  Units u;
+  const std::int64_t hkv = 2, hq = 4, d = 8, bt = 4, blocks = 6, t = 13;
+  const auto k_pool = random_half(static_cast<std::size_t>(blocks * bt * hkv * d), 7);
+  const auto v_pool = random_half(k_pool.size(), 8);
+  const auto q = random_half(static_cast<std::size_t>(hq * d), 9);
+  const std::vector<std::int32_t> table{5, 0, 3, 1};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  DecodeAttentionBatch b;
+  b.q = q.data();
+  b.rows = 1;
+  b.q_heads = hq;
+  b.block_tables = {&table};
+  b.context_lens = {static_cast<std::int32_t>(t)};
+  b.kv = {k_pool.data(), v_pool.data(), blocks, bt, hkv, d};
+  b.scale = scale;
+  auto slot = [&](std::int64_t j, std::int64_t g) {
+    return static_cast<std::size_t>(((table[static_cast<std::size_t>(j / bt)] * bt + j % bt) * hkv + g) * d);
+  };
+  // Golden datapath on contiguous K/V of each group: what the PIM devices must reproduce bit for bit.
+  std::vector<std::uint16_t> want(q.size());
+  for (std::int64_t g = 0; g < hkv; ++g) {
+    std::vector<std::uint16_t> k(static_cast<std::size_t>(t * d)), v(k.size());
+    for (std::int64_t j = 0; j < t; ++j)
+      for (std::int64_t i = 0; i < d; ++i) {
+        k[static_cast<std::size_t>(j * d + i)] = k_pool[slot(j, g) + static_cast<std::size_t>(i)];
+        v[static_cast<std::size_t>(j * d + i)] = v_pool[slot(j, g) + static_cast<std::size_t>(i)];
+      }
+    const std::size_t qo = static_cast<std::size_t>(g * (hq / hkv) * d);
+    u.golden->attention(q.data() + qo, k.data(), v.data(), static_cast<std::size_t>(hq / hkv),
+                        static_cast<std::size_t>(t), static_cast<std::size_t>(d), float_to_half_bits(scale),
+                        want.data() + qo);
+  }
+  for (IDevice* dev : u.all()) {
+    std::vector<std::uint16_t> out(q.size());
+    b.out = out.data();
+    dev->decode_attention(b);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      if (dev->unit() == compiler::Unit::kPim) {
+        EXPECT_EQ(out[i], want[i]) << dev->name() << " element " << i;
+      } else {
+        EXPECT_NEAR(half(out[i]), half(want[i]), 4e-3) << "element " << i;
+      }
+    }
+    EXPECT_EQ(dev->op_counts().at("attn_decode"), 1);
+  }
+}
+
+}  // namespace
+}  // namespace duplex::runtime::device

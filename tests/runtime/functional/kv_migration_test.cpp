@@ -1,0 +1,94 @@
+// K/V migration on a split system (duplex-split): prompts run on the prefill pool, each request's K/V is
+// copied block by block into the decode pool's paged cache, and decoding continues there. Tokens must equal a
+// run without migration; the migrated bytes are the prompt's K/V, every layer and KV head.
+#include <gtest/gtest.h>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/functional/functional_executor.hpp"
+#include "duplex/runtime/functional/run_session.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+const std::vector<std::vector<std::int32_t>> kPrompts = {
+    {1, 5, 9, 42}, {7, 300, 12, 999, 3, 64, 8, 8, 21, 4, 4, 17, 90, 2, 11, 6, 5, 33}, {512}};
+constexpr int kNewTokens = 6;
+
+FunctionalResult run_on(const ModelWeights& w, const char* system, int devices, int tokens = kNewTokens) {
+  FunctionalOptions o;
+  o.devices = devices;
+  o.kv_block_tokens = 4;  // several blocks per prompt
+  FunctionalExecutor exec(w, load_system(system), o);
+  return exec.run(kPrompts, tokens);
+}
+
+class KvMigration : public ::testing::TestWithParam<std::pair<const char*, int>> {};
+
+TEST_P(KvMigration, TokensAsWithoutMigrationBytesArePromptKv) {
+  const auto [model, devices] = GetParam();
+  const ModelWeights w = random_weights(compiler::load_model(model), 9);
+  const FunctionalResult plain = run_on(w, "duplex-pe", 1);
+  const FunctionalResult split = run_on(w, "duplex-split", devices);
+  EXPECT_TRUE(plain.kv_migrations.empty());
+  EXPECT_EQ(split.tokens, plain.tokens);
+  const CheckResult check = compare(split, reference_generate(w, kPrompts, kNewTokens));
+  EXPECT_TRUE(check.passed()) << check.max_abs_logit_err;
+  const compiler::ModelSpec& m = w.spec;
+  ASSERT_EQ(split.kv_migrations.size(), kPrompts.size());
+  double total = 0;
+  for (const auto& mig : split.kv_migrations) {
+    const auto prompt = static_cast<double>(kPrompts[static_cast<std::size_t>(mig.request)].size());
+    EXPECT_EQ(mig.tokens, static_cast<std::int64_t>(prompt));
+    EXPECT_EQ(mig.bytes, 2.0 * m.layers * m.kv_heads * m.head_dim * 2.0 * prompt);
+    EXPECT_GT(mig.time.si(), 0.0);
+    EXPECT_GT(mig.energy.si(), 0.0);
+    total += mig.bytes;
+  }
+  EXPECT_EQ(split.kv_migrated_bytes(), total);
+  // Both pools stepped: the prefill pool emitted first tokens, the decode pool the rest.
+  std::int64_t prefill_steps = 0, decode_steps = 0;
+  for (const StepRecord& s : split.steps) (s.pool == "prefill" ? prefill_steps : decode_steps) += 1;
+  EXPECT_GT(prefill_steps, 0);
+  EXPECT_GE(decode_steps, kNewTokens - 1);
+  EXPECT_TRUE(split.device_classes.count("prefill.dev0.xpu"));
+  EXPECT_TRUE(split.device_classes.count("decode.dev0.pim"));
+  std::printf("%s on duplex-split x%d (%s): %.0f bytes migrated, time %.2f us\n", model, devices,
+              split.layout.c_str(), total, to_us(split.time));
+}
+
+// 4 devices: 2 + 2 (same layout on both sides); 3 devices: 2 + 1 (KV heads re-sharded from TP2 to TP1).
+INSTANTIATE_TEST_SUITE_P(Splits, KvMigration,
+                         ::testing::Values(std::pair{"tiny-moe", 4}, std::pair{"tiny-dense", 4},
+                                           std::pair{"tiny-moe", 3}),
+                         [](const auto& p) {
+                           std::string n = std::string(p.param.first) + "_" + std::to_string(p.param.second);
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
+
+TEST(KvMigrationEdges, OneTokenNeedsNoMigrationOneDeviceCannotSplit) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 9);
+  EXPECT_TRUE(run_on(w, "duplex-split", 2, 1).kv_migrations.empty());
+  FunctionalOptions o;
+  o.devices = 1;
+  EXPECT_THROW(FunctionalExecutor(w, load_system("duplex-split"), o), Error);
+}
+
+TEST(KvMigrationEdges, JsonShowsMigratedBytes) {
+  RunOptions o;
+  o.model = "tiny-dense";
+  o.system = "duplex-split";
+  o.prompts = {{4, 8, 15}};
+  o.max_new_tokens = 3;
+  o.check = true;
+  const nlohmann::json j = run_functional(o).to_json();
+  const compiler::ModelSpec m = compiler::load_model("tiny-dense");
+  EXPECT_EQ(j.at("kv_migrated_bytes").get<double>(), 2.0 * m.layers * m.kv_heads * m.head_dim * 2.0 * 3);
+  EXPECT_EQ(j.at("kv_migrations").size(), 1u);
+  EXPECT_TRUE(j.at("check_passed").get<bool>());
+}
+
+}  // namespace
+}  // namespace duplex::runtime::functional

@@ -1,0 +1,116 @@
+// Multi-device functional emulation: every device of the parallel layout holds its shard of the weights and
+// KV heads and runs its shard of each op; partial outputs are summed where the plan all-reduces. Tokens must
+// not depend on the device count, the check against the plain reference must pass, and the simulated time
+// must come from the multi-device plan (links included).
+#include <gtest/gtest.h>
+
+#include <ostream>
+
+#include "duplex/base/device_spec.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/functional/functional_executor.hpp"
+#include "duplex/runtime/functional/run_session.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+const std::vector<std::vector<std::int32_t>> kPrompts = {{1, 5, 9, 42}, {7, 300, 12, 999, 3, 64}, {512}};
+constexpr int kNewTokens = 6;
+
+FunctionalResult run_on(const ModelWeights& w, const std::string& system, int devices) {
+  FunctionalOptions o;
+  o.devices = devices;
+  FunctionalExecutor exec(w, load_system(system), o);
+  return exec.run(kPrompts, kNewTokens);
+}
+
+Time link_busy(const FunctionalResult& r) {
+  Time t;
+  for (const StepRecord& s : r.steps) t += s.link_busy;
+  return t;
+}
+
+struct Case {
+  const char* model;
+  const char* system;
+  int devices;  // 0: the system's (2xgpu: 2 x 4 = 8 for the tiny models)
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.model << " on " << c.system << " x" << c.devices;
+}
+
+std::string case_name(const ::testing::TestParamInfo<Case>& p) {
+  std::string n = std::string(p.param.model) + "_" + p.param.system + "_" + std::to_string(p.param.devices);
+  for (char& ch : n)
+    if (ch == '-') ch = '_';
+  return n;
+}
+
+class MultiDevice : public ::testing::TestWithParam<Case> {};
+
+TEST_P(MultiDevice, TokensAsOnOneDeviceCheckPassesTimeFromTheLayout) {
+  const Case c = GetParam();
+  const ModelWeights w = random_weights(compiler::load_model(c.model), 5);
+  const FunctionalResult one = run_on(w, c.system, 1);
+  const FunctionalResult many = run_on(w, c.system, c.devices);
+  const int expected_devices = c.devices > 0 ? c.devices : load_system(c.system).devices_for(c.model);
+  ASSERT_EQ(many.devices, expected_devices);
+  ASSERT_GT(many.devices, 1);
+  EXPECT_EQ(one.devices, 1);
+  EXPECT_EQ(many.tokens, one.tokens);
+  const CheckResult check = compare(many, reference_generate(w, kPrompts, kNewTokens));
+  EXPECT_TRUE(check.tokens_match);
+  EXPECT_LE(check.max_abs_logit_err, check.logit_bound);
+  // The step time is the multi-device plan's: sharded ops shrink, all-reduces over the links appear.
+  EXPECT_NE(many.time.si(), one.time.si());
+  EXPECT_GT(link_busy(many).si(), 0.0);
+  EXPECT_EQ(link_busy(one).si(), 0.0);
+  EXPECT_GT(many.ops_per_unit().at("link"), 0);
+  // Every device's xPU ran its shard (QKV on the xPU or its PIM, the LM head always on its xPU).
+  for (int d = 0; d < many.devices; ++d) {
+    const std::string xpu = "dev" + std::to_string(d) + ".xpu";
+    ASSERT_TRUE(many.device_op_counts.count(xpu)) << xpu;
+    EXPECT_GT(many.device_op_counts.at(xpu).at("lm_head"), 0) << xpu;
+    EXPECT_NE(many.device_classes.at(xpu).find("XpuDevice"), std::string::npos);
+  }
+  std::printf("%s on %s: 1 device %.2f us, %s: %.2f us (links %.2f us), max |logit err| %.4g\n", c.model,
+              c.system, to_us(one.time), many.layout.c_str(), to_us(many.time), to_us(link_busy(many)),
+              check.max_abs_logit_err);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, MultiDevice,
+                         ::testing::Values(Case{"tiny-moe", "2xgpu", 0}, Case{"tiny-dense", "2xgpu", 0},
+                                           Case{"tiny-moe", "duplex-pe", 2},
+                                           Case{"tiny-dense", "duplex-pe", 2},
+                                           Case{"tiny-moe", "duplex-pe-et", 4},
+                                           Case{"tiny-moe", "bank-pim", 2}),
+                         case_name);
+
+TEST(MultiDevice, EveryDevicesPimRunsItsShardOnDuplexPe) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 5);
+  const FunctionalResult r = run_on(w, "duplex-pe", 2);
+  for (const char* pim : {"dev0.pim", "dev1.pim"}) {
+    ASSERT_TRUE(r.device_op_counts.count(pim)) << pim;
+    EXPECT_GT(r.device_op_counts.at(pim).at("attn_decode"), 0) << pim;
+    EXPECT_NE(r.device_classes.at(pim).find("LogicPimDevice"), std::string::npos);
+  }
+  const FunctionalResult bank = run_on(w, "bank-pim", 2);
+  EXPECT_NE(bank.device_classes.at("dev1.pim").find("BankPimDevice"), std::string::npos);
+  EXPECT_EQ(r.pim_unit.rfind("LogicPimDevice", 0), 0u);
+}
+
+TEST(MultiDevice, LayoutsFunctionalEmulationCannotRunAreClearErrors) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 5);
+  const SystemSpec sys = load_system("duplex-pe");
+  FunctionalOptions o;
+  o.devices = 3;  // 8 query heads do not split over TP3
+  EXPECT_THROW(FunctionalExecutor(w, sys, o), Error);
+  o.devices = 16;  // two nodes of 8: data-parallel replicas are not emulated
+  EXPECT_THROW(FunctionalExecutor(w, sys, o), Error);
+  o.devices = -1;
+  EXPECT_THROW(FunctionalExecutor(w, sys, o), Error);
+}
+
+}  // namespace
+}  // namespace duplex::runtime::functional
