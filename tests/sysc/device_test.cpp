@@ -255,7 +255,9 @@ TEST_F(SyscDevice, PimGemvThroughTheRingEqualsGolden) {
             static_cast<std::uint64_t>(to_ticks(time_pim_op(tb().system.memory, *tb().system.pim, s).total)));
 }
 
-// The same GEMV and attention commands on the device with the RTL datapath give the golden device's bits.
+// The same GEMV, attention and activation commands on the device with the RTL datapath (which decodes every
+// ring descriptor in the RTL command decoder) give the golden device's bits and completions; a malformed one
+// is rejected by both with the same status.
 TEST_F(SyscDevice, RtlDatapathDeviceMatchesGoldenDevice) {
   Testbench& b = tb();
   auto rd = [&](std::uint32_t reg) {
@@ -280,31 +282,53 @@ TEST_F(SyscDevice, RtlDatapathDeviceMatchesGoldenDevice) {
   const auto w = fill(static_cast<std::size_t>(rows * cols)), x = fill(static_cast<std::size_t>(cols));
   const auto q = fill(static_cast<std::size_t>(group * d)), k = fill(static_cast<std::size_t>(context * d)),
              v = fill(static_cast<std::size_t>(context * d));
+  const std::int64_t elements = 96;
+  const auto gate = fill(static_cast<std::size_t>(elements)), up = fill(static_cast<std::size_t>(elements));
   const std::uint64_t scale = float_to_half_bits(0.125f);
+  // GEMV, attention, activation, and a GEMV whose weights are misaligned by one byte (rejected by both).
   const std::vector<CommandDescriptor> cmds = {
       cmd(Opcode::kPimGemv, 1, {0x10000000, 0x20000000, 0x30000000, 1, rows, cols}),
       cmd(Opcode::kPimAttention, 2,
           {0x40000000, 0x41000000, 0x42000000, 0x43000000, group, context,
-           static_cast<std::uint64_t>(d) | scale << 32})};
+           static_cast<std::uint64_t>(d) | scale << 32}),
+      cmd(Opcode::kPimActivation, 3, {0x50000000, 0x51000000, 0x52000000, elements}),
+      cmd(Opcode::kPimGemv, 4, {0x10000001, 0x20000000, 0x30000000, 1, rows, cols})};
+  const Status expected[] = {Status::kOk, Status::kOk, Status::kOk, Status::kMisaligned};
   for (DuplexDevice* dev : {&b.device, &b.rtl_device}) {
     dev->backdoor().write(0x10000000, w.data(), w.size() * 2);
     dev->backdoor().write(0x20000000, x.data(), x.size() * 2);
     dev->backdoor().write(0x40000000, q.data(), q.size() * 2);
     dev->backdoor().write(0x41000000, k.data(), k.size() * 2);
     dev->backdoor().write(0x42000000, v.data(), v.size() * 2);
+    dev->backdoor().write(0x50000000, gate.data(), gate.size() * 2);
+    dev->backdoor().write(0x51000000, up.data(), up.size() * 2);
   }
-  for (const CommandDescriptor& c : cmds) {
-    EXPECT_EQ(b.submit(c).status, Status::kOk);
+  const std::uint32_t cq_first = rd(hostif::kRegCqTail);
+  for (std::size_t i = 0; i < cmds.size(); ++i) {
+    const CommandDescriptor& c = cmds[i];
+    EXPECT_EQ(b.submit(c).status, expected[i]);
     auto bytes = hostif::encode(c);
     b.access(b.rtl_mem, true, Testbench::kRing + (rd(hostif::kRegRingTail) % Testbench::kRingSize) * 64,
              bytes.data(), 64);
     wr(hostif::kRegRingTail, rd(hostif::kRegRingTail) + 1);
   }
-  for (int i = 0; i < 1000 && (b.rtl_device.busy() || rd(hostif::kRegCqTail) < 2); ++i)
+  const auto done = static_cast<std::uint32_t>(cq_first + cmds.size());
+  for (int i = 0; i < 1000 && (b.rtl_device.busy() || rd(hostif::kRegCqTail) < done); ++i)
     sc_core::sc_start(1, sc_core::SC_US);
-  ASSERT_EQ(rd(hostif::kRegCqTail), 2u);
-  EXPECT_EQ(rd(hostif::kRegErrors), 0u);
-  for (auto [addr, n] : {std::pair<std::uint64_t, std::int64_t>{0x30000000, rows}, {0x43000000, group * d}}) {
+  ASSERT_EQ(rd(hostif::kRegCqTail), done);
+  EXPECT_EQ(rd(hostif::kRegErrors), 1u);
+  for (std::size_t i = 0; i < cmds.size(); ++i) {
+    std::array<std::uint8_t, hostif::kCompletionBytes> raw{};
+    b.access(b.rtl_mem, false,
+             Testbench::kCq + ((cq_first + i) % Testbench::kCqSize) * hostif::kCompletionBytes, raw.data(),
+             static_cast<unsigned>(raw.size()));
+    const CompletionEntry c = hostif::decode_completion(raw.data());
+    EXPECT_EQ(c.seq, cmds[i].seq);
+    EXPECT_EQ(c.status, expected[i]) << "command " << i;
+  }
+  for (auto [addr, n] : {std::pair<std::uint64_t, std::int64_t>{0x30000000, rows},
+                         {0x43000000, group * d},
+                         {0x52000000, elements}}) {
     std::vector<std::uint16_t> golden(static_cast<std::size_t>(n)), rtl(golden.size());
     b.device.backdoor().read(addr, golden.data(), golden.size() * 2);
     b.rtl_device.backdoor().read(addr, rtl.data(), rtl.size() * 2);
