@@ -31,8 +31,8 @@ std::int64_t BatchState::prefill_tokens() const {
 
 BatchState BatchState::decode_batch(std::int64_t batch, std::int64_t context, std::int64_t prefill_tokens) {
   BatchState b;
-  if (batch > 0) b.groups.push_back({batch, context, 1});
-  if (prefill_tokens > 0) b.groups.push_back({1, 0, prefill_tokens});
+  if (batch > 0) b.groups.push_back({batch, context, 1, false});
+  if (prefill_tokens > 0) b.groups.push_back({1, 0, prefill_tokens, true});
   return b;
 }
 

@@ -16,7 +16,7 @@ BatchState replica_batch(const BatchState& b, int dp) {
   BatchState out;
   for (const auto& g : b.groups) {
     if (g.count <= 0) continue;
-    out.groups.push_back({(g.count + dp - 1) / dp, g.context, g.tokens});
+    out.groups.push_back({(g.count + dp - 1) / dp, g.context, g.tokens, g.completes_prefill});
   }
   return out;
 }
@@ -120,6 +120,17 @@ class Lowering {
     o.bytes_act = 2.0 * bytes;  // read on the sender, written on the receiver
   }
 
+  // The in-device K/V migration of one layer (LowerOptions::kv_migration): `tokens` prompt tokens of
+  // `requests` requests, `kv_elems` K + V elements per token on this device. Shape: requests x tokens.
+  void kv_migration(int layer, std::int64_t requests, std::int64_t tokens, double kv_elems) {
+    if (!options_.kv_migration || tokens == 0) return;
+    Op& o = add(OpKind::kKvMigration, layer, "kv_migration");
+    o.m = requests;
+    o.n = tokens;
+    o.dtype = m_.kv_dtype;
+    o.bytes_kv = 2.0 * static_cast<double>(tokens) * kv_elems * kvbytes_;  // read the prefill space, write the KV spaces
+  }
+
   void layer(int l) {
     norm(l, "attn_norm");
     attention_block(l);
@@ -155,9 +166,13 @@ class Lowering {
     const double q_elems = static_cast<double>(q_heads_) * (mla ? m_.mla.kv_lora_rank : m_.head_dim);
 
     Op pre, dec;
-    std::int64_t decode_tokens = 0, prefill_tokens = 0;
+    std::int64_t decode_tokens = 0, prefill_tokens = 0, completed_requests = 0, completed_tokens = 0;
     for (const auto& g : batch_.groups) {
       (g.tokens == 1 ? decode_tokens : prefill_tokens) += g.count * g.tokens;
+      if (g.completes_prefill) {
+        completed_requests += g.count;
+        completed_tokens += g.count * (g.context + g.tokens);
+      }
       Op& o = g.tokens == 1 ? dec : pre;
       const double c = static_cast<double>(g.context), t = static_cast<double>(g.tokens), n = static_cast<double>(g.count);
       o.requests += g.count;
@@ -187,6 +202,7 @@ class Lowering {
       o.bytes_kv = op->bytes_kv;
       o.bytes_act = op->bytes_act;
     }
+    kv_migration(l, completed_requests, completed_tokens, kv_elems);
     pim_transfer(l, "from_pim_attn", decode_tokens, static_cast<std::int64_t>(q_elems), decode * q_elems * kActBytes);
     gemm(OpKind::kOProj, l, "o_proj", tokens_, m_.hidden, o_in, 1, m_.hidden);
   }

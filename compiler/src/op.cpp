@@ -24,6 +24,7 @@ std::string_view op_kind_name(OpKind k) {
     case OpKind::kAllReduce: return "all_reduce";
     case OpKind::kAllToAll: return "all_to_all";
     case OpKind::kPimTransfer: return "pim_transfer";
+    case OpKind::kKvMigration: return "kv_migration";
   }
   DUPLEX_ASSERT(false, "unhandled op kind");
 }
@@ -46,6 +47,7 @@ std::string Op::shape() const {
     case OpKind::kAllReduce:
     case OpKind::kAllToAll:
     case OpKind::kPimTransfer:
+    case OpKind::kKvMigration:
       return fmt::format("{}x{}", m, n);
     default:
       if (n == 0) return fmt::format("{}x{}", m, k);

@@ -104,9 +104,11 @@ class Placer {
         pre.time = pre.xpu_time;
         s.ops.push_back(pre);
         s.ops.push_back(plan_op(g_, i + 1, cost_));
+        i += 2;
+        // The layer's K/V migration (xPU) overlaps decode attention too: it copies K/V this step already wrote.
+        if (i < ops.size() && ops[i].kind == OpKind::kKvMigration) s.ops.push_back(plan_op(g_, i++, cost_));
         flush();
         stages_.push_back(std::move(s));
-        i += 2;
         continue;
       }
       append(plan_op(g_, i, cost_));

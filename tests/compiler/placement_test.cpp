@@ -115,11 +115,12 @@ TEST(AttentionCoprocessing, PrefillAndDecodeAttentionShareAStage) {
   EXPECT_EQ(shared, c.model.layers);
 }
 
-// Golden text dump: the IR text of tiny-moe on duplex-pe for a small mixed batch. Regenerate with
-// DUPLEX_UPDATE_GOLDEN=1 after an intended change, and review the diff.
+// Golden text dump: the IR text of tiny-moe on duplex-pe for a small mixed batch whose 24-token prompt
+// completes (so each layer has its K/V migration). Regenerate with DUPLEX_UPDATE_GOLDEN=1 after an intended
+// change, and review the diff.
 TEST(Golden, TinyMoeMixedStepPlanText) {
   BatchState b;
-  b.groups = {{3, 17, 1}, {1, 0, 24}};
+  b.groups = {{3, 17, 1, false}, {1, 0, 24, true}};
   const auto c = compile("tiny-moe", "duplex-pe", b, 1);
   const std::string text = dump_graph(c.plan.graph) + dump_plan(c.plan);
   const std::string path = std::string(DUPLEX_TEST_SOURCE_DIR) + "/golden/tiny_moe_duplex_pe.txt";

@@ -190,7 +190,10 @@ TEST(BankGroupPim, SimulatesLikeDuplexPeWithTheAnalyticalModelAndCostlierPimRead
   o.pim_model = "analytical";
   const SystemResult pe = simulate(model, load_system("duplex-pe"), o);
   EXPECT_EQ(bg.steps, pe.steps);
-  EXPECT_DOUBLE_EQ(bg.simulated_s, pe.simulated_s);  // same compute, bandwidth and placement
+  // Same compute, bandwidth and placement; Duplex-PE also copies each prompt's K/V from its prefill memory
+  // space into the KV spaces (BankGroup-PIM has no Logic-PIM memory spaces): a little slower.
+  EXPECT_GT(pe.simulated_s, bg.simulated_s);
+  EXPECT_LT(pe.simulated_s, 1.01 * bg.simulated_s);
   EXPECT_GT(bg.pim_utilization, 0.0);
   EXPECT_GT(bg.energy_j, pe.energy_j);                // only the PIM reads cost more
 }
@@ -227,14 +230,16 @@ TEST(Heterogeneous, EveryRequestCompletesWithLinkTrafficAndBothDeviceKindsCharge
   EXPECT_EQ(r.pim_model, "cycle");  // one PIM device per GPU: the same stacks the cycle model times
   EXPECT_GT(r.pim_utilization, 0.0);
   EXPECT_GT(r.energy_breakdown["communication.links"].get<double>(), 0.0);  // GPU <-> PIM-device transfers
-  // Static power: 4 GPUs (xPU + 5 stacks) and 4 PIM devices (5 stacks + 5 Logic-PIM dies each).
+  // Static power: 2 GPUs (xPU + 5 stacks) and 2 PIM devices (5 stacks + 5 Logic-PIM dies each): the paper's
+  // two + two against four GPUs.
   const double t = r.simulated_s;
-  EXPECT_NEAR(r.energy_breakdown["static.xpu"].get<double>(), 100.0 * t * 4, 1e-9 * t);
-  EXPECT_NEAR(r.energy_breakdown["static.hbm_stack"].get<double>(), 2.0 * t * 4 * 5 * 2, 1e-9 * t);
-  EXPECT_NEAR(r.energy_breakdown["static.logic_pim_stack"].get<double>(), 1.0 * t * 4 * 5, 1e-9 * t);
-  // KV capacity from the PIM devices: more than Duplex-PE, whose stacks also hold the non-expert weights.
+  EXPECT_NEAR(r.energy_breakdown["static.xpu"].get<double>(), 100.0 * t * 2, 1e-9 * t);
+  EXPECT_NEAR(r.energy_breakdown["static.hbm_stack"].get<double>(), 2.0 * t * 2 * 5 * 2, 1e-9 * t);
+  EXPECT_NEAR(r.energy_breakdown["static.logic_pim_stack"].get<double>(), 1.0 * t * 2 * 5, 1e-9 * t);
+  // KV capacity from the 2 PIM devices, which also hold all experts: less than Duplex-PE's 4 devices (the
+  // paper's capacity-limited batch, Fig. 5(c)).
   SimulationOptions o = small_run(32, 64, 32, 16);
-  EXPECT_GT(r.memory.kv_tokens, simulate(model, load_system("duplex-pe"), o).memory.kv_tokens);
+  EXPECT_LT(r.memory.kv_tokens, simulate(model, load_system("duplex-pe"), o).memory.kv_tokens);
 }
 
 }  // namespace

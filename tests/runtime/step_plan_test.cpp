@@ -26,5 +26,17 @@ TEST(StepPlan, ShapesGroupIdenticalWork) {
   EXPECT_EQ(coarse[1], (StepShape{1, 256, TokenPhase::decode, 4}));
 }
 
+TEST(StepPlan, ShapesSeparateCompletingPrefills) {
+  StepPlan plan;
+  // Two 64-token chunks at context 0: request 7's prompt ends here (it samples), request 8's does not.
+  plan.requests = {{7, 64, 0, TokenPhase::prefill, true}, {8, 64, 0, TokenPhase::prefill, false},
+                   {9, 1, 40, TokenPhase::decode, true}};
+  const std::vector<StepShape> shapes = plan.shapes();
+  ASSERT_EQ(shapes.size(), 3u);
+  EXPECT_EQ(shapes[0], (StepShape{64, 0, TokenPhase::prefill, 1, false}));
+  EXPECT_EQ(shapes[1], (StepShape{64, 0, TokenPhase::prefill, 1, true}));
+  EXPECT_EQ(shapes[2], (StepShape{1, 40, TokenPhase::decode, 1, false}));  // a decode completes no prefill
+}
+
 }  // namespace
 }  // namespace duplex::runtime

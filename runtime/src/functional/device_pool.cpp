@@ -5,9 +5,9 @@
 #include <optional>
 
 #include "duplex/base/error.hpp"
-#include "duplex/compiler/dtype.hpp"
 #include "duplex/runtime/device/bank_pim_device.hpp"
 #include "duplex/runtime/device/logic_pim_device.hpp"
+#include "duplex/runtime/sim/kv_migration.hpp"
 #include "duplex/runtime/workload/expert_routing.hpp"
 
 namespace duplex::runtime::functional {
@@ -40,16 +40,19 @@ DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, in
 
 void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks) {
   const compiler::ModelSpec& m = w_.spec;
+  const compiler::LowerOptions lowering = compiler::LowerOptions::for_system(sys_);
   runner_.reset();
   kv_.clear();
-  for (const DeviceShard& s : shards_)
+  prefill_kv_.clear();
+  for (const DeviceShard& s : shards_) {
     kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
+    if (lowering.kv_migration) prefill_kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
+  }
   std::vector<DeviceContext> contexts;
   for (std::size_t d = 0; d < shards_.size(); ++d)
-    contexts.push_back(
-        {shards_[d], xpus_[d].get(), pims_.empty() ? nullptr : pims_[d].get(), &weights_[d], &kv_[d]});
-  runner_ = std::make_unique<StepRunner>(m, w_.numerics, layout_, compiler::LowerOptions::for_system(sys_),
-                                         cost_, std::move(contexts));
+    contexts.push_back({shards_[d], xpus_[d].get(), pims_.empty() ? nullptr : pims_[d].get(), &weights_[d],
+                        &kv_[d], prefill_kv_.empty() ? nullptr : &prefill_kv_[d]});
+  runner_ = std::make_unique<StepRunner>(m, w_.numerics, layout_, lowering, cost_, std::move(contexts));
 }
 
 DevicePool::Step DevicePool::step(const StepPlan& plan,
@@ -58,8 +61,10 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
   for (RequestId id : plan.preempted) release(id);
   std::vector<StepRequest> reqs;
   for (const ScheduledRequest& s : plan.requests) {
-    for (PagedKvCache& c : kv_) c.reserve(s.id, s.context_len + s.tokens);
-    reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)]});
+    const bool prefill = s.phase == TokenPhase::prefill;
+    for (PagedKvCache& c : prefill && !prefill_kv_.empty() ? prefill_kv_ : kv_) c.reserve(s.id, s.context_len + s.tokens);
+    reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)], prefill,
+                    prefill && s.samples_token});
   }
   StepOutput out = runner_->run(reqs);
   // The step's time and energy from the serving simulator's step model on this layout, routed as the step's
@@ -88,6 +93,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
 
 void DevicePool::release(std::int64_t id) {
   for (PagedKvCache& c : kv_) c.release(id);
+  for (PagedKvCache& c : prefill_kv_) c.release(id);
 }
 
 double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::int64_t tokens) {
@@ -117,8 +123,7 @@ double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::in
           }
     }
   }
-  return 2.0 * m.layers * m.kv_heads * m.head_dim * compiler::dtype_bytes(m.kv_dtype) *
-         static_cast<double>(tokens);
+  return kv_bytes_per_token(m) * static_cast<double>(tokens);
 }
 
 std::optional<std::uint64_t> DevicePool::pim_cycles() const {

@@ -25,7 +25,8 @@ class DevicePool {
   DevicePool(const ModelWeights& weights, const SystemSpec& system, int devices, const std::string& prefix,
              const std::shared_ptr<PimUnit>& shared_pim, const std::string& datapath_kind);
 
-  // Fresh KV caches of `blocks` blocks of `block_tokens` tokens on every device, and a fresh step runner.
+  // Fresh KV caches of `blocks` blocks of `block_tokens` tokens on every device (and, where lowering migrates
+  // K/V in the device, a prefill-space cache of as many blocks), and a fresh step runner.
   void start(std::int64_t block_tokens, std::int64_t blocks);
 
   struct Step {
@@ -59,7 +60,8 @@ class DevicePool {
   std::vector<std::unique_ptr<device::XpuDevice>> xpus_;
   std::vector<std::unique_ptr<device::PimUnitDevice>> pims_;  // per device; empty without PIM
   std::vector<std::shared_ptr<PimUnit>> pim_units_;           // the distinct units behind pims_
-  std::vector<PagedKvCache> kv_;                              // per device, during a run
+  std::vector<PagedKvCache> kv_;                              // per device, during a run: the KV spaces
+  std::vector<PagedKvCache> prefill_kv_;                      // per device: the prefill space; empty without
   std::unique_ptr<StepRunner> runner_;
 };
 

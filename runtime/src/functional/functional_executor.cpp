@@ -10,6 +10,7 @@
 #include "duplex/runtime/functional/reference_forward.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/sim/energy_ledger.hpp"
+#include "duplex/runtime/sim/kv_migration.hpp"
 
 namespace duplex::runtime::functional {
 
@@ -29,6 +30,12 @@ std::map<std::string, std::map<std::string, std::int64_t>> FunctionalResult::ops
 double FunctionalResult::kv_migrated_bytes() const {
   double bytes = 0;
   for (const KvMigration& m : kv_migrations) bytes += m.bytes;
+  return bytes;
+}
+
+double FunctionalResult::in_device_kv_migrated_bytes() const {
+  double bytes = 0;
+  for (const InDeviceKvMigration& m : in_device_kv_migrations) bytes += m.bytes;
   return bytes;
 }
 
@@ -140,6 +147,8 @@ class FunctionalExecutor::Impl {
                    FunctionalResult& res, EnergyLedger& energy, const StepPlan& plan) {
     const DevicePool::Step st = pool.step(plan, sequences_);
     record_step(pool, pool_name, plan, st, res, energy);
+    for (const InDeviceMigration& m : st.out.migrations)
+      res.in_device_kv_migrations.push_back({plan.step, m.id, m.tokens, m.bytes});
     std::vector<RequestId> sampled;
     for (std::size_t i = 0; i < plan.requests.size(); ++i) {
       const ScheduledRequest& s = plan.requests[i];
@@ -184,10 +193,7 @@ class FunctionalExecutor::Impl {
     Scheduler ps(scheduler_config(blocks)), ds(scheduler_config(blocks));
     for (std::size_t r = 0; r < prompts.size(); ++r)  // the prefill pool emits only the first token
       ps.add_request({static_cast<RequestId>(r), Time{}, static_cast<std::int64_t>(prompts[r].size()), 1});
-    const bool one_node = devices_ <= sys_.links.devices_per_node;
-    const Bandwidth bandwidth = one_node ? sys_.links.nvlink_bandwidth : sys_.links.infiniband_bandwidth;
-    const Time latency = one_node ? sys_.links.nvlink_latency : sys_.links.infiniband_latency;
-    const char* link_action = one_node ? "links.nvlink_per_byte" : "links.infiniband_per_byte";
+    const KvLinkMigration link(sys_, devices_);  // the split simulator's cost formula
     struct Clock {
       Time now;
       bool waiting = false;
@@ -224,9 +230,9 @@ class FunctionalExecutor::Impl {
           m.request = id;
           m.tokens = input;
           m.bytes = decode.receive_kv(prefill, id, input);
-          m.time = transfer_time(m.bytes, bandwidth) + latency;
+          m.time = link.time(m.bytes);
           EnergyLedger one(sys_.energy);
-          one.charge(EnergyCategory::kCommunication, link_action, m.bytes);
+          link.charge(one, m.bytes);
           m.energy = one.total();
           energy.add(one);
           res.kv_migrations.push_back(m);

@@ -87,6 +87,9 @@ nlohmann::json RunReport::to_json() const {
   for (const KvMigration& m : r.kv_migrations)
     migrations.push_back({{"request", m.request}, {"tokens", m.tokens}, {"bytes", m.bytes}, {"time_us", to_us(m.time)},
                           {"energy_j", m.energy.si()}});
+  nlohmann::json in_device = nlohmann::json::array();
+  for (const InDeviceKvMigration& m : r.in_device_kv_migrations)
+    in_device.push_back({{"step", m.step}, {"request", m.request}, {"tokens", m.tokens}, {"bytes", m.bytes}});
   nlohmann::json j = {{"model", model},
                       {"system", system},
                       {"weights", weights},
@@ -98,6 +101,8 @@ nlohmann::json RunReport::to_json() const {
                       {"device_op_counts", r.device_op_counts},
                       {"kv_migrations", migrations},
                       {"kv_migrated_bytes", r.kv_migrated_bytes()},
+                      {"in_device_kv_migrations", in_device},
+                      {"in_device_kv_migrated_bytes", r.in_device_kv_migrated_bytes()},
                       {"tokens", r.tokens},
                       {"placement", {{"ops_per_unit", r.ops_per_unit()}, {"ops_per_kind", r.ops_per_kind_and_unit()}}},
                       {"expert_coprocessing", coprocessed},
@@ -136,6 +141,9 @@ std::string RunReport::to_text() const {
   if (!r.kv_migrations.empty())
     s += fmt::format("K/V migrated prefill -> decode pool: {} requests, {:.0f} bytes\n", r.kv_migrations.size(),
                      r.kv_migrated_bytes());
+  if (!r.in_device_kv_migrations.empty())
+    s += fmt::format("K/V migrated prefill space -> KV spaces (in device): {} requests, {:.0f} bytes\n",
+                     r.in_device_kv_migrations.size(), r.in_device_kv_migrated_bytes());
   s += fmt::format("steps {}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(), coprocessed);
   s += fmt::format("simulated time {:.3f} us, energy {:.6g} J, host time {:.2f} s\n", to_us(r.time), r.energy.si(),
                    host_seconds);

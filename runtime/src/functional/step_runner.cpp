@@ -24,6 +24,13 @@ StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& nu
       w0_(*dev_.at(0).weights) {
   DUPLEX_ASSERT(static_cast<int>(dev_.size()) == layout.devices,
                 "one device context per device of the layout");
+  for (const DeviceContext& c : dev_)
+    DUPLEX_ASSERT((c.prefill_kv != nullptr) == lowering_.kv_migration,
+                  "a prefill-space KV cache exactly where lowering migrates K/V");
+}
+
+PagedKvCache& StepRunner::cache_of(std::size_t d, const StepRequest& r) const {
+  return r.prefill && dev_[d].prefill_kv != nullptr ? *dev_[d].prefill_kv : *dev_[d].kv;
 }
 
 // Device 0's plan; with `expert_rotation` r, the plan of the expert group whose first expert is r (lowering
@@ -70,7 +77,8 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests) {
       positions_.push_back(static_cast<std::int32_t>(r.context + i));
     }
     t_ += r.tokens;
-    batch_.groups.push_back({1, r.context, r.tokens});
+    DUPLEX_ASSERT(r.prefill || !r.completes_prefill, "a decode request cannot complete a prefill");
+    batch_.groups.push_back({1, r.context, r.tokens, r.completes_prefill});
   }
   routing_ = compiler::Routing{};
   routed_.clear();
@@ -111,10 +119,18 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests) {
       out.plan = std::move(next);
       out.executed_on.resize(out.plan.graph.ops.size(), Unit::kXpu);
       experts(op.layer, out.plan);
+    } else if (op.kind == OpKind::kKvMigration) {
+      DUPLEX_ASSERT(p->unit == Unit::kXpu, "the K/V migration is the xPU's copy");
+      migrate_kv(op.layer, out);
     } else {
       execute(op, p->unit);
     }
   }
+  for (const Row& row : rows_)  // a completed prompt left the prefill space at the last layer's migration
+    for (const DeviceContext& c : dev_)
+      DUPLEX_ASSERT(!row.request->completes_prefill || c.prefill_kv == nullptr ||
+                        c.prefill_kv->block_table(row.request->id).empty(),
+                    "a completed prefill still holds prefill-space blocks");
   // Every op ran on the unit the final plan gives it (re-planning never moved an executed op).
   for (std::size_t i = 0; i < out.plan.graph.ops.size(); ++i)
     DUPLEX_ASSERT(out.plan.find(i)->unit == out.executed_on[i],
@@ -221,11 +237,40 @@ void StepRunner::write_kv(int layer) {
     for (const Row& row : rows_)
       for (std::int64_t i = 0; i < row.request->tokens; ++i) {
         const std::int64_t r = row.first + i, pos = row.request->context + i;
-        std::copy(lane.k.data() + r * kv, lane.k.data() + (r + 1) * kv,
-                  dev_[d].kv->k(layer, row.request->id, pos));
-        std::copy(lane.v.data() + r * kv, lane.v.data() + (r + 1) * kv,
-                  dev_[d].kv->v(layer, row.request->id, pos));
+        PagedKvCache& cache = cache_of(d, *row.request);
+        std::copy(lane.k.data() + r * kv, lane.k.data() + (r + 1) * kv, cache.k(layer, row.request->id, pos));
+        std::copy(lane.v.data() + r * kv, lane.v.data() + (r + 1) * kv, cache.v(layer, row.request->id, pos));
       }
+  }
+}
+
+// One layer of the in-device K/V migration (the plan's kv_migration op, on the xPU): each request completing
+// its prefill this step gets KV-space slots for its context + tokens, and this layer's K/V of those tokens is
+// copied there from the prefill space, block by block; after the last layer the prefill-space blocks are freed.
+void StepRunner::migrate_kv(int layer, StepOutput& out) {
+  for (const Row& row : rows_) {
+    const StepRequest& r = *row.request;
+    if (!r.completes_prefill) continue;
+    const std::int64_t tokens = r.context + r.tokens;
+    double bytes = 0;
+    for (std::size_t d = 0; d < dev_.size(); ++d) {
+      PagedKvCache& from = *dev_[d].prefill_kv;
+      PagedKvCache& to = *dev_[d].kv;
+      to.reserve(r.id, tokens);
+      const std::int64_t block = from.block_tokens();
+      for (std::int64_t first = 0; first < tokens; first += block) {
+        const std::int64_t n = std::min(block, tokens - first);  // contiguous slots inside one block
+        const auto values = static_cast<std::size_t>(n * from.token_values());
+        std::copy_n(from.k(layer, r.id, first), values, to.k(layer, r.id, first));
+        std::copy_n(from.v(layer, r.id, first), values, to.v(layer, r.id, first));
+      }
+      bytes += 2.0 * static_cast<double>(tokens * from.token_values()) * 2.0;  // K + V, FP16
+      if (layer == m_.layers - 1) from.release(r.id);
+    }
+    auto it = std::find_if(out.migrations.begin(), out.migrations.end(),
+                           [&](const InDeviceMigration& m) { return m.id == r.id; });
+    if (it == out.migrations.end()) it = out.migrations.insert(out.migrations.end(), {r.id, tokens, 0});
+    it->bytes += bytes;
   }
 }
 
@@ -249,32 +294,41 @@ void StepRunner::attention(int layer, bool decode_op, Unit unit) {
   }
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!prompts.empty()) prefill_attention(d, prompts);
-    if (paged.empty()) continue;
-    const DeviceShard& s = dev_[d].shard;
-    Lane& lane = lanes_[d];
-    PagedKvCache& kv = *dev_[d].kv;
-    const std::int64_t qd = s.q_heads * m_.head_dim, b = static_cast<std::int64_t>(paged.size());
-    std::vector<std::uint16_t> q(static_cast<std::size_t>(b * qd)), o(q.size());
-    device::DecodeAttentionBatch batch;
-    for (std::int64_t r = 0; r < b; ++r) {
-      const auto& [row, i] = paged[static_cast<std::size_t>(r)];
-      std::copy(lane.q.data() + (row->first + i) * qd, lane.q.data() + (row->first + i + 1) * qd,
-                q.data() + r * qd);
-      batch.block_tables.push_back(&kv.block_table(row->request->id));
-      batch.context_lens.push_back(static_cast<std::int32_t>(row->request->context + i + 1));
+    // One batch per cache the rows' K/V live in (the KV spaces; the prefill space for prefill chunks).
+    for (PagedKvCache* cache : {dev_[d].kv, dev_[d].prefill_kv}) {
+      std::vector<std::pair<const Row*, std::int64_t>> rows;
+      for (const auto& pr : paged)
+        if (&cache_of(d, *pr.first->request) == cache) rows.push_back(pr);
+      if (!rows.empty()) paged_attention(d, layer, unit, *cache, rows);
     }
-    batch.q = q.data();
-    batch.out = o.data();
-    batch.rows = b;
-    batch.q_heads = s.q_heads;
-    batch.kv = {kv.k_pool(layer),  kv.v_pool(layer), kv.num_blocks(),
-                kv.block_tokens(), s.kv_heads,       m_.head_dim};
-    batch.scale = 1.0f / std::sqrt(static_cast<float>(m_.head_dim));
-    on(d, unit).decode_attention(batch);
-    for (std::int64_t r = 0; r < b; ++r) {
-      const auto& [row, i] = paged[static_cast<std::size_t>(r)];
-      std::copy(o.data() + r * qd, o.data() + (r + 1) * qd, lane.attn.data() + (row->first + i) * qd);
-    }
+  }
+}
+
+void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCache& kv,
+                                 const std::vector<std::pair<const Row*, std::int64_t>>& paged) {
+  const DeviceShard& s = dev_[d].shard;
+  Lane& lane = lanes_[d];
+  const std::int64_t qd = s.q_heads * m_.head_dim, b = static_cast<std::int64_t>(paged.size());
+  std::vector<std::uint16_t> q(static_cast<std::size_t>(b * qd)), o(q.size());
+  device::DecodeAttentionBatch batch;
+  for (std::int64_t r = 0; r < b; ++r) {
+    const auto& [row, i] = paged[static_cast<std::size_t>(r)];
+    std::copy(lane.q.data() + (row->first + i) * qd, lane.q.data() + (row->first + i + 1) * qd,
+              q.data() + r * qd);
+    batch.block_tables.push_back(&kv.block_table(row->request->id));
+    batch.context_lens.push_back(static_cast<std::int32_t>(row->request->context + i + 1));
+  }
+  batch.q = q.data();
+  batch.out = o.data();
+  batch.rows = b;
+  batch.q_heads = s.q_heads;
+  batch.kv = {kv.k_pool(layer),  kv.v_pool(layer), kv.num_blocks(),
+              kv.block_tokens(), s.kv_heads,       m_.head_dim};
+  batch.scale = 1.0f / std::sqrt(static_cast<float>(m_.head_dim));
+  on(d, unit).decode_attention(batch);
+  for (std::int64_t r = 0; r < b; ++r) {
+    const auto& [row, i] = paged[static_cast<std::size_t>(r)];
+    std::copy(o.data() + r * qd, o.data() + (r + 1) * qd, lane.attn.data() + (row->first + i) * qd);
   }
 }
 

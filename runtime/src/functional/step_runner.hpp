@@ -28,6 +28,15 @@ struct StepRequest {
   std::int64_t context = 0;                             // tokens already in its KV cache
   std::int64_t tokens = 0;                              // tokens computed this step
   const std::vector<std::int32_t>* sequence = nullptr;  // prompt + generated so far (>= context + tokens)
+  bool prefill = false;            // a prompt (or recompute) chunk: its K/V lives in the prefill space, if any
+  bool completes_prefill = false;  // the step computes its last prompt token (then its K/V migrates)
+};
+
+// One request's in-device K/V migration in a step: every layer, all devices' KV heads.
+struct InDeviceMigration {
+  std::int64_t id = 0;
+  std::int64_t tokens = 0;  // prompt tokens moved
+  double bytes = 0;         // K + V bytes copied, summed over layers and devices (each read once, written once)
 };
 
 struct StepOutput {
@@ -36,6 +45,7 @@ struct StepOutput {
   std::vector<compiler::Unit> executed_on;  // per op of plan.graph: the unit that ran it on device 0
   std::vector<std::int32_t> next_ids;       // per request: greedy next token after its last row
   std::vector<std::vector<float>> logits;   // per request: [vocab]
+  std::vector<InDeviceMigration> migrations;  // requests whose K/V moved prefill space -> KV spaces
 };
 
 // One device as the step runner drives it; everything outlives the runner.
@@ -44,7 +54,10 @@ struct DeviceContext {
   device::XpuDevice* xpu = nullptr;
   device::IDevice* pim = nullptr;  // null on a system without PIM
   DeviceWeights* weights = nullptr;
-  PagedKvCache* kv = nullptr;  // this device's KV heads
+  PagedKvCache* kv = nullptr;  // this device's KV heads: the KV spaces decode attention reads
+  // The prefill memory space (LowerOptions::kv_migration; null otherwise): prefill-phase requests write and
+  // read their K/V here; the plan's kv_migration ops copy a completed prompt's K/V into `kv` and free it here.
+  PagedKvCache* prefill_kv = nullptr;
 };
 
 class StepRunner {
@@ -52,7 +65,8 @@ class StepRunner {
   StepRunner(const compiler::ModelSpec& model, const ModelNumerics& numerics,
              const compiler::ParallelLayout& layout, compiler::LowerOptions lowering,
              const compiler::CostModel& cost, std::vector<DeviceContext> devices);
-  // The KV of every request must already be reserved for context + tokens slots on every device.
+  // The KV of every request must already be reserved for context + tokens slots on every device (a prefill
+  // request in the prefill space where the devices have one).
   StepOutput run(const std::vector<StepRequest>& requests);
 
  private:
@@ -71,8 +85,12 @@ class StepRunner {
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
   void rope();
+  PagedKvCache& cache_of(std::size_t d, const StepRequest& r) const;
   void write_kv(int layer);
+  void migrate_kv(int layer, StepOutput& out);
   void attention(int layer, bool decode_op, compiler::Unit unit);
+  void paged_attention(std::size_t d, int layer, compiler::Unit unit, PagedKvCache& kv,
+                       const std::vector<std::pair<const Row*, std::int64_t>>& rows);
   void prefill_attention(std::size_t d, const std::vector<const Row*>& prompts);
   void all_reduce();
   void o_proj(int layer, compiler::Unit unit);

@@ -27,7 +27,8 @@ EnergyCategory category_of(OpKind k) {
     case OpKind::kLmHead:
     case OpKind::kRouter: return EnergyCategory::kFc;
     case OpKind::kAttentionPrefill:
-    case OpKind::kAttentionDecode: return EnergyCategory::kAttention;
+    case OpKind::kAttentionDecode:
+    case OpKind::kKvMigration: return EnergyCategory::kAttention;  // K/V cache traffic
     case OpKind::kExpertFfn:
     case OpKind::kSharedExpertFfn: return EnergyCategory::kMoe;
     case OpKind::kAllReduce:

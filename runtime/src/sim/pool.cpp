@@ -7,8 +7,13 @@
 namespace duplex::runtime::detail {
 
 Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o, int devices,
-           ExpertRouter* router, SystemResult& result, RunTotals& totals)
-    : options_(o), layout_(compiler::ParallelLayout::make(model, system, devices)), result_(result), totals_(totals) {
+           ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name)
+    : options_(o),
+      layout_(compiler::ParallelLayout::make(model, system, devices)),
+      result_(result),
+      totals_(totals),
+      name_(std::move(name)),
+      devices_(devices) {
   memory_ = plan_memory(model, system, layout_, o.memory_reserve);
   compiler::PimTimeFn pim_fn;
   // The cycle model times one device's Logic-PIM stacks: BankGroup-PIM / Bank-PIM (other unit placement) and
@@ -37,9 +42,14 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
 Time Pool::step(const StepPlan& plan) {
   StepCost c = executor_->execute(plan);
   totals_.energy.add(c.energy);
-  totals_.xpu_busy += c.xpu_busy;
-  totals_.pim_busy += c.pim_busy;
+  totals_.xpu_busy += c.xpu_busy * devices_;
+  totals_.pim_busy += c.pim_busy * devices_;
+  xpu_busy_ += c.xpu_busy;
+  pim_busy_ += c.pim_busy;
   const auto batch = static_cast<std::int64_t>(plan.requests.size());
+  batch_sum_ += static_cast<double>(batch);
+  batch_max_ = std::max(batch_max_, batch);
+  ++steps_;
   totals_.batch_sum += static_cast<double>(batch);
   totals_.batch_max = std::max(totals_.batch_max, batch);
   const std::int64_t index = totals_.steps++;
@@ -62,6 +72,18 @@ Time Pool::step(const StepPlan& plan) {
   }
   if (index < options_.timeline_steps) result_.timeline.push_back({index, plan.start.si(), std::move(c.plan)});
   return c.time;
+}
+
+PoolFigures Pool::figures(Time simulated) const {
+  PoolFigures f;
+  f.name = name_;
+  f.devices = devices_;
+  f.steps = steps_;
+  f.batch_mean = steps_ > 0 ? batch_sum_ / static_cast<double>(steps_) : 0;
+  f.batch_max = batch_max_;
+  f.xpu_utilization = simulated.si() > 0 ? xpu_busy_.si() / simulated.si() : 0;
+  f.pim_utilization = simulated.si() > 0 ? pim_busy_.si() / simulated.si() : 0;
+  return f;
 }
 
 void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals, Time end,
@@ -118,9 +140,10 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
   r.energy_j = totals.energy.total().si();
   r.energy_j_per_token = r.generated_tokens > 0 ? r.energy_j / static_cast<double>(r.generated_tokens) : 0;
   r.energy_breakdown = totals.energy.breakdown_json();
-  // Utilisation: busy time per device-lane over the run (pools add their devices' busy time).
-  r.xpu_utilization = r.simulated_s > 0 ? totals.xpu_busy.si() / r.simulated_s : 0;
-  r.pim_utilization = r.simulated_s > 0 ? totals.pim_busy.si() / r.simulated_s : 0;
+  // Utilisation: busy device-time over devices x run time (pools add their devices' busy device-time).
+  const double device_s = static_cast<double>(devices) * r.simulated_s;
+  r.xpu_utilization = device_s > 0 ? totals.xpu_busy.si() / device_s : 0;
+  r.pim_utilization = device_s > 0 ? totals.pim_busy.si() / device_s : 0;
 }
 
 }  // namespace duplex::runtime::detail

@@ -2,6 +2,7 @@
 // Internal to the serving simulator: one pool of devices that runs its own scheduler and times its steps
 // (a whole system, or the prefill / decode half of a split system), and the accumulators of a run.
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "duplex/runtime/scheduler/scheduler.hpp"
@@ -16,7 +17,7 @@ namespace duplex::runtime::detail {
 struct RunTotals {
   explicit RunTotals(const EnergyTable& table) : energy(table) {}
   EnergyLedger energy;
-  Time xpu_busy, pim_busy;
+  Time xpu_busy, pim_busy;  // device-time: each step's per-device busy time x the pool's devices
   double batch_sum = 0;
   std::int64_t steps = 0;
   std::int64_t batch_max = 0;
@@ -26,7 +27,7 @@ class Pool {
  public:
   // Throws duplex::Error when the model does not fit the pool's devices.
   Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& options, int devices,
-       ExpertRouter* router, SystemResult& result, RunTotals& totals);
+       ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name = "");
   Scheduler& scheduler() { return *scheduler_; }
   const compiler::ParallelLayout& layout() const { return layout_; }
   const MemoryPlan& memory() const { return memory_; }
@@ -34,6 +35,8 @@ class Pool {
   bool cycle_model() const { return cycle_ != nullptr; }
   // Times one step, adds its energy and statistics to the run; returns its duration.
   Time step(const StepPlan& plan);
+  // This pool's steps, batch sizes and utilisation over a run of `simulated` time.
+  PoolFigures figures(Time simulated) const;
 
  private:
   const SimulationOptions& options_;
@@ -46,6 +49,11 @@ class Pool {
   std::unique_ptr<Scheduler> scheduler_;
   SystemResult& result_;
   RunTotals& totals_;
+  std::string name_;
+  int devices_;
+  Time xpu_busy_, pim_busy_;  // per device, summed over this pool's steps
+  double batch_sum_ = 0;
+  std::int64_t steps_ = 0, batch_max_ = 0;
 };
 
 // One request's user-visible timeline (for split systems: prefill pool's first token + decode pool's rest).

@@ -37,30 +37,39 @@ nlohmann::json percentiles_json(const Percentiles& p) {
 }  // namespace
 
 nlohmann::json SystemResult::to_json() const {
-  return {{"system", system},
-          {"model", model},
-          {"devices", devices},
-          {"layout", layout},
-          {"pim_model", pim_model},
-          {"requests", requests},
-          {"steps", steps},
-          {"generated_tokens", generated_tokens},
-          {"preemptions", preemptions},
-          {"simulated_s", simulated_s},
-          {"throughput_tok_s", throughput_tok_s},
-          {"ttft_ms", percentiles_json(ttft_ms)},
-          {"tbt_ms", percentiles_json(tbt_ms)},
-          {"e2e_ms", percentiles_json(e2e_ms)},
-          {"energy_j", energy_j},
-          {"energy_j_per_token", energy_j_per_token},
-          {"energy_breakdown", energy_breakdown},
-          {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
-          {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
-          {"memory",
-           {{"weights_gib_per_device", memory.weight_bytes_per_device / 1073741824.0},
-            {"kv_bytes_per_token_per_device", memory.kv_bytes_per_token},
-            {"kv_tokens", memory.kv_tokens},
-            {"kv_blocks", kv_capacity_blocks}}}};
+  nlohmann::json j = {{"system", system},
+                    {"model", model},
+                    {"devices", devices},
+                    {"layout", layout},
+                    {"pim_model", pim_model},
+                    {"requests", requests},
+                    {"steps", steps},
+                    {"generated_tokens", generated_tokens},
+                    {"preemptions", preemptions},
+                    {"simulated_s", simulated_s},
+                    {"throughput_tok_s", throughput_tok_s},
+                    {"ttft_ms", percentiles_json(ttft_ms)},
+                    {"tbt_ms", percentiles_json(tbt_ms)},
+                    {"e2e_ms", percentiles_json(e2e_ms)},
+                    {"energy_j", energy_j},
+                    {"energy_j_per_token", energy_j_per_token},
+                    {"energy_breakdown", energy_breakdown},
+                    {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
+                    {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
+                    {"memory",
+                     {{"weights_gib_per_device", memory.weight_bytes_per_device / 1073741824.0},
+                      {"kv_bytes_per_token_per_device", memory.kv_bytes_per_token},
+                      {"kv_tokens", memory.kv_tokens},
+                      {"kv_blocks", kv_capacity_blocks}}}};
+  if (!pools.empty()) {
+    nlohmann::json& out = j["pools"];
+    for (const PoolFigures& p : pools)
+      out[p.name] = {{"devices", p.devices},
+                     {"steps", p.steps},
+                     {"batch_size", {{"mean", p.batch_mean}, {"max", p.batch_max}}},
+                     {"utilization", {{"xpu", p.xpu_utilization}, {"pim", p.pim_utilization}}}};
+  }
+  return j;
 }
 
 SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o) {

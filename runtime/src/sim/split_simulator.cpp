@@ -5,19 +5,10 @@
 #include <map>
 
 #include "duplex/base/error.hpp"
+#include "duplex/runtime/sim/kv_migration.hpp"
 #include "pool.hpp"
 
 namespace duplex::runtime::detail {
-namespace {
-
-// Time and energy action of moving one prompt's KV (all layers, all heads) between the pools.
-struct KvLink {
-  Bandwidth bandwidth;
-  Time latency;
-  std::string energy_action;
-};
-
-}  // namespace
 
 SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o) {
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
@@ -32,21 +23,15 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   r.devices = devices;
   std::unique_ptr<ExpertRouter> router = make_router(model, o.workload);
   RunTotals totals(system.energy);
-  Pool prefill(model, system, o, prefill_devices, router.get(), r, totals);
-  Pool decode(model, system, o, decode_devices, router.get(), r, totals);
+  Pool prefill(model, system, o, prefill_devices, router.get(), r, totals, "prefill");
+  Pool decode(model, system, o, decode_devices, router.get(), r, totals, "decode");
   r.layout = fmt::format("prefill pool {} | decode pool {}", prefill.layout().describe(), decode.layout().describe());
   r.memory = decode.memory();
   r.kv_capacity_blocks = decode.kv_blocks();
   r.pim_model = !system.pim ? "none" : decode.cycle_model() ? "cycle" : "analytical";
 
-  const bool one_node = devices <= system.links.devices_per_node;
-  const KvLink link{one_node ? system.links.nvlink_bandwidth : system.links.infiniband_bandwidth,
-                    one_node ? system.links.nvlink_latency : system.links.infiniband_latency,
-                    one_node ? "links.nvlink_per_byte" : "links.infiniband_per_byte"};
-  const double kv_bytes_per_token = static_cast<double>(model.layers) *
-                                    static_cast<double>(model.kv_elements_per_token_layer()) *
-                                    compiler::dtype_bytes(model.kv_dtype);
-  const int link_action = totals.energy.action(link.energy_action);
+  const KvLinkMigration link(system, devices);
+  const double kv_bytes_per_prompt_token = kv_bytes_per_token(model);
 
   auto source = make_request_source(o.workload);
   std::map<RequestId, RequestTimeline> timelines;
@@ -88,9 +73,9 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
           source->on_finished(id, clock.now);
           continue;
         }
-        const double bytes = kv_bytes_per_token * static_cast<double>(t.spec.input_tokens);
-        totals.energy.charge(EnergyCategory::kCommunication, link_action, bytes);
-        decode.scheduler().add_request(RequestSpec{id, clock.now + transfer_time(bytes, link.bandwidth) + link.latency,
+        const double bytes = kv_bytes_per_prompt_token * static_cast<double>(t.spec.input_tokens);
+        link.charge(totals.energy, bytes);
+        decode.scheduler().add_request(RequestSpec{id, clock.now + link.time(bytes),
                                                    t.spec.input_tokens + 1, t.spec.output_tokens - 1,
                                                    t.spec.input_tokens});
       } else {
@@ -116,6 +101,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   std::vector<RequestTimeline> all;
   for (auto& [id, t] : timelines) all.push_back(std::move(t));
   finish_result(r, all, totals, end, system, devices, o.record_steps);
+  r.pools = {prefill.figures(end), decode.figures(end)};
   return r;
 }
 

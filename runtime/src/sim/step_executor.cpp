@@ -14,7 +14,7 @@ StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& s
 
 compiler::BatchState StepExecutor::batch_of(const StepPlan& plan) const {
   compiler::BatchState b;
-  for (const StepShape& s : plan.shapes()) b.groups.push_back({s.count, s.context_len, s.tokens});
+  for (const StepShape& s : plan.shapes()) b.groups.push_back({s.count, s.context_len, s.tokens, s.completes_prefill});
   return b;
 }
 
@@ -27,7 +27,8 @@ StepCost StepExecutor::execute(const StepPlan& plan) {
     routing.counts = router_->route(batch.tokens(), model_.experts, model_.top_k, moe_layers_);
   }
   StepCost c{Time{}, Time{}, Time{}, Time{}, EnergyLedger(system_.energy), {}};
-  const auto lowering = compiler::LowerOptions::for_system(system_);  // heterogeneous: GPU <-> PIM-device transfers
+  // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.
+  const auto lowering = compiler::LowerOptions::for_system(system_);
   c.plan = compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_);
   c.time = c.plan.total();
   c.xpu_busy = c.plan.busy(compiler::Unit::kXpu);

@@ -8,11 +8,14 @@
 namespace duplex::compiler {
 
 // `count` requests that each have `context` tokens already in their KV cache and process `tokens` new
-// tokens this step (1 = decode; > 1 = a prefill or a prefill chunk).
+// tokens this step (1 = decode; > 1 = a prefill or a prefill chunk). `completes_prefill`: this step computes
+// the last prompt token of each of these requests (a whole prefill, or the last chunk of a chunked one), so
+// their prompt's K/V is complete after it (what lowering's K/V migration moves; lower.hpp).
 struct RequestGroup {
   std::int64_t count = 0;
   std::int64_t context = 0;
   std::int64_t tokens = 0;
+  bool completes_prefill = false;
 };
 
 struct BatchState {
@@ -21,8 +24,8 @@ struct BatchState {
   std::int64_t requests() const;
   std::int64_t decode_requests() const;  // groups with tokens == 1
   std::int64_t prefill_tokens() const;   // tokens of groups with tokens > 1
-  // A step of `batch` decoding requests at context `context`, plus optionally one prefill of
-  // `prefill_tokens` tokens (the mixed stage of the paper).
+  // A step of `batch` decoding requests at context `context`, plus optionally one whole prefill of
+  // `prefill_tokens` tokens (the mixed stage of the paper; it completes this step).
   static BatchState decode_batch(std::int64_t batch, std::int64_t context, std::int64_t prefill_tokens = 0);
 };
 

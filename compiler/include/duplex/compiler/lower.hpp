@@ -19,7 +19,23 @@ struct LowerOptions {
   // (elements of this device's heads; activations 2 B, K/V in the model's kv dtype). Only one node is
   // supported: across nodes the expert all-to-all would share the all-to-all op kind.
   bool pim_devices = false;
-  static LowerOptions for_system(const SystemSpec& system) { return {system.heterogeneous()}; }
+  // In-device K/V migration (DUPLEX.md s.6, memory spaces): on a Duplex device with Logic-PIM on its own stacks,
+  // memory is split into 4 spaces by bank-bundle index; decode K/V lives in 3 of them and a prefill writes its
+  // Q/K/V into the 4th, so once a request's prefill completes (the step computing its last prompt token:
+  // RequestGroup::completes_prefill) the xPU copies its K/V into the KV spaces. Lowering then adds, per layer
+  // right after the attention ops, one kKvMigration op (xPU, memory-bound, FLOPs 0) covering every completing
+  // request of the step (per layer so that, with attention co-processing, it overlaps PIM decode attention):
+  //   bytes_kv = 2 (read + write) x completing prompt tokens (context + tokens) x this device's K/V elements
+  //              of one layer (k + v, its kv heads) x kv dtype bytes
+  // Not for: systems without PIM or with Bank-PIM / BankGroup-PIM (no bank-bundle spaces), heterogeneous
+  // GPU + PIM devices (the K/V goes to the PIM devices with to_pim_attn), split systems (the K/V leaves the
+  // prefill device over the links and is written straight into the decode device's KV spaces).
+  bool kv_migration = false;
+  static LowerOptions for_system(const SystemSpec& system) {
+    const bool logic_pim_spaces = system.pim && system.pim->kind == PimKind::kLogicPim && !system.heterogeneous() &&
+                                  system.split_prefill_fraction <= 0;
+    return {.pim_devices = system.heterogeneous(), .kv_migration = logic_pim_spaces};
+  }
 };
 
 // Throws duplex::Error for an empty batch or a routing that does not fit the model.

@@ -27,6 +27,8 @@ enum class OpKind {
   kAllReduce,        // tensor-parallel sum over the devices of a node (link op)
   kAllToAll,         // expert-parallel token exchange (link op)
   kPimTransfer,      // GPU <-> PIM-device activations / K/V (heterogeneous systems; link op, one NVLink hop)
+  kKvMigration,      // one layer's K/V of the requests whose prefill completes, copied by the xPU from the
+                     // prefill memory space into the decode KV spaces (Logic-PIM memory spaces; lower.hpp)
 };
 std::string_view op_kind_name(OpKind k);
 

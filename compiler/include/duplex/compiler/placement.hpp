@@ -6,7 +6,8 @@
 //    by the greedy of DUPLEX.md s.6: start with all on the xPU, move the expert with the fewest tokens to
 //    the PIM one at a time, keep the split with the lowest max(xPU time, PIM time); both lanes run at once.
 //  - attention co-processing (system.coprocess_attention): in a mixed step, prefill attention on the xPU and
-//    decode attention on its unit run at the same time.
+//    decode attention on its unit run at the same time; the layer's K/V migration (an xPU op, lower.hpp)
+//    joins the xPU lane of that stage.
 // An ExecutionPlan is a sequence of stages; inside a stage the xPU, PIM and link lanes run concurrently and
 // the stage ends at a sync point when its slowest lane finishes.
 #include <optional>

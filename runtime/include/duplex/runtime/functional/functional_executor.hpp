@@ -81,6 +81,16 @@ struct KvMigration {
   Energy energy;
 };
 
+// An in-device K/V migration (Logic-PIM memory spaces, compiler LowerOptions::kv_migration): one request's
+// prompt K/V copied by the xPU from the prefill space into the KV spaces in the step that completed its
+// prefill, every layer, on every device of its pool. Timed and charged as that step's kv_migration ops.
+struct InDeviceKvMigration {
+  std::int64_t step = 0;
+  std::int64_t request = 0;
+  std::int64_t tokens = 0;  // the prompt's tokens (context + tokens of the completing step)
+  double bytes = 0;         // copied, all devices: 2 (K, V) x layers x each device's kv_heads x head_dim x 2 B x tokens
+};
+
 struct FunctionalResult {
   // Per request (prompt order): generated tokens and the logits [vocab] that chose each.
   std::vector<std::vector<std::int32_t>> tokens;
@@ -99,6 +109,8 @@ struct FunctionalResult {
   std::map<std::string, std::map<std::string, std::int64_t>> device_op_counts;
   std::vector<KvMigration> kv_migrations;  // split systems only, in migration order
   double kv_migrated_bytes() const;
+  std::vector<InDeviceKvMigration> in_device_kv_migrations;  // Logic-PIM systems (not split), in step order
+  double in_device_kv_migrated_bytes() const;
 
   // Executed ops per unit name ("xpu", "pim") and per (kind, unit): the placement summary.
   std::map<std::string, std::int64_t> ops_per_unit() const;

@@ -31,6 +31,7 @@ struct StepShape {
   std::int64_t context_len = 0;
   TokenPhase phase = TokenPhase::prefill;
   std::int64_t count = 0;
+  bool completes_prefill = false;  // prefill phase and samples_token: the step computes the last prompt token
 
   bool operator==(const StepShape&) const = default;
 };
@@ -51,7 +52,7 @@ struct StepPlan {
   std::int64_t kv_blocks_capacity = 0;
 
   bool empty() const { return requests.empty(); }
-  // Requests grouped by (phase, tokens, context_len), sorted by that key.
+  // Requests grouped by (phase, tokens, context_len, completes_prefill), sorted by that key.
   std::vector<StepShape> shapes() const;
   // Same, with context lengths rounded up to a multiple of `context_bucket` (>= 1) for memoized lowering.
   std::vector<StepShape> shapes(std::int64_t context_bucket) const;

@@ -52,6 +52,16 @@ struct TimelineStep {
   compiler::ExecutionPlan plan;
 };
 
+// One pool of a split system (prefill or decode devices), over the whole run.
+struct PoolFigures {
+  std::string name;  // "prefill" | "decode"
+  int devices = 0;
+  std::int64_t steps = 0;
+  double batch_mean = 0;  // requests per step of this pool
+  std::int64_t batch_max = 0;
+  double xpu_utilization = 0, pim_utilization = 0;  // this pool's busy time per device / simulated time, <= 1
+};
+
 struct SystemResult {
   std::string system;
   std::string model;
@@ -67,12 +77,14 @@ struct SystemResult {
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;
-  double batch_mean = 0;
+  double batch_mean = 0;  // requests per step over all steps (a split system: both pools' steps; see pools)
   std::int64_t batch_max = 0;
   double energy_j = 0;
   double energy_j_per_token = 0;
   nlohmann::json energy_breakdown;   // "fc.dram", "moe.compute", "static.xpu", ... in joules
-  double xpu_utilization = 0, pim_utilization = 0;  // busy time / simulated time
+  // Busy device-time / (devices x simulated time), <= 1: for a split system both pools' devices together.
+  double xpu_utilization = 0, pim_utilization = 0;
+  std::vector<PoolFigures> pools;  // split systems: prefill then decode; empty otherwise
   std::vector<StepRow> step_rows;
   std::vector<TimelineStep> timeline;
   std::map<std::int64_t, nlohmann::json> request_rows;  // id -> row

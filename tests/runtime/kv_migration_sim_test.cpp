@@ -1,0 +1,136 @@
+// The serving simulator's side of K/V migration: the in-device copy after prefill is an op of the step's plan
+// (timed by the cost model, charged by charge_op), and the split system's link migration and utilisation.
+#include <gtest/gtest.h>
+
+#include "duplex/runtime/sim/kv_migration.hpp"
+#include "duplex/runtime/sim/serving_simulator.hpp"
+#include "duplex/runtime/sim/step_executor.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+using compiler::OpKind;
+
+// 8 decodes at context 300, plus request 9's prompt chunk of 512 tokens at context 512; `last_chunk`: its
+// prompt ends with this chunk (it samples its first token).
+StepPlan mixed_plan(bool last_chunk) {
+  StepPlan p;
+  for (RequestId id = 0; id < 8; ++id) p.requests.push_back({id, 1, 300, TokenPhase::decode, true});
+  p.requests.push_back({9, 512, 512, TokenPhase::prefill, last_chunk});
+  return p;
+}
+
+std::vector<std::size_t> migrations(const compiler::ExecutionPlan& plan) {
+  std::vector<std::size_t> out;
+  for (std::size_t i = 0; i < plan.graph.ops.size(); ++i)
+    if (plan.graph.ops[i].kind == OpKind::kKvMigration) out.push_back(i);
+  return out;
+}
+
+TEST(KvMigrationSim, StepCompletingAPrefillTimesTheCopyAsAMemoryBoundXpuOp) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const SystemSpec sys = load_system("duplex-pe");
+  const auto layout = compiler::ParallelLayout::make(model, sys, sys.devices_for(model.name));
+  // One router per step, same seed: both steps route alike.
+  ExpertRouter router = ExpertRouter::uniform(5), router2 = ExpertRouter::uniform(5);
+  StepExecutor exec(model, sys, layout, &router), exec2(model, sys, layout, &router2);
+  const StepCost done = exec.execute(mixed_plan(true));
+  const auto ops = migrations(done.plan);
+  ASSERT_EQ(static_cast<int>(ops.size()), model.layers);
+  const double kv_heads_here = static_cast<double>(model.kv_heads / layout.tp);
+  // read + write x (K + V) x heads x head_dim x 2 B x all 1024 prompt tokens
+  const double bytes = 2.0 * 2.0 * kv_heads_here * model.head_dim * 2.0 * 1024;
+  const Time expected = transfer_time(bytes, sys.memory_bandwidth() * sys.xpu.memory_efficiency) +
+                        sys.xpu.launch_overhead;
+  for (std::size_t i : ops) {
+    EXPECT_EQ(done.plan.graph.ops[i].bytes(), bytes);
+    EXPECT_EQ(done.plan.find(i)->unit, compiler::Unit::kXpu);
+    EXPECT_DOUBLE_EQ(done.plan.find(i)->time.si(), expected.si());
+  }
+  // An earlier chunk moves nothing yet; its step differs only by the migrations.
+  const StepCost chunk = exec2.execute(mixed_plan(false));
+  EXPECT_TRUE(migrations(chunk.plan).empty());
+  EXPECT_EQ(chunk.plan.graph.ops.size() + ops.size(), done.plan.graph.ops.size());
+  EXPECT_GT(done.xpu_busy, chunk.xpu_busy);
+  EXPECT_NEAR((done.xpu_busy - chunk.xpu_busy).si(), (expected * model.layers).si(), 1e-12);
+  // Energy: the copy's DRAM traffic on the xPU path, in the attention category.
+  EXPECT_GT(done.energy.breakdown_json()["attention.dram"].get<double>(),
+            chunk.energy.breakdown_json()["attention.dram"].get<double>());
+}
+
+TEST(KvMigrationSim, NoInDeviceMigrationOnGpuOrSplitSystems) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  for (const char* name : {"gpu", "duplex-split", "bank-pim"}) {
+    const SystemSpec sys = load_system(name);
+    const auto layout = compiler::ParallelLayout::make(model, sys, sys.devices_for(model.name));
+    ExpertRouter router = ExpertRouter::uniform(5);
+    StepExecutor exec(model, sys, layout, &router);
+    EXPECT_TRUE(migrations(exec.execute(mixed_plan(true)).plan).empty()) << name;
+  }
+}
+
+TEST(KvMigrationSim, LinkMigrationCostIsBytesOverTheLinkPlusLatency) {
+  const SystemSpec sys = load_system("duplex-split");
+  const KvLinkMigration nvlink(sys, sys.links.devices_per_node);
+  EXPECT_TRUE(nvlink.one_node());
+  EXPECT_EQ(nvlink.time(1e6), transfer_time(1e6, sys.links.nvlink_bandwidth) + sys.links.nvlink_latency);
+  const KvLinkMigration ib(sys, sys.links.devices_per_node + 1);
+  EXPECT_FALSE(ib.one_node());
+  EXPECT_EQ(ib.time(1e6), transfer_time(1e6, sys.links.infiniband_bandwidth) + sys.links.infiniband_latency);
+  EnergyLedger ledger(sys.energy);
+  nvlink.charge(ledger, 1e6);
+  EXPECT_DOUBLE_EQ(ledger.total().si(), (sys.energy.price("links.nvlink_per_byte") * 1e6).si());
+  const auto m = compiler::load_model("mixtral-8x7b");
+  EXPECT_EQ(kv_bytes_per_token(m), 32.0 * 2 * 8 * 128 * 2);  // 32 layers x (K, V) x 8 heads x 128 x FP16
+}
+
+SimulationOptions closed_run(std::int64_t requests, std::int64_t in, std::int64_t out, std::int64_t batch) {
+  SimulationOptions o;
+  o.workload.label = "test";
+  o.workload.seed = 11;
+  o.workload.requests = requests;
+  o.workload.arrival.kind = ArrivalSpec::Kind::closed;
+  o.workload.arrival.concurrency = batch;
+  LengthDistribution len;
+  len.kind = LengthDistribution::Kind::fixed;
+  len.input = in;
+  len.output = out;
+  o.workload.lengths = len;
+  o.workload.routing = RoutingSpec{};
+  o.scheduler.max_batch = batch;
+  return o;
+}
+
+// The split simulator used to add both pools' per-device busy time over the run (xpu_utilization 1.03-1.10
+// on Mixtral duplex-split); now: busy device-time / (devices x time), and per pool busy / time.
+TEST(KvMigrationSim, SplitUtilisationIsPerPoolAndBoundedByOne) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const SystemResult r = simulate(model, load_system("duplex-split"), closed_run(96, 512, 64, 32));
+  ASSERT_EQ(r.pools.size(), 2u);
+  EXPECT_EQ(r.pools[0].name, "prefill");
+  EXPECT_EQ(r.pools[1].name, "decode");
+  EXPECT_EQ(r.pools[0].devices + r.pools[1].devices, r.devices);
+  EXPECT_EQ(r.pools[0].steps + r.pools[1].steps, r.steps);
+  double weighted = 0;
+  for (const PoolFigures& p : r.pools) {
+    EXPECT_GT(p.xpu_utilization, 0.0) << p.name;
+    EXPECT_LE(p.xpu_utilization, 1.0) << p.name;
+    EXPECT_LE(p.pim_utilization, 1.0) << p.name;
+    EXPECT_GT(p.batch_mean, 0.0);
+    EXPECT_LE(p.batch_mean, 32.0);
+    weighted += p.xpu_utilization * p.devices;
+  }
+  EXPECT_LE(r.xpu_utilization, 1.0);
+  EXPECT_LE(r.pim_utilization, 1.0);
+  EXPECT_NEAR(r.xpu_utilization, weighted / r.devices, 1e-12);
+  const nlohmann::json j = r.to_json();
+  EXPECT_DOUBLE_EQ(j["pools"]["decode"]["utilization"]["xpu"].get<double>(), r.pools[1].xpu_utilization);
+  // A system without a split reports no pools and the same bound.
+  const SystemResult pe = simulate(model, load_system("duplex-pe"), closed_run(32, 128, 16, 16));
+  EXPECT_TRUE(pe.pools.empty());
+  EXPECT_FALSE(pe.to_json().contains("pools"));
+  EXPECT_LE(pe.xpu_utilization, 1.0);
+}
+
+}  // namespace
+}  // namespace duplex::runtime
