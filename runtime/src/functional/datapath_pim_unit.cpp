@@ -9,7 +9,8 @@ namespace {
 
 class DatapathPimUnit final : public PimUnit {
  public:
-  explicit DatapathPimUnit(std::string_view kind) : dp_(pim::make_datapath(kind, pim::DatapathParams{})) {}
+  DatapathPimUnit(std::string_view kind, const std::string& trace_path)
+      : dp_(pim::make_datapath(kind, pim::DatapathParams{}, trace_path)) {}
 
   std::string describe() const override { return fmt::format("logic-pim datapath {}", dp_->kind()); }
 
@@ -19,7 +20,8 @@ class DatapathPimUnit final : public PimUnit {
   }
 
   void gated_ffn(const std::uint16_t* w_gate, const std::uint16_t* w_up, const std::uint16_t* w_down,
-                 const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t f, std::size_t h) override {
+                 const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t f,
+                 std::size_t h) override {
     std::vector<std::uint16_t> gate(f), up(f), act(f);
     for (std::size_t r = 0; r < m; ++r) {
       dp_->gemv_fp16(w_gate, x + r * h, gate.data(), f, h);
@@ -42,8 +44,9 @@ class DatapathPimUnit final : public PimUnit {
 
 }  // namespace
 
-std::unique_ptr<PimUnit> make_datapath_pim_unit(std::string_view datapath_kind) {
-  return std::make_unique<DatapathPimUnit>(datapath_kind);
+std::unique_ptr<PimUnit> make_datapath_pim_unit(std::string_view datapath_kind,
+                                                const std::string& trace_path) {
+  return std::make_unique<DatapathPimUnit>(datapath_kind, trace_path);
 }
 
 }  // namespace duplex::runtime::functional

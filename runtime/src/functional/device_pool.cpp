@@ -14,7 +14,7 @@ namespace duplex::runtime::functional {
 
 DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, int devices,
                        const std::string& prefix, const std::shared_ptr<PimUnit>& shared_pim,
-                       const std::string& datapath_kind)
+                       const std::string& datapath_kind, const std::string& rtl_trace)
     : w_(weights),
       sys_(system),
       layout_(compiler::ParallelLayout::make(weights.spec, system, devices)),
@@ -26,8 +26,10 @@ DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, in
     xpus_.push_back(std::make_unique<device::XpuDevice>(fmt::format("{}dev{}.xpu", prefix, s.device),
                                                         kernels::make_cpu_backend()));
     if (!sys_.pim) continue;
-    std::shared_ptr<PimUnit> unit =
-        shared_pim ? shared_pim : std::shared_ptr<PimUnit>(make_datapath_pim_unit(datapath_kind));
+    // The waveform, if any, is device 0's (the first unit made).
+    std::shared_ptr<PimUnit> unit = shared_pim ? shared_pim
+                                               : std::shared_ptr<PimUnit>(make_datapath_pim_unit(
+                                                     datapath_kind, pim_units_.empty() ? rtl_trace : ""));
     if (pim_units_.empty() || pim_units_.back() != unit) pim_units_.push_back(unit);
     const std::string name = fmt::format("{}dev{}.pim", prefix, s.device);
     if (sys_.pim->kind == PimKind::kLogicPim) {
@@ -46,7 +48,8 @@ void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks) {
   prefill_kv_.clear();
   for (const DeviceShard& s : shards_) {
     kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
-    if (lowering.kv_migration) prefill_kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
+    if (lowering.kv_migration)
+      prefill_kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
   }
   std::vector<DeviceContext> contexts;
   for (std::size_t d = 0; d < shards_.size(); ++d)
@@ -62,7 +65,8 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
   std::vector<StepRequest> reqs;
   for (const ScheduledRequest& s : plan.requests) {
     const bool prefill = s.phase == TokenPhase::prefill;
-    for (PagedKvCache& c : prefill && !prefill_kv_.empty() ? prefill_kv_ : kv_) c.reserve(s.id, s.context_len + s.tokens);
+    for (PagedKvCache& c : prefill && !prefill_kv_.empty() ? prefill_kv_ : kv_)
+      c.reserve(s.id, s.context_len + s.tokens);
     reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)], prefill,
                     prefill && s.samples_token});
   }

@@ -20,10 +20,12 @@ namespace duplex::runtime::functional {
 class DevicePool {
  public:
   // `prefix` starts every unit's name ("" -> "dev0.xpu", "prefill." -> "prefill.dev0.xpu"). `shared_pim`:
-  // the one PIM unit every device's PIM ops run on; null: a datapath of kind `datapath_kind` per device.
+  // the one PIM unit every device's PIM ops run on; null: a datapath of kind `datapath_kind` per device, and
+  // device 0's writes the waveform `rtl_trace` if that is not empty.
   // Throws duplex::Error for a layout the emulation cannot run (shard_devices).
   DevicePool(const ModelWeights& weights, const SystemSpec& system, int devices, const std::string& prefix,
-             const std::shared_ptr<PimUnit>& shared_pim, const std::string& datapath_kind);
+             const std::shared_ptr<PimUnit>& shared_pim, const std::string& datapath_kind,
+             const std::string& rtl_trace = "");
 
   // Fresh KV caches of `blocks` blocks of `block_tokens` tokens on every device (and, where lowering migrates
   // K/V in the device, a prefill-space cache of as many blocks), and a fresh step runner.

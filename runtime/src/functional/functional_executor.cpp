@@ -65,12 +65,21 @@ class FunctionalExecutor::Impl {
           fmt::format("system {} has no PIM: a PIM datapath ({}) does not apply", sys_.name, opt_.datapath));
     std::shared_ptr<PimUnit> shared_pim;
     std::string kind;
+    if (!opt_.rtl_trace.empty() && (!sys_.pim || opt_.pim_unit_factory))
+      throw Error(fmt::format(
+          "an RTL waveform ({}) needs the Logic-PIM datapath run directly: system {} {}", opt_.rtl_trace,
+          sys_.name, sys_.pim ? "runs its PIM ops on a custom unit (the SystemC device)" : "has no PIM"));
     if (sys_.pim && opt_.pim_unit_factory) {
       shared_pim = opt_.pim_unit_factory(sys_);
     } else if (sys_.pim) {
       // Bank-PIM configs name no datapath: its units compute with the same FP16 datapath arithmetic (golden).
       kind = opt_.datapath.empty() ? sys_.pim->datapath : opt_.datapath;
       if (kind.empty() && sys_.pim->kind == PimKind::kBankPim) kind = "golden";
+      if (!opt_.rtl_trace.empty() && kind != "rtl")
+        throw Error(
+            fmt::format("an RTL waveform ({}) needs the rtl datapath; system {} computes with \"{}\" "
+                        "(choose --datapath rtl)",
+                        opt_.rtl_trace, sys_.name, kind));
     }
     devices_ = opt_.devices > 0 ? opt_.devices : sys_.devices_for(w_.spec.name);
     if (sys_.split_prefill_fraction > 0) {
@@ -82,11 +91,13 @@ class FunctionalExecutor::Impl {
             fmt::format("system {}: {} devices leave none for decoding after {} prefill devices; expected "
                         "at least 2 devices",
                         sys_.name, devices_, prefill));
-      pools_.push_back(std::make_unique<DevicePool>(w_, sys_, prefill, "prefill.", shared_pim, kind));
+      pools_.push_back(
+          std::make_unique<DevicePool>(w_, sys_, prefill, "prefill.", shared_pim, kind, opt_.rtl_trace));
       pools_.push_back(
           std::make_unique<DevicePool>(w_, sys_, devices_ - prefill, "decode.", shared_pim, kind));
     } else {
-      pools_.push_back(std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind));
+      pools_.push_back(
+          std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind, opt_.rtl_trace));
     }
   }
 

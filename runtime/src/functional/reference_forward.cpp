@@ -1,8 +1,8 @@
 #include "duplex/runtime/functional/reference_forward.hpp"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <numeric>
 
 #include "duplex/base/error.hpp"
@@ -13,9 +13,13 @@ namespace {
 
 using Vec = std::vector<float>;
 
-float to_fp16(double v) { return half_bits_to_float(float_to_half_bits(static_cast<float>(v))); }
+float to_fp16(double v) {
+  return half_bits_to_float(float_to_half_bits(static_cast<float>(v)));
+}
 
-float w_at(const WeightTensor& w, std::int64_t i) { return half_bits_to_float(w.data[static_cast<std::size_t>(i)]); }
+float w_at(const WeightTensor& w, std::int64_t i) {
+  return half_bits_to_float(w.data[static_cast<std::size_t>(i)]);
+}
 
 // y[n] = W[n][k] . x[k], W row-major [rows][cols]; `row0` selects a block of rows.
 std::vector<double> matvec(const WeightTensor& w, const Vec& x, std::int64_t rows, std::int64_t row0 = 0) {
@@ -60,7 +64,9 @@ void rope(Vec& v, int heads, int d, std::int64_t pos, double theta) {
   }
 }
 
-double silu(double g) { return g / (1.0 + std::exp(-g)); }
+double silu(double g) {
+  return g / (1.0 + std::exp(-g));
+}
 
 // One gated SiLU FFN: down(silu(gate x) * up x).
 Vec gated_ffn(const WeightTensor& gate, const WeightTensor& up, const WeightTensor& down, const Vec& x) {
@@ -73,7 +79,8 @@ Vec gated_ffn(const WeightTensor& gate, const WeightTensor& up, const WeightTens
 
 class Sequence {
  public:
-  explicit Sequence(const ModelWeights& w) : w_(w), m_(w.spec), k_(static_cast<std::size_t>(m_.layers)), v_(k_.size()) {}
+  explicit Sequence(const ModelWeights& w)
+      : w_(w), m_(w.spec), k_(static_cast<std::size_t>(m_.layers)), v_(k_.size()) {}
 
   // Runs one token at position `pos` (= tokens fed so far) and returns the logits after it.
   std::vector<float> feed(std::int32_t token, std::int64_t pos) {
@@ -117,7 +124,9 @@ class Sequence {
       double max_s = -INFINITY;
       for (std::size_t t = 0; t < kc.size(); ++t) {
         double s = 0;
-        for (int j = 0; j < d; ++j) s += static_cast<double>(q[qo + static_cast<std::size_t>(j)]) * kc[t][ko + static_cast<std::size_t>(j)];
+        for (int j = 0; j < d; ++j)
+          s += static_cast<double>(q[qo + static_cast<std::size_t>(j)]) *
+               kc[t][ko + static_cast<std::size_t>(j)];
         p[t] = s * scale;
         max_s = std::max(max_s, p[t]);
       }
@@ -125,7 +134,8 @@ class Sequence {
       for (double& e : p) sum += (e = std::exp(e - max_s));
       for (int j = 0; j < d; ++j) {
         double acc = 0;
-        for (std::size_t t = 0; t < kc.size(); ++t) acc += p[t] / sum * vc[t][ko + static_cast<std::size_t>(j)];
+        for (std::size_t t = 0; t < kc.size(); ++t)
+          acc += p[t] / sum * vc[t][ko + static_cast<std::size_t>(j)];
         out[qo + static_cast<std::size_t>(j)] = to_fp16(acc);
       }
     }
@@ -142,9 +152,12 @@ class Sequence {
     std::vector<int> order(p.size());
     std::iota(order.begin(), order.end(), 0);
     // Highest probability first; ties: the lower expert index first.
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[static_cast<std::size_t>(a)] > p[static_cast<std::size_t>(b)]; });
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      return p[static_cast<std::size_t>(a)] > p[static_cast<std::size_t>(b)];
+    });
     double top_sum = 0;
-    for (int j = 0; j < m_.top_k; ++j) top_sum += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
+    for (int j = 0; j < m_.top_k; ++j)
+      top_sum += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
     std::vector<double> acc(n.size(), 0.0);
     for (int j = 0; j < m_.top_k; ++j) {
       const int e = order[static_cast<std::size_t>(j)];
@@ -169,34 +182,65 @@ void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, int vo
     if (prompts[r].empty()) throw Error(fmt::format("prompt {} is empty; expected at least one token id", r));
     for (std::size_t i = 0; i < prompts[r].size(); ++i)
       if (prompts[r][i] < 0 || prompts[r][i] >= vocab)
-        throw Error(fmt::format("prompt {}, token {}: id {} is outside the vocabulary [0, {})", r, i, prompts[r][i], vocab));
+        throw Error(fmt::format("prompt {}, token {}: id {} is outside the vocabulary [0, {})", r, i,
+                                prompts[r][i], vocab));
   }
 }
 
-ReferenceOutput reference_generate(const ModelWeights& weights, const std::vector<std::vector<std::int32_t>>& prompts,
-                                   int max_new_tokens) {
+namespace {
+
+// Greedy generation (paths == nullptr) or teacher forcing along (*paths)[r].
+ReferenceOutput run_reference(const ModelWeights& weights,
+                              const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens,
+                              const std::vector<std::vector<std::int32_t>>* paths) {
   check_functional_support(weights.spec);
   check_prompts(prompts, weights.spec.vocab);
-  if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
   ReferenceOutput out;
-  for (const auto& prompt : prompts) {
+  for (std::size_t r = 0; r < prompts.size(); ++r) {
+    const int steps = paths ? static_cast<int>((*paths)[r].size()) : max_new_tokens;
     Sequence seq(weights);
     std::vector<float> logits;
     std::int64_t pos = 0;
-    for (std::int32_t t : prompt) logits = seq.feed(t, pos++);
+    for (std::int32_t t : prompts[r]) logits = seq.feed(t, pos++);
     std::vector<std::int32_t> tokens;
     std::vector<std::vector<float>> all_logits;
-    for (int i = 0; i < max_new_tokens; ++i) {
+    for (int i = 0; i < steps; ++i) {
       // Greedy: the highest logit, ties to the lowest id.
-      const auto next = static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const auto next =
+          static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
       tokens.push_back(next);
       all_logits.push_back(logits);
-      if (i + 1 < max_new_tokens) logits = seq.feed(next, pos++);
+      if (i + 1 < steps) logits = seq.feed(paths ? (*paths)[r][static_cast<std::size_t>(i)] : next, pos++);
     }
     out.tokens.push_back(std::move(tokens));
     out.logits.push_back(std::move(all_logits));
   }
   return out;
+}
+
+}  // namespace
+
+ReferenceOutput reference_generate(const ModelWeights& weights,
+                                   const std::vector<std::vector<std::int32_t>>& prompts,
+                                   int max_new_tokens) {
+  if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
+  return run_reference(weights, prompts, max_new_tokens, nullptr);
+}
+
+ReferenceOutput reference_follow(const ModelWeights& weights,
+                                 const std::vector<std::vector<std::int32_t>>& prompts,
+                                 const std::vector<std::vector<std::int32_t>>& paths) {
+  if (paths.size() != prompts.size())
+    throw Error(
+        fmt::format("{} token paths for {} prompts; expected one per prompt", paths.size(), prompts.size()));
+  for (std::size_t r = 0; r < paths.size(); ++r) {
+    if (paths[r].empty())
+      throw Error(fmt::format("token path of request {} is empty; expected >= 1 token", r));
+    for (std::int32_t t : paths[r])
+      if (t < 0 || t >= weights.spec.vocab)
+        throw Error(fmt::format("token path of request {}: id {} outside [0, {})", r, t, weights.spec.vocab));
+  }
+  return run_reference(weights, prompts, 0, &paths);
 }
 
 }  // namespace duplex::runtime::functional

@@ -1,6 +1,11 @@
 // Cross-system properties of functional emulation and the `duplex run` library entry.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/functional_executor.hpp"
@@ -186,6 +191,60 @@ TEST(RunSession, CompareFindsTheFirstDivergence) {
   EXPECT_FALSE(c.passed());
   EXPECT_EQ(c.compared_positions, 2);          // stops at the first differing token
   EXPECT_DOUBLE_EQ(c.max_abs_logit_err, 0.5);  // position 2 (after the divergence) is not compared
+}
+
+// --trace: device 0's RTL datapath writes a waveform; a trace without the rtl datapath, or on a system without
+// PIM, is an error naming the file. (A prefill-only run keeps the file small: the waveform content itself is
+// tested in tests/rtl.)
+TEST(RunSession, RtlTraceWritesAWaveformOnlyWithTheRtlDatapath) {
+  const std::string path = ::testing::TempDir() + "duplex_run_trace.vcd";
+  std::remove(path.c_str());
+  RunOptions o;
+  o.model = "tiny-dense";
+  o.system = "duplex-pe";
+  o.prompts = {{3}};
+  o.max_new_tokens = 1;
+  o.executor.devices = 1;
+  o.executor.datapath = "rtl";
+  o.executor.rtl_trace = path;
+  run_functional(o);
+  std::ifstream f(path);
+  std::string first;
+  std::getline(f, first);
+  EXPECT_EQ(first.rfind("$version", 0), 0u) << path;
+  o.executor.datapath = "golden";
+  EXPECT_THROW(run_functional(o), Error);
+  o.executor.datapath.clear();
+  o.system = "gpu";
+  EXPECT_THROW(run_functional(o), Error);
+  std::remove(path.c_str());
+}
+
+// A near tie: tiny-moe on duplex-pe (4 devices, seed 1) picks token 100 at request 0 position 22 where the
+// reference picks 134 by a margin of ~5e-5, far inside the logit error there. check_run compares every
+// position on the executor's path and accepts the flip as an explained near tie; the same run with its last
+// token replaced by one the reference ranks far lower fails (a wrong token, not a tie).
+TEST(RunSession, CheckAcceptsExplainedNearTiesOnlyAndComparesEveryPosition) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 1);
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 5, 9, 42}, {7, 3}};
+  FunctionalResult r = run_on(w, "duplex-pe", {}, 32, prompts);
+  const CheckResult c = check_run(w, prompts, r, 32);
+  ASSERT_FALSE(c.tokens_match) << "this seed's near tie is gone: pick another case";
+  ASSERT_EQ(c.near_ties.size(), 1u);
+  EXPECT_EQ(c.near_ties[0].request, 0u);
+  EXPECT_EQ(c.near_ties[0].position, 22u);
+  EXPECT_LT(c.near_ties[0].margin, 1e-3);
+  EXPECT_TRUE(c.near_ties_explained());
+  EXPECT_EQ(c.compared_positions, 64);  // every position, also after the divergence
+  EXPECT_TRUE(c.passed());
+
+  // The last token of request 1 replaced by the reference's lowest-ranked one there.
+  const std::vector<float>& last = r.logits[1].back();
+  r.tokens[1].back() = static_cast<std::int32_t>(std::min_element(last.begin(), last.end()) - last.begin());
+  const CheckResult bad = check_run(w, prompts, r, 32);
+  EXPECT_EQ(bad.near_ties.size(), 2u);
+  EXPECT_FALSE(bad.near_ties.back().explained());
+  EXPECT_FALSE(bad.passed());
 }
 
 }  // namespace

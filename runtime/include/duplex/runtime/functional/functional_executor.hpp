@@ -48,6 +48,9 @@ struct FunctionalOptions {
   // device's PIM ops run on that one unit (the driver emulates one device per process). Empty: one Logic-PIM
   // datapath of kind `datapath` per device. With a factory, `datapath` must be empty.
   std::function<std::unique_ptr<PimUnit>(const SystemSpec&)> pim_unit_factory;
+  // A waveform of device 0's Logic-PIM datapath (the first pool's, on a split system): a .vcd path (.fst with
+  // a DUPLEX_RTL_TRACE_FST build); only with the rtl datapath. Empty: none.
+  std::string rtl_trace;
 };
 
 // One executed op.

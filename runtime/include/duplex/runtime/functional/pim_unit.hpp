@@ -35,6 +35,7 @@ class PimUnit {
 };
 
 // The Logic-PIM datapath of kind "golden" or "rtl" (duplex::Error otherwise, from make_datapath).
-std::unique_ptr<PimUnit> make_datapath_pim_unit(std::string_view datapath_kind);
+// `trace_path`: a waveform of the RTL datapath (pim::make_datapath's; rtl only).
+std::unique_ptr<PimUnit> make_datapath_pim_unit(std::string_view datapath_kind, const std::string& trace_path = "");
 
 }  // namespace duplex::runtime::functional

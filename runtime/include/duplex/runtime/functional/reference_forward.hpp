@@ -23,8 +23,16 @@ struct ReferenceOutput {
 
 // Greedy generation of `max_new_tokens` (>= 1) tokens for every prompt (each non-empty, ids in [0, vocab)).
 // Throws duplex::Error for an empty prompt or an id out of range.
-ReferenceOutput reference_generate(const ModelWeights& weights, const std::vector<std::vector<std::int32_t>>& prompts,
-                                   int max_new_tokens);
+ReferenceOutput reference_generate(const ModelWeights& weights,
+                                   const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens);
+
+// The reference along given paths (teacher forcing): request r is prompt r followed by paths[r] (each
+// non-empty); logits[r][i] is the reference's distribution for the token at paths[r][i] given everything
+// before it, and tokens[r][i] the reference's greedy choice there. With paths = reference_generate's tokens,
+// the same output as reference_generate.
+ReferenceOutput reference_follow(const ModelWeights& weights,
+                                 const std::vector<std::vector<std::int32_t>>& prompts,
+                                 const std::vector<std::vector<std::int32_t>>& paths);
 
 // Throws duplex::Error naming the request and token when a prompt is empty or holds an id outside [0, vocab).
 void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, int vocab);
