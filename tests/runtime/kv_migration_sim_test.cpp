@@ -5,6 +5,7 @@
 #include "duplex/runtime/sim/kv_migration.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
 #include "duplex/runtime/sim/step_executor.hpp"
+#include "closed_loop_options.hpp"
 
 namespace duplex::runtime {
 namespace {
@@ -85,20 +86,7 @@ TEST(KvMigrationSim, LinkMigrationCostIsBytesOverTheLinkPlusLatency) {
 }
 
 SimulationOptions closed_run(std::int64_t requests, std::int64_t in, std::int64_t out, std::int64_t batch) {
-  SimulationOptions o;
-  o.workload.label = "test";
-  o.workload.seed = 11;
-  o.workload.requests = requests;
-  o.workload.arrival.kind = ArrivalSpec::Kind::closed;
-  o.workload.arrival.concurrency = batch;
-  LengthDistribution len;
-  len.kind = LengthDistribution::Kind::fixed;
-  len.input = in;
-  len.output = out;
-  o.workload.lengths = len;
-  o.workload.routing = RoutingSpec{};
-  o.scheduler.max_batch = batch;
-  return o;
+  return testing::closed_loop_options(requests, in, out, batch, 11, 0.0);
 }
 
 // The split simulator used to add both pools' per-device busy time over the run (xpu_utilization 1.03-1.10

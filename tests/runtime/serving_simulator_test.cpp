@@ -6,26 +6,13 @@
 #include "duplex/runtime/sim/memory_plan.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/sim/step_executor.hpp"
+#include "closed_loop_options.hpp"
 
 namespace duplex::runtime {
 namespace {
 
 SimulationOptions small_run(std::int64_t requests, std::int64_t in, std::int64_t out, std::int64_t batch) {
-  SimulationOptions o;
-  o.workload.label = "test";
-  o.workload.seed = 7;
-  o.workload.requests = requests;
-  o.workload.arrival.kind = ArrivalSpec::Kind::closed;
-  o.workload.arrival.concurrency = batch;
-  LengthDistribution len;
-  len.kind = LengthDistribution::Kind::gaussian;
-  len.input = in;
-  len.output = out;
-  len.input_stddev = 0.1 * static_cast<double>(in);
-  len.output_stddev = 0.1 * static_cast<double>(out);
-  o.workload.lengths = len;
-  o.workload.routing = RoutingSpec{};
-  o.scheduler.max_batch = batch;
+  SimulationOptions o = testing::closed_loop_options(requests, in, out, batch, 7, 0.1);
   o.record_steps = true;
   return o;
 }
