@@ -147,16 +147,21 @@ PseudoChannelController::Candidate PseudoChannelController::refresh_candidate() 
     for (int g = 0; g < o.bank_groups; ++g)
       for (int b = 0; b < o.banks_per_group; ++b) {
         if (engine_.open_row(r, g, b) < 0) continue;
-        Command cmd;
-        cmd.kind = CommandKind::kPrecharge;
-        cmd.path = engine_.opened_by_pim(r, g, b) ? AccessPath::kPim : AccessPath::kXpu;
-        cmd.rank = r;
-        cmd.bank_group = g;
-        cmd.bank = b;
+        const Command cmd = precharge_of(r, g, b);
         const Tick at = std::max({engine_.earliest(cmd), refresh_due_, now_});
         if (at < best.at) best = {cmd, at, false, -1};
       }
   return best;
+}
+
+Command PseudoChannelController::precharge_of(int rank, int bg, int bank) const {
+  Command cmd;
+  cmd.kind = CommandKind::kPrecharge;
+  cmd.path = engine_.opened_by_pim(rank, bg, bank) ? AccessPath::kPim : AccessPath::kXpu;
+  cmd.rank = rank;
+  cmd.bank_group = bg;
+  cmd.bank = bank;
+  return cmd;
 }
 
 bool PseudoChannelController::step(Tick until, std::vector<MemCompletion>& done) {
@@ -197,12 +202,7 @@ bool PseudoChannelController::step(Tick until, std::vector<MemCompletion>& done)
       for (int g = 0; g < o.bank_groups; ++g)
         for (int b = 0; b < o.banks_per_group; ++b) {
           if (engine_.open_row(r, g, b) < 0 || has_pending_hit(r, g, b)) continue;
-          Command cmd;
-          cmd.kind = CommandKind::kPrecharge;
-          cmd.path = engine_.opened_by_pim(r, g, b) ? AccessPath::kPim : AccessPath::kXpu;
-          cmd.rank = r;
-          cmd.bank_group = g;
-          cmd.bank = b;
+          const Command cmd = precharge_of(r, g, b);
           const Tick at = std::max(engine_.earliest(cmd), now_);
           if (at < best.at || (at == best.at && !best.column)) {
             best = {cmd, at, false, -1};

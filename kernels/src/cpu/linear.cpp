@@ -36,16 +36,21 @@ void direct_nt(const float* x, std::int64_t m, std::int64_t k, const void* w, DT
                     });
 }
 
+// Products with nothing to compute: no output (m or n is 0), or an empty sum (k = 0: y = 0 unless
+// accumulating). True when handled.
+bool empty_product(std::int64_t m, std::int64_t n, std::int64_t k, float* y, bool accumulate) {
+  if (m == 0 || n == 0) return true;
+  if (k != 0) return false;
+  if (!accumulate)
+    for (std::int64_t i = 0; i < m * n; ++i) y[i] = 0.0f;
+  return true;
+}
+
 }  // namespace
 
 void linear_nt(const float* x, std::int64_t m, std::int64_t k, const void* w, DType dtype,
                std::int64_t w_offset, std::int64_t n, float* y, bool accumulate) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    if (!accumulate)
-      for (std::int64_t i = 0; i < m * n; ++i) y[i] = 0.0f;
-    return;
-  }
+  if (empty_product(m, n, k, y, accumulate)) return;
   const float beta = accumulate ? 1.0f : 0.0f;
   if (dtype == DType::kF32) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blas_int(m), blas_int(n), blas_int(k), 1.0f, x,
@@ -67,12 +72,7 @@ void linear_nt(const float* x, std::int64_t m, std::int64_t k, const void* w, DT
 
 void linear_nn(const float* x, std::int64_t m, std::int64_t k, const void* w, DType dtype, std::int64_t n,
                float* y, bool accumulate) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    if (!accumulate)
-      for (std::int64_t i = 0; i < m * n; ++i) y[i] = 0.0f;
-    return;
-  }
+  if (empty_product(m, n, k, y, accumulate)) return;
   const float beta = accumulate ? 1.0f : 0.0f;
   const float* wf = static_cast<const float*>(w);
   std::vector<float> converted;

@@ -416,10 +416,6 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
   return launch_merge<T>(args, p, batch * s.hq, s.splits, s.d, stream);
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-}
-
 }  // namespace
 
 Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {

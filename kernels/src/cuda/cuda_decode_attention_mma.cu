@@ -422,7 +422,6 @@ Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream
 bool decode_attention_mma_applies(const DecodeAttentionArgs& args) {
   const std::int64_t d = args.q.dim(2);
   const bool dtype_ok = args.q.dtype == DType::kF16 || args.q.dtype == DType::kBF16;
-  const auto aligned16 = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   return dtype_ok && (d == 32 || d == 64 || d == 128) && aligned16(args.q.data) &&
          aligned16(args.k_cache.data) && aligned16(args.v_cache.data) &&
          args.max_context_len < (std::int64_t{1} << 30) &&

@@ -239,18 +239,17 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
   // Scratch per row: gate and up in FP32 [F] each, h in the storage dtype [F].
   const std::size_t row_bytes = static_cast<std::size_t>(f) * (2 * sizeof(float) + elem);
   std::vector<std::int64_t> active;  // experts with tokens, in expert order
-  std::int64_t most_rows = 0;
+  std::int64_t most_rows = 0, rows_total = 0;
   for (std::int64_t i = 0; i < e; ++i) {
     const std::int64_t rows = expert_rows(args, i);
     if (rows > 0) active.push_back(i);
     most_rows = std::max(most_rows, rows);
+    rows_total += rows;
   }
   if (active.empty()) return {};
   // Batches of consecutive active experts whose rows' scratch fits kScratchBytes (one expert at least).
   const std::int64_t batch_rows =
       std::max<std::int64_t>(most_rows, static_cast<std::int64_t>(kScratchBytes / row_bytes));
-  std::int64_t rows_total = 0;
-  for (std::int64_t i : active) rows_total += expert_rows(args, i);
   Scratch scratch(stream);
   if (Status s = scratch.allocate(kPointerBytes +
                                   static_cast<std::size_t>(std::min(batch_rows, rows_total)) * row_bytes);

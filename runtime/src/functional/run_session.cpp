@@ -17,6 +17,18 @@ double logit_bound(const ReferenceOutput& reference) {
   return kLogitRelativeBound * largest;
 }
 
+namespace {
+
+// max_v |a[v] - b[v]| over two logit rows of one vocabulary.
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  DUPLEX_ASSERT(a.size() == b.size(), "logit rows of different vocabularies");
+  double err = 0;
+  for (std::size_t v = 0; v < a.size(); ++v) err = std::max(err, std::fabs(static_cast<double>(a[v]) - b[v]));
+  return err;
+}
+
+}  // namespace
+
 CheckResult compare(const FunctionalResult& result, const ReferenceOutput& reference) {
   DUPLEX_ASSERT(result.tokens.size() == reference.tokens.size(),
                 "executor and reference ran different requests");
@@ -28,11 +40,8 @@ CheckResult compare(const FunctionalResult& result, const ReferenceOutput& refer
     const auto& got = result.tokens[r];
     const auto& want = reference.tokens[r];
     for (std::size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
-      const auto& a = result.logits[r][i];
-      const auto& b = reference.logits[r][i];
-      DUPLEX_ASSERT(a.size() == b.size(), "logit rows of different vocabularies");
-      for (std::size_t v = 0; v < a.size(); ++v)
-        c.max_abs_logit_err = std::max(c.max_abs_logit_err, std::fabs(static_cast<double>(a[v]) - b[v]));
+      c.max_abs_logit_err =
+          std::max(c.max_abs_logit_err, max_abs_diff(result.logits[r][i], reference.logits[r][i]));
       ++c.compared_positions;
       if (got[i] != want[i]) break;  // later positions see different tokens: not comparable
     }
@@ -51,12 +60,8 @@ CheckResult check_run(const ModelWeights& weights, const std::vector<std::vector
   c.logit_bound = logit_bound(on_path);
   for (std::size_t r = 0; r < result.tokens.size(); ++r)
     for (std::size_t i = 0; i < result.tokens[r].size(); ++i) {
-      const auto& a = result.logits[r][i];
       const auto& b = on_path.logits[r][i];
-      DUPLEX_ASSERT(a.size() == b.size(), "logit rows of different vocabularies");
-      double err = 0;
-      for (std::size_t v = 0; v < a.size(); ++v)
-        err = std::max(err, std::fabs(static_cast<double>(a[v]) - b[v]));
+      const double err = max_abs_diff(result.logits[r][i], b);
       c.max_abs_logit_err = std::max(c.max_abs_logit_err, err);
       ++c.compared_positions;
       const std::int32_t got = result.tokens[r][i], want = on_path.tokens[r][i];

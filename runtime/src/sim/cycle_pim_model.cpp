@@ -12,12 +12,15 @@ namespace duplex::runtime {
 using compiler::OpKind;
 
 namespace {
-std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return (a + b - 1) / b;
+}
 }  // namespace
 
 CyclePimModel::CyclePimModel(const SystemSpec& system) : system_(system) {
   if (!system.pim || system.pim->kind != PimKind::kLogicPim)
-    throw Error("system " + system.name + ": the cycle-level PIM model needs a Logic-PIM (use --pim-model analytical)");
+    throw Error("system " + system.name +
+                ": the cycle-level PIM model needs a Logic-PIM (use --pim-model analytical)");
 }
 
 Time CyclePimModel::cached(const Key& key, const std::function<Time()>& compute) {
@@ -35,14 +38,7 @@ Time CyclePimModel::gemv(std::int64_t tokens, std::int64_t rows, std::int64_t co
   const std::int64_t passes = ceil_div(tokens, per_pass);
   const std::int64_t last = tokens - (passes - 1) * per_pass;
   auto at = [&](std::int64_t t) {
-    return cached({0, t, rows, cols, 0, 0}, [&] {
-      sysc::PimOpShape s;
-      s.kind = sysc::PimOpKind::kGemv;
-      s.tokens = t;
-      s.rows = rows;
-      s.cols = cols;
-      return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
-    });
+    return cached({0, t, rows, cols, 0, 0}, [&] { return gemv_exact(t, rows, cols); });
   };
   auto one = [&](std::int64_t t) {  // interpolated on the token grid, never beyond one pass
     const std::int64_t lo = grid_below(t), hi = std::min(grid_above(t), per_pass);
@@ -138,18 +134,21 @@ Time CyclePimModel::time(const compiler::Op& op) {
       // Bilinear interpolation over (groups per stack, context) on the two grids.
       const std::int64_t groups = ceil_div(op.requests * op.kv_heads, stacks);
       const std::int64_t group_size = std::max(1, op.q_heads / std::max(1, op.kv_heads));
-      const std::int64_t context = std::max<std::int64_t>(1, op.context_tokens / std::max<std::int64_t>(1, op.requests));
+      const std::int64_t context =
+          std::max<std::int64_t>(1, op.context_tokens / std::max<std::int64_t>(1, op.requests));
       const std::int64_t c_lo = context_bucket_below(context), c_hi = context_bucket_above(context);
       const std::int64_t g_lo = grid_below(groups), g_hi = grid_above(groups);
       auto at_context = [&](std::int64_t g) {
         const Time t_lo = attention_at(g, group_size, c_lo, op.head_dim);
         if (c_hi == c_lo) return t_lo;
         const Time t_hi = attention_at(g, group_size, c_hi, op.head_dim);
-        return t_lo + (t_hi - t_lo) * (static_cast<double>(context - c_lo) / static_cast<double>(c_hi - c_lo));
+        return t_lo +
+               (t_hi - t_lo) * (static_cast<double>(context - c_lo) / static_cast<double>(c_hi - c_lo));
       };
       const Time t_lo = at_context(g_lo);
       if (g_hi == g_lo) return t_lo;
-      return t_lo + (at_context(g_hi) - t_lo) * (static_cast<double>(groups - g_lo) / static_cast<double>(g_hi - g_lo));
+      return t_lo + (at_context(g_hi) - t_lo) *
+                        (static_cast<double>(groups - g_lo) / static_cast<double>(g_hi - g_lo));
     }
     default:
       throw InternalError("cycle PIM model asked to time an op the PIM does not run: " + op.name);

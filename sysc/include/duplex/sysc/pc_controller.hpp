@@ -90,6 +90,8 @@ class PseudoChannelController {
   void mark_pending_hits();
   std::size_t dedup_slot(const Entry& e) const;
   bool has_pending_hit(int rank, int bg, int bank) const;
+  // A precharge of the open bank (rank, bg, bank), on the path that opened its row.
+  Command precharge_of(int rank, int bg, int bank) const;
   Candidate refresh_candidate() const;
   void issue(const Candidate& c, std::vector<MemCompletion>& done);
 
