@@ -125,7 +125,9 @@ void gemm_bench(benchmark::State& state, Backend* backend, DType dtype, double p
 
 // ---- decode attention: KV bytes read per second
 // -------------------------------------------------------------
-void decode_bench(benchmark::State& state, Backend* backend, DType dtype, double peak_bytes) {
+// The caches are the runtime's layout ([pages][16][kv heads][d], contiguous) or, with head_major, pages of
+// one head contiguous ([pages][kv heads][16][d]) seen through strides.
+void decode_bench(benchmark::State& state, Backend* backend, DType dtype, double peak_bytes, bool head_major) {
   if (backend == nullptr) {
     state.SkipWithError("backend unavailable (no GPU)");
     return;
@@ -138,9 +140,15 @@ void decode_bench(benchmark::State& state, Backend* backend, DType dtype, double
   std::shuffle(table.begin(), table.end(), std::mt19937_64(7));
   std::vector<std::int32_t> lens(static_cast<std::size_t>(batch), static_cast<std::int32_t>(context));
   const std::int64_t num_blocks = batch * blocks_per_seq;
+  auto cache = [&] {
+    if (!head_major) return buf.random(dtype, {num_blocks, block, hkv, d});
+    const Tensor physical = buf.random(dtype, {num_blocks, hkv, block, d});
+    return Tensor::strided(physical.data, dtype, {num_blocks, block, hkv, d}, {hkv * block * d, d, block * d, 1},
+                           physical.location);
+  };
   DecodeAttentionArgs args{buf.random(dtype, {batch, hq, d}),
-                           buf.random(dtype, {num_blocks, block, hkv, d}),
-                           buf.random(dtype, {num_blocks, block, hkv, d}),
+                           cache(),
+                           cache(),
                            buf.ints({batch, blocks_per_seq}, table),
                            buf.ints({batch}, lens),
                            buf.random(dtype, {batch, hq, d}),
@@ -249,7 +257,7 @@ void register_all() {
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
     benchmark::RegisterBenchmark(("Cpu/DecodeAttention/" + dn).c_str(), decode_bench, cpu_backend(), dtype,
-                                 0.0)
+                                 0.0, false)
         ->Args({8, 32, 8, 128, 2048})
         ->Args({8, 8, 2, 32, 512})
         ->Args({1, 8, 2, 32, 16384})
@@ -278,16 +286,17 @@ void register_all() {
         ->Args({16, 256, 384})
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
-    benchmark::RegisterBenchmark(("Cuda/DecodeAttention/" + dn).c_str(), decode_bench, cuda_backend(), dtype,
-                                 kH200HbmBytesPerSecond)
-        ->Args({64, 32, 8, 128, 4096})
-        ->Args({256, 32, 8, 128, 2048})
-        ->Args({16, 48, 8, 128, 16384})
-        ->Args({64, 64, 8, 128, 4096})
-        ->Args({64, 32, 32, 128, 2048})
-        ->Args({32, 8, 2, 32, 1024})
-        ->Unit(benchmark::kMicrosecond)
-        ->UseRealTime();
+    for (bool head_major : {false, true})
+      benchmark::RegisterBenchmark(("Cuda/DecodeAttention/" + dn + (head_major ? "/head-major" : "")).c_str(),
+                                   decode_bench, cuda_backend(), dtype, kH200HbmBytesPerSecond, head_major)
+          ->Args({64, 32, 8, 128, 4096})
+          ->Args({256, 32, 8, 128, 2048})
+          ->Args({16, 48, 8, 128, 16384})
+          ->Args({64, 64, 8, 128, 4096})
+          ->Args({64, 32, 32, 128, 2048})
+          ->Args({32, 8, 2, 32, 1024})
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
   }
   benchmark::RegisterBenchmark("Cuda/ExpertFfn/f16", expert_bench, cuda_backend(), DType::kF16,
                                kH200DenseFp16FlopsPerSecond)

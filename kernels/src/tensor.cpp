@@ -63,6 +63,21 @@ Tensor Tensor::contiguous(void* data, DType dtype, std::initializer_list<std::in
   return t;
 }
 
+Tensor Tensor::strided(void* data, DType dtype, std::initializer_list<std::int64_t> shape,
+                       std::initializer_list<std::int64_t> strides, Location location) {
+  if (strides.size() != shape.size())
+    throw Error(fmt::format("Tensor::strided: {} strides for {} dimensions; expected one per dimension",
+                            strides.size(), shape.size()));
+  Tensor t = contiguous(data, dtype, shape, location);
+  std::size_t i = 0;
+  for (std::int64_t stride : strides) {
+    if (stride < 0)
+      throw Error(fmt::format("Tensor::strided: stride {} of dimension {} is negative", stride, i));
+    t.strides[i++] = stride;
+  }
+  return t;
+}
+
 std::int64_t Tensor::numel() const {
   std::int64_t n = 1;
   for (int d = 0; d < rank; ++d) n *= shape[static_cast<std::size_t>(d)];

@@ -1,6 +1,7 @@
 #include "validate.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <string>
 
@@ -28,6 +29,30 @@ class Checker {
                                                           t.describe(), location_name(memory_)));
     if (!t.is_contiguous())
       return fail(StatusCode::kUnsupportedLayout, fmt::format("{} is not row-major contiguous", name));
+    return *this;
+  }
+  // A present paged cache [pages, block_size, kv heads, D] in the backend's memory whose rows are contiguous
+  // (stride 1 along D) and whose other strides are >= 0: the runtime's layout ([pages][block][heads][D],
+  // contiguous), head-major pages ([pages][heads][block][D] seen through permuted strides) and K and V
+  // interleaved in one buffer are all such views.
+  Checker& paged_cache(const char* name, const Tensor& t) {
+    if (!status_.ok()) return *this;
+    if (!t.present()) return fail(StatusCode::kInvalidArgument, fmt::format("{} is absent (null data)", name));
+    if (t.rank != 4)
+      return fail(StatusCode::kInvalidArgument, fmt::format("{} is {}; expected rank 4", name, t.describe()));
+    for (int d = 0; d < 4; ++d) {
+      if (t.dim(d) < 0) return fail(StatusCode::kInvalidArgument, fmt::format("{} has a negative extent", name));
+      if (t.strides[static_cast<std::size_t>(d)] < 0)
+        return fail(StatusCode::kUnsupportedLayout,
+                    fmt::format("{} has stride {} along dimension {}; expected >= 0", name,
+                                t.strides[static_cast<std::size_t>(d)], d));
+    }
+    if (t.strides[3] != 1)
+      return fail(StatusCode::kUnsupportedLayout,
+                  fmt::format("{} has stride {} along D; expected 1 (contiguous rows)", name, t.strides[3]));
+    if (t.location != memory_)
+      return fail(StatusCode::kWrongLocation, fmt::format("{} is {}; this backend needs {} memory", name,
+                                                          t.describe(), location_name(memory_)));
     return *this;
   }
   Checker& optional_tensor(const char* name, const Tensor& t, int rank) {
@@ -157,7 +182,7 @@ struct Validator {
   }
   Status operator()(const DecodeAttentionArgs& a) const {
     Checker c("decode_attention", memory);
-    c.tensor("q", a.q, 3).tensor("k_cache", a.k_cache, 4).tensor("v_cache", a.v_cache, 4);
+    c.tensor("q", a.q, 3).paged_cache("k_cache", a.k_cache).paged_cache("v_cache", a.v_cache);
     c.tensor("block_table", a.block_table, 2)
         .tensor("context_lens", a.context_lens, 1)
         .tensor("out", a.out, 3);
@@ -169,6 +194,9 @@ struct Validator {
     const std::int64_t b = a.q.dim(0), d = a.q.dim(2), hkv = a.k_cache.dim(2);
     for (int i = 0; i < 4; ++i) c.extent("v_cache", a.v_cache, i, a.k_cache.dim(i), "k_cache's extent");
     c.extent("k_cache", a.k_cache, 3, d, "D (q's head_dim)");
+    c.require(a.v_cache.strides == a.k_cache.strides, StatusCode::kUnsupportedLayout,
+              fmt::format("v_cache's strides ({}) differ from k_cache's ({}); expected one layout for both",
+                          fmt::join(a.v_cache.strides, ", "), fmt::join(a.k_cache.strides, ", ")));
     c.extent("block_table", a.block_table, 0, b, "B").extent("context_lens", a.context_lens, 0, b, "B");
     c.extent("out", a.out, 0, b, "B")
         .extent("out", a.out, 1, a.q.dim(1), "Hq")

@@ -51,6 +51,39 @@ TEST_F(BackendInterface, NonContiguousIsUnsupportedLayout) {
   EXPECT_EQ(cpu->can_implement(args).code(), StatusCode::kUnsupportedLayout);
 }
 
+// Decode attention takes strided caches (rows contiguous, K and V in one layout); anything else is named.
+TEST_F(BackendInterface, DecodeCacheStridesAreChecked) {
+  std::vector<std::int32_t> table = {0, 1}, lens = {20};
+  auto decode_with = [&](const Tensor& k, const Tensor& v) {
+    return DecodeAttentionArgs{f16({1, 2, 8}),
+                               k,
+                               v,
+                               Tensor::contiguous(table.data(), DType::kI32, {1, 2}),
+                               Tensor::contiguous(lens.data(), DType::kI32, {1}),
+                               f16({1, 2, 8}, 1200),
+                               1.0f,
+                               32};
+  };
+  // Head-major pages [2 pages][1 head][16 slots][8] seen as [pages, slots, heads, D]: accepted.
+  const Tensor k_hnd = Tensor::strided(buf.data() + 100, DType::kF16, {2, 16, 1, 8}, {128, 8, 128, 1});
+  const Tensor v_hnd = Tensor::strided(buf.data() + 600, DType::kF16, {2, 16, 1, 8}, {128, 8, 128, 1});
+  EXPECT_TRUE(cpu->can_implement(decode_with(k_hnd, v_hnd)).ok());
+  // V in another layout than K.
+  const Status mixed = cpu->can_implement(decode_with(k_hnd, f16({2, 16, 1, 8}, 600)));
+  EXPECT_EQ(mixed.code(), StatusCode::kUnsupportedLayout);
+  EXPECT_NE(mixed.message().find("v_cache's strides (128, 8, 8, 1) differ from k_cache's (128, 8, 128, 1)"),
+            std::string::npos)
+      << mixed.message();
+  // Rows that are not contiguous.
+  const Tensor k_gapped = Tensor::strided(buf.data() + 100, DType::kF16, {2, 16, 1, 8}, {256, 16, 16, 2});
+  const Status gapped = cpu->can_implement(decode_with(k_gapped, k_gapped));
+  EXPECT_EQ(gapped.code(), StatusCode::kUnsupportedLayout);
+  EXPECT_NE(gapped.message().find("k_cache has stride 2 along D; expected 1"), std::string::npos)
+      << gapped.message();
+  EXPECT_THROW((void)Tensor::strided(buf.data(), DType::kF16, {2, 2}, {2}), Error);
+  EXPECT_THROW((void)Tensor::strided(buf.data(), DType::kF16, {2, 2}, {-2, 1}), Error);
+}
+
 TEST_F(BackendInterface, AbsentOperandAndAliasingAreRejected) {
   GemvArgs absent{f16({4, 8}), Tensor{}, f16({4}, 100)};
   EXPECT_EQ(cpu->can_implement(absent).code(), StatusCode::kInvalidArgument);

@@ -283,6 +283,68 @@ TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionLargeGroups) {
   }
 }
 
+// The caches as strided views of other physical layouts: head-major pages ([pages][heads][block][D], K and V
+// in separate buffers) and K and V interleaved per page in one buffer ([pages][2][heads][block][D]). The
+// values are the PagedCase's (logical [pages][block][heads][D]), so the reference is unchanged.
+enum class PhysicalLayout : std::uint8_t { kHeadMajor, kInterleavedHeadMajor };
+
+void check_decode_strided(Backend& backend, DType dtype, const AttentionShape& s, std::int64_t block_size,
+                          const std::vector<std::int32_t>& lens, PhysicalLayout layout, std::mt19937_64& rng) {
+  PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
+  const std::int64_t pages = c.k_cache.shape()[0], page_elems = s.hkv * block_size * s.d;
+  const bool interleaved = layout == PhysicalLayout::kInterleavedHeadMajor;
+  const std::int64_t page_stride = interleaved ? 2 * page_elems : page_elems;
+  const std::int64_t v_base = interleaved ? page_elems : 0;  // V's offset within its buffer
+  auto physical_offset = [&](std::int64_t page, std::int64_t slot, std::int64_t head) {
+    return page * page_stride + head * block_size * s.d + slot * s.d;
+  };
+  HostTensor k_phys(dtype, {pages * page_stride}), v_phys(dtype, {interleaved ? 1 : pages * page_stride});
+  HostTensor& v_dst = interleaved ? k_phys : v_phys;
+  for (std::int64_t page = 0; page < pages; ++page)
+    for (std::int64_t slot = 0; slot < block_size; ++slot)
+      for (std::int64_t head = 0; head < s.hkv; ++head)
+        for (std::int64_t e = 0; e < s.d; ++e) {
+          const std::int64_t logical = ((page * block_size + slot) * s.hkv + head) * s.d + e;
+          k_phys.set(physical_offset(page, slot, head) + e, c.k_cache.get(logical));
+          v_dst.set(v_base + physical_offset(page, slot, head) + e, c.v_cache.get(logical));
+        }
+  DeviceArena arena(backend);
+  const Tensor k_buffer = arena.upload(k_phys);
+  const Tensor v_buffer = interleaved ? k_buffer : arena.upload(v_phys);
+  const std::initializer_list<std::int64_t> shape = {pages, block_size, s.hkv, s.d};
+  const std::initializer_list<std::int64_t> strides = {page_stride, s.d, block_size * s.d, 1};
+  const Location where = backend.memory_location();
+  auto* v_data = static_cast<unsigned char*>(v_buffer.data) + static_cast<std::size_t>(v_base) * dtype_size(dtype);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
+  DecodeAttentionArgs args{arena.upload(c.q),
+                           Tensor::strided(k_buffer.data, dtype, shape, strides, where),
+                           Tensor::strided(v_data, dtype, shape, strides, where),
+                           arena.upload(c.block_table),
+                           arena.upload(c.context_lens),
+                           arena.empty(dtype, {static_cast<std::int64_t>(lens.size()), s.hq, s.d}),
+                           static_cast<float>(scale),
+                           c.max_context};
+  expect_run_ok(backend, args, arena.stream());
+  EXPECT_TRUE(within_bound(arena.download(args.out),
+                           decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
+                                                static_cast<double>(static_cast<float>(scale)))));
+}
+
+// Every decode path (tensor cores for FP16 / BF16 at head_dim 32 / 64 / 128, the 16-byte CUDA-core path for
+// FP32, the element-wise fallback for rows that are not whole 16-byte chunks) on both strided layouts.
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionStridedCaches) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(71);
+  for (PhysicalLayout layout : {PhysicalLayout::kHeadMajor, PhysicalLayout::kInterleavedHeadMajor})
+    for (DType dtype : kFloatTypes)
+      for (const AttentionShape& s : {AttentionShape{32, 8, 128}, AttentionShape{8, 2, 64}, AttentionShape{6, 3, 20}})
+        for (std::int64_t block_size : {16, 7}) {
+          SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " block", block_size,
+                             layout == PhysicalLayout::kHeadMajor ? " head-major" : " interleaved"));
+          check_decode_strided(*backend, dtype, s, block_size, {1, 17, 300, 0, 64}, layout, rng);
+        }
+}
+
 // Split-KV partials are merged in a fixed order: two runs give the same bits (long context: many splits).
 TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionIsBitReproducible) {
   DUPLEX_GET_BACKEND(backend);

@@ -68,6 +68,7 @@ Status decode_attention(const DecodeAttentionArgs& args) {
   const std::int64_t num_blocks = args.k_cache.dim(0), block_size = args.k_cache.dim(1),
                      hkv = args.k_cache.dim(2);
   const std::int64_t max_blocks = args.block_table.dim(1), group = hq / hkv;
+  const auto& stride = args.k_cache.strides;  // v_cache has the same (validated): any page / slot / head order
   const auto* table = args.block_table.as<const std::int32_t>();
   const auto* lens = args.context_lens.as<const std::int32_t>();
   for (std::int64_t b = 0; b < batch; ++b) {
@@ -112,7 +113,7 @@ Status decode_attention(const DecodeAttentionArgs& args) {
           const std::int64_t block = table[b * max_blocks + j / block_size], slot = j % block_size;
           const std::int64_t rows = std::min(block_size - slot, last - j);
           for (std::int64_t r = 0; r < rows; ++r, ++j)
-            load_floats(cache.data, cache.dtype, ((block * block_size + slot + r) * hkv + g) * d, d,
+            load_floats(cache.data, cache.dtype, block * stride[0] + (slot + r) * stride[1] + g * stride[2], d,
                         dst + (j - first) * d);
         }
       };

@@ -33,6 +33,7 @@ struct FastShape {
   int lanes;        // lanes per row group: a power of two >= the row's 16-byte chunks, <= 32
   int head_chunks;  // blocks per kv head along the query group (group / kGroup, rounded up)
   FastDivider block_size;
+  CacheStrides stride;  // of both caches, in elements
 };
 
 // The elements of one 16-byte chunk as floats.
@@ -58,14 +59,13 @@ __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[kChunkElem
   }
 }
 
-// The cache slot (page * block_size + offset in the page) of each token of one row group in the step that
-// starts at token `base`; -1 at or past `last`, and for a block_table entry outside [0, num_blocks) (set in
-// error_word; that row then reads as zeros). Slots fit an int: the fast path needs num_blocks * block_size
-// < 2^31.
+// The element offset in the caches of kv head 0's row (page * page stride + offset in the page * slot
+// stride) of each token of one row group in the step that starts at token `base`; -1 at or past `last`, and
+// for a block_table entry outside [0, num_blocks) (set in error_word; that row then reads as zeros).
 __device__ __forceinline__ void find_slots(int base, int last, int row_group, int row_groups,
                                            const FastShape& s, const std::int32_t* table,
                                            std::int64_t num_blocks, unsigned int* error_word,
-                                           int (&slots)[kTokens]) {
+                                           std::int64_t (&slots)[kTokens]) {
 #pragma unroll
   for (int u = 0; u < kTokens; ++u) {
     const int token = base + u * row_groups + row_group;
@@ -77,7 +77,7 @@ __device__ __forceinline__ void find_slots(int base, int last, int row_group, in
     if (page < 0 || page >= num_blocks)
       atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize()
     else
-      slots[u] = static_cast<int>(static_cast<unsigned int>(page) * s.block_size.divisor + offset);
+      slots[u] = page * s.stride.page + offset * s.stride.slot;
   }
 }
 
@@ -133,10 +133,10 @@ __global__ void __launch_bounds__(kThreads, kGroup <= 4 ? 4 : 1)
     }
   }
 
-  const std::int64_t kv_stride = static_cast<std::int64_t>(s.hkv) * s.d;  // elements between token rows
+  const std::int64_t head_offset = static_cast<std::int64_t>(kv_head) * s.stride.head;
   const std::int32_t* table = block_table + static_cast<std::int64_t>(b) * s.max_blocks;
   const int step = row_groups * kTokens;
-  int slots[kTokens];  // the cache slots of this row group's tokens in the current step
+  std::int64_t slots[kTokens];  // the row offsets of this row group's tokens in the current step
   find_slots(first, last, row_group, row_groups, s, table, num_blocks, error_word, slots);
   for (int base = first; base < last; base += step) {  // uniform across the block
     uint4 k_raw[kTokens], v_raw[kTokens];
@@ -147,8 +147,7 @@ __global__ void __launch_bounds__(kThreads, kGroup <= 4 ? 4 : 1)
       k_raw[u] = make_uint4(0, 0, 0, 0);
       v_raw[u] = make_uint4(0, 0, 0, 0);
       if (slots[u] >= 0 && active) {
-        const std::int64_t row =
-            slots[u] * kv_stride + static_cast<std::int64_t>(kv_head) * s.d + sub_lane * kE;
+        const std::int64_t row = slots[u] + head_offset + sub_lane * kE;
         k_raw[u] = *reinterpret_cast<const uint4*>(k_cache + row);
         v_raw[u] = *reinterpret_cast<const uint4*>(v_cache + row);
       }
@@ -248,6 +247,7 @@ constexpr int kTile = 32;  // fallback: tokens per shared-memory tile (one per l
 
 struct DecodeShape {
   std::int64_t hq, hkv, group, d, block_size, max_blocks, split_tokens, splits;
+  CacheStrides stride;  // of both caches, in elements
 };
 
 // Fallback: any head_dim and alignment, one element at a time; the whole query group per block.
@@ -297,7 +297,8 @@ __global__ void __launch_bounds__(kThreads)
         atomicOr(error_word, kBadBlockTableEntry);
         block = 0;
       }
-      const std::int64_t row = ((block * s.block_size + token % s.block_size) * s.hkv + kv_head) * d + c;
+      const std::int64_t row =
+          block * s.stride.page + (token % s.block_size) * s.stride.slot + kv_head * s.stride.head + c;
       k_s[t * (d + 1) + c] = to_float(k_cache[row]);
       v_s[t * d + c] = to_float(v_cache[row]);
     }
@@ -345,7 +346,8 @@ Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t s
               0,
               lanes,
               0,
-              FastDivider(static_cast<unsigned int>(args.k_cache.dim(1)))};
+              FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
+              cache_strides(args.k_cache)};
   s.head_chunks = (s.group + kGroup - 1) / kGroup;
   const std::int64_t row_groups = kWarps * (32 / lanes);
   const std::int64_t split_tokens = split_tokens_for(ctx, batch * hkv * s.head_chunks, args.max_context_len,
@@ -389,6 +391,7 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
   s.d = args.q.dim(2);
   s.block_size = args.k_cache.dim(1);
   s.max_blocks = args.block_table.dim(1);
+  s.stride = cache_strides(args.k_cache);
   s.split_tokens = split_tokens_for(ctx, batch * s.hkv, args.max_context_len, kTile, kBlocksPerSm);
   s.splits = std::max<std::int64_t>(1, (args.max_context_len + s.split_tokens - 1) / s.split_tokens);
 
@@ -426,11 +429,10 @@ Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStrea
     using T = decltype(tag);
     const std::int64_t d = args.q.dim(2), row_bytes = d * static_cast<std::int64_t>(sizeof(T));
     const std::int64_t group = args.q.dim(1) / args.k_cache.dim(2);
-    // The fast path indexes tokens and cache slots with 32-bit arithmetic (FastDivider needs n < 2^31).
+    // The fast path indexes tokens with 32-bit arithmetic (FastDivider needs n < 2^31) and loads 16 bytes.
     const bool fast = row_bytes % 16 == 0 && row_bytes / 16 <= 32 && aligned16(args.q.data) &&
-                      aligned16(args.k_cache.data) && aligned16(args.v_cache.data) &&
-                      args.max_context_len < (std::int64_t{1} << 30) &&
-                      args.k_cache.dim(0) * args.k_cache.dim(1) < (std::int64_t{1} << 31);
+                      rows_aligned16(args.k_cache) && rows_aligned16(args.v_cache) &&
+                      args.max_context_len < (std::int64_t{1} << 30);
     if (!fast) return launch_scalar<T>(ctx, args, stream);
     return group <= 4 ? launch_fast<T, 4>(ctx, args, stream) : launch_fast<T, 8>(ctx, args, stream);
   });

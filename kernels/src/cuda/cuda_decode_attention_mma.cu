@@ -105,6 +105,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const v
 struct MmaShape {
   int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks;
   FastDivider block_size;
+  CacheStrides stride;  // of both caches, in elements
 };
 
 // Shared memory: kStages x {K tile, V tile} of [kTileTokens][D + kRowPad] elements; after the loop the same
@@ -164,7 +165,7 @@ __global__ void __launch_bounds__(kThreads)
       }
   }
 
-  const std::int64_t kv_stride = static_cast<std::int64_t>(s.hkv) * kD;  // elements between token rows
+  const std::int64_t head_offset = static_cast<std::int64_t>(kv_head) * s.stride.head;
   const std::int32_t* table = block_table + static_cast<std::int64_t>(b) * s.max_blocks;
 
   // Copies of tile `tile` into its stage: kTileTokens rows of K and of V, 16 bytes a thread a copy; a thread
@@ -197,8 +198,7 @@ __global__ void __launch_bounds__(kThreads)
         } else {
           const auto u = static_cast<unsigned int>(token);
           const unsigned int offset = u - s.block_size.div(u) * s.block_size.divisor;
-          src = (static_cast<std::int64_t>(pages[j]) * s.block_size.divisor + offset) * kv_stride +
-                static_cast<std::int64_t>(kv_head) * kD + (c % kChunks) * 8;
+          src = pages[j] * s.stride.page + offset * s.stride.slot + head_offset + (c % kChunks) * 8;
         }
       }
       const int at = (c / kChunks) * kPitch + (c % kChunks) * 8;
@@ -385,7 +385,8 @@ Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream
              1,
              0,
              0,
-             FastDivider(static_cast<unsigned int>(args.k_cache.dim(1)))};
+             FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
+             cache_strides(args.k_cache)};
   s.head_chunks = (s.group + kHeadsPerBlock - 1) / kHeadsPerBlock;
   constexpr std::size_t shared_bytes = shared_bytes_for<kD>(sizeof(T));
   if (shared_bytes > ctx.max_shared_bytes)
@@ -423,9 +424,8 @@ bool decode_attention_mma_applies(const DecodeAttentionArgs& args) {
   const std::int64_t d = args.q.dim(2);
   const bool dtype_ok = args.q.dtype == DType::kF16 || args.q.dtype == DType::kBF16;
   return dtype_ok && (d == 32 || d == 64 || d == 128) && aligned16(args.q.data) &&
-         aligned16(args.k_cache.data) && aligned16(args.v_cache.data) &&
-         args.max_context_len < (std::int64_t{1} << 30) &&
-         args.k_cache.dim(0) * args.k_cache.dim(1) < (std::int64_t{1} << 31);
+         rows_aligned16(args.k_cache) && rows_aligned16(args.v_cache) &&
+         args.max_context_len < (std::int64_t{1} << 30);
 }
 
 Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {

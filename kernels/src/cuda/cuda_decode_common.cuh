@@ -62,6 +62,21 @@ inline std::int64_t split_tokens_for(const Context& ctx, std::int64_t units, std
   return tokens;
 }
 
+// Element strides of a paged cache view [pages, block_size, kv heads, D] (rows contiguous; K and V share
+// them: validated).
+struct CacheStrides {
+  std::int64_t page = 0, slot = 0, head = 0;
+};
+inline CacheStrides cache_strides(const Tensor& cache) {
+  return {cache.strides[0], cache.strides[1], cache.strides[2]};
+}
+// Every row of the view starts 16-byte aligned when the base does: the strides are whole 16-byte chunks.
+inline bool rows_aligned16(const Tensor& cache) {
+  const auto elem = static_cast<std::int64_t>(dtype_size(cache.dtype));
+  return aligned16(cache.data) && (cache.strides[0] * elem) % 16 == 0 && (cache.strides[1] * elem) % 16 == 0 &&
+         (cache.strides[2] * elem) % 16 == 0;
+}
+
 struct Partials {
   float* acc = nullptr;
   float* ml = nullptr;
@@ -91,7 +106,7 @@ Status launch_merge(const DecodeAttentionArgs& args, const Partials& p, std::int
 
 namespace duplex::kernels::cuda {
 // The tensor-core path (cuda_decode_attention_mma.cu): FP16 / BF16, head_dim 32, 64 or 128, 16-byte aligned
-// tensors, contexts and caches small enough for its 32-bit token and slot arithmetic.
+// tensors and cache rows (base and strides), contexts below 2^30 tokens (32-bit token arithmetic).
 bool decode_attention_mma_applies(const DecodeAttentionArgs& args);
 Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream);
 }  // namespace duplex::kernels::cuda

@@ -61,6 +61,9 @@ struct PrefillAttentionArgs {
 // q[B,Hq,D]; k_cache/v_cache[num_blocks, block_size, Hkv, D]; block_table i32[B, max_blocks] (request b's
 // token j lives in block block_table[b][j / block_size], slot j % block_size); context_lens i32[B] (tokens to
 // attend, the new one included, each <= max_context_len and <= max_blocks*block_size); out[B,Hq,D].
+// The caches are views: rows (D) contiguous, the page / slot / head strides free and shared by K and V, so
+// the runtime's layout (contiguous [pages][block][heads][D]), head-major pages ([pages][heads][block][D]
+// through Tensor::strided) and K and V interleaved in one buffer all run without a copy.
 // max_context_len (host) bounds context_lens; kernels size their work split by it.
 // A request with context_len 0 gets out = 0.
 struct DecodeAttentionArgs {

@@ -32,6 +32,11 @@ struct Tensor {
   static Tensor contiguous(void* data, DType dtype, std::initializer_list<std::int64_t> shape,
                            Location location = Location::kHost);
 
+  // A view with explicit strides (elements). Throws duplex::Error when shape and strides differ in rank,
+  // the rank is above kMaxRank, or an extent or stride is negative.
+  static Tensor strided(void* data, DType dtype, std::initializer_list<std::int64_t> shape,
+                        std::initializer_list<std::int64_t> strides, Location location = Location::kHost);
+
   bool present() const { return data != nullptr; }
   std::int64_t dim(int i) const { return shape[static_cast<std::size_t>(i)]; }
   std::int64_t numel() const;
