@@ -116,6 +116,59 @@ class Resolver {
   ConfigNode::Document& doc_;
 };
 
+// Sets parts[i..] below `node` to `value`, creating missing sections. Recursion binds a new YAML::Node per
+// level (assigning to a YAML::Node would write through it, not rebind it).
+void set_key_path(YAML::Node node, const std::vector<std::string>& parts, std::size_t i, const YAML::Node& value,
+                  const ConfigOverride& o, ConfigNode::Document& doc) {
+  const std::string& key = parts[i];
+  if (i + 1 == parts.size()) {
+    node[key] = value;
+    return;
+  }
+  std::string section;
+  for (std::size_t j = 0; j <= i; ++j) section = join_path(section, parts[j]);
+  const YAML::Node child = node[key];
+  if (!child.IsDefined() || child.IsNull()) {
+    node[key] = YAML::Node(YAML::NodeType::Map);
+    doc.origin[section] = o.origin;  // the override made this section: errors about it name the override
+  } else if (!child.IsMap() || is_value_wrapper(child)) {
+    throw ConfigError(o.origin, o.key, fmt::format("\"{}\" is a value, not a section", section),
+                      "a key path whose leading parts are sections of the config");
+  }
+  set_key_path(node[key], parts, i + 1, value, o, doc);
+}
+
+// Sets o.key in `root` (a resolved config) to o.value, creating the maps on the way; records o.origin as the
+// file of every key it sets, so that the strict readers name the override in their errors.
+void apply_override(YAML::Node root, const ConfigOverride& o, ConfigNode::Document& doc) {
+  std::vector<std::string> parts;
+  for (std::size_t start = 0;;) {
+    const std::size_t dot = o.key.find('.', start);
+    parts.push_back(o.key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  for (const std::string& part : parts)
+    if (part.empty() || part.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                            std::string::npos)
+      throw ConfigError(o.origin, o.key, "is not a key path",
+                        "keys of letters, digits, '_' or '-' joined by '.', e.g. pim.clock");
+  YAML::Node value;
+  try {
+    value = YAML::Load(o.value);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(o.origin, o.key, fmt::format("value \"{}\" is not YAML: {}", o.value, e.msg),
+                      "a scalar such as 800MHz, or {value: ..., source: ...}");
+  }
+  if (!value.IsDefined() || value.IsNull() || !(value.IsScalar() || is_value_wrapper(value)))
+    throw ConfigError(o.origin, o.key, fmt::format("value \"{}\" is not a single value", o.value),
+                      "a scalar such as 800MHz, or {value: ..., source: ...}");
+  set_key_path(root, parts, 0, value, o, doc);
+  doc.origin[o.key] = o.origin;
+  if (value.IsMap())
+    for (const auto& kv : value) doc.origin[join_path(o.key, kv.first.as<std::string>())] = o.origin;
+}
+
 template <class Q>
 Q parse_quantity_or_fail(const ConfigNode& n, std::string_view key, const std::string& text,
                          Q (*parser)(std::string_view)) {
@@ -146,6 +199,24 @@ ConfigNode ConfigNode::parse(const std::string& text, const std::string& label) 
 ConfigNode ConfigNode::load(std::string_view name_or_path, std::string_view kind) {
   const ConfigText t = resolve_config(name_or_path, kind);
   return parse(t.text, t.label);
+}
+
+ConfigNode ConfigNode::load(std::string_view name_or_path, std::string_view kind,
+                            const std::vector<ConfigOverride>& overrides) {
+  const ConfigText t = resolve_config(name_or_path, kind);
+  auto doc = std::make_shared<Document>();
+  doc->label = t.label;
+  Resolver r(*doc);
+  YAML::Node root = r.resolve(parse_yaml(t.text, t.label), t.label, "", 0);
+  for (const ConfigOverride& o : overrides) apply_override(root, o, *doc);
+  return ConfigNode(root, std::move(doc), "");
+}
+
+ConfigOverride parse_override(std::string_view text, const std::string& origin) {
+  const auto eq = text.find('=');
+  if (eq == std::string_view::npos || eq == 0)
+    throw Error(fmt::format("{} \"{}\": expected KEY=VALUE, e.g. pim.clock=800MHz", origin, text));
+  return {std::string(text.substr(0, eq)), std::string(text.substr(eq + 1)), origin};
 }
 
 const std::string& ConfigNode::file() const {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "system_overrides.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/report.hpp"
@@ -15,6 +16,7 @@ namespace {
 struct CompileOptions {
   std::string model = "mixtral-8x7b";
   std::string system = "duplex";
+  std::vector<std::string> sets;  // --set KEY=VALUE overrides of the system
   std::int64_t batch = 64;
   std::int64_t context = 2048;
   std::int64_t prefill_tokens = 0;
@@ -28,7 +30,7 @@ struct CompileOptions {
 void run_compile(const CompileOptions& o) {
   using namespace compiler;
   const ModelSpec model = load_model(o.model);
-  const SystemSpec system = load_system(o.system);
+  const SystemSpec system = load_system(o.system, parse_sets(o.sets));
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   const ParallelLayout layout = ParallelLayout::make(model, system, devices);
   const BatchState batch = BatchState::decode_batch(o.batch, o.context, o.prefill_tokens);
@@ -63,6 +65,7 @@ void add_compile_command(CLI::App& app) {
   c->add_option("--model", opts->model, "Model preset (configs/models) or file: our YAML or a HF config.json")
       ->capture_default_str();
   c->add_option("--system", opts->system, "System preset (configs/systems) or YAML file")->capture_default_str();
+  add_set_option(c, opts->sets);
   c->add_option("--batch", opts->batch, "Decoding requests in the step")->capture_default_str()->check(CLI::NonNegativeNumber);
   c->add_option("--context", opts->context, "Tokens already in each decoding request's KV cache")
       ->capture_default_str()->check(CLI::NonNegativeNumber);

@@ -7,15 +7,18 @@
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "system_overrides.hpp"
 
 namespace duplex::host {
 namespace {
 
 const std::vector<std::string> kKinds = {"systems", "devices", "models", "energy", "workloads"};
 
-void check_config(const std::string& kind, const std::string& name) {
+void check_config(const std::string& kind, const std::string& name, const std::vector<std::string>& sets) {
+  if (!sets.empty() && kind != "systems")
+    throw Error(fmt::format("--set applies to systems only (got kind {})", kind));
   if (kind == "systems") {
-    const SystemSpec s = load_system(name);
+    const SystemSpec s = load_system(name, parse_sets(sets));
     std::printf("%s: ok (system %s: %d stacks/device, %s HBM, PIM %s)\n", s.file.c_str(), s.name.c_str(), s.stacks,
                 format_bandwidth(s.memory_bandwidth()).c_str(), s.pim ? s.pim->name.c_str() : "none");
   } else if (kind == "models") {
@@ -59,12 +62,23 @@ void add_config_command(CLI::App& app) {
   CLI::App* show = c->add_subcommand("show", "Print a config with every preset resolved");
   show->add_option("kind", *kind, "systems | devices | models | energy | workloads")->required()->check(CLI::IsMember(kKinds));
   show->add_option("name", *name, "Preset name or file")->required();
-  show->callback([kind, name] { std::puts(ConfigNode::load(*name, *kind).dump().c_str()); });
+  auto sets = std::make_shared<std::vector<std::string>>();
+  add_set_option(show, *sets);
+  show->callback([kind, name, sets] {
+    if (sets->empty()) {
+      std::puts(ConfigNode::load(*name, *kind).dump().c_str());
+      return;
+    }
+    if (*kind != "systems") throw Error(fmt::format("--set applies to systems only (got kind {})", *kind));
+    std::puts(load_system(*name, parse_sets(*sets)).resolved_yaml.c_str());  // read strictly first
+  });
 
   CLI::App* check = c->add_subcommand("check", "Read a config strictly (unknown keys, units, ranges) and report");
   check->add_option("kind", *kind, "systems | devices | models | energy")->required()->check(CLI::IsMember(kKinds));
   check->add_option("name", *name, "Preset name or file")->required();
-  check->callback([kind, name] { check_config(*kind, *name); });
+  auto check_sets = std::make_shared<std::vector<std::string>>();
+  add_set_option(check, *check_sets);
+  check->callback([kind, name, check_sets] { check_config(*kind, *name, *check_sets); });
 }
 
 }  // namespace duplex::host

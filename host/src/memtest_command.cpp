@@ -6,6 +6,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "system_overrides.hpp"
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/sysc/memtest.hpp"
@@ -15,6 +16,7 @@ namespace {
 
 struct MemtestCli {
   std::string system = "duplex";
+  std::vector<std::string> sets;  // --set KEY=VALUE overrides of the system
   std::string pattern = "stream";
   int channels = 0;
   std::string timing;
@@ -28,7 +30,7 @@ struct MemtestCli {
 };
 
 void run_memtest_command(const MemtestCli& o) {
-  const SystemSpec system = load_system(o.system);
+  const SystemSpec system = load_system(o.system, parse_sets(o.sets));
   sysc::MemtestOptions m;
   m.pattern = sysc::parse_memtest_pattern(o.pattern);
   m.channels = o.channels;
@@ -63,6 +65,7 @@ void add_memtest_command(CLI::App& app) {
   auto o = std::make_shared<MemtestCli>();
   CLI::App* c = app.add_subcommand("memtest", "HBM3 self-test: achieved vs theoretical bandwidth, latency, refresh");
   c->add_option("--system", o->system, "System preset or file (its memory and PIM)")->capture_default_str();
+  add_set_option(c, o->sets);
   c->add_option("--pattern", o->pattern, "stream | random | bundle | mixed")->capture_default_str();
   c->add_option("--channels", o->channels, "JEDEC channels of the stack to drive (0: all)")
       ->check(CLI::NonNegativeNumber);

@@ -87,6 +87,13 @@ PointRecord read_point(const fs::path& file, const std::string& id, const nlohma
     throw Error(fmt::format("{}: params: differ from study.json (the study changed since this point ran); rerun duplex sweep", name));
   p.model = need(j, "params.model", Want::string, name).get<std::string>();
   p.system = need(j, "params.system", Want::string, name).get<std::string>();
+  if (j.at("params").contains("knobs")) {  // a design variant: its own series in every chart
+    const nlohmann::json& knobs = need(j, "params.knobs", Want::array, name);
+    for (const auto& kv : knobs)
+      if (!kv.is_array() || kv.size() != 2 || !kv.at(0).is_string() || !kv.at(1).is_string())
+        throw Error(fmt::format("{}: params.knobs: {} is not a [key, value] pair of strings", name, kv.dump()));
+    p.system = system_label(p.system, &knobs);
+  }
   p.load = need(j, "params.load", Want::string, name).get<std::string>();
   parse_load(p.load, name + ": params.load");  // throws for anything but closed / poisson:RATE
   p.input_len = need(j, "params.input_len", Want::number, name).get<std::int64_t>();

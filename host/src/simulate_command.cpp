@@ -16,6 +16,7 @@
 #include "duplex/runtime/workload/request_trace.hpp"
 #include "duplex/runtime/workload/synthetic_workload.hpp"
 #include "simulation_output.hpp"
+#include "system_overrides.hpp"
 
 namespace duplex::host {
 namespace {
@@ -39,6 +40,7 @@ std::function<void(std::int64_t, std::int64_t)> progress_bar(const std::string& 
 struct SimulateOptions {
   std::string model = "mixtral-8x7b";
   std::vector<std::string> systems = {"gpu", "duplex-pe"};
+  std::vector<std::string> sets;   // --set KEY=VALUE overrides of every system
   std::string workload;            // preset or file; replaces the stream flags below
   std::int64_t requests = 512;
   std::int64_t input_len = 512;
@@ -117,7 +119,8 @@ void run_simulate(const SimulateOptions& o) {
   sim.record_steps = !o.out_dir.empty();
   sim.timeline_steps = o.out_dir.empty() ? 0 : o.timeline_steps;
   std::vector<SystemSpec> systems;
-  for (const auto& name : o.systems) systems.push_back(load_system(name));  // all configs checked up front
+  const std::vector<ConfigOverride> overrides = parse_sets(o.sets);
+  for (const auto& name : o.systems) systems.push_back(load_system(name, overrides));  // all checked up front
   std::vector<runtime::SystemResult> results;
   const bool progress = isatty(fileno(stderr)) != 0;
   for (const auto& system : systems) {
@@ -147,6 +150,7 @@ void add_simulate_command(CLI::App& app) {
   CLI::App* c = app.add_subcommand("simulate", "Serve a request stream on systems; compare throughput, latency, energy");
   c->add_option("--model", o->model, "Model preset or file (YAML or HF config.json)")->capture_default_str();
   c->add_option("--system", o->systems, "System preset or file; repeat to compare")->capture_default_str();
+  add_set_option(c, o->sets);
   c->add_option("--workload", o->workload, "Workload preset (configs/workloads) or file; replaces the stream flags");
   c->add_option("--requests", o->requests, "Requests to serve")->capture_default_str();
   c->add_option("--input-len", o->input_len, "Mean prompt tokens")->capture_default_str()->check(CLI::PositiveNumber);

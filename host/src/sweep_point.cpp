@@ -36,7 +36,7 @@ runtime::SchedulerConfig scheduler_for(const SweepPoint& p, const StudyOptions& 
 
 nlohmann::json simulate_point(const SweepPoint& p, const StudyOptions& o) {
   const compiler::ModelSpec model = compiler::load_model(p.model);
-  const SystemSpec system = load_system(p.system);
+  const SystemSpec system = read_system(ConfigNode::load(p.system, "systems", p.overrides()));
   runtime::SimulationOptions sim;
   sim.workload = workload_for(p, o);
   sim.scheduler = scheduler_for(p, o);

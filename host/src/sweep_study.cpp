@@ -4,9 +4,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fmt/format.h>
+#include <algorithm>
 #include <set>
+#include <fmt/ranges.h>
 
 #include "duplex/base/config.hpp"
+#include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "sweep_files.hpp"
 
@@ -67,6 +70,26 @@ void read_record(const ConfigNode& n, StudyOptions& o) {
   n.finish();
 }
 
+// knobs: [{key: pim.clock, values: [500MHz, 800MHz], systems: [duplex-pe]}, ...]
+void read_knobs(const ConfigNode& root, Study& s) {
+  std::set<std::string> keys;
+  for (const auto& n : non_empty_list(root, "knobs")) {
+    SweepKnob k;
+    k.key = n.get<std::string>("key");
+    if (!keys.insert(k.key).second) n.fail("key", fmt::format("\"{}\" is a knob twice", k.key), "each key once");
+    k.values = names(n, "values");
+    if (n.has("systems")) {
+      k.systems = names(n, "systems");
+      for (const auto& sys : k.systems)
+        if (std::find(s.systems.begin(), s.systems.end(), sys) == s.systems.end())
+          n.fail("systems", fmt::format("\"{}\" is not one of the study's systems", sys),
+                 fmt::format("a subset of: {}", fmt::join(s.systems, ", ")));
+    }
+    n.finish();
+    s.knobs.push_back(std::move(k));
+  }
+}
+
 }  // namespace
 
 SweepLoad parse_load(const std::string& text, const std::string& where) {
@@ -99,8 +122,40 @@ nlohmann::json StudyOptions::to_json() const {
 }
 
 nlohmann::json SweepPoint::params(const StudyOptions& options) const {
-  return {{"model", model},         {"system", system}, {"input_len", input_len}, {"output_len", output_len},
-          {"batch", batch},         {"load", load.text}, {"options", options.to_json()}};
+  nlohmann::json p = {{"model", model},         {"system", system}, {"input_len", input_len}, {"output_len", output_len},
+                      {"batch", batch},         {"load", load.text}, {"options", options.to_json()}};
+  if (!knobs.empty()) {  // only then: studies without knobs keep their params (and resume) as before
+    nlohmann::json k = nlohmann::json::array();
+    for (const auto& [key, value] : knobs) k.push_back({key, value});
+    p["knobs"] = k;
+  }
+  return p;
+}
+
+std::vector<ConfigOverride> SweepPoint::overrides() const {
+  std::vector<ConfigOverride> out;
+  for (const auto& [key, value] : knobs) out.push_back({key, value, knob_origin});
+  return out;
+}
+
+bool SweepKnob::applies_to(const std::string& system) const {
+  return systems.empty() || std::find(systems.begin(), systems.end(), system) != systems.end();
+}
+
+std::string knob_settings(const nlohmann::json* knobs) {
+  std::string out;
+  if (knobs == nullptr) return out;
+  for (const auto& kv : *knobs)
+    out += fmt::format("{}{}={}", out.empty() ? "" : ";", kv.at(0).get<std::string>(), kv.at(1).get<std::string>());
+  return out;
+}
+
+std::string system_label(const std::string& system, const nlohmann::json* knobs) {
+  if (knobs == nullptr || knobs->empty()) return system;
+  std::string settings;
+  for (const auto& kv : *knobs)
+    settings += fmt::format("{}{}={}", settings.empty() ? "" : ", ", kv.at(0).get<std::string>(), kv.at(1).get<std::string>());
+  return fmt::format("{} [{}]", system, settings);
 }
 
 std::vector<SweepPoint> Study::points() const {
@@ -108,18 +163,39 @@ std::vector<SweepPoint> Study::points() const {
   std::set<std::string> ids;
   for (const auto& m : models)
     for (const auto& s : systems)
-      for (const auto& [in, outl] : lengths)
-        for (const auto b : batches)
-          for (const auto& l : loads) {
-            SweepPoint p{.id = {}, .model = m, .system = s, .input_len = in, .output_len = outl, .batch = b, .load = l};
-            p.id = fmt::format("{}__{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), in, outl, b, file_safe(l.text));
-            if (!ids.insert(p.id).second)
-              throw Error(fmt::format("{}: two points get the name \"{}\" (model or system names that differ only in "
-                                      "characters outside [A-Za-z0-9._-]); rename one",
-                                      file, p.id));
-            out.push_back(std::move(p));
-          }
+      for (const auto& setting : knob_settings_of(s)) {
+        std::string knob_id;
+        for (const auto& [key, value] : setting) knob_id += fmt::format("__{}-{}", file_safe(key), file_safe(value));
+        for (const auto& [in, outl] : lengths)
+          for (const auto b : batches)
+            for (const auto& l : loads) {
+              SweepPoint p{.id = {}, .model = m, .system = s, .knobs = setting, .knob_origin = file + ": knobs",
+                           .input_len = in, .output_len = outl, .batch = b, .load = l};
+              p.id = fmt::format("{}__{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), knob_id, in, outl, b,
+                                 file_safe(l.text));
+              if (!ids.insert(p.id).second)
+                throw Error(fmt::format("{}: two points get the name \"{}\" (model, system or knob names that differ "
+                                        "only in characters outside [A-Za-z0-9._-]); rename one",
+                                        file, p.id));
+              out.push_back(std::move(p));
+            }
+      }
   return out;
+}
+
+std::vector<std::vector<std::pair<std::string, std::string>>> Study::knob_settings_of(const std::string& system) const {
+  std::vector<std::vector<std::pair<std::string, std::string>>> settings(1);
+  for (const SweepKnob& k : knobs) {
+    if (!k.applies_to(system)) continue;
+    std::vector<std::vector<std::pair<std::string, std::string>>> next;
+    for (const auto& partial : settings)
+      for (const auto& v : k.values) {
+        next.push_back(partial);
+        next.back().emplace_back(k.key, v);
+      }
+    settings = std::move(next);
+  }
+  return settings;
 }
 
 Study parse_study(const std::string& yaml_text, const std::string& label) {
@@ -166,7 +242,18 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
     root.fail("memory_reserve", fmt::format("{} is out of range", o.memory_reserve), "a fraction in [0, 1)");
   if (root.has("pim_model")) o.pim_model = root.get_enum("pim_model", {"cycle", "analytical"});
   if (auto n = root.find("record")) read_record(*n, o);
+  if (root.has("knobs")) read_knobs(root, s);
   root.finish();
+  // Every system with every knob setting is read now (as strictly as a file): a bad key or value stops the
+  // study before any point runs.
+  for (const auto& system : s.systems)
+    for (const auto& setting : s.knob_settings_of(system)) {
+      if (setting.empty()) continue;
+      SweepPoint p;
+      p.knobs = setting;
+      p.knob_origin = label + ": knobs";
+      (void)read_system(ConfigNode::load(system, "systems", p.overrides()));
+    }
   s.points();  // rejects name collisions now rather than mid-sweep
   return s;
 }

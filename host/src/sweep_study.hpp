@@ -1,6 +1,6 @@
 #pragma once
 // A reproduction study (bench/repro/*.yaml, schema in bench/repro/README.md): the cross product
-// models x systems x (L_in, L_out) x batch x load, with the options every point shares. Read strictly: an
+// models x systems x design knobs x (L_in, L_out) x batch x load, with the options every point shares. Read strictly: an
 // unknown key or a bad value is a ConfigError naming the file and the key.
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -8,7 +8,19 @@
 #include <utility>
 #include <vector>
 
+#include "duplex/base/config.hpp"
+
 namespace duplex::host {
+
+// A design knob: one key of the system config (a ConfigOverride path such as pim.clock) and the values it
+// takes, for the listed systems (every system of the study when none are listed; the others run once,
+// without it).
+struct SweepKnob {
+  std::string key;
+  std::vector<std::string> values;   // YAML scalars as written, e.g. "800MHz"
+  std::vector<std::string> systems;  // empty: all
+  bool applies_to(const std::string& system) const;
+};
 
 // One arrival variant: "closed" (closed loop, as many users as the max batch) or "poisson:RATE" (req/s).
 struct SweepLoad {
@@ -37,6 +49,9 @@ struct StudyOptions {
 struct SweepPoint {
   std::string id;  // file-name-safe canonical name of the varying parameters
   std::string model, system;
+  std::vector<std::pair<std::string, std::string>> knobs;  // (key, value) set on the system, in study order
+  std::string knob_origin;                                 // names the study's knobs in config errors
+  std::vector<ConfigOverride> overrides() const;
   std::int64_t input_len = 0, output_len = 0, batch = 0;
   SweepLoad load;
   // Everything that determines the point's result (the varying parameters and the shared options); a
@@ -52,13 +67,24 @@ struct Study {
   std::vector<std::pair<std::int64_t, std::int64_t>> lengths;  // (L_in, L_out)
   std::vector<std::int64_t> batches;
   std::vector<SweepLoad> loads;
+  std::vector<SweepKnob> knobs;
   StudyOptions options;
-  // The points in a fixed order: models, then systems, lengths, batches, loads (the last varies fastest).
+  // The points in a fixed order: models, then systems, knob values (the first knob slowest), lengths,
+  // batches, loads (the last varies fastest).
   std::vector<SweepPoint> points() const;
+  // The knob settings a system runs with: the cross product of the values of the knobs that apply to it
+  // (the first knob varies slowest); one empty setting when none applies.
+  std::vector<std::vector<std::pair<std::string, std::string>>> knob_settings_of(const std::string& system) const;
 };
 
 Study load_study(const std::string& path);
 Study parse_study(const std::string& yaml_text, const std::string& label);
+
+// A point's system as reports show it: the system, then its knob settings in brackets when it has any,
+// e.g. "duplex-pe [pim.clock=800MHz, memory.data_rate=6.4Gbps]". `knobs` is params' "knobs" (absent: none).
+std::string system_label(const std::string& system, const nlohmann::json* knobs);
+// "pim.clock=800MHz;memory.data_rate=6.4Gbps" (for CSV cells); "" without knobs.
+std::string knob_settings(const nlohmann::json* knobs);
 
 // "closed" or "poisson:RATE"; duplex::Error naming `where` otherwise.
 SweepLoad parse_load(const std::string& text, const std::string& where);

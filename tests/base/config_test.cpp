@@ -3,6 +3,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 
+#include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 
 namespace duplex {
@@ -97,6 +98,41 @@ TEST(Config, PresetCycleIsAnErrorNotAHang) {
   }
   const auto msg = config_error([&] { ConfigNode::load(path, "systems"); });
   EXPECT_NE(msg.find("nest too deeply"), std::string::npos) << msg;
+}
+
+// Overrides apply after presets resolve, deep into sections, a later one winning; a source note may come
+// with the value; every mistake names the override's origin and key.
+TEST(ConfigOverrides, SetResolvedKeysAndNameTheirOriginInErrors) {
+  const std::vector<ConfigOverride> o = {{"pim.clock", "800MHz", "--set"},
+                                         {"memory.timing.tRCD", "{value: 12ns, source: \"what-if\"}", "--set"},
+                                         {"pim.clock", "900MHz", "--set"}};
+  const ConfigNode n = ConfigNode::load("duplex-pe", "systems", o);
+  EXPECT_DOUBLE_EQ(n.at("pim").get<Frequency>("clock").si(), 900e6);
+  EXPECT_DOUBLE_EQ(n.at("memory").at("timing").get<Time>("tRCD").si(), 12e-9);
+  EXPECT_EQ(n.at("memory").at("timing").source_of("tRCD"), "what-if");
+  // Untouched keys keep their presets' values and files.
+  EXPECT_DOUBLE_EQ(n.at("memory").at("timing").get<Time>("tRP").si(), 14.6e-9);
+  EXPECT_NE(n.at("memory").at("timing").file_of("tRP"), "--set");
+  EXPECT_EQ(n.at("pim").file_of("clock"), "--set");
+
+  auto error_of = [](const ConfigOverride& bad) {
+    return config_error([&] { (void)ConfigNode::load("duplex", "systems", {bad}); });
+  };
+  EXPECT_NE(error_of({"pim.clock.value", "1", "--set"}).find("--set: pim.clock.value: \"pim.clock\" is a value, not a section"),
+            std::string::npos);
+  EXPECT_NE(error_of({"pim..clock", "1", "--set"}).find("--set: pim..clock: is not a key path"), std::string::npos);
+  EXPECT_NE(error_of({"pim.clock", "[1", "--set"}).find("--set: pim.clock: value \"[1\" is not YAML"), std::string::npos);
+  EXPECT_NE(error_of({"pim.clock", "{a: 1}", "--set"}).find("is not a single value"), std::string::npos);
+  // A key the readers do not know is caught where the config is read, naming the override.
+  const ConfigNode typo = ConfigNode::load("duplex", "systems", {{"pim.clok", "1GHz", "study.yaml: knobs"}});
+  const std::string unknown = config_error([&] { (void)read_system(typo); });
+  EXPECT_NE(unknown.find("study.yaml: knobs: pim.clok: unknown key"), std::string::npos) << unknown;
+
+  const ConfigOverride parsed = parse_override("a.b=c=d", "--set");
+  EXPECT_EQ(parsed.key, "a.b");
+  EXPECT_EQ(parsed.value, "c=d");
+  EXPECT_THROW((void)parse_override("novalue", "--set"), Error);
+  EXPECT_THROW((void)parse_override("=1", "--set"), Error);
 }
 
 }  // namespace

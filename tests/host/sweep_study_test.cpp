@@ -90,6 +90,59 @@ TEST(SweepStudy, NamesThatCollideAfterSanitisingAreRejected) {
             std::string::npos);
 }
 
+// Design knobs: the cross product per system, only on the systems a knob names; ids, params and labels
+// carry the setting; every system x setting is read at load time, so mistakes stop the study up front.
+TEST(SweepStudy, KnobsMultiplyTheSystemsTheyApplyTo) {
+  const Study s = parse_study(R"(study: knobs
+models: [tiny-moe]
+systems: [gpu, duplex-pe]
+lengths: [[64, 32]]
+batch: [4, 8]
+requests: 8
+knobs:
+  - {key: pim.clock, values: [500MHz, 800MHz], systems: [duplex-pe]}
+  - {key: memory.data_rate, values: [5.2Gbps, 6.4Gbps]}
+)",
+                              "study.yaml");
+  const auto points = s.points();
+  // gpu: 2 data rates x 2 batches; duplex-pe: 2 clocks x 2 data rates x 2 batches.
+  ASSERT_EQ(points.size(), 4u + 8u);
+  EXPECT_EQ(points[0].id, "tiny-moe__gpu__memory.data_rate-5.2Gbps__in64-out32__b4__closed");
+  EXPECT_EQ(points[4].id, "tiny-moe__duplex-pe__pim.clock-500MHz__memory.data_rate-5.2Gbps__in64-out32__b4__closed");
+  EXPECT_EQ(points[6].knobs, (std::vector<std::pair<std::string, std::string>>{{"pim.clock", "500MHz"},
+                                                                                {"memory.data_rate", "6.4Gbps"}}));
+  EXPECT_EQ(points[8].knobs.front().second, "800MHz");
+  const nlohmann::json params = points[6].params(s.options);
+  EXPECT_EQ(params["knobs"], nlohmann::json::parse(R"([["pim.clock", "500MHz"], ["memory.data_rate", "6.4Gbps"]])"));
+  EXPECT_EQ(system_label(params["system"], &params["knobs"]), "duplex-pe [pim.clock=500MHz, memory.data_rate=6.4Gbps]");
+  EXPECT_EQ(knob_settings(&params["knobs"]), "pim.clock=500MHz;memory.data_rate=6.4Gbps");
+  ASSERT_EQ(points[6].overrides().size(), 2u);
+  EXPECT_EQ(points[6].overrides()[0].origin, "study.yaml: knobs");
+  // Without knobs, params keep their old form (stored points of existing studies stay valid).
+  EXPECT_FALSE(parse_study(kStudy, "study.yaml").points()[0].params(s.options).contains("knobs"));
+}
+
+TEST(SweepStudy, BadKnobsNameFileAndKey) {
+  const std::string base = "study: d\nmodels: [tiny-moe]\nsystems: [gpu, duplex]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  EXPECT_NE(error_of(base + "knobs: []\n").find("knobs: is an empty list"), std::string::npos);
+  EXPECT_NE(error_of(base + "knobs: [{key: pim.clock}]\n").find("knobs[0].values: missing required key"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "knobs: [{key: pim.clock, values: [1GHz], system: [duplex]}]\n")
+                .find("knobs[0].system: unknown key"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "knobs: [{key: pim.clock, values: [1GHz], systems: [duplex-pe]}]\n")
+                .find("knobs[0].systems: \"duplex-pe\" is not one of the study's systems"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "knobs: [{key: a, values: [1]}, {key: a, values: [2]}]\n").find("is a knob twice"),
+            std::string::npos);
+  // Read against the systems at load time: gpu has no Logic-PIM, and a value must parse.
+  EXPECT_NE(error_of(base + "knobs: [{key: pim.clock, values: [1GHz]}]\n").find("study.yaml: knobs: pim.kind: missing required key"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "knobs: [{key: pim.clock, values: [fast], systems: [duplex]}]\n")
+                .find("study.yaml: knobs: pim.clock: \"fast\" is not a number with a unit"),
+            std::string::npos);
+}
+
 TEST(SweepStudy, MissingFileIsAClearError) {
   try {
     load_study("no/such/study.yaml");

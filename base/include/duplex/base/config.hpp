@@ -22,11 +22,28 @@
 
 namespace duplex {
 
+// One change to a loaded config, applied after its presets are resolved: `key` is a dotted path into the
+// resolved map ("pim.clock", "memory.timing.tRCD"), `value` a YAML scalar ("800MHz", "64") or a
+// {value:, source:} / {value:, note:} map; `origin` names where it came from in errors ("--set", a study
+// file and its key). The result is read as strictly as the file itself: a key the reader does not know is
+// an error naming `origin`.
+struct ConfigOverride {
+  std::string key, value, origin;
+};
+
+// "KEY=VALUE" (from a command line) -> an override; duplex::Error naming `origin` when there is no '='
+// or the key is empty.
+ConfigOverride parse_override(std::string_view text, const std::string& origin);
+
 class ConfigNode {
  public:
   // Loads a config of `kind` ("systems", "devices", "models", "energy", "workloads") by preset name or
   // path, resolving presets. Throws ConfigError / Error.
   static ConfigNode load(std::string_view name_or_path, std::string_view kind);
+  // The same, then the overrides in order (a later one wins). Throws ConfigError naming the override's
+  // origin and key for a bad key path or a value that is not YAML.
+  static ConfigNode load(std::string_view name_or_path, std::string_view kind,
+                         const std::vector<ConfigOverride>& overrides);
   // Parses YAML text; `label` names it in errors. Presets inside are resolved from the config store.
   static ConfigNode parse(const std::string& text, const std::string& label);
 
