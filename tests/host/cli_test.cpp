@@ -71,7 +71,7 @@ TEST(ConfigCli, ListsAndChecksEveryShippedSystem) {
 
 
 // --set changes the design a command sees: a faster Logic-PIM clock raises duplex-pe's PIM peak and its
-// throughput; the resolved config written with -o carries the override.
+// throughput; `config show` prints the resolved config with the override.
 TEST(SimulateCli, SetOverridesTheSystemConfig) {
   const std::string base = "simulate --system duplex-pe --requests 32 --input-len 128 --output-len 64 --batch 16 --json";
   const CliRun slow = run(base);

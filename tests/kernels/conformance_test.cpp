@@ -231,23 +231,31 @@ PagedCase make_paged_case(DType dtype, const AttentionShape& s, std::int64_t blo
   return c;
 }
 
-void check_decode(Backend& backend, DType dtype, const AttentionShape& s, std::int64_t block_size,
-                  const std::vector<std::int32_t>& lens, std::mt19937_64& rng) {
-  PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
-  DeviceArena arena(backend);
+// Runs decode attention of case `c` over the caches k / v (c's caches uploaded, or views of another layout
+// holding the same values) and checks it against the reference on c's caches.
+void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase& c, const AttentionShape& s,
+                          const Tensor& k, const Tensor& v) {
+  const DType dtype = c.q.dtype();
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
   DecodeAttentionArgs args{arena.upload(c.q),
-                           arena.upload(c.k_cache),
-                           arena.upload(c.v_cache),
+                           k,
+                           v,
                            arena.upload(c.block_table),
                            arena.upload(c.context_lens),
-                           arena.empty(dtype, {static_cast<std::int64_t>(lens.size()), s.hq, s.d}),
+                           arena.empty(dtype, {c.q.shape()[0], s.hq, s.d}),
                            static_cast<float>(scale),
                            c.max_context};
   expect_run_ok(backend, args, arena.stream());
   EXPECT_TRUE(within_bound(arena.download(args.out),
                            decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
                                                 static_cast<double>(static_cast<float>(scale)))));
+}
+
+void check_decode(Backend& backend, DType dtype, const AttentionShape& s, std::int64_t block_size,
+                  const std::vector<std::int32_t>& lens, std::mt19937_64& rng) {
+  PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
+  DeviceArena arena(backend);
+  run_and_check_decode(backend, arena, c, s, arena.upload(c.k_cache), arena.upload(c.v_cache));
 }
 
 TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttention) {
@@ -315,19 +323,8 @@ void check_decode_strided(Backend& backend, DType dtype, const AttentionShape& s
   const std::initializer_list<std::int64_t> strides = {page_stride, s.d, block_size * s.d, 1};
   const Location where = backend.memory_location();
   auto* v_data = static_cast<unsigned char*>(v_buffer.data) + static_cast<std::size_t>(v_base) * dtype_size(dtype);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
-  DecodeAttentionArgs args{arena.upload(c.q),
-                           Tensor::strided(k_buffer.data, dtype, shape, strides, where),
-                           Tensor::strided(v_data, dtype, shape, strides, where),
-                           arena.upload(c.block_table),
-                           arena.upload(c.context_lens),
-                           arena.empty(dtype, {static_cast<std::int64_t>(lens.size()), s.hq, s.d}),
-                           static_cast<float>(scale),
-                           c.max_context};
-  expect_run_ok(backend, args, arena.stream());
-  EXPECT_TRUE(within_bound(arena.download(args.out),
-                           decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
-                                                static_cast<double>(static_cast<float>(scale)))));
+  run_and_check_decode(backend, arena, c, s, Tensor::strided(k_buffer.data, dtype, shape, strides, where),
+                       Tensor::strided(v_data, dtype, shape, strides, where));
 }
 
 // Every decode path (tensor cores for FP16 / BF16 at head_dim 32 / 64 / 128, the 16-byte CUDA-core path for
