@@ -102,6 +102,13 @@ PimSpec read_pim(const ConfigNode& n) {
     p.softmax_elements_per_cycle = n.get_positive<double>("softmax_elements_per_cycle");
     p.activation_elements_per_cycle = n.get_positive<double>("activation_elements_per_cycle");
     p.datapath = n.get_enum("datapath", {"golden", "rtl"});
+    if (p.kind == PimKind::kLogicPim || n.has("memory_spaces") || n.has("kv_spaces")) {
+      p.memory_spaces = static_cast<int>(n.get_int("memory_spaces", 1, 1024));
+      p.kv_spaces = static_cast<int>(n.get_int("kv_spaces", 1, 1024));
+      if (p.kv_spaces > p.memory_spaces)
+        n.fail("kv_spaces", fmt::format("{} is more than memory_spaces ({})", p.kv_spaces, p.memory_spaces),
+               fmt::format("an integer in [1, {}] (equal: no prefill space)", p.memory_spaces));
+    }
     if (auto a = n.find("area")) {
       for (const auto& k : a->keys()) p.area[k] = a->get_positive<Area>(k);
       a->finish();
@@ -224,6 +231,11 @@ SystemSpec read_system(const ConfigNode& n) {
 
 SystemSpec load_system(std::string_view name_or_path) {
   return read_system(ConfigNode::load(name_or_path, "systems"));
+}
+
+bool SystemSpec::uses_prefill_space() const {
+  return pim && pim->kind == PimKind::kLogicPim && !heterogeneous() && split_prefill_fraction <= 0 &&
+         pim->kv_spaces < pim->memory_spaces;
 }
 
 int SystemSpec::devices_for(std::string_view model_name) const {

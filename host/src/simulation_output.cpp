@@ -24,6 +24,15 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
                      "timing: {}\n",
                      results.front().model, results.front().requests, results.front().generated_tokens,
                      results.front().system, results.back().pim_model);
+  for (const auto& r : results) {
+    const runtime::MemoryPlan& m = r.memory;
+    s += fmt::format("memory {}: KV cache {} tokens ({} blocks)", r.system, m.kv_tokens, r.kv_capacity_blocks);
+    if (m.has_spaces())
+      s += fmt::format(" in spaces {}, prefill space {} holds {} tokens per replica (scheduler bound {})",
+                       fmt::join(m.kv_spaces, ","), fmt::join(m.prefill_spaces, ","), m.prefill_tokens,
+                       m.prefill_capacity_tokens);
+    s += "\n";
+  }
   return s;
 }
 

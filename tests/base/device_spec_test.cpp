@@ -147,3 +147,62 @@ TEST(DeviceSpec, HeterogeneousSystemRejectsWhatItCannotModel) {
 
 }  // namespace
 }  // namespace duplex
+
+namespace duplex {
+namespace {
+
+TEST(DeviceSpec, LogicPimMemorySpacesFromThePaper) {
+  const SystemSpec d = load_system("duplex");
+  ASSERT_TRUE(d.pim.has_value());
+  EXPECT_EQ(d.pim->memory_spaces, 4);
+  EXPECT_EQ(d.pim->kv_spaces, 3);
+  EXPECT_TRUE(d.uses_prefill_space());
+  EXPECT_TRUE(load_system("duplex-pe").uses_prefill_space());
+  // Split, heterogeneous, BankGroup-PIM (keys inherited, unused), Bank-PIM (none), GPU: no prefill space.
+  for (const char* name : {"duplex-split", "gpu-pim-hetero", "bankgroup-pim", "bank-pim", "gpu", "2xgpu"})
+    EXPECT_FALSE(load_system(name).uses_prefill_space()) << name;
+  EXPECT_EQ(load_system("bank-pim").pim->memory_spaces, 0);
+}
+
+TEST(DeviceSpec, MemorySpaceKeysAreCheckedStrictly) {
+  auto read = [](const std::string& pim) {
+    return read_system(ConfigNode::parse("preset: systems/duplex\npim: {" + pim + "}\n", "mine.yaml"));
+  };
+  auto error_key = [&](const std::string& pim) -> std::string {
+    try {
+      read(pim);
+    } catch (const ConfigError& e) {
+      return e.key();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error_key("memory_spaces: 0"), "pim.memory_spaces");
+  EXPECT_EQ(error_key("memory_spaces: 2.5"), "pim.memory_spaces");
+  EXPECT_EQ(error_key("kv_spaces: 0"), "pim.kv_spaces");
+  EXPECT_EQ(error_key("kv_spaces: 5"), "pim.kv_spaces");  // more than the 4 spaces
+  EXPECT_EQ(error_key("memory_spaces: 2"), "pim.kv_spaces");  // the preset's 3 KV spaces of 2
+  try {
+    read("kv_spaces: 5");
+    ADD_FAILURE() << "kv_spaces: 5 was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.file(), "mine.yaml");
+    EXPECT_NE(std::string(e.what()).find("an integer in [1, 4]"), std::string::npos) << e.what();
+  }
+  const SystemSpec all_kv = read("kv_spaces: 4");
+  EXPECT_FALSE(all_kv.uses_prefill_space());  // no prefill space left
+  const SystemSpec eight = read("memory_spaces: 8, kv_spaces: 6");
+  EXPECT_EQ(eight.pim->memory_spaces, 8);
+  EXPECT_TRUE(eight.uses_prefill_space());
+  // A Logic-PIM section without the keys is incomplete.
+  EXPECT_THROW(read_pim(ConfigNode::parse("kind: logic-pim\nname: x\nclock: 650MHz\ncommand_latency: 2us\n"
+                                          "gemm_modules: 32\nmacs_per_module: 512\nmodule_buffer: 8KiB\n"
+                                          "input_buffer: 1MiB\ntemp_buffer: 1MiB\nsoftmax_buffer: 128KiB\n"
+                                          "bundle: {banks_per_bundle: 8, banks_per_group_read: 2}\n"
+                                          "softmax_elements_per_cycle: 64\nactivation_elements_per_cycle: 32\n"
+                                          "datapath: golden\n",
+                                          "bare.yaml")),
+               ConfigError);
+}
+
+}  // namespace
+}  // namespace duplex

@@ -40,7 +40,7 @@ DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, in
   }
 }
 
-void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks) {
+void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int64_t prefill_blocks) {
   const compiler::ModelSpec& m = w_.spec;
   const compiler::LowerOptions lowering = compiler::LowerOptions::for_system(sys_);
   runner_.reset();
@@ -49,7 +49,7 @@ void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks) {
   for (const DeviceShard& s : shards_) {
     kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
     if (lowering.kv_migration)
-      prefill_kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
+      prefill_kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, prefill_blocks);
   }
   std::vector<DeviceContext> contexts;
   for (std::size_t d = 0; d < shards_.size(); ++d)

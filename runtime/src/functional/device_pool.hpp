@@ -28,8 +28,8 @@ class DevicePool {
              const std::string& rtl_trace = "");
 
   // Fresh KV caches of `blocks` blocks of `block_tokens` tokens on every device (and, where lowering migrates
-  // K/V in the device, a prefill-space cache of as many blocks), and a fresh step runner.
-  void start(std::int64_t block_tokens, std::int64_t blocks);
+  // K/V in the device, a prefill-space cache of `prefill_blocks` blocks), and a fresh step runner.
+  void start(std::int64_t block_tokens, std::int64_t blocks, std::int64_t prefill_blocks);
 
   struct Step {
     StepOutput out;

@@ -109,7 +109,18 @@ class FunctionalExecutor::Impl {
       for (const auto& p : prompts)
         blocks += (static_cast<std::int64_t>(p.size()) + max_new_tokens + opt_.kv_block_tokens - 1) /
                   opt_.kv_block_tokens;
-    for (auto& pool : pools_) pool->start(opt_.kv_block_tokens, blocks);
+    // The prefill space (memory spaces, DUPLEX.md s.6): with --kv-blocks N for the KV spaces, the prefill
+    // space(s) get N x prefill spaces / KV spaces blocks, rounded up, and the scheduler keeps the requests still
+    // prefilling within them; with 0, as many as the KV cache and no bound (enough for every request).
+    std::int64_t prefill_blocks = blocks;
+    prefill_capacity_tokens_ = 0;
+    if (sys_.uses_prefill_space() && opt_.kv_blocks > 0) {
+      const std::int64_t kv_spaces = sys_.pim->kv_spaces;
+      const std::int64_t prefill_spaces = sys_.pim->memory_spaces - kv_spaces;
+      prefill_blocks = (opt_.kv_blocks * prefill_spaces + kv_spaces - 1) / kv_spaces;
+      prefill_capacity_tokens_ = prefill_blocks * opt_.kv_block_tokens;
+    }
+    for (auto& pool : pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
     sequences_ = prompts;
     FunctionalResult res;
     res.tokens.resize(prompts.size());
@@ -149,6 +160,7 @@ class FunctionalExecutor::Impl {
     sc.max_tokens_per_step = opt_.max_tokens_per_step;
     sc.kv_block_tokens = opt_.kv_block_tokens;
     sc.kv_capacity_blocks = blocks;
+    sc.prefill_capacity_tokens = prefill_capacity_tokens_;  // 0 on split systems: no prefill space there
     return sc;
   }
 
@@ -294,6 +306,7 @@ class FunctionalExecutor::Impl {
   int devices_ = 1;
   std::vector<std::unique_ptr<DevicePool>> pools_;    // one, or a split system's prefill and decode pools
   std::vector<std::vector<std::int32_t>> sequences_;  // per request: prompt + generated so far
+  std::int64_t prefill_capacity_tokens_ = 0;          // the run's prefill-space bound; 0: none
 };
 
 FunctionalExecutor::FunctionalExecutor(const ModelWeights& weights, const SystemSpec& system,

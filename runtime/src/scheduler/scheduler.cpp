@@ -18,7 +18,9 @@ SchedulerConfig validated(SchedulerConfig c) {
 }  // namespace
 
 Scheduler::Scheduler(SchedulerConfig config)
-    : config_(validated(config)), kv_(config_.kv_capacity_blocks, config_.kv_block_tokens) {}
+    : config_(validated(config)),
+      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens),
+      prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.kv_block_tokens) {}
 
 bool Scheduler::older(const Live& a, const Live& b) {
   if (a.spec.arrival != b.spec.arrival) return a.spec.arrival < b.spec.arrival;
@@ -42,6 +44,18 @@ void Scheduler::add_request(const RequestSpec& spec) {
                             "cache holds {} blocks; expected shorter requests or more KV memory",
                             spec.id, spec.input_tokens, spec.output_tokens, peak_blocks, kv_.block_tokens(),
                             kv_.capacity_blocks()));
+  // Under continuous batching a preempted request recomputes prompt + generated tokens as one prefill.
+  const std::int64_t longest_prefill = config_.policy == BatchingPolicy::continuous
+                                           ? spec.input_tokens + spec.output_tokens - 1
+                                           : spec.input_tokens;
+  if (prefill_capacity_blocks_ > 0 && kv_.blocks_for(longest_prefill) > prefill_capacity_blocks_)
+    throw Error(fmt::format("request {} ({} input + {} output tokens) may prefill {} tokens at once ({} blocks of {} "
+                            "tokens{}) but the prefill space holds {} blocks; expected shorter requests or a larger "
+                            "prefill space",
+                            spec.id, spec.input_tokens, spec.output_tokens, longest_prefill,
+                            kv_.blocks_for(longest_prefill), kv_.block_tokens(),
+                            config_.policy == BatchingPolicy::continuous ? ", a recomputation after a preemption" : "",
+                            prefill_capacity_blocks_));
   if (spec.cached_tokens < 0 || spec.cached_tokens >= spec.input_tokens)
     throw Error(fmt::format("request {} arrives with {} cached tokens of {} input tokens; expected 0 <= cached < "
                             "input (at least one token left to compute)", spec.id, spec.cached_tokens,
@@ -77,6 +91,8 @@ StepPlan Scheduler::schedule(Time now) {
   std::int64_t budget =
       config_.max_tokens_per_step > 0 ? config_.max_tokens_per_step : std::numeric_limits<std::int64_t>::max();
   bool preempted_any = false;
+  prefill_blocks_used_ = 0;
+  for (const Live& live : running_) prefill_blocks_used_ += prefill_blocks_of(live);
   schedule_running(plan, budget, preempted_any);
   // As vLLM: a step that had to preempt admits nobody (the preempted would be readmitted into the shortage).
   if (!preempted_any) admit_waiting(plan, budget, now);
@@ -91,10 +107,26 @@ StepPlan Scheduler::schedule(Time now) {
 std::int64_t Scheduler::tokens_to_schedule(const Live& live, std::int64_t budget, bool plan_empty) const {
   const std::int64_t remaining = live.num_tokens - live.num_computed;
   DUPLEX_ASSERT(remaining >= 1, "an unfinished request has no token to compute");
+  const std::int64_t room = prefill_room(live);
+  if (remaining > room) {
+    if (!config_.chunked_prefill) return 0;  // a whole prefill that does not fit the prefill space waits
+    budget = std::min(budget, room);
+  }
   if (remaining <= budget) return remaining;
   if (config_.chunked_prefill) return budget;
   // Without chunking, a prefill longer than the whole budget runs alone in a step rather than never.
   return plan_empty ? remaining : 0;
+}
+
+std::int64_t Scheduler::prefill_blocks_of(const Live& live) const {
+  return prefill_capacity_blocks_ > 0 && !live.decoding ? kv_.blocks_for(live.num_computed) : 0;
+}
+
+std::int64_t Scheduler::prefill_room(const Live& live) const {
+  if (prefill_capacity_blocks_ == 0 || live.decoding) return std::numeric_limits<std::int64_t>::max();
+  // Its own partly filled last block plus the free blocks (prefill_blocks_used_ counts its own blocks).
+  const std::int64_t blocks = prefill_capacity_blocks_ - prefill_blocks_used_ + prefill_blocks_of(live);
+  return blocks * config_.kv_block_tokens - live.num_computed;
 }
 
 std::int64_t Scheduler::kv_tokens_needed(const Live& live, std::int64_t tokens) const {
@@ -149,6 +181,7 @@ void Scheduler::admit_waiting(StepPlan& plan, std::int64_t& budget, Time now) {
 void Scheduler::preempt_back(StepPlan& plan) {
   Live victim = std::move(running_.back());
   running_.pop_back();
+  prefill_blocks_used_ -= prefill_blocks_of(victim);
   kv_.release(victim.spec.id);
   RequestRecord& record = records_.at(victim.spec.id);
   ++record.preemptions;
@@ -160,6 +193,10 @@ void Scheduler::preempt_back(StepPlan& plan) {
 }
 
 void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t tokens) {
+  if (prefill_capacity_blocks_ > 0 && !live.decoding)
+    prefill_blocks_used_ += kv_.blocks_for(live.num_computed + tokens) - kv_.blocks_for(live.num_computed);
+  DUPLEX_ASSERT(prefill_capacity_blocks_ == 0 || prefill_blocks_used_ <= prefill_capacity_blocks_,
+                "the prefill space is over-filled");
   plan.requests.push_back(ScheduledRequest{
       .id = live.spec.id,
       .tokens = tokens,

@@ -31,6 +31,10 @@ void SchedulerConfig::validate() const {
   if (kv_capacity_blocks < 1)
     throw Error(fmt::format("scheduler kv_capacity_blocks is {}; expected >= 1 (device memory minus weights)",
                             kv_capacity_blocks));
+  if (prefill_capacity_tokens < 0 || (prefill_capacity_tokens > 0 && prefill_capacity_tokens < kv_block_tokens))
+    throw Error(fmt::format("scheduler prefill_capacity_tokens is {}; expected 0 (no prefill space bound) or at "
+                            "least one KV block ({} tokens)",
+                            prefill_capacity_tokens, kv_block_tokens));
 }
 
 SchedulerConfig read_scheduler_config(const ConfigNode& node) {

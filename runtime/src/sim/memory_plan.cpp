@@ -2,15 +2,95 @@
 
 #include <algorithm>
 #include <fmt/format.h>
+#include <numeric>
+#include <string>
 
 #include "duplex/base/error.hpp"
 
 namespace duplex::runtime {
+namespace {
+
+std::string bytes_text(double bytes) { return format_byte_size({static_cast<std::uint64_t>(std::max(0.0, bytes))}); }
+
+// Weights of each of the `spaces` spaces of one device: the device's expert shards round-robin by running
+// index over its MoE layers, the non-expert weights spread evenly.
+std::vector<double> weights_per_space(int spaces, std::int64_t moe_layers, int local_experts, double expert_shard_bytes,
+                                      double other_bytes) {
+  std::vector<double> w(static_cast<std::size_t>(spaces), other_bytes / spaces);
+  const std::int64_t experts = moe_layers * local_experts;
+  for (std::int64_t k = 0; k < experts; ++k) w[static_cast<std::size_t>(k % spaces)] += expert_shard_bytes;
+  return w;
+}
+
+// Fills the memory-space figures, kv_tokens and prefill_tokens of `plan` (its device, weight, reserve and
+// per-token figures already set).
+void plan_spaces(MemoryPlan& plan, const compiler::ModelSpec& m, const SystemSpec& system,
+                 const compiler::ParallelLayout& p, std::int64_t moe_layers, double expert_shard_bytes,
+                 double other_bytes, std::int64_t kv_block_tokens) {
+  const int spaces = system.pim->memory_spaces;
+  const int kv_count = system.pim->kv_spaces;
+  plan.space_bytes = plan.device_bytes / spaces;
+  plan.space_weight_bytes = weights_per_space(spaces, moe_layers, p.local_experts, expert_shard_bytes, other_bytes);
+  for (int s = 0; s < spaces; ++s) {
+    const double w = plan.space_weight_bytes[static_cast<std::size_t>(s)];
+    if (w > plan.space_bytes)
+      throw Error(fmt::format("model {} does not fit system {} on {} devices: memory space {} of {} (each {}) holds "
+                              "{} of weights (its round-robin experts + 1/{} of the rest); expected more devices or "
+                              "fewer, smaller experts per device",
+                              m.name, system.name, p.devices, s, spaces, bytes_text(plan.space_bytes), bytes_text(w),
+                              spaces));
+  }
+  // Prefill spaces: the most weight bytes first, ties to the highest index.
+  std::vector<int> order(static_cast<std::size_t>(spaces));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) {
+    const double wa = plan.space_weight_bytes[static_cast<std::size_t>(a)];
+    const double wb = plan.space_weight_bytes[static_cast<std::size_t>(b)];
+    return wa != wb ? wa > wb : a > b;
+  });
+  const auto prefill_count = static_cast<std::size_t>(spaces - kv_count);
+  plan.prefill_spaces.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(prefill_count));
+  plan.kv_spaces.assign(order.begin() + static_cast<std::ptrdiff_t>(prefill_count), order.end());
+  std::sort(plan.prefill_spaces.begin(), plan.prefill_spaces.end());
+  std::sort(plan.kv_spaces.begin(), plan.kv_spaces.end());
+  auto free_in = [&](const std::vector<int>& which) {
+    double free = 0;
+    for (int s : which) free += plan.space_bytes - plan.space_weight_bytes[static_cast<std::size_t>(s)];
+    return free;
+  };
+  // The reserve (the xPU's activations and workspace) lives with the prefill Q/K/V in the prefill spaces. A
+  // reserve larger than their room would spill into the KV spaces, but it would also leave the prefill spaces
+  // no room for a single prefill, so that case (and any prefill room under one KV block) is an error.
+  const double prefill_free = free_in(plan.prefill_spaces);
+  const double prefill_left = prefill_free - plan.reserve_bytes_per_device;
+  const double block_bytes = static_cast<double>(kv_block_tokens) * plan.kv_bytes_per_token;
+  if (prefill_left < block_bytes)
+    throw Error(fmt::format("model {} does not fit system {} on {} devices: prefill space(s) {} ({} each) keep {} "
+                            "after {} of weights, less than the {} reserve plus one KV block of {} tokens ({}); "
+                            "expected a memory reserve of at most {:.4f} of the device, or more devices",
+                            m.name, system.name, p.devices, fmt::join(plan.prefill_spaces, ", "),
+                            bytes_text(plan.space_bytes), bytes_text(prefill_free),
+                            bytes_text(static_cast<double>(prefill_count) * plan.space_bytes - prefill_free),
+                            bytes_text(plan.reserve_bytes_per_device), kv_block_tokens, bytes_text(block_bytes),
+                            std::max(0.0, (prefill_free - block_bytes) / plan.device_bytes)));
+  const double kv_free = free_in(plan.kv_spaces);
+  if (kv_free <= plan.kv_bytes_per_token)
+    throw Error(fmt::format("model {} does not fit system {} on {} devices: the {} KV spaces of {} each hold {} of "
+                            "weights together, no room for the KV cache",
+                            m.name, system.name, p.devices, kv_count, bytes_text(plan.space_bytes),
+                            bytes_text(kv_count * plan.space_bytes - kv_free)));
+  plan.kv_tokens = static_cast<std::int64_t>(kv_free / plan.kv_bytes_per_token) * p.dp;
+  plan.prefill_tokens = static_cast<std::int64_t>(prefill_left / plan.kv_bytes_per_token);
+  plan.prefill_capacity_tokens = plan.prefill_tokens * p.dp;
+}
+
+}  // namespace
 
 MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, const compiler::ParallelLayout& p,
-                       double reserve_fraction) {
+                       double reserve_fraction, std::int64_t kv_block_tokens) {
   if (!(reserve_fraction >= 0 && reserve_fraction < 1))
     throw Error(fmt::format("memory reserve fraction {} is not in [0, 1)", reserve_fraction));
+  if (kv_block_tokens < 1) throw Error(fmt::format("KV block tokens {}; expected >= 1", kv_block_tokens));
   MemoryPlan plan;
   plan.device_bytes = static_cast<double>(system.memory_capacity().bytes);
   const double wbytes = compiler::dtype_bytes(m.dtype);
@@ -19,6 +99,8 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, c
   const double expert_params = static_cast<double>(moe_layers) * m.experts * static_cast<double>(m.ffn_params(m.expert_ffn));
   const double other_params = static_cast<double>(m.params()) - expert_params;
   const double per_device = other_params / p.tp;  // tensor parallel inside a node, replicated across nodes
+  const double expert_shard_params =
+      m.is_moe() ? static_cast<double>(m.ffn_params(m.expert_ffn)) / p.expert_shards : 0.0;
   const double experts_per_device =
       m.is_moe() ? static_cast<double>(moe_layers) * p.local_experts * static_cast<double>(m.ffn_params(m.expert_ffn)) /
                        p.expert_shards
@@ -29,6 +111,11 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, c
                                                    : static_cast<double>(std::max(1, m.kv_heads / p.tp)) / m.kv_heads;
   plan.kv_bytes_per_token = static_cast<double>(m.layers) * static_cast<double>(m.kv_elements_per_token_layer()) *
                             kv_heads_share * compiler::dtype_bytes(m.kv_dtype);
+  if (system.uses_prefill_space()) {
+    plan.weight_bytes_per_device = (per_device + experts_per_device) * wbytes;
+    plan_spaces(plan, m, system, p, moe_layers, expert_shard_params * wbytes, per_device * wbytes, kv_block_tokens);
+    return plan;
+  }
   double free = 0;
   if (system.heterogeneous()) {
     plan.weight_bytes_per_device = per_device * wbytes;

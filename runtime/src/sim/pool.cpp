@@ -14,7 +14,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
       totals_(totals),
       name_(std::move(name)),
       devices_(devices) {
-  memory_ = plan_memory(model, system, layout_, o.memory_reserve);
+  memory_ = plan_memory(model, system, layout_, o.memory_reserve, o.scheduler.kv_block_tokens);
   compiler::PimTimeFn pim_fn;
   // The cycle model times one device's Logic-PIM stacks: BankGroup-PIM / Bank-PIM (other unit placement) and
   // a GPU spread over several PIM devices use the analytical roofline.
@@ -26,6 +26,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   }
   SchedulerConfig sched = o.scheduler;
   sched.kv_capacity_blocks = memory_.kv_blocks(sched.kv_block_tokens);
+  sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < 1)
     throw Error(fmt::format("system {} on {} devices: the KV cache holds less than one block of {} tokens",

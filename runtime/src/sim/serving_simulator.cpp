@@ -34,6 +34,27 @@ nlohmann::json percentiles_json(const Percentiles& p) {
   return {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"mean", p.mean}};
 }
 
+// The memory plan's figures; the memory-space split only on systems that have one.
+nlohmann::json memory_json(const MemoryPlan& m, std::int64_t kv_blocks) {
+  constexpr double kGiB = 1073741824.0;
+  nlohmann::json j = {{"weights_gib_per_device", m.weight_bytes_per_device / kGiB},
+                      {"kv_bytes_per_token_per_device", m.kv_bytes_per_token},
+                      {"kv_tokens", m.kv_tokens},
+                      {"kv_blocks", kv_blocks},
+                      {"prefill_capacity_tokens", m.prefill_capacity_tokens}};
+  if (m.has_spaces()) {
+    nlohmann::json weights = nlohmann::json::array();
+    for (double w : m.space_weight_bytes) weights.push_back(w / kGiB);
+    j["spaces"] = {{"space_gib", m.space_bytes / kGiB},
+                   {"weights_gib", weights},
+                   {"kv_spaces", m.kv_spaces},
+                   {"prefill_spaces", m.prefill_spaces},
+                   {"reserve_gib", m.reserve_bytes_per_device / kGiB},
+                   {"prefill_tokens_per_replica", m.prefill_tokens}};
+  }
+  return j;
+}
+
 }  // namespace
 
 nlohmann::json SystemResult::to_json() const {
@@ -56,11 +77,7 @@ nlohmann::json SystemResult::to_json() const {
                     {"energy_breakdown", energy_breakdown},
                     {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
                     {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
-                    {"memory",
-                     {{"weights_gib_per_device", memory.weight_bytes_per_device / 1073741824.0},
-                      {"kv_bytes_per_token_per_device", memory.kv_bytes_per_token},
-                      {"kv_tokens", memory.kv_tokens},
-                      {"kv_blocks", kv_capacity_blocks}}}};
+                    {"memory", memory_json(memory, kv_capacity_blocks)}};
   if (!pools.empty()) {
     nlohmann::json& out = j["pools"];
     for (const PoolFigures& p : pools)

@@ -108,10 +108,18 @@ TEST(FunctionalKvCache, TinyPoolPreemptsAndStillMatches) {
   const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 2);
   FunctionalOptions o;
   o.kv_block_tokens = 4;
-  o.kv_blocks = 6;  // 24 token slots for 4 requests of up to 14 tokens: the scheduler must preempt
+  // 40 token slots for 4 requests of up to 14 tokens: the scheduler must preempt. The prefill space gets
+  // ceil(10 / 3) = 4 blocks, room for the longest recomputation (13 tokens).
+  o.kv_blocks = 10;
   const FunctionalResult small = run_on(w, "duplex", o, 8);
   const FunctionalResult roomy = run_on(w, "duplex", {}, 8);
   EXPECT_EQ(small.tokens, roomy.tokens);
+  auto prefilled = [](const FunctionalResult& r) {
+    std::int64_t n = 0;
+    for (const StepRecord& s : r.steps) n += s.prefill_tokens;
+    return n;
+  };
+  EXPECT_GT(prefilled(small), prefilled(roomy));  // a preempted request recomputed its tokens
 }
 
 TEST(FunctionalRtl, RtlDatapathMatchesReference) {

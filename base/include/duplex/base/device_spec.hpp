@@ -85,6 +85,12 @@ struct PimSpec {
   double activation_elements_per_cycle = 0;
   std::string datapath;  // "golden" | "rtl"
   std::map<std::string, Area> area;
+  // Logic-PIM memory spaces (DUPLEX.md s.6): the device's memory is split into `memory_spaces` equal spaces by
+  // bank-bundle index; decode K/V lives in `kv_spaces` of them, prefill Q/K/V in the others (none when
+  // kv_spaces == memory_spaces). BankGroup-PIM inherits the keys from its Logic-PIM preset and does not use
+  // them (no bank bundles on the logic die); Bank-PIM has none (0).
+  int memory_spaces = 0;
+  int kv_spaces = 0;
   // Bank-PIM
   double bandwidth_multiplier = 0;
   double peak_op_per_byte = 0;
@@ -141,6 +147,12 @@ struct SystemSpec {
 
   int devices_for(std::string_view model_name) const;  // GPU / xPU devices (PIM devices not counted)
   bool heterogeneous() const { return pim_devices_per_gpu > 0; }
+  // The one predicate for "this system splits each device's memory into KV spaces and prefill space(s)"
+  // (DUPLEX.md s.6), shared by the lowering (the in-device kv_migration op) and the memory plan: Logic-PIM on
+  // the device's own stacks (not heterogeneous GPU + PIM devices, whose K/V goes to the PIM devices), not a
+  // split system (its K/V leaves the prefill device over the links straight into the decode device's KV
+  // spaces), and at least one space left for prefill (kv_spaces < memory_spaces).
+  bool uses_prefill_space() const;
   Bandwidth memory_bandwidth() const { return memory.stack_bandwidth() * stacks; }  // per device
   ByteSize memory_capacity() const { return {memory.org.stack_capacity().bytes * stacks}; }
   FlopRate pim_peak_flops() const;       // per device with PIM (heterogeneous: per PIM device), all stacks; 0 without PIM

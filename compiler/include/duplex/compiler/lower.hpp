@@ -27,14 +27,14 @@ struct LowerOptions {
   // request of the step (per layer so that, with attention co-processing, it overlaps PIM decode attention):
   //   bytes_kv = 2 (read + write) x completing prompt tokens (context + tokens) x this device's K/V elements
   //              of one layer (k + v, its kv heads) x kv dtype bytes
+  // Exactly when SystemSpec::uses_prefill_space() (the memory plan sizes the spaces by the same predicate).
   // Not for: systems without PIM or with Bank-PIM / BankGroup-PIM (no bank-bundle spaces), heterogeneous
   // GPU + PIM devices (the K/V goes to the PIM devices with to_pim_attn), split systems (the K/V leaves the
-  // prefill device over the links and is written straight into the decode device's KV spaces).
+  // prefill device over the links and is written straight into the decode device's KV spaces), and a
+  // Logic-PIM config with kv_spaces == memory_spaces (no prefill space).
   bool kv_migration = false;
   static LowerOptions for_system(const SystemSpec& system) {
-    const bool logic_pim_spaces = system.pim && system.pim->kind == PimKind::kLogicPim && !system.heterogeneous() &&
-                                  system.split_prefill_fraction <= 0;
-    return {.pim_devices = system.heterogeneous(), .kv_migration = logic_pim_spaces};
+    return {.pim_devices = system.heterogeneous(), .kv_migration = system.uses_prefill_space()};
   }
 };
 

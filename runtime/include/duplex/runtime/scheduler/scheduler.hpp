@@ -8,6 +8,21 @@
 // output_tokens; KV blocks in use never exceed capacity; schedule()/update() times never go backwards;
 // same inputs -> same plans. A preempted request keeps its emitted tokens and recomputes prompt + generated
 // tokens as a prefill.
+//
+// Prefill space (SchedulerConfig::prefill_capacity_tokens > 0; Duplex memory spaces, DUPLEX.md s.6): a
+// prefill writes its K/V into the prefill space and the xPU migrates it into the KV spaces at the end of the
+// step that completes the prefill. So the requests whose prefill is not complete (prefill phase: new prompts
+// and recomputations after a preemption), counting what they prefilled in earlier chunks plus this step's
+// chunk, rounded up to whole blocks of kv_block_tokens per request, never hold more than
+// prefill_capacity_tokens / kv_block_tokens blocks. With chunked prefill a chunk is cut to fit; without, the
+// request waits (admission stops at it, as for KV). Prefills cannot block each other: unfinished prefills are
+// served oldest first and are admitted in age order (a preempted request is the youngest running one, so it is
+// readmitted before anything younger), and a younger one gets prefill space in a step only when every older
+// one completes its prefill in that step or had its chunk cut to the space left (which then fills it); so
+// the oldest unfinished prefill always finds its own blocks plus the free ones. add_request() rejects a
+// request whose prompt can never fit the space (under continuous batching: prompt + output - 1 tokens, the
+// longest recomputation after a preemption). KV blocks are accounted as without the bound: a request holds
+// blocks for its prompt in the KV spaces from admission (they are the migration's target).
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -68,8 +83,12 @@ class Scheduler {
   void schedule_running(StepPlan& plan, std::int64_t& budget, bool& preempted_any);
   void admit_waiting(StepPlan& plan, std::int64_t& budget, Time now);
   void preempt_back(StepPlan& plan);
-  // Tokens `live` may compute now under `budget`; 0 when it must wait (no chunking and it does not fit).
+  // Tokens `live` may compute now under `budget` and the prefill space; 0 when it must wait (no chunking and
+  // it does not fit).
   std::int64_t tokens_to_schedule(const Live& live, std::int64_t budget, bool plan_empty) const;
+  // Prefill tokens `live` may add this step in the prefill space (unbounded: max; decoding: max).
+  std::int64_t prefill_room(const Live& live) const;
+  std::int64_t prefill_blocks_of(const Live& live) const;  // blocks it holds in the prefill space now
   // KV tokens `live` must hold before computing `tokens` more (orca/static reserve prompt + output up front).
   std::int64_t kv_tokens_needed(const Live& live, std::int64_t tokens) const;
   void add_to_plan(StepPlan& plan, const Live& live, std::int64_t tokens);
@@ -81,6 +100,8 @@ class Scheduler {
   std::deque<Live> waiting_;  // sorted by older(); holds not-yet-arrived requests too
   std::map<RequestId, RequestRecord> records_;
   std::int64_t num_finished_ = 0;
+  std::int64_t prefill_capacity_blocks_ = 0;  // 0 = no prefill space bound
+  std::int64_t prefill_blocks_used_ = 0;      // during schedule(): held + this step's chunks
   std::int64_t next_step_ = 0;
   std::optional<StepPlan> in_flight_;
   Time last_time_;

@@ -1,6 +1,7 @@
 #pragma once
-// Scheduler settings. The engine fills kv_capacity_blocks from device memory minus weights; the rest can be
-// read from a `scheduler:` YAML map (read_scheduler_config).
+// Scheduler settings. The engine fills kv_capacity_blocks (device memory minus weights) and
+// prefill_capacity_tokens (the prefill memory space, DUPLEX.md s.6) from the memory plan; the rest can be read
+// from a `scheduler:` YAML map (read_scheduler_config).
 #include <cstdint>
 #include <string>
 
@@ -34,14 +35,18 @@ struct SchedulerConfig {
   bool chunked_prefill = false;            // split prefills to fill the budget (continuous only)
   std::int64_t kv_block_tokens = 16;       // tokens per KV block
   std::int64_t kv_capacity_blocks = 0;     // KV blocks available (from device memory minus weights), >= 1
+  // Prefill space (Duplex memory spaces): the prompt tokens of the requests whose prefill is not complete,
+  // in whole KV blocks of kv_block_tokens (the space is paged like the KV cache), never exceed this; 0 = no
+  // bound. Otherwise >= kv_block_tokens. See Scheduler for the contract.
+  std::int64_t prefill_capacity_tokens = 0;
 
   // Throws duplex::Error naming the bad field and the expected value.
   void validate() const;
 };
 
 // Reads a `scheduler:` map: policy (continuous|orca|static), max_batch, max_tokens_per_step (0 = none),
-// chunked_prefill, kv_block_tokens. kv_capacity_blocks is not read (the engine computes it); the map is
-// finish()ed, so unknown keys are errors.
+// chunked_prefill, kv_block_tokens. kv_capacity_blocks and prefill_capacity_tokens are not read (the engine
+// computes them); the map is finish()ed, so unknown keys are errors.
 SchedulerConfig read_scheduler_config(const ConfigNode& node);
 
 }  // namespace duplex::runtime

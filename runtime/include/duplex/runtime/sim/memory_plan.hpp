@@ -2,7 +2,22 @@
 // Device memory split between weights, a reserve (activations, workspace) and the paged KV cache, per
 // system and parallel layout. The KV capacity bounds admission, so it bounds the batch (DUPLEX.md s.8:
 // "batch sizes limited by memory capacity").
+//
+// Memory spaces (SystemSpec::uses_prefill_space(): Duplex with Logic-PIM on its own stacks, DUPLEX.md s.6):
+// each device's memory is S = pim.memory_spaces equal spaces of device_bytes / S. Weights per space: the
+// device's local expert shards of each MoE layer round-robin over the spaces (expert j of the device's
+// experts in the i-th MoE layer has running index i x local_experts + j and goes to space index mod S), plus
+// 1/S of the non-expert weights in every space. The S - kv_spaces spaces holding the most weight bytes (ties:
+// the highest index) are the prefill spaces, so the KV spaces keep the most room. The activation reserve
+// lives in the prefill spaces (the xPU's activations and workspace sit with the prefill Q/K/V). It must leave
+// them room for at least one KV block: a reserve spilling into the KV spaces would leave the prefill spaces
+// none, so that is an error rather than a plan. Then
+//   kv_tokens      = floor(sum over KV spaces of (space_bytes - weights there) / kv_bytes_per_token) x dp
+//   prefill_tokens = floor((sum over prefill spaces of (space_bytes - weights there) - reserve in them)
+//                          / kv_bytes_per_token)       (one replica: bounds its in-flight prefill)
+// Other systems: one KV pool of device - weights - reserve, prefill_tokens = 0 (no bound), no spaces.
 #include <cstdint>
+#include <vector>
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/compiler/model_spec.hpp"
@@ -22,10 +37,23 @@ struct MemoryPlan {
   double kv_bytes_per_token = 0;        // one token of one request, all layers, on one device (its heads)
   std::int64_t kv_tokens = 0;           // KV tokens the whole system holds (all data-parallel replicas)
   std::int64_t kv_blocks(std::int64_t block_tokens) const { return kv_tokens / block_tokens; }
+
+  // Memory spaces (uses_prefill_space() systems only; empty / 0 elsewhere). Indices are space numbers.
+  double space_bytes = 0;                       // device_bytes / memory_spaces
+  std::vector<double> space_weight_bytes;       // per space: its experts + 1/S of the non-expert weights
+  std::vector<int> kv_spaces;                   // ascending
+  std::vector<int> prefill_spaces;              // ascending
+  std::int64_t prefill_tokens = 0;              // per replica; 0 = no bound (no prefill space)
+  std::int64_t prefill_capacity_tokens = 0;     // the scheduler's bound: prefill_tokens x dp (the scheduler
+                                                // pools the replicas as it pools their KV); 0 = no bound
+  bool has_spaces() const { return !space_weight_bytes.empty(); }
 };
 
-// Throws duplex::Error naming model, system and the figures when the weights do not fit.
+// Throws duplex::Error naming model, system and the figures when the weights do not fit; on a system with
+// memory spaces also when one space's weights exceed the space, or the prefill space(s) cannot hold the
+// reserve plus one KV block of `kv_block_tokens` tokens (>= 1).
 MemoryPlan plan_memory(const compiler::ModelSpec& model, const SystemSpec& system,
-                       const compiler::ParallelLayout& layout, double reserve_fraction);
+                       const compiler::ParallelLayout& layout, double reserve_fraction,
+                       std::int64_t kv_block_tokens = 1);
 
 }  // namespace duplex::runtime
