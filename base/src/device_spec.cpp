@@ -110,8 +110,19 @@ PimSpec read_pim(const ConfigNode& n) {
                fmt::format("an integer in [1, {}] (equal: no prefill space)", p.memory_spaces));
     }
     if (auto a = n.find("area")) {
-      for (const auto& k : a->keys()) p.area[k] = a->get_positive<Area>(k);
+      PimAreaSpec x;
+      x.tsv = a->get_positive<Area>("tsv");
+      x.gemm_modules = a->get_positive<Area>("gemm_modules");
+      x.buffers = a->get_positive<Area>("buffers");
+      x.softmax = a->get_positive<Area>("softmax");
+      x.logic_die = a->get_positive<Area>("logic_die");
+      const ConfigNode at = a->at("at");
+      x.at_gemm_modules = static_cast<int>(at.get_int("gemm_modules", 1, 1 << 16));
+      x.at_macs_per_module = static_cast<int>(at.get_int("macs_per_module", 1, 1 << 20));
+      x.at_buffers = at.get_positive<ByteSize>("buffers");
+      at.finish();
       a->finish();
+      p.area = x;
     }
   } else {
     p.kind = PimKind::kBankPim;

@@ -32,6 +32,12 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
                        fmt::join(m.kv_spaces, ","), fmt::join(m.prefill_spaces, ","), m.prefill_tokens,
                        m.prefill_capacity_tokens);
     s += "\n";
+    if (r.pim_area)
+      s += fmt::format("area {}: Logic-PIM {:.2f} mm2 per stack, {:.1f}% of the {:.0f} mm2 logic die (TSVs {:.2f}, GEMM "
+                       "modules {:.2f}, buffers {:.2f}, softmax {:.2f})\n",
+                       r.system, to_mm2(r.pim_area->total()), 100.0 * r.pim_area->die_fraction(),
+                       to_mm2(r.pim_area->logic_die), to_mm2(r.pim_area->tsv), to_mm2(r.pim_area->gemm_modules),
+                       to_mm2(r.pim_area->buffers), to_mm2(r.pim_area->softmax));
   }
   return s;
 }

@@ -71,7 +71,7 @@ TEST(ConfigCli, ListsAndChecksEveryShippedSystem) {
 
 
 // --set changes the design a command sees: a faster Logic-PIM clock raises duplex-pe's PIM peak and its
-// throughput; `config show` prints the resolved config with the override.
+// throughput, more GEMM modules its area; `config show` prints the resolved config with the override.
 TEST(SimulateCli, SetOverridesTheSystemConfig) {
   const std::string base = "simulate --system duplex-pe --requests 32 --input-len 128 --output-len 64 --batch 16 --json";
   const CliRun slow = run(base);
@@ -80,6 +80,15 @@ TEST(SimulateCli, SetOverridesTheSystemConfig) {
   ASSERT_EQ(fast.exit_code, 0) << fast.out;
   const auto a = nlohmann::json::parse(slow.out), b = nlohmann::json::parse(fast.out);
   EXPECT_GT(b["throughput_tok_s"].get<double>(), a["throughput_tok_s"].get<double>());
+  // Area: a clock knob leaves it, a compute knob grows it (base/pim_area.hpp); gpu has none.
+  EXPECT_EQ(b["pim_area"]["per_stack_mm2"]["total"], a["pim_area"]["per_stack_mm2"]["total"]);
+  const CliRun wide = run(base + " --set pim.gemm_modules=64");
+  ASSERT_EQ(wide.exit_code, 0) << wide.out;
+  EXPECT_GT(nlohmann::json::parse(wide.out)["pim_area"]["die_fraction"].get<double>(),
+            a["pim_area"]["die_fraction"].get<double>());
+  const CliRun gpu = run("simulate --system gpu --requests 8 --input-len 64 --output-len 8 --json");
+  ASSERT_EQ(gpu.exit_code, 0);
+  EXPECT_FALSE(nlohmann::json::parse(gpu.out).contains("pim_area"));
   const CliRun shown = run("config show systems duplex-pe --set pim.clock=1300MHz");
   ASSERT_EQ(shown.exit_code, 0);
   EXPECT_NE(shown.out.find("clock: 1300MHz"), std::string::npos) << shown.out;

@@ -78,6 +78,15 @@ nlohmann::json SystemResult::to_json() const {
                     {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
                     {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
                     {"memory", memory_json(memory, kv_capacity_blocks)}};
+  if (pim_area)
+    j["pim_area"] = {{"per_stack_mm2",
+                      {{"tsv", to_mm2(pim_area->tsv)},
+                       {"gemm_modules", to_mm2(pim_area->gemm_modules)},
+                       {"buffers", to_mm2(pim_area->buffers)},
+                       {"softmax", to_mm2(pim_area->softmax)},
+                       {"total", to_mm2(pim_area->total())}}},
+                     {"logic_die_mm2", to_mm2(pim_area->logic_die)},
+                     {"die_fraction", pim_area->die_fraction()}};
   if (!pools.empty()) {
     nlohmann::json& out = j["pools"];
     for (const PoolFigures& p : pools)
@@ -103,6 +112,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   detail::Pool pool(model, system, o, devices, router.get(), r, totals);
   r.layout = pool.layout().describe();
   r.memory = pool.memory();
+  r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = pool.kv_blocks();
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
 

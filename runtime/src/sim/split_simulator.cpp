@@ -27,6 +27,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   Pool decode(model, system, o, decode_devices, router.get(), r, totals, "decode");
   r.layout = fmt::format("prefill pool {} | decode pool {}", prefill.layout().describe(), decode.layout().describe());
   r.memory = decode.memory();
+  r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = decode.kv_blocks();
   r.pim_model = !system.pim ? "none" : decode.cycle_model() ? "cycle" : "analytical";
 

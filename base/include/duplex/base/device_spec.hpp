@@ -70,6 +70,14 @@ struct HbmSpec {
 // s.8); it has Logic-PIM's keys and timing but not its bank-bundle / logic-die cycle model.
 enum class PimKind { kLogicPim, kBankPim, kBankGroupPim };
 
+// A PIM design's area breakdown per stack as a source states it, and the design point it was stated for
+// (configs/devices/logic-pim.yaml `area`; scaled to other designs by pim_area.hpp).
+struct PimAreaSpec {
+  Area tsv, gemm_modules, buffers, softmax, logic_die;
+  int at_gemm_modules = 0, at_macs_per_module = 0;  // the design point: MACs of the stated GEMM area
+  ByteSize at_buffers;                              // and the shared buffer bytes of the stated buffer area
+};
+
 struct PimSpec {
   PimKind kind = PimKind::kLogicPim;
   std::string name;
@@ -84,7 +92,7 @@ struct PimSpec {
   double softmax_elements_per_cycle = 0;
   double activation_elements_per_cycle = 0;
   std::string datapath;  // "golden" | "rtl"
-  std::map<std::string, Area> area;
+  std::optional<PimAreaSpec> area;  // absent: no area breakdown in the config
   // Logic-PIM memory spaces (DUPLEX.md s.6): the device's memory is split into `memory_spaces` equal spaces by
   // bank-bundle index; decode K/V lives in `kv_spaces` of them, prefill Q/K/V in the others (none when
   // kv_spaces == memory_spaces). BankGroup-PIM inherits the keys from its Logic-PIM preset and does not use

@@ -7,10 +7,12 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "duplex/base/device_spec.hpp"
+#include "duplex/base/pim_area.hpp"
 #include "duplex/compiler/model_spec.hpp"
 #include "duplex/compiler/placement.hpp"
 #include "duplex/runtime/scheduler/scheduler_config.hpp"
@@ -69,6 +71,7 @@ struct SystemResult {
   int devices = 0;
   std::string pim_model;
   MemoryPlan memory;
+  std::optional<PimArea> pim_area;  // Logic-PIM systems: the units' area per stack (base/pim_area.hpp)
   std::int64_t kv_capacity_blocks = 0;
   std::int64_t steps = 0;
   std::int64_t requests = 0;
