@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Markdown table of a design-knob study (bench/design/*.yaml run by `duplex sweep`): one row per point with its
+knob setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
+area per stack. Usage: bench/design/table.py results/pim-design"""
+import csv
+import json
+import sys
+from pathlib import Path
+
+
+def area_cells(folder, row):
+    """(mm2 per stack, fraction of the logic die) from the point's result, or '-' for systems without a model."""
+    result = json.loads((Path(folder) / "points" / f"{row['id']}.json").read_text())["result"]
+    area = result.get("pim_area")
+    if area is None:
+        return "-", "-"
+    return f"{area['per_stack_mm2']['total']:.2f}", f"{100 * area['die_fraction']:.1f}%"
+
+
+def main(folder):
+    rows = list(csv.DictReader((Path(folder) / "combined.csv").open()))
+    for r in rows:
+        if r["status"] != "ok":
+            print(f"failed point {r['id']}: {r['error']}", file=sys.stderr)
+    ok = [r for r in rows if r["status"] == "ok"]
+    gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"]): float(r["throughput_tok_s"])
+           for r in ok if r["system"] == "gpu" and not r["knobs"]}
+    print("| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in ok:
+        tput = float(r["throughput_tok_s"])
+        base = gpu.get((r["model"], r["input_len"], r["output_len"], r["batch"]))
+        ratio = f"{tput / base:.2f}" if base else "-"
+        mm2, die = area_cells(folder, r)
+        print(f"| {r['system']} | {r['knobs'].replace(';', ', ') or '-'} | {r['input_len']}, {r['output_len']} | "
+              f"{r['batch']} | {tput:.0f} | {ratio} | {float(r['energy_j_per_token']):.4f} | {mm2} | {die} |")
+    return 1 if len(ok) < len(rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "results/pim-design"))
