@@ -80,6 +80,12 @@ std::int64_t max_gemv_tokens(const PimSpec& pim, std::int64_t cols, int) {
   return static_cast<std::int64_t>(pim.input_buffer.bytes) / (cols * kInputElementBytes);
 }
 
+std::int64_t max_attention_context(const PimSpec& pim, std::int64_t group_size) {
+  if (group_size <= 0) return 0;
+  const auto by_buffer = static_cast<std::int64_t>(pim.softmax_buffer.bytes) / (group_size * kInputElementBytes);
+  return std::min(by_buffer, static_cast<std::int64_t>(pim::kSoftmaxMaxElements));
+}
+
 void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& s) {
   if (pim.kind != PimKind::kLogicPim)
     throw PimOpError(PimFault::kBadShape, fmt::format("PIM '{}' is not a Logic-PIM", pim.name));

@@ -7,6 +7,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/cost_model.hpp"
 #include "duplex/compiler/lower.hpp"
+#include "duplex/sysc/pim_timing.hpp"
 
 namespace duplex::runtime {
 namespace {
@@ -32,6 +33,38 @@ TEST(CyclePimModel, AgreesWithTheAnalyticalModelOnAMixtralDecodeStep) {
     ++checked;
   }
   EXPECT_GE(checked, 5);  // qkv, attention, o-proj, 2 experts
+}
+
+// Contexts longer than one attention op takes (group 4: 131072 B of softmax buffer / (4 x 2 B) = 16384 tokens)
+// run in equal passes, each its own op (with its dispatch), plus a merge of the partials that costs a fraction
+// of a pass; the time grows across the pass boundary.
+TEST(CyclePimModel, LongContextsRunInPassesOverTheSoftmaxBuffer) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const auto sys = load_system("duplex");
+  const auto layout = compiler::ParallelLayout::make(model, sys, 4);
+  CyclePimModel cycle(sys);
+  // The layer-0 decode attention of 8 requests that each attend to `context` tokens (the new one included).
+  auto attention_over = [&](std::int64_t context) {
+    const auto g =
+        compiler::lower(model, compiler::BatchState::decode_batch(8, context - 1), layout, compiler::Routing{});
+    for (const auto& op : g.ops)
+      if (op.kind == compiler::OpKind::kAttentionDecode && op.layer == 0) {
+        EXPECT_EQ(op.context_tokens, 8 * context);
+        return op;
+      }
+    ADD_FAILURE() << "no decode attention op";
+    return g.ops.front();
+  };
+  const std::int64_t limit = sysc::max_attention_context(*sys.pim, 4);
+  ASSERT_EQ(limit, 16384);
+  const double one = cycle.time(attention_over(limit)).si();
+  const double past = cycle.time(attention_over(limit + 1)).si();
+  const double two = cycle.time(attention_over(2 * limit)).si();
+  EXPECT_GT(past, one);
+  // The merge: one more op, mostly its dispatch latency (2 us, devices/logic-pim.yaml command_latency).
+  const double merge = two - 2.0 * one;
+  EXPECT_GT(merge, sys.pim->command_latency.si());
+  EXPECT_LT(merge, 0.25 * one);
 }
 
 TEST(CyclePimModel, GridInterpolationErrorIsBelowTwoPercent) {

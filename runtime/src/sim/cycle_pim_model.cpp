@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <fmt/format.h>
 #include <functional>
 
 #include "duplex/base/error.hpp"
@@ -131,12 +132,23 @@ Time CyclePimModel::time(const compiler::Op& op) {
     case OpKind::kOProj:
       return gemv(op.m, ceil_div(op.n * op.matrices, stacks), op.k);
     case OpKind::kAttentionDecode: {
-      // Bilinear interpolation over (groups per stack, context) on the two grids.
+      // Bilinear interpolation over (groups per stack, context) on the two grids. A context longer than one
+      // op takes (the group's FP16 scores must fit the softmax buffer: sysc::max_attention_context) runs as
+      // several passes over equal slices of the K/V, each an attention op; their partial outputs are then
+      // merged (rescaled to the common max and added, as the split-KV kernels do), timed as an
+      // activation-unit pass over the partials (passes x groups x group_size x head_dim elements).
       const std::int64_t groups = ceil_div(op.requests * op.kv_heads, stacks);
       const std::int64_t group_size = std::max(1, op.q_heads / std::max(1, op.kv_heads));
-      const std::int64_t context =
+      const std::int64_t full_context =
           std::max<std::int64_t>(1, op.context_tokens / std::max<std::int64_t>(1, op.requests));
-      const std::int64_t c_lo = context_bucket_below(context), c_hi = context_bucket_above(context);
+      const std::int64_t max_context = sysc::max_attention_context(*system_.pim, group_size);
+      if (max_context < 1)
+        throw Error(fmt::format("system {}: a query group of {} heads does not fit the Logic-PIM softmax buffer",
+                                system_.name, group_size));
+      const std::int64_t passes = ceil_div(full_context, max_context);
+      const std::int64_t context = ceil_div(full_context, passes);
+      const std::int64_t c_lo = context_bucket_below(context);
+      const std::int64_t c_hi = std::min(context_bucket_above(context), max_context);
       const std::int64_t g_lo = grid_below(groups), g_hi = grid_above(groups);
       auto at_context = [&](std::int64_t g) {
         const Time t_lo = attention_at(g, group_size, c_lo, op.head_dim);
@@ -146,9 +158,12 @@ Time CyclePimModel::time(const compiler::Op& op) {
                (t_hi - t_lo) * (static_cast<double>(context - c_lo) / static_cast<double>(c_hi - c_lo));
       };
       const Time t_lo = at_context(g_lo);
-      if (g_hi == g_lo) return t_lo;
-      return t_lo + (at_context(g_hi) - t_lo) *
-                        (static_cast<double>(groups - g_lo) / static_cast<double>(g_hi - g_lo));
+      const Time one_pass =
+          g_hi == g_lo ? t_lo
+                       : t_lo + (at_context(g_hi) - t_lo) *
+                                    (static_cast<double>(groups - g_lo) / static_cast<double>(g_hi - g_lo));
+      if (passes == 1) return one_pass;
+      return one_pass * static_cast<double>(passes) + activation(passes * groups * group_size * op.head_dim);
     }
     default:
       throw InternalError("cycle PIM model asked to time an op the PIM does not run: " + op.name);

@@ -87,6 +87,9 @@ void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& shap
 // Largest token count of a GEMV over `cols` columns that the input buffer holds.
 std::int64_t max_gemv_tokens(const PimSpec& pim, std::int64_t cols,
                              int dtype_bytes = 2);  // inputs are FP16 whatever the weight type
+// Longest context one attention op takes for a query group of `group_size` heads: its FP16 scores must fit
+// the softmax buffer, and the softmax unit takes at most pim::kSoftmaxMaxElements per row. 0 for group_size < 1.
+std::int64_t max_attention_context(const PimSpec& pim, std::int64_t group_size);
 
 PimOpTiming time_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& shape,
                         const PimTimingOptions& options = {});

@@ -2,8 +2,9 @@
 // The cycle-level PIM timing for the serving simulator: each PIM op of the compiler's graph is mapped to the
 // per-stack Logic-PIM operations it becomes (DUPLEX.md s.6 "spreading over stacks": an FFN's gate/up
 // projections split by columns over all stacks, the gated activation local, the down projection leaving
-// partial sums; attention split by request and KV head), each timed by sysc::time_pim_op (the SystemC
-// device's pseudo-channel controller and timing engine, replayed without the SystemC kernel).
+// partial sums; attention split by request and KV head, a context longer than the softmax buffer holds in
+// several passes whose partials are merged), each timed by sysc::time_pim_op (the SystemC device's
+// pseudo-channel controller and timing engine, replayed without the SystemC kernel).
 //
 // Memoized on grids, interpolated linearly between neighbouring grid points: GEMV token counts and attention
 // groups per stack exact up to 16 then on quarter octaves (16, 20, 24, 28, 32, 40, ...); attention context on 32-token
