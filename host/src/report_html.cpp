@@ -60,17 +60,24 @@ std::string summary_section(const ResultFolder& f) {
   std::string s = fmt::format("<section id=\"summary\"><h2>Points</h2><p>{} points, {} failed. Options: <code>{}</code></p>",
                               f.points.size(), failed, escape(f.options.dump()));
   s += "<table><tr><th>model</th><th>system</th><th>setting</th><th>status</th><th>tok/s</th><th>TTFT p50 ms</th>"
-       "<th>TBT p50 ms</th><th>TBT p99 ms</th><th>E2E p50 ms</th><th>J/token</th><th>batch mean</th></tr>\n";
+       "<th>TBT p50 ms</th><th>TBT p99 ms</th><th>E2E p50 ms</th><th>J/token</th><th>batch mean</th>"
+       "<th>PIM area mm2/stack</th></tr>\n";
   for (const auto& p : f.points) {
     s += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td>", escape(p.model), escape(p.system), escape(p.setting()));
     if (!p.ok) {
-      s += fmt::format("<td class=\"failed\" colspan=\"8\">failed: {}</td></tr>\n", escape(p.error));
+      s += fmt::format("<td class=\"failed\" colspan=\"9\">failed: {}</td></tr>\n", escape(p.error));
       continue;
     }
-    s += fmt::format("<td>ok</td><td>{:.1f}</td><td>{:.1f}</td><td>{:.2f}</td><td>{:.2f}</td><td>{:.1f}</td><td>{:.4f}</td><td>{:.1f}</td></tr>\n",
+    // Area: Logic-PIM systems only (base/pim_area.hpp); "-" where the system has no area model.
+    const nlohmann::json* area = p.result.contains("pim_area") ? &p.result["pim_area"] : nullptr;
+    const std::string area_cell =
+        area != nullptr ? fmt::format("{:.2f} ({:.1f}% of die)", (*area)["per_stack_mm2"].value("total", 0.0),
+                                      100.0 * area->value("die_fraction", 0.0))
+                        : "-";
+    s += fmt::format("<td>ok</td><td>{:.1f}</td><td>{:.1f}</td><td>{:.2f}</td><td>{:.2f}</td><td>{:.1f}</td><td>{:.4f}</td><td>{:.1f}</td><td>{}</td></tr>\n",
                      p.metric("throughput_tok_s"), p.metric("ttft_ms", "p50"), p.metric("tbt_ms", "p50"),
                      p.metric("tbt_ms", "p99"), p.metric("e2e_ms", "p50"), p.metric("energy_j_per_token"),
-                     p.result.contains("batch_size") ? p.result["batch_size"].value("mean", 0.0) : 0.0);
+                     p.result.contains("batch_size") ? p.result["batch_size"].value("mean", 0.0) : 0.0, area_cell);
   }
   return s + "</table></section>\n";
 }

@@ -118,6 +118,8 @@ TEST_F(TinySweep, ReportHasEveryChartSection) {
   EXPECT_GT(count(html, "class=\"span\""), 0u);
   EXPECT_GT(count(html, "class=\"line\""), 0u);
   EXPECT_NE(html.find("failed: "), std::string::npos);
+  EXPECT_NE(html.find("<td>17.81 (14.7% of die)</td>"), std::string::npos);  // duplex-pe's Logic-PIM area
+  EXPECT_NE(html.find("<td>-</td></tr>"), std::string::npos);                 // gpu: no PIM, no area
   EXPECT_EQ(html.find("<script"), std::string::npos);
   EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg"));  // no external resources
 }
