@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <map>
+#include <memory>
 #include <tuple>
 
 #include "duplex/base/error.hpp"
@@ -42,6 +43,9 @@ nlohmann::json simulate_point(const SweepPoint& p, const StudyOptions& o) {
   sim.scheduler = scheduler_for(p, o);
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;  // the simulator rejects unknown names
+  // The points of one process share the cycle model's memos per system (same results, fewer simulations).
+  static const auto memos = std::make_shared<runtime::PimTimingMemos>();
+  sim.pim_memos = memos;
   sim.record_steps = true;
   sim.timeline_steps = o.timeline_steps;
   const runtime::SystemResult r = runtime::simulate(model, system, sim);

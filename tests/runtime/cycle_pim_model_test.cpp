@@ -119,6 +119,32 @@ TEST(CyclePimModel, RepeatedShapesAreNotSimulatedAgain) {
   EXPECT_EQ(cycle.simulated_ops(), simulated);
 }
 
+// Models sharing a memo time each shape once between them, with the same results; memos are per system.
+TEST(CyclePimModel, ASharedMemoServesEveryModelOfTheSameSystem) {
+  const auto sys = load_system("duplex");
+  compiler::Op op;
+  op.kind = compiler::OpKind::kExpertFfn;
+  op.m = 12;
+  op.n = 14336;
+  op.k = 4096;
+  op.matrices = 3;
+  PimTimingMemos memos;
+  const auto memo = memos.for_system(sys);
+  ASSERT_NE(memo, nullptr);
+  EXPECT_EQ(memos.for_system(load_system("duplex")), memo);     // same resolved config, same memo
+  EXPECT_NE(memos.for_system(load_system("duplex-pe")), memo);  // another config, another memo
+  SystemSpec built = sys;
+  built.resolved_yaml.clear();
+  EXPECT_EQ(memos.for_system(built), nullptr);  // no resolved config: no sharing
+  CyclePimModel first(sys, memo), second(sys, memo), alone(sys);
+  const Time t = first.time(op);
+  EXPECT_GT(first.simulated_ops(), 0u);
+  EXPECT_EQ(second.time(op), t);
+  EXPECT_EQ(second.simulated_ops(), 0u);
+  EXPECT_EQ(alone.time(op), t);
+  EXPECT_EQ(second.cache_size(), first.cache_size());
+}
+
 TEST(CyclePimModel, BucketGrid) {
   EXPECT_EQ(CyclePimModel::context_bucket_below(100), 96);
   EXPECT_EQ(CyclePimModel::context_bucket_above(100), 128);

@@ -34,6 +34,21 @@ TEST(ServingSimulator, EveryRequestFinishesOnceWithItsTokensAndTimeIsMonotone) {
   EXPECT_DOUBLE_EQ(last_end, r.simulated_s);
 }
 
+// Sharing the cycle model's memos across runs (as a sweep does) changes nothing in the results, whatever ran
+// before with the same memos.
+TEST(ServingSimulator, SharedPimMemosGiveIdenticalResults) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const auto sys = load_system("duplex-pe");
+  const SystemResult alone = simulate(model, sys, small_run(48, 256, 32, 16));
+  SimulationOptions shared = small_run(48, 256, 32, 16);
+  shared.pim_memos = std::make_shared<PimTimingMemos>();
+  SimulationOptions other = small_run(32, 512, 16, 32);  // warms the memo with other shapes first
+  other.pim_memos = shared.pim_memos;
+  (void)simulate(model, sys, other);
+  EXPECT_EQ(simulate(model, sys, shared).to_json(), alone.to_json());
+  EXPECT_EQ(simulate(model, sys, shared).to_json(), alone.to_json());  // and with a warm memo
+}
+
 TEST(ServingSimulator, SameSeedGivesIdenticalResultsAndAnotherSeedDiffers) {
   const auto model = compiler::load_model("mixtral-8x7b");
   const auto sys = load_system("duplex-pe");

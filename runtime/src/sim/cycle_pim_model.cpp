@@ -18,13 +18,39 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
 }
 }  // namespace
 
-CyclePimModel::CyclePimModel(const SystemSpec& system) : system_(system) {
+CyclePimModel::CyclePimModel(const SystemSpec& system, std::shared_ptr<SharedMemo> shared)
+    : system_(system), shared_(std::move(shared)) {
   if (!system.pim || system.pim->kind != PimKind::kLogicPim)
     throw Error("system " + system.name +
                 ": the cycle-level PIM model needs a Logic-PIM (use --pim-model analytical)");
 }
 
+std::size_t CyclePimModel::cache_size() const {
+  if (!shared_) return cache_.size();
+  const std::lock_guard<std::mutex> lock(shared_->mutex);
+  return shared_->times.size();
+}
+
+std::shared_ptr<CyclePimModel::SharedMemo> PimTimingMemos::for_system(const SystemSpec& system) {
+  if (system.resolved_yaml.empty()) return nullptr;
+  const std::lock_guard<std::mutex> lock(mutex_);
+  auto& memo = memos_[system.resolved_yaml];
+  if (!memo) memo = std::make_shared<CyclePimModel::SharedMemo>();
+  return memo;
+}
+
 Time CyclePimModel::cached(const Key& key, const std::function<Time()>& compute) {
+  if (shared_) {
+    {
+      const std::lock_guard<std::mutex> lock(shared_->mutex);
+      auto it = shared_->times.find(key);
+      if (it != shared_->times.end()) return it->second;
+    }
+    ++simulated_;
+    const Time t = compute();  // outside the lock; a concurrent model may time the same key to the same value
+    const std::lock_guard<std::mutex> lock(shared_->mutex);
+    return shared_->times.emplace(key, t).first->second;
+  }
   auto it = cache_.find(key);
   if (it != cache_.end()) return it->second;
   ++simulated_;

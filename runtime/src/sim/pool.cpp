@@ -21,7 +21,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   const bool one_logic_pim_device =
       system.pim && system.pim->kind == PimKind::kLogicPim && system.pim_devices_per_gpu <= 1;
   if (o.pim_model == "cycle" && one_logic_pim_device) {
-    cycle_ = std::make_unique<CyclePimModel>(system);
+    cycle_ = std::make_unique<CyclePimModel>(system, o.pim_memos ? o.pim_memos->for_system(system) : nullptr);
     pim_fn = [model = cycle_.get()](const compiler::Op& op) { return model->time(op); };
   }
   SchedulerConfig sched = o.scheduler;

@@ -10,10 +10,14 @@
 // groups per stack exact up to 16 then on quarter octaves (16, 20, 24, 28, 32, 40, ...); attention context on 32-token
 // buckets up to 1024, then 1/32 of the power of two below the length (bilinear for attention). Matrix dims
 // are exact. The interpolation error is measured against unbucketed calls in
-// tests/runtime/cycle_pim_model_test.cpp.
+// tests/runtime/cycle_pim_model_test.cpp. The memo is the model's own, or one shared by the runs of a sweep
+// (PimTimingMemos: one per system, thread-safe).
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <tuple>
 
 #include "duplex/base/device_spec.hpp"
@@ -23,8 +27,17 @@ namespace duplex::runtime {
 
 class CyclePimModel {
  public:
-  // Throws duplex::Error unless the system's PIM is a Logic-PIM.
-  explicit CyclePimModel(const SystemSpec& system);
+  using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
+  // Per-stack op times that several models of the same system share (thread-safe). A time is a pure function
+  // of the system and the key, so sharing changes no result, only how often the timing engine runs.
+  struct SharedMemo {
+    std::mutex mutex;
+    std::map<Key, Time> times;
+  };
+
+  // Throws duplex::Error unless the system's PIM is a Logic-PIM. With `shared`, the memo is that one (every
+  // model sharing it must time this same system: see PimTimingMemos); else the model's own.
+  explicit CyclePimModel(const SystemSpec& system, std::shared_ptr<SharedMemo> shared = nullptr);
   // Time of a PIM-supported op on one device's Logic-PIM units (all stacks in parallel), including the
   // dispatch latency of each per-stack operation.
   Time time(const compiler::Op& op);
@@ -33,7 +46,7 @@ class CyclePimModel {
                        std::int64_t head_dim);
   Time gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols);
   Time activation_exact(std::int64_t elements) { return activation(elements); }
-  std::size_t cache_size() const { return cache_.size(); }
+  std::size_t cache_size() const;
   std::uint64_t simulated_ops() const { return simulated_; }
 
   static std::int64_t context_bucket_below(std::int64_t context);
@@ -43,15 +56,27 @@ class CyclePimModel {
   static std::int64_t grid_above(std::int64_t x);
 
  private:
-  using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
   Time gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols);
   Time activation(std::int64_t elements);
   Time attention_at(std::int64_t groups, std::int64_t group_size, std::int64_t context, std::int64_t head_dim);
   Time cached(const Key& key, const std::function<Time()>& compute);
 
   const SystemSpec& system_;
-  std::map<Key, Time> cache_;
+  std::map<Key, Time> cache_;            // without a shared memo
+  std::shared_ptr<SharedMemo> shared_;   // or this
   std::uint64_t simulated_ = 0;
+};
+
+// The shared memos of a sequence of runs (a sweep's points), one per system, keyed by the system's resolved
+// config (SystemSpec::resolved_yaml): only for systems read from configs as they are; a system without a
+// resolved config gets no shared memo (nullptr: its model keeps its own).
+class PimTimingMemos {
+ public:
+  std::shared_ptr<CyclePimModel::SharedMemo> for_system(const SystemSpec& system);
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<CyclePimModel::SharedMemo>> memos_;
 };
 
 }  // namespace duplex::runtime

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 #include "duplex/compiler/model_spec.hpp"
 #include "duplex/compiler/placement.hpp"
 #include "duplex/runtime/scheduler/scheduler_config.hpp"
+#include "duplex/runtime/sim/cycle_pim_model.hpp"
 #include "duplex/runtime/sim/memory_plan.hpp"
 #include "duplex/runtime/workload/workload_config.hpp"
 
@@ -30,6 +32,9 @@ struct SimulationOptions {
   // (the roofline of compiler/cost_model.hpp). Bank-PIM systems always use the analytical model.
   std::string pim_model = "cycle";
   std::string xpu_profile;         // a measured xPU profile CSV (sim/xpu_profile.hpp); "" = the xPU roofline
+  // Optional: cycle-model memos shared with other runs of the same systems (a sweep's points; see
+  // PimTimingMemos). Results do not change, only how often the timing engine runs.
+  std::shared_ptr<PimTimingMemos> pim_memos;
   // Called after every step with the requests finished so far and the total (for a progress display).
   std::function<void(std::int64_t finished, std::int64_t total)> progress;
   bool record_steps = false;       // keep per-step rows (for -o DIR)
