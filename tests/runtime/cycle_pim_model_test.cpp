@@ -104,15 +104,21 @@ TEST(CyclePimModel, GridInterpolationErrorIsBelowTwoPercent) {
   }
 }
 
-TEST(CyclePimModel, RepeatedShapesAreNotSimulatedAgain) {
-  const auto sys = load_system("duplex");
-  CyclePimModel cycle(sys);
+// A Mixtral expert (gated FFN, 4096 -> 14336) over `tokens` tokens.
+compiler::Op mixtral_expert(std::int64_t tokens) {
   compiler::Op op;
   op.kind = compiler::OpKind::kExpertFfn;
-  op.m = 16;
+  op.m = tokens;
   op.n = 14336;
   op.k = 4096;
   op.matrices = 3;
+  return op;
+}
+
+TEST(CyclePimModel, RepeatedShapesAreNotSimulatedAgain) {
+  const auto sys = load_system("duplex");
+  CyclePimModel cycle(sys);
+  const compiler::Op op = mixtral_expert(16);
   const Time first = cycle.time(op);
   const auto simulated = cycle.simulated_ops();
   EXPECT_EQ(cycle.time(op), first);
@@ -122,12 +128,7 @@ TEST(CyclePimModel, RepeatedShapesAreNotSimulatedAgain) {
 // Models sharing a memo time each shape once between them, with the same results; memos are per system.
 TEST(CyclePimModel, ASharedMemoServesEveryModelOfTheSameSystem) {
   const auto sys = load_system("duplex");
-  compiler::Op op;
-  op.kind = compiler::OpKind::kExpertFfn;
-  op.m = 12;
-  op.n = 14336;
-  op.k = 4096;
-  op.matrices = 3;
+  const compiler::Op op = mixtral_expert(12);
   PimTimingMemos memos;
   const auto memo = memos.for_system(sys);
   ASSERT_NE(memo, nullptr);
