@@ -12,10 +12,18 @@ using nlohmann::json;
 
 class Fields {
  public:
-  Fields(const json& j, std::string file) : j_(j), file_(std::move(file)) {}
+  Fields(const json& j, std::string file, std::string prefix = "")
+      : j_(j), file_(std::move(file)), prefix_(std::move(prefix)) {}
+
+  // The fields of the nested object `key` (DBRX's attn_config / ffn_config); errors name "key.field".
+  Fields child(const char* key) const {
+    if (!j_.contains(key)) throw ConfigError(file_, prefix_ + key, "missing required field", "an object");
+    if (!j_[key].is_object()) throw ConfigError(file_, prefix_ + key, "is not an object", "an object of fields");
+    return Fields(j_[key], file_, prefix_ + key + ".");
+  }
 
   int integer(const char* key) const {
-    if (!j_.contains(key)) throw ConfigError(file_, key, "missing required field", "an integer");
+    if (!j_.contains(key)) throw ConfigError(file_, prefix_ + key, "missing required field", "an integer");
     return as_int(key);
   }
   int integer_or(const char* key, int fallback) const {
@@ -23,20 +31,21 @@ class Fields {
   }
   bool boolean_or(const char* key, bool fallback) const {
     if (!j_.contains(key) || j_[key].is_null()) return fallback;
-    if (!j_[key].is_boolean()) throw ConfigError(file_, key, "is not a boolean", "true or false");
+    if (!j_[key].is_boolean()) throw ConfigError(file_, prefix_ + key, "is not a boolean", "true or false");
     return j_[key].get<bool>();
   }
   std::string string_or(const char* key, const std::string& fallback) const {
     if (!j_.contains(key) || j_[key].is_null()) return fallback;
-    if (!j_[key].is_string()) throw ConfigError(file_, key, "is not a string", "a string");
+    if (!j_[key].is_string()) throw ConfigError(file_, prefix_ + key, "is not a string", "a string");
     return j_[key].get<std::string>();
   }
   std::vector<int> int_list_or_empty(const char* key) const {
     std::vector<int> out;
     if (!j_.contains(key) || j_[key].is_null()) return out;
-    if (!j_[key].is_array()) throw ConfigError(file_, key, "is not a list", "a list of layer indices");
+    if (!j_[key].is_array()) throw ConfigError(file_, prefix_ + key, "is not a list", "a list of layer indices");
     for (const auto& v : j_[key]) {
-      if (!v.is_number_integer()) throw ConfigError(file_, key, "holds a non-integer", "a list of layer indices");
+      if (!v.is_number_integer())
+        throw ConfigError(file_, prefix_ + key, "holds a non-integer", "a list of layer indices");
       out.push_back(v.get<int>());
     }
     return out;
@@ -47,12 +56,23 @@ class Fields {
   int as_int(const char* key) const {
     const json& v = j_[key];
     if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > (1LL << 30))
-      throw ConfigError(file_, key, fmt::format("{} is not a non-negative integer", v.dump()), "an integer");
+      throw ConfigError(file_, prefix_ + key, fmt::format("{} is not a non-negative integer", v.dump()),
+                        "an integer");
     return v.get<int>();
   }
   const json& j_;
   std::string file_;
+  std::string prefix_;  // "parent." for a nested object's fields
 };
+
+void read_dtype(const Fields& f, ModelSpec& m) {
+  const std::string dtype = f.string_or("torch_dtype", f.string_or("dtype", "float16"));
+  try {
+    m.dtype = parse_dtype(dtype == "float32" ? "fp16" : dtype);  // fp32 checkpoints are served in fp16
+  } catch (const Error& e) {
+    throw ConfigError(f.file(), "torch_dtype", e.what());
+  }
+}
 
 void read_common(const Fields& f, ModelSpec& m) {
   m.layers = f.integer("num_hidden_layers");
@@ -64,12 +84,7 @@ void read_common(const Fields& f, ModelSpec& m) {
   m.tie_embeddings = f.boolean_or("tie_word_embeddings", false);
   m.ffn_kind = FfnKind::kGated;
   m.norm = NormKind::kRmsNorm;
-  const std::string dtype = f.string_or("torch_dtype", f.string_or("dtype", "float16"));
-  try {
-    m.dtype = parse_dtype(dtype == "float32" ? "fp16" : dtype);  // fp32 checkpoints are served in fp16
-  } catch (const Error& e) {
-    throw ConfigError(f.file(), "torch_dtype", e.what());
-  }
+  read_dtype(f, m);
 }
 
 }  // namespace
@@ -92,11 +107,36 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   if (type == "llama" || type == "mistral" || type == "qwen2") {
     read_common(f, m);
     m.ffn = f.integer("intermediate_size");
-  } else if (type == "mixtral") {
+  } else if (type == "mixtral" || type == "phimoe") {
+    // Phi-3.5-MoE has Mixtral's field names and LayerNorm instead of RMSNorm.
     read_common(f, m);
     m.experts = f.integer("num_local_experts");
     m.top_k = f.integer("num_experts_per_tok");
     m.expert_ffn = f.integer("intermediate_size");
+    if (type == "phimoe") m.norm = NormKind::kLayerNorm;
+  } else if (type == "olmoe") {
+    // OLMoE: every layer MoE; its routing weights are not renormalised (norm_topk_prob), which changes no
+    // op's shape or cost (the functional emulation renormalises, as for every model).
+    read_common(f, m);
+    m.experts = f.integer("num_experts");
+    m.top_k = f.integer("num_experts_per_tok");
+    m.expert_ffn = f.integer("intermediate_size");
+  } else if (type == "dbrx") {
+    // DBRX: MPT-style names, attention and FFN fields in nested objects; LayerNorm.
+    m.layers = f.integer("n_layers");
+    m.hidden = f.integer("d_model");
+    m.heads = f.integer("n_heads");
+    m.kv_heads = f.child("attn_config").integer_or("kv_n_heads", m.heads);
+    m.head_dim = m.heads > 0 ? m.hidden / m.heads : 0;
+    m.vocab = f.integer("vocab_size");
+    m.tie_embeddings = f.boolean_or("tie_word_embeddings", false);
+    m.ffn_kind = FfnKind::kGated;
+    m.norm = NormKind::kLayerNorm;
+    const Fields ffn = f.child("ffn_config");
+    m.experts = ffn.integer("moe_num_experts");
+    m.top_k = ffn.integer("moe_top_k");
+    m.expert_ffn = ffn.integer("ffn_hidden_size");
+    read_dtype(f, m);
   } else if (type == "qwen2_moe" || type == "qwen3_moe") {
     read_common(f, m);
     m.experts = f.integer("num_experts");
@@ -131,7 +171,8 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   } else {
     throw ConfigError(file, "model_type",
                       type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
-                      "one of llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3");
+                      "one of llama, mistral, qwen2, mixtral, phimoe, olmoe, dbrx, qwen2_moe, qwen3_moe, "
+                      "deepseek_v2, deepseek_v3");
   }
   m.validate();
   return m;

@@ -93,6 +93,43 @@ TEST(HfImport, LlamaMixtralQwenDeepSeekFieldNames) {
   EXPECT_EQ(ds.kv_elements_per_token_layer(), 576);
 }
 
+// OLMoE-1B-7B (6.9B total, 1.3B active), Phi-3.5-MoE (41.9B, 6.6B), DBRX (132B, 36B; nested attn_config /
+// ffn_config): published sizes from each model card.
+TEST(HfImport, OlmoePhimoeAndDbrxFieldNames) {
+  const ModelSpec olmoe = import_hf_config(R"({"model_type": "olmoe", "hidden_size": 2048,
+    "intermediate_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 16,
+    "num_experts": 64, "num_experts_per_tok": 8, "norm_topk_prob": false, "vocab_size": 50304,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16"})", "olmoe.json");
+  EXPECT_NEAR(static_cast<double>(olmoe.params()) / 1e9, 6.9, 0.07);
+  EXPECT_NEAR(static_cast<double>(olmoe.active_params()) / 1e9, 1.3, 0.03);
+  EXPECT_EQ(olmoe.top_k, 8);
+
+  const ModelSpec phi = import_hf_config(R"({"model_type": "phimoe", "hidden_size": 4096,
+    "intermediate_size": 6400, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "num_local_experts": 16, "num_experts_per_tok": 2, "vocab_size": 32064, "torch_dtype": "bfloat16"})",
+                                           "phimoe.json");
+  EXPECT_NEAR(static_cast<double>(phi.params()) / 1e9, 41.9, 0.42);
+  EXPECT_NEAR(static_cast<double>(phi.active_params()) / 1e9, 6.6, 0.07);
+  EXPECT_EQ(phi.norm, NormKind::kLayerNorm);
+
+  const ModelSpec dbrx = import_hf_config(R"({"model_type": "dbrx", "d_model": 6144, "n_heads": 48,
+    "n_layers": 40, "vocab_size": 100352, "attn_config": {"kv_n_heads": 8, "clip_qkv": 8, "rope_theta": 500000},
+    "ffn_config": {"ffn_hidden_size": 10752, "moe_num_experts": 16, "moe_top_k": 4}, "torch_dtype": "bfloat16"})",
+                                            "dbrx.json");
+  EXPECT_NEAR(static_cast<double>(dbrx.params()) / 1e9, 132.0, 1.3);
+  EXPECT_NEAR(static_cast<double>(dbrx.active_params()) / 1e9, 36.0, 0.6);
+  EXPECT_EQ(dbrx.kv_heads, 8);
+  EXPECT_EQ(dbrx.head_dim, 128);
+  EXPECT_NE(error_of(R"({"model_type": "dbrx", "d_model": 64, "n_heads": 4, "n_layers": 2, "vocab_size": 10,
+    "attn_config": {}, "ffn_config": {"ffn_hidden_size": 128, "moe_num_experts": 4}})")
+                .find("config.json: ffn_config.moe_top_k: missing required field"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"model_type": "dbrx", "d_model": 64, "n_heads": 4, "n_layers": 2, "vocab_size": 10,
+    "attn_config": [], "ffn_config": {}})")
+                .find("config.json: attn_config: is not an object"),
+            std::string::npos);
+}
+
 TEST(HfImport, UnknownArchitectureMissingFieldAndBadJsonAreClearErrors) {
   const std::string unknown = error_of(R"({"model_type": "mamba", "hidden_size": 1})");
   EXPECT_NE(unknown.find("config.json: model_type: unsupported architecture \"mamba\""), std::string::npos) << unknown;
