@@ -74,7 +74,22 @@ void read_dtype(const Fields& f, ModelSpec& m) {
   }
 }
 
+// Sliding-window attention is not modelled (every layer attends to its whole context): a config whose window
+// is on (sliding_window set, use_sliding_window not false) and shorter than its max_position_embeddings is
+// refused rather than silently run as full attention.
+void refuse_sliding_window(const Fields& f) {
+  const int window = f.integer_or("sliding_window", 0);
+  if (window == 0 || !f.boolean_or("use_sliding_window", true)) return;
+  const int positions = f.integer_or("max_position_embeddings", 0);
+  if (positions > 0 && window >= positions) return;  // the window covers every position: full attention
+  throw ConfigError(f.file(), "sliding_window",
+                    fmt::format("{}: sliding-window attention is not modelled (every layer would attend to its whole "
+                                "context)", window),
+                    "null, use_sliding_window: false, or a window >= max_position_embeddings");
+}
+
 void read_common(const Fields& f, ModelSpec& m) {
+  refuse_sliding_window(f);
   m.layers = f.integer("num_hidden_layers");
   m.hidden = f.integer("hidden_size");
   m.heads = f.integer("num_attention_heads");

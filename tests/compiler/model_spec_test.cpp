@@ -130,6 +130,20 @@ TEST(HfImport, OlmoePhimoeAndDbrxFieldNames) {
             std::string::npos);
 }
 
+// Sliding-window attention is not modelled: a window that is on and shorter than the positions is an error;
+// off (Qwen2's use_sliding_window: false), null, or covering every position imports as full attention.
+TEST(HfImport, SlidingWindowAttentionIsRefusedNotIgnored) {
+  const std::string base = R"({"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,
+    "max_position_embeddings": 32768, )";
+  EXPECT_NE(error_of(base + R"("sliding_window": 4096})")
+                .find("config.json: sliding_window: 4096: sliding-window attention is not modelled"),
+            std::string::npos);
+  EXPECT_NO_THROW(import_hf_config(base + R"("sliding_window": null})", "m.json"));
+  EXPECT_NO_THROW(import_hf_config(base + R"("sliding_window": 4096, "use_sliding_window": false})", "m.json"));
+  EXPECT_NO_THROW(import_hf_config(base + R"("sliding_window": 32768})", "m.json"));
+}
+
 TEST(HfImport, UnknownArchitectureMissingFieldAndBadJsonAreClearErrors) {
   const std::string unknown = error_of(R"({"model_type": "mamba", "hidden_size": 1})");
   EXPECT_NE(unknown.find("config.json: model_type: unsupported architecture \"mamba\""), std::string::npos) << unknown;
