@@ -94,20 +94,10 @@ __global__ void __launch_bounds__(kThreads, kGroup <= 4 ? 4 : 1)
   constexpr int kE = kChunkElems<T>;
   extern __shared__ float shared[];
 
-  const int split = static_cast<int>(blockIdx.x);
-  const int kv_head = static_cast<int>(blockIdx.y) / s.head_chunks;
-  const int chunk = static_cast<int>(blockIdx.y) % s.head_chunks;
-  const int b = static_cast<int>(blockIdx.z);
-  const int heads = min(kGroup, s.group - chunk * kGroup);  // query heads of this block, 1..kGroup
-  const std::int64_t head0 = static_cast<std::int64_t>(b) * s.hq + kv_head * s.group + chunk * kGroup;
-
-  std::int64_t context = context_lens[b];
-  if (context < 0 || context > max_context) {
-    if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
-    context = 0;
-  }
-  const int first = split * s.split_tokens;
-  const int last = static_cast<int>(min(context, static_cast<std::int64_t>(first) + s.split_tokens));
+  const SplitBlock blk = split_block(s, kGroup, context_lens, max_context, error_word);
+  const int split = blk.split, kv_head = blk.kv_head, b = blk.b, heads = blk.heads;  // heads: 1..kGroup
+  const std::int64_t head0 = blk.head0;
+  const int first = blk.first, last = blk.last;
 
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
   const int sub_lane = lane % s.lanes;                           // this lane's 16-byte chunk of a row

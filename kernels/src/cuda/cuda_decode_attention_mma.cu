@@ -133,20 +133,10 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char shared_raw[];
   T* stages = reinterpret_cast<T*>(shared_raw);
 
-  const int split = static_cast<int>(blockIdx.x);
-  const int kv_head = static_cast<int>(blockIdx.y) / s.head_chunks;
-  const int chunk = static_cast<int>(blockIdx.y) % s.head_chunks;
-  const int b = static_cast<int>(blockIdx.z);
-  const int heads = min(kHeadsPerBlock, s.group - chunk * kHeadsPerBlock);  // 1..16
-  const std::int64_t head0 = static_cast<std::int64_t>(b) * s.hq + kv_head * s.group + chunk * kHeadsPerBlock;
-
-  std::int64_t context = context_lens[b];
-  if (context < 0 || context > max_context) {
-    if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
-    context = 0;
-  }
-  const int first = split * s.split_tokens;
-  const int last = static_cast<int>(min(context, static_cast<std::int64_t>(first) + s.split_tokens));
+  const SplitBlock blk = split_block(s, kHeadsPerBlock, context_lens, max_context, error_word);
+  const int split = blk.split, kv_head = blk.kv_head, b = blk.b, heads = blk.heads;  // heads: 1..16
+  const std::int64_t head0 = blk.head0;
+  const int first = blk.first, last = blk.last;
   const int tiles = last > first ? (last - first + kTileTokens - 1) / kTileTokens : 0;
 
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;

@@ -27,6 +27,37 @@ struct FastDivider {
   }
 };
 
+// A block's place in a split-KV grid (splits, kv heads x head chunks, requests) whose blocks take up to
+// `heads_per_block` query heads of one kv head, and its tokens [first, last) of the request's context. A
+// context length outside [0, max_context] is reported in error_word and reads as empty. `Shape` has hq, group,
+// head_chunks and split_tokens.
+struct SplitBlock {
+  int split, kv_head, chunk, b;
+  int heads;           // query heads of this block, 1..heads_per_block
+  std::int64_t head0;  // index of its first query head in q / out ([B * Hq])
+  int first, last;
+};
+template <class Shape>
+__device__ __forceinline__ SplitBlock split_block(const Shape& s, int heads_per_block,
+                                                  const std::int32_t* context_lens, std::int64_t max_context,
+                                                  unsigned int* error_word) {
+  SplitBlock k;
+  k.split = static_cast<int>(blockIdx.x);
+  k.kv_head = static_cast<int>(blockIdx.y) / s.head_chunks;
+  k.chunk = static_cast<int>(blockIdx.y) % s.head_chunks;
+  k.b = static_cast<int>(blockIdx.z);
+  k.heads = min(heads_per_block, s.group - k.chunk * heads_per_block);
+  k.head0 = static_cast<std::int64_t>(k.b) * s.hq + k.kv_head * s.group + k.chunk * heads_per_block;
+  std::int64_t context = context_lens[k.b];
+  if (context < 0 || context > max_context) {
+    if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
+    context = 0;
+  }
+  k.first = k.split * s.split_tokens;
+  k.last = static_cast<int>(min(context, static_cast<std::int64_t>(k.first) + s.split_tokens));
+  return k;
+}
+
 // One block per (request, query head): the splits' partials, rescaled to their common max, in split order.
 template <class T>
 __global__ void decode_merge(const float* partial_acc, const float* partial_ml, T* out, std::int64_t splits,
