@@ -197,8 +197,7 @@ ConfigNode ConfigNode::parse(const std::string& text, const std::string& label) 
 }
 
 ConfigNode ConfigNode::load(std::string_view name_or_path, std::string_view kind) {
-  const ConfigText t = resolve_config(name_or_path, kind);
-  return parse(t.text, t.label);
+  return load(name_or_path, kind, {});
 }
 
 ConfigNode ConfigNode::load(std::string_view name_or_path, std::string_view kind,

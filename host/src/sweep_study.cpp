@@ -132,30 +132,35 @@ nlohmann::json SweepPoint::params(const StudyOptions& options) const {
   return p;
 }
 
-std::vector<ConfigOverride> SweepPoint::overrides() const {
+std::vector<ConfigOverride> knob_overrides(const std::vector<std::pair<std::string, std::string>>& setting,
+                                           const std::string& origin) {
   std::vector<ConfigOverride> out;
-  for (const auto& [key, value] : knobs) out.push_back({key, value, knob_origin});
+  for (const auto& [key, value] : setting) out.push_back({key, value, origin});
   return out;
 }
+
+std::vector<ConfigOverride> SweepPoint::overrides() const { return knob_overrides(knobs, knob_origin); }
 
 bool SweepKnob::applies_to(const std::string& system) const {
   return systems.empty() || std::find(systems.begin(), systems.end(), system) != systems.end();
 }
 
-std::string knob_settings(const nlohmann::json* knobs) {
+namespace {
+// "key=value" of each [key, value] pair of params' "knobs", joined by `separator`; "" without knobs.
+std::string join_knobs(const nlohmann::json* knobs, const char* separator) {
   std::string out;
   if (knobs == nullptr) return out;
   for (const auto& kv : *knobs)
-    out += fmt::format("{}{}={}", out.empty() ? "" : ";", kv.at(0).get<std::string>(), kv.at(1).get<std::string>());
+    out += fmt::format("{}{}={}", out.empty() ? "" : separator, kv.at(0).get<std::string>(), kv.at(1).get<std::string>());
   return out;
 }
+}  // namespace
+
+std::string knob_settings(const nlohmann::json* knobs) { return join_knobs(knobs, ";"); }
 
 std::string system_label(const std::string& system, const nlohmann::json* knobs) {
   if (knobs == nullptr || knobs->empty()) return system;
-  std::string settings;
-  for (const auto& kv : *knobs)
-    settings += fmt::format("{}{}={}", settings.empty() ? "" : ", ", kv.at(0).get<std::string>(), kv.at(1).get<std::string>());
-  return fmt::format("{} [{}]", system, settings);
+  return fmt::format("{} [{}]", system, join_knobs(knobs, ", "));
 }
 
 std::vector<SweepPoint> Study::points() const {
@@ -247,13 +252,8 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
   // Every system with every knob setting is read now (as strictly as a file): a bad key or value stops the
   // study before any point runs.
   for (const auto& system : s.systems)
-    for (const auto& setting : s.knob_settings_of(system)) {
-      if (setting.empty()) continue;
-      SweepPoint p;
-      p.knobs = setting;
-      p.knob_origin = label + ": knobs";
-      (void)read_system(ConfigNode::load(system, "systems", p.overrides()));
-    }
+    for (const auto& setting : s.knob_settings_of(system))
+      if (!setting.empty()) (void)read_system(ConfigNode::load(system, "systems", knob_overrides(setting, label + ": knobs")));
   s.points();  // rejects name collisions now rather than mid-sweep
   return s;
 }

@@ -80,6 +80,10 @@ struct Study {
 Study load_study(const std::string& path);
 Study parse_study(const std::string& yaml_text, const std::string& label);
 
+// The overrides of one knob setting ([key, value] pairs), each naming `origin` in errors.
+std::vector<ConfigOverride> knob_overrides(const std::vector<std::pair<std::string, std::string>>& setting,
+                                           const std::string& origin);
+
 // A point's system as reports show it: the system, then its knob settings in brackets when it has any,
 // e.g. "duplex-pe [pim.clock=800MHz, memory.data_rate=6.4Gbps]". `knobs` is params' "knobs" (absent: none).
 std::string system_label(const std::string& system, const nlohmann::json* knobs);
