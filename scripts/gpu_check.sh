@@ -17,8 +17,9 @@
 # What runs: the CUDA conformance test with DUPLEX_REQUIRE_GPU=1 (a missing GPU fails instead of skipping),
 # the backend tests, the CPU conformance test, and the Cuda/ benchmarks (decode attention bandwidth, GEMM and
 # grouped expert FFN TFLOP/s, launch overhead; GPU_CHECK_BENCH_FILTER, a Google Benchmark regex, narrows them),
-# and kv_read_bench (the bandwidth ceiling of decode attention's access pattern per cache layout and page
-# order; GPU_CHECK_SKIP_KV_READ=1 leaves it out).
+# kv_read_bench (the bandwidth ceiling of decode attention's access pattern per cache layout and page
+# order; GPU_CHECK_SKIP_KV_READ=1 leaves it out) and decode_tune_bench (the tensor-core decode kernel's compiled
+# pipeline shapes; GPU_CHECK_TUNE_FILTER narrows them, GPU_CHECK_SKIP_TUNE=1 leaves them out).
 # Outputs go to $OUT (default ./gpu-out). Budget: < 6 minutes (run mode: about 3).
 #
 # Device tool, e.g.:  here: scripts/gpu_check.sh --pack
@@ -36,9 +37,11 @@ run_logged() {
   "$@" 2>&1 | tee -a "$out/gpu_check.log"
 }
 
-targets=(kernels_conformance_cuda kernels_conformance_cpu kernels_backend_tests kernels_bench kv_read_bench)
+targets=(kernels_conformance_cuda kernels_conformance_cpu kernels_backend_tests kernels_bench kv_read_bench
+         decode_tune_bench)
 binaries=(tests/kernels/kernels_conformance_cuda tests/kernels/kernels_conformance_cpu
-          tests/kernels/kernels_backend_tests bench/kernels/kernels_bench bench/kernels/kv_read_bench)
+          tests/kernels/kernels_backend_tests bench/kernels/kernels_bench bench/kernels/kv_read_bench
+          bench/kernels/decode_tune_bench)
 
 build() {  # build DIR: configure (fresh when DIR is new) and build the kernel targets
   local dir=$1
@@ -78,6 +81,13 @@ run_checks() {
     "${launch[@]}" "$bin/kv_read_bench" --benchmark_min_time=0.2 --benchmark_out="$out/kv_read.json" \
       --benchmark_out_format=json > "$out/kv_read.txt" 2>&1 || status=1
     cat "$out/kv_read.txt" | tee -a "$out/gpu_check.log"
+  fi
+  if [ -z "${GPU_CHECK_SKIP_TUNE:-}" ]; then
+    log "decode attention pipeline shapes (each checked against the default shape's output, then timed)"
+    "${launch[@]}" "$bin/decode_tune_bench" --benchmark_filter="${GPU_CHECK_TUNE_FILTER:-.}" \
+      --benchmark_min_time=0.2 --benchmark_out="$out/decode_tune.json" \
+      --benchmark_out_format=json > "$out/decode_tune.txt" 2>&1 || status=1
+    cat "$out/decode_tune.txt" | tee -a "$out/gpu_check.log"
   fi
   log "done (status $status); outputs in $out"
   return "$status"

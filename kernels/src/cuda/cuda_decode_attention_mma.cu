@@ -1,12 +1,12 @@
 // Decode attention over a paged KV cache on tensor cores (sm_80+ mma.sync), for FP16 / BF16 caches whose
 // head_dim is a multiple of 16 and at most kMaxHeadDim.
 //
-// Grid (splits, kv heads x head chunks, requests); a block of kWarps warps covers one split of one kv head's
+// Grid (splits, kv heads x head chunks, requests); a block of P::warps warps covers one split of one kv head's
 // tokens for up to 16 query heads of its group (the M dimension of the MMAs; a group of G < 16 leaves 16 - G
 // rows idle, which costs tensor-core cycles the memory-bound op has to spare). The block streams tiles of
-// kTileTokens tokens' K and V rows into shared memory with cp.async (kStages tiles in flight, rows of pages
-// gathered through the block table; rows past the context or behind a bad table entry are zero-filled), and
-// each warp takes 16 tokens of every tile:
+// 16 x P::warps tokens' K and V rows into shared memory with cp.async (a ring of P::stages tiles, rows of
+// pages gathered through the block table; rows past the context or behind a bad table entry are zero-filled),
+// and each warp takes 16 tokens of every tile:
 //   S [16 heads x 16 tokens] = Q . K^T     (m16n8k16, K rows read by ldmatrix as the col-major B operand)
 //   online softmax per head over S (FP32, base-2 units: the scale carries log2(e))
 //   O [16 heads x D] += P . V              (P from S's accumulator registers; V by ldmatrix.trans)
@@ -15,22 +15,48 @@
 // The warps' partials are merged in warp order into one FP32 partial per split, and decode::decode_merge
 // merges the splits in split order: results are deterministic.
 //
+// The pipeline shape P (cuda_decode_tuning.hpp) sets warps, ring stages and when a tile's copies are issued:
+// after the wait for the tile being computed (stages - 1 tiles in flight while a warp waits), or, with
+// early_issue, before it (stages tiles in flight; one more barrier per tile); optionally an L2 prefetch of
+// later tiles, TMA bulk row copies on mbarriers instead of cp.async (both sm_90), or a diagnostic probe
+// (copies only / compute only). decode_attention uses DefaultPipeline; decode_tune_bench measures the others
+// (bench/kernels/README.md: on an H200 none was faster, and bandwidth followed warps per SM, not bytes in
+// flight).
+//
 // MMA fragment layouts (PTX ISA, mma.m16n8k16, g = lane / 4, t = lane % 4): A regs {(g, 2t..2t+1),
 // (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)} (row, col); B regs {(k 2t..2t+1, n g), (k 2t+8.., n g)};
 // C {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}.
+#include <array>
 #include <cstdint>
+#include <span>
+#include <tuple>
+#include <utility>
 
 #include "cuda_decode_common.cuh"
+#include "cuda_decode_tuning.hpp"
 
 namespace duplex::kernels::cuda {
 namespace {
 
 using namespace decode;
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kTileTokens = 16 * kWarps;  // tokens per pipeline stage: 16 per warp
-constexpr int kStages = 3;
+// A pipeline shape as template arguments (see MmaPipeline).
+template <int kWarpsArg, int kStagesArg, bool kEarlyIssueArg, int kPrefetchArg = 0, bool kBulkArg = false,
+          MmaProbe kProbeArg = MmaProbe::kNone>
+struct Pipeline {
+  static constexpr int kWarps = kWarpsArg;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kTileTokens = 16 * kWarps;  // tokens per pipeline stage: 16 per warp
+  static constexpr int kStages = kStagesArg;
+  static constexpr bool kEarlyIssue = kEarlyIssueArg;
+  static constexpr int kPrefetch = kPrefetchArg;  // tiles prefetched into L2 ahead of the copies
+  static constexpr bool kBulk = kBulkArg;
+  static constexpr MmaProbe kProbe = kProbeArg;
+  static_assert(kWarps >= 1 && kStages >= 2, "a pipeline of at least two stages");
+  static_assert(!(kBulk && kProbe == MmaProbe::kComputeOnly), "the compute-only probe is a cp.async shape");
+};
+using DefaultPipeline = Pipeline<4, 3, false>;
+
 constexpr int kHeadsPerBlock = 16;  // the MMA's M
 constexpr int kRowPad = 8;          // elements of padding per shared row: conflict-free ldmatrix
 
@@ -102,6 +128,46 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const v
                : "r"(shared_address(row)));
 }
 
+// Bulk copies (sm_90 TMA, no tensor map) completing on a shared-memory mbarrier. mbarrier_wait spins until
+// the barrier's phase with the given parity has completed. sm_90 only (the bulk shapes' kernels trap below it).
+#if __CUDA_ARCH__ >= 900 || !defined(__CUDA_ARCH__)
+__device__ __forceinline__ void mbarrier_init(std::uint64_t* bar, unsigned int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarrier_arrive_expect(std::uint64_t* bar, unsigned int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(bar)), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbarrier_arrive(std::uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(bar)) : "memory");
+}
+__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, unsigned int parity) {
+  unsigned int done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(shared_address(bar)), "r"(parity)
+        : "memory");
+  } while (done == 0);
+}
+// Asks L2 to fetch `bytes` (a multiple of 16) at src; no register or shared memory waits for it.
+__device__ __forceinline__ void prefetch_l2(const void* src, unsigned int bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes) : "memory");
+}
+// Orders this thread's earlier shared-memory accesses before its later bulk copies (async proxy).
+__device__ __forceinline__ void fence_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned int bytes, std::uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+          shared_address(dst)),
+      "l"(src), "r"(bytes), "r"(shared_address(bar))
+      : "memory");
+}
+#endif
+
 struct MmaShape {
   int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks;
   FastDivider block_size;
@@ -110,20 +176,22 @@ struct MmaShape {
 
 // Shared memory: kStages x {K tile, V tile} of [kTileTokens][D + kRowPad] elements; after the loop the same
 // bytes hold the warps' partials: [kWarps][16][D] accumulators, then [kWarps][16][2] (max, sum).
-template <int kD>
+template <class P, int kD>
 constexpr std::size_t shared_bytes_for(std::size_t elem) {
-  const std::size_t pipeline = static_cast<std::size_t>(kStages) * 2 * kTileTokens * (kD + kRowPad) * elem;
-  const std::size_t partials = sizeof(float) * static_cast<std::size_t>(kWarps) * kHeadsPerBlock * (kD + 2);
+  const std::size_t pipeline =
+      static_cast<std::size_t>(P::kStages) * 2 * P::kTileTokens * (kD + kRowPad) * elem;
+  const std::size_t partials = sizeof(float) * static_cast<std::size_t>(P::kWarps) * kHeadsPerBlock * (kD + 2);
   return pipeline > partials ? pipeline : partials;
 }
 
-template <class T, int kD>
-__global__ void __launch_bounds__(kThreads)
+template <class T, int kD, class P>
+__global__ void __launch_bounds__(P::kThreads)
     decode_split_mma(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
                      const std::int32_t* __restrict__ block_table,
                      const std::int32_t* __restrict__ context_lens, float* __restrict__ partial_acc,
                      float* __restrict__ partial_ml, MmaShape s, std::int64_t num_blocks,
                      std::int64_t max_context, float scale_log2, unsigned int* error_word) {
+  constexpr int kWarps = P::kWarps, kThreads = P::kThreads, kTileTokens = P::kTileTokens, kStages = P::kStages;
   constexpr int kPitch = kD + kRowPad;  // elements per shared row
   constexpr int kChunks = kD * 2 / 16;  // 16-byte chunks per row
   constexpr int kKSteps = kD / 16;      // k16 steps of Q . K^T
@@ -158,13 +226,28 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t head_offset = static_cast<std::int64_t>(kv_head) * s.stride.head;
   const std::int32_t* table = block_table + static_cast<std::int64_t>(b) * s.max_blocks;
 
-  // Copies of tile `tile` into its stage: kTileTokens rows of K and of V, 16 bytes a thread a copy; a thread
-  // copies kCopies chunks. In two halves, so that the block-table reads are off the critical path:
-  // fetch_pages issues the reads of a tile's pages (nothing uses them until issue_copies, an iteration later:
-  // the warp does not wait for them), issue_copies checks them and issues the copies.
-  constexpr int kCopies = kTileTokens * kChunks / kThreads;
-  static_assert(kTileTokens * kChunks % kThreads == 0, "whole copies per thread");
+  // Copies of tile `tile` into its stage: kTileTokens rows of K and of V. In two halves, so that the
+  // block-table reads are off the critical path: fetch_pages issues the reads of a tile's pages (nothing uses
+  // them until issue_copies, an iteration later: the warp does not wait for them), issue_copies checks them
+  // and issues the copies. cp.async: 16 bytes a thread a copy, kCopies chunks a thread. Bulk: thread i <
+  // kTileTokens copies token i's K and V rows, one bulk copy each, completing on the stage's mbarrier; a row
+  // with nothing to copy is zeroed by the thread.
+  constexpr int kCopies = P::kBulk ? 1 : kTileTokens * kChunks / kThreads;
+  static_assert(P::kBulk || kTileTokens * kChunks % kThreads == 0, "whole copies per thread");
+  static_assert(!P::kBulk || kThreads >= kTileTokens, "a thread per row");
+  __shared__ __align__(8) std::uint64_t full[P::kBulk ? kStages : 1];  // bulk: a tile's rows have landed
+  if constexpr (P::kBulk) {
+#if __CUDA_ARCH__ >= 900
+    if (threadIdx.x < kStages) mbarrier_init(&full[threadIdx.x], kTileTokens);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    __syncthreads();
+#endif
+  }
+  auto row_token = [&](int tile) {  // the token of row threadIdx.x of a tile (bulk copies, L2 prefetch)
+    return first + tile * kTileTokens + static_cast<int>(threadIdx.x);
+  };
   auto token_of = [&](int tile, int j) {
+    if constexpr (P::kBulk) return row_token(tile);
     return first + tile * kTileTokens + (static_cast<int>(threadIdx.x) + j * kThreads) / kChunks;
   };
   auto fetch_pages = [&](int tile, std::int32_t(&pages)[kCopies]) {
@@ -174,26 +257,88 @@ __global__ void __launch_bounds__(kThreads)
       pages[j] = token < last ? table[s.block_size.div(static_cast<unsigned int>(token))] : 0;
     }
   };
+  // Element offset of token's row (plus chunk * 8) in the caches, or -1 (no row: past the context, or a bad
+  // table entry, reported through error_word and read as zeros).
+  auto source_of = [&](int token, std::int32_t page, int chunk) -> std::int64_t {
+    if (token >= last) return -1;
+    if (page < 0 || page >= num_blocks) {
+      atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize()
+      return -1;
+    }
+    const auto u = static_cast<unsigned int>(token);
+    const unsigned int offset = u - s.block_size.div(u) * s.block_size.divisor;
+    return page * s.stride.page + offset * s.stride.slot + head_offset + chunk * 8;
+  };
   auto issue_copies = [&](int tile, const std::int32_t(&pages)[kCopies]) {
+    if constexpr (P::kProbe == MmaProbe::kComputeOnly) return;
     T* k_s = stages + (tile % kStages) * kStageElems;
     T* v_s = k_s + kTileTokens * kPitch;
+    if constexpr (P::kBulk) {
+#if __CUDA_ARCH__ >= 900
+      const int row = static_cast<int>(threadIdx.x);
+      if (row >= kTileTokens) return;
+      std::uint64_t* bar = &full[tile % kStages];
+      const std::int64_t src = source_of(token_of(tile, 0), pages[0], 0);
+      fence_async_shared();  // this thread's earlier zeroing of these rows precedes the copies into them
+      if (src >= 0) {
+        constexpr unsigned int kRowBytes = kD * sizeof(T);
+        mbarrier_arrive_expect(bar, 2 * kRowBytes);
+        bulk_copy(k_s + row * kPitch, k_cache + src, kRowBytes, bar);
+        bulk_copy(v_s + row * kPitch, v_cache + src, kRowBytes, bar);
+      } else {
 #pragma unroll
-    for (int j = 0; j < kCopies; ++j) {
-      const int c = static_cast<int>(threadIdx.x) + j * kThreads;
-      const int token = token_of(tile, j);
-      std::int64_t src = -1;  // element offset of the chunk in the caches; -1: zero-fill
-      if (token < last) {
-        if (pages[j] < 0 || pages[j] >= num_blocks) {
-          atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize(); the row reads as zeros
-        } else {
-          const auto u = static_cast<unsigned int>(token);
-          const unsigned int offset = u - s.block_size.div(u) * s.block_size.divisor;
-          src = pages[j] * s.stride.page + offset * s.stride.slot + head_offset + (c % kChunks) * 8;
+        for (int c = 0; c < kChunks; ++c) {
+          *reinterpret_cast<uint4*>(k_s + row * kPitch + c * 8) = make_uint4(0, 0, 0, 0);
+          *reinterpret_cast<uint4*>(v_s + row * kPitch + c * 8) = make_uint4(0, 0, 0, 0);
         }
+        mbarrier_arrive(bar);
       }
-      const int at = (c / kChunks) * kPitch + (c % kChunks) * 8;
-      copy16_async(k_s + at, src >= 0 ? k_cache + src : k_cache, src >= 0 ? 16 : 0);
-      copy16_async(v_s + at, src >= 0 ? v_cache + src : v_cache, src >= 0 ? 16 : 0);
+#else
+      __trap();  // bulk shapes are sm_90 only
+#endif
+    } else {
+#pragma unroll
+      for (int j = 0; j < kCopies; ++j) {
+        const int c = static_cast<int>(threadIdx.x) + j * kThreads;
+        const std::int64_t src = source_of(token_of(tile, j), pages[j], c % kChunks);
+        const int at = (c / kChunks) * kPitch + (c % kChunks) * 8;
+        copy16_async(k_s + at, src >= 0 ? k_cache + src : k_cache, src >= 0 ? 16 : 0);
+        copy16_async(v_s + at, src >= 0 ? v_cache + src : v_cache, src >= 0 ? 16 : 0);
+      }
+    }
+  };
+  // L2 prefetch (P::kPrefetch > 0): thread i < kTileTokens asks L2 for token i's K and V rows of the tile
+  // kPrefetch tiles after the one whose copies it issues, so those copies hit L2: bytes in flight beyond what
+  // shared memory holds. The page is read an iteration ahead (pf_page), as for the copies.
+  std::int32_t pf_page = -1;
+  auto fetch_pf_page = [&](int tile) {
+    const int token = row_token(tile);
+    pf_page = threadIdx.x < kTileTokens && token < last ? table[s.block_size.div(static_cast<unsigned int>(token))]
+                                                        : -1;
+  };
+  auto prefetch = [&](int tile) {
+#if __CUDA_ARCH__ >= 900
+    if (threadIdx.x >= kTileTokens) return;
+    const std::int64_t src = source_of(row_token(tile), pf_page, 0);
+    if (src < 0) return;
+    prefetch_l2(k_cache + src, kD * sizeof(T));
+    prefetch_l2(v_cache + src, kD * sizeof(T));
+#endif
+  };
+  auto commit = [] {
+    if constexpr (!P::kBulk) commit_copies();
+  };
+  // Waits until tile's rows are in shared memory (this thread's copies; bulk: every thread's).
+  auto wait_tile = [&](int tile) {
+    if constexpr (P::kProbe == MmaProbe::kComputeOnly) return;
+    if constexpr (P::kBulk) {
+#if __CUDA_ARCH__ >= 900
+      mbarrier_wait(&full[tile % kStages], static_cast<unsigned int>(tile / kStages) & 1u);
+#endif
+    } else if constexpr (P::kEarlyIssue) {
+      wait_copies<kStages - 1>();
+    } else {
+      wait_copies<kStages - 2>();
     }
   };
 
@@ -210,15 +355,38 @@ __global__ void __launch_bounds__(kThreads)
       fetch_pages(st, pages);
       issue_copies(st, pages);
     }
-    commit_copies();
+    commit();
   }
   fetch_pages(kStages - 1, pages);  // for the first tile the loop issues
+  if constexpr (P::kPrefetch > 0) {
+    for (int pf = kStages - 1; pf < kStages - 1 + P::kPrefetch; ++pf) {
+      fetch_pf_page(pf);
+      prefetch(pf);
+    }
+    fetch_pf_page(kStages - 1 + P::kPrefetch);  // for the loop's first prefetch
+  }
+  // Issues tile's copies (and the prefetch kPrefetch tiles later), then reads the next ones' pages.
+  auto advance = [&](int tile) {
+    if (tile < tiles) issue_copies(tile, pages);
+    commit();
+    fetch_pages(tile + 1, pages);
+    if constexpr (P::kPrefetch > 0) {
+      if (tile + P::kPrefetch < tiles) prefetch(tile + P::kPrefetch);
+      fetch_pf_page(tile + 1 + P::kPrefetch);
+    }
+  };
   for (int tile = 0; tile < tiles; ++tile) {
-    wait_copies<kStages - 2>();
-    __syncthreads();  // tile's copies are visible to all; stage (tile - 1) % kStages is free
-    if (tile + kStages - 1 < tiles) issue_copies(tile + kStages - 1, pages);
-    commit_copies();
-    fetch_pages(tile + kStages, pages);  // used by the next iteration's issue_copies
+    if constexpr (P::kEarlyIssue) {
+      __syncthreads();  // every warp is done with tile - 1: its stage, (tile + kStages - 1) % kStages, is free
+      advance(tile + kStages - 1);
+      wait_tile(tile);
+      if constexpr (!P::kBulk) __syncthreads();  // every thread's copies of `tile` have landed
+    } else {
+      wait_tile(tile);
+      __syncthreads();  // tile's copies are visible to all; stage (tile - 1) % kStages is free
+      advance(tile + kStages - 1);
+    }
+    if constexpr (P::kProbe == MmaProbe::kCopiesOnly) continue;
 
     const int base = first + tile * kTileTokens + warp * 16;  // this warp's 16 tokens
     if (base >= last) continue;                               // warp-uniform
@@ -294,7 +462,7 @@ __global__ void __launch_bounds__(kThreads)
       Mma<T>::run(o[2 * dp + 1], pa_lo, vb[2], vb[3]);
     }
   }
-  wait_copies<0>();
+  if constexpr (!P::kBulk) wait_copies<0>();  // (bulk: every issued tile was waited for in the loop)
   __syncthreads();  // the pipeline's shared memory is reused for the partials below
 
   // This warp's partial: sums over the 4 lanes of a row, then to shared memory.
@@ -344,15 +512,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Tokens per split (a multiple of kTileTokens) for a grid of `units` blocks per split on a GPU that holds
+// Tokens per split (a multiple of tile_tokens) for a grid of `units` blocks per split on a GPU that holds
 // `resident` blocks at once: the split count (1..kMaxSplits) that minimises waves x (tokens per block +
 // kSplitCostTokens), i.e. the last wave's idle slots and the per-split merge cost; ties go to fewer splits.
-std::int64_t split_tokens_by_waves(std::int64_t units, std::int64_t resident, std::int64_t max_context) {
-  constexpr std::int64_t kMaxSplits = 256, kSplitCostTokens = 2 * kTileTokens;
+std::int64_t split_tokens_by_waves(std::int64_t units, std::int64_t resident, std::int64_t max_context,
+                                   std::int64_t tile_tokens) {
+  constexpr std::int64_t kMaxSplits = 256, kSplitCostTokens = 128;  // two of the default shape's tiles
   const auto round_up = [](std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; };
-  std::int64_t best_tokens = round_up(std::max<std::int64_t>(max_context, 1), kTileTokens), best_cost = -1;
+  std::int64_t best_tokens = round_up(std::max<std::int64_t>(max_context, 1), tile_tokens), best_cost = -1;
   for (std::int64_t want = 1; want <= kMaxSplits; ++want) {
-    const std::int64_t tokens = round_up((max_context + want - 1) / want, kTileTokens);
+    const std::int64_t tokens = round_up((max_context + want - 1) / want, tile_tokens);
     if (tokens == 0) break;
     const std::int64_t splits = (max_context + tokens - 1) / tokens;
     const std::int64_t waves = (units * splits + resident - 1) / resident;
@@ -365,7 +534,7 @@ std::int64_t split_tokens_by_waves(std::int64_t units, std::int64_t resident, st
   return best_tokens;
 }
 
-template <class T, int kD>
+template <class T, int kD, class P>
 Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
   const std::int64_t batch = args.q.dim(0), hkv = args.k_cache.dim(2);
   MmaShape s{static_cast<int>(args.q.dim(1)),
@@ -378,18 +547,18 @@ Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream
              FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
              cache_strides(args.k_cache)};
   s.head_chunks = (s.group + kHeadsPerBlock - 1) / kHeadsPerBlock;
-  constexpr std::size_t shared_bytes = shared_bytes_for<kD>(sizeof(T));
+  constexpr std::size_t shared_bytes = shared_bytes_for<P, kD>(sizeof(T));
   if (shared_bytes > ctx.max_shared_bytes)
     return {StatusCode::kUnsupportedShape, "decode_attention: the tensor-core path needs more shared memory"};
-  auto kernel = decode_split_mma<T, kD>;
+  auto kernel = decode_split_mma<T, kD, P>;
   DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(shared_bytes)));
   int resident_per_sm = 0;
   DUPLEX_CUDA_TRY(
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, kThreads, shared_bytes));
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, P::kThreads, shared_bytes));
   const std::int64_t split_tokens =
-      split_tokens_by_waves(batch * hkv * s.head_chunks,
-                            std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count}, args.max_context_len);
+      split_tokens_by_waves(batch * hkv * s.head_chunks, std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count},
+                            args.max_context_len, P::kTileTokens);
   const std::int64_t splits =
       std::max<std::int64_t>(1, (args.max_context_len + split_tokens - 1) / split_tokens);
   s.split_tokens = static_cast<int>(split_tokens);
@@ -400,12 +569,47 @@ Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream
   if (Status st = allocate_partials(scratch, batch * s.hq, splits, kD, p); !st.ok()) return st;
   const dim3 grid(static_cast<unsigned int>(splits), static_cast<unsigned int>(hkv * s.head_chunks),
                   static_cast<unsigned int>(batch));
-  kernel<<<grid, kThreads, shared_bytes, stream>>>(
+  kernel<<<grid, P::kThreads, shared_bytes, stream>>>(
       args.q.as<const T>(), args.k_cache.as<const T>(), args.v_cache.as<const T>(),
       args.block_table.as<const std::int32_t>(), args.context_lens.as<const std::int32_t>(), p.acc, p.ml, s,
       args.k_cache.dim(0), args.max_context_len, static_cast<float>(args.scale * kLog2e), ctx.error_word);
   DUPLEX_CUDA_LAUNCHED("decode_split_mma");
   return launch_merge<T>(args, p, batch * s.hq, splits, kD, stream);
+}
+
+// The shapes compiled for head_dim 128, in kMmaPipelines order (the first is DefaultPipeline).
+// Session-4 measurements on an H200 (bench/kernels/README.md): none beats the default.
+constexpr MmaProbe kCopiesOnly = MmaProbe::kCopiesOnly, kComputeOnly = MmaProbe::kComputeOnly;
+using TunedPipelines =
+    std::tuple<DefaultPipeline, Pipeline<4, 3, true>, Pipeline<4, 2, true>, Pipeline<2, 3, true>, Pipeline<2, 4, true>,
+               Pipeline<1, 8, true>, Pipeline<4, 3, false, 4>, Pipeline<4, 2, true, 4>, Pipeline<4, 3, true, 0, true>,
+               Pipeline<4, 2, true, 0, true>, Pipeline<4, 3, false, 0, false, kCopiesOnly>,
+               Pipeline<4, 3, true, 0, true, kCopiesOnly>, Pipeline<4, 3, false, 4, false, kCopiesOnly>,
+               Pipeline<4, 3, false, 0, false, kComputeOnly>>;
+template <class P>
+constexpr MmaPipeline shape_of() {
+  return {P::kWarps, P::kStages, P::kEarlyIssue, P::kPrefetch, P::kBulk, P::kProbe};
+}
+template <std::size_t... I>
+constexpr std::array<MmaPipeline, sizeof...(I)> shapes_of(std::index_sequence<I...>) {
+  return {shape_of<std::tuple_element_t<I, TunedPipelines>>()...};
+}
+constexpr auto kMmaPipelines = shapes_of(std::make_index_sequence<std::tuple_size_v<TunedPipelines>>{});
+
+template <class P>
+constexpr bool same_shape(const MmaPipeline& p) {
+  constexpr MmaPipeline q = shape_of<P>();
+  return p.warps == q.warps && p.stages == q.stages && p.early_issue == q.early_issue &&
+         p.prefetch == q.prefetch && p.bulk == q.bulk && p.probe == q.probe;
+}
+
+// Launches the compiled shape equal to `p`; false when there is none.
+template <class T, std::size_t... I>
+bool launch_tuned(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream, const MmaPipeline& p,
+                  Status& st, std::index_sequence<I...>) {
+  return ((same_shape<std::tuple_element_t<I, TunedPipelines>>(p) &&
+           (st = launch<T, 128, std::tuple_element_t<I, TunedPipelines>>(ctx, args, stream), true)) ||
+          ...);
 }
 
 }  // namespace
@@ -422,12 +626,30 @@ Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaS
   const std::int64_t d = args.q.dim(2);
   auto by_dim = [&](auto tag) -> Status {
     using T = decltype(tag);
-    if (d == 32) return launch<T, 32>(ctx, args, stream);
-    if (d == 64) return launch<T, 64>(ctx, args, stream);
-    return launch<T, 128>(ctx, args, stream);
+    if (d == 32) return launch<T, 32, DefaultPipeline>(ctx, args, stream);
+    if (d == 64) return launch<T, 64, DefaultPipeline>(ctx, args, stream);
+    return launch<T, 128, DefaultPipeline>(ctx, args, stream);
   };
   if (args.q.dtype == DType::kF16) return by_dim(__half{});
   return by_dim(__nv_bfloat16{});
+}
+
+std::span<const MmaPipeline> mma_pipelines() {
+  return kMmaPipelines;
+}
+
+Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream,
+                            const MmaPipeline& pipeline) {
+  if (!decode_attention_mma_applies(args) || args.q.dim(2) != 128)
+    return {StatusCode::kUnsupportedShape,
+            "decode_attention_mma: pipeline shapes are compiled for FP16 / BF16 head_dim 128 on the tensor-core path"};
+  Status st;
+  constexpr auto kIndices = std::make_index_sequence<std::tuple_size_v<TunedPipelines>>{};
+  const bool found = args.q.dtype == DType::kF16
+                         ? launch_tuned<__half>(ctx, args, stream, pipeline, st, kIndices)
+                         : launch_tuned<__nv_bfloat16>(ctx, args, stream, pipeline, st, kIndices);
+  if (!found) return {StatusCode::kInvalidArgument, "decode_attention_mma: that pipeline shape is not compiled"};
+  return st;
 }
 
 }  // namespace duplex::kernels::cuda
