@@ -1,5 +1,9 @@
 #include "duplex/compiler/hf_import.hpp"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -50,6 +54,16 @@ class Fields {
     }
     return out;
   }
+  std::vector<std::string> string_list_or_empty(const char* key, const char* expected) const {
+    std::vector<std::string> out;
+    if (!j_.contains(key) || j_[key].is_null()) return out;
+    if (!j_[key].is_array()) throw ConfigError(file_, prefix_ + key, "is not a list", expected);
+    for (const auto& v : j_[key]) {
+      if (!v.is_string()) throw ConfigError(file_, prefix_ + key, fmt::format("holds {}", v.dump()), expected);
+      out.push_back(v.get<std::string>());
+    }
+    return out;
+  }
   const std::string& file() const { return file_; }
 
  private:
@@ -74,22 +88,38 @@ void read_dtype(const Fields& f, ModelSpec& m) {
   }
 }
 
-// Sliding-window attention is not modelled (every layer attends to its whole context): a config whose window
-// is on (sliding_window set, use_sliding_window not false) and shorter than its max_position_embeddings is
-// refused rather than silently run as full attention.
-void refuse_sliding_window(const Fields& f) {
+// Sliding-window attention: on when sliding_window is set, use_sliding_window is not false and the window is
+// shorter than max_position_embeddings (a window covering every position is full attention). Its layers:
+// layer_types ("sliding_attention" / "full_attention" per layer) when given, else Qwen2's max_window_layers
+// (the layers below it attend fully) when given, else every layer.
+void read_sliding_window(const Fields& f, ModelSpec& m) {
   const int window = f.integer_or("sliding_window", 0);
   if (window == 0 || !f.boolean_or("use_sliding_window", true)) return;
   const int positions = f.integer_or("max_position_embeddings", 0);
-  if (positions > 0 && window >= positions) return;  // the window covers every position: full attention
-  throw ConfigError(f.file(), "sliding_window",
-                    fmt::format("{}: sliding-window attention is not modelled (every layer would attend to its whole "
-                                "context)", window),
-                    "null, use_sliding_window: false, or a window >= max_position_embeddings");
+  if (positions > 0 && window >= positions) return;
+  m.sliding_window = window;
+  const char* kTypes = "a list of \"sliding_attention\" / \"full_attention\", one per layer";
+  const std::vector<std::string> types = f.string_list_or_empty("layer_types", kTypes);
+  if (!types.empty()) {
+    if (static_cast<int>(types.size()) != m.layers)
+      throw ConfigError(f.file(), "layer_types", fmt::format("has {} entries for {} layers", types.size(), m.layers),
+                        kTypes);
+    for (int l = 0; l < m.layers; ++l) {
+      const std::string& t = types[static_cast<std::size_t>(l)];
+      if (t == "full_attention") {
+        m.full_attention_layers.push_back(l);
+      } else if (t != "sliding_attention") {
+        throw ConfigError(f.file(), fmt::format("layer_types[{}]", l), fmt::format("\"{}\" is not a layer type", t),
+                          kTypes);
+      }
+    }
+    return;
+  }
+  const int full_below = std::min(f.integer_or("max_window_layers", 0), m.layers);
+  for (int l = 0; l < full_below; ++l) m.full_attention_layers.push_back(l);
 }
 
 void read_common(const Fields& f, ModelSpec& m) {
-  refuse_sliding_window(f);
   m.layers = f.integer("num_hidden_layers");
   m.hidden = f.integer("hidden_size");
   m.heads = f.integer("num_attention_heads");
@@ -100,6 +130,7 @@ void read_common(const Fields& f, ModelSpec& m) {
   m.ffn_kind = FfnKind::kGated;
   m.norm = NormKind::kRmsNorm;
   read_dtype(f, m);
+  read_sliding_window(f, m);
 }
 
 }  // namespace

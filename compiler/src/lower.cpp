@@ -8,6 +8,20 @@
 namespace duplex::compiler {
 namespace {
 
+// (query, key) pairs of a step's t new queries after c cached tokens: causal, query i (position c + i) sees
+// min(c + i + 1, window) tokens (window 0: no limit).
+double attended_pairs(double c, double t, double window) {
+  if (window <= 0) return t * c + t * (t + 1) / 2;
+  const double first = c + 1;  // tokens the first query sees
+  if (first >= window) return t * window;
+  const double growing = std::min(t, window - first + 1);  // queries whose window is not yet full
+  return growing * first + growing * (growing - 1) / 2 + (t - growing) * window;
+}
+// Tokens (cached and new) a step of t queries after c cached tokens reads: from its first query's window on.
+std::int64_t tokens_read(std::int64_t c, std::int64_t t, std::int64_t window) {
+  return window <= 0 ? c + t : std::min(c + t, window - 1 + t);
+}
+
 constexpr double kActBytes = 2.0;  // activations are FP16/BF16 on both units
 
 // The batch one device of a data-parallel replica sees: each group's requests split over `dp` replicas
@@ -165,6 +179,7 @@ class Lowering {
             : 4.0 * q_heads_ * m_.head_dim;
     const double q_elems = static_cast<double>(q_heads_) * (mla ? m_.mla.kv_lora_rank : m_.head_dim);
 
+    const std::int64_t window = m_.attention_window(l);  // 0: the whole context
     Op pre, dec;
     std::int64_t decode_tokens = 0, prefill_tokens = 0, completed_requests = 0, completed_tokens = 0;
     for (const auto& g : batch_.groups) {
@@ -177,10 +192,10 @@ class Lowering {
       const double c = static_cast<double>(g.context), t = static_cast<double>(g.tokens), n = static_cast<double>(g.count);
       o.requests += g.count;
       o.query_tokens += g.count * g.tokens;
-      o.context_tokens += g.count * (g.context + g.tokens);
-      // Causal: query i of the step sees the c cached tokens and the first i+1 new ones.
-      o.flops += n * flops_per_pair * (t * c + t * (t + 1) / 2);
-      o.bytes_kv += n * (c + t) * kv_elems * kvbytes_ + n * t * kv_elems * kvbytes_;  // read all, write new
+      const std::int64_t read = tokens_read(g.context, g.tokens, window);
+      o.context_tokens += g.count * read;
+      o.flops += n * flops_per_pair * attended_pairs(c, t, static_cast<double>(window));
+      o.bytes_kv += n * static_cast<double>(read) * kv_elems * kvbytes_ + n * t * kv_elems * kvbytes_;  // + write new
       o.bytes_act += n * t * 2.0 * q_elems * kActBytes;                              // q in, output out
     }
     const double decode = static_cast<double>(decode_tokens);

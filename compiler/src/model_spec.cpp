@@ -16,6 +16,13 @@ bool ModelSpec::is_moe_layer(int layer) const {
   return (layer - first_moe_layer) % moe_every == moe_every - 1;
 }
 
+int ModelSpec::attention_window(int layer) const {
+  if (sliding_window == 0) return 0;
+  const bool full = std::find(full_attention_layers.begin(), full_attention_layers.end(), layer) !=
+                    full_attention_layers.end();
+  return full ? 0 : sliding_window;
+}
+
 std::int64_t ModelSpec::kv_elements_per_token_layer() const {
   if (attention == AttentionKind::kMla) return mla.kv_lora_rank + mla.qk_rope_head_dim;
   return 2LL * kv_dim();
@@ -99,7 +106,28 @@ void ModelSpec::validate() const {
   for (int l = 0; l < layers; ++l) any_dense = any_dense || !is_moe_layer(l);
   if (any_dense && ffn <= 0) bad("ffn", "must be > 0: the model has dense FFN layers");
   if (shared_experts > 0 && shared_expert_ffn <= 0) bad("shared_expert_ffn", "must be > 0 with shared experts");
+  if (sliding_window < 0) bad("sliding_window", "must be >= 1 (0: no window)");
+  if (sliding_window == 0 && !full_attention_layers.empty())
+    bad("full_attention_layers", "is set, but sliding_window is not: every layer already attends to its whole context");
 }
+
+namespace {
+// The optional list `key` of layer indices in [0, layers); each one names its entry when it is not one.
+std::vector<int> layer_list(const ConfigNode& n, const char* key, int layers) {
+  std::vector<int> out;
+  if (!n.has(key)) return out;
+  for (const auto& e : n.items(key)) {
+    const std::string v = e.scalar();
+    char* end = nullptr;
+    const long layer = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || layer < 0 || layer >= layers)
+      throw ConfigError(e.file(), e.path(), fmt::format("\"{}\" is not a layer index", v),
+                        fmt::format("an integer in [0, {})", layers));
+    out.push_back(static_cast<int>(layer));
+  }
+  return out;
+}
+}  // namespace
 
 ModelSpec read_model(const ConfigNode& n) {
   ModelSpec m;
@@ -148,16 +176,9 @@ ModelSpec read_model(const ConfigNode& n) {
     m.mla.v_head_dim = static_cast<int>(mla->get_int("v_head_dim", 1, 1 << 20));
     mla->finish();
   }
-  if (n.has("dense_layers"))
-    for (const auto& e : n.items("dense_layers")) {
-      const std::string v = e.scalar();
-      char* end = nullptr;
-      const long layer = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || layer < 0 || layer >= m.layers)
-        throw ConfigError(e.file(), e.path(), fmt::format("\"{}\" is not a layer index", v),
-                          fmt::format("an integer in [0, {})", m.layers));
-      m.dense_layers.push_back(static_cast<int>(layer));
-    }
+  m.dense_layers = layer_list(n, "dense_layers", m.layers);
+  m.sliding_window = count_or("sliding_window", 0);
+  m.full_attention_layers = layer_list(n, "full_attention_layers", m.layers);
   n.finish();
   m.validate();
   return m;

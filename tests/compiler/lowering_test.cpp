@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "duplex/base/error.hpp"
 
 namespace duplex::compiler {
@@ -26,6 +28,49 @@ TEST(Lowering, DecodeAttentionOpPerByteIsTheGqaGroupSize) {
     const Graph g = lower_on(model, BatchState::decode_batch(64, 2048));
     EXPECT_NEAR(first_of(g, OpKind::kAttentionDecode).op_b(), group, 0.1 * group) << model;
   }
+}
+
+// Sliding-window attention: a decode step reads min(context + 1, window) tokens per request; a prefill's
+// FLOPs are the causal pairs each capped at the window (checked against the sum over queries); a layer listed
+// in full_attention_layers attends to everything.
+TEST(Lowering, SlidingWindowCapsAttentionReadsAndFlops) {
+  ModelSpec windowed = load_model("mixtral-8x7b");
+  ModelSpec full = windowed;
+  windowed.sliding_window = 1000;
+  windowed.full_attention_layers = {1};
+  const SystemSpec s = load_system("duplex");
+  const ParallelLayout p = ParallelLayout::make(full, s, s.devices_for(full.name));
+  BatchState b;
+  b.groups = {{8, 3000, 1, false}, {1, 600, 700, true}, {1, 2000, 500, true}};
+  const Graph gw = lower(windowed, b, p, Routing{}), gf = lower(full, b, p, Routing{});
+  auto op_of = [](const Graph& g, OpKind k, int layer) -> const Op& {
+    for (const auto& o : g.ops)
+      if (o.kind == k && o.layer == layer) return o;
+    throw Error("no such op");
+  };
+  const Op& dw = op_of(gw, OpKind::kAttentionDecode, 0);
+  const Op& df = op_of(gf, OpKind::kAttentionDecode, 0);
+  EXPECT_EQ(dw.context_tokens, 8 * 1000);
+  EXPECT_EQ(df.context_tokens, 8 * 3001);
+  EXPECT_NEAR(dw.flops / df.flops, 1000.0 / 3001.0, 1e-9);
+  // Prefill chunks of 700 queries after 600 cached tokens and 500 after 2000; query i of a chunk after c
+  // tokens sees min(c + 1 + i, 1000) tokens.
+  double pairs = 0, full_pairs = 0;
+  for (const auto& [c, t] : {std::pair{600, 700}, std::pair{2000, 500}})
+    for (int i = 0; i < t; ++i) {
+      pairs += std::min(c + 1 + i, 1000);
+      full_pairs += c + 1 + i;
+    }
+  const Op& pw = op_of(gw, OpKind::kAttentionPrefill, 0);
+  const Op& pf = op_of(gf, OpKind::kAttentionPrefill, 0);
+  EXPECT_NEAR(pw.flops / pf.flops, pairs / full_pairs, 1e-12);
+  // Reads from the first query's window start on: all 1300 tokens of the first chunk (its first query sees
+  // tokens 0..600), 999 cached + 500 new of the second.
+  EXPECT_EQ(pw.context_tokens, 1300 + 1499);
+  EXPECT_EQ(pf.context_tokens, 1300 + 2500);
+  // Layer 1 attends to the whole context: the same ops as without a window.
+  EXPECT_EQ(op_of(gw, OpKind::kAttentionDecode, 1).flops, op_of(gf, OpKind::kAttentionDecode, 1).flops);
+  EXPECT_EQ(op_of(gw, OpKind::kAttentionPrefill, 1).bytes_kv, op_of(gf, OpKind::kAttentionPrefill, 1).bytes_kv);
 }
 
 TEST(Lowering, DecodeExpertOpPerByteIsItsTokenCount) {

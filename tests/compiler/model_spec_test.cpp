@@ -130,18 +130,63 @@ TEST(HfImport, OlmoePhimoeAndDbrxFieldNames) {
             std::string::npos);
 }
 
-// Sliding-window attention is not modelled: a window that is on and shorter than the positions is an error;
-// off (Qwen2's use_sliding_window: false), null, or covering every position imports as full attention.
-TEST(HfImport, SlidingWindowAttentionIsRefusedNotIgnored) {
+// Sliding-window attention: a window that is on and shorter than the positions is imported, on every layer
+// (Mistral), on the layers layer_types names (newer configs) or on the layers from max_window_layers on
+// (Qwen2); off (use_sliding_window: false), null, or covering every position imports as full attention.
+TEST(HfImport, SlidingWindowAttentionIsImportedPerLayer) {
   const std::string base = R"({"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
-    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,
+    "num_hidden_layers": 4, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,
     "max_position_embeddings": 32768, )";
-  EXPECT_NE(error_of(base + R"("sliding_window": 4096})")
-                .find("config.json: sliding_window: 4096: sliding-window attention is not modelled"),
+  const ModelSpec all = import_hf_config(base + R"("sliding_window": 4096})", "m.json");
+  EXPECT_EQ(all.sliding_window, 4096);
+  for (int l = 0; l < 4; ++l) EXPECT_EQ(all.attention_window(l), 4096) << l;
+  for (const char* off : {R"("sliding_window": null})", R"("sliding_window": 4096, "use_sliding_window": false})",
+                          R"("sliding_window": 32768})"}) {
+    const ModelSpec m = import_hf_config(base + off, "m.json");
+    EXPECT_EQ(m.sliding_window, 0) << off;
+    EXPECT_EQ(m.attention_window(0), 0) << off;
+  }
+  const ModelSpec qwen = import_hf_config(
+      base + R"("sliding_window": 4096, "use_sliding_window": true, "max_window_layers": 3})", "m.json");
+  EXPECT_EQ(qwen.full_attention_layers, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(qwen.attention_window(2), 0);
+  EXPECT_EQ(qwen.attention_window(3), 4096);
+  const ModelSpec typed = import_hf_config(base + R"("sliding_window": 1024, "layer_types": ["sliding_attention",
+    "full_attention", "sliding_attention", "full_attention"]})", "m.json");
+  EXPECT_EQ(typed.full_attention_layers, (std::vector<int>{1, 3}));
+  EXPECT_EQ(typed.attention_window(0), 1024);
+  EXPECT_EQ(typed.attention_window(1), 0);
+  EXPECT_NE(error_of(base + R"("sliding_window": 1024, "layer_types": ["sliding_attention", "global",
+    "sliding_attention", "full_attention"]})")
+                .find("config.json: layer_types[1]: \"global\" is not a layer type"),
             std::string::npos);
-  EXPECT_NO_THROW(import_hf_config(base + R"("sliding_window": null})", "m.json"));
-  EXPECT_NO_THROW(import_hf_config(base + R"("sliding_window": 4096, "use_sliding_window": false})", "m.json"));
-  EXPECT_NO_THROW(import_hf_config(base + R"("sliding_window": 32768})", "m.json"));
+  EXPECT_NE(error_of(base + R"("sliding_window": 1024, "layer_types": ["full_attention"]})")
+                .find("config.json: layer_types: has 1 entries for 4 layers"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + R"("sliding_window": -5})").find("config.json: sliding_window: -5 is not a non-negative"),
+            std::string::npos);
+}
+
+// Our YAML: sliding_window and full_attention_layers, read strictly.
+TEST(ModelSpec, SlidingWindowFromYaml) {
+  const std::string base = "name: x\nlayers: 3\nhidden: 64\nheads: 4\nvocab: 10\nffn: 8\n";
+  const ModelSpec m =
+      read_model(ConfigNode::parse(base + "sliding_window: 128\nfull_attention_layers: [1]\n", "m.yaml"));
+  EXPECT_EQ(m.attention_window(0), 128);
+  EXPECT_EQ(m.attention_window(1), 0);
+  EXPECT_EQ(m.attention_window(2), 128);
+  auto message = [&](const std::string& extra) {
+    try {
+      read_model(ConfigNode::parse(base + extra, "m.yaml"));
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_NE(message("full_attention_layers: [1]\n").find("m.yaml: full_attention_layers: is set, but sliding_window"),
+            std::string::npos);
+  EXPECT_NE(message("sliding_window: 128\nfull_attention_layers: [3]\n").find("\"3\" is not a layer index"),
+            std::string::npos);
 }
 
 TEST(HfImport, UnknownArchitectureMissingFieldAndBadJsonAreClearErrors) {

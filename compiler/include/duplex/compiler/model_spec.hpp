@@ -47,11 +47,19 @@ struct ModelSpec {
   int vocab = 0;
   bool tie_embeddings = false;
   int learned_positions = 0;    // OPT-style learned position embeddings (rows); 0 = RoPE
+  // Sliding-window attention (Mistral, Qwen2 with use_sliding_window, Phi-3): a query attends to the last
+  // `sliding_window` tokens (itself included) in every layer but `full_attention_layers`; 0 = every layer
+  // attends to its whole context. K/V outside the window stay cached (the KV capacity is that of full
+  // attention): only the attention's reads and FLOPs are windowed.
+  int sliding_window = 0;
+  std::vector<int> full_attention_layers;
   DType dtype = DType::kFp16;   // weights
   DType kv_dtype = DType::kFp16;
 
   bool is_moe() const { return experts > 0; }
   bool is_moe_layer(int layer) const;
+  // Tokens a query of this layer attends to at most; 0 = its whole context.
+  int attention_window(int layer) const;
   int q_dim() const { return heads * head_dim; }
   int kv_dim() const { return kv_heads * head_dim; }
   // Elements of K and V cached per token per layer (GQA: 2 kv_dim; MLA: the compressed latent + rope key).
