@@ -1,6 +1,8 @@
 // Hand-worked scheduling scenarios: exact plans, step by step.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 
@@ -86,6 +88,39 @@ TEST(Scheduler, PreemptsYoungestAndRecomputesPromptPlusGenerated) {
   EXPECT_EQ(b.preemptions, 1);
   EXPECT_EQ(b.recomputed_tokens, 3);
   EXPECT_EQ(b.token_times, (std::vector<Time>{ms(1), ms(4)}));  // the token emitted before preemption stays
+}
+
+// With a sliding window every running request holds only its window's blocks, so more requests decode at
+// once in the same cache: 12 blocks of 4 tokens, 4 requests of 8 in + 40 out. Without a window each grows to
+// 12 blocks: they preempt one another and take more steps; with an 8-token window each holds <= 3 blocks and
+// all four run to the end together, in 40 steps (the prefills emit the first tokens).
+TEST(Scheduler, SlidingWindowLetsMoreRequestsRunInTheSameCache) {
+  struct Run {
+    int steps = 0;
+    std::int64_t preemptions = 0;
+  };
+  auto serve = [](std::int64_t window) {
+    SchedulerConfig c = config(12);
+    c.kv_window_tokens = window;
+    Scheduler s(c);
+    for (RequestId id = 0; id < 4; ++id) s.add_request(request(id, 8, 40));
+    Run run;
+    Time t{};
+    for (; s.has_unfinished() && run.steps < 10000; ++run.steps) {
+      const StepPlan p = s.schedule(t);
+      EXPECT_LE(p.kv_blocks_used, 12);
+      t = t + ms(1);
+      s.update({p.step, t});
+    }
+    EXPECT_FALSE(s.has_unfinished());
+    for (const auto& [id, r] : s.records()) run.preemptions += r.preemptions;
+    return run;
+  };
+  const Run windowed = serve(8), full = serve(0);
+  EXPECT_EQ(windowed.steps, 40);
+  EXPECT_EQ(windowed.preemptions, 0);
+  EXPECT_GT(full.preemptions, 0);
+  EXPECT_GT(full.steps, 40);
 }
 
 TEST(Scheduler, ChunkedPrefillFillsTheBudgetAfterDecodes) {

@@ -1,5 +1,6 @@
 #include "duplex/runtime/scheduler/kv_block_manager.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
 
@@ -7,12 +8,14 @@
 
 namespace duplex::runtime {
 
-KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens)
-    : capacity_blocks_(capacity_blocks), block_tokens_(block_tokens) {
+KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, std::int64_t window_tokens)
+    : capacity_blocks_(capacity_blocks), block_tokens_(block_tokens), window_tokens_(window_tokens) {
   if (capacity_blocks < 1)
     throw Error(fmt::format("KV cache capacity is {} blocks; expected at least 1 block", capacity_blocks));
   if (block_tokens < 1)
     throw Error(fmt::format("KV block size is {} tokens; expected at least 1 token", block_tokens));
+  if (window_tokens < 0)
+    throw Error(fmt::format("KV sliding window is {} tokens; expected >= 1 (or 0: no window)", window_tokens));
 }
 
 std::int64_t KvBlockManager::blocks_for(std::int64_t tokens) const {
@@ -25,18 +28,26 @@ std::int64_t KvBlockManager::blocks_of(RequestId id) const {
   return it == blocks_.end() ? 0 : it->second;
 }
 
-std::int64_t KvBlockManager::extra_blocks_needed(RequestId id, std::int64_t total_tokens) const {
-  const std::int64_t need = blocks_for(total_tokens) - blocks_of(id);
+std::int64_t KvBlockManager::blocks_for_step(std::int64_t context, std::int64_t total_tokens) const {
+  DUPLEX_ASSERT(0 <= context && context <= total_tokens, "a step's context outside [0, its total tokens]");
+  if (window_tokens_ == 0 || total_tokens == 0) return blocks_for(total_tokens);
+  const std::int64_t first = std::max<std::int64_t>(0, context - window_tokens_ + 1);  // oldest token needed
+  return (total_tokens - 1) / block_tokens_ - first / block_tokens_ + 1;
+}
+
+std::int64_t KvBlockManager::extra_blocks_needed(RequestId id, std::int64_t context, std::int64_t total_tokens) const {
+  const std::int64_t need = blocks_for_step(context, total_tokens) - blocks_of(id);
   return need > 0 ? need : 0;
 }
 
-void KvBlockManager::grow_to(RequestId id, std::int64_t total_tokens) {
-  const std::int64_t extra = extra_blocks_needed(id, total_tokens);
-  if (extra == 0) return;
-  DUPLEX_ASSERT(extra <= free_blocks(), fmt::format("KV grow of request {} by {} blocks with {} free", id,
-                                                    extra, free_blocks()));
-  blocks_[id] += extra;
-  used_blocks_ += extra;
+void KvBlockManager::grow_to(RequestId id, std::int64_t context, std::int64_t total_tokens) {
+  const std::int64_t held = blocks_of(id), want = blocks_for_step(context, total_tokens);
+  const std::int64_t target = window_tokens_ > 0 ? want : std::max(held, want);
+  if (target == held) return;
+  DUPLEX_ASSERT(target - held <= free_blocks(), fmt::format("KV grow of request {} by {} blocks with {} free", id,
+                                                            target - held, free_blocks()));
+  blocks_[id] = target;
+  used_blocks_ += target - held;
 }
 
 void KvBlockManager::release(RequestId id) {

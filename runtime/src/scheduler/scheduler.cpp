@@ -19,7 +19,7 @@ SchedulerConfig validated(SchedulerConfig c) {
 
 Scheduler::Scheduler(SchedulerConfig config)
     : config_(validated(config)),
-      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens),
+      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens, config_.kv_window_tokens),
       prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.kv_block_tokens) {}
 
 bool Scheduler::older(const Live& a, const Live& b) {
@@ -37,7 +37,9 @@ void Scheduler::add_request(const RequestSpec& spec) {
   if (spec.input_tokens < 1 || spec.output_tokens < 1)
     throw Error(fmt::format("request {} has {} input and {} output tokens; expected at least 1 of each", spec.id,
                             spec.input_tokens, spec.output_tokens));
-  // The last output token is emitted but never fed back, so KV peaks at prompt + output - 1 tokens.
+  // The last output token is emitted but never fed back, so KV peaks at prompt + output - 1 tokens: a
+  // recomputation after a preemption (continuous) or the reservation at admission (orca, static) holds them
+  // all at once, sliding window or not.
   const std::int64_t peak_blocks = kv_.blocks_for(spec.input_tokens + spec.output_tokens - 1);
   if (peak_blocks > kv_.capacity_blocks())
     throw Error(fmt::format("request {} ({} input + {} output tokens) needs {} KV blocks of {} tokens but the KV "
@@ -144,7 +146,7 @@ void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, bool& pre
     }
     const std::int64_t need = kv_tokens_needed(running_[i], tokens);
     bool preempted_self = false;
-    while (!kv_.can_grow_to(running_[i].spec.id, need)) {
+    while (!kv_.can_grow_to(running_[i].spec.id, running_[i].num_computed, need)) {
       DUPLEX_ASSERT(config_.policy == BatchingPolicy::continuous,
                     "a request with reserved KV ran out of it under policy " + to_string(config_.policy));
       preempted_self = running_.size() - 1 == i;
@@ -153,7 +155,7 @@ void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, bool& pre
       if (preempted_self) break;
     }
     if (preempted_self) break;
-    kv_.grow_to(running_[i].spec.id, need);
+    kv_.grow_to(running_[i].spec.id, running_[i].num_computed, need);
     add_to_plan(plan, running_[i], tokens);
     budget -= tokens;
     ++i;
@@ -168,8 +170,8 @@ void Scheduler::admit_waiting(StepPlan& plan, std::int64_t& budget, Time now) {
     const std::int64_t tokens = tokens_to_schedule(head, budget, plan.requests.empty());
     if (tokens == 0) break;
     const std::int64_t need = kv_tokens_needed(head, tokens);
-    if (!kv_.can_grow_to(head.spec.id, need)) break;  // admission is limited by free KV blocks
-    kv_.grow_to(head.spec.id, need);
+    if (!kv_.can_grow_to(head.spec.id, head.num_computed, need)) break;  // admission is limited by free KV blocks
+    kv_.grow_to(head.spec.id, head.num_computed, need);
     add_to_plan(plan, head, tokens);
     budget -= tokens;
     Live admitted = std::move(waiting_.front());

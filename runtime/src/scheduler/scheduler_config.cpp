@@ -31,6 +31,9 @@ void SchedulerConfig::validate() const {
   if (kv_capacity_blocks < 1)
     throw Error(fmt::format("scheduler kv_capacity_blocks is {}; expected >= 1 (device memory minus weights)",
                             kv_capacity_blocks));
+  if (kv_window_tokens < 0)
+    throw Error(fmt::format("scheduler kv_window_tokens is {}; expected >= 1 (or 0: no sliding window)",
+                            kv_window_tokens));
   if (prefill_capacity_tokens < 0 || (prefill_capacity_tokens > 0 && prefill_capacity_tokens < kv_block_tokens))
     throw Error(fmt::format("scheduler prefill_capacity_tokens is {}; expected 0 (no prefill space bound) or at "
                             "least one KV block ({} tokens)",

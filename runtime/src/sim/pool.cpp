@@ -26,6 +26,8 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   }
   SchedulerConfig sched = o.scheduler;
   sched.kv_capacity_blocks = memory_.kv_blocks(sched.kv_block_tokens);
+  // Blocks behind a sliding window are freed when every layer has the window (one block table per request).
+  sched.kv_window_tokens = model.full_attention_layers.empty() ? model.sliding_window : 0;
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < 1)
