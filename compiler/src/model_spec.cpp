@@ -23,6 +23,14 @@ int ModelSpec::attention_window(int layer) const {
   return full ? 0 : sliding_window;
 }
 
+std::string ModelSpec::window_note() const {
+  if (sliding_window == 0) return "";
+  int windowed = 0;
+  for (int l = 0; l < layers; ++l) windowed += attention_window(l) > 0 ? 1 : 0;
+  return windowed == layers ? fmt::format("sliding window {} (every layer)", sliding_window)
+                            : fmt::format("sliding window {} ({} of {} layers)", sliding_window, windowed, layers);
+}
+
 std::int64_t ModelSpec::kv_elements_per_token_layer() const {
   if (attention == AttentionKind::kMla) return mla.kv_lora_rank + mla.qk_rope_head_dim;
   return 2LL * kv_dim();

@@ -77,7 +77,9 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"active_params", model.active_params()},
                 {"layers", model.layers},
                 {"experts", model.experts},
-                {"top_k", model.top_k}};
+                {"top_k", model.top_k},
+                {"sliding_window", model.sliding_window},
+                {"full_attention_layers", model.full_attention_layers}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
   nlohmann::json ops = nlohmann::json::array();
   for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {

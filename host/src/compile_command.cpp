@@ -41,10 +41,11 @@ void run_compile(const CompileOptions& o) {
     std::puts(plan_to_json(plan, model, system, layout).dump(2).c_str());
     return;
   }
-  std::printf("model %s: %s params (%s active), system %s (%s), %s\n", model.name.c_str(),
+  const std::string window = model.window_note();
+  std::printf("model %s: %s params (%s active)%s%s, system %s (%s), %s\n", model.name.c_str(),
               format_count(static_cast<double>(model.params())).c_str(),
-              format_count(static_cast<double>(model.active_params())).c_str(), system.name.c_str(),
-              system.description.c_str(), layout.describe().c_str());
+              format_count(static_cast<double>(model.active_params())).c_str(), window.empty() ? "" : ", ",
+              window.c_str(), system.name.c_str(), system.description.c_str(), layout.describe().c_str());
   std::printf("step: %lld decode requests at context %lld + %lld prefill tokens; one device's share below\n\n",
               static_cast<long long>(o.batch), static_cast<long long>(o.context),
               static_cast<long long>(o.prefill_tokens));

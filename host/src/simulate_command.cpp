@@ -141,6 +141,8 @@ void run_simulate(const SimulateOptions& o) {
     return;
   }
   std::fputs(comparison_table(results).c_str(), stdout);
+  if (const std::string window = model.window_note(); !window.empty())
+    std::printf("attention %s: %s\n", model.name.c_str(), window.c_str());
 }
 
 }  // namespace

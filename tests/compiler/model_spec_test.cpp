@@ -140,17 +140,20 @@ TEST(HfImport, SlidingWindowAttentionIsImportedPerLayer) {
   const ModelSpec all = import_hf_config(base + R"("sliding_window": 4096})", "m.json");
   EXPECT_EQ(all.sliding_window, 4096);
   for (int l = 0; l < 4; ++l) EXPECT_EQ(all.attention_window(l), 4096) << l;
+  EXPECT_EQ(all.window_note(), "sliding window 4096 (every layer)");
   for (const char* off : {R"("sliding_window": null})", R"("sliding_window": 4096, "use_sliding_window": false})",
                           R"("sliding_window": 32768})"}) {
     const ModelSpec m = import_hf_config(base + off, "m.json");
     EXPECT_EQ(m.sliding_window, 0) << off;
     EXPECT_EQ(m.attention_window(0), 0) << off;
+    EXPECT_EQ(m.window_note(), "") << off;
   }
   const ModelSpec qwen = import_hf_config(
       base + R"("sliding_window": 4096, "use_sliding_window": true, "max_window_layers": 3})", "m.json");
   EXPECT_EQ(qwen.full_attention_layers, (std::vector<int>{0, 1, 2}));
   EXPECT_EQ(qwen.attention_window(2), 0);
   EXPECT_EQ(qwen.attention_window(3), 4096);
+  EXPECT_EQ(qwen.window_note(), "sliding window 4096 (1 of 4 layers)");
   const ModelSpec typed = import_hf_config(base + R"("sliding_window": 1024, "layer_types": ["sliding_attention",
     "full_attention", "sliding_attention", "full_attention"]})", "m.json");
   EXPECT_EQ(typed.full_attention_layers, (std::vector<int>{1, 3}));

@@ -53,6 +53,30 @@ TEST(CompileCli, HuggingFaceConfigGivesTheSameModelAsThePreset) {
   EXPECT_EQ(nlohmann::json::parse(a.out)["model"]["params"], nlohmann::json::parse(b.out)["model"]["params"]);
 }
 
+// Mistral-7B-v0.1's config.json (sliding window 4096 on every layer): 7.24B parameters (model card), the
+// window in the JSON, and decode attention's bytes capped by it: a step at context 8192 reads what one at
+// context 4095 does (4096 tokens per request), while one at 2047 reads half as much.
+TEST(CompileCli, SlidingWindowModelCapsDecodeAttentionReads) {
+  auto attention_bytes = [](int context, nlohmann::json* model) {
+    const CliRun r = run(std::string("compile --model ") + DUPLEX_TEST_DATA + "/mistral_config.json --batch 8 --context " +
+                         std::to_string(context) + " --json");
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    if (model != nullptr) *model = j["model"];
+    for (const auto& op : j["ops"])
+      if (op["kind"] == "attn_decode" && op["layer"] == 0) return op["bytes"].get<double>();
+    ADD_FAILURE() << "no decode attention op";
+    return 0.0;
+  };
+  nlohmann::json model;
+  const double at_8192 = attention_bytes(8192, &model);
+  EXPECT_NEAR(model["params"].get<double>() / 1e9, 7.24, 0.07);
+  EXPECT_EQ(model["sliding_window"], 4096);
+  EXPECT_TRUE(model["full_attention_layers"].empty());
+  EXPECT_EQ(at_8192, attention_bytes(4095, nullptr));
+  EXPECT_LT(attention_bytes(2047, nullptr), 0.55 * at_8192);
+}
+
 TEST(CompileCli, SameInputsGiveIdenticalOutput) {
   const CliRun a = run("compile --model grok-1 --system duplex-pe --batch 32 --prefill-tokens 512 --routing zipf:1.1 --json");
   const CliRun b = run("compile --model grok-1 --system duplex-pe --batch 32 --prefill-tokens 512 --routing zipf:1.1 --json");

@@ -60,6 +60,8 @@ struct ModelSpec {
   bool is_moe_layer(int layer) const;
   // Tokens a query of this layer attends to at most; 0 = its whole context.
   int attention_window(int layer) const;
+  // "" without a window, else "sliding window 4096 (28 of 32 layers)" / "sliding window 4096 (every layer)".
+  std::string window_note() const;
   int q_dim() const { return heads * head_dim; }
   int kv_dim() const { return kv_heads * head_dim; }
   // Elements of K and V cached per token per layer (GQA: 2 kv_dim; MLA: the compressed latent + rope key).
