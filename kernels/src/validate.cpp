@@ -177,6 +177,8 @@ struct Validator {
               fmt::format("Hq {} is not a multiple of Hkv {}", a.q.dim(1), hkv));
     c.require(starts_valid(a.seq_starts, t), StatusCode::kInvalidArgument,
               fmt::format("seq_starts must start at 0, not decrease and end at T = {}", t));
+    c.require(a.window >= 0, StatusCode::kInvalidArgument,
+              fmt::format("window is {}; expected >= 1 (or 0: no sliding window)", a.window));
     c.no_alias("out", a.out, "q", a.q).no_alias("out", a.out, "k", a.k).no_alias("out", a.out, "v", a.v);
     return c.status();
   }
@@ -208,6 +210,8 @@ struct Validator {
               StatusCode::kInvalidArgument,
               fmt::format("max_context_len {} must be in [0, max_blocks * block_size = {}]",
                           a.max_context_len, a.block_table.dim(1) * a.k_cache.dim(1)));
+    c.require(a.window >= 0, StatusCode::kInvalidArgument,
+              fmt::format("window is {}; expected >= 1 (or 0: no sliding window)", a.window));
     c.no_alias("out", a.out, "q", a.q);
     return c.status();
   }

@@ -100,6 +100,12 @@ TEST_F(BackendInterface, AttentionContractViolations) {
   PrefillAttentionArgs bad_group{f16({2, 3, 8}),      f16({2, 2, 8}, 100), f16({2, 2, 8}, 200),
                                  f16({2, 3, 8}, 300), ok_starts,           1.0f};
   EXPECT_EQ(cpu->can_implement(bad_group).code(), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs negative_window{f16({2, 4, 8}),      f16({2, 2, 8}, 100), f16({2, 2, 8}, 200),
+                                       f16({2, 4, 8}, 300), ok_starts,           1.0f, -1};
+  const Status window = cpu->can_implement(negative_window);
+  EXPECT_EQ(window.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(window.message().find("window is -1; expected >= 1 (or 0: no sliding window)"), std::string::npos)
+      << window.message();
   RopeArgs odd_rotary{f16({2, 2, 8}), Tensor::contiguous(buf.data() + 200, DType::kI32, {2}), 10000.0f, 3};
   EXPECT_EQ(cpu->can_implement(odd_rotary).code(), StatusCode::kInvalidArgument);
 }

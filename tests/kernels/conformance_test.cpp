@@ -234,7 +234,7 @@ PagedCase make_paged_case(DType dtype, const AttentionShape& s, std::int64_t blo
 // Runs decode attention of case `c` over the caches k / v (c's caches uploaded, or views of another layout
 // holding the same values) and checks it against the reference on c's caches.
 void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase& c, const AttentionShape& s,
-                          const Tensor& k, const Tensor& v) {
+                          const Tensor& k, const Tensor& v, std::int64_t window = 0) {
   const DType dtype = c.q.dtype();
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
   DecodeAttentionArgs args{arena.upload(c.q),
@@ -244,11 +244,12 @@ void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase&
                            arena.upload(c.context_lens),
                            arena.empty(dtype, {c.q.shape()[0], s.hq, s.d}),
                            static_cast<float>(scale),
-                           c.max_context};
+                           c.max_context,
+                           window};
   expect_run_ok(backend, args, arena.stream());
   EXPECT_TRUE(within_bound(arena.download(args.out),
                            decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
-                                                static_cast<double>(static_cast<float>(scale)))));
+                                                static_cast<double>(static_cast<float>(scale)), window)));
 }
 
 void check_decode(Backend& backend, DType dtype, const AttentionShape& s, std::int64_t block_size,
@@ -266,6 +267,49 @@ TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttention) {
       for (std::int64_t block_size : {16, 7}) {
         SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " block", block_size));
         check_decode(*backend, dtype, s, block_size, {1, 17, 300, 0, 64}, rng);
+      }
+}
+
+// Sliding window: each request attends to its last `window` tokens; the block-table entries of the blocks
+// wholly before them are set out of range (the contract: never read).
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionSlidingWindow) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(16);
+  const std::vector<std::int32_t> lens = {1, 17, 300, 0, 64, 1100};
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kAttentionShapes)
+      for (std::int64_t block_size : {16, 7})
+        for (std::int64_t window : {1, 5, 64, 1000}) {
+          SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " block", block_size, " window", window));
+          PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
+          const std::int64_t max_blocks = c.block_table.shape()[1];
+          for (std::size_t b = 0; b < lens.size(); ++b) {
+            const std::int64_t first = std::max<std::int64_t>(0, lens[b] - window);
+            for (std::int64_t j = 0; j < first / block_size; ++j)
+              c.block_table.set_int(static_cast<std::int64_t>(b) * max_blocks + j, -9);
+          }
+          DeviceArena arena(*backend);
+          run_and_check_decode(*backend, arena, c, s, arena.upload(c.k_cache), arena.upload(c.v_cache), window);
+        }
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, PrefillAttentionSlidingWindow) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(15);
+  const std::vector<std::int64_t> starts = {0, 1, 18, 58, 158};
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kAttentionShapes)
+      for (std::int64_t window : {1, 4, 33}) {
+        const std::int64_t t = starts.back();
+        SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " window", window));
+        DeviceArena arena(*backend);
+        HostTensor q = random_tensor(dtype, {t, s.hq, s.d}, rng), k = random_tensor(dtype, {t, s.hkv, s.d}, rng);
+        HostTensor v = random_tensor(dtype, {t, s.hkv, s.d}, rng);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+        PrefillAttentionArgs args{arena.upload(q), arena.upload(k), arena.upload(v), arena.empty(dtype, {t, s.hq, s.d}),
+                                  starts,          scale,           window};
+        expect_run_ok(*backend, args, arena.stream());
+        EXPECT_TRUE(within_bound(arena.download(args.out), prefill_attention_ref(q, k, v, starts, scale, window)));
       }
 }
 

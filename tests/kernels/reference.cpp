@@ -183,7 +183,7 @@ Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta
 }
 
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
-                               std::span<const std::int64_t> seq_starts, double scale) {
+                               std::span<const std::int64_t> seq_starts, double scale, std::int64_t window) {
   const std::int64_t hq = q.shape()[1], d = q.shape()[2], hkv = k.shape()[1], group = hq / hkv;
   Expected e{std::vector<double>(uz(q.numel())), std::vector<double>(uz(q.numel()))};
   const std::vector<double> qv = values(q), kv = values(k), vv = values(v);
@@ -193,9 +193,10 @@ Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const H
       for (std::int64_t head = 0; head < hq; ++head) {
         const std::int64_t g = head / group;
         const std::int64_t offset = ((start + i) * hq + head) * d;
-        auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(((start + j) * hkv + g) * d + c)]; };
-        auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(((start + j) * hkv + g) * d + c)]; };
-        Attended a = attend(qv, offset, d, i + 1, key, value, scale, q.dtype());
+        const std::int64_t from = window > 0 ? std::max<std::int64_t>(0, i + 1 - window) : 0;  // first key
+        auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(((start + from + j) * hkv + g) * d + c)]; };
+        auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(((start + from + j) * hkv + g) * d + c)]; };
+        Attended a = attend(qv, offset, d, i + 1 - from, key, value, scale, q.dtype());
         for (std::int64_t c = 0; c < d; ++c) {
           e.value[uz(offset + c)] = a.out[uz(c)];
           e.bound[uz(offset + c)] = a.bound[uz(c)];
@@ -206,7 +207,8 @@ Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const H
 }
 
 Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
-                              const HostTensor& block_table, const HostTensor& context_lens, double scale) {
+                              const HostTensor& block_table, const HostTensor& context_lens, double scale,
+                              std::int64_t window) {
   const std::int64_t batch = q.shape()[0], hq = q.shape()[1], d = q.shape()[2];
   const std::int64_t block_size = k_cache.shape()[1], hkv = k_cache.shape()[2],
                      max_blocks = block_table.shape()[1];
@@ -216,13 +218,16 @@ Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, co
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t head = 0; head < hq; ++head) {
       const std::int64_t g = head / group, offset = (b * hq + head) * d;
+      const std::int64_t context = context_lens.get_int(b);
+      const std::int64_t from = window > 0 ? std::max<std::int64_t>(0, context - window) : 0;  // first token
       auto row = [&](std::int64_t j) {
+        j += from;
         const std::int64_t block = block_table.get_int(b * max_blocks + j / block_size);
         return ((block * block_size + j % block_size) * hkv + g) * d;
       };
       auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(row(j) + c)]; };
       auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(row(j) + c)]; };
-      Attended a = attend(qv, offset, d, context_lens.get_int(b), key, value, scale, q.dtype());
+      Attended a = attend(qv, offset, d, context - from, key, value, scale, q.dtype());
       for (std::int64_t c = 0; c < d; ++c) {
         e.value[uz(offset + c)] = a.out[uz(c)];
         e.bound[uz(offset + c)] = a.bound[uz(c)];

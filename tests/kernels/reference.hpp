@@ -27,10 +27,12 @@ Expected gemm_ref(const HostTensor& a, const HostTensor& b, const HostTensor* c_
 Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, const HostTensor* bias,
                   double eps);
 Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim);
+// window > 0: sliding-window attention (the last `window` tokens up to the query's own), as in ops.hpp.
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
-                               std::span<const std::int64_t> seq_starts, double scale);
+                               std::span<const std::int64_t> seq_starts, double scale, std::int64_t window = 0);
 Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
-                              const HostTensor& block_table, const HostTensor& context_lens, double scale);
+                              const HostTensor& block_table, const HostTensor& context_lens, double scale,
+                              std::int64_t window = 0);
 Expected softmax_ref(const HostTensor& x, double scale);
 // Router probabilities p[T,E] (softmax of the FP64 logits) and the bound on each.
 Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weight);

@@ -42,14 +42,15 @@ Status prefill_attention(const PrefillAttentionArgs& args) {
           const std::int64_t i = row / group, head = g * group + row % group;
           const std::int64_t offset = ((start + i) * hq + head) * d;
           load_floats(args.q.data, args.q.dtype, offset, d, q.data());
+          const std::int64_t from = args.window > 0 ? std::max<std::int64_t>(0, i - args.window + 1) : 0;
           float max = -INFINITY;
-          for (std::int64_t j = 0; j <= i; ++j) {
+          for (std::int64_t j = from; j <= i; ++j) {
             p[static_cast<std::size_t>(j)] = dot(q.data(), k.data() + j * d, d) * args.scale;
             max = std::max(max, p[static_cast<std::size_t>(j)]);
           }
           float sum = 0.0f;
           std::fill(out.begin(), out.end(), 0.0f);
-          for (std::int64_t j = 0; j <= i; ++j) {
+          for (std::int64_t j = from; j <= i; ++j) {
             const float e = std::exp(p[static_cast<std::size_t>(j)] - max);
             sum += e;
             axpy(e, v.data() + j * d, out.data(), d);
@@ -71,13 +72,17 @@ Status decode_attention(const DecodeAttentionArgs& args) {
   const auto& stride = args.k_cache.strides;  // v_cache has the same (validated): any page / slot / head order
   const auto* table = args.block_table.as<const std::int32_t>();
   const auto* lens = args.context_lens.as<const std::int32_t>();
+  // The first token a request attends to (sliding window: the last `window` tokens only).
+  auto begin_of = [&](std::int64_t b) {
+    return args.window > 0 ? std::max<std::int64_t>(0, lens[b] - args.window) : std::int64_t{0};
+  };
   for (std::int64_t b = 0; b < batch; ++b) {
     if (lens[b] < 0 || lens[b] > args.max_context_len)
       return {StatusCode::kInvalidArgument,
               fmt::format("decode_attention: context_lens[{}] = {} is outside [0, "
                           "max_context_len = {}]",
                           b, lens[b], args.max_context_len)};
-    for (std::int64_t j = 0; j < (lens[b] + block_size - 1) / block_size; ++j) {
+    for (std::int64_t j = begin_of(b) / block_size; j < (lens[b] + block_size - 1) / block_size; ++j) {
       const std::int32_t block = table[b * max_blocks + j];
       if (block < 0 || block >= num_blocks)
         return {StatusCode::kInvalidArgument,
@@ -86,8 +91,8 @@ Status decode_attention(const DecodeAttentionArgs& args) {
                             b, j, block, num_blocks)};
     }
   }
-  const std::int64_t chunks =
-      std::max<std::int64_t>(1, (args.max_context_len + kDecodeChunk - 1) / kDecodeChunk);
+  const std::int64_t span = args.window > 0 ? std::min(args.max_context_len, args.window) : args.max_context_len;
+  const std::int64_t chunks = std::max<std::int64_t>(1, (span + kDecodeChunk - 1) / kDecodeChunk);
   // Per task: for each query head of the group, running max, sum of exp, and the unnormalised output [D].
   const std::int64_t partial_stride = group * (d + 2);
   std::vector<float> partials(static_cast<std::size_t>(batch * hkv * chunks * partial_stride));
@@ -98,7 +103,7 @@ Status decode_attention(const DecodeAttentionArgs& args) {
     for (std::int64_t task = tasks.begin(); task != tasks.end(); ++task) {
       const std::int64_t b = task / (hkv * chunks), g = (task / chunks) % hkv, chunk = task % chunks;
       float* partial = partials.data() + task * partial_stride;
-      const std::int64_t first = chunk * kDecodeChunk;
+      const std::int64_t first = begin_of(b) + chunk * kDecodeChunk;
       const std::int64_t last = std::min<std::int64_t>(lens[b], first + kDecodeChunk);
       for (std::int64_t h = 0; h < group; ++h) {
         partial[h * (d + 2)] = -INFINITY;

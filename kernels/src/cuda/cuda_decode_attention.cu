@@ -30,6 +30,7 @@ constexpr int kBlocksPerSm = 32;  // blocks wanted per SM over the whole grid (C
 
 struct FastShape {
   int hq, hkv, group, d, max_blocks, splits, split_tokens;
+  int window;       // sliding window (tokens; 0: none)
   int lanes;        // lanes per row group: a power of two >= the row's 16-byte chunks, <= 32
   int head_chunks;  // blocks per kv head along the query group (group / kGroup, rounded up)
   FastDivider block_size;
@@ -237,6 +238,7 @@ constexpr int kTile = 32;  // fallback: tokens per shared-memory tile (one per l
 
 struct DecodeShape {
   std::int64_t hq, hkv, group, d, block_size, max_blocks, split_tokens, splits;
+  std::int64_t window;  // sliding window (tokens; 0: none)
   CacheStrides stride;  // of both caches, in elements
 };
 
@@ -264,7 +266,8 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
     context = 0;
   }
-  const std::int64_t first = split * s.split_tokens;
+  const std::int64_t begin = s.window > 0 && context > s.window ? context - s.window : 0;  // first attended
+  const std::int64_t first = begin + split * s.split_tokens;
   const std::int64_t last = context < first + s.split_tokens ? context : first + s.split_tokens;
 
   for (std::int64_t i = threadIdx.x; i < g_count * d; i += blockDim.x) {
@@ -334,16 +337,16 @@ Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t s
               static_cast<int>(args.block_table.dim(1)),
               1,
               0,
+              static_cast<int>(std::min<std::int64_t>(args.window, std::int64_t{1} << 30)),
               lanes,
               0,
               FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
               cache_strides(args.k_cache)};
   s.head_chunks = (s.group + kGroup - 1) / kGroup;
   const std::int64_t row_groups = kWarps * (32 / lanes);
-  const std::int64_t split_tokens = split_tokens_for(ctx, batch * hkv * s.head_chunks, args.max_context_len,
+  const std::int64_t split_tokens = split_tokens_for(ctx, batch * hkv * s.head_chunks, attended_span(args),
                                                      row_groups * kTokens, kBlocksPerSm);
-  const std::int64_t splits =
-      std::max<std::int64_t>(1, (args.max_context_len + split_tokens - 1) / split_tokens);
+  const std::int64_t splits = std::max<std::int64_t>(1, (attended_span(args) + split_tokens - 1) / split_tokens);
   s.split_tokens = static_cast<int>(split_tokens);
   s.splits = static_cast<int>(splits);
 
@@ -382,8 +385,9 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
   s.block_size = args.k_cache.dim(1);
   s.max_blocks = args.block_table.dim(1);
   s.stride = cache_strides(args.k_cache);
-  s.split_tokens = split_tokens_for(ctx, batch * s.hkv, args.max_context_len, kTile, kBlocksPerSm);
-  s.splits = std::max<std::int64_t>(1, (args.max_context_len + s.split_tokens - 1) / s.split_tokens);
+  s.window = args.window;
+  s.split_tokens = split_tokens_for(ctx, batch * s.hkv, attended_span(args), kTile, kBlocksPerSm);
+  s.splits = std::max<std::int64_t>(1, (attended_span(args) + s.split_tokens - 1) / s.split_tokens);
 
   const std::size_t shared_bytes =
       sizeof(float) * static_cast<std::size_t>(2 * s.group * s.d + kTile * (s.d + 1) + kTile * s.d +

@@ -169,7 +169,7 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned i
 #endif
 
 struct MmaShape {
-  int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks;
+  int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks, window;
   FastDivider block_size;
   CacheStrides stride;  // of both caches, in elements
 };
@@ -544,6 +544,7 @@ Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream
              1,
              0,
              0,
+             static_cast<int>(std::min<std::int64_t>(args.window, std::int64_t{1} << 30)),
              FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
              cache_strides(args.k_cache)};
   s.head_chunks = (s.group + kHeadsPerBlock - 1) / kHeadsPerBlock;
@@ -558,9 +559,8 @@ Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, P::kThreads, shared_bytes));
   const std::int64_t split_tokens =
       split_tokens_by_waves(batch * hkv * s.head_chunks, std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count},
-                            args.max_context_len, P::kTileTokens);
-  const std::int64_t splits =
-      std::max<std::int64_t>(1, (args.max_context_len + split_tokens - 1) / split_tokens);
+                            attended_span(args), P::kTileTokens);
+  const std::int64_t splits = std::max<std::int64_t>(1, (attended_span(args) + split_tokens - 1) / split_tokens);
   s.split_tokens = static_cast<int>(split_tokens);
   s.splits = static_cast<int>(splits);
 

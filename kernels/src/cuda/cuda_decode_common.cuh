@@ -28,9 +28,10 @@ struct FastDivider {
 };
 
 // A block's place in a split-KV grid (splits, kv heads x head chunks, requests) whose blocks take up to
-// `heads_per_block` query heads of one kv head, and its tokens [first, last) of the request's context. A
-// context length outside [0, max_context] is reported in error_word and reads as empty. `Shape` has hq, group,
-// head_chunks and split_tokens.
+// `heads_per_block` query heads of one kv head, and its tokens [first, last) of the request's attended tokens
+// (the whole context, or with a sliding window its last `window` tokens). A context length outside
+// [0, max_context] is reported in error_word and reads as empty. `Shape` has hq, group, head_chunks,
+// split_tokens and window (0: none).
 struct SplitBlock {
   int split, kv_head, chunk, b;
   int heads;           // query heads of this block, 1..heads_per_block
@@ -53,7 +54,8 @@ __device__ __forceinline__ SplitBlock split_block(const Shape& s, int heads_per_
     if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
     context = 0;
   }
-  k.first = k.split * s.split_tokens;
+  const std::int64_t begin = s.window > 0 && context > s.window ? context - s.window : 0;
+  k.first = static_cast<int>(begin) + k.split * s.split_tokens;
   k.last = static_cast<int>(min(context, static_cast<std::int64_t>(k.first) + s.split_tokens));
   return k;
 }
@@ -81,6 +83,12 @@ __global__ void decode_merge(const float* partial_acc, const float* partial_ml, 
 
 // Tokens per split: enough splits that a grid of `units` blocks per split has `blocks_per_sm` blocks per SM
 // (several waves: a small tail), at least kMinSplit tokens each, a multiple of `granule` tokens.
+// Tokens a request attends to at most: max_context_len, or the sliding window when shorter (the split
+// sizing's length).
+inline std::int64_t attended_span(const DecodeAttentionArgs& args) {
+  return args.window > 0 ? std::min(args.max_context_len, args.window) : args.max_context_len;
+}
+
 inline bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }

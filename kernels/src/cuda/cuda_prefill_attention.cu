@@ -1,6 +1,7 @@
-// Causal prefill attention, tiled flash-style: grid (query tiles, q heads, sequences); a block keeps kRows
-// query rows and their running softmax state in shared memory and streams kCols keys/values at a time, so
-// the T x T score matrix never exists. FP32 arithmetic on CUDA cores.
+// Causal (optionally sliding-window) prefill attention, tiled flash-style: grid (query tiles, q heads,
+// sequences); a block keeps kRows query rows and their running softmax state in shared memory and streams
+// kCols keys/values at a time (from its first row's window on), so the T x T score matrix never exists. FP32
+// arithmetic on CUDA cores.
 #include <algorithm>
 
 #include "cuda_common.cuh"
@@ -14,7 +15,7 @@ constexpr int kCols = 32;  // one per lane in the softmax step
 
 template <class T>
 __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const std::int64_t* seq_starts,
-                             std::int64_t hq, std::int64_t hkv, std::int64_t d, float scale) {
+                             std::int64_t hq, std::int64_t hkv, std::int64_t d, float scale, std::int64_t window) {
   extern __shared__ float shared[];
   float* q_s = shared;                 // [kRows, D]
   float* k_s = q_s + kRows * d;        // [kCols, D + 1]
@@ -43,8 +44,11 @@ __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const s
   __syncthreads();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-  const std::int64_t last_key = row0 + rows;  // keys [0, last_key) can be seen by this block's rows
-  for (std::int64_t col0 = 0; col0 < last_key; col0 += kCols) {
+  // Keys [first_key, last_key) can be seen by this block's rows (a sliding window: the first row's last
+  // `window` keys on).
+  const std::int64_t last_key = row0 + rows;
+  const std::int64_t first_key = window > 0 && row0 - window + 1 > 0 ? row0 - window + 1 : 0;
+  for (std::int64_t col0 = first_key; col0 < last_key; col0 += kCols) {
     const std::int64_t cols = last_key - col0 < kCols ? last_key - col0 : kCols;
     for (std::int64_t i = threadIdx.x; i < cols * d; i += blockDim.x) {
       const std::int64_t t = i / d, c = i % d;
@@ -56,7 +60,7 @@ __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const s
     for (std::int64_t i = threadIdx.x; i < kRows * kCols; i += blockDim.x) {
       const std::int64_t r = i / kCols, t = i % kCols;
       float score = -INFINITY;
-      if (r < rows && t < cols && col0 + t <= row0 + r) {
+      if (r < rows && t < cols && col0 + t <= row0 + r && (window == 0 || col0 + t > row0 + r - window)) {
         score = 0.0f;
         for (std::int64_t c = 0; c < d; ++c) score += q_s[r * d + c] * k_s[t * (d + 1) + c];
         score *= scale;
@@ -106,7 +110,7 @@ Status prefill_attention(Context& ctx, const PrefillAttentionArgs& args, cudaStr
                     static_cast<unsigned int>(args.q.dim(1)), static_cast<unsigned int>(sequences));
     kernel<<<grid, kThreads, shared_bytes, stream>>>(
         args.q.as<const T>(), args.k.as<const T>(), args.v.as<const T>(), args.out.as<T>(),
-        starts.as<const std::int64_t>(), args.q.dim(1), args.k.dim(1), d, args.scale);
+        starts.as<const std::int64_t>(), args.q.dim(1), args.k.dim(1), d, args.scale, args.window);
     DUPLEX_CUDA_LAUNCHED("prefill_tile");
     return {};
   });

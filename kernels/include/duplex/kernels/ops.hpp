@@ -50,11 +50,13 @@ struct RopeArgs {
 // Causal self-attention for a batch of prompts packed along tokens (prefill).
 // q[T,Hq,D], k/v[T,Hkv,D], out[T,Hq,D]; Hq = G * Hkv (GQA group G). Sequence b holds tokens
 // [seq_starts[b], seq_starts[b+1]); seq_starts is host memory, non-decreasing, first 0, last T.
-// out = softmax(scale * q k^T + causal mask) v per sequence and head.
+// out = softmax(scale * q k^T + causal mask) v per sequence and head. window > 0: sliding-window attention,
+// token i of a sequence attends to its tokens (i - window, i] only; 0: to every earlier token.
 struct PrefillAttentionArgs {
   Tensor q, k, v, out;
   std::span<const std::int64_t> seq_starts;
   float scale = 1.0f;
+  std::int64_t window = 0;
 };
 
 // One new token per request attending to its paged KV cache (decode), GQA.
@@ -65,11 +67,14 @@ struct PrefillAttentionArgs {
 // the runtime's layout (contiguous [pages][block][heads][D]), head-major pages ([pages][heads][block][D]
 // through Tensor::strided) and K and V interleaved in one buffer all run without a copy.
 // max_context_len (host) bounds context_lens; kernels size their work split by it.
-// A request with context_len 0 gets out = 0.
+// A request with context_len 0 gets out = 0. window > 0: sliding-window attention over the last
+// min(context_len, window) tokens only (block_table entries of the tokens before them are never read);
+// 0: every token.
 struct DecodeAttentionArgs {
   Tensor q, k_cache, v_cache, block_table, context_lens, out;
   float scale = 1.0f;
   std::int64_t max_context_len = 0;
+  std::int64_t window = 0;
 };
 
 // Row softmax: y[R,C] = softmax(scale * x[R,C]) per row. y may alias x.
