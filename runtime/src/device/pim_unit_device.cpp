@@ -52,15 +52,20 @@ void PimUnitDevice::decode_attention(const DecodeAttentionBatch& b) {
   const std::uint16_t scale = float_to_half_bits(b.scale);
   std::vector<std::uint16_t> k, v;
   for (std::size_t r = 0; r < static_cast<std::size_t>(b.rows); ++r) {
-    const auto t = static_cast<std::size_t>(b.context_lens[r]);
+    const auto context = static_cast<std::size_t>(b.context_lens[r]);
     const auto& table = *b.block_tables[r];
-    DUPLEX_ASSERT((t + bt - 1) / bt <= table.size(), "decode attention: context beyond the block table");
+    DUPLEX_ASSERT((context + bt - 1) / bt <= table.size(), "decode attention: context beyond the block table");
+    // The rows attended: the last `window` tokens with a sliding window, else all.
+    const std::size_t first =
+        b.window > 0 && context > static_cast<std::size_t>(b.window) ? context - static_cast<std::size_t>(b.window) : 0;
+    const std::size_t t = context - first;
     k.resize(t * d);
     v.resize(t * d);
     for (std::size_t g = 0; g < hkv; ++g) {
       for (std::size_t j = 0; j < t; ++j) {
+        const std::size_t token = first + j;
         const std::size_t slot =
-            (static_cast<std::size_t>(table[j / bt]) * bt + j % bt) * token_values + g * d;
+            (static_cast<std::size_t>(table[token / bt]) * bt + token % bt) * token_values + g * d;
         std::copy_n(b.kv.k_pool + slot, d, k.data() + j * d);
         std::copy_n(b.kv.v_pool + slot, d, v.data() + j * d);
       }

@@ -82,6 +82,7 @@ void XpuDevice::decode_attention(const DecodeAttentionBatch& b) {
   a.out = Tensor::contiguous(b.out, DType::kF16, {b.rows, b.q_heads, d});
   a.scale = b.scale;
   a.max_context_len = max_context;
+  a.window = b.window;
   run(compiler::OpKind::kAttentionDecode, a);
 }
 

@@ -44,8 +44,6 @@ void check_functional_support(const compiler::ModelSpec& m) {
   if (m.ffn_kind != compiler::FfnKind::kGated) reject("ffn_kind", "two-matrix FFN");
   if (m.shared_experts > 0) reject("shared_experts", fmt::format("{} shared experts", m.shared_experts));
   if (m.learned_positions > 0) reject("learned_positions", "learned position embeddings");
-  if (m.sliding_window > 0)
-    reject("sliding_window", fmt::format("sliding-window attention (window {}) is not in the kernels", m.sliding_window));
   if (m.dtype != compiler::DType::kFp16) reject("dtype", "weights are not fp16");
   if (m.kv_dtype != compiler::DType::kFp16) reject("kv_dtype", "KV cache is not fp16");
   if (m.head_dim % 2 != 0) reject("head_dim", fmt::format("{} is odd (RoPE rotates pairs)", m.head_dim));

@@ -116,13 +116,16 @@ class Sequence {
     kc.push_back(k);
     vc.push_back(v);
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    // The cached tokens attended: the last `window` (itself included) with a sliding window, else all.
+    const std::size_t window = static_cast<std::size_t>(m_.attention_window(l));
+    const std::size_t first = window > 0 && kc.size() > window ? kc.size() - window : 0;
     Vec out(static_cast<std::size_t>(m_.q_dim()));
-    std::vector<double> p(kc.size());
+    std::vector<double> p(kc.size(), -INFINITY);
     for (int head = 0; head < hq; ++head) {
       const std::size_t qo = static_cast<std::size_t>(head) * static_cast<std::size_t>(d);
       const std::size_t ko = static_cast<std::size_t>(head / group) * static_cast<std::size_t>(d);
       double max_s = -INFINITY;
-      for (std::size_t t = 0; t < kc.size(); ++t) {
+      for (std::size_t t = first; t < kc.size(); ++t) {
         double s = 0;
         for (int j = 0; j < d; ++j)
           s += static_cast<double>(q[qo + static_cast<std::size_t>(j)]) *
@@ -131,10 +134,10 @@ class Sequence {
         max_s = std::max(max_s, p[t]);
       }
       double sum = 0;
-      for (double& e : p) sum += (e = std::exp(e - max_s));
+      for (std::size_t t = first; t < kc.size(); ++t) sum += (p[t] = std::exp(p[t] - max_s));
       for (int j = 0; j < d; ++j) {
         double acc = 0;
-        for (std::size_t t = 0; t < kc.size(); ++t)
+        for (std::size_t t = first; t < kc.size(); ++t)
           acc += p[t] / sum * vc[t][ko + static_cast<std::size_t>(j)];
         out[qo + static_cast<std::size_t>(j)] = to_fp16(acc);
       }

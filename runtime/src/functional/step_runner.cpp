@@ -293,7 +293,7 @@ void StepRunner::attention(int layer, bool decode_op, Unit unit) {
     }
   }
   for (std::size_t d = 0; d < dev_.size(); ++d) {
-    if (!prompts.empty()) prefill_attention(d, prompts);
+    if (!prompts.empty()) prefill_attention(d, layer, prompts);
     // One batch per cache the rows' K/V live in (the KV spaces; the prefill space for prefill chunks).
     for (PagedKvCache* cache : {dev_[d].kv, dev_[d].prefill_kv}) {
       std::vector<std::pair<const Row*, std::int64_t>> rows;
@@ -325,6 +325,7 @@ void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCac
   batch.kv = {kv.k_pool(layer),  kv.v_pool(layer), kv.num_blocks(),
               kv.block_tokens(), s.kv_heads,       m_.head_dim};
   batch.scale = 1.0f / std::sqrt(static_cast<float>(m_.head_dim));
+  batch.window = m_.attention_window(layer);
   on(d, unit).decode_attention(batch);
   for (std::int64_t r = 0; r < b; ++r) {
     const auto& [row, i] = paged[static_cast<std::size_t>(r)];
@@ -332,7 +333,7 @@ void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCac
   }
 }
 
-void StepRunner::prefill_attention(std::size_t d, const std::vector<const Row*>& prompts) {
+void StepRunner::prefill_attention(std::size_t d, int layer, const std::vector<const Row*>& prompts) {
   const DeviceShard& s = dev_[d].shard;
   Lane& lane = lanes_[d];
   const std::int64_t hd = m_.head_dim, qd = s.q_heads * hd, kvd = s.kv_heads * hd;
@@ -351,7 +352,7 @@ void StepRunner::prefill_attention(std::size_t d, const std::vector<const Row*>&
       OpKind::kAttentionPrefill,
       kernels::PrefillAttentionArgs{f16_view(q, {p, s.q_heads, hd}), f16_view(k, {p, s.kv_heads, hd}),
                                     f16_view(v, {p, s.kv_heads, hd}), f16_view(o, {p, s.q_heads, hd}), starts,
-                                    1.0f / std::sqrt(static_cast<float>(hd))});
+                                    1.0f / std::sqrt(static_cast<float>(hd)), m_.attention_window(layer)});
   for (std::size_t b = 0; b < prompts.size(); ++b)
     std::copy(o.data() + starts[b] * qd, o.data() + starts[b + 1] * qd,
               lane.attn.data() + prompts[b]->first * qd);

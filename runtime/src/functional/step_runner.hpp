@@ -91,7 +91,7 @@ class StepRunner {
   void attention(int layer, bool decode_op, compiler::Unit unit);
   void paged_attention(std::size_t d, int layer, compiler::Unit unit, PagedKvCache& kv,
                        const std::vector<std::pair<const Row*, std::int64_t>>& rows);
-  void prefill_attention(std::size_t d, const std::vector<const Row*>& prompts);
+  void prefill_attention(std::size_t d, int layer, const std::vector<const Row*>& prompts);
   void all_reduce();
   void o_proj(int layer, compiler::Unit unit);
   void route(int layer);

@@ -36,7 +36,8 @@ struct DecodeAttentionBatch {
   std::vector<const std::vector<std::int32_t>*> block_tables;
   std::vector<std::int32_t> context_lens;
   PagedKvView kv;
-  float scale = 1.0f;  // softmax scale, normally 1 / sqrt(head_dim)
+  float scale = 1.0f;      // softmax scale, normally 1 / sqrt(head_dim)
+  std::int64_t window = 0;  // sliding window: each row attends to its last `window` tokens; 0: all of them
 };
 
 class IDevice {
