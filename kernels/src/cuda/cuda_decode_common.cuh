@@ -81,8 +81,6 @@ __global__ void decode_merge(const float* partial_acc, const float* partial_ml, 
   }
 }
 
-// Tokens per split: enough splits that a grid of `units` blocks per split has `blocks_per_sm` blocks per SM
-// (several waves: a small tail), at least kMinSplit tokens each, a multiple of `granule` tokens.
 // Tokens a request attends to at most: max_context_len, or the sliding window when shorter (the split
 // sizing's length).
 inline std::int64_t attended_span(const DecodeAttentionArgs& args) {
@@ -93,6 +91,8 @@ inline bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
 
+// Tokens per split: enough splits that a grid of `units` blocks per split has `blocks_per_sm` blocks per SM
+// (several waves: a small tail), at least kMinSplit tokens each, a multiple of `granule` tokens.
 inline std::int64_t split_tokens_for(const Context& ctx, std::int64_t units, std::int64_t max_context,
                                      std::int64_t granule, std::int64_t blocks_per_sm) {
   const std::int64_t wanted = std::max<std::int64_t>(1, (blocks_per_sm * ctx.sm_count + units - 1) / units);
