@@ -100,6 +100,7 @@ RunReport run_functional(const RunOptions& o) {
       o.weights.empty() ? random_weights(compiler::load_model(o.model), o.seed) : load_checkpoint(o.weights);
   const SystemSpec system = load_system(o.system);
   rep.model = weights.spec.name;
+  rep.attention = weights.spec.window_note();
   rep.system = system.name;
   rep.weights = weights.source;
   FunctionalExecutor exec(weights, system, o.executor);
@@ -138,6 +139,7 @@ nlohmann::json RunReport::to_json() const {
     in_device.push_back({{"step", m.step}, {"request", m.request}, {"tokens", m.tokens}, {"bytes", m.bytes}});
   nlohmann::json j = {
       {"model", model},
+      {"attention", attention},
       {"system", system},
       {"weights", weights},
       {"xpu", r.xpu_backend},
@@ -184,6 +186,7 @@ std::string RunReport::to_text() const {
   std::string s =
       fmt::format("{} on {} ({}; xPU: {}; PIM: {})\n", model, system, weights, r.xpu_backend, r.pim_unit);
   s += fmt::format("layout: {}\n", r.layout);
+  if (!attention.empty()) s += fmt::format("attention: {}\n", attention);
   for (std::size_t i = 0; i < r.tokens.size(); ++i)
     s += fmt::format("  request {}: {}\n", i, fmt::join(r.tokens[i], ","));
   s += "placement (ops per unit):";

@@ -160,6 +160,30 @@ TEST(RunSession, JsonCarriesTokensReferenceAndError) {
   EXPECT_TRUE(j["placement"]["ops_per_unit"].contains("pim"));
 }
 
+// A sliding-window model file through the `duplex run` entry: the report names the window, and the
+// reference check passes (the window is 3 tokens, the contexts reach 10).
+TEST(RunSession, SlidingWindowModelFileRunsAndIsNamed) {
+  const std::string path = ::testing::TempDir() + "tiny-window.yaml";
+  {
+    std::ofstream f(path);
+    f << "name: tiny-window\nlayers: 2\nhidden: 64\nheads: 4\nkv_heads: 2\nffn: 128\nvocab: 1024\n"
+         "sliding_window: 3\n";
+  }
+  RunOptions o;
+  o.model = path;
+  o.system = "duplex-pe";
+  o.prompts = {parse_prompt("1,5,9,42"), parse_prompt("3")};
+  o.max_new_tokens = 6;
+  o.check = true;
+  const RunReport r = run_functional(o);
+  EXPECT_EQ(r.attention, "sliding window 3 (every layer)");
+  EXPECT_NE(r.to_text().find("attention: sliding window 3 (every layer)"), std::string::npos);
+  EXPECT_EQ(r.to_json()["attention"], "sliding window 3 (every layer)");
+  ASSERT_TRUE(r.check.has_value());
+  EXPECT_TRUE(r.check->passed());
+  std::remove(path.c_str());
+}
+
 TEST(RunSession, BadInputsAreClearErrors) {
   EXPECT_THROW(parse_prompt("1,,2"), Error);
   EXPECT_THROW(parse_prompt("1,x"), Error);

@@ -60,6 +60,7 @@ struct CheckResult {
 
 struct RunReport {
   std::string model, system, weights;
+  std::string attention;  // ModelSpec::window_note(): "" without a sliding window
   FunctionalResult result;
   std::optional<CheckResult> check;
   double host_seconds = 0;  // wall time of the emulation (not simulated time)
