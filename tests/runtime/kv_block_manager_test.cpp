@@ -18,22 +18,22 @@ TEST(KvBlockManager, GrowReleaseExactAccounting) {
   KvBlockManager kv(4, 16);
   EXPECT_TRUE(kv.can_grow_to(1, 0, 40));
   kv.grow_to(1, 0, 40);  // 3 blocks
-  EXPECT_EQ(kv.blocks_of(1), 3);
+  EXPECT_EQ(kv.units_of(1), 3);
   EXPECT_EQ(kv.used_blocks(), 3);
   kv.grow_to(1, 40, 48);  // still 3
   EXPECT_EQ(kv.used_blocks(), 3);
   kv.grow_to(1, 0, 10);  // never shrinks
-  EXPECT_EQ(kv.blocks_of(1), 3);
+  EXPECT_EQ(kv.units_of(1), 3);
   EXPECT_TRUE(kv.can_grow_to(2, 0, 16));
   EXPECT_FALSE(kv.can_grow_to(2, 0, 17));
-  EXPECT_EQ(kv.extra_blocks_needed(2, 0, 17), 2);
+  EXPECT_EQ(kv.extra_units_needed(2, 0, 17), 2);
   kv.grow_to(2, 0, 16);
-  EXPECT_EQ(kv.free_blocks(), 0);
+  EXPECT_EQ(kv.free_units(), 0);
   EXPECT_THROW(kv.grow_to(2, 16, 17), InternalError);  // over capacity is refused, not allowed
   EXPECT_EQ(kv.used_blocks(), 4);
   kv.release(1);
   EXPECT_EQ(kv.used_blocks(), 1);
-  EXPECT_EQ(kv.blocks_of(1), 0);
+  EXPECT_EQ(kv.units_of(1), 0);
   kv.release(1);  // no-op
   EXPECT_EQ(kv.used_blocks(), 1);
   EXPECT_EQ(kv.num_holders(), 1);
@@ -42,7 +42,7 @@ TEST(KvBlockManager, GrowReleaseExactAccounting) {
 // Sliding window of 64 tokens, 16-token blocks: a step starting at position c needs tokens
 // [max(0, c - 63), total); the blocks wholly behind that are returned when the request grows.
 TEST(KvBlockManager, SlidingWindowFreesTheBlocksBehindIt) {
-  KvBlockManager kv(20, 16, 64);
+  KvBlockManager kv(20, 16, {64});
   EXPECT_EQ(kv.blocks_for_step(0, 100), 7);   // a whole prompt: every token
   EXPECT_EQ(kv.blocks_for_step(100, 101), 5);  // tokens 37..100: blocks 2..6
   EXPECT_EQ(kv.blocks_for_step(63, 64), 4);    // tokens 0..63: the window just full
@@ -52,23 +52,43 @@ TEST(KvBlockManager, SlidingWindowFreesTheBlocksBehindIt) {
   kv.grow_to(1, 0, 100);
   EXPECT_EQ(kv.used_blocks(), 7);
   kv.grow_to(1, 100, 101);  // the first decode step frees blocks 0 and 1
-  EXPECT_EQ(kv.blocks_of(1), 5);
+  EXPECT_EQ(kv.units_of(1), 5);
   EXPECT_EQ(kv.used_blocks(), 5);
   for (std::int64_t c = 101; c < 1000; ++c) {
     kv.grow_to(1, c, c + 1);
-    ASSERT_LE(kv.blocks_of(1), 5) << c;  // ceil(63 / 16) + 1 blocks at most
-    ASSERT_GE(kv.blocks_of(1), 4) << c;
+    ASSERT_LE(kv.units_of(1), 5) << c;  // ceil(63 / 16) + 1 blocks at most
+    ASSERT_GE(kv.units_of(1), 4) << c;
   }
   KvBlockManager full(20, 16);  // no window: the same steps keep every block
   full.grow_to(1, 0, 100);
   full.grow_to(1, 100, 101);
-  EXPECT_EQ(full.blocks_of(1), 7);
+  EXPECT_EQ(full.units_of(1), 7);
+}
+
+// One full layer and three windowed ones (window 64, 16-token blocks): a unit is a quarter block; the full
+// layer keeps every token's block, the windowed ones only the window's.
+TEST(KvBlockManager, SomeLayersWindowedCountsPerLayerGroup) {
+  KvBlockManager kv(20, 16, {64, 1, 3});
+  EXPECT_EQ(kv.units_per_block(), 4);
+  EXPECT_EQ(kv.units_for_step(0, 100), 4 * 7);            // the prompt: every layer, every token
+  EXPECT_EQ(kv.units_for_step(100, 101), 1 * 7 + 3 * 5);  // decoding: the window's 5 blocks in 3 layers
+  kv.grow_to(1, 0, 100);
+  EXPECT_EQ(kv.used_blocks(), 7);
+  kv.grow_to(1, 100, 101);
+  EXPECT_EQ(kv.units_of(1), 22);
+  EXPECT_EQ(kv.used_blocks(), 6);  // 22 units, 5.5 blocks, reported rounded up
+  for (std::int64_t c = 101; c < 1000; ++c) kv.grow_to(1, c, c + 1);
+  EXPECT_EQ(kv.units_of(1), 1 * kv.blocks_for(1000) + 3 * kv.blocks_for_step(999, 1000));
+  EXPECT_EQ(kv.free_units(), 20 * 4 - kv.units_of(1));
+  EXPECT_FALSE(kv.can_grow_to(2, 0, 16 * 20));  // a whole 320-token prompt needs 20 blocks: 80 units
 }
 
 TEST(KvBlockManager, BadSizesAreUserErrors) {
   EXPECT_THROW(KvBlockManager(0, 16), Error);
   EXPECT_THROW(KvBlockManager(4, 0), Error);
-  EXPECT_THROW(KvBlockManager(4, 16, -1), Error);
+  EXPECT_THROW(KvBlockManager(4, 16, {-1}), Error);
+  EXPECT_THROW(KvBlockManager(4, 16, {64, -1, 1}), Error);
+  EXPECT_THROW(KvBlockManager(4, 16, {64, 1, 0}), Error);
 }
 
 TEST(KvBlockManager, CapacityFromMemory) {

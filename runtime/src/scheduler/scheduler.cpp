@@ -19,7 +19,7 @@ SchedulerConfig validated(SchedulerConfig c) {
 
 Scheduler::Scheduler(SchedulerConfig config)
     : config_(validated(config)),
-      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens, config_.kv_window_tokens),
+      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens, config_.kv_window),
       prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.kv_block_tokens) {}
 
 bool Scheduler::older(const Live& a, const Live& b) {

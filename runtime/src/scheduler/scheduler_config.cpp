@@ -31,9 +31,10 @@ void SchedulerConfig::validate() const {
   if (kv_capacity_blocks < 1)
     throw Error(fmt::format("scheduler kv_capacity_blocks is {}; expected >= 1 (device memory minus weights)",
                             kv_capacity_blocks));
-  if (kv_window_tokens < 0)
-    throw Error(fmt::format("scheduler kv_window_tokens is {}; expected >= 1 (or 0: no sliding window)",
-                            kv_window_tokens));
+  if (kv_window.tokens < 0 || kv_window.full_layers < 0 || kv_window.windowed_layers < 1)
+    throw Error(fmt::format("scheduler kv_window is {} tokens over {} windowed and {} full layers; expected "
+                            "tokens >= 0 (0: no window), >= 1 windowed and >= 0 full layers",
+                            kv_window.tokens, kv_window.windowed_layers, kv_window.full_layers));
   if (prefill_capacity_tokens < 0 || (prefill_capacity_tokens > 0 && prefill_capacity_tokens < kv_block_tokens))
     throw Error(fmt::format("scheduler prefill_capacity_tokens is {}; expected 0 (no prefill space bound) or at "
                             "least one KV block ({} tokens)",

@@ -50,7 +50,7 @@ struct ModelSpec {
   // Sliding-window attention (Mistral, Qwen2 with use_sliding_window, Phi-3): a query attends to the last
   // `sliding_window` tokens (itself included) in every layer but `full_attention_layers`; 0 = every layer
   // attends to its whole context. Lowering windows the attention's reads and FLOPs; the serving scheduler
-  // frees KV blocks behind the window when every layer has it (runtime KvBlockManager).
+  // frees the windowed layers' KV blocks behind the window (runtime KvBlockManager).
   int sliding_window = 0;
   std::vector<int> full_attention_layers;
   DType dtype = DType::kFp16;   // weights

@@ -1,11 +1,15 @@
 #pragma once
 // Paged KV cache accounting (vLLM-style): the cache is `capacity_blocks` blocks of `block_tokens` tokens;
-// a request holding T tokens of KV owns ceil(T / block_tokens) blocks. With a sliding window of W tokens
-// (every layer windowed), a step whose first new token is at position c only needs the blocks holding tokens
-// [max(0, c - W + 1), T): blocks wholly behind the window are freed when the request next grows (vLLM's
-// sliding-window block tables). Pure bookkeeping, no policy:
+// a request holding T tokens of KV owns ceil(T / block_tokens) blocks. With a sliding window of W tokens, a
+// step whose first new token is at position c only needs the windowed layers' blocks holding tokens
+// [max(0, c - W + 1), T): those wholly behind the window are freed when the request next grows (vLLM's
+// sliding-window block tables). When only some layers are windowed (KvWindow::full_layers > 0), a block is
+// counted per layer group: the accounting unit is one block of one layer's share, 1 / layers of a block
+// (units_per_block() of them make a block), the full layers holding every token and the windowed ones the
+// window (vLLM's hybrid allocator, one pool). With no window, or every layer windowed, a unit is a block.
+// Pure bookkeeping, no policy:
 // the scheduler decides who grows and who is preempted. The caller computes the capacity from device memory
-// minus weights (see kv_blocks_for_memory). Used blocks never exceed capacity: grow_to() throws first.
+// minus weights (see kv_blocks_for_memory). Used units never exceed capacity: grow_to() throws first.
 #include <cstdint>
 #include <unordered_map>
 
@@ -13,43 +17,58 @@
 
 namespace duplex::runtime {
 
+// A model's sliding window as the KV cache sees it: `tokens` (0: none), and how many layers attend fully /
+// through the window (full_layers 0: every layer is windowed).
+struct KvWindow {
+  std::int64_t tokens = 0;
+  std::int64_t full_layers = 0;
+  std::int64_t windowed_layers = 1;
+};
+
 class KvBlockManager {
  public:
-  // Throws duplex::Error unless capacity_blocks >= 1, block_tokens >= 1 and window_tokens >= 0 (0: no
-  // window).
-  KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, std::int64_t window_tokens = 0);
+  // Throws duplex::Error unless capacity_blocks >= 1, block_tokens >= 1, window.tokens >= 0 (0: no window),
+  // window.full_layers >= 0 and window.windowed_layers >= 1.
+  KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window = {});
 
   std::int64_t blocks_for(std::int64_t tokens) const;  // ceil(tokens / block_tokens), tokens >= 0
   // Blocks a request must hold for a step whose first new token is at position `context` and after which it
   // has `total_tokens` tokens (context <= total_tokens): blocks_for(total_tokens), or with a window the blocks
   // that hold tokens [max(0, context - window + 1), total_tokens).
   std::int64_t blocks_for_step(std::int64_t context, std::int64_t total_tokens) const;
-  // Blocks `id` must add for that step (0 when it already holds enough).
-  std::int64_t extra_blocks_needed(RequestId id, std::int64_t context, std::int64_t total_tokens) const;
+  // Units a request holds for that step: full_layers x blocks_for(total) + windowed_layers x
+  // blocks_for_step(...) when only some layers are windowed, else blocks_for_step(...).
+  std::int64_t units_for_step(std::int64_t context, std::int64_t total_tokens) const;
+  // Units `id` must add for that step (0 when it already holds enough).
+  std::int64_t extra_units_needed(RequestId id, std::int64_t context, std::int64_t total_tokens) const;
   bool can_grow_to(RequestId id, std::int64_t context, std::int64_t total_tokens) const {
-    return extra_blocks_needed(id, context, total_tokens) <= free_blocks();
+    return extra_units_needed(id, context, total_tokens) <= free_units();
   }
-  // Makes `id` hold blocks_for_step(context, total_tokens) blocks: without a window it never shrinks; with
-  // one, the blocks behind the window are returned. InternalError when blocks are short (the scheduler checks
+  // Makes `id` hold units_for_step(context, total_tokens) units: without a window it never shrinks; with one,
+  // the blocks behind the window are returned. InternalError when units are short (the scheduler checks
   // can_grow_to first).
   void grow_to(RequestId id, std::int64_t context, std::int64_t total_tokens);
-  // Returns all blocks of `id` (no-op for an id holding none).
+  // Returns all units of `id` (no-op for an id holding none).
   void release(RequestId id);
 
-  std::int64_t blocks_of(RequestId id) const;
-  std::int64_t used_blocks() const { return used_blocks_; }
-  std::int64_t free_blocks() const { return capacity_blocks_ - used_blocks_; }
+  std::int64_t units_of(RequestId id) const;
+  std::int64_t units_per_block() const { return units_per_block_; }
+  std::int64_t used_units() const { return used_units_; }
+  std::int64_t free_units() const { return capacity_blocks_ * units_per_block_ - used_units_; }
+  // Blocks in use, whole blocks' worth of units rounded up (what a step reports).
+  std::int64_t used_blocks() const { return (used_units_ + units_per_block_ - 1) / units_per_block_; }
   std::int64_t capacity_blocks() const { return capacity_blocks_; }
   std::int64_t block_tokens() const { return block_tokens_; }
-  std::int64_t window_tokens() const { return window_tokens_; }
-  std::int64_t num_holders() const { return static_cast<std::int64_t>(blocks_.size()); }
+  const KvWindow& window() const { return window_; }
+  std::int64_t num_holders() const { return static_cast<std::int64_t>(units_.size()); }
 
  private:
   std::int64_t capacity_blocks_;
   std::int64_t block_tokens_;
-  std::int64_t window_tokens_;
-  std::int64_t used_blocks_ = 0;
-  std::unordered_map<RequestId, std::int64_t> blocks_;
+  KvWindow window_;
+  std::int64_t units_per_block_;  // layers when only some are windowed, else 1
+  std::int64_t used_units_ = 0;
+  std::unordered_map<RequestId, std::int64_t> units_;
 };
 
 // Blocks that fit in `kv_bytes_available` (device memory left after weights and activations, per the

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "duplex/runtime/scheduler/kv_block_manager.hpp"
+
 namespace duplex {
 class ConfigNode;
 }
@@ -35,9 +37,9 @@ struct SchedulerConfig {
   bool chunked_prefill = false;            // split prefills to fill the budget (continuous only)
   std::int64_t kv_block_tokens = 16;       // tokens per KV block
   std::int64_t kv_capacity_blocks = 0;     // KV blocks available (from device memory minus weights), >= 1
-  // The model's sliding window when every layer has one (tokens; 0 = none): KV blocks wholly behind it are
-  // freed (KvBlockManager). Set by the engine from the model, not read from the map.
-  std::int64_t kv_window_tokens = 0;
+  // The model's sliding window and its layers (KvBlockManager: the windowed layers' blocks wholly behind it
+  // are freed). Set by the engine from the model, not read from the map.
+  KvWindow kv_window;
   // Prefill space (Duplex memory spaces): the prompt tokens of the requests whose prefill is not complete,
   // in whole KV blocks of kv_block_tokens (the space is paged like the KV cache), never exceed this; 0 = no
   // bound. Otherwise >= kv_block_tokens. See Scheduler for the contract.
@@ -48,7 +50,7 @@ struct SchedulerConfig {
 };
 
 // Reads a `scheduler:` map: policy (continuous|orca|static), max_batch, max_tokens_per_step (0 = none),
-// chunked_prefill, kv_block_tokens. kv_capacity_blocks, kv_window_tokens and prefill_capacity_tokens are not
+// chunked_prefill, kv_block_tokens. kv_capacity_blocks, kv_window and prefill_capacity_tokens are not
 // read (the engine computes them); the map is finish()ed, so unknown keys are errors.
 SchedulerConfig read_scheduler_config(const ConfigNode& node);
 
