@@ -1,9 +1,12 @@
 #pragma once
-// Seeded device buffers for the kernel benchmarks (kernels_bench, decode_tune_bench).
+// Seeded device buffers for the kernel benchmarks (kernels_bench, decode_tune_bench), and the decode-attention
+// inputs both benchmark.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -57,5 +60,39 @@ class Buffers {
   std::vector<void*> owned_;
   std::mt19937_64 rng_{42};
 };
+
+// Decode attention over a paged cache as the benchmarks run it: `batch` requests of `context` tokens each,
+// pages of 16 tokens handed out in a seeded shuffled order (as in serving), random q / K / V. The caches are
+// the runtime's layout ([pages][16][Hkv][D]) or, with head_major, strided views of [pages][Hkv][16][D].
+inline DecodeAttentionArgs paged_decode_args(Buffers& buf, DType dtype, std::int64_t batch, std::int64_t hq,
+                                             std::int64_t hkv, std::int64_t d, std::int64_t context,
+                                             bool head_major = false) {
+  const std::int64_t block = 16, blocks_per_seq = (context + block - 1) / block;
+  std::vector<std::int32_t> table(static_cast<std::size_t>(batch * blocks_per_seq));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937_64(7));
+  std::vector<std::int32_t> lens(static_cast<std::size_t>(batch), static_cast<std::int32_t>(context));
+  const std::int64_t num_blocks = batch * blocks_per_seq;
+  auto cache = [&] {
+    if (!head_major) return buf.random(dtype, {num_blocks, block, hkv, d});
+    const Tensor physical = buf.random(dtype, {num_blocks, hkv, block, d});
+    return Tensor::strided(physical.data, dtype, {num_blocks, block, hkv, d}, {hkv * block * d, d, block * d, 1},
+                           physical.location);
+  };
+  return DecodeAttentionArgs{buf.random(dtype, {batch, hq, d}),
+                             cache(),
+                             cache(),
+                             buf.ints({batch, blocks_per_seq}, table),
+                             buf.ints({batch}, lens),
+                             buf.random(dtype, {batch, hq, d}),
+                             1.0f / static_cast<float>(std::sqrt(static_cast<double>(d))),
+                             context};
+}
+
+// The K and V bytes one call of paged_decode_args' op must read (every request at max_context_len).
+inline double decode_kv_bytes(const DecodeAttentionArgs& args) {
+  return 2.0 * static_cast<double>(args.q.dim(0) * args.max_context_len * args.k_cache.dim(2) * args.q.dim(2)) *
+         static_cast<double>(dtype_size(args.q.dtype));
+}
 
 }  // namespace duplex::kernels

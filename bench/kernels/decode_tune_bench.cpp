@@ -13,8 +13,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -102,9 +100,7 @@ void time_and_count(benchmark::State& state, cuda::Context& ctx, const DecodeAtt
       return fail(state, st.to_string());
     if (cudaDeviceSynchronize() != cudaSuccess) return fail(state, "cudaDeviceSynchronize failed");
   }
-  const std::int64_t batch = args.q.dim(0), hkv = args.k_cache.dim(2), d = args.q.dim(2);
-  const double kv_bytes = 2.0 * static_cast<double>(batch * args.max_context_len * hkv * d) *
-                          static_cast<double>(dtype_size(args.q.dtype));
+  const double kv_bytes = decode_kv_bytes(args);
   const auto iters = static_cast<double>(state.iterations());
   state.counters["bytes"] = benchmark::Counter(kv_bytes * iters, benchmark::Counter::kIsRate);
   state.counters["of_peak"] =
@@ -123,21 +119,7 @@ Inputs& inputs_for(Backend& backend, DType dtype, std::int64_t batch, std::int64
   std::unique_ptr<Inputs>& in = made[{static_cast<std::int64_t>(dtype), batch, hq, hkv, d, context}];
   if (in != nullptr) return *in;
   in = std::make_unique<Inputs>(backend);
-  const std::int64_t block = 16, blocks_per_seq = (context + block - 1) / block;
-  std::vector<std::int32_t> table(static_cast<std::size_t>(batch * blocks_per_seq));
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937_64(7));  // as kernels_bench's decode_bench
-  std::vector<std::int32_t> lens(static_cast<std::size_t>(batch), static_cast<std::int32_t>(context));
-  const std::int64_t num_blocks = batch * blocks_per_seq;
-  Buffers& buf = in->buf;
-  in->args = DecodeAttentionArgs{buf.random(dtype, {batch, hq, d}),
-                                 buf.random(dtype, {num_blocks, block, hkv, d}),
-                                 buf.random(dtype, {num_blocks, block, hkv, d}),
-                                 buf.ints({batch, blocks_per_seq}, table),
-                                 buf.ints({batch}, lens),
-                                 buf.random(dtype, {batch, hq, d}),
-                                 1.0f / static_cast<float>(std::sqrt(static_cast<double>(d))),
-                                 context};
+  in->args = paged_decode_args(in->buf, dtype, batch, hq, hkv, d, context);  // Cuda/DecodeAttention's inputs
   return *in;
 }
 

@@ -10,8 +10,6 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -86,32 +84,11 @@ void decode_bench(benchmark::State& state, Backend* backend, DType dtype, double
     state.SkipWithError("backend unavailable (no GPU)");
     return;
   }
-  const std::int64_t batch = state.range(0), hq = state.range(1), hkv = state.range(2), d = state.range(3);
-  const std::int64_t context = state.range(4), block = 16, blocks_per_seq = (context + block - 1) / block;
+  const std::int64_t batch = state.range(0), hq = state.range(1), d = state.range(3), context = state.range(4);
   Buffers buf(*backend);
-  std::vector<std::int32_t> table(static_cast<std::size_t>(batch * blocks_per_seq));
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937_64(7));
-  std::vector<std::int32_t> lens(static_cast<std::size_t>(batch), static_cast<std::int32_t>(context));
-  const std::int64_t num_blocks = batch * blocks_per_seq;
-  auto cache = [&] {
-    if (!head_major) return buf.random(dtype, {num_blocks, block, hkv, d});
-    const Tensor physical = buf.random(dtype, {num_blocks, hkv, block, d});
-    return Tensor::strided(physical.data, dtype, {num_blocks, block, hkv, d}, {hkv * block * d, d, block * d, 1},
-                           physical.location);
-  };
-  DecodeAttentionArgs args{buf.random(dtype, {batch, hq, d}),
-                           cache(),
-                           cache(),
-                           buf.ints({batch, blocks_per_seq}, table),
-                           buf.ints({batch}, lens),
-                           buf.random(dtype, {batch, hq, d}),
-                           1.0f / static_cast<float>(std::sqrt(static_cast<double>(d))),
-                           context};
+  const DecodeAttentionArgs args = paged_decode_args(buf, dtype, batch, hq, state.range(2), d, context, head_major);
   time_op(state, *backend, args);
-  const double kv_bytes =
-      2.0 * static_cast<double>(batch * context * hkv * d) * static_cast<double>(dtype_size(dtype));
-  set_rates(state, 4.0 * static_cast<double>(batch * hq * context * d), kv_bytes, 0, peak_bytes);
+  set_rates(state, 4.0 * static_cast<double>(batch * hq * context * d), decode_kv_bytes(args), 0, peak_bytes);
 }
 
 // ---- grouped expert FFN (gated SiLU), tokens spread evenly over the experts
