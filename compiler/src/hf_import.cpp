@@ -92,7 +92,7 @@ void read_dtype(const Fields& f, ModelSpec& m) {
 // shorter than max_position_embeddings (a window covering every position is full attention). Its layers:
 // layer_types ("sliding_attention" / "full_attention" per layer) when given, else Qwen2's max_window_layers
 // (the layers below it attend fully) when given, else every layer.
-void read_sliding_window(const Fields& f, ModelSpec& m) {
+void read_window_layers(const Fields& f, ModelSpec& m) {
   const int window = f.integer_or("sliding_window", 0);
   if (window == 0 || !f.boolean_or("use_sliding_window", true)) return;
   const int positions = f.integer_or("max_position_embeddings", 0);
@@ -117,6 +117,15 @@ void read_sliding_window(const Fields& f, ModelSpec& m) {
   }
   const int full_below = std::min(f.integer_or("max_window_layers", 0), m.layers);
   for (int l = 0; l < full_below; ++l) m.full_attention_layers.push_back(l);
+}
+
+// The window as read_window_layers states it; a window on no layer is no window.
+void read_sliding_window(const Fields& f, ModelSpec& m) {
+  read_window_layers(f, m);
+  if (m.sliding_window > 0 && static_cast<int>(m.full_attention_layers.size()) == m.layers) {
+    m.sliding_window = 0;
+    m.full_attention_layers.clear();
+  }
 }
 
 void read_common(const Fields& f, ModelSpec& m) {

@@ -117,6 +117,11 @@ void ModelSpec::validate() const {
   if (sliding_window < 0) bad("sliding_window", "must be >= 1 (0: no window)");
   if (sliding_window == 0 && !full_attention_layers.empty())
     bad("full_attention_layers", "is set, but sliding_window is not: every layer already attends to its whole context");
+  bool any_windowed = sliding_window == 0;
+  for (int l = 0; l < layers && !any_windowed; ++l) any_windowed = attention_window(l) > 0;
+  if (!any_windowed)
+    bad("full_attention_layers", "lists every layer, so no layer has the sliding window; expected some layer "
+                                 "left out, or no sliding_window");
 }
 
 namespace {

@@ -154,6 +154,11 @@ TEST(HfImport, SlidingWindowAttentionIsImportedPerLayer) {
   EXPECT_EQ(qwen.attention_window(2), 0);
   EXPECT_EQ(qwen.attention_window(3), 4096);
   EXPECT_EQ(qwen.window_note(), "sliding window 4096 (1 of 4 layers)");
+  // Qwen2 with max_window_layers = num_hidden_layers: every layer attends fully, i.e. no window.
+  const ModelSpec all_full = import_hf_config(
+      base + R"("sliding_window": 4096, "use_sliding_window": true, "max_window_layers": 4})", "m.json");
+  EXPECT_EQ(all_full.sliding_window, 0);
+  EXPECT_TRUE(all_full.full_attention_layers.empty());
   const ModelSpec typed = import_hf_config(base + R"("sliding_window": 1024, "layer_types": ["sliding_attention",
     "full_attention", "sliding_attention", "full_attention"]})", "m.json");
   EXPECT_EQ(typed.full_attention_layers, (std::vector<int>{1, 3}));
@@ -189,6 +194,9 @@ TEST(ModelSpec, SlidingWindowFromYaml) {
   EXPECT_NE(message("full_attention_layers: [1]\n").find("m.yaml: full_attention_layers: is set, but sliding_window"),
             std::string::npos);
   EXPECT_NE(message("sliding_window: 128\nfull_attention_layers: [3]\n").find("\"3\" is not a layer index"),
+            std::string::npos);
+  EXPECT_NE(message("sliding_window: 128\nfull_attention_layers: [0, 1, 2]\n")
+                .find("m.yaml: full_attention_layers: lists every layer, so no layer has the sliding window"),
             std::string::npos);
 }
 
