@@ -23,10 +23,15 @@ int ModelSpec::attention_window(int layer) const {
   return full ? 0 : sliding_window;
 }
 
-std::string ModelSpec::window_note() const {
-  if (sliding_window == 0) return "";
+int ModelSpec::windowed_layers() const {
   int windowed = 0;
   for (int l = 0; l < layers; ++l) windowed += attention_window(l) > 0 ? 1 : 0;
+  return windowed;
+}
+
+std::string ModelSpec::window_note() const {
+  if (sliding_window == 0) return "";
+  const int windowed = windowed_layers();
   return windowed == layers ? fmt::format("sliding window {} (every layer)", sliding_window)
                             : fmt::format("sliding window {} ({} of {} layers)", sliding_window, windowed, layers);
 }
@@ -117,9 +122,7 @@ void ModelSpec::validate() const {
   if (sliding_window < 0) bad("sliding_window", "must be >= 1 (0: no window)");
   if (sliding_window == 0 && !full_attention_layers.empty())
     bad("full_attention_layers", "is set, but sliding_window is not: every layer already attends to its whole context");
-  bool any_windowed = sliding_window == 0;
-  for (int l = 0; l < layers && !any_windowed; ++l) any_windowed = attention_window(l) > 0;
-  if (!any_windowed)
+  if (sliding_window > 0 && windowed_layers() == 0)
     bad("full_attention_layers", "lists every layer, so no layer has the sliding window; expected some layer "
                                  "left out, or no sliding_window");
 }

@@ -91,8 +91,7 @@ Status decode_attention(const DecodeAttentionArgs& args) {
                             b, j, block, num_blocks)};
     }
   }
-  const std::int64_t span = args.window > 0 ? std::min(args.max_context_len, args.window) : args.max_context_len;
-  const std::int64_t chunks = std::max<std::int64_t>(1, (span + kDecodeChunk - 1) / kDecodeChunk);
+  const std::int64_t chunks = std::max<std::int64_t>(1, (args.max_attended() + kDecodeChunk - 1) / kDecodeChunk);
   // Per task: for each query head of the group, running max, sum of exp, and the unnormalised output [D].
   const std::int64_t partial_stride = group * (d + 2);
   std::vector<float> partials(static_cast<std::size_t>(batch * hkv * chunks * partial_stride));

@@ -344,9 +344,9 @@ Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t s
               cache_strides(args.k_cache)};
   s.head_chunks = (s.group + kGroup - 1) / kGroup;
   const std::int64_t row_groups = kWarps * (32 / lanes);
-  const std::int64_t split_tokens = split_tokens_for(ctx, batch * hkv * s.head_chunks, attended_span(args),
+  const std::int64_t split_tokens = split_tokens_for(ctx, batch * hkv * s.head_chunks, args.max_attended(),
                                                      row_groups * kTokens, kBlocksPerSm);
-  const std::int64_t splits = std::max<std::int64_t>(1, (attended_span(args) + split_tokens - 1) / split_tokens);
+  const std::int64_t splits = std::max<std::int64_t>(1, (args.max_attended() + split_tokens - 1) / split_tokens);
   s.split_tokens = static_cast<int>(split_tokens);
   s.splits = static_cast<int>(splits);
 
@@ -386,8 +386,8 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
   s.max_blocks = args.block_table.dim(1);
   s.stride = cache_strides(args.k_cache);
   s.window = args.window;
-  s.split_tokens = split_tokens_for(ctx, batch * s.hkv, attended_span(args), kTile, kBlocksPerSm);
-  s.splits = std::max<std::int64_t>(1, (attended_span(args) + s.split_tokens - 1) / s.split_tokens);
+  s.split_tokens = split_tokens_for(ctx, batch * s.hkv, args.max_attended(), kTile, kBlocksPerSm);
+  s.splits = std::max<std::int64_t>(1, (args.max_attended() + s.split_tokens - 1) / s.split_tokens);
 
   const std::size_t shared_bytes =
       sizeof(float) * static_cast<std::size_t>(2 * s.group * s.d + kTile * (s.d + 1) + kTile * s.d +

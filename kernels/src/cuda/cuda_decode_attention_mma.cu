@@ -559,8 +559,8 @@ Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, P::kThreads, shared_bytes));
   const std::int64_t split_tokens =
       split_tokens_by_waves(batch * hkv * s.head_chunks, std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count},
-                            attended_span(args), P::kTileTokens);
-  const std::int64_t splits = std::max<std::int64_t>(1, (attended_span(args) + split_tokens - 1) / split_tokens);
+                            args.max_attended(), P::kTileTokens);
+  const std::int64_t splits = std::max<std::int64_t>(1, (args.max_attended() + split_tokens - 1) / split_tokens);
   s.split_tokens = static_cast<int>(split_tokens);
   s.splits = static_cast<int>(splits);
 

@@ -81,12 +81,6 @@ __global__ void decode_merge(const float* partial_acc, const float* partial_ml, 
   }
 }
 
-// Tokens a request attends to at most: max_context_len, or the sliding window when shorter (the split
-// sizing's length).
-inline std::int64_t attended_span(const DecodeAttentionArgs& args) {
-  return args.window > 0 ? std::min(args.max_context_len, args.window) : args.max_context_len;
-}
-
 inline bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }

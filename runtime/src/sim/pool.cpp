@@ -27,11 +27,8 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   SchedulerConfig sched = o.scheduler;
   sched.kv_capacity_blocks = memory_.kv_blocks(sched.kv_block_tokens);
   // The windowed layers' blocks behind a sliding window are freed (KvBlockManager).
-  if (model.sliding_window > 0) {
-    std::int64_t windowed = 0;
-    for (int l = 0; l < model.layers; ++l) windowed += model.attention_window(l) > 0 ? 1 : 0;
-    sched.kv_window = {model.sliding_window, model.layers - windowed, windowed};
-  }
+  if (model.sliding_window > 0)
+    sched.kv_window = {model.sliding_window, model.layers - model.windowed_layers(), model.windowed_layers()};
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < 1)

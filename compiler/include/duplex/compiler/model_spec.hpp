@@ -60,6 +60,7 @@ struct ModelSpec {
   bool is_moe_layer(int layer) const;
   // Tokens a query of this layer attends to at most; 0 = its whole context.
   int attention_window(int layer) const;
+  int windowed_layers() const;  // layers with a sliding window (0 without one)
   // "" without a window, else "sliding window 4096 (28 of 32 layers)" / "sliding window 4096 (every layer)".
   std::string window_note() const;
   int q_dim() const { return heads * head_dim; }

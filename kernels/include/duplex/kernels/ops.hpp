@@ -75,6 +75,10 @@ struct DecodeAttentionArgs {
   float scale = 1.0f;
   std::int64_t max_context_len = 0;
   std::int64_t window = 0;
+
+  // Tokens a request attends to at most: max_context_len, or the window when shorter (kernels size their
+  // work split by it).
+  std::int64_t max_attended() const { return window > 0 && window < max_context_len ? window : max_context_len; }
 };
 
 // Row softmax: y[R,C] = softmax(scale * x[R,C]) per row. y may alias x.
