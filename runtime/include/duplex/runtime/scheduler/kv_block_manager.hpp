@@ -7,9 +7,9 @@
 // counted per layer group: the accounting unit is one block of one layer's share, 1 / layers of a block
 // (units_per_block() of them make a block), the full layers holding every token and the windowed ones the
 // window (vLLM's hybrid allocator, one pool). With no window, or every layer windowed, a unit is a block.
-// Pure bookkeeping, no policy:
-// the scheduler decides who grows and who is preempted. The caller computes the capacity from device memory
-// minus weights (see kv_blocks_for_memory). Used units never exceed capacity: grow_to() throws first.
+// Pure bookkeeping, no policy: the scheduler decides who grows and who is preempted. The caller computes the
+// capacity from device memory minus weights (see kv_blocks_for_memory). Used units never exceed capacity:
+// grow_to() throws first.
 #include <cstdint>
 #include <unordered_map>
 
