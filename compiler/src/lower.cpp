@@ -225,7 +225,9 @@ class Lowering {
   void moe_block(int l) {
     gemm(OpKind::kRouter, l, "router", tokens_, m_.experts, m_.hidden, 1, m_.experts);
     // Inside a node every device already holds all the node's tokens (attention is tensor parallel); experts
-    // on other nodes (with or without +ET) need the tokens sent there and back: an all-to-all each way.
+    // on other nodes (with or without +ET) need the tokens sent there and back: an all-to-all each way. On a
+    // heterogeneous system it runs GPU to GPU (the PIM devices sit on their node's NVLink only), and each GPU
+    // then moves its experts' tokens, its own node's and those received, to its PIM devices and back.
     collective(OpKind::kAllToAll, l, "dispatch", tokens_ * m_.top_k, p_.nodes);
     const int matrices = m_.ffn_kind == FfnKind::kGated ? 3 : 2;
     // Routing is over the whole system's tokens: experts are shared by all data-parallel replicas.
@@ -286,9 +288,6 @@ class Lowering {
 Graph lower(const ModelSpec& model, const BatchState& batch, const ParallelLayout& layout, const Routing& routing,
             const LowerOptions& options) {
   if (batch.tokens() <= 0) throw Error("lowering: the batch has no tokens to process");
-  if (options.pim_devices && layout.nodes > 1)
-    throw Error(fmt::format("lowering: a heterogeneous GPU + PIM-device system is modelled inside one node; "
-                            "{} on {} devices needs {} nodes", model.name, layout.devices, layout.nodes));
   for (const auto& g : batch.groups)
     if (g.count < 0 || g.context < 0 || g.tokens <= 0)
       throw Error(fmt::format("lowering: invalid request group (count {}, context {}, tokens {})", g.count, g.context,

@@ -1,6 +1,8 @@
 // BankGroup-PIM and the heterogeneous GPU + PIM-device system in the compiler: placement by data location and
 // the GPU <-> PIM-device transfers lowering adds (hand-computed on tiny-moe).
 #include <gtest/gtest.h>
+#include <string>
+#include <vector>
 
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/lower.hpp"
@@ -107,9 +109,50 @@ TEST(Heterogeneous, TransfersFollowTheTensorParallelShare) {
   EXPECT_DOUBLE_EQ(op_named(h.plan, "L0.to_pim_experts").link_bytes, 4 * 256 * 2);
 }
 
-TEST(Heterogeneous, MoreThanOneNodeIsAClearError) {
-  // 16 GPUs (+ 16 PIM devices): two nodes of 8.
-  EXPECT_THROW(compile("grok-1", "gpu-pim-hetero", BatchState::decode_batch(8, 128), 16), Error);
+TEST(Heterogeneous, AcrossNodesTokensCrossInfinibandGpuToGpuThenNvlinkToThePimDevices) {
+  // tiny-moe on 16 GPUs (+ 16 PIM devices): two nodes of 8, TP8 x DP2, EP8 with each expert in 2 shards.
+  // Decode-only, 8 requests: 4 per replica; uniform routing over all 8 tokens: 2 per expert.
+  const auto h = compile("tiny-moe", "gpu-pim-hetero", BatchState::decode_batch(8, 50), 16);
+  ASSERT_EQ(h.layout.nodes, 2);
+  auto time_of = [&](const std::string& name) {
+    const Op& o = op_named(h.plan, name);
+    std::size_t idx = 0;
+    while (&h.plan.graph.ops[idx] != &o) ++idx;
+    EXPECT_EQ(h.plan.find(idx)->unit, Unit::kLink) << name;
+    return h.plan.find(idx)->time.si();
+  };
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "L" + std::to_string(l) + ".";
+    // All-to-all over InfiniBand: 4 tokens x top-2 rows x 256 x 2 B, half of it leaves the node; one step of
+    // 50 GB/s + 5 us (devices/links.yaml).
+    for (const char* a2a : {"dispatch", "combine"}) {
+      EXPECT_DOUBLE_EQ(op_named(h.plan, p + a2a).link_bytes, 4 * 2 * 256 * 2 / 2.0);
+      EXPECT_NEAR(time_of(p + a2a), 2048 / 50e9 + 5e-6, 1e-15);
+    }
+    // Then this GPU's expert shard's 2 tokens, from both nodes, to its PIM device and back over NVLink.
+    EXPECT_DOUBLE_EQ(op_named(h.plan, p + "to_pim_experts").link_bytes, 2 * 256 * 2);
+    EXPECT_DOUBLE_EQ(op_named(h.plan, p + "from_pim_experts").link_bytes, 2 * 256 * 2);
+    EXPECT_NEAR(time_of(p + "to_pim_experts"), 1024 / 450e9 + 2e-6, 1e-15);
+    // Attention: this replica's 4 decode tokens, 1 q head and 1 kv head of 32 per GPU.
+    EXPECT_DOUBLE_EQ(op_named(h.plan, p + "to_pim_attn").link_bytes, 4 * (32 + 64) * 2);
+    EXPECT_DOUBLE_EQ(op_named(h.plan, p + "from_pim_attn").link_bytes, 4 * 32 * 2);
+  }
+  // The order inside an MoE layer: the tokens reach the other node before the PIM devices and come back after.
+  std::vector<std::string> moe;
+  for (const auto& o : h.plan.graph.ops)
+    if (o.layer == 0 && (o.kind == OpKind::kAllToAll || o.kind == OpKind::kPimTransfer || o.kind == OpKind::kExpertFfn))
+      moe.push_back(o.name);
+  EXPECT_EQ(moe, (std::vector<std::string>{"L0.to_pim_attn", "L0.from_pim_attn", "L0.dispatch", "L0.to_pim_experts",
+                                           "L0.expert0", "L0.from_pim_experts", "L0.combine"}));
+  // One node (8 GPUs) has no all-to-all: every expert's tokens are already on each GPU of the node.
+  for (const auto& o : compile("tiny-moe", "gpu-pim-hetero", BatchState::decode_batch(8, 50), 8).plan.graph.ops)
+    EXPECT_NE(o.kind, OpKind::kAllToAll) << o.name;
+  // The paper's Grok-1 deployment, two nodes of eight, lowers with the same ops.
+  const auto g = compile("grok-1", "gpu-pim-hetero", BatchState::decode_batch(64, 1024, 512), 16);
+  EXPECT_EQ(g.layout.nodes, 2);
+  expect_all_on(g.plan, OpKind::kExpertFfn, Unit::kPim);
+  expect_all_on(g.plan, OpKind::kAttentionDecode, Unit::kPim);
+  expect_all_on(g.plan, OpKind::kAllToAll, Unit::kLink);
 }
 
 }  // namespace

@@ -244,5 +244,33 @@ TEST(Heterogeneous, EveryRequestCompletesWithLinkTrafficAndBothDeviceKindsCharge
   EXPECT_LT(r.memory.kv_tokens, simulate(model, load_system("duplex-pe"), o).memory.kv_tokens);
 }
 
+TEST(Heterogeneous, TwoNodesServeAsDataParallelReplicasWithTheirOwnPimDevices) {
+  // tiny-moe on 16 GPUs + 16 PIM devices: two nodes, TP8 x DP2, EP8 with each expert in 2 shards.
+  const auto model = compiler::load_model("tiny-moe");
+  const SystemSpec h = load_system("gpu-pim-hetero");
+  SimulationOptions o = small_run(48, 64, 24, 16);
+  o.devices = 16;
+  const SystemResult r = simulate(model, h, o);
+  EXPECT_EQ(r.requests, 48);
+  EXPECT_EQ(r.devices, 16);
+  // Each PIM device holds its GPU's expert shard: 2 layers x 1 expert x (3 x 256 x 512) / 2 params x 2 B;
+  // K/V per token on a GPU's PIM device: 2 layers x 2 (k, v) x 1 of the 2 kv heads x 32 x 2 B = 256 B; the
+  // two replicas' caches add up.
+  const double capacity = static_cast<double>(h.memory_capacity().bytes);
+  const double experts = 2.0 * 3 * 256 * 512 / 2 * 2;
+  EXPECT_EQ(r.memory.kv_tokens, 2 * static_cast<std::int64_t>((capacity - experts) / 256));
+  // Static power: 16 GPUs (xPU + 5 stacks) and 16 PIM devices (5 stacks + 5 Logic-PIM dies).
+  const double t = r.simulated_s;
+  EXPECT_NEAR(r.energy_breakdown["static.xpu"].get<double>(), 100.0 * t * 16, 1e-9 * t);
+  EXPECT_NEAR(r.energy_breakdown["static.logic_pim_stack"].get<double>(), 1.0 * t * 16 * 5, 1e-9 * t);
+  // On one node (8 GPUs) the same requests move the same NVLink bytes in all (half the GPUs, each with twice
+  // the tokens) but no InfiniBand all-to-all: less link energy.
+  o.devices = 8;
+  const SystemResult one_node = simulate(model, h, o);
+  EXPECT_EQ(one_node.generated_tokens, r.generated_tokens);
+  EXPECT_LT(one_node.energy_breakdown["communication.links"].get<double>(),
+            r.energy_breakdown["communication.links"].get<double>());
+}
+
 }  // namespace
 }  // namespace duplex::runtime

@@ -6,8 +6,8 @@
 //         latency, over all stacks of the device (the softmax term: decode attention on Logic-PIM); a GEMM whose token count exceeds what the PIM input buffer holds is done in several passes,
 //         each re-reading the weights (Logic-PIM: tokens per pass = input_buffer / (k x 2 B));
 //   link: bytes / link bandwidth + per-step latency (ring all-reduce 2(p-1) steps on NVLink inside a node;
-//         all-to-all p-1 steps on InfiniBand across nodes; on a heterogeneous system the all-to-all ops are the
-//         GPU <-> PIM-device transfers inside a node: one NVLink step).
+//         all-to-all p-1 steps on InfiniBand across nodes; on a heterogeneous system the GPU <-> PIM-device
+//         transfers (kPimTransfer) are one NVLink step each, inside the node).
 // Heterogeneous GPU + PIM devices (system.heterogeneous()): an op runs where its data lives (required_unit):
 // decode attention (KV cache) and routed experts (their weights) only on the PIM devices, everything else
 // only on the GPU; the PIM roofline covers the GPU's pim_devices_per_gpu PIM devices.

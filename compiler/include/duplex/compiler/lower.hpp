@@ -11,13 +11,14 @@ namespace duplex::compiler {
 
 struct LowerOptions {
   // Heterogeneous GPU + PIM devices (SystemSpec::heterogeneous()): the KV cache and the routed experts live on
-  // the GPU's PIM devices, so lowering adds the NVLink transfers (all-to-all ops, one device's share) around
+  // the GPU's PIM devices, so lowering adds the NVLink transfers (kPimTransfer ops, one device's share) around
   // what runs there, per layer:
   //   to_pim_attn   = decode tokens x (q + new k + v elements) + prefill tokens x (k + v elements)  [KV write]
   //   from_pim_attn = decode tokens x q elements  (the attention output; q width = output width)
   //   to_pim_experts = from_pim_experts = tokens routed to this device's experts x hidden
-  // (elements of this device's heads; activations 2 B, K/V in the model's kv dtype). Only one node is
-  // supported: across nodes the expert all-to-all would share the all-to-all op kind.
+  // (elements of this device's heads; activations 2 B, K/V in the model's kv dtype). Across nodes the
+  // expert all-to-all (kAllToAll, InfiniBand, GPU to GPU as on the GPU system) precedes to_pim_experts and
+  // follows from_pim_experts: the PIM devices are reached only over their node's NVLink.
   bool pim_devices = false;
   // In-device K/V migration (DUPLEX.md s.6, memory spaces): on a Duplex device with Logic-PIM on its own stacks,
   // memory is split into 4 spaces by bank-bundle index; decode K/V lives in 3 of them and a prefill writes its
