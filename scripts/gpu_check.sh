@@ -15,11 +15,12 @@
 #       machine's CUDA toolkit. If its glibc is older than the packed one, the packed dynamic loader is used.
 #
 # What runs: the CUDA conformance test with DUPLEX_REQUIRE_GPU=1 (a missing GPU fails instead of skipping),
+# its decode-attention tests again on the register-direct kernel (DUPLEX_TEST_CUDA_DECODE_KERNEL=registers),
 # the backend tests, the CPU conformance test, and the Cuda/ benchmarks (decode attention bandwidth, GEMM and
 # grouped expert FFN TFLOP/s, launch overhead; GPU_CHECK_BENCH_FILTER, a Google Benchmark regex, narrows them),
 # kv_read_bench (the bandwidth ceiling of decode attention's access pattern per cache layout and page
 # order; GPU_CHECK_SKIP_KV_READ=1 leaves it out) and decode_tune_bench (the tensor-core decode kernel's compiled
-# pipeline shapes; GPU_CHECK_TUNE_FILTER narrows them, GPU_CHECK_SKIP_TUNE=1 leaves them out).
+# and register-direct shapes; GPU_CHECK_TUNE_FILTER narrows them, GPU_CHECK_SKIP_TUNE=1 leaves them out).
 # Outputs go to $OUT (default ./gpu-out). Budget: < 6 minutes (run mode: about 3).
 #
 # Device tool, e.g.:  here: scripts/gpu_check.sh --pack
@@ -65,6 +66,11 @@ run_checks() {
   DUPLEX_REQUIRE_GPU=1 "${launch[@]}" "$bin/kernels_conformance_cuda" \
     --gtest_output="xml:$out/conformance_cuda.xml" > "$out/conformance_cuda.txt" 2>&1 || status=1
   tail -n 30 "$out/conformance_cuda.txt" | tee -a "$out/gpu_check.log"
+  log "CUDA decode-attention conformance on the register-direct kernel (DUPLEX_TEST_CUDA_DECODE_KERNEL=registers)"
+  DUPLEX_REQUIRE_GPU=1 DUPLEX_TEST_CUDA_DECODE_KERNEL=registers "${launch[@]}" "$bin/kernels_conformance_cuda" \
+    --gtest_filter='*DecodeAttention*' --gtest_output="xml:$out/conformance_cuda_registers.xml" \
+    > "$out/conformance_cuda_registers.txt" 2>&1 || status=1
+  tail -n 15 "$out/conformance_cuda_registers.txt" | tee -a "$out/gpu_check.log"
   log "backend tests (DUPLEX_REQUIRE_GPU=1)"
   DUPLEX_REQUIRE_GPU=1 "${launch[@]}" "$bin/kernels_backend_tests" --gtest_brief=1 > "$out/backend_tests.txt" 2>&1 \
     || status=1

@@ -1,16 +1,19 @@
-// The tensor-core decode attention kernel's pipeline shapes, measured (CUDA builds only; skipped without a GPU).
-// Cuda/DecodeTune/<dtype>/w<warps>s<stages><i>/B/Hq/Hkv/D/context runs cuda_decode_attention_mma.cu with each
-// compiled shape (cuda_decode_tuning.hpp; <i> is "e" for early issue, "l" for late) on Cuda/DecodeAttention's
-// head_dim-128 shapes and inputs (kernels_bench: pages of 16 tokens, the same shuffled block table), so the
-// shape decode_attention uses is chosen from measurements. Before timing, each shape's output is compared with
-// the default shape's (the one the conformance tests check): a difference beyond a few units in the last place
-// of the storage type fails the benchmark and the program's exit status. Counters as kernels_bench: `bytes`
+// The tensor-core decode attention kernels' shapes, measured (CUDA builds only; skipped without a GPU).
+// Cuda/DecodeTune/<dtype>/<shape>/B/Hq/Hkv/D/context runs each compiled shape (cuda_decode_tuning.hpp) on
+// Cuda/DecodeAttention's head_dim-128 shapes and inputs (kernels_bench: pages of 16 tokens, the same shuffled
+// block table), so the kernel and shape decode_attention uses are chosen from measurements. <shape> is
+// w<warps>s<stages><i> for cuda_decode_attention_mma.cu (shared-memory ring; <i> "e" for early issue, "l" for
+// late; suffixes -pf<n>, -bulk, -copies-only, -compute-only) and regs-w<warps>b<min blocks>-<issue> for
+// cuda_decode_attention_regs.cu (loads into registers). Before timing, each shape's output is compared with the
+// default shape's (the one the conformance tests check): a difference beyond a few units in the last place of
+// the storage type fails the benchmark and the program's exit status. Counters as kernels_bench: `bytes`
 // (K + V bytes per second) and `of_peak` (over 4.8 TB/s).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -53,23 +56,47 @@ cuda::Context* tune_context() {
   return ctx.error_word != nullptr ? &ctx : nullptr;
 }
 
-// "Cuda/DecodeTune/f16/w4s3l", ".../w4s3l-pf4", ".../w4s2e-bulk", ".../w4s3l-copies-only" (formatted with
+// A kernel shape to measure: its benchmark name's last part, how to launch it, and whether it is a probe (its
+// output meaningless: only timed).
+struct Candidate {
+  std::string label;
+  std::function<Status(cuda::Context&, const DecodeAttentionArgs&)> launch;
+  bool probe = false;
+};
+
+// The shared-memory kernel's shapes: "w4s3l", "w4s3l-pf4", "w4s2e-bulk", "w4s3l-copies-only" (formatted with
 // snprintf: GCC 12's -Wrestrict misfires on chained string +).
-std::string benchmark_name(DType dtype, const cuda::MmaPipeline& p) {
+Candidate staged_candidate(const cuda::MmaPipeline& p) {
   const char* probe = p.probe == cuda::MmaProbe::kCopiesOnly    ? "-copies-only"
                       : p.probe == cuda::MmaProbe::kComputeOnly ? "-compute-only"
                                                                 : "";
   char prefetch[16] = "";
   if (p.prefetch > 0) std::snprintf(prefetch, sizeof prefetch, "-pf%d", p.prefetch);
-  char name[128];
-  std::snprintf(name, sizeof name, "Cuda/DecodeTune/%s/w%ds%d%c%s%s%s", dtype_name(dtype), p.warps, p.stages,
-                p.early_issue ? 'e' : 'l', prefetch, p.bulk ? "-bulk" : "", probe);
-  return name;
+  char name[64];
+  std::snprintf(name, sizeof name, "w%ds%d%c%s%s%s", p.warps, p.stages, p.early_issue ? 'e' : 'l', prefetch,
+                p.bulk ? "-bulk" : "", probe);
+  return {name,
+          [p](cuda::Context& ctx, const DecodeAttentionArgs& args) {
+            return cuda::decode_attention_mma(ctx, args, nullptr, p);
+          },
+          p.probe != cuda::MmaProbe::kNone};
 }
 
-// Runs decode attention with pipeline p and waits; the kernel's status, or the error word's.
-Status run_once(cuda::Context& ctx, const DecodeAttentionArgs& args, const cuda::MmaPipeline& p) {
-  Status st = cuda::decode_attention_mma(ctx, args, nullptr, p);
+// The register-direct kernel's shapes: "regs-w4b3-interleaved" (warps, minimum blocks per SM, issue order).
+Candidate regs_candidate(const cuda::RegsPipeline& p) {
+  const char* issue = p.issue == cuda::RegsIssue::kAfter         ? "after"
+                      : p.issue == cuda::RegsIssue::kInterleaved ? "interleaved"
+                                                                 : "ahead";
+  char name[64];
+  std::snprintf(name, sizeof name, "regs-w%db%d-%s", p.warps, p.min_blocks, issue);
+  return {name, [p](cuda::Context& ctx, const DecodeAttentionArgs& args) {
+            return cuda::decode_attention_regs(ctx, args, nullptr, p);
+          }};
+}
+
+// Runs a candidate once and waits; the kernel's status, or the error word's.
+Status run_once(cuda::Context& ctx, const DecodeAttentionArgs& args, const Candidate& c) {
+  Status st = c.launch(ctx, args);
   if (!st.ok()) return st;
   if (cudaDeviceSynchronize() != cudaSuccess) return {StatusCode::kDeviceError, "cudaDeviceSynchronize failed"};
   unsigned int word = 0;
@@ -94,10 +121,9 @@ void fail(benchmark::State& state, const std::string& why) {
 
 // Times the op (launch to completion) and sets the rate counters.
 void time_and_count(benchmark::State& state, cuda::Context& ctx, const DecodeAttentionArgs& args,
-                    const cuda::MmaPipeline& pipeline) {
+                    const Candidate& c) {
   for (auto _ : state) {
-    if (Status st = cuda::decode_attention_mma(ctx, args, nullptr, pipeline); !st.ok())
-      return fail(state, st.to_string());
+    if (Status st = c.launch(ctx, args); !st.ok()) return fail(state, st.to_string());
     if (cudaDeviceSynchronize() != cudaSuccess) return fail(state, "cudaDeviceSynchronize failed");
   }
   const double kv_bytes = decode_kv_bytes(args);
@@ -124,7 +150,7 @@ Inputs& inputs_for(Backend& backend, DType dtype, std::int64_t batch, std::int64
 }
 
 // Args: batch, query heads, kv heads, head_dim, context.
-void tune_bench(benchmark::State& state, DType dtype, cuda::MmaPipeline pipeline) {
+void tune_bench(benchmark::State& state, DType dtype, const Candidate& candidate) {
   Backend* backend = cuda_backend();
   cuda::Context* ctx = backend != nullptr ? tune_context() : nullptr;
   if (ctx == nullptr) {
@@ -137,15 +163,15 @@ void tune_bench(benchmark::State& state, DType dtype, cuda::MmaPipeline pipeline
 
   // The default shape's output, then this shape's: equal to within a few units in the last place (a probe's
   // output is meaningless: it is only timed).
-  const cuda::MmaPipeline reference = cuda::mma_pipelines().front();
-  if (pipeline.probe != cuda::MmaProbe::kNone) {
-    if (Status st = run_once(*ctx, args, pipeline); !st.ok()) return fail(state, st.to_string());
-    time_and_count(state, *ctx, args, pipeline);
+  if (candidate.probe) {
+    if (Status st = run_once(*ctx, args, candidate); !st.ok()) return fail(state, st.to_string());
+    time_and_count(state, *ctx, args, candidate);
     return;
   }
-  if (Status st = run_once(*ctx, args, reference); !st.ok()) return fail(state, st.to_string());
+  if (Status st = run_once(*ctx, args, staged_candidate(cuda::mma_pipelines().front())); !st.ok())
+    return fail(state, st.to_string());
   const std::vector<float> want = to_host_floats(*backend, args.out);
-  if (Status st = run_once(*ctx, args, pipeline); !st.ok()) return fail(state, st.to_string());
+  if (Status st = run_once(*ctx, args, candidate); !st.ok()) return fail(state, st.to_string());
   const std::vector<float> got = to_host_floats(*backend, args.out);
   const double ulp = dtype == DType::kBF16 ? 0x1p-8 : 0x1p-11;  // relative spacing of the storage type
   double worst = 0.0;
@@ -160,13 +186,17 @@ void tune_bench(benchmark::State& state, DType dtype, cuda::MmaPipeline pipeline
     return fail(state, why);
   }
 
-  time_and_count(state, *ctx, args, pipeline);
+  time_and_count(state, *ctx, args, candidate);
 }
 
 void register_all() {
+  std::vector<Candidate> candidates;
+  for (const cuda::MmaPipeline& p : cuda::mma_pipelines()) candidates.push_back(staged_candidate(p));
+  for (const cuda::RegsPipeline& p : cuda::regs_pipelines()) candidates.push_back(regs_candidate(p));
   for (DType dtype : {DType::kF16, DType::kBF16})
-    for (const cuda::MmaPipeline& p : cuda::mma_pipelines())
-      benchmark::RegisterBenchmark(benchmark_name(dtype, p).c_str(), tune_bench, dtype, p)
+    for (const Candidate& c : candidates)
+      benchmark::RegisterBenchmark(("Cuda/DecodeTune/" + std::string(dtype_name(dtype)) + "/" + c.label).c_str(),
+                                   tune_bench, dtype, c)
           ->Args({64, 32, 8, 128, 4096})  // Cuda/DecodeAttention's head_dim-128 shapes
           ->Args({256, 32, 8, 128, 2048})
           ->Args({16, 48, 8, 128, 16384})

@@ -13,7 +13,7 @@ Status cuda_device_status() {
           "without nvcc)"};
 }
 
-std::unique_ptr<Backend> make_cuda_backend(Status* why) {
+std::unique_ptr<Backend> make_cuda_backend(Status* why, const CudaOptions& /*options*/) {
   if (why != nullptr) *why = cuda_device_status();
   return nullptr;
 }

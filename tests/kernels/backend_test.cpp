@@ -2,7 +2,10 @@
 // run, determinism, and backend selection without a GPU.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <random>
 
 #include "duplex/base/error.hpp"
@@ -192,6 +195,33 @@ TEST(BackendSelection, WithoutAGpuTheBestBackendIsTheCpu) {
   EXPECT_EQ(make_cuda_backend(&why), nullptr);
   EXPECT_EQ(why.code(), StatusCode::kNoDevice);
   EXPECT_EQ(make_best_backend()->kind(), BackendKind::kCpu);
+}
+
+// The CUDA options the conformance suite runs with come from DUPLEX_TEST_CUDA_DECODE_KERNEL; a value that is
+// not a kernel's name is an error naming the variable, not the default.
+TEST(BackendSelection, TheDecodeKernelUnderTestIsReadStrictly) {
+  const char* saved = std::getenv("DUPLEX_TEST_CUDA_DECODE_KERNEL");
+  const std::string restore = saved != nullptr ? saved : "";
+  ::unsetenv("DUPLEX_TEST_CUDA_DECODE_KERNEL");
+  EXPECT_EQ(cuda_options_under_test().decode_attention, CudaDecodeKernel::kSharedRing);
+  ::setenv("DUPLEX_TEST_CUDA_DECODE_KERNEL", "registers", 1);
+  EXPECT_EQ(cuda_options_under_test().decode_attention, CudaDecodeKernel::kRegisters);
+  ::setenv("DUPLEX_TEST_CUDA_DECODE_KERNEL", "shared-ring", 1);
+  EXPECT_EQ(cuda_options_under_test().decode_attention, CudaDecodeKernel::kSharedRing);
+  ::setenv("DUPLEX_TEST_CUDA_DECODE_KERNEL", "regs", 1);
+  try {
+    (void)cuda_options_under_test();
+    ADD_FAILURE() << "no error for DUPLEX_TEST_CUDA_DECODE_KERNEL=regs";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("DUPLEX_TEST_CUDA_DECODE_KERNEL is 'regs'; expected shared-ring"),
+              std::string::npos)
+        << e.what();
+  }
+  if (saved != nullptr) {
+    ::setenv("DUPLEX_TEST_CUDA_DECODE_KERNEL", restore.c_str(), 1);
+  } else {
+    ::unsetenv("DUPLEX_TEST_CUDA_DECODE_KERNEL");
+  }
 }
 
 TEST(TensorView, ContiguousStridesAndErrors) {

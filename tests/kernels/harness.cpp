@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <stdexcept>
 
 #include "duplex/base/fp16.hpp"
 
@@ -124,10 +125,23 @@ Backend* backend_under_test(const std::string& name) {
   static std::map<std::string, std::unique_ptr<Backend>> backends;
   auto it = backends.find(name);
   if (it == backends.end()) {
-    std::unique_ptr<Backend> b = name == "cpu" ? make_cpu_backend() : make_cuda_backend();
+    std::unique_ptr<Backend> b = name == "cpu" ? make_cpu_backend() : make_cuda_backend(nullptr, cuda_options_under_test());
     it = backends.emplace(name, std::move(b)).first;
   }
   return it->second.get();
+}
+
+CudaOptions cuda_options_under_test() {
+  const char* v = std::getenv("DUPLEX_TEST_CUDA_DECODE_KERNEL");
+  const std::string kernel = v != nullptr ? v : "";
+  CudaOptions options;
+  if (kernel == "registers") {
+    options.decode_attention = CudaDecodeKernel::kRegisters;
+  } else if (!kernel.empty() && kernel != "shared-ring") {
+    throw std::invalid_argument("DUPLEX_TEST_CUDA_DECODE_KERNEL is '" + kernel +
+                                "'; expected shared-ring (the default) or registers");
+  }
+  return options;
 }
 
 bool gpu_required() {

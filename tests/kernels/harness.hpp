@@ -62,6 +62,10 @@ class DeviceArena {
 // The backend a test binary checks: "cpu", or "cuda". Null when CUDA is not usable (the caller skips, or
 // fails when DUPLEX_REQUIRE_GPU=1).
 Backend* backend_under_test(const std::string& name);
+// The CUDA backend's options under test: DUPLEX_TEST_CUDA_DECODE_KERNEL = shared-ring (default) | registers
+// (scripts/gpu_check.sh runs the decode-attention tests with each); another value throws
+// std::invalid_argument naming the variable.
+CudaOptions cuda_options_under_test();
 bool gpu_required();
 
 // ASSERT-style: sets `backend` or skips / fails the test.

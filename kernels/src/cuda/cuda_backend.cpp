@@ -145,7 +145,8 @@ class CudaBackend final : public Backend {
 
   BackendKind kind() const override { return BackendKind::kCuda; }
   std::string description() const override {
-    return fmt::format("cuda ({}, {} SMs)", device_name_, ctx_.sm_count);
+    return fmt::format("cuda ({}, {} SMs{})", device_name_, ctx_.sm_count,
+                       ctx_.decode_in_registers ? ", decode attention loading K / V into registers" : "");
   }
   Location memory_location() const override { return Location::kDevice; }
 
@@ -243,7 +244,7 @@ Status cuda_device_status() {
   return {};
 }
 
-std::unique_ptr<Backend> make_cuda_backend(Status* why) {
+std::unique_ptr<Backend> make_cuda_backend(Status* why, const CudaOptions& options) {
   auto fail = [&](const Status& s) -> std::unique_ptr<Backend> {
     if (why != nullptr) *why = s;
     return nullptr;
@@ -267,6 +268,7 @@ std::unique_ptr<Backend> make_cuda_backend(Status* why) {
   cuda::Context ctx;
   ctx.sm_count = prop.multiProcessorCount;
   ctx.max_shared_bytes = prop.sharedMemPerBlockOptin;
+  ctx.decode_in_registers = options.decode_attention == CudaDecodeKernel::kRegisters;
   void* word = nullptr;
   err = cudaMalloc(&word, sizeof(unsigned int));
   ctx.error_word = static_cast<unsigned int*>(word);

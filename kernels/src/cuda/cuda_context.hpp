@@ -27,6 +27,7 @@ struct Context {
   unsigned int* error_word = nullptr;  // device memory, one word
   int sm_count = 0;
   std::size_t max_shared_bytes = 0;  // opt-in dynamic shared memory per block
+  bool decode_in_registers = false;  // CudaOptions: decode attention on cuda_decode_attention_regs.cu where it applies
 };
 
 Status cuda_status(cudaError_t err, const char* what);

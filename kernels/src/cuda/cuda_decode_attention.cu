@@ -418,6 +418,7 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
 Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
   const std::int64_t batch = args.q.dim(0);
   if (batch == 0) return {};
+  if (ctx.decode_in_registers && decode_attention_regs_applies(args)) return decode_attention_regs(ctx, args, stream);
   if (decode_attention_mma_applies(args)) return decode_attention_mma(ctx, args, stream);
   return with_storage_type(args.q.dtype, [&](auto tag) -> Status {
     using T = decltype(tag);

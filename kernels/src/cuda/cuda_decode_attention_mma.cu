@@ -23,9 +23,7 @@
 // (bench/kernels/README.md: on an H200 none was faster, and bandwidth followed warps per SM, not bytes in
 // flight).
 //
-// MMA fragment layouts (PTX ISA, mma.m16n8k16, g = lane / 4, t = lane % 4): A regs {(g, 2t..2t+1),
-// (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)} (row, col); B regs {(k 2t..2t+1, n g), (k 2t+8.., n g)};
-// C {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}.
+// MMA fragment layouts: cuda_mma.cuh.
 #include <array>
 #include <cstdint>
 #include <span>
@@ -33,6 +31,7 @@
 #include <utility>
 
 #include "cuda_decode_common.cuh"
+#include "cuda_mma.cuh"
 #include "cuda_decode_tuning.hpp"
 
 namespace duplex::kernels::cuda {
@@ -59,46 +58,6 @@ using DefaultPipeline = Pipeline<4, 3, false>;
 
 constexpr int kHeadsPerBlock = 16;  // the MMA's M
 constexpr int kRowPad = 8;          // elements of padding per shared row: conflict-free ldmatrix
-
-template <class T>
-struct Mma;
-template <>
-struct Mma<__half> {
-  __device__ static __forceinline__ void run(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
-                                             std::uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  // Two floats rounded to a packed pair (first in the low half).
-  __device__ static __forceinline__ std::uint32_t pack(float lo, float hi) {
-    const __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const std::uint32_t*>(&h);
-  }
-  __device__ static __forceinline__ float2 unpack(std::uint32_t v) {
-    return __half22float2(*reinterpret_cast<const __half2*>(&v));
-  }
-};
-template <>
-struct Mma<__nv_bfloat16> {
-  __device__ static __forceinline__ void run(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
-                                             std::uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  __device__ static __forceinline__ std::uint32_t pack(float lo, float hi) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const std::uint32_t*>(&h);
-  }
-  __device__ static __forceinline__ float2 unpack(std::uint32_t v) {
-    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
-  }
-};
 
 __device__ __forceinline__ unsigned int shared_address(const void* p) {
   return static_cast<unsigned int>(__cvta_generic_to_shared(p));
@@ -167,12 +126,6 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned i
       : "memory");
 }
 #endif
-
-struct MmaShape {
-  int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks, window;
-  FastDivider block_size;
-  CacheStrides stride;  // of both caches, in elements
-};
 
 // Shared memory: kStages x {K tile, V tile} of [kTileTokens][D + kRowPad] elements; after the loop the same
 // bytes hold the warps' partials: [kWarps][16][D] accumulators, then [kWarps][16][2] (max, sum).
@@ -510,28 +463,6 @@ __global__ void __launch_bounds__(P::kThreads)
       partial_ml[at * 2 + 1] = l_all;
     }
   }
-}
-
-// Tokens per split (a multiple of tile_tokens) for a grid of `units` blocks per split on a GPU that holds
-// `resident` blocks at once: the split count (1..kMaxSplits) that minimises waves x (tokens per block +
-// kSplitCostTokens), i.e. the last wave's idle slots and the per-split merge cost; ties go to fewer splits.
-std::int64_t split_tokens_by_waves(std::int64_t units, std::int64_t resident, std::int64_t max_context,
-                                   std::int64_t tile_tokens) {
-  constexpr std::int64_t kMaxSplits = 256, kSplitCostTokens = 128;  // two of the default shape's tiles
-  const auto round_up = [](std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; };
-  std::int64_t best_tokens = round_up(std::max<std::int64_t>(max_context, 1), tile_tokens), best_cost = -1;
-  for (std::int64_t want = 1; want <= kMaxSplits; ++want) {
-    const std::int64_t tokens = round_up((max_context + want - 1) / want, tile_tokens);
-    if (tokens == 0) break;
-    const std::int64_t splits = (max_context + tokens - 1) / tokens;
-    const std::int64_t waves = (units * splits + resident - 1) / resident;
-    const std::int64_t cost = waves * (tokens + kSplitCostTokens);
-    if (best_cost < 0 || cost < best_cost) {
-      best_cost = cost;
-      best_tokens = tokens;
-    }
-  }
-  return best_tokens;
 }
 
 template <class T, int kD, class P>

@@ -110,6 +110,35 @@ inline bool rows_aligned16(const Tensor& cache) {
          (cache.strides[2] * elem) % 16 == 0;
 }
 
+// The launch shape of the tensor-core kernels (cuda_decode_attention_mma.cu, cuda_decode_attention_regs.cu).
+struct MmaShape {
+  int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks, window;
+  FastDivider block_size;
+  CacheStrides stride;  // of both caches, in elements
+};
+
+// Tokens per split (a multiple of tile_tokens) for a grid of `units` blocks per split on a GPU that holds
+// `resident` blocks at once: the split count (1..kMaxSplits) that minimises waves x (tokens per block +
+// kSplitCostTokens), i.e. the last wave's idle slots and the per-split merge cost; ties go to fewer splits.
+inline std::int64_t split_tokens_by_waves(std::int64_t units, std::int64_t resident, std::int64_t max_context,
+                                   std::int64_t tile_tokens) {
+  constexpr std::int64_t kMaxSplits = 256, kSplitCostTokens = 128;  // two 64-token tiles
+  const auto round_up = [](std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; };
+  std::int64_t best_tokens = round_up(std::max<std::int64_t>(max_context, 1), tile_tokens), best_cost = -1;
+  for (std::int64_t want = 1; want <= kMaxSplits; ++want) {
+    const std::int64_t tokens = round_up((max_context + want - 1) / want, tile_tokens);
+    if (tokens == 0) break;
+    const std::int64_t splits = (max_context + tokens - 1) / tokens;
+    const std::int64_t waves = (units * splits + resident - 1) / resident;
+    const std::int64_t cost = waves * (tokens + kSplitCostTokens);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best_tokens = tokens;
+    }
+  }
+  return best_tokens;
+}
+
 struct Partials {
   float* acc = nullptr;
   float* ml = nullptr;
@@ -142,4 +171,8 @@ namespace duplex::kernels::cuda {
 // tensors and cache rows (base and strides), contexts below 2^30 tokens (32-bit token arithmetic).
 bool decode_attention_mma_applies(const DecodeAttentionArgs& args);
 Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream);
+// The register-direct tensor-core kernel (cuda_decode_attention_regs.cu; CudaOptions::decode_attention):
+// the tensor-core path's conditions and head_dim 128; its first compiled shape.
+bool decode_attention_regs_applies(const DecodeAttentionArgs& args);
+Status decode_attention_regs(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream);
 }  // namespace duplex::kernels::cuda

@@ -1,5 +1,6 @@
 #pragma once
-// The tensor-core decode attention kernel's pipeline shapes (cuda_decode_attention_mma.cu), exposed for
+// The tensor-core decode attention kernels' pipeline shapes (cuda_decode_attention_mma.cu: K / V through a
+// shared-memory ring; cuda_decode_attention_regs.cu: straight into registers), exposed for
 // bench/kernels/decode_tune_bench, which measures them to choose the one decode_attention uses. Host-only.
 #include <cuda_runtime_api.h>
 
@@ -35,5 +36,26 @@ std::span<const MmaPipeline> mma_pipelines();
 // kInvalidArgument.
 Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream,
                             const MmaPipeline& pipeline);
+
+// The register-direct kernel (cuda_decode_attention_regs.cu, not used by decode_attention yet): blocks of
+// `warps` warps, each walking its own 16-token tiles; registers per thread capped so that `min_blocks` blocks
+// fit an SM (__launch_bounds__); `issue`: when a warp loads its next tile, after computing the current one
+// (kAfter), as the current one's registers free up (kInterleaved: its K after Q.K^T, its V after P.V), or
+// before computing the current one, into a second tile of registers (kAhead).
+enum class RegsIssue : int { kAfter, kInterleaved, kAhead };
+struct RegsPipeline {
+  int warps = 4;
+  int min_blocks = 3;
+  RegsIssue issue = RegsIssue::kInterleaved;
+};
+
+// The register-direct shapes compiled (FP16 / BF16, head_dim 128).
+std::span<const RegsPipeline> regs_pipelines();
+
+// decode_attention on the register-direct kernel with shape `pipeline` (one of regs_pipelines()): arguments
+// as decode_attention_mma_applies and head_dim 128 (else kUnsupportedShape); a shape not compiled is
+// kInvalidArgument.
+Status decode_attention_regs(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream,
+                             const RegsPipeline& pipeline);
 
 }  // namespace duplex::kernels::cuda

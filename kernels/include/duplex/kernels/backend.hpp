@@ -5,6 +5,7 @@
 // Backends: the CPU reference (always built, oneTBB + OpenBLAS) and CUDA (built when DUPLEX_HAVE_CUDA, usable
 // when a GPU and driver are present). make_best_backend() picks CUDA when it can run, else the CPU.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -71,8 +72,17 @@ std::unique_ptr<Backend> make_cpu_backend();
 bool cuda_backend_compiled();
 // ok when a CUDA device can be used; else kNoDevice with the reason (not compiled, no driver, no GPU).
 [[nodiscard]] Status cuda_device_status();
+
+// The kernel decode attention runs on for FP16 / BF16 caches with head_dim 128 (other shapes and types keep
+// their kernels): tensor cores fed through a shared-memory ring of K / V tiles (the measured default), or
+// tensor cores fed by loads straight into registers (a candidate: bench/kernels/README.md).
+enum class CudaDecodeKernel : std::uint8_t { kSharedRing, kRegisters };
+struct CudaOptions {
+  CudaDecodeKernel decode_attention = CudaDecodeKernel::kSharedRing;
+};
+
 // The CUDA backend on device 0, or nullptr (with *why set when given) when cuda_device_status() is not ok.
-std::unique_ptr<Backend> make_cuda_backend(Status* why = nullptr);
+std::unique_ptr<Backend> make_cuda_backend(Status* why = nullptr, const CudaOptions& options = {});
 
 // CUDA when usable, else the CPU.
 std::unique_ptr<Backend> make_best_backend();
