@@ -65,12 +65,14 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
   std::vector<StepRequest> reqs;
   for (const ScheduledRequest& s : plan.requests) {
     const bool prefill = s.phase == TokenPhase::prefill;
-    for (PagedKvCache& c : prefill && !prefill_kv_.empty() ? prefill_kv_ : kv_)
-      c.reserve(s.id, s.context_len + s.tokens);
+    const int node = node_of(s.id);
+    std::vector<PagedKvCache>& caches = prefill && !prefill_kv_.empty() ? prefill_kv_ : kv_;
+    for (std::size_t d = 0; d < shards_.size(); ++d)
+      if (shards_[d].node == node) caches[d].reserve(s.id, s.context_len + s.tokens);
     reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)], prefill,
-                    prefill && s.samples_token});
+                    prefill && s.samples_token, node});
   }
-  StepOutput out = runner_->run(reqs);
+  StepOutput out = runner_->run(reqs, StepExecutor::batch_of(plan));
   // The step's time and energy from the serving simulator's step model on this layout, routed as the step's
   // routers routed (a one-step routing trace, replayed exactly).
   std::optional<ExpertRouter> router;
@@ -103,19 +105,23 @@ void DevicePool::release(std::int64_t id) {
 double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::int64_t tokens) {
   const compiler::ModelSpec& m = w_.spec;
   const auto hd = static_cast<std::size_t>(m.head_dim);
-  for (PagedKvCache& c : kv_) c.reserve(id, tokens);
-  auto holder = [](const std::vector<DeviceShard>& shards, int head, std::size_t from) {
+  const int node = node_of(id), source_node = source.node_of(id);
+  for (std::size_t d = 0; d < shards_.size(); ++d)
+    if (shards_[d].node == node) kv_[d].reserve(id, tokens);
+  // The next device from `from` on of the request's node holding KV head `head`, or shards.size().
+  auto holder = [](const std::vector<DeviceShard>& shards, int on_node, int head, std::size_t from) {
     for (std::size_t d = from; d < shards.size(); ++d)
-      if (head >= shards[d].kv_head0 && head < shards[d].kv_head0 + shards[d].kv_heads) return d;
+      if (shards[d].node == on_node && head >= shards[d].kv_head0 && head < shards[d].kv_head0 + shards[d].kv_heads)
+        return d;
     return shards.size();
   };
   const std::int64_t block_tokens = source.kv_.front().block_tokens();
   for (int head = 0; head < m.kv_heads; ++head) {
-    const std::size_t src = holder(source.shards_, head, 0);
+    const std::size_t src = holder(source.shards_, source_node, head, 0);
     DUPLEX_ASSERT(src < source.shards_.size(), "no source device holds a KV head");
     const auto src_off = static_cast<std::size_t>(head - source.shards_[src].kv_head0) * hd;
-    for (std::size_t dst = holder(shards_, head, 0); dst < shards_.size();
-         dst = holder(shards_, head, dst + 1)) {
+    for (std::size_t dst = holder(shards_, node, head, 0); dst < shards_.size();
+         dst = holder(shards_, node, head, dst + 1)) {
       const auto dst_off = static_cast<std::size_t>(head - shards_[dst].kv_head0) * hd;
       for (int layer = 0; layer < m.layers; ++layer)
         for (std::int64_t first = 0; first < tokens; first += block_tokens)  // one source block at a time

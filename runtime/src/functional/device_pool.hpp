@@ -38,9 +38,13 @@ class DevicePool {
   // Reserves the scheduled requests' KV slots, runs the step on every device and times it.
   Step step(const StepPlan& plan, const std::vector<std::vector<std::int32_t>>& sequences);
   void release(std::int64_t id);
+  // The node serving request `id` (its K/V on that node's devices only): requests go round-robin over the
+  // layout's nodes by id.
+  int node_of(std::int64_t id) const { return static_cast<int>(id % layout_.nodes); }
   // K/V migration: copies the first `tokens` cached tokens of request `id` from `source`'s devices into this
-  // pool's (new blocks, a new block table on every device), block by block, every layer, each KV head from a
-  // source device holding it to every device here holding it. Returns the bytes moved (each head once).
+  // pool's (new blocks, a new block table on every device of its node here), block by block, every layer,
+  // each KV head from a source device of its node there holding it to every device of its node here holding
+  // it. Returns the bytes moved (each head once).
   double receive_kv(const DevicePool& source, std::int64_t id, std::int64_t tokens);
 
   const compiler::ParallelLayout& layout() const { return layout_; }

@@ -24,11 +24,6 @@ void append_cols(std::vector<std::uint16_t>& dst, const std::uint16_t* base, std
 }  // namespace
 
 std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
-  if (p.nodes != 1)
-    throw Error(
-        fmt::format("functional emulation runs one node; {} needs {} nodes (expected at most one node's "
-                    "devices)",
-                    p.describe(), p.nodes));
   const int tp = p.tp;
   const int group = m.heads / m.kv_heads;
   const int q_local = m.heads / tp, kv_local = std::max(1, m.kv_heads / tp);
@@ -40,14 +35,17 @@ std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compi
         fmt::format("model {}: FFN width {} or vocabulary {} does not split over tensor-parallel degree {}",
                     m.name, m.ffn, m.vocab, tp));
   std::vector<DeviceShard> out;
+  DUPLEX_ASSERT(p.devices == p.nodes * tp, "a layout whose nodes are not TP groups of equal size");
   for (int d = 0; d < p.devices; ++d) {
     DeviceShard s;
     s.device = d;
-    s.q_head0 = d * q_local;
+    s.node = d / tp;
+    const int rank = d % tp;  // within the node's tensor-parallel group
+    s.q_head0 = rank * q_local;
     s.q_heads = q_local;
     s.kv_head0 = s.q_head0 / group;
     s.kv_heads = kv_local;
-    s.ffn_shard = d;
+    s.ffn_shard = rank;
     s.ffn_shards = tp;
     if (m.is_moe()) {
       const int per_group = p.devices / p.expert_groups;
@@ -58,7 +56,7 @@ std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compi
       DUPLEX_ASSERT(per_group == p.expert_shards, "expert groups and shards disagree with the device count");
     }
     s.vocab = m.vocab / tp;
-    s.vocab0 = d * s.vocab;
+    s.vocab0 = rank * s.vocab;
     out.push_back(s);
   }
   return out;

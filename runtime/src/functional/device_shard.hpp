@@ -1,14 +1,15 @@
 #pragma once
 // Private to the functional executor: which part of the model one device of a multi-device layout holds
 // (compiler::ParallelLayout, DUPLEX.md s.6 "Multi-device"), and that part of the weights.
-//  - attention: TP over the node's devices: device d holds query heads [d*H/tp, (d+1)*H/tp) and the KV heads
+// Device d is in node d / tp with rank r = d % tp in the node's tensor-parallel group; each node is a
+// data-parallel replica of the non-expert layers, serving its own requests.
+//  - attention: TP over the node's devices: rank r holds query heads [r*H/tp, (r+1)*H/tp) and the KV heads
 //    they read (KV heads replicated when tp > kv_heads), the matching QKV rows and O-projection columns;
-//  - dense FFN: columns [d*F/tp, (d+1)*F/tp) of gate / up, the same rows of down;
-//  - experts: device d is in expert group d / (devices / expert_groups), holding that group's local_experts
-//    consecutive experts, each as column shard d % expert_shards;
-//  - LM head: vocabulary rows [d*V/tp, (d+1)*V/tp);
+//  - dense FFN: columns [r*F/tp, (r+1)*F/tp) of gate / up, the same rows of down;
+//  - experts (over every node's devices): device d is in expert group d / (devices / expert_groups), holding
+//    that group's local_experts consecutive experts, each as column shard d % expert_shards;
+//  - LM head: vocabulary rows [r*V/tp, (r+1)*V/tp);
 //  - embedding, norms and router: replicated.
-// Only one node: functional emulation has no data-parallel replicas.
 #include <vector>
 
 #include "device_weights.hpp"
@@ -18,6 +19,7 @@ namespace duplex::runtime::functional {
 
 struct DeviceShard {
   int device = 0;
+  int node = 0;                             // the data-parallel replica whose requests it serves
   int q_head0 = 0, q_heads = 0;             // local query heads [q_head0, q_head0 + q_heads)
   int kv_head0 = 0, kv_heads = 0;           // local KV heads
   int ffn_shard = 0, ffn_shards = 1;        // dense FFN column shard
@@ -26,8 +28,8 @@ struct DeviceShard {
   std::int64_t vocab0 = 0, vocab = 0;       // LM-head rows [vocab0, vocab0 + vocab)
 };
 
-// One shard per device of `layout`. Throws duplex::Error when the layout spans several nodes, or when the
-// heads, KV heads, FFN width or vocabulary do not split evenly over its tensor-parallel degree.
+// One shard per device of `layout`. Throws duplex::Error when the heads, KV heads, FFN width or vocabulary do
+// not split evenly over its tensor-parallel degree.
 std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& model,
                                        const compiler::ParallelLayout& layout);
 

@@ -61,11 +61,11 @@ int StepRunner::moe_index(int layer) const {
   return idx;
 }
 
-StepOutput StepRunner::run(const std::vector<StepRequest>& requests) {
+StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch) {
   rows_.clear();
   ids_.clear();
   positions_.clear();
-  batch_.groups.clear();
+  batch_ = batch;
   t_ = 0;
   for (const StepRequest& r : requests) {
     DUPLEX_ASSERT(r.tokens >= 1 && r.sequence != nullptr &&
@@ -78,8 +78,11 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests) {
     }
     t_ += r.tokens;
     DUPLEX_ASSERT(r.prefill || !r.completes_prefill, "a decode request cannot complete a prefill");
-    batch_.groups.push_back({1, r.context, r.tokens, r.completes_prefill});
+    DUPLEX_ASSERT(r.node >= 0 && r.node < layout_.nodes, "a request on a node the layout lacks");
   }
+  node_active_.assign(static_cast<std::size_t>(layout_.nodes), false);
+  for (const StepRequest& r : requests) node_active_[static_cast<std::size_t>(r.node)] = true;
+  DUPLEX_ASSERT(batch_.tokens() == t_, "the step's batch and its requests differ in tokens");
   routing_ = compiler::Routing{};
   routed_.clear();
   const auto h = static_cast<std::size_t>(m_.hidden), t = static_cast<std::size_t>(t_);
@@ -202,6 +205,7 @@ void StepRunner::norm(int layer) {
 void StepRunner::qkv(int layer, Unit unit) {
   const std::int64_t h = m_.hidden, hd = m_.head_dim;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
     Lane& lane = lanes_[d];
     const std::int64_t q = s.q_heads * hd, kv = s.kv_heads * hd, n = q + 2 * kv;
@@ -220,6 +224,7 @@ void StepRunner::qkv(int layer, Unit unit) {
 
 void StepRunner::rope() {
   for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
     dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, m_.head_dim}),
                                                       i32_view(positions_, {t_}), numerics_.rope_theta, 0});
@@ -234,13 +239,15 @@ void StepRunner::write_kv(int layer) {
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     const std::int64_t kv = dev_[d].shard.kv_heads * m_.head_dim;
     const Lane& lane = lanes_[d];
-    for (const Row& row : rows_)
+    for (const Row& row : rows_) {
+      if (!serves(d, *row.request)) continue;
       for (std::int64_t i = 0; i < row.request->tokens; ++i) {
         const std::int64_t r = row.first + i, pos = row.request->context + i;
         PagedKvCache& cache = cache_of(d, *row.request);
         std::copy(lane.k.data() + r * kv, lane.k.data() + (r + 1) * kv, cache.k(layer, row.request->id, pos));
         std::copy(lane.v.data() + r * kv, lane.v.data() + (r + 1) * kv, cache.v(layer, row.request->id, pos));
       }
+    }
   }
 }
 
@@ -254,6 +261,7 @@ void StepRunner::migrate_kv(int layer, StepOutput& out) {
     const std::int64_t tokens = r.context + r.tokens;
     double bytes = 0;
     for (std::size_t d = 0; d < dev_.size(); ++d) {
+      if (!serves(d, r)) continue;
       PagedKvCache& from = *dev_[d].prefill_kv;
       PagedKvCache& to = *dev_[d].kv;
       to.reserve(r.id, tokens);
@@ -293,12 +301,15 @@ void StepRunner::attention(int layer, bool decode_op, Unit unit) {
     }
   }
   for (std::size_t d = 0; d < dev_.size(); ++d) {
-    if (!prompts.empty()) prefill_attention(d, layer, prompts);
+    std::vector<const Row*> own_prompts;  // of this device's node
+    for (const Row* row : prompts)
+      if (serves(d, *row->request)) own_prompts.push_back(row);
+    if (!own_prompts.empty()) prefill_attention(d, layer, own_prompts);
     // One batch per cache the rows' K/V live in (the KV spaces; the prefill space for prefill chunks).
     for (PagedKvCache* cache : {dev_[d].kv, dev_[d].prefill_kv}) {
       std::vector<std::pair<const Row*, std::int64_t>> rows;
       for (const auto& pr : paged)
-        if (&cache_of(d, *pr.first->request) == cache) rows.push_back(pr);
+        if (serves(d, *pr.first->request) && &cache_of(d, *pr.first->request) == cache) rows.push_back(pr);
       if (!rows.empty()) paged_attention(d, layer, unit, *cache, rows);
     }
   }
@@ -369,6 +380,10 @@ void StepRunner::all_reduce() {
 void StepRunner::o_proj(int layer, Unit unit) {
   const std::int64_t h = m_.hidden;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!active(d)) {
+      std::fill_n(partial(d), t_ * h, std::uint16_t{0});
+      continue;
+    }
     const std::int64_t q = dev_[d].shard.q_heads * m_.head_dim;
     const auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].o;
     on(d, unit).linear(OpKind::kOProj, w.data(), lanes_[d].attn.data(), partial(d),
@@ -493,15 +508,23 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
 void StepRunner::dense_ffn(int layer, Unit unit) {
   const std::int64_t h = m_.hidden;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!active(d)) {
+      std::fill_n(partial(d), t_ * h, std::uint16_t{0});
+      continue;
+    }
     LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
     on(d, unit).gated_ffn(OpKind::kDenseFfn, lw.gate.data(), lw.up.data(), lw.down.data(), normed_.data(),
                           partial(d), static_cast<std::size_t>(t_), static_cast<std::size_t>(lw.ffn_width),
                           static_cast<std::size_t>(h));
+    if (layout_.nodes == 1) continue;
+    for (const Row& row : rows_)  // rows of other nodes' requests: their own node's devices reduce them
+      if (!serves(d, *row.request))
+        std::fill_n(partial(d) + row.first * h, row.request->tokens * h, std::uint16_t{0});
   }
 }
 
-// One next-token row per request (its last token's final-norm output); each device computes the logits of
-// its vocabulary rows, gathered in vocabulary order; greedy: the first largest logit.
+// One next-token row per request (its last token's final-norm output); each device of the request's node
+// computes the logits of its vocabulary rows, gathered in vocabulary order; greedy: the first largest logit.
 void StepRunner::lm_head(StepOutput& out) {
   const std::int64_t h = m_.hidden, vocab = m_.vocab, n = static_cast<std::int64_t>(rows_.size());
   std::vector<std::uint16_t> last(static_cast<std::size_t>(n * h));
@@ -513,6 +536,7 @@ void StepRunner::lm_head(StepOutput& out) {
   std::vector<float> logits(static_cast<std::size_t>(n * vocab));
   std::vector<std::int32_t> next(static_cast<std::size_t>(n));
   for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
     std::vector<std::int32_t> local_next(static_cast<std::size_t>(n));
     std::vector<float> local(static_cast<std::size_t>(n * s.vocab));
@@ -521,8 +545,9 @@ void StepRunner::lm_head(StepOutput& out) {
         kernels::LmHeadArgs{f16_view(last, {n, h}), f16_view(dev_[d].weights->lm_head, {s.vocab, h}),
                             i32_view(local_next, {n}), f32_view(local, {n, s.vocab})});
     for (std::int64_t r = 0; r < n; ++r)
-      std::copy(local.begin() + r * s.vocab, local.begin() + (r + 1) * s.vocab,
-                logits.begin() + r * vocab + s.vocab0);
+      if (serves(d, *rows_[static_cast<std::size_t>(r)].request))
+        std::copy(local.begin() + r * s.vocab, local.begin() + (r + 1) * s.vocab,
+                  logits.begin() + r * vocab + s.vocab0);
     if (dev_.size() == 1) next = local_next;
   }
   out.logits.clear();

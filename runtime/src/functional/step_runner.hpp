@@ -9,6 +9,13 @@
 // xPU. Ops sharded over devices (QKV, attention, O projection, FFN / experts, LM head) run per device; their
 // partial outputs [devices, tokens, hidden] are combined where the plan all-reduces, by the kernels' sum of
 // partials.
+//
+// Several nodes (data-parallel replicas of the non-expert layers, experts parallel over every node's
+// devices): each request is served by one node, whose devices alone hold its K/V and compute its attention,
+// dense FFN and logits (a device's partial output is zero on other nodes' rows, so the one sum of partials
+// reduces each row over its own node; a node without requests in the step skips them); every device computes
+// its experts for the tokens of every node routed to them (the all-to-all's effect). The plan is device 0's, as the timing model lowers it for the busiest
+// replica.
 #include <cstdint>
 #include <vector>
 
@@ -30,6 +37,7 @@ struct StepRequest {
   const std::vector<std::int32_t>* sequence = nullptr;  // prompt + generated so far (>= context + tokens)
   bool prefill = false;            // a prompt (or recompute) chunk: its K/V lives in the prefill space, if any
   bool completes_prefill = false;  // the step computes its last prompt token (then its K/V migrates)
+  int node = 0;                    // the node (data-parallel replica) that serves it and holds its K/V
 };
 
 // One request's in-device K/V migration in a step: every layer, all devices' KV heads.
@@ -65,9 +73,10 @@ class StepRunner {
   StepRunner(const compiler::ModelSpec& model, const ModelNumerics& numerics,
              const compiler::ParallelLayout& layout, compiler::LowerOptions lowering,
              const compiler::CostModel& cost, std::vector<DeviceContext> devices);
-  // The KV of every request must already be reserved for context + tokens slots on every device (a prefill
-  // request in the prefill space where the devices have one).
-  StepOutput run(const std::vector<StepRequest>& requests);
+  // The KV of every request must already be reserved for context + tokens slots on every device of its node
+  // (a prefill request in the prefill space where the devices have one). `batch` is the step as the timing
+  // model lowers it (StepExecutor::batch_of): the plan is lowered from it, so executed and timed plans agree.
+  StepOutput run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch);
 
  private:
   struct Row {  // one request's rows in the step's token matrix
@@ -79,6 +88,9 @@ class StepRunner {
   };
 
   compiler::ExecutionPlan plan(int expert_rotation = 0) const;
+  bool serves(std::size_t d, const StepRequest& r) const { return dev_[d].shard.node == r.node; }
+  // Device d's node has requests in the step (else its non-expert ops are skipped, their partials zero).
+  bool active(std::size_t d) const { return node_active_[static_cast<std::size_t>(dev_[d].shard.node)]; }
   device::IDevice& on(std::size_t d, compiler::Unit unit) const;
   std::uint16_t* partial(std::size_t d);
   void execute(const compiler::Op& op, compiler::Unit unit);
@@ -116,6 +128,7 @@ class StepRunner {
   compiler::Routing routing_;
   std::vector<std::vector<std::int64_t>> routed_;  // per MoE layer seen so far: tokens per expert
   std::vector<Row> rows_;
+  std::vector<bool> node_active_;  // per node: it serves a request of the step
   std::int64_t t_ = 0;  // tokens in the step
   std::vector<std::int32_t> ids_, positions_;
   std::vector<std::uint16_t> x_, normed_, out_, partials_;  // FP16; partials_ [devices, t, hidden]

@@ -12,7 +12,7 @@ StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& s
   if (model.is_moe() && router_ == nullptr) throw Error("model " + model.name + " is MoE: the workload needs routing");
 }
 
-compiler::BatchState StepExecutor::batch_of(const StepPlan& plan) const {
+compiler::BatchState StepExecutor::batch_of(const StepPlan& plan) {
   compiler::BatchState b;
   for (const StepShape& s : plan.shapes()) b.groups.push_back({s.count, s.context_len, s.tokens, s.completes_prefill});
   return b;

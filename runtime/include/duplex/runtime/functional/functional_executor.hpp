@@ -12,9 +12,11 @@
 // the prefill devices' paged caches into the decode pool's (new block tables there), and the decode pool,
 // with its own scheduler, generates the rest; the two pools advance in simulated-time order.
 // Multi-device: the system's devices for the model (SystemSpec::devices_for, or `devices`) in the compiler's
-// ParallelLayout (one node: TP attention / FFN / LM head, EP or expert-TP experts); each device holds its
-// shard of the weights and of the KV heads and runs its shard of each op; partial outputs are summed where the
-// plan all-reduces (the kernels' sum of partials). Simulated step time and energy come from the serving
+// ParallelLayout (TP attention / FFN / LM head inside a node, data-parallel nodes, EP or expert-TP experts
+// over every node's devices); each device holds its shard of the weights and of the KV heads and runs its
+// shard of each op; partial outputs are summed where the plan all-reduces (the kernels' sum of partials).
+// Across nodes each request is served by one node (round-robin by id), whose devices alone hold its K/V and
+// run its non-expert ops; the experts take every node's tokens routed to them. Simulated step time and energy come from the serving
 // simulator's StepExecutor on the same multi-device layout (its links included), fed the routing the step's
 // routers computed.
 // Expert routing is known only after each layer's router runs: the step is re-lowered and re-placed with the
@@ -42,7 +44,8 @@ struct FunctionalOptions {
   std::int64_t max_batch = 8;          // requests running at once (continuous batching)
   std::int64_t max_tokens_per_step = 0;  // scheduler token budget per step; 0: none
   std::int64_t kv_block_tokens = 16;   // tokens per paged-KV block
-  std::int64_t kv_blocks = 0;          // blocks in the pool; 0: enough for every request at full length
+  std::int64_t kv_blocks = 0;          // blocks in the pool (the scheduler's bound over all nodes, and each
+                                       // device's cache); 0: enough for every request at full length
   int devices = 0;                     // devices to run on; 0: the system's for the model (devices_for)
   // Makes the PIM unit for the system (e.g. make_device_pim_unit, device_pim_unit.hpp), called once: every
   // device's PIM ops run on that one unit (the driver emulates one device per process). Empty: one Logic-PIM

@@ -27,7 +27,8 @@ class StepExecutor {
   StepExecutor(const compiler::ModelSpec& model, const SystemSpec& system, const compiler::ParallelLayout& layout,
                ExpertRouter* router, compiler::PimTimeFn pim_model = {}, compiler::XpuTimeFn xpu_model = {});
   StepCost execute(const StepPlan& plan);
-  compiler::BatchState batch_of(const StepPlan& plan) const;
+  // The step as lowering sees it: one request group per distinct (context, tokens, completes-prefill) shape.
+  static compiler::BatchState batch_of(const StepPlan& plan);
 
  private:
   const compiler::ModelSpec& model_;
