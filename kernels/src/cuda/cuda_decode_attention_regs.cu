@@ -305,63 +305,14 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinBlocks)
     }
   __syncthreads();
 
-  // Merge the warps in warp order into this split's partial.
-  for (int i = static_cast<int>(threadIdx.x); i < heads * kD; i += P::kThreads) {
-    const int h = i / kD, c = i % kD;
-    float m_all = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, ml_s[w][h][0]);
-    float a = 0.0f, l_all = 0.0f;
-    if (m_all != -INFINITY)
-      for (int w = 0; w < kWarps; ++w) {
-        if (ml_s[w][h][0] == -INFINITY) continue;
-        const float scale_w = exp2f(ml_s[w][h][0] - m_all);
-        a = fmaf(acc_s[w][h][c], scale_w, a);
-        l_all = fmaf(ml_s[w][h][1], scale_w, l_all);
-      }
-    const std::int64_t at = (head0 + h) * s.splits + split;
-    partial_acc[at * kD + c] = a;
-    if (c == 0) {
-      partial_ml[at * 2] = m_all * kLn2;  // natural-log units for decode_merge
-      partial_ml[at * 2 + 1] = l_all;
-    }
-  }
+  merge_warp_partials(&acc_s[0][0][0], &ml_s[0][0][0], kWarps, kHeadsPerBlock, heads, kD, head0, s.splits, split,
+                      partial_acc, partial_ml);
 }
 
 template <class T, class P>
 Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
-  const std::int64_t batch = args.q.dim(0), hkv = args.k_cache.dim(2);
-  MmaShape s{static_cast<int>(args.q.dim(1)),
-             static_cast<int>(hkv),
-             static_cast<int>(args.q.dim(1) / hkv),
-             static_cast<int>(args.block_table.dim(1)),
-             1,
-             0,
-             0,
-             static_cast<int>(std::min<std::int64_t>(args.window, std::int64_t{1} << 30)),
-             FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
-             cache_strides(args.k_cache)};
-  s.head_chunks = (s.group + kHeadsPerBlock - 1) / kHeadsPerBlock;
-  auto kernel = decode_split_regs<T, P>;
-  int resident_per_sm = 0;
-  DUPLEX_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, P::kThreads, 0));
-  const std::int64_t split_tokens =
-      split_tokens_by_waves(batch * hkv * s.head_chunks, std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count},
-                            args.max_attended(), std::int64_t{kTileTokens} * P::kWarps);
-  const std::int64_t splits = std::max<std::int64_t>(1, (args.max_attended() + split_tokens - 1) / split_tokens);
-  s.split_tokens = static_cast<int>(split_tokens);
-  s.splits = static_cast<int>(splits);
-
-  Scratch scratch(stream);
-  Partials p;
-  if (Status st = allocate_partials(scratch, batch * s.hq, splits, kD, p); !st.ok()) return st;
-  const dim3 grid(static_cast<unsigned int>(splits), static_cast<unsigned int>(hkv * s.head_chunks),
-                  static_cast<unsigned int>(batch));
-  kernel<<<grid, P::kThreads, 0, stream>>>(
-      args.q.as<const T>(), args.k_cache.as<const T>(), args.v_cache.as<const T>(),
-      args.block_table.as<const std::int32_t>(), args.context_lens.as<const std::int32_t>(), p.acc, p.ml, s,
-      args.k_cache.dim(0), args.max_context_len, static_cast<float>(args.scale * kLog2e), ctx.error_word);
-  DUPLEX_CUDA_LAUNCHED("decode_split_regs");
-  return launch_merge<T>(args, p, batch * s.hq, splits, kD, stream);
+  return launch_split_kernel<T>(ctx, args, stream, decode_split_regs<T, P>, P::kThreads, 0, kHeadsPerBlock,
+                                std::int64_t{kTileTokens} * P::kWarps, "decode_split_regs");
 }
 
 // The shapes compiled, in kRegsPipelines order. Not yet measured on a GPU (bench/kernels/README.md).

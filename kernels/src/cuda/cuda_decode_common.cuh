@@ -164,6 +164,76 @@ Status launch_merge(const DecodeAttentionArgs& args, const Partials& p, std::int
   return {};
 }
 
+// The last step of a tensor-core split kernel, by every thread of the block: its warps' partials, stored in
+// shared memory as acc [warps][heads_per_block][d] and (max in base-2 units, sum) [warps][heads_per_block][2],
+// merged in warp order into the block's split partial (max in natural-log units, as decode_merge reads it).
+__device__ __forceinline__ void merge_warp_partials(const float* acc_s, const float* ml_s, int warps,
+                                                    int heads_per_block, int heads, int d, std::int64_t head0,
+                                                    int splits, int split, float* partial_acc, float* partial_ml) {
+  for (int i = static_cast<int>(threadIdx.x); i < heads * d; i += static_cast<int>(blockDim.x)) {
+    const int h = i / d, c = i % d;
+    float m_all = -INFINITY;
+    for (int w = 0; w < warps; ++w) m_all = fmaxf(m_all, ml_s[(w * heads_per_block + h) * 2]);
+    float a = 0.0f, l_all = 0.0f;
+    if (m_all != -INFINITY)
+      for (int w = 0; w < warps; ++w) {
+        const float m_w = ml_s[(w * heads_per_block + h) * 2];
+        if (m_w == -INFINITY) continue;
+        const float scale_w = exp2f(m_w - m_all);
+        a = fmaf(acc_s[(w * heads_per_block + h) * d + c], scale_w, a);
+        l_all = fmaf(ml_s[(w * heads_per_block + h) * 2 + 1], scale_w, l_all);
+      }
+    const std::int64_t at = (head0 + h) * splits + split;
+    partial_acc[at * d + c] = a;
+    if (c == 0) {
+      partial_ml[at * 2] = m_all * kLn2;
+      partial_ml[at * 2 + 1] = l_all;
+    }
+  }
+}
+
+// Launches a tensor-core split kernel (decode_split_mma's parameters; blocks of `threads` threads with
+// `shared_bytes` of dynamic shared memory, each up to `heads_per_block` query heads of one kv head) on a grid
+// whose split count fills whole waves of the blocks the GPU holds at once (split_tokens_by_waves, splits a
+// multiple of tile_tokens), then the merge.
+template <class T, class Kernel>
+Status launch_split_kernel(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream, Kernel kernel,
+                           int threads, std::size_t shared_bytes, int heads_per_block, std::int64_t tile_tokens,
+                           const char* name) {
+  const std::int64_t batch = args.q.dim(0), hkv = args.k_cache.dim(2), d = args.q.dim(2);
+  MmaShape s{static_cast<int>(args.q.dim(1)),
+             static_cast<int>(hkv),
+             static_cast<int>(args.q.dim(1) / hkv),
+             static_cast<int>(args.block_table.dim(1)),
+             1,
+             0,
+             0,
+             static_cast<int>(std::min<std::int64_t>(args.window, std::int64_t{1} << 30)),
+             FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
+             cache_strides(args.k_cache)};
+  s.head_chunks = (s.group + heads_per_block - 1) / heads_per_block;
+  int resident_per_sm = 0;
+  DUPLEX_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, threads, shared_bytes));
+  const std::int64_t split_tokens =
+      split_tokens_by_waves(batch * hkv * s.head_chunks, std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count},
+                            args.max_attended(), tile_tokens);
+  const std::int64_t splits = std::max<std::int64_t>(1, (args.max_attended() + split_tokens - 1) / split_tokens);
+  s.split_tokens = static_cast<int>(split_tokens);
+  s.splits = static_cast<int>(splits);
+
+  Scratch scratch(stream);
+  Partials p;
+  if (Status st = allocate_partials(scratch, batch * s.hq, splits, d, p); !st.ok()) return st;
+  const dim3 grid(static_cast<unsigned int>(splits), static_cast<unsigned int>(hkv * s.head_chunks),
+                  static_cast<unsigned int>(batch));
+  kernel<<<grid, threads, shared_bytes, stream>>>(
+      args.q.as<const T>(), args.k_cache.as<const T>(), args.v_cache.as<const T>(),
+      args.block_table.as<const std::int32_t>(), args.context_lens.as<const std::int32_t>(), p.acc, p.ml, s,
+      args.k_cache.dim(0), args.max_context_len, static_cast<float>(args.scale * kLog2e), ctx.error_word);
+  DUPLEX_CUDA_LAUNCHED(name);
+  return launch_merge<T>(args, p, batch * s.hq, splits, d, stream);
+}
+
 }  // namespace duplex::kernels::cuda::decode
 
 namespace duplex::kernels::cuda {
