@@ -112,7 +112,7 @@ TEST(MultiDevice, LayoutsFunctionalEmulationCannotRunAreClearErrors) {
   FunctionalOptions o;
   o.devices = 3;  // 8 query heads do not split over TP3
   EXPECT_THROW(FunctionalExecutor(w, sys, o), Error);
-  o.devices = 12;  // two nodes, 8 + 4: not two tensor-parallel groups of one size
+  o.devices = 12;  // two nodes of 6: 8 query heads do not split over TP6
   EXPECT_THROW(FunctionalExecutor(w, sys, o), Error);
   o.devices = -1;
   EXPECT_THROW(FunctionalExecutor(w, sys, o), Error);
