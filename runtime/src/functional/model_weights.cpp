@@ -36,7 +36,8 @@ std::string dense_mlp(int layer, const char* which) {
 void check_functional_support(const compiler::ModelSpec& m) {
   auto reject = [&](const char* field, const std::string& problem) {
     throw Error(fmt::format("{}: {}: {}; functional emulation supports GQA + RoPE, RMSNorm, gated SiLU FFN, "
-                            "dense or MoE layers without shared experts, fp16 weights and KV",
+                            "dense or MoE layers without shared experts, fp16 or bf16 weights and KV (computed in "
+                            "FP16)",
                             m.file.empty() ? m.name : m.file, field, problem));
   };
   if (m.attention != compiler::AttentionKind::kGqa) reject("attention", "MLA");
@@ -44,8 +45,9 @@ void check_functional_support(const compiler::ModelSpec& m) {
   if (m.ffn_kind != compiler::FfnKind::kGated) reject("ffn_kind", "two-matrix FFN");
   if (m.shared_experts > 0) reject("shared_experts", fmt::format("{} shared experts", m.shared_experts));
   if (m.learned_positions > 0) reject("learned_positions", "learned position embeddings");
-  if (m.dtype != compiler::DType::kFp16) reject("dtype", "weights are not fp16");
-  if (m.kv_dtype != compiler::DType::kFp16) reject("kv_dtype", "KV cache is not fp16");
+  auto half_width = [](compiler::DType t) { return t == compiler::DType::kFp16 || t == compiler::DType::kBf16; };
+  if (!half_width(m.dtype)) reject("dtype", fmt::format("weights are {}", compiler::dtype_name(m.dtype)));
+  if (!half_width(m.kv_dtype)) reject("kv_dtype", fmt::format("the KV cache is {}", compiler::dtype_name(m.kv_dtype)));
   if (m.head_dim % 2 != 0) reject("head_dim", fmt::format("{} is odd (RoPE rotates pairs)", m.head_dim));
   if (m.kv_heads <= 0 || m.heads % m.kv_heads != 0)
     reject("kv_heads", fmt::format("{} does not divide heads = {}", m.kv_heads, m.heads));

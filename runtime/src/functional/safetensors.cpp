@@ -1,6 +1,7 @@
 #include "duplex/runtime/functional/safetensors.hpp"
 
 #include <bit>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 #include <set>
 
 #include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
 
 namespace duplex::runtime::functional {
 namespace {
@@ -28,6 +30,11 @@ std::string read_file(const std::string& path) {
 
 std::string shape_text(const std::vector<std::int64_t>& s) {
   return fmt::format("[{}]", fmt::join(s, ", "));
+}
+
+// Bytes per element of a stored dtype the reader converts to FP16; 0 for any other.
+std::uint64_t element_bytes(const std::string& dtype) {
+  return dtype == "F16" || dtype == "BF16" ? 2 : dtype == "F32" ? 4 : 0;
 }
 
 }  // namespace
@@ -78,7 +85,7 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   ModelWeights w;
   w.spec = spec;
   w.source = path;
-  std::set<std::string> wanted;
+  std::set<std::string> wanted, converted;  // converted: stored dtypes other than F16
   for (const WeightShape& s : expected_weights(spec)) {
     wanted.insert(s.name);
     if (!header.contains(s.name))
@@ -90,8 +97,9 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
     };
     if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
       throw bad("bad header entry; expected {dtype, shape, data_offsets}");
-    if (!e["dtype"].is_string() || e["dtype"].get<std::string>() != "F16")
-      throw bad(fmt::format("dtype {}; expected F16", e["dtype"].dump()));
+    const std::string dtype = e["dtype"].is_string() ? e["dtype"].get<std::string>() : "";
+    const std::uint64_t elem = element_bytes(dtype);
+    if (elem == 0) throw bad(fmt::format("dtype {}; expected F16, BF16 or F32", e["dtype"].dump()));
     std::vector<std::int64_t> shape;
     std::vector<std::uint64_t> offsets;
     try {
@@ -103,18 +111,40 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
     if (shape != s.shape) throw bad(fmt::format("shape {}; expected {}", shape_text(shape), shape_text(s.shape)));
     WeightTensor t;
     t.shape = shape;
-    const std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * 2;
+    const std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * elem;
     if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes)
       throw bad(fmt::format("data_offsets {} do not span the {} bytes of its shape", e["data_offsets"].dump(), bytes));
     if (offsets[1] > data_size)
       throw bad(fmt::format("truncated: data ends at byte {}, the file holds {} data bytes", offsets[1], data_size));
     t.data.resize(static_cast<std::size_t>(t.numel()));
-    std::memcpy(t.data.data(), data + offsets[0], bytes);
+    if (dtype == "F16") {
+      std::memcpy(t.data.data(), data + offsets[0], bytes);
+    } else {
+      // BF16 / F32 rounded to FP16, the arithmetic of the emulated devices; a value FP16 cannot hold is an error.
+      converted.insert(dtype);
+      const char* at = data + offsets[0];
+      for (std::size_t i = 0; i < t.data.size(); ++i) {
+        float v = 0;
+        if (dtype == "F32") {
+          std::memcpy(&v, at + 4 * i, 4);
+        } else {
+          std::uint16_t b = 0;
+          std::memcpy(&b, at + 2 * i, 2);
+          v = bf16_bits_to_float(b);
+        }
+        t.data[i] = float_to_half_bits(v);
+        if (!std::isfinite(half_bits_to_float(t.data[i])))
+          throw bad(fmt::format("element {} is {} ({}), outside FP16's finite range (+-65504); {} checkpoints are "
+                                "converted to FP16, the emulated devices' arithmetic",
+                                i, v, dtype, dtype));
+      }
+    }
     w.tensors.emplace(s.name, std::move(t));
   }
   for (const auto& [name, value] : header.items())
     if (name != "__metadata__" && !wanted.contains(name))
       throw Error(fmt::format("{}: unexpected tensor {} (model {} has no such weight)", path, name, spec.name));
+  if (!converted.empty()) w.source = fmt::format("{} ({} converted to FP16)", path, fmt::join(converted, ", "));
   return w;
 }
 

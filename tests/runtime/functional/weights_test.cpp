@@ -75,6 +75,11 @@ TEST(RandomWeights, DeterministicShapedAndScaled) {
 
 TEST(RandomWeights, UnsupportedModelsAreRejected) {
   compiler::ModelSpec m = tiny_moe();
+  m.dtype = m.kv_dtype = compiler::DType::kBf16;  // computed in FP16
+  EXPECT_NO_THROW(random_weights(m, 1));
+  m.dtype = compiler::DType::kFp8;
+  EXPECT_THROW(random_weights(m, 1), Error);
+  m = tiny_moe();
   m.attention = compiler::AttentionKind::kMla;
   EXPECT_THROW(random_weights(m, 1), Error);
   m = tiny_moe();
@@ -142,9 +147,68 @@ TEST_F(SafetensorsErrors, WrongShape) {
 
 TEST_F(SafetensorsErrors, WrongDtype) {
   const std::string name = weight_name::final_norm();
-  header_[name]["dtype"] = "BF16";
+  header_[name]["dtype"] = "I8";
   spit(bad_, join(header_, data_));
-  expect_error(bad_, {bad_.string(), name, "BF16", "expected F16"});
+  expect_error(bad_, {bad_.string(), name, "dtype \"I8\"", "expected F16, BF16 or F32"});
+}
+
+// The F16 file's tensors re-encoded as `dtype` (BF16 or F32), each value converted from its FP16 value;
+// `edit` may then change the float values of one tensor before encoding.
+std::string reencode(const nlohmann::json& header, const std::string& data, const std::string& dtype,
+                     const std::string& edit_name = "", const std::vector<float>& edit_values = {}) {
+  nlohmann::json out = nlohmann::json::object();
+  std::string bytes;
+  for (const auto& [name, e] : header.items()) {
+    if (name == "__metadata__") continue;
+    const auto off = e["data_offsets"].get<std::vector<std::uint64_t>>();
+    const std::size_t n = (off[1] - off[0]) / 2;
+    const std::uint64_t begin = bytes.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint16_t h = 0;
+      std::memcpy(&h, data.data() + off[0] + 2 * i, 2);
+      float v = half_bits_to_float(h);
+      if (name == edit_name && i < edit_values.size()) v = edit_values[i];
+      if (dtype == "F32") {
+        bytes.append(reinterpret_cast<const char*>(&v), 4);
+      } else {
+        const std::uint16_t b = float_to_bf16_bits(v);
+        bytes.append(reinterpret_cast<const char*>(&b), 2);
+      }
+    }
+    out[name] = {{"dtype", dtype}, {"shape", e["shape"]}, {"data_offsets", {begin, bytes.size()}}};
+  }
+  return join(out, bytes);
+}
+
+TEST_F(SafetensorsErrors, Bf16AndF32CheckpointsAreRoundedToFp16) {
+  const ModelWeights f16 = read_safetensors(good_.string(), tiny_moe());
+  spit(bad_, reencode(header_, data_, "F32"));
+  const ModelWeights f32 = read_safetensors(bad_.string(), tiny_moe());
+  EXPECT_NE(f32.source.find("(F32 converted to FP16)"), std::string::npos) << f32.source;
+  for (const auto& [name, t] : f16.tensors) EXPECT_EQ(f32.get(name).data, t.data) << name;  // FP16 -> F32 is exact
+  spit(bad_, reencode(header_, data_, "BF16"));
+  const ModelWeights bf16 = read_safetensors(bad_.string(), tiny_moe());
+  EXPECT_NE(bf16.source.find("(BF16 converted to FP16)"), std::string::npos) << bf16.source;
+  std::size_t changed = 0;
+  for (const auto& [name, t] : f16.tensors)
+    for (std::size_t i = 0; i < t.data.size(); ++i) {
+      const std::uint16_t want = float_to_half_bits(bf16_bits_to_float(float_to_bf16_bits(half_bits_to_float(t.data[i]))));
+      ASSERT_EQ(bf16.get(name).data[i], want) << name << " element " << i;
+      changed += want != t.data[i] ? 1 : 0;
+    }
+  EXPECT_GT(changed, 0u);  // BF16 kept fewer mantissa bits than the FP16 weights had
+}
+
+TEST_F(SafetensorsErrors, ValuesFp16CannotHoldAreErrors) {
+  const std::string name = weight_name::attn_proj(1, 'v');
+  for (const std::string dtype : {"F32", "BF16"}) {
+    spit(bad_, reencode(header_, data_, dtype, name, {0.5f, 1e6f}));
+    const std::string stored = dtype == "F32" ? "1000000" : "999424";  // 1e6 as BF16 holds it
+    expect_error(bad_, {bad_.string(), name, "element 1 is " + stored + " (" + dtype + ")",
+                        "outside FP16's finite range"});
+    spit(bad_, reencode(header_, data_, dtype, name, {std::nanf("")}));
+    expect_error(bad_, {bad_.string(), name, "element 0 is nan (" + dtype + ")", "outside FP16's finite range"});
+  }
 }
 
 TEST_F(SafetensorsErrors, TruncatedData) {

@@ -3,9 +3,11 @@
 // N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end)}, "__metadata__": {...}}, then the raw
 // tensor bytes, offsets relative to the end of the header).
 //
-// Reading is strict: every tensor the ModelSpec needs must be present with dtype F16 and exactly the expected
-// shape, its byte range inside the file and of the right size; no unexpected tensor. Every violation is a
-// duplex::Error naming the file and the tensor.
+// Reading is strict: every tensor the ModelSpec needs must be present with dtype F16, BF16 or F32 and exactly
+// the expected shape, its byte range inside the file and of the right size; no unexpected tensor. BF16 and F32
+// tensors are rounded to FP16 (the emulated devices compute in FP16; the weights' source then says so), and a
+// value FP16 cannot hold (beyond +-65504, inf, NaN) is an error. Every violation is a duplex::Error naming the
+// file and the tensor.
 #include <string>
 
 #include "duplex/runtime/functional/model_weights.hpp"
