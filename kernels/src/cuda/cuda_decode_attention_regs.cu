@@ -135,12 +135,13 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinBlocks)
     const unsigned int slot = u - s.block_size.div(u) * s.block_size.divisor;
     return page * s.stride.page + slot * s.stride.slot + head_offset;
   };
-  // Chunk c of a row, or zeros without a row (row_pointer: null for offset -1).
+  // Chunk c of a row, or zeros without a row (row_pointer: null for offset -1). Through the read-only
+  // (non-coherent) path, as kv_read_bench's loads, whose bandwidth is the target.
   auto row_pointer = [](const T* cache, std::int64_t offset) {
     return offset >= 0 ? reinterpret_cast<const uint4*>(cache + offset) : nullptr;
   };
   auto load16 = [](const uint4* row_chunks, int c) {
-    return row_chunks != nullptr ? row_chunks[c] : make_uint4(0, 0, 0, 0);
+    return row_chunks != nullptr ? __ldg(row_chunks + c) : make_uint4(0, 0, 0, 0);
   };
 
   // A tile's loads: row_offsets finds the rows of this lane's token (and reads the page numbers of the warp's
