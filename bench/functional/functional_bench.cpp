@@ -1,5 +1,6 @@
 // Functional emulation speed: tiny-moe, 4 requests x 16 new tokens, on gpu (all xPU kernels) and duplex-pe
-// (PIM ops on the golden or the RTL datapath), on one device and on the system's devices for the model (4).
+// (PIM ops on the golden or the RTL datapath), on one device, on the system's devices for the model (4) and on
+// two nodes of 8 (16: TP8 x DP2, experts over all 16).
 // Counter tokens_per_s = generated tokens / host second.
 #include <benchmark/benchmark.h>
 
@@ -32,6 +33,8 @@ BENCHMARK_CAPTURE(run_tiny_moe, gpu_1_device, "gpu", "", 1)->Unit(benchmark::kMi
 BENCHMARK_CAPTURE(run_tiny_moe, gpu_4_devices, "gpu", "", 0)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden_1_device, "duplex-pe", "golden", 1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden_4_devices, "duplex-pe", "golden", 0)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_moe, gpu_16_devices, "gpu", "", 16)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden_16_devices, "duplex-pe", "golden", 16)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_rtl_4_devices, "duplex-pe", "rtl", 0)
     ->Unit(benchmark::kMillisecond)
     ->Iterations(2);
