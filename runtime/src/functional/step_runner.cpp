@@ -55,6 +55,24 @@ std::uint16_t* StepRunner::partial(std::size_t d) {
   return partials_.data() + d * static_cast<std::size_t>(t_ * m_.hidden);
 }
 
+template <class Compute>
+void StepRunner::on_node_rows(std::size_t d, const std::uint16_t* in, std::int64_t in_cols, std::uint16_t* out,
+                              std::int64_t out_cols, Compute&& compute) {
+  if (layout_.nodes == 1) {
+    compute(in, out, t_);
+    return;
+  }
+  const std::vector<std::int64_t>& rows = node_rows_[static_cast<std::size_t>(dev_[d].shard.node)];
+  const auto n = static_cast<std::int64_t>(rows.size());
+  std::vector<std::uint16_t> x(static_cast<std::size_t>(n * in_cols)), y(static_cast<std::size_t>(n * out_cols));
+  for (std::int64_t i = 0; i < n; ++i)
+    std::copy_n(in + rows[static_cast<std::size_t>(i)] * in_cols, in_cols, x.data() + i * in_cols);
+  compute(x.data(), y.data(), n);
+  std::fill_n(out, t_ * out_cols, std::uint16_t{0});
+  for (std::int64_t i = 0; i < n; ++i)
+    std::copy_n(y.data() + i * out_cols, out_cols, out + rows[static_cast<std::size_t>(i)] * out_cols);
+}
+
 int StepRunner::moe_index(int layer) const {
   int idx = 0;
   for (int l = 0; l < layer; ++l) idx += m_.is_moe_layer(l) ? 1 : 0;
@@ -80,8 +98,10 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
     DUPLEX_ASSERT(r.prefill || !r.completes_prefill, "a decode request cannot complete a prefill");
     DUPLEX_ASSERT(r.node >= 0 && r.node < layout_.nodes, "a request on a node the layout lacks");
   }
-  node_active_.assign(static_cast<std::size_t>(layout_.nodes), false);
-  for (const StepRequest& r : requests) node_active_[static_cast<std::size_t>(r.node)] = true;
+  node_rows_.assign(static_cast<std::size_t>(layout_.nodes), {});
+  for (const Row& row : rows_)
+    for (std::int64_t i = 0; i < row.request->tokens; ++i)
+      node_rows_[static_cast<std::size_t>(row.request->node)].push_back(row.first + i);
   DUPLEX_ASSERT(batch_.tokens() == t_, "the step's batch and its requests differ in tokens");
   routing_ = compiler::Routing{};
   routed_.clear();
@@ -211,8 +231,10 @@ void StepRunner::qkv(int layer, Unit unit) {
     const std::int64_t q = s.q_heads * hd, kv = s.kv_heads * hd, n = q + 2 * kv;
     const auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].qkv;
     std::vector<std::uint16_t> fused(static_cast<std::size_t>(t_ * n));
-    on(d, unit).linear(OpKind::kQkvProj, w.data(), normed_.data(), fused.data(), static_cast<std::size_t>(t_),
-                       static_cast<std::size_t>(n), static_cast<std::size_t>(h));
+    on_node_rows(d, normed_.data(), h, fused.data(), n, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
+      on(d, unit).linear(OpKind::kQkvProj, w.data(), x, y, static_cast<std::size_t>(rows), static_cast<std::size_t>(n),
+                         static_cast<std::size_t>(h));
+    });
     for (std::int64_t r = 0; r < t_; ++r) {
       const auto* row = fused.data() + r * n;
       std::copy(row, row + q, lane.q.data() + r * q);
@@ -386,9 +408,10 @@ void StepRunner::o_proj(int layer, Unit unit) {
     }
     const std::int64_t q = dev_[d].shard.q_heads * m_.head_dim;
     const auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].o;
-    on(d, unit).linear(OpKind::kOProj, w.data(), lanes_[d].attn.data(), partial(d),
-                       static_cast<std::size_t>(t_), static_cast<std::size_t>(h),
-                       static_cast<std::size_t>(q));
+    on_node_rows(d, lanes_[d].attn.data(), q, partial(d), h, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
+      on(d, unit).linear(OpKind::kOProj, w.data(), x, y, static_cast<std::size_t>(rows), static_cast<std::size_t>(h),
+                         static_cast<std::size_t>(q));
+    });
   }
 }
 
@@ -513,13 +536,11 @@ void StepRunner::dense_ffn(int layer, Unit unit) {
       continue;
     }
     LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
-    on(d, unit).gated_ffn(OpKind::kDenseFfn, lw.gate.data(), lw.up.data(), lw.down.data(), normed_.data(),
-                          partial(d), static_cast<std::size_t>(t_), static_cast<std::size_t>(lw.ffn_width),
-                          static_cast<std::size_t>(h));
-    if (layout_.nodes == 1) continue;
-    for (const Row& row : rows_)  // rows of other nodes' requests: their own node's devices reduce them
-      if (!serves(d, *row.request))
-        std::fill_n(partial(d) + row.first * h, row.request->tokens * h, std::uint16_t{0});
+    on_node_rows(d, normed_.data(), h, partial(d), h, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
+      on(d, unit).gated_ffn(OpKind::kDenseFfn, lw.gate.data(), lw.up.data(), lw.down.data(), x, y,
+                            static_cast<std::size_t>(rows), static_cast<std::size_t>(lw.ffn_width),
+                            static_cast<std::size_t>(h));
+    });
   }
 }
 
@@ -538,16 +559,23 @@ void StepRunner::lm_head(StepOutput& out) {
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
-    std::vector<std::int32_t> local_next(static_cast<std::size_t>(n));
-    std::vector<float> local(static_cast<std::size_t>(n * s.vocab));
+    std::vector<std::int64_t> mine;  // the requests of this device's node
+    std::vector<std::uint16_t> x;
+    for (std::int64_t r = 0; r < n; ++r)
+      if (serves(d, *rows_[static_cast<std::size_t>(r)].request)) {
+        mine.push_back(r);
+        x.insert(x.end(), last.begin() + r * h, last.begin() + (r + 1) * h);
+      }
+    const auto k = static_cast<std::int64_t>(mine.size());
+    std::vector<std::int32_t> local_next(static_cast<std::size_t>(k));
+    std::vector<float> local(static_cast<std::size_t>(k * s.vocab));
     dev_[d].xpu->run(
         OpKind::kLmHead,
-        kernels::LmHeadArgs{f16_view(last, {n, h}), f16_view(dev_[d].weights->lm_head, {s.vocab, h}),
-                            i32_view(local_next, {n}), f32_view(local, {n, s.vocab})});
-    for (std::int64_t r = 0; r < n; ++r)
-      if (serves(d, *rows_[static_cast<std::size_t>(r)].request))
-        std::copy(local.begin() + r * s.vocab, local.begin() + (r + 1) * s.vocab,
-                  logits.begin() + r * vocab + s.vocab0);
+        kernels::LmHeadArgs{f16_view(x, {k, h}), f16_view(dev_[d].weights->lm_head, {s.vocab, h}),
+                            i32_view(local_next, {k}), f32_view(local, {k, s.vocab})});
+    for (std::int64_t i = 0; i < k; ++i)
+      std::copy(local.begin() + i * s.vocab, local.begin() + (i + 1) * s.vocab,
+                logits.begin() + mine[static_cast<std::size_t>(i)] * vocab + s.vocab0);
     if (dev_.size() == 1) next = local_next;
   }
   out.logits.clear();

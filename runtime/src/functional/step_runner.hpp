@@ -12,9 +12,10 @@
 //
 // Several nodes (data-parallel replicas of the non-expert layers, experts parallel over every node's
 // devices): each request is served by one node, whose devices alone hold its K/V and compute its attention,
-// dense FFN and logits (a device's partial output is zero on other nodes' rows, so the one sum of partials
-// reduces each row over its own node; a node without requests in the step skips them); every device computes
-// its experts for the tokens of every node routed to them (the all-to-all's effect). The plan is device 0's, as the timing model lowers it for the busiest
+// dense FFN and logits on its node's token rows only (a device's partial output is zero on other nodes' rows,
+// so the one sum of partials reduces each row over its own node; a node without requests in the step skips
+// them); every device computes its experts for the tokens of every node routed to them (the all-to-all's
+// effect). The plan is device 0's, as the timing model lowers it for the busiest
 // replica.
 #include <cstdint>
 #include <vector>
@@ -90,7 +91,13 @@ class StepRunner {
   compiler::ExecutionPlan plan(int expert_rotation = 0) const;
   bool serves(std::size_t d, const StepRequest& r) const { return dev_[d].shard.node == r.node; }
   // Device d's node has requests in the step (else its non-expert ops are skipped, their partials zero).
-  bool active(std::size_t d) const { return node_active_[static_cast<std::size_t>(dev_[d].shard.node)]; }
+  bool active(std::size_t d) const { return !node_rows_[static_cast<std::size_t>(dev_[d].shard.node)].empty(); }
+  // Runs compute(x, y, rows) on the token rows of device d's node: x holds those rows of `in` (in_cols wide), y
+  // takes their outputs (out_cols wide), which land in `out` at the same rows, the other rows zero. With one
+  // node, `in` and `out` themselves (every row is the node's).
+  template <class Compute>
+  void on_node_rows(std::size_t d, const std::uint16_t* in, std::int64_t in_cols, std::uint16_t* out,
+                    std::int64_t out_cols, Compute&& compute);
   device::IDevice& on(std::size_t d, compiler::Unit unit) const;
   std::uint16_t* partial(std::size_t d);
   void execute(const compiler::Op& op, compiler::Unit unit);
@@ -128,7 +135,7 @@ class StepRunner {
   compiler::Routing routing_;
   std::vector<std::vector<std::int64_t>> routed_;  // per MoE layer seen so far: tokens per expert
   std::vector<Row> rows_;
-  std::vector<bool> node_active_;  // per node: it serves a request of the step
+  std::vector<std::vector<std::int64_t>> node_rows_;  // per node: the token rows of its requests, in order
   std::int64_t t_ = 0;  // tokens in the step
   std::vector<std::int32_t> ids_, positions_;
   std::vector<std::uint16_t> x_, normed_, out_, partials_;  // FP16; partials_ [devices, t, hidden]
