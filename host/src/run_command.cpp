@@ -14,18 +14,21 @@
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/device_pim_unit.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
+#include "system_overrides.hpp"
 
 namespace duplex::host {
 namespace {
 
 struct RunCliOptions {
   runtime::functional::RunOptions run;
+  std::vector<std::string> sets;  // --set KEY=VALUE overrides of the system
   std::vector<std::string> prompts = {"1,5,9,42"};
   std::string pim_path = "datapath";
   bool json = false;
 };
 
 void run_run(RunCliOptions& o) {
+  o.run.system_overrides = parse_sets(o.sets);
   o.run.prompts.clear();
   for (const auto& p : o.prompts) o.run.prompts.push_back(runtime::functional::parse_prompt(p));
   if (o.pim_path == "device") o.run.executor.pim_unit_factory = runtime::functional::make_device_pim_unit;
@@ -49,6 +52,7 @@ void add_run_command(CLI::App& app) {
                 "Model preset or file (YAML or HF config.json); ignored with --weights")
       ->capture_default_str();
   c->add_option("--system", o->run.system, "System preset or file")->capture_default_str();
+  add_set_option(c, o->sets);
   c->add_option("--prompt", o->prompts, "Comma-separated token ids; repeat for several requests (batched)")
       ->capture_default_str();
   c->add_option("--max-new-tokens", o->run.max_new_tokens, "Tokens to generate per request")

@@ -1,5 +1,5 @@
 #pragma once
-// `--set KEY=VALUE` on the commands that load a system (simulate, compile, memtest, config show / check):
+// `--set KEY=VALUE` on the commands that load a system (simulate, compile, run, memtest, config show / check):
 // each is a ConfigOverride applied to the resolved system config, e.g. --set pim.clock=800MHz
 // --set memory.data_rate=6.4Gbps --set xpu.efficiency.gemm=0.8. The system is then read as strictly as
 // a file, so a key the reader does not know is an error naming "--set".

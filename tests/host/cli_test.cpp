@@ -167,6 +167,16 @@ TEST(RunCli, DevicesOptionShardsOverThatManyDevicesAndNamesTheirClasses) {
   EXPECT_NE(run("run --model tiny-dense --system duplex --devices 3").exit_code, 0);  // 8 heads over TP3
 }
 
+// --set reaches the functional emulation's system: nodes of 2 devices make 4 devices two data-parallel nodes.
+TEST(RunCli, SetOverridesTheSystemItRunsOn) {
+  const CliRun r = run("run --model tiny-moe --system duplex-pe --set links.devices_per_node=2 --devices 4 "
+                       "--prompt 1,5,9 --prompt 7,3 --max-new-tokens 3 --check --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["layout"], "4 devices: TP2 x DP2, EP4 (2 experts/device)");
+  EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+}
+
 TEST(RunCli, PimOpsThroughTheDriverAndTheSystemCDeviceGiveTheSameTokens) {
   const std::string args = "run --model tiny-moe --system duplex-pe --prompt 2,7,1 --max-new-tokens 5 --check --json";
   const CliRun datapath = run(args);

@@ -98,7 +98,7 @@ RunReport run_functional(const RunOptions& o) {
   RunReport rep;
   const ModelWeights weights =
       o.weights.empty() ? random_weights(compiler::load_model(o.model), o.seed) : load_checkpoint(o.weights);
-  const SystemSpec system = load_system(o.system);
+  const SystemSpec system = read_system(ConfigNode::load(o.system, "systems", o.system_overrides));
   rep.model = weights.spec.name;
   rep.attention = weights.spec.window_note();
   rep.system = system.name;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "duplex/base/config.hpp"
 #include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/reference_forward.hpp"
 
@@ -18,6 +19,7 @@ namespace duplex::runtime::functional {
 struct RunOptions {
   std::string model = "tiny-moe";  // preset or file; ignored when `weights` is a checkpoint
   std::string system = "duplex-pe";
+  std::vector<ConfigOverride> system_overrides;  // applied to the system's config, in order (--set)
   std::vector<std::vector<std::int32_t>> prompts;  // one request each
   int max_new_tokens = 32;
   std::string weights;  // empty: random from `seed`; else a checkpoint (safetensors + config.json)
