@@ -74,7 +74,8 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"datapath", "device"}));
   c->add_option("--devices", o->run.executor.devices,
-                "Devices to run on, in the compiler's parallel layout (0: the system's for the model)")
+                "Devices to run on, in the compiler's parallel layout (0: the system's for the model); more than "
+                "links.devices_per_node make data-parallel nodes, each serving its own requests")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_option("--max-batch", o->run.executor.max_batch, "Requests running at once")
