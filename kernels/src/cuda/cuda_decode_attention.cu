@@ -70,15 +70,8 @@ __device__ __forceinline__ void find_slots(int base, int last, int row_group, in
 #pragma unroll
   for (int u = 0; u < kTokens; ++u) {
     const int token = base + u * row_groups + row_group;
-    slots[u] = -1;
-    if (token >= last) continue;
-    const unsigned int page_index = s.block_size.div(static_cast<unsigned int>(token));
-    const unsigned int offset = static_cast<unsigned int>(token) - page_index * s.block_size.divisor;
-    const std::int32_t page = table[page_index];
-    if (page < 0 || page >= num_blocks)
-      atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize()
-    else
-      slots[u] = page * s.stride.page + offset * s.stride.slot;
+    const std::int32_t page = token < last ? table[s.block_size.div(static_cast<unsigned int>(token))] : 0;
+    slots[u] = paged_row_offset(token, last, page, num_blocks, s.block_size, s.stride, 0, error_word);
   }
 }
 
@@ -212,26 +205,7 @@ __global__ void __launch_bounds__(kThreads, kGroup <= 4 ? 4 : 1)
     }
   }
   __syncthreads();
-  for (int i = static_cast<int>(threadIdx.x); i < heads * s.d; i += kThreads) {
-    const int g = i / s.d, c = i % s.d;
-    float m_all = -INFINITY;
-    for (int r = 0; r < row_groups; ++r) m_all = fmaxf(m_all, ml_s[(r * heads + g) * 2]);
-    float a = 0.0f, l_all = 0.0f;
-    if (m_all != -INFINITY)
-      for (int r = 0; r < row_groups; ++r) {
-        const float m_r = ml_s[(r * heads + g) * 2];
-        if (m_r == -INFINITY) continue;
-        const float w = exp2f(m_r - m_all);
-        a = fmaf(acc_s[(r * heads + g) * s.d + c], w, a);
-        l_all = fmaf(ml_s[(r * heads + g) * 2 + 1], w, l_all);
-      }
-    const std::int64_t at = (head0 + g) * s.splits + split;
-    partial_acc[at * s.d + c] = a;
-    if (c == 0) {
-      partial_ml[at * 2] = m_all * kLn2;  // back to natural-log units for decode_merge
-      partial_ml[at * 2 + 1] = l_all;
-    }
-  }
+  merge_warp_partials(acc_s, ml_s, row_groups, heads, heads, s.d, head0, s.splits, split, partial_acc, partial_ml);
 }
 
 constexpr int kTile = 32;  // fallback: tokens per shared-memory tile (one per lane in the softmax step)

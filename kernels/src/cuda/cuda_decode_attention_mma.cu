@@ -213,14 +213,9 @@ __global__ void __launch_bounds__(P::kThreads)
   // Element offset of token's row (plus chunk * 8) in the caches, or -1 (no row: past the context, or a bad
   // table entry, reported through error_word and read as zeros).
   auto source_of = [&](int token, std::int32_t page, int chunk) -> std::int64_t {
-    if (token >= last) return -1;
-    if (page < 0 || page >= num_blocks) {
-      atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize()
-      return -1;
-    }
-    const auto u = static_cast<unsigned int>(token);
-    const unsigned int offset = u - s.block_size.div(u) * s.block_size.divisor;
-    return page * s.stride.page + offset * s.stride.slot + head_offset + chunk * 8;
+    const std::int64_t row =
+        paged_row_offset(token, last, page, num_blocks, s.block_size, s.stride, head_offset, error_word);
+    return row < 0 ? -1 : row + chunk * 8;
   };
   auto issue_copies = [&](int tile, const std::int32_t(&pages)[kCopies]) {
     if constexpr (P::kProbe == MmaProbe::kComputeOnly) return;

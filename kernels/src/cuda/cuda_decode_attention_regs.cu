@@ -124,16 +124,9 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinBlocks)
   };
   // Element offset of the row of this lane's token of `tile` in the caches, or -1 (past the context, or a bad
   // table entry: reported, read as zeros).
-  auto row_offset = [&](int tile, std::int32_t page) -> std::int64_t {
-    const int token = first + tile * kTileTokens + row;
-    if (token >= last) return -1;
-    if (page < 0 || page >= num_blocks) {
-      atomicOr(error_word, kBadBlockTableEntry);  // reported by synchronize()
-      return -1;
-    }
-    const auto u = static_cast<unsigned int>(token);
-    const unsigned int slot = u - s.block_size.div(u) * s.block_size.divisor;
-    return page * s.stride.page + slot * s.stride.slot + head_offset;
+  auto row_offset = [&](int tile, std::int32_t page) {
+    return paged_row_offset(first + tile * kTileTokens + row, last, page, num_blocks, s.block_size, s.stride,
+                            head_offset, error_word);
   };
   // Chunk c of a row, or zeros without a row (row_pointer: null for offset -1). Through the read-only
   // (non-coherent) path, as kv_read_bench's loads, whose bandwidth is the target.

@@ -103,6 +103,24 @@ struct CacheStrides {
 inline CacheStrides cache_strides(const Tensor& cache) {
   return {cache.strides[0], cache.strides[1], cache.strides[2]};
 }
+// The element offset of `token`'s row in a paged cache view, plus `row_base` (e.g. a kv head's offset): its
+// page `page` (read from the block table by the caller) times the page stride plus its slot (token % block
+// size) times the slot stride. -1 for a token at or past `last`, and for a page outside [0, num_blocks)
+// (set in error_word, reported by synchronize(); the caller reads that row as zeros).
+__device__ __forceinline__ std::int64_t paged_row_offset(int token, int last, std::int32_t page,
+                                                         std::int64_t num_blocks, const FastDivider& block_size,
+                                                         const CacheStrides& stride, std::int64_t row_base,
+                                                         unsigned int* error_word) {
+  if (token >= last) return -1;
+  if (page < 0 || page >= num_blocks) {
+    atomicOr(error_word, kBadBlockTableEntry);
+    return -1;
+  }
+  const auto u = static_cast<unsigned int>(token);
+  const unsigned int slot = u - block_size.div(u) * block_size.divisor;
+  return page * stride.page + slot * stride.slot + row_base;
+}
+
 // Every row of the view starts 16-byte aligned when the base does: the strides are whole 16-byte chunks.
 inline bool rows_aligned16(const Tensor& cache) {
   const auto elem = static_cast<std::int64_t>(dtype_size(cache.dtype));
@@ -164,9 +182,10 @@ Status launch_merge(const DecodeAttentionArgs& args, const Partials& p, std::int
   return {};
 }
 
-// The last step of a tensor-core split kernel, by every thread of the block: its warps' partials, stored in
-// shared memory as acc [warps][heads_per_block][d] and (max in base-2 units, sum) [warps][heads_per_block][2],
-// merged in warp order into the block's split partial (max in natural-log units, as decode_merge reads it).
+// The last step of a split kernel, by every thread of the block: the partials of its `warps` independent
+// groups (warps, or row groups of the CUDA-core kernel), stored in shared memory as acc
+// [warps][heads_per_block][d] and (max in base-2 units, sum) [warps][heads_per_block][2], merged in group order
+// into the block's split partial (max in natural-log units, as decode_merge reads it).
 __device__ __forceinline__ void merge_warp_partials(const float* acc_s, const float* ml_s, int warps,
                                                     int heads_per_block, int heads, int d, std::int64_t head0,
                                                     int splits, int split, float* partial_acc, float* partial_ml) {
