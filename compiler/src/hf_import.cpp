@@ -159,9 +159,10 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   m.name = f.string_or("_name_or_path", type);
   if (m.name.empty()) m.name = type;
 
-  if (type == "llama" || type == "mistral" || type == "qwen2") {
+  if (type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3") {
     read_common(f, m);
     m.ffn = f.integer("intermediate_size");
+    if (type == "qwen3") m.qk_norm = QkNorm::kPerHead;
   } else if (type == "mixtral" || type == "phimoe") {
     // Phi-3.5-MoE has Mixtral's field names and LayerNorm instead of RMSNorm.
     read_common(f, m);
@@ -170,12 +171,15 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.expert_ffn = f.integer("intermediate_size");
     if (type == "phimoe") m.norm = NormKind::kLayerNorm;
   } else if (type == "olmoe") {
-    // OLMoE: every layer MoE; its routing weights are not renormalised (norm_topk_prob), which changes no
-    // op's shape or cost (the functional emulation renormalises, as for every model).
+    // OLMoE: every layer MoE; q / k RMSNorm over each projection's whole width; routing weights renormalised
+    // only with norm_topk_prob (default false).
     read_common(f, m);
     m.experts = f.integer("num_experts");
     m.top_k = f.integer("num_experts_per_tok");
     m.expert_ffn = f.integer("intermediate_size");
+    m.qk_norm = QkNorm::kWhole;
+    m.router_renormalize = f.boolean_or("norm_topk_prob", false);
+    m.weight_naming = WeightNaming::kQwenMoe;
   } else if (type == "dbrx") {
     // DBRX: MPT-style names, attention and FFN fields in nested objects; LayerNorm.
     m.layers = f.integer("n_layers");
@@ -200,9 +204,15 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.moe_every = f.integer_or("decoder_sparse_step", 1);
     m.dense_layers = f.int_list_or_empty("mlp_only_layers");
     m.ffn = f.integer_or("intermediate_size", 0);
+    m.router_renormalize = f.boolean_or("norm_topk_prob", false);  // HF's default for both
+    m.weight_naming = WeightNaming::kQwenMoe;
     if (type == "qwen2_moe") {
+      // One shared expert, its output scaled by sigmoid(shared_expert_gate . x).
       m.shared_expert_ffn = f.integer_or("shared_expert_intermediate_size", 0);
       m.shared_experts = m.shared_expert_ffn > 0 ? 1 : 0;
+      m.shared_expert_gate = m.shared_experts > 0;
+    } else {
+      m.qk_norm = QkNorm::kPerHead;
     }
   } else if (type == "deepseek_v2" || type == "deepseek_v3") {
     read_common(f, m);
@@ -226,8 +236,15 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   } else {
     throw ConfigError(file, "model_type",
                       type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
-                      "one of llama, mistral, qwen2, mixtral, phimoe, olmoe, dbrx, qwen2_moe, qwen3_moe, "
+                      "one of llama, mistral, qwen2, qwen3, mixtral, phimoe, olmoe, dbrx, qwen2_moe, qwen3_moe, "
                       "deepseek_v2, deepseek_v3");
+  }
+  // Attention biases: Qwen2 / Qwen2-MoE always bias q, k and v (not o); the others bias all four projections
+  // when attention_bias says so (default false).
+  if (type == "qwen2" || type == "qwen2_moe") {
+    m.qkv_bias = true;
+  } else if (type != "dbrx" && type != "deepseek_v2" && type != "deepseek_v3") {
+    m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", false);
   }
   m.validate();
   return m;

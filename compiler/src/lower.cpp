@@ -83,14 +83,15 @@ class Lowering {
     return o;
   }
 
-  void elementwise(OpKind kind, int layer, std::string name, double elements_read, double elements_written,
-                   double flops_per_element, double weight_elements = 0) {
+  Op& elementwise(OpKind kind, int layer, std::string name, double elements_read, double elements_written,
+                  double flops_per_element, double weight_elements = 0) {
     Op& o = add(kind, layer, std::move(name));
     o.m = tokens_;
     o.k = m_.hidden;
     o.flops = flops_per_element * elements_written;
     o.bytes_act = (elements_read + elements_written) * kActBytes;
     o.bytes_weights = weight_elements * wbytes_;
+    return o;
   }
 
   void norm(int layer, const char* name) {
@@ -99,9 +100,10 @@ class Lowering {
                 (m_.norm == NormKind::kLayerNorm ? 2.0 : 1.0) * m_.hidden);
   }
 
-  void residual(int layer, const char* name) {
+  // x += the block's output (+ a bias row of `bias_elements`, the attention's o_bias, added alike).
+  void residual(int layer, const char* name, double bias_elements = 0) {
     const double e = static_cast<double>(tokens_) * m_.hidden;
-    elementwise(OpKind::kResidual, layer, name, 2.0 * e, e, 1.0);
+    elementwise(OpKind::kResidual, layer, name, 2.0 * e, e, bias_elements > 0 ? 2.0 : 1.0, bias_elements);
   }
 
   void embedding() {
@@ -149,7 +151,7 @@ class Lowering {
     norm(l, "attn_norm");
     attention_block(l);
     collective(OpKind::kAllReduce, l, "attn_all_reduce", tokens_, p_.tp);
-    residual(l, "attn_residual");
+    residual(l, "attn_residual", m_.o_bias ? m_.hidden : 0);
     norm(l, "ffn_norm");
     if (m_.is_moe_layer(l)) {
       moe_block(l);
@@ -168,8 +170,7 @@ class Lowering {
     // QKV (MLA: all the down / up projections before attention, as one op of equal weight volume).
     const std::int64_t qkv_cols = (m_.attention_params() - o_params) / m_.hidden / p_.tp;
     gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, m_.hidden, 1, qkv_cols);
-    const double rope_elems = static_cast<double>(tokens_) * (q_heads_ + kv_heads_) * m_.head_dim;
-    if (m_.learned_positions == 0) elementwise(OpKind::kRope, l, "rope", rope_elems, rope_elems, 6.0);
+    if (m_.learned_positions == 0) rope(l);
 
     const double kv_elems = static_cast<double>(m_.kv_elements_per_token_layer()) *
                             (mla ? 1.0 : static_cast<double>(kv_heads_) / std::max(1, m_.kv_heads));
@@ -222,8 +223,29 @@ class Lowering {
     gemm(OpKind::kOProj, l, "o_proj", tokens_, m_.hidden, o_in, 1, m_.hidden);
   }
 
+  // The xPU's elementwise pass over the projected q and k (and v with biases): add the q / k / v biases,
+  // RMSNorm q and k (qk_norm), rotate q and k. Read and written once; bias and norm gains are weights.
+  void rope(int l) {
+    const double t = static_cast<double>(tokens_), d = m_.head_dim;
+    const double qk = t * (q_heads_ + kv_heads_) * d, v = t * kv_heads_ * d;
+    const double elems = qk + (m_.qkv_bias ? v : 0.0);
+    double flops = 6.0 * qk, weights = 0;
+    if (m_.qkv_bias) {
+      flops += elems;
+      weights += (q_heads_ + 2.0 * kv_heads_) * d;
+    }
+    if (m_.qk_norm != QkNorm::kNone) {
+      flops += 4.0 * qk;
+      weights += m_.qk_norm == QkNorm::kPerHead ? 2.0 * d : (q_heads_ + kv_heads_) * d;
+    }
+    elementwise(OpKind::kRope, l, "rope", elems, elems, flops / elems, weights);
+  }
+
   void moe_block(int l) {
-    gemm(OpKind::kRouter, l, "router", tokens_, m_.experts, m_.hidden, 1, m_.experts);
+    // The router's gate GEMM (+ Qwen2-MoE's shared-expert gate: one more output column, its sigmoid beside
+    // the softmax).
+    gemm(OpKind::kRouter, l, "router", tokens_, m_.experts + (m_.shared_expert_gate ? 1 : 0), m_.hidden, 1,
+         m_.experts + (m_.shared_expert_gate ? 1 : 0));
     // Inside a node every device already holds all the node's tokens (attention is tensor parallel); experts
     // on other nodes (with or without +ET) need the tokens sent there and back: an all-to-all each way. On a
     // heterogeneous system it runs GPU to GPU (the PIM devices sit on their node's NVLink only), and each GPU

@@ -89,6 +89,42 @@ TEST(Lowering, FcOpPerByteIsTheStepTokenCount) {
   }
 }
 
+// Biases and q / k norms are the xPU's elementwise pass after the projection (the rope op): it then also
+// reads and writes v and holds the bias and gain vectors as weights; the o bias rides on the attention's
+// residual; the shared-expert gate is one more router output.
+TEST(Lowering, BiasesQkNormsAndSharedGateAreCountedWhereTheyRun) {
+  const BatchState b = BatchState::decode_batch(16, 256);
+  auto on_one_device = [&](const ModelSpec& model) {
+    return lower(model, b, ParallelLayout::make(model, load_system("gpu"), 1), Routing{});
+  };
+  ModelSpec m = load_model("tiny-qwen-moe");  // q/k/v biases, a gated shared expert
+  const Graph g = on_one_device(m);
+  const double t = 16, q = 8 * 32, kv = 2 * 32;
+  const Op& rope = first_of(g, OpKind::kRope);
+  EXPECT_DOUBLE_EQ(rope.bytes_weights, (q + 2 * kv) * 2);
+  EXPECT_DOUBLE_EQ(rope.bytes_act, 2 * t * (q + 2 * kv) * 2);
+  EXPECT_DOUBLE_EQ(rope.flops, 6 * t * (q + kv) + t * (q + 2 * kv));
+  EXPECT_EQ(first_of(g, OpKind::kRouter).n, 9);
+  const Op& residual = first_of(g, OpKind::kResidual);
+  EXPECT_DOUBLE_EQ(residual.bytes_weights, 0);
+
+  m.qkv_bias = false;
+  m.o_bias = true;
+  m.qk_norm = QkNorm::kPerHead;
+  const Graph h = on_one_device(m);
+  const Op& rope2 = first_of(h, OpKind::kRope);
+  EXPECT_DOUBLE_EQ(rope2.bytes_weights, 2 * 32 * 2);
+  EXPECT_DOUBLE_EQ(rope2.bytes_act, 2 * t * (q + kv) * 2);
+  EXPECT_DOUBLE_EQ(rope2.flops, 10 * t * (q + kv));
+  EXPECT_DOUBLE_EQ(first_of(h, OpKind::kResidual).bytes_weights, 256 * 2);
+
+  // Without any of them the rope op is as before: 6 FLOPs per rotated element, no weights.
+  const Graph plain = on_one_device(load_model("tiny-moe"));
+  EXPECT_DOUBLE_EQ(first_of(plain, OpKind::kRope).flops, 6 * t * (q + kv));
+  EXPECT_DOUBLE_EQ(first_of(plain, OpKind::kRope).bytes_weights, 0);
+  EXPECT_EQ(first_of(plain, OpKind::kRouter).n, 8);
+}
+
 TEST(Lowering, TensorParallelSplitsHeadsAndAddsAllReduces) {
   const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512));  // 4 devices
   const Op& a = first_of(g, OpKind::kAttentionDecode);

@@ -200,6 +200,67 @@ TEST(ModelSpec, SlidingWindowFromYaml) {
             std::string::npos);
 }
 
+// Attention biases, q / k norms, the shared-expert gate and routing renormalisation per family; parameter
+// counts against the model cards: Qwen2.5-0.5B 0.49B (q/k/v biases, tied embeddings), Qwen3-0.6B 0.6B
+// (0.44B without embeddings; per-head q/k norms).
+TEST(HfImport, BiasesQkNormsSharedExpertGateAndRoutingPerFamily) {
+  const char* qwen25 = R"({"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+    "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+    "tie_word_embeddings": true, "sliding_window": 32768, "use_sliding_window": false})";
+  const ModelSpec q2 = import_hf_config(qwen25, "q25.json");
+  EXPECT_TRUE(q2.qkv_bias);
+  EXPECT_FALSE(q2.o_bias);
+  EXPECT_EQ(q2.qk_norm, QkNorm::kNone);
+  EXPECT_NEAR(static_cast<double>(q2.params()) / 1e9, 0.494, 0.005);
+  ModelSpec unbiased = q2;
+  unbiased.qkv_bias = false;
+  EXPECT_EQ(q2.params() - unbiased.params(), 24 * (896 + 2 * 128));
+
+  const ModelSpec q3 = import_hf_config(R"({"model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072,
+    "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+    "vocab_size": 151936, "tie_word_embeddings": true, "attention_bias": false})", "q3.json");
+  EXPECT_EQ(q3.qk_norm, QkNorm::kPerHead);
+  EXPECT_FALSE(q3.qkv_bias);
+  EXPECT_NEAR(static_cast<double>(q3.params()) / 1e9, 0.6, 0.01);
+  EXPECT_NEAR(static_cast<double>(q3.params() - q3.embedding_params()) / 1e9, 0.44, 0.01);
+  EXPECT_EQ(q3.attention_vector_params(), 2 * 128);
+
+  const ModelSpec llama = import_hf_config(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100, "attention_bias": true})", "l.json");
+  EXPECT_TRUE(llama.qkv_bias);
+  EXPECT_TRUE(llama.o_bias);
+  EXPECT_EQ(llama.attention_vector_params(), 3 * 64 + 64);
+
+  const ModelSpec q2moe = import_hf_config(R"({"model_type": "qwen2_moe", "hidden_size": 2048,
+    "intermediate_size": 5632, "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
+    "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16, "num_experts": 60,
+    "num_experts_per_tok": 4, "vocab_size": 151936})", "q2moe.json");
+  EXPECT_TRUE(q2moe.shared_expert_gate);
+  EXPECT_FALSE(q2moe.router_renormalize);  // HF's default norm_topk_prob
+  EXPECT_TRUE(q2moe.qkv_bias);
+  EXPECT_EQ(q2moe.weight_naming, WeightNaming::kQwenMoe);
+
+  const ModelSpec q3moe = import_hf_config(R"({"model_type": "qwen3_moe", "hidden_size": 2048,
+    "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
+    "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": true,
+    "vocab_size": 151936})", "q3moe.json");
+  EXPECT_TRUE(q3moe.router_renormalize);
+  EXPECT_EQ(q3moe.qk_norm, QkNorm::kPerHead);
+  EXPECT_FALSE(q3moe.shared_expert_gate);
+
+  const ModelSpec olmoe = import_hf_config(R"({"model_type": "olmoe", "hidden_size": 2048,
+    "intermediate_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16, "num_experts": 64,
+    "num_experts_per_tok": 8, "vocab_size": 50304})", "olmoe.json");
+  EXPECT_EQ(olmoe.qk_norm, QkNorm::kWhole);
+  EXPECT_FALSE(olmoe.router_renormalize);
+  EXPECT_EQ(olmoe.attention_vector_params(), 2048 + 2048);
+
+  const ModelSpec mixtral = load_model("mixtral-8x7b");
+  EXPECT_TRUE(mixtral.router_renormalize);
+  EXPECT_EQ(mixtral.weight_naming, WeightNaming::kMixtral);
+  EXPECT_EQ(mixtral.attention_vector_params(), 0);
+}
+
 TEST(HfImport, UnknownArchitectureMissingFieldAndBadJsonAreClearErrors) {
   const std::string unknown = error_of(R"({"model_type": "mamba", "hidden_size": 1})");
   EXPECT_NE(unknown.find("config.json: model_type: unsupported architecture \"mamba\""), std::string::npos) << unknown;
@@ -226,6 +287,33 @@ TEST(ModelYaml, UnknownKeyAndInconsistentShapesAreErrors) {
   EXPECT_THROW(read_model(ConfigNode::parse("name: x\nlayers: 0\nhidden: 64\nheads: 4\nvocab: 10\nffn: 8\n", "m.yaml")),
                ConfigError);
   EXPECT_THROW(load_model("no-such-model"), Error);
+}
+
+TEST(ModelYaml, QwenFeatureKeysAndTheirErrors) {
+  const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\n";
+  const std::string moe = base + "experts: 4\ntop_k: 2\nexpert_ffn: 32\n";
+  const ModelSpec m = read_model(ConfigNode::parse(
+      moe + "shared_experts: 1\nshared_expert_ffn: 48\nshared_expert_gate: true\nrouter_renormalize: false\n"
+            "qkv_bias: true\no_bias: true\nqk_norm: head\nweight_naming: qwen_moe\n",
+      "m.yaml"));
+  EXPECT_TRUE(m.shared_expert_gate && m.qkv_bias && m.o_bias);
+  EXPECT_FALSE(m.router_renormalize);
+  EXPECT_EQ(m.qk_norm, QkNorm::kPerHead);
+  EXPECT_EQ(m.weight_naming, WeightNaming::kQwenMoe);
+  EXPECT_EQ(m.attention_vector_params(), 3 * 64 + 64 + 2 * 16);
+  auto key_of = [](const std::string& text) {
+    try {
+      read_model(ConfigNode::parse(text, "m.yaml"));
+    } catch (const ConfigError& e) {
+      return e.key();
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(key_of(moe + "qk_norm: rms\n"), "qk_norm");
+  EXPECT_EQ(key_of(moe + "weight_naming: deepseek\n"), "weight_naming");
+  EXPECT_EQ(key_of(moe + "shared_expert_gate: true\n"), "shared_expert_gate");  // no shared experts
+  EXPECT_EQ(key_of(base + "ffn: 8\nrouter_renormalize: false\n"), "router_renormalize");  // dense
+  EXPECT_EQ(key_of(base + "ffn: 8\nlearned_positions: 16\nqkv_bias: true\n"), "qkv_bias");
 }
 
 }  // namespace

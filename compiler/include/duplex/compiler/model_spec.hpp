@@ -14,6 +14,13 @@ namespace duplex::compiler {
 enum class FfnKind { kGated, kTwoMatrix };   // gated: gate+up+down (SwiGLU); two-matrix: up+down
 enum class NormKind { kRmsNorm, kLayerNorm };
 enum class AttentionKind { kGqa, kMla };     // MLA: DeepSeek-V2/V3 multi-head latent attention
+// RMSNorm of the projected queries and keys before RoPE: per head over head_dim (Qwen3: q_norm / k_norm
+// weights [head_dim]) or over each projection's whole width (OLMoE: [q_dim] and [kv_dim]).
+enum class QkNorm { kNone, kPerHead, kWhole };
+// The tensor names of a checkpoint's MoE layers (HF safetensors): Mixtral's block_sparse_moe.gate /
+// experts.E.w1|w2|w3, or Qwen-MoE's (also OLMoE, Qwen3-MoE) mlp.gate / experts.E.gate_proj|up_proj|down_proj
+// with mlp.shared_expert.* and mlp.shared_expert_gate. Dense layers are named alike in both.
+enum class WeightNaming { kMixtral, kQwenMoe };
 
 struct MlaSpec {                // only for AttentionKind::kMla (DeepSeek field names)
   int q_lora_rank = 0;          // 0: q projected directly from hidden
@@ -44,6 +51,15 @@ struct ModelSpec {
   std::vector<int> dense_layers;  // explicit dense layers among MoE ones (Qwen mlp_only_layers)
   int shared_experts = 0;       // always-active experts (DeepSeek n_shared_experts / Qwen2-MoE shared expert)
   int shared_expert_ffn = 0;    // width of one shared expert
+  // Qwen2-MoE: the shared experts' output is scaled by sigmoid(x . w) per token, w [1, hidden].
+  bool shared_expert_gate = false;
+  // Top-k routing weights renormalised to sum 1 (HF norm_topk_prob; Mixtral always); else the softmax
+  // probabilities of the chosen experts as they are (Qwen2-MoE, OLMoE defaults).
+  bool router_renormalize = true;
+  bool qkv_bias = false;        // q / k / v projections carry a bias (Qwen2; Llama attention_bias)
+  bool o_bias = false;          // the output projection carries one (Llama / Qwen3 / OLMoE attention_bias)
+  QkNorm qk_norm = QkNorm::kNone;
+  WeightNaming weight_naming = WeightNaming::kMixtral;
   int vocab = 0;
   bool tie_embeddings = false;
   int learned_positions = 0;    // OPT-style learned position embeddings (rows); 0 = RoPE
@@ -69,7 +85,8 @@ struct ModelSpec {
   std::int64_t kv_elements_per_token_layer() const;
 
   // Parameter counts (elements).
-  std::int64_t attention_params() const;  // one layer
+  std::int64_t attention_params() const;  // one layer's projection matrices
+  std::int64_t attention_vector_params() const;  // one layer's attention biases and q / k norm gains
   std::int64_t ffn_params(int width) const;  // one FFN of this width (gated: 3 matrices, else 2)
   std::int64_t embedding_params() const;  // input embedding + LM head (+ positions)
   std::int64_t params() const;            // total
