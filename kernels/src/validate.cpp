@@ -236,6 +236,14 @@ struct Validator {
     c.extent("topk_weights", a.topk_weights, 0, t, "T")
         .extent("topk_weights", a.topk_weights, 1, a.top_k, "top_k");
     c.extent("logits", a.logits, 0, t, "T").extent("logits", a.logits, 1, e, "E");
+    c.optional_tensor("shared_gate_weight", a.shared_gate_weight, 2).optional_tensor("shared_gate", a.shared_gate, 1);
+    c.require(a.shared_gate_weight.present() == a.shared_gate.present(), StatusCode::kInvalidArgument,
+              "shared_gate_weight and shared_gate must be given together");
+    c.same_dtype("shared_gate_weight", a.shared_gate_weight, a.hidden, "hidden");
+    c.dtype("shared_gate", a.shared_gate, DType::kF32);
+    c.extent("shared_gate_weight", a.shared_gate_weight, 0, 1, "1")
+        .extent("shared_gate_weight", a.shared_gate_weight, 1, a.hidden.dim(1), "H");
+    c.extent("shared_gate", a.shared_gate, 0, t, "T");
     return c.status();
   }
   Status operator()(const PermuteArgs& a) const {

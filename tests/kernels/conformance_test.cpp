@@ -505,6 +505,44 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Router) {
       }
 }
 
+// Qwen2-MoE's shared-expert gate: shared_gate = sigmoid(hidden . w) beside the routing, which it leaves
+// exactly as without it (same backend, same ids and weights).
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterSharedExpertGate) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(18);
+  for (DType dtype : kFloatTypes)
+    for (std::int64_t t : {1, 37}) {
+      SCOPED_TRACE(label(dtype, "t", t));
+      const std::int64_t h = 96, e = 8, k = 2;
+      DeviceArena arena(*backend);
+      HostTensor hidden = random_tensor(dtype, {t, h}, rng), gate = random_tensor(dtype, {e, h}, rng, -0.2, 0.2),
+                 shared = random_tensor(dtype, {1, h}, rng, -0.5, 0.5);
+      RouterArgs plain{arena.upload(hidden), arena.upload(gate), arena.empty(DType::kI32, {t, k}),
+                       arena.empty(DType::kF32, {t, k}), Tensor{}, k, false};
+      RouterArgs gated = plain;
+      gated.topk_ids = arena.empty(DType::kI32, {t, k});
+      gated.topk_weights = arena.empty(DType::kF32, {t, k});
+      gated.shared_gate_weight = arena.upload(shared);
+      gated.shared_gate = arena.empty(DType::kF32, {t});
+      expect_run_ok(*backend, plain, arena.stream());
+      expect_run_ok(*backend, gated, arena.stream());
+      const HostTensor ids = arena.download(plain.topk_ids), gated_ids = arena.download(gated.topk_ids);
+      const HostTensor w = arena.download(plain.topk_weights), gated_w = arena.download(gated.topk_weights);
+      for (std::int64_t i = 0; i < t * k; ++i) {
+        EXPECT_EQ(ids.get_int(i), gated_ids.get_int(i)) << "slot " << i;
+        EXPECT_EQ(w.get(i), gated_w.get(i)) << "slot " << i;
+      }
+      const Expected logit = gemm_ref(hidden, shared, nullptr, true, DType::kF32);
+      const HostTensor g = arena.download(gated.shared_gate);
+      for (std::int64_t i = 0; i < t; ++i) {
+        const double x = logit.value[static_cast<std::size_t>(i)];
+        // sigmoid' <= 1/4: the logit's bound shrinks by 4; plus the sigmoid's own FP32 rounding.
+        EXPECT_NEAR(g.get(i), 1.0 / (1.0 + std::exp(-x)), logit.bound[static_cast<std::size_t>(i)] / 4 + 8 * kU32)
+            << "token " << i;
+      }
+    }
+}
+
 // Routing where some experts get no token (and one test where none gets any).
 std::vector<std::int32_t> skewed_ids(std::int64_t t, std::int64_t k, std::int64_t experts,
                                      std::mt19937_64& rng) {

@@ -73,6 +73,11 @@ Status router(const RouterArgs& args) {
     }
   });
   if (args.logits.present()) std::copy(logits.begin(), logits.end(), args.logits.as<float>());
+  if (args.shared_gate_weight.present()) {
+    float* gate = args.shared_gate.as<float>();
+    linear_nt(x.data(), t, h, args.shared_gate_weight.data, args.shared_gate_weight.dtype, 0, 1, gate, false);
+    for (std::int64_t i = 0; i < t; ++i) gate[i] = 1.0f / (1.0f + std::exp(-gate[i]));
+  }
   return {};
 }
 

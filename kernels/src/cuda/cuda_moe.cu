@@ -41,6 +41,12 @@ __global__ void router_topk(const float* logits, std::int64_t tokens, std::int64
     for (std::int64_t j = 0; j < top_k; ++j) weights[t * top_k + j] /= chosen;
 }
 
+// In place: g[t] = sigmoid(g[t]) (the shared-expert gate's logits).
+__global__ void sigmoid_inplace(float* g, std::int64_t n) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) g[i] = 1.0f / (1.0f + expf(-g[i]));
+}
+
 // One block: expert e's pairs, in pair order, get rows offsets[e], offsets[e] + 1, ... (a stable grouping).
 __global__ void permute_plan(const std::int32_t* ids, std::int64_t pairs, std::int64_t experts,
                              std::int32_t* offsets, std::int32_t* rows, unsigned int* error_word) {
@@ -194,6 +200,14 @@ Status router(Context& ctx, const RouterArgs& args, cudaStream_t stream) {
                                                                 args.topk_ids.as<std::int32_t>(),
                                                                 args.topk_weights.as<float>());
   DUPLEX_CUDA_LAUNCHED("router_topk");
+  if (args.shared_gate_weight.present()) {
+    float* gate = args.shared_gate.as<float>();
+    const Status g = gemm_rowmajor(ctx, stream, args.hidden.data, args.shared_gate_weight.data, gate, t, 1,
+                                   args.hidden.dim(1), args.hidden.dtype, DType::kF32, true, false);
+    if (!g.ok()) return g;
+    sigmoid_inplace<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(gate, t);
+    DUPLEX_CUDA_LAUNCHED("sigmoid_inplace");
+  }
   return {};
 }
 

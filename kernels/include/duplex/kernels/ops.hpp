@@ -90,10 +90,13 @@ struct SoftmaxArgs {
 // MoE router: logits = hidden[T,H] . gate_weight[E,H]^T; p = softmax(logits); the top_k experts by p (ties:
 // the lower expert index first) go to topk_ids i32[T,k] in descending order with their weights in
 // topk_weights f32[T,k], renormalised to sum 1 when renormalize. logits f32[T,E] is written when present.
+// Qwen2-MoE's shared-expert gate, when shared_gate_weight [1,H] is present: shared_gate f32[T] =
+// sigmoid(hidden . shared_gate_weight) (the weight the shared expert's output is scaled by).
 struct RouterArgs {
   Tensor hidden, gate_weight, topk_ids, topk_weights, logits;
   std::int64_t top_k = 2;
   bool renormalize = true;
+  Tensor shared_gate_weight{}, shared_gate{};
 };
 
 // MoE token permute: the T*k (token, slot) pairs are grouped by expert (stable: by expert, then t*k + j).
