@@ -22,7 +22,7 @@ done
 
 packages=(build-essential cmake ninja-build ccache pkg-config git
   libsystemc-dev verilator libtbb-dev libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libopenblas-dev)
+  libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libopenblas-dev python3-numpy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

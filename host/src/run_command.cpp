@@ -59,9 +59,16 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_option("--weights", o->run.weights,
-                "Checkpoint: a .safetensors file (or its directory) with config.json "
-                "beside it; default: random weights from --seed");
+                "Checkpoint: a directory with config.json and model.safetensors or a sharded "
+                "model.safetensors.index.json (or that file); default: random weights from --seed");
   c->add_option("--seed", o->run.seed, "Seed of the random weights")->capture_default_str();
+  c->add_option("--save-weights", o->run.save_weights,
+                "Also write the weights as a HuggingFace checkpoint directory (config.json + safetensors), e.g. "
+                "to compare with transformers");
+  c->add_option("--save-shards", o->run.save_shards,
+                "Safetensors files --save-weights writes (> 1: model-0000i-of-0000n + index.json)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   c->add_option(
       "--trace", o->run.executor.rtl_trace,
       "Waveform of device 0's Logic-PIM RTL datapath: FILE.vcd (FILE.fst in a DUPLEX_RTL_TRACE_FST build); "
@@ -95,6 +102,8 @@ void add_run_command(CLI::App& app) {
   c->add_flag("--check", o->run.check, "Also run the plain CPU reference and compare tokens and logits");
   c->add_flag("--json", o->json,
               "Print JSON (tokens, reference_tokens, max_abs_logit_err, placement, time, energy)");
+  c->add_flag("--logits", o->run.logits,
+              "With --json: also every generated token's logits (\"logits\": [request][token][vocab])");
   c->callback([o] { run_run(*o); });
 }
 

@@ -34,6 +34,14 @@ std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compi
     throw Error(
         fmt::format("model {}: FFN width {} or vocabulary {} does not split over tensor-parallel degree {}",
                     m.name, m.ffn, m.vocab, tp));
+  if (m.shared_experts > 0 && shared_ffn_width(m) % tp != 0)
+    throw Error(fmt::format("model {}: shared-expert width {} does not split over tensor-parallel degree {}", m.name,
+                            shared_ffn_width(m), tp));
+  if (m.qk_norm == compiler::QkNorm::kWhole && tp > 1)
+    throw Error(fmt::format("model {}: q / k norms over all heads (qk_norm whole, OLMoE) need every head on one "
+                            "device; tensor-parallel degree {} splits them (expected --devices 1, or one device "
+                            "per node)",
+                            m.name, tp));
   std::vector<DeviceShard> out;
   DUPLEX_ASSERT(p.devices == p.nodes * tp, "a layout whose nodes are not TP groups of equal size");
   for (int d = 0; d < p.devices; ++d) {
@@ -77,6 +85,22 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
     append_rows(l.qkv, f.qkv, qd + s.kv_head0 * d, s.kv_heads * d, h);
     append_rows(l.qkv, f.qkv, qd + kvd + s.kv_head0 * d, s.kv_heads * d, h);
     append_cols(l.o, f.o.data(), h, qd, s.q_head0 * d, s.q_heads * d);
+    if (!f.qkv_bias.empty()) {  // the bias rows of the QKV rows above
+      append_rows(l.qkv_bias, f.qkv_bias, s.q_head0 * d, s.q_heads * d, 1);
+      append_rows(l.qkv_bias, f.qkv_bias, qd + s.kv_head0 * d, s.kv_heads * d, 1);
+      append_rows(l.qkv_bias, f.qkv_bias, qd + kvd + s.kv_head0 * d, s.kv_heads * d, 1);
+    }
+    l.o_bias = f.o_bias;  // added once, after the all-reduce
+    l.q_norm = f.q_norm;  // per head, or whole with every head on this device
+    l.k_norm = f.k_norm;
+    if (f.shared_width > 0) {  // the shared experts: columns of the node's tensor-parallel group, as a dense FFN
+      const std::int64_t sw = f.shared_width / s.ffn_shards, c0 = s.ffn_shard * sw;
+      append_rows(l.shared_gate_proj, f.shared_gate_proj, c0, sw, h);
+      append_rows(l.shared_up, f.shared_up, c0, sw, h);
+      append_cols(l.shared_down, f.shared_down.data(), h, f.shared_width, c0, sw);
+      l.shared_gate = f.shared_gate;
+      l.shared_width = sw;
+    }
     const bool moe = !f.router.empty();
     const int shards = moe ? s.expert_shards : s.ffn_shards, shard = moe ? s.expert_shard : s.ffn_shard;
     const std::int64_t e0 = moe ? s.expert0 : 0, experts = moe ? s.local_experts : 1;

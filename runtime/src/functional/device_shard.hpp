@@ -9,7 +9,9 @@
 //  - experts (over every node's devices): device d is in expert group d / (devices / expert_groups), holding
 //    that group's local_experts consecutive experts, each as column shard d % expert_shards;
 //  - LM head: vocabulary rows [r*V/tp, (r+1)*V/tp);
-//  - embedding, norms and router: replicated.
+//  - shared experts: columns [r*Fs/tp, (r+1)*Fs/tp), as the dense FFN;
+//  - embedding, norms (q / k norms too), router, shared-expert gate and o bias: replicated; q / k / v biases:
+//    the rows of its QKV rows.
 #include <vector>
 
 #include "device_weights.hpp"

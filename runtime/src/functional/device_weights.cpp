@@ -20,14 +20,28 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
     lw.ffn_norm = w.get(weight_name::ffn_norm(l)).data;
     for (char p : {'q', 'k', 'v'}) append(lw.qkv, w.get(weight_name::attn_proj(l, p)));
     lw.o = w.get(weight_name::attn_proj(l, 'o')).data;
+    if (m.qkv_bias)
+      for (char p : {'q', 'k', 'v'}) append(lw.qkv_bias, w.get(weight_name::attn_bias(l, p)));
+    if (m.o_bias) lw.o_bias = w.get(weight_name::attn_bias(l, 'o')).data;
+    if (m.qk_norm != compiler::QkNorm::kNone) {
+      lw.q_norm = w.get(weight_name::qk_norm(l, 'q')).data;
+      lw.k_norm = w.get(weight_name::qk_norm(l, 'k')).data;
+    }
     if (m.is_moe_layer(l)) {
-      lw.router = w.get(weight_name::router(l)).data;
+      lw.router = w.get(weight_name::router(m.weight_naming, l)).data;
       lw.ffn_experts = m.experts;
       lw.ffn_width = m.expert_ffn;
       for (int e = 0; e < m.experts; ++e) {
-        append(lw.gate, w.get(weight_name::expert(l, e, 1)));
-        append(lw.down, w.get(weight_name::expert(l, e, 2)));
-        append(lw.up, w.get(weight_name::expert(l, e, 3)));
+        append(lw.gate, w.get(weight_name::expert(m.weight_naming, l, e, "gate")));
+        append(lw.down, w.get(weight_name::expert(m.weight_naming, l, e, "down")));
+        append(lw.up, w.get(weight_name::expert(m.weight_naming, l, e, "up")));
+      }
+      if (m.shared_experts > 0) {
+        lw.shared_width = shared_ffn_width(m);
+        lw.shared_gate_proj = w.get(weight_name::shared_expert(l, "gate")).data;
+        lw.shared_up = w.get(weight_name::shared_expert(l, "up")).data;
+        lw.shared_down = w.get(weight_name::shared_expert(l, "down")).data;
+        if (m.shared_expert_gate) lw.shared_gate = w.get(weight_name::shared_expert_gate(l)).data;
       }
     } else {
       lw.ffn_width = m.ffn;

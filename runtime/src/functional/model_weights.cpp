@@ -24,26 +24,50 @@ std::string ffn_norm(int layer) { return fmt::format("model.layers.{}.post_atten
 std::string attn_proj(int layer, char which) {
   return fmt::format("model.layers.{}.self_attn.{}_proj.weight", layer, which);
 }
-std::string router(int layer) { return fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer); }
-std::string expert(int layer, int expert, int matrix) {
+std::string attn_bias(int layer, char which) {
+  return fmt::format("model.layers.{}.self_attn.{}_proj.bias", layer, which);
+}
+std::string qk_norm(int layer, char which) {
+  return fmt::format("model.layers.{}.self_attn.{}_norm.weight", layer, which);
+}
+std::string router(compiler::WeightNaming naming, int layer) {
+  return naming == compiler::WeightNaming::kQwenMoe ? fmt::format("model.layers.{}.mlp.gate.weight", layer)
+                                                    : fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer);
+}
+std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which) {
+  if (naming == compiler::WeightNaming::kQwenMoe)
+    return fmt::format("model.layers.{}.mlp.experts.{}.{}_proj.weight", layer, expert, which);
+  const std::string_view w = which;
+  const int matrix = w == "gate" ? 1 : w == "down" ? 2 : 3;  // Mixtral: w1 gate, w2 down, w3 up
   return fmt::format("model.layers.{}.block_sparse_moe.experts.{}.w{}.weight", layer, expert, matrix);
 }
+std::string shared_expert(int layer, const char* which) {
+  return fmt::format("model.layers.{}.mlp.shared_expert.{}_proj.weight", layer, which);
+}
+std::string shared_expert_gate(int layer) { return fmt::format("model.layers.{}.mlp.shared_expert_gate.weight", layer); }
 std::string dense_mlp(int layer, const char* which) {
   return fmt::format("model.layers.{}.mlp.{}_proj.weight", layer, which);
 }
 }  // namespace weight_name
 
+std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
+  return std::int64_t{m.shared_experts} * m.shared_expert_ffn;
+}
+
 void check_functional_support(const compiler::ModelSpec& m) {
   auto reject = [&](const char* field, const std::string& problem) {
     throw Error(fmt::format("{}: {}: {}; functional emulation supports GQA + RoPE, RMSNorm, gated SiLU FFN, "
-                            "dense or MoE layers without shared experts, fp16 or bf16 weights and KV (computed in "
-                            "FP16)",
+                            "dense or MoE layers (shared experts under Qwen-MoE names), q / k / v biases, q / k "
+                            "norms, fp16 or bf16 weights and KV (computed in FP16)",
                             m.file.empty() ? m.name : m.file, field, problem));
   };
   if (m.attention != compiler::AttentionKind::kGqa) reject("attention", "MLA");
   if (m.norm != compiler::NormKind::kRmsNorm) reject("norm", "LayerNorm");
   if (m.ffn_kind != compiler::FfnKind::kGated) reject("ffn_kind", "two-matrix FFN");
-  if (m.shared_experts > 0) reject("shared_experts", fmt::format("{} shared experts", m.shared_experts));
+  if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe)
+    reject("shared_experts", fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
+                                         "expected weight_naming: qwen_moe (mlp.shared_expert.*)",
+                                         m.shared_experts));
   if (m.learned_positions > 0) reject("learned_positions", "learned position embeddings");
   auto half_width = [](compiler::DType t) { return t == compiler::DType::kFp16 || t == compiler::DType::kBf16; };
   if (!half_width(m.dtype)) reject("dtype", fmt::format("weights are {}", compiler::dtype_name(m.dtype)));
@@ -57,33 +81,52 @@ void check_functional_support(const compiler::ModelSpec& m) {
 
 std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   check_functional_support(m);
+  using Role = WeightShape::Role;
   const std::int64_t h = m.hidden, q = m.q_dim(), kv = m.kv_dim();
   std::vector<WeightShape> w;
-  w.push_back({weight_name::embedding(), {m.vocab, h}, false});
+  w.push_back({weight_name::embedding(), {m.vocab, h}, Role::kMatrix});
   for (int l = 0; l < m.layers; ++l) {
-    w.push_back({weight_name::attn_norm(l), {h}, true});
-    w.push_back({weight_name::attn_proj(l, 'q'), {q, h}, false});
-    w.push_back({weight_name::attn_proj(l, 'k'), {kv, h}, false});
-    w.push_back({weight_name::attn_proj(l, 'v'), {kv, h}, false});
-    w.push_back({weight_name::attn_proj(l, 'o'), {h, q}, false});
-    w.push_back({weight_name::ffn_norm(l), {h}, true});
+    w.push_back({weight_name::attn_norm(l), {h}, Role::kNormGain});
+    w.push_back({weight_name::attn_proj(l, 'q'), {q, h}, Role::kMatrix});
+    w.push_back({weight_name::attn_proj(l, 'k'), {kv, h}, Role::kMatrix});
+    w.push_back({weight_name::attn_proj(l, 'v'), {kv, h}, Role::kMatrix});
+    w.push_back({weight_name::attn_proj(l, 'o'), {h, q}, Role::kMatrix});
+    if (m.qkv_bias) {
+      w.push_back({weight_name::attn_bias(l, 'q'), {q}, Role::kBias});
+      w.push_back({weight_name::attn_bias(l, 'k'), {kv}, Role::kBias});
+      w.push_back({weight_name::attn_bias(l, 'v'), {kv}, Role::kBias});
+    }
+    if (m.o_bias) w.push_back({weight_name::attn_bias(l, 'o'), {h}, Role::kBias});
+    if (m.qk_norm != compiler::QkNorm::kNone) {
+      const bool per_head = m.qk_norm == compiler::QkNorm::kPerHead;
+      w.push_back({weight_name::qk_norm(l, 'q'), {per_head ? m.head_dim : q}, Role::kNormGain});
+      w.push_back({weight_name::qk_norm(l, 'k'), {per_head ? m.head_dim : kv}, Role::kNormGain});
+    }
+    w.push_back({weight_name::ffn_norm(l), {h}, Role::kNormGain});
     if (m.is_moe_layer(l)) {
       const std::int64_t f = m.expert_ffn;
-      w.push_back({weight_name::router(l), {m.experts, h}, false});
+      w.push_back({weight_name::router(m.weight_naming, l), {m.experts, h}, Role::kMatrix});
       for (int e = 0; e < m.experts; ++e) {
-        w.push_back({weight_name::expert(l, e, 1), {f, h}, false});
-        w.push_back({weight_name::expert(l, e, 2), {h, f}, false});
-        w.push_back({weight_name::expert(l, e, 3), {f, h}, false});
+        w.push_back({weight_name::expert(m.weight_naming, l, e, "gate"), {f, h}, Role::kMatrix});
+        w.push_back({weight_name::expert(m.weight_naming, l, e, "down"), {h, f}, Role::kMatrix});
+        w.push_back({weight_name::expert(m.weight_naming, l, e, "up"), {f, h}, Role::kMatrix});
+      }
+      if (m.shared_experts > 0) {  // one FFN as wide as all of them (as HF stores DeepSeek's too)
+        const std::int64_t fs = shared_ffn_width(m);
+        w.push_back({weight_name::shared_expert(l, "gate"), {fs, h}, Role::kMatrix});
+        w.push_back({weight_name::shared_expert(l, "up"), {fs, h}, Role::kMatrix});
+        w.push_back({weight_name::shared_expert(l, "down"), {h, fs}, Role::kMatrix});
+        if (m.shared_expert_gate) w.push_back({weight_name::shared_expert_gate(l), {1, h}, Role::kMatrix});
       }
     } else {
       const std::int64_t f = m.ffn;
-      w.push_back({weight_name::dense_mlp(l, "gate"), {f, h}, false});
-      w.push_back({weight_name::dense_mlp(l, "up"), {f, h}, false});
-      w.push_back({weight_name::dense_mlp(l, "down"), {h, f}, false});
+      w.push_back({weight_name::dense_mlp(l, "gate"), {f, h}, Role::kMatrix});
+      w.push_back({weight_name::dense_mlp(l, "up"), {f, h}, Role::kMatrix});
+      w.push_back({weight_name::dense_mlp(l, "down"), {h, f}, Role::kMatrix});
     }
   }
-  w.push_back({weight_name::final_norm(), {h}, true});
-  if (!m.tie_embeddings) w.push_back({weight_name::lm_head(), {m.vocab, h}, false});
+  w.push_back({weight_name::final_norm(), {h}, Role::kNormGain});
+  if (!m.tie_embeddings) w.push_back({weight_name::lm_head(), {m.vocab, h}, Role::kMatrix});
   return w;
 }
 
@@ -110,8 +153,10 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
     t.shape = s.shape;
     t.data.resize(static_cast<std::size_t>(t.numel()));
     const bool embedding = s.name == weight_name::embedding();
-    const double stddev = s.is_norm ? 0.1 : embedding ? 1.0 : 1.0 / std::sqrt(static_cast<double>(s.shape.back()));
-    const double mean = s.is_norm ? 1.0 : 0.0;
+    const double stddev = s.role != WeightShape::Role::kMatrix ? 0.1
+                          : embedding                          ? 1.0
+                                      : 1.0 / std::sqrt(static_cast<double>(s.shape.back()));
+    const double mean = s.role == WeightShape::Role::kNormGain ? 1.0 : 0.0;
     for (auto& v : t.data) v = float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
     w.tensors.emplace(s.name, std::move(t));
   }

@@ -50,6 +50,31 @@ Vec rms_norm(const Vec& x, const WeightTensor& gain, float eps) {
   return y;
 }
 
+// In place: RMSNorm of each `width`-element row of v with gain[width] (Qwen3's per-head q / k norm: rows of
+// head_dim; OLMoE's: one row of the whole projection).
+void rms_norm_rows(Vec& v, std::int64_t width, const WeightTensor& gain, float eps) {
+  for (std::size_t r0 = 0; r0 < v.size(); r0 += static_cast<std::size_t>(width)) {
+    double sq = 0;
+    for (std::int64_t i = 0; i < width; ++i) sq += static_cast<double>(v[r0 + static_cast<std::size_t>(i)]) * v[r0 + static_cast<std::size_t>(i)];
+    const double inv = 1.0 / std::sqrt(sq / static_cast<double>(width) + eps);
+    for (std::int64_t i = 0; i < width; ++i) {
+      float& x = v[r0 + static_cast<std::size_t>(i)];
+      x = to_fp16(x * inv * w_at(gain, i));
+    }
+  }
+}
+
+// W x (+ b when the model has the bias `bias_name`), rounded once to FP16 (an HF Linear with bias).
+Vec linear(const ModelWeights& w, const std::string& weight, const std::string* bias_name, const Vec& x,
+           std::int64_t rows) {
+  std::vector<double> y = matvec(w.get(weight), x, rows);
+  if (bias_name != nullptr) {
+    const WeightTensor& b = w.get(*bias_name);
+    for (std::size_t i = 0; i < y.size(); ++i) y[i] += w_at(b, static_cast<std::int64_t>(i));
+  }
+  return stored(y);
+}
+
 // HF rotate-half RoPE on `heads` vectors of `d` elements each.
 void rope(Vec& v, int heads, int d, std::int64_t pos, double theta) {
   const int half = d / 2;
@@ -106,9 +131,17 @@ class Sequence {
  private:
   Vec attention(int l, const Vec& n, std::int64_t pos) {
     const int d = m_.head_dim, hq = m_.heads, hkv = m_.kv_heads, group = hq / hkv;
-    Vec q = stored(matvec(w_.get(weight_name::attn_proj(l, 'q')), n, m_.q_dim()));
-    Vec k = stored(matvec(w_.get(weight_name::attn_proj(l, 'k')), n, m_.kv_dim()));
-    Vec v = stored(matvec(w_.get(weight_name::attn_proj(l, 'v')), n, m_.kv_dim()));
+    auto proj = [&](char which, std::int64_t rows, bool bias) {
+      const std::string b = weight_name::attn_bias(l, which);
+      return linear(w_, weight_name::attn_proj(l, which), bias ? &b : nullptr, n, rows);
+    };
+    Vec q = proj('q', m_.q_dim(), m_.qkv_bias), k = proj('k', m_.kv_dim(), m_.qkv_bias),
+        v = proj('v', m_.kv_dim(), m_.qkv_bias);
+    if (m_.qk_norm != compiler::QkNorm::kNone) {
+      const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
+      rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')), w_.numerics.rms_norm_eps);
+      rms_norm_rows(k, per_head ? d : m_.kv_dim(), w_.get(weight_name::qk_norm(l, 'k')), w_.numerics.rms_norm_eps);
+    }
     rope(q, hq, d, pos, w_.numerics.rope_theta);
     rope(k, hkv, d, pos, w_.numerics.rope_theta);
     auto& kc = k_[static_cast<std::size_t>(l)];
@@ -142,11 +175,13 @@ class Sequence {
         out[qo + static_cast<std::size_t>(j)] = to_fp16(acc);
       }
     }
-    return stored(matvec(w_.get(weight_name::attn_proj(l, 'o')), out, m_.hidden));
+    const std::string o_bias = weight_name::attn_bias(l, 'o');
+    return linear(w_, weight_name::attn_proj(l, 'o'), m_.o_bias ? &o_bias : nullptr, out, m_.hidden);
   }
 
   Vec moe(int l, const Vec& n) {
-    const std::vector<double> logits = matvec(w_.get(weight_name::router(l)), n, m_.experts);
+    const compiler::WeightNaming names = m_.weight_naming;
+    const std::vector<double> logits = matvec(w_.get(weight_name::router(names, l)), n, m_.experts);
     const double max_l = *std::max_element(logits.begin(), logits.end());
     std::vector<double> p(logits.size());
     double sum = 0;
@@ -164,10 +199,20 @@ class Sequence {
     std::vector<double> acc(n.size(), 0.0);
     for (int j = 0; j < m_.top_k; ++j) {
       const int e = order[static_cast<std::size_t>(j)];
-      const Vec y = gated_ffn(w_.get(weight_name::expert(l, e, 1)), w_.get(weight_name::expert(l, e, 3)),
-                              w_.get(weight_name::expert(l, e, 2)), n);
-      const double weight = p[static_cast<std::size_t>(e)] / top_sum;
+      const Vec y = gated_ffn(w_.get(weight_name::expert(names, l, e, "gate")),
+                              w_.get(weight_name::expert(names, l, e, "up")),
+                              w_.get(weight_name::expert(names, l, e, "down")), n);
+      // Renormalised over the chosen experts (norm_topk_prob), or the softmax probability itself.
+      const double weight = p[static_cast<std::size_t>(e)] / (m_.router_renormalize ? top_sum : 1.0);
       for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += weight * y[i];
+    }
+    if (m_.shared_experts > 0) {  // + the shared experts' FFN, scaled by sigmoid(gate . x) when gated
+      const Vec y = gated_ffn(w_.get(weight_name::shared_expert(l, "gate")), w_.get(weight_name::shared_expert(l, "up")),
+                              w_.get(weight_name::shared_expert(l, "down")), n);
+      const double g =
+          m_.shared_expert_gate ? 1.0 / (1.0 + std::exp(-matvec(w_.get(weight_name::shared_expert_gate(l)), n, 1)[0]))
+                                : 1.0;
+      for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += g * y[i];
     }
     return stored(acc);
   }

@@ -99,10 +99,12 @@ RunReport run_functional(const RunOptions& o) {
   const ModelWeights weights =
       o.weights.empty() ? random_weights(compiler::load_model(o.model), o.seed) : load_checkpoint(o.weights);
   const SystemSpec system = read_system(ConfigNode::load(o.system, "systems", o.system_overrides));
+  if (!o.save_weights.empty()) write_checkpoint(o.save_weights, weights, o.save_shards);
   rep.model = weights.spec.name;
   rep.attention = weights.spec.window_note();
   rep.system = system.name;
   rep.weights = weights.source;
+  rep.with_logits = o.logits;
   FunctionalExecutor exec(weights, system, o.executor);
   rep.result = exec.run(o.prompts, o.max_new_tokens);
   if (o.check) rep.check = check_run(weights, o.prompts, rep.result, o.max_new_tokens);
@@ -161,6 +163,7 @@ nlohmann::json RunReport::to_json() const {
       {"steps", steps},
       {"host_seconds", host_seconds}};
   if (r.pim_cycles) j["pim_datapath_cycles"] = *r.pim_cycles;
+  if (with_logits) j["logits"] = r.logits;
   if (check) {
     j["reference_tokens"] = check->reference_tokens;
     j["tokens_match"] = check->tokens_match;

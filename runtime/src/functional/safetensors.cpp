@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -39,12 +40,17 @@ std::uint64_t element_bytes(const std::string& dtype) {
 
 }  // namespace
 
-void write_safetensors(const std::string& path, const ModelWeights& weights) {
+namespace {
+
+using TensorList = std::vector<std::pair<std::string, const WeightTensor*>>;
+
+// Writes `tensors` as F16 (little-endian), in the order given; returns the data bytes written.
+std::uint64_t write_tensors(const std::string& path, const TensorList& tensors) {
   nlohmann::json header = nlohmann::json::object();
   std::uint64_t offset = 0;
-  for (const auto& [name, t] : weights.tensors) {
-    const std::uint64_t bytes = t.data.size() * 2;
-    header[name] = {{"dtype", "F16"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+  for (const auto& [name, t] : tensors) {
+    const std::uint64_t bytes = t->data.size() * 2;
+    header[name] = {{"dtype", "F16"}, {"shape", t->shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   header["__metadata__"] = {{"format", "pt"}, {"writer", "duplex"}};
@@ -55,13 +61,26 @@ void write_safetensors(const std::string& path, const ModelWeights& weights) {
   const std::uint64_t n = text.size();
   out.write(reinterpret_cast<const char*>(&n), 8);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  for (const auto& [name, t] : weights.tensors)
-    out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size() * 2));
+  for (const auto& [name, t] : tensors)
+    out.write(reinterpret_cast<const char*>(t->data.data()), static_cast<std::streamsize>(t->data.size() * 2));
   if (!out) throw Error(fmt::format("{}: write failed", path));
+  return offset;
 }
 
-ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec) {
-  const std::string file = read_file(path);
+// One safetensors file read whole: its JSON header and its data bytes (after the header).
+struct SafetensorsFile {
+  std::string path;
+  std::string bytes;
+  nlohmann::json header;
+  const char* data = nullptr;
+  std::uint64_t data_size = 0;
+};
+
+SafetensorsFile open_safetensors(const std::string& path) {
+  SafetensorsFile f;
+  f.path = path;
+  f.bytes = read_file(path);
+  const std::string& file = f.bytes;
   if (file.size() < 8)
     throw Error(fmt::format("{}: truncated: {} bytes, expected at least the 8-byte header length", path, file.size()));
   std::uint64_t header_len = 0;
@@ -72,92 +91,167 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   if (header_len > file.size() - 8)
     throw Error(fmt::format("{}: truncated: the header needs {} bytes, the file has {} after the length", path,
                             header_len, file.size() - 8));
-  nlohmann::json header;
   try {
-    header = nlohmann::json::parse(file.begin() + 8, file.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
+    f.header = nlohmann::json::parse(file.begin() + 8, file.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: bad header: not valid JSON ({})", path, e.what()));
   }
-  if (!header.is_object()) throw Error(fmt::format("{}: bad header: not a JSON object", path));
-  const std::uint64_t data_size = file.size() - 8 - header_len;
-  const char* data = file.data() + 8 + header_len;
+  if (!f.header.is_object()) throw Error(fmt::format("{}: bad header: not a JSON object", path));
+  f.data_size = file.size() - 8 - header_len;
+  f.data = file.data() + 8 + header_len;
+  return f;
+}
 
+// The tensor `s` of file f, converted to FP16; `converted` collects stored dtypes other than F16.
+WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const std::string& model,
+                         std::set<std::string>& converted) {
+  const std::string& path = f.path;
+  if (!f.header.contains(s.name))
+    throw Error(fmt::format("{}: tensor {} is missing (model {} needs it, shape {})", path, s.name, model,
+                            shape_text(s.shape)));
+  const nlohmann::json& e = f.header[s.name];
+  auto bad = [&](const std::string& what) { return Error(fmt::format("{}: tensor {}: {}", path, s.name, what)); };
+  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    throw bad("bad header entry; expected {dtype, shape, data_offsets}");
+  const std::string dtype = e["dtype"].is_string() ? e["dtype"].get<std::string>() : "";
+  const std::uint64_t elem = element_bytes(dtype);
+  if (elem == 0) throw bad(fmt::format("dtype {}; expected F16, BF16 or F32", e["dtype"].dump()));
+  std::vector<std::int64_t> shape;
+  std::vector<std::uint64_t> offsets;
+  try {
+    shape = e["shape"].get<std::vector<std::int64_t>>();
+    offsets = e["data_offsets"].get<std::vector<std::uint64_t>>();
+  } catch (const nlohmann::json::exception&) {
+    throw bad("bad header entry: shape and data_offsets must be lists of non-negative integers");
+  }
+  if (shape != s.shape) throw bad(fmt::format("shape {}; expected {}", shape_text(shape), shape_text(s.shape)));
+  WeightTensor t;
+  t.shape = shape;
+  const std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * elem;
+  if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes)
+    throw bad(fmt::format("data_offsets {} do not span the {} bytes of its shape", e["data_offsets"].dump(), bytes));
+  if (offsets[1] > f.data_size)
+    throw bad(fmt::format("truncated: data ends at byte {}, the file holds {} data bytes", offsets[1], f.data_size));
+  t.data.resize(static_cast<std::size_t>(t.numel()));
+  const char* at = f.data + offsets[0];
+  if (dtype == "F16") {
+    std::memcpy(t.data.data(), at, bytes);
+    return t;
+  }
+  // BF16 / F32 rounded to FP16, the arithmetic of the emulated devices; a value FP16 cannot hold is an error.
+  converted.insert(dtype);
+  for (std::size_t i = 0; i < t.data.size(); ++i) {
+    float v = 0;
+    if (dtype == "F32") {
+      std::memcpy(&v, at + 4 * i, 4);
+    } else {
+      std::uint16_t b = 0;
+      std::memcpy(&b, at + 2 * i, 2);
+      v = bf16_bits_to_float(b);
+    }
+    t.data[i] = float_to_half_bits(v);
+    if (!std::isfinite(half_bits_to_float(t.data[i])))
+      throw bad(fmt::format("element {} is {} ({}), outside FP16's finite range (+-65504); {} checkpoints are "
+                            "converted to FP16, the emulated devices' arithmetic",
+                            i, v, dtype, dtype));
+  }
+  return t;
+}
+
+void note_conversions(ModelWeights& w, const std::set<std::string>& converted) {
+  if (!converted.empty()) w.source = fmt::format("{} ({} converted to FP16)", w.source, fmt::join(converted, ", "));
+}
+
+}  // namespace
+
+void write_safetensors(const std::string& path, const ModelWeights& weights) {
+  TensorList all;
+  for (const auto& [name, t] : weights.tensors) all.emplace_back(name, &t);
+  write_tensors(path, all);
+}
+
+ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec) {
+  const SafetensorsFile f = open_safetensors(path);
   ModelWeights w;
   w.spec = spec;
   w.source = path;
-  std::set<std::string> wanted, converted;  // converted: stored dtypes other than F16
+  std::set<std::string> wanted, converted;
   for (const WeightShape& s : expected_weights(spec)) {
     wanted.insert(s.name);
-    if (!header.contains(s.name))
-      throw Error(fmt::format("{}: tensor {} is missing (model {} needs it, shape {})", path, s.name, spec.name,
-                              shape_text(s.shape)));
-    const nlohmann::json& e = header[s.name];
-    auto bad = [&](const std::string& what) {
-      return Error(fmt::format("{}: tensor {}: {}", path, s.name, what));
-    };
-    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
-      throw bad("bad header entry; expected {dtype, shape, data_offsets}");
-    const std::string dtype = e["dtype"].is_string() ? e["dtype"].get<std::string>() : "";
-    const std::uint64_t elem = element_bytes(dtype);
-    if (elem == 0) throw bad(fmt::format("dtype {}; expected F16, BF16 or F32", e["dtype"].dump()));
-    std::vector<std::int64_t> shape;
-    std::vector<std::uint64_t> offsets;
-    try {
-      shape = e["shape"].get<std::vector<std::int64_t>>();
-      offsets = e["data_offsets"].get<std::vector<std::uint64_t>>();
-    } catch (const nlohmann::json::exception&) {
-      throw bad("bad header entry: shape and data_offsets must be lists of non-negative integers");
-    }
-    if (shape != s.shape) throw bad(fmt::format("shape {}; expected {}", shape_text(shape), shape_text(s.shape)));
-    WeightTensor t;
-    t.shape = shape;
-    const std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * elem;
-    if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes)
-      throw bad(fmt::format("data_offsets {} do not span the {} bytes of its shape", e["data_offsets"].dump(), bytes));
-    if (offsets[1] > data_size)
-      throw bad(fmt::format("truncated: data ends at byte {}, the file holds {} data bytes", offsets[1], data_size));
-    t.data.resize(static_cast<std::size_t>(t.numel()));
-    if (dtype == "F16") {
-      std::memcpy(t.data.data(), data + offsets[0], bytes);
-    } else {
-      // BF16 / F32 rounded to FP16, the arithmetic of the emulated devices; a value FP16 cannot hold is an error.
-      converted.insert(dtype);
-      const char* at = data + offsets[0];
-      for (std::size_t i = 0; i < t.data.size(); ++i) {
-        float v = 0;
-        if (dtype == "F32") {
-          std::memcpy(&v, at + 4 * i, 4);
-        } else {
-          std::uint16_t b = 0;
-          std::memcpy(&b, at + 2 * i, 2);
-          v = bf16_bits_to_float(b);
-        }
-        t.data[i] = float_to_half_bits(v);
-        if (!std::isfinite(half_bits_to_float(t.data[i])))
-          throw bad(fmt::format("element {} is {} ({}), outside FP16's finite range (+-65504); {} checkpoints are "
-                                "converted to FP16, the emulated devices' arithmetic",
-                                i, v, dtype, dtype));
-      }
-    }
-    w.tensors.emplace(s.name, std::move(t));
+    w.tensors.emplace(s.name, read_tensor(f, s, spec.name, converted));
   }
-  for (const auto& [name, value] : header.items())
+  for (const auto& [name, value] : f.header.items())
     if (name != "__metadata__" && !wanted.contains(name))
       throw Error(fmt::format("{}: unexpected tensor {} (model {} has no such weight)", path, name, spec.name));
-  if (!converted.empty()) w.source = fmt::format("{} ({} converted to FP16)", path, fmt::join(converted, ", "));
+  note_conversions(w, converted);
+  return w;
+}
+
+ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec) {
+  namespace fs = std::filesystem;
+  const nlohmann::json index = nlohmann::json::parse(read_file(index_path), nullptr, false);
+  if (index.is_discarded() || !index.is_object())
+    throw Error(fmt::format("{}: not a JSON object; expected a safetensors index ({{\"weight_map\": {{tensor: file}}}})",
+                            index_path));
+  if (!index.contains("weight_map") || !index["weight_map"].is_object())
+    throw Error(fmt::format("{}: weight_map: missing or not an object; expected {{tensor name: shard file}}", index_path));
+  std::map<std::string, std::string> where;  // tensor -> shard file
+  for (const auto& [name, file] : index["weight_map"].items()) {
+    if (!file.is_string() || file.get<std::string>().empty() ||
+        fs::path(file.get<std::string>()).filename().string() != file.get<std::string>())
+      throw Error(fmt::format("{}: weight_map.{}: {} is not a file name; expected a shard beside the index",
+                              index_path, name, file.dump()));
+    where[name] = file.get<std::string>();
+  }
+  const std::vector<WeightShape> shapes = expected_weights(spec);
+  std::set<std::string> wanted;
+  for (const WeightShape& s : shapes) {
+    wanted.insert(s.name);
+    if (!where.contains(s.name))
+      throw Error(fmt::format("{}: weight_map: tensor {} is missing (model {} needs it, shape {})", index_path,
+                              s.name, spec.name, shape_text(s.shape)));
+  }
+  for (const auto& [name, file] : where)
+    if (!wanted.contains(name))
+      throw Error(fmt::format("{}: weight_map: unexpected tensor {} (model {} has no such weight)", index_path, name,
+                              spec.name));
+  std::map<std::string, std::vector<const WeightShape*>> by_file;
+  for (const WeightShape& s : shapes) by_file[where.at(s.name)].push_back(&s);
+  ModelWeights w;
+  w.spec = spec;
+  w.source = index_path;
+  std::set<std::string> converted;
+  for (const auto& [file, list] : by_file) {
+    const SafetensorsFile f = open_safetensors((fs::path(index_path).parent_path() / file).string());
+    for (const WeightShape* s : list) w.tensors.emplace(s->name, read_tensor(f, *s, spec.name, converted));
+    for (const auto& [name, value] : f.header.items())
+      if (name != "__metadata__" && (!where.contains(name) || where.at(name) != file))
+        throw Error(fmt::format("{}: unexpected tensor {} ({} does not map it to this shard)", f.path, name,
+                                index_path));
+  }
+  note_conversions(w, converted);
   return w;
 }
 
 ModelWeights load_checkpoint(const std::string& path) {
   namespace fs = std::filesystem;
   const fs::path p(path);
-  const fs::path tensors = fs::is_directory(p) ? p / "model.safetensors" : p;
+  fs::path tensors = p;
+  if (fs::is_directory(p)) {
+    tensors = p / "model.safetensors";
+    if (!fs::exists(tensors) && fs::exists(p / "model.safetensors.index.json")) tensors = p / "model.safetensors.index.json";
+    if (!fs::exists(tensors))
+      throw Error(fmt::format("{}: neither model.safetensors nor model.safetensors.index.json is there; expected a "
+                              "HF checkpoint directory",
+                              path));
+  }
   const fs::path config = tensors.parent_path() / "config.json";
   if (!fs::exists(config))
     throw Error(fmt::format("{}: no config.json beside it ({} is missing); expected a HF checkpoint directory",
                             tensors.string(), config.string()));
   const compiler::ModelSpec spec = compiler::load_model(config.string());
-  ModelWeights w = read_safetensors(tensors.string(), spec);
+  ModelWeights w = tensors.string().ends_with(".index.json") ? read_sharded_safetensors(tensors.string(), spec)
+                                                             : read_safetensors(tensors.string(), spec);
   const nlohmann::json j = nlohmann::json::parse(read_file(config.string()), nullptr, false);
   if (j.is_object()) {
     if (j.contains("rms_norm_eps") && j["rms_norm_eps"].is_number())
@@ -167,13 +261,45 @@ ModelWeights load_checkpoint(const std::string& path) {
   return w;
 }
 
-void write_checkpoint(const std::string& dir, const ModelWeights& weights) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw Error(fmt::format("{}: cannot create directory ({})", dir, ec.message()));
+std::string hf_model_type(const compiler::ModelSpec& m) {
+  using compiler::QkNorm;
+  const bool no_norm = m.qk_norm == QkNorm::kNone, head_norm = m.qk_norm == QkNorm::kPerHead;
+  const bool all_bias = m.qkv_bias == m.o_bias;  // attention_bias: all four projections or none
+  const bool every_layer_moe = m.dense_layers.empty() && m.moe_every == 1 && m.first_moe_layer == 0;
+  if (!m.is_moe()) {
+    if (head_norm && all_bias) return "qwen3";
+    if (no_norm && m.qkv_bias && !m.o_bias) return "qwen2";
+    if (no_norm && all_bias) return "llama";
+  } else if (m.weight_naming == compiler::WeightNaming::kMixtral) {
+    if (no_norm && !m.qkv_bias && !m.o_bias && m.router_renormalize && m.shared_experts == 0 && every_layer_moe)
+      return "mixtral";
+  } else if (m.first_moe_layer == 0) {
+    if (no_norm && m.qkv_bias && !m.o_bias && m.shared_experts <= 1 && m.shared_expert_gate == (m.shared_experts == 1))
+      return "qwen2_moe";
+    if (head_norm && all_bias && m.shared_experts == 0) return "qwen3_moe";
+    if (m.qk_norm == QkNorm::kWhole && all_bias && m.shared_experts == 0 && every_layer_moe) return "olmoe";
+  }
+  throw Error(fmt::format(
+      "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, q/k/v bias {}, o bias {}, "
+      "q/k norm {}, shared experts {} gated {}, renormalised routing {}); expected one of llama, qwen2, qwen3 "
+      "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe as configs/README.md describes",
+      m.name, m.is_moe(), m.weight_naming == compiler::WeightNaming::kQwenMoe ? "qwen_moe" : "mixtral", m.qkv_bias,
+      m.o_bias, no_norm ? "none" : head_norm ? "head" : "whole", m.shared_experts, m.shared_expert_gate,
+      m.router_renormalize));
+}
+
+namespace {
+
+// The double whose shortest decimal form is the float's (1e-05, not 9.999999747378752e-06); it reads back as
+// the same float.
+double decimal(float v) { return std::stod(fmt::format("{}", v)); }
+
+// config.json for `weights`: the fields import_hf_config reads for hf_model_type(spec), so that it reads back
+// the same ModelSpec.
+nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
-  nlohmann::json c = {{"model_type", m.is_moe() ? "mixtral" : "llama"},
+  const std::string type = hf_model_type(m);
+  nlohmann::json c = {{"model_type", type},
                       {"_name_or_path", m.name},
                       {"num_hidden_layers", m.layers},
                       {"hidden_size", m.hidden},
@@ -182,21 +308,77 @@ void write_checkpoint(const std::string& dir, const ModelWeights& weights) {
                       {"head_dim", m.head_dim},
                       {"vocab_size", m.vocab},
                       {"tie_word_embeddings", m.tie_embeddings},
-                      {"torch_dtype", "float16"},
-                      {"rms_norm_eps", weights.numerics.rms_norm_eps},
-                      {"rope_theta", weights.numerics.rope_theta}};
-  if (m.is_moe()) {
+                      {"torch_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"},
+                      {"rms_norm_eps", decimal(weights.numerics.rms_norm_eps)},
+                      {"rope_theta", decimal(weights.numerics.rope_theta)}};
+  if (type != "qwen2" && type != "qwen2_moe") c["attention_bias"] = m.qkv_bias;
+  if (!m.is_moe()) {
+    c["intermediate_size"] = m.ffn;
+  } else if (type == "mixtral") {
     c["num_local_experts"] = m.experts;
     c["num_experts_per_tok"] = m.top_k;
     c["intermediate_size"] = m.expert_ffn;
   } else {
-    c["intermediate_size"] = m.ffn;
+    c["num_experts"] = m.experts;
+    c["num_experts_per_tok"] = m.top_k;
+    c["norm_topk_prob"] = m.router_renormalize;
+    if (type == "olmoe") {
+      c["intermediate_size"] = m.expert_ffn;
+    } else {
+      c["moe_intermediate_size"] = m.expert_ffn;
+      c["intermediate_size"] = m.ffn;
+      c["decoder_sparse_step"] = m.moe_every;
+      c["mlp_only_layers"] = m.dense_layers;
+      if (type == "qwen2_moe") c["shared_expert_intermediate_size"] = m.shared_experts == 1 ? m.shared_expert_ffn : 0;
+    }
   }
+  if (m.sliding_window > 0) {
+    c["sliding_window"] = m.sliding_window;
+    c["use_sliding_window"] = true;
+    std::vector<std::string> types;
+    for (int l = 0; l < m.layers; ++l) types.push_back(m.attention_window(l) > 0 ? "sliding_attention" : "full_attention");
+    c["layer_types"] = types;
+  }
+  return c;
+}
+
+}  // namespace
+
+void write_checkpoint(const std::string& dir, const ModelWeights& weights, int shards) {
+  namespace fs = std::filesystem;
+  if (shards < 1 || static_cast<std::size_t>(shards) > weights.tensors.size())
+    throw Error(fmt::format("{}: {} shards for {} tensors; expected 1 to {}", dir, shards, weights.tensors.size(),
+                            weights.tensors.size()));
+  const nlohmann::json config = hf_config(weights);  // before anything is written: it may refuse the model
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create directory ({})", dir, ec.message()));
   std::ofstream out(fs::path(dir) / "config.json");
-  out << c.dump(2) << "\n";
+  out << config.dump(2) << "\n";
   if (!out) throw Error(fmt::format("{}/config.json: write failed", dir));
   out.close();
-  write_safetensors((fs::path(dir) / "model.safetensors").string(), weights);
+  if (shards == 1) {
+    write_safetensors((fs::path(dir) / "model.safetensors").string(), weights);
+    return;
+  }
+  // HF's sharded layout: model-0000i-of-0000n.safetensors, consecutive tensors (in name order) per shard, and
+  // model.safetensors.index.json mapping every tensor to its shard.
+  TensorList all;
+  for (const auto& [name, t] : weights.tensors) all.emplace_back(name, &t);
+  nlohmann::json index = {{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
+  std::uint64_t total = 0;
+  for (int i = 0; i < shards; ++i) {
+    const std::size_t first = all.size() * static_cast<std::size_t>(i) / static_cast<std::size_t>(shards),
+                      last = all.size() * static_cast<std::size_t>(i + 1) / static_cast<std::size_t>(shards);
+    const std::string file = fmt::format("model-{:05}-of-{:05}.safetensors", i + 1, shards);
+    const TensorList part(all.begin() + static_cast<std::ptrdiff_t>(first), all.begin() + static_cast<std::ptrdiff_t>(last));
+    total += write_tensors((fs::path(dir) / file).string(), part);
+    for (const auto& [name, t] : part) index["weight_map"][name] = file;
+  }
+  index["metadata"]["total_size"] = total;
+  std::ofstream idx(fs::path(dir) / "model.safetensors.index.json");
+  idx << index.dump(2) << "\n";
+  if (!idx) throw Error(fmt::format("{}/model.safetensors.index.json: write failed", dir));
 }
 
 }  // namespace duplex::runtime::functional

@@ -131,7 +131,8 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
     const compiler::PlannedOp* p = out.plan.find(i);
     DUPLEX_ASSERT(p != nullptr, "op " + op.name + " is in no stage of the plan");
     out.executed_on[i] = p->unit;
-    if (op.kind == OpKind::kExpertFfn) continue;  // every device's experts ran right after the router
+    // Every device's experts and shared experts ran right after the router.
+    if (op.kind == OpKind::kExpertFfn || op.kind == OpKind::kSharedExpertFfn) continue;
     if (op.kind == OpKind::kLmHead) {
       lm_head(out);
     } else if (op.kind == OpKind::kRouter) {
@@ -176,7 +177,7 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
       qkv(op.layer, unit);
       return;
     case OpKind::kRope:
-      rope();
+      rope(op.layer);
       return;
     case OpKind::kAttentionPrefill:
       attention(op.layer, false, unit);
@@ -191,8 +192,7 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
       all_reduce();
       return;
     case OpKind::kResidual:
-      xpu0_.run(op.kind, kernels::ResidualAddArgs{f16_view(x_, {t_, h}), f16_view(out_, {t_, h}),
-                                                  f16_view(x_, {t_, h})});
+      residual();
       return;
     case OpKind::kDenseFfn:
       dense_ffn(op.layer, unit);
@@ -244,15 +244,53 @@ void StepRunner::qkv(int layer, Unit unit) {
   }
 }
 
-void StepRunner::rope() {
+void StepRunner::add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int64_t rows,
+                          const std::uint16_t* bias, std::int64_t cols) {
+  std::vector<std::uint16_t> b(static_cast<std::size_t>(rows * cols));
+  for (std::int64_t r = 0; r < rows; ++r) std::copy_n(bias, cols, b.data() + r * cols);
+  dev_[d].xpu->run(OpKind::kResidual, kernels::ResidualAddArgs{f16_view(x, {rows, cols}), f16_view(b, {rows, cols}),
+                                                               f16_view(x, {rows, cols})});
+}
+
+void StepRunner::rope(int layer) {
+  const std::int64_t hd = m_.head_dim;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, m_.head_dim}),
+    LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
+    Lane& lane = lanes_[d];
+    const std::int64_t q = s.q_heads * hd, kv = s.kv_heads * hd;
+    if (!lw.qkv_bias.empty()) {
+      add_bias(d, lane.q, t_, lw.qkv_bias.data(), q);
+      add_bias(d, lane.k, t_, lw.qkv_bias.data() + q, kv);
+      add_bias(d, lane.v, t_, lw.qkv_bias.data() + q + kv, kv);
+    }
+    if (m_.qk_norm != compiler::QkNorm::kNone) {
+      // Per head: each head's row of head_dim is normed; whole: each token's q (k) row.
+      const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
+      for (auto [x, heads, gain] : {std::tuple{&lane.q, s.q_heads, &lw.q_norm}, std::tuple{&lane.k, s.kv_heads, &lw.k_norm}}) {
+        const std::int64_t rows = per_head ? t_ * heads : t_, cols = per_head ? hd : heads * hd;
+        dev_[d].xpu->run(OpKind::kNorm, kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {rows, cols}),
+                                                          f16_view(*gain, {cols}), kernels::Tensor{},
+                                                          f16_view(*x, {rows, cols}), numerics_.rms_norm_eps});
+      }
+    }
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lane.q, {t_, s.q_heads, hd}),
                                                       i32_view(positions_, {t_}), numerics_.rope_theta, 0});
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, m_.head_dim}),
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lane.k, {t_, s.kv_heads, hd}),
                                                       i32_view(positions_, {t_}), numerics_.rope_theta, 0});
   }
+}
+
+// x += out (+ the attention's o bias, once per row after the all-reduce, when the model has one).
+void StepRunner::residual() {
+  const std::int64_t h = m_.hidden;
+  if (o_bias_layer_ >= 0) {
+    add_bias(0, out_, t_, w0_.layers[static_cast<std::size_t>(o_bias_layer_)].o_bias.data(), h);
+    o_bias_layer_ = -1;
+  }
+  xpu0_.run(OpKind::kResidual,
+            kernels::ResidualAddArgs{f16_view(x_, {t_, h}), f16_view(out_, {t_, h}), f16_view(x_, {t_, h})});
 }
 
 // The new tokens' K/V go into each device's paged cache (the xPU writes them, DUPLEX.md "K/V migration"),
@@ -401,6 +439,7 @@ void StepRunner::all_reduce() {
 
 void StepRunner::o_proj(int layer, Unit unit) {
   const std::int64_t h = m_.hidden;
+  if (m_.o_bias) o_bias_layer_ = layer;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) {
       std::fill_n(partial(d), t_ * h, std::uint16_t{0});
@@ -425,7 +464,13 @@ void StepRunner::route(int layer) {
   a.topk_ids = i32_view(topk_ids_, {t_, k});
   a.topk_weights = f32_view(topk_weights_, {t_, k});
   a.top_k = k;
-  a.renormalize = true;
+  a.renormalize = m_.router_renormalize;
+  std::vector<std::uint16_t>& shared_gate = w0_.layers[static_cast<std::size_t>(layer)].shared_gate;
+  shared_gate_.assign(static_cast<std::size_t>(t_), 1.0f);
+  if (!shared_gate.empty()) {
+    a.shared_gate_weight = f16_view(shared_gate, {1, h});
+    a.shared_gate = f32_view(shared_gate_, {t_});
+  }
   xpu0_.run(OpKind::kRouter, a);
   std::vector<std::int64_t> counts(static_cast<std::size_t>(e), 0);
   for (auto id : topk_ids_) ++counts[static_cast<std::size_t>(id)];
@@ -467,10 +512,16 @@ std::vector<Unit> StepRunner::expert_units(std::size_t d, int layer,
 }
 
 // Every device runs its local experts (or their column shards) on the tokens routed to them, on the units its
-// plan gives: xPU experts packed into one grouped launch, PIM experts one by one; then it combines its
-// experts' rows with the routing weights into its partial output (rows of other devices' experts are zero).
+// plan gives: xPU experts packed into one grouped launch, PIM experts one by one; and its column shard of the
+// shared experts (if any) on its node's rows, on the unit of the plan's shared_experts op. Then it combines its
+// experts' rows with the routing weights, and its shared-expert rows with the shared gate (1 without one),
+// into its partial output (rows of other devices' experts are zero).
 void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
   const std::int64_t h = m_.hidden, e = m_.experts, k = m_.top_k, p = t_ * k;
+  Unit shared_unit = Unit::kXpu;
+  for (std::size_t j = 0; j < device0.graph.ops.size(); ++j)
+    if (device0.graph.ops[j].kind == OpKind::kSharedExpertFfn && device0.graph.ops[j].layer == layer)
+      shared_unit = device0.find(j)->unit;
   std::vector<std::uint16_t> x_perm(static_cast<std::size_t>(p * h));
   std::vector<std::int32_t> permuted_row(static_cast<std::size_t>(p)),
       offsets32(static_cast<std::size_t>(e + 1));
@@ -520,11 +571,36 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
                   y_perm.begin() + off[ge] * h);
       }
     }
-    dev_[d].xpu->run(
-        OpKind::kExpertFfn,
-        kernels::UnpermuteArgs{f16_view(y_perm, {p, h}), i32_view(permuted_row, {t_, k}),
-                               f32_view(topk_weights_, {t_, k}),
-                               kernels::Tensor::contiguous(partial(d), kernels::DType::kF16, {t_, h})});
+    const kernels::Tensor out = kernels::Tensor::contiguous(partial(d), kernels::DType::kF16, {t_, h});
+    if (lw.shared_width == 0) {
+      dev_[d].xpu->run(OpKind::kExpertFfn,
+                       kernels::UnpermuteArgs{f16_view(y_perm, {p, h}), i32_view(permuted_row, {t_, k}),
+                                              f32_view(topk_weights_, {t_, k}), out});
+      continue;
+    }
+    // Shared experts: rows [p, p + t) of the combined rows, each token's slot k, weighted by its gate.
+    y_perm.resize(static_cast<std::size_t>((p + t_) * h), 0);
+    if (active(d))
+      on_node_rows(d, normed_.data(), h, y_perm.data() + p * h, h,
+                   [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
+                     on(d, shared_unit)
+                         .gated_ffn(OpKind::kSharedExpertFfn, lw.shared_gate_proj.data(), lw.shared_up.data(),
+                                    lw.shared_down.data(), x, y, static_cast<std::size_t>(rows),
+                                    static_cast<std::size_t>(lw.shared_width), static_cast<std::size_t>(h));
+                   });
+    std::vector<std::int32_t> rows_ext(static_cast<std::size_t>(t_ * (k + 1)));
+    std::vector<float> weights_ext(rows_ext.size());
+    for (std::int64_t i = 0; i < t_; ++i) {
+      for (std::int64_t j = 0; j < k; ++j) {
+        rows_ext[static_cast<std::size_t>(i * (k + 1) + j)] = permuted_row[static_cast<std::size_t>(i * k + j)];
+        weights_ext[static_cast<std::size_t>(i * (k + 1) + j)] = topk_weights_[static_cast<std::size_t>(i * k + j)];
+      }
+      rows_ext[static_cast<std::size_t>(i * (k + 1) + k)] = static_cast<std::int32_t>(p + i);
+      weights_ext[static_cast<std::size_t>(i * (k + 1) + k)] = shared_gate_[static_cast<std::size_t>(i)];
+    }
+    dev_[d].xpu->run(OpKind::kExpertFfn,
+                     kernels::UnpermuteArgs{f16_view(y_perm, {p + t_, h}), i32_view(rows_ext, {t_, k + 1}),
+                                            f32_view(weights_ext, {t_, k + 1}), out});
   }
 }
 

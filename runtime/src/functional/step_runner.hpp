@@ -103,7 +103,13 @@ class StepRunner {
   void execute(const compiler::Op& op, compiler::Unit unit);
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
-  void rope();
+  // The xPU's elementwise pass over device d's projections (the plan's rope op): q / k / v biases, q / k norms,
+  // rotation.
+  void rope(int layer);
+  // x[rows, cols] += bias[cols] on device d's xPU (the bias broadcast over the rows).
+  void add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int64_t rows, const std::uint16_t* bias,
+                std::int64_t cols);
+  void residual();
   PagedKvCache& cache_of(std::size_t d, const StepRequest& r) const;
   void write_kv(int layer);
   void migrate_kv(int layer, StepOutput& out);
@@ -142,6 +148,8 @@ class StepRunner {
   std::vector<Lane> lanes_;
   std::vector<std::int32_t> topk_ids_;
   std::vector<float> topk_weights_;
+  std::vector<float> shared_gate_;  // per token: the shared experts' gate (1 without one)
+  int o_bias_layer_ = -1;           // the layer whose o bias the next residual adds (-1: none)
   int norms_in_layer_ = 0, norm_layer_ = -2, kv_written_layer_ = -1;
 };
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -116,6 +117,150 @@ TEST(Safetensors, RoundTripIsExactAndGivesTheSameTokens) {
   fs::remove_all(dir);
 }
 
+// Every HF family write_checkpoint states: the config.json it writes reads back as the same ModelSpec (each
+// field the functional emulation depends on), in one file or sharded, with identical tensors.
+TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
+  struct Family {
+    const char* type;
+    std::function<compiler::ModelSpec()> spec;
+  };
+  const std::vector<Family> families = {
+      {"llama", [] { return compiler::load_model("tiny-dense"); }},
+      {"llama", [] {  // attention_bias: all four projections
+         auto m = compiler::load_model("tiny-dense");
+         m.qkv_bias = m.o_bias = true;
+         return m;
+       }},
+      {"qwen2", [] {
+         auto m = compiler::load_model("tiny-dense");
+         m.qkv_bias = true;
+         m.sliding_window = 8;
+         m.full_attention_layers = {0};
+         return m;
+       }},
+      {"qwen3", [] {
+         auto m = compiler::load_model("tiny-dense");
+         m.qk_norm = compiler::QkNorm::kPerHead;
+         return m;
+       }},
+      {"mixtral", [] { return compiler::load_model("tiny-moe"); }},
+      {"qwen2_moe", [] { return compiler::load_model("tiny-qwen-moe"); }},
+      {"qwen3_moe", [] {
+         auto m = compiler::load_model("tiny-moe");
+         m.weight_naming = compiler::WeightNaming::kQwenMoe;
+         m.qk_norm = compiler::QkNorm::kPerHead;
+         m.router_renormalize = true;
+         return m;
+       }},
+      {"olmoe", [] {
+         auto m = compiler::load_model("tiny-moe");
+         m.weight_naming = compiler::WeightNaming::kQwenMoe;
+         m.qk_norm = compiler::QkNorm::kWhole;
+         m.router_renormalize = false;
+         return m;
+       }},
+  };
+  for (const Family& f : families)
+    for (int shards : {1, 3}) {
+      const compiler::ModelSpec spec = f.spec();
+      SCOPED_TRACE(std::string(f.type) + " in " + std::to_string(shards) + " file(s)");
+      EXPECT_EQ(hf_model_type(spec), f.type);
+      const fs::path dir = temp_dir("family");
+      const ModelWeights w = random_weights(spec, 5);
+      write_checkpoint(dir.string(), w, shards);
+      EXPECT_EQ(fs::exists(dir / "model.safetensors.index.json"), shards > 1);
+      const ModelWeights back = load_checkpoint(dir.string());
+      const compiler::ModelSpec& b = back.spec;
+      EXPECT_EQ(b.qkv_bias, spec.qkv_bias);
+      EXPECT_EQ(b.o_bias, spec.o_bias);
+      EXPECT_EQ(b.qk_norm, spec.qk_norm);
+      EXPECT_EQ(b.router_renormalize, spec.router_renormalize);
+      EXPECT_EQ(b.shared_experts, spec.shared_experts);
+      EXPECT_EQ(b.shared_expert_ffn, spec.shared_expert_ffn);
+      EXPECT_EQ(b.shared_expert_gate, spec.shared_expert_gate);
+      EXPECT_EQ(b.weight_naming, spec.weight_naming);
+      EXPECT_EQ(b.dense_layers, spec.dense_layers);
+      EXPECT_EQ(b.ffn, spec.ffn);
+      EXPECT_EQ(b.expert_ffn, spec.expert_ffn);
+      EXPECT_EQ(b.sliding_window, spec.sliding_window);
+      EXPECT_EQ(b.full_attention_layers, spec.full_attention_layers);
+      EXPECT_EQ(b.params(), spec.params());
+      EXPECT_EQ(back.numerics.rms_norm_eps, w.numerics.rms_norm_eps);
+      ASSERT_EQ(back.tensors.size(), w.tensors.size());
+      for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+      fs::remove_all(dir);
+    }
+}
+
+TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
+  compiler::ModelSpec m = compiler::load_model("tiny-moe");
+  m.qkv_bias = true;  // Mixtral names with biases: no HF architecture
+  const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_weights_refused_{}", ::getpid());
+  fs::remove_all(dir);
+  try {
+    write_checkpoint(dir.string(), random_weights(m, 1));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no HuggingFace architecture"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir));
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-moe"), 1), 0), Error);
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+// A sharded checkpoint's index and shards disagreeing, each named.
+TEST(Safetensors, ShardedCheckpointErrorsNameTheIndexOrShardAndTheTensor) {
+  const fs::path dir = temp_dir("sharded");
+  write_checkpoint(dir.string(), random_weights(tiny_moe(), 2), 2);
+  const fs::path index_path = dir / "model.safetensors.index.json";
+  const nlohmann::json index = nlohmann::json::parse(slurp(index_path));
+  auto expect_load_error = [&](const nlohmann::json& changed, const std::vector<std::string>& fragments) {
+    spit(index_path, changed.dump());
+    try {
+      load_checkpoint(dir.string());
+      ADD_FAILURE() << "no error for " << changed.dump().substr(0, 200);
+    } catch (const Error& e) {
+      for (const auto& f : fragments)
+        EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what() << "\n  lacks: " << f;
+    }
+  };
+  const std::string emb = weight_name::embedding();
+  nlohmann::json j = index;
+  j["weight_map"].erase(emb);
+  expect_load_error(j, {index_path.string(), "weight_map: tensor " + emb + " is missing"});
+  j = index;
+  j["weight_map"]["lm_head.bias"] = "model-00001-of-00002.safetensors";
+  expect_load_error(j, {"unexpected tensor lm_head.bias"});
+  j = index;
+  j["weight_map"][emb] = "../elsewhere.safetensors";
+  expect_load_error(j, {"weight_map." + emb, "is not a file name"});
+  // Tensors in name order, consecutive per shard: the embedding is in the first, the last name in the second.
+  const std::string first = "model-00001-of-00002.safetensors", last = (--index["weight_map"].end()).key();
+  ASSERT_EQ(index["weight_map"][emb], first);
+  j = index;  // the last tensor sent to the first shard, read first: it is not there
+  j["weight_map"][last] = first;
+  expect_load_error(j, {first, "tensor " + last + " is missing"});
+  j = index;  // the embedding sent to the second shard: the first holds a tensor the index sends elsewhere
+  j["weight_map"][emb] = "model-00002-of-00002.safetensors";
+  expect_load_error(j, {first, "unexpected tensor " + emb, "does not map it to this shard"});
+  j = index;
+  j.erase("weight_map");
+  expect_load_error(j, {"weight_map: missing or not an object"});
+  spit(index_path, index.dump());
+  EXPECT_NO_THROW(load_checkpoint(dir.string()));
+  EXPECT_NO_THROW(load_checkpoint(index_path.string()));
+  fs::remove(index_path);
+  try {
+    load_checkpoint(dir.string());
+    FAIL() << "no error without model.safetensors or an index";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("neither model.safetensors nor model.safetensors.index.json"),
+              std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
 class SafetensorsErrors : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -132,7 +277,7 @@ class SafetensorsErrors : public ::testing::Test {
 };
 
 TEST_F(SafetensorsErrors, MissingTensor) {
-  const std::string name = weight_name::expert(1, 3, 2);
+  const std::string name = weight_name::expert(compiler::WeightNaming::kMixtral, 1, 3, "down");
   header_.erase(name);
   spit(bad_, join(header_, data_));
   expect_error(bad_, {bad_.string(), name, "missing"});

@@ -2,8 +2,10 @@
 // The weights of a model for functional emulation (`duplex run`): FP16 tensors under their HuggingFace names
 // (Llama / Mixtral naming), random from a seed or read from a safetensors file (safetensors.hpp).
 //
-// Supported model shape (check_functional_support): GQA attention with RoPE, RMSNorm, gated SiLU FFN, dense or
-// MoE layers without shared experts, FP16 weights and KV. Anything else is a duplex::Error naming the field.
+// Supported model shape (check_functional_support): GQA attention with RoPE (q / k / v biases, o bias, q / k
+// RMSNorm optional), RMSNorm, gated SiLU FFN, dense or MoE layers (shared experts, optionally gated, under
+// Qwen-MoE names; routing weights renormalised or not), FP16 / BF16 weights and KV. Anything else is a
+// duplex::Error naming the field.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -30,9 +32,11 @@ struct WeightTensor {
 
 // Name, shape and role of one tensor the model needs.
 struct WeightShape {
+  // kNormGain: a norm's gain vector (random init 1 + N(0, 0.1^2)); kBias: a bias vector (N(0, 0.1^2)).
+  enum class Role { kMatrix, kNormGain, kBias };
   std::string name;
   std::vector<std::int64_t> shape;
-  bool is_norm = false;  // a norm's gain vector (random init around 1, not around 0)
+  Role role = Role::kMatrix;
 };
 
 // Throws duplex::Error naming the model file and the unsupported field.
@@ -41,17 +45,27 @@ void check_functional_support(const compiler::ModelSpec& spec);
 // Every tensor the model needs, in a fixed order (embedding, layers in order, final norm, LM head unless tied).
 std::vector<WeightShape> expected_weights(const compiler::ModelSpec& spec);
 
-// HF tensor names (Llama / Mixtral).
+// The width of the one FFN standing for all of a layer's shared experts (shared_experts x shared_expert_ffn).
+std::int64_t shared_ffn_width(const compiler::ModelSpec& spec);
+
+// HF tensor names (Llama / Qwen2 / Qwen3 dense layers; Mixtral or Qwen-MoE MoE layers: ModelSpec::weight_naming).
 namespace weight_name {
 std::string embedding();
 std::string final_norm();
 std::string lm_head();
 std::string attn_norm(int layer);
 std::string ffn_norm(int layer);
-std::string attn_proj(int layer, char which);          // which: 'q', 'k', 'v' or 'o'
-std::string router(int layer);                          // block_sparse_moe.gate.weight
-std::string expert(int layer, int expert, int matrix);  // matrix: 1 (gate), 2 (down), 3 (up)
-std::string dense_mlp(int layer, const char* which);    // which: "gate", "up" or "down"
+std::string attn_proj(int layer, char which);  // which: 'q', 'k', 'v' or 'o'
+std::string attn_bias(int layer, char which);  // self_attn.{which}_proj.bias
+std::string qk_norm(int layer, char which);    // self_attn.{q,k}_norm.weight
+// Mixtral: block_sparse_moe.gate.weight; Qwen-MoE: mlp.gate.weight.
+std::string router(compiler::WeightNaming naming, int layer);
+// which: "gate", "up" or "down"; Mixtral: block_sparse_moe.experts.E.w1 / w3 / w2; Qwen-MoE:
+// mlp.experts.E.{which}_proj.
+std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which);
+std::string shared_expert(int layer, const char* which);  // mlp.shared_expert.{which}_proj.weight
+std::string shared_expert_gate(int layer);                // mlp.shared_expert_gate.weight [1, hidden]
+std::string dense_mlp(int layer, const char* which);      // which: "gate", "up" or "down"
 }  // namespace weight_name
 
 struct ModelWeights {

@@ -24,6 +24,11 @@ struct RunOptions {
   int max_new_tokens = 32;
   std::string weights;  // empty: random from `seed`; else a checkpoint (safetensors + config.json)
   std::uint64_t seed = 1;
+  // Non-empty: the weights (random or loaded) are first written there as a HF checkpoint (write_checkpoint),
+  // in `save_shards` safetensors files.
+  std::string save_weights;
+  int save_shards = 1;
+  bool logits = false;  // the JSON report holds every generated token's logits ([request][token][vocab])
   bool check = false;
   FunctionalOptions executor;
 };
@@ -66,6 +71,7 @@ struct RunReport {
   FunctionalResult result;
   std::optional<CheckResult> check;
   double host_seconds = 0;  // wall time of the emulation (not simulated time)
+  bool with_logits = false;  // to_json() includes "logits" (RunOptions::logits)
 
   nlohmann::json to_json() const;
   std::string to_text() const;

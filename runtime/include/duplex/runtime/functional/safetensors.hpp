@@ -21,11 +21,23 @@ void write_safetensors(const std::string& path, const ModelWeights& weights);
 // Reads the tensors `spec` needs from `path`.
 ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec);
 
-// A checkpoint directory in HF layout: `config.json` (the ModelSpec, rms_norm_eps, rope_theta) beside the
-// safetensors file. `path` is the .safetensors file or the directory holding model.safetensors.
+// A sharded checkpoint: `index_path` is HF's model.safetensors.index.json ({"weight_map": {tensor: shard
+// file}}), the shards beside it. Every tensor the spec needs must be mapped, to a shard that holds it; a
+// tensor the spec lacks, in the map or in a shard (or in a shard the map does not send it to), is an error.
+ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec);
+
+// A checkpoint directory in HF layout: `config.json` (the ModelSpec, rms_norm_eps, rope_theta) beside
+// model.safetensors or a sharded model.safetensors.index.json. `path` is the directory, the .safetensors file
+// or the index.
 ModelWeights load_checkpoint(const std::string& path);
 
-// Writes `weights` as <dir>/model.safetensors plus <dir>/config.json (model_type mixtral or llama).
-void write_checkpoint(const std::string& dir, const ModelWeights& weights);
+// The HF model_type whose config.json states `spec` (llama, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe or
+// olmoe); duplex::Error naming the model when no architecture has its combination of features.
+std::string hf_model_type(const compiler::ModelSpec& spec);
+
+// Writes `weights` as <dir>/config.json (hf_model_type's fields; load_checkpoint reads back the same spec and
+// numerics) plus <dir>/model.safetensors, or with shards > 1 as HF's model-0000i-of-0000n.safetensors and
+// model.safetensors.index.json. The config is formed first, so a model no architecture states writes nothing.
+void write_checkpoint(const std::string& dir, const ModelWeights& weights, int shards = 1);
 
 }  // namespace duplex::runtime::functional

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Cross-check of duplex's functional emulation against an independent NumPy forward pass.
+
+For each model, `duplex run --save-weights DIR --json --logits` runs the model on a system and writes the
+weights it ran as a HuggingFace checkpoint. This script then reads that checkpoint as the HF code would (the
+config.json fields of its model_type, with HF's defaults; the safetensors files, sharded or not) and computes
+the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
+pass of the HF modeling code (Llama / Qwen2 / Qwen3 / Mixtral / Qwen2-MoE / Qwen3-MoE / OLMoE), written here
+from those definitions and sharing no code with duplex. A model passes when every logit is within
+2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on duplex's side) and every
+token is the float64 argmax or a near tie (the margin within twice the logit error).
+
+Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
+side (the shared-expert gate, the q/k/v biases, the q/k norms or the routing renormalisation, whichever the
+model has); that comparison must fail, or the check could not see the feature.
+
+Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES]] ...
+Exit status 0 when every model passes (and every self-test fails as it must), 1 otherwise.
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+PROMPTS = [[1, 5, 9, 42], [7, 30, 12, 99, 3], [200]]
+NEW_TOKENS = 6
+RELATIVE_BOUND = 2.0 ** -6
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    body = data[8 + n :]
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = e["data_offsets"]
+        raw = body[begin:end]
+        if e["dtype"] == "F16":
+            a = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+        elif e["dtype"] == "F32":
+            a = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        elif e["dtype"] == "BF16":
+            a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        else:
+            raise ValueError(f"{path}: {name}: dtype {e['dtype']}")
+        out[name] = a.reshape(e["shape"])
+    return out
+
+
+def read_checkpoint(directory):
+    with open(os.path.join(directory, "config.json")) as f:
+        config = json.load(f)
+    index = os.path.join(directory, "model.safetensors.index.json")
+    tensors = {}
+    if os.path.exists(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+        for name in files:
+            tensors.update(read_safetensors(os.path.join(directory, name)))
+    else:
+        tensors = read_safetensors(os.path.join(directory, "model.safetensors"))
+    return config, tensors
+
+
+class HfModel:
+    """The HF forward pass of one checkpoint, float64. `drop` names a feature to ignore (self-test)."""
+
+    def __init__(self, config, tensors, drop=None):
+        c = config
+        self.t = tensors
+        self.type = c["model_type"]
+        self.layers = c["num_hidden_layers"]
+        self.hidden = c["hidden_size"]
+        self.heads = c["num_attention_heads"]
+        self.kv_heads = c.get("num_key_value_heads") or self.heads
+        self.head_dim = c.get("head_dim") or self.hidden // self.heads
+        self.eps = c.get("rms_norm_eps", 1e-6)
+        self.theta = c.get("rope_theta", 10000.0)
+        self.tied = c.get("tie_word_embeddings", False)
+        moe_types = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+        self.moe = self.type in moe_types
+        if self.type == "mixtral":
+            self.experts, self.top_k = c["num_local_experts"], c["num_experts_per_tok"]
+            self.norm_topk = True  # MixtralSparseMoeBlock always renormalises
+        elif self.moe:
+            self.experts, self.top_k = c["num_experts"], c["num_experts_per_tok"]
+            self.norm_topk = c.get("norm_topk_prob", False)
+        self.sparse_step = c.get("decoder_sparse_step", 1)
+        self.mlp_only = c.get("mlp_only_layers", []) or []
+        # Qwen2 / Qwen2-MoE: q, k, v always biased; the others by attention_bias (o too).
+        if self.type in ("qwen2", "qwen2_moe"):
+            self.qkv_bias, self.o_bias = True, False
+        else:
+            self.qkv_bias = self.o_bias = bool(c.get("attention_bias", False))
+        self.qk_norm = {"qwen3": "head", "qwen3_moe": "head", "olmoe": "whole"}.get(self.type)
+        self.shared = self.type == "qwen2_moe" and c.get("shared_expert_intermediate_size", 0) > 0
+        if drop == "qkv_bias":
+            self.qkv_bias = False
+        elif drop == "qk_norm":
+            self.qk_norm = None
+        elif drop == "norm_topk":
+            self.norm_topk = not self.norm_topk
+        self.shared_gate_dropped = drop == "shared_gate"
+
+    def w(self, name):
+        return self.t[name]
+
+    def rms(self, x, gain):
+        var = np.mean(x * x, axis=-1, keepdims=True)
+        return x / np.sqrt(var + self.eps) * gain
+
+    def is_moe_layer(self, layer):
+        if not self.moe:
+            return False
+        if self.type == "mixtral" or self.type == "olmoe":
+            return True
+        return layer not in self.mlp_only and (layer + 1) % self.sparse_step == 0
+
+    def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half
+        d = self.head_dim
+        inv_freq = 1.0 / (self.theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+        freqs = np.outer(positions, inv_freq)
+        emb = np.concatenate([freqs, freqs], axis=-1)
+        cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
+        rotated = np.concatenate([-x[..., d // 2 :], x[..., : d // 2]], axis=-1)
+        return x * cos + rotated * sin
+
+    def mlp(self, prefix, x):
+        gate = x @ self.w(prefix + "gate_proj.weight").T
+        up = x @ self.w(prefix + "up_proj.weight").T
+        return (gate / (1.0 + np.exp(-gate)) * up) @ self.w(prefix + "down_proj.weight").T
+
+    def sparse_moe(self, layer, x):
+        p = f"model.layers.{layer}."
+        if self.type == "mixtral":
+            gate_w = self.w(p + "block_sparse_moe.gate.weight")
+        else:
+            gate_w = self.w(p + "mlp.gate.weight")
+        logits = x @ gate_w.T
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        out = np.zeros_like(x)
+        for t in range(x.shape[0]):
+            order = np.argsort(-probs[t], kind="stable")[: self.top_k]
+            weights = probs[t, order]
+            if self.norm_topk:
+                weights = weights / weights.sum()
+            for e, wt in zip(order, weights):
+                if self.type == "mixtral":
+                    q = f"{p}block_sparse_moe.experts.{e}."
+                    gate = x[t] @ self.w(q + "w1.weight").T
+                    up = x[t] @ self.w(q + "w3.weight").T
+                    y = (gate / (1.0 + np.exp(-gate)) * up) @ self.w(q + "w2.weight").T
+                else:
+                    y = self.mlp(f"{p}mlp.experts.{e}.", x[t])
+                out[t] += wt * y
+        if self.shared:
+            shared = self.mlp(p + "mlp.shared_expert.", x)
+            if not self.shared_gate_dropped:
+                g = x @ self.w(p + "mlp.shared_expert_gate.weight").T
+                shared = shared / (1.0 + np.exp(-g))
+            out += shared
+        return out
+
+    def attention(self, layer, x):
+        p = f"model.layers.{layer}.self_attn."
+        T, d = x.shape[0], self.head_dim
+
+        def proj(name, bias):
+            y = x @ self.w(p + name + ".weight").T
+            return y + self.w(p + name + ".bias") if bias else y
+
+        q, k, v = proj("q_proj", self.qkv_bias), proj("k_proj", self.qkv_bias), proj("v_proj", self.qkv_bias)
+        if self.qk_norm == "whole":  # OLMoE: over the whole projection
+            q, k = self.rms(q, self.w(p + "q_norm.weight")), self.rms(k, self.w(p + "k_norm.weight"))
+        q = q.reshape(T, self.heads, d)
+        k = k.reshape(T, self.kv_heads, d)
+        v = v.reshape(T, self.kv_heads, d)
+        if self.qk_norm == "head":  # Qwen3: per head over head_dim
+            q, k = self.rms(q, self.w(p + "q_norm.weight")), self.rms(k, self.w(p + "k_norm.weight"))
+        pos = np.arange(T, dtype=np.float64)
+        q, k = self.rope(q, pos), self.rope(k, pos)
+        group = self.heads // self.kv_heads
+        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d)
+        scores = np.where(np.tril(np.ones((T, T), dtype=bool))[None], scores, -np.inf)
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+        attn = np.einsum("hqk,khd->qhd", scores, v).reshape(T, self.heads * d)
+        out = attn @ self.w(p + "o_proj.weight").T
+        return out + self.w(p + "o_proj.bias") if self.o_bias else out
+
+    def logits(self, tokens):
+        x = self.w("model.embed_tokens.weight")[np.array(tokens)]
+        for layer in range(self.layers):
+            p = f"model.layers.{layer}."
+            x = x + self.attention(layer, self.rms(x, self.w(p + "input_layernorm.weight")))
+            n = self.rms(x, self.w(p + "post_attention_layernorm.weight"))
+            x = x + (self.sparse_moe(layer, n) if self.is_moe_layer(layer) else self.mlp(p + "mlp.", n))
+        x = self.rms(x, self.w("model.norm.weight"))
+        head = self.w("model.embed_tokens.weight") if self.tied else self.w("lm_head.weight")
+        return x @ head.T
+
+
+def compare(model, run):
+    """(ok, message): duplex's logits and tokens against the float64 forward along duplex's tokens."""
+    worst, bound, ties = 0.0, 0.0, []
+    for r, prompt in enumerate(PROMPTS):
+        generated = run["tokens"][r]
+        ref = model.logits(prompt + generated[:-1])[len(prompt) - 1 :]
+        got = np.array(run["logits"][r], dtype=np.float64)
+        err = np.abs(got - ref)
+        worst = max(worst, float(err.max()))
+        bound = max(bound, RELATIVE_BOUND * max(1.0, float(np.abs(ref).max())))
+        for i, token in enumerate(generated):
+            best = int(np.argmax(ref[i]))
+            if token != best:
+                ties.append((r, i, float(ref[i, best] - ref[i, token]), float(err[i].max())))
+    unexplained = [t for t in ties if t[2] > 2 * t[3]]
+    ok = worst <= bound and not unexplained
+    return ok, f"max |logit err| {worst:.4g} (bound {bound:.4g}), near ties {len(ties)}, unexplained {len(unexplained)}"
+
+
+def dropped_feature(model):
+    if model.shared:
+        return "shared_gate"
+    if model.qk_norm:
+        return "qk_norm"
+    if model.qkv_bias:
+        return "qkv_bias"
+    if model.moe:
+        return "norm_topk"
+    return None
+
+
+def main(argv):
+    duplex, args = argv[1], argv[2:]
+    self_test = "--self-test" in args
+    cases = [a for a in args if a != "--self-test"]
+    failures = 0
+    for case in cases:
+        parts = case.split("@")
+        model_name = parts[0]
+        system = parts[1] if len(parts) > 1 else "gpu"
+        devices = parts[2] if len(parts) > 2 else "0"  # 0: the system's own
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = os.path.join(tmp, "ckpt")
+            cmd = [duplex, "run", "--model", model_name, "--system", system, "--devices", devices,
+                   "--max-new-tokens", str(NEW_TOKENS), "--save-weights", ckpt, "--save-shards", "2",
+                   "--json", "--logits"]
+            for p in PROMPTS:
+                cmd += ["--prompt", ",".join(map(str, p))]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"FAIL {case}: duplex run exited {proc.returncode}: {proc.stderr.strip()}")
+                failures += 1
+                continue
+            run = json.loads(proc.stdout)
+            config, tensors = read_checkpoint(ckpt)
+            ok, msg = compare(HfModel(config, tensors), run)
+            print(f"{'PASS' if ok else 'FAIL'} {case} ({config['model_type']}): {msg}")
+            failures += 0 if ok else 1
+            if self_test:
+                feature = dropped_feature(HfModel(config, tensors))
+                if feature is None:
+                    continue
+                ok, msg = compare(HfModel(config, tensors, drop=feature), run)
+                print(f"{'FAIL' if ok else 'PASS'} {case} without {feature} must differ: {msg}")
+                failures += 1 if ok else 0
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
