@@ -234,10 +234,10 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     if (f.integer_or("moe_layer_freq", 1) != 1)
       throw ConfigError(file, "moe_layer_freq", "values other than 1 are not supported", "1");
   } else {
-    throw ConfigError(file, "model_type",
-                      type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
-                      "one of llama, mistral, qwen2, qwen3, mixtral, phimoe, olmoe, dbrx, qwen2_moe, qwen3_moe, "
-                      "deepseek_v2, deepseek_v3");
+    throw ConfigError(
+        file, "model_type", type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
+        "one of llama, mistral, qwen2, qwen3, mixtral, phimoe, olmoe, dbrx, qwen2_moe, qwen3_moe, "
+        "deepseek_v2, deepseek_v3");
   }
   // Attention biases: Qwen2 / Qwen2-MoE always bias q, k and v (not o); the others bias all four projections
   // when attention_bias says so (default false).

@@ -82,7 +82,8 @@ std::int64_t ModelSpec::params() const {
     total += attention_params() + attention_vector_params() + 2 * norm_params(*this);
     if (is_moe_layer(l)) {
       total += std::int64_t{experts} * ffn_params(expert_ffn) + std::int64_t{hidden} * experts;
-      total += std::int64_t{shared_experts} * ffn_params(shared_expert_ffn) + (shared_expert_gate ? hidden : 0);
+      total +=
+          std::int64_t{shared_experts} * ffn_params(shared_expert_ffn) + (shared_expert_gate ? hidden : 0);
     } else {
       total += ffn_params(ffn);
     }
@@ -96,7 +97,8 @@ std::int64_t ModelSpec::active_params() const {
     total += attention_params() + attention_vector_params() + 2 * norm_params(*this);
     if (is_moe_layer(l)) {
       total += std::int64_t{top_k} * ffn_params(expert_ffn) + std::int64_t{hidden} * experts;
-      total += std::int64_t{shared_experts} * ffn_params(shared_expert_ffn) + (shared_expert_gate ? hidden : 0);
+      total +=
+          std::int64_t{shared_experts} * ffn_params(shared_expert_ffn) + (shared_expert_gate ? hidden : 0);
     } else {
       total += ffn_params(ffn);
     }
@@ -126,13 +128,16 @@ void ModelSpec::validate() const {
   for (int l = 0; l < layers; ++l) any_dense = any_dense || !is_moe_layer(l);
   if (any_dense && ffn <= 0) bad("ffn", "must be > 0: the model has dense FFN layers");
   if (shared_experts > 0 && shared_expert_ffn <= 0) bad("shared_expert_ffn", "must be > 0 with shared experts");
-  if (shared_expert_gate && shared_experts == 0) bad("shared_expert_gate", "is set, but the model has no shared experts");
-  if (!router_renormalize && experts == 0) bad("router_renormalize", "is set for a dense model (it has no router)");
+  if (shared_expert_gate && shared_experts == 0)
+    bad("shared_expert_gate", "is set, but the model has no shared experts");
+  if (!router_renormalize && experts == 0)
+    bad("router_renormalize", "is set for a dense model (it has no router)");
   if (attention == AttentionKind::kMla && (qkv_bias || o_bias || qk_norm != QkNorm::kNone))
     bad(qkv_bias || o_bias ? "qkv_bias" : "qk_norm", "is set for MLA attention; expected GQA");
   // Biases and q / k norms are applied by the xPU's elementwise pass over the projections (the rope op).
   if (learned_positions > 0 && (qkv_bias || qk_norm != QkNorm::kNone))
-    bad(qkv_bias ? "qkv_bias" : "qk_norm", "with learned_positions (no RoPE) is not supported; expected RoPE");
+    bad(qkv_bias ? "qkv_bias" : "qk_norm",
+        "with learned_positions (no RoPE) is not supported; expected RoPE");
   if (sliding_window < 0) bad("sliding_window", "must be >= 1 (0: no window)");
   if (sliding_window == 0 && !full_attention_layers.empty())
     bad("full_attention_layers", "is set, but sliding_window is not: every layer already attends to its whole context");
@@ -195,8 +200,9 @@ ModelSpec read_model(const ConfigNode& n) {
     m.qk_norm = k == "head" ? QkNorm::kPerHead : k == "whole" ? QkNorm::kWhole : QkNorm::kNone;
   }
   if (n.has("weight_naming"))
-    m.weight_naming = n.get_enum("weight_naming", {"mixtral", "qwen_moe"}) == "qwen_moe" ? WeightNaming::kQwenMoe
-                                                                                         : WeightNaming::kMixtral;
+    m.weight_naming = n.get_enum("weight_naming", {"mixtral", "qwen_moe"}) == "qwen_moe"
+                          ? WeightNaming::kQwenMoe
+                          : WeightNaming::kMixtral;
   m.vocab = count("vocab");
   m.tie_embeddings = n.get_or<bool>("tie_embeddings", false);
   m.learned_positions = count_or("learned_positions", 0);

@@ -62,9 +62,10 @@ void add_run_command(CLI::App& app) {
                 "Checkpoint: a directory with config.json and model.safetensors or a sharded "
                 "model.safetensors.index.json (or that file); default: random weights from --seed");
   c->add_option("--seed", o->run.seed, "Seed of the random weights")->capture_default_str();
-  c->add_option("--save-weights", o->run.save_weights,
-                "Also write the weights as a HuggingFace checkpoint directory (config.json + safetensors), e.g. "
-                "to compare with transformers");
+  c->add_option(
+      "--save-weights", o->run.save_weights,
+      "Also write the weights as a HuggingFace checkpoint directory (config.json + safetensors), e.g. "
+      "to compare with transformers");
   c->add_option("--save-shards", o->run.save_shards,
                 "Safetensors files --save-weights writes (> 1: model-0000i-of-0000n + index.json)")
       ->capture_default_str()

@@ -236,7 +236,8 @@ struct Validator {
     c.extent("topk_weights", a.topk_weights, 0, t, "T")
         .extent("topk_weights", a.topk_weights, 1, a.top_k, "top_k");
     c.extent("logits", a.logits, 0, t, "T").extent("logits", a.logits, 1, e, "E");
-    c.optional_tensor("shared_gate_weight", a.shared_gate_weight, 2).optional_tensor("shared_gate", a.shared_gate, 1);
+    c.optional_tensor("shared_gate_weight", a.shared_gate_weight, 2)
+        .optional_tensor("shared_gate", a.shared_gate, 1);
     c.require(a.shared_gate_weight.present() == a.shared_gate.present(), StatusCode::kInvalidArgument,
               "shared_gate_weight and shared_gate must be given together");
     c.same_dtype("shared_gate_weight", a.shared_gate_weight, a.hidden, "hidden");

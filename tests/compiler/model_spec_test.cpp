@@ -216,17 +216,21 @@ TEST(HfImport, BiasesQkNormsSharedExpertGateAndRoutingPerFamily) {
   unbiased.qkv_bias = false;
   EXPECT_EQ(q2.params() - unbiased.params(), 24 * (896 + 2 * 128));
 
-  const ModelSpec q3 = import_hf_config(R"({"model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072,
+  const ModelSpec q3 =
+      import_hf_config(R"({"model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072,
     "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
-    "vocab_size": 151936, "tie_word_embeddings": true, "attention_bias": false})", "q3.json");
+    "vocab_size": 151936, "tie_word_embeddings": true, "attention_bias": false})",
+                       "q3.json");
   EXPECT_EQ(q3.qk_norm, QkNorm::kPerHead);
   EXPECT_FALSE(q3.qkv_bias);
   EXPECT_NEAR(static_cast<double>(q3.params()) / 1e9, 0.6, 0.01);
   EXPECT_NEAR(static_cast<double>(q3.params() - q3.embedding_params()) / 1e9, 0.44, 0.01);
   EXPECT_EQ(q3.attention_vector_params(), 2 * 128);
 
-  const ModelSpec llama = import_hf_config(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100, "attention_bias": true})", "l.json");
+  const ModelSpec llama =
+      import_hf_config(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100, "attention_bias": true})",
+                       "l.json");
   EXPECT_TRUE(llama.qkv_bias);
   EXPECT_TRUE(llama.o_bias);
   EXPECT_EQ(llama.attention_vector_params(), 3 * 64 + 64);
@@ -234,7 +238,8 @@ TEST(HfImport, BiasesQkNormsSharedExpertGateAndRoutingPerFamily) {
   const ModelSpec q2moe = import_hf_config(R"({"model_type": "qwen2_moe", "hidden_size": 2048,
     "intermediate_size": 5632, "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
     "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16, "num_experts": 60,
-    "num_experts_per_tok": 4, "vocab_size": 151936})", "q2moe.json");
+    "num_experts_per_tok": 4, "vocab_size": 151936})",
+                                           "q2moe.json");
   EXPECT_TRUE(q2moe.shared_expert_gate);
   EXPECT_FALSE(q2moe.router_renormalize);  // HF's default norm_topk_prob
   EXPECT_TRUE(q2moe.qkv_bias);
@@ -243,14 +248,16 @@ TEST(HfImport, BiasesQkNormsSharedExpertGateAndRoutingPerFamily) {
   const ModelSpec q3moe = import_hf_config(R"({"model_type": "qwen3_moe", "hidden_size": 2048,
     "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
     "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": true,
-    "vocab_size": 151936})", "q3moe.json");
+    "vocab_size": 151936})",
+                                           "q3moe.json");
   EXPECT_TRUE(q3moe.router_renormalize);
   EXPECT_EQ(q3moe.qk_norm, QkNorm::kPerHead);
   EXPECT_FALSE(q3moe.shared_expert_gate);
 
   const ModelSpec olmoe = import_hf_config(R"({"model_type": "olmoe", "hidden_size": 2048,
     "intermediate_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16, "num_experts": 64,
-    "num_experts_per_tok": 8, "vocab_size": 50304})", "olmoe.json");
+    "num_experts_per_tok": 8, "vocab_size": 50304})",
+                                           "olmoe.json");
   EXPECT_EQ(olmoe.qk_norm, QkNorm::kWhole);
   EXPECT_FALSE(olmoe.router_renormalize);
   EXPECT_EQ(olmoe.attention_vector_params(), 2048 + 2048);
@@ -311,7 +318,7 @@ TEST(ModelYaml, QwenFeatureKeysAndTheirErrors) {
   };
   EXPECT_EQ(key_of(moe + "qk_norm: rms\n"), "qk_norm");
   EXPECT_EQ(key_of(moe + "weight_naming: deepseek\n"), "weight_naming");
-  EXPECT_EQ(key_of(moe + "shared_expert_gate: true\n"), "shared_expert_gate");  // no shared experts
+  EXPECT_EQ(key_of(moe + "shared_expert_gate: true\n"), "shared_expert_gate");            // no shared experts
   EXPECT_EQ(key_of(base + "ffn: 8\nrouter_renormalize: false\n"), "router_renormalize");  // dense
   EXPECT_EQ(key_of(base + "ffn: 8\nlearned_positions: 16\nqkv_bias: true\n"), "qkv_bias");
 }

@@ -95,12 +95,18 @@ TEST_F(BackendInterface, AbsentOperandAndAliasingAreRejected) {
 }
 
 TEST_F(BackendInterface, RouterSharedGateContract) {
-  RouterArgs a{f16({4, 8}), f16({3, 8}, 100), Tensor::contiguous(buf.data() + 200, DType::kI32, {4, 1}),
-               Tensor::contiguous(buf.data() + 300, DType::kF32, {4, 1}), Tensor{}, 1, true};
+  RouterArgs a{f16({4, 8}),
+               f16({3, 8}, 100),
+               Tensor::contiguous(buf.data() + 200, DType::kI32, {4, 1}),
+               Tensor::contiguous(buf.data() + 300, DType::kF32, {4, 1}),
+               Tensor{},
+               1,
+               true};
   a.shared_gate_weight = f16({1, 8}, 400);  // without its output
   const Status alone = cpu->can_implement(a);
   EXPECT_EQ(alone.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(alone.message().find("shared_gate_weight and shared_gate must be given together"), std::string::npos)
+  EXPECT_NE(alone.message().find("shared_gate_weight and shared_gate must be given together"),
+            std::string::npos)
       << alone.message();
   a.shared_gate = Tensor::contiguous(buf.data() + 500, DType::kF32, {3});  // T is 4
   EXPECT_EQ(cpu->can_implement(a).code(), StatusCode::kInvalidArgument);

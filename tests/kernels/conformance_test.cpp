@@ -515,10 +515,16 @@ TEST(DUPLEX_CONFORMANCE_SUITE, RouterSharedExpertGate) {
       SCOPED_TRACE(label(dtype, "t", t));
       const std::int64_t h = 96, e = 8, k = 2;
       DeviceArena arena(*backend);
-      HostTensor hidden = random_tensor(dtype, {t, h}, rng), gate = random_tensor(dtype, {e, h}, rng, -0.2, 0.2),
+      HostTensor hidden = random_tensor(dtype, {t, h}, rng),
+                 gate = random_tensor(dtype, {e, h}, rng, -0.2, 0.2),
                  shared = random_tensor(dtype, {1, h}, rng, -0.5, 0.5);
-      RouterArgs plain{arena.upload(hidden), arena.upload(gate), arena.empty(DType::kI32, {t, k}),
-                       arena.empty(DType::kF32, {t, k}), Tensor{}, k, false};
+      RouterArgs plain{arena.upload(hidden),
+                       arena.upload(gate),
+                       arena.empty(DType::kI32, {t, k}),
+                       arena.empty(DType::kF32, {t, k}),
+                       Tensor{},
+                       k,
+                       false};
       RouterArgs gated = plain;
       gated.topk_ids = arena.empty(DType::kI32, {t, k});
       gated.topk_weights = arena.empty(DType::kF32, {t, k});
@@ -537,7 +543,8 @@ TEST(DUPLEX_CONFORMANCE_SUITE, RouterSharedExpertGate) {
       for (std::int64_t i = 0; i < t; ++i) {
         const double x = logit.value[static_cast<std::size_t>(i)];
         // sigmoid' <= 1/4: the logit's bound shrinks by 4; plus the sigmoid's own FP32 rounding.
-        EXPECT_NEAR(g.get(i), 1.0 / (1.0 + std::exp(-x)), logit.bound[static_cast<std::size_t>(i)] / 4 + 8 * kU32)
+        EXPECT_NEAR(g.get(i), 1.0 / (1.0 + std::exp(-x)),
+                    logit.bound[static_cast<std::size_t>(i)] / 4 + 8 * kU32)
             << "token " << i;
       }
     }

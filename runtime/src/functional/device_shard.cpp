@@ -35,13 +35,14 @@ std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compi
         fmt::format("model {}: FFN width {} or vocabulary {} does not split over tensor-parallel degree {}",
                     m.name, m.ffn, m.vocab, tp));
   if (m.shared_experts > 0 && shared_ffn_width(m) % tp != 0)
-    throw Error(fmt::format("model {}: shared-expert width {} does not split over tensor-parallel degree {}", m.name,
-                            shared_ffn_width(m), tp));
+    throw Error(fmt::format("model {}: shared-expert width {} does not split over tensor-parallel degree {}",
+                            m.name, shared_ffn_width(m), tp));
   if (m.qk_norm == compiler::QkNorm::kWhole && tp > 1)
-    throw Error(fmt::format("model {}: q / k norms over all heads (qk_norm whole, OLMoE) need every head on one "
-                            "device; tensor-parallel degree {} splits them (expected --devices 1, or one device "
-                            "per node)",
-                            m.name, tp));
+    throw Error(
+        fmt::format("model {}: q / k norms over all heads (qk_norm whole, OLMoE) need every head on one "
+                    "device; tensor-parallel degree {} splits them (expected --devices 1, or one device "
+                    "per node)",
+                    m.name, tp));
   std::vector<DeviceShard> out;
   DUPLEX_ASSERT(p.devices == p.nodes * tp, "a layout whose nodes are not TP groups of equal size");
   for (int d = 0; d < p.devices; ++d) {
@@ -93,7 +94,8 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
     l.o_bias = f.o_bias;  // added once, after the all-reduce
     l.q_norm = f.q_norm;  // per head, or whole with every head on this device
     l.k_norm = f.k_norm;
-    if (f.shared_width > 0) {  // the shared experts: columns of the node's tensor-parallel group, as a dense FFN
+    if (f.shared_width >
+        0) {  // the shared experts: columns of the node's tensor-parallel group, as a dense FFN
       const std::int64_t sw = f.shared_width / s.ffn_shards, c0 = s.ffn_shard * sw;
       append_rows(l.shared_gate_proj, f.shared_gate_proj, c0, sw, h);
       append_rows(l.shared_up, f.shared_up, c0, sw, h);

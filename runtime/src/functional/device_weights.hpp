@@ -15,7 +15,8 @@ struct LayerWeights {
   std::vector<std::uint16_t> o;       // [hidden, q_dim]
   std::vector<std::uint16_t> qkv_bias;  // [q_dim + 2 kv_dim] (q, k, v as the QKV rows); empty without
   std::vector<std::uint16_t> o_bias;    // [hidden]; empty without
-  std::vector<std::uint16_t> q_norm, k_norm;  // [head_dim] per head, or [q_dim] / [kv_dim] whole; empty without
+  std::vector<std::uint16_t> q_norm,
+      k_norm;                         // [head_dim] per head, or [q_dim] / [kv_dim] whole; empty without
   std::vector<std::uint16_t> router;  // [experts, hidden]; empty for a dense layer
   std::vector<std::uint16_t> gate, up, down;  // [E,F,H], [E,F,H], [E,H,F]
   std::int64_t ffn_experts = 1, ffn_width = 0;

@@ -31,8 +31,9 @@ std::string qk_norm(int layer, char which) {
   return fmt::format("model.layers.{}.self_attn.{}_norm.weight", layer, which);
 }
 std::string router(compiler::WeightNaming naming, int layer) {
-  return naming == compiler::WeightNaming::kQwenMoe ? fmt::format("model.layers.{}.mlp.gate.weight", layer)
-                                                    : fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer);
+  return naming == compiler::WeightNaming::kQwenMoe
+             ? fmt::format("model.layers.{}.mlp.gate.weight", layer)
+             : fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer);
 }
 std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which) {
   if (naming == compiler::WeightNaming::kQwenMoe)
@@ -44,7 +45,9 @@ std::string expert(compiler::WeightNaming naming, int layer, int expert, const c
 std::string shared_expert(int layer, const char* which) {
   return fmt::format("model.layers.{}.mlp.shared_expert.{}_proj.weight", layer, which);
 }
-std::string shared_expert_gate(int layer) { return fmt::format("model.layers.{}.mlp.shared_expert_gate.weight", layer); }
+std::string shared_expert_gate(int layer) {
+  return fmt::format("model.layers.{}.mlp.shared_expert_gate.weight", layer);
+}
 std::string dense_mlp(int layer, const char* which) {
   return fmt::format("model.layers.{}.mlp.{}_proj.weight", layer, which);
 }
@@ -56,18 +59,20 @@ std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
 
 void check_functional_support(const compiler::ModelSpec& m) {
   auto reject = [&](const char* field, const std::string& problem) {
-    throw Error(fmt::format("{}: {}: {}; functional emulation supports GQA + RoPE, RMSNorm, gated SiLU FFN, "
-                            "dense or MoE layers (shared experts under Qwen-MoE names), q / k / v biases, q / k "
-                            "norms, fp16 or bf16 weights and KV (computed in FP16)",
-                            m.file.empty() ? m.name : m.file, field, problem));
+    throw Error(
+        fmt::format("{}: {}: {}; functional emulation supports GQA + RoPE, RMSNorm, gated SiLU FFN, "
+                    "dense or MoE layers (shared experts under Qwen-MoE names), q / k / v biases, q / k "
+                    "norms, fp16 or bf16 weights and KV (computed in FP16)",
+                    m.file.empty() ? m.name : m.file, field, problem));
   };
   if (m.attention != compiler::AttentionKind::kGqa) reject("attention", "MLA");
   if (m.norm != compiler::NormKind::kRmsNorm) reject("norm", "LayerNorm");
   if (m.ffn_kind != compiler::FfnKind::kGated) reject("ffn_kind", "two-matrix FFN");
   if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe)
-    reject("shared_experts", fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
-                                         "expected weight_naming: qwen_moe (mlp.shared_expert.*)",
-                                         m.shared_experts));
+    reject("shared_experts",
+           fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
+                       "expected weight_naming: qwen_moe (mlp.shared_expert.*)",
+                       m.shared_experts));
   if (m.learned_positions > 0) reject("learned_positions", "learned position embeddings");
   auto half_width = [](compiler::DType t) { return t == compiler::DType::kFp16 || t == compiler::DType::kBf16; };
   if (!half_width(m.dtype)) reject("dtype", fmt::format("weights are {}", compiler::dtype_name(m.dtype)));

@@ -55,7 +55,8 @@ Vec rms_norm(const Vec& x, const WeightTensor& gain, float eps) {
 void rms_norm_rows(Vec& v, std::int64_t width, const WeightTensor& gain, float eps) {
   for (std::size_t r0 = 0; r0 < v.size(); r0 += static_cast<std::size_t>(width)) {
     double sq = 0;
-    for (std::int64_t i = 0; i < width; ++i) sq += static_cast<double>(v[r0 + static_cast<std::size_t>(i)]) * v[r0 + static_cast<std::size_t>(i)];
+    for (std::int64_t i = 0; i < width; ++i)
+      sq += static_cast<double>(v[r0 + static_cast<std::size_t>(i)]) * v[r0 + static_cast<std::size_t>(i)];
     const double inv = 1.0 / std::sqrt(sq / static_cast<double>(width) + eps);
     for (std::int64_t i = 0; i < width; ++i) {
       float& x = v[r0 + static_cast<std::size_t>(i)];
@@ -139,8 +140,10 @@ class Sequence {
         v = proj('v', m_.kv_dim(), m_.qkv_bias);
     if (m_.qk_norm != compiler::QkNorm::kNone) {
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
-      rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')), w_.numerics.rms_norm_eps);
-      rms_norm_rows(k, per_head ? d : m_.kv_dim(), w_.get(weight_name::qk_norm(l, 'k')), w_.numerics.rms_norm_eps);
+      rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')),
+                    w_.numerics.rms_norm_eps);
+      rms_norm_rows(k, per_head ? d : m_.kv_dim(), w_.get(weight_name::qk_norm(l, 'k')),
+                    w_.numerics.rms_norm_eps);
     }
     rope(q, hq, d, pos, w_.numerics.rope_theta);
     rope(k, hkv, d, pos, w_.numerics.rope_theta);
@@ -207,11 +210,13 @@ class Sequence {
       for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += weight * y[i];
     }
     if (m_.shared_experts > 0) {  // + the shared experts' FFN, scaled by sigmoid(gate . x) when gated
-      const Vec y = gated_ffn(w_.get(weight_name::shared_expert(l, "gate")), w_.get(weight_name::shared_expert(l, "up")),
+      const Vec y = gated_ffn(w_.get(weight_name::shared_expert(l, "gate")),
+                              w_.get(weight_name::shared_expert(l, "up")),
                               w_.get(weight_name::shared_expert(l, "down")), n);
       const double g =
-          m_.shared_expert_gate ? 1.0 / (1.0 + std::exp(-matvec(w_.get(weight_name::shared_expert_gate(l)), n, 1)[0]))
-                                : 1.0;
+          m_.shared_expert_gate
+              ? 1.0 / (1.0 + std::exp(-matvec(w_.get(weight_name::shared_expert_gate(l)), n, 1)[0]))
+              : 1.0;
       for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += g * y[i];
     }
     return stored(acc);

@@ -1,10 +1,10 @@
 #include "duplex/runtime/functional/safetensors.hpp"
 
+#include <fmt/format.h>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -62,7 +62,8 @@ std::uint64_t write_tensors(const std::string& path, const TensorList& tensors) 
   out.write(reinterpret_cast<const char*>(&n), 8);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
   for (const auto& [name, t] : tensors)
-    out.write(reinterpret_cast<const char*>(t->data.data()), static_cast<std::streamsize>(t->data.size() * 2));
+    out.write(reinterpret_cast<const char*>(t->data.data()),
+              static_cast<std::streamsize>(t->data.size() * 2));
   if (!out) throw Error(fmt::format("{}: write failed", path));
   return offset;
 }
@@ -89,10 +90,11 @@ SafetensorsFile open_safetensors(const std::string& path) {
     throw Error(fmt::format("{}: bad header: header length {} is implausible; expected a safetensors file", path,
                             header_len));
   if (header_len > file.size() - 8)
-    throw Error(fmt::format("{}: truncated: the header needs {} bytes, the file has {} after the length", path,
-                            header_len, file.size() - 8));
+    throw Error(fmt::format("{}: truncated: the header needs {} bytes, the file has {} after the length",
+                            path, header_len, file.size() - 8));
   try {
-    f.header = nlohmann::json::parse(file.begin() + 8, file.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
+    f.header =
+        nlohmann::json::parse(file.begin() + 8, file.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: bad header: not valid JSON ({})", path, e.what()));
   }
@@ -110,7 +112,9 @@ WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const s
     throw Error(fmt::format("{}: tensor {} is missing (model {} needs it, shape {})", path, s.name, model,
                             shape_text(s.shape)));
   const nlohmann::json& e = f.header[s.name];
-  auto bad = [&](const std::string& what) { return Error(fmt::format("{}: tensor {}: {}", path, s.name, what)); };
+  auto bad = [&](const std::string& what) {
+    return Error(fmt::format("{}: tensor {}: {}", path, s.name, what));
+  };
   if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
     throw bad("bad header entry; expected {dtype, shape, data_offsets}");
   const std::string dtype = e["dtype"].is_string() ? e["dtype"].get<std::string>() : "";
@@ -124,14 +128,17 @@ WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const s
   } catch (const nlohmann::json::exception&) {
     throw bad("bad header entry: shape and data_offsets must be lists of non-negative integers");
   }
-  if (shape != s.shape) throw bad(fmt::format("shape {}; expected {}", shape_text(shape), shape_text(s.shape)));
+  if (shape != s.shape)
+    throw bad(fmt::format("shape {}; expected {}", shape_text(shape), shape_text(s.shape)));
   WeightTensor t;
   t.shape = shape;
   const std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * elem;
   if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes)
-    throw bad(fmt::format("data_offsets {} do not span the {} bytes of its shape", e["data_offsets"].dump(), bytes));
+    throw bad(fmt::format("data_offsets {} do not span the {} bytes of its shape", e["data_offsets"].dump(),
+                          bytes));
   if (offsets[1] > f.data_size)
-    throw bad(fmt::format("truncated: data ends at byte {}, the file holds {} data bytes", offsets[1], f.data_size));
+    throw bad(fmt::format("truncated: data ends at byte {}, the file holds {} data bytes", offsets[1],
+                          f.data_size));
   t.data.resize(static_cast<std::size_t>(t.numel()));
   const char* at = f.data + offsets[0];
   if (dtype == "F16") {
@@ -151,15 +158,17 @@ WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const s
     }
     t.data[i] = float_to_half_bits(v);
     if (!std::isfinite(half_bits_to_float(t.data[i])))
-      throw bad(fmt::format("element {} is {} ({}), outside FP16's finite range (+-65504); {} checkpoints are "
-                            "converted to FP16, the emulated devices' arithmetic",
-                            i, v, dtype, dtype));
+      throw bad(
+          fmt::format("element {} is {} ({}), outside FP16's finite range (+-65504); {} checkpoints are "
+                      "converted to FP16, the emulated devices' arithmetic",
+                      i, v, dtype, dtype));
   }
   return t;
 }
 
 void note_conversions(ModelWeights& w, const std::set<std::string>& converted) {
-  if (!converted.empty()) w.source = fmt::format("{} ({} converted to FP16)", w.source, fmt::join(converted, ", "));
+  if (!converted.empty())
+    w.source = fmt::format("{} ({} converted to FP16)", w.source, fmt::join(converted, ", "));
 }
 
 }  // namespace
@@ -191,10 +200,12 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   namespace fs = std::filesystem;
   const nlohmann::json index = nlohmann::json::parse(read_file(index_path), nullptr, false);
   if (index.is_discarded() || !index.is_object())
-    throw Error(fmt::format("{}: not a JSON object; expected a safetensors index ({{\"weight_map\": {{tensor: file}}}})",
-                            index_path));
+    throw Error(fmt::format(
+        "{}: not a JSON object; expected a safetensors index ({{\"weight_map\": {{tensor: file}}}})",
+        index_path));
   if (!index.contains("weight_map") || !index["weight_map"].is_object())
-    throw Error(fmt::format("{}: weight_map: missing or not an object; expected {{tensor name: shard file}}", index_path));
+    throw Error(fmt::format("{}: weight_map: missing or not an object; expected {{tensor name: shard file}}",
+                            index_path));
   std::map<std::string, std::string> where;  // tensor -> shard file
   for (const auto& [name, file] : index["weight_map"].items()) {
     if (!file.is_string() || file.get<std::string>().empty() ||
@@ -208,13 +219,13 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   for (const WeightShape& s : shapes) {
     wanted.insert(s.name);
     if (!where.contains(s.name))
-      throw Error(fmt::format("{}: weight_map: tensor {} is missing (model {} needs it, shape {})", index_path,
-                              s.name, spec.name, shape_text(s.shape)));
+      throw Error(fmt::format("{}: weight_map: tensor {} is missing (model {} needs it, shape {})",
+                              index_path, s.name, spec.name, shape_text(s.shape)));
   }
   for (const auto& [name, file] : where)
     if (!wanted.contains(name))
-      throw Error(fmt::format("{}: weight_map: unexpected tensor {} (model {} has no such weight)", index_path, name,
-                              spec.name));
+      throw Error(fmt::format("{}: weight_map: unexpected tensor {} (model {} has no such weight)",
+                              index_path, name, spec.name));
   std::map<std::string, std::vector<const WeightShape*>> by_file;
   for (const WeightShape& s : shapes) by_file[where.at(s.name)].push_back(&s);
   ModelWeights w;
@@ -239,19 +250,22 @@ ModelWeights load_checkpoint(const std::string& path) {
   fs::path tensors = p;
   if (fs::is_directory(p)) {
     tensors = p / "model.safetensors";
-    if (!fs::exists(tensors) && fs::exists(p / "model.safetensors.index.json")) tensors = p / "model.safetensors.index.json";
+    if (!fs::exists(tensors) && fs::exists(p / "model.safetensors.index.json"))
+      tensors = p / "model.safetensors.index.json";
     if (!fs::exists(tensors))
-      throw Error(fmt::format("{}: neither model.safetensors nor model.safetensors.index.json is there; expected a "
-                              "HF checkpoint directory",
-                              path));
+      throw Error(
+          fmt::format("{}: neither model.safetensors nor model.safetensors.index.json is there; expected a "
+                      "HF checkpoint directory",
+                      path));
   }
   const fs::path config = tensors.parent_path() / "config.json";
   if (!fs::exists(config))
     throw Error(fmt::format("{}: no config.json beside it ({} is missing); expected a HF checkpoint directory",
                             tensors.string(), config.string()));
   const compiler::ModelSpec spec = compiler::load_model(config.string());
-  ModelWeights w = tensors.string().ends_with(".index.json") ? read_sharded_safetensors(tensors.string(), spec)
-                                                             : read_safetensors(tensors.string(), spec);
+  ModelWeights w = tensors.string().ends_with(".index.json")
+                       ? read_sharded_safetensors(tensors.string(), spec)
+                       : read_safetensors(tensors.string(), spec);
   const nlohmann::json j = nlohmann::json::parse(read_file(config.string()), nullptr, false);
   if (j.is_object()) {
     if (j.contains("rms_norm_eps") && j["rms_norm_eps"].is_number())
@@ -271,28 +285,37 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
     if (no_norm && m.qkv_bias && !m.o_bias) return "qwen2";
     if (no_norm && all_bias) return "llama";
   } else if (m.weight_naming == compiler::WeightNaming::kMixtral) {
-    if (no_norm && !m.qkv_bias && !m.o_bias && m.router_renormalize && m.shared_experts == 0 && every_layer_moe)
+    if (no_norm && !m.qkv_bias && !m.o_bias && m.router_renormalize && m.shared_experts == 0 &&
+        every_layer_moe)
       return "mixtral";
   } else if (m.first_moe_layer == 0) {
-    if (no_norm && m.qkv_bias && !m.o_bias && m.shared_experts <= 1 && m.shared_expert_gate == (m.shared_experts == 1))
+    if (no_norm && m.qkv_bias && !m.o_bias && m.shared_experts <= 1 &&
+        m.shared_expert_gate == (m.shared_experts == 1))
       return "qwen2_moe";
     if (head_norm && all_bias && m.shared_experts == 0) return "qwen3_moe";
     if (m.qk_norm == QkNorm::kWhole && all_bias && m.shared_experts == 0 && every_layer_moe) return "olmoe";
   }
   throw Error(fmt::format(
-      "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, q/k/v bias {}, o bias {}, "
-      "q/k norm {}, shared experts {} gated {}, renormalised routing {}); expected one of llama, qwen2, qwen3 "
+      "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, q/k/v bias {}, o "
+      "bias {}, "
+      "q/k norm {}, shared experts {} gated {}, renormalised routing {}); expected one of llama, qwen2, "
+      "qwen3 "
       "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe as configs/README.md describes",
-      m.name, m.is_moe(), m.weight_naming == compiler::WeightNaming::kQwenMoe ? "qwen_moe" : "mixtral", m.qkv_bias,
-      m.o_bias, no_norm ? "none" : head_norm ? "head" : "whole", m.shared_experts, m.shared_expert_gate,
-      m.router_renormalize));
+      m.name, m.is_moe(), m.weight_naming == compiler::WeightNaming::kQwenMoe ? "qwen_moe" : "mixtral",
+      m.qkv_bias, m.o_bias,
+      no_norm     ? "none"
+      : head_norm ? "head"
+                  : "whole",
+      m.shared_experts, m.shared_expert_gate, m.router_renormalize));
 }
 
 namespace {
 
 // The double whose shortest decimal form is the float's (1e-05, not 9.999999747378752e-06); it reads back as
 // the same float.
-double decimal(float v) { return std::stod(fmt::format("{}", v)); }
+double decimal(float v) {
+  return std::stod(fmt::format("{}", v));
+}
 
 // config.json for `weights`: the fields import_hf_config reads for hf_model_type(spec), so that it reads back
 // the same ModelSpec.
@@ -329,14 +352,16 @@ nlohmann::json hf_config(const ModelWeights& weights) {
       c["intermediate_size"] = m.ffn;
       c["decoder_sparse_step"] = m.moe_every;
       c["mlp_only_layers"] = m.dense_layers;
-      if (type == "qwen2_moe") c["shared_expert_intermediate_size"] = m.shared_experts == 1 ? m.shared_expert_ffn : 0;
+      if (type == "qwen2_moe")
+        c["shared_expert_intermediate_size"] = m.shared_experts == 1 ? m.shared_expert_ffn : 0;
     }
   }
   if (m.sliding_window > 0) {
     c["sliding_window"] = m.sliding_window;
     c["use_sliding_window"] = true;
     std::vector<std::string> types;
-    for (int l = 0; l < m.layers; ++l) types.push_back(m.attention_window(l) > 0 ? "sliding_attention" : "full_attention");
+    for (int l = 0; l < m.layers; ++l)
+      types.push_back(m.attention_window(l) > 0 ? "sliding_attention" : "full_attention");
     c["layer_types"] = types;
   }
   return c;
@@ -347,8 +372,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
 void write_checkpoint(const std::string& dir, const ModelWeights& weights, int shards) {
   namespace fs = std::filesystem;
   if (shards < 1 || static_cast<std::size_t>(shards) > weights.tensors.size())
-    throw Error(fmt::format("{}: {} shards for {} tensors; expected 1 to {}", dir, shards, weights.tensors.size(),
-                            weights.tensors.size()));
+    throw Error(fmt::format("{}: {} shards for {} tensors; expected 1 to {}", dir, shards,
+                            weights.tensors.size(), weights.tensors.size()));
   const nlohmann::json config = hf_config(weights);  // before anything is written: it may refuse the model
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -371,7 +396,8 @@ void write_checkpoint(const std::string& dir, const ModelWeights& weights, int s
     const std::size_t first = all.size() * static_cast<std::size_t>(i) / static_cast<std::size_t>(shards),
                       last = all.size() * static_cast<std::size_t>(i + 1) / static_cast<std::size_t>(shards);
     const std::string file = fmt::format("model-{:05}-of-{:05}.safetensors", i + 1, shards);
-    const TensorList part(all.begin() + static_cast<std::ptrdiff_t>(first), all.begin() + static_cast<std::ptrdiff_t>(last));
+    const TensorList part(all.begin() + static_cast<std::ptrdiff_t>(first),
+                          all.begin() + static_cast<std::ptrdiff_t>(last));
     total += write_tensors((fs::path(dir) / file).string(), part);
     for (const auto& [name, t] : part) index["weight_map"][name] = file;
   }

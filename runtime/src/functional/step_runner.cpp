@@ -248,8 +248,9 @@ void StepRunner::add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int
                           const std::uint16_t* bias, std::int64_t cols) {
   std::vector<std::uint16_t> b(static_cast<std::size_t>(rows * cols));
   for (std::int64_t r = 0; r < rows; ++r) std::copy_n(bias, cols, b.data() + r * cols);
-  dev_[d].xpu->run(OpKind::kResidual, kernels::ResidualAddArgs{f16_view(x, {rows, cols}), f16_view(b, {rows, cols}),
-                                                               f16_view(x, {rows, cols})});
+  dev_[d].xpu->run(OpKind::kResidual,
+                   kernels::ResidualAddArgs{f16_view(x, {rows, cols}), f16_view(b, {rows, cols}),
+                                            f16_view(x, {rows, cols})});
 }
 
 void StepRunner::rope(int layer) {
@@ -268,11 +269,13 @@ void StepRunner::rope(int layer) {
     if (m_.qk_norm != compiler::QkNorm::kNone) {
       // Per head: each head's row of head_dim is normed; whole: each token's q (k) row.
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
-      for (auto [x, heads, gain] : {std::tuple{&lane.q, s.q_heads, &lw.q_norm}, std::tuple{&lane.k, s.kv_heads, &lw.k_norm}}) {
+      for (auto [x, heads, gain] :
+           {std::tuple{&lane.q, s.q_heads, &lw.q_norm}, std::tuple{&lane.k, s.kv_heads, &lw.k_norm}}) {
         const std::int64_t rows = per_head ? t_ * heads : t_, cols = per_head ? hd : heads * hd;
-        dev_[d].xpu->run(OpKind::kNorm, kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {rows, cols}),
-                                                          f16_view(*gain, {cols}), kernels::Tensor{},
-                                                          f16_view(*x, {rows, cols}), numerics_.rms_norm_eps});
+        dev_[d].xpu->run(
+            OpKind::kNorm,
+            kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {rows, cols}), f16_view(*gain, {cols}),
+                              kernels::Tensor{}, f16_view(*x, {rows, cols}), numerics_.rms_norm_eps});
       }
     }
     dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lane.q, {t_, s.q_heads, hd}),
@@ -513,9 +516,9 @@ std::vector<Unit> StepRunner::expert_units(std::size_t d, int layer,
 
 // Every device runs its local experts (or their column shards) on the tokens routed to them, on the units its
 // plan gives: xPU experts packed into one grouped launch, PIM experts one by one; and its column shard of the
-// shared experts (if any) on its node's rows, on the unit of the plan's shared_experts op. Then it combines its
-// experts' rows with the routing weights, and its shared-expert rows with the shared gate (1 without one),
-// into its partial output (rows of other devices' experts are zero).
+// shared experts (if any) on its node's rows, on the unit of the plan's shared_experts op. Then it combines
+// its experts' rows with the routing weights, and its shared-expert rows with the shared gate (1 without
+// one), into its partial output (rows of other devices' experts are zero).
 void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
   const std::int64_t h = m_.hidden, e = m_.experts, k = m_.top_k, p = t_ * k;
   Unit shared_unit = Unit::kXpu;
@@ -592,8 +595,10 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
     std::vector<float> weights_ext(rows_ext.size());
     for (std::int64_t i = 0; i < t_; ++i) {
       for (std::int64_t j = 0; j < k; ++j) {
-        rows_ext[static_cast<std::size_t>(i * (k + 1) + j)] = permuted_row[static_cast<std::size_t>(i * k + j)];
-        weights_ext[static_cast<std::size_t>(i * (k + 1) + j)] = topk_weights_[static_cast<std::size_t>(i * k + j)];
+        rows_ext[static_cast<std::size_t>(i * (k + 1) + j)] =
+            permuted_row[static_cast<std::size_t>(i * k + j)];
+        weights_ext[static_cast<std::size_t>(i * (k + 1) + j)] =
+            topk_weights_[static_cast<std::size_t>(i * k + j)];
       }
       rows_ext[static_cast<std::size_t>(i * (k + 1) + k)] = static_cast<std::int32_t>(p + i);
       weights_ext[static_cast<std::size_t>(i * (k + 1) + k)] = shared_gate_[static_cast<std::size_t>(i)];

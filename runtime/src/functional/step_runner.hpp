@@ -103,8 +103,8 @@ class StepRunner {
   void execute(const compiler::Op& op, compiler::Unit unit);
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
-  // The xPU's elementwise pass over device d's projections (the plan's rope op): q / k / v biases, q / k norms,
-  // rotation.
+  // The xPU's elementwise pass over device d's projections (the plan's rope op): q / k / v biases, q / k
+  // norms, rotation.
   void rope(int layer);
   // x[rows, cols] += bias[cols] on device d's xPU (the bias broadcast over the rows).
   void add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int64_t rows, const std::uint16_t* bias,

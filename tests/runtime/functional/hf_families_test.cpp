@@ -1,6 +1,7 @@
 // Functional emulation of the HF model families beyond Llama / Mixtral: q / k / v and o biases (Qwen2, Llama
-// attention_bias), q / k RMSNorm per head (Qwen3) or over the whole projection (OLMoE), a shared expert scaled
-// by its sigmoid gate (Qwen2-MoE), routing weights not renormalised (norm_topk_prob false). Each passes
+// attention_bias), q / k RMSNorm per head (Qwen3) or over the whole projection (OLMoE), a shared expert
+// scaled by its sigmoid gate (Qwen2-MoE), routing weights not renormalised (norm_topk_prob false). Each
+// passes
 // `--check` against the plain reference (tokens identical or explained near ties, logits within the bound) on
 // one device, several and two nodes; and each feature changes the logits (the executor does not skip it).
 #include <gtest/gtest.h>
@@ -46,9 +47,9 @@ FunctionalResult run_on(const ModelWeights& w, const std::string& system, int de
 // and every compared logit within the bound.
 void expect_matches_reference(const ModelWeights& w, const FunctionalResult& got) {
   const CheckResult check = check_run(w, kPrompts, got, kNewTokens);
-  EXPECT_TRUE(check.passed()) << "max |logit err| " << check.max_abs_logit_err << " (bound " << check.logit_bound
-                              << "), " << check.near_ties.size() << " near ties, explained "
-                              << check.near_ties_explained();
+  EXPECT_TRUE(check.passed()) << "max |logit err| " << check.max_abs_logit_err << " (bound "
+                              << check.logit_bound << "), " << check.near_ties.size()
+                              << " near ties, explained " << check.near_ties_explained();
   EXPECT_EQ(check.compared_positions, static_cast<std::int64_t>(kPrompts.size()) * kNewTokens);
 }
 
@@ -62,7 +63,8 @@ TEST(HfFamilies, QwenMoeMatchesTheReferenceOnEverySystemAndLayout) {
       // Every device ran its shard of the shared expert (on its xPU or PIM, as its plan placed it).
       std::map<std::string, std::int64_t> per_device;  // "devN" -> shared_expert calls
       for (const auto& [unit, counts] : got.device_op_counts)
-        if (counts.contains("shared_expert")) per_device[unit.substr(0, unit.find('.'))] += counts.at("shared_expert");
+        if (counts.contains("shared_expert"))
+          per_device[unit.substr(0, unit.find('.'))] += counts.at("shared_expert");
       EXPECT_EQ(static_cast<int>(per_device.size()), got.devices);
     }
   SCOPED_TRACE("gpu, two nodes of TP8");
@@ -101,7 +103,9 @@ ModelWeights without(const ModelWeights& w, const std::function<void(compiler::M
   return out;
 }
 
-bool has(const std::string& name, const char* part) { return name.find(part) != std::string::npos; }
+bool has(const std::string& name, const char* part) {
+  return name.find(part) != std::string::npos;
+}
 
 TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   const ModelWeights qwen = random_weights(compiler::load_model("tiny-qwen-moe"), 11);
@@ -113,21 +117,27 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   };
   const std::vector<Variant> variants = {
       {"q/k/v biases", &qwen,
-       without(qwen, [](auto& m) { m.qkv_bias = false; }, [](const auto& n) { return has(n, "_proj.bias"); })},
+       without(
+           qwen, [](auto& m) { m.qkv_bias = false; }, [](const auto& n) { return has(n, "_proj.bias"); })},
       {"shared-expert gate", &qwen,
-       without(qwen, [](auto& m) { m.shared_expert_gate = false; },
-               [](const auto& n) { return has(n, "shared_expert_gate"); })},
+       without(
+           qwen, [](auto& m) { m.shared_expert_gate = false; },
+           [](const auto& n) { return has(n, "shared_expert_gate"); })},
       {"unrenormalised routing", &qwen,
-       without(qwen, [](auto& m) { m.router_renormalize = true; }, [](const auto&) { return false; })},
+       without(
+           qwen, [](auto& m) { m.router_renormalize = true; }, [](const auto&) { return false; })},
       {"o bias", &dense,
-       without(dense, [](auto& m) { m.o_bias = false; }, [](const auto& n) { return has(n, "o_proj.bias"); })},
+       without(
+           dense, [](auto& m) { m.o_bias = false; }, [](const auto& n) { return has(n, "o_proj.bias"); })},
       {"q/k norms", &dense,
-       without(dense, [](auto& m) { m.qk_norm = compiler::QkNorm::kNone; },
-               [](const auto& n) { return has(n, "_norm.weight") && has(n, "self_attn"); })},
+       without(
+           dense, [](auto& m) { m.qk_norm = compiler::QkNorm::kNone; },
+           [](const auto& n) { return has(n, "_norm.weight") && has(n, "self_attn"); })},
   };
   for (const Variant& v : variants) {
     SCOPED_TRACE(v.what);
-    const FunctionalResult with = run_on(*v.base, "duplex-pe", 0), without_it = run_on(v.changed, "duplex-pe", 0);
+    const FunctionalResult with = run_on(*v.base, "duplex-pe", 0),
+                           without_it = run_on(v.changed, "duplex-pe", 0);
     expect_matches_reference(v.changed, without_it);
     EXPECT_NE(with.logits, without_it.logits);
   }

@@ -2,15 +2,15 @@
 // of the reader (each naming the file and the tensor).
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+#include <unistd.h>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
 #include <functional>
 #include <iterator>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
@@ -126,33 +126,38 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
   };
   const std::vector<Family> families = {
       {"llama", [] { return compiler::load_model("tiny-dense"); }},
-      {"llama", [] {  // attention_bias: all four projections
+      {"llama",
+       [] {  // attention_bias: all four projections
          auto m = compiler::load_model("tiny-dense");
          m.qkv_bias = m.o_bias = true;
          return m;
        }},
-      {"qwen2", [] {
+      {"qwen2",
+       [] {
          auto m = compiler::load_model("tiny-dense");
          m.qkv_bias = true;
          m.sliding_window = 8;
          m.full_attention_layers = {0};
          return m;
        }},
-      {"qwen3", [] {
+      {"qwen3",
+       [] {
          auto m = compiler::load_model("tiny-dense");
          m.qk_norm = compiler::QkNorm::kPerHead;
          return m;
        }},
       {"mixtral", [] { return compiler::load_model("tiny-moe"); }},
       {"qwen2_moe", [] { return compiler::load_model("tiny-qwen-moe"); }},
-      {"qwen3_moe", [] {
+      {"qwen3_moe",
+       [] {
          auto m = compiler::load_model("tiny-moe");
          m.weight_naming = compiler::WeightNaming::kQwenMoe;
          m.qk_norm = compiler::QkNorm::kPerHead;
          m.router_renormalize = true;
          return m;
        }},
-      {"olmoe", [] {
+      {"olmoe",
+       [] {
          auto m = compiler::load_model("tiny-moe");
          m.weight_naming = compiler::WeightNaming::kQwenMoe;
          m.qk_norm = compiler::QkNorm::kWhole;

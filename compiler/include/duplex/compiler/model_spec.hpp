@@ -56,8 +56,8 @@ struct ModelSpec {
   // Top-k routing weights renormalised to sum 1 (HF norm_topk_prob; Mixtral always); else the softmax
   // probabilities of the chosen experts as they are (Qwen2-MoE, OLMoE defaults).
   bool router_renormalize = true;
-  bool qkv_bias = false;        // q / k / v projections carry a bias (Qwen2; Llama attention_bias)
-  bool o_bias = false;          // the output projection carries one (Llama / Qwen3 / OLMoE attention_bias)
+  bool qkv_bias = false;  // q / k / v projections carry a bias (Qwen2; Llama attention_bias)
+  bool o_bias = false;    // the output projection carries one (Llama / Qwen3 / OLMoE attention_bias)
   QkNorm qk_norm = QkNorm::kNone;
   WeightNaming weight_naming = WeightNaming::kMixtral;
   int vocab = 0;
@@ -85,7 +85,7 @@ struct ModelSpec {
   std::int64_t kv_elements_per_token_layer() const;
 
   // Parameter counts (elements).
-  std::int64_t attention_params() const;  // one layer's projection matrices
+  std::int64_t attention_params() const;         // one layer's projection matrices
   std::int64_t attention_vector_params() const;  // one layer's attention biases and q / k norm gains
   std::int64_t ffn_params(int width) const;  // one FFN of this width (gated: 3 matrices, else 2)
   std::int64_t embedding_params() const;  // input embedding + LM head (+ positions)

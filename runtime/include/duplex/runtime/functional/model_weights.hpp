@@ -48,7 +48,8 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& spec);
 // The width of the one FFN standing for all of a layer's shared experts (shared_experts x shared_expert_ffn).
 std::int64_t shared_ffn_width(const compiler::ModelSpec& spec);
 
-// HF tensor names (Llama / Qwen2 / Qwen3 dense layers; Mixtral or Qwen-MoE MoE layers: ModelSpec::weight_naming).
+// HF tensor names (Llama / Qwen2 / Qwen3 dense layers; Mixtral or Qwen-MoE MoE layers:
+// ModelSpec::weight_naming).
 namespace weight_name {
 std::string embedding();
 std::string final_norm();
