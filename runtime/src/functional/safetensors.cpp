@@ -280,33 +280,35 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
   const bool no_norm = m.qk_norm == QkNorm::kNone, head_norm = m.qk_norm == QkNorm::kPerHead;
   const bool all_bias = m.qkv_bias == m.o_bias;  // attention_bias: all four projections or none
   const bool every_layer_moe = m.dense_layers.empty() && m.moe_every == 1 && m.first_moe_layer == 0;
+  // Sliding windows: Mistral and Mixtral window every layer (sliding_window); the Qwen families window the
+  // layers layer_types names; Llama and OLMoE have none.
+  const bool windowed = m.sliding_window > 0, all_windowed = windowed && m.windowed_layers() == m.layers;
+  const bool plain = no_norm && !m.qkv_bias && !m.o_bias;
   if (!m.is_moe()) {
     if (head_norm && all_bias) return "qwen3";
     if (no_norm && m.qkv_bias && !m.o_bias) return "qwen2";
-    if (no_norm && all_bias) return "llama";
+    if (plain && all_windowed) return "mistral";
+    if (no_norm && all_bias && !windowed) return "llama";
   } else if (m.weight_naming == compiler::WeightNaming::kMixtral) {
-    if (no_norm && !m.qkv_bias && !m.o_bias && m.router_renormalize && m.shared_experts == 0 &&
-        every_layer_moe)
+    if (plain && m.router_renormalize && m.shared_experts == 0 && every_layer_moe && (!windowed || all_windowed))
       return "mixtral";
   } else if (m.first_moe_layer == 0) {
     if (no_norm && m.qkv_bias && !m.o_bias && m.shared_experts <= 1 &&
         m.shared_expert_gate == (m.shared_experts == 1))
       return "qwen2_moe";
     if (head_norm && all_bias && m.shared_experts == 0) return "qwen3_moe";
-    if (m.qk_norm == QkNorm::kWhole && all_bias && m.shared_experts == 0 && every_layer_moe) return "olmoe";
+    if (m.qk_norm == QkNorm::kWhole && all_bias && m.shared_experts == 0 && every_layer_moe && !windowed)
+      return "olmoe";
   }
+  const char* norm = no_norm ? "none" : head_norm ? "head" : "whole";
+  const char* naming = m.weight_naming == compiler::WeightNaming::kQwenMoe ? "qwen_moe" : "mixtral";
   throw Error(fmt::format(
-      "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, q/k/v bias {}, o "
-      "bias {}, "
-      "q/k norm {}, shared experts {} gated {}, renormalised routing {}); expected one of llama, qwen2, "
-      "qwen3 "
-      "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe as configs/README.md describes",
-      m.name, m.is_moe(), m.weight_naming == compiler::WeightNaming::kQwenMoe ? "qwen_moe" : "mixtral",
-      m.qkv_bias, m.o_bias,
-      no_norm     ? "none"
-      : head_norm ? "head"
-                  : "whole",
-      m.shared_experts, m.shared_expert_gate, m.router_renormalize));
+      "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, q/k/v bias {}, "
+      "o bias {}, q/k norm {}, shared experts {} gated {}, renormalised routing {}, sliding window {} on {} "
+      "layers); expected one of llama, mistral, qwen2, qwen3 (dense), mixtral, qwen2_moe, qwen3_moe, olmoe as "
+      "configs/README.md describes",
+      m.name, m.is_moe(), naming, m.qkv_bias, m.o_bias, norm, m.shared_experts, m.shared_expert_gate,
+      m.router_renormalize, m.sliding_window, m.windowed_layers()));
 }
 
 namespace {
@@ -358,11 +360,13 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   }
   if (m.sliding_window > 0) {
     c["sliding_window"] = m.sliding_window;
-    c["use_sliding_window"] = true;
-    std::vector<std::string> types;
-    for (int l = 0; l < m.layers; ++l)
-      types.push_back(m.attention_window(l) > 0 ? "sliding_attention" : "full_attention");
-    c["layer_types"] = types;
+    if (type != "mistral" && type != "mixtral") {  // the Qwen families: which layers, by layer_types
+      c["use_sliding_window"] = true;
+      std::vector<std::string> types;
+      for (int l = 0; l < m.layers; ++l)
+        types.push_back(m.attention_window(l) > 0 ? "sliding_attention" : "full_attention");
+      c["layer_types"] = types;
+    }
   }
   return c;
 }

@@ -5,14 +5,15 @@ For each model, `duplex run --save-weights DIR --json --logits` runs the model o
 weights it ran as a HuggingFace checkpoint. This script then reads that checkpoint as the HF code would (the
 config.json fields of its model_type, with HF's defaults; the safetensors files, sharded or not) and computes
 the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
-pass of the HF modeling code (Llama / Qwen2 / Qwen3 / Mixtral / Qwen2-MoE / Qwen3-MoE / OLMoE), written here
+pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Mixtral / Qwen2-MoE / Qwen3-MoE / OLMoE, and
+their sliding windows), written here
 from those definitions and sharing no code with duplex. A model passes when every logit is within
 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on duplex's side) and every
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (the shared-expert gate, the q/k/v biases, the q/k norms or the routing renormalisation, whichever the
-model has); that comparison must fail, or the check could not see the feature.
+side (the shared-expert gate, the q/k/v biases, the q/k norms, the routing renormalisation or the sliding
+window, the first the model has); that comparison must fail, or the check could not see the feature.
 
 Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES]] ...
 Exit status 0 when every model passes (and every self-test fails as it must), 1 otherwise.
@@ -102,6 +103,17 @@ class HfModel:
             self.qkv_bias = self.o_bias = bool(c.get("attention_bias", False))
         self.qk_norm = {"qwen3": "head", "qwen3_moe": "head", "olmoe": "whole"}.get(self.type)
         self.shared = self.type == "qwen2_moe" and c.get("shared_expert_intermediate_size", 0) > 0
+        # Sliding window per layer (None: full attention): Mistral / Mixtral window every layer; the Qwen
+        # families when use_sliding_window, on the layers layer_types marks (else from max_window_layers on).
+        window = c.get("sliding_window")
+        self.windows = [None] * self.layers
+        if window and self.type in ("mistral", "mixtral"):
+            self.windows = [window] * self.layers
+        elif window and c.get("use_sliding_window") and self.type.startswith("qwen"):
+            types = c.get("layer_types")
+            for layer in range(self.layers):
+                sliding = types[layer] == "sliding_attention" if types else layer >= c.get("max_window_layers", 0)
+                self.windows[layer] = window if sliding else None
         if drop == "qkv_bias":
             self.qkv_bias = False
         elif drop == "qk_norm":
@@ -109,6 +121,8 @@ class HfModel:
         elif drop == "norm_topk":
             self.norm_topk = not self.norm_topk
         self.shared_gate_dropped = drop == "shared_gate"
+        if drop == "window":
+            self.windows = [None] * self.layers
 
     def w(self, name):
         return self.t[name]
@@ -191,7 +205,11 @@ class HfModel:
         group = self.heads // self.kv_heads
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
         scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d)
-        scores = np.where(np.tril(np.ones((T, T), dtype=bool))[None], scores, -np.inf)
+        i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+        visible = j <= i
+        if self.windows[layer]:  # query i sees keys (i - window, i]
+            visible &= i - j < self.windows[layer]
+        scores = np.where(visible[None], scores, -np.inf)
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         scores /= scores.sum(axis=-1, keepdims=True)
         attn = np.einsum("hqk,khd->qhd", scores, v).reshape(T, self.heads * d)
@@ -238,6 +256,8 @@ def dropped_feature(model):
         return "qkv_bias"
     if model.moe:
         return "norm_topk"
+    if any(model.windows):
+        return "window"
     return None
 
 

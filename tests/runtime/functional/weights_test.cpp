@@ -140,6 +140,12 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
          m.full_attention_layers = {0};
          return m;
        }},
+      {"mistral",
+       [] {  // a window on every layer
+         auto m = compiler::load_model("tiny-dense");
+         m.sliding_window = 8;
+         return m;
+       }},
       {"qwen3",
        [] {
          auto m = compiler::load_model("tiny-dense");
@@ -208,6 +214,11 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no HuggingFace architecture"), std::string::npos) << e.what();
   }
+  EXPECT_FALSE(fs::exists(dir));
+  m = compiler::load_model("tiny-dense");  // a window on some layers only: Mistral windows all, Llama none
+  m.sliding_window = 8;
+  m.full_attention_layers = {0};
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
   EXPECT_FALSE(fs::exists(dir));
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-moe"), 1), 0), Error);
   EXPECT_FALSE(fs::exists(dir));
