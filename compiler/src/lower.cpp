@@ -170,6 +170,14 @@ class Lowering {
     // QKV (MLA: all the down / up projections before attention, as one op of equal weight volume).
     const std::int64_t qkv_cols = (m_.attention_params() - o_params) / m_.hidden / p_.tp;
     gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, m_.hidden, 1, qkv_cols);
+    if (m_.qk_norm == QkNorm::kWhole && p_.tp > 1) {  // lower.hpp kQkNormAllReduce
+      Op& o = add(OpKind::kAllReduce, l, std::string(kQkNormAllReduce));
+      o.m = tokens_;
+      o.n = 2;
+      const double data = static_cast<double>(tokens_) * 2.0 * 4.0;  // FP32 sums of squares of q and k
+      o.link_bytes = data * 2.0 * (p_.tp - 1) / p_.tp;                // ring all-reduce
+      o.bytes_act = 2.0 * data;
+    }
     if (m_.learned_positions == 0) rope(l);
 
     const double kv_elems = static_cast<double>(m_.kv_elements_per_token_layer()) *

@@ -118,6 +118,23 @@ TEST(Lowering, BiasesQkNormsAndSharedGateAreCountedWhereTheyRun) {
   EXPECT_DOUBLE_EQ(rope2.flops, 10 * t * (q + kv));
   EXPECT_DOUBLE_EQ(first_of(h, OpKind::kResidual).bytes_weights, 256 * 2);
 
+  // OLMoE's whole-projection q / k norm over tensor-parallel heads: one small all-reduce per layer of the
+  // per-token sums of squares (2 FP32 values per token), before the rope pass; none on one device.
+  m.qk_norm = QkNorm::kWhole;
+  const Graph whole_one = on_one_device(m);
+  for (const Op& o : whole_one.ops) EXPECT_FALSE(o.name.ends_with(kQkNormAllReduce)) << o.name;
+  const Graph whole_tp = lower(m, b, ParallelLayout::make(m, load_system("gpu"), 4), Routing{});
+  int reductions = 0;
+  for (std::size_t i = 0; i < whole_tp.ops.size(); ++i) {
+    const Op& o = whole_tp.ops[i];
+    if (!o.name.ends_with(kQkNormAllReduce)) continue;
+    ++reductions;
+    EXPECT_EQ(o.kind, OpKind::kAllReduce);
+    EXPECT_DOUBLE_EQ(o.link_bytes, t * 2 * 4 * 2.0 * 3 / 4);
+    EXPECT_EQ(whole_tp.ops[i + 1].kind, OpKind::kRope);
+  }
+  EXPECT_EQ(reductions, m.layers);
+
   // Without any of them the rope op is as before: 6 FLOPs per rotated element, no weights.
   const Graph plain = on_one_device(load_model("tiny-moe"));
   EXPECT_DOUBLE_EQ(first_of(plain, OpKind::kRope).flops, 6 * t * (q + kv));

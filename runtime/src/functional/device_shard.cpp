@@ -37,12 +37,6 @@ std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compi
   if (m.shared_experts > 0 && shared_ffn_width(m) % tp != 0)
     throw Error(fmt::format("model {}: shared-expert width {} does not split over tensor-parallel degree {}",
                             m.name, shared_ffn_width(m), tp));
-  if (m.qk_norm == compiler::QkNorm::kWhole && tp > 1)
-    throw Error(
-        fmt::format("model {}: q / k norms over all heads (qk_norm whole, OLMoE) need every head on one "
-                    "device; tensor-parallel degree {} splits them (expected --devices 1, or one device "
-                    "per node)",
-                    m.name, tp));
   std::vector<DeviceShard> out;
   DUPLEX_ASSERT(p.devices == p.nodes * tp, "a layout whose nodes are not TP groups of equal size");
   for (int d = 0; d < p.devices; ++d) {

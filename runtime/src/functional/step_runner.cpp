@@ -189,7 +189,8 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
       o_proj(op.layer, unit);
       return;
     case OpKind::kAllReduce:
-      all_reduce();
+      // The q / k sums of squares of a whole-projection norm: the rope pass reduces them (whole_qk_norm).
+      if (!op.name.ends_with(compiler::kQkNormAllReduce)) all_reduce();
       return;
     case OpKind::kResidual:
       residual();
@@ -253,8 +254,46 @@ void StepRunner::add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int
                                             f16_view(x, {rows, cols})});
 }
 
+// RMSNorm of every token's whole q (k) projection when its heads are spread over the node's devices (OLMoE's
+// q / k norms under tensor parallelism): each device's rows are normalised by the root mean square over all
+// the node's heads (the per-token sums of squares the plan's qk_norm_all_reduce op sums), with its slice of
+// the gain. Emulated by gathering the node's full rows (each KV head once) onto each device, which runs the
+// norm kernel on them and keeps its slice.
+void StepRunner::whole_qk_norm(int layer) {
+  const std::int64_t hd = m_.head_dim;
+  const LayerWeights& lw0 = w0_.layers[static_cast<std::size_t>(layer)];
+  for (bool is_q : {true, false}) {
+    const std::int64_t width = (is_q ? m_.heads : m_.kv_heads) * hd;
+    for (int node = 0; node < layout_.nodes; ++node) {
+      std::vector<std::uint16_t> full(static_cast<std::size_t>(t_ * width));
+      std::vector<std::size_t> members;
+      for (std::size_t d = 0; d < dev_.size(); ++d) {
+        const DeviceShard& s = dev_[d].shard;
+        if (s.node != node || !active(d)) continue;
+        members.push_back(d);
+        const std::int64_t c0 = (is_q ? s.q_head0 : s.kv_head0) * hd, n = (is_q ? s.q_heads : s.kv_heads) * hd;
+        const std::vector<std::uint16_t>& x = is_q ? lanes_[d].q : lanes_[d].k;
+        for (std::int64_t r = 0; r < t_; ++r) std::copy_n(x.data() + r * n, n, full.data() + r * width + c0);
+      }
+      for (std::size_t d : members) {
+        const DeviceShard& s = dev_[d].shard;
+        std::vector<std::uint16_t> normed(full.size()), gain = is_q ? lw0.q_norm : lw0.k_norm;
+        dev_[d].xpu->run(OpKind::kNorm,
+                         kernels::NormArgs{kernels::NormKind::kRms, f16_view(full, {t_, width}),
+                                           f16_view(gain, {width}), kernels::Tensor{},
+                                           f16_view(normed, {t_, width}), numerics_.rms_norm_eps});
+        const std::int64_t c0 = (is_q ? s.q_head0 : s.kv_head0) * hd, n = (is_q ? s.q_heads : s.kv_heads) * hd;
+        std::vector<std::uint16_t>& x = is_q ? lanes_[d].q : lanes_[d].k;
+        for (std::int64_t r = 0; r < t_; ++r) std::copy_n(normed.data() + r * width + c0, n, x.data() + r * n);
+      }
+    }
+  }
+}
+
 void StepRunner::rope(int layer) {
   const std::int64_t hd = m_.head_dim;
+  // Across devices only when a node's heads are split (a whole-projection norm on one device is local).
+  const bool gathered_norm = m_.qk_norm == compiler::QkNorm::kWhole && layout_.tp > 1;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
@@ -266,8 +305,8 @@ void StepRunner::rope(int layer) {
       add_bias(d, lane.k, t_, lw.qkv_bias.data() + q, kv);
       add_bias(d, lane.v, t_, lw.qkv_bias.data() + q + kv, kv);
     }
-    if (m_.qk_norm != compiler::QkNorm::kNone) {
-      // Per head: each head's row of head_dim is normed; whole: each token's q (k) row.
+    if (m_.qk_norm != compiler::QkNorm::kNone && !gathered_norm) {
+      // Per head: each head's row of head_dim is normed; whole (every head here): each token's q (k) row.
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
       for (auto [x, heads, gain] :
            {std::tuple{&lane.q, s.q_heads, &lw.q_norm}, std::tuple{&lane.k, s.kv_heads, &lw.k_norm}}) {
@@ -278,9 +317,14 @@ void StepRunner::rope(int layer) {
                               kernels::Tensor{}, f16_view(*x, {rows, cols}), numerics_.rms_norm_eps});
       }
     }
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lane.q, {t_, s.q_heads, hd}),
+  }
+  if (gathered_norm) whole_qk_norm(layer);
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!active(d)) continue;
+    const DeviceShard& s = dev_[d].shard;
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, hd}),
                                                       i32_view(positions_, {t_}), numerics_.rope_theta, 0});
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lane.k, {t_, s.kv_heads, hd}),
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, hd}),
                                                       i32_view(positions_, {t_}), numerics_.rope_theta, 0});
   }
 }

@@ -106,6 +106,7 @@ class StepRunner {
   // The xPU's elementwise pass over device d's projections (the plan's rope op): q / k / v biases, q / k
   // norms, rotation.
   void rope(int layer);
+  void whole_qk_norm(int layer);
   // x[rows, cols] += bias[cols] on device d's xPU (the bias broadcast over the rows).
   void add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int64_t rows, const std::uint16_t* bias,
                 std::int64_t cols);

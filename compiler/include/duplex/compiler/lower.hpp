@@ -2,12 +2,19 @@
 // Lowering: (model, batch, parallel layout, routing) -> the op graph of one device for one step, with
 // FLOPs and DRAM bytes by source on every op (the analysis is part of lowering: each op's formulas sit
 // beside its construction in lower.cpp).
+#include <string_view>
+
 #include "duplex/compiler/batch.hpp"
 #include "duplex/compiler/model_spec.hpp"
 #include "duplex/compiler/op.hpp"
 #include "duplex/compiler/parallel.hpp"
 
 namespace duplex::compiler {
+
+// The name (after "L<layer>.") of the all-reduce a whole-projection q / k norm (ModelSpec::qk_norm kWhole,
+// OLMoE) needs when a node's heads are over several devices: per token, the sums of squares of q and of k
+// (2 FP32 values) summed over the tensor-parallel devices before each normalises its slice.
+inline constexpr std::string_view kQkNormAllReduce = "qk_norm_all_reduce";
 
 struct LowerOptions {
   // Heterogeneous GPU + PIM devices (SystemSpec::heterogeneous()): the KV cache and the routed experts live on
