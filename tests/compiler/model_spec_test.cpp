@@ -19,6 +19,20 @@ TEST(ModelSpec, ParameterCountsMatchPublishedSizesWithinOnePercent) {
   expect_params("grok-1", 314.0, 0.01);
   expect_params("glam", 143.0, 0.01);
   expect_params("opt-66b", 66.0, 0.01);
+  expect_params("qwen2-57b-a14b", 57.4, 0.01);  // model card: 57B; HF: 57.41B
+  expect_params("qwen3-30b-a3b", 30.5, 0.01);
+  expect_params("olmoe-1b-7b", 6.9, 0.01);
+}
+
+// The Qwen / OLMoE presets: their model cards' activated parameters, and the features of their configs.
+TEST(ModelSpec, QwenAndOlmoePresetsActiveParametersAndFeatures) {
+  const ModelSpec q2 = load_model("qwen2-57b-a14b"), q3 = load_model("qwen3-30b-a3b"), ol = load_model("olmoe-1b-7b");
+  EXPECT_NEAR(static_cast<double>(q2.active_params()) / 1e9, 14.0, 0.3);  // "A14B"
+  EXPECT_NEAR(static_cast<double>(q3.active_params()) / 1e9, 3.3, 0.1);
+  EXPECT_NEAR(static_cast<double>(ol.active_params()) / 1e9, 1.3, 0.03);
+  EXPECT_TRUE(q2.qkv_bias && q2.shared_expert_gate && !q2.router_renormalize);
+  EXPECT_TRUE(q3.qk_norm == QkNorm::kPerHead && q3.router_renormalize);
+  EXPECT_TRUE(ol.qk_norm == QkNorm::kWhole && !ol.router_renormalize);
 }
 
 TEST(ModelSpec, MixtralActiveParametersAreTopTwoExperts) {
