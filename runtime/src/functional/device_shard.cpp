@@ -86,10 +86,10 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
       append_rows(l.qkv_bias, f.qkv_bias, qd + kvd + s.kv_head0 * d, s.kv_heads * d, 1);
     }
     l.o_bias = f.o_bias;  // added once, after the all-reduce
-    l.q_norm = f.q_norm;  // per head, or whole with every head on this device
+    l.q_norm = f.q_norm;  // whole (per head or the whole projection's: StepRunner::rope takes what it needs)
     l.k_norm = f.k_norm;
-    if (f.shared_width >
-        0) {  // the shared experts: columns of the node's tensor-parallel group, as a dense FFN
+    // The shared experts: columns of the node's tensor-parallel group, as a dense FFN.
+    if (f.shared_width > 0) {
       const std::int64_t sw = f.shared_width / s.ffn_shards, c0 = s.ffn_shard * sw;
       append_rows(l.shared_gate_proj, f.shared_gate_proj, c0, sw, h);
       append_rows(l.shared_up, f.shared_up, c0, sw, h);
