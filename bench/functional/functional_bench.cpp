@@ -1,6 +1,7 @@
 // Functional emulation speed: tiny-moe, 4 requests x 16 new tokens, on gpu (all xPU kernels) and duplex-pe
 // (PIM ops on the golden or the RTL datapath), on one device, on the system's devices for the model (4) and on
-// two nodes of 8 (16: TP8 x DP2, experts over all 16).
+// two nodes of 8 (16: TP8 x DP2, experts over all 16); and tiny-qwen-moe (q/k/v biases, a gated shared
+// expert, one dense layer of three) on the system's devices.
 // Counter tokens_per_s = generated tokens / host second.
 #include <benchmark/benchmark.h>
 
@@ -11,8 +12,8 @@ namespace {
 
 using namespace duplex::runtime::functional;
 
-void run_tiny_moe(benchmark::State& state, const char* system, const char* datapath, int devices) {
-  const ModelWeights w = random_weights(duplex::compiler::load_model("tiny-moe"), 1);
+void run_model(benchmark::State& state, const char* model, const char* system, const char* datapath, int devices) {
+  const ModelWeights w = random_weights(duplex::compiler::load_model(model), 1);
   const duplex::SystemSpec sys = duplex::load_system(system);
   FunctionalOptions o;
   o.datapath = datapath;
@@ -29,6 +30,13 @@ void run_tiny_moe(benchmark::State& state, const char* system, const char* datap
   state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
 }
 
+void run_tiny_moe(benchmark::State& state, const char* system, const char* datapath, int devices) {
+  run_model(state, "tiny-moe", system, datapath, devices);
+}
+void run_tiny_qwen_moe(benchmark::State& state, const char* system, const char* datapath, int devices) {
+  run_model(state, "tiny-qwen-moe", system, datapath, devices);
+}
+
 BENCHMARK_CAPTURE(run_tiny_moe, gpu_1_device, "gpu", "", 1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(run_tiny_moe, gpu_4_devices, "gpu", "", 0)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden_1_device, "duplex-pe", "golden", 1)->Unit(benchmark::kMillisecond);
@@ -38,6 +46,9 @@ BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_golden_16_devices, "duplex-pe", "golde
 BENCHMARK_CAPTURE(run_tiny_moe, duplex_pe_rtl_4_devices, "duplex-pe", "rtl", 0)
     ->Unit(benchmark::kMillisecond)
     ->Iterations(2);
+BENCHMARK_CAPTURE(run_tiny_qwen_moe, gpu_4_devices, "gpu", "", 0)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run_tiny_qwen_moe, duplex_pe_golden_4_devices, "duplex-pe", "golden", 0)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
