@@ -79,7 +79,15 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"experts", model.experts},
                 {"top_k", model.top_k},
                 {"sliding_window", model.sliding_window},
-                {"full_attention_layers", model.full_attention_layers}};
+                {"full_attention_layers", model.full_attention_layers},
+                {"qkv_bias", model.qkv_bias},
+                {"o_bias", model.o_bias},
+                {"qk_norm", model.qk_norm == QkNorm::kPerHead ? "head"
+                            : model.qk_norm == QkNorm::kWhole ? "whole"
+                                                              : "none"},
+                {"shared_experts", model.shared_experts},
+                {"shared_expert_gate", model.shared_expert_gate},
+                {"router_renormalize", model.router_renormalize}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
   nlohmann::json ops = nlohmann::json::array();
   for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {

@@ -77,6 +77,43 @@ TEST(CompileCli, SlidingWindowModelCapsDecodeAttentionReads) {
   EXPECT_LT(attention_bytes(2047, nullptr), 0.55 * at_8192);
 }
 
+// A Qwen2-MoE config.json: the JSON states what was imported (biases, the gated shared expert, routing not
+// renormalised), the rope op holds the q/k/v biases and the router has one more output (the shared gate).
+TEST(CompileCli, QwenMoeFeaturesAreStatedAndLowered) {
+  const CliRun r = run("compile --model qwen2-57b-a14b --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["model"]["qkv_bias"].get<bool>());
+  EXPECT_FALSE(j["model"]["o_bias"].get<bool>());
+  EXPECT_EQ(j["model"]["qk_norm"], "none");
+  EXPECT_EQ(j["model"]["shared_experts"], 1);
+  EXPECT_TRUE(j["model"]["shared_expert_gate"].get<bool>());
+  EXPECT_FALSE(j["model"]["router_renormalize"].get<bool>());
+  bool rope = false, router = false;
+  for (const auto& op : j["ops"]) {
+    if (op["name"] == "L0.rope") rope = op["bytes_weights"].get<double>() > 0;
+    if (op["name"] == "L0.router") router = op["shape"] == "8x65x3584";
+  }
+  EXPECT_TRUE(rope);
+  EXPECT_TRUE(router);
+}
+
+// --save-weights writes a checkpoint that --weights runs to the same tokens; --logits adds the logits.
+TEST(RunCli, SavedWeightsRunToTheSameTokensAndLogitsAreReported) {
+  const std::string dir = ::testing::TempDir() + "duplex_cli_saved_qwen";
+  const CliRun saved = run("run --model tiny-qwen-moe --system gpu --prompt 3,1,4 --max-new-tokens 3 --json --logits "
+                           "--save-weights " + dir + " --save-shards 2");
+  ASSERT_EQ(saved.exit_code, 0) << saved.out;
+  const CliRun loaded = run("run --weights " + dir + " --system duplex-pe --prompt 3,1,4 --max-new-tokens 3 --json");
+  ASSERT_EQ(loaded.exit_code, 0) << loaded.out;
+  const auto a = nlohmann::json::parse(saved.out), b = nlohmann::json::parse(loaded.out);
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  ASSERT_EQ(a["logits"].size(), 1u);
+  ASSERT_EQ(a["logits"][0].size(), 3u);
+  EXPECT_EQ(a["logits"][0][0].size(), 1024u);
+  EXPECT_FALSE(b.contains("logits"));
+}
+
 TEST(CompileCli, SameInputsGiveIdenticalOutput) {
   const CliRun a = run("compile --model grok-1 --system duplex-pe --batch 32 --prefill-tokens 512 --routing zipf:1.1 --json");
   const CliRun b = run("compile --model grok-1 --system duplex-pe --batch 32 --prefill-tokens 512 --routing zipf:1.1 --json");
