@@ -124,6 +124,16 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
     const char* type;
     std::function<compiler::ModelSpec()> spec;
   };
+  // tiny-moe under Qwen-MoE names with q / k norms of `norm` and routing renormalised or not.
+  auto qwen_named_moe = [](compiler::QkNorm norm, bool renormalize) {
+    return [=] {
+      auto m = compiler::load_model("tiny-moe");
+      m.weight_naming = compiler::WeightNaming::kQwenMoe;
+      m.qk_norm = norm;
+      m.router_renormalize = renormalize;
+      return m;
+    };
+  };
   const std::vector<Family> families = {
       {"llama", [] { return compiler::load_model("tiny-dense"); }},
       {"llama",
@@ -154,22 +164,8 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
        }},
       {"mixtral", [] { return compiler::load_model("tiny-moe"); }},
       {"qwen2_moe", [] { return compiler::load_model("tiny-qwen-moe"); }},
-      {"qwen3_moe",
-       [] {
-         auto m = compiler::load_model("tiny-moe");
-         m.weight_naming = compiler::WeightNaming::kQwenMoe;
-         m.qk_norm = compiler::QkNorm::kPerHead;
-         m.router_renormalize = true;
-         return m;
-       }},
-      {"olmoe",
-       [] {
-         auto m = compiler::load_model("tiny-moe");
-         m.weight_naming = compiler::WeightNaming::kQwenMoe;
-         m.qk_norm = compiler::QkNorm::kWhole;
-         m.router_renormalize = false;
-         return m;
-       }},
+      {"qwen3_moe", qwen_named_moe(compiler::QkNorm::kPerHead, true)},
+      {"olmoe", qwen_named_moe(compiler::QkNorm::kWhole, false)},
   };
   for (const Family& f : families)
     for (int shards : {1, 3}) {
