@@ -83,15 +83,14 @@ class Lowering {
     return o;
   }
 
-  Op& elementwise(OpKind kind, int layer, std::string name, double elements_read, double elements_written,
-                  double flops_per_element, double weight_elements = 0) {
+  void elementwise(OpKind kind, int layer, std::string name, double elements_read, double elements_written,
+                   double flops_per_element, double weight_elements = 0) {
     Op& o = add(kind, layer, std::move(name));
     o.m = tokens_;
     o.k = m_.hidden;
     o.flops = flops_per_element * elements_written;
     o.bytes_act = (elements_read + elements_written) * kActBytes;
     o.bytes_weights = weight_elements * wbytes_;
-    return o;
   }
 
   void norm(int layer, const char* name) {
