@@ -1,6 +1,7 @@
 // The golden Logic-PIM datapath: the units composed from the primitives in numerics.cpp.
 #include "duplex/rtl/golden_datapath.hpp"
 
+#include <array>
 #include <bit>
 #include <cmath>
 #include <limits>
@@ -25,11 +26,12 @@ void validate(const DatapathParams& params) {
 float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k, const DatapathParams& params) {
   validate(params);
   const auto lanes = static_cast<std::size_t>(params.lanes);
-  std::vector<float> tree(lanes);
+  std::array<float, 64> tree;  // lanes <= 64 (validate)
+  const float* half = half_to_float_table();
   float acc = 0.0f;
   for (std::size_t base = 0; base < k; base += lanes) {
     for (std::size_t i = 0; i < lanes; ++i)
-      tree[i] = base + i < k ? mul_fp16_exact(a[base + i], b[base + i]) : 0.0f;
+      tree[i] = base + i < k ? mul_fp16_exact(half, a[base + i], b[base + i]) : 0.0f;
     for (std::size_t width = lanes; width > 1; width /= 2)
       for (std::size_t i = 0; i < width / 2; ++i) tree[i] = add_fp32(tree[2 * i], tree[2 * i + 1]);
     acc = add_fp32(acc, tree[0]);

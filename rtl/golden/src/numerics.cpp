@@ -2,6 +2,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "duplex/base/fp16.hpp"
 #include "duplex/rtl/datapath_numerics.hpp"
@@ -81,16 +82,13 @@ std::uint16_t round_to_fp16(bool negative, std::uint64_t significand, int exp2) 
 
 }  // namespace
 
-float canonical(float x) {
-  return std::isnan(x) ? from_bits(kCanonicalNanFp32) : x;
-}
-
-float mul_fp16_exact(std::uint16_t a, std::uint16_t b) {
-  return canonical(half_bits_to_float(a) * half_bits_to_float(b));  // 11 x 11 bits: exact in FP32
-}
-
-float add_fp32(float a, float b) {
-  return canonical(a + b);
+const float* half_to_float_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (std::uint32_t h = 0; h < t.size(); ++h) t[h] = half_bits_to_float(static_cast<std::uint16_t>(h));
+    return t;
+  }();
+  return table.data();
 }
 
 float exp_neg_fp32(float z) {
