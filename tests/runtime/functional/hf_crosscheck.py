@@ -15,7 +15,8 @@ Sensitivity: with --self-test the same comparison is run once more with one HF f
 side (the shared-expert gate, the q/k/v biases, the q/k norms, the routing renormalisation or the sliding
 window, the first the model has); that comparison must fail, or the check could not see the feature.
 
-Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES]] ...
+Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES[@OPTION+OPTION...]]] ...
+(OPTIONs go to duplex run as they are, e.g. --max-tokens-per-step=3+--kv-blocks=2.)
 Exit status 0 when every model passes (and every self-test fails as it must), 1 otherwise.
 """
 import json
@@ -271,11 +272,12 @@ def main(argv):
         model_name = parts[0]
         system = parts[1] if len(parts) > 1 else "gpu"
         devices = parts[2] if len(parts) > 2 else "0"  # 0: the system's own
+        extra = parts[3].split("+") if len(parts) > 3 else []  # more duplex run options, "+"-separated
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = os.path.join(tmp, "ckpt")
             cmd = [duplex, "run", "--model", model_name, "--system", system, "--devices", devices,
                    "--max-new-tokens", str(NEW_TOKENS), "--save-weights", ckpt, "--save-shards", "2",
-                   "--json", "--logits"]
+                   "--json", "--logits"] + extra
             for p in PROMPTS:
                 cmd += ["--prompt", ",".join(map(str, p))]
             proc = subprocess.run(cmd, capture_output=True, text=True)
