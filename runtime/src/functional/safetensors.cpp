@@ -244,6 +244,40 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   return w;
 }
 
+namespace {
+
+// rms_norm_eps and rope_theta from a checkpoint's config.json (defaults: ModelNumerics'), and the refusal of
+// every field that would make the emulation compute something else than the HF model while ModelSpec reads
+// the same shapes: RoPE scaling, partial rotary, an activation other than SiLU, MLP biases, q/k/v clipping.
+ModelNumerics checkpoint_numerics(const std::string& config) {
+  const nlohmann::json j = nlohmann::json::parse(read_file(config), nullptr, false);
+  ModelNumerics n;
+  if (!j.is_object()) return n;  // compiler::load_model has already refused it
+  auto refuse = [&](const char* key, const std::string& expected) {
+    throw Error(fmt::format("{}: {}: {} is not what functional emulation computes; expected {}", config, key,
+                            j[key].dump(), expected));
+  };
+  auto number = [&](const char* key, float& out) {
+    if (!j.contains(key) || j[key].is_null()) return;
+    if (!j[key].is_number() || !(j[key].get<double>() > 0)) refuse(key, "a positive number");
+    out = j[key].get<float>();
+  };
+  number("rms_norm_eps", n.rms_norm_eps);
+  number("rope_theta", n.rope_theta);
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+    refuse("rope_scaling", "null (plain RoPE with rope_theta; scaled RoPE is not emulated)");
+  if (j.contains("partial_rotary_factor") && !(j["partial_rotary_factor"].is_number() &&
+                                                j["partial_rotary_factor"].get<double>() == 1.0))
+    refuse("partial_rotary_factor", "1 (RoPE over the whole head)");
+  for (const char* act : {"hidden_act", "hidden_activation"})
+    if (j.contains(act) && !j[act].is_null() && j[act] != "silu") refuse(act, "\"silu\" (gated SiLU FFNs)");
+  if (j.contains("mlp_bias") && j["mlp_bias"] != false) refuse("mlp_bias", "false (bias-free FFNs)");
+  if (j.contains("clip_qkv") && !j["clip_qkv"].is_null()) refuse("clip_qkv", "null (q, k, v unclipped)");
+  return n;
+}
+
+}  // namespace
+
 ModelWeights load_checkpoint(const std::string& path) {
   namespace fs = std::filesystem;
   const fs::path p(path);
@@ -263,15 +297,10 @@ ModelWeights load_checkpoint(const std::string& path) {
     throw Error(fmt::format("{}: no config.json beside it ({} is missing); expected a HF checkpoint directory",
                             tensors.string(), config.string()));
   const compiler::ModelSpec spec = compiler::load_model(config.string());
-  ModelWeights w = tensors.string().ends_with(".index.json")
-                       ? read_sharded_safetensors(tensors.string(), spec)
-                       : read_safetensors(tensors.string(), spec);
-  const nlohmann::json j = nlohmann::json::parse(read_file(config.string()), nullptr, false);
-  if (j.is_object()) {
-    if (j.contains("rms_norm_eps") && j["rms_norm_eps"].is_number())
-      w.numerics.rms_norm_eps = j["rms_norm_eps"].get<float>();
-    if (j.contains("rope_theta") && j["rope_theta"].is_number()) w.numerics.rope_theta = j["rope_theta"].get<float>();
-  }
+  const ModelNumerics numerics = checkpoint_numerics(config.string());  // before reading the tensors
+  ModelWeights w = tensors.string().ends_with(".index.json") ? read_sharded_safetensors(tensors.string(), spec)
+                                                             : read_safetensors(tensors.string(), spec);
+  w.numerics = numerics;
   return w;
 }
 
@@ -335,7 +364,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                       {"tie_word_embeddings", m.tie_embeddings},
                       {"torch_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"},
                       {"rms_norm_eps", decimal(weights.numerics.rms_norm_eps)},
-                      {"rope_theta", decimal(weights.numerics.rope_theta)}};
+                      {"rope_theta", decimal(weights.numerics.rope_theta)},
+                      {"hidden_act", "silu"}};
   if (type != "qwen2" && type != "qwen2_moe") c["attention_bias"] = m.qkv_bias;
   if (!m.is_moe()) {
     c["intermediate_size"] = m.ffn;

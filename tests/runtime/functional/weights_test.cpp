@@ -220,6 +220,46 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   EXPECT_FALSE(fs::exists(dir));
 }
 
+// config.json fields the emulation would silently compute differently are refused, naming the file and key;
+// the numerics it reads must be positive numbers.
+TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
+  const fs::path dir = temp_dir("config_fields");
+  write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-dense"), 3));
+  const fs::path config = dir / "config.json";
+  const nlohmann::json good = nlohmann::json::parse(slurp(config));
+  EXPECT_EQ(good["hidden_act"], "silu");
+  const std::vector<std::pair<std::string, nlohmann::json>> bad = {
+      {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}},
+      {"partial_rotary_factor", 0.5},
+      {"hidden_act", "gelu"},
+      {"hidden_activation", "gelu_pytorch_tanh"},
+      {"mlp_bias", true},
+      {"clip_qkv", 8.0},
+      {"rms_norm_eps", "tiny"},
+      {"rope_theta", -1.0},
+  };
+  for (const auto& [key, value] : bad) {
+    SCOPED_TRACE(key);
+    nlohmann::json c = good;
+    c[key] = value;
+    spit(config, c.dump());
+    try {
+      load_checkpoint(dir.string());
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(config.string() + ": " + key + ": "), std::string::npos) << e.what();
+    }
+  }
+  nlohmann::json c = good;  // null means "not used" for each of them
+  c["rope_scaling"] = nullptr;
+  c["clip_qkv"] = nullptr;
+  c["partial_rotary_factor"] = 1.0;
+  c["mlp_bias"] = false;
+  spit(config, c.dump());
+  EXPECT_NO_THROW(load_checkpoint(dir.string()));
+  fs::remove_all(dir);
+}
+
 // A sharded checkpoint's index and shards disagreeing, each named.
 TEST(Safetensors, ShardedCheckpointErrorsNameTheIndexOrShardAndTheTensor) {
   const fs::path dir = temp_dir("sharded");
