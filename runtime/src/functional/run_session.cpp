@@ -96,8 +96,10 @@ std::vector<std::int32_t> parse_prompt(const std::string& text) {
 RunReport run_functional(const RunOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   RunReport rep;
-  const ModelWeights weights =
+  ModelWeights weights =
       o.weights.empty() ? random_weights(compiler::load_model(o.model), o.seed) : load_checkpoint(o.weights);
+  // A HF config.json with random weights: its numerics too (a checkpoint's come with it).
+  if (o.weights.empty() && o.model.ends_with(".json")) weights.numerics = config_numerics(o.model);
   const SystemSpec system = read_system(ConfigNode::load(o.system, "systems", o.system_overrides));
   if (!o.save_weights.empty()) write_checkpoint(o.save_weights, weights, o.save_shards);
   rep.model = weights.spec.name;

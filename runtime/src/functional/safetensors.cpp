@@ -244,12 +244,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   return w;
 }
 
-namespace {
-
-// rms_norm_eps and rope_theta from a checkpoint's config.json (defaults: ModelNumerics'), and the refusal of
-// every field that would make the emulation compute something else than the HF model while ModelSpec reads
-// the same shapes: RoPE scaling, partial rotary, an activation other than SiLU, MLP biases, q/k/v clipping.
-ModelNumerics checkpoint_numerics(const std::string& config) {
+ModelNumerics config_numerics(const std::string& config) {
   const nlohmann::json j = nlohmann::json::parse(read_file(config), nullptr, false);
   ModelNumerics n;
   if (!j.is_object()) return n;  // compiler::load_model has already refused it
@@ -276,8 +271,6 @@ ModelNumerics checkpoint_numerics(const std::string& config) {
   return n;
 }
 
-}  // namespace
-
 ModelWeights load_checkpoint(const std::string& path) {
   namespace fs = std::filesystem;
   const fs::path p(path);
@@ -297,7 +290,7 @@ ModelWeights load_checkpoint(const std::string& path) {
     throw Error(fmt::format("{}: no config.json beside it ({} is missing); expected a HF checkpoint directory",
                             tensors.string(), config.string()));
   const compiler::ModelSpec spec = compiler::load_model(config.string());
-  const ModelNumerics numerics = checkpoint_numerics(config.string());  // before reading the tensors
+  const ModelNumerics numerics = config_numerics(config.string());  // before reading the tensors
   ModelWeights w = tensors.string().ends_with(".index.json") ? read_sharded_safetensors(tensors.string(), spec)
                                                              : read_safetensors(tensors.string(), spec);
   w.numerics = numerics;
