@@ -1,6 +1,6 @@
 // Functional emulation speed: tiny-moe, 4 requests x 16 new tokens, on gpu (all xPU kernels) and duplex-pe
-// (PIM ops on the golden or the RTL datapath), on one device, on the system's devices for the model (4) and on
-// two nodes of 8 (16: TP8 x DP2, experts over all 16); and tiny-qwen-moe (q/k/v biases, a gated shared
+// (PIM ops on the golden or the RTL datapath), on one device, on the system's devices for the model (4) and
+// on two nodes of 8 (16: TP8 x DP2, experts over all 16); and tiny-qwen-moe (q/k/v biases, a gated shared
 // expert, one dense layer of three) on the system's devices.
 // Counter tokens_per_s = generated tokens / host second.
 #include <benchmark/benchmark.h>
@@ -12,7 +12,8 @@ namespace {
 
 using namespace duplex::runtime::functional;
 
-void run_model(benchmark::State& state, const char* model, const char* system, const char* datapath, int devices) {
+void run_model(benchmark::State& state, const char* model, const char* system, const char* datapath,
+               int devices) {
   const ModelWeights w = random_weights(duplex::compiler::load_model(model), 1);
   const duplex::SystemSpec sys = duplex::load_system(system);
   FunctionalOptions o;

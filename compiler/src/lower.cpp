@@ -174,7 +174,7 @@ class Lowering {
       o.m = tokens_;
       o.n = 2;
       const double data = static_cast<double>(tokens_) * 2.0 * 4.0;  // FP32 sums of squares of q and k
-      o.link_bytes = data * 2.0 * (p_.tp - 1) / p_.tp;                // ring all-reduce
+      o.link_bytes = data * 2.0 * (p_.tp - 1) / p_.tp;               // ring all-reduce
       o.bytes_act = 2.0 * data;
     }
     if (m_.learned_positions == 0) rope(l);

@@ -26,7 +26,8 @@ TEST(ModelSpec, ParameterCountsMatchPublishedSizesWithinOnePercent) {
 
 // The Qwen / OLMoE presets: their model cards' activated parameters, and the features of their configs.
 TEST(ModelSpec, QwenAndOlmoePresetsActiveParametersAndFeatures) {
-  const ModelSpec q2 = load_model("qwen2-57b-a14b"), q3 = load_model("qwen3-30b-a3b"), ol = load_model("olmoe-1b-7b");
+  const ModelSpec q2 = load_model("qwen2-57b-a14b"), q3 = load_model("qwen3-30b-a3b"),
+                  ol = load_model("olmoe-1b-7b");
   EXPECT_NEAR(static_cast<double>(q2.active_params()) / 1e9, 14.0, 0.3);  // "A14B"
   EXPECT_NEAR(static_cast<double>(q3.active_params()) / 1e9, 3.3, 0.1);
   EXPECT_NEAR(static_cast<double>(ol.active_params()) / 1e9, 1.3, 0.03);

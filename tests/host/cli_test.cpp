@@ -101,10 +101,13 @@ TEST(CompileCli, QwenMoeFeaturesAreStatedAndLowered) {
 // --save-weights writes a checkpoint that --weights runs to the same tokens; --logits adds the logits.
 TEST(RunCli, SavedWeightsRunToTheSameTokensAndLogitsAreReported) {
   const std::string dir = ::testing::TempDir() + "duplex_cli_saved_qwen";
-  const CliRun saved = run("run --model tiny-qwen-moe --system gpu --prompt 3,1,4 --max-new-tokens 3 --json --logits "
-                           "--save-weights " + dir + " --save-shards 2");
+  const CliRun saved =
+      run("run --model tiny-qwen-moe --system gpu --prompt 3,1,4 --max-new-tokens 3 --json --logits "
+          "--save-weights " +
+          dir + " --save-shards 2");
   ASSERT_EQ(saved.exit_code, 0) << saved.out;
-  const CliRun loaded = run("run --weights " + dir + " --system duplex-pe --prompt 3,1,4 --max-new-tokens 3 --json");
+  const CliRun loaded =
+      run("run --weights " + dir + " --system duplex-pe --prompt 3,1,4 --max-new-tokens 3 --json");
   ASSERT_EQ(loaded.exit_code, 0) << loaded.out;
   const auto a = nlohmann::json::parse(saved.out), b = nlohmann::json::parse(loaded.out);
   EXPECT_EQ(a["tokens"], b["tokens"]);

@@ -10,7 +10,8 @@
 //    that group's local_experts consecutive experts, each as column shard d % expert_shards;
 //  - LM head: vocabulary rows [r*V/tp, (r+1)*V/tp);
 //  - shared experts: columns [r*Fs/tp, (r+1)*Fs/tp), as the dense FFN;
-//  - embedding, norms (q / k norm gains too: a whole-projection norm takes its slice), router, shared-expert gate and o bias: replicated; q / k / v biases:
+//  - embedding, norms (q / k norm gains too: a whole-projection norm takes its slice), router, shared-expert
+//  gate and o bias: replicated; q / k / v biases:
 //    the rows of its QKV rows.
 #include <vector>
 

@@ -261,8 +261,8 @@ ModelNumerics config_numerics(const std::string& config) {
   number("rope_theta", n.rope_theta);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     refuse("rope_scaling", "null (plain RoPE with rope_theta; scaled RoPE is not emulated)");
-  if (j.contains("partial_rotary_factor") && !(j["partial_rotary_factor"].is_number() &&
-                                                j["partial_rotary_factor"].get<double>() == 1.0))
+  if (j.contains("partial_rotary_factor") &&
+      !(j["partial_rotary_factor"].is_number() && j["partial_rotary_factor"].get<double>() == 1.0))
     refuse("partial_rotary_factor", "1 (RoPE over the whole head)");
   for (const char* act : {"hidden_act", "hidden_activation"})
     if (j.contains(act) && !j[act].is_null() && j[act] != "silu") refuse(act, "\"silu\" (gated SiLU FFNs)");
@@ -291,8 +291,9 @@ ModelWeights load_checkpoint(const std::string& path) {
                             tensors.string(), config.string()));
   const compiler::ModelSpec spec = compiler::load_model(config.string());
   const ModelNumerics numerics = config_numerics(config.string());  // before reading the tensors
-  ModelWeights w = tensors.string().ends_with(".index.json") ? read_sharded_safetensors(tensors.string(), spec)
-                                                             : read_safetensors(tensors.string(), spec);
+  ModelWeights w = tensors.string().ends_with(".index.json")
+                       ? read_sharded_safetensors(tensors.string(), spec)
+                       : read_safetensors(tensors.string(), spec);
   w.numerics = numerics;
   return w;
 }
@@ -312,7 +313,8 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
     if (plain && all_windowed) return "mistral";
     if (no_norm && all_bias && !windowed) return "llama";
   } else if (m.weight_naming == compiler::WeightNaming::kMixtral) {
-    if (plain && m.router_renormalize && m.shared_experts == 0 && every_layer_moe && (!windowed || all_windowed))
+    if (plain && m.router_renormalize && m.shared_experts == 0 && every_layer_moe &&
+        (!windowed || all_windowed))
       return "mixtral";
   } else if (m.first_moe_layer == 0) {
     if (no_norm && m.qkv_bias && !m.o_bias && m.shared_experts <= 1 &&
@@ -327,7 +329,8 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
   throw Error(fmt::format(
       "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, q/k/v bias {}, "
       "o bias {}, q/k norm {}, shared experts {} gated {}, renormalised routing {}, sliding window {} on {} "
-      "layers); expected one of llama, mistral, qwen2, qwen3 (dense), mixtral, qwen2_moe, qwen3_moe, olmoe as "
+      "layers); expected one of llama, mistral, qwen2, qwen3 (dense), mixtral, qwen2_moe, qwen3_moe, olmoe "
+      "as "
       "configs/README.md describes",
       m.name, m.is_moe(), naming, m.qkv_bias, m.o_bias, norm, m.shared_experts, m.shared_expert_gate,
       m.router_renormalize, m.sliding_window, m.windowed_layers()));

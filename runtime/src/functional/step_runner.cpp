@@ -271,20 +271,23 @@ void StepRunner::whole_qk_norm(int layer) {
         const DeviceShard& s = dev_[d].shard;
         if (s.node != node || !active(d)) continue;
         members.push_back(d);
-        const std::int64_t c0 = (is_q ? s.q_head0 : s.kv_head0) * hd, n = (is_q ? s.q_heads : s.kv_heads) * hd;
+        const std::int64_t c0 = (is_q ? s.q_head0 : s.kv_head0) * hd,
+                           n = (is_q ? s.q_heads : s.kv_heads) * hd;
         const std::vector<std::uint16_t>& x = is_q ? lanes_[d].q : lanes_[d].k;
         for (std::int64_t r = 0; r < t_; ++r) std::copy_n(x.data() + r * n, n, full.data() + r * width + c0);
       }
       for (std::size_t d : members) {
         const DeviceShard& s = dev_[d].shard;
         std::vector<std::uint16_t> normed(full.size()), gain = is_q ? lw0.q_norm : lw0.k_norm;
-        dev_[d].xpu->run(OpKind::kNorm,
-                         kernels::NormArgs{kernels::NormKind::kRms, f16_view(full, {t_, width}),
-                                           f16_view(gain, {width}), kernels::Tensor{},
-                                           f16_view(normed, {t_, width}), numerics_.rms_norm_eps});
-        const std::int64_t c0 = (is_q ? s.q_head0 : s.kv_head0) * hd, n = (is_q ? s.q_heads : s.kv_heads) * hd;
+        dev_[d].xpu->run(
+            OpKind::kNorm,
+            kernels::NormArgs{kernels::NormKind::kRms, f16_view(full, {t_, width}), f16_view(gain, {width}),
+                              kernels::Tensor{}, f16_view(normed, {t_, width}), numerics_.rms_norm_eps});
+        const std::int64_t c0 = (is_q ? s.q_head0 : s.kv_head0) * hd,
+                           n = (is_q ? s.q_heads : s.kv_heads) * hd;
         std::vector<std::uint16_t>& x = is_q ? lanes_[d].q : lanes_[d].k;
-        for (std::int64_t r = 0; r < t_; ++r) std::copy_n(normed.data() + r * width + c0, n, x.data() + r * n);
+        for (std::int64_t r = 0; r < t_; ++r)
+          std::copy_n(normed.data() + r * width + c0, n, x.data() + r * n);
       }
     }
   }

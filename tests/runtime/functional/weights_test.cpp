@@ -247,7 +247,8 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
       load_checkpoint(dir.string());
       ADD_FAILURE() << "no error";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(config.string() + ": " + key + ": "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(config.string() + ": " + key + ": "), std::string::npos)
+          << e.what();
     }
   }
   nlohmann::json c = good;  // null means "not used" for each of them

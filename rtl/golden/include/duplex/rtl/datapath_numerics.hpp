@@ -15,8 +15,8 @@ inline constexpr std::uint16_t kCanonicalNanFp16 = 0x7E00u;
 inline float canonical(float x) {
   return std::isnan(x) ? std::bit_cast<float>(kCanonicalNanFp32) : x;
 }
-// The FP32 value of every FP16 bit pattern (duplex::half_bits_to_float, tabulated once: the MAC path's operand
-// decode, [65536]).
+// The FP32 value of every FP16 bit pattern (duplex::half_bits_to_float, tabulated once: the MAC path's
+// operand decode, [65536]).
 const float* half_to_float_table();
 // FP16 x FP16 -> FP32, exact (22-bit significand product; never subnormal). Inf x 0 -> NaN. `table` is
 // half_to_float_table() (hoisted out of loops).
