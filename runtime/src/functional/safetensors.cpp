@@ -349,7 +349,13 @@ double decimal(float v) {
 nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   const std::string type = hf_model_type(m);
+  // The transformers class of each model_type (config.json's "architectures").
+  static const std::map<std::string, std::string> kArchitecture = {
+      {"llama", "LlamaForCausalLM"},     {"mistral", "MistralForCausalLM"},     {"qwen2", "Qwen2ForCausalLM"},
+      {"qwen3", "Qwen3ForCausalLM"},     {"mixtral", "MixtralForCausalLM"},     {"qwen2_moe", "Qwen2MoeForCausalLM"},
+      {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}};
   nlohmann::json c = {{"model_type", type},
+                      {"architectures", {kArchitecture.at(type)}},
                       {"_name_or_path", m.name},
                       {"num_hidden_layers", m.layers},
                       {"hidden_size", m.hidden},

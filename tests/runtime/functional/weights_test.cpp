@@ -176,6 +176,10 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       const ModelWeights w = random_weights(spec, 5);
       write_checkpoint(dir.string(), w, shards);
       EXPECT_EQ(fs::exists(dir / "model.safetensors.index.json"), shards > 1);
+      const nlohmann::json config = nlohmann::json::parse(slurp(dir / "config.json"));
+      EXPECT_EQ(config["model_type"], f.type);
+      EXPECT_EQ(config["architectures"].size(), 1u);
+      EXPECT_TRUE(config["architectures"][0].get<std::string>().ends_with("ForCausalLM"));
       const ModelWeights back = load_checkpoint(dir.string());
       const compiler::ModelSpec& b = back.spec;
       EXPECT_EQ(b.qkv_bias, spec.qkv_bias);
