@@ -351,8 +351,9 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   const std::string type = hf_model_type(m);
   // The transformers class of each model_type (config.json's "architectures").
   static const std::map<std::string, std::string> kArchitecture = {
-      {"llama", "LlamaForCausalLM"},     {"mistral", "MistralForCausalLM"},     {"qwen2", "Qwen2ForCausalLM"},
-      {"qwen3", "Qwen3ForCausalLM"},     {"mixtral", "MixtralForCausalLM"},     {"qwen2_moe", "Qwen2MoeForCausalLM"},
+      {"llama", "LlamaForCausalLM"},        {"mistral", "MistralForCausalLM"},
+      {"qwen2", "Qwen2ForCausalLM"},        {"qwen3", "Qwen3ForCausalLM"},
+      {"mixtral", "MixtralForCausalLM"},    {"qwen2_moe", "Qwen2MoeForCausalLM"},
       {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}};
   nlohmann::json c = {{"model_type", type},
                       {"architectures", {kArchitecture.at(type)}},
