@@ -1,7 +1,9 @@
 #include "duplex/runtime/functional/model_weights.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
+#include <tbb/parallel_for.h>
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
@@ -150,21 +152,38 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
   w.spec = spec;
   w.source = fmt::format("random weights (seed {})", seed);
   const auto shapes = expected_weights(spec);
+  // One stream per tensor (by its index in expected_weights), so tensors do not shift each other; a tensor
+  // beyond kChunk elements continues in one more stream per chunk (its first chunk keeps the tensor's own),
+  // so the chunks fill in parallel and the result does not depend on the threads.
+  constexpr std::int64_t kChunk = std::int64_t{1} << 20;
+  struct Task {
+    std::size_t tensor;
+    std::int64_t chunk;
+  };
+  std::vector<Task> tasks;
+  std::vector<WeightTensor*> out;
   for (std::size_t i = 0; i < shapes.size(); ++i) {
-    const WeightShape& s = shapes[i];
-    // One stream per tensor (by its index in expected_weights), so tensors do not shift each other.
-    Rng rng(derive_seed(seed, i));
-    WeightTensor t;
-    t.shape = s.shape;
+    WeightTensor& t = w.tensors[shapes[i].name];
+    t.shape = shapes[i].shape;
     t.data.resize(static_cast<std::size_t>(t.numel()));
+    out.push_back(&t);
+    for (std::int64_t c = 0; c * kChunk < t.numel(); ++c) tasks.push_back({i, c});
+  }
+  tbb::parallel_for(std::size_t{0}, tasks.size(), [&](std::size_t k) {
+    const auto [i, c] = tasks[k];
+    const WeightShape& s = shapes[i];
+    WeightTensor& t = *out[i];
+    const std::uint64_t stream = derive_seed(seed, i);
+    Rng rng(c == 0 ? stream : derive_seed(stream, static_cast<std::uint64_t>(c)));
     const bool embedding = s.name == weight_name::embedding();
     const double stddev = s.role != WeightShape::Role::kMatrix ? 0.1
                           : embedding                          ? 1.0
                                       : 1.0 / std::sqrt(static_cast<double>(s.shape.back()));
     const double mean = s.role == WeightShape::Role::kNormGain ? 1.0 : 0.0;
-    for (auto& v : t.data) v = float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
-    w.tensors.emplace(s.name, std::move(t));
-  }
+    const std::int64_t end = std::min(t.numel(), (c + 1) * kChunk);
+    for (std::int64_t e = c * kChunk; e < end; ++e)
+      t.data[static_cast<std::size_t>(e)] = float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
+  });
   return w;
 }
 

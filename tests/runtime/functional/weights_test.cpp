@@ -74,6 +74,28 @@ TEST(RandomWeights, DeterministicShapedAndScaled) {
   EXPECT_NEAR(std::sqrt(sq / static_cast<double>(q.size())), 1.0 / 16, 0.05 / 16);
 }
 
+// A tensor beyond one random stream's chunk (2^20 elements) continues in another stream: deterministic,
+// not a repeat of the first chunk, and still N(0, 1) for the embedding.
+TEST(RandomWeights, LargeTensorsAreFilledByChunkStreamsDeterministically) {
+  compiler::ModelSpec m = compiler::load_model("tiny-dense");
+  m.vocab = 8192;  // embedding 8192 x 256 = 2^21 elements: two chunks
+  const ModelWeights a = random_weights(m, 3), b = random_weights(m, 3);
+  const auto& e = a.get(weight_name::embedding()).data;
+  ASSERT_EQ(e.size(), std::size_t{1} << 21);
+  EXPECT_EQ(e, b.get(weight_name::embedding()).data);
+  const std::size_t half = e.size() / 2;
+  EXPECT_FALSE(std::equal(e.begin(), e.begin() + 1000, e.begin() + static_cast<std::ptrdiff_t>(half)));
+  double sq = 0;
+  for (std::size_t i = half; i < e.size(); ++i) sq += std::pow(half_bits_to_float(e[i]), 2);
+  EXPECT_NEAR(std::sqrt(sq / static_cast<double>(half)), 1.0, 0.01);
+  // The first chunk is the tensor's own stream: a tensor under one chunk is as before chunking.
+  compiler::ModelSpec small = m;
+  small.vocab = 1024;
+  const ModelWeights s = random_weights(small, 3);
+  const auto& first = s.get(weight_name::embedding()).data;
+  EXPECT_TRUE(std::equal(first.begin(), first.end(), e.begin()));
+}
+
 TEST(RandomWeights, UnsupportedModelsAreRejected) {
   compiler::ModelSpec m = tiny_moe();
   m.dtype = m.kv_dtype = compiler::DType::kBf16;  // computed in FP16

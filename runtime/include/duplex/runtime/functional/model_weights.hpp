@@ -82,8 +82,9 @@ struct ModelWeights {
 };
 
 // Deterministic random FP16 weights: linear layers N(0, 1/fan_in) (std 1/sqrt(fan_in), keeping activations
-// O(1) through every projection), embedding N(0, 1), norm gains 1 + N(0, 0.1^2). Same spec and seed ->
-// bit-identical weights.
+// O(1) through every projection), embedding N(0, 1), norm gains 1 + N(0, 0.1^2), biases N(0, 0.1^2). Same
+// spec and seed -> bit-identical weights, however many threads fill them (one random stream per tensor and
+// per 2^20-element chunk of it).
 ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed);
 
 }  // namespace duplex::runtime::functional
