@@ -1,9 +1,9 @@
 #include "duplex/runtime/functional/model_weights.hpp"
 
-#include <algorithm>
-#include <cmath>
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
+#include <algorithm>
+#include <cmath>
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
@@ -182,7 +182,8 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
     const double mean = s.role == WeightShape::Role::kNormGain ? 1.0 : 0.0;
     const std::int64_t end = std::min(t.numel(), (c + 1) * kChunk);
     for (std::int64_t e = c * kChunk; e < end; ++e)
-      t.data[static_cast<std::size_t>(e)] = float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
+      t.data[static_cast<std::size_t>(e)] =
+          float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
   });
   return w;
 }
