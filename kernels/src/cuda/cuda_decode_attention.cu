@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kThreads, kGroup <= 4 ? 4 : 1)
       float m_new = m[g];
 #pragma unroll
       for (int u = 0; u < kTokens; ++u) m_new = fmaxf(m_new, score[u][g]);  // finite: valid[0]
-      const float alpha = m[g] == -INFINITY ? 0.0f : exp2f(m[g] - m_new);
+      const float alpha = rescale_factor(m[g], m_new);
       float p[kTokens];
       float p_sum = 0.0f;
 #pragma unroll

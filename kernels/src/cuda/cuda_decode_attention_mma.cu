@@ -368,17 +368,14 @@ __global__ void __launch_bounds__(P::kThreads)
     for (int r = 0; r < 2; ++r) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m[r], mx[r]);  // finite: the warp's first token is valid
-      alpha[r] = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - m_new);
-      m[r] = m_new;
-      l[r] *= alpha[r];
+      alpha[r] = online_softmax_step(m[r], l[r], mx[r]);  // mx finite: the warp's first token is valid
     }
     float p[2][4];
 #pragma unroll
     for (int n = 0; n < 2; ++n)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        p[n][i] = sc[n][i] == -INFINITY ? 0.0f : exp2f(sc[n][i] - m[i >> 1]);
+        p[n][i] = exp2_unless_masked(sc[n][i], m[i >> 1]);
         l[i >> 1] += p[n][i];
       }
 #pragma unroll
@@ -392,10 +389,7 @@ __global__ void __launch_bounds__(P::kThreads)
     std::uint32_t pa_hi[4], pa_lo[4];
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
-      const float a = p[r >> 1][(r & 1) * 2], c = p[r >> 1][(r & 1) * 2 + 1];
-      pa_hi[r] = Mma<T>::pack(a, c);
-      const float2 h = Mma<T>::unpack(pa_hi[r]);
-      pa_lo[r] = Mma<T>::pack(a - h.x, c - h.y);
+      Mma<T>::split(p[r >> 1][(r & 1) * 2], p[r >> 1][(r & 1) * 2 + 1], pa_hi[r], pa_lo[r]);
     }
 
     // O += P . V: per 16 columns of D, matrices (tok 0-7, d 0-7), (tok 8-15, d 0-7), (tok 0-7, d 8-15),

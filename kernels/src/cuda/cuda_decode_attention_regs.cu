@@ -196,15 +196,12 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinBlocks)
       mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 4));
       mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 8));
       mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 16));
-      const float m_new = fmaxf(m[r], mx);  // finite: the tile's first token is valid
-      alpha[r] = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - m_new);
-      m[r] = m_new;
-      l[r] *= alpha[r];
+      alpha[r] = online_softmax_step(m[r], l[r], mx);  // mx finite: the tile's first token is valid
     }
     float p[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      p[i] = sc[i] == -INFINITY ? 0.0f : exp2f(sc[i] - m[i & 1]);
+      p[i] = exp2_unless_masked(sc[i], m[i & 1]);
       l[i & 1] += p[i];
     }
 #pragma unroll
@@ -219,10 +216,10 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinBlocks)
     std::uint32_t b_hi[2], b_lo[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const std::uint32_t hi = Mma<T>::pack(p[2 * r], p[2 * r + 1]);
-      const float2 h = Mma<T>::unpack(hi);
+      std::uint32_t hi, lo;
+      Mma<T>::split(p[2 * r], p[2 * r + 1], hi, lo);
       b_hi[r] = transpose8x8(hi);
-      b_lo[r] = transpose8x8(Mma<T>::pack(p[2 * r] - h.x, p[2 * r + 1] - h.y));
+      b_lo[r] = transpose8x8(lo);
     }
     // O^T += V^T . P^T: m-tile mt takes 16-bit position mt % 4 of chunk mt / 4 of the four tokens' rows.
 #pragma unroll

@@ -182,6 +182,25 @@ Status launch_merge(const DecodeAttentionArgs& args, const Partials& p, std::int
   return {};
 }
 
+// Online softmax (scores in base-2 units): the factor that rescales what a row accumulated when its running
+// max moves from m_old to m_new; 0 while it accumulated nothing (m_old = -inf).
+__device__ __forceinline__ float rescale_factor(float m_old, float m_new) {
+  return m_old == -INFINITY ? 0.0f : exp2f(m_old - m_new);
+}
+// One tile's step for a row: the running max m takes the tile's max (finite), the running sum l is rescaled;
+// returns the factor for the accumulated output.
+__device__ __forceinline__ float online_softmax_step(float& m, float& l, float tile_max) {
+  const float m_new = fmaxf(m, tile_max);
+  const float alpha = rescale_factor(m, m_new);
+  m = m_new;
+  l *= alpha;
+  return alpha;
+}
+// exp2(s - m) of a score, 0 for a masked one (-inf).
+__device__ __forceinline__ float exp2_unless_masked(float s, float m) {
+  return s == -INFINITY ? 0.0f : exp2f(s - m);
+}
+
 // The last step of a split kernel, by every thread of the block: the partials of its `warps` independent
 // groups (warps, or row groups of the CUDA-core kernel), stored in shared memory as acc
 // [warps][heads_per_block][d] and (max in base-2 units, sum) [warps][heads_per_block][2], merged in group order
