@@ -111,7 +111,8 @@ void expert_bench(benchmark::State& state, Backend* backend, DType dtype, double
                      buf.random(dtype, {experts, f, h}, -ws, ws),
                      buf.random(dtype, {experts, h, f}, -ws, ws),
                      buf.random(dtype, {experts * per_expert, h}),
-                     offsets};
+                     offsets,
+                     Tensor{}};
   time_op(state, *backend, args);
   set_rates(state, 6.0 * static_cast<double>(experts * per_expert * h * f), 0, peak, 0);
 }

@@ -297,6 +297,8 @@ struct Validator {
         .extent("w_down", a.w_down, 1, h, "H")
         .extent("w_down", a.w_down, 2, f, "F");
     c.extent("y", a.y, 0, p, "P").extent("y", a.y, 1, h, "H");
+    c.optional_tensor("b_in", a.b_in, 2).same_dtype("b_in", a.b_in, a.x, "x");
+    c.extent("b_in", a.b_in, 0, e, "E").extent("b_in", a.b_in, 1, f, "F");
     c.require(
         a.expert_offsets.size() == static_cast<std::size_t>(e) + 1, StatusCode::kInvalidArgument,
         fmt::format("expert_offsets has {} entries; expected E + 1 = {}", a.expert_offsets.size(), e + 1));

@@ -168,8 +168,21 @@ TEST_F(BackendInterface, OutOfRangeIndicesFailAtRun) {
 TEST_F(BackendInterface, ExpertOffsetsMustCoverTheRows) {
   std::vector<std::int64_t> offsets = {0, 2, 3};
   ExpertFfnArgs args{FfnKind::kGated,     Activation::kSilu,   f16({4, 8}),      f16({2, 6, 8}, 100),
-                     f16({2, 6, 8}, 300), f16({2, 8, 6}, 500), f16({4, 8}, 700), offsets};
+                     f16({2, 6, 8}, 300), f16({2, 8, 6}, 500), f16({4, 8}, 700), offsets,
+                     Tensor{}};
   EXPECT_EQ(cpu->can_implement(args).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(BackendInterface, ExpertBiasMustMatchExpertsAndWidth) {
+  std::vector<std::int64_t> offsets = {0, 2, 4};
+  ExpertFfnArgs args{FfnKind::kTwoMatrix, Activation::kRelu, f16({4, 8}),      f16({2, 6, 8}, 100),
+                     Tensor{},            f16({2, 8, 6}, 500), f16({4, 8}, 700), offsets,
+                     f16({2, 6}, 900)};
+  EXPECT_TRUE(cpu->can_implement(args).ok()) << cpu->can_implement(args).to_string();
+  args.b_in = f16({2, 5}, 900);
+  const Status s = cpu->can_implement(args);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("b_in"), std::string::npos) << s.message();
 }
 
 TEST_F(BackendInterface, RunsAreBitIdenticalAcrossRepeats) {

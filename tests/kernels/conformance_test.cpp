@@ -615,6 +615,7 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfn) {
   struct Config {
     FfnKind kind;
     Activation act;
+    bool bias;  // b_in
   };
   const std::vector<std::vector<std::int64_t>> groups = {
       {0, 0, 5, 5, 6, 18, 18, 21, 21},  // 8 experts, four of them empty
@@ -622,20 +623,23 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfn) {
       {0, 0, 0, 0},                     // three experts, no tokens at all
       {0, 40, 41, 100}};
   for (DType dtype : kFloatTypes)
-    for (Config cfg :
-         {Config{FfnKind::kGated, Activation::kSilu}, Config{FfnKind::kTwoMatrix, Activation::kGeluTanh},
-          Config{FfnKind::kTwoMatrix, Activation::kRelu}})
+    for (Config cfg : {Config{FfnKind::kGated, Activation::kSilu, false},
+                       Config{FfnKind::kGated, Activation::kSilu, true},
+                       Config{FfnKind::kTwoMatrix, Activation::kGeluTanh, false},
+                       Config{FfnKind::kTwoMatrix, Activation::kGeluTanh, true},
+                       Config{FfnKind::kTwoMatrix, Activation::kRelu, true}})
       for (const auto& offsets : groups) {
         const std::int64_t e = static_cast<std::int64_t>(offsets.size()) - 1, p = offsets.back(), h = 64,
                            f = 96;
-        SCOPED_TRACE(
-            label(dtype, "experts", e, " P", p, (cfg.kind == FfnKind::kGated ? " gated" : " two-matrix")));
+        SCOPED_TRACE(label(dtype, "experts", e, " P", p, (cfg.kind == FfnKind::kGated ? " gated" : " two-matrix"),
+                           cfg.bias ? " b_in" : ""));
         DeviceArena arena(*backend);
         const double ws = 1.0 / std::sqrt(static_cast<double>(h));
         HostTensor x = random_tensor(dtype, {p, h}, rng),
                    w_in = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
         HostTensor w_up = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
         HostTensor w_down = random_tensor(dtype, {e, h, f}, rng, -1.0 / std::sqrt(f), 1.0 / std::sqrt(f));
+        HostTensor b_in = random_tensor(dtype, {e, f}, rng, -0.5, 0.5);
         const bool gated = cfg.kind == FfnKind::kGated;
         ExpertFfnArgs args{cfg.kind,
                            cfg.act,
@@ -644,11 +648,12 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfn) {
                            gated ? arena.upload(w_up) : Tensor{},
                            arena.upload(w_down),
                            arena.empty(dtype, {p, h}),
-                           offsets};
+                           offsets,
+                           cfg.bias ? arena.upload(b_in) : Tensor{}};
         expect_run_ok(*backend, args, arena.stream());
-        EXPECT_TRUE(within_bound(
-            arena.download(args.y),
-            expert_ffn_ref(cfg.kind, cfg.act, x, w_in, gated ? &w_up : nullptr, w_down, offsets)));
+        EXPECT_TRUE(within_bound(arena.download(args.y),
+                                 expert_ffn_ref(cfg.kind, cfg.act, x, w_in, gated ? &w_up : nullptr, w_down,
+                                                offsets, cfg.bias ? &b_in : nullptr)));
       }
 }
 

@@ -298,7 +298,7 @@ Expected unpermute_ref(const HostTensor& y_perm, const HostTensor& permuted_row,
 
 Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const HostTensor& w_in,
                         const HostTensor* w_up, const HostTensor& w_down,
-                        std::span<const std::int64_t> offsets) {
+                        std::span<const std::int64_t> offsets, const HostTensor* b_in) {
   const std::int64_t h = x.shape()[1], f = w_in.shape()[1];
   const DType dtype = x.dtype();
   const double u = unit_roundoff(dtype);
@@ -313,6 +313,10 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
           const double term = x.get(r * h + p) * w_in.get((ex * f + j) * h + p);
           g += term;
           g_mag += std::abs(term);
+        }
+        if (b_in != nullptr) {
+          g += b_in->get(ex * f + j);
+          g_mag += std::abs(b_in->get(ex * f + j));
         }
         if (kind == FfnKind::kGated) {
           up = 0.0;

@@ -38,9 +38,10 @@ Expected softmax_ref(const HostTensor& x, double scale);
 Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weight);
 Expected unpermute_ref(const HostTensor& y_perm, const HostTensor& permuted_row,
                        const HostTensor& topk_weights, DType out_dtype);
+// b_in: the optional [E,F] bias added before the activation (nullptr: none).
 Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const HostTensor& w_in,
                         const HostTensor* w_up, const HostTensor& w_down,
-                        std::span<const std::int64_t> offsets);
+                        std::span<const std::int64_t> offsets, const HostTensor* b_in = nullptr);
 Expected residual_add_ref(const HostTensor& a, const HostTensor& b);
 Expected partial_sum_ref(const HostTensor& partials);
 

@@ -152,6 +152,11 @@ Status expert_ffn(const ExpertFfnArgs& args) {
       up.resize(hidden.size());
       linear_nt(x.data(), rows, h, args.w_up.data, dtype, expert * f * h, f, up.data(), false);
     }
+    if (args.b_in.present()) {
+      std::vector<float> bias(static_cast<std::size_t>(f));
+      load_floats(args.b_in.data, args.b_in.dtype, expert * f, f, bias.data());
+      for (std::size_t i = 0; i < hidden.size(); ++i) hidden[i] += bias[i % static_cast<std::size_t>(f)];
+    }
     for (std::size_t i = 0; i < hidden.size(); ++i) {
       const float a = activate(args.activation, hidden[i]);
       hidden[i] = round_to_dtype(gated ? a * up[i] : a, dtype);

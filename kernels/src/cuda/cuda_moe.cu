@@ -123,6 +123,13 @@ __global__ void activation(const float* gate, const float* up, T* h, std::int64_
   h[i] = from_float<T>(up != nullptr ? a * up[i] : a);
 }
 
+// gate[r][j] += bias[j] for rows r < rows, j < f (an expert's FP32 gate rows and its b_in row).
+template <class T>
+__global__ void add_bias_rows(float* gate, const T* bias, std::int64_t rows, std::int64_t f) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * f) gate[i] += to_float(bias[i % f]);
+}
+
 constexpr int kMaxGroup = 64;  // experts per batch (their pointers travel as a kernel argument)
 constexpr std::size_t kPointerBytes = 3 * 3 * kMaxGroup * sizeof(void*);  // 3 GEMMs x (B, A, C) pointers
 // FP32 gate/up + h of one batch of experts: small enough to stay in the L2 cache (50 MB on H100/H200) between
@@ -309,6 +316,23 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
     if (Status s = run_bucketed(ctx, stream, in, count, in_ptrs, dtype, DType::kF32); !s.ok()) return s;
     if (gated)
       if (Status s = run_bucketed(ctx, stream, up_p, count, up_ptrs, dtype, DType::kF32); !s.ok()) return s;
+    if (args.b_in.present()) {
+      std::int64_t bias_row0 = 0;
+      for (int j = 0; j < count; ++j) {
+        const std::int64_t i = active[next + static_cast<std::size_t>(j)], r = expert_rows(args, i);
+        if (Status s = with_storage_type(dtype,
+                                         [&](auto tag) -> Status {
+                                           using T = decltype(tag);
+                                           add_bias_rows<T><<<blocks_for(r * f, kThreads), kThreads, 0, stream>>>(
+                                               gate + bias_row0 * f, args.b_in.as<const T>() + i * f, r, f);
+                                           DUPLEX_CUDA_LAUNCHED("add_bias_rows");
+                                           return {};
+                                         });
+            !s.ok())
+          return s;
+        bias_row0 += r;
+      }
+    }
     // One activation kernel over the batch's packed scratch rows.
     if (Status s = with_storage_type(dtype,
                                      [&](auto tag) -> Status {

@@ -122,12 +122,15 @@ enum class Activation : std::uint8_t { kSilu, kGeluTanh, kRelu };
 //   kGated:     h = act(w_in[e] . x) * (w_up[e] . x), y = w_down[e] . h   (Mixtral: act = SiLU)
 //   kTwoMatrix: h = act(w_in[e] . x),                 y = w_down[e] . h   (GLaM/OPT: GELU/ReLU; w_up absent)
 // w_in/w_up [E,F,H], w_down [E,H,F], y[P,H]. h is rounded to the storage dtype before the down projection
-// (as an intermediate written to memory is).
+// (as an intermediate written to memory is). b_in [E,F], optional: a bias added to w_in[e] . x (in FP32)
+// before the activation (OPT fc1, StarCoder2 c_fc); the down projection's bias is the caller's (it is added
+// once after a tensor-parallel sum).
 struct ExpertFfnArgs {
   FfnKind kind = FfnKind::kGated;
   Activation activation = Activation::kSilu;
   Tensor x, w_in, w_up, w_down, y;
   std::span<const std::int64_t> expert_offsets;
+  Tensor b_in;
 };
 
 // out = a + b, elementwise, same shape (any rank). out may alias a or b.
