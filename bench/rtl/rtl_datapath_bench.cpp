@@ -93,6 +93,25 @@ void BM_SiluGate(benchmark::State& state) {
 }
 BENCHMARK(BM_SiluGate)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
+// GELU (tanh) of fc1 + bias over 14336 elements: the activation unit's longer (10-stage) mode.
+void BM_GeluTanh(benchmark::State& state) {
+  auto dp = make(static_cast<int>(state.range(0)));
+  const std::size_t n = 14336;
+  const auto x = random_halves(n, 9);
+  const auto bias = random_halves(n, 10);
+  std::vector<std::uint16_t> out(n);
+  const std::uint64_t start = dp->simulated_cycles().value_or(0);
+  for (auto _ : state) {
+    dp->activation_fp16_n(duplex::pim::ActivationMode::kGeluTanh, x.data(), bias.data(), out.data(), n);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetLabel(std::string(dp->kind()));
+  state.counters["ops_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  report_cycles(state, *dp, start);
+}
+BENCHMARK(BM_GeluTanh)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
 // Decode attention, one GQA group of 8 heads, context 1024, head dim 128.
 void BM_DecodeAttention(benchmark::State& state) {
   auto dp = make(static_cast<int>(state.range(0)));

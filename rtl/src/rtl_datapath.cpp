@@ -63,7 +63,7 @@ class RtlDatapath final : public Datapath {
     }
     model_->gemm_out_ready = 1;
     model_->softmax_out_ready = 1;
-    model_->silu_out_ready = 1;
+    model_->act_out_ready = 1;
     model_->rst_n = 0;
     for (int i = 0; i < 2; ++i) tick();
     model_->rst_n = 1;
@@ -90,13 +90,8 @@ class RtlDatapath final : public Datapath {
   }
   void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
                     std::uint16_t* probs) override;
-  std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) override {
-    std::uint16_t out = 0;
-    silu_gate_fp16_n(&gate, &up, &out, 1);
-    return out;
-  }
-  void silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
-                        std::size_t n) override;
+  void activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
+                         std::uint16_t* out, std::size_t n) override;
   std::optional<std::uint16_t> run_command(const std::uint8_t* descriptor, const CommandDecoderConfig& config,
                                            CommandMemory& memory) override;
 
@@ -205,27 +200,30 @@ void RtlDatapath::softmax_fp16(const std::uint16_t* scores, std::size_t n, std::
   model_->softmax_in_valid = 0;
 }
 
-void RtlDatapath::silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
-                                   std::size_t n) {
-  const std::uint64_t budget = n + static_cast<std::uint64_t>(timing::kSiluLatency) + 16;
+void RtlDatapath::activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
+                                    std::uint16_t* out, std::size_t n) {
+  validate(mode);
+  const std::uint64_t budget =
+      n + static_cast<std::uint64_t>(timing::kGeluTanhLatency + timing::kActivationFrontStages) + 16;
   std::size_t sent = 0;
   std::size_t received = 0;
   std::uint64_t spent = 0;
+  model_->act_in_mode = static_cast<std::uint8_t>(mode);
   while (received < n) {
     const bool valid = sent < n;
-    model_->silu_in_valid = valid;
+    model_->act_in_valid = valid;
     if (valid) {
-      model_->silu_in_gate = gate[sent];
-      model_->silu_in_up = up[sent];
+      model_->act_in_a = a[sent];
+      model_->act_in_b = b[sent];
     }
     settle();
-    const bool fire = valid && model_->silu_in_ready;
+    const bool fire = valid && model_->act_in_ready;
     tick();
     if (fire) ++sent;
-    if (model_->silu_out_valid) out[received++] = model_->silu_out_result;
+    if (model_->act_out_valid) out[received++] = model_->act_out_result;
     check_budget(++spent, budget, "activation unit");
   }
-  model_->silu_in_valid = 0;
+  model_->act_in_valid = 0;
 }
 
 // The operation controller of the command path: takes the decoder's micro-ops in order, feeds each to its
@@ -257,7 +255,7 @@ std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descri
     std::uint64_t at;
     bool buffer;
   };
-  enum Unit { kGemm = 0, kSoftmax = 1, kSilu = 2 };
+  enum Unit { kGemm = 0, kSoftmax = 1, kActivation = 2 };
   std::array<std::deque<Destination>, 3> pending;  // results due from each unit, in order
   std::vector<std::uint16_t>& buffer = softmax_buffer_;
   auto store = [&](const Destination& d, std::uint16_t v) {
@@ -272,10 +270,11 @@ std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descri
   bool issued_all = false;
   std::uint64_t idle = 0;
   std::vector<std::uint16_t> a(kLanes), b(kLanes);
-  while (!issued_all || !pending[kGemm].empty() || !pending[kSoftmax].empty() || !pending[kSilu].empty()) {
+  while (!issued_all || !pending[kGemm].empty() || !pending[kSoftmax].empty() ||
+         !pending[kActivation].empty()) {
     model_->gemm_in_valid = 0;
     model_->softmax_in_valid = 0;
-    model_->silu_in_valid = 0;
+    model_->act_in_valid = 0;
     model_->cmd_out_ready = 0;
     settle();
     bool issue = false;
@@ -320,25 +319,26 @@ std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descri
           model_->softmax_in_valid = 1;
           result_due = true;
         } else {
-          std::uint16_t gate = 0, up = 0;
-          memory.read(op_a, &gate, 2);
-          memory.read(op_b, &up, 2);
-          model_->silu_in_gate = gate;
-          model_->silu_in_up = up;
-          model_->silu_in_valid = 1;
+          std::uint16_t a_element = 0, b_element = 0;
+          memory.read(op_a, &a_element, 2);
+          memory.read(op_b, &b_element, 2);
+          model_->act_in_mode = model_->cmd_out_mode;
+          model_->act_in_a = a_element;
+          model_->act_in_b = b_element;
+          model_->act_in_valid = 1;
           result_due = true;
         }
         settle();
-        const bool unit_ready = kind == CommandMicroOpKind::kGemmPass      ? model_->gemm_in_ready != 0
+        const bool unit_ready = kind == CommandMicroOpKind::kGemmPass         ? model_->gemm_in_ready != 0
                                 : kind == CommandMicroOpKind::kSoftmaxElement ? model_->softmax_in_ready != 0
-                                                                              : model_->silu_in_ready != 0;
+                                                                              : model_->act_in_ready != 0;
         if (unit_ready) {
           issue = true;
           if (result_due) pending[static_cast<std::size_t>(unit)].push_back(dest);
         } else {
           model_->gemm_in_valid = 0;
           model_->softmax_in_valid = 0;
-          model_->silu_in_valid = 0;
+          model_->act_in_valid = 0;
         }
       }
     }
@@ -359,10 +359,10 @@ std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descri
       pending[kSoftmax].pop_front();
       progress = true;
     }
-    if (model_->silu_out_valid) {
-      DUPLEX_ASSERT(!pending[kSilu].empty(), "unexpected activation result");
-      store(pending[kSilu].front(), model_->silu_out_result);
-      pending[kSilu].pop_front();
+    if (model_->act_out_valid) {
+      DUPLEX_ASSERT(!pending[kActivation].empty(), "unexpected activation result");
+      store(pending[kActivation].front(), model_->act_out_result);
+      pending[kActivation].pop_front();
       progress = true;
     }
     idle = progress ? 0 : idle + 1;

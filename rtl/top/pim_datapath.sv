@@ -28,14 +28,15 @@ module pim_datapath #(
     input  logic                softmax_out_ready,
     output logic [15:0]         softmax_out_prob,
     output logic                softmax_out_last,
-    // activation unit
-    input  logic                silu_in_valid,
-    output logic                silu_in_ready,
-    input  logic [15:0]         silu_in_gate,
-    input  logic [15:0]         silu_in_up,
-    output logic                silu_out_valid,
-    input  logic                silu_out_ready,
-    output logic [15:0]         silu_out_result,
+    // activation unit (act_in_mode: 0 SiLU gate, 1 GELU tanh, 2 ReLU)
+    input  logic                act_in_valid,
+    output logic                act_in_ready,
+    input  logic [1:0]          act_in_mode,
+    input  logic [15:0]         act_in_a,
+    input  logic [15:0]         act_in_b,
+    output logic                act_out_valid,
+    input  logic                act_out_ready,
+    output logic [15:0]         act_out_result,
     // command decoder / sequencer (pim_command_decoder.sv)
     input  logic [63:0]         cmd_cfg_memory_bytes,
     input  logic [5:0]          cmd_cfg_align_log2,
@@ -47,6 +48,7 @@ module pim_datapath #(
     output logic                cmd_out_valid,
     input  logic                cmd_out_ready,
     output logic [1:0]          cmd_out_kind,
+    output logic [1:0]          cmd_out_mode,
     output logic [63:0]         cmd_out_a,
     output logic [63:0]         cmd_out_a_stride,
     output logic [63:0]         cmd_out_b,
@@ -69,17 +71,18 @@ module pim_datapath #(
       .in_valid(softmax_in_valid), .in_ready(softmax_in_ready), .in_score(softmax_in_score),
       .in_scale(softmax_in_scale), .in_last(softmax_in_last), .out_valid(softmax_out_valid),
       .out_ready(softmax_out_ready), .out_prob(softmax_out_prob), .out_last(softmax_out_last));
-  silu_unit activation (
+  activation_unit activation (
       .clk, .rst_n,
-      .in_valid(silu_in_valid), .in_ready(silu_in_ready), .in_gate(silu_in_gate), .in_up(silu_in_up),
-      .out_valid(silu_out_valid), .out_ready(silu_out_ready), .out_result(silu_out_result));
+      .in_valid(act_in_valid), .in_ready(act_in_ready), .in_mode(act_in_mode), .in_a(act_in_a),
+      .in_b(act_in_b), .out_valid(act_out_valid), .out_ready(act_out_ready), .out_result(act_out_result));
   pim_command_decoder #(.LANES(LANES), .SOFTMAX_MAX_N(SOFTMAX_MAX_N)) decoder (
       .clk, .rst_n,
       .cfg_memory_bytes(cmd_cfg_memory_bytes), .cfg_align_log2(cmd_cfg_align_log2),
       .cfg_input_buffer_bytes(cmd_cfg_input_buffer_bytes),
       .cfg_softmax_buffer_bytes(cmd_cfg_softmax_buffer_bytes),
       .in_valid(cmd_in_valid), .in_ready(cmd_in_ready), .in_descriptor(cmd_in_descriptor),
-      .out_valid(cmd_out_valid), .out_ready(cmd_out_ready), .out_kind(cmd_out_kind), .out_a(cmd_out_a),
+      .out_valid(cmd_out_valid), .out_ready(cmd_out_ready), .out_kind(cmd_out_kind), .out_mode(cmd_out_mode),
+      .out_a(cmd_out_a),
       .out_a_stride(cmd_out_a_stride), .out_b(cmd_out_b), .out_b_buffer(cmd_out_b_buffer),
       .out_dest(cmd_out_dest), .out_dest_buffer(cmd_out_dest_buffer), .out_count(cmd_out_count),
       .out_last(cmd_out_last), .out_op_last(cmd_out_op_last), .out_seq(cmd_out_seq),

@@ -36,6 +36,8 @@ const char* to_string(Status s) {
       return "DMA error";
     case Status::kBadConfig:
       return "bad queue configuration";
+    case Status::kBadArgument:
+      return "bad argument";
   }
   return "unknown status";
 }

@@ -31,10 +31,10 @@ LogicPim::LogicPim(const HbmSpec& hbm, const PimSpec& pim, SparseMemory& memory,
 }
 
 const PimOpTiming& LogicPim::timing(const PimOpShape& s) {
-  const auto key =
-      std::make_tuple(static_cast<int>(s.kind), s.kind == PimOpKind::kGemv ? s.tokens : s.group_size,
-                      s.kind == PimOpKind::kGemv ? s.rows : s.context,
-                      s.kind == PimOpKind::kGemv ? s.cols : s.head_dim, s.elements);
+  const auto key = std::make_tuple(
+      static_cast<int>(s.kind), s.kind == PimOpKind::kGemv ? s.tokens : s.group_size,
+      s.kind == PimOpKind::kGemv ? s.rows : s.context, s.kind == PimOpKind::kGemv ? s.cols : s.head_dim,
+      s.elements, static_cast<int>(s.activation_mode));
   auto it = memo_.find(key);
   if (it == memo_.end()) it = memo_.emplace(key, time_pim_op(hbm_, pim_, s)).first;
   counters_ += it->second.actions;
@@ -89,12 +89,13 @@ PimOpTiming LogicPim::attention(const AttentionArgs& a) {
 PimOpTiming LogicPim::activation(const ActivationArgs& a) {
   check_activation(hbm_, pim_, memory_.capacity(), a);
   const auto bytes = static_cast<std::uint64_t>(a.elements) * 2;
-  const std::vector<std::uint16_t> g = load(memory_, a.gate, a.elements);
-  const std::vector<std::uint16_t> u = load(memory_, a.up, a.elements);
-  std::vector<std::uint16_t> out(g.size());
-  datapath_->silu_gate_fp16_n(g.data(), u.data(), out.data(), out.size());
+  const PimOpShape shape = shape_of(a);
+  const std::vector<std::uint16_t> x = load(memory_, a.gate, a.elements);
+  const std::vector<std::uint16_t> y = load(memory_, a.up, a.elements);
+  std::vector<std::uint16_t> out(x.size());
+  datapath_->activation_fp16_n(shape.activation_mode, x.data(), y.data(), out.data(), out.size());
   memory_.write(a.out, out.data(), bytes);
-  return timing(shape_of(a));
+  return timing(shape);
 }
 
 PimCommandResult LogicPim::run_command(const hostif::CommandDescriptor& d) {

@@ -30,6 +30,15 @@ void check_operand(const HbmSpec& hbm, std::uint64_t memory_bytes, std::uint64_t
                                  bytes, memory_bytes));
 }
 
+// The kPimActivation mode word a4: 0..2 (pim::ActivationMode), else kBadArgument.
+pim::ActivationMode activation_mode_of(std::uint64_t mode) {
+  if (mode >= static_cast<std::uint64_t>(pim::kActivationModes))
+    throw PimOpError(
+        PimFault::kBadArgument,
+        fmt::format("PIM activation mode {}: expected 0 (silu-gate), 1 (gelu-tanh) or 2 (relu)", mode));
+  return static_cast<pim::ActivationMode>(mode);
+}
+
 }  // namespace
 
 std::uint64_t fp16_bytes(std::int64_t a, std::int64_t b) {
@@ -58,7 +67,7 @@ AttentionArgs attention_args(const hostif::CommandDescriptor& d) {
 
 ActivationArgs activation_args(const hostif::CommandDescriptor& d) {
   const auto& a = d.args;
-  return {a[0], a[1], a[2], as_int(a[3])};
+  return {a[0], a[1], a[2], as_int(a[3]), a[4]};
 }
 
 PimOpShape shape_of(const GemvArgs& a) {
@@ -84,6 +93,7 @@ PimOpShape shape_of(const ActivationArgs& a) {
   PimOpShape s;
   s.kind = PimOpKind::kActivation;
   s.elements = a.elements;
+  s.activation_mode = activation_mode_of(a.mode);
   return s;
 }
 
@@ -119,7 +129,11 @@ void check_attention(const HbmSpec& hbm, const PimSpec& pim, std::uint64_t memor
 
 void check_activation(const HbmSpec& hbm, const PimSpec& pim, std::uint64_t memory_bytes,
                       const ActivationArgs& a) {
-  check_pim_op(hbm, pim, shape_of(a));
+  PimOpShape shape;
+  shape.kind = PimOpKind::kActivation;
+  shape.elements = a.elements;
+  check_pim_op(hbm, pim, shape);  // the element count (kBadShape) before the mode
+  activation_mode_of(a.mode);     // kBadArgument
   const std::uint64_t bytes = fp16_bytes(a.elements, 1);
   check_operand(hbm, memory_bytes, a.gate, bytes, "gate");
   check_operand(hbm, memory_bytes, a.up, bytes, "up");
@@ -136,6 +150,8 @@ Status to_status(PimFault fault) {
       return Status::kBufferOverflow;
     case PimFault::kBadShape:
       return Status::kBadShape;
+    case PimFault::kBadArgument:
+      return Status::kBadArgument;
   }
   DUPLEX_ASSERT(false, "unknown PimFault");
   return Status::kBadShape;

@@ -137,6 +137,11 @@ void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& s) {
     }
     case PimOpKind::kActivation:
       positive(s.elements, "elements");
+      if (static_cast<unsigned>(s.activation_mode) >= static_cast<unsigned>(pim::kActivationModes))
+        throw PimOpError(
+            PimFault::kBadArgument,
+            fmt::format("PIM activation mode {}: expected 0 (silu-gate), 1 (gelu-tanh) or 2 (relu)",
+                        static_cast<unsigned>(s.activation_mode)));
       break;
   }
 }
@@ -218,7 +223,7 @@ PimOpTiming time_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape
       s.cycles_per_wave = activation_cycles_total / static_cast<double>(s.waves);
       segs.push_back(s);
       out_bytes = static_cast<double>(shape.elements * kInputElementBytes);
-      tail_cycles = pim::timing::kSiluLatency;
+      tail_cycles = pim::timing::activation_latency(shape.activation_mode);
       break;
     }
   }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <numbers>
 #include <random>
 #include <vector>
 
@@ -140,6 +141,53 @@ TEST(DatapathAccuracy, SiluGateUlpsExhaustiveGate) {
   }
   std::printf("silu_gate: max %d FP16 ulp over every finite gate x 3 up values, %.2f%% correctly rounded\n",
               worst_ulps, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
+  EXPECT_LE(worst_ulps, 1);
+}
+
+// gelu_tanh(s) = 0.5 s (1 + tanh(x)) = s sigmoid(2x), x = sqrt(2/pi) (s + 0.044715 s^3), in double; the
+// sigmoid form has no cancellation for very negative s (1 + tanh(x) rounds to 0 in double below x ~ -19).
+double gelu_tanh_reference(double s) {
+  const double z = 2.0 * std::sqrt(2.0 / std::numbers::pi) * (s + 0.044715 * s * s * s);
+  return s / (1.0 + std::exp(-z));
+}
+
+TEST(DatapathAccuracy, GeluTanhUlpsEveryFiniteInputTimesBiases) {
+  int worst_ulps = 0;
+  std::size_t total = 0;
+  std::size_t exact = 0;
+  std::uint16_t worst_a = 0;
+  std::uint16_t worst_b = 0;
+  for (const float bias : {0.0f, 0.5f, -1.25f, 3.0f, -0.0078125f, 100.0f}) {
+    const std::uint16_t b = float_to_half_bits(bias);
+    int bias_worst = 0;
+    std::size_t bias_total = 0;
+    std::size_t bias_exact = 0;
+    for (std::uint32_t bits = 0; bits < 0x10000u; ++bits) {
+      const auto a = static_cast<std::uint16_t>(bits);
+      if (((a >> 10) & 0x1Fu) == 0x1Fu) continue;      // Inf / NaN: GeluTanhSpecialValues
+      const auto s = static_cast<float>(f(a) + f(b));  // the FP32 sum (the double sum is exact)
+      const std::uint16_t want = nearest_fp16(gelu_tanh_reference(static_cast<double>(s)));
+      if (((want >> 10) & 0x1Fu) == 0x1Fu) continue;  // overflow: both Inf
+      const int ulps = fp16_ulps(activation_fp16(ActivationMode::kGeluTanh, a, b), want);
+      if (ulps > worst_ulps) {
+        worst_ulps = ulps;
+        worst_a = a;
+        worst_b = b;
+      }
+      bias_worst = std::max(bias_worst, ulps);
+      bias_exact += ulps == 0;
+      ++bias_total;
+    }
+    std::printf("gelu_tanh, b = %g: max %d FP16 ulp over every finite a, %.3f%% correctly rounded\n",
+                static_cast<double>(bias), bias_worst,
+                100.0 * static_cast<double>(bias_exact) / static_cast<double>(bias_total));
+    exact += bias_exact;
+    total += bias_total;
+  }
+  std::printf(
+      "gelu_tanh: max %d FP16 ulp (a 0x%04x, b 0x%04x) over every finite a x 6 biases, %.3f%% correctly "
+      "rounded (%zu inputs)\n",
+      worst_ulps, worst_a, worst_b, 100.0 * static_cast<double>(exact) / static_cast<double>(total), total);
   EXPECT_LE(worst_ulps, 1);
 }
 

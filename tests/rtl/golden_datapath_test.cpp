@@ -4,15 +4,19 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 #include "duplex/rtl/datapath.hpp"
 #include "duplex/rtl/golden_datapath.hpp"
+#include "fp16_reference.hpp"
 
 namespace duplex::pim {
 namespace {
+
+using testing::nearest_fp16;
 
 std::uint16_t h(float x) {
   return float_to_half_bits(x);
@@ -134,6 +138,81 @@ TEST(GoldenDatapath, SiluGateWithinOneUlpOfDoubleReference) {
   EXPECT_EQ(silu_gate_fp16(0x7C00, 0x0000), 0x7E00u);  // Inf x 0
   EXPECT_EQ(silu_gate_fp16(0xFC00, 0x3C00), 0x7E00u);  // -Inf x sigmoid(-Inf) = -Inf x 0 (README.md)
   EXPECT_EQ(silu_gate_fp16(0x3C00, 0x7E00), 0x7E00u);
+}
+
+TEST(GoldenDatapath, ActivationSiluGateModeIsSiluGate) {
+  for (std::uint32_t gate = 0; gate < 0x10000u; ++gate)
+    for (const std::uint16_t up : {h(1.0f), h(-0.7f), std::uint16_t{0x7E00}, std::uint16_t{0x0001}})
+      ASSERT_EQ(activation_fp16(ActivationMode::kSiluGate, static_cast<std::uint16_t>(gate), up),
+                silu_gate_fp16(static_cast<std::uint16_t>(gate), up))
+          << std::hex << gate << " " << up;
+}
+
+TEST(GoldenDatapath, GeluTanhSpecialValues) {
+  auto gelu = [](std::uint16_t a, std::uint16_t b) {
+    return activation_fp16(ActivationMode::kGeluTanh, a, b);
+  };
+  EXPECT_EQ(gelu(0x0000, 0x0000), 0x0000u);
+  EXPECT_EQ(gelu(0x8000, 0x8000), 0x8000u);                    // s = -0: -0 x 1/2
+  EXPECT_EQ(gelu(0x8000, 0x0000), 0x0000u);                    // s = -0 + +0 = +0
+  EXPECT_EQ(gelu(0x7E00, 0x0000), 0x7E00u);                    // NaN
+  EXPECT_EQ(gelu(0x3C00, 0x7D00), 0x7E00u);                    // NaN bias (payload dropped)
+  EXPECT_EQ(gelu(0x7C00, 0x0000), 0x7C00u);                    // +Inf x sigmoid(+Inf) = +Inf x 1
+  EXPECT_EQ(gelu(0xFC00, 0x0000), 0x7E00u);                    // -Inf x sigmoid(-Inf) = -Inf x 0 (README.md)
+  EXPECT_EQ(gelu(0x7C00, 0xFC00), 0x7E00u);                    // Inf - Inf
+  EXPECT_EQ(gelu(0x7BFF, 0x0000), 0x7BFFu);                    // 65504: sigmoid exactly 1
+  EXPECT_EQ(gelu(0x7BFF, 0x7BFF), 0x7C00u);                    // s = 131008 rounds to +Inf
+  EXPECT_EQ(gelu(h(-20.0f), 0x0000), 0x8000u);                 // |z| > 64: sigmoid 0, -20 x 0 = -0
+  EXPECT_EQ(gelu(0xFBFF, 0x0000), 0x8000u);                    // -65504 -> -0
+  EXPECT_EQ(gelu(h(-4.0f), h(2.0f)), gelu(h(-2.0f), 0x0000));  // the bias is added before the activation
+  EXPECT_EQ(gelu(h(1.0f), 0x0000), h(0.8411920f));             // gelu_tanh(1) = 0.841192 (FP16 0x3ABB)
+  EXPECT_THROW(activation_fp16(static_cast<ActivationMode>(3), 0, 0), Error);
+  EXPECT_EQ(std::string(to_string(ActivationMode::kGeluTanh)), "gelu-tanh");
+  EXPECT_THROW(to_string(static_cast<ActivationMode>(7)), Error);
+}
+
+TEST(GoldenDatapath, ReluOfTheSumExhaustive) {
+  std::size_t checked = 0;
+  for (const float bias : {0.0f, -0.0f, 0.5f, -1.25f, 3.0f, 1000.0f, -0.0001f}) {
+    const std::uint16_t b = h(bias);
+    for (std::uint32_t bits = 0; bits < 0x10000u; ++bits) {
+      const auto a = static_cast<std::uint16_t>(bits);
+      const double exact = f(a) + f(b);          // exact in double: two FP16 values
+      const auto s = static_cast<float>(exact);  // one RNE rounding: the FP32 sum
+      const std::uint16_t want = std::isnan(s) ? std::uint16_t{0x7E00}
+                                 : s > 0.0f    ? nearest_fp16(s)
+                                               : std::uint16_t{0};
+      ASSERT_EQ(activation_fp16(ActivationMode::kRelu, a, b), want) << std::hex << a << " " << b;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 7u * 65536u);
+  EXPECT_EQ(activation_fp16(ActivationMode::kRelu, 0x8000, 0x0000), 0x0000u);  // -0 -> +0
+  EXPECT_EQ(activation_fp16(ActivationMode::kRelu, 0xFC00, 0x0000), 0x0000u);  // -Inf -> +0
+  EXPECT_EQ(activation_fp16(ActivationMode::kRelu, 0x7C00, 0x0000), 0x7C00u);
+  EXPECT_EQ(activation_fp16(ActivationMode::kRelu, 0x7BFF, 0x7BFF), 0x7C00u);  // 131008 -> Inf
+  EXPECT_EQ(activation_fp16(ActivationMode::kRelu, 0xFE00, 0x0000), 0x7E00u);  // NaN, sign cleared
+}
+
+TEST(GoldenDatapath, ActivationModesDiffer) {
+  // One input where each pair of modes disagrees: a mode mixed up anywhere changes bits.
+  const std::uint16_t a = h(-0.5f);
+  const std::uint16_t b = h(0.25f);
+  const std::uint16_t silu = activation_fp16(ActivationMode::kSiluGate, a, b);
+  const std::uint16_t gelu = activation_fp16(ActivationMode::kGeluTanh, a, b);
+  const std::uint16_t relu = activation_fp16(ActivationMode::kRelu, a, b);
+  EXPECT_NE(silu, gelu);
+  EXPECT_NE(silu, relu);
+  EXPECT_NE(gelu, relu);
+  auto dp = make_golden_datapath(DatapathParams{});
+  const std::vector<std::uint16_t> as{a, a};
+  const std::vector<std::uint16_t> bs{b, b};
+  std::vector<std::uint16_t> out(2);
+  dp->activation_fp16_n(ActivationMode::kGeluTanh, as.data(), bs.data(), out.data(), 2);
+  EXPECT_EQ(out[1], gelu);
+  EXPECT_EQ(dp->silu_gate_fp16(a, b), silu);
+  EXPECT_THROW(dp->activation_fp16_n(static_cast<ActivationMode>(3), as.data(), bs.data(), out.data(), 2),
+               Error);
 }
 
 TEST(GoldenDatapath, DecodeAttentionComposesTheUnits) {

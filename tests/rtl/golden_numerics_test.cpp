@@ -122,5 +122,33 @@ TEST(GoldenNumerics, MulRoundFp16IsTheNearestFp16OfTheExactProduct) {
   EXPECT_EQ(mul_round_fp16(0x1.8p-25f, 1.0f), 0x0001u);
 }
 
+TEST(GoldenNumerics, MulFp32IsTheRoundedExactProduct) {
+  // The exact product of two FP32 values is a double (48-bit significand, exponent >= -298): one rounding of
+  // it to float is the IEEE RNE product, subnormal and overflowing results included.
+  std::mt19937 rng(6);
+  for (int i = 0; i < 400000; ++i) {
+    std::uint32_t ab = static_cast<std::uint32_t>(rng());
+    std::uint32_t bb = static_cast<std::uint32_t>(rng());
+    if (i % 2 == 1) {  // exponents near each other's negation: products around 1, subnormal and overflow
+      ab = (ab & 0x807FFFFFu) | (static_cast<std::uint32_t>(rng() % 254 + 1) << 23);
+      bb = (bb & 0x807FFFFFu) | (static_cast<std::uint32_t>(rng() % 254 + 1) << 23);
+    }
+    const float a = fbits(ab);
+    const float b = fbits(bb);
+    const double exact = static_cast<double>(a) * static_cast<double>(b);
+    const float got = mul_fp32(a, b);
+    if (std::isnan(exact)) {
+      ASSERT_EQ(bits(got), kCanonicalNanFp32) << std::hex << ab << " " << bb;
+    } else {
+      ASSERT_EQ(bits(got), bits(static_cast<float>(exact))) << std::hex << ab << " " << bb;
+    }
+  }
+  EXPECT_EQ(bits(mul_fp32(INFINITY, 0.0f)), kCanonicalNanFp32);
+  EXPECT_EQ(bits(mul_fp32(-0.0f, 3.0f)), 0x80000000u);
+  EXPECT_EQ(bits(mul_fp32(0x1p-75f, 0x1p-75f)), 0x00000000u);    // 2^-150: half the smallest subnormal, even
+  EXPECT_EQ(bits(mul_fp32(0x1.8p-75f, 0x1p-75f)), 0x00000001u);  // 0.75 x 2^-149 rounds up
+  EXPECT_EQ(bits(mul_fp32(-0x1p64f, 0x1p64f)), 0xFF800000u);     // overflow -> -Inf
+}
+
 }  // namespace
 }  // namespace duplex::pim::numerics

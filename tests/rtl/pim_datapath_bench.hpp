@@ -17,7 +17,7 @@ class PimDatapathBench {
     if (outputs_ready) {
       model_->gemm_out_ready = 1;
       model_->softmax_out_ready = 1;
-      model_->silu_out_ready = 1;
+      model_->act_out_ready = 1;
     }
     model_->rst_n = 0;
     edge();

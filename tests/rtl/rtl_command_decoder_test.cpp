@@ -132,8 +132,15 @@ class DescriptorGenerator {
         break;
       default:
         a[3] = dim(1, 80);
+        a[4] = mode();
         break;
     }
+  }
+  // The activation mode a4: one of the three (0, 1, 2), or (1 in 8) a value outside them.
+  std::uint64_t mode() {
+    if (rng_() % 8 != 0) return rng_() % 3;
+    static constexpr std::uint64_t kBad[] = {3, 4, 255, 256, std::uint64_t{1} << 32, kMaxI64 + 1, kMaxU64};
+    return rng_() % 4 == 0 ? rng_() : kBad[rng_() % 7];
   }
   // Shapes at a buffer limit: one element past it (kBufferOverflow), or exactly at it (valid when the
   // command stays small enough to run through the RTL).
@@ -166,6 +173,7 @@ class DescriptorGenerator {
         break;
       default:
         a[3] = uniform(1, 80);  // activation has no buffer limit
+        a[4] = rng_() % 3;
         break;
     }
   }
@@ -230,6 +238,7 @@ CommandMicroOp read_micro_op(const Vpim_datapath& m) {
   op.op_last = m.cmd_out_op_last != 0;
   op.seq = m.cmd_out_seq;
   op.status = static_cast<Status>(m.cmd_out_status);
+  op.mode = static_cast<ActivationMode>(m.cmd_out_mode);
   return op;
 }
 
@@ -264,7 +273,7 @@ TEST(RtlCommandDecoder, StatusAndMicroOpsMatchGoldenAndDeviceUnderBackPressure) 
   std::mt19937_64 rng(2409);
   const std::vector<Device> devs = devices();
   const int per_device = 26000;
-  std::array<std::uint64_t, 9> by_status{};
+  std::array<std::uint64_t, 10> by_status{};
   std::uint64_t descriptors = 0, status_only = 0, micro_ops = 0;
   for (std::size_t di = 0; di < devs.size(); ++di) {
     const Device& dev = devs[di];
@@ -304,10 +313,12 @@ TEST(RtlCommandDecoder, StatusAndMicroOpsMatchGoldenAndDeviceUnderBackPressure) 
         const CommandMicroOp got = read_micro_op(m);
         const CommandMicroOp& want = expected.front();
         ASSERT_EQ(got, want) << "device " << di << " micro-op " << micro_ops << ": kind "
-                             << static_cast<int>(got.kind) << "/" << static_cast<int>(want.kind) << " a " << got.a
-                             << "/" << want.a << " b " << got.b << "/" << want.b << " dest " << got.dest << "/"
-                             << want.dest << " count " << got.count << "/" << want.count << " status "
-                             << static_cast<int>(got.status) << "/" << static_cast<int>(want.status);
+                             << static_cast<int>(got.kind) << "/" << static_cast<int>(want.kind) << " a "
+                             << got.a << "/" << want.a << " b " << got.b << "/" << want.b << " dest "
+                             << got.dest << "/" << want.dest << " count " << got.count << "/" << want.count
+                             << " status " << static_cast<int>(got.status) << "/"
+                             << static_cast<int>(want.status) << " mode " << static_cast<int>(got.mode) << "/"
+                             << static_cast<int>(want.mode);
         expected.pop_front();
         ++micro_ops;
         quiet = 0;
@@ -326,7 +337,7 @@ TEST(RtlCommandDecoder, StatusAndMicroOpsMatchGoldenAndDeviceUnderBackPressure) 
               static_cast<unsigned long long>(descriptors), static_cast<unsigned long long>(status_only),
               static_cast<unsigned long long>(micro_ops), static_cast<unsigned long long>(bench.cycle()));
   for (Status s : {Status::kOk, Status::kBadOpcode, Status::kOutOfRange, Status::kMisaligned,
-                   Status::kBufferOverflow, Status::kBadShape}) {
+                   Status::kBufferOverflow, Status::kBadShape, Status::kBadArgument}) {
     std::printf("  %-22s %llu\n", sysc::hostif::to_string(s),
                 static_cast<unsigned long long>(by_status[static_cast<std::size_t>(s)]));
     EXPECT_GT(by_status[static_cast<std::size_t>(s)], 1000u) << sysc::hostif::to_string(s);
@@ -402,6 +413,57 @@ TEST(RtlCommandDecoder, TimingMatchesTheConstants) {
   EXPECT_EQ(first_out - accepted, static_cast<std::uint64_t>(timing::kCommandDecoderLatency));
   // Back to back: the last micro-op of all three commands comes with no bubble.
   EXPECT_EQ(bench.cycle() - 1 - accepted, timing::command_decoder_cycles(total));
+}
+
+// The activation mode a4: every valid mode reaches every micro-op; any other value is kBadArgument, checked
+// after the element count and before the operands; RTL = golden = check_pim_command.
+TEST(RtlCommandDecoder, ActivationModeField) {
+  PimDatapathBench bench(false);
+  auto& m = bench.m();
+  const Device dev = devices()[1];
+  set_config(m, dev.config);
+  m.cmd_out_ready = 1;
+  struct Case {
+    std::array<std::uint64_t, 7> args;
+    Status status;
+  };
+  const std::vector<Case> cases = {
+      {{0x100, 0x200, 0x300, 5, 0, 0, 0}, Status::kOk},
+      {{0x100, 0x200, 0x300, 5, 1, 0, 0}, Status::kOk},
+      {{0x100, 0x200, 0x300, 5, 2, 0, 0}, Status::kOk},
+      {{0x100, 0x200, 0x300, 5, 3, 0, 0}, Status::kBadArgument},
+      {{0x100, 0x200, 0x300, 5, 0x102, 0, 0}, Status::kBadArgument},  // the low bits alone would be valid
+      {{0x100, 0x200, 0x300, 5, kMaxU64, 0, 0}, Status::kBadArgument},
+      {{0x100, 0x200, 0x300, 0, 3, 0, 0}, Status::kBadShape},     // elements first
+      {{0x101, 0x200, 0x300, 5, 7, 0, 0}, Status::kBadArgument},  // then the mode, before misalignment
+      {{0x101, 0x200, 0x300, 5, 1, 0, 0}, Status::kMisaligned},
+  };
+  for (const Case& c : cases) {
+    const Bytes b = bytes_of({Opcode::kPimActivation, 0, 11, c.args});
+    EXPECT_EQ(decode_command_status(b.data(), dev.config), c.status) << describe(b);
+    EXPECT_EQ(
+        sysc::check_pim_command(dev.hbm, dev.pim, dev.memory, sysc::hostif::decode_descriptor(b.data())),
+        c.status)
+        << describe(b);
+    const auto want = sequence_pim_command(b.data(), dev.config, kRtlLanes);
+    if (c.status == Status::kOk) {
+      ASSERT_EQ(want.size(), 5u);
+      for (const auto& op : want) EXPECT_EQ(op.mode, static_cast<ActivationMode>(c.args[4]));
+    }
+    m.cmd_in_valid = 1;
+    set_descriptor(m, b);
+    bench.settle();
+    ASSERT_TRUE(m.cmd_in_ready);
+    bench.edge();
+    m.cmd_in_valid = 0;
+    for (const auto& op : want) {
+      bench.settle();
+      ASSERT_TRUE(m.cmd_out_valid);
+      EXPECT_EQ(read_micro_op(m), op) << describe(b) << " mode " << static_cast<int>(m.cmd_out_mode);
+      bench.edge();
+    }
+  }
+  EXPECT_STREQ(sysc::hostif::to_string(Status::kBadArgument), "bad argument");
 }
 
 TEST(PimCommandDecoderGolden, DocumentedExpansion) {

@@ -62,6 +62,7 @@ class Commands {
       default:
         c.opcode = Opcode::kPimActivation;
         a[3] = uniform(1, 2000);
+        a[4] = rng_() % 20 == 0 ? uniform(3, 300) : rng_() % 3;  // the mode; 1 in 20 outside the three
         break;
     }
     // Each operand in its own 2 MiB slot (a command's outputs never overlap its inputs); the slots of
@@ -93,10 +94,11 @@ TEST(RtlCommandPath, LogicPimCommandsOnTheRtlDecoderEqualTheGoldenOps) {
   Side golden(system, "golden"), rtl(system, "rtl");
   std::mt19937 rng(11);
   std::vector<std::uint16_t> data(kRegion / 2);
-  for (auto& x : data) x = static_cast<std::uint16_t>(0x3000 + rng() % 0x1000);  // FP16 in [0.125, 1)
+  for (auto& x : data)  // FP16 with |x| in [0.125, 1), either sign
+    x = static_cast<std::uint16_t>((0x3000 + rng() % 0x1000) | (rng() % 2 ? 0x8000 : 0));
   for (Side* s : {&golden, &rtl}) s->memory.write(0, data.data(), kRegion);
   Commands gen(5);
-  std::vector<int> by_status(9);
+  std::vector<int> by_status(10);
   for (int i = 0; i < 150; ++i) {
     const CommandDescriptor c = gen.next();
     const PimCommandResult want = golden.pim.run_command(c);
@@ -118,6 +120,47 @@ TEST(RtlCommandPath, LogicPimCommandsOnTheRtlDecoderEqualTheGoldenOps) {
   EXPECT_GT(by_status[static_cast<std::size_t>(Status::kOk)], 100);
   EXPECT_GT(by_status[static_cast<std::size_t>(Status::kMisaligned)], 5);
   EXPECT_GT(by_status[static_cast<std::size_t>(Status::kOutOfRange)], 5);
+  EXPECT_GT(by_status[static_cast<std::size_t>(Status::kBadArgument)], 0);
+}
+
+// One activation command per mode on both datapaths: every output is activation_fp16(mode, a[i], b[i]), and
+// the three modes give different bytes (a mode lost or mixed up on the way to the unit fails here).
+TEST(RtlCommandPath, ActivationCommandInEachMode) {
+  const SystemSpec system = load_system("duplex");
+  Side golden(system, "golden"), rtl(system, "rtl");
+  const std::uint64_t n = 3000;
+  std::mt19937 rng(12);
+  std::vector<std::uint16_t> a(n), b(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    a[i] = static_cast<std::uint16_t>(i * 21);  // spread over every exponent and sign
+    b[i] = static_cast<std::uint16_t>((0x2000 + rng() % 0x1C00) | (rng() % 2 ? 0x8000 : 0));
+  }
+  std::vector<std::vector<std::uint16_t>> outputs;
+  for (const pim::ActivationMode mode :
+       {pim::ActivationMode::kSiluGate, pim::ActivationMode::kGeluTanh, pim::ActivationMode::kRelu}) {
+    for (Side* s : {&golden, &rtl}) {
+      s->memory.write(0x10000, a.data(), 2 * n);
+      s->memory.write(0x20000, b.data(), 2 * n);
+      CommandDescriptor c;
+      c.opcode = Opcode::kPimActivation;
+      c.args = {0x10000, 0x20000, 0x30000, n, static_cast<std::uint64_t>(mode), 0, 0};
+      ASSERT_EQ(s->pim.run_command(c).status, Status::kOk) << pim::to_string(mode);
+      std::vector<std::uint16_t> out(n);
+      s->memory.read(0x30000, out.data(), 2 * n);
+      for (std::uint64_t i = 0; i < n; ++i)
+        ASSERT_EQ(out[i], pim::activation_fp16(mode, a[i], b[i]))
+            << pim::to_string(mode) << " " << s->pim.datapath().kind() << " element " << i;
+      outputs.push_back(out);
+    }
+  }
+  EXPECT_NE(outputs[0], outputs[2]);
+  EXPECT_NE(outputs[2], outputs[4]);
+  EXPECT_NE(outputs[0], outputs[4]);
+  CommandDescriptor bad;
+  bad.opcode = Opcode::kPimActivation;
+  bad.args = {0x10000, 0x20000, 0x30000, n, 3, 0, 0};
+  EXPECT_EQ(golden.pim.run_command(bad).status, Status::kBadArgument);
+  EXPECT_EQ(rtl.pim.run_command(bad).status, Status::kBadArgument);
 }
 
 TEST(RtlCommandPath, BadOpcodeIsRejectedByTheDecoder) {

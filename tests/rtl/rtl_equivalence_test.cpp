@@ -162,6 +162,39 @@ TEST_F(RtlEquivalence, SiluGateExhaustiveGateBitExact) {
   EXPECT_EQ(rtl_->silu_gate_fp16(0x3C00, 0x4000), golden_->silu_gate_fp16(0x3C00, 0x4000));
 }
 
+// GELU (tanh) and ReLU: every FP16 a bit pattern (65536) with five b values each: 0, a corner case, any bit
+// pattern, a realistic bias, a large one (655360 vectors per mode).
+TEST_F(RtlEquivalence, GeluTanhAndReluExhaustiveABitExact) {
+  Fp16Source src(106);
+  std::vector<std::uint16_t> a(65536);
+  std::vector<std::uint16_t> b(65536);
+  std::vector<std::uint16_t> want(65536);
+  std::vector<std::uint16_t> got(65536);
+  for (const ActivationMode mode : {ActivationMode::kGeluTanh, ActivationMode::kRelu}) {
+    std::size_t mismatches = 0;
+    for (int round = 0; round < 5; ++round) {
+      for (std::uint32_t i = 0; i < 65536; ++i) {
+        a[i] = static_cast<std::uint16_t>(i);
+        b[i] = round == 0   ? std::uint16_t{0}
+               : round == 1 ? src.corner()
+               : round == 2 ? src.any_bits()
+               : round == 3 ? src.mixed(0, -8, 1)
+                            : src.mixed(0, 4, 15);
+      }
+      golden_->activation_fp16_n(mode, a.data(), b.data(), want.data(), a.size());
+      rtl_->activation_fp16_n(mode, a.data(), b.data(), got.data(), a.size());
+      for (std::size_t i = 0; i < a.size(); ++i)
+        if (want[i] != got[i] && ++mismatches <= 10)
+          ADD_FAILURE() << to_string(mode) << " a " << std::hex << a[i] << " b " << b[i] << ": golden "
+                        << want[i] << " rtl " << got[i];
+    }
+    EXPECT_EQ(mismatches, 0u) << to_string(mode);
+  }
+  std::vector<std::uint16_t> one(1);
+  EXPECT_THROW(rtl_->activation_fp16_n(static_cast<ActivationMode>(3), one.data(), one.data(), one.data(), 1),
+               Error);
+}
+
 TEST_F(RtlEquivalence, DecodeAttentionSameBytes) {
   Fp16Source src(105);
   const std::size_t group = 4;

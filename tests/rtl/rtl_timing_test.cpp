@@ -82,31 +82,84 @@ TEST(RtlTiming, SoftmaxCyclesPerRow) {
   }
 }
 
-TEST(RtlTiming, SiluLatencyAndInitiationInterval) {
-  Bench bench;
-  auto& m = bench.m();
-  const std::size_t n = 100;
-  const std::uint64_t first = bench.cycle();
-  std::uint64_t first_out = 0;
-  std::uint64_t last_out = 0;
-  std::size_t outputs = 0;
-  for (std::size_t i = 0; outputs < n; ++i) {
-    m.silu_in_valid = i < n;
-    m.silu_in_gate = 0x3C00;
-    m.silu_in_up = 0x3C00;
-    bench.settle();
-    if (i < n) {
-      ASSERT_TRUE(m.silu_in_ready);
+// Every mode: latency (activation_latency) and one element per cycle (activation_cycles); the results are the
+// golden model's.
+TEST(RtlTiming, ActivationLatencyAndInitiationIntervalPerMode) {
+  const std::vector<std::uint16_t> a{0x3C00, 0xB800, 0x4200, 0xC100};  // 1, -0.5, 3, -2.5
+  const std::vector<std::uint16_t> b{0x0000, 0x3400, 0xBC00, 0x3800};  // 0, 0.25, -1, 0.5
+  for (const ActivationMode mode :
+       {ActivationMode::kSiluGate, ActivationMode::kGeluTanh, ActivationMode::kRelu}) {
+    Bench bench;
+    auto& m = bench.m();
+    const std::size_t n = 100;
+    m.act_in_mode = static_cast<std::uint8_t>(mode);
+    const std::uint64_t first = bench.cycle();
+    std::uint64_t first_out = 0;
+    std::uint64_t last_out = 0;
+    std::vector<std::uint16_t> got;
+    for (std::size_t i = 0; got.size() < n; ++i) {
+      m.act_in_valid = i < n;
+      m.act_in_a = a[i % a.size()];
+      m.act_in_b = b[i % b.size()];
+      bench.settle();
+      if (i < n) {
+        ASSERT_TRUE(m.act_in_ready) << to_string(mode) << " stalls at element " << i;
+      }
+      bench.edge();
+      if (m.act_out_valid) {
+        if (got.empty()) first_out = bench.cycle();
+        last_out = bench.cycle();
+        got.push_back(m.act_out_result);
+      }
+      ASSERT_LT(bench.cycle(), 1000u);
     }
-    bench.edge();
-    if (m.silu_out_valid) {
-      if (outputs++ == 0) first_out = bench.cycle();
-      last_out = bench.cycle();
-    }
-    ASSERT_LT(bench.cycle(), 1000u);
+    EXPECT_EQ(first_out - first, static_cast<std::uint64_t>(timing::activation_latency(mode)))
+        << to_string(mode);
+    EXPECT_EQ(last_out - first, timing::activation_cycles(mode, n)) << to_string(mode);
+    for (std::size_t i = 0; i < n; ++i)
+      EXPECT_EQ(got[i], activation_fp16(mode, a[i % a.size()], b[i % b.size()]))
+          << to_string(mode) << " " << i;
   }
-  EXPECT_EQ(first_out - first, static_cast<std::uint64_t>(timing::kSiluLatency));
-  EXPECT_EQ(last_out - first_out, (n - 1) * timing::kSiluInitiationInterval);
+  EXPECT_EQ(timing::kSiluLatency, 5);
+  EXPECT_EQ(timing::kReluLatency, 5);
+  EXPECT_EQ(timing::kGeluTanhLatency, 10);
+}
+
+// A SiLU / ReLU element right behind a GELU element waits until the GELU front stages have drained: it is
+// accepted kActivationFrontStages cycles later than it would be behind one of its own mode, and the results
+// come out in input order.
+TEST(RtlTiming, ActivationModeSwitchStall) {
+  for (const ActivationMode short_mode : {ActivationMode::kSiluGate, ActivationMode::kRelu}) {
+    Bench bench;
+    auto& m = bench.m();
+    const std::uint16_t x = 0xB800;  // -0.5
+    const std::uint16_t y = 0x3400;  // 0.25
+    m.act_in_valid = 1;
+    m.act_in_mode = static_cast<std::uint8_t>(ActivationMode::kGeluTanh);
+    m.act_in_a = x;
+    m.act_in_b = y;
+    bench.settle();
+    ASSERT_TRUE(m.act_in_ready);
+    const std::uint64_t gelu_in = bench.cycle();
+    bench.edge();
+    m.act_in_mode = static_cast<std::uint8_t>(short_mode);
+    std::uint64_t short_in = 0;
+    std::vector<std::uint16_t> got;
+    while (got.size() < 2) {
+      bench.settle();
+      const bool fire = m.act_in_valid && m.act_in_ready;
+      if (fire) short_in = bench.cycle();
+      bench.edge();
+      if (fire) m.act_in_valid = 0;
+      if (m.act_out_valid) got.push_back(m.act_out_result);
+      ASSERT_LT(bench.cycle(), 100u);
+    }
+    EXPECT_EQ(short_in - gelu_in, 1u + static_cast<std::uint64_t>(timing::kActivationFrontStages))
+        << to_string(short_mode);
+    EXPECT_EQ(got[0], activation_fp16(ActivationMode::kGeluTanh, x, y));
+    EXPECT_EQ(got[1], activation_fp16(short_mode, x, y));
+    EXPECT_NE(got[0], got[1]);
+  }
 }
 
 // Random input gaps and output back-pressure change only timing, never values or order.
@@ -179,32 +232,36 @@ TEST(RtlHandshake, BackPressureKeepsEveryResult) {
   }
   EXPECT_EQ(p_got, p_want);
 
-  // Activation unit: 500 pairs.
-  std::vector<std::uint16_t> gate(500);
-  std::vector<std::uint16_t> up(500);
-  for (std::size_t i = 0; i < gate.size(); ++i) {
-    gate[i] = src.any_bits();
-    up[i] = src.mixed(16);
+  // Activation unit: 2000 pairs in random modes (mode switches stall the input), every bit pattern of a.
+  std::vector<std::uint16_t> act_a(2000);
+  std::vector<std::uint16_t> act_b(2000);
+  std::vector<ActivationMode> modes(2000);
+  for (std::size_t i = 0; i < act_a.size(); ++i) {
+    act_a[i] = src.any_bits();
+    act_b[i] = src.mixed(16);
+    modes[i] = static_cast<ActivationMode>(i / 7 % 5 == 0 ? coin() % 3 : (i / 7) % 3);  // runs and mixes
   }
   std::vector<std::uint16_t> a_got;
   sent = 0;
-  while (a_got.size() < gate.size()) {
-    const bool valid = sent < gate.size() && coin() % 3 != 0;
-    m.silu_in_valid = valid;
-    m.silu_in_gate = valid ? gate[sent] : 0;
-    m.silu_in_up = valid ? up[sent] : 0;
+  while (a_got.size() < act_a.size()) {
+    const bool valid = sent < act_a.size() && coin() % 3 != 0;
+    m.act_in_valid = valid;
+    m.act_in_mode = valid ? static_cast<std::uint8_t>(modes[sent]) : 0;
+    m.act_in_a = valid ? act_a[sent] : 0;
+    m.act_in_b = valid ? act_b[sent] : 0;
     const bool ready = coin() % 2 == 0;
-    m.silu_out_ready = ready;
+    m.act_out_ready = ready;
     bench.settle();
-    const bool in_fire = valid && m.silu_in_ready;
-    const bool out_fire = ready && m.silu_out_valid;
-    const std::uint16_t out_value = m.silu_out_result;
+    const bool in_fire = valid && m.act_in_ready;
+    const bool out_fire = ready && m.act_out_valid;
+    const std::uint16_t out_value = m.act_out_result;
     bench.edge();
     if (in_fire) ++sent;
     if (out_fire) a_got.push_back(out_value);
     ASSERT_LT(bench.cycle(), 400000u);
   }
-  for (std::size_t i = 0; i < gate.size(); ++i) EXPECT_EQ(a_got[i], silu_gate_fp16(gate[i], up[i])) << i;
+  for (std::size_t i = 0; i < act_a.size(); ++i)
+    EXPECT_EQ(a_got[i], activation_fp16(modes[i], act_a[i], act_b[i])) << i << " " << to_string(modes[i]);
 }
 
 }  // namespace

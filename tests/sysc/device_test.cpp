@@ -292,8 +292,12 @@ TEST_F(SyscDevice, RtlDatapathDeviceMatchesGoldenDevice) {
           {0x40000000, 0x41000000, 0x42000000, 0x43000000, group, context,
            static_cast<std::uint64_t>(d) | scale << 32}),
       cmd(Opcode::kPimActivation, 3, {0x50000000, 0x51000000, 0x52000000, elements}),
-      cmd(Opcode::kPimGemv, 4, {0x10000001, 0x20000000, 0x30000000, 1, rows, cols})};
-  const Status expected[] = {Status::kOk, Status::kOk, Status::kOk, Status::kMisaligned};
+      cmd(Opcode::kPimGemv, 4, {0x10000001, 0x20000000, 0x30000000, 1, rows, cols}),
+      cmd(Opcode::kPimActivation, 5, {0x50000000, 0x51000000, 0x53000000, elements, 1}),   // GELU
+      cmd(Opcode::kPimActivation, 6, {0x50000000, 0x51000000, 0x54000000, elements, 2}),   // ReLU
+      cmd(Opcode::kPimActivation, 7, {0x50000000, 0x51000000, 0x55000000, elements, 3})};  // no such mode
+  const Status expected[] = {Status::kOk, Status::kOk, Status::kOk,         Status::kMisaligned,
+                             Status::kOk, Status::kOk, Status::kBadArgument};
   for (DuplexDevice* dev : {&b.device, &b.rtl_device}) {
     dev->backdoor().write(0x10000000, w.data(), w.size() * 2);
     dev->backdoor().write(0x20000000, x.data(), x.size() * 2);
@@ -316,7 +320,7 @@ TEST_F(SyscDevice, RtlDatapathDeviceMatchesGoldenDevice) {
   for (int i = 0; i < 1000 && (b.rtl_device.busy() || rd(hostif::kRegCqTail) < done); ++i)
     sc_core::sc_start(1, sc_core::SC_US);
   ASSERT_EQ(rd(hostif::kRegCqTail), done);
-  EXPECT_EQ(rd(hostif::kRegErrors), errors_before + 1);
+  EXPECT_EQ(rd(hostif::kRegErrors), errors_before + 2);
   for (std::size_t i = 0; i < cmds.size(); ++i) {
     std::array<std::uint8_t, hostif::kCompletionBytes> raw{};
     b.access(b.rtl_mem, false,
@@ -328,12 +332,55 @@ TEST_F(SyscDevice, RtlDatapathDeviceMatchesGoldenDevice) {
   }
   for (auto [addr, n] : {std::pair<std::uint64_t, std::int64_t>{0x30000000, rows},
                          {0x43000000, group * d},
-                         {0x52000000, elements}}) {
+                         {0x52000000, elements},
+                         {0x53000000, elements},
+                         {0x54000000, elements}}) {
     std::vector<std::uint16_t> golden(static_cast<std::size_t>(n)), rtl(golden.size());
     b.device.backdoor().read(addr, golden.data(), golden.size() * 2);
     b.rtl_device.backdoor().read(addr, rtl.data(), rtl.size() * 2);
     EXPECT_EQ(rtl, golden);
   }
+}
+
+// The activation command's mode word a4 through the ring: each mode computes its own function (golden bits),
+// an old-style descriptor (a4 = 0) is SiLU-gate, and a mode outside 0..2 completes with kBadArgument.
+TEST_F(SyscDevice, ActivationModesThroughTheRing) {
+  const std::size_t n = 512;
+  std::vector<std::uint16_t> a(n), b(n);
+  std::mt19937 rng(15);
+  for (auto& v : a) v = float_to_half_bits(static_cast<float>(rng() % 1200) / 100.0f - 6.0f);
+  for (auto& v : b) v = float_to_half_bits(static_cast<float>(rng() % 200) / 200.0f - 0.5f);
+  tb().device.backdoor().write(0x60000000, a.data(), n * 2);
+  tb().device.backdoor().write(0x61000000, b.data(), n * 2);
+  std::vector<std::vector<std::uint16_t>> outs;
+  for (const pim::ActivationMode mode :
+       {pim::ActivationMode::kSiluGate, pim::ActivationMode::kGeluTanh, pim::ActivationMode::kRelu}) {
+    const CompletionEntry c =
+        tb().submit(cmd(Opcode::kPimActivation, 20,
+                        {0x60000000, 0x61000000, 0x62000000, n, static_cast<std::uint64_t>(mode)}));
+    ASSERT_EQ(c.status, Status::kOk) << pim::to_string(mode);
+    PimOpShape s;
+    s.kind = PimOpKind::kActivation;
+    s.elements = static_cast<std::int64_t>(n);
+    s.activation_mode = mode;
+    EXPECT_EQ(c.device_time_ps, static_cast<std::uint64_t>(
+                                    to_ticks(time_pim_op(tb().system.memory, *tb().system.pim, s).total)));
+    std::vector<std::uint16_t> out(n);
+    tb().device.backdoor().read(0x62000000, out.data(), n * 2);
+    for (std::size_t i = 0; i < n; ++i)
+      ASSERT_EQ(out[i], pim::activation_fp16(mode, a[i], b[i])) << pim::to_string(mode) << " " << i;
+    outs.push_back(out);
+  }
+  EXPECT_NE(outs[0], outs[1]);
+  EXPECT_NE(outs[1], outs[2]);
+  fill_sentinel();
+  EXPECT_EQ(tb().submit(cmd(Opcode::kPimActivation, 21, {0, 0x1000, 0x800000, 64, 3})).status,
+            Status::kBadArgument);
+  expect_error_then_recovers(Status::kBadArgument);
+  EXPECT_EQ(tb().submit(cmd(Opcode::kPimActivation, 22, {0, 0x1000, 0x800000, 64, ~std::uint64_t{0}})).status,
+            Status::kBadArgument);
+  expect_error_then_recovers(Status::kBadArgument);
+  expect_sentinel();
 }
 
 TEST_F(SyscDevice, BadOpcodeCompletesWithErrorAndDeviceKeepsServing) {

@@ -1,5 +1,6 @@
 // Logic-PIM ops on real bytes in device memory: results equal the golden datapath exactly, and a plain FP32
 // reference within stated bounds; malformed ops are typed errors that leave memory untouched.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -9,6 +10,7 @@
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/fp16.hpp"
+#include "duplex/rtl/datapath_timing.hpp"
 #include "duplex/rtl/golden_datapath.hpp"
 #include "duplex/sysc/logic_pim.hpp"
 
@@ -132,6 +134,42 @@ TEST_F(LogicPimOps, ActivationEqualsGolden) {
   }
 }
 
+// Every mode of the activation command: the golden bits, a double reference within 1 FP16 ulp of the result,
+// and the unit's latency per mode in the timing (GELU's 5 front stages: 5 more cycles than SiLU / ReLU).
+TEST_F(LogicPimOps, ActivationModesEqualGoldenAndTheirFunctions) {
+  const std::int64_t n = 4096;
+  const auto a = random_fp16(static_cast<std::size_t>(n), 6.0f, 8);
+  const auto b = random_fp16(static_cast<std::size_t>(n), 0.5f, 9);
+  put(0, a);
+  put(0x10000, b);
+  auto reference = [](pim::ActivationMode mode, double x, double y) {
+    const double s = static_cast<double>(static_cast<float>(x + y));
+    if (mode == pim::ActivationMode::kSiluGate) return x / (1 + std::exp(-x)) * y;
+    if (mode == pim::ActivationMode::kRelu) return s > 0 ? s : 0.0;
+    return s / (1 + std::exp(-1.5957691216057308 * (s + 0.044715 * s * s * s)));  // gelu_tanh(s)
+  };
+  double silu_ps = 0;
+  for (const pim::ActivationMode mode :
+       {pim::ActivationMode::kSiluGate, pim::ActivationMode::kGeluTanh, pim::ActivationMode::kRelu}) {
+    const PimOpTiming t = pim_.activation({0, 0x10000, 0x20000, n, static_cast<std::uint64_t>(mode)});
+    EXPECT_EQ(t.actions.activation_elements, static_cast<std::uint64_t>(n));
+    const double cycle_ps = 1e12 / sys_.pim->clock.si();
+    if (mode == pim::ActivationMode::kSiluGate)
+      silu_ps = t.total.si() * 1e12;
+    else
+      EXPECT_NEAR(t.total.si() * 1e12 - silu_ps,
+                  (pim::timing::activation_latency(mode) - pim::timing::kSiluLatency) * cycle_ps, 1.0)
+          << pim::to_string(mode);
+    const auto out = get(0x20000, static_cast<std::size_t>(n));
+    for (std::size_t k = 0; k < out.size(); ++k) {
+      ASSERT_EQ(out[k], pim::activation_fp16(mode, a[k], b[k])) << pim::to_string(mode) << " " << k;
+      const double ref = reference(mode, f(a[k]), f(b[k]));
+      const double ulp = std::ldexp(1.0, std::max(std::ilogb(std::max(std::fabs(ref), 0x1p-14)), -14) - 10);
+      EXPECT_LE(std::fabs(f(out[k]) - ref), ulp) << pim::to_string(mode) << " " << k;
+    }
+  }
+}
+
 TEST_F(LogicPimOps, MalformedOpsAreTypedErrorsAndLeaveMemoryIntact) {
   const std::vector<std::uint16_t> sentinel(64, 0x3C00);
   put(0x40000, sentinel);
@@ -160,6 +198,15 @@ TEST_F(LogicPimOps, MalformedOpsAreTypedErrorsAndLeaveMemoryIntact) {
               pim_.attention({0, 0, 0, 0x40000, 8, 1 << 14, 64, 0x3C00});
             }),
             static_cast<int>(PimFault::kBufferOverflow));
+  EXPECT_EQ(fault_of([&] {
+              pim_.activation({0, 0, 0x40000, 64, 3});
+            }),
+            static_cast<int>(PimFault::kBadArgument));
+  EXPECT_EQ(fault_of([&] { pim_.activation({0, 0, 0x40000, 0, 3}); }), static_cast<int>(PimFault::kBadShape));
+  EXPECT_EQ(fault_of([&] {
+              pim_.activation({0x2, 0, 0x40000, 64, 1u << 31});
+            }),
+            static_cast<int>(PimFault::kBadArgument));  // the mode before the operands
   EXPECT_EQ(get(0x40000, 64), sentinel);
 }
 

@@ -27,6 +27,17 @@ void Datapath::decode_attention_fp16(const std::uint16_t* q, const std::uint16_t
   }
 }
 
+std::uint16_t Datapath::silu_gate_fp16(std::uint16_t gate, std::uint16_t up) {
+  std::uint16_t out = 0;
+  activation_fp16_n(ActivationMode::kSiluGate, &gate, &up, &out, 1);
+  return out;
+}
+
+void Datapath::silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
+                                std::size_t n) {
+  activation_fp16_n(ActivationMode::kSiluGate, gate, up, out, n);
+}
+
 std::optional<std::uint16_t> Datapath::run_command(const std::uint8_t*, const CommandDecoderConfig&,
                                                    CommandMemory&) {
   return std::nullopt;
@@ -50,12 +61,10 @@ class GoldenDatapath final : public Datapath {
                     std::uint16_t* probs) override {
     pim::softmax_fp16(scores, n, scale, probs);
   }
-  std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) override {
-    return pim::silu_gate_fp16(gate, up);
-  }
-  void silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
-                        std::size_t n) override {
-    for (std::size_t i = 0; i < n; ++i) out[i] = pim::silu_gate_fp16(gate[i], up[i]);
+  void activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
+                         std::uint16_t* out, std::size_t n) override {
+    validate(mode);
+    for (std::size_t i = 0; i < n; ++i) out[i] = pim::activation_fp16(mode, a[i], b[i]);
   }
   std::optional<std::uint64_t> simulated_cycles() const override { return std::nullopt; }
 

@@ -75,6 +75,71 @@ std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) {
   return mul_round_fp16(mul_fp16_exact(gate, up), s);
 }
 
+namespace {
+
+// GELU (tanh form) constants, FP32 (RNE of the real values): 2 sqrt(2/pi) and 2 sqrt(2/pi) x 0.044715.
+constexpr float kGeluC1 = 0x1.988454p+0f;  // 0x3FCC422A = 1.59576917
+constexpr float kGeluC3 = 0x1.2444f2p-4f;  // 0x3D922279 = 0.0713548139
+
+// s = a + b, FP16 operands widened exactly to FP32, one RNE addition.
+float add_fp16_operands(std::uint16_t a, std::uint16_t b) {
+  const float* half = half_to_float_table();
+  return add_fp32(half[a], half[b]);
+}
+
+// s * sigmoid(z), z = s (c1 + c3 s^2): the sigmoid as the SiLU path computes it.
+std::uint16_t gelu_tanh_fp16(std::uint16_t a, std::uint16_t b) {
+  const float s = add_fp16_operands(a, b);
+  const float s2 = mul_fp32(s, s);
+  const float p = add_fp32(kGeluC1, mul_fp32(kGeluC3, s2));
+  const float z = mul_fp32(s, p);
+  const float u = exp_neg_fp32(z);                              // e^-|z|
+  const float y = recip_fp32(add_fp32(1.0f, u));                // sigmoid(|z|)
+  const float sg = std::signbit(z) ? mul_trunc_fp32(u, y) : y;  // sigmoid(z)
+  return mul_round_fp16(s, sg);
+}
+
+std::uint16_t relu_fp16(std::uint16_t a, std::uint16_t b) {
+  const float s = add_fp16_operands(a, b);
+  if (std::isnan(s)) return kCanonicalNanFp16;
+  return s > 0.0f ? mul_round_fp16(s, 1.0f) : std::uint16_t{0};
+}
+
+}  // namespace
+
+const char* to_string(ActivationMode mode) {
+  switch (mode) {
+    case ActivationMode::kSiluGate:
+      return "silu-gate";
+    case ActivationMode::kGeluTanh:
+      return "gelu-tanh";
+    case ActivationMode::kRelu:
+      return "relu";
+  }
+  validate(mode);
+  return "";
+}
+
+void validate(ActivationMode mode) {
+  const auto v = static_cast<unsigned>(mode);
+  if (v >= static_cast<unsigned>(kActivationModes))
+    throw Error("pim activation: mode " + std::to_string(v) +
+                "; expected 0 (silu-gate), 1 (gelu-tanh) or 2 (relu)");
+}
+
+std::uint16_t activation_fp16(ActivationMode mode, std::uint16_t a, std::uint16_t b) {
+  switch (mode) {
+    case ActivationMode::kSiluGate:
+      return silu_gate_fp16(a, b);
+    case ActivationMode::kGeluTanh:
+      return gelu_tanh_fp16(a, b);
+    case ActivationMode::kRelu:
+      return relu_fp16(a, b);
+  }
+  validate(mode);
+  return 0;
+}
+
 void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                            std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
                            std::uint16_t* out, const DatapathParams& params) {

@@ -89,6 +89,7 @@ Status attention_status(const Fields& f, const CommandDecoderConfig& c) {
 Status activation_status(const Fields& f, const CommandDecoderConfig& c) {
   const std::uint64_t elements = f.arg[3];
   if (!positive(elements)) return Status::kBadShape;
+  if (f.arg[4] >= static_cast<std::uint64_t>(kActivationModes)) return Status::kBadArgument;
   const Wide bytes = fp16_bytes(elements, 1);
   return first_failure({operand(f.arg[0], bytes, c), operand(f.arg[1], bytes, c), operand(f.arg[2], bytes, c)});
 }
@@ -182,9 +183,10 @@ std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes, cons
     }
   };
   auto element = [&](CommandMicroOpKind kind, std::uint64_t a, std::uint64_t b, std::uint64_t dest,
-                     bool dest_buffer, bool last) {
+                     bool dest_buffer, bool last, ActivationMode mode = ActivationMode::kSiluGate) {
     CommandMicroOp op;
     op.kind = kind;
+    op.mode = mode;
     op.a = a;
     op.b = b;
     op.dest = dest;
@@ -216,9 +218,10 @@ std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes, cons
     }
     default: {
       const std::uint64_t elements = a[3];
+      const auto mode = static_cast<ActivationMode>(a[4]);  // < kActivationModes (status_of)
       for (std::uint64_t i = 0; i < elements; ++i)
         element(CommandMicroOpKind::kActivationElement, a[0] + 2 * i, a[1] + 2 * i, a[2] + 2 * i, false,
-                i + 1 == elements);
+                i + 1 == elements, mode);
       break;
     }
   }

@@ -46,6 +46,8 @@ duplex_status from_device_status(hostif::Status s) {
       return DUPLEX_ERROR_DEVICE_DMA;
     case hostif::Status::kBadConfig:
       return DUPLEX_ERROR_DEVICE_BAD_CONFIG;
+    case hostif::Status::kBadArgument:
+      return DUPLEX_ERROR_DEVICE_BAD_ARGUMENT;
   }
   return DUPLEX_ERROR_INTERNAL;
 }

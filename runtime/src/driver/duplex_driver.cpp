@@ -2,6 +2,7 @@
 #include "duplex/driver/duplex_driver.h"
 
 #include <cstdio>
+#include <cstring>
 #include <exception>
 
 #include <fmt/format.h>
@@ -81,6 +82,8 @@ const char* duplex_status_string(duplex_status status) {
       return "DUPLEX_ERROR_DEVICE_BAD_CONFIG: the device's ring or completion queue is misprogrammed";
     case DUPLEX_ERROR_INTERNAL:
       return "DUPLEX_ERROR_INTERNAL: a driver or simulator bug";
+    case DUPLEX_ERROR_DEVICE_BAD_ARGUMENT:
+      return "DUPLEX_ERROR_DEVICE_BAD_ARGUMENT: the device rejected an argument outside its enumeration";
   }
   return "unknown duplex_status value";
 }
@@ -138,10 +141,28 @@ duplex_status duplex_submit_attention(duplex_queue queue, duplex_devptr q, duple
                     {q, k, v, out, group, context, std::uint64_t{head_dim} | std::uint64_t{scale_fp16} << 32});
   });
 }
+duplex_status duplex_submit_activation_mode(duplex_queue queue, duplex_activation mode, duplex_devptr a,
+                                            duplex_devptr b, duplex_devptr out, uint64_t elements) {
+  return guarded("duplex_submit_activation_mode", [&](Driver& d) {
+    // A C caller may pass any int (a C enum is an int): read it as one, without loading an invalid enum.
+    static_assert(sizeof(duplex_activation) == sizeof(int));
+    int value = 0;
+    std::memcpy(&value, &mode, sizeof value);
+    if (value < DUPLEX_ACTIVATION_SILU_GATE || value > DUPLEX_ACTIVATION_RELU)
+      return d.fail(DUPLEX_ERROR_INVALID_ARGUMENT,
+                    fmt::format("duplex_submit_activation_mode: unknown activation mode {}; expected "
+                                "DUPLEX_ACTIVATION_SILU_GATE (0), DUPLEX_ACTIVATION_GELU_TANH (1) or "
+                                "DUPLEX_ACTIVATION_RELU (2)",
+                                value));
+    return d.submit(queue, Opcode::kPimActivation, {a, b, out, elements, static_cast<std::uint64_t>(value)});
+  });
+}
 duplex_status duplex_submit_activation(duplex_queue queue, duplex_devptr gate, duplex_devptr up,
                                        duplex_devptr out, uint64_t elements) {
-  return guarded("duplex_submit_activation",
-                 [&](Driver& d) { return d.submit(queue, Opcode::kPimActivation, {gate, up, out, elements}); });
+  return guarded("duplex_submit_activation", [&](Driver& d) {
+    return d.submit(queue, Opcode::kPimActivation,
+                    {gate, up, out, elements, static_cast<std::uint64_t>(DUPLEX_ACTIVATION_SILU_GATE)});
+  });
 }
 duplex_status duplex_submit_raw(duplex_queue queue, uint16_t opcode, const uint64_t args[7]) {
   return guarded("duplex_submit_raw", [&](Driver& d) {

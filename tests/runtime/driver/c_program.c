@@ -1,6 +1,6 @@
 /* A C99 program using the driver API the way a driver developer would: open, allocate, copy a buffer to the
- * device and back, run an activation, read the counters, close. Exits non-zero (with the driver's message)
- * on any failure or mismatch. */
+ * device and back, run activations (SiLU gate, then ReLU with a bias), read the counters, close. Exits
+ * non-zero (with the driver's message) on any failure or mismatch. */
 #include <stdio.h>
 #include <string.h>
 
@@ -35,9 +35,14 @@ int main(void) {
   /* Bytes as FP16 pairs: out = silu(gate) * up over the first and second halves. */
   if (check(duplex_submit_activation(queue, buf, buf + kBytes / 2, buf, kBytes / 4), "submit_activation"))
     return 1;
+  /* out = max(a + b, 0), b the bias: the mode enum from C. */
+  if (check(duplex_submit_activation_mode(queue, DUPLEX_ACTIVATION_RELU, buf, buf + kBytes / 2, buf,
+                                          kBytes / 4),
+            "submit_activation_mode"))
+    return 1;
   if (check(duplex_queue_synchronize(queue), "queue_synchronize")) return 1;
   if (check(duplex_read_counters(dev, &counters), "read_counters")) return 1;
-  if (counters.commands_completed != 3 || counters.activation_elements != kBytes / 4 ||
+  if (counters.commands_completed != 4 || counters.activation_elements != kBytes / 2 ||
       !(counters.dynamic_energy_j > 0.0)) {
     fprintf(stderr, "unexpected counters: %llu commands, %llu activation elements, %g J\n",
             (unsigned long long)counters.commands_completed, (unsigned long long)counters.activation_elements,
@@ -47,6 +52,6 @@ int main(void) {
   if (check(duplex_queue_destroy(queue), "queue_destroy")) return 1;
   if (check(duplex_mem_free(dev, buf), "mem_free")) return 1;
   if (check(duplex_close(dev), "close")) return 1;
-  printf("C program: round trip, activation and counters OK (%g J)\n", counters.dynamic_energy_j);
+  printf("C program: round trip, activations and counters OK (%g J)\n", counters.dynamic_energy_j);
   return 0;
 }

@@ -45,7 +45,9 @@ typedef enum duplex_status {
   DUPLEX_ERROR_DEVICE_BAD_SHAPE = 17,       /* ... a zero dimension or an oversized DMA */
   DUPLEX_ERROR_DEVICE_DMA = 18,             /* ... the host memory rejected the DMA */
   DUPLEX_ERROR_DEVICE_BAD_CONFIG = 19,      /* ... ring / completion queue misprogrammed */
-  DUPLEX_ERROR_INTERNAL = 20                /* a driver or simulator bug; see duplex_last_error() */
+  DUPLEX_ERROR_INTERNAL = 20,               /* a driver or simulator bug; see duplex_last_error() */
+  DUPLEX_ERROR_DEVICE_BAD_ARGUMENT = 21     /* the device rejected an argument outside its enumeration
+                                               (an activation mode other than 0..2, e.g. via submit_raw) */
 } duplex_status;
 
 /* Opaque handles: 64-bit ids (kind tag, slot, generation). 0 is never a valid handle. */
@@ -139,7 +141,21 @@ duplex_status duplex_submit_gemv(duplex_queue queue, duplex_devptr w, duplex_dev
 duplex_status duplex_submit_attention(duplex_queue queue, duplex_devptr q, duplex_devptr k, duplex_devptr v,
                                       duplex_devptr out, uint64_t group, uint64_t context, uint32_t head_dim,
                                       uint16_t scale_fp16);
-/* out[i] = silu(gate[i]) * up[i]. */
+/* Activation unit modes (the command's a4 word). FP16 in and out, rounded once (rtl/golden/README.md):
+ *  SILU_GATE: out[i] = silu(a[i]) * b[i]          (a = gate projection, b = up projection)
+ *  GELU_TANH: out[i] = gelu_tanh(a[i] + b[i])      (b = the fc1 bias; pass a buffer of zeros for none)
+ *  RELU:      out[i] = max(a[i] + b[i], +0)        (b = the fc1 bias; zeros for none)
+ * a + b is one FP32 addition; gelu_tanh(s) = 0.5 s (1 + tanh(sqrt(2/pi) (s + 0.044715 s^3))). */
+typedef enum duplex_activation {
+  DUPLEX_ACTIVATION_SILU_GATE = 0,
+  DUPLEX_ACTIVATION_GELU_TANH = 1,
+  DUPLEX_ACTIVATION_RELU = 2
+} duplex_activation;
+/* out[i] = act(a[i], b[i]) over `elements` FP16 values in the given mode. A mode outside the enumeration
+ * returns DUPLEX_ERROR_INVALID_ARGUMENT at once (nothing is submitted; duplex_last_error() names it). */
+duplex_status duplex_submit_activation_mode(duplex_queue queue, duplex_activation mode, duplex_devptr a,
+                                            duplex_devptr b, duplex_devptr out, uint64_t elements);
+/* out[i] = silu(gate[i]) * up[i]: duplex_submit_activation_mode with DUPLEX_ACTIVATION_SILU_GATE. */
 duplex_status duplex_submit_activation(duplex_queue queue, duplex_devptr gate, duplex_devptr up,
                                        duplex_devptr out, uint64_t elements);
 /* Submits a raw command (opcode + 7 argument words): for tests of the device's own checks. */

@@ -28,10 +28,13 @@ struct AttentionArgs {
   std::int64_t group = 1, context = 0, head_dim = 0;
   std::uint16_t scale = 0;
 };
-// out[i] = silu(gate[i]) * up[i].
+// out[i] = pim::activation_fp16(mode, gate[i], up[i]): mode 0 silu-gate (silu(gate) * up), 1 gelu-tanh
+// (gelu_tanh(gate + up): `up` is the addend, e.g. the fc1 bias), 2 relu (max(gate + up, +0)). mode is the
+// descriptor's a4 word as sent; a value above 2 is rejected (kBadArgument).
 struct ActivationArgs {
   std::uint64_t gate = 0, up = 0, out = 0;
   std::int64_t elements = 0;
+  std::uint64_t mode = 0;
 };
 
 // The datapath pim.datapath names, for plain-C++ users that do not link the Verilated RTL: "golden" is built
@@ -75,7 +78,7 @@ class LogicPim {
   PimSpec pim_;
   SparseMemory& memory_;
   std::unique_ptr<pim::Datapath> datapath_;
-  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t>, PimOpTiming> memo_;
+  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, int>, PimOpTiming> memo_;
   ActionCounters counters_;
 };
 

@@ -8,11 +8,12 @@
 // Order of the checks (the first failing one is the status):
 //  1. shape, check_pim_op: every dimension >= 1 as a signed 64-bit value (kBadShape), then the buffer limits
 //     (kBufferOverflow): GEMV tokens x cols x 2 B <= input buffer; attention group x head_dim x 2 B <= input
-//     buffer, group x context x 2 B <= softmax buffer, context <= the softmax unit's kSoftmaxMaxElements.
+//     buffer, group x context x 2 B <= softmax buffer, context <= the softmax unit's kSoftmaxMaxElements;
+//     activation: the mode a4 <= 2 (pim::ActivationMode), else kBadArgument.
 //  2. each operand, in argument order (GEMV W, x, y; attention q, K, V, out; activation gate, up, out):
 //     address % access granularity != 0 -> kMisaligned, then [address, address + bytes) not inside device
-//     memory -> kOutOfRange. Byte counts are exact (FP16 elements x 2, no wrap-around): a count above 2^64 - 1
-//     is out of range.
+//     memory -> kOutOfRange. Byte counts are exact (FP16 elements x 2, no wrap-around): a count above 2^64 -
+//     1 is out of range.
 #include <cstdint>
 
 #include "duplex/base/device_spec.hpp"
@@ -32,7 +33,8 @@ GemvArgs gemv_args(const hostif::CommandDescriptor& d);
 AttentionArgs attention_args(const hostif::CommandDescriptor& d);
 ActivationArgs activation_args(const hostif::CommandDescriptor& d);
 
-// The op shape (PimOpShape) of each command, as check_pim_op and time_pim_op take it.
+// The op shape (PimOpShape) of each command, as check_pim_op and time_pim_op take it. The activation one
+// throws PimOpError (kBadArgument) for a mode above 2.
 PimOpShape shape_of(const GemvArgs& a);
 PimOpShape shape_of(const AttentionArgs& a);
 PimOpShape shape_of(const ActivationArgs& a);

@@ -21,12 +21,14 @@
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/rtl/golden_datapath.hpp"
 #include "duplex/sysc/action_counters.hpp"
 #include "duplex/sysc/pc_controller.hpp"
 
 namespace duplex::sysc {
 
-enum class PimFault { kMisaligned, kOutOfRange, kBufferOverflow, kBadShape };
+// kBadArgument: an argument outside its enumeration (an activation mode other than 0..2).
+enum class PimFault { kMisaligned, kOutOfRange, kBufferOverflow, kBadShape, kBadArgument };
 
 // A malformed PIM operation; fault() says which class (the device maps it to a completion error code).
 class PimOpError : public Error {
@@ -53,11 +55,13 @@ struct PimOpShape {
   std::int64_t context = 0;
   std::int64_t head_dim = 128;
   std::int64_t kv_heads = 1;
-  // Activation (gated SiLU): out[i] = silu(gate[i]) * up[i], gate and up in HBM.
+  // Activation: out[i] = act(a[i], b[i]), a and b in HBM; the mode sets the unit's latency
+  // (datapath_timing.hpp activation_latency), not its throughput.
   std::int64_t elements = 0;
   // Bank-bundle spaces the op's HBM operands are striped over (1..4). Reads of one space hit one bundle per
   // pseudo-channel, so its row switches cannot overlap another bundle's reads.
   int spaces = 4;
+  pim::ActivationMode activation_mode = pim::ActivationMode::kSiluGate;  // kActivation only
 };
 
 struct PimTimingOptions {
@@ -82,7 +86,8 @@ struct PimOpTiming {
 
 // Throws PimOpError naming the limit for a shape that does not fit: kBufferOverflow for inputs larger than
 // the input buffer (tokens x cols x 2 B) or a softmax row larger than the softmax buffer or the unit's
-// maximum; kBadShape for empty or negative dimensions, spaces outside 1..4, a non-Logic-PIM spec.
+// maximum; kBadShape for empty or negative dimensions, spaces outside 1..4, a non-Logic-PIM spec;
+// kBadArgument for an activation mode outside the enumeration (after the dimensions).
 void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& shape);
 // Largest token count of a GEMV over `cols` columns that the input buffer holds.
 std::int64_t max_gemv_tokens(const PimSpec& pim, std::int64_t cols,

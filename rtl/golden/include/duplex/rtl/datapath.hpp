@@ -47,10 +47,15 @@ class Datapath {
                          std::size_t k) = 0;
   virtual void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
                             std::uint16_t* probs) = 0;
-  virtual std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) = 0;
-  // out[i] = silu_gate_fp16(gate[i], up[i]), i < n (streams through the activation unit).
-  virtual void silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
-                                std::size_t n) = 0;
+  // out[i] = activation_fp16(mode, a[i], b[i]), i < n (streams through the activation unit). b is never null:
+  // the up projection for kSiluGate, the addend (bias) for kGeluTanh / kRelu (pass zeros for none).
+  // Throws duplex::Error for a mode outside the enumeration.
+  virtual void activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
+                                 std::uint16_t* out, std::size_t n) = 0;
+  // The SiLU-gate mode: silu_gate_fp16(gate, up), and out[i] = silu_gate_fp16(gate[i], up[i]), i < n.
+  std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up);
+  void silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
+                        std::size_t n);
   // Composed from dot_fp16 / to_fp16 / softmax_fp16 of this datapath, exactly as golden_datapath.hpp says.
   void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                              std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,

@@ -30,6 +30,10 @@ inline float mul_fp16_exact(std::uint16_t a, std::uint16_t b) {
 inline float add_fp32(float a, float b) {
   return canonical(a + b);
 }
+// IEEE 754 binary32 multiplication, round to nearest even, subnormals kept, overflow -> Inf; Inf x 0 -> NaN.
+inline float mul_fp32(float a, float b) {
+  return canonical(a * b);
+}
 // e^(-|z|), table + linear interpolation in fixed point (README.md): NaN -> NaN, |z| > 64 -> +0,
 // otherwise a normal FP32 in (0, 1]; e^0 = 1 exactly.
 float exp_neg_fp32(float z);

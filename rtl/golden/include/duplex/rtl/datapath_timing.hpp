@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "duplex/rtl/golden_datapath.hpp"
+
 namespace duplex::pim::timing {
 
 // GEMM lane: one pass takes `lanes` FP16 pairs. Stages: multipliers (1), adder tree (log2 lanes, one level
@@ -33,10 +35,29 @@ constexpr std::uint64_t softmax_cycles(std::size_t n) {
   return kSoftmaxCyclesPerElement * static_cast<std::uint64_t>(n) + kSoftmaxFixedCycles;
 }
 
-// Activation unit (SiLU-gated multiply): fully pipelined, one (gate, up) pair per cycle.
-// Stages: exp (1), 1 + u (1), reciprocal (1), sigmoid sign select (1), final product + FP16 rounding (1).
+// Activation unit (rtl/activation/activation_unit.sv): fully pipelined, one (a, b) pair per cycle in every
+// mode. Back stages, every mode: exp (1), 1 + u (1), reciprocal (1), sigmoid sign select (1), final product +
+// FP16 rounding (1). GELU (tanh) elements first pass the front stages: s = a + b (1), s^2 (1), c3 s^2 (1),
+// c1 + c3 s^2 (1), z = s (c1 + c3 s^2) (1). SiLU-gate and ReLU elements enter the back stages directly
+// (ReLU's s = a + b uses the front adder in the cycle of its handshake), so results stay in input order only
+// if a SiLU / ReLU element waits while GELU elements are in the front: its in_ready is low until the front
+// has drained, at most kActivationFrontStages cycles after the last GELU element's handshake. Streams of one
+// mode never stall.
+inline constexpr int kActivationFrontStages = 5;
 inline constexpr int kSiluLatency = 5;
-inline constexpr int kSiluInitiationInterval = 1;
+inline constexpr int kReluLatency = 5;
+inline constexpr int kGeluTanhLatency = kSiluLatency + kActivationFrontStages;
+inline constexpr int kActivationInitiationInterval = 1;
+constexpr int activation_latency(ActivationMode mode) {
+  return mode == ActivationMode::kGeluTanh ? kGeluTanhLatency
+         : mode == ActivationMode::kRelu   ? kReluLatency
+                                           : kSiluLatency;
+}
+// Cycles from the first of n same-mode elements accepted to the last result presented.
+constexpr std::uint64_t activation_cycles(ActivationMode mode, std::size_t n) {
+  return (static_cast<std::uint64_t>(n) - 1) * kActivationInitiationInterval +
+         static_cast<std::uint64_t>(activation_latency(mode));
+}
 
 // Command decoder / sequencer (pim_command_decoder.hpp): a descriptor accepted in cycle c presents its
 // first micro-op in cycle c + kCommandDecoderLatency and then one micro-op per cycle; the next descriptor is

@@ -38,7 +38,25 @@ void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y,
 // approximations (README.md states them and their error).
 void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t* probs);
 
-// Activation unit: silu(gate) * up = gate * sigmoid(gate) * up, rounded once to FP16.
+// Activation unit modes (the a4 word of the kPimActivation host command, the mode of an activation micro-op).
+enum class ActivationMode : std::uint8_t { kSiluGate = 0, kGeluTanh = 1, kRelu = 2 };
+inline constexpr int kActivationModes = 3;  // valid modes: 0 .. kActivationModes - 1
+// "silu-gate", "gelu-tanh", "relu"; duplex::Error for a value outside the enumeration.
+const char* to_string(ActivationMode mode);
+// Throws duplex::Error naming the value and the valid modes when `mode` is outside the enumeration (an
+// unchecked integer cast to ActivationMode).
+void validate(ActivationMode mode);
+
+// Activation unit, FP16 in and out, rounded once to FP16 at the end (operation order: rtl/golden/README.md):
+//  kSiluGate: a = gate, b = up: silu(a) * b = a * sigmoid(a) * b (= silu_gate_fp16).
+//  kGeluTanh: b is an addend (a bias; 0 for none): s = a + b in FP32, out = gelu_tanh(s)
+//             = 0.5 s (1 + tanh(sqrt(2/pi) (s + 0.044715 s^3))) = s * sigmoid(z),
+//             z = 2 sqrt(2/pi) (s + 0.044715 s^3).
+//  kRelu:     s = a + b in FP32; out = s > 0 ? s : +0 (also +0 for s = -0); NaN -> NaN.
+// Throws duplex::Error for a mode outside the enumeration.
+std::uint16_t activation_fp16(ActivationMode mode, std::uint16_t a, std::uint16_t b);
+
+// Activation unit, SiLU-gate mode: silu(gate) * up = gate * sigmoid(gate) * up, rounded once to FP16.
 std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up);
 
 // Decode attention for one GQA group as the Logic-PIM composes it from the units above:

@@ -16,7 +16,8 @@
 //    softmax: i < context: kSoftmaxElement a = buffer i (score), b = scale (FP16 bits), dest = buffer i (p)
 //    PV:     c < d, j < ceil(context / L): kGemmPass a = V + 2 (j L d + c), a_stride 2 d (a column of V),
 //            b = buffer j L (p), dest = out + 2 (g d + c)
-//  activation: i < elements: kActivationElement a = gate + 2 i, b = up + 2 i, dest = out + 2 i
+//  activation (a0 = a, a1 = b, a2 = out, a3 elements, a4 mode), i < elements: kActivationElement
+//    a = a0 + 2 i, b = a1 + 2 i, dest = out + 2 i, mode = a4 (an ActivationMode; a4 > 2 is rejected)
 //  count: elements of a GEMM pass (L, or the rest of the dot product in its last pass); 1 for element ops.
 //  last: a GEMM pass that completes its dot product (the result goes to dest); for element ops, the last
 //  element of its phase. op_last: the command's last micro-op. seq: the descriptor's seq on every micro-op.
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "duplex/rtl/golden_datapath.hpp"
 #include "duplex/rtl/pim_command_types.hpp"
 #include "duplex/sysc/host_interface.hpp"
 
@@ -43,6 +45,7 @@ struct CommandMicroOp {
   bool op_last = false;
   std::uint32_t seq = 0;
   sysc::hostif::Status status = sysc::hostif::Status::kOk;
+  ActivationMode mode = ActivationMode::kSiluGate;  // activation elements: the command's mode; else kSiluGate
   bool operator==(const CommandMicroOp&) const = default;
 };
 
