@@ -128,6 +128,18 @@ void read_sliding_window(const Fields& f, ModelSpec& m) {
   }
 }
 
+// HF's activation name (ACT2FN keys) at `key`.
+Activation read_activation(const Fields& f, const char* key, const std::string& fallback) {
+  const std::string a = f.string_or(key, fallback);
+  if (a == "silu" || a == "swish") return Activation::kSilu;
+  if (a == "gelu") return Activation::kGelu;
+  // gelu_fast is the same tanh formula, factored differently.
+  if (a == "gelu_pytorch_tanh" || a == "gelu_new" || a == "gelu_fast") return Activation::kGeluTanh;
+  if (a == "relu") return Activation::kRelu;
+  throw ConfigError(f.file(), key, fmt::format("\"{}\" is not a supported activation", a),
+                    "one of silu, gelu, gelu_pytorch_tanh, gelu_new, gelu_fast, relu");
+}
+
 void read_common(const Fields& f, ModelSpec& m) {
   m.layers = f.integer("num_hidden_layers");
   m.hidden = f.integer("hidden_size");
@@ -137,6 +149,7 @@ void read_common(const Fields& f, ModelSpec& m) {
   m.vocab = f.integer("vocab_size");
   m.tie_embeddings = f.boolean_or("tie_word_embeddings", false);
   m.ffn_kind = FfnKind::kGated;
+  m.activation = read_activation(f, "hidden_act", "silu");
   m.norm = NormKind::kRmsNorm;
   read_dtype(f, m);
   read_sliding_window(f, m);
@@ -163,6 +176,43 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     read_common(f, m);
     m.ffn = f.integer("intermediate_size");
     if (type == "qwen3") m.qk_norm = QkNorm::kPerHead;
+  } else if (type == "starcoder2") {
+    // StarCoder2: GQA + RoPE, LayerNorm, a two-matrix GELU (tanh) FFN (mlp.c_fc / c_proj); use_bias puts a
+    // bias on every projection.
+    read_common(f, m);
+    m.ffn = f.integer("intermediate_size");
+    m.ffn_kind = FfnKind::kTwoMatrix;
+    m.activation = read_activation(f, "hidden_act", "gelu_pytorch_tanh");
+    m.norm = NormKind::kLayerNorm;
+    m.tie_embeddings = f.boolean_or("tie_word_embeddings", true);  // Starcoder2Config's default
+    m.qkv_bias = m.o_bias = m.mlp_bias = f.boolean_or("use_bias", true);
+    m.weight_naming = WeightNaming::kStarcoder2;
+  } else if (type == "opt") {
+    // OPT: MHA, learned positions (a table of max_position_embeddings + 2 rows, position p reads row p + 2),
+    // LayerNorm before each block, a two-matrix FFN (fc1 / fc2), biases everywhere with enable_bias.
+    m.layers = f.integer("num_hidden_layers");
+    m.hidden = f.integer("hidden_size");
+    m.heads = f.integer("num_attention_heads");
+    m.kv_heads = m.heads;
+    m.head_dim = m.heads > 0 ? m.hidden / m.heads : 0;
+    m.vocab = f.integer("vocab_size");
+    m.ffn = f.integer("ffn_dim");
+    m.ffn_kind = FfnKind::kTwoMatrix;
+    m.activation = read_activation(f, "activation_function", "relu");
+    m.norm = NormKind::kLayerNorm;
+    m.tie_embeddings = f.boolean_or("tie_word_embeddings", true);  // OPTConfig's default
+    m.learned_positions = f.integer("max_position_embeddings") + 2;
+    m.position_offset = 2;
+    m.qkv_bias = m.o_bias = m.mlp_bias = f.boolean_or("enable_bias", true);
+    m.weight_naming = WeightNaming::kOpt;
+    if (f.integer_or("word_embed_proj_dim", m.hidden) != m.hidden)
+      throw ConfigError(file, "word_embed_proj_dim", "differs from hidden_size (project_in / project_out)",
+                        "hidden_size");
+    if (!f.boolean_or("do_layer_norm_before", true))
+      throw ConfigError(file, "do_layer_norm_before", "false (post-block LayerNorm) is not modelled", "true");
+    if (!f.boolean_or("layer_norm_elementwise_affine", true))
+      throw ConfigError(file, "layer_norm_elementwise_affine", "false is not modelled", "true");
+    read_dtype(f, m);
   } else if (type == "mixtral" || type == "phimoe") {
     // Phi-3.5-MoE has Mixtral's field names and LayerNorm instead of RMSNorm.
     read_common(f, m);
@@ -236,14 +286,15 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   } else {
     throw ConfigError(
         file, "model_type", type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
-        "one of llama, mistral, qwen2, qwen3, mixtral, phimoe, olmoe, dbrx, qwen2_moe, qwen3_moe, "
-        "deepseek_v2, deepseek_v3");
+        "one of llama, mistral, qwen2, qwen3, starcoder2, opt, mixtral, phimoe, olmoe, dbrx, qwen2_moe, "
+        "qwen3_moe, deepseek_v2, deepseek_v3");
   }
   // Attention biases: Qwen2 / Qwen2-MoE always bias q, k and v (not o); the others bias all four projections
   // when attention_bias says so (default false).
   if (type == "qwen2" || type == "qwen2_moe") {
     m.qkv_bias = true;
-  } else if (type != "dbrx" && type != "deepseek_v2" && type != "deepseek_v3") {
+  } else if (type != "dbrx" && type != "deepseek_v2" && type != "deepseek_v3" && type != "starcoder2" &&
+             type != "opt") {
     m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", false);
   }
   m.validate();

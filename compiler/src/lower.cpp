@@ -111,6 +111,10 @@ class Lowering {
     o.k = m_.hidden;
     o.bytes_weights = static_cast<double>(tokens_) * m_.hidden * wbytes_;  // gathered rows only
     o.bytes_act = static_cast<double>(tokens_) * m_.hidden * kActBytes;
+    if (m_.learned_positions > 0) {  // + each token's position row, added
+      o.bytes_weights *= 2.0;
+      o.flops = static_cast<double>(tokens_) * m_.hidden;
+    }
   }
 
   void collective(OpKind kind, int layer, const char* name, std::int64_t rows, int peers) {
@@ -152,14 +156,21 @@ class Lowering {
     collective(OpKind::kAllReduce, l, "attn_all_reduce", tokens_, p_.tp);
     residual(l, "attn_residual", m_.o_bias ? m_.hidden : 0);
     norm(l, "ffn_norm");
-    if (m_.is_moe_layer(l)) {
+    const bool moe = m_.is_moe_layer(l);
+    if (moe) {
       moe_block(l);
     } else {
       const std::int64_t width = m_.ffn / p_.tp;
-      gemm(OpKind::kDenseFfn, l, "ffn", tokens_, width, m_.hidden, m_.ffn_kind == FfnKind::kGated ? 3 : 2, m_.hidden);
+      Op& o = gemm(OpKind::kDenseFfn, l, "ffn", tokens_, width, m_.hidden,
+                   m_.ffn_kind == FfnKind::kGated ? 3 : 2, m_.hidden);
+      if (m_.mlp_bias) {  // the first matrix's bias, added before the activation
+        o.bytes_weights += static_cast<double>(width) * wbytes_;
+        o.flops += static_cast<double>(tokens_) * static_cast<double>(width);
+      }
     }
     collective(OpKind::kAllReduce, l, "ffn_all_reduce", tokens_, p_.tp);
-    residual(l, "ffn_residual");
+    // The down projection's bias is added once, after the tensor-parallel sum (as the o bias).
+    residual(l, "ffn_residual", m_.mlp_bias && !moe ? m_.hidden : 0);
   }
 
   void attention_block(int l) {
@@ -177,7 +188,7 @@ class Lowering {
       o.link_bytes = data * 2.0 * (p_.tp - 1) / p_.tp;               // ring all-reduce
       o.bytes_act = 2.0 * data;
     }
-    if (m_.learned_positions == 0) rope(l);
+    if (m_.learned_positions == 0 || m_.qkv_bias || m_.qk_norm != QkNorm::kNone) rope(l);
 
     const double kv_elems = static_cast<double>(m_.kv_elements_per_token_layer()) *
                             (mla ? 1.0 : static_cast<double>(kv_heads_) / std::max(1, m_.kv_heads));
@@ -231,12 +242,14 @@ class Lowering {
   }
 
   // The xPU's elementwise pass over the projected q and k (and v with biases): add the q / k / v biases,
-  // RMSNorm q and k (qk_norm), rotate q and k. Read and written once; bias and norm gains are weights.
+  // RMSNorm q and k (qk_norm), rotate q and k (RoPE models). Read and written once; bias and norm gains are
+  // weights. Without RoPE (learned positions) the pass is named "qkv_bias" (or "qk_norm").
   void rope(int l) {
+    const bool rotate = m_.learned_positions == 0;
     const double t = static_cast<double>(tokens_), d = m_.head_dim;
     const double qk = t * (q_heads_ + kv_heads_) * d, v = t * kv_heads_ * d;
     const double elems = qk + (m_.qkv_bias ? v : 0.0);
-    double flops = 6.0 * qk, weights = 0;
+    double flops = rotate ? 6.0 * qk : 0.0, weights = 0;
     if (m_.qkv_bias) {
       flops += elems;
       weights += (q_heads_ + 2.0 * kv_heads_) * d;
@@ -245,7 +258,11 @@ class Lowering {
       flops += 4.0 * qk;
       weights += m_.qk_norm == QkNorm::kPerHead ? 2.0 * d : (q_heads_ + kv_heads_) * d;
     }
-    elementwise(OpKind::kRope, l, "rope", elems, elems, flops / elems, weights);
+    elementwise(OpKind::kRope, l,
+                rotate        ? "rope"
+                : m_.qkv_bias ? "qkv_bias"
+                              : "qk_norm",
+                elems, elems, flops / elems, weights);
   }
 
   void moe_block(int l) {

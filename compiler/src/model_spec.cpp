@@ -64,7 +64,36 @@ std::int64_t ModelSpec::attention_vector_params() const {
 }
 
 std::int64_t ModelSpec::ffn_params(int width) const {
-  return (ffn_kind == FfnKind::kGated ? 3 : 2) * std::int64_t{hidden} * width;
+  return (ffn_kind == FfnKind::kGated ? 3 : 2) * std::int64_t{hidden} * width +
+         (mlp_bias ? width + hidden : 0);
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::kSilu:
+      return "silu";
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kGeluTanh:
+      return "gelu_tanh";
+    case Activation::kRelu:
+      return "relu";
+  }
+  return "?";
+}
+
+const char* weight_naming_name(WeightNaming n) {
+  switch (n) {
+    case WeightNaming::kMixtral:
+      return "mixtral";
+    case WeightNaming::kQwenMoe:
+      return "qwen_moe";
+    case WeightNaming::kOpt:
+      return "opt";
+    case WeightNaming::kStarcoder2:
+      return "starcoder2";
+  }
+  return "?";
 }
 
 std::int64_t ModelSpec::embedding_params() const {
@@ -134,10 +163,10 @@ void ModelSpec::validate() const {
     bad("router_renormalize", "is set for a dense model (it has no router)");
   if (attention == AttentionKind::kMla && (qkv_bias || o_bias || qk_norm != QkNorm::kNone))
     bad(qkv_bias || o_bias ? "qkv_bias" : "qk_norm", "is set for MLA attention; expected GQA");
-  // Biases and q / k norms are applied by the xPU's elementwise pass over the projections (the rope op).
-  if (learned_positions > 0 && (qkv_bias || qk_norm != QkNorm::kNone))
-    bad(qkv_bias ? "qkv_bias" : "qk_norm",
-        "with learned_positions (no RoPE) is not supported; expected RoPE");
+  if (mlp_bias && (experts > 0 || shared_experts > 0))
+    bad("mlp_bias", "is set for an MoE model (expert biases are not modelled); expected false");
+  if (position_offset < 0 || (position_offset > 0 && learned_positions == 0))
+    bad("position_offset", "needs learned_positions > 0 and must be >= 0");
   if (sliding_window < 0) bad("sliding_window", "must be >= 1 (0: no window)");
   if (sliding_window == 0 && !full_attention_layers.empty())
     bad("full_attention_layers", "is set, but sliding_window is not: every layer already attends to its whole context");
@@ -182,6 +211,16 @@ ModelSpec read_model(const ConfigNode& n) {
   m.ffn = count_or("ffn", 0);
   m.ffn_kind = n.get_or<std::string>("ffn_kind", "gated") == "gated" ? FfnKind::kGated : FfnKind::kTwoMatrix;
   if (n.has("ffn_kind")) n.get_enum("ffn_kind", {"gated", "two_matrix"});
+  if (n.has("activation")) {
+    const std::string a = n.get_enum("activation", {"silu", "gelu", "gelu_tanh", "relu"});
+    m.activation = a == "gelu"        ? Activation::kGelu
+                   : a == "gelu_tanh" ? Activation::kGeluTanh
+                   : a == "relu"      ? Activation::kRelu
+                                      : Activation::kSilu;
+  } else if (m.ffn_kind == FfnKind::kTwoMatrix) {
+    n.fail("activation", "missing: a two-matrix FFN names its activation", "one of relu, gelu, gelu_tanh");
+  }
+  m.mlp_bias = n.get_or<bool>("mlp_bias", false);
   m.norm = n.get_or<std::string>("norm", "rmsnorm") == "rmsnorm" ? NormKind::kRmsNorm : NormKind::kLayerNorm;
   if (n.has("norm")) n.get_enum("norm", {"rmsnorm", "layernorm"});
   m.experts = count_or("experts", 0);
@@ -199,13 +238,17 @@ ModelSpec read_model(const ConfigNode& n) {
     const std::string k = n.get_enum("qk_norm", {"none", "head", "whole"});
     m.qk_norm = k == "head" ? QkNorm::kPerHead : k == "whole" ? QkNorm::kWhole : QkNorm::kNone;
   }
-  if (n.has("weight_naming"))
-    m.weight_naming = n.get_enum("weight_naming", {"mixtral", "qwen_moe"}) == "qwen_moe"
-                          ? WeightNaming::kQwenMoe
-                          : WeightNaming::kMixtral;
+  if (n.has("weight_naming")) {
+    const std::string w = n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2"});
+    m.weight_naming = w == "qwen_moe"     ? WeightNaming::kQwenMoe
+                      : w == "opt"        ? WeightNaming::kOpt
+                      : w == "starcoder2" ? WeightNaming::kStarcoder2
+                                          : WeightNaming::kMixtral;
+  }
   m.vocab = count("vocab");
   m.tie_embeddings = n.get_or<bool>("tie_embeddings", false);
   m.learned_positions = count_or("learned_positions", 0);
+  m.position_offset = count_or("position_offset", 0);
   try {
     m.dtype = parse_dtype(n.get_or<std::string>("dtype", "fp16"));
     m.kv_dtype = parse_dtype(n.get_or<std::string>("kv_dtype", "fp16"));

@@ -335,7 +335,80 @@ TEST(ModelYaml, QwenFeatureKeysAndTheirErrors) {
   EXPECT_EQ(key_of(moe + "weight_naming: deepseek\n"), "weight_naming");
   EXPECT_EQ(key_of(moe + "shared_expert_gate: true\n"), "shared_expert_gate");            // no shared experts
   EXPECT_EQ(key_of(base + "ffn: 8\nrouter_renormalize: false\n"), "router_renormalize");  // dense
-  EXPECT_EQ(key_of(base + "ffn: 8\nlearned_positions: 16\nqkv_bias: true\n"), "qkv_bias");
+  EXPECT_EQ(key_of(base + "ffn: 8\nlearned_positions: 16\nqkv_bias: true\nqk_norm: whole\n"), "no error");
+}
+
+TEST(ModelYaml, TwoMatrixFfnKeysAndTheirErrors) {
+  const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\nffn: 32\n";
+  const ModelSpec m = read_model(ConfigNode::parse(
+      base + "ffn_kind: two_matrix\nactivation: gelu_tanh\nmlp_bias: true\nnorm: layernorm\n"
+             "learned_positions: 18\nposition_offset: 2\nweight_naming: opt\n",
+      "m.yaml"));
+  EXPECT_EQ(m.activation, Activation::kGeluTanh);
+  EXPECT_TRUE(m.mlp_bias);
+  EXPECT_EQ(m.position_offset, 2);
+  EXPECT_EQ(m.weight_naming, WeightNaming::kOpt);
+  EXPECT_EQ(m.ffn_params(32), 2 * 64 * 32 + 32 + 64);  // fc1, fc2 and their biases
+  auto key_of = [](const std::string& text) {
+    try {
+      read_model(ConfigNode::parse(text, "m.yaml"));
+    } catch (const ConfigError& e) {
+      return e.key();
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(key_of(base + "ffn_kind: two_matrix\n"), "activation");  // a two-matrix FFN names it
+  EXPECT_EQ(key_of(base + "activation: swiglu\n"), "activation");
+  EXPECT_EQ(key_of(base + "position_offset: 2\n"), "position_offset");  // no learned positions
+  EXPECT_EQ(key_of(base + "experts: 4\ntop_k: 2\nmlp_bias: true\n"), "mlp_bias");
+  EXPECT_EQ(key_of(base + "weight_naming: gpt2\n"), "weight_naming");
+  EXPECT_EQ(load_model("opt-66b").activation, Activation::kRelu);
+  EXPECT_EQ(load_model("glam").activation, Activation::kGelu);
+}
+
+TEST(HfImport, OptAndStarcoder2MatchTheirModelCards) {
+  // facebook/opt-125m's config.json (dropout / token-id fields left out): 125,239,296 parameters.
+  const ModelSpec opt = import_hf_config(R"({"model_type": "opt", "activation_function": "relu",
+    "do_layer_norm_before": true, "ffn_dim": 3072, "hidden_size": 768, "max_position_embeddings": 2048,
+    "num_attention_heads": 12, "num_hidden_layers": 12, "torch_dtype": "float16", "vocab_size": 50272,
+    "word_embed_proj_dim": 768})",
+                                         "opt.json");
+  EXPECT_EQ(opt.params(), 125239296);
+  EXPECT_EQ(opt.learned_positions, 2050);
+  EXPECT_EQ(opt.position_offset, 2);
+  EXPECT_EQ(opt.ffn_kind, FfnKind::kTwoMatrix);
+  EXPECT_EQ(opt.activation, Activation::kRelu);
+  EXPECT_EQ(opt.norm, NormKind::kLayerNorm);
+  EXPECT_TRUE(opt.tie_embeddings && opt.qkv_bias && opt.o_bias && opt.mlp_bias);
+  EXPECT_EQ(opt.weight_naming, WeightNaming::kOpt);
+  // bigcode/starcoder2-3b's shape: 3,030,371,328 parameters (tied embeddings, biases on every projection).
+  const ModelSpec sc2 = import_hf_config(R"({"model_type": "starcoder2", "hidden_act": "gelu_pytorch_tanh",
+    "hidden_size": 3072, "intermediate_size": 12288, "max_position_embeddings": 16384,
+    "num_attention_heads": 24, "num_hidden_layers": 30, "num_key_value_heads": 2, "norm_epsilon": 1e-05,
+    "rope_theta": 999999.4420358813, "sliding_window": 4096, "use_bias": true, "vocab_size": 49152,
+    "torch_dtype": "bfloat16"})",
+                                         "sc2.json");
+  EXPECT_EQ(sc2.params(), 3030371328);
+  EXPECT_EQ(sc2.activation, Activation::kGeluTanh);
+  EXPECT_EQ(sc2.sliding_window, 4096);
+  EXPECT_EQ(sc2.windowed_layers(), 30);
+  EXPECT_EQ(sc2.weight_naming, WeightNaming::kStarcoder2);
+  EXPECT_EQ(sc2.learned_positions, 0);
+  EXPECT_EQ(import_hf_config(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100, "hidden_act": "gelu"})",
+                             "l.json")
+                .activation,
+            Activation::kGelu);
+
+  const std::string opt_base = R"("model_type": "opt", "ffn_dim": 64, "hidden_size": 32,
+    "max_position_embeddings": 16, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10)";
+  const std::string project = error_of("{" + opt_base + R"(, "word_embed_proj_dim": 16})");
+  EXPECT_NE(project.find("word_embed_proj_dim"), std::string::npos) << project;
+  const std::string post = error_of("{" + opt_base + R"(, "do_layer_norm_before": false})");
+  EXPECT_NE(post.find("do_layer_norm_before"), std::string::npos) << post;
+  const std::string act = error_of("{" + opt_base + R"(, "activation_function": "gelu_10"})");
+  EXPECT_NE(act.find("activation_function: \"gelu_10\" is not a supported activation"), std::string::npos)
+      << act;
 }
 
 }  // namespace

@@ -12,15 +12,20 @@
 namespace duplex::compiler {
 
 enum class FfnKind { kGated, kTwoMatrix };   // gated: gate+up+down (SwiGLU); two-matrix: up+down
-enum class NormKind { kRmsNorm, kLayerNorm };
+enum class NormKind { kRmsNorm, kLayerNorm };  // LayerNorm with a gain and a bias
+// The FFN's activation: gated, h = act(gate) * up; two-matrix, h = act(fc1 . x). kGelu is the exact (erf)
+// form (GLaM, HF "gelu"); kGeluTanh its tanh approximation (HF "gelu_pytorch_tanh", "gelu_new"); kRelu OPT's.
+enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 enum class AttentionKind { kGqa, kMla };     // MLA: DeepSeek-V2/V3 multi-head latent attention
 // RMSNorm of the projected queries and keys before RoPE: per head over head_dim (Qwen3: q_norm / k_norm
 // weights [head_dim]) or over each projection's whole width (OLMoE: [q_dim] and [kv_dim]).
 enum class QkNorm { kNone, kPerHead, kWhole };
 // The tensor names of a checkpoint's MoE layers (HF safetensors): Mixtral's block_sparse_moe.gate /
 // experts.E.w1|w2|w3, or Qwen-MoE's (also OLMoE, Qwen3-MoE) mlp.gate / experts.E.gate_proj|up_proj|down_proj
-// with mlp.shared_expert.* and mlp.shared_expert_gate. Dense layers are named alike in both.
-enum class WeightNaming { kMixtral, kQwenMoe };
+// with mlp.shared_expert.* and mlp.shared_expert_gate. Dense layers are named alike in both. Two dense
+// families name every tensor their own way: OPT (model.decoder.*, fc1 / fc2, learned positions) and
+// StarCoder2 (mlp.c_fc / mlp.c_proj).
+enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2 };
 
 struct MlaSpec {                // only for AttentionKind::kMla (DeepSeek field names)
   int q_lora_rank = 0;          // 0: q projected directly from hidden
@@ -42,6 +47,8 @@ struct ModelSpec {
   MlaSpec mla;
   int ffn = 0;                  // dense FFN width (dense layers)
   FfnKind ffn_kind = FfnKind::kGated;
+  Activation activation = Activation::kSilu;
+  bool mlp_bias = false;  // the FFN's matrices carry biases (OPT fc1 / fc2, StarCoder2 c_fc / c_proj)
   NormKind norm = NormKind::kRmsNorm;
   int experts = 0;              // routed experts; 0 = dense model
   int top_k = 0;
@@ -63,6 +70,8 @@ struct ModelSpec {
   int vocab = 0;
   bool tie_embeddings = false;
   int learned_positions = 0;    // OPT-style learned position embeddings (rows); 0 = RoPE
+  // Row of the position table that position 0 reads (OPT: 2, its table has max_position_embeddings + 2 rows).
+  int position_offset = 0;
   // Sliding-window attention (Mistral, Qwen2 with use_sliding_window, Phi-3): a query attends to the last
   // `sliding_window` tokens (itself included) in every layer but `full_attention_layers`; 0 = every layer
   // attends to its whole context. Lowering windows the attention's reads and FLOPs; the serving scheduler
@@ -87,12 +96,16 @@ struct ModelSpec {
   // Parameter counts (elements).
   std::int64_t attention_params() const;         // one layer's projection matrices
   std::int64_t attention_vector_params() const;  // one layer's attention biases and q / k norm gains
-  std::int64_t ffn_params(int width) const;  // one FFN of this width (gated: 3 matrices, else 2)
+  std::int64_t ffn_params(int width) const;  // one FFN of this width (gated: 3 matrices, else 2; + biases)
   std::int64_t embedding_params() const;  // input embedding + LM head (+ positions)
   std::int64_t params() const;            // total
   std::int64_t active_params() const;     // per token (top_k experts + shared)
   void validate() const;                  // throws duplex::Error naming file and field
 };
+
+// "silu", "gelu", "gelu_tanh", "relu" (our YAML's names).
+const char* activation_name(Activation a);
+const char* weight_naming_name(WeightNaming n);  // "mixtral", "qwen_moe", "opt", "starcoder2"
 
 // Strict reader of our YAML schema (configs/models/README.md).
 ModelSpec read_model(const ConfigNode& n);
