@@ -35,11 +35,10 @@ void PimUnitDevice::linear(OpKind kind, const std::uint16_t* w, const std::uint1
   unit_->linear(w, x, y, m, n, k);
 }
 
-void PimUnitDevice::gated_ffn(OpKind kind, const std::uint16_t* w_gate, const std::uint16_t* w_up,
-                              const std::uint16_t* w_down, const std::uint16_t* x, std::uint16_t* y,
-                              std::size_t m, std::size_t f, std::size_t h) {
+void PimUnitDevice::ffn(OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x,
+                        std::uint16_t* y, std::size_t m) {
   admit(kind);
-  unit_->gated_ffn(w_gate, w_up, w_down, x, y, m, f, h);
+  unit_->ffn(w, x, y, m);
 }
 
 void PimUnitDevice::decode_attention(const DecodeAttentionBatch& b) {

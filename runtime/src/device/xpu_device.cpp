@@ -17,6 +17,21 @@ Tensor f16(const std::uint16_t* p, std::initializer_list<std::int64_t> shape) {
 
 }  // namespace
 
+kernels::Activation kernel_activation(compiler::Activation a) {
+  switch (a) {
+    case compiler::Activation::kSilu:
+      return kernels::Activation::kSilu;
+    case compiler::Activation::kGeluTanh:
+      return kernels::Activation::kGeluTanh;
+    case compiler::Activation::kRelu:
+      return kernels::Activation::kRelu;
+    case compiler::Activation::kGelu:
+      break;
+  }
+  DUPLEX_ASSERT(false, "no kernel computes the exact (erf) GELU; check_functional_support refuses it");
+  return kernels::Activation::kSilu;
+}
+
 XpuDevice::XpuDevice(std::string name, std::unique_ptr<kernels::Backend> backend)
     : name_(std::move(name)), backend_(std::move(backend)) {
   DUPLEX_ASSERT(backend_ != nullptr, "an XpuDevice without a backend");
@@ -44,17 +59,19 @@ void XpuDevice::linear(compiler::OpKind kind, const std::uint16_t* w, const std:
   run(kind, kernels::GemmArgs{f16(x, {mi, ki}), f16(w, {ni, ki}), f16(y, {mi, ni})});
 }
 
-void XpuDevice::gated_ffn(compiler::OpKind kind, const std::uint16_t* w_gate, const std::uint16_t* w_up,
-                          const std::uint16_t* w_down, const std::uint16_t* x, std::uint16_t* y,
-                          std::size_t m, std::size_t f, std::size_t h) {
-  const auto mi = static_cast<std::int64_t>(m), fi = static_cast<std::int64_t>(f),
-             hi = static_cast<std::int64_t>(h);
+void XpuDevice::ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x,
+                    std::uint16_t* y, std::size_t m) {
+  const auto mi = static_cast<std::int64_t>(m), fi = static_cast<std::int64_t>(w.f),
+             hi = static_cast<std::int64_t>(w.h);
   const std::vector<std::int64_t> offsets{0, mi};
   kernels::ExpertFfnArgs a;
+  a.kind = w.gated() ? kernels::FfnKind::kGated : kernels::FfnKind::kTwoMatrix;
+  a.activation = kernel_activation(w.activation);
   a.x = f16(x, {mi, hi});
-  a.w_in = f16(w_gate, {1, fi, hi});
-  a.w_up = f16(w_up, {1, fi, hi});
-  a.w_down = f16(w_down, {1, hi, fi});
+  a.w_in = f16(w.w_in, {1, fi, hi});
+  if (w.gated()) a.w_up = f16(w.w_up, {1, fi, hi});
+  a.w_down = f16(w.w_down, {1, hi, fi});
+  if (w.b_in != nullptr) a.b_in = f16(w.b_in, {1, fi});
   a.y = f16(y, {mi, hi});
   a.expert_offsets = offsets;
   run(kind, a);

@@ -1,10 +1,23 @@
 #include <fmt/format.h>
 #include <vector>
 
+#include "duplex/base/error.hpp"
 #include "duplex/rtl/datapath.hpp"
 #include "duplex/runtime/functional/pim_unit.hpp"
 
 namespace duplex::runtime::functional {
+
+pim::ActivationMode activation_mode(const FfnWeights& w) {
+  using compiler::Activation;
+  DUPLEX_ASSERT(
+      w.gated() == (w.activation == Activation::kSilu) && w.activation != Activation::kGelu &&
+          (w.gated() ? w.b_in == nullptr : true),
+      "an FFN the Logic-PIM's activation unit has no mode for (check_functional_support refuses it)");
+  return w.gated()                               ? pim::ActivationMode::kSiluGate
+         : w.activation == Activation::kGeluTanh ? pim::ActivationMode::kGeluTanh
+                                                 : pim::ActivationMode::kRelu;
+}
+
 namespace {
 
 class DatapathPimUnit final : public PimUnit {
@@ -19,15 +32,18 @@ class DatapathPimUnit final : public PimUnit {
     for (std::size_t r = 0; r < m; ++r) dp_->gemv_fp16(w, x + r * k, y + r * n, n, k);
   }
 
-  void gated_ffn(const std::uint16_t* w_gate, const std::uint16_t* w_up, const std::uint16_t* w_down,
-                 const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t f,
-                 std::size_t h) override {
-    std::vector<std::uint16_t> gate(f), up(f), act(f);
+  // Gated: gemv gate, gemv up, activation (SiLU gate, up), gemv down. Two-matrix: gemv fc1, activation
+  // (GELU tanh / ReLU of fc1 + bias; a zero bias without one), gemv down.
+  void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) override {
+    const std::size_t f = w.f, h = w.h;
+    const pim::ActivationMode mode = activation_mode(w);
+    std::vector<std::uint16_t> in(f), second(f, 0), act(f);
+    if (!w.gated() && w.b_in != nullptr) second.assign(w.b_in, w.b_in + f);
     for (std::size_t r = 0; r < m; ++r) {
-      dp_->gemv_fp16(w_gate, x + r * h, gate.data(), f, h);
-      dp_->gemv_fp16(w_up, x + r * h, up.data(), f, h);
-      dp_->silu_gate_fp16_n(gate.data(), up.data(), act.data(), f);
-      dp_->gemv_fp16(w_down, act.data(), y + r * h, h, f);
+      dp_->gemv_fp16(w.w_in, x + r * h, in.data(), f, h);
+      if (w.gated()) dp_->gemv_fp16(w.w_up, x + r * h, second.data(), f, h);
+      dp_->activation_fp16_n(mode, in.data(), second.data(), act.data(), f);
+      dp_->gemv_fp16(w.w_down, act.data(), y + r * h, h, f);
     }
   }
 

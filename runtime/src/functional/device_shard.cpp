@@ -69,12 +69,16 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
   const std::int64_t h = m.hidden, d = m.head_dim, qd = m.q_dim(), kvd = m.kv_dim();
   DeviceWeights w;
   w.embedding = full.embedding;
+  w.positions = full.positions;
   w.final_norm = full.final_norm;
+  w.final_norm_bias = full.final_norm_bias;
   append_rows(w.lm_head, full.lm_head, s.vocab0, s.vocab, h);
   for (const LayerWeights& f : full.layers) {
     LayerWeights l;
     l.attn_norm = f.attn_norm;
     l.ffn_norm = f.ffn_norm;
+    l.attn_norm_bias = f.attn_norm_bias;
+    l.ffn_norm_bias = f.ffn_norm_bias;
     l.router = f.router;
     append_rows(l.qkv, f.qkv, s.q_head0 * d, s.q_heads * d, h);
     append_rows(l.qkv, f.qkv, qd + s.kv_head0 * d, s.kv_heads * d, h);
@@ -92,7 +96,7 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
     if (f.shared_width > 0) {
       const std::int64_t sw = f.shared_width / s.ffn_shards, c0 = s.ffn_shard * sw;
       append_rows(l.shared_gate_proj, f.shared_gate_proj, c0, sw, h);
-      append_rows(l.shared_up, f.shared_up, c0, sw, h);
+      if (!f.shared_up.empty()) append_rows(l.shared_up, f.shared_up, c0, sw, h);
       append_cols(l.shared_down, f.shared_down.data(), h, f.shared_width, c0, sw);
       l.shared_gate = f.shared_gate;
       l.shared_width = sw;
@@ -103,8 +107,12 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
     const std::int64_t width = f.ffn_width / shards, col0 = shard * width;
     for (std::int64_t e = e0; e < e0 + experts; ++e) {
       append_rows(l.gate, f.gate, e * f.ffn_width + col0, width, h);
-      append_rows(l.up, f.up, e * f.ffn_width + col0, width, h);
+      if (!f.up.empty()) append_rows(l.up, f.up, e * f.ffn_width + col0, width, h);
       append_cols(l.down, f.down.data() + e * h * f.ffn_width, h, f.ffn_width, col0, width);
+    }
+    if (!f.ffn_bias_in.empty()) {  // the bias entries of its fc1 columns; the output bias whole (added once)
+      append_rows(l.ffn_bias_in, f.ffn_bias_in, col0, width, 1);
+      l.ffn_bias_out = f.ffn_bias_out;
     }
     l.ffn_experts = experts;
     l.ffn_width = width;

@@ -5,13 +5,13 @@
 // data-parallel replica of the non-expert layers, serving its own requests.
 //  - attention: TP over the node's devices: rank r holds query heads [r*H/tp, (r+1)*H/tp) and the KV heads
 //    they read (KV heads replicated when tp > kv_heads), the matching QKV rows and O-projection columns;
-//  - dense FFN: columns [r*F/tp, (r+1)*F/tp) of gate / up, the same rows of down;
+//  - dense FFN: columns [r*F/tp, (r+1)*F/tp) of gate / up (and of the fc1 bias), the same rows of down;
 //  - experts (over every node's devices): device d is in expert group d / (devices / expert_groups), holding
 //    that group's local_experts consecutive experts, each as column shard d % expert_shards;
 //  - LM head: vocabulary rows [r*V/tp, (r+1)*V/tp);
 //  - shared experts: columns [r*Fs/tp, (r+1)*Fs/tp), as the dense FFN;
-//  - embedding, norms (q / k norm gains too: a whole-projection norm takes its slice), router, shared-expert
-//  gate and o bias: replicated; q / k / v biases:
+//  - embedding, position table, norms and their biases (q / k norm gains too: a whole-projection norm takes
+//  its slice), router, shared-expert gate, o bias and the FFN's output bias: replicated; q / k / v biases:
 //    the rows of its QKV rows.
 #include <vector>
 

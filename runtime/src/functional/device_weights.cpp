@@ -11,13 +11,22 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
   const compiler::ModelSpec& m = w.spec;
   expected_weights(m);  // rejects unsupported models
   DeviceWeights d;
+  const bool layer_norm = m.norm == compiler::NormKind::kLayerNorm,
+             gated = m.ffn_kind == compiler::FfnKind::kGated;
+  auto norm_bias = [&](const std::string& gain) {
+    return layer_norm ? w.get(weight_name::norm_bias(gain)).data : std::vector<std::uint16_t>{};
+  };
   d.embedding = w.get(weight_name::embedding()).data;
+  if (m.learned_positions > 0) d.positions = w.get(weight_name::positions()).data;
   d.final_norm = w.get(weight_name::final_norm()).data;
+  d.final_norm_bias = norm_bias(weight_name::final_norm());
   d.lm_head = w.lm_head().data;
   for (int l = 0; l < m.layers; ++l) {
     LayerWeights lw;
     lw.attn_norm = w.get(weight_name::attn_norm(l)).data;
     lw.ffn_norm = w.get(weight_name::ffn_norm(l)).data;
+    lw.attn_norm_bias = norm_bias(weight_name::attn_norm(l));
+    lw.ffn_norm_bias = norm_bias(weight_name::ffn_norm(l));
     for (char p : {'q', 'k', 'v'}) append(lw.qkv, w.get(weight_name::attn_proj(l, p)));
     lw.o = w.get(weight_name::attn_proj(l, 'o')).data;
     if (m.qkv_bias)
@@ -32,22 +41,26 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
       lw.ffn_experts = m.experts;
       lw.ffn_width = m.expert_ffn;
       for (int e = 0; e < m.experts; ++e) {
-        append(lw.gate, w.get(weight_name::expert(m.weight_naming, l, e, "gate")));
+        append(lw.gate, w.get(weight_name::expert(m.weight_naming, l, e, gated ? "gate" : "up")));
         append(lw.down, w.get(weight_name::expert(m.weight_naming, l, e, "down")));
-        append(lw.up, w.get(weight_name::expert(m.weight_naming, l, e, "up")));
+        if (gated) append(lw.up, w.get(weight_name::expert(m.weight_naming, l, e, "up")));
       }
       if (m.shared_experts > 0) {
         lw.shared_width = shared_ffn_width(m);
-        lw.shared_gate_proj = w.get(weight_name::shared_expert(l, "gate")).data;
-        lw.shared_up = w.get(weight_name::shared_expert(l, "up")).data;
+        lw.shared_gate_proj = w.get(weight_name::shared_expert(l, gated ? "gate" : "up")).data;
+        if (gated) lw.shared_up = w.get(weight_name::shared_expert(l, "up")).data;
         lw.shared_down = w.get(weight_name::shared_expert(l, "down")).data;
         if (m.shared_expert_gate) lw.shared_gate = w.get(weight_name::shared_expert_gate(l)).data;
       }
     } else {
       lw.ffn_width = m.ffn;
-      lw.gate = w.get(weight_name::dense_mlp(l, "gate")).data;
-      lw.up = w.get(weight_name::dense_mlp(l, "up")).data;
+      lw.gate = w.get(weight_name::dense_mlp(l, gated ? "gate" : "up")).data;
+      if (gated) lw.up = w.get(weight_name::dense_mlp(l, "up")).data;
       lw.down = w.get(weight_name::dense_mlp(l, "down")).data;
+      if (m.mlp_bias) {
+        lw.ffn_bias_in = w.get(weight_name::dense_mlp_bias(l, "up")).data;
+        lw.ffn_bias_out = w.get(weight_name::dense_mlp_bias(l, "down")).data;
+      }
     }
     d.layers.push_back(std::move(lw));
   }

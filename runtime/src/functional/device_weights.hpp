@@ -11,6 +11,7 @@ namespace duplex::runtime::functional {
 
 struct LayerWeights {
   std::vector<std::uint16_t> attn_norm, ffn_norm;
+  std::vector<std::uint16_t> attn_norm_bias, ffn_norm_bias;  // [hidden] with LayerNorm; empty with RMSNorm
   std::vector<std::uint16_t> qkv;     // [q_dim + 2 kv_dim, hidden]
   std::vector<std::uint16_t> o;       // [hidden, q_dim]
   std::vector<std::uint16_t> qkv_bias;  // [q_dim + 2 kv_dim] (q, k, v as the QKV rows); empty without
@@ -18,8 +19,13 @@ struct LayerWeights {
   std::vector<std::uint16_t> q_norm,
       k_norm;                         // [head_dim] per head, or [q_dim] / [kv_dim] whole; empty without
   std::vector<std::uint16_t> router;  // [experts, hidden]; empty for a dense layer
+  // gate: the matrix the activation reads (gated: gate_proj; two-matrix: up_proj / fc1 / c_fc); up: the
+  // gated FFN's up_proj (empty for a two-matrix FFN).
   std::vector<std::uint16_t> gate, up, down;  // [E,F,H], [E,F,H], [E,H,F]
   std::int64_t ffn_experts = 1, ffn_width = 0;
+  // A dense FFN's biases (ModelSpec::mlp_bias; empty without): before the activation [F], after the down
+  // projection [H] (added once, after the tensor-parallel sum).
+  std::vector<std::uint16_t> ffn_bias_in, ffn_bias_out;
   // The shared experts of an MoE layer as one FFN ([Fs,H], [Fs,H], [H,Fs]; empty without) and their gate
   // ([1,H]; empty without).
   std::vector<std::uint16_t> shared_gate_proj, shared_up, shared_down, shared_gate;
@@ -28,7 +34,8 @@ struct LayerWeights {
 
 struct DeviceWeights {
   std::vector<std::uint16_t> embedding;  // [vocab, hidden]
-  std::vector<std::uint16_t> final_norm; // [hidden]
+  std::vector<std::uint16_t> positions;  // [learned_positions, hidden]; empty with RoPE
+  std::vector<std::uint16_t> final_norm, final_norm_bias;  // [hidden]; the bias with LayerNorm only
   std::vector<std::uint16_t> lm_head;    // [vocab, hidden]
   std::vector<LayerWeights> layers;
 };

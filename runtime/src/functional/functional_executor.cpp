@@ -104,6 +104,15 @@ class FunctionalExecutor::Impl {
   FunctionalResult run(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens) {
     check_prompts(prompts, w_.spec.vocab);
     if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
+    // Learned positions: the last token fed (prompt + max_new_tokens - 1 tokens before it) needs its row.
+    const std::int64_t positions = w_.spec.learned_positions - w_.spec.position_offset;
+    for (std::size_t r = 0; r < prompts.size() && w_.spec.learned_positions > 0; ++r)
+      if (static_cast<std::int64_t>(prompts[r].size()) + max_new_tokens - 1 > positions)
+        throw Error(fmt::format(
+            "prompt {}: {} tokens + {} new tokens need {} positions; model {} has {} "
+            "learned positions",
+            r, prompts[r].size(), max_new_tokens,
+            static_cast<std::int64_t>(prompts[r].size()) + max_new_tokens - 1, w_.spec.name, positions));
     std::int64_t blocks = opt_.kv_blocks;
     if (blocks == 0)
       for (const auto& p : prompts)

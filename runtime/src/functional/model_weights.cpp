@@ -53,33 +53,92 @@ std::string shared_expert_gate(int layer) {
 std::string dense_mlp(int layer, const char* which) {
   return fmt::format("model.layers.{}.mlp.{}_proj.weight", layer, which);
 }
+std::string dense_mlp_bias(int layer, const char* which) {
+  return fmt::format("model.layers.{}.mlp.{}_proj.bias", layer, which);
+}
+std::string positions() {
+  return "model.embed_positions.weight";
+}
+std::string norm_bias(const std::string& gain_name) {
+  DUPLEX_ASSERT(gain_name.ends_with(".weight"), "a norm gain's name ends in .weight");
+  return gain_name.substr(0, gain_name.size() - 6) + "bias";
+}
 }  // namespace weight_name
+
+std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& name) {
+  using compiler::WeightNaming;
+  if (m.weight_naming != WeightNaming::kOpt && m.weight_naming != WeightNaming::kStarcoder2) return name;
+  // Within a layer: "model.layers.L." + the rest.
+  const std::string layers = "model.layers.";
+  std::string prefix = name, rest;
+  if (name.starts_with(layers)) {
+    const std::size_t dot = name.find('.', layers.size());
+    DUPLEX_ASSERT(dot != std::string::npos, "a layer tensor name without its layer index");
+    prefix = name.substr(0, dot + 1);
+    rest = name.substr(dot + 1);
+  }
+  auto replace_start = [](std::string& s, std::string_view from, std::string_view to) {
+    if (!s.starts_with(from)) return false;
+    s = std::string(to) + s.substr(from.size());
+    return true;
+  };
+  if (m.weight_naming == WeightNaming::kStarcoder2) {
+    replace_start(rest, "mlp.up_proj.", "mlp.c_fc.") || replace_start(rest, "mlp.down_proj.", "mlp.c_proj.");
+    return prefix + rest;
+  }
+  // OPT: everything under model.decoder.
+  if (rest.empty()) {
+    std::string top = name;
+    if (replace_start(top, "model.norm.", "model.decoder.final_layer_norm.") ||
+        replace_start(top, "model.", "model.decoder."))
+      return top;
+    return name;  // lm_head.weight
+  }
+  replace_start(rest, "input_layernorm.", "self_attn_layer_norm.") ||
+      replace_start(rest, "post_attention_layernorm.", "final_layer_norm.") ||
+      replace_start(rest, "self_attn.o_proj.", "self_attn.out_proj.") ||
+      replace_start(rest, "mlp.up_proj.", "fc1.") || replace_start(rest, "mlp.down_proj.", "fc2.");
+  return "model.decoder." + prefix.substr(std::string("model.").size()) + rest;
+}
 
 std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
   return std::int64_t{m.shared_experts} * m.shared_expert_ffn;
 }
 
 void check_functional_support(const compiler::ModelSpec& m) {
+  using compiler::Activation;
   auto reject = [&](const char* field, const std::string& problem) {
-    throw Error(
-        fmt::format("{}: {}: {}; functional emulation supports GQA + RoPE, RMSNorm, gated SiLU FFN, "
-                    "dense or MoE layers (shared experts under Qwen-MoE names), q / k / v biases, q / k "
-                    "norms, fp16 or bf16 weights and KV (computed in FP16)",
-                    m.file.empty() ? m.name : m.file, field, problem));
+    throw Error(fmt::format(
+        "{}: {}: {}; functional emulation supports GQA with RoPE or learned positions, RMSNorm or "
+        "LayerNorm, gated SiLU or two-matrix GELU (tanh) / ReLU FFNs, dense or MoE layers (shared "
+        "experts under Qwen-MoE names), q / k / v / o and dense-FFN biases, q / k norms, fp16 or "
+        "bf16 weights and KV (computed in FP16)",
+        m.file.empty() ? m.name : m.file, field, problem));
   };
   if (m.attention != compiler::AttentionKind::kGqa) reject("attention", "MLA");
-  if (m.norm != compiler::NormKind::kRmsNorm) reject("norm", "LayerNorm");
-  if (m.ffn_kind != compiler::FfnKind::kGated) reject("ffn_kind", "two-matrix FFN");
+  if (m.ffn_kind == compiler::FfnKind::kGated && m.activation != Activation::kSilu)
+    reject("activation", fmt::format("a gated FFN with {} (the Logic-PIM gates with SiLU only)",
+                                     compiler::activation_name(m.activation)));
+  if (m.ffn_kind == compiler::FfnKind::kTwoMatrix && m.activation == Activation::kSilu)
+    reject("activation", "silu in a two-matrix FFN (the Logic-PIM's SiLU gates); expected gelu_tanh or relu");
+  if (m.activation == Activation::kGelu)
+    reject("activation",
+           "gelu in its exact (erf) form; the Logic-PIM activation unit computes GELU's tanh "
+           "form (gelu_tanh)");
   if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe)
     reject("shared_experts",
            fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
                        "expected weight_naming: qwen_moe (mlp.shared_expert.*)",
                        m.shared_experts));
-  if (m.learned_positions > 0) reject("learned_positions", "learned position embeddings");
+  if (m.is_moe() && (m.weight_naming == compiler::WeightNaming::kOpt ||
+                     m.weight_naming == compiler::WeightNaming::kStarcoder2))
+    reject("weight_naming", fmt::format("{} names dense models only; expected mixtral or qwen_moe for MoE",
+                                        compiler::weight_naming_name(m.weight_naming)));
   auto half_width = [](compiler::DType t) { return t == compiler::DType::kFp16 || t == compiler::DType::kBf16; };
   if (!half_width(m.dtype)) reject("dtype", fmt::format("weights are {}", compiler::dtype_name(m.dtype)));
   if (!half_width(m.kv_dtype)) reject("kv_dtype", fmt::format("the KV cache is {}", compiler::dtype_name(m.kv_dtype)));
-  if (m.head_dim % 2 != 0) reject("head_dim", fmt::format("{} is odd (RoPE rotates pairs)", m.head_dim));
+  if (m.learned_positions == 0 && m.head_dim % 2 != 0)
+    reject("head_dim", fmt::format("{} is odd (RoPE rotates pairs)", m.head_dim));
   if (m.kv_heads <= 0 || m.heads % m.kv_heads != 0)
     reject("kv_heads", fmt::format("{} does not divide heads = {}", m.kv_heads, m.heads));
   if (m.is_moe() && (m.top_k < 1 || m.top_k > m.experts))
@@ -90,10 +149,18 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   check_functional_support(m);
   using Role = WeightShape::Role;
   const std::int64_t h = m.hidden, q = m.q_dim(), kv = m.kv_dim();
+  const bool layer_norm = m.norm == compiler::NormKind::kLayerNorm;
   std::vector<WeightShape> w;
+  // A norm's gain, and its bias with LayerNorm.
+  auto norm = [&](const std::string& gain) {
+    w.push_back({gain, {h}, Role::kNormGain});
+    if (layer_norm) w.push_back({weight_name::norm_bias(gain), {h}, Role::kBias});
+  };
   w.push_back({weight_name::embedding(), {m.vocab, h}, Role::kMatrix});
+  if (m.learned_positions > 0)
+    w.push_back({weight_name::positions(), {m.learned_positions, h}, Role::kMatrix});
   for (int l = 0; l < m.layers; ++l) {
-    w.push_back({weight_name::attn_norm(l), {h}, Role::kNormGain});
+    norm(weight_name::attn_norm(l));
     w.push_back({weight_name::attn_proj(l, 'q'), {q, h}, Role::kMatrix});
     w.push_back({weight_name::attn_proj(l, 'k'), {kv, h}, Role::kMatrix});
     w.push_back({weight_name::attn_proj(l, 'v'), {kv, h}, Role::kMatrix});
@@ -109,30 +176,35 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
       w.push_back({weight_name::qk_norm(l, 'q'), {per_head ? m.head_dim : q}, Role::kNormGain});
       w.push_back({weight_name::qk_norm(l, 'k'), {per_head ? m.head_dim : kv}, Role::kNormGain});
     }
-    w.push_back({weight_name::ffn_norm(l), {h}, Role::kNormGain});
+    norm(weight_name::ffn_norm(l));
+    const bool gated = m.ffn_kind == compiler::FfnKind::kGated;
     if (m.is_moe_layer(l)) {
       const std::int64_t f = m.expert_ffn;
       w.push_back({weight_name::router(m.weight_naming, l), {m.experts, h}, Role::kMatrix});
       for (int e = 0; e < m.experts; ++e) {
-        w.push_back({weight_name::expert(m.weight_naming, l, e, "gate"), {f, h}, Role::kMatrix});
+        if (gated) w.push_back({weight_name::expert(m.weight_naming, l, e, "gate"), {f, h}, Role::kMatrix});
         w.push_back({weight_name::expert(m.weight_naming, l, e, "down"), {h, f}, Role::kMatrix});
         w.push_back({weight_name::expert(m.weight_naming, l, e, "up"), {f, h}, Role::kMatrix});
       }
       if (m.shared_experts > 0) {  // one FFN as wide as all of them (as HF stores DeepSeek's too)
         const std::int64_t fs = shared_ffn_width(m);
-        w.push_back({weight_name::shared_expert(l, "gate"), {fs, h}, Role::kMatrix});
+        if (gated) w.push_back({weight_name::shared_expert(l, "gate"), {fs, h}, Role::kMatrix});
         w.push_back({weight_name::shared_expert(l, "up"), {fs, h}, Role::kMatrix});
         w.push_back({weight_name::shared_expert(l, "down"), {h, fs}, Role::kMatrix});
         if (m.shared_expert_gate) w.push_back({weight_name::shared_expert_gate(l), {1, h}, Role::kMatrix});
       }
     } else {
       const std::int64_t f = m.ffn;
-      w.push_back({weight_name::dense_mlp(l, "gate"), {f, h}, Role::kMatrix});
+      if (gated) w.push_back({weight_name::dense_mlp(l, "gate"), {f, h}, Role::kMatrix});
       w.push_back({weight_name::dense_mlp(l, "up"), {f, h}, Role::kMatrix});
       w.push_back({weight_name::dense_mlp(l, "down"), {h, f}, Role::kMatrix});
+      if (m.mlp_bias) {
+        w.push_back({weight_name::dense_mlp_bias(l, "up"), {f}, Role::kBias});
+        w.push_back({weight_name::dense_mlp_bias(l, "down"), {h}, Role::kBias});
+      }
     }
   }
-  w.push_back({weight_name::final_norm(), {h}, Role::kNormGain});
+  norm(weight_name::final_norm());
   if (!m.tie_embeddings) w.push_back({weight_name::lm_head(), {m.vocab, h}, Role::kMatrix});
   return w;
 }
@@ -175,7 +247,7 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
     WeightTensor& t = *out[i];
     const std::uint64_t stream = derive_seed(seed, i);
     Rng rng(c == 0 ? stream : derive_seed(stream, static_cast<std::uint64_t>(c)));
-    const bool embedding = s.name == weight_name::embedding();
+    const bool embedding = s.name == weight_name::embedding() || s.name == weight_name::positions();
     const double stddev = s.role != WeightShape::Role::kMatrix ? 0.1
                           : embedding                          ? 1.0
                                       : 1.0 / std::sqrt(static_cast<double>(s.shape.back()));

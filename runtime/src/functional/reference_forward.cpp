@@ -50,6 +50,21 @@ Vec rms_norm(const Vec& x, const WeightTensor& gain, float eps) {
   return y;
 }
 
+// LayerNorm: (x - mean) / sqrt(var + eps) * gain + bias (biased variance, as torch.nn.LayerNorm).
+Vec layer_norm(const Vec& x, const WeightTensor& gain, const WeightTensor& bias, float eps) {
+  double mean = 0;
+  for (float v : x) mean += v;
+  mean /= static_cast<double>(x.size());
+  double var = 0;
+  for (float v : x) var += (v - mean) * (v - mean);
+  const double inv = 1.0 / std::sqrt(var / static_cast<double>(x.size()) + eps);
+  Vec y(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i)
+    y[i] = to_fp16((x[i] - mean) * inv * w_at(gain, static_cast<std::int64_t>(i)) +
+                   w_at(bias, static_cast<std::int64_t>(i)));
+  return y;
+}
+
 // In place: RMSNorm of each `width`-element row of v with gain[width] (Qwen3's per-head q / k norm: rows of
 // head_dim; OLMoE's: one row of the whole projection).
 void rms_norm_rows(Vec& v, std::int64_t width, const WeightTensor& gain, float eps) {
@@ -94,6 +109,24 @@ double silu(double g) {
   return g / (1.0 + std::exp(-g));
 }
 
+// The two-matrix FFN's activation: GELU (tanh form, as HF gelu_pytorch_tanh) or ReLU.
+double activate(compiler::Activation a, double x) {
+  if (a == compiler::Activation::kRelu) return x > 0 ? x : 0.0;
+  DUPLEX_ASSERT(a == compiler::Activation::kGeluTanh, "a two-matrix FFN with GELU (tanh) or ReLU");
+  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+// One two-matrix FFN: down(act(in x + b_in)) (b_in: nullptr without a bias).
+Vec two_matrix_ffn(compiler::Activation a, const WeightTensor& in, const WeightTensor* b_in,
+                   const WeightTensor& down, const Vec& x) {
+  const std::int64_t f = in.shape[0];
+  const std::vector<double> g = matvec(in, x, f);
+  Vec h(static_cast<std::size_t>(f));
+  for (std::size_t i = 0; i < h.size(); ++i)
+    h[i] = to_fp16(activate(a, to_fp16(g[i] + (b_in ? w_at(*b_in, static_cast<std::int64_t>(i)) : 0.0))));
+  return stored(matvec(down, h, down.shape[0]));
+}
+
 // One gated SiLU FFN: down(silu(gate x) * up x).
 Vec gated_ffn(const WeightTensor& gate, const WeightTensor& up, const WeightTensor& down, const Vec& x) {
   const std::int64_t f = gate.shape[0];
@@ -114,22 +147,65 @@ class Sequence {
     const WeightTensor& emb = w_.get(weight_name::embedding());
     Vec x(static_cast<std::size_t>(h));
     for (std::int64_t i = 0; i < h; ++i) x[static_cast<std::size_t>(i)] = w_at(emb, token * h + i);
+    if (m_.learned_positions > 0) {  // + the position's row (OPT: row pos + 2)
+      const WeightTensor& table = w_.get(weight_name::positions());
+      const std::int64_t row = pos + m_.position_offset;
+      if (row >= m_.learned_positions)
+        throw Error(fmt::format("position {} is beyond the model's {} learned positions", pos,
+                                m_.learned_positions - m_.position_offset));
+      for (std::int64_t i = 0; i < h; ++i)
+        x[static_cast<std::size_t>(i)] =
+            to_fp16(static_cast<double>(x[static_cast<std::size_t>(i)]) + w_at(table, row * h + i));
+    }
     for (int l = 0; l < m_.layers; ++l) {
-      Vec a = attention(l, rms_norm(x, w_.get(weight_name::attn_norm(l)), w_.numerics.rms_norm_eps), pos);
+      Vec a = attention(l, norm(x, weight_name::attn_norm(l)), pos);
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + a[i]);
-      const Vec n = rms_norm(x, w_.get(weight_name::ffn_norm(l)), w_.numerics.rms_norm_eps);
-      const Vec f = m_.is_moe_layer(l) ? moe(l, n)
-                                       : gated_ffn(w_.get(weight_name::dense_mlp(l, "gate")),
-                                                   w_.get(weight_name::dense_mlp(l, "up")),
-                                                   w_.get(weight_name::dense_mlp(l, "down")), n);
+      const Vec n = norm(x, weight_name::ffn_norm(l));
+      const Vec f = m_.is_moe_layer(l) ? moe(l, n) : dense_ffn(l, n);
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + f[i]);
     }
-    const Vec n = rms_norm(x, w_.get(weight_name::final_norm()), w_.numerics.rms_norm_eps);
+    const Vec n = norm(x, weight_name::final_norm());
     const std::vector<double> logits = matvec(w_.lm_head(), n, m_.vocab);
     return {logits.begin(), logits.end()};
   }
 
  private:
+  // The model's norm with gain `gain_name` (and, for LayerNorm, the bias beside it).
+  Vec norm(const Vec& x, const std::string& gain_name) const {
+    if (m_.norm == compiler::NormKind::kLayerNorm)
+      return layer_norm(x, w_.get(gain_name), w_.get(weight_name::norm_bias(gain_name)),
+                        w_.numerics.norm_eps);
+    return rms_norm(x, w_.get(gain_name), w_.numerics.norm_eps);
+  }
+
+  // A dense layer's FFN: gated SiLU, or two-matrix (+ its biases: fc1's before the activation, fc2's on the
+  // output, as HF's Linear layers add them).
+  Vec dense_ffn(int l, const Vec& n) const {
+    if (m_.ffn_kind == compiler::FfnKind::kGated)
+      return gated_ffn(w_.get(weight_name::dense_mlp(l, "gate")), w_.get(weight_name::dense_mlp(l, "up")),
+                       w_.get(weight_name::dense_mlp(l, "down")), n);
+    const WeightTensor* b_in = m_.mlp_bias ? &w_.get(weight_name::dense_mlp_bias(l, "up")) : nullptr;
+    Vec y = two_matrix_ffn(m_.activation, w_.get(weight_name::dense_mlp(l, "up")), b_in,
+                           w_.get(weight_name::dense_mlp(l, "down")), n);
+    if (m_.mlp_bias) {
+      const WeightTensor& b_out = w_.get(weight_name::dense_mlp_bias(l, "down"));
+      for (std::size_t i = 0; i < y.size(); ++i)
+        y[i] = to_fp16(static_cast<double>(y[i]) + w_at(b_out, static_cast<std::int64_t>(i)));
+    }
+    return y;
+  }
+
+  // One expert (or the shared experts' FFN, `expert` < 0) of an MoE layer.
+  Vec expert_ffn(int l, int expert, const Vec& n) const {
+    const compiler::WeightNaming names = m_.weight_naming;
+    auto get = [&](const char* which) -> const WeightTensor& {
+      return w_.get(expert < 0 ? weight_name::shared_expert(l, which)
+                               : weight_name::expert(names, l, expert, which));
+    };
+    if (m_.ffn_kind == compiler::FfnKind::kGated) return gated_ffn(get("gate"), get("up"), get("down"), n);
+    return two_matrix_ffn(m_.activation, get("up"), nullptr, get("down"), n);
+  }
+
   Vec attention(int l, const Vec& n, std::int64_t pos) {
     const int d = m_.head_dim, hq = m_.heads, hkv = m_.kv_heads, group = hq / hkv;
     auto proj = [&](char which, std::int64_t rows, bool bias) {
@@ -140,13 +216,14 @@ class Sequence {
         v = proj('v', m_.kv_dim(), m_.qkv_bias);
     if (m_.qk_norm != compiler::QkNorm::kNone) {
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
-      rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')),
-                    w_.numerics.rms_norm_eps);
+      rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')), w_.numerics.norm_eps);
       rms_norm_rows(k, per_head ? d : m_.kv_dim(), w_.get(weight_name::qk_norm(l, 'k')),
-                    w_.numerics.rms_norm_eps);
+                    w_.numerics.norm_eps);
     }
-    rope(q, hq, d, pos, w_.numerics.rope_theta);
-    rope(k, hkv, d, pos, w_.numerics.rope_theta);
+    if (m_.learned_positions == 0) {
+      rope(q, hq, d, pos, w_.numerics.rope_theta);
+      rope(k, hkv, d, pos, w_.numerics.rope_theta);
+    }
     auto& kc = k_[static_cast<std::size_t>(l)];
     auto& vc = v_[static_cast<std::size_t>(l)];
     kc.push_back(k);
@@ -202,17 +279,13 @@ class Sequence {
     std::vector<double> acc(n.size(), 0.0);
     for (int j = 0; j < m_.top_k; ++j) {
       const int e = order[static_cast<std::size_t>(j)];
-      const Vec y = gated_ffn(w_.get(weight_name::expert(names, l, e, "gate")),
-                              w_.get(weight_name::expert(names, l, e, "up")),
-                              w_.get(weight_name::expert(names, l, e, "down")), n);
+      const Vec y = expert_ffn(l, e, n);
       // Renormalised over the chosen experts (norm_topk_prob), or the softmax probability itself.
       const double weight = p[static_cast<std::size_t>(e)] / (m_.router_renormalize ? top_sum : 1.0);
       for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += weight * y[i];
     }
     if (m_.shared_experts > 0) {  // + the shared experts' FFN, scaled by sigmoid(gate . x) when gated
-      const Vec y = gated_ffn(w_.get(weight_name::shared_expert(l, "gate")),
-                              w_.get(weight_name::shared_expert(l, "up")),
-                              w_.get(weight_name::shared_expert(l, "down")), n);
+      const Vec y = expert_ffn(l, -1, n);
       const double g =
           m_.shared_expert_gate
               ? 1.0 / (1.0 + std::exp(-matvec(w_.get(weight_name::shared_expert_gate(l)), n, 1)[0]))

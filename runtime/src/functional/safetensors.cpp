@@ -1,6 +1,7 @@
 #include "duplex/runtime/functional/safetensors.hpp"
 
 #include <fmt/format.h>
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -173,10 +174,24 @@ void note_conversions(ModelWeights& w, const std::set<std::string>& converted) {
 
 }  // namespace
 
-void write_safetensors(const std::string& path, const ModelWeights& weights) {
+namespace {
+// Every tensor under its checkpoint name (checkpoint_name), in name order.
+TensorList checkpoint_tensors(const ModelWeights& weights) {
   TensorList all;
-  for (const auto& [name, t] : weights.tensors) all.emplace_back(name, &t);
-  write_tensors(path, all);
+  for (const auto& [name, t] : weights.tensors) all.emplace_back(checkpoint_name(weights.spec, name), &t);
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return all;
+}
+// The tensors `spec` needs, each named as its checkpoint stores it.
+std::vector<WeightShape> stored_weights(const compiler::ModelSpec& spec) {
+  std::vector<WeightShape> shapes = expected_weights(spec);
+  for (WeightShape& s : shapes) s.name = checkpoint_name(spec, s.name);
+  return shapes;
+}
+}  // namespace
+
+void write_safetensors(const std::string& path, const ModelWeights& weights) {
+  write_tensors(path, checkpoint_tensors(weights));
 }
 
 ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec) {
@@ -185,9 +200,10 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   w.spec = spec;
   w.source = path;
   std::set<std::string> wanted, converted;
-  for (const WeightShape& s : expected_weights(spec)) {
-    wanted.insert(s.name);
-    w.tensors.emplace(s.name, read_tensor(f, s, spec.name, converted));
+  const std::vector<WeightShape> names = expected_weights(spec), stored = stored_weights(spec);
+  for (std::size_t i = 0; i < stored.size(); ++i) {
+    wanted.insert(stored[i].name);
+    w.tensors.emplace(names[i].name, read_tensor(f, stored[i], spec.name, converted));
   }
   for (const auto& [name, value] : f.header.items())
     if (name != "__metadata__" && !wanted.contains(name))
@@ -214,7 +230,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                               index_path, name, file.dump()));
     where[name] = file.get<std::string>();
   }
-  const std::vector<WeightShape> shapes = expected_weights(spec);
+  const std::vector<WeightShape> shapes = stored_weights(spec), names = expected_weights(spec);
   std::set<std::string> wanted;
   for (const WeightShape& s : shapes) {
     wanted.insert(s.name);
@@ -226,15 +242,16 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
     if (!wanted.contains(name))
       throw Error(fmt::format("{}: weight_map: unexpected tensor {} (model {} has no such weight)",
                               index_path, name, spec.name));
-  std::map<std::string, std::vector<const WeightShape*>> by_file;
-  for (const WeightShape& s : shapes) by_file[where.at(s.name)].push_back(&s);
+  std::map<std::string, std::vector<std::size_t>> by_file;  // shard file -> indices into shapes
+  for (std::size_t i = 0; i < shapes.size(); ++i) by_file[where.at(shapes[i].name)].push_back(i);
   ModelWeights w;
   w.spec = spec;
   w.source = index_path;
   std::set<std::string> converted;
   for (const auto& [file, list] : by_file) {
     const SafetensorsFile f = open_safetensors((fs::path(index_path).parent_path() / file).string());
-    for (const WeightShape* s : list) w.tensors.emplace(s->name, read_tensor(f, *s, spec.name, converted));
+    for (std::size_t i : list)
+      w.tensors.emplace(names[i].name, read_tensor(f, shapes[i], spec.name, converted));
     for (const auto& [name, value] : f.header.items())
       if (name != "__metadata__" && (!where.contains(name) || where.at(name) != file))
         throw Error(fmt::format("{}: unexpected tensor {} ({} does not map it to this shard)", f.path, name,
@@ -257,16 +274,32 @@ ModelNumerics config_numerics(const std::string& config) {
     if (!j[key].is_number() || !(j[key].get<double>() > 0)) refuse(key, "a positive number");
     out = j[key].get<float>();
   };
-  number("rms_norm_eps", n.rms_norm_eps);
+  number("rms_norm_eps", n.norm_eps);
+  number("norm_epsilon", n.norm_eps);  // StarCoder2
   number("rope_theta", n.rope_theta);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     refuse("rope_scaling", "null (plain RoPE with rope_theta; scaled RoPE is not emulated)");
   if (j.contains("partial_rotary_factor") &&
       !(j["partial_rotary_factor"].is_number() && j["partial_rotary_factor"].get<double>() == 1.0))
     refuse("partial_rotary_factor", "1 (RoPE over the whole head)");
-  for (const char* act : {"hidden_act", "hidden_activation"})
-    if (j.contains(act) && !j[act].is_null() && j[act] != "silu") refuse(act, "\"silu\" (gated SiLU FFNs)");
-  if (j.contains("mlp_bias") && j["mlp_bias"] != false) refuse("mlp_bias", "false (bias-free FFNs)");
+  // The FFN's activation, under its HF key: SiLU for the gated families; ReLU or GELU's tanh form for the
+  // two-matrix ones (the Logic-PIM's activation modes).
+  const std::string type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"] : "";
+  const bool two_matrix = type == "opt" || type == "starcoder2";
+  const char* act = type == "opt" ? "activation_function" : "hidden_act";
+  if (j.contains(act) && !j[act].is_null()) {
+    const nlohmann::json& a = j[act];
+    const bool computed = two_matrix
+                              ? a == "relu" || a == "gelu_pytorch_tanh" || a == "gelu_new" || a == "gelu_fast"
+                              : a == "silu" || a == "swish";
+    if (!computed)
+      refuse(act, two_matrix ? "relu, gelu_pytorch_tanh, gelu_new or gelu_fast (GELU in its tanh form)"
+                             : "\"silu\" (gated SiLU FFNs)");
+  }
+  if (j.contains("hidden_activation") && !j["hidden_activation"].is_null())
+    refuse("hidden_activation", "absent (the FFN's activation is hidden_act)");
+  if (j.contains("mlp_bias") && j["mlp_bias"] != false)
+    refuse("mlp_bias", "false (a gated FFN without biases; biased FFNs are two-matrix: OPT, StarCoder2)");
   if (j.contains("clip_qkv") && !j["clip_qkv"].is_null()) refuse("clip_qkv", "null (q, k, v unclipped)");
   return n;
 }
@@ -307,7 +340,27 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
   // layers layer_types names; Llama and OLMoE have none.
   const bool windowed = m.sliding_window > 0, all_windowed = windowed && m.windowed_layers() == m.layers;
   const bool plain = no_norm && !m.qkv_bias && !m.o_bias;
-  if (!m.is_moe()) {
+  // The two-matrix LayerNorm families: all their projections biased alike, MHA (OPT) or GQA (StarCoder2) with
+  // head_dim = hidden / heads.
+  const bool two_matrix = m.ffn_kind == compiler::FfnKind::kTwoMatrix,
+             layer_norm = m.norm == compiler::NormKind::kLayerNorm;
+  const bool all_biased_alike = m.qkv_bias == m.o_bias && m.o_bias == m.mlp_bias;
+  const bool split_heads = m.head_dim * m.heads == m.hidden;
+  const bool act_ok =
+      m.activation == compiler::Activation::kRelu || m.activation == compiler::Activation::kGeluTanh;
+  if (m.weight_naming == compiler::WeightNaming::kOpt && !m.is_moe() && two_matrix && layer_norm && no_norm &&
+      all_biased_alike && split_heads && act_ok && m.kv_heads == m.heads && m.learned_positions > 2 &&
+      m.position_offset == 2 && !windowed)
+    return "opt";
+  if (m.weight_naming == compiler::WeightNaming::kStarcoder2 && !m.is_moe() && two_matrix && layer_norm &&
+      no_norm && all_biased_alike && split_heads && act_ok && m.learned_positions == 0 &&
+      (!windowed || all_windowed))
+    return "starcoder2";
+  const bool llama_like = !two_matrix && !layer_norm && m.learned_positions == 0 && !m.mlp_bias &&
+                          (m.weight_naming == compiler::WeightNaming::kMixtral ||
+                           m.weight_naming == compiler::WeightNaming::kQwenMoe);
+  if (!llama_like) {
+  } else if (!m.is_moe()) {
     if (head_norm && all_bias) return "qwen3";
     if (no_norm && m.qkv_bias && !m.o_bias) return "qwen2";
     if (plain && all_windowed) return "mistral";
@@ -325,15 +378,16 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
       return "olmoe";
   }
   const char* norm = no_norm ? "none" : head_norm ? "head" : "whole";
-  const char* naming = m.weight_naming == compiler::WeightNaming::kQwenMoe ? "qwen_moe" : "mixtral";
   throw Error(fmt::format(
-      "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, q/k/v bias {}, "
-      "o bias {}, q/k norm {}, shared experts {} gated {}, renormalised routing {}, sliding window {} on {} "
-      "layers); expected one of llama, mistral, qwen2, qwen3 (dense), mixtral, qwen2_moe, qwen3_moe, olmoe "
-      "as "
+      "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, {} FFN with {}, "
+      "FFN bias {}, {}, learned positions {} (offset {}), q/k/v bias {}, o bias {}, q/k norm {}, shared "
+      "experts {} gated {}, renormalised routing {}, sliding window {} on {} layers); expected one of llama, "
+      "mistral, qwen2, qwen3, opt, starcoder2 (dense), mixtral, qwen2_moe, qwen3_moe, olmoe as "
       "configs/README.md describes",
-      m.name, m.is_moe(), naming, m.qkv_bias, m.o_bias, norm, m.shared_experts, m.shared_expert_gate,
-      m.router_renormalize, m.sliding_window, m.windowed_layers()));
+      m.name, m.is_moe(), compiler::weight_naming_name(m.weight_naming), two_matrix ? "two-matrix" : "gated",
+      compiler::activation_name(m.activation), m.mlp_bias, layer_norm ? "LayerNorm" : "RMSNorm",
+      m.learned_positions, m.position_offset, m.qkv_bias, m.o_bias, norm, m.shared_experts,
+      m.shared_expert_gate, m.router_renormalize, m.sliding_window, m.windowed_layers()));
 }
 
 namespace {
@@ -350,11 +404,42 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   const std::string type = hf_model_type(m);
   // The transformers class of each model_type (config.json's "architectures").
-  static const std::map<std::string, std::string> kArchitecture = {
-      {"llama", "LlamaForCausalLM"},        {"mistral", "MistralForCausalLM"},
-      {"qwen2", "Qwen2ForCausalLM"},        {"qwen3", "Qwen3ForCausalLM"},
-      {"mixtral", "MixtralForCausalLM"},    {"qwen2_moe", "Qwen2MoeForCausalLM"},
-      {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"olmoe", "OlmoeForCausalLM"}};
+  static const std::map<std::string, std::string> kArchitecture = {{"llama", "LlamaForCausalLM"},
+                                                                   {"mistral", "MistralForCausalLM"},
+                                                                   {"qwen2", "Qwen2ForCausalLM"},
+                                                                   {"qwen3", "Qwen3ForCausalLM"},
+                                                                   {"mixtral", "MixtralForCausalLM"},
+                                                                   {"qwen2_moe", "Qwen2MoeForCausalLM"},
+                                                                   {"qwen3_moe", "Qwen3MoeForCausalLM"},
+                                                                   {"olmoe", "OlmoeForCausalLM"},
+                                                                   {"opt", "OPTForCausalLM"},
+                                                                   {"starcoder2", "Starcoder2ForCausalLM"}};
+  const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
+                           : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
+                                                                             : "silu";
+  if (type == "opt") {
+    // OPT's LayerNorms are torch.nn.LayerNorm's, eps 1e-5: config.json cannot state another.
+    if (weights.numerics.norm_eps != 1e-5f)
+      throw Error(
+          fmt::format("model {}: norm eps {} cannot be stated in an OPT config.json (its LayerNorms "
+                      "use 1e-5); expected 1e-5",
+                      m.name, weights.numerics.norm_eps));
+    return {{"model_type", type},
+            {"architectures", {kArchitecture.at(type)}},
+            {"_name_or_path", m.name},
+            {"num_hidden_layers", m.layers},
+            {"hidden_size", m.hidden},
+            {"word_embed_proj_dim", m.hidden},
+            {"num_attention_heads", m.heads},
+            {"ffn_dim", m.ffn},
+            {"vocab_size", m.vocab},
+            {"max_position_embeddings", m.learned_positions - 2},
+            {"do_layer_norm_before", true},
+            {"enable_bias", m.mlp_bias},
+            {"activation_function", activation},
+            {"tie_word_embeddings", m.tie_embeddings},
+            {"torch_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"}};
+  }
   nlohmann::json c = {{"model_type", type},
                       {"architectures", {kArchitecture.at(type)}},
                       {"_name_or_path", m.name},
@@ -366,10 +451,18 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                       {"vocab_size", m.vocab},
                       {"tie_word_embeddings", m.tie_embeddings},
                       {"torch_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"},
-                      {"rms_norm_eps", decimal(weights.numerics.rms_norm_eps)},
+                      {"rms_norm_eps", decimal(weights.numerics.norm_eps)},
                       {"rope_theta", decimal(weights.numerics.rope_theta)},
-                      {"hidden_act", "silu"}};
-  if (type != "qwen2" && type != "qwen2_moe") c["attention_bias"] = m.qkv_bias;
+                      {"hidden_act", activation}};
+  if (type == "starcoder2") {
+    c.erase("rms_norm_eps");
+    c["norm_epsilon"] = decimal(weights.numerics.norm_eps);
+    c["use_bias"] = m.mlp_bias;
+    // HF's window check compares with it: a table longer than any window.
+    c["max_position_embeddings"] = std::max(16384, m.sliding_window + 1);
+  } else if (type != "qwen2" && type != "qwen2_moe") {
+    c["attention_bias"] = m.qkv_bias;
+  }
   if (!m.is_moe()) {
     c["intermediate_size"] = m.ffn;
   } else if (type == "mixtral") {
@@ -393,7 +486,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   }
   if (m.sliding_window > 0) {
     c["sliding_window"] = m.sliding_window;
-    if (type != "mistral" && type != "mixtral") {  // the Qwen families: which layers, by layer_types
+    if (type != "mistral" && type != "mixtral" &&
+        type != "starcoder2") {  // Qwen: which layers, by layer_types
       c["use_sliding_window"] = true;
       std::vector<std::string> types;
       for (int l = 0; l < m.layers; ++l)
@@ -425,8 +519,7 @@ void write_checkpoint(const std::string& dir, const ModelWeights& weights, int s
   }
   // HF's sharded layout: model-0000i-of-0000n.safetensors, consecutive tensors (in name order) per shard, and
   // model.safetensors.index.json mapping every tensor to its shard.
-  TensorList all;
-  for (const auto& [name, t] : weights.tensors) all.emplace_back(name, &t);
+  const TensorList all = checkpoint_tensors(weights);
   nlohmann::json index = {{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
   std::uint64_t total = 0;
   for (int i = 0; i < shards; ++i) {

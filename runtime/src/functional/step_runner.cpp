@@ -1,5 +1,6 @@
 #include "step_runner.hpp"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
 
@@ -164,11 +165,9 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
 }
 
 void StepRunner::execute(const compiler::Op& op, Unit unit) {
-  const std::int64_t h = m_.hidden;
   switch (op.kind) {
     case OpKind::kEmbedding:
-      xpu0_.run(op.kind, kernels::EmbeddingArgs{f16_view(w0_.embedding, {m_.vocab, h}), i32_view(ids_, {t_}),
-                                                f16_view(x_, {t_, h})});
+      embedding();
       return;
     case OpKind::kNorm:
       norm(op.layer);
@@ -207,20 +206,44 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
   }
 }
 
+// x = the tokens' embedding rows (+ their position rows with learned positions: row position_offset + p).
+void StepRunner::embedding() {
+  const std::int64_t h = m_.hidden;
+  xpu0_.run(OpKind::kEmbedding, kernels::EmbeddingArgs{f16_view(w0_.embedding, {m_.vocab, h}),
+                                                       i32_view(ids_, {t_}), f16_view(x_, {t_, h})});
+  if (m_.learned_positions == 0) return;
+  std::vector<std::int32_t> rows(positions_.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    rows[i] = positions_[i] + m_.position_offset;
+    if (rows[i] >= m_.learned_positions)
+      throw Error(fmt::format("model {}: position {} is beyond its {} learned positions (offset {})", m_.name,
+                              positions_[i], m_.learned_positions, m_.position_offset));
+  }
+  std::vector<std::uint16_t> pos(static_cast<std::size_t>(t_ * h));
+  xpu0_.run(OpKind::kEmbedding, kernels::EmbeddingArgs{f16_view(w0_.positions, {m_.learned_positions, h}),
+                                                       i32_view(rows, {t_}), f16_view(pos, {t_, h})});
+  xpu0_.run(OpKind::kEmbedding,
+            kernels::ResidualAddArgs{f16_view(x_, {t_, h}), f16_view(pos, {t_, h}), f16_view(x_, {t_, h})});
+}
+
 void StepRunner::norm(int layer) {
   if (layer != norm_layer_) {
     norm_layer_ = layer;
     norms_in_layer_ = 0;
   }
-  std::vector<std::uint16_t>& gain = layer < 0 ? w0_.final_norm
-                                     : norms_in_layer_ == 0
-                                         ? w0_.layers[static_cast<std::size_t>(layer)].attn_norm
-                                         : w0_.layers[static_cast<std::size_t>(layer)].ffn_norm;
+  LayerWeights* lw = layer < 0 ? nullptr : &w0_.layers[static_cast<std::size_t>(layer)];
+  const bool first = norms_in_layer_ == 0;
+  std::vector<std::uint16_t>& gain = lw == nullptr ? w0_.final_norm : first ? lw->attn_norm : lw->ffn_norm;
+  std::vector<std::uint16_t>& bias = lw == nullptr ? w0_.final_norm_bias
+                                     : first       ? lw->attn_norm_bias
+                                                   : lw->ffn_norm_bias;
   ++norms_in_layer_;
   const std::int64_t h = m_.hidden;
-  xpu0_.run(OpKind::kNorm,
-            kernels::NormArgs{kernels::NormKind::kRms, f16_view(x_, {t_, h}), f16_view(gain, {h}),
-                              kernels::Tensor{}, f16_view(normed_, {t_, h}), numerics_.rms_norm_eps});
+  const bool layer_norm = m_.norm == compiler::NormKind::kLayerNorm;
+  xpu0_.run(OpKind::kNorm, kernels::NormArgs{layer_norm ? kernels::NormKind::kLayer : kernels::NormKind::kRms,
+                                             f16_view(x_, {t_, h}), f16_view(gain, {h}),
+                                             layer_norm ? f16_view(bias, {h}) : kernels::Tensor{},
+                                             f16_view(normed_, {t_, h}), numerics_.norm_eps});
 }
 
 void StepRunner::qkv(int layer, Unit unit) {
@@ -282,7 +305,7 @@ void StepRunner::whole_qk_norm(int layer) {
         dev_[d].xpu->run(
             OpKind::kNorm,
             kernels::NormArgs{kernels::NormKind::kRms, f16_view(full, {t_, width}), f16_view(gain, {width}),
-                              kernels::Tensor{}, f16_view(normed, {t_, width}), numerics_.rms_norm_eps});
+                              kernels::Tensor{}, f16_view(normed, {t_, width}), numerics_.norm_eps});
         const std::int64_t c0 = (is_q ? s.q_head0 : s.kv_head0) * hd,
                            n = (is_q ? s.q_heads : s.kv_heads) * hd;
         std::vector<std::uint16_t>& x = is_q ? lanes_[d].q : lanes_[d].k;
@@ -314,14 +337,14 @@ void StepRunner::rope(int layer) {
       for (auto [x, heads, gain] :
            {std::tuple{&lane.q, s.q_heads, &lw.q_norm}, std::tuple{&lane.k, s.kv_heads, &lw.k_norm}}) {
         const std::int64_t rows = per_head ? t_ * heads : t_, cols = per_head ? hd : heads * hd;
-        dev_[d].xpu->run(
-            OpKind::kNorm,
-            kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {rows, cols}), f16_view(*gain, {cols}),
-                              kernels::Tensor{}, f16_view(*x, {rows, cols}), numerics_.rms_norm_eps});
+        dev_[d].xpu->run(OpKind::kNorm, kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {rows, cols}),
+                                                          f16_view(*gain, {cols}), kernels::Tensor{},
+                                                          f16_view(*x, {rows, cols}), numerics_.norm_eps});
       }
     }
   }
   if (gathered_norm) whole_qk_norm(layer);
+  if (m_.learned_positions > 0) return;  // no rotation: the positions were added to the embeddings
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
@@ -332,12 +355,13 @@ void StepRunner::rope(int layer) {
   }
 }
 
-// x += out (+ the attention's o bias, once per row after the all-reduce, when the model has one).
+// x += out (+ the attention's o bias or the FFN's output bias, once per row after the all-reduce, when the
+// model has one).
 void StepRunner::residual() {
   const std::int64_t h = m_.hidden;
-  if (o_bias_layer_ >= 0) {
-    add_bias(0, out_, t_, w0_.layers[static_cast<std::size_t>(o_bias_layer_)].o_bias.data(), h);
-    o_bias_layer_ = -1;
+  if (out_bias_ != nullptr) {
+    add_bias(0, out_, t_, out_bias_, h);
+    out_bias_ = nullptr;
   }
   xpu0_.run(OpKind::kResidual,
             kernels::ResidualAddArgs{f16_view(x_, {t_, h}), f16_view(out_, {t_, h}), f16_view(x_, {t_, h})});
@@ -489,7 +513,7 @@ void StepRunner::all_reduce() {
 
 void StepRunner::o_proj(int layer, Unit unit) {
   const std::int64_t h = m_.hidden;
-  if (m_.o_bias) o_bias_layer_ = layer;
+  if (m_.o_bias) out_bias_ = w0_.layers[static_cast<std::size_t>(layer)].o_bias.data();
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) {
       std::fill_n(partial(d), t_ * h, std::uint16_t{0});
@@ -598,19 +622,20 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
         x_sub.insert(x_sub.end(), x_perm.begin() + off[ge] * h, x_perm.begin() + off[ge + 1] * h);
       } else {
         on(d, Unit::kPim)
-            .gated_ffn(OpKind::kExpertFfn, lw.gate.data() + i * f * h, lw.up.data() + i * f * h,
-                       lw.down.data() + i * h * f, x_perm.data() + off[ge] * h, y_perm.data() + off[ge] * h,
-                       static_cast<std::size_t>(rows), static_cast<std::size_t>(f),
-                       static_cast<std::size_t>(h));
+            .ffn(OpKind::kExpertFfn, ffn_weights(lw.gate, lw.up, lw.down, nullptr, i, f),
+                 x_perm.data() + off[ge] * h, y_perm.data() + off[ge] * h, static_cast<std::size_t>(rows));
       }
     }
     const std::int64_t xpu_rows = xpu_off.back();
     if (xpu_rows > 0) {
       y_sub.resize(x_sub.size());
       kernels::ExpertFfnArgs a;
+      const bool gated = m_.ffn_kind == compiler::FfnKind::kGated;
+      a.kind = gated ? kernels::FfnKind::kGated : kernels::FfnKind::kTwoMatrix;
+      a.activation = device::kernel_activation(m_.activation);
       a.x = f16_view(x_sub, {xpu_rows, h});
       a.w_in = f16_view(lw.gate, {local, f, h});
-      a.w_up = f16_view(lw.up, {local, f, h});
+      if (gated) a.w_up = f16_view(lw.up, {local, f, h});
       a.w_down = f16_view(lw.down, {local, h, f});
       a.y = f16_view(y_sub, {xpu_rows, h});
       a.expert_offsets = xpu_off;
@@ -634,9 +659,10 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
       on_node_rows(d, normed_.data(), h, y_perm.data() + p * h, h,
                    [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
                      on(d, shared_unit)
-                         .gated_ffn(OpKind::kSharedExpertFfn, lw.shared_gate_proj.data(), lw.shared_up.data(),
-                                    lw.shared_down.data(), x, y, static_cast<std::size_t>(rows),
-                                    static_cast<std::size_t>(lw.shared_width), static_cast<std::size_t>(h));
+                         .ffn(OpKind::kSharedExpertFfn,
+                              ffn_weights(lw.shared_gate_proj, lw.shared_up, lw.shared_down, nullptr, 0,
+                                          lw.shared_width),
+                              x, y, static_cast<std::size_t>(rows));
                    });
     std::vector<std::int32_t> rows_ext(static_cast<std::size_t>(t_ * (k + 1)));
     std::vector<float> weights_ext(rows_ext.size());
@@ -664,12 +690,30 @@ void StepRunner::dense_ffn(int layer, Unit unit) {
       continue;
     }
     LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
-    on_node_rows(d, normed_.data(), h, partial(d), h, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
-      on(d, unit).gated_ffn(OpKind::kDenseFfn, lw.gate.data(), lw.up.data(), lw.down.data(), x, y,
-                            static_cast<std::size_t>(rows), static_cast<std::size_t>(lw.ffn_width),
-                            static_cast<std::size_t>(h));
-    });
+    const FfnWeights w = ffn_weights(
+        lw.gate, lw.up, lw.down, lw.ffn_bias_in.empty() ? nullptr : lw.ffn_bias_in.data(), 0, lw.ffn_width);
+    on_node_rows(d, normed_.data(), h, partial(d), h,
+                 [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
+                   on(d, unit).ffn(OpKind::kDenseFfn, w, x, y, static_cast<std::size_t>(rows));
+                 });
   }
+  if (m_.mlp_bias) out_bias_ = w0_.layers[static_cast<std::size_t>(layer)].ffn_bias_out.data();
+}
+
+// Expert `expert` of stacked FFN matrices [E,F,H] / [E,H,F] `width` wide (no up matrix: two-matrix).
+FfnWeights StepRunner::ffn_weights(const std::vector<std::uint16_t>& in, const std::vector<std::uint16_t>& up,
+                                   const std::vector<std::uint16_t>& down, const std::uint16_t* bias_in,
+                                   std::int64_t expert, std::int64_t width) const {
+  const std::int64_t h = m_.hidden;
+  FfnWeights w;
+  w.w_in = in.data() + expert * width * h;
+  w.w_up = up.empty() ? nullptr : up.data() + expert * width * h;
+  w.w_down = down.data() + expert * h * width;
+  w.b_in = bias_in;
+  w.f = static_cast<std::size_t>(width);
+  w.h = static_cast<std::size_t>(h);
+  w.activation = m_.activation;
+  return w;
 }
 
 // One next-token row per request (its last token's final-norm output); each device of the request's node

@@ -101,6 +101,7 @@ class StepRunner {
   device::IDevice& on(std::size_t d, compiler::Unit unit) const;
   std::uint16_t* partial(std::size_t d);
   void execute(const compiler::Op& op, compiler::Unit unit);
+  void embedding();
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
   // The xPU's elementwise pass over device d's projections (the plan's rope op): q / k / v biases, q / k
@@ -125,6 +126,9 @@ class StepRunner {
                                            const compiler::ExecutionPlan& device0) const;
   void experts(int layer, const compiler::ExecutionPlan& device0);
   void dense_ffn(int layer, compiler::Unit unit);
+  FfnWeights ffn_weights(const std::vector<std::uint16_t>& in, const std::vector<std::uint16_t>& up,
+                         const std::vector<std::uint16_t>& down, const std::uint16_t* bias_in,
+                         std::int64_t expert, std::int64_t width) const;
   void lm_head(StepOutput& out);
   int moe_index(int layer) const;
 
@@ -150,7 +154,7 @@ class StepRunner {
   std::vector<std::int32_t> topk_ids_;
   std::vector<float> topk_weights_;
   std::vector<float> shared_gate_;  // per token: the shared experts' gate (1 without one)
-  int o_bias_layer_ = -1;           // the layer whose o bias the next residual adds (-1: none)
+  const std::uint16_t* out_bias_ = nullptr;  // the bias the next residual adds (o / FFN output; [hidden])
   int norms_in_layer_ = 0, norm_layer_ = -2, kv_written_layer_ = -1;
 };
 

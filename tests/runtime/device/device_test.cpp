@@ -74,8 +74,14 @@ TEST(Devices, LinearAndGatedFfnMatchDoubleReferenceAndCountPerKind) {
   for (IDevice* d : u.all()) {
     std::vector<std::uint16_t> y(m * n), z(m * k);
     d->linear(OpKind::kQkvProj, w.data(), x.data(), y.data(), m, n, k);
-    d->gated_ffn(OpKind::kExpertFfn, wg.data(), wu.data(), wd.data(), x.data(), z.data(), m, f, k);
-    d->gated_ffn(OpKind::kExpertFfn, wg.data(), wu.data(), wd.data(), x.data(), z.data(), m, f, k);
+    functional::FfnWeights gated;
+    gated.w_in = wg.data();
+    gated.w_up = wu.data();
+    gated.w_down = wd.data();
+    gated.f = f;
+    gated.h = k;
+    d->ffn(OpKind::kExpertFfn, gated, x.data(), z.data(), m);
+    d->ffn(OpKind::kExpertFfn, gated, x.data(), z.data(), m);
     for (std::size_t r = 0; r < m; ++r) {
       for (std::size_t c = 0; c < n; ++c) {
         double ref = 0;
@@ -99,6 +105,44 @@ TEST(Devices, LinearAndGatedFfnMatchDoubleReferenceAndCountPerKind) {
     }
     EXPECT_EQ(d->op_counts().at("qkv_proj"), 1) << d->name();
     EXPECT_EQ(d->op_counts().at("expert_ffn"), 2) << d->name();
+  }
+}
+
+// fc1 with a bias, GELU (tanh) or ReLU, fc2: every unit against a double reference (the Logic-PIM's
+// activation unit takes the bias as its addend).
+TEST(Devices, TwoMatrixFfnWithBiasMatchesDoubleReference) {
+  Units u;
+  const std::size_t m = 3, k = 40, f = 24;
+  const auto x = random_half(m * k, 11), w_in = random_half(f * k, 12, 0.15f),
+             w_down = random_half(k * f, 13, 0.2f), b_in = random_half(f, 14, 0.5f);
+  for (compiler::Activation act : {compiler::Activation::kGeluTanh, compiler::Activation::kRelu}) {
+    functional::FfnWeights w;
+    w.w_in = w_in.data();
+    w.w_down = w_down.data();
+    w.b_in = b_in.data();
+    w.f = f;
+    w.h = k;
+    w.activation = act;
+    for (IDevice* d : u.all()) {
+      std::vector<std::uint16_t> y(m * k);
+      d->ffn(OpKind::kDenseFfn, w, x.data(), y.data(), m);
+      for (std::size_t r = 0; r < m; ++r) {
+        std::vector<double> h(f);
+        for (std::size_t j = 0; j < f; ++j) {
+          double g = half(b_in[j]);
+          for (std::size_t i = 0; i < k; ++i) g += half(w_in[j * k + i]) * half(x[r * k + i]);
+          h[j] = act == compiler::Activation::kRelu
+                     ? std::max(g, 0.0)
+                     : 0.5 * g * (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g)));
+        }
+        for (std::size_t c = 0; c < k; ++c) {
+          double ref = 0;
+          for (std::size_t j = 0; j < f; ++j) ref += half(w_down[c * f + j]) * h[j];
+          EXPECT_NEAR(half(y[r * k + c]), ref, 1e-2 * std::max(1.0, std::fabs(ref)))
+              << d->name() << " " << compiler::activation_name(act);
+        }
+      }
+    }
   }
 }
 

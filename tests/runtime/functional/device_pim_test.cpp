@@ -71,6 +71,13 @@ TEST(DevicePimUnit, TinyMoeOnDuplexPeEqualsDatapathBitForBit) { expect_device_eq
 
 TEST(DevicePimUnit, TinyDenseOnDuplexPeEqualsDatapathBitForBit) { expect_device_equals_datapath("tiny-dense"); }
 
+// Two-matrix FFNs on the device: the activation command in its ReLU (OPT) and GELU tanh (StarCoder2) modes,
+// the fc1 bias uploaded as the second operand.
+TEST(DevicePimUnit, TwoMatrixFfnsOnDuplexPeEqualDatapathBitForBit) {
+  expect_device_equals_datapath("tiny-opt");
+  expect_device_equals_datapath("tiny-starcoder2");
+}
+
 TEST(DevicePimUnit, RunSessionPassesCheckThroughDevice) {
   for (const char* model : {"tiny-moe", "tiny-dense"}) {
     RunOptions o;

@@ -5,15 +5,16 @@ For each model, `duplex run --save-weights DIR --json --logits` runs the model o
 weights it ran as a HuggingFace checkpoint. This script then reads that checkpoint as the HF code would (the
 config.json fields of its model_type, with HF's defaults; the safetensors files, sharded or not) and computes
 the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
-pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Mixtral / Qwen2-MoE / Qwen3-MoE / OLMoE, and
-their sliding windows), written here
+pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / StarCoder2 / OPT / Mixtral / Qwen2-MoE /
+Qwen3-MoE / OLMoE, and their sliding windows), written here
 from those definitions and sharing no code with duplex. A model passes when every logit is within
 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on duplex's side) and every
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (the shared-expert gate, the q/k/v biases, the q/k norms, the routing renormalisation or the sliding
-window, the first the model has); that comparison must fail, or the check could not see the feature.
+side (the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, the
+routing renormalisation or the sliding window, the first the model has); that comparison must fail, or the
+check could not see the feature.
 
 Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES[@OPTION+OPTION...]]] ...
 (OPTIONs go to duplex run as they are, e.g. --max-tokens-per-step=3+--kv-blocks=2.)
@@ -87,6 +88,23 @@ class HfModel:
         self.eps = c.get("rms_norm_eps", 1e-6)
         self.theta = c.get("rope_theta", 10000.0)
         self.tied = c.get("tie_word_embeddings", False)
+        # OPT and StarCoder2: LayerNorm (gain and bias), a two-matrix FFN with biases, every projection biased.
+        self.opt, self.starcoder2 = self.type == "opt", self.type == "starcoder2"
+        self.layer_norm = self.opt or self.starcoder2
+        self.act = "silu"
+        self.mlp_bias = False
+        self.positions = self.opt  # OPTLearnedPositionalEmbedding: position p reads row p + 2
+        if self.opt:
+            self.eps = 1e-5  # torch.nn.LayerNorm's default; OPT's config has no eps
+            self.tied = c.get("tie_word_embeddings", True)
+            self.act = c.get("activation_function", "relu")
+            self.mlp_bias = c.get("enable_bias", True)
+            assert c.get("do_layer_norm_before", True) and c.get("word_embed_proj_dim", self.hidden) == self.hidden
+        elif self.starcoder2:
+            self.eps = c.get("norm_epsilon", 1e-5)
+            self.tied = c.get("tie_word_embeddings", True)
+            self.act = c.get("hidden_act", "gelu_pytorch_tanh")
+            self.mlp_bias = c.get("use_bias", True)
         moe_types = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
         self.moe = self.type in moe_types
         if self.type == "mixtral":
@@ -100,6 +118,8 @@ class HfModel:
         # Qwen2 / Qwen2-MoE: q, k, v always biased; the others by attention_bias (o too).
         if self.type in ("qwen2", "qwen2_moe"):
             self.qkv_bias, self.o_bias = True, False
+        elif self.layer_norm:
+            self.qkv_bias = self.o_bias = self.mlp_bias
         else:
             self.qkv_bias = self.o_bias = bool(c.get("attention_bias", False))
         self.qk_norm = {"qwen3": "head", "qwen3_moe": "head", "olmoe": "whole"}.get(self.type)
@@ -108,7 +128,7 @@ class HfModel:
         # families when use_sliding_window, on the layers layer_types marks (else from max_window_layers on).
         window = c.get("sliding_window")
         self.windows = [None] * self.layers
-        if window and self.type in ("mistral", "mixtral"):
+        if window and self.type in ("mistral", "mixtral", "starcoder2"):
             self.windows = [window] * self.layers
         elif window and c.get("use_sliding_window") and self.type.startswith("qwen"):
             types = c.get("layer_types")
@@ -121,6 +141,10 @@ class HfModel:
             self.qk_norm = None
         elif drop == "norm_topk":
             self.norm_topk = not self.norm_topk
+        elif drop == "positions":
+            self.positions = False
+        elif drop == "mlp_bias":
+            self.mlp_bias = False
         self.shared_gate_dropped = drop == "shared_gate"
         if drop == "window":
             self.windows = [None] * self.layers
@@ -131,6 +155,32 @@ class HfModel:
     def rms(self, x, gain):
         var = np.mean(x * x, axis=-1, keepdims=True)
         return x / np.sqrt(var + self.eps) * gain
+
+    def norm(self, x, name):  # the model's norm `name` (without ".weight"): RMSNorm, or LayerNorm with its bias
+        if not self.layer_norm:
+            return self.rms(x, self.w(name + ".weight"))
+        mean = x.mean(axis=-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + self.eps) * self.w(name + ".weight") + self.w(name + ".bias")
+
+    def layer_prefix(self, layer):
+        return f"model.decoder.layers.{layer}." if self.opt else f"model.layers.{layer}."
+
+    def activate(self, x):
+        if self.act == "relu":
+            return np.maximum(x, 0.0)
+        if self.act in ("gelu_pytorch_tanh", "gelu_new"):
+            return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+        raise ValueError(f"activation {self.act}")
+
+    def two_matrix_mlp(self, layer, x):  # OPT fc1 / fc2, StarCoder2 mlp.c_fc / c_proj
+        p = self.layer_prefix(layer) + ("" if self.opt else "mlp.")
+        fc1, fc2 = ("fc1", "fc2") if self.opt else ("c_fc", "c_proj")
+        h = x @ self.w(p + fc1 + ".weight").T
+        if self.mlp_bias:
+            h = h + self.w(p + fc1 + ".bias")
+        y = self.activate(h) @ self.w(p + fc2 + ".weight").T
+        return y + self.w(p + fc2 + ".bias") if self.mlp_bias else y
 
     def is_moe_layer(self, layer):
         if not self.moe:
@@ -186,7 +236,7 @@ class HfModel:
         return out
 
     def attention(self, layer, x):
-        p = f"model.layers.{layer}.self_attn."
+        p = self.layer_prefix(layer) + "self_attn."
         T, d = x.shape[0], self.head_dim
 
         def proj(name, bias):
@@ -201,8 +251,9 @@ class HfModel:
         v = v.reshape(T, self.kv_heads, d)
         if self.qk_norm == "head":  # Qwen3: per head over head_dim
             q, k = self.rms(q, self.w(p + "q_norm.weight")), self.rms(k, self.w(p + "k_norm.weight"))
-        pos = np.arange(T, dtype=np.float64)
-        q, k = self.rope(q, pos), self.rope(k, pos)
+        if not self.opt:  # OPT's positions are in its embeddings
+            pos = np.arange(T, dtype=np.float64)
+            q, k = self.rope(q, pos), self.rope(k, pos)
         group = self.heads // self.kv_heads
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
         scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d)
@@ -214,18 +265,29 @@ class HfModel:
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         scores /= scores.sum(axis=-1, keepdims=True)
         attn = np.einsum("hqk,khd->qhd", scores, v).reshape(T, self.heads * d)
-        out = attn @ self.w(p + "o_proj.weight").T
-        return out + self.w(p + "o_proj.bias") if self.o_bias else out
+        o = "out_proj" if self.opt else "o_proj"
+        out = attn @ self.w(p + o + ".weight").T
+        return out + self.w(p + o + ".bias") if self.o_bias else out
 
     def logits(self, tokens):
-        x = self.w("model.embed_tokens.weight")[np.array(tokens)]
+        top = "model.decoder." if self.opt else "model."
+        x = self.w(top + "embed_tokens.weight")[np.array(tokens)]
+        if self.positions:
+            x = x + self.w(top + "embed_positions.weight")[np.arange(len(tokens)) + 2]
+        attn_norm, mlp_norm = (
+            ("self_attn_layer_norm", "final_layer_norm") if self.opt else ("input_layernorm", "post_attention_layernorm"))
         for layer in range(self.layers):
-            p = f"model.layers.{layer}."
-            x = x + self.attention(layer, self.rms(x, self.w(p + "input_layernorm.weight")))
-            n = self.rms(x, self.w(p + "post_attention_layernorm.weight"))
-            x = x + (self.sparse_moe(layer, n) if self.is_moe_layer(layer) else self.mlp(p + "mlp.", n))
-        x = self.rms(x, self.w("model.norm.weight"))
-        head = self.w("model.embed_tokens.weight") if self.tied else self.w("lm_head.weight")
+            p = self.layer_prefix(layer)
+            x = x + self.attention(layer, self.norm(x, p + attn_norm))
+            n = self.norm(x, p + mlp_norm)
+            if self.is_moe_layer(layer):
+                x = x + self.sparse_moe(layer, n)
+            elif self.layer_norm:
+                x = x + self.two_matrix_mlp(layer, n)
+            else:
+                x = x + self.mlp(p + "mlp.", n)
+        x = self.norm(x, "model.decoder.final_layer_norm" if self.opt else "model.norm")
+        head = self.w(top + "embed_tokens.weight") if self.tied else self.w("lm_head.weight")
         return x @ head.T
 
 
@@ -253,6 +315,10 @@ def dropped_feature(model):
         return "shared_gate"
     if model.qk_norm:
         return "qk_norm"
+    if model.positions:
+        return "positions"
+    if model.mlp_bias:
+        return "mlp_bias"
     if model.qkv_bias:
         return "qkv_bias"
     if model.moe:

@@ -72,6 +72,29 @@ TEST(HfFamilies, QwenMoeMatchesTheReferenceOnEverySystemAndLayout) {
   expect_matches_reference(w, run_on(w, "gpu", 16));
 }
 
+// The two-matrix LayerNorm families: OPT (learned positions, ReLU, biases everywhere), StarCoder2 (GQA +
+// RoPE, GELU tanh, biases, a window) and a GLaM-like MoE (GELU experts): on xPU and Logic-PIM systems (the
+// FFN and experts run on the PIM's activation unit in its ReLU / GELU modes, the fc1 bias as its addend), one
+// device, a node's devices and two nodes.
+TEST(HfFamilies, TwoMatrixLayerNormModelsMatchTheReference) {
+  for (const char* model : {"tiny-opt", "tiny-starcoder2", "tiny-gelu-moe"}) {
+    const ModelWeights w = random_weights(compiler::load_model(model), 11);
+    for (const char* system : {"gpu", "duplex-pe"})
+      for (int devices : {1, 0, 16}) {
+        SCOPED_TRACE(std::string(model) + " on " + system + " x" + std::to_string(devices));
+        const FunctionalResult got = run_on(w, system, devices);
+        expect_matches_reference(w, got);
+        if (std::string(system) == "duplex-pe" && devices == 1) {  // small batches: the FFNs go to the PIM
+          std::int64_t pim_ffns = 0;
+          for (const auto& [unit, counts] : got.device_op_counts)
+            for (const char* kind : {"dense_ffn", "expert_ffn"})
+              if (unit.ends_with(".pim") && counts.contains(kind)) pim_ffns += counts.at(kind);
+          EXPECT_GT(pim_ffns, 0) << "no FFN ran on the Logic-PIM: its activation modes would be untested";
+        }
+      }
+  }
+}
+
 TEST(HfFamilies, BiasedQkNormedDenseMatchesTheReference) {
   const ModelWeights w = random_weights(qwen3_dense_biased(), 11);
   for (const char* system : {"gpu", "duplex-pe"})
@@ -117,7 +140,24 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
     const ModelWeights* base;
     ModelWeights changed;
   };
+  const ModelWeights opt = random_weights(compiler::load_model("tiny-opt"), 11);
+  const ModelWeights starcoder = random_weights(compiler::load_model("tiny-starcoder2"), 11);
   const std::vector<Variant> variants = {
+      {"learned positions (as offset 0)", &opt,
+       without(
+           opt, [](auto& m) { m.position_offset = 0; }, [](const auto&) { return false; })},
+      {"FFN biases", &opt,
+       without(
+           opt, [](auto& m) { m.mlp_bias = false; },
+           [](const auto& n) { return has(n, "mlp.") && has(n, ".bias"); })},
+      {"ReLU as GELU", &opt,
+       without(
+           opt, [](auto& m) { m.activation = compiler::Activation::kGeluTanh; },
+           [](const auto&) { return false; })},
+      {"LayerNorm as RMSNorm", &starcoder,
+       without(
+           starcoder, [](auto& m) { m.norm = compiler::NormKind::kRmsNorm; },
+           [](const auto& n) { return has(n, "norm.bias"); })},
       {"q/k/v biases", &qwen,
        without(
            qwen, [](auto& m) { m.qkv_bias = false; }, [](const auto& n) { return has(n, "_proj.bias"); })},

@@ -40,7 +40,8 @@ TEST_P(RtlOnEverySystem, CheckPassesAndTokensIdenticalAcrossSystemsAndDatapaths)
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, RtlOnEverySystem, ::testing::Values("tiny-moe", "tiny-dense"),
+INSTANTIATE_TEST_SUITE_P(Models, RtlOnEverySystem,
+                         ::testing::Values("tiny-moe", "tiny-dense", "tiny-starcoder2"),
                          [](const ::testing::TestParamInfo<const char*>& p) {
                            std::string n = p.param;
                            for (char& c : n)

@@ -109,20 +109,26 @@ TEST(RandomWeights, UnsupportedModelsAreRejected) {
   m.shared_experts = 1;
   EXPECT_THROW(random_weights(m, 1), Error);
   m = tiny_moe();
-  m.ffn_kind = compiler::FfnKind::kTwoMatrix;
+  m.ffn_kind = compiler::FfnKind::kTwoMatrix;  // with SiLU: the PIM's SiLU gates
+  EXPECT_THROW(random_weights(m, 1), Error);
+  m.activation = compiler::Activation::kGelu;  // the exact (erf) form
+  EXPECT_THROW(random_weights(m, 1), Error);
+  m.activation = compiler::Activation::kGeluTanh;
+  EXPECT_NO_THROW(random_weights(m, 1));
+  m.ffn_kind = compiler::FfnKind::kGated;  // a gated FFN that is not SiLU
   EXPECT_THROW(random_weights(m, 1), Error);
 }
 
 TEST(Safetensors, RoundTripIsExactAndGivesTheSameTokens) {
   const fs::path dir = temp_dir("roundtrip");
   ModelWeights w = random_weights(tiny_moe(), 4);
-  w.numerics.rms_norm_eps = 1e-6f;
+  w.numerics.norm_eps = 1e-6f;
   w.numerics.rope_theta = 500000.0f;
   write_checkpoint(dir.string(), w);
   const ModelWeights back = load_checkpoint(dir.string());
   EXPECT_EQ(back.spec.experts, 8);
   EXPECT_EQ(back.spec.top_k, 2);
-  EXPECT_EQ(back.numerics.rms_norm_eps, 1e-6f);
+  EXPECT_EQ(back.numerics.norm_eps, 1e-6f);
   EXPECT_EQ(back.numerics.rope_theta, 500000.0f);
   ASSERT_EQ(back.tensors.size(), w.tensors.size());
   for (const auto& [name, t] : w.tensors) {
@@ -188,6 +194,8 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       {"qwen2_moe", [] { return compiler::load_model("tiny-qwen-moe"); }},
       {"qwen3_moe", qwen_named_moe(compiler::QkNorm::kPerHead, true)},
       {"olmoe", qwen_named_moe(compiler::QkNorm::kWhole, false)},
+      {"opt", [] { return compiler::load_model("tiny-opt"); }},
+      {"starcoder2", [] { return compiler::load_model("tiny-starcoder2"); }},
   };
   for (const Family& f : families)
     for (int shards : {1, 3}) {
@@ -217,12 +225,43 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       EXPECT_EQ(b.expert_ffn, spec.expert_ffn);
       EXPECT_EQ(b.sliding_window, spec.sliding_window);
       EXPECT_EQ(b.full_attention_layers, spec.full_attention_layers);
+      EXPECT_EQ(b.ffn_kind, spec.ffn_kind);
+      EXPECT_EQ(b.activation, spec.activation);
+      EXPECT_EQ(b.mlp_bias, spec.mlp_bias);
+      EXPECT_EQ(b.norm, spec.norm);
+      EXPECT_EQ(b.learned_positions, spec.learned_positions);
+      EXPECT_EQ(b.position_offset, spec.position_offset);
       EXPECT_EQ(b.params(), spec.params());
-      EXPECT_EQ(back.numerics.rms_norm_eps, w.numerics.rms_norm_eps);
+      EXPECT_EQ(back.numerics.norm_eps, w.numerics.norm_eps);
       ASSERT_EQ(back.tensors.size(), w.tensors.size());
       for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
       fs::remove_all(dir);
     }
+}
+
+// OPT's and StarCoder2's checkpoints name their tensors their own way (checkpoint_name).
+TEST(Safetensors, OptAndStarcoder2TensorsCarryTheirFamilysNames) {
+  const compiler::ModelSpec opt = compiler::load_model("tiny-opt"),
+                            sc2 = compiler::load_model("tiny-starcoder2");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::embedding()), "model.decoder.embed_tokens.weight");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::positions()), "model.decoder.embed_positions.weight");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::norm_bias(weight_name::final_norm())),
+            "model.decoder.final_layer_norm.bias");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::attn_norm(1)),
+            "model.decoder.layers.1.self_attn_layer_norm.weight");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::ffn_norm(1)), "model.decoder.layers.1.final_layer_norm.weight");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::attn_bias(0, 'o')),
+            "model.decoder.layers.0.self_attn.out_proj.bias");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::attn_proj(0, 'k')),
+            "model.decoder.layers.0.self_attn.k_proj.weight");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::dense_mlp(0, "up")), "model.decoder.layers.0.fc1.weight");
+  EXPECT_EQ(checkpoint_name(opt, weight_name::dense_mlp_bias(0, "down")), "model.decoder.layers.0.fc2.bias");
+  EXPECT_EQ(checkpoint_name(sc2, weight_name::dense_mlp(1, "up")), "model.layers.1.mlp.c_fc.weight");
+  EXPECT_EQ(checkpoint_name(sc2, weight_name::dense_mlp_bias(1, "down")), "model.layers.1.mlp.c_proj.bias");
+  EXPECT_EQ(checkpoint_name(sc2, weight_name::norm_bias(weight_name::attn_norm(0))),
+            "model.layers.0.input_layernorm.bias");
+  const compiler::ModelSpec llama = compiler::load_model("tiny-dense");
+  EXPECT_EQ(checkpoint_name(llama, weight_name::dense_mlp(0, "up")), weight_name::dense_mlp(0, "up"));
 }
 
 TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {

@@ -1,10 +1,11 @@
 #include "duplex/runtime/functional/device_pim_unit.hpp"
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
 #include <map>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "device_session.hpp"
 #include "duplex/base/error.hpp"
@@ -44,11 +45,15 @@ class DevicePimUnit final : public PimUnit {
     }
   }
 
-  void gated_ffn(const std::uint16_t* w_gate, const std::uint16_t* w_up, const std::uint16_t* w_down,
-                 const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t f, std::size_t h) override {
-    const duplex_devptr dg = weight(w_gate, fp16_bytes(f * h));
-    const duplex_devptr du = weight(w_up, fp16_bytes(f * h));
-    const duplex_devptr dd = weight(w_down, fp16_bytes(h * f));
+  // Gated: gemv gate, gemv up, activation (SiLU gate, up), gemv down. Two-matrix: gemv fc1, activation (GELU
+  // tanh / ReLU with the bias row, repeated per token, as the addend; zeros without a bias), gemv down.
+  void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) override {
+    const std::size_t f = w.f, h = w.h;
+    // The driver's duplex_activation codes are the activation unit's modes (the descriptor's a4).
+    const auto mode = static_cast<duplex_activation>(activation_mode(w));
+    const duplex_devptr dg = weight(w.w_in, fp16_bytes(f * h));
+    const duplex_devptr du = w.gated() ? weight(w.w_up, fp16_bytes(f * h)) : 0;
+    const duplex_devptr dd = weight(w.w_down, fp16_bytes(h * f));
     const std::size_t chunk = std::min(tokens_per_gemv(h), tokens_per_gemv(f));
     for (std::size_t t0 = 0; t0 < m; t0 += chunk) {
       const std::size_t tc = std::min(chunk, m - t0);
@@ -60,8 +65,15 @@ class DevicePimUnit final : public PimUnit {
       session_.to_device(dx, x + t0 * h, fp16_bytes(tc * h));
       const duplex_queue q = session_.queue();
       check_driver(duplex_submit_gemv(q, dg, dx, gate, tc, f, h), "duplex_submit_gemv (gate)");
-      check_driver(duplex_submit_gemv(q, du, dx, up, tc, f, h), "duplex_submit_gemv (up)");
-      check_driver(duplex_submit_activation(q, gate, up, act, tc * f), "duplex_submit_activation");
+      if (w.gated()) {
+        check_driver(duplex_submit_gemv(q, du, dx, up, tc, f, h), "duplex_submit_gemv (up)");
+      } else {
+        std::vector<std::uint16_t> bias(tc * f, 0);
+        for (std::size_t t = 0; t < tc && w.b_in != nullptr; ++t) std::copy_n(w.b_in, f, bias.data() + t * f);
+        session_.to_device(up, bias.data(), fp16_bytes(tc * f));
+      }
+      check_driver(duplex_submit_activation_mode(q, mode, gate, up, act, tc * f),
+                   "duplex_submit_activation_mode");
       check_driver(duplex_submit_gemv(q, dd, act, dy, tc, h, f), "duplex_submit_gemv (down)");
       session_.synchronize();
       session_.to_host(y + t0 * h, dy, fp16_bytes(tc * h));

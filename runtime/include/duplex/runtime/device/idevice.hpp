@@ -3,7 +3,7 @@
 // kernels::Backend), a Logic-PIM (LogicPimDevice, over a PimUnit: the datapath golden / RTL or the SystemC
 // device through the driver) or a Bank-PIM baseline (BankPimDevice, AttAcc-like units in the banks).
 //
-// The interface holds the ops both kinds of unit run (weight GEMMs, a gated FFN, decode attention over the
+// The interface holds the ops both kinds of unit run (weight GEMMs, an FFN, decode attention over the
 // paged KV cache); ops only an xPU runs (norms, RoPE, router, permutes, LM head, the sum of partials) are
 // XpuDevice members. Every op names the compiler OpKind it belongs to: a unit refuses (DUPLEX_ASSERT: the
 // plan is the executor's) an op kind it does not execute, and counts executed calls per op kind. Numerics:
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "duplex/compiler/op.hpp"
+#include "duplex/runtime/functional/ffn_weights.hpp"
 
 namespace duplex::runtime::device {
 
@@ -57,11 +58,10 @@ class IDevice {
   // y[r] = W . x[r], r < m: W [n][k], x [m][k], y [m][n].
   virtual void linear(compiler::OpKind kind, const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y,
                       std::size_t m, std::size_t n, std::size_t k) = 0;
-  // Gated SiLU FFN per row: y[r] = W_down . (silu(W_gate . x[r]) * (W_up . x[r])); W_gate / W_up [f][h],
-  // W_down [h][f], x / y [m][h].
-  virtual void gated_ffn(compiler::OpKind kind, const std::uint16_t* w_gate, const std::uint16_t* w_up,
-                         const std::uint16_t* w_down, const std::uint16_t* x, std::uint16_t* y, std::size_t m,
-                         std::size_t f, std::size_t h) = 0;
+  // The FFN `w` (gated SiLU or two-matrix GELU tanh / ReLU, functional/ffn_weights.hpp) per row: x / y
+  // [m][h].
+  virtual void ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x,
+                   std::uint16_t* y, std::size_t m) = 0;
   virtual void decode_attention(const DecodeAttentionBatch& batch) = 0;
 
   // Calls executed so far per op kind name ("qkv_proj": 4).

@@ -22,9 +22,8 @@ class PimUnitDevice : public IDevice {
 
   void linear(compiler::OpKind kind, const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y,
               std::size_t m, std::size_t n, std::size_t k) override;
-  void gated_ffn(compiler::OpKind kind, const std::uint16_t* w_gate, const std::uint16_t* w_up,
-                 const std::uint16_t* w_down, const std::uint16_t* x, std::uint16_t* y, std::size_t m,
-                 std::size_t f, std::size_t h) override;
+  void ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x, std::uint16_t* y,
+           std::size_t m) override;
   void decode_attention(const DecodeAttentionBatch& batch) override;
 
   const functional::PimUnit& pim_unit() const { return *unit_; }

@@ -10,6 +10,9 @@
 
 namespace duplex::runtime::device {
 
+// The kernels' activation for the model's (GELU only in its tanh form: the exact one is an executor bug).
+kernels::Activation kernel_activation(compiler::Activation a);
+
 class XpuDevice final : public IDevice {
  public:
   XpuDevice(std::string name, std::unique_ptr<kernels::Backend> backend);
@@ -24,9 +27,8 @@ class XpuDevice final : public IDevice {
 
   void linear(compiler::OpKind kind, const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y,
               std::size_t m, std::size_t n, std::size_t k) override;
-  void gated_ffn(compiler::OpKind kind, const std::uint16_t* w_gate, const std::uint16_t* w_up,
-                 const std::uint16_t* w_down, const std::uint16_t* x, std::uint16_t* y, std::size_t m,
-                 std::size_t f, std::size_t h) override;
+  void ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x, std::uint16_t* y,
+           std::size_t m) override;
   void decode_attention(const DecodeAttentionBatch& batch) override;
 
   // Launches one kernel for an op of `kind`; the backend refusing it is an executor bug (DUPLEX_ASSERT).

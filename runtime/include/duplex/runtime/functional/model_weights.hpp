@@ -1,11 +1,13 @@
 #pragma once
 // The weights of a model for functional emulation (`duplex run`): FP16 tensors under their HuggingFace names
-// (Llama / Mixtral naming), random from a seed or read from a safetensors file (safetensors.hpp).
+// (Llama / Mixtral naming; checkpoint_name gives OPT's and StarCoder2's), random from a seed or read from a
+// safetensors file (safetensors.hpp).
 //
-// Supported model shape (check_functional_support): GQA attention with RoPE (q / k / v biases, o bias, q / k
-// RMSNorm optional), RMSNorm, gated SiLU FFN, dense or MoE layers (shared experts, optionally gated, under
-// Qwen-MoE names; routing weights renormalised or not), FP16 / BF16 weights and KV. Anything else is a
-// duplex::Error naming the field.
+// Supported model shape (check_functional_support): GQA attention with RoPE or learned positions (q / k / v
+// biases, o bias, q / k RMSNorm optional), RMSNorm or LayerNorm (gain and bias), gated SiLU or two-matrix
+// GELU (tanh form) / ReLU FFNs (dense FFNs optionally with biases), dense or MoE layers (shared experts,
+// optionally gated, under Qwen-MoE names; routing weights renormalised or not), FP16 / BF16 weights and KV.
+// Anything else is a duplex::Error naming the field.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -15,11 +17,12 @@
 
 namespace duplex::runtime::functional {
 
-// Constants of the model's arithmetic that ModelSpec does not carry (HF config.json: rms_norm_eps,
-// rope_theta). Defaults: rms_norm_eps 1e-5 (source: Mixtral-8x7B config.json), rope_theta 10000 (source: HF
+// Constants of the model's arithmetic that ModelSpec does not carry (HF config.json: rms_norm_eps or
+// norm_epsilon, rope_theta). norm_eps is the eps of every RMSNorm or LayerNorm. Defaults: 1e-5 (source:
+// Mixtral-8x7B config.json; also torch.nn.LayerNorm's, which OPT uses), rope_theta 10000 (source: HF
 // LlamaConfig default).
 struct ModelNumerics {
-  float rms_norm_eps = 1e-5f;
+  float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
 };
 
@@ -66,8 +69,19 @@ std::string router(compiler::WeightNaming naming, int layer);
 std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which);
 std::string shared_expert(int layer, const char* which);  // mlp.shared_expert.{which}_proj.weight
 std::string shared_expert_gate(int layer);                // mlp.shared_expert_gate.weight [1, hidden]
-std::string dense_mlp(int layer, const char* which);      // which: "gate", "up" or "down"
+// which: "gate", "up" or "down"; a two-matrix FFN has "up" (the activation's input: OPT fc1, StarCoder2 c_fc)
+// and "down" only.
+std::string dense_mlp(int layer, const char* which);
+std::string dense_mlp_bias(int layer, const char* which);  // mlp.{up,down}_proj.bias (ModelSpec::mlp_bias)
+std::string positions();  // model.embed_positions.weight [learned_positions, hidden]
+// The bias beside a LayerNorm's gain: "model.norm.weight" -> "model.norm.bias".
+std::string norm_bias(const std::string& gain_name);
 }  // namespace weight_name
+
+// The name a checkpoint of the model's family gives the tensor weight_name calls `name`: OPT's
+// model.decoder.* (self_attn.out_proj, fc1 / fc2, self_attn_layer_norm / final_layer_norm), StarCoder2's
+// mlp.c_fc / mlp.c_proj; every other family's names are weight_name's.
+std::string checkpoint_name(const compiler::ModelSpec& spec, const std::string& name);
 
 struct ModelWeights {
   compiler::ModelSpec spec;
@@ -82,7 +96,8 @@ struct ModelWeights {
 };
 
 // Deterministic random FP16 weights: linear layers N(0, 1/fan_in) (std 1/sqrt(fan_in), keeping activations
-// O(1) through every projection), embedding N(0, 1), norm gains 1 + N(0, 0.1^2), biases N(0, 0.1^2). Same
+// O(1) through every projection), embedding and position table N(0, 1), norm gains 1 + N(0, 0.1^2), biases
+// (LayerNorm's too) N(0, 0.1^2). Same
 // spec and seed -> bit-identical weights, however many threads fill them (one random stream per tensor and
 // per 2^20-element chunk of it).
 ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed);

@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "duplex/runtime/functional/ffn_weights.hpp"
+
 namespace duplex::runtime::functional {
 
 class PimUnit {
@@ -23,16 +25,28 @@ class PimUnit {
   // y[r] = W . x[r] for rows r < m: W [n][k], x [m][k], y [m][n].
   virtual void linear(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t n,
                       std::size_t k) = 0;
-  // Gated SiLU FFN per row: y[r] = W_down . (silu(W_gate . x[r]) * (W_up . x[r])); W_gate / W_up [f][h],
-  // W_down [h][f], x / y [m][h].
-  virtual void gated_ffn(const std::uint16_t* w_gate, const std::uint16_t* w_up, const std::uint16_t* w_down,
-                         const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t f, std::size_t h) = 0;
+  // The FFN `w` on rows x [m][h] -> y [m][h] (ffn_weights.hpp): GEMVs and the activation unit's mode (gated
+  // SiLU, or GELU tanh / ReLU with the bias as its addend).
+  virtual void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) = 0;
   // One GQA group of one token: q [group][d] against K / V [t][d] -> out [group][d]; scale FP16 bits.
   virtual void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v, std::size_t group,
                          std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t* out) = 0;
   // Datapath clock cycles simulated so far (RTL only).
   virtual std::optional<std::uint64_t> simulated_cycles() const = 0;
 };
+
+}  // namespace duplex::runtime::functional
+
+namespace duplex::pim {
+enum class ActivationMode : std::uint8_t;
+}
+
+namespace duplex::runtime::functional {
+
+// The activation unit's mode for `w`: SiLU gate (gated), GELU tanh or ReLU with the bias as the addend
+// (two-matrix). An FFN no mode computes (a gated FFN not SiLU, exact GELU) is an executor bug
+// (DUPLEX_ASSERT).
+pim::ActivationMode activation_mode(const FfnWeights& w);
 
 // The Logic-PIM datapath of kind "golden" or "rtl" (duplex::Error otherwise, from make_datapath).
 // `trace_path`: a waveform of the RTL datapath (pim::make_datapath's; rtl only).
