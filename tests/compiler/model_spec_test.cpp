@@ -311,6 +311,16 @@ TEST(ModelYaml, UnknownKeyAndInconsistentShapesAreErrors) {
   EXPECT_THROW(load_model("no-such-model"), Error);
 }
 
+// The key a model YAML's error names ("no error" when it reads).
+std::string key_of(const std::string& text) {
+  try {
+    read_model(ConfigNode::parse(text, "m.yaml"));
+  } catch (const ConfigError& e) {
+    return e.key();
+  }
+  return "no error";
+}
+
 TEST(ModelYaml, QwenFeatureKeysAndTheirErrors) {
   const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\n";
   const std::string moe = base + "experts: 4\ntop_k: 2\nexpert_ffn: 32\n";
@@ -323,14 +333,6 @@ TEST(ModelYaml, QwenFeatureKeysAndTheirErrors) {
   EXPECT_EQ(m.qk_norm, QkNorm::kPerHead);
   EXPECT_EQ(m.weight_naming, WeightNaming::kQwenMoe);
   EXPECT_EQ(m.attention_vector_params(), 3 * 64 + 64 + 2 * 16);
-  auto key_of = [](const std::string& text) {
-    try {
-      read_model(ConfigNode::parse(text, "m.yaml"));
-    } catch (const ConfigError& e) {
-      return e.key();
-    }
-    return std::string("no error");
-  };
   EXPECT_EQ(key_of(moe + "qk_norm: rms\n"), "qk_norm");
   EXPECT_EQ(key_of(moe + "weight_naming: deepseek\n"), "weight_naming");
   EXPECT_EQ(key_of(moe + "shared_expert_gate: true\n"), "shared_expert_gate");            // no shared experts
@@ -349,14 +351,6 @@ TEST(ModelYaml, TwoMatrixFfnKeysAndTheirErrors) {
   EXPECT_EQ(m.position_offset, 2);
   EXPECT_EQ(m.weight_naming, WeightNaming::kOpt);
   EXPECT_EQ(m.ffn_params(32), 2 * 64 * 32 + 32 + 64);  // fc1, fc2 and their biases
-  auto key_of = [](const std::string& text) {
-    try {
-      read_model(ConfigNode::parse(text, "m.yaml"));
-    } catch (const ConfigError& e) {
-      return e.key();
-    }
-    return std::string("no error");
-  };
   EXPECT_EQ(key_of(base + "ffn_kind: two_matrix\n"), "activation");  // a two-matrix FFN names it
   EXPECT_EQ(key_of(base + "activation: swiglu\n"), "activation");
   EXPECT_EQ(key_of(base + "position_offset: 2\n"), "position_offset");  // no learned positions

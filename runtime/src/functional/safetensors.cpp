@@ -360,6 +360,7 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
                           (m.weight_naming == compiler::WeightNaming::kMixtral ||
                            m.weight_naming == compiler::WeightNaming::kQwenMoe);
   if (!llama_like) {
+    // no family below has this model's FFN, norms, positions or names
   } else if (!m.is_moe()) {
     if (head_norm && all_bias) return "qwen3";
     if (no_norm && m.qkv_bias && !m.o_bias) return "qwen2";

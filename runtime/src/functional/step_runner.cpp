@@ -1,6 +1,5 @@
 #include "step_runner.hpp"
 
-#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
 
@@ -215,9 +214,8 @@ void StepRunner::embedding() {
   std::vector<std::int32_t> rows(positions_.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     rows[i] = positions_[i] + m_.position_offset;
-    if (rows[i] >= m_.learned_positions)
-      throw Error(fmt::format("model {}: position {} is beyond its {} learned positions (offset {})", m_.name,
-                              positions_[i], m_.learned_positions, m_.position_offset));
+    DUPLEX_ASSERT(rows[i] < m_.learned_positions,
+                  "a position beyond the learned positions (the executor checks prompts up front)");
   }
   std::vector<std::uint16_t> pos(static_cast<std::size_t>(t_ * h));
   xpu0_.run(OpKind::kEmbedding, kernels::EmbeddingArgs{f16_view(w0_.positions, {m_.learned_positions, h}),
