@@ -28,7 +28,12 @@ std::unique_ptr<Datapath> make(int kind) {
   return duplex::pim::make_datapath(kind == 0 ? "golden" : "rtl", DatapathParams{});
 }
 
-void report_cycles(benchmark::State& state, const Datapath& dp, std::uint64_t start_cycles) {
+// The datapath kind as the label, ops (iterations) per second, and simulated cycles per second (RTL only)
+// since `start_cycles`.
+void report(benchmark::State& state, const Datapath& dp, std::uint64_t start_cycles) {
+  state.SetLabel(std::string(dp.kind()));
+  state.counters["ops_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   if (auto cycles = dp.simulated_cycles())
     state.counters["sim_cycles_per_s"] =
         benchmark::Counter(static_cast<double>(*cycles - start_cycles), benchmark::Counter::kIsRate);
@@ -47,12 +52,9 @@ void BM_Gemv(benchmark::State& state) {
     dp->gemv_fp16(w.data(), x.data(), y.data(), n, k);
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(std::string(dp->kind()));
-  state.counters["ops_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["macs_per_s"] =
       benchmark::Counter(static_cast<double>(state.iterations() * n * k), benchmark::Counter::kIsRate);
-  report_cycles(state, *dp, start);
+  report(state, *dp, start);
 }
 BENCHMARK(BM_Gemv)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
@@ -67,49 +69,28 @@ void BM_Softmax(benchmark::State& state) {
     dp->softmax_fp16(s.data(), n, 0x3C00, p.data());
     benchmark::DoNotOptimize(p.data());
   }
-  state.SetLabel(std::string(dp->kind()));
-  state.counters["ops_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-  report_cycles(state, *dp, start);
+  report(state, *dp, start);
 }
 BENCHMARK(BM_Softmax)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
-// SiLU-gated multiply of 14336 pairs (a Mixtral expert's d_ff).
-void BM_SiluGate(benchmark::State& state) {
+// The activation unit over 14336 elements (a Mixtral expert's d_ff) in `mode`: SiLU gate x up, or GELU
+// (tanh) of fc1 + bias, the longer (10-stage) mode.
+void run_activation(benchmark::State& state, duplex::pim::ActivationMode mode, std::uint32_t seed) {
   auto dp = make(static_cast<int>(state.range(0)));
   const std::size_t n = 14336;
-  const auto g = random_halves(n, 4);
-  const auto u = random_halves(n, 5);
+  const auto a = random_halves(n, seed);
+  const auto b = random_halves(n, seed + 1);
   std::vector<std::uint16_t> out(n);
   const std::uint64_t start = dp->simulated_cycles().value_or(0);
   for (auto _ : state) {
-    dp->silu_gate_fp16_n(g.data(), u.data(), out.data(), n);
+    dp->activation_fp16_n(mode, a.data(), b.data(), out.data(), n);
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetLabel(std::string(dp->kind()));
-  state.counters["ops_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-  report_cycles(state, *dp, start);
+  report(state, *dp, start);
 }
+void BM_SiluGate(benchmark::State& state) { run_activation(state, duplex::pim::ActivationMode::kSiluGate, 4); }
+void BM_GeluTanh(benchmark::State& state) { run_activation(state, duplex::pim::ActivationMode::kGeluTanh, 9); }
 BENCHMARK(BM_SiluGate)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
-
-// GELU (tanh) of fc1 + bias over 14336 elements: the activation unit's longer (10-stage) mode.
-void BM_GeluTanh(benchmark::State& state) {
-  auto dp = make(static_cast<int>(state.range(0)));
-  const std::size_t n = 14336;
-  const auto x = random_halves(n, 9);
-  const auto bias = random_halves(n, 10);
-  std::vector<std::uint16_t> out(n);
-  const std::uint64_t start = dp->simulated_cycles().value_or(0);
-  for (auto _ : state) {
-    dp->activation_fp16_n(duplex::pim::ActivationMode::kGeluTanh, x.data(), bias.data(), out.data(), n);
-    benchmark::DoNotOptimize(out.data());
-  }
-  state.SetLabel(std::string(dp->kind()));
-  state.counters["ops_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-  report_cycles(state, *dp, start);
-}
 BENCHMARK(BM_GeluTanh)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 // Decode attention, one GQA group of 8 heads, context 1024, head dim 128.
@@ -128,10 +109,7 @@ void BM_DecodeAttention(benchmark::State& state) {
                               out.data());
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetLabel(std::string(dp->kind()));
-  state.counters["ops_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-  report_cycles(state, *dp, start);
+  report(state, *dp, start);
 }
 BENCHMARK(BM_DecodeAttention)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
