@@ -418,6 +418,16 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
                            : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
                                                                              : "silu";
+  // The fields every family states alike.
+  nlohmann::json c = {{"model_type", type},
+                      {"architectures", {kArchitecture.at(type)}},
+                      {"_name_or_path", m.name},
+                      {"num_hidden_layers", m.layers},
+                      {"hidden_size", m.hidden},
+                      {"num_attention_heads", m.heads},
+                      {"vocab_size", m.vocab},
+                      {"tie_word_embeddings", m.tie_embeddings},
+                      {"torch_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"}};
   if (type == "opt") {
     // OPT's LayerNorms are torch.nn.LayerNorm's, eps 1e-5: config.json cannot state another.
     if (weights.numerics.norm_eps != 1e-5f)
@@ -425,39 +435,20 @@ nlohmann::json hf_config(const ModelWeights& weights) {
           fmt::format("model {}: norm eps {} cannot be stated in an OPT config.json (its LayerNorms "
                       "use 1e-5); expected 1e-5",
                       m.name, weights.numerics.norm_eps));
-    return {{"model_type", type},
-            {"architectures", {kArchitecture.at(type)}},
-            {"_name_or_path", m.name},
-            {"num_hidden_layers", m.layers},
-            {"hidden_size", m.hidden},
-            {"word_embed_proj_dim", m.hidden},
-            {"num_attention_heads", m.heads},
-            {"ffn_dim", m.ffn},
-            {"vocab_size", m.vocab},
-            {"max_position_embeddings", m.learned_positions - 2},
-            {"do_layer_norm_before", true},
-            {"enable_bias", m.mlp_bias},
-            {"activation_function", activation},
-            {"tie_word_embeddings", m.tie_embeddings},
-            {"torch_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"}};
+    c.update({{"word_embed_proj_dim", m.hidden},
+              {"ffn_dim", m.ffn},
+              {"max_position_embeddings", m.learned_positions - 2},
+              {"do_layer_norm_before", true},
+              {"enable_bias", m.mlp_bias},
+              {"activation_function", activation}});
+    return c;
   }
-  nlohmann::json c = {{"model_type", type},
-                      {"architectures", {kArchitecture.at(type)}},
-                      {"_name_or_path", m.name},
-                      {"num_hidden_layers", m.layers},
-                      {"hidden_size", m.hidden},
-                      {"num_attention_heads", m.heads},
-                      {"num_key_value_heads", m.kv_heads},
-                      {"head_dim", m.head_dim},
-                      {"vocab_size", m.vocab},
-                      {"tie_word_embeddings", m.tie_embeddings},
-                      {"torch_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"},
-                      {"rms_norm_eps", decimal(weights.numerics.norm_eps)},
-                      {"rope_theta", decimal(weights.numerics.rope_theta)},
-                      {"hidden_act", activation}};
+  c.update({{"num_key_value_heads", m.kv_heads},
+            {"head_dim", m.head_dim},
+            {type == "starcoder2" ? "norm_epsilon" : "rms_norm_eps", decimal(weights.numerics.norm_eps)},
+            {"rope_theta", decimal(weights.numerics.rope_theta)},
+            {"hidden_act", activation}});
   if (type == "starcoder2") {
-    c.erase("rms_norm_eps");
-    c["norm_epsilon"] = decimal(weights.numerics.norm_eps);
     c["use_bias"] = m.mlp_bias;
     // HF's window check compares with it: a table longer than any window.
     c["max_position_embeddings"] = std::max(16384, m.sliding_window + 1);
