@@ -30,15 +30,6 @@ void check_operand(const HbmSpec& hbm, std::uint64_t memory_bytes, std::uint64_t
                                  bytes, memory_bytes));
 }
 
-// The kPimActivation mode word a4: 0..2 (pim::ActivationMode), else kBadArgument.
-pim::ActivationMode activation_mode_of(std::uint64_t mode) {
-  if (mode >= static_cast<std::uint64_t>(pim::kActivationModes))
-    throw PimOpError(
-        PimFault::kBadArgument,
-        fmt::format("PIM activation mode {}: expected 0 (silu-gate), 1 (gelu-tanh) or 2 (relu)", mode));
-  return static_cast<pim::ActivationMode>(mode);
-}
-
 }  // namespace
 
 std::uint64_t fp16_bytes(std::int64_t a, std::int64_t b) {

@@ -86,6 +86,14 @@ std::int64_t max_attention_context(const PimSpec& pim, std::int64_t group_size) 
   return std::min(by_buffer, static_cast<std::int64_t>(pim::kSoftmaxMaxElements));
 }
 
+pim::ActivationMode activation_mode_of(std::uint64_t mode) {
+  if (mode >= static_cast<std::uint64_t>(pim::kActivationModes))
+    throw PimOpError(
+        PimFault::kBadArgument,
+        fmt::format("PIM activation mode {}: expected 0 (silu-gate), 1 (gelu-tanh) or 2 (relu)", mode));
+  return static_cast<pim::ActivationMode>(mode);
+}
+
 void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& s) {
   if (pim.kind != PimKind::kLogicPim)
     throw PimOpError(PimFault::kBadShape, fmt::format("PIM '{}' is not a Logic-PIM", pim.name));
@@ -137,11 +145,7 @@ void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& s) {
     }
     case PimOpKind::kActivation:
       positive(s.elements, "elements");
-      if (static_cast<unsigned>(s.activation_mode) >= static_cast<unsigned>(pim::kActivationModes))
-        throw PimOpError(
-            PimFault::kBadArgument,
-            fmt::format("PIM activation mode {}: expected 0 (silu-gate), 1 (gelu-tanh) or 2 (relu)",
-                        static_cast<unsigned>(s.activation_mode)));
+      activation_mode_of(static_cast<std::uint64_t>(s.activation_mode));
       break;
   }
 }

@@ -101,8 +101,7 @@ std::uint16_t gelu_tanh_fp16(std::uint16_t a, std::uint16_t b) {
 
 std::uint16_t relu_fp16(std::uint16_t a, std::uint16_t b) {
   const float s = add_fp16_operands(a, b);
-  if (std::isnan(s)) return kCanonicalNanFp16;
-  return s > 0.0f ? mul_round_fp16(s, 1.0f) : std::uint16_t{0};
+  return std::isnan(s) || s > 0.0f ? to_fp16(s) : std::uint16_t{0};  // to_fp16: NaN -> the canonical NaN
 }
 
 }  // namespace

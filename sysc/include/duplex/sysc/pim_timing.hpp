@@ -89,6 +89,9 @@ struct PimOpTiming {
 // maximum; kBadShape for empty or negative dimensions, spaces outside 1..4, a non-Logic-PIM spec;
 // kBadArgument for an activation mode outside the enumeration (after the dimensions).
 void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& shape);
+// The activation mode (a kPimActivation command's a4 word, or a shape's mode) as pim::ActivationMode:
+// 0..kActivationModes - 1, else PimOpError kBadArgument naming the modes.
+pim::ActivationMode activation_mode_of(std::uint64_t mode);
 // Largest token count of a GEMV over `cols` columns that the input buffer holds.
 std::int64_t max_gemv_tokens(const PimSpec& pim, std::int64_t cols,
                              int dtype_bytes = 2);  // inputs are FP16 whatever the weight type
