@@ -1,44 +1,73 @@
-// Activation unit, three modes, FP16 in and out, rounded once to FP16 at the end. Twin of
-// duplex::pim::activation_fp16 (rtl/golden/README.md has the operation order):
-//   in_mode 0, SiLU gate:  silu(a) * b = a * sigmoid(a) * b            (a = gate, b = up)
-//   in_mode 1, GELU tanh:  s * sigmoid(z), s = a + b, z = s (c1 + c3 s^2)  (b = bias; = gelu_tanh(s))
-//   in_mode 2, ReLU:       s = a + b; s > 0 ? s : +0
-//   in_mode 3 is reserved (the command decoder rejects it, RtlDatapath never sends it); it computes as mode 0.
-// Fully pipelined, one pair per cycle in every mode, valid/ready; the whole pipe stalls while an output waits.
+// Activation unit, eight modes, FP16 in and out, rounded once to FP16 at the end. Twin of
+// duplex::pim::activation_fp16 (rtl/golden/README.md has the operation order). Gated modes (a = gate,
+// b = up): s = a, m = a * b exact; added modes (b = bias): s = m = a + b (FP32 RNE);
+// out = round_fp16(m * sigmoid(x)):
+//   in_mode 0, SiLU gate:       x = s                                    silu(a) * b
+//   in_mode 1, GELU tanh:       x = z_tanh(s) = s (c1 + c3 s^2)          gelu_tanh(a + b)
+//   in_mode 2, ReLU:            s > 0 ? s : +0 (NaN stays NaN)           relu(a + b)
+//   in_mode 3, GELU erf:        x = z_erf(s) = s G(min(s^2, 36))         gelu(a + b)
+//   in_mode 4, SiLU:            x = s                                    silu(a + b)
+//   in_mode 5, GELU tanh gate:  x = z_tanh(a)                            gelu_tanh(a) * b
+//   in_mode 6, ReLU gate:       m = relu(a) * b exact, sigmoid -> 1      relu(a) * b
+//   in_mode 7, GELU erf gate:   x = z_erf(a)                             gelu(a) * b
+// Fully pipelined, one pair per cycle in every mode, valid/ready; the whole pipe stalls while output waits.
 // Back stages (every mode; latency 5, datapath_timing.hpp):
-//   B1: u = e^-|x| (exp_neg) with x = a (SiLU) or z (GELU), m = a*b exact (SiLU) or s (GELU, ReLU);
-//   B2: d = 1 + u;  B3: y = recip(d) = sigmoid(|x|);  B4: sg = ReLU ? 1 : x < 0 ? trunc(u*y) : y;
-//   B5 (output register): round_fp16(m * sg); ReLU: +0 unless s > 0, NaN stays NaN.
-// Front stages (GELU only; latency 5 + 5 = 10): F1: s = a + b; F2: s^2; F3: c3 s^2; F4: p = c1 + c3 s^2;
-// F5: z = s p. A SiLU / ReLU element enters B1 from the input port, a GELU element from F5, so a SiLU / ReLU
-// element is accepted only while F1..F5 are empty (in_ready depends on in_mode): results keep input order.
+//   B1: u = e^-|x| (exp_neg), m;  B2: d = 1 + u;  B3: y = recip(d) = sigmoid(|x|);
+//   B4: sg = ReLU (gate) ? 1 : x < 0 ? trunc(u*y) : y;
+//   B5 (output register): round_fp16(m * sg); ReLU (added): +0 unless s > 0, NaN stays NaN.
+// SiLU and ReLU elements (gated or added) enter B1 from the input port: s = a + b (and m) comes from the F1
+// adder in the cycle of the handshake. GELU elements first pass a front that computes z (s and m travel
+// along):
+//   tanh front (5, modes 1 and 5): F1 s; F2 s^2; F3 c3 s^2; F4 p = c1 + c3 s^2; F5 z = s p (latency 10);
+//   erf front (17, modes 3 and 7): F1 s; F2 u = s^2; F3 p = c7 min(u, 36) (the clamped u travels along);
+//   F4 p + c6; F5 p u; F6 p + c5; ... F15 p u; F16 p + c0; F17 z = s p (latency 22). Coefficients:
+//   gelu_erf_coefficients.svh (rtl/scripts/fit_gelu_erf.py). Each stage one fp32_mul or fp32_add (RNE).
+// Order: an element is accepted only if no element in a front would reach B1 in the same or a later cycle
+// (in_ready depends on in_mode): a SiLU / ReLU element waits until both fronts are empty, a tanh element
+// while an erf element is in F1..F12; an erf element never waits. Results keep input order; one mode never
+// stalls.
 module activation_unit (
     input  logic        clk,
     input  logic        rst_n,
     input  logic        in_valid,
     output logic        in_ready,
-    input  logic [1:0]  in_mode,
+    input  logic [2:0]  in_mode,
     input  logic [15:0] in_a,
     input  logic [15:0] in_b,
     output logic        out_valid,
     input  logic        out_ready,
     output logic [15:0] out_result
 );
-  localparam logic [1:0] MODE_GELU = 2'd1, MODE_RELU = 2'd2;
+`include "gelu_erf_coefficients.svh"
+  localparam logic [2:0] MODE_SILU_GATE = 3'd0, MODE_GELU_TANH = 3'd1, MODE_RELU = 3'd2, MODE_GELU_ERF = 3'd3,
+                         MODE_GELU_TANH_GATE = 3'd5, MODE_RELU_GATE = 3'd6, MODE_GELU_ERF_GATE = 3'd7;
   localparam logic [15:0] FP16_ONE = 16'h3C00;
   localparam logic [31:0] FP32_ONE = 32'h3F80_0000;
   localparam logic [31:0] GELU_C1 = 32'h3FCC_422A;  // fp32(2 sqrt(2/pi)) = 1.59576917
   localparam logic [31:0] GELU_C3 = 32'h3D92_2279;  // fp32(2 sqrt(2/pi) x 0.044715) = 0.0713548139
+  localparam logic [7:0][31:0] ERF_C = {GELU_ERF_C7, GELU_ERF_C6, GELU_ERF_C5, GELU_ERF_C4, GELU_ERF_C3,
+                                        GELU_ERF_C2, GELU_ERF_C1, GELU_ERF_C0};  // ERF_C[k] = c_k
+  localparam int ERF_STAGES = 17, TANH_STAGES = 5;
 
-  logic advance, accept, in_gelu, in_relu, front_empty, from_front, back_in_valid;
-  logic [31:0] a_fp32, b_fp32, sum_in, ab_in;
-  // front (GELU): s travels along, plus each stage's new value
-  logic [4:0] front_valid;
-  logic [31:0] f1_s, f2_s, f3_s, f4_s, f5_s;
+  logic advance, accept, in_gated, in_tanh, in_erf, in_direct, in_relu, in_relu_gate;
+  logic a_nan, a_positive, direct, from_tanh, from_erf, back_in_valid, clamp;
+  logic [15:0] gate_a;
+  logic [31:0] a_fp32, b_fp32, sum_in, ab_in, s_in, m_direct;
+  // tanh front: s and m travel along, plus each stage's new value
+  logic [TANH_STAGES-1:0] tanh_valid;  // bit k: F(k+1) holds an element
+  logic [31:0] f1_s, f2_s, f3_s, f4_s, f1_m, f2_m, f3_m, f4_m, f5_m;
   logic [31:0] f2_sq_in, f2_sq, f3_t_in, f3_t, f4_p_in, f4_p, f5_z_in, f5_z;
+  // erf front: e_s / e_m / e_u / e_p [k] are the registers of stage Fk
+  logic [ERF_STAGES-1:0] erf_valid;  // bit k: F(k+1) holds an element
+  logic [31:0] e_s[1:16];
+  logic [31:0] e_m[1:17];
+  logic [31:0] e_u[3:14];
+  logic [31:0] e_p[3:16];
+  logic [31:0] e_p_in[3:16];
+  logic [31:0] e2_sq_in, e2_sq, u_clamped, e17_z_in, e17_z;
   // back (every mode): m is the final multiplicand
   logic [3:0] back_valid;
-  logic [2:0] negative_q;
+  logic [2:0] negative_q, one_q;
   logic [3:0] relu_q;
   logic [31:0] x_in, m_in, u_in, d_in, y_in, uy_in, sg_in;
   logic [31:0] b1_u, b1_m, b2_u, b2_d, b2_m, b3_u, b3_y, b3_m, b4_sg, b4_m;
@@ -46,32 +75,63 @@ module activation_unit (
   logic m4_nan, m4_positive;
 
   assign advance = !out_valid || out_ready;
-  assign in_gelu = in_mode == MODE_GELU;
+  assign in_tanh = in_mode == MODE_GELU_TANH || in_mode == MODE_GELU_TANH_GATE;
+  assign in_erf = in_mode == MODE_GELU_ERF || in_mode == MODE_GELU_ERF_GATE;
+  assign in_direct = !in_tanh && !in_erf;
   assign in_relu = in_mode == MODE_RELU;
-  assign front_empty = front_valid == 5'd0;
-  assign in_ready = advance && (in_gelu || front_empty);
+  assign in_relu_gate = in_mode == MODE_RELU_GATE;
+  assign in_gated = in_mode == MODE_SILU_GATE || in_mode == MODE_GELU_TANH_GATE || in_relu_gate ||
+                    in_mode == MODE_GELU_ERF_GATE;
+  // An element reaches B1 L cycles after its handshake (L = 0, 5, 17); an erf element in F(j) reaches it in
+  // 17 - j: a tanh element must not follow one in F1..F12.
+  assign in_ready = advance && (in_erf || (in_tanh ? erf_valid[11:0] == 12'd0
+                                                    : erf_valid == '0 && tanh_valid == '0));
   assign accept = in_valid && in_ready;
-  assign from_front = front_valid[4];
-  assign back_in_valid = from_front || (accept && !in_gelu);
+  assign direct = accept && in_direct;
+  assign from_tanh = tanh_valid[TANH_STAGES-1];
+  assign from_erf = erf_valid[ERF_STAGES-1];
+  assign back_in_valid = from_tanh || from_erf || direct;
 
-  // F1 (and ReLU's s, taken into B1 in the same cycle): exact widening, one RNE addition
+  // F1 (and a direct element's s, taken into B1 in the same cycle): exact widening, one RNE addition; m = a b
+  // exact, with relu(a) for ReLU gate
   fp16_mul_exact widen_a (.a(in_a), .b(FP16_ONE), .product(a_fp32));
   fp16_mul_exact widen_b (.a(in_b), .b(FP16_ONE), .product(b_fp32));
   fp32_add operand_sum (.a(a_fp32), .b(b_fp32), .sum(sum_in));
+  assign a_nan = (in_a[14:10] == 5'h1F) && (in_a[9:0] != 10'd0);
+  assign a_positive = !in_a[15] && in_a[14:0] != 15'd0;
+  assign gate_a = in_relu_gate && !a_nan && !a_positive ? 16'h0000 : in_a;
+  fp16_mul_exact a_times_b (.a(gate_a), .b(in_b), .product(ab_in));
+  assign s_in = in_gated ? a_fp32 : sum_in;
+  assign m_direct = in_gated ? ab_in : sum_in;
+
+  // tanh front F2..F5
   fp32_mul square (.a(f1_s), .b(f1_s), .product(f2_sq_in));
   fp32_mul cubic_coefficient (.a(GELU_C3), .b(f2_sq), .product(f3_t_in));
   fp32_add linear_coefficient (.a(GELU_C1), .b(f3_t), .sum(f4_p_in));
   fp32_mul argument (.a(f4_s), .b(f4_p), .product(f5_z_in));
 
+  // erf front F2..F17: Horner, p = c7; p = p u + c_k for k = 6..0 (F4, F6, .. F16 add c_(16 - k) / 2)
+  fp32_mul erf_square (.a(e_s[1]), .b(e_s[1]), .product(e2_sq_in));
+  fp32_greater erf_clamp (.a(e2_sq), .b(GELU_ERF_U_MAX), .greater(clamp));  // NaN: no clamp
+  assign u_clamped = clamp ? GELU_ERF_U_MAX : e2_sq;
+  fp32_mul erf_top (.a(ERF_C[7]), .b(u_clamped), .product(e_p_in[3]));
+  for (genvar k = 4; k <= 16; k++) begin : g_horner
+    if (k % 2 == 0) begin : g_add
+      fp32_add step (.a(e_p[k-1]), .b(ERF_C[(16-k)/2]), .sum(e_p_in[k]));
+    end else begin : g_mul
+      fp32_mul step (.a(e_p[k-1]), .b(e_u[k-1]), .product(e_p_in[k]));
+    end
+  end
+  fp32_mul erf_argument (.a(e_s[16]), .b(e_p[16]), .product(e17_z_in));
+
   // B1..B5
-  fp16_mul_exact a_times_b (.a(in_a), .b(in_b), .product(ab_in));
-  assign x_in = from_front ? f5_z : a_fp32;
-  assign m_in = from_front ? f5_s : in_relu ? sum_in : ab_in;
+  assign x_in = from_tanh ? f5_z : from_erf ? e17_z : s_in;
+  assign m_in = from_tanh ? f5_m : from_erf ? e_m[17] : m_direct;
   exp_neg exponent (.z(x_in), .result(u_in));
   fp32_add one_plus (.a(FP32_ONE), .b(b1_u), .sum(d_in));
   recip reciprocal (.d(b2_d), .result(y_in));
   mul_trunc sigmoid_negative (.u(b3_u), .y(b3_y), .result(uy_in));
-  assign sg_in = relu_q[2] ? FP32_ONE : negative_q[2] ? uy_in : b3_y;
+  assign sg_in = one_q[2] ? FP32_ONE : negative_q[2] ? uy_in : b3_y;
   fp32_mul_round_fp16 final_round (.a(b4_m), .b(b4_sg), .result(product_in));
   assign m4_nan = (b4_m[30:23] == 8'hFF) && (b4_m[22:0] != 23'd0);
   assign m4_positive = !b4_m[31] && b4_m[30:0] != 31'd0 && !m4_nan;
@@ -79,20 +139,32 @@ module activation_unit (
 
   always_ff @(posedge clk) begin
     if (!rst_n) begin
-      front_valid <= '0;
+      tanh_valid <= '0;
+      erf_valid <= '0;
       back_valid <= '0;
       out_valid <= 1'b0;
       out_result <= 16'd0;
     end else if (advance) begin
-      front_valid <= {front_valid[3:0], accept && in_gelu};
-      {f1_s} <= {sum_in};
-      {f2_s, f2_sq} <= {f1_s, f2_sq_in};
-      {f3_s, f3_t} <= {f2_s, f3_t_in};
-      {f4_s, f4_p} <= {f3_s, f4_p_in};
-      {f5_s, f5_z} <= {f4_s, f5_z_in};
+      tanh_valid <= {tanh_valid[TANH_STAGES-2:0], accept && in_tanh};
+      {f1_s, f1_m} <= {s_in, m_direct};
+      {f2_s, f2_m, f2_sq} <= {f1_s, f1_m, f2_sq_in};
+      {f3_s, f3_m, f3_t} <= {f2_s, f2_m, f3_t_in};
+      {f4_s, f4_m, f4_p} <= {f3_s, f3_m, f4_p_in};
+      {f5_m, f5_z} <= {f4_m, f5_z_in};
+      erf_valid <= {erf_valid[ERF_STAGES-2:0], accept && in_erf};
+      e_s[1] <= s_in;
+      for (int k = 2; k <= 16; k++) e_s[k] <= e_s[k-1];
+      e_m[1] <= m_direct;
+      for (int k = 2; k <= 17; k++) e_m[k] <= e_m[k-1];
+      e2_sq <= e2_sq_in;
+      e_u[3] <= u_clamped;
+      for (int k = 4; k <= 14; k++) e_u[k] <= e_u[k-1];
+      for (int k = 3; k <= 16; k++) e_p[k] <= e_p_in[k];
+      e17_z <= e17_z_in;
       back_valid <= {back_valid[2:0], back_in_valid};
       negative_q <= {negative_q[1:0], x_in[31]};
-      relu_q <= {relu_q[2:0], !from_front && in_relu};
+      one_q <= {one_q[1:0], direct && (in_relu || in_relu_gate)};
+      relu_q <= {relu_q[2:0], direct && in_relu};
       {b1_u, b1_m} <= {u_in, m_in};
       {b2_u, b2_d, b2_m} <= {b1_u, d_in, b1_m};
       {b3_u, b3_y, b3_m} <= {b2_u, y_in, b2_m};

@@ -26,7 +26,7 @@ module pim_command_decoder #(
     output logic                     out_valid,
     input  logic                     out_ready,
     output logic [1:0]               out_kind,  // 0 GEMM pass, 1 softmax element, 2 activation element, 3 reject
-    output logic [1:0]               out_mode,  // activation element: 0 SiLU gate, 1 GELU tanh, 2 ReLU; else 0
+    output logic [2:0]               out_mode,  // activation element: the mode (ActivationMode 0..7); else 0
     output logic [63:0]              out_a,
     output logic [63:0]              out_a_stride,
     output logic [63:0]              out_b,
@@ -47,7 +47,7 @@ module pim_command_decoder #(
   localparam logic [15:0] OP_GEMV = 16'h0010, OP_ATTN = 16'h0011, OP_ACT = 16'h0012;
   localparam logic [15:0] ST_OK = 16'd0, ST_BAD_OPCODE = 16'd1, ST_OUT_OF_RANGE = 16'd2, ST_MISALIGNED = 16'd3,
                           ST_BUFFER_OVERFLOW = 16'd4, ST_BAD_SHAPE = 16'd6, ST_BAD_ARGUMENT = 16'd9;
-  localparam logic [63:0] ACT_MODES = 64'd3;  // activation modes 0..2 (a4); larger -> bad argument
+  localparam logic [63:0] ACT_MODES = 64'd8;  // activation modes 0..7 (a4); larger -> bad argument
 
   // ---------------------------------------------------------------- descriptor fields
   logic [15:0] opcode;
@@ -164,7 +164,7 @@ module pim_command_decoder #(
     logic [63:0] rows;                 // GEMV rows, attention context, activation elements
     logic [63:0] cols;                 // GEMV cols, attention head_dim
     logic [15:0] scale;
-    logic [1:0]  mode;                 // activation mode (a4 < 3 once validated)
+    logic [2:0]  mode;                 // activation mode (a4 < 8 once validated)
     logic [31:0] seq;
     logic [15:0] status;
   } cmd_t;
@@ -179,7 +179,7 @@ module pim_command_decoder #(
     cmd_d.rows = is_gemv ? a4 : is_attn ? a5 : a3;
     cmd_d.cols = is_gemv ? a5 : head_dim;
     cmd_d.scale = a6[47:32];
-    cmd_d.mode = is_act ? a4[1:0] : 2'd0;
+    cmd_d.mode = is_act ? a4[2:0] : 3'd0;
     cmd_d.seq = seq;
     cmd_d.status = status_d;
   end
@@ -298,7 +298,7 @@ module pim_command_decoder #(
   assign last_outer = reject || outer_q == cmd_q.outer_n - 64'd1;
 
   assign out_kind = reject ? KIND_REJECT : cur.kind;
-  assign out_mode = reject || cur.kind != KIND_ACT ? 2'd0 : cmd_q.mode;
+  assign out_mode = reject || cur.kind != KIND_ACT ? 3'd0 : cmd_q.mode;
   assign out_a = reject ? 64'd0 : a_cur_q;
   assign out_a_stride = reject ? 64'd0 : cur.a_stride;
   assign out_b = reject ? 64'd0 : b_cur_q;

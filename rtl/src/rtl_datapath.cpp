@@ -203,8 +203,8 @@ void RtlDatapath::softmax_fp16(const std::uint16_t* scores, std::size_t n, std::
 void RtlDatapath::activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
                                     std::uint16_t* out, std::size_t n) {
   validate(mode);
-  const std::uint64_t budget =
-      n + static_cast<std::uint64_t>(timing::kGeluTanhLatency + timing::kActivationFrontStages) + 16;
+  // One mode per call and the pipe drained between calls: no mode-switch stall, n + the mode's latency.
+  const std::uint64_t budget = n + static_cast<std::uint64_t>(timing::activation_latency(mode)) + 16;
   std::size_t sent = 0;
   std::size_t received = 0;
   std::uint64_t spent = 0;

@@ -28,10 +28,10 @@ module pim_datapath #(
     input  logic                softmax_out_ready,
     output logic [15:0]         softmax_out_prob,
     output logic                softmax_out_last,
-    // activation unit (act_in_mode: 0 SiLU gate, 1 GELU tanh, 2 ReLU)
+    // activation unit (act_in_mode: duplex::pim::ActivationMode, 0..7)
     input  logic                act_in_valid,
     output logic                act_in_ready,
-    input  logic [1:0]          act_in_mode,
+    input  logic [2:0]          act_in_mode,
     input  logic [15:0]         act_in_a,
     input  logic [15:0]         act_in_b,
     output logic                act_out_valid,
@@ -48,7 +48,7 @@ module pim_datapath #(
     output logic                cmd_out_valid,
     input  logic                cmd_out_ready,
     output logic [1:0]          cmd_out_kind,
-    output logic [1:0]          cmd_out_mode,
+    output logic [2:0]          cmd_out_mode,
     output logic [63:0]         cmd_out_a,
     output logic [63:0]         cmd_out_a_stride,
     output logic [63:0]         cmd_out_b,

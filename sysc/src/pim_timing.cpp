@@ -88,9 +88,8 @@ std::int64_t max_attention_context(const PimSpec& pim, std::int64_t group_size) 
 
 pim::ActivationMode activation_mode_of(std::uint64_t mode) {
   if (mode >= static_cast<std::uint64_t>(pim::kActivationModes))
-    throw PimOpError(
-        PimFault::kBadArgument,
-        fmt::format("PIM activation mode {}: expected 0 (silu-gate), 1 (gelu-tanh) or 2 (relu)", mode));
+    throw PimOpError(PimFault::kBadArgument,
+                     fmt::format("PIM activation mode {}: expected {}", mode, pim::activation_mode_names()));
   return static_cast<pim::ActivationMode>(mode);
 }
 

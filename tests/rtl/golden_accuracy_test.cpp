@@ -151,44 +151,80 @@ double gelu_tanh_reference(double s) {
   return s / (1.0 + std::exp(-z));
 }
 
-TEST(DatapathAccuracy, GeluTanhUlpsEveryFiniteInputTimesBiases) {
+// gelu(s) = s Phi(s) = s erfc(-s / sqrt 2) / 2 in double (erfc keeps its relative accuracy in the tail).
+double gelu_erf_reference(double s) {
+  return s * 0.5 * std::erfc(-s / std::numbers::sqrt2);
+}
+
+double silu_reference(double s) {
+  return s / (1.0 + std::exp(-s));
+}
+
+// The activation unit in `mode` over every finite FP16 a x each b, against the correctly rounded double
+// act(s) (added modes: s = the FP32 sum a + b, as the unit forms it) or act(a) x b (gated modes). Prints a
+// line per b and one in all; returns the worst ulp count.
+int worst_ulps_over(ActivationMode mode, double (*act)(double), std::initializer_list<float> bs) {
+  const bool gated = is_gated(mode);
   int worst_ulps = 0;
   std::size_t total = 0;
   std::size_t exact = 0;
   std::uint16_t worst_a = 0;
   std::uint16_t worst_b = 0;
-  for (const float bias : {0.0f, 0.5f, -1.25f, 3.0f, -0.0078125f, 100.0f}) {
-    const std::uint16_t b = float_to_half_bits(bias);
-    int bias_worst = 0;
-    std::size_t bias_total = 0;
-    std::size_t bias_exact = 0;
+  for (const float b_value : bs) {
+    const std::uint16_t b = float_to_half_bits(b_value);
+    int b_worst = 0;
+    std::size_t b_total = 0;
+    std::size_t b_exact = 0;
     for (std::uint32_t bits = 0; bits < 0x10000u; ++bits) {
       const auto a = static_cast<std::uint16_t>(bits);
-      if (((a >> 10) & 0x1Fu) == 0x1Fu) continue;      // Inf / NaN: GeluTanhSpecialValues
-      const auto s = static_cast<float>(f(a) + f(b));  // the FP32 sum (the double sum is exact)
-      const std::uint16_t want = nearest_fp16(gelu_tanh_reference(static_cast<double>(s)));
+      if (((a >> 10) & 0x1Fu) == 0x1Fu) continue;  // Inf / NaN: the special-value tests
+      const double ref =
+          gated ? act(f(a)) * f(b) : act(static_cast<double>(static_cast<float>(f(a) + f(b))));  // FP32 sum
+      const std::uint16_t want = nearest_fp16(ref);
       if (((want >> 10) & 0x1Fu) == 0x1Fu) continue;  // overflow: both Inf
-      const int ulps = fp16_ulps(activation_fp16(ActivationMode::kGeluTanh, a, b), want);
+      const int ulps = fp16_ulps(activation_fp16(mode, a, b), want);
       if (ulps > worst_ulps) {
         worst_ulps = ulps;
         worst_a = a;
         worst_b = b;
       }
-      bias_worst = std::max(bias_worst, ulps);
-      bias_exact += ulps == 0;
-      ++bias_total;
+      b_worst = std::max(b_worst, ulps);
+      b_exact += ulps == 0;
+      ++b_total;
     }
-    std::printf("gelu_tanh, b = %g: max %d FP16 ulp over every finite a, %.3f%% correctly rounded\n",
-                static_cast<double>(bias), bias_worst,
-                100.0 * static_cast<double>(bias_exact) / static_cast<double>(bias_total));
-    exact += bias_exact;
-    total += bias_total;
+    std::printf("%s, b = %g: max %d FP16 ulp over every finite a, %.3f%% correctly rounded\n",
+                to_string(mode), static_cast<double>(b_value), b_worst,
+                100.0 * static_cast<double>(b_exact) / static_cast<double>(b_total));
+    exact += b_exact;
+    total += b_total;
   }
   std::printf(
-      "gelu_tanh: max %d FP16 ulp (a 0x%04x, b 0x%04x) over every finite a x 6 biases, %.3f%% correctly "
+      "%s: max %d FP16 ulp (a 0x%04x, b 0x%04x) over every finite a x %zu b values, %.3f%% correctly "
       "rounded (%zu inputs)\n",
-      worst_ulps, worst_a, worst_b, 100.0 * static_cast<double>(exact) / static_cast<double>(total), total);
-  EXPECT_LE(worst_ulps, 1);
+      to_string(mode), worst_ulps, worst_a, worst_b, bs.size(),
+      100.0 * static_cast<double>(exact) / static_cast<double>(total), total);
+  return worst_ulps;
+}
+
+TEST(DatapathAccuracy, GeluTanhUlpsEveryFiniteInputTimesBiases) {
+  EXPECT_LE(worst_ulps_over(ActivationMode::kGeluTanh, gelu_tanh_reference,
+                            {0.0f, 0.5f, -1.25f, 3.0f, -0.0078125f, 100.0f}),
+            1);
+}
+
+TEST(DatapathAccuracy, GeluErfUlpsEveryFiniteInputTimesBiases) {
+  EXPECT_LE(worst_ulps_over(ActivationMode::kGeluErf, gelu_erf_reference,
+                            {0.0f, 0.5f, -1.25f, 3.0f, -0.0078125f, 100.0f}),
+            1);
+}
+
+TEST(DatapathAccuracy, SiluOfTheSumUlpsEveryFiniteInputTimesBiases) {
+  EXPECT_LE(worst_ulps_over(ActivationMode::kSilu, silu_reference, {0.0f, 0.5f, -1.25f}), 1);
+}
+
+TEST(DatapathAccuracy, GatedGeluUlpsEveryFiniteGateTimesUps) {
+  EXPECT_LE(worst_ulps_over(ActivationMode::kGeluTanhGate, gelu_tanh_reference, {1.0f, -0.7f, 3.3f}), 1);
+  EXPECT_LE(worst_ulps_over(ActivationMode::kGeluErfGate, gelu_erf_reference, {1.0f, -0.7f, 3.3f}), 1);
 }
 
 }  // namespace

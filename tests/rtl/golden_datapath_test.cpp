@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "duplex/base/error.hpp"
@@ -140,12 +141,64 @@ TEST(GoldenDatapath, SiluGateWithinOneUlpOfDoubleReference) {
   EXPECT_EQ(silu_gate_fp16(0x3C00, 0x7E00), 0x7E00u);
 }
 
-TEST(GoldenDatapath, ActivationSiluGateModeIsSiluGate) {
-  for (std::uint32_t gate = 0; gate < 0x10000u; ++gate)
-    for (const std::uint16_t up : {h(1.0f), h(-0.7f), std::uint16_t{0x7E00}, std::uint16_t{0x0001}})
-      ASSERT_EQ(activation_fp16(ActivationMode::kSiluGate, static_cast<std::uint16_t>(gate), up),
-                silu_gate_fp16(static_cast<std::uint16_t>(gate), up))
-          << std::hex << gate << " " << up;
+TEST(GoldenDatapath, GatedModeWithUpOneIsTheAddedModeWithBiasZero) {
+  // act(a) x 1 (gated: m = a x 1 exact, s = a) and act(a + 0) (added: s = m = a + 0 = a) take the same path
+  // through the unit, for every a but -0 (-0 + +0 = +0). A gated mode that fed b into the argument, or an
+  // added mode that multiplied by b, breaks it.
+  const std::pair<ActivationMode, ActivationMode> pairs[] = {
+      {ActivationMode::kSiluGate, ActivationMode::kSilu},
+      {ActivationMode::kGeluTanhGate, ActivationMode::kGeluTanh},
+      {ActivationMode::kGeluErfGate, ActivationMode::kGeluErf},
+      {ActivationMode::kReluGate, ActivationMode::kRelu}};
+  for (const auto& [gated, added] : pairs) {
+    EXPECT_TRUE(is_gated(gated));
+    EXPECT_FALSE(is_gated(added));
+    for (std::uint32_t bits = 0; bits < 0x10000u; ++bits) {
+      const auto a = static_cast<std::uint16_t>(bits);
+      if (a == 0x8000u) continue;
+      ASSERT_EQ(activation_fp16(gated, a, h(1.0f)), activation_fp16(added, a, 0x0000))
+          << to_string(gated) << " " << std::hex << a;
+    }
+  }
+}
+
+TEST(GoldenDatapath, GeluErfSpecialValues) {
+  auto gelu = [](std::uint16_t a, std::uint16_t b) {
+    return activation_fp16(ActivationMode::kGeluErf, a, b);
+  };
+  EXPECT_EQ(gelu(0x0000, 0x0000), 0x0000u);
+  EXPECT_EQ(gelu(0x8000, 0x8000), 0x8000u);                    // s = -0: -0 x 1/2
+  EXPECT_EQ(gelu(0x7E00, 0x0000), 0x7E00u);                    // NaN
+  EXPECT_EQ(gelu(0x3C00, 0x7D00), 0x7E00u);                    // NaN bias
+  EXPECT_EQ(gelu(0x7C00, 0x0000), 0x7C00u);                    // u clamped to 36: z = +Inf, sigmoid 1
+  EXPECT_EQ(gelu(0xFC00, 0x0000), 0x7E00u);                    // -Inf x 0, as the tanh form
+  EXPECT_EQ(gelu(0x7BFF, 0x0000), 0x7BFFu);                    // 65504
+  EXPECT_EQ(gelu(h(-6.5f), 0x0000), 0x8000u);                  // past the clamp: |gelu| < 2^-25 -> -0
+  EXPECT_EQ(gelu(0xFBFF, 0x0000), 0x8000u);                    // -65504 -> -0
+  EXPECT_EQ(gelu(h(-4.0f), h(2.0f)), gelu(h(-2.0f), 0x0000));  // the bias is added before the activation
+  const double one = 0.5 * std::erfc(-1.0 / std::sqrt(2.0));   // gelu(1) = Phi(1) = 0.841345
+  EXPECT_EQ(gelu(h(1.0f), 0x0000), nearest_fp16(one));
+  // The tail, where the tanh form is 3% low: gelu(-2.5) = -0.015524, gelu_tanh(-2.5) = -0.015040.
+  const double tail = -2.5 * 0.5 * std::erfc(2.5 / std::sqrt(2.0));
+  EXPECT_EQ(gelu(h(-2.5f), 0x0000), nearest_fp16(tail));
+  EXPECT_NE(gelu(h(-2.5f), 0x0000), activation_fp16(ActivationMode::kGeluTanh, h(-2.5f), 0x0000));
+}
+
+TEST(GoldenDatapath, ReluGateExhaustive) {
+  // relu(a) x b: a > 0 ? a x b : +0 x b (a signed zero; NaN for b = Inf / NaN); NaN a stays NaN.
+  for (const float up : {1.5f, -0.75f, 0.0f, 70000.0f, -1e-7f}) {
+    const std::uint16_t b = h(up);
+    for (std::uint32_t bits = 0; bits < 0x10000u; ++bits) {
+      const auto a = static_cast<std::uint16_t>(bits);
+      const float x = half_bits_to_float(a);
+      const float relu = std::isnan(x) ? x : x > 0.0f ? x : 0.0f;
+      const double exact = static_cast<double>(relu) * f(b);  // FP16 x FP16: exact in double
+      const std::uint16_t want = std::isnan(exact) ? std::uint16_t{0x7E00} : nearest_fp16(exact);
+      ASSERT_EQ(activation_fp16(ActivationMode::kReluGate, a, b), want) << std::hex << a << " " << b;
+    }
+  }
+  EXPECT_EQ(activation_fp16(ActivationMode::kReluGate, h(-2.0f), h(-3.0f)), 0x8000u);  // +0 x -3 = -0
+  EXPECT_EQ(activation_fp16(ActivationMode::kReluGate, h(-2.0f), 0x7C00), 0x7E00u);    // +0 x Inf
 }
 
 TEST(GoldenDatapath, GeluTanhSpecialValues) {
@@ -166,9 +219,11 @@ TEST(GoldenDatapath, GeluTanhSpecialValues) {
   EXPECT_EQ(gelu(0xFBFF, 0x0000), 0x8000u);                    // -65504 -> -0
   EXPECT_EQ(gelu(h(-4.0f), h(2.0f)), gelu(h(-2.0f), 0x0000));  // the bias is added before the activation
   EXPECT_EQ(gelu(h(1.0f), 0x0000), h(0.8411920f));             // gelu_tanh(1) = 0.841192 (FP16 0x3ABB)
-  EXPECT_THROW(activation_fp16(static_cast<ActivationMode>(3), 0, 0), Error);
+  EXPECT_THROW(activation_fp16(static_cast<ActivationMode>(8), 0, 0), Error);
   EXPECT_EQ(std::string(to_string(ActivationMode::kGeluTanh)), "gelu-tanh");
-  EXPECT_THROW(to_string(static_cast<ActivationMode>(7)), Error);
+  EXPECT_EQ(std::string(to_string(ActivationMode::kGeluErfGate)), "gelu-gate");
+  EXPECT_THROW(to_string(static_cast<ActivationMode>(8)), Error);
+  EXPECT_THROW(is_gated(static_cast<ActivationMode>(255)), Error);
 }
 
 TEST(GoldenDatapath, ReluOfTheSumExhaustive) {
@@ -195,23 +250,25 @@ TEST(GoldenDatapath, ReluOfTheSumExhaustive) {
 }
 
 TEST(GoldenDatapath, ActivationModesDiffer) {
-  // One input where each pair of modes disagrees: a mode mixed up anywhere changes bits.
-  const std::uint16_t a = h(-0.5f);
-  const std::uint16_t b = h(0.25f);
-  const std::uint16_t silu = activation_fp16(ActivationMode::kSiluGate, a, b);
-  const std::uint16_t gelu = activation_fp16(ActivationMode::kGeluTanh, a, b);
-  const std::uint16_t relu = activation_fp16(ActivationMode::kRelu, a, b);
-  EXPECT_NE(silu, gelu);
-  EXPECT_NE(silu, relu);
-  EXPECT_NE(gelu, relu);
+  // One input where every pair of the eight modes disagrees: a mode mixed up anywhere changes bits.
+  // a + b = -3.25 (the tail, where GELU's two forms differ); relu(a + b) = +0 but relu(a) x b = -0.
+  const std::uint16_t a = h(-2.5f);
+  const std::uint16_t b = h(-0.75f);
+  std::vector<std::uint16_t> results;
+  for (int mode = 0; mode < kActivationModes; ++mode)
+    results.push_back(activation_fp16(static_cast<ActivationMode>(mode), a, b));
+  for (std::size_t i = 0; i < results.size(); ++i)
+    for (std::size_t j = i + 1; j < results.size(); ++j)
+      EXPECT_NE(results[i], results[j])
+          << to_string(static_cast<ActivationMode>(i)) << " vs " << to_string(static_cast<ActivationMode>(j));
   auto dp = make_golden_datapath(DatapathParams{});
   const std::vector<std::uint16_t> as{a, a};
   const std::vector<std::uint16_t> bs{b, b};
   std::vector<std::uint16_t> out(2);
-  dp->activation_fp16_n(ActivationMode::kGeluTanh, as.data(), bs.data(), out.data(), 2);
-  EXPECT_EQ(out[1], gelu);
-  EXPECT_EQ(dp->silu_gate_fp16(a, b), silu);
-  EXPECT_THROW(dp->activation_fp16_n(static_cast<ActivationMode>(3), as.data(), bs.data(), out.data(), 2),
+  dp->activation_fp16_n(ActivationMode::kGeluErf, as.data(), bs.data(), out.data(), 2);
+  EXPECT_EQ(out[1], results[static_cast<std::size_t>(ActivationMode::kGeluErf)]);
+  EXPECT_EQ(dp->silu_gate_fp16(a, b), results[0]);
+  EXPECT_THROW(dp->activation_fp16_n(static_cast<ActivationMode>(8), as.data(), bs.data(), out.data(), 2),
                Error);
 }
 

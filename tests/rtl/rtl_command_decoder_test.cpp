@@ -8,9 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <array>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -136,11 +137,13 @@ class DescriptorGenerator {
         break;
     }
   }
-  // The activation mode a4: one of the three (0, 1, 2), or (1 in 8) a value outside them.
+  // The activation mode a4: one of the eight (0..7), or (1 in 8) a value outside them (some with valid low
+  // bits: 8, 0x10F, 2^32 + 5).
   std::uint64_t mode() {
-    if (rng_() % 8 != 0) return rng_() % 3;
-    static constexpr std::uint64_t kBad[] = {3, 4, 255, 256, std::uint64_t{1} << 32, kMaxI64 + 1, kMaxU64};
-    return rng_() % 4 == 0 ? rng_() : kBad[rng_() % 7];
+    if (rng_() % 8 != 0) return rng_() % static_cast<std::uint64_t>(kActivationModes);
+    static constexpr std::uint64_t kBad[] = {
+        8, 9, 15, 16, 0x10F, 255, 256, (std::uint64_t{1} << 32) + 5, kMaxI64 + 1, kMaxU64};
+    return rng_() % 4 == 0 ? rng_() : kBad[rng_() % std::size(kBad)];
   }
   // Shapes at a buffer limit: one element past it (kBufferOverflow), or exactly at it (valid when the
   // command stays small enough to run through the RTL).
@@ -431,12 +434,18 @@ TEST(RtlCommandDecoder, ActivationModeField) {
       {{0x100, 0x200, 0x300, 5, 0, 0, 0}, Status::kOk},
       {{0x100, 0x200, 0x300, 5, 1, 0, 0}, Status::kOk},
       {{0x100, 0x200, 0x300, 5, 2, 0, 0}, Status::kOk},
-      {{0x100, 0x200, 0x300, 5, 3, 0, 0}, Status::kBadArgument},
+      {{0x100, 0x200, 0x300, 5, 3, 0, 0}, Status::kOk},
+      {{0x100, 0x200, 0x300, 5, 4, 0, 0}, Status::kOk},
+      {{0x100, 0x200, 0x300, 5, 5, 0, 0}, Status::kOk},
+      {{0x100, 0x200, 0x300, 5, 6, 0, 0}, Status::kOk},
+      {{0x100, 0x200, 0x300, 5, 7, 0, 0}, Status::kOk},
+      {{0x100, 0x200, 0x300, 5, 8, 0, 0}, Status::kBadArgument},  // the low 3 bits alone would be valid
+      {{0x100, 0x200, 0x300, 5, 9, 0, 0}, Status::kBadArgument},
       {{0x100, 0x200, 0x300, 5, 0x102, 0, 0}, Status::kBadArgument},  // the low bits alone would be valid
       {{0x100, 0x200, 0x300, 5, kMaxU64, 0, 0}, Status::kBadArgument},
-      {{0x100, 0x200, 0x300, 0, 3, 0, 0}, Status::kBadShape},     // elements first
-      {{0x101, 0x200, 0x300, 5, 7, 0, 0}, Status::kBadArgument},  // then the mode, before misalignment
-      {{0x101, 0x200, 0x300, 5, 1, 0, 0}, Status::kMisaligned},
+      {{0x100, 0x200, 0x300, 0, 8, 0, 0}, Status::kBadShape},     // elements first
+      {{0x101, 0x200, 0x300, 5, 8, 0, 0}, Status::kBadArgument},  // then the mode, before misalignment
+      {{0x101, 0x200, 0x300, 5, 7, 0, 0}, Status::kMisaligned},
   };
   for (const Case& c : cases) {
     const Bytes b = bytes_of({Opcode::kPimActivation, 0, 11, c.args});

@@ -62,7 +62,7 @@ class Commands {
       default:
         c.opcode = Opcode::kPimActivation;
         a[3] = uniform(1, 2000);
-        a[4] = rng_() % 20 == 0 ? uniform(3, 300) : rng_() % 3;  // the mode; 1 in 20 outside the three
+        a[4] = rng_() % 20 == 0 ? uniform(8, 300) : rng_() % 8;  // the mode; 1 in 20 outside the eight
         break;
     }
     // Each operand in its own 2 MiB slot (a command's outputs never overlap its inputs); the slots of
@@ -124,7 +124,7 @@ TEST(RtlCommandPath, LogicPimCommandsOnTheRtlDecoderEqualTheGoldenOps) {
 }
 
 // One activation command per mode on both datapaths: every output is activation_fp16(mode, a[i], b[i]), and
-// the three modes give different bytes (a mode lost or mixed up on the way to the unit fails here).
+// the eight modes give different bytes (a mode lost or mixed up on the way to the unit fails here).
 TEST(RtlCommandPath, ActivationCommandInEachMode) {
   const SystemSpec system = load_system("duplex");
   Side golden(system, "golden"), rtl(system, "rtl");
@@ -136,8 +136,8 @@ TEST(RtlCommandPath, ActivationCommandInEachMode) {
     b[i] = static_cast<std::uint16_t>((0x2000 + rng() % 0x1C00) | (rng() % 2 ? 0x8000 : 0));
   }
   std::vector<std::vector<std::uint16_t>> outputs;
-  for (const pim::ActivationMode mode :
-       {pim::ActivationMode::kSiluGate, pim::ActivationMode::kGeluTanh, pim::ActivationMode::kRelu}) {
+  for (int v = 0; v < pim::kActivationModes; ++v) {
+    const auto mode = static_cast<pim::ActivationMode>(v);
     for (Side* s : {&golden, &rtl}) {
       s->memory.write(0x10000, a.data(), 2 * n);
       s->memory.write(0x20000, b.data(), 2 * n);
@@ -153,12 +153,12 @@ TEST(RtlCommandPath, ActivationCommandInEachMode) {
       outputs.push_back(out);
     }
   }
-  EXPECT_NE(outputs[0], outputs[2]);
-  EXPECT_NE(outputs[2], outputs[4]);
-  EXPECT_NE(outputs[0], outputs[4]);
+  for (std::size_t i = 0; i < outputs.size(); i += 2)  // golden, rtl per mode
+    for (std::size_t j = i + 2; j < outputs.size(); j += 2)
+      EXPECT_NE(outputs[i], outputs[j]) << "modes " << i / 2 << " and " << j / 2;
   CommandDescriptor bad;
   bad.opcode = Opcode::kPimActivation;
-  bad.args = {0x10000, 0x20000, 0x30000, n, 3, 0, 0};
+  bad.args = {0x10000, 0x20000, 0x30000, n, pim::kActivationModes, 0, 0};
   EXPECT_EQ(golden.pim.run_command(bad).status, Status::kBadArgument);
   EXPECT_EQ(rtl.pim.run_command(bad).status, Status::kBadArgument);
 }

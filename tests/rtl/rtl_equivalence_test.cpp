@@ -162,23 +162,28 @@ TEST_F(RtlEquivalence, SiluGateExhaustiveGateBitExact) {
   EXPECT_EQ(rtl_->silu_gate_fp16(0x3C00, 0x4000), golden_->silu_gate_fp16(0x3C00, 0x4000));
 }
 
-// GELU (tanh) and ReLU: every FP16 a bit pattern (65536) with five b values each: 0, a corner case, any bit
-// pattern, a realistic bias, a large one (655360 vectors per mode).
-TEST_F(RtlEquivalence, GeluTanhAndReluExhaustiveABitExact) {
+// Every mode but SiLU gate (above): every FP16 a bit pattern (65536) with several b values each. Added modes
+// (b a bias): 0, a corner case, any bit pattern, a realistic bias, a large one (327680 vectors per mode).
+// Gated modes (b = up): a corner case, any bit pattern, a realistic value, a subnormal-heavy one (262144).
+TEST_F(RtlEquivalence, EveryModeExhaustiveABitExact) {
   Fp16Source src(106);
   std::vector<std::uint16_t> a(65536);
   std::vector<std::uint16_t> b(65536);
   std::vector<std::uint16_t> want(65536);
   std::vector<std::uint16_t> got(65536);
-  for (const ActivationMode mode : {ActivationMode::kGeluTanh, ActivationMode::kRelu}) {
+  for (const ActivationMode mode :
+       {ActivationMode::kGeluTanh, ActivationMode::kRelu, ActivationMode::kGeluErf, ActivationMode::kSilu,
+        ActivationMode::kGeluTanhGate, ActivationMode::kReluGate, ActivationMode::kGeluErfGate}) {
+    const bool gated = is_gated(mode);
     std::size_t mismatches = 0;
-    for (int round = 0; round < 5; ++round) {
+    for (int round = gated ? 1 : 0; round < 5; ++round) {
       for (std::uint32_t i = 0; i < 65536; ++i) {
         a[i] = static_cast<std::uint16_t>(i);
         b[i] = round == 0   ? std::uint16_t{0}
                : round == 1 ? src.corner()
                : round == 2 ? src.any_bits()
                : round == 3 ? src.mixed(0, -8, 1)
+               : gated      ? src.mixed(8, -14, 15)
                             : src.mixed(0, 4, 15);
       }
       golden_->activation_fp16_n(mode, a.data(), b.data(), want.data(), a.size());
@@ -191,8 +196,22 @@ TEST_F(RtlEquivalence, GeluTanhAndReluExhaustiveABitExact) {
     EXPECT_EQ(mismatches, 0u) << to_string(mode);
   }
   std::vector<std::uint16_t> one(1);
-  EXPECT_THROW(rtl_->activation_fp16_n(static_cast<ActivationMode>(3), one.data(), one.data(), one.data(), 1),
+  EXPECT_THROW(rtl_->activation_fp16_n(static_cast<ActivationMode>(kActivationModes), one.data(), one.data(),
+                                       one.data(), 1),
                Error);
+}
+
+// ReLU gate has no zeroing override: relu(a) * b keeps the product's sign and its NaN.
+TEST_F(RtlEquivalence, ReluGateSignsAndSpecials) {
+  const std::vector<std::uint16_t> a{0xC000, 0x4000, 0x0000, 0x8000, 0xFC00, 0x7C00, 0x7E01, 0x0001};
+  const std::vector<std::uint16_t> b{0xC200, 0xC200, 0x7C00, 0x3C00, 0x3C00, 0x0000, 0x3C00, 0x3C00};
+  // relu(-2) * -3 = -0, 2 * -3 = -6, +0 * Inf = NaN, +0 * 1 = +0, +0, Inf * 0 = NaN, NaN, 2^-24
+  const std::vector<std::uint16_t> expected{0x8000, 0xC600, 0x7E00, 0x0000, 0x0000, 0x7E00, 0x7E00, 0x0001};
+  std::vector<std::uint16_t> got(a.size());
+  rtl_->activation_fp16_n(ActivationMode::kReluGate, a.data(), b.data(), got.data(), a.size());
+  EXPECT_EQ(got, expected);
+  golden_->activation_fp16_n(ActivationMode::kReluGate, a.data(), b.data(), got.data(), a.size());
+  EXPECT_EQ(got, expected);
 }
 
 TEST_F(RtlEquivalence, DecodeAttentionSameBytes) {

@@ -2,6 +2,7 @@
 // and the valid/ready handshakes under back-pressure. Drives the Verilated model directly.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <memory>
@@ -87,8 +88,8 @@ TEST(RtlTiming, SoftmaxCyclesPerRow) {
 TEST(RtlTiming, ActivationLatencyAndInitiationIntervalPerMode) {
   const std::vector<std::uint16_t> a{0x3C00, 0xB800, 0x4200, 0xC100};  // 1, -0.5, 3, -2.5
   const std::vector<std::uint16_t> b{0x0000, 0x3400, 0xBC00, 0x3800};  // 0, 0.25, -1, 0.5
-  for (const ActivationMode mode :
-       {ActivationMode::kSiluGate, ActivationMode::kGeluTanh, ActivationMode::kRelu}) {
+  for (int v = 0; v < kActivationModes; ++v) {
+    const auto mode = static_cast<ActivationMode>(v);
     Bench bench;
     auto& m = bench.m();
     const std::size_t n = 100;
@@ -123,43 +124,90 @@ TEST(RtlTiming, ActivationLatencyAndInitiationIntervalPerMode) {
   EXPECT_EQ(timing::kSiluLatency, 5);
   EXPECT_EQ(timing::kReluLatency, 5);
   EXPECT_EQ(timing::kGeluTanhLatency, 10);
+  EXPECT_EQ(timing::kGeluErfLatency, 22);
 }
 
-// A SiLU / ReLU element right behind a GELU element waits until the GELU front stages have drained: it is
-// accepted kActivationFrontStages cycles later than it would be behind one of its own mode, and the results
-// come out in input order.
-TEST(RtlTiming, ActivationModeSwitchStall) {
-  for (const ActivationMode short_mode : {ActivationMode::kSiluGate, ActivationMode::kRelu}) {
-    Bench bench;
-    auto& m = bench.m();
-    const std::uint16_t x = 0xB800;  // -0.5
-    const std::uint16_t y = 0x3400;  // 0.25
-    m.act_in_valid = 1;
-    m.act_in_mode = static_cast<std::uint8_t>(ActivationMode::kGeluTanh);
-    m.act_in_a = x;
-    m.act_in_b = y;
+// Cycles an element of `mode` spends in a front before the back stages: 0, kActivationFrontStages (tanh) or
+// kGeluErfFrontStages (erf).
+int front_stages(ActivationMode mode) {
+  return timing::activation_latency(mode) - timing::kSiluLatency;
+}
+
+// Two elements: (kA[0], kB[0]) in mode `first`, presented at once, then (kA[1], kB[1]) in mode `second`,
+// presented `gap` cycles later and held until taken. Every result of the first element differs from every
+// result of the second (negative or zero vs >= 1), so a swap shows.
+constexpr std::uint16_t kA[2] = {0xB800, 0x4200};  // -0.5, 3
+constexpr std::uint16_t kB[2] = {0x3400, 0x3800};  // 0.25, 0.5
+struct PairRun {
+  std::uint64_t spacing = 0;  // cycles from the first handshake to the second
+  std::vector<std::uint16_t> out;
+};
+PairRun run_pair(Bench& bench, ActivationMode first, ActivationMode second, std::uint64_t gap) {
+  auto& m = bench.m();
+  const std::uint64_t start = bench.cycle();
+  std::uint64_t in[2] = {0, 0};
+  std::size_t taken = 0;
+  PairRun run;
+  while (run.out.size() < 2 && bench.cycle() - start < 200) {
+    const bool valid = taken == 0 || (taken == 1 && bench.cycle() - start >= gap);
+    m.act_in_valid = valid;
+    m.act_in_mode = static_cast<std::uint8_t>(taken == 0 ? first : second);
+    m.act_in_a = kA[taken % 2];
+    m.act_in_b = kB[taken % 2];
     bench.settle();
-    ASSERT_TRUE(m.act_in_ready);
-    const std::uint64_t gelu_in = bench.cycle();
+    const bool fire = valid && m.act_in_ready;
+    if (fire) in[taken] = bench.cycle();
     bench.edge();
-    m.act_in_mode = static_cast<std::uint8_t>(short_mode);
-    std::uint64_t short_in = 0;
-    std::vector<std::uint16_t> got;
-    while (got.size() < 2) {
-      bench.settle();
-      const bool fire = m.act_in_valid && m.act_in_ready;
-      if (fire) short_in = bench.cycle();
-      bench.edge();
-      if (fire) m.act_in_valid = 0;
-      if (m.act_out_valid) got.push_back(m.act_out_result);
-      ASSERT_LT(bench.cycle(), 100u);
-    }
-    EXPECT_EQ(short_in - gelu_in, 1u + static_cast<std::uint64_t>(timing::kActivationFrontStages))
-        << to_string(short_mode);
-    EXPECT_EQ(got[0], activation_fp16(ActivationMode::kGeluTanh, x, y));
-    EXPECT_EQ(got[1], activation_fp16(short_mode, x, y));
-    EXPECT_NE(got[0], got[1]);
+    if (fire) ++taken;
+    if (m.act_out_valid) run.out.push_back(m.act_out_result);
   }
+  m.act_in_valid = 0;
+  EXPECT_EQ(in[0], start) << "the first element waited";
+  run.spacing = in[1] - in[0];
+  return run;
+}
+
+// An element waits while an earlier one would still reach the back stages after it: behind an element of
+// front length L1, one of front length L2 is accepted max(gap, 1 + max(0, L1 - L2)) cycles after it. SiLU /
+// ReLU behind tanh waits kActivationFrontStages cycles, behind erf kGeluErfFrontStages; tanh behind erf
+// waits kGeluErfFrontStages - kActivationFrontStages; erf behind anything, and anything behind SiLU / ReLU,
+// never waits. Results come out in input order, each the golden model's. Every ordered pair of modes, gaps
+// 1..24.
+TEST(RtlTiming, ActivationModeSwitchStall) {
+  Bench bench;
+  for (int f = 0; f < kActivationModes; ++f) {
+    for (int s = 0; s < kActivationModes; ++s) {
+      const auto first = static_cast<ActivationMode>(f);
+      const auto second = static_cast<ActivationMode>(s);
+      const int wait = std::max(0, front_stages(first) - front_stages(second));
+      for (std::uint64_t gap = 1; gap <= 24; ++gap) {
+        const PairRun run = run_pair(bench, first, second, gap);
+        ASSERT_EQ(run.out.size(), 2u) << to_string(first) << " then " << to_string(second);
+        EXPECT_EQ(run.spacing, std::max<std::uint64_t>(gap, 1 + static_cast<std::uint64_t>(wait)))
+            << to_string(first) << " then " << to_string(second) << ", gap " << gap;
+        EXPECT_EQ(run.out[0], activation_fp16(first, kA[0], kB[0])) << to_string(first);
+        EXPECT_EQ(run.out[1], activation_fp16(second, kA[1], kB[1])) << to_string(second);
+        EXPECT_NE(run.out[0], run.out[1]);
+      }
+    }
+  }
+  auto stall = [&](ActivationMode first, ActivationMode second) {
+    return run_pair(bench, first, second, 1).spacing - 1;
+  };
+  const auto front = static_cast<std::uint64_t>(timing::kActivationFrontStages);
+  const auto erf_front = static_cast<std::uint64_t>(timing::kGeluErfFrontStages);
+  for (const ActivationMode short_mode :
+       {ActivationMode::kSiluGate, ActivationMode::kRelu, ActivationMode::kSilu, ActivationMode::kReluGate}) {
+    EXPECT_EQ(stall(ActivationMode::kGeluTanh, short_mode), front) << to_string(short_mode);
+    EXPECT_EQ(stall(ActivationMode::kGeluTanhGate, short_mode), front) << to_string(short_mode);
+    EXPECT_EQ(stall(ActivationMode::kGeluErf, short_mode), erf_front) << to_string(short_mode);
+    EXPECT_EQ(stall(ActivationMode::kGeluErfGate, short_mode), erf_front) << to_string(short_mode);
+    EXPECT_EQ(stall(short_mode, ActivationMode::kGeluErf), 0u) << to_string(short_mode);
+  }
+  EXPECT_EQ(stall(ActivationMode::kGeluErf, ActivationMode::kGeluTanh), erf_front - front);
+  EXPECT_EQ(stall(ActivationMode::kGeluErfGate, ActivationMode::kGeluTanhGate), erf_front - front);
+  EXPECT_EQ(stall(ActivationMode::kGeluTanh, ActivationMode::kGeluErfGate), 0u);
+  EXPECT_EQ(timing::kGeluErfFrontStages, 17);
 }
 
 // Random input gaps and output back-pressure change only timing, never values or order.
@@ -239,7 +287,7 @@ TEST(RtlHandshake, BackPressureKeepsEveryResult) {
   for (std::size_t i = 0; i < act_a.size(); ++i) {
     act_a[i] = src.any_bits();
     act_b[i] = src.mixed(16);
-    modes[i] = static_cast<ActivationMode>(i / 7 % 5 == 0 ? coin() % 3 : (i / 7) % 3);  // runs and mixes
+    modes[i] = static_cast<ActivationMode>(i / 7 % 5 == 0 ? coin() % 8 : (i / 7) % 8);  // runs and mixes
   }
   std::vector<std::uint16_t> a_got;
   sent = 0;

@@ -4,6 +4,7 @@
 #include <array>
 #include <bit>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <vector>
@@ -67,44 +68,59 @@ void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scal
   for (std::size_t i = 0; i < n; ++i) probs[i] = mul_round_fp16(e[i], r);
 }
 
-std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) {
-  const float g = half_bits_to_float(gate);
-  const float u = exp_neg_fp32(g);                                   // e^-|g|
-  const float y = recip_fp32(add_fp32(1.0f, u));                     // sigmoid(|g|)
-  const float s = (gate & 0x8000u) != 0 ? mul_trunc_fp32(u, y) : y;  // sigmoid(g)
-  return mul_round_fp16(mul_fp16_exact(gate, up), s);
-}
-
 namespace {
+
+#include "gelu_erf_coefficients.inc"
 
 // GELU (tanh form) constants, FP32 (RNE of the real values): 2 sqrt(2/pi) and 2 sqrt(2/pi) x 0.044715.
 constexpr float kGeluC1 = 0x1.988454p+0f;  // 0x3FCC422A = 1.59576917
 constexpr float kGeluC3 = 0x1.2444f2p-4f;  // 0x3D922279 = 0.0713548139
 
-// s = a + b, FP16 operands widened exactly to FP32, one RNE addition.
-float add_fp16_operands(std::uint16_t a, std::uint16_t b) {
-  const float* half = half_to_float_table();
-  return add_fp32(half[a], half[b]);
+// The sigmoid unit (back stages B1..B4): e^-|x|, 1 + u, its reciprocal, and u y for a negative x.
+float sigmoid_fp32(float x) {
+  const float u = exp_neg_fp32(x);                    // e^-|x|
+  const float y = recip_fp32(add_fp32(1.0f, u));      // sigmoid(|x|)
+  return std::signbit(x) ? mul_trunc_fp32(u, y) : y;  // sigmoid(x)
 }
 
-// s * sigmoid(z), z = s (c1 + c3 s^2): the sigmoid as the SiLU path computes it.
-std::uint16_t gelu_tanh_fp16(std::uint16_t a, std::uint16_t b) {
-  const float s = add_fp16_operands(a, b);
+// z = s (c1 + c3 s^2): gelu_tanh(s) = s sigmoid(z).
+float gelu_tanh_argument(float s) {
   const float s2 = mul_fp32(s, s);
   const float p = add_fp32(kGeluC1, mul_fp32(kGeluC3, s2));
-  const float z = mul_fp32(s, p);
-  const float u = exp_neg_fp32(z);                              // e^-|z|
-  const float y = recip_fp32(add_fp32(1.0f, u));                // sigmoid(|z|)
-  const float sg = std::signbit(z) ? mul_trunc_fp32(u, y) : y;  // sigmoid(z)
-  return mul_round_fp16(s, sg);
+  return mul_fp32(s, p);
 }
 
-std::uint16_t relu_fp16(std::uint16_t a, std::uint16_t b) {
-  const float s = add_fp16_operands(a, b);
-  return std::isnan(s) || s > 0.0f ? to_fp16(s) : std::uint16_t{0};  // to_fp16: NaN -> the canonical NaN
+// z = s G(u), u = min(s^2, 36), G of degree 7 by Horner (rtl/scripts/fit_gelu_erf.py):
+// gelu(s) = s Phi(s) ~ s sigmoid(z).
+float gelu_erf_argument(float s) {
+  const float s2 = mul_fp32(s, s);
+  const float u_max = std::bit_cast<float>(kGeluErfUMaxBits);
+  const float u = s2 > u_max ? u_max : s2;  // NaN stays NaN
+  constexpr int kDegree = static_cast<int>(std::size(kGeluErfCoefficientBits)) - 1;
+  float p = std::bit_cast<float>(kGeluErfCoefficientBits[kDegree]);
+  for (int k = kDegree - 1; k >= 0; --k)
+    p = add_fp32(mul_fp32(p, u), std::bit_cast<float>(kGeluErfCoefficientBits[k]));
+  return mul_fp32(s, p);
+}
+
+// ReLU of an FP16 operand in FP16: a if a > 0 or NaN, else +0.
+std::uint16_t relu_bits(std::uint16_t a) {
+  const bool nan = (a & 0x7C00u) == 0x7C00u && (a & 0x03FFu) != 0;
+  const bool positive = (a & 0x8000u) == 0 && (a & 0x7FFFu) != 0;
+  return nan || positive ? a : std::uint16_t{0};
 }
 
 }  // namespace
+
+bool is_gated(ActivationMode mode) {
+  validate(mode);
+  return mode == ActivationMode::kSiluGate || mode == ActivationMode::kGeluTanhGate ||
+         mode == ActivationMode::kReluGate || mode == ActivationMode::kGeluErfGate;
+}
+
+std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) {
+  return activation_fp16(ActivationMode::kSiluGate, gate, up);
+}
 
 const char* to_string(ActivationMode mode) {
   switch (mode) {
@@ -114,29 +130,55 @@ const char* to_string(ActivationMode mode) {
       return "gelu-tanh";
     case ActivationMode::kRelu:
       return "relu";
+    case ActivationMode::kGeluErf:
+      return "gelu";
+    case ActivationMode::kSilu:
+      return "silu";
+    case ActivationMode::kGeluTanhGate:
+      return "gelu-tanh-gate";
+    case ActivationMode::kReluGate:
+      return "relu-gate";
+    case ActivationMode::kGeluErfGate:
+      return "gelu-gate";
   }
   validate(mode);
   return "";
 }
 
+std::string activation_mode_names() {
+  std::string names;
+  for (int v = 0; v < kActivationModes; ++v) {
+    if (v > 0) names += v + 1 < kActivationModes ? ", " : " or ";
+    names += std::to_string(v) + " (" + to_string(static_cast<ActivationMode>(v)) + ")";
+  }
+  return names;
+}
+
 void validate(ActivationMode mode) {
   const auto v = static_cast<unsigned>(mode);
   if (v >= static_cast<unsigned>(kActivationModes))
-    throw Error("pim activation: mode " + std::to_string(v) +
-                "; expected 0 (silu-gate), 1 (gelu-tanh) or 2 (relu)");
+    throw Error("pim activation: mode " + std::to_string(v) + "; expected " + activation_mode_names());
 }
 
 std::uint16_t activation_fp16(ActivationMode mode, std::uint16_t a, std::uint16_t b) {
+  const bool gated = is_gated(mode);  // validates
+  const float* half = half_to_float_table();
+  if (mode == ActivationMode::kReluGate) return to_fp16(mul_fp16_exact(half, relu_bits(a), b));
+  // s: the activation's argument (a, or a + b in FP32); m: the final multiplicand (a x b exact, or s).
+  const float s = gated ? half[a] : add_fp32(half[a], half[b]);
+  const float m = gated ? mul_fp16_exact(half, a, b) : s;
   switch (mode) {
-    case ActivationMode::kSiluGate:
-      return silu_gate_fp16(a, b);
-    case ActivationMode::kGeluTanh:
-      return gelu_tanh_fp16(a, b);
     case ActivationMode::kRelu:
-      return relu_fp16(a, b);
+      return std::isnan(s) || s > 0.0f ? to_fp16(s) : std::uint16_t{0};  // to_fp16: NaN -> canonical
+    case ActivationMode::kSiluGate:
+    case ActivationMode::kSilu:
+      return mul_round_fp16(m, sigmoid_fp32(s));
+    case ActivationMode::kGeluTanh:
+    case ActivationMode::kGeluTanhGate:
+      return mul_round_fp16(m, sigmoid_fp32(gelu_tanh_argument(s)));
+    default:  // kGeluErf, kGeluErfGate
+      return mul_round_fp16(m, sigmoid_fp32(gelu_erf_argument(s)));
   }
-  validate(mode);
-  return 0;
 }
 
 void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,

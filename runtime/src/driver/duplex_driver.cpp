@@ -148,12 +148,13 @@ duplex_status duplex_submit_activation_mode(duplex_queue queue, duplex_activatio
     static_assert(sizeof(duplex_activation) == sizeof(int));
     int value = 0;
     std::memcpy(&value, &mode, sizeof value);
-    if (value < DUPLEX_ACTIVATION_SILU_GATE || value > DUPLEX_ACTIVATION_RELU)
-      return d.fail(DUPLEX_ERROR_INVALID_ARGUMENT,
-                    fmt::format("duplex_submit_activation_mode: unknown activation mode {}; expected "
-                                "DUPLEX_ACTIVATION_SILU_GATE (0), DUPLEX_ACTIVATION_GELU_TANH (1) or "
-                                "DUPLEX_ACTIVATION_RELU (2)",
-                                value));
+    if (value < DUPLEX_ACTIVATION_SILU_GATE || value > DUPLEX_ACTIVATION_GELU_GATE)
+      return d.fail(
+          DUPLEX_ERROR_INVALID_ARGUMENT,
+          fmt::format("duplex_submit_activation_mode: unknown activation mode {}; expected a "
+                      "duplex_activation, DUPLEX_ACTIVATION_SILU_GATE (0) .. DUPLEX_ACTIVATION_GELU_GATE "
+                      "(7)",
+                      value));
     return d.submit(queue, Opcode::kPimActivation, {a, b, out, elements, static_cast<std::uint64_t>(value)});
   });
 }

@@ -47,7 +47,7 @@ typedef enum duplex_status {
   DUPLEX_ERROR_DEVICE_BAD_CONFIG = 19,      /* ... ring / completion queue misprogrammed */
   DUPLEX_ERROR_INTERNAL = 20,               /* a driver or simulator bug; see duplex_last_error() */
   DUPLEX_ERROR_DEVICE_BAD_ARGUMENT = 21     /* the device rejected an argument outside its enumeration
-                                               (an activation mode other than 0..2, e.g. via submit_raw) */
+                                               (an activation mode other than 0..7, e.g. via submit_raw) */
 } duplex_status;
 
 /* Opaque handles: 64-bit ids (kind tag, slot, generation). 0 is never a valid handle. */
@@ -141,15 +141,20 @@ duplex_status duplex_submit_gemv(duplex_queue queue, duplex_devptr w, duplex_dev
 duplex_status duplex_submit_attention(duplex_queue queue, duplex_devptr q, duplex_devptr k, duplex_devptr v,
                                       duplex_devptr out, uint64_t group, uint64_t context, uint32_t head_dim,
                                       uint16_t scale_fp16);
-/* Activation unit modes (the command's a4 word). FP16 in and out, rounded once (rtl/golden/README.md):
- *  SILU_GATE: out[i] = silu(a[i]) * b[i]          (a = gate projection, b = up projection)
- *  GELU_TANH: out[i] = gelu_tanh(a[i] + b[i])      (b = the fc1 bias; pass a buffer of zeros for none)
- *  RELU:      out[i] = max(a[i] + b[i], +0)        (b = the fc1 bias; zeros for none)
- * a + b is one FP32 addition; gelu_tanh(s) = 0.5 s (1 + tanh(sqrt(2/pi) (s + 0.044715 s^3))). */
+/* Activation unit modes (the command's a4 word). FP16 in and out, rounded once (rtl/golden/README.md).
+ * Gated modes, a = gate projection, b = up projection:   out[i] = act(a[i]) * b[i]
+ * Added modes, b = the fc1 bias (a buffer of zeros for none): out[i] = act(a[i] + b[i]), one FP32 addition
+ * gelu is GELU's exact form s Phi(s) (Phi the normal CDF, erf); gelu_tanh is its tanh form
+ * 0.5 s (1 + tanh(sqrt(2/pi) (s + 0.044715 s^3))); relu(s) = s > 0 ? s : +0. */
 typedef enum duplex_activation {
-  DUPLEX_ACTIVATION_SILU_GATE = 0,
-  DUPLEX_ACTIVATION_GELU_TANH = 1,
-  DUPLEX_ACTIVATION_RELU = 2
+  DUPLEX_ACTIVATION_SILU_GATE = 0,      /* silu(a) * b: SwiGLU (Llama, Mixtral) */
+  DUPLEX_ACTIVATION_GELU_TANH = 1,      /* gelu_tanh(a + b): StarCoder2, GPT-2 */
+  DUPLEX_ACTIVATION_RELU = 2,           /* relu(a + b): OPT */
+  DUPLEX_ACTIVATION_GELU = 3,           /* gelu(a + b): GLaM, GPT-NeoX */
+  DUPLEX_ACTIVATION_SILU = 4,           /* silu(a + b) */
+  DUPLEX_ACTIVATION_GELU_TANH_GATE = 5, /* gelu_tanh(a) * b: GeGLU (Gemma) */
+  DUPLEX_ACTIVATION_RELU_GATE = 6,      /* relu(a) * b: ReGLU */
+  DUPLEX_ACTIVATION_GELU_GATE = 7       /* gelu(a) * b: GeGLU, erf form */
 } duplex_activation;
 /* out[i] = act(a[i], b[i]) over `elements` FP16 values in the given mode. A mode outside the enumeration
  * returns DUPLEX_ERROR_INVALID_ARGUMENT at once (nothing is submitted; duplex_last_error() names it). */

@@ -9,7 +9,7 @@
 //  1. shape, check_pim_op: every dimension >= 1 as a signed 64-bit value (kBadShape), then the buffer limits
 //     (kBufferOverflow): GEMV tokens x cols x 2 B <= input buffer; attention group x head_dim x 2 B <= input
 //     buffer, group x context x 2 B <= softmax buffer, context <= the softmax unit's kSoftmaxMaxElements;
-//     activation: the mode a4 <= 2 (pim::ActivationMode), else kBadArgument.
+//     activation: the mode a4 <= 7 (pim::ActivationMode), else kBadArgument.
 //  2. each operand, in argument order (GEMV W, x, y; attention q, K, V, out; activation gate, up, out):
 //     address % access granularity != 0 -> kMisaligned, then [address, address + bytes) not inside device
 //     memory -> kOutOfRange. Byte counts are exact (FP16 elements x 2, no wrap-around): a count above 2^64 -

@@ -27,7 +27,7 @@
 
 namespace duplex::sysc {
 
-// kBadArgument: an argument outside its enumeration (an activation mode other than 0..2).
+// kBadArgument: an argument outside its enumeration (an activation mode other than 0..7).
 enum class PimFault { kMisaligned, kOutOfRange, kBufferOverflow, kBadShape, kBadArgument };
 
 // A malformed PIM operation; fault() says which class (the device maps it to a completion error code).

@@ -37,21 +37,36 @@ constexpr std::uint64_t softmax_cycles(std::size_t n) {
 
 // Activation unit (rtl/activation/activation_unit.sv): fully pipelined, one (a, b) pair per cycle in every
 // mode. Back stages, every mode: exp (1), 1 + u (1), reciprocal (1), sigmoid sign select (1), final product +
-// FP16 rounding (1). GELU (tanh) elements first pass the front stages: s = a + b (1), s^2 (1), c3 s^2 (1),
-// c1 + c3 s^2 (1), z = s (c1 + c3 s^2) (1). SiLU-gate and ReLU elements enter the back stages directly
-// (ReLU's s = a + b uses the front adder in the cycle of its handshake), so results stay in input order only
-// if a SiLU / ReLU element waits while GELU elements are in the front: its in_ready is low until the front
-// has drained, at most kActivationFrontStages cycles after the last GELU element's handshake. Streams of one
-// mode never stall.
-inline constexpr int kActivationFrontStages = 5;
+// FP16 rounding (1). GELU elements first pass a front that computes the sigmoid's argument z:
+//  tanh form (kGeluTanh, kGeluTanhGate): s (1), s^2 (1), c3 s^2 (1), c1 + c3 s^2 (1), z = s p (1);
+//  erf form (kGeluErf, kGeluErfGate): s (1), u = s^2 (1), c7 min(u, 36) (1), then six (p u, + c_k) pairs and
+//  + c0 (13), z = s p (1).
+// SiLU and ReLU elements (gated or added) enter the back stages directly (an added element's s = a + b uses
+// the front adder in the cycle of its handshake). Results stay in input order because an element waits while
+// an earlier element would still reach the back stages after it: a SiLU / ReLU element while any front stage
+// is busy, a tanh element while an erf element is in its first kGeluErfFrontStages - kActivationFrontStages
+// stages. A stream of one mode never stalls.
+inline constexpr int kActivationFrontStages = 5;  // the tanh form's front
+inline constexpr int kGeluErfFrontStages = 17;
 inline constexpr int kSiluLatency = 5;
 inline constexpr int kReluLatency = 5;
 inline constexpr int kGeluTanhLatency = kSiluLatency + kActivationFrontStages;
+inline constexpr int kGeluErfLatency = kSiluLatency + kGeluErfFrontStages;
 inline constexpr int kActivationInitiationInterval = 1;
 constexpr int activation_latency(ActivationMode mode) {
-  return mode == ActivationMode::kGeluTanh ? kGeluTanhLatency
-         : mode == ActivationMode::kRelu   ? kReluLatency
-                                           : kSiluLatency;
+  switch (mode) {
+    case ActivationMode::kGeluTanh:
+    case ActivationMode::kGeluTanhGate:
+      return kGeluTanhLatency;
+    case ActivationMode::kGeluErf:
+    case ActivationMode::kGeluErfGate:
+      return kGeluErfLatency;
+    case ActivationMode::kRelu:
+    case ActivationMode::kReluGate:
+      return kReluLatency;
+    default:  // kSiluGate, kSilu
+      return kSiluLatency;
+  }
 }
 // Cycles from the first of n same-mode elements accepted to the last result presented.
 constexpr std::uint64_t activation_cycles(ActivationMode mode, std::size_t n) {

@@ -5,6 +5,7 @@
 // NaN results are always the canonical quiet NaN: 0x7E00 (FP16) / 0x7FC00000 (FP32), sign cleared.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace duplex::pim {
 
@@ -38,21 +39,40 @@ void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y,
 // approximations (README.md states them and their error).
 void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t* probs);
 
-// Activation unit modes (the a4 word of the kPimActivation host command, the mode of an activation micro-op).
-enum class ActivationMode : std::uint8_t { kSiluGate = 0, kGeluTanh = 1, kRelu = 2 };
-inline constexpr int kActivationModes = 3;  // valid modes: 0 .. kActivationModes - 1
-// "silu-gate", "gelu-tanh", "relu"; duplex::Error for a value outside the enumeration.
+// Activation unit modes (the a4 word of the kPimActivation host command, the mode of an activation micro-op):
+// every FFN activation in two forms. Gated (a = gate, b = up): act(a) * b. Added (b = an addend, the fc1
+// bias; 0 for none): act(a + b).
+enum class ActivationMode : std::uint8_t {
+  kSiluGate = 0,      // silu(a) * b                     (Llama, Mixtral, Qwen: SwiGLU)
+  kGeluTanh = 1,      // gelu_tanh(a + b)                (StarCoder2, GPT-2: gelu_pytorch_tanh / gelu_new)
+  kRelu = 2,          // relu(a + b)                     (OPT)
+  kGeluErf = 3,       // gelu(a + b), the exact erf form (GLaM, BERT, GPT-NeoX: "gelu")
+  kSilu = 4,          // silu(a + b)
+  kGeluTanhGate = 5,  // gelu_tanh(a) * b                (Gemma: GeGLU, tanh form)
+  kReluGate = 6,      // relu(a) * b                     (ReGLU)
+  kGeluErfGate = 7,   // gelu(a) * b                     (GeGLU, erf form)
+};
+inline constexpr int kActivationModes = 8;  // valid modes: 0 .. kActivationModes - 1 (every 3-bit value)
+// "silu-gate", "gelu-tanh", "relu", "gelu", "silu", "gelu-tanh-gate", "relu-gate", "gelu-gate";
+// duplex::Error for a value outside the enumeration.
 const char* to_string(ActivationMode mode);
+// "0 (silu-gate), 1 (gelu-tanh), ... or 7 (gelu-gate)": the valid modes, for error messages.
+std::string activation_mode_names();
 // Throws duplex::Error naming the value and the valid modes when `mode` is outside the enumeration (an
 // unchecked integer cast to ActivationMode).
 void validate(ActivationMode mode);
+// True for the gated modes (b multiplies), false for the added ones (b is added first); validates.
+bool is_gated(ActivationMode mode);
 
-// Activation unit, FP16 in and out, rounded once to FP16 at the end (operation order: rtl/golden/README.md):
-//  kSiluGate: a = gate, b = up: silu(a) * b = a * sigmoid(a) * b (= silu_gate_fp16).
-//  kGeluTanh: b is an addend (a bias; 0 for none): s = a + b in FP32, out = gelu_tanh(s)
-//             = 0.5 s (1 + tanh(sqrt(2/pi) (s + 0.044715 s^3))) = s * sigmoid(z),
-//             z = 2 sqrt(2/pi) (s + 0.044715 s^3).
-//  kRelu:     s = a + b in FP32; out = s > 0 ? s : +0 (also +0 for s = -0); NaN -> NaN.
+// Activation unit, FP16 in and out, rounded once to FP16 at the end (operation order: rtl/golden/README.md).
+// s = a (gated) or a + b in FP32 (added); m = a * b exact (gated) or s (added); out = m * act(s) / s:
+//  SiLU:      m * sigmoid(s).
+//  GELU tanh: m * sigmoid(z), z = s (c1 + c3 s^2) = 2 sqrt(2/pi) (s + 0.044715 s^3); gelu_tanh(s)
+//             = 0.5 s (1 + tanh(sqrt(2/pi) (s + 0.044715 s^3))) = s * sigmoid(z).
+//  GELU erf:  m * sigmoid(z), z = s G(min(s^2, 36)), G a degree-7 polynomial fitted to logit(Phi(s))
+//             (gelu(s) = s Phi(s); rtl/scripts/fit_gelu_erf.py).
+//  ReLU:      added: s > 0 ? s : +0 (also +0 for s = -0); gated: relu(a) * b with relu(a) = a > 0 ? a : +0.
+//             NaN -> NaN.
 // Throws duplex::Error for a mode outside the enumeration.
 std::uint16_t activation_fp16(ActivationMode mode, std::uint16_t a, std::uint16_t b);
 

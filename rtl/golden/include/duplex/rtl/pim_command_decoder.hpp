@@ -17,7 +17,7 @@
 //    PV:     c < d, j < ceil(context / L): kGemmPass a = V + 2 (j L d + c), a_stride 2 d (a column of V),
 //            b = buffer j L (p), dest = out + 2 (g d + c)
 //  activation (a0 = a, a1 = b, a2 = out, a3 elements, a4 mode), i < elements: kActivationElement
-//    a = a0 + 2 i, b = a1 + 2 i, dest = out + 2 i, mode = a4 (an ActivationMode; a4 > 2 is rejected)
+//    a = a0 + 2 i, b = a1 + 2 i, dest = out + 2 i, mode = a4 (an ActivationMode; a4 > 7 is rejected)
 //  count: elements of a GEMM pass (L, or the rest of the dot product in its last pass); 1 for element ops.
 //  last: a GEMM pass that completes its dot product (the result goes to dest); for element ops, the last
 //  element of its phase. op_last: the command's last micro-op. seq: the descriptor's seq on every micro-op.
