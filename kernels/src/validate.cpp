@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
 #include <string>
 
 namespace duplex::kernels {
@@ -147,6 +148,8 @@ struct Validator {
     c.extent("weight", a.weight, 0, a.x.dim(1), "H").extent("bias", a.bias, 0, a.x.dim(1), "H");
     c.extent("y", a.y, 0, a.x.dim(0), "T").extent("y", a.y, 1, a.x.dim(1), "H");
     c.require(a.eps > 0.0f, StatusCode::kInvalidArgument, fmt::format("eps is {}; expected > 0", a.eps));
+    c.require(std::isfinite(a.weight_offset), StatusCode::kInvalidArgument,
+              fmt::format("weight_offset is {}; expected a finite number", a.weight_offset));
     c.require(a.x.dim(1) > 0, StatusCode::kInvalidArgument, "H is 0; expected > 0");
     return c.status();
   }
@@ -323,6 +326,8 @@ struct Validator {
         .same_dtype("out", a.out, a.table, "table")
         .dtype("ids", a.ids, DType::kI32);
     c.extent("out", a.out, 0, a.ids.dim(0), "T").extent("out", a.out, 1, a.table.dim(1), "H");
+    c.require(std::isfinite(a.scale), StatusCode::kInvalidArgument,
+              fmt::format("scale is {}; expected a finite number", a.scale));
     return c.status();
   }
   Status operator()(const LmHeadArgs& a) const {

@@ -4,9 +4,10 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <random>
 #include <stdexcept>
 #include <string>
-#include <random>
 
 #include "duplex/base/error.hpp"
 #include "harness.hpp"
@@ -131,6 +132,23 @@ TEST_F(BackendInterface, AttentionContractViolations) {
       << window.message();
   RopeArgs odd_rotary{f16({2, 2, 8}), Tensor::contiguous(buf.data() + 200, DType::kI32, {2}), 10000.0f, 3};
   EXPECT_EQ(cpu->can_implement(odd_rotary).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(BackendInterface, NonFiniteScalesAreRejected) {
+  NormArgs norm{NormKind::kRms, f16({2, 8}), f16({8}, 100), Tensor{}, f16({2, 8}, 200), 1e-6f, 1.0f};
+  EXPECT_TRUE(cpu->can_implement(norm).ok());
+  norm.weight_offset = std::numeric_limits<float>::infinity();
+  const Status offset = cpu->can_implement(norm);
+  EXPECT_EQ(offset.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(offset.message().find("weight_offset is inf; expected a finite number"), std::string::npos)
+      << offset.message();
+  std::vector<std::int32_t> ids = {0, 1};
+  EmbeddingArgs embed{f16({10, 4}), Tensor::contiguous(ids.data(), DType::kI32, {2}), f16({2, 4}, 100),
+                      std::numeric_limits<float>::quiet_NaN()};
+  const Status scale = cpu->can_implement(embed);
+  EXPECT_EQ(scale.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(scale.message().find("scale is nan; expected a finite number"), std::string::npos)
+      << scale.message();
 }
 
 TEST_F(BackendInterface, OutOfRangeIndicesFailAtRun) {

@@ -121,6 +121,28 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Norms) {
         }
 }
 
+// Gemma's RMSNorm: y = x / rms * (1 + weight), the 1 added in FP32 (weights near 0, as Gemma's are).
+TEST(DUPLEX_CONFORMANCE_SUITE, NormWeightOffset) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(34);
+  for (DType dtype : kFloatTypes)
+    for (auto [t, h] : {std::pair<std::int64_t, std::int64_t>{3, 256}, {7, 33}}) {
+      SCOPED_TRACE(label(dtype, t, "x", h));
+      DeviceArena arena(*backend);
+      HostTensor x = random_tensor(dtype, {t, h}, rng, -2.0, 3.0),
+                 w = random_tensor(dtype, {h}, rng, -0.3, 0.3);
+      NormArgs args{NormKind::kRms,
+                    arena.upload(x),
+                    arena.upload(w),
+                    Tensor{},
+                    arena.empty(dtype, {t, h}),
+                    1e-6f,
+                    1.0f};
+      expect_run_ok(*backend, args, arena.stream());
+      EXPECT_TRUE(within_bound(arena.download(args.y), norm_ref(NormKind::kRms, x, w, nullptr, 1e-6, 1.0)));
+    }
+}
+
 TEST(DUPLEX_CONFORMANCE_SUITE, NormInPlace) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(33);
@@ -623,11 +645,14 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfn) {
       {0, 0, 0, 0},                     // three experts, no tokens at all
       {0, 40, 41, 100}};
   for (DType dtype : kFloatTypes)
-    for (Config cfg : {Config{FfnKind::kGated, Activation::kSilu, false},
-                       Config{FfnKind::kGated, Activation::kSilu, true},
-                       Config{FfnKind::kTwoMatrix, Activation::kGeluTanh, false},
-                       Config{FfnKind::kTwoMatrix, Activation::kGeluTanh, true},
-                       Config{FfnKind::kTwoMatrix, Activation::kRelu, true}})
+    for (Config cfg :
+         {Config{FfnKind::kGated, Activation::kSilu, false}, Config{FfnKind::kGated, Activation::kSilu, true},
+          Config{FfnKind::kTwoMatrix, Activation::kGeluTanh, false},
+          Config{FfnKind::kTwoMatrix, Activation::kGeluTanh, true},
+          Config{FfnKind::kTwoMatrix, Activation::kRelu, true},
+          Config{FfnKind::kTwoMatrix, Activation::kGelu, true},
+          Config{FfnKind::kGated, Activation::kGeluTanh, false},
+          Config{FfnKind::kGated, Activation::kGelu, true}})
       for (const auto& offsets : groups) {
         const std::int64_t e = static_cast<std::int64_t>(offsets.size()) - 1, p = offsets.back(), h = 64,
                            f = 96;
@@ -687,6 +712,17 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Embedding) {
     const HostTensor out = arena.download(args.out);
     for (std::int64_t t = 0; t < 7; ++t)
       for (std::int64_t c = 0; c < h; ++c) ASSERT_EQ(out.get(t * h + c), table.get(ids.get_int(t) * h + c));
+    // Scaled rows (Gemma: sqrt(H)): each element times the scale in FP32, rounded once to the dtype.
+    const float scale = 45.25f;
+    EmbeddingArgs scaled{arena.upload(table), arena.upload(ids), arena.empty(dtype, {7, h}), scale};
+    expect_run_ok(*backend, scaled, arena.stream());
+    const HostTensor got = arena.download(scaled.out);
+    HostTensor want(dtype, {7, h});
+    for (std::int64_t t = 0; t < 7; ++t)
+      for (std::int64_t c = 0; c < h; ++c)
+        want.set(t * h + c,
+                 static_cast<double>(static_cast<float>(table.get(ids.get_int(t) * h + c)) * scale));
+    for (std::int64_t i = 0; i < 7 * h; ++i) ASSERT_EQ(got.get(i), want.get(i)) << i;
   }
 }
 

@@ -69,15 +69,18 @@ double activate(Activation act, double x) {
       return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
     case Activation::kRelu:
       return x > 0.0 ? x : 0.0;
+    case Activation::kGelu:
+      return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
   }
   return x;
 }
-// A bound on |d act / dx| over the whole line (SiLU peaks at 1.0998, GELU-tanh at 1.129).
+// A bound on |d act / dx| over the whole line (SiLU peaks at 1.0998, GELU-tanh at 1.129, GELU at 1.129).
 double activate_slope(Activation act) {
   switch (act) {
     case Activation::kSilu:
       return 1.1;
     case Activation::kGeluTanh:
+    case Activation::kGelu:
       return 1.2;
     case Activation::kRelu:
       return 1.0;
@@ -129,7 +132,7 @@ Expected gemm_ref(const HostTensor& a, const HostTensor& b, const HostTensor* c_
 }
 
 Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, const HostTensor* bias,
-                  double eps) {
+                  double eps, double weight_offset) {
   const std::int64_t t = x.shape()[0], h = x.shape()[1];
   Expected e{std::vector<double>(uz(t * h)), std::vector<double>(uz(t * h))};
   for (std::int64_t r = 0; r < t; ++r) {
@@ -142,7 +145,7 @@ Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, 
     const double inv = 1.0 / std::sqrt(sq / static_cast<double>(h) + eps);
     for (std::int64_t i = 0; i < h; ++i) {
       const double b = bias ? bias->get(i) : 0.0;
-      const double w = weight.get(i);
+      const double w = weight_offset + weight.get(i);
       const double v = (x.get(r * h + i) - mean) * inv * w + b;
       const double mag = (std::abs(x.get(r * h + i) - mean) + mean_abs) * inv * std::abs(w) + std::abs(b);
       e.value[uz(r * h + i)] = v;

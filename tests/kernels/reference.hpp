@@ -25,7 +25,7 @@ inline constexpr double kU32 = 1.0 / 16777216.0;  // 2^-24, FP32 unit roundoff
 Expected gemm_ref(const HostTensor& a, const HostTensor& b, const HostTensor* c_before, bool b_transposed,
                   DType out_dtype);
 Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, const HostTensor* bias,
-                  double eps);
+                  double eps, double weight_offset = 0.0);
 Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim);
 // window > 0: sliding-window attention (the last `window` tokens up to the query's own), as in ops.hpp.
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,

@@ -26,6 +26,7 @@ Status norm(const NormArgs& args) {
   const std::int64_t t = args.x.dim(0), h = args.x.dim(1);
   std::vector<float> weight(static_cast<std::size_t>(h)), bias(static_cast<std::size_t>(h), 0.0f);
   load_floats(args.weight.data, args.weight.dtype, 0, h, weight.data());
+  for (float& w : weight) w += args.weight_offset;
   if (args.bias.present()) load_floats(args.bias.data, args.bias.dtype, 0, h, bias.data());
   const bool layer = args.kind == NormKind::kLayer;
   tbb::parallel_for(Range(0, t, rows_per_task(h)), [&](const Range& rows) {
@@ -122,10 +123,19 @@ Status embedding(const EmbeddingArgs& args) {
               fmt::format("embedding: ids[{}] = {} is outside the vocabulary [0, {})", i, ids[i], v)};
   const std::size_t row_bytes = static_cast<std::size_t>(h) * dtype_size(args.table.dtype);
   tbb::parallel_for(Range(0, t, rows_per_task(h)), [&](const Range& r) {
-    for (std::int64_t i = r.begin(); i != r.end(); ++i)
-      std::memcpy(static_cast<char*>(args.out.data) + static_cast<std::size_t>(i) * row_bytes,
-                  static_cast<const char*>(args.table.data) + static_cast<std::size_t>(ids[i]) * row_bytes,
-                  row_bytes);
+    std::vector<float> row(args.scale == 1.0f ? 0 : static_cast<std::size_t>(h));
+    for (std::int64_t i = r.begin(); i != r.end(); ++i) {
+      if (args.scale == 1.0f) {
+        std::memcpy(static_cast<char*>(args.out.data) + static_cast<std::size_t>(i) * row_bytes,
+                    static_cast<const char*>(args.table.data) + static_cast<std::size_t>(ids[i]) * row_bytes,
+                    row_bytes);
+        continue;
+      }
+      load_floats(args.table.data, args.table.dtype, ids[i] * h, h, row.data());
+      for (std::int64_t c = 0; c < h; ++c)
+        store_element(args.out.data, args.out.dtype, i * h + c,
+                      row[static_cast<std::size_t>(c)] * args.scale);
+    }
   });
   return {};
 }

@@ -26,6 +26,8 @@ float activate(Activation act, float x) {
     }
     case Activation::kRelu:
       return x > 0.0f ? x : 0.0f;
+    case Activation::kGelu:
+      return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
   }
   return x;
 }

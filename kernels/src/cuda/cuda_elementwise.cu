@@ -10,7 +10,7 @@ constexpr int kElementThreads = 256;
 
 template <class T>
 __global__ void norm_rows(const T* x, const T* weight, const T* bias, T* y, std::int64_t h, float eps,
-                          bool layer) {
+                          float weight_offset, bool layer) {
   __shared__ float scratch[32];
   const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * h;
   float mean = 0.0f;
@@ -28,7 +28,8 @@ __global__ void norm_rows(const T* x, const T* weight, const T* bias, T* y, std:
   __syncthreads();  // y may alias x: every thread has read x before anyone writes
   for (std::int64_t i = threadIdx.x; i < h; i += blockDim.x) {
     const float b = bias != nullptr ? to_float(bias[i]) : 0.0f;
-    y[base + i] = from_float<T>((to_float(x[base + i]) - mean) * inv * to_float(weight[i]) + b);
+    y[base + i] =
+        from_float<T>((to_float(x[base + i]) - mean) * inv * (weight_offset + to_float(weight[i])) + b);
   }
 }
 
@@ -70,13 +71,15 @@ __global__ void add_elements(const T* a, const T* b, T* out, std::int64_t n) {
 
 template <class T>
 __global__ void gather_rows(const T* table, const std::int32_t* ids, T* out, std::int64_t vocab,
-                            std::int64_t h, unsigned int* error_word) {
+                            std::int64_t h, float scale, unsigned int* error_word) {
   const std::int32_t id = ids[blockIdx.x];
   const bool valid = id >= 0 && id < vocab;
   if (!valid && threadIdx.x == 0) atomicOr(error_word, kBadEmbeddingId);
   T* dst = out + static_cast<std::int64_t>(blockIdx.x) * h;
   for (std::int64_t i = threadIdx.x; i < h; i += blockDim.x)
-    dst[i] = valid ? table[static_cast<std::int64_t>(id) * h + i] : from_float<T>(0.0f);
+    dst[i] = !valid          ? from_float<T>(0.0f)
+             : scale == 1.0f ? table[static_cast<std::int64_t>(id) * h + i]
+                             : from_float<T>(to_float(table[static_cast<std::int64_t>(id) * h + i]) * scale);
 }
 
 template <class T>
@@ -97,7 +100,7 @@ Status norm(Context&, const NormArgs& args, cudaStream_t stream) {
     using T = decltype(tag);
     norm_rows<T><<<static_cast<unsigned int>(t), kRowThreads, 0, stream>>>(
         args.x.as<const T>(), args.weight.as<const T>(), args.bias.as<const T>(), args.y.as<T>(),
-        args.x.dim(1), args.eps, args.kind == NormKind::kLayer);
+        args.x.dim(1), args.eps, args.weight_offset, args.kind == NormKind::kLayer);
     DUPLEX_CUDA_LAUNCHED("norm_rows");
     return {};
   });
@@ -146,7 +149,7 @@ Status embedding(Context& ctx, const EmbeddingArgs& args, cudaStream_t stream) {
     using T = decltype(tag);
     gather_rows<T><<<static_cast<unsigned int>(t), kRowThreads, 0, stream>>>(
         args.table.as<const T>(), args.ids.as<const std::int32_t>(), args.out.as<T>(), args.table.dim(0),
-        args.table.dim(1), ctx.error_word);
+        args.table.dim(1), args.scale, ctx.error_word);
     DUPLEX_CUDA_LAUNCHED("gather_rows");
     return {};
   });

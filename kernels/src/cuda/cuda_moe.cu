@@ -110,6 +110,8 @@ __device__ __forceinline__ float activate(Activation act, float x) {
       return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
     case Activation::kRelu:
       return x > 0.0f ? x : 0.0f;
+    case Activation::kGelu:
+      return x * normcdff(x);
   }
   return x;
 }

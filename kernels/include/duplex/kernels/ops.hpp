@@ -30,12 +30,15 @@ struct GemvArgs {
 };
 
 enum class NormKind : std::uint8_t { kRms, kLayer };
-// Per row of x[T,H]: RMSNorm y = x / sqrt(mean(x^2) + eps) * weight;
-// LayerNorm y = (x - mean) / sqrt(var + eps) * weight + bias (bias may be absent). y[T,H] may alias x.
+// Per row of x[T,H]: RMSNorm y = x / sqrt(mean(x^2) + eps) * (weight_offset + weight);
+// LayerNorm y = (x - mean) / sqrt(var + eps) * (weight_offset + weight) + bias (bias may be absent).
+// weight_offset is added in FP32 (Gemma's RMSNorm scales by 1 + weight; 0 for everyone else). y[T,H] may
+// alias x.
 struct NormArgs {
   NormKind kind = NormKind::kRms;
   Tensor x, weight, bias, y;
   float eps = 1e-5f;
+  float weight_offset = 0.0f;
 };
 
 // Rotary embedding, rotate-half (GPT-NeoX / HF Llama) form, in place on x[T, heads, D]:
@@ -115,12 +118,14 @@ struct UnpermuteArgs {
 };
 
 enum class FfnKind : std::uint8_t { kGated, kTwoMatrix };
-enum class Activation : std::uint8_t { kSilu, kGeluTanh, kRelu };
+// SiLU, GELU's tanh form (gelu_pytorch_tanh), ReLU, GELU's exact form x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+enum class Activation : std::uint8_t { kSilu, kGeluTanh, kRelu, kGelu };
 // Expert FFN for a group of E experts over permuted tokens x[P,H]; expert e owns rows
 // [expert_offsets[e], expert_offsets[e+1]) (host memory, E+1 entries, non-decreasing, first 0, last P;
 // an expert with no rows is skipped). Per row of expert e:
 //   kGated:     h = act(w_in[e] . x) * (w_up[e] . x), y = w_down[e] . h   (Mixtral: act = SiLU)
 //   kTwoMatrix: h = act(w_in[e] . x),                 y = w_down[e] . h   (GLaM/OPT: GELU/ReLU; w_up absent)
+// Every activation goes with either kind (Gemma's GeGLU is kGated with kGeluTanh).
 // w_in/w_up [E,F,H], w_down [E,H,F], y[P,H]. h is rounded to the storage dtype before the down projection
 // (as an intermediate written to memory is). b_in [E,F], optional: a bias added to w_in[e] . x (in FP32)
 // before the activation (OPT fc1, StarCoder2 c_fc); the down projection's bias is the caller's (it is added
@@ -138,9 +143,11 @@ struct ResidualAddArgs {
   Tensor a, b, out;
 };
 
-// out[T,H] = table[ids[t]]; ids i32[T]; an id outside [0, V) is kInvalidArgument.
+// out[T,H] = table[ids[t]] * scale; ids i32[T]; an id outside [0, V) is kInvalidArgument. scale = 1 copies
+// the rows; otherwise each element is multiplied in FP32 and rounded once (Gemma: sqrt(H) in the dtype).
 struct EmbeddingArgs {
   Tensor table, ids, out;
+  float scale = 1.0f;
 };
 
 // Greedy decoding head: logits = hidden[T,H] . weight[V,H]^T (FP32); next_ids i32[T] = argmax (ties: lowest
