@@ -176,6 +176,17 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     read_common(f, m);
     m.ffn = f.integer("intermediate_size");
     if (type == "qwen3") m.qk_norm = QkNorm::kPerHead;
+  } else if (type == "gemma") {
+    // Gemma: the Llama layout and names with a GeGLU FFN, RMSNorm scaling by (1 + weight), the embedding rows
+    // times sqrt(hidden_size), tied embeddings (GemmaConfig's default) and a head_dim of its own. The
+    // activation is hidden_activation, or GELU's tanh form when that is absent: HF's GemmaMLP ignores
+    // hidden_act, which the first checkpoints set to "gelu" (transformers PR 29402).
+    read_common(f, m);
+    m.ffn = f.integer("intermediate_size");
+    m.activation = read_activation(f, "hidden_activation", "gelu_pytorch_tanh");
+    m.tie_embeddings = f.boolean_or("tie_word_embeddings", true);
+    m.norm_weight_offset = 1.0;
+    m.scale_embedding = true;
   } else if (type == "starcoder2") {
     // StarCoder2: GQA + RoPE, LayerNorm, a two-matrix GELU (tanh) FFN (mlp.c_fc / c_proj); use_bias puts a
     // bias on every projection.
@@ -284,10 +295,11 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     if (f.integer_or("moe_layer_freq", 1) != 1)
       throw ConfigError(file, "moe_layer_freq", "values other than 1 are not supported", "1");
   } else {
-    throw ConfigError(
-        file, "model_type", type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
-        "one of llama, mistral, qwen2, qwen3, starcoder2, opt, mixtral, phimoe, olmoe, dbrx, qwen2_moe, "
-        "qwen3_moe, deepseek_v2, deepseek_v3");
+    throw ConfigError(file, "model_type",
+                      type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
+                      "one of llama, mistral, qwen2, qwen3, gemma, starcoder2, opt, mixtral, phimoe, olmoe, "
+                      "dbrx, qwen2_moe, "
+                      "qwen3_moe, deepseek_v2, deepseek_v3");
   }
   // Attention biases: Qwen2 / Qwen2-MoE always bias q, k and v (not o); the others bias all four projections
   // when attention_bias says so (default false).

@@ -113,8 +113,9 @@ class Lowering {
     o.bytes_act = static_cast<double>(tokens_) * m_.hidden * kActBytes;
     if (m_.learned_positions > 0) {  // + each token's position row, added
       o.bytes_weights *= 2.0;
-      o.flops = static_cast<double>(tokens_) * m_.hidden;
+      o.flops += static_cast<double>(tokens_) * m_.hidden;
     }
+    if (m_.scale_embedding) o.flops += static_cast<double>(tokens_) * m_.hidden;  // x sqrt(hidden) (Gemma)
   }
 
   void collective(OpKind kind, int layer, const char* name, std::int64_t rows, int peers) {

@@ -165,6 +165,8 @@ void ModelSpec::validate() const {
     bad(qkv_bias || o_bias ? "qkv_bias" : "qk_norm", "is set for MLA attention; expected GQA");
   if (mlp_bias && (experts > 0 || shared_experts > 0))
     bad("mlp_bias", "is set for an MoE model (expert biases are not modelled); expected false");
+  if (!std::isfinite(norm_weight_offset))
+    bad("norm_weight_offset", "must be a finite number (0: the gain alone)");
   if (position_offset < 0 || (position_offset > 0 && learned_positions == 0))
     bad("position_offset", "needs learned_positions > 0 and must be >= 0");
   if (sliding_window < 0) bad("sliding_window", "must be >= 1 (0: no window)");
@@ -223,6 +225,8 @@ ModelSpec read_model(const ConfigNode& n) {
   m.mlp_bias = n.get_or<bool>("mlp_bias", false);
   m.norm = n.get_or<std::string>("norm", "rmsnorm") == "rmsnorm" ? NormKind::kRmsNorm : NormKind::kLayerNorm;
   if (n.has("norm")) n.get_enum("norm", {"rmsnorm", "layernorm"});
+  m.norm_weight_offset = n.get_or<double>("norm_weight_offset", 0.0);
+  m.scale_embedding = n.get_or<bool>("scale_embedding", false);
   m.experts = count_or("experts", 0);
   m.top_k = count_or("top_k", 0);
   m.expert_ffn = count_or("expert_ffn", m.experts > 0 ? m.ffn : 0);

@@ -356,6 +356,9 @@ TEST(ModelYaml, TwoMatrixFfnKeysAndTheirErrors) {
   EXPECT_EQ(key_of(base + "position_offset: 2\n"), "position_offset");  // no learned positions
   EXPECT_EQ(key_of(base + "experts: 4\ntop_k: 2\nmlp_bias: true\n"), "mlp_bias");
   EXPECT_EQ(key_of(base + "weight_naming: gpt2\n"), "weight_naming");
+  EXPECT_EQ(key_of(base + "norm_weight_offset: one\n"), "norm_weight_offset");
+  EXPECT_EQ(key_of(base + "norm_weight_offset: .inf\n"), "norm_weight_offset");
+  EXPECT_EQ(key_of(base + "scale_embedding: sqrt\n"), "scale_embedding");
   EXPECT_EQ(load_model("opt-66b").activation, Activation::kRelu);
   EXPECT_EQ(load_model("glam").activation, Activation::kGelu);
 }
@@ -393,6 +396,26 @@ TEST(HfImport, OptAndStarcoder2MatchTheirModelCards) {
                              "l.json")
                 .activation,
             Activation::kGelu);
+
+  // google/gemma-7b's config.json (token-id / dropout fields left out): 8,537,680,896 parameters (tied
+  // embeddings; 16 heads of 256 = 4096 wide q / k / v against a hidden of 3072). hidden_act "gelu" is
+  // ignored: GemmaMLP uses hidden_activation, else GELU's tanh form.
+  const std::string gemma = R"({"model_type": "gemma", "head_dim": 256, "hidden_act": "gelu",
+    "hidden_size": 3072, "intermediate_size": 24576, "max_position_embeddings": 8192,
+    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 16, "rms_norm_eps": 1e-06,
+    "rope_theta": 10000.0, "torch_dtype": "bfloat16", "vocab_size": 256000)";
+  const ModelSpec gemma7b = import_hf_config(gemma + "}", "gemma.json");
+  EXPECT_EQ(gemma7b.params(), 8537680896);
+  EXPECT_EQ(gemma7b.activation, Activation::kGeluTanh);
+  EXPECT_EQ(gemma7b.ffn_kind, FfnKind::kGated);
+  EXPECT_EQ(gemma7b.q_dim(), 4096);
+  EXPECT_TRUE(gemma7b.tie_embeddings && gemma7b.scale_embedding);
+  EXPECT_EQ(gemma7b.norm_weight_offset, 1.0);
+  EXPECT_EQ(gemma7b.weight_naming, WeightNaming::kMixtral);  // the Llama names
+  EXPECT_EQ(import_hf_config(gemma + R"(, "hidden_activation": "gelu"})", "g.json").activation,
+            Activation::kGelu);
+  EXPECT_EQ(import_hf_config(gemma + R"(, "hidden_activation": null})", "g.json").activation,
+            Activation::kGeluTanh);
 
   const std::string opt_base = R"("model_type": "opt", "ffn_dim": 64, "hidden_size": 32,
     "max_position_embeddings": 16, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10)";

@@ -9,13 +9,22 @@ namespace duplex::runtime::functional {
 
 pim::ActivationMode activation_mode(const FfnWeights& w) {
   using compiler::Activation;
-  DUPLEX_ASSERT(
-      w.gated() == (w.activation == Activation::kSilu) && w.activation != Activation::kGelu &&
-          (w.gated() ? w.b_in == nullptr : true),
-      "an FFN the Logic-PIM's activation unit has no mode for (check_functional_support refuses it)");
-  return w.gated()                               ? pim::ActivationMode::kSiluGate
-         : w.activation == Activation::kGeluTanh ? pim::ActivationMode::kGeluTanh
-                                                 : pim::ActivationMode::kRelu;
+  using Mode = pim::ActivationMode;
+  // A gated mode's second operand is the up projection: no room for a bias (check_functional_support).
+  DUPLEX_ASSERT(!w.gated() || w.b_in == nullptr, "a gated FFN with an fc1 bias");
+  const bool g = w.gated();
+  switch (w.activation) {
+    case Activation::kSilu:
+      return g ? Mode::kSiluGate : Mode::kSilu;
+    case Activation::kGeluTanh:
+      return g ? Mode::kGeluTanhGate : Mode::kGeluTanh;
+    case Activation::kGelu:
+      return g ? Mode::kGeluErfGate : Mode::kGeluErf;
+    case Activation::kRelu:
+      return g ? Mode::kReluGate : Mode::kRelu;
+  }
+  DUPLEX_ASSERT(false, "an activation outside compiler::Activation");
+  return Mode::kSiluGate;
 }
 
 namespace {
@@ -32,8 +41,8 @@ class DatapathPimUnit final : public PimUnit {
     for (std::size_t r = 0; r < m; ++r) dp_->gemv_fp16(w, x + r * k, y + r * n, n, k);
   }
 
-  // Gated: gemv gate, gemv up, activation (SiLU gate, up), gemv down. Two-matrix: gemv fc1, activation
-  // (GELU tanh / ReLU of fc1 + bias; a zero bias without one), gemv down.
+  // Gated: gemv gate, gemv up, activation (act(gate) x up), gemv down. Two-matrix: gemv fc1, activation
+  // (act(fc1 + bias); a zero bias without one), gemv down.
   void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) override {
     const std::size_t f = w.f, h = w.h;
     const pim::ActivationMode mode = activation_mode(w);

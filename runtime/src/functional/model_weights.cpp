@@ -105,26 +105,24 @@ std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
   return std::int64_t{m.shared_experts} * m.shared_expert_ffn;
 }
 
+float embedding_scale(const compiler::ModelSpec& m) {
+  if (!m.scale_embedding) return 1.0f;
+  return half_bits_to_float(float_to_half_bits(std::sqrt(static_cast<float>(m.hidden))));
+}
+
 void check_functional_support(const compiler::ModelSpec& m) {
-  using compiler::Activation;
   auto reject = [&](const char* field, const std::string& problem) {
     throw Error(fmt::format(
         "{}: {}: {}; functional emulation supports GQA with RoPE or learned positions, RMSNorm or "
-        "LayerNorm, gated SiLU or two-matrix GELU (tanh) / ReLU FFNs, dense or MoE layers (shared "
+        "LayerNorm, gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU, dense or MoE layers "
+        "(shared "
         "experts under Qwen-MoE names), q / k / v / o and dense-FFN biases, q / k norms, fp16 or "
         "bf16 weights and KV (computed in FP16)",
         m.file.empty() ? m.name : m.file, field, problem));
   };
   if (m.attention != compiler::AttentionKind::kGqa) reject("attention", "MLA");
-  if (m.ffn_kind == compiler::FfnKind::kGated && m.activation != Activation::kSilu)
-    reject("activation", fmt::format("a gated FFN with {} (the Logic-PIM gates with SiLU only)",
-                                     compiler::activation_name(m.activation)));
-  if (m.ffn_kind == compiler::FfnKind::kTwoMatrix && m.activation == Activation::kSilu)
-    reject("activation", "silu in a two-matrix FFN (the Logic-PIM's SiLU gates); expected gelu_tanh or relu");
-  if (m.activation == Activation::kGelu)
-    reject("activation",
-           "gelu in its exact (erf) form; the Logic-PIM activation unit computes GELU's tanh "
-           "form (gelu_tanh)");
+  if (m.mlp_bias && m.ffn_kind == compiler::FfnKind::kGated)
+    reject("mlp_bias", "true with a gated FFN (biased gate / up / down projections); expected false");
   if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe)
     reject("shared_experts",
            fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
@@ -251,7 +249,8 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
     const double stddev = s.role != WeightShape::Role::kMatrix ? 0.1
                           : embedding                          ? 1.0
                                       : 1.0 / std::sqrt(static_cast<double>(s.shape.back()));
-    const double mean = s.role == WeightShape::Role::kNormGain ? 1.0 : 0.0;
+    // Gains around 1 as the norm applies them: (offset + gain) with Gemma's offset 1.
+    const double mean = s.role == WeightShape::Role::kNormGain ? 1.0 - spec.norm_weight_offset : 0.0;
     const std::int64_t end = std::min(t.numel(), (c + 1) * kChunk);
     for (std::int64_t e = c * kChunk; e < end; ++e)
       t.data[static_cast<std::size_t>(e)] =

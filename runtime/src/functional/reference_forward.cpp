@@ -40,18 +40,19 @@ Vec stored(const std::vector<double>& v) {
   return out;
 }
 
-Vec rms_norm(const Vec& x, const WeightTensor& gain, float eps) {
+// The norms scale by (offset + gain): offset = ModelSpec::norm_weight_offset (Gemma: 1).
+Vec rms_norm(const Vec& x, const WeightTensor& gain, float eps, double offset) {
   double sq = 0;
   for (float v : x) sq += static_cast<double>(v) * v;
   const double inv = 1.0 / std::sqrt(sq / static_cast<double>(x.size()) + eps);
   Vec y(x.size());
   for (std::size_t i = 0; i < x.size(); ++i)
-    y[i] = to_fp16(x[i] * inv * w_at(gain, static_cast<std::int64_t>(i)));
+    y[i] = to_fp16(x[i] * inv * (offset + w_at(gain, static_cast<std::int64_t>(i))));
   return y;
 }
 
 // LayerNorm: (x - mean) / sqrt(var + eps) * gain + bias (biased variance, as torch.nn.LayerNorm).
-Vec layer_norm(const Vec& x, const WeightTensor& gain, const WeightTensor& bias, float eps) {
+Vec layer_norm(const Vec& x, const WeightTensor& gain, const WeightTensor& bias, float eps, double offset) {
   double mean = 0;
   for (float v : x) mean += v;
   mean /= static_cast<double>(x.size());
@@ -60,14 +61,14 @@ Vec layer_norm(const Vec& x, const WeightTensor& gain, const WeightTensor& bias,
   const double inv = 1.0 / std::sqrt(var / static_cast<double>(x.size()) + eps);
   Vec y(x.size());
   for (std::size_t i = 0; i < x.size(); ++i)
-    y[i] = to_fp16((x[i] - mean) * inv * w_at(gain, static_cast<std::int64_t>(i)) +
+    y[i] = to_fp16((x[i] - mean) * inv * (offset + w_at(gain, static_cast<std::int64_t>(i))) +
                    w_at(bias, static_cast<std::int64_t>(i)));
   return y;
 }
 
 // In place: RMSNorm of each `width`-element row of v with gain[width] (Qwen3's per-head q / k norm: rows of
 // head_dim; OLMoE's: one row of the whole projection).
-void rms_norm_rows(Vec& v, std::int64_t width, const WeightTensor& gain, float eps) {
+void rms_norm_rows(Vec& v, std::int64_t width, const WeightTensor& gain, float eps, double offset) {
   for (std::size_t r0 = 0; r0 < v.size(); r0 += static_cast<std::size_t>(width)) {
     double sq = 0;
     for (std::int64_t i = 0; i < width; ++i)
@@ -75,7 +76,7 @@ void rms_norm_rows(Vec& v, std::int64_t width, const WeightTensor& gain, float e
     const double inv = 1.0 / std::sqrt(sq / static_cast<double>(width) + eps);
     for (std::int64_t i = 0; i < width; ++i) {
       float& x = v[r0 + static_cast<std::size_t>(i)];
-      x = to_fp16(x * inv * w_at(gain, i));
+      x = to_fp16(x * inv * (offset + w_at(gain, i)));
     }
   }
 }
@@ -105,15 +106,20 @@ void rope(Vec& v, int heads, int d, std::int64_t pos, double theta) {
   }
 }
 
-double silu(double g) {
-  return g / (1.0 + std::exp(-g));
-}
-
-// The two-matrix FFN's activation: GELU (tanh form, as HF gelu_pytorch_tanh) or ReLU.
+// The FFN's activation, as HF's ACT2FN computes it: silu, gelu (exact, erf), gelu_pytorch_tanh, relu.
 double activate(compiler::Activation a, double x) {
-  if (a == compiler::Activation::kRelu) return x > 0 ? x : 0.0;
-  DUPLEX_ASSERT(a == compiler::Activation::kGeluTanh, "a two-matrix FFN with GELU (tanh) or ReLU");
-  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  switch (a) {
+    case compiler::Activation::kSilu:
+      return x / (1.0 + std::exp(-x));
+    case compiler::Activation::kGelu:
+      return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
+    case compiler::Activation::kGeluTanh:
+      return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case compiler::Activation::kRelu:
+      return x > 0 ? x : 0.0;
+  }
+  DUPLEX_ASSERT(false, "an activation outside compiler::Activation");
+  return 0.0;
 }
 
 // One two-matrix FFN: down(act(in x + b_in)) (b_in: nullptr without a bias).
@@ -127,12 +133,13 @@ Vec two_matrix_ffn(compiler::Activation a, const WeightTensor& in, const WeightT
   return stored(matvec(down, h, down.shape[0]));
 }
 
-// One gated SiLU FFN: down(silu(gate x) * up x).
-Vec gated_ffn(const WeightTensor& gate, const WeightTensor& up, const WeightTensor& down, const Vec& x) {
+// One gated FFN: down(act(gate x) * up x) (SwiGLU, GeGLU, ReGLU).
+Vec gated_ffn(compiler::Activation a, const WeightTensor& gate, const WeightTensor& up,
+              const WeightTensor& down, const Vec& x) {
   const std::int64_t f = gate.shape[0];
   const std::vector<double> g = matvec(gate, x, f), u = matvec(up, x, f);
   Vec h(static_cast<std::size_t>(f));
-  for (std::size_t i = 0; i < h.size(); ++i) h[i] = to_fp16(silu(g[i]) * u[i]);
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = to_fp16(activate(a, g[i]) * u[i]);
   return stored(matvec(down, h, down.shape[0]));
 }
 
@@ -146,7 +153,9 @@ class Sequence {
     const std::int64_t h = m_.hidden;
     const WeightTensor& emb = w_.get(weight_name::embedding());
     Vec x(static_cast<std::size_t>(h));
-    for (std::int64_t i = 0; i < h; ++i) x[static_cast<std::size_t>(i)] = w_at(emb, token * h + i);
+    const double scale = embedding_scale(m_);  // Gemma: sqrt(hidden) in FP16; else 1
+    for (std::int64_t i = 0; i < h; ++i)
+      x[static_cast<std::size_t>(i)] = to_fp16(w_at(emb, token * h + i) * scale);
     if (m_.learned_positions > 0) {  // + the position's row (OPT: row pos + 2)
       const WeightTensor& table = w_.get(weight_name::positions());
       const std::int64_t row = pos + m_.position_offset;
@@ -173,17 +182,17 @@ class Sequence {
   // The model's norm with gain `gain_name` (and, for LayerNorm, the bias beside it).
   Vec norm(const Vec& x, const std::string& gain_name) const {
     if (m_.norm == compiler::NormKind::kLayerNorm)
-      return layer_norm(x, w_.get(gain_name), w_.get(weight_name::norm_bias(gain_name)),
-                        w_.numerics.norm_eps);
-    return rms_norm(x, w_.get(gain_name), w_.numerics.norm_eps);
+      return layer_norm(x, w_.get(gain_name), w_.get(weight_name::norm_bias(gain_name)), w_.numerics.norm_eps,
+                        m_.norm_weight_offset);
+    return rms_norm(x, w_.get(gain_name), w_.numerics.norm_eps, m_.norm_weight_offset);
   }
 
-  // A dense layer's FFN: gated SiLU, or two-matrix (+ its biases: fc1's before the activation, fc2's on the
+  // A dense layer's FFN: gated, or two-matrix (+ its biases: fc1's before the activation, fc2's on the
   // output, as HF's Linear layers add them).
   Vec dense_ffn(int l, const Vec& n) const {
     if (m_.ffn_kind == compiler::FfnKind::kGated)
-      return gated_ffn(w_.get(weight_name::dense_mlp(l, "gate")), w_.get(weight_name::dense_mlp(l, "up")),
-                       w_.get(weight_name::dense_mlp(l, "down")), n);
+      return gated_ffn(m_.activation, w_.get(weight_name::dense_mlp(l, "gate")),
+                       w_.get(weight_name::dense_mlp(l, "up")), w_.get(weight_name::dense_mlp(l, "down")), n);
     const WeightTensor* b_in = m_.mlp_bias ? &w_.get(weight_name::dense_mlp_bias(l, "up")) : nullptr;
     Vec y = two_matrix_ffn(m_.activation, w_.get(weight_name::dense_mlp(l, "up")), b_in,
                            w_.get(weight_name::dense_mlp(l, "down")), n);
@@ -202,7 +211,8 @@ class Sequence {
       return w_.get(expert < 0 ? weight_name::shared_expert(l, which)
                                : weight_name::expert(names, l, expert, which));
     };
-    if (m_.ffn_kind == compiler::FfnKind::kGated) return gated_ffn(get("gate"), get("up"), get("down"), n);
+    if (m_.ffn_kind == compiler::FfnKind::kGated)
+      return gated_ffn(m_.activation, get("gate"), get("up"), get("down"), n);
     return two_matrix_ffn(m_.activation, get("up"), nullptr, get("down"), n);
   }
 
@@ -216,9 +226,10 @@ class Sequence {
         v = proj('v', m_.kv_dim(), m_.qkv_bias);
     if (m_.qk_norm != compiler::QkNorm::kNone) {
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
-      rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')), w_.numerics.norm_eps);
-      rms_norm_rows(k, per_head ? d : m_.kv_dim(), w_.get(weight_name::qk_norm(l, 'k')),
-                    w_.numerics.norm_eps);
+      rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')), w_.numerics.norm_eps,
+                    m_.norm_weight_offset);
+      rms_norm_rows(k, per_head ? d : m_.kv_dim(), w_.get(weight_name::qk_norm(l, 'k')), w_.numerics.norm_eps,
+                    m_.norm_weight_offset);
     }
     if (m_.learned_positions == 0) {
       rope(q, hq, d, pos, w_.numerics.rope_theta);

@@ -282,22 +282,11 @@ ModelNumerics config_numerics(const std::string& config) {
   if (j.contains("partial_rotary_factor") &&
       !(j["partial_rotary_factor"].is_number() && j["partial_rotary_factor"].get<double>() == 1.0))
     refuse("partial_rotary_factor", "1 (RoPE over the whole head)");
-  // The FFN's activation, under its HF key: SiLU for the gated families; ReLU or GELU's tanh form for the
-  // two-matrix ones (the Logic-PIM's activation modes).
-  const std::string type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"] : "";
-  const bool two_matrix = type == "opt" || type == "starcoder2";
-  const char* act = type == "opt" ? "activation_function" : "hidden_act";
-  if (j.contains(act) && !j[act].is_null()) {
-    const nlohmann::json& a = j[act];
-    const bool computed = two_matrix
-                              ? a == "relu" || a == "gelu_pytorch_tanh" || a == "gelu_new" || a == "gelu_fast"
-                              : a == "silu" || a == "swish";
-    if (!computed)
-      refuse(act, two_matrix ? "relu, gelu_pytorch_tanh, gelu_new or gelu_fast (GELU in its tanh form)"
-                             : "\"silu\" (gated SiLU FFNs)");
-  }
-  if (j.contains("hidden_activation") && !j["hidden_activation"].is_null())
-    refuse("hidden_activation", "absent (the FFN's activation is hidden_act)");
+  // The FFN's activation (hidden_act, OPT's activation_function): every one the importer reads is emulated
+  // (the Logic-PIM's activation unit has each in gated and added form).
+  const bool gemma = j.contains("model_type") && j["model_type"] == "gemma";
+  if (!gemma && j.contains("hidden_activation") && !j["hidden_activation"].is_null())
+    refuse("hidden_activation", "absent (only Gemma's FFN reads it; the others' activation is hidden_act)");
   if (j.contains("mlp_bias") && j["mlp_bias"] != false)
     refuse("mlp_bias", "false (a gated FFN without biases; biased FFNs are two-matrix: OPT, StarCoder2)");
   if (j.contains("clip_qkv") && !j["clip_qkv"].is_null()) refuse("clip_qkv", "null (q, k, v unclipped)");
@@ -346,17 +335,22 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
              layer_norm = m.norm == compiler::NormKind::kLayerNorm;
   const bool all_biased_alike = m.qkv_bias == m.o_bias && m.o_bias == m.mlp_bias;
   const bool split_heads = m.head_dim * m.heads == m.hidden;
-  const bool act_ok =
-      m.activation == compiler::Activation::kRelu || m.activation == compiler::Activation::kGeluTanh;
-  if (m.weight_naming == compiler::WeightNaming::kOpt && !m.is_moe() && two_matrix && layer_norm && no_norm &&
-      all_biased_alike && split_heads && act_ok && m.kv_heads == m.heads && m.learned_positions > 2 &&
-      m.position_offset == 2 && !windowed)
+  // Gemma's norms scale by (1 + weight) and its embedding rows by sqrt(hidden); no other family does either.
+  const bool gemma_norms = m.norm_weight_offset == 1.0 && m.scale_embedding,
+             standard_norms = m.norm_weight_offset == 0.0 && !m.scale_embedding;
+  if (m.weight_naming == compiler::WeightNaming::kMixtral && !m.is_moe() && !two_matrix && !layer_norm &&
+      gemma_norms && no_norm && all_bias && !m.mlp_bias && m.learned_positions == 0 && !windowed)
+    return "gemma";
+  if (standard_norms && m.weight_naming == compiler::WeightNaming::kOpt && !m.is_moe() && two_matrix &&
+      layer_norm && no_norm && all_biased_alike && split_heads && m.kv_heads == m.heads &&
+      m.learned_positions > 2 && m.position_offset == 2 && !windowed)
     return "opt";
-  if (m.weight_naming == compiler::WeightNaming::kStarcoder2 && !m.is_moe() && two_matrix && layer_norm &&
-      no_norm && all_biased_alike && split_heads && act_ok && m.learned_positions == 0 &&
+  if (standard_norms && m.weight_naming == compiler::WeightNaming::kStarcoder2 && !m.is_moe() && two_matrix &&
+      layer_norm && no_norm && all_biased_alike && split_heads && m.learned_positions == 0 &&
       (!windowed || all_windowed))
     return "starcoder2";
-  const bool llama_like = !two_matrix && !layer_norm && m.learned_positions == 0 && !m.mlp_bias &&
+  const bool llama_like = standard_norms && !two_matrix && !layer_norm && m.learned_positions == 0 &&
+                          !m.mlp_bias &&
                           (m.weight_naming == compiler::WeightNaming::kMixtral ||
                            m.weight_naming == compiler::WeightNaming::kQwenMoe);
   if (!llama_like) {
@@ -381,14 +375,15 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
   const char* norm = no_norm ? "none" : head_norm ? "head" : "whole";
   throw Error(fmt::format(
       "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, {} FFN with {}, "
-      "FFN bias {}, {}, learned positions {} (offset {}), q/k/v bias {}, o bias {}, q/k norm {}, shared "
-      "experts {} gated {}, renormalised routing {}, sliding window {} on {} layers); expected one of llama, "
-      "mistral, qwen2, qwen3, opt, starcoder2 (dense), mixtral, qwen2_moe, qwen3_moe, olmoe as "
-      "configs/README.md describes",
+      "FFN bias {}, {} (gain offset {}), embedding scaled {}, learned positions {} (offset {}), "
+      "q/k/v bias {}, o bias {}, q/k norm {}, shared experts {} gated {}, renormalised routing {}, sliding "
+      "window {} on {} layers); expected one of llama, mistral, qwen2, qwen3, gemma, opt, starcoder2 "
+      "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe as configs/README.md describes",
       m.name, m.is_moe(), compiler::weight_naming_name(m.weight_naming), two_matrix ? "two-matrix" : "gated",
       compiler::activation_name(m.activation), m.mlp_bias, layer_norm ? "LayerNorm" : "RMSNorm",
-      m.learned_positions, m.position_offset, m.qkv_bias, m.o_bias, norm, m.shared_experts,
-      m.shared_expert_gate, m.router_renormalize, m.sliding_window, m.windowed_layers()));
+      m.norm_weight_offset, m.scale_embedding, m.learned_positions, m.position_offset, m.qkv_bias, m.o_bias,
+      norm, m.shared_experts, m.shared_expert_gate, m.router_renormalize, m.sliding_window,
+      m.windowed_layers()));
 }
 
 namespace {
@@ -405,18 +400,16 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   const std::string type = hf_model_type(m);
   // The transformers class of each model_type (config.json's "architectures").
-  static const std::map<std::string, std::string> kArchitecture = {{"llama", "LlamaForCausalLM"},
-                                                                   {"mistral", "MistralForCausalLM"},
-                                                                   {"qwen2", "Qwen2ForCausalLM"},
-                                                                   {"qwen3", "Qwen3ForCausalLM"},
-                                                                   {"mixtral", "MixtralForCausalLM"},
-                                                                   {"qwen2_moe", "Qwen2MoeForCausalLM"},
-                                                                   {"qwen3_moe", "Qwen3MoeForCausalLM"},
-                                                                   {"olmoe", "OlmoeForCausalLM"},
-                                                                   {"opt", "OPTForCausalLM"},
-                                                                   {"starcoder2", "Starcoder2ForCausalLM"}};
+  static const std::map<std::string, std::string> kArchitecture = {
+      {"llama", "LlamaForCausalLM"},          {"mistral", "MistralForCausalLM"},
+      {"qwen2", "Qwen2ForCausalLM"},          {"qwen3", "Qwen3ForCausalLM"},
+      {"gemma", "GemmaForCausalLM"},          {"mixtral", "MixtralForCausalLM"},
+      {"qwen2_moe", "Qwen2MoeForCausalLM"},   {"qwen3_moe", "Qwen3MoeForCausalLM"},
+      {"olmoe", "OlmoeForCausalLM"},          {"opt", "OPTForCausalLM"},
+      {"starcoder2", "Starcoder2ForCausalLM"}};
   const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
                            : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
+                           : m.activation == compiler::Activation::kGelu     ? "gelu"
                                                                              : "silu";
   // The fields every family states alike.
   nlohmann::json c = {{"model_type", type},
@@ -448,6 +441,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
             {type == "starcoder2" ? "norm_epsilon" : "rms_norm_eps", decimal(weights.numerics.norm_eps)},
             {"rope_theta", decimal(weights.numerics.rope_theta)},
             {"hidden_act", activation}});
+  if (type == "gemma") c["hidden_activation"] = activation;  // GemmaMLP reads this one, not hidden_act
   if (type == "starcoder2") {
     c["use_bias"] = m.mlp_bias;
     // HF's window check compares with it: a table longer than any window.

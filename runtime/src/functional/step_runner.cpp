@@ -205,11 +205,13 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
   }
 }
 
-// x = the tokens' embedding rows (+ their position rows with learned positions: row position_offset + p).
+// x = the tokens' embedding rows, times embedding_scale (Gemma), + their position rows with learned
+// positions (row position_offset + p).
 void StepRunner::embedding() {
   const std::int64_t h = m_.hidden;
-  xpu0_.run(OpKind::kEmbedding, kernels::EmbeddingArgs{f16_view(w0_.embedding, {m_.vocab, h}),
-                                                       i32_view(ids_, {t_}), f16_view(x_, {t_, h})});
+  xpu0_.run(OpKind::kEmbedding,
+            kernels::EmbeddingArgs{f16_view(w0_.embedding, {m_.vocab, h}), i32_view(ids_, {t_}),
+                                   f16_view(x_, {t_, h}), embedding_scale(m_)});
   if (m_.learned_positions == 0) return;
   std::vector<std::int32_t> rows(positions_.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -241,7 +243,7 @@ void StepRunner::norm(int layer) {
   xpu0_.run(OpKind::kNorm, kernels::NormArgs{layer_norm ? kernels::NormKind::kLayer : kernels::NormKind::kRms,
                                              f16_view(x_, {t_, h}), f16_view(gain, {h}),
                                              layer_norm ? f16_view(bias, {h}) : kernels::Tensor{},
-                                             f16_view(normed_, {t_, h}), numerics_.norm_eps});
+                                             f16_view(normed_, {t_, h}), numerics_.norm_eps, norm_offset()});
 }
 
 void StepRunner::qkv(int layer, Unit unit) {
@@ -300,10 +302,10 @@ void StepRunner::whole_qk_norm(int layer) {
       for (std::size_t d : members) {
         const DeviceShard& s = dev_[d].shard;
         std::vector<std::uint16_t> normed(full.size()), gain = is_q ? lw0.q_norm : lw0.k_norm;
-        dev_[d].xpu->run(
-            OpKind::kNorm,
-            kernels::NormArgs{kernels::NormKind::kRms, f16_view(full, {t_, width}), f16_view(gain, {width}),
-                              kernels::Tensor{}, f16_view(normed, {t_, width}), numerics_.norm_eps});
+        dev_[d].xpu->run(OpKind::kNorm,
+                         kernels::NormArgs{kernels::NormKind::kRms, f16_view(full, {t_, width}),
+                                           f16_view(gain, {width}), kernels::Tensor{},
+                                           f16_view(normed, {t_, width}), numerics_.norm_eps, norm_offset()});
         const std::int64_t c0 = (is_q ? s.q_head0 : s.kv_head0) * hd,
                            n = (is_q ? s.q_heads : s.kv_heads) * hd;
         std::vector<std::uint16_t>& x = is_q ? lanes_[d].q : lanes_[d].k;
@@ -335,9 +337,10 @@ void StepRunner::rope(int layer) {
       for (auto [x, heads, gain] :
            {std::tuple{&lane.q, s.q_heads, &lw.q_norm}, std::tuple{&lane.k, s.kv_heads, &lw.k_norm}}) {
         const std::int64_t rows = per_head ? t_ * heads : t_, cols = per_head ? hd : heads * hd;
-        dev_[d].xpu->run(OpKind::kNorm, kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {rows, cols}),
-                                                          f16_view(*gain, {cols}), kernels::Tensor{},
-                                                          f16_view(*x, {rows, cols}), numerics_.norm_eps});
+        dev_[d].xpu->run(OpKind::kNorm,
+                         kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {rows, cols}),
+                                           f16_view(*gain, {cols}), kernels::Tensor{},
+                                           f16_view(*x, {rows, cols}), numerics_.norm_eps, norm_offset()});
       }
     }
   }

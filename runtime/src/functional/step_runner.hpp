@@ -102,6 +102,8 @@ class StepRunner {
   std::uint16_t* partial(std::size_t d);
   void execute(const compiler::Op& op, compiler::Unit unit);
   void embedding();
+  // Added to every norm's gain (ModelSpec::norm_weight_offset: Gemma's 1).
+  float norm_offset() const { return static_cast<float>(m_.norm_weight_offset); }
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
   // The xPU's elementwise pass over device d's projections (the plan's rope op): q / k / v biases, q / k

@@ -12,15 +12,16 @@ from those definitions and sharing no code with duplex. A model passes when ever
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, the
-routing renormalisation or the sliding window, the first the model has); that comparison must fail, or the
-check could not see the feature.
+side (Gemma's norm offset, the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases,
+the q/k/v biases, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the
+first the model has); that comparison must fail, or the check could not see the feature.
 
 Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES[@OPTION+OPTION...]]] ...
 (OPTIONs go to duplex run as they are, e.g. --max-tokens-per-step=3+--kv-blocks=2.)
 Exit status 0 when every model passes (and every self-test fails as it must), 1 otherwise.
 """
 import json
+import math
 import os
 import struct
 import subprocess
@@ -91,7 +92,7 @@ class HfModel:
         # OPT and StarCoder2: LayerNorm (gain and bias), a two-matrix FFN with biases, every projection biased.
         self.opt, self.starcoder2 = self.type == "opt", self.type == "starcoder2"
         self.layer_norm = self.opt or self.starcoder2
-        self.act = "silu"
+        self.act = c.get("hidden_act", "silu")  # ACT2FN[hidden_act] in every family's MLP
         self.mlp_bias = False
         self.positions = self.opt  # OPTLearnedPositionalEmbedding: position p reads row p + 2
         if self.opt:
@@ -105,6 +106,16 @@ class HfModel:
             self.tied = c.get("tie_word_embeddings", True)
             self.act = c.get("hidden_act", "gelu_pytorch_tanh")
             self.mlp_bias = c.get("use_bias", True)
+        # Gemma: GemmaRMSNorm scales by (1 + weight); the embedding rows are multiplied by sqrt(hidden_size)
+        # rounded to the model's dtype; GemmaMLP's activation is hidden_activation (else gelu_pytorch_tanh).
+        self.gemma = self.type == "gemma"
+        self.gain_offset = 1.0 if self.gemma else 0.0
+        self.embed_scale = 1.0
+        if self.gemma:
+            self.tied = c.get("tie_word_embeddings", True)
+            self.act = c.get("hidden_activation") or "gelu_pytorch_tanh"
+            assert c.get("torch_dtype") == "float16", "the normalizer is rounded to float16 here"
+            self.embed_scale = float(np.float16(np.sqrt(self.hidden)))
         moe_types = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
         self.moe = self.type in moe_types
         if self.type == "mixtral":
@@ -145,6 +156,10 @@ class HfModel:
             self.positions = False
         elif drop == "mlp_bias":
             self.mlp_bias = False
+        elif drop == "activation":  # SiLU in the model's FFN instead
+            self.act = "silu"
+        elif drop == "gain_offset":  # Gemma's norms as Llama's
+            self.gain_offset = 0.0
         self.shared_gate_dropped = drop == "shared_gate"
         if drop == "window":
             self.windows = [None] * self.layers
@@ -154,7 +169,7 @@ class HfModel:
 
     def rms(self, x, gain):
         var = np.mean(x * x, axis=-1, keepdims=True)
-        return x / np.sqrt(var + self.eps) * gain
+        return x / np.sqrt(var + self.eps) * (self.gain_offset + gain)
 
     def norm(self, x, name):  # the model's norm `name` (without ".weight"): RMSNorm, or LayerNorm with its bias
         if not self.layer_norm:
@@ -166,10 +181,14 @@ class HfModel:
     def layer_prefix(self, layer):
         return f"model.decoder.layers.{layer}." if self.opt else f"model.layers.{layer}."
 
-    def activate(self, x):
+    def activate(self, x):  # HF ACT2FN[self.act]
         if self.act == "relu":
             return np.maximum(x, 0.0)
-        if self.act in ("gelu_pytorch_tanh", "gelu_new"):
+        if self.act in ("silu", "swish"):
+            return x / (1.0 + np.exp(-x))
+        if self.act == "gelu":  # the exact form, x Phi(x)
+            return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / np.sqrt(2.0)))
+        if self.act in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
             return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
         raise ValueError(f"activation {self.act}")
 
@@ -201,7 +220,7 @@ class HfModel:
     def mlp(self, prefix, x):
         gate = x @ self.w(prefix + "gate_proj.weight").T
         up = x @ self.w(prefix + "up_proj.weight").T
-        return (gate / (1.0 + np.exp(-gate)) * up) @ self.w(prefix + "down_proj.weight").T
+        return (self.activate(gate) * up) @ self.w(prefix + "down_proj.weight").T
 
     def sparse_moe(self, layer, x):
         p = f"model.layers.{layer}."
@@ -223,7 +242,7 @@ class HfModel:
                     q = f"{p}block_sparse_moe.experts.{e}."
                     gate = x[t] @ self.w(q + "w1.weight").T
                     up = x[t] @ self.w(q + "w3.weight").T
-                    y = (gate / (1.0 + np.exp(-gate)) * up) @ self.w(q + "w2.weight").T
+                    y = (self.activate(gate) * up) @ self.w(q + "w2.weight").T
                 else:
                     y = self.mlp(f"{p}mlp.experts.{e}.", x[t])
                 out[t] += wt * y
@@ -271,7 +290,7 @@ class HfModel:
 
     def logits(self, tokens):
         top = "model.decoder." if self.opt else "model."
-        x = self.w(top + "embed_tokens.weight")[np.array(tokens)]
+        x = self.w(top + "embed_tokens.weight")[np.array(tokens)] * self.embed_scale
         if self.positions:
             x = x + self.w(top + "embed_positions.weight")[np.arange(len(tokens)) + 2]
         attn_norm, mlp_norm = (
@@ -311,6 +330,8 @@ def compare(model, run):
 
 
 def dropped_feature(model):
+    if model.gemma:
+        return "gain_offset"
     if model.shared:
         return "shared_gate"
     if model.qk_norm:
@@ -325,6 +346,8 @@ def dropped_feature(model):
         return "norm_topk"
     if any(model.windows):
         return "window"
+    if model.act not in ("silu", "swish"):
+        return "activation"
     return None
 
 

@@ -95,6 +95,48 @@ TEST(HfFamilies, TwoMatrixLayerNormModelsMatchTheReference) {
   }
 }
 
+// Every activation in either FFN form (the Logic-PIM's eight activation modes): gated (SwiGLU, GeGLU in
+// GELU's erf or tanh form, ReGLU) on a Llama-style model, and added to the fc1 bias (SiLU, GELU erf, GELU
+// tanh, ReLU) on StarCoder2's biased two-matrix FFN. On duplex-pe with one device the FFNs run on the PIM's
+// activation unit; on gpu on the xPU's expert-FFN kernel. Each matches the plain reference, and each
+// activation changes the logits.
+TEST(HfFamilies, EveryActivationInEitherFfnFormMatchesTheReference) {
+  using compiler::Activation;
+  for (const char* model : {"tiny-dense", "tiny-starcoder2"}) {
+    std::vector<std::vector<std::vector<std::vector<float>>>>
+        logits;  // per activation: FunctionalResult::logits
+    for (const Activation act :
+         {Activation::kSilu, Activation::kGelu, Activation::kGeluTanh, Activation::kRelu}) {
+      compiler::ModelSpec spec = compiler::load_model(model);
+      spec.activation = act;
+      const ModelWeights w = random_weights(spec, 11);
+      for (const char* system : {"gpu", "duplex-pe"}) {
+        SCOPED_TRACE(std::string(model) + " " + compiler::activation_name(act) + " on " + system);
+        const FunctionalResult got = run_on(w, system, 1);
+        expect_matches_reference(w, got);
+        std::int64_t pim_ffns = 0;
+        for (const auto& [unit, counts] : got.device_op_counts)
+          if (unit.ends_with(".pim") && counts.contains("dense_ffn")) pim_ffns += counts.at("dense_ffn");
+        EXPECT_EQ(pim_ffns > 0, std::string(system) == "duplex-pe");
+        if (std::string(system) == "duplex-pe") logits.push_back(got.logits);
+      }
+    }
+    for (std::size_t i = 0; i < logits.size(); ++i)
+      for (std::size_t j = i + 1; j < logits.size(); ++j) EXPECT_NE(logits[i], logits[j]) << model << i << j;
+  }
+}
+
+// Gemma: GeGLU, RMSNorm by (1 + weight), the embedding times sqrt(hidden), MQA (one KV head, replicated over
+// tensor-parallel devices), tied embeddings.
+TEST(HfFamilies, GemmaMatchesTheReference) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-gemma"), 11);
+  for (const char* system : {"gpu", "duplex-pe"})
+    for (int devices : {1, 0, 16}) {
+      SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
+      expect_matches_reference(w, run_on(w, system, devices));
+    }
+}
+
 TEST(HfFamilies, BiasedQkNormedDenseMatchesTheReference) {
   const ModelWeights w = random_weights(qwen3_dense_biased(), 11);
   for (const char* system : {"gpu", "duplex-pe"})
@@ -142,6 +184,7 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   };
   const ModelWeights opt = random_weights(compiler::load_model("tiny-opt"), 11);
   const ModelWeights starcoder = random_weights(compiler::load_model("tiny-starcoder2"), 11);
+  const ModelWeights gemma = random_weights(compiler::load_model("tiny-gemma"), 11);
   const std::vector<Variant> variants = {
       {"learned positions (as offset 0)", &opt,
        without(
@@ -154,6 +197,12 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
        without(
            opt, [](auto& m) { m.activation = compiler::Activation::kGeluTanh; },
            [](const auto&) { return false; })},
+      {"Gemma's norm offset", &gemma,
+       without(
+           gemma, [](auto& m) { m.norm_weight_offset = 0; }, [](const auto&) { return false; })},
+      {"Gemma's embedding scale", &gemma,
+       without(
+           gemma, [](auto& m) { m.scale_embedding = false; }, [](const auto&) { return false; })},
       {"LayerNorm as RMSNorm", &starcoder,
        without(
            starcoder, [](auto& m) { m.norm = compiler::NormKind::kRmsNorm; },

@@ -108,15 +108,23 @@ TEST(RandomWeights, UnsupportedModelsAreRejected) {
   m = tiny_moe();
   m.shared_experts = 1;
   EXPECT_THROW(random_weights(m, 1), Error);
-  m = tiny_moe();
-  m.ffn_kind = compiler::FfnKind::kTwoMatrix;  // with SiLU: the PIM's SiLU gates
-  EXPECT_THROW(random_weights(m, 1), Error);
-  m.activation = compiler::Activation::kGelu;  // the exact (erf) form
-  EXPECT_THROW(random_weights(m, 1), Error);
-  m.activation = compiler::Activation::kGeluTanh;
-  EXPECT_NO_THROW(random_weights(m, 1));
-  m.ffn_kind = compiler::FfnKind::kGated;  // a gated FFN that is not SiLU
-  EXPECT_THROW(random_weights(m, 1), Error);
+  // Every activation in either FFN form (the Logic-PIM's activation unit has all eight).
+  for (const auto kind : {compiler::FfnKind::kGated, compiler::FfnKind::kTwoMatrix})
+    for (const auto act : {compiler::Activation::kSilu, compiler::Activation::kGelu,
+                           compiler::Activation::kGeluTanh, compiler::Activation::kRelu}) {
+      m = tiny_moe();
+      m.ffn_kind = kind;
+      m.activation = act;
+      EXPECT_NO_THROW(random_weights(m, 1)) << compiler::activation_name(act);
+    }
+  m = compiler::load_model("tiny-dense");
+  m.mlp_bias = true;  // a gated FFN with biases (Llama's mlp_bias): the gated modes take no bias
+  try {
+    random_weights(m, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mlp_bias: true with a gated FFN"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Safetensors, RoundTripIsExactAndGivesTheSameTokens) {
@@ -196,6 +204,7 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       {"olmoe", qwen_named_moe(compiler::QkNorm::kWhole, false)},
       {"opt", [] { return compiler::load_model("tiny-opt"); }},
       {"starcoder2", [] { return compiler::load_model("tiny-starcoder2"); }},
+      {"gemma", [] { return compiler::load_model("tiny-gemma"); }},
   };
   for (const Family& f : families)
     for (int shards : {1, 3}) {
@@ -231,6 +240,10 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       EXPECT_EQ(b.norm, spec.norm);
       EXPECT_EQ(b.learned_positions, spec.learned_positions);
       EXPECT_EQ(b.position_offset, spec.position_offset);
+      EXPECT_EQ(b.norm_weight_offset, spec.norm_weight_offset);
+      EXPECT_EQ(b.scale_embedding, spec.scale_embedding);
+      EXPECT_EQ(b.head_dim, spec.head_dim);
+      EXPECT_EQ(b.tie_embeddings, spec.tie_embeddings);
       EXPECT_EQ(b.params(), spec.params());
       EXPECT_EQ(back.numerics.norm_eps, w.numerics.norm_eps);
       ASSERT_EQ(back.tensors.size(), w.tensors.size());
@@ -276,6 +289,10 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
     EXPECT_NE(std::string(e.what()).find("no HuggingFace architecture"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir));
+  m = compiler::load_model("tiny-dense");  // Gemma's (1 + weight) norms without its embedding scale
+  m.norm_weight_offset = 1.0;
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
   m = compiler::load_model("tiny-dense");  // a window on some layers only: Mistral windows all, Llama none
   m.sliding_window = 8;
   m.full_attention_layers = {0};
@@ -296,8 +313,8 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
   const std::vector<std::pair<std::string, nlohmann::json>> bad = {
       {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}},
       {"partial_rotary_factor", 0.5},
-      {"hidden_act", "gelu"},
-      {"hidden_activation", "gelu_pytorch_tanh"},
+      {"hidden_act", "gelu_10"},
+      {"hidden_activation", "gelu_pytorch_tanh"},  // read by Gemma only
       {"mlp_bias", true},
       {"clip_qkv", 8.0},
       {"rms_norm_eps", "tiny"},

@@ -24,7 +24,7 @@ enum class QkNorm { kNone, kPerHead, kWhole };
 // experts.E.w1|w2|w3, or Qwen-MoE's (also OLMoE, Qwen3-MoE) mlp.gate / experts.E.gate_proj|up_proj|down_proj
 // with mlp.shared_expert.* and mlp.shared_expert_gate. Dense layers are named alike in both. Two dense
 // families name every tensor their own way: OPT (model.decoder.*, fc1 / fc2, learned positions) and
-// StarCoder2 (mlp.c_fc / mlp.c_proj).
+// StarCoder2 (mlp.c_fc / mlp.c_proj). Gemma uses the Llama names (kMixtral).
 enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2 };
 
 struct MlaSpec {                // only for AttentionKind::kMla (DeepSeek field names)
@@ -50,6 +50,11 @@ struct ModelSpec {
   Activation activation = Activation::kSilu;
   bool mlp_bias = false;  // the FFN's matrices carry biases (OPT fc1 / fc2, StarCoder2 c_fc / c_proj)
   NormKind norm = NormKind::kRmsNorm;
+  // Every norm scales by (norm_weight_offset + gain), the offset added in FP32: Gemma's RMSNorm stores its
+  // gain less 1 (offset 1); 0 for every other family.
+  double norm_weight_offset = 0;
+  // The embedding rows are multiplied by sqrt(hidden), rounded to the compute dtype first (Gemma).
+  bool scale_embedding = false;
   int experts = 0;              // routed experts; 0 = dense model
   int top_k = 0;
   int expert_ffn = 0;           // width of one routed expert

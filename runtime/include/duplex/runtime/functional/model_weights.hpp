@@ -45,6 +45,10 @@ struct WeightShape {
 // Throws duplex::Error naming the model file and the unsupported field.
 void check_functional_support(const compiler::ModelSpec& spec);
 
+// The factor the embedding rows are multiplied by: sqrt(hidden) rounded to FP16 (the compute dtype; HF Gemma
+// rounds it to the model's dtype) with scale_embedding, else 1.
+float embedding_scale(const compiler::ModelSpec& spec);
+
 // Every tensor the model needs, in a fixed order (embedding, layers in order, final norm, LM head unless tied).
 std::vector<WeightShape> expected_weights(const compiler::ModelSpec& spec);
 
