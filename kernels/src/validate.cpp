@@ -235,6 +235,12 @@ struct Validator {
     c.extent("gate_weight", a.gate_weight, 1, a.hidden.dim(1), "H");
     c.require(a.top_k >= 1 && a.top_k <= e, StatusCode::kInvalidArgument,
               fmt::format("top_k is {}; expected in [1, experts = {}]", a.top_k, e));
+    if (a.kind == RouterKind::kSparseMixer) {
+      c.require(a.top_k == 2, StatusCode::kInvalidArgument,
+                fmt::format("top_k is {} with the sparsemixer router; expected 2", a.top_k));
+      c.require(std::isfinite(a.jitter_eps) && a.jitter_eps >= 0.0f, StatusCode::kInvalidArgument,
+                fmt::format("jitter_eps is {}; expected a finite number >= 0", a.jitter_eps));
+    }
     c.extent("topk_ids", a.topk_ids, 0, t, "T").extent("topk_ids", a.topk_ids, 1, a.top_k, "top_k");
     c.extent("topk_weights", a.topk_weights, 0, t, "T")
         .extent("topk_weights", a.topk_weights, 1, a.top_k, "top_k");
@@ -339,6 +345,8 @@ struct Validator {
     const std::int64_t t = a.hidden.dim(0), v = a.weight.dim(0);
     c.extent("weight", a.weight, 1, a.hidden.dim(1), "H").extent("next_ids", a.next_ids, 0, t, "T");
     c.extent("logits", a.logits, 0, t, "T").extent("logits", a.logits, 1, v, "V");
+    c.optional_tensor("bias", a.bias, 1).same_dtype("bias", a.bias, a.hidden, "hidden");
+    c.extent("bias", a.bias, 0, v, "V");
     c.require(v >= 1, StatusCode::kInvalidArgument, "the vocabulary is empty; expected V >= 1");
     return c.status();
   }

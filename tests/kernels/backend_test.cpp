@@ -151,6 +151,32 @@ TEST_F(BackendInterface, NonFiniteScalesAreRejected) {
       << scale.message();
 }
 
+TEST_F(BackendInterface, SparseMixerAndLmHeadBiasContracts) {
+  RouterArgs a{f16({4, 8}),
+               f16({3, 8}, 100),
+               Tensor::contiguous(buf.data() + 200, DType::kI32, {4, 1}),
+               Tensor::contiguous(buf.data() + 300, DType::kF32, {4, 1}),
+               Tensor{},
+               1,
+               true};
+  a.kind = RouterKind::kSparseMixer;
+  const Status k1 = cpu->can_implement(a);
+  EXPECT_EQ(k1.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(k1.message().find("top_k is 1 with the sparsemixer router; expected 2"), std::string::npos)
+      << k1.message();
+  a.top_k = 2;
+  a.topk_ids = Tensor::contiguous(buf.data() + 200, DType::kI32, {4, 2});
+  a.topk_weights = Tensor::contiguous(buf.data() + 300, DType::kF32, {4, 2});
+  EXPECT_TRUE(cpu->can_implement(a).ok()) << cpu->can_implement(a).message();
+  a.jitter_eps = -0.5f;
+  EXPECT_EQ(cpu->can_implement(a).code(), StatusCode::kInvalidArgument);
+  LmHeadArgs head{f16({2, 8}), f16({10, 8}, 100), Tensor::contiguous(buf.data() + 300, DType::kI32, {2}),
+                  Tensor{}, f16({9}, 400)};  // a bias of 9 for a vocabulary of 10
+  EXPECT_EQ(cpu->can_implement(head).code(), StatusCode::kInvalidArgument);
+  head.bias = f16({10}, 400);
+  EXPECT_TRUE(cpu->can_implement(head).ok()) << cpu->can_implement(head).message();
+}
+
 TEST_F(BackendInterface, OutOfRangeIndicesFailAtRun) {
   std::vector<std::int32_t> ids = {0, 10};
   EmbeddingArgs embed{f16({10, 4}), Tensor::contiguous(ids.data(), DType::kI32, {2}), f16({2, 4}, 100)};

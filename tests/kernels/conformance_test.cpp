@@ -527,6 +527,94 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Router) {
       }
 }
 
+// Phi-3.5-MoE's sparsemixer in double (HF sparsemixer, inference): the two experts and their weights.
+void sparsemixer_ref(const std::vector<double>& l, double eps, std::int32_t ids[2], double weights[2]) {
+  const auto e = static_cast<std::int64_t>(l.size());
+  std::int64_t first = 0;
+  for (std::int64_t j = 1; j < e; ++j)
+    if (l[static_cast<std::size_t>(j)] > l[static_cast<std::size_t>(first)]) first = j;
+  std::int64_t second = first == 0 ? 1 : 0;
+  for (std::int64_t j = 0; j < e; ++j)
+    if (j != first && l[static_cast<std::size_t>(j)] > l[static_cast<std::size_t>(second)]) second = j;
+  for (int slot = 0; slot < 2; ++slot) {
+    const std::int64_t top = slot == 0 ? first : second;
+    const double m = l[static_cast<std::size_t>(top)];
+    double sum = 0.0;
+    for (std::int64_t j = 0; j < e; ++j) {
+      const double lj = l[static_cast<std::size_t>(j)];
+      if ((slot == 1 && j == first) || (m - lj) / std::max(std::abs(lj), m) > 2.0 * eps) continue;
+      sum += std::exp(lj - m);
+    }
+    ids[slot] = static_cast<std::int32_t>(top);
+    weights[slot] = 1.0 / sum;
+  }
+}
+
+// The sparsemixer router: stated logits (an identity gate, so logits = hidden exactly) with experts inside
+// and outside the 2 eps mask, negative and zero maxima and ties; then random shapes against the reference run
+// on the backend's own logits (the mask is discontinuous, so the reference takes the logits as they are).
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterSparseMixer) {
+  DUPLEX_GET_BACKEND(backend);
+  const double eps = 0.01;
+  auto run = [&](const HostTensor& hidden, const HostTensor& gate, std::int64_t t, std::int64_t e) {
+    DeviceArena arena(*backend);
+    RouterArgs args{arena.upload(hidden),
+                    arena.upload(gate),
+                    arena.empty(DType::kI32, {t, 2}),
+                    arena.empty(DType::kF32, {t, 2}),
+                    arena.empty(DType::kF32, {t, e}),
+                    2,
+                    true};
+    args.kind = RouterKind::kSparseMixer;
+    args.jitter_eps = static_cast<float>(eps);
+    expect_run_ok(*backend, args, arena.stream());
+    const HostTensor logits = arena.download(args.logits), ids = arena.download(args.topk_ids),
+                     weights = arena.download(args.topk_weights);
+    for (std::int64_t i = 0; i < t; ++i) {
+      std::vector<double> l(static_cast<std::size_t>(e));
+      for (std::int64_t j = 0; j < e; ++j) l[static_cast<std::size_t>(j)] = logits.get(i * e + j);
+      std::int32_t want_ids[2];
+      double want_w[2];
+      sparsemixer_ref(l, eps, want_ids, want_w);
+      for (int s = 0; s < 2; ++s) {
+        EXPECT_EQ(ids.get_int(i * 2 + s), want_ids[s]) << "token " << i << " slot " << s;
+        EXPECT_NEAR(weights.get(i * 2 + s), want_w[s], 8 * kU32 * want_w[s])
+            << "token " << i << " slot " << s;
+      }
+    }
+    return weights;
+  };
+  const std::int64_t e = 8;
+  const std::vector<std::vector<double>> rows = {
+      {3.0, 2.95, 1.0, -1.0, 0.5, 0.0, -2.0, 2.0},        // expert 1 within 2 eps of expert 0: both weigh
+      {-1.0, -1.01, -5.0, -3.0, -2.0, -4.0, -6.0, -7.0},  // negative maximum: the factor is |l_j|
+      {2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},           // a tie: experts 0 then 1
+      {0.0, 0.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0},     // zero maximum: 0 / 0 is not > 2 eps, so unmasked
+      {1.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0}};          // second expert among seven equal logits
+  for (DType dtype : kFloatTypes) {
+    SCOPED_TRACE(dtype_name(dtype));
+    HostTensor hidden(dtype, {static_cast<std::int64_t>(rows.size()), e}), gate(dtype, {e, e});
+    for (std::size_t r = 0; r < rows.size(); ++r)
+      for (std::int64_t j = 0; j < e; ++j)
+        hidden.set(static_cast<std::int64_t>(r) * e + j, rows[r][static_cast<std::size_t>(j)]);
+    for (std::int64_t r = 0; r < e; ++r)
+      for (std::int64_t c = 0; c < e; ++c) gate.set(r * e + c, r == c ? 1.0 : 0.0);
+    const HostTensor w = run(hidden, gate, static_cast<std::int64_t>(rows.size()), e);
+    const double l1 = hidden.get(1);  // 2.95 in the dtype
+    EXPECT_NEAR(w.get(0), 1.0 / (1.0 + std::exp(l1 - 3.0)), 1e-6);
+    EXPECT_EQ(w.get(1), 1.0);                // 2.95's neighbours are all more than 2% below
+    EXPECT_NEAR(w.get(6), 0.5, 1e-6);        // zero maximum, two zeros
+    EXPECT_NEAR(w.get(9), 1.0 / 7.0, 1e-6);  // the second expert shares its logit with six others
+  }
+  std::mt19937_64 rng(28);
+  for (DType dtype : kFloatTypes)
+    for (auto [t, h, experts] :
+         {std::tuple<std::int64_t, std::int64_t, std::int64_t>{37, 64, 16}, {5, 96, 2}}) {
+      SCOPED_TRACE(label(dtype, "t", t, " e", experts));
+      run(random_tensor(dtype, {t, h}, rng), random_tensor(dtype, {experts, h}, rng, -0.2, 0.2), t, experts);
+    }
+}
+
 // Qwen2-MoE's shared-expert gate: shared_gate = sigmoid(hidden . w) beside the routing, which it leaves
 // exactly as without it (same backend, same ids and weights).
 TEST(DUPLEX_CONFORMANCE_SUITE, RouterSharedExpertGate) {
@@ -791,6 +879,38 @@ TEST(DUPLEX_CONFORMANCE_SUITE, LmHead) {
             << "token " << i << ": argmax " << got << " but the reference's is " << best;
       }
     }
+}
+
+// Phi-3.5-MoE's lm_head bias: logits + bias in FP32, the argmax over the biased logits.
+TEST(DUPLEX_CONFORMANCE_SUITE, LmHeadBias) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(29);
+  for (DType dtype : kFloatTypes) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const std::int64_t t = 3, v = 1001, h = 64;
+    DeviceArena arena(*backend);
+    HostTensor hidden = random_tensor(dtype, {t, h}, rng),
+               weight = random_tensor(dtype, {v, h}, rng, -0.1, 0.1),
+               bias = random_tensor(dtype, {v}, rng, -4.0, 4.0);
+    LmHeadArgs args{arena.upload(hidden), arena.upload(weight), arena.empty(DType::kI32, {t}),
+                    arena.empty(DType::kF32, {t, v}), arena.upload(bias)};
+    expect_run_ok(*backend, args, arena.stream());
+    Expected logits = gemm_ref(hidden, weight, nullptr, true, DType::kF32);
+    for (std::int64_t i = 0; i < t * v; ++i) {
+      const auto u = static_cast<std::size_t>(i);
+      logits.value[u] += bias.get(i % v);
+      logits.bound[u] += kU32 * std::abs(logits.value[u]);  // the FP32 addition
+    }
+    EXPECT_TRUE(within_bound(arena.download(args.logits), logits));
+    const HostTensor ids = arena.download(args.next_ids);
+    for (std::int64_t i = 0; i < t; ++i) {
+      const auto row = logits.value.begin() + i * v;
+      const auto best = std::max_element(row, row + v) - row;
+      const auto at = [&](std::int64_t j) { return static_cast<std::size_t>(i * v + j); };
+      EXPECT_LE(logits.value[at(best)] - logits.value[at(ids.get_int(i))],
+                logits.bound[at(best)] + logits.bound[at(ids.get_int(i))]);
+    }
+  }
 }
 
 TEST(DUPLEX_CONFORMANCE_SUITE, LmHeadTieTakesLowestId) {

@@ -64,6 +64,13 @@ Status lm_head(const LmHeadArgs& args) {
   const std::vector<float> x = to_floats(args.hidden);
   std::vector<float> logits(static_cast<std::size_t>(t * v));
   linear_nt(x.data(), t, h, args.weight.data, args.weight.dtype, 0, v, logits.data(), false);
+  if (args.bias.present()) {
+    std::vector<float> bias(static_cast<std::size_t>(v));
+    load_floats(args.bias.data, args.bias.dtype, 0, v, bias.data());
+    for (std::int64_t i = 0; i < t; ++i)
+      for (std::int64_t j = 0; j < v; ++j)
+        logits[static_cast<std::size_t>(i * v + j)] += bias[static_cast<std::size_t>(j)];
+  }
   auto* ids = args.next_ids.as<std::int32_t>();
   for (std::int64_t i = 0; i < t; ++i) {
     const float* row = logits.data() + i * v;

@@ -39,6 +39,32 @@ std::vector<float> rows_to_floats(const Tensor& t, std::int64_t first_row, std::
   return out;
 }
 
+// Phi-3.5-MoE's sparsemixer (inference) for one token's logits l[e]: ids / weights of its two experts.
+void sparsemixer(const float* l, std::int64_t e, float jitter_eps, std::int32_t* ids, float* weights) {
+  std::int64_t first = 0;
+  for (std::int64_t j = 1; j < e; ++j)
+    if (l[j] > l[first]) first = j;
+  std::int64_t second = first == 0 ? 1 : 0;
+  for (std::int64_t j = 0; j < e; ++j)
+    if (j != first && l[j] > l[second]) second = j;
+  // The softmax at `top` over the experts whose logit is within 2 jitter_eps (relative) of l[top]
+  // (`skip` left out); the masked ones contribute nothing.
+  auto weight = [&](std::int64_t top, std::int64_t skip) {
+    const float m = l[top];
+    float sum = 0.0f;
+    for (std::int64_t j = 0; j < e; ++j) {
+      if (j == skip) continue;
+      const bool masked = (m - l[j]) / std::max(std::abs(l[j]), m) > 2.0f * jitter_eps;
+      if (!masked) sum += std::exp(l[j] - m);
+    }
+    return 1.0f / sum;
+  };
+  ids[0] = static_cast<std::int32_t>(first);
+  ids[1] = static_cast<std::int32_t>(second);
+  weights[0] = weight(first, -1);
+  weights[1] = weight(second, first);
+}
+
 }  // namespace
 
 Status router(const RouterArgs& args) {
@@ -54,6 +80,10 @@ Status router(const RouterArgs& args) {
     std::vector<std::int32_t> order(static_cast<std::size_t>(e));
     for (std::int64_t i = rows.begin(); i != rows.end(); ++i) {
       const float* l = logits.data() + i * e;
+      if (args.kind == RouterKind::kSparseMixer) {
+        sparsemixer(l, e, args.jitter_eps, ids + i * k, weights + i * k);
+        continue;
+      }
       const float max = *std::max_element(l, l + e);
       float sum = 0.0f;
       for (std::int64_t j = 0; j < e; ++j) sum += (p[static_cast<std::size_t>(j)] = std::exp(l[j] - max));

@@ -37,6 +37,13 @@ __global__ void argmax_rows(const float* logits, std::int64_t vocab, std::int32_
   if (threadIdx.x == 0) ids[blockIdx.x] = static_cast<std::int32_t>(indices[0] == vocab ? 0 : indices[0]);
 }
 
+// logits[t, v] += bias[v] (FP32), the LM head's bias.
+template <class T>
+__global__ void add_vocab_bias(float* logits, const T* bias, std::int64_t tokens, std::int64_t vocab) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < tokens * vocab) logits[i] += to_float(bias[i % vocab]);
+}
+
 // c[i] = round(c[i] + product[i]): the accumulation of a 16-bit C rounds once, after the FP32 sum.
 template <class T>
 __global__ void add_product(const float* product, T* c, std::int64_t n) {
@@ -88,6 +95,16 @@ Status lm_head(Context& ctx, const LmHeadArgs& args, cudaStream_t stream) {
                                  args.hidden.dim(1), args.hidden.dtype, DType::kF32, true, false);
   if (!s.ok()) return s;
   if (t == 0) return {};
+  if (args.bias.present()) {
+    const Status b = with_storage_type(args.bias.dtype, [&](auto tag) -> Status {
+      using T = decltype(tag);
+      add_vocab_bias<T><<<blocks_for(t * v, kArgmaxThreads), kArgmaxThreads, 0, stream>>>(
+          logits, args.bias.as<const T>(), t, v);
+      DUPLEX_CUDA_LAUNCHED("add_vocab_bias");
+      return {};
+    });
+    if (!b.ok()) return b;
+  }
   argmax_rows<<<static_cast<unsigned int>(t), kArgmaxThreads, 0, stream>>>(logits, v,
                                                                            args.next_ids.as<std::int32_t>());
   DUPLEX_CUDA_LAUNCHED("argmax_rows");

@@ -41,6 +41,29 @@ __global__ void router_topk(const float* logits, std::int64_t tokens, std::int64
     for (std::int64_t j = 0; j < top_k; ++j) weights[t * top_k + j] /= chosen;
 }
 
+// One thread per token: Phi-3.5-MoE's sparsemixer (ops.hpp RouterArgs), its two experts and weights.
+__global__ void router_sparsemixer(const float* logits, std::int64_t tokens, std::int64_t experts,
+                                   float jitter_eps, std::int32_t* ids, float* weights) {
+  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= tokens) return;
+  const float* l = logits + t * experts;
+  std::int64_t first = 0;
+  for (std::int64_t e = 1; e < experts; ++e)
+    if (l[e] > l[first]) first = e;
+  std::int64_t second = first == 0 ? 1 : 0;
+  for (std::int64_t e = 0; e < experts; ++e)
+    if (e != first && l[e] > l[second]) second = e;
+  for (int j = 0; j < 2; ++j) {
+    const std::int64_t top = j == 0 ? first : second, skip = j == 0 ? -1 : first;
+    const float m = l[top];
+    float sum = 0.0f;
+    for (std::int64_t e = 0; e < experts; ++e)
+      if (e != skip && !((m - l[e]) / fmaxf(fabsf(l[e]), m) > 2.0f * jitter_eps)) sum += expf(l[e] - m);
+    ids[t * 2 + j] = static_cast<std::int32_t>(top);
+    weights[t * 2 + j] = 1.0f / sum;
+  }
+}
+
 // In place: g[t] = sigmoid(g[t]) (the shared-expert gate's logits).
 __global__ void sigmoid_inplace(float* g, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -205,10 +228,16 @@ Status router(Context& ctx, const RouterArgs& args, cudaStream_t stream) {
   const Status s = gemm_rowmajor(ctx, stream, args.hidden.data, args.gate_weight.data, logits, t, e,
                                  args.hidden.dim(1), args.hidden.dtype, DType::kF32, true, false);
   if (!s.ok()) return s;
-  router_topk<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(logits, t, e, args.top_k, args.renormalize,
-                                                                args.topk_ids.as<std::int32_t>(),
-                                                                args.topk_weights.as<float>());
-  DUPLEX_CUDA_LAUNCHED("router_topk");
+  if (args.kind == RouterKind::kSparseMixer) {
+    router_sparsemixer<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(
+        logits, t, e, args.jitter_eps, args.topk_ids.as<std::int32_t>(), args.topk_weights.as<float>());
+    DUPLEX_CUDA_LAUNCHED("router_sparsemixer");
+  } else {
+    router_topk<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(logits, t, e, args.top_k, args.renormalize,
+                                                                  args.topk_ids.as<std::int32_t>(),
+                                                                  args.topk_weights.as<float>());
+    DUPLEX_CUDA_LAUNCHED("router_topk");
+  }
   if (args.shared_gate_weight.present()) {
     float* gate = args.shared_gate.as<float>();
     const Status g = gemm_rowmajor(ctx, stream, args.hidden.data, args.shared_gate_weight.data, gate, t, 1,

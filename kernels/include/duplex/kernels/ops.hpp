@@ -90,16 +90,25 @@ struct SoftmaxArgs {
   float scale = 1.0f;
 };
 
-// MoE router: logits = hidden[T,H] . gate_weight[E,H]^T; p = softmax(logits); the top_k experts by p (ties:
-// the lower expert index first) go to topk_ids i32[T,k] in descending order with their weights in
-// topk_weights f32[T,k], renormalised to sum 1 when renormalize. logits f32[T,E] is written when present.
-// Qwen2-MoE's shared-expert gate, when shared_gate_weight [1,H] is present: shared_gate f32[T] =
-// sigmoid(hidden . shared_gate_weight) (the weight the shared expert's output is scaled by).
+// MoE router: logits = hidden[T,H] . gate_weight[E,H]^T (FP32), then per token, by `kind`:
+//  kSoftmaxTopK: p = softmax(logits); the top_k experts by p (ties: the lower expert index first) go to
+//    topk_ids i32[T,k] in descending order with their weights in topk_weights f32[T,k], renormalised to sum 1
+//    when renormalize.
+//  kSparseMixer (Phi-3.5-MoE inference; top_k must be 2, renormalize is not used): expert 1 = argmax l,
+//    m = l[1]; the experts j with (m - l_j) / max(|l_j|, m) > 2 jitter_eps are masked out; weight 1 = the
+//    softmax of the unmasked logits at expert 1. Expert 2 = argmax over the others, and its weight likewise
+//    with m = l[2] over the experts but expert 1. (Ties: the lower index.)
+// logits f32[T,E] is written when present. Qwen2-MoE's shared-expert gate, when shared_gate_weight [1,H] is
+// present: shared_gate f32[T] = sigmoid(hidden . shared_gate_weight) (the weight the shared expert's output
+// is scaled by).
+enum class RouterKind : std::uint8_t { kSoftmaxTopK, kSparseMixer };
 struct RouterArgs {
   Tensor hidden, gate_weight, topk_ids, topk_weights, logits;
   std::int64_t top_k = 2;
   bool renormalize = true;
   Tensor shared_gate_weight{}, shared_gate{};
+  RouterKind kind = RouterKind::kSoftmaxTopK;
+  float jitter_eps = 0.01f;  // kSparseMixer (HF router_jitter_noise)
 };
 
 // MoE token permute: the T*k (token, slot) pairs are grouped by expert (stable: by expert, then t*k + j).
@@ -150,10 +159,12 @@ struct EmbeddingArgs {
   float scale = 1.0f;
 };
 
-// Greedy decoding head: logits = hidden[T,H] . weight[V,H]^T (FP32); next_ids i32[T] = argmax (ties: lowest
-// id). logits f32[T,V] is written when present.
+// Greedy decoding head: logits = hidden[T,H] . weight[V,H]^T (FP32) + bias[V] (optional, the weight's dtype,
+// added in FP32: Phi-3.5-MoE's lm_head bias); next_ids i32[T] = argmax (ties: lowest id). logits f32[T,V] is
+// written when present.
 struct LmHeadArgs {
   Tensor hidden, weight, next_ids, logits;
+  Tensor bias{};
 };
 
 // The sum of partial results that stands for an all-reduce across stacks / devices:
