@@ -38,6 +38,11 @@ class Fields {
     if (!j_[key].is_boolean()) throw ConfigError(file_, prefix_ + key, "is not a boolean", "true or false");
     return j_[key].get<bool>();
   }
+  double number_or(const char* key, double fallback) const {
+    if (!j_.contains(key) || j_[key].is_null()) return fallback;
+    if (!j_[key].is_number()) throw ConfigError(file_, prefix_ + key, "is not a number", "a number");
+    return j_[key].get<double>();
+  }
   std::string string_or(const char* key, const std::string& fallback) const {
     if (!j_.contains(key) || j_[key].is_null()) return fallback;
     if (!j_[key].is_string()) throw ConfigError(file_, prefix_ + key, "is not a string", "a string");
@@ -225,12 +230,18 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
       throw ConfigError(file, "layer_norm_elementwise_affine", "false is not modelled", "true");
     read_dtype(f, m);
   } else if (type == "mixtral" || type == "phimoe") {
-    // Phi-3.5-MoE has Mixtral's field names and LayerNorm instead of RMSNorm.
+    // Phi-3.5-MoE has Mixtral's field names, LayerNorm instead of RMSNorm, the sparsemixer router (eps
+    // router_jitter_noise) and optionally a bias on the LM head.
     read_common(f, m);
     m.experts = f.integer("num_local_experts");
     m.top_k = f.integer("num_experts_per_tok");
     m.expert_ffn = f.integer("intermediate_size");
-    if (type == "phimoe") m.norm = NormKind::kLayerNorm;
+    if (type == "phimoe") {
+      m.norm = NormKind::kLayerNorm;
+      m.router = Router::kSparseMixer;
+      m.router_jitter = f.number_or("router_jitter_noise", m.router_jitter);
+      m.lm_head_bias = f.boolean_or("lm_head_bias", false);
+    }
   } else if (type == "olmoe") {
     // OLMoE: every layer MoE; q / k RMSNorm over each projection's whole width; routing weights renormalised
     // only with norm_topk_prob (default false).

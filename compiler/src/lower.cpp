@@ -314,7 +314,12 @@ class Lowering {
   }
 
   void lm_head() {
-    gemm(OpKind::kLmHead, -1, "lm_head", logit_rows_, m_.vocab / p_.tp, m_.hidden, 1, m_.vocab / p_.tp);
+    const std::int64_t cols = m_.vocab / p_.tp;
+    Op& o = gemm(OpKind::kLmHead, -1, "lm_head", logit_rows_, cols, m_.hidden, 1, cols);
+    if (m_.lm_head_bias) {  // + the bias row, added to every logit row
+      o.bytes_weights += static_cast<double>(cols) * wbytes_;
+      o.flops += static_cast<double>(logit_rows_) * static_cast<double>(cols);
+    }
   }
 
   const ModelSpec& m_;

@@ -98,7 +98,12 @@ const char* weight_naming_name(WeightNaming n) {
 
 std::int64_t ModelSpec::embedding_params() const {
   const std::int64_t table = std::int64_t{vocab} * hidden;
-  return table * (tie_embeddings ? 1 : 2) + std::int64_t{learned_positions} * hidden;
+  return table * (tie_embeddings ? 1 : 2) + std::int64_t{learned_positions} * hidden +
+         (lm_head_bias ? std::int64_t{vocab} : 0);
+}
+
+const char* router_name(Router r) {
+  return r == Router::kSparseMixer ? "sparsemixer" : "softmax_topk";
 }
 
 namespace {
@@ -161,6 +166,14 @@ void ModelSpec::validate() const {
     bad("shared_expert_gate", "is set, but the model has no shared experts");
   if (!router_renormalize && experts == 0)
     bad("router_renormalize", "is set for a dense model (it has no router)");
+  if (router == Router::kSparseMixer) {
+    if (experts == 0) bad("router", "sparsemixer is set for a dense model (it has no router)");
+    if (top_k != 2) bad("router", fmt::format("sparsemixer routes to 2 experts, but top_k is {}", top_k));
+    if (!router_renormalize)
+      bad("router_renormalize", "is set with sparsemixer, which weighs its experts its own way");
+  }
+  if (!std::isfinite(router_jitter) || router_jitter < 0)
+    bad("router_jitter", "must be a finite number >= 0");
   if (attention == AttentionKind::kMla && (qkv_bias || o_bias || qk_norm != QkNorm::kNone))
     bad(qkv_bias || o_bias ? "qkv_bias" : "qk_norm", "is set for MLA attention; expected GQA");
   if (mlp_bias && (experts > 0 || shared_experts > 0))
@@ -236,6 +249,10 @@ ModelSpec read_model(const ConfigNode& n) {
   m.shared_expert_ffn = count_or("shared_expert_ffn", m.shared_experts > 0 ? m.expert_ffn : 0);
   m.shared_expert_gate = n.get_or<bool>("shared_expert_gate", false);
   m.router_renormalize = n.get_or<bool>("router_renormalize", true);
+  if (n.has("router"))
+    m.router = n.get_enum("router", {"softmax_topk", "sparsemixer"}) == "sparsemixer" ? Router::kSparseMixer
+                                                                                      : Router::kSoftmaxTopK;
+  m.router_jitter = n.get_or<double>("router_jitter", m.router_jitter);
   m.qkv_bias = n.get_or<bool>("qkv_bias", false);
   m.o_bias = n.get_or<bool>("o_bias", false);
   if (n.has("qk_norm")) {
@@ -251,6 +268,7 @@ ModelSpec read_model(const ConfigNode& n) {
   }
   m.vocab = count("vocab");
   m.tie_embeddings = n.get_or<bool>("tie_embeddings", false);
+  m.lm_head_bias = n.get_or<bool>("lm_head_bias", false);
   m.learned_positions = count_or("learned_positions", 0);
   m.position_offset = count_or("position_offset", 0);
   try {

@@ -87,7 +87,9 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                                                               : "none"},
                 {"shared_experts", model.shared_experts},
                 {"shared_expert_gate", model.shared_expert_gate},
-                {"router_renormalize", model.router_renormalize}};
+                {"router_renormalize", model.router_renormalize},
+                {"router", router_name(model.router)},
+                {"lm_head_bias", model.lm_head_bias}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
   nlohmann::json ops = nlohmann::json::array();
   for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {

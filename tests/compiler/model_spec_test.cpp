@@ -121,11 +121,28 @@ TEST(HfImport, OlmoePhimoeAndDbrxFieldNames) {
 
   const ModelSpec phi = import_hf_config(R"({"model_type": "phimoe", "hidden_size": 4096,
     "intermediate_size": 6400, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-    "num_local_experts": 16, "num_experts_per_tok": 2, "vocab_size": 32064, "torch_dtype": "bfloat16"})",
-                                           "phimoe.json");
+    "num_local_experts": 16, "num_experts_per_tok": 2, "vocab_size": 32064, "torch_dtype": "bfloat16",
+    "attention_bias": true, "lm_head_bias": true, "router_jitter_noise": 0.01})",
+                                         "phimoe.json");
   EXPECT_NEAR(static_cast<double>(phi.params()) / 1e9, 41.9, 0.42);
   EXPECT_NEAR(static_cast<double>(phi.active_params()) / 1e9, 6.6, 0.07);
   EXPECT_EQ(phi.norm, NormKind::kLayerNorm);
+  EXPECT_EQ(phi.router, Router::kSparseMixer);
+  EXPECT_EQ(phi.router_jitter, 0.01);
+  EXPECT_TRUE(phi.lm_head_bias && phi.qkv_bias && phi.o_bias);
+  ModelSpec unbiased = phi;
+  unbiased.lm_head_bias = false;
+  EXPECT_EQ(phi.params() - unbiased.params(), 32064);  // the LM head's bias
+  EXPECT_NE(error_of(R"({"model_type": "phimoe", "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 1, "num_attention_heads": 4, "num_local_experts": 4, "num_experts_per_tok": 1,
+    "vocab_size": 10})")
+                .find("router: sparsemixer routes to 2 experts, but top_k is 1"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"model_type": "phimoe", "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 1, "num_attention_heads": 4, "num_local_experts": 4, "num_experts_per_tok": 2,
+    "vocab_size": 10, "router_jitter_noise": "high"})")
+                .find("config.json: router_jitter_noise: is not a number"),
+            std::string::npos);
 
   const ModelSpec dbrx = import_hf_config(R"({"model_type": "dbrx", "d_model": 6144, "n_heads": 48,
     "n_layers": 40, "vocab_size": 100352, "attn_config": {"kv_n_heads": 8, "clip_qkv": 8, "rope_theta": 500000},
@@ -359,6 +376,12 @@ TEST(ModelYaml, TwoMatrixFfnKeysAndTheirErrors) {
   EXPECT_EQ(key_of(base + "norm_weight_offset: one\n"), "norm_weight_offset");
   EXPECT_EQ(key_of(base + "norm_weight_offset: .inf\n"), "norm_weight_offset");
   EXPECT_EQ(key_of(base + "scale_embedding: sqrt\n"), "scale_embedding");
+  EXPECT_EQ(key_of(base + "router: sparsemixer\n"), "router");  // a dense model
+  EXPECT_EQ(key_of(base + "experts: 4\ntop_k: 2\nrouter: top2\n"), "router");
+  EXPECT_EQ(key_of(base + "experts: 4\ntop_k: 2\nrouter: sparsemixer\nrouter_renormalize: false\n"),
+            "router_renormalize");
+  EXPECT_EQ(key_of(base + "router_jitter: -1\n"), "router_jitter");
+  EXPECT_EQ(key_of(base + "lm_head_bias: 1.5\n"), "lm_head_bias");
   EXPECT_EQ(load_model("opt-66b").activation, Activation::kRelu);
   EXPECT_EQ(load_model("glam").activation, Activation::kGelu);
 }

@@ -73,6 +73,7 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
   w.final_norm = full.final_norm;
   w.final_norm_bias = full.final_norm_bias;
   append_rows(w.lm_head, full.lm_head, s.vocab0, s.vocab, h);
+  if (!full.lm_head_bias.empty()) append_rows(w.lm_head_bias, full.lm_head_bias, s.vocab0, s.vocab, 1);
   for (const LayerWeights& f : full.layers) {
     LayerWeights l;
     l.attn_norm = f.attn_norm;

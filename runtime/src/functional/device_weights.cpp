@@ -21,6 +21,7 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
   d.final_norm = w.get(weight_name::final_norm()).data;
   d.final_norm_bias = norm_bias(weight_name::final_norm());
   d.lm_head = w.lm_head().data;
+  if (m.lm_head_bias) d.lm_head_bias = w.get(weight_name::lm_head_bias()).data;
   for (int l = 0; l < m.layers; ++l) {
     LayerWeights lw;
     lw.attn_norm = w.get(weight_name::attn_norm(l)).data;

@@ -37,6 +37,7 @@ struct DeviceWeights {
   std::vector<std::uint16_t> positions;  // [learned_positions, hidden]; empty with RoPE
   std::vector<std::uint16_t> final_norm, final_norm_bias;  // [hidden]; the bias with LayerNorm only
   std::vector<std::uint16_t> lm_head;    // [vocab, hidden]
+  std::vector<std::uint16_t> lm_head_bias;  // [vocab]; empty without one
   std::vector<LayerWeights> layers;
 };
 

@@ -21,6 +21,7 @@ namespace weight_name {
 std::string embedding() { return "model.embed_tokens.weight"; }
 std::string final_norm() { return "model.norm.weight"; }
 std::string lm_head() { return "lm_head.weight"; }
+std::string lm_head_bias() { return "lm_head.bias"; }
 std::string attn_norm(int layer) { return fmt::format("model.layers.{}.input_layernorm.weight", layer); }
 std::string ffn_norm(int layer) { return fmt::format("model.layers.{}.post_attention_layernorm.weight", layer); }
 std::string attn_proj(int layer, char which) {
@@ -92,7 +93,7 @@ std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& nam
     if (replace_start(top, "model.norm.", "model.decoder.final_layer_norm.") ||
         replace_start(top, "model.", "model.decoder."))
       return top;
-    return name;  // lm_head.weight
+    return name;  // lm_head.weight / .bias
   }
   replace_start(rest, "input_layernorm.", "self_attn_layer_norm.") ||
       replace_start(rest, "post_attention_layernorm.", "final_layer_norm.") ||
@@ -204,6 +205,7 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   }
   norm(weight_name::final_norm());
   if (!m.tie_embeddings) w.push_back({weight_name::lm_head(), {m.vocab, h}, Role::kMatrix});
+  if (m.lm_head_bias) w.push_back({weight_name::lm_head_bias(), {m.vocab}, Role::kBias});
   return w;
 }
 

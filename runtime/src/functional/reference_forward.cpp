@@ -174,7 +174,11 @@ class Sequence {
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + f[i]);
     }
     const Vec n = norm(x, weight_name::final_norm());
-    const std::vector<double> logits = matvec(w_.lm_head(), n, m_.vocab);
+    std::vector<double> logits = matvec(w_.lm_head(), n, m_.vocab);
+    if (m_.lm_head_bias) {
+      const WeightTensor& b = w_.get(weight_name::lm_head_bias());
+      for (std::int64_t v = 0; v < m_.vocab; ++v) logits[static_cast<std::size_t>(v)] += w_at(b, v);
+    }
     return {logits.begin(), logits.end()};
   }
 
@@ -270,9 +274,32 @@ class Sequence {
     return linear(w_, weight_name::attn_proj(l, 'o'), m_.o_bias ? &o_bias : nullptr, out, m_.hidden);
   }
 
-  Vec moe(int l, const Vec& n) {
-    const compiler::WeightNaming names = m_.weight_naming;
-    const std::vector<double> logits = matvec(w_.get(weight_name::router(names, l)), n, m_.experts);
+  // The token's experts and their weights: the softmax's top_k (renormalised over the chosen experts with
+  // norm_topk_prob, else the probabilities themselves), or Phi-3.5-MoE's sparsemixer.
+  std::vector<std::pair<int, double>> route(const std::vector<double>& logits) const {
+    std::vector<std::pair<int, double>> chosen;
+    if (m_.router == compiler::Router::kSparseMixer) {
+      // HF sparsemixer (inference): expert 1 = argmax; its weight is the softmax over the logits within
+      // 2 eps (relative to max(|l_j|, top)) of its own; expert 2 likewise among the others.
+      int skip = -1;
+      for (int slot = 0; slot < 2; ++slot) {
+        int top = -1;
+        for (int e = 0; e < m_.experts; ++e)
+          if (e != skip &&
+              (top < 0 || logits[static_cast<std::size_t>(e)] > logits[static_cast<std::size_t>(top)]))
+            top = e;
+        const double m = logits[static_cast<std::size_t>(top)];
+        double sum = 0;
+        for (int e = 0; e < m_.experts; ++e) {
+          const double x = logits[static_cast<std::size_t>(e)];
+          if (e != skip && !((m - x) / std::max(std::abs(x), m) > 2.0 * m_.router_jitter))
+            sum += std::exp(x - m);
+        }
+        chosen.emplace_back(top, 1.0 / sum);
+        skip = top;
+      }
+      return chosen;
+    }
     const double max_l = *std::max_element(logits.begin(), logits.end());
     std::vector<double> p(logits.size());
     double sum = 0;
@@ -287,12 +314,19 @@ class Sequence {
     double top_sum = 0;
     for (int j = 0; j < m_.top_k; ++j)
       top_sum += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
-    std::vector<double> acc(n.size(), 0.0);
     for (int j = 0; j < m_.top_k; ++j) {
       const int e = order[static_cast<std::size_t>(j)];
+      chosen.emplace_back(e, p[static_cast<std::size_t>(e)] / (m_.router_renormalize ? top_sum : 1.0));
+    }
+    return chosen;
+  }
+
+  Vec moe(int l, const Vec& n) {
+    const compiler::WeightNaming names = m_.weight_naming;
+    const std::vector<double> logits = matvec(w_.get(weight_name::router(names, l)), n, m_.experts);
+    std::vector<double> acc(n.size(), 0.0);
+    for (const auto& [e, weight] : route(logits)) {
       const Vec y = expert_ffn(l, e, n);
-      // Renormalised over the chosen experts (norm_topk_prob), or the softmax probability itself.
-      const double weight = p[static_cast<std::size_t>(e)] / (m_.router_renormalize ? top_sum : 1.0);
       for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += weight * y[i];
     }
     if (m_.shared_experts > 0) {  // + the shared experts' FFN, scaled by sigmoid(gate . x) when gated

@@ -338,6 +338,20 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
   // Gemma's norms scale by (1 + weight) and its embedding rows by sqrt(hidden); no other family does either.
   const bool gemma_norms = m.norm_weight_offset == 1.0 && m.scale_embedding,
              standard_norms = m.norm_weight_offset == 0.0 && !m.scale_embedding;
+  // Phi-3.5-MoE: Mixtral's layout and names with LayerNorm, attention biases, the sparsemixer router and an
+  // optional LM-head bias; no other family has the last two.
+  const bool sparsemixer = m.router == compiler::Router::kSparseMixer;
+  if (m.is_moe() && sparsemixer && m.weight_naming == compiler::WeightNaming::kMixtral && !two_matrix &&
+      layer_norm && standard_norms && no_norm && all_bias && !m.mlp_bias && m.learned_positions == 0 &&
+      split_heads && m.shared_experts == 0 && every_layer_moe && !windowed)
+    return "phimoe";
+  if (sparsemixer || m.lm_head_bias)
+    throw Error(
+        fmt::format("model {}: the sparsemixer router and an LM-head bias are Phi-3.5-MoE's, but the "
+                    "model differs from it (it has Mixtral's names, LayerNorm, attention biases on "
+                    "all four projections or none, head_dim x heads = hidden, every layer MoE, no "
+                    "shared experts, no window); no HuggingFace architecture states it",
+                    m.name));
   if (m.weight_naming == compiler::WeightNaming::kMixtral && !m.is_moe() && !two_matrix && !layer_norm &&
       gemma_norms && no_norm && all_bias && !m.mlp_bias && m.learned_positions == 0 && !windowed)
     return "gemma";
@@ -378,7 +392,7 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
       "FFN bias {}, {} (gain offset {}), embedding scaled {}, learned positions {} (offset {}), "
       "q/k/v bias {}, o bias {}, q/k norm {}, shared experts {} gated {}, renormalised routing {}, sliding "
       "window {} on {} layers); expected one of llama, mistral, qwen2, qwen3, gemma, opt, starcoder2 "
-      "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe as configs/README.md describes",
+      "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe as configs/README.md describes",
       m.name, m.is_moe(), compiler::weight_naming_name(m.weight_naming), two_matrix ? "two-matrix" : "gated",
       compiler::activation_name(m.activation), m.mlp_bias, layer_norm ? "LayerNorm" : "RMSNorm",
       m.norm_weight_offset, m.scale_embedding, m.learned_positions, m.position_offset, m.qkv_bias, m.o_bias,
@@ -401,12 +415,12 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   const std::string type = hf_model_type(m);
   // The transformers class of each model_type (config.json's "architectures").
   static const std::map<std::string, std::string> kArchitecture = {
-      {"llama", "LlamaForCausalLM"},          {"mistral", "MistralForCausalLM"},
-      {"qwen2", "Qwen2ForCausalLM"},          {"qwen3", "Qwen3ForCausalLM"},
-      {"gemma", "GemmaForCausalLM"},          {"mixtral", "MixtralForCausalLM"},
-      {"qwen2_moe", "Qwen2MoeForCausalLM"},   {"qwen3_moe", "Qwen3MoeForCausalLM"},
-      {"olmoe", "OlmoeForCausalLM"},          {"opt", "OPTForCausalLM"},
-      {"starcoder2", "Starcoder2ForCausalLM"}};
+      {"llama", "LlamaForCausalLM"},           {"mistral", "MistralForCausalLM"},
+      {"qwen2", "Qwen2ForCausalLM"},           {"qwen3", "Qwen3ForCausalLM"},
+      {"gemma", "GemmaForCausalLM"},           {"mixtral", "MixtralForCausalLM"},
+      {"qwen2_moe", "Qwen2MoeForCausalLM"},    {"qwen3_moe", "Qwen3MoeForCausalLM"},
+      {"olmoe", "OlmoeForCausalLM"},           {"opt", "OPTForCausalLM"},
+      {"starcoder2", "Starcoder2ForCausalLM"}, {"phimoe", "PhimoeForCausalLM"}};
   const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
                            : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
                            : m.activation == compiler::Activation::kGelu     ? "gelu"
@@ -451,10 +465,14 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   }
   if (!m.is_moe()) {
     c["intermediate_size"] = m.ffn;
-  } else if (type == "mixtral") {
+  } else if (type == "mixtral" || type == "phimoe") {
     c["num_local_experts"] = m.experts;
     c["num_experts_per_tok"] = m.top_k;
     c["intermediate_size"] = m.expert_ffn;
+    if (type == "phimoe") {
+      c["router_jitter_noise"] = m.router_jitter;
+      c["lm_head_bias"] = m.lm_head_bias;
+    }
   } else {
     c["num_experts"] = m.experts;
     c["num_experts_per_tok"] = m.top_k;

@@ -540,6 +540,9 @@ void StepRunner::route(int layer) {
   a.topk_weights = f32_view(topk_weights_, {t_, k});
   a.top_k = k;
   a.renormalize = m_.router_renormalize;
+  a.kind = m_.router == compiler::Router::kSparseMixer ? kernels::RouterKind::kSparseMixer
+                                                       : kernels::RouterKind::kSoftmaxTopK;
+  a.jitter_eps = static_cast<float>(m_.router_jitter);
   std::vector<std::uint16_t>& shared_gate = w0_.layers[static_cast<std::size_t>(layer)].shared_gate;
   shared_gate_.assign(static_cast<std::size_t>(t_), 1.0f);
   if (!shared_gate.empty()) {
@@ -742,10 +745,12 @@ void StepRunner::lm_head(StepOutput& out) {
     const auto k = static_cast<std::int64_t>(mine.size());
     std::vector<std::int32_t> local_next(static_cast<std::size_t>(k));
     std::vector<float> local(static_cast<std::size_t>(k * s.vocab));
+    std::vector<std::uint16_t>& bias = dev_[d].weights->lm_head_bias;  // this device's vocabulary slice
     dev_[d].xpu->run(
         OpKind::kLmHead,
         kernels::LmHeadArgs{f16_view(x, {k, h}), f16_view(dev_[d].weights->lm_head, {s.vocab, h}),
-                            i32_view(local_next, {k}), f32_view(local, {k, s.vocab})});
+                            i32_view(local_next, {k}), f32_view(local, {k, s.vocab}),
+                            bias.empty() ? kernels::Tensor{} : f16_view(bias, {s.vocab})});
     for (std::int64_t i = 0; i < k; ++i)
       std::copy(local.begin() + i * s.vocab, local.begin() + (i + 1) * s.vocab,
                 logits.begin() + mine[static_cast<std::size_t>(i)] * vocab + s.vocab0);

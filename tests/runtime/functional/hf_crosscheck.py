@@ -12,7 +12,7 @@ from those definitions and sharing no code with duplex. A model passes when ever
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (Gemma's norm offset, the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases,
+side (Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases,
 the q/k/v biases, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the
 first the model has); that comparison must fail, or the check could not see the feature.
 
@@ -116,11 +116,18 @@ class HfModel:
             self.act = c.get("hidden_activation") or "gelu_pytorch_tanh"
             assert c.get("torch_dtype") == "float16", "the normalizer is rounded to float16 here"
             self.embed_scale = float(np.float16(np.sqrt(self.hidden)))
-        moe_types = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+        # Phi-3.5-MoE: Mixtral's names, LayerNorm (eps rms_norm_eps), the sparsemixer router, an LM-head bias.
+        self.phimoe = self.type == "phimoe"
+        self.sparsemixer = self.phimoe
+        self.jitter = c.get("router_jitter_noise", 0.01)
+        self.lm_head_bias = self.phimoe and c.get("lm_head_bias", False)
+        if self.phimoe:
+            self.layer_norm = True
+        moe_types = ("mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe")
         self.moe = self.type in moe_types
-        if self.type == "mixtral":
+        if self.type in ("mixtral", "phimoe"):
             self.experts, self.top_k = c["num_local_experts"], c["num_experts_per_tok"]
-            self.norm_topk = True  # MixtralSparseMoeBlock always renormalises
+            self.norm_topk = True  # MixtralSparseMoeBlock always renormalises (PhiMoE: sparsemixer instead)
         elif self.moe:
             self.experts, self.top_k = c["num_experts"], c["num_experts_per_tok"]
             self.norm_topk = c.get("norm_topk_prob", False)
@@ -129,7 +136,7 @@ class HfModel:
         # Qwen2 / Qwen2-MoE: q, k, v always biased; the others by attention_bias (o too).
         if self.type in ("qwen2", "qwen2_moe"):
             self.qkv_bias, self.o_bias = True, False
-        elif self.layer_norm:
+        elif self.opt or self.starcoder2:
             self.qkv_bias = self.o_bias = self.mlp_bias
         else:
             self.qkv_bias = self.o_bias = bool(c.get("attention_bias", False))
@@ -160,6 +167,10 @@ class HfModel:
             self.act = "silu"
         elif drop == "gain_offset":  # Gemma's norms as Llama's
             self.gain_offset = 0.0
+        elif drop == "sparsemixer":  # PhiMoE routed as Mixtral (softmax top 2, renormalised)
+            self.sparsemixer = False
+        elif drop == "lm_head_bias":
+            self.lm_head_bias = False
         self.shared_gate_dropped = drop == "shared_gate"
         if drop == "window":
             self.windows = [None] * self.layers
@@ -222,9 +233,24 @@ class HfModel:
         up = x @ self.w(prefix + "up_proj.weight").T
         return (self.activate(gate) * up) @ self.w(prefix + "down_proj.weight").T
 
+    def sparsemixer_route(self, logits):  # HF sparsemixer (inference): [(expert, weight)] x 2
+        chosen, skip = [], None
+        for _ in range(2):
+            masked = logits.copy()
+            if skip is not None:
+                masked[skip] = -np.inf
+            top = int(np.argmax(masked))
+            m = logits[top]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                far = (m - logits) / np.maximum(np.abs(logits), m) > 2 * self.jitter
+            gates = np.where(far, -np.inf, masked)
+            chosen.append((top, 1.0 / np.exp(gates - m).sum()))
+            skip = top
+        return chosen
+
     def sparse_moe(self, layer, x):
         p = f"model.layers.{layer}."
-        if self.type == "mixtral":
+        if self.type in ("mixtral", "phimoe"):
             gate_w = self.w(p + "block_sparse_moe.gate.weight")
         else:
             gate_w = self.w(p + "mlp.gate.weight")
@@ -233,12 +259,16 @@ class HfModel:
         probs /= probs.sum(axis=-1, keepdims=True)
         out = np.zeros_like(x)
         for t in range(x.shape[0]):
-            order = np.argsort(-probs[t], kind="stable")[: self.top_k]
-            weights = probs[t, order]
-            if self.norm_topk:
-                weights = weights / weights.sum()
-            for e, wt in zip(order, weights):
-                if self.type == "mixtral":
+            if self.sparsemixer:
+                route = self.sparsemixer_route(logits[t])
+            else:
+                order = np.argsort(-probs[t], kind="stable")[: self.top_k]
+                weights = probs[t, order]
+                if self.norm_topk:
+                    weights = weights / weights.sum()
+                route = zip(order, weights)
+            for e, wt in route:
+                if self.type in ("mixtral", "phimoe"):
                     q = f"{p}block_sparse_moe.experts.{e}."
                     gate = x[t] @ self.w(q + "w1.weight").T
                     up = x[t] @ self.w(q + "w3.weight").T
@@ -307,7 +337,7 @@ class HfModel:
                 x = x + self.mlp(p + "mlp.", n)
         x = self.norm(x, "model.decoder.final_layer_norm" if self.opt else "model.norm")
         head = self.w(top + "embed_tokens.weight") if self.tied else self.w("lm_head.weight")
-        return x @ head.T
+        return x @ head.T + (self.w("lm_head.bias") if self.lm_head_bias else 0.0)
 
 
 def compare(model, run):
@@ -332,6 +362,8 @@ def compare(model, run):
 def dropped_feature(model):
     if model.gemma:
         return "gain_offset"
+    if model.sparsemixer:
+        return "sparsemixer"
     if model.shared:
         return "shared_gate"
     if model.qk_norm:

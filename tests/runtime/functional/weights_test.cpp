@@ -205,6 +205,7 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       {"opt", [] { return compiler::load_model("tiny-opt"); }},
       {"starcoder2", [] { return compiler::load_model("tiny-starcoder2"); }},
       {"gemma", [] { return compiler::load_model("tiny-gemma"); }},
+      {"phimoe", [] { return compiler::load_model("tiny-phimoe"); }},
   };
   for (const Family& f : families)
     for (int shards : {1, 3}) {
@@ -241,6 +242,9 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       EXPECT_EQ(b.learned_positions, spec.learned_positions);
       EXPECT_EQ(b.position_offset, spec.position_offset);
       EXPECT_EQ(b.norm_weight_offset, spec.norm_weight_offset);
+      EXPECT_EQ(b.router, spec.router);
+      EXPECT_EQ(b.router_jitter, spec.router_jitter);
+      EXPECT_EQ(b.lm_head_bias, spec.lm_head_bias);
       EXPECT_EQ(b.scale_embedding, spec.scale_embedding);
       EXPECT_EQ(b.head_dim, spec.head_dim);
       EXPECT_EQ(b.tie_embeddings, spec.tie_embeddings);
@@ -288,6 +292,10 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no HuggingFace architecture"), std::string::npos) << e.what();
   }
+  EXPECT_FALSE(fs::exists(dir));
+  m = compiler::load_model("tiny-moe");  // sparsemixer with RMSNorm: not Phi-3.5-MoE
+  m.router = compiler::Router::kSparseMixer;
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
   EXPECT_FALSE(fs::exists(dir));
   m = compiler::load_model("tiny-dense");  // Gemma's (1 + weight) norms without its embedding scale
   m.norm_weight_offset = 1.0;

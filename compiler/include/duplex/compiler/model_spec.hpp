@@ -26,6 +26,10 @@ enum class QkNorm { kNone, kPerHead, kWhole };
 // families name every tensor their own way: OPT (model.decoder.*, fc1 / fc2, learned positions) and
 // StarCoder2 (mlp.c_fc / mlp.c_proj). Gemma uses the Llama names (kMixtral).
 enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2 };
+// How a token's experts and their weights are chosen: the softmax's top_k (optionally renormalised), or
+// Phi-3.5-MoE's sparsemixer (top 2; each expert's weight is the softmax over the logits within 2 x
+// router_jitter, relative, of its own; HF sparsemixer in inference).
+enum class Router { kSoftmaxTopK, kSparseMixer };
 
 struct MlaSpec {                // only for AttentionKind::kMla (DeepSeek field names)
   int q_lora_rank = 0;          // 0: q projected directly from hidden
@@ -68,12 +72,15 @@ struct ModelSpec {
   // Top-k routing weights renormalised to sum 1 (HF norm_topk_prob; Mixtral always); else the softmax
   // probabilities of the chosen experts as they are (Qwen2-MoE, OLMoE defaults).
   bool router_renormalize = true;
+  Router router = Router::kSoftmaxTopK;
+  double router_jitter = 0.01;  // kSparseMixer's eps (HF router_jitter_noise; source: PhimoeConfig default)
   bool qkv_bias = false;  // q / k / v projections carry a bias (Qwen2; Llama attention_bias)
   bool o_bias = false;    // the output projection carries one (Llama / Qwen3 / OLMoE attention_bias)
   QkNorm qk_norm = QkNorm::kNone;
   WeightNaming weight_naming = WeightNaming::kMixtral;
   int vocab = 0;
   bool tie_embeddings = false;
+  bool lm_head_bias = false;    // the LM head adds a bias [vocab] to the logits (Phi-3.5-MoE lm_head_bias)
   int learned_positions = 0;    // OPT-style learned position embeddings (rows); 0 = RoPE
   // Row of the position table that position 0 reads (OPT: 2, its table has max_position_embeddings + 2 rows).
   int position_offset = 0;
@@ -111,6 +118,7 @@ struct ModelSpec {
 // "silu", "gelu", "gelu_tanh", "relu" (our YAML's names).
 const char* activation_name(Activation a);
 const char* weight_naming_name(WeightNaming n);  // "mixtral", "qwen_moe", "opt", "starcoder2"
+const char* router_name(Router r);               // "softmax_topk", "sparsemixer"
 
 // Strict reader of our YAML schema (configs/models/README.md).
 ModelSpec read_model(const ConfigNode& n);

@@ -61,6 +61,7 @@ namespace weight_name {
 std::string embedding();
 std::string final_norm();
 std::string lm_head();
+std::string lm_head_bias();  // "lm_head.bias" (Phi-3.5-MoE)
 std::string attn_norm(int layer);
 std::string ffn_norm(int layer);
 std::string attn_proj(int layer, char which);  // which: 'q', 'k', 'v' or 'o'
