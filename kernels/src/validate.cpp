@@ -163,6 +163,15 @@ struct Validator {
               fmt::format("rotary_dim is {}; expected even, > 0 and <= head_dim {}", rd, a.x.dim(2)));
     c.require(a.theta > 0.0f, StatusCode::kInvalidArgument,
               fmt::format("theta is {}; expected > 0", a.theta));
+    if (!a.inv_freq.empty()) {
+      c.require(static_cast<std::int64_t>(a.inv_freq.size()) == rd / 2 && rd / 2 <= kMaxRopeFrequencies,
+                StatusCode::kInvalidArgument,
+                fmt::format("inv_freq has {} frequencies; expected rotary_dim / 2 = {} (at most {})",
+                            a.inv_freq.size(), rd / 2, kMaxRopeFrequencies));
+      for (std::size_t i = 0; i < a.inv_freq.size(); ++i)
+        c.require(std::isfinite(a.inv_freq[i]) && a.inv_freq[i] > 0.0f, StatusCode::kInvalidArgument,
+                  fmt::format("inv_freq[{}] is {}; expected a finite number > 0", i, a.inv_freq[i]));
+    }
     return c.status();
   }
   Status operator()(const PrefillAttentionArgs& a) const {

@@ -132,6 +132,16 @@ TEST_F(BackendInterface, AttentionContractViolations) {
       << window.message();
   RopeArgs odd_rotary{f16({2, 2, 8}), Tensor::contiguous(buf.data() + 200, DType::kI32, {2}), 10000.0f, 3};
   EXPECT_EQ(cpu->can_implement(odd_rotary).code(), StatusCode::kInvalidArgument);
+  const std::vector<float> three = {1.0f, 0.5f, 0.25f}, bad = {1.0f, 0.0f, 0.25f, 0.125f};
+  RopeArgs wrong_count{f16({2, 2, 8}), Tensor::contiguous(buf.data() + 200, DType::kI32, {2}), 10000.0f, 0,
+                       three};
+  const Status count = cpu->can_implement(wrong_count);
+  EXPECT_EQ(count.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(count.message().find("inv_freq has 3 frequencies; expected rotary_dim / 2 = 4"),
+            std::string::npos)
+      << count.message();
+  RopeArgs zero{f16({2, 2, 8}), Tensor::contiguous(buf.data() + 200, DType::kI32, {2}), 10000.0f, 0, bad};
+  EXPECT_EQ(cpu->can_implement(zero).code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(BackendInterface, NonFiniteScalesAreRejected) {

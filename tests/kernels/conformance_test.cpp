@@ -143,6 +143,31 @@ TEST(DUPLEX_CONFORMANCE_SUITE, NormWeightOffset) {
     }
 }
 
+// The caller's frequencies (a scaled RoPE: Llama 3's divides the low frequencies by its factor).
+TEST(DUPLEX_CONFORMANCE_SUITE, RopeWithGivenFrequencies) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(35);
+  for (DType dtype : kFloatTypes)
+    for (std::int64_t rd : {0, 32}) {
+      SCOPED_TRACE(label(dtype, "rd", rd));
+      const std::int64_t t = 9, heads = 4, d = 64, half = (rd == 0 ? d : rd) / 2;
+      std::vector<float> freq(static_cast<std::size_t>(half));
+      std::vector<double> ref_freq(freq.size());
+      for (std::int64_t i = 0; i < half; ++i) {  // theta 10000, every other frequency divided by 8
+        const double f = std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(2 * half));
+        freq[static_cast<std::size_t>(i)] = static_cast<float>(i % 2 == 0 ? f : f / 8.0);
+        ref_freq[static_cast<std::size_t>(i)] = freq[static_cast<std::size_t>(i)];
+      }
+      DeviceArena arena(*backend);
+      HostTensor x = random_tensor(dtype, {t, heads, d}, rng);
+      HostTensor pos(DType::kI32, {t});
+      for (std::int64_t i = 0; i < t; ++i) pos.set_int(i, static_cast<std::int32_t>(i * 997));
+      RopeArgs args{arena.upload(x), arena.upload(pos), 10000.0f, rd, freq};
+      expect_run_ok(*backend, args, arena.stream());
+      EXPECT_TRUE(within_bound(arena.download(args.x), rope_ref(x, pos, 10000.0, rd, ref_freq)));
+    }
+}
+
 TEST(DUPLEX_CONFORMANCE_SUITE, NormInPlace) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(33);

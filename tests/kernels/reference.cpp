@@ -156,7 +156,8 @@ Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, 
   return e;
 }
 
-Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim) {
+Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim,
+                  const std::vector<double>& inv_freq) {
   const std::int64_t t = x.shape()[0], heads = x.shape()[1], d = x.shape()[2];
   const std::int64_t rd = rotary_dim == 0 ? d : rotary_dim, half = rd / 2;
   Expected e{std::vector<double>(uz(x.numel())), std::vector<double>(uz(x.numel()))};
@@ -170,7 +171,9 @@ Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta
       for (std::int64_t i = 0; i < half; ++i) {
         const std::int64_t base = (r * heads + hd) * d;
         const double angle =
-            positions.get_int(r) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(rd));
+            positions.get_int(r) *
+            (inv_freq.empty() ? std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(rd))
+                              : inv_freq[uz(i)]);
         const double x0 = x.get(base + i), x1 = x.get(base + i + half);
         const double y0 = x0 * std::cos(angle) - x1 * std::sin(angle);
         const double y1 = x1 * std::cos(angle) + x0 * std::sin(angle);

@@ -59,8 +59,10 @@ Status rope(const RopeArgs& args) {
     std::vector<double> cos_v(static_cast<std::size_t>(half)), sin_v(static_cast<std::size_t>(half));
     for (std::int64_t r = rows.begin(); r != rows.end(); ++r) {
       for (std::int64_t i = 0; i < half; ++i) {
-        const double inv_freq = std::pow(static_cast<double>(args.theta),
-                                         -2.0 * static_cast<double>(i) / static_cast<double>(rd));
+        const double inv_freq = args.inv_freq.empty()
+                                    ? std::pow(static_cast<double>(args.theta),
+                                               -2.0 * static_cast<double>(i) / static_cast<double>(rd))
+                                    : static_cast<double>(args.inv_freq[static_cast<std::size_t>(i)]);
         const double angle = static_cast<double>(positions[r]) * inv_freq;
         cos_v[static_cast<std::size_t>(i)] = std::cos(angle);
         sin_v[static_cast<std::size_t>(i)] = std::sin(angle);

@@ -33,13 +33,20 @@ __global__ void norm_rows(const T* x, const T* weight, const T* bias, T* y, std:
   }
 }
 
+// The caller's RoPE frequencies, passed by value (kernel parameter space; validate bounds the count).
+struct RopeFrequencies {
+  float v[kMaxRopeFrequencies];
+  bool given;
+};
+
 template <class T>
 __global__ void rope_pairs(T* x, const std::int32_t* positions, std::int64_t tokens, std::int64_t heads,
-                           std::int64_t d, std::int64_t half, float theta) {
+                           std::int64_t d, std::int64_t half, float theta, RopeFrequencies freq) {
   const std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= tokens * heads * half) return;
   const std::int64_t i = idx % half, row = idx / half, t = row / heads;
-  const float inv_freq = powf(theta, -2.0f * static_cast<float>(i) / static_cast<float>(2 * half));
+  const float inv_freq =
+      freq.given ? freq.v[i] : powf(theta, -2.0f * static_cast<float>(i) / static_cast<float>(2 * half));
   float s, c;
   sincosf(static_cast<float>(positions[t]) * inv_freq, &s, &c);
   T* p = x + row * d;
@@ -110,10 +117,13 @@ Status rope(Context&, const RopeArgs& args, cudaStream_t stream) {
   const std::int64_t t = args.x.dim(0), heads = args.x.dim(1), d = args.x.dim(2);
   const std::int64_t half = (args.rotary_dim == 0 ? d : args.rotary_dim) / 2;
   if (t * heads * half == 0) return {};
+  RopeFrequencies freq{};
+  freq.given = !args.inv_freq.empty();
+  for (std::size_t i = 0; i < args.inv_freq.size(); ++i) freq.v[i] = args.inv_freq[i];
   return with_storage_type(args.x.dtype, [&](auto tag) -> Status {
     using T = decltype(tag);
     rope_pairs<T><<<blocks_for(t * heads * half, kElementThreads), kElementThreads, 0, stream>>>(
-        args.x.as<T>(), args.positions.as<const std::int32_t>(), t, heads, d, half, args.theta);
+        args.x.as<T>(), args.positions.as<const std::int32_t>(), t, heads, d, half, args.theta, freq);
     DUPLEX_CUDA_LAUNCHED("rope_pairs");
     return {};
   });

@@ -4,6 +4,7 @@
 #include <tbb/parallel_for.h>
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
@@ -104,6 +105,39 @@ std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& nam
 
 std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
   return std::int64_t{m.shared_experts} * m.shared_expert_ffn;
+}
+
+std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim) {
+  const RopeScaling& s = n.rope_scaling;
+  std::vector<double> f(static_cast<std::size_t>(rotary_dim / 2));
+  for (std::size_t i = 0; i < f.size(); ++i) {
+    const double base =
+        std::pow(static_cast<double>(n.rope_theta), -2.0 * static_cast<double>(i) / rotary_dim);
+    switch (s.kind) {
+      case RopeScaling::Kind::kNone:
+        f[i] = base;
+        break;
+      case RopeScaling::Kind::kLinear:
+        f[i] = base / s.factor;
+        break;
+      case RopeScaling::Kind::kLlama3: {
+        const double wavelen = 2.0 * std::numbers::pi / base;
+        const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor,
+                     high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+        if (wavelen > low_wavelen) {
+          f[i] = base / s.factor;
+        } else if (wavelen < high_wavelen) {
+          f[i] = base;
+        } else {  // between: smooth from base / factor to base
+          const double smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) /
+                                (s.high_freq_factor - s.low_freq_factor);
+          f[i] = (1.0 - smooth) * base / s.factor + smooth * base;
+        }
+        break;
+      }
+    }
+  }
+  return f;
 }
 
 float embedding_scale(const compiler::ModelSpec& m) {

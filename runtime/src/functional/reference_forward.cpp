@@ -92,13 +92,13 @@ Vec linear(const ModelWeights& w, const std::string& weight, const std::string* 
   return stored(y);
 }
 
-// HF rotate-half RoPE on `heads` vectors of `d` elements each.
-void rope(Vec& v, int heads, int d, std::int64_t pos, double theta) {
+// HF rotate-half RoPE on `heads` vectors of `d` elements each, frequencies inv_freq[d / 2].
+void rope(Vec& v, int heads, int d, std::int64_t pos, const std::vector<double>& inv_freq) {
   const int half = d / 2;
   for (int h = 0; h < heads; ++h) {
     float* x = v.data() + static_cast<std::size_t>(h) * static_cast<std::size_t>(d);
     for (int i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(pos) * std::pow(theta, -2.0 * i / d);
+      const double angle = static_cast<double>(pos) * inv_freq[static_cast<std::size_t>(i)];
       const double x1 = x[i], x2 = x[i + half];
       x[i] = to_fp16(x1 * std::cos(angle) - x2 * std::sin(angle));
       x[i + half] = to_fp16(x2 * std::cos(angle) + x1 * std::sin(angle));
@@ -236,8 +236,9 @@ class Sequence {
                     m_.norm_weight_offset);
     }
     if (m_.learned_positions == 0) {
-      rope(q, hq, d, pos, w_.numerics.rope_theta);
-      rope(k, hkv, d, pos, w_.numerics.rope_theta);
+      const std::vector<double> inv_freq = rope_inv_freq(w_.numerics, d);
+      rope(q, hq, d, pos, inv_freq);
+      rope(k, hkv, d, pos, inv_freq);
     }
     auto& kc = k_[static_cast<std::size_t>(l)];
     auto& vc = v_[static_cast<std::size_t>(l)];

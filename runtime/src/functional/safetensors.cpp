@@ -261,6 +261,47 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   return w;
 }
 
+namespace {
+
+// config.json's rope_scaling: linear or llama3 (HF rope_type, or its older key type; "default" is plain
+// RoPE). Any other kind, or a field missing or out of range, is an error naming rope_scaling.<field>.
+RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
+  const nlohmann::json& r = j["rope_scaling"];
+  auto fail = [&](const std::string& key, const std::string& got, const std::string& expected) {
+    throw Error(fmt::format("{}: rope_scaling{}: {} is not what functional emulation computes; expected {}",
+                            config, key.empty() ? "" : "." + key, got, expected));
+  };
+  if (!r.is_object()) fail("", r.dump(), "null or an object");
+  const char* type_key = r.contains("rope_type") ? "rope_type" : "type";
+  const std::string type = r.contains(type_key) && r[type_key].is_string() ? r[type_key] : "";
+  auto number = [&](const char* key) {
+    if (!r.contains(key) || !r[key].is_number() || !(r[key].get<double>() > 0) ||
+        !std::isfinite(r[key].get<double>()))
+      fail(key, r.contains(key) ? r[key].dump() : "missing", "a positive number");
+    return r[key].get<double>();
+  };
+  RopeScaling s;
+  if (type == "default") return s;
+  if (type == "linear") {
+    s.kind = RopeScaling::Kind::kLinear;
+    s.factor = number("factor");
+  } else if (type == "llama3") {
+    s.kind = RopeScaling::Kind::kLlama3;
+    s.factor = number("factor");
+    s.low_freq_factor = number("low_freq_factor");
+    s.high_freq_factor = number("high_freq_factor");
+    s.original_max_position_embeddings = number("original_max_position_embeddings");
+    if (!(s.high_freq_factor > s.low_freq_factor))
+      fail("high_freq_factor", r["high_freq_factor"].dump(), "a number above low_freq_factor");
+  } else {
+    fail(type_key, r.contains(type_key) ? r[type_key].dump() : "missing",
+         "\"linear\", \"llama3\" or \"default\" (dynamic, yarn and longrope scaling are not emulated)");
+  }
+  return s;
+}
+
+}  // namespace
+
 ModelNumerics config_numerics(const std::string& config) {
   const nlohmann::json j = nlohmann::json::parse(read_file(config), nullptr, false);
   ModelNumerics n;
@@ -277,8 +318,7 @@ ModelNumerics config_numerics(const std::string& config) {
   number("rms_norm_eps", n.norm_eps);
   number("norm_epsilon", n.norm_eps);  // StarCoder2
   number("rope_theta", n.rope_theta);
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    refuse("rope_scaling", "null (plain RoPE with rope_theta; scaled RoPE is not emulated)");
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) n.rope_scaling = rope_scaling(config, j);
   if (j.contains("partial_rotary_factor") &&
       !(j["partial_rotary_factor"].is_number() && j["partial_rotary_factor"].get<double>() == 1.0))
     refuse("partial_rotary_factor", "1 (RoPE over the whole head)");
@@ -456,6 +496,16 @@ nlohmann::json hf_config(const ModelWeights& weights) {
             {"rope_theta", decimal(weights.numerics.rope_theta)},
             {"hidden_act", activation}});
   if (type == "gemma") c["hidden_activation"] = activation;  // GemmaMLP reads this one, not hidden_act
+  const RopeScaling& rs = weights.numerics.rope_scaling;
+  if (rs.kind == RopeScaling::Kind::kLinear) {
+    c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rs.factor}};
+  } else if (rs.kind == RopeScaling::Kind::kLlama3) {
+    c["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", rs.factor},
+                         {"low_freq_factor", rs.low_freq_factor},
+                         {"high_freq_factor", rs.high_freq_factor},
+                         {"original_max_position_embeddings", rs.original_max_position_embeddings}};
+  }
   if (type == "starcoder2") {
     c["use_bias"] = m.mlp_bias;
     // HF's window check compares with it: a table longer than any window.

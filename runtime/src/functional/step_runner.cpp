@@ -27,6 +27,8 @@ StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& nu
   for (const DeviceContext& c : dev_)
     DUPLEX_ASSERT((c.prefill_kv != nullptr) == lowering_.kv_migration,
                   "a prefill-space KV cache exactly where lowering migrates K/V");
+  if (numerics_.rope_scaling.kind != RopeScaling::Kind::kNone)
+    for (double f : rope_inv_freq(numerics_, m_.head_dim)) rope_freq_.push_back(static_cast<float>(f));
 }
 
 PagedKvCache& StepRunner::cache_of(std::size_t d, const StepRequest& r) const {
@@ -349,10 +351,12 @@ void StepRunner::rope(int layer) {
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, hd}),
-                                                      i32_view(positions_, {t_}), numerics_.rope_theta, 0});
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, hd}),
-                                                      i32_view(positions_, {t_}), numerics_.rope_theta, 0});
+    dev_[d].xpu->run(OpKind::kRope,
+                     kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, hd}), i32_view(positions_, {t_}),
+                                       numerics_.rope_theta, 0, rope_freq_});
+    dev_[d].xpu->run(OpKind::kRope,
+                     kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, hd}),
+                                       i32_view(positions_, {t_}), numerics_.rope_theta, 0, rope_freq_});
   }
 }
 

@@ -136,6 +136,8 @@ class StepRunner {
 
   const compiler::ModelSpec& m_;
   const ModelNumerics& numerics_;
+  // The RoPE frequencies with a scaled RoPE (rope_inv_freq); empty: the kernel's theta^(-2i/d).
+  std::vector<float> rope_freq_;
   const compiler::ParallelLayout& layout_;
   compiler::LowerOptions lowering_;
   const compiler::CostModel& cost_;

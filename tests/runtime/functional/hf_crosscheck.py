@@ -12,9 +12,10 @@ from those definitions and sharing no code with duplex. A model passes when ever
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases,
-the q/k/v biases, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the
-first the model has); that comparison must fail, or the check could not see the feature.
+side (a scaled RoPE, Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate,
+the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, the routing renormalisation, the
+sliding window or a non-SiLU activation (as SiLU), the first the model has); that comparison must fail, or
+the check could not see the feature.
 
 Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES[@OPTION+OPTION...]]] ...
 (OPTIONs go to duplex run as they are, e.g. --max-tokens-per-step=3+--kv-blocks=2.)
@@ -88,6 +89,7 @@ class HfModel:
         self.head_dim = c.get("head_dim") or self.hidden // self.heads
         self.eps = c.get("rms_norm_eps", 1e-6)
         self.theta = c.get("rope_theta", 10000.0)
+        self.rope_scaling = c.get("rope_scaling")
         self.tied = c.get("tie_word_embeddings", False)
         # OPT and StarCoder2: LayerNorm (gain and bias), a two-matrix FFN with biases, every projection biased.
         self.opt, self.starcoder2 = self.type == "opt", self.type == "starcoder2"
@@ -171,6 +173,8 @@ class HfModel:
             self.sparsemixer = False
         elif drop == "lm_head_bias":
             self.lm_head_bias = False
+        elif drop == "rope_scaling":
+            self.rope_scaling = None
         self.shared_gate_dropped = drop == "shared_gate"
         if drop == "window":
             self.windows = [None] * self.layers
@@ -219,9 +223,28 @@ class HfModel:
             return True
         return layer not in self.mlp_only and (layer + 1) % self.sparse_step == 0
 
-    def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half
+    def inv_freq(self):  # HF ROPE_INIT_FUNCTIONS: default, linear, llama3
         d = self.head_dim
         inv_freq = 1.0 / (self.theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+        r = self.rope_scaling
+        kind = (r.get("rope_type") or r.get("type")) if r else "default"
+        if kind == "linear":
+            return inv_freq / r["factor"]
+        if kind == "llama3":  # _compute_llama3_parameters
+            factor, low, high = r["factor"], r["low_freq_factor"], r["high_freq_factor"]
+            old = r["original_max_position_embeddings"]
+            wavelen = 2 * np.pi / inv_freq
+            scaled = np.where(wavelen > old / low, inv_freq / factor, inv_freq)
+            smooth = (old / wavelen - low) / (high - low)
+            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+            medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+            return np.where(medium, smoothed, scaled)
+        assert kind == "default", kind
+        return inv_freq
+
+    def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half
+        d = self.head_dim
+        inv_freq = self.inv_freq()
         freqs = np.outer(positions, inv_freq)
         emb = np.concatenate([freqs, freqs], axis=-1)
         cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
@@ -360,6 +383,8 @@ def compare(model, run):
 
 
 def dropped_feature(model):
+    if model.rope_scaling:
+        return "rope_scaling"
     if model.gemma:
         return "gain_offset"
     if model.sparsemixer:

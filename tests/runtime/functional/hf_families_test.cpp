@@ -159,6 +159,47 @@ TEST(HfFamilies, PhimoeMatchesTheReference) {
   }
 }
 
+// Scaled RoPE (config.json rope_scaling): linear, and Llama 3.1's with an original context of 64, so that a
+// head of 16 has frequencies in each of its three regimes. Each matches the reference on one device and two
+// nodes, and each changes the logits.
+TEST(HfFamilies, ScaledRopeMatchesTheReference) {
+  RopeScaling linear;
+  linear.kind = RopeScaling::Kind::kLinear;
+  linear.factor = 4.0;
+  RopeScaling llama3;
+  llama3.kind = RopeScaling::Kind::kLlama3;
+  llama3.factor = 8.0;
+  llama3.original_max_position_embeddings = 64.0;
+  // Llama 3's regimes (theta 10000, head 16: wavelengths 2 pi 10^(i/2)): below original / high_freq_factor
+  // = 16 kept (i = 0: 6.3), above original / low_freq_factor = 64 divided by the factor (i = 3: 199), and
+  // blended between (i = 1, 2: 19.9, 62.8).
+  ModelNumerics n;
+  n.rope_scaling = llama3;
+  const std::vector<double> f = rope_inv_freq(n, 16), base = rope_inv_freq(ModelNumerics{}, 16);
+  EXPECT_EQ(f[0], base[0]);
+  for (std::size_t i : {1u, 2u}) {
+    EXPECT_GT(f[i], base[i] / 8.0) << i;
+    EXPECT_LT(f[i], base[i]) << i;
+  }
+  for (std::size_t i = 3; i < f.size(); ++i) EXPECT_DOUBLE_EQ(f[i], base[i] / 8.0) << i;
+  n.rope_scaling = linear;
+  EXPECT_DOUBLE_EQ(rope_inv_freq(n, 16)[5], base[5] / 4.0);
+
+  const ModelWeights plain = random_weights(compiler::load_model("tiny-dense"), 11);
+  const FunctionalResult unscaled = run_on(plain, "duplex-pe", 1);
+  for (const RopeScaling& scaling : {linear, llama3}) {
+    ModelWeights w = plain;
+    w.numerics.rope_scaling = scaling;
+    for (int devices : {1, 16}) {
+      SCOPED_TRACE((scaling.kind == RopeScaling::Kind::kLinear ? "linear x" : "llama3 x") +
+                   std::to_string(devices));
+      const FunctionalResult got = run_on(w, "duplex-pe", devices);
+      expect_matches_reference(w, got);
+      EXPECT_NE(got.logits, unscaled.logits);
+    }
+  }
+}
+
 TEST(HfFamilies, BiasedQkNormedDenseMatchesTheReference) {
   const ModelWeights w = random_weights(qwen3_dense_biased(), 11);
   for (const char* system : {"gpu", "duplex-pe"})

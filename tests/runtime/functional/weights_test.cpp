@@ -256,6 +256,27 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
     }
 }
 
+// A scaled RoPE travels in config.json's rope_scaling and reads back the same.
+TEST(Safetensors, RopeScalingRoundTrips) {
+  for (const auto kind : {RopeScaling::Kind::kLinear, RopeScaling::Kind::kLlama3}) {
+    ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 6);
+    w.numerics.rope_scaling.kind = kind;
+    w.numerics.rope_scaling.factor = 8.0;
+    w.numerics.rope_scaling.original_max_position_embeddings = 64.0;
+    const fs::path dir = temp_dir("rope");
+    write_checkpoint(dir.string(), w);
+    const RopeScaling back = load_checkpoint(dir.string()).numerics.rope_scaling;
+    EXPECT_EQ(back.kind, kind);
+    EXPECT_EQ(back.factor, 8.0);
+    if (kind == RopeScaling::Kind::kLlama3) {
+      EXPECT_EQ(back.original_max_position_embeddings, 64.0);
+      EXPECT_EQ(back.low_freq_factor, 1.0);
+      EXPECT_EQ(back.high_freq_factor, 4.0);
+    }
+    fs::remove_all(dir);
+  }
+}
+
 // OPT's and StarCoder2's checkpoints name their tensors their own way (checkpoint_name).
 TEST(Safetensors, OptAndStarcoder2TensorsCarryTheirFamilysNames) {
   const compiler::ModelSpec opt = compiler::load_model("tiny-opt"),
@@ -318,11 +339,12 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
   const fs::path config = dir / "config.json";
   const nlohmann::json good = nlohmann::json::parse(slurp(config));
   EXPECT_EQ(good["hidden_act"], "silu");
+  // (hidden_activation: Gemma's config reads it, a Llama's must not have it.)
   const std::vector<std::pair<std::string, nlohmann::json>> bad = {
-      {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}},
+      {"rope_scaling", "linear"},
       {"partial_rotary_factor", 0.5},
       {"hidden_act", "gelu_10"},
-      {"hidden_activation", "gelu_pytorch_tanh"},  // read by Gemma only
+      {"hidden_activation", "gelu_pytorch_tanh"},
       {"mlp_bias", true},
       {"clip_qkv", 8.0},
       {"rms_norm_eps", "tiny"},
@@ -340,6 +362,36 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
       EXPECT_NE(std::string(e.what()).find(config.string() + ": " + key + ": "), std::string::npos)
           << e.what();
     }
+  }
+  // rope_scaling: linear and llama3 are read; another kind or a bad field names rope_scaling.<field>.
+  const std::vector<std::pair<nlohmann::json, std::string>> bad_scaling = {
+      {{{"rope_type", "yarn"}, {"factor", 4.0}}, "rope_scaling.rope_type: \"yarn\""},
+      {{{"type", "dynamic"}, {"factor", 4.0}}, "rope_scaling.type: \"dynamic\""},
+      {{{"rope_type", "llama3"}, {"factor", 8.0}}, "rope_scaling.low_freq_factor: missing"},
+      {{{"rope_type", "linear"}, {"factor", -2.0}}, "rope_scaling.factor: -2.0"},
+      {{{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 4.0}, {"high_freq_factor", 1.0},
+        {"original_max_position_embeddings", 8192}},
+       "rope_scaling.high_freq_factor: 1.0"}};
+  for (const auto& [scaling, want] : bad_scaling) {
+    nlohmann::json c = good;
+    c["rope_scaling"] = scaling;
+    spit(config, c.dump());
+    try {
+      load_checkpoint(dir.string());
+      ADD_FAILURE() << "no error for " << scaling.dump();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(config.string() + ": " + want), std::string::npos) << e.what();
+    }
+  }
+  for (const nlohmann::json& scaling :
+       {nlohmann::json{{"rope_type", "linear"}, {"factor", 2.0}},
+        nlohmann::json{{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}},
+        nlohmann::json{{"type", "default"}}}) {
+    nlohmann::json c = good;
+    c["rope_scaling"] = scaling;
+    spit(config, c.dump());
+    EXPECT_NO_THROW(load_checkpoint(dir.string())) << scaling.dump();
   }
   nlohmann::json c = good;  // null means "not used" for each of them
   c["rope_scaling"] = nullptr;

@@ -18,13 +18,28 @@
 namespace duplex::runtime::functional {
 
 // Constants of the model's arithmetic that ModelSpec does not carry (HF config.json: rms_norm_eps or
-// norm_epsilon, rope_theta). norm_eps is the eps of every RMSNorm or LayerNorm. Defaults: 1e-5 (source:
-// Mixtral-8x7B config.json; also torch.nn.LayerNorm's, which OPT uses), rope_theta 10000 (source: HF
+// norm_epsilon, rope_theta, rope_scaling). norm_eps is the eps of every RMSNorm or LayerNorm. Defaults: 1e-5
+// (source: Mixtral-8x7B config.json; also torch.nn.LayerNorm's, which OPT uses), rope_theta 10000 (source: HF
 // LlamaConfig default).
+// rope_scaling: a scaled RoPE (HF config.json rope_scaling), kNone for the plain theta^(-2i/d). kLinear
+// divides every frequency by factor; kLlama3 (Llama 3.1+) divides the frequencies whose wavelength 2 pi / f
+// exceeds original / low_freq_factor by factor, keeps those below original / high_freq_factor, and blends
+// linearly in between (HF _compute_llama3_parameters); original = original_max_position_embeddings.
+struct RopeScaling {
+  enum class Kind { kNone, kLinear, kLlama3 };
+  Kind kind = Kind::kNone;
+  double factor = 1.0;
+  double low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192.0;
+};
 struct ModelNumerics {
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;
 };
+
+// The RoPE frequencies of a head of `rotary_dim` elements (rotary_dim / 2 of them, in double), as HF
+// computes them from rope_theta and rope_scaling.
+std::vector<double> rope_inv_freq(const ModelNumerics& numerics, int rotary_dim);
 
 // One weight tensor: row-major FP16 bit patterns.
 struct WeightTensor {
