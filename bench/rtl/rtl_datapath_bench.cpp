@@ -73,8 +73,8 @@ void BM_Softmax(benchmark::State& state) {
 }
 BENCHMARK(BM_Softmax)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
-// The activation unit over 14336 elements (a Mixtral expert's d_ff) in `mode`: SiLU gate x up, or GELU
-// (tanh) of fc1 + bias, the longer (10-stage) mode.
+// The activation unit over 14336 elements (a Mixtral expert's d_ff) in `mode`: SiLU gate x up, GELU (tanh) of
+// fc1 + bias (10 stages), or GELU's exact form (22 stages).
 void run_activation(benchmark::State& state, duplex::pim::ActivationMode mode, std::uint32_t seed) {
   auto dp = make(static_cast<int>(state.range(0)));
   const std::size_t n = 14336;
@@ -91,7 +91,9 @@ void run_activation(benchmark::State& state, duplex::pim::ActivationMode mode, s
 void BM_SiluGate(benchmark::State& state) { run_activation(state, duplex::pim::ActivationMode::kSiluGate, 4); }
 void BM_GeluTanh(benchmark::State& state) { run_activation(state, duplex::pim::ActivationMode::kGeluTanh, 9); }
 BENCHMARK(BM_SiluGate)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+void BM_GeluErf(benchmark::State& state) { run_activation(state, duplex::pim::ActivationMode::kGeluErf, 10); }
 BENCHMARK(BM_GeluTanh)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GeluErf)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 // Decode attention, one GQA group of 8 heads, context 1024, head dim 128.
 void BM_DecodeAttention(benchmark::State& state) {

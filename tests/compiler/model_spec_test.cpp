@@ -22,6 +22,10 @@ TEST(ModelSpec, ParameterCountsMatchPublishedSizesWithinOnePercent) {
   expect_params("qwen2-57b-a14b", 57.4, 0.01);  // model card: 57B; HF: 57.41B
   expect_params("qwen3-30b-a3b", 30.5, 0.01);
   expect_params("olmoe-1b-7b", 6.9, 0.01);
+  expect_params("phi-3.5-moe", 41.9, 0.01);
+  expect_params("gemma-7b", 8.54, 0.01);
+  EXPECT_EQ(load_model("gemma-7b").params(), 8537680896);  // as google/gemma-7b's config.json imports
+  EXPECT_NEAR(static_cast<double>(load_model("phi-3.5-moe").active_params()) / 1e9, 6.6, 0.07);
 }
 
 // The Qwen / OLMoE presets: their model cards' activated parameters, and the features of their configs.

@@ -22,6 +22,16 @@ class BackendInterface : public ::testing::Test {
   Tensor f16(std::initializer_list<std::int64_t> shape, std::size_t offset = 0) {
     return Tensor::contiguous(buf.data() + offset, DType::kF16, shape);
   }
+  // A router over 4 tokens, hidden 8, 3 experts, top k.
+  RouterArgs router(std::int64_t k) {
+    return RouterArgs{f16({4, 8}),
+                      f16({3, 8}, 100),
+                      Tensor::contiguous(buf.data() + 200, DType::kI32, {4, k}),
+                      Tensor::contiguous(buf.data() + 300, DType::kF32, {4, k}),
+                      Tensor{},
+                      k,
+                      true};
+  }
 };
 
 TEST_F(BackendInterface, GemmShapeMismatchIsInvalidArgumentNamingTheOperand) {
@@ -96,13 +106,7 @@ TEST_F(BackendInterface, AbsentOperandAndAliasingAreRejected) {
 }
 
 TEST_F(BackendInterface, RouterSharedGateContract) {
-  RouterArgs a{f16({4, 8}),
-               f16({3, 8}, 100),
-               Tensor::contiguous(buf.data() + 200, DType::kI32, {4, 1}),
-               Tensor::contiguous(buf.data() + 300, DType::kF32, {4, 1}),
-               Tensor{},
-               1,
-               true};
+  RouterArgs a = router(1);
   a.shared_gate_weight = f16({1, 8}, 400);  // without its output
   const Status alone = cpu->can_implement(a);
   EXPECT_EQ(alone.code(), StatusCode::kInvalidArgument);
@@ -162,21 +166,14 @@ TEST_F(BackendInterface, NonFiniteScalesAreRejected) {
 }
 
 TEST_F(BackendInterface, SparseMixerAndLmHeadBiasContracts) {
-  RouterArgs a{f16({4, 8}),
-               f16({3, 8}, 100),
-               Tensor::contiguous(buf.data() + 200, DType::kI32, {4, 1}),
-               Tensor::contiguous(buf.data() + 300, DType::kF32, {4, 1}),
-               Tensor{},
-               1,
-               true};
+  RouterArgs a = router(1);
   a.kind = RouterKind::kSparseMixer;
   const Status k1 = cpu->can_implement(a);
   EXPECT_EQ(k1.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(k1.message().find("top_k is 1 with the sparsemixer router; expected 2"), std::string::npos)
       << k1.message();
-  a.top_k = 2;
-  a.topk_ids = Tensor::contiguous(buf.data() + 200, DType::kI32, {4, 2});
-  a.topk_weights = Tensor::contiguous(buf.data() + 300, DType::kF32, {4, 2});
+  a = router(2);
+  a.kind = RouterKind::kSparseMixer;
   EXPECT_TRUE(cpu->can_implement(a).ok()) << cpu->can_implement(a).message();
   a.jitter_eps = -0.5f;
   EXPECT_EQ(cpu->can_implement(a).code(), StatusCode::kInvalidArgument);
