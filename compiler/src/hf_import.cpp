@@ -177,10 +177,11 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   m.name = f.string_or("_name_or_path", type);
   if (m.name.empty()) m.name = type;
 
-  if (type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3") {
+  if (type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3" || type == "phi3") {
     read_common(f, m);
     m.ffn = f.integer("intermediate_size");
     if (type == "qwen3") m.qk_norm = QkNorm::kPerHead;
+    if (type == "phi3") m.weight_naming = WeightNaming::kPhi3;  // Llama's layout, fused qkv / gate_up
   } else if (type == "gemma") {
     // Gemma: the Llama layout and names with a GeGLU FFN, RMSNorm scaling by (1 + weight), the embedding rows
     // times sqrt(hidden_size), tied embeddings (GemmaConfig's default) and a head_dim of its own. The
@@ -308,9 +309,8 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   } else {
     throw ConfigError(file, "model_type",
                       type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
-                      "one of llama, mistral, qwen2, qwen3, gemma, starcoder2, opt, mixtral, phimoe, olmoe, "
-                      "dbrx, qwen2_moe, "
-                      "qwen3_moe, deepseek_v2, deepseek_v3");
+                      "one of llama, mistral, qwen2, qwen3, phi3, gemma, starcoder2, opt, mixtral, phimoe, "
+                      "olmoe, dbrx, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3");
   }
   // Attention biases: Qwen2 / Qwen2-MoE always bias q, k and v (not o); the others bias all four projections
   // when attention_bias says so (default false).

@@ -92,6 +92,8 @@ const char* weight_naming_name(WeightNaming n) {
       return "opt";
     case WeightNaming::kStarcoder2:
       return "starcoder2";
+    case WeightNaming::kPhi3:
+      return "phi3";
   }
   return "?";
 }
@@ -260,10 +262,11 @@ ModelSpec read_model(const ConfigNode& n) {
     m.qk_norm = k == "head" ? QkNorm::kPerHead : k == "whole" ? QkNorm::kWhole : QkNorm::kNone;
   }
   if (n.has("weight_naming")) {
-    const std::string w = n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2"});
+    const std::string w = n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3"});
     m.weight_naming = w == "qwen_moe"     ? WeightNaming::kQwenMoe
                       : w == "opt"        ? WeightNaming::kOpt
                       : w == "starcoder2" ? WeightNaming::kStarcoder2
+                      : w == "phi3"       ? WeightNaming::kPhi3
                                           : WeightNaming::kMixtral;
   }
   m.vocab = count("vocab");

@@ -424,6 +424,18 @@ TEST(HfImport, OptAndStarcoder2MatchTheirModelCards) {
                 .activation,
             Activation::kGelu);
 
+  // microsoft/Phi-3-mini-4k-instruct's config.json (token ids left out): 3.82B parameters (model card: 3.8B),
+  // Llama's layout under fused names, a sliding window of 2047 on every layer.
+  const ModelSpec phi3 =
+      import_hf_config(R"({"model_type": "phi3", "attention_bias": false, "hidden_act": "silu",
+    "hidden_size": 3072, "intermediate_size": 8192, "max_position_embeddings": 4096, "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0, "sliding_window": 2047,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16", "vocab_size": 32064})",
+                       "phi3.json");
+  EXPECT_NEAR(static_cast<double>(phi3.params()) / 1e9, 3.82, 0.01);
+  EXPECT_EQ(phi3.weight_naming, WeightNaming::kPhi3);
+  EXPECT_EQ(phi3.windowed_layers(), 32);
   // google/gemma-7b's config.json (token-id / dropout fields left out): 8,537,680,896 parameters (tied
   // embeddings; 16 heads of 256 = 4096 wide q / k / v against a hidden of 3072). hidden_act "gelu" is
   // ignored: GemmaMLP uses hidden_activation, else GELU's tanh form.

@@ -69,7 +69,9 @@ std::string norm_bias(const std::string& gain_name) {
 
 std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& name) {
   using compiler::WeightNaming;
-  if (m.weight_naming != WeightNaming::kOpt && m.weight_naming != WeightNaming::kStarcoder2) return name;
+  if (m.weight_naming != WeightNaming::kOpt && m.weight_naming != WeightNaming::kStarcoder2 &&
+      m.weight_naming != WeightNaming::kPhi3)
+    return name;
   // Within a layer: "model.layers.L." + the rest.
   const std::string layers = "model.layers.";
   std::string prefix = name, rest;
@@ -86,6 +88,14 @@ std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& nam
   };
   if (m.weight_naming == WeightNaming::kStarcoder2) {
     replace_start(rest, "mlp.up_proj.", "mlp.c_fc.") || replace_start(rest, "mlp.down_proj.", "mlp.c_proj.");
+    return prefix + rest;
+  }
+  if (m.weight_naming == WeightNaming::kPhi3) {  // several tensors share one stacked checkpoint tensor
+    replace_start(rest, "self_attn.q_proj.", "self_attn.qkv_proj.") ||
+        replace_start(rest, "self_attn.k_proj.", "self_attn.qkv_proj.") ||
+        replace_start(rest, "self_attn.v_proj.", "self_attn.qkv_proj.") ||
+        replace_start(rest, "mlp.gate_proj.", "mlp.gate_up_proj.") ||
+        replace_start(rest, "mlp.up_proj.", "mlp.gate_up_proj.");
     return prefix + rest;
   }
   // OPT: everything under model.decoder.
@@ -150,8 +160,7 @@ void check_functional_support(const compiler::ModelSpec& m) {
     throw Error(fmt::format(
         "{}: {}: {}; functional emulation supports GQA with RoPE or learned positions, RMSNorm or "
         "LayerNorm, gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU, dense or MoE layers "
-        "(shared "
-        "experts under Qwen-MoE names), q / k / v / o and dense-FFN biases, q / k norms, fp16 or "
+        "(shared experts under Qwen-MoE names), q / k / v / o and dense-FFN biases, q / k norms, fp16 or "
         "bf16 weights and KV (computed in FP16)",
         m.file.empty() ? m.name : m.file, field, problem));
   };
@@ -163,8 +172,12 @@ void check_functional_support(const compiler::ModelSpec& m) {
            fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
                        "expected weight_naming: qwen_moe (mlp.shared_expert.*)",
                        m.shared_experts));
+  if (m.weight_naming == compiler::WeightNaming::kPhi3 &&
+      (m.ffn_kind != compiler::FfnKind::kGated || m.qkv_bias || m.o_bias))
+    reject("weight_naming", "phi3 names a gated FFN without biases (its fused qkv_proj / gate_up_proj)");
   if (m.is_moe() && (m.weight_naming == compiler::WeightNaming::kOpt ||
-                     m.weight_naming == compiler::WeightNaming::kStarcoder2))
+                     m.weight_naming == compiler::WeightNaming::kStarcoder2 ||
+                     m.weight_naming == compiler::WeightNaming::kPhi3))
     reject("weight_naming", fmt::format("{} names dense models only; expected mixtral or qwen_moe for MoE",
                                         compiler::weight_naming_name(m.weight_naming)));
   auto half_width = [](compiler::DType t) { return t == compiler::DType::kFp16 || t == compiler::DType::kBf16; };

@@ -175,23 +175,73 @@ void note_conversions(ModelWeights& w, const std::set<std::string>& converted) {
 }  // namespace
 
 namespace {
-// Every tensor under its checkpoint name (checkpoint_name), in name order.
-TensorList checkpoint_tensors(const ModelWeights& weights) {
+// A tensor as the checkpoint stores it (name, shape) and the model's tensors it holds: one, or several
+// stacked by rows (Phi-3's qkv_proj = [q; k; v], gate_up_proj = [gate; up]), in expected_weights order.
+struct StoredTensor {
+  WeightShape stored;
+  std::vector<WeightShape> parts;
+};
+std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
+  std::vector<StoredTensor> plan;
+  std::map<std::string, std::size_t> at;  // checkpoint name -> index in plan
+  for (const WeightShape& s : expected_weights(spec)) {
+    const std::string name = checkpoint_name(spec, s.name);
+    const auto it = at.find(name);
+    if (it == at.end()) {
+      at.emplace(name, plan.size());
+      plan.push_back({WeightShape{name, s.shape, s.role}, {s}});
+      continue;
+    }
+    StoredTensor& t = plan[it->second];
+    DUPLEX_ASSERT(t.stored.shape.size() == 2 && s.shape.size() == 2 && t.stored.shape[1] == s.shape[1],
+                  "stacked tensors share their row width");
+    t.stored.shape[0] += s.shape[0];
+    t.parts.push_back(s);
+  }
+  return plan;
+}
+// The model's tensors of a stored one, split by rows as the plan stacks them.
+void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
+  if (p.parts.size() == 1) {
+    w.tensors.emplace(p.parts[0].name, std::move(t));
+    return;
+  }
+  const std::int64_t cols = t.shape[1];
+  std::int64_t row = 0;
+  for (const WeightShape& part : p.parts) {
+    WeightTensor x;
+    x.shape = part.shape;
+    x.data.assign(t.data.begin() + row * cols, t.data.begin() + (row + part.shape[0]) * cols);
+    row += part.shape[0];
+    w.tensors.emplace(part.name, std::move(x));
+  }
+}
+// Every tensor as the checkpoint stores it, in name order; `stacked` owns the ones made of several.
+TensorList checkpoint_tensors(const ModelWeights& weights, std::vector<WeightTensor>& stacked) {
+  const std::vector<StoredTensor> plan = storage_plan(weights.spec);
+  stacked.reserve(plan.size());  // the list points into it
   TensorList all;
-  for (const auto& [name, t] : weights.tensors) all.emplace_back(checkpoint_name(weights.spec, name), &t);
+  for (const StoredTensor& p : plan) {
+    if (p.parts.size() == 1) {
+      all.emplace_back(p.stored.name, &weights.get(p.parts[0].name));
+      continue;
+    }
+    WeightTensor& t = stacked.emplace_back();
+    t.shape = p.stored.shape;
+    for (const WeightShape& part : p.parts) {
+      const std::vector<std::uint16_t>& d = weights.get(part.name).data;
+      t.data.insert(t.data.end(), d.begin(), d.end());
+    }
+    all.emplace_back(p.stored.name, &t);
+  }
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   return all;
-}
-// The tensors `spec` needs, each named as its checkpoint stores it.
-std::vector<WeightShape> stored_weights(const compiler::ModelSpec& spec) {
-  std::vector<WeightShape> shapes = expected_weights(spec);
-  for (WeightShape& s : shapes) s.name = checkpoint_name(spec, s.name);
-  return shapes;
 }
 }  // namespace
 
 void write_safetensors(const std::string& path, const ModelWeights& weights) {
-  write_tensors(path, checkpoint_tensors(weights));
+  std::vector<WeightTensor> stacked;
+  write_tensors(path, checkpoint_tensors(weights, stacked));
 }
 
 ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec) {
@@ -200,10 +250,9 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   w.spec = spec;
   w.source = path;
   std::set<std::string> wanted, converted;
-  const std::vector<WeightShape> names = expected_weights(spec), stored = stored_weights(spec);
-  for (std::size_t i = 0; i < stored.size(); ++i) {
-    wanted.insert(stored[i].name);
-    w.tensors.emplace(names[i].name, read_tensor(f, stored[i], spec.name, converted));
+  for (const StoredTensor& p : storage_plan(spec)) {
+    wanted.insert(p.stored.name);
+    unstack(p, read_tensor(f, p.stored, spec.name, converted), w);
   }
   for (const auto& [name, value] : f.header.items())
     if (name != "__metadata__" && !wanted.contains(name))
@@ -230,9 +279,10 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                               index_path, name, file.dump()));
     where[name] = file.get<std::string>();
   }
-  const std::vector<WeightShape> shapes = stored_weights(spec), names = expected_weights(spec);
+  const std::vector<StoredTensor> plan = storage_plan(spec);
   std::set<std::string> wanted;
-  for (const WeightShape& s : shapes) {
+  for (const StoredTensor& p : plan) {
+    const WeightShape& s = p.stored;
     wanted.insert(s.name);
     if (!where.contains(s.name))
       throw Error(fmt::format("{}: weight_map: tensor {} is missing (model {} needs it, shape {})",
@@ -242,16 +292,15 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
     if (!wanted.contains(name))
       throw Error(fmt::format("{}: weight_map: unexpected tensor {} (model {} has no such weight)",
                               index_path, name, spec.name));
-  std::map<std::string, std::vector<std::size_t>> by_file;  // shard file -> indices into shapes
-  for (std::size_t i = 0; i < shapes.size(); ++i) by_file[where.at(shapes[i].name)].push_back(i);
+  std::map<std::string, std::vector<std::size_t>> by_file;  // shard file -> indices into plan
+  for (std::size_t i = 0; i < plan.size(); ++i) by_file[where.at(plan[i].stored.name)].push_back(i);
   ModelWeights w;
   w.spec = spec;
   w.source = index_path;
   std::set<std::string> converted;
   for (const auto& [file, list] : by_file) {
     const SafetensorsFile f = open_safetensors((fs::path(index_path).parent_path() / file).string());
-    for (std::size_t i : list)
-      w.tensors.emplace(names[i].name, read_tensor(f, shapes[i], spec.name, converted));
+    for (std::size_t i : list) unstack(plan[i], read_tensor(f, plan[i].stored, spec.name, converted), w);
     for (const auto& [name, value] : f.header.items())
       if (name != "__metadata__" && (!where.contains(name) || where.at(name) != file))
         throw Error(fmt::format("{}: unexpected tensor {} ({} does not map it to this shard)", f.path, name,
@@ -403,6 +452,9 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
       layer_norm && no_norm && all_biased_alike && split_heads && m.learned_positions == 0 &&
       (!windowed || all_windowed))
     return "starcoder2";
+  if (standard_norms && m.weight_naming == compiler::WeightNaming::kPhi3 && !m.is_moe() && !two_matrix &&
+      !layer_norm && plain && !m.mlp_bias && m.learned_positions == 0 && (!windowed || all_windowed))
+    return "phi3";
   const bool llama_like = standard_norms && !two_matrix && !layer_norm && m.learned_positions == 0 &&
                           !m.mlp_bias &&
                           (m.weight_naming == compiler::WeightNaming::kMixtral ||
@@ -431,7 +483,7 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
       "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, {} FFN with {}, "
       "FFN bias {}, {} (gain offset {}), embedding scaled {}, learned positions {} (offset {}), "
       "q/k/v bias {}, o bias {}, q/k norm {}, shared experts {} gated {}, renormalised routing {}, sliding "
-      "window {} on {} layers); expected one of llama, mistral, qwen2, qwen3, gemma, opt, starcoder2 "
+      "window {} on {} layers); expected one of llama, mistral, qwen2, qwen3, phi3, gemma, opt, starcoder2 "
       "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe as configs/README.md describes",
       m.name, m.is_moe(), compiler::weight_naming_name(m.weight_naming), two_matrix ? "two-matrix" : "gated",
       compiler::activation_name(m.activation), m.mlp_bias, layer_norm ? "LayerNorm" : "RMSNorm",
@@ -454,13 +506,19 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   const std::string type = hf_model_type(m);
   // The transformers class of each model_type (config.json's "architectures").
-  static const std::map<std::string, std::string> kArchitecture = {
-      {"llama", "LlamaForCausalLM"},           {"mistral", "MistralForCausalLM"},
-      {"qwen2", "Qwen2ForCausalLM"},           {"qwen3", "Qwen3ForCausalLM"},
-      {"gemma", "GemmaForCausalLM"},           {"mixtral", "MixtralForCausalLM"},
-      {"qwen2_moe", "Qwen2MoeForCausalLM"},    {"qwen3_moe", "Qwen3MoeForCausalLM"},
-      {"olmoe", "OlmoeForCausalLM"},           {"opt", "OPTForCausalLM"},
-      {"starcoder2", "Starcoder2ForCausalLM"}, {"phimoe", "PhimoeForCausalLM"}};
+  static const std::map<std::string, std::string> kArchitecture = {{"llama", "LlamaForCausalLM"},
+                                                                   {"mistral", "MistralForCausalLM"},
+                                                                   {"qwen2", "Qwen2ForCausalLM"},
+                                                                   {"qwen3", "Qwen3ForCausalLM"},
+                                                                   {"gemma", "GemmaForCausalLM"},
+                                                                   {"mixtral", "MixtralForCausalLM"},
+                                                                   {"qwen2_moe", "Qwen2MoeForCausalLM"},
+                                                                   {"qwen3_moe", "Qwen3MoeForCausalLM"},
+                                                                   {"olmoe", "OlmoeForCausalLM"},
+                                                                   {"opt", "OPTForCausalLM"},
+                                                                   {"starcoder2", "Starcoder2ForCausalLM"},
+                                                                   {"phimoe", "PhimoeForCausalLM"},
+                                                                   {"phi3", "Phi3ForCausalLM"}};
   const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
                            : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
                            : m.activation == compiler::Activation::kGelu     ? "gelu"
@@ -540,8 +598,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   }
   if (m.sliding_window > 0) {
     c["sliding_window"] = m.sliding_window;
-    if (type != "mistral" && type != "mixtral" &&
-        type != "starcoder2") {  // Qwen: which layers, by layer_types
+    if (type != "mistral" && type != "mixtral" && type != "starcoder2" &&
+        type != "phi3") {  // Qwen: which layers, by layer_types
       c["use_sliding_window"] = true;
       std::vector<std::string> types;
       for (int l = 0; l < m.layers; ++l)
@@ -556,9 +614,11 @@ nlohmann::json hf_config(const ModelWeights& weights) {
 
 void write_checkpoint(const std::string& dir, const ModelWeights& weights, int shards) {
   namespace fs = std::filesystem;
-  if (shards < 1 || static_cast<std::size_t>(shards) > weights.tensors.size())
-    throw Error(fmt::format("{}: {} shards for {} tensors; expected 1 to {}", dir, shards,
-                            weights.tensors.size(), weights.tensors.size()));
+  std::vector<WeightTensor> stacked;
+  const TensorList all = checkpoint_tensors(weights, stacked);  // as stored: Phi-3's stacked ones count once
+  if (shards < 1 || static_cast<std::size_t>(shards) > all.size())
+    throw Error(
+        fmt::format("{}: {} shards for {} tensors; expected 1 to {}", dir, shards, all.size(), all.size()));
   const nlohmann::json config = hf_config(weights);  // before anything is written: it may refuse the model
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -568,12 +628,11 @@ void write_checkpoint(const std::string& dir, const ModelWeights& weights, int s
   if (!out) throw Error(fmt::format("{}/config.json: write failed", dir));
   out.close();
   if (shards == 1) {
-    write_safetensors((fs::path(dir) / "model.safetensors").string(), weights);
+    write_tensors((fs::path(dir) / "model.safetensors").string(), all);
     return;
   }
   // HF's sharded layout: model-0000i-of-0000n.safetensors, consecutive tensors (in name order) per shard, and
   // model.safetensors.index.json mapping every tensor to its shard.
-  const TensorList all = checkpoint_tensors(weights);
   nlohmann::json index = {{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
   std::uint64_t total = 0;
   for (int i = 0; i < shards; ++i) {

@@ -80,7 +80,7 @@ class HfModel:
 
     def __init__(self, config, tensors, drop=None):
         c = config
-        self.t = tensors
+        self.t = dict(tensors)
         self.type = c["model_type"]
         self.layers = c["num_hidden_layers"]
         self.hidden = c["hidden_size"]
@@ -118,6 +118,17 @@ class HfModel:
             self.act = c.get("hidden_activation") or "gelu_pytorch_tanh"
             assert c.get("torch_dtype") == "float16", "the normalizer is rounded to float16 here"
             self.embed_scale = float(np.float16(np.sqrt(self.hidden)))
+        # Phi-3: Llama's layers with q / k / v stacked in self_attn.qkv_proj and gate / up in mlp.gate_up_proj
+        # (Phi3Attention / Phi3MLP split them by rows); no biases.
+        if self.type == "phi3":
+            q, kv, f = self.heads * self.head_dim, self.kv_heads * self.head_dim, c["intermediate_size"]
+            for layer in range(self.layers):
+                p = f"model.layers.{layer}."
+                qkv = self.t.pop(p + "self_attn.qkv_proj.weight")
+                for name, rows in (("q", qkv[:q]), ("k", qkv[q : q + kv]), ("v", qkv[q + kv :])):
+                    self.t[p + f"self_attn.{name}_proj.weight"] = rows
+                gate_up = self.t.pop(p + "mlp.gate_up_proj.weight")
+                self.t[p + "mlp.gate_proj.weight"], self.t[p + "mlp.up_proj.weight"] = gate_up[:f], gate_up[f:]
         # Phi-3.5-MoE: Mixtral's names, LayerNorm (eps rms_norm_eps), the sparsemixer router, an LM-head bias.
         self.phimoe = self.type == "phimoe"
         self.sparsemixer = self.phimoe
@@ -141,14 +152,14 @@ class HfModel:
         elif self.opt or self.starcoder2:
             self.qkv_bias = self.o_bias = self.mlp_bias
         else:
-            self.qkv_bias = self.o_bias = bool(c.get("attention_bias", False))
+            self.qkv_bias = self.o_bias = bool(c.get("attention_bias", False)) and self.type != "phi3"
         self.qk_norm = {"qwen3": "head", "qwen3_moe": "head", "olmoe": "whole"}.get(self.type)
         self.shared = self.type == "qwen2_moe" and c.get("shared_expert_intermediate_size", 0) > 0
         # Sliding window per layer (None: full attention): Mistral / Mixtral window every layer; the Qwen
         # families when use_sliding_window, on the layers layer_types marks (else from max_window_layers on).
         window = c.get("sliding_window")
         self.windows = [None] * self.layers
-        if window and self.type in ("mistral", "mixtral", "starcoder2"):
+        if window and self.type in ("mistral", "mixtral", "starcoder2", "phi3"):
             self.windows = [window] * self.layers
         elif window and c.get("use_sliding_window") and self.type.startswith("qwen"):
             types = c.get("layer_types")

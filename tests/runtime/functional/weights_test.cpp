@@ -206,6 +206,13 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       {"starcoder2", [] { return compiler::load_model("tiny-starcoder2"); }},
       {"gemma", [] { return compiler::load_model("tiny-gemma"); }},
       {"phimoe", [] { return compiler::load_model("tiny-phimoe"); }},
+      {"phi3",
+       [] {  // fused qkv_proj / gate_up_proj, a window on every layer
+         auto m = compiler::load_model("tiny-dense");
+         m.weight_naming = compiler::WeightNaming::kPhi3;
+         m.sliding_window = 8;
+         return m;
+       }},
   };
   for (const Family& f : families)
     for (int shards : {1, 3}) {
@@ -300,6 +307,15 @@ TEST(Safetensors, OptAndStarcoder2TensorsCarryTheirFamilysNames) {
             "model.layers.0.input_layernorm.bias");
   const compiler::ModelSpec llama = compiler::load_model("tiny-dense");
   EXPECT_EQ(checkpoint_name(llama, weight_name::dense_mlp(0, "up")), weight_name::dense_mlp(0, "up"));
+  compiler::ModelSpec phi3 = llama;  // several tensors to one stacked checkpoint tensor
+  phi3.weight_naming = compiler::WeightNaming::kPhi3;
+  for (char p : {'q', 'k', 'v'})
+    EXPECT_EQ(checkpoint_name(phi3, weight_name::attn_proj(1, p)),
+              "model.layers.1.self_attn.qkv_proj.weight");
+  EXPECT_EQ(checkpoint_name(phi3, weight_name::attn_proj(1, 'o')), "model.layers.1.self_attn.o_proj.weight");
+  for (const char* p : {"gate", "up"})
+    EXPECT_EQ(checkpoint_name(phi3, weight_name::dense_mlp(0, p)), "model.layers.0.mlp.gate_up_proj.weight");
+  EXPECT_EQ(checkpoint_name(phi3, weight_name::dense_mlp(0, "down")), "model.layers.0.mlp.down_proj.weight");
 }
 
 TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {

@@ -25,7 +25,8 @@ enum class QkNorm { kNone, kPerHead, kWhole };
 // with mlp.shared_expert.* and mlp.shared_expert_gate. Dense layers are named alike in both. Two dense
 // families name every tensor their own way: OPT (model.decoder.*, fc1 / fc2, learned positions) and
 // StarCoder2 (mlp.c_fc / mlp.c_proj). Gemma uses the Llama names (kMixtral).
-enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2 };
+// Phi-3 stores q / k / v as one self_attn.qkv_proj and gate / up as one mlp.gate_up_proj (rows stacked).
+enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3 };
 // How a token's experts and their weights are chosen: the softmax's top_k (optionally renormalised), or
 // Phi-3.5-MoE's sparsemixer (top 2; each expert's weight is the softmax over the logits within 2 x
 // router_jitter, relative, of its own; HF sparsemixer in inference).
@@ -117,7 +118,7 @@ struct ModelSpec {
 
 // "silu", "gelu", "gelu_tanh", "relu" (our YAML's names).
 const char* activation_name(Activation a);
-const char* weight_naming_name(WeightNaming n);  // "mixtral", "qwen_moe", "opt", "starcoder2"
+const char* weight_naming_name(WeightNaming n);  // "mixtral", "qwen_moe", "opt", "starcoder2", "phi3"
 const char* router_name(Router r);               // "softmax_topk", "sparsemixer"
 
 // Strict reader of our YAML schema (configs/models/README.md).

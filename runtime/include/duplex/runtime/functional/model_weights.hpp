@@ -100,7 +100,9 @@ std::string norm_bias(const std::string& gain_name);
 
 // The name a checkpoint of the model's family gives the tensor weight_name calls `name`: OPT's
 // model.decoder.* (self_attn.out_proj, fc1 / fc2, self_attn_layer_norm / final_layer_norm), StarCoder2's
-// mlp.c_fc / mlp.c_proj; every other family's names are weight_name's.
+// mlp.c_fc / mlp.c_proj, Phi-3's self_attn.qkv_proj for q / k / v and mlp.gate_up_proj for gate / up (one
+// checkpoint tensor holds several, stacked by rows in expected_weights order); every other family's names
+// are weight_name's.
 std::string checkpoint_name(const compiler::ModelSpec& spec, const std::string& name);
 
 struct ModelWeights {
