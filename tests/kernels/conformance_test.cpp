@@ -609,27 +609,40 @@ TEST(DUPLEX_CONFORMANCE_SUITE, RouterSparseMixer) {
     }
     return weights;
   };
+  // Logit e = hidden[e] + hidden[8 + e] (a gate of two identity blocks: exact in FP32), so a row can state a
+  // logit no FP16 value is, e.g. -1.0202 below.
   const std::int64_t e = 8;
   const std::vector<std::vector<double>> rows = {
       {3.0, 2.95, 1.0, -1.0, 0.5, 0.0, -2.0, 2.0},        // expert 1 within 2 eps of expert 0: both weigh
       {-1.0, -1.01, -5.0, -3.0, -2.0, -4.0, -6.0, -7.0},  // negative maximum: the factor is |l_j|
       {2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},           // a tie: experts 0 then 1
       {0.0, 0.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0},     // zero maximum: 0 / 0 is not > 2 eps, so unmasked
-      {1.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0}};          // second expert among seven equal logits
+      {1.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0},           // second expert among seven equal logits
+      // l1 = -1.0202: its gap to -1 is 0.0202, within 2 eps of |l1| (0.0198) but not of |m| = 1 (0.0202):
+      // the factor max(|l_j|, m) keeps it
+      {-1.0, -1.0, -5.0, -5.0, -5.0, -5.0, -5.0, -5.0}};
+  const std::vector<std::vector<double>> addends = {{}, {}, {}, {}, {}, {0.0, -0.0202}};
   for (DType dtype : kFloatTypes) {
     SCOPED_TRACE(dtype_name(dtype));
-    HostTensor hidden(dtype, {static_cast<std::int64_t>(rows.size()), e}), gate(dtype, {e, e});
-    for (std::size_t r = 0; r < rows.size(); ++r)
-      for (std::int64_t j = 0; j < e; ++j)
-        hidden.set(static_cast<std::int64_t>(r) * e + j, rows[r][static_cast<std::size_t>(j)]);
+    const auto t = static_cast<std::int64_t>(rows.size());
+    HostTensor hidden(dtype, {t, 2 * e}), gate(dtype, {e, 2 * e});
+    for (std::int64_t r = 0; r < t; ++r)
+      for (std::int64_t j = 0; j < e; ++j) {
+        const auto& add = addends[static_cast<std::size_t>(r)];
+        hidden.set(r * 2 * e + j, rows[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)]);
+        hidden.set(r * 2 * e + e + j,
+                   static_cast<std::size_t>(j) < add.size() ? add[static_cast<std::size_t>(j)] : 0.0);
+      }
     for (std::int64_t r = 0; r < e; ++r)
-      for (std::int64_t c = 0; c < e; ++c) gate.set(r * e + c, r == c ? 1.0 : 0.0);
-    const HostTensor w = run(hidden, gate, static_cast<std::int64_t>(rows.size()), e);
+      for (std::int64_t c = 0; c < 2 * e; ++c) gate.set(r * 2 * e + c, c == r || c == e + r ? 1.0 : 0.0);
+    const HostTensor w = run(hidden, gate, t, e);
     const double l1 = hidden.get(1);  // 2.95 in the dtype
     EXPECT_NEAR(w.get(0), 1.0 / (1.0 + std::exp(l1 - 3.0)), 1e-6);
     EXPECT_EQ(w.get(1), 1.0);                // 2.95's neighbours are all more than 2% below
     EXPECT_NEAR(w.get(6), 0.5, 1e-6);        // zero maximum, two zeros
     EXPECT_NEAR(w.get(9), 1.0 / 7.0, 1e-6);  // the second expert shares its logit with six others
+    const double gap = -hidden.get(5 * 2 * e + e + 1);           // 0.0202 in the dtype
+    EXPECT_NEAR(w.get(10), 1.0 / (1.0 + std::exp(-gap)), 1e-6);  // -1.0202 weighs with -1
   }
   std::mt19937_64 rng(28);
   for (DType dtype : kFloatTypes)
