@@ -89,7 +89,13 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"shared_expert_gate", model.shared_expert_gate},
                 {"router_renormalize", model.router_renormalize},
                 {"router", router_name(model.router)},
-                {"lm_head_bias", model.lm_head_bias}};
+                {"lm_head_bias", model.lm_head_bias},
+                {"ffn_kind", model.ffn_kind == FfnKind::kGated ? "gated" : "two_matrix"},
+                {"activation", activation_name(model.activation)},
+                {"norm", model.norm == NormKind::kLayerNorm ? "layernorm" : "rmsnorm"},
+                {"norm_weight_offset", model.norm_weight_offset},
+                {"scale_embedding", model.scale_embedding},
+                {"weight_naming", weight_naming_name(model.weight_naming)}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
   nlohmann::json ops = nlohmann::json::array();
   for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {

@@ -142,6 +142,26 @@ TEST(Lowering, BiasesQkNormsAndSharedGateAreCountedWhereTheyRun) {
   EXPECT_EQ(first_of(plain, OpKind::kRouter).n, 8);
 }
 
+// Phi-3.5-MoE's LM-head bias (its vocabulary row read once, added to every logit row) and Gemma's embedding
+// scale (one multiply per embedded element).
+TEST(Lowering, LmHeadBiasAndEmbeddingScaleAreCharged) {
+  const BatchState b = BatchState::decode_batch(16, 256);
+  auto lowered = [&](const ModelSpec& model) {
+    return lower(model, b, ParallelLayout::make(model, load_system("gpu"), 1), Routing{});
+  };
+  ModelSpec m = load_model("tiny-phimoe");
+  const Graph biased = lowered(m);
+  m.lm_head_bias = false;
+  const Graph plain = lowered(m);
+  const Op &head = first_of(biased, OpKind::kLmHead), &head0 = first_of(plain, OpKind::kLmHead);
+  EXPECT_DOUBLE_EQ(head.bytes_weights - head0.bytes_weights, 1024 * 2);
+  EXPECT_DOUBLE_EQ(head.flops - head0.flops, 16.0 * 1024);
+  ModelSpec g = load_model("tiny-gemma");
+  const double scaled = first_of(lowered(g), OpKind::kEmbedding).flops;
+  g.scale_embedding = false;
+  EXPECT_DOUBLE_EQ(scaled - first_of(lowered(g), OpKind::kEmbedding).flops, 16.0 * 128);
+}
+
 TEST(Lowering, TensorParallelSplitsHeadsAndAddsAllReduces) {
   const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512));  // 4 devices
   const Op& a = first_of(g, OpKind::kAttentionDecode);

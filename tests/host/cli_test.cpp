@@ -79,6 +79,26 @@ TEST(CompileCli, SlidingWindowModelCapsDecodeAttentionReads) {
 
 // A Qwen2-MoE config.json: the JSON states what was imported (biases, the gated shared expert, routing not
 // renormalised), the rope op holds the q/k/v biases and the router has one more output (the shared gate).
+// Phi-3.5-MoE and Gemma: their routing, LM-head bias, FFN, norms and names are stated (lowering_test charges
+// the bias and the embedding scale).
+TEST(CompileCli, PhimoeAndGemmaFeaturesAreStated) {
+  const CliRun phi = run("compile --model phi-3.5-moe --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(phi.exit_code, 0) << phi.out;
+  const auto p = nlohmann::json::parse(phi.out);
+  EXPECT_EQ(p["model"]["router"], "sparsemixer");
+  EXPECT_TRUE(p["model"]["lm_head_bias"].get<bool>());
+  EXPECT_EQ(p["model"]["norm"], "layernorm");
+  EXPECT_EQ(p["model"]["activation"], "silu");
+  const CliRun gemma = run("compile --model gemma-7b --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(gemma.exit_code, 0) << gemma.out;
+  const auto g = nlohmann::json::parse(gemma.out);
+  EXPECT_EQ(g["model"]["activation"], "gelu_tanh");
+  EXPECT_EQ(g["model"]["ffn_kind"], "gated");
+  EXPECT_EQ(g["model"]["norm_weight_offset"], 1.0);
+  EXPECT_TRUE(g["model"]["scale_embedding"].get<bool>());
+  EXPECT_EQ(g["model"]["weight_naming"], "mixtral");
+}
+
 TEST(CompileCli, QwenMoeFeaturesAreStatedAndLowered) {
   const CliRun r = run("compile --model qwen2-57b-a14b --system duplex-pe --batch 8 --context 512 --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;
