@@ -58,8 +58,7 @@ class IDevice {
   // y[r] = W . x[r], r < m: W [n][k], x [m][k], y [m][n].
   virtual void linear(compiler::OpKind kind, const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y,
                       std::size_t m, std::size_t n, std::size_t k) = 0;
-  // The FFN `w` (gated SiLU or two-matrix GELU tanh / ReLU, functional/ffn_weights.hpp) per row: x / y
-  // [m][h].
+  // The FFN `w` (gated or two-matrix, functional/ffn_weights.hpp) per row: x / y [m][h].
   virtual void ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x,
                    std::uint16_t* y, std::size_t m) = 0;
   virtual void decode_attention(const DecodeAttentionBatch& batch) = 0;

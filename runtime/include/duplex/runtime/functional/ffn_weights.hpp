@@ -1,8 +1,9 @@
 #pragma once
 // One FFN (a dense layer's column shard, one expert, or a layer's shared experts) as a compute unit runs it,
 // over rows x [m][h] -> y [m][h], FP16 bit patterns:
-//   gated (w_up set):     y = W_down . (silu(W_in . x) * (W_up . x))                  (Llama, Mixtral, Qwen)
-//   two-matrix (no w_up): y = W_down . act(W_in . x + b_in), act = GELU (tanh) / ReLU  (StarCoder2, OPT)
+//   gated (w_up set):     y = W_down . (act(W_in . x) * (W_up . x))   (Llama, Mixtral: SiLU; Gemma: GELU)
+//   two-matrix (no w_up): y = W_down . act(W_in . x + b_in)         (StarCoder2, GLaM: GELU; OPT: ReLU)
+// act: SiLU, GELU (exact or tanh form) or ReLU.
 // W_in / W_up [f][h], W_down [h][f], b_in [f] (nullptr: no bias). The down projection's bias is not the
 // FFN's: the caller adds it once, after a tensor-parallel sum.
 #include <cstddef>

@@ -1,13 +1,14 @@
 #pragma once
 // The weights of a model for functional emulation (`duplex run`): FP16 tensors under their HuggingFace names
-// (Llama / Mixtral naming; checkpoint_name gives OPT's and StarCoder2's), random from a seed or read from a
-// safetensors file (safetensors.hpp).
+// (Llama / Mixtral naming; checkpoint_name gives OPT's, StarCoder2's and Phi-3's), random from a seed or read
+// from a safetensors file (safetensors.hpp).
 //
-// Supported model shape (check_functional_support): GQA attention with RoPE or learned positions (q / k / v
-// biases, o bias, q / k RMSNorm optional), RMSNorm or LayerNorm (gain and bias), gated SiLU or two-matrix
-// GELU (tanh form) / ReLU FFNs (dense FFNs optionally with biases), dense or MoE layers (shared experts,
-// optionally gated, under Qwen-MoE names; routing weights renormalised or not), FP16 / BF16 weights and KV.
-// Anything else is a duplex::Error naming the field.
+// Supported model shape (check_functional_support): GQA attention with RoPE (scaled or not) or learned
+// positions (q / k / v biases, o bias, q / k RMSNorm optional), RMSNorm or LayerNorm (gain and bias; a gain
+// offset, Gemma's 1), gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU (two-matrix dense FFNs
+// optionally with biases), dense or MoE layers (shared experts, optionally gated, under Qwen-MoE names;
+// softmax top-k routing renormalised or not, or Phi-3.5-MoE's sparsemixer), an LM-head bias, FP16 / BF16
+// weights and KV. Anything else is a duplex::Error naming the field.
 #include <cstdint>
 #include <map>
 #include <string>

@@ -25,8 +25,9 @@ class PimUnit {
   // y[r] = W . x[r] for rows r < m: W [n][k], x [m][k], y [m][n].
   virtual void linear(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t m, std::size_t n,
                       std::size_t k) = 0;
-  // The FFN `w` on rows x [m][h] -> y [m][h] (ffn_weights.hpp): GEMVs and the activation unit's mode (gated
-  // SiLU, or GELU tanh / ReLU with the bias as its addend).
+  // The FFN `w` on rows x [m][h] -> y [m][h] (ffn_weights.hpp): GEMVs and the activation unit in the mode of
+  // its activation and form (activation_mode: gated, the up projection as the second operand; two-matrix, the
+  // bias or zeros as the addend).
   virtual void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) = 0;
   // One GQA group of one token: q [group][d] against K / V [t][d] -> out [group][d]; scale FP16 bits.
   virtual void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v, std::size_t group,
@@ -43,9 +44,9 @@ enum class ActivationMode : std::uint8_t;
 
 namespace duplex::runtime::functional {
 
-// The activation unit's mode for `w`: SiLU gate (gated), GELU tanh or ReLU with the bias as the addend
-// (two-matrix). An FFN no mode computes (a gated FFN not SiLU, exact GELU) is an executor bug
-// (DUPLEX_ASSERT).
+// The activation unit's mode for `w`: its activation (SiLU, GELU tanh, exact GELU, ReLU) in the gated form
+// (w_up set) or added to the bias (two-matrix). A gated FFN with a bias (no mode takes one; check_functional_
+// support refuses it) is an executor bug (DUPLEX_ASSERT).
 pim::ActivationMode activation_mode(const FfnWeights& w);
 
 // The Logic-PIM datapath of kind "golden" or "rtl" (duplex::Error otherwise, from make_datapath).
