@@ -163,6 +163,8 @@ struct Validator {
               fmt::format("rotary_dim is {}; expected even, > 0 and <= head_dim {}", rd, a.x.dim(2)));
     c.require(a.theta > 0.0f, StatusCode::kInvalidArgument,
               fmt::format("theta is {}; expected > 0", a.theta));
+    c.require(std::isfinite(a.scale) && a.scale > 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("scale is {}; expected a finite number > 0", a.scale));
     if (!a.inv_freq.empty()) {
       c.require(static_cast<std::int64_t>(a.inv_freq.size()) == rd / 2 && rd / 2 <= kMaxRopeFrequencies,
                 StatusCode::kInvalidArgument,

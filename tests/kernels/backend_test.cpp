@@ -146,6 +146,9 @@ TEST_F(BackendInterface, AttentionContractViolations) {
       << count.message();
   RopeArgs zero{f16({2, 2, 8}), Tensor::contiguous(buf.data() + 200, DType::kI32, {2}), 10000.0f, 0, bad};
   EXPECT_EQ(cpu->can_implement(zero).code(), StatusCode::kInvalidArgument);
+  RopeArgs unscaled{
+      f16({2, 2, 8}), Tensor::contiguous(buf.data() + 200, DType::kI32, {2}), 10000.0f, 0, {}, 0.0f};
+  EXPECT_EQ(cpu->can_implement(unscaled).code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(BackendInterface, NonFiniteScalesAreRejected) {

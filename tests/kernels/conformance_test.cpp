@@ -143,13 +143,15 @@ TEST(DUPLEX_CONFORMANCE_SUITE, NormWeightOffset) {
     }
 }
 
-// The caller's frequencies (a scaled RoPE: Llama 3's divides the low frequencies by its factor).
+// The caller's frequencies (a scaled RoPE: Llama 3's divides the low frequencies by its factor), and a scale
+// on cos and sin (LongRoPE's attention factor).
 TEST(DUPLEX_CONFORMANCE_SUITE, RopeWithGivenFrequencies) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(35);
   for (DType dtype : kFloatTypes)
     for (std::int64_t rd : {0, 32}) {
-      SCOPED_TRACE(label(dtype, "rd", rd));
+      const double scale = rd == 0 ? 1.0 : 1.25;  // LongRoPE's attention factor on cos and sin
+      SCOPED_TRACE(label(dtype, "rd", rd, " scale ", scale));
       const std::int64_t t = 9, heads = 4, d = 64, half = (rd == 0 ? d : rd) / 2;
       std::vector<float> freq(static_cast<std::size_t>(half));
       std::vector<double> ref_freq(freq.size());
@@ -162,9 +164,9 @@ TEST(DUPLEX_CONFORMANCE_SUITE, RopeWithGivenFrequencies) {
       HostTensor x = random_tensor(dtype, {t, heads, d}, rng);
       HostTensor pos(DType::kI32, {t});
       for (std::int64_t i = 0; i < t; ++i) pos.set_int(i, static_cast<std::int32_t>(i * 997));
-      RopeArgs args{arena.upload(x), arena.upload(pos), 10000.0f, rd, freq};
+      RopeArgs args{arena.upload(x), arena.upload(pos), 10000.0f, rd, freq, static_cast<float>(scale)};
       expect_run_ok(*backend, args, arena.stream());
-      EXPECT_TRUE(within_bound(arena.download(args.x), rope_ref(x, pos, 10000.0, rd, ref_freq)));
+      EXPECT_TRUE(within_bound(arena.download(args.x), rope_ref(x, pos, 10000.0, rd, ref_freq, scale)));
     }
 }
 

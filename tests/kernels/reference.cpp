@@ -157,7 +157,7 @@ Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, 
 }
 
 Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim,
-                  const std::vector<double>& inv_freq) {
+                  const std::vector<double>& inv_freq, double scale) {
   const std::int64_t t = x.shape()[0], heads = x.shape()[1], d = x.shape()[2];
   const std::int64_t rd = rotary_dim == 0 ? d : rotary_dim, half = rd / 2;
   Expected e{std::vector<double>(uz(x.numel())), std::vector<double>(uz(x.numel()))};
@@ -175,11 +175,12 @@ Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta
             (inv_freq.empty() ? std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(rd))
                               : inv_freq[uz(i)]);
         const double x0 = x.get(base + i), x1 = x.get(base + i + half);
-        const double y0 = x0 * std::cos(angle) - x1 * std::sin(angle);
-        const double y1 = x1 * std::cos(angle) + x0 * std::sin(angle);
+        const double y0 = scale * (x0 * std::cos(angle) - x1 * std::sin(angle));
+        const double y1 = scale * (x1 * std::cos(angle) + x0 * std::sin(angle));
         // An FP32 angle (powf of a rounded exponent, then a product) is off by up to ~13 u32 |angle| for
         // theta 1e4 (bound: 32, a 2x margin); sin/cos add a few u32.
-        const double err = (std::abs(x0) + std::abs(x1)) * (32.0 * kU32 * std::abs(angle) + 8.0 * kU32);
+        const double err =
+            scale * (std::abs(x0) + std::abs(x1)) * (32.0 * kU32 * std::abs(angle) + 8.0 * kU32);
         e.value[uz(base + i)] = y0;
         e.value[uz(base + i + half)] = y1;
         e.bound[uz(base + i)] = u * std::abs(y0) + err;

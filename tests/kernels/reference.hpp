@@ -27,8 +27,9 @@ Expected gemm_ref(const HostTensor& a, const HostTensor& b, const HostTensor* c_
 Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, const HostTensor* bias,
                   double eps, double weight_offset = 0.0);
 // inv_freq: the frequencies (rotary_dim / 2 of them); empty: theta^(-2i/rotary_dim).
+// scale multiplies cos and sin (LongRoPE's attention factor).
 Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim,
-                  const std::vector<double>& inv_freq = {});
+                  const std::vector<double>& inv_freq = {}, double scale = 1.0);
 // window > 0: sliding-window attention (the last `window` tokens up to the query's own), as in ops.hpp.
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
                                std::span<const std::int64_t> seq_starts, double scale, std::int64_t window = 0);

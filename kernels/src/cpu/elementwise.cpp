@@ -64,8 +64,8 @@ Status rope(const RopeArgs& args) {
                                                -2.0 * static_cast<double>(i) / static_cast<double>(rd))
                                     : static_cast<double>(args.inv_freq[static_cast<std::size_t>(i)]);
         const double angle = static_cast<double>(positions[r]) * inv_freq;
-        cos_v[static_cast<std::size_t>(i)] = std::cos(angle);
-        sin_v[static_cast<std::size_t>(i)] = std::sin(angle);
+        cos_v[static_cast<std::size_t>(i)] = std::cos(angle) * static_cast<double>(args.scale);
+        sin_v[static_cast<std::size_t>(i)] = std::sin(angle) * static_cast<double>(args.scale);
       }
       for (std::int64_t hd = 0; hd < heads; ++hd) {
         const std::int64_t base = (r * heads + hd) * d;

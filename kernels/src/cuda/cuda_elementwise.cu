@@ -41,7 +41,8 @@ struct RopeFrequencies {
 
 template <class T>
 __global__ void rope_pairs(T* x, const std::int32_t* positions, std::int64_t tokens, std::int64_t heads,
-                           std::int64_t d, std::int64_t half, float theta, RopeFrequencies freq) {
+                           std::int64_t d, std::int64_t half, float theta, RopeFrequencies freq,
+                           float scale) {
   const std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= tokens * heads * half) return;
   const std::int64_t i = idx % half, row = idx / half, t = row / heads;
@@ -49,6 +50,8 @@ __global__ void rope_pairs(T* x, const std::int32_t* positions, std::int64_t tok
       freq.given ? freq.v[i] : powf(theta, -2.0f * static_cast<float>(i) / static_cast<float>(2 * half));
   float s, c;
   sincosf(static_cast<float>(positions[t]) * inv_freq, &s, &c);
+  s *= scale;
+  c *= scale;
   T* p = x + row * d;
   const float x0 = to_float(p[i]), x1 = to_float(p[i + half]);
   p[i] = from_float<T>(x0 * c - x1 * s);
@@ -123,7 +126,8 @@ Status rope(Context&, const RopeArgs& args, cudaStream_t stream) {
   return with_storage_type(args.x.dtype, [&](auto tag) -> Status {
     using T = decltype(tag);
     rope_pairs<T><<<blocks_for(t * heads * half, kElementThreads), kElementThreads, 0, stream>>>(
-        args.x.as<T>(), args.positions.as<const std::int32_t>(), t, heads, d, half, args.theta, freq);
+        args.x.as<T>(), args.positions.as<const std::int32_t>(), t, heads, d, half, args.theta, freq,
+        args.scale);
     DUPLEX_CUDA_LAUNCHED("rope_pairs");
     return {};
   });

@@ -130,6 +130,10 @@ std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim) {
       case RopeScaling::Kind::kLinear:
         f[i] = base / s.factor;
         break;
+      case RopeScaling::Kind::kLongRope:
+        DUPLEX_ASSERT(s.short_factor.size() == f.size(), "one LongRoPE short factor per frequency");
+        f[i] = base / s.short_factor[i];
+        break;
       case RopeScaling::Kind::kLlama3: {
         const double wavelen = 2.0 * std::numbers::pi / base;
         const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor,
@@ -148,6 +152,10 @@ std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim) {
     }
   }
   return f;
+}
+
+double rope_attention_factor(const ModelNumerics& n) {
+  return n.rope_scaling.kind == RopeScaling::Kind::kLongRope ? n.rope_scaling.attention_factor : 1.0;
 }
 
 float embedding_scale(const compiler::ModelSpec& m) {

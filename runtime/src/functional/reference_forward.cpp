@@ -92,16 +92,18 @@ Vec linear(const ModelWeights& w, const std::string& weight, const std::string* 
   return stored(y);
 }
 
-// HF rotate-half RoPE on `heads` vectors of `d` elements each, frequencies inv_freq[d / 2].
-void rope(Vec& v, int heads, int d, std::int64_t pos, const std::vector<double>& inv_freq) {
+// HF rotate-half RoPE on `heads` vectors of `d` elements each, frequencies inv_freq[d / 2], cos and sin
+// times `scale`.
+void rope(Vec& v, int heads, int d, std::int64_t pos, const std::vector<double>& inv_freq, double scale) {
   const int half = d / 2;
   for (int h = 0; h < heads; ++h) {
     float* x = v.data() + static_cast<std::size_t>(h) * static_cast<std::size_t>(d);
     for (int i = 0; i < half; ++i) {
       const double angle = static_cast<double>(pos) * inv_freq[static_cast<std::size_t>(i)];
       const double x1 = x[i], x2 = x[i + half];
-      x[i] = to_fp16(x1 * std::cos(angle) - x2 * std::sin(angle));
-      x[i + half] = to_fp16(x2 * std::cos(angle) + x1 * std::sin(angle));
+      const double c = std::cos(angle) * scale, s = std::sin(angle) * scale;
+      x[i] = to_fp16(x1 * c - x2 * s);
+      x[i + half] = to_fp16(x2 * c + x1 * s);
     }
   }
 }
@@ -237,8 +239,9 @@ class Sequence {
     }
     if (m_.learned_positions == 0) {
       const std::vector<double> inv_freq = rope_inv_freq(w_.numerics, d);
-      rope(q, hq, d, pos, inv_freq);
-      rope(k, hkv, d, pos, inv_freq);
+      const double scale = rope_attention_factor(w_.numerics);
+      rope(q, hq, d, pos, inv_freq, scale);
+      rope(k, hkv, d, pos, inv_freq, scale);
     }
     auto& kc = k_[static_cast<std::size_t>(l)];
     auto& vc = v_[static_cast<std::size_t>(l)];

@@ -312,8 +312,12 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
 
 namespace {
 
-// config.json's rope_scaling: linear or llama3 (HF rope_type, or its older key type; "default" is plain
-// RoPE). Any other kind, or a field missing or out of range, is an error naming rope_scaling.<field>.
+// config.json's rope_scaling: linear, llama3 or longrope (HF rope_type, or its older key type; "su" is
+// longrope's old name, "default" plain RoPE). Any other kind, or a field missing or out of range, is an error
+// naming rope_scaling.<field>. LongRoPE's attention factor: Phi-3.5-MoE's short_mscale, else
+// attention_factor, else HF's sqrt(1 + ln(max / original) / ln(original)) (1 when max <= original), where
+// original is the config's original_max_position_embeddings (top level, else rope_scaling's, else
+// max_position_embeddings).
 RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
   const nlohmann::json& r = j["rope_scaling"];
   auto fail = [&](const std::string& key, const std::string& got, const std::string& expected) {
@@ -329,8 +333,55 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
       fail(key, r.contains(key) ? r[key].dump() : "missing", "a positive number");
     return r[key].get<double>();
   };
+  auto factors = [&](const char* key, std::size_t count) {
+    std::vector<double> out;
+    const bool list = r.contains(key) && r[key].is_array();
+    if (list)
+      for (const auto& v : r[key]) {
+        if (!v.is_number() || !(v.get<double>() > 0) || !std::isfinite(v.get<double>())) break;
+        out.push_back(v.get<double>());
+      }
+    if (!list || out.size() != count || r[key].size() != count)
+      fail(key, r.contains(key) ? r[key].dump() : "missing",
+           fmt::format("a list of {} positive numbers (one per frequency: head_dim / 2)", count));
+    return out;
+  };
+  auto top_number = [&](const char* key) {
+    return j.contains(key) && j[key].is_number() && j[key].get<double>() > 0 ? j[key].get<double>() : 0.0;
+  };
   RopeScaling s;
   if (type == "default") return s;
+  if (type == "longrope" || type == "su") {
+    const double heads = top_number("num_attention_heads");
+    const double head_dim = top_number("head_dim") > 0 ? top_number("head_dim")
+                            : heads > 0                ? top_number("hidden_size") / heads
+                                                       : 0.0;
+    if (!(head_dim >= 2) || head_dim != std::floor(head_dim))
+      fail("", r.dump(), "longrope with the head_dim (or hidden_size and num_attention_heads) stated");
+    s.kind = RopeScaling::Kind::kLongRope;
+    s.short_factor = factors("short_factor", static_cast<std::size_t>(head_dim) / 2);
+    s.long_factor = factors("long_factor", static_cast<std::size_t>(head_dim) / 2);
+    const double max_positions = top_number("max_position_embeddings");
+    s.original_max_position_embeddings =
+        top_number("original_max_position_embeddings") > 0 ? top_number("original_max_position_embeddings")
+        : r.contains("original_max_position_embeddings")   ? number("original_max_position_embeddings")
+                                                           : max_positions;
+    if (!(s.original_max_position_embeddings > 0))
+      fail("original_max_position_embeddings", "missing",
+           "a positive number (here, at the top level, or max_position_embeddings)");
+    const bool phimoe = j.contains("model_type") && j["model_type"] == "phimoe";
+    if (phimoe && r.contains("short_mscale")) {
+      s.attention_factor = number("short_mscale");
+    } else if (r.contains("attention_factor")) {
+      s.attention_factor = number("attention_factor");
+    } else {
+      const double factor = max_positions / s.original_max_position_embeddings;
+      s.attention_factor =
+          factor <= 1.0 ? 1.0
+                        : std::sqrt(1.0 + std::log(factor) / std::log(s.original_max_position_embeddings));
+    }
+    return s;
+  }
   if (type == "linear") {
     s.kind = RopeScaling::Kind::kLinear;
     s.factor = number("factor");
@@ -344,7 +395,7 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
       fail("high_freq_factor", r["high_freq_factor"].dump(), "a number above low_freq_factor");
   } else {
     fail(type_key, r.contains(type_key) ? r[type_key].dump() : "missing",
-         "\"linear\", \"llama3\" or \"default\" (dynamic, yarn and longrope scaling are not emulated)");
+         "\"linear\", \"llama3\", \"longrope\" or \"default\" (dynamic and yarn scaling are not emulated)");
   }
   return s;
 }
@@ -557,6 +608,19 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   const RopeScaling& rs = weights.numerics.rope_scaling;
   if (rs.kind == RopeScaling::Kind::kLinear) {
     c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rs.factor}};
+  } else if (rs.kind == RopeScaling::Kind::kLongRope) {
+    // The attention factor stated outright (Phi-3.5-MoE's own keys for it), so it reads back the same.
+    c["rope_scaling"] = {{"rope_type", "longrope"},
+                         {"short_factor", rs.short_factor},
+                         {"long_factor", rs.long_factor},
+                         {"original_max_position_embeddings", rs.original_max_position_embeddings}};
+    if (type == "phimoe") {
+      c["rope_scaling"]["short_mscale"] = rs.attention_factor;
+      c["rope_scaling"]["long_mscale"] = rs.attention_factor;
+    } else {
+      c["rope_scaling"]["attention_factor"] = rs.attention_factor;
+    }
+    c["original_max_position_embeddings"] = rs.original_max_position_embeddings;
   } else if (rs.kind == RopeScaling::Kind::kLlama3) {
     c["rope_scaling"] = {{"rope_type", "llama3"},
                          {"factor", rs.factor},

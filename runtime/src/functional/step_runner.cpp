@@ -29,6 +29,7 @@ StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& nu
                   "a prefill-space KV cache exactly where lowering migrates K/V");
   if (numerics_.rope_scaling.kind != RopeScaling::Kind::kNone)
     for (double f : rope_inv_freq(numerics_, m_.head_dim)) rope_freq_.push_back(static_cast<float>(f));
+  rope_scale_ = static_cast<float>(rope_attention_factor(numerics_));
 }
 
 PagedKvCache& StepRunner::cache_of(std::size_t d, const StepRequest& r) const {
@@ -353,10 +354,10 @@ void StepRunner::rope(int layer) {
     const DeviceShard& s = dev_[d].shard;
     dev_[d].xpu->run(OpKind::kRope,
                      kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, hd}), i32_view(positions_, {t_}),
-                                       numerics_.rope_theta, 0, rope_freq_});
-    dev_[d].xpu->run(OpKind::kRope,
-                     kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, hd}),
-                                       i32_view(positions_, {t_}), numerics_.rope_theta, 0, rope_freq_});
+                                       numerics_.rope_theta, 0, rope_freq_, rope_scale_});
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, hd}),
+                                                      i32_view(positions_, {t_}), numerics_.rope_theta, 0,
+                                                      rope_freq_, rope_scale_});
   }
 }
 

@@ -138,6 +138,7 @@ class StepRunner {
   const ModelNumerics& numerics_;
   // The RoPE frequencies with a scaled RoPE (rope_inv_freq); empty: the kernel's theta^(-2i/d).
   std::vector<float> rope_freq_;
+  float rope_scale_ = 1.0f;  // on cos and sin (rope_attention_factor)
   const compiler::ParallelLayout& layout_;
   compiler::LowerOptions lowering_;
   const compiler::CostModel& cost_;

@@ -90,6 +90,8 @@ class HfModel:
         self.eps = c.get("rms_norm_eps", 1e-6)
         self.theta = c.get("rope_theta", 10000.0)
         self.rope_scaling = c.get("rope_scaling")
+        self.max_positions = c.get("max_position_embeddings")
+        self.original_positions = c.get("original_max_position_embeddings")
         self.tied = c.get("tie_word_embeddings", False)
         # OPT and StarCoder2: LayerNorm (gain and bias), a two-matrix FFN with biases, every projection biased.
         self.opt, self.starcoder2 = self.type == "opt", self.type == "starcoder2"
@@ -234,11 +236,29 @@ class HfModel:
             return True
         return layer not in self.mlp_only and (layer + 1) % self.sparse_step == 0
 
-    def inv_freq(self):  # HF ROPE_INIT_FUNCTIONS: default, linear, llama3
+    def rope_kind(self):
+        r = self.rope_scaling
+        return (r.get("rope_type") or r.get("type")) if r else "default"
+
+    def attention_factor(self):  # on cos and sin: LongRoPE's (Phimoe: short_mscale), else 1
+        r = self.rope_scaling
+        if self.rope_kind() not in ("longrope", "su"):
+            return 1.0
+        if self.phimoe and r.get("short_mscale"):
+            return r["short_mscale"]  # PhimoeRotaryEmbedding, sequences within the original length
+        if r.get("attention_factor"):
+            return r["attention_factor"]
+        original = self.original_positions or r.get("original_max_position_embeddings") or self.max_positions
+        factor = self.max_positions / original  # _compute_longrope_parameters
+        return 1.0 if factor <= 1.0 else np.sqrt(1 + np.log(factor) / np.log(original))
+
+    def inv_freq(self):  # HF ROPE_INIT_FUNCTIONS: default, linear, llama3, longrope (short factors)
         d = self.head_dim
         inv_freq = 1.0 / (self.theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
         r = self.rope_scaling
-        kind = (r.get("rope_type") or r.get("type")) if r else "default"
+        kind = self.rope_kind()
+        if kind in ("longrope", "su"):  # the short factors: sequences within the original length
+            return inv_freq / np.array(r["short_factor"], dtype=np.float64)
         if kind == "linear":
             return inv_freq / r["factor"]
         if kind == "llama3":  # _compute_llama3_parameters
@@ -258,7 +278,8 @@ class HfModel:
         inv_freq = self.inv_freq()
         freqs = np.outer(positions, inv_freq)
         emb = np.concatenate([freqs, freqs], axis=-1)
-        cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
+        scale = self.attention_factor()
+        cos, sin = scale * np.cos(emb)[:, None, :], scale * np.sin(emb)[:, None, :]
         rotated = np.concatenate([-x[..., d // 2 :], x[..., : d // 2]], axis=-1)
         return x * cos + rotated * sin
 

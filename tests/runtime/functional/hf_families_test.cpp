@@ -200,6 +200,36 @@ TEST(HfFamilies, ScaledRopeMatchesTheReference) {
   }
 }
 
+// LongRoPE (Phi-3, Phi-3.5-MoE): the short factors and the attention factor on cos and sin match the
+// reference and change the logits; a sequence beyond the original context (where HF would switch to the long
+// factors) is refused before the run.
+TEST(HfFamilies, LongRopeMatchesTheReferenceAndRefusesLongSequences) {
+  const ModelWeights plain = random_weights(compiler::load_model("tiny-dense"), 11);
+  ModelWeights w = plain;
+  RopeScaling& s = w.numerics.rope_scaling;
+  s.kind = RopeScaling::Kind::kLongRope;
+  for (int i = 0; i < plain.spec.head_dim / 2; ++i) {
+    s.short_factor.push_back(1.0 + 0.4 * i);
+    s.long_factor.push_back(2.0 + i);
+  }
+  s.attention_factor = 1.2;
+  s.original_max_position_embeddings = 64;
+  for (int devices : {1, 16}) {
+    SCOPED_TRACE(devices);
+    const FunctionalResult got = run_on(w, "duplex-pe", devices);
+    expect_matches_reference(w, got);
+    EXPECT_NE(got.logits, run_on(plain, "duplex-pe", devices).logits);
+  }
+  s.original_max_position_embeddings = 8;  // kPrompts' 6 tokens + 8 new ones need 13 positions
+  try {
+    run_on(w, "gpu", 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("beyond original_max_position_embeddings 8"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(HfFamilies, BiasedQkNormedDenseMatchesTheReference) {
   const ModelWeights w = random_weights(qwen3_dense_biased(), 11);
   for (const char* system : {"gpu", "duplex-pe"})

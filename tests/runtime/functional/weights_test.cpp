@@ -284,6 +284,46 @@ TEST(Safetensors, RopeScalingRoundTrips) {
   }
 }
 
+// LongRoPE from config.json: the short and long factors (head_dim / 2 each), the original context, and the
+// attention factor: Phi-3.5-MoE's short_mscale, else attention_factor, else HF's
+// sqrt(1 + ln(max / original) / ln(original)); a checkpoint states it back outright.
+TEST(Safetensors, LongRopeIsReadWithItsAttentionFactor) {
+  const fs::path data = fs::path(DUPLEX_TEST_DATA_DIR);
+  const ModelNumerics phi3 = config_numerics((data / "tiny-phi3-longrope.json").string());
+  ASSERT_EQ(phi3.rope_scaling.kind, RopeScaling::Kind::kLongRope);
+  EXPECT_EQ(phi3.rope_scaling.short_factor.size(), 8u);
+  EXPECT_EQ(phi3.rope_scaling.original_max_position_embeddings, 4096.0);
+  EXPECT_NEAR(phi3.rope_scaling.attention_factor, std::sqrt(1.0 + std::log(32.0) / std::log(4096.0)), 1e-12);
+  const ModelNumerics phimoe = config_numerics((data / "tiny-phimoe-longrope.json").string());
+  EXPECT_EQ(phimoe.rope_scaling.attention_factor, 1.243);
+  EXPECT_EQ(phimoe.rope_scaling.long_factor[7], 40.0);
+  EXPECT_DOUBLE_EQ(rope_inv_freq(phimoe, 16)[3], std::pow(10000.0, -6.0 / 16) / 1.5);
+  EXPECT_EQ(rope_attention_factor(phimoe), 1.243);
+  // Round trip through a checkpoint, and the factor count checked against head_dim.
+  ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 6);
+  w.numerics = phi3;
+  w.numerics.rope_scaling.short_factor.resize(static_cast<std::size_t>(w.spec.head_dim / 2), 1.5);
+  w.numerics.rope_scaling.long_factor.resize(w.numerics.rope_scaling.short_factor.size(), 3.0);
+  const fs::path dir = temp_dir("longrope");
+  write_checkpoint(dir.string(), w);
+  const RopeScaling back = load_checkpoint(dir.string()).numerics.rope_scaling;
+  EXPECT_EQ(back.kind, RopeScaling::Kind::kLongRope);
+  EXPECT_EQ(back.short_factor, w.numerics.rope_scaling.short_factor);
+  EXPECT_EQ(back.attention_factor, w.numerics.rope_scaling.attention_factor);
+  EXPECT_EQ(back.original_max_position_embeddings, 4096.0);
+  nlohmann::json c = nlohmann::json::parse(slurp(dir / "config.json"));
+  c["rope_scaling"]["short_factor"] = {1.0, 2.0};
+  spit(dir / "config.json", c.dump());
+  try {
+    load_checkpoint(dir.string());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_scaling.short_factor: [1.0,2.0]"), std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
 // OPT's and StarCoder2's checkpoints name their tensors their own way (checkpoint_name).
 TEST(Safetensors, OptAndStarcoder2TensorsCarryTheirFamilysNames) {
   const compiler::ModelSpec opt = compiler::load_model("tiny-opt"),

@@ -44,7 +44,8 @@ struct NormArgs {
 // Rotary embedding, rotate-half (GPT-NeoX / HF Llama) form, in place on x[T, heads, D]:
 // for i < rotary_dim/2, angle = positions[t] * inv_freq[i], the pair (x[i], x[i + rotary_dim/2]) is rotated
 // by angle; inv_freq[i] = theta^(-2i/rotary_dim), or the caller's frequencies (host memory, rotary_dim/2 of
-// them, at most kMaxRopeFrequencies, finite and > 0: a scaled RoPE, e.g. Llama 3's). positions: i32[T].
+// them, at most kMaxRopeFrequencies, finite and > 0: a scaled RoPE, e.g. Llama 3's). cos and sin are
+// multiplied by `scale` (finite, > 0; LongRoPE's attention factor, 1 otherwise). positions: i32[T].
 // rotary_dim 0 means D; it must be even and <= D.
 inline constexpr std::int64_t kMaxRopeFrequencies = 256;
 struct RopeArgs {
@@ -52,6 +53,7 @@ struct RopeArgs {
   float theta = 10000.0f;
   std::int64_t rotary_dim = 0;
   std::span<const float> inv_freq{};
+  float scale = 1.0f;
 };
 
 // Causal self-attention for a batch of prompts packed along tokens (prefill).

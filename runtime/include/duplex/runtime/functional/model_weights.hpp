@@ -26,11 +26,16 @@ namespace duplex::runtime::functional {
 // divides every frequency by factor; kLlama3 (Llama 3.1+) divides the frequencies whose wavelength 2 pi / f
 // exceeds original / low_freq_factor by factor, keeps those below original / high_freq_factor, and blends
 // linearly in between (HF _compute_llama3_parameters); original = original_max_position_embeddings.
+// kLongRope (Phi-3, Phi-3.5-MoE) divides frequency i by short_factor[i] and multiplies cos and sin by
+// attention_factor, for sequences up to original_max_position_embeddings; HF switches to long_factor
+// beyond, which the executor refuses (emulated: the short regime only).
 struct RopeScaling {
-  enum class Kind { kNone, kLinear, kLlama3 };
+  enum class Kind { kNone, kLinear, kLlama3, kLongRope };
   Kind kind = Kind::kNone;
   double factor = 1.0;
   double low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192.0;
+  std::vector<double> short_factor, long_factor;  // kLongRope: rotary_dim / 2 each
+  double attention_factor = 1.0;                  // kLongRope: on cos and sin
 };
 struct ModelNumerics {
   float norm_eps = 1e-5f;
@@ -41,6 +46,8 @@ struct ModelNumerics {
 // The RoPE frequencies of a head of `rotary_dim` elements (rotary_dim / 2 of them, in double), as HF
 // computes them from rope_theta and rope_scaling.
 std::vector<double> rope_inv_freq(const ModelNumerics& numerics, int rotary_dim);
+// The factor cos and sin are multiplied by: LongRoPE's attention factor, else 1.
+double rope_attention_factor(const ModelNumerics& numerics);
 
 // One weight tensor: row-major FP16 bit patterns.
 struct WeightTensor {

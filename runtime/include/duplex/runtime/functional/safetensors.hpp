@@ -26,11 +26,11 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
 // tensor the spec lacks, in the map or in a shard (or in a shard the map does not send it to), is an error.
 ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec);
 
-// rms_norm_eps, rope_theta and rope_scaling (linear or llama3) from a HF config.json (ModelNumerics'
-// defaults where absent), after refusing every field that would make the emulation compute something else
-// than the model while ModelSpec reads the same shapes: another rope_scaling (or a bad field of one:
-// "rope_scaling.<field>"), partial_rotary_factor other than 1, hidden_activation outside Gemma, mlp_bias,
-// clip_qkv; each a duplex::Error naming the file and the key.
+// rms_norm_eps, rope_theta and rope_scaling (linear, llama3 or longrope) from a HF config.json
+// (ModelNumerics' defaults where absent), after refusing every field that would make the emulation compute
+// something else than the model while ModelSpec reads the same shapes: another rope_scaling (or a bad field
+// of one: "rope_scaling.<field>"), partial_rotary_factor other than 1, hidden_activation outside Gemma,
+// mlp_bias, clip_qkv; each a duplex::Error naming the file and the key.
 ModelNumerics config_numerics(const std::string& config_json_path);
 
 // A checkpoint directory in HF layout: `config.json` (the ModelSpec, rms_norm_eps, rope_theta) beside
