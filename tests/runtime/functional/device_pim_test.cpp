@@ -78,6 +78,13 @@ TEST(DevicePimUnit, TwoMatrixFfnsOnDuplexPeEqualDatapathBitForBit) {
   expect_device_equals_datapath("tiny-starcoder2");
 }
 
+// Gated GELU (Gemma's GeGLU: the GELU-tanh-gate mode) and exact-GELU experts (GLaM-like: the GELU-erf mode
+// with zeros as the addend) through the driver.
+TEST(DevicePimUnit, GeluModesOnDuplexPeEqualDatapathBitForBit) {
+  expect_device_equals_datapath("tiny-gemma");
+  expect_device_equals_datapath("tiny-gelu-moe");
+}
+
 TEST(DevicePimUnit, RunSessionPassesCheckThroughDevice) {
   for (const char* model : {"tiny-moe", "tiny-dense"}) {
     RunOptions o;

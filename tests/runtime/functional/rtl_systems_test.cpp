@@ -41,7 +41,9 @@ TEST_P(RtlOnEverySystem, CheckPassesAndTokensIdenticalAcrossSystemsAndDatapaths)
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, RtlOnEverySystem,
-                         ::testing::Values("tiny-moe", "tiny-dense", "tiny-starcoder2"),
+                         // GELU tanh + bias (StarCoder2), gated GELU tanh (Gemma), exact GELU experts
+                         ::testing::Values("tiny-moe", "tiny-dense", "tiny-starcoder2", "tiny-gemma",
+                                           "tiny-gelu-moe"),
                          [](const ::testing::TestParamInfo<const char*>& p) {
                            std::string n = p.param;
                            for (char& c : n)
