@@ -120,6 +120,20 @@ std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
 std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim) {
   const RopeScaling& s = n.rope_scaling;
   std::vector<double> f(static_cast<std::size_t>(rotary_dim / 2));
+  // YaRN's ramp: the dimension index where a frequency turns `rotations` times within the original context,
+  // its range floored / ceiled and clamped to [0, rotary_dim - 1], then a linear 0..1 ramp over it.
+  double low = 0, high = 0;
+  if (s.kind == RopeScaling::Kind::kYarn) {
+    const double base = n.rope_theta;
+    auto correction_dim = [&](double rotations) {
+      return rotary_dim *
+             std::log(s.original_max_position_embeddings / (rotations * 2.0 * std::numbers::pi)) /
+             (2.0 * std::log(base));
+    };
+    low = std::max(std::floor(correction_dim(s.beta_fast)), 0.0);
+    high = std::min(std::ceil(correction_dim(s.beta_slow)), static_cast<double>(rotary_dim - 1));
+    if (low == high) high += 0.001;  // HF: prevents a singular ramp
+  }
   for (std::size_t i = 0; i < f.size(); ++i) {
     const double base =
         std::pow(static_cast<double>(n.rope_theta), -2.0 * static_cast<double>(i) / rotary_dim);
@@ -130,6 +144,12 @@ std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim) {
       case RopeScaling::Kind::kLinear:
         f[i] = base / s.factor;
         break;
+      case RopeScaling::Kind::kYarn: {
+        const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+        const double extrapolation = 1.0 - ramp;  // the share of the unscaled frequency
+        f[i] = base / s.factor * (1.0 - extrapolation) + base * extrapolation;
+        break;
+      }
       case RopeScaling::Kind::kLongRope:
         DUPLEX_ASSERT(s.short_factor.size() == f.size(), "one LongRoPE short factor per frequency");
         f[i] = base / s.short_factor[i];
@@ -155,7 +175,9 @@ std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim) {
 }
 
 double rope_attention_factor(const ModelNumerics& n) {
-  return n.rope_scaling.kind == RopeScaling::Kind::kLongRope ? n.rope_scaling.attention_factor : 1.0;
+  const RopeScaling::Kind k = n.rope_scaling.kind;
+  return k == RopeScaling::Kind::kLongRope || k == RopeScaling::Kind::kYarn ? n.rope_scaling.attention_factor
+                                                                            : 1.0;
 }
 
 float embedding_scale(const compiler::ModelSpec& m) {

@@ -312,7 +312,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
 
 namespace {
 
-// config.json's rope_scaling: linear, llama3 or longrope (HF rope_type, or its older key type; "su" is
+// config.json's rope_scaling: linear, llama3, longrope or yarn (HF rope_type, or its older key type; "su" is
 // longrope's old name, "default" plain RoPE). Any other kind, or a field missing or out of range, is an error
 // naming rope_scaling.<field>. LongRoPE's attention factor: Phi-3.5-MoE's short_mscale, else
 // attention_factor, else HF's sqrt(1 + ln(max / original) / ln(original)) (1 when max <= original), where
@@ -351,6 +351,25 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
   };
   RopeScaling s;
   if (type == "default") return s;
+  if (type == "yarn") {
+    // DeepSeek's mscale / mscale_all_dim and gpt-oss' truncate change the formula; refused rather than
+    // ignored.
+    for (const char* key : {"mscale", "mscale_all_dim", "truncate"})
+      if (r.contains(key) && !r[key].is_null()) fail(key, r[key].dump(), "absent (YaRN as Qwen states it)");
+    s.kind = RopeScaling::Kind::kYarn;
+    s.factor = number("factor");
+    s.original_max_position_embeddings = r.contains("original_max_position_embeddings")
+                                             ? number("original_max_position_embeddings")
+                                             : top_number("max_position_embeddings");
+    if (!(s.original_max_position_embeddings > 0))
+      fail("original_max_position_embeddings", "missing", "a positive number (or max_position_embeddings)");
+    s.attention_factor = r.contains("attention_factor") && !r["attention_factor"].is_null()
+                             ? number("attention_factor")
+                             : 0.1 * std::log(s.factor) + 1.0;
+    if (r.contains("beta_fast") && !r["beta_fast"].is_null()) s.beta_fast = number("beta_fast");
+    if (r.contains("beta_slow") && !r["beta_slow"].is_null()) s.beta_slow = number("beta_slow");
+    return s;
+  }
   if (type == "longrope" || type == "su") {
     const double heads = top_number("num_attention_heads");
     const double head_dim = top_number("head_dim") > 0 ? top_number("head_dim")
@@ -395,7 +414,7 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
       fail("high_freq_factor", r["high_freq_factor"].dump(), "a number above low_freq_factor");
   } else {
     fail(type_key, r.contains(type_key) ? r[type_key].dump() : "missing",
-         "\"linear\", \"llama3\", \"longrope\" or \"default\" (dynamic and yarn scaling are not emulated)");
+         "\"linear\", \"llama3\", \"longrope\", \"yarn\" or \"default\" (dynamic scaling is not emulated)");
   }
   return s;
 }
@@ -621,6 +640,13 @@ nlohmann::json hf_config(const ModelWeights& weights) {
       c["rope_scaling"]["attention_factor"] = rs.attention_factor;
     }
     c["original_max_position_embeddings"] = rs.original_max_position_embeddings;
+  } else if (rs.kind == RopeScaling::Kind::kYarn) {
+    c["rope_scaling"] = {{"rope_type", "yarn"},
+                         {"factor", rs.factor},
+                         {"original_max_position_embeddings", rs.original_max_position_embeddings},
+                         {"attention_factor", rs.attention_factor},
+                         {"beta_fast", rs.beta_fast},
+                         {"beta_slow", rs.beta_slow}};
   } else if (rs.kind == RopeScaling::Kind::kLlama3) {
     c["rope_scaling"] = {{"rope_type", "llama3"},
                          {"factor", rs.factor},

@@ -242,6 +242,8 @@ class HfModel:
 
     def attention_factor(self):  # on cos and sin: LongRoPE's (Phimoe: short_mscale), else 1
         r = self.rope_scaling
+        if self.rope_kind() == "yarn":
+            return r.get("attention_factor") or 0.1 * np.log(r["factor"]) + 1.0
         if self.rope_kind() not in ("longrope", "su"):
             return 1.0
         if self.phimoe and r.get("short_mscale"):
@@ -261,6 +263,21 @@ class HfModel:
             return inv_freq / np.array(r["short_factor"], dtype=np.float64)
         if kind == "linear":
             return inv_freq / r["factor"]
+        if kind == "yarn":  # _compute_yarn_parameters (no mscale / truncate)
+            factor = r["factor"]
+            original = r.get("original_max_position_embeddings") or self.max_positions
+            fast, slow = r.get("beta_fast") or 32, r.get("beta_slow") or 1
+
+            def correction_dim(rotations):
+                return d * np.log(original / (rotations * 2 * np.pi)) / (2 * np.log(self.theta))
+
+            low = max(np.floor(correction_dim(fast)), 0)
+            high = min(np.ceil(correction_dim(slow)), d - 1)
+            if low == high:
+                high += 0.001
+            ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+            extrapolation = 1 - ramp
+            return inv_freq / factor * (1 - extrapolation) + inv_freq * extrapolation
         if kind == "llama3":  # _compute_llama3_parameters
             factor, low, high = r["factor"], r["low_freq_factor"], r["high_freq_factor"]
             old = r["original_max_position_embeddings"]

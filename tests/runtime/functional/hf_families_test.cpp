@@ -159,9 +159,9 @@ TEST(HfFamilies, PhimoeMatchesTheReference) {
   }
 }
 
-// Scaled RoPE (config.json rope_scaling): linear, and Llama 3.1's with an original context of 64, so that a
-// head of 16 has frequencies in each of its three regimes. Each matches the reference on one device and two
-// nodes, and each changes the logits.
+// Scaled RoPE (config.json rope_scaling): linear, Llama 3.1's with an original context of 64, so that a head
+// of 16 has frequencies in each of its three regimes, and YaRN. Each matches the reference on one device and
+// two nodes, and each changes the logits.
 TEST(HfFamilies, ScaledRopeMatchesTheReference) {
   RopeScaling linear;
   linear.kind = RopeScaling::Kind::kLinear;
@@ -184,15 +184,28 @@ TEST(HfFamilies, ScaledRopeMatchesTheReference) {
   for (std::size_t i = 3; i < f.size(); ++i) EXPECT_DOUBLE_EQ(f[i], base[i] / 8.0) << i;
   n.rope_scaling = linear;
   EXPECT_DOUBLE_EQ(rope_inv_freq(n, 16)[5], base[5] / 4.0);
+  // YaRN (factor 4, original 64, betas 32 / 1): its ramp spans dimensions 0..3 of a head of 16 (the
+  // correction dims floor(-0.99) -> 0 and ceil(2.02) = 3): dimension 0 kept, 1 and 2 blended, 3 on divided.
+  RopeScaling yarn;
+  yarn.kind = RopeScaling::Kind::kYarn;
+  yarn.factor = 4.0;
+  yarn.original_max_position_embeddings = 64.0;
+  yarn.attention_factor = 0.1 * std::log(4.0) + 1.0;
+  n.rope_scaling = yarn;
+  const std::vector<double> y = rope_inv_freq(n, 16);
+  EXPECT_DOUBLE_EQ(y[0], base[0]);
+  EXPECT_DOUBLE_EQ(y[1], base[1] / 4.0 * (1.0 / 3.0) + base[1] * (2.0 / 3.0));
+  EXPECT_DOUBLE_EQ(y[2], base[2] / 4.0 * (2.0 / 3.0) + base[2] * (1.0 / 3.0));
+  for (std::size_t i = 3; i < y.size(); ++i) EXPECT_DOUBLE_EQ(y[i], base[i] / 4.0) << i;
+  EXPECT_DOUBLE_EQ(rope_attention_factor(n), 0.1 * std::log(4.0) + 1.0);
 
   const ModelWeights plain = random_weights(compiler::load_model("tiny-dense"), 11);
   const FunctionalResult unscaled = run_on(plain, "duplex-pe", 1);
-  for (const RopeScaling& scaling : {linear, llama3}) {
+  for (const RopeScaling& scaling : {linear, llama3, yarn}) {
     ModelWeights w = plain;
     w.numerics.rope_scaling = scaling;
     for (int devices : {1, 16}) {
-      SCOPED_TRACE((scaling.kind == RopeScaling::Kind::kLinear ? "linear x" : "llama3 x") +
-                   std::to_string(devices));
+      SCOPED_TRACE(std::to_string(static_cast<int>(scaling.kind)) + " x" + std::to_string(devices));
       const FunctionalResult got = run_on(w, "duplex-pe", devices);
       expect_matches_reference(w, got);
       EXPECT_NE(got.logits, unscaled.logits);

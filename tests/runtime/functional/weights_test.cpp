@@ -421,7 +421,8 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
   }
   // rope_scaling: linear and llama3 are read; another kind or a bad field names rope_scaling.<field>.
   const std::vector<std::pair<nlohmann::json, std::string>> bad_scaling = {
-      {{{"rope_type", "yarn"}, {"factor", 4.0}}, "rope_scaling.rope_type: \"yarn\""},
+      {{{"rope_type", "yarn"}, {"factor", 40.0}, {"mscale", 1.0}}, "rope_scaling.mscale: 1.0"},
+      {{{"rope_type", "ntk"}, {"factor", 4.0}}, "rope_scaling.rope_type: \"ntk\""},
       {{{"type", "dynamic"}, {"factor", 4.0}}, "rope_scaling.type: \"dynamic\""},
       {{{"rope_type", "llama3"}, {"factor", 8.0}}, "rope_scaling.low_freq_factor: missing"},
       {{{"rope_type", "linear"}, {"factor", -2.0}}, "rope_scaling.factor: -2.0"},
@@ -443,6 +444,7 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
        {nlohmann::json{{"rope_type", "linear"}, {"factor", 2.0}},
         nlohmann::json{{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}},
+        nlohmann::json{{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}},
         nlohmann::json{{"type", "default"}}}) {
     nlohmann::json c = good;
     c["rope_scaling"] = scaling;

@@ -28,14 +28,19 @@ namespace duplex::runtime::functional {
 // linearly in between (HF _compute_llama3_parameters); original = original_max_position_embeddings.
 // kLongRope (Phi-3, Phi-3.5-MoE) divides frequency i by short_factor[i] and multiplies cos and sin by
 // attention_factor, for sequences up to original_max_position_embeddings; HF switches to long_factor
-// beyond, which the executor refuses (emulated: the short regime only).
+// beyond, which the executor refuses (emulated: the short regime only). kYarn (YaRN: Qwen2.5 / Qwen3 long
+// context) blends each frequency between base / factor and base by a linear ramp over the dimensions whose
+// rotations within original_max_position_embeddings lie between beta_slow and beta_fast (HF
+// _compute_yarn_parameters), and multiplies cos and sin by attention_factor (0.1 ln(factor) + 1 unless
+// given).
 struct RopeScaling {
-  enum class Kind { kNone, kLinear, kLlama3, kLongRope };
+  enum class Kind { kNone, kLinear, kLlama3, kLongRope, kYarn };
   Kind kind = Kind::kNone;
   double factor = 1.0;
   double low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192.0;
   std::vector<double> short_factor, long_factor;  // kLongRope: rotary_dim / 2 each
-  double attention_factor = 1.0;                  // kLongRope: on cos and sin
+  double attention_factor = 1.0;                  // kLongRope, kYarn: on cos and sin
+  double beta_fast = 32.0, beta_slow = 1.0;       // kYarn (HF defaults)
 };
 struct ModelNumerics {
   float norm_eps = 1e-5f;

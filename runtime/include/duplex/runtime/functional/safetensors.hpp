@@ -26,7 +26,7 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
 // tensor the spec lacks, in the map or in a shard (or in a shard the map does not send it to), is an error.
 ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec);
 
-// rms_norm_eps, rope_theta and rope_scaling (linear, llama3 or longrope) from a HF config.json
+// rms_norm_eps, rope_theta and rope_scaling (linear, llama3, longrope or yarn) from a HF config.json
 // (ModelNumerics' defaults where absent), after refusing every field that would make the emulation compute
 // something else than the model while ModelSpec reads the same shapes: another rope_scaling (or a bad field
 // of one: "rope_scaling.<field>"), partial_rotary_factor other than 1, hidden_activation outside Gemma,
