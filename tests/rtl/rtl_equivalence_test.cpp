@@ -30,6 +30,25 @@ class RtlEquivalence : public ::testing::Test {
  protected:
   std::unique_ptr<Datapath> rtl_ = make_datapath("rtl", DatapathParams{});
   std::unique_ptr<Datapath> golden_ = make_datapath("golden", DatapathParams{});
+
+  // The activation unit in `mode` over every FP16 a (65536) with b[i] = b_of(i): the RTL's mismatches with
+  // the golden model (the first 10 reported).
+  template <class BOf>
+  std::size_t activation_mismatches(ActivationMode mode, BOf&& b_of) {
+    std::vector<std::uint16_t> a(65536), b(65536), want(65536), got(65536);
+    for (std::uint32_t i = 0; i < 65536; ++i) {
+      a[i] = static_cast<std::uint16_t>(i);
+      b[i] = b_of(i);
+    }
+    golden_->activation_fp16_n(mode, a.data(), b.data(), want.data(), a.size());
+    rtl_->activation_fp16_n(mode, a.data(), b.data(), got.data(), a.size());
+    std::size_t mismatches = 0;
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (want[i] != got[i] && ++mismatches <= 10)
+        ADD_FAILURE() << to_string(mode) << " a " << std::hex << a[i] << " b " << b[i] << ": golden "
+                      << want[i] << " rtl " << got[i];
+    return mismatches;
+  }
 };
 
 // 100k dot products, k in [0, 80] (0 to 5 passes, partial last passes), in five vector families.
@@ -141,23 +160,11 @@ TEST_F(RtlEquivalence, SoftmaxBitExact) {
 // Every FP16 gate bit pattern (65536) with four up values each: 262144 vectors.
 TEST_F(RtlEquivalence, SiluGateExhaustiveGateBitExact) {
   Fp16Source src(104);
-  std::vector<std::uint16_t> gate(65536);
-  std::vector<std::uint16_t> up(65536);
-  std::vector<std::uint16_t> want(65536);
-  std::vector<std::uint16_t> got(65536);
   std::size_t mismatches = 0;
-  for (int round = 0; round < 4; ++round) {
-    for (std::uint32_t g = 0; g < 65536; ++g) {
-      gate[g] = static_cast<std::uint16_t>(g);
-      up[g] = round == 0 ? src.corner() : round == 1 ? src.any_bits() : src.mixed(0, -14, 15);
-    }
-    golden_->silu_gate_fp16_n(gate.data(), up.data(), want.data(), gate.size());
-    rtl_->silu_gate_fp16_n(gate.data(), up.data(), got.data(), gate.size());
-    for (std::size_t i = 0; i < gate.size(); ++i)
-      if (want[i] != got[i] && ++mismatches <= 10)
-        ADD_FAILURE() << "silu gate " << std::hex << gate[i] << " up " << up[i] << ": golden " << want[i]
-                      << " rtl " << got[i];
-  }
+  for (int round = 0; round < 4; ++round)
+    mismatches += activation_mismatches(ActivationMode::kSiluGate, [&](std::uint32_t) {
+      return round == 0 ? src.corner() : round == 1 ? src.any_bits() : src.mixed(0, -14, 15);
+    });
   EXPECT_EQ(mismatches, 0u);
   EXPECT_EQ(rtl_->silu_gate_fp16(0x3C00, 0x4000), golden_->silu_gate_fp16(0x3C00, 0x4000));
 }
@@ -167,32 +174,20 @@ TEST_F(RtlEquivalence, SiluGateExhaustiveGateBitExact) {
 // Gated modes (b = up): a corner case, any bit pattern, a realistic value, a subnormal-heavy one (262144).
 TEST_F(RtlEquivalence, EveryModeExhaustiveABitExact) {
   Fp16Source src(106);
-  std::vector<std::uint16_t> a(65536);
-  std::vector<std::uint16_t> b(65536);
-  std::vector<std::uint16_t> want(65536);
-  std::vector<std::uint16_t> got(65536);
   for (const ActivationMode mode :
        {ActivationMode::kGeluTanh, ActivationMode::kRelu, ActivationMode::kGeluErf, ActivationMode::kSilu,
         ActivationMode::kGeluTanhGate, ActivationMode::kReluGate, ActivationMode::kGeluErfGate}) {
     const bool gated = is_gated(mode);
     std::size_t mismatches = 0;
-    for (int round = gated ? 1 : 0; round < 5; ++round) {
-      for (std::uint32_t i = 0; i < 65536; ++i) {
-        a[i] = static_cast<std::uint16_t>(i);
-        b[i] = round == 0   ? std::uint16_t{0}
+    for (int round = gated ? 1 : 0; round < 5; ++round)
+      mismatches += activation_mismatches(mode, [&](std::uint32_t) {
+        return round == 0   ? std::uint16_t{0}
                : round == 1 ? src.corner()
                : round == 2 ? src.any_bits()
                : round == 3 ? src.mixed(0, -8, 1)
                : gated      ? src.mixed(8, -14, 15)
                             : src.mixed(0, 4, 15);
-      }
-      golden_->activation_fp16_n(mode, a.data(), b.data(), want.data(), a.size());
-      rtl_->activation_fp16_n(mode, a.data(), b.data(), got.data(), a.size());
-      for (std::size_t i = 0; i < a.size(); ++i)
-        if (want[i] != got[i] && ++mismatches <= 10)
-          ADD_FAILURE() << to_string(mode) << " a " << std::hex << a[i] << " b " << b[i] << ": golden "
-                        << want[i] << " rtl " << got[i];
-    }
+      });
     EXPECT_EQ(mismatches, 0u) << to_string(mode);
   }
   std::vector<std::uint16_t> one(1);

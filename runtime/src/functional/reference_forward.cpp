@@ -148,7 +148,12 @@ Vec gated_ffn(compiler::Activation a, const WeightTensor& gate, const WeightTens
 class Sequence {
  public:
   explicit Sequence(const ModelWeights& w)
-      : w_(w), m_(w.spec), k_(static_cast<std::size_t>(m_.layers)), v_(k_.size()) {}
+      : w_(w),
+        m_(w.spec),
+        k_(static_cast<std::size_t>(m_.layers)),
+        v_(k_.size()),
+        inv_freq_(rope_inv_freq(w.numerics, w.spec.head_dim)),
+        rope_scale_(rope_attention_factor(w.numerics)) {}
 
   // Runs one token at position `pos` (= tokens fed so far) and returns the logits after it.
   std::vector<float> feed(std::int32_t token, std::int64_t pos) {
@@ -238,10 +243,8 @@ class Sequence {
                     m_.norm_weight_offset);
     }
     if (m_.learned_positions == 0) {
-      const std::vector<double> inv_freq = rope_inv_freq(w_.numerics, d);
-      const double scale = rope_attention_factor(w_.numerics);
-      rope(q, hq, d, pos, inv_freq, scale);
-      rope(k, hkv, d, pos, inv_freq, scale);
+      rope(q, hq, d, pos, inv_freq_, rope_scale_);
+      rope(k, hkv, d, pos, inv_freq_, rope_scale_);
     }
     auto& kc = k_[static_cast<std::size_t>(l)];
     auto& vc = v_[static_cast<std::size_t>(l)];
@@ -347,6 +350,8 @@ class Sequence {
   const ModelWeights& w_;
   const compiler::ModelSpec& m_;
   std::vector<std::vector<Vec>> k_, v_;  // [layer][position][kv_dim]
+  const std::vector<double> inv_freq_;   // RoPE frequencies (rope_inv_freq), computed once
+  const double rope_scale_;              // on cos and sin (rope_attention_factor)
 };
 
 }  // namespace

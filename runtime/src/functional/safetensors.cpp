@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -216,10 +217,10 @@ void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
     w.tensors.emplace(part.name, std::move(x));
   }
 }
-// Every tensor as the checkpoint stores it, in name order; `stacked` owns the ones made of several.
-TensorList checkpoint_tensors(const ModelWeights& weights, std::vector<WeightTensor>& stacked) {
+// Every tensor as the checkpoint stores it, in name order; `stacked` owns the ones made of several (a deque:
+// the list points into it as it grows).
+TensorList checkpoint_tensors(const ModelWeights& weights, std::deque<WeightTensor>& stacked) {
   const std::vector<StoredTensor> plan = storage_plan(weights.spec);
-  stacked.reserve(plan.size());  // the list points into it
   TensorList all;
   for (const StoredTensor& p : plan) {
     if (p.parts.size() == 1) {
@@ -240,7 +241,7 @@ TensorList checkpoint_tensors(const ModelWeights& weights, std::vector<WeightTen
 }  // namespace
 
 void write_safetensors(const std::string& path, const ModelWeights& weights) {
-  std::vector<WeightTensor> stacked;
+  std::deque<WeightTensor> stacked;
   write_tensors(path, checkpoint_tensors(weights, stacked));
 }
 
@@ -394,6 +395,11 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
     } else if (r.contains("attention_factor")) {
       s.attention_factor = number("attention_factor");
     } else {
+      // HF: factor = max_position_embeddings / original; without it the config states no factor at all.
+      if (!(max_positions > 0))
+        fail("", r.dump(),
+             "longrope with its attention factor (attention_factor, or Phi-3.5-MoE's short_mscale) or the "
+             "config's max_position_embeddings to derive it from");
       const double factor = max_positions / s.original_max_position_embeddings;
       s.attention_factor =
           factor <= 1.0 ? 1.0
@@ -704,7 +710,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
 
 void write_checkpoint(const std::string& dir, const ModelWeights& weights, int shards) {
   namespace fs = std::filesystem;
-  std::vector<WeightTensor> stacked;
+  std::deque<WeightTensor> stacked;
   const TensorList all = checkpoint_tensors(weights, stacked);  // as stored: Phi-3's stacked ones count once
   if (shards < 1 || static_cast<std::size_t>(shards) > all.size())
     throw Error(

@@ -321,6 +321,19 @@ TEST(Safetensors, LongRopeIsReadWithItsAttentionFactor) {
     EXPECT_NE(std::string(e.what()).find("rope_scaling.short_factor: [1.0,2.0]"), std::string::npos)
         << e.what();
   }
+  // Neither an attention factor nor max_position_embeddings to derive one from: refused, not taken as 1.
+  c = nlohmann::json::parse(slurp(dir / "config.json"));
+  c["rope_scaling"]["short_factor"] = c["rope_scaling"]["long_factor"];
+  c["rope_scaling"].erase("attention_factor");
+  c.erase("max_position_embeddings");
+  spit(dir / "config.json", c.dump());
+  try {
+    load_checkpoint(dir.string());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_position_embeddings to derive it from"), std::string::npos)
+        << e.what();
+  }
   fs::remove_all(dir);
 }
 
