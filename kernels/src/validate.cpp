@@ -252,6 +252,40 @@ struct Validator {
       c.require(std::isfinite(a.jitter_eps) && a.jitter_eps >= 0.0f, StatusCode::kInvalidArgument,
                 fmt::format("jitter_eps is {}; expected a finite number >= 0", a.jitter_eps));
     }
+    c.require(std::isfinite(a.routed_scaling) && a.routed_scaling > 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("routed_scaling is {}; expected a finite number > 0", a.routed_scaling));
+    c.require(a.kind != RouterKind::kSparseMixer || a.routed_scaling == 1.0f, StatusCode::kInvalidArgument,
+              fmt::format("routed_scaling is {} with the sparsemixer router; expected 1", a.routed_scaling));
+    const bool grouped = a.kind == RouterKind::kGroupLimited || a.kind == RouterKind::kNoAuxTc;
+    if (grouped) {
+      c.require(a.num_groups >= 1 && e % a.num_groups == 0, StatusCode::kInvalidArgument,
+                fmt::format("num_groups is {}; expected >= 1 and dividing experts = {}", a.num_groups, e));
+      c.require(
+          a.topk_groups >= 1 && a.topk_groups <= a.num_groups, StatusCode::kInvalidArgument,
+          fmt::format("topk_groups is {}; expected in [1, num_groups = {}]", a.topk_groups, a.num_groups));
+      const std::int64_t group_size = a.num_groups >= 1 ? e / a.num_groups : 0;
+      const std::int64_t kept =
+          a.topk_groups >= 1 && a.topk_groups <= a.num_groups ? a.topk_groups * group_size : 0;
+      c.require(a.top_k <= kept, StatusCode::kInvalidArgument,
+                fmt::format("top_k is {}; expected <= topk_groups x experts per group = {} x {}", a.top_k,
+                            a.topk_groups, group_size));
+      c.require(a.kind != RouterKind::kNoAuxTc || group_size >= 2, StatusCode::kInvalidArgument,
+                fmt::format("num_groups is {} with the noaux_tc router; expected >= 2 experts per group "
+                            "(experts = {})",
+                            a.num_groups, e));
+    } else {
+      c.require(a.num_groups == 1 && a.topk_groups == 1, StatusCode::kInvalidArgument,
+                fmt::format("num_groups and topk_groups are {} and {}; expected 1 without a group router",
+                            a.num_groups, a.topk_groups));
+    }
+    if (a.kind == RouterKind::kNoAuxTc) {
+      c.tensor("correction_bias", a.correction_bias, 1)
+          .same_dtype("correction_bias", a.correction_bias, a.gate_weight, "gate_weight")
+          .extent("correction_bias", a.correction_bias, 0, e, "E");
+    } else {
+      c.require(!a.correction_bias.present(), StatusCode::kInvalidArgument,
+                "correction_bias is present; only the noaux_tc router takes one");
+    }
     c.extent("topk_ids", a.topk_ids, 0, t, "T").extent("topk_ids", a.topk_ids, 1, a.top_k, "top_k");
     c.extent("topk_weights", a.topk_weights, 0, t, "T")
         .extent("topk_weights", a.topk_weights, 1, a.top_k, "top_k");

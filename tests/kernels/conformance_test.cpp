@@ -7,11 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "harness.hpp"
 #include "reference.hpp"
@@ -507,8 +510,9 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Router) {
   };
   for (DType dtype : kFloatTypes)
     for (Shape s : {Shape{1, 64, 8, 2}, Shape{37, 256, 8, 2}, Shape{5, 96, 64, 6}, Shape{4, 32, 3, 1}})
-      for (bool renormalize : {true, false}) {
-        SCOPED_TRACE(label(dtype, "t", s.t, " e", s.e, " k", s.k));
+      for (auto [renormalize, scaling] : {std::pair{true, 1.0}, {false, 1.0}, {true, 2.5}, {false, 0.75}}) {
+        SCOPED_TRACE(label(dtype, "t", s.t, " e", s.e, " k", s.k, (renormalize ? " renormalize" : ""),
+                           " scaling ", scaling));
         DeviceArena arena(*backend);
         HostTensor hidden = random_tensor(dtype, {s.t, s.h}, rng),
                    gate = random_tensor(dtype, {s.e, s.h}, rng, -0.2, 0.2);
@@ -519,6 +523,7 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Router) {
                         arena.empty(DType::kF32, {s.t, s.e}),
                         s.k,
                         renormalize};
+        args.routed_scaling = static_cast<float>(scaling);
         expect_run_ok(*backend, args, arena.stream());
         const HostTensor ids = arena.download(args.topk_ids), weights = arena.download(args.topk_weights);
         EXPECT_TRUE(
@@ -548,7 +553,8 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Router) {
             const double expected = renormalize ? prob(id) / chosen_sum : prob(id);
             const double bound =
                 renormalize ? (err(id) + expected * chosen_err) / chosen_sum + 4 * kU32 : err(id) + 4 * kU32;
-            EXPECT_NEAR(weights.get(i * s.k + j), expected, bound) << "token " << i << " slot " << j;
+            EXPECT_NEAR(weights.get(i * s.k + j), expected * scaling, (bound + kU32 * expected) * scaling)
+                << "token " << i << " slot " << j;
           }
         }
       }
@@ -653,6 +659,330 @@ TEST(DUPLEX_CONFORMANCE_SUITE, RouterSparseMixer) {
       SCOPED_TRACE(label(dtype, "t", t, " e", experts));
       run(random_tensor(dtype, {t, h}, rng), random_tensor(dtype, {experts, h}, rng, -0.2, 0.2), t, experts);
     }
+}
+
+// DeepSeek's group-limited routers in double, as the HF code states them (ops.hpp RouterArgs): sort the
+// groups by score, mask the dropped ones' experts to 0, sort the experts. l: one token's logits; bias:
+// kNoAuxTc's correction bias (unused by kGroupLimited).
+struct GroupRouting {
+  std::vector<std::int32_t> ids;  // the top k, in order
+  std::vector<double> base;       // [E]: p (softmax) or s (sigmoid), what the weights are made of
+  std::vector<bool> kept;         // [E]: the expert's group is kept
+  // The smallest gap a decision rests on (the last kept group against the first dropped one; each chosen
+  // expert against the next); two masked zeros tie exactly in any precision and do not count.
+  double margin = INFINITY;
+};
+
+GroupRouting group_router_ref(RouterKind kind, const std::vector<double>& l, const std::vector<double>& bias,
+                              std::int64_t groups, std::int64_t topk_groups, std::int64_t k) {
+  const auto e = static_cast<std::int64_t>(l.size());
+  const std::int64_t size = e / groups;
+  const bool sigmoid = kind == RouterKind::kNoAuxTc;
+  GroupRouting r;
+  r.base.resize(l.size());
+  std::vector<double> c(l.size());
+  const double max = *std::max_element(l.begin(), l.end());
+  double sum = 0.0;
+  for (double v : l) sum += std::exp(v - max);
+  for (std::size_t j = 0; j < l.size(); ++j) {
+    r.base[j] = sigmoid ? 1.0 / (1.0 + std::exp(-l[j])) : std::exp(l[j] - max) / sum;
+    c[j] = sigmoid ? r.base[j] + bias[j] : r.base[j];
+  }
+  // Descending value, then the lower index first.
+  using Ranked = std::pair<double, std::int64_t>;
+  auto before = [](const Ranked& a, const Ranked& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  std::vector<Ranked> group_scores;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    std::vector<double> members(c.begin() + g * size, c.begin() + (g + 1) * size);
+    std::sort(members.begin(), members.end(), std::greater<>());
+    group_scores.emplace_back(sigmoid ? members[0] + members[1] : members[0], g);
+  }
+  std::sort(group_scores.begin(), group_scores.end(), before);
+  if (topk_groups < groups)
+    r.margin = group_scores[static_cast<std::size_t>(topk_groups - 1)].first -
+               group_scores[static_cast<std::size_t>(topk_groups)].first;
+  r.kept.assign(l.size(), false);
+  for (std::int64_t j = 0; j < topk_groups; ++j) {
+    const std::int64_t g = group_scores[static_cast<std::size_t>(j)].second;
+    std::fill(r.kept.begin() + g * size, r.kept.begin() + (g + 1) * size, true);
+  }
+  std::vector<Ranked> choice;
+  for (std::int64_t j = 0; j < e; ++j)
+    choice.emplace_back(r.kept[static_cast<std::size_t>(j)] ? c[static_cast<std::size_t>(j)] : 0.0, j);
+  std::sort(choice.begin(), choice.end(), before);
+  for (std::int64_t j = 0; j < k; ++j) {
+    const Ranked& a = choice[static_cast<std::size_t>(j)];
+    r.ids.push_back(static_cast<std::int32_t>(a.second));
+    if (j + 1 == e) break;
+    const Ranked& b = choice[static_cast<std::size_t>(j + 1)];
+    if (r.kept[static_cast<std::size_t>(a.second)] || r.kept[static_cast<std::size_t>(b.second)])
+      r.margin = std::min(r.margin, a.first - b.first);
+  }
+  return r;
+}
+
+// One group router case.
+struct GroupCase {
+  RouterKind kind = RouterKind::kGroupLimited;
+  std::int64_t t = 0, h = 0, e = 0, groups = 1, topk_groups = 1, k = 1;
+  bool renormalize = true;
+  double scaling = 1.0;
+};
+struct GroupTally {
+  std::int64_t tokens = 0, decisive = 0, dropped_picks = 0;
+};
+
+// Runs a group router case on the backend and checks it against group_router_ref on the backend's own logits
+// (the choices are discontinuous; the logits are checked against the FP64 GEMM): a token whose choices all
+// rest on gaps above FP32 rounding must get the reference's ids in order; every token must get distinct ids
+// and, for them, weight = base / (sum of the chosen base (+ 1e-20 for noaux_tc) when renormalized) x scaling.
+// Counts the decisive tokens and those that pick an expert of a dropped group (HF's masked_fill to 0).
+void check_group_router(Backend& backend, const GroupCase& g, const HostTensor& hidden,
+                        const HostTensor& gate, const HostTensor* bias, GroupTally& tally) {
+  DeviceArena arena(backend);
+  RouterArgs args{arena.upload(hidden),
+                  arena.upload(gate),
+                  arena.empty(DType::kI32, {g.t, g.k}),
+                  arena.empty(DType::kF32, {g.t, g.k}),
+                  arena.empty(DType::kF32, {g.t, g.e}),
+                  g.k,
+                  g.renormalize};
+  args.kind = g.kind;
+  args.num_groups = g.groups;
+  args.topk_groups = g.topk_groups;
+  args.routed_scaling = static_cast<float>(g.scaling);
+  if (bias != nullptr) args.correction_bias = arena.upload(*bias);
+  expect_run_ok(backend, args, arena.stream());
+  const HostTensor logits = arena.download(args.logits), ids = arena.download(args.topk_ids),
+                   weights = arena.download(args.topk_weights);
+  EXPECT_TRUE(within_bound(logits, gemm_ref(hidden, gate, nullptr, true, DType::kF32)));
+  std::vector<double> b(static_cast<std::size_t>(g.e), 0.0);
+  if (bias != nullptr)
+    for (std::int64_t j = 0; j < g.e; ++j) b[static_cast<std::size_t>(j)] = bias->get(j);
+  constexpr double kDecisiveGap = 1e-5;  // far above the FP32 error of p, s + bias and the group scores
+  for (std::int64_t i = 0; i < g.t; ++i) {
+    std::vector<double> l(static_cast<std::size_t>(g.e));
+    for (std::int64_t j = 0; j < g.e; ++j) l[static_cast<std::size_t>(j)] = logits.get(i * g.e + j);
+    const GroupRouting want = group_router_ref(g.kind, l, b, g.groups, g.topk_groups, g.k);
+    const bool decisive = want.margin > kDecisiveGap;
+    ++tally.tokens;
+    tally.decisive += decisive ? 1 : 0;
+    std::set<std::int32_t> chosen;
+    double chosen_sum = 0.0;
+    for (std::int64_t j = 0; j < g.k; ++j) {
+      const std::int32_t id = ids.get_int(i * g.k + j);
+      ASSERT_GE(id, 0) << "token " << i << " slot " << j;
+      ASSERT_LT(id, g.e) << "token " << i << " slot " << j;
+      EXPECT_TRUE(chosen.insert(id).second) << "expert " << id << " chosen twice for token " << i;
+      if (decisive) {
+        EXPECT_EQ(id, want.ids[static_cast<std::size_t>(j)]) << "token " << i << " slot " << j;
+        if (!want.kept[static_cast<std::size_t>(id)]) ++tally.dropped_picks;
+      }
+      chosen_sum += want.base[static_cast<std::size_t>(id)];
+    }
+    if (g.kind == RouterKind::kNoAuxTc) chosen_sum += 1e-20;
+    for (std::int64_t j = 0; j < g.k; ++j) {
+      const double base = want.base[static_cast<std::size_t>(ids.get_int(i * g.k + j))];
+      const double expected = (g.renormalize ? base / chosen_sum : base) * g.scaling;
+      EXPECT_NEAR(weights.get(i * g.k + j), expected,
+                  2.0 * static_cast<double>(g.e + g.k + 16) * kU32 * expected)
+          << "token " << i << " slot " << j;
+    }
+  }
+}
+
+// DeepSeek-V2's group_limited_greedy: 16 experts in 4 groups of 4, the best 2 groups kept, 6 experts chosen;
+// V2's unnormalised weights x 16 and V2-Lite's renormalised ones.
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterGroupLimited) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(38);
+  GroupTally tally;
+  for (DType dtype : kFloatTypes)
+    for (std::int64_t t : {37, 5})
+      for (auto [renormalize, scaling] : {std::pair{false, 16.0}, {true, 1.0}, {true, 2.5}}) {
+        SCOPED_TRACE(label(dtype, "t", t, (renormalize ? " renormalize" : ""), " scaling ", scaling));
+        const GroupCase g{RouterKind::kGroupLimited, t, 64, 16, 4, 2, 6, renormalize, scaling};
+        check_group_router(*backend, g, random_tensor(dtype, {t, g.h}, rng),
+                           random_tensor(dtype, {g.e, g.h}, rng, -0.2, 0.2), nullptr, tally);
+      }
+  EXPECT_GE(tally.decisive, tally.tokens * 9 / 10) << "the ids were compared for too few tokens";
+}
+
+// DeepSeek-V3's noaux_tc: 32 experts in 8 groups of 4, the best 4 groups kept, 8 experts chosen. The
+// correction bias gives 0 to 2 experts per group a positive bias and the others one of -1.2 to -0.5, so that
+// a kept group's expert may have c = s + bias < 0 and rank below the masked zeros of the dropped groups (the
+// test requires some token to pick a dropped group's expert); then DeepSeek-V3's 256 experts in 8 groups.
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterNoAuxTc) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(39);
+  const std::int64_t positives[] = {2, 1, 2, 1, 0, 2, 1, 1};  // per group of 4
+  for (DType dtype : kFloatTypes) {
+    GroupTally tally;
+    for (std::int64_t t : {37, 5})
+      for (bool renormalize : {true, false}) {
+        SCOPED_TRACE(label(dtype, "t", t, (renormalize ? " renormalize" : "")));
+        const GroupCase g{RouterKind::kNoAuxTc, t, 64, 32, 8, 4, 8, renormalize, 2.5};
+        HostTensor bias(dtype, {g.e});
+        std::uniform_real_distribution<double> positive(0.0, 0.3), negative(-1.2, -0.5);
+        for (std::int64_t group = 0; group < g.groups; ++group) {
+          std::vector<std::int64_t> members = {0, 1, 2, 3};
+          std::shuffle(members.begin(), members.end(), rng);
+          for (std::int64_t j = 0; j < 4; ++j)
+            bias.set(group * 4 + members[static_cast<std::size_t>(j)],
+                     j < positives[group] ? positive(rng) : negative(rng));
+        }
+        check_group_router(*backend, g, random_tensor(dtype, {t, g.h}, rng),
+                           random_tensor(dtype, {g.e, g.h}, rng, -0.2, 0.2), &bias, tally);
+      }
+    EXPECT_GE(tally.decisive, tally.tokens * 9 / 10)
+        << dtype_name(dtype) << ": the ids were compared for too few tokens";
+    EXPECT_GT(tally.dropped_picks, 0) << dtype_name(dtype) << ": no token picked a dropped group's expert";
+    SCOPED_TRACE(label(dtype, "256 experts"));
+    const GroupCase v3{RouterKind::kNoAuxTc, 3, 128, 256, 8, 4, 8, true, 2.5};
+    const HostTensor bias = random_tensor(dtype, {v3.e}, rng, -0.5, 0.5);
+    GroupTally v3_tally;
+    check_group_router(*backend, v3, random_tensor(dtype, {v3.t, v3.h}, rng),
+                       random_tensor(dtype, {v3.e, v3.h}, rng, -0.2, 0.2), &bias, v3_tally);
+  }
+}
+
+// Exact ties in both group routers: stated logits (an identity gate, so logits = hidden exactly) and biases
+// whose sums are exact in FP32. Three groups tie for the two kept places (the lower two win), experts tie in
+// value (the lower index wins), and for noaux_tc kept experts with c < 0 rank below the masked zeros.
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterGroupTies) {
+  DUPLEX_GET_BACKEND(backend);
+  const std::int64_t e = 16, k = 6;
+  struct Stated {
+    RouterKind kind;
+    std::vector<double> logits, bias;
+    std::vector<std::int32_t> ids;
+  };
+  const Stated cases[] = {
+      // Group maxima p(1) in groups 0, 2 and 3: groups 0 and 2 are kept; then p(1) twice and p(0) six times.
+      {RouterKind::kGroupLimited, {0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0.5, 1, 0, 0}, {}, {1, 8, 0, 2, 3, 9}},
+      // s = 0.5 everywhere, c = 0.5 + bias; the group scores are 1.5, -1, 1 and 1: groups 0 and 2 are kept;
+      // c = 0.75 (experts 0, 2, 8), 0.25 (11), then the dropped groups' zeros (4, 5, ...) before c = -0.5.
+      {RouterKind::kNoAuxTc,
+       std::vector<double>(16, 0.0),
+       {0.25, -1, 0.25, -1, -1, -1, -1, -1, 0.25, -1, -1, -0.25, -0.25, 0.25, -1, -1},
+       {0, 2, 8, 11, 4, 5}}};
+  for (DType dtype : kFloatTypes)
+    for (const Stated& c : cases) {
+      SCOPED_TRACE(label(dtype, c.kind == RouterKind::kNoAuxTc ? "noaux_tc" : "group_limited"));
+      DeviceArena arena(*backend);
+      HostTensor hidden(dtype, {1, e}), gate(dtype, {e, e}), bias(dtype, {e});
+      for (std::int64_t j = 0; j < e; ++j) {
+        hidden.set(j, c.logits[static_cast<std::size_t>(j)]);
+        gate.set(j * e + j, 1.0);
+        if (!c.bias.empty()) bias.set(j, c.bias[static_cast<std::size_t>(j)]);
+      }
+      RouterArgs args{arena.upload(hidden),
+                      arena.upload(gate),
+                      arena.empty(DType::kI32, {1, k}),
+                      arena.empty(DType::kF32, {1, k}),
+                      Tensor{},
+                      k,
+                      true};
+      args.kind = c.kind;
+      args.num_groups = 4;
+      args.topk_groups = 2;
+      args.routed_scaling = 2.5f;
+      if (!c.bias.empty()) args.correction_bias = arena.upload(bias);
+      expect_run_ok(*backend, args, arena.stream());
+      const HostTensor ids = arena.download(args.topk_ids), weights = arena.download(args.topk_weights);
+      double sum = 0.0;
+      for (std::int64_t j = 0; j < k; ++j) {
+        EXPECT_EQ(ids.get_int(j), c.ids[static_cast<std::size_t>(j)]) << "slot " << j;
+        sum += weights.get(j);
+        if (c.kind == RouterKind::kNoAuxTc) {
+          EXPECT_NEAR(weights.get(j), 2.5 / 6.0, 1e-6) << "slot " << j;
+        }
+      }
+      EXPECT_NEAR(sum, 2.5, 1e-5);
+    }
+}
+
+// can_implement's rules for the group routers' fields (ops.hpp RouterArgs), each failure naming its field.
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterGroupArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(40);
+  DeviceArena arena(*backend);
+  const std::int64_t t = 3, h = 16, e = 16;
+  const Tensor hidden = arena.upload(random_tensor(DType::kBF16, {t, h}, rng)),
+               gate = arena.upload(random_tensor(DType::kBF16, {e, h}, rng)),
+               bias = arena.upload(random_tensor(DType::kBF16, {e}, rng)),
+               short_bias = arena.upload(random_tensor(DType::kBF16, {e - 1}, rng)),
+               f32_bias = arena.upload(random_tensor(DType::kF32, {e}, rng));
+  auto router = [&](RouterKind kind, std::int64_t k) {
+    RouterArgs a{hidden, gate, arena.empty(DType::kI32, {t, k}), arena.empty(DType::kF32, {t, k}), Tensor{},
+                 k,      true};
+    a.kind = kind;
+    if (kind == RouterKind::kGroupLimited || kind == RouterKind::kNoAuxTc) {
+      a.num_groups = 4;
+      a.topk_groups = 2;
+    }
+    if (kind == RouterKind::kNoAuxTc) a.correction_bias = bias;
+    return a;
+  };
+  auto expect_refused = [&](const RouterArgs& a, StatusCode code, const std::string& message) {
+    const Status s = backend->can_implement(a);
+    EXPECT_EQ(s.code(), code) << s.to_string();
+    EXPECT_NE(s.message().find(message), std::string::npos) << s.message();
+  };
+  for (RouterKind kind : {RouterKind::kGroupLimited, RouterKind::kNoAuxTc}) {
+    const RouterArgs valid = router(kind, 8);  // top_k = topk_groups x 4: the most allowed
+    EXPECT_TRUE(backend->can_implement(valid).ok()) << backend->can_implement(valid).to_string();
+    RouterArgs a = valid;
+    a.num_groups = 3;
+    expect_refused(a, StatusCode::kInvalidArgument,
+                   "num_groups is 3; expected >= 1 and dividing experts = 16");
+    a.num_groups = 0;
+    expect_refused(a, StatusCode::kInvalidArgument, "num_groups is 0");
+    a = valid;
+    a.topk_groups = 0;
+    expect_refused(a, StatusCode::kInvalidArgument, "topk_groups is 0; expected in [1, num_groups = 4]");
+    a.topk_groups = 5;
+    expect_refused(a, StatusCode::kInvalidArgument, "topk_groups is 5");
+    a = router(kind, 9);
+    expect_refused(a, StatusCode::kInvalidArgument,
+                   "top_k is 9; expected <= topk_groups x experts per group = 2 x 4");
+    a = valid;
+    a.routed_scaling = 0.0f;
+    expect_refused(a, StatusCode::kInvalidArgument, "routed_scaling is 0; expected a finite number > 0");
+    a.routed_scaling = INFINITY;
+    expect_refused(a, StatusCode::kInvalidArgument, "routed_scaling is inf");
+  }
+  RouterArgs a = router(RouterKind::kNoAuxTc, 2);
+  a.correction_bias = Tensor{};
+  expect_refused(a, StatusCode::kInvalidArgument, "correction_bias is absent");
+  a.correction_bias = short_bias;
+  expect_refused(a, StatusCode::kInvalidArgument, "correction_bias is bf16[15]");
+  a.correction_bias = f32_bias;
+  expect_refused(a, StatusCode::kUnsupportedDType, "correction_bias is f32[16]");
+  a.correction_bias = bias;
+  a.correction_bias.location =
+      backend->memory_location() == Location::kHost ? Location::kDevice : Location::kHost;
+  expect_refused(a, StatusCode::kWrongLocation, "correction_bias is bf16[16]");
+  a = router(RouterKind::kNoAuxTc, 1);
+  a.num_groups = 16;
+  a.topk_groups = 1;
+  expect_refused(a, StatusCode::kInvalidArgument, "num_groups is 16 with the noaux_tc router");
+  for (RouterKind kind : {RouterKind::kSoftmaxTopK, RouterKind::kGroupLimited, RouterKind::kSparseMixer}) {
+    a = router(kind, 2);
+    a.correction_bias = bias;
+    expect_refused(a, StatusCode::kInvalidArgument, "correction_bias is present");
+  }
+  a = router(RouterKind::kSoftmaxTopK, 2);
+  a.num_groups = 4;
+  expect_refused(a, StatusCode::kInvalidArgument, "num_groups and topk_groups are 4 and 1; expected 1");
+  a = router(RouterKind::kSoftmaxTopK, 2);
+  a.routed_scaling = 2.5f;
+  EXPECT_TRUE(backend->can_implement(a).ok()) << backend->can_implement(a).to_string();
+  a = router(RouterKind::kSparseMixer, 2);
+  a.routed_scaling = 2.5f;
+  expect_refused(a, StatusCode::kInvalidArgument, "routed_scaling is 2.5 with the sparsemixer router");
 }
 
 // Qwen2-MoE's shared-expert gate: shared_gate = sigmoid(hidden . w) beside the routing, which it leaves

@@ -1,4 +1,5 @@
-// CPU MoE ops: router (gate GEMM + softmax + top-k), token permute / unpermute, grouped expert FFN.
+// CPU MoE ops: router (gate GEMM + softmax or sigmoid + top-k, group-limited or not), token permute /
+// unpermute, grouped expert FFN.
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
@@ -65,6 +66,42 @@ void sparsemixer(const float* l, std::int64_t e, float jitter_eps, std::int32_t*
   weights[1] = weight(second, first);
 }
 
+// Orders the experts by `choice` (descending; ties: the lower index); the first k of `order` are the top k.
+void top_experts(const std::vector<float>& choice, std::int64_t k, std::vector<std::int32_t>& order) {
+  for (std::size_t j = 0; j < order.size(); ++j) order[j] = static_cast<std::int32_t>(j);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int32_t a, std::int32_t b) {
+    const float ca = choice[static_cast<std::size_t>(a)], cb = choice[static_cast<std::size_t>(b)];
+    return ca > cb || (ca == cb && a < b);
+  });
+}
+
+// The group routers' group-limited choice (ops.hpp RouterArgs): a group's score is its largest choice value
+// (kGroupLimited) or the sum of its two largest (kNoAuxTc); the experts of all but the kept_groups groups of
+// highest score (ties: the lower group) get choice value 0.
+void mask_dropped_groups(RouterKind kind, std::int64_t groups, std::int64_t kept_groups,
+                         std::vector<float>& choice, std::vector<float>& score,
+                         std::vector<std::int32_t>& group_order) {
+  const auto size = static_cast<std::int64_t>(choice.size()) / groups;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    float first = -INFINITY, second = -INFINITY;
+    for (std::int64_t j = g * size; j < (g + 1) * size; ++j) {
+      const float v = choice[static_cast<std::size_t>(j)];
+      if (v > first) {
+        second = first;
+        first = v;
+      } else if (v > second) {
+        second = v;
+      }
+    }
+    score[static_cast<std::size_t>(g)] = kind == RouterKind::kNoAuxTc ? first + second : first;
+  }
+  top_experts(score, kept_groups, group_order);
+  for (std::int64_t j = kept_groups; j < groups; ++j) {
+    float* c = choice.data() + group_order[static_cast<std::size_t>(j)] * size;
+    std::fill(c, c + size, 0.0f);
+  }
+}
+
 }  // namespace
 
 Status router(const RouterArgs& args) {
@@ -73,34 +110,52 @@ Status router(const RouterArgs& args) {
   const std::vector<float> x = rows_to_floats(args.hidden, 0, t);
   std::vector<float> logits(static_cast<std::size_t>(t * e));
   linear_nt(x.data(), t, h, args.gate_weight.data, args.gate_weight.dtype, 0, e, logits.data(), false);
+  std::vector<float> bias;
+  if (args.correction_bias.present()) {
+    bias.resize(static_cast<std::size_t>(e));
+    load_floats(args.correction_bias.data, args.correction_bias.dtype, 0, e, bias.data());
+  }
+  const bool grouped = args.kind == RouterKind::kGroupLimited || args.kind == RouterKind::kNoAuxTc;
+  const bool sigmoid = args.kind == RouterKind::kNoAuxTc;
   auto* ids = args.topk_ids.as<std::int32_t>();
   auto* weights = args.topk_weights.as<float>();
   tbb::parallel_for(Range(0, t, 64), [&](const Range& rows) {
-    std::vector<float> p(static_cast<std::size_t>(e));
-    std::vector<std::int32_t> order(static_cast<std::size_t>(e));
+    // p: the probability the weights come from (softmax or sigmoid); choice: what the experts are chosen by.
+    std::vector<float> p(static_cast<std::size_t>(e)), choice(static_cast<std::size_t>(e)),
+        group_score(static_cast<std::size_t>(args.num_groups));
+    std::vector<std::int32_t> order(static_cast<std::size_t>(e)),
+        group_order(static_cast<std::size_t>(args.num_groups));
     for (std::int64_t i = rows.begin(); i != rows.end(); ++i) {
       const float* l = logits.data() + i * e;
       if (args.kind == RouterKind::kSparseMixer) {
         sparsemixer(l, e, args.jitter_eps, ids + i * k, weights + i * k);
         continue;
       }
-      const float max = *std::max_element(l, l + e);
-      float sum = 0.0f;
-      for (std::int64_t j = 0; j < e; ++j) sum += (p[static_cast<std::size_t>(j)] = std::exp(l[j] - max));
-      for (float& v : p) v /= sum;
-      for (std::int64_t j = 0; j < e; ++j) order[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(j);
-      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int32_t a, std::int32_t b) {
-        const float pa = p[static_cast<std::size_t>(a)], pb = p[static_cast<std::size_t>(b)];
-        return pa > pb || (pa == pb && a < b);
-      });
+      if (sigmoid) {
+        for (std::int64_t j = 0; j < e; ++j) {
+          const auto u = static_cast<std::size_t>(j);
+          p[u] = 1.0f / (1.0f + std::exp(-l[j]));
+          choice[u] = p[u] + bias[u];
+        }
+      } else {
+        const float max = *std::max_element(l, l + e);
+        float sum = 0.0f;
+        for (std::int64_t j = 0; j < e; ++j) sum += (p[static_cast<std::size_t>(j)] = std::exp(l[j] - max));
+        for (float& v : p) v /= sum;
+        choice = p;
+      }
+      if (grouped)
+        mask_dropped_groups(args.kind, args.num_groups, args.topk_groups, choice, group_score, group_order);
+      top_experts(choice, k, order);
       float chosen = 0.0f;
       for (std::int64_t j = 0; j < k; ++j)
         chosen += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
+      if (sigmoid) chosen += 1e-20f;  // HF's guard against an all-zero sum
       for (std::int64_t j = 0; j < k; ++j) {
         const std::int32_t expert = order[static_cast<std::size_t>(j)];
         ids[i * k + j] = expert;
         const float w = p[static_cast<std::size_t>(expert)];
-        weights[i * k + j] = args.renormalize ? w / chosen : w;
+        weights[i * k + j] = (args.renormalize ? w / chosen : w) * args.routed_scaling;
       }
     }
   });

@@ -16,7 +16,8 @@ constexpr int kThreads = 256;
 
 // One thread per token: softmax over the experts' logits, then top_k by repeated selection (ties: lower id).
 __global__ void router_topk(const float* logits, std::int64_t tokens, std::int64_t experts,
-                            std::int64_t top_k, bool renormalize, std::int32_t* ids, float* weights) {
+                            std::int64_t top_k, bool renormalize, float routed_scaling, std::int32_t* ids,
+                            float* weights) {
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= tokens) return;
   const float* l = logits + t * experts;
@@ -37,8 +38,105 @@ __global__ void router_topk(const float* logits, std::int64_t tokens, std::int64
     weights[t * top_k + j] = p;
     chosen += p;
   }
-  if (renormalize)
-    for (std::int64_t j = 0; j < top_k; ++j) weights[t * top_k + j] /= chosen;
+  for (std::int64_t j = 0; j < top_k; ++j) {
+    const float w = weights[t * top_k + j];
+    weights[t * top_k + j] = (renormalize ? w / chosen : w) * routed_scaling;
+  }
+}
+
+// Whether (value, index) comes after (last_value, last_index) in the routers' order: descending values, ties
+// broken by the lower index first. (INFINITY, -1) comes before everything.
+__device__ __forceinline__ bool comes_after(float value, std::int64_t index, float last_value,
+                                            std::int64_t last_index) {
+  return value < last_value || (value == last_value && index > last_index);
+}
+
+// The value a group router chooses experts by, before the group mask: p_e = exp(l_e - m) / sum (bias null,
+// kGroupLimited) or s_e + bias_e (kNoAuxTc). Not inlined: router_grouped recomputes it and relies on getting
+// the same bits each time (one copy of the code, whatever the compiler would contract in an inlined one).
+template <class T>
+__device__ __noinline__ float router_choice(const float* l, const T* bias, std::int64_t e, float m,
+                                            float sum) {
+  if (bias == nullptr) return expf(l[e] - m) / sum;
+  return 1.0f / (1.0f + expf(-l[e])) + to_float(bias[e]);
+}
+
+// One thread per token: the group-limited routers, kGroupLimited (bias null) and kNoAuxTc (ops.hpp
+// RouterArgs). No per-thread arrays, so any expert count works: the kept groups are those up to the
+// topk_groups-th in the order of comes_after, found by repeated selection, and each top-k selection picks the
+// best expert after the previous one, recomputing the choice values and group scores from the logits
+// ((2 top_k + topk_groups) x E evaluations per token).
+template <class T>
+__global__ void router_grouped(const float* logits, const T* bias, std::int64_t tokens, std::int64_t experts,
+                               std::int64_t groups, std::int64_t topk_groups, std::int64_t top_k,
+                               bool renormalize, float routed_scaling, std::int32_t* ids, float* weights) {
+  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= tokens) return;
+  const float* l = logits + t * experts;
+  const bool sigmoid = bias != nullptr;
+  float m = -INFINITY, sum = 0.0f;
+  if (!sigmoid) {
+    for (std::int64_t e = 0; e < experts; ++e) m = fmaxf(m, l[e]);
+    for (std::int64_t e = 0; e < experts; ++e) sum += expf(l[e] - m);
+  }
+  const std::int64_t size = experts / groups;
+  // A group's score: its largest choice value (kGroupLimited) or the sum of its two largest (kNoAuxTc).
+  auto group_score = [&](std::int64_t g) {
+    float first = -INFINITY, second = -INFINITY;
+    for (std::int64_t e = g * size; e < (g + 1) * size; ++e) {
+      const float v = router_choice(l, bias, e, m, sum);
+      if (v > first) {
+        second = first;
+        first = v;
+      } else if (v > second) {
+        second = v;
+      }
+    }
+    return sigmoid ? first + second : first;
+  };
+  float last_score = INFINITY;  // the last kept group
+  std::int64_t last_group = -1;
+  for (std::int64_t j = 0; j < topk_groups; ++j) {
+    std::int64_t best = -1;
+    float best_score = 0.0f;
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const float score = group_score(g);
+      if (comes_after(score, g, last_score, last_group) && (best < 0 || score > best_score)) {
+        best = g;
+        best_score = score;
+      }
+    }
+    last_score = best_score;
+    last_group = best;
+  }
+  float last_value = INFINITY, chosen = 0.0f;
+  std::int64_t last_expert = -1;
+  for (std::int64_t j = 0; j < top_k; ++j) {
+    std::int64_t best = -1;
+    float best_value = 0.0f;
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const bool kept = !comes_after(group_score(g), g, last_score, last_group);
+      for (std::int64_t e = g * size; e < (g + 1) * size; ++e) {
+        const float value = kept ? router_choice(l, bias, e, m, sum) : 0.0f;  // HF's masked_fill(~mask, 0.0)
+        if (comes_after(value, e, last_value, last_expert) && (best < 0 || value > best_value)) {
+          best = e;
+          best_value = value;
+        }
+      }
+    }
+    last_value = best_value;
+    last_expert = best;
+    // The weight's probability: p_e, or s_e without the bias.
+    const float p = sigmoid ? 1.0f / (1.0f + expf(-l[best])) : expf(l[best] - m) / sum;
+    ids[t * top_k + j] = static_cast<std::int32_t>(best);
+    weights[t * top_k + j] = p;
+    chosen += p;
+  }
+  if (sigmoid) chosen += 1e-20f;  // HF's guard against an all-zero sum
+  for (std::int64_t j = 0; j < top_k; ++j) {
+    const float w = weights[t * top_k + j];
+    weights[t * top_k + j] = (renormalize ? w / chosen : w) * routed_scaling;
+  }
 }
 
 // One thread per token: Phi-3.5-MoE's sparsemixer (ops.hpp RouterArgs), its two experts and weights.
@@ -228,14 +326,30 @@ Status router(Context& ctx, const RouterArgs& args, cudaStream_t stream) {
   const Status s = gemm_rowmajor(ctx, stream, args.hidden.data, args.gate_weight.data, logits, t, e,
                                  args.hidden.dim(1), args.hidden.dtype, DType::kF32, true, false);
   if (!s.ok()) return s;
+  auto* ids = args.topk_ids.as<std::int32_t>();
+  auto* weights = args.topk_weights.as<float>();
   if (args.kind == RouterKind::kSparseMixer) {
-    router_sparsemixer<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(
-        logits, t, e, args.jitter_eps, args.topk_ids.as<std::int32_t>(), args.topk_weights.as<float>());
+    router_sparsemixer<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(logits, t, e, args.jitter_eps, ids,
+                                                                         weights);
     DUPLEX_CUDA_LAUNCHED("router_sparsemixer");
+  } else if (args.kind == RouterKind::kGroupLimited) {
+    router_grouped<float><<<blocks_for(t, kThreads), kThreads, 0, stream>>>(
+        logits, nullptr, t, e, args.num_groups, args.topk_groups, args.top_k, args.renormalize,
+        args.routed_scaling, ids, weights);
+    DUPLEX_CUDA_LAUNCHED("router_grouped");
+  } else if (args.kind == RouterKind::kNoAuxTc) {
+    const Status b = with_storage_type(args.correction_bias.dtype, [&](auto tag) -> Status {
+      using T = decltype(tag);
+      router_grouped<T><<<blocks_for(t, kThreads), kThreads, 0, stream>>>(
+          logits, args.correction_bias.as<const T>(), t, e, args.num_groups, args.topk_groups, args.top_k,
+          args.renormalize, args.routed_scaling, ids, weights);
+      DUPLEX_CUDA_LAUNCHED("router_grouped");
+      return {};
+    });
+    if (!b.ok()) return b;
   } else {
     router_topk<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(logits, t, e, args.top_k, args.renormalize,
-                                                                  args.topk_ids.as<std::int32_t>(),
-                                                                  args.topk_weights.as<float>());
+                                                                  args.routed_scaling, ids, weights);
     DUPLEX_CUDA_LAUNCHED("router_topk");
   }
   if (args.shared_gate_weight.present()) {

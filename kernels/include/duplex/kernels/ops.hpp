@@ -96,18 +96,31 @@ struct SoftmaxArgs {
   float scale = 1.0f;
 };
 
-// MoE router: logits = hidden[T,H] . gate_weight[E,H]^T (FP32), then per token, by `kind`:
-//  kSoftmaxTopK: p = softmax(logits); the top_k experts by p (ties: the lower expert index first) go to
-//    topk_ids i32[T,k] in descending order with their weights in topk_weights f32[T,k], renormalised to sum 1
-//    when renormalize.
-//  kSparseMixer (Phi-3.5-MoE inference; top_k must be 2, renormalize is not used): expert 1 = argmax l,
-//    m = l[1]; the experts j with (m - l_j) / max(|l_j|, m) > 2 jitter_eps are masked out; weight 1 = the
-//    softmax of the unmasked logits at expert 1. Expert 2 = argmax over the others, and its weight likewise
-//    with m = l[2] over the experts but expert 1. (Ties: the lower index.)
-// logits f32[T,E] is written when present. Qwen2-MoE's shared-expert gate, when shared_gate_weight [1,H] is
-// present: shared_gate f32[T] = sigmoid(hidden . shared_gate_weight) (the weight the shared expert's output
-// is scaled by).
-enum class RouterKind : std::uint8_t { kSoftmaxTopK, kSparseMixer };
+// MoE router: logits = hidden[T,H] . gate_weight[E,H]^T (FP32), then per token, by `kind`, top_k experts
+// to topk_ids i32[T,k] in descending order of the value they are chosen by (ties: the lower expert index
+// first), their weights to topk_weights f32[T,k]:
+//  kSoftmaxTopK: p = softmax(logits); the top_k experts by p; weight = p_e (divided by the sum of the chosen
+//    p when renormalize) x routed_scaling.
+//  kGroupLimited (DeepSeek-V2 group_limited_greedy): the E experts form num_groups groups of E / num_groups
+//    consecutive experts. p = softmax(logits); a group's score is its largest p; the topk_groups groups of
+//    highest score are kept (ties: the lower group index); c_e = p_e in kept groups, 0 in the others; the
+//    top_k experts by c; weight = p_e (divided by the sum of the chosen p when renormalize) x routed_scaling.
+//  kNoAuxTc (DeepSeek-V3 noaux_tc): groups as above. s = sigmoid(logits), c = s + correction_bias (FP32); a
+//    group's score is the sum of its two largest c; the topk_groups groups of highest score are kept (ties:
+//    the lower group index); c_e = 0 in the dropped groups (HF's masked_fill, so a kept expert with c < 0
+//    ranks below a dropped one); the top_k experts by c; weight = s_e, the sigmoid without the bias (divided
+//    by the sum of the chosen s + 1e-20 when renormalize) x routed_scaling.
+//  kSparseMixer (Phi-3.5-MoE inference; top_k must be 2, renormalize is not used, routed_scaling must be 1):
+//    expert 1 = argmax l, m = l[1]; the experts j with (m - l_j) / max(|l_j|, m) > 2 jitter_eps are masked
+//    out; weight 1 = the softmax of the unmasked logits at expert 1. Expert 2 = argmax over the others, and
+//    its weight likewise with m = l[2] over the experts but expert 1. (Ties: the lower index.)
+// The group kinds need num_groups >= 1 dividing E, topk_groups in [1, num_groups] and
+// top_k <= topk_groups * E / num_groups; kNoAuxTc at least 2 experts per group. Both are 1 for the other
+// kinds. correction_bias [E] (gate_weight's dtype) is present for kNoAuxTc only. routed_scaling: finite, > 0.
+// logits f32[T,E] (the raw logits, for every kind) is written when present. Qwen2-MoE's shared-expert gate,
+// when shared_gate_weight [1,H] is present: shared_gate f32[T] = sigmoid(hidden . shared_gate_weight) (the
+// weight the shared expert's output is scaled by).
+enum class RouterKind : std::uint8_t { kSoftmaxTopK, kSparseMixer, kGroupLimited, kNoAuxTc };
 struct RouterArgs {
   Tensor hidden, gate_weight, topk_ids, topk_weights, logits;
   std::int64_t top_k = 2;
@@ -115,6 +128,9 @@ struct RouterArgs {
   Tensor shared_gate_weight{}, shared_gate{};
   RouterKind kind = RouterKind::kSoftmaxTopK;
   float jitter_eps = 0.01f;  // kSparseMixer (HF router_jitter_noise)
+  std::int64_t num_groups = 1, topk_groups = 1;  // kGroupLimited / kNoAuxTc (HF n_group, topk_group)
+  Tensor correction_bias{};                      // kNoAuxTc (HF e_score_correction_bias)
+  float routed_scaling = 1.0f;                   // HF routed_scaling_factor
 };
 
 // MoE token permute: the T*k (token, slot) pairs are grouped by expert (stable: by expert, then t*k + j).
