@@ -306,6 +306,33 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.first_moe_layer = f.integer_or("first_k_dense_replace", 0);
     if (f.integer_or("moe_layer_freq", 1) != 1)
       throw ConfigError(file, "moe_layer_freq", "values other than 1 are not supported", "1");
+    m.weight_naming = WeightNaming::kDeepSeek;
+    // Routing (DeepSeek's MoEGate; defaults: DeepseekV2Config / DeepseekV3Config). V2: softmax, greedy or
+    // group-limited; V3: sigmoid scores with the noaux_tc choice. The remote code's V2 default is spelled
+    // "gready".
+    const bool v3 = type == "deepseek_v3";
+    std::string method = f.string_or("topk_method", v3 ? "noaux_tc" : "greedy");
+    if (method == "gready") method = "greedy";
+    const std::string scoring = f.string_or("scoring_func", v3 ? "sigmoid" : "softmax");
+    if (method == "greedy" && scoring == "softmax") {
+      m.router = Router::kSoftmaxTopK;
+    } else if (method == "group_limited_greedy" && scoring == "softmax") {
+      m.router = Router::kGroupLimited;
+    } else if (method == "noaux_tc" && scoring == "sigmoid") {
+      m.router = Router::kNoAuxTc;
+    } else {
+      throw ConfigError(
+          file, "topk_method",
+          fmt::format("\"{}\" with scoring_func \"{}\" is not a DeepSeek router", method, scoring),
+          "greedy or group_limited_greedy with softmax, or noaux_tc with sigmoid");
+    }
+    if (m.router != Router::kSoftmaxTopK) {
+      m.router_groups = f.integer_or("n_group", v3 ? 8 : 1);
+      m.router_topk_groups = f.integer_or("topk_group", v3 ? 4 : 1);
+    }
+    // DeepSeek's MoEGate renormalises only when it picks more than one expert.
+    m.router_renormalize = f.boolean_or("norm_topk_prob", v3) && m.top_k > 1;
+    m.routed_scaling = f.number_or("routed_scaling_factor", v3 ? 2.5 : 1.0);
   } else {
     throw ConfigError(file, "model_type",
                       type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),

@@ -94,6 +94,8 @@ const char* weight_naming_name(WeightNaming n) {
       return "starcoder2";
     case WeightNaming::kPhi3:
       return "phi3";
+    case WeightNaming::kDeepSeek:
+      return "deepseek";
   }
   return "?";
 }
@@ -105,7 +107,17 @@ std::int64_t ModelSpec::embedding_params() const {
 }
 
 const char* router_name(Router r) {
-  return r == Router::kSparseMixer ? "sparsemixer" : "softmax_topk";
+  switch (r) {
+    case Router::kSoftmaxTopK:
+      return "softmax_topk";
+    case Router::kSparseMixer:
+      return "sparsemixer";
+    case Router::kGroupLimited:
+      return "group_limited_greedy";
+    case Router::kNoAuxTc:
+      return "noaux_tc";
+  }
+  return "?";
 }
 
 namespace {
@@ -176,6 +188,31 @@ void ModelSpec::validate() const {
   }
   if (!std::isfinite(router_jitter) || router_jitter < 0)
     bad("router_jitter", "must be a finite number >= 0");
+  const bool grouped = router == Router::kGroupLimited || router == Router::kNoAuxTc;
+  if (grouped) {
+    if (experts == 0)
+      bad("router", fmt::format("{} is set for a dense model (it has no router)", router_name(router)));
+    if (router_groups < 1 || experts % router_groups != 0)
+      bad("router_groups", fmt::format("{} does not divide experts ({})", router_groups, experts));
+    if (router_topk_groups < 1 || router_topk_groups > router_groups)
+      bad("router_topk_groups",
+          fmt::format("{} is not in [1, router_groups={}]", router_topk_groups, router_groups));
+    if (top_k > router_topk_groups * (experts / router_groups))
+      bad("top_k", fmt::format("{} exceeds the {} experts of the {} kept groups", top_k,
+                               router_topk_groups * (experts / router_groups), router_topk_groups));
+    if (router == Router::kNoAuxTc && experts / router_groups < 2)
+      bad("router_groups",
+          "noaux_tc scores a group by its two best experts; expected >= 2 experts per group");
+  } else if (router_groups != 1 || router_topk_groups != 1) {
+    bad(router_groups != 1 ? "router_groups" : "router_topk_groups",
+        fmt::format("is set with router {}; expected 1 (groups are group_limited_greedy's and noaux_tc's)",
+                    router_name(router)));
+  }
+  if (!std::isfinite(routed_scaling) || routed_scaling <= 0)
+    bad("routed_scaling", "must be a finite number > 0");
+  if (routed_scaling != 1.0 && (experts == 0 || router == Router::kSparseMixer))
+    bad("routed_scaling", experts == 0 ? "is set for a dense model (it has no router)"
+                                       : "is set with sparsemixer, which weighs its experts its own way");
   if (attention == AttentionKind::kMla && (qkv_bias || o_bias || qk_norm != QkNorm::kNone))
     bad(qkv_bias || o_bias ? "qkv_bias" : "qk_norm", "is set for MLA attention; expected GQA");
   if (mlp_bias && (experts > 0 || shared_experts > 0))
@@ -251,10 +288,18 @@ ModelSpec read_model(const ConfigNode& n) {
   m.shared_expert_ffn = count_or("shared_expert_ffn", m.shared_experts > 0 ? m.expert_ffn : 0);
   m.shared_expert_gate = n.get_or<bool>("shared_expert_gate", false);
   m.router_renormalize = n.get_or<bool>("router_renormalize", true);
-  if (n.has("router"))
-    m.router = n.get_enum("router", {"softmax_topk", "sparsemixer"}) == "sparsemixer" ? Router::kSparseMixer
-                                                                                      : Router::kSoftmaxTopK;
+  if (n.has("router")) {
+    const std::string r =
+        n.get_enum("router", {"softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc"});
+    m.router = r == "sparsemixer"            ? Router::kSparseMixer
+               : r == "group_limited_greedy" ? Router::kGroupLimited
+               : r == "noaux_tc"             ? Router::kNoAuxTc
+                                             : Router::kSoftmaxTopK;
+  }
   m.router_jitter = n.get_or<double>("router_jitter", m.router_jitter);
+  m.router_groups = count_or("router_groups", 1);
+  m.router_topk_groups = count_or("router_topk_groups", 1);
+  m.routed_scaling = n.get_or<double>("routed_scaling", 1.0);
   m.qkv_bias = n.get_or<bool>("qkv_bias", false);
   m.o_bias = n.get_or<bool>("o_bias", false);
   if (n.has("qk_norm")) {
@@ -262,11 +307,13 @@ ModelSpec read_model(const ConfigNode& n) {
     m.qk_norm = k == "head" ? QkNorm::kPerHead : k == "whole" ? QkNorm::kWhole : QkNorm::kNone;
   }
   if (n.has("weight_naming")) {
-    const std::string w = n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3"});
+    const std::string w =
+        n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek"});
     m.weight_naming = w == "qwen_moe"     ? WeightNaming::kQwenMoe
                       : w == "opt"        ? WeightNaming::kOpt
                       : w == "starcoder2" ? WeightNaming::kStarcoder2
                       : w == "phi3"       ? WeightNaming::kPhi3
+                      : w == "deepseek"   ? WeightNaming::kDeepSeek
                                           : WeightNaming::kMixtral;
   }
   m.vocab = count("vocab");
@@ -290,6 +337,18 @@ ModelSpec read_model(const ConfigNode& n) {
     m.mla.qk_rope_head_dim = static_cast<int>(mla->get_int("qk_rope_head_dim", 0, 1 << 20));
     m.mla.v_head_dim = static_cast<int>(mla->get_int("v_head_dim", 1, 1 << 20));
     mla->finish();
+    // A query head is qk_nope_head_dim + qk_rope_head_dim wide; every head reads the one shared latent.
+    const int qk = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim;
+    if (n.has("head_dim") && m.head_dim != qk)
+      n.fail("head_dim",
+             fmt::format("{} differs from MLA's qk_nope_head_dim + qk_rope_head_dim = {}", m.head_dim, qk),
+             "absent, or their sum");
+    if (n.has("kv_heads") && m.kv_heads != m.heads)
+      n.fail("kv_heads",
+             fmt::format("{} differs from heads = {} (MLA: every head has its keys)", m.kv_heads, m.heads),
+             "absent, or heads");
+    m.head_dim = qk;
+    m.kv_heads = m.heads;
   }
   m.dense_layers = layer_list(n, "dense_layers", m.layers);
   m.sliding_window = count_or("sliding_window", 0);

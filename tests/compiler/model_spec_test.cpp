@@ -110,6 +110,62 @@ TEST(HfImport, LlamaMixtralQwenDeepSeekFieldNames) {
   EXPECT_FALSE(ds.is_moe_layer(2));
   EXPECT_TRUE(ds.is_moe_layer(3));
   EXPECT_EQ(ds.kv_elements_per_token_layer(), 576);
+  // V3's router by its defaults (DeepseekV3Config): noaux_tc over 8 groups keeping 4, renormalised, x 2.5.
+  EXPECT_EQ(ds.router, Router::kNoAuxTc);
+  EXPECT_EQ(ds.router_groups, 8);
+  EXPECT_EQ(ds.router_topk_groups, 4);
+  EXPECT_TRUE(ds.router_renormalize);
+  EXPECT_EQ(ds.routed_scaling, 2.5);
+  EXPECT_EQ(ds.weight_naming, WeightNaming::kDeepSeek);
+}
+
+// DeepSeek-V2-Lite (15.7B total, 2.4B active; no q compression, greedy routing) and DeepSeek-V2 (236B, 21B;
+// group-limited routing x 16): the model cards' sizes and the configs' routers.
+TEST(HfImport, DeepSeekV2RoutersAndSizes) {
+  const std::string mla = R"("num_attention_heads": 16, "num_key_value_heads": 16, "kv_lora_rank": 512,
+    "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "vocab_size": 102400)";
+  const ModelSpec lite = import_hf_config(R"({"model_type": "deepseek_v2", "hidden_size": 2048,
+    "intermediate_size": 10944, "moe_intermediate_size": 1408, "num_hidden_layers": 27, "n_routed_experts": 64,
+    "n_shared_experts": 2, "num_experts_per_tok": 6, "first_k_dense_replace": 1, "q_lora_rank": null,
+    "topk_method": "greedy", "n_group": 1, "topk_group": 1, "routed_scaling_factor": 1.0,
+    "norm_topk_prob": false, "scoring_func": "softmax", )" +
+                                              mla + "}",
+                                          "lite.json");
+  EXPECT_NEAR(static_cast<double>(lite.params()) / 1e9, 15.7, 0.16);
+  // DeepSeek's activated counts leave out the input embedding (a lookup): ours count every table.
+  const double table = 102400.0 * 2048;
+  EXPECT_NEAR((static_cast<double>(lite.active_params()) - table) / 1e9, 2.4, 0.1);
+  EXPECT_EQ(lite.router, Router::kSoftmaxTopK);
+  EXPECT_FALSE(lite.router_renormalize);
+  EXPECT_EQ(lite.mla.q_lora_rank, 0);
+
+  const std::string v2 = R"({"model_type": "deepseek_v2", "hidden_size": 5120, "intermediate_size": 12288,
+    "moe_intermediate_size": 1536, "num_hidden_layers": 60, "n_routed_experts": 160, "n_shared_experts": 2,
+    "num_experts_per_tok": 6, "first_k_dense_replace": 1, "q_lora_rank": 1536, "n_group": 8, "topk_group": 3,
+    "routed_scaling_factor": 16.0, "norm_topk_prob": false, "num_attention_heads": 128,
+    "num_key_value_heads": 128, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+    "v_head_dim": 128, "vocab_size": 102400, )";
+  const ModelSpec big = import_hf_config(v2 + R"("topk_method": "group_limited_greedy"})", "v2.json");
+  EXPECT_NEAR(static_cast<double>(big.params()) / 1e9, 236.0, 2.4);
+  EXPECT_NEAR((static_cast<double>(big.active_params()) - 102400.0 * 5120) / 1e9, 21.0, 0.5);
+  EXPECT_EQ(big.router, Router::kGroupLimited);
+  EXPECT_EQ(big.router_groups, 8);
+  EXPECT_EQ(big.router_topk_groups, 3);
+  EXPECT_EQ(big.routed_scaling, 16.0);
+  for (const char* bad : {R"("topk_method": "noaux_tc"})", R"("topk_method": "sampled"})"}) {
+    try {
+      import_hf_config(v2 + bad, "v2.json");
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.key(), "topk_method");  // noaux_tc with V2's softmax scores is no DeepSeek router
+    }
+  }
+  try {  // 3 groups do not divide 160 experts
+    import_hf_config(v2 + R"("topk_method": "group_limited_greedy", "n_group": 3})", "v2.json");
+    ADD_FAILURE() << "n_group 3 was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.key(), "router_groups");
+  }
 }
 
 // OLMoE-1B-7B (6.9B total, 1.3B active), Phi-3.5-MoE (41.9B, 6.6B), DBRX (132B, 36B; nested attn_config /
@@ -355,10 +411,45 @@ TEST(ModelYaml, QwenFeatureKeysAndTheirErrors) {
   EXPECT_EQ(m.weight_naming, WeightNaming::kQwenMoe);
   EXPECT_EQ(m.attention_vector_params(), 3 * 64 + 64 + 2 * 16);
   EXPECT_EQ(key_of(moe + "qk_norm: rms\n"), "qk_norm");
-  EXPECT_EQ(key_of(moe + "weight_naming: deepseek\n"), "weight_naming");
+  EXPECT_EQ(key_of(moe + "weight_naming: gpt2\n"), "weight_naming");
   EXPECT_EQ(key_of(moe + "shared_expert_gate: true\n"), "shared_expert_gate");            // no shared experts
   EXPECT_EQ(key_of(base + "ffn: 8\nrouter_renormalize: false\n"), "router_renormalize");  // dense
   EXPECT_EQ(key_of(base + "ffn: 8\nlearned_positions: 16\nqkv_bias: true\nqk_norm: whole\n"), "no error");
+}
+
+// DeepSeek's routers and MLA in our YAML: the keys, their defaults and what each refuses.
+TEST(ModelYaml, DeepSeekRouterAndMlaKeysAndTheirErrors) {
+  const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\n";
+  const std::string moe = base + "experts: 8\ntop_k: 2\nexpert_ffn: 32\n";
+  const std::string mla =
+      "mla: {q_lora_rank: 0, kv_lora_rank: 16, qk_nope_head_dim: 8, qk_rope_head_dim: 4, v_head_dim: 8}\n";
+  const ModelSpec m = read_model(
+      ConfigNode::parse(moe + mla +
+                            "router: noaux_tc\nrouter_groups: 4\nrouter_topk_groups: 2\nrouted_scaling: 2.5\n"
+                            "weight_naming: deepseek\n",
+                        "m.yaml"));
+  EXPECT_EQ(m.router, Router::kNoAuxTc);
+  EXPECT_EQ(m.router_groups, 4);
+  EXPECT_EQ(m.router_topk_groups, 2);
+  EXPECT_EQ(m.routed_scaling, 2.5);
+  EXPECT_EQ(m.weight_naming, WeightNaming::kDeepSeek);
+  EXPECT_EQ(m.head_dim, 12);  // qk_nope_head_dim + qk_rope_head_dim
+  EXPECT_EQ(m.kv_heads, 4);
+  EXPECT_EQ(std::string(router_name(m.router)), "noaux_tc");
+  EXPECT_EQ(key_of(moe + "router: group_limited_greedy\nrouter_groups: 3\n"), "router_groups");
+  EXPECT_EQ(key_of(moe + "router: group_limited_greedy\nrouter_groups: 4\nrouter_topk_groups: 5\n"),
+            "router_topk_groups");
+  EXPECT_EQ(key_of(moe + "router: group_limited_greedy\nrouter_groups: 4\nrouter_topk_groups: 1\ntop_k: 3\n"),
+            "top_k");  // 2 experts in the one kept group
+  EXPECT_EQ(key_of(moe + "router: noaux_tc\nrouter_groups: 8\nrouter_topk_groups: 4\n"),
+            "router_groups");                                      // 1 expert per group
+  EXPECT_EQ(key_of(moe + "router_groups: 2\n"), "router_groups");  // softmax_topk has no groups
+  EXPECT_EQ(key_of(moe + "routed_scaling: 0\n"), "routed_scaling");
+  EXPECT_EQ(key_of(base + "ffn: 8\nrouted_scaling: 2\n"), "routed_scaling");  // dense
+  EXPECT_EQ(key_of(moe + "router: sparsemixer\nrouted_scaling: 2\n"), "routed_scaling");
+  EXPECT_EQ(key_of(moe + "router: dispatch\n"), "router");
+  EXPECT_EQ(key_of(moe + mla + "head_dim: 16\n"), "head_dim");
+  EXPECT_EQ(key_of(moe + mla + "kv_heads: 1\n"), "kv_heads");
 }
 
 TEST(ModelYaml, TwoMatrixFfnKeysAndTheirErrors) {

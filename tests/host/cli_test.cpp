@@ -99,6 +99,19 @@ TEST(CompileCli, PhimoeAndGemmaFeaturesAreStated) {
   EXPECT_EQ(g["model"]["weight_naming"], "mixtral");
 }
 
+TEST(CompileCli, DeepSeekRoutingAndMlaAreStated) {
+  const CliRun r = run("compile --model deepseek-v2 --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["model"]["attention"], "mla");
+  EXPECT_EQ(j["model"]["router"], "group_limited_greedy");
+  EXPECT_EQ(j["model"]["router_groups"], 8);
+  EXPECT_EQ(j["model"]["router_topk_groups"], 3);
+  EXPECT_EQ(j["model"]["routed_scaling"], 16.0);
+  EXPECT_EQ(j["model"]["weight_naming"], "deepseek");
+  EXPECT_EQ(j["model"]["shared_experts"], 2);
+}
+
 TEST(CompileCli, QwenMoeFeaturesAreStatedAndLowered) {
   const CliRun r = run("compile --model qwen2-57b-a14b --system duplex-pe --batch 8 --context 512 --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;

@@ -26,11 +26,18 @@ enum class QkNorm { kNone, kPerHead, kWhole };
 // families name every tensor their own way: OPT (model.decoder.*, fc1 / fc2, learned positions) and
 // StarCoder2 (mlp.c_fc / mlp.c_proj). Gemma uses the Llama names (kMixtral).
 // Phi-3 stores q / k / v as one self_attn.qkv_proj and gate / up as one mlp.gate_up_proj (rows stacked).
-enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3 };
+// DeepSeek-V2 / V3: MLA's self_attn.q_proj (or q_a_proj, q_a_layernorm, q_b_proj), kv_a_proj_with_mqa,
+// kv_a_layernorm, kv_b_proj and o_proj; Qwen-MoE's expert names with mlp.shared_experts.* (plural) and
+// mlp.gate.e_score_correction_bias.
+enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3, kDeepSeek };
 // How a token's experts and their weights are chosen: the softmax's top_k (optionally renormalised), or
 // Phi-3.5-MoE's sparsemixer (top 2; each expert's weight is the softmax over the logits within 2 x
-// router_jitter, relative, of its own; HF sparsemixer in inference).
-enum class Router { kSoftmaxTopK, kSparseMixer };
+// router_jitter, relative, of its own; HF sparsemixer in inference); DeepSeek-V2's group-limited greedy
+// (the softmax's top_k among the experts of the router_topk_groups groups, of router_groups, whose highest
+// probability is highest); or DeepSeek-V3's noaux_tc (sigmoid scores; the choice adds a per-expert
+// correction bias and keeps the groups with the highest sum of their two best; the weights are the scores).
+// Every router but the sparsemixer multiplies the chosen weights by routed_scaling.
+enum class Router { kSoftmaxTopK, kSparseMixer, kGroupLimited, kNoAuxTc };
 
 struct MlaSpec {                // only for AttentionKind::kMla (DeepSeek field names)
   int q_lora_rank = 0;          // 0: q projected directly from hidden
@@ -75,6 +82,9 @@ struct ModelSpec {
   bool router_renormalize = true;
   Router router = Router::kSoftmaxTopK;
   double router_jitter = 0.01;  // kSparseMixer's eps (HF router_jitter_noise; source: PhimoeConfig default)
+  int router_groups = 1;        // kGroupLimited / kNoAuxTc: groups of consecutive experts (DeepSeek n_group)
+  int router_topk_groups = 1;   // ... of which the best this many are kept (DeepSeek topk_group)
+  double routed_scaling = 1.0;  // the routed experts' weights x this (DeepSeek routed_scaling_factor)
   bool qkv_bias = false;  // q / k / v projections carry a bias (Qwen2; Llama attention_bias)
   bool o_bias = false;    // the output projection carries one (Llama / Qwen3 / OLMoE attention_bias)
   QkNorm qk_norm = QkNorm::kNone;
@@ -118,8 +128,10 @@ struct ModelSpec {
 
 // "silu", "gelu", "gelu_tanh", "relu" (our YAML's names).
 const char* activation_name(Activation a);
-const char* weight_naming_name(WeightNaming n);  // "mixtral", "qwen_moe", "opt", "starcoder2", "phi3"
-const char* router_name(Router r);               // "softmax_topk", "sparsemixer"
+// "mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek"
+const char* weight_naming_name(WeightNaming n);
+// "softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc"
+const char* router_name(Router r);
 
 // Strict reader of our YAML schema (configs/models/README.md).
 ModelSpec read_model(const ConfigNode& n);
