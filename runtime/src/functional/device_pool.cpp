@@ -46,10 +46,12 @@ void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int6
   runner_.reset();
   kv_.clear();
   prefill_kv_.clear();
+  const KvCacheShape cache = kv_cache_shape(m);
   for (const DeviceShard& s : shards_) {
-    kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, blocks);
+    kv_.emplace_back(m.layers, s.kv_heads, cache.head_dim, block_tokens, blocks, cache.shared_kv);
     if (lowering.kv_migration)
-      prefill_kv_.emplace_back(m.layers, s.kv_heads, m.head_dim, block_tokens, prefill_blocks);
+      prefill_kv_.emplace_back(m.layers, s.kv_heads, cache.head_dim, block_tokens, prefill_blocks,
+                               cache.shared_kv);
   }
   std::vector<DeviceContext> contexts;
   for (std::size_t d = 0; d < shards_.size(); ++d)
@@ -104,7 +106,8 @@ void DevicePool::release(std::int64_t id) {
 
 double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::int64_t tokens) {
   const compiler::ModelSpec& m = w_.spec;
-  const auto hd = static_cast<std::size_t>(m.head_dim);
+  const KvCacheShape cache = kv_cache_shape(m);
+  const auto hd = static_cast<std::size_t>(cache.head_dim);
   const int node = node_of(id), source_node = source.node_of(id);
   for (std::size_t d = 0; d < shards_.size(); ++d)
     if (shards_[d].node == node) kv_[d].reserve(id, tokens);
@@ -116,7 +119,7 @@ double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::in
     return shards.size();
   };
   const std::int64_t block_tokens = source.kv_.front().block_tokens();
-  for (int head = 0; head < m.kv_heads; ++head) {
+  for (int head = 0; head < cache.heads; ++head) {
     const std::size_t src = holder(source.shards_, source_node, head, 0);
     DUPLEX_ASSERT(src < source.shards_.size(), "no source device holds a KV head");
     const auto src_off = static_cast<std::size_t>(head - source.shards_[src].kv_head0) * hd;
@@ -128,8 +131,9 @@ double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::in
           for (std::int64_t pos = first; pos < std::min(tokens, first + block_tokens); ++pos) {
             std::copy_n(source.kv_[src].k(layer, id, pos) + src_off, hd,
                         kv_[dst].k(layer, id, pos) + dst_off);
-            std::copy_n(source.kv_[src].v(layer, id, pos) + src_off, hd,
-                        kv_[dst].v(layer, id, pos) + dst_off);
+            if (!cache.shared_kv)
+              std::copy_n(source.kv_[src].v(layer, id, pos) + src_off, hd,
+                          kv_[dst].v(layer, id, pos) + dst_off);
           }
     }
   }

@@ -48,6 +48,10 @@ std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compi
     s.q_heads = q_local;
     s.kv_head0 = s.q_head0 / group;
     s.kv_heads = kv_local;
+    if (m.attention == compiler::AttentionKind::kMla) {  // every device caches the one latent
+      s.kv_head0 = 0;
+      s.kv_heads = 1;
+    }
     s.ffn_shard = rank;
     s.ffn_shards = tp;
     if (m.is_moe()) {
@@ -81,10 +85,25 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
     l.attn_norm_bias = f.attn_norm_bias;
     l.ffn_norm_bias = f.ffn_norm_bias;
     l.router = f.router;
-    append_rows(l.qkv, f.qkv, s.q_head0 * d, s.q_heads * d, h);
-    append_rows(l.qkv, f.qkv, qd + s.kv_head0 * d, s.kv_heads * d, h);
-    append_rows(l.qkv, f.qkv, qd + kvd + s.kv_head0 * d, s.kv_heads * d, h);
-    append_cols(l.o, f.o.data(), h, qd, s.q_head0 * d, s.q_heads * d);
+    if (!f.mla_q.empty()) {  // MLA: the local heads' rows of q and kv_b, o's columns; the latent's whole
+      const compiler::MlaSpec& a = m.mla;
+      const std::int64_t qk = a.qk_nope_head_dim + a.qk_rope_head_dim, rank = a.kv_lora_rank,
+                         v = a.v_head_dim, q_in = a.q_lora_rank > 0 ? a.q_lora_rank : h;
+      append_rows(l.mla_q, f.mla_q, s.q_head0 * qk, s.q_heads * qk, q_in);
+      l.q_a = f.q_a;
+      l.q_a_norm = f.q_a_norm;
+      l.kv_a = f.kv_a;
+      l.kv_a_norm = f.kv_a_norm;
+      append_rows(l.w_uk_t, f.w_uk_t, s.q_head0 * rank, s.q_heads * rank, a.qk_nope_head_dim);
+      append_rows(l.w_uv, f.w_uv, s.q_head0 * v, s.q_heads * v, rank);
+      append_cols(l.o, f.o.data(), h, m.heads * v, s.q_head0 * v, s.q_heads * v);
+    } else {
+      append_rows(l.qkv, f.qkv, s.q_head0 * d, s.q_heads * d, h);
+      append_rows(l.qkv, f.qkv, qd + s.kv_head0 * d, s.kv_heads * d, h);
+      append_rows(l.qkv, f.qkv, qd + kvd + s.kv_head0 * d, s.kv_heads * d, h);
+      append_cols(l.o, f.o.data(), h, qd, s.q_head0 * d, s.q_heads * d);
+    }
+    l.correction_bias = f.correction_bias;
     if (!f.qkv_bias.empty()) {  // the bias rows of the QKV rows above
       append_rows(l.qkv_bias, f.qkv_bias, s.q_head0 * d, s.q_heads * d, 1);
       append_rows(l.qkv_bias, f.qkv_bias, qd + s.kv_head0 * d, s.kv_heads * d, 1);

@@ -5,6 +5,29 @@ namespace {
 
 void append(std::vector<std::uint16_t>& dst, const WeightTensor& t) { dst.insert(dst.end(), t.data.begin(), t.data.end()); }
 
+// MLA's tensors of layer l; kv_b_proj [heads x (nope + v), rank] split into each head's transposed k_nope
+// rows and its v rows.
+void lay_out_mla(const ModelWeights& w, int l, LayerWeights& lw) {
+  const compiler::MlaSpec& a = w.spec.mla;
+  if (a.q_lora_rank == 0) {
+    lw.mla_q = w.get(weight_name::mla(l, "q_proj")).data;
+  } else {
+    lw.q_a = w.get(weight_name::mla(l, "q_a_proj")).data;
+    lw.q_a_norm = w.get(weight_name::mla(l, "q_a_layernorm")).data;
+    lw.mla_q = w.get(weight_name::mla(l, "q_b_proj")).data;
+  }
+  lw.kv_a = w.get(weight_name::mla(l, "kv_a_proj_with_mqa")).data;
+  lw.kv_a_norm = w.get(weight_name::mla(l, "kv_a_layernorm")).data;
+  const std::vector<std::uint16_t>& kv_b = w.get(weight_name::mla(l, "kv_b_proj")).data;
+  const std::int64_t rank = a.kv_lora_rank, nope = a.qk_nope_head_dim, v = a.v_head_dim;
+  for (std::int64_t h = 0; h < w.spec.heads; ++h) {
+    const std::uint16_t* head = kv_b.data() + h * (nope + v) * rank;
+    for (std::int64_t c = 0; c < rank; ++c)
+      for (std::int64_t r = 0; r < nope; ++r) lw.w_uk_t.push_back(head[r * rank + c]);
+    lw.w_uv.insert(lw.w_uv.end(), head + nope * rank, head + (nope + v) * rank);
+  }
+}
+
 }  // namespace
 
 DeviceWeights lay_out_weights(const ModelWeights& w) {
@@ -28,7 +51,11 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
     lw.ffn_norm = w.get(weight_name::ffn_norm(l)).data;
     lw.attn_norm_bias = norm_bias(weight_name::attn_norm(l));
     lw.ffn_norm_bias = norm_bias(weight_name::ffn_norm(l));
-    for (char p : {'q', 'k', 'v'}) append(lw.qkv, w.get(weight_name::attn_proj(l, p)));
+    if (m.attention == compiler::AttentionKind::kMla) {
+      lay_out_mla(w, l, lw);
+    } else {
+      for (char p : {'q', 'k', 'v'}) append(lw.qkv, w.get(weight_name::attn_proj(l, p)));
+    }
     lw.o = w.get(weight_name::attn_proj(l, 'o')).data;
     if (m.qkv_bias)
       for (char p : {'q', 'k', 'v'}) append(lw.qkv_bias, w.get(weight_name::attn_bias(l, p)));
@@ -39,6 +66,8 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
     }
     if (m.is_moe_layer(l)) {
       lw.router = w.get(weight_name::router(m.weight_naming, l)).data;
+      if (m.router == compiler::Router::kNoAuxTc)
+        lw.correction_bias = w.get(weight_name::router_correction_bias(l)).data;
       lw.ffn_experts = m.experts;
       lw.ffn_width = m.expert_ffn;
       for (int e = 0; e < m.experts; ++e) {

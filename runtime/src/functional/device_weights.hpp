@@ -1,7 +1,8 @@
 #pragma once
 // Private to the functional executor: the model's weights in the layout the units compute on (a copy in
-// "device memory"): q/k/v concatenated into one QKV matrix, each FFN's gate / up / down matrices stacked
-// over its experts ([E,F,H] / [E,H,F], E = 1 for a dense FFN) as kernels::ExpertFfnArgs takes them.
+// "device memory"): q/k/v concatenated into one QKV matrix (MLA: its projections, kv_b_proj split per head
+// for the absorbed form), each FFN's gate / up / down matrices stacked over its experts ([E,F,H] / [E,H,F], E
+// = 1 for a dense FFN) as kernels::ExpertFfnArgs takes them.
 #include <cstdint>
 #include <vector>
 
@@ -18,6 +19,13 @@ struct LayerWeights {
   std::vector<std::uint16_t> o_bias;    // [hidden]; empty without
   std::vector<std::uint16_t> q_norm,
       k_norm;                         // [head_dim] per head, or [q_dim] / [kv_dim] whole; empty without
+  // MLA (empty with GQA; qkv is then empty and o is [hidden, heads x v_head_dim]). mla_q: q_proj, or q_b_proj
+  // after q_a [q_lora_rank, hidden] and its RMSNorm gain q_a_norm; each head's rows [nope..., rope...].
+  // kv_a [kv_lora_rank + rope, hidden] (the latent, then the rope key) and its norm's gain kv_a_norm
+  // [kv_lora_rank]. kv_b_proj split per head: w_uk_t [heads][kv_lora_rank][nope] (its k_nope rows,
+  // transposed: the query's absorption) and w_uv [heads][v_head_dim][kv_lora_rank] (its v rows).
+  std::vector<std::uint16_t> mla_q, q_a, q_a_norm, kv_a, kv_a_norm, w_uk_t, w_uv;
+  std::vector<std::uint16_t> correction_bias;  // [experts]: DeepSeek-V3's noaux_tc choice; empty without
   std::vector<std::uint16_t> router;  // [experts, hidden]; empty for a dense layer
   // gate: the matrix the activation reads (gated: gate_proj; two-matrix: up_proj / fc1 / c_fc); up: the
   // gated FFN's up_proj (empty for a two-matrix FFN).

@@ -34,13 +34,19 @@ std::string attn_bias(int layer, char which) {
 std::string qk_norm(int layer, char which) {
   return fmt::format("model.layers.{}.self_attn.{}_norm.weight", layer, which);
 }
+std::string mla(int layer, const char* name) {
+  return fmt::format("model.layers.{}.self_attn.{}.weight", layer, name);
+}
+std::string router_correction_bias(int layer) {
+  return fmt::format("model.layers.{}.mlp.gate.e_score_correction_bias", layer);
+}
 std::string router(compiler::WeightNaming naming, int layer) {
-  return naming == compiler::WeightNaming::kQwenMoe
+  return naming == compiler::WeightNaming::kQwenMoe || naming == compiler::WeightNaming::kDeepSeek
              ? fmt::format("model.layers.{}.mlp.gate.weight", layer)
              : fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer);
 }
 std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which) {
-  if (naming == compiler::WeightNaming::kQwenMoe)
+  if (naming == compiler::WeightNaming::kQwenMoe || naming == compiler::WeightNaming::kDeepSeek)
     return fmt::format("model.layers.{}.mlp.experts.{}.{}_proj.weight", layer, expert, which);
   const std::string_view w = which;
   const int matrix = w == "gate" ? 1 : w == "down" ? 2 : 3;  // Mixtral: w1 gate, w2 down, w3 up
@@ -70,7 +76,7 @@ std::string norm_bias(const std::string& gain_name) {
 std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& name) {
   using compiler::WeightNaming;
   if (m.weight_naming != WeightNaming::kOpt && m.weight_naming != WeightNaming::kStarcoder2 &&
-      m.weight_naming != WeightNaming::kPhi3)
+      m.weight_naming != WeightNaming::kPhi3 && m.weight_naming != WeightNaming::kDeepSeek)
     return name;
   // Within a layer: "model.layers.L." + the rest.
   const std::string layers = "model.layers.";
@@ -86,6 +92,10 @@ std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& nam
     s = std::string(to) + s.substr(from.size());
     return true;
   };
+  if (m.weight_naming == WeightNaming::kDeepSeek) {
+    replace_start(rest, "mlp.shared_expert.", "mlp.shared_experts.");
+    return prefix + rest;
+  }
   if (m.weight_naming == WeightNaming::kStarcoder2) {
     replace_start(rest, "mlp.up_proj.", "mlp.c_fc.") || replace_start(rest, "mlp.down_proj.", "mlp.c_proj.");
     return prefix + rest;
@@ -180,6 +190,24 @@ double rope_attention_factor(const ModelNumerics& n) {
                                                                             : 1.0;
 }
 
+int rotary_dim(const compiler::ModelSpec& m) {
+  return m.attention == compiler::AttentionKind::kMla ? m.mla.qk_rope_head_dim : m.head_dim;
+}
+
+double attention_scale(const compiler::ModelSpec& m, const ModelNumerics& n) {
+  const RopeScaling& s = n.rope_scaling;
+  double mscale = 1.0;
+  if (s.kind == RopeScaling::Kind::kYarn && s.mscale_all_dim > 0 && s.factor > 1.0)
+    mscale = 0.1 * s.mscale_all_dim * std::log(s.factor) + 1.0;
+  return mscale * mscale / std::sqrt(static_cast<double>(m.head_dim));
+}
+
+KvCacheShape kv_cache_shape(const compiler::ModelSpec& m) {
+  if (m.attention == compiler::AttentionKind::kMla)
+    return {1, m.mla.kv_lora_rank + m.mla.qk_rope_head_dim, true};
+  return {m.kv_heads, m.head_dim, false};
+}
+
 float embedding_scale(const compiler::ModelSpec& m) {
   if (!m.scale_embedding) return 1.0f;
   return half_bits_to_float(float_to_half_bits(std::sqrt(static_cast<float>(m.hidden))));
@@ -188,33 +216,54 @@ float embedding_scale(const compiler::ModelSpec& m) {
 void check_functional_support(const compiler::ModelSpec& m) {
   auto reject = [&](const char* field, const std::string& problem) {
     throw Error(fmt::format(
-        "{}: {}: {}; functional emulation supports GQA with RoPE or learned positions, RMSNorm or "
-        "LayerNorm, gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU, dense or MoE layers "
-        "(shared experts under Qwen-MoE names), q / k / v / o and dense-FFN biases, q / k norms, fp16 or "
-        "bf16 weights and KV (computed in FP16)",
+        "{}: {}: {}; functional emulation supports GQA with RoPE or learned positions, or DeepSeek's MLA "
+        "with RoPE; RMSNorm or LayerNorm, gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU, "
+        "dense or MoE layers (shared experts under Qwen-MoE or DeepSeek names), q / k / v / o and dense-FFN "
+        "biases, q / k norms, fp16 or bf16 weights and KV (computed in FP16)",
         m.file.empty() ? m.name : m.file, field, problem));
   };
-  if (m.attention != compiler::AttentionKind::kGqa) reject("attention", "MLA");
+  const bool mla = m.attention == compiler::AttentionKind::kMla,
+             deepseek = m.weight_naming == compiler::WeightNaming::kDeepSeek;
+  if (mla != deepseek)
+    reject(mla ? "attention" : "weight_naming",
+           mla ? "MLA with another family's tensor names; expected weight_naming: deepseek"
+               : "deepseek names MLA's tensors, but the model has GQA attention; expected an mla block");
+  if (mla) {
+    if (m.norm != compiler::NormKind::kRmsNorm) reject("norm", "LayerNorm with MLA; expected rmsnorm");
+    if (m.learned_positions > 0) reject("learned_positions", "set with MLA, which rotates q_pe and k_pe");
+    if (m.sliding_window > 0) reject("sliding_window", "set with MLA; expected 0");
+    if (m.mla.qk_rope_head_dim < 2)
+      reject("mla.qk_rope_head_dim",
+             fmt::format("{}; expected >= 2 (RoPE rotates pairs)", m.mla.qk_rope_head_dim));
+  }
   if (m.mlp_bias && m.ffn_kind == compiler::FfnKind::kGated)
     reject("mlp_bias", "true with a gated FFN (biased gate / up / down projections); expected false");
-  if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe)
+  if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe && !deepseek)
     reject("shared_experts",
            fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
-                       "expected weight_naming: qwen_moe (mlp.shared_expert.*)",
+                       "expected weight_naming: qwen_moe (mlp.shared_expert.*) or deepseek",
                        m.shared_experts));
+  if (m.shared_expert_gate && deepseek)
+    reject("shared_expert_gate", "set with DeepSeek names (DeepSeek's shared experts have no gate)");
+  if (m.router == compiler::Router::kNoAuxTc && !deepseek)
+    reject("router",
+           "noaux_tc's correction bias is named by DeepSeek's checkpoints; expected weight_naming: "
+           "deepseek");
   if (m.weight_naming == compiler::WeightNaming::kPhi3 &&
       (m.ffn_kind != compiler::FfnKind::kGated || m.qkv_bias || m.o_bias))
     reject("weight_naming", "phi3 names a gated FFN without biases (its fused qkv_proj / gate_up_proj)");
   if (m.is_moe() && (m.weight_naming == compiler::WeightNaming::kOpt ||
                      m.weight_naming == compiler::WeightNaming::kStarcoder2 ||
                      m.weight_naming == compiler::WeightNaming::kPhi3))
-    reject("weight_naming", fmt::format("{} names dense models only; expected mixtral or qwen_moe for MoE",
-                                        compiler::weight_naming_name(m.weight_naming)));
+    reject("weight_naming",
+           fmt::format("{} names dense models only; expected mixtral, qwen_moe or deepseek for MoE",
+                       compiler::weight_naming_name(m.weight_naming)));
   auto half_width = [](compiler::DType t) { return t == compiler::DType::kFp16 || t == compiler::DType::kBf16; };
   if (!half_width(m.dtype)) reject("dtype", fmt::format("weights are {}", compiler::dtype_name(m.dtype)));
   if (!half_width(m.kv_dtype)) reject("kv_dtype", fmt::format("the KV cache is {}", compiler::dtype_name(m.kv_dtype)));
-  if (m.learned_positions == 0 && m.head_dim % 2 != 0)
-    reject("head_dim", fmt::format("{} is odd (RoPE rotates pairs)", m.head_dim));
+  if (m.learned_positions == 0 && rotary_dim(m) % 2 != 0)
+    reject(mla ? "mla.qk_rope_head_dim" : "head_dim",
+           fmt::format("{} is odd (RoPE rotates pairs)", rotary_dim(m)));
   if (m.kv_heads <= 0 || m.heads % m.kv_heads != 0)
     reject("kv_heads", fmt::format("{} does not divide heads = {}", m.kv_heads, m.heads));
   if (m.is_moe() && (m.top_k < 1 || m.top_k > m.experts))
@@ -237,10 +286,32 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
     w.push_back({weight_name::positions(), {m.learned_positions, h}, Role::kMatrix});
   for (int l = 0; l < m.layers; ++l) {
     norm(weight_name::attn_norm(l));
-    w.push_back({weight_name::attn_proj(l, 'q'), {q, h}, Role::kMatrix});
-    w.push_back({weight_name::attn_proj(l, 'k'), {kv, h}, Role::kMatrix});
-    w.push_back({weight_name::attn_proj(l, 'v'), {kv, h}, Role::kMatrix});
-    w.push_back({weight_name::attn_proj(l, 'o'), {h, q}, Role::kMatrix});
+    if (m.attention == compiler::AttentionKind::kMla) {
+      // DeepSeek's MLA (HF DeepseekV2Attention): q from hidden or through the q_a / q_b low-rank pair; the
+      // latent and the rope key from kv_a_proj_with_mqa; per head k_nope and v from kv_b_proj.
+      const compiler::MlaSpec& a = m.mla;
+      const std::int64_t qk = a.qk_nope_head_dim + a.qk_rope_head_dim, heads = m.heads;
+      if (a.q_lora_rank == 0) {
+        w.push_back({weight_name::mla(l, "q_proj"), {heads * qk, h}, Role::kMatrix});
+      } else {
+        w.push_back({weight_name::mla(l, "q_a_proj"), {a.q_lora_rank, h}, Role::kMatrix});
+        w.push_back({weight_name::mla(l, "q_a_layernorm"), {a.q_lora_rank}, Role::kNormGain});
+        w.push_back({weight_name::mla(l, "q_b_proj"), {heads * qk, a.q_lora_rank}, Role::kMatrix});
+      }
+      w.push_back({weight_name::mla(l, "kv_a_proj_with_mqa"),
+                   {a.kv_lora_rank + a.qk_rope_head_dim, h},
+                   Role::kMatrix});
+      w.push_back({weight_name::mla(l, "kv_a_layernorm"), {a.kv_lora_rank}, Role::kNormGain});
+      w.push_back({weight_name::mla(l, "kv_b_proj"),
+                   {heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank},
+                   Role::kMatrix});
+      w.push_back({weight_name::attn_proj(l, 'o'), {h, heads * a.v_head_dim}, Role::kMatrix});
+    } else {
+      w.push_back({weight_name::attn_proj(l, 'q'), {q, h}, Role::kMatrix});
+      w.push_back({weight_name::attn_proj(l, 'k'), {kv, h}, Role::kMatrix});
+      w.push_back({weight_name::attn_proj(l, 'v'), {kv, h}, Role::kMatrix});
+      w.push_back({weight_name::attn_proj(l, 'o'), {h, q}, Role::kMatrix});
+    }
     if (m.qkv_bias) {
       w.push_back({weight_name::attn_bias(l, 'q'), {q}, Role::kBias});
       w.push_back({weight_name::attn_bias(l, 'k'), {kv}, Role::kBias});
@@ -257,6 +328,8 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
     if (m.is_moe_layer(l)) {
       const std::int64_t f = m.expert_ffn;
       w.push_back({weight_name::router(m.weight_naming, l), {m.experts, h}, Role::kMatrix});
+      if (m.router == compiler::Router::kNoAuxTc)
+        w.push_back({weight_name::router_correction_bias(l), {m.experts}, Role::kBias});
       for (int e = 0; e < m.experts; ++e) {
         if (gated) w.push_back({weight_name::expert(m.weight_naming, l, e, "gate"), {f, h}, Role::kMatrix});
         w.push_back({weight_name::expert(m.weight_naming, l, e, "down"), {h, f}, Role::kMatrix});

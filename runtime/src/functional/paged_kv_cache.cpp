@@ -6,14 +6,18 @@
 
 namespace duplex::runtime::functional {
 
-PagedKvCache::PagedKvCache(int layers, int kv_heads, int head_dim, std::int64_t block_tokens, std::int64_t num_blocks)
-    : block_tokens_(block_tokens), num_blocks_(num_blocks), token_values_(std::int64_t{kv_heads} * head_dim) {
+PagedKvCache::PagedKvCache(int layers, int kv_heads, int head_dim, std::int64_t block_tokens,
+                           std::int64_t num_blocks, bool shared_kv)
+    : block_tokens_(block_tokens),
+      num_blocks_(num_blocks),
+      token_values_(std::int64_t{kv_heads} * head_dim),
+      shared_kv_(shared_kv) {
   if (layers < 1 || kv_heads < 1 || head_dim < 1 || block_tokens < 1 || num_blocks < 1)
     throw Error(fmt::format("paged KV cache: layers {}, kv_heads {}, head_dim {}, block_tokens {}, blocks {}; "
                             "expected all >= 1", layers, kv_heads, head_dim, block_tokens, num_blocks));
   const auto pool = static_cast<std::size_t>(num_blocks * block_tokens * token_values_);
   k_.assign(static_cast<std::size_t>(layers), std::vector<std::uint16_t>(pool, 0));
-  v_ = k_;
+  if (!shared_kv_) v_ = k_;
   for (std::int64_t b = 0; b < num_blocks; ++b) free_.insert(static_cast<std::int32_t>(b));
 }
 
@@ -53,13 +57,13 @@ std::uint16_t* PagedKvCache::k(int layer, std::int64_t id, std::int64_t pos) {
   return k_[static_cast<std::size_t>(layer)].data() + offset(id, pos);
 }
 std::uint16_t* PagedKvCache::v(int layer, std::int64_t id, std::int64_t pos) {
-  return v_[static_cast<std::size_t>(layer)].data() + offset(id, pos);
+  return (shared_kv_ ? k_ : v_)[static_cast<std::size_t>(layer)].data() + offset(id, pos);
 }
 const std::uint16_t* PagedKvCache::k(int layer, std::int64_t id, std::int64_t pos) const {
   return k_[static_cast<std::size_t>(layer)].data() + offset(id, pos);
 }
 const std::uint16_t* PagedKvCache::v(int layer, std::int64_t id, std::int64_t pos) const {
-  return v_[static_cast<std::size_t>(layer)].data() + offset(id, pos);
+  return (shared_kv_ ? k_ : v_)[static_cast<std::size_t>(layer)].data() + offset(id, pos);
 }
 
 }  // namespace duplex::runtime::functional

@@ -152,8 +152,9 @@ class Sequence {
         m_(w.spec),
         k_(static_cast<std::size_t>(m_.layers)),
         v_(k_.size()),
-        inv_freq_(rope_inv_freq(w.numerics, w.spec.head_dim)),
-        rope_scale_(rope_attention_factor(w.numerics)) {}
+        inv_freq_(rope_inv_freq(w.numerics, rotary_dim(w.spec))),
+        rope_scale_(rope_attention_factor(w.numerics)),
+        scale_(attention_scale(w.spec, w.numerics)) {}
 
   // Runs one token at position `pos` (= tokens fed so far) and returns the logits after it.
   std::vector<float> feed(std::int32_t token, std::int64_t pos) {
@@ -174,7 +175,9 @@ class Sequence {
             to_fp16(static_cast<double>(x[static_cast<std::size_t>(i)]) + w_at(table, row * h + i));
     }
     for (int l = 0; l < m_.layers; ++l) {
-      Vec a = attention(l, norm(x, weight_name::attn_norm(l)), pos);
+      const Vec attn_in = norm(x, weight_name::attn_norm(l));
+      const Vec a = m_.attention == compiler::AttentionKind::kMla ? mla_attention(l, attn_in, pos)
+                                                                  : attention(l, attn_in, pos);
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + a[i]);
       const Vec n = norm(x, weight_name::ffn_norm(l));
       const Vec f = m_.is_moe_layer(l) ? moe(l, n) : dense_ffn(l, n);
@@ -246,44 +249,94 @@ class Sequence {
       rope(q, hq, d, pos, inv_freq_, rope_scale_);
       rope(k, hkv, d, pos, inv_freq_, rope_scale_);
     }
-    auto& kc = k_[static_cast<std::size_t>(l)];
-    auto& vc = v_[static_cast<std::size_t>(l)];
-    kc.push_back(k);
-    vc.push_back(v);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-    // The cached tokens attended: the last `window` (itself included) with a sliding window, else all.
-    const std::size_t window = static_cast<std::size_t>(m_.attention_window(l));
-    const std::size_t first = window > 0 && kc.size() > window ? kc.size() - window : 0;
-    Vec out(static_cast<std::size_t>(m_.q_dim()));
-    std::vector<double> p(kc.size(), -INFINITY);
-    for (int head = 0; head < hq; ++head) {
-      const std::size_t qo = static_cast<std::size_t>(head) * static_cast<std::size_t>(d);
-      const std::size_t ko = static_cast<std::size_t>(head / group) * static_cast<std::size_t>(d);
-      double max_s = -INFINITY;
-      for (std::size_t t = first; t < kc.size(); ++t) {
-        double s = 0;
-        for (int j = 0; j < d; ++j)
-          s += static_cast<double>(q[qo + static_cast<std::size_t>(j)]) *
-               kc[t][ko + static_cast<std::size_t>(j)];
-        p[t] = s * scale;
-        max_s = std::max(max_s, p[t]);
-      }
-      double sum = 0;
-      for (std::size_t t = first; t < kc.size(); ++t) sum += (p[t] = std::exp(p[t] - max_s));
-      for (int j = 0; j < d; ++j) {
-        double acc = 0;
-        for (std::size_t t = first; t < kc.size(); ++t)
-          acc += p[t] / sum * vc[t][ko + static_cast<std::size_t>(j)];
-        out[qo + static_cast<std::size_t>(j)] = to_fp16(acc);
-      }
-    }
+    k_[static_cast<std::size_t>(l)].push_back(k);
+    v_[static_cast<std::size_t>(l)].push_back(v);
+    const Vec out = attend(l, q, hq, group, d, d);
     const std::string o_bias = weight_name::attn_bias(l, 'o');
     return linear(w_, weight_name::attn_proj(l, 'o'), m_.o_bias ? &o_bias : nullptr, out, m_.hidden);
   }
 
+  // DeepSeek's MLA as HF's DeepseekV2Attention computes it (no absorption): q (through the q_a / q_b pair
+  // with q_lora_rank), the latent c and k_pe from kv_a_proj_with_mqa, each head's k_nope and v from
+  // kv_b_proj(RMSNorm(c)); RoPE on q_pe and the shared k_pe; per head keys [k_nope, k_pe], values v.
+  Vec mla_attention(int l, const Vec& n, std::int64_t pos) {
+    const compiler::MlaSpec& a = m_.mla;
+    const int heads = m_.heads, nope = a.qk_nope_head_dim, rope_dim = a.qk_rope_head_dim,
+              rank = a.kv_lora_rank, vd = a.v_head_dim, qk = nope + rope_dim;
+    const auto at = [](int i) { return static_cast<std::size_t>(i); };
+    Vec q;
+    if (a.q_lora_rank == 0) {
+      q = stored(matvec(w_.get(weight_name::mla(l, "q_proj")), n, std::int64_t{heads} * qk));
+    } else {
+      const Vec qa = rms_norm(stored(matvec(w_.get(weight_name::mla(l, "q_a_proj")), n, a.q_lora_rank)),
+                              w_.get(weight_name::mla(l, "q_a_layernorm")), kMlaLatentNormEps, 0.0);
+      q = stored(matvec(w_.get(weight_name::mla(l, "q_b_proj")), qa, std::int64_t{heads} * qk));
+    }
+    const Vec kv = stored(matvec(w_.get(weight_name::mla(l, "kv_a_proj_with_mqa")), n, rank + rope_dim));
+    const Vec c = rms_norm(Vec(kv.begin(), kv.begin() + rank), w_.get(weight_name::mla(l, "kv_a_layernorm")),
+                           kMlaLatentNormEps, 0.0);
+    Vec k_pe(kv.begin() + rank, kv.end());
+    const Vec kv_b =
+        stored(matvec(w_.get(weight_name::mla(l, "kv_b_proj")), c, std::int64_t{heads} * (nope + vd)));
+    Vec q_pe(at(heads * rope_dim));
+    for (int h = 0; h < heads; ++h)
+      std::copy_n(q.begin() + h * qk + nope, rope_dim, q_pe.begin() + h * rope_dim);
+    rope(q_pe, heads, rope_dim, pos, inv_freq_, rope_scale_);
+    rope(k_pe, 1, rope_dim, pos, inv_freq_, rope_scale_);
+    Vec q_full(at(heads * qk)), k(at(heads * qk)), v(at(heads * vd));
+    for (int h = 0; h < heads; ++h) {
+      std::copy_n(q.begin() + h * qk, nope, q_full.begin() + h * qk);
+      std::copy_n(q_pe.begin() + h * rope_dim, rope_dim, q_full.begin() + h * qk + nope);
+      std::copy_n(kv_b.begin() + h * (nope + vd), nope, k.begin() + h * qk);
+      std::copy_n(k_pe.begin(), rope_dim, k.begin() + h * qk + nope);
+      std::copy_n(kv_b.begin() + h * (nope + vd) + nope, vd, v.begin() + h * vd);
+    }
+    k_[static_cast<std::size_t>(l)].push_back(k);
+    v_[static_cast<std::size_t>(l)].push_back(v);
+    return linear(w_, weight_name::attn_proj(l, 'o'), nullptr, attend(l, q_full, heads, 1, qk, vd),
+                  m_.hidden);
+  }
+
+  // softmax(scale_ q . k) v per query head over layer l's cached tokens (the last `window` with a sliding
+  // window): q [heads][dk], cached keys [kv heads][dk] and values [kv heads][dv], heads / `group` KV heads.
+  Vec attend(int l, const Vec& q, int heads, int group, int dk, int dv) const {
+    const auto& kc = k_[static_cast<std::size_t>(l)];
+    const auto& vc = v_[static_cast<std::size_t>(l)];
+    const std::size_t window = static_cast<std::size_t>(m_.attention_window(l));
+    const std::size_t first = window > 0 && kc.size() > window ? kc.size() - window : 0;
+    Vec out(static_cast<std::size_t>(heads) * static_cast<std::size_t>(dv));
+    std::vector<double> p(kc.size(), -INFINITY);
+    for (int head = 0; head < heads; ++head) {
+      const std::size_t qo = static_cast<std::size_t>(head) * static_cast<std::size_t>(dk);
+      const std::size_t ko = static_cast<std::size_t>(head / group) * static_cast<std::size_t>(dk);
+      const std::size_t vo = static_cast<std::size_t>(head / group) * static_cast<std::size_t>(dv);
+      double max_s = -INFINITY;
+      for (std::size_t t = first; t < kc.size(); ++t) {
+        double s = 0;
+        for (int j = 0; j < dk; ++j)
+          s += static_cast<double>(q[qo + static_cast<std::size_t>(j)]) *
+               kc[t][ko + static_cast<std::size_t>(j)];
+        p[t] = s * scale_;
+        max_s = std::max(max_s, p[t]);
+      }
+      double sum = 0;
+      for (std::size_t t = first; t < kc.size(); ++t) sum += (p[t] = std::exp(p[t] - max_s));
+      for (int j = 0; j < dv; ++j) {
+        double acc = 0;
+        for (std::size_t t = first; t < kc.size(); ++t)
+          acc += p[t] / sum * vc[t][vo + static_cast<std::size_t>(j)];
+        out[static_cast<std::size_t>(head) * static_cast<std::size_t>(dv) + static_cast<std::size_t>(j)] =
+            to_fp16(acc);
+      }
+    }
+    return out;
+  }
+
   // The token's experts and their weights: the softmax's top_k (renormalised over the chosen experts with
-  // norm_topk_prob, else the probabilities themselves), or Phi-3.5-MoE's sparsemixer.
-  std::vector<std::pair<int, double>> route(const std::vector<double>& logits) const {
+  // norm_topk_prob, else the probabilities themselves), DeepSeek's group-limited or noaux_tc choice (`bias`:
+  // its correction bias), times routed_scaling; or Phi-3.5-MoE's sparsemixer.
+  std::vector<std::pair<int, double>> route(const std::vector<double>& logits,
+                                            const WeightTensor* bias) const {
     std::vector<std::pair<int, double>> chosen;
     if (m_.router == compiler::Router::kSparseMixer) {
       // HF sparsemixer (inference): expert 1 = argmax; its weight is the softmax over the logits within
@@ -307,23 +360,53 @@ class Sequence {
       }
       return chosen;
     }
-    const double max_l = *std::max_element(logits.begin(), logits.end());
-    std::vector<double> p(logits.size());
-    double sum = 0;
-    for (std::size_t e = 0; e < p.size(); ++e) sum += (p[e] = std::exp(logits[e] - max_l));
-    for (double& e : p) e /= sum;
-    std::vector<int> order(p.size());
+    // Scores: the softmax, or DeepSeek-V3's sigmoid.
+    const std::size_t experts = logits.size();
+    std::vector<double> p(experts);
+    if (m_.router == compiler::Router::kNoAuxTc) {
+      for (std::size_t e = 0; e < experts; ++e) p[e] = 1.0 / (1.0 + std::exp(-logits[e]));
+    } else {
+      const double max_l = *std::max_element(logits.begin(), logits.end());
+      double sum = 0;
+      for (std::size_t e = 0; e < experts; ++e) sum += (p[e] = std::exp(logits[e] - max_l));
+      for (double& e : p) e /= sum;
+    }
+    // What the choice ranks: the scores, + the correction bias with noaux_tc; with groups, 0 for the experts
+    // of the groups not kept (the groups ranked by their best score, or noaux_tc's two best summed).
+    std::vector<double> choice = p;
+    if (m_.router == compiler::Router::kNoAuxTc)
+      for (std::size_t e = 0; e < experts; ++e) choice[e] += w_at(*bias, static_cast<std::int64_t>(e));
+    if (m_.router == compiler::Router::kGroupLimited || m_.router == compiler::Router::kNoAuxTc) {
+      const std::size_t groups = static_cast<std::size_t>(m_.router_groups), size = experts / groups;
+      std::vector<double> score(groups);
+      for (std::size_t g = 0; g < groups; ++g) {
+        std::vector<double> members(choice.begin() + static_cast<std::ptrdiff_t>(g * size),
+                                    choice.begin() + static_cast<std::ptrdiff_t>((g + 1) * size));
+        std::sort(members.rbegin(), members.rend());
+        score[g] = m_.router == compiler::Router::kNoAuxTc ? members[0] + members[1] : members[0];
+      }
+      std::vector<std::size_t> rank(groups);
+      std::iota(rank.begin(), rank.end(), std::size_t{0});
+      std::stable_sort(rank.begin(), rank.end(),
+                       [&](std::size_t a, std::size_t b) { return score[a] > score[b]; });
+      std::vector<bool> kept(groups, false);
+      for (int g = 0; g < m_.router_topk_groups; ++g) kept[rank[static_cast<std::size_t>(g)]] = true;
+      for (std::size_t e = 0; e < experts; ++e)
+        if (!kept[e / size]) choice[e] = 0.0;
+    }
+    std::vector<int> order(experts);
     std::iota(order.begin(), order.end(), 0);
-    // Highest probability first; ties: the lower expert index first.
+    // Highest first; ties: the lower expert index first.
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-      return p[static_cast<std::size_t>(a)] > p[static_cast<std::size_t>(b)];
+      return choice[static_cast<std::size_t>(a)] > choice[static_cast<std::size_t>(b)];
     });
-    double top_sum = 0;
+    double top_sum = m_.router == compiler::Router::kNoAuxTc ? 1e-20 : 0.0;  // noaux_tc's guard
     for (int j = 0; j < m_.top_k; ++j)
       top_sum += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
     for (int j = 0; j < m_.top_k; ++j) {
       const int e = order[static_cast<std::size_t>(j)];
-      chosen.emplace_back(e, p[static_cast<std::size_t>(e)] / (m_.router_renormalize ? top_sum : 1.0));
+      chosen.emplace_back(
+          e, p[static_cast<std::size_t>(e)] / (m_.router_renormalize ? top_sum : 1.0) * m_.routed_scaling);
     }
     return chosen;
   }
@@ -332,7 +415,9 @@ class Sequence {
     const compiler::WeightNaming names = m_.weight_naming;
     const std::vector<double> logits = matvec(w_.get(weight_name::router(names, l)), n, m_.experts);
     std::vector<double> acc(n.size(), 0.0);
-    for (const auto& [e, weight] : route(logits)) {
+    const WeightTensor* bias =
+        m_.router == compiler::Router::kNoAuxTc ? &w_.get(weight_name::router_correction_bias(l)) : nullptr;
+    for (const auto& [e, weight] : route(logits, bias)) {
       const Vec y = expert_ffn(l, e, n);
       for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += weight * y[i];
     }
@@ -352,6 +437,7 @@ class Sequence {
   std::vector<std::vector<Vec>> k_, v_;  // [layer][position][kv_dim]
   const std::vector<double> inv_freq_;   // RoPE frequencies (rope_inv_freq), computed once
   const double rope_scale_;              // on cos and sin (rope_attention_factor)
+  const double scale_;                   // the softmax scale (attention_scale)
 };
 
 }  // namespace

@@ -201,10 +201,41 @@ std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
   }
   return plan;
 }
+// DeepSeek's checkpoints order each head's rope rows interleaved: HF rotates the pairs (2i, 2i + 1) (as
+// complex numbers), the emulation the pairs (i, i + rope / 2) (rotate-half). The rope rows of q_proj /
+// q_b_proj (per head, after its nope rows) and of kv_a_proj_with_mqa (after the latent's) are permuted on
+// reading (checkpoint row 2i -> i, 2i + 1 -> rope / 2 + i) and back on writing; q . k is unchanged, as q
+// and k move alike. The first row of every rope block of tensor `name`; empty for other tensors.
+std::vector<std::int64_t> rope_row_blocks(const compiler::ModelSpec& spec, const std::string& name) {
+  if (spec.attention != compiler::AttentionKind::kMla) return {};
+  const compiler::MlaSpec& a = spec.mla;
+  const std::string q = a.q_lora_rank > 0 ? ".self_attn.q_b_proj.weight" : ".self_attn.q_proj.weight";
+  if (name.ends_with(".self_attn.kv_a_proj_with_mqa.weight")) return {a.kv_lora_rank};
+  if (!name.ends_with(q)) return {};
+  std::vector<std::int64_t> first;
+  for (int h = 0; h < spec.heads; ++h)
+    first.push_back(std::int64_t{h} * (a.qk_nope_head_dim + a.qk_rope_head_dim) + a.qk_nope_head_dim);
+  return first;
+}
+// `t` with its rope rows reordered: to the emulation's order (from a checkpoint), or back.
+WeightTensor permute_rope_rows(const compiler::ModelSpec& spec, const std::string& name, WeightTensor t,
+                               bool to_checkpoint) {
+  const std::int64_t rope = spec.mla.qk_rope_head_dim, cols = t.shape.back(), half = rope / 2;
+  for (std::int64_t first : rope_row_blocks(spec, name)) {
+    const std::vector<std::uint16_t> block(t.data.begin() + first * cols,
+                                           t.data.begin() + (first + rope) * cols);
+    for (std::int64_t i = 0; i < rope; ++i) {
+      const std::int64_t inner = i < half ? 2 * i : 2 * (i - half) + 1;  // checkpoint row of emulation row i
+      const std::int64_t from = to_checkpoint ? i : inner, to = to_checkpoint ? inner : i;
+      std::copy_n(block.begin() + from * cols, cols, t.data.begin() + (first + to) * cols);
+    }
+  }
+  return t;
+}
 // The model's tensors of a stored one, split by rows as the plan stacks them.
 void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
   if (p.parts.size() == 1) {
-    w.tensors.emplace(p.parts[0].name, std::move(t));
+    w.tensors.emplace(p.parts[0].name, permute_rope_rows(w.spec, p.parts[0].name, std::move(t), false));
     return;
   }
   const std::int64_t cols = t.shape[1];
@@ -217,12 +248,17 @@ void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
     w.tensors.emplace(part.name, std::move(x));
   }
 }
-// Every tensor as the checkpoint stores it, in name order; `stacked` owns the ones made of several (a deque:
-// the list points into it as it grows).
+// Every tensor as the checkpoint stores it, in name order; `stacked` owns the ones made of several and
+// DeepSeek's rope-permuted ones (a deque: the list points into it as it grows).
 TensorList checkpoint_tensors(const ModelWeights& weights, std::deque<WeightTensor>& stacked) {
   const std::vector<StoredTensor> plan = storage_plan(weights.spec);
   TensorList all;
   for (const StoredTensor& p : plan) {
+    if (p.parts.size() == 1 && !rope_row_blocks(weights.spec, p.parts[0].name).empty()) {
+      stacked.push_back(permute_rope_rows(weights.spec, p.parts[0].name, weights.get(p.parts[0].name), true));
+      all.emplace_back(p.stored.name, &stacked.back());
+      continue;
+    }
     if (p.parts.size() == 1) {
       all.emplace_back(p.stored.name, &weights.get(p.parts[0].name));
       continue;
@@ -352,21 +388,45 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
   };
   RopeScaling s;
   if (type == "default") return s;
+  const bool deepseek =
+      j.contains("model_type") && (j["model_type"] == "deepseek_v2" || j["model_type"] == "deepseek_v3");
+  if (deepseek && type != "yarn")
+    fail(type_key, r.contains(type_key) ? r[type_key].dump() : "missing",
+         "\"yarn\" (DeepSeek's scaled RoPE)");
   if (type == "yarn") {
-    // DeepSeek's mscale / mscale_all_dim and gpt-oss' truncate change the formula; refused rather than
-    // ignored.
-    for (const char* key : {"mscale", "mscale_all_dim", "truncate"})
-      if (r.contains(key) && !r[key].is_null()) fail(key, r[key].dump(), "absent (YaRN as Qwen states it)");
+    // gpt-oss' truncate changes the formula; refused rather than ignored. DeepSeek states its attention
+    // factors by mscale and mscale_all_dim (both, or neither); the others by attention_factor.
+    const char* kOwn = deepseek ? "absent (DeepSeek's YaRN states mscale and mscale_all_dim)"
+                                : "absent (YaRN as Qwen states it; mscale is DeepSeek's)";
+    for (const char* key : deepseek ? std::vector<const char*>{"attention_factor", "truncate"}
+                                    : std::vector<const char*>{"mscale", "mscale_all_dim", "truncate"})
+      if (r.contains(key) && !r[key].is_null()) fail(key, r[key].dump(), kOwn);
     s.kind = RopeScaling::Kind::kYarn;
     s.factor = number("factor");
+    // source: DeepSeek's modeling code defaults original_max_position_embeddings to 4096.
     s.original_max_position_embeddings = r.contains("original_max_position_embeddings")
                                              ? number("original_max_position_embeddings")
-                                             : top_number("max_position_embeddings");
+                                         : deepseek ? 4096.0
+                                                    : top_number("max_position_embeddings");
     if (!(s.original_max_position_embeddings > 0))
       fail("original_max_position_embeddings", "missing", "a positive number (or max_position_embeddings)");
     s.attention_factor = r.contains("attention_factor") && !r["attention_factor"].is_null()
                              ? number("attention_factor")
                              : 0.1 * std::log(s.factor) + 1.0;
+    if (deepseek) {
+      const bool has_m = r.contains("mscale") && !r["mscale"].is_null(),
+                 has_all = r.contains("mscale_all_dim") && !r["mscale_all_dim"].is_null();
+      if (has_m != has_all)
+        fail(has_m ? "mscale_all_dim" : "mscale", "missing",
+             "both mscale and mscale_all_dim, or neither (where DeepSeek's and HF's factors agree)");
+      if (has_m) {
+        s.mscale = number("mscale");
+        s.mscale_all_dim = number("mscale_all_dim");
+        // yarn_get_mscale(factor, x) = 0.1 x ln(factor) + 1 (1 for factor <= 1)
+        auto m = [&](double x) { return s.factor <= 1.0 ? 1.0 : 0.1 * x * std::log(s.factor) + 1.0; };
+        s.attention_factor = m(s.mscale) / m(s.mscale_all_dim);
+      }
+    }
     if (r.contains("beta_fast") && !r["beta_fast"].is_null()) s.beta_fast = number("beta_fast");
     if (r.contains("beta_slow") && !r["beta_slow"].is_null()) s.beta_slow = number("beta_slow");
     return s;
@@ -455,6 +515,18 @@ ModelNumerics config_numerics(const std::string& config) {
   if (j.contains("mlp_bias") && j["mlp_bias"] != false)
     refuse("mlp_bias", "false (a gated FFN without biases; biased FFNs are two-matrix: OPT, StarCoder2)");
   if (j.contains("clip_qkv") && !j["clip_qkv"].is_null()) refuse("clip_qkv", "null (q, k, v unclipped)");
+  const std::string type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"] : "";
+  if (type == "deepseek_v2" || type == "deepseek_v3") {
+    if (j.contains("attention_bias") && j["attention_bias"] != false)
+      refuse("attention_bias", "false (MLA's projections without biases)");
+    if (j.contains("rope_interleave") && j["rope_interleave"] != true)
+      refuse("rope_interleave", "true (DeepSeek's checkpoints order each RoPE pair interleaved)");
+    // DeepSeek's V2 code renormalises without the routed scaling, HF's DeepseekV2Moe scales without
+    // renormalising: the two disagree, so neither is guessed.
+    if (type == "deepseek_v2" && j.contains("norm_topk_prob") && j["norm_topk_prob"] == true)
+      refuse("norm_topk_prob",
+             "false (DeepSeek-V2's own code and HF's weigh renormalised experts differently)");
+  }
   return n;
 }
 
@@ -487,6 +559,25 @@ ModelWeights load_checkpoint(const std::string& path) {
 
 std::string hf_model_type(const compiler::ModelSpec& m) {
   using compiler::QkNorm;
+  // DeepSeek: MLA under DeepSeek names, RMSNorm, gated SiLU FFNs, the first layers dense, DeepSeek's routers.
+  if (m.attention == compiler::AttentionKind::kMla || m.weight_naming == compiler::WeightNaming::kDeepSeek) {
+    const bool fits =
+        m.attention == compiler::AttentionKind::kMla &&
+        m.weight_naming == compiler::WeightNaming::kDeepSeek && m.norm == compiler::NormKind::kRmsNorm &&
+        m.norm_weight_offset == 0.0 && !m.scale_embedding && m.ffn_kind == compiler::FfnKind::kGated &&
+        m.activation == compiler::Activation::kSilu && m.learned_positions == 0 && m.sliding_window == 0 &&
+        !m.lm_head_bias && !m.shared_expert_gate && m.dense_layers.empty() && m.moe_every == 1;
+    if (fits && m.is_moe() && m.router == compiler::Router::kNoAuxTc) return "deepseek_v3";
+    if (fits && m.is_moe() && !m.router_renormalize &&
+        (m.router == compiler::Router::kSoftmaxTopK || m.router == compiler::Router::kGroupLimited))
+      return "deepseek_v2";
+    throw Error(fmt::format(
+        "model {}: MLA and DeepSeek's names are DeepSeek-V2 / V3's, but the model differs from them (they "
+        "have both, RMSNorm, gated SiLU FFNs, the first layers dense and the rest MoE, and route greedy or "
+        "group-limited without renormalising (V2) or by noaux_tc (V3)); no HuggingFace architecture states "
+        "it",
+        m.name));
+  }
   const bool no_norm = m.qk_norm == QkNorm::kNone, head_norm = m.qk_norm == QkNorm::kPerHead;
   const bool all_bias = m.qkv_bias == m.o_bias;  // attention_bias: all four projections or none
   const bool every_layer_moe = m.dense_layers.empty() && m.moe_every == 1 && m.first_moe_layer == 0;
@@ -576,6 +667,60 @@ double decimal(float v) {
   return std::stod(fmt::format("{}", v));
 }
 
+// DeepSeek-V2 / V3's config.json fields beyond `c` (the ones every family states), as DeepSeek's configs
+// state them (every routing field written out: the defaults of the two model types differ).
+nlohmann::json deepseek_config(const ModelWeights& weights, nlohmann::json c) {
+  const compiler::ModelSpec& m = weights.spec;
+  const compiler::MlaSpec& a = m.mla;
+  const bool v3 = m.router == compiler::Router::kNoAuxTc;
+  c.update({{"num_key_value_heads", m.heads},
+            {"rms_norm_eps", decimal(weights.numerics.norm_eps)},
+            {"rope_theta", decimal(weights.numerics.rope_theta)},
+            {"hidden_act", "silu"},
+            {"attention_bias", false},
+            {"q_lora_rank", a.q_lora_rank > 0 ? nlohmann::json(a.q_lora_rank) : nlohmann::json(nullptr)},
+            {"kv_lora_rank", a.kv_lora_rank},
+            {"qk_nope_head_dim", a.qk_nope_head_dim},
+            {"qk_rope_head_dim", a.qk_rope_head_dim},
+            {"v_head_dim", a.v_head_dim},
+            {"intermediate_size", m.ffn > 0 ? m.ffn : m.expert_ffn},
+            {"moe_intermediate_size", m.expert_ffn},
+            {"n_routed_experts", m.experts},
+            {"n_shared_experts",
+             m.shared_experts > 0 ? nlohmann::json(m.shared_experts) : nlohmann::json(nullptr)},
+            {"num_experts_per_tok", m.top_k},
+            {"first_k_dense_replace", m.first_moe_layer},
+            {"moe_layer_freq", 1},
+            {"topk_method", m.router == compiler::Router::kNoAuxTc        ? "noaux_tc"
+                            : m.router == compiler::Router::kGroupLimited ? "group_limited_greedy"
+                                                                          : "greedy"},
+            {"scoring_func", v3 ? "sigmoid" : "softmax"},
+            {"n_group", m.router_groups},
+            {"topk_group", m.router_topk_groups},
+            {"norm_topk_prob", m.router_renormalize},
+            {"routed_scaling_factor", m.routed_scaling}});
+  if (m.shared_experts > 0 && m.shared_expert_ffn != m.expert_ffn)
+    throw Error(
+        fmt::format("model {}: shared experts {} wide, routed ones {}; DeepSeek's config states one "
+                    "width (moe_intermediate_size) for both",
+                    m.name, m.shared_expert_ffn, m.expert_ffn));
+  const RopeScaling& rs = weights.numerics.rope_scaling;
+  if (rs.kind == RopeScaling::Kind::kYarn) {
+    c["rope_scaling"] = {{"type", "yarn"},
+                         {"factor", rs.factor},
+                         {"original_max_position_embeddings", rs.original_max_position_embeddings},
+                         {"beta_fast", rs.beta_fast},
+                         {"beta_slow", rs.beta_slow}};
+    if (rs.mscale_all_dim > 0) {
+      c["rope_scaling"]["mscale"] = rs.mscale;
+      c["rope_scaling"]["mscale_all_dim"] = rs.mscale_all_dim;
+    }
+  } else if (rs.kind != RopeScaling::Kind::kNone) {
+    throw Error(fmt::format("model {}: DeepSeek's config states YaRN RoPE scaling only", m.name));
+  }
+  return c;
+}
+
 // config.json for `weights`: the fields import_hf_config reads for hf_model_type(spec), so that it reads back
 // the same ModelSpec.
 nlohmann::json hf_config(const ModelWeights& weights) {
@@ -594,7 +739,9 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                                                                    {"opt", "OPTForCausalLM"},
                                                                    {"starcoder2", "Starcoder2ForCausalLM"},
                                                                    {"phimoe", "PhimoeForCausalLM"},
-                                                                   {"phi3", "Phi3ForCausalLM"}};
+                                                                   {"phi3", "Phi3ForCausalLM"},
+                                                                   {"deepseek_v2", "DeepseekV2ForCausalLM"},
+                                                                   {"deepseek_v3", "DeepseekV3ForCausalLM"}};
   const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
                            : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
                            : m.activation == compiler::Activation::kGelu     ? "gelu"
@@ -624,6 +771,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
               {"activation_function", activation}});
     return c;
   }
+  if (type == "deepseek_v2" || type == "deepseek_v3") return deepseek_config(weights, std::move(c));
   c.update({{"num_key_value_heads", m.kv_heads},
             {"head_dim", m.head_dim},
             {type == "starcoder2" ? "norm_epsilon" : "rms_norm_eps", decimal(weights.numerics.norm_eps)},

@@ -28,8 +28,10 @@ StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& nu
     DUPLEX_ASSERT((c.prefill_kv != nullptr) == lowering_.kv_migration,
                   "a prefill-space KV cache exactly where lowering migrates K/V");
   if (numerics_.rope_scaling.kind != RopeScaling::Kind::kNone)
-    for (double f : rope_inv_freq(numerics_, m_.head_dim)) rope_freq_.push_back(static_cast<float>(f));
+    for (double f : rope_inv_freq(numerics_, rotary_dim(m_))) rope_freq_.push_back(static_cast<float>(f));
   rope_scale_ = static_cast<float>(rope_attention_factor(numerics_));
+  attn_scale_ = static_cast<float>(attention_scale(m_, numerics_));
+  attn_dim_ = kv_cache_shape(m_).head_dim;
 }
 
 PagedKvCache& StepRunner::cache_of(std::size_t d, const StepRequest& r) const {
@@ -76,6 +78,14 @@ void StepRunner::on_node_rows(std::size_t d, const std::uint16_t* in, std::int64
     std::copy_n(y.data() + i * out_cols, out_cols, out + rows[static_cast<std::size_t>(i)] * out_cols);
 }
 
+void StepRunner::node_linear(std::size_t d, Unit unit, OpKind kind, const std::uint16_t* w,
+                             const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n) {
+  on_node_rows(d, x, k, y, n, [&](const std::uint16_t* xi, std::uint16_t* yi, std::int64_t rows) {
+    on(d, unit).linear(kind, w, xi, yi, static_cast<std::size_t>(rows), static_cast<std::size_t>(n),
+                       static_cast<std::size_t>(k));
+  });
+}
+
 int StepRunner::moe_index(int layer) const {
   int idx = 0;
   for (int l = 0; l < layer; ++l) idx += m_.is_moe_layer(l) ? 1 : 0;
@@ -117,10 +127,10 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     const DeviceShard& s = dev_[d].shard;
     Lane& lane = lanes_[d];
-    lane.q.assign(t * static_cast<std::size_t>(s.q_heads * m_.head_dim), 0);
+    lane.q.assign(t * static_cast<std::size_t>(s.q_heads * attn_dim_), 0);
     lane.attn.assign(lane.q.size(), 0);
-    lane.k.assign(t * static_cast<std::size_t>(s.kv_heads * m_.head_dim), 0);
-    lane.v.assign(lane.k.size(), 0);
+    lane.k.assign(t * static_cast<std::size_t>(s.kv_heads * attn_dim_), 0);
+    lane.v.assign(mla() ? 0 : lane.k.size(), 0);
   }
   norm_layer_ = -2;
   norms_in_layer_ = 0;
@@ -250,6 +260,10 @@ void StepRunner::norm(int layer) {
 }
 
 void StepRunner::qkv(int layer, Unit unit) {
+  if (mla()) {
+    mla_qkv(layer, unit);
+    return;
+  }
   const std::int64_t h = m_.hidden, hd = m_.head_dim;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
@@ -349,15 +363,17 @@ void StepRunner::rope(int layer) {
   }
   if (gathered_norm) whole_qk_norm(layer);
   if (m_.learned_positions > 0) return;  // no rotation: the positions were added to the embeddings
+  // The rotated part leads each head (MLA: q_pe and k_pe, mla_qkv); GQA rotates the whole head.
+  const std::int64_t dim = attn_dim_, rotary = rotary_dim(m_);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
-    dev_[d].xpu->run(OpKind::kRope,
-                     kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, hd}), i32_view(positions_, {t_}),
-                                       numerics_.rope_theta, 0, rope_freq_, rope_scale_});
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, hd}),
-                                                      i32_view(positions_, {t_}), numerics_.rope_theta, 0,
-                                                      rope_freq_, rope_scale_});
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, dim}),
+                                                      i32_view(positions_, {t_}), numerics_.rope_theta,
+                                                      rotary, rope_freq_, rope_scale_});
+    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, dim}),
+                                                      i32_view(positions_, {t_}), numerics_.rope_theta,
+                                                      rotary, rope_freq_, rope_scale_});
   }
 }
 
@@ -374,10 +390,10 @@ void StepRunner::residual() {
 }
 
 // The new tokens' K/V go into each device's paged cache (the xPU writes them, DUPLEX.md "K/V migration"),
-// once per layer before its first attention op.
+// once per layer before its first attention op (MLA: the latent, into the one pool).
 void StepRunner::write_kv(int layer) {
   for (std::size_t d = 0; d < dev_.size(); ++d) {
-    const std::int64_t kv = dev_[d].shard.kv_heads * m_.head_dim;
+    const std::int64_t kv = dev_[d].shard.kv_heads * attn_dim_;
     const Lane& lane = lanes_[d];
     for (const Row& row : rows_) {
       if (!serves(d, *row.request)) continue;
@@ -385,7 +401,9 @@ void StepRunner::write_kv(int layer) {
         const std::int64_t r = row.first + i, pos = row.request->context + i;
         PagedKvCache& cache = cache_of(d, *row.request);
         std::copy(lane.k.data() + r * kv, lane.k.data() + (r + 1) * kv, cache.k(layer, row.request->id, pos));
-        std::copy(lane.v.data() + r * kv, lane.v.data() + (r + 1) * kv, cache.v(layer, row.request->id, pos));
+        if (!cache.shared_kv())
+          std::copy(lane.v.data() + r * kv, lane.v.data() + (r + 1) * kv,
+                    cache.v(layer, row.request->id, pos));
       }
     }
   }
@@ -410,9 +428,10 @@ void StepRunner::migrate_kv(int layer, StepOutput& out) {
         const std::int64_t n = std::min(block, tokens - first);  // contiguous slots inside one block
         const auto values = static_cast<std::size_t>(n * from.token_values());
         std::copy_n(from.k(layer, r.id, first), values, to.k(layer, r.id, first));
-        std::copy_n(from.v(layer, r.id, first), values, to.v(layer, r.id, first));
+        if (!from.shared_kv()) std::copy_n(from.v(layer, r.id, first), values, to.v(layer, r.id, first));
       }
-      bytes += 2.0 * static_cast<double>(tokens * from.token_values()) * 2.0;  // K + V, FP16
+      const double pools = from.shared_kv() ? 1.0 : 2.0;                         // K + V, or MLA's one latent
+      bytes += pools * static_cast<double>(tokens * from.token_values()) * 2.0;  // FP16
       if (layer == m_.layers - 1) from.release(r.id);
     }
     auto it = std::find_if(out.migrations.begin(), out.migrations.end(),
@@ -459,7 +478,7 @@ void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCac
                                  const std::vector<std::pair<const Row*, std::int64_t>>& paged) {
   const DeviceShard& s = dev_[d].shard;
   Lane& lane = lanes_[d];
-  const std::int64_t qd = s.q_heads * m_.head_dim, b = static_cast<std::int64_t>(paged.size());
+  const std::int64_t qd = s.q_heads * attn_dim_, b = static_cast<std::int64_t>(paged.size());
   std::vector<std::uint16_t> q(static_cast<std::size_t>(b * qd)), o(q.size());
   device::DecodeAttentionBatch batch;
   for (std::int64_t r = 0; r < b; ++r) {
@@ -473,9 +492,8 @@ void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCac
   batch.out = o.data();
   batch.rows = b;
   batch.q_heads = s.q_heads;
-  batch.kv = {kv.k_pool(layer),  kv.v_pool(layer), kv.num_blocks(),
-              kv.block_tokens(), s.kv_heads,       m_.head_dim};
-  batch.scale = 1.0f / std::sqrt(static_cast<float>(m_.head_dim));
+  batch.kv = {kv.k_pool(layer), kv.v_pool(layer), kv.num_blocks(), kv.block_tokens(), s.kv_heads, attn_dim_};
+  batch.scale = attn_scale_;
   batch.window = m_.attention_window(layer);
   on(d, unit).decode_attention(batch);
   for (std::int64_t r = 0; r < b; ++r) {
@@ -487,23 +505,25 @@ void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCac
 void StepRunner::prefill_attention(std::size_t d, int layer, const std::vector<const Row*>& prompts) {
   const DeviceShard& s = dev_[d].shard;
   Lane& lane = lanes_[d];
-  const std::int64_t hd = m_.head_dim, qd = s.q_heads * hd, kvd = s.kv_heads * hd;
+  const std::int64_t hd = attn_dim_, qd = s.q_heads * hd, kvd = s.kv_heads * hd;
   std::vector<std::int64_t> starts{0};
   for (const Row* row : prompts) starts.push_back(starts.back() + row->request->tokens);
   const std::int64_t p = starts.back();
   std::vector<std::uint16_t> q(static_cast<std::size_t>(p * qd)), k(static_cast<std::size_t>(p * kvd)),
-      v(k.size()), o(q.size());
+      v(mla() ? 0 : k.size()), o(q.size());
   for (std::size_t b = 0; b < prompts.size(); ++b) {
     const std::int64_t first = prompts[b]->first, n = prompts[b]->request->tokens;
     std::copy(lane.q.data() + first * qd, lane.q.data() + (first + n) * qd, q.data() + starts[b] * qd);
     std::copy(lane.k.data() + first * kvd, lane.k.data() + (first + n) * kvd, k.data() + starts[b] * kvd);
-    std::copy(lane.v.data() + first * kvd, lane.v.data() + (first + n) * kvd, v.data() + starts[b] * kvd);
+    if (!mla())
+      std::copy(lane.v.data() + first * kvd, lane.v.data() + (first + n) * kvd, v.data() + starts[b] * kvd);
   }
+  std::vector<std::uint16_t>& values = mla() ? k : v;  // MLA: the latent is the keys and the values
   dev_[d].xpu->run(
       OpKind::kAttentionPrefill,
       kernels::PrefillAttentionArgs{f16_view(q, {p, s.q_heads, hd}), f16_view(k, {p, s.kv_heads, hd}),
-                                    f16_view(v, {p, s.kv_heads, hd}), f16_view(o, {p, s.q_heads, hd}), starts,
-                                    1.0f / std::sqrt(static_cast<float>(hd)), m_.attention_window(layer)});
+                                    f16_view(values, {p, s.kv_heads, hd}), f16_view(o, {p, s.q_heads, hd}),
+                                    starts, attn_scale_, m_.attention_window(layer)});
   for (std::size_t b = 0; b < prompts.size(); ++b)
     std::copy(o.data() + starts[b] * qd, o.data() + starts[b + 1] * qd,
               lane.attn.data() + prompts[b]->first * qd);
@@ -518,6 +538,10 @@ void StepRunner::all_reduce() {
 }
 
 void StepRunner::o_proj(int layer, Unit unit) {
+  if (mla()) {
+    mla_o_proj(layer, unit);
+    return;
+  }
   const std::int64_t h = m_.hidden;
   if (m_.o_bias) out_bias_ = w0_.layers[static_cast<std::size_t>(layer)].o_bias.data();
   for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -545,9 +569,26 @@ void StepRunner::route(int layer) {
   a.topk_weights = f32_view(topk_weights_, {t_, k});
   a.top_k = k;
   a.renormalize = m_.router_renormalize;
-  a.kind = m_.router == compiler::Router::kSparseMixer ? kernels::RouterKind::kSparseMixer
-                                                       : kernels::RouterKind::kSoftmaxTopK;
+  switch (m_.router) {
+    case compiler::Router::kSoftmaxTopK:
+      a.kind = kernels::RouterKind::kSoftmaxTopK;
+      break;
+    case compiler::Router::kSparseMixer:
+      a.kind = kernels::RouterKind::kSparseMixer;
+      break;
+    case compiler::Router::kGroupLimited:
+      a.kind = kernels::RouterKind::kGroupLimited;
+      break;
+    case compiler::Router::kNoAuxTc:
+      a.kind = kernels::RouterKind::kNoAuxTc;
+      break;
+  }
   a.jitter_eps = static_cast<float>(m_.router_jitter);
+  a.num_groups = m_.router_groups;
+  a.topk_groups = m_.router_topk_groups;
+  a.routed_scaling = static_cast<float>(m_.routed_scaling);
+  std::vector<std::uint16_t>& bias = w0_.layers[static_cast<std::size_t>(layer)].correction_bias;
+  if (!bias.empty()) a.correction_bias = f16_view(bias, {e});
   std::vector<std::uint16_t>& shared_gate = w0_.layers[static_cast<std::size_t>(layer)].shared_gate;
   shared_gate_.assign(static_cast<std::size_t>(t_), 1.0f);
   if (!shared_gate.empty()) {

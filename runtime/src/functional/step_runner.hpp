@@ -84,7 +84,7 @@ class StepRunner {
     std::int64_t first = 0;
     const StepRequest* request = nullptr;
   };
-  struct Lane {  // one device's activations of its heads
+  struct Lane {  // one device's activations of its heads [t, heads, attn_dim_] (MLA: no v)
     std::vector<std::uint16_t> q, k, v, attn;
   };
 
@@ -98,6 +98,10 @@ class StepRunner {
   template <class Compute>
   void on_node_rows(std::size_t d, const std::uint16_t* in, std::int64_t in_cols, std::uint16_t* out,
                     std::int64_t out_cols, Compute&& compute);
+  // y [t, n] = w [n, k] . x [t, k] on device d's `unit` as an op of `kind`, over its node's rows (the others'
+  // zero).
+  void node_linear(std::size_t d, compiler::Unit unit, compiler::OpKind kind, const std::uint16_t* w,
+                   const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n);
   device::IDevice& on(std::size_t d, compiler::Unit unit) const;
   std::uint16_t* partial(std::size_t d);
   void execute(const compiler::Op& op, compiler::Unit unit);
@@ -106,6 +110,12 @@ class StepRunner {
   float norm_offset() const { return static_cast<float>(m_.norm_weight_offset); }
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
+  bool mla() const { return m_.attention == compiler::AttentionKind::kMla; }
+  // MLA (step_runner_mla.cpp): the plan's qkv_proj op computes each device's absorbed queries [q_pe,
+  // W_UK^T q_nope] per local head and the token's latent [k_pe, kv_a_layernorm(c)]; its o_proj op takes each
+  // head's attention-weighted latent through W_UV, then o_proj.
+  void mla_qkv(int layer, compiler::Unit unit);
+  void mla_o_proj(int layer, compiler::Unit unit);
   // The xPU's elementwise pass over device d's projections (the plan's rope op): q / k / v biases, q / k
   // norms, rotation.
   void rope(int layer);
@@ -139,6 +149,8 @@ class StepRunner {
   // The RoPE frequencies with a scaled RoPE (rope_inv_freq); empty: the kernel's theta^(-2i/d).
   std::vector<float> rope_freq_;
   float rope_scale_ = 1.0f;  // on cos and sin (rope_attention_factor)
+  float attn_scale_ = 1.0f;  // the softmax scale (attention_scale)
+  int attn_dim_ = 0;         // a q / k head's width in the lanes and the cache (MLA: rope + kv_lora_rank)
   const compiler::ParallelLayout& layout_;
   compiler::LowerOptions lowering_;
   const compiler::CostModel& cost_;

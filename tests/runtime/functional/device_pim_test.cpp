@@ -85,6 +85,12 @@ TEST(DevicePimUnit, GeluModesOnDuplexPeEqualDatapathBitForBit) {
   expect_device_equals_datapath("tiny-gelu-moe");
 }
 
+// MLA: the PIM's decode attention reads the latent as one KV head (K and V the same rows) through the
+// driver's DMA as it does from host memory.
+TEST(DevicePimUnit, MlaOnDuplexPeEqualsDatapathBitForBit) {
+  expect_device_equals_datapath("tiny-deepseek-v3");
+}
+
 TEST(DevicePimUnit, RunSessionPassesCheckThroughDevice) {
   for (const char* model : {"tiny-moe", "tiny-dense"}) {
     RunOptions o;

@@ -6,16 +6,19 @@ weights it ran as a HuggingFace checkpoint. This script then reads that checkpoi
 config.json fields of its model_type, with HF's defaults; the safetensors files, sharded or not) and computes
 the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
 pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / StarCoder2 / OPT / Mixtral / Qwen2-MoE /
-Qwen3-MoE / OLMoE, and their sliding windows), written here
-from those definitions and sharing no code with duplex. A model passes when every logit is within
+Qwen3-MoE / OLMoE, and their sliding windows; DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py:
+MLA attention, interleaved RoPE with DeepSeek's YaRN, and its greedy / group-limited / noaux_tc routing), written
+here from those definitions and sharing no code with duplex. A model passes when every logit is within
 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on duplex's side) and every
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (a scaled RoPE, Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate,
-the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, the routing renormalisation, the
-sliding window or a non-SiLU activation (as SiLU), the first the model has); that comparison must fail, or
-the check could not see the feature.
+side (a scaled RoPE (DeepSeek: with its softmax mscale), DeepSeek's routing correction bias (noaux_tc), group
+limit (group_limited_greedy as greedy), routed scaling factor (as 1) or interleaved RoPE (as rotate-half),
+Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
+learned positions, the FFN biases, the q/k/v biases, the routing renormalisation, the sliding window or a
+non-SiLU activation (as SiLU), the first the model has); that comparison must fail, or the check could not see
+the feature.
 
 Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES[@OPTION+OPTION...]]] ...
 (OPTIONs go to duplex run as they are, e.g. --max-tokens-per-step=3+--kv-blocks=2.)
@@ -34,6 +37,10 @@ import numpy as np
 PROMPTS = [[1, 5, 9, 42], [7, 30, 12, 99, 3], [200]]
 NEW_TOKENS = 6
 RELATIVE_BOUND = 2.0 ** -6
+
+
+def yarn_mscale(factor, mscale):  # DeepSeek's yarn_get_mscale
+    return 0.1 * mscale * math.log(factor) + 1.0 if factor > 1 else 1.0
 
 
 def read_safetensors(path):
@@ -168,6 +175,42 @@ class HfModel:
             for layer in range(self.layers):
                 sliding = types[layer] == "sliding_attention" if types else layer >= c.get("max_window_layers", 0)
                 self.windows[layer] = window if sliding else None
+        # DeepSeek-V2 / V3 (the hub's modeling_deepseek.py, whose config defaults these are): MLA attention (q by
+        # q_proj or the q_a / q_b low-rank pair, k and v from the normalized kv_a latent, one k_pe for all heads),
+        # the interleaved RoPE over qk_rope_head_dim, dense FFNs before first_k_dense_replace, then DeepSeek MoE.
+        self.deepseek = self.type in ("deepseek_v2", "deepseek_v3")
+        if self.deepseek:
+            v3 = self.type == "deepseek_v3"
+            self.q_lora, self.kv_lora = c.get("q_lora_rank", 1536), c.get("kv_lora_rank", 512)
+            self.nope, self.rope_dim = c.get("qk_nope_head_dim", 128), c.get("qk_rope_head_dim", 64)
+            self.v_dim = c.get("v_head_dim", 128)
+            self.head_dim = self.rope_dim  # RoPE's dimension (inv_freq, rope)
+            self.latent_eps = 1e-6  # q_a_layernorm / kv_a_layernorm are DeepseekV2RMSNorm(rank): the default eps
+            self.interleave = c.get("rope_interleave", True)  # HF's DeepseekV3Config only; the hub's code always
+            self.experts = c.get("n_routed_experts") or 0  # None: no MoE layer
+            self.top_k = c.get("num_experts_per_tok")
+            self.n_shared = c.get("n_shared_experts") or 0
+            self.first_dense, self.moe_freq = c.get("first_k_dense_replace", 0), c.get("moe_layer_freq", 1)
+            self.topk_method = c.get("topk_method", "noaux_tc" if v3 else "greedy")
+            self.scoring = c.get("scoring_func", "sigmoid" if v3 else "softmax")
+            self.n_group, self.topk_group = c.get("n_group") or 1, c.get("topk_group") or 1
+            self.norm_topk = c.get("norm_topk_prob", False)
+            self.routed_scaling = c.get("routed_scaling_factor", 1.0)
+            self.correction_bias = self.topk_method == "noaux_tc"
+            # The hub's MoEGate: V2 softmax with greedy / group_limited_greedy (HF's DeepseekV2Moe too), V3 sigmoid
+            # with noaux_tc (HF's DeepseekV3MoE whatever topk_method says). V2's norm_topk_prob renormalises without
+            # the routed scale in the hub's code and is ignored by HF's: no reference, refused.
+            if v3 and (self.topk_method, self.scoring) != ("noaux_tc", "sigmoid"):
+                raise ValueError(f"deepseek_v3: {self.topk_method} / {self.scoring} (noaux_tc / sigmoid only)")
+            if not v3 and (self.topk_method not in ("greedy", "group_limited_greedy") or self.scoring != "softmax"):
+                raise ValueError(f"deepseek_v2: {self.topk_method} / {self.scoring} (greedy or group_limited_greedy "
+                                 "/ softmax only)")
+            if not v3 and self.norm_topk and self.experts and self.top_k > 1:
+                raise ValueError("deepseek_v2 with norm_topk_prob: the hub's code and HF's differ")
+            if self.experts and self.topk_method != "greedy":
+                group = self.experts // self.n_group
+                assert group * self.n_group == self.experts and self.topk_group <= self.n_group, c
+                assert group >= 2 or self.topk_method != "noaux_tc", "noaux_tc scores a group by its top 2"
         if drop == "qkv_bias":
             self.qkv_bias = False
         elif drop == "qk_norm":
@@ -186,8 +229,16 @@ class HfModel:
             self.sparsemixer = False
         elif drop == "lm_head_bias":
             self.lm_head_bias = False
-        elif drop == "rope_scaling":
+        elif drop == "rope_scaling":  # DeepSeek: the softmax mscale goes with it
             self.rope_scaling = None
+        elif drop == "correction_bias":  # DeepSeek noaux_tc routed on the plain sigmoid scores
+            self.correction_bias = False
+        elif drop == "group_limit":  # DeepSeek group_limited_greedy as greedy
+            self.topk_method = "greedy"
+        elif drop == "routed_scaling":
+            self.routed_scaling = 1.0
+        elif drop == "rope_interleave":  # DeepSeek's q_pe / k_pe rotated by rotate_half as they are
+            self.interleave = not self.interleave
         self.shared_gate_dropped = drop == "shared_gate"
         if drop == "window":
             self.windows = [None] * self.layers
@@ -195,9 +246,9 @@ class HfModel:
     def w(self, name):
         return self.t[name]
 
-    def rms(self, x, gain):
+    def rms(self, x, gain, eps=None):
         var = np.mean(x * x, axis=-1, keepdims=True)
-        return x / np.sqrt(var + self.eps) * (self.gain_offset + gain)
+        return x / np.sqrt(var + (self.eps if eps is None else eps)) * (self.gain_offset + gain)
 
     def norm(self, x, name):  # the model's norm `name` (without ".weight"): RMSNorm, or LayerNorm with its bias
         if not self.layer_norm:
@@ -230,6 +281,8 @@ class HfModel:
         return y + self.w(p + fc2 + ".bias") if self.mlp_bias else y
 
     def is_moe_layer(self, layer):
+        if self.deepseek:  # DeepseekV2DecoderLayer
+            return bool(self.experts) and layer >= self.first_dense and layer % self.moe_freq == 0
         if not self.moe:
             return False
         if self.type == "mixtral" or self.type == "olmoe":
@@ -240,8 +293,12 @@ class HfModel:
         r = self.rope_scaling
         return (r.get("rope_type") or r.get("type")) if r else "default"
 
-    def attention_factor(self):  # on cos and sin: LongRoPE's (Phimoe: short_mscale), else 1
+    def attention_factor(self):  # on cos and sin: LongRoPE's (Phimoe: short_mscale), YaRN's, else 1
         r = self.rope_scaling
+        if self.deepseek:  # DeepseekV2YarnRotaryEmbedding's _mscale
+            if self.rope_kind() != "yarn":
+                return 1.0
+            return yarn_mscale(r["factor"], r.get("mscale", 1)) / yarn_mscale(r["factor"], r.get("mscale_all_dim", 0))
         if self.rope_kind() == "yarn":
             return r.get("attention_factor") or 0.1 * np.log(r["factor"]) + 1.0
         if self.rope_kind() not in ("longrope", "su"):
@@ -263,9 +320,9 @@ class HfModel:
             return inv_freq / np.array(r["short_factor"], dtype=np.float64)
         if kind == "linear":
             return inv_freq / r["factor"]
-        if kind == "yarn":  # _compute_yarn_parameters (no mscale / truncate)
+        if kind == "yarn":  # _compute_yarn_parameters (no mscale / truncate); DeepseekV2YarnRotaryEmbedding's too
             factor = r["factor"]
-            original = r.get("original_max_position_embeddings") or self.max_positions
+            original = r.get("original_max_position_embeddings") or (4096 if self.deepseek else self.max_positions)
             fast, slow = r.get("beta_fast") or 32, r.get("beta_slow") or 1
 
             def correction_dim(rotations):
@@ -290,12 +347,15 @@ class HfModel:
         assert kind == "default", kind
         return inv_freq
 
-    def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half
+    def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half (DeepSeek: the interleaved pairs)
         d = self.head_dim
         inv_freq = self.inv_freq()
         freqs = np.outer(positions, inv_freq)
-        emb = np.concatenate([freqs, freqs], axis=-1)
         scale = self.attention_factor()
+        if self.deepseek and self.interleave:  # x[2i] + i x[2i+1] times scale e^(i pos inv_freq[i])
+            z = (x[..., 0::2] + 1j * x[..., 1::2]) * (scale * np.exp(1j * freqs))[:, None, :]
+            return np.stack([z.real, z.imag], axis=-1).reshape(x.shape)
+        emb = np.concatenate([freqs, freqs], axis=-1)
         cos, sin = scale * np.cos(emb)[:, None, :], scale * np.sin(emb)[:, None, :]
         rotated = np.concatenate([-x[..., d // 2 :], x[..., : d // 2]], axis=-1)
         return x * cos + rotated * sin
@@ -356,6 +416,78 @@ class HfModel:
             out += shared
         return out
 
+    def deepseek_route(self, logits, bias):  # the hub's MoEGate (eval) on one token: [(expert, weight)]
+        if self.scoring == "softmax":
+            scores = np.exp(logits - logits.max())
+            scores /= scores.sum()
+        else:
+            scores = 1.0 / (1.0 + np.exp(-logits))
+        choice = scores
+        if self.topk_method != "greedy":
+            if self.topk_method == "noaux_tc" and bias is not None:
+                choice = scores + bias
+            groups = choice.reshape(self.n_group, -1)
+            if self.topk_method == "group_limited_greedy":
+                group_scores = groups.max(axis=-1)
+            else:  # noaux_tc: a group's two best
+                group_scores = np.sort(groups, axis=-1)[:, -2:].sum(axis=-1)
+            kept = np.zeros(self.n_group, dtype=bool)
+            kept[np.argsort(-group_scores, kind="stable")[: self.topk_group]] = True
+            choice = np.where(np.repeat(kept, groups.shape[1]), choice, 0.0)  # masked_fill(~mask, 0.0)
+        order = np.argsort(-choice, kind="stable")[: self.top_k]
+        weights = scores[order]  # without the correction bias
+        if self.top_k > 1 and self.norm_topk:  # V3 only (refused for V2)
+            weights = weights / (weights.sum() + 1e-20)
+        return list(zip(order.tolist(), weights * self.routed_scaling))
+
+    def deepseek_moe(self, layer, x):  # DeepseekV2MoE / DeepseekV3MoE: routed experts plus the shared ones
+        p = f"model.layers.{layer}.mlp."
+        logits = x @ self.w(p + "gate.weight").T
+        bias = None
+        if self.topk_method == "noaux_tc" and self.correction_bias:
+            bias = self.w(p + "gate.e_score_correction_bias")
+        out = np.zeros_like(x)
+        for t in range(x.shape[0]):
+            for e, wt in self.deepseek_route(logits[t], bias):
+                out[t] += wt * self.mlp(f"{p}experts.{e}.", x[t])
+        if self.n_shared:
+            out += self.mlp(p + "shared_experts.", x)
+        return out
+
+    def mla(self, layer, x):  # DeepseekV2Attention (the hub's, eager): multi-head latent attention, unabsorbed
+        p = f"model.layers.{layer}.self_attn."
+        T, H = x.shape[0], self.heads
+
+        def linear(y, name, bias=False):
+            out = y @ self.w(p + name + ".weight").T
+            return out + self.w(p + name + ".bias") if bias else out
+
+        if self.q_lora is None:
+            q = linear(x, "q_proj")
+        else:
+            q_latent = linear(x, "q_a_proj", self.qkv_bias)
+            q = linear(self.rms(q_latent, self.w(p + "q_a_layernorm.weight"), self.latent_eps), "q_b_proj")
+        q = q.reshape(T, H, self.nope + self.rope_dim)
+        q_nope, q_pe = q[..., : self.nope], q[..., self.nope :]
+        compressed = linear(x, "kv_a_proj_with_mqa", self.qkv_bias)
+        latent, k_pe = compressed[:, : self.kv_lora], compressed[:, self.kv_lora :]
+        kv = linear(self.rms(latent, self.w(p + "kv_a_layernorm.weight"), self.latent_eps), "kv_b_proj")
+        kv = kv.reshape(T, H, self.nope + self.v_dim)
+        k_nope, v = kv[..., : self.nope], kv[..., self.nope :]
+        pos = np.arange(T, dtype=np.float64)
+        q_pe, k_pe = self.rope(q_pe, pos), self.rope(k_pe[:, None, :], pos)[:, 0]  # k_pe: one for all heads
+        scale = (self.nope + self.rope_dim) ** -0.5
+        r = self.rope_scaling
+        if r and r.get("mscale_all_dim"):  # the hub's softmax_scale under any rope_scaling
+            scale *= yarn_mscale(r["factor"], r["mscale_all_dim"]) ** 2
+        scores = (np.einsum("qhd,khd->hqk", q_nope, k_nope) + np.einsum("qhd,kd->hqk", q_pe, k_pe)) * scale
+        visible = np.arange(T)[None, :] <= np.arange(T)[:, None]
+        scores = np.where(visible[None], scores, -np.inf)
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+        attn = np.einsum("hqk,khd->qhd", scores, v).reshape(T, H * self.v_dim)
+        return linear(attn, "o_proj", self.o_bias)
+
     def attention(self, layer, x):
         p = self.layer_prefix(layer) + "self_attn."
         T, d = x.shape[0], self.head_dim
@@ -399,10 +531,11 @@ class HfModel:
             ("self_attn_layer_norm", "final_layer_norm") if self.opt else ("input_layernorm", "post_attention_layernorm"))
         for layer in range(self.layers):
             p = self.layer_prefix(layer)
-            x = x + self.attention(layer, self.norm(x, p + attn_norm))
+            attention = self.mla if self.deepseek else self.attention
+            x = x + attention(layer, self.norm(x, p + attn_norm))
             n = self.norm(x, p + mlp_norm)
             if self.is_moe_layer(layer):
-                x = x + self.sparse_moe(layer, n)
+                x = x + (self.deepseek_moe if self.deepseek else self.sparse_moe)(layer, n)
             elif self.layer_norm:
                 x = x + self.two_matrix_mlp(layer, n)
             else:
@@ -434,6 +567,14 @@ def compare(model, run):
 def dropped_feature(model):
     if model.rope_scaling:
         return "rope_scaling"
+    if model.deepseek:
+        if model.experts and model.topk_method == "noaux_tc":
+            return "correction_bias"
+        if model.experts and model.topk_method == "group_limited_greedy" and model.topk_group < model.n_group:
+            return "group_limit"
+        if model.experts and model.routed_scaling != 1:
+            return "routed_scaling"
+        return "rope_interleave"
     if model.gemma:
         return "gain_offset"
     if model.sparsemixer:

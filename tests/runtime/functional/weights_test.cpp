@@ -35,6 +35,20 @@ std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
+
+// The FP16 data of tensor `name` as the safetensors file stores it (header: 8-byte length, JSON offsets).
+std::vector<std::uint16_t> read_tensor_data(const fs::path& file, const std::string& name) {
+  const std::string bytes = slurp(file);
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), sizeof n);
+  const nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n));
+  const auto& offsets = header.at(name).at("data_offsets");
+  const std::size_t begin = 8 + n + offsets[0].get<std::size_t>(),
+                    end = 8 + n + offsets[1].get<std::size_t>();
+  std::vector<std::uint16_t> out((end - begin) / 2);
+  std::memcpy(out.data(), bytes.data() + begin, end - begin);
+  return out;
+}
 void spit(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary | std::ios::trunc) << s; }
 
 // Splits a safetensors file into (header JSON, data bytes).
@@ -213,6 +227,15 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
          m.sliding_window = 8;
          return m;
        }},
+      {"deepseek_v2", [] { return compiler::load_model("tiny-deepseek"); }},
+      {"deepseek_v2",
+       [] {  // V2-Lite's greedy routing
+         auto m = compiler::load_model("tiny-deepseek");
+         m.router = compiler::Router::kSoftmaxTopK;
+         m.router_groups = m.router_topk_groups = 1;
+         return m;
+       }},
+      {"deepseek_v3", [] { return compiler::load_model("tiny-deepseek-v3"); }},
   };
   for (const Family& f : families)
     for (int shards : {1, 3}) {
@@ -255,12 +278,61 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       EXPECT_EQ(b.scale_embedding, spec.scale_embedding);
       EXPECT_EQ(b.head_dim, spec.head_dim);
       EXPECT_EQ(b.tie_embeddings, spec.tie_embeddings);
+      EXPECT_EQ(b.attention, spec.attention);
+      EXPECT_EQ(b.mla.q_lora_rank, spec.mla.q_lora_rank);
+      EXPECT_EQ(b.mla.kv_lora_rank, spec.mla.kv_lora_rank);
+      EXPECT_EQ(b.mla.qk_rope_head_dim, spec.mla.qk_rope_head_dim);
+      EXPECT_EQ(b.first_moe_layer, spec.first_moe_layer);
+      EXPECT_EQ(b.router_groups, spec.router_groups);
+      EXPECT_EQ(b.router_topk_groups, spec.router_topk_groups);
+      EXPECT_EQ(b.routed_scaling, spec.routed_scaling);
       EXPECT_EQ(b.params(), spec.params());
       EXPECT_EQ(back.numerics.norm_eps, w.numerics.norm_eps);
       ASSERT_EQ(back.tensors.size(), w.tensors.size());
       for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
       fs::remove_all(dir);
     }
+}
+
+// DeepSeek's checkpoints hold each head's rope rows of q_proj / q_b_proj and kv_a_proj_with_mqa's interleaved
+// (HF rotates pairs (2i, 2i + 1)); the emulation's rotate-half rows are permuted on writing and back on
+// reading: checkpoint row 2i is row i, 2i + 1 is rope / 2 + i; the other rows stay.
+TEST(Safetensors, DeepSeekRopeRowsAreInterleavedInTheCheckpoint) {
+  for (const char* model : {"tiny-deepseek", "tiny-deepseek-v3"}) {
+    SCOPED_TRACE(model);
+    const ModelWeights w = random_weights(compiler::load_model(model), 8);
+    const compiler::MlaSpec& a = w.spec.mla;
+    const fs::path dir = temp_dir("deepseek");
+    write_checkpoint(dir.string(), w);
+    const std::string q = a.q_lora_rank > 0 ? "q_b_proj" : "q_proj";
+    const std::int64_t rope = a.qk_rope_head_dim, half = rope / 2;
+    struct Block {
+      std::string name;
+      std::int64_t first_rope_row;
+    };
+    // Head 1's rope rows of q, and the latent's rope rows, in layer 2.
+    for (const Block& b :
+         {Block{weight_name::mla(2, q.c_str()), (a.qk_nope_head_dim + rope) + a.qk_nope_head_dim},
+          Block{weight_name::mla(2, "kv_a_proj_with_mqa"), a.kv_lora_rank}}) {
+      SCOPED_TRACE(b.name);
+      const std::vector<std::uint16_t> stored = read_tensor_data(dir / "model.safetensors", b.name);
+      const WeightTensor& mine = w.get(b.name);
+      const std::int64_t cols = mine.shape.back();
+      auto row = [&](const std::vector<std::uint16_t>& d, std::int64_t r) {
+        return std::vector<std::uint16_t>(d.begin() + r * cols, d.begin() + (r + 1) * cols);
+      };
+      const std::int64_t f = b.first_rope_row;
+      for (std::int64_t i = 0; i < half; ++i) {
+        EXPECT_EQ(row(stored, f + 2 * i), row(mine.data, f + i));
+        EXPECT_EQ(row(stored, f + 2 * i + 1), row(mine.data, f + half + i));
+      }
+      EXPECT_EQ(row(stored, f - 1), row(mine.data, f - 1));  // a nope / latent row
+      EXPECT_NE(row(stored, f + 1), row(mine.data, f + 1));
+    }
+    const ModelWeights back = load_checkpoint(dir.string());
+    for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+    fs::remove_all(dir);
+  }
 }
 
 // A scaled RoPE travels in config.json's rope_scaling and reads back the same.
@@ -475,6 +547,54 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
 }
 
 // A sharded checkpoint's index and shards disagreeing, each named.
+// DeepSeek's config.json: what the emulation does not compute is refused naming the field (biased MLA
+// projections, rotate-half RoPE, V2's renormalised routing, which DeepSeek's code and HF's weigh apart, a
+// RoPE scaling other than YaRN, one of YaRN's two mscales without the other); DeepSeek's YaRN is read.
+TEST(Safetensors, DeepSeekConfigFieldsTheEmulationDoesNotComputeAreRefused) {
+  const fs::path dir = temp_dir("deepseek_fields");
+  write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-deepseek"), 3));
+  const fs::path config = dir / "config.json";
+  const nlohmann::json good = nlohmann::json::parse(slurp(config));
+  EXPECT_EQ(good["model_type"], "deepseek_v2");
+  const nlohmann::json yarn = {{"type", "yarn"},
+                               {"factor", 40.0},
+                               {"original_max_position_embeddings", 4096},
+                               {"mscale", 0.707},
+                               {"mscale_all_dim", 0.707}};
+  nlohmann::json only_mscale = yarn, with_factor = yarn;
+  only_mscale.erase("mscale_all_dim");
+  with_factor["attention_factor"] = 1.2;
+  const std::vector<std::tuple<std::string, nlohmann::json, std::string>> bad = {
+      {"attention_bias", true, "attention_bias: true"},
+      {"rope_interleave", false, "rope_interleave: false"},
+      {"norm_topk_prob", true, "norm_topk_prob: true"},
+      {"rope_scaling", {{"type", "linear"}, {"factor", 2.0}}, "rope_scaling.type: \"linear\""},
+      {"rope_scaling", only_mscale, "rope_scaling.mscale_all_dim: missing"},
+      {"rope_scaling", with_factor, "rope_scaling.attention_factor: 1.2"},
+  };
+  for (const auto& [key, value, want] : bad) {
+    SCOPED_TRACE(want);
+    nlohmann::json c = good;
+    c[key] = value;
+    spit(config, c.dump());
+    try {
+      load_checkpoint(dir.string());
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(config.string() + ": " + want), std::string::npos) << e.what();
+    }
+  }
+  nlohmann::json c = good;
+  c["rope_scaling"] = yarn;  // DeepSeek-V2-Lite's: cos / sin unscaled (equal mscales), the softmax by m^2
+  spit(config, c.dump());
+  const ModelWeights w = load_checkpoint(dir.string());
+  EXPECT_EQ(w.numerics.rope_scaling.mscale_all_dim, 0.707);
+  EXPECT_DOUBLE_EQ(rope_attention_factor(w.numerics), 1.0);
+  const double m = 0.1 * 0.707 * std::log(40.0) + 1.0;
+  EXPECT_DOUBLE_EQ(attention_scale(w.spec, w.numerics), m * m / std::sqrt(48.0));
+  fs::remove_all(dir);
+}
+
 TEST(Safetensors, ShardedCheckpointErrorsNameTheIndexOrShardAndTheTensor) {
   const fs::path dir = temp_dir("sharded");
   write_checkpoint(dir.string(), random_weights(tiny_moe(), 2), 2);

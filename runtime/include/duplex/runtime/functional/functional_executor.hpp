@@ -94,7 +94,9 @@ struct InDeviceKvMigration {
   std::int64_t step = 0;
   std::int64_t request = 0;
   std::int64_t tokens = 0;  // the prompt's tokens (context + tokens of the completing step)
-  double bytes = 0;         // copied, all devices: 2 (K, V) x layers x each device's kv_heads x head_dim x 2 B x tokens
+  // copied, all devices: 2 (K, V; MLA: 1, the latent) x layers x each device's kv_heads x head_dim x 2 B x
+  // tokens
+  double bytes = 0;
 };
 
 struct FunctionalResult {

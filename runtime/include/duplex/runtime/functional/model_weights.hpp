@@ -4,11 +4,12 @@
 // from a safetensors file (safetensors.hpp).
 //
 // Supported model shape (check_functional_support): GQA attention with RoPE (scaled or not) or learned
-// positions (q / k / v biases, o bias, q / k RMSNorm optional), RMSNorm or LayerNorm (gain and bias; a gain
-// offset, Gemma's 1), gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU (two-matrix dense FFNs
-// optionally with biases), dense or MoE layers (shared experts, optionally gated, under Qwen-MoE names;
-// softmax top-k routing renormalised or not, or Phi-3.5-MoE's sparsemixer), an LM-head bias, FP16 / BF16
-// weights and KV. Anything else is a duplex::Error naming the field.
+// positions (q / k / v biases, o bias, q / k RMSNorm optional), or DeepSeek's MLA with RoPE; RMSNorm or
+// LayerNorm (gain and bias; a gain offset, Gemma's 1), gated or two-matrix FFNs with SiLU, GELU (erf or
+// tanh) or ReLU (two-matrix dense FFNs optionally with biases), dense or MoE layers (shared experts,
+// optionally gated, under Qwen-MoE or DeepSeek names; softmax top-k routing renormalised or not,
+// Phi-3.5-MoE's sparsemixer, DeepSeek's group-limited or noaux_tc routing, a routed scaling factor), an
+// LM-head bias, FP16 / BF16 weights and KV. Anything else is a duplex::Error naming the field.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -32,7 +33,9 @@ namespace duplex::runtime::functional {
 // context) blends each frequency between base / factor and base by a linear ramp over the dimensions whose
 // rotations within original_max_position_embeddings lie between beta_slow and beta_fast (HF
 // _compute_yarn_parameters), and multiplies cos and sin by attention_factor (0.1 ln(factor) + 1 unless
-// given).
+// given). DeepSeek's YaRN (mscale_all_dim > 0) multiplies cos and sin by m(mscale) / m(mscale_all_dim) and
+// the softmax scale by m(mscale_all_dim)^2, m(x) = 0.1 x ln(factor) + 1 (its modeling code's
+// yarn_get_mscale).
 struct RopeScaling {
   enum class Kind { kNone, kLinear, kLlama3, kLongRope, kYarn };
   Kind kind = Kind::kNone;
@@ -41,6 +44,7 @@ struct RopeScaling {
   std::vector<double> short_factor, long_factor;  // kLongRope: rotary_dim / 2 each
   double attention_factor = 1.0;                  // kLongRope, kYarn: on cos and sin
   double beta_fast = 32.0, beta_slow = 1.0;       // kYarn (HF defaults)
+  double mscale = 0, mscale_all_dim = 0;          // kYarn as DeepSeek states it; 0 without
 };
 struct ModelNumerics {
   float norm_eps = 1e-5f;
@@ -51,8 +55,29 @@ struct ModelNumerics {
 // The RoPE frequencies of a head of `rotary_dim` elements (rotary_dim / 2 of them, in double), as HF
 // computes them from rope_theta and rope_scaling.
 std::vector<double> rope_inv_freq(const ModelNumerics& numerics, int rotary_dim);
-// The factor cos and sin are multiplied by: LongRoPE's attention factor, else 1.
+// The eps of MLA's latent norms (q_a_layernorm, kv_a_layernorm), whatever the config's rms_norm_eps. source:
+// DeepSeek's modeling code builds them as DeepseekV2RMSNorm(rank), whose eps defaults to 1e-6.
+inline constexpr float kMlaLatentNormEps = 1e-6f;
+
+// The factor cos and sin are multiplied by: LongRoPE's or YaRN's attention factor, else 1.
 double rope_attention_factor(const ModelNumerics& numerics);
+// The elements of a head RoPE rotates: head_dim, or MLA's qk_rope_head_dim.
+int rotary_dim(const compiler::ModelSpec& spec);
+// The attention's softmax scale: 1 / sqrt(head_dim) (MLA: qk_nope_head_dim + qk_rope_head_dim), times
+// DeepSeek YaRN's m(mscale_all_dim)^2 (RopeScaling).
+double attention_scale(const compiler::ModelSpec& spec, const ModelNumerics& numerics);
+
+// What the paged KV cache holds per token and layer. GQA: kv_heads x head_dim keys and as many values. MLA
+// (DeepSeek): one latent [k_pe (qk_rope_head_dim, rotated), c (kv_lora_rank, kv_a_layernorm'd)] that is every
+// head's key against the absorbed query [q_pe, W_UK^T q_nope], and, read whole as the value, yields the
+// attention-weighted latent in its last kv_lora_rank outputs (the first qk_rope_head_dim are not used):
+// the K and V pools are one (shared_kv).
+struct KvCacheShape {
+  int heads = 0;  // the whole model's (a device holds its DeviceShard::kv_heads of them)
+  int head_dim = 0;
+  bool shared_kv = false;
+};
+KvCacheShape kv_cache_shape(const compiler::ModelSpec& spec);
 
 // One weight tensor: row-major FP16 bit patterns.
 struct WeightTensor {
@@ -95,9 +120,13 @@ std::string ffn_norm(int layer);
 std::string attn_proj(int layer, char which);  // which: 'q', 'k', 'v' or 'o'
 std::string attn_bias(int layer, char which);  // self_attn.{which}_proj.bias
 std::string qk_norm(int layer, char which);    // self_attn.{q,k}_norm.weight
-// Mixtral: block_sparse_moe.gate.weight; Qwen-MoE: mlp.gate.weight.
+// MLA: self_attn.{name}.weight, name one of q_proj, q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa,
+// kv_a_layernorm, kv_b_proj (o_proj: attn_proj(layer, 'o')).
+std::string mla(int layer, const char* name);
+std::string router_correction_bias(int layer);  // mlp.gate.e_score_correction_bias (DeepSeek-V3) [experts]
+// Mixtral: block_sparse_moe.gate.weight; Qwen-MoE and DeepSeek: mlp.gate.weight.
 std::string router(compiler::WeightNaming naming, int layer);
-// which: "gate", "up" or "down"; Mixtral: block_sparse_moe.experts.E.w1 / w3 / w2; Qwen-MoE:
+// which: "gate", "up" or "down"; Mixtral: block_sparse_moe.experts.E.w1 / w3 / w2; Qwen-MoE and DeepSeek:
 // mlp.experts.E.{which}_proj.
 std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which);
 std::string shared_expert(int layer, const char* which);  // mlp.shared_expert.{which}_proj.weight
@@ -114,8 +143,8 @@ std::string norm_bias(const std::string& gain_name);
 // The name a checkpoint of the model's family gives the tensor weight_name calls `name`: OPT's
 // model.decoder.* (self_attn.out_proj, fc1 / fc2, self_attn_layer_norm / final_layer_norm), StarCoder2's
 // mlp.c_fc / mlp.c_proj, Phi-3's self_attn.qkv_proj for q / k / v and mlp.gate_up_proj for gate / up (one
-// checkpoint tensor holds several, stacked by rows in expected_weights order); every other family's names
-// are weight_name's.
+// checkpoint tensor holds several, stacked by rows in expected_weights order), DeepSeek's
+// mlp.shared_experts.*; every other family's names are weight_name's.
 std::string checkpoint_name(const compiler::ModelSpec& spec, const std::string& name);
 
 struct ModelWeights {

@@ -3,6 +3,7 @@
 // `num_blocks` blocks x `block_tokens` token slots x kv_heads x head_dim FP16 values (the kernels'
 // DecodeAttentionArgs layout). A request's token j lives in block block_table[j / block_tokens], slot
 // j % block_tokens. Blocks are handed out lowest id first from a free list, so the layout is deterministic.
+// With shared_kv (MLA's latent, model_weights.hpp KvCacheShape) there is one pool: v() and v_pool() are K's.
 #include <cstdint>
 #include <map>
 #include <set>
@@ -12,8 +13,9 @@ namespace duplex::runtime::functional {
 
 class PagedKvCache {
  public:
-  // Throws duplex::Error unless every argument is >= 1.
-  PagedKvCache(int layers, int kv_heads, int head_dim, std::int64_t block_tokens, std::int64_t num_blocks);
+  // Throws duplex::Error unless every count is >= 1.
+  PagedKvCache(int layers, int kv_heads, int head_dim, std::int64_t block_tokens, std::int64_t num_blocks,
+               bool shared_kv = false);
 
   // Makes request `id` own blocks for at least `tokens` token slots; duplex::Error when the pool runs out.
   void reserve(std::int64_t id, std::int64_t tokens);
@@ -28,7 +30,8 @@ class PagedKvCache {
   const std::uint16_t* v(int layer, std::int64_t id, std::int64_t pos) const;
   // Whole pools of one layer: [num_blocks, block_tokens, kv_heads, head_dim].
   std::uint16_t* k_pool(int layer) { return k_[static_cast<std::size_t>(layer)].data(); }
-  std::uint16_t* v_pool(int layer) { return v_[static_cast<std::size_t>(layer)].data(); }
+  std::uint16_t* v_pool(int layer) { return (shared_kv_ ? k_ : v_)[static_cast<std::size_t>(layer)].data(); }
+  bool shared_kv() const { return shared_kv_; }
 
   std::int64_t block_tokens() const { return block_tokens_; }
   std::int64_t num_blocks() const { return num_blocks_; }
@@ -39,7 +42,8 @@ class PagedKvCache {
   std::size_t offset(std::int64_t id, std::int64_t pos) const;
 
   std::int64_t block_tokens_, num_blocks_, token_values_;
-  std::vector<std::vector<std::uint16_t>> k_, v_;  // [layer][pool]
+  bool shared_kv_;
+  std::vector<std::vector<std::uint16_t>> k_, v_;  // [layer][pool]; v_ empty with shared_kv
   std::set<std::int32_t> free_;
   std::map<std::int64_t, std::vector<std::int32_t>> tables_;
 };
