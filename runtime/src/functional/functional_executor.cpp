@@ -144,6 +144,7 @@ class FunctionalExecutor::Impl {
     FunctionalResult res;
     res.tokens.resize(prompts.size());
     res.logits.resize(prompts.size());
+    if (w_.spec.is_moe()) res.routing.resize(prompts.size());
     res.devices = devices_;
     res.layout = pools_.size() == 1
                      ? pools_[0]->layout().describe()
@@ -191,6 +192,15 @@ class FunctionalExecutor::Impl {
     record_step(pool, pool_name, plan, st, res, energy);
     for (const InDeviceMigration& m : st.out.migrations)
       res.in_device_kv_migrations.push_back({plan.step, m.id, m.tokens, m.bytes});
+    for (const StepOutput::Routed& t : st.out.routed) {  // a recomputed position keeps its last routing
+      auto& positions = res.routing[static_cast<std::size_t>(t.id)];
+      if (positions.size() <= static_cast<std::size_t>(t.position))
+        positions.resize(static_cast<std::size_t>(t.position) + 1);
+      auto& layers = positions[static_cast<std::size_t>(t.position)];
+      if (layers.size() <= static_cast<std::size_t>(t.moe_layer))
+        layers.resize(static_cast<std::size_t>(t.moe_layer) + 1);
+      layers[static_cast<std::size_t>(t.moe_layer)] = t.token;
+    }
     std::vector<RequestId> sampled;
     for (std::size_t i = 0; i < plan.requests.size(); ++i) {
       const ScheduledRequest& s = plan.requests[i];

@@ -147,8 +147,14 @@ Vec gated_ffn(compiler::Activation a, const WeightTensor& gate, const WeightTens
 
 class Sequence {
  public:
-  explicit Sequence(const ModelWeights& w)
-      : w_(w),
+  // follow: the executor's routing of request `request`, or null (routing_record.hpp).
+  Sequence(const ModelWeights& w, const std::vector<std::vector<RoutedToken>>* follow,
+           std::vector<RoutingTie>* ties, std::size_t request, double relative_bound)
+      : follow_(follow),
+        ties_(ties),
+        request_(request),
+        relative_bound_(relative_bound),
+        w_(w),
         m_(w.spec),
         k_(static_cast<std::size_t>(m_.layers)),
         v_(k_.size()),
@@ -180,7 +186,7 @@ class Sequence {
                                                                   : attention(l, attn_in, pos);
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + a[i]);
       const Vec n = norm(x, weight_name::ffn_norm(l));
-      const Vec f = m_.is_moe_layer(l) ? moe(l, n) : dense_ffn(l, n);
+      const Vec f = m_.is_moe_layer(l) ? moe(l, n, pos) : dense_ffn(l, n);
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + f[i]);
     }
     const Vec n = norm(x, weight_name::final_norm());
@@ -332,48 +338,76 @@ class Sequence {
     return out;
   }
 
-  // The token's experts and their weights: the softmax's top_k (renormalised over the chosen experts with
-  // norm_topk_prob, else the probabilities themselves), DeepSeek's group-limited or noaux_tc choice (`bias`:
-  // its correction bias), times routed_scaling; or Phi-3.5-MoE's sparsemixer.
-  std::vector<std::pair<int, double>> route(const std::vector<double>& logits,
-                                            const WeightTensor* bias) const {
-    std::vector<std::pair<int, double>> chosen;
+  // The probabilities the weights come from: the softmax of the logits, or noaux_tc's sigmoids.
+  std::vector<double> scores(const std::vector<double>& logits) const {
+    std::vector<double> p(logits.size());
+    if (m_.router == compiler::Router::kNoAuxTc) {
+      for (std::size_t e = 0; e < p.size(); ++e) p[e] = 1.0 / (1.0 + std::exp(-logits[e]));
+      return p;
+    }
+    const double max_l = *std::max_element(logits.begin(), logits.end());
+    double sum = 0;
+    for (std::size_t e = 0; e < p.size(); ++e) sum += (p[e] = std::exp(logits[e] - max_l));
+    for (double& e : p) e /= sum;
+    return p;
+  }
+
+  // The sparsemixer's mask for the slot of expert `top`: the experts but `skip` within 2 eps (relative to
+  // max(|l_j|, l_top)) of it (HF sparsemixer in inference); the slot's weight is 1 / the sum of exp(l_j -
+  // l_top) over them.
+  std::vector<bool> sparsemixer_mask(const std::vector<double>& logits, int top, int skip) const {
+    const double m = logits[static_cast<std::size_t>(top)];
+    std::vector<bool> in(logits.size(), false);
+    for (int e = 0; e < m_.experts; ++e) {
+      const double x = logits[static_cast<std::size_t>(e)];
+      in[static_cast<std::size_t>(e)] =
+          e != skip && !((m - x) / std::max(std::abs(x), m) > 2.0 * m_.router_jitter);
+    }
+    return in;
+  }
+
+  // A token's discrete routing decision: its experts in the router's order and, for the sparsemixer, each
+  // slot's mask (the weights are continuous in the logits given these).
+  struct Decision {
+    std::vector<int> experts;
+    std::vector<std::vector<bool>> masks;
+    bool same_as(const Decision& o) const {
+      std::vector<int> a = experts, b = o.experts;
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      return a == b && (masks.empty() || (experts == o.experts && masks == o.masks));
+    }
+  };
+  Decision decide(const std::vector<double>& logits, const WeightTensor* bias) const {
+    return with_masks(logits, choose(logits, bias));
+  }
+  Decision with_masks(const std::vector<double>& logits, std::vector<int> experts) const {
+    Decision d{std::move(experts), {}};
+    if (m_.router == compiler::Router::kSparseMixer)
+      for (std::size_t slot = 0; slot < d.experts.size(); ++slot)
+        d.masks.push_back(sparsemixer_mask(logits, d.experts[slot], slot == 0 ? -1 : d.experts[0]));
+    return d;
+  }
+
+  // The token's experts, in the router's order: the softmax's top_k; DeepSeek's group-limited or noaux_tc
+  // choice (`bias`: its correction bias); or the sparsemixer's two argmaxes.
+  std::vector<int> choose(const std::vector<double>& logits, const WeightTensor* bias) const {
+    const std::size_t experts = logits.size();
     if (m_.router == compiler::Router::kSparseMixer) {
-      // HF sparsemixer (inference): expert 1 = argmax; its weight is the softmax over the logits within
-      // 2 eps (relative to max(|l_j|, top)) of its own; expert 2 likewise among the others.
-      int skip = -1;
+      std::vector<int> chosen;
       for (int slot = 0; slot < 2; ++slot) {
         int top = -1;
         for (int e = 0; e < m_.experts; ++e)
-          if (e != skip &&
+          if ((chosen.empty() || e != chosen[0]) &&
               (top < 0 || logits[static_cast<std::size_t>(e)] > logits[static_cast<std::size_t>(top)]))
             top = e;
-        const double m = logits[static_cast<std::size_t>(top)];
-        double sum = 0;
-        for (int e = 0; e < m_.experts; ++e) {
-          const double x = logits[static_cast<std::size_t>(e)];
-          if (e != skip && !((m - x) / std::max(std::abs(x), m) > 2.0 * m_.router_jitter))
-            sum += std::exp(x - m);
-        }
-        chosen.emplace_back(top, 1.0 / sum);
-        skip = top;
+        chosen.push_back(top);
       }
       return chosen;
     }
-    // Scores: the softmax, or DeepSeek-V3's sigmoid.
-    const std::size_t experts = logits.size();
-    std::vector<double> p(experts);
-    if (m_.router == compiler::Router::kNoAuxTc) {
-      for (std::size_t e = 0; e < experts; ++e) p[e] = 1.0 / (1.0 + std::exp(-logits[e]));
-    } else {
-      const double max_l = *std::max_element(logits.begin(), logits.end());
-      double sum = 0;
-      for (std::size_t e = 0; e < experts; ++e) sum += (p[e] = std::exp(logits[e] - max_l));
-      for (double& e : p) e /= sum;
-    }
     // What the choice ranks: the scores, + the correction bias with noaux_tc; with groups, 0 for the experts
     // of the groups not kept (the groups ranked by their best score, or noaux_tc's two best summed).
-    std::vector<double> choice = p;
+    std::vector<double> choice = scores(logits);
     if (m_.router == compiler::Router::kNoAuxTc)
       for (std::size_t e = 0; e < experts; ++e) choice[e] += w_at(*bias, static_cast<std::int64_t>(e));
     if (m_.router == compiler::Router::kGroupLimited || m_.router == compiler::Router::kNoAuxTc) {
@@ -400,24 +434,76 @@ class Sequence {
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
       return choice[static_cast<std::size_t>(a)] > choice[static_cast<std::size_t>(b)];
     });
-    double top_sum = m_.router == compiler::Router::kNoAuxTc ? 1e-20 : 0.0;  // noaux_tc's guard
-    for (int j = 0; j < m_.top_k; ++j)
-      top_sum += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
-    for (int j = 0; j < m_.top_k; ++j) {
-      const int e = order[static_cast<std::size_t>(j)];
-      chosen.emplace_back(
-          e, p[static_cast<std::size_t>(e)] / (m_.router_renormalize ? top_sum : 1.0) * m_.routed_scaling);
-    }
-    return chosen;
+    order.resize(static_cast<std::size_t>(m_.top_k));
+    return order;
   }
 
-  Vec moe(int l, const Vec& n) {
+  // The weights of a decision (its experts in the router's order): the scores (renormalised over them with
+  // norm_topk_prob; noaux_tc's sum guarded by 1e-20) times routed_scaling, or the sparsemixer's slot weights
+  // over its masks.
+  std::vector<std::pair<int, double>> weigh(const std::vector<double>& logits, const Decision& d) const {
+    std::vector<std::pair<int, double>> out;
+    if (m_.router == compiler::Router::kSparseMixer) {
+      for (std::size_t slot = 0; slot < d.experts.size(); ++slot) {
+        const double top = logits[static_cast<std::size_t>(d.experts[slot])];
+        double sum = 0;
+        for (std::size_t e = 0; e < logits.size(); ++e)
+          if (d.masks[slot][e]) sum += std::exp(logits[e] - top);
+        out.emplace_back(d.experts[slot], 1.0 / sum);
+      }
+      return out;
+    }
+    const std::vector<double> p = scores(logits);
+    double top_sum = m_.router == compiler::Router::kNoAuxTc ? 1e-20 : 0.0;  // noaux_tc's guard
+    for (int e : d.experts) top_sum += p[static_cast<std::size_t>(e)];
+    for (int e : d.experts)
+      out.emplace_back(
+          e, p[static_cast<std::size_t>(e)] / (m_.router_renormalize ? top_sum : 1.0) * m_.routed_scaling);
+    return out;
+  }
+
+  // The routing of MoE layer l at position `pos`: the reference's own decision, or, where the executor's
+  // differs at an explained routing near tie (routing_record.hpp), the executor's (its experts, and the
+  // sparsemixer's masks as its logits give them).
+  Decision decision_at(int l, std::int64_t pos, const std::vector<double>& logits, const WeightTensor* bias) {
+    Decision own = decide(logits, bias);
+    const std::size_t mi = static_cast<std::size_t>(moe_layer_index(l)), at = static_cast<std::size_t>(pos);
+    if (follow_ == nullptr || at >= follow_->size() || mi >= (*follow_)[at].size()) return own;
+    const RoutedToken& ran = (*follow_)[at][mi];
+    const std::vector<double> ran_logits(ran.logits.begin(), ran.logits.end());
+    Decision executed = with_masks(ran_logits, std::vector<int>(ran.experts.begin(), ran.experts.end()));
+    if (executed.same_as(own)) return own;
+    RoutingTie tie;
+    tie.request = request_;
+    tie.position = at;
+    tie.layer = l;
+    tie.experts = ran.experts;
+    tie.reference_experts.assign(own.experts.begin(), own.experts.end());
+    tie.mask_only = executed.experts == own.experts;
+    double largest = 0;
+    for (std::size_t e = 0; e < logits.size(); ++e) {
+      tie.router_logit_err = std::max(tie.router_logit_err, std::abs(ran_logits[e] - logits[e]));
+      largest = std::max(largest, std::abs(logits[e]));
+    }
+    tie.bound = relative_bound_ * std::max(1.0, largest);
+    tie.consistent = decide(ran_logits, bias).same_as(executed);
+    ties_->push_back(tie);
+    return tie.explained() ? executed : own;
+  }
+
+  int moe_layer_index(int layer) const {
+    int idx = 0;
+    for (int l = 0; l < layer; ++l) idx += m_.is_moe_layer(l) ? 1 : 0;
+    return idx;
+  }
+
+  Vec moe(int l, const Vec& n, std::int64_t pos) {
     const compiler::WeightNaming names = m_.weight_naming;
     const std::vector<double> logits = matvec(w_.get(weight_name::router(names, l)), n, m_.experts);
     std::vector<double> acc(n.size(), 0.0);
     const WeightTensor* bias =
         m_.router == compiler::Router::kNoAuxTc ? &w_.get(weight_name::router_correction_bias(l)) : nullptr;
-    for (const auto& [e, weight] : route(logits, bias)) {
+    for (const auto& [e, weight] : weigh(logits, decision_at(l, pos, logits, bias))) {
       const Vec y = expert_ffn(l, e, n);
       for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += weight * y[i];
     }
@@ -432,6 +518,12 @@ class Sequence {
     return stored(acc);
   }
 
+  // With follow_: the executor's routing of this request ([position][MoE layer]), followed at explained
+  // routing near ties, each difference recorded in *ties_ (relative_bound_: the check's logit bound).
+  const std::vector<std::vector<RoutedToken>>* follow_ = nullptr;
+  std::vector<RoutingTie>* ties_ = nullptr;
+  std::size_t request_ = 0;
+  double relative_bound_ = 0;
   const ModelWeights& w_;
   const compiler::ModelSpec& m_;
   std::vector<std::vector<Vec>> k_, v_;  // [layer][position][kv_dim]
@@ -455,16 +547,19 @@ void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, int vo
 
 namespace {
 
-// Greedy generation (paths == nullptr) or teacher forcing along (*paths)[r].
+// Greedy generation (paths == nullptr) or teacher forcing along (*paths)[r], following `routing` at explained
+// routing near ties when given.
 ReferenceOutput run_reference(const ModelWeights& weights,
                               const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens,
-                              const std::vector<std::vector<std::int32_t>>* paths) {
+                              const std::vector<std::vector<std::int32_t>>* paths,
+                              const ExecutedRouting* routing, double relative_bound) {
   check_functional_support(weights.spec);
   check_prompts(prompts, weights.spec.vocab);
   ReferenceOutput out;
   for (std::size_t r = 0; r < prompts.size(); ++r) {
     const int steps = paths ? static_cast<int>((*paths)[r].size()) : max_new_tokens;
-    Sequence seq(weights);
+    const bool follow = routing != nullptr && r < routing->size();
+    Sequence seq(weights, follow ? &(*routing)[r] : nullptr, &out.routing_ties, r, relative_bound);
     std::vector<float> logits;
     std::int64_t pos = 0;
     for (std::int32_t t : prompts[r]) logits = seq.feed(t, pos++);
@@ -490,12 +585,13 @@ ReferenceOutput reference_generate(const ModelWeights& weights,
                                    const std::vector<std::vector<std::int32_t>>& prompts,
                                    int max_new_tokens) {
   if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
-  return run_reference(weights, prompts, max_new_tokens, nullptr);
+  return run_reference(weights, prompts, max_new_tokens, nullptr, nullptr, 0.0);
 }
 
 ReferenceOutput reference_follow(const ModelWeights& weights,
                                  const std::vector<std::vector<std::int32_t>>& prompts,
-                                 const std::vector<std::vector<std::int32_t>>& paths) {
+                                 const std::vector<std::vector<std::int32_t>>& paths,
+                                 const ExecutedRouting* routing, double relative_bound) {
   if (paths.size() != prompts.size())
     throw Error(
         fmt::format("{} token paths for {} prompts; expected one per prompt", paths.size(), prompts.size()));
@@ -506,7 +602,10 @@ ReferenceOutput reference_follow(const ModelWeights& weights,
       if (t < 0 || t >= weights.spec.vocab)
         throw Error(fmt::format("token path of request {}: id {} outside [0, {})", r, t, weights.spec.vocab));
   }
-  return run_reference(weights, prompts, 0, &paths);
+  if (routing != nullptr && !routing->empty() && routing->size() != prompts.size())
+    throw Error(fmt::format("routing of {} requests for {} prompts; expected one per prompt", routing->size(),
+                            prompts.size()));
+  return run_reference(weights, prompts, 0, &paths, routing, relative_bound);
 }
 
 }  // namespace duplex::runtime::functional

@@ -149,7 +149,7 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
     if (op.kind == OpKind::kLmHead) {
       lm_head(out);
     } else if (op.kind == OpKind::kRouter) {
-      route(op.layer);
+      route(op.layer, out);
       compiler::ExecutionPlan next = plan();
       DUPLEX_ASSERT(next.graph.ops.size() > i && next.graph.ops[i].name == op.name,
                     "re-planning with the routing changed the ops before the router");
@@ -558,11 +558,13 @@ void StepRunner::o_proj(int layer, Unit unit) {
   }
 }
 
-void StepRunner::route(int layer) {
+void StepRunner::route(int layer, StepOutput& out) {
   const std::int64_t h = m_.hidden, e = m_.experts, k = m_.top_k;
   topk_ids_.assign(static_cast<std::size_t>(t_ * k), 0);
   topk_weights_.assign(topk_ids_.size(), 0.0f);
+  std::vector<float> logits(static_cast<std::size_t>(t_ * e));
   kernels::RouterArgs a;
+  a.logits = f32_view(logits, {t_, e});
   a.hidden = f16_view(normed_, {t_, h});
   a.gate_weight = f16_view(w0_.layers[static_cast<std::size_t>(layer)].router, {e, h});
   a.topk_ids = i32_view(topk_ids_, {t_, k});
@@ -596,6 +598,16 @@ void StepRunner::route(int layer) {
     a.shared_gate = f32_view(shared_gate_, {t_});
   }
   xpu0_.run(OpKind::kRouter, a);
+  for (const Row& row : rows_)  // what --check compares with the reference's routing
+    for (std::int64_t i = 0; i < row.request->tokens; ++i) {
+      const std::int64_t r = row.first + i;
+      out.routed.push_back(
+          {row.request->id,
+           row.request->context + i,
+           moe_index(layer),
+           {std::vector<float>(logits.begin() + r * e, logits.begin() + (r + 1) * e),
+            std::vector<std::int32_t>(topk_ids_.begin() + r * k, topk_ids_.begin() + (r + 1) * k)}});
+    }
   std::vector<std::int64_t> counts(static_cast<std::size_t>(e), 0);
   for (auto id : topk_ids_) ++counts[static_cast<std::size_t>(id)];
   DUPLEX_ASSERT(static_cast<int>(routed_.size()) == moe_index(layer), "routers out of layer order");

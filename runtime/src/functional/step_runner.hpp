@@ -28,6 +28,7 @@
 #include "duplex/compiler/placement.hpp"
 #include "duplex/runtime/device/xpu_device.hpp"
 #include "duplex/runtime/functional/paged_kv_cache.hpp"
+#include "duplex/runtime/functional/routing_record.hpp"
 
 namespace duplex::runtime::functional {
 
@@ -55,6 +56,14 @@ struct StepOutput {
   std::vector<std::int32_t> next_ids;       // per request: greedy next token after its last row
   std::vector<std::vector<float>> logits;   // per request: [vocab]
   std::vector<InDeviceMigration> migrations;  // requests whose K/V moved prefill space -> KV spaces
+  // Every token row's routing in every MoE layer (the router's logits and experts): request id, position in
+  // its sequence, MoE layer index.
+  struct Routed {
+    std::int64_t id = 0, position = 0;
+    int moe_layer = 0;
+    RoutedToken token;
+  };
+  std::vector<Routed> routed;
 };
 
 // One device as the step runner drives it; everything outlives the runner.
@@ -133,7 +142,7 @@ class StepRunner {
   void prefill_attention(std::size_t d, int layer, const std::vector<const Row*>& prompts);
   void all_reduce();
   void o_proj(int layer, compiler::Unit unit);
-  void route(int layer);
+  void route(int layer, StepOutput& out);
   std::vector<compiler::Unit> expert_units(std::size_t d, int layer,
                                            const compiler::ExecutionPlan& device0) const;
   void experts(int layer, const compiler::ExecutionPlan& device0);

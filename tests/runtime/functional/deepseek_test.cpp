@@ -6,9 +6,9 @@
 // device, a node's and two nodes; the paged cache holds the latent alone.
 //
 // Routing knife edges: group-limited and top-k choices are discontinuous, so a token whose choice is within
-// FP16 rounding of a tie may route differently in the emulation and the reference (another summation order).
-// The seeds below give prompts whose every choice clears its tie on these layouts (seed 1 of tiny-deepseek
-// does not on one device of a PIM system: a group margin of 4e-5 in probability).
+// FP16 rounding of a tie may route differently in the emulation and the reference (another summation order);
+// --check explains and follows such routing near ties (tested below with seed 1 of tiny-deepseek, which has
+// one on a duplex device: a group margin of 4e-5 in probability).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -150,6 +150,53 @@ TEST(DeepSeek, EveryFeatureChangesTheLogits) {
     expect_matches_reference(v.changed, without_it);
     EXPECT_NE(with.logits, without_it.logits);
   }
+}
+
+// A routing near tie (run_session.hpp, routing_record.hpp): tiny-deepseek's seed 1 on one duplex device
+// routes one token of request 0 at layer 1 to expert 9 where the reference picks expert 0, the two within
+// FP16 rounding in group score. --check records it, finds it explained (the executor's router logits within
+// the bound, and the reference's router on them choosing the executor's experts), follows the executor's
+// experts from there and passes; without following, the logits differ beyond the bound. A tie whose experts
+// the executor's own logits do not choose, or whose logits are off by more than the bound, is not explained.
+TEST(DeepSeek, CheckFollowsTheExecutorAtRoutingNearTiesAndOnlyThere) {
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 5, 9, 42}, {7, 3}, {200}};
+  const ModelWeights w = random_weights(compiler::load_model("tiny-deepseek"), 1);
+  FunctionalOptions o;
+  o.devices = 1;
+  const FunctionalResult got = FunctionalExecutor(w, load_system("duplex"), o).run(prompts, 6);
+  const CheckResult check = check_run(w, prompts, got, 6);
+  EXPECT_TRUE(check.passed()) << check.max_abs_logit_err << " (bound " << check.logit_bound << ")";
+  ASSERT_FALSE(check.routing_ties.empty());
+  const RoutingTie& tie = check.routing_ties.front();
+  EXPECT_TRUE(tie.explained());
+  EXPECT_FALSE(tie.mask_only);
+  EXPECT_NE(tie.experts, tie.reference_experts);
+  // The reference on the executor's tokens but its own routing: the flip moves the logits beyond the bound.
+  const ReferenceOutput own = reference_follow(w, prompts, got.tokens);
+  double worst = 0;
+  for (std::size_t r = 0; r < prompts.size(); ++r)
+    for (std::size_t i = 0; i < got.logits[r].size(); ++i)
+      for (std::size_t v = 0; v < got.logits[r][i].size(); ++v)
+        worst = std::max(worst, std::abs(static_cast<double>(got.logits[r][i][v]) - own.logits[r][i][v]));
+  EXPECT_GT(worst, check.logit_bound);
+
+  // Experts the executor's logits do not choose (its least likely expert in the tie's place): not explained.
+  FunctionalResult wrong = got;
+  const auto moe = static_cast<std::size_t>(tie.layer - w.spec.first_moe_layer);  // the first layer is dense
+  RoutedToken& ran = wrong.routing[tie.request][tie.position][moe];
+  const auto least = std::min_element(ran.logits.begin(), ran.logits.end()) - ran.logits.begin();
+  ran.experts.back() = static_cast<std::int32_t>(least);
+  const CheckResult inconsistent = check_run(w, prompts, wrong, 6);
+  EXPECT_FALSE(inconsistent.passed());
+  ASSERT_FALSE(inconsistent.routing_ties.empty());
+  EXPECT_FALSE(inconsistent.routing_ties.front().consistent);
+  // The executor's experts, but router logits off by more than the bound: not explained either.
+  FunctionalResult off = got;
+  for (float& l : off.routing[tie.request][tie.position][moe].logits) l *= 1.5f;
+  const CheckResult far = check_run(w, prompts, off, 6);
+  EXPECT_FALSE(far.passed());
+  ASSERT_FALSE(far.routing_ties.empty());
+  EXPECT_GT(far.routing_ties.front().router_logit_err, far.routing_ties.front().bound);
 }
 
 // What functional emulation refuses of MLA, naming the field.

@@ -142,8 +142,8 @@ TEST(HfFamilies, GemmaMatchesTheReference) {
 // The sparsemixer's mask is discontinuous: an expert whose relative gap to the top lies within FP16 rounding
 // of 2 eps may fall on either side in the emulation and in the plain reference. With eps 0.25 the mask
 // boundary is crowded, and on multi-device layouts (another all-reduce order) one token of these prompts
-// sits 4.6e-4 from it and flips (the NumPy HF pass agrees with the emulation there); so the wide eps runs
-// on one device, PhimoeConfig's on every layout.
+// sits 4.6e-4 from it and flips (the NumPy HF pass agrees with the emulation there): --check reports it as
+// an explained routing near tie and follows the executor's experts from there.
 TEST(HfFamilies, PhimoeMatchesTheReference) {
   for (double jitter : {0.01, 0.25}) {
     compiler::ModelSpec spec = compiler::load_model("tiny-phimoe");
@@ -151,7 +151,6 @@ TEST(HfFamilies, PhimoeMatchesTheReference) {
     const ModelWeights w = random_weights(spec, 11);
     for (const char* system : {"gpu", "duplex-pe"})
       for (int devices : {1, 0, 16}) {
-        if (jitter > 0.01 && devices != 1) continue;
         SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices) + " jitter " +
                      std::to_string(jitter));
         expect_matches_reference(w, run_on(w, system, devices));

@@ -36,6 +36,7 @@
 #include "duplex/compiler/op.hpp"
 #include "duplex/runtime/functional/model_weights.hpp"
 #include "duplex/runtime/functional/pim_unit.hpp"
+#include "duplex/runtime/functional/routing_record.hpp"
 
 namespace duplex::runtime::functional {
 
@@ -103,6 +104,7 @@ struct FunctionalResult {
   // Per request (prompt order): generated tokens and the logits [vocab] that chose each.
   std::vector<std::vector<std::int32_t>> tokens;
   std::vector<std::vector<std::vector<float>>> logits;
+  ExecutedRouting routing;  // every token's routing per MoE layer (routing_record.hpp); empty for dense
   std::vector<OpRecord> ops;
   std::vector<StepRecord> steps;
   Time time;                       // simulated: sum of step times

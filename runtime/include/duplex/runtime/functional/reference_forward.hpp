@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "duplex/runtime/functional/model_weights.hpp"
+#include "duplex/runtime/functional/routing_record.hpp"
 
 namespace duplex::runtime::functional {
 
@@ -19,6 +20,9 @@ struct ReferenceOutput {
   // Per request: the generated tokens, and the logits [vocab] that chose each of them.
   std::vector<std::vector<std::int32_t>> tokens;
   std::vector<std::vector<std::vector<float>>> logits;
+  // reference_follow with the executor's routing: every token whose executed experts differ from the
+  // reference's own choice (it followed the executor's where the tie is explained).
+  std::vector<RoutingTie> routing_ties;
 };
 
 // Greedy generation of `max_new_tokens` (>= 1) tokens for every prompt (each non-empty, ids in [0, vocab)).
@@ -30,9 +34,15 @@ ReferenceOutput reference_generate(const ModelWeights& weights,
 // non-empty); logits[r][i] is the reference's distribution for the token at paths[r][i] given everything
 // before it, and tokens[r][i] the reference's greedy choice there. With paths = reference_generate's tokens,
 // the same output as reference_generate.
+// With `routing` (the executor's, FunctionalResult::routing; one entry per prompt), each MoE layer's choice
+// is compared with the executor's at the same position: where they differ, a RoutingTie is recorded with the
+// router-logit bound relative_bound x max(1, largest |reference router logit|), and at an explained tie the
+// reference continues with the executor's experts (weighed by its own logits), so that the rest of the path
+// compares like with like.
 ReferenceOutput reference_follow(const ModelWeights& weights,
                                  const std::vector<std::vector<std::int32_t>>& prompts,
-                                 const std::vector<std::vector<std::int32_t>>& paths);
+                                 const std::vector<std::vector<std::int32_t>>& paths,
+                                 const ExecutedRouting* routing = nullptr, double relative_bound = 0.0);
 
 // Throws duplex::Error naming the request and token when a prompt is empty or holds an id outside [0, vocab).
 void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, int vocab);

@@ -55,14 +55,29 @@ struct CheckResult {
   double max_abs_logit_err = 0;
   double logit_bound = 0;
   std::int64_t compared_positions = 0;
+  // Only from check_run, when compare() does not pass: every token whose executed experts differ from the
+  // reference's choice on the executor's path (routing_record.hpp); the reference followed the explained
+  // ones.
+  std::vector<RoutingTie> routing_ties;
+  bool routing_ties_explained() const {
+    for (const RoutingTie& t : routing_ties)
+      if (!t.explained()) return false;
+    return true;
+  }
+  bool on_path = false;  // check_run compared every position on the executor's path (reference_follow)
+  // On the executor's path, every differing token is an explained near tie (false before that comparison).
   bool near_ties_explained() const {
-    if (near_ties.empty()) return false;
+    if (!on_path) return false;
     for (const NearTie& t : near_ties)
       if (!t.explained()) return false;
     return true;
   }
-  // Logits within the bound, and tokens identical or differing only at explained near ties.
-  bool passed() const { return (tokens_match || near_ties_explained()) && max_abs_logit_err <= logit_bound; }
+  // Logits within the bound, tokens identical or differing only at explained near ties, and routing
+  // identical or differing only at explained routing near ties.
+  bool passed() const {
+    return (tokens_match || near_ties_explained()) && routing_ties_explained() &&
+           max_abs_logit_err <= logit_bound;
+  }
 };
 
 struct RunReport {
@@ -91,9 +106,10 @@ double logit_bound(const ReferenceOutput& reference);
 // Executor vs the reference's greedy run; positions after a request's first differing token are not compared.
 CheckResult compare(const FunctionalResult& result, const ReferenceOutput& reference);
 
-// `duplex run --check`: compare() when the tokens are identical; otherwise the reference is also run on the
-// executor's path (reference_follow) so that every position is compared, and each differing token is recorded
-// as a NearTie (the check passes only if all are explained and the logits stay within the bound).
+// `duplex run --check`: compare() when it passes; otherwise the reference is also run on the executor's path
+// (reference_follow, with the executor's routing) so that every position is compared, each differing token is
+// recorded as a NearTie and each differing routing as a RoutingTie (the check passes only if all are
+// explained and the logits stay within the bound).
 CheckResult check_run(const ModelWeights& weights, const std::vector<std::vector<std::int32_t>>& prompts,
                       const FunctionalResult& result, int max_new_tokens);
 
