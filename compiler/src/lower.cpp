@@ -177,9 +177,20 @@ class Lowering {
   void attention_block(int l) {
     const bool mla = m_.attention == AttentionKind::kMla;
     const std::int64_t o_in = mla ? std::int64_t{q_heads_} * m_.mla.v_head_dim : std::int64_t{q_heads_} * m_.head_dim;
-    const std::int64_t o_params = o_in * p_.tp * m_.hidden;
-    // QKV (MLA: all the down / up projections before attention, as one op of equal weight volume).
-    const std::int64_t qkv_cols = (m_.attention_params() - o_params) / m_.hidden / p_.tp;
+    // QKV: the weight columns one device holds, its query heads' and the KV heads they read (replicated when
+    // tp > kv_heads). MLA: all the down / up projections before attention as one op of equal weight volume,
+    // q_a and kv_a whole (every device computes and caches the latent), q_b (q_proj) and kv_b by its heads.
+    std::int64_t qkv_cols = std::int64_t{q_heads_ + 2 * kv_heads_} * m_.head_dim;
+    if (mla) {
+      const MlaSpec& a = m_.mla;
+      const std::int64_t h = m_.hidden, qk = a.qk_nope_head_dim + a.qk_rope_head_dim;
+      const std::int64_t q = a.q_lora_rank > 0
+                                 ? h * a.q_lora_rank + std::int64_t{a.q_lora_rank} * q_heads_ * qk
+                                 : h * q_heads_ * qk;
+      const std::int64_t kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) +
+                              std::int64_t{a.kv_lora_rank} * q_heads_ * (a.qk_nope_head_dim + a.v_head_dim);
+      qkv_cols = (q + kv + h - 1) / h;  // rounded up: a column's fraction of weights is still read
+    }
     gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, m_.hidden, 1, qkv_cols);
     if (m_.qk_norm == QkNorm::kWhole && p_.tp > 1) {  // lower.hpp kQkNormAllReduce
       Op& o = add(OpKind::kAllReduce, l, std::string(kQkNormAllReduce));

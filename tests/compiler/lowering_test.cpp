@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "duplex/base/error.hpp"
 
@@ -172,6 +173,29 @@ TEST(Lowering, TensorParallelSplitsHeadsAndAddsAllReduces) {
   int experts_l0 = 0;
   for (const auto& o : g.ops) experts_l0 += (o.kind == OpKind::kExpertFfn && o.layer == 0) ? 1 : 0;
   EXPECT_EQ(experts_l0, 2);  // 8 experts over 4 devices (expert parallel)
+}
+
+// The QKV op's weights are what one device holds: its query heads' rows and the KV heads they read, which
+// are replicated when tensor parallelism exceeds the KV heads; MLA's q_a and kv_a whole (every device
+// computes and caches the latent), q_b and kv_b by its heads.
+TEST(Lowering, QkvWeightsAreOneDevicesShareWithReplicatedKvHeadsAndLatent) {
+  const BatchState b = BatchState::decode_batch(8, 256);
+  const SystemSpec s = load_system("duplex");
+  ModelSpec gqa = load_model("mixtral-8x7b");  // 32 q / 8 KV heads of 128
+  for (int devices : {4, 16}) {                // TP4 (2 KV heads each), TP8 over two nodes (1 each)
+    const Graph g = lower(gqa, b, ParallelLayout::make(gqa, s, devices), Routing{});
+    const int tp = devices == 4 ? 4 : 8;
+    EXPECT_DOUBLE_EQ(first_of(g, OpKind::kQkvProj).bytes_weights,
+                     (32.0 / tp + 2.0 * (8 / tp)) * 128 * 4096 * 2);
+  }
+  gqa.kv_heads = 2;  // TP4 over 2 KV heads: each device reads one, replicated
+  const Graph r = lower(gqa, b, ParallelLayout::make(gqa, s, 4), Routing{});
+  EXPECT_DOUBLE_EQ(first_of(r, OpKind::kQkvProj).bytes_weights, (8.0 + 2.0) * 128 * 4096 * 2);
+  const ModelSpec ds = load_model("deepseek-v2");  // 128 heads over TP4: 32 each
+  const Graph m = lower(ds, b, ParallelLayout::make(ds, s, 4), Routing{});
+  const double h = 5120, q_a = h * 1536, q_b = 1536.0 * 32 * 192, kv_a = h * 576, kv_b = 512.0 * 32 * 256;
+  EXPECT_DOUBLE_EQ(first_of(m, OpKind::kQkvProj).bytes_weights,
+                   std::ceil((q_a + q_b + kv_a + kv_b) / h) * h * 2);
 }
 
 TEST(Lowering, ExpertTensorParallelShardsEveryExpert) {
