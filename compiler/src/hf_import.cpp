@@ -181,7 +181,16 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     read_common(f, m);
     m.ffn = f.integer("intermediate_size");
     if (type == "qwen3") m.qk_norm = QkNorm::kPerHead;
-    if (type == "phi3") m.weight_naming = WeightNaming::kPhi3;  // Llama's layout, fused qkv / gate_up
+    if (type == "phi3") {
+      m.weight_naming = WeightNaming::kPhi3;  // Llama's layout, fused qkv / gate_up
+      // Phi-4-mini rotates 0.75 of each head (HF Phi3's q_rot / q_pass split: int(head_dim x factor)).
+      const double factor = f.number_or("partial_rotary_factor", 1.0);
+      if (!(factor > 0.0 && factor <= 1.0))
+        throw ConfigError(file, "partial_rotary_factor", fmt::format("{} is not in (0, 1]", factor),
+                          "the share of each head RoPE rotates");
+      const int rotary = static_cast<int>(m.head_dim * factor);
+      if (rotary != m.head_dim) m.rotary_dim = rotary;
+    }
   } else if (type == "gemma") {
     // Gemma: the Llama layout and names with a GeGLU FFN, RMSNorm scaling by (1 + weight), the embedding rows
     // times sqrt(hidden_size), tied embeddings (GemmaConfig's default) and a head_dim of its own. The

@@ -261,7 +261,9 @@ class Lowering {
     const double t = static_cast<double>(tokens_), d = m_.head_dim;
     const double qk = t * (q_heads_ + kv_heads_) * d, v = t * kv_heads_ * d;
     const double elems = qk + (m_.qkv_bias ? v : 0.0);
-    double flops = rotate ? 6.0 * qk : 0.0, weights = 0;
+    // The rotation's 6 FLOPs per rotated element (partial RoPE: rotary_dim of each head).
+    const double rotated = m_.rotary_dim > 0 ? qk * m_.rotary_dim / d : qk;
+    double flops = rotate ? 6.0 * rotated : 0.0, weights = 0;
     if (m_.qkv_bias) {
       flops += elems;
       weights += (q_heads_ + 2.0 * kv_heads_) * d;

@@ -222,6 +222,15 @@ void ModelSpec::validate() const {
   if (position_offset < 0 || (position_offset > 0 && learned_positions == 0))
     bad("position_offset", "needs learned_positions > 0 and must be >= 0");
   if (sliding_window < 0) bad("sliding_window", "must be >= 1 (0: no window)");
+  if (rotary_dim != 0 && (attention != AttentionKind::kGqa || learned_positions > 0 || rotary_dim < 2 ||
+                          rotary_dim % 2 != 0 || rotary_dim > head_dim))
+    bad("rotary_dim",
+        fmt::format("{} with head_dim {}{}; expected an even number in [2, head_dim] (RoPE with GQA), "
+                    "or 0 for the whole head",
+                    rotary_dim, head_dim,
+                    attention != AttentionKind::kGqa ? " and MLA"
+                    : learned_positions > 0          ? " and learned positions"
+                                                     : ""));
   if (sliding_window == 0 && !full_attention_layers.empty())
     bad("full_attention_layers", "is set, but sliding_window is not: every layer already attends to its whole context");
   if (sliding_window > 0 && windowed_layers() == 0)
@@ -352,6 +361,7 @@ ModelSpec read_model(const ConfigNode& n) {
   }
   m.dense_layers = layer_list(n, "dense_layers", m.layers);
   m.sliding_window = count_or("sliding_window", 0);
+  m.rotary_dim = count_or("rotary_dim", 0);
   m.full_attention_layers = layer_list(n, "full_attention_layers", m.layers);
   n.finish();
   m.validate();

@@ -198,6 +198,18 @@ TEST(Lowering, QkvWeightsAreOneDevicesShareWithReplicatedKvHeadsAndLatent) {
                    std::ceil((q_a + q_b + kv_a + kv_b) / h) * h * 2);
 }
 
+// A partial RoPE rotates rotary_dim of each head: 6 FLOPs per rotated element, the bytes of the whole heads.
+TEST(Lowering, PartialRopeChargesTheRotatedElements) {
+  ModelSpec m = load_model("tiny-dense");
+  const SystemSpec s = load_system("gpu");
+  const BatchState b = BatchState::decode_batch(4, 64);
+  const Op whole = first_of(lower(m, b, ParallelLayout::make(m, s, 1), Routing{}), OpKind::kRope);
+  m.rotary_dim = m.head_dim / 2;
+  const Op half = first_of(lower(m, b, ParallelLayout::make(m, s, 1), Routing{}), OpKind::kRope);
+  EXPECT_DOUBLE_EQ(half.flops, whole.flops / 2);
+  EXPECT_DOUBLE_EQ(half.bytes(), whole.bytes());
+}
+
 TEST(Lowering, ExpertTensorParallelShardsEveryExpert) {
   const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512), "duplex-pe-et");
   int experts_l0 = 0;

@@ -417,6 +417,36 @@ TEST(ModelYaml, QwenFeatureKeysAndTheirErrors) {
   EXPECT_EQ(key_of(base + "ffn: 8\nlearned_positions: 16\nqkv_bias: true\nqk_norm: whole\n"), "no error");
 }
 
+// Phi-4-mini (3.8B): Phi-3's layout with RoPE over int(128 x 0.75) = 96 of each head's elements.
+TEST(HfImport, Phi3PartialRotaryFactorSetsRotaryDim) {
+  const std::string phi4 = R"({"model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192,
+    "num_hidden_layers": 32, "num_attention_heads": 24, "num_key_value_heads": 8, "vocab_size": 200064,
+    "tie_word_embeddings": true, )";
+  const ModelSpec m = import_hf_config(phi4 + R"("partial_rotary_factor": 0.75})", "phi4.json");
+  EXPECT_EQ(m.head_dim, 128);
+  EXPECT_EQ(m.rotary_dim, 96);
+  EXPECT_NEAR(static_cast<double>(m.params()) / 1e9, 3.84, 0.01);
+  EXPECT_EQ(import_hf_config(phi4 + R"("partial_rotary_factor": 1.0})", "phi4.json").rotary_dim, 0);
+  try {
+    import_hf_config(phi4 + R"("partial_rotary_factor": 1.5})", "phi4.json");
+    ADD_FAILURE() << "a factor above 1 was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.key(), "partial_rotary_factor");
+  }
+  EXPECT_EQ(load_model("phi-4-mini").rotary_dim, 96);
+}
+
+TEST(ModelYaml, RotaryDimKeyAndItsErrors) {
+  const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\nffn: 32\n";  // head_dim 16
+  EXPECT_EQ(read_model(ConfigNode::parse(base + "rotary_dim: 12\n", "m.yaml")).rotary_dim, 12);
+  EXPECT_EQ(key_of(base + "rotary_dim: 7\n"), "rotary_dim");   // odd
+  EXPECT_EQ(key_of(base + "rotary_dim: 18\n"), "rotary_dim");  // beyond the head
+  EXPECT_EQ(key_of(base + "rotary_dim: 8\nlearned_positions: 16\n"), "rotary_dim");
+  EXPECT_EQ(key_of(base + "rotary_dim: 8\nmla: {q_lora_rank: 0, kv_lora_rank: 16, qk_nope_head_dim: 8, "
+                          "qk_rope_head_dim: 4, v_head_dim: 8}\n"),
+            "rotary_dim");
+}
+
 // DeepSeek's routers and MLA in our YAML: the keys, their defaults and what each refuses.
 TEST(ModelYaml, DeepSeekRouterAndMlaKeysAndTheirErrors) {
   const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\n";

@@ -191,7 +191,8 @@ double rope_attention_factor(const ModelNumerics& n) {
 }
 
 int rotary_dim(const compiler::ModelSpec& m) {
-  return m.attention == compiler::AttentionKind::kMla ? m.mla.qk_rope_head_dim : m.head_dim;
+  if (m.attention == compiler::AttentionKind::kMla) return m.mla.qk_rope_head_dim;
+  return m.rotary_dim > 0 ? m.rotary_dim : m.head_dim;
 }
 
 double attention_scale(const compiler::ModelSpec& m, const ModelNumerics& n) {

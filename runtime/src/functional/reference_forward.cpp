@@ -92,10 +92,12 @@ Vec linear(const ModelWeights& w, const std::string& weight, const std::string* 
   return stored(y);
 }
 
-// HF rotate-half RoPE on `heads` vectors of `d` elements each, frequencies inv_freq[d / 2], cos and sin
+// HF rotate-half RoPE on `heads` vectors of `d` elements each, the first `rotary` of them rotated (pairs
+// (i, i + rotary / 2); the rest pass, as HF's partial RoPE), frequencies inv_freq[rotary / 2], cos and sin
 // times `scale`.
-void rope(Vec& v, int heads, int d, std::int64_t pos, const std::vector<double>& inv_freq, double scale) {
-  const int half = d / 2;
+void rope(Vec& v, int heads, int d, int rotary, std::int64_t pos, const std::vector<double>& inv_freq,
+          double scale) {
+  const int half = rotary / 2;
   for (int h = 0; h < heads; ++h) {
     float* x = v.data() + static_cast<std::size_t>(h) * static_cast<std::size_t>(d);
     for (int i = 0; i < half; ++i) {
@@ -252,8 +254,8 @@ class Sequence {
                     m_.norm_weight_offset);
     }
     if (m_.learned_positions == 0) {
-      rope(q, hq, d, pos, inv_freq_, rope_scale_);
-      rope(k, hkv, d, pos, inv_freq_, rope_scale_);
+      rope(q, hq, d, rotary_dim(m_), pos, inv_freq_, rope_scale_);
+      rope(k, hkv, d, rotary_dim(m_), pos, inv_freq_, rope_scale_);
     }
     k_[static_cast<std::size_t>(l)].push_back(k);
     v_[static_cast<std::size_t>(l)].push_back(v);
@@ -287,8 +289,8 @@ class Sequence {
     Vec q_pe(at(heads * rope_dim));
     for (int h = 0; h < heads; ++h)
       std::copy_n(q.begin() + h * qk + nope, rope_dim, q_pe.begin() + h * rope_dim);
-    rope(q_pe, heads, rope_dim, pos, inv_freq_, rope_scale_);
-    rope(k_pe, 1, rope_dim, pos, inv_freq_, rope_scale_);
+    rope(q_pe, heads, rope_dim, rope_dim, pos, inv_freq_, rope_scale_);
+    rope(k_pe, 1, rope_dim, rope_dim, pos, inv_freq_, rope_scale_);
     Vec q_full(at(heads * qk)), k(at(heads * qk)), v(at(heads * vd));
     for (int h = 0; h < heads; ++h) {
       std::copy_n(q.begin() + h * qk, nope, q_full.begin() + h * qk);

@@ -380,7 +380,9 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
       }
     if (!list || out.size() != count || r[key].size() != count)
       fail(key, r.contains(key) ? r[key].dump() : "missing",
-           fmt::format("a list of {} positive numbers (one per frequency: head_dim / 2)", count));
+           fmt::format(
+               "a list of {} positive numbers (one per rotated pair: head_dim x partial_rotary_factor / 2)",
+               count));
     return out;
   };
   auto top_number = [&](const char* key) {
@@ -438,9 +440,13 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
                                                        : 0.0;
     if (!(head_dim >= 2) || head_dim != std::floor(head_dim))
       fail("", r.dump(), "longrope with the head_dim (or hidden_size and num_attention_heads) stated");
+    // One factor per rotated pair: head_dim x partial_rotary_factor rotated (Phi-4-mini: 0.75).
+    const double partial =
+        top_number("partial_rotary_factor") > 0 ? top_number("partial_rotary_factor") : 1.0;
+    const auto rotary = static_cast<std::size_t>(head_dim * partial);
     s.kind = RopeScaling::Kind::kLongRope;
-    s.short_factor = factors("short_factor", static_cast<std::size_t>(head_dim) / 2);
-    s.long_factor = factors("long_factor", static_cast<std::size_t>(head_dim) / 2);
+    s.short_factor = factors("short_factor", rotary / 2);
+    s.long_factor = factors("long_factor", rotary / 2);
     const double max_positions = top_number("max_position_embeddings");
     s.original_max_position_embeddings =
         top_number("original_max_position_embeddings") > 0 ? top_number("original_max_position_embeddings")
@@ -504,9 +510,12 @@ ModelNumerics config_numerics(const std::string& config) {
   number("norm_epsilon", n.norm_eps);  // StarCoder2
   number("rope_theta", n.rope_theta);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) n.rope_scaling = rope_scaling(config, j);
-  if (j.contains("partial_rotary_factor") &&
+  // Partial RoPE: Phi-3's code (Phi-4-mini) rotates int(head_dim x factor) of each head (the importer's
+  // rotary_dim); the other families' HF code rotates the whole head whatever the field says.
+  const bool phi3 = j.contains("model_type") && j["model_type"] == "phi3";
+  if (!phi3 && j.contains("partial_rotary_factor") &&
       !(j["partial_rotary_factor"].is_number() && j["partial_rotary_factor"].get<double>() == 1.0))
-    refuse("partial_rotary_factor", "1 (RoPE over the whole head)");
+    refuse("partial_rotary_factor", "1 (RoPE over the whole head; Phi-3's code alone rotates a part)");
   // The FFN's activation (hidden_act, OPT's activation_function): every one the importer reads is emulated
   // (the Logic-PIM's activation unit has each in gated and added form).
   const bool gemma = j.contains("model_type") && j["model_type"] == "gemma";
@@ -557,7 +566,23 @@ ModelWeights load_checkpoint(const std::string& path) {
   return w;
 }
 
+namespace {
+std::string family_type(const compiler::ModelSpec& m);
+}  // namespace
+
 std::string hf_model_type(const compiler::ModelSpec& m) {
+  const std::string type = family_type(m);
+  if (m.rotary_dim != 0 && type != "phi3")
+    throw Error(
+        fmt::format("model {}: RoPE over {} of each head's {} elements is stated by Phi-3's config "
+                    "(partial_rotary_factor) alone, but the model is otherwise {}; no HuggingFace "
+                    "architecture states it",
+                    m.name, m.rotary_dim, m.head_dim, type));
+  return type;
+}
+
+namespace {
+std::string family_type(const compiler::ModelSpec& m) {
   using compiler::QkNorm;
   // DeepSeek: MLA under DeepSeek names, RMSNorm, gated SiLU FFNs, the first layers dense, DeepSeek's routers.
   if (m.attention == compiler::AttentionKind::kMla || m.weight_naming == compiler::WeightNaming::kDeepSeek) {
@@ -658,8 +683,6 @@ std::string hf_model_type(const compiler::ModelSpec& m) {
       norm, m.shared_experts, m.shared_expert_gate, m.router_renormalize, m.sliding_window,
       m.windowed_layers()));
 }
-
-namespace {
 
 // The double whose shortest decimal form is the float's (1e-05, not 9.999999747378752e-06); it reads back as
 // the same float.
@@ -778,6 +801,15 @@ nlohmann::json hf_config(const ModelWeights& weights) {
             {"rope_theta", decimal(weights.numerics.rope_theta)},
             {"hidden_act", activation}});
   if (type == "gemma") c["hidden_activation"] = activation;  // GemmaMLP reads this one, not hidden_act
+  if (m.rotary_dim != 0) {  // Phi-3 (hf_model_type): HF rotates int(head_dim x factor) elements
+    const double factor = static_cast<double>(m.rotary_dim) / m.head_dim;
+    if (static_cast<int>(m.head_dim * factor) != m.rotary_dim)
+      throw Error(
+          fmt::format("model {}: rotary_dim {} of head_dim {} is not int(head_dim x {}); "
+                      "partial_rotary_factor cannot state it",
+                      m.name, m.rotary_dim, m.head_dim, factor));
+    c["partial_rotary_factor"] = factor;
+  }
   const RopeScaling& rs = weights.numerics.rope_scaling;
   if (rs.kind == RopeScaling::Kind::kLinear) {
     c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rs.factor}};

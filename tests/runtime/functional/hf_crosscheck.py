@@ -13,7 +13,8 @@ here from those definitions and sharing no code with duplex. A model passes when
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (a scaled RoPE (DeepSeek: with its softmax mscale), DeepSeek's routing correction bias (noaux_tc), group
+side (a scaled RoPE (DeepSeek: with its softmax mscale), a partial RoPE (as the whole head), DeepSeek's routing
+correction bias (noaux_tc), group
 limit (group_limited_greedy as greedy), routed scaling factor (as 1) or interleaved RoPE (as rotate-half),
 Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
 learned positions, the FFN biases, the q/k/v biases, the routing renormalisation, the sliding window or a
@@ -94,6 +95,8 @@ class HfModel:
         self.heads = c["num_attention_heads"]
         self.kv_heads = c.get("num_key_value_heads") or self.heads
         self.head_dim = c.get("head_dim") or self.hidden // self.heads
+        # Phi3's partial RoPE (Phi-4-mini): int(head_dim x partial_rotary_factor) of each head rotated.
+        self.partial = c.get("partial_rotary_factor", 1.0) if self.type == "phi3" else 1.0
         self.eps = c.get("rms_norm_eps", 1e-6)
         self.theta = c.get("rope_theta", 10000.0)
         self.rope_scaling = c.get("rope_scaling")
@@ -229,6 +232,8 @@ class HfModel:
             self.sparsemixer = False
         elif drop == "lm_head_bias":
             self.lm_head_bias = False
+        elif drop == "partial_rotary":  # the whole head rotated
+            self.partial = 1.0
         elif drop == "rope_scaling":  # DeepSeek: the softmax mscale goes with it
             self.rope_scaling = None
         elif drop == "correction_bias":  # DeepSeek noaux_tc routed on the plain sigmoid scores
@@ -311,8 +316,11 @@ class HfModel:
         factor = self.max_positions / original  # _compute_longrope_parameters
         return 1.0 if factor <= 1.0 else np.sqrt(1 + np.log(factor) / np.log(original))
 
+    def rotary(self):  # the elements of a head RoPE rotates (its first ones)
+        return int(self.head_dim * self.partial)
+
     def inv_freq(self):  # HF ROPE_INIT_FUNCTIONS: default, linear, llama3, longrope (short factors)
-        d = self.head_dim
+        d = self.rotary()
         inv_freq = 1.0 / (self.theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
         r = self.rope_scaling
         kind = self.rope_kind()
@@ -348,7 +356,9 @@ class HfModel:
         return inv_freq
 
     def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half (DeepSeek: the interleaved pairs)
-        d = self.head_dim
+        d = self.rotary()
+        if d < x.shape[-1]:  # partial RoPE: the first d rotated, the rest passed (HF Phi3's q_rot / q_pass)
+            return np.concatenate([self.rope(x[..., :d], positions), x[..., d:]], axis=-1)
         inv_freq = self.inv_freq()
         freqs = np.outer(positions, inv_freq)
         scale = self.attention_factor()
@@ -567,6 +577,8 @@ def compare(model, run):
 def dropped_feature(model):
     if model.rope_scaling:
         return "rope_scaling"
+    if model.partial < 1.0:
+        return "partial_rotary"
     if model.deepseek:
         if model.experts and model.topk_method == "noaux_tc":
             return "correction_bias"

@@ -242,6 +242,30 @@ TEST(HfFamilies, LongRopeMatchesTheReferenceAndRefusesLongSequences) {
   }
 }
 
+// Partial RoPE (Phi-4-mini's partial_rotary_factor): the first rotary_dim of each head rotated, the rest
+// passed, with plain frequencies over rotary_dim and with LongRoPE's factors over its pairs; matches the
+// reference on one device and two nodes, and differs from rotating the whole head.
+TEST(HfFamilies, PartialRopeMatchesTheReference) {
+  compiler::ModelSpec spec = compiler::load_model("tiny-dense");
+  spec.weight_naming = compiler::WeightNaming::kPhi3;
+  const ModelWeights whole = random_weights(spec, 11);
+  ModelWeights partial = whole;
+  partial.spec.rotary_dim = 12;  // of 16
+  EXPECT_EQ(rotary_dim(partial.spec), 12);
+  ModelWeights longrope = partial;
+  longrope.numerics.rope_scaling.kind = RopeScaling::Kind::kLongRope;
+  longrope.numerics.rope_scaling.short_factor = {1.0, 1.1, 1.3, 1.8, 2.5, 3.4};
+  longrope.numerics.rope_scaling.long_factor = {1.2, 2.0, 5.0, 11.0, 24.0, 40.0};
+  longrope.numerics.rope_scaling.original_max_position_embeddings = 4096;
+  longrope.numerics.rope_scaling.attention_factor = 1.19;
+  for (const ModelWeights* w : {&partial, &longrope})
+    for (int devices : {1, 16}) {
+      SCOPED_TRACE(std::to_string(devices) + (w == &longrope ? " longrope" : " plain"));
+      expect_matches_reference(*w, run_on(*w, "duplex-pe", devices));
+    }
+  EXPECT_NE(run_on(partial, "duplex-pe", 1).logits, run_on(whole, "duplex-pe", 1).logits);
+}
+
 TEST(HfFamilies, BiasedQkNormedDenseMatchesTheReference) {
   const ModelWeights w = random_weights(qwen3_dense_biased(), 11);
   for (const char* system : {"gpu", "duplex-pe"})

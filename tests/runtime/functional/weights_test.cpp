@@ -227,6 +227,13 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
          m.sliding_window = 8;
          return m;
        }},
+      {"phi3",
+       [] {  // Phi-4-mini's partial RoPE: 12 of 16 elements rotated
+         auto m = compiler::load_model("tiny-dense");
+         m.weight_naming = compiler::WeightNaming::kPhi3;
+         m.rotary_dim = 12;
+         return m;
+       }},
       {"deepseek_v2", [] { return compiler::load_model("tiny-deepseek"); }},
       {"deepseek_v2",
        [] {  // V2-Lite's greedy routing
@@ -279,6 +286,7 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       EXPECT_EQ(b.head_dim, spec.head_dim);
       EXPECT_EQ(b.tie_embeddings, spec.tie_embeddings);
       EXPECT_EQ(b.attention, spec.attention);
+      EXPECT_EQ(b.rotary_dim, spec.rotary_dim);
       EXPECT_EQ(b.mla.q_lora_rank, spec.mla.q_lora_rank);
       EXPECT_EQ(b.mla.kv_lora_rank, spec.mla.kv_lora_rank);
       EXPECT_EQ(b.mla.qk_rope_head_dim, spec.mla.qk_rope_head_dim);
@@ -366,6 +374,10 @@ TEST(Safetensors, LongRopeIsReadWithItsAttentionFactor) {
   EXPECT_EQ(phi3.rope_scaling.short_factor.size(), 8u);
   EXPECT_EQ(phi3.rope_scaling.original_max_position_embeddings, 4096.0);
   EXPECT_NEAR(phi3.rope_scaling.attention_factor, std::sqrt(1.0 + std::log(32.0) / std::log(4096.0)), 1e-12);
+  // Phi-4-mini: RoPE over 0.75 of a head of 16, so 6 factors (one per rotated pair).
+  const ModelNumerics phi4 = config_numerics((data / "tiny-phi4-mini.json").string());
+  EXPECT_EQ(phi4.rope_scaling.short_factor.size(), 6u);
+  EXPECT_EQ(phi4.rope_scaling.long_factor.size(), 6u);
   const ModelNumerics phimoe = config_numerics((data / "tiny-phimoe-longrope.json").string());
   EXPECT_EQ(phimoe.rope_scaling.attention_factor, 1.243);
   EXPECT_EQ(phimoe.rope_scaling.long_factor[7], 40.0);
@@ -466,6 +478,11 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   m = compiler::load_model("tiny-dense");  // a window on some layers only: Mistral windows all, Llama none
   m.sliding_window = 8;
   m.full_attention_layers = {0};
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
+  m = compiler::load_model(
+      "tiny-dense");  // a partial RoPE under Llama's names: Phi-3's config alone states it
+  m.rotary_dim = 8;
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
   EXPECT_FALSE(fs::exists(dir));
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-moe"), 1), 0), Error);

@@ -93,6 +93,10 @@ struct ModelSpec {
   bool tie_embeddings = false;
   bool lm_head_bias = false;    // the LM head adds a bias [vocab] to the logits (Phi-3.5-MoE lm_head_bias)
   int learned_positions = 0;    // OPT-style learned position embeddings (rows); 0 = RoPE
+  // RoPE rotates the first rotary_dim elements of each head (pairs (i, i + rotary_dim / 2)), the rest pass
+  // unrotated (HF partial_rotary_factor: Phi-4-mini's 0.75); 0 = the whole head. GQA only (MLA rotates its
+  // qk_rope_head_dim part).
+  int rotary_dim = 0;
   // Row of the position table that position 0 reads (OPT: 2, its table has max_position_embeddings + 2 rows).
   int position_offset = 0;
   // Sliding-window attention (Mistral, Qwen2 with use_sliding_window, Phi-3): a query attends to the last

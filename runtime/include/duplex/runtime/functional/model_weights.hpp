@@ -61,7 +61,8 @@ inline constexpr float kMlaLatentNormEps = 1e-6f;
 
 // The factor cos and sin are multiplied by: LongRoPE's or YaRN's attention factor, else 1.
 double rope_attention_factor(const ModelNumerics& numerics);
-// The elements of a head RoPE rotates: head_dim, or MLA's qk_rope_head_dim.
+// The elements of a head RoPE rotates (its first ones): head_dim, ModelSpec::rotary_dim (partial RoPE), or
+// MLA's qk_rope_head_dim.
 int rotary_dim(const compiler::ModelSpec& spec);
 // The attention's softmax scale: 1 / sqrt(head_dim) (MLA: qk_nope_head_dim + qk_rope_head_dim), times
 // DeepSeek YaRN's m(mscale_all_dim)^2 (RopeScaling).

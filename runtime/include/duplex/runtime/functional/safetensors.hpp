@@ -29,8 +29,9 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
 // rms_norm_eps, rope_theta and rope_scaling (linear, llama3, longrope or yarn) from a HF config.json
 // (ModelNumerics' defaults where absent), after refusing every field that would make the emulation compute
 // something else than the model while ModelSpec reads the same shapes: another rope_scaling (or a bad field
-// of one: "rope_scaling.<field>"), partial_rotary_factor other than 1, hidden_activation outside Gemma,
-// mlp_bias, clip_qkv; each a duplex::Error naming the file and the key.
+// of one: "rope_scaling.<field>"), partial_rotary_factor other than 1 outside phi3, hidden_activation outside
+// Gemma, mlp_bias, clip_qkv, and DeepSeek's attention_bias, rope_interleave false and V2's norm_topk_prob;
+// each a duplex::Error naming the file and the key.
 ModelNumerics config_numerics(const std::string& config_json_path);
 
 // A checkpoint directory in HF layout: `config.json` (the ModelSpec, rms_norm_eps, rope_theta) beside
