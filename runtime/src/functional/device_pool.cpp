@@ -61,7 +61,8 @@ void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int6
 }
 
 DevicePool::Step DevicePool::step(const StepPlan& plan,
-                                  const std::vector<std::vector<std::int32_t>>& sequences) {
+                                  const std::vector<std::vector<std::int32_t>>& sequences,
+                                  const std::vector<std::int64_t>& prompt_tokens) {
   DUPLEX_ASSERT(runner_ != nullptr, "a step before start()");
   for (RequestId id : plan.preempted) release(id);
   std::vector<StepRequest> reqs;
@@ -72,7 +73,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
     for (std::size_t d = 0; d < shards_.size(); ++d)
       if (shards_[d].node == node) caches[d].reserve(s.id, s.context_len + s.tokens);
     reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)], prefill,
-                    prefill && s.samples_token, node});
+                    prefill && s.samples_token, node, prompt_tokens.at(static_cast<std::size_t>(s.id))});
   }
   StepOutput out = runner_->run(reqs, StepExecutor::batch_of(plan));
   // The step's time and energy from the serving simulator's step model on this layout, routed as the step's

@@ -35,8 +35,10 @@ class DevicePool {
     StepOutput out;
     StepCost cost;
   };
-  // Reserves the scheduled requests' KV slots, runs the step on every device and times it.
-  Step step(const StepPlan& plan, const std::vector<std::vector<std::int32_t>>& sequences);
+  // Reserves the scheduled requests' KV slots, runs the step on every device and times it. sequences[id]:
+  // request id's prompt and the tokens generated so far, its first prompt_tokens[id] the prompt.
+  Step step(const StepPlan& plan, const std::vector<std::vector<std::int32_t>>& sequences,
+            const std::vector<std::int64_t>& prompt_tokens);
   void release(std::int64_t id);
   // The node serving request `id` (its K/V on that node's devices only): requests go round-robin over the
   // layout's nodes by id.

@@ -141,6 +141,8 @@ class FunctionalExecutor::Impl {
     }
     for (auto& pool : pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
     sequences_ = prompts;
+    prompt_tokens_.clear();
+    for (const auto& p : prompts) prompt_tokens_.push_back(static_cast<std::int64_t>(p.size()));
     FunctionalResult res;
     res.tokens.resize(prompts.size());
     res.logits.resize(prompts.size());
@@ -188,7 +190,7 @@ class FunctionalExecutor::Impl {
   // the scheduler's outcome.
   StepOutcome step(DevicePool& pool, const char* pool_name, Scheduler& scheduler, Time& now,
                    FunctionalResult& res, EnergyLedger& energy, const StepPlan& plan) {
-    const DevicePool::Step st = pool.step(plan, sequences_);
+    const DevicePool::Step st = pool.step(plan, sequences_, prompt_tokens_);
     record_step(pool, pool_name, plan, st, res, energy);
     for (const InDeviceMigration& m : st.out.migrations)
       res.in_device_kv_migrations.push_back({plan.step, m.id, m.tokens, m.bytes});
@@ -335,6 +337,7 @@ class FunctionalExecutor::Impl {
   int devices_ = 1;
   std::vector<std::unique_ptr<DevicePool>> pools_;    // one, or a split system's prefill and decode pools
   std::vector<std::vector<std::int32_t>> sequences_;  // per request: prompt + generated so far
+  std::vector<std::int64_t> prompt_tokens_;           // per request: its prompt's length
   std::int64_t prefill_capacity_tokens_ = 0;          // the run's prefill-space bound; 0: none
 };
 

@@ -127,9 +127,20 @@ std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
   return std::int64_t{m.shared_experts} * m.shared_expert_ffn;
 }
 
-std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim) {
+std::int64_t dynamic_rope_length(std::int64_t prompt_tokens, std::int64_t position) {
+  return std::max(prompt_tokens, position + 1);
+}
+
+std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim, std::int64_t seq_len) {
   const RopeScaling& s = n.rope_scaling;
   std::vector<double> f(static_cast<std::size_t>(rotary_dim / 2));
+  // Dynamic NTK: a larger base beyond the original context (HF _compute_dynamic_ntk_parameters).
+  double theta = n.rope_theta;
+  if (s.kind == RopeScaling::Kind::kDynamic &&
+      static_cast<double>(seq_len) > s.original_max_position_embeddings)
+    theta *= std::pow(
+        s.factor * static_cast<double>(seq_len) / s.original_max_position_embeddings - (s.factor - 1.0),
+        static_cast<double>(rotary_dim) / (rotary_dim - 2));
   // YaRN's ramp: the dimension index where a frequency turns `rotations` times within the original context,
   // its range floored / ceiled and clamped to [0, rotary_dim - 1], then a linear 0..1 ramp over it.
   double low = 0, high = 0;
@@ -145,10 +156,10 @@ std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim) {
     if (low == high) high += 0.001;  // HF: prevents a singular ramp
   }
   for (std::size_t i = 0; i < f.size(); ++i) {
-    const double base =
-        std::pow(static_cast<double>(n.rope_theta), -2.0 * static_cast<double>(i) / rotary_dim);
+    const double base = std::pow(theta, -2.0 * static_cast<double>(i) / rotary_dim);
     switch (s.kind) {
       case RopeScaling::Kind::kNone:
+      case RopeScaling::Kind::kDynamic:
         f[i] = base;
         break;
       case RopeScaling::Kind::kLinear:

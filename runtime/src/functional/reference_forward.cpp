@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "duplex/base/error.hpp"
@@ -150,12 +151,14 @@ Vec gated_ffn(compiler::Activation a, const WeightTensor& gate, const WeightTens
 class Sequence {
  public:
   // follow: the executor's routing of request `request`, or null (routing_record.hpp).
-  Sequence(const ModelWeights& w, const std::vector<std::vector<RoutedToken>>* follow,
-           std::vector<RoutingTie>* ties, std::size_t request, double relative_bound)
+  Sequence(const ModelWeights& w, std::int64_t prompt_tokens,
+           const std::vector<std::vector<RoutedToken>>* follow, std::vector<RoutingTie>* ties,
+           std::size_t request, double relative_bound)
       : follow_(follow),
         ties_(ties),
         request_(request),
         relative_bound_(relative_bound),
+        prompt_tokens_(prompt_tokens),
         w_(w),
         m_(w.spec),
         k_(static_cast<std::size_t>(m_.layers)),
@@ -254,8 +257,9 @@ class Sequence {
                     m_.norm_weight_offset);
     }
     if (m_.learned_positions == 0) {
-      rope(q, hq, d, rotary_dim(m_), pos, inv_freq_, rope_scale_);
-      rope(k, hkv, d, rotary_dim(m_), pos, inv_freq_, rope_scale_);
+      const std::vector<double>& f = frequencies(pos);
+      rope(q, hq, d, rotary_dim(m_), pos, f, rope_scale_);
+      rope(k, hkv, d, rotary_dim(m_), pos, f, rope_scale_);
     }
     k_[static_cast<std::size_t>(l)].push_back(k);
     v_[static_cast<std::size_t>(l)].push_back(v);
@@ -289,8 +293,9 @@ class Sequence {
     Vec q_pe(at(heads * rope_dim));
     for (int h = 0; h < heads; ++h)
       std::copy_n(q.begin() + h * qk + nope, rope_dim, q_pe.begin() + h * rope_dim);
-    rope(q_pe, heads, rope_dim, rope_dim, pos, inv_freq_, rope_scale_);
-    rope(k_pe, 1, rope_dim, rope_dim, pos, inv_freq_, rope_scale_);
+    const std::vector<double>& f = frequencies(pos);
+    rope(q_pe, heads, rope_dim, rope_dim, pos, f, rope_scale_);
+    rope(k_pe, 1, rope_dim, rope_dim, pos, f, rope_scale_);
     Vec q_full(at(heads * qk)), k(at(heads * qk)), v(at(heads * vd));
     for (int h = 0; h < heads; ++h) {
       std::copy_n(q.begin() + h * qk, nope, q_full.begin() + h * qk);
@@ -303,6 +308,17 @@ class Sequence {
     v_[static_cast<std::size_t>(l)].push_back(v);
     return linear(w_, weight_name::attn_proj(l, 'o'), nullptr, attend(l, q_full, heads, 1, qk, vd),
                   m_.hidden);
+  }
+
+  // The RoPE frequencies of the token at `pos`: inv_freq_, or with dynamic NTK those of its
+  // dynamic_rope_length (computed once per length).
+  const std::vector<double>& frequencies(std::int64_t pos) {
+    if (w_.numerics.rope_scaling.kind != RopeScaling::Kind::kDynamic) return inv_freq_;
+    const std::int64_t length = dynamic_rope_length(prompt_tokens_, pos);
+    auto it = dynamic_freq_.find(length);
+    if (it == dynamic_freq_.end())
+      it = dynamic_freq_.emplace(length, rope_inv_freq(w_.numerics, rotary_dim(m_), length)).first;
+    return it->second;
   }
 
   // softmax(scale_ q . k) v per query head over layer l's cached tokens (the last `window` with a sliding
@@ -526,12 +542,14 @@ class Sequence {
   std::vector<RoutingTie>* ties_ = nullptr;
   std::size_t request_ = 0;
   double relative_bound_ = 0;
+  std::int64_t prompt_tokens_ = 0;  // dynamic NTK rotates by it (dynamic_rope_length)
   const ModelWeights& w_;
   const compiler::ModelSpec& m_;
   std::vector<std::vector<Vec>> k_, v_;  // [layer][position][kv_dim]
   const std::vector<double> inv_freq_;   // RoPE frequencies (rope_inv_freq), computed once
   const double rope_scale_;              // on cos and sin (rope_attention_factor)
   const double scale_;                   // the softmax scale (attention_scale)
+  std::map<std::int64_t, std::vector<double>> dynamic_freq_;  // dynamic NTK: per sequence length
 };
 
 }  // namespace
@@ -561,7 +579,8 @@ ReferenceOutput run_reference(const ModelWeights& weights,
   for (std::size_t r = 0; r < prompts.size(); ++r) {
     const int steps = paths ? static_cast<int>((*paths)[r].size()) : max_new_tokens;
     const bool follow = routing != nullptr && r < routing->size();
-    Sequence seq(weights, follow ? &(*routing)[r] : nullptr, &out.routing_ties, r, relative_bound);
+    Sequence seq(weights, static_cast<std::int64_t>(prompts[r].size()), follow ? &(*routing)[r] : nullptr,
+                 &out.routing_ties, r, relative_bound);
     std::vector<float> logits;
     std::int64_t pos = 0;
     for (std::int32_t t : prompts[r]) logits = seq.feed(t, pos++);

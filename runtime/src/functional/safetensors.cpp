@@ -473,6 +473,23 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
     }
     return s;
   }
+  if (type == "dynamic") {
+    // HF _compute_dynamic_ntk_parameters: against the config's max_position_embeddings (not rope_scaling's).
+    const double heads = top_number("num_attention_heads");
+    const double head_dim = top_number("head_dim") > 0 ? top_number("head_dim")
+                            : heads > 0                ? top_number("hidden_size") / heads
+                                                       : 0.0;
+    const double partial =
+        top_number("partial_rotary_factor") > 0 ? top_number("partial_rotary_factor") : 1.0;
+    if (!(std::floor(head_dim * partial) >= 4))
+      fail("", r.dump(), "dynamic with at least 4 rotated dimensions per head (its exponent is d / (d - 2))");
+    s.kind = RopeScaling::Kind::kDynamic;
+    s.factor = number("factor");
+    s.original_max_position_embeddings = top_number("max_position_embeddings");
+    if (!(s.original_max_position_embeddings > 0))
+      fail("", r.dump(), "dynamic with the config's max_position_embeddings (the context it scales beyond)");
+    return s;
+  }
   if (type == "linear") {
     s.kind = RopeScaling::Kind::kLinear;
     s.factor = number("factor");
@@ -486,7 +503,7 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
       fail("high_freq_factor", r["high_freq_factor"].dump(), "a number above low_freq_factor");
   } else {
     fail(type_key, r.contains(type_key) ? r[type_key].dump() : "missing",
-         "\"linear\", \"llama3\", \"longrope\", \"yarn\" or \"default\" (dynamic scaling is not emulated)");
+         "\"linear\", \"llama3\", \"longrope\", \"yarn\", \"dynamic\" or \"default\"");
   }
   return s;
 }
@@ -833,6 +850,9 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                          {"attention_factor", rs.attention_factor},
                          {"beta_fast", rs.beta_fast},
                          {"beta_slow", rs.beta_slow}};
+  } else if (rs.kind == RopeScaling::Kind::kDynamic) {
+    c["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", rs.factor}};
+    c["max_position_embeddings"] = rs.original_max_position_embeddings;
   } else if (rs.kind == RopeScaling::Kind::kLlama3) {
     c["rope_scaling"] = {{"rope_type", "llama3"},
                          {"factor", rs.factor},
@@ -843,7 +863,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   if (type == "starcoder2") {
     c["use_bias"] = m.mlp_bias;
     // HF's window check compares with it: a table longer than any window.
-    c["max_position_embeddings"] = std::max(16384, m.sliding_window + 1);
+    if (rs.kind != RopeScaling::Kind::kDynamic)  // (dynamic NTK states its own above)
+      c["max_position_embeddings"] = std::max(16384, m.sliding_window + 1);
   } else if (type != "qwen2" && type != "qwen2_moe") {
     c["attention_bias"] = m.qkv_bias;
   }

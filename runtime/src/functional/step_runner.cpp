@@ -363,6 +363,10 @@ void StepRunner::rope(int layer) {
   }
   if (gathered_norm) whole_qk_norm(layer);
   if (m_.learned_positions > 0) return;  // no rotation: the positions were added to the embeddings
+  if (numerics_.rope_scaling.kind == RopeScaling::Kind::kDynamic) {
+    dynamic_rope();
+    return;
+  }
   // The rotated part leads each head (MLA: q_pe and k_pe, mla_qkv); GQA rotates the whole head.
   const std::int64_t dim = attn_dim_, rotary = rotary_dim(m_);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -375,6 +379,34 @@ void StepRunner::rope(int layer) {
                                                       i32_view(positions_, {t_}), numerics_.rope_theta,
                                                       rotary, rope_freq_, rope_scale_});
   }
+}
+
+void StepRunner::dynamic_rope() {
+  const std::int64_t dim = attn_dim_, rotary = rotary_dim(m_);
+  for (const Row& row : rows_)
+    for (std::int64_t i = 0; i < row.request->tokens; ++i) {
+      const std::int64_t r = row.first + i,
+                         length = dynamic_rope_length(row.request->prompt_tokens, row.request->context + i);
+      auto it = dynamic_freq_.find(length);
+      if (it == dynamic_freq_.end()) {
+        std::vector<float> f;
+        for (double v : rope_inv_freq(numerics_, static_cast<int>(rotary), length))
+          f.push_back(static_cast<float>(v));
+        it = dynamic_freq_.emplace(length, std::move(f)).first;
+      }
+      for (std::size_t d = 0; d < dev_.size(); ++d) {
+        if (!serves(d, *row.request)) continue;
+        const DeviceShard& s = dev_[d].shard;
+        Lane& lane = lanes_[d];
+        for (auto [x, heads] : {std::pair{&lane.q, s.q_heads}, std::pair{&lane.k, s.kv_heads}})
+          dev_[d].xpu->run(
+              OpKind::kRope,
+              kernels::RopeArgs{kernels::Tensor::contiguous(x->data() + r * heads * dim, kernels::DType::kF16,
+                                                            {1, heads, dim}),
+                                kernels::Tensor::contiguous(positions_.data() + r, kernels::DType::kI32, {1}),
+                                numerics_.rope_theta, rotary, it->second, rope_scale_});
+      }
+    }
 }
 
 // x += out (+ the attention's o bias or the FFN's output bias, once per row after the all-reduce, when the

@@ -13,7 +13,7 @@ here from those definitions and sharing no code with duplex. A model passes when
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (a scaled RoPE (DeepSeek: with its softmax mscale), a partial RoPE (as the whole head), DeepSeek's routing
+side (a scaled RoPE (DeepSeek: with its softmax mscale; dynamic NTK), a partial RoPE (as the whole head), DeepSeek's routing
 correction bias (noaux_tc), group
 limit (group_limited_greedy as greedy), routed scaling factor (as 1) or interleaved RoPE (as rotate-half),
 Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
@@ -355,12 +355,22 @@ class HfModel:
         assert kind == "default", kind
         return inv_freq
 
+    def dynamic_inv_freq(self, seq_len):  # _compute_dynamic_ntk_parameters at seq_len
+        # HF generate (dynamic_rope_update): each forward's inv_freq is for its longest position, and cached keys
+        # keep theirs, so the prompt is rotated at its length and each later token at its position + 1.
+        d, original, factor = self.rotary(), self.max_positions, self.rope_scaling["factor"]
+        seq_len = max(seq_len, original)
+        base = self.theta * ((factor * seq_len / original) - (factor - 1)) ** (d / (d - 2))
+        return 1.0 / (base ** (np.arange(0, d, 2, dtype=np.float64) / d))
+
     def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half (DeepSeek: the interleaved pairs)
         d = self.rotary()
         if d < x.shape[-1]:  # partial RoPE: the first d rotated, the rest passed (HF Phi3's q_rot / q_pass)
             return np.concatenate([self.rope(x[..., :d], positions), x[..., d:]], axis=-1)
-        inv_freq = self.inv_freq()
-        freqs = np.outer(positions, inv_freq)
+        if self.rope_kind() == "dynamic":  # per position: the frequencies of its forward's sequence length
+            freqs = np.stack([p * self.dynamic_inv_freq(max(self.prompt_len, int(p) + 1)) for p in positions])
+        else:
+            freqs = np.outer(positions, self.inv_freq())
         scale = self.attention_factor()
         if self.deepseek and self.interleave:  # x[2i] + i x[2i+1] times scale e^(i pos inv_freq[i])
             z = (x[..., 0::2] + 1j * x[..., 1::2]) * (scale * np.exp(1j * freqs))[:, None, :]
@@ -532,7 +542,8 @@ class HfModel:
         out = attn @ self.w(p + o + ".weight").T
         return out + self.w(p + o + ".bias") if self.o_bias else out
 
-    def logits(self, tokens):
+    def logits(self, tokens, prompt_len=None):  # prompt_len: dynamic NTK's prompt (default: every token)
+        self.prompt_len = len(tokens) if prompt_len is None else prompt_len
         top = "model.decoder." if self.opt else "model."
         x = self.w(top + "embed_tokens.weight")[np.array(tokens)] * self.embed_scale
         if self.positions:
@@ -560,7 +571,7 @@ def compare(model, run):
     worst, bound, ties = 0.0, 0.0, []
     for r, prompt in enumerate(PROMPTS):
         generated = run["tokens"][r]
-        ref = model.logits(prompt + generated[:-1])[len(prompt) - 1 :]
+        ref = model.logits(prompt + generated[:-1], len(prompt))[len(prompt) - 1 :]
         got = np.array(run["logits"][r], dtype=np.float64)
         err = np.abs(got - ref)
         worst = max(worst, float(err.max()))

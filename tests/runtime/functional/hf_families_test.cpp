@@ -6,6 +6,7 @@
 // one device, several and two nodes; and each feature changes the logits (the executor does not skip it).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 
 #include "duplex/base/device_spec.hpp"
@@ -210,6 +211,41 @@ TEST(HfFamilies, ScaledRopeMatchesTheReference) {
       EXPECT_NE(got.logits, unscaled.logits);
     }
   }
+}
+
+// Dynamic NTK RoPE (HF "dynamic"): beyond the original context the base grows with the sequence length, each
+// token rotated at max(prompt length, position + 1) (HF generate's forwards). The frequencies follow HF's
+// formula; the emulation matches the reference on one device and two nodes, with the prompt in one step or in
+// chunks of 2 tokens (the rotation does not depend on the chunking), and differs from plain RoPE.
+TEST(HfFamilies, DynamicNtkRopeMatchesTheReference) {
+  ModelNumerics n;
+  n.rope_scaling.kind = RopeScaling::Kind::kDynamic;
+  n.rope_scaling.factor = 2.0;
+  n.rope_scaling.original_max_position_embeddings = 4.0;
+  EXPECT_EQ(dynamic_rope_length(5, 2), 5);  // a prompt token: the prompt's length
+  EXPECT_EQ(dynamic_rope_length(5, 7), 8);  // a later token: its position + 1
+  const std::vector<double> base = rope_inv_freq(ModelNumerics{}, 16);
+  EXPECT_EQ(rope_inv_freq(n, 16, 4), base);  // within the original context
+  const double theta = 10000.0 * std::pow(2.0 * 8 / 4 - 1.0, 16.0 / 14.0);
+  const std::vector<double> at8 = rope_inv_freq(n, 16, 8);
+  for (std::size_t i = 0; i < at8.size(); ++i)
+    EXPECT_DOUBLE_EQ(at8[i], std::pow(theta, -2.0 * static_cast<double>(i) / 16)) << i;
+
+  const ModelWeights plain = random_weights(compiler::load_model("tiny-dense"), 11);
+  ModelWeights w = plain;
+  w.numerics = n;
+  const FunctionalResult unscaled = run_on(plain, "duplex-pe", 1);
+  for (int devices : {1, 16})
+    for (int chunk : {0, 2}) {
+      SCOPED_TRACE(std::to_string(devices) + " devices, chunk " + std::to_string(chunk));
+      FunctionalOptions o;
+      o.devices = devices;
+      if (chunk > 0) o.max_tokens_per_step = chunk;
+      const FunctionalResult got =
+          FunctionalExecutor(w, load_system("duplex-pe"), o).run(kPrompts, kNewTokens);
+      expect_matches_reference(w, got);
+      EXPECT_NE(got.logits, unscaled.logits);
+    }
 }
 
 // LongRoPE (Phi-3, Phi-3.5-MoE): the short factors and the attention factor on cos and sin match the

@@ -345,7 +345,8 @@ TEST(Safetensors, DeepSeekRopeRowsAreInterleavedInTheCheckpoint) {
 
 // A scaled RoPE travels in config.json's rope_scaling and reads back the same.
 TEST(Safetensors, RopeScalingRoundTrips) {
-  for (const auto kind : {RopeScaling::Kind::kLinear, RopeScaling::Kind::kLlama3}) {
+  for (const auto kind :
+       {RopeScaling::Kind::kLinear, RopeScaling::Kind::kLlama3, RopeScaling::Kind::kDynamic}) {
     ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 6);
     w.numerics.rope_scaling.kind = kind;
     w.numerics.rope_scaling.factor = 8.0;
@@ -355,8 +356,10 @@ TEST(Safetensors, RopeScalingRoundTrips) {
     const RopeScaling back = load_checkpoint(dir.string()).numerics.rope_scaling;
     EXPECT_EQ(back.kind, kind);
     EXPECT_EQ(back.factor, 8.0);
-    if (kind == RopeScaling::Kind::kLlama3) {
+    if (kind != RopeScaling::Kind::kLinear) {  // dynamic NTK's, the config's max_position_embeddings
       EXPECT_EQ(back.original_max_position_embeddings, 64.0);
+    }
+    if (kind == RopeScaling::Kind::kLlama3) {
       EXPECT_EQ(back.low_freq_factor, 1.0);
       EXPECT_EQ(back.high_freq_factor, 4.0);
     }
@@ -525,10 +528,17 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
   const std::vector<std::pair<nlohmann::json, std::string>> bad_scaling = {
       {{{"rope_type", "yarn"}, {"factor", 40.0}, {"mscale", 1.0}}, "rope_scaling.mscale: 1.0"},
       {{{"rope_type", "ntk"}, {"factor", 4.0}}, "rope_scaling.rope_type: \"ntk\""},
-      {{{"type", "dynamic"}, {"factor", 4.0}}, "rope_scaling.type: \"dynamic\""},
+      {{{"type", "dynamic"},
+        {"factor", 4.0}},  // dynamic NTK scales beyond max_position_embeddings: none here
+       "rope_scaling: {\"factor\":4.0,\"type\":\"dynamic\"} is not what functional emulation computes; "
+       "expected "
+       "dynamic with the config's max_position_embeddings"},
       {{{"rope_type", "llama3"}, {"factor", 8.0}}, "rope_scaling.low_freq_factor: missing"},
       {{{"rope_type", "linear"}, {"factor", -2.0}}, "rope_scaling.factor: -2.0"},
-      {{{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 4.0}, {"high_freq_factor", 1.0},
+      {{{"rope_type", "llama3"},
+        {"factor", 8.0},
+        {"low_freq_factor", 4.0},
+        {"high_freq_factor", 1.0},
         {"original_max_position_embeddings", 8192}},
        "rope_scaling.high_freq_factor: 1.0"}};
   for (const auto& [scaling, want] : bad_scaling) {

@@ -36,8 +36,14 @@ namespace duplex::runtime::functional {
 // given). DeepSeek's YaRN (mscale_all_dim > 0) multiplies cos and sin by m(mscale) / m(mscale_all_dim) and
 // the softmax scale by m(mscale_all_dim)^2, m(x) = 0.1 x ln(factor) + 1 (its modeling code's
 // yarn_get_mscale).
+// kDynamic (HF "dynamic", dynamic NTK) rescales the base per sequence length s beyond
+// original_max_position_embeddings (HF: the config's max_position_embeddings): theta x ((factor s / original)
+// - (factor - 1))^(d / (d - 2)), d the rotated dimensions; at s <= original the plain frequencies. HF
+// recomputes them for each forward's longest position and keeps the cached keys as rotated: in one generate
+// call a prompt's tokens are rotated at s = the prompt's length, each later token at its position + 1
+// (dynamic_rope_length); the emulation and the reference rotate each token so, however the prompt is chunked.
 struct RopeScaling {
-  enum class Kind { kNone, kLinear, kLlama3, kLongRope, kYarn };
+  enum class Kind { kNone, kLinear, kLlama3, kLongRope, kYarn, kDynamic };
   Kind kind = Kind::kNone;
   double factor = 1.0;
   double low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192.0;
@@ -53,8 +59,12 @@ struct ModelNumerics {
 };
 
 // The RoPE frequencies of a head of `rotary_dim` elements (rotary_dim / 2 of them, in double), as HF
-// computes them from rope_theta and rope_scaling.
-std::vector<double> rope_inv_freq(const ModelNumerics& numerics, int rotary_dim);
+// computes them from rope_theta and rope_scaling; with kDynamic, at sequence length `seq_len` (0: the plain
+// ones).
+std::vector<double> rope_inv_freq(const ModelNumerics& numerics, int rotary_dim, std::int64_t seq_len = 0);
+// The sequence length whose dynamic-NTK frequencies rotate the token at `position` of a request whose prompt
+// has `prompt_tokens` tokens: max(prompt_tokens, position + 1) (HF generate: the prompt in one forward).
+std::int64_t dynamic_rope_length(std::int64_t prompt_tokens, std::int64_t position);
 // The eps of MLA's latent norms (q_a_layernorm, kv_a_layernorm), whatever the config's rms_norm_eps. source:
 // DeepSeek's modeling code builds them as DeepseekV2RMSNorm(rank), whose eps defaults to 1e-6.
 inline constexpr float kMlaLatentNormEps = 1e-6f;
