@@ -32,6 +32,21 @@ kernels::Activation kernel_activation(compiler::Activation a) {
   return kernels::Activation::kSilu;
 }
 
+kernels::RouterKind kernel_router(compiler::Router r) {
+  switch (r) {
+    case compiler::Router::kSoftmaxTopK:
+      return kernels::RouterKind::kSoftmaxTopK;
+    case compiler::Router::kSparseMixer:
+      return kernels::RouterKind::kSparseMixer;
+    case compiler::Router::kGroupLimited:
+      return kernels::RouterKind::kGroupLimited;
+    case compiler::Router::kNoAuxTc:
+      return kernels::RouterKind::kNoAuxTc;
+  }
+  DUPLEX_ASSERT(false, "a router outside compiler::Router");
+  return kernels::RouterKind::kSoftmaxTopK;
+}
+
 XpuDevice::XpuDevice(std::string name, std::unique_ptr<kernels::Backend> backend)
     : name_(std::move(name)), backend_(std::move(backend)) {
   DUPLEX_ASSERT(backend_ != nullptr, "an XpuDevice without a backend");

@@ -603,20 +603,7 @@ void StepRunner::route(int layer, StepOutput& out) {
   a.topk_weights = f32_view(topk_weights_, {t_, k});
   a.top_k = k;
   a.renormalize = m_.router_renormalize;
-  switch (m_.router) {
-    case compiler::Router::kSoftmaxTopK:
-      a.kind = kernels::RouterKind::kSoftmaxTopK;
-      break;
-    case compiler::Router::kSparseMixer:
-      a.kind = kernels::RouterKind::kSparseMixer;
-      break;
-    case compiler::Router::kGroupLimited:
-      a.kind = kernels::RouterKind::kGroupLimited;
-      break;
-    case compiler::Router::kNoAuxTc:
-      a.kind = kernels::RouterKind::kNoAuxTc;
-      break;
-  }
+  a.kind = device::kernel_router(m_.router);
   a.jitter_eps = static_cast<float>(m_.router_jitter);
   a.num_groups = m_.router_groups;
   a.topk_groups = m_.router_topk_groups;

@@ -22,27 +22,17 @@
 #include "duplex/runtime/functional/reference_forward.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
+#include "reference_check.hpp"
 
 namespace duplex::runtime::functional {
 namespace {
 
-const std::vector<std::vector<std::int32_t>> kPrompts = {{1, 5, 9, 42}, {7, 300, 12, 999, 3, 64}, {512}};
-constexpr int kNewTokens = 8;
+using test::expect_matches_reference;
+using test::kNewTokens;
+using test::kPrompts;
+using test::run_on;
+
 constexpr std::uint64_t kSeed = 2;
-
-FunctionalResult run_on(const ModelWeights& w, const std::string& system, int devices) {
-  FunctionalOptions o;
-  o.devices = devices;
-  return FunctionalExecutor(w, load_system(system), o).run(kPrompts, kNewTokens);
-}
-
-void expect_matches_reference(const ModelWeights& w, const FunctionalResult& got) {
-  const CheckResult check = check_run(w, kPrompts, got, kNewTokens);
-  EXPECT_TRUE(check.passed()) << "max |logit err| " << check.max_abs_logit_err << " (bound "
-                              << check.logit_bound << "), " << check.near_ties.size()
-                              << " near ties, explained " << check.near_ties_explained();
-  EXPECT_EQ(check.compared_positions, static_cast<std::int64_t>(kPrompts.size()) * kNewTokens);
-}
 
 TEST(DeepSeek, MlaModelsMatchTheReferenceOnEverySystemAndLayout) {
   for (const char* model : {"tiny-deepseek", "tiny-deepseek-v3"}) {

@@ -15,12 +15,15 @@
 #include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/reference_forward.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
+#include "reference_check.hpp"
 
 namespace duplex::runtime::functional {
 namespace {
 
-const std::vector<std::vector<std::int32_t>> kPrompts = {{1, 5, 9, 42}, {7, 300, 12, 999, 3, 64}, {512}};
-constexpr int kNewTokens = 8;
+using test::expect_matches_reference;
+using test::kNewTokens;
+using test::kPrompts;
+using test::run_on;
 
 // Qwen3-style dense: per-head q / k norms, and every projection biased (Llama's attention_bias).
 compiler::ModelSpec qwen3_dense_biased() {
@@ -37,22 +40,6 @@ compiler::ModelSpec olmoe_like() {
   m.router_renormalize = false;
   m.weight_naming = compiler::WeightNaming::kQwenMoe;
   return m;
-}
-
-FunctionalResult run_on(const ModelWeights& w, const std::string& system, int devices) {
-  FunctionalOptions o;
-  o.devices = devices;
-  return FunctionalExecutor(w, load_system(system), o).run(kPrompts, kNewTokens);
-}
-
-// `duplex run --check`'s verdict: tokens identical, or differing only at near ties the logit errors explain,
-// and every compared logit within the bound.
-void expect_matches_reference(const ModelWeights& w, const FunctionalResult& got) {
-  const CheckResult check = check_run(w, kPrompts, got, kNewTokens);
-  EXPECT_TRUE(check.passed()) << "max |logit err| " << check.max_abs_logit_err << " (bound "
-                              << check.logit_bound << "), " << check.near_ties.size()
-                              << " near ties, explained " << check.near_ties_explained();
-  EXPECT_EQ(check.compared_positions, static_cast<std::int64_t>(kPrompts.size()) * kNewTokens);
 }
 
 TEST(HfFamilies, QwenMoeMatchesTheReferenceOnEverySystemAndLayout) {

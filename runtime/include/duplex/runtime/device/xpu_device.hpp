@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "duplex/compiler/model_spec.hpp"
 #include "duplex/kernels/backend.hpp"
 #include "duplex/runtime/device/idevice.hpp"
 
@@ -12,6 +13,8 @@ namespace duplex::runtime::device {
 
 // The kernels' activation for the model's (GELU only in its tanh form: the exact one is an executor bug).
 kernels::Activation kernel_activation(compiler::Activation a);
+// The router kernel's kind for the model's router.
+kernels::RouterKind kernel_router(compiler::Router r);
 
 class XpuDevice final : public IDevice {
  public:
