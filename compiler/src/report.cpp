@@ -93,6 +93,7 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"router_topk_groups", model.router_topk_groups},
                 {"routed_scaling", model.routed_scaling},
                 {"attention", model.attention == AttentionKind::kMla ? "mla" : "gqa"},
+                {"rotary_dim", model.rotary_dim},
                 {"lm_head_bias", model.lm_head_bias},
                 {"ffn_kind", model.ffn_kind == FfnKind::kGated ? "gated" : "two_matrix"},
                 {"activation", activation_name(model.activation)},

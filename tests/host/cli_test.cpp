@@ -99,7 +99,7 @@ TEST(CompileCli, PhimoeAndGemmaFeaturesAreStated) {
   EXPECT_EQ(g["model"]["weight_naming"], "mixtral");
 }
 
-TEST(CompileCli, DeepSeekRoutingAndMlaAreStated) {
+TEST(CompileCli, DeepSeekRoutingMlaAndPartialRopeAreStated) {
   const CliRun r = run("compile --model deepseek-v2 --system duplex-pe --batch 8 --context 512 --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
@@ -110,6 +110,9 @@ TEST(CompileCli, DeepSeekRoutingAndMlaAreStated) {
   EXPECT_EQ(j["model"]["routed_scaling"], 16.0);
   EXPECT_EQ(j["model"]["weight_naming"], "deepseek");
   EXPECT_EQ(j["model"]["shared_experts"], 2);
+  const CliRun phi4 = run("compile --model phi-4-mini --system gpu --batch 8 --context 512 --json");
+  ASSERT_EQ(phi4.exit_code, 0) << phi4.out;
+  EXPECT_EQ(nlohmann::json::parse(phi4.out)["model"]["rotary_dim"], 96);
 }
 
 TEST(CompileCli, QwenMoeFeaturesAreStatedAndLowered) {

@@ -5,17 +5,19 @@ For each model, `duplex run --save-weights DIR --json --logits` runs the model o
 weights it ran as a HuggingFace checkpoint. This script then reads that checkpoint as the HF code would (the
 config.json fields of its model_type, with HF's defaults; the safetensors files, sharded or not) and computes
 the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
-pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / StarCoder2 / OPT / Mixtral / Qwen2-MoE /
-Qwen3-MoE / OLMoE, and their sliding windows; DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py:
-MLA attention, interleaved RoPE with DeepSeek's YaRN, and its greedy / group-limited / noaux_tc routing), written
+pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Phi-3 (and Phi-4-mini's partial RoPE) / Gemma /
+StarCoder2 / OPT / Mixtral / Phi-3.5-MoE / Qwen2-MoE / Qwen3-MoE / OLMoE, their sliding windows and scaled RoPE
+(linear, llama3, YaRN, LongRoPE within the original context, dynamic NTK as HF generate rotates it);
+DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py: MLA attention, interleaved RoPE with DeepSeek's
+YaRN, and its greedy / group-limited / noaux_tc routing), written
 here from those definitions and sharing no code with duplex. A model passes when every logit is within
 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on duplex's side) and every
 token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
-side (a scaled RoPE (DeepSeek: with its softmax mscale; dynamic NTK), a partial RoPE (as the whole head), DeepSeek's routing
-correction bias (noaux_tc), group
-limit (group_limited_greedy as greedy), routed scaling factor (as 1) or interleaved RoPE (as rotate-half),
+side (a scaled RoPE (DeepSeek: with its softmax mscale; dynamic NTK), a partial RoPE (as the whole head),
+DeepSeek's routing correction bias (noaux_tc), group limit (group_limited_greedy as greedy), routed scaling
+factor (as 1) or interleaved RoPE (as rotate-half),
 Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
 learned positions, the FFN biases, the q/k/v biases, the routing renormalisation, the sliding window or a
 non-SiLU activation (as SiLU), the first the model has); that comparison must fail, or the check could not see
