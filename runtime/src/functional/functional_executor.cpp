@@ -113,16 +113,6 @@ class FunctionalExecutor::Impl {
             "learned positions",
             r, prompts[r].size(), max_new_tokens,
             static_cast<std::int64_t>(prompts[r].size()) + max_new_tokens - 1, w_.spec.name, positions));
-    // LongRoPE: HF uses the short factors while the sequence fits the original context and switches every
-    // frequency to the long ones beyond (re-rotating nothing cached): only the first is emulated.
-    const RopeScaling& rs = w_.numerics.rope_scaling;
-    for (std::size_t r = 0; r < prompts.size() && rs.kind == RopeScaling::Kind::kLongRope; ++r)
-      if (static_cast<double>(prompts[r].size()) + max_new_tokens - 1 > rs.original_max_position_embeddings)
-        throw Error(fmt::format(
-            "prompt {}: {} tokens + {} new tokens reach beyond original_max_position_embeddings {} of model "
-            "{}'s longrope rope_scaling (HF switches to its long factors there; only the short ones are "
-            "emulated)",
-            r, prompts[r].size(), max_new_tokens, rs.original_max_position_embeddings, w_.spec.name));
     std::int64_t blocks = opt_.kv_blocks;
     if (blocks == 0)
       for (const auto& p : prompts)

@@ -171,10 +171,13 @@ std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim, std::i
         f[i] = base / s.factor * (1.0 - extrapolation) + base * extrapolation;
         break;
       }
-      case RopeScaling::Kind::kLongRope:
-        DUPLEX_ASSERT(s.short_factor.size() == f.size(), "one LongRoPE short factor per frequency");
-        f[i] = base / s.short_factor[i];
+      case RopeScaling::Kind::kLongRope: {
+        const bool long_regime = static_cast<double>(seq_len) > s.original_max_position_embeddings;
+        const std::vector<double>& factors = long_regime ? s.long_factor : s.short_factor;
+        DUPLEX_ASSERT(factors.size() == f.size(), "one LongRoPE factor per frequency");
+        f[i] = base / factors[i];
         break;
+      }
       case RopeScaling::Kind::kLlama3: {
         const double wavelen = 2.0 * std::numbers::pi / base;
         const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor,
@@ -195,10 +198,17 @@ std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim, std::i
   return f;
 }
 
-double rope_attention_factor(const ModelNumerics& n) {
-  const RopeScaling::Kind k = n.rope_scaling.kind;
-  return k == RopeScaling::Kind::kLongRope || k == RopeScaling::Kind::kYarn ? n.rope_scaling.attention_factor
-                                                                            : 1.0;
+double rope_attention_factor(const ModelNumerics& n, std::int64_t seq_len) {
+  const RopeScaling& s = n.rope_scaling;
+  if (s.kind == RopeScaling::Kind::kLongRope)
+    return static_cast<double>(seq_len) > s.original_max_position_embeddings ? s.long_attention_factor
+                                                                             : s.attention_factor;
+  return s.kind == RopeScaling::Kind::kYarn ? s.attention_factor : 1.0;
+}
+
+bool rope_depends_on_length(const ModelNumerics& n) {
+  return n.rope_scaling.kind == RopeScaling::Kind::kDynamic ||
+         n.rope_scaling.kind == RopeScaling::Kind::kLongRope;
 }
 
 int rotary_dim(const compiler::ModelSpec& m) {

@@ -163,8 +163,6 @@ class Sequence {
         m_(w.spec),
         k_(static_cast<std::size_t>(m_.layers)),
         v_(k_.size()),
-        inv_freq_(rope_inv_freq(w.numerics, rotary_dim(w.spec))),
-        rope_scale_(rope_attention_factor(w.numerics)),
         scale_(attention_scale(w.spec, w.numerics)) {}
 
   // Runs one token at position `pos` (= tokens fed so far) and returns the logits after it.
@@ -257,9 +255,9 @@ class Sequence {
                     m_.norm_weight_offset);
     }
     if (m_.learned_positions == 0) {
-      const std::vector<double>& f = frequencies(pos);
-      rope(q, hq, d, rotary_dim(m_), pos, f, rope_scale_);
-      rope(k, hkv, d, rotary_dim(m_), pos, f, rope_scale_);
+      const auto& [f, scale] = frequencies(pos);
+      rope(q, hq, d, rotary_dim(m_), pos, f, scale);
+      rope(k, hkv, d, rotary_dim(m_), pos, f, scale);
     }
     k_[static_cast<std::size_t>(l)].push_back(k);
     v_[static_cast<std::size_t>(l)].push_back(v);
@@ -293,9 +291,9 @@ class Sequence {
     Vec q_pe(at(heads * rope_dim));
     for (int h = 0; h < heads; ++h)
       std::copy_n(q.begin() + h * qk + nope, rope_dim, q_pe.begin() + h * rope_dim);
-    const std::vector<double>& f = frequencies(pos);
-    rope(q_pe, heads, rope_dim, rope_dim, pos, f, rope_scale_);
-    rope(k_pe, 1, rope_dim, rope_dim, pos, f, rope_scale_);
+    const auto& [f, scale] = frequencies(pos);
+    rope(q_pe, heads, rope_dim, rope_dim, pos, f, scale);
+    rope(k_pe, 1, rope_dim, rope_dim, pos, f, scale);
     Vec q_full(at(heads * qk)), k(at(heads * qk)), v(at(heads * vd));
     for (int h = 0; h < heads; ++h) {
       std::copy_n(q.begin() + h * qk, nope, q_full.begin() + h * qk);
@@ -310,14 +308,17 @@ class Sequence {
                   m_.hidden);
   }
 
-  // The RoPE frequencies of the token at `pos`: inv_freq_, or with dynamic NTK those of its
-  // dynamic_rope_length (computed once per length).
-  const std::vector<double>& frequencies(std::int64_t pos) {
-    if (w_.numerics.rope_scaling.kind != RopeScaling::Kind::kDynamic) return inv_freq_;
-    const std::int64_t length = dynamic_rope_length(prompt_tokens_, pos);
-    auto it = dynamic_freq_.find(length);
-    if (it == dynamic_freq_.end())
-      it = dynamic_freq_.emplace(length, rope_inv_freq(w_.numerics, rotary_dim(m_), length)).first;
+  // The RoPE frequencies and cos / sin factor of the token at `pos`: the model's, or, where they depend on
+  // the sequence length (dynamic NTK, LongRoPE), those of its dynamic_rope_length (computed once per length).
+  const std::pair<std::vector<double>, double>& frequencies(std::int64_t pos) {
+    const std::int64_t length =
+        rope_depends_on_length(w_.numerics) ? dynamic_rope_length(prompt_tokens_, pos) : 0;
+    auto it = rope_by_length_.find(length);
+    if (it == rope_by_length_.end())
+      it = rope_by_length_
+               .emplace(length, std::pair{rope_inv_freq(w_.numerics, rotary_dim(m_), length),
+                                          rope_attention_factor(w_.numerics, length)})
+               .first;
     return it->second;
   }
 
@@ -542,14 +543,14 @@ class Sequence {
   std::vector<RoutingTie>* ties_ = nullptr;
   std::size_t request_ = 0;
   double relative_bound_ = 0;
-  std::int64_t prompt_tokens_ = 0;  // dynamic NTK rotates by it (dynamic_rope_length)
+  std::int64_t prompt_tokens_ = 0;  // length-dependent RoPE rotates by it (dynamic_rope_length)
   const ModelWeights& w_;
   const compiler::ModelSpec& m_;
   std::vector<std::vector<Vec>> k_, v_;  // [layer][position][kv_dim]
-  const std::vector<double> inv_freq_;   // RoPE frequencies (rope_inv_freq), computed once
-  const double rope_scale_;              // on cos and sin (rope_attention_factor)
   const double scale_;                   // the softmax scale (attention_scale)
-  std::map<std::int64_t, std::vector<double>> dynamic_freq_;  // dynamic NTK: per sequence length
+  // frequencies(): RoPE frequencies and cos / sin factor per sequence length (0 where RoPE does not depend on
+  // it)
+  std::map<std::int64_t, std::pair<std::vector<double>, double>> rope_by_length_;
 };
 
 }  // namespace

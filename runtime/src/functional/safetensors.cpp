@@ -471,6 +471,9 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
           factor <= 1.0 ? 1.0
                         : std::sqrt(1.0 + std::log(factor) / std::log(s.original_max_position_embeddings));
     }
+    // Beyond the original context: Phi-3.5-MoE's long_mscale; the others keep the one factor.
+    s.long_attention_factor =
+        phimoe && r.contains("long_mscale") ? number("long_mscale") : s.attention_factor;
     return s;
   }
   if (type == "dynamic") {
@@ -838,7 +841,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                          {"original_max_position_embeddings", rs.original_max_position_embeddings}};
     if (type == "phimoe") {
       c["rope_scaling"]["short_mscale"] = rs.attention_factor;
-      c["rope_scaling"]["long_mscale"] = rs.attention_factor;
+      c["rope_scaling"]["long_mscale"] = rs.long_attention_factor;
     } else {
       c["rope_scaling"]["attention_factor"] = rs.attention_factor;
     }

@@ -363,8 +363,8 @@ void StepRunner::rope(int layer) {
   }
   if (gathered_norm) whole_qk_norm(layer);
   if (m_.learned_positions > 0) return;  // no rotation: the positions were added to the embeddings
-  if (numerics_.rope_scaling.kind == RopeScaling::Kind::kDynamic) {
-    dynamic_rope();
+  if (rope_depends_on_length(numerics_)) {
+    rope_by_length();
     return;
   }
   // The rotated part leads each head (MLA: q_pe and k_pe, mla_qkv); GQA rotates the whole head.
@@ -381,18 +381,18 @@ void StepRunner::rope(int layer) {
   }
 }
 
-void StepRunner::dynamic_rope() {
+void StepRunner::rope_by_length() {
   const std::int64_t dim = attn_dim_, rotary = rotary_dim(m_);
   for (const Row& row : rows_)
     for (std::int64_t i = 0; i < row.request->tokens; ++i) {
       const std::int64_t r = row.first + i,
                          length = dynamic_rope_length(row.request->prompt_tokens, row.request->context + i);
-      auto it = dynamic_freq_.find(length);
-      if (it == dynamic_freq_.end()) {
-        std::vector<float> f;
+      auto it = rope_by_length_.find(length);
+      if (it == rope_by_length_.end()) {
+        LengthRope f{{}, static_cast<float>(rope_attention_factor(numerics_, length))};
         for (double v : rope_inv_freq(numerics_, static_cast<int>(rotary), length))
-          f.push_back(static_cast<float>(v));
-        it = dynamic_freq_.emplace(length, std::move(f)).first;
+          f.inv_freq.push_back(static_cast<float>(v));
+        it = rope_by_length_.emplace(length, std::move(f)).first;
       }
       for (std::size_t d = 0; d < dev_.size(); ++d) {
         if (!serves(d, *row.request)) continue;
@@ -404,7 +404,7 @@ void StepRunner::dynamic_rope() {
               kernels::RopeArgs{kernels::Tensor::contiguous(x->data() + r * heads * dim, kernels::DType::kF16,
                                                             {1, heads, dim}),
                                 kernels::Tensor::contiguous(positions_.data() + r, kernels::DType::kI32, {1}),
-                                numerics_.rope_theta, rotary, it->second, rope_scale_});
+                                numerics_.rope_theta, rotary, it->second.inv_freq, it->second.scale});
       }
     }
 }

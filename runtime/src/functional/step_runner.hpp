@@ -41,8 +41,9 @@ struct StepRequest {
   bool prefill = false;            // a prompt (or recompute) chunk: its K/V lives in the prefill space, if any
   bool completes_prefill = false;  // the step computes its last prompt token (then its K/V migrates)
   int node = 0;                    // the node (data-parallel replica) that serves it and holds its K/V
-  std::int64_t prompt_tokens =
-      0;  // its prompt's length (dynamic-NTK RoPE rotates by it: dynamic_rope_length)
+  // Its prompt's length: RoPE whose frequencies depend on the sequence length rotates by it
+  // (dynamic_rope_length).
+  std::int64_t prompt_tokens = 0;
 };
 
 // One request's in-device K/V migration in a step: every layer, all devices' KV heads.
@@ -132,9 +133,9 @@ class StepRunner {
   // norms, rotation.
   void rope(int layer);
   void whole_qk_norm(int layer);
-  // Dynamic-NTK RoPE: each token rotated with the frequencies of its dynamic_rope_length, one kernel launch
-  // per token row and device.
-  void dynamic_rope();
+  // RoPE whose frequencies depend on the sequence length (dynamic NTK, LongRoPE): each token rotated with the
+  // frequencies and factor of its dynamic_rope_length, one kernel launch per token row and device.
+  void rope_by_length();
   // x[rows, cols] += bias[cols] on device d's xPU (the bias broadcast over the rows).
   void add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int64_t rows, const std::uint16_t* bias,
                 std::int64_t cols);
@@ -163,8 +164,11 @@ class StepRunner {
   const ModelNumerics& numerics_;
   // The RoPE frequencies with a scaled RoPE (rope_inv_freq); empty: the kernel's theta^(-2i/d).
   std::vector<float> rope_freq_;
-  std::map<std::int64_t, std::vector<float>>
-      dynamic_freq_;         // dynamic NTK: per sequence length, computed once
+  struct LengthRope {  // rope_by_length's frequencies and cos / sin factor of one sequence length
+    std::vector<float> inv_freq;
+    float scale = 1.0f;
+  };
+  std::map<std::int64_t, LengthRope> rope_by_length_;  // computed once per length
   float rope_scale_ = 1.0f;  // on cos and sin (rope_attention_factor)
   float attn_scale_ = 1.0f;  // the softmax scale (attention_scale)
   int attn_dim_ = 0;         // a q / k head's width in the lanes and the cache (MLA: rope + kv_lora_rank)

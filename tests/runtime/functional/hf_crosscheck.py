@@ -7,7 +7,7 @@ config.json fields of its model_type, with HF's defaults; the safetensors files,
 the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
 pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Phi-3 (and Phi-4-mini's partial RoPE) / Gemma /
 StarCoder2 / OPT / Mixtral / Phi-3.5-MoE / Qwen2-MoE / Qwen3-MoE / OLMoE, their sliding windows and scaled RoPE
-(linear, llama3, YaRN, LongRoPE within the original context, dynamic NTK as HF generate rotates it);
+(linear, llama3, YaRN, LongRoPE and dynamic NTK as HF generate rotates them);
 DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py: MLA attention, interleaved RoPE with DeepSeek's
 YaRN, and its greedy / group-limited / noaux_tc routing), written
 here from those definitions and sharing no code with duplex. A model passes when every logit is within
@@ -300,7 +300,7 @@ class HfModel:
         r = self.rope_scaling
         return (r.get("rope_type") or r.get("type")) if r else "default"
 
-    def attention_factor(self):  # on cos and sin: LongRoPE's (Phimoe: short_mscale), YaRN's, else 1
+    def attention_factor(self, long=False):  # on cos and sin: LongRoPE's (Phimoe: short / long_mscale), YaRN's
         r = self.rope_scaling
         if self.deepseek:  # DeepseekV2YarnRotaryEmbedding's _mscale
             if self.rope_kind() != "yarn":
@@ -310,8 +310,8 @@ class HfModel:
             return r.get("attention_factor") or 0.1 * np.log(r["factor"]) + 1.0
         if self.rope_kind() not in ("longrope", "su"):
             return 1.0
-        if self.phimoe and r.get("short_mscale"):
-            return r["short_mscale"]  # PhimoeRotaryEmbedding, sequences within the original length
+        if self.phimoe and r.get("short_mscale"):  # PhimoeRotaryEmbedding: within / beyond the original length
+            return r["long_mscale"] if long and r.get("long_mscale") else r["short_mscale"]
         if r.get("attention_factor"):
             return r["attention_factor"]
         original = self.original_positions or r.get("original_max_position_embeddings") or self.max_positions
@@ -321,13 +321,13 @@ class HfModel:
     def rotary(self):  # the elements of a head RoPE rotates (its first ones)
         return int(self.head_dim * self.partial)
 
-    def inv_freq(self):  # HF ROPE_INIT_FUNCTIONS: default, linear, llama3, longrope (short factors)
+    def inv_freq(self, long=False):  # HF ROPE_INIT_FUNCTIONS: default, linear, llama3, longrope
         d = self.rotary()
         inv_freq = 1.0 / (self.theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
         r = self.rope_scaling
         kind = self.rope_kind()
-        if kind in ("longrope", "su"):  # the short factors: sequences within the original length
-            return inv_freq / np.array(r["short_factor"], dtype=np.float64)
+        if kind in ("longrope", "su"):  # the short factors within the original length, the long ones beyond
+            return inv_freq / np.array(r["long_factor" if long else "short_factor"], dtype=np.float64)
         if kind == "linear":
             return inv_freq / r["factor"]
         if kind == "yarn":  # _compute_yarn_parameters (no mscale / truncate); DeepseekV2YarnRotaryEmbedding's too
@@ -369,11 +369,21 @@ class HfModel:
         d = self.rotary()
         if d < x.shape[-1]:  # partial RoPE: the first d rotated, the rest passed (HF Phi3's q_rot / q_pass)
             return np.concatenate([self.rope(x[..., :d], positions), x[..., d:]], axis=-1)
-        if self.rope_kind() == "dynamic":  # per position: the frequencies of its forward's sequence length
-            freqs = np.stack([p * self.dynamic_inv_freq(max(self.prompt_len, int(p) + 1)) for p in positions])
+        # HF generate picks length-dependent frequencies per forward by its longest position and keeps cached
+        # keys as rotated: the prompt's tokens at the prompt's length, each later token at its position + 1.
+        lengths = [max(self.prompt_len, int(p) + 1) for p in positions]
+        kind = self.rope_kind()
+        if kind == "dynamic":
+            freqs = np.stack([p * self.dynamic_inv_freq(n) for p, n in zip(positions, lengths)])
+        elif kind in ("longrope", "su"):  # LongRoPE: the long factors beyond the original length
+            original = self.original_positions or self.rope_scaling.get("original_max_position_embeddings")
+            longs = [n > original for n in lengths]
+            freqs = np.stack([p * self.inv_freq(long) for p, long in zip(positions, longs)])
+            scale = np.array([self.attention_factor(long) for long in longs])[:, None, None]
         else:
             freqs = np.outer(positions, self.inv_freq())
-        scale = self.attention_factor()
+        if kind not in ("longrope", "su"):
+            scale = self.attention_factor()
         if self.deepseek and self.interleave:  # x[2i] + i x[2i+1] times scale e^(i pos inv_freq[i])
             z = (x[..., 0::2] + 1j * x[..., 1::2]) * (scale * np.exp(1j * freqs))[:, None, :]
             return np.stack([z.real, z.imag], axis=-1).reshape(x.shape)

@@ -235,10 +235,12 @@ TEST(HfFamilies, DynamicNtkRopeMatchesTheReference) {
     }
 }
 
-// LongRoPE (Phi-3, Phi-3.5-MoE): the short factors and the attention factor on cos and sin match the
-// reference and change the logits; a sequence beyond the original context (where HF would switch to the long
-// factors) is refused before the run.
-TEST(HfFamilies, LongRopeMatchesTheReferenceAndRefusesLongSequences) {
+// LongRoPE (Phi-3, Phi-3.5-MoE): the short factors and the attention factor on cos and sin within the
+// original context, the long ones (and Phi-3.5-MoE's long_mscale) beyond it, each token at its
+// dynamic_rope_length (HF switches per forward by its longest position, re-rotating nothing cached). Within
+// and across the original context, with the prompts whole or in 2-token chunks, on one device and two nodes,
+// the emulation matches the reference; each regime changes the logits.
+TEST(HfFamilies, LongRopeMatchesTheReferenceWithinAndBeyondTheOriginalContext) {
   const ModelWeights plain = random_weights(compiler::load_model("tiny-dense"), 11);
   ModelWeights w = plain;
   RopeScaling& s = w.numerics.rope_scaling;
@@ -248,21 +250,31 @@ TEST(HfFamilies, LongRopeMatchesTheReferenceAndRefusesLongSequences) {
     s.long_factor.push_back(2.0 + i);
   }
   s.attention_factor = 1.2;
-  s.original_max_position_embeddings = 64;
-  for (int devices : {1, 16}) {
-    SCOPED_TRACE(devices);
-    const FunctionalResult got = run_on(w, "duplex-pe", devices);
-    expect_matches_reference(w, got);
-    EXPECT_NE(got.logits, run_on(plain, "duplex-pe", devices).logits);
-  }
-  s.original_max_position_embeddings = 8;  // kPrompts' 6 tokens + 8 new ones need 13 positions
-  try {
-    run_on(w, "gpu", 1);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("beyond original_max_position_embeddings 8"), std::string::npos)
-        << e.what();
-  }
+  s.long_attention_factor = 1.3;
+  s.original_max_position_embeddings = 64;  // every sequence here within it
+  const int d = plain.spec.head_dim;
+  EXPECT_EQ(rope_inv_freq(w.numerics, d, 64)[3], rope_inv_freq(ModelNumerics{}, d)[3] / s.short_factor[3]);
+  EXPECT_EQ(rope_inv_freq(w.numerics, d, 65)[3], rope_inv_freq(ModelNumerics{}, d)[3] / s.long_factor[3]);
+  EXPECT_EQ(rope_attention_factor(w.numerics, 65), 1.3);
+  ModelWeights beyond = w;
+  beyond.numerics.rope_scaling.original_max_position_embeddings = 8;  // kPrompts' 6 tokens + 8 new need 13
+  const FunctionalResult short_only = run_on(w, "duplex-pe", 1);
+  for (const ModelWeights* m : {&w, &beyond})
+    for (int devices : {1, 16})
+      for (int chunk : {0, 2}) {
+        SCOPED_TRACE(std::to_string(devices) + " devices, chunk " + std::to_string(chunk) +
+                     (m == &beyond ? ", beyond" : ""));
+        FunctionalOptions o;
+        o.devices = devices;
+        if (chunk > 0) o.max_tokens_per_step = chunk;
+        const FunctionalResult got =
+            FunctionalExecutor(*m, load_system("duplex-pe"), o).run(kPrompts, kNewTokens);
+        expect_matches_reference(*m, got);
+        EXPECT_NE(got.logits, run_on(plain, "duplex-pe", devices).logits);
+        if (m == &beyond && devices == 1) {
+          EXPECT_NE(got.logits, short_only.logits);
+        }
+      }
 }
 
 // Partial RoPE (Phi-4-mini's partial_rotary_factor): the first rotary_dim of each head rotated, the rest

@@ -397,6 +397,8 @@ TEST(Safetensors, LongRopeIsReadWithItsAttentionFactor) {
   EXPECT_EQ(phimoe.rope_scaling.long_factor[7], 40.0);
   EXPECT_DOUBLE_EQ(rope_inv_freq(phimoe, 16)[3], std::pow(10000.0, -6.0 / 16) / 1.5);
   EXPECT_EQ(rope_attention_factor(phimoe), 1.243);
+  EXPECT_EQ(phimoe.rope_scaling.long_attention_factor, 1.243);                             // its long_mscale
+  EXPECT_EQ(phi3.rope_scaling.long_attention_factor, phi3.rope_scaling.attention_factor);  // one factor
   // Round trip through a checkpoint, and the factor count checked against head_dim.
   ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 6);
   w.numerics = phi3;

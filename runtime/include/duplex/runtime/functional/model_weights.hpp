@@ -28,10 +28,11 @@ namespace duplex::runtime::functional {
 // exceeds original / low_freq_factor by factor, keeps those below original / high_freq_factor, and blends
 // linearly in between (HF _compute_llama3_parameters); original = original_max_position_embeddings.
 // kLongRope (Phi-3, Phi-3.5-MoE) divides frequency i by short_factor[i] and multiplies cos and sin by
-// attention_factor, for sequences up to original_max_position_embeddings; HF switches to long_factor
-// beyond, which the executor refuses (emulated: the short regime only). kYarn (YaRN: Qwen2.5 / Qwen3 long
-// context) blends each frequency between base / factor and base by a linear ramp over the dimensions whose
-// rotations within original_max_position_embeddings lie between beta_slow and beta_fast (HF
+// attention_factor at sequence lengths up to original_max_position_embeddings, and by long_factor[i] and
+// long_attention_factor beyond; HF picks them per forward by its longest position and keeps cached keys as
+// rotated, so a token is rotated at its dynamic_rope_length, as with kDynamic. kYarn (YaRN: Qwen2.5 / Qwen3
+// long context) blends each frequency between base / factor and base by a linear ramp over the dimensions
+// whose rotations within original_max_position_embeddings lie between beta_slow and beta_fast (HF
 // _compute_yarn_parameters), and multiplies cos and sin by attention_factor (0.1 ln(factor) + 1 unless
 // given). DeepSeek's YaRN (mscale_all_dim > 0) multiplies cos and sin by m(mscale) / m(mscale_all_dim) and
 // the softmax scale by m(mscale_all_dim)^2, m(x) = 0.1 x ln(factor) + 1 (its modeling code's
@@ -49,6 +50,7 @@ struct RopeScaling {
   double low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192.0;
   std::vector<double> short_factor, long_factor;  // kLongRope: rotary_dim / 2 each
   double attention_factor = 1.0;                  // kLongRope, kYarn: on cos and sin
+  double long_attention_factor = 1.0;  // kLongRope beyond the original context (Phi-3.5-MoE's long_mscale)
   double beta_fast = 32.0, beta_slow = 1.0;       // kYarn (HF defaults)
   double mscale = 0, mscale_all_dim = 0;          // kYarn as DeepSeek states it; 0 without
 };
@@ -60,17 +62,22 @@ struct ModelNumerics {
 
 // The RoPE frequencies of a head of `rotary_dim` elements (rotary_dim / 2 of them, in double), as HF
 // computes them from rope_theta and rope_scaling; with kDynamic, at sequence length `seq_len` (0: the plain
-// ones).
+// ones; with kLongRope, the short factors at 0 and within the original context, the long ones beyond).
 std::vector<double> rope_inv_freq(const ModelNumerics& numerics, int rotary_dim, std::int64_t seq_len = 0);
-// The sequence length whose dynamic-NTK frequencies rotate the token at `position` of a request whose prompt
-// has `prompt_tokens` tokens: max(prompt_tokens, position + 1) (HF generate: the prompt in one forward).
+// The sequence length whose frequencies (dynamic NTK, LongRoPE) rotate the token at `position` of a request
+// whose prompt has `prompt_tokens` tokens: max(prompt_tokens, position + 1) (HF generate: the prompt in one
+// forward).
 std::int64_t dynamic_rope_length(std::int64_t prompt_tokens, std::int64_t position);
 // The eps of MLA's latent norms (q_a_layernorm, kv_a_layernorm), whatever the config's rms_norm_eps. source:
 // DeepSeek's modeling code builds them as DeepseekV2RMSNorm(rank), whose eps defaults to 1e-6.
 inline constexpr float kMlaLatentNormEps = 1e-6f;
 
-// The factor cos and sin are multiplied by: LongRoPE's or YaRN's attention factor, else 1.
-double rope_attention_factor(const ModelNumerics& numerics);
+// The factor cos and sin are multiplied by: LongRoPE's (at sequence length `seq_len`: its long factor beyond
+// the original context) or YaRN's attention factor, else 1.
+double rope_attention_factor(const ModelNumerics& numerics, std::int64_t seq_len = 0);
+// Whether the RoPE frequencies depend on the sequence length (kDynamic, kLongRope): each token is then
+// rotated at its dynamic_rope_length.
+bool rope_depends_on_length(const ModelNumerics& numerics);
 // The elements of a head RoPE rotates (its first ones): head_dim, ModelSpec::rotary_dim (partial RoPE), or
 // MLA's qk_rope_head_dim.
 int rotary_dim(const compiler::ModelSpec& spec);
