@@ -117,6 +117,10 @@ TEST(HfImport, LlamaMixtralQwenDeepSeekFieldNames) {
   EXPECT_TRUE(ds.router_renormalize);
   EXPECT_EQ(ds.routed_scaling, 2.5);
   EXPECT_EQ(ds.weight_naming, WeightNaming::kDeepSeek);
+  const ModelSpec preset = load_model("deepseek-v3");  // the preset states the same model
+  EXPECT_EQ(preset.params(), ds.params());
+  EXPECT_EQ(preset.active_params(), ds.active_params());
+  EXPECT_EQ(preset.router, ds.router);
 }
 
 // DeepSeek-V2-Lite (15.7B total, 2.4B active; no q compression, greedy routing) and DeepSeek-V2 (236B, 21B;
