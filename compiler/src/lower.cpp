@@ -178,8 +178,10 @@ class Lowering {
     const bool mla = m_.attention == AttentionKind::kMla;
     const std::int64_t o_in = mla ? std::int64_t{q_heads_} * m_.mla.v_head_dim : std::int64_t{q_heads_} * m_.head_dim;
     // QKV: the weight columns one device holds, its query heads' and the KV heads they read (replicated when
-    // tp > kv_heads). MLA: all the down / up projections before attention as one op of equal weight volume,
-    // q_a and kv_a whole (every device computes and caches the latent), q_b (q_proj) and kv_b by its heads.
+    // tp > kv_heads). MLA (absorbed, as functional emulation runs it): the projections before attention as
+    // one op of equal weight volume, q_a and kv_a whole (every device computes and caches the latent), q_b
+    // (q_proj) and kv_b's k_nope rows (W_UK, absorbed into the queries) by its heads; kv_b's v rows (W_UV)
+    // go with o_proj.
     std::int64_t qkv_cols = std::int64_t{q_heads_ + 2 * kv_heads_} * m_.head_dim;
     if (mla) {
       const MlaSpec& a = m_.mla;
@@ -188,7 +190,7 @@ class Lowering {
                                  ? h * a.q_lora_rank + std::int64_t{a.q_lora_rank} * q_heads_ * qk
                                  : h * q_heads_ * qk;
       const std::int64_t kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) +
-                              std::int64_t{a.kv_lora_rank} * q_heads_ * (a.qk_nope_head_dim + a.v_head_dim);
+                              std::int64_t{a.kv_lora_rank} * q_heads_ * a.qk_nope_head_dim;
       qkv_cols = (q + kv + h - 1) / h;  // rounded up: a column's fraction of weights is still read
     }
     gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, m_.hidden, 1, qkv_cols);
@@ -250,7 +252,14 @@ class Lowering {
     }
     kv_migration(l, completed_requests, completed_tokens, kv_elems);
     pim_transfer(l, "from_pim_attn", decode_tokens, static_cast<std::int64_t>(q_elems), decode * q_elems * kActBytes);
-    gemm(OpKind::kOProj, l, "o_proj", tokens_, m_.hidden, o_in, 1, m_.hidden);
+    Op& o = gemm(OpKind::kOProj, l, "o_proj", tokens_, m_.hidden, o_in, 1, m_.hidden);
+    if (mla) {  // + W_UV: each head's attention-weighted latent (kv_lora_rank) to its value (v_head_dim)
+      const double t = static_cast<double>(tokens_),
+                   uv = static_cast<double>(m_.mla.kv_lora_rank) * static_cast<double>(o_in);
+      o.flops += 2.0 * t * uv;
+      o.bytes_weights += uv * wbytes_;
+      o.bytes_act += t * static_cast<double>(q_heads_) * m_.mla.kv_lora_rank * kActBytes;  // the latents read
+    }
   }
 
   // The xPU's elementwise pass over the projected q and k (and v with biases): add the q / k / v biases,

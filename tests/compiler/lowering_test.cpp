@@ -177,7 +177,8 @@ TEST(Lowering, TensorParallelSplitsHeadsAndAddsAllReduces) {
 
 // The QKV op's weights are what one device holds: its query heads' rows and the KV heads they read, which
 // are replicated when tensor parallelism exceeds the KV heads; MLA's q_a and kv_a whole (every device
-// computes and caches the latent), q_b and kv_b by its heads.
+// computes and caches the latent), q_b and kv_b's k_nope rows (W_UK) by its heads, kv_b's v rows (W_UV) with
+// the O projection, as functional emulation runs them.
 TEST(Lowering, QkvWeightsAreOneDevicesShareWithReplicatedKvHeadsAndLatent) {
   const BatchState b = BatchState::decode_batch(8, 256);
   const SystemSpec s = load_system("duplex");
@@ -193,9 +194,13 @@ TEST(Lowering, QkvWeightsAreOneDevicesShareWithReplicatedKvHeadsAndLatent) {
   EXPECT_DOUBLE_EQ(first_of(r, OpKind::kQkvProj).bytes_weights, (8.0 + 2.0) * 128 * 4096 * 2);
   const ModelSpec ds = load_model("deepseek-v2");  // 128 heads over TP4: 32 each
   const Graph m = lower(ds, b, ParallelLayout::make(ds, s, 4), Routing{});
-  const double h = 5120, q_a = h * 1536, q_b = 1536.0 * 32 * 192, kv_a = h * 576, kv_b = 512.0 * 32 * 256;
+  const double h = 5120, q_a = h * 1536, q_b = 1536.0 * 32 * 192, kv_a = h * 576, w_uk = 512.0 * 32 * 128,
+               w_uv = 512.0 * 32 * 128, o = 32.0 * 128 * h;
   EXPECT_DOUBLE_EQ(first_of(m, OpKind::kQkvProj).bytes_weights,
-                   std::ceil((q_a + q_b + kv_a + kv_b) / h) * h * 2);
+                   std::ceil((q_a + q_b + kv_a + w_uk) / h) * h * 2);
+  const Op& o_proj = first_of(m, OpKind::kOProj);
+  EXPECT_DOUBLE_EQ(o_proj.bytes_weights, (w_uv + o) * 2);
+  EXPECT_DOUBLE_EQ(o_proj.flops, 2.0 * 8 * (w_uv + o));  // 8 decode tokens
 }
 
 // A partial RoPE rotates rotary_dim of each head: 6 FLOPs per rotated element, the bytes of the whole heads.
