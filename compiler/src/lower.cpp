@@ -300,7 +300,7 @@ class Lowering {
     collective(OpKind::kAllToAll, l, "dispatch", tokens_ * m_.top_k, p_.nodes);
     const int matrices = m_.ffn_kind == FfnKind::kGated ? 3 : 2;
     // Routing is over the whole system's tokens: experts are shared by all data-parallel replicas.
-    const auto counts = routing_.expert_tokens(moe_index(l), global_tokens_, m_.experts, m_.top_k);
+    const auto counts = routing_.expert_tokens(m_.moe_layers_before(l), global_tokens_, m_.experts, m_.top_k);
     std::int64_t sum = 0;
     for (auto c : counts) {
       if (c < 0 || c > global_tokens_) throw Error(fmt::format("routing: layer {} gives an expert {} tokens; expected 0..{}", l, c, global_tokens_));
@@ -327,12 +327,6 @@ class Lowering {
     }
     pim_transfer(l, "from_pim_experts", local_tokens, m_.hidden, expert_io);
     collective(OpKind::kAllToAll, l, "combine", tokens_ * m_.top_k, p_.nodes);
-  }
-
-  int moe_index(int layer) const {
-    int idx = 0;
-    for (int l = 0; l < layer; ++l) idx += m_.is_moe_layer(l) ? 1 : 0;
-    return idx;
   }
 
   void lm_head() {

@@ -16,6 +16,12 @@ bool ModelSpec::is_moe_layer(int layer) const {
   return (layer - first_moe_layer) % moe_every == moe_every - 1;
 }
 
+int ModelSpec::moe_layers_before(int layer) const {
+  int n = 0;
+  for (int l = 0; l < layer; ++l) n += is_moe_layer(l) ? 1 : 0;
+  return n;
+}
+
 int ModelSpec::attention_window(int layer) const {
   if (sliding_window == 0) return 0;
   const bool full = std::find(full_attention_layers.begin(), full_attention_layers.end(), layer) !=

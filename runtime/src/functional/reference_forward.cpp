@@ -486,7 +486,8 @@ class Sequence {
   // sparsemixer's masks as its logits give them).
   Decision decision_at(int l, std::int64_t pos, const std::vector<double>& logits, const WeightTensor* bias) {
     Decision own = decide(logits, bias);
-    const std::size_t mi = static_cast<std::size_t>(moe_layer_index(l)), at = static_cast<std::size_t>(pos);
+    const std::size_t mi = static_cast<std::size_t>(m_.moe_layers_before(l)),
+                      at = static_cast<std::size_t>(pos);
     if (follow_ == nullptr || at >= follow_->size() || mi >= (*follow_)[at].size()) return own;
     const RoutedToken& ran = (*follow_)[at][mi];
     const std::vector<double> ran_logits(ran.logits.begin(), ran.logits.end());
@@ -508,12 +509,6 @@ class Sequence {
     tie.consistent = decide(ran_logits, bias).same_as(executed);
     ties_->push_back(tie);
     return tie.explained() ? executed : own;
-  }
-
-  int moe_layer_index(int layer) const {
-    int idx = 0;
-    for (int l = 0; l < layer; ++l) idx += m_.is_moe_layer(l) ? 1 : 0;
-    return idx;
   }
 
   Vec moe(int l, const Vec& n, std::int64_t pos) {

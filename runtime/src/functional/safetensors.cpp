@@ -388,6 +388,17 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
   auto top_number = [&](const char* key) {
     return j.contains(key) && j[key].is_number() && j[key].get<double>() > 0 ? j[key].get<double>() : 0.0;
   };
+  // The dimensions of a head RoPE rotates, as HF derives them: int(head_dim (or hidden_size /
+  // num_attention_heads) x partial_rotary_factor); 0 when the config states no whole head_dim.
+  auto rotated_dims = [&] {
+    const double heads = top_number("num_attention_heads");
+    const double head_dim = top_number("head_dim") > 0 ? top_number("head_dim")
+                            : heads > 0                ? top_number("hidden_size") / heads
+                                                       : 0.0;
+    const double partial =
+        top_number("partial_rotary_factor") > 0 ? top_number("partial_rotary_factor") : 1.0;
+    return head_dim >= 1 && head_dim == std::floor(head_dim) ? std::floor(head_dim * partial) : 0.0;
+  };
   RopeScaling s;
   if (type == "default") return s;
   const bool deepseek =
@@ -434,16 +445,11 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
     return s;
   }
   if (type == "longrope" || type == "su") {
-    const double heads = top_number("num_attention_heads");
-    const double head_dim = top_number("head_dim") > 0 ? top_number("head_dim")
-                            : heads > 0                ? top_number("hidden_size") / heads
-                                                       : 0.0;
-    if (!(head_dim >= 2) || head_dim != std::floor(head_dim))
+    // One factor per rotated pair.
+    const double rotary_dims = rotated_dims();
+    if (!(rotary_dims >= 2))
       fail("", r.dump(), "longrope with the head_dim (or hidden_size and num_attention_heads) stated");
-    // One factor per rotated pair: head_dim x partial_rotary_factor rotated (Phi-4-mini: 0.75).
-    const double partial =
-        top_number("partial_rotary_factor") > 0 ? top_number("partial_rotary_factor") : 1.0;
-    const auto rotary = static_cast<std::size_t>(head_dim * partial);
+    const auto rotary = static_cast<std::size_t>(rotary_dims);
     s.kind = RopeScaling::Kind::kLongRope;
     s.short_factor = factors("short_factor", rotary / 2);
     s.long_factor = factors("long_factor", rotary / 2);
@@ -478,13 +484,7 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
   }
   if (type == "dynamic") {
     // HF _compute_dynamic_ntk_parameters: against the config's max_position_embeddings (not rope_scaling's).
-    const double heads = top_number("num_attention_heads");
-    const double head_dim = top_number("head_dim") > 0 ? top_number("head_dim")
-                            : heads > 0                ? top_number("hidden_size") / heads
-                                                       : 0.0;
-    const double partial =
-        top_number("partial_rotary_factor") > 0 ? top_number("partial_rotary_factor") : 1.0;
-    if (!(std::floor(head_dim * partial) >= 4))
+    if (!(rotated_dims() >= 4))
       fail("", r.dump(), "dynamic with at least 4 rotated dimensions per head (its exponent is d / (d - 2))");
     s.kind = RopeScaling::Kind::kDynamic;
     s.factor = number("factor");

@@ -27,7 +27,7 @@ StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& nu
   for (const DeviceContext& c : dev_)
     DUPLEX_ASSERT((c.prefill_kv != nullptr) == lowering_.kv_migration,
                   "a prefill-space KV cache exactly where lowering migrates K/V");
-  if (numerics_.rope_scaling.kind != RopeScaling::Kind::kNone)
+  if (numerics_.rope_scaling.kind != RopeScaling::Kind::kNone && !rope_depends_on_length(numerics_))
     for (double f : rope_inv_freq(numerics_, rotary_dim(m_))) rope_freq_.push_back(static_cast<float>(f));
   rope_scale_ = static_cast<float>(rope_attention_factor(numerics_));
   attn_scale_ = static_cast<float>(attention_scale(m_, numerics_));
@@ -84,12 +84,6 @@ void StepRunner::node_linear(std::size_t d, Unit unit, OpKind kind, const std::u
     on(d, unit).linear(kind, w, xi, yi, static_cast<std::size_t>(rows), static_cast<std::size_t>(n),
                        static_cast<std::size_t>(k));
   });
-}
-
-int StepRunner::moe_index(int layer) const {
-  int idx = 0;
-  for (int l = 0; l < layer; ++l) idx += m_.is_moe_layer(l) ? 1 : 0;
-  return idx;
 }
 
 StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch) {
@@ -623,17 +617,17 @@ void StepRunner::route(int layer, StepOutput& out) {
       out.routed.push_back(
           {row.request->id,
            row.request->context + i,
-           moe_index(layer),
+           m_.moe_layers_before(layer),
            {std::vector<float>(logits.begin() + r * e, logits.begin() + (r + 1) * e),
             std::vector<std::int32_t>(topk_ids_.begin() + r * k, topk_ids_.begin() + (r + 1) * k)}});
     }
   std::vector<std::int64_t> counts(static_cast<std::size_t>(e), 0);
   for (auto id : topk_ids_) ++counts[static_cast<std::size_t>(id)];
-  DUPLEX_ASSERT(static_cast<int>(routed_.size()) == moe_index(layer), "routers out of layer order");
+  DUPLEX_ASSERT(static_cast<int>(routed_.size()) == m_.moe_layers_before(layer),
+                "routers out of layer order");
   routed_.push_back(counts);
   // Layers not routed yet keep the compiler's uniform estimate until their router runs.
-  int moe_layers = 0;
-  for (int l = 0; l < m_.layers; ++l) moe_layers += m_.is_moe_layer(l) ? 1 : 0;
+  const int moe_layers = m_.moe_layers_before(m_.layers);
   compiler::Routing r;
   r.kind = compiler::Routing::Kind::kCounts;
   for (int i = 0; i < moe_layers; ++i)

@@ -158,11 +158,11 @@ class StepRunner {
                          const std::vector<std::uint16_t>& down, const std::uint16_t* bias_in,
                          std::int64_t expert, std::int64_t width) const;
   void lm_head(StepOutput& out);
-  int moe_index(int layer) const;
 
   const compiler::ModelSpec& m_;
   const ModelNumerics& numerics_;
-  // The RoPE frequencies with a scaled RoPE (rope_inv_freq); empty: the kernel's theta^(-2i/d).
+  // The RoPE frequencies with a scaled RoPE (rope_inv_freq); empty: the kernel's theta^(-2i/d) (or, where
+  // they depend on the sequence length, rope_by_length's).
   std::vector<float> rope_freq_;
   struct LengthRope {  // rope_by_length's frequencies and cos / sin factor of one sequence length
     std::vector<float> inv_freq;

@@ -94,8 +94,7 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, c
   MemoryPlan plan;
   plan.device_bytes = static_cast<double>(system.memory_capacity().bytes);
   const double wbytes = compiler::dtype_bytes(m.dtype);
-  std::int64_t moe_layers = 0;
-  for (int l = 0; l < m.layers; ++l) moe_layers += m.is_moe_layer(l) ? 1 : 0;
+  const std::int64_t moe_layers = m.moe_layers_before(m.layers);
   const double expert_params = static_cast<double>(moe_layers) * m.experts * static_cast<double>(m.ffn_params(m.expert_ffn));
   const double other_params = static_cast<double>(m.params()) - expert_params;
   const double per_device = other_params / p.tp;  // tensor parallel inside a node, replicated across nodes

@@ -8,7 +8,7 @@ StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& s
                            const compiler::ParallelLayout& layout, ExpertRouter* router, compiler::PimTimeFn pim_model,
                            compiler::XpuTimeFn xpu_model)
     : model_(model), system_(system), layout_(layout), router_(router), cost_(system, layout, std::move(pim_model), std::move(xpu_model)) {
-  for (int l = 0; l < model.layers; ++l) moe_layers_ += model.is_moe_layer(l) ? 1 : 0;
+  moe_layers_ = model.moe_layers_before(model.layers);
   if (model.is_moe() && router_ == nullptr) throw Error("model " + model.name + " is MoE: the workload needs routing");
 }
 

@@ -110,6 +110,8 @@ struct ModelSpec {
 
   bool is_moe() const { return experts > 0; }
   bool is_moe_layer(int layer) const;
+  // The MoE layers before `layer`: its index among the MoE layers when it is one.
+  int moe_layers_before(int layer) const;
   // Tokens a query of this layer attends to at most; 0 = its whole context.
   int attention_window(int layer) const;
   int windowed_layers() const;  // layers with a sliding window (0 without one)
