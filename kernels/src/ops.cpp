@@ -21,6 +21,7 @@ struct OpNamer {
   const char* operator()(const EmbeddingArgs&) const { return "embedding"; }
   const char* operator()(const LmHeadArgs&) const { return "lm_head"; }
   const char* operator()(const PartialSumArgs&) const { return "partial_sum"; }
+  const char* operator()(const ClampArgs&) const { return "clamp"; }
 };
 
 }  // namespace

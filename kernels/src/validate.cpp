@@ -370,6 +370,15 @@ struct Validator {
     }
     return c.status();
   }
+  Status operator()(const ClampArgs& a) const {
+    Checker c("clamp", memory);
+    c.tensor("x", a.x, a.x.rank).tensor("y", a.y, a.x.rank);
+    c.float_dtype("x", a.x).same_dtype("y", a.y, a.x, "x");
+    for (int d = 0; d < a.x.rank; ++d) c.extent("y", a.y, d, a.x.dim(d), "x's extent");
+    c.require(std::isfinite(a.limit) && a.limit > 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("limit is {}; expected a finite number > 0", a.limit));
+    return c.status();
+  }
   Status operator()(const EmbeddingArgs& a) const {
     Checker c("embedding", memory);
     c.tensor("table", a.table, 2).tensor("ids", a.ids, 1).tensor("out", a.out, 2);

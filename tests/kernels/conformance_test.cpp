@@ -1156,6 +1156,90 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ResidualAdd) {
     }
 }
 
+// DBRX's clip_qkv: y = clamp(x, -limit, limit), the limit rounded to the dtype (0.1 and 0.3 are not
+// representable in f16 or bf16; 0.1 rounds down in f16 and up in bf16, 0.3 up in f16). Exact: the bound is
+// 0 (clamp_ref). Values inside and outside, at the bound and one step past it, +-inf, +-0 and NaN (which
+// stays NaN); in place (as the runtime uses it) and out of place; one rank-1 tensor spans several parallel
+// chunks.
+TEST(DUPLEX_CONFORMANCE_SUITE, Clamp) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(41);
+  for (DType dtype : kFloatTypes)
+    for (float limit : {8.0f, 0.1f, 0.3f})
+      for (const std::vector<std::int64_t>& shape :
+           {std::vector<std::int64_t>{1}, {7}, {5, 33}, {3, 5, 17}, {3, 1000}, {100003}, {2, 0, 4}})
+        for (bool in_place : {true, false}) {
+          const std::int64_t n =
+              std::accumulate(shape.begin(), shape.end(), std::int64_t{1}, std::multiplies<>());
+          SCOPED_TRACE(
+              label(dtype, "limit ", limit, ' ', shape.size(), "-d n ", n, in_place ? " in place" : ""));
+          DeviceArena arena(*backend);
+          const double l = limit, step = 4.0 * unit_roundoff(dtype);
+          HostTensor x = random_tensor(dtype, shape, rng, -3.0 * l, 3.0 * l);
+          const double specials[] = {
+              l * (1.0 + step),  -l * (1.0 + step), std::nan(""), l,   -l,   l * (1.0 - step),
+              -l * (1.0 - step), INFINITY,          -INFINITY,    0.0, -0.0, 60000.0,
+              -60000.0,          std::nan("")};
+          for (std::int64_t k = 0; k < std::min(n, static_cast<std::int64_t>(std::size(specials))); ++k)
+            x.set(n - 1 - k, specials[k]);
+          const Tensor xd = arena.upload(x);
+          ClampArgs args{xd, in_place ? xd : arena.empty(dtype, shape), limit};
+          expect_run_ok(*backend, args, arena.stream());
+          HostTensor got = arena.download(args.y);
+          Expected want = clamp_ref(x, limit);
+          // NaN stays NaN; within_bound takes finite values, so NaN positions are checked here, then zeroed.
+          for (std::int64_t i = 0; i < n; ++i)
+            if (std::isnan(x.get(i))) {
+              EXPECT_TRUE(std::isnan(got.get(i))) << "[" << i << "] got " << got.get(i) << " for NaN";
+              got.set(i, 0.0);
+              want.value[static_cast<std::size_t>(i)] = 0.0;
+            }
+          EXPECT_TRUE(within_bound(got, want));
+        }
+}
+
+// can_implement's rules for clamp (ops.hpp ClampArgs), each failure naming its field.
+TEST(DUPLEX_CONFORMANCE_SUITE, ClampArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(42);
+  DeviceArena arena(*backend);
+  const Tensor x = arena.upload(random_tensor(DType::kF16, {4, 6}, rng)),
+               y = arena.empty(DType::kF16, {4, 6});
+  auto expect_refused = [&](const ClampArgs& a, StatusCode code, const std::string& message) {
+    const Status s = backend->can_implement(a);
+    EXPECT_EQ(s.code(), code) << s.to_string();
+    EXPECT_NE(s.message().find(message), std::string::npos) << s.message();
+    EXPECT_EQ(backend->run(a, arena.stream()).code(), code);
+  };
+  const ClampArgs valid{x, y, 8.0f};
+  EXPECT_STREQ(op_name(valid), "clamp");
+  EXPECT_TRUE(backend->can_implement(valid).ok()) << backend->can_implement(valid).to_string();
+  EXPECT_TRUE(backend->can_implement(ClampArgs{x, x, 8.0f}).ok());  // in place
+  ClampArgs a = valid;
+  a.limit = 0.0f;
+  expect_refused(a, StatusCode::kInvalidArgument, "clamp: limit is 0; expected a finite number > 0");
+  a.limit = -8.0f;
+  expect_refused(a, StatusCode::kInvalidArgument, "limit is -8; expected a finite number > 0");
+  a.limit = INFINITY;
+  expect_refused(a, StatusCode::kInvalidArgument, "limit is inf");
+  a.limit = std::nanf("");
+  expect_refused(a, StatusCode::kInvalidArgument, "limit is nan");
+  a = valid;
+  a.y = arena.empty(DType::kF16, {4, 5});
+  expect_refused(a, StatusCode::kInvalidArgument, "y is f16[4,5]");
+  a.y = arena.empty(DType::kF16, {24});
+  expect_refused(a, StatusCode::kInvalidArgument, "y is f16[24]");
+  a.y = Tensor{};
+  expect_refused(a, StatusCode::kInvalidArgument, "y is absent");
+  a.y = arena.empty(DType::kBF16, {4, 6});  // mixed dtypes are kUnsupportedDType for every op
+  expect_refused(a, StatusCode::kUnsupportedDType, "y is bf16[4,6]");
+  a = ClampArgs{arena.empty(DType::kI32, {4, 6}), arena.empty(DType::kI32, {4, 6}), 8.0f};
+  expect_refused(a, StatusCode::kUnsupportedDType, "x is i32[4,6]");
+  a = valid;
+  a.y.location = backend->memory_location() == Location::kHost ? Location::kDevice : Location::kHost;
+  expect_refused(a, StatusCode::kWrongLocation, "y is f16[4,6]");
+}
+
 TEST(DUPLEX_CONFORMANCE_SUITE, Embedding) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(12);

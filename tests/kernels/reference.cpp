@@ -376,6 +376,18 @@ Expected residual_add_ref(const HostTensor& a, const HostTensor& b) {
   return e;
 }
 
+Expected clamp_ref(const HostTensor& x, float limit) {
+  HostTensor rounded(x.dtype(), {1});
+  rounded.set(0, limit);
+  const double l = rounded.get(0);
+  Expected e{std::vector<double>(uz(x.numel())), std::vector<double>(uz(x.numel()), 0.0)};
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    const double v = x.get(i);
+    e.value[uz(i)] = std::isnan(v) ? v : v < -l ? -l : v > l ? l : v;
+  }
+  return e;
+}
+
 Expected partial_sum_ref(const HostTensor& partials) {
   const std::int64_t p = partials.shape()[0], n = partials.shape()[1];
   Expected e{std::vector<double>(uz(n)), std::vector<double>(uz(n))};

@@ -46,6 +46,9 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
                         const HostTensor* w_up, const HostTensor& w_down,
                         std::span<const std::int64_t> offsets, const HostTensor* b_in = nullptr);
 Expected residual_add_ref(const HostTensor& a, const HostTensor& b);
+// min(max(x, -l), l) with l = limit rounded to x's dtype; exact (bound 0: every output is an input or +-l);
+// NaN gives NaN.
+Expected clamp_ref(const HostTensor& x, float limit);
 Expected partial_sum_ref(const HostTensor& partials);
 
 // The absolute rounding error of a dtype near zero (half its smallest subnormal), added to every bound.

@@ -34,6 +34,7 @@ struct CpuDispatch {
   Status operator()(const EmbeddingArgs& a) const { return cpu::embedding(a); }
   Status operator()(const LmHeadArgs& a) const { return cpu::lm_head(a); }
   Status operator()(const PartialSumArgs& a) const { return cpu::partial_sum(a); }
+  Status operator()(const ClampArgs& a) const { return cpu::clamp(a); }
 };
 
 // OpenBLAS takes int extents: the ops that call it refuse operands whose extents would overflow one.

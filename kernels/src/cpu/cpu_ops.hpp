@@ -18,6 +18,7 @@ Status permute(const PermuteArgs& args);
 Status unpermute(const UnpermuteArgs& args);
 Status expert_ffn(const ExpertFfnArgs& args);
 Status residual_add(const ResidualAddArgs& args);
+Status clamp(const ClampArgs& args);
 Status embedding(const EmbeddingArgs& args);
 Status lm_head(const LmHeadArgs& args);
 Status partial_sum(const PartialSumArgs& args);

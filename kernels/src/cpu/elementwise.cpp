@@ -1,4 +1,4 @@
-// CPU row-wise and elementwise ops: norms, RoPE, softmax, residual add, embedding, sum of partials.
+// CPU row-wise and elementwise ops: norms, RoPE, softmax, residual add, clamp, embedding, sum of partials.
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
@@ -112,6 +112,29 @@ Status residual_add(const ResidualAddArgs& args) {
     for (std::int64_t i = r.begin(); i != r.end(); ++i)
       store_element(args.out.data, args.out.dtype, i,
                     load_element(args.a.data, args.a.dtype, i) + load_element(args.b.data, args.b.dtype, i));
+  });
+  return {};
+}
+
+Status clamp(const ClampArgs& args) {
+  // The bounds in the storage dtype (as torch converts the scalar): every output is then x itself (copied as
+  // stored, NaN included) or a bound, and nothing is rounded.
+  const DType dtype = args.x.dtype;
+  const float hi = round_to_dtype(args.limit, dtype), lo = -hi;
+  const std::size_t size = dtype_size(dtype);
+  const std::int64_t n = args.x.numel();
+  const auto* x = static_cast<const char*>(args.x.data);
+  auto* y = static_cast<char*>(args.y.data);
+  tbb::parallel_for(Range(0, n, 1 << 14), [&](const Range& r) {
+    for (std::int64_t i = r.begin(); i != r.end(); ++i) {
+      const float v = load_element(x, dtype, i);
+      if (v < lo)
+        store_element(y, dtype, i, lo);
+      else if (v > hi)
+        store_element(y, dtype, i, hi);
+      else if (y != x)  // in range or NaN
+        std::memcpy(y + static_cast<std::size_t>(i) * size, x + static_cast<std::size_t>(i) * size, size);
+    }
   });
   return {};
 }

@@ -94,6 +94,7 @@ struct Dispatch {
   Status operator()(const EmbeddingArgs& a) const { return embedding(ctx, a, stream); }
   Status operator()(const LmHeadArgs& a) const { return lm_head(ctx, a, stream); }
   Status operator()(const PartialSumArgs& a) const { return partial_sum(ctx, a, stream); }
+  Status operator()(const ClampArgs& a) const { return clamp(ctx, a, stream); }
 };
 
 constexpr std::int64_t kMaxHeadDim = 256;

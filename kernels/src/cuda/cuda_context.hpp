@@ -108,6 +108,7 @@ Status norm(Context& ctx, const NormArgs& args, cudaStream_t stream);
 Status rope(Context& ctx, const RopeArgs& args, cudaStream_t stream);
 Status softmax(Context& ctx, const SoftmaxArgs& args, cudaStream_t stream);
 Status residual_add(Context& ctx, const ResidualAddArgs& args, cudaStream_t stream);
+Status clamp(Context& ctx, const ClampArgs& args, cudaStream_t stream);
 Status embedding(Context& ctx, const EmbeddingArgs& args, cudaStream_t stream);
 Status partial_sum(Context& ctx, const PartialSumArgs& args, cudaStream_t stream);
 Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream);

@@ -1,5 +1,5 @@
-// CUDA row-wise and elementwise kernels: RMSNorm / LayerNorm, RoPE, softmax, residual add, embedding lookup,
-// sum of partials. FP32 arithmetic, one rounding to the storage dtype on the way out.
+// CUDA row-wise and elementwise kernels: RMSNorm / LayerNorm, RoPE, softmax, residual add, clamp, embedding
+// lookup, sum of partials. FP32 arithmetic, one rounding to the storage dtype on the way out.
 #include "cuda_common.cuh"
 
 namespace duplex::kernels::cuda {
@@ -79,6 +79,17 @@ __global__ void add_elements(const T* a, const T* b, T* out, std::int64_t n) {
   if (i < n) out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
 }
 
+// y = x, or the bound it passes: limit rounded to T (from_float rounds to nearest even, as the CPU's
+// round_to_dtype does), so nothing else is rounded; NaN compares false both ways and is copied.
+template <class T>
+__global__ void clamp_elements(const T* x, T* y, float limit, std::int64_t n) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const T hi = from_float<T>(limit);
+  const float bound = to_float(hi), v = to_float(x[i]);
+  y[i] = v < -bound ? from_float<T>(-bound) : v > bound ? hi : x[i];
+}
+
 template <class T>
 __global__ void gather_rows(const T* table, const std::int32_t* ids, T* out, std::int64_t vocab,
                             std::int64_t h, float scale, unsigned int* error_word) {
@@ -152,6 +163,18 @@ Status residual_add(Context&, const ResidualAddArgs& args, cudaStream_t stream) 
     add_elements<T><<<blocks_for(n, kElementThreads), kElementThreads, 0, stream>>>(
         args.a.as<const T>(), args.b.as<const T>(), args.out.as<T>(), n);
     DUPLEX_CUDA_LAUNCHED("add_elements");
+    return {};
+  });
+}
+
+Status clamp(Context&, const ClampArgs& args, cudaStream_t stream) {
+  const std::int64_t n = args.x.numel();
+  if (n == 0) return {};
+  return with_storage_type(args.x.dtype, [&](auto tag) -> Status {
+    using T = decltype(tag);
+    clamp_elements<T><<<blocks_for(n, kElementThreads), kElementThreads, 0, stream>>>(
+        args.x.as<const T>(), args.y.as<T>(), args.limit, n);
+    DUPLEX_CUDA_LAUNCHED("clamp_elements");
     return {};
   });
 }

@@ -174,6 +174,14 @@ struct ResidualAddArgs {
   Tensor a, b, out;
 };
 
+// y = min(max(x, -limit), limit), elementwise, same shape (any rank); limit is rounded to the storage dtype
+// first (as torch clamps an FP16 tensor by a Python scalar); NaN stays NaN. y may alias x (in place, as the
+// runtime uses it). limit must be finite and > 0 (else kInvalidArgument). (DBRX's clip_qkv on the fused QKV.)
+struct ClampArgs {
+  Tensor x, y;
+  float limit = 0.0f;
+};
+
 // out[T,H] = table[ids[t]] * scale; ids i32[T]; an id outside [0, V) is kInvalidArgument. scale = 1 copies
 // the rows; otherwise each element is multiplied in FP32 and rounded once (Gemma: sqrt(H) in the dtype).
 struct EmbeddingArgs {
@@ -197,7 +205,7 @@ struct PartialSumArgs {
 
 using OpArgs = std::variant<GemmArgs, GemvArgs, NormArgs, RopeArgs, PrefillAttentionArgs, DecodeAttentionArgs,
                             SoftmaxArgs, RouterArgs, PermuteArgs, UnpermuteArgs, ExpertFfnArgs,
-                            ResidualAddArgs, EmbeddingArgs, LmHeadArgs, PartialSumArgs>;
+                            ResidualAddArgs, EmbeddingArgs, LmHeadArgs, PartialSumArgs, ClampArgs>;
 
 // "gemm", "decode_attention", ...
 const char* op_name(const OpArgs& args);
