@@ -70,6 +70,7 @@ class Fields {
     return out;
   }
   const std::string& file() const { return file_; }
+  std::string path(const char* key) const { return prefix_ + key; }  // "parent.key" in a nested object
 
  private:
   int as_int(const char* key) const {
@@ -141,7 +142,7 @@ Activation read_activation(const Fields& f, const char* key, const std::string& 
   // gelu_fast is the same tanh formula, factored differently.
   if (a == "gelu_pytorch_tanh" || a == "gelu_new" || a == "gelu_fast") return Activation::kGeluTanh;
   if (a == "relu") return Activation::kRelu;
-  throw ConfigError(f.file(), key, fmt::format("\"{}\" is not a supported activation", a),
+  throw ConfigError(f.file(), f.path(key), fmt::format("\"{}\" is not a supported activation", a),
                     "one of silu, gelu, gelu_pytorch_tanh, gelu_new, gelu_fast, relu");
 }
 
@@ -263,20 +264,40 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.router_renormalize = f.boolean_or("norm_topk_prob", false);
     m.weight_naming = WeightNaming::kQwenMoe;
   } else if (type == "dbrx") {
-    // DBRX: MPT-style names, attention and FFN fields in nested objects; LayerNorm.
+    // DBRX: MPT-style names, attention and FFN fields in nested objects (HF DbrxConfig's defaults);
+    // LayerNorm without a bias; every layer MoE; q / k / v optionally clamped (clip_qkv).
     m.layers = f.integer("n_layers");
     m.hidden = f.integer("d_model");
     m.heads = f.integer("n_heads");
-    m.kv_heads = f.child("attn_config").integer_or("kv_n_heads", m.heads);
+    const Fields attn = f.child("attn_config");
+    m.kv_heads = attn.integer_or("kv_n_heads", 1);
     m.head_dim = m.heads > 0 ? m.hidden / m.heads : 0;
+    m.clip_qkv = attn.number_or("clip_qkv", 0.0);
+    if (!(m.clip_qkv >= 0))
+      throw ConfigError(file, "attn_config.clip_qkv", fmt::format("{} is negative", m.clip_qkv),
+                        "a number > 0, or null (unclamped)");
     m.vocab = f.integer("vocab_size");
     m.tie_embeddings = f.boolean_or("tie_word_embeddings", false);
     m.ffn_kind = FfnKind::kGated;
     m.norm = NormKind::kLayerNorm;
+    m.norm_bias = false;
     const Fields ffn = f.child("ffn_config");
     m.experts = ffn.integer("moe_num_experts");
     m.top_k = ffn.integer("moe_top_k");
     m.expert_ffn = ffn.integer("ffn_hidden_size");
+    if (j["ffn_config"].contains("ffn_act_fn") && !j["ffn_config"]["ffn_act_fn"].is_null())
+      m.activation = read_activation(ffn.child("ffn_act_fn"), "name", "silu");
+    // The chosen experts' softmax probabilities are divided by their p-norm (DbrxRouter; default p = 1, the
+    // renormalisation to sum 1), or kept as they are when it is null. Other p are not modelled.
+    const json& p = j["ffn_config"].contains("moe_normalize_expert_weights")
+                        ? j["ffn_config"]["moe_normalize_expert_weights"]
+                        : json(1.0);
+    if (!p.is_null() && !(p.is_number() && p.get<double>() == 1.0))
+      throw ConfigError(file, "ffn_config.moe_normalize_expert_weights",
+                        fmt::format("{} is not modelled", p.dump()),
+                        "1 (the weights renormalised to sum 1) or null (kept as they are)");
+    m.router_renormalize = !p.is_null();
+    m.weight_naming = WeightNaming::kDbrx;
     read_dtype(f, m);
   } else if (type == "qwen2_moe" || type == "qwen3_moe") {
     read_common(f, m);

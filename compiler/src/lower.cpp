@@ -202,7 +202,7 @@ class Lowering {
       o.link_bytes = data * 2.0 * (p_.tp - 1) / p_.tp;               // ring all-reduce
       o.bytes_act = 2.0 * data;
     }
-    if (m_.learned_positions == 0 || m_.qkv_bias || m_.qk_norm != QkNorm::kNone) rope(l);
+    if (m_.learned_positions == 0 || m_.qkv_bias || m_.clip_qkv > 0 || m_.qk_norm != QkNorm::kNone) rope(l);
 
     const double kv_elems = static_cast<double>(m_.kv_elements_per_token_layer()) *
                             (mla ? 1.0 : static_cast<double>(kv_heads_) / std::max(1, m_.kv_heads));
@@ -262,14 +262,15 @@ class Lowering {
     }
   }
 
-  // The xPU's elementwise pass over the projected q and k (and v with biases): add the q / k / v biases,
-  // RMSNorm q and k (qk_norm), rotate q and k (RoPE models). Read and written once; bias and norm gains are
-  // weights. Without RoPE (learned positions) the pass is named "qkv_bias" (or "qk_norm").
+  // The xPU's elementwise pass over the projected q and k (and v with biases or a clamp): add the q / k / v
+  // biases, clamp q, k and v (clip_qkv), RMSNorm q and k (qk_norm), rotate q and k (RoPE models). Read and
+  // written once; bias and norm gains are weights. Without RoPE (learned positions) the pass is named
+  // "qkv_bias" (or "qkv_clip", or "qk_norm").
   void rope(int l) {
-    const bool rotate = m_.learned_positions == 0;
+    const bool rotate = m_.learned_positions == 0, clip = m_.clip_qkv > 0;
     const double t = static_cast<double>(tokens_), d = m_.head_dim;
     const double qk = t * (q_heads_ + kv_heads_) * d, v = t * kv_heads_ * d;
-    const double elems = qk + (m_.qkv_bias ? v : 0.0);
+    const double elems = qk + (m_.qkv_bias || clip ? v : 0.0);
     // The rotation's 6 FLOPs per rotated element (partial RoPE: rotary_dim of each head).
     const double rotated = m_.rotary_dim > 0 ? qk * m_.rotary_dim / d : qk;
     double flops = rotate ? 6.0 * rotated : 0.0, weights = 0;
@@ -277,6 +278,7 @@ class Lowering {
       flops += elems;
       weights += (q_heads_ + 2.0 * kv_heads_) * d;
     }
+    if (clip) flops += 2.0 * elems;  // a min and a max per element
     if (m_.qk_norm != QkNorm::kNone) {
       flops += 4.0 * qk;
       weights += m_.qk_norm == QkNorm::kPerHead ? 2.0 * d : (q_heads_ + kv_heads_) * d;
@@ -284,6 +286,7 @@ class Lowering {
     elementwise(OpKind::kRope, l,
                 rotate        ? "rope"
                 : m_.qkv_bias ? "qkv_bias"
+                : clip        ? "qkv_clip"
                               : "qk_norm",
                 elems, elems, flops / elems, weights);
   }

@@ -102,6 +102,8 @@ const char* weight_naming_name(WeightNaming n) {
       return "phi3";
     case WeightNaming::kDeepSeek:
       return "deepseek";
+    case WeightNaming::kDbrx:
+      return "dbrx";
   }
   return "?";
 }
@@ -127,7 +129,9 @@ const char* router_name(Router r) {
 }
 
 namespace {
-std::int64_t norm_params(const ModelSpec& m) { return (m.norm == NormKind::kLayerNorm ? 2 : 1) * std::int64_t{m.hidden}; }
+std::int64_t norm_params(const ModelSpec& m) {
+  return (m.norm == NormKind::kLayerNorm && m.norm_bias ? 2 : 1) * std::int64_t{m.hidden};
+}
 }  // namespace
 
 std::int64_t ModelSpec::params() const {
@@ -223,6 +227,12 @@ void ModelSpec::validate() const {
     bad(qkv_bias || o_bias ? "qkv_bias" : "qk_norm", "is set for MLA attention; expected GQA");
   if (mlp_bias && (experts > 0 || shared_experts > 0))
     bad("mlp_bias", "is set for an MoE model (expert biases are not modelled); expected false");
+  if (!norm_bias && norm != NormKind::kLayerNorm)
+    bad("norm_bias", "is false for RMSNorm, which has no bias; expected it with norm: layernorm only");
+  if (!std::isfinite(clip_qkv) || clip_qkv < 0)
+    bad("clip_qkv", "must be a finite number >= 0 (0: q, k and v unclamped)");
+  if (clip_qkv > 0 && attention != AttentionKind::kGqa)
+    bad("clip_qkv", "is set for MLA attention; expected GQA (DBRX clamps its fused q / k / v projection)");
   if (!std::isfinite(norm_weight_offset))
     bad("norm_weight_offset", "must be a finite number (0: the gain alone)");
   if (position_offset < 0 || (position_offset > 0 && learned_positions == 0))
@@ -292,6 +302,7 @@ ModelSpec read_model(const ConfigNode& n) {
   m.mlp_bias = n.get_or<bool>("mlp_bias", false);
   m.norm = n.get_or<std::string>("norm", "rmsnorm") == "rmsnorm" ? NormKind::kRmsNorm : NormKind::kLayerNorm;
   if (n.has("norm")) n.get_enum("norm", {"rmsnorm", "layernorm"});
+  m.norm_bias = n.get_or<bool>("norm_bias", true);
   m.norm_weight_offset = n.get_or<double>("norm_weight_offset", 0.0);
   m.scale_embedding = n.get_or<bool>("scale_embedding", false);
   m.experts = count_or("experts", 0);
@@ -317,18 +328,20 @@ ModelSpec read_model(const ConfigNode& n) {
   m.routed_scaling = n.get_or<double>("routed_scaling", 1.0);
   m.qkv_bias = n.get_or<bool>("qkv_bias", false);
   m.o_bias = n.get_or<bool>("o_bias", false);
+  m.clip_qkv = n.get_or<double>("clip_qkv", 0.0);
   if (n.has("qk_norm")) {
     const std::string k = n.get_enum("qk_norm", {"none", "head", "whole"});
     m.qk_norm = k == "head" ? QkNorm::kPerHead : k == "whole" ? QkNorm::kWhole : QkNorm::kNone;
   }
   if (n.has("weight_naming")) {
     const std::string w =
-        n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek"});
+        n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx"});
     m.weight_naming = w == "qwen_moe"     ? WeightNaming::kQwenMoe
                       : w == "opt"        ? WeightNaming::kOpt
                       : w == "starcoder2" ? WeightNaming::kStarcoder2
                       : w == "phi3"       ? WeightNaming::kPhi3
                       : w == "deepseek"   ? WeightNaming::kDeepSeek
+                      : w == "dbrx"       ? WeightNaming::kDbrx
                                           : WeightNaming::kMixtral;
   }
   m.vocab = count("vocab");

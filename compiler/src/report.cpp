@@ -98,6 +98,8 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"ffn_kind", model.ffn_kind == FfnKind::kGated ? "gated" : "two_matrix"},
                 {"activation", activation_name(model.activation)},
                 {"norm", model.norm == NormKind::kLayerNorm ? "layernorm" : "rmsnorm"},
+                {"norm_bias", model.norm == NormKind::kLayerNorm && model.norm_bias},
+                {"clip_qkv", model.clip_qkv},
                 {"norm_weight_offset", model.norm_weight_offset},
                 {"scale_embedding", model.scale_embedding},
                 {"weight_naming", weight_naming_name(model.weight_naming)}};

@@ -163,6 +163,28 @@ TEST(Lowering, LmHeadBiasAndEmbeddingScaleAreCharged) {
   EXPECT_DOUBLE_EQ(scaled - first_of(lowered(g), OpKind::kEmbedding).flops, 16.0 * 128);
 }
 
+// DBRX's clamp of q, k and v: the pass after the projections reads and writes v too, a min and a max per
+// element; without RoPE the pass is named for the clamp.
+TEST(Lowering, ClipQkvIsChargedInThePassAfterTheProjections) {
+  const BatchState b = BatchState::decode_batch(16, 256);
+  auto pass = [&](const ModelSpec& model) {
+    return first_of(lower(model, b, ParallelLayout::make(model, load_system("gpu"), 1), Routing{}),
+                    OpKind::kRope);
+  };
+  ModelSpec m = load_model("tiny-dbrx");  // 8 query heads, 2 KV heads of 16
+  const Op clipped = pass(m);
+  m.clip_qkv = 0;
+  const Op plain = pass(m);
+  const double qk = 16.0 * (8 + 2) * 16, v = 16.0 * 2 * 16;
+  EXPECT_DOUBLE_EQ(plain.flops, 6 * qk);
+  EXPECT_DOUBLE_EQ(clipped.flops, 6 * qk + 2 * (qk + v));
+  EXPECT_DOUBLE_EQ(clipped.bytes_act - plain.bytes_act, 2 * v * 2);  // v read and written, FP16
+  ModelSpec opt = load_model("tiny-opt");  // learned positions and biases: the pass is the biases'
+  opt.qkv_bias = opt.o_bias = opt.mlp_bias = false;
+  opt.clip_qkv = 4;
+  EXPECT_EQ(pass(opt).name, "L0.qkv_clip");
+}
+
 TEST(Lowering, TensorParallelSplitsHeadsAndAddsAllReduces) {
   const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512));  // 4 devices
   const Op& a = first_of(g, OpKind::kAttentionDecode);

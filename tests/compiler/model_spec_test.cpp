@@ -451,6 +451,61 @@ TEST(ModelYaml, RotaryDimKeyAndItsErrors) {
             "rotary_dim");
 }
 
+// DBRX's config (HF DbrxConfig): clip_qkv and rope_theta in attn_config (kv_n_heads defaults to 1), the
+// routing p-norm and the activation in ffn_config; LayerNorm without a bias; DBRX's tensor names.
+TEST(HfImport, DbrxClampNormsRoutingAndActivation) {
+  const std::string head = R"({"model_type": "dbrx", "d_model": 64, "n_heads": 4, "n_layers": 2,
+    "vocab_size": 10, )";
+  const std::string ffn = R"("ffn_config": {"ffn_hidden_size": 32, "moe_num_experts": 4, "moe_top_k": 2)";
+  const ModelSpec m = import_hf_config(
+      head + R"("attn_config": {"clip_qkv": 8, "kv_n_heads": 2}, )" + ffn + "}}", "dbrx.json");
+  EXPECT_EQ(m.clip_qkv, 8.0);
+  EXPECT_EQ(m.kv_heads, 2);
+  EXPECT_EQ(m.norm, NormKind::kLayerNorm);
+  EXPECT_FALSE(m.norm_bias);
+  EXPECT_TRUE(m.router_renormalize);  // moe_normalize_expert_weights' default 1
+  EXPECT_EQ(m.activation, Activation::kSilu);
+  EXPECT_EQ(m.weight_naming, WeightNaming::kDbrx);
+  ModelSpec biased = m;
+  biased.norm_bias = true;
+  EXPECT_EQ(biased.params() - m.params(), (2 * 2 + 1) * 64);  // two norms per layer and the final one
+  const ModelSpec plain =
+      import_hf_config(head + R"("attn_config": {"clip_qkv": null}, )" + ffn +
+                           R"(, "moe_normalize_expert_weights": null, "ffn_act_fn": {"name": "gelu"}}})",
+                       "dbrx.json");
+  EXPECT_EQ(plain.clip_qkv, 0.0);
+  EXPECT_EQ(plain.kv_heads, 1);  // DbrxAttentionConfig's default
+  EXPECT_FALSE(plain.router_renormalize);
+  EXPECT_EQ(plain.activation, Activation::kGelu);
+  EXPECT_NE(error_of(head + R"("attn_config": {}, )" + ffn + R"(, "moe_normalize_expert_weights": 2}})")
+                .find("config.json: ffn_config.moe_normalize_expert_weights: 2 is not modelled"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + R"("attn_config": {"clip_qkv": -1}, )" + ffn + "}}").find("attn_config.clip_qkv"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + R"("attn_config": {}, )" + ffn + R"(, "ffn_act_fn": {"name": "gelu_10"}}})")
+                .find("config.json: ffn_config.ffn_act_fn.name: \"gelu_10\" is not a supported activation"),
+            std::string::npos);
+  const ModelSpec preset = load_model("dbrx");
+  EXPECT_NEAR(static_cast<double>(preset.params()) / 1e9, 131.6, 0.1);
+  EXPECT_NEAR(static_cast<double>(preset.active_params()) / 1e9, 36.5, 0.1);
+}
+
+TEST(ModelYaml, ClipQkvAndNormBiasKeysAndTheirErrors) {
+  const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\nffn: 32\n";
+  const ModelSpec m =
+      read_model(ConfigNode::parse(base + "norm: layernorm\nnorm_bias: false\nclip_qkv: 8\n", "m.yaml"));
+  EXPECT_FALSE(m.norm_bias);
+  EXPECT_EQ(m.clip_qkv, 8.0);
+  EXPECT_EQ(key_of(base + "norm_bias: false\n"), "norm_bias");  // RMSNorm has no bias
+  EXPECT_EQ(key_of(base + "clip_qkv: -1\n"), "clip_qkv");
+  EXPECT_EQ(key_of(base + "clip_qkv: .inf\n"), "clip_qkv");
+  EXPECT_EQ(key_of(base + "clip_qkv: 8\nmla: {q_lora_rank: 0, kv_lora_rank: 16, qk_nope_head_dim: 8, "
+                          "qk_rope_head_dim: 4, v_head_dim: 8}\n"),
+            "clip_qkv");
+  EXPECT_EQ(key_of(base + "weight_naming: dbrx\n"),
+            "no error");  // the names: checked by functional emulation
+}
+
 // DeepSeek's routers and MLA in our YAML: the keys, their defaults and what each refuses.
 TEST(ModelYaml, DeepSeekRouterAndMlaKeysAndTheirErrors) {
   const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\n";

@@ -29,7 +29,7 @@ enum class QkNorm { kNone, kPerHead, kWhole };
 // DeepSeek-V2 / V3: MLA's self_attn.q_proj (or q_a_proj, q_a_layernorm, q_b_proj), kv_a_proj_with_mqa,
 // kv_a_layernorm, kv_b_proj and o_proj; Qwen-MoE's expert names with mlp.shared_experts.* (plural) and
 // mlp.gate.e_score_correction_bias.
-enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3, kDeepSeek };
+enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3, kDeepSeek, kDbrx };
 // How a token's experts and their weights are chosen: the softmax's top_k (optionally renormalised), or
 // Phi-3.5-MoE's sparsemixer (top 2; each expert's weight is the softmax over the logits within 2 x
 // router_jitter, relative, of its own; HF sparsemixer in inference); DeepSeek-V2's group-limited greedy
@@ -62,6 +62,7 @@ struct ModelSpec {
   Activation activation = Activation::kSilu;
   bool mlp_bias = false;  // the FFN's matrices carry biases (OPT fc1 / fc2, StarCoder2 c_fc / c_proj)
   NormKind norm = NormKind::kRmsNorm;
+  bool norm_bias = true;  // LayerNorm adds a bias (DBRX's nn.LayerNorm(bias=False): false); RMSNorm has none
   // Every norm scales by (norm_weight_offset + gain), the offset added in FP32: Gemma's RMSNorm stores its
   // gain less 1 (offset 1); 0 for every other family.
   double norm_weight_offset = 0;
@@ -88,6 +89,9 @@ struct ModelSpec {
   bool qkv_bias = false;  // q / k / v projections carry a bias (Qwen2; Llama attention_bias)
   bool o_bias = false;    // the output projection carries one (Llama / Qwen3 / OLMoE attention_bias)
   QkNorm qk_norm = QkNorm::kNone;
+  // The q / k / v projections' outputs are clamped to [-clip_qkv, clip_qkv] (after their biases, before
+  // q / k norms and RoPE; DBRX attn_config.clip_qkv); 0 = unclamped. GQA only.
+  double clip_qkv = 0;
   WeightNaming weight_naming = WeightNaming::kMixtral;
   int vocab = 0;
   bool tie_embeddings = false;
@@ -134,7 +138,7 @@ struct ModelSpec {
 
 // "silu", "gelu", "gelu_tanh", "relu" (our YAML's names).
 const char* activation_name(Activation a);
-// "mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek"
+// "mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx"
 const char* weight_naming_name(WeightNaming n);
 // "softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc"
 const char* router_name(Router r);
