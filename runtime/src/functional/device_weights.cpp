@@ -34,10 +34,10 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
   const compiler::ModelSpec& m = w.spec;
   expected_weights(m);  // rejects unsupported models
   DeviceWeights d;
-  const bool layer_norm = m.norm == compiler::NormKind::kLayerNorm,
+  const bool norm_biased = m.norm == compiler::NormKind::kLayerNorm && m.norm_bias,
              gated = m.ffn_kind == compiler::FfnKind::kGated;
   auto norm_bias = [&](const std::string& gain) {
-    return layer_norm ? w.get(weight_name::norm_bias(gain)).data : std::vector<std::uint16_t>{};
+    return norm_biased ? w.get(weight_name::norm_bias(gain)).data : std::vector<std::uint16_t>{};
   };
   d.embedding = w.get(weight_name::embedding()).data;
   if (m.learned_positions > 0) d.positions = w.get(weight_name::positions()).data;

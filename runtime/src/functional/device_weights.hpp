@@ -12,7 +12,7 @@ namespace duplex::runtime::functional {
 
 struct LayerWeights {
   std::vector<std::uint16_t> attn_norm, ffn_norm;
-  std::vector<std::uint16_t> attn_norm_bias, ffn_norm_bias;  // [hidden] with LayerNorm; empty with RMSNorm
+  std::vector<std::uint16_t> attn_norm_bias, ffn_norm_bias;  // [hidden] with a biased LayerNorm; else empty
   std::vector<std::uint16_t> qkv;     // [q_dim + 2 kv_dim, hidden]
   std::vector<std::uint16_t> o;       // [hidden, q_dim]
   std::vector<std::uint16_t> qkv_bias;  // [q_dim + 2 kv_dim] (q, k, v as the QKV rows); empty without
@@ -43,7 +43,7 @@ struct LayerWeights {
 struct DeviceWeights {
   std::vector<std::uint16_t> embedding;  // [vocab, hidden]
   std::vector<std::uint16_t> positions;  // [learned_positions, hidden]; empty with RoPE
-  std::vector<std::uint16_t> final_norm, final_norm_bias;  // [hidden]; the bias with LayerNorm only
+  std::vector<std::uint16_t> final_norm, final_norm_bias;  // [hidden]; the bias with a biased LayerNorm only
   std::vector<std::uint16_t> lm_head;    // [vocab, hidden]
   std::vector<std::uint16_t> lm_head_bias;  // [vocab]; empty without one
   std::vector<LayerWeights> layers;

@@ -73,8 +73,36 @@ std::string norm_bias(const std::string& gain_name) {
 }
 }  // namespace weight_name
 
+namespace {
+// DBRX (HF DbrxForCausalLM): transformer.wte / blocks.L / norm_f; per block norm_attn_norm.{norm_1, attn.Wqkv
+// (q, k and v stacked), attn.out_proj, norm_2} and ffn.{router.layer, experts.mlp.{w1, v1, w2}} (every
+// expert's gate, up, down stacked; the three without ".weight": they are nn.Parameters).
+std::string dbrx_checkpoint_name(const std::string& name) {
+  if (name == weight_name::embedding()) return "transformer.wte.weight";
+  if (name == weight_name::final_norm()) return "transformer.norm_f.weight";
+  const std::string layers = "model.layers.";
+  if (!name.starts_with(layers)) return name;  // lm_head.weight
+  const std::size_t dot = name.find('.', layers.size());
+  DUPLEX_ASSERT(dot != std::string::npos, "a layer tensor name without its layer index");
+  const std::string block = "transformer.blocks." + name.substr(layers.size(), dot - layers.size()) + ".";
+  const std::string rest = name.substr(dot + 1);
+  if (rest == "input_layernorm.weight") return block + "norm_attn_norm.norm_1.weight";
+  if (rest == "post_attention_layernorm.weight") return block + "norm_attn_norm.norm_2.weight";
+  if (rest == "self_attn.o_proj.weight") return block + "norm_attn_norm.attn.out_proj.weight";
+  if (rest.starts_with("self_attn.") && rest.ends_with("_proj.weight"))
+    return block + "norm_attn_norm.attn.Wqkv.weight";
+  if (rest == "block_sparse_moe.gate.weight") return block + "ffn.router.layer.weight";
+  const std::string experts = "block_sparse_moe.experts.";
+  DUPLEX_ASSERT(rest.starts_with(experts), "DBRX names no tensor " + name);
+  // Mixtral's w1 (gate), w3 (up), w2 (down) -> DBRX's w1, v1, w2.
+  const std::string matrix = rest.substr(rest.find('.', experts.size()) + 1);
+  return block + "ffn.experts.mlp." + (matrix == "w3.weight" ? "v1" : matrix.substr(0, 2));
+}
+}  // namespace
+
 std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& name) {
   using compiler::WeightNaming;
+  if (m.weight_naming == WeightNaming::kDbrx) return dbrx_checkpoint_name(name);
   if (m.weight_naming != WeightNaming::kOpt && m.weight_naming != WeightNaming::kStarcoder2 &&
       m.weight_naming != WeightNaming::kPhi3 && m.weight_naming != WeightNaming::kDeepSeek)
     return name;
@@ -267,6 +295,23 @@ void check_functional_support(const compiler::ModelSpec& m) {
                        m.shared_experts));
   if (m.shared_expert_gate && deepseek)
     reject("shared_expert_gate", "set with DeepSeek names (DeepSeek's shared experts have no gate)");
+  if (m.weight_naming == compiler::WeightNaming::kDbrx) {
+    // What DBRX's tensor names hold: every layer MoE, its experts gated, LayerNorm without a bias, no other
+    // bias, no q / k norm, RoPE.
+    auto dbrx_lacks = [&](bool differs, const char* field, const char* expected) {
+      if (differs)
+        reject(field, fmt::format("DBRX's checkpoint names have no place for it; expected {}", expected));
+    };
+    dbrx_lacks(!m.is_moe() || !m.dense_layers.empty() || m.moe_every != 1 || m.first_moe_layer != 0,
+               "experts", "every layer MoE (experts > 0, no dense layers)");
+    dbrx_lacks(m.ffn_kind != compiler::FfnKind::kGated, "ffn_kind", "gated (w1 / v1 / w2)");
+    dbrx_lacks(m.norm != compiler::NormKind::kLayerNorm || m.norm_bias, "norm_bias",
+               "norm: layernorm with norm_bias: false");
+    dbrx_lacks(m.qkv_bias || m.o_bias, m.qkv_bias ? "qkv_bias" : "o_bias", "false");
+    dbrx_lacks(m.qk_norm != compiler::QkNorm::kNone, "qk_norm", "none");
+    dbrx_lacks(m.lm_head_bias, "lm_head_bias", "false");
+    dbrx_lacks(m.learned_positions > 0, "learned_positions", "0 (RoPE)");
+  }
   if (m.router == compiler::Router::kNoAuxTc && !deepseek)
     reject("router",
            "noaux_tc's correction bias is named by DeepSeek's checkpoints; expected weight_naming: "
@@ -296,12 +341,12 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   check_functional_support(m);
   using Role = WeightShape::Role;
   const std::int64_t h = m.hidden, q = m.q_dim(), kv = m.kv_dim();
-  const bool layer_norm = m.norm == compiler::NormKind::kLayerNorm;
+  const bool norm_biased = m.norm == compiler::NormKind::kLayerNorm && m.norm_bias;
   std::vector<WeightShape> w;
-  // A norm's gain, and its bias with LayerNorm.
+  // A norm's gain, and its bias with LayerNorm (unless norm_bias is false).
   auto norm = [&](const std::string& gain) {
     w.push_back({gain, {h}, Role::kNormGain});
-    if (layer_norm) w.push_back({weight_name::norm_bias(gain), {h}, Role::kBias});
+    if (norm_biased) w.push_back({weight_name::norm_bias(gain), {h}, Role::kBias});
   };
   w.push_back({weight_name::embedding(), {m.vocab, h}, Role::kMatrix});
   if (m.learned_positions > 0)

@@ -52,8 +52,9 @@ Vec rms_norm(const Vec& x, const WeightTensor& gain, float eps, double offset) {
   return y;
 }
 
-// LayerNorm: (x - mean) / sqrt(var + eps) * gain + bias (biased variance, as torch.nn.LayerNorm).
-Vec layer_norm(const Vec& x, const WeightTensor& gain, const WeightTensor& bias, float eps, double offset) {
+// LayerNorm: (x - mean) / sqrt(var + eps) * gain + bias (biased variance, as torch.nn.LayerNorm); `bias`
+// null: none (DBRX).
+Vec layer_norm(const Vec& x, const WeightTensor& gain, const WeightTensor* bias, float eps, double offset) {
   double mean = 0;
   for (float v : x) mean += v;
   mean /= static_cast<double>(x.size());
@@ -63,7 +64,7 @@ Vec layer_norm(const Vec& x, const WeightTensor& gain, const WeightTensor& bias,
   Vec y(x.size());
   for (std::size_t i = 0; i < x.size(); ++i)
     y[i] = to_fp16((x[i] - mean) * inv * (offset + w_at(gain, static_cast<std::int64_t>(i))) +
-                   w_at(bias, static_cast<std::int64_t>(i)));
+                   (bias != nullptr ? w_at(*bias, static_cast<std::int64_t>(i)) : 0.0));
   return y;
 }
 
@@ -205,8 +206,9 @@ class Sequence {
   // The model's norm with gain `gain_name` (and, for LayerNorm, the bias beside it).
   Vec norm(const Vec& x, const std::string& gain_name) const {
     if (m_.norm == compiler::NormKind::kLayerNorm)
-      return layer_norm(x, w_.get(gain_name), w_.get(weight_name::norm_bias(gain_name)), w_.numerics.norm_eps,
-                        m_.norm_weight_offset);
+      return layer_norm(x, w_.get(gain_name),
+                        m_.norm_bias ? &w_.get(weight_name::norm_bias(gain_name)) : nullptr,
+                        w_.numerics.norm_eps, m_.norm_weight_offset);
     return rms_norm(x, w_.get(gain_name), w_.numerics.norm_eps, m_.norm_weight_offset);
   }
 
@@ -247,6 +249,11 @@ class Sequence {
     };
     Vec q = proj('q', m_.q_dim(), m_.qkv_bias), k = proj('k', m_.kv_dim(), m_.qkv_bias),
         v = proj('v', m_.kv_dim(), m_.qkv_bias);
+    if (m_.clip_qkv > 0) {  // DBRX: clamped to +-clip_qkv, the bound in FP16 (torch clamps a half tensor so)
+      const float c = to_fp16(m_.clip_qkv);
+      for (Vec* x : {&q, &k, &v})
+        for (float& e : *x) e = std::clamp(e, -c, c);
+    }
     if (m_.qk_norm != compiler::QkNorm::kNone) {
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
       rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')), w_.numerics.norm_eps,

@@ -177,29 +177,57 @@ void note_conversions(ModelWeights& w, const std::set<std::string>& converted) {
 
 namespace {
 // A tensor as the checkpoint stores it (name, shape) and the model's tensors it holds: one, or several
-// stacked by rows (Phi-3's qkv_proj = [q; k; v], gate_up_proj = [gate; up]), in expected_weights order.
+// stacked by rows (Phi-3's qkv_proj = [q; k; v], gate_up_proj = [gate; up]; DBRX's Wqkv, and its experts'
+// w1 / v1 / w2 = [expert 0; expert 1; ...]), in expected_weights order.
 struct StoredTensor {
   WeightShape stored;
   std::vector<WeightShape> parts;
 };
+// DBRX stores each expert's down projection transposed: w2's rows [ffn, hidden] per expert (HF
+// DbrxExpertGLU multiplies by them untransposed); the model's tensor is [hidden, ffn] as every down
+// projection.
+bool stored_transposed(const compiler::ModelSpec& spec, const std::string& name) {
+  return spec.weight_naming == compiler::WeightNaming::kDbrx && name.find(".experts.") != std::string::npos &&
+         name.ends_with(".w2.weight");
+}
+// The shape tensor `s` has in its checkpoint tensor.
+std::vector<std::int64_t> stored_shape(const compiler::ModelSpec& spec, const WeightShape& s) {
+  if (!stored_transposed(spec, s.name)) return s.shape;
+  return {s.shape[1], s.shape[0]};
+}
+WeightTensor transposed(const WeightTensor& t) {
+  DUPLEX_ASSERT(t.shape.size() == 2, "a transposed tensor is a matrix");
+  const std::int64_t rows = t.shape[0], cols = t.shape[1];
+  WeightTensor out;
+  out.shape = {cols, rows};
+  out.data.resize(t.data.size());
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) out.data[c * rows + r] = t.data[r * cols + c];
+  return out;
+}
 std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
   std::vector<StoredTensor> plan;
   std::map<std::string, std::size_t> at;  // checkpoint name -> index in plan
   for (const WeightShape& s : expected_weights(spec)) {
     const std::string name = checkpoint_name(spec, s.name);
+    const std::vector<std::int64_t> shape = stored_shape(spec, s);
     const auto it = at.find(name);
     if (it == at.end()) {
       at.emplace(name, plan.size());
-      plan.push_back({WeightShape{name, s.shape, s.role}, {s}});
+      plan.push_back({WeightShape{name, shape, s.role}, {s}});
       continue;
     }
     StoredTensor& t = plan[it->second];
-    DUPLEX_ASSERT(t.stored.shape.size() == 2 && s.shape.size() == 2 && t.stored.shape[1] == s.shape[1],
+    DUPLEX_ASSERT(t.stored.shape.size() == 2 && shape.size() == 2 && t.stored.shape[1] == shape[1],
                   "stacked tensors share their row width");
-    t.stored.shape[0] += s.shape[0];
+    t.stored.shape[0] += shape[0];
     t.parts.push_back(s);
   }
   return plan;
+}
+// Whether the stored tensor is the one model tensor as it is (not stacked, not transposed).
+bool stored_as_is(const compiler::ModelSpec& spec, const StoredTensor& p) {
+  return p.parts.size() == 1 && !stored_transposed(spec, p.parts[0].name);
 }
 // DeepSeek's checkpoints order each head's rope rows interleaved: HF rotates the pairs (2i, 2i + 1) (as
 // complex numbers), the emulation the pairs (i, i + rope / 2) (rotate-half). The rope rows of q_proj /
@@ -232,9 +260,9 @@ WeightTensor permute_rope_rows(const compiler::ModelSpec& spec, const std::strin
   }
   return t;
 }
-// The model's tensors of a stored one, split by rows as the plan stacks them.
+// The model's tensors of a stored one, split by rows as the plan stacks them (and transposed back).
 void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
-  if (p.parts.size() == 1) {
+  if (stored_as_is(w.spec, p)) {
     w.tensors.emplace(p.parts[0].name, permute_rope_rows(w.spec, p.parts[0].name, std::move(t), false));
     return;
   }
@@ -242,10 +270,10 @@ void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
   std::int64_t row = 0;
   for (const WeightShape& part : p.parts) {
     WeightTensor x;
-    x.shape = part.shape;
-    x.data.assign(t.data.begin() + row * cols, t.data.begin() + (row + part.shape[0]) * cols);
-    row += part.shape[0];
-    w.tensors.emplace(part.name, std::move(x));
+    x.shape = stored_shape(w.spec, part);
+    x.data.assign(t.data.begin() + row * cols, t.data.begin() + (row + x.shape[0]) * cols);
+    row += x.shape[0];
+    w.tensors.emplace(part.name, stored_transposed(w.spec, part.name) ? transposed(x) : std::move(x));
   }
 }
 // Every tensor as the checkpoint stores it, in name order; `stacked` owns the ones made of several and
@@ -259,14 +287,16 @@ TensorList checkpoint_tensors(const ModelWeights& weights, std::deque<WeightTens
       all.emplace_back(p.stored.name, &stacked.back());
       continue;
     }
-    if (p.parts.size() == 1) {
+    if (stored_as_is(weights.spec, p)) {
       all.emplace_back(p.stored.name, &weights.get(p.parts[0].name));
       continue;
     }
     WeightTensor& t = stacked.emplace_back();
     t.shape = p.stored.shape;
     for (const WeightShape& part : p.parts) {
-      const std::vector<std::uint16_t>& d = weights.get(part.name).data;
+      const WeightTensor& x = weights.get(part.name);
+      const std::vector<std::uint16_t>& d =
+          stored_transposed(weights.spec, part.name) ? transposed(x).data : x.data;
       t.data.insert(t.data.end(), d.begin(), d.end());
     }
     all.emplace_back(p.stored.name, &t);
@@ -529,6 +559,17 @@ ModelNumerics config_numerics(const std::string& config) {
   number("rms_norm_eps", n.norm_eps);
   number("norm_epsilon", n.norm_eps);  // StarCoder2
   number("rope_theta", n.rope_theta);
+  if (j.contains("model_type") && j["model_type"] == "dbrx" && j.contains("attn_config") &&
+      j["attn_config"].is_object() && j["attn_config"].contains("rope_theta") &&
+      !j["attn_config"]["rope_theta"].is_null()) {  // DBRX states it in attn_config
+    const nlohmann::json& theta = j["attn_config"]["rope_theta"];
+    if (!theta.is_number() || !(theta.get<double>() > 0))
+      throw Error(
+          fmt::format("{}: attn_config.rope_theta: {} is not what functional emulation computes; "
+                      "expected a positive number",
+                      config, theta.dump()));
+    n.rope_theta = theta.get<float>();
+  }
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) n.rope_scaling = rope_scaling(config, j);
   // Partial RoPE: Phi-3's code (Phi-4-mini) rotates int(head_dim x factor) of each head (the importer's
   // rotary_dim); the other families' HF code rotates the whole head whatever the field says.
@@ -626,14 +667,36 @@ std::string family_type(const compiler::ModelSpec& m) {
   const bool no_norm = m.qk_norm == QkNorm::kNone, head_norm = m.qk_norm == QkNorm::kPerHead;
   const bool all_bias = m.qkv_bias == m.o_bias;  // attention_bias: all four projections or none
   const bool every_layer_moe = m.dense_layers.empty() && m.moe_every == 1 && m.first_moe_layer == 0;
+  const bool layer_norm = m.norm == compiler::NormKind::kLayerNorm;
+  // DBRX: its names, LayerNorm without a bias, gated FFNs (any activation: ffn_act_fn) in every layer MoE,
+  // softmax top-k routing (renormalised or not), GQA with head_dim = hidden / heads and no bias, RoPE; the
+  // clamp of q, k and v and a LayerNorm without its bias are DBRX's alone.
+  if (m.weight_naming == compiler::WeightNaming::kDbrx) {
+    if (m.is_moe() && every_layer_moe && layer_norm && !m.norm_bias && m.norm_weight_offset == 0.0 &&
+        !m.scale_embedding && m.ffn_kind == compiler::FfnKind::kGated && no_norm && !m.qkv_bias &&
+        !m.o_bias && m.router == compiler::Router::kSoftmaxTopK && m.routed_scaling == 1.0 &&
+        m.shared_experts == 0 && !m.lm_head_bias && m.learned_positions == 0 && m.sliding_window == 0 &&
+        m.head_dim * m.heads == m.hidden)
+      return "dbrx";
+    throw Error(fmt::format(
+        "model {}: DBRX's names, but the model differs from DBRX (LayerNorm without a bias, gated experts "
+        "in every layer, softmax top-k routing, no bias, no q / k norm, head_dim x heads = hidden, RoPE, "
+        "no window); no HuggingFace architecture states it",
+        m.name));
+  }
+  if (m.clip_qkv > 0 || (layer_norm && !m.norm_bias))
+    throw Error(
+        fmt::format("model {}: {} is DBRX's alone, but the model has another family's names ({}); "
+                    "expected weight_naming: dbrx",
+                    m.name, m.clip_qkv > 0 ? "clip_qkv" : "a LayerNorm without a bias",
+                    compiler::weight_naming_name(m.weight_naming)));
   // Sliding windows: Mistral and Mixtral window every layer (sliding_window); the Qwen families window the
   // layers layer_types names; Llama and OLMoE have none.
   const bool windowed = m.sliding_window > 0, all_windowed = windowed && m.windowed_layers() == m.layers;
   const bool plain = no_norm && !m.qkv_bias && !m.o_bias;
   // The two-matrix LayerNorm families: all their projections biased alike, MHA (OPT) or GQA (StarCoder2) with
   // head_dim = hidden / heads.
-  const bool two_matrix = m.ffn_kind == compiler::FfnKind::kTwoMatrix,
-             layer_norm = m.norm == compiler::NormKind::kLayerNorm;
+  const bool two_matrix = m.ffn_kind == compiler::FfnKind::kTwoMatrix;
   const bool all_biased_alike = m.qkv_bias == m.o_bias && m.o_bias == m.mlp_bias;
   const bool split_heads = m.head_dim * m.heads == m.hidden;
   // Gemma's norms scale by (1 + weight) and its embedding rows by sqrt(hidden); no other family does either.
@@ -764,6 +827,40 @@ nlohmann::json deepseek_config(const ModelWeights& weights, nlohmann::json c) {
   return c;
 }
 
+// DBRX's config.json: its own field names, attention and FFN fields in attn_config / ffn_config (HF
+// DbrxConfig). Its LayerNorms are torch.nn.LayerNorm's (eps 1e-5) and its RoPE is unscaled: config.json
+// states nothing else.
+nlohmann::json dbrx_config(const ModelWeights& weights, const char* activation) {
+  const compiler::ModelSpec& m = weights.spec;
+  if (weights.numerics.norm_eps != 1e-5f)
+    throw Error(
+        fmt::format("model {}: norm eps {} cannot be stated in a DBRX config.json (its LayerNorms use "
+                    "1e-5); expected 1e-5",
+                    m.name, weights.numerics.norm_eps));
+  if (weights.numerics.rope_scaling.kind != RopeScaling::Kind::kNone)
+    throw Error(fmt::format("model {}: a scaled RoPE cannot be stated in a DBRX config.json", m.name));
+  return {
+      {"model_type", "dbrx"},
+      {"architectures", {"DbrxForCausalLM"}},
+      {"_name_or_path", m.name},
+      {"n_layers", m.layers},
+      {"d_model", m.hidden},
+      {"n_heads", m.heads},
+      {"vocab_size", m.vocab},
+      {"tie_word_embeddings", m.tie_embeddings},
+      {"torch_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"},
+      {"attn_config",
+       {{"kv_n_heads", m.kv_heads},
+        {"clip_qkv", m.clip_qkv > 0 ? nlohmann::json(m.clip_qkv) : nlohmann::json(nullptr)},
+        {"rope_theta", decimal(weights.numerics.rope_theta)}}},
+      {"ffn_config",
+       {{"ffn_hidden_size", m.expert_ffn},
+        {"moe_num_experts", m.experts},
+        {"moe_top_k", m.top_k},
+        {"moe_normalize_expert_weights", m.router_renormalize ? nlohmann::json(1) : nlohmann::json(nullptr)},
+        {"ffn_act_fn", {{"name", activation}}}}}};
+}
+
 // config.json for `weights`: the fields import_hf_config reads for hf_model_type(spec), so that it reads back
 // the same ModelSpec.
 nlohmann::json hf_config(const ModelWeights& weights) {
@@ -784,7 +881,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                                                                    {"phimoe", "PhimoeForCausalLM"},
                                                                    {"phi3", "Phi3ForCausalLM"},
                                                                    {"deepseek_v2", "DeepseekV2ForCausalLM"},
-                                                                   {"deepseek_v3", "DeepseekV3ForCausalLM"}};
+                                                                   {"deepseek_v3", "DeepseekV3ForCausalLM"},
+                                                                   {"dbrx", "DbrxForCausalLM"}};
   const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
                            : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
                            : m.activation == compiler::Activation::kGelu     ? "gelu"
@@ -815,6 +913,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
     return c;
   }
   if (type == "deepseek_v2" || type == "deepseek_v3") return deepseek_config(weights, std::move(c));
+  if (type == "dbrx") return dbrx_config(weights, activation);
   c.update({{"num_key_value_heads", m.kv_heads},
             {"head_dim", m.head_dim},
             {type == "starcoder2" ? "norm_epsilon" : "rms_norm_eps", decimal(weights.numerics.norm_eps)},

@@ -249,7 +249,7 @@ void StepRunner::norm(int layer) {
   const bool layer_norm = m_.norm == compiler::NormKind::kLayerNorm;
   xpu0_.run(OpKind::kNorm, kernels::NormArgs{layer_norm ? kernels::NormKind::kLayer : kernels::NormKind::kRms,
                                              f16_view(x_, {t_, h}), f16_view(gain, {h}),
-                                             layer_norm ? f16_view(bias, {h}) : kernels::Tensor{},
+                                             bias.empty() ? kernels::Tensor{} : f16_view(bias, {h}),
                                              f16_view(normed_, {t_, h}), numerics_.norm_eps, norm_offset()});
 }
 
@@ -342,6 +342,10 @@ void StepRunner::rope(int layer) {
       add_bias(d, lane.k, t_, lw.qkv_bias.data() + q, kv);
       add_bias(d, lane.v, t_, lw.qkv_bias.data() + q + kv, kv);
     }
+    if (m_.clip_qkv > 0)  // DBRX: the projections' outputs clamped to +-clip_qkv, in place
+      for (auto [x, cols] : {std::pair{&lane.q, q}, std::pair{&lane.k, kv}, std::pair{&lane.v, kv}})
+        dev_[d].xpu->run(OpKind::kRope, kernels::ClampArgs{f16_view(*x, {t_, cols}), f16_view(*x, {t_, cols}),
+                                                           static_cast<float>(m_.clip_qkv)});
     if (m_.qk_norm != compiler::QkNorm::kNone && !gathered_norm) {
       // Per head: each head's row of head_dim is normed; whole (every head here): each token's q (k) row.
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;

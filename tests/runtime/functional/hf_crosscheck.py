@@ -6,7 +6,7 @@ weights it ran as a HuggingFace checkpoint. This script then reads that checkpoi
 config.json fields of its model_type, with HF's defaults; the safetensors files, sharded or not) and computes
 the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
 pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Phi-3 (and Phi-4-mini's partial RoPE) / Gemma /
-StarCoder2 / OPT / Mixtral / Phi-3.5-MoE / Qwen2-MoE / Qwen3-MoE / OLMoE, their sliding windows and scaled RoPE
+StarCoder2 / OPT / Mixtral / Phi-3.5-MoE / Qwen2-MoE / Qwen3-MoE / OLMoE / DBRX, their sliding windows and scaled RoPE
 (linear, llama3, YaRN, LongRoPE and dynamic NTK as HF generate rotates them);
 DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py: MLA attention, interleaved RoPE with DeepSeek's
 YaRN, and its greedy / group-limited / noaux_tc routing), written
@@ -19,7 +19,8 @@ side (a scaled RoPE (DeepSeek: with its softmax mscale; dynamic NTK), a partial 
 DeepSeek's routing correction bias (noaux_tc), group limit (group_limited_greedy as greedy), routed scaling
 factor (as 1) or interleaved RoPE (as rotate-half),
 Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
-learned positions, the FFN biases, the q/k/v biases, the routing renormalisation, the sliding window or a
+learned positions, the FFN biases, the q/k/v biases, DBRX's clamp of q / k / v, the routing renormalisation,
+the sliding window or a
 non-SiLU activation (as SiLU), the first the model has); that comparison must fail, or the check could not see
 the feature.
 
@@ -70,6 +71,40 @@ def read_safetensors(path):
     return out
 
 
+def dbrx_as_mixtral(c, tensors):
+    """DBRX (HF DbrxForCausalLM, DbrxConfig's defaults) as Mixtral's fields and tensor names: its fused Wqkv
+    split by rows into q / k / v, each expert's rows of the fused w1 / v1 / w2 (DbrxExperts: view(E, F, H)[e];
+    DbrxExpertGLU multiplies by w1^T, v1^T and w2 untransposed, so Mixtral's w2 is w2[e]^T). The clamp, the
+    bias-free LayerNorm and the p-norm of the routing weights stay DBRX's (HfModel)."""
+    attn, ffn = c.get("attn_config") or {}, c.get("ffn_config") or {}
+    hidden, heads, kv_heads = c["d_model"], c["n_heads"], attn.get("kv_n_heads", 1)
+    experts, f = ffn["moe_num_experts"], ffn["ffn_hidden_size"]
+    mixtral = {"model_type": "dbrx", "num_hidden_layers": c["n_layers"], "hidden_size": hidden,
+               "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+               "rope_theta": attn.get("rope_theta", 10000.0), "tie_word_embeddings": c.get("tie_word_embeddings", False),
+               "hidden_act": (ffn.get("ffn_act_fn") or {}).get("name", "silu"),
+               "num_local_experts": experts, "num_experts_per_tok": ffn.get("moe_top_k", 1)}
+    t = {"model.embed_tokens.weight": tensors["transformer.wte.weight"],
+         "model.norm.weight": tensors["transformer.norm_f.weight"]}
+    if "lm_head.weight" in tensors:
+        t["lm_head.weight"] = tensors["lm_head.weight"]
+    q, kv = hidden, kv_heads * (hidden // heads)
+    for layer in range(c["n_layers"]):
+        b, p = f"transformer.blocks.{layer}.", f"model.layers.{layer}."
+        t[p + "input_layernorm.weight"] = tensors[b + "norm_attn_norm.norm_1.weight"]
+        t[p + "post_attention_layernorm.weight"] = tensors[b + "norm_attn_norm.norm_2.weight"]
+        qkv = tensors[b + "norm_attn_norm.attn.Wqkv.weight"]
+        for name, rows in (("q", qkv[:q]), ("k", qkv[q : q + kv]), ("v", qkv[q + kv :])):
+            t[p + f"self_attn.{name}_proj.weight"] = rows
+        t[p + "self_attn.o_proj.weight"] = tensors[b + "norm_attn_norm.attn.out_proj.weight"]
+        t[p + "block_sparse_moe.gate.weight"] = tensors[b + "ffn.router.layer.weight"]
+        w1, v1, w2 = (tensors[b + "ffn.experts.mlp." + n].reshape(experts, f, hidden) for n in ("w1", "v1", "w2"))
+        for e in range(experts):
+            x = f"{p}block_sparse_moe.experts.{e}."
+            t[x + "w1.weight"], t[x + "w3.weight"], t[x + "w2.weight"] = w1[e], v1[e], w2[e].T
+    return mixtral, t
+
+
 def read_checkpoint(directory):
     with open(os.path.join(directory, "config.json")) as f:
         config = json.load(f)
@@ -91,6 +126,18 @@ class HfModel:
     def __init__(self, config, tensors, drop=None):
         c = config
         self.t = dict(tensors)
+        # DBRX: DbrxAttention clamps Wqkv's output to +-clip_qkv; its LayerNorms have no bias (eps: torch's
+        # 1e-5); DbrxRouter divides the top-k softmax probabilities by their p-norm (moe_normalize_expert_weights,
+        # default 1: their sum; None: as they are).
+        self.dbrx = c["model_type"] == "dbrx"
+        self.clip, self.norm_bias = None, True
+        if self.dbrx:
+            self.clip = (c.get("attn_config") or {}).get("clip_qkv")
+            p_norm = (c.get("ffn_config") or {}).get("moe_normalize_expert_weights", 1)
+            assert p_norm in (1, None), "p-norms other than 1 are not what duplex emulates"
+            c, self.t = dbrx_as_mixtral(c, tensors)
+            c["norm_topk_prob"] = p_norm == 1
+            self.norm_bias = False
         self.type = c["model_type"]
         self.layers = c["num_hidden_layers"]
         self.hidden = c["hidden_size"]
@@ -150,11 +197,14 @@ class HfModel:
         self.lm_head_bias = self.phimoe and c.get("lm_head_bias", False)
         if self.phimoe:
             self.layer_norm = True
-        moe_types = ("mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe")
+        if self.dbrx:
+            self.layer_norm, self.eps = True, 1e-5
+        moe_types = ("mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "dbrx")
         self.moe = self.type in moe_types
-        if self.type in ("mixtral", "phimoe"):
+        if self.type in ("mixtral", "phimoe", "dbrx"):
             self.experts, self.top_k = c["num_local_experts"], c["num_experts_per_tok"]
-            self.norm_topk = True  # MixtralSparseMoeBlock always renormalises (PhiMoE: sparsemixer instead)
+            # MixtralSparseMoeBlock always renormalises (PhiMoE: sparsemixer instead; DBRX: by its p-norm).
+            self.norm_topk = c.get("norm_topk_prob", True)
         elif self.moe:
             self.experts, self.top_k = c["num_experts"], c["num_experts_per_tok"]
             self.norm_topk = c.get("norm_topk_prob", False)
@@ -244,6 +294,8 @@ class HfModel:
             self.topk_method = "greedy"
         elif drop == "routed_scaling":
             self.routed_scaling = 1.0
+        elif drop == "clip_qkv":  # DBRX's q, k, v unclamped
+            self.clip = None
         elif drop == "rope_interleave":  # DeepSeek's q_pe / k_pe rotated by rotate_half as they are
             self.interleave = not self.interleave
         self.shared_gate_dropped = drop == "shared_gate"
@@ -257,12 +309,13 @@ class HfModel:
         var = np.mean(x * x, axis=-1, keepdims=True)
         return x / np.sqrt(var + (self.eps if eps is None else eps)) * (self.gain_offset + gain)
 
-    def norm(self, x, name):  # the model's norm `name` (without ".weight"): RMSNorm, or LayerNorm with its bias
+    def norm(self, x, name):  # the model's norm `name` (without ".weight"): RMSNorm, or LayerNorm (+ its bias)
         if not self.layer_norm:
             return self.rms(x, self.w(name + ".weight"))
         mean = x.mean(axis=-1, keepdims=True)
         var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-        return (x - mean) / np.sqrt(var + self.eps) * self.w(name + ".weight") + self.w(name + ".bias")
+        y = (x - mean) / np.sqrt(var + self.eps) * self.w(name + ".weight")
+        return y + self.w(name + ".bias") if self.norm_bias else y
 
     def layer_prefix(self, layer):
         return f"model.decoder.layers.{layer}." if self.opt else f"model.layers.{layer}."
@@ -292,7 +345,7 @@ class HfModel:
             return bool(self.experts) and layer >= self.first_dense and layer % self.moe_freq == 0
         if not self.moe:
             return False
-        if self.type == "mixtral" or self.type == "olmoe":
+        if self.type in ("mixtral", "olmoe", "dbrx"):
             return True
         return layer not in self.mlp_only and (layer + 1) % self.sparse_step == 0
 
@@ -414,7 +467,7 @@ class HfModel:
 
     def sparse_moe(self, layer, x):
         p = f"model.layers.{layer}."
-        if self.type in ("mixtral", "phimoe"):
+        if self.type in ("mixtral", "phimoe", "dbrx"):
             gate_w = self.w(p + "block_sparse_moe.gate.weight")
         else:
             gate_w = self.w(p + "mlp.gate.weight")
@@ -432,7 +485,7 @@ class HfModel:
                     weights = weights / weights.sum()
                 route = zip(order, weights)
             for e, wt in route:
-                if self.type in ("mixtral", "phimoe"):
+                if self.type in ("mixtral", "phimoe", "dbrx"):
                     q = f"{p}block_sparse_moe.experts.{e}."
                     gate = x[t] @ self.w(q + "w1.weight").T
                     up = x[t] @ self.w(q + "w3.weight").T
@@ -529,6 +582,8 @@ class HfModel:
             return y + self.w(p + name + ".bias") if bias else y
 
         q, k, v = proj("q_proj", self.qkv_bias), proj("k_proj", self.qkv_bias), proj("v_proj", self.qkv_bias)
+        if self.clip is not None:  # DBRX: qkv_states.clamp(min=-clip_qkv, max=clip_qkv)
+            q, k, v = (np.clip(y, -self.clip, self.clip) for y in (q, k, v))
         if self.qk_norm == "whole":  # OLMoE: over the whole projection
             q, k = self.rms(q, self.w(p + "q_norm.weight")), self.rms(k, self.w(p + "k_norm.weight"))
         q = q.reshape(T, self.heads, d)
@@ -624,6 +679,8 @@ def dropped_feature(model):
         return "mlp_bias"
     if model.qkv_bias:
         return "qkv_bias"
+    if model.clip is not None:
+        return "clip_qkv"
     if model.moe:
         return "norm_topk"
     if any(model.windows):

@@ -146,6 +146,19 @@ TEST(HfFamilies, PhimoeMatchesTheReference) {
   }
 }
 
+// DBRX: q, k and v clamped to +-clip_qkv (a clip of 1.5 clamps about one in eight of tiny-dbrx's
+// projected elements), LayerNorm without a bias, 16 experts top 4 renormalised in every layer. The clamp is
+// elementwise, so each device clamps its share of the heads. (EveryFeatureChangesTheLogits: the clamp
+// matters.)
+TEST(HfFamilies, DbrxMatchesTheReference) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-dbrx"), 11);
+  for (const char* system : {"gpu", "duplex-pe"})
+    for (int devices : {1, 0, 16}) {
+      SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
+      expect_matches_reference(w, run_on(w, system, devices));
+    }
+}
+
 // Scaled RoPE (config.json rope_scaling): linear, Llama 3.1's with an original context of 64, so that a head
 // of 16 has frequencies in each of its three regimes, and YaRN. Each matches the reference on one device and
 // two nodes, and each changes the logits.
@@ -350,7 +363,11 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   const ModelWeights starcoder = random_weights(compiler::load_model("tiny-starcoder2"), 11);
   const ModelWeights gemma = random_weights(compiler::load_model("tiny-gemma"), 11);
   const ModelWeights phimoe = random_weights(compiler::load_model("tiny-phimoe"), 11);
+  const ModelWeights dbrx = random_weights(compiler::load_model("tiny-dbrx"), 11);
   const std::vector<Variant> variants = {
+      {"DBRX's clamp of q / k / v", &dbrx,
+       without(
+           dbrx, [](auto& m) { m.clip_qkv = 0; }, [](const auto&) { return false; })},
       {"learned positions (as offset 0)", &opt,
        without(
            opt, [](auto& m) { m.position_offset = 0; }, [](const auto&) { return false; })},

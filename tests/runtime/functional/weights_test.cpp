@@ -142,6 +142,23 @@ TEST(RandomWeights, UnsupportedModelsAreRejected) {
       m.activation = act;
       EXPECT_NO_THROW(random_weights(m, 1)) << compiler::activation_name(act);
     }
+  // DBRX's names hold every layer's experts, bias-free LayerNorms and nothing else.
+  m = compiler::load_model("tiny-dense");
+  m.weight_naming = compiler::WeightNaming::kDbrx;
+  EXPECT_THROW(random_weights(m, 1), Error);
+  m = compiler::load_model("tiny-dbrx");
+  m.qkv_bias = true;
+  EXPECT_THROW(random_weights(m, 1), Error);
+  m = compiler::load_model("tiny-dbrx");
+  m.norm_bias = true;
+  try {
+    random_weights(m, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("norm_bias: DBRX's checkpoint names have no place for it"),
+              std::string::npos)
+        << e.what();
+  }
   m = compiler::load_model("tiny-dense");
   m.mlp_bias = true;  // a gated FFN with biases (Llama's mlp_bias): the gated modes take no bias
   try {
@@ -254,6 +271,15 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
          return m;
        }},
       {"deepseek_v3", [] { return compiler::load_model("tiny-deepseek-v3"); }},
+      {"dbrx", [] { return compiler::load_model("tiny-dbrx"); }},
+      {"dbrx",
+       [] {  // moe_normalize_expert_weights null, unclamped, a GELU ffn_act_fn
+         auto m = compiler::load_model("tiny-dbrx");
+         m.router_renormalize = false;
+         m.clip_qkv = 0;
+         m.activation = compiler::Activation::kGelu;
+         return m;
+       }},
   };
   for (const Family& f : families)
     for (int shards : {1, 3}) {
@@ -305,6 +331,9 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       EXPECT_EQ(b.router_groups, spec.router_groups);
       EXPECT_EQ(b.router_topk_groups, spec.router_topk_groups);
       EXPECT_EQ(b.routed_scaling, spec.routed_scaling);
+      EXPECT_EQ(b.clip_qkv, spec.clip_qkv);
+      EXPECT_EQ(b.norm_bias, spec.norm_bias);
+      EXPECT_EQ(b.kv_heads, spec.kv_heads);
       EXPECT_EQ(b.params(), spec.params());
       EXPECT_EQ(back.numerics.norm_eps, w.numerics.norm_eps);
       ASSERT_EQ(back.tensors.size(), w.tensors.size());
@@ -471,6 +500,89 @@ TEST(Safetensors, OptAndStarcoder2TensorsCarryTheirFamilysNames) {
   EXPECT_EQ(checkpoint_name(phi3, weight_name::dense_mlp(0, "down")), "model.layers.0.mlp.down_proj.weight");
 }
 
+// DBRX's checkpoint (HF DbrxForCausalLM): q, k and v stacked in Wqkv; every expert's gate, up and down
+// stacked in ffn.experts.mlp.w1 / v1 / w2 (nn.Parameters: no ".weight"), w2 holding each down projection
+// transposed ([ffn, hidden] per expert); the bias-free LayerNorms have no bias tensor.
+TEST(Safetensors, DbrxStacksItsProjectionsAndTransposesItsDownProjections) {
+  const compiler::ModelSpec m = compiler::load_model("tiny-dbrx");
+  const std::int64_t h = m.hidden, f = m.expert_ffn, experts = m.experts, q = m.q_dim(), kv = m.kv_dim();
+  EXPECT_EQ(checkpoint_name(m, weight_name::embedding()), "transformer.wte.weight");
+  EXPECT_EQ(checkpoint_name(m, weight_name::final_norm()), "transformer.norm_f.weight");
+  EXPECT_EQ(checkpoint_name(m, weight_name::attn_norm(1)),
+            "transformer.blocks.1.norm_attn_norm.norm_1.weight");
+  EXPECT_EQ(checkpoint_name(m, weight_name::ffn_norm(1)),
+            "transformer.blocks.1.norm_attn_norm.norm_2.weight");
+  for (char p : {'q', 'k', 'v'})
+    EXPECT_EQ(checkpoint_name(m, weight_name::attn_proj(0, p)),
+              "transformer.blocks.0.norm_attn_norm.attn.Wqkv.weight");
+  EXPECT_EQ(checkpoint_name(m, weight_name::attn_proj(0, 'o')),
+            "transformer.blocks.0.norm_attn_norm.attn.out_proj.weight");
+  EXPECT_EQ(checkpoint_name(m, weight_name::router(m.weight_naming, 1)),
+            "transformer.blocks.1.ffn.router.layer.weight");
+  EXPECT_EQ(checkpoint_name(m, weight_name::expert(m.weight_naming, 1, 7, "gate")),
+            "transformer.blocks.1.ffn.experts.mlp.w1");
+  EXPECT_EQ(checkpoint_name(m, weight_name::expert(m.weight_naming, 1, 7, "up")),
+            "transformer.blocks.1.ffn.experts.mlp.v1");
+  EXPECT_EQ(checkpoint_name(m, weight_name::expert(m.weight_naming, 1, 7, "down")),
+            "transformer.blocks.1.ffn.experts.mlp.w2");
+  EXPECT_EQ(checkpoint_name(m, weight_name::lm_head()), "lm_head.weight");
+
+  const fs::path dir = temp_dir("dbrx");
+  const ModelWeights w = random_weights(m, 5);
+  write_checkpoint(dir.string(), w);
+  const fs::path file = dir / "model.safetensors";
+  const nlohmann::json header = split(slurp(file)).first;
+  // wte, norm_f, lm_head; per block norm_1, norm_2, Wqkv, out_proj, router, w1, v1, w2.
+  EXPECT_EQ(header.size() - header.count("__metadata__"), 3u + 2 * 8);
+  EXPECT_FALSE(header.contains("transformer.norm_f.bias"));
+  EXPECT_EQ(header.at("transformer.blocks.0.norm_attn_norm.attn.Wqkv.weight").at("shape"),
+            nlohmann::json({q + 2 * kv, h}));
+  for (const char* p : {"w1", "v1", "w2"})
+    EXPECT_EQ(header.at(std::string("transformer.blocks.1.ffn.experts.mlp.") + p).at("shape"),
+              nlohmann::json({experts * f, h}));
+  // Wqkv's rows: q's, then k's, then v's.
+  const std::vector<std::uint16_t> qkv =
+      read_tensor_data(file, "transformer.blocks.0.norm_attn_norm.attn.Wqkv.weight");
+  const WeightTensor& k = w.get(weight_name::attn_proj(0, 'k'));
+  EXPECT_TRUE(std::equal(k.data.begin(), k.data.end(), qkv.begin() + q * h));
+  // w2's rows e f + i: expert e's down projection [hidden, ffn] column i; v1's: its up projection's rows.
+  const std::vector<std::uint16_t> w2 = read_tensor_data(file, "transformer.blocks.1.ffn.experts.mlp.w2"),
+                                   v1 = read_tensor_data(file, "transformer.blocks.1.ffn.experts.mlp.v1");
+  for (int x : {0, 7, 15}) {
+    const WeightTensor& down = w.get(weight_name::expert(m.weight_naming, 1, x, "down"));
+    const WeightTensor& up = w.get(weight_name::expert(m.weight_naming, 1, x, "up"));
+    for (std::int64_t i : {std::int64_t{0}, f / 3, f - 1})
+      for (std::int64_t c : {std::int64_t{0}, h / 2 + 1, h - 1}) {
+        EXPECT_EQ(w2[static_cast<std::size_t>((x * f + i) * h + c)],
+                  down.data[static_cast<std::size_t>(c * f + i)]);
+        EXPECT_EQ(v1[static_cast<std::size_t>((x * f + i) * h + c)],
+                  up.data[static_cast<std::size_t>(i * h + c)]);
+      }
+  }
+  // The config: DBRX's own fields, attention and FFN ones nested; rope_theta read back from attn_config.
+  nlohmann::json config = nlohmann::json::parse(slurp(dir / "config.json"));
+  EXPECT_EQ(config["d_model"], h);
+  EXPECT_EQ(config["attn_config"]["clip_qkv"], 1.5);
+  EXPECT_EQ(config["attn_config"]["kv_n_heads"], m.kv_heads);
+  EXPECT_EQ(config["ffn_config"]["moe_normalize_expert_weights"], 1);
+  EXPECT_EQ(config["ffn_config"]["ffn_act_fn"]["name"], "silu");
+  EXPECT_FALSE(config.contains("hidden_size"));
+  config["attn_config"]["rope_theta"] = 500000;
+  std::ofstream(dir / "config.json") << config.dump();
+  EXPECT_EQ(config_numerics((dir / "config.json").string()).rope_theta, 500000.0f);
+  EXPECT_EQ(load_checkpoint(dir.string()).numerics.rope_theta, 500000.0f);
+  config["attn_config"]["rope_theta"] = "high";
+  std::ofstream(dir / "config.json") << config.dump();
+  try {
+    config_numerics((dir / "config.json").string());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json: attn_config.rope_theta: \"high\""), std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
 TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   compiler::ModelSpec m = compiler::load_model("tiny-moe");
   m.qkv_bias = true;  // Mixtral names with biases: no HF architecture
@@ -499,6 +611,19 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   m = compiler::load_model(
       "tiny-dense");  // a partial RoPE under Llama's names: Phi-3's config alone states it
   m.rotary_dim = 8;
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
+  // DBRX's clamp and bias-free LayerNorm under another family's names; DBRX's names on a model unlike DBRX.
+  m = compiler::load_model("tiny-dense");
+  m.clip_qkv = 8;
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
+  m = compiler::load_model("tiny-starcoder2");
+  m.norm_bias = false;
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
+  m = compiler::load_model("tiny-dbrx");
+  m.sliding_window = 8;
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
   EXPECT_FALSE(fs::exists(dir));
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-moe"), 1), 0), Error);

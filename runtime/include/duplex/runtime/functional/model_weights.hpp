@@ -1,15 +1,16 @@
 #pragma once
 // The weights of a model for functional emulation (`duplex run`): FP16 tensors under their HuggingFace names
-// (Llama / Mixtral naming; checkpoint_name gives OPT's, StarCoder2's and Phi-3's), random from a seed or read
-// from a safetensors file (safetensors.hpp).
+// (Llama / Mixtral naming; checkpoint_name gives OPT's, StarCoder2's, Phi-3's, DeepSeek's and DBRX's), random
+// from a seed or read from a safetensors file (safetensors.hpp).
 //
 // Supported model shape (check_functional_support): GQA attention with RoPE (scaled or not) or learned
-// positions (q / k / v biases, o bias, q / k RMSNorm optional), or DeepSeek's MLA with RoPE; RMSNorm or
-// LayerNorm (gain and bias; a gain offset, Gemma's 1), gated or two-matrix FFNs with SiLU, GELU (erf or
-// tanh) or ReLU (two-matrix dense FFNs optionally with biases), dense or MoE layers (shared experts,
-// optionally gated, under Qwen-MoE or DeepSeek names; softmax top-k routing renormalised or not,
-// Phi-3.5-MoE's sparsemixer, DeepSeek's group-limited or noaux_tc routing, a routed scaling factor), an
-// LM-head bias, FP16 / BF16 weights and KV. Anything else is a duplex::Error naming the field.
+// positions (q / k / v biases, o bias, q / k RMSNorm, DBRX's clamp optional), or DeepSeek's MLA with RoPE;
+// RMSNorm or LayerNorm (gain and bias, or DBRX's without the bias; a gain offset, Gemma's 1), gated or
+// two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU (two-matrix dense FFNs optionally with biases), dense
+// or MoE layers (shared experts, optionally gated, under Qwen-MoE or DeepSeek names; softmax top-k routing
+// renormalised or not, Phi-3.5-MoE's sparsemixer, DeepSeek's group-limited or noaux_tc routing, a routed
+// scaling factor), an LM-head bias, FP16 / BF16 weights and KV. Anything else is a duplex::Error naming the
+// field.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -162,7 +163,9 @@ std::string norm_bias(const std::string& gain_name);
 // model.decoder.* (self_attn.out_proj, fc1 / fc2, self_attn_layer_norm / final_layer_norm), StarCoder2's
 // mlp.c_fc / mlp.c_proj, Phi-3's self_attn.qkv_proj for q / k / v and mlp.gate_up_proj for gate / up (one
 // checkpoint tensor holds several, stacked by rows in expected_weights order), DeepSeek's
-// mlp.shared_experts.*; every other family's names are weight_name's.
+// mlp.shared_experts.*; DBRX's transformer.* (norm_attn_norm.attn.Wqkv for q / k / v, ffn.experts.mlp.w1 /
+// v1 / w2 for every expert's gate / up / down: safetensors.cpp stores w2's parts transposed); every other
+// family's names are weight_name's.
 std::string checkpoint_name(const compiler::ModelSpec& spec, const std::string& name);
 
 struct ModelWeights {

@@ -26,12 +26,13 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
 // tensor the spec lacks, in the map or in a shard (or in a shard the map does not send it to), is an error.
 ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec);
 
-// rms_norm_eps, rope_theta and rope_scaling (linear, llama3, longrope or yarn) from a HF config.json
-// (ModelNumerics' defaults where absent), after refusing every field that would make the emulation compute
-// something else than the model while ModelSpec reads the same shapes: another rope_scaling (or a bad field
-// of one: "rope_scaling.<field>"), partial_rotary_factor other than 1 outside phi3, hidden_activation outside
-// Gemma, mlp_bias, clip_qkv, and DeepSeek's attention_bias, rope_interleave false and V2's norm_topk_prob;
-// each a duplex::Error naming the file and the key.
+// rms_norm_eps (norm_epsilon), rope_theta (DBRX: attn_config.rope_theta) and rope_scaling (linear, llama3,
+// longrope, yarn or dynamic) from a HF config.json (ModelNumerics' defaults where absent), after refusing
+// every field that would make the emulation compute something else than the model while ModelSpec reads the
+// same shapes: another rope_scaling (or a bad field of one: "rope_scaling.<field>"), partial_rotary_factor
+// other than 1 outside phi3, hidden_activation outside Gemma, mlp_bias, a top-level clip_qkv (OLMo's; DBRX's,
+// in attn_config, is ModelSpec::clip_qkv), and DeepSeek's attention_bias, rope_interleave false and V2's
+// norm_topk_prob; each a duplex::Error naming the file and the key.
 ModelNumerics config_numerics(const std::string& config_json_path);
 
 // A checkpoint directory in HF layout: `config.json` (the ModelSpec, rms_norm_eps, rope_theta) beside
@@ -39,8 +40,9 @@ ModelNumerics config_numerics(const std::string& config_json_path);
 // or the index.
 ModelWeights load_checkpoint(const std::string& path);
 
-// The HF model_type whose config.json states `spec` (llama, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe or
-// olmoe); duplex::Error naming the model when no architecture has its combination of features.
+// The HF model_type whose config.json states `spec` (llama, mistral, qwen2, qwen3, phi3, gemma, opt,
+// starcoder2, mixtral, phimoe, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3 or dbrx); duplex::Error
+// naming the model when no architecture has its combination of features.
 std::string hf_model_type(const compiler::ModelSpec& spec);
 
 // Writes `weights` as <dir>/config.json (hf_model_type's fields; load_checkpoint reads back the same spec and
