@@ -106,6 +106,12 @@ class Checker {
   Status status_;
 };
 
+// Gemma 2's soft-cap of attention scores or final logits: finite and >= 0 (0: none).
+void check_softcap(Checker& c, float softcap) {
+  c.require(std::isfinite(softcap) && softcap >= 0.0f, StatusCode::kInvalidArgument,
+            fmt::format("softcap is {}; expected a finite number >= 0 (0: no soft-capping)", softcap));
+}
+
 bool starts_valid(std::span<const std::int64_t> starts, std::int64_t total) {
   if (starts.empty() || starts.front() != 0 || starts.back() != total) return false;
   for (std::size_t i = 1; i < starts.size(); ++i)
@@ -193,6 +199,7 @@ struct Validator {
               fmt::format("seq_starts must start at 0, not decrease and end at T = {}", t));
     c.require(a.window >= 0, StatusCode::kInvalidArgument,
               fmt::format("window is {}; expected >= 1 (or 0: no sliding window)", a.window));
+    check_softcap(c, a.softcap);
     c.no_alias("out", a.out, "q", a.q).no_alias("out", a.out, "k", a.k).no_alias("out", a.out, "v", a.v);
     return c.status();
   }
@@ -226,6 +233,7 @@ struct Validator {
                           a.max_context_len, a.block_table.dim(1) * a.k_cache.dim(1)));
     c.require(a.window >= 0, StatusCode::kInvalidArgument,
               fmt::format("window is {}; expected >= 1 (or 0: no sliding window)", a.window));
+    check_softcap(c, a.softcap);
     c.no_alias("out", a.out, "q", a.q);
     return c.status();
   }
@@ -402,6 +410,7 @@ struct Validator {
     c.optional_tensor("bias", a.bias, 1).same_dtype("bias", a.bias, a.hidden, "hidden");
     c.extent("bias", a.bias, 0, v, "V");
     c.require(v >= 1, StatusCode::kInvalidArgument, "the vocabulary is empty; expected V >= 1");
+    check_softcap(c, a.softcap);
     return c.status();
   }
   Status operator()(const PartialSumArgs& a) const {

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "harness.hpp"
@@ -286,7 +287,7 @@ PagedCase make_paged_case(DType dtype, const AttentionShape& s, std::int64_t blo
 // Runs decode attention of case `c` over the caches k / v (c's caches uploaded, or views of another layout
 // holding the same values) and checks it against the reference on c's caches.
 void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase& c, const AttentionShape& s,
-                          const Tensor& k, const Tensor& v, std::int64_t window = 0) {
+                          const Tensor& k, const Tensor& v, std::int64_t window = 0, float softcap = 0.0f) {
   const DType dtype = c.q.dtype();
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
   DecodeAttentionArgs args{arena.upload(c.q),
@@ -297,11 +298,13 @@ void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase&
                            arena.empty(dtype, {c.q.shape()[0], s.hq, s.d}),
                            static_cast<float>(scale),
                            c.max_context,
-                           window};
+                           window,
+                           softcap};
   expect_run_ok(backend, args, arena.stream());
-  EXPECT_TRUE(within_bound(arena.download(args.out),
-                           decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
-                                                static_cast<double>(static_cast<float>(scale)), window)));
+  EXPECT_TRUE(
+      within_bound(arena.download(args.out),
+                   decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
+                                        static_cast<double>(static_cast<float>(scale)), window, softcap)));
 }
 
 void check_decode(Backend& backend, DType dtype, const AttentionShape& s, std::int64_t block_size,
@@ -372,6 +375,139 @@ TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionLongContext) {
     SCOPED_TRACE(dtype_name(dtype));
     check_decode(*backend, dtype, AttentionShape{32, 8, 128}, 16, {8192, 3001}, rng);
     check_decode(*backend, dtype, AttentionShape{8, 2, 32}, 16, {16384}, rng);
+  }
+}
+
+// Gemma 2's soft-capping (ops.hpp softcap) with caps of 50, 5 and 1. The queries are scaled to the cap (keys
+// in [-1, 1], scale 1 / sqrt(D): scores have a standard deviation of about 2 x cap), so the cap changes the
+// output far beyond the bound. GQA groups 1, 4 and 8 and an odd head_dim (20: the CUDA fallbacks).
+constexpr float kSoftcaps[] = {50.0f, 5.0f, 1.0f};
+const AttentionShape kSoftcapShapes[] = {{4, 4, 32}, {8, 2, 64}, {16, 2, 128}, {6, 3, 20}};
+double softcap_query_range(float cap) {
+  return 6.0 * static_cast<double>(cap);
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, PrefillAttentionSoftcap) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(18);
+  const std::vector<std::int64_t> starts = {0, 1, 18, 58, 158};
+  auto check = [&](DType dtype, const AttentionShape& s, const std::vector<std::int64_t>& seq_starts,
+                   float cap, std::int64_t window) {
+    const std::int64_t t = seq_starts.back();
+    SCOPED_TRACE(
+        label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " T", t, " softcap", cap, " window", window));
+    DeviceArena arena(*backend);
+    const double range = softcap_query_range(cap);
+    HostTensor q = random_tensor(dtype, {t, s.hq, s.d}, rng, -range, range);
+    HostTensor k = random_tensor(dtype, {t, s.hkv, s.d}, rng), v = random_tensor(dtype, {t, s.hkv, s.d}, rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+    PrefillAttentionArgs args{
+        arena.upload(q), arena.upload(k), arena.upload(v), arena.empty(dtype, {t, s.hq, s.d}),
+        seq_starts,      scale,           window,          cap};
+    expect_run_ok(*backend, args, arena.stream());
+    EXPECT_TRUE(
+        within_bound(arena.download(args.out),
+                     prefill_attention_ref(q, k, v, seq_starts, scale, window, static_cast<double>(cap))));
+  };
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kSoftcapShapes)
+      for (float cap : kSoftcaps)
+        for (std::int64_t window : {0, 33}) check(dtype, s, starts, cap, window);
+  // A long prompt, whole and windowed.
+  for (std::int64_t window : {0, 200}) check(DType::kF16, AttentionShape{8, 2, 64}, {0, 777}, 5.0f, window);
+}
+
+// Decode over paged caches (shuffled pages, block sizes 16 and 7, requests of 1 to 300 tokens and an empty
+// one), whole and windowed (the block-table entries before the window out of range, as never read), then
+// long contexts (many splits) and a group above the tensor-core path's 16 heads per block.
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionSoftcap) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(19);
+  auto check = [&](DType dtype, const AttentionShape& s, std::int64_t block_size,
+                   const std::vector<std::int32_t>& lens, float cap, std::int64_t window) {
+    SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " block", block_size, " max context",
+                       *std::max_element(lens.begin(), lens.end()), " softcap", cap, " window", window));
+    PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
+    const double range = softcap_query_range(cap);
+    c.q = random_tensor(dtype, c.q.shape(), rng, -range, range);
+    if (window > 0) {
+      const std::int64_t max_blocks = c.block_table.shape()[1];
+      for (std::size_t b = 0; b < lens.size(); ++b) {
+        const std::int64_t first = std::max<std::int64_t>(0, lens[b] - window);
+        for (std::int64_t j = 0; j < first / block_size; ++j)
+          c.block_table.set_int(static_cast<std::int64_t>(b) * max_blocks + j, -9);
+      }
+    }
+    DeviceArena arena(*backend);
+    run_and_check_decode(*backend, arena, c, s, arena.upload(c.k_cache), arena.upload(c.v_cache), window,
+                         cap);
+  };
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kSoftcapShapes)
+      for (std::int64_t block_size : {16, 7})
+        for (float cap : kSoftcaps)
+          for (std::int64_t window : {0, 64}) check(dtype, s, block_size, {1, 17, 300, 0, 64}, cap, window);
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    check(dtype, AttentionShape{32, 8, 128}, 16, {8192, 3001}, 50.0f, 0);
+    check(dtype, AttentionShape{64, 8, 128}, 16, {5000, 77}, 5.0f, 1000);
+    check(dtype, AttentionShape{8, 2, 32}, 16, {16384}, 1.0f, 0);
+    check(dtype, AttentionShape{40, 2, 64}, 16, {70, 1, 129, 15}, 5.0f, 0);
+  }
+  check(DType::kF32, AttentionShape{32, 8, 128}, 16, {4099}, 5.0f, 0);
+}
+
+// softcap must be finite and >= 0 for the three ops that take one (0: none).
+TEST(DUPLEX_CONFORMANCE_SUITE, SoftcapArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(20);
+  DeviceArena arena(*backend);
+  const DType dtype = DType::kF16;
+  const std::vector<std::int64_t> starts = {0, 5};
+  const PrefillAttentionArgs prefill{arena.upload(random_tensor(dtype, {5, 4, 32}, rng)),
+                                     arena.upload(random_tensor(dtype, {5, 2, 32}, rng)),
+                                     arena.upload(random_tensor(dtype, {5, 2, 32}, rng)),
+                                     arena.empty(dtype, {5, 4, 32}),
+                                     starts,
+                                     0.17f};
+  PagedCase c = make_paged_case(dtype, AttentionShape{4, 2, 32}, 16, {40}, rng);
+  const DecodeAttentionArgs decode{arena.upload(c.q),
+                                   arena.upload(c.k_cache),
+                                   arena.upload(c.v_cache),
+                                   arena.upload(c.block_table),
+                                   arena.upload(c.context_lens),
+                                   arena.empty(dtype, {1, 4, 32}),
+                                   0.17f,
+                                   c.max_context};
+  const LmHeadArgs lm_head{arena.upload(random_tensor(dtype, {2, 16}, rng)),
+                           arena.upload(random_tensor(dtype, {50, 16}, rng)), arena.empty(DType::kI32, {2}),
+                           arena.empty(DType::kF32, {2, 50})};
+  // The op with its softcap set (every op listed below has one).
+  auto with_cap = [](const OpArgs& op, float cap) {
+    return std::visit(
+        [cap](auto args) -> OpArgs {
+          if constexpr (requires { args.softcap; }) args.softcap = cap;
+          return args;
+        },
+        op);
+  };
+  for (const OpArgs& valid : {OpArgs{prefill}, OpArgs{decode}, OpArgs{lm_head}}) {
+    SCOPED_TRACE(op_name(valid));
+    for (float cap : {0.0f, 30.0f, 1e-3f}) {
+      const Status s = backend->can_implement(with_cap(valid, cap));
+      EXPECT_TRUE(s.ok()) << "softcap " << cap << ": " << s.to_string();
+    }
+    for (auto [cap, text] : {std::pair<float, const char*>{-1.0f, "softcap is -1;"},
+                             {-INFINITY, "softcap is -inf;"},
+                             {INFINITY, "softcap is inf;"},
+                             {std::nanf(""), "softcap is nan;"}}) {
+      const OpArgs a = with_cap(valid, cap);
+      const Status s = backend->can_implement(a);
+      EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+      EXPECT_NE(s.message().find(std::string(op_name(valid)) + ": " + text), std::string::npos)
+          << s.message();
+      EXPECT_NE(s.message().find("expected a finite number >= 0"), std::string::npos) << s.message();
+      EXPECT_EQ(backend->run(a, arena.stream()).code(), StatusCode::kInvalidArgument);
+    }
   }
 }
 
@@ -1363,6 +1499,103 @@ TEST(DUPLEX_CONFORMANCE_SUITE, LmHeadBias) {
       const auto at = [&](std::int64_t j) { return static_cast<std::size_t>(i * v + j); };
       EXPECT_LE(logits.value[at(best)] - logits.value[at(ids.get_int(i))],
                 logits.bound[at(best)] + logits.bound[at(ids.get_int(i))]);
+    }
+  }
+}
+
+// Gemma 2's final soft-cap: logits (after the optional bias) become cap * tanh(logit / cap) in FP32, and
+// next_ids is their argmax. Caps 30 (a mild change: logits reach ~17) and 2 (most logits saturate), with and
+// without a bias; next_ids must be the first maximum of the returned capped logits exactly, and within the
+// bounds of the reference's argmax; without `logits` the ids are the same.
+TEST(DUPLEX_CONFORMANCE_SUITE, LmHeadSoftcap) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(31);
+  for (DType dtype : kFloatTypes)
+    for (float cap : {30.0f, 2.0f})
+      for (bool with_bias : {false, true}) {
+        SCOPED_TRACE(label(dtype, "softcap ", cap, with_bias ? " bias" : ""));
+        const std::int64_t t = 5, v = 1001, h = 256;
+        DeviceArena arena(*backend);
+        HostTensor hidden = random_tensor(dtype, {t, h}, rng), weight = random_tensor(dtype, {v, h}, rng);
+        HostTensor bias = random_tensor(dtype, {v}, rng, -4.0, 4.0);
+        const Tensor bias_d = with_bias ? arena.upload(bias) : Tensor{};
+        LmHeadArgs args{arena.upload(hidden),
+                        arena.upload(weight),
+                        arena.empty(DType::kI32, {t}),
+                        arena.empty(DType::kF32, {t, v}),
+                        bias_d,
+                        cap};
+        expect_run_ok(*backend, args, arena.stream());
+        Expected raw = gemm_ref(hidden, weight, nullptr, true, DType::kF32);
+        if (with_bias)
+          for (std::int64_t i = 0; i < t * v; ++i) {
+            const auto u = static_cast<std::size_t>(i);
+            raw.value[u] += bias.get(i % v);
+            raw.bound[u] += kU32 * std::abs(raw.value[u]);  // the FP32 addition
+          }
+        const Expected capped = softcap_ref(raw, cap);
+        const HostTensor logits = arena.download(args.logits), ids = arena.download(args.next_ids);
+        EXPECT_TRUE(within_bound(logits, capped));
+        LmHeadArgs ids_only = args;
+        ids_only.logits = Tensor{};
+        ids_only.next_ids = arena.empty(DType::kI32, {t});
+        expect_run_ok(*backend, ids_only, arena.stream());
+        const HostTensor ids_alone = arena.download(ids_only.next_ids);
+        for (std::int64_t i = 0; i < t; ++i) {
+          const auto at = [&](std::int64_t j) { return static_cast<std::size_t>(i * v + j); };
+          std::int64_t first_max = 0;  // of the capped logits the op returned
+          for (std::int64_t j = 1; j < v; ++j)
+            if (logits.get(i * v + j) > logits.get(i * v + first_max)) first_max = j;
+          EXPECT_EQ(ids.get_int(i), first_max) << "token " << i;
+          EXPECT_EQ(ids_alone.get_int(i), ids.get_int(i)) << "token " << i << " without logits";
+          const auto row = capped.value.begin() + i * v;
+          const auto best = std::max_element(row, row + v) - row;
+          EXPECT_LE(capped.value[at(best)] - capped.value[at(ids.get_int(i))],
+                    capped.bound[at(best)] + capped.bound[at(ids.get_int(i))])
+              << "token " << i << ": argmax " << ids.get_int(i) << " but the reference's is " << best;
+        }
+        if (cap == 30.0f) {
+          // The cap is monotonic: where it cannot create ties (no logit saturates), the uncapped op picks the
+          // same ids, while its logits differ (the top ones by ~1.5).
+          LmHeadArgs uncapped = args;
+          uncapped.softcap = 0.0f;
+          uncapped.next_ids = arena.empty(DType::kI32, {t});
+          uncapped.logits = arena.empty(DType::kF32, {t, v});
+          expect_run_ok(*backend, uncapped, arena.stream());
+          const HostTensor raw_ids = arena.download(uncapped.next_ids),
+                           raw_logits = arena.download(uncapped.logits);
+          double largest_change = 0.0;
+          for (std::int64_t i = 0; i < t; ++i) EXPECT_EQ(raw_ids.get_int(i), ids.get_int(i)) << "token " << i;
+          for (std::int64_t i = 0; i < t * v; ++i)
+            largest_change = std::max(largest_change, std::abs(raw_logits.get(i) - logits.get(i)));
+          EXPECT_GT(largest_change, 0.5);
+        }
+      }
+}
+
+// Logits whose capped values round to the same FP32 number tie, and the tie goes to the lowest id: raw logits
+// 40 (id 2) and 60 (id 5) both cap to 2 * tanhf(20 or 30) = 2 exactly.
+TEST(DUPLEX_CONFORMANCE_SUITE, LmHeadSoftcapSaturationTies) {
+  DUPLEX_GET_BACKEND(backend);
+  DeviceArena arena(*backend);
+  HostTensor hidden(DType::kF16, {1, 4}), weight(DType::kF16, {6, 4});
+  for (std::int64_t i = 0; i < 4; ++i) hidden.set(i, 1.0);
+  for (std::int64_t r = 0; r < 6; ++r)
+    for (std::int64_t c = 0; c < 4; ++c) weight.set(r * 4 + c, r == 2 ? 10.0 : r == 5 ? 15.0 : 0.25);
+  for (auto [cap, want] : {std::pair<float, std::int32_t>{0.0f, 5}, {2.0f, 2}, {100.0f, 5}}) {
+    SCOPED_TRACE(cap);
+    LmHeadArgs args{arena.upload(hidden),
+                    arena.upload(weight),
+                    arena.empty(DType::kI32, {1}),
+                    arena.empty(DType::kF32, {1, 6}),
+                    Tensor{},
+                    cap};
+    expect_run_ok(*backend, args, arena.stream());
+    EXPECT_EQ(arena.download(args.next_ids).get_int(0), want);
+    const HostTensor logits = arena.download(args.logits);
+    if (cap == 2.0f) {
+      EXPECT_EQ(logits.get(2), 2.0);
+      EXPECT_EQ(logits.get(5), 2.0);
     }
   }
 }

@@ -23,10 +23,24 @@ struct Attended {
   std::vector<double> out, bound;  // [D] each
 };
 
-// One query row against keys/values given as row accessors; FP64 softmax attention with its bound.
+struct Capped {
+  double value, bound;
+};
+// Soft-capping (ops.hpp): c = cap * tanh(x / cap) of an x the kernel computes within `err`, with the bound on
+// the kernel's FP32 c: the error of x scaled by the largest slope of c over x +- err (1 - tanh^2 at the
+// smallest |x|), the rounding of x / cap (u32 |x|, twice for a margin), tanhf's ulps (2, as CUDA and glibc
+// document) and the product by cap (and by log2(e) in the base-2 kernels): 8 u32 |c| in all.
+Capped soft_cap(double x, double err, double cap) {
+  const double c = cap * std::tanh(x / cap);
+  const double t_lo = std::tanh(std::max(0.0, std::abs(x) - err) * (1.0 - 4.0 * kU32) / cap);
+  return {c, (1.0 - t_lo * t_lo) * (err + 2.0 * kU32 * std::abs(x)) + 8.0 * kU32 * std::abs(c)};
+}
+
+// One query row against keys/values given as row accessors; FP64 softmax attention with its bound. With
+// softcap > 0, each scaled score is soft-capped (soft_cap) before the softmax.
 template <class KeyRow, class ValueRow>
 Attended attend(const std::vector<double>& q, std::int64_t q_offset, std::int64_t d, std::int64_t length,
-                KeyRow key, ValueRow value, double scale, DType out_dtype) {
+                KeyRow key, ValueRow value, double scale, DType out_dtype, double softcap) {
   Attended r{std::vector<double>(uz(d), 0.0), std::vector<double>(uz(d), 0.0)};
   if (length == 0) return r;
   std::vector<double> s(uz(length));
@@ -39,8 +53,14 @@ Attended attend(const std::vector<double>& q, std::int64_t q_offset, std::int64_
       mag += std::abs(term);
     }
     s[uz(j)] = scale * dot;
+    double err = 2.0 * static_cast<double>(d + 4) * kU32 * std::abs(scale) * mag;
+    if (softcap > 0.0) {
+      const Capped c = soft_cap(s[uz(j)], err, softcap);
+      s[uz(j)] = c.value;
+      err = c.bound;
+    }
     max = std::max(max, s[uz(j)]);
-    max_err = std::max(max_err, 2.0 * static_cast<double>(d + 4) * kU32 * std::abs(scale) * mag);
+    max_err = std::max(max_err, err);
   }
   double sum = 0.0;
   for (double& v : s) sum += (v = std::exp(v - max));
@@ -190,7 +210,8 @@ Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta
 }
 
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
-                               std::span<const std::int64_t> seq_starts, double scale, std::int64_t window) {
+                               std::span<const std::int64_t> seq_starts, double scale, std::int64_t window,
+                               double softcap) {
   const std::int64_t hq = q.shape()[1], d = q.shape()[2], hkv = k.shape()[1], group = hq / hkv;
   Expected e{std::vector<double>(uz(q.numel())), std::vector<double>(uz(q.numel()))};
   const std::vector<double> qv = values(q), kv = values(k), vv = values(v);
@@ -203,7 +224,7 @@ Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const H
         const std::int64_t from = window > 0 ? std::max<std::int64_t>(0, i + 1 - window) : 0;  // first key
         auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(((start + from + j) * hkv + g) * d + c)]; };
         auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(((start + from + j) * hkv + g) * d + c)]; };
-        Attended a = attend(qv, offset, d, i + 1 - from, key, value, scale, q.dtype());
+        Attended a = attend(qv, offset, d, i + 1 - from, key, value, scale, q.dtype(), softcap);
         for (std::int64_t c = 0; c < d; ++c) {
           e.value[uz(offset + c)] = a.out[uz(c)];
           e.bound[uz(offset + c)] = a.bound[uz(c)];
@@ -215,7 +236,7 @@ Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const H
 
 Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
                               const HostTensor& block_table, const HostTensor& context_lens, double scale,
-                              std::int64_t window) {
+                              std::int64_t window, double softcap) {
   const std::int64_t batch = q.shape()[0], hq = q.shape()[1], d = q.shape()[2];
   const std::int64_t block_size = k_cache.shape()[1], hkv = k_cache.shape()[2],
                      max_blocks = block_table.shape()[1];
@@ -234,12 +255,22 @@ Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, co
       };
       auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(row(j) + c)]; };
       auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(row(j) + c)]; };
-      Attended a = attend(qv, offset, d, context - from, key, value, scale, q.dtype());
+      Attended a = attend(qv, offset, d, context - from, key, value, scale, q.dtype(), softcap);
       for (std::int64_t c = 0; c < d; ++c) {
         e.value[uz(offset + c)] = a.out[uz(c)];
         e.bound[uz(offset + c)] = a.bound[uz(c)];
       }
     }
+  return e;
+}
+
+Expected softcap_ref(const Expected& x, double cap) {
+  Expected e{std::vector<double>(x.value.size()), std::vector<double>(x.value.size())};
+  for (std::size_t i = 0; i < x.value.size(); ++i) {
+    const Capped c = soft_cap(x.value[i], x.bound[i], cap);
+    e.value[i] = c.value;
+    e.bound[i] = c.bound;
+  }
   return e;
 }
 

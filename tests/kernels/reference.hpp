@@ -31,11 +31,17 @@ Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, 
 Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim,
                   const std::vector<double>& inv_freq = {}, double scale = 1.0);
 // window > 0: sliding-window attention (the last `window` tokens up to the query's own), as in ops.hpp.
+// softcap > 0: Gemma 2's soft-capping of the scaled scores, softcap * tanh(s / softcap), before the softmax;
+// the bound adds the cap's FP32 rounding (tanhf within 2 ulps) to the score error it propagates.
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
-                               std::span<const std::int64_t> seq_starts, double scale, std::int64_t window = 0);
+                               std::span<const std::int64_t> seq_starts, double scale,
+                               std::int64_t window = 0, double softcap = 0.0);
 Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
                               const HostTensor& block_table, const HostTensor& context_lens, double scale,
-                              std::int64_t window = 0);
+                              std::int64_t window = 0, double softcap = 0.0);
+// cap * tanh(x / cap) of each value of x (e.g. gemm_ref's logits: LmHeadArgs::softcap), with its bound: x's
+// error through the cap's slope, plus the FP32 division, tanhf (2 ulps) and product.
+Expected softcap_ref(const Expected& x, double cap);
 Expected softmax_ref(const HostTensor& x, double scale);
 // Router probabilities p[T,E] (softmax of the FP64 logits) and the bound on each.
 Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weight);

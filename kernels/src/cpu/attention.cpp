@@ -1,6 +1,7 @@
 // CPU attention: causal prefill over packed sequences, and decode over a paged KV cache (split-KV: each
 // (request, kv head, chunk of kDecodeChunk tokens) is a task, merged in chunk order, so results do not depend
 // on the thread count). A kv head's keys are converted once and used by its whole query group (GQA).
+// Soft-capping (Gemma 2, softcap > 0) rewrites a row's scaled scores in place before the softmax.
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
@@ -17,6 +18,17 @@ namespace {
 
 using Range = tbb::blocked_range<std::int64_t>;
 constexpr std::int64_t kDecodeChunk = 256;
+
+// Soft-capping (ops.hpp): each scaled score s of s[0, n) becomes softcap * tanh(s / softcap), all in FP32
+// (std::tanh's float overload); returns the largest capped score.
+float cap_scores(float* s, std::int64_t n, float softcap) {
+  float max = -INFINITY;
+  for (std::int64_t j = 0; j < n; ++j) {
+    s[j] = softcap * std::tanh(s[j] / softcap);
+    max = std::max(max, s[j]);
+  }
+  return max;
+}
 
 }  // namespace
 
@@ -48,6 +60,7 @@ Status prefill_attention(const PrefillAttentionArgs& args) {
             p[static_cast<std::size_t>(j)] = dot(q.data(), k.data() + j * d, d) * args.scale;
             max = std::max(max, p[static_cast<std::size_t>(j)]);
           }
+          if (args.softcap > 0.0f) max = cap_scores(p.data() + from, i + 1 - from, args.softcap);
           float sum = 0.0f;
           std::fill(out.begin(), out.end(), 0.0f);
           for (std::int64_t j = from; j <= i; ++j) {
@@ -131,6 +144,7 @@ Status decode_attention(const DecodeAttentionArgs& args) {
           sc[j] = dot(q.data() + h * d, keys.data() + j * d, d) * args.scale;
           max = std::max(max, sc[j]);
         }
+        if (args.softcap > 0.0f) max = cap_scores(sc, n, args.softcap);
         float sum = 0.0f;
         for (std::int64_t j = 0; j < n; ++j) {
           sc[j] = std::exp(sc[j] - max);

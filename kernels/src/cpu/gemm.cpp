@@ -1,6 +1,7 @@
-// CPU GEMM, GEMV and LM head (linear + greedy argmax).
+// CPU GEMM, GEMV and LM head (linear, optional bias and soft-cap, greedy argmax).
 #include <tbb/parallel_for.h>
 
+#include <cmath>
 #include <vector>
 
 #include "convert.hpp"
@@ -71,6 +72,12 @@ Status lm_head(const LmHeadArgs& args) {
       for (std::int64_t j = 0; j < v; ++j)
         logits[static_cast<std::size_t>(i * v + j)] += bias[static_cast<std::size_t>(j)];
   }
+  if (args.softcap > 0.0f)  // Gemma 2's final soft-cap, in FP32 (std::tanh's float overload)
+    tbb::parallel_for(tbb::blocked_range<std::size_t>(0, logits.size(), 1 << 14),
+                      [&](const tbb::blocked_range<std::size_t>& r) {
+                        for (std::size_t i = r.begin(); i != r.end(); ++i)
+                          logits[i] = args.softcap * std::tanh(logits[i] / args.softcap);
+                      });
   auto* ids = args.next_ids.as<std::int32_t>();
   for (std::int64_t i = 0; i < t; ++i) {
     const float* row = logits.data() + i * v;

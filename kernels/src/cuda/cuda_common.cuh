@@ -84,6 +84,27 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return m;
 }
 
+// Gemma 2's attention soft-cap (PrefillAttentionArgs / DecodeAttentionArgs::softcap) as the kernels apply it:
+// the true scaled score s = scale * q.k (FP32) becomes cap * tanh(s / cap) (IEEE division, tanhf). Kernels
+// that work in base-2 units (their uncapped code folds log2(e) into the scale) take a ScoreCap: s from the
+// scale itself, and log2(e) multiplied in after the tanh (cap_log2 = cap * log2(e), rounded once). cap 0:
+// none: the capped code is a separate instantiation (a bool template parameter chosen once per launch), so
+// the uncapped kernels are unchanged.
+__device__ __forceinline__ float soft_capped(float s, float cap) {
+  return cap * tanhf(s / cap);
+}
+struct ScoreCap {
+  float scale = 1.0f;     // the attention scale
+  float cap = 0.0f;       // softcap; 0: none
+  float cap_log2 = 0.0f;  // softcap * log2(e)
+  static ScoreCap of(float scale, float softcap) {
+    return {scale, softcap, static_cast<float>(static_cast<double>(softcap) * 1.4426950408889634)};
+  }
+  // The capped score of the dot product q.k, in base-2 units.
+  __device__ __forceinline__ float capped_log2(float dot) const {
+    return cap_log2 * tanhf(dot * scale / cap);
+  }
+};
 
 // One tile of a flash-style online softmax over `rows` score rows of 32 columns (one per lane), rows spread
 // over the block's warps: scores p_s[r * stride + lane] become exp(score - m_new); the running max m_s,

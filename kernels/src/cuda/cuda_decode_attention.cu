@@ -8,11 +8,14 @@
 // each thread keeps kTokens tokens' loads in flight. Every row is read once for the whole query group (up to
 // kGroup query heads a block; larger groups are split over head chunks). Scores are reduced across the row
 // group with warp shuffles; each row group keeps an FP32 online softmax per head (in base-2 units: scores
-// carry the factor log2(e), so exp2f does the exponentials), updated once per kTokens tokens. The row groups
-// of a block are merged through shared memory, in a fixed order, into one partial per split; a second kernel
-// merges the splits (max-rescaled) in split order, so results do not depend on scheduling.
+// carry the factor log2(e), so exp2f does the exponentials; soft-capping is a kSoftcap instantiation, which
+// caps the true scaled score and multiplies log2(e) in after the tanh: ScoreCap), updated once per kTokens
+// tokens. The row groups of a block are merged through shared memory, in a fixed order, into one partial per
+// split; a second kernel merges the splits (max-rescaled) in split order, so results do not depend on
+// scheduling.
 //
-// Fallback (any other row size or alignment): one scalar element at a time through shared-memory tiles.
+// Fallback (any other row size or alignment): one scalar element at a time through shared-memory tiles
+// (natural-log units; soft-capping: a kSoftcap instantiation, soft_capped on each scaled score).
 #include <algorithm>
 #include <cstdint>
 
@@ -35,6 +38,7 @@ struct FastShape {
   int head_chunks;  // blocks per kv head along the query group (group / kGroup, rounded up)
   FastDivider block_size;
   CacheStrides stride;  // of both caches, in elements
+  ScoreCap cap;         // the soft-cap (read by the kSoftcap instantiations only)
 };
 
 // The elements of one 16-byte chunk as floats.
@@ -77,8 +81,9 @@ __device__ __forceinline__ void find_slots(int base, int last, int row_group, in
 
 // Dynamic shared memory: [row groups][heads][D] accumulators, then [row groups][heads][2] (max, sum).
 // Registers (ptxas, sm_90, 16-bit types): kGroup 4 fits 128 (four blocks an SM, a few spilled bytes);
-// kGroup 8 needs ~240 (two blocks an SM; capping it spills hundreds of bytes).
-template <class T, int kGroup>
+// kGroup 8 needs ~240 (two blocks an SM; capping it spills hundreds of bytes). kSoftcap: scores soft-capped
+// (s.cap) instead of scaled by scale_log2.
+template <class T, int kGroup, bool kSoftcap>
 __global__ void __launch_bounds__(kThreads, kGroup <= 4 ? 4 : 1)
     decode_split_fast(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
                       const std::int32_t* __restrict__ block_table,
@@ -154,7 +159,10 @@ __global__ void __launch_bounds__(kThreads, kGroup <= 4 ? 4 : 1)
           for (int offset = s.lanes >> 1; offset > 0; offset >>= 1)
             dot += __shfl_xor_sync(0xffffffffu, dot, offset);
         }
-        score[u][g] = valid[u] ? dot * scale_log2 : -INFINITY;
+        if constexpr (kSoftcap)
+          score[u][g] = valid[u] ? s.cap.capped_log2(dot) : -INFINITY;
+        else
+          score[u][g] = valid[u] ? dot * scale_log2 : -INFINITY;
       }
     }
 
@@ -214,10 +222,12 @@ struct DecodeShape {
   std::int64_t hq, hkv, group, d, block_size, max_blocks, split_tokens, splits;
   std::int64_t window;  // sliding window (tokens; 0: none)
   CacheStrides stride;  // of both caches, in elements
+  float softcap;        // soft-cap of the scaled scores (0: none)
 };
 
-// Fallback: any head_dim and alignment, one element at a time; the whole query group per block.
-template <class T>
+// Fallback: any head_dim and alignment, one element at a time; the whole query group per block. kSoftcap:
+// scaled scores soft-capped by s.softcap.
+template <class T, bool kSoftcap>
 __global__ void __launch_bounds__(kThreads)
     decode_split_scalar(const T* q, const T* k_cache, const T* v_cache, const std::int32_t* block_table,
                         const std::int32_t* context_lens, float* partial_acc, float* partial_ml,
@@ -277,6 +287,7 @@ __global__ void __launch_bounds__(kThreads)
         score = 0.0f;
         for (std::int64_t c = 0; c < d; ++c) score += q_s[g * d + c] * k_s[t * (d + 1) + c];
         score *= scale;
+        if constexpr (kSoftcap) score = soft_capped(score, s.softcap);
       }
       p_s[i] = score;
     }
@@ -298,7 +309,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class T, int kGroup>
+template <class T, int kGroup, bool kSoftcap>
 Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
   const std::int64_t batch = args.q.dim(0), d = args.q.dim(2), hkv = args.k_cache.dim(2);
   const std::int64_t chunks_per_row = d / kChunkElems<T>;
@@ -315,7 +326,8 @@ Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t s
               lanes,
               0,
               FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
-              cache_strides(args.k_cache)};
+              cache_strides(args.k_cache),
+              ScoreCap::of(args.scale, args.softcap)};
   s.head_chunks = (s.group + kGroup - 1) / kGroup;
   const std::int64_t row_groups = kWarps * (32 / lanes);
   const std::int64_t split_tokens = split_tokens_for(ctx, batch * hkv * s.head_chunks, args.max_attended(),
@@ -327,7 +339,7 @@ Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t s
   const int block_heads = std::min(kGroup, s.group);
   const std::size_t shared_bytes =
       sizeof(float) * static_cast<std::size_t>(row_groups * block_heads * (d + 2));
-  auto kernel = decode_split_fast<T, kGroup>;
+  auto kernel = decode_split_fast<T, kGroup, kSoftcap>;
   if (shared_bytes > ctx.max_shared_bytes)
     return {StatusCode::kUnsupportedShape,
             "decode_attention: head_dim needs more shared memory than the device has"};
@@ -360,6 +372,7 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
   s.max_blocks = args.block_table.dim(1);
   s.stride = cache_strides(args.k_cache);
   s.window = args.window;
+  s.softcap = args.softcap;
   s.split_tokens = split_tokens_for(ctx, batch * s.hkv, args.max_attended(), kTile, kBlocksPerSm);
   s.splits = std::max<std::int64_t>(1, (args.max_attended() + s.split_tokens - 1) / s.split_tokens);
 
@@ -369,7 +382,7 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
   if (shared_bytes > ctx.max_shared_bytes)
     return {StatusCode::kUnsupportedShape,
             "decode_attention: group x head_dim needs more shared memory than the device has"};
-  auto kernel = decode_split_scalar<T>;
+  auto kernel = args.softcap > 0.0f ? decode_split_scalar<T, true> : decode_split_scalar<T, false>;
   DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(shared_bytes)));
 
@@ -403,7 +416,11 @@ Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStrea
                       rows_aligned16(args.k_cache) && rows_aligned16(args.v_cache) &&
                       args.max_context_len < (std::int64_t{1} << 30);
     if (!fast) return launch_scalar<T>(ctx, args, stream);
-    return group <= 4 ? launch_fast<T, 4>(ctx, args, stream) : launch_fast<T, 8>(ctx, args, stream);
+    if (args.softcap > 0.0f)
+      return group <= 4 ? launch_fast<T, 4, true>(ctx, args, stream)
+                        : launch_fast<T, 8, true>(ctx, args, stream);
+    return group <= 4 ? launch_fast<T, 4, false>(ctx, args, stream)
+                      : launch_fast<T, 8, false>(ctx, args, stream);
   });
 }
 

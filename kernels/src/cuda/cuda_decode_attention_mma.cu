@@ -8,7 +8,8 @@
 // pages gathered through the block table; rows past the context or behind a bad table entry are zero-filled),
 // and each warp takes 16 tokens of every tile:
 //   S [16 heads x 16 tokens] = Q . K^T     (m16n8k16, K rows read by ldmatrix as the col-major B operand)
-//   online softmax per head over S (FP32, base-2 units: the scale carries log2(e))
+//   online softmax per head over S (FP32, base-2 units: the scale carries log2(e); soft-capped, a kSoftcap
+//   instantiation: cap * tanh(s / cap) of the true scaled score s, times log2(e) after the tanh: ScoreCap)
 //   O [16 heads x D] += P . V              (P from S's accumulator registers; V by ldmatrix.trans)
 // P is split into P_hi = round(P) and P_lo = round(P - P_hi) in the storage type, and both are multiplied
 // into O, so the probabilities keep ~2x the storage type's precision (BF16 alone would lose 8 bits).
@@ -21,13 +22,15 @@
 // later tiles, TMA bulk row copies on mbarriers instead of cp.async (both sm_90), or a diagnostic probe
 // (copies only / compute only). decode_attention uses DefaultPipeline; decode_tune_bench measures the others
 // (bench/kernels/README.md: on an H200 none was faster, and bandwidth followed warps per SM, not bytes in
-// flight).
+// flight). Soft-capped instantiations exist for DefaultPipeline only (head_dim 32, 64, 128): the other shapes
+// refuse a capped call (kUnsupportedShape), which decode_attention never makes.
 //
 // MMA fragment layouts: cuda_mma.cuh.
 #include <array>
 #include <cstdint>
 #include <span>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "cuda_decode_common.cuh"
@@ -137,7 +140,7 @@ constexpr std::size_t shared_bytes_for(std::size_t elem) {
   return pipeline > partials ? pipeline : partials;
 }
 
-template <class T, int kD, class P>
+template <class T, int kD, class P, bool kSoftcap>
 __global__ void __launch_bounds__(P::kThreads)
     decode_split_mma(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
                      const std::int32_t* __restrict__ block_table,
@@ -360,7 +363,10 @@ __global__ void __launch_bounds__(P::kThreads)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int token = base + n * 8 + 2 * t + (i & 1);
-        sc[n][i] = token < last ? sc[n][i] * scale_log2 : -INFINITY;
+        if constexpr (kSoftcap)
+          sc[n][i] = token < last ? s.cap.capped_log2(sc[n][i]) : -INFINITY;
+        else
+          sc[n][i] = token < last ? sc[n][i] * scale_log2 : -INFINITY;
         mx[i >> 1] = fmaxf(mx[i >> 1], sc[n][i]);
       }
     float alpha[2];
@@ -435,12 +441,12 @@ __global__ void __launch_bounds__(P::kThreads)
                       partial_ml);
 }
 
-template <class T, int kD, class P>
+template <class T, int kD, class P, bool kSoftcap = false>
 Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
   constexpr std::size_t shared_bytes = shared_bytes_for<P, kD>(sizeof(T));
   if (shared_bytes > ctx.max_shared_bytes)
     return {StatusCode::kUnsupportedShape, "decode_attention: the tensor-core path needs more shared memory"};
-  auto kernel = decode_split_mma<T, kD, P>;
+  auto kernel = decode_split_mma<T, kD, P, kSoftcap>;
   DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(shared_bytes)));
   return launch_split_kernel<T>(ctx, args, stream, kernel, P::kThreads, shared_bytes, kHeadsPerBlock, P::kTileTokens,
@@ -494,14 +500,18 @@ bool decode_attention_mma_applies(const DecodeAttentionArgs& args) {
 
 Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
   const std::int64_t d = args.q.dim(2);
-  auto by_dim = [&](auto tag) -> Status {
+  auto by_dim = [&](auto tag, auto capped) -> Status {
     using T = decltype(tag);
-    if (d == 32) return launch<T, 32, DefaultPipeline>(ctx, args, stream);
-    if (d == 64) return launch<T, 64, DefaultPipeline>(ctx, args, stream);
-    return launch<T, 128, DefaultPipeline>(ctx, args, stream);
+    constexpr bool kSoftcap = decltype(capped)::value;
+    if (d == 32) return launch<T, 32, DefaultPipeline, kSoftcap>(ctx, args, stream);
+    if (d == 64) return launch<T, 64, DefaultPipeline, kSoftcap>(ctx, args, stream);
+    return launch<T, 128, DefaultPipeline, kSoftcap>(ctx, args, stream);
   };
-  if (args.q.dtype == DType::kF16) return by_dim(__half{});
-  return by_dim(__nv_bfloat16{});
+  auto by_cap = [&](auto tag) -> Status {
+    return args.softcap > 0.0f ? by_dim(tag, std::true_type{}) : by_dim(tag, std::false_type{});
+  };
+  if (args.q.dtype == DType::kF16) return by_cap(__half{});
+  return by_cap(__nv_bfloat16{});
 }
 
 std::span<const MmaPipeline> mma_pipelines() {
@@ -513,6 +523,12 @@ Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaS
   if (!decode_attention_mma_applies(args) || args.q.dim(2) != 128)
     return {StatusCode::kUnsupportedShape,
             "decode_attention_mma: pipeline shapes are compiled for FP16 / BF16 head_dim 128 on the tensor-core path"};
+  if (args.softcap > 0.0f) {  // capped instantiations: DefaultPipeline only
+    if (!same_shape<DefaultPipeline>(pipeline))
+      return {StatusCode::kUnsupportedShape,
+              "decode_attention_mma: soft-capping is compiled for the default pipeline shape only"};
+    return decode_attention_mma(ctx, args, stream);
+  }
   Status st;
   constexpr auto kIndices = std::make_index_sequence<std::tuple_size_v<TunedPipelines>>{};
   const bool found = args.q.dtype == DType::kF16

@@ -9,7 +9,8 @@
 // (tiles warp, warp + warps, ...) with no barrier until the end. Per tile, with the roles of the usual
 // formulation swapped so that the heads are N and the 16 tokens are M (Q.K^T) or K (P.V):
 //   S^T [16 tokens x 8 heads] = K . Q^T    (m16n8k16: 8 MMAs over head_dim, A = K rows, B = Q)
-//   online softmax per head over the tile's tokens (FP32, base-2 units: the scale carries log2(e))
+//   online softmax per head over the tile's tokens (FP32, base-2 units: the scale carries log2(e); a kSoftcap
+//   instantiation soft-caps: cap * tanh(s / cap) of the true scaled score s, then log2(e): ScoreCap)
 //   O^T [128 x 8 heads] += V^T . P^T       (8 m-tiles of head_dim; P high and low parts: 16 MMAs)
 // Half the MMAs of the 16-head formulation for groups of up to 8 heads.
 //
@@ -30,7 +31,8 @@
 // of the tile). The pipeline shape (cuda_decode_tuning.hpp, RegsPipeline): warps per block, the minimum
 // blocks per SM the registers are capped for, and when a warp issues its next tile's loads (after computing
 // the current one; its K after the current Q.K^T and its V after the current P.V; or before computing the
-// current one, into a second tile of registers).
+// current one, into a second tile of registers). Soft-capped instantiations exist for the first shape only
+// (the one decode_attention uses); the others refuse a capped call (kUnsupportedShape).
 //
 // Status: compiled (sm_90) and its fragment scheme checked by emulating a warp on the CPU, but not yet run on
 // a GPU. decode_attention uses it only with CudaOptions::decode_attention = kRegisters; scripts/gpu_check.sh
@@ -84,7 +86,7 @@ struct Tile {
   uint4 v[4][2];
 };
 
-template <class T, class P>
+template <class T, class P, bool kSoftcap>
 __global__ void __launch_bounds__(P::kThreads, P::kMinBlocks)
     decode_split_regs(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
                       const std::int32_t* __restrict__ block_table, const std::int32_t* __restrict__ context_lens,
@@ -188,7 +190,12 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinBlocks)
     const int base = first + tile * kTileTokens;
     const bool lo_valid = base + k_token(g, 0) < last, hi_valid = base + k_token(g, 1) < last;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) sc[i] = (i < 2 ? lo_valid : hi_valid) ? sc[i] * scale_log2 : -INFINITY;
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (kSoftcap)
+        sc[i] = (i < 2 ? lo_valid : hi_valid) ? s.cap.capped_log2(sc[i]) : -INFINITY;
+      else
+        sc[i] = (i < 2 ? lo_valid : hi_valid) ? sc[i] * scale_log2 : -INFINITY;
+    }
     float alpha[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -300,10 +307,10 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinBlocks)
                       partial_acc, partial_ml);
 }
 
-template <class T, class P>
+template <class T, class P, bool kSoftcap = false>
 Status launch(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream) {
-  return launch_split_kernel<T>(ctx, args, stream, decode_split_regs<T, P>, P::kThreads, 0, kHeadsPerBlock,
-                                std::int64_t{kTileTokens} * P::kWarps, "decode_split_regs");
+  return launch_split_kernel<T>(ctx, args, stream, decode_split_regs<T, P, kSoftcap>, P::kThreads, 0,
+                                kHeadsPerBlock, std::int64_t{kTileTokens} * P::kWarps, "decode_split_regs");
 }
 
 // The shapes compiled, in kRegsPipelines order. Not yet measured on a GPU (bench/kernels/README.md).
@@ -355,6 +362,14 @@ Status decode_attention_regs(Context& ctx, const DecodeAttentionArgs& args, cuda
   if (!decode_attention_regs_applies(args))
     return {StatusCode::kUnsupportedShape,
             "decode_attention_regs: compiled for FP16 / BF16 head_dim 128 with 16-byte aligned rows"};
+  if (args.softcap > 0.0f) {  // capped instantiations: the first shape only
+    using First = std::tuple_element_t<0, RegsShapes>;
+    if (!same_pipeline<First>(pipeline))
+      return {StatusCode::kUnsupportedShape,
+              "decode_attention_regs: soft-capping is compiled for the first pipeline shape only"};
+    return args.q.dtype == DType::kF16 ? launch<__half, First, true>(ctx, args, stream)
+                                       : launch<__nv_bfloat16, First, true>(ctx, args, stream);
+  }
   Status st;
   const bool found = args.q.dtype == DType::kF16 ? launch_shape<__half>(ctx, args, stream, pipeline, st, kIndices)
                                                  : launch_shape<__nv_bfloat16>(ctx, args, stream, pipeline, st, kIndices);

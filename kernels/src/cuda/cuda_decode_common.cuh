@@ -133,6 +133,7 @@ struct MmaShape {
   int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks, window;
   FastDivider block_size;
   CacheStrides stride;  // of both caches, in elements
+  ScoreCap cap;         // the soft-cap (read by the kernels' capped instantiations only)
 };
 
 // Tokens per split (a multiple of tile_tokens) for a grid of `units` blocks per split on a GPU that holds
@@ -230,10 +231,10 @@ __device__ __forceinline__ void merge_warp_partials(const float* acc_s, const fl
   }
 }
 
-// Launches a tensor-core split kernel (decode_split_mma's parameters; blocks of `threads` threads with
-// `shared_bytes` of dynamic shared memory, each up to `heads_per_block` query heads of one kv head) on a grid
-// whose split count fills whole waves of the blocks the GPU holds at once (split_tokens_by_waves, splits a
-// multiple of tile_tokens), then the merge.
+// Launches a tensor-core split kernel (decode_split_mma's parameters, the soft-cap in MmaShape::cap; blocks
+// of `threads` threads with `shared_bytes` of dynamic shared memory, each up to `heads_per_block` query heads
+// of one kv head) on a grid whose split count fills whole waves of the blocks the GPU holds at once
+// (split_tokens_by_waves, splits a multiple of tile_tokens), then the merge.
 template <class T, class Kernel>
 Status launch_split_kernel(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream, Kernel kernel,
                            int threads, std::size_t shared_bytes, int heads_per_block, std::int64_t tile_tokens,
@@ -248,7 +249,8 @@ Status launch_split_kernel(Context& ctx, const DecodeAttentionArgs& args, cudaSt
              0,
              static_cast<int>(std::min<std::int64_t>(args.window, std::int64_t{1} << 30)),
              FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
-             cache_strides(args.k_cache)};
+             cache_strides(args.k_cache),
+             ScoreCap::of(args.scale, args.softcap)};
   s.head_chunks = (s.group + heads_per_block - 1) / heads_per_block;
   int resident_per_sm = 0;
   DUPLEX_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, threads, shared_bytes));

@@ -33,7 +33,8 @@ std::span<const MmaPipeline> mma_pipelines();
 
 // decode_attention on the tensor-core path with pipeline shape `pipeline` (one of mma_pipelines()): arguments
 // as decode_attention_mma_applies and head_dim 128 (else kUnsupportedShape); a shape not compiled is
-// kInvalidArgument.
+// kInvalidArgument. A soft-capped call (softcap > 0) runs on the first shape only (the others refuse it:
+// kUnsupportedShape).
 Status decode_attention_mma(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream,
                             const MmaPipeline& pipeline);
 
@@ -54,7 +55,8 @@ std::span<const RegsPipeline> regs_pipelines();
 
 // decode_attention on the register-direct kernel with shape `pipeline` (one of regs_pipelines()): arguments
 // as decode_attention_mma_applies and head_dim 128 (else kUnsupportedShape); a shape not compiled is
-// kInvalidArgument.
+// kInvalidArgument. A soft-capped call (softcap > 0) runs on the first shape only (the others refuse it:
+// kUnsupportedShape).
 Status decode_attention_regs(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream,
                              const RegsPipeline& pipeline);
 

@@ -1,4 +1,5 @@
-// CUDA GEMM / GEMV through cuBLAS (FP32 compute), and the LM head (cuBLAS logits + a greedy argmax kernel).
+// CUDA GEMM / GEMV through cuBLAS (FP32 compute), and the LM head (cuBLAS logits, the optional bias and
+// soft-cap kernels, a greedy argmax kernel).
 #include "cuda_common.cuh"
 
 namespace duplex::kernels::cuda {
@@ -42,6 +43,12 @@ template <class T>
 __global__ void add_vocab_bias(float* logits, const T* bias, std::int64_t tokens, std::int64_t vocab) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < tokens * vocab) logits[i] += to_float(bias[i % vocab]);
+}
+
+// logits[i] = cap * tanh(logits[i] / cap) (FP32: IEEE division, tanhf), Gemma 2's final logit soft-cap.
+__global__ void softcap_logits(float* logits, std::int64_t n, float cap) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) logits[i] = cap * tanhf(logits[i] / cap);
 }
 
 // c[i] = round(c[i] + product[i]): the accumulation of a 16-bit C rounds once, after the FP32 sum.
@@ -104,6 +111,11 @@ Status lm_head(Context& ctx, const LmHeadArgs& args, cudaStream_t stream) {
       return {};
     });
     if (!b.ok()) return b;
+  }
+  if (args.softcap > 0.0f) {  // after the bias, before the argmax (which then picks among capped logits)
+    softcap_logits<<<blocks_for(t * v, kArgmaxThreads), kArgmaxThreads, 0, stream>>>(logits, t * v,
+                                                                                     args.softcap);
+    DUPLEX_CUDA_LAUNCHED("softcap_logits");
   }
   argmax_rows<<<static_cast<unsigned int>(t), kArgmaxThreads, 0, stream>>>(logits, v,
                                                                            args.next_ids.as<std::int32_t>());

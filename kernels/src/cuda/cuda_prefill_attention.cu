@@ -1,7 +1,8 @@
 // Causal (optionally sliding-window) prefill attention, tiled flash-style: grid (query tiles, q heads,
 // sequences); a block keeps kRows query rows and their running softmax state in shared memory and streams
 // kCols keys/values at a time (from its first row's window on), so the T x T score matrix never exists. FP32
-// arithmetic on CUDA cores.
+// arithmetic on CUDA cores. Soft-capping (softcap > 0) is a kSoftcap instantiation, which rewrites each
+// scaled score before the mask and the online softmax (soft_capped: softcap * tanhf(s / softcap)).
 #include <algorithm>
 
 #include "cuda_common.cuh"
@@ -13,9 +14,10 @@ constexpr int kThreads = 128;
 constexpr int kRows = 32;
 constexpr int kCols = 32;  // one per lane in the softmax step
 
-template <class T>
+template <class T, bool kSoftcap>
 __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const std::int64_t* seq_starts,
-                             std::int64_t hq, std::int64_t hkv, std::int64_t d, float scale, std::int64_t window) {
+                             std::int64_t hq, std::int64_t hkv, std::int64_t d, float scale,
+                             std::int64_t window, float softcap) {
   extern __shared__ float shared[];
   float* q_s = shared;                 // [kRows, D]
   float* k_s = q_s + kRows * d;        // [kCols, D + 1]
@@ -64,6 +66,7 @@ __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const s
         score = 0.0f;
         for (std::int64_t c = 0; c < d; ++c) score += q_s[r * d + c] * k_s[t * (d + 1) + c];
         score *= scale;
+        if constexpr (kSoftcap) score = soft_capped(score, softcap);
       }
       p_s[i] = score;
     }
@@ -103,14 +106,15 @@ Status prefill_attention(Context& ctx, const PrefillAttentionArgs& args, cudaStr
                                   stream));
   return with_storage_type(args.q.dtype, [&](auto tag) -> Status {
     using T = decltype(tag);
-    auto kernel = prefill_tile<T>;
+    auto kernel = args.softcap > 0.0f ? prefill_tile<T, true> : prefill_tile<T, false>;
     DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(shared_bytes)));
     const dim3 grid(static_cast<unsigned int>((longest + kRows - 1) / kRows),
                     static_cast<unsigned int>(args.q.dim(1)), static_cast<unsigned int>(sequences));
-    kernel<<<grid, kThreads, shared_bytes, stream>>>(
-        args.q.as<const T>(), args.k.as<const T>(), args.v.as<const T>(), args.out.as<T>(),
-        starts.as<const std::int64_t>(), args.q.dim(1), args.k.dim(1), d, args.scale, args.window);
+    kernel<<<grid, kThreads, shared_bytes, stream>>>(args.q.as<const T>(), args.k.as<const T>(),
+                                                     args.v.as<const T>(), args.out.as<T>(),
+                                                     starts.as<const std::int64_t>(), args.q.dim(1),
+                                                     args.k.dim(1), d, args.scale, args.window, args.softcap);
     DUPLEX_CUDA_LAUNCHED("prefill_tile");
     return {};
   });

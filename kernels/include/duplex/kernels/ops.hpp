@@ -61,11 +61,15 @@ struct RopeArgs {
 // [seq_starts[b], seq_starts[b+1]); seq_starts is host memory, non-decreasing, first 0, last T.
 // out = softmax(scale * q k^T + causal mask) v per sequence and head. window > 0: sliding-window attention,
 // token i of a sequence attends to its tokens (i - window, i] only; 0: to every earlier token.
+// softcap > 0: Gemma 2's attention logit soft-capping, each scaled score s = scale * q.k (FP32) becomes
+// softcap * tanh(s / softcap) before the mask and the softmax; 0: none. softcap must be finite and >= 0
+// (else kInvalidArgument).
 struct PrefillAttentionArgs {
   Tensor q, k, v, out;
   std::span<const std::int64_t> seq_starts;
   float scale = 1.0f;
   std::int64_t window = 0;
+  float softcap = 0.0f;
 };
 
 // One new token per request attending to its paged KV cache (decode), GQA.
@@ -78,12 +82,15 @@ struct PrefillAttentionArgs {
 // max_context_len (host) bounds context_lens; kernels size their work split by it.
 // A request with context_len 0 gets out = 0. window > 0: sliding-window attention over the last
 // min(context_len, window) tokens only (block_table entries of the tokens before them are never read);
-// 0: every token.
+// 0: every token. softcap > 0: Gemma 2's attention logit soft-capping, as in PrefillAttentionArgs (each
+// scaled score s = scale * q.k (FP32) becomes softcap * tanh(s / softcap) before the softmax; 0: none;
+// finite and >= 0, else kInvalidArgument).
 struct DecodeAttentionArgs {
   Tensor q, k_cache, v_cache, block_table, context_lens, out;
   float scale = 1.0f;
   std::int64_t max_context_len = 0;
   std::int64_t window = 0;
+  float softcap = 0.0f;
 
   // Tokens a request attends to at most: max_context_len, or the window when shorter (kernels size their
   // work split by it).
@@ -191,10 +198,14 @@ struct EmbeddingArgs {
 
 // Greedy decoding head: logits = hidden[T,H] . weight[V,H]^T (FP32) + bias[V] (optional, the weight's dtype,
 // added in FP32: Phi-3.5-MoE's lm_head bias); next_ids i32[T] = argmax (ties: lowest id). logits f32[T,V] is
-// written when present.
+// written when present. softcap > 0: Gemma 2's final logit soft-capping, each logit (after the bias) becomes
+// softcap * tanh(logit / softcap) in FP32; next_ids is the argmax of the capped logits (ties: lowest id, so
+// logits that round to the same capped value tie) and logits holds the capped values. 0: none. softcap must
+// be finite and >= 0 (else kInvalidArgument).
 struct LmHeadArgs {
   Tensor hidden, weight, next_ids, logits;
   Tensor bias{};
+  float softcap = 0.0f;
 };
 
 // The sum of partial results that stands for an all-reduce across stacks / devices:
