@@ -70,9 +70,14 @@ module pim_command_decoder #(
   assign is_attn = opcode == OP_ATTN;
   assign is_act = opcode == OP_ACT;
 
-  // Attention: head_dim = a6[31:0], scale = a6[47:32]; a6[63:48] and the flags are ignored.
+  // Attention: head_dim = a6[31:0], scale = a6[47:32], logit soft-cap = a6[63:48] (FP16: +0 none, else finite
+  // and > 0, anything else -> bad argument); the flags are ignored.
   logic [63:0] head_dim;
+  logic [15:0] softcap;
+  logic softcap_ok;
   assign head_dim = {32'd0, a6[31:0]};
+  assign softcap = a6[63:48];
+  assign softcap_ok = !softcap[15] && softcap[14:10] != 5'h1F;  // +0 or a finite FP16 > 0
 
   function automatic logic positive(input logic [63:0] v);  // >= 1 as a signed 64-bit value
     return !v[63] && v != 64'd0;
@@ -144,6 +149,7 @@ module pim_command_decoder #(
       else if (bytes0 > {65'd0, cfg_input_buffer_bytes}) shape_st = ST_BUFFER_OVERFLOW;
       else if (bytes2 > {65'd0, cfg_softmax_buffer_bytes}) shape_st = ST_BUFFER_OVERFLOW;
       else if (a5 > 64'(SOFTMAX_MAX_N)) shape_st = ST_BUFFER_OVERFLOW;
+      else if (!softcap_ok) shape_st = ST_BAD_ARGUMENT;
     end else if (is_act) begin
       if (!positive(a3)) shape_st = ST_BAD_SHAPE;
       else if (a4 >= ACT_MODES) shape_st = ST_BAD_ARGUMENT;
@@ -164,6 +170,7 @@ module pim_command_decoder #(
     logic [63:0] rows;                 // GEMV rows, attention context, activation elements
     logic [63:0] cols;                 // GEMV cols, attention head_dim
     logic [15:0] scale;
+    logic [15:0] softcap;              // attention logit soft-cap (FP16), valid once validated
     logic [2:0]  mode;                 // activation mode (a4 < 8 once validated)
     logic [31:0] seq;
     logic [15:0] status;
@@ -179,6 +186,7 @@ module pim_command_decoder #(
     cmd_d.rows = is_gemv ? a4 : is_attn ? a5 : a3;
     cmd_d.cols = is_gemv ? a5 : head_dim;
     cmd_d.scale = a6[47:32];
+    cmd_d.softcap = softcap;
     cmd_d.mode = is_act ? a4[2:0] : 3'd0;
     cmd_d.seq = seq;
     cmd_d.status = status_d;
@@ -231,7 +239,7 @@ module pim_command_decoder #(
       p.b_pass_step = 64'(2 * LANES);
       p.d_row_step = cmd == CMD_GEMV ? 64'd2 : 64'd1;
       p.d_buffer = cmd == CMD_ATTN;
-    end else if (cmd == CMD_ATTN && phase == 2'd1) begin  // p = softmax(scale x s)
+    end else if (cmd == CMD_ATTN && phase == 2'd1) begin  // p = softmax(softcap(scale x s))
       p.kind = KIND_SOFTMAX;
       p.a_row_step = 64'd1;
       p.d_row_step = 64'd1;
@@ -258,13 +266,14 @@ module pim_command_decoder #(
   // outer_b / outer_d: the current repetition's B and result bases (GEMV x / y, attention q / out).
   function automatic bases_t phase_bases(input logic [1:0] cmd, input logic [63:0] base0,
                                          input logic [63:0] base1, input logic [63:0] base2,
-                                         input logic [15:0] scale, input logic [1:0] phase,
+                                         input logic [15:0] scale, input logic [15:0] cap,
+                                         input logic [1:0] phase,
                                          input logic [63:0] outer_b, input logic [63:0] outer_d);
     bases_t r;
     r = '0;
     if (cmd == CMD_GEMV) r = '{a: base0, b: outer_b, d: outer_d};
     else if (cmd == CMD_ATTN && phase == 2'd0) r = '{a: base1, b: outer_b, d: 64'd0};
-    else if (cmd == CMD_ATTN && phase == 2'd1) r.b = {48'd0, scale};
+    else if (cmd == CMD_ATTN && phase == 2'd1) r.b = {32'd0, cap, scale};
     else if (cmd == CMD_ATTN) r = '{a: base2, b: 64'd0, d: outer_d};
     else r = '{a: base0, b: base1, d: base2};
     return r;
@@ -283,14 +292,17 @@ module pim_command_decoder #(
   assign reject = cmd_q.cmd == CMD_REJECT;
   assign phases = cmd_q.cmd == CMD_ATTN ? 2'd3 : 2'd1;
   assign cur = phase_params(cmd_q.cmd, cmd_q.rows, cmd_q.cols, phase_q);
-  assign next_phase = phase_bases(cmd_q.cmd, cmd_q.base0, cmd_q.base1, cmd_q.base2, cmd_q.scale, phase_q + 2'd1, outer_b_q, outer_d_q);
+  assign next_phase = phase_bases(cmd_q.cmd, cmd_q.base0, cmd_q.base1, cmd_q.base2, cmd_q.scale,
+                                  cmd_q.softcap, phase_q + 2'd1, outer_b_q, outer_d_q);
   // Per repetition: GEMV x += 2 cols, y += 2 rows; attention q and out += 2 head_dim.
   assign next_outer_b = outer_b_q + twice(cmd_q.cols);
   assign next_outer_d = outer_d_q + twice(cmd_q.cmd == CMD_GEMV ? cmd_q.rows : cmd_q.cols);
-  assign next_outer = phase_bases(cmd_q.cmd, cmd_q.base0, cmd_q.base1, cmd_q.base2, cmd_q.scale, 2'd0, next_outer_b, next_outer_d);
+  assign next_outer = phase_bases(cmd_q.cmd, cmd_q.base0, cmd_q.base1, cmd_q.base2, cmd_q.scale,
+                                  cmd_q.softcap, 2'd0, next_outer_b, next_outer_d);
   assign first_outer_b = is_attn ? a0 : a1;  // GEMV x, attention q
   assign first_outer_d = is_attn ? a3 : a2;  // GEMV y, attention out
-  assign first = phase_bases(cmd_d.cmd, cmd_d.base0, cmd_d.base1, cmd_d.base2, cmd_d.scale, 2'd0, first_outer_b, first_outer_d);
+  assign first = phase_bases(cmd_d.cmd, cmd_d.base0, cmd_d.base1, cmd_d.base2, cmd_d.scale, cmd_d.softcap,
+                             2'd0, first_outer_b, first_outer_d);
 
   assign last_pass = reject || pass_q == cur.passes - 64'd1;
   assign last_row = reject || row_q == cur.rows - 64'd1;
@@ -315,8 +327,8 @@ module pim_command_decoder #(
   assign in_ready = !out_valid || (fire && out_op_last);
   assign load = in_valid && in_ready;
 
-  logic unused_bits;  // the flags and a6[63:48] are not part of any PIM command
-  assign unused_bits = ^{flags, a6[63:48]};
+  logic unused_bits;  // the flags are not part of any PIM command
+  assign unused_bits = ^flags;
 
   // Enter a phase: row 0, pass 0, address registers at the phase's bases.
   task automatic enter(input bases_t p);

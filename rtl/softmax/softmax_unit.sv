@@ -1,10 +1,14 @@
-// Softmax unit: probs[i] = exp(scale*s[i] - max) / sum, FP16 in and out. Twin of duplex::pim::softmax_fp16
-// (rtl/golden/README.md). The row (1..MAX_N FP16 scores, in_last on the final one) is streamed in and kept in
-// the score buffer; then three passes, one element per cycle each:
-//   LOAD: x = scale * s (exact FP32), running max;    SUM: e = exp_neg(x - max), sum += e (FP32, in order);
-//   RECIP: r = recip(sum);                            OUT: p = round_fp16(e * r), streamed out with out_last.
-// scale is sampled with the first score of a row. A row reaching MAX_N elements ends there.
-// Cycles from the first score accepted to the last probability presented: 3 n + 7 (datapath_timing.hpp).
+// Softmax unit: probs[i] = exp(x'[i] - max) / sum, x = scale*s[i], x' = softcap(x), FP16 in and out. Twin
+// of duplex::pim::softmax_fp16 (rtl/golden/README.md). The row (1..MAX_N FP16 scores, in_last on the final
+// one) is streamed in and kept in the score buffer; then three passes, one element per cycle each:
+//   LOAD: x = scale * s (exact FP32), x' (cap), running max of x';  SUM: e = exp_neg(x' - max), sum += e
+//   (FP32, in order);  RECIP: r = recip(sum);  OUT: x' again, p = round_fp16(e * r), out with out_last.
+// scale and softcap are sampled with the first score of a row. softcap (FP16 bits) = +0: no cap, x' = x;
+// else (finite, > 0: the caller validates) x' = c tanh(x / c) through softcap_stages (18 stages), which every
+// pass then goes through: LOAD waits in DRAIN for the row's last capped value before SUM.
+// A row reaching MAX_N elements ends there.
+// Cycles from the first score accepted to the last probability presented: 3 n + 7, and 3 n + 7 + 3 x 18
+// with a cap (datapath_timing.hpp).
 module softmax_unit #(
     parameter int MAX_N = 32768
 ) (
@@ -14,6 +18,7 @@ module softmax_unit #(
     output logic        in_ready,
     input  logic [15:0] in_score,
     input  logic [15:0] in_scale,
+    input  logic [15:0] in_softcap,
     input  logic        in_last,
     output logic        out_valid,
     input  logic        out_ready,
@@ -22,35 +27,55 @@ module softmax_unit #(
 );
   localparam int AW = $clog2(MAX_N);
   localparam logic [31:0] FP32_NEG_INF = 32'hFF80_0000;
-  typedef enum logic [1:0] {LOAD, SUM, RECIP, OUT} state_t;
+  typedef enum logic [2:0] {LOAD, DRAIN, SUM, RECIP, OUT} state_t;
 
   state_t state;
   logic [15:0] scores[MAX_N];
   logic [15:0] scale_q;
+  logic capped_q;  // the row has a soft-cap
   logic [AW:0] count, n_q, rd_idx;
   logic [31:0] max_q, sum_q, recip_q;
 
   // LOAD datapath
   logic [15:0] load_scale;
   logic [31:0] load_x, max_cand;
-  logic load_greater, load_fire;
+  logic load_greater, load_fire, load_capped, load_end;
   assign load_scale = count == '0 ? in_scale : scale_q;
+  assign load_capped = count == '0 ? in_softcap != 16'd0 : capped_q;
   assign max_cand   = count == '0 ? FP32_NEG_INF : max_q;
   assign in_ready   = state == LOAD;
   assign load_fire  = in_valid && in_ready;
+  assign load_end   = in_last || count == (AW+1)'(MAX_N - 1);
   fp16_mul_exact load_mul (.a(load_scale), .b(in_score), .product(load_x));
   fp32_greater load_cmp (.a(load_x), .b(max_cand), .greater(load_greater));
 
-  // SUM / OUT pipeline: read (p1) -> x - max (p2) -> exp (p3) -> sum or output.
+  // SUM / OUT pipeline: read (p1) -> [capped: softcap_stages, 18] -> x' - max (p2) -> exp (p3) -> sum / out.
   logic p1_valid, p2_valid, p3_valid, p1_last, p2_last, p3_last;
   logic [15:0] p1_score;
-  logic [31:0] p2_z, p3_e, x_rd, z_rd, e_rd, sum_next, recip_next;
+  logic [31:0] p2_z, p3_e, x_rd, z_rd, e_rd, sum_next, recip_next, x_cap;
   logic [15:0] prob_rd;
-  logic advance, issue;
+  logic advance, issue, z_valid, z_last;
   assign advance = state != OUT || !out_valid || out_ready;
   assign issue = (state == SUM || state == OUT) && rd_idx < n_q;
   fp16_mul_exact read_mul (.a(scale_q), .b(p1_score), .product(x_rd));
-  fp32_add subtract_max (.a(x_rd), .b({~max_q[31], max_q[30:0]}), .sum(z_rd));
+
+  // Cap stages, shared by the passes: LOAD feeds the accepted x and takes x' into the max (LOAD, DRAIN);
+  // SUM and OUT feed the read x and take x' into the subtraction.
+  logic cap_in_valid, cap_in_last, cap_out_valid, cap_out_last, cap_greater, cap_to_max;
+  logic [31:0] cap_in_x;
+  assign cap_in_valid = state == LOAD ? load_fire && load_capped : p1_valid && capped_q;
+  assign cap_in_last = state == LOAD ? load_end : p1_last;
+  assign cap_in_x = state == LOAD ? load_x : x_rd;
+  softcap_stages softcap (
+      .clk, .rst_n, .cap_load(load_fire && count == '0), .cap_in(in_softcap), .advance,
+      .in_valid(cap_in_valid), .in_last(cap_in_last), .in_x(cap_in_x),
+      .out_valid(cap_out_valid), .out_last(cap_out_last), .out_x(x_cap));
+  assign cap_to_max = (state == LOAD || state == DRAIN) && cap_out_valid;
+  fp32_greater cap_cmp (.a(x_cap), .b(max_q), .greater(cap_greater));
+
+  assign z_valid = capped_q ? cap_out_valid && !cap_to_max : p1_valid;
+  assign z_last = capped_q ? cap_out_last : p1_last;
+  fp32_add subtract_max (.a(capped_q ? x_cap : x_rd), .b({~max_q[31], max_q[30:0]}), .sum(z_rd));
   exp_neg exponent (.z(p2_z), .result(e_rd));
   fp32_add accumulate (.a(sum_q), .b(p3_e), .sum(sum_next));
   recip reciprocal (.d(sum_q), .result(recip_next));
@@ -63,6 +88,7 @@ module softmax_unit #(
       n_q <= '0;
       rd_idx <= '0;
       scale_q <= 16'd0;
+      capped_q <= 1'b0;
       max_q <= FP32_NEG_INF;
       sum_q <= 32'd0;
       recip_q <= 32'd0;
@@ -73,17 +99,25 @@ module softmax_unit #(
     end else begin
       if (load_fire) begin
         scores[count[AW-1:0]] <= in_score;
-        if (count == '0) scale_q <= in_scale;
-        max_q <= load_greater ? load_x : max_cand;
-        if (in_last || count == (AW+1)'(MAX_N - 1)) begin
+        if (count == '0) begin
+          scale_q <= in_scale;
+          capped_q <= load_capped;
+        end
+        // uncapped: the running max of x here; capped: reset, the cap stages' outputs take the max
+        max_q <= load_capped ? (count == '0 ? FP32_NEG_INF : max_q) : load_greater ? load_x : max_cand;
+        if (load_end) begin
           n_q <= count + 1'b1;
           count <= '0;
           rd_idx <= '0;
           sum_q <= 32'd0;
-          state <= SUM;
+          state <= load_capped ? DRAIN : SUM;
         end else begin
           count <= count + 1'b1;
         end
+      end
+      if (cap_to_max) begin
+        if (cap_greater) max_q <= x_cap;  // NaN never replaces the max
+        if (cap_out_last) state <= SUM;
       end
       if (advance) begin
         p1_valid <= issue;
@@ -92,8 +126,8 @@ module softmax_unit #(
           p1_score <= scores[rd_idx[AW-1:0]];
           rd_idx <= rd_idx + 1'b1;
         end
-        p2_valid <= p1_valid;
-        p2_last <= p1_last;
+        p2_valid <= z_valid;
+        p2_last <= z_last;
         p2_z <= z_rd;
         p3_valid <= p2_valid;
         p3_last <= p2_last;

@@ -88,7 +88,7 @@ class RtlDatapath final : public Datapath {
     std::vector<float> acc(n);
     run_gemm(w, x, n, k, acc.data(), y);
   }
-  void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
+  void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t softcap,
                     std::uint16_t* probs) override;
   void activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
                          std::uint16_t* out, std::size_t n) override;
@@ -170,15 +170,17 @@ void RtlDatapath::run_gemm(const std::uint16_t* w, const std::uint16_t* x, std::
 }
 
 void RtlDatapath::softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
-                               std::uint16_t* probs) {
+                               std::uint16_t softcap, std::uint16_t* probs) {
   if (n == 0 || n > kSoftmaxMaxElements)
     throw Error("pim softmax: n = " + std::to_string(n) + "; expected 1.." +
                 std::to_string(kSoftmaxMaxElements) + " elements (softmax unit buffer)");
-  const std::uint64_t budget = timing::softmax_cycles(n) + 16;
+  validate_softcap(softcap);  // the unit takes any bits; only +0 and finite caps > 0 are defined
+  const std::uint64_t budget = timing::softmax_cycles(n, softcap != 0) + 16;
   std::size_t sent = 0;
   std::size_t received = 0;
   std::uint64_t spent = 0;
   model_->softmax_in_scale = scale;
+  model_->softmax_in_softcap = softcap;
   while (received < n) {
     const bool valid = sent < n;
     model_->softmax_in_valid = valid;
@@ -314,7 +316,8 @@ std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descri
         } else if (kind == CommandMicroOpKind::kSoftmaxElement) {
           DUPLEX_ASSERT(op_a < buffer.size(), "softmax buffer index out of range");
           model_->softmax_in_score = buffer[op_a];
-          model_->softmax_in_scale = static_cast<std::uint16_t>(op_b);
+          model_->softmax_in_scale = static_cast<std::uint16_t>(op_b);          // b [15:0]: scale
+          model_->softmax_in_softcap = static_cast<std::uint16_t>(op_b >> 16);  // b [31:16]: soft-cap
           model_->softmax_in_last = last;
           model_->softmax_in_valid = 1;
           result_due = true;

@@ -23,6 +23,7 @@ module pim_datapath #(
     output logic                softmax_in_ready,
     input  logic [15:0]         softmax_in_score,
     input  logic [15:0]         softmax_in_scale,
+    input  logic [15:0]         softmax_in_softcap,  // FP16 logit soft-cap, +0: none (a row's first score)
     input  logic                softmax_in_last,
     output logic                softmax_out_valid,
     input  logic                softmax_out_ready,
@@ -69,7 +70,8 @@ module pim_datapath #(
   softmax_unit #(.MAX_N(SOFTMAX_MAX_N)) softmax (
       .clk, .rst_n,
       .in_valid(softmax_in_valid), .in_ready(softmax_in_ready), .in_score(softmax_in_score),
-      .in_scale(softmax_in_scale), .in_last(softmax_in_last), .out_valid(softmax_out_valid),
+      .in_scale(softmax_in_scale), .in_softcap(softmax_in_softcap), .in_last(softmax_in_last),
+      .out_valid(softmax_out_valid),
       .out_ready(softmax_out_ready), .out_prob(softmax_out_prob), .out_last(softmax_out_last));
   activation_unit activation (
       .clk, .rst_n,

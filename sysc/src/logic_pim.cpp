@@ -34,7 +34,7 @@ const PimOpTiming& LogicPim::timing(const PimOpShape& s) {
   const auto key = std::make_tuple(
       static_cast<int>(s.kind), s.kind == PimOpKind::kGemv ? s.tokens : s.group_size,
       s.kind == PimOpKind::kGemv ? s.rows : s.context, s.kind == PimOpKind::kGemv ? s.cols : s.head_dim,
-      s.elements, static_cast<int>(s.activation_mode));
+      s.elements, static_cast<int>(s.activation_mode), s.kind == PimOpKind::kAttention && s.softcap);
   auto it = memo_.find(key);
   if (it == memo_.end()) it = memo_.emplace(key, time_pim_op(hbm_, pim_, s)).first;
   counters_ += it->second.actions;
@@ -81,7 +81,7 @@ PimOpTiming LogicPim::attention(const AttentionArgs& a) {
   std::vector<std::uint16_t> out(static_cast<std::size_t>(a.group * a.head_dim));
   datapath_->decode_attention_fp16(q.data(), k.data(), v.data(), static_cast<std::size_t>(a.group),
                                    static_cast<std::size_t>(a.context), static_cast<std::size_t>(a.head_dim),
-                                   a.scale, out.data());
+                                   a.scale, a.softcap, out.data());
   memory_.write(a.out, out.data(), out.size() * 2);
   return timing(shape_of(a));
 }

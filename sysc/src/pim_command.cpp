@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "duplex/rtl/golden_datapath.hpp"
+
 namespace duplex::sysc {
 
 using hostif::Opcode;
@@ -52,8 +54,10 @@ GemvArgs gemv_args(const hostif::CommandDescriptor& d) {
 
 AttentionArgs attention_args(const hostif::CommandDescriptor& d) {
   const auto& a = d.args;
-  return {a[0],         a[1],         a[2], a[3], as_int(a[4]), as_int(a[5]), as_int(a[6] & 0xFFFFFFFFu),
-          static_cast<std::uint16_t>(a[6] >> 32)};
+  AttentionArgs r{a[0], a[1], a[2], a[3], as_int(a[4]), as_int(a[5]), as_int(a[6] & 0xFFFFFFFFu)};
+  r.scale = static_cast<std::uint16_t>(a[6] >> 32);
+  r.softcap = static_cast<std::uint16_t>(a[6] >> 48);
+  return r;
 }
 
 ActivationArgs activation_args(const hostif::CommandDescriptor& d) {
@@ -77,6 +81,7 @@ PimOpShape shape_of(const AttentionArgs& a) {
   s.context = a.context;
   s.head_dim = a.head_dim;
   s.kv_heads = 1;
+  s.softcap = a.softcap != 0;
   return s;
 }
 
@@ -112,6 +117,11 @@ void check_gemv(const HbmSpec& hbm, const PimSpec& pim, std::uint64_t memory_byt
 void check_attention(const HbmSpec& hbm, const PimSpec& pim, std::uint64_t memory_bytes,
                      const AttentionArgs& a) {
   check_pim_op(hbm, pim, shape_of(a));
+  if (!pim::softcap_valid(a.softcap))  // after the shape, before the operands (as the activation mode)
+    throw PimOpError(PimFault::kBadArgument,
+                     fmt::format("PIM attention: softcap 0x{:04x} (a6 bits [63:48]); expected +0 (no cap) or "
+                                 "the FP16 bits of a finite cap > 0",
+                                 a.softcap));
   check_operand(hbm, memory_bytes, a.q, fp16_bytes(a.group, a.head_dim), "q");
   check_operand(hbm, memory_bytes, a.k, fp16_bytes(a.context, a.head_dim), "k");
   check_operand(hbm, memory_bytes, a.v, fp16_bytes(a.context, a.head_dim), "v");

@@ -39,11 +39,13 @@ std::uint64_t ceil_div(double a, double b) {
   return static_cast<std::uint64_t>(std::ceil(a / b));
 }
 
-std::uint64_t softmax_row_cycles(const PimSpec& pim, std::int64_t n) {
+// One softmax row of n scores over the unit's lanes; a soft-capped row also passes the cap stages in each of
+// its three passes (pim::timing::softmax_cycles).
+std::uint64_t softmax_row_cycles(const PimSpec& pim, std::int64_t n, bool softcap) {
   const auto lanes = static_cast<std::uint64_t>(
       std::max(1.0, std::round(pim.softmax_elements_per_cycle * pim::timing::kSoftmaxCyclesPerElement)));
   const std::uint64_t per_lane = (static_cast<std::uint64_t>(n) + lanes - 1) / lanes;
-  return pim::timing::kSoftmaxCyclesPerElement * per_lane + pim::timing::kSoftmaxFixedCycles;
+  return pim::timing::softmax_cycles(static_cast<std::size_t>(per_lane), softcap);
 }
 
 }  // namespace
@@ -185,8 +187,8 @@ PimOpTiming time_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape
     case PimOpKind::kAttention: {
       const double kv_bytes = static_cast<double>(shape.dtype_bytes * shape.context * shape.head_dim);
       const double head_macs = static_cast<double>(shape.group_size * shape.context * shape.head_dim);
-      const double sm =
-          static_cast<double>(shape.group_size) * static_cast<double>(softmax_row_cycles(pim, shape.context));
+      const double sm = static_cast<double>(shape.group_size) *
+                        static_cast<double>(softmax_row_cycles(pim, shape.context, shape.softcap));
       // Software-pipelined over heads: K(h+1) is read and scored while the softmax of head h runs, so the
       // stream order is K0, K1, V0, K2, V1, ..., V(n-1).
       std::vector<Segment> keys, values;

@@ -98,7 +98,7 @@ TEST(DatapathAccuracy, SoftmaxErrorVsDouble) {
       std::vector<std::uint16_t> s(n);
       for (auto& v : s) v = float_to_half_bits(dist(rng));
       std::vector<std::uint16_t> p(n);
-      softmax_fp16(s.data(), n, float_to_half_bits(1.0f), p.data());
+      softmax_fp16(s.data(), n, float_to_half_bits(1.0f), 0, p.data());
       double mx = -INFINITY;
       for (auto v : s) mx = std::max(mx, f(v));
       double sum = 0.0;
@@ -117,6 +117,81 @@ TEST(DatapathAccuracy, SoftmaxErrorVsDouble) {
               worst_ulps, worst_rel, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
   EXPECT_LE(worst_ulps, 1);
   EXPECT_LT(worst_rel, 6e-4);
+}
+
+// The soft-cap stage x' = c tanh(x / c) against the double reference over x in [-4c, 4c] (4M points per cap):
+// the polynomial (|x| < c) is accurate to FP32 rounding, the exp form (|x| >= c) carries the exp unit's error
+// times 2u / (1 + u)^2 <= 0.21 (u = e^-2|y|), largest at |x| = c. The figures go to rtl/golden/README.md.
+TEST(DatapathAccuracy, SoftcapErrorVsDouble) {
+  for (const float cap : {50.0f, 30.0f, 8.0f, 1.0f, 0.125f, 65504.0f, 0x1p-14f}) {
+    const std::uint16_t bits = float_to_half_bits(cap);
+    const double c = f(bits);
+    double worst_abs = 0, worst_rel = 0, worst_poly_rel = 0, worst_x = 0;
+    const int steps = 2000000;
+    for (int i = -steps; i <= steps; ++i) {
+      const auto x = static_cast<float>(4.0 * c * i / steps);
+      const double ref = c * std::tanh(static_cast<double>(x) / c);
+      const double err = std::fabs(static_cast<double>(softcap_fp32(x, bits)) - ref);
+      if (err > worst_abs) {
+        worst_abs = err;
+        worst_x = x;
+      }
+      if (ref != 0) {
+        worst_rel = std::max(worst_rel, err / std::fabs(ref));
+        if (std::fabs(x) < c) worst_poly_rel = std::max(worst_poly_rel, err / std::fabs(ref));
+      }
+    }
+    std::printf(
+        "softcap c=%g: max abs error %.3g = %.3g c (at x = %.6g), max relative %.3g; |x| < c: relative "
+        "%.3g\n",
+        c, worst_abs, worst_abs / c, worst_x, worst_rel, worst_poly_rel);
+    EXPECT_LT(worst_abs, 4.5e-6 * c) << c;  // measured 3.36e-6 c
+    EXPECT_LT(worst_rel, 6e-6) << c;        // measured 4.41e-6
+    EXPECT_LT(worst_poly_rel, 3e-7) << c;   // measured <= 1.6e-7 (FP32 roundings)
+  }
+}
+
+// Soft-capped softmax rows against the double softmax of c tanh(scale s / c): Gemma-2-like logits (|x| up to
+// 2.5 c) for caps 50 and 30, and small caps.
+TEST(DatapathAccuracy, SoftmaxSoftcapErrorVsDouble) {
+  std::mt19937 rng(303);
+  int worst_ulps = 0;
+  double worst_rel = 0.0;
+  std::size_t total = 0;
+  std::size_t exact = 0;
+  for (const float cap : {50.0f, 30.0f, 8.0f, 1.0f}) {
+    const std::uint16_t cap_bits = float_to_half_bits(cap);
+    const double c = f(cap_bits);
+    const std::uint16_t scale = float_to_half_bits(0.0625f);
+    std::uniform_real_distribution<float> dist(-2.5f * cap * 16.0f, 2.5f * cap * 16.0f);
+    for (std::size_t n : {16u, 256u, 4096u}) {
+      for (int row = 0; row < 10; ++row) {
+        std::vector<std::uint16_t> s(n);
+        for (auto& v : s) v = float_to_half_bits(dist(rng));
+        std::vector<std::uint16_t> p(n);
+        softmax_fp16(s.data(), n, scale, cap_bits, p.data());
+        std::vector<double> x(n);
+        double mx = -INFINITY;
+        for (std::size_t i = 0; i < n; ++i) mx = std::max(mx, x[i] = c * std::tanh(0.0625 * f(s[i]) / c));
+        double sum = 0.0;
+        for (double v : x) sum += std::exp(v - mx);
+        for (std::size_t i = 0; i < n; ++i) {
+          const double ref = std::exp(x[i] - mx) / sum;
+          const int ulps = fp16_ulps(p[i], nearest_fp16(ref));
+          worst_ulps = std::max(worst_ulps, ulps);
+          exact += ulps == 0;
+          ++total;
+          if (ref >= 0x1p-14) worst_rel = std::max(worst_rel, std::fabs(f(p[i]) - ref) / ref);
+        }
+      }
+    }
+  }
+  std::printf(
+      "softmax, soft-capped (c 50, 30, 8, 1; |x| <= 2.5 c): max %d FP16 ulp, max relative error %.3g "
+      "(p >= 2^-14), %.2f%% correctly rounded\n",
+      worst_ulps, worst_rel, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
+  EXPECT_LE(worst_ulps, 1);
+  EXPECT_LT(worst_rel, 8e-4);
 }
 
 TEST(DatapathAccuracy, SiluGateUlpsExhaustiveGate) {

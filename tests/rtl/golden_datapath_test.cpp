@@ -1,6 +1,7 @@
 // The golden datapath units against double-precision references and their specified corner cases.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -11,6 +12,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 #include "duplex/rtl/datapath.hpp"
+#include "duplex/rtl/datapath_numerics.hpp"
 #include "duplex/rtl/golden_datapath.hpp"
 #include "fp16_reference.hpp"
 
@@ -95,7 +97,7 @@ TEST(GoldenDatapath, SoftmaxCloseToDoubleReferenceAndSumsToOne) {
     const auto s = random_halves(n, -30.0f, 30.0f, rng);
     const std::uint16_t scale = h(0.125f);
     std::vector<std::uint16_t> p(n);
-    softmax_fp16(s.data(), n, scale, p.data());
+    softmax_fp16(s.data(), n, scale, 0, p.data());
     double mx = -INFINITY;
     for (auto v : s) mx = std::max(mx, 0.125 * f(v));
     double sum = 0.0;
@@ -110,14 +112,143 @@ TEST(GoldenDatapath, SoftmaxCloseToDoubleReferenceAndSumsToOne) {
   }
   const std::vector<std::uint16_t> with_nan{0x3C00, 0x7E01, 0x0000};
   std::vector<std::uint16_t> p(3);
-  softmax_fp16(with_nan.data(), 3, h(1.0f), p.data());
+  softmax_fp16(with_nan.data(), 3, h(1.0f), 0, p.data());
   for (auto v : p) EXPECT_EQ(v, 0x7E00u);
   const std::vector<std::uint16_t> same{0x4000, 0x4000, 0x4000, 0x4000};
-  softmax_fp16(same.data(), 4, h(1.0f), p.data());
+  softmax_fp16(same.data(), 4, h(1.0f), 0, p.data());
   EXPECT_EQ(p[0], h(0.25f));  // e^0 = 1 and 1/4 are exact
-  EXPECT_THROW(softmax_fp16(same.data(), 0, h(1.0f), p.data()), Error);
+  EXPECT_THROW(softmax_fp16(same.data(), 0, h(1.0f), 0, p.data()), Error);
   std::vector<std::uint16_t> too_long(kSoftmaxMaxElements + 1);
-  EXPECT_THROW(softmax_fp16(too_long.data(), too_long.size(), h(1.0f), too_long.data()), Error);
+  EXPECT_THROW(softmax_fp16(too_long.data(), too_long.size(), h(1.0f), 0, too_long.data()), Error);
+}
+
+// The uncapped softmax as rtl/golden/README.md states it (before the soft-cap existed), from the primitives.
+std::vector<std::uint16_t> uncapped_softmax_reference(const std::vector<std::uint16_t>& s,
+                                                      std::uint16_t scale) {
+  using namespace numerics;
+  float max = -INFINITY;
+  for (auto v : s) max = std::max(max, mul_fp16_exact(scale, v));  // NaN never becomes the max
+  std::vector<float> e(s.size());
+  float sum = 0.0f;
+  for (std::size_t i = 0; i < s.size(); ++i)
+    sum = add_fp32(sum, e[i] = exp_neg_fp32(add_fp32(mul_fp16_exact(scale, s[i]), -max)));
+  const float r = recip_fp32(sum);
+  std::vector<std::uint16_t> p(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) p[i] = mul_round_fp16(e[i], r);
+  return p;
+}
+
+TEST(GoldenDatapath, SoftcapValidation) {
+  for (const int ok : {0x0000, 0x0001, 0x03FF, 0x0400, 0x3C00, 0x5240, 0x7BFF}) {
+    const auto bits = static_cast<std::uint16_t>(ok);
+    EXPECT_TRUE(softcap_valid(bits)) << std::hex << ok;
+    EXPECT_NO_THROW(validate_softcap(bits));
+  }
+  const std::vector<std::pair<std::uint16_t, std::string>> bad{
+      {0x8000, "-0"},   {0xBC00, "-1"},  {0x8001, "-0.0000"}, {0x7C00, "+Inf"},
+      {0xFC00, "-Inf"}, {0x7E00, "NaN"}, {0x7C01, "NaN"},     {0xFE00, "NaN"}};
+  std::vector<std::uint16_t> s{0x3C00, 0x4000};
+  std::vector<std::uint16_t> p(2);
+  for (const auto& [bits, name] : bad) {
+    EXPECT_FALSE(softcap_valid(bits)) << std::hex << bits;
+    try {
+      validate_softcap(bits);
+      ADD_FAILURE() << "softcap " << std::hex << bits << " accepted";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("softcap"), std::string::npos) << what;
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%04X", static_cast<unsigned>(bits));
+      EXPECT_NE(what.find(hex), std::string::npos) << what;
+      EXPECT_NE(what.find(name), std::string::npos) << what;
+    }
+    EXPECT_THROW(softmax_fp16(s.data(), 2, h(1.0f), bits, p.data()), Error);
+    EXPECT_THROW(softcap_fp32(1.0f, bits), Error);
+    EXPECT_THROW(decode_attention_fp16(s.data(), s.data(), s.data(), 1, 1, 2, h(1.0f), bits, p.data(),
+                                       DatapathParams{}),
+                 Error);
+  }
+}
+
+// softcap = +0 is the plain softmax, bit for bit: random rows with corner cases, every scale class.
+TEST(GoldenDatapath, SoftcapZeroIsTheUncappedSoftmax) {
+  std::mt19937 rng(14);
+  std::uniform_int_distribution<int> bits(0, 0xFFFF);
+  std::size_t rows = 0;
+  for (std::size_t n : {1u, 2u, 7u, 64u, 1000u}) {
+    for (int row = 0; row < 200; ++row) {
+      std::vector<std::uint16_t> s(n);
+      for (auto& v : s)
+        v = row % 4 == 0 ? static_cast<std::uint16_t>(bits(rng))
+                         : h(std::ldexp(static_cast<float>(bits(rng) - 32768), -(row % 12)));
+      const auto scale = row % 5 == 0 ? static_cast<std::uint16_t>(bits(rng)) : h(0.125f);
+      std::vector<std::uint16_t> p(n);
+      softmax_fp16(s.data(), n, scale, 0, p.data());
+      ASSERT_EQ(p, uncapped_softmax_reference(s, scale)) << "n " << n << " row " << row;
+      ++rows;
+    }
+  }
+  EXPECT_EQ(rows, 1000u);
+  for (float x : {0.0f, -1.5f, 1e30f, -INFINITY, NAN}) {
+    const float got = softcap_fp32(x, 0);
+    EXPECT_EQ(std::bit_cast<std::uint32_t>(got), std::bit_cast<std::uint32_t>(x));
+  }
+}
+
+// The cap stage's stated properties: odd (x'(-x) = -x'(x) exactly), |x'| <= c, x' = x for |x| << c
+// (P(0) = 1), +-Inf -> +-c, NaN -> NaN, +-0 -> +-0.
+TEST(GoldenDatapath, SoftcapProperties) {
+  for (const float c : {50.0f, 30.0f, 8.0f, 1.0f, 0x1p-24f, 65504.0f}) {
+    const std::uint16_t cap = h(c);
+    for (float x = -5.0f * c; x <= 5.0f * c; x += c / 1024.0f) {
+      const float got = softcap_fp32(x, cap);
+      EXPECT_EQ(softcap_fp32(-x, cap), -got) << c << " " << x;
+      EXPECT_LE(std::fabs(got), c) << c << " " << x;
+    }
+    EXPECT_EQ(softcap_fp32(c * 0x1p-20f, cap), c * 0x1p-20f) << c;
+    EXPECT_EQ(softcap_fp32(INFINITY, cap), c);
+    EXPECT_EQ(softcap_fp32(-INFINITY, cap), -c);
+    EXPECT_EQ(std::bit_cast<std::uint32_t>(softcap_fp32(NAN, cap)), numerics::kCanonicalNanFp32);
+    EXPECT_EQ(std::bit_cast<std::uint32_t>(softcap_fp32(-0.0f, cap)), 0x80000000u);
+    EXPECT_EQ(std::bit_cast<std::uint32_t>(softcap_fp32(0.0f, cap)), 0u);
+  }
+}
+
+// Scores beyond the cap: the capped softmax is the double softmax of c tanh(x / c) (a dropped cap would give
+// the plain softmax, which differs); scores far below the cap are (almost) unchanged. Infinite scores are
+// capped to c (no Inf - Inf).
+TEST(GoldenDatapath, SoftcapAppliedBeforeTheSoftmax) {
+  std::mt19937 rng(15);
+  const std::uint16_t cap = h(10.0f);
+  const auto s = random_halves(256, -40.0f, 40.0f, rng);  // x = s / 2 in [-20, 20]: beyond the cap
+  std::vector<std::uint16_t> capped(s.size()), plain(s.size());
+  softmax_fp16(s.data(), s.size(), h(0.5f), cap, capped.data());
+  softmax_fp16(s.data(), s.size(), h(0.5f), 0, plain.data());
+  EXPECT_NE(capped, plain);
+  double mx = -INFINITY;
+  std::vector<double> x(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) mx = std::max(mx, x[i] = 10.0 * std::tanh(0.5 * f(s[i]) / 10.0));
+  double sum = 0.0;
+  for (double v : x) sum += std::exp(v - mx);
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const double ref = std::exp(x[i] - mx) / sum;
+    EXPECT_LE(std::fabs(f(capped[i]) - ref), ref * 6e-4 + 0x1p-25) << i;
+    differ += capped[i] != plain[i];
+  }
+  EXPECT_GT(differ, s.size() / 2);
+  // |x| <= 0.15 = c / 66: c tanh(x / c) = x (1 - y^2 / 3 ...) moves x by < 2e-5: within one FP16 ulp.
+  const auto small = random_halves(256, -0.3f, 0.3f, rng);
+  softmax_fp16(small.data(), small.size(), h(0.5f), cap, capped.data());
+  softmax_fp16(small.data(), small.size(), h(0.5f), 0, plain.data());
+  for (std::size_t i = 0; i < small.size(); ++i) EXPECT_LE(testing::fp16_ulps(capped[i], plain[i]), 1) << i;
+  const std::vector<std::uint16_t> inf{0x7C00, 0x4000, 0xFC00};
+  std::vector<std::uint16_t> p(3);
+  softmax_fp16(inf.data(), 3, h(1.0f), cap, p.data());  // x' = 10, 1.97, -10
+  for (auto v : p) EXPECT_NE(v, 0x7E00u);
+  EXPECT_GT(f(p[0]), 0.99);
+  softmax_fp16(inf.data(), 3, h(1.0f), 0, p.data());  // uncapped: Inf - Inf
+  EXPECT_EQ(p[0], 0x7E00u);
 }
 
 TEST(GoldenDatapath, SiluGateWithinOneUlpOfDoubleReference) {
@@ -282,7 +413,7 @@ TEST(GoldenDatapath, DecodeAttentionComposesTheUnits) {
   const auto v = random_halves(t * d, -1.0f, 1.0f, rng);
   const std::uint16_t scale = h(0.125f);
   std::vector<std::uint16_t> out(group * d);
-  decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, out.data(), DatapathParams{});
+  decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, out.data(), DatapathParams{});
   for (std::size_t g = 0; g < group; ++g) {
     std::vector<double> s(t);
     double mx = -INFINITY;
@@ -301,11 +432,45 @@ TEST(GoldenDatapath, DecodeAttentionComposesTheUnits) {
   }
   auto dp = make_golden_datapath(DatapathParams{});
   std::vector<std::uint16_t> out2(group * d);
-  dp->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, out2.data());
+  dp->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, out2.data());
   EXPECT_EQ(out, out2);
   EXPECT_EQ(dp->kind(), "golden");
   EXPECT_FALSE(dp->simulated_cycles().has_value());
   EXPECT_THROW(make_golden_datapath(DatapathParams{3}), Error);
+}
+
+// Decode attention with a soft-cap: the double reference with c tanh(scale s / c) before the softmax.
+TEST(GoldenDatapath, DecodeAttentionSoftcap) {
+  std::mt19937 rng(16);
+  const std::size_t group = 2;
+  const std::size_t t = 50;
+  const std::size_t d = 32;
+  const auto q = random_halves(group * d, -1.0f, 1.0f, rng);
+  const auto k = random_halves(t * d, -1.0f, 1.0f, rng);
+  const auto v = random_halves(t * d, -1.0f, 1.0f, rng);
+  const double cap = 1.5;
+  std::vector<std::uint16_t> out(group * d), plain(group * d);
+  decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, h(1.0f), h(1.5f), out.data(),
+                        DatapathParams{});
+  decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, h(1.0f), 0, plain.data(),
+                        DatapathParams{});
+  EXPECT_NE(out, plain);
+  for (std::size_t g = 0; g < group; ++g) {
+    std::vector<double> s(t);
+    double mx = -INFINITY;
+    for (std::size_t i = 0; i < t; ++i) {
+      for (std::size_t j = 0; j < d; ++j) s[i] += f(q[g * d + j]) * f(k[i * d + j]);
+      s[i] = cap * std::tanh(s[i] / cap);
+      mx = std::max(mx, s[i]);
+    }
+    double sum = 0.0;
+    for (auto& x : s) sum += (x = std::exp(x - mx));
+    for (std::size_t j = 0; j < d; ++j) {
+      double ref = 0.0;
+      for (std::size_t i = 0; i < t; ++i) ref += s[i] / sum * f(v[i * d + j]);
+      EXPECT_NEAR(f(out[g * d + j]), ref, 4e-3) << g << " " << j;
+    }
+  }
 }
 
 }  // namespace

@@ -129,13 +129,27 @@ class DescriptorGenerator {
       case Opcode::kPimAttention:
         a[4] = dim(1, 2);
         a[5] = dim(1, 24);
-        a[6] = (dim(1, 40) & 0xFFFFFFFFu) | (rng_() << 32);  // head_dim | scale | ignored bits
+        a[6] = (dim(1, 40) & 0xFFFFFFFFu) | scale_and_softcap();  // head_dim | scale | softcap
         break;
       default:
         a[3] = dim(1, 80);
         a[4] = mode();
         break;
     }
+  }
+  // a6 [63:32] of an attention command: any scale; the logit soft-cap +0 (half), a finite cap > 0, or (1 in
+  // 8) bits that are not a cap (negative, -0, Inf, NaN).
+  std::uint64_t scale_and_softcap() {
+    const std::uint64_t scale = rng_() & 0xFFFFu;
+    std::uint64_t cap = 0;
+    if (rng_() % 8 == 0) {
+      static constexpr std::uint16_t kBad[] = {0x8000, 0x8001, 0xBC00, 0xFBFF, 0x7C00,
+                                               0xFC00, 0x7E00, 0x7C01, 0xFFFF};
+      cap = rng_() % 4 == 0 ? (rng_() | 0x8000u) & 0xFFFFu : kBad[rng_() % std::size(kBad)];
+    } else if (rng_() % 2 == 0) {
+      cap = rng_() % 0x7C00u;  // +0 .. 65504
+    }
+    return scale << 32 | cap << 48;
   }
   // The activation mode a4: one of the eight (0..7), or (1 in 8) a value outside them (some with valid low
   // bits: 8, 0x10F, 2^32 + 5).
@@ -159,12 +173,12 @@ class DescriptorGenerator {
         break;
       case Opcode::kPimAttention:
         a[4] = 1;
-        a[6] = uniform(1, 8) | (rng_() << 32);
+        a[6] = uniform(1, 8) | scale_and_softcap();
         a[5] = uniform(1, 8);
         switch (rng_() % 3) {
           case 0:  // queries: group x head_dim x 2 B vs the input buffer
             a[4] = uniform(1, 2);
-            a[6] = ((input / (2 * a[4]) + (at_limit ? 0 : 1)) & 0xFFFFFFFFu) | (rng_() << 32);
+            a[6] = ((input / (2 * a[4]) + (at_limit ? 0 : 1)) & 0xFFFFFFFFu) | scale_and_softcap();
             break;
           case 1:  // scores: group x context x 2 B vs the softmax buffer
             a[5] = softmax / 2 + (at_limit && softmax <= 4096 ? 0 : 1);
@@ -475,6 +489,62 @@ TEST(RtlCommandDecoder, ActivationModeField) {
   EXPECT_STREQ(sysc::hostif::to_string(Status::kBadArgument), "bad argument");
 }
 
+// The attention logit soft-cap a6 [63:48]: +0 or a finite FP16 > 0 reaches every softmax micro-op (b [31:16],
+// the scale in b [15:0]); any other bits are kBadArgument, checked after the shape and buffers and before the
+// operands; RTL = golden = check_pim_command.
+TEST(RtlCommandDecoder, AttentionSoftcapField) {
+  PimDatapathBench bench(false);
+  auto& m = bench.m();
+  const Device dev = devices()[1];
+  set_config(m, dev.config);
+  m.cmd_out_ready = 1;
+  auto a6 = [](std::uint64_t head_dim, std::uint64_t cap) { return head_dim | 0x2E00ull << 32 | cap << 48; };
+  struct Case {
+    std::array<std::uint64_t, 7> args;
+    Status status;
+  };
+  std::vector<Case> cases;
+  for (const std::uint64_t cap : {0x0000u, 0x0001u, 0x03FFu, 0x0400u, 0x3C00u, 0x5240u, 0x7BFFu})
+    cases.push_back({{0x100, 0x200, 0x300, 0x400, 2, 3, a6(4, cap)}, Status::kOk});
+  for (const std::uint64_t cap : {0x8000u, 0x8001u, 0xBC00u, 0x7C00u, 0xFC00u, 0x7E00u, 0x7C01u, 0xFFFFu})
+    cases.push_back({{0x100, 0x200, 0x300, 0x400, 2, 3, a6(4, cap)}, Status::kBadArgument});
+  cases.push_back({{0x100, 0x200, 0x300, 0x400, 0, 3, a6(4, 0x7C00)}, Status::kBadShape});  // shape first
+  cases.push_back(
+      {{0x100, 0x200, 0x300, 0x400, 1, 1025, a6(4, 0x7C00)}, Status::kBufferOverflow});  // buffers next
+  cases.push_back(
+      {{0x101, 0x200, 0x300, 0x400, 2, 3, a6(4, 0x7C00)}, Status::kBadArgument});  // before operands
+  cases.push_back({{0x101, 0x200, 0x300, 0x400, 2, 3, a6(4, 0x5240)}, Status::kMisaligned});
+  for (const Case& c : cases) {
+    const Bytes b = bytes_of({Opcode::kPimAttention, 0, 12, c.args});
+    EXPECT_EQ(decode_command_status(b.data(), dev.config), c.status) << describe(b);
+    const auto d = sysc::hostif::decode_descriptor(b.data());
+    EXPECT_EQ(sysc::check_pim_command(dev.hbm, dev.pim, dev.memory, d), c.status) << describe(b);
+    const auto want = sequence_pim_command(b.data(), dev.config, kRtlLanes);
+    if (c.status == Status::kOk) {
+      std::size_t softmax_ops = 0;
+      for (const auto& op : want)
+        if (op.kind == CommandMicroOpKind::kSoftmaxElement) {
+          EXPECT_EQ(op.b, 0x2E00u | (c.args[6] >> 48) << 16) << describe(b);
+          ++softmax_ops;
+        }
+      EXPECT_EQ(softmax_ops, 2u * 3u);
+      EXPECT_EQ(sysc::attention_args(d).softcap, static_cast<std::uint16_t>(c.args[6] >> 48));
+    }
+    m.cmd_in_valid = 1;
+    set_descriptor(m, b);
+    bench.settle();
+    ASSERT_TRUE(m.cmd_in_ready);
+    bench.edge();
+    m.cmd_in_valid = 0;
+    for (const auto& op : want) {
+      bench.settle();
+      ASSERT_TRUE(m.cmd_out_valid);
+      EXPECT_EQ(read_micro_op(m), op) << describe(b);
+      bench.edge();
+    }
+  }
+}
+
 TEST(PimCommandDecoderGolden, DocumentedExpansion) {
   const CommandDecoderConfig config{1u << 20, 5, 4096, 2048};
   // GEMV 1 token x 2 rows x 17 cols at W = 0x100, x = 0x200, y = 0x300: passes of 16 and 1 per row.
@@ -491,6 +561,10 @@ TEST(PimCommandDecoderGolden, DocumentedExpansion) {
   const auto a = sequence_pim_command(attn.data(), config, 16);
   ASSERT_EQ(a.size(), 17u + 17u + 2u * 2u);
   EXPECT_EQ(a[17].kind, CommandMicroOpKind::kSoftmaxElement);
+  EXPECT_EQ(a[17].b, 0u);  // scale and soft-cap +0
+  const Bytes capped =
+      bytes_of({Opcode::kPimAttention, 0, 4, {0x400, 0x800, 0xC00, 0x1000, 1, 17, 2 | 0x5240ull << 48}});
+  EXPECT_EQ(sequence_pim_command(capped.data(), config, 16)[17].b, 0x5240u << 16);  // cap 50
   EXPECT_TRUE(a[33].last);
   EXPECT_EQ(a[35], (CommandMicroOp{CommandMicroOpKind::kGemmPass, 0xC00 + 16 * 4, 4, 16, true, 0x1000, false, 1,
                                    true, false, 4, Status::kOk}));

@@ -57,7 +57,7 @@ class Commands {
         c.opcode = Opcode::kPimAttention;
         a[4] = uniform(1, 4);
         a[5] = uniform(1, 100);
-        a[6] = uniform(1, 130) | (std::uint64_t{0x2E66} << 32);  // scale 0.1
+        a[6] = uniform(1, 130) | (std::uint64_t{0x2E66} << 32) | softcap() << 48;  // scale 0.1
         break;
       default:
         c.opcode = Opcode::kPimActivation;
@@ -86,6 +86,12 @@ class Commands {
 
  private:
   std::uint64_t uniform(std::uint64_t lo, std::uint64_t hi) { return lo + rng_() % (hi - lo + 1); }
+  // The logit soft-cap: none (half), 0.25 .. 2 (x = 0.1 s is mostly within +-1 here), or 1 in 20 not a cap.
+  std::uint64_t softcap() {
+    static constexpr std::uint16_t kCaps[] = {0x3400, 0x3800, 0x3C00, 0x4000, 0xBC00, 0x7C00};
+    if (rng_() % 2 == 0) return 0;
+    return kCaps[rng_() % 10 == 0 ? 4 + rng_() % 2 : rng_() % 4];
+  }
   std::mt19937_64 rng_;
 };
 
@@ -161,6 +167,57 @@ TEST(RtlCommandPath, ActivationCommandInEachMode) {
   bad.args = {0x10000, 0x20000, 0x30000, n, pim::kActivationModes, 0, 0};
   EXPECT_EQ(golden.pim.run_command(bad).status, Status::kBadArgument);
   EXPECT_EQ(rtl.pim.run_command(bad).status, Status::kBadArgument);
+}
+
+// One attention command with and without a logit soft-cap on both datapaths: the output is
+// decode_attention_fp16 with the descriptor's cap (a6 [63:48]), the cap changes it, and the capped command
+// takes longer (the softmax unit's cap stages); a cap that is not +0 or finite > 0 is kBadArgument.
+TEST(RtlCommandPath, AttentionCommandWithSoftcap) {
+  const SystemSpec system = load_system("duplex");
+  Side golden(system, "golden"), rtl(system, "rtl");
+  const std::uint64_t group = 2, context = 90, d = 64;
+  std::mt19937 rng(13);
+  std::vector<std::uint16_t> q(group * d), k(context * d), v(context * d);
+  for (auto* buf : {&q, &k, &v})
+    for (auto& x : *buf) x = static_cast<std::uint16_t>((0x3000 + rng() % 0x1000) | (rng() % 2 ? 0x8000 : 0));
+  const std::uint16_t scale = 0x3400;  // 0.25: |x| up to ~4
+  std::vector<std::vector<std::uint16_t>> outputs;
+  std::vector<double> total_ps;
+  for (const int cap_bits : {0x0000, 0x3C00, 0x4000}) {  // none, 1, 2
+    const auto cap = static_cast<std::uint16_t>(cap_bits);
+    std::vector<std::uint16_t> want(group * d);
+    pim::decode_attention_fp16(q.data(), k.data(), v.data(), group, context, d, scale, cap, want.data(),
+                               pim::DatapathParams{});
+    for (Side* s : {&golden, &rtl}) {
+      s->memory.write(0x10000, q.data(), 2 * q.size());
+      s->memory.write(0x20000, k.data(), 2 * k.size());
+      s->memory.write(0x40000, v.data(), 2 * v.size());
+      CommandDescriptor c;
+      c.opcode = Opcode::kPimAttention;
+      const std::uint64_t a6 = d | std::uint64_t{scale} << 32 | std::uint64_t{cap} << 48;
+      c.args = {0x10000, 0x20000, 0x40000, 0x60000, group, context, a6};
+      const PimCommandResult r = s->pim.run_command(c);
+      ASSERT_EQ(r.status, Status::kOk) << s->pim.datapath().kind() << " cap " << cap;
+      total_ps.push_back(to_ps(r.timing.total));
+      std::vector<std::uint16_t> out(group * d);
+      s->memory.read(0x60000, out.data(), 2 * out.size());
+      EXPECT_EQ(out, want) << s->pim.datapath().kind() << " cap " << cap;
+      outputs.push_back(out);
+    }
+  }
+  EXPECT_NE(outputs[0], outputs[2]);  // cap 1 changes the result
+  EXPECT_NE(outputs[0], outputs[4]);  // cap 2 too
+  EXPECT_NE(outputs[2], outputs[4]);
+  EXPECT_GT(total_ps[2], total_ps[0]);  // the cap stages add cycles
+  EXPECT_EQ(total_ps[2], total_ps[3]);  // golden and RTL devices time it alike
+  for (const std::uint16_t bad : {std::uint16_t{0x8000}, std::uint16_t{0xFC00}, std::uint16_t{0x7E00}}) {
+    CommandDescriptor c;
+    c.opcode = Opcode::kPimAttention;
+    const std::uint64_t a6 = d | std::uint64_t{scale} << 32 | std::uint64_t{bad} << 48;
+    c.args = {0x10000, 0x20000, 0x40000, 0x60000, group, context, a6};
+    EXPECT_EQ(golden.pim.run_command(c).status, Status::kBadArgument);
+    EXPECT_EQ(rtl.pim.run_command(c).status, Status::kBadArgument);
+  }
 }
 
 TEST(RtlCommandPath, BadOpcodeIsRejectedByTheDecoder) {

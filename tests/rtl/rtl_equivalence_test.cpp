@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "duplex/base/error.hpp"
@@ -121,8 +123,8 @@ TEST_F(RtlEquivalence, SoftmaxBitExact) {
   std::vector<std::uint16_t> got(kSoftmaxMaxElements);
   std::size_t mismatches = 0;
   auto run = [&](std::size_t n, std::uint16_t scale, int family) {
-    golden_->softmax_fp16(s.data(), n, scale, want.data());
-    rtl_->softmax_fp16(s.data(), n, scale, got.data());
+    golden_->softmax_fp16(s.data(), n, scale, 0, want.data());
+    rtl_->softmax_fp16(s.data(), n, scale, 0, got.data());
     for (std::size_t i = 0; i < n; ++i)
       if (want[i] != got[i] && ++mismatches <= 10)
         ADD_FAILURE() << "softmax n=" << n << " family " << family << " i=" << i << ": golden " << std::hex
@@ -155,6 +157,79 @@ TEST_F(RtlEquivalence, SoftmaxBitExact) {
     run(n, float_to_half_bits(0.088388f), 4);
   }
   EXPECT_EQ(mismatches, 0u);
+}
+
+// The logit soft-cap (Gemma 2): 30k random rows of 1..8 scores and long rows (100, 4096, 32768 scores) with
+// caps 50, 30, 8, 1, 0.5, the extremes (smallest subnormal, smallest normal, 65504) and random valid caps;
+// uncapped rows in between (the row's cap is sampled with its first score); scores that cross the
+// polynomial / exp-form boundary |x| = c, and Inf / NaN scores. RTL = golden bit for bit.
+TEST_F(RtlEquivalence, SoftmaxSoftcapBitExact) {
+  Fp16Source src(107);
+  std::vector<std::uint16_t> s(kSoftmaxMaxElements);
+  std::vector<std::uint16_t> want(kSoftmaxMaxElements);
+  std::vector<std::uint16_t> got(kSoftmaxMaxElements);
+  std::size_t mismatches = 0;
+  std::size_t capped_rows = 0;
+  auto run = [&](std::size_t n, std::uint16_t scale, std::uint16_t cap, int family) {
+    golden_->softmax_fp16(s.data(), n, scale, cap, want.data());
+    rtl_->softmax_fp16(s.data(), n, scale, cap, got.data());
+    capped_rows += cap != 0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (want[i] != got[i] && ++mismatches <= 10)
+        ADD_FAILURE() << "softmax n=" << n << " cap " << std::hex << cap << " family " << std::dec << family
+                      << " i=" << i << ": golden " << std::hex << want[i] << " rtl " << got[i];
+  };
+  // 50, 30, 8, 1, 0.5, the smallest subnormal, the smallest normal, 65504
+  const std::uint16_t caps[] = {0x5240, 0x4F80, 0x4800, 0x3C00, 0x3800, 0x0001, 0x0400, 0x7BFF};
+  auto random_cap = [&]() -> std::uint16_t {
+    const auto pick = src.rng()() % 12;
+    if (pick < std::size(caps)) return caps[pick];
+    if (pick == 8) return 0;  // uncapped rows in between
+    if (pick == 9) return src.subnormal() & 0x7FFFu;
+    return src.normal(-8, 15) & 0x7FFFu;  // any finite positive normal
+  };
+  for (int row = 0; row < 30000; ++row) {
+    const std::size_t n = 1 + src.rng()() % 8;
+    const int family = row % 4;
+    const std::uint16_t cap = random_cap();
+    const float c = half_bits_to_float(cap);
+    for (std::size_t i = 0; i < n; ++i) {
+      switch (family) {
+        case 0: {  // x within a few c of 0 (scale 1 below): both forms, the boundary |x| = c
+          const auto k = static_cast<float>(static_cast<int>(src.rng()() % 2001) - 1000);  // x = c k / 256
+          s[i] = cap == 0 ? src.mixed(0, -4, 5) : float_to_half_bits(c * std::ldexp(k, -8));
+          break;
+        }
+        case 1:
+          s[i] = src.mixed(8, -4, 5);
+          break;
+        case 2:
+          s[i] = src.any_bits();
+          break;
+        default:
+          s[i] = src.normal(-14, 15);
+          break;
+      }
+    }
+    const std::uint16_t scale = family == 0    ? float_to_half_bits(1.0f)
+                                : row % 8 == 1 ? src.corner()
+                                               : src.normal(-6, 2);
+    run(n, static_cast<std::uint16_t>(scale & 0x7FFFu), cap, family);
+  }
+  // Long rows: Gemma-like logits (scale 1/16, |x| up to ~90) against caps 50 and 30, and a tiny cap.
+  for (const auto& [n, cap] :
+       {std::pair{std::size_t{100}, caps[0]}, std::pair{std::size_t{4096}, caps[1]},
+        std::pair{kSoftmaxMaxElements, caps[0]}, std::pair{std::size_t{4096}, caps[4]}}) {
+    for (std::size_t i = 0; i < n; ++i) s[i] = src.mixed(2048, -4, 10);
+    run(n, float_to_half_bits(0.0625f), cap, 4);
+  }
+  EXPECT_EQ(mismatches, 0u);
+  EXPECT_GT(capped_rows, 20000u);
+  std::vector<std::uint16_t> one{0x3C00};
+  for (const int bad : {0x8000, 0xBC00, 0x7C00, 0xFC00, 0x7E00, 0x7C01})
+    EXPECT_THROW(rtl_->softmax_fp16(one.data(), 1, 0x3C00, static_cast<std::uint16_t>(bad), one.data()),
+                 Error)
+        << std::hex << bad;
 }
 
 // Every FP16 gate bit pattern (65536) with four up values each: 262144 vectors.
@@ -222,14 +297,46 @@ TEST_F(RtlEquivalence, DecodeAttentionSameBytes) {
   const std::uint16_t scale = float_to_half_bits(0.125f);
   std::vector<std::uint16_t> want(group * d);
   std::vector<std::uint16_t> got(group * d);
-  golden_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, want.data());
-  rtl_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, got.data());
+  golden_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, want.data());
+  rtl_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, got.data());
   EXPECT_EQ(want, got);
   std::vector<std::uint16_t> free_fn(group * d);
-  decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, free_fn.data(), DatapathParams{});
+  decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, free_fn.data(),
+                        DatapathParams{});
   EXPECT_EQ(want, free_fn);
   ASSERT_TRUE(rtl_->simulated_cycles().has_value());
   EXPECT_GT(*rtl_->simulated_cycles(), group * (t * (d / 16) + d * ((t + 15) / 16)));
+}
+
+// Decode attention with a logit soft-cap: RTL = golden = the free function, and the cap changes the result
+// (scores of up to ~+-12 x scale 1 against caps 8 and 2).
+TEST_F(RtlEquivalence, DecodeAttentionSoftcapSameBytes) {
+  Fp16Source src(108);
+  const std::size_t group = 2;
+  const std::size_t t = 200;
+  const std::size_t d = 32;
+  std::vector<std::uint16_t> q(group * d);
+  std::vector<std::uint16_t> k(t * d);
+  std::vector<std::uint16_t> v(t * d);
+  for (auto* buf : {&q, &k, &v})
+    for (auto& x : *buf) x = src.mixed(0, -2, 0);
+  const std::uint16_t scale = float_to_half_bits(1.0f);
+  std::vector<std::uint16_t> uncapped(group * d);
+  golden_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, uncapped.data());
+  for (const float cap : {8.0f, 2.0f}) {
+    const std::uint16_t c = float_to_half_bits(cap);
+    std::vector<std::uint16_t> want(group * d), got(group * d), free_fn(group * d);
+    golden_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, c, want.data());
+    rtl_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, c, got.data());
+    decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, c, free_fn.data(),
+                          DatapathParams{});
+    EXPECT_EQ(want, got) << "cap " << cap;
+    EXPECT_EQ(want, free_fn) << "cap " << cap;
+    EXPECT_NE(want, uncapped) << "cap " << cap << " changes nothing";
+  }
+  EXPECT_THROW(
+      rtl_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0xFC00, uncapped.data()),
+      Error);
 }
 
 TEST(RtlDatapathFactory, RejectsBadRequestsClearly) {
@@ -241,7 +348,7 @@ TEST(RtlDatapathFactory, RejectsBadRequestsClearly) {
   EXPECT_THROW(make_datapath("rtl", DatapathParams{16}, "/nonexistent-dir/wave" + extension), Error);
   auto rtl = make_datapath("rtl", DatapathParams{});
   std::vector<std::uint16_t> none(1);
-  EXPECT_THROW(rtl->softmax_fp16(none.data(), 0, 0x3C00, none.data()), Error);
+  EXPECT_THROW(rtl->softmax_fp16(none.data(), 0, 0x3C00, 0, none.data()), Error);
   EXPECT_EQ(rtl->kind(), "rtl");
 }
 

@@ -83,6 +83,47 @@ TEST(RtlTiming, SoftmaxCyclesPerRow) {
   }
 }
 
+// A soft-capped row passes the 18 cap stages in each of its three passes: 3 n + 7 + 54. Rows with and without
+// a cap back to back on one unit (the cap is sampled with a row's first score): each row's own count and the
+// golden model's probabilities.
+TEST(RtlTiming, SoftmaxSoftcapCyclesPerRow) {
+  EXPECT_EQ(timing::softmax_cycles(10, true), timing::softmax_cycles(10) + 3 * timing::kSoftcapStages);
+  Bench bench;
+  auto& m = bench.m();
+  m.softmax_in_scale = 0x3C00;
+  const std::uint16_t cap = 0x4400;  // 4: scores 1..7 cross |x| = c
+  for (std::size_t n : {1u, 2u, 5u, 100u, 1000u, 3u}) {
+    for (const std::uint16_t softcap : {cap, std::uint16_t{0}}) {
+      std::vector<std::uint16_t> s(n);
+      for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<std::uint16_t>(0x3C00 + 0x100 * (i % 11));
+      std::vector<std::uint16_t> want(n);
+      softmax_fp16(s.data(), n, 0x3C00, softcap, want.data());
+      std::vector<std::uint16_t> got;
+      m.softmax_in_softcap = softcap;
+      const std::uint64_t first = bench.cycle();
+      std::uint64_t last_out = 0;
+      for (std::size_t i = 0; last_out == 0; ++i) {
+        m.softmax_in_valid = i < n;
+        m.softmax_in_score = i < n ? s[i] : 0;
+        m.softmax_in_last = i + 1 == n;
+        if (i == 1) m.softmax_in_softcap = 0x7C00;  // sampled with the first score only
+        bench.settle();
+        if (i < n) {
+          ASSERT_TRUE(m.softmax_in_ready) << "load stalls at element " << i;
+        }
+        bench.edge();
+        if (m.softmax_out_valid) got.push_back(m.softmax_out_prob);
+        if (m.softmax_out_valid && m.softmax_out_last) last_out = bench.cycle();
+        ASSERT_LT(bench.cycle(), first + 10 * n + 1000);
+      }
+      EXPECT_EQ(last_out - first, timing::softmax_cycles(n, softcap != 0))
+          << "n = " << n << " cap " << softcap;
+      EXPECT_EQ(got, want) << "n = " << n << " cap " << softcap;
+      bench.edge();  // the last probability is taken (out_ready is high)
+    }
+  }
+}
+
 // Every mode: latency (activation_latency) and one element per cycle (activation_cycles); the results are the
 // golden model's.
 TEST(RtlTiming, ActivationLatencyAndInitiationIntervalPerMode) {
@@ -258,7 +299,7 @@ TEST(RtlHandshake, BackPressureKeepsEveryResult) {
   std::vector<std::uint16_t> s(n);
   for (auto& v : s) v = src.mixed(0, -3, 3);
   std::vector<std::uint16_t> p_want(n);
-  softmax_fp16(s.data(), n, 0x3C00, p_want.data());
+  softmax_fp16(s.data(), n, 0x3C00, 0, p_want.data());
   std::vector<std::uint16_t> p_got;
   m.softmax_in_scale = 0x3C00;
   sent = 0;
@@ -279,6 +320,31 @@ TEST(RtlHandshake, BackPressureKeepsEveryResult) {
     ASSERT_LT(bench.cycle(), 200000u);
   }
   EXPECT_EQ(p_got, p_want);
+
+  // The same row soft-capped (cap 2: scores up to 3 cross the polynomial / exp-form boundary): the cap stages
+  // stall with the rest of the OUT pass.
+  softmax_fp16(s.data(), n, 0x3C00, 0x4000, p_want.data());
+  p_got.clear();
+  m.softmax_in_softcap = 0x4000;
+  sent = 0;
+  while (p_got.size() < n) {
+    const bool valid = sent < n && coin() % 3 != 0;
+    m.softmax_in_valid = valid;
+    m.softmax_in_score = valid ? s[sent] : 0;
+    m.softmax_in_last = sent + 1 == n;
+    const bool ready = coin() % 2 == 0;
+    m.softmax_out_ready = ready;
+    bench.settle();
+    const bool in_fire = valid && m.softmax_in_ready;
+    const bool out_fire = ready && m.softmax_out_valid;
+    const std::uint16_t out_value = m.softmax_out_prob;
+    bench.edge();
+    if (in_fire) ++sent;
+    if (out_fire) p_got.push_back(out_value);
+    ASSERT_LT(bench.cycle(), 400000u);
+  }
+  EXPECT_EQ(p_got, p_want);
+  m.softmax_in_softcap = 0;
 
   // Activation unit: 2000 pairs in random modes (mode switches stall the input), every bit pattern of a.
   std::vector<std::uint16_t> act_a(2000);

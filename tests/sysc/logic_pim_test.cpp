@@ -89,11 +89,11 @@ TEST_F(LogicPimOps, DecodeAttentionEqualsGoldenAndFp32Reference) {
   put(0x1000, q);
   put(0x100000, k);
   put(0x200000, v);
-  pim_.attention({0x1000, 0x100000, 0x200000, 0x300000, group, context, d, scale});
+  pim_.attention({0x1000, 0x100000, 0x200000, 0x300000, group, context, d, scale, 0});  // no soft-cap
   const auto out = get(0x300000, static_cast<std::size_t>(group * d));
   std::vector<std::uint16_t> golden(out.size());
   pim::decode_attention_fp16(q.data(), k.data(), v.data(), static_cast<std::size_t>(group),
-                             static_cast<std::size_t>(context), static_cast<std::size_t>(d), scale,
+                             static_cast<std::size_t>(context), static_cast<std::size_t>(d), scale, 0,
                              golden.data(), pim::DatapathParams{});
   EXPECT_EQ(out, golden);
   for (std::int64_t g = 0; g < group; ++g) {
@@ -115,6 +115,59 @@ TEST_F(LogicPimOps, DecodeAttentionEqualsGoldenAndFp32Reference) {
       EXPECT_NEAR(f(out[static_cast<std::size_t>(g * d + j)]), ref, 2e-2) << g << "," << j;
     }
   }
+}
+
+// With a logit soft-cap (Gemma 2): the op applies it (= golden decode_attention_fp16 with the cap, and the
+// double reference with c tanh(x / c) before the softmax; not the uncapped result), and its timing adds the
+// softmax unit's cap stages (3 x kSoftcapStages cycles per softmax row).
+TEST_F(LogicPimOps, DecodeAttentionWithSoftcapEqualsGolden) {
+  const std::int64_t group = 4, context = 200, d = 64;
+  const auto q = random_fp16(static_cast<std::size_t>(group * d), 1.0f, 13);
+  const auto k = random_fp16(static_cast<std::size_t>(context * d), 1.0f, 14);
+  const auto v = random_fp16(static_cast<std::size_t>(context * d), 1.0f, 15);
+  const std::uint16_t scale = float_to_half_bits(1.0f);  // scores up to ~+-10
+  const double cap = 3.0;
+  const std::uint16_t softcap = float_to_half_bits(3.0f);
+  put(0x1000, q);
+  put(0x100000, k);
+  put(0x200000, v);
+  const PimOpTiming plain_t =
+      pim_.attention({0x1000, 0x100000, 0x200000, 0x300000, group, context, d, scale, 0});
+  const auto plain = get(0x300000, static_cast<std::size_t>(group * d));
+  const PimOpTiming capped_t =
+      pim_.attention({0x1000, 0x100000, 0x200000, 0x300000, group, context, d, scale, softcap});
+  const auto out = get(0x300000, static_cast<std::size_t>(group * d));
+  std::vector<std::uint16_t> golden(out.size());
+  pim::decode_attention_fp16(q.data(), k.data(), v.data(), static_cast<std::size_t>(group),
+                             static_cast<std::size_t>(context), static_cast<std::size_t>(d), scale, softcap,
+                             golden.data(), pim::DatapathParams{});
+  EXPECT_EQ(out, golden);
+  EXPECT_NE(out, plain);
+  for (std::int64_t g = 0; g < group; ++g) {
+    std::vector<double> s(static_cast<std::size_t>(context));
+    double mx = -1e30, sum = 0;
+    for (std::int64_t t = 0; t < context; ++t) {
+      double dot = 0;
+      for (std::int64_t j = 0; j < d; ++j)
+        dot += static_cast<double>(f(q[static_cast<std::size_t>(g * d + j)])) *
+               f(k[static_cast<std::size_t>(t * d + j)]);
+      s[static_cast<std::size_t>(t)] = cap * std::tanh(dot / cap);
+      mx = std::max(mx, s[static_cast<std::size_t>(t)]);
+    }
+    for (double& x : s) sum += (x = std::exp(x - mx));
+    for (std::int64_t j = 0; j < d; ++j) {
+      double ref = 0;
+      for (std::int64_t t = 0; t < context; ++t)
+        ref += s[static_cast<std::size_t>(t)] / sum * f(v[static_cast<std::size_t>(t * d + j)]);
+      EXPECT_NEAR(f(out[static_cast<std::size_t>(g * d + j)]), ref, 2e-2) << g << "," << j;
+    }
+  }
+  // 4 softmax rows of 200 on one unit: 4 x 3 x 18 more cycles at the PIM clock.
+  const double cycle_ps = 1e12 / sys_.pim->clock.si();
+  EXPECT_NEAR(
+      to_ps(capped_t.softmax) - to_ps(plain_t.softmax),
+      static_cast<double>(group * pim::timing::kSoftmaxPasses * pim::timing::kSoftcapStages) * cycle_ps, 1.0);
+  EXPECT_GE(to_ps(capped_t.total), to_ps(plain_t.total));
 }
 
 TEST_F(LogicPimOps, ActivationEqualsGolden) {
@@ -205,6 +258,16 @@ TEST_F(LogicPimOps, MalformedOpsAreTypedErrorsAndLeaveMemoryIntact) {
               pim_.attention({0, 0, 0, 0x40000, 8, 1 << 14, 64, 0x3C00});
             }),
             static_cast<int>(PimFault::kBufferOverflow));
+  EXPECT_EQ(fault_of([&] {
+              pim_.attention({0, 0, 0, 0x40000, 8, 1 << 14, 64, 0x3C00, 0x7C00});
+            }),
+            static_cast<int>(PimFault::kBufferOverflow));  // the buffers before the soft-cap
+  for (const std::uint16_t bad : {std::uint16_t{0x8000}, std::uint16_t{0xC000}, std::uint16_t{0x7C00},
+                                  std::uint16_t{0xFC00}, std::uint16_t{0x7E00}})
+    EXPECT_EQ(fault_of([&] {
+                pim_.attention({0x2, 0, 0, 0x40000, 2, 16, 64, 0x3C00, bad});
+              }),
+              static_cast<int>(PimFault::kBadArgument));  // the soft-cap before the operands
   EXPECT_EQ(fault_of([&] {
               pim_.activation({0, 0, 0x40000, 64, 8});
             }),

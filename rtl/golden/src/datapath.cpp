@@ -10,7 +10,8 @@ namespace duplex::pim {
 
 void Datapath::decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                                      std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
-                                     std::uint16_t* out) {
+                                     std::uint16_t softcap, std::uint16_t* out) {
+  validate_softcap(softcap);
   if (t == 0 || t > kSoftmaxMaxElements)
     throw Error("pim decode attention: t = " + std::to_string(t) + "; expected 1.." +
                 std::to_string(kSoftmaxMaxElements) + " context tokens");
@@ -22,7 +23,7 @@ void Datapath::decode_attention_fp16(const std::uint16_t* q, const std::uint16_t
   std::vector<std::uint16_t> p(t);
   for (std::size_t g = 0; g < group; ++g) {
     gemv_fp16(k, q + g * d, s.data(), t, d);
-    softmax_fp16(s.data(), t, scale, p.data());
+    softmax_fp16(s.data(), t, scale, softcap, p.data());
     gemv_fp16(v_t.data(), p.data(), out + g * d, d, t);
   }
 }
@@ -57,9 +58,9 @@ class GoldenDatapath final : public Datapath {
                  std::size_t k) override {
     pim::gemv_fp16(w, x, y, n, k, params_);
   }
-  void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
+  void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t softcap,
                     std::uint16_t* probs) override {
-    pim::softmax_fp16(scores, n, scale, probs);
+    pim::softmax_fp16(scores, n, scale, softcap, probs);
   }
   void activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
                          std::uint16_t* out, std::size_t n) override {

@@ -4,6 +4,7 @@
 #include <array>
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <iterator>
 #include <limits>
 #include <string>
@@ -49,19 +50,96 @@ void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y,
   for (std::size_t row = 0; row < n; ++row) y[row] = to_fp16(dot_fp16(w + row * k, x, k, params));
 }
 
-void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t* probs) {
+namespace {
+
+#include "softcap_tanh_coefficients.inc"
+
+// The soft-cap's per-row constants, from the cap c (FP16, exact in FP32): c, 2c, 1/c and 2/c. 1/c is the
+// reciprocal unit's estimate r0 refined by one Newton step, r0 + r0 (1 - c r0) (relative error ~1e-7
+// instead of the table's 1.5e-5); the doublings are exact.
+struct SoftcapConstants {
+  float c = 0, c2 = 0, rc = 0, rc2 = 0;
+};
+
+// 1/d (d > 0 or NaN) to ~1e-7: the reciprocal unit's r0, then r0 + r0 (1 - d r0).
+float recip_refined_fp32(float d) {
+  const float r0 = recip_fp32(d);
+  const float e = add_fp32(1.0f, -mul_fp32(d, r0));
+  return add_fp32(r0, mul_fp32(r0, e));
+}
+
+SoftcapConstants softcap_constants(std::uint16_t softcap) {
+  SoftcapConstants k;
+  k.c = half_to_float_table()[softcap];
+  k.c2 = mul_fp32(2.0f, k.c);
+  k.rc = recip_refined_fp32(k.c);
+  k.rc2 = mul_fp32(2.0f, k.rc);
+  return k;
+}
+
+// x' = c tanh(x / c), as the cap stages compute it (README.md "Logit soft-cap").
+float softcap_fp32(float x, const SoftcapConstants& k) {
+  const float y = mul_fp32(x, k.rc);  // x / c
+  const float v = mul_fp32(y, y);     // y^2
+  // |y| < 1: x P(y^2), relative accuracy near 0.
+  if (v < std::bit_cast<float>(kSoftcapPolyVMaxBits)) {
+    constexpr int kDegree = static_cast<int>(std::size(kSoftcapTanhCoefficientBits)) - 1;
+    float p = std::bit_cast<float>(kSoftcapTanhCoefficientBits[kDegree]);
+    for (int j = kDegree - 1; j >= 0; --j)
+      p = add_fp32(mul_fp32(p, v), std::bit_cast<float>(kSoftcapTanhCoefficientBits[j]));
+    return mul_fp32(x, p);
+  }
+  // |y| >= 1, Inf or NaN: c tanh|y| = c - 2c w, w = u / (1 + u), u = e^-2|y|; the sign of x.
+  const float u = exp_neg_fp32(mul_fp32(x, k.rc2));
+  const float w = mul_fp32(u, recip_refined_fp32(add_fp32(1.0f, u)));
+  const float m = add_fp32(k.c, -mul_fp32(k.c2, w));
+  return std::signbit(x) ? -m : m;  // x NaN: canonical, sign clear, and m is the canonical NaN
+}
+
+}  // namespace
+
+bool softcap_valid(std::uint16_t softcap) {
+  return (softcap & 0x8000u) == 0 && (softcap & 0x7C00u) != 0x7C00u;  // +0 or a finite positive FP16
+}
+
+void validate_softcap(std::uint16_t softcap) {
+  if (softcap_valid(softcap)) return;
+  char bits[8];
+  std::snprintf(bits, sizeof bits, "0x%04X", static_cast<unsigned>(softcap));
+  const float value = half_bits_to_float(softcap);
+  const std::string what = std::isnan(value)   ? "NaN"
+                           : std::isinf(value) ? (value > 0 ? "+Inf" : "-Inf")
+                           : value == 0.0f     ? "-0"
+                                               : std::to_string(value);
+  throw Error("pim softmax: softcap " + std::string(bits) + " (" + what +
+              "); expected +0 (no cap) or a finite FP16 > 0 (the attention logit soft-cap c)");
+}
+
+float softcap_fp32(float x, std::uint16_t softcap) {
+  validate_softcap(softcap);
+  return softcap == 0 ? x : softcap_fp32(x, softcap_constants(softcap));
+}
+
+void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t softcap,
+                  std::uint16_t* probs) {
   if (n == 0 || n > kSoftmaxMaxElements)
     throw Error("pim softmax: n = " + std::to_string(n) + "; expected 1.." +
                 std::to_string(kSoftmaxMaxElements) + " elements (softmax unit buffer)");
+  validate_softcap(softcap);
+  const bool capped = softcap != 0;
+  const SoftcapConstants cap = capped ? softcap_constants(softcap) : SoftcapConstants{};
+  // x'_i = scale s_i, capped; the max is over the capped values (so x'_i - max <= 0 always).
+  std::vector<float> x(n);
   float max = -std::numeric_limits<float>::infinity();
   for (std::size_t i = 0; i < n; ++i) {
-    const float x = mul_fp16_exact(scale, scores[i]);
-    if (x > max) max = x;  // NaN never replaces the max; it propagates through exp instead
+    x[i] = mul_fp16_exact(scale, scores[i]);
+    if (capped) x[i] = softcap_fp32(x[i], cap);
+    if (x[i] > max) max = x[i];  // NaN never replaces the max; it propagates through exp instead
   }
   std::vector<float> e(n);
   float sum = 0.0f;
   for (std::size_t i = 0; i < n; ++i) {
-    e[i] = exp_neg_fp32(add_fp32(mul_fp16_exact(scale, scores[i]), -max));
+    e[i] = exp_neg_fp32(add_fp32(x[i], -max));
     sum = add_fp32(sum, e[i]);
   }
   const float r = recip_fp32(sum);
@@ -183,8 +261,8 @@ std::uint16_t activation_fp16(ActivationMode mode, std::uint16_t a, std::uint16_
 
 void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                            std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
-                           std::uint16_t* out, const DatapathParams& params) {
-  make_golden_datapath(params)->decode_attention_fp16(q, k, v, group, t, d, scale, out);
+                           std::uint16_t softcap, std::uint16_t* out, const DatapathParams& params) {
+  make_golden_datapath(params)->decode_attention_fp16(q, k, v, group, t, d, scale, softcap, out);
 }
 
 }  // namespace duplex::pim

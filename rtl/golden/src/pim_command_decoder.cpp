@@ -66,6 +66,10 @@ std::uint64_t head_dim_of(const Fields& f) {
   return f.arg[6] & 0xFFFFFFFFu;
 }
 
+std::uint16_t softcap_of(const Fields& f) {
+  return static_cast<std::uint16_t>(f.arg[6] >> 48);
+}
+
 Status gemv_status(const Fields& f, const CommandDecoderConfig& c) {
   const std::uint64_t tokens = f.arg[3], rows = f.arg[4], cols = f.arg[5];
   if (!positive(tokens) || !positive(rows) || !positive(cols)) return Status::kBadShape;
@@ -81,6 +85,7 @@ Status attention_status(const Fields& f, const CommandDecoderConfig& c) {
   if (fp16_bytes(group, d) > c.input_buffer_bytes) return Status::kBufferOverflow;
   if (fp16_bytes(group, context) > c.softmax_buffer_bytes) return Status::kBufferOverflow;
   if (context > kSoftmaxMaxElements) return Status::kBufferOverflow;
+  if (!softcap_valid(softcap_of(f))) return Status::kBadArgument;
   return first_failure({operand(f.arg[0], fp16_bytes(group, d), c), operand(f.arg[1], fp16_bytes(context, d), c),
                         operand(f.arg[2], fp16_bytes(context, d), c),
                         operand(f.arg[3], fp16_bytes(group, d), c)});
@@ -208,10 +213,11 @@ std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes, cons
     case Opcode::kPimAttention: {
       const std::uint64_t group = a[4], context = a[5], d = head_dim_of(f);
       const auto scale = static_cast<std::uint16_t>(a[6] >> 32);
+      const std::uint64_t softmax_b = scale | std::uint64_t{softcap_of(f)} << 16;  // scale, soft-cap
       for (std::uint64_t g = 0; g < group; ++g) {
         for (std::uint64_t i = 0; i < context; ++i) dot(a[1] + 2 * i * d, 2, a[0] + 2 * g * d, false, d, i, true);
         for (std::uint64_t i = 0; i < context; ++i)
-          element(CommandMicroOpKind::kSoftmaxElement, i, scale, i, true, i + 1 == context);
+          element(CommandMicroOpKind::kSoftmaxElement, i, softmax_b, i, true, i + 1 == context);
         for (std::uint64_t c = 0; c < d; ++c) dot(a[2] + 2 * c, 2 * d, 0, true, context, a[3] + 2 * (g * d + c), false);
       }
       break;

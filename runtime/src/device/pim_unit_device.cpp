@@ -47,8 +47,9 @@ void PimUnitDevice::decode_attention(const DecodeAttentionBatch& b) {
   const auto hkv = static_cast<std::size_t>(b.kv.kv_heads), bt = static_cast<std::size_t>(b.kv.block_tokens);
   DUPLEX_ASSERT(hkv >= 1 && hq % hkv == 0, "decode attention: query heads not a multiple of KV heads");
   const std::size_t group = hq / hkv, token_values = hkv * d;
-  // The PIM's attention scale is FP16 (its softmax unit's operand).
+  // The PIM's attention scale and logit soft-cap are FP16 (its softmax unit's operands; cap 0 -> +0, none).
   const std::uint16_t scale = float_to_half_bits(b.scale);
+  const std::uint16_t softcap = float_to_half_bits(b.softcap);
   std::vector<std::uint16_t> k, v;
   for (std::size_t r = 0; r < static_cast<std::size_t>(b.rows); ++r) {
     const auto context = static_cast<std::size_t>(b.context_lens[r]);
@@ -69,7 +70,7 @@ void PimUnitDevice::decode_attention(const DecodeAttentionBatch& b) {
         std::copy_n(b.kv.v_pool + slot, d, v.data() + j * d);
       }
       const std::size_t qo = (r * hq + g * group) * d;
-      unit_->attention(b.q + qo, k.data(), v.data(), group, t, d, scale, b.out + qo);
+      unit_->attention(b.q + qo, k.data(), v.data(), group, t, d, scale, softcap, b.out + qo);
     }
   }
 }

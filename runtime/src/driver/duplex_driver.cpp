@@ -9,6 +9,7 @@
 
 #include "driver.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/rtl/golden_datapath.hpp"
 
 namespace {
 
@@ -135,10 +136,18 @@ duplex_status duplex_submit_gemv(duplex_queue queue, duplex_devptr w, duplex_dev
 }
 duplex_status duplex_submit_attention(duplex_queue queue, duplex_devptr q, duplex_devptr k, duplex_devptr v,
                                       duplex_devptr out, uint64_t group, uint64_t context, uint32_t head_dim,
-                                      uint16_t scale_fp16) {
+                                      uint16_t scale_fp16, uint16_t softcap_fp16) {
   return guarded("duplex_submit_attention", [&](Driver& d) {
-    return d.submit(queue, Opcode::kPimAttention,
-                    {q, k, v, out, group, context, std::uint64_t{head_dim} | std::uint64_t{scale_fp16} << 32});
+    if (!duplex::pim::softcap_valid(softcap_fp16))
+      return d.fail(
+          DUPLEX_ERROR_INVALID_ARGUMENT,
+          fmt::format("duplex_submit_attention: softcap_fp16 0x{:04x} is not a logit soft-cap; expected "
+                      "+0 (0x0000, none) or the FP16 bits of a finite cap > 0",
+                      softcap_fp16));
+    return d.submit(
+        queue, Opcode::kPimAttention,
+        {q, k, v, out, group, context,
+         std::uint64_t{head_dim} | std::uint64_t{scale_fp16} << 32 | std::uint64_t{softcap_fp16} << 48});
   });
 }
 duplex_status duplex_submit_activation_mode(duplex_queue queue, duplex_activation mode, duplex_devptr a,

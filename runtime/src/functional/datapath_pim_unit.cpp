@@ -57,8 +57,9 @@ class DatapathPimUnit final : public PimUnit {
   }
 
   void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v, std::size_t group,
-                 std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t* out) override {
-    dp_->decode_attention_fp16(q, k, v, group, t, d, scale, out);
+                 std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t softcap,
+                 std::uint16_t* out) override {
+    dp_->decode_attention_fp16(q, k, v, group, t, d, scale, softcap, out);
   }
 
   std::optional<std::uint64_t> simulated_cycles() const override { return dp_->simulated_cycles(); }

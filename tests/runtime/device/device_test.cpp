@@ -6,6 +6,7 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "duplex/base/error.hpp"
@@ -185,7 +186,7 @@ TEST(Devices, PagedDecodeAttentionEqualsContiguousAttention) {
     const std::size_t qo = static_cast<std::size_t>(g * (hq / hkv) * d);
     u.golden->attention(q.data() + qo, k.data(), v.data(), static_cast<std::size_t>(hq / hkv),
                         static_cast<std::size_t>(t), static_cast<std::size_t>(d), float_to_half_bits(scale),
-                        want.data() + qo);
+                        0, want.data() + qo);
   }
   for (IDevice* dev : u.all()) {
     std::vector<std::uint16_t> out(q.size());
@@ -200,6 +201,55 @@ TEST(Devices, PagedDecodeAttentionEqualsContiguousAttention) {
     }
     EXPECT_EQ(dev->op_counts().at("attn_decode"), 1);
   }
+}
+
+// DecodeAttentionBatch::softcap (Gemma 2's attn_logit_softcapping) reaches the PIM devices' datapath as FP16
+// bits: their results equal the golden datapath with the cap, bit for bit, and differ from the uncapped ones
+// (the scores, up to ~+-10, exceed the cap). (The xPU applies the cap in its kernels: xpu_device.cpp.)
+TEST(Devices, PimDecodeAttentionAppliesTheSoftcap) {
+  Units u;
+  const std::int64_t hkv = 2, hq = 4, d = 16, bt = 4, blocks = 4, t = 15;
+  const auto k_pool = random_half(static_cast<std::size_t>(blocks * bt * hkv * d), 17);
+  const auto v_pool = random_half(k_pool.size(), 18);
+  const auto q = random_half(static_cast<std::size_t>(hq * d), 19);
+  const std::vector<std::int32_t> table{2, 0, 3, 1};
+  DecodeAttentionBatch b;
+  b.q = q.data();
+  b.rows = 1;
+  b.q_heads = hq;
+  b.block_tables = {&table};
+  b.context_lens = {static_cast<std::int32_t>(t)};
+  b.kv = {k_pool.data(), v_pool.data(), blocks, bt, hkv, d};
+  b.scale = 1.0f;
+  b.softcap = 2.5f;
+  auto slot = [&](std::int64_t j, std::int64_t g) {
+    return static_cast<std::size_t>(((table[static_cast<std::size_t>(j / bt)] * bt + j % bt) * hkv + g) * d);
+  };
+  std::vector<std::uint16_t> capped(q.size()), plain(q.size());
+  for (std::int64_t g = 0; g < hkv; ++g) {
+    std::vector<std::uint16_t> k(static_cast<std::size_t>(t * d)), v(k.size());
+    for (std::int64_t j = 0; j < t; ++j)
+      for (std::int64_t i = 0; i < d; ++i) {
+        k[static_cast<std::size_t>(j * d + i)] = k_pool[slot(j, g) + static_cast<std::size_t>(i)];
+        v[static_cast<std::size_t>(j * d + i)] = v_pool[slot(j, g) + static_cast<std::size_t>(i)];
+      }
+    const std::size_t qo = static_cast<std::size_t>(g * (hq / hkv) * d);
+    for (auto [cap, out] : {std::pair{b.softcap, &capped}, std::pair{0.0f, &plain}})
+      u.golden->attention(q.data() + qo, k.data(), v.data(), static_cast<std::size_t>(hq / hkv),
+                          static_cast<std::size_t>(t), static_cast<std::size_t>(d), float_to_half_bits(1.0f),
+                          float_to_half_bits(cap), out->data() + qo);
+  }
+  EXPECT_NE(capped, plain);
+  for (IDevice* dev : {static_cast<IDevice*>(&u.logic), static_cast<IDevice*>(&u.bank)}) {
+    std::vector<std::uint16_t> out(q.size());
+    b.out = out.data();
+    dev->decode_attention(b);
+    EXPECT_EQ(out, capped) << dev->name();
+  }
+  b.softcap = -1.0f;  // not a cap
+  std::vector<std::uint16_t> out(q.size());
+  b.out = out.data();
+  EXPECT_THROW(u.logic.decode_attention(b), Error);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // each checked for its status code and for the device still working afterwards.
 #include <array>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <set>
@@ -201,13 +202,67 @@ TEST_F(DriverConformance, AttentionEqualsTheGoldenDatapathBitForBit) {
   const duplex_devptr dq = upload(q, DUPLEX_SPACE_DECODE_KV), dk = upload(k, DUPLEX_SPACE_DECODE_KV),
                       dv = upload(v, DUPLEX_SPACE_DECODE_KV), dout = alloc(group * d * 2, DUPLEX_SPACE_DECODE_KV);
   const duplex_queue queue = make_queue();
-  ASSERT_EQ(duplex_submit_attention(queue, dq, dk, dv, dout, group, context, static_cast<std::uint32_t>(d), scale),
+  ASSERT_EQ(duplex_submit_attention(queue, dq, dk, dv, dout, group, context, static_cast<std::uint32_t>(d),
+                                    scale, 0),
             DUPLEX_SUCCESS);
   ASSERT_EQ(duplex_queue_synchronize(queue), DUPLEX_SUCCESS) << duplex_last_error();
   std::vector<std::uint16_t> golden(group * d);
-  duplex::pim::decode_attention_fp16(q.data(), k.data(), v.data(), group, context, d, scale, golden.data(),
+  duplex::pim::decode_attention_fp16(q.data(), k.data(), v.data(), group, context, d, scale, 0, golden.data(),
                                      duplex::pim::DatapathParams{});
   EXPECT_EQ(download(dout, golden.size()), golden);
+}
+
+// With a logit soft-cap (Gemma 2's attn_logit_softcapping): the device applies the cap it is given (the
+// golden bits with that cap, not the uncapped ones), two caps give two results.
+TEST_F(DriverConformance, AttentionWithSoftcapEqualsTheGoldenDatapathBitForBit) {
+  const std::size_t group = 2, context = 40, d = 64;
+  auto q = random_fp16(group * d, 24), k = random_fp16(context * d, 25), v = random_fp16(context * d, 26);
+  const std::uint16_t scale = duplex::float_to_half_bits(1.0f);
+  const duplex_devptr dq = upload(q, DUPLEX_SPACE_DECODE_KV), dk = upload(k, DUPLEX_SPACE_DECODE_KV),
+                      dv = upload(v, DUPLEX_SPACE_DECODE_KV),
+                      dout = alloc(group * d * 2, DUPLEX_SPACE_DECODE_KV);
+  const duplex_queue queue = make_queue();
+  std::vector<std::vector<std::uint16_t>> outs;
+  for (const float cap : {0.0f, 2.0f, 0.5f}) {
+    const std::uint16_t softcap = duplex::float_to_half_bits(cap);
+    ASSERT_EQ(duplex_submit_attention(queue, dq, dk, dv, dout, group, context, static_cast<std::uint32_t>(d),
+                                      scale, softcap),
+              DUPLEX_SUCCESS);
+    ASSERT_EQ(duplex_queue_synchronize(queue), DUPLEX_SUCCESS) << duplex_last_error();
+    std::vector<std::uint16_t> golden(group * d);
+    duplex::pim::decode_attention_fp16(q.data(), k.data(), v.data(), group, context, d, scale, softcap,
+                                       golden.data(), duplex::pim::DatapathParams{});
+    outs.push_back(download(dout, golden.size()));
+    EXPECT_EQ(outs.back(), golden) << "cap " << cap;
+  }
+  EXPECT_NE(outs[0], outs[1]);
+  EXPECT_NE(outs[1], outs[2]);
+}
+
+// A soft-cap that is not +0 or a finite FP16 > 0: refused by the driver before submission (INVALID_ARGUMENT,
+// a message naming the bits); the same descriptor sent raw is refused by the device (DEVICE_BAD_ARGUMENT).
+TEST_F(DriverConformance, InvalidAttentionSoftcapIsRejected) {
+  const duplex_devptr p = alloc(1 << 16);
+  const duplex_queue q = make_queue();
+  duplex_counters before{}, after{};
+  ASSERT_EQ(duplex_read_counters(dev_, &before), DUPLEX_SUCCESS);
+  for (const std::uint16_t bad : {std::uint16_t{0x8000}, std::uint16_t{0xC000}, std::uint16_t{0x7C00},
+                                  std::uint16_t{0xFC00}, std::uint16_t{0x7E00}}) {
+    EXPECT_EQ(duplex_submit_attention(q, p, p + 4096, p + 8192, p + 12288, 1, 8, 64, 0x3000, bad),
+              DUPLEX_ERROR_INVALID_ARGUMENT);
+    const std::string message = duplex_last_error();
+    char expected[64];
+    std::snprintf(expected, sizeof expected, "duplex_submit_attention: softcap_fp16 0x%04x", bad);
+    EXPECT_NE(message.find(expected), std::string::npos) << message;
+  }
+  ASSERT_EQ(duplex_queue_synchronize(q), DUPLEX_SUCCESS);  // nothing was submitted
+  ASSERT_EQ(duplex_read_counters(dev_, &after), DUPLEX_SUCCESS);
+  EXPECT_EQ(after.commands_completed, before.commands_completed);
+  const std::uint64_t args[7] = {
+      p, p + 4096, p + 8192, p + 12288, 1, 8, 64 | 0x3000ull << 32 | 0xFC00ull << 48};
+  ASSERT_EQ(duplex_submit_raw(q, 0x11, args), DUPLEX_SUCCESS);
+  EXPECT_EQ(duplex_queue_synchronize(q), DUPLEX_ERROR_DEVICE_BAD_ARGUMENT);
+  expect_gemv_matches_golden(1, 32, 128, 142);
 }
 
 TEST_F(DriverConformance, ActivationEqualsTheGoldenDatapathBitForBit) {
@@ -472,7 +527,7 @@ TEST_F(DriverConformance, PimCommandsTheDeviceRejectsReportTheirStatus) {
   const auto too_many = static_cast<std::uint64_t>(duplex::sysc::max_gemv_tokens(*system.pim, 4096)) + 1;
   ASSERT_EQ(duplex_submit_gemv(q, p, p, p, too_many, 16, 4096), DUPLEX_SUCCESS);
   EXPECT_EQ(duplex_queue_synchronize(q), DUPLEX_ERROR_DEVICE_BUFFER_OVERFLOW);
-  ASSERT_EQ(duplex_submit_attention(q, p, p, p, p, 8, 40000, 128, 0x3000), DUPLEX_SUCCESS);
+  ASSERT_EQ(duplex_submit_attention(q, p, p, p, p, 8, 40000, 128, 0x3000, 0), DUPLEX_SUCCESS);
   EXPECT_EQ(duplex_queue_synchronize(q), DUPLEX_ERROR_DEVICE_BUFFER_OVERFLOW);
   ASSERT_EQ(duplex_submit_gemv(q, p, p, p, 1, 0, 64), DUPLEX_SUCCESS);
   EXPECT_EQ(duplex_queue_synchronize(q), DUPLEX_ERROR_DEVICE_BAD_SHAPE);

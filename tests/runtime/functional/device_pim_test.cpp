@@ -133,13 +133,46 @@ TEST(DevicePimUnit, LinearSplitsTokensOverInputBuffer) {
   EXPECT_EQ(again, want);
 }
 
+// Decode attention through the driver (--pim-path device) against the golden datapath PIM unit, bit for bit,
+// without and with a logit soft-cap (Gemma 2): the cap reaches the device's softmax unit (capped results
+// differ from the uncapped ones: the scores, up to ~+-8, exceed the caps), and a cap that is not +0 or finite
+// > 0 is an Error naming it.
+TEST(DevicePimUnit, AttentionWithAndWithoutSoftcapEqualsDatapathBitForBit) {
+  const std::size_t group = 4, t = 77, d = 64;
+  const auto q = random_fp16(group * d, 11), k = random_fp16(t * d, 12), v = random_fp16(t * d, 13);
+  const std::uint16_t scale = float_to_half_bits(1.0f);
+  const auto golden = make_datapath_pim_unit("golden");
+  const auto dev = make_device_pim_unit(load_system("duplex-pe"));
+  std::vector<std::vector<std::uint16_t>> outs;
+  for (const float cap : {0.0f, 50.0f, 2.0f, 0.75f}) {
+    const std::uint16_t softcap = float_to_half_bits(cap);
+    std::vector<std::uint16_t> want(group * d), got(group * d, 0xFFFF);
+    golden->attention(q.data(), k.data(), v.data(), group, t, d, scale, softcap, want.data());
+    dev->attention(q.data(), k.data(), v.data(), group, t, d, scale, softcap, got.data());
+    EXPECT_EQ(got, want) << "cap " << cap;
+    outs.push_back(got);
+  }
+  EXPECT_NE(outs[0], outs[2]);  // cap 2 applied
+  EXPECT_NE(outs[0], outs[3]);  // cap 0.75 applied
+  EXPECT_NE(outs[2], outs[3]);
+  std::vector<std::uint16_t> out(group * d);
+  try {
+    dev->attention(q.data(), k.data(), v.data(), group, t, d, scale, 0xC000, out.data());  // -2
+    FAIL() << "a negative soft-cap was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("softcap_fp16 0xc000"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(golden->attention(q.data(), k.data(), v.data(), group, t, d, scale, 0x7C00, out.data()),
+               Error);
+}
+
 TEST(DevicePimUnit, DeviceRejectionIsAnErrorAndTheDeviceStaysUsable) {
   const auto dev = make_device_pim_unit(load_system("duplex-pe"));
   const std::size_t group = 8, t = 8193, d = 32;  // scores 8 x 8193 x 2 B overflow the 128 KiB softmax buffer
   const auto q = random_fp16(group * d, 3), kv = random_fp16(t * d, 4);
   std::vector<std::uint16_t> out(group * d);
   try {
-    dev->attention(q.data(), kv.data(), kv.data(), group, t, d, float_to_half_bits(0.125f), out.data());
+    dev->attention(q.data(), kv.data(), kv.data(), group, t, d, float_to_half_bits(0.125f), 0, out.data());
     FAIL() << "an attention larger than the softmax buffer was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("DUPLEX_ERROR_DEVICE_BUFFER_OVERFLOW"), std::string::npos) << e.what();

@@ -46,8 +46,9 @@ typedef enum duplex_status {
   DUPLEX_ERROR_DEVICE_DMA = 18,             /* ... the host memory rejected the DMA */
   DUPLEX_ERROR_DEVICE_BAD_CONFIG = 19,      /* ... ring / completion queue misprogrammed */
   DUPLEX_ERROR_INTERNAL = 20,               /* a driver or simulator bug; see duplex_last_error() */
-  DUPLEX_ERROR_DEVICE_BAD_ARGUMENT = 21     /* the device rejected an argument outside its enumeration
-                                               (an activation mode other than 0..7, e.g. via submit_raw) */
+  DUPLEX_ERROR_DEVICE_BAD_ARGUMENT = 21     /* the device rejected an argument outside its domain (an
+                                               activation mode other than 0..7, an attention soft-cap that
+                                               is not +0 or finite > 0; e.g. via submit_raw) */
 } duplex_status;
 
 /* Opaque handles: 64-bit ids (kind tag, slot, generation). 0 is never a valid handle. */
@@ -137,10 +138,13 @@ duplex_status duplex_queue_synchronize(duplex_queue queue);
 duplex_status duplex_submit_gemv(duplex_queue queue, duplex_devptr w, duplex_devptr x, duplex_devptr y,
                                  uint64_t tokens, uint64_t rows, uint64_t cols);
 /* Decode attention of one GQA group: q [group][head_dim], K, V [context][head_dim], out [group][head_dim];
- * scale_fp16: FP16 bits of the score scale (usually 1/sqrt(head_dim)). */
+ * scale_fp16: FP16 bits of the score scale (usually 1/sqrt(head_dim)); softcap_fp16: FP16 bits of the
+ * attention logit soft-cap c (Gemma 2's attn_logit_softcapping: scores -> c tanh(scores / c) before the
+ * softmax), +0 (0x0000) for none. A cap that is neither +0 nor a finite FP16 > 0 (negative, -0, Inf, NaN)
+ * returns DUPLEX_ERROR_INVALID_ARGUMENT at once (nothing is submitted; duplex_last_error() names it). */
 duplex_status duplex_submit_attention(duplex_queue queue, duplex_devptr q, duplex_devptr k, duplex_devptr v,
                                       duplex_devptr out, uint64_t group, uint64_t context, uint32_t head_dim,
-                                      uint16_t scale_fp16);
+                                      uint16_t scale_fp16, uint16_t softcap_fp16);
 /* Activation unit modes (the command's a4 word). FP16 in and out, rounded once (rtl/golden/README.md).
  * Gated modes, a = gate projection, b = up projection:   out[i] = act(a[i]) * b[i]
  * Added modes, b = the fc1 bias (a buffer of zeros for none): out[i] = act(a[i] + b[i]), one FP32 addition

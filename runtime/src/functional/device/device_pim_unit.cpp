@@ -81,7 +81,8 @@ class DevicePimUnit final : public PimUnit {
   }
 
   void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v, std::size_t group,
-                 std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t* out) override {
+                 std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t softcap,
+                 std::uint16_t* out) override {
     const duplex_devptr dq = x_.reserve(fp16_bytes(group * d));
     const duplex_devptr dk = k_.reserve(fp16_bytes(t * d));
     const duplex_devptr dv = v_.reserve(fp16_bytes(t * d));
@@ -89,8 +90,8 @@ class DevicePimUnit final : public PimUnit {
     session_.to_device(dq, q, fp16_bytes(group * d));
     session_.to_device(dk, k, fp16_bytes(t * d));
     session_.to_device(dv, v, fp16_bytes(t * d));
-    check_driver(duplex_submit_attention(session_.queue(), dq, dk, dv, dout, group, t, static_cast<std::uint32_t>(d),
-                                         scale),
+    check_driver(duplex_submit_attention(session_.queue(), dq, dk, dv, dout, group, t,
+                                         static_cast<std::uint32_t>(d), scale, softcap),
                  "duplex_submit_attention");
     session_.synchronize();
     session_.to_host(out, dout, fp16_bytes(group * d));

@@ -59,6 +59,8 @@ enum class Opcode : std::uint16_t {
   kDmaToHost = 0x02,     // a0 host address, a1 device address, a2 bytes
   kPimGemv = 0x10,       // a0 W, a1 x, a2 y, a3 tokens, a4 rows, a5 cols
   kPimAttention = 0x11,  // a0 q, a1 K, a2 V, a3 out, a4 group, a5 context, a6 head_dim | scale_fp16 << 32
+                         // | softcap_fp16 << 48 (the logit soft-cap c: scores -> c tanh(scores / c); +0
+                         // none, else finite > 0; other bits: kBadArgument)
   // a0 a, a1 b, a2 out, a3 elements, a4 mode (pim::ActivationMode): 0 silu-gate, out = silu(a) * b (a gate,
   // b up; a descriptor written before modes existed has a4 = 0); 1 gelu-tanh, out = gelu_tanh(a + b) (b the
   // fc1 bias, zeros for none); 2 relu, out = max(a + b, +0). Any other a4: kBadArgument.
@@ -76,7 +78,7 @@ enum class Status : std::uint16_t {
   kBadShape = 6,        // a zero or negative dimension, a zero-length DMA
   kDmaError = 7,        // the host memory rejected the DMA
   kBadConfig = 8,       // ring/CQ programmed with a bad size or while busy
-  kBadArgument = 9,     // a command argument outside its enumeration (kPimActivation mode a4 > 2)
+  kBadArgument = 9,     // an argument outside its domain (kPimActivation mode a4 > 7, kPimAttention softcap)
 };
 const char* to_string(Status s);
 

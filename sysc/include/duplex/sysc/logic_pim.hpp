@@ -22,11 +22,14 @@ struct GemvArgs {
   std::uint64_t weights = 0, inputs = 0, outputs = 0;
   std::int64_t tokens = 1, rows = 0, cols = 0;
 };
-// Decode attention of one GQA group: q [group][d], K and V [context][d], out [group][d], scale FP16 bits.
+// Decode attention of one GQA group: q [group][d], K and V [context][d], out [group][d], scale FP16 bits;
+// softcap FP16 bits of the logit soft-cap c (scores -> c tanh(scores / c) before the softmax; +0: none, else
+// finite and > 0, any other bits are rejected with kBadArgument).
 struct AttentionArgs {
   std::uint64_t q = 0, k = 0, v = 0, out = 0;
   std::int64_t group = 1, context = 0, head_dim = 0;
   std::uint16_t scale = 0;
+  std::uint16_t softcap = 0;
 };
 // out[i] = pim::activation_fp16(mode, gate[i], up[i]): mode 0 silu-gate (silu(gate) * up), 1 gelu-tanh
 // (gelu_tanh(gate + up): `up` is the addend, e.g. the fc1 bias), 2 relu (max(gate + up, +0)). mode is the
@@ -78,7 +81,8 @@ class LogicPim {
   PimSpec pim_;
   SparseMemory& memory_;
   std::unique_ptr<pim::Datapath> datapath_;
-  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, int>, PimOpTiming> memo_;
+  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, int, bool>, PimOpTiming>
+      memo_;
   ActionCounters counters_;
 };
 

@@ -9,7 +9,8 @@
 //  1. shape, check_pim_op: every dimension >= 1 as a signed 64-bit value (kBadShape), then the buffer limits
 //     (kBufferOverflow): GEMV tokens x cols x 2 B <= input buffer; attention group x head_dim x 2 B <= input
 //     buffer, group x context x 2 B <= softmax buffer, context <= the softmax unit's kSoftmaxMaxElements;
-//     activation: the mode a4 <= 7 (pim::ActivationMode), else kBadArgument.
+//     attention: the logit soft-cap a6 [63:48] +0 or a finite FP16 > 0 (pim::softcap_valid), else
+//     kBadArgument; activation: the mode a4 <= 7 (pim::ActivationMode), else kBadArgument.
 //  2. each operand, in argument order (GEMV W, x, y; attention q, K, V, out; activation gate, up, out):
 //     address % access granularity != 0 -> kMisaligned, then [address, address + bytes) not inside device
 //     memory -> kOutOfRange. Byte counts are exact (FP16 elements x 2, no wrap-around): a count above 2^64 -
@@ -27,8 +28,10 @@ namespace duplex::sysc {
 bool is_pim_opcode(hostif::Opcode op);
 
 // Descriptor arguments (hostif::Opcode comments) as LogicPim's argument structs. Dimensions are the 64-bit
-// arguments read as signed; attention head_dim = a6 bits [31:0], scale = a6 bits [47:32] (bits [63:48] are
-// ignored).
+// arguments read as signed; attention head_dim = a6 bits [31:0], scale = a6 bits [47:32] (FP16), softcap = a6
+// bits [63:48] (FP16 bits of the attention logit soft-cap c, Gemma 2's attn_logit_softcapping: scores ->
+// c tanh(scores / c) before the softmax; +0 = no cap, so a descriptor written before the cap existed keeps
+// its meaning).
 GemvArgs gemv_args(const hostif::CommandDescriptor& d);
 AttentionArgs attention_args(const hostif::CommandDescriptor& d);
 ActivationArgs activation_args(const hostif::CommandDescriptor& d);

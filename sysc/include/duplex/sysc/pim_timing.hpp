@@ -27,7 +27,8 @@
 
 namespace duplex::sysc {
 
-// kBadArgument: an argument outside its enumeration (an activation mode other than 0..7).
+// kBadArgument: an argument outside its domain (an activation mode other than 0..7, an attention soft-cap
+// that is not +0 or a finite FP16 > 0).
 enum class PimFault { kMisaligned, kOutOfRange, kBufferOverflow, kBadShape, kBadArgument };
 
 // A malformed PIM operation; fault() says which class (the device maps it to a completion error code).
@@ -55,6 +56,9 @@ struct PimOpShape {
   std::int64_t context = 0;
   std::int64_t head_dim = 128;
   std::int64_t kv_heads = 1;
+  // The scores are soft-capped (Gemma 2: c tanh(x / c) before the softmax): each softmax row also passes the
+  // cap stages (pim::timing::softmax_cycles), the rest of the op is unchanged.
+  bool softcap = false;
   // Activation: out[i] = act(a[i], b[i]), a and b in HBM; the mode sets the unit's latency
   // (datapath_timing.hpp activation_latency), not its throughput.
   std::int64_t elements = 0;

@@ -45,8 +45,10 @@ class Datapath {
   virtual float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k) = 0;
   virtual void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n,
                          std::size_t k) = 0;
+  // softcap: FP16 bits of the logit soft-cap (+0: none), validate_softcap (duplex::Error) before anything
+  // runs.
   virtual void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
-                            std::uint16_t* probs) = 0;
+                            std::uint16_t softcap, std::uint16_t* probs) = 0;
   // out[i] = activation_fp16(mode, a[i], b[i]), i < n (streams through the activation unit). b is never null:
   // the up projection for kSiluGate, the addend (bias) for kGeluTanh / kRelu (pass zeros for none).
   // Throws duplex::Error for a mode outside the enumeration.
@@ -59,7 +61,7 @@ class Datapath {
   // Composed from dot_fp16 / to_fp16 / softmax_fp16 of this datapath, exactly as golden_datapath.hpp says.
   void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                              std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
-                             std::uint16_t* out);
+                             std::uint16_t softcap, std::uint16_t* out);
 
   // Runs one 64-byte host command descriptor (sysc/include/duplex/sysc/host_interface.hpp) through the
   // datapath's own command decoder / sequencer (rtl/decoder/pim_command_decoder.sv): validation against

@@ -29,10 +29,17 @@ constexpr std::uint64_t gemm_dot_cycles(std::size_t k, int lanes) {
 // Softmax unit: three passes over the row held in its buffer (load + running max; exp + sum; exp x
 // reciprocal + output), one element per cycle each, plus a fixed pipeline fill/drain overhead.
 // Cycles from the first score accepted to the last probability presented: 3 n + kSoftmaxFixedCycles.
+// A row with a logit soft-cap (softcap != +0) sends every pass through the cap stages (softcap_stages.sv:
+// x, x / c, then the polynomial or the exp form, x'), kSoftcapStages register stages: each of the three
+// passes is that much longer (LOAD drains them before SUM), 3 n + kSoftmaxFixedCycles + 3 kSoftcapStages in
+// all.
 inline constexpr int kSoftmaxCyclesPerElement = 3;
 inline constexpr int kSoftmaxFixedCycles = 7;
-constexpr std::uint64_t softmax_cycles(std::size_t n) {
-  return kSoftmaxCyclesPerElement * static_cast<std::uint64_t>(n) + kSoftmaxFixedCycles;
+inline constexpr int kSoftcapStages = 18;
+inline constexpr int kSoftmaxPasses = 3;
+constexpr std::uint64_t softmax_cycles(std::size_t n, bool softcap = false) {
+  return kSoftmaxCyclesPerElement * static_cast<std::uint64_t>(n) + kSoftmaxFixedCycles +
+         (softcap ? static_cast<std::uint64_t>(kSoftmaxPasses * kSoftcapStages) : 0);
 }
 
 // Activation unit (rtl/activation/activation_unit.sv): fully pipelined, one (a, b) pair per cycle in every

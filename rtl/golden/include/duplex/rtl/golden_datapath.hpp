@@ -34,10 +34,24 @@ std::uint16_t to_fp16(float acc);
 void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n, std::size_t k,
                const DatapathParams& params);
 
-// Softmax unit: probs[i] ~ exp(scale*s[i] - max_j scale*s[j]) / sum. FP16 in, FP16 out; 1 <= n <=
-// kSoftmaxMaxElements (else duplex::Error). exp and the reciprocal are table + linear interpolation
-// approximations (README.md states them and their error).
-void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t* probs);
+// Attention logit soft-cap (Gemma 2's attn_logit_softcapping): x -> c tanh(x / c) before the softmax.
+// `softcap` holds the FP16 bits of c: +0 (0x0000) = no cap, else a finite FP16 > 0 (subnormals included).
+// softcap_valid says whether bits are one of those; validate_softcap throws duplex::Error naming the value
+// (negative, -0, Inf and NaN caps are refused).
+bool softcap_valid(std::uint16_t softcap);
+void validate_softcap(std::uint16_t softcap);
+
+// The softmax unit's cap stage on one FP32 logit x (operation order and error: README.md): x itself for
+// softcap = +0; else, with y = x / c, x P(y^2) for |y| < 1 (P a degree-7 polynomial fitted to tanh(y) / y)
+// and sign(x) (c - 2c e^-2|y| / (1 + e^-2|y|)) (the exp and reciprocal units) beyond. Validates softcap.
+float softcap_fp32(float x, std::uint16_t softcap);
+
+// Softmax unit: probs[i] ~ exp(x'[i] - max_j x'[j]) / sum, x[i] = scale*s[i] and x' = softcap_fp32(x,
+// softcap) (= x for softcap +0: the plain softmax of scale*s). FP16 in, FP16 out; 1 <= n <=
+// kSoftmaxMaxElements (else duplex::Error); softcap as validate_softcap (else duplex::Error). exp and the
+// reciprocal are table + linear interpolation approximations (README.md states them and their error).
+void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t softcap,
+                  std::uint16_t* probs);
 
 // Activation unit modes (the a4 word of the kPimActivation host command, the mode of an activation micro-op):
 // every FFN activation in two forms. Gated (a = gate, b = up): act(a) * b. Added (b = an addend, the fc1
@@ -80,11 +94,12 @@ std::uint16_t activation_fp16(ActivationMode mode, std::uint16_t a, std::uint16_
 std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up);
 
 // Decode attention for one GQA group as the Logic-PIM composes it from the units above:
-// q [group][d], K [t][d], V [t][d] (row-major FP16), scale FP16 (usually 1/sqrt(d)) -> out [group][d]:
-//   s[t] = to_fp16(dot(q_g, K_t)); p = softmax_fp16(s, scale); out[g][j] = to_fp16(dot(p, V[:, j])).
-// t must be in [1, kSoftmaxMaxElements].
+// q [group][d], K [t][d], V [t][d] (row-major FP16), scale FP16 (usually 1/sqrt(d)), softcap FP16 (+0: none;
+// Gemma 2: attn_logit_softcapping) -> out [group][d]:
+//   s[t] = to_fp16(dot(q_g, K_t)); p = softmax_fp16(s, scale, softcap); out[g][j] = to_fp16(dot(p, V[:, j])).
+// t must be in [1, kSoftmaxMaxElements]; softcap as validate_softcap (else duplex::Error).
 void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                            std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
-                           std::uint16_t* out, const DatapathParams& params);
+                           std::uint16_t softcap, std::uint16_t* out, const DatapathParams& params);
 
 }  // namespace duplex::pim

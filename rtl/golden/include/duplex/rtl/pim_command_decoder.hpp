@@ -13,7 +13,8 @@
 //  attention (q [group][d], K and V [context][d], out [group][d], d = head_dim), for g < group:
 //    scores: i < context, j < ceil(d / L): kGemmPass a = K + 2 (i d + j L), a_stride 2,
 //            b = q + 2 (g d + j L), dest = buffer i
-//    softmax: i < context: kSoftmaxElement a = buffer i (score), b = scale (FP16 bits), dest = buffer i (p)
+//    softmax: i < context: kSoftmaxElement a = buffer i (score), b = scale | softcap << 16 (FP16 bits each:
+//             a6 [47:32] and [63:48]; softcap +0 = no cap), dest = buffer i (p)
 //    PV:     c < d, j < ceil(context / L): kGemmPass a = V + 2 (j L d + c), a_stride 2 d (a column of V),
 //            b = buffer j L (p), dest = out + 2 (g d + c)
 //  activation (a0 = a, a1 = b, a2 = out, a3 elements, a4 mode), i < elements: kActivationElement

@@ -38,6 +38,8 @@ struct DecodeAttentionBatch {
   std::vector<std::int32_t> context_lens;
   PagedKvView kv;
   float scale = 1.0f;      // softmax scale, normally 1 / sqrt(head_dim)
+  float softcap = 0.0f;    // attention logit soft-cap (Gemma 2): scores -> softcap * tanh(scores / softcap)
+                           // before the softmax; 0: none
   std::int64_t window = 0;  // sliding window: each row attends to its last `window` tokens; 0: all of them
 };
 

@@ -29,9 +29,12 @@ class PimUnit {
   // its activation and form (activation_mode: gated, the up projection as the second operand; two-matrix, the
   // bias or zeros as the addend).
   virtual void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) = 0;
-  // One GQA group of one token: q [group][d] against K / V [t][d] -> out [group][d]; scale FP16 bits.
-  virtual void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v, std::size_t group,
-                         std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t* out) = 0;
+  // One GQA group of one token: q [group][d] against K / V [t][d] -> out [group][d]; scale FP16 bits; softcap
+  // FP16 bits of the attention logit soft-cap c (Gemma 2: scores -> c tanh(scores / c) before the softmax),
+  // +0 for none (anything but +0 or a finite cap > 0: duplex::Error).
+  virtual void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
+                         std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
+                         std::uint16_t softcap, std::uint16_t* out) = 0;
   // Datapath clock cycles simulated so far (RTL only).
   virtual std::optional<std::uint64_t> simulated_cycles() const = 0;
 };
