@@ -96,7 +96,7 @@ class Lowering {
   void norm(int layer, const char* name) {
     const double e = static_cast<double>(tokens_) * m_.hidden;
     elementwise(OpKind::kNorm, layer, name, e, e, 4.0,
-                (m_.norm == NormKind::kLayerNorm ? 2.0 : 1.0) * m_.hidden);
+                (m_.norm == NormKind::kLayerNorm && m_.norm_bias ? 2.0 : 1.0) * m_.hidden);
   }
 
   // x += the block's output (+ a bias row of `bias_elements`, the attention's o_bias, added alike).
@@ -155,6 +155,7 @@ class Lowering {
     norm(l, "attn_norm");
     attention_block(l);
     collective(OpKind::kAllReduce, l, "attn_all_reduce", tokens_, p_.tp);
+    if (m_.post_norms) norm(l, "post_attn_norm");  // on the block's output, before the residual add
     residual(l, "attn_residual", m_.o_bias ? m_.hidden : 0);
     norm(l, "ffn_norm");
     const bool moe = m_.is_moe_layer(l);
@@ -170,6 +171,7 @@ class Lowering {
       }
     }
     collective(OpKind::kAllReduce, l, "ffn_all_reduce", tokens_, p_.tp);
+    if (m_.post_norms) norm(l, "post_ffn_norm");
     // The down projection's bias is added once, after the tensor-parallel sum (as the o bias).
     residual(l, "ffn_residual", m_.mlp_bias && !moe ? m_.hidden : 0);
   }
@@ -206,10 +208,12 @@ class Lowering {
 
     const double kv_elems = static_cast<double>(m_.kv_elements_per_token_layer()) *
                             (mla ? 1.0 : static_cast<double>(kv_heads_) / std::max(1, m_.kv_heads));
-    // Per-token score + weighted-sum FLOPs against one cached token, all local query heads.
+    // Per-token score + weighted-sum FLOPs against one cached token, all local query heads (+ a divide, a
+    // tanh and a multiply per score with soft-capping).
     const double flops_per_pair =
-        mla ? 2.0 * q_heads_ * (2.0 * m_.mla.kv_lora_rank + m_.mla.qk_rope_head_dim)
-            : 4.0 * q_heads_ * m_.head_dim;
+        (mla ? 2.0 * q_heads_ * (2.0 * m_.mla.kv_lora_rank + m_.mla.qk_rope_head_dim)
+             : 4.0 * q_heads_ * m_.head_dim) +
+        (m_.attn_softcap > 0 ? 3.0 * q_heads_ : 0.0);
     const double q_elems = static_cast<double>(q_heads_) * (mla ? m_.mla.kv_lora_rank : m_.head_dim);
 
     const std::int64_t window = m_.attention_window(l);  // 0: the whole context
@@ -245,6 +249,7 @@ class Lowering {
       o.q_heads = q_heads_;
       o.kv_heads = kv_heads_;
       o.head_dim = mla ? m_.mla.kv_lora_rank + m_.mla.qk_rope_head_dim : m_.head_dim;
+      o.softcap = m_.attn_softcap > 0;
       o.dtype = m_.kv_dtype;
       o.flops = op->flops;
       o.bytes_kv = op->bytes_kv;
@@ -339,6 +344,8 @@ class Lowering {
       o.bytes_weights += static_cast<double>(cols) * wbytes_;
       o.flops += static_cast<double>(logit_rows_) * static_cast<double>(cols);
     }
+    if (m_.final_softcap > 0)  // a divide, a tanh and a multiply per logit
+      o.flops += 3.0 * static_cast<double>(logit_rows_) * static_cast<double>(cols);
   }
 
   const ModelSpec& m_;

@@ -137,7 +137,7 @@ std::int64_t norm_params(const ModelSpec& m) {
 std::int64_t ModelSpec::params() const {
   std::int64_t total = embedding_params() + norm_params(*this);  // + final norm
   for (int l = 0; l < layers; ++l) {
-    total += attention_params() + attention_vector_params() + 2 * norm_params(*this);
+    total += attention_params() + attention_vector_params() + (post_norms ? 4 : 2) * norm_params(*this);
     if (is_moe_layer(l)) {
       total += std::int64_t{experts} * ffn_params(expert_ffn) + std::int64_t{hidden} * experts;
       total +=
@@ -152,7 +152,7 @@ std::int64_t ModelSpec::params() const {
 std::int64_t ModelSpec::active_params() const {
   std::int64_t total = embedding_params() + norm_params(*this);
   for (int l = 0; l < layers; ++l) {
-    total += attention_params() + attention_vector_params() + 2 * norm_params(*this);
+    total += attention_params() + attention_vector_params() + (post_norms ? 4 : 2) * norm_params(*this);
     if (is_moe_layer(l)) {
       total += std::int64_t{top_k} * ffn_params(expert_ffn) + std::int64_t{hidden} * experts;
       total +=
@@ -227,6 +227,12 @@ void ModelSpec::validate() const {
     bad(qkv_bias || o_bias ? "qkv_bias" : "qk_norm", "is set for MLA attention; expected GQA");
   if (mlp_bias && (experts > 0 || shared_experts > 0))
     bad("mlp_bias", "is set for an MoE model (expert biases are not modelled); expected false");
+  for (auto [key, cap] : {std::pair{"attn_softcap", attn_softcap}, std::pair{"final_softcap", final_softcap}})
+    if (!std::isfinite(cap) || cap < 0) bad(key, "must be a finite number >= 0 (0: no soft-capping)");
+  if (attn_softcap > 0 && attention != AttentionKind::kGqa)
+    bad("attn_softcap", "is set for MLA attention; expected GQA");
+  if (query_pre_attn_scalar < 0)
+    bad("query_pre_attn_scalar", "must be >= 0 (0: the softmax scale of head_dim)");
   if (!norm_bias && norm != NormKind::kLayerNorm)
     bad("norm_bias", "is false for RMSNorm, which has no bias; expected it with norm: layernorm only");
   if (!std::isfinite(clip_qkv) || clip_qkv < 0)
@@ -305,6 +311,10 @@ ModelSpec read_model(const ConfigNode& n) {
   m.norm_bias = n.get_or<bool>("norm_bias", true);
   m.norm_weight_offset = n.get_or<double>("norm_weight_offset", 0.0);
   m.scale_embedding = n.get_or<bool>("scale_embedding", false);
+  m.post_norms = n.get_or<bool>("post_norms", false);
+  m.attn_softcap = n.get_or<double>("attn_softcap", 0.0);
+  m.final_softcap = n.get_or<double>("final_softcap", 0.0);
+  m.query_pre_attn_scalar = count_or("query_pre_attn_scalar", 0);
   m.experts = count_or("experts", 0);
   m.top_k = count_or("top_k", 0);
   m.expert_ffn = count_or("expert_ffn", m.experts > 0 ? m.ffn : 0);

@@ -102,6 +102,10 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"clip_qkv", model.clip_qkv},
                 {"norm_weight_offset", model.norm_weight_offset},
                 {"scale_embedding", model.scale_embedding},
+                {"post_norms", model.post_norms},
+                {"attn_softcap", model.attn_softcap},
+                {"final_softcap", model.final_softcap},
+                {"query_pre_attn_scalar", model.query_pre_attn_scalar},
                 {"weight_naming", weight_naming_name(model.weight_naming)}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
   nlohmann::json ops = nlohmann::json::array();

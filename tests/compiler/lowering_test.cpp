@@ -185,6 +185,32 @@ TEST(Lowering, ClipQkvIsChargedInThePassAfterTheProjections) {
   EXPECT_EQ(pass(opt).name, "L0.qkv_clip");
 }
 
+// Gemma 2: a norm after each block (before its residual add), a divide, a tanh and a multiply per attention
+// score and per logit with soft-capping.
+TEST(Lowering, Gemma2PostNormsAndSoftcapsAreCharged) {
+  const BatchState b = BatchState::decode_batch(16, 256);
+  auto lowered = [&](const ModelSpec& model) {
+    return lower(model, b, ParallelLayout::make(model, load_system("gpu"), 1), Routing{});
+  };
+  ModelSpec m = load_model("tiny-gemma2");  // 8 query heads, windows of 4 on even layers
+  const Graph g = lowered(m);
+  std::vector<std::string> layer1;
+  for (const Op& o : g.ops)
+    if (o.layer == 1 && (o.kind == OpKind::kNorm || o.kind == OpKind::kResidual)) layer1.push_back(o.name);
+  EXPECT_EQ(layer1, (std::vector<std::string>{"L1.attn_norm", "L1.post_attn_norm", "L1.attn_residual",
+                                              "L1.ffn_norm", "L1.post_ffn_norm", "L1.ffn_residual"}));
+  const Op attn = first_of(g, OpKind::kAttentionDecode), head = first_of(g, OpKind::kLmHead);
+  m.attn_softcap = m.final_softcap = 0;
+  const Graph plain = lowered(m);
+  const Op attn0 = first_of(plain, OpKind::kAttentionDecode), head0 = first_of(plain, OpKind::kLmHead);
+  // Layer 0 attends to its window of 4 tokens: 16 requests x 4 scores x 8 heads.
+  EXPECT_DOUBLE_EQ(attn.flops - attn0.flops, 3.0 * 16 * 4 * 8);
+  EXPECT_DOUBLE_EQ(head.flops - head0.flops, 3.0 * 16 * 1024);
+  int norms = 0;
+  for (const Op& o : g.ops) norms += o.kind == OpKind::kNorm ? 1 : 0;
+  EXPECT_EQ(norms, 4 * 4 + 1);
+}
+
 TEST(Lowering, TensorParallelSplitsHeadsAndAddsAllReduces) {
   const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512));  // 4 devices
   const Op& a = first_of(g, OpKind::kAttentionDecode);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/hf_import.hpp"
 
@@ -24,6 +26,9 @@ TEST(ModelSpec, ParameterCountsMatchPublishedSizesWithinOnePercent) {
   expect_params("olmoe-1b-7b", 6.9, 0.01);
   expect_params("phi-3.5-moe", 41.9, 0.01);
   expect_params("gemma-7b", 8.54, 0.01);
+  expect_params("gemma-2-2b", 2.61, 0.01);
+  expect_params("gemma-2-9b", 9.24, 0.01);
+  expect_params("gemma-2-27b", 27.2, 0.01);
   EXPECT_EQ(load_model("gemma-7b").params(), 8537680896);  // as google/gemma-7b's config.json imports
   EXPECT_NEAR(static_cast<double>(load_model("phi-3.5-moe").active_params()) / 1e9, 6.6, 0.07);
 }
@@ -490,6 +495,23 @@ TEST(HfImport, DbrxClampNormsRoutingAndActivation) {
   EXPECT_NEAR(static_cast<double>(preset.active_params()) / 1e9, 36.5, 0.1);
 }
 
+TEST(ModelYaml, Gemma2KeysAndTheirErrors) {
+  const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\nffn: 32\n";
+  const ModelSpec m = read_model(ConfigNode::parse(
+      base + "post_norms: true\nattn_softcap: 50\nfinal_softcap: 30\nquery_pre_attn_scalar: 144\n",
+      "m.yaml"));
+  EXPECT_TRUE(m.post_norms);
+  EXPECT_EQ(m.attn_softcap, 50.0);
+  EXPECT_EQ(m.final_softcap, 30.0);
+  EXPECT_EQ(m.query_pre_attn_scalar, 144);
+  EXPECT_EQ(key_of(base + "attn_softcap: -1\n"), "attn_softcap");
+  EXPECT_EQ(key_of(base + "final_softcap: .nan\n"), "final_softcap");
+  EXPECT_EQ(key_of(base + "query_pre_attn_scalar: -4\n"), "query_pre_attn_scalar");
+  EXPECT_EQ(key_of(base + "attn_softcap: 50\nmla: {q_lora_rank: 0, kv_lora_rank: 16, qk_nope_head_dim: 8, "
+                          "qk_rope_head_dim: 4, v_head_dim: 8}\n"),
+            "attn_softcap");
+}
+
 TEST(ModelYaml, ClipQkvAndNormBiasKeysAndTheirErrors) {
   const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\nffn: 32\n";
   const ModelSpec m =
@@ -635,6 +657,62 @@ TEST(HfImport, OptAndStarcoder2MatchTheirModelCards) {
             Activation::kGelu);
   EXPECT_EQ(import_hf_config(gemma + R"(, "hidden_activation": null})", "g.json").activation,
             Activation::kGeluTanh);
+
+  // google/gemma-2-9b's config.json (token-id / dropout fields left out): Gemma's layout plus a norm after
+  // each block (two more gains per layer), soft-capping, query_pre_attn_scalar, and the 4096-token window on
+  // the even layers (Gemma2Config without layer_types); the preset is the same model.
+  const std::string gemma2 = R"({"model_type": "gemma2", "attention_bias": false,
+    "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "head_dim": 256,
+    "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 3584,
+    "intermediate_size": 14336, "max_position_embeddings": 8192, "num_attention_heads": 16,
+    "num_hidden_layers": 42, "num_key_value_heads": 8, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+    "rope_theta": 10000.0, "torch_dtype": "float32", "vocab_size": 256000)";
+  const ModelSpec g9 = import_hf_config(gemma2 + R"(, "sliding_window": 4096})", "gemma2.json");
+  EXPECT_EQ(g9.params(), load_model("gemma-2-9b").params());
+  EXPECT_EQ(g9.params(), 9241705984);
+  EXPECT_TRUE(g9.post_norms && g9.scale_embedding && g9.tie_embeddings);
+  EXPECT_EQ(g9.norm_weight_offset, 1.0);
+  EXPECT_EQ(g9.attn_softcap, 50.0);
+  EXPECT_EQ(g9.final_softcap, 30.0);
+  EXPECT_EQ(g9.query_pre_attn_scalar, 256);
+  EXPECT_EQ(g9.sliding_window, 4096);
+  EXPECT_EQ(g9.windowed_layers(), 21);
+  EXPECT_EQ(g9.attention_window(0), 4096);
+  EXPECT_EQ(g9.attention_window(1), 0);
+  EXPECT_EQ(g9.full_attention_layers, load_model("gemma-2-9b").full_attention_layers);
+  ModelSpec pre_only = g9;
+  pre_only.post_norms = false;
+  EXPECT_EQ(g9.params() - pre_only.params(), 2 * 42 * 3584);
+  // Gemma2Config's defaults (softcaps 50 / 30, scalar 256, window 4096), and layer_types when given.
+  const ModelSpec defaults = import_hf_config(R"({"model_type": "gemma2", "hidden_size": 64,
+    "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "vocab_size": 10})",
+                                              "g.json");
+  EXPECT_EQ(defaults.attn_softcap, 50.0);
+  EXPECT_EQ(defaults.final_softcap, 30.0);
+  EXPECT_EQ(defaults.query_pre_attn_scalar, 256);
+  EXPECT_EQ(defaults.sliding_window, 4096);
+  EXPECT_EQ(defaults.full_attention_layers, std::vector<int>{1});
+  const ModelSpec typed = import_hf_config(
+      gemma2 + R"(, "sliding_window": 4096, "layer_types":
+    [)" +
+          [] {
+            std::string t;
+            for (int l = 0; l < 42; ++l)
+              t += std::string(l ? ", " : "") + (l % 3 ? "\"sliding_attention\"" : "\"full_attention\"");
+            return t;
+          }() +
+          "]}",
+      "gemma2.json");
+  EXPECT_EQ(typed.windowed_layers(), 28);
+  std::string nulls = gemma2;  // the caps null: none
+  for (const char* key : {"attn_logit_softcapping\": 50.0", "final_logit_softcapping\": 30.0"})
+    nulls.replace(nulls.find(key), std::strlen(key),
+                  std::string(key).substr(0, std::strlen(key) - 4) + "null");
+  const ModelSpec uncapped = import_hf_config(nulls + R"(, "sliding_window": null})", "gemma2.json");
+  EXPECT_EQ(uncapped.attn_softcap, 0.0);
+  EXPECT_EQ(uncapped.final_softcap, 0.0);
+  EXPECT_EQ(uncapped.sliding_window, 0);
+  EXPECT_NE(error_of(gemma2 + R"(, "attn_logit_softcapping": -1})").find("attn_softcap"), std::string::npos);
 
   const std::string opt_base = R"("model_type": "opt", "ffn_dim": 64, "hidden_size": 32,
     "max_position_embeddings": 16, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10)";

@@ -67,6 +67,25 @@ TEST(CyclePimModel, LongContextsRunInPassesOverTheSoftmaxBuffer) {
   EXPECT_LT(merge, 0.25 * one);
 }
 
+// Gemma 2's soft-capped scores pass the softmax unit's cap stages: a capped decode attention op takes longer
+// than the same op uncapped (the op's softcap flag reaches the SystemC timing).
+TEST(CyclePimModel, SoftcappedAttentionAddsTheCapStages) {
+  const auto sys = load_system("duplex");
+  CyclePimModel cycle(sys);
+  compiler::Op op;
+  op.kind = compiler::OpKind::kAttentionDecode;
+  op.q_heads = 8;
+  op.kv_heads = 2;
+  op.head_dim = 128;
+  op.requests = 16;
+  op.context_tokens = 16 * 1000;
+  const double plain = cycle.time(op).si();
+  op.softcap = true;
+  const double capped = cycle.time(op).si();
+  EXPECT_GT(capped, plain);
+  EXPECT_GT(cycle.attention_exact(4, 4, 1000, 128, true).si(), cycle.attention_exact(4, 4, 1000, 128).si());
+}
+
 TEST(CyclePimModel, GridInterpolationErrorIsBelowTwoPercent) {
   // Measured max error on this grid: see the printed table; the bound below is what the model promises.
   const auto sys = load_system("duplex");

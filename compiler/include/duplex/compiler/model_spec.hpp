@@ -68,6 +68,15 @@ struct ModelSpec {
   double norm_weight_offset = 0;
   // The embedding rows are multiplied by sqrt(hidden), rounded to the compute dtype first (Gemma).
   bool scale_embedding = false;
+  // Each block's output is normed before its residual add (Gemma 2's post_attention_layernorm and
+  // post_feedforward_layernorm), beside the norms before the blocks.
+  bool post_norms = false;
+  // Soft-capping (Gemma 2): the attention's scaled scores s -> attn_softcap x tanh(s / attn_softcap) before
+  // the mask and softmax; the LM head's logits likewise with final_softcap. 0 = none.
+  double attn_softcap = 0;
+  double final_softcap = 0;
+  // The softmax scale is 1 / sqrt(query_pre_attn_scalar) (Gemma 2); 0 = 1 / sqrt(head_dim).
+  int query_pre_attn_scalar = 0;
   int experts = 0;              // routed experts; 0 = dense model
   int top_k = 0;
   int expert_ffn = 0;           // width of one routed expert

@@ -48,6 +48,7 @@ struct Op {
   // query heads and kv heads on this device, head dim.
   std::int64_t requests = 0, query_tokens = 0, context_tokens = 0;
   int q_heads = 0, kv_heads = 0, head_dim = 0;
+  bool softcap = false;  // attention: the scores are soft-capped (Gemma 2; ModelSpec::attn_softcap)
   DType dtype = DType::kFp16;
   // Analysis (filled by lowering).
   double flops = 0;
