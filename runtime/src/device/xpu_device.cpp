@@ -113,6 +113,7 @@ void XpuDevice::decode_attention(const DecodeAttentionBatch& b) {
   a.context_lens = Tensor::contiguous(lens.data(), DType::kI32, {b.rows});
   a.out = Tensor::contiguous(b.out, DType::kF16, {b.rows, b.q_heads, d});
   a.scale = b.scale;
+  a.softcap = b.softcap;
   a.max_context_len = max_context;
   a.window = b.window;
   run(compiler::OpKind::kAttentionDecode, a);

@@ -84,6 +84,10 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
     l.ffn_norm = f.ffn_norm;
     l.attn_norm_bias = f.attn_norm_bias;
     l.ffn_norm_bias = f.ffn_norm_bias;
+    l.post_attn_norm = f.post_attn_norm;
+    l.post_ffn_norm = f.post_ffn_norm;
+    l.post_attn_norm_bias = f.post_attn_norm_bias;
+    l.post_ffn_norm_bias = f.post_ffn_norm_bias;
     l.router = f.router;
     if (!f.mla_q.empty()) {  // MLA: the local heads' rows of q and kv_b, o's columns; the latent's whole
       const compiler::MlaSpec& a = m.mla;

@@ -51,6 +51,12 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
     lw.ffn_norm = w.get(weight_name::ffn_norm(l)).data;
     lw.attn_norm_bias = norm_bias(weight_name::attn_norm(l));
     lw.ffn_norm_bias = norm_bias(weight_name::ffn_norm(l));
+    if (m.post_norms) {
+      lw.post_attn_norm = w.get(weight_name::post_attn_norm(l)).data;
+      lw.post_ffn_norm = w.get(weight_name::post_ffn_norm(l)).data;
+      lw.post_attn_norm_bias = norm_bias(weight_name::post_attn_norm(l));
+      lw.post_ffn_norm_bias = norm_bias(weight_name::post_ffn_norm(l));
+    }
     if (m.attention == compiler::AttentionKind::kMla) {
       lay_out_mla(w, l, lw);
     } else {

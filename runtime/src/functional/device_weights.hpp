@@ -13,6 +13,8 @@ namespace duplex::runtime::functional {
 struct LayerWeights {
   std::vector<std::uint16_t> attn_norm, ffn_norm;
   std::vector<std::uint16_t> attn_norm_bias, ffn_norm_bias;  // [hidden] with a biased LayerNorm; else empty
+  // The norms after each block (ModelSpec::post_norms; empty without) and their biases, as above.
+  std::vector<std::uint16_t> post_attn_norm, post_ffn_norm, post_attn_norm_bias, post_ffn_norm_bias;
   std::vector<std::uint16_t> qkv;     // [q_dim + 2 kv_dim, hidden]
   std::vector<std::uint16_t> o;       // [hidden, q_dim]
   std::vector<std::uint16_t> qkv_bias;  // [q_dim + 2 kv_dim] (q, k, v as the QKV rows); empty without

@@ -25,6 +25,12 @@ std::string lm_head() { return "lm_head.weight"; }
 std::string lm_head_bias() { return "lm_head.bias"; }
 std::string attn_norm(int layer) { return fmt::format("model.layers.{}.input_layernorm.weight", layer); }
 std::string ffn_norm(int layer) { return fmt::format("model.layers.{}.post_attention_layernorm.weight", layer); }
+std::string post_attn_norm(int layer) {
+  return fmt::format("model.layers.{}.post_attn_norm.weight", layer);
+}
+std::string post_ffn_norm(int layer) {
+  return fmt::format("model.layers.{}.post_ffn_norm.weight", layer);
+}
 std::string attn_proj(int layer, char which) {
   return fmt::format("model.layers.{}.self_attn.{}_proj.weight", layer, which);
 }
@@ -103,6 +109,15 @@ std::string dbrx_checkpoint_name(const std::string& name) {
 std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& name) {
   using compiler::WeightNaming;
   if (m.weight_naming == WeightNaming::kDbrx) return dbrx_checkpoint_name(name);
+  if (m.post_norms) {
+    // Gemma 2: the norm before the FFN is pre_feedforward_layernorm, and post_attention_layernorm is the one
+    // after attention (Llama's name for the norm before the FFN).
+    for (auto [from, to] : {std::pair{".post_attention_layernorm.", ".pre_feedforward_layernorm."},
+                            std::pair{".post_attn_norm.", ".post_attention_layernorm."},
+                            std::pair{".post_ffn_norm.", ".post_feedforward_layernorm."}})
+      if (const std::size_t at = name.find(from); at != std::string::npos)
+        return name.substr(0, at) + to + name.substr(at + std::string_view(from).size());
+  }
   if (m.weight_naming != WeightNaming::kOpt && m.weight_naming != WeightNaming::kStarcoder2 &&
       m.weight_naming != WeightNaming::kPhi3 && m.weight_naming != WeightNaming::kDeepSeek)
     return name;
@@ -249,7 +264,8 @@ double attention_scale(const compiler::ModelSpec& m, const ModelNumerics& n) {
   double mscale = 1.0;
   if (s.kind == RopeScaling::Kind::kYarn && s.mscale_all_dim > 0 && s.factor > 1.0)
     mscale = 0.1 * s.mscale_all_dim * std::log(s.factor) + 1.0;
-  return mscale * mscale / std::sqrt(static_cast<double>(m.head_dim));
+  const int dim = m.query_pre_attn_scalar > 0 ? m.query_pre_attn_scalar : m.head_dim;  // Gemma 2's scalar
+  return mscale * mscale / std::sqrt(static_cast<double>(dim));
 }
 
 KvCacheShape kv_cache_shape(const compiler::ModelSpec& m) {
@@ -391,6 +407,10 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
       w.push_back({weight_name::qk_norm(l, 'k'), {per_head ? m.head_dim : kv}, Role::kNormGain});
     }
     norm(weight_name::ffn_norm(l));
+    if (m.post_norms) {
+      norm(weight_name::post_attn_norm(l));
+      norm(weight_name::post_ffn_norm(l));
+    }
     const bool gated = m.ffn_kind == compiler::FfnKind::kGated;
     if (m.is_moe_layer(l)) {
       const std::int64_t f = m.expert_ffn;

@@ -186,11 +186,13 @@ class Sequence {
     }
     for (int l = 0; l < m_.layers; ++l) {
       const Vec attn_in = norm(x, weight_name::attn_norm(l));
-      const Vec a = m_.attention == compiler::AttentionKind::kMla ? mla_attention(l, attn_in, pos)
-                                                                  : attention(l, attn_in, pos);
+      Vec a = m_.attention == compiler::AttentionKind::kMla ? mla_attention(l, attn_in, pos)
+                                                            : attention(l, attn_in, pos);
+      if (m_.post_norms) a = norm(a, weight_name::post_attn_norm(l));  // Gemma 2: each block's output normed
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + a[i]);
       const Vec n = norm(x, weight_name::ffn_norm(l));
-      const Vec f = m_.is_moe_layer(l) ? moe(l, n, pos) : dense_ffn(l, n);
+      Vec f = m_.is_moe_layer(l) ? moe(l, n, pos) : dense_ffn(l, n);
+      if (m_.post_norms) f = norm(f, weight_name::post_ffn_norm(l));
       for (std::size_t i = 0; i < x.size(); ++i) x[i] = to_fp16(static_cast<double>(x[i]) + f[i]);
     }
     const Vec n = norm(x, weight_name::final_norm());
@@ -199,6 +201,8 @@ class Sequence {
       const WeightTensor& b = w_.get(weight_name::lm_head_bias());
       for (std::int64_t v = 0; v < m_.vocab; ++v) logits[static_cast<std::size_t>(v)] += w_at(b, v);
     }
+    if (m_.final_softcap > 0)  // Gemma 2: cap x tanh(logit / cap)
+      for (double& v : logits) v = m_.final_softcap * std::tanh(v / m_.final_softcap);
     return {logits.begin(), logits.end()};
   }
 
@@ -331,6 +335,7 @@ class Sequence {
 
   // softmax(scale_ q . k) v per query head over layer l's cached tokens (the last `window` with a sliding
   // window): q [heads][dk], cached keys [kv heads][dk] and values [kv heads][dv], heads / `group` KV heads.
+  // With attn_softcap each scaled score s becomes attn_softcap x tanh(s / attn_softcap) first.
   Vec attend(int l, const Vec& q, int heads, int group, int dk, int dv) const {
     const auto& kc = k_[static_cast<std::size_t>(l)];
     const auto& vc = v_[static_cast<std::size_t>(l)];
@@ -349,6 +354,7 @@ class Sequence {
           s += static_cast<double>(q[qo + static_cast<std::size_t>(j)]) *
                kc[t][ko + static_cast<std::size_t>(j)];
         p[t] = s * scale_;
+        if (m_.attn_softcap > 0) p[t] = m_.attn_softcap * std::tanh(p[t] / m_.attn_softcap);  // Gemma 2
         max_s = std::max(max_s, p[t]);
       }
       double sum = 0;

@@ -579,7 +579,7 @@ ModelNumerics config_numerics(const std::string& config) {
     refuse("partial_rotary_factor", "1 (RoPE over the whole head; Phi-3's code alone rotates a part)");
   // The FFN's activation (hidden_act, OPT's activation_function): every one the importer reads is emulated
   // (the Logic-PIM's activation unit has each in gated and added form).
-  const bool gemma = j.contains("model_type") && j["model_type"] == "gemma";
+  const bool gemma = j.contains("model_type") && (j["model_type"] == "gemma" || j["model_type"] == "gemma2");
   if (!gemma && j.contains("hidden_activation") && !j["hidden_activation"].is_null())
     refuse("hidden_activation", "absent (only Gemma's FFN reads it; the others' activation is hidden_act)");
   if (j.contains("mlp_bias") && j["mlp_bias"] != false)
@@ -716,9 +716,23 @@ std::string family_type(const compiler::ModelSpec& m) {
                     "all four projections or none, head_dim x heads = hidden, every layer MoE, no "
                     "shared experts, no window); no HuggingFace architecture states it",
                     m.name));
-  if (m.weight_naming == compiler::WeightNaming::kMixtral && !m.is_moe() && !two_matrix && !layer_norm &&
-      gemma_norms && no_norm && all_bias && !m.mlp_bias && m.learned_positions == 0 && !windowed)
-    return "gemma";
+  // Gemma 2: Gemma's with a norm after each block, soft-capping and query_pre_attn_scalar (each optional in
+  // its config), windows on any layers (layer_types); no other family has these.
+  const bool gemma2_features =
+      m.post_norms || m.attn_softcap > 0 || m.final_softcap > 0 || m.query_pre_attn_scalar > 0;
+  const bool gemma_like = m.weight_naming == compiler::WeightNaming::kMixtral && !m.is_moe() && !two_matrix &&
+                          !layer_norm && gemma_norms && no_norm && all_bias && !m.mlp_bias &&
+                          m.learned_positions == 0;
+  if (gemma_like && m.post_norms) return "gemma2";
+  if (gemma2_features)
+    throw Error(fmt::format(
+        "model {}: a norm after each block, soft-capping and query_pre_attn_scalar are Gemma 2's, but the "
+        "model differs from it (Gemma's names, GQA, RMSNorm by (1 + weight), a scaled embedding, a dense "
+        "gated "
+        "FFN, attention biases on all four projections or none, a norm after each block); no HuggingFace "
+        "architecture states it",
+        m.name));
+  if (gemma_like && !windowed) return "gemma";
   if (standard_norms && m.weight_naming == compiler::WeightNaming::kOpt && !m.is_moe() && two_matrix &&
       layer_norm && no_norm && all_biased_alike && split_heads && m.kv_heads == m.heads &&
       m.learned_positions > 2 && m.position_offset == 2 && !windowed)
@@ -758,7 +772,8 @@ std::string family_type(const compiler::ModelSpec& m) {
       "model {}: no HuggingFace architecture has this combination (MoE {}, weight names {}, {} FFN with {}, "
       "FFN bias {}, {} (gain offset {}), embedding scaled {}, learned positions {} (offset {}), "
       "q/k/v bias {}, o bias {}, q/k norm {}, shared experts {} gated {}, renormalised routing {}, sliding "
-      "window {} on {} layers); expected one of llama, mistral, qwen2, qwen3, phi3, gemma, opt, starcoder2 "
+      "window {} on {} layers); expected one of llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, opt, "
+      "starcoder2 "
       "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe as configs/README.md describes",
       m.name, m.is_moe(), compiler::weight_naming_name(m.weight_naming), two_matrix ? "two-matrix" : "gated",
       compiler::activation_name(m.activation), m.mlp_bias, layer_norm ? "LayerNorm" : "RMSNorm",
@@ -872,6 +887,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                                                                    {"qwen2", "Qwen2ForCausalLM"},
                                                                    {"qwen3", "Qwen3ForCausalLM"},
                                                                    {"gemma", "GemmaForCausalLM"},
+                                                                   {"gemma2", "Gemma2ForCausalLM"},
                                                                    {"mixtral", "MixtralForCausalLM"},
                                                                    {"qwen2_moe", "Qwen2MoeForCausalLM"},
                                                                    {"qwen3_moe", "Qwen3MoeForCausalLM"},
@@ -919,7 +935,16 @@ nlohmann::json hf_config(const ModelWeights& weights) {
             {type == "starcoder2" ? "norm_epsilon" : "rms_norm_eps", decimal(weights.numerics.norm_eps)},
             {"rope_theta", decimal(weights.numerics.rope_theta)},
             {"hidden_act", activation}});
-  if (type == "gemma") c["hidden_activation"] = activation;  // GemmaMLP reads this one, not hidden_act
+  if (type == "gemma" || type == "gemma2")
+    c["hidden_activation"] = activation;  // GemmaMLP reads this one, not hidden_act
+  if (type == "gemma2") {                 // every field written out: Gemma2Config's defaults cap and window
+    auto cap = [](double v) { return v > 0 ? nlohmann::json(v) : nlohmann::json(nullptr); };
+    c.update({{"query_pre_attn_scalar", m.query_pre_attn_scalar > 0 ? m.query_pre_attn_scalar : m.head_dim},
+              {"attn_logit_softcapping", cap(m.attn_softcap)},
+              {"final_logit_softcapping", cap(m.final_softcap)},
+              {"sliding_window",
+               m.sliding_window > 0 ? nlohmann::json(m.sliding_window) : nlohmann::json(nullptr)}});
+  }
   if (m.rotary_dim != 0) {  // Phi-3 (hf_model_type): HF rotates int(head_dim x factor) elements
     const double factor = static_cast<double>(m.rotary_dim) / m.head_dim;
     if (static_cast<int>(m.head_dim * factor) != m.rotary_dim)

@@ -176,7 +176,11 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
       embedding();
       return;
     case OpKind::kNorm:
-      norm(op.layer);
+      if (op.name.ends_with("post_attn_norm") || op.name.ends_with("post_ffn_norm")) {
+        post_norm(op.layer, op.name.ends_with("post_attn_norm"));
+      } else {
+        norm(op.layer);
+      }
       return;
     case OpKind::kQkvProj:
       qkv(op.layer, unit);
@@ -251,6 +255,24 @@ void StepRunner::norm(int layer) {
                                              f16_view(x_, {t_, h}), f16_view(gain, {h}),
                                              bias.empty() ? kernels::Tensor{} : f16_view(bias, {h}),
                                              f16_view(normed_, {t_, h}), numerics_.norm_eps, norm_offset()});
+}
+
+// The norm after a block (ModelSpec::post_norms), on its output `out_` (after the all-reduce and any output
+// bias) in place, before the residual add.
+void StepRunner::post_norm(int layer, bool after_attention) {
+  const std::int64_t h = m_.hidden;
+  if (out_bias_ != nullptr) {
+    add_bias(0, out_, t_, out_bias_, h);
+    out_bias_ = nullptr;
+  }
+  LayerWeights& lw = w0_.layers[static_cast<std::size_t>(layer)];
+  std::vector<std::uint16_t>& gain = after_attention ? lw.post_attn_norm : lw.post_ffn_norm;
+  std::vector<std::uint16_t>& bias = after_attention ? lw.post_attn_norm_bias : lw.post_ffn_norm_bias;
+  const bool layer_norm = m_.norm == compiler::NormKind::kLayerNorm;
+  xpu0_.run(OpKind::kNorm, kernels::NormArgs{layer_norm ? kernels::NormKind::kLayer : kernels::NormKind::kRms,
+                                             f16_view(out_, {t_, h}), f16_view(gain, {h}),
+                                             bias.empty() ? kernels::Tensor{} : f16_view(bias, {h}),
+                                             f16_view(out_, {t_, h}), numerics_.norm_eps, norm_offset()});
 }
 
 void StepRunner::qkv(int layer, Unit unit) {
@@ -524,6 +546,7 @@ void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCac
   batch.q_heads = s.q_heads;
   batch.kv = {kv.k_pool(layer), kv.v_pool(layer), kv.num_blocks(), kv.block_tokens(), s.kv_heads, attn_dim_};
   batch.scale = attn_scale_;
+  batch.softcap = static_cast<float>(m_.attn_softcap);
   batch.window = m_.attention_window(layer);
   on(d, unit).decode_attention(batch);
   for (std::int64_t r = 0; r < b; ++r) {
@@ -549,11 +572,15 @@ void StepRunner::prefill_attention(std::size_t d, int layer, const std::vector<c
       std::copy(lane.v.data() + first * kvd, lane.v.data() + (first + n) * kvd, v.data() + starts[b] * kvd);
   }
   std::vector<std::uint16_t>& values = mla() ? k : v;  // MLA: the latent is the keys and the values
-  dev_[d].xpu->run(
-      OpKind::kAttentionPrefill,
-      kernels::PrefillAttentionArgs{f16_view(q, {p, s.q_heads, hd}), f16_view(k, {p, s.kv_heads, hd}),
-                                    f16_view(values, {p, s.kv_heads, hd}), f16_view(o, {p, s.q_heads, hd}),
-                                    starts, attn_scale_, m_.attention_window(layer)});
+  kernels::PrefillAttentionArgs args{f16_view(q, {p, s.q_heads, hd}),
+                                     f16_view(k, {p, s.kv_heads, hd}),
+                                     f16_view(values, {p, s.kv_heads, hd}),
+                                     f16_view(o, {p, s.q_heads, hd}),
+                                     starts,
+                                     attn_scale_,
+                                     m_.attention_window(layer)};
+  args.softcap = static_cast<float>(m_.attn_softcap);
+  dev_[d].xpu->run(OpKind::kAttentionPrefill, args);
   for (std::size_t b = 0; b < prompts.size(); ++b)
     std::copy(o.data() + starts[b] * qd, o.data() + starts[b + 1] * qd,
               lane.attn.data() + prompts[b]->first * qd);
@@ -821,11 +848,11 @@ void StepRunner::lm_head(StepOutput& out) {
     std::vector<std::int32_t> local_next(static_cast<std::size_t>(k));
     std::vector<float> local(static_cast<std::size_t>(k * s.vocab));
     std::vector<std::uint16_t>& bias = dev_[d].weights->lm_head_bias;  // this device's vocabulary slice
-    dev_[d].xpu->run(
-        OpKind::kLmHead,
-        kernels::LmHeadArgs{f16_view(x, {k, h}), f16_view(dev_[d].weights->lm_head, {s.vocab, h}),
-                            i32_view(local_next, {k}), f32_view(local, {k, s.vocab}),
-                            bias.empty() ? kernels::Tensor{} : f16_view(bias, {s.vocab})});
+    kernels::LmHeadArgs args{f16_view(x, {k, h}), f16_view(dev_[d].weights->lm_head, {s.vocab, h}),
+                             i32_view(local_next, {k}), f32_view(local, {k, s.vocab}),
+                             bias.empty() ? kernels::Tensor{} : f16_view(bias, {s.vocab})};
+    args.softcap = static_cast<float>(m_.final_softcap);  // Gemma 2's logit soft-cap
+    dev_[d].xpu->run(OpKind::kLmHead, args);
     for (std::int64_t i = 0; i < k; ++i)
       std::copy(local.begin() + i * s.vocab, local.begin() + (i + 1) * s.vocab,
                 logits.begin() + mine[static_cast<std::size_t>(i)] * vocab + s.vocab0);

@@ -121,6 +121,7 @@ class StepRunner {
   void embedding();
   // Added to every norm's gain (ModelSpec::norm_weight_offset: Gemma's 1).
   float norm_offset() const { return static_cast<float>(m_.norm_weight_offset); }
+  void post_norm(int layer, bool after_attention);
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
   bool mla() const { return m_.attention == compiler::AttentionKind::kMla; }

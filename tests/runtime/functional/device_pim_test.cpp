@@ -91,6 +91,12 @@ TEST(DevicePimUnit, MlaOnDuplexPeEqualsDatapathBitForBit) {
   expect_device_equals_datapath("tiny-deepseek-v3");
 }
 
+// Gemma 2: the device applies the model's attention soft-cap (the command's a6 word) as the datapath does
+// (HfFamilies.Gemma2MatchesTheReference checks the datapath's against the plain reference).
+TEST(DevicePimUnit, Gemma2SoftcapOnDuplexPeEqualsDatapathBitForBit) {
+  expect_device_equals_datapath("tiny-gemma2");
+}
+
 TEST(DevicePimUnit, RunSessionPassesCheckThroughDevice) {
   for (const char* model : {"tiny-moe", "tiny-dense"}) {
     RunOptions o;

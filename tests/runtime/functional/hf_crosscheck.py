@@ -5,7 +5,7 @@ For each model, `duplex run --save-weights DIR --json --logits` runs the model o
 weights it ran as a HuggingFace checkpoint. This script then reads that checkpoint as the HF code would (the
 config.json fields of its model_type, with HF's defaults; the safetensors files, sharded or not) and computes
 the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
-pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Phi-3 (and Phi-4-mini's partial RoPE) / Gemma /
+pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Phi-3 (and Phi-4-mini's partial RoPE) / Gemma / Gemma 2 /
 StarCoder2 / OPT / Mixtral / Phi-3.5-MoE / Qwen2-MoE / Qwen3-MoE / OLMoE / DBRX, their sliding windows and scaled RoPE
 (linear, llama3, YaRN, LongRoPE and dynamic NTK as HF generate rotates them);
 DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py: MLA attention, interleaved RoPE with DeepSeek's
@@ -18,7 +18,7 @@ Sensitivity: with --self-test the same comparison is run once more with one HF f
 side (a scaled RoPE (DeepSeek: with its softmax mscale; dynamic NTK), a partial RoPE (as the whole head),
 DeepSeek's routing correction bias (noaux_tc), group limit (group_limited_greedy as greedy), routed scaling
 factor (as 1) or interleaved RoPE (as rotate-half),
-Gemma's norm offset, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
+Gemma's norm offset, Gemma 2's attention soft-cap, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
 learned positions, the FFN biases, the q/k/v biases, DBRX's clamp of q / k / v, the routing renormalisation,
 the sliding window or a
 non-SiLU activation (as SiLU), the first the model has); that comparison must fail, or the check could not see
@@ -171,8 +171,19 @@ class HfModel:
             self.mlp_bias = c.get("use_bias", True)
         # Gemma: GemmaRMSNorm scales by (1 + weight); the embedding rows are multiplied by sqrt(hidden_size)
         # rounded to the model's dtype; GemmaMLP's activation is hidden_activation (else gelu_pytorch_tanh).
-        self.gemma = self.type == "gemma"
+        self.gemma = self.type in ("gemma", "gemma2")
         self.gain_offset = 1.0 if self.gemma else 0.0
+        # Gemma 2 (Gemma2DecoderLayer, Gemma2Attention, Gemma2ForCausalLM; Gemma2Config's defaults): each block's
+        # output normed (post_attention_layernorm; the norm before the FFN is pre_feedforward_layernorm, and
+        # post_feedforward_layernorm after it), scores scaled by query_pre_attn_scalar^-0.5 and soft-capped
+        # (cap x tanh(s / cap)) before the mask, the logits soft-capped likewise.
+        self.gemma2 = self.type == "gemma2"
+        self.scaling = self.head_dim ** -0.5
+        self.attn_cap = self.final_cap = None
+        if self.gemma2:
+            self.scaling = c.get("query_pre_attn_scalar", 256) ** -0.5
+            self.attn_cap = c.get("attn_logit_softcapping", 50.0)
+            self.final_cap = c.get("final_logit_softcapping", 30.0)
         self.embed_scale = 1.0
         if self.gemma:
             self.tied = c.get("tie_word_embeddings", True)
@@ -225,6 +236,11 @@ class HfModel:
         self.windows = [None] * self.layers
         if window and self.type in ("mistral", "mixtral", "starcoder2", "phi3"):
             self.windows = [window] * self.layers
+        elif self.gemma2 and c.get("sliding_window", 4096):  # layer_types, else the even layers
+            types = c.get("layer_types")
+            for layer in range(self.layers):
+                sliding = types[layer] == "sliding_attention" if types else layer % 2 == 0
+                self.windows[layer] = c.get("sliding_window", 4096) if sliding else None
         elif window and c.get("use_sliding_window") and self.type.startswith("qwen"):
             types = c.get("layer_types")
             for layer in range(self.layers):
@@ -296,6 +312,8 @@ class HfModel:
             self.routed_scaling = 1.0
         elif drop == "clip_qkv":  # DBRX's q, k, v unclamped
             self.clip = None
+        elif drop == "attn_softcap":  # Gemma 2's scores uncapped
+            self.attn_cap = None
         elif drop == "rope_interleave":  # DeepSeek's q_pe / k_pe rotated by rotate_half as they are
             self.interleave = not self.interleave
         self.shared_gate_dropped = drop == "shared_gate"
@@ -596,7 +614,9 @@ class HfModel:
             q, k = self.rope(q, pos), self.rope(k, pos)
         group = self.heads // self.kv_heads
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d)
+        scores = np.einsum("qhd,khd->hqk", q, k) * self.scaling
+        if self.attn_cap:  # Gemma 2: soft-capped before the mask
+            scores = self.attn_cap * np.tanh(scores / self.attn_cap)
         i, j = np.arange(T)[:, None], np.arange(T)[None, :]
         visible = j <= i
         if self.windows[layer]:  # query i sees keys (i - window, i]
@@ -617,20 +637,27 @@ class HfModel:
             x = x + self.w(top + "embed_positions.weight")[np.arange(len(tokens)) + 2]
         attn_norm, mlp_norm = (
             ("self_attn_layer_norm", "final_layer_norm") if self.opt else ("input_layernorm", "post_attention_layernorm"))
+        if self.gemma2:
+            mlp_norm = "pre_feedforward_layernorm"
         for layer in range(self.layers):
             p = self.layer_prefix(layer)
             attention = self.mla if self.deepseek else self.attention
-            x = x + attention(layer, self.norm(x, p + attn_norm))
+            a = attention(layer, self.norm(x, p + attn_norm))
+            x = x + (self.norm(a, p + "post_attention_layernorm") if self.gemma2 else a)
             n = self.norm(x, p + mlp_norm)
             if self.is_moe_layer(layer):
-                x = x + (self.deepseek_moe if self.deepseek else self.sparse_moe)(layer, n)
+                f = (self.deepseek_moe if self.deepseek else self.sparse_moe)(layer, n)
             elif self.layer_norm:
-                x = x + self.two_matrix_mlp(layer, n)
+                f = self.two_matrix_mlp(layer, n)
             else:
-                x = x + self.mlp(p + "mlp.", n)
+                f = self.mlp(p + "mlp.", n)
+            x = x + (self.norm(f, p + "post_feedforward_layernorm") if self.gemma2 else f)
         x = self.norm(x, "model.decoder.final_layer_norm" if self.opt else "model.norm")
         head = self.w(top + "embed_tokens.weight") if self.tied else self.w("lm_head.weight")
-        return x @ head.T + (self.w("lm_head.bias") if self.lm_head_bias else 0.0)
+        logits = x @ head.T + (self.w("lm_head.bias") if self.lm_head_bias else 0.0)
+        if self.final_cap:  # Gemma 2
+            logits = self.final_cap * np.tanh(logits / self.final_cap)
+        return logits
 
 
 def compare(model, run):
@@ -665,6 +692,8 @@ def dropped_feature(model):
         if model.experts and model.routed_scaling != 1:
             return "routed_scaling"
         return "rope_interleave"
+    if model.gemma2:
+        return "attn_softcap"
     if model.gemma:
         return "gain_offset"
     if model.sparsemixer:

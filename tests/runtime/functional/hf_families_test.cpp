@@ -146,6 +146,18 @@ TEST(HfFamilies, PhimoeMatchesTheReference) {
   }
 }
 
+// Gemma 2: a norm after each block, soft-capped scores (5) and logits (3) (caps that bend tiny-gemma2's),
+// the softmax scale of query_pre_attn_scalar (24, not head_dim 32), a 4-token window on the even layers; the
+// decode attention on the Logic-PIM's softmax unit (duplex-pe) and on the xPU's kernels (gpu).
+TEST(HfFamilies, Gemma2MatchesTheReference) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-gemma2"), 11);
+  for (const char* system : {"gpu", "duplex-pe"})
+    for (int devices : {1, 0, 16}) {
+      SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
+      expect_matches_reference(w, run_on(w, system, devices));
+    }
+}
+
 // DBRX: q, k and v clamped to +-clip_qkv (a clip of 1.5 clamps about one in eight of tiny-dbrx's
 // projected elements), LayerNorm without a bias, 16 experts top 4 renormalised in every layer. The clamp is
 // elementwise, so each device clamps its share of the heads. (EveryFeatureChangesTheLogits: the clamp
@@ -364,7 +376,21 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   const ModelWeights gemma = random_weights(compiler::load_model("tiny-gemma"), 11);
   const ModelWeights phimoe = random_weights(compiler::load_model("tiny-phimoe"), 11);
   const ModelWeights dbrx = random_weights(compiler::load_model("tiny-dbrx"), 11);
+  const ModelWeights gemma2 = random_weights(compiler::load_model("tiny-gemma2"), 11);
   const std::vector<Variant> variants = {
+      {"Gemma 2's norms after the blocks", &gemma2,
+       without(
+           gemma2, [](auto& m) { m.post_norms = false; },
+           [](const auto& n) { return has(n, "post_attn_norm") || has(n, "post_ffn_norm"); })},
+      {"Gemma 2's attention soft-cap", &gemma2,
+       without(
+           gemma2, [](auto& m) { m.attn_softcap = 0; }, [](const auto&) { return false; })},
+      {"Gemma 2's logit soft-cap", &gemma2,
+       without(
+           gemma2, [](auto& m) { m.final_softcap = 0; }, [](const auto&) { return false; })},
+      {"Gemma 2's query_pre_attn_scalar", &gemma2,
+       without(
+           gemma2, [](auto& m) { m.query_pre_attn_scalar = 0; }, [](const auto&) { return false; })},
       {"DBRX's clamp of q / k / v", &dbrx,
        without(
            dbrx, [](auto& m) { m.clip_qkv = 0; }, [](const auto&) { return false; })},

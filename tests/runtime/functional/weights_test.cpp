@@ -272,6 +272,16 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
        }},
       {"deepseek_v3", [] { return compiler::load_model("tiny-deepseek-v3"); }},
       {"dbrx", [] { return compiler::load_model("tiny-dbrx"); }},
+      {"gemma2", [] { return compiler::load_model("tiny-gemma2"); }},
+      {"gemma2",
+       [] {  // uncapped, no window, the scale of head_dim
+         auto m = compiler::load_model("tiny-gemma2");
+         m.attn_softcap = m.final_softcap = 0;
+         m.sliding_window = 0;
+         m.full_attention_layers.clear();
+         m.query_pre_attn_scalar = 0;
+         return m;
+       }},
       {"dbrx",
        [] {  // moe_normalize_expert_weights null, unclamped, a GELU ffn_act_fn
          auto m = compiler::load_model("tiny-dbrx");
@@ -332,6 +342,12 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       EXPECT_EQ(b.router_topk_groups, spec.router_topk_groups);
       EXPECT_EQ(b.routed_scaling, spec.routed_scaling);
       EXPECT_EQ(b.clip_qkv, spec.clip_qkv);
+      EXPECT_EQ(b.post_norms, spec.post_norms);
+      EXPECT_EQ(b.attn_softcap, spec.attn_softcap);
+      EXPECT_EQ(b.final_softcap, spec.final_softcap);
+      // 0 is written as the head_dim it stands for
+      EXPECT_EQ(b.query_pre_attn_scalar > 0 ? b.query_pre_attn_scalar : b.head_dim,
+                spec.query_pre_attn_scalar > 0 ? spec.query_pre_attn_scalar : spec.head_dim);
       EXPECT_EQ(b.norm_bias, spec.norm_bias);
       EXPECT_EQ(b.kv_heads, spec.kv_heads);
       EXPECT_EQ(b.params(), spec.params());
@@ -498,6 +514,16 @@ TEST(Safetensors, OptAndStarcoder2TensorsCarryTheirFamilysNames) {
   for (const char* p : {"gate", "up"})
     EXPECT_EQ(checkpoint_name(phi3, weight_name::dense_mlp(0, p)), "model.layers.0.mlp.gate_up_proj.weight");
   EXPECT_EQ(checkpoint_name(phi3, weight_name::dense_mlp(0, "down")), "model.layers.0.mlp.down_proj.weight");
+  // Gemma 2: post_attention_layernorm is the norm after attention; the FFN's are pre_ / post_feedforward_.
+  const compiler::ModelSpec gemma2 = compiler::load_model("tiny-gemma2");
+  EXPECT_EQ(checkpoint_name(gemma2, weight_name::attn_norm(1)), "model.layers.1.input_layernorm.weight");
+  EXPECT_EQ(checkpoint_name(gemma2, weight_name::post_attn_norm(1)),
+            "model.layers.1.post_attention_layernorm.weight");
+  EXPECT_EQ(checkpoint_name(gemma2, weight_name::ffn_norm(1)),
+            "model.layers.1.pre_feedforward_layernorm.weight");
+  EXPECT_EQ(checkpoint_name(gemma2, weight_name::post_ffn_norm(1)),
+            "model.layers.1.post_feedforward_layernorm.weight");
+  EXPECT_EQ(checkpoint_name(gemma2, weight_name::dense_mlp(0, "up")), weight_name::dense_mlp(0, "up"));
 }
 
 // DBRX's checkpoint (HF DbrxForCausalLM): q, k and v stacked in Wqkv; every expert's gate, up and down
@@ -611,6 +637,15 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   m = compiler::load_model(
       "tiny-dense");  // a partial RoPE under Llama's names: Phi-3's config alone states it
   m.rotary_dim = 8;
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
+  // Gemma 2's soft-cap and post norms on a model unlike Gemma 2.
+  m = compiler::load_model("tiny-dense");
+  m.attn_softcap = 50;
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
+  m = compiler::load_model("tiny-gemma2");
+  m.qk_norm = compiler::QkNorm::kPerHead;
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
   EXPECT_FALSE(fs::exists(dir));
   // DBRX's clamp and bias-free LayerNorm under another family's names; DBRX's names on a model unlike DBRX.

@@ -82,8 +82,8 @@ bool rope_depends_on_length(const ModelNumerics& numerics);
 // The elements of a head RoPE rotates (its first ones): head_dim, ModelSpec::rotary_dim (partial RoPE), or
 // MLA's qk_rope_head_dim.
 int rotary_dim(const compiler::ModelSpec& spec);
-// The attention's softmax scale: 1 / sqrt(head_dim) (MLA: qk_nope_head_dim + qk_rope_head_dim), times
-// DeepSeek YaRN's m(mscale_all_dim)^2 (RopeScaling).
+// The attention's softmax scale: 1 / sqrt(head_dim) (MLA: qk_nope_head_dim + qk_rope_head_dim; Gemma 2:
+// query_pre_attn_scalar), times DeepSeek YaRN's m(mscale_all_dim)^2 (RopeScaling).
 double attention_scale(const compiler::ModelSpec& spec, const ModelNumerics& numerics);
 
 // What the paged KV cache holds per token and layer. GQA: kv_heads x head_dim keys and as many values. MLA
@@ -136,6 +136,9 @@ std::string lm_head();
 std::string lm_head_bias();  // "lm_head.bias" (Phi-3.5-MoE)
 std::string attn_norm(int layer);
 std::string ffn_norm(int layer);
+// The norms after each block (ModelSpec::post_norms); checkpoint_name gives Gemma 2's names.
+std::string post_attn_norm(int layer);
+std::string post_ffn_norm(int layer);
 std::string attn_proj(int layer, char which);  // which: 'q', 'k', 'v' or 'o'
 std::string attn_bias(int layer, char which);  // self_attn.{which}_proj.bias
 std::string qk_norm(int layer, char which);    // self_attn.{q,k}_norm.weight
