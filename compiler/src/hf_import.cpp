@@ -178,32 +178,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   m.name = f.string_or("_name_or_path", type);
   if (m.name.empty()) m.name = type;
 
-  if (type == "gemma2") {
-    // Gemma 2: Gemma's layout (GeGLU, (1 + weight) norms, the scaled embedding, tied embeddings) with a norm
-    // after each block too (post_attention_layernorm / post_feedforward_layernorm), soft-capped attention
-    // scores and logits, the softmax scale of query_pre_attn_scalar, and a sliding window on the layers
-    // layer_types names, else on every even layer (HF Gemma2Config's defaults).
-    read_common(f, m);
-    m.ffn = f.integer("intermediate_size");
-    m.activation = read_activation(f, "hidden_activation", "gelu_pytorch_tanh");
-    m.tie_embeddings = f.boolean_or("tie_word_embeddings", true);
-    m.norm_weight_offset = 1.0;
-    m.scale_embedding = true;
-    m.post_norms = true;
-    // Absent: Gemma2Config's caps; null: none.
-    auto cap = [&](const char* key, double fallback) {
-      return j.contains(key) && j[key].is_null() ? 0.0 : f.number_or(key, fallback);
-    };
-    m.attn_softcap = cap("attn_logit_softcapping", 50.0);
-    m.final_softcap = cap("final_logit_softcapping", 30.0);
-    m.query_pre_attn_scalar = f.integer_or("query_pre_attn_scalar", 256);
-    if (!j.contains("sliding_window") && f.integer_or("max_position_embeddings", 8192) > 4096)
-      m.sliding_window = 4096;  // Gemma2Config's default window
-    if (m.sliding_window > 0 && !j.contains("layer_types")) {
-      m.full_attention_layers.clear();
-      for (int l = 1; l < m.layers; l += 2) m.full_attention_layers.push_back(l);
-    }
-  } else if (type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3" || type == "phi3") {
+  if (type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3" || type == "phi3") {
     read_common(f, m);
     m.ffn = f.integer("intermediate_size");
     if (type == "qwen3") m.qk_norm = QkNorm::kPerHead;
@@ -217,7 +192,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
       const int rotary = static_cast<int>(m.head_dim * factor);
       if (rotary != m.head_dim) m.rotary_dim = rotary;
     }
-  } else if (type == "gemma") {
+  } else if (type == "gemma" || type == "gemma2") {
     // Gemma: the Llama layout and names with a GeGLU FFN, RMSNorm scaling by (1 + weight), the embedding rows
     // times sqrt(hidden_size), tied embeddings (GemmaConfig's default) and a head_dim of its own. The
     // activation is hidden_activation, or GELU's tanh form when that is absent: HF's GemmaMLP ignores
@@ -228,6 +203,25 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.tie_embeddings = f.boolean_or("tie_word_embeddings", true);
     m.norm_weight_offset = 1.0;
     m.scale_embedding = true;
+    if (type == "gemma2") {
+      // Gemma 2 adds a norm after each block (post_attention_layernorm / post_feedforward_layernorm),
+      // soft-capped attention scores and logits, the softmax scale of query_pre_attn_scalar, and a sliding
+      // window on the layers layer_types names, else on every even layer (HF Gemma2Config's defaults).
+      m.post_norms = true;
+      // Absent: Gemma2Config's caps; null: none.
+      auto cap = [&](const char* key, double fallback) {
+        return j.contains(key) && j[key].is_null() ? 0.0 : f.number_or(key, fallback);
+      };
+      m.attn_softcap = cap("attn_logit_softcapping", 50.0);
+      m.final_softcap = cap("final_logit_softcapping", 30.0);
+      m.query_pre_attn_scalar = f.integer_or("query_pre_attn_scalar", 256);
+      if (!j.contains("sliding_window") && f.integer_or("max_position_embeddings", 8192) > 4096)
+        m.sliding_window = 4096;  // Gemma2Config's default window
+      if (m.sliding_window > 0 && !j.contains("layer_types")) {
+        m.full_attention_layers.clear();
+        for (int l = 1; l < m.layers; l += 2) m.full_attention_layers.push_back(l);
+      }
+    }
   } else if (type == "starcoder2") {
     // StarCoder2: GQA + RoPE, LayerNorm, a two-matrix GELU (tanh) FFN (mlp.c_fc / c_proj); use_bias puts a
     // bias on every projection.

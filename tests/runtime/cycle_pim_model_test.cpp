@@ -67,16 +67,21 @@ TEST(CyclePimModel, LongContextsRunInPassesOverTheSoftmaxBuffer) {
   EXPECT_LT(merge, 0.25 * one);
 }
 
-// Gemma 2's soft-capped scores pass the softmax unit's cap stages: a capped decode attention op takes longer
-// than the same op uncapped (the op's softcap flag reaches the SystemC timing).
-TEST(CyclePimModel, SoftcappedAttentionAddsTheCapStages) {
-  const auto sys = load_system("duplex");
-  CyclePimModel cycle(sys);
+compiler::Op decode_attention_op() {
   compiler::Op op;
   op.kind = compiler::OpKind::kAttentionDecode;
   op.q_heads = 8;
   op.kv_heads = 2;
   op.head_dim = 128;
+  return op;
+}
+
+// Gemma 2's soft-capped scores pass the softmax unit's cap stages: a capped decode attention op takes longer
+// than the same op uncapped (the op's softcap flag reaches the SystemC timing).
+TEST(CyclePimModel, SoftcappedAttentionAddsTheCapStages) {
+  const auto sys = load_system("duplex");
+  CyclePimModel cycle(sys);
+  compiler::Op op = decode_attention_op();  // 8 query heads, 2 KV heads of 128
   op.requests = 16;
   op.context_tokens = 16 * 1000;
   const double plain = cycle.time(op).si();
@@ -90,11 +95,7 @@ TEST(CyclePimModel, GridInterpolationErrorIsBelowTwoPercent) {
   // Measured max error on this grid: see the printed table; the bound below is what the model promises.
   const auto sys = load_system("duplex");
   CyclePimModel cycle(sys);
-  compiler::Op op;
-  op.kind = compiler::OpKind::kAttentionDecode;
-  op.q_heads = 8;
-  op.kv_heads = 2;
-  op.head_dim = 128;
+  compiler::Op op = decode_attention_op();  // 8 query heads, 2 KV heads of 128
   for (std::int64_t requests : {10, 53, 100}) {
     op.requests = requests;
     const std::int64_t groups = (requests * 2 + 4) / 5;
