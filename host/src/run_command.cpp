@@ -101,8 +101,10 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_flag("--check", o->run.check, "Also run the plain CPU reference and compare tokens and logits");
-  c->add_flag("--json", o->json,
-              "Print JSON (tokens, reference_tokens, max_abs_logit_err, placement, time, energy)");
+  c->add_flag(
+      "--json", o->json,
+      "Print JSON (tokens, reference_tokens, max_abs_logit_err, placement, time, energy; MoE: routing, "
+      "expert_load)");
   c->add_flag("--logits", o->run.logits,
               "With --json: also every generated token's logits (\"logits\": [request][token][vocab])");
   c->callback([o] { run_run(*o); });

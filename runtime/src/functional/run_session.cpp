@@ -1,6 +1,7 @@
 #include "duplex/runtime/functional/run_session.hpp"
 
 #include <fmt/format.h>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -112,6 +113,9 @@ RunReport run_functional(const RunOptions& o) {
   rep.system = system.name;
   rep.weights = weights.source;
   rep.with_logits = o.logits;
+  for (int l = 0; l < weights.spec.layers; ++l)
+    if (weights.spec.is_moe_layer(l)) rep.moe_layers.push_back(l);
+  rep.experts = weights.spec.experts;
   FunctionalExecutor exec(weights, system, o.executor);
   rep.result = exec.run(o.prompts, o.max_new_tokens);
   if (o.check) rep.check = check_run(weights, o.prompts, rep.result, o.max_new_tokens);
@@ -171,6 +175,21 @@ nlohmann::json RunReport::to_json() const {
       {"host_seconds", host_seconds}};
   if (r.pim_cycles) j["pim_datapath_cycles"] = *r.pim_cycles;
   if (with_logits) j["logits"] = r.logits;
+  if (!moe_layers.empty()) {
+    // Each token's experts per MoE layer ([request][position][MoE layer]), and their load per layer.
+    nlohmann::json routed = nlohmann::json::array();
+    for (const auto& request : r.routing) {
+      nlohmann::json positions = nlohmann::json::array();
+      for (const auto& position : request) {
+        nlohmann::json layers = nlohmann::json::array();
+        for (const RoutedToken& t : position) layers.push_back(t.experts);
+        positions.push_back(layers);
+      }
+      routed.push_back(positions);
+    }
+    j["routing"] = routed;
+    j["expert_load"] = {{"layers", moe_layers}, {"tokens", expert_load(r.routing, experts)}};
+  }
   if (check) {
     j["reference_tokens"] = check->reference_tokens;
     j["tokens_match"] = check->tokens_match;
@@ -230,6 +249,20 @@ std::string RunReport::to_text() const {
     s += fmt::format("K/V migrated prefill space -> KV spaces (in device): {} requests, {:.0f} bytes\n",
                      r.in_device_kv_migrations.size(), r.in_device_kv_migrated_bytes());
   s += fmt::format("steps {}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(), coprocessed);
+  // Tokens per expert in each MoE layer, and the busiest expert against the mean (1: balanced).
+  const std::vector<std::vector<std::int64_t>> load = expert_load(r.routing, experts);
+  for (std::size_t i = 0; i < load.size() && i < moe_layers.size(); ++i) {
+    std::int64_t total = 0, most = 0;
+    for (std::int64_t n : load[i]) {
+      total += n;
+      most = std::max(most, n);
+    }
+    s += fmt::format(
+        "expert load, layer {}: {} (busiest / mean {:.2f})\n", moe_layers[i], fmt::join(load[i], ","),
+        total > 0
+            ? static_cast<double>(most) * static_cast<double>(load[i].size()) / static_cast<double>(total)
+            : 0.0);
+  }
   s += fmt::format("simulated time {:.3f} us, energy {:.6g} J, host time {:.2f} s\n", to_us(r.time),
                    r.energy.si(), host_seconds);
   if (check) {

@@ -1,6 +1,8 @@
 // Cross-system properties of functional emulation and the `duplex run` library entry.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -158,6 +160,58 @@ TEST(RunSession, JsonCarriesTokensReferenceAndError) {
   EXPECT_GT(j["simulated_time_us"].get<double>(), 0.0);
   EXPECT_GT(j["energy_j"].get<double>(), 0.0);
   EXPECT_TRUE(j["placement"]["ops_per_unit"].contains("pim"));
+}
+
+// An MoE model's report carries each token's experts per MoE layer and their load: every position that ran
+// (a prompt's tokens and the fed generated ones) routes top_k distinct experts in every MoE layer, and the
+// load sums them; a dense layer (tiny-qwen-moe's mlp_only_layers) has no row. A dense model has neither.
+TEST(RunSession, JsonCarriesTheRoutingAndExpertLoad) {
+  RunOptions o;
+  o.model = "tiny-qwen-moe";
+  o.system = "duplex-pe";
+  o.prompts = {parse_prompt("1,5,9,42"), parse_prompt("3")};
+  o.max_new_tokens = 5;
+  const RunReport report = run_functional(o);
+  const nlohmann::json j = report.to_json();
+  const compiler::ModelSpec m = compiler::load_model("tiny-qwen-moe");
+  std::vector<int> moe;
+  for (int l = 0; l < m.layers; ++l)
+    if (m.is_moe_layer(l)) moe.push_back(l);
+  ASSERT_LT(moe.size(), static_cast<std::size_t>(m.layers));  // the preset has a dense layer
+  EXPECT_EQ(j["expert_load"]["layers"], moe);
+  ASSERT_EQ(j["routing"].size(), 2u);
+  std::int64_t positions = 0;
+  for (std::size_t r = 0; r < 2; ++r) {
+    const std::size_t ran = o.prompts[r].size() + 5 - 1;
+    ASSERT_EQ(j["routing"][r].size(), ran);
+    positions += static_cast<std::int64_t>(ran);
+    for (const auto& at : j["routing"][r]) {
+      ASSERT_EQ(at.size(), moe.size());
+      for (const auto& experts : at) {
+        std::vector<int> e = experts.get<std::vector<int>>();
+        EXPECT_EQ(static_cast<int>(e.size()), m.top_k);
+        std::sort(e.begin(), e.end());
+        EXPECT_EQ(std::adjacent_find(e.begin(), e.end()), e.end());
+      }
+    }
+  }
+  ASSERT_EQ(j["expert_load"]["tokens"].size(), moe.size());
+  for (std::size_t i = 0; i < moe.size(); ++i) {
+    const auto row = j["expert_load"]["tokens"][i].get<std::vector<std::int64_t>>();
+    EXPECT_EQ(static_cast<int>(row.size()), m.experts);
+    std::int64_t sum = 0, from_routing = 0;
+    for (std::int64_t n : row) sum += n;
+    EXPECT_EQ(sum, positions * m.top_k);
+    for (const auto& request : j["routing"])  // expert 3's count from the per-token experts
+      for (const auto& at : request)
+        for (int e : at[i]) from_routing += e == 3 ? 1 : 0;
+    EXPECT_EQ(row[3], from_routing);
+  }
+  EXPECT_NE(report.to_text().find(fmt::format("expert load, layer {}: ", moe[0])), std::string::npos);
+  o.model = "tiny-dense";
+  const RunReport dense = run_functional(o);
+  EXPECT_FALSE(dense.to_json().contains("expert_load"));
+  EXPECT_EQ(dense.to_text().find("expert load"), std::string::npos);
 }
 
 // A sliding-window model file through the `duplex run` entry: the report names the window, and the

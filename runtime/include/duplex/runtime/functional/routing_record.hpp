@@ -16,6 +16,10 @@ struct RoutedToken {
 // run), per MoE layer in layer order. Empty for a dense model.
 using ExecutedRouting = std::vector<std::vector<std::vector<RoutedToken>>>;
 
+// Tokens routed to each expert, per MoE layer ([MoE layer][expert], `experts` wide), summed over every
+// request and position of `routing` (a token counts once per expert it chose; a recomputed position once).
+std::vector<std::vector<std::int64_t>> expert_load(const ExecutedRouting& routing, int experts);
+
 // A token whose executed routing (experts, or the sparsemixer's masks) differs from the one the reference
 // chooses at the same point of the executor's path. The flip is a routing near tie when the executor's router
 // logits are within the bound of the reference's (router_logit_err <= bound) and the reference's router,

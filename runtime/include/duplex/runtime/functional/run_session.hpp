@@ -87,6 +87,8 @@ struct RunReport {
   std::optional<CheckResult> check;
   double host_seconds = 0;  // wall time of the emulation (not simulated time)
   bool with_logits = false;  // to_json() includes "logits" (RunOptions::logits)
+  std::vector<int> moe_layers;  // the model's MoE layers (expert_load's rows); empty for a dense model
+  int experts = 0;
 
   nlohmann::json to_json() const;
   std::string to_text() const;
