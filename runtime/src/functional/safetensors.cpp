@@ -728,9 +728,8 @@ std::string family_type(const compiler::ModelSpec& m) {
     throw Error(fmt::format(
         "model {}: a norm after each block, soft-capping and query_pre_attn_scalar are Gemma 2's, but the "
         "model differs from it (Gemma's names, GQA, RMSNorm by (1 + weight), a scaled embedding, a dense "
-        "gated "
-        "FFN, attention biases on all four projections or none, a norm after each block); no HuggingFace "
-        "architecture states it",
+        "gated FFN, attention biases on all four projections or none, a norm after each block); no "
+        "HuggingFace architecture states it",
         m.name));
   if (gemma_like && !windowed) return "gemma";
   if (standard_norms && m.weight_naming == compiler::WeightNaming::kOpt && !m.is_moe() && two_matrix &&
@@ -773,8 +772,7 @@ std::string family_type(const compiler::ModelSpec& m) {
       "FFN bias {}, {} (gain offset {}), embedding scaled {}, learned positions {} (offset {}), "
       "q/k/v bias {}, o bias {}, q/k norm {}, shared experts {} gated {}, renormalised routing {}, sliding "
       "window {} on {} layers); expected one of llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, opt, "
-      "starcoder2 "
-      "(dense), mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe as configs/README.md describes",
+      "starcoder2 (dense), mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe as configs/README.md describes",
       m.name, m.is_moe(), compiler::weight_naming_name(m.weight_naming), two_matrix ? "two-matrix" : "gated",
       compiler::activation_name(m.activation), m.mlp_bias, layer_norm ? "LayerNorm" : "RMSNorm",
       m.norm_weight_offset, m.scale_embedding, m.learned_positions, m.position_offset, m.qkv_bias, m.o_bias,

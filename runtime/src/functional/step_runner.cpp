@@ -249,30 +249,27 @@ void StepRunner::norm(int layer) {
                                      : first       ? lw->attn_norm_bias
                                                    : lw->ffn_norm_bias;
   ++norms_in_layer_;
+  run_norm(x_, normed_, gain, bias);
+}
+
+// y = the model's norm of every row of x [t_, hidden] (y may be x) with `gain` and, unless empty, `bias`.
+void StepRunner::run_norm(std::vector<std::uint16_t>& x, std::vector<std::uint16_t>& y,
+                          std::vector<std::uint16_t>& gain, std::vector<std::uint16_t>& bias) {
   const std::int64_t h = m_.hidden;
   const bool layer_norm = m_.norm == compiler::NormKind::kLayerNorm;
   xpu0_.run(OpKind::kNorm, kernels::NormArgs{layer_norm ? kernels::NormKind::kLayer : kernels::NormKind::kRms,
-                                             f16_view(x_, {t_, h}), f16_view(gain, {h}),
+                                             f16_view(x, {t_, h}), f16_view(gain, {h}),
                                              bias.empty() ? kernels::Tensor{} : f16_view(bias, {h}),
-                                             f16_view(normed_, {t_, h}), numerics_.norm_eps, norm_offset()});
+                                             f16_view(y, {t_, h}), numerics_.norm_eps, norm_offset()});
 }
 
 // The norm after a block (ModelSpec::post_norms), on its output `out_` (after the all-reduce and any output
 // bias) in place, before the residual add.
 void StepRunner::post_norm(int layer, bool after_attention) {
-  const std::int64_t h = m_.hidden;
-  if (out_bias_ != nullptr) {
-    add_bias(0, out_, t_, out_bias_, h);
-    out_bias_ = nullptr;
-  }
+  add_out_bias();
   LayerWeights& lw = w0_.layers[static_cast<std::size_t>(layer)];
-  std::vector<std::uint16_t>& gain = after_attention ? lw.post_attn_norm : lw.post_ffn_norm;
-  std::vector<std::uint16_t>& bias = after_attention ? lw.post_attn_norm_bias : lw.post_ffn_norm_bias;
-  const bool layer_norm = m_.norm == compiler::NormKind::kLayerNorm;
-  xpu0_.run(OpKind::kNorm, kernels::NormArgs{layer_norm ? kernels::NormKind::kLayer : kernels::NormKind::kRms,
-                                             f16_view(out_, {t_, h}), f16_view(gain, {h}),
-                                             bias.empty() ? kernels::Tensor{} : f16_view(bias, {h}),
-                                             f16_view(out_, {t_, h}), numerics_.norm_eps, norm_offset()});
+  run_norm(out_, out_, after_attention ? lw.post_attn_norm : lw.post_ffn_norm,
+           after_attention ? lw.post_attn_norm_bias : lw.post_ffn_norm_bias);
 }
 
 void StepRunner::qkv(int layer, Unit unit) {
@@ -429,14 +426,18 @@ void StepRunner::rope_by_length() {
     }
 }
 
+// out += the pending output bias (the attention's o bias or the FFN's), once per row after the all-reduce.
+void StepRunner::add_out_bias() {
+  if (out_bias_ == nullptr) return;
+  add_bias(0, out_, t_, out_bias_, m_.hidden);
+  out_bias_ = nullptr;
+}
+
 // x += out (+ the attention's o bias or the FFN's output bias, once per row after the all-reduce, when the
 // model has one).
 void StepRunner::residual() {
   const std::int64_t h = m_.hidden;
-  if (out_bias_ != nullptr) {
-    add_bias(0, out_, t_, out_bias_, h);
-    out_bias_ = nullptr;
-  }
+  add_out_bias();
   xpu0_.run(OpKind::kResidual,
             kernels::ResidualAddArgs{f16_view(x_, {t_, h}), f16_view(out_, {t_, h}), f16_view(x_, {t_, h})});
 }

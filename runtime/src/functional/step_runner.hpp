@@ -122,6 +122,9 @@ class StepRunner {
   // Added to every norm's gain (ModelSpec::norm_weight_offset: Gemma's 1).
   float norm_offset() const { return static_cast<float>(m_.norm_weight_offset); }
   void post_norm(int layer, bool after_attention);
+  void add_out_bias();
+  void run_norm(std::vector<std::uint16_t>& x, std::vector<std::uint16_t>& y,
+                std::vector<std::uint16_t>& gain, std::vector<std::uint16_t>& bias);
   void norm(int layer);
   void qkv(int layer, compiler::Unit unit);
   bool mla() const { return m_.attention == compiler::AttentionKind::kMla; }
