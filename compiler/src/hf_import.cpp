@@ -192,17 +192,46 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
       const int rotary = static_cast<int>(m.head_dim * factor);
       if (rotary != m.head_dim) m.rotary_dim = rotary;
     }
-  } else if (type == "gemma" || type == "gemma2") {
+  } else if (type == "gemma" || type == "gemma2" || type == "gemma3_text" || type == "gemma3") {
     // Gemma: the Llama layout and names with a GeGLU FFN, RMSNorm scaling by (1 + weight), the embedding rows
     // times sqrt(hidden_size), tied embeddings (GemmaConfig's default) and a head_dim of its own. The
     // activation is hidden_activation, or GELU's tanh form when that is absent: HF's GemmaMLP ignores
-    // hidden_act, which the first checkpoints set to "gelu" (transformers PR 29402).
-    read_common(f, m);
-    m.ffn = f.integer("intermediate_size");
-    m.activation = read_activation(f, "hidden_activation", "gelu_pytorch_tanh");
-    m.tie_embeddings = f.boolean_or("tie_word_embeddings", true);
+    // hidden_act, which the first checkpoints set to "gelu" (transformers PR 29402). gemma3 is Gemma 3's
+    // multimodal config: its language model's fields are in text_config (the vision tower is not modelled).
+    const bool multimodal = type == "gemma3";
+    const Fields g = multimodal ? f.child("text_config") : f;
+    const json& gj = multimodal ? j["text_config"] : j;
+    read_common(g, m);
+    m.ffn = g.integer("intermediate_size");
+    m.activation = read_activation(g, "hidden_activation", "gelu_pytorch_tanh");
+    m.tie_embeddings = g.boolean_or("tie_word_embeddings", true);
     m.norm_weight_offset = 1.0;
     m.scale_embedding = true;
+    if (type == "gemma3_text" || multimodal) {
+      // Gemma 3 (HF Gemma3TextConfig's defaults): Gemma 2's norms after each block and query_pre_attn_scalar,
+      // q / k RMSNorm per head, no soft-capping unless stated, a window (4096) on every layer but each
+      // sliding_window_pattern-th (6) unless layer_types says otherwise. Its windowed layers rotate with
+      // rope_local_base_freq and the others with rope_theta (and rope_scaling): timing does not depend on it,
+      // functional emulation refuses it.
+      m.post_norms = true;
+      m.qk_norm = QkNorm::kPerHead;
+      m.attn_softcap = g.number_or("attn_logit_softcapping", 0.0);
+      m.final_softcap = g.number_or("final_logit_softcapping", 0.0);
+      m.query_pre_attn_scalar = g.integer_or("query_pre_attn_scalar", 256);
+      if (!gj.contains("sliding_window") && g.integer_or("max_position_embeddings", 131072) > 4096)
+        m.sliding_window = 4096;
+      if (m.sliding_window > 0 && !gj.contains("layer_types")) {
+        const int pattern = g.integer_or("sliding_window_pattern", 6);
+        if (pattern < 1)
+          throw ConfigError(file, g.path("sliding_window_pattern"), "is 0", "every n-th layer full: n >= 1");
+        m.full_attention_layers.clear();
+        for (int l = pattern - 1; l < m.layers; l += pattern) m.full_attention_layers.push_back(l);
+        if (static_cast<int>(m.full_attention_layers.size()) == m.layers) {
+          m.sliding_window = 0;  // a pattern of 1: every layer full
+          m.full_attention_layers.clear();
+        }
+      }
+    }
     if (type == "gemma2") {
       // Gemma 2 adds a norm after each block (post_attention_layernorm / post_feedforward_layernorm),
       // soft-capped attention scores and logits, the softmax scale of query_pre_attn_scalar, and a sliding
@@ -385,13 +414,15 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   } else {
     throw ConfigError(
         file, "model_type", type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
-        "one of llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, starcoder2, opt, mixtral, phimoe, "
-        "olmoe, dbrx, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3");
+        "one of llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, gemma3, starcoder2, opt, "
+        "mixtral, phimoe, olmoe, dbrx, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3");
   }
   // Attention biases: Qwen2 / Qwen2-MoE always bias q, k and v (not o); the others bias all four projections
   // when attention_bias says so (default false).
   if (type == "qwen2" || type == "qwen2_moe") {
     m.qkv_bias = true;
+  } else if (type == "gemma3") {
+    m.qkv_bias = m.o_bias = f.child("text_config").boolean_or("attention_bias", false);
   } else if (type != "dbrx" && type != "deepseek_v2" && type != "deepseek_v3" && type != "starcoder2" &&
              type != "opt") {
     m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", false);

@@ -714,6 +714,34 @@ TEST(HfImport, OptAndStarcoder2MatchTheirModelCards) {
   EXPECT_EQ(uncapped.sliding_window, 0);
   EXPECT_NE(error_of(gemma2 + R"(, "attn_logit_softcapping": -1})").find("attn_softcap"), std::string::npos);
 
+  // Gemma 3 (Gemma3TextConfig's defaults): q / k norms per head, post norms, no caps unless stated, the
+  // window on all layers but every 6th; the multimodal gemma3 config's language model from text_config.
+  const std::string gemma3 = R"("model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 13, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+    "vocab_size": 10)";
+  const ModelSpec g3 = import_hf_config("{" + gemma3 + ", \"sliding_window\": 512}", "gemma3.json");
+  EXPECT_TRUE(g3.post_norms && g3.scale_embedding);
+  EXPECT_EQ(g3.qk_norm, QkNorm::kPerHead);
+  EXPECT_EQ(g3.attn_softcap, 0.0);
+  EXPECT_EQ(g3.final_softcap, 0.0);
+  EXPECT_EQ(g3.query_pre_attn_scalar, 256);
+  EXPECT_EQ(g3.sliding_window, 512);
+  EXPECT_EQ(g3.full_attention_layers, (std::vector<int>{5, 11}));
+  EXPECT_EQ(
+      import_hf_config("{" + gemma3 + ", \"sliding_window_pattern\": 2}", "g.json").full_attention_layers,
+      (std::vector<int>{1, 3, 5, 7, 9, 11}));
+  EXPECT_EQ(import_hf_config("{" + gemma3 + "}", "g.json").sliding_window, 4096);  // the default window
+  const std::string text = "{" + gemma3.substr(gemma3.find(',') + 1) + ", \"sliding_window\": 512}";
+  const ModelSpec multimodal =
+      import_hf_config(R"({"model_type": "gemma3", "text_config": )" + text + "}", "gemma3.json");
+  EXPECT_EQ(multimodal.params(), g3.params());
+  EXPECT_EQ(multimodal.full_attention_layers, g3.full_attention_layers);
+  EXPECT_NE(error_of(R"({"model_type": "gemma3", "text_config": {"hidden_size": 64}})")
+                .find("config.json: text_config.num_hidden_layers: missing required field"),
+            std::string::npos);
+  expect_params("gemma-3-12b", 11.77, 0.01);
+  expect_params("gemma-3-27b", 27.0, 0.01);
+
   const std::string opt_base = R"("model_type": "opt", "ffn_dim": 64, "hidden_size": 32,
     "max_position_embeddings": 16, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10)";
   const std::string project = error_of("{" + opt_base + R"(, "word_embed_proj_dim": 16})");

@@ -586,6 +586,12 @@ ModelNumerics config_numerics(const std::string& config) {
     refuse("mlp_bias", "false (a gated FFN without biases; biased FFNs are two-matrix: OPT, StarCoder2)");
   if (j.contains("clip_qkv") && !j["clip_qkv"].is_null()) refuse("clip_qkv", "null (q, k, v unclipped)");
   const std::string type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"] : "";
+  if (type == "gemma3" || type == "gemma3_text")
+    refuse(
+        "model_type",
+        "a model whose layers rotate with one RoPE base (Gemma 3's windowed layers use rope_local_base_freq "
+        "and its full ones rope_theta and rope_scaling: not emulated yet; duplex simulate and compile time "
+        "it)");
   if (type == "deepseek_v2" || type == "deepseek_v3") {
     if (j.contains("attention_bias") && j["attention_bias"] != false)
       refuse("attention_bias", "false (MLA's projections without biases)");

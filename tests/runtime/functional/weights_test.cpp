@@ -689,6 +689,13 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
     c[key] = value;
     expect_refused(dir, c, key + ": ");
   }
+  // Gemma 3 (one RoPE base per kind of layer) is timed, not emulated.
+  for (const char* type : {"gemma3_text", "gemma3"}) {
+    nlohmann::json c = good;
+    c["model_type"] = type;
+    if (std::string(type) == "gemma3") c = {{"model_type", "gemma3"}, {"text_config", good}};
+    expect_refused(dir, c, "model_type: ");
+  }
   // rope_scaling: linear and llama3 are read; another kind or a bad field names rope_scaling.<field>.
   const std::vector<std::pair<nlohmann::json, std::string>> bad_scaling = {
       {{{"rope_type", "yarn"}, {"factor", 40.0}, {"mscale", 1.0}}, "rope_scaling.mscale: 1.0"},
