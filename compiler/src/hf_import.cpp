@@ -211,8 +211,8 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
       // Gemma 3 (HF Gemma3TextConfig's defaults): Gemma 2's norms after each block and query_pre_attn_scalar,
       // q / k RMSNorm per head, no soft-capping unless stated, a window (4096) on every layer but each
       // sliding_window_pattern-th (6) unless layer_types says otherwise. Its windowed layers rotate with
-      // rope_local_base_freq and the others with rope_theta (and rope_scaling): timing does not depend on it,
-      // functional emulation refuses it.
+      // rope_local_base_freq and the others with rope_theta and rope_scaling: timing does not depend on it
+      // (functional emulation reads it: runtime config_numerics).
       m.post_norms = true;
       m.qk_norm = QkNorm::kPerHead;
       m.attn_softcap = g.number_or("attn_logit_softcapping", 0.0);

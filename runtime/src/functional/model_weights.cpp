@@ -170,6 +170,15 @@ std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
   return std::int64_t{m.shared_experts} * m.shared_expert_ffn;
 }
 
+ModelNumerics layer_rope_numerics(const ModelNumerics& n, const compiler::ModelSpec& spec, int layer) {
+  if (n.local_rope_theta <= 0 || spec.attention_window(layer) == 0) return n;
+  ModelNumerics local = n;
+  local.rope_theta = n.local_rope_theta;
+  local.rope_scaling = RopeScaling{};
+  local.local_rope_theta = 0;
+  return local;
+}
+
 std::int64_t dynamic_rope_length(std::int64_t prompt_tokens, std::int64_t position) {
   return std::max(prompt_tokens, position + 1);
 }

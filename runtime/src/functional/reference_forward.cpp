@@ -266,7 +266,7 @@ class Sequence {
                     m_.norm_weight_offset);
     }
     if (m_.learned_positions == 0) {
-      const auto& [f, scale] = frequencies(pos);
+      const auto& [f, scale] = frequencies(l, pos);
       rope(q, hq, d, rotary_dim(m_), pos, f, scale);
       rope(k, hkv, d, rotary_dim(m_), pos, f, scale);
     }
@@ -302,7 +302,7 @@ class Sequence {
     Vec q_pe(at(heads * rope_dim));
     for (int h = 0; h < heads; ++h)
       std::copy_n(q.begin() + h * qk + nope, rope_dim, q_pe.begin() + h * rope_dim);
-    const auto& [f, scale] = frequencies(pos);
+    const auto& [f, scale] = frequencies(l, pos);
     rope(q_pe, heads, rope_dim, rope_dim, pos, f, scale);
     rope(k_pe, 1, rope_dim, rope_dim, pos, f, scale);
     Vec q_full(at(heads * qk)), k(at(heads * qk)), v(at(heads * vd));
@@ -319,16 +319,19 @@ class Sequence {
                   m_.hidden);
   }
 
-  // The RoPE frequencies and cos / sin factor of the token at `pos`: the model's, or, where they depend on
-  // the sequence length (dynamic NTK, LongRoPE), those of its dynamic_rope_length (computed once per length).
-  const std::pair<std::vector<double>, double>& frequencies(std::int64_t pos) {
-    const std::int64_t length =
-        rope_depends_on_length(w_.numerics) ? dynamic_rope_length(prompt_tokens_, pos) : 0;
-    auto it = rope_by_length_.find(length);
+  // The RoPE frequencies and cos / sin factor of layer l's token at `pos`: the model's (a windowed layer's
+  // with a local base: layer_rope_numerics), or, where they depend on the sequence length (dynamic NTK,
+  // LongRoPE), those of its dynamic_rope_length (computed once per length and kind of layer).
+  const std::pair<std::vector<double>, double>& frequencies(int l, std::int64_t pos) {
+    const ModelNumerics n = layer_rope_numerics(w_.numerics, m_, l);
+    const std::int64_t length = rope_depends_on_length(n) ? dynamic_rope_length(prompt_tokens_, pos) : 0;
+    const std::pair<bool, std::int64_t> key{w_.numerics.local_rope_theta > 0 && m_.attention_window(l) > 0,
+                                            length};
+    auto it = rope_by_length_.find(key);
     if (it == rope_by_length_.end())
       it = rope_by_length_
-               .emplace(length, std::pair{rope_inv_freq(w_.numerics, rotary_dim(m_), length),
-                                          rope_attention_factor(w_.numerics, length)})
+               .emplace(key,
+                        std::pair{rope_inv_freq(n, rotary_dim(m_), length), rope_attention_factor(n, length)})
                .first;
     return it->second;
   }
@@ -558,7 +561,8 @@ class Sequence {
   const double scale_;                   // the softmax scale (attention_scale)
   // frequencies(): RoPE frequencies and cos / sin factor per sequence length (0 where RoPE does not depend on
   // it)
-  std::map<std::int64_t, std::pair<std::vector<double>, double>> rope_by_length_;
+  std::map<std::pair<bool, std::int64_t>, std::pair<std::vector<double>, double>>
+      rope_by_length_;  // (local, length)
 };
 
 }  // namespace

@@ -579,19 +579,30 @@ ModelNumerics config_numerics(const std::string& config) {
     refuse("partial_rotary_factor", "1 (RoPE over the whole head; Phi-3's code alone rotates a part)");
   // The FFN's activation (hidden_act, OPT's activation_function): every one the importer reads is emulated
   // (the Logic-PIM's activation unit has each in gated and added form).
-  const bool gemma = j.contains("model_type") && (j["model_type"] == "gemma" || j["model_type"] == "gemma2");
+  const bool gemma = j.contains("model_type") && (j["model_type"] == "gemma" || j["model_type"] == "gemma2" ||
+                                                  j["model_type"] == "gemma3_text");
   if (!gemma && j.contains("hidden_activation") && !j["hidden_activation"].is_null())
     refuse("hidden_activation", "absent (only Gemma's FFN reads it; the others' activation is hidden_act)");
   if (j.contains("mlp_bias") && j["mlp_bias"] != false)
     refuse("mlp_bias", "false (a gated FFN without biases; biased FFNs are two-matrix: OPT, StarCoder2)");
   if (j.contains("clip_qkv") && !j["clip_qkv"].is_null()) refuse("clip_qkv", "null (q, k, v unclipped)");
   const std::string type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"] : "";
-  if (type == "gemma3" || type == "gemma3_text")
-    refuse(
-        "model_type",
-        "a model whose layers rotate with one RoPE base (Gemma 3's windowed layers use rope_local_base_freq "
-        "and its full ones rope_theta and rope_scaling: not emulated yet; duplex simulate and compile time "
-        "it)");
+  if (type == "gemma3")
+    refuse("model_type",
+           "gemma3_text (Gemma 3's multimodal config is timed by duplex simulate and compile; functional "
+           "emulation runs its language model: its text_config as a gemma3_text config.json)");
+  if (type == "gemma3_text") {
+    // Gemma 3: the windowed layers rotate with rope_local_base_freq, unscaled; the full ones with rope_theta
+    // (Gemma3TextConfig's default 1e6) and rope_scaling.
+    n.rope_theta = 1e6f;
+    number("rope_theta", n.rope_theta);
+    n.local_rope_theta = 10000.0f;
+    number("rope_local_base_freq", n.local_rope_theta);
+    if (rope_depends_on_length(n))
+      refuse("rope_scaling",
+             "linear, llama3 or yarn with Gemma 3 (a length-dependent RoPE on its full layers "
+             "is not emulated)");
+  }
   if (type == "deepseek_v2" || type == "deepseek_v3") {
     if (j.contains("attention_bias") && j["attention_bias"] != false)
       refuse("attention_bias", "false (MLA's projections without biases)");
@@ -723,13 +734,15 @@ std::string family_type(const compiler::ModelSpec& m) {
                     "shared experts, no window); no HuggingFace architecture states it",
                     m.name));
   // Gemma 2: Gemma's with a norm after each block, soft-capping and query_pre_attn_scalar (each optional in
-  // its config), windows on any layers (layer_types); no other family has these.
+  // its config), windows on any layers (layer_types); Gemma 3: Gemma 2's with q / k norms per head. No other
+  // family has these.
   const bool gemma2_features =
       m.post_norms || m.attn_softcap > 0 || m.final_softcap > 0 || m.query_pre_attn_scalar > 0;
-  const bool gemma_like = m.weight_naming == compiler::WeightNaming::kMixtral && !m.is_moe() && !two_matrix &&
-                          !layer_norm && gemma_norms && no_norm && all_bias && !m.mlp_bias &&
-                          m.learned_positions == 0;
+  const bool gemma_base = m.weight_naming == compiler::WeightNaming::kMixtral && !m.is_moe() && !two_matrix &&
+                          !layer_norm && gemma_norms && all_bias && !m.mlp_bias && m.learned_positions == 0;
+  const bool gemma_like = gemma_base && no_norm;
   if (gemma_like && m.post_norms) return "gemma2";
+  if (gemma_base && head_norm && m.post_norms) return "gemma3_text";
   if (gemma2_features)
     throw Error(fmt::format(
         "model {}: a norm after each block, soft-capping and query_pre_attn_scalar are Gemma 2's, but the "
@@ -892,6 +905,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                                                                    {"qwen3", "Qwen3ForCausalLM"},
                                                                    {"gemma", "GemmaForCausalLM"},
                                                                    {"gemma2", "Gemma2ForCausalLM"},
+                                                                   {"gemma3_text", "Gemma3ForCausalLM"},
                                                                    {"mixtral", "MixtralForCausalLM"},
                                                                    {"qwen2_moe", "Qwen2MoeForCausalLM"},
                                                                    {"qwen3_moe", "Qwen3MoeForCausalLM"},
@@ -939,9 +953,14 @@ nlohmann::json hf_config(const ModelWeights& weights) {
             {type == "starcoder2" ? "norm_epsilon" : "rms_norm_eps", decimal(weights.numerics.norm_eps)},
             {"rope_theta", decimal(weights.numerics.rope_theta)},
             {"hidden_act", activation}});
-  if (type == "gemma" || type == "gemma2")
+  if (type == "gemma" || type == "gemma2" || type == "gemma3_text")
     c["hidden_activation"] = activation;  // GemmaMLP reads this one, not hidden_act
-  if (type == "gemma2") {                 // every field written out: Gemma2Config's defaults cap and window
+  if (type == "gemma3_text")              // one base for every layer unless the numerics have a local one
+    c["rope_local_base_freq"] =
+        decimal(weights.numerics.local_rope_theta > 0 ? weights.numerics.local_rope_theta
+                                                      : weights.numerics.rope_theta);
+  if (type == "gemma2" ||
+      type == "gemma3_text") {  // every field written out: Gemma2Config's defaults cap and window
     auto cap = [](double v) { return v > 0 ? nlohmann::json(v) : nlohmann::json(nullptr); };
     c.update({{"query_pre_attn_scalar", m.query_pre_attn_scalar > 0 ? m.query_pre_attn_scalar : m.head_dim},
               {"attn_logit_softcapping", cap(m.attn_softcap)},

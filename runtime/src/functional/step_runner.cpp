@@ -384,17 +384,22 @@ void StepRunner::rope(int layer) {
     rope_by_length();
     return;
   }
-  // The rotated part leads each head (MLA: q_pe and k_pe, mla_qkv); GQA rotates the whole head.
+  // The rotated part leads each head (MLA: q_pe and k_pe, mla_qkv); GQA rotates the whole head. A windowed
+  // layer of a model with a local base (Gemma 3) rotates with it, unscaled (layer_rope_numerics).
   const std::int64_t dim = attn_dim_, rotary = rotary_dim(m_);
+  const bool local = numerics_.local_rope_theta > 0 && m_.attention_window(layer) > 0;
+  const float theta = local ? numerics_.local_rope_theta : numerics_.rope_theta,
+              scale = local ? 1.0f : rope_scale_;
+  const std::span<const float> freq = local ? std::span<const float>{} : std::span<const float>(rope_freq_);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, dim}),
-                                                      i32_view(positions_, {t_}), numerics_.rope_theta,
-                                                      rotary, rope_freq_, rope_scale_});
-    dev_[d].xpu->run(OpKind::kRope, kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, dim}),
-                                                      i32_view(positions_, {t_}), numerics_.rope_theta,
-                                                      rotary, rope_freq_, rope_scale_});
+    dev_[d].xpu->run(OpKind::kRope,
+                     kernels::RopeArgs{f16_view(lanes_[d].q, {t_, s.q_heads, dim}),
+                                       i32_view(positions_, {t_}), theta, rotary, freq, scale});
+    dev_[d].xpu->run(OpKind::kRope,
+                     kernels::RopeArgs{f16_view(lanes_[d].k, {t_, s.kv_heads, dim}),
+                                       i32_view(positions_, {t_}), theta, rotary, freq, scale});
   }
 }
 

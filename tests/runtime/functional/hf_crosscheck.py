@@ -171,19 +171,27 @@ class HfModel:
             self.mlp_bias = c.get("use_bias", True)
         # Gemma: GemmaRMSNorm scales by (1 + weight); the embedding rows are multiplied by sqrt(hidden_size)
         # rounded to the model's dtype; GemmaMLP's activation is hidden_activation (else gelu_pytorch_tanh).
-        self.gemma = self.type in ("gemma", "gemma2")
+        self.gemma = self.type in ("gemma", "gemma2", "gemma3_text")
         self.gain_offset = 1.0 if self.gemma else 0.0
         # Gemma 2 (Gemma2DecoderLayer, Gemma2Attention, Gemma2ForCausalLM; Gemma2Config's defaults): each block's
         # output normed (post_attention_layernorm; the norm before the FFN is pre_feedforward_layernorm, and
         # post_feedforward_layernorm after it), scores scaled by query_pre_attn_scalar^-0.5 and soft-capped
         # (cap x tanh(s / cap)) before the mask, the logits soft-capped likewise.
-        self.gemma2 = self.type == "gemma2"
+        # Gemma 3 (Gemma3TextConfig's defaults): Gemma 2's layer with q / k norms per head (by 1 + weight), no caps
+        # unless stated, its windowed layers rotated with rope_local_base_freq and default RoPE, the full ones with
+        # rope_theta (1e6) and rope_scaling.
+        self.gemma2 = self.type in ("gemma2", "gemma3_text")  # the post norms, scalar and caps
+        self.gemma3 = self.type == "gemma3_text"
         self.scaling = self.head_dim ** -0.5
         self.attn_cap = self.final_cap = None
         if self.gemma2:
             self.scaling = c.get("query_pre_attn_scalar", 256) ** -0.5
-            self.attn_cap = c.get("attn_logit_softcapping", 50.0)
-            self.final_cap = c.get("final_logit_softcapping", 30.0)
+            self.attn_cap = c.get("attn_logit_softcapping", None if self.gemma3 else 50.0)
+            self.final_cap = c.get("final_logit_softcapping", None if self.gemma3 else 30.0)
+        self.local_theta = None
+        if self.gemma3:
+            self.theta = c.get("rope_theta", 1e6)
+            self.local_theta = c.get("rope_local_base_freq", 10000.0)
         self.embed_scale = 1.0
         if self.gemma:
             self.tied = c.get("tie_word_embeddings", True)
@@ -228,7 +236,7 @@ class HfModel:
             self.qkv_bias = self.o_bias = self.mlp_bias
         else:
             self.qkv_bias = self.o_bias = bool(c.get("attention_bias", False)) and self.type != "phi3"
-        self.qk_norm = {"qwen3": "head", "qwen3_moe": "head", "olmoe": "whole"}.get(self.type)
+        self.qk_norm = {"qwen3": "head", "qwen3_moe": "head", "olmoe": "whole", "gemma3_text": "head"}.get(self.type)
         self.shared = self.type == "qwen2_moe" and c.get("shared_expert_intermediate_size", 0) > 0
         # Sliding window per layer (None: full attention): Mistral / Mixtral window every layer; the Qwen
         # families when use_sliding_window, on the layers layer_types marks (else from max_window_layers on).
@@ -236,10 +244,14 @@ class HfModel:
         self.windows = [None] * self.layers
         if window and self.type in ("mistral", "mixtral", "starcoder2", "phi3"):
             self.windows = [window] * self.layers
-        elif self.gemma2 and c.get("sliding_window", 4096):  # layer_types, else the even layers
+        elif self.gemma2 and c.get("sliding_window", 4096):  # layer_types, else Gemma 2's even / Gemma 3's pattern
             types = c.get("layer_types")
+            pattern = c.get("sliding_window_pattern", 6)
             for layer in range(self.layers):
-                sliding = types[layer] == "sliding_attention" if types else layer % 2 == 0
+                if types:
+                    sliding = types[layer] == "sliding_attention"
+                else:
+                    sliding = (layer + 1) % pattern != 0 if self.gemma3 else layer % 2 == 0
                 self.windows[layer] = c.get("sliding_window", 4096) if sliding else None
         elif window and c.get("use_sliding_window") and self.type.startswith("qwen"):
             types = c.get("layer_types")
@@ -314,6 +326,8 @@ class HfModel:
             self.clip = None
         elif drop == "attn_softcap":  # Gemma 2's scores uncapped
             self.attn_cap = None
+        elif drop == "local_rope":  # Gemma 3's windowed layers rotated as its full ones
+            self.local_theta = None
         elif drop == "rope_interleave":  # DeepSeek's q_pe / k_pe rotated by rotate_half as they are
             self.interleave = not self.interleave
         self.shared_gate_dropped = drop == "shared_gate"
@@ -611,7 +625,13 @@ class HfModel:
             q, k = self.rms(q, self.w(p + "q_norm.weight")), self.rms(k, self.w(p + "k_norm.weight"))
         if not self.opt:  # OPT's positions are in its embeddings
             pos = np.arange(T, dtype=np.float64)
-            q, k = self.rope(q, pos), self.rope(k, pos)
+            if self.local_theta and self.windows[layer]:  # Gemma 3: a windowed layer's own base, default RoPE
+                kept = (self.theta, self.rope_scaling)
+                self.theta, self.rope_scaling = self.local_theta, None
+                q, k = self.rope(q, pos), self.rope(k, pos)
+                self.theta, self.rope_scaling = kept
+            else:
+                q, k = self.rope(q, pos), self.rope(k, pos)
         group = self.heads // self.kv_heads
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
         scores = np.einsum("qhd,khd->hqk", q, k) * self.scaling
@@ -680,6 +700,8 @@ def compare(model, run):
 
 
 def dropped_feature(model):
+    if model.gemma3:
+        return "local_rope"
     if model.rope_scaling:
         return "rope_scaling"
     if model.partial < 1.0:
@@ -692,7 +714,7 @@ def dropped_feature(model):
         if model.experts and model.routed_scaling != 1:
             return "routed_scaling"
         return "rope_interleave"
-    if model.gemma2:
+    if model.gemma2 and model.attn_cap:
         return "attn_softcap"
     if model.gemma:
         return "gain_offset"

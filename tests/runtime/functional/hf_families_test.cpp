@@ -15,6 +15,7 @@
 #include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/reference_forward.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
+#include "duplex/runtime/functional/safetensors.hpp"
 #include "reference_check.hpp"
 
 namespace duplex::runtime::functional {
@@ -151,6 +152,26 @@ TEST(HfFamilies, PhimoeMatchesTheReference) {
 // decode attention on the Logic-PIM's softmax unit (duplex-pe) and on the xPU's kernels (gpu).
 TEST(HfFamilies, Gemma2MatchesTheReference) {
   const ModelWeights w = random_weights(compiler::load_model("tiny-gemma2"), 11);
+  for (const char* system : {"gpu", "duplex-pe"})
+    for (int devices : {1, 0, 16}) {
+      SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
+      expect_matches_reference(w, run_on(w, system, devices));
+    }
+}
+
+// Gemma 3 (a gemma3_text config.json): q / k norms per head, post norms, windows on the even layers rotated
+// with rope_local_base_freq (unscaled), the full layers with rope_theta and a linear rope_scaling; logits
+// capped. The local base matters (EveryFeatureChangesTheLogits).
+ModelWeights gemma3_weights() {
+  const std::string config = std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-gemma3.json";
+  ModelWeights w = random_weights(compiler::load_model(config), 11);
+  w.numerics = config_numerics(config);
+  return w;
+}
+
+TEST(HfFamilies, Gemma3MatchesTheReference) {
+  const ModelWeights w = gemma3_weights();
+  ASSERT_GT(w.numerics.local_rope_theta, 0.0f);
   for (const char* system : {"gpu", "duplex-pe"})
     for (int devices : {1, 0, 16}) {
       SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
@@ -377,7 +398,11 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   const ModelWeights phimoe = random_weights(compiler::load_model("tiny-phimoe"), 11);
   const ModelWeights dbrx = random_weights(compiler::load_model("tiny-dbrx"), 11);
   const ModelWeights gemma2 = random_weights(compiler::load_model("tiny-gemma2"), 11);
+  const ModelWeights gemma3 = gemma3_weights();
+  ModelWeights gemma3_one_base = gemma3;
+  gemma3_one_base.numerics.local_rope_theta = 0;
   const std::vector<Variant> variants = {
+      {"Gemma 3's local RoPE base", &gemma3, gemma3_one_base},
       {"Gemma 2's norms after the blocks", &gemma2,
        without(
            gemma2, [](auto& m) { m.post_norms = false; },

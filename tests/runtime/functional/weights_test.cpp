@@ -273,6 +273,8 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       {"deepseek_v3", [] { return compiler::load_model("tiny-deepseek-v3"); }},
       {"dbrx", [] { return compiler::load_model("tiny-dbrx"); }},
       {"gemma2", [] { return compiler::load_model("tiny-gemma2"); }},
+      {"gemma3_text",
+       [] { return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-gemma3.json"); }},
       {"gemma2",
        [] {  // uncapped, no window, the scale of head_dim
          auto m = compiler::load_model("tiny-gemma2");
@@ -639,13 +641,13 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   m.rotary_dim = 8;
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
   EXPECT_FALSE(fs::exists(dir));
-  // Gemma 2's soft-cap and post norms on a model unlike Gemma 2.
+  // Gemma 2's soft-cap and post norms on a model unlike Gemma 2 or 3 (Gemma 3's q / k norms are per head).
   m = compiler::load_model("tiny-dense");
   m.attn_softcap = 50;
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
   EXPECT_FALSE(fs::exists(dir));
   m = compiler::load_model("tiny-gemma2");
-  m.qk_norm = compiler::QkNorm::kPerHead;
+  m.qk_norm = compiler::QkNorm::kWhole;
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
   EXPECT_FALSE(fs::exists(dir));
   // DBRX's clamp and bias-free LayerNorm under another family's names; DBRX's names on a model unlike DBRX.
@@ -689,13 +691,20 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
     c[key] = value;
     expect_refused(dir, c, key + ": ");
   }
-  // Gemma 3 (one RoPE base per kind of layer) is timed, not emulated.
-  for (const char* type : {"gemma3_text", "gemma3"}) {
-    nlohmann::json c = good;
-    c["model_type"] = type;
-    if (std::string(type) == "gemma3") c = {{"model_type", "gemma3"}, {"text_config", good}};
-    expect_refused(dir, c, "model_type: ");
-  }
+  // Gemma 3's multimodal config is timed, not emulated (its text_config is, as gemma3_text). gemma3_text: the
+  // windowed layers' base rope_local_base_freq (10000), the full ones' rope_theta (1e6); a length-dependent
+  // RoPE on them is refused.
+  expect_refused(dir, nlohmann::json{{"model_type", "gemma3"}, {"text_config", good}}, "model_type: ");
+  nlohmann::json g3 = good;
+  g3["model_type"] = "gemma3_text";
+  g3.erase("rope_theta");
+  std::ofstream(config) << g3.dump();
+  const ModelNumerics n3 = config_numerics(config.string());
+  EXPECT_EQ(n3.rope_theta, 1e6f);
+  EXPECT_EQ(n3.local_rope_theta, 10000.0f);
+  g3["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  g3["max_position_embeddings"] = 64;
+  expect_refused(dir, g3, "rope_scaling: ");
   // rope_scaling: linear and llama3 are read; another kind or a bad field names rope_scaling.<field>.
   const std::vector<std::pair<nlohmann::json, std::string>> bad_scaling = {
       {{{"rope_type", "yarn"}, {"factor", 40.0}, {"mscale", 1.0}}, "rope_scaling.mscale: 1.0"},

@@ -55,11 +55,17 @@ struct RopeScaling {
   double beta_fast = 32.0, beta_slow = 1.0;       // kYarn (HF defaults)
   double mscale = 0, mscale_all_dim = 0;          // kYarn as DeepSeek states it; 0 without
 };
+// local_rope_theta: the windowed layers rotate with this base and no rope_scaling (Gemma 3's
+// rope_local_base_freq), the others with rope_theta and rope_scaling; 0: every layer alike.
 struct ModelNumerics {
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
+  float local_rope_theta = 0.0f;
 };
+// The numerics layer `layer` rotates with: `n`, or for a windowed layer with local_rope_theta its base and
+// unscaled RoPE.
+ModelNumerics layer_rope_numerics(const ModelNumerics& n, const compiler::ModelSpec& spec, int layer);
 
 // The RoPE frequencies of a head of `rotary_dim` elements (rotary_dim / 2 of them, in double), as HF
 // computes them from rope_theta and rope_scaling; with kDynamic, at sequence length `seq_len` (0: the plain

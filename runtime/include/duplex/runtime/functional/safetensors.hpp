@@ -26,7 +26,8 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
 // tensor the spec lacks, in the map or in a shard (or in a shard the map does not send it to), is an error.
 ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec);
 
-// rms_norm_eps (norm_epsilon), rope_theta (DBRX: attn_config.rope_theta) and rope_scaling (linear, llama3,
+// rms_norm_eps (norm_epsilon), rope_theta (DBRX: attn_config.rope_theta; Gemma 3: 1e6 when absent, and
+// rope_local_base_freq, 10000, for its windowed layers) and rope_scaling (linear, llama3,
 // longrope, yarn or dynamic) from a HF config.json (ModelNumerics' defaults where absent), after refusing
 // every field that would make the emulation compute something else than the model while ModelSpec reads the
 // same shapes: another rope_scaling (or a bad field of one: "rope_scaling.<field>"), partial_rotary_factor
