@@ -284,6 +284,19 @@ PagedCase make_paged_case(DType dtype, const AttentionShape& s, std::int64_t blo
   return c;
 }
 
+// With a sliding window, the block-table entries of every request's blocks wholly before its window become
+// invalid (-9): a kernel that read them would fail the check. window 0: none.
+void poison_blocks_behind_window(PagedCase& c, const std::vector<std::int32_t>& lens, std::int64_t block_size,
+                                 std::int64_t window) {
+  if (window == 0) return;
+  const std::int64_t max_blocks = c.block_table.shape()[1];
+  for (std::size_t b = 0; b < lens.size(); ++b) {
+    const std::int64_t first = std::max<std::int64_t>(0, lens[b] - window);
+    for (std::int64_t j = 0; j < first / block_size; ++j)
+      c.block_table.set_int(static_cast<std::int64_t>(b) * max_blocks + j, -9);
+  }
+}
+
 // Runs decode attention of case `c` over the caches k / v (c's caches uploaded, or views of another layout
 // holding the same values) and checks it against the reference on c's caches.
 void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase& c, const AttentionShape& s,
@@ -337,12 +350,7 @@ TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionSlidingWindow) {
         for (std::int64_t window : {1, 5, 64, 1000}) {
           SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " block", block_size, " window", window));
           PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
-          const std::int64_t max_blocks = c.block_table.shape()[1];
-          for (std::size_t b = 0; b < lens.size(); ++b) {
-            const std::int64_t first = std::max<std::int64_t>(0, lens[b] - window);
-            for (std::int64_t j = 0; j < first / block_size; ++j)
-              c.block_table.set_int(static_cast<std::int64_t>(b) * max_blocks + j, -9);
-          }
+          poison_blocks_behind_window(c, lens, block_size, window);
           DeviceArena arena(*backend);
           run_and_check_decode(*backend, arena, c, s, arena.upload(c.k_cache), arena.upload(c.v_cache), window);
         }
@@ -430,14 +438,7 @@ TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionSoftcap) {
     PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
     const double range = softcap_query_range(cap);
     c.q = random_tensor(dtype, c.q.shape(), rng, -range, range);
-    if (window > 0) {
-      const std::int64_t max_blocks = c.block_table.shape()[1];
-      for (std::size_t b = 0; b < lens.size(); ++b) {
-        const std::int64_t first = std::max<std::int64_t>(0, lens[b] - window);
-        for (std::int64_t j = 0; j < first / block_size; ++j)
-          c.block_table.set_int(static_cast<std::int64_t>(b) * max_blocks + j, -9);
-      }
-    }
+    poison_blocks_behind_window(c, lens, block_size, window);
     DeviceArena arena(*backend);
     run_and_check_decode(*backend, arena, c, s, arena.upload(c.k_cache), arena.upload(c.v_cache), window,
                          cap);

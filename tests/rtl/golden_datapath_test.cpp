@@ -403,6 +403,30 @@ TEST(GoldenDatapath, ActivationModesDiffer) {
                Error);
 }
 
+// Decode attention in double for one GQA group: softmax(s) v per query head, s = scale q . k, soft-capped to
+// cap tanh(s / cap) when cap > 0. q [group][d], K and V [t][d] -> [group][d].
+std::vector<double> reference_attention(const std::vector<std::uint16_t>& q,
+                                        const std::vector<std::uint16_t>& k,
+                                        const std::vector<std::uint16_t>& v, std::size_t group, std::size_t t,
+                                        std::size_t d, double scale, double cap) {
+  std::vector<double> out(group * d);
+  for (std::size_t g = 0; g < group; ++g) {
+    std::vector<double> s(t);
+    double mx = -INFINITY;
+    for (std::size_t i = 0; i < t; ++i) {
+      for (std::size_t j = 0; j < d; ++j) s[i] += f(q[g * d + j]) * f(k[i * d + j]);
+      s[i] *= scale;
+      if (cap > 0) s[i] = cap * std::tanh(s[i] / cap);
+      mx = std::max(mx, s[i]);
+    }
+    double sum = 0.0;
+    for (auto& x : s) sum += (x = std::exp(x - mx));
+    for (std::size_t j = 0; j < d; ++j)
+      for (std::size_t i = 0; i < t; ++i) out[g * d + j] += s[i] / sum * f(v[i * d + j]);
+  }
+  return out;
+}
+
 TEST(GoldenDatapath, DecodeAttentionComposesTheUnits) {
   std::mt19937 rng(13);
   const std::size_t group = 4;
@@ -414,22 +438,9 @@ TEST(GoldenDatapath, DecodeAttentionComposesTheUnits) {
   const std::uint16_t scale = h(0.125f);
   std::vector<std::uint16_t> out(group * d);
   decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, out.data(), DatapathParams{});
-  for (std::size_t g = 0; g < group; ++g) {
-    std::vector<double> s(t);
-    double mx = -INFINITY;
-    for (std::size_t i = 0; i < t; ++i) {
-      for (std::size_t j = 0; j < d; ++j) s[i] += f(q[g * d + j]) * f(k[i * d + j]);
-      s[i] *= 0.125;
-      mx = std::max(mx, s[i]);
-    }
-    double sum = 0.0;
-    for (auto& x : s) sum += (x = std::exp(x - mx));
-    for (std::size_t j = 0; j < d; ++j) {
-      double ref = 0.0;
-      for (std::size_t i = 0; i < t; ++i) ref += s[i] / sum * f(v[i * d + j]);
-      EXPECT_NEAR(f(out[g * d + j]), ref, 4e-3) << g << " " << j;  // FP16 scores and probabilities
-    }
-  }
+  const std::vector<double> ref = reference_attention(q, k, v, group, t, d, 0.125, 0.0);
+  for (std::size_t i = 0; i < ref.size(); ++i)
+    EXPECT_NEAR(f(out[i]), ref[i], 4e-3) << i / d << " " << i % d;  // FP16 scores and probabilities
   auto dp = make_golden_datapath(DatapathParams{});
   std::vector<std::uint16_t> out2(group * d);
   dp->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, out2.data());
@@ -455,22 +466,8 @@ TEST(GoldenDatapath, DecodeAttentionSoftcap) {
   decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, h(1.0f), 0, plain.data(),
                         DatapathParams{});
   EXPECT_NE(out, plain);
-  for (std::size_t g = 0; g < group; ++g) {
-    std::vector<double> s(t);
-    double mx = -INFINITY;
-    for (std::size_t i = 0; i < t; ++i) {
-      for (std::size_t j = 0; j < d; ++j) s[i] += f(q[g * d + j]) * f(k[i * d + j]);
-      s[i] = cap * std::tanh(s[i] / cap);
-      mx = std::max(mx, s[i]);
-    }
-    double sum = 0.0;
-    for (auto& x : s) sum += (x = std::exp(x - mx));
-    for (std::size_t j = 0; j < d; ++j) {
-      double ref = 0.0;
-      for (std::size_t i = 0; i < t; ++i) ref += s[i] / sum * f(v[i * d + j]);
-      EXPECT_NEAR(f(out[g * d + j]), ref, 4e-3) << g << " " << j;
-    }
-  }
+  const std::vector<double> ref = reference_attention(q, k, v, group, t, d, 1.0, cap);
+  for (std::size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(f(out[i]), ref[i], 4e-3) << i / d << " " << i % d;
 }
 
 }  // namespace

@@ -281,6 +281,24 @@ std::string describe(const Bytes& b) {
   return s;
 }
 
+// Sends descriptor `b` to the RTL decoder (its output always ready) and expects `want` out, one micro-op per
+// cycle.
+void expect_rtl_micro_ops(PimDatapathBench& bench, const Bytes& b, const std::vector<CommandMicroOp>& want) {
+  auto& m = bench.m();
+  m.cmd_in_valid = 1;
+  set_descriptor(m, b);
+  bench.settle();
+  ASSERT_TRUE(m.cmd_in_ready) << describe(b);
+  bench.edge();
+  m.cmd_in_valid = 0;
+  for (const auto& op : want) {
+    bench.settle();
+    ASSERT_TRUE(m.cmd_out_valid) << describe(b);
+    EXPECT_EQ(read_micro_op(m), op) << describe(b) << " mode " << static_cast<int>(m.cmd_out_mode);
+    bench.edge();
+  }
+}
+
 // Commands with more micro-ops than this are checked for status only (golden vs device), not streamed.
 constexpr std::uint64_t kMaxStreamedMicroOps = 80000;
 
@@ -473,18 +491,7 @@ TEST(RtlCommandDecoder, ActivationModeField) {
       ASSERT_EQ(want.size(), 5u);
       for (const auto& op : want) EXPECT_EQ(op.mode, static_cast<ActivationMode>(c.args[4]));
     }
-    m.cmd_in_valid = 1;
-    set_descriptor(m, b);
-    bench.settle();
-    ASSERT_TRUE(m.cmd_in_ready);
-    bench.edge();
-    m.cmd_in_valid = 0;
-    for (const auto& op : want) {
-      bench.settle();
-      ASSERT_TRUE(m.cmd_out_valid);
-      EXPECT_EQ(read_micro_op(m), op) << describe(b) << " mode " << static_cast<int>(m.cmd_out_mode);
-      bench.edge();
-    }
+    expect_rtl_micro_ops(bench, b, want);
   }
   EXPECT_STREQ(sysc::hostif::to_string(Status::kBadArgument), "bad argument");
 }
@@ -530,18 +537,7 @@ TEST(RtlCommandDecoder, AttentionSoftcapField) {
       EXPECT_EQ(softmax_ops, 2u * 3u);
       EXPECT_EQ(sysc::attention_args(d).softcap, static_cast<std::uint16_t>(c.args[6] >> 48));
     }
-    m.cmd_in_valid = 1;
-    set_descriptor(m, b);
-    bench.settle();
-    ASSERT_TRUE(m.cmd_in_ready);
-    bench.edge();
-    m.cmd_in_valid = 0;
-    for (const auto& op : want) {
-      bench.settle();
-      ASSERT_TRUE(m.cmd_out_valid);
-      EXPECT_EQ(read_micro_op(m), op) << describe(b);
-      bench.edge();
-    }
+    expect_rtl_micro_ops(bench, b, want);
   }
 }
 

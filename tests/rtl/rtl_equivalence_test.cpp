@@ -284,16 +284,26 @@ TEST_F(RtlEquivalence, ReluGateSignsAndSpecials) {
   EXPECT_EQ(got, expected);
 }
 
+// One GQA group's decode-attention operands: q [group][d], K and V [t][d], each Fp16Source::mixed(0, emin,
+// emax).
+struct AttentionOperands {
+  std::vector<std::uint16_t> q, k, v;
+};
+AttentionOperands random_attention(std::uint32_t seed, std::size_t group, std::size_t t, std::size_t d,
+                                   int emin, int emax) {
+  Fp16Source src(seed);
+  AttentionOperands o{std::vector<std::uint16_t>(group * d), std::vector<std::uint16_t>(t * d),
+                      std::vector<std::uint16_t>(t * d)};
+  for (auto* buf : {&o.q, &o.k, &o.v})
+    for (auto& x : *buf) x = src.mixed(0, emin, emax);
+  return o;
+}
+
 TEST_F(RtlEquivalence, DecodeAttentionSameBytes) {
-  Fp16Source src(105);
   const std::size_t group = 4;
   const std::size_t t = 300;
   const std::size_t d = 64;
-  std::vector<std::uint16_t> q(group * d);
-  std::vector<std::uint16_t> k(t * d);
-  std::vector<std::uint16_t> v(t * d);
-  for (auto* buf : {&q, &k, &v})
-    for (auto& x : *buf) x = src.mixed(0, -3, 1);
+  const auto [q, k, v] = random_attention(105, group, t, d, -3, 1);
   const std::uint16_t scale = float_to_half_bits(0.125f);
   std::vector<std::uint16_t> want(group * d);
   std::vector<std::uint16_t> got(group * d);
@@ -311,15 +321,10 @@ TEST_F(RtlEquivalence, DecodeAttentionSameBytes) {
 // Decode attention with a logit soft-cap: RTL = golden = the free function, and the cap changes the result
 // (scores of up to ~+-12 x scale 1 against caps 8 and 2).
 TEST_F(RtlEquivalence, DecodeAttentionSoftcapSameBytes) {
-  Fp16Source src(108);
   const std::size_t group = 2;
   const std::size_t t = 200;
   const std::size_t d = 32;
-  std::vector<std::uint16_t> q(group * d);
-  std::vector<std::uint16_t> k(t * d);
-  std::vector<std::uint16_t> v(t * d);
-  for (auto* buf : {&q, &k, &v})
-    for (auto& x : *buf) x = src.mixed(0, -2, 0);
+  const auto [q, k, v] = random_attention(108, group, t, d, -2, 0);
   const std::uint16_t scale = float_to_half_bits(1.0f);
   std::vector<std::uint16_t> uncapped(group * d);
   golden_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, uncapped.data());

@@ -78,6 +78,38 @@ TEST_F(LogicPimOps, GemvEqualsGoldenAndFp32Reference) {
   }
 }
 
+// Decode attention in double for one GQA group: softmax(s) v per query head, s = scale q . k, soft-capped to
+// cap tanh(s / cap) when cap > 0. q [group][d], K and V [context][d] -> [group][d].
+std::vector<double> reference_attention(const std::vector<std::uint16_t>& q,
+                                        const std::vector<std::uint16_t>& k,
+                                        const std::vector<std::uint16_t>& v, std::int64_t group,
+                                        std::int64_t context, std::int64_t d, double scale, double cap) {
+  std::vector<double> out(static_cast<std::size_t>(group * d));
+  for (std::int64_t g = 0; g < group; ++g) {
+    std::vector<double> s(static_cast<std::size_t>(context));
+    double mx = -1e30, sum = 0;
+    for (std::int64_t t = 0; t < context; ++t) {
+      double dot = 0;
+      for (std::int64_t j = 0; j < d; ++j)
+        dot += static_cast<double>(half_bits_to_float(q[static_cast<std::size_t>(g * d + j)])) *
+               half_bits_to_float(k[static_cast<std::size_t>(t * d + j)]);
+      double& x = s[static_cast<std::size_t>(t)];
+      x = dot * scale;
+      if (cap > 0) x = cap * std::tanh(x / cap);
+      mx = std::max(mx, x);
+    }
+    for (double& x : s) sum += (x = std::exp(x - mx));
+    for (std::int64_t j = 0; j < d; ++j) {
+      double ref = 0;
+      for (std::int64_t t = 0; t < context; ++t)
+        ref +=
+            s[static_cast<std::size_t>(t)] / sum * half_bits_to_float(v[static_cast<std::size_t>(t * d + j)]);
+      out[static_cast<std::size_t>(g * d + j)] = ref;
+    }
+  }
+  return out;
+}
+
 // Bound vs FP32 (exact exp, exact division): 2e-2 absolute on outputs of magnitude <= 1 - the softmax unit's
 // table exp and reciprocal (rtl/golden/README.md) plus three FP16 roundings.
 TEST_F(LogicPimOps, DecodeAttentionEqualsGoldenAndFp32Reference) {
@@ -96,25 +128,10 @@ TEST_F(LogicPimOps, DecodeAttentionEqualsGoldenAndFp32Reference) {
                              static_cast<std::size_t>(context), static_cast<std::size_t>(d), scale, 0,
                              golden.data(), pim::DatapathParams{});
   EXPECT_EQ(out, golden);
-  for (std::int64_t g = 0; g < group; ++g) {
-    std::vector<double> s(static_cast<std::size_t>(context));
-    double mx = -1e30, sum = 0;
-    for (std::int64_t t = 0; t < context; ++t) {
-      double dot = 0;
-      for (std::int64_t j = 0; j < d; ++j)
-        dot += static_cast<double>(f(q[static_cast<std::size_t>(g * d + j)])) *
-               f(k[static_cast<std::size_t>(t * d + j)]);
-      s[static_cast<std::size_t>(t)] = dot * f(scale);
-      mx = std::max(mx, s[static_cast<std::size_t>(t)]);
-    }
-    for (double& x : s) sum += (x = std::exp(x - mx));
-    for (std::int64_t j = 0; j < d; ++j) {
-      double ref = 0;
-      for (std::int64_t t = 0; t < context; ++t)
-        ref += s[static_cast<std::size_t>(t)] / sum * f(v[static_cast<std::size_t>(t * d + j)]);
-      EXPECT_NEAR(f(out[static_cast<std::size_t>(g * d + j)]), ref, 2e-2) << g << "," << j;
-    }
-  }
+  const std::vector<double> ref = reference_attention(q, k, v, group, context, d, f(scale), 0.0);
+  for (std::size_t i = 0; i < ref.size(); ++i)
+    EXPECT_NEAR(f(out[i]), ref[i], 2e-2)
+        << i / static_cast<std::size_t>(d) << "," << i % static_cast<std::size_t>(d);
 }
 
 // With a logit soft-cap (Gemma 2): the op applies it (= golden decode_attention_fp16 with the cap, and the
@@ -143,25 +160,10 @@ TEST_F(LogicPimOps, DecodeAttentionWithSoftcapEqualsGolden) {
                              golden.data(), pim::DatapathParams{});
   EXPECT_EQ(out, golden);
   EXPECT_NE(out, plain);
-  for (std::int64_t g = 0; g < group; ++g) {
-    std::vector<double> s(static_cast<std::size_t>(context));
-    double mx = -1e30, sum = 0;
-    for (std::int64_t t = 0; t < context; ++t) {
-      double dot = 0;
-      for (std::int64_t j = 0; j < d; ++j)
-        dot += static_cast<double>(f(q[static_cast<std::size_t>(g * d + j)])) *
-               f(k[static_cast<std::size_t>(t * d + j)]);
-      s[static_cast<std::size_t>(t)] = cap * std::tanh(dot / cap);
-      mx = std::max(mx, s[static_cast<std::size_t>(t)]);
-    }
-    for (double& x : s) sum += (x = std::exp(x - mx));
-    for (std::int64_t j = 0; j < d; ++j) {
-      double ref = 0;
-      for (std::int64_t t = 0; t < context; ++t)
-        ref += s[static_cast<std::size_t>(t)] / sum * f(v[static_cast<std::size_t>(t * d + j)]);
-      EXPECT_NEAR(f(out[static_cast<std::size_t>(g * d + j)]), ref, 2e-2) << g << "," << j;
-    }
-  }
+  const std::vector<double> ref = reference_attention(q, k, v, group, context, d, 1.0, cap);
+  for (std::size_t i = 0; i < ref.size(); ++i)
+    EXPECT_NEAR(f(out[i]), ref[i], 2e-2)
+        << i / static_cast<std::size_t>(d) << "," << i % static_cast<std::size_t>(d);
   // 4 softmax rows of 200 on one unit: 4 x 3 x 18 more cycles at the PIM clock.
   const double cycle_ps = 1e12 / sys_.pim->clock.si();
   EXPECT_NEAR(

@@ -170,8 +170,12 @@ std::int64_t shared_ffn_width(const compiler::ModelSpec& m) {
   return std::int64_t{m.shared_experts} * m.shared_expert_ffn;
 }
 
+bool rotates_locally(const ModelNumerics& n, const compiler::ModelSpec& spec, int layer) {
+  return n.local_rope_theta > 0 && spec.attention_window(layer) > 0;
+}
+
 ModelNumerics layer_rope_numerics(const ModelNumerics& n, const compiler::ModelSpec& spec, int layer) {
-  if (n.local_rope_theta <= 0 || spec.attention_window(layer) == 0) return n;
+  if (!rotates_locally(n, spec, layer)) return n;
   ModelNumerics local = n;
   local.rope_theta = n.local_rope_theta;
   local.rope_scaling = RopeScaling{};

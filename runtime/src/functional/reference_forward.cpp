@@ -325,8 +325,7 @@ class Sequence {
   const std::pair<std::vector<double>, double>& frequencies(int l, std::int64_t pos) {
     const ModelNumerics n = layer_rope_numerics(w_.numerics, m_, l);
     const std::int64_t length = rope_depends_on_length(n) ? dynamic_rope_length(prompt_tokens_, pos) : 0;
-    const std::pair<bool, std::int64_t> key{w_.numerics.local_rope_theta > 0 && m_.attention_window(l) > 0,
-                                            length};
+    const std::pair<bool, std::int64_t> key{rotates_locally(w_.numerics, m_, l), length};
     auto it = rope_by_length_.find(key);
     if (it == rope_by_length_.end())
       it = rope_by_length_

@@ -387,7 +387,7 @@ void StepRunner::rope(int layer) {
   // The rotated part leads each head (MLA: q_pe and k_pe, mla_qkv); GQA rotates the whole head. A windowed
   // layer of a model with a local base (Gemma 3) rotates with it, unscaled (layer_rope_numerics).
   const std::int64_t dim = attn_dim_, rotary = rotary_dim(m_);
-  const bool local = numerics_.local_rope_theta > 0 && m_.attention_window(layer) > 0;
+  const bool local = rotates_locally(numerics_, m_, layer);
   const float theta = local ? numerics_.local_rope_theta : numerics_.rope_theta,
               scale = local ? 1.0f : rope_scale_;
   const std::span<const float> freq = local ? std::span<const float>{} : std::span<const float>(rope_freq_);

@@ -41,6 +41,29 @@ struct Units {
   std::vector<IDevice*> all() { return {&xpu, &logic, &bank}; }
 };
 
+// The golden datapath's attention of batch `b`'s one row, each GQA group against a contiguous copy of its
+// KV head's cached tokens (gathered through the block table), with soft-cap `softcap` (0: none).
+std::vector<std::uint16_t> golden_attention(functional::PimUnit& golden, const DecodeAttentionBatch& b,
+                                            float softcap) {
+  const std::int64_t hkv = b.kv.kv_heads, d = b.kv.head_dim, bt = b.kv.block_tokens, t = b.context_lens[0];
+  const std::int64_t group = b.q_heads / hkv;
+  const std::vector<std::int32_t>& table = *b.block_tables[0];
+  std::vector<std::uint16_t> out(static_cast<std::size_t>(b.q_heads * d));
+  for (std::int64_t g = 0; g < hkv; ++g) {
+    std::vector<std::uint16_t> k(static_cast<std::size_t>(t * d)), v(k.size());
+    for (std::int64_t j = 0; j < t; ++j) {
+      const std::int64_t slot = ((table[static_cast<std::size_t>(j / bt)] * bt + j % bt) * hkv + g) * d;
+      std::copy_n(b.kv.k_pool + slot, d, k.begin() + j * d);
+      std::copy_n(b.kv.v_pool + slot, d, v.begin() + j * d);
+    }
+    const std::size_t qo = static_cast<std::size_t>(g * group * d);
+    golden.attention(b.q + qo, k.data(), v.data(), static_cast<std::size_t>(group),
+                     static_cast<std::size_t>(t), static_cast<std::size_t>(d), float_to_half_bits(b.scale),
+                     float_to_half_bits(softcap), out.data() + qo);
+  }
+  return out;
+}
+
 TEST(Devices, NameClassesAndCapabilities) {
   Units u;
   EXPECT_EQ(u.xpu.name(), "dev0.xpu");
@@ -171,23 +194,8 @@ TEST(Devices, PagedDecodeAttentionEqualsContiguousAttention) {
   b.context_lens = {static_cast<std::int32_t>(t)};
   b.kv = {k_pool.data(), v_pool.data(), blocks, bt, hkv, d};
   b.scale = scale;
-  auto slot = [&](std::int64_t j, std::int64_t g) {
-    return static_cast<std::size_t>(((table[static_cast<std::size_t>(j / bt)] * bt + j % bt) * hkv + g) * d);
-  };
   // Golden datapath on contiguous K/V of each group: what the PIM devices must reproduce bit for bit.
-  std::vector<std::uint16_t> want(q.size());
-  for (std::int64_t g = 0; g < hkv; ++g) {
-    std::vector<std::uint16_t> k(static_cast<std::size_t>(t * d)), v(k.size());
-    for (std::int64_t j = 0; j < t; ++j)
-      for (std::int64_t i = 0; i < d; ++i) {
-        k[static_cast<std::size_t>(j * d + i)] = k_pool[slot(j, g) + static_cast<std::size_t>(i)];
-        v[static_cast<std::size_t>(j * d + i)] = v_pool[slot(j, g) + static_cast<std::size_t>(i)];
-      }
-    const std::size_t qo = static_cast<std::size_t>(g * (hq / hkv) * d);
-    u.golden->attention(q.data() + qo, k.data(), v.data(), static_cast<std::size_t>(hq / hkv),
-                        static_cast<std::size_t>(t), static_cast<std::size_t>(d), float_to_half_bits(scale),
-                        0, want.data() + qo);
-  }
+  const std::vector<std::uint16_t> want = golden_attention(*u.golden, b, 0.0f);
   for (IDevice* dev : u.all()) {
     std::vector<std::uint16_t> out(q.size());
     b.out = out.data();
@@ -222,23 +230,8 @@ TEST(Devices, PimDecodeAttentionAppliesTheSoftcap) {
   b.kv = {k_pool.data(), v_pool.data(), blocks, bt, hkv, d};
   b.scale = 1.0f;
   b.softcap = 2.5f;
-  auto slot = [&](std::int64_t j, std::int64_t g) {
-    return static_cast<std::size_t>(((table[static_cast<std::size_t>(j / bt)] * bt + j % bt) * hkv + g) * d);
-  };
-  std::vector<std::uint16_t> capped(q.size()), plain(q.size());
-  for (std::int64_t g = 0; g < hkv; ++g) {
-    std::vector<std::uint16_t> k(static_cast<std::size_t>(t * d)), v(k.size());
-    for (std::int64_t j = 0; j < t; ++j)
-      for (std::int64_t i = 0; i < d; ++i) {
-        k[static_cast<std::size_t>(j * d + i)] = k_pool[slot(j, g) + static_cast<std::size_t>(i)];
-        v[static_cast<std::size_t>(j * d + i)] = v_pool[slot(j, g) + static_cast<std::size_t>(i)];
-      }
-    const std::size_t qo = static_cast<std::size_t>(g * (hq / hkv) * d);
-    for (auto [cap, out] : {std::pair{b.softcap, &capped}, std::pair{0.0f, &plain}})
-      u.golden->attention(q.data() + qo, k.data(), v.data(), static_cast<std::size_t>(hq / hkv),
-                          static_cast<std::size_t>(t), static_cast<std::size_t>(d), float_to_half_bits(1.0f),
-                          float_to_half_bits(cap), out->data() + qo);
-  }
+  const std::vector<std::uint16_t> capped = golden_attention(*u.golden, b, b.softcap),
+                                   plain = golden_attention(*u.golden, b, 0.0f);
   EXPECT_NE(capped, plain);
   for (IDevice* dev : {static_cast<IDevice*>(&u.logic), static_cast<IDevice*>(&u.bank)}) {
     std::vector<std::uint16_t> out(q.size());

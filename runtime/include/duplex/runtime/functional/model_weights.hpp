@@ -63,8 +63,9 @@ struct ModelNumerics {
   RopeScaling rope_scaling;
   float local_rope_theta = 0.0f;
 };
-// The numerics layer `layer` rotates with: `n`, or for a windowed layer with local_rope_theta its base and
-// unscaled RoPE.
+// Whether layer `layer` rotates with the local base: a windowed layer of a model with local_rope_theta.
+bool rotates_locally(const ModelNumerics& n, const compiler::ModelSpec& spec, int layer);
+// The numerics layer `layer` rotates with: `n`, or where it rotates locally the local base and unscaled RoPE.
 ModelNumerics layer_rope_numerics(const ModelNumerics& n, const compiler::ModelSpec& spec, int layer);
 
 // The RoPE frequencies of a head of `rotary_dim` elements (rotary_dim / 2 of them, in double), as HF
