@@ -107,6 +107,12 @@ class Checker {
 };
 
 // Gemma 2's soft-cap of attention scores or final logits: finite and >= 0 (0: none).
+// Attention sinks: absent, or [Hq] in q's dtype.
+void check_sinks(Checker& c, const Tensor& sinks, const Tensor& q) {
+  c.optional_tensor("sinks", sinks, 1).same_dtype("sinks", sinks, q, "q");
+  c.extent("sinks", sinks, 0, q.dim(1), "Hq");
+}
+
 void check_softcap(Checker& c, float softcap) {
   c.require(std::isfinite(softcap) && softcap >= 0.0f, StatusCode::kInvalidArgument,
             fmt::format("softcap is {}; expected a finite number >= 0 (0: no soft-capping)", softcap));
@@ -200,6 +206,7 @@ struct Validator {
     c.require(a.window >= 0, StatusCode::kInvalidArgument,
               fmt::format("window is {}; expected >= 1 (or 0: no sliding window)", a.window));
     check_softcap(c, a.softcap);
+    check_sinks(c, a.sinks, a.q);
     c.no_alias("out", a.out, "q", a.q).no_alias("out", a.out, "k", a.k).no_alias("out", a.out, "v", a.v);
     return c.status();
   }
@@ -234,6 +241,7 @@ struct Validator {
     c.require(a.window >= 0, StatusCode::kInvalidArgument,
               fmt::format("window is {}; expected >= 1 (or 0: no sliding window)", a.window));
     check_softcap(c, a.softcap);
+    check_sinks(c, a.sinks, a.q);
     c.no_alias("out", a.out, "q", a.q);
     return c.status();
   }
@@ -294,6 +302,9 @@ struct Validator {
       c.require(!a.correction_bias.present(), StatusCode::kInvalidArgument,
                 "correction_bias is present; only the noaux_tc router takes one");
     }
+    c.optional_tensor("logit_bias", a.logit_bias, 1)
+        .same_dtype("logit_bias", a.logit_bias, a.gate_weight, "gate_weight")
+        .extent("logit_bias", a.logit_bias, 0, e, "E");
     c.extent("topk_ids", a.topk_ids, 0, t, "T").extent("topk_ids", a.topk_ids, 1, a.top_k, "top_k");
     c.extent("topk_weights", a.topk_weights, 0, t, "T")
         .extent("topk_weights", a.topk_weights, 1, a.top_k, "top_k");
@@ -361,6 +372,14 @@ struct Validator {
     c.extent("y", a.y, 0, p, "P").extent("y", a.y, 1, h, "H");
     c.optional_tensor("b_in", a.b_in, 2).same_dtype("b_in", a.b_in, a.x, "x");
     c.extent("b_in", a.b_in, 0, e, "E").extent("b_in", a.b_in, 1, f, "F");
+    c.optional_tensor("b_up", a.b_up, 2).same_dtype("b_up", a.b_up, a.x, "x");
+    c.extent("b_up", a.b_up, 0, e, "E").extent("b_up", a.b_up, 1, f, "F");
+    c.require(gated || !a.b_up.present(), StatusCode::kInvalidArgument,
+              "b_up is given to a two-matrix FFN; expected it absent");
+    c.optional_tensor("b_down", a.b_down, 2).same_dtype("b_down", a.b_down, a.x, "x");
+    c.extent("b_down", a.b_down, 0, e, "E").extent("b_down", a.b_down, 1, h, "H");
+    c.require(gated || a.activation != Activation::kSwigluOai, StatusCode::kInvalidArgument,
+              "activation kSwigluOai with a two-matrix FFN; expected kGated (gpt-oss's SwiGLU is gated)");
     c.require(
         a.expert_offsets.size() == static_cast<std::size_t>(e) + 1, StatusCode::kInvalidArgument,
         fmt::format("expert_offsets has {} entries; expected E + 1 = {}", a.expert_offsets.size(), e + 1));

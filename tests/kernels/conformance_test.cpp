@@ -300,7 +300,8 @@ void poison_blocks_behind_window(PagedCase& c, const std::vector<std::int32_t>& 
 // Runs decode attention of case `c` over the caches k / v (c's caches uploaded, or views of another layout
 // holding the same values) and checks it against the reference on c's caches.
 void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase& c, const AttentionShape& s,
-                          const Tensor& k, const Tensor& v, std::int64_t window = 0, float softcap = 0.0f) {
+                          const Tensor& k, const Tensor& v, std::int64_t window = 0, float softcap = 0.0f,
+                          const HostTensor* sinks = nullptr) {
   const DType dtype = c.q.dtype();
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
   DecodeAttentionArgs args{arena.upload(c.q),
@@ -313,11 +314,12 @@ void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase&
                            c.max_context,
                            window,
                            softcap};
+  if (sinks != nullptr) args.sinks = arena.upload(*sinks);
   expect_run_ok(backend, args, arena.stream());
-  EXPECT_TRUE(
-      within_bound(arena.download(args.out),
-                   decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
-                                        static_cast<double>(static_cast<float>(scale)), window, softcap)));
+  EXPECT_TRUE(within_bound(
+      arena.download(args.out),
+      decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
+                           static_cast<double>(static_cast<float>(scale)), window, softcap, sinks)));
 }
 
 void check_decode(Backend& backend, DType dtype, const AttentionShape& s, std::int64_t block_size,
@@ -512,6 +514,103 @@ TEST(DUPLEX_CONFORMANCE_SUITE, SoftcapArgumentsAreChecked) {
   }
 }
 
+// gpt-oss's attention sinks (ops.hpp sinks): one logit per query head in [-4, 6], against scores of about
+// +-1 (q and k in [-1, 1], scale 1 / sqrt(D)), so some sinks take most of a row's weight and others almost
+// none. Prefill over packed prompts, whole and windowed; decode over paged caches with an empty request,
+// windows, long contexts (many splits: the sink must be merged once) and groups above 16 heads.
+HostTensor random_sinks(DType dtype, std::int64_t hq, std::mt19937_64& rng) {
+  return random_tensor(dtype, {hq}, rng, -4.0, 6.0);
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, PrefillAttentionSinks) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(21);
+  auto check = [&](DType dtype, const AttentionShape& s, const std::vector<std::int64_t>& seq_starts,
+                   std::int64_t window) {
+    const std::int64_t t = seq_starts.back();
+    SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " T", t, " window", window));
+    DeviceArena arena(*backend);
+    HostTensor q = random_tensor(dtype, {t, s.hq, s.d}, rng), k = random_tensor(dtype, {t, s.hkv, s.d}, rng);
+    HostTensor v = random_tensor(dtype, {t, s.hkv, s.d}, rng), sinks = random_sinks(dtype, s.hq, rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+    PrefillAttentionArgs args{
+        arena.upload(q), arena.upload(k), arena.upload(v), arena.empty(dtype, {t, s.hq, s.d}),
+        seq_starts,      scale,           window};
+    args.sinks = arena.upload(sinks);
+    expect_run_ok(*backend, args, arena.stream());
+    EXPECT_TRUE(within_bound(arena.download(args.out),
+                             prefill_attention_ref(q, k, v, seq_starts, scale, window, 0.0, &sinks)));
+  };
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kAttentionShapes)
+      for (std::int64_t window : {0, 4, 33}) check(dtype, s, {0, 1, 18, 58, 158}, window);
+  for (std::int64_t window : {0, 128}) check(DType::kBF16, AttentionShape{64, 8, 64}, {0, 700}, window);
+}
+
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionSinks) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(22);
+  auto check = [&](DType dtype, const AttentionShape& s, std::int64_t block_size,
+                   const std::vector<std::int32_t>& lens, std::int64_t window) {
+    SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " block", block_size, " max context",
+                       *std::max_element(lens.begin(), lens.end()), " window", window));
+    PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
+    poison_blocks_behind_window(c, lens, block_size, window);
+    const HostTensor sinks = random_sinks(dtype, s.hq, rng);
+    DeviceArena arena(*backend);
+    run_and_check_decode(*backend, arena, c, s, arena.upload(c.k_cache), arena.upload(c.v_cache), window,
+                         0.0f, &sinks);
+  };
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kAttentionShapes)
+      for (std::int64_t block_size : {16, 7})
+        for (std::int64_t window : {0, 64}) check(dtype, s, block_size, {1, 17, 300, 0, 64}, window);
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    check(dtype, AttentionShape{64, 8, 64}, 16, {8192, 3001, 1}, 0);  // gpt-oss's heads, many splits
+    check(dtype, AttentionShape{64, 8, 64}, 16, {5000, 77}, 128);     // its window
+    check(dtype, AttentionShape{40, 2, 64}, 16, {70, 1, 129, 15}, 0);
+    check(dtype, AttentionShape{6, 3, 20}, 7, {300, 2}, 0);  // an odd head_dim (the CUDA fallbacks)
+  }
+}
+
+// sinks must be [Hq] in q's dtype.
+TEST(DUPLEX_CONFORMANCE_SUITE, SinkArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(23);
+  DeviceArena arena(*backend);
+  const DType dtype = DType::kF16;
+  const std::vector<std::int64_t> starts = {0, 5};
+  PrefillAttentionArgs prefill{arena.upload(random_tensor(dtype, {5, 4, 32}, rng)),
+                               arena.upload(random_tensor(dtype, {5, 2, 32}, rng)),
+                               arena.upload(random_tensor(dtype, {5, 2, 32}, rng)),
+                               arena.empty(dtype, {5, 4, 32}),
+                               starts,
+                               0.17f};
+  PagedCase c = make_paged_case(dtype, AttentionShape{4, 2, 32}, 16, {40}, rng);
+  DecodeAttentionArgs decode{arena.upload(c.q),
+                             arena.upload(c.k_cache),
+                             arena.upload(c.v_cache),
+                             arena.upload(c.block_table),
+                             arena.upload(c.context_lens),
+                             arena.empty(dtype, {1, 4, 32}),
+                             0.17f,
+                             c.max_context};
+  // Three heads of four, f32 sinks with f16 q, a [4, 1] tensor.
+  for (auto [sinks, code] :
+       {std::pair{arena.upload(random_sinks(dtype, 3, rng)), StatusCode::kInvalidArgument},
+        {arena.upload(random_sinks(DType::kF32, 4, rng)), StatusCode::kUnsupportedDType},
+        {arena.upload(random_tensor(dtype, {4, 1}, rng)), StatusCode::kInvalidArgument}}) {
+    prefill.sinks = decode.sinks = sinks;
+    for (const OpArgs& a : {OpArgs{prefill}, OpArgs{decode}}) {
+      SCOPED_TRACE(op_name(a));
+      const Status st = backend->can_implement(a);
+      EXPECT_EQ(st.code(), code) << st.to_string();
+      EXPECT_NE(st.message().find(std::string(op_name(a)) + ": sinks"), std::string::npos) << st.message();
+      EXPECT_EQ(backend->run(a, arena.stream()).code(), code);
+    }
+  }
+}
+
 // Query groups larger than one block's 16 heads (the tensor-core path splits them into head chunks), and
 // contexts that end inside a tile and a warp's 16 tokens.
 TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionLargeGroups) {
@@ -639,6 +738,41 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Softmax) {
       }
 }
 
+// The softmax top-k router's choice (ids [T,k]) and weights against the reference probabilities p [T,E]: the
+// reference ranking, where a backend may swap experts whose probabilities are within their bounds, and each
+// weight (renormalised over the chosen ones when asked) x scaling.
+void check_softmax_topk(const HostTensor& ids, const HostTensor& weights, const Expected& p, std::int64_t t,
+                        std::int64_t e, std::int64_t k, bool renormalize, double scaling) {
+  for (std::int64_t i = 0; i < t; ++i) {
+    // The reference ranking; a backend may swap experts whose probabilities are within their bounds.
+    std::vector<std::int64_t> order(static_cast<std::size_t>(e));
+    std::iota(order.begin(), order.end(), 0);
+    auto prob = [&](std::int64_t j) { return p.value[static_cast<std::size_t>(i * e + j)]; };
+    auto err = [&](std::int64_t j) { return p.bound[static_cast<std::size_t>(i * e + j)]; };
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return prob(a) > prob(b); });
+    std::set<std::int32_t> chosen;
+    double chosen_sum = 0.0, chosen_err = 0.0;
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int32_t id = ids.get_int(i * k + j);
+      ASSERT_GE(id, 0);
+      ASSERT_LT(id, e);
+      EXPECT_TRUE(chosen.insert(id).second) << "expert " << id << " chosen twice for token " << i;
+      const std::int64_t ref = order[static_cast<std::size_t>(j)];
+      EXPECT_LE(std::abs(prob(id) - prob(ref)), err(id) + err(ref)) << "token " << i << " slot " << j;
+      chosen_sum += prob(id);
+      chosen_err += err(id);
+    }
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int32_t id = ids.get_int(i * k + j);
+      const double expected = renormalize ? prob(id) / chosen_sum : prob(id);
+      const double bound =
+          renormalize ? (err(id) + expected * chosen_err) / chosen_sum + 4 * kU32 : err(id) + 4 * kU32;
+      EXPECT_NEAR(weights.get(i * k + j), expected * scaling, (bound + kU32 * expected) * scaling)
+          << "token " << i << " slot " << j;
+    }
+  }
+}
+
 TEST(DUPLEX_CONFORMANCE_SUITE, Router) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(8);
@@ -665,36 +799,45 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Router) {
         const HostTensor ids = arena.download(args.topk_ids), weights = arena.download(args.topk_weights);
         EXPECT_TRUE(
             within_bound(arena.download(args.logits), gemm_ref(hidden, gate, nullptr, true, DType::kF32)));
-        const Expected p = router_probs_ref(hidden, gate);
-        for (std::int64_t i = 0; i < s.t; ++i) {
-          // The reference ranking; a backend may swap experts whose probabilities are within their bounds.
-          std::vector<std::int64_t> order(static_cast<std::size_t>(s.e));
-          std::iota(order.begin(), order.end(), 0);
-          auto prob = [&](std::int64_t j) { return p.value[static_cast<std::size_t>(i * s.e + j)]; };
-          auto err = [&](std::int64_t j) { return p.bound[static_cast<std::size_t>(i * s.e + j)]; };
-          std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return prob(a) > prob(b); });
-          std::set<std::int32_t> chosen;
-          double chosen_sum = 0.0, chosen_err = 0.0;
-          for (std::int64_t j = 0; j < s.k; ++j) {
-            const std::int32_t id = ids.get_int(i * s.k + j);
-            ASSERT_GE(id, 0);
-            ASSERT_LT(id, s.e);
-            EXPECT_TRUE(chosen.insert(id).second) << "expert " << id << " chosen twice for token " << i;
-            const std::int64_t ref = order[static_cast<std::size_t>(j)];
-            EXPECT_LE(std::abs(prob(id) - prob(ref)), err(id) + err(ref)) << "token " << i << " slot " << j;
-            chosen_sum += prob(id);
-            chosen_err += err(id);
-          }
-          for (std::int64_t j = 0; j < s.k; ++j) {
-            const std::int32_t id = ids.get_int(i * s.k + j);
-            const double expected = renormalize ? prob(id) / chosen_sum : prob(id);
-            const double bound =
-                renormalize ? (err(id) + expected * chosen_err) / chosen_sum + 4 * kU32 : err(id) + 4 * kU32;
-            EXPECT_NEAR(weights.get(i * s.k + j), expected * scaling, (bound + kU32 * expected) * scaling)
-                << "token " << i << " slot " << j;
-          }
-        }
+        check_softmax_topk(ids, weights, router_probs_ref(hidden, gate), s.t, s.e, s.k, renormalize, scaling);
       }
+}
+
+// gpt-oss's router bias (ops.hpp logit_bias): added to the logits before the softmax top-k; large enough
+// (+-2 against logits of about +-1) to change which experts are chosen.
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterLogitBias) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(24);
+  for (DType dtype : kFloatTypes)
+    for (auto [t, e, k] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{37, 32, 4}, {5, 8, 2}}) {
+      SCOPED_TRACE(label(dtype, "t", t, " e", e, " k", k));
+      DeviceArena arena(*backend);
+      const std::int64_t h = 96;
+      HostTensor hidden = random_tensor(dtype, {t, h}, rng),
+                 gate = random_tensor(dtype, {e, h}, rng, -0.2, 0.2);
+      HostTensor bias = random_tensor(dtype, {e}, rng, -2.0, 2.0);
+      RouterArgs args{arena.upload(hidden),
+                      arena.upload(gate),
+                      arena.empty(DType::kI32, {t, k}),
+                      arena.empty(DType::kF32, {t, k}),
+                      arena.empty(DType::kF32, {t, e}),
+                      k,
+                      true};
+      args.logit_bias = arena.upload(bias);
+      expect_run_ok(*backend, args, arena.stream());
+      EXPECT_TRUE(within_bound(arena.download(args.logits), router_logits_ref(hidden, gate, &bias)));
+      check_softmax_topk(arena.download(args.topk_ids), arena.download(args.topk_weights),
+                         router_probs_ref(hidden, gate, &bias), t, e, k, true, 1.0);
+      // A logit_bias of the wrong length or dtype is refused.
+      const DType other = dtype == DType::kF32 ? DType::kF16 : DType::kF32;
+      for (auto [wrong, code] : {std::pair{random_tensor(dtype, {e + 1}, rng), StatusCode::kInvalidArgument},
+                                 {random_tensor(other, {e}, rng), StatusCode::kUnsupportedDType}}) {
+        args.logit_bias = arena.upload(wrong);
+        const Status st = backend->can_implement(args);
+        EXPECT_EQ(st.code(), code) << st.to_string();
+        EXPECT_NE(st.message().find("router: logit_bias"), std::string::npos) << st.message();
+      }
+    }
 }
 
 // Phi-3.5-MoE's sparsemixer in double (HF sparsemixer, inference): the two experts and their weights.
@@ -1275,6 +1418,101 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfn) {
                                  expert_ffn_ref(cfg.kind, cfg.act, x, w_in, gated ? &w_up : nullptr, w_down,
                                                 offsets, cfg.bias ? &b_in : nullptr)));
       }
+}
+
+// gpt-oss's experts: the clamped SwiGLU (ops.hpp kSwigluOai) with all three biases, inputs large enough
+// that the gate exceeds the limit of 7 and the up projection passes +-7 (x in [-4, 4]); the biases alone and
+// together; then the refusals (kSwigluOai or b_up with a two-matrix FFN, a b_down of the wrong width).
+TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnSwigluOai) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(25);
+  const std::vector<std::vector<std::int64_t>> groups = {{0, 0, 5, 5, 6, 18, 18, 21, 21}, {0, 40, 41, 100}};
+  for (DType dtype : kFloatTypes)
+    for (auto [with_in, with_up, with_down] :
+         {std::tuple{true, true, true}, {false, false, false}, {true, false, false}, {false, true, true}})
+      for (const auto& offsets : groups) {
+        const std::int64_t e = static_cast<std::int64_t>(offsets.size()) - 1, p = offsets.back(), h = 64,
+                           f = 96;
+        SCOPED_TRACE(label(dtype, "experts", e, " P", p, with_in ? " b_in" : "", with_up ? " b_up" : "",
+                           with_down ? " b_down" : ""));
+        DeviceArena arena(*backend);
+        const double ws = 1.0 / std::sqrt(static_cast<double>(h));
+        HostTensor x = random_tensor(dtype, {p, h}, rng, -4.0, 4.0);
+        HostTensor w_in = random_tensor(dtype, {e, f, h}, rng, -ws, ws),
+                   w_up = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
+        HostTensor w_down = random_tensor(dtype, {e, h, f}, rng, -1.0 / std::sqrt(f), 1.0 / std::sqrt(f));
+        HostTensor b_in = random_tensor(dtype, {e, f}, rng, -3.0, 3.0),
+                   b_up = random_tensor(dtype, {e, f}, rng, -3.0, 3.0);
+        HostTensor b_down = random_tensor(dtype, {e, h}, rng, -1.0, 1.0);
+        ExpertFfnArgs args{FfnKind::kGated,
+                           Activation::kSwigluOai,
+                           arena.upload(x),
+                           arena.upload(w_in),
+                           arena.upload(w_up),
+                           arena.upload(w_down),
+                           arena.empty(dtype, {p, h}),
+                           offsets,
+                           with_in ? arena.upload(b_in) : Tensor{}};
+        if (with_up) args.b_up = arena.upload(b_up);
+        if (with_down) args.b_down = arena.upload(b_down);
+        expect_run_ok(*backend, args, arena.stream());
+        EXPECT_TRUE(within_bound(arena.download(args.y),
+                                 expert_ffn_ref(FfnKind::kGated, Activation::kSwigluOai, x, w_in, &w_up,
+                                                w_down, offsets, with_in ? &b_in : nullptr,
+                                                with_up ? &b_up : nullptr, with_down ? &b_down : nullptr)));
+        if (dtype != DType::kF16 || offsets.size() != 9 || !with_in) continue;
+        // Refusals, once.
+        auto refused = [&](ExpertFfnArgs a, const char* text) {
+          const Status st = backend->can_implement(a);
+          EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+          EXPECT_NE(st.message().find(text), std::string::npos) << st.message();
+        };
+        ExpertFfnArgs two = args;
+        two.kind = FfnKind::kTwoMatrix;
+        two.w_up = Tensor{};
+        two.b_up = Tensor{};
+        refused(two, "kSwigluOai");
+        two.activation = Activation::kSilu;
+        two.b_up = arena.upload(b_up);
+        refused(two, "b_up");
+        ExpertFfnArgs wide = args;
+        wide.b_down = arena.upload(random_tensor(dtype, {e, h + 1}, rng));
+        refused(wide, "b_down");
+      }
+}
+
+// The gated activations with the up bias b_up (Llama's mlp_bias form) and b_down, against the reference.
+TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnUpAndDownBiases) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(26);
+  const std::vector<std::int64_t> offsets = {0, 7, 7, 30};
+  for (DType dtype : kFloatTypes)
+    for (Activation act : {Activation::kSilu, Activation::kGeluTanh, Activation::kGelu, Activation::kRelu}) {
+      SCOPED_TRACE(label(dtype, "activation ", static_cast<int>(act)));
+      const std::int64_t e = 3, p = 30, h = 48, f = 80;
+      DeviceArena arena(*backend);
+      const double ws = 1.0 / std::sqrt(static_cast<double>(h));
+      HostTensor x = random_tensor(dtype, {p, h}, rng), w_in = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
+      HostTensor w_up = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
+      HostTensor w_down = random_tensor(dtype, {e, h, f}, rng, -1.0 / std::sqrt(f), 1.0 / std::sqrt(f));
+      HostTensor b_up = random_tensor(dtype, {e, f}, rng, -0.5, 0.5),
+                 b_down = random_tensor(dtype, {e, h}, rng);
+      ExpertFfnArgs args{FfnKind::kGated,
+                         act,
+                         arena.upload(x),
+                         arena.upload(w_in),
+                         arena.upload(w_up),
+                         arena.upload(w_down),
+                         arena.empty(dtype, {p, h}),
+                         offsets,
+                         Tensor{}};
+      args.b_up = arena.upload(b_up);
+      args.b_down = arena.upload(b_down);
+      expect_run_ok(*backend, args, arena.stream());
+      EXPECT_TRUE(within_bound(
+          arena.download(args.y),
+          expert_ffn_ref(FfnKind::kGated, act, x, w_in, &w_up, w_down, offsets, nullptr, &b_up, &b_down)));
+    }
 }
 
 TEST(DUPLEX_CONFORMANCE_SUITE, ResidualAdd) {

@@ -37,10 +37,11 @@ Capped soft_cap(double x, double err, double cap) {
 }
 
 // One query row against keys/values given as row accessors; FP64 softmax attention with its bound. With
-// softcap > 0, each scaled score is soft-capped (soft_cap) before the softmax.
+// softcap > 0, each scaled score is soft-capped (soft_cap) before the softmax. sink: the row's sink logit
+// (exact), or -inf for none: it joins the max and the denominator.
 template <class KeyRow, class ValueRow>
 Attended attend(const std::vector<double>& q, std::int64_t q_offset, std::int64_t d, std::int64_t length,
-                KeyRow key, ValueRow value, double scale, DType out_dtype, double softcap) {
+                KeyRow key, ValueRow value, double scale, DType out_dtype, double softcap, double sink) {
   Attended r{std::vector<double>(uz(d), 0.0), std::vector<double>(uz(d), 0.0)};
   if (length == 0) return r;
   std::vector<double> s(uz(length));
@@ -62,7 +63,8 @@ Attended attend(const std::vector<double>& q, std::int64_t q_offset, std::int64_
     max = std::max(max, s[uz(j)]);
     max_err = std::max(max_err, err);
   }
-  double sum = 0.0;
+  max = std::max(max, sink);
+  double sum = std::exp(sink - max);  // 0 without a sink
   for (double& v : s) sum += (v = std::exp(v - max));
   std::vector<double> mag(uz(d), 0.0);
   for (std::int64_t j = 0; j < length; ++j) {
@@ -91,6 +93,9 @@ double activate(Activation act, double x) {
       return x > 0.0 ? x : 0.0;
     case Activation::kGelu:
       return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
+    case Activation::kSwigluOai:  // the gate's part, g sigmoid(alpha g) with g = min(x, limit)
+      x = std::min(x, static_cast<double>(kSwigluOaiLimit));
+      return x / (1.0 + std::exp(-static_cast<double>(kSwigluOaiAlpha) * x));
   }
   return x;
 }
@@ -101,6 +106,7 @@ double activate_slope(Activation act) {
       return 1.1;
     case Activation::kGeluTanh:
     case Activation::kGelu:
+    case Activation::kSwigluOai:  // x sigmoid(1.702 x) peaks at 1.0998 too (the clamp only flattens it)
       return 1.2;
     case Activation::kRelu:
       return 1.0;
@@ -211,7 +217,7 @@ Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta
 
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
                                std::span<const std::int64_t> seq_starts, double scale, std::int64_t window,
-                               double softcap) {
+                               double softcap, const HostTensor* sinks) {
   const std::int64_t hq = q.shape()[1], d = q.shape()[2], hkv = k.shape()[1], group = hq / hkv;
   Expected e{std::vector<double>(uz(q.numel())), std::vector<double>(uz(q.numel()))};
   const std::vector<double> qv = values(q), kv = values(k), vv = values(v);
@@ -224,7 +230,8 @@ Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const H
         const std::int64_t from = window > 0 ? std::max<std::int64_t>(0, i + 1 - window) : 0;  // first key
         auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(((start + from + j) * hkv + g) * d + c)]; };
         auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(((start + from + j) * hkv + g) * d + c)]; };
-        Attended a = attend(qv, offset, d, i + 1 - from, key, value, scale, q.dtype(), softcap);
+        Attended a = attend(qv, offset, d, i + 1 - from, key, value, scale, q.dtype(), softcap,
+                            sinks ? sinks->get(head) : -INFINITY);
         for (std::int64_t c = 0; c < d; ++c) {
           e.value[uz(offset + c)] = a.out[uz(c)];
           e.bound[uz(offset + c)] = a.bound[uz(c)];
@@ -236,7 +243,7 @@ Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const H
 
 Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
                               const HostTensor& block_table, const HostTensor& context_lens, double scale,
-                              std::int64_t window, double softcap) {
+                              std::int64_t window, double softcap, const HostTensor* sinks) {
   const std::int64_t batch = q.shape()[0], hq = q.shape()[1], d = q.shape()[2];
   const std::int64_t block_size = k_cache.shape()[1], hkv = k_cache.shape()[2],
                      max_blocks = block_table.shape()[1];
@@ -255,7 +262,8 @@ Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, co
       };
       auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(row(j) + c)]; };
       auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(row(j) + c)]; };
-      Attended a = attend(qv, offset, d, context - from, key, value, scale, q.dtype(), softcap);
+      Attended a = attend(qv, offset, d, context - from, key, value, scale, q.dtype(), softcap,
+                          sinks ? sinks->get(head) : -INFINITY);
       for (std::int64_t c = 0; c < d; ++c) {
         e.value[uz(offset + c)] = a.out[uz(c)];
         e.bound[uz(offset + c)] = a.bound[uz(c)];
@@ -294,9 +302,23 @@ Expected softmax_ref(const HostTensor& x, double scale) {
   return e;
 }
 
-Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weight) {
-  const std::int64_t t = hidden.shape()[0], h = hidden.shape()[1], experts = gate_weight.shape()[0];
+Expected router_logits_ref(const HostTensor& hidden, const HostTensor& gate_weight,
+                           const HostTensor* logit_bias) {
   Expected logits = gemm_ref(hidden, gate_weight, nullptr, true, DType::kF32);
+  if (logit_bias == nullptr) return logits;
+  const std::int64_t experts = gate_weight.shape()[0];
+  for (std::size_t i = 0; i < logits.value.size(); ++i) {
+    const double b = logit_bias->get(static_cast<std::int64_t>(i) % experts);
+    logits.value[i] += b;
+    logits.bound[i] += 2.0 * kU32 * (std::abs(logits.value[i]) + std::abs(b));  // the FP32 add
+  }
+  return logits;
+}
+
+Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weight,
+                          const HostTensor* logit_bias) {
+  const std::int64_t t = hidden.shape()[0], h = hidden.shape()[1], experts = gate_weight.shape()[0];
+  Expected logits = router_logits_ref(hidden, gate_weight, logit_bias);
   Expected e{std::vector<double>(uz(t * experts)), std::vector<double>(uz(t * experts))};
   for (std::int64_t r = 0; r < t; ++r) {
     double max = -INFINITY, max_err = 0.0;
@@ -336,7 +358,8 @@ Expected unpermute_ref(const HostTensor& y_perm, const HostTensor& permuted_row,
 
 Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const HostTensor& w_in,
                         const HostTensor* w_up, const HostTensor& w_down,
-                        std::span<const std::int64_t> offsets, const HostTensor* b_in) {
+                        std::span<const std::int64_t> offsets, const HostTensor* b_in, const HostTensor* b_up,
+                        const HostTensor* b_down) {
   const std::int64_t h = x.shape()[1], f = w_in.shape()[1];
   const DType dtype = x.dtype();
   const double u = unit_roundoff(dtype);
@@ -363,12 +386,22 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
             up += term;
             up_mag += std::abs(term);
           }
+          if (b_up != nullptr) {
+            up += b_up->get(ex * f + j);
+            up_mag += std::abs(b_up->get(ex * f + j));
+          }
         }
         const double acc_rel = 2.0 * static_cast<double>(h + 4) * kU32;
-        const double exact = activate(act, g) * up;
+        // gpt-oss's SwiGLU multiplies by clamp(up) + 1 (its FP32 add rounds too); the others by up. The clamp
+        // has slope 0 or 1, so up's error passes through it at most unchanged.
+        const bool oai = act == Activation::kSwigluOai;
+        const double limit = kSwigluOaiLimit;
+        const double factor = oai ? std::clamp(up, -limit, limit) + 1.0 : up;
+        const double exact = activate(act, g) * factor;
         // Error of the FP32 value before it is rounded to the storage dtype.
-        const double pre_err = activate_slope(act) * std::abs(up) * acc_rel * g_mag +
-                               std::abs(activate(act, g)) * acc_rel * up_mag + 8.0 * kU32 * std::abs(exact);
+        const double pre_err = activate_slope(act) * std::abs(factor) * acc_rel * g_mag +
+                               std::abs(activate(act, g)) * acc_rel * up_mag + 8.0 * kU32 * std::abs(exact) +
+                               (oai ? 2.0 * kU32 * std::abs(activate(act, g)) * (std::abs(up) + 1.0) : 0.0);
         const double rounded = round_to(dtype, exact);
         const double ulp = std::abs(exact) > 0.0 ? 2.0 * u * std::abs(rounded) + 1e-45 : 0.0;
         // The kernel's h may round to a neighbouring value when the pre-rounding error crosses a rounding
@@ -386,6 +419,10 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
           acc += hidden[uz(j)] * w;
           mag += std::abs(hidden[uz(j)] * w);
           propagated += hidden_err[uz(j)] * std::abs(w);
+        }
+        if (b_down != nullptr) {
+          acc += b_down->get(ex * h + c);
+          mag += std::abs(b_down->get(ex * h + c));
         }
         e.value[uz(r * h + c)] = acc;
         e.bound[uz(r * h + c)] =

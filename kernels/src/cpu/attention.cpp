@@ -1,7 +1,8 @@
 // CPU attention: causal prefill over packed sequences, and decode over a paged KV cache (split-KV: each
 // (request, kv head, chunk of kDecodeChunk tokens) is a task, merged in chunk order, so results do not depend
 // on the thread count). A kv head's keys are converted once and used by its whole query group (GQA).
-// Soft-capping (Gemma 2, softcap > 0) rewrites a row's scaled scores in place before the softmax.
+// Soft-capping (Gemma 2, softcap > 0) rewrites a row's scaled scores in place before the softmax; a sink
+// (gpt-oss) joins a row's max and sum (decode: in the merge of the chunks, once).
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
@@ -28,6 +29,14 @@ float cap_scores(float* s, std::int64_t n, float softcap) {
     max = std::max(max, s[j]);
   }
   return max;
+}
+
+// Head `head`'s sink logit in FP32 (attention sinks, ops.hpp), or -inf (no share) without sinks.
+float sink_logit(const Tensor& sinks, std::int64_t head) {
+  if (!sinks.present()) return -INFINITY;
+  float s = 0.0f;
+  load_floats(sinks.data, sinks.dtype, head, 1, &s);
+  return s;
 }
 
 }  // namespace
@@ -61,7 +70,9 @@ Status prefill_attention(const PrefillAttentionArgs& args) {
             max = std::max(max, p[static_cast<std::size_t>(j)]);
           }
           if (args.softcap > 0.0f) max = cap_scores(p.data() + from, i + 1 - from, args.softcap);
-          float sum = 0.0f;
+          const float sink = sink_logit(args.sinks, head);
+          max = std::max(max, sink);
+          float sum = args.sinks.present() ? std::exp(sink - max) : 0.0f;
           std::fill(out.begin(), out.end(), 0.0f);
           for (std::int64_t j = from; j <= i; ++j) {
             const float e = std::exp(p[static_cast<std::size_t>(j)] - max);
@@ -169,6 +180,11 @@ Status decode_attention(const DecodeAttentionArgs& args) {
       std::fill(out.begin(), out.end(), 0.0f);
       float sum = 0.0f;
       if (max != -INFINITY) {
+        if (args.sinks.present()) {  // the sink joins the merge as one more partial: max S, sum 1, no output
+          const float sink = sink_logit(args.sinks, head);
+          max = std::max(max, sink);
+          sum = std::exp(sink - max);
+        }
         for (std::int64_t c = 0; c < chunks; ++c) {
           const float* partial =
               partials.data() + ((b * hkv + g) * chunks + c) * partial_stride + h * (d + 2);

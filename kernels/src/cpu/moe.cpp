@@ -29,8 +29,25 @@ float activate(Activation act, float x) {
       return x > 0.0f ? x : 0.0f;
     case Activation::kGelu:
       return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
+    case Activation::kSwigluOai:
+      break;  // gated with its own up term: swiglu_oai below
   }
   return x;
+}
+
+// gpt-oss's clamped SwiGLU of one (gate, up) pair (ops.hpp); the clamps keep NaN, as torch.clamp does.
+float swiglu_oai(float gate, float up) {
+  const float g = gate > kSwigluOaiLimit ? kSwigluOaiLimit : gate;
+  const float u = up > kSwigluOaiLimit ? kSwigluOaiLimit : up < -kSwigluOaiLimit ? -kSwigluOaiLimit : up;
+  return g / (1.0f + std::exp(-kSwigluOaiAlpha * g)) * (u + 1.0f);
+}
+
+// rows x cols values += the bias row `row` of bias [*, cols] (FP32), when it is present.
+void add_bias_rows(const Tensor& bias, std::int64_t row, std::vector<float>& values, std::int64_t cols) {
+  if (!bias.present()) return;
+  std::vector<float> b(static_cast<std::size_t>(cols));
+  load_floats(bias.data, bias.dtype, row * cols, cols, b.data());
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] += b[i % static_cast<std::size_t>(cols)];
 }
 
 std::vector<float> rows_to_floats(const Tensor& t, std::int64_t first_row, std::int64_t rows) {
@@ -110,6 +127,7 @@ Status router(const RouterArgs& args) {
   const std::vector<float> x = rows_to_floats(args.hidden, 0, t);
   std::vector<float> logits(static_cast<std::size_t>(t * e));
   linear_nt(x.data(), t, h, args.gate_weight.data, args.gate_weight.dtype, 0, e, logits.data(), false);
+  add_bias_rows(args.logit_bias, 0, logits, e);  // gpt-oss: before everything, in the logits written too
   std::vector<float> bias;
   if (args.correction_bias.present()) {
     bias.resize(static_cast<std::size_t>(e));
@@ -239,17 +257,17 @@ Status expert_ffn(const ExpertFfnArgs& args) {
       up.resize(hidden.size());
       linear_nt(x.data(), rows, h, args.w_up.data, dtype, expert * f * h, f, up.data(), false);
     }
-    if (args.b_in.present()) {
-      std::vector<float> bias(static_cast<std::size_t>(f));
-      load_floats(args.b_in.data, args.b_in.dtype, expert * f, f, bias.data());
-      for (std::size_t i = 0; i < hidden.size(); ++i) hidden[i] += bias[i % static_cast<std::size_t>(f)];
-    }
+    add_bias_rows(args.b_in, expert, hidden, f);
+    if (gated) add_bias_rows(args.b_up, expert, up, f);
     for (std::size_t i = 0; i < hidden.size(); ++i) {
-      const float a = activate(args.activation, hidden[i]);
-      hidden[i] = round_to_dtype(gated ? a * up[i] : a, dtype);
+      const float a = args.activation == Activation::kSwigluOai ? swiglu_oai(hidden[i], up[i])
+                      : gated                                   ? activate(args.activation, hidden[i]) * up[i]
+                                                                : activate(args.activation, hidden[i]);
+      hidden[i] = round_to_dtype(a, dtype);
     }
     std::vector<float> y(static_cast<std::size_t>(rows * h));
     linear_nt(hidden.data(), rows, f, args.w_down.data, dtype, expert * h * f, h, y.data(), false);
+    add_bias_rows(args.b_down, expert, y, h);
     store_floats(y.data(), rows * h, args.y.data, args.y.dtype, first * h);
   }
   return {};

@@ -12,7 +12,8 @@
 // caps the true scaled score and multiplies log2(e) in after the tanh: ScoreCap), updated once per kTokens
 // tokens. The row groups of a block are merged through shared memory, in a fixed order, into one partial per
 // split; a second kernel merges the splits (max-rescaled) in split order, so results do not depend on
-// scheduling.
+// scheduling. Attention sinks are added by that merge (decode::decode_merge), once per row: the split
+// kernels do not see them.
 //
 // Fallback (any other row size or alignment): one scalar element at a time through shared-memory tiles
 // (natural-log units; soft-capping: a kSoftcap instantiation, soft_capped on each scaled score).

@@ -1,10 +1,10 @@
 // Decode attention over a paged KV cache on tensor cores (sm_80+ mma.sync), for FP16 / BF16 caches whose
 // head_dim is a multiple of 16 and at most kMaxHeadDim.
 //
-// Grid (splits, kv heads x head chunks, requests); a block of P::warps warps covers one split of one kv head's
-// tokens for up to 16 query heads of its group (the M dimension of the MMAs; a group of G < 16 leaves 16 - G
-// rows idle, which costs tensor-core cycles the memory-bound op has to spare). The block streams tiles of
-// 16 x P::warps tokens' K and V rows into shared memory with cp.async (a ring of P::stages tiles, rows of
+// Grid (splits, kv heads x head chunks, requests); a block of P::warps warps covers one split of one kv
+// head's tokens for up to 16 query heads of its group (the M dimension of the MMAs; a group of G < 16 leaves
+// 16 - G rows idle, which costs tensor-core cycles the memory-bound op has to spare). The block streams tiles
+// of 16 x P::warps tokens' K and V rows into shared memory with cp.async (a ring of P::stages tiles, rows of
 // pages gathered through the block table; rows past the context or behind a bad table entry are zero-filled),
 // and each warp takes 16 tokens of every tile:
 //   S [16 heads x 16 tokens] = Q . K^T     (m16n8k16, K rows read by ldmatrix as the col-major B operand)
@@ -14,7 +14,8 @@
 // P is split into P_hi = round(P) and P_lo = round(P - P_hi) in the storage type, and both are multiplied
 // into O, so the probabilities keep ~2x the storage type's precision (BF16 alone would lose 8 bits).
 // The warps' partials are merged in warp order into one FP32 partial per split, and decode::decode_merge
-// merges the splits in split order: results are deterministic.
+// merges the splits in split order: results are deterministic. Attention sinks join in that merge (one more
+// partial per row), so every pipeline shape takes them.
 //
 // The pipeline shape P (cuda_decode_tuning.hpp) sets warps, ring stages and when a tile's copies are issued:
 // after the wait for the tile being computed (stages - 1 tiles in flight while a warp waits), or, with

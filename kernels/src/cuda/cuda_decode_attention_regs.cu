@@ -18,16 +18,17 @@
 // layouts, so that no data moves between lanes:
 //  - K: the reduction over head_dim may visit it in any order as long as Q is permuted alike. Lane (g, t)
 //    loads 16-byte chunks 4i + t (i = 0..3) of the rows of tokens g and g + 8; MMA step ks reads logical
-//    columns 16 ks + 8 h + 2t + e (h, e in {0, 1}) from physical element 32 (ks / 2) + 8t + 4 (ks % 2) + 2h + e
-//    (regs_layout::qk_element, cuda_decode_regs_layout.hpp). Q is loaded the same way (head g) once per block and kept in shared memory in
-//    fragment order (read back per tile), which leaves the registers to loads in flight.
+//    columns 16 ks + 8 h + 2t + e (h, e in {0, 1}) from physical element 32 (ks / 2) + 8t + 4 (ks % 2) + 2h +
+//    e (regs_layout::qk_element, cuda_decode_regs_layout.hpp). Q is loaded the same way (head g) once per
+//    block and kept in shared memory in fragment order (read back per tile), which leaves the registers to
+//    loads in flight.
 //  - V: lane (g, t) loads chunks g and g + 8 of the rows of tokens 2t, 2t + 1, 2t + 8, 2t + 9 and pairs the
 //    tokens' 16-bit halves by position (byte permutes) into A registers; the output rows (head_dim) come out
 //    in the order regs_layout::pv_element gives, which the partial's store undoes.
 //  - P: S^T's accumulators hold (token, head) pairs where P.V's B operand wants (head, token) pairs: one
 //    8 x 8 transpose (movmatrix) per 8 tokens.
-// Rows past the context or behind a bad block-table entry (reported in error_word) are not read: their K and V
-// registers are zeros and their scores -inf. A tile's page numbers are read one load ahead (lane i, token i
+// Rows past the context or behind a bad block-table entry (reported in error_word) are not read: their K and
+// V registers are zeros and their scores -inf. A tile's page numbers are read one load ahead (lane i, token i
 // of the tile). The pipeline shape (cuda_decode_tuning.hpp, RegsPipeline): warps per block, the minimum
 // blocks per SM the registers are capped for, and when a warp issues its next tile's loads (after computing
 // the current one; its K after the current Q.K^T and its V after the current P.V; or before computing the
@@ -39,7 +40,8 @@
 // runs the decode-attention conformance tests on it and decode_tune_bench times its shapes.
 //
 // The warps' partials are merged in warp order into one FP32 partial per split, and decode::decode_merge
-// merges the splits in split order: results are deterministic.
+// merges the splits in split order: results are deterministic. Attention sinks join in that merge (one more
+// partial per row), so every pipeline shape takes them.
 #include <array>
 #include <cstdint>
 #include <span>

@@ -2,7 +2,7 @@
 // Pieces shared by the decode-attention kernels (cuda_decode_attention.cu: CUDA-core paths;
 // cuda_decode_attention_mma.cu: tensor-core path): split sizing, the FP32 per-split partials (acc
 // [heads][splits][D], (max, sum) [heads][splits][2] in natural-log units) and the kernel that merges them in
-// split order.
+// split order (and adds the attention sinks: every decode kernel leaves them to it).
 #include <algorithm>
 #include <cstdint>
 
@@ -61,14 +61,24 @@ __device__ __forceinline__ SplitBlock split_block(const Shape& s, int heads_per_
 }
 
 // One block per (request, query head): the splits' partials, rescaled to their common max, in split order.
-template <class T>
+// kSinks: head h's attention sink (sinks[h], natural-log units, as the partials' maxes) joins as one more
+// partial before the splits: max S, sum 1, no output (so it is counted once however many splits there are,
+// and a request with no tokens still gets out = 0). Without kSinks, sinks and hq are not read.
+template <class T, bool kSinks>
 __global__ void decode_merge(const float* partial_acc, const float* partial_ml, T* out, std::int64_t splits,
-                             std::int64_t d) {
+                             std::int64_t d, const T* sinks, std::int64_t hq) {
   const std::int64_t head = blockIdx.x;  // b * Hq + h
   const float* ml = partial_ml + head * splits * 2;
   float m = -INFINITY;
+  float sink = -INFINITY;
+  if constexpr (kSinks) {
+    sink = to_float(sinks[head % hq]);
+    m = sink;
+  }
   for (std::int64_t sp = 0; sp < splits; ++sp) m = fmaxf(m, ml[sp * 2]);
   float l = 0.0f;
+  if constexpr (kSinks)
+    if (sink != -INFINITY) l = expf(sink - m);
   if (m != -INFINITY)
     for (std::int64_t sp = 0; sp < splits; ++sp)
       if (ml[sp * 2] != -INFINITY) l += ml[sp * 2 + 1] * expf(ml[sp * 2] - m);
@@ -108,7 +118,8 @@ inline CacheStrides cache_strides(const Tensor& cache) {
 // size) times the slot stride. -1 for a token at or past `last`, and for a page outside [0, num_blocks)
 // (set in error_word, reported by synchronize(); the caller reads that row as zeros).
 __device__ __forceinline__ std::int64_t paged_row_offset(int token, int last, std::int32_t page,
-                                                         std::int64_t num_blocks, const FastDivider& block_size,
+                                                         std::int64_t num_blocks,
+                                                         const FastDivider& block_size,
                                                          const CacheStrides& stride, std::int64_t row_base,
                                                          unsigned int* error_word) {
   if (token >= last) return -1;
@@ -124,8 +135,8 @@ __device__ __forceinline__ std::int64_t paged_row_offset(int token, int last, st
 // Every row of the view starts 16-byte aligned when the base does: the strides are whole 16-byte chunks.
 inline bool rows_aligned16(const Tensor& cache) {
   const auto elem = static_cast<std::int64_t>(dtype_size(cache.dtype));
-  return aligned16(cache.data) && (cache.strides[0] * elem) % 16 == 0 && (cache.strides[1] * elem) % 16 == 0 &&
-         (cache.strides[2] * elem) % 16 == 0;
+  return aligned16(cache.data) && (cache.strides[0] * elem) % 16 == 0 &&
+         (cache.strides[1] * elem) % 16 == 0 && (cache.strides[2] * elem) % 16 == 0;
 }
 
 // The launch shape of the tensor-core kernels (cuda_decode_attention_mma.cu, cuda_decode_attention_regs.cu).
@@ -140,7 +151,7 @@ struct MmaShape {
 // `resident` blocks at once: the split count (1..kMaxSplits) that minimises waves x (tokens per block +
 // kSplitCostTokens), i.e. the last wave's idle slots and the per-split merge cost; ties go to fewer splits.
 inline std::int64_t split_tokens_by_waves(std::int64_t units, std::int64_t resident, std::int64_t max_context,
-                                   std::int64_t tile_tokens) {
+                                          std::int64_t tile_tokens) {
   constexpr std::int64_t kMaxSplits = 256, kSplitCostTokens = 128;  // two 64-token tiles
   const auto round_up = [](std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; };
   std::int64_t best_tokens = round_up(std::max<std::int64_t>(max_context, 1), tile_tokens), best_cost = -1;
@@ -174,11 +185,13 @@ inline Status allocate_partials(Scratch& scratch, std::int64_t heads, std::int64
   return {};
 }
 
+// The split kernels leave the sinks to this merge (decode_merge's kSinks), so every decode kernel takes them.
 template <class T>
 Status launch_merge(const DecodeAttentionArgs& args, const Partials& p, std::int64_t heads,
                     std::int64_t splits, std::int64_t d, cudaStream_t stream) {
-  decode_merge<T>
-      <<<static_cast<unsigned int>(heads), 128, 0, stream>>>(p.acc, p.ml, args.out.as<T>(), splits, d);
+  auto kernel = args.sinks.present() ? decode_merge<T, true> : decode_merge<T, false>;
+  kernel<<<static_cast<unsigned int>(heads), 128, 0, stream>>>(p.acc, p.ml, args.out.as<T>(), splits, d,
+                                                               args.sinks.as<const T>(), args.q.dim(1));
   DUPLEX_CUDA_LAUNCHED("decode_merge");
   return {};
 }
@@ -204,11 +217,12 @@ __device__ __forceinline__ float exp2_unless_masked(float s, float m) {
 
 // The last step of a split kernel, by every thread of the block: the partials of its `warps` independent
 // groups (warps, or row groups of the CUDA-core kernel), stored in shared memory as acc
-// [warps][heads_per_block][d] and (max in base-2 units, sum) [warps][heads_per_block][2], merged in group order
-// into the block's split partial (max in natural-log units, as decode_merge reads it).
+// [warps][heads_per_block][d] and (max in base-2 units, sum) [warps][heads_per_block][2], merged in group
+// order into the block's split partial (max in natural-log units, as decode_merge reads it).
 __device__ __forceinline__ void merge_warp_partials(const float* acc_s, const float* ml_s, int warps,
                                                     int heads_per_block, int heads, int d, std::int64_t head0,
-                                                    int splits, int split, float* partial_acc, float* partial_ml) {
+                                                    int splits, int split, float* partial_acc,
+                                                    float* partial_ml) {
   for (int i = static_cast<int>(threadIdx.x); i < heads * d; i += static_cast<int>(blockDim.x)) {
     const int h = i / d, c = i % d;
     float m_all = -INFINITY;
@@ -237,8 +251,8 @@ __device__ __forceinline__ void merge_warp_partials(const float* acc_s, const fl
 // (split_tokens_by_waves, splits a multiple of tile_tokens), then the merge.
 template <class T, class Kernel>
 Status launch_split_kernel(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream, Kernel kernel,
-                           int threads, std::size_t shared_bytes, int heads_per_block, std::int64_t tile_tokens,
-                           const char* name) {
+                           int threads, std::size_t shared_bytes, int heads_per_block,
+                           std::int64_t tile_tokens, const char* name) {
   const std::int64_t batch = args.q.dim(0), hkv = args.k_cache.dim(2), d = args.q.dim(2);
   MmaShape s{static_cast<int>(args.q.dim(1)),
              static_cast<int>(hkv),
@@ -253,11 +267,13 @@ Status launch_split_kernel(Context& ctx, const DecodeAttentionArgs& args, cudaSt
              ScoreCap::of(args.scale, args.softcap)};
   s.head_chunks = (s.group + heads_per_block - 1) / heads_per_block;
   int resident_per_sm = 0;
-  DUPLEX_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, threads, shared_bytes));
-  const std::int64_t split_tokens =
-      split_tokens_by_waves(batch * hkv * s.head_chunks, std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count},
-                            args.max_attended(), tile_tokens);
-  const std::int64_t splits = std::max<std::int64_t>(1, (args.max_attended() + split_tokens - 1) / split_tokens);
+  DUPLEX_CUDA_TRY(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, threads, shared_bytes));
+  const std::int64_t split_tokens = split_tokens_by_waves(
+      batch * hkv * s.head_chunks, std::max(1, resident_per_sm) * std::int64_t{ctx.sm_count},
+      args.max_attended(), tile_tokens);
+  const std::int64_t splits =
+      std::max<std::int64_t>(1, (args.max_attended() + split_tokens - 1) / split_tokens);
   s.split_tokens = static_cast<int>(split_tokens);
   s.splits = static_cast<int>(splits);
 

@@ -2,8 +2,11 @@
 // FFN: the experts with tokens in batches of up to kMaxGroup whose intermediates fit kScratchBytes; per
 // batch, the gate and up GEMMs (to FP32) as cuBLAS batched GEMMs (one call per distinct token count), one
 // fused activation kernel that rounds h to the storage dtype, and the down GEMMs batched likewise, all on one
-// stream. (cublasGemmGroupedBatchedEx would take mixed counts in one call, but cuBLAS 13 rejects FP16 inputs
-// with an FP32 output there: measured on an H200, bench/kernels/README.md.)
+// stream. Biases: b_in / b_up are added to an expert's FP32 gate / up rows (a small kernel per expert) before
+// the activation; with b_down the down GEMMs write FP32 rows, and a kernel per expert adds b_down and rounds
+// y once. The router's logit bias is added to the FP32 logits before the top-k kernels read them.
+// (cublasGemmGroupedBatchedEx would take mixed counts in one call, but cuBLAS 13 rejects FP16 inputs with an
+// FP32 output there: measured on an H200, bench/kernels/README.md.)
 #include <algorithm>
 #include <vector>
 
@@ -162,6 +165,13 @@ __global__ void router_sparsemixer(const float* logits, std::int64_t tokens, std
   }
 }
 
+// In place: logits[t][e] += bias[e] in FP32 (the router's logit bias, gpt-oss), for n = T x E logits.
+template <class T>
+__global__ void add_logit_bias(float* logits, const T* bias, std::int64_t n, std::int64_t experts) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) logits[i] += to_float(bias[i % experts]);
+}
+
 // In place: g[t] = sigmoid(g[t]) (the shared-expert gate's logits).
 __global__ void sigmoid_inplace(float* g, std::int64_t n) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -233,30 +243,52 @@ __device__ __forceinline__ float activate(Activation act, float x) {
       return x > 0.0f ? x : 0.0f;
     case Activation::kGelu:
       return x * normcdff(x);
+    case Activation::kSwigluOai: {  // the gate's part: g sigmoid(alpha g), g = min(x, limit) (NaN stays NaN)
+      const float g = x > kSwigluOaiLimit ? kSwigluOaiLimit : x;
+      return g / (1.0f + expf(-kSwigluOaiAlpha * g));
+    }
   }
   return x;
 }
 
-// h = act(gate) * up (gated) or act(gate), rounded to T.
+// h = act(gate) * up (gated) or act(gate), rounded to T. kSwigluOai (gated): act(gate) * (u + 1) with
+// u = min(max(up, -limit), limit) (NaN stays NaN, as torch.clamp keeps it).
 template <class T>
 __global__ void activation(const float* gate, const float* up, T* h, std::int64_t n, Activation act) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float a = activate(act, gate[i]);
-  h[i] = from_float<T>(up != nullptr ? a * up[i] : a);
+  if (up == nullptr) {
+    h[i] = from_float<T>(a);
+    return;
+  }
+  float u = up[i];
+  if (act == Activation::kSwigluOai)
+    u = (u > kSwigluOaiLimit ? kSwigluOaiLimit : u < -kSwigluOaiLimit ? -kSwigluOaiLimit : u) + 1.0f;
+  h[i] = from_float<T>(a * u);
 }
 
-// gate[r][j] += bias[j] for rows r < rows, j < f (an expert's FP32 gate rows and its b_in row).
+// rows[r][j] += bias[j] for r < rows, j < f (an expert's FP32 gate or up rows and its b_in or b_up row).
 template <class T>
 __global__ void add_bias_rows(float* gate, const T* bias, std::int64_t rows, std::int64_t f) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < rows * f) gate[i] += to_float(bias[i % f]);
 }
 
+// y[r][j] = round(acc[r][j] + bias[j]) for r < rows, j < h: an expert's FP32 down-projection rows plus its
+// b_down row, rounded to T once.
+template <class T>
+__global__ void add_bias_round_rows(const float* acc, const T* bias, T* y, std::int64_t rows,
+                                    std::int64_t h) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * h) y[i] = from_float<T>(acc[i] + to_float(bias[i % h]));
+}
+
 constexpr int kMaxGroup = 64;  // experts per batch (their pointers travel as a kernel argument)
 constexpr std::size_t kPointerBytes = 3 * 3 * kMaxGroup * sizeof(void*);  // 3 GEMMs x (B, A, C) pointers
-// FP32 gate/up + h of one batch of experts: small enough to stay in the L2 cache (50 MB on H100/H200) between
-// the GEMMs that write them and the activation / down GEMMs that read them.
+// FP32 gate/up (+ the FP32 down output with b_down) + h of one batch of experts: small enough to stay in the
+// L2 cache (50 MB on H100/H200) between the GEMMs that write them and the activation / down GEMMs that read
+// them.
 constexpr std::size_t kScratchBytes = std::size_t{32} << 20;
 
 std::int64_t expert_rows(const ExpertFfnArgs& args, std::int64_t expert) {
@@ -326,6 +358,16 @@ Status router(Context& ctx, const RouterArgs& args, cudaStream_t stream) {
   const Status s = gemm_rowmajor(ctx, stream, args.hidden.data, args.gate_weight.data, logits, t, e,
                                  args.hidden.dim(1), args.hidden.dtype, DType::kF32, true, false);
   if (!s.ok()) return s;
+  if (args.logit_bias.present()) {  // before every router kind reads the logits (and in those written)
+    const Status b = with_storage_type(args.logit_bias.dtype, [&](auto tag) -> Status {
+      using T = decltype(tag);
+      add_logit_bias<T><<<blocks_for(t * e, kThreads), kThreads, 0, stream>>>(
+          logits, args.logit_bias.as<const T>(), t * e, e);
+      DUPLEX_CUDA_LAUNCHED("add_logit_bias");
+      return {};
+    });
+    if (!b.ok()) return b;
+  }
   auto* ids = args.topk_ids.as<std::int32_t>();
   auto* weights = args.topk_weights.as<float>();
   if (args.kind == RouterKind::kSparseMixer) {
@@ -400,10 +442,13 @@ Status unpermute(Context& ctx, const UnpermuteArgs& args, cudaStream_t stream) {
 Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) {
   const std::int64_t h = args.x.dim(1), e = args.w_in.dim(0), f = args.w_in.dim(1);
   const bool gated = args.kind == FfnKind::kGated;
+  const bool down_bias = args.b_down.present();
   const DType dtype = args.x.dtype;
   const std::size_t elem = dtype_size(dtype);
-  // Scratch per row: gate and up in FP32 [F] each, h in the storage dtype [F].
-  const std::size_t row_bytes = static_cast<std::size_t>(f) * (2 * sizeof(float) + elem);
+  // Scratch per row: gate and up in FP32 [F] each, h in the storage dtype [F]; with b_down, the down
+  // projection in FP32 [H] too (the bias is added to it before y is rounded, once).
+  const std::size_t row_bytes = static_cast<std::size_t>(f) * (2 * sizeof(float) + elem) +
+                                (down_bias ? static_cast<std::size_t>(h) * sizeof(float) : 0);
   std::vector<std::int64_t> active;  // experts with tokens, in expert order
   std::int64_t most_rows = 0, rows_total = 0;
   for (std::int64_t i = 0; i < e; ++i) {
@@ -436,7 +481,8 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
     auto* pointers = scratch.as<const void*>();
     float* gate = reinterpret_cast<float*>(scratch.as<char>() + kPointerBytes);
     float* up = gate + rows * f;
-    char* hidden = reinterpret_cast<char*>(up + rows * f);
+    float* down_acc = up + rows * f;  // with b_down: the down GEMMs' FP32 output [rows, H]
+    char* hidden = reinterpret_cast<char*>(down_bias ? down_acc + rows * h : down_acc);
 
     GemmProblem in[kMaxGroup], up_p[kMaxGroup], down[kMaxGroup];
     std::int64_t row0 = 0;
@@ -447,12 +493,9 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
       const void* x = at(args.x, first * h);
       in[j] = {x, at(args.w_in, i * f * h), gate + row0 * f, r, f, h};
       up_p[j] = {x, gated ? at(args.w_up, i * f * h) : nullptr, up + row0 * f, r, f, h};
-      down[j] = {hidden + static_cast<std::size_t>(row0 * f) * elem,
-                 at(args.w_down, i * h * f),
-                 static_cast<char*>(args.y.data) + static_cast<std::size_t>(first * h) * elem,
-                 r,
-                 h,
-                 f};
+      void* y = down_bias ? static_cast<void*>(down_acc + row0 * h)
+                          : static_cast<char*>(args.y.data) + static_cast<std::size_t>(first * h) * elem;
+      down[j] = {hidden + static_cast<std::size_t>(row0 * f) * elem, at(args.w_down, i * h * f), y, r, h, f};
       row0 += r;
     }
     const void** in_ptrs = pointers;
@@ -461,23 +504,30 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
     if (Status s = run_bucketed(ctx, stream, in, count, in_ptrs, dtype, DType::kF32); !s.ok()) return s;
     if (gated)
       if (Status s = run_bucketed(ctx, stream, up_p, count, up_ptrs, dtype, DType::kF32); !s.ok()) return s;
-    if (args.b_in.present()) {
+    // Per expert of the batch: its bias row added to its packed FP32 rows (`width` wide) at `base`.
+    auto add_biases = [&](const Tensor& bias, float* base, std::int64_t width) -> Status {
       std::int64_t bias_row0 = 0;
       for (int j = 0; j < count; ++j) {
         const std::int64_t i = active[next + static_cast<std::size_t>(j)], r = expert_rows(args, i);
-        if (Status s = with_storage_type(dtype,
-                                         [&](auto tag) -> Status {
-                                           using T = decltype(tag);
-                                           add_bias_rows<T><<<blocks_for(r * f, kThreads), kThreads, 0, stream>>>(
-                                               gate + bias_row0 * f, args.b_in.as<const T>() + i * f, r, f);
-                                           DUPLEX_CUDA_LAUNCHED("add_bias_rows");
-                                           return {};
-                                         });
+        if (Status s = with_storage_type(
+                dtype,
+                [&](auto tag) -> Status {
+                  using T = decltype(tag);
+                  add_bias_rows<T><<<blocks_for(r * width, kThreads), kThreads, 0, stream>>>(
+                      base + bias_row0 * width, bias.as<const T>() + i * width, r, width);
+                  DUPLEX_CUDA_LAUNCHED("add_bias_rows");
+                  return {};
+                });
             !s.ok())
           return s;
         bias_row0 += r;
       }
-    }
+      return {};
+    };
+    if (args.b_in.present())
+      if (Status s = add_biases(args.b_in, gate, f); !s.ok()) return s;
+    if (gated && args.b_up.present())
+      if (Status s = add_biases(args.b_up, up, f); !s.ok()) return s;
     // One activation kernel over the batch's packed scratch rows.
     if (Status s = with_storage_type(dtype,
                                      [&](auto tag) -> Status {
@@ -490,7 +540,30 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
                                      });
         !s.ok())
       return s;
-    if (Status s = run_bucketed(ctx, stream, down, count, down_ptrs, dtype, dtype); !s.ok()) return s;
+    if (Status s = run_bucketed(ctx, stream, down, count, down_ptrs, dtype, down_bias ? DType::kF32 : dtype);
+        !s.ok())
+      return s;
+    if (down_bias) {
+      // y = round(w_down . h + b_down), per expert (its rows of y start at its expert offset).
+      std::int64_t bias_row0 = 0;
+      for (int j = 0; j < count; ++j) {
+        const std::int64_t i = active[next + static_cast<std::size_t>(j)], r = expert_rows(args, i);
+        const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(i)];
+        if (Status s = with_storage_type(
+                dtype,
+                [&](auto tag) -> Status {
+                  using T = decltype(tag);
+                  add_bias_round_rows<T><<<blocks_for(r * h, kThreads), kThreads, 0, stream>>>(
+                      down_acc + bias_row0 * h, args.b_down.as<const T>() + i * h, args.y.as<T>() + first * h,
+                      r, h);
+                  DUPLEX_CUDA_LAUNCHED("add_bias_round_rows");
+                  return {};
+                });
+            !s.ok())
+          return s;
+        bias_row0 += r;
+      }
+    }
     next = end;
   }
   return {};

@@ -3,6 +3,8 @@
 // kCols keys/values at a time (from its first row's window on), so the T x T score matrix never exists. FP32
 // arithmetic on CUDA cores. Soft-capping (softcap > 0) is a kSoftcap instantiation, which rewrites each
 // scaled score before the mask and the online softmax (soft_capped: softcap * tanhf(s / softcap)).
+// Attention sinks (sinks present) are a kSinks instantiation: each row's running max and sum start at the
+// head's sink S and exp(S - S) = 1 (a first key with no value), so the online softmax counts it once.
 #include <algorithm>
 
 #include "cuda_common.cuh"
@@ -14,10 +16,10 @@ constexpr int kThreads = 128;
 constexpr int kRows = 32;
 constexpr int kCols = 32;  // one per lane in the softmax step
 
-template <class T, bool kSoftcap>
+template <class T, bool kSoftcap, bool kSinks>
 __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const std::int64_t* seq_starts,
                              std::int64_t hq, std::int64_t hkv, std::int64_t d, float scale,
-                             std::int64_t window, float softcap) {
+                             std::int64_t window, float softcap, const T* sinks) {
   extern __shared__ float shared[];
   float* q_s = shared;                 // [kRows, D]
   float* k_s = q_s + kRows * d;        // [kCols, D + 1]
@@ -40,8 +42,14 @@ __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const s
     acc_s[i] = 0.0f;
   }
   for (std::int64_t r = threadIdx.x; r < kRows; r += blockDim.x) {
-    m_s[r] = -INFINITY;
-    l_s[r] = 0.0f;
+    if constexpr (kSinks) {  // a sink of -inf has no share: m = -inf, l = 0 as without one
+      const float sink = to_float(sinks[head]);
+      m_s[r] = sink;
+      l_s[r] = sink == -INFINITY ? 0.0f : 1.0f;
+    } else {
+      m_s[r] = -INFINITY;
+      l_s[r] = 0.0f;
+    }
   }
   __syncthreads();
 
@@ -106,15 +114,17 @@ Status prefill_attention(Context& ctx, const PrefillAttentionArgs& args, cudaStr
                                   stream));
   return with_storage_type(args.q.dtype, [&](auto tag) -> Status {
     using T = decltype(tag);
-    auto kernel = args.softcap > 0.0f ? prefill_tile<T, true> : prefill_tile<T, false>;
+    const bool capped = args.softcap > 0.0f, sinks = args.sinks.present();
+    auto kernel = capped ? (sinks ? prefill_tile<T, true, true> : prefill_tile<T, true, false>)
+                         : (sinks ? prefill_tile<T, false, true> : prefill_tile<T, false, false>);
     DUPLEX_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(shared_bytes)));
     const dim3 grid(static_cast<unsigned int>((longest + kRows - 1) / kRows),
                     static_cast<unsigned int>(args.q.dim(1)), static_cast<unsigned int>(sequences));
-    kernel<<<grid, kThreads, shared_bytes, stream>>>(args.q.as<const T>(), args.k.as<const T>(),
-                                                     args.v.as<const T>(), args.out.as<T>(),
-                                                     starts.as<const std::int64_t>(), args.q.dim(1),
-                                                     args.k.dim(1), d, args.scale, args.window, args.softcap);
+    kernel<<<grid, kThreads, shared_bytes, stream>>>(
+        args.q.as<const T>(), args.k.as<const T>(), args.v.as<const T>(), args.out.as<T>(),
+        starts.as<const std::int64_t>(), args.q.dim(1), args.k.dim(1), d, args.scale, args.window,
+        args.softcap, args.sinks.as<const T>());
     DUPLEX_CUDA_LAUNCHED("prefill_tile");
     return {};
   });

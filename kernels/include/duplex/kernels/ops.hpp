@@ -64,12 +64,16 @@ struct RopeArgs {
 // softcap > 0: Gemma 2's attention logit soft-capping, each scaled score s = scale * q.k (FP32) becomes
 // softcap * tanh(s / softcap) before the mask and the softmax; 0: none. softcap must be finite and >= 0
 // (else kInvalidArgument).
+// sinks [Hq] (optional, the op's dtype): gpt-oss's attention sinks. Head h's sink logit S (FP32, neither
+// scaled nor capped) joins every row's softmax: m = max(S, the row's scores), p_j = exp(s_j - m) /
+// (exp(S - m) + sum_i exp(s_i - m)); its own share is dropped, so the row's weights sum below 1.
 struct PrefillAttentionArgs {
   Tensor q, k, v, out;
   std::span<const std::int64_t> seq_starts;
   float scale = 1.0f;
   std::int64_t window = 0;
   float softcap = 0.0f;
+  Tensor sinks{};
 };
 
 // One new token per request attending to its paged KV cache (decode), GQA.
@@ -84,13 +88,15 @@ struct PrefillAttentionArgs {
 // min(context_len, window) tokens only (block_table entries of the tokens before them are never read);
 // 0: every token. softcap > 0: Gemma 2's attention logit soft-capping, as in PrefillAttentionArgs (each
 // scaled score s = scale * q.k (FP32) becomes softcap * tanh(s / softcap) before the softmax; 0: none;
-// finite and >= 0, else kInvalidArgument).
+// finite and >= 0, else kInvalidArgument). sinks [Hq] (optional, q's dtype): gpt-oss's attention sinks, as
+// in PrefillAttentionArgs (a request with context_len 0 still gets out = 0).
 struct DecodeAttentionArgs {
   Tensor q, k_cache, v_cache, block_table, context_lens, out;
   float scale = 1.0f;
   std::int64_t max_context_len = 0;
   std::int64_t window = 0;
   float softcap = 0.0f;
+  Tensor sinks{};
 
   // Tokens a request attends to at most: max_context_len, or the window when shorter (kernels size their
   // work split by it).
@@ -126,7 +132,8 @@ struct SoftmaxArgs {
 // kinds. correction_bias [E] (gate_weight's dtype) is present for kNoAuxTc only. routed_scaling: finite, > 0.
 // logits f32[T,E] (the raw logits, for every kind) is written when present. Qwen2-MoE's shared-expert gate,
 // when shared_gate_weight [1,H] is present: shared_gate f32[T] = sigmoid(hidden . shared_gate_weight) (the
-// weight the shared expert's output is scaled by).
+// weight the shared expert's output is scaled by). logit_bias [E] (optional, gate_weight's dtype; gpt-oss's
+// router bias) is added to the logits in FP32 before anything else (the logits written include it).
 enum class RouterKind : std::uint8_t { kSoftmaxTopK, kSparseMixer, kGroupLimited, kNoAuxTc };
 struct RouterArgs {
   Tensor hidden, gate_weight, topk_ids, topk_weights, logits;
@@ -138,6 +145,7 @@ struct RouterArgs {
   std::int64_t num_groups = 1, topk_groups = 1;  // kGroupLimited / kNoAuxTc (HF n_group, topk_group)
   Tensor correction_bias{};                      // kNoAuxTc (HF e_score_correction_bias)
   float routed_scaling = 1.0f;                   // HF routed_scaling_factor
+  Tensor logit_bias{};                           // gpt-oss (HF GptOssTopKRouter.bias)
 };
 
 // MoE token permute: the T*k (token, slot) pairs are grouped by expert (stable: by expert, then t*k + j).
@@ -156,24 +164,30 @@ struct UnpermuteArgs {
 };
 
 enum class FfnKind : std::uint8_t { kGated, kTwoMatrix };
-// SiLU, GELU's tanh form (gelu_pytorch_tanh), ReLU, GELU's exact form x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
-enum class Activation : std::uint8_t { kSilu, kGeluTanh, kRelu, kGelu };
+// SiLU, GELU's tanh form (gelu_pytorch_tanh), ReLU, GELU's exact form x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)),
+// and gpt-oss's clamped SwiGLU (gated only; kSwigluOaiAlpha / kSwigluOaiLimit below).
+enum class Activation : std::uint8_t { kSilu, kGeluTanh, kRelu, kGelu, kSwigluOai };
+inline constexpr float kSwigluOaiAlpha = 1.702f;  // source: HF GptOssExperts.alpha
+inline constexpr float kSwigluOaiLimit = 7.0f;    // source: HF GptOssExperts.limit
 // Expert FFN for a group of E experts over permuted tokens x[P,H]; expert e owns rows
 // [expert_offsets[e], expert_offsets[e+1]) (host memory, E+1 entries, non-decreasing, first 0, last P;
 // an expert with no rows is skipped). Per row of expert e:
 //   kGated:     h = act(w_in[e] . x) * (w_up[e] . x), y = w_down[e] . h   (Mixtral: act = SiLU)
 //   kTwoMatrix: h = act(w_in[e] . x),                 y = w_down[e] . h   (GLaM/OPT: GELU/ReLU; w_up absent)
-// Every activation goes with either kind (Gemma's GeGLU is kGated with kGeluTanh).
+// Every activation goes with either kind (Gemma's GeGLU is kGated with kGeluTanh) but kSwigluOai, gated only:
+//   g = min(w_in[e] . x, 7), u = min(max(w_up[e] . x, -7), 7), h = g sigmoid(1.702 g) (u + 1)   (gpt-oss)
 // w_in/w_up [E,F,H], w_down [E,H,F], y[P,H]. h is rounded to the storage dtype before the down projection
-// (as an intermediate written to memory is). b_in [E,F], optional: a bias added to w_in[e] . x (in FP32)
-// before the activation (OPT fc1, StarCoder2 c_fc); the down projection's bias is the caller's (it is added
-// once after a tensor-parallel sum).
+// (as an intermediate written to memory is). Optional biases, added in FP32 (gpt-oss's experts carry all
+// three): b_in [E,F] to w_in[e] . x before the activation (OPT fc1, StarCoder2 c_fc), b_up [E,F] to
+// w_up[e] . x (kGated only), b_down [E,H] to w_down[e] . h before y is rounded. A dense FFN's down bias is
+// the caller's (added once after a tensor-parallel sum); with experts split over shards, pass b_down to one.
 struct ExpertFfnArgs {
   FfnKind kind = FfnKind::kGated;
   Activation activation = Activation::kSilu;
   Tensor x, w_in, w_up, w_down, y;
   std::span<const std::int64_t> expert_offsets;
   Tensor b_in;
+  Tensor b_up{}, b_down{};
 };
 
 // out = a + b, elementwise, same shape (any rank). out may alias a or b.
