@@ -26,13 +26,15 @@ module pim_command_decoder #(
     output logic                     out_valid,
     input  logic                     out_ready,
     output logic [1:0]               out_kind,  // 0 GEMM pass, 1 softmax element, 2 activation element, 3 reject
-    output logic [2:0]               out_mode,  // activation element: the mode (ActivationMode 0..7); else 0
+    output logic [3:0]               out_mode,  // activation element: the mode (ActivationMode 0..8); else 0
     output logic [63:0]              out_a,
     output logic [63:0]              out_a_stride,
     output logic [63:0]              out_b,
     output logic                     out_b_buffer,
     output logic [63:0]              out_dest,
     output logic                     out_dest_buffer,
+    output logic [63:0]              out_c,        // operand C: one FP16 in device memory (bias / sink)
+    output logic                     out_c_valid,  // out_c is valid on this micro-op (else out_c = 0)
     output logic [$clog2(LANES):0]   out_count,
     output logic                     out_last,
     output logic                     out_op_last,
@@ -47,7 +49,10 @@ module pim_command_decoder #(
   localparam logic [15:0] OP_GEMV = 16'h0010, OP_ATTN = 16'h0011, OP_ACT = 16'h0012;
   localparam logic [15:0] ST_OK = 16'd0, ST_BAD_OPCODE = 16'd1, ST_OUT_OF_RANGE = 16'd2, ST_MISALIGNED = 16'd3,
                           ST_BUFFER_OVERFLOW = 16'd4, ST_BAD_SHAPE = 16'd6, ST_BAD_ARGUMENT = 16'd9;
-  localparam logic [63:0] ACT_MODES = 64'd8;  // activation modes 0..7 (a4); larger -> bad argument
+  localparam logic [63:0] ACT_MODES = 64'd9;  // activation modes 0..8 (a4); larger -> bad argument
+  // flags bit 0: GEMV with a bias (FP16 [rows] at a6), attention with sinks (FP16 [group] right after q).
+  // Any other flag bit, and any flag of an activation command, is a bad argument.
+  localparam int FLAG_EXTRA = 0;
 
   // ---------------------------------------------------------------- descriptor fields
   logic [15:0] opcode;
@@ -65,13 +70,15 @@ module pim_command_decoder #(
   assign a5 = in_descriptor[447:384];
   assign a6 = in_descriptor[511:448];
 
-  logic is_gemv, is_attn, is_act;
+  logic is_gemv, is_attn, is_act, has_c, flags_ok;
   assign is_gemv = opcode == OP_GEMV;
   assign is_attn = opcode == OP_ATTN;
   assign is_act = opcode == OP_ACT;
+  assign has_c = (is_gemv || is_attn) && flags[FLAG_EXTRA];  // a bias (GEMV) or sinks (attention)
+  assign flags_ok = is_act ? flags == 16'd0 : (flags & ~(16'd1 << FLAG_EXTRA)) == 16'd0;
 
   // Attention: head_dim = a6[31:0], scale = a6[47:32], logit soft-cap = a6[63:48] (FP16: +0 none, else finite
-  // and > 0, anything else -> bad argument); the flags are ignored.
+  // and > 0, anything else -> bad argument).
   logic [63:0] head_dim;
   logic [15:0] softcap;
   logic softcap_ok;
@@ -99,11 +106,13 @@ module pim_command_decoder #(
   assign m2 = {64'd0, m2_x} * {64'd0, m2_y};
 
   // FP16 byte counts (129 bits: exact).
-  logic [128:0] bytes0, bytes1, bytes2, bytes_elements;
+  logic [128:0] bytes0, bytes1, bytes2, bytes_elements, bytes_q, bytes_bias;
   assign bytes0 = {m0, 1'b0};
   assign bytes1 = {m1, 1'b0};
   assign bytes2 = {m2, 1'b0};
   assign bytes_elements = {64'd0, a3, 1'b0};
+  assign bytes_q = has_c ? {m0 + {64'd0, a4}, 1'b0} : bytes0;  // attention q [+ group sinks]; m0 < 2^96
+  assign bytes_bias = {64'd0, a4, 1'b0};                        // GEMV bias [rows]
 
   logic [63:0] align_mask;
   assign align_mask = (64'd1 << cfg_align_log2) - 64'd1;
@@ -119,8 +128,8 @@ module pim_command_decoder #(
   logic [15:0] op_st0, op_st1, op_st2, op_st3;
   logic [128:0] op_bytes0, op_bytes1, op_bytes2;
   always_comb begin
-    if (is_attn) begin  // q, K, V, out
-      op_bytes0 = bytes0;
+    if (is_attn) begin  // q (+ sinks), K, V, out
+      op_bytes0 = bytes_q;
       op_bytes1 = bytes1;
       op_bytes2 = bytes1;
     end else if (is_gemv) begin  // W, x, y
@@ -136,7 +145,11 @@ module pim_command_decoder #(
   assign op_st0 = operand_status(a0, op_bytes0, cfg_memory_bytes, align_mask);
   assign op_st1 = operand_status(a1, op_bytes1, cfg_memory_bytes, align_mask);
   assign op_st2 = operand_status(a2, op_bytes2, cfg_memory_bytes, align_mask);
-  assign op_st3 = is_attn ? operand_status(a3, bytes0, cfg_memory_bytes, align_mask) : ST_OK;
+  always_comb begin  // attention out; GEMV bias
+    if (is_attn) op_st3 = operand_status(a3, bytes0, cfg_memory_bytes, align_mask);
+    else if (is_gemv && has_c) op_st3 = operand_status(a6, bytes_bias, cfg_memory_bytes, align_mask);
+    else op_st3 = ST_OK;
+  end
 
   logic [15:0] shape_st, status_d;
   always_comb begin
@@ -144,15 +157,16 @@ module pim_command_decoder #(
     if (is_gemv) begin
       if (!positive(a3) || !positive(a4) || !positive(a5)) shape_st = ST_BAD_SHAPE;
       else if (bytes0 > {65'd0, cfg_input_buffer_bytes}) shape_st = ST_BUFFER_OVERFLOW;
+      else if (!flags_ok) shape_st = ST_BAD_ARGUMENT;
     end else if (is_attn) begin
       if (!positive(a4) || !positive(a5) || head_dim == 64'd0) shape_st = ST_BAD_SHAPE;
       else if (bytes0 > {65'd0, cfg_input_buffer_bytes}) shape_st = ST_BUFFER_OVERFLOW;
       else if (bytes2 > {65'd0, cfg_softmax_buffer_bytes}) shape_st = ST_BUFFER_OVERFLOW;
       else if (a5 > 64'(SOFTMAX_MAX_N)) shape_st = ST_BUFFER_OVERFLOW;
-      else if (!softcap_ok) shape_st = ST_BAD_ARGUMENT;
+      else if (!flags_ok || !softcap_ok) shape_st = ST_BAD_ARGUMENT;
     end else if (is_act) begin
       if (!positive(a3)) shape_st = ST_BAD_SHAPE;
-      else if (a4 >= ACT_MODES) shape_st = ST_BAD_ARGUMENT;
+      else if (!flags_ok || a4 >= ACT_MODES) shape_st = ST_BAD_ARGUMENT;
     end
     if (!is_gemv && !is_attn && !is_act) status_d = ST_BAD_OPCODE;
     else if (shape_st != ST_OK) status_d = shape_st;
@@ -171,7 +185,9 @@ module pim_command_decoder #(
     logic [63:0] cols;                 // GEMV cols, attention head_dim
     logic [15:0] scale;
     logic [15:0] softcap;              // attention logit soft-cap (FP16), valid once validated
-    logic [2:0]  mode;                 // activation mode (a4 < 8 once validated)
+    logic [3:0]  mode;                 // activation mode (a4 < 9 once validated)
+    logic        has_c;                // GEMV bias / attention sinks (flags bit 0)
+    logic [63:0] c_base;               // GEMV: the bias (a6); attention: the sinks, q + 2 group head_dim
     logic [31:0] seq;
     logic [15:0] status;
   } cmd_t;
@@ -187,7 +203,9 @@ module pim_command_decoder #(
     cmd_d.cols = is_gemv ? a5 : head_dim;
     cmd_d.scale = a6[47:32];
     cmd_d.softcap = softcap;
-    cmd_d.mode = is_act ? a4[2:0] : 3'd0;
+    cmd_d.mode = is_act ? a4[3:0] : 4'd0;
+    cmd_d.has_c = has_c;
+    cmd_d.c_base = is_gemv ? a6 : a0 + bytes0[63:0];
     cmd_d.seq = seq;
     cmd_d.status = status_d;
   end
@@ -282,7 +300,7 @@ module pim_command_decoder #(
   // ---------------------------------------------------------------- sequencer
   logic [1:0] phase_q;
   logic [63:0] outer_q, row_q, pass_q;
-  logic [63:0] a_row_q, a_cur_q, b_row_q, b_cur_q, d_cur_q, outer_b_q, outer_d_q;
+  logic [63:0] a_row_q, a_cur_q, b_row_q, b_cur_q, d_cur_q, outer_b_q, outer_d_q, c_cur_q;
   phase_t cur;
   bases_t next_phase, next_outer, first;
   logic [1:0] phases;
@@ -310,13 +328,19 @@ module pim_command_decoder #(
   assign last_outer = reject || outer_q == cmd_q.outer_n - 64'd1;
 
   assign out_kind = reject ? KIND_REJECT : cur.kind;
-  assign out_mode = reject || cur.kind != KIND_ACT ? 3'd0 : cmd_q.mode;
+  assign out_mode = reject || cur.kind != KIND_ACT ? 4'd0 : cmd_q.mode;
   assign out_a = reject ? 64'd0 : a_cur_q;
   assign out_a_stride = reject ? 64'd0 : cur.a_stride;
   assign out_b = reject ? 64'd0 : b_cur_q;
   assign out_b_buffer = !reject && cur.b_buffer;
   assign out_dest = reject ? 64'd0 : d_cur_q;
   assign out_dest_buffer = !reject && cur.d_buffer;
+  // Operand C on a dot product's first pass (GEMV: bias[r]) and on a softmax row's first element (attention:
+  // the sink of head g).
+  assign out_c_valid = !reject && cmd_q.has_c &&
+                       (cmd_q.cmd == CMD_GEMV ? pass_q == 64'd0
+                                              : cmd_q.cmd == CMD_ATTN && phase_q == 2'd1 && row_q == 64'd0);
+  assign out_c = out_c_valid ? c_cur_q : 64'd0;
   assign out_count = reject ? CW'(0) : cur.kind != KIND_GEMM ? CW'(1) : last_pass ? cur.tail : CW'(LANES);
   assign out_last = cur.kind == KIND_GEMM || reject ? last_pass : last_row;
   assign out_op_last = last_pass && last_row && last_phase && last_outer;
@@ -326,9 +350,6 @@ module pim_command_decoder #(
   assign fire = out_valid && out_ready;
   assign in_ready = !out_valid || (fire && out_op_last);
   assign load = in_valid && in_ready;
-
-  logic unused_bits;  // the flags are not part of any PIM command
-  assign unused_bits = ^flags;
 
   // Enter a phase: row 0, pass 0, address registers at the phase's bases.
   task automatic enter(input bases_t p);
@@ -347,7 +368,7 @@ module pim_command_decoder #(
       cmd_q <= '0;
       cmd_q.cmd <= CMD_REJECT;
       {phase_q, outer_q, row_q, pass_q} <= '0;
-      {a_row_q, a_cur_q, b_row_q, b_cur_q, d_cur_q, outer_b_q, outer_d_q} <= '0;
+      {a_row_q, a_cur_q, b_row_q, b_cur_q, d_cur_q, outer_b_q, outer_d_q, c_cur_q} <= '0;
     end else if (load) begin
       out_valid <= 1'b1;
       cmd_q <= cmd_d;
@@ -355,6 +376,7 @@ module pim_command_decoder #(
       outer_q <= 64'd0;
       outer_b_q <= first_outer_b;
       outer_d_q <= first_outer_d;
+      c_cur_q <= cmd_d.c_base;
       enter(first);
     end else if (fire) begin
       if (out_op_last) begin
@@ -371,6 +393,7 @@ module pim_command_decoder #(
         b_row_q <= b_row_q + cur.b_row_step;
         b_cur_q <= b_row_q + cur.b_row_step;
         d_cur_q <= d_cur_q + cur.d_row_step;
+        if (cmd_q.cmd == CMD_GEMV) c_cur_q <= c_cur_q + 64'd2;  // bias[r + 1]
       end else if (!last_phase) begin
         phase_q <= phase_q + 2'd1;
         enter(next_phase);
@@ -379,6 +402,7 @@ module pim_command_decoder #(
         phase_q <= 2'd0;
         outer_b_q <= next_outer_b;
         outer_d_q <= next_outer_d;
+        c_cur_q <= cmd_q.cmd == CMD_GEMV ? cmd_q.c_base : c_cur_q + 64'd2;  // bias[0] / sink[g + 1]
         enter(next_outer);
       end
     end

@@ -6,9 +6,14 @@
 // scale and softcap are sampled with the first score of a row. softcap (FP16 bits) = +0: no cap, x' = x;
 // else (finite, > 0: the caller validates) x' = c tanh(x / c) through softcap_stages (18 stages), which every
 // pass then goes through: LOAD waits in DRAIN for the row's last capped value before SUM.
+// An attention sink (gpt-oss: a learned logit S per head, in_sink FP16 with in_has_sink, sampled with the
+// first score; neither scaled nor capped) joins the row as an extra element of the max and the sum only: the
+// running max starts at S instead of -Inf, and in the first SUM cycle (when the subtract stage is idle: the
+// first score is only being read from the buffer, the cap stages are empty) S - max enters the exp stage ahead
+// of the scores, so the sum starts with e^(S - max). No probability is produced for it; it costs no cycle.
 // A row reaching MAX_N elements ends there.
 // Cycles from the first score accepted to the last probability presented: 3 n + 7, and 3 n + 7 + 3 x 18
-// with a cap (datapath_timing.hpp).
+// with a cap, with or without a sink (datapath_timing.hpp).
 module softmax_unit #(
     parameter int MAX_N = 32768
 ) (
@@ -19,6 +24,8 @@ module softmax_unit #(
     input  logic [15:0] in_score,
     input  logic [15:0] in_scale,
     input  logic [15:0] in_softcap,
+    input  logic [15:0] in_sink,
+    input  logic        in_has_sink,
     input  logic        in_last,
     output logic        out_valid,
     input  logic        out_ready,
@@ -32,17 +39,23 @@ module softmax_unit #(
   state_t state;
   logic [15:0] scores[MAX_N];
   logic [15:0] scale_q;
-  logic capped_q;  // the row has a soft-cap
+  logic capped_q;        // the row has a soft-cap
+  logic has_sink_q;      // the row has a sink
+  logic sink_pending_q;  // the sink's e^(S - max) is still to enter the sum (SUM's first cycle)
+  logic [31:0] sink_q;   // the sink widened to FP32
   logic [AW:0] count, n_q, rd_idx;
   logic [31:0] max_q, sum_q, recip_q;
 
   // LOAD datapath
   logic [15:0] load_scale;
-  logic [31:0] load_x, max_cand;
-  logic load_greater, load_fire, load_capped, load_end;
+  logic [31:0] load_x, max_cand, sink_fp32, row_max0;
+  logic load_greater, load_fire, load_capped, load_has_sink, load_end;
   assign load_scale = count == '0 ? in_scale : scale_q;
   assign load_capped = count == '0 ? in_softcap != 16'd0 : capped_q;
-  assign max_cand   = count == '0 ? FP32_NEG_INF : max_q;
+  assign load_has_sink = count == '0 ? in_has_sink : has_sink_q;
+  fp16_mul_exact widen_sink (.a(in_sink), .b(16'h3C00), .product(sink_fp32));
+  assign row_max0   = in_has_sink ? sink_fp32 : FP32_NEG_INF;  // the max before the row's first score
+  assign max_cand   = count == '0 ? row_max0 : max_q;
   assign in_ready   = state == LOAD;
   assign load_fire  = in_valid && in_ready;
   assign load_end   = in_last || count == (AW+1)'(MAX_N - 1);
@@ -54,7 +67,7 @@ module softmax_unit #(
   logic [15:0] p1_score;
   logic [31:0] p2_z, p3_e, x_rd, z_rd, e_rd, sum_next, recip_next, x_cap;
   logic [15:0] prob_rd;
-  logic advance, issue, z_valid, z_last;
+  logic advance, issue, z_valid, z_last, sink_inject;
   assign advance = state != OUT || !out_valid || out_ready;
   assign issue = (state == SUM || state == OUT) && rd_idx < n_q;
   fp16_mul_exact read_mul (.a(scale_q), .b(p1_score), .product(x_rd));
@@ -73,9 +86,13 @@ module softmax_unit #(
   assign cap_to_max = (state == LOAD || state == DRAIN) && cap_out_valid;
   fp32_greater cap_cmp (.a(x_cap), .b(max_q), .greater(cap_greater));
 
-  assign z_valid = capped_q ? cap_out_valid && !cap_to_max : p1_valid;
-  assign z_last = capped_q ? cap_out_last : p1_last;
-  fp32_add subtract_max (.a(capped_q ? x_cap : x_rd), .b({~max_q[31], max_q[30:0]}), .sum(z_rd));
+  // The sink enters the subtraction in SUM's first cycle, when neither the read path nor the cap stages
+  // have an element for it.
+  assign sink_inject = state == SUM && sink_pending_q;
+  assign z_valid = sink_inject || (capped_q ? cap_out_valid && !cap_to_max : p1_valid);
+  assign z_last = !sink_inject && (capped_q ? cap_out_last : p1_last);
+  fp32_add subtract_max (.a(sink_inject ? sink_q : capped_q ? x_cap : x_rd), .b({~max_q[31], max_q[30:0]}),
+                         .sum(z_rd));
   exp_neg exponent (.z(p2_z), .result(e_rd));
   fp32_add accumulate (.a(sum_q), .b(p3_e), .sum(sum_next));
   recip reciprocal (.d(sum_q), .result(recip_next));
@@ -89,6 +106,9 @@ module softmax_unit #(
       rd_idx <= '0;
       scale_q <= 16'd0;
       capped_q <= 1'b0;
+      has_sink_q <= 1'b0;
+      sink_pending_q <= 1'b0;
+      sink_q <= 32'd0;
       max_q <= FP32_NEG_INF;
       sum_q <= 32'd0;
       recip_q <= 32'd0;
@@ -102,10 +122,14 @@ module softmax_unit #(
         if (count == '0) begin
           scale_q <= in_scale;
           capped_q <= load_capped;
+          has_sink_q <= in_has_sink;
+          sink_q <= sink_fp32;
         end
-        // uncapped: the running max of x here; capped: reset, the cap stages' outputs take the max
-        max_q <= load_capped ? (count == '0 ? FP32_NEG_INF : max_q) : load_greater ? load_x : max_cand;
+        // uncapped: the running max of x here; capped: the row's start (the sink or -Inf), the cap stages'
+        // outputs take the max
+        max_q <= load_capped ? max_cand : load_greater ? load_x : max_cand;
         if (load_end) begin
+          sink_pending_q <= load_has_sink;
           n_q <= count + 1'b1;
           count <= '0;
           rd_idx <= '0;
@@ -126,6 +150,7 @@ module softmax_unit #(
           p1_score <= scores[rd_idx[AW-1:0]];
           rd_idx <= rd_idx + 1'b1;
         end
+        if (sink_inject) sink_pending_q <= 1'b0;
         p2_valid <= z_valid;
         p2_last <= z_last;
         p2_z <= z_rd;

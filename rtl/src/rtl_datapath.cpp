@@ -77,19 +77,19 @@ class RtlDatapath final : public Datapath {
   const DatapathParams& params() const override { return params_; }
   std::optional<std::uint64_t> simulated_cycles() const override { return cycles_; }
 
-  float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k) override {
+  float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k, std::uint16_t init) override {
     float acc = 0.0f;
     std::uint16_t rounded = 0;
-    run_gemm(a, b, 1, k, &acc, &rounded);
+    run_gemm(a, b, 1, k, &init, &acc, &rounded);
     return acc;
   }
   void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n,
-                 std::size_t k) override {
+                 std::size_t k, const std::uint16_t* bias) override {
     std::vector<float> acc(n);
-    run_gemm(w, x, n, k, acc.data(), y);
+    run_gemm(w, x, n, k, bias, acc.data(), y);
   }
   void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t softcap,
-                    std::uint16_t* probs) override;
+                    std::uint16_t* probs, const std::uint16_t* sink) override;
   void activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
                          std::uint16_t* out, std::size_t n) override;
   std::optional<std::uint16_t> run_command(const std::uint8_t* descriptor, const CommandDecoderConfig& config,
@@ -114,8 +114,9 @@ class RtlDatapath final : public Datapath {
   static void check_budget(std::uint64_t spent, std::uint64_t budget, const char* unit) {
     DUPLEX_ASSERT(spent <= budget, std::string("RTL ") + unit + " did not finish within its cycle budget");
   }
-  void run_gemm(const std::uint16_t* w, const std::uint16_t* x, std::size_t n, std::size_t k, float* acc,
-                std::uint16_t* rounded);
+  // bias: FP16 [n], row r's accumulator start (nullptr: +0).
+  void run_gemm(const std::uint16_t* w, const std::uint16_t* x, std::size_t n, std::size_t k,
+                const std::uint16_t* bias, float* acc, std::uint16_t* rounded);
 
   DatapathParams params_;
   std::unique_ptr<VerilatedContext> context_;
@@ -125,9 +126,10 @@ class RtlDatapath final : public Datapath {
   std::vector<std::uint16_t> softmax_buffer_ = std::vector<std::uint16_t>(kSoftmaxMaxElements);  // s, then p
 };
 
-// Streams the passes of n dot products (row r of w with x) back to back and collects the n results.
+// Streams the passes of n dot products (row r of w with x) back to back and collects the n results; bias[r]
+// rides on every pass of row r (the lane samples it with the first).
 void RtlDatapath::run_gemm(const std::uint16_t* w, const std::uint16_t* x, std::size_t n, std::size_t k,
-                           float* acc, std::uint16_t* rounded) {
+                           const std::uint16_t* bias, float* acc, std::uint16_t* rounded) {
   const std::size_t passes = k == 0 ? 1 : (k + kLanes - 1) / kLanes;
   const std::size_t total = n * passes;
   const std::uint64_t budget = total + static_cast<std::uint64_t>(timing::gemm_lane_latency(kRtlLanes)) + 16;
@@ -154,6 +156,7 @@ void RtlDatapath::run_gemm(const std::uint16_t* w, const std::uint16_t* x, std::
         model_->gemm_in_b[word] = b_word;
       }
       model_->gemm_in_last = (sent % passes) == passes - 1;
+      model_->gemm_in_bias = bias != nullptr ? bias[row] : std::uint16_t{0};
     }
     settle();
     const bool fire = valid && model_->gemm_in_ready;
@@ -167,20 +170,23 @@ void RtlDatapath::run_gemm(const std::uint16_t* w, const std::uint16_t* x, std::
     check_budget(++spent, budget, "GEMM lane");
   }
   model_->gemm_in_valid = 0;
+  model_->gemm_in_bias = 0;
 }
 
 void RtlDatapath::softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
-                               std::uint16_t softcap, std::uint16_t* probs) {
+                               std::uint16_t softcap, std::uint16_t* probs, const std::uint16_t* sink) {
   if (n == 0 || n > kSoftmaxMaxElements)
     throw Error("pim softmax: n = " + std::to_string(n) + "; expected 1.." +
                 std::to_string(kSoftmaxMaxElements) + " elements (softmax unit buffer)");
   validate_softcap(softcap);  // the unit takes any bits; only +0 and finite caps > 0 are defined
-  const std::uint64_t budget = timing::softmax_cycles(n, softcap != 0) + 16;
+  const std::uint64_t budget = timing::softmax_cycles(n, softcap != 0, sink != nullptr) + 16;
   std::size_t sent = 0;
   std::size_t received = 0;
   std::uint64_t spent = 0;
   model_->softmax_in_scale = scale;
   model_->softmax_in_softcap = softcap;
+  model_->softmax_in_has_sink = sink != nullptr;
+  model_->softmax_in_sink = sink != nullptr ? *sink : std::uint16_t{0};
   while (received < n) {
     const bool valid = sent < n;
     model_->softmax_in_valid = valid;
@@ -200,6 +206,7 @@ void RtlDatapath::softmax_fp16(const std::uint16_t* scores, std::size_t n, std::
     check_budget(++spent, budget, "softmax unit");
   }
   model_->softmax_in_valid = 0;
+  model_->softmax_in_has_sink = 0;
 }
 
 void RtlDatapath::activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
@@ -233,7 +240,8 @@ void RtlDatapath::activation_fp16_n(ActivationMode mode, const std::uint16_t* a,
 // said. A micro-op waits until the other units have delivered all their results (scores before the softmax,
 // probabilities before the PV passes); micro-ops of one unit stream back to back.
 std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descriptor,
-                                                      const CommandDecoderConfig& config, CommandMemory& memory) {
+                                                      const CommandDecoderConfig& config,
+                                                      CommandMemory& memory) {
   if (config.align_log2 < 0 || config.align_log2 > 63)
     throw Error("rtl command decoder: align_log2 = " + std::to_string(config.align_log2) +
                 "; expected 0..63 (a power-of-two access granularity)");
@@ -288,12 +296,16 @@ std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descri
       const int unit = static_cast<int>(kind);
       op_last = model_->cmd_out_op_last != 0;
       dest = {model_->cmd_out_dest, model_->cmd_out_dest_buffer != 0};
+      // Operand C: the GEMV bias of a dot product's first pass, the sink of a softmax row's first element.
+      const bool c_valid = model_->cmd_out_c_valid != 0;
+      std::uint16_t c_element = 0;
       if (kind == CommandMicroOpKind::kReject) {
         status = model_->cmd_out_status;
         issue = true;
       } else if (pending[(unit + 1) % 3].empty() && pending[(unit + 2) % 3].empty()) {
         const std::uint64_t op_a = model_->cmd_out_a, op_b = model_->cmd_out_b;
         const bool last = model_->cmd_out_last != 0;
+        if (c_valid) memory.read(model_->cmd_out_c, &c_element, 2);
         if (kind == CommandMicroOpKind::kGemmPass) {
           const std::size_t count = model_->cmd_out_count;
           const std::uint64_t stride = model_->cmd_out_a_stride;
@@ -311,6 +323,7 @@ std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descri
             model_->gemm_in_b[w] = std::uint32_t{b[2 * w]} | (std::uint32_t{b[2 * w + 1]} << 16);
           }
           model_->gemm_in_last = last;
+          model_->gemm_in_bias = c_element;  // +0 unless the pass carries a bias
           model_->gemm_in_valid = 1;
           result_due = last;
         } else if (kind == CommandMicroOpKind::kSoftmaxElement) {
@@ -318,6 +331,8 @@ std::optional<std::uint16_t> RtlDatapath::run_command(const std::uint8_t* descri
           model_->softmax_in_score = buffer[op_a];
           model_->softmax_in_scale = static_cast<std::uint16_t>(op_b);          // b [15:0]: scale
           model_->softmax_in_softcap = static_cast<std::uint16_t>(op_b >> 16);  // b [31:16]: soft-cap
+          model_->softmax_in_sink = c_element;  // sampled with the row's first score
+          model_->softmax_in_has_sink = c_valid;
           model_->softmax_in_last = last;
           model_->softmax_in_valid = 1;
           result_due = true;

@@ -34,7 +34,8 @@ const PimOpTiming& LogicPim::timing(const PimOpShape& s) {
   const auto key = std::make_tuple(
       static_cast<int>(s.kind), s.kind == PimOpKind::kGemv ? s.tokens : s.group_size,
       s.kind == PimOpKind::kGemv ? s.rows : s.context, s.kind == PimOpKind::kGemv ? s.cols : s.head_dim,
-      s.elements, static_cast<int>(s.activation_mode), s.kind == PimOpKind::kAttention && s.softcap);
+      s.elements, static_cast<int>(s.activation_mode), s.kind == PimOpKind::kAttention && s.softcap,
+      s.kind == PimOpKind::kAttention && s.sinks, s.kind == PimOpKind::kGemv && s.bias);
   auto it = memo_.find(key);
   if (it == memo_.end()) it = memo_.emplace(key, time_pim_op(hbm_, pim_, s)).first;
   counters_ += it->second.actions;
@@ -48,7 +49,9 @@ class DeviceMemory final : public pim::CommandMemory {
  public:
   explicit DeviceMemory(SparseMemory& m) : m_(m) {}
   void read(std::uint64_t addr, void* dst, std::uint64_t bytes) override { m_.read(addr, dst, bytes); }
-  void write(std::uint64_t addr, const void* src, std::uint64_t bytes) override { m_.write(addr, src, bytes); }
+  void write(std::uint64_t addr, const void* src, std::uint64_t bytes) override {
+    m_.write(addr, src, bytes);
+  }
 
  private:
   SparseMemory& m_;
@@ -65,23 +68,28 @@ PimOpTiming LogicPim::gemv(const GemvArgs& a) {
   check_gemv(hbm_, pim_, memory_.capacity(), a);
   const std::vector<std::uint16_t> w = load(memory_, a.weights, a.rows * a.cols);
   const std::vector<std::uint16_t> x = load(memory_, a.inputs, a.tokens * a.cols);
+  const std::vector<std::uint16_t> bias =
+      a.has_bias() ? load(memory_, a.bias, a.rows) : std::vector<std::uint16_t>{};
   std::vector<std::uint16_t> y(static_cast<std::size_t>(a.tokens * a.rows));
   for (std::int64_t t = 0; t < a.tokens; ++t)
     datapath_->gemv_fp16(w.data(), x.data() + t * a.cols, y.data() + t * a.rows,
-                         static_cast<std::size_t>(a.rows), static_cast<std::size_t>(a.cols));
+                         static_cast<std::size_t>(a.rows), static_cast<std::size_t>(a.cols),
+                         a.has_bias() ? bias.data() : nullptr);
   memory_.write(a.outputs, y.data(), y.size() * 2);
   return timing(shape_of(a));
 }
 
 PimOpTiming LogicPim::attention(const AttentionArgs& a) {
   check_attention(hbm_, pim_, memory_.capacity(), a);
-  const std::vector<std::uint16_t> q = load(memory_, a.q, a.group * a.head_dim);
+  // With sinks, the group's sink logits follow q: one load of group x (head_dim + 1).
+  const std::vector<std::uint16_t> q = load(memory_, a.q, a.group * (a.head_dim + (a.sinks() ? 1 : 0)));
   const std::vector<std::uint16_t> k = load(memory_, a.k, a.context * a.head_dim);
   const std::vector<std::uint16_t> v = load(memory_, a.v, a.context * a.head_dim);
   std::vector<std::uint16_t> out(static_cast<std::size_t>(a.group * a.head_dim));
   datapath_->decode_attention_fp16(q.data(), k.data(), v.data(), static_cast<std::size_t>(a.group),
                                    static_cast<std::size_t>(a.context), static_cast<std::size_t>(a.head_dim),
-                                   a.scale, a.softcap, out.data());
+                                   a.scale, a.softcap, out.data(),
+                                   a.sinks() ? q.data() + a.group * a.head_dim : nullptr);
   memory_.write(a.out, out.data(), out.size() * 2);
   return timing(shape_of(a));
 }

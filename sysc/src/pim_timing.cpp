@@ -40,12 +40,12 @@ std::uint64_t ceil_div(double a, double b) {
 }
 
 // One softmax row of n scores over the unit's lanes; a soft-capped row also passes the cap stages in each of
-// its three passes (pim::timing::softmax_cycles).
-std::uint64_t softmax_row_cycles(const PimSpec& pim, std::int64_t n, bool softcap) {
+// its three passes, a row with a sink costs kSoftmaxSinkCycles more (pim::timing::softmax_cycles).
+std::uint64_t softmax_row_cycles(const PimSpec& pim, std::int64_t n, bool softcap, bool sink) {
   const auto lanes = static_cast<std::uint64_t>(
       std::max(1.0, std::round(pim.softmax_elements_per_cycle * pim::timing::kSoftmaxCyclesPerElement)));
   const std::uint64_t per_lane = (static_cast<std::uint64_t>(n) + lanes - 1) / lanes;
-  return pim::timing::softmax_cycles(static_cast<std::size_t>(per_lane), softcap);
+  return pim::timing::softmax_cycles(static_cast<std::size_t>(per_lane), softcap, sink);
 }
 
 }  // namespace
@@ -66,8 +66,9 @@ double pim_op_flops(const PimOpShape& s) {
 double pim_op_bytes(const PimOpShape& s) {
   const double b = s.dtype_bytes;
   switch (s.kind) {
-    case PimOpKind::kGemv:
-      return b * static_cast<double>(s.rows) * static_cast<double>(s.cols);
+    case PimOpKind::kGemv:  // W, and the FP16 bias
+      return b * static_cast<double>(s.rows) * static_cast<double>(s.cols) +
+             (s.bias ? 2.0 * static_cast<double>(s.rows) : 0.0);
     case PimOpKind::kAttention:
       return 2.0 * b * static_cast<double>(s.kv_heads) * static_cast<double>(s.context) *
              static_cast<double>(s.head_dim);
@@ -84,7 +85,8 @@ std::int64_t max_gemv_tokens(const PimSpec& pim, std::int64_t cols, int) {
 
 std::int64_t max_attention_context(const PimSpec& pim, std::int64_t group_size) {
   if (group_size <= 0) return 0;
-  const auto by_buffer = static_cast<std::int64_t>(pim.softmax_buffer.bytes) / (group_size * kInputElementBytes);
+  const auto by_buffer =
+      static_cast<std::int64_t>(pim.softmax_buffer.bytes) / (group_size * kInputElementBytes);
   return std::min(by_buffer, static_cast<std::int64_t>(pim::kSoftmaxMaxElements));
 }
 
@@ -116,11 +118,10 @@ void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& s) {
       positive(s.rows, "rows");
       positive(s.cols, "cols");
       if (fp16_bytes_exceed(s.tokens, s.cols, input))
-        throw PimOpError(
-            PimFault::kBufferOverflow,
-            fmt::format("PIM GEMV: {} tokens x {} cols x 2 B overflow the {} B input buffer "
-                        "(at most {} tokens at this width)",
-                        s.tokens, s.cols, input, max_gemv_tokens(pim, s.cols)));
+        throw PimOpError(PimFault::kBufferOverflow,
+                         fmt::format("PIM GEMV: {} tokens x {} cols x 2 B overflow the {} B input buffer "
+                                     "(at most {} tokens at this width)",
+                                     s.tokens, s.cols, input, max_gemv_tokens(pim, s.cols)));
       break;
     case PimOpKind::kAttention: {
       positive(s.group_size, "group_size");
@@ -187,8 +188,9 @@ PimOpTiming time_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape
     case PimOpKind::kAttention: {
       const double kv_bytes = static_cast<double>(shape.dtype_bytes * shape.context * shape.head_dim);
       const double head_macs = static_cast<double>(shape.group_size * shape.context * shape.head_dim);
-      const double sm = static_cast<double>(shape.group_size) *
-                        static_cast<double>(softmax_row_cycles(pim, shape.context, shape.softcap));
+      const double sm =
+          static_cast<double>(shape.group_size) *
+          static_cast<double>(softmax_row_cycles(pim, shape.context, shape.softcap, shape.sinks));
       // Software-pipelined over heads: K(h+1) is read and scored while the softmax of head h runs, so the
       // stream order is K0, K1, V0, K2, V1, ..., V(n-1).
       std::vector<Segment> keys, values;
@@ -356,9 +358,10 @@ PimOpTiming time_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape
         std::ceil(static_cast<double>(shape.rows) / (static_cast<double>(pim.gemm_modules) * 32.0));
     input_reads = static_cast<double>(shape.tokens * shape.cols * kInputElementBytes) / 32.0 * tiles;
   } else if (shape.kind == PimOpKind::kAttention) {
-    input_reads = static_cast<double>(shape.kv_heads * shape.group_size * (shape.head_dim + shape.context) *
-                                      kInputElementBytes) /
-                  32.0;
+    input_reads =
+        static_cast<double>(shape.kv_heads * shape.group_size *
+                            (shape.head_dim + shape.context + (shape.sinks ? 1 : 0)) * kInputElementBytes) /
+        32.0;
   }
   a.sram_writes_32b = static_cast<std::uint64_t>(std::ceil(weight_accesses + out_bytes / 32.0));
   a.sram_reads_32b = static_cast<std::uint64_t>(std::ceil(weight_accesses + input_reads));

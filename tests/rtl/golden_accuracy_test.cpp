@@ -194,6 +194,81 @@ TEST(DatapathAccuracy, SoftmaxSoftcapErrorVsDouble) {
   EXPECT_LT(worst_rel, 8e-4);
 }
 
+// Softmax rows with an attention sink (gpt-oss) against the double softmax over the row plus the sink,
+// whose probability is dropped: m = max(S, max x'), p_i = e^(x'_i - m) / (e^(S - m) + sum e^(x'_i - m)).
+// Scores in [-8, 8] at scale 1/2 (the sink is not scaled), sinks from far below to above the row's max
+// (-20 .. 12), uncapped and soft-capped (c = 8; the sink is not capped either).
+TEST(DatapathAccuracy, SoftmaxSinkErrorVsDouble) {
+  std::mt19937 rng(304);
+  std::uniform_real_distribution<float> dist(-8.0f, 8.0f);
+  std::uniform_real_distribution<float> sink_dist(-20.0f, 12.0f);
+  int worst_ulps = 0;
+  double worst_rel = 0.0;
+  std::size_t total = 0, exact = 0;
+  for (const float cap : {0.0f, 8.0f}) {
+    const std::uint16_t cap_bits = float_to_half_bits(cap);
+    for (std::size_t n : {16u, 256u, 4096u}) {
+      for (int row = 0; row < 20; ++row) {
+        std::vector<std::uint16_t> s(n);
+        for (auto& v : s) v = float_to_half_bits(dist(rng));
+        const std::uint16_t sink = float_to_half_bits(sink_dist(rng));
+        std::vector<std::uint16_t> p(n);
+        softmax_fp16(s.data(), n, float_to_half_bits(0.5f), cap_bits, p.data(), &sink);
+        std::vector<double> x(n);
+        double mx = f(sink);
+        for (std::size_t i = 0; i < n; ++i) {
+          x[i] = 0.5 * f(s[i]);
+          if (cap > 0) x[i] = cap * std::tanh(x[i] / cap);
+          mx = std::max(mx, x[i]);
+        }
+        double sum = std::exp(f(sink) - mx);
+        for (double v : x) sum += std::exp(v - mx);
+        for (std::size_t i = 0; i < n; ++i) {
+          const double ref = std::exp(x[i] - mx) / sum;
+          const int ulps = fp16_ulps(p[i], nearest_fp16(ref));
+          worst_ulps = std::max(worst_ulps, ulps);
+          exact += ulps == 0;
+          ++total;
+          if (ref >= 0x1p-14) worst_rel = std::max(worst_rel, std::fabs(f(p[i]) - ref) / ref);
+        }
+      }
+    }
+  }
+  std::printf(
+      "softmax with a sink (scores [-8, 8] x 1/2, sinks [-20, 12], uncapped and c = 8): max %d FP16 ulp, max "
+      "relative error %.3g (p >= 2^-14), %.2f%% correctly rounded\n",
+      worst_ulps, worst_rel, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
+  EXPECT_LE(worst_ulps, 1);    // measured 1, 99.34% correctly rounded
+  EXPECT_LT(worst_rel, 6e-4);  // measured 5.0e-4
+}
+
+// GEMV with a bias (y = W x + b, the accumulator started at b) against the correctly rounded double W x + b.
+TEST(DatapathAccuracy, GemvWithBiasUlpsFromCorrectlyRoundedDot) {
+  std::mt19937 rng(305);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::uniform_real_distribution<float> bias_dist(-4.0f, 4.0f);
+  for (std::size_t k : {64u, 4096u}) {
+    const std::size_t n = 2048;
+    std::vector<std::uint16_t> w(n * k), x(k), b(n), y(n);
+    for (auto& v : w) v = float_to_half_bits(dist(rng));
+    for (auto& v : x) v = float_to_half_bits(dist(rng));
+    for (auto& v : b) v = float_to_half_bits(bias_dist(rng));
+    gemv_fp16(w.data(), x.data(), y.data(), n, k, DatapathParams{}, b.data());
+    int worst_ulps = 0;
+    std::size_t exact = 0;
+    for (std::size_t r = 0; r < n; ++r) {
+      double ref = f(b[r]);
+      for (std::size_t i = 0; i < k; ++i) ref += f(w[r * k + i]) * f(x[i]);
+      const int ulps = fp16_ulps(y[r], nearest_fp16(ref));
+      worst_ulps = std::max(worst_ulps, ulps);
+      exact += ulps == 0;
+    }
+    std::printf("gemv with a bias, k=%zu: max %d FP16 ulp from the correctly rounded W x + b, %.2f%% exact\n",
+                k, worst_ulps, 100.0 * static_cast<double>(exact) / static_cast<double>(n));
+    EXPECT_LE(worst_ulps, 1);  // measured 1 (99.80% exact at k = 64, 99.85% at 4096)
+  }
+}
+
 TEST(DatapathAccuracy, SiluGateUlpsExhaustiveGate) {
   int worst_ulps = 0;
   std::size_t total = 0;
@@ -300,6 +375,51 @@ TEST(DatapathAccuracy, SiluOfTheSumUlpsEveryFiniteInputTimesBiases) {
 TEST(DatapathAccuracy, GatedGeluUlpsEveryFiniteGateTimesUps) {
   EXPECT_LE(worst_ulps_over(ActivationMode::kGeluTanhGate, gelu_tanh_reference, {1.0f, -0.7f, 3.3f}), 1);
   EXPECT_LE(worst_ulps_over(ActivationMode::kGeluErfGate, gelu_erf_reference, {1.0f, -0.7f, 3.3f}), 1);
+}
+
+// gpt-oss's clamped SwiGLU (mode 8) against the correctly rounded double (u + 1) g sigmoid(1.702 g), g =
+// min(gate, 7), u = clamp(up, -7, 7) (HF GptOssExperts), over every finite FP16 gate x 8 up values: below, at
+// and inside the clamp (-8, -7, 7, 9), u + 1 = 0 (-1), and 0, 0.5, 3. The error is the sigmoid unit's
+// (exp / reciprocal tables, ~3e-5 relative), plus FP32 roundings of u + 1, alpha g and g (u + 1).
+TEST(DatapathAccuracy, SwigluOaiUlpsEveryFiniteGateTimesUps) {
+  int worst_ulps = 0;
+  std::size_t total = 0;
+  std::size_t exact = 0;
+  std::uint16_t worst_a = 0, worst_b = 0;
+  for (const float up : {-8.0f, -7.0f, -1.0f, 0.0f, 0.5f, 3.0f, 7.0f, 9.0f}) {
+    const std::uint16_t b = float_to_half_bits(up);
+    int b_worst = 0;
+    std::size_t b_total = 0, b_exact = 0;
+    for (std::uint32_t bits = 0; bits < 0x10000u; ++bits) {
+      const auto a = static_cast<std::uint16_t>(bits);
+      if (((a >> 10) & 0x1Fu) == 0x1Fu)
+        continue;  // Inf / NaN: GoldenDatapath.SwigluOaiClampsAndSpecialValues
+      const double g = std::min(f(a), kSwigluOaiLimit);
+      const double u = std::clamp(f(b), -kSwigluOaiLimit, kSwigluOaiLimit);
+      const double ref = g / (1.0 + std::exp(-kSwigluOaiAlpha * g)) * (u + 1.0);
+      const int ulps = fp16_ulps(activation_fp16(ActivationMode::kSwigluOaiGate, a, b), nearest_fp16(ref));
+      if (ulps > worst_ulps) {
+        worst_ulps = ulps;
+        worst_a = a;
+        worst_b = b;
+      }
+      b_worst = std::max(b_worst, ulps);
+      b_exact += ulps == 0;
+      ++b_total;
+    }
+    std::printf(
+        "swiglu-oai-gate, up = %g: max %d FP16 ulp over every finite gate, %.3f%% correctly rounded\n",
+        static_cast<double>(up), b_worst,
+        100.0 * static_cast<double>(b_exact) / static_cast<double>(b_total));
+    exact += b_exact;
+    total += b_total;
+  }
+  std::printf(
+      "swiglu-oai-gate: max %d FP16 ulp (gate 0x%04x, up 0x%04x) over every finite gate x 8 up values, "
+      "%.3f%% "
+      "correctly rounded (%zu inputs)\n",
+      worst_ulps, worst_a, worst_b, 100.0 * static_cast<double>(exact) / static_cast<double>(total), total);
+  EXPECT_LE(worst_ulps, 1);  // measured 1, 99.563% correctly rounded
 }
 
 }  // namespace

@@ -350,10 +350,10 @@ TEST(GoldenDatapath, GeluTanhSpecialValues) {
   EXPECT_EQ(gelu(0xFBFF, 0x0000), 0x8000u);                    // -65504 -> -0
   EXPECT_EQ(gelu(h(-4.0f), h(2.0f)), gelu(h(-2.0f), 0x0000));  // the bias is added before the activation
   EXPECT_EQ(gelu(h(1.0f), 0x0000), h(0.8411920f));             // gelu_tanh(1) = 0.841192 (FP16 0x3ABB)
-  EXPECT_THROW(activation_fp16(static_cast<ActivationMode>(8), 0, 0), Error);
+  EXPECT_THROW(activation_fp16(static_cast<ActivationMode>(9), 0, 0), Error);
   EXPECT_EQ(std::string(to_string(ActivationMode::kGeluTanh)), "gelu-tanh");
   EXPECT_EQ(std::string(to_string(ActivationMode::kGeluErfGate)), "gelu-gate");
-  EXPECT_THROW(to_string(static_cast<ActivationMode>(8)), Error);
+  EXPECT_THROW(to_string(static_cast<ActivationMode>(9)), Error);
   EXPECT_THROW(is_gated(static_cast<ActivationMode>(255)), Error);
 }
 
@@ -381,7 +381,7 @@ TEST(GoldenDatapath, ReluOfTheSumExhaustive) {
 }
 
 TEST(GoldenDatapath, ActivationModesDiffer) {
-  // One input where every pair of the eight modes disagrees: a mode mixed up anywhere changes bits.
+  // One input where every pair of the nine modes disagrees: a mode mixed up anywhere changes bits.
   // a + b = -3.25 (the tail, where GELU's two forms differ); relu(a + b) = +0 but relu(a) x b = -0.
   const std::uint16_t a = h(-2.5f);
   const std::uint16_t b = h(-0.75f);
@@ -399,8 +399,90 @@ TEST(GoldenDatapath, ActivationModesDiffer) {
   dp->activation_fp16_n(ActivationMode::kGeluErf, as.data(), bs.data(), out.data(), 2);
   EXPECT_EQ(out[1], results[static_cast<std::size_t>(ActivationMode::kGeluErf)]);
   EXPECT_EQ(dp->silu_gate_fp16(a, b), results[0]);
-  EXPECT_THROW(dp->activation_fp16_n(static_cast<ActivationMode>(8), as.data(), bs.data(), out.data(), 2),
+  EXPECT_THROW(dp->activation_fp16_n(static_cast<ActivationMode>(kActivationModes), as.data(), bs.data(),
+                                     out.data(), 2),
                Error);
+  EXPECT_EQ(kActivationModes, 9);
+  EXPECT_STREQ(to_string(ActivationMode::kSwigluOaiGate), "swiglu-oai-gate");
+  EXPECT_TRUE(is_gated(ActivationMode::kSwigluOaiGate));
+  EXPECT_NE(activation_mode_names().find("8 (swiglu-oai-gate)"), std::string::npos)
+      << activation_mode_names();
+  try {
+    validate(static_cast<ActivationMode>(9));
+    ADD_FAILURE() << "mode 9 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mode 9"), std::string::npos) << e.what();
+  }
+}
+
+// gpt-oss's clamped SwiGLU (mode 8) composed from the primitives in the order rtl/golden/README.md states:
+// g = min(a, 7), u = clamp(b, -7, 7), u1 = u + 1, x = alpha g, m = g u1, out = round_fp16(m sigmoid(x)) with
+// the sigmoid unit's e^-|x|, 1 + u, recip and (x < 0) truncated u y. Every FP16 gate x 12 up values, bit for
+// bit; a reordered product (m = (g alpha-free) ...) or a different alpha fails here.
+TEST(GoldenDatapath, SwigluOaiFollowsTheStatedOrder) {
+  using namespace numerics;
+  EXPECT_EQ(std::bit_cast<std::uint32_t>(static_cast<float>(kSwigluOaiAlpha)), kSwigluOaiAlphaFp32Bits);
+  const float alpha = std::bit_cast<float>(kSwigluOaiAlphaFp32Bits);
+  auto sigmoid = [](float x) {
+    const float u = exp_neg_fp32(x);
+    const float y = recip_fp32(add_fp32(1.0f, u));
+    return std::signbit(x) ? mul_trunc_fp32(u, y) : y;
+  };
+  for (const float up :
+       {-9.0f, -7.0f, -6.99f, -1.0f, -0.999f, -0.0f, 0.0f, 0.5f, 3.0f, 7.0f, 7.01f, 100.0f}) {
+    const std::uint16_t b = h(up);
+    for (std::uint32_t bits = 0; bits < 0x10000u; ++bits) {
+      const auto a = static_cast<std::uint16_t>(bits);
+      const float fa = half_bits_to_float(a), fb = half_bits_to_float(b);
+      const float g = fa > 7.0f ? 7.0f : fa;
+      const float u = fb > 7.0f ? 7.0f : fb < -7.0f ? -7.0f : fb;
+      const float m = mul_fp32(g, add_fp32(u, 1.0f));
+      const std::uint16_t want = mul_round_fp16(m, sigmoid(mul_fp32(alpha, g)));
+      ASSERT_EQ(activation_fp16(ActivationMode::kSwigluOaiGate, a, b), want) << std::hex << a << " " << b;
+    }
+  }
+}
+
+// Mode 8's clamps and special values (HF GptOssExperts: gate.clamp(max=7), up.clamp(-7, 7); torch.clamp keeps
+// NaN): a gate above 7 (+Inf included) is 7, an up beyond +-7 (+-Inf included) is +-7; NaN gate or up -> NaN;
+// gate -Inf -> -Inf x sigmoid(-Inf) = -Inf x 0 = NaN (as SiLU's); up = -1 -> a zero with the sign of g;
+// gate +-0 -> a signed zero.
+TEST(GoldenDatapath, SwigluOaiClampsAndSpecialValues) {
+  auto oai = [](std::uint16_t a, std::uint16_t b) {
+    return activation_fp16(ActivationMode::kSwigluOaiGate, a, b);
+  };
+  const std::uint16_t seven = h(7.0f), minus_seven = h(-7.0f);
+  for (const std::uint16_t b : {h(0.5f), h(-3.0f), h(6.0f), h(-1.0f), h(0.0f)}) {
+    for (const std::uint16_t a :
+         {h(7.0078125f), h(8.0f), h(100.0f), std::uint16_t{0x7BFF}, std::uint16_t{0x7C00}})
+      EXPECT_EQ(oai(a, b), oai(seven, b)) << std::hex << a << " " << b;
+    if (b != h(-1.0f)) {
+      EXPECT_NE(oai(h(6.5f), b), oai(seven, b)) << std::hex << b;  // inside: not clamped
+    }
+  }
+  for (const std::uint16_t a : {h(-3.0f), h(0.25f), h(5.0f), h(7.0f), h(20.0f)}) {
+    for (const std::uint16_t b : {h(7.0078125f), h(9.0f), std::uint16_t{0x7BFF}, std::uint16_t{0x7C00}})
+      EXPECT_EQ(oai(a, b), oai(a, seven)) << std::hex << a << " " << b;
+    for (const std::uint16_t b : {h(-7.0078125f), h(-9.0f), std::uint16_t{0xFBFF}, std::uint16_t{0xFC00}})
+      EXPECT_EQ(oai(a, b), oai(a, minus_seven)) << std::hex << a << " " << b;
+    EXPECT_NE(oai(a, h(6.5f)), oai(a, seven)) << std::hex << a;
+    EXPECT_NE(oai(a, h(-6.5f)), oai(a, minus_seven)) << std::hex << a;
+  }
+  for (const std::uint16_t nan : {std::uint16_t{0x7E00}, std::uint16_t{0xFE00}, std::uint16_t{0x7C01}}) {
+    EXPECT_EQ(oai(nan, h(1.0f)), 0x7E00u);
+    EXPECT_EQ(oai(h(1.0f), nan), 0x7E00u);
+  }
+  EXPECT_EQ(oai(0xFC00, h(1.0f)), 0x7E00u);    // -Inf x 0
+  EXPECT_EQ(oai(h(2.0f), h(-1.0f)), 0x0000u);  // u + 1 = +0
+  EXPECT_EQ(oai(h(-2.0f), h(-1.0f)), 0x8000u);
+  EXPECT_EQ(oai(0x0000, h(3.0f)), 0x0000u);
+  EXPECT_EQ(oai(0x8000, h(3.0f)), 0x8000u);
+  EXPECT_EQ(oai(0x0000, h(-3.0f)), 0x8000u);  // +0 x (u + 1 = -2)
+  EXPECT_EQ(oai(0xFBFF, h(1.0f)), 0x8000u);   // g sigmoid(1.702 g) underflows: -0
+  // gate 7, up 7: 7 sigmoid(11.914) x 8 = 55.9996..., to FP16 56
+  EXPECT_EQ(oai(seven, seven), h(56.0f));
+  // gate 1, up 0: sigmoid(1.702) = 0.84579...
+  EXPECT_EQ(oai(h(1.0f), h(0.0f)), nearest_fp16(1.0 / (1.0 + std::exp(-1.702))));
 }
 
 // Decode attention in double for one GQA group: softmax(s) v per query head, s = scale q . k, soft-capped to
@@ -468,6 +550,207 @@ TEST(GoldenDatapath, DecodeAttentionSoftcap) {
   EXPECT_NE(out, plain);
   const std::vector<double> ref = reference_attention(q, k, v, group, t, d, 1.0, cap);
   for (std::size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(f(out[i]), ref[i], 4e-3) << i / d << " " << i % d;
+}
+
+// The GEMV bias starts the FP32 accumulator (README.md "GEMM lane"): lanes = 1 is bias + p0 + p1 + ... in
+// order; lanes = 4, k = 6: (bias + ((p0+p1)+(p2+p3))) + ((p4+p5)+(0+0)). The bias is added once in FP32,
+// before the single FP16 rounding: W x = 1 + 2^-11 (an FP16 tie, rounds to 1) plus 2^-11 gives 1 + 2^-10;
+// adding the bias after rounding would give 1 again.
+TEST(GoldenDatapath, GemvBiasStartsTheAccumulator) {
+  std::mt19937 rng(17);
+  const auto a = random_halves(100, -2.0f, 2.0f, rng);
+  const auto b = random_halves(100, -2.0f, 2.0f, rng);
+  const std::uint16_t bias = h(-3.375f);
+  auto p = [&](std::size_t i) { return half_bits_to_float(a[i]) * half_bits_to_float(b[i]); };
+  float seq = -3.375f;
+  for (std::size_t i = 0; i < 100; ++i) seq += p(i);
+  EXPECT_EQ(dot_fp16(a.data(), b.data(), 100, DatapathParams{1}, bias), seq);
+  const float expect = (-3.375f + ((p(0) + p(1)) + (p(2) + p(3)))) + ((p(4) + p(5)) + (0.0f + 0.0f));
+  EXPECT_EQ(dot_fp16(a.data(), b.data(), 6, DatapathParams{4}, bias), expect);
+  // +0 (the default) is the plain dot product; k = 0 is one pass of +0 products: init + 0.
+  EXPECT_EQ(std::bit_cast<std::uint32_t>(dot_fp16(a.data(), b.data(), 100, DatapathParams{}, 0)),
+            std::bit_cast<std::uint32_t>(dot_fp16(a.data(), b.data(), 100, DatapathParams{})));
+  EXPECT_EQ(dot_fp16(a.data(), b.data(), 0, DatapathParams{}, h(1.5f)), 1.5f);
+  EXPECT_EQ(std::bit_cast<std::uint32_t>(dot_fp16(a.data(), b.data(), 0, DatapathParams{}, 0x8000)), 0u);
+  EXPECT_TRUE(std::isnan(dot_fp16(a.data(), b.data(), 3, DatapathParams{}, 0x7E00)));
+  // One FP16 rounding of W x + bias.
+  const std::vector<std::uint16_t> w{h(1.0f), h(0x1p-11f)};
+  const std::vector<std::uint16_t> x{h(1.0f), h(1.0f)};
+  const std::uint16_t tiny = h(0x1p-11f);
+  std::vector<std::uint16_t> y(1);
+  gemv_fp16(w.data(), x.data(), y.data(), 1, 2, DatapathParams{});
+  EXPECT_EQ(y[0], 0x3C00u);  // 1 + 2^-11 ties to even
+  gemv_fp16(w.data(), x.data(), y.data(), 1, 2, DatapathParams{}, &tiny);
+  EXPECT_EQ(y[0], 0x3C01u);  // 1 + 2^-10
+  // gemv with a bias = each row's dot product started at its bias; zeros = no bias, bit for bit.
+  const std::size_t n = 33, k = 70;
+  const auto wm = random_halves(n * k, -1.0f, 1.0f, rng);
+  const auto xv = random_halves(k, -1.0f, 1.0f, rng);
+  const auto bv = random_halves(n, -4.0f, 4.0f, rng);
+  std::vector<std::uint16_t> with(n), without(n), zeros_bias(n);
+  const std::vector<std::uint16_t> zeros(n, 0);
+  gemv_fp16(wm.data(), xv.data(), with.data(), n, k, DatapathParams{}, bv.data());
+  gemv_fp16(wm.data(), xv.data(), without.data(), n, k, DatapathParams{});
+  gemv_fp16(wm.data(), xv.data(), zeros_bias.data(), n, k, DatapathParams{}, zeros.data());
+  EXPECT_EQ(zeros_bias, without);
+  EXPECT_NE(with, without);
+  auto dp = make_golden_datapath(DatapathParams{});
+  std::vector<std::uint16_t> via_interface(n);
+  dp->gemv_fp16(wm.data(), xv.data(), via_interface.data(), n, k, bv.data());
+  EXPECT_EQ(via_interface, with);
+  for (std::size_t r = 0; r < n; ++r) {
+    ASSERT_EQ(with[r], to_fp16(dot_fp16(wm.data() + r * k, xv.data(), k, DatapathParams{}, bv[r]))) << r;
+    double ref = f(bv[r]), mag = std::fabs(ref);
+    for (std::size_t i = 0; i < k; ++i) {
+      ref += f(wm[r * k + i]) * f(xv[i]);
+      mag += std::fabs(f(wm[r * k + i]) * f(xv[i]));
+    }
+    EXPECT_LE(std::fabs(f(with[r]) - ref), std::fabs(ref) * 0x1p-11 + mag * 1e-6 + 0x1p-24) << r;
+  }
+}
+
+// The softmax with an attention sink S, from the primitives in the order README.md states: the max starts at
+// S (not scaled, not capped), the sum at e^(S - m); p_i = e_i r. Random rows (any bits included), capped and
+// not, several sinks.
+std::vector<std::uint16_t> sink_softmax_reference(const std::vector<std::uint16_t>& s, std::uint16_t scale,
+                                                  std::uint16_t cap, std::uint16_t sink) {
+  using namespace numerics;
+  const float sv = half_bits_to_float(sink);
+  float max = sv;
+  std::vector<float> x(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    x[i] = softcap_fp32(mul_fp16_exact(scale, s[i]), cap);
+    if (x[i] > max) max = x[i];
+  }
+  float sum = add_fp32(0.0f, exp_neg_fp32(add_fp32(sv, -max)));
+  std::vector<float> e(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) sum = add_fp32(sum, e[i] = exp_neg_fp32(add_fp32(x[i], -max)));
+  const float r = recip_fp32(sum);
+  std::vector<std::uint16_t> p(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) p[i] = mul_round_fp16(e[i], r);
+  return p;
+}
+
+TEST(GoldenDatapath, SoftmaxSinkFollowsTheStatedOrder) {
+  std::mt19937 rng(18);
+  std::uniform_int_distribution<int> bits(0, 0xFFFF);
+  for (std::size_t n : {1u, 2u, 7u, 64u, 1000u}) {
+    for (int row = 0; row < 100; ++row) {
+      std::vector<std::uint16_t> s(n);
+      for (auto& v : s)
+        v = row % 4 == 0 ? static_cast<std::uint16_t>(bits(rng))
+                         : h(std::ldexp(static_cast<float>(bits(rng) - 32768), -12));
+      const std::uint16_t scale = row % 5 == 0 ? h(1.0f) : h(0.5f);
+      const std::uint16_t cap = row % 3 == 0 ? h(4.0f) : std::uint16_t{0};
+      const std::uint16_t sink =
+          row % 7 == 0 ? static_cast<std::uint16_t>(bits(rng)) : h(static_cast<float>(row % 13) - 6.0f);
+      std::vector<std::uint16_t> p(n);
+      softmax_fp16(s.data(), n, scale, cap, p.data(), &sink);
+      ASSERT_EQ(p, sink_softmax_reference(s, scale, cap, sink)) << "n " << n << " row " << row;
+    }
+  }
+}
+
+// No sink (nullptr) is the softmax as before, bit for bit; a sink of -Inf is exactly no sink (its e is 0 and
+// it never raises the max); a very negative finite sink (-65504) gives the same bits on ordinary rows; a NaN
+// or +Inf sink makes the row NaN (a NaN score does too); a dominant sink drives every p to 0; the sink is not
+// scaled: S = 2 with scale 1/2 is the scaled scores' own competitor at 2.
+TEST(GoldenDatapath, SoftmaxSinkLimitsAndSpecialValues) {
+  std::mt19937 rng(19);
+  std::uniform_int_distribution<int> bits(0, 0xFFFF);
+  const std::uint16_t minus_inf = 0xFC00, very_negative = 0xFBFF;
+  for (std::size_t n : {1u, 3u, 50u, 700u}) {
+    for (int row = 0; row < 200; ++row) {
+      std::vector<std::uint16_t> s(n);
+      for (auto& v : s)
+        v = row % 4 == 0 ? static_cast<std::uint16_t>(bits(rng))
+                         : h(std::ldexp(static_cast<float>(bits(rng) - 32768), -11));
+      const std::uint16_t cap = row % 2 == 0 ? h(8.0f) : std::uint16_t{0};
+      std::vector<std::uint16_t> plain(n), with_inf(n), with_negative(n);
+      softmax_fp16(s.data(), n, h(1.0f), cap, plain.data());
+      ASSERT_EQ(plain, sink_softmax_reference(s, h(1.0f), cap, minus_inf)) << n << " " << row;
+      softmax_fp16(s.data(), n, h(1.0f), cap, with_inf.data(), &minus_inf);
+      ASSERT_EQ(with_inf, plain) << n << " " << row;
+      if (row % 4 != 0) {  // ordinary scores, |x| <= 16: e^(-65504 - m) = 0, the max unchanged
+        softmax_fp16(s.data(), n, h(1.0f), cap, with_negative.data(), &very_negative);
+        for (std::size_t i = 0; i < n; ++i) ASSERT_LE(testing::fp16_ulps(with_negative[i], plain[i]), 1);
+        ASSERT_EQ(with_negative, plain);  // in fact bit for bit
+      }
+    }
+  }
+  const auto s = random_halves(100, -8.0f, 8.0f, rng);
+  std::vector<std::uint16_t> p(100);
+  for (const std::uint16_t bad : {std::uint16_t{0x7E00}, std::uint16_t{0x7C01}, std::uint16_t{0x7C00}}) {
+    softmax_fp16(s.data(), 100, h(1.0f), 0, p.data(), &bad);
+    for (auto v : p) ASSERT_EQ(v, 0x7E00u) << std::hex << bad;
+  }
+  const std::uint16_t dominant = h(60.0f);  // e^(x - 60) < 2^-74 for x <= 8
+  softmax_fp16(s.data(), 100, h(1.0f), 0, p.data(), &dominant);
+  for (auto v : p) EXPECT_EQ(v, 0x0000u);
+  const std::uint16_t moderate = h(8.0f);  // p shrinks by 1 / (1 + e^8 / sum e^x)
+  std::vector<std::uint16_t> plain(100);
+  softmax_fp16(s.data(), 100, h(1.0f), 0, plain.data());
+  softmax_fp16(s.data(), 100, h(1.0f), 0, p.data(), &moderate);
+  double mx = -INFINITY, sum = 0;
+  for (auto v : s) mx = std::max(mx, f(v));
+  mx = std::max(mx, 8.0);
+  for (auto v : s) sum += std::exp(f(v) - mx);
+  sum += std::exp(8.0 - mx);
+  for (std::size_t i = 0; i < 100; ++i) {
+    const double ref = std::exp(f(s[i]) - mx) / sum;
+    EXPECT_LE(std::fabs(f(p[i]) - ref), ref * 6e-4 + 0x1p-25) << i;
+    EXPECT_LT(f(p[i]), f(plain[i]) + 0x1p-24) << i;
+  }
+  // Not scaled: scores 4 with scale 1/2 (x = 2) against S = 2: two equal logits, p = 1/2 each for one score.
+  const std::uint16_t four = h(4.0f), two = h(2.0f);
+  softmax_fp16(&four, 1, h(0.5f), 0, p.data(), &two);
+  EXPECT_EQ(p[0], h(0.5f));
+  // Not capped: a sink of 10 against cap 1 (x' <= 1) still dominates.
+  const std::uint16_t ten = h(10.0f);
+  softmax_fp16(&four, 1, h(1.0f), h(1.0f), p.data(), &ten);
+  EXPECT_NEAR(f(p[0]), std::exp(1.0 - 10.0) / (1.0 + std::exp(1.0 - 10.0)), 1e-6);
+  // The Datapath interface passes it through.
+  auto dp = make_golden_datapath(DatapathParams{});
+  std::vector<std::uint16_t> via_interface(100);
+  dp->softmax_fp16(s.data(), 100, h(1.0f), 0, via_interface.data(), &moderate);
+  softmax_fp16(s.data(), 100, h(1.0f), 0, p.data(), &moderate);
+  EXPECT_EQ(via_interface, p);
+}
+
+// Decode attention with sinks: the double reference with each head's sink in its softmax; sinks change the
+// result; the free function, the interface and per-head softmax_fp16 calls agree.
+TEST(GoldenDatapath, DecodeAttentionSinks) {
+  std::mt19937 rng(20);
+  const std::size_t group = 3, t = 40, d = 32;
+  const auto q = random_halves(group * d, -1.0f, 1.0f, rng);
+  const auto k = random_halves(t * d, -1.0f, 1.0f, rng);
+  const auto v = random_halves(t * d, -1.0f, 1.0f, rng);
+  const std::vector<std::uint16_t> sinks{h(-1.5f), h(0.75f), h(3.0f)};
+  const std::uint16_t scale = h(0.25f);
+  std::vector<std::uint16_t> out(group * d), plain(group * d), via(group * d);
+  decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, out.data(), DatapathParams{},
+                        sinks.data());
+  decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, plain.data(), DatapathParams{});
+  EXPECT_NE(out, plain);
+  make_golden_datapath(DatapathParams{})
+      ->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, 0, via.data(), sinks.data());
+  EXPECT_EQ(via, out);
+  for (std::size_t g = 0; g < group; ++g) {
+    std::vector<double> sc(t);
+    double mx = f(sinks[g]);
+    for (std::size_t i = 0; i < t; ++i) {
+      for (std::size_t j = 0; j < d; ++j) sc[i] += f(q[g * d + j]) * f(k[i * d + j]);
+      sc[i] *= 0.25;
+      mx = std::max(mx, sc[i]);
+    }
+    double sum = std::exp(f(sinks[g]) - mx);
+    for (auto& x : sc) sum += (x = std::exp(x - mx));
+    for (std::size_t j = 0; j < d; ++j) {
+      double ref = 0;
+      for (std::size_t i = 0; i < t; ++i) ref += sc[i] / sum * f(v[i * d + j]);
+      EXPECT_NEAR(f(out[g * d + j]), ref, 4e-3) << g << " " << j;
+    }
+  }
 }
 
 }  // namespace

@@ -19,7 +19,6 @@
 #include <verilated.h>
 
 #include "Vpim_datapath.h"
-#include "pim_datapath_bench.hpp"
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/rtl/datapath_timing.hpp"
@@ -28,6 +27,7 @@
 #include "duplex/rtl/rtl_datapath.hpp"
 #include "duplex/sysc/host_interface.hpp"
 #include "duplex/sysc/pim_command.hpp"
+#include "pim_datapath_bench.hpp"
 
 namespace duplex::pim {
 namespace {
@@ -64,9 +64,9 @@ std::vector<Device> devices() {
       // the Duplex device as configured (32 B access, 1 MiB input buffer, 128 KiB softmax buffer)
       make_device(duplex, duplex.memory_capacity().bytes, 5, duplex.pim->input_buffer.bytes,
                   duplex.pim->softmax_buffer.bytes),
-      make_device(duplex, 1u << 20, 5, 4096, 2048),           // small: boundaries reachable with few micro-ops
+      make_device(duplex, 1u << 20, 5, 4096, 2048),  // small: boundaries reachable with few micro-ops
       make_device(duplex, kMaxU64 - 63, 6, 1u << 20, 1u << 17),  // memory near 2^64: 129-bit compares
-      make_device(duplex, 65536, 0, 256, 65536),              // byte alignment, softmax buffer = 32768 scores
+      make_device(duplex, 65536, 0, 256, 65536),  // byte alignment, softmax buffer = 32768 scores
   };
 }
 
@@ -86,7 +86,8 @@ class DescriptorGenerator {
     if (kind < 4) {  // unknown opcode
       static constexpr std::uint16_t kOpcodes[] = {0x0000, 0x0001, 0x0002, 0x000F, 0x0013, 0x0110, 0xFFFF};
       c.opcode = static_cast<Opcode>(rng_() % 2 ? kOpcodes[rng_() % 7] : static_cast<std::uint16_t>(rng_()));
-      if (c.opcode == Opcode::kPimGemv || c.opcode == Opcode::kPimAttention || c.opcode == Opcode::kPimActivation)
+      if (c.opcode == Opcode::kPimGemv || c.opcode == Opcode::kPimAttention ||
+          c.opcode == Opcode::kPimActivation)
         c.opcode = Opcode::kNop;
       for (auto& a : c.args) a = rng_();
       return bytes_of(c);
@@ -97,8 +98,11 @@ class DescriptorGenerator {
       return bytes_of(c);
     }
     c.opcode = pim_opcode();
-    if (kind < 16) overflow_by_one(c);
-    else shape(c);
+    c.flags = flags(c.opcode);
+    if (kind < 16)
+      overflow_by_one(c);
+    else
+      shape(c);
     place_operands(c);
     return bytes_of(c);
   }
@@ -111,11 +115,17 @@ class DescriptorGenerator {
   std::uint64_t uniform(std::uint64_t lo, std::uint64_t hi) {  // [lo, hi]
     return lo + rng_() % (hi - lo + 1);
   }
+  // The flags: GEMV / attention: bit 0 (a bias / sinks) half the time; activation: none; or (1 in 12) any
+  // bits, mostly undefined ones (kBadArgument).
+  std::uint16_t flags(Opcode op) {
+    if (rng_() % 12 == 0) return static_cast<std::uint16_t>(rng_() % 3 == 0 ? 1u << (rng_() % 16) : rng_());
+    return op != Opcode::kPimActivation && rng_() % 2 == 0 ? std::uint16_t{1} : std::uint16_t{0};
+  }
   // A small dimension, or (1 in 20) a boundary value.
   std::uint64_t dim(std::uint64_t lo, std::uint64_t hi) {
     if (rng_() % 20 != 0) return uniform(lo, hi);
-    static constexpr std::uint64_t kSpecial[] = {0,       kMaxU64,         kMaxI64, kMaxI64 + 1,
-                                                 1u << 31, 0xFFFFFFFFu, std::uint64_t{1} << 32, 2};
+    static constexpr std::uint64_t kSpecial[] = {
+        0, kMaxU64, kMaxI64, kMaxI64 + 1, 1u << 31, 0xFFFFFFFFu, std::uint64_t{1} << 32, 2};
     return rng_() % 9 == 0 ? rng_() : kSpecial[rng_() % 8];
   }
   void shape(CommandDescriptor& c) {
@@ -151,12 +161,12 @@ class DescriptorGenerator {
     }
     return scale << 32 | cap << 48;
   }
-  // The activation mode a4: one of the eight (0..7), or (1 in 8) a value outside them (some with valid low
-  // bits: 8, 0x10F, 2^32 + 5).
+  // The activation mode a4: one of the nine (0..8), or (1 in 8) a value outside them (some with valid low
+  // bits: 0x10, 0x108, 0x10F, 2^32 + 5).
   std::uint64_t mode() {
     if (rng_() % 8 != 0) return rng_() % static_cast<std::uint64_t>(kActivationModes);
     static constexpr std::uint64_t kBad[] = {
-        8, 9, 15, 16, 0x10F, 255, 256, (std::uint64_t{1} << 32) + 5, kMaxI64 + 1, kMaxU64};
+        9, 10, 15, 16, 0x108, 0x10F, 255, 256, (std::uint64_t{1} << 32) + 5, kMaxI64 + 1, kMaxU64};
     return rng_() % 4 == 0 ? rng_() : kBad[rng_() % std::size(kBad)];
   }
   // Shapes at a buffer limit: one element past it (kBufferOverflow), or exactly at it (valid when the
@@ -200,12 +210,15 @@ class DescriptorGenerator {
     const auto s = [](std::uint64_t x) { return static_cast<std::int64_t>(x); };
     const std::int64_t d = s(a[6] & 0xFFFFFFFFu);
     switch (c.opcode) {
-      case Opcode::kPimGemv:
-        return i == 0 ? sysc::fp16_bytes(s(a[4]), s(a[5]))
+      case Opcode::kPimGemv:  // W, x, y, bias (a6)
+        return i == 0   ? sysc::fp16_bytes(s(a[4]), s(a[5]))
                : i == 1 ? sysc::fp16_bytes(s(a[3]), s(a[5]))
-                        : sysc::fp16_bytes(s(a[3]), s(a[4]));
-      case Opcode::kPimAttention:
-        return i == 0 || i == 3 ? sysc::fp16_bytes(s(a[4]), d) : sysc::fp16_bytes(s(a[5]), d);
+               : i == 2 ? sysc::fp16_bytes(s(a[3]), s(a[4]))
+                        : sysc::fp16_bytes(s(a[4]), 1);
+      case Opcode::kPimAttention:  // q carries the sinks with flags bit 0
+        return i == 0   ? sysc::fp16_bytes(s(a[4]), d + (c.flags & 1))
+               : i == 3 ? sysc::fp16_bytes(s(a[4]), d)
+                        : sysc::fp16_bytes(s(a[5]), d);
       default:
         return sysc::fp16_bytes(s(a[3]), 1);
     }
@@ -235,6 +248,7 @@ class DescriptorGenerator {
   void place_operands(CommandDescriptor& c) {
     const int operands = c.opcode == Opcode::kPimAttention ? 4 : 3;
     for (int i = 0; i < operands; ++i) c.args[static_cast<std::size_t>(i)] = place(operand_bytes(c, i));
+    if (c.opcode == Opcode::kPimGemv && (c.flags & 1) != 0) c.args[6] = place(operand_bytes(c, 3));  // bias
   }
 
   const Device& d_;
@@ -256,6 +270,8 @@ CommandMicroOp read_micro_op(const Vpim_datapath& m) {
   op.seq = m.cmd_out_seq;
   op.status = static_cast<Status>(m.cmd_out_status);
   op.mode = static_cast<ActivationMode>(m.cmd_out_mode);
+  op.c = m.cmd_out_c;
+  op.c_valid = m.cmd_out_c_valid != 0;
   return op;
 }
 
@@ -276,7 +292,8 @@ void set_descriptor(Vpim_datapath& m, const Bytes& b) {
 
 std::string describe(const Bytes& b) {
   const CommandDescriptor d = sysc::hostif::decode_descriptor(b.data());
-  std::string s = "opcode " + std::to_string(static_cast<unsigned>(d.opcode)) + " args";
+  std::string s = "opcode " + std::to_string(static_cast<unsigned>(d.opcode)) + " flags " +
+                  std::to_string(d.flags) + " args";
   for (auto a : d.args) s += " " + std::to_string(a);
   return s;
 }
@@ -323,9 +340,10 @@ TEST(RtlCommandDecoder, StatusAndMicroOpsMatchGoldenAndDeviceUnderBackPressure) 
       while (!have_pending && sent < per_device) {
         const Bytes b = gen.next();
         const Status golden = decode_command_status(b.data(), dev.config);
-        const Status device = sysc::check_pim_command(dev.hbm, dev.pim, dev.memory,
-                                                      sysc::hostif::decode_descriptor(b.data()));
-        ASSERT_EQ(static_cast<int>(golden), static_cast<int>(device)) << "device " << di << ": " << describe(b);
+        const Status device =
+            sysc::check_pim_command(dev.hbm, dev.pim, dev.memory, sysc::hostif::decode_descriptor(b.data()));
+        ASSERT_EQ(static_cast<int>(golden), static_cast<int>(device))
+            << "device " << di << ": " << describe(b);
         ++by_status[static_cast<std::size_t>(golden)];
         ++descriptors;
         ++sent;
@@ -353,7 +371,8 @@ TEST(RtlCommandDecoder, StatusAndMicroOpsMatchGoldenAndDeviceUnderBackPressure) 
                              << got.dest << "/" << want.dest << " count " << got.count << "/" << want.count
                              << " status " << static_cast<int>(got.status) << "/"
                              << static_cast<int>(want.status) << " mode " << static_cast<int>(got.mode) << "/"
-                             << static_cast<int>(want.mode);
+                             << static_cast<int>(want.mode) << " c " << got.c << "/" << want.c << " c_valid "
+                             << got.c_valid << "/" << want.c_valid;
         expected.pop_front();
         ++micro_ops;
         quiet = 0;
@@ -361,7 +380,8 @@ TEST(RtlCommandDecoder, StatusAndMicroOpsMatchGoldenAndDeviceUnderBackPressure) 
         FAIL() << "decoder stalled with " << expected.size() << " micro-ops due";
       }
       if (in_fire) {
-        for (const auto& op : sequence_pim_command(pending.data(), dev.config, kRtlLanes)) expected.push_back(op);
+        for (const auto& op : sequence_pim_command(pending.data(), dev.config, kRtlLanes))
+          expected.push_back(op);
         have_pending = false;
       }
       bench.edge();
@@ -394,7 +414,8 @@ TEST(RtlCommandDecoder, HugeCommandStartsLikeItsShortPrefix) {
   huge.args = {0, std::uint64_t{1} << 62, (std::uint64_t{1} << 62) + 4096, 3, std::uint64_t{1} << 40, 40, 0};
   const Bytes huge_bytes = bytes_of(huge);
   ASSERT_EQ(decode_command_status(huge_bytes.data(), dev.config), Status::kOk);
-  EXPECT_EQ(command_micro_op_count(huge_bytes.data(), dev.config, kRtlLanes), 3 * (std::uint64_t{1} << 40) * 3);
+  EXPECT_EQ(command_micro_op_count(huge_bytes.data(), dev.config, kRtlLanes),
+            3 * (std::uint64_t{1} << 40) * 3);
   CommandDescriptor prefix = huge;
   prefix.args[3] = 1;
   prefix.args[4] = 1000;
@@ -425,7 +446,8 @@ TEST(RtlCommandDecoder, TimingMatchesTheConstants) {
   set_config(m, dev.config);
   m.cmd_out_ready = 1;
   CommandDescriptor gemv{Opcode::kPimGemv, 0, 1, {0, 4096, 8192, 2, 3, 40, 0}};
-  CommandDescriptor attention{Opcode::kPimAttention, 0, 2, {0, 4096, 8192, 12288, 2, 5, 20 | (0x3C00ull << 32)}};
+  CommandDescriptor attention{
+      Opcode::kPimAttention, 0, 2, {0, 4096, 8192, 12288, 2, 5, 20 | (0x3C00ull << 32)}};
   CommandDescriptor bad{Opcode::kPimGemv, 0, 3, {1, 0, 0, 1, 1, 1, 0}};  // misaligned
   const std::vector<Bytes> cmds = {bytes_of(gemv), bytes_of(attention), bytes_of(bad)};
   std::uint64_t total = 0;
@@ -471,13 +493,15 @@ TEST(RtlCommandDecoder, ActivationModeField) {
       {{0x100, 0x200, 0x300, 5, 5, 0, 0}, Status::kOk},
       {{0x100, 0x200, 0x300, 5, 6, 0, 0}, Status::kOk},
       {{0x100, 0x200, 0x300, 5, 7, 0, 0}, Status::kOk},
-      {{0x100, 0x200, 0x300, 5, 8, 0, 0}, Status::kBadArgument},  // the low 3 bits alone would be valid
+      {{0x100, 0x200, 0x300, 5, 8, 0, 0}, Status::kOk},  // swiglu-oai-gate: the 4-bit field
       {{0x100, 0x200, 0x300, 5, 9, 0, 0}, Status::kBadArgument},
-      {{0x100, 0x200, 0x300, 5, 0x102, 0, 0}, Status::kBadArgument},  // the low bits alone would be valid
+      {{0x100, 0x200, 0x300, 5, 15, 0, 0}, Status::kBadArgument},
+      {{0x100, 0x200, 0x300, 5, 0x10, 0, 0}, Status::kBadArgument},   // the low 4 bits alone would be valid
+      {{0x100, 0x200, 0x300, 5, 0x108, 0, 0}, Status::kBadArgument},  // the low bits alone would be valid
       {{0x100, 0x200, 0x300, 5, kMaxU64, 0, 0}, Status::kBadArgument},
-      {{0x100, 0x200, 0x300, 0, 8, 0, 0}, Status::kBadShape},     // elements first
-      {{0x101, 0x200, 0x300, 5, 8, 0, 0}, Status::kBadArgument},  // then the mode, before misalignment
-      {{0x101, 0x200, 0x300, 5, 7, 0, 0}, Status::kMisaligned},
+      {{0x100, 0x200, 0x300, 0, 9, 0, 0}, Status::kBadShape},     // elements first
+      {{0x101, 0x200, 0x300, 5, 9, 0, 0}, Status::kBadArgument},  // then the mode, before misalignment
+      {{0x101, 0x200, 0x300, 5, 8, 0, 0}, Status::kMisaligned},
   };
   for (const Case& c : cases) {
     const Bytes b = bytes_of({Opcode::kPimActivation, 0, 11, c.args});
@@ -541,17 +565,115 @@ TEST(RtlCommandDecoder, AttentionSoftcapField) {
   }
 }
 
+// The flags word: GEMV bit 0 = a bias [rows] at a6, attention bit 0 = sinks [group] right after q; every
+// other bit (and any bit of an activation command) is kBadArgument, checked after the shape and buffers and
+// before the operands; flags 0 keeps its old meaning (a6 of a GEMV ignored). The bias is a fourth operand
+// (checked after y), the sinks lengthen q by 2 group bytes. Valid flagged commands: operand C on the first
+// pass of each dot product (bias + 2 r) / the first softmax element of each head (q + 2 group d + 2 g),
+// nowhere else. RTL = golden = check_pim_command.
+TEST(RtlCommandDecoder, FlagsBiasAndSinks) {
+  PimDatapathBench bench(false);
+  auto& m = bench.m();
+  const Device dev = devices()[1];  // 1 MiB, 32 B alignment, 4 KiB input / 2 KiB softmax buffers
+  set_config(m, dev.config);
+  m.cmd_out_ready = 1;
+  const std::uint64_t end = dev.memory;
+  struct Case {
+    Opcode op;
+    std::uint16_t flags;
+    std::array<std::uint64_t, 7> args;
+    Status status;
+  };
+  const std::uint64_t a6 = 4 | 0x2E00ull << 32;  // head_dim 4, scale 0.1
+  const std::vector<Case> cases = {
+      {Opcode::kPimGemv, 0, {0x100, 0x200, 0x300, 2, 3, 20, 0x401}, Status::kOk},  // a6 ignored without bit 0
+      {Opcode::kPimGemv, 1, {0x100, 0x200, 0x300, 2, 3, 20, 0x400}, Status::kOk},
+      {Opcode::kPimGemv, 1, {0x100, 0x200, 0x300, 2, 3, 20, 0x401}, Status::kMisaligned},  // the bias
+      {Opcode::kPimGemv, 1, {0x100, 0x200, 0x300, 2, 3, 20, end - 32}, Status::kOk},       // 6 B at the end
+      {Opcode::kPimGemv, 1, {0x100, 0x200, 0x300, 2, 17, 20, end - 32}, Status::kOutOfRange},  // 34 B
+      {Opcode::kPimGemv, 1, {0x101, 0x200, 0x300, 2, 3, 20, end}, Status::kMisaligned},  // W before the bias
+      {Opcode::kPimGemv, 2, {0x100, 0x200, 0x300, 2, 3, 20, 0x400}, Status::kBadArgument},
+      {Opcode::kPimGemv, 0x8001, {0x100, 0x200, 0x300, 2, 3, 20, 0x400}, Status::kBadArgument},
+      {Opcode::kPimGemv, 2, {0x101, 0x200, 0x300, 2, 3, 20, 0x400}, Status::kBadArgument},  // before operands
+      {Opcode::kPimGemv, 2, {0x100, 0x200, 0x300, 0, 3, 20, 0x400}, Status::kBadShape},     // after the shape
+      {Opcode::kPimGemv, 2, {0x100, 0x200, 0x300, 2, 3, 1025, 0x400}, Status::kBufferOverflow},  // buffers
+      {Opcode::kPimAttention, 0, {0x100, 0x200, 0x300, 0x400, 2, 3, a6}, Status::kOk},
+      {Opcode::kPimAttention, 1, {0x100, 0x200, 0x300, 0x400, 2, 3, a6}, Status::kOk},
+      {Opcode::kPimAttention, 4, {0x100, 0x200, 0x300, 0x400, 2, 3, a6}, Status::kBadArgument},
+      {Opcode::kPimAttention, 4, {0x101, 0x200, 0x300, 0x400, 2, 3, a6}, Status::kBadArgument},
+      // q of 2 x 4 FP16 = 16 B ends exactly at the end of memory; its 2 sinks would need 4 B more
+      {Opcode::kPimAttention, 0, {end - 16, 0x200, 0x300, 0x400, 2, 3, a6}, Status::kMisaligned},
+      {Opcode::kPimAttention, 0, {end - 32, 0x200, 0x300, 0x400, 2, 3, a6 + 4}, Status::kOk},  // 2 x 8: 32 B
+      {Opcode::kPimAttention, 1, {end - 32, 0x200, 0x300, 0x400, 2, 3, a6 + 4}, Status::kOutOfRange},
+      {Opcode::kPimAttention, 1, {end - 64, 0x200, 0x300, 0x400, 2, 3, a6 + 4}, Status::kOk},
+      {Opcode::kPimActivation, 1, {0x100, 0x200, 0x300, 5, 0, 0, 0}, Status::kBadArgument},  // no flags
+      {Opcode::kPimActivation, 0x100, {0x101, 0x200, 0x300, 5, 8, 0, 0}, Status::kBadArgument},
+      {Opcode::kPimActivation, 1, {0x100, 0x200, 0x300, 0, 0, 0, 0}, Status::kBadShape},
+  };
+  for (const Case& c : cases) {
+    const Bytes b = bytes_of({c.op, c.flags, 13, c.args});
+    EXPECT_EQ(decode_command_status(b.data(), dev.config), c.status) << describe(b);
+    const auto d = sysc::hostif::decode_descriptor(b.data());
+    EXPECT_EQ(sysc::check_pim_command(dev.hbm, dev.pim, dev.memory, d), c.status) << describe(b);
+    const auto want = sequence_pim_command(b.data(), dev.config, kRtlLanes);
+    if (c.status == Status::kOk) {
+      const auto& a = c.args;
+      std::size_t with_c = 0;
+      if (c.op == Opcode::kPimGemv) {
+        ASSERT_EQ(want.size(), a[3] * a[4] * 2);  // 20 columns: 2 passes per dot product
+        for (std::size_t i = 0; i < want.size(); ++i) {
+          const bool first_pass = i % 2 == 0;
+          const std::uint64_t r = i / 2 % a[4];
+          EXPECT_EQ(want[i].c_valid, c.flags == 1 && first_pass) << i;
+          EXPECT_EQ(want[i].c, want[i].c_valid ? a[6] + 2 * r : 0) << i;
+          with_c += want[i].c_valid;
+        }
+        EXPECT_EQ(with_c, c.flags == 1 ? a[3] * a[4] : 0);
+        EXPECT_EQ(sysc::gemv_args(d).has_bias(), c.flags == 1);
+      } else {
+        const std::uint64_t hd = a[6] & 0xFFFFFFFFu;
+        std::uint64_t g = 0;
+        for (std::size_t i = 0; i < want.size(); ++i) {
+          const bool row_start = want[i].kind == CommandMicroOpKind::kSoftmaxElement && want[i].a == 0;
+          EXPECT_EQ(want[i].c_valid, c.flags == 1 && row_start) << i;
+          if (want[i].c_valid) {
+            EXPECT_EQ(want[i].c, a[0] + 2 * a[4] * hd + 2 * g) << i;
+            ++g;
+          } else {
+            EXPECT_EQ(want[i].c, 0u) << i;
+          }
+          with_c += want[i].c_valid;
+        }
+        EXPECT_EQ(with_c, c.flags == 1 ? a[4] : 0);
+        EXPECT_EQ(sysc::attention_args(d).sinks(), c.flags == 1);
+      }
+    }
+    expect_rtl_micro_ops(bench, b, want);
+  }
+}
+
 TEST(PimCommandDecoderGolden, DocumentedExpansion) {
   const CommandDecoderConfig config{1u << 20, 5, 4096, 2048};
   // GEMV 1 token x 2 rows x 17 cols at W = 0x100, x = 0x200, y = 0x300: passes of 16 and 1 per row.
   const Bytes gemv = bytes_of({Opcode::kPimGemv, 0, 9, {0x100, 0x200, 0x300, 1, 2, 17, 0}});
   const auto ops = sequence_pim_command(gemv.data(), config, 16);
   ASSERT_EQ(ops.size(), 4u);
-  EXPECT_EQ(ops[1], (CommandMicroOp{CommandMicroOpKind::kGemmPass, 0x100 + 32, 2, 0x200 + 32, false, 0x300, false,
-                                    1, true, false, 9, Status::kOk}));
+  EXPECT_EQ(ops[1], (CommandMicroOp{CommandMicroOpKind::kGemmPass, 0x100 + 32, 2, 0x200 + 32, false, 0x300,
+                                    false, 1, true, false, 9, Status::kOk}));
   EXPECT_EQ(ops[2].a, 0x100u + 34u);
   EXPECT_EQ(ops[3].dest, 0x302u);
   EXPECT_TRUE(ops[3].op_last);
+  EXPECT_FALSE(ops[0].c_valid);
+  // The same GEMV with a bias at 0x400: the first pass of each row carries c = 0x400 + 2 r.
+  const Bytes biased = bytes_of({Opcode::kPimGemv, 1, 9, {0x100, 0x200, 0x300, 1, 2, 17, 0x400}});
+  const auto b_ops = sequence_pim_command(biased.data(), config, 16);
+  ASSERT_EQ(b_ops.size(), 4u);
+  EXPECT_EQ(b_ops[0].c, 0x400u);
+  EXPECT_TRUE(b_ops[0].c_valid);
+  EXPECT_FALSE(b_ops[1].c_valid);
+  EXPECT_EQ(b_ops[2].c, 0x402u);
+  CommandMicroOp no_c = b_ops[3];
+  EXPECT_EQ(no_c, ops[3]);  // every other field as without the bias
   // Attention group 1, context 17, d 2: PV reads a column of V (stride 2 d = 4 B), p from the buffer.
   const Bytes attn = bytes_of({Opcode::kPimAttention, 0, 4, {0x400, 0x800, 0xC00, 0x1000, 1, 17, 2}});
   const auto a = sequence_pim_command(attn.data(), config, 16);
@@ -561,9 +683,20 @@ TEST(PimCommandDecoderGolden, DocumentedExpansion) {
   const Bytes capped =
       bytes_of({Opcode::kPimAttention, 0, 4, {0x400, 0x800, 0xC00, 0x1000, 1, 17, 2 | 0x5240ull << 48}});
   EXPECT_EQ(sequence_pim_command(capped.data(), config, 16)[17].b, 0x5240u << 16);  // cap 50
+  // With sinks: the softmax row's first element carries the sink right after q (q + 2 group d = 0x404).
+  const Bytes sinks = bytes_of({Opcode::kPimAttention, 1, 4, {0x400, 0x800, 0xC00, 0x1000, 1, 17, 2}});
+  const auto s_ops = sequence_pim_command(sinks.data(), config, 16);
+  ASSERT_EQ(s_ops.size(), a.size());
+  EXPECT_TRUE(s_ops[17].c_valid);
+  EXPECT_EQ(s_ops[17].c, 0x404u);
+  for (std::size_t i = 0; i < s_ops.size(); ++i) {
+    if (i != 17) {
+      EXPECT_FALSE(s_ops[i].c_valid) << i;
+    }
+  }
   EXPECT_TRUE(a[33].last);
-  EXPECT_EQ(a[35], (CommandMicroOp{CommandMicroOpKind::kGemmPass, 0xC00 + 16 * 4, 4, 16, true, 0x1000, false, 1,
-                                   true, false, 4, Status::kOk}));
+  EXPECT_EQ(a[35], (CommandMicroOp{CommandMicroOpKind::kGemmPass, 0xC00 + 16 * 4, 4, 16, true, 0x1000, false,
+                                   1, true, false, 4, Status::kOk}));
   // A rejected descriptor is one micro-op carrying its status.
   const Bytes bad = bytes_of({Opcode::kPimActivation, 0, 5, {0, 0, 0, 0, 0, 0, 0}});
   const auto r = sequence_pim_command(bad.data(), config, 16);

@@ -99,6 +99,54 @@ TEST_F(RtlEquivalence, GemmLaneDotBitExact) {
   EXPECT_EQ(mismatches, 0u);
 }
 
+// Dot products started at a bias (the GEMV bias, gemm_lane in_bias): 50k vectors, k in [0, 80], biases from
+// every class (zeros of both signs, subnormals, Inf, NaN, any bits, realistic, huge), back to back on the
+// lane so each dot product's first pass must pick up its own bias.
+TEST_F(RtlEquivalence, GemmLaneDotWithBiasBitExact) {
+  Fp16Source src(109);
+  std::vector<std::uint16_t> a(80), b(80);
+  std::size_t mismatches = 0;
+  for (int vec = 0; vec < 50000; ++vec) {
+    const std::size_t k = src.rng()() % 81;
+    const int family = vec % 4;
+    for (std::size_t i = 0; i < k; ++i) {
+      a[i] = family == 2 ? src.any_bits() : src.mixed(family == 1 ? 16 : 0);
+      b[i] = family == 2 ? src.any_bits() : src.mixed(family == 1 ? 16 : 0);
+    }
+    const std::uint16_t init = family == 0   ? src.mixed(0, -4, 4)
+                               : family == 1 ? src.corner()
+                               : family == 2 ? src.any_bits()
+                                             : src.mixed(4, -14, 15);
+    const float want = golden_->dot_fp16(a.data(), b.data(), k, init);
+    const float got = rtl_->dot_fp16(a.data(), b.data(), k, init);
+    if (bits(want) != bits(got) && ++mismatches <= 10)
+      ADD_FAILURE() << "dot k=" << k << " init " << std::hex << init << ": golden " << bits(want) << " rtl "
+                    << bits(got);
+  }
+  EXPECT_EQ(mismatches, 0u);
+  const std::vector<std::uint16_t> one{0x3C00};
+  EXPECT_EQ(bits(rtl_->dot_fp16(one.data(), one.data(), 0, 0x8000)), 0u);  // k = 0: -0 + (+0) = +0
+  EXPECT_EQ(rtl_->dot_fp16(one.data(), one.data(), 0, 0x3E00), 1.5f);
+}
+
+// GEMV with a bias per row: RTL = golden, and the bias changes the result.
+TEST_F(RtlEquivalence, GemvWithBiasBitExact) {
+  Fp16Source src(110);
+  for (std::size_t k : {1u, 15u, 16u, 17u, 64u, 333u}) {
+    const std::size_t n = 257;
+    std::vector<std::uint16_t> w(n * k), x(k), bias(n);
+    for (auto& v : w) v = src.mixed(1024, -6, 2);
+    for (auto& v : x) v = src.mixed(1024, -6, 2);
+    for (auto& v : bias) v = src.mixed(16, -8, 6);  // 1 in 16 a corner case (Inf, NaN, +-0, subnormal)
+    std::vector<std::uint16_t> want(n), got(n), plain(n);
+    golden_->gemv_fp16(w.data(), x.data(), want.data(), n, k, bias.data());
+    rtl_->gemv_fp16(w.data(), x.data(), got.data(), n, k, bias.data());
+    rtl_->gemv_fp16(w.data(), x.data(), plain.data(), n, k);
+    EXPECT_EQ(want, got) << "k = " << k;
+    EXPECT_NE(got, plain) << "k = " << k;
+  }
+}
+
 TEST_F(RtlEquivalence, GemvFp16OutputsBitExact) {
   Fp16Source src(102);
   for (std::size_t k : {1u, 15u, 16u, 17u, 64u, 333u}) {
@@ -232,6 +280,61 @@ TEST_F(RtlEquivalence, SoftmaxSoftcapBitExact) {
         << std::hex << bad;
 }
 
+// Attention sinks (gpt-oss): 40k random rows of 1..8 scores, each with a sink (realistic, around the row's
+// max, far below and above it, corner cases: +-0, subnormals, +-Inf, NaN, and any bits) or (1 in 5) without
+// one, so the unit must sample the sink with each row's first score; half of them soft-capped (the sink is
+// neither scaled nor capped); plus long rows (100, 4096, 32768) with sinks. RTL = golden bit for bit.
+TEST_F(RtlEquivalence, SoftmaxSinkBitExact) {
+  Fp16Source src(111);
+  std::vector<std::uint16_t> s(kSoftmaxMaxElements), want(kSoftmaxMaxElements), got(kSoftmaxMaxElements);
+  std::size_t mismatches = 0, sink_rows = 0;
+  auto run = [&](std::size_t n, std::uint16_t scale, std::uint16_t cap, const std::uint16_t* sink) {
+    golden_->softmax_fp16(s.data(), n, scale, cap, want.data(), sink);
+    rtl_->softmax_fp16(s.data(), n, scale, cap, got.data(), sink);
+    sink_rows += sink != nullptr;
+    for (std::size_t i = 0; i < n; ++i)
+      if (want[i] != got[i] && ++mismatches <= 10)
+        ADD_FAILURE() << "softmax n=" << n << " cap " << std::hex << cap << " sink "
+                      << (sink != nullptr ? *sink : 0xFFFFu) << " i=" << std::dec << i << ": golden "
+                      << std::hex << want[i] << " rtl " << got[i];
+  };
+  const std::uint16_t caps[] = {0x0000, 0x4800, 0x3C00, 0x5240};  // none, 8, 1, 50
+  for (int row = 0; row < 40000; ++row) {
+    const std::size_t n = 1 + src.rng()() % 8;
+    const int family = row % 3;
+    for (std::size_t i = 0; i < n; ++i)
+      s[i] = family == 0 ? src.mixed(0, -4, 4) : family == 1 ? src.mixed(8, -4, 5) : src.any_bits();
+    const std::uint16_t scale = row % 8 == 1 ? src.corner() & 0x7FFFu : src.normal(-3, 1) & 0x7FFFu;
+    const std::uint16_t cap = caps[src.rng()() % 2 == 0 ? 0 : 1 + src.rng()() % 3];
+    std::uint16_t sink = 0;
+    switch (src.rng()() % 6) {
+      case 0:
+        sink = src.corner();  // +-0, subnormals, +-65504, +-Inf, NaNs, 1
+        break;
+      case 1:
+        sink = src.any_bits();
+        break;
+      case 2:
+        sink = s[src.rng()() % n];  // equal to a score (a tie for the max at scale 1)
+        break;
+      case 3:
+        sink = src.normal(3, 7);  // +-8 .. +-255: dominant or negligible
+        break;
+      default:
+        sink = src.mixed(0, -6, 3);
+        break;
+    }
+    run(n, scale, cap, row % 5 == 4 ? nullptr : &sink);
+  }
+  for (const std::size_t n : {std::size_t{100}, std::size_t{4096}, kSoftmaxMaxElements}) {
+    for (std::size_t i = 0; i < n; ++i) s[i] = src.mixed(1024, -4, 4);
+    const std::uint16_t sink = float_to_half_bits(2.5f);
+    run(n, float_to_half_bits(0.125f), n == 4096 ? caps[1] : caps[0], &sink);
+  }
+  EXPECT_EQ(mismatches, 0u);
+  EXPECT_GT(sink_rows, 30000u);
+}
+
 // Every FP16 gate bit pattern (65536) with four up values each: 262144 vectors.
 TEST_F(RtlEquivalence, SiluGateExhaustiveGateBitExact) {
   Fp16Source src(104);
@@ -251,7 +354,8 @@ TEST_F(RtlEquivalence, EveryModeExhaustiveABitExact) {
   Fp16Source src(106);
   for (const ActivationMode mode :
        {ActivationMode::kGeluTanh, ActivationMode::kRelu, ActivationMode::kGeluErf, ActivationMode::kSilu,
-        ActivationMode::kGeluTanhGate, ActivationMode::kReluGate, ActivationMode::kGeluErfGate}) {
+        ActivationMode::kGeluTanhGate, ActivationMode::kReluGate, ActivationMode::kGeluErfGate,
+        ActivationMode::kSwigluOaiGate}) {
     const bool gated = is_gated(mode);
     std::size_t mismatches = 0;
     for (int round = gated ? 1 : 0; round < 5; ++round)
@@ -269,6 +373,19 @@ TEST_F(RtlEquivalence, EveryModeExhaustiveABitExact) {
   EXPECT_THROW(rtl_->activation_fp16_n(static_cast<ActivationMode>(kActivationModes), one.data(), one.data(),
                                        one.data(), 1),
                Error);
+}
+
+// gpt-oss's clamped SwiGLU (mode 8) at its clamps and special values: every FP16 gate bit pattern with each
+// of 25 up values (+-0, subnormals, +-Inf, NaNs, values around +-7 and -1, 1): 1.6M pairs. Every gate
+// includes NaNs, +-Inf, +-0, subnormals and the values around 7 (6.996, 7, 7.004, 65504).
+TEST_F(RtlEquivalence, SwigluOaiClampsAndSpecialValuesBitExact) {
+  const std::uint16_t ups[] = {0x0000, 0x8000, 0x0001, 0x83FF, 0x7C00, 0xFC00, 0x7E00, 0xFE00, 0x7C01,
+                               0x46FF, 0x4700, 0x4701, 0xC6FF, 0xC700, 0xC701, 0x4800, 0xC800, 0x7BFF,
+                               0xFBFF, 0xBBFF, 0xBC00, 0xBC01, 0x3C00, 0x1400, 0x9400};
+  std::size_t mismatches = 0;
+  for (const std::uint16_t up : ups)
+    mismatches += activation_mismatches(ActivationMode::kSwigluOaiGate, [&](std::uint32_t) { return up; });
+  EXPECT_EQ(mismatches, 0u);
 }
 
 // ReLU gate has no zeroing override: relu(a) * b keeps the product's sign and its NaN.
@@ -344,11 +461,34 @@ TEST_F(RtlEquivalence, DecodeAttentionSoftcapSameBytes) {
       Error);
 }
 
+// Decode attention with sinks (and with a cap): RTL = golden = the free function, and the sinks change it.
+TEST_F(RtlEquivalence, DecodeAttentionSinksSameBytes) {
+  const std::size_t group = 3, t = 150, d = 32;
+  const auto [q, k, v] = random_attention(112, group, t, d, -2, 0);
+  const std::vector<std::uint16_t> sinks{float_to_half_bits(-0.5f), float_to_half_bits(2.0f),
+                                         float_to_half_bits(6.0f)};
+  const std::uint16_t scale = float_to_half_bits(0.5f);
+  for (const std::uint16_t cap : {std::uint16_t{0}, float_to_half_bits(4.0f)}) {
+    std::vector<std::uint16_t> want(group * d), got(group * d), free_fn(group * d), plain(group * d);
+    golden_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, cap, want.data(),
+                                   sinks.data());
+    rtl_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, cap, got.data(),
+                                sinks.data());
+    decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, cap, free_fn.data(),
+                          DatapathParams{}, sinks.data());
+    rtl_->decode_attention_fp16(q.data(), k.data(), v.data(), group, t, d, scale, cap, plain.data());
+    EXPECT_EQ(want, got) << "cap " << cap;
+    EXPECT_EQ(want, free_fn) << "cap " << cap;
+    EXPECT_NE(want, plain) << "cap " << cap << ": the sinks change nothing";
+  }
+}
+
 TEST(RtlDatapathFactory, RejectsBadRequestsClearly) {
   EXPECT_THROW(make_datapath("verilog", DatapathParams{}), Error);
   EXPECT_THROW(make_datapath("rtl", DatapathParams{32}), Error);  // RTL built with 16 lanes
   const std::string extension = kRtlTraceExtension;
-  EXPECT_THROW(make_datapath("rtl", DatapathParams{16}, extension == ".vcd" ? "wave.fst" : "wave.vcd"), Error);
+  EXPECT_THROW(make_datapath("rtl", DatapathParams{16}, extension == ".vcd" ? "wave.fst" : "wave.vcd"),
+               Error);
   EXPECT_THROW(make_datapath("golden", DatapathParams{16}, "wave" + extension), Error);
   EXPECT_THROW(make_datapath("rtl", DatapathParams{16}, "/nonexistent-dir/wave" + extension), Error);
   auto rtl = make_datapath("rtl", DatapathParams{});

@@ -12,11 +12,12 @@
 #include <verilated.h>
 
 #include "Vpim_datapath.h"
-#include "pim_datapath_bench.hpp"
+#include "duplex/base/fp16.hpp"
 #include "duplex/rtl/datapath_timing.hpp"
 #include "duplex/rtl/golden_datapath.hpp"
 #include "duplex/rtl/rtl_datapath.hpp"
 #include "fp16_vectors.hpp"
+#include "pim_datapath_bench.hpp"
 
 namespace duplex::pim {
 namespace {
@@ -58,6 +59,51 @@ TEST(RtlTiming, GemmLaneLatencyAndInitiationInterval) {
               static_cast<float>(passes * kRtlLanes));
   }
   EXPECT_EQ(timing::gemm_lane_latency(kRtlLanes), 6);
+}
+
+// A bias (gemm_lane in_bias, sampled with a dot product's first pass) costs no cycle: dot products of 1, 2,
+// 7, 64 and 3 passes with a bias, back to back on one lane, each presented gemm_dot_cycles after its first
+// pass
+// (+ kGemvBiasCycles = 0) with the value bias + 16 x passes; the bias port holds NaN on every other pass, so
+// a lane that sampled it there would give NaN.
+TEST(RtlTiming, GemmLaneBiasCostsNoCycle) {
+  EXPECT_EQ(timing::kGemvBiasCycles, 0);
+  Bench bench;
+  auto& m = bench.m();
+  set_pass(m, 0x3C00, 0x3C00);
+  const std::vector<std::size_t> dots = {1, 2, 7, 64, 3};
+  const std::vector<std::uint16_t> biases = {0x4500, 0xC900, 0x3800, 0x0000, 0xBC00};  // 5, -10, 0.5, +0, -1
+  std::vector<std::uint64_t> first_pass, done;
+  std::vector<float> acc;
+  std::size_t dot = 0, pass = 0;
+  while (done.size() < dots.size()) {
+    const bool valid = dot < dots.size();
+    m.gemm_in_valid = valid;
+    m.gemm_in_last = valid && pass + 1 == dots[dot];
+    m.gemm_in_bias = valid && pass == 0 ? biases[dot] : std::uint16_t{0x7E00};
+    bench.settle();
+    if (valid) {
+      ASSERT_TRUE(m.gemm_in_ready);
+      if (pass == 0) first_pass.push_back(bench.cycle());
+      if (++pass == dots[dot]) {
+        ++dot;
+        pass = 0;
+      }
+    }
+    bench.edge();
+    if (m.gemm_out_valid) {
+      done.push_back(bench.cycle());
+      acc.push_back(std::bit_cast<float>(static_cast<std::uint32_t>(m.gemm_out_acc)));
+    }
+    ASSERT_LT(bench.cycle(), 1000u);
+  }
+  for (std::size_t i = 0; i < dots.size(); ++i) {
+    EXPECT_EQ(done[i] - first_pass[i], timing::gemm_dot_cycles(dots[i] * kRtlLanes, kRtlLanes) +
+                                           static_cast<std::uint64_t>(timing::kGemvBiasCycles))
+        << dots[i] << " passes";
+    EXPECT_EQ(acc[i], half_bits_to_float(biases[i]) + static_cast<float>(dots[i] * kRtlLanes)) << i;
+  }
+  m.gemm_in_bias = 0;
 }
 
 TEST(RtlTiming, SoftmaxCyclesPerRow) {
@@ -124,6 +170,58 @@ TEST(RtlTiming, SoftmaxSoftcapCyclesPerRow) {
   }
 }
 
+// A row with an attention sink costs no cycle (kSoftmaxSinkCycles = 0: the max starts at the sink, its e
+// enters the sum in SUM's first, otherwise idle, cycle), capped or not: rows with and without sinks and caps
+// back to back on one unit, each row's own count and the golden model's probabilities. The sink is sampled
+// with the first score only (the ports hold other values afterwards).
+TEST(RtlTiming, SoftmaxSinkCyclesPerRow) {
+  EXPECT_EQ(timing::kSoftmaxSinkCycles, 0);
+  EXPECT_EQ(timing::softmax_cycles(10, false, true), timing::softmax_cycles(10));
+  EXPECT_EQ(timing::softmax_cycles(10, true, true), timing::softmax_cycles(10, true));
+  Bench bench;
+  auto& m = bench.m();
+  m.softmax_in_scale = 0x3C00;
+  const std::uint16_t sink = 0x4600;  // 6: above most scores (1 .. 7)
+  for (std::size_t n : {1u, 2u, 5u, 100u, 1000u, 3u}) {
+    for (const std::uint16_t softcap : {std::uint16_t{0}, std::uint16_t{0x4400}}) {
+      for (const bool has_sink : {true, false}) {
+        std::vector<std::uint16_t> s(n);
+        for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<std::uint16_t>(0x3C00 + 0x100 * (i % 11));
+        std::vector<std::uint16_t> want(n);
+        softmax_fp16(s.data(), n, 0x3C00, softcap, want.data(), has_sink ? &sink : nullptr);
+        std::vector<std::uint16_t> got;
+        m.softmax_in_softcap = softcap;
+        m.softmax_in_sink = sink;
+        m.softmax_in_has_sink = has_sink;
+        const std::uint64_t first = bench.cycle();
+        std::uint64_t last_out = 0;
+        for (std::size_t i = 0; last_out == 0; ++i) {
+          m.softmax_in_valid = i < n;
+          m.softmax_in_score = i < n ? s[i] : 0;
+          m.softmax_in_last = i + 1 == n;
+          if (i == 1) {  // sampled with the first score only
+            m.softmax_in_sink = 0x7E00;
+            m.softmax_in_has_sink = !has_sink;
+          }
+          bench.settle();
+          if (i < n) {
+            ASSERT_TRUE(m.softmax_in_ready) << "load stalls at element " << i;
+          }
+          bench.edge();
+          if (m.softmax_out_valid) got.push_back(m.softmax_out_prob);
+          if (m.softmax_out_valid && m.softmax_out_last) last_out = bench.cycle();
+          ASSERT_LT(bench.cycle(), first + 10 * n + 1000);
+        }
+        EXPECT_EQ(last_out - first, timing::softmax_cycles(n, softcap != 0, has_sink))
+            << "n = " << n << " cap " << softcap << " sink " << has_sink;
+        EXPECT_EQ(got, want) << "n = " << n << " cap " << softcap << " sink " << has_sink;
+        bench.edge();  // the last probability is taken (out_ready is high)
+      }
+    }
+  }
+  m.softmax_in_has_sink = 0;
+}
+
 // Every mode: latency (activation_latency) and one element per cycle (activation_cycles); the results are the
 // golden model's.
 TEST(RtlTiming, ActivationLatencyAndInitiationIntervalPerMode) {
@@ -166,10 +264,11 @@ TEST(RtlTiming, ActivationLatencyAndInitiationIntervalPerMode) {
   EXPECT_EQ(timing::kReluLatency, 5);
   EXPECT_EQ(timing::kGeluTanhLatency, 10);
   EXPECT_EQ(timing::kGeluErfLatency, 22);
+  EXPECT_EQ(timing::kSwigluOaiLatency, 7);
 }
 
-// Cycles an element of `mode` spends in a front before the back stages: 0, kActivationFrontStages (tanh) or
-// kGeluErfFrontStages (erf).
+// Cycles an element of `mode` spends in a front before the back stages: 0, kSwigluOaiFrontStages,
+// kActivationFrontStages (tanh) or kGeluErfFrontStages (erf).
 int front_stages(ActivationMode mode) {
   return timing::activation_latency(mode) - timing::kSiluLatency;
 }
@@ -210,10 +309,10 @@ PairRun run_pair(Bench& bench, ActivationMode first, ActivationMode second, std:
 
 // An element waits while an earlier one would still reach the back stages after it: behind an element of
 // front length L1, one of front length L2 is accepted max(gap, 1 + max(0, L1 - L2)) cycles after it. SiLU /
-// ReLU behind tanh waits kActivationFrontStages cycles, behind erf kGeluErfFrontStages; tanh behind erf
-// waits kGeluErfFrontStages - kActivationFrontStages; erf behind anything, and anything behind SiLU / ReLU,
-// never waits. Results come out in input order, each the golden model's. Every ordered pair of modes, gaps
-// 1..24.
+// ReLU behind tanh waits kActivationFrontStages cycles, behind erf kGeluErfFrontStages, behind SwiGLU-OAI
+// kSwigluOaiFrontStages; SwiGLU-OAI behind tanh waits 3, behind erf 15; tanh behind erf waits
+// kGeluErfFrontStages - kActivationFrontStages; erf behind anything, and anything behind SiLU / ReLU, never
+// waits. Results come out in input order, each the golden model's. Every ordered pair of modes, gaps 1..24.
 TEST(RtlTiming, ActivationModeSwitchStall) {
   Bench bench;
   for (int f = 0; f < kActivationModes; ++f) {
@@ -221,6 +320,7 @@ TEST(RtlTiming, ActivationModeSwitchStall) {
       const auto first = static_cast<ActivationMode>(f);
       const auto second = static_cast<ActivationMode>(s);
       const int wait = std::max(0, front_stages(first) - front_stages(second));
+      ASSERT_EQ(timing::activation_mode_switch_wait(first, second), wait);
       for (std::uint64_t gap = 1; gap <= 24; ++gap) {
         const PairRun run = run_pair(bench, first, second, gap);
         ASSERT_EQ(run.out.size(), 2u) << to_string(first) << " then " << to_string(second);
@@ -248,7 +348,15 @@ TEST(RtlTiming, ActivationModeSwitchStall) {
   EXPECT_EQ(stall(ActivationMode::kGeluErf, ActivationMode::kGeluTanh), erf_front - front);
   EXPECT_EQ(stall(ActivationMode::kGeluErfGate, ActivationMode::kGeluTanhGate), erf_front - front);
   EXPECT_EQ(stall(ActivationMode::kGeluTanh, ActivationMode::kGeluErfGate), 0u);
+  const auto oai_front = static_cast<std::uint64_t>(timing::kSwigluOaiFrontStages);
+  EXPECT_EQ(stall(ActivationMode::kSwigluOaiGate, ActivationMode::kSiluGate), oai_front);
+  EXPECT_EQ(stall(ActivationMode::kSwigluOaiGate, ActivationMode::kRelu), oai_front);
+  EXPECT_EQ(stall(ActivationMode::kGeluTanh, ActivationMode::kSwigluOaiGate), front - oai_front);
+  EXPECT_EQ(stall(ActivationMode::kGeluErfGate, ActivationMode::kSwigluOaiGate), erf_front - oai_front);
+  EXPECT_EQ(stall(ActivationMode::kSwigluOaiGate, ActivationMode::kGeluTanhGate), 0u);
+  EXPECT_EQ(stall(ActivationMode::kSwigluOaiGate, ActivationMode::kSwigluOaiGate), 0u);
   EXPECT_EQ(timing::kGeluErfFrontStages, 17);
+  EXPECT_EQ(timing::kSwigluOaiFrontStages, 2);
 }
 
 // Random input gaps and output back-pressure change only timing, never values or order.
@@ -300,14 +408,19 @@ TEST(RtlHandshake, BackPressureKeepsEveryResult) {
   for (auto& v : s) v = src.mixed(0, -3, 3);
   // The row through the unit with random input gaps and output stalls, uncapped and soft-capped (cap 2:
   // scores up to 3 cross the polynomial / exp-form boundary; the cap stages stall with the rest of the OUT
-  // pass): the probabilities golden's softmax gives.
-  for (const std::uint16_t softcap : {std::uint16_t{0}, std::uint16_t{0x4000}}) {
-    SCOPED_TRACE(softcap);
+  // pass), without and with a sink (1.5): the probabilities golden's softmax gives.
+  const std::uint16_t sink = 0x3E00;
+  for (const int variant : {0, 1, 2, 3}) {
+    const std::uint16_t softcap = variant % 2 == 0 ? std::uint16_t{0} : std::uint16_t{0x4000};
+    const bool has_sink = variant >= 2;
+    SCOPED_TRACE(variant);
     std::vector<std::uint16_t> p_want(n);
-    softmax_fp16(s.data(), n, 0x3C00, softcap, p_want.data());
+    softmax_fp16(s.data(), n, 0x3C00, softcap, p_want.data(), has_sink ? &sink : nullptr);
     std::vector<std::uint16_t> p_got;
     m.softmax_in_scale = 0x3C00;
     m.softmax_in_softcap = softcap;
+    m.softmax_in_sink = sink;
+    m.softmax_in_has_sink = has_sink;
     sent = 0;
     while (p_got.size() < n) {
       const bool valid = sent < n && coin() % 3 != 0;
@@ -328,6 +441,7 @@ TEST(RtlHandshake, BackPressureKeepsEveryResult) {
     EXPECT_EQ(p_got, p_want);
   }
   m.softmax_in_softcap = 0;
+  m.softmax_in_has_sink = 0;
 
   // Activation unit: 2000 pairs in random modes (mode switches stall the input), every bit pattern of a.
   std::vector<std::uint16_t> act_a(2000);
@@ -336,7 +450,9 @@ TEST(RtlHandshake, BackPressureKeepsEveryResult) {
   for (std::size_t i = 0; i < act_a.size(); ++i) {
     act_a[i] = src.any_bits();
     act_b[i] = src.mixed(16);
-    modes[i] = static_cast<ActivationMode>(i / 7 % 5 == 0 ? coin() % 8 : (i / 7) % 8);  // runs and mixes
+    constexpr auto kModes = static_cast<unsigned>(kActivationModes);
+    modes[i] =
+        static_cast<ActivationMode>(i / 7 % 5 == 0 ? coin() % kModes : (i / 7) % kModes);  // runs, mixes
   }
   std::vector<std::uint16_t> a_got;
   sent = 0;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -190,8 +191,8 @@ TEST_F(LogicPimOps, ActivationEqualsGolden) {
 }
 
 // Every mode of the activation command: the golden bits, a double reference within 1 FP16 ulp of the result,
-// and the unit's latency per mode in the timing (GELU's front stages: 5 (tanh) or 17 (erf) more cycles than
-// SiLU / ReLU).
+// and the unit's latency per mode in the timing (the front stages: 2 (SwiGLU-OAI), 5 (GELU tanh) or 17 (GELU
+// erf) more cycles than SiLU / ReLU).
 TEST_F(LogicPimOps, ActivationModesEqualGoldenAndTheirFunctions) {
   const std::int64_t n = 4096;
   const auto a = random_fp16(static_cast<std::size_t>(n), 6.0f, 8);
@@ -208,6 +209,10 @@ TEST_F(LogicPimOps, ActivationModesEqualGoldenAndTheirFunctions) {
     if (mode == M::kGeluTanh || mode == M::kGeluTanhGate)
       act = s / (1 + std::exp(-1.5957691216057308 * (s + 0.044715 * s * s * s)));  // gelu_tanh(s)
     if (mode == M::kGeluErf || mode == M::kGeluErfGate) act = s * 0.5 * std::erfc(-s / std::sqrt(2.0));
+    if (mode == M::kSwigluOaiGate) {  // gpt-oss: clamped gate and up, (u + 1) g sigmoid(1.702 g)
+      const double g = std::min(s, 7.0), u = std::clamp(y, -7.0, 7.0);
+      return g / (1 + std::exp(-1.702 * g)) * (u + 1);
+    }
     return gated ? act * y : act;
   };
   double silu_ps = 0;
@@ -228,6 +233,98 @@ TEST_F(LogicPimOps, ActivationModesEqualGoldenAndTheirFunctions) {
       const double ref = reference(mode, f(a[k]), f(b[k]));
       const double ulp = std::ldexp(1.0, std::max(std::ilogb(std::max(std::fabs(ref), 0x1p-14)), -14) - 10);
       EXPECT_LE(std::fabs(f(out[k]) - ref), ulp) << pim::to_string(mode) << " " << k;
+    }
+  }
+}
+
+// GEMV with a bias (flags bit 0, GemvArgs::bias): y = golden gemv_fp16 with the bias (each row's accumulator
+// starts at bias[r]), within the FP32 bound of the double W x + b; the bias's rows x 2 B are read too.
+TEST_F(LogicPimOps, GemvWithBiasEqualsGolden) {
+  const std::int64_t tokens = 2, rows = 80, cols = 512;
+  const auto w = random_fp16(static_cast<std::size_t>(rows * cols), 0.5f, 21);
+  const auto x = random_fp16(static_cast<std::size_t>(tokens * cols), 1.0f, 22);
+  const auto b = random_fp16(static_cast<std::size_t>(rows), 4.0f, 23);
+  const std::uint64_t wa = 1ull << 30, xa = 3ull << 30, ya = 5ull << 30, ba = 6ull << 30;
+  put(wa, w);
+  put(xa, x);
+  put(ba, b);
+  GemvArgs args{wa, xa, ya, tokens, rows, cols};
+  const PimOpTiming plain_t = pim_.gemv(args);
+  const auto plain = get(ya, static_cast<std::size_t>(tokens * rows));
+  args.flags = hostif::kPimGemvFlagBias;
+  args.bias = ba;
+  const PimOpTiming t = pim_.gemv(args);
+  const auto y = get(ya, static_cast<std::size_t>(tokens * rows));
+  EXPECT_NE(y, plain);
+  EXPECT_EQ(t.bytes_read, plain_t.bytes_read + 2.0 * static_cast<double>(rows));
+  std::vector<std::uint16_t> golden(static_cast<std::size_t>(rows));
+  for (std::int64_t tk = 0; tk < tokens; ++tk) {
+    pim::gemv_fp16(w.data(), x.data() + tk * cols, golden.data(), static_cast<std::size_t>(rows),
+                   static_cast<std::size_t>(cols), pim::DatapathParams{}, b.data());
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::uint16_t got = y[static_cast<std::size_t>(tk * rows + r)];
+      ASSERT_EQ(got, golden[static_cast<std::size_t>(r)]) << "token " << tk << " row " << r;
+      double ref = f(b[static_cast<std::size_t>(r)]), mag = std::abs(ref);
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const double p = static_cast<double>(f(w[static_cast<std::size_t>(r * cols + c)])) *
+                         f(x[static_cast<std::size_t>(tk * cols + c)]);
+        ref += p;
+        mag += std::abs(p);
+      }
+      EXPECT_LE(std::abs(f(got) - ref),
+                std::abs(ref) * 0x1p-11 + static_cast<double>(cols) * 0x1p-24 * mag + 0x1p-24)
+          << tk << "," << r;
+    }
+  }
+}
+
+// Attention sinks (flags bit 0: group FP16 logits right after q): the output is golden decode_attention_fp16
+// with the sinks, and within 2e-2 of the double reference whose softmax takes each head's sink into the max
+// and the sum (and drops its probability); the sinks cost no softmax cycle.
+TEST_F(LogicPimOps, DecodeAttentionWithSinksEqualsGolden) {
+  const std::int64_t group = 4, context = 200, d = 64;
+  const auto q = random_fp16(static_cast<std::size_t>(group * d), 1.0f, 24);
+  const auto k = random_fp16(static_cast<std::size_t>(context * d), 1.0f, 25);
+  const auto v = random_fp16(static_cast<std::size_t>(context * d), 1.0f, 26);
+  const std::vector<std::uint16_t> sinks{float_to_half_bits(-1.0f), float_to_half_bits(0.5f),
+                                         float_to_half_bits(2.0f), float_to_half_bits(5.0f)};
+  const std::uint16_t scale = float_to_half_bits(1.0f / std::sqrt(static_cast<float>(d)));
+  std::vector<std::uint16_t> q_and_sinks = q;
+  q_and_sinks.insert(q_and_sinks.end(), sinks.begin(), sinks.end());
+  put(0x1000, q_and_sinks);
+  put(0x100000, k);
+  put(0x200000, v);
+  AttentionArgs args{0x1000, 0x100000, 0x200000, 0x300000, group, context, d, scale, 0};
+  const PimOpTiming plain_t = pim_.attention(args);
+  const auto plain = get(0x300000, static_cast<std::size_t>(group * d));
+  args.flags = hostif::kPimAttentionFlagSinks;
+  const PimOpTiming t = pim_.attention(args);
+  const auto out = get(0x300000, static_cast<std::size_t>(group * d));
+  std::vector<std::uint16_t> golden(out.size());
+  pim::decode_attention_fp16(q.data(), k.data(), v.data(), static_cast<std::size_t>(group),
+                             static_cast<std::size_t>(context), static_cast<std::size_t>(d), scale, 0,
+                             golden.data(), pim::DatapathParams{}, sinks.data());
+  EXPECT_EQ(out, golden);
+  EXPECT_NE(out, plain);
+  EXPECT_EQ(to_ps(t.softmax), to_ps(plain_t.softmax));
+  for (std::int64_t g = 0; g < group; ++g) {
+    const double sink = f(sinks[static_cast<std::size_t>(g)]);
+    std::vector<double> s(static_cast<std::size_t>(context));
+    double mx = sink;
+    for (std::int64_t tk = 0; tk < context; ++tk) {
+      double dot = 0;
+      for (std::int64_t j = 0; j < d; ++j)
+        dot += static_cast<double>(f(q[static_cast<std::size_t>(g * d + j)])) *
+               f(k[static_cast<std::size_t>(tk * d + j)]);
+      mx = std::max(mx, s[static_cast<std::size_t>(tk)] = dot * f(scale));
+    }
+    double sum = std::exp(sink - mx);
+    for (double& x : s) sum += (x = std::exp(x - mx));
+    for (std::int64_t j = 0; j < d; ++j) {
+      double ref = 0;
+      for (std::int64_t tk = 0; tk < context; ++tk)
+        ref += s[static_cast<std::size_t>(tk)] / sum * f(v[static_cast<std::size_t>(tk * d + j)]);
+      EXPECT_NEAR(f(out[static_cast<std::size_t>(g * d + j)]), ref, 2e-2) << g << "," << j;
     }
   }
 }
@@ -271,14 +368,47 @@ TEST_F(LogicPimOps, MalformedOpsAreTypedErrorsAndLeaveMemoryIntact) {
               }),
               static_cast<int>(PimFault::kBadArgument));  // the soft-cap before the operands
   EXPECT_EQ(fault_of([&] {
-              pim_.activation({0, 0, 0x40000, 64, 8});
+              pim_.activation({0, 0, 0x40000, 64, 9});
             }),
             static_cast<int>(PimFault::kBadArgument));
-  EXPECT_EQ(fault_of([&] { pim_.activation({0, 0, 0x40000, 0, 8}); }), static_cast<int>(PimFault::kBadShape));
+  EXPECT_EQ(fault_of([&] { pim_.activation({0, 0, 0x40000, 0, 9}); }), static_cast<int>(PimFault::kBadShape));
   EXPECT_EQ(fault_of([&] {
               pim_.activation({0x2, 0, 0x40000, 64, 1u << 31});
             }),
             static_cast<int>(PimFault::kBadArgument));  // the mode before the operands
+  // Flags: an undefined bit is kBadArgument (after the shape, before the operands); the GEMV bias and the
+  // attention sinks are operands (misaligned / out of range).
+  GemvArgs gemv{0, 0, 0x40000, 1, 16, 64};
+  gemv.flags = 2;
+  EXPECT_EQ(fault_of([&] { pim_.gemv(gemv); }), static_cast<int>(PimFault::kBadArgument));
+  gemv.weights = 2;
+  EXPECT_EQ(fault_of([&] { pim_.gemv(gemv); }), static_cast<int>(PimFault::kBadArgument));
+  gemv.flags = hostif::kPimGemvFlagBias;
+  gemv.weights = 0;
+  gemv.bias = 0x102;
+  EXPECT_EQ(fault_of([&] { pim_.gemv(gemv); }), static_cast<int>(PimFault::kMisaligned));
+  gemv.rows = 17;
+  gemv.bias = memory_.capacity() - 32;  // 34 B of bias for 17 rows
+  EXPECT_EQ(fault_of([&] { pim_.gemv(gemv); }), static_cast<int>(PimFault::kOutOfRange));
+  gemv.rows = 16;
+  gemv.bias = memory_.capacity() + 32;
+  gemv.inputs = 0x101;  // x misaligned: checked before the bias
+  EXPECT_EQ(fault_of([&] { pim_.gemv(gemv); }), static_cast<int>(PimFault::kMisaligned));
+  gemv.inputs = 0;
+  EXPECT_EQ(fault_of([&] { pim_.gemv(gemv); }), static_cast<int>(PimFault::kOutOfRange));
+  AttentionArgs attention{memory_.capacity() - 256, 0, 0, 0x40000, 2, 16, 64, 0x3C00, 0};  // q: 256 B
+  attention.flags = hostif::kPimAttentionFlagSinks;                                        // + 4 B of sinks
+  EXPECT_EQ(fault_of([&] { pim_.attention(attention); }), static_cast<int>(PimFault::kOutOfRange));
+  attention.flags = 0x0010;
+  EXPECT_EQ(fault_of([&] { pim_.attention(attention); }), static_cast<int>(PimFault::kBadArgument));
+  ActivationArgs activation{0, 0, 0x40000, 64, 0};
+  activation.flags = 1;
+  EXPECT_EQ(fault_of([&] { pim_.activation(activation); }), static_cast<int>(PimFault::kBadArgument));
+  try {
+    pim_.activation(activation);
+  } catch (const PimOpError& e) {
+    EXPECT_NE(std::string(e.what()).find("flags 0x0001"), std::string::npos) << e.what();
+  }
   EXPECT_EQ(get(0x40000, 64), sentinel);
 }
 

@@ -10,7 +10,7 @@ namespace duplex::pim {
 
 void Datapath::decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                                      std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
-                                     std::uint16_t softcap, std::uint16_t* out) {
+                                     std::uint16_t softcap, std::uint16_t* out, const std::uint16_t* sinks) {
   validate_softcap(softcap);
   if (t == 0 || t > kSoftmaxMaxElements)
     throw Error("pim decode attention: t = " + std::to_string(t) + "; expected 1.." +
@@ -23,7 +23,7 @@ void Datapath::decode_attention_fp16(const std::uint16_t* q, const std::uint16_t
   std::vector<std::uint16_t> p(t);
   for (std::size_t g = 0; g < group; ++g) {
     gemv_fp16(k, q + g * d, s.data(), t, d);
-    softmax_fp16(s.data(), t, scale, softcap, p.data());
+    softmax_fp16(s.data(), t, scale, softcap, p.data(), sinks != nullptr ? sinks + g : nullptr);
     gemv_fp16(v_t.data(), p.data(), out + g * d, d, t);
   }
 }
@@ -51,16 +51,16 @@ class GoldenDatapath final : public Datapath {
   explicit GoldenDatapath(const DatapathParams& params) : params_(params) { validate(params_); }
   std::string_view kind() const override { return "golden"; }
   const DatapathParams& params() const override { return params_; }
-  float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k) override {
-    return pim::dot_fp16(a, b, k, params_);
+  float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k, std::uint16_t init) override {
+    return pim::dot_fp16(a, b, k, params_, init);
   }
   void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n,
-                 std::size_t k) override {
-    pim::gemv_fp16(w, x, y, n, k, params_);
+                 std::size_t k, const std::uint16_t* bias) override {
+    pim::gemv_fp16(w, x, y, n, k, params_, bias);
   }
   void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t softcap,
-                    std::uint16_t* probs) override {
-    pim::softmax_fp16(scores, n, scale, softcap, probs);
+                    std::uint16_t* probs, const std::uint16_t* sink) override {
+    pim::softmax_fp16(scores, n, scale, softcap, probs, sink);
   }
   void activation_fp16_n(ActivationMode mode, const std::uint16_t* a, const std::uint16_t* b,
                          std::uint16_t* out, std::size_t n) override {

@@ -25,13 +25,15 @@ void validate(const DatapathParams& params) {
     throw Error("pim datapath: lanes = " + std::to_string(lanes) + "; expected a power of two in [1, 64]");
 }
 
-float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k, const DatapathParams& params) {
+float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k, const DatapathParams& params,
+               std::uint16_t init) {
   validate(params);
   const auto lanes = static_cast<std::size_t>(params.lanes);
   std::array<float, 64> tree;  // lanes <= 64 (validate)
   const float* half = half_to_float_table();
-  float acc = 0.0f;
-  for (std::size_t base = 0; base < k; base += lanes) {
+  float acc = half[init];  // exact widening; +0 without a bias
+  // At least one pass: k = 0 adds one tree of +0 products (the lane's single pass).
+  for (std::size_t base = 0; base < k || base == 0; base += lanes) {
     for (std::size_t i = 0; i < lanes; ++i)
       tree[i] = base + i < k ? mul_fp16_exact(half, a[base + i], b[base + i]) : 0.0f;
     for (std::size_t width = lanes; width > 1; width /= 2)
@@ -46,8 +48,9 @@ std::uint16_t to_fp16(float acc) {
 }
 
 void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n, std::size_t k,
-               const DatapathParams& params) {
-  for (std::size_t row = 0; row < n; ++row) y[row] = to_fp16(dot_fp16(w + row * k, x, k, params));
+               const DatapathParams& params, const std::uint16_t* bias) {
+  for (std::size_t row = 0; row < n; ++row)
+    y[row] = to_fp16(dot_fp16(w + row * k, x, k, params, bias != nullptr ? bias[row] : std::uint16_t{0}));
 }
 
 namespace {
@@ -121,16 +124,18 @@ float softcap_fp32(float x, std::uint16_t softcap) {
 }
 
 void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale, std::uint16_t softcap,
-                  std::uint16_t* probs) {
+                  std::uint16_t* probs, const std::uint16_t* sink) {
   if (n == 0 || n > kSoftmaxMaxElements)
     throw Error("pim softmax: n = " + std::to_string(n) + "; expected 1.." +
                 std::to_string(kSoftmaxMaxElements) + " elements (softmax unit buffer)");
   validate_softcap(softcap);
   const bool capped = softcap != 0;
   const SoftcapConstants cap = capped ? softcap_constants(softcap) : SoftcapConstants{};
-  // x'_i = scale s_i, capped; the max is over the capped values (so x'_i - max <= 0 always).
+  // x'_i = scale s_i, capped; the max is over the capped values (so x'_i - max <= 0 always) and starts at the
+  // sink S (widened exactly; not scaled, not capped), or at -Inf without one.
+  const float s_sink = sink != nullptr ? half_to_float_table()[*sink] : 0.0f;
   std::vector<float> x(n);
-  float max = -std::numeric_limits<float>::infinity();
+  float max = sink != nullptr ? s_sink : -std::numeric_limits<float>::infinity();
   for (std::size_t i = 0; i < n; ++i) {
     x[i] = mul_fp16_exact(scale, scores[i]);
     if (capped) x[i] = softcap_fp32(x[i], cap);
@@ -138,6 +143,7 @@ void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scal
   }
   std::vector<float> e(n);
   float sum = 0.0f;
+  if (sink != nullptr) sum = add_fp32(sum, exp_neg_fp32(add_fp32(s_sink, -max)));  // e^(S - m), first
   for (std::size_t i = 0; i < n; ++i) {
     e[i] = exp_neg_fp32(add_fp32(x[i], -max));
     sum = add_fp32(sum, e[i]);
@@ -181,6 +187,11 @@ float gelu_erf_argument(float s) {
   return mul_fp32(s, p);
 }
 
+// gpt-oss's clamped SwiGLU (kSwigluOaiGate): alpha as the unit holds it (FP32) and the limit.
+constexpr float kSwigluOaiAlphaFp32 = 0x1.b3b646p+0f;  // kSwigluOaiAlphaFp32Bits
+static_assert(std::bit_cast<std::uint32_t>(kSwigluOaiAlphaFp32) == kSwigluOaiAlphaFp32Bits);
+constexpr float kSwigluOaiLimitFp32 = static_cast<float>(kSwigluOaiLimit);  // 7: exact
+
 // ReLU of an FP16 operand in FP16: a if a > 0 or NaN, else +0.
 std::uint16_t relu_bits(std::uint16_t a) {
   const bool nan = (a & 0x7C00u) == 0x7C00u && (a & 0x03FFu) != 0;
@@ -193,7 +204,8 @@ std::uint16_t relu_bits(std::uint16_t a) {
 bool is_gated(ActivationMode mode) {
   validate(mode);
   return mode == ActivationMode::kSiluGate || mode == ActivationMode::kGeluTanhGate ||
-         mode == ActivationMode::kReluGate || mode == ActivationMode::kGeluErfGate;
+         mode == ActivationMode::kReluGate || mode == ActivationMode::kGeluErfGate ||
+         mode == ActivationMode::kSwigluOaiGate;
 }
 
 std::uint16_t silu_gate_fp16(std::uint16_t gate, std::uint16_t up) {
@@ -218,6 +230,8 @@ const char* to_string(ActivationMode mode) {
       return "relu-gate";
     case ActivationMode::kGeluErfGate:
       return "gelu-gate";
+    case ActivationMode::kSwigluOaiGate:
+      return "swiglu-oai-gate";
   }
   validate(mode);
   return "";
@@ -242,6 +256,17 @@ std::uint16_t activation_fp16(ActivationMode mode, std::uint16_t a, std::uint16_
   const bool gated = is_gated(mode);  // validates
   const float* half = half_to_float_table();
   if (mode == ActivationMode::kReluGate) return to_fp16(mul_fp16_exact(half, relu_bits(a), b));
+  if (mode == ActivationMode::kSwigluOaiGate) {
+    // g = min(a, limit), u = clamp(b, -limit, limit): FP32 compares, a NaN is not clamped (it stays NaN).
+    const float g = half[a] > kSwigluOaiLimitFp32 ? kSwigluOaiLimitFp32 : half[a];
+    const float u = half[b] > kSwigluOaiLimitFp32    ? kSwigluOaiLimitFp32
+                    : half[b] < -kSwigluOaiLimitFp32 ? -kSwigluOaiLimitFp32
+                                                     : half[b];
+    const float u1 = add_fp32(u, 1.0f);                // u + 1
+    const float x = mul_fp32(kSwigluOaiAlphaFp32, g);  // the sigmoid's argument alpha g
+    const float m = mul_fp32(g, u1);                   // the final multiplicand g (u + 1)
+    return mul_round_fp16(m, sigmoid_fp32(x));
+  }
   // s: the activation's argument (a, or a + b in FP32); m: the final multiplicand (a x b exact, or s).
   const float s = gated ? half[a] : add_fp32(half[a], half[b]);
   const float m = gated ? mul_fp16_exact(half, a, b) : s;
@@ -261,8 +286,9 @@ std::uint16_t activation_fp16(ActivationMode mode, std::uint16_t a, std::uint16_
 
 void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                            std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
-                           std::uint16_t softcap, std::uint16_t* out, const DatapathParams& params) {
-  make_golden_datapath(params)->decode_attention_fp16(q, k, v, group, t, d, scale, softcap, out);
+                           std::uint16_t softcap, std::uint16_t* out, const DatapathParams& params,
+                           const std::uint16_t* sinks) {
+  make_golden_datapath(params)->decode_attention_fp16(q, k, v, group, t, d, scale, softcap, out, sinks);
 }
 
 }  // namespace duplex::pim

@@ -11,6 +11,8 @@
 
 namespace duplex::pim {
 
+using sysc::hostif::kPimAttentionFlagSinks;
+using sysc::hostif::kPimGemvFlagBias;
 using sysc::hostif::Opcode;
 using sysc::hostif::Status;
 
@@ -27,6 +29,7 @@ std::uint64_t field(const std::uint8_t* bytes, std::size_t offset, std::size_t s
 // The descriptor's fields as the decoder reads them.
 struct Fields {
   std::uint16_t opcode = 0;
+  std::uint16_t flags = 0;
   std::uint32_t seq = 0;
   std::uint64_t arg[7] = {};
 };
@@ -34,6 +37,7 @@ struct Fields {
 Fields read_fields(const std::uint8_t* bytes) {
   Fields f;
   f.opcode = static_cast<std::uint16_t>(field(bytes, 0, 2));
+  f.flags = static_cast<std::uint16_t>(field(bytes, 2, 2));
   f.seq = static_cast<std::uint32_t>(field(bytes, 4, 4));
   for (std::size_t i = 0; i < 7; ++i) f.arg[i] = field(bytes, 8 + 8 * i, 8);
   return f;
@@ -70,13 +74,26 @@ std::uint16_t softcap_of(const Fields& f) {
   return static_cast<std::uint16_t>(f.arg[6] >> 48);
 }
 
+// Only the flag bits the opcode defines (host_interface.hpp).
+bool flags_ok(const Fields& f) {
+  return (f.flags & ~sysc::hostif::pim_flags_defined(static_cast<Opcode>(f.opcode))) == 0;
+}
+bool has_bias(const Fields& f) {
+  return static_cast<Opcode>(f.opcode) == Opcode::kPimGemv && (f.flags & kPimGemvFlagBias) != 0;
+}
+bool has_sinks(const Fields& f) {
+  return static_cast<Opcode>(f.opcode) == Opcode::kPimAttention && (f.flags & kPimAttentionFlagSinks) != 0;
+}
+
 Status gemv_status(const Fields& f, const CommandDecoderConfig& c) {
   const std::uint64_t tokens = f.arg[3], rows = f.arg[4], cols = f.arg[5];
   if (!positive(tokens) || !positive(rows) || !positive(cols)) return Status::kBadShape;
   if (fp16_bytes(tokens, cols) > c.input_buffer_bytes) return Status::kBufferOverflow;
+  if (!flags_ok(f)) return Status::kBadArgument;
   return first_failure({operand(f.arg[0], fp16_bytes(rows, cols), c),
                         operand(f.arg[1], fp16_bytes(tokens, cols), c),
-                        operand(f.arg[2], fp16_bytes(tokens, rows), c)});
+                        operand(f.arg[2], fp16_bytes(tokens, rows), c),
+                        has_bias(f) ? operand(f.arg[6], fp16_bytes(rows, 1), c) : Status::kOk});
 }
 
 Status attention_status(const Fields& f, const CommandDecoderConfig& c) {
@@ -85,8 +102,9 @@ Status attention_status(const Fields& f, const CommandDecoderConfig& c) {
   if (fp16_bytes(group, d) > c.input_buffer_bytes) return Status::kBufferOverflow;
   if (fp16_bytes(group, context) > c.softmax_buffer_bytes) return Status::kBufferOverflow;
   if (context > kSoftmaxMaxElements) return Status::kBufferOverflow;
-  if (!softcap_valid(softcap_of(f))) return Status::kBadArgument;
-  return first_failure({operand(f.arg[0], fp16_bytes(group, d), c), operand(f.arg[1], fp16_bytes(context, d), c),
+  if (!flags_ok(f) || !softcap_valid(softcap_of(f))) return Status::kBadArgument;
+  const Wide q_bytes = fp16_bytes(group, d) + (has_sinks(f) ? fp16_bytes(group, 1) : 0);  // q [+ sinks]
+  return first_failure({operand(f.arg[0], q_bytes, c), operand(f.arg[1], fp16_bytes(context, d), c),
                         operand(f.arg[2], fp16_bytes(context, d), c),
                         operand(f.arg[3], fp16_bytes(group, d), c)});
 }
@@ -94,9 +112,10 @@ Status attention_status(const Fields& f, const CommandDecoderConfig& c) {
 Status activation_status(const Fields& f, const CommandDecoderConfig& c) {
   const std::uint64_t elements = f.arg[3];
   if (!positive(elements)) return Status::kBadShape;
-  if (f.arg[4] >= static_cast<std::uint64_t>(kActivationModes)) return Status::kBadArgument;
+  if (!flags_ok(f) || f.arg[4] >= static_cast<std::uint64_t>(kActivationModes)) return Status::kBadArgument;
   const Wide bytes = fp16_bytes(elements, 1);
-  return first_failure({operand(f.arg[0], bytes, c), operand(f.arg[1], bytes, c), operand(f.arg[2], bytes, c)});
+  return first_failure(
+      {operand(f.arg[0], bytes, c), operand(f.arg[1], bytes, c), operand(f.arg[2], bytes, c)});
 }
 
 Status status_of(const Fields& f, const CommandDecoderConfig& c) {
@@ -120,7 +139,7 @@ std::uint64_t passes(std::uint64_t k, std::uint64_t lanes) {
 
 std::uint64_t saturate(Wide v) {
   return v > std::numeric_limits<std::uint64_t>::max() ? std::numeric_limits<std::uint64_t>::max()
-                                                        : static_cast<std::uint64_t>(v);
+                                                       : static_cast<std::uint64_t>(v);
 }
 
 }  // namespace
@@ -129,7 +148,8 @@ Status decode_command_status(const std::uint8_t* bytes, const CommandDecoderConf
   return status_of(read_fields(bytes), config);
 }
 
-std::uint64_t command_micro_op_count(const std::uint8_t* bytes, const CommandDecoderConfig& config, int lanes) {
+std::uint64_t command_micro_op_count(const std::uint8_t* bytes, const CommandDecoderConfig& config,
+                                     int lanes) {
   validate(DatapathParams{lanes});
   const Fields f = read_fields(bytes);
   if (status_of(f, config) != Status::kOk) return 1;
@@ -147,8 +167,8 @@ std::uint64_t command_micro_op_count(const std::uint8_t* bytes, const CommandDec
   }
 }
 
-std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes, const CommandDecoderConfig& config,
-                                                 int lanes) {
+std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes,
+                                                 const CommandDecoderConfig& config, int lanes) {
   const std::uint64_t count = command_micro_op_count(bytes, config, lanes);
   if (count > kMaxListedCommandMicroOps)
     throw Error("command decoder: " + std::to_string(count) + " micro-ops; expected at most " +
@@ -167,9 +187,11 @@ std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes, cons
     return ops;
   }
   const auto l = static_cast<std::uint64_t>(lanes);
-  // One dot product of k elements: its passes over A (from a_row, a_stride apart) and B.
+  // One dot product of k elements: its passes over A (from a_row, a_stride apart) and B; c_valid: the first
+  // pass carries operand C (the bias) at c.
   auto dot = [&](std::uint64_t a_row, std::uint64_t a_stride, std::uint64_t b_row, bool b_buffer,
-                 std::uint64_t k, std::uint64_t dest, bool dest_buffer) {
+                 std::uint64_t k, std::uint64_t dest, bool dest_buffer, bool c_valid = false,
+                 std::uint64_t c = 0) {
     const std::uint64_t n = passes(k, l);
     const std::uint64_t b_step = b_buffer ? l : 2 * l;
     for (std::uint64_t j = 0; j < n; ++j) {
@@ -184,6 +206,8 @@ std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes, cons
       op.count = static_cast<std::uint32_t>(j + 1 == n ? k - j * l : l);
       op.last = j + 1 == n;
       op.seq = f.seq;
+      op.c_valid = c_valid && j == 0;
+      op.c = op.c_valid ? c : 0;
       ops.push_back(op);
     }
   };
@@ -207,18 +231,27 @@ std::vector<CommandMicroOp> sequence_pim_command(const std::uint8_t* bytes, cons
       const std::uint64_t tokens = a[3], rows = a[4], cols = a[5];
       for (std::uint64_t t = 0; t < tokens; ++t)
         for (std::uint64_t r = 0; r < rows; ++r)
-          dot(a[0] + 2 * r * cols, 2, a[1] + 2 * t * cols, false, cols, a[2] + 2 * (t * rows + r), false);
+          dot(a[0] + 2 * r * cols, 2, a[1] + 2 * t * cols, false, cols, a[2] + 2 * (t * rows + r), false,
+              has_bias(f), a[6] + 2 * r);
       break;
     }
     case Opcode::kPimAttention: {
       const std::uint64_t group = a[4], context = a[5], d = head_dim_of(f);
       const auto scale = static_cast<std::uint16_t>(a[6] >> 32);
       const std::uint64_t softmax_b = scale | std::uint64_t{softcap_of(f)} << 16;  // scale, soft-cap
+      const std::uint64_t sinks = a[0] + 2 * group * d;  // right after q (flags bit 0)
       for (std::uint64_t g = 0; g < group; ++g) {
-        for (std::uint64_t i = 0; i < context; ++i) dot(a[1] + 2 * i * d, 2, a[0] + 2 * g * d, false, d, i, true);
         for (std::uint64_t i = 0; i < context; ++i)
+          dot(a[1] + 2 * i * d, 2, a[0] + 2 * g * d, false, d, i, true);
+        for (std::uint64_t i = 0; i < context; ++i) {
           element(CommandMicroOpKind::kSoftmaxElement, i, softmax_b, i, true, i + 1 == context);
-        for (std::uint64_t c = 0; c < d; ++c) dot(a[2] + 2 * c, 2 * d, 0, true, context, a[3] + 2 * (g * d + c), false);
+          if (i == 0 && has_sinks(f)) {
+            ops.back().c_valid = true;
+            ops.back().c = sinks + 2 * g;
+          }
+        }
+        for (std::uint64_t c = 0; c < d; ++c)
+          dot(a[2] + 2 * c, 2 * d, 0, true, context, a[3] + 2 * (g * d + c), false);
       }
       break;
     }

@@ -55,15 +55,23 @@ inline constexpr std::uint32_t kControlClearError = 1u << 1;
 
 enum class Opcode : std::uint16_t {
   kNop = 0x00,
-  kDmaToDevice = 0x01,   // a0 host address, a1 device address, a2 bytes
-  kDmaToHost = 0x02,     // a0 host address, a1 device address, a2 bytes
-  kPimGemv = 0x10,       // a0 W, a1 x, a2 y, a3 tokens, a4 rows, a5 cols
-  kPimAttention = 0x11,  // a0 q, a1 K, a2 V, a3 out, a4 group, a5 context, a6 head_dim | scale_fp16 << 32
-                         // | softcap_fp16 << 48 (the logit soft-cap c: scores -> c tanh(scores / c); +0
-                         // none, else finite > 0; other bits: kBadArgument)
+  kDmaToDevice = 0x01,  // a0 host address, a1 device address, a2 bytes
+  kDmaToHost = 0x02,    // a0 host address, a1 device address, a2 bytes
+  // a0 W, a1 x, a2 y, a3 tokens, a4 rows, a5 cols: y[t][r] = sum_c W[r][c] x[t][c]. flags bit 0
+  // (kPimGemvFlagBias): a6 = bias, FP16 [rows], y[t][r] = W x + bias[r] (each row's FP32 accumulator starts
+  // at bias[r]: one FP16 rounding); without it a6 is ignored.
+  kPimGemv = 0x10,
+  // a0 q, a1 K, a2 V, a3 out, a4 group, a5 context, a6 head_dim | scale_fp16 << 32 | softcap_fp16 << 48 (the
+  // logit soft-cap c: scores -> c tanh(scores / c); +0 none, else finite > 0; other bits: kBadArgument).
+  // flags bit 0 (kPimAttentionFlagSinks): the q operand is q [group][head_dim] followed at once by `group`
+  // FP16 attention-sink logits (gpt-oss: one per query head, joining each head's softmax max and sum; 2 group
+  // (head_dim + 1) bytes in all).
+  kPimAttention = 0x11,
   // a0 a, a1 b, a2 out, a3 elements, a4 mode (pim::ActivationMode): 0 silu-gate, out = silu(a) * b (a gate,
-  // b up; a descriptor written before modes existed has a4 = 0); 1 gelu-tanh, out = gelu_tanh(a + b) (b the
-  // fc1 bias, zeros for none); 2 relu, out = max(a + b, +0). Any other a4: kBadArgument.
+  // b up; a descriptor written before modes existed has a4 = 0); 1 gelu-tanh, 2 relu, 3 gelu, 4 silu (of a
+  // + b, b the fc1 bias, zeros for none); 5 gelu-tanh-gate, 6 relu-gate, 7 gelu-gate (act(a) * b); 8
+  // swiglu-oai-gate (gpt-oss: clamped SwiGLU, (clamp(b) + 1) g sigmoid(1.702 g), g = min(a, 7)). Any other
+  // a4: kBadArgument. No flags.
   kPimActivation = 0x12,
   kDoorbell = 0xFFFF,  // completions of rejected doorbells only
 };
@@ -78,8 +86,20 @@ enum class Status : std::uint16_t {
   kBadShape = 6,        // a zero or negative dimension, a zero-length DMA
   kDmaError = 7,        // the host memory rejected the DMA
   kBadConfig = 8,       // ring/CQ programmed with a bad size or while busy
-  kBadArgument = 9,     // an argument outside its domain (kPimActivation mode a4 > 7, kPimAttention softcap)
+  kBadArgument = 9,     // an argument outside its domain (kPimActivation mode a4 > 8, kPimAttention softcap,
+                        // a PIM flag bit the opcode does not define)
 };
+
+// Descriptor `flags` of the PIM opcodes. flags = 0 means what it meant before flags existed (they were
+// ignored then; the drivers wrote 0). A bit the opcode does not define (any bit but 0 for GEMV and
+// attention, any bit for activation) completes with kBadArgument, checked after the shape and buffer limits
+// and before the operands, so a descriptor written for a later device is refused rather than misread.
+inline constexpr std::uint16_t kPimGemvFlagBias = 1u << 0;        // kPimGemv: a6 = bias address
+inline constexpr std::uint16_t kPimAttentionFlagSinks = 1u << 0;  // kPimAttention: sinks follow q
+// The flag bits each PIM opcode defines (0 for a non-PIM opcode).
+constexpr std::uint16_t pim_flags_defined(Opcode op) {
+  return op == Opcode::kPimGemv ? kPimGemvFlagBias : op == Opcode::kPimAttention ? kPimAttentionFlagSinks : 0;
+}
 const char* to_string(Status s);
 
 inline constexpr std::uint32_t kDescriptorBytes = 64;

@@ -17,27 +17,38 @@
 
 namespace duplex::sysc {
 
-// y[t][r] = sum_c W[r][c] x[t][c]; W row-major FP16 [rows][cols], x [tokens][cols], y [tokens][rows].
+// y[t][r] = sum_c W[r][c] x[t][c] (+ bias[r]); W row-major FP16 [rows][cols], x [tokens][cols], y
+// [tokens][rows]. flags: the descriptor's flags word; bit 0 (hostif::kPimGemvFlagBias): `bias` is the address
+// of FP16 [rows], each row's accumulator starts at bias[r]. Any other bit is rejected (kBadArgument).
 struct GemvArgs {
   std::uint64_t weights = 0, inputs = 0, outputs = 0;
   std::int64_t tokens = 1, rows = 0, cols = 0;
+  std::uint16_t flags = 0;
+  std::uint64_t bias = 0;  // with flags bit 0 (the descriptor's a6)
+  bool has_bias() const { return (flags & hostif::kPimGemvFlagBias) != 0; }
 };
 // Decode attention of one GQA group: q [group][d], K and V [context][d], out [group][d], scale FP16 bits;
 // softcap FP16 bits of the logit soft-cap c (scores -> c tanh(scores / c) before the softmax; +0: none, else
-// finite and > 0, any other bits are rejected with kBadArgument).
+// finite and > 0, any other bits are rejected with kBadArgument). flags: the descriptor's flags word; bit 0
+// (hostif::kPimAttentionFlagSinks): `group` FP16 attention-sink logits follow q at q + 2 group d (gpt-oss:
+// each head's softmax takes its sink into the max and the sum). Any other bit is rejected (kBadArgument).
 struct AttentionArgs {
   std::uint64_t q = 0, k = 0, v = 0, out = 0;
   std::int64_t group = 1, context = 0, head_dim = 0;
   std::uint16_t scale = 0;
   std::uint16_t softcap = 0;
+  std::uint16_t flags = 0;
+  bool sinks() const { return (flags & hostif::kPimAttentionFlagSinks) != 0; }
 };
-// out[i] = pim::activation_fp16(mode, gate[i], up[i]): mode 0 silu-gate (silu(gate) * up), 1 gelu-tanh
-// (gelu_tanh(gate + up): `up` is the addend, e.g. the fc1 bias), 2 relu (max(gate + up, +0)). mode is the
-// descriptor's a4 word as sent; a value above 2 is rejected (kBadArgument).
+// out[i] = pim::activation_fp16(mode, gate[i], up[i]) in one of pim::ActivationMode's kActivationModes modes
+// (0 silu-gate: silu(gate) * up; the added modes take `up` as the addend, e.g. the fc1 bias; 8
+// swiglu-oai-gate: gpt-oss's clamped SwiGLU). mode is the descriptor's a4 word as sent; a value above 8 is
+// rejected (kBadArgument), and so is any flag bit.
 struct ActivationArgs {
   std::uint64_t gate = 0, up = 0, out = 0;
   std::int64_t elements = 0;
   std::uint64_t mode = 0;
+  std::uint16_t flags = 0;
 };
 
 // The datapath pim.datapath names, for plain-C++ users that do not link the Verilated RTL: "golden" is built
@@ -81,7 +92,8 @@ class LogicPim {
   PimSpec pim_;
   SparseMemory& memory_;
   std::unique_ptr<pim::Datapath> datapath_;
-  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, int, bool>, PimOpTiming>
+  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, int, bool, bool, bool>,
+           PimOpTiming>
       memo_;
   ActionCounters counters_;
 };

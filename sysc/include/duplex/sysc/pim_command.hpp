@@ -9,9 +9,11 @@
 //  1. shape, check_pim_op: every dimension >= 1 as a signed 64-bit value (kBadShape), then the buffer limits
 //     (kBufferOverflow): GEMV tokens x cols x 2 B <= input buffer; attention group x head_dim x 2 B <= input
 //     buffer, group x context x 2 B <= softmax buffer, context <= the softmax unit's kSoftmaxMaxElements;
-//     attention: the logit soft-cap a6 [63:48] +0 or a finite FP16 > 0 (pim::softcap_valid), else
-//     kBadArgument; activation: the mode a4 <= 7 (pim::ActivationMode), else kBadArgument.
-//  2. each operand, in argument order (GEMV W, x, y; attention q, K, V, out; activation gate, up, out):
+//     then kBadArgument: a flag bit the opcode does not define (hostif::pim_flags_defined: bit 0 for GEMV and
+//     attention, none for activation); attention: the logit soft-cap a6 [63:48] +0 or a finite FP16 > 0
+//     (pim::softcap_valid); activation: the mode a4 <= 8 (pim::ActivationMode).
+//  2. each operand, in argument order (GEMV W, x, y, then the bias [rows] at a6 when flags bit 0; attention q
+//     (2 group (head_dim + 1) B with sinks: flags bit 0), K, V, out; activation gate, up, out):
 //     address % access granularity != 0 -> kMisaligned, then [address, address + bytes) not inside device
 //     memory -> kOutOfRange. Byte counts are exact (FP16 elements x 2, no wrap-around): a count above 2^64 -
 //     1 is out of range.
@@ -31,13 +33,14 @@ bool is_pim_opcode(hostif::Opcode op);
 // arguments read as signed; attention head_dim = a6 bits [31:0], scale = a6 bits [47:32] (FP16), softcap = a6
 // bits [63:48] (FP16 bits of the attention logit soft-cap c, Gemma 2's attn_logit_softcapping: scores ->
 // c tanh(scores / c) before the softmax; +0 = no cap, so a descriptor written before the cap existed keeps
-// its meaning).
+// its meaning). Each takes the descriptor's flags word as is (GEMV: bit 0 = a bias at a6, GemvArgs::bias;
+// attention: bit 0 = sinks after q); the checks below refuse the bits the opcode does not define.
 GemvArgs gemv_args(const hostif::CommandDescriptor& d);
 AttentionArgs attention_args(const hostif::CommandDescriptor& d);
 ActivationArgs activation_args(const hostif::CommandDescriptor& d);
 
 // The op shape (PimOpShape) of each command, as check_pim_op and time_pim_op take it. The activation one
-// throws PimOpError (kBadArgument) for a mode above 2.
+// throws PimOpError (kBadArgument) for a mode above 8 (kActivationModes - 1).
 PimOpShape shape_of(const GemvArgs& a);
 PimOpShape shape_of(const AttentionArgs& a);
 PimOpShape shape_of(const ActivationArgs& a);

@@ -27,7 +27,7 @@
 
 namespace duplex::sysc {
 
-// kBadArgument: an argument outside its domain (an activation mode other than 0..7, an attention soft-cap
+// kBadArgument: an argument outside its domain (an activation mode other than 0..8, an attention soft-cap
 // that is not +0 or a finite FP16 > 0).
 enum class PimFault { kMisaligned, kOutOfRange, kBufferOverflow, kBadShape, kBadArgument };
 
@@ -59,6 +59,13 @@ struct PimOpShape {
   // The scores are soft-capped (Gemma 2: c tanh(x / c) before the softmax): each softmax row also passes the
   // cap stages (pim::timing::softmax_cycles), the rest of the op is unchanged.
   bool softcap = false;
+  // Each query head has an attention-sink logit (gpt-oss; read with q, group_size x 2 B more from the input
+  // buffer): the softmax unit takes it into the max and the sum at no cycle (pim::timing::kSoftmaxSinkCycles
+  // = 0, softmax_cycles(n, softcap, sink)); counted in the input-buffer reads.
+  bool sinks = false;
+  // GEMV with a bias (y = W x + bias, FP16 [rows] read from HBM with W: rows x 2 B more): the GEMM lane
+  // starts each dot product's accumulator at it, at no cycle (pim::timing::kGemvBiasCycles = 0).
+  bool bias = false;
   // Activation: out[i] = act(a[i], b[i]), a and b in HBM; the mode sets the unit's latency
   // (datapath_timing.hpp activation_latency), not its throughput.
   std::int64_t elements = 0;
@@ -100,7 +107,8 @@ pim::ActivationMode activation_mode_of(std::uint64_t mode);
 std::int64_t max_gemv_tokens(const PimSpec& pim, std::int64_t cols,
                              int dtype_bytes = 2);  // inputs are FP16 whatever the weight type
 // Longest context one attention op takes for a query group of `group_size` heads: its FP16 scores must fit
-// the softmax buffer, and the softmax unit takes at most pim::kSoftmaxMaxElements per row. 0 for group_size < 1.
+// the softmax buffer, and the softmax unit takes at most pim::kSoftmaxMaxElements per row. 0 for group_size
+// < 1.
 std::int64_t max_attention_context(const PimSpec& pim, std::int64_t group_size);
 
 PimOpTiming time_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& shape,

@@ -15,8 +15,8 @@
 #include <string>
 #include <string_view>
 
-#include "duplex/rtl/pim_command_types.hpp"
 #include "duplex/rtl/golden_datapath.hpp"
+#include "duplex/rtl/pim_command_types.hpp"
 
 namespace duplex::pim {
 
@@ -41,14 +41,17 @@ class Datapath {
   virtual std::string_view kind() const = 0;  // "golden" or "rtl"
   virtual const DatapathParams& params() const = 0;
 
-  // Same contracts as the free functions in golden_datapath.hpp.
-  virtual float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k) = 0;
+  // Same contracts as the free functions in golden_datapath.hpp. init: the FP16 bits the accumulator starts
+  // at (+0: the plain dot product); bias: FP16 [n] added to each row's accumulator first (nullptr: none).
+  virtual float dot_fp16(const std::uint16_t* a, const std::uint16_t* b, std::size_t k,
+                         std::uint16_t init = 0) = 0;
   virtual void gemv_fp16(const std::uint16_t* w, const std::uint16_t* x, std::uint16_t* y, std::size_t n,
-                         std::size_t k) = 0;
+                         std::size_t k, const std::uint16_t* bias = nullptr) = 0;
   // softcap: FP16 bits of the logit soft-cap (+0: none), validate_softcap (duplex::Error) before anything
-  // runs.
+  // runs. sink: one FP16 attention-sink logit that joins the max and the sum (nullptr: none).
   virtual void softmax_fp16(const std::uint16_t* scores, std::size_t n, std::uint16_t scale,
-                            std::uint16_t softcap, std::uint16_t* probs) = 0;
+                            std::uint16_t softcap, std::uint16_t* probs,
+                            const std::uint16_t* sink = nullptr) = 0;
   // out[i] = activation_fp16(mode, a[i], b[i]), i < n (streams through the activation unit). b is never null:
   // the up projection for kSiluGate, the addend (bias) for kGeluTanh / kRelu (pass zeros for none).
   // Throws duplex::Error for a mode outside the enumeration.
@@ -59,9 +62,10 @@ class Datapath {
   void silu_gate_fp16_n(const std::uint16_t* gate, const std::uint16_t* up, std::uint16_t* out,
                         std::size_t n);
   // Composed from dot_fp16 / to_fp16 / softmax_fp16 of this datapath, exactly as golden_datapath.hpp says.
+  // sinks: FP16 [group] attention-sink logits, one per query head (nullptr: none).
   void decode_attention_fp16(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                              std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
-                             std::uint16_t softcap, std::uint16_t* out);
+                             std::uint16_t softcap, std::uint16_t* out, const std::uint16_t* sinks = nullptr);
 
   // Runs one 64-byte host command descriptor (sysc/include/duplex/sysc/host_interface.hpp) through the
   // datapath's own command decoder / sequencer (rtl/decoder/pim_command_decoder.sv): validation against

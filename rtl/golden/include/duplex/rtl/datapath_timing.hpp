@@ -19,7 +19,11 @@ inline constexpr int kGemmPassInitiationInterval = 1;
 constexpr int gemm_lane_latency(int lanes) {
   return 2 + std::countr_zero(static_cast<unsigned>(lanes));
 }
-// Cycles from the first pass of a k-element dot product accepted to its result presented.
+// A bias (GEMV y = W x + bias; gemm_lane in_bias) is sampled with a dot product's first pass and selected as
+// the accumulator's starting value in the accumulate stage: it adds no cycle to a dot product.
+inline constexpr int kGemvBiasCycles = 0;
+// Cycles from the first pass of a k-element dot product accepted to its result presented (with or without a
+// bias: + kGemvBiasCycles).
 constexpr std::uint64_t gemm_dot_cycles(std::size_t k, int lanes) {
   const std::uint64_t passes =
       k == 0 ? 1 : (k + static_cast<std::size_t>(lanes) - 1) / static_cast<std::size_t>(lanes);
@@ -33,13 +37,19 @@ constexpr std::uint64_t gemm_dot_cycles(std::size_t k, int lanes) {
 // x, x / c, then the polynomial or the exp form, x'), kSoftcapStages register stages: each of the three
 // passes is that much longer (LOAD drains them before SUM), 3 n + kSoftmaxFixedCycles + 3 kSoftcapStages in
 // all.
+// A row with an attention sink (gpt-oss; softmax_unit in_sink, sampled with the first score) costs nothing
+// more: the max register starts at the sink instead of -Inf, and the sink's e^(S - max) enters the sum in the
+// first SUM cycle, when the subtract stage is idle anyway (no score has been read back yet; with a cap the
+// stages have drained): kSoftmaxSinkCycles = 0, with or without a soft-cap (measured by rtl_timing_tests).
 inline constexpr int kSoftmaxCyclesPerElement = 3;
 inline constexpr int kSoftmaxFixedCycles = 7;
 inline constexpr int kSoftcapStages = 18;
 inline constexpr int kSoftmaxPasses = 3;
-constexpr std::uint64_t softmax_cycles(std::size_t n, bool softcap = false) {
+inline constexpr int kSoftmaxSinkCycles = 0;
+constexpr std::uint64_t softmax_cycles(std::size_t n, bool softcap = false, bool sink = false) {
   return kSoftmaxCyclesPerElement * static_cast<std::uint64_t>(n) + kSoftmaxFixedCycles +
-         (softcap ? static_cast<std::uint64_t>(kSoftmaxPasses * kSoftcapStages) : 0);
+         (softcap ? static_cast<std::uint64_t>(kSoftmaxPasses * kSoftcapStages) : 0) +
+         (sink ? static_cast<std::uint64_t>(kSoftmaxSinkCycles) : 0);
 }
 
 // Activation unit (rtl/activation/activation_unit.sv): fully pipelined, one (a, b) pair per cycle in every
@@ -47,21 +57,27 @@ constexpr std::uint64_t softmax_cycles(std::size_t n, bool softcap = false) {
 // FP16 rounding (1). GELU elements first pass a front that computes the sigmoid's argument z:
 //  tanh form (kGeluTanh, kGeluTanhGate): s (1), s^2 (1), c3 s^2 (1), c1 + c3 s^2 (1), z = s p (1);
 //  erf form (kGeluErf, kGeluErfGate): s (1), u = s^2 (1), c7 min(u, 36) (1), then six (p u, + c_k) pairs and
-//  + c0 (13), z = s p (1).
+//  + c0 (13), z = s p (1);
+//  gpt-oss's clamped SwiGLU (kSwigluOaiGate): g = min(a, 7) and u + 1 (1), x = alpha g and m = g (u + 1) (1).
 // SiLU and ReLU elements (gated or added) enter the back stages directly (an added element's s = a + b uses
 // the front adder in the cycle of its handshake). Results stay in input order because an element waits while
-// an earlier element would still reach the back stages after it: a SiLU / ReLU element while any front stage
-// is busy, a tanh element while an erf element is in its first kGeluErfFrontStages - kActivationFrontStages
-// stages. A stream of one mode never stalls.
+// an earlier element would still reach the back stages after it: an element of front length L_next waits
+// while an element of front length L_before is in one of its first L_before - L_next front stages, i.e. it
+// is accepted max(0, L_before - L_next) cycles later than it could be otherwise
+// (activation_mode_switch_wait). A stream of one mode never stalls.
 inline constexpr int kActivationFrontStages = 5;  // the tanh form's front
 inline constexpr int kGeluErfFrontStages = 17;
+inline constexpr int kSwigluOaiFrontStages = 2;
 inline constexpr int kSiluLatency = 5;
 inline constexpr int kReluLatency = 5;
 inline constexpr int kGeluTanhLatency = kSiluLatency + kActivationFrontStages;
 inline constexpr int kGeluErfLatency = kSiluLatency + kGeluErfFrontStages;
+inline constexpr int kSwigluOaiLatency = kSiluLatency + kSwigluOaiFrontStages;
 inline constexpr int kActivationInitiationInterval = 1;
 constexpr int activation_latency(ActivationMode mode) {
   switch (mode) {
+    case ActivationMode::kSwigluOaiGate:
+      return kSwigluOaiLatency;
     case ActivationMode::kGeluTanh:
     case ActivationMode::kGeluTanhGate:
       return kGeluTanhLatency;
@@ -74,6 +90,17 @@ constexpr int activation_latency(ActivationMode mode) {
     default:  // kSiluGate, kSilu
       return kSiluLatency;
   }
+}
+// Front stages of a mode (cycles from its handshake to the back stages): 0 (SiLU, ReLU), 2 (SwiGLU-OAI),
+// 5 (GELU tanh), 17 (GELU erf).
+constexpr int activation_front_stages(ActivationMode mode) {
+  return activation_latency(mode) - kSiluLatency;
+}
+// Bubble cycles an element of mode `next` waits at most behind an element of mode `before` accepted just
+// before it: max(0, L_before - L_next) with L the front lengths (0 for a stream of one mode).
+constexpr int activation_mode_switch_wait(ActivationMode before, ActivationMode next) {
+  const int wait = activation_front_stages(before) - activation_front_stages(next);
+  return wait > 0 ? wait : 0;
 }
 // Cycles from the first of n same-mode elements accepted to the last result presented.
 constexpr std::uint64_t activation_cycles(ActivationMode mode, std::size_t n) {
