@@ -13,6 +13,8 @@ double dtype_bytes(DType t) {
     case DType::kFp8:
     case DType::kInt8: return 1.0;
     case DType::kInt4: return 0.5;
+    case DType::kMxfp4:
+      return (32 * 4 + 8) / 8.0 / 32;  // 32 FP4 elements + one 8-bit scale
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -24,6 +26,8 @@ std::string_view dtype_name(DType t) {
     case DType::kFp8: return "fp8";
     case DType::kInt8: return "int8";
     case DType::kInt4: return "int4";
+    case DType::kMxfp4:
+      return "mxfp4";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -34,7 +38,9 @@ DType parse_dtype(std::string_view s) {
   if (s == "fp8" || s == "float8_e4m3fn") return DType::kFp8;
   if (s == "int8") return DType::kInt8;
   if (s == "int4") return DType::kInt4;
-  throw Error(fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8 or int4 (weight-only)", s));
+  if (s == "mxfp4") return DType::kMxfp4;
+  throw Error(
+      fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4 or mxfp4 (weight-only)", s));
 }
 
 }  // namespace duplex::compiler

@@ -94,6 +94,21 @@ void read_dtype(const Fields& f, ModelSpec& m) {
   }
 }
 
+// quantization_config (gpt-oss): quant_method "mxfp4" stores the experts' matrices in MXFP4 (the release's
+// modules_to_not_convert keep attention, router, embeddings and LM head in dtype); absent: every weight in
+// dtype. Another method is refused: its format is not modelled.
+void read_quantization(const Fields& f, const json& j, ModelSpec& m) {
+  m.expert_dtype = m.dtype;
+  if (!j.contains("quantization_config") || j["quantization_config"].is_null()) return;
+  const Fields q = f.child("quantization_config");
+  const std::string method = q.string_or("quant_method", "");
+  if (method != "mxfp4")
+    throw ConfigError(f.file(), q.path("quant_method"),
+                      method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
+                      "mxfp4 (the experts' matrices in MXFP4), or no quantization_config");
+  m.expert_dtype = DType::kMxfp4;
+}
+
 // Sliding-window attention: on when sliding_window is set, use_sliding_window is not false and the window is
 // shorter than max_position_embeddings (a window covering every position is full attention). Its layers:
 // layer_types ("sliding_attention" / "full_attention" per layer) when given, else Qwen2's max_window_layers
@@ -347,6 +362,35 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.router_renormalize = !p.is_null();
     m.weight_naming = WeightNaming::kDbrx;
     read_dtype(f, m);
+  } else if (type == "gpt_oss") {
+    // gpt-oss (HF GptOssConfig's defaults): every layer MoE with biased experts (gate and up fused and
+    // interleaved) under gpt-oss's clamped SwiGLU, whatever hidden_act says (GptOssExperts ignores it); a
+    // router with a bias whose top-k logits are softmaxed (the renormalised softmax top-k); q / k / v / o
+    // biases; a sink logit per query head; a window (128) on the layers layer_types names, else on every
+    // even layer. Experts in MXFP4 when quantization_config says so (the release checkpoints).
+    read_common(f, m);
+    m.experts = f.integer("num_local_experts");
+    m.top_k = f.integer_or("num_experts_per_tok", f.integer_or("experts_per_token", 4));
+    m.expert_ffn = f.integer("intermediate_size");
+    m.activation = Activation::kSwigluOai;
+    m.mlp_bias = true;
+    m.router_bias = true;
+    m.attn_sinks = true;
+    m.weight_naming = WeightNaming::kGptOss;
+    const double limit = f.number_or("swiglu_limit", kSwigluOaiLimit);
+    if (limit != kSwigluOaiLimit)
+      throw ConfigError(file, "swiglu_limit", fmt::format("{} is not modelled", limit),
+                        fmt::format("{} (HF GptOssExperts' clamp)", kSwigluOaiLimit));
+    if (!j.contains("sliding_window")) {  // GptOssConfig's default window, on the layers layer_types names
+      json with_window = j;
+      with_window["sliding_window"] = 128;
+      read_sliding_window(Fields(with_window, file), m);
+    }
+    if (m.sliding_window > 0 && !j.contains("layer_types")) {
+      m.full_attention_layers.clear();
+      for (int l = 1; l < m.layers; l += 2) m.full_attention_layers.push_back(l);
+    }
+    read_quantization(f, j, m);
   } else if (type == "qwen2_moe" || type == "qwen3_moe") {
     read_common(f, m);
     m.experts = f.integer("num_experts");
@@ -415,7 +459,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     throw ConfigError(
         file, "model_type", type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
         "one of llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, gemma3, starcoder2, opt, "
-        "mixtral, phimoe, olmoe, dbrx, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3");
+        "mixtral, phimoe, olmoe, dbrx, gpt_oss, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3");
   }
   // Attention biases: Qwen2 / Qwen2-MoE always bias q, k and v (not o); the others bias all four projections
   // when attention_bias says so (default false).
@@ -423,10 +467,13 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.qkv_bias = true;
   } else if (type == "gemma3") {
     m.qkv_bias = m.o_bias = f.child("text_config").boolean_or("attention_bias", false);
+  } else if (type == "gpt_oss") {
+    m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", true);  // GptOssConfig's default
   } else if (type != "dbrx" && type != "deepseek_v2" && type != "deepseek_v3" && type != "starcoder2" &&
              type != "opt") {
     m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", false);
   }
+  if (type != "gpt_oss") m.expert_dtype = m.dtype;
   m.validate();
   return m;
 }

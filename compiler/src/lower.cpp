@@ -42,6 +42,7 @@ class Lowering {
     tokens_ = batch_.tokens();
     wbytes_ = dtype_bytes(m.dtype);
     kvbytes_ = dtype_bytes(m.kv_dtype);
+    expert_wbytes_ = dtype_bytes(m.expert_dtype);
     q_heads_ = m.heads / p.tp;
     kv_heads_ = m.attention == AttentionKind::kMla ? 1 : std::max(1, m.kv_heads / p.tp);
     for (const auto& g : batch_.groups) logit_rows_ += g.count;  // one next-token row per request
@@ -70,15 +71,17 @@ class Lowering {
 
   // m x k activations times `matrices` weight matrices of k x n; output m x n (the last matrix's output
   // is `out_cols` wide when it differs, e.g. an FFN's down projection).
-  Op& gemm(OpKind kind, int layer, std::string name, std::int64_t m, std::int64_t n, std::int64_t k, int matrices,
-           std::int64_t out_cols) {
+  // Weights are `weight_bytes` per element (the model's dtype unless given: experts' expert_dtype).
+  Op& gemm(OpKind kind, int layer, std::string name, std::int64_t m, std::int64_t n, std::int64_t k,
+           int matrices, std::int64_t out_cols, double weight_bytes = 0) {
     Op& o = add(kind, layer, std::move(name));
     o.m = m;
     o.n = n;
     o.k = k;
     o.matrices = matrices;
     o.flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * matrices;
-    o.bytes_weights = static_cast<double>(n) * static_cast<double>(k) * matrices * wbytes_;
+    o.bytes_weights = static_cast<double>(n) * static_cast<double>(k) * matrices *
+                      (weight_bytes > 0 ? weight_bytes : wbytes_);
     o.bytes_act = static_cast<double>(m) * static_cast<double>(k + out_cols) * kActBytes;
     return o;
   }
@@ -209,7 +212,7 @@ class Lowering {
     const double kv_elems = static_cast<double>(m_.kv_elements_per_token_layer()) *
                             (mla ? 1.0 : static_cast<double>(kv_heads_) / std::max(1, m_.kv_heads));
     // Per-token score + weighted-sum FLOPs against one cached token, all local query heads (+ a divide, a
-    // tanh and a multiply per score with soft-capping).
+    // tanh and a multiply per score with soft-capping). A sink adds an exp and an add per query and head.
     const double flops_per_pair =
         (mla ? 2.0 * q_heads_ * (2.0 * m_.mla.kv_lora_rank + m_.mla.qk_rope_head_dim)
              : 4.0 * q_heads_ * m_.head_dim) +
@@ -231,7 +234,8 @@ class Lowering {
       o.query_tokens += g.count * g.tokens;
       const std::int64_t read = tokens_read(g.context, g.tokens, window);
       o.context_tokens += g.count * read;
-      o.flops += n * flops_per_pair * attended_pairs(c, t, static_cast<double>(window));
+      o.flops += n * flops_per_pair * attended_pairs(c, t, static_cast<double>(window)) +
+                 (m_.attn_sinks ? n * t * 2.0 * q_heads_ : 0.0);
       o.bytes_kv += n * static_cast<double>(read) * kv_elems * kvbytes_ + n * t * kv_elems * kvbytes_;  // + write new
       o.bytes_act += n * t * 2.0 * q_elems * kActBytes;                              // q in, output out
     }
@@ -250,6 +254,7 @@ class Lowering {
       o.kv_heads = kv_heads_;
       o.head_dim = mla ? m_.mla.kv_lora_rank + m_.mla.qk_rope_head_dim : m_.head_dim;
       o.softcap = m_.attn_softcap > 0;
+      o.sinks = m_.attn_sinks;
       o.dtype = m_.kv_dtype;
       o.flops = op->flops;
       o.bytes_kv = op->bytes_kv;
@@ -298,9 +303,13 @@ class Lowering {
 
   void moe_block(int l) {
     // The router's gate GEMM (+ Qwen2-MoE's shared-expert gate: one more output column, its sigmoid beside
-    // the softmax).
-    gemm(OpKind::kRouter, l, "router", tokens_, m_.experts + (m_.shared_expert_gate ? 1 : 0), m_.hidden, 1,
-         m_.experts + (m_.shared_expert_gate ? 1 : 0));
+    // the softmax; + gpt-oss's bias row, added to the logits).
+    Op& router = gemm(OpKind::kRouter, l, "router", tokens_, m_.experts + (m_.shared_expert_gate ? 1 : 0),
+                      m_.hidden, 1, m_.experts + (m_.shared_expert_gate ? 1 : 0));
+    if (m_.router_bias) {
+      router.bytes_weights += static_cast<double>(m_.experts) * wbytes_;
+      router.flops += static_cast<double>(tokens_) * m_.experts;
+    }
     // Inside a node every device already holds all the node's tokens (attention is tensor parallel); experts
     // on other nodes (with or without +ET) need the tokens sent there and back: an all-to-all each way. On a
     // heterogeneous system it runs GPU to GPU (the PIM devices sit on their node's NVLink only), and each GPU
@@ -326,15 +335,30 @@ class Lowering {
     for (int e = 0; e < p_.local_experts; ++e) {
       const std::int64_t t = counts[static_cast<std::size_t>(e)];
       if (t == 0) continue;  // an expert with no tokens reads no weights
-      Op& o = gemm(OpKind::kExpertFfn, l, fmt::format("expert{}", e), t, width, m_.hidden, matrices, m_.hidden);
+      Op& o = gemm(OpKind::kExpertFfn, l, fmt::format("expert{}", e), t, width, m_.hidden, matrices,
+                   m_.hidden, expert_wbytes_);
       o.expert = e;
+      expert_biases(o, t, width);
     }
     if (m_.shared_experts > 0) {
       const std::int64_t sw = std::int64_t{m_.shared_experts} * m_.shared_expert_ffn / p_.tp;
-      gemm(OpKind::kSharedExpertFfn, l, "shared_experts", tokens_, sw, m_.hidden, matrices, m_.hidden);
+      Op& o = gemm(OpKind::kSharedExpertFfn, l, "shared_experts", tokens_, sw, m_.hidden, matrices, m_.hidden,
+                   expert_wbytes_);
+      expert_biases(o, tokens_, sw);
     }
     pim_transfer(l, "from_pim_experts", local_tokens, m_.hidden, expert_io);
     collective(OpKind::kAllToAll, l, "combine", tokens_ * m_.top_k, p_.nodes);
+  }
+
+  // mlp_bias on an MoE model (gpt-oss): an expert's gate and up biases (its `width` columns) and its down
+  // bias (hidden; added by one of the expert's shards, counted as 1 / expert_shards of it on each), each
+  // added once per token.
+  void expert_biases(Op& o, std::int64_t tokens, std::int64_t width) {
+    if (!m_.mlp_bias) return;
+    const double elems = (m_.ffn_kind == FfnKind::kGated ? 2.0 : 1.0) * static_cast<double>(width) +
+                         static_cast<double>(m_.hidden) / p_.expert_shards;
+    o.bytes_weights += elems * wbytes_;
+    o.flops += static_cast<double>(tokens) * elems;
   }
 
   void lm_head() {
@@ -356,7 +380,7 @@ class Lowering {
   std::int64_t global_tokens_;
   std::int64_t tokens_ = 0;
   std::int64_t logit_rows_ = 0;
-  double wbytes_ = 2, kvbytes_ = 2;
+  double wbytes_ = 2, kvbytes_ = 2, expert_wbytes_ = 2;
   int q_heads_ = 0, kv_heads_ = 0;
   Graph g_;
 };

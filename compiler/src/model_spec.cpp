@@ -63,15 +63,31 @@ std::int64_t ModelSpec::attention_params() const {
 }
 
 std::int64_t ModelSpec::attention_vector_params() const {
-  std::int64_t n = (qkv_bias ? q_dim() + 2LL * kv_dim() : 0) + (o_bias ? hidden : 0);
+  std::int64_t n =
+      (qkv_bias ? q_dim() + 2LL * kv_dim() : 0) + (o_bias ? hidden : 0) + (attn_sinks ? heads : 0);
   if (qk_norm == QkNorm::kPerHead) n += 2LL * head_dim;
   if (qk_norm == QkNorm::kWhole) n += q_dim() + kv_dim();
   return n;
 }
 
+std::int64_t ModelSpec::ffn_bias_params(int width) const {
+  return mlp_bias ? (ffn_kind == FfnKind::kGated ? 2 : 1) * std::int64_t{width} + hidden : 0;
+}
+
 std::int64_t ModelSpec::ffn_params(int width) const {
-  return (ffn_kind == FfnKind::kGated ? 3 : 2) * std::int64_t{hidden} * width +
-         (mlp_bias ? width + hidden : 0);
+  return (ffn_kind == FfnKind::kGated ? 3 : 2) * std::int64_t{hidden} * width + ffn_bias_params(width);
+}
+
+std::int64_t ModelSpec::expert_matrix_params() const {
+  const std::int64_t per_layer =
+      std::int64_t{experts} * (ffn_params(expert_ffn) - ffn_bias_params(expert_ffn)) +
+      std::int64_t{shared_experts} * (ffn_params(shared_expert_ffn) - ffn_bias_params(shared_expert_ffn));
+  return per_layer * moe_layers_before(layers);
+}
+
+double ModelSpec::weight_bytes() const {
+  const auto expert = static_cast<double>(expert_matrix_params());
+  return (static_cast<double>(params()) - expert) * dtype_bytes(dtype) + expert * dtype_bytes(expert_dtype);
 }
 
 const char* activation_name(Activation a) {
@@ -84,6 +100,8 @@ const char* activation_name(Activation a) {
       return "gelu_tanh";
     case Activation::kRelu:
       return "relu";
+    case Activation::kSwigluOai:
+      return "swiglu_oai";
   }
   return "?";
 }
@@ -104,8 +122,14 @@ const char* weight_naming_name(WeightNaming n) {
       return "deepseek";
     case WeightNaming::kDbrx:
       return "dbrx";
+    case WeightNaming::kGptOss:
+      return "gpt_oss";
   }
   return "?";
+}
+
+std::int64_t ModelSpec::router_params() const {
+  return std::int64_t{hidden} * experts + (router_bias ? experts : 0);
 }
 
 std::int64_t ModelSpec::embedding_params() const {
@@ -139,7 +163,7 @@ std::int64_t ModelSpec::params() const {
   for (int l = 0; l < layers; ++l) {
     total += attention_params() + attention_vector_params() + (post_norms ? 4 : 2) * norm_params(*this);
     if (is_moe_layer(l)) {
-      total += std::int64_t{experts} * ffn_params(expert_ffn) + std::int64_t{hidden} * experts;
+      total += std::int64_t{experts} * ffn_params(expert_ffn) + router_params();
       total +=
           std::int64_t{shared_experts} * ffn_params(shared_expert_ffn) + (shared_expert_gate ? hidden : 0);
     } else {
@@ -154,7 +178,7 @@ std::int64_t ModelSpec::active_params() const {
   for (int l = 0; l < layers; ++l) {
     total += attention_params() + attention_vector_params() + (post_norms ? 4 : 2) * norm_params(*this);
     if (is_moe_layer(l)) {
-      total += std::int64_t{top_k} * ffn_params(expert_ffn) + std::int64_t{hidden} * experts;
+      total += std::int64_t{top_k} * ffn_params(expert_ffn) + router_params();
       total +=
           std::int64_t{shared_experts} * ffn_params(shared_expert_ffn) + (shared_expert_gate ? hidden : 0);
     } else {
@@ -225,8 +249,16 @@ void ModelSpec::validate() const {
                                        : "is set with sparsemixer, which weighs its experts its own way");
   if (attention == AttentionKind::kMla && (qkv_bias || o_bias || qk_norm != QkNorm::kNone))
     bad(qkv_bias || o_bias ? "qkv_bias" : "qk_norm", "is set for MLA attention; expected GQA");
-  if (mlp_bias && (experts > 0 || shared_experts > 0))
-    bad("mlp_bias", "is set for an MoE model (expert biases are not modelled); expected false");
+  if (activation == Activation::kSwigluOai && ffn_kind != FfnKind::kGated)
+    bad("activation", "swiglu_oai is a gated activation; expected ffn_kind: gated");
+  if (router_bias && experts == 0) bad("router_bias", "is set for a dense model (it has no router)");
+  if (attn_sinks && attention != AttentionKind::kGqa)
+    bad("attn_sinks", "is set for MLA attention; expected GQA");
+  if (kv_dtype == DType::kMxfp4)
+    bad("kv_dtype", "mxfp4 is a weight format; expected fp16, bf16, fp8 or int8");
+  if (expert_dtype != dtype && experts == 0)
+    bad("expert_dtype", fmt::format("is {} for a dense model (it has no experts); expected the dtype, {}",
+                                    dtype_name(expert_dtype), dtype_name(dtype)));
   for (auto [key, cap] : {std::pair{"attn_softcap", attn_softcap}, std::pair{"final_softcap", final_softcap}})
     if (!std::isfinite(cap) || cap < 0) bad(key, "must be a finite number >= 0 (0: no soft-capping)");
   if (attn_softcap > 0 && attention != AttentionKind::kGqa)
@@ -297,11 +329,12 @@ ModelSpec read_model(const ConfigNode& n) {
   m.ffn_kind = n.get_or<std::string>("ffn_kind", "gated") == "gated" ? FfnKind::kGated : FfnKind::kTwoMatrix;
   if (n.has("ffn_kind")) n.get_enum("ffn_kind", {"gated", "two_matrix"});
   if (n.has("activation")) {
-    const std::string a = n.get_enum("activation", {"silu", "gelu", "gelu_tanh", "relu"});
-    m.activation = a == "gelu"        ? Activation::kGelu
-                   : a == "gelu_tanh" ? Activation::kGeluTanh
-                   : a == "relu"      ? Activation::kRelu
-                                      : Activation::kSilu;
+    const std::string a = n.get_enum("activation", {"silu", "gelu", "gelu_tanh", "relu", "swiglu_oai"});
+    m.activation = a == "gelu"         ? Activation::kGelu
+                   : a == "gelu_tanh"  ? Activation::kGeluTanh
+                   : a == "relu"       ? Activation::kRelu
+                   : a == "swiglu_oai" ? Activation::kSwigluOai
+                                       : Activation::kSilu;
   } else if (m.ffn_kind == FfnKind::kTwoMatrix) {
     n.fail("activation", "missing: a two-matrix FFN names its activation", "one of relu, gelu, gelu_tanh");
   }
@@ -315,6 +348,7 @@ ModelSpec read_model(const ConfigNode& n) {
   m.attn_softcap = n.get_or<double>("attn_softcap", 0.0);
   m.final_softcap = n.get_or<double>("final_softcap", 0.0);
   m.query_pre_attn_scalar = count_or("query_pre_attn_scalar", 0);
+  m.attn_sinks = n.get_or<bool>("attn_sinks", false);
   m.experts = count_or("experts", 0);
   m.top_k = count_or("top_k", 0);
   m.expert_ffn = count_or("expert_ffn", m.experts > 0 ? m.ffn : 0);
@@ -336,6 +370,7 @@ ModelSpec read_model(const ConfigNode& n) {
   m.router_groups = count_or("router_groups", 1);
   m.router_topk_groups = count_or("router_topk_groups", 1);
   m.routed_scaling = n.get_or<double>("routed_scaling", 1.0);
+  m.router_bias = n.get_or<bool>("router_bias", false);
   m.qkv_bias = n.get_or<bool>("qkv_bias", false);
   m.o_bias = n.get_or<bool>("o_bias", false);
   m.clip_qkv = n.get_or<double>("clip_qkv", 0.0);
@@ -344,14 +379,15 @@ ModelSpec read_model(const ConfigNode& n) {
     m.qk_norm = k == "head" ? QkNorm::kPerHead : k == "whole" ? QkNorm::kWhole : QkNorm::kNone;
   }
   if (n.has("weight_naming")) {
-    const std::string w =
-        n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx"});
+    const std::string w = n.get_enum(
+        "weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx", "gpt_oss"});
     m.weight_naming = w == "qwen_moe"     ? WeightNaming::kQwenMoe
                       : w == "opt"        ? WeightNaming::kOpt
                       : w == "starcoder2" ? WeightNaming::kStarcoder2
                       : w == "phi3"       ? WeightNaming::kPhi3
                       : w == "deepseek"   ? WeightNaming::kDeepSeek
                       : w == "dbrx"       ? WeightNaming::kDbrx
+                      : w == "gpt_oss"    ? WeightNaming::kGptOss
                                           : WeightNaming::kMixtral;
   }
   m.vocab = count("vocab");
@@ -361,11 +397,24 @@ ModelSpec read_model(const ConfigNode& n) {
   m.position_offset = count_or("position_offset", 0);
   try {
     m.dtype = parse_dtype(n.get_or<std::string>("dtype", "fp16"));
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    n.fail("dtype", e.what());
+  }
+  try {
     m.kv_dtype = parse_dtype(n.get_or<std::string>("kv_dtype", "fp16"));
   } catch (const ConfigError&) {
     throw;
   } catch (const Error& e) {
-    n.fail(n.has("kv_dtype") ? "kv_dtype" : "dtype", e.what());
+    n.fail("kv_dtype", e.what());
+  }
+  try {
+    m.expert_dtype = n.has("expert_dtype") ? parse_dtype(n.get<std::string>("expert_dtype")) : m.dtype;
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    n.fail("expert_dtype", e.what());
   }
   if (auto mla = n.find("mla")) {
     m.attention = AttentionKind::kMla;

@@ -106,6 +106,11 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"attn_softcap", model.attn_softcap},
                 {"final_softcap", model.final_softcap},
                 {"query_pre_attn_scalar", model.query_pre_attn_scalar},
+                {"attn_sinks", model.attn_sinks},
+                {"router_bias", model.router_bias},
+                {"mlp_bias", model.mlp_bias},
+                {"dtype", dtype_name(model.dtype)},
+                {"expert_dtype", dtype_name(model.expert_dtype)},
                 {"weight_naming", weight_naming_name(model.weight_naming)}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
   nlohmann::json ops = nlohmann::json::array();

@@ -577,7 +577,10 @@ TEST(ModelYaml, TwoMatrixFfnKeysAndTheirErrors) {
   EXPECT_EQ(key_of(base + "ffn_kind: two_matrix\n"), "activation");  // a two-matrix FFN names it
   EXPECT_EQ(key_of(base + "activation: swiglu\n"), "activation");
   EXPECT_EQ(key_of(base + "position_offset: 2\n"), "position_offset");  // no learned positions
-  EXPECT_EQ(key_of(base + "experts: 4\ntop_k: 2\nmlp_bias: true\n"), "mlp_bias");
+  // Expert biases are modelled (gpt-oss): a gated FFN biases gate and up (its width each) and down (hidden).
+  const ModelSpec biased_moe = read_model(
+      ConfigNode::parse(base + "experts: 4\ntop_k: 2\nexpert_ffn: 16\nmlp_bias: true\n", "m.yaml"));
+  EXPECT_EQ(biased_moe.ffn_params(16), 3 * 64 * 16 + 2 * 16 + 64);
   EXPECT_EQ(key_of(base + "weight_naming: gpt2\n"), "weight_naming");
   EXPECT_EQ(key_of(base + "norm_weight_offset: one\n"), "norm_weight_offset");
   EXPECT_EQ(key_of(base + "norm_weight_offset: .inf\n"), "norm_weight_offset");

@@ -99,6 +99,29 @@ TEST(CompileCli, PhimoeAndGemmaFeaturesAreStated) {
   EXPECT_EQ(g["model"]["weight_naming"], "mixtral");
 }
 
+// gpt-oss: its features in --json, and its MXFP4 experts in the expert ops' weight bytes (4.25 bits per
+// weight; whole experts per device under expert parallelism).
+TEST(CompileCli, GptOssFeaturesAndMxfp4ExpertsAreStated) {
+  const CliRun r = run("compile --model gpt-oss-20b --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["model"]["activation"], "swiglu_oai");
+  EXPECT_TRUE(j["model"]["attn_sinks"].get<bool>());
+  EXPECT_TRUE(j["model"]["router_bias"].get<bool>());
+  EXPECT_TRUE(j["model"]["mlp_bias"].get<bool>());
+  EXPECT_EQ(j["model"]["dtype"], "bf16");
+  EXPECT_EQ(j["model"]["expert_dtype"], "mxfp4");
+  EXPECT_EQ(j["model"]["weight_naming"], "gpt_oss");
+  bool expert_seen = false;
+  for (const auto& op : j["ops"]) {
+    if (op["kind"] != "expert_ffn") continue;
+    expert_seen = true;
+    // Three 2880 x 2880 matrices at 4.25 bits, gate / up biases (2 x 2880) and the down bias in BF16.
+    EXPECT_DOUBLE_EQ(op["bytes_weights"].get<double>(), 3.0 * 2880 * 2880 * 4.25 / 8 + 3.0 * 2880 * 2);
+  }
+  EXPECT_TRUE(expert_seen);
+}
+
 TEST(CompileCli, DeepSeekRoutingMlaAndPartialRopeAreStated) {
   const CliRun r = run("compile --model deepseek-v2 --system duplex-pe --batch 8 --context 512 --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;

@@ -91,6 +91,24 @@ TEST(CyclePimModel, SoftcappedAttentionAddsTheCapStages) {
   EXPECT_GT(cycle.attention_exact(4, 4, 1000, 128, true).si(), cycle.attention_exact(4, 4, 1000, 128).si());
 }
 
+// Attention sinks (gpt-oss): the op's flag reaches the SystemC timing as its own shape (memoized apart from
+// the plain op's); the unit folds a sink into its max and sum passes at no cycle (pim::timing::
+// kSoftmaxSinkCycles), and its reads with q cost at least nothing.
+TEST(CyclePimModel, AttentionSinksAreTimedAsTheirOwnShape) {
+  const auto sys = load_system("duplex");
+  CyclePimModel cycle(sys);
+  compiler::Op op = decode_attention_op();
+  op.requests = 16;
+  op.context_tokens = 16 * 1000;
+  const double plain = cycle.time(op).si();
+  const std::size_t entries = cycle.cache_size();
+  op.sinks = true;
+  const double with_sinks = cycle.time(op).si();
+  EXPECT_GT(cycle.cache_size(), entries);
+  EXPECT_GE(with_sinks, plain);
+  EXPECT_LT(with_sinks, 1.01 * plain);
+}
+
 TEST(CyclePimModel, GridInterpolationErrorIsBelowTwoPercent) {
   // Measured max error on this grid: see the printed table; the bound below is what the model promises.
   const auto sys = load_system("duplex");

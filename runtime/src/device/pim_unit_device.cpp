@@ -70,7 +70,8 @@ void PimUnitDevice::decode_attention(const DecodeAttentionBatch& b) {
         std::copy_n(b.kv.v_pool + slot, d, v.data() + j * d);
       }
       const std::size_t qo = (r * hq + g * group) * d;
-      unit_->attention(b.q + qo, k.data(), v.data(), group, t, d, scale, softcap, b.out + qo);
+      unit_->attention(b.q + qo, k.data(), v.data(), group, t, d, scale, softcap, b.out + qo,
+                       b.sinks != nullptr ? b.sinks + g * group : nullptr);
     }
   }
 }

@@ -27,6 +27,8 @@ kernels::Activation kernel_activation(compiler::Activation a) {
       return kernels::Activation::kRelu;
     case compiler::Activation::kGelu:
       return kernels::Activation::kGelu;
+    case compiler::Activation::kSwigluOai:
+      return kernels::Activation::kSwigluOai;
   }
   DUPLEX_ASSERT(false, "an activation outside compiler::Activation");
   return kernels::Activation::kSilu;
@@ -87,6 +89,8 @@ void XpuDevice::ffn(compiler::OpKind kind, const functional::FfnWeights& w, cons
   if (w.gated()) a.w_up = f16(w.w_up, {1, fi, hi});
   a.w_down = f16(w.w_down, {1, hi, fi});
   if (w.b_in != nullptr) a.b_in = f16(w.b_in, {1, fi});
+  if (w.b_up != nullptr) a.b_up = f16(w.b_up, {1, fi});
+  if (w.b_down != nullptr) a.b_down = f16(w.b_down, {1, hi});
   a.y = f16(y, {mi, hi});
   a.expert_offsets = offsets;
   run(kind, a);
@@ -114,6 +118,7 @@ void XpuDevice::decode_attention(const DecodeAttentionBatch& b) {
   a.out = Tensor::contiguous(b.out, DType::kF16, {b.rows, b.q_heads, d});
   a.scale = b.scale;
   a.softcap = b.softcap;
+  if (b.sinks != nullptr) a.sinks = f16(b.sinks, {b.q_heads});
   a.max_context_len = max_context;
   a.window = b.window;
   run(compiler::OpKind::kAttentionDecode, a);

@@ -280,7 +280,7 @@ duplex_status Driver::mem_space_of(duplex_device device, duplex_devptr ptr, int*
 }
 
 duplex_status Driver::enqueue(Queue* queue, Opcode op, const std::array<std::uint64_t, 7>& args,
-                              const Pending& pending, std::uint32_t* out_seq) {
+                              const Pending& pending, std::uint32_t* out_seq, std::uint16_t flags) {
   if (pending_.size() >= kRingEntries)
     return fail(DUPLEX_ERROR_QUEUE_FULL, fmt::format("the device ring holds {} unfinished commands", kRingEntries));
   if (queue != nullptr && queue->in_flight >= queue->depth)
@@ -289,6 +289,7 @@ duplex_status Driver::enqueue(Queue* queue, Opcode op, const std::array<std::uin
   DeviceHarness& h = *harness_;
   hostif::CommandDescriptor d;
   d.opcode = op;
+  d.flags = flags;
   d.seq = next_seq_++;
   d.args = args;
   const auto bytes = hostif::encode(d);
@@ -458,12 +459,13 @@ duplex_status Driver::queue_destroy(duplex_queue queue) {
   return DUPLEX_SUCCESS;
 }
 
-duplex_status Driver::submit(duplex_queue queue, Opcode op, const std::array<std::uint64_t, 7>& args) {
+duplex_status Driver::submit(duplex_queue queue, Opcode op, const std::array<std::uint64_t, 7>& args,
+                             std::uint16_t flags) {
   Queue* q = nullptr;
   if (const duplex_status s = find_queue(queue, q); s != DUPLEX_SUCCESS) return s;
   Pending p;
   p.queue = queue;
-  return enqueue(q, op, args, p, nullptr);
+  return enqueue(q, op, args, p, nullptr, flags);
 }
 
 duplex_status Driver::event_record(duplex_queue queue, duplex_event* out) {

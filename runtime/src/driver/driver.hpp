@@ -33,7 +33,9 @@ class Driver {
   duplex_status queue_create(duplex_device device, std::uint32_t depth, duplex_queue* out);
   duplex_status queue_destroy(duplex_queue queue);
   duplex_status queue_synchronize(duplex_queue queue);
-  duplex_status submit(duplex_queue queue, sysc::hostif::Opcode op, const std::array<std::uint64_t, 7>& args);
+  // flags: the descriptor's flag bits (hostif kPimGemvFlagBias, kPimAttentionFlagSinks).
+  duplex_status submit(duplex_queue queue, sysc::hostif::Opcode op, const std::array<std::uint64_t, 7>& args,
+                       std::uint16_t flags = 0);
   duplex_status event_record(duplex_queue queue, duplex_event* out);
   duplex_status event_query(duplex_event event);
   duplex_status event_synchronize(duplex_event event);
@@ -76,7 +78,7 @@ class Driver {
   duplex_status find_event(duplex_event handle, Event*& out);
   // Writes one descriptor into the ring and rings the doorbell; `queue` may be null (driver stream).
   duplex_status enqueue(Queue* queue, sysc::hostif::Opcode op, const std::array<std::uint64_t, 7>& args,
-                        const Pending& pending, std::uint32_t* out_seq);
+                        const Pending& pending, std::uint32_t* out_seq, std::uint16_t flags = 0);
   // Consumes every posted completion.
   void harvest();
   // Advances simulated time until done() (harvesting on the way); TIMEOUT / INTERNAL when it cannot.

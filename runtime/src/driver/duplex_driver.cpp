@@ -15,6 +15,7 @@ namespace {
 
 using duplex::driver::Driver;
 using duplex::sysc::hostif::Opcode;
+namespace hostif = duplex::sysc::hostif;
 
 // Runs f() and turns any exception into a status: duplex::Error (a bad input found deep inside) becomes
 // INVALID_ARGUMENT, anything else INTERNAL; the message is kept for duplex_last_error().
@@ -134,21 +135,44 @@ duplex_status duplex_submit_gemv(duplex_queue queue, duplex_devptr w, duplex_dev
   return guarded("duplex_submit_gemv",
                  [&](Driver& d) { return d.submit(queue, Opcode::kPimGemv, {w, x, y, tokens, rows, cols}); });
 }
-duplex_status duplex_submit_attention(duplex_queue queue, duplex_devptr q, duplex_devptr k, duplex_devptr v,
-                                      duplex_devptr out, uint64_t group, uint64_t context, uint32_t head_dim,
-                                      uint16_t scale_fp16, uint16_t softcap_fp16) {
-  return guarded("duplex_submit_attention", [&](Driver& d) {
+duplex_status duplex_submit_gemv_bias(duplex_queue queue, duplex_devptr w, duplex_devptr x, duplex_devptr y,
+                                      uint64_t tokens, uint64_t rows, uint64_t cols, duplex_devptr bias) {
+  return guarded("duplex_submit_gemv_bias", [&](Driver& d) {
+    return d.submit(queue, Opcode::kPimGemv, {w, x, y, tokens, rows, cols, bias}, hostif::kPimGemvFlagBias);
+  });
+}
+namespace {
+// kPimAttention with the given flags (kPimAttentionFlagSinks: the sinks follow q); `api`: the caller's name.
+duplex_status submit_attention(const char* api, duplex_queue queue, duplex_devptr q, duplex_devptr k,
+                               duplex_devptr v, duplex_devptr out, uint64_t group, uint64_t context,
+                               uint32_t head_dim, uint16_t scale_fp16, uint16_t softcap_fp16,
+                               std::uint16_t flags) {
+  return guarded(api, [&](Driver& d) {
     if (!duplex::pim::softcap_valid(softcap_fp16))
-      return d.fail(
-          DUPLEX_ERROR_INVALID_ARGUMENT,
-          fmt::format("duplex_submit_attention: softcap_fp16 0x{:04x} is not a logit soft-cap; expected "
-                      "+0 (0x0000, none) or the FP16 bits of a finite cap > 0",
-                      softcap_fp16));
+      return d.fail(DUPLEX_ERROR_INVALID_ARGUMENT,
+                    fmt::format("{}: softcap_fp16 0x{:04x} is not a logit soft-cap; expected "
+                                "+0 (0x0000, none) or the FP16 bits of a finite cap > 0",
+                                api, softcap_fp16));
     return d.submit(
         queue, Opcode::kPimAttention,
         {q, k, v, out, group, context,
-         std::uint64_t{head_dim} | std::uint64_t{scale_fp16} << 32 | std::uint64_t{softcap_fp16} << 48});
+         std::uint64_t{head_dim} | std::uint64_t{scale_fp16} << 32 | std::uint64_t{softcap_fp16} << 48},
+        flags);
   });
+}
+}  // namespace
+duplex_status duplex_submit_attention(duplex_queue queue, duplex_devptr q, duplex_devptr k, duplex_devptr v,
+                                      duplex_devptr out, uint64_t group, uint64_t context, uint32_t head_dim,
+                                      uint16_t scale_fp16, uint16_t softcap_fp16) {
+  return submit_attention("duplex_submit_attention", queue, q, k, v, out, group, context, head_dim,
+                          scale_fp16, softcap_fp16, 0);
+}
+duplex_status duplex_submit_attention_sinks(duplex_queue queue, duplex_devptr q_sinks, duplex_devptr k,
+                                            duplex_devptr v, duplex_devptr out, uint64_t group,
+                                            uint64_t context, uint32_t head_dim, uint16_t scale_fp16,
+                                            uint16_t softcap_fp16) {
+  return submit_attention("duplex_submit_attention_sinks", queue, q_sinks, k, v, out, group, context,
+                          head_dim, scale_fp16, softcap_fp16, hostif::kPimAttentionFlagSinks);
 }
 duplex_status duplex_submit_activation_mode(duplex_queue queue, duplex_activation mode, duplex_devptr a,
                                             duplex_devptr b, duplex_devptr out, uint64_t elements) {
@@ -157,13 +181,12 @@ duplex_status duplex_submit_activation_mode(duplex_queue queue, duplex_activatio
     static_assert(sizeof(duplex_activation) == sizeof(int));
     int value = 0;
     std::memcpy(&value, &mode, sizeof value);
-    if (value < DUPLEX_ACTIVATION_SILU_GATE || value > DUPLEX_ACTIVATION_GELU_GATE)
-      return d.fail(
-          DUPLEX_ERROR_INVALID_ARGUMENT,
-          fmt::format("duplex_submit_activation_mode: unknown activation mode {}; expected a "
-                      "duplex_activation, DUPLEX_ACTIVATION_SILU_GATE (0) .. DUPLEX_ACTIVATION_GELU_GATE "
-                      "(7)",
-                      value));
+    if (value < DUPLEX_ACTIVATION_SILU_GATE || value > DUPLEX_ACTIVATION_SWIGLU_OAI_GATE)
+      return d.fail(DUPLEX_ERROR_INVALID_ARGUMENT,
+                    fmt::format("duplex_submit_activation_mode: unknown activation mode {}; expected a "
+                                "duplex_activation, DUPLEX_ACTIVATION_SILU_GATE (0) .. "
+                                "DUPLEX_ACTIVATION_SWIGLU_OAI_GATE (8)",
+                                value));
     return d.submit(queue, Opcode::kPimActivation, {a, b, out, elements, static_cast<std::uint64_t>(value)});
   });
 }

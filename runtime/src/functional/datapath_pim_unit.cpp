@@ -10,10 +10,11 @@ namespace duplex::runtime::functional {
 pim::ActivationMode activation_mode(const FfnWeights& w) {
   using compiler::Activation;
   using Mode = pim::ActivationMode;
-  // A gated mode's second operand is the up projection: no room for a bias (check_functional_support).
-  DUPLEX_ASSERT(!w.gated() || w.b_in == nullptr, "a gated FFN with an fc1 bias");
   const bool g = w.gated();
   switch (w.activation) {
+    case Activation::kSwigluOai:
+      DUPLEX_ASSERT(g, "gpt-oss's clamped SwiGLU on a two-matrix FFN");
+      return Mode::kSwigluOaiGate;
     case Activation::kSilu:
       return g ? Mode::kSiluGate : Mode::kSilu;
     case Activation::kGeluTanh:
@@ -41,25 +42,27 @@ class DatapathPimUnit final : public PimUnit {
     for (std::size_t r = 0; r < m; ++r) dp_->gemv_fp16(w, x + r * k, y + r * n, n, k);
   }
 
-  // Gated: gemv gate, gemv up, activation (act(gate) x up), gemv down. Two-matrix: gemv fc1, activation
-  // (act(fc1 + bias); a zero bias without one), gemv down.
+  // Gated: gemv gate, gemv up, activation (act(gate) x up), gemv down; their biases (gpt-oss's experts)
+  // start the GEMVs' accumulators. Two-matrix: gemv fc1, activation (act(fc1 + bias); a zero bias without
+  // one), gemv down.
   void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) override {
     const std::size_t f = w.f, h = w.h;
     const pim::ActivationMode mode = activation_mode(w);
     std::vector<std::uint16_t> in(f), second(f, 0), act(f);
     if (!w.gated() && w.b_in != nullptr) second.assign(w.b_in, w.b_in + f);
+    const std::uint16_t* gate_bias = w.gated() ? w.b_in : nullptr;
     for (std::size_t r = 0; r < m; ++r) {
-      dp_->gemv_fp16(w.w_in, x + r * h, in.data(), f, h);
-      if (w.gated()) dp_->gemv_fp16(w.w_up, x + r * h, second.data(), f, h);
+      dp_->gemv_fp16(w.w_in, x + r * h, in.data(), f, h, gate_bias);
+      if (w.gated()) dp_->gemv_fp16(w.w_up, x + r * h, second.data(), f, h, w.b_up);
       dp_->activation_fp16_n(mode, in.data(), second.data(), act.data(), f);
-      dp_->gemv_fp16(w.w_down, act.data(), y + r * h, h, f);
+      dp_->gemv_fp16(w.w_down, act.data(), y + r * h, h, f, w.b_down);
     }
   }
 
   void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v, std::size_t group,
-                 std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t softcap,
-                 std::uint16_t* out) override {
-    dp_->decode_attention_fp16(q, k, v, group, t, d, scale, softcap, out);
+                 std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t softcap, std::uint16_t* out,
+                 const std::uint16_t* sinks) override {
+    dp_->decode_attention_fp16(q, k, v, group, t, d, scale, softcap, out, sinks);
   }
 
   std::optional<std::uint64_t> simulated_cycles() const override { return dp_->simulated_cycles(); }

@@ -114,6 +114,8 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
       append_rows(l.qkv_bias, f.qkv_bias, qd + kvd + s.kv_head0 * d, s.kv_heads * d, 1);
     }
     l.o_bias = f.o_bias;  // added once, after the all-reduce
+    if (!f.sinks.empty()) append_rows(l.sinks, f.sinks, s.q_head0, s.q_heads, 1);  // the local heads'
+    l.router_bias = f.router_bias;
     l.q_norm = f.q_norm;  // whole (per head or the whole projection's: StepRunner::rope takes what it needs)
     l.k_norm = f.k_norm;
     // The shared experts: columns of the node's tensor-parallel group, as a dense FFN.
@@ -134,7 +136,15 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
       if (!f.up.empty()) append_rows(l.up, f.up, e * f.ffn_width + col0, width, h);
       append_cols(l.down, f.down.data() + e * h * f.ffn_width, h, f.ffn_width, col0, width);
     }
-    if (!f.ffn_bias_in.empty()) {  // the bias entries of its fc1 columns; the output bias whole (added once)
+    if (!f.ffn_bias_in.empty() &&
+        moe) {  // gpt-oss's experts: their columns' gate / up biases; down on shard 0
+      for (std::int64_t e = e0; e < e0 + experts; ++e) {
+        append_rows(l.ffn_bias_in, f.ffn_bias_in, e * f.ffn_width + col0, width, 1);
+        append_rows(l.expert_bias_up, f.expert_bias_up, e * f.ffn_width + col0, width, 1);
+        if (shard == 0) append_rows(l.expert_bias_down, f.expert_bias_down, e * h, h, 1);
+      }
+    } else if (!f.ffn_bias_in
+                    .empty()) {  // the bias entries of its fc1 columns; the output bias whole (added once)
       append_rows(l.ffn_bias_in, f.ffn_bias_in, col0, width, 1);
       l.ffn_bias_out = f.ffn_bias_out;
     }

@@ -66,6 +66,7 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
     if (m.qkv_bias)
       for (char p : {'q', 'k', 'v'}) append(lw.qkv_bias, w.get(weight_name::attn_bias(l, p)));
     if (m.o_bias) lw.o_bias = w.get(weight_name::attn_bias(l, 'o')).data;
+    if (m.attn_sinks) lw.sinks = w.get(weight_name::sinks(l)).data;
     if (m.qk_norm != compiler::QkNorm::kNone) {
       lw.q_norm = w.get(weight_name::qk_norm(l, 'q')).data;
       lw.k_norm = w.get(weight_name::qk_norm(l, 'k')).data;
@@ -74,12 +75,18 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
       lw.router = w.get(weight_name::router(m.weight_naming, l)).data;
       if (m.router == compiler::Router::kNoAuxTc)
         lw.correction_bias = w.get(weight_name::router_correction_bias(l)).data;
+      if (m.router_bias) lw.router_bias = w.get(weight_name::router_bias(l)).data;
       lw.ffn_experts = m.experts;
       lw.ffn_width = m.expert_ffn;
       for (int e = 0; e < m.experts; ++e) {
         append(lw.gate, w.get(weight_name::expert(m.weight_naming, l, e, gated ? "gate" : "up")));
         append(lw.down, w.get(weight_name::expert(m.weight_naming, l, e, "down")));
         if (gated) append(lw.up, w.get(weight_name::expert(m.weight_naming, l, e, "up")));
+        if (m.mlp_bias) {
+          append(lw.ffn_bias_in, w.get(weight_name::expert_bias(l, e, "gate")));
+          append(lw.expert_bias_up, w.get(weight_name::expert_bias(l, e, "up")));
+          append(lw.expert_bias_down, w.get(weight_name::expert_bias(l, e, "down")));
+        }
       }
       if (m.shared_experts > 0) {
         lw.shared_width = shared_ffn_width(m);

@@ -36,6 +36,11 @@ struct LayerWeights {
   // A dense FFN's biases (ModelSpec::mlp_bias; empty without): before the activation [F], after the down
   // projection [H] (added once, after the tensor-parallel sum).
   std::vector<std::uint16_t> ffn_bias_in, ffn_bias_out;
+  // An MoE layer's expert biases (gpt-oss; empty without): gate [E,F] in ffn_bias_in, up [E,F], down [E,H]
+  // (a device keeps the down biases on its experts' first shard only: the shards' outputs are summed).
+  std::vector<std::uint16_t> expert_bias_up, expert_bias_down;
+  std::vector<std::uint16_t> router_bias;  // [experts] (gpt-oss); empty without
+  std::vector<std::uint16_t> sinks;        // [heads] attention sink logits (gpt-oss); empty without
   // The shared experts of an MoE layer as one FFN ([Fs,H], [Fs,H], [H,Fs]; empty without) and their gate
   // ([1,H]; empty without).
   std::vector<std::uint16_t> shared_gate_proj, shared_up, shared_down, shared_gate;

@@ -47,16 +47,28 @@ std::string router_correction_bias(int layer) {
   return fmt::format("model.layers.{}.mlp.gate.e_score_correction_bias", layer);
 }
 std::string router(compiler::WeightNaming naming, int layer) {
+  if (naming == compiler::WeightNaming::kGptOss)
+    return fmt::format("model.layers.{}.mlp.router.weight", layer);
   return naming == compiler::WeightNaming::kQwenMoe || naming == compiler::WeightNaming::kDeepSeek
              ? fmt::format("model.layers.{}.mlp.gate.weight", layer)
              : fmt::format("model.layers.{}.block_sparse_moe.gate.weight", layer);
 }
+std::string router_bias(int layer) {
+  return fmt::format("model.layers.{}.mlp.router.bias", layer);
+}
+std::string sinks(int layer) {
+  return fmt::format("model.layers.{}.self_attn.sinks", layer);
+}
 std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which) {
-  if (naming == compiler::WeightNaming::kQwenMoe || naming == compiler::WeightNaming::kDeepSeek)
+  if (naming == compiler::WeightNaming::kQwenMoe || naming == compiler::WeightNaming::kDeepSeek ||
+      naming == compiler::WeightNaming::kGptOss)
     return fmt::format("model.layers.{}.mlp.experts.{}.{}_proj.weight", layer, expert, which);
   const std::string_view w = which;
   const int matrix = w == "gate" ? 1 : w == "down" ? 2 : 3;  // Mixtral: w1 gate, w2 down, w3 up
   return fmt::format("model.layers.{}.block_sparse_moe.experts.{}.w{}.weight", layer, expert, matrix);
+}
+std::string expert_bias(int layer, int expert, const char* which) {
+  return fmt::format("model.layers.{}.mlp.experts.{}.{}_proj.bias", layer, expert, which);
 }
 std::string shared_expert(int layer, const char* which) {
   return fmt::format("model.layers.{}.mlp.shared_expert.{}_proj.weight", layer, which);
@@ -106,9 +118,21 @@ std::string dbrx_checkpoint_name(const std::string& name) {
 }
 }  // namespace
 
+// gpt-oss (HF GptOssForCausalLM): Llama's names but its experts', every expert of a layer in one tensor per
+// kind: mlp.experts.gate_up_proj (gate and up, interleaved), down_proj, gate_up_proj_bias, down_proj_bias.
+std::string gpt_oss_checkpoint_name(const std::string& name) {
+  const std::size_t experts = name.find(".mlp.experts.");
+  if (experts == std::string::npos) return name;
+  const std::string layer = name.substr(0, experts) + ".mlp.experts.";
+  const bool bias = name.ends_with(".bias");
+  const bool down = name.find(".down_proj.") != std::string::npos;
+  return layer + (down ? "down_proj" : "gate_up_proj") + (bias ? "_bias" : "");
+}
+
 std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& name) {
   using compiler::WeightNaming;
   if (m.weight_naming == WeightNaming::kDbrx) return dbrx_checkpoint_name(name);
+  if (m.weight_naming == WeightNaming::kGptOss) return gpt_oss_checkpoint_name(name);
   if (m.post_norms) {
     // Gemma 2: the norm before the FFN is pre_feedforward_layernorm, and post_attention_layernorm is the one
     // after attention (Llama's name for the norm before the FFN).
@@ -207,8 +231,12 @@ std::vector<double> rope_inv_freq(const ModelNumerics& n, int rotary_dim, std::i
              std::log(s.original_max_position_embeddings / (rotations * 2.0 * std::numbers::pi)) /
              (2.0 * std::log(base));
     };
-    low = std::max(std::floor(correction_dim(s.beta_fast)), 0.0);
-    high = std::min(std::ceil(correction_dim(s.beta_slow)), static_cast<double>(rotary_dim - 1));
+    // HF find_correction_range: the bounds rounded out to whole dimensions unless truncate is false
+    // (gpt-oss).
+    low = s.truncate ? std::floor(correction_dim(s.beta_fast)) : correction_dim(s.beta_fast);
+    high = s.truncate ? std::ceil(correction_dim(s.beta_slow)) : correction_dim(s.beta_slow);
+    low = std::max(low, 0.0);
+    high = std::min(high, static_cast<double>(rotary_dim - 1));
     if (low == high) high += 0.001;  // HF: prevents a singular ramp
   }
   for (std::size_t i = 0; i < f.size(); ++i) {
@@ -298,7 +326,8 @@ void check_functional_support(const compiler::ModelSpec& m) {
         "{}: {}: {}; functional emulation supports GQA with RoPE or learned positions, or DeepSeek's MLA "
         "with RoPE; RMSNorm or LayerNorm, gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU, "
         "dense or MoE layers (shared experts under Qwen-MoE or DeepSeek names), q / k / v / o and dense-FFN "
-        "biases, q / k norms, fp16 or bf16 weights and KV (computed in FP16)",
+        "biases, q / k norms, gpt-oss's sinks, router bias and biased experts, fp16 or bf16 weights and KV "
+        "(computed in FP16)",
         m.file.empty() ? m.name : m.file, field, problem));
   };
   const bool mla = m.attention == compiler::AttentionKind::kMla,
@@ -315,8 +344,28 @@ void check_functional_support(const compiler::ModelSpec& m) {
       reject("mla.qk_rope_head_dim",
              fmt::format("{}; expected >= 2 (RoPE rotates pairs)", m.mla.qk_rope_head_dim));
   }
-  if (m.mlp_bias && m.ffn_kind == compiler::FfnKind::kGated)
-    reject("mlp_bias", "true with a gated FFN (biased gate / up / down projections); expected false");
+  const bool gpt_oss = m.weight_naming == compiler::WeightNaming::kGptOss;
+  if (m.mlp_bias && m.is_moe() && !gpt_oss)
+    reject("mlp_bias", "true for an MoE model not named gpt_oss (expert biases have gpt-oss's names only)");
+  if (m.mlp_bias && m.ffn_kind == compiler::FfnKind::kGated && !m.is_moe())
+    reject("mlp_bias",
+           "true with a gated dense FFN (biased gate / up / down projections); expected false (only "
+           "gpt-oss's experts carry gated biases)");
+  if (m.router_bias && !gpt_oss)
+    reject("router_bias", "true with another family's names (a router bias is gpt-oss's mlp.router.bias)");
+  if (gpt_oss) {
+    // What gpt-oss's tensor names hold: every layer MoE, gated experts with biases, no shared experts.
+    if (!m.is_moe() || !m.dense_layers.empty() || m.moe_every != 1 || m.first_moe_layer != 0)
+      reject("experts", "gpt-oss's checkpoint names hold MoE layers only; expected every layer MoE");
+    if (m.ffn_kind != compiler::FfnKind::kGated || m.shared_experts > 0)
+      reject(m.shared_experts > 0 ? "shared_experts" : "ffn_kind",
+             "gpt-oss's fused gate_up_proj holds gated routed experts only");
+  }
+  if (m.expert_dtype != compiler::DType::kFp16 && m.expert_dtype != compiler::DType::kBf16)
+    reject("expert_dtype",
+           fmt::format("experts in {}; functional emulation computes every weight in FP16 (a checkpoint's "
+                       "MXFP4 experts are not read: dequantize them to BF16 first)",
+                       compiler::dtype_name(m.expert_dtype)));
   if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe && !deepseek)
     reject("shared_experts",
            fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
@@ -414,6 +463,7 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
       w.push_back({weight_name::attn_bias(l, 'v'), {kv}, Role::kBias});
     }
     if (m.o_bias) w.push_back({weight_name::attn_bias(l, 'o'), {h}, Role::kBias});
+    if (m.attn_sinks) w.push_back({weight_name::sinks(l), {m.heads}, Role::kBias});
     if (m.qk_norm != compiler::QkNorm::kNone) {
       const bool per_head = m.qk_norm == compiler::QkNorm::kPerHead;
       w.push_back({weight_name::qk_norm(l, 'q'), {per_head ? m.head_dim : q}, Role::kNormGain});
@@ -430,11 +480,18 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
       w.push_back({weight_name::router(m.weight_naming, l), {m.experts, h}, Role::kMatrix});
       if (m.router == compiler::Router::kNoAuxTc)
         w.push_back({weight_name::router_correction_bias(l), {m.experts}, Role::kBias});
+      if (m.router_bias) w.push_back({weight_name::router_bias(l), {m.experts}, Role::kBias});
       for (int e = 0; e < m.experts; ++e) {
         if (gated) w.push_back({weight_name::expert(m.weight_naming, l, e, "gate"), {f, h}, Role::kMatrix});
         w.push_back({weight_name::expert(m.weight_naming, l, e, "down"), {h, f}, Role::kMatrix});
         w.push_back({weight_name::expert(m.weight_naming, l, e, "up"), {f, h}, Role::kMatrix});
       }
+      if (m.mlp_bias)  // gpt-oss: after every expert's matrices (its checkpoint's _bias tensors)
+        for (int e = 0; e < m.experts; ++e) {
+          w.push_back({weight_name::expert_bias(l, e, "gate"), {f}, Role::kBias});
+          w.push_back({weight_name::expert_bias(l, e, "up"), {f}, Role::kBias});
+          w.push_back({weight_name::expert_bias(l, e, "down"), {h}, Role::kBias});
+        }
       if (m.shared_experts > 0) {  // one FFN as wide as all of them (as HF stores DeepSeek's too)
         const std::int64_t fs = shared_ffn_width(m);
         if (gated) w.push_back({weight_name::shared_expert(l, "gate"), {fs, h}, Role::kMatrix});

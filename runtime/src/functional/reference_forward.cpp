@@ -123,6 +123,9 @@ double activate(compiler::Activation a, double x) {
       return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
     case compiler::Activation::kRelu:
       return x > 0 ? x : 0.0;
+    case compiler::Activation::kSwigluOai:  // the gate's part, g sigmoid(alpha g), g = min(x, limit)
+      x = std::min(x, compiler::kSwigluOaiLimit);
+      return x / (1.0 + std::exp(-compiler::kSwigluOaiAlpha * x));
   }
   DUPLEX_ASSERT(false, "an activation outside compiler::Activation");
   return 0.0;
@@ -139,14 +142,31 @@ Vec two_matrix_ffn(compiler::Activation a, const WeightTensor& in, const WeightT
   return stored(matvec(down, h, down.shape[0]));
 }
 
-// One gated FFN: down(act(gate x) * up x) (SwiGLU, GeGLU, ReGLU).
+// A gated FFN's biases (gpt-oss's experts; nullptr: none).
+struct GatedBiases {
+  const WeightTensor *gate = nullptr, *up = nullptr, *down = nullptr;
+};
+
+// One gated FFN: down(act(gate x) * up x) (SwiGLU, GeGLU, ReGLU); gpt-oss's clamped SwiGLU multiplies by
+// clamp(up x, -limit, limit) + 1 instead. With biases, each projection adds its own (as HF's experts do).
 Vec gated_ffn(compiler::Activation a, const WeightTensor& gate, const WeightTensor& up,
-              const WeightTensor& down, const Vec& x) {
+              const WeightTensor& down, const Vec& x, const GatedBiases& b = {}) {
   const std::int64_t f = gate.shape[0];
-  const std::vector<double> g = matvec(gate, x, f), u = matvec(up, x, f);
+  std::vector<double> g = matvec(gate, x, f), u = matvec(up, x, f);
+  auto add = [](std::vector<double>& v, const WeightTensor* bias) {
+    if (bias != nullptr)
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] += w_at(*bias, static_cast<std::int64_t>(i));
+  };
+  add(g, b.gate);
+  add(u, b.up);
+  const double limit = compiler::kSwigluOaiLimit;
   Vec h(static_cast<std::size_t>(f));
-  for (std::size_t i = 0; i < h.size(); ++i) h[i] = to_fp16(activate(a, g[i]) * u[i]);
-  return stored(matvec(down, h, down.shape[0]));
+  for (std::size_t i = 0; i < h.size(); ++i)
+    h[i] = to_fp16(activate(a, g[i]) *
+                   (a == compiler::Activation::kSwigluOai ? std::clamp(u[i], -limit, limit) + 1.0 : u[i]));
+  std::vector<double> y = matvec(down, h, down.shape[0]);
+  add(y, b.down);
+  return stored(y);
 }
 
 class Sequence {
@@ -240,8 +260,13 @@ class Sequence {
       return w_.get(expert < 0 ? weight_name::shared_expert(l, which)
                                : weight_name::expert(names, l, expert, which));
     };
+    GatedBiases b;
+    if (m_.mlp_bias && expert >= 0)  // gpt-oss's experts
+      b = {&w_.get(weight_name::expert_bias(l, expert, "gate")),
+           &w_.get(weight_name::expert_bias(l, expert, "up")),
+           &w_.get(weight_name::expert_bias(l, expert, "down"))};
     if (m_.ffn_kind == compiler::FfnKind::kGated)
-      return gated_ffn(m_.activation, get("gate"), get("up"), get("down"), n);
+      return gated_ffn(m_.activation, get("gate"), get("up"), get("down"), n, b);
     return two_matrix_ffn(m_.activation, get("up"), nullptr, get("down"), n);
   }
 
@@ -337,8 +362,10 @@ class Sequence {
 
   // softmax(scale_ q . k) v per query head over layer l's cached tokens (the last `window` with a sliding
   // window): q [heads][dk], cached keys [kv heads][dk] and values [kv heads][dv], heads / `group` KV heads.
-  // With attn_softcap each scaled score s becomes attn_softcap x tanh(s / attn_softcap) first.
+  // With attn_softcap each scaled score s becomes attn_softcap x tanh(s / attn_softcap) first; with
+  // attn_sinks, the head's sink logit joins the max and the denominator (gpt-oss).
   Vec attend(int l, const Vec& q, int heads, int group, int dk, int dv) const {
+    const WeightTensor* sinks = m_.attn_sinks ? &w_.get(weight_name::sinks(l)) : nullptr;
     const auto& kc = k_[static_cast<std::size_t>(l)];
     const auto& vc = v_[static_cast<std::size_t>(l)];
     const std::size_t window = static_cast<std::size_t>(m_.attention_window(l));
@@ -360,6 +387,11 @@ class Sequence {
         max_s = std::max(max_s, p[t]);
       }
       double sum = 0;
+      if (sinks != nullptr) {
+        const double sink = w_at(*sinks, head);
+        max_s = std::max(max_s, sink);
+        sum = std::exp(sink - max_s);
+      }
       for (std::size_t t = first; t < kc.size(); ++t) sum += (p[t] = std::exp(p[t] - max_s));
       for (int j = 0; j < dv; ++j) {
         double acc = 0;
@@ -528,7 +560,10 @@ class Sequence {
 
   Vec moe(int l, const Vec& n, std::int64_t pos) {
     const compiler::WeightNaming names = m_.weight_naming;
-    const std::vector<double> logits = matvec(w_.get(weight_name::router(names, l)), n, m_.experts);
+    std::vector<double> logits = matvec(w_.get(weight_name::router(names, l)), n, m_.experts);
+    if (m_.router_bias)  // gpt-oss
+      for (int e = 0; e < m_.experts; ++e)
+        logits[static_cast<std::size_t>(e)] += w_at(w_.get(weight_name::router_bias(l)), e);
     std::vector<double> acc(n.size(), 0.0);
     const WeightTensor* bias =
         m_.router == compiler::Router::kNoAuxTc ? &w_.get(weight_name::router_correction_bias(l)) : nullptr;

@@ -186,9 +186,38 @@ struct StoredTensor {
 // DBRX stores each expert's down projection transposed: w2's rows [ffn, hidden] per expert (HF
 // DbrxExpertGLU multiplies by them untransposed); the model's tensor is [hidden, ffn] as every down
 // projection.
+// gpt-oss stores every expert matrix input-major: gate_up_proj [E, hidden, 2 ffn], down_proj [E, ffn, hidden]
+// (HF GptOssExperts multiplies x @ W): each part transposed from the model's [out, in].
 bool stored_transposed(const compiler::ModelSpec& spec, const std::string& name) {
+  if (spec.weight_naming == compiler::WeightNaming::kGptOss)
+    return name.find(".mlp.experts.") != std::string::npos && name.ends_with("_proj.weight");
   return spec.weight_naming == compiler::WeightNaming::kDbrx && name.find(".experts.") != std::string::npos &&
          name.ends_with(".w2.weight");
+}
+// gpt-oss's expert tensors (checkpoint names): one per kind and layer holding every expert, [E, ...]. In
+// gate_up_proj and gate_up_proj_bias each expert's gate and up alternate (gate i at 2i, up i at 2i + 1, along
+// the last dimension): its parts come in pairs (gate, up) per expert, interleaved.
+bool gpt_oss_experts(const compiler::ModelSpec& spec, const std::string& stored) {
+  return spec.weight_naming == compiler::WeightNaming::kGptOss &&
+         (stored.ends_with(".mlp.experts.gate_up_proj") || stored.ends_with(".mlp.experts.down_proj") ||
+          stored.ends_with(".mlp.experts.gate_up_proj_bias") ||
+          stored.ends_with(".mlp.experts.down_proj_bias"));
+}
+bool interleaved(const std::string& stored) {
+  return stored.ends_with(".gate_up_proj") || stored.ends_with(".gate_up_proj_bias");
+}
+// Rows of a and b alternating (a's row i at 2i, b's at 2i + 1); a vector is a column.
+WeightTensor interleave_rows(const WeightTensor& a, const WeightTensor& b) {
+  const std::int64_t rows = a.shape[0], cols = a.shape.size() == 2 ? a.shape[1] : 1;
+  WeightTensor out;
+  out.shape = a.shape;
+  out.shape[0] = 2 * rows;
+  out.data.resize(2 * a.data.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::copy_n(a.data.begin() + r * cols, cols, out.data.begin() + 2 * r * cols);
+    std::copy_n(b.data.begin() + r * cols, cols, out.data.begin() + (2 * r + 1) * cols);
+  }
+  return out;
 }
 // The shape tensor `s` has in its checkpoint tensor.
 std::vector<std::int64_t> stored_shape(const compiler::ModelSpec& spec, const WeightShape& s) {
@@ -212,6 +241,18 @@ std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
     const std::string name = checkpoint_name(spec, s.name);
     const std::vector<std::int64_t> shape = stored_shape(spec, s);
     const auto it = at.find(name);
+    if (gpt_oss_experts(spec, name)) {  // [E, part shape] (gate and up interleaved: twice as wide)
+      std::vector<std::int64_t> whole{spec.experts};
+      for (std::size_t i = 0; i < shape.size(); ++i)
+        whole.push_back(shape[i] * (i + 1 == shape.size() && interleaved(name) ? 2 : 1));
+      if (it == at.end()) {
+        at.emplace(name, plan.size());
+        plan.push_back({WeightShape{name, whole, s.role}, {s}});
+      } else {
+        plan[it->second].parts.push_back(s);
+      }
+      continue;
+    }
     if (it == at.end()) {
       at.emplace(name, plan.size());
       plan.push_back({WeightShape{name, shape, s.role}, {s}});
@@ -262,6 +303,36 @@ WeightTensor permute_rope_rows(const compiler::ModelSpec& spec, const std::strin
 }
 // The model's tensors of a stored one, split by rows as the plan stacks them (and transposed back).
 void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
+  if (gpt_oss_experts(w.spec, p.stored.name)) {  // per expert: untranspose, then split gate / up
+    const std::size_t step = interleaved(p.stored.name) ? 2 : 1;
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < p.parts.size(); i += step) {
+      const WeightShape& first = p.parts[i];
+      WeightTensor x;
+      x.shape = first.shape;
+      x.shape[0] *= static_cast<std::int64_t>(step);  // the pair interleaved: [2 f, ...]
+      const bool transpose = stored_transposed(w.spec, first.name);
+      if (transpose) x.shape = {x.shape[1], x.shape[0]};
+      x.data.assign(t.data.begin() + static_cast<std::ptrdiff_t>(at),
+                    t.data.begin() + static_cast<std::ptrdiff_t>(at + static_cast<std::size_t>(x.numel())));
+      at += static_cast<std::size_t>(x.numel());
+      if (transpose) x = transposed(x);
+      if (step == 1) {
+        w.tensors.emplace(first.name, std::move(x));
+        continue;
+      }
+      const std::int64_t cols = x.shape.size() == 2 ? x.shape[1] : 1;
+      WeightTensor a, b;
+      a.shape = b.shape = first.shape;
+      for (std::int64_t r = 0; r < first.shape[0]; ++r) {
+        a.data.insert(a.data.end(), x.data.begin() + 2 * r * cols, x.data.begin() + (2 * r + 1) * cols);
+        b.data.insert(b.data.end(), x.data.begin() + (2 * r + 1) * cols, x.data.begin() + (2 * r + 2) * cols);
+      }
+      w.tensors.emplace(first.name, std::move(a));
+      w.tensors.emplace(p.parts[i + 1].name, std::move(b));
+    }
+    return;
+  }
   if (stored_as_is(w.spec, p)) {
     w.tensors.emplace(p.parts[0].name, permute_rope_rows(w.spec, p.parts[0].name, std::move(t), false));
     return;
@@ -293,6 +364,18 @@ TensorList checkpoint_tensors(const ModelWeights& weights, std::deque<WeightTens
     }
     WeightTensor& t = stacked.emplace_back();
     t.shape = p.stored.shape;
+    if (gpt_oss_experts(weights.spec, p.stored.name)) {  // per expert: gate / up interleaved, transposed
+      const std::size_t step = interleaved(p.stored.name) ? 2 : 1;
+      for (std::size_t i = 0; i < p.parts.size(); i += step) {
+        WeightTensor x = step == 2
+                             ? interleave_rows(weights.get(p.parts[i].name), weights.get(p.parts[i + 1].name))
+                             : weights.get(p.parts[i].name);
+        if (stored_transposed(weights.spec, p.parts[i].name)) x = transposed(x);
+        t.data.insert(t.data.end(), x.data.begin(), x.data.end());
+      }
+      all.emplace_back(p.stored.name, &t);
+      continue;
+    }
     for (const WeightShape& part : p.parts) {
       const WeightTensor& x = weights.get(part.name);
       const std::vector<std::uint16_t>& d =
@@ -437,13 +520,17 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
     fail(type_key, r.contains(type_key) ? r[type_key].dump() : "missing",
          "\"yarn\" (DeepSeek's scaled RoPE)");
   if (type == "yarn") {
-    // gpt-oss' truncate changes the formula; refused rather than ignored. DeepSeek states its attention
-    // factors by mscale and mscale_all_dim (both, or neither); the others by attention_factor.
+    // gpt-oss states truncate (false: the ramp's ends not rounded). DeepSeek states its attention factors
+    // by mscale and mscale_all_dim (both, or neither); the others by attention_factor.
     const char* kOwn = deepseek ? "absent (DeepSeek's YaRN states mscale and mscale_all_dim)"
                                 : "absent (YaRN as Qwen states it; mscale is DeepSeek's)";
     for (const char* key : deepseek ? std::vector<const char*>{"attention_factor", "truncate"}
-                                    : std::vector<const char*>{"mscale", "mscale_all_dim", "truncate"})
+                                    : std::vector<const char*>{"mscale", "mscale_all_dim"})
       if (r.contains(key) && !r[key].is_null()) fail(key, r[key].dump(), kOwn);
+    if (r.contains("truncate") && !r["truncate"].is_null()) {
+      if (!r["truncate"].is_boolean()) fail("truncate", r["truncate"].dump(), "true or false");
+      s.truncate = r["truncate"].get<bool>();
+    }
     s.kind = RopeScaling::Kind::kYarn;
     s.factor = number("factor");
     // source: DeepSeek's modeling code defaults original_max_position_embeddings to 4096.
@@ -591,6 +678,10 @@ ModelNumerics config_numerics(const std::string& config) {
     refuse("model_type",
            "gemma3_text (Gemma 3's multimodal config is timed by duplex simulate and compile; functional "
            "emulation runs its language model: its text_config as a gemma3_text config.json)");
+  if (type == "gpt_oss") {  // GptOssConfig's default base
+    n.rope_theta = 150000.0f;
+    number("rope_theta", n.rope_theta);
+  }
   if (type == "gemma3_text") {
     // Gemma 3: the windowed layers rotate with rope_local_base_freq, unscaled; the full ones with rope_theta
     // (Gemma3TextConfig's default 1e6) and rope_scaling.
@@ -684,6 +775,28 @@ std::string family_type(const compiler::ModelSpec& m) {
   const bool no_norm = m.qk_norm == QkNorm::kNone, head_norm = m.qk_norm == QkNorm::kPerHead;
   const bool all_bias = m.qkv_bias == m.o_bias;  // attention_bias: all four projections or none
   const bool every_layer_moe = m.dense_layers.empty() && m.moe_every == 1 && m.first_moe_layer == 0;
+  // gpt-oss: its names; every layer MoE with biased gated experts under its clamped SwiGLU, a biased router
+  // whose top-k logits are softmaxed, attention sinks, RMSNorm; sinks, a router bias and the clamped SwiGLU
+  // are gpt-oss's alone.
+  const bool gpt_oss_features =
+      m.attn_sinks || m.router_bias || m.activation == compiler::Activation::kSwigluOai;
+  if (m.weight_naming == compiler::WeightNaming::kGptOss || gpt_oss_features) {
+    if (m.weight_naming == compiler::WeightNaming::kGptOss && m.is_moe() && every_layer_moe &&
+        m.norm == compiler::NormKind::kRmsNorm && m.norm_weight_offset == 0.0 && !m.scale_embedding &&
+        m.ffn_kind == compiler::FfnKind::kGated && m.activation == compiler::Activation::kSwigluOai &&
+        m.mlp_bias && m.router_bias && m.attn_sinks && no_norm && all_bias &&
+        m.router == compiler::Router::kSoftmaxTopK && m.router_renormalize && m.routed_scaling == 1.0 &&
+        m.shared_experts == 0 && !m.lm_head_bias && m.learned_positions == 0 && !m.post_norms &&
+        m.attn_softcap == 0 && m.final_softcap == 0 && m.query_pre_attn_scalar == 0 && m.clip_qkv == 0)
+      return "gpt_oss";
+    throw Error(fmt::format(
+        "model {}: attention sinks, a router bias and the clamped SwiGLU are gpt-oss's, but the model "
+        "differs "
+        "from it (gpt-oss's names, every layer MoE with biased gated experts under swiglu_oai, a biased "
+        "softmax top-k router renormalised, sinks, RMSNorm, attention biases on all four projections or "
+        "none); no HuggingFace architecture states it",
+        m.name));
+  }
   const bool layer_norm = m.norm == compiler::NormKind::kLayerNorm;
   // DBRX: its names, LayerNorm without a bias, gated FFNs (any activation: ffn_act_fn) in every layer MoE,
   // softmax top-k routing (renormalised or not), GQA with head_dim = hidden / heads and no bias, RoPE; the
@@ -916,7 +1029,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                                                                    {"phi3", "Phi3ForCausalLM"},
                                                                    {"deepseek_v2", "DeepseekV2ForCausalLM"},
                                                                    {"deepseek_v3", "DeepseekV3ForCausalLM"},
-                                                                   {"dbrx", "DbrxForCausalLM"}};
+                                                                   {"dbrx", "DbrxForCausalLM"},
+                                                                   {"gpt_oss", "GptOssForCausalLM"}};
   const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
                            : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
                            : m.activation == compiler::Activation::kGelu     ? "gelu"
@@ -1000,6 +1114,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                          {"attention_factor", rs.attention_factor},
                          {"beta_fast", rs.beta_fast},
                          {"beta_slow", rs.beta_slow}};
+    if (!rs.truncate) c["rope_scaling"]["truncate"] = false;  // gpt-oss's
   } else if (rs.kind == RopeScaling::Kind::kDynamic) {
     c["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", rs.factor}};
     c["max_position_embeddings"] = rs.original_max_position_embeddings;
@@ -1020,6 +1135,12 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   }
   if (!m.is_moe()) {
     c["intermediate_size"] = m.ffn;
+  } else if (type == "gpt_oss") {
+    c["num_local_experts"] = m.experts;
+    c["num_experts_per_tok"] = m.top_k;
+    c["intermediate_size"] = m.expert_ffn;
+    c["swiglu_limit"] = compiler::kSwigluOaiLimit;
+    if (m.sliding_window == 0) c["sliding_window"] = nullptr;  // else GptOssConfig's 128
   } else if (type == "mixtral" || type == "phimoe") {
     c["num_local_experts"] = m.experts;
     c["num_experts_per_tok"] = m.top_k;

@@ -554,6 +554,8 @@ void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCac
   batch.scale = attn_scale_;
   batch.softcap = static_cast<float>(m_.attn_softcap);
   batch.window = m_.attention_window(layer);
+  const std::vector<std::uint16_t>& sinks = dev_[d].weights->layers[static_cast<std::size_t>(layer)].sinks;
+  if (!sinks.empty()) batch.sinks = sinks.data();
   on(d, unit).decode_attention(batch);
   for (std::int64_t r = 0; r < b; ++r) {
     const auto& [row, i] = paged[static_cast<std::size_t>(r)];
@@ -586,6 +588,8 @@ void StepRunner::prefill_attention(std::size_t d, int layer, const std::vector<c
                                      attn_scale_,
                                      m_.attention_window(layer)};
   args.softcap = static_cast<float>(m_.attn_softcap);
+  std::vector<std::uint16_t>& sinks = dev_[d].weights->layers[static_cast<std::size_t>(layer)].sinks;
+  if (!sinks.empty()) args.sinks = f16_view(sinks, {s.q_heads});
   dev_[d].xpu->run(OpKind::kAttentionPrefill, args);
   for (std::size_t b = 0; b < prompts.size(); ++b)
     std::copy(o.data() + starts[b] * qd, o.data() + starts[b + 1] * qd,
@@ -641,6 +645,8 @@ void StepRunner::route(int layer, StepOutput& out) {
   a.routed_scaling = static_cast<float>(m_.routed_scaling);
   std::vector<std::uint16_t>& bias = w0_.layers[static_cast<std::size_t>(layer)].correction_bias;
   if (!bias.empty()) a.correction_bias = f16_view(bias, {e});
+  std::vector<std::uint16_t>& logit_bias = w0_.layers[static_cast<std::size_t>(layer)].router_bias;
+  if (!logit_bias.empty()) a.logit_bias = f16_view(logit_bias, {e});
   std::vector<std::uint16_t>& shared_gate = w0_.layers[static_cast<std::size_t>(layer)].shared_gate;
   shared_gate_.assign(static_cast<std::size_t>(t_), 1.0f);
   if (!shared_gate.empty()) {
@@ -734,8 +740,8 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
         x_sub.insert(x_sub.end(), x_perm.begin() + off[ge] * h, x_perm.begin() + off[ge + 1] * h);
       } else {
         on(d, Unit::kPim)
-            .ffn(OpKind::kExpertFfn, ffn_weights(lw.gate, lw.up, lw.down, nullptr, i, f),
-                 x_perm.data() + off[ge] * h, y_perm.data() + off[ge] * h, static_cast<std::size_t>(rows));
+            .ffn(OpKind::kExpertFfn, expert_weights(lw, i), x_perm.data() + off[ge] * h,
+                 y_perm.data() + off[ge] * h, static_cast<std::size_t>(rows));
       }
     }
     const std::int64_t xpu_rows = xpu_off.back();
@@ -749,6 +755,9 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
       a.w_in = f16_view(lw.gate, {local, f, h});
       if (gated) a.w_up = f16_view(lw.up, {local, f, h});
       a.w_down = f16_view(lw.down, {local, h, f});
+      if (!lw.ffn_bias_in.empty()) a.b_in = f16_view(lw.ffn_bias_in, {local, f});
+      if (!lw.expert_bias_up.empty()) a.b_up = f16_view(lw.expert_bias_up, {local, f});
+      if (!lw.expert_bias_down.empty()) a.b_down = f16_view(lw.expert_bias_down, {local, h});
       a.y = f16_view(y_sub, {xpu_rows, h});
       a.expert_offsets = xpu_off;
       dev_[d].xpu->run(OpKind::kExpertFfn, a);
@@ -810,6 +819,17 @@ void StepRunner::dense_ffn(int layer, Unit unit) {
                  });
   }
   if (m_.mlp_bias) out_bias_ = w0_.layers[static_cast<std::size_t>(layer)].ffn_bias_out.data();
+}
+
+// Local expert `expert` of a MoE layer's weights, with its biases where it has them (gpt-oss).
+FfnWeights StepRunner::expert_weights(const LayerWeights& lw, std::int64_t expert) const {
+  const std::int64_t f = lw.ffn_width, h = m_.hidden;
+  FfnWeights w =
+      ffn_weights(lw.gate, lw.up, lw.down,
+                  lw.ffn_bias_in.empty() ? nullptr : lw.ffn_bias_in.data() + expert * f, expert, f);
+  if (!lw.expert_bias_up.empty()) w.b_up = lw.expert_bias_up.data() + expert * f;
+  if (!lw.expert_bias_down.empty()) w.b_down = lw.expert_bias_down.data() + expert * h;
+  return w;
 }
 
 // Expert `expert` of stacked FFN matrices [E,F,H] / [E,H,F] `width` wide (no up matrix: two-matrix).

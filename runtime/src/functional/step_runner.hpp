@@ -158,6 +158,7 @@ class StepRunner {
                                            const compiler::ExecutionPlan& device0) const;
   void experts(int layer, const compiler::ExecutionPlan& device0);
   void dense_ffn(int layer, compiler::Unit unit);
+  FfnWeights expert_weights(const LayerWeights& lw, std::int64_t expert) const;
   FfnWeights ffn_weights(const std::vector<std::uint16_t>& in, const std::vector<std::uint16_t>& up,
                          const std::vector<std::uint16_t>& down, const std::uint16_t* bias_in,
                          std::int64_t expert, std::int64_t width) const;

@@ -99,8 +99,8 @@ Time CyclePimModel::activation(std::int64_t elements) {
 }
 
 Time CyclePimModel::attention_at(std::int64_t groups, std::int64_t group_size, std::int64_t context,
-                                 std::int64_t head_dim, bool softcap) {
-  return cached({2, groups, group_size, context, head_dim, softcap ? 1 : 0}, [&] {
+                                 std::int64_t head_dim, bool softcap, bool sinks) {
+  return cached({2, groups, group_size, context, head_dim, (softcap ? 1 : 0) | (sinks ? 2 : 0)}, [&] {
     sysc::PimOpShape s;
     s.kind = sysc::PimOpKind::kAttention;
     s.kv_heads = groups;
@@ -108,6 +108,7 @@ Time CyclePimModel::attention_at(std::int64_t groups, std::int64_t group_size, s
     s.context = context;
     s.head_dim = head_dim;
     s.softcap = softcap;
+    s.sinks = sinks;
     return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
   });
 }
@@ -127,8 +128,8 @@ std::int64_t CyclePimModel::context_bucket_above(std::int64_t c) {
 }
 
 Time CyclePimModel::attention_exact(std::int64_t groups, std::int64_t group_size, std::int64_t context,
-                                    std::int64_t head_dim, bool softcap) {
-  return attention_at(groups, group_size, context, head_dim, softcap);
+                                    std::int64_t head_dim, bool softcap, bool sinks) {
+  return attention_at(groups, group_size, context, head_dim, softcap, sinks);
 }
 
 Time CyclePimModel::gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols) {
@@ -178,9 +179,9 @@ Time CyclePimModel::time(const compiler::Op& op) {
       const std::int64_t c_hi = std::min(context_bucket_above(context), max_context);
       const std::int64_t g_lo = grid_below(groups), g_hi = grid_above(groups);
       auto at_context = [&](std::int64_t g) {
-        const Time t_lo = attention_at(g, group_size, c_lo, op.head_dim, op.softcap);
+        const Time t_lo = attention_at(g, group_size, c_lo, op.head_dim, op.softcap, op.sinks);
         if (c_hi == c_lo) return t_lo;
-        const Time t_hi = attention_at(g, group_size, c_hi, op.head_dim, op.softcap);
+        const Time t_hi = attention_at(g, group_size, c_hi, op.head_dim, op.softcap, op.sinks);
         return t_lo +
                (t_hi - t_lo) * (static_cast<double>(context - c_lo) / static_cast<double>(c_hi - c_lo));
       };

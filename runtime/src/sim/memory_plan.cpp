@@ -93,17 +93,17 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, c
   if (kv_block_tokens < 1) throw Error(fmt::format("KV block tokens {}; expected >= 1", kv_block_tokens));
   MemoryPlan plan;
   plan.device_bytes = static_cast<double>(system.memory_capacity().bytes);
-  const double wbytes = compiler::dtype_bytes(m.dtype);
+  // Bytes, not parameters: the routed experts' matrices may be in their own dtype (gpt-oss: MXFP4).
   const std::int64_t moe_layers = m.moe_layers_before(m.layers);
-  const double expert_params = static_cast<double>(moe_layers) * m.experts * static_cast<double>(m.ffn_params(m.expert_ffn));
-  const double other_params = static_cast<double>(m.params()) - expert_params;
-  const double per_device = other_params / p.tp;  // tensor parallel inside a node, replicated across nodes
-  const double expert_shard_params =
-      m.is_moe() ? static_cast<double>(m.ffn_params(m.expert_ffn)) / p.expert_shards : 0.0;
-  const double experts_per_device =
-      m.is_moe() ? static_cast<double>(moe_layers) * p.local_experts * static_cast<double>(m.ffn_params(m.expert_ffn)) /
-                       p.expert_shards
+  const double expert_bytes =
+      m.is_moe() ? static_cast<double>(m.ffn_params(m.expert_ffn) - m.ffn_bias_params(m.expert_ffn)) *
+                           compiler::dtype_bytes(m.expert_dtype) +
+                       static_cast<double>(m.ffn_bias_params(m.expert_ffn)) * compiler::dtype_bytes(m.dtype)
                  : 0.0;
+  const double other_bytes = m.weight_bytes() - static_cast<double>(moe_layers) * m.experts * expert_bytes;
+  const double per_device = other_bytes / p.tp;  // tensor parallel inside a node, replicated across nodes
+  const double expert_shard_bytes = expert_bytes / p.expert_shards;
+  const double experts_per_device = static_cast<double>(moe_layers) * p.local_experts * expert_shard_bytes;
   plan.reserve_bytes_per_device = reserve_fraction * plan.device_bytes;
   const double kv_heads_share =
       m.attention == compiler::AttentionKind::kMla ? 1.0
@@ -111,15 +111,15 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, c
   plan.kv_bytes_per_token = static_cast<double>(m.layers) * static_cast<double>(m.kv_elements_per_token_layer()) *
                             kv_heads_share * compiler::dtype_bytes(m.kv_dtype);
   if (system.uses_prefill_space()) {
-    plan.weight_bytes_per_device = (per_device + experts_per_device) * wbytes;
-    plan_spaces(plan, m, system, p, moe_layers, expert_shard_params * wbytes, per_device * wbytes, kv_block_tokens);
+    plan.weight_bytes_per_device = per_device + experts_per_device;
+    plan_spaces(plan, m, system, p, moe_layers, expert_shard_bytes, per_device, kv_block_tokens);
     return plan;
   }
   double free = 0;
   if (system.heterogeneous()) {
-    plan.weight_bytes_per_device = per_device * wbytes;
+    plan.weight_bytes_per_device = per_device;
     plan.pim_device_bytes = plan.device_bytes * system.pim_devices_per_gpu;  // same stacks as a GPU, no xPU
-    plan.pim_weight_bytes = experts_per_device * wbytes;
+    plan.pim_weight_bytes = experts_per_device;
     if (plan.weight_bytes_per_device + plan.reserve_bytes_per_device > plan.device_bytes)
       throw Error(fmt::format("model {} does not fit system {} on {} GPUs: the non-expert weights take {} of {} per "
                               "GPU ({} reserved)",
@@ -129,7 +129,7 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, c
                               format_byte_size({static_cast<std::uint64_t>(plan.reserve_bytes_per_device)})));
     free = plan.pim_device_bytes - plan.pim_weight_bytes;  // the PIM devices keep no activation reserve
   } else {
-    plan.weight_bytes_per_device = (per_device + experts_per_device) * wbytes;
+    plan.weight_bytes_per_device = per_device + experts_per_device;
     free = plan.device_bytes - plan.weight_bytes_per_device - plan.reserve_bytes_per_device;
   }
   if (free <= plan.kv_bytes_per_token)

@@ -59,7 +59,8 @@ std::vector<std::uint16_t> golden_attention(functional::PimUnit& golden, const D
     const std::size_t qo = static_cast<std::size_t>(g * group * d);
     golden.attention(b.q + qo, k.data(), v.data(), static_cast<std::size_t>(group),
                      static_cast<std::size_t>(t), static_cast<std::size_t>(d), float_to_half_bits(b.scale),
-                     float_to_half_bits(softcap), out.data() + qo);
+                     float_to_half_bits(softcap), out.data() + qo,
+                     b.sinks != nullptr ? b.sinks + g * group : nullptr);
   }
   return out;
 }

@@ -212,6 +212,54 @@ TEST_F(DriverConformance, AttentionEqualsTheGoldenDatapathBitForBit) {
   EXPECT_EQ(download(dout, golden.size()), golden);
 }
 
+// GEMV with a bias (gpt-oss's experts): the golden bits with each row's accumulator starting at its bias,
+// which differ from the unbiased GEMV's.
+TEST_F(DriverConformance, GemvWithBiasEqualsTheGoldenDatapathBitForBit) {
+  const std::size_t tokens = 3, rows = 48, cols = 256;
+  const auto w = random_fp16(rows * cols, 41), x = random_fp16(tokens * cols, 42),
+             bias = random_fp16(rows, 43);
+  const duplex_devptr dw = upload(w, DUPLEX_SPACE_EXPERT), dx = upload(x),
+                      db = upload(bias, DUPLEX_SPACE_EXPERT);
+  const duplex_devptr dy = alloc(tokens * rows * 2), dplain = alloc(tokens * rows * 2);
+  const duplex_queue q = make_queue();
+  ASSERT_EQ(duplex_submit_gemv_bias(q, dw, dx, dy, tokens, rows, cols, db), DUPLEX_SUCCESS);
+  ASSERT_EQ(duplex_submit_gemv(q, dw, dx, dplain, tokens, rows, cols), DUPLEX_SUCCESS);
+  ASSERT_EQ(duplex_queue_synchronize(q), DUPLEX_SUCCESS) << duplex_last_error();
+  std::vector<std::uint16_t> golden(tokens * rows);
+  for (std::size_t t = 0; t < tokens; ++t)
+    duplex::pim::gemv_fp16(w.data(), x.data() + t * cols, golden.data() + t * rows, rows, cols,
+                           duplex::pim::DatapathParams{}, bias.data());
+  EXPECT_EQ(download(dy, golden.size()), golden);
+  EXPECT_NE(download(dplain, golden.size()), golden);
+}
+
+// Attention sinks (gpt-oss): q followed by one sink logit per head; the golden bits with those sinks, which
+// differ from the sinkless ones.
+TEST_F(DriverConformance, AttentionWithSinksEqualsTheGoldenDatapathBitForBit) {
+  const std::size_t group = 4, context = 40, d = 64;
+  auto q_sinks = random_fp16(group * d + group, 44);
+  const auto k = random_fp16(context * d, 45), v = random_fp16(context * d, 46);
+  for (std::size_t g = 0; g < group; ++g)  // sinks of 0.5, 1, 1.5, 2: each takes a visible share
+    q_sinks[group * d + g] = duplex::float_to_half_bits(0.5f * static_cast<float>(g + 1));
+  const std::uint16_t scale = duplex::float_to_half_bits(0.125f);
+  const duplex_devptr dq = upload(q_sinks, DUPLEX_SPACE_DECODE_KV), dk = upload(k, DUPLEX_SPACE_DECODE_KV),
+                      dv = upload(v, DUPLEX_SPACE_DECODE_KV),
+                      dout = alloc(group * d * 2, DUPLEX_SPACE_DECODE_KV);
+  const duplex_queue queue = make_queue();
+  ASSERT_EQ(duplex_submit_attention_sinks(queue, dq, dk, dv, dout, group, context,
+                                          static_cast<std::uint32_t>(d), scale, 0),
+            DUPLEX_SUCCESS);
+  ASSERT_EQ(duplex_queue_synchronize(queue), DUPLEX_SUCCESS) << duplex_last_error();
+  std::vector<std::uint16_t> golden(group * d), plain(group * d);
+  duplex::pim::decode_attention_fp16(q_sinks.data(), k.data(), v.data(), group, context, d, scale, 0,
+                                     golden.data(), duplex::pim::DatapathParams{},
+                                     q_sinks.data() + group * d);
+  duplex::pim::decode_attention_fp16(q_sinks.data(), k.data(), v.data(), group, context, d, scale, 0,
+                                     plain.data(), duplex::pim::DatapathParams{});
+  EXPECT_EQ(download(dout, golden.size()), golden);
+  EXPECT_NE(golden, plain);
+}
+
 // With a logit soft-cap (Gemma 2's attn_logit_softcapping): the device applies the cap it is given (the
 // golden bits with that cap, not the uncapped ones), two caps give two results.
 TEST_F(DriverConformance, AttentionWithSoftcapEqualsTheGoldenDatapathBitForBit) {
@@ -289,7 +337,7 @@ TEST_F(DriverConformance, ActivationModesEqualTheGoldenDatapathBitForBit) {
   for (const duplex_activation mode :
        {DUPLEX_ACTIVATION_SILU_GATE, DUPLEX_ACTIVATION_GELU_TANH, DUPLEX_ACTIVATION_RELU,
         DUPLEX_ACTIVATION_GELU, DUPLEX_ACTIVATION_SILU, DUPLEX_ACTIVATION_GELU_TANH_GATE,
-        DUPLEX_ACTIVATION_RELU_GATE, DUPLEX_ACTIVATION_GELU_GATE}) {
+        DUPLEX_ACTIVATION_RELU_GATE, DUPLEX_ACTIVATION_GELU_GATE, DUPLEX_ACTIVATION_SWIGLU_OAI_GATE}) {
     ASSERT_EQ(duplex_submit_activation_mode(queue, mode, da, db, dout, n), DUPLEX_SUCCESS)
         << duplex_last_error();
     ASSERT_EQ(duplex_queue_synchronize(queue), DUPLEX_SUCCESS) << duplex_last_error();
@@ -313,7 +361,7 @@ TEST_F(DriverConformance, UnknownActivationModeIsRejected) {
   const duplex_queue q = make_queue();
   duplex_counters before{}, after{};
   ASSERT_EQ(duplex_read_counters(dev_, &before), DUPLEX_SUCCESS);
-  for (const int bad : {8, -1, 255}) {
+  for (const int bad : {9, -1, 255}) {
     volatile int value = bad;  // as a C caller could pass it
     EXPECT_EQ(
         duplex_submit_activation_mode(q, static_cast<duplex_activation>(value), p, p + 4096, p + 8192, 64),
@@ -322,14 +370,14 @@ TEST_F(DriverConformance, UnknownActivationModeIsRejected) {
     EXPECT_NE(message.find("duplex_submit_activation_mode: unknown activation mode " + std::to_string(bad)),
               std::string::npos)
         << message;
-    EXPECT_NE(message.find("DUPLEX_ACTIVATION_GELU_GATE (7)"), std::string::npos) << message;
+    EXPECT_NE(message.find("DUPLEX_ACTIVATION_SWIGLU_OAI_GATE (8)"), std::string::npos) << message;
   }
   ASSERT_EQ(duplex_queue_synchronize(q), DUPLEX_SUCCESS);  // nothing was submitted
   ASSERT_EQ(duplex_read_counters(dev_, &after), DUPLEX_SUCCESS);
   EXPECT_EQ(after.commands_completed, before.commands_completed);
   EXPECT_EQ(duplex_submit_activation_mode(0, DUPLEX_ACTIVATION_RELU, p, p, p, 64),
             DUPLEX_ERROR_INVALID_HANDLE);
-  const std::uint64_t args[7] = {p, p + 4096, p + 8192, 64, 8, 0, 0};
+  const std::uint64_t args[7] = {p, p + 4096, p + 8192, 64, 9, 0, 0};
   ASSERT_EQ(duplex_submit_raw(q, 0x12, args), DUPLEX_SUCCESS);
   EXPECT_EQ(duplex_queue_synchronize(q), DUPLEX_ERROR_DEVICE_BAD_ARGUMENT);
   EXPECT_EQ(std::string(duplex_status_string(DUPLEX_ERROR_DEVICE_BAD_ARGUMENT))

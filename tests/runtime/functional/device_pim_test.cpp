@@ -97,6 +97,12 @@ TEST(DevicePimUnit, Gemma2SoftcapOnDuplexPeEqualsDatapathBitForBit) {
   expect_device_equals_datapath("tiny-gemma2");
 }
 
+// gpt-oss: attention sinks after q (kPimAttention's sink flag), GEMVs with biases (kPimGemv's bias flag) and
+// the SwiGLU-OAI activation mode, through the driver as the datapath runs them.
+TEST(DevicePimUnit, GptOssSinksBiasesAndActivationOnDuplexPeEqualDatapathBitForBit) {
+  expect_device_equals_datapath("tiny-gpt-oss");
+}
+
 TEST(DevicePimUnit, RunSessionPassesCheckThroughDevice) {
   for (const char* model : {"tiny-moe", "tiny-dense"}) {
     RunOptions o;
@@ -153,8 +159,8 @@ TEST(DevicePimUnit, AttentionWithAndWithoutSoftcapEqualsDatapathBitForBit) {
   for (const float cap : {0.0f, 50.0f, 2.0f, 0.75f}) {
     const std::uint16_t softcap = float_to_half_bits(cap);
     std::vector<std::uint16_t> want(group * d), got(group * d, 0xFFFF);
-    golden->attention(q.data(), k.data(), v.data(), group, t, d, scale, softcap, want.data());
-    dev->attention(q.data(), k.data(), v.data(), group, t, d, scale, softcap, got.data());
+    golden->attention(q.data(), k.data(), v.data(), group, t, d, scale, softcap, want.data(), nullptr);
+    dev->attention(q.data(), k.data(), v.data(), group, t, d, scale, softcap, got.data(), nullptr);
     EXPECT_EQ(got, want) << "cap " << cap;
     outs.push_back(got);
   }
@@ -163,13 +169,14 @@ TEST(DevicePimUnit, AttentionWithAndWithoutSoftcapEqualsDatapathBitForBit) {
   EXPECT_NE(outs[2], outs[3]);
   std::vector<std::uint16_t> out(group * d);
   try {
-    dev->attention(q.data(), k.data(), v.data(), group, t, d, scale, 0xC000, out.data());  // -2
+    dev->attention(q.data(), k.data(), v.data(), group, t, d, scale, 0xC000, out.data(), nullptr);  // -2
     FAIL() << "a negative soft-cap was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("softcap_fp16 0xc000"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(golden->attention(q.data(), k.data(), v.data(), group, t, d, scale, 0x7C00, out.data()),
-               Error);
+  EXPECT_THROW(
+      golden->attention(q.data(), k.data(), v.data(), group, t, d, scale, 0x7C00, out.data(), nullptr),
+      Error);
 }
 
 TEST(DevicePimUnit, DeviceRejectionIsAnErrorAndTheDeviceStaysUsable) {
@@ -178,7 +185,8 @@ TEST(DevicePimUnit, DeviceRejectionIsAnErrorAndTheDeviceStaysUsable) {
   const auto q = random_fp16(group * d, 3), kv = random_fp16(t * d, 4);
   std::vector<std::uint16_t> out(group * d);
   try {
-    dev->attention(q.data(), kv.data(), kv.data(), group, t, d, float_to_half_bits(0.125f), 0, out.data());
+    dev->attention(q.data(), kv.data(), kv.data(), group, t, d, float_to_half_bits(0.125f), 0, out.data(),
+                   nullptr);
     FAIL() << "an attention larger than the softmax buffer was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("DUPLEX_ERROR_DEVICE_BUFFER_OVERFLOW"), std::string::npos) << e.what();

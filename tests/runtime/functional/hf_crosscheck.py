@@ -6,8 +6,8 @@ weights it ran as a HuggingFace checkpoint. This script then reads that checkpoi
 config.json fields of its model_type, with HF's defaults; the safetensors files, sharded or not) and computes
 the logits of every generated position in float64, teacher-forced along duplex's tokens, with the forward
 pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Phi-3 (and Phi-4-mini's partial RoPE) / Gemma / Gemma 2 /
-StarCoder2 / OPT / Mixtral / Phi-3.5-MoE / Qwen2-MoE / Qwen3-MoE / OLMoE / DBRX, their sliding windows and scaled RoPE
-(linear, llama3, YaRN, LongRoPE and dynamic NTK as HF generate rotates them);
+StarCoder2 / OPT / Mixtral / Phi-3.5-MoE / Qwen2-MoE / Qwen3-MoE / OLMoE / DBRX / gpt-oss, their sliding windows and
+scaled RoPE (linear, llama3, YaRN (gpt-oss's untruncated too), LongRoPE and dynamic NTK as HF generate rotates them);
 DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py: MLA attention, interleaved RoPE with DeepSeek's
 YaRN, and its greedy / group-limited / noaux_tc routing), written
 here from those definitions and sharing no code with duplex. A model passes when every logit is within
@@ -18,7 +18,7 @@ Sensitivity: with --self-test the same comparison is run once more with one HF f
 side (a scaled RoPE (DeepSeek: with its softmax mscale; dynamic NTK), a partial RoPE (as the whole head),
 DeepSeek's routing correction bias (noaux_tc), group limit (group_limited_greedy as greedy), routed scaling
 factor (as 1) or interleaved RoPE (as rotate-half),
-Gemma's norm offset, Gemma 2's attention soft-cap, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
+Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
 learned positions, the FFN biases, the q/k/v biases, DBRX's clamp of q / k / v, the routing renormalisation,
 the sliding window or a
 non-SiLU activation (as SiLU), the first the model has); that comparison must fail, or the check could not see
@@ -139,6 +139,10 @@ class HfModel:
             c["norm_topk_prob"] = p_norm == 1
             self.norm_bias = False
         self.type = c["model_type"]
+        # gpt-oss (GptOssConfig's defaults): a sink logit per head in every softmax, a biased router whose top-k
+        # logits are softmaxed, experts fused (gate_up_proj with gate and up interleaved, input-major) and biased
+        # under the clamped SwiGLU, q / k / v / o biased, a window on the layer_types layers (else the even ones).
+        self.gpt_oss = self.type == "gpt_oss"
         self.layers = c["num_hidden_layers"]
         self.hidden = c["hidden_size"]
         self.heads = c["num_attention_heads"]
@@ -147,7 +151,7 @@ class HfModel:
         # Phi3's partial RoPE (Phi-4-mini): int(head_dim x partial_rotary_factor) of each head rotated.
         self.partial = c.get("partial_rotary_factor", 1.0) if self.type == "phi3" else 1.0
         self.eps = c.get("rms_norm_eps", 1e-6)
-        self.theta = c.get("rope_theta", 10000.0)
+        self.theta = c.get("rope_theta", 150000.0 if self.gpt_oss else 10000.0)
         self.rope_scaling = c.get("rope_scaling")
         self.max_positions = c.get("max_position_embeddings")
         self.original_positions = c.get("original_max_position_embeddings")
@@ -218,9 +222,13 @@ class HfModel:
             self.layer_norm = True
         if self.dbrx:
             self.layer_norm, self.eps = True, 1e-5
-        moe_types = ("mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "dbrx")
+        moe_types = ("mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "dbrx", "gpt_oss")
         self.moe = self.type in moe_types
-        if self.type in ("mixtral", "phimoe", "dbrx"):
+        self.sinks = self.gpt_oss
+        if self.gpt_oss:
+            self.eps = c.get("rms_norm_eps", 1e-5)
+            self.limit = c.get("swiglu_limit", 7.0)
+        if self.type in ("mixtral", "phimoe", "dbrx", "gpt_oss"):
             self.experts, self.top_k = c["num_local_experts"], c["num_experts_per_tok"]
             # MixtralSparseMoeBlock always renormalises (PhiMoE: sparsemixer instead; DBRX: by its p-norm).
             self.norm_topk = c.get("norm_topk_prob", True)
@@ -235,7 +243,7 @@ class HfModel:
         elif self.opt or self.starcoder2:
             self.qkv_bias = self.o_bias = self.mlp_bias
         else:
-            self.qkv_bias = self.o_bias = bool(c.get("attention_bias", False)) and self.type != "phi3"
+            self.qkv_bias = self.o_bias = bool(c.get("attention_bias", self.gpt_oss)) and self.type != "phi3"
         self.qk_norm = {"qwen3": "head", "qwen3_moe": "head", "olmoe": "whole", "gemma3_text": "head"}.get(self.type)
         self.shared = self.type == "qwen2_moe" and c.get("shared_expert_intermediate_size", 0) > 0
         # Sliding window per layer (None: full attention): Mistral / Mixtral window every layer; the Qwen
@@ -244,6 +252,11 @@ class HfModel:
         self.windows = [None] * self.layers
         if window and self.type in ("mistral", "mixtral", "starcoder2", "phi3"):
             self.windows = [window] * self.layers
+        elif self.gpt_oss and c.get("sliding_window", 128):  # layer_types, else the even layers
+            types = c.get("layer_types")
+            for layer in range(self.layers):
+                sliding = types[layer] == "sliding_attention" if types else layer % 2 == 0
+                self.windows[layer] = c.get("sliding_window", 128) if sliding else None
         elif self.gemma2 and c.get("sliding_window", 4096):  # layer_types, else Gemma 2's even / Gemma 3's pattern
             types = c.get("layer_types")
             pattern = c.get("sliding_window_pattern", 6)
@@ -326,6 +339,8 @@ class HfModel:
             self.clip = None
         elif drop == "attn_softcap":  # Gemma 2's scores uncapped
             self.attn_cap = None
+        elif drop == "sinks":  # gpt-oss's softmax without its sink logits
+            self.sinks = False
         elif drop == "local_rope":  # Gemma 3's windowed layers rotated as its full ones
             self.local_theta = None
         elif drop == "rope_interleave":  # DeepSeek's q_pe / k_pe rotated by rotate_half as they are
@@ -377,7 +392,7 @@ class HfModel:
             return bool(self.experts) and layer >= self.first_dense and layer % self.moe_freq == 0
         if not self.moe:
             return False
-        if self.type in ("mixtral", "olmoe", "dbrx"):
+        if self.type in ("mixtral", "olmoe", "dbrx", "gpt_oss"):
             return True
         return layer not in self.mlp_only and (layer + 1) % self.sparse_step == 0
 
@@ -415,7 +430,7 @@ class HfModel:
             return inv_freq / np.array(r["long_factor" if long else "short_factor"], dtype=np.float64)
         if kind == "linear":
             return inv_freq / r["factor"]
-        if kind == "yarn":  # _compute_yarn_parameters (no mscale / truncate); DeepseekV2YarnRotaryEmbedding's too
+        if kind == "yarn":  # _compute_yarn_parameters (no mscale); DeepseekV2YarnRotaryEmbedding's too
             factor = r["factor"]
             original = r.get("original_max_position_embeddings") or (4096 if self.deepseek else self.max_positions)
             fast, slow = r.get("beta_fast") or 32, r.get("beta_slow") or 1
@@ -423,8 +438,9 @@ class HfModel:
             def correction_dim(rotations):
                 return d * np.log(original / (rotations * 2 * np.pi)) / (2 * np.log(self.theta))
 
-            low = max(np.floor(correction_dim(fast)), 0)
-            high = min(np.ceil(correction_dim(slow)), d - 1)
+            truncate = r.get("truncate", True)  # gpt-oss: False, the range not rounded to whole dimensions
+            low = max(np.floor(correction_dim(fast)) if truncate else correction_dim(fast), 0)
+            high = min(np.ceil(correction_dim(slow)) if truncate else correction_dim(slow), d - 1)
             if low == high:
                 high += 0.001
             ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0, 1)
@@ -497,7 +513,26 @@ class HfModel:
             skip = top
         return chosen
 
+    def gpt_oss_moe(self, layer, x):  # GptOssMLP: GptOssTopKRouter, then GptOssExperts
+        p = f"model.layers.{layer}.mlp."
+        logits = x @ self.w(p + "router.weight").T + self.w(p + "router.bias")
+        gate_up, gate_up_bias = self.w(p + "experts.gate_up_proj"), self.w(p + "experts.gate_up_proj_bias")
+        down, down_bias = self.w(p + "experts.down_proj"), self.w(p + "experts.down_proj_bias")
+        out = np.zeros_like(x)
+        for t in range(x.shape[0]):
+            order = np.argsort(-logits[t], kind="stable")[: self.top_k]  # torch.topk of the logits
+            weights = np.exp(logits[t, order] - logits[t, order].max())
+            weights /= weights.sum()  # softmax over the chosen logits
+            for e, wt in zip(order, weights):
+                h = x[t] @ gate_up[e] + gate_up_bias[e]
+                gate, up = np.minimum(h[0::2], self.limit), np.clip(h[1::2], -self.limit, self.limit)
+                glu = gate / (1.0 + np.exp(-1.702 * gate))
+                out[t] += wt * (((up + 1) * glu) @ down[e] + down_bias[e])
+        return out
+
     def sparse_moe(self, layer, x):
+        if self.gpt_oss:
+            return self.gpt_oss_moe(layer, x)
         p = f"model.layers.{layer}."
         if self.type in ("mixtral", "phimoe", "dbrx"):
             gate_w = self.w(p + "block_sparse_moe.gate.weight")
@@ -642,8 +677,13 @@ class HfModel:
         if self.windows[layer]:  # query i sees keys (i - window, i]
             visible &= i - j < self.windows[layer]
         scores = np.where(visible[None], scores, -np.inf)
+        if self.sinks:  # gpt-oss: each head's sink logit joins every row, its probability dropped
+            sink = np.broadcast_to(self.w(p + "sinks")[:, None, None], (self.heads, T, 1))
+            scores = np.concatenate([scores, sink], axis=-1)
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         scores /= scores.sum(axis=-1, keepdims=True)
+        if self.sinks:
+            scores = scores[..., :-1]
         attn = np.einsum("hqk,khd->qhd", scores, v).reshape(T, self.heads * d)
         o = "out_proj" if self.opt else "o_proj"
         out = attn @ self.w(p + o + ".weight").T
@@ -716,6 +756,8 @@ def dropped_feature(model):
         return "rope_interleave"
     if model.gemma2 and model.attn_cap:
         return "attn_softcap"
+    if model.sinks:
+        return "sinks"
     if model.gemma:
         return "gain_offset"
     if model.sparsemixer:

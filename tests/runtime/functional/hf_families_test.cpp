@@ -11,6 +11,7 @@
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/reference_forward.hpp"
@@ -185,6 +186,20 @@ TEST(HfFamilies, Gemma3MatchesTheReference) {
 // matters.)
 TEST(HfFamilies, DbrxMatchesTheReference) {
   const ModelWeights w = random_weights(compiler::load_model("tiny-dbrx"), 11);
+  for (const char* system : {"gpu", "duplex-pe"})
+    for (int devices : {1, 0, 16}) {
+      SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
+      expect_matches_reference(w, run_on(w, system, devices));
+    }
+}
+
+// gpt-oss: a sink logit per head in every softmax (prefill and decode on the xPU's kernels, decode on the
+// Logic-PIM's softmax unit on duplex-pe), a biased router whose top-2 logits are softmaxed, biased experts
+// under the clamped SwiGLU (the PIM: its GEMV bias and activation mode), q / k / v / o biases, a 4-token
+// window on the even layers. Random weights give gates and ups of a few units, so the clamp at 7 is rare
+// here; EveryFeatureChangesTheLogits checks each feature matters.
+TEST(HfFamilies, GptOssMatchesTheReference) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-gpt-oss"), 11);
   for (const char* system : {"gpu", "duplex-pe"})
     for (int devices : {1, 0, 16}) {
       SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
@@ -401,7 +416,27 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   const ModelWeights gemma3 = gemma3_weights();
   ModelWeights gemma3_one_base = gemma3;
   gemma3_one_base.numerics.local_rope_theta = 0;
+  const ModelWeights gpt_oss = random_weights(compiler::load_model("tiny-gpt-oss"), 11);
+  // gpt-oss with its biases scaled up (x 40: biases of about 4), so the clamp at +-7 bites.
+  ModelWeights gpt_oss_large = gpt_oss;
+  for (auto& [name, t] : gpt_oss_large.tensors)
+    if (has(name, "experts.") && has(name, ".bias"))
+      for (std::uint16_t& v : t.data) v = float_to_half_bits(40.0f * half_bits_to_float(v));
+  ModelWeights gpt_oss_silu = gpt_oss_large;
+  gpt_oss_silu.spec.activation = compiler::Activation::kSilu;
   const std::vector<Variant> variants = {
+      {"gpt-oss's attention sinks", &gpt_oss,
+       without(
+           gpt_oss, [](auto& m) { m.attn_sinks = false; }, [](const auto& n) { return has(n, ".sinks"); })},
+      {"gpt-oss's router bias", &gpt_oss,
+       without(
+           gpt_oss, [](auto& m) { m.router_bias = false; },
+           [](const auto& n) { return has(n, "router.bias"); })},
+      {"gpt-oss's expert biases", &gpt_oss,
+       without(
+           gpt_oss, [](auto& m) { m.mlp_bias = false; },
+           [](const auto& n) { return has(n, "experts.") && has(n, ".bias"); })},
+      {"gpt-oss's clamped SwiGLU as SiLU", &gpt_oss_large, gpt_oss_silu},
       {"Gemma 3's local RoPE base", &gemma3, gemma3_one_base},
       {"Gemma 2's norms after the blocks", &gemma2,
        without(

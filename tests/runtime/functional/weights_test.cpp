@@ -160,12 +160,29 @@ TEST(RandomWeights, UnsupportedModelsAreRejected) {
         << e.what();
   }
   m = compiler::load_model("tiny-dense");
-  m.mlp_bias = true;  // a gated FFN with biases (Llama's mlp_bias): the gated modes take no bias
+  m.mlp_bias = true;  // a gated dense FFN with biases (Llama's mlp_bias): no checkpoint names them here
   try {
     random_weights(m, 1);
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("mlp_bias: true with a gated FFN"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mlp_bias: true with a gated dense FFN"), std::string::npos)
+        << e.what();
+  }
+  // gpt-oss's release experts (MXFP4) and expert biases under another family's names.
+  for (auto [change, text] :
+       {std::pair<void (*)(compiler::ModelSpec&), const char*>{
+            [](compiler::ModelSpec& s) { s.expert_dtype = compiler::DType::kMxfp4; },
+            "expert_dtype: experts in mxfp4; functional emulation computes every weight in FP16"},
+        {[](compiler::ModelSpec& s) { s.weight_naming = compiler::WeightNaming::kMixtral; },
+         "mlp_bias: true for an MoE model not named gpt_oss"}}) {
+    m = compiler::load_model("tiny-gpt-oss");
+    change(m);
+    try {
+      random_weights(m, 1);
+      ADD_FAILURE() << "no error: " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -272,6 +289,14 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
        }},
       {"deepseek_v3", [] { return compiler::load_model("tiny-deepseek-v3"); }},
       {"dbrx", [] { return compiler::load_model("tiny-dbrx"); }},
+      {"gpt_oss", [] { return compiler::load_model("tiny-gpt-oss"); }},
+      {"gpt_oss",
+       [] {  // no window
+         auto m = compiler::load_model("tiny-gpt-oss");
+         m.sliding_window = 0;
+         m.full_attention_layers.clear();
+         return m;
+       }},
       {"gemma2", [] { return compiler::load_model("tiny-gemma2"); }},
       {"gemma3_text",
        [] { return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-gemma3.json"); }},

@@ -15,7 +15,11 @@ enum class FfnKind { kGated, kTwoMatrix };   // gated: gate+up+down (SwiGLU); tw
 enum class NormKind { kRmsNorm, kLayerNorm };  // LayerNorm with a gain and a bias
 // The FFN's activation: gated, h = act(gate) * up; two-matrix, h = act(fc1 . x). kGelu is the exact (erf)
 // form (GLaM, HF "gelu"); kGeluTanh its tanh approximation (HF "gelu_pytorch_tanh", "gelu_new"); kRelu OPT's.
-enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
+// kSwigluOai: gpt-oss's clamped SwiGLU, gated only: g = min(gate, 7), u = clamp(up, -7, 7),
+// h = g sigmoid(1.702 g) (u + 1) (HF GptOssExperts' alpha and limit, kSwigluOaiAlpha / kSwigluOaiLimit).
+enum class Activation { kSilu, kGelu, kGeluTanh, kRelu, kSwigluOai };
+inline constexpr double kSwigluOaiAlpha = 1.702;  // source: HF GptOssExperts.alpha (OpenAI gpt-oss swiglu)
+inline constexpr double kSwigluOaiLimit = 7.0;    // source: HF GptOssExperts.limit (config swiglu_limit)
 enum class AttentionKind { kGqa, kMla };     // MLA: DeepSeek-V2/V3 multi-head latent attention
 // RMSNorm of the projected queries and keys before RoPE: per head over head_dim (Qwen3: q_norm / k_norm
 // weights [head_dim]) or over each projection's whole width (OLMoE: [q_dim] and [kv_dim]).
@@ -29,7 +33,10 @@ enum class QkNorm { kNone, kPerHead, kWhole };
 // DeepSeek-V2 / V3: MLA's self_attn.q_proj (or q_a_proj, q_a_layernorm, q_b_proj), kv_a_proj_with_mqa,
 // kv_a_layernorm, kv_b_proj and o_proj; Qwen-MoE's expert names with mlp.shared_experts.* (plural) and
 // mlp.gate.e_score_correction_bias.
-enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3, kDeepSeek, kDbrx };
+// gpt-oss: Llama's attention names (+ self_attn.sinks); mlp.router.weight / bias; every expert stacked in
+// mlp.experts.gate_up_proj [E, hidden, 2 ffn] (gate and up interleaved: columns 2i and 2i + 1) and
+// down_proj [E, ffn, hidden] (both stored input-major), with their _bias tensors.
+enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3, kDeepSeek, kDbrx, kGptOss };
 // How a token's experts and their weights are chosen: the softmax's top_k (optionally renormalised), or
 // Phi-3.5-MoE's sparsemixer (top 2; each expert's weight is the softmax over the logits within 2 x
 // router_jitter, relative, of its own; HF sparsemixer in inference); DeepSeek-V2's group-limited greedy
@@ -60,7 +67,9 @@ struct ModelSpec {
   int ffn = 0;                  // dense FFN width (dense layers)
   FfnKind ffn_kind = FfnKind::kGated;
   Activation activation = Activation::kSilu;
-  bool mlp_bias = false;  // the FFN's matrices carry biases (OPT fc1 / fc2, StarCoder2 c_fc / c_proj)
+  // The FFN's matrices carry biases: dense (OPT fc1 / fc2, StarCoder2 c_fc / c_proj) and routed experts
+  // alike (gpt-oss: gate, up and down); a gated FFN biases gate and up.
+  bool mlp_bias = false;
   NormKind norm = NormKind::kRmsNorm;
   bool norm_bias = true;  // LayerNorm adds a bias (DBRX's nn.LayerNorm(bias=False): false); RMSNorm has none
   // Every norm scales by (norm_weight_offset + gain), the offset added in FP32: Gemma's RMSNorm stores its
@@ -77,6 +86,9 @@ struct ModelSpec {
   double final_softcap = 0;
   // The softmax scale is 1 / sqrt(query_pre_attn_scalar) (Gemma 2); 0 = 1 / sqrt(head_dim).
   int query_pre_attn_scalar = 0;
+  // Attention sinks (gpt-oss): a learned logit per query head joins each softmax's max and denominator, its
+  // own probability dropped, so a query may attend to nothing. GQA only.
+  bool attn_sinks = false;
   int experts = 0;              // routed experts; 0 = dense model
   int top_k = 0;
   int expert_ffn = 0;           // width of one routed expert
@@ -95,6 +107,7 @@ struct ModelSpec {
   int router_groups = 1;        // kGroupLimited / kNoAuxTc: groups of consecutive experts (DeepSeek n_group)
   int router_topk_groups = 1;   // ... of which the best this many are kept (DeepSeek topk_group)
   double routed_scaling = 1.0;  // the routed experts' weights x this (DeepSeek routed_scaling_factor)
+  bool router_bias = false;     // the router's gate adds a bias [experts] to its logits (gpt-oss)
   bool qkv_bias = false;  // q / k / v projections carry a bias (Qwen2; Llama attention_bias)
   bool o_bias = false;    // the output projection carries one (Llama / Qwen3 / OLMoE attention_bias)
   QkNorm qk_norm = QkNorm::kNone;
@@ -120,6 +133,9 @@ struct ModelSpec {
   std::vector<int> full_attention_layers;
   DType dtype = DType::kFp16;   // weights
   DType kv_dtype = DType::kFp16;
+  // The routed and shared experts' weight matrices (their biases stay in dtype): gpt-oss ships them in MXFP4.
+  // Equal to dtype unless a config says otherwise.
+  DType expert_dtype = DType::kFp16;
 
   bool is_moe() const { return experts > 0; }
   bool is_moe_layer(int layer) const;
@@ -139,15 +155,22 @@ struct ModelSpec {
   std::int64_t attention_params() const;         // one layer's projection matrices
   std::int64_t attention_vector_params() const;  // one layer's attention biases and q / k norm gains
   std::int64_t ffn_params(int width) const;  // one FFN of this width (gated: 3 matrices, else 2; + biases)
+  std::int64_t ffn_bias_params(int width) const;  // of which biases (mlp_bias: gate + up or fc1, and down)
   std::int64_t embedding_params() const;  // input embedding + LM head (+ positions)
+  // One MoE layer's router: its gate [experts, hidden] (+ the bias [experts] with router_bias).
+  std::int64_t router_params() const;
   std::int64_t params() const;            // total
   std::int64_t active_params() const;     // per token (top_k experts + shared)
+  // Parameters in expert_dtype: every routed and shared expert's matrices (biases excluded).
+  std::int64_t expert_matrix_params() const;
+  // Bytes of all weights: expert matrices in expert_dtype, the rest in dtype.
+  double weight_bytes() const;
   void validate() const;                  // throws duplex::Error naming file and field
 };
 
-// "silu", "gelu", "gelu_tanh", "relu" (our YAML's names).
+// "silu", "gelu", "gelu_tanh", "relu", "swiglu_oai" (our YAML's names).
 const char* activation_name(Activation a);
-// "mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx"
+// "mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx", "gpt_oss"
 const char* weight_naming_name(WeightNaming n);
 // "softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc"
 const char* router_name(Router r);

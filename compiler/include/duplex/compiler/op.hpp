@@ -49,6 +49,7 @@ struct Op {
   std::int64_t requests = 0, query_tokens = 0, context_tokens = 0;
   int q_heads = 0, kv_heads = 0, head_dim = 0;
   bool softcap = false;  // attention: the scores are soft-capped (Gemma 2; ModelSpec::attn_softcap)
+  bool sinks = false;    // attention: each softmax row has a sink logit (gpt-oss; ModelSpec::attn_sinks)
   DType dtype = DType::kFp16;
   // Analysis (filled by lowering).
   double flops = 0;

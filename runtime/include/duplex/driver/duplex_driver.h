@@ -137,6 +137,10 @@ duplex_status duplex_queue_synchronize(duplex_queue queue);
  * FP16 operands, row-major. GEMV: y[t][r] = sum_c W[r][c] x[t][c], W [rows][cols], x [tokens][cols]. */
 duplex_status duplex_submit_gemv(duplex_queue queue, duplex_devptr w, duplex_devptr x, duplex_devptr y,
                                  uint64_t tokens, uint64_t rows, uint64_t cols);
+/* GEMV with a bias, FP16 [rows]: y[t][r] = sum_c W[r][c] x[t][c] + bias[r], each row's FP32 accumulator
+ * starting at its bias (one FP16 rounding; the command's kPimGemvFlagBias). */
+duplex_status duplex_submit_gemv_bias(duplex_queue queue, duplex_devptr w, duplex_devptr x, duplex_devptr y,
+                                      uint64_t tokens, uint64_t rows, uint64_t cols, duplex_devptr bias);
 /* Decode attention of one GQA group: q [group][head_dim], K, V [context][head_dim], out [group][head_dim];
  * scale_fp16: FP16 bits of the score scale (usually 1/sqrt(head_dim)); softcap_fp16: FP16 bits of the
  * attention logit soft-cap c (Gemma 2's attn_logit_softcapping: scores -> c tanh(scores / c) before the
@@ -145,6 +149,13 @@ duplex_status duplex_submit_gemv(duplex_queue queue, duplex_devptr w, duplex_dev
 duplex_status duplex_submit_attention(duplex_queue queue, duplex_devptr q, duplex_devptr k, duplex_devptr v,
                                       duplex_devptr out, uint64_t group, uint64_t context, uint32_t head_dim,
                                       uint16_t scale_fp16, uint16_t softcap_fp16);
+/* duplex_submit_attention with attention sinks (gpt-oss): q_sinks holds q [group][head_dim] followed at once
+ * by `group` FP16 sink logits, one per query head, each joining its head's softmax max and sum (its own share
+ * dropped; the command's kPimAttentionFlagSinks). */
+duplex_status duplex_submit_attention_sinks(duplex_queue queue, duplex_devptr q_sinks, duplex_devptr k,
+                                            duplex_devptr v, duplex_devptr out, uint64_t group,
+                                            uint64_t context, uint32_t head_dim, uint16_t scale_fp16,
+                                            uint16_t softcap_fp16);
 /* Activation unit modes (the command's a4 word). FP16 in and out, rounded once (rtl/golden/README.md).
  * Gated modes, a = gate projection, b = up projection:   out[i] = act(a[i]) * b[i]
  * Added modes, b = the fc1 bias (a buffer of zeros for none): out[i] = act(a[i] + b[i]), one FP32 addition
@@ -158,7 +169,8 @@ typedef enum duplex_activation {
   DUPLEX_ACTIVATION_SILU = 4,           /* silu(a + b) */
   DUPLEX_ACTIVATION_GELU_TANH_GATE = 5, /* gelu_tanh(a) * b: GeGLU (Gemma) */
   DUPLEX_ACTIVATION_RELU_GATE = 6,      /* relu(a) * b: ReGLU */
-  DUPLEX_ACTIVATION_GELU_GATE = 7       /* gelu(a) * b: GeGLU, erf form */
+  DUPLEX_ACTIVATION_GELU_GATE = 7,      /* gelu(a) * b: GeGLU, erf form */
+  DUPLEX_ACTIVATION_SWIGLU_OAI_GATE = 8 /* g sigmoid(1.702 g) (clamp(b, -7, 7) + 1), g = min(a, 7): gpt-oss */
 } duplex_activation;
 /* out[i] = act(a[i], b[i]) over `elements` FP16 values in the given mode. A mode outside the enumeration
  * returns DUPLEX_ERROR_INVALID_ARGUMENT at once (nothing is submitted; duplex_last_error() names it). */

@@ -45,12 +45,21 @@ class DevicePimUnit final : public PimUnit {
     }
   }
 
-  // Gated: gemv gate, gemv up, activation (SiLU gate, up), gemv down. Two-matrix: gemv fc1, activation (GELU
-  // tanh / ReLU with the bias row, repeated per token, as the addend; zeros without a bias), gemv down.
+  // Gated: gemv gate, gemv up, activation (SiLU gate, up), gemv down; their biases (gpt-oss's experts) ride
+  // on the GEMVs (duplex_submit_gemv_bias). Two-matrix: gemv fc1, activation (GELU tanh / ReLU with the bias
+  // row, repeated per token, as the addend; zeros without a bias), gemv down.
   void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) override {
     const std::size_t f = w.f, h = w.h;
     // The driver's duplex_activation codes are the activation unit's modes (the descriptor's a4).
     const auto mode = static_cast<duplex_activation>(activation_mode(w));
+    const std::uint16_t* gate_bias = w.gated() ? w.b_in : nullptr;
+    auto gemv = [&](duplex_queue q, duplex_devptr dw, duplex_devptr dx, duplex_devptr dy, std::size_t tokens,
+                    std::size_t rows, std::size_t cols, const std::uint16_t* bias, const char* what) {
+      check_driver(bias == nullptr ? duplex_submit_gemv(q, dw, dx, dy, tokens, rows, cols)
+                                   : duplex_submit_gemv_bias(q, dw, dx, dy, tokens, rows, cols,
+                                                             weight(bias, fp16_bytes(rows))),
+                   what);
+    };
     const duplex_devptr dg = weight(w.w_in, fp16_bytes(f * h));
     const duplex_devptr du = w.gated() ? weight(w.w_up, fp16_bytes(f * h)) : 0;
     const duplex_devptr dd = weight(w.w_down, fp16_bytes(h * f));
@@ -64,9 +73,9 @@ class DevicePimUnit final : public PimUnit {
       const duplex_devptr dy = y_.reserve(fp16_bytes(tc * h));
       session_.to_device(dx, x + t0 * h, fp16_bytes(tc * h));
       const duplex_queue q = session_.queue();
-      check_driver(duplex_submit_gemv(q, dg, dx, gate, tc, f, h), "duplex_submit_gemv (gate)");
+      gemv(q, dg, dx, gate, tc, f, h, gate_bias, "duplex_submit_gemv (gate)");
       if (w.gated()) {
-        check_driver(duplex_submit_gemv(q, du, dx, up, tc, f, h), "duplex_submit_gemv (up)");
+        gemv(q, du, dx, up, tc, f, h, w.b_up, "duplex_submit_gemv (up)");
       } else {
         std::vector<std::uint16_t> bias(tc * f, 0);
         for (std::size_t t = 0; t < tc && w.b_in != nullptr; ++t) std::copy_n(w.b_in, f, bias.data() + t * f);
@@ -74,25 +83,36 @@ class DevicePimUnit final : public PimUnit {
       }
       check_driver(duplex_submit_activation_mode(q, mode, gate, up, act, tc * f),
                    "duplex_submit_activation_mode");
-      check_driver(duplex_submit_gemv(q, dd, act, dy, tc, h, f), "duplex_submit_gemv (down)");
+      gemv(q, dd, act, dy, tc, h, f, w.b_down, "duplex_submit_gemv (down)");
       session_.synchronize();
       session_.to_host(y + t0 * h, dy, fp16_bytes(tc * h));
     }
   }
 
   void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v, std::size_t group,
-                 std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t softcap,
-                 std::uint16_t* out) override {
-    const duplex_devptr dq = x_.reserve(fp16_bytes(group * d));
+                 std::size_t t, std::size_t d, std::uint16_t scale, std::uint16_t softcap, std::uint16_t* out,
+                 const std::uint16_t* sinks) override {
+    // With sinks (gpt-oss) q carries them after its rows (duplex_submit_attention_sinks).
+    const std::size_t q_elements = group * d + (sinks != nullptr ? group : 0);
+    const duplex_devptr dq = x_.reserve(fp16_bytes(q_elements));
     const duplex_devptr dk = k_.reserve(fp16_bytes(t * d));
     const duplex_devptr dv = v_.reserve(fp16_bytes(t * d));
     const duplex_devptr dout = y_.reserve(fp16_bytes(group * d));
-    session_.to_device(dq, q, fp16_bytes(group * d));
+    if (sinks == nullptr) {
+      session_.to_device(dq, q, fp16_bytes(group * d));
+    } else {  // one copy of q and its sinks
+      std::vector<std::uint16_t> q_sinks(q, q + group * d);
+      q_sinks.insert(q_sinks.end(), sinks, sinks + group);
+      session_.to_device(dq, q_sinks.data(), fp16_bytes(q_elements));
+    }
     session_.to_device(dk, k, fp16_bytes(t * d));
     session_.to_device(dv, v, fp16_bytes(t * d));
-    check_driver(duplex_submit_attention(session_.queue(), dq, dk, dv, dout, group, t,
-                                         static_cast<std::uint32_t>(d), scale, softcap),
-                 "duplex_submit_attention");
+    const auto dim = static_cast<std::uint32_t>(d);
+    check_driver(
+        sinks != nullptr
+            ? duplex_submit_attention_sinks(session_.queue(), dq, dk, dv, dout, group, t, dim, scale, softcap)
+            : duplex_submit_attention(session_.queue(), dq, dk, dv, dout, group, t, dim, scale, softcap),
+        "duplex_submit_attention");
     session_.synchronize();
     session_.to_host(out, dout, fp16_bytes(group * d));
   }

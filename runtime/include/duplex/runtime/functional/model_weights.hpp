@@ -34,12 +34,12 @@ namespace duplex::runtime::functional {
 // rotated, so a token is rotated at its dynamic_rope_length, as with kDynamic. kYarn (YaRN: Qwen2.5 / Qwen3
 // long context) blends each frequency between base / factor and base by a linear ramp over the dimensions
 // whose rotations within original_max_position_embeddings lie between beta_slow and beta_fast (HF
-// _compute_yarn_parameters), and multiplies cos and sin by attention_factor (0.1 ln(factor) + 1 unless
-// given). DeepSeek's YaRN (mscale_all_dim > 0) multiplies cos and sin by m(mscale) / m(mscale_all_dim) and
-// the softmax scale by m(mscale_all_dim)^2, m(x) = 0.1 x ln(factor) + 1 (its modeling code's
-// yarn_get_mscale).
-// kDynamic (HF "dynamic", dynamic NTK) rescales the base per sequence length s beyond
-// original_max_position_embeddings (HF: the config's max_position_embeddings): theta x ((factor s / original)
+// _compute_yarn_parameters; their ends rounded to whole dimensions unless truncate is false), and multiplies
+// cos and sin by attention_factor (0.1 ln(factor) + 1 unless given). DeepSeek's YaRN (mscale_all_dim > 0)
+// multiplies cos and sin by m(mscale) / m(mscale_all_dim) and the softmax scale by m(mscale_all_dim)^2, m(x)
+// = 0.1 x ln(factor) + 1 (its modeling code's yarn_get_mscale). kDynamic (HF "dynamic", dynamic NTK) rescales
+// the base per sequence length s beyond original_max_position_embeddings (HF: the config's
+// max_position_embeddings): theta x ((factor s / original)
 // - (factor - 1))^(d / (d - 2)), d the rotated dimensions; at s <= original the plain frequencies. HF
 // recomputes them for each forward's longest position and keeps the cached keys as rotated: in one generate
 // call a prompt's tokens are rotated at s = the prompt's length, each later token at its position + 1
@@ -54,6 +54,7 @@ struct RopeScaling {
   double long_attention_factor = 1.0;  // kLongRope beyond the original context (Phi-3.5-MoE's long_mscale)
   double beta_fast = 32.0, beta_slow = 1.0;       // kYarn (HF defaults)
   double mscale = 0, mscale_all_dim = 0;          // kYarn as DeepSeek states it; 0 without
+  bool truncate = true;  // kYarn: the ramp's ends rounded out to whole dimensions (false: gpt-oss's)
 };
 // local_rope_theta: the windowed layers rotate with this base and no rope_scaling (Gemma 3's
 // rope_local_base_freq), the others with rope_theta and rope_scaling; 0: every layer alike.
@@ -153,10 +154,14 @@ std::string qk_norm(int layer, char which);    // self_attn.{q,k}_norm.weight
 // kv_a_layernorm, kv_b_proj (o_proj: attn_proj(layer, 'o')).
 std::string mla(int layer, const char* name);
 std::string router_correction_bias(int layer);  // mlp.gate.e_score_correction_bias (DeepSeek-V3) [experts]
-// Mixtral: block_sparse_moe.gate.weight; Qwen-MoE and DeepSeek: mlp.gate.weight.
+std::string router_bias(int layer);             // mlp.router.bias (gpt-oss) [experts]
+std::string sinks(int layer);                   // self_attn.sinks (gpt-oss) [heads]
+// An expert's bias (gpt-oss): mlp.experts.E.{which}_proj.bias, which "gate", "up" [ffn] or "down" [hidden].
+std::string expert_bias(int layer, int expert, const char* which);
+// Mixtral: block_sparse_moe.gate.weight; Qwen-MoE and DeepSeek: mlp.gate.weight; gpt-oss: mlp.router.weight.
 std::string router(compiler::WeightNaming naming, int layer);
-// which: "gate", "up" or "down"; Mixtral: block_sparse_moe.experts.E.w1 / w3 / w2; Qwen-MoE and DeepSeek:
-// mlp.experts.E.{which}_proj.
+// which: "gate", "up" or "down"; Mixtral: block_sparse_moe.experts.E.w1 / w3 / w2; Qwen-MoE, DeepSeek and
+// gpt-oss: mlp.experts.E.{which}_proj.
 std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which);
 std::string shared_expert(int layer, const char* which);  // mlp.shared_expert.{which}_proj.weight
 std::string shared_expert_gate(int layer);                // mlp.shared_expert_gate.weight [1, hidden]

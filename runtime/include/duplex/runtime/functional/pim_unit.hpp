@@ -31,10 +31,11 @@ class PimUnit {
   virtual void ffn(const FfnWeights& w, const std::uint16_t* x, std::uint16_t* y, std::size_t m) = 0;
   // One GQA group of one token: q [group][d] against K / V [t][d] -> out [group][d]; scale FP16 bits; softcap
   // FP16 bits of the attention logit soft-cap c (Gemma 2: scores -> c tanh(scores / c) before the softmax),
-  // +0 for none (anything but +0 or a finite cap > 0: duplex::Error).
+  // +0 for none (anything but +0 or a finite cap > 0: duplex::Error). sinks: the group's query heads' FP16
+  // sink logits [group] (gpt-oss; joining each softmax's max and sum), or nullptr for none.
   virtual void attention(const std::uint16_t* q, const std::uint16_t* k, const std::uint16_t* v,
                          std::size_t group, std::size_t t, std::size_t d, std::uint16_t scale,
-                         std::uint16_t softcap, std::uint16_t* out) = 0;
+                         std::uint16_t softcap, std::uint16_t* out, const std::uint16_t* sinks) = 0;
   // Datapath clock cycles simulated so far (RTL only).
   virtual std::optional<std::uint64_t> simulated_cycles() const = 0;
 };
@@ -48,8 +49,8 @@ enum class ActivationMode : std::uint8_t;
 namespace duplex::runtime::functional {
 
 // The activation unit's mode for `w`: its activation (SiLU, GELU tanh, exact GELU, ReLU) in the gated form
-// (w_up set) or added to the bias (two-matrix). A gated FFN with a bias (no mode takes one; check_functional_
-// support refuses it) is an executor bug (DUPLEX_ASSERT).
+// (w_up set) or added to the bias (two-matrix); gpt-oss's clamped SwiGLU (gated only). A gated FFN's biases
+// start its GEMVs' accumulators (the GEMV bias).
 pim::ActivationMode activation_mode(const FfnWeights& w);
 
 // The Logic-PIM datapath of kind "golden" or "rtl" (duplex::Error otherwise, from make_datapath).

@@ -43,7 +43,7 @@ class CyclePimModel {
   Time time(const compiler::Op& op);
   // Single per-stack operations, off the grids (for measuring the interpolation error).
   Time attention_exact(std::int64_t groups_per_stack, std::int64_t group_size, std::int64_t context,
-                       std::int64_t head_dim, bool softcap = false);
+                       std::int64_t head_dim, bool softcap = false, bool sinks = false);
   Time gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols);
   Time activation_exact(std::int64_t elements) { return activation(elements); }
   std::size_t cache_size() const;
@@ -58,9 +58,10 @@ class CyclePimModel {
  private:
   Time gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols);
   Time activation(std::int64_t elements);
-  // softcap: the scores pass the softmax unit's cap stages (Gemma 2).
+  // softcap: the scores pass the softmax unit's cap stages (Gemma 2); sinks: each row's sink logit (gpt-oss)
+  // is read with q and joins the max and the sum.
   Time attention_at(std::int64_t groups, std::int64_t group_size, std::int64_t context, std::int64_t head_dim,
-                    bool softcap);
+                    bool softcap, bool sinks);
   Time cached(const Key& key, const std::function<Time()>& compute);
 
   const SystemSpec& system_;
