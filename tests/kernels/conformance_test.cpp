@@ -459,20 +459,22 @@ TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionSoftcap) {
   check(DType::kF32, AttentionShape{32, 8, 128}, 16, {4099}, 5.0f, 0);
 }
 
-// softcap must be finite and >= 0 for the three ops that take one (0: none).
-TEST(DUPLEX_CONFORMANCE_SUITE, SoftcapArgumentsAreChecked) {
-  DUPLEX_GET_BACKEND(backend);
-  std::mt19937_64 rng(20);
-  DeviceArena arena(*backend);
+// A small valid f16 prefill (5 tokens, 4 query heads over 2 KV heads of 32) and decode (one request of 40
+// tokens, the same heads) in `arena`, for the argument checks.
+struct SmallAttention {
+  PrefillAttentionArgs prefill;
+  DecodeAttentionArgs decode;
+};
+const std::vector<std::int64_t> kSmallPrefillStarts = {0, 5};
+SmallAttention small_attention(DeviceArena& arena, std::mt19937_64& rng) {
   const DType dtype = DType::kF16;
-  const std::vector<std::int64_t> starts = {0, 5};
   const PrefillAttentionArgs prefill{arena.upload(random_tensor(dtype, {5, 4, 32}, rng)),
                                      arena.upload(random_tensor(dtype, {5, 2, 32}, rng)),
                                      arena.upload(random_tensor(dtype, {5, 2, 32}, rng)),
                                      arena.empty(dtype, {5, 4, 32}),
-                                     starts,
+                                     kSmallPrefillStarts,
                                      0.17f};
-  PagedCase c = make_paged_case(dtype, AttentionShape{4, 2, 32}, 16, {40}, rng);
+  const PagedCase c = make_paged_case(dtype, AttentionShape{4, 2, 32}, 16, {40}, rng);
   const DecodeAttentionArgs decode{arena.upload(c.q),
                                    arena.upload(c.k_cache),
                                    arena.upload(c.v_cache),
@@ -481,6 +483,16 @@ TEST(DUPLEX_CONFORMANCE_SUITE, SoftcapArgumentsAreChecked) {
                                    arena.empty(dtype, {1, 4, 32}),
                                    0.17f,
                                    c.max_context};
+  return {prefill, decode};
+}
+
+// softcap must be finite and >= 0 for the three ops that take one (0: none).
+TEST(DUPLEX_CONFORMANCE_SUITE, SoftcapArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(20);
+  DeviceArena arena(*backend);
+  const DType dtype = DType::kF16;
+  const auto [prefill, decode] = small_attention(arena, rng);
   const LmHeadArgs lm_head{arena.upload(random_tensor(dtype, {2, 16}, rng)),
                            arena.upload(random_tensor(dtype, {50, 16}, rng)), arena.empty(DType::kI32, {2}),
                            arena.empty(DType::kF32, {2, 50})};
@@ -579,22 +591,7 @@ TEST(DUPLEX_CONFORMANCE_SUITE, SinkArgumentsAreChecked) {
   std::mt19937_64 rng(23);
   DeviceArena arena(*backend);
   const DType dtype = DType::kF16;
-  const std::vector<std::int64_t> starts = {0, 5};
-  PrefillAttentionArgs prefill{arena.upload(random_tensor(dtype, {5, 4, 32}, rng)),
-                               arena.upload(random_tensor(dtype, {5, 2, 32}, rng)),
-                               arena.upload(random_tensor(dtype, {5, 2, 32}, rng)),
-                               arena.empty(dtype, {5, 4, 32}),
-                               starts,
-                               0.17f};
-  PagedCase c = make_paged_case(dtype, AttentionShape{4, 2, 32}, 16, {40}, rng);
-  DecodeAttentionArgs decode{arena.upload(c.q),
-                             arena.upload(c.k_cache),
-                             arena.upload(c.v_cache),
-                             arena.upload(c.block_table),
-                             arena.upload(c.context_lens),
-                             arena.empty(dtype, {1, 4, 32}),
-                             0.17f,
-                             c.max_context};
+  auto [prefill, decode] = small_attention(arena, rng);
   // Three heads of four, f32 sinks with f16 q, a [4, 1] tensor.
   for (auto [sinks, code] :
        {std::pair{arena.upload(random_sinks(dtype, 3, rng)), StatusCode::kInvalidArgument},

@@ -26,6 +26,22 @@ double f(std::uint16_t h) {
   return static_cast<double>(half_bits_to_float(h));
 }
 
+// FP16 results against their double references: the worst distance in FP16 ulps from the correctly rounded
+// value, how many are correctly rounded, and the worst relative error where the reference is >= 2^-14.
+struct UlpTally {
+  int worst_ulps = 0;
+  double worst_rel = 0.0;
+  std::size_t total = 0, exact = 0;
+  void add(std::uint16_t got, double ref) {
+    const int ulps = fp16_ulps(got, nearest_fp16(ref));
+    worst_ulps = std::max(worst_ulps, ulps);
+    exact += ulps == 0;
+    ++total;
+    if (ref >= 0x1p-14) worst_rel = std::max(worst_rel, std::fabs(f(got) - ref) / ref);
+  }
+  double percent_exact() const { return 100.0 * static_cast<double>(exact) / static_cast<double>(total); }
+};
+
 TEST(DatapathAccuracy, ExpNegRelativeError) {
   double worst = 0.0;
   for (float z = 0.0f; z <= 64.0f; z += 0x1p-12f) {  // 262145 points
@@ -89,10 +105,7 @@ TEST(DatapathAccuracy, GemvUlpsFromCorrectlyRoundedDot) {
 TEST(DatapathAccuracy, SoftmaxErrorVsDouble) {
   std::mt19937 rng(302);
   std::uniform_real_distribution<float> dist(-8.0f, 8.0f);
-  double worst_rel = 0.0;
-  int worst_ulps = 0;
-  std::size_t total = 0;
-  std::size_t exact = 0;
+  UlpTally tally;
   for (std::size_t n : {16u, 256u, 4096u}) {
     for (int row = 0; row < 20; ++row) {
       std::vector<std::uint16_t> s(n);
@@ -103,20 +116,13 @@ TEST(DatapathAccuracy, SoftmaxErrorVsDouble) {
       for (auto v : s) mx = std::max(mx, f(v));
       double sum = 0.0;
       for (auto v : s) sum += std::exp(f(v) - mx);
-      for (std::size_t i = 0; i < n; ++i) {
-        const double ref = std::exp(f(s[i]) - mx) / sum;
-        const int ulps = fp16_ulps(p[i], nearest_fp16(ref));
-        worst_ulps = std::max(worst_ulps, ulps);
-        exact += ulps == 0;
-        ++total;
-        if (ref >= 0x1p-14) worst_rel = std::max(worst_rel, std::fabs(f(p[i]) - ref) / ref);
-      }
+      for (std::size_t i = 0; i < n; ++i) tally.add(p[i], std::exp(f(s[i]) - mx) / sum);
     }
   }
   std::printf("softmax: max %d FP16 ulp, max relative error %.3g (p >= 2^-14), %.2f%% correctly rounded\n",
-              worst_ulps, worst_rel, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
-  EXPECT_LE(worst_ulps, 1);
-  EXPECT_LT(worst_rel, 6e-4);
+              tally.worst_ulps, tally.worst_rel, tally.percent_exact());
+  EXPECT_LE(tally.worst_ulps, 1);
+  EXPECT_LT(tally.worst_rel, 6e-4);
 }
 
 // The soft-cap stage x' = c tanh(x / c) against the double reference over x in [-4c, 4c] (4M points per cap):
@@ -155,10 +161,7 @@ TEST(DatapathAccuracy, SoftcapErrorVsDouble) {
 // 2.5 c) for caps 50 and 30, and small caps.
 TEST(DatapathAccuracy, SoftmaxSoftcapErrorVsDouble) {
   std::mt19937 rng(303);
-  int worst_ulps = 0;
-  double worst_rel = 0.0;
-  std::size_t total = 0;
-  std::size_t exact = 0;
+  UlpTally tally;
   for (const float cap : {50.0f, 30.0f, 8.0f, 1.0f}) {
     const std::uint16_t cap_bits = float_to_half_bits(cap);
     const double c = f(cap_bits);
@@ -175,23 +178,16 @@ TEST(DatapathAccuracy, SoftmaxSoftcapErrorVsDouble) {
         for (std::size_t i = 0; i < n; ++i) mx = std::max(mx, x[i] = c * std::tanh(0.0625 * f(s[i]) / c));
         double sum = 0.0;
         for (double v : x) sum += std::exp(v - mx);
-        for (std::size_t i = 0; i < n; ++i) {
-          const double ref = std::exp(x[i] - mx) / sum;
-          const int ulps = fp16_ulps(p[i], nearest_fp16(ref));
-          worst_ulps = std::max(worst_ulps, ulps);
-          exact += ulps == 0;
-          ++total;
-          if (ref >= 0x1p-14) worst_rel = std::max(worst_rel, std::fabs(f(p[i]) - ref) / ref);
-        }
+        for (std::size_t i = 0; i < n; ++i) tally.add(p[i], std::exp(x[i] - mx) / sum);
       }
     }
   }
   std::printf(
       "softmax, soft-capped (c 50, 30, 8, 1; |x| <= 2.5 c): max %d FP16 ulp, max relative error %.3g "
       "(p >= 2^-14), %.2f%% correctly rounded\n",
-      worst_ulps, worst_rel, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
-  EXPECT_LE(worst_ulps, 1);
-  EXPECT_LT(worst_rel, 8e-4);
+      tally.worst_ulps, tally.worst_rel, tally.percent_exact());
+  EXPECT_LE(tally.worst_ulps, 1);
+  EXPECT_LT(tally.worst_rel, 8e-4);
 }
 
 // Softmax rows with an attention sink (gpt-oss) against the double softmax over the row plus the sink,
@@ -202,9 +198,7 @@ TEST(DatapathAccuracy, SoftmaxSinkErrorVsDouble) {
   std::mt19937 rng(304);
   std::uniform_real_distribution<float> dist(-8.0f, 8.0f);
   std::uniform_real_distribution<float> sink_dist(-20.0f, 12.0f);
-  int worst_ulps = 0;
-  double worst_rel = 0.0;
-  std::size_t total = 0, exact = 0;
+  UlpTally tally;
   for (const float cap : {0.0f, 8.0f}) {
     const std::uint16_t cap_bits = float_to_half_bits(cap);
     for (std::size_t n : {16u, 256u, 4096u}) {
@@ -223,23 +217,16 @@ TEST(DatapathAccuracy, SoftmaxSinkErrorVsDouble) {
         }
         double sum = std::exp(f(sink) - mx);
         for (double v : x) sum += std::exp(v - mx);
-        for (std::size_t i = 0; i < n; ++i) {
-          const double ref = std::exp(x[i] - mx) / sum;
-          const int ulps = fp16_ulps(p[i], nearest_fp16(ref));
-          worst_ulps = std::max(worst_ulps, ulps);
-          exact += ulps == 0;
-          ++total;
-          if (ref >= 0x1p-14) worst_rel = std::max(worst_rel, std::fabs(f(p[i]) - ref) / ref);
-        }
+        for (std::size_t i = 0; i < n; ++i) tally.add(p[i], std::exp(x[i] - mx) / sum);
       }
     }
   }
   std::printf(
       "softmax with a sink (scores [-8, 8] x 1/2, sinks [-20, 12], uncapped and c = 8): max %d FP16 ulp, max "
       "relative error %.3g (p >= 2^-14), %.2f%% correctly rounded\n",
-      worst_ulps, worst_rel, 100.0 * static_cast<double>(exact) / static_cast<double>(total));
-  EXPECT_LE(worst_ulps, 1);    // measured 1, 99.34% correctly rounded
-  EXPECT_LT(worst_rel, 6e-4);  // measured 5.0e-4
+      tally.worst_ulps, tally.worst_rel, tally.percent_exact());
+  EXPECT_LE(tally.worst_ulps, 1);    // measured 1, 99.34% correctly rounded
+  EXPECT_LT(tally.worst_rel, 6e-4);  // measured 5.0e-4
 }
 
 // GEMV with a bias (y = W x + b, the accumulator started at b) against the correctly rounded double W x + b.
@@ -254,18 +241,15 @@ TEST(DatapathAccuracy, GemvWithBiasUlpsFromCorrectlyRoundedDot) {
     for (auto& v : x) v = float_to_half_bits(dist(rng));
     for (auto& v : b) v = float_to_half_bits(bias_dist(rng));
     gemv_fp16(w.data(), x.data(), y.data(), n, k, DatapathParams{}, b.data());
-    int worst_ulps = 0;
-    std::size_t exact = 0;
+    UlpTally tally;
     for (std::size_t r = 0; r < n; ++r) {
       double ref = f(b[r]);
       for (std::size_t i = 0; i < k; ++i) ref += f(w[r * k + i]) * f(x[i]);
-      const int ulps = fp16_ulps(y[r], nearest_fp16(ref));
-      worst_ulps = std::max(worst_ulps, ulps);
-      exact += ulps == 0;
+      tally.add(y[r], ref);
     }
     std::printf("gemv with a bias, k=%zu: max %d FP16 ulp from the correctly rounded W x + b, %.2f%% exact\n",
-                k, worst_ulps, 100.0 * static_cast<double>(exact) / static_cast<double>(n));
-    EXPECT_LE(worst_ulps, 1);  // measured 1 (99.80% exact at k = 64, 99.85% at 4096)
+                k, tally.worst_ulps, tally.percent_exact());
+    EXPECT_LE(tally.worst_ulps, 1);  // measured 1 (99.80% exact at k = 64, 99.85% at 4096)
   }
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "duplex/base/device_spec.hpp"
@@ -32,6 +33,44 @@ struct Side {
   Side(const SystemSpec& s, const char* kind)
       : pim(s.memory, *s.pim, memory, pim::make_datapath(kind, pim::DatapathParams{})) {}
 };
+
+// Random FP16 q [group][d], K and V [context][d]: |x| in [0.125, 0.25), random signs.
+struct AttentionOperands {
+  std::vector<std::uint16_t> q, k, v;
+};
+AttentionOperands random_attention_operands(std::uint64_t group, std::uint64_t context, std::uint64_t d,
+                                            unsigned seed) {
+  std::mt19937 rng(seed);
+  AttentionOperands o{std::vector<std::uint16_t>(group * d), std::vector<std::uint16_t>(context * d),
+                      std::vector<std::uint16_t>(context * d)};
+  for (auto* buf : {&o.q, &o.k, &o.v})
+    for (auto& x : *buf) x = static_cast<std::uint16_t>((0x3000 + rng() % 0x1000) | (rng() % 2 ? 0x8000 : 0));
+  return o;
+}
+
+// One kPimAttention command on `s`: q_operand (q, and the sinks after it with kPimAttentionFlagSinks), K and
+// V written to memory, the command run with `scale`, `cap` and `flags`; its result and its [group][d] output.
+std::pair<PimCommandResult, std::vector<std::uint16_t>> run_attention_command(
+    Side& s, const std::vector<std::uint16_t>& q_operand, const AttentionOperands& o, std::uint64_t group,
+    std::uint64_t context, std::uint64_t d, std::uint16_t scale, std::uint16_t cap, std::uint16_t flags) {
+  s.memory.write(0x10000, q_operand.data(), 2 * q_operand.size());
+  s.memory.write(0x20000, o.k.data(), 2 * o.k.size());
+  s.memory.write(0x40000, o.v.data(), 2 * o.v.size());
+  CommandDescriptor c;
+  c.opcode = Opcode::kPimAttention;
+  c.flags = flags;
+  c.args = {0x10000,
+            0x20000,
+            0x40000,
+            0x60000,
+            group,
+            context,
+            d | std::uint64_t{scale} << 32 | std::uint64_t{cap} << 48};
+  const PimCommandResult r = s.pim.run_command(c);
+  std::vector<std::uint16_t> out(group * d);
+  s.memory.read(0x60000, out.data(), 2 * out.size());
+  return {r, out};
+}
 
 std::vector<std::uint8_t> region(const SparseMemory& m) {
   std::vector<std::uint8_t> v(kRegion);
@@ -185,31 +224,19 @@ TEST(RtlCommandPath, AttentionCommandWithSoftcap) {
   const SystemSpec system = load_system("duplex");
   Side golden(system, "golden"), rtl(system, "rtl");
   const std::uint64_t group = 2, context = 90, d = 64;
-  std::mt19937 rng(13);
-  std::vector<std::uint16_t> q(group * d), k(context * d), v(context * d);
-  for (auto* buf : {&q, &k, &v})
-    for (auto& x : *buf) x = static_cast<std::uint16_t>((0x3000 + rng() % 0x1000) | (rng() % 2 ? 0x8000 : 0));
+  const AttentionOperands o = random_attention_operands(group, context, d, 13);
   const std::uint16_t scale = 0x3400;  // 0.25: |x| up to ~4
   std::vector<std::vector<std::uint16_t>> outputs;
   std::vector<double> total_ps;
   for (const int cap_bits : {0x0000, 0x3C00, 0x4000}) {  // none, 1, 2
     const auto cap = static_cast<std::uint16_t>(cap_bits);
     std::vector<std::uint16_t> want(group * d);
-    pim::decode_attention_fp16(q.data(), k.data(), v.data(), group, context, d, scale, cap, want.data(),
+    pim::decode_attention_fp16(o.q.data(), o.k.data(), o.v.data(), group, context, d, scale, cap, want.data(),
                                pim::DatapathParams{});
     for (Side* s : {&golden, &rtl}) {
-      s->memory.write(0x10000, q.data(), 2 * q.size());
-      s->memory.write(0x20000, k.data(), 2 * k.size());
-      s->memory.write(0x40000, v.data(), 2 * v.size());
-      CommandDescriptor c;
-      c.opcode = Opcode::kPimAttention;
-      const std::uint64_t a6 = d | std::uint64_t{scale} << 32 | std::uint64_t{cap} << 48;
-      c.args = {0x10000, 0x20000, 0x40000, 0x60000, group, context, a6};
-      const PimCommandResult r = s->pim.run_command(c);
+      const auto [r, out] = run_attention_command(*s, o.q, o, group, context, d, scale, cap, 0);
       ASSERT_EQ(r.status, Status::kOk) << s->pim.datapath().kind() << " cap " << cap;
       total_ps.push_back(to_ps(r.timing.total));
-      std::vector<std::uint16_t> out(group * d);
-      s->memory.read(0x60000, out.data(), 2 * out.size());
       EXPECT_EQ(out, want) << s->pim.datapath().kind() << " cap " << cap;
       outputs.push_back(out);
     }
@@ -283,42 +310,24 @@ TEST(RtlCommandPath, AttentionCommandWithSinks) {
   const SystemSpec system = load_system("duplex");
   Side golden(system, "golden"), rtl(system, "rtl");
   const std::uint64_t group = 3, context = 70, d = 64;
-  std::mt19937 rng(15);
-  std::vector<std::uint16_t> q(group * d), k(context * d), v(context * d);
-  for (auto* buf : {&q, &k, &v})
-    for (auto& x : *buf) x = static_cast<std::uint16_t>((0x3000 + rng() % 0x1000) | (rng() % 2 ? 0x8000 : 0));
+  const AttentionOperands o = random_attention_operands(group, context, d, 15);
   const std::vector<std::uint16_t> sinks{0x3E00, 0xC000, 0x4400};  // 1.5, -2, 4
-  std::vector<std::uint16_t> q_and_sinks = q;
+  std::vector<std::uint16_t> q_and_sinks = o.q;
   q_and_sinks.insert(q_and_sinks.end(), sinks.begin(), sinks.end());
   const std::uint16_t scale = 0x3400;  // 0.25
   for (const std::uint16_t cap : {std::uint16_t{0}, std::uint16_t{0x4000}}) {
     std::vector<std::uint16_t> want(group * d), plain(group * d);
-    pim::decode_attention_fp16(q.data(), k.data(), v.data(), group, context, d, scale, cap, want.data(),
+    pim::decode_attention_fp16(o.q.data(), o.k.data(), o.v.data(), group, context, d, scale, cap, want.data(),
                                pim::DatapathParams{}, sinks.data());
-    pim::decode_attention_fp16(q.data(), k.data(), v.data(), group, context, d, scale, cap, plain.data(),
-                               pim::DatapathParams{});
+    pim::decode_attention_fp16(o.q.data(), o.k.data(), o.v.data(), group, context, d, scale, cap,
+                               plain.data(), pim::DatapathParams{});
     ASSERT_NE(want, plain);
     std::vector<double> total_ps;
     for (const std::uint16_t flags : {hostif::kPimAttentionFlagSinks, std::uint16_t{0}}) {
       for (Side* s : {&golden, &rtl}) {
-        s->memory.write(0x10000, q_and_sinks.data(), 2 * q_and_sinks.size());
-        s->memory.write(0x20000, k.data(), 2 * k.size());
-        s->memory.write(0x40000, v.data(), 2 * v.size());
-        CommandDescriptor c;
-        c.opcode = Opcode::kPimAttention;
-        c.flags = flags;
-        c.args = {0x10000,
-                  0x20000,
-                  0x40000,
-                  0x60000,
-                  group,
-                  context,
-                  d | std::uint64_t{scale} << 32 | std::uint64_t{cap} << 48};
-        const PimCommandResult r = s->pim.run_command(c);
+        const auto [r, out] = run_attention_command(*s, q_and_sinks, o, group, context, d, scale, cap, flags);
         ASSERT_EQ(r.status, Status::kOk) << s->pim.datapath().kind();
         total_ps.push_back(to_ps(r.timing.total));
-        std::vector<std::uint16_t> out(group * d);
-        s->memory.read(0x60000, out.data(), 2 * out.size());
         EXPECT_EQ(out, flags != 0 ? want : plain) << s->pim.datapath().kind() << " cap " << cap;
       }
     }
