@@ -256,9 +256,6 @@ void ModelSpec::validate() const {
     bad("attn_sinks", "is set for MLA attention; expected GQA");
   if (kv_dtype == DType::kMxfp4)
     bad("kv_dtype", "mxfp4 is a weight format; expected fp16, bf16, fp8 or int8");
-  if (expert_dtype != dtype && experts == 0)
-    bad("expert_dtype", fmt::format("is {} for a dense model (it has no experts); expected the dtype, {}",
-                                    dtype_name(expert_dtype), dtype_name(dtype)));
   for (auto [key, cap] : {std::pair{"attn_softcap", attn_softcap}, std::pair{"final_softcap", final_softcap}})
     if (!std::isfinite(cap) || cap < 0) bad(key, "must be a finite number >= 0 (0: no soft-capping)");
   if (attn_softcap > 0 && attention != AttentionKind::kGqa)
@@ -411,6 +408,9 @@ ModelSpec read_model(const ConfigNode& n) {
   }
   try {
     m.expert_dtype = n.has("expert_dtype") ? parse_dtype(n.get<std::string>("expert_dtype")) : m.dtype;
+    if (n.has("expert_dtype") && m.experts == 0)
+      n.fail("expert_dtype", fmt::format("is {} for a dense model (it has no experts)", dtype_name(m.expert_dtype)),
+             "absent (a dense model's weights are all in dtype)");
   } catch (const ConfigError&) {
     throw;
   } catch (const Error& e) {

@@ -134,7 +134,7 @@ struct ModelSpec {
   DType dtype = DType::kFp16;   // weights
   DType kv_dtype = DType::kFp16;
   // The routed and shared experts' weight matrices (their biases stay in dtype): gpt-oss ships them in MXFP4.
-  // Equal to dtype unless a config says otherwise.
+  // Equal to dtype unless a config says otherwise (readers set it; a dense model ignores it).
   DType expert_dtype = DType::kFp16;
 
   bool is_moe() const { return experts > 0; }
