@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Markdown table of a design-knob study (bench/design/*.yaml run by `duplex sweep`): one row per point with its
 knob setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
-area per stack. Usage: bench/design/table.py results/pim-design"""
+area per stack; a model column first when the study has several models. Usage: bench/design/table.py
+results/pim-design"""
 import csv
 import json
 import sys
@@ -25,14 +26,16 @@ def main(folder):
     ok = [r for r in rows if r["status"] == "ok"]
     gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"]): float(r["throughput_tok_s"])
            for r in ok if r["system"] == "gpu" and not r["knobs"]}
-    print("| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    models = len({r["model"] for r in ok}) > 1
+    print(("| model " if models else "") +
+          "| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |")
+    print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|")
     for r in ok:
         tput = float(r["throughput_tok_s"])
         base = gpu.get((r["model"], r["input_len"], r["output_len"], r["batch"]))
         ratio = f"{tput / base:.2f}" if base else "-"
         mm2, die = area_cells(folder, r)
-        print(f"| {r['system']} | {r['knobs'].replace(';', ', ') or '-'} | {r['input_len']}, {r['output_len']} | "
+        print((f"| {r['model']} " if models else "") + f"| {r['system']} | {r['knobs'].replace(';', ', ') or '-'} | {r['input_len']}, {r['output_len']} | "
               f"{r['batch']} | {tput:.0f} | {ratio} | {float(r['energy_j_per_token']):.4f} | {mm2} | {die} |")
     return 1 if len(ok) < len(rows) else 0
 

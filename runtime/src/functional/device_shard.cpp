@@ -136,15 +136,16 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
       if (!f.up.empty()) append_rows(l.up, f.up, e * f.ffn_width + col0, width, h);
       append_cols(l.down, f.down.data() + e * h * f.ffn_width, h, f.ffn_width, col0, width);
     }
-    if (!f.ffn_bias_in.empty() &&
-        moe) {  // gpt-oss's experts: their columns' gate / up biases; down on shard 0
+    // Biases. gpt-oss's experts: their columns' gate / up biases, the down bias on the expert's first shard
+    // only (the shards' outputs are summed). A dense FFN: its fc1 columns' bias, the output bias whole (added
+    // once, after the all-reduce).
+    if (!f.ffn_bias_in.empty() && moe) {
       for (std::int64_t e = e0; e < e0 + experts; ++e) {
         append_rows(l.ffn_bias_in, f.ffn_bias_in, e * f.ffn_width + col0, width, 1);
         append_rows(l.expert_bias_up, f.expert_bias_up, e * f.ffn_width + col0, width, 1);
         if (shard == 0) append_rows(l.expert_bias_down, f.expert_bias_down, e * h, h, 1);
       }
-    } else if (!f.ffn_bias_in
-                    .empty()) {  // the bias entries of its fc1 columns; the output bias whole (added once)
+    } else if (!f.ffn_bias_in.empty()) {
       append_rows(l.ffn_bias_in, f.ffn_bias_in, col0, width, 1);
       l.ffn_bias_out = f.ffn_bias_out;
     }
