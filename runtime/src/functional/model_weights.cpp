@@ -9,6 +9,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 #include "duplex/runtime/workload/random.hpp"
+#include "mxfp4.hpp"
 
 namespace duplex::runtime::functional {
 
@@ -361,11 +362,19 @@ void check_functional_support(const compiler::ModelSpec& m) {
       reject(m.shared_experts > 0 ? "shared_experts" : "ffn_kind",
              "gpt-oss's fused gate_up_proj holds gated routed experts only");
   }
-  if (m.expert_dtype != compiler::DType::kFp16 && m.expert_dtype != compiler::DType::kBf16)
+  auto half_width = [](compiler::DType t) {
+    return t == compiler::DType::kFp16 || t == compiler::DType::kBf16;
+  };
+  // MXFP4 experts (gpt-oss's release format) are read and computed exactly in FP16 (mxfp4.hpp); their rows
+  // are whole blocks of 32.
+  const bool mxfp4 = m.expert_dtype == compiler::DType::kMxfp4;
+  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss))
+    reject("expert_dtype", fmt::format("experts in {}; expected fp16 or bf16 (mxfp4 with gpt-oss's names)",
+                                       compiler::dtype_name(m.expert_dtype)));
+  if (mxfp4 && (m.hidden % kMxfp4Block != 0 || m.expert_ffn % kMxfp4Block != 0))
     reject("expert_dtype",
-           fmt::format("experts in {}; functional emulation computes every weight in FP16 (a checkpoint's "
-                       "MXFP4 experts are not read: dequantize them to BF16 first)",
-                       compiler::dtype_name(m.expert_dtype)));
+           fmt::format("mxfp4 experts of hidden {} and ffn {}: MXFP4 rows are whole blocks of {}", m.hidden,
+                       m.expert_ffn, kMxfp4Block));
   if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe && !deepseek)
     reject("shared_experts",
            fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
@@ -403,7 +412,6 @@ void check_functional_support(const compiler::ModelSpec& m) {
     reject("weight_naming",
            fmt::format("{} names dense models only; expected mixtral, qwen_moe or deepseek for MoE",
                        compiler::weight_naming_name(m.weight_naming)));
-  auto half_width = [](compiler::DType t) { return t == compiler::DType::kFp16 || t == compiler::DType::kBf16; };
   if (!half_width(m.dtype)) reject("dtype", fmt::format("weights are {}", compiler::dtype_name(m.dtype)));
   if (!half_width(m.kv_dtype)) reject("kv_dtype", fmt::format("the KV cache is {}", compiler::dtype_name(m.kv_dtype)));
   if (m.learned_positions == 0 && rotary_dim(m) % 2 != 0)
@@ -565,6 +573,12 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
       t.data[static_cast<std::size_t>(e)] =
           float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
   });
+  if (spec.expert_dtype == compiler::DType::kMxfp4)  // the experts' matrices on the MXFP4 grid, as released
+    for (const WeightShape& s : shapes)
+      if (s.role == WeightShape::Role::kMatrix && s.name.find(".mlp.experts.") != std::string::npos) {
+        WeightTensor& t = *out[static_cast<std::size_t>(&s - shapes.data())];
+        round_to_mxfp4(t.data.data(), t.shape[0], t.shape[1]);
+      }
   return w;
 }
 

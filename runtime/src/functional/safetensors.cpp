@@ -15,6 +15,7 @@
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
+#include "mxfp4.hpp"
 
 namespace duplex::runtime::functional {
 namespace {
@@ -168,6 +169,37 @@ WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const s
   return t;
 }
 
+// The raw bytes of tensor `name` of file f, a U8 tensor of `shape` (MXFP4 blocks and scales).
+const std::uint8_t* u8_tensor(const SafetensorsFile& f, const std::string& name,
+                              const std::vector<std::int64_t>& shape) {
+  if (!f.header.contains(name))
+    throw Error(
+        fmt::format("{}: tensor {} is missing (MXFP4 experts, shape {})", f.path, name, shape_text(shape)));
+  const nlohmann::json& e = f.header[name];
+  auto bad = [&](const std::string& what) {
+    return Error(fmt::format("{}: tensor {}: {}", f.path, name, what));
+  };
+  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    throw bad("bad header entry; expected {dtype, shape, data_offsets}");
+  if (e["dtype"] != "U8") throw bad(fmt::format("dtype {}; expected U8 (MXFP4)", e["dtype"].dump()));
+  std::vector<std::int64_t> got;
+  std::vector<std::uint64_t> offsets;
+  try {
+    got = e["shape"].get<std::vector<std::int64_t>>();
+    offsets = e["data_offsets"].get<std::vector<std::uint64_t>>();
+  } catch (const nlohmann::json::exception&) {
+    throw bad("bad header entry: shape and data_offsets must be lists of non-negative integers");
+  }
+  if (got != shape) throw bad(fmt::format("shape {}; expected {}", shape_text(got), shape_text(shape)));
+  std::uint64_t bytes = 1;
+  for (auto d : shape) bytes *= static_cast<std::uint64_t>(d);
+  if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes ||
+      offsets[1] > f.data_size)
+    throw bad(fmt::format("data_offsets {} do not span the {} bytes of its shape within the file",
+                          e["data_offsets"].dump(), bytes));
+  return reinterpret_cast<const std::uint8_t*>(f.data + offsets[0]);
+}
+
 void note_conversions(ModelWeights& w, const std::set<std::string>& converted) {
   if (!converted.empty())
     w.source = fmt::format("{} ({} converted to FP16)", w.source, fmt::join(converted, ", "));
@@ -205,6 +237,18 @@ bool gpt_oss_experts(const compiler::ModelSpec& spec, const std::string& stored)
 }
 bool interleaved(const std::string& stored) {
   return stored.ends_with(".gate_up_proj") || stored.ends_with(".gate_up_proj_bias");
+}
+// gpt-oss's MXFP4 checkpoints (expert_dtype mxfp4) store each expert matrix tensor NAME as NAME_blocks
+// [E, out, in / 32, 16] and NAME_scales [E, out, in / 32] (U8, out-major: gate_up's rows alternate gate and
+// up), its biases as they are.
+bool mxfp4_stored(const compiler::ModelSpec& spec, const std::string& stored) {
+  return spec.expert_dtype == compiler::DType::kMxfp4 && gpt_oss_experts(spec, stored) &&
+         !stored.ends_with("_bias");
+}
+// The checkpoint's names of a stored tensor: itself, or its MXFP4 blocks and scales.
+std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const std::string& stored) {
+  if (mxfp4_stored(spec, stored)) return {stored + "_blocks", stored + "_scales"};
+  return {stored};
 }
 // Rows of a and b alternating (a's row i at 2i, b's at 2i + 1); a vector is a column.
 WeightTensor interleave_rows(const WeightTensor& a, const WeightTensor& b) {
@@ -347,6 +391,26 @@ void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
     w.tensors.emplace(part.name, stored_transposed(w.spec, part.name) ? transposed(x) : std::move(x));
   }
 }
+// The stored tensor p ([E, in, out], as the BF16 checkpoints hold it) from its MXFP4 blocks (in file fb) and
+// scales (in file fs), dequantized exactly to FP16 (mxfp4.hpp).
+WeightTensor read_mxfp4(const SafetensorsFile& fb, const SafetensorsFile& fs, const StoredTensor& p) {
+  const std::int64_t experts = p.stored.shape[0], in = p.stored.shape[1], out = p.stored.shape[2];
+  const std::string& name = p.stored.name;
+  const std::uint8_t* blocks =
+      u8_tensor(fb, name + "_blocks", {experts, out, in / kMxfp4Block, kMxfp4Block / 2});
+  const std::uint8_t* scales = u8_tensor(fs, name + "_scales", {experts, out, in / kMxfp4Block});
+  const std::vector<std::uint16_t> rows =
+      dequantize_mxfp4(blocks, scales, experts * out, in, fb.path + ": " + name);
+  WeightTensor t;
+  t.shape = p.stored.shape;
+  t.data.resize(rows.size());
+  for (std::int64_t e = 0; e < experts; ++e)
+    for (std::int64_t o = 0; o < out; ++o)
+      for (std::int64_t i = 0; i < in; ++i)
+        t.data[static_cast<std::size_t>((e * in + i) * out + o)] =
+            rows[static_cast<std::size_t>((e * out + o) * in + i)];
+  return t;
+}
 // Every tensor as the checkpoint stores it, in name order; `stacked` owns the ones made of several and
 // DeepSeek's rope-permuted ones (a deque: the list points into it as it grows).
 TensorList checkpoint_tensors(const ModelWeights& weights, std::deque<WeightTensor>& stacked) {
@@ -401,7 +465,12 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   w.source = path;
   std::set<std::string> wanted, converted;
   for (const StoredTensor& p : storage_plan(spec)) {
-    wanted.insert(p.stored.name);
+    for (const std::string& name : stored_names(spec, p.stored.name)) wanted.insert(name);
+    if (mxfp4_stored(spec, p.stored.name)) {
+      converted.insert("MXFP4");
+      unstack(p, read_mxfp4(f, f, p), w);
+      continue;
+    }
     unstack(p, read_tensor(f, p.stored, spec.name, converted), w);
   }
   for (const auto& [name, value] : f.header.items())
@@ -431,26 +500,42 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   }
   const std::vector<StoredTensor> plan = storage_plan(spec);
   std::set<std::string> wanted;
-  for (const StoredTensor& p : plan) {
-    const WeightShape& s = p.stored;
-    wanted.insert(s.name);
-    if (!where.contains(s.name))
-      throw Error(fmt::format("{}: weight_map: tensor {} is missing (model {} needs it, shape {})",
-                              index_path, s.name, spec.name, shape_text(s.shape)));
-  }
+  for (const StoredTensor& p : plan)
+    for (const std::string& name : stored_names(spec, p.stored.name)) {
+      wanted.insert(name);
+      if (!where.contains(name))
+        throw Error(fmt::format("{}: weight_map: tensor {} is missing (model {} needs it{})", index_path,
+                                name, spec.name,
+                                name == p.stored.name ? ", shape " + shape_text(p.stored.shape) : ": MXFP4"));
+    }
   for (const auto& [name, file] : where)
     if (!wanted.contains(name))
       throw Error(fmt::format("{}: weight_map: unexpected tensor {} (model {} has no such weight)",
                               index_path, name, spec.name));
   std::map<std::string, std::vector<std::size_t>> by_file;  // shard file -> indices into plan
-  for (std::size_t i = 0; i < plan.size(); ++i) by_file[where.at(plan[i].stored.name)].push_back(i);
+  for (std::size_t i = 0; i < plan.size(); ++i)
+    by_file[where.at(stored_names(spec, plan[i].stored.name)[0])].push_back(i);
   ModelWeights w;
   w.spec = spec;
   w.source = index_path;
   std::set<std::string> converted;
   for (const auto& [file, list] : by_file) {
     const SafetensorsFile f = open_safetensors((fs::path(index_path).parent_path() / file).string());
-    for (std::size_t i : list) unstack(plan[i], read_tensor(f, plan[i].stored, spec.name, converted), w);
+    for (std::size_t i : list) {
+      if (!mxfp4_stored(spec, plan[i].stored.name)) {
+        unstack(plan[i], read_tensor(f, plan[i].stored, spec.name, converted), w);
+        continue;
+      }
+      converted.insert("MXFP4");  // the scales may sit in another shard
+      const std::string scales_file = where.at(plan[i].stored.name + "_scales");
+      if (scales_file == file) {
+        unstack(plan[i], read_mxfp4(f, f, plan[i]), w);
+      } else {
+        const SafetensorsFile s =
+            open_safetensors((fs::path(index_path).parent_path() / scales_file).string());
+        unstack(plan[i], read_mxfp4(f, s, plan[i]), w);
+      }
+    }
     for (const auto& [name, value] : f.header.items())
       if (name != "__metadata__" && (!where.contains(name) || where.at(name) != file))
         throw Error(fmt::format("{}: unexpected tensor {} ({} does not map it to this shard)", f.path, name,

@@ -205,6 +205,14 @@ TEST(HfFamilies, GptOssMatchesTheReference) {
       SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
       expect_matches_reference(w, run_on(w, system, devices));
     }
+  // Its experts in MXFP4, as released (their weights on the MXFP4 grid, computed in FP16).
+  compiler::ModelSpec mxfp4 = compiler::load_model("tiny-gpt-oss");
+  mxfp4.expert_dtype = compiler::DType::kMxfp4;
+  const ModelWeights q = random_weights(mxfp4, 11);
+  for (const char* system : {"gpu", "duplex-pe"}) {
+    SCOPED_TRACE(std::string("mxfp4 on ") + system);
+    expect_matches_reference(q, run_on(q, system, 0));
+  }
 }
 
 // Scaled RoPE (config.json rope_scaling): linear, Llama 3.1's with an original context of 64, so that a head

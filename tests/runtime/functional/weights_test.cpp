@@ -168,11 +168,22 @@ TEST(RandomWeights, UnsupportedModelsAreRejected) {
     EXPECT_NE(std::string(e.what()).find("mlp_bias: true with a gated dense FFN"), std::string::npos)
         << e.what();
   }
-  // gpt-oss's release experts (MXFP4) and expert biases under another family's names.
+  // MXFP4 experts outside gpt-oss's names, or in rows that are not whole MXFP4 blocks; gpt-oss's expert biases
+  // under another family's names.
   for (auto [change, text] :
        {std::pair<void (*)(compiler::ModelSpec&), const char*>{
-            [](compiler::ModelSpec& s) { s.expert_dtype = compiler::DType::kMxfp4; },
-            "expert_dtype: experts in mxfp4; functional emulation computes every weight in FP16"},
+            [](compiler::ModelSpec& s) {
+              s.expert_dtype = compiler::DType::kMxfp4;
+              s.weight_naming = compiler::WeightNaming::kMixtral;
+              s.mlp_bias = false;
+              s.router_bias = false;
+            },
+            "expert_dtype: experts in mxfp4; expected fp16 or bf16 (mxfp4 with gpt-oss's names)"},
+        {[](compiler::ModelSpec& s) {
+           s.expert_dtype = compiler::DType::kMxfp4;
+           s.expert_ffn = 48;
+         },
+         "MXFP4 rows are whole blocks of 32"},
         {[](compiler::ModelSpec& s) { s.weight_naming = compiler::WeightNaming::kMixtral; },
          "mlp_bias: true for an MoE model not named gpt_oss"}}) {
     m = compiler::load_model("tiny-gpt-oss");
