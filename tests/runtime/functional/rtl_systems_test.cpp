@@ -43,9 +43,11 @@ TEST_P(RtlOnEverySystem, CheckPassesAndTokensIdenticalAcrossSystemsAndDatapaths)
 INSTANTIATE_TEST_SUITE_P(Models, RtlOnEverySystem,
                          // GELU tanh + bias (StarCoder2), gated GELU tanh (Gemma), exact GELU experts, MLA
                          // (decode attention over the latent: one KV head of kv_lora_rank + rope), Gemma 2
-                         // (the softmax unit's soft-cap)
+                         // (the softmax unit's soft-cap), gpt-oss (its sinks, the GEMM lane's bias, the
+                         // swiglu-oai-gate mode)
                          ::testing::Values("tiny-moe", "tiny-dense", "tiny-starcoder2", "tiny-gemma",
-                                           "tiny-gelu-moe", "tiny-deepseek-v3", "tiny-gemma2"),
+                                           "tiny-gelu-moe", "tiny-deepseek-v3", "tiny-gemma2",
+                                           "tiny-gpt-oss"),
                          [](const ::testing::TestParamInfo<const char*>& p) {
                            std::string n = p.param;
                            for (char& c : n)
