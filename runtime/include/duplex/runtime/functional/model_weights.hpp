@@ -9,8 +9,9 @@
 // two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU (two-matrix dense FFNs optionally with biases), dense
 // or MoE layers (shared experts, optionally gated, under Qwen-MoE or DeepSeek names; softmax top-k routing
 // renormalised or not, Phi-3.5-MoE's sparsemixer, DeepSeek's group-limited or noaux_tc routing, a routed
-// scaling factor), an LM-head bias, FP16 / BF16 weights and KV. Anything else is a duplex::Error naming the
-// field.
+// scaling factor), an LM-head bias, gpt-oss's attention sinks, router bias and biased experts (FP16 / BF16,
+// or MXFP4 as released: exact in FP16), FP16 / BF16 weights and KV. Anything else is a duplex::Error naming
+// the field.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -197,9 +198,9 @@ struct ModelWeights {
 
 // Deterministic random FP16 weights: linear layers N(0, 1/fan_in) (std 1/sqrt(fan_in), keeping activations
 // O(1) through every projection), embedding and position table N(0, 1), norm gains 1 + N(0, 0.1^2), biases
-// (LayerNorm's too) N(0, 0.1^2). Same
-// spec and seed -> bit-identical weights, however many threads fill them (one random stream per tensor and
-// per 2^20-element chunk of it).
+// (LayerNorm's too) N(0, 0.1^2); an MXFP4 model's expert matrices then rounded to the MXFP4 grid (mxfp4.hpp).
+// Same spec and seed -> bit-identical weights, however many threads fill them (one random stream per tensor
+// and per 2^20-element chunk of it).
 ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed);
 
 }  // namespace duplex::runtime::functional
