@@ -101,6 +101,9 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_flag("--check", o->run.check, "Also run the plain CPU reference and compare tokens and logits");
+  c->add_option("--routing-trace", o->run.routing_trace,
+                "MoE: write each step's expert counts there as CSV (step,layer,expert,count), a workload "
+                "routing trace for duplex simulate");
   c->add_flag(
       "--json", o->json,
       "Print JSON (tokens, reference_tokens, max_abs_logit_err, placement, time, energy; MoE: routing, "

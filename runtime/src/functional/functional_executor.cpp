@@ -301,6 +301,7 @@ class FunctionalExecutor::Impl {
     s.xpu_busy = st.cost.xpu_busy;
     s.pim_busy = st.cost.pim_busy;
     s.link_busy = st.cost.link_busy;
+    s.expert_counts = st.out.routing.counts;
     energy.add(st.cost.energy);
     for (const compiler::PlanStage& stage : st.out.plan.stages) {
       bool xpu_expert = false, pim_expert = false;

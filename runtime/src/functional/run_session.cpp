@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
@@ -99,6 +101,29 @@ std::vector<std::int32_t> parse_prompt(const std::string& text) {
   return ids;
 }
 
+void write_routing_trace(const std::string& path, const FunctionalResult& r) {
+  std::string csv = "step,layer,expert,count\n";
+  for (std::size_t s = 0; s < r.steps.size(); ++s) {
+    const auto& counts = r.steps[s].expert_counts;
+    if (counts.empty()) throw Error(fmt::format("{}: the run recorded no routing (a dense model?)", path));
+    for (std::size_t l = 0; l < counts.size(); ++l)
+      for (std::size_t e = 0; e < counts[l].size(); ++e)
+        csv += fmt::format("{},{},{},{}\n", s, l, e, counts[l][e]);
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << csv;
+    if (!out) throw Error(fmt::format("{}: cannot write the routing trace", path));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw Error(fmt::format("{}: cannot write the routing trace ({})", path, ec.message()));
+  }
+}
+
 RunReport run_functional(const RunOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   RunReport rep;
@@ -107,6 +132,10 @@ RunReport run_functional(const RunOptions& o) {
   // A HF config.json with random weights: its numerics too (a checkpoint's come with it).
   if (o.weights.empty() && o.model.ends_with(".json")) weights.numerics = config_numerics(o.model);
   const SystemSpec system = read_system(ConfigNode::load(o.system, "systems", o.system_overrides));
+  if (!o.routing_trace.empty() && !weights.spec.is_moe())
+    throw Error(
+        fmt::format("--routing-trace {}: model {} is dense; expected an MoE model (it has no routing)",
+                    o.routing_trace, weights.spec.name));
   if (!o.save_weights.empty()) write_checkpoint(o.save_weights, weights, o.save_shards);
   rep.model = weights.spec.name;
   rep.attention = weights.spec.window_note();
@@ -119,6 +148,7 @@ RunReport run_functional(const RunOptions& o) {
   FunctionalExecutor exec(weights, system, o.executor);
   rep.result = exec.run(o.prompts, o.max_new_tokens);
   if (o.check) rep.check = check_run(weights, o.prompts, rep.result, o.max_new_tokens);
+  if (!o.routing_trace.empty()) write_routing_trace(o.routing_trace, rep.result);
   rep.host_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return rep;
 }

@@ -2,16 +2,20 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
+#include "duplex/runtime/workload/expert_routing.hpp"
 
 namespace duplex::runtime::functional {
 namespace {
@@ -331,6 +335,52 @@ TEST(RunSession, CheckAcceptsExplainedNearTiesOnlyAndComparesEveryPosition) {
   EXPECT_EQ(bad.near_ties.size(), 2u);
   EXPECT_FALSE(bad.near_ties.back().explained());
   EXPECT_FALSE(bad.passed());
+}
+
+// --routing-trace: every step's expert counts as a workload routing trace, read back by the simulator's
+// parser: one entry per step, per MoE layer tokens x top_k assignments, and over the steps the run's expert
+// load; a router replays it on the model's shape. A dense model is refused before anything runs.
+TEST(RunSession, RoutingTraceIsTheRunsRoutingForTheSimulator) {
+  RunOptions o;
+  o.model = "tiny-qwen-moe";
+  o.system = "duplex-pe";
+  o.prompts = {parse_prompt("1,5,9,42"), parse_prompt("3")};
+  o.max_new_tokens = 5;
+  o.routing_trace =
+      (std::filesystem::temp_directory_path() / fmt::format("duplex_rt_{}.csv", ::getpid())).string();
+  const RunReport report = run_functional(o);
+  std::ifstream in(o.routing_trace);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const RoutingTrace trace = parse_routing_trace(text, o.routing_trace);
+  const compiler::ModelSpec m = compiler::load_model("tiny-qwen-moe");
+  const auto load = report.to_json()["expert_load"]["tokens"].get<std::vector<std::vector<std::int64_t>>>();
+  ASSERT_EQ(trace.steps.size(), report.result.steps.size());
+  EXPECT_EQ(trace.layers, static_cast<std::int64_t>(load.size()));
+  EXPECT_EQ(trace.experts, m.experts);
+  std::vector<std::vector<std::int64_t>> total(load.size(), std::vector<std::int64_t>(load[0].size(), 0));
+  for (std::size_t s = 0; s < trace.steps.size(); ++s) {
+    const StepRecord& step = report.result.steps[s];
+    for (std::size_t l = 0; l < load.size(); ++l) {
+      std::int64_t sum = 0;
+      for (std::size_t e = 0; e < load[l].size(); ++e) {
+        sum += trace.steps[s][l][e];
+        total[l][e] += trace.steps[s][l][e];
+      }
+      EXPECT_EQ(sum, (step.prefill_tokens + step.decode_tokens) * m.top_k) << "step " << s << " layer " << l;
+    }
+  }
+  EXPECT_EQ(total, load);
+  ExpertRouter router = ExpertRouter::from_trace(trace);
+  EXPECT_EQ(router.route(64, m.experts, m.top_k, trace.layers).size(), load.size());
+  std::filesystem::remove(o.routing_trace);
+  o.model = "tiny-dense";
+  try {
+    run_functional(o);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model tiny-dense is dense"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(o.routing_trace));
 }
 
 }  // namespace

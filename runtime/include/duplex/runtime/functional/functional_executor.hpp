@@ -75,6 +75,9 @@ struct StepRecord {
   Time time, xpu_busy, pim_busy, link_busy;  // StepExecutor's (slowest device / device 0's lanes)
   // MoE layers whose experts ran on both units in this step (expert co-processing).
   std::vector<int> coprocessed_expert_layers;
+  // Tokens the step's routers sent to each expert: [MoE layer][expert] (every node's tokens); empty for a
+  // dense model.
+  std::vector<std::vector<std::int64_t>> expert_counts;
 };
 
 // A split system's K/V migration of one request from the prefill pool to the decode pool, timed and charged as

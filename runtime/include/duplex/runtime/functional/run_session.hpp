@@ -29,9 +29,18 @@ struct RunOptions {
   std::string save_weights;
   int save_shards = 1;
   bool logits = false;  // the JSON report holds every generated token's logits ([request][token][vocab])
+  // Non-empty (MoE models): each step's routing written there after the run as CSV step,layer,expert,count
+  // (step: the run's step index; layer: the MoE layer index), the schema of a workload's routing trace
+  // (configs/workloads/README.md), so that duplex simulate can replay the routing this model chose.
+  std::string routing_trace;
   bool check = false;
   FunctionalOptions executor;
 };
+
+// Writes r's per-step expert counts as a routing trace (RunOptions::routing_trace) to `path`: whole or not at
+// all (a temporary file renamed into place); duplex::Error naming the path for a dense model or a write
+// failure.
+void write_routing_trace(const std::string& path, const FunctionalResult& r);
 
 // A position where the executor's greedy token is not the reference's choice given the same preceding tokens.
 struct NearTie {
