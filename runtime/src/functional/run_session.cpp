@@ -136,6 +136,12 @@ RunReport run_functional(const RunOptions& o) {
     throw Error(
         fmt::format("--routing-trace {}: model {} is dense; expected an MoE model (it has no routing)",
                     o.routing_trace, weights.spec.name));
+  if (!o.routing_trace.empty()) {  // a folder that is not there fails now, not after the run
+    const std::filesystem::path parent = std::filesystem::path(o.routing_trace).parent_path();
+    if (!parent.empty() && !std::filesystem::is_directory(parent))
+      throw Error(
+          fmt::format("{}: cannot write the routing trace (no folder {})", o.routing_trace, parent.string()));
+  }
   if (!o.save_weights.empty()) write_checkpoint(o.save_weights, weights, o.save_shards);
   rep.model = weights.spec.name;
   rep.attention = weights.spec.window_note();
