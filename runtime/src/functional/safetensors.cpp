@@ -107,37 +107,53 @@ SafetensorsFile open_safetensors(const std::string& path) {
   return f;
 }
 
+// One header entry of file f: its dtype (as written: a JSON string, else ""), shape and data offsets; errors
+// name the file and the tensor. `missing`: what the error for an absent tensor adds in parentheses.
+struct TensorEntry {
+  std::string dtype, dtype_json;
+  std::vector<std::int64_t> shape;
+  std::vector<std::uint64_t> offsets;
+};
+Error tensor_error(const SafetensorsFile& f, const std::string& name, const std::string& what) {
+  return Error(fmt::format("{}: tensor {}: {}", f.path, name, what));
+}
+TensorEntry tensor_entry(const SafetensorsFile& f, const std::string& name, const std::string& missing) {
+  if (!f.header.contains(name))
+    throw Error(fmt::format("{}: tensor {} is missing ({})", f.path, name, missing));
+  const nlohmann::json& e = f.header[name];
+  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    throw tensor_error(f, name, "bad header entry; expected {dtype, shape, data_offsets}");
+  TensorEntry t;
+  t.dtype = e["dtype"].is_string() ? e["dtype"].get<std::string>() : "";
+  t.dtype_json = e["dtype"].dump();
+  try {
+    t.shape = e["shape"].get<std::vector<std::int64_t>>();
+    t.offsets = e["data_offsets"].get<std::vector<std::uint64_t>>();
+  } catch (const nlohmann::json::exception&) {
+    throw tensor_error(f, name,
+                       "bad header entry: shape and data_offsets must be lists of non-negative integers");
+  }
+  return t;
+}
+
 // The tensor `s` of file f, converted to FP16; `converted` collects stored dtypes other than F16.
 WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const std::string& model,
                          std::set<std::string>& converted) {
-  const std::string& path = f.path;
-  if (!f.header.contains(s.name))
-    throw Error(fmt::format("{}: tensor {} is missing (model {} needs it, shape {})", path, s.name, model,
-                            shape_text(s.shape)));
-  const nlohmann::json& e = f.header[s.name];
-  auto bad = [&](const std::string& what) {
-    return Error(fmt::format("{}: tensor {}: {}", path, s.name, what));
-  };
-  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
-    throw bad("bad header entry; expected {dtype, shape, data_offsets}");
-  const std::string dtype = e["dtype"].is_string() ? e["dtype"].get<std::string>() : "";
+  const TensorEntry entry =
+      tensor_entry(f, s.name, fmt::format("model {} needs it, shape {}", model, shape_text(s.shape)));
+  auto bad = [&](const std::string& what) { return tensor_error(f, s.name, what); };
+  const std::string& dtype = entry.dtype;
   const std::uint64_t elem = element_bytes(dtype);
-  if (elem == 0) throw bad(fmt::format("dtype {}; expected F16, BF16 or F32", e["dtype"].dump()));
-  std::vector<std::int64_t> shape;
-  std::vector<std::uint64_t> offsets;
-  try {
-    shape = e["shape"].get<std::vector<std::int64_t>>();
-    offsets = e["data_offsets"].get<std::vector<std::uint64_t>>();
-  } catch (const nlohmann::json::exception&) {
-    throw bad("bad header entry: shape and data_offsets must be lists of non-negative integers");
-  }
+  if (elem == 0) throw bad(fmt::format("dtype {}; expected F16, BF16 or F32", entry.dtype_json));
+  const std::vector<std::int64_t>& shape = entry.shape;
+  const std::vector<std::uint64_t>& offsets = entry.offsets;
   if (shape != s.shape)
     throw bad(fmt::format("shape {}; expected {}", shape_text(shape), shape_text(s.shape)));
   WeightTensor t;
   t.shape = shape;
   const std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * elem;
   if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes)
-    throw bad(fmt::format("data_offsets {} do not span the {} bytes of its shape", e["data_offsets"].dump(),
+    throw bad(fmt::format("data_offsets [{}] do not span the {} bytes of its shape", fmt::join(offsets, ","),
                           bytes));
   if (offsets[1] > f.data_size)
     throw bad(fmt::format("truncated: data ends at byte {}, the file holds {} data bytes", offsets[1],
@@ -172,32 +188,19 @@ WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const s
 // The raw bytes of tensor `name` of file f, a U8 tensor of `shape` (MXFP4 blocks and scales).
 const std::uint8_t* u8_tensor(const SafetensorsFile& f, const std::string& name,
                               const std::vector<std::int64_t>& shape) {
-  if (!f.header.contains(name))
-    throw Error(
-        fmt::format("{}: tensor {} is missing (MXFP4 experts, shape {})", f.path, name, shape_text(shape)));
-  const nlohmann::json& e = f.header[name];
-  auto bad = [&](const std::string& what) {
-    return Error(fmt::format("{}: tensor {}: {}", f.path, name, what));
-  };
-  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
-    throw bad("bad header entry; expected {dtype, shape, data_offsets}");
-  if (e["dtype"] != "U8") throw bad(fmt::format("dtype {}; expected U8 (MXFP4)", e["dtype"].dump()));
-  std::vector<std::int64_t> got;
-  std::vector<std::uint64_t> offsets;
-  try {
-    got = e["shape"].get<std::vector<std::int64_t>>();
-    offsets = e["data_offsets"].get<std::vector<std::uint64_t>>();
-  } catch (const nlohmann::json::exception&) {
-    throw bad("bad header entry: shape and data_offsets must be lists of non-negative integers");
-  }
-  if (got != shape) throw bad(fmt::format("shape {}; expected {}", shape_text(got), shape_text(shape)));
+  const TensorEntry e = tensor_entry(f, name, fmt::format("MXFP4 experts, shape {}", shape_text(shape)));
+  if (e.dtype != "U8")
+    throw tensor_error(f, name, fmt::format("dtype {}; expected U8 (MXFP4)", e.dtype_json));
+  if (e.shape != shape)
+    throw tensor_error(f, name, fmt::format("shape {}; expected {}", shape_text(e.shape), shape_text(shape)));
   std::uint64_t bytes = 1;
   for (auto d : shape) bytes *= static_cast<std::uint64_t>(d);
-  if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes ||
-      offsets[1] > f.data_size)
-    throw bad(fmt::format("data_offsets {} do not span the {} bytes of its shape within the file",
-                          e["data_offsets"].dump(), bytes));
-  return reinterpret_cast<const std::uint8_t*>(f.data + offsets[0]);
+  if (e.offsets.size() != 2 || e.offsets[1] < e.offsets[0] || e.offsets[1] - e.offsets[0] != bytes ||
+      e.offsets[1] > f.data_size)
+    throw tensor_error(f, name,
+                       fmt::format("data_offsets [{}] do not span the {} bytes of its shape within the file",
+                                   fmt::join(e.offsets, ","), bytes));
+  return reinterpret_cast<const std::uint8_t*>(f.data + e.offsets[0]);
 }
 
 void note_conversions(ModelWeights& w, const std::set<std::string>& converted) {
