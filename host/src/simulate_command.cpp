@@ -49,7 +49,7 @@ struct SimulateOptions {
   std::int64_t batch = 128;        // max running requests
   std::string arrival = "closed";  // closed | poisson:RATE | trace:FILE
   std::int64_t concurrency = 0;    // closed-loop users; 0 = --batch
-  std::string routing = "uniform"; // uniform | zipf:S
+  std::string routing = "uniform";  // uniform | zipf:S | trace:FILE
   std::uint64_t seed = 1;
   std::string policy = "continuous";
   std::int64_t max_tokens_per_step = 0;
@@ -163,7 +163,11 @@ void add_simulate_command(CLI::App& app) {
   c->add_option("--arrival", o->arrival, "closed | poisson:RATE | trace:FILE (arrival_s,input_tokens,output_tokens "
                                         "or Azure TIMESTAMP,ContextTokens,GeneratedTokens)")->capture_default_str();
   c->add_option("--concurrency", o->concurrency, "Closed-loop users (default: --batch)")->check(CLI::PositiveNumber);
-  c->add_option("--routing", o->routing, "Expert routing: uniform | zipf:S")->capture_default_str();
+  c->add_option(
+       "--routing", o->routing,
+       "Expert routing: uniform | zipf:S | trace:FILE (step,layer,expert,count, e.g. from duplex run "
+       "--routing-trace)")
+      ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for lengths, arrivals and routing")->capture_default_str();
   c->add_option("--policy", o->policy, "continuous | orca | static")->capture_default_str();
   c->add_option("--max-tokens-per-step", o->max_tokens_per_step, "Token budget per step (0: none)")

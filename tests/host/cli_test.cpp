@@ -192,9 +192,44 @@ TEST(ConfigCli, ListsAndChecksEveryShippedSystem) {
   }
 }
 
-
 // --set changes the design a command sees: a faster Logic-PIM clock raises duplex-pe's PIM peak and its
 // throughput, more GEMM modules its area; `config show` prints the resolved config with the override.
+// The routing duplex run chose, replayed by duplex simulate: --routing-trace writes it, --routing trace:FILE
+// reads it. A hand-made trace sending every token to experts 0 and 1 is slower than uniform routing (their
+// expert parallel devices do all the work), so the simulator follows the trace; one of another model's shape
+// is an error naming the file.
+TEST(SimulateCli, RoutingTraceFromDuplexRunIsReplayed) {
+  const std::string dir = ::testing::TempDir();
+  const std::string trace = dir + "/duplex_cli_routing.csv", hot = dir + "/duplex_cli_hot_routing.csv";
+  const CliRun ran =
+      run("run --model tiny-moe --system duplex-pe --prompt 1,5,9,42 --prompt 7 --max-new-tokens 4 "
+          "--routing-trace " +
+          trace);
+  ASSERT_EQ(ran.exit_code, 0) << ran.out;
+  const std::string base =
+      "simulate --model tiny-moe --system duplex-pe --requests 64 --input-len 64 --output-len 32 --batch 32 "
+      "--json";
+  const CliRun replayed = run(base + " --routing trace:" + trace);
+  ASSERT_EQ(replayed.exit_code, 0) << replayed.out;
+  EXPECT_GT(nlohmann::json::parse(replayed.out)["throughput_tok_s"].get<double>(), 0.0);
+  {
+    FILE* f = std::fopen(hot.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("step,layer,expert,count\n0,0,0,10\n0,0,1,10\n0,1,0,10\n0,1,1,10\n", f);
+    std::fclose(f);
+  }
+  const CliRun uniform = run(base), skewed = run(base + " --routing trace:" + hot);
+  ASSERT_EQ(uniform.exit_code, 0) << uniform.out;
+  ASSERT_EQ(skewed.exit_code, 0) << skewed.out;
+  EXPECT_LT(nlohmann::json::parse(skewed.out)["throughput_tok_s"].get<double>(),
+            nlohmann::json::parse(uniform.out)["throughput_tok_s"].get<double>());
+  EXPECT_NE(
+      run("simulate --model tiny-gpt-oss --system duplex-pe --requests 4 --routing trace:" + hot).exit_code,
+      0);
+  std::remove(trace.c_str());
+  std::remove(hot.c_str());
+}
+
 TEST(SimulateCli, SetOverridesTheSystemConfig) {
   const std::string base = "simulate --system duplex-pe --requests 32 --input-len 128 --output-len 64 --batch 16 --json";
   const CliRun slow = run(base);

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <fmt/format.h>
 
+#include "duplex/base/config_store.hpp"
 #include "duplex/base/error.hpp"
 
 namespace duplex::runtime {
@@ -20,7 +21,13 @@ RoutingSpec parse_routing(std::string_view text) {
     r.zipf_s = std::strtod(s.c_str(), &end);
     if (!s.empty() && *end == '\0' && r.zipf_s >= 0) return r;
   }
-  throw Error(fmt::format("routing \"{}\": expected uniform or zipf:S with S >= 0", text));
+  if (text.starts_with("trace:") && text.size() > 6) {  // e.g. what duplex run --routing-trace wrote
+    const std::string path(text.substr(6));
+    r.kind = ExpertRouter::Kind::trace;
+    r.trace = parse_routing_trace(read_text_file(path), path);
+    return r;
+  }
+  throw Error(fmt::format("routing \"{}\": expected uniform, zipf:S with S >= 0, or trace:FILE", text));
 }
 
 BatchingPolicy parse_batching_policy(std::string_view text) {

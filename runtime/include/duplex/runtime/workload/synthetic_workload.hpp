@@ -20,7 +20,7 @@ struct SyntheticStream {
   double length_spread = 0;          // Gaussian stddev / mean; 0: fixed lengths
   double poisson_rate_per_s = 0;     // > 0: Poisson arrivals at this rate; 0: closed loop
   std::int64_t concurrency = 0;      // closed-loop users
-  std::string routing = "uniform";   // uniform | zipf:S
+  std::string routing = "uniform";   // uniform | zipf:S | trace:FILE (a routing trace CSV)
 };
 
 WorkloadSpec synthetic_workload(const SyntheticStream& stream);
