@@ -34,7 +34,8 @@ void run_compile(const CompileOptions& o) {
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   const ParallelLayout layout = ParallelLayout::make(model, system, devices);
   const BatchState batch = BatchState::decode_batch(o.batch, o.context, o.prefill_tokens);
-  const Routing routing = parse_routing(o.routing);
+  const Routing routing =
+      model.is_moe() ? routing_for_step(o.routing, model, batch.tokens()) : parse_routing(o.routing);
   const ExecutionPlan plan =
       place(lower(model, batch, layout, routing, LowerOptions::for_system(system)), CostModel(system, layout));
   if (o.json) {
@@ -74,7 +75,9 @@ void add_compile_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   c->add_option("--devices", opts->devices, "Devices (default: the system's count for the model)")
       ->check(CLI::PositiveNumber);
-  c->add_option("--routing", opts->routing, "Expert routing: uniform | zipf:S | counts:a,b,c,...")->capture_default_str();
+  c->add_option("--routing", opts->routing,
+                "Expert routing: uniform | zipf:S | counts:a,b,c,... | trace:FILE (its first step, scaled)")
+      ->capture_default_str();
   c->add_flag("--json", opts->json, "Print JSON: model.params, ops[].{name,kind,layer,flops,bytes,op_b,unit}, totals");
   c->add_flag("--summary", opts->summary, "Print only the per-kind summary, not every op");
   c->add_flag("--graph", opts->graph, "Also print the op-graph IR text");

@@ -3,7 +3,9 @@
 #include <cstdlib>
 #include <fmt/format.h>
 
+#include "duplex/base/config_store.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/runtime/workload/expert_routing.hpp"
 
 namespace duplex::host {
 
@@ -42,6 +44,20 @@ compiler::Routing parse_routing(const std::string& text) {
     return r;
   }
   throw Error(fmt::format("--routing: unknown routing \"{}\"; expected {}", text, expected));
+}
+
+compiler::Routing routing_for_step(const std::string& text, const compiler::ModelSpec& model,
+                                   std::int64_t tokens) {
+  if (text.rfind("trace:", 0) != 0 || text.size() == 6) return parse_routing(text);
+  const std::string path = text.substr(6);
+  runtime::RoutingTrace trace = runtime::parse_routing_trace(read_text_file(path), path);
+  trace.steps.resize(1);  // the first recorded step
+  trace.step_numbers.resize(1);
+  runtime::ExpertRouter router = runtime::ExpertRouter::from_trace(std::move(trace));
+  compiler::Routing r;
+  r.kind = compiler::Routing::Kind::kCounts;
+  r.counts = router.route(tokens, model.experts, model.top_k, model.moe_layers_before(model.layers));
+  return r;
 }
 
 }  // namespace duplex::host

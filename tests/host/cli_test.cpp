@@ -192,12 +192,10 @@ TEST(ConfigCli, ListsAndChecksEveryShippedSystem) {
   }
 }
 
-// --set changes the design a command sees: a faster Logic-PIM clock raises duplex-pe's PIM peak and its
-// throughput, more GEMM modules its area; `config show` prints the resolved config with the override.
-// The routing duplex run chose, replayed by duplex simulate: --routing-trace writes it, --routing trace:FILE
-// reads it. A hand-made trace sending every token to experts 0 and 1 is slower than uniform routing (their
-// expert parallel devices do all the work), so the simulator follows the trace; one of another model's shape
-// is an error naming the file.
+// The routing duplex run chose, replayed by duplex simulate and duplex compile: --routing-trace writes it,
+// --routing trace:FILE reads it. A hand-made trace sending every token to experts 0 and 1 is slower than
+// uniform routing (their expert parallel devices do all the work), so the simulator follows the trace; one of
+// another model's shape is an error naming the file.
 TEST(SimulateCli, RoutingTraceFromDuplexRunIsReplayed) {
   const std::string dir = ::testing::TempDir();
   const std::string trace = dir + "/duplex_cli_routing.csv", hot = dir + "/duplex_cli_hot_routing.csv";
@@ -226,10 +224,25 @@ TEST(SimulateCli, RoutingTraceFromDuplexRunIsReplayed) {
   EXPECT_NE(
       run("simulate --model tiny-gpt-oss --system duplex-pe --requests 4 --routing trace:" + hot).exit_code,
       0);
+  // duplex compile takes the trace's first step, scaled to its batch: 16 tokens, each to experts 0 and 1.
+  const CliRun compiled = run(
+      "compile --model tiny-moe --system duplex-pe --batch 16 --context 64 --json --routing trace:" + hot);
+  ASSERT_EQ(compiled.exit_code, 0) << compiled.out;
+  int experts = 0;
+  const auto plan = nlohmann::json::parse(compiled.out);
+  for (const auto& op : plan["ops"])
+    if (op["kind"] == "expert_ffn") {
+      ++experts;
+      EXPECT_LT(op["expert"].get<int>(), 2) << op["name"];
+      EXPECT_EQ(op["shape"].get<std::string>().rfind("16x", 0), 0u) << op["shape"];
+    }
+  EXPECT_EQ(experts, 4);  // experts 0 and 1 of each of the 2 MoE layers
   std::remove(trace.c_str());
   std::remove(hot.c_str());
 }
 
+// --set changes the design a command sees: a faster Logic-PIM clock raises duplex-pe's PIM peak and its
+// throughput, more GEMM modules its area; `config show` prints the resolved config with the override.
 TEST(SimulateCli, SetOverridesTheSystemConfig) {
   const std::string base = "simulate --system duplex-pe --requests 32 --input-len 128 --output-len 64 --batch 16 --json";
   const CliRun slow = run(base);
