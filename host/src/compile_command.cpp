@@ -34,8 +34,7 @@ void run_compile(const CompileOptions& o) {
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   const ParallelLayout layout = ParallelLayout::make(model, system, devices);
   const BatchState batch = BatchState::decode_batch(o.batch, o.context, o.prefill_tokens);
-  const Routing routing =
-      model.is_moe() ? routing_for_step(o.routing, model, batch.tokens()) : parse_routing(o.routing);
+  const Routing routing = routing_for_step(o.routing, model, batch.tokens());
   const ExecutionPlan plan =
       place(lower(model, batch, layout, routing, LowerOptions::for_system(system)), CostModel(system, layout));
   if (o.json) {

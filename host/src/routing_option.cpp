@@ -50,6 +50,9 @@ compiler::Routing routing_for_step(const std::string& text, const compiler::Mode
                                    std::int64_t tokens) {
   if (text.rfind("trace:", 0) != 0 || text.size() == 6) return parse_routing(text);
   const std::string path = text.substr(6);
+  if (!model.is_moe())
+    throw Error(fmt::format("--routing {}: model {} is dense; a routing trace is for an MoE model", text,
+                            model.name));
   runtime::RoutingTrace trace = runtime::parse_routing_trace(read_text_file(path), path);
   trace.steps.resize(1);  // the first recorded step
   trace.step_numbers.resize(1);

@@ -14,7 +14,7 @@ compiler::Routing parse_routing(const std::string& text);
 // parse_routing, or for "trace:FILE" (a routing trace CSV, step,layer,expert,count, e.g. duplex run
 // --routing-trace's) its first recorded step scaled to `tokens` tokens of `model` (the simulator's replay:
 // largest remainder per layer), as per-layer counts. Throws duplex::Error naming the file when the trace does
-// not fit the model.
+// not fit the model, or for a trace with a dense model.
 compiler::Routing routing_for_step(const std::string& text, const compiler::ModelSpec& model,
                                    std::int64_t tokens);
 
