@@ -140,6 +140,13 @@ void read_window_layers(const Fields& f, ModelSpec& m) {
   for (int l = 0; l < full_below; ++l) m.full_attention_layers.push_back(l);
 }
 
+// The window on the even layers only, the odd ones attending fully (Gemma2Config's and GptOssConfig's default
+// layer_types).
+void window_even_layers(ModelSpec& m) {
+  m.full_attention_layers.clear();
+  for (int l = 1; l < m.layers; l += 2) m.full_attention_layers.push_back(l);
+}
+
 // The window as read_window_layers states it; a window on no layer is no window.
 void read_sliding_window(const Fields& f, ModelSpec& m) {
   read_window_layers(f, m);
@@ -262,8 +269,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
       if (!j.contains("sliding_window") && f.integer_or("max_position_embeddings", 8192) > 4096)
         m.sliding_window = 4096;  // Gemma2Config's default window
       if (m.sliding_window > 0 && !j.contains("layer_types")) {
-        m.full_attention_layers.clear();
-        for (int l = 1; l < m.layers; l += 2) m.full_attention_layers.push_back(l);
+        window_even_layers(m);
       }
     }
   } else if (type == "starcoder2") {
@@ -387,8 +393,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
       read_sliding_window(Fields(with_window, file), m);
     }
     if (m.sliding_window > 0 && !j.contains("layer_types")) {
-      m.full_attention_layers.clear();
-      for (int l = 1; l < m.layers; l += 2) m.full_attention_layers.push_back(l);
+      window_even_layers(m);
     }
     read_quantization(f, j, m);
   } else if (type == "qwen2_moe" || type == "qwen3_moe") {

@@ -78,6 +78,12 @@ std::int64_t ModelSpec::ffn_params(int width) const {
   return (ffn_kind == FfnKind::kGated ? 3 : 2) * std::int64_t{hidden} * width + ffn_bias_params(width);
 }
 
+double ModelSpec::expert_ffn_bytes(int width) const {
+  const std::int64_t biases = ffn_bias_params(width);
+  return static_cast<double>(ffn_params(width) - biases) * dtype_bytes(expert_dtype) +
+         static_cast<double>(biases) * dtype_bytes(dtype);
+}
+
 std::int64_t ModelSpec::expert_matrix_params() const {
   const std::int64_t per_layer =
       std::int64_t{experts} * (ffn_params(expert_ffn) - ffn_bias_params(expert_ffn)) +

@@ -95,11 +95,7 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, c
   plan.device_bytes = static_cast<double>(system.memory_capacity().bytes);
   // Bytes, not parameters: the routed experts' matrices may be in their own dtype (gpt-oss: MXFP4).
   const std::int64_t moe_layers = m.moe_layers_before(m.layers);
-  const double expert_bytes =
-      m.is_moe() ? static_cast<double>(m.ffn_params(m.expert_ffn) - m.ffn_bias_params(m.expert_ffn)) *
-                           compiler::dtype_bytes(m.expert_dtype) +
-                       static_cast<double>(m.ffn_bias_params(m.expert_ffn)) * compiler::dtype_bytes(m.dtype)
-                 : 0.0;
+  const double expert_bytes = m.is_moe() ? m.expert_ffn_bytes(m.expert_ffn) : 0.0;
   const double other_bytes = m.weight_bytes() - static_cast<double>(moe_layers) * m.experts * expert_bytes;
   const double per_device = other_bytes / p.tp;  // tensor parallel inside a node, replicated across nodes
   const double expert_shard_bytes = expert_bytes / p.expert_shards;

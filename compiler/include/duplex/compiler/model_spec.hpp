@@ -156,6 +156,8 @@ struct ModelSpec {
   std::int64_t attention_vector_params() const;  // one layer's attention biases and q / k norm gains
   std::int64_t ffn_params(int width) const;  // one FFN of this width (gated: 3 matrices, else 2; + biases)
   std::int64_t ffn_bias_params(int width) const;  // of which biases (mlp_bias: gate + up or fc1, and down)
+  // Bytes of one expert FFN of this width: its matrices in expert_dtype, its biases in dtype.
+  double expert_ffn_bytes(int width) const;
   std::int64_t embedding_params() const;  // input embedding + LM head (+ positions)
   // One MoE layer's router: its gate [experts, hidden] (+ the bias [experts] with router_bias).
   std::int64_t router_params() const;
