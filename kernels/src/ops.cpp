@@ -22,6 +22,7 @@ struct OpNamer {
   const char* operator()(const LmHeadArgs&) const { return "lm_head"; }
   const char* operator()(const PartialSumArgs&) const { return "partial_sum"; }
   const char* operator()(const ClampArgs&) const { return "clamp"; }
+  const char* operator()(const AttnTemperatureArgs&) const { return "attn_temperature"; }
 };
 
 }  // namespace

@@ -118,6 +118,12 @@ void check_softcap(Checker& c, float softcap) {
             fmt::format("softcap is {}; expected a finite number >= 0 (0: no soft-capping)", softcap));
 }
 
+// Llama 4's chunked attention: chunk >= 0 (0: none).
+void check_chunk(Checker& c, std::int64_t chunk) {
+  c.require(chunk >= 0, StatusCode::kInvalidArgument,
+            fmt::format("chunk is {}; expected >= 1 (or 0: no chunked attention)", chunk));
+}
+
 bool starts_valid(std::span<const std::int64_t> starts, std::int64_t total) {
   if (starts.empty() || starts.front() != 0 || starts.back() != total) return false;
   for (std::size_t i = 1; i < starts.size(); ++i)
@@ -205,6 +211,7 @@ struct Validator {
               fmt::format("seq_starts must start at 0, not decrease and end at T = {}", t));
     c.require(a.window >= 0, StatusCode::kInvalidArgument,
               fmt::format("window is {}; expected >= 1 (or 0: no sliding window)", a.window));
+    check_chunk(c, a.chunk);
     check_softcap(c, a.softcap);
     check_sinks(c, a.sinks, a.q);
     c.no_alias("out", a.out, "q", a.q).no_alias("out", a.out, "k", a.k).no_alias("out", a.out, "v", a.v);
@@ -240,6 +247,7 @@ struct Validator {
                           a.max_context_len, a.block_table.dim(1) * a.k_cache.dim(1)));
     c.require(a.window >= 0, StatusCode::kInvalidArgument,
               fmt::format("window is {}; expected >= 1 (or 0: no sliding window)", a.window));
+    check_chunk(c, a.chunk);
     check_softcap(c, a.softcap);
     check_sinks(c, a.sinks, a.q);
     c.no_alias("out", a.out, "q", a.q);
@@ -336,6 +344,8 @@ struct Validator {
     c.extent("x_perm", a.x_perm, 1, a.x.dim(1), "H").extent("permuted_row", a.permuted_row, 0, t, "T");
     c.extent("permuted_row", a.permuted_row, 1, k, "top_k");
     c.extent("expert_offsets", a.expert_offsets, 0, a.num_experts + 1, "num_experts + 1");
+    c.optional_tensor("topk_weights", a.topk_weights, 2).dtype("topk_weights", a.topk_weights, DType::kF32);
+    c.extent("topk_weights", a.topk_weights, 0, t, "T").extent("topk_weights", a.topk_weights, 1, k, "top_k");
     c.no_alias("x_perm", a.x_perm, "x", a.x);
     return c.status();
   }
@@ -404,6 +414,17 @@ struct Validator {
     for (int d = 0; d < a.x.rank; ++d) c.extent("y", a.y, d, a.x.dim(d), "x's extent");
     c.require(std::isfinite(a.limit) && a.limit > 0.0f, StatusCode::kInvalidArgument,
               fmt::format("limit is {}; expected a finite number > 0", a.limit));
+    return c.status();
+  }
+  Status operator()(const AttnTemperatureArgs& a) const {
+    Checker c("attn_temperature", memory);
+    c.tensor("x", a.x, 3).tensor("positions", a.positions, 1);
+    c.float_dtype("x", a.x).dtype("positions", a.positions, DType::kI32);
+    c.extent("positions", a.positions, 0, a.x.dim(0), "T");
+    c.require(std::isfinite(a.floor_scale) && a.floor_scale > 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("floor_scale is {}; expected a finite number > 0", a.floor_scale));
+    c.require(std::isfinite(a.attn_scale) && a.attn_scale >= 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("attn_scale is {}; expected a finite number >= 0", a.attn_scale));
     return c.status();
   }
   Status operator()(const EmbeddingArgs& a) const {

@@ -284,14 +284,15 @@ PagedCase make_paged_case(DType dtype, const AttentionShape& s, std::int64_t blo
   return c;
 }
 
-// With a sliding window, the block-table entries of every request's blocks wholly before its window become
-// invalid (-9): a kernel that read them would fail the check. window 0: none.
+// With a sliding window (or chunked attention: chunk > 0), the block-table entries of every request's blocks
+// wholly before its first attended token become invalid (-9): a kernel that read them would fail the check.
+// window 0 (and chunk 0): none.
 void poison_blocks_behind_window(PagedCase& c, const std::vector<std::int32_t>& lens, std::int64_t block_size,
-                                 std::int64_t window) {
-  if (window == 0) return;
+                                 std::int64_t window, std::int64_t chunk = 0) {
+  if (window == 0 && chunk == 0) return;
   const std::int64_t max_blocks = c.block_table.shape()[1];
   for (std::size_t b = 0; b < lens.size(); ++b) {
-    const std::int64_t first = std::max<std::int64_t>(0, lens[b] - window);
+    const std::int64_t first = lens[b] > 0 ? first_attended(lens[b] - 1, window, chunk) : 0;
     for (std::int64_t j = 0; j < first / block_size; ++j)
       c.block_table.set_int(static_cast<std::int64_t>(b) * max_blocks + j, -9);
   }
@@ -301,7 +302,7 @@ void poison_blocks_behind_window(PagedCase& c, const std::vector<std::int32_t>& 
 // holding the same values) and checks it against the reference on c's caches.
 void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase& c, const AttentionShape& s,
                           const Tensor& k, const Tensor& v, std::int64_t window = 0, float softcap = 0.0f,
-                          const HostTensor* sinks = nullptr) {
+                          const HostTensor* sinks = nullptr, std::int64_t chunk = 0) {
   const DType dtype = c.q.dtype();
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
   DecodeAttentionArgs args{arena.upload(c.q),
@@ -315,11 +316,12 @@ void run_and_check_decode(Backend& backend, DeviceArena& arena, const PagedCase&
                            window,
                            softcap};
   if (sinks != nullptr) args.sinks = arena.upload(*sinks);
+  args.chunk = chunk;
   expect_run_ok(backend, args, arena.stream());
   EXPECT_TRUE(within_bound(
       arena.download(args.out),
       decode_attention_ref(c.q, c.k_cache, c.v_cache, c.block_table, c.context_lens,
-                           static_cast<double>(static_cast<float>(scale)), window, softcap, sinks)));
+                           static_cast<double>(static_cast<float>(scale)), window, softcap, sinks, chunk)));
 }
 
 void check_decode(Backend& backend, DType dtype, const AttentionShape& s, std::int64_t block_size,
@@ -608,6 +610,123 @@ TEST(DUPLEX_CONFORMANCE_SUITE, SinkArgumentsAreChecked) {
   }
 }
 
+// Llama 4's chunked attention (ops.hpp chunk): each query attends to the earlier tokens of its own chunk only
+// (with a window too, to what both allow: for some queries the window starts later, for others the chunk).
+// Chunks of 1 token, of a few, of the CUDA prefill kernel's 32-row tile, of 100 and longer than every
+// sequence; GQA groups 1, 4 and 6.
+constexpr std::int64_t kChunks[] = {1, 5, 32, 100, 4096};
+
+TEST(DUPLEX_CONFORMANCE_SUITE, PrefillAttentionChunked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(43);
+  auto check = [&](DType dtype, const AttentionShape& s, const std::vector<std::int64_t>& seq_starts,
+                   std::int64_t chunk, std::int64_t window, bool with_sinks) {
+    const std::int64_t t = seq_starts.back();
+    SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " T", t, " chunk", chunk, " window",
+                       window, with_sinks ? " sinks" : ""));
+    DeviceArena arena(*backend);
+    HostTensor q = random_tensor(dtype, {t, s.hq, s.d}, rng), k = random_tensor(dtype, {t, s.hkv, s.d}, rng);
+    HostTensor v = random_tensor(dtype, {t, s.hkv, s.d}, rng), sinks = random_sinks(dtype, s.hq, rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+    PrefillAttentionArgs args{
+        arena.upload(q), arena.upload(k), arena.upload(v), arena.empty(dtype, {t, s.hq, s.d}),
+        seq_starts,      scale,           window};
+    args.chunk = chunk;
+    if (with_sinks) args.sinks = arena.upload(sinks);
+    expect_run_ok(*backend, args, arena.stream());
+    EXPECT_TRUE(
+        within_bound(arena.download(args.out), prefill_attention_ref(q, k, v, seq_starts, scale, window, 0.0,
+                                                                     with_sinks ? &sinks : nullptr, chunk)));
+  };
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kAttentionShapes)
+      for (std::int64_t chunk : kChunks)
+        for (std::int64_t window : {0, 20}) check(dtype, s, {0, 1, 18, 58, 158}, chunk, window, false);
+  // Long prompts: chunks that do not align with the CUDA kernel's 32-row tiles, windowed, with sinks.
+  for (auto [chunk, window, sinks] : {std::tuple<std::int64_t, std::int64_t, bool>{100, 0, false},
+                                      {256, 0, true},
+                                      {100, 33, false},
+                                      {8192, 0, false}})
+    check(DType::kBF16, AttentionShape{16, 2, 64}, {0, 700, 777}, chunk, window, sinks);
+}
+
+// Decode: the new token is at position context_len - 1. Contexts that end exactly on a chunk boundary (the
+// new token is its chunk's last: the whole chunk attended) and just after one (the new token alone in its
+// chunk), an empty request and a long one; the block-table entries before each request's first attended token
+// out of range (never read). Then long contexts (many splits; Llama 4's chunk of 8192) and groups above 16
+// heads.
+TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionChunked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(44);
+  auto check = [&](DType dtype, const AttentionShape& s, std::int64_t block_size,
+                   const std::vector<std::int32_t>& lens, std::int64_t chunk, std::int64_t window) {
+    SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " block", block_size, " max context",
+                       *std::max_element(lens.begin(), lens.end()), " chunk", chunk, " window", window));
+    PagedCase c = make_paged_case(dtype, s, block_size, lens, rng);
+    poison_blocks_behind_window(c, lens, block_size, window, chunk);
+    DeviceArena arena(*backend);
+    run_and_check_decode(*backend, arena, c, s, arena.upload(c.k_cache), arena.upload(c.v_cache), window,
+                         0.0f, nullptr, chunk);
+  };
+  auto lens_for = [](std::int64_t chunk) {
+    std::vector<std::int32_t> lens = {1, 0, 600};
+    for (std::int64_t n : {chunk, chunk + 1, 2 * chunk, 2 * chunk + 1, 3 * chunk - 1})
+      if (n <= 600) lens.push_back(static_cast<std::int32_t>(n));
+    return lens;
+  };
+  for (DType dtype : kFloatTypes)
+    for (const AttentionShape& s : kAttentionShapes)
+      for (std::int64_t block_size : {16, 7})
+        for (std::int64_t chunk : kChunks)
+          for (std::int64_t window : {0, 40})  // a window matters with chunks longer than it
+            if (window == 0 || (chunk > window && chunk < 600))
+              check(dtype, s, block_size, lens_for(chunk), chunk, window);
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    check(dtype, AttentionShape{40, 8, 128}, 16, {8192, 8193, 1}, 8192, 0);
+    check(dtype, AttentionShape{32, 8, 128}, 16, {5000, 2000, 2001}, 1000, 0);
+    check(dtype, AttentionShape{40, 2, 64}, 16, {5000, 77, 2999}, 1000, 300);
+    check(dtype, AttentionShape{6, 3, 20}, 7, {300, 2, 64}, 64, 0);  // an odd head_dim (the CUDA fallbacks)
+  }
+  check(DType::kF32, AttentionShape{32, 8, 128}, 16, {4099, 4096}, 2048, 0);
+}
+
+// chunk must be >= 0 (0: none), and DecodeAttentionArgs::max_attended() is bounded by it.
+TEST(DUPLEX_CONFORMANCE_SUITE, ChunkArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(45);
+  DeviceArena arena(*backend);
+  auto [prefill, decode] = small_attention(arena, rng);
+  for (std::int64_t chunk : {0, 1, 7, 8192}) {
+    prefill.chunk = decode.chunk = chunk;
+    for (const OpArgs& a : {OpArgs{prefill}, OpArgs{decode}})
+      EXPECT_TRUE(backend->can_implement(a).ok()) << op_name(a) << " chunk " << chunk;
+  }
+  prefill.chunk = decode.chunk = -1;
+  for (const OpArgs& a : {OpArgs{prefill}, OpArgs{decode}}) {
+    SCOPED_TRACE(op_name(a));
+    const Status st = backend->can_implement(a);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+    EXPECT_NE(st.message().find(std::string(op_name(a)) +
+                                ": chunk is -1; expected >= 1 (or 0: no chunked attention)"),
+              std::string::npos)
+        << st.message();
+    EXPECT_EQ(backend->run(a, arena.stream()).code(), StatusCode::kInvalidArgument);
+  }
+  DecodeAttentionArgs d;
+  d.max_context_len = 100;
+  EXPECT_EQ(d.max_attended(), 100);
+  d.chunk = 30;
+  EXPECT_EQ(d.max_attended(), 30);
+  d.window = 20;
+  EXPECT_EQ(d.max_attended(), 20);
+  d.window = 50;
+  EXPECT_EQ(d.max_attended(), 30);
+  d.chunk = 200;
+  EXPECT_EQ(d.max_attended(), 50);
+  d.window = 0;
+  EXPECT_EQ(d.max_attended(), 100);
+}
+
 // Query groups larger than one block's 16 heads (the tensor-core path splits them into head chunks), and
 // contexts that end inside a tile and a warp's 16 tokens.
 TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionLargeGroups) {
@@ -737,7 +856,8 @@ TEST(DUPLEX_CONFORMANCE_SUITE, Softmax) {
 
 // The softmax top-k router's choice (ids [T,k]) and weights against the reference probabilities p [T,E]: the
 // reference ranking, where a backend may swap experts whose probabilities are within their bounds, and each
-// weight (renormalised over the chosen ones when asked) x scaling.
+// weight (renormalised over the chosen ones when asked) x scaling. (Also the sigmoid top-k router's, with
+// p = sigmoid(logits): router_sigmoid_ref.)
 void check_softmax_topk(const HostTensor& ids, const HostTensor& weights, const Expected& p, std::int64_t t,
                         std::int64_t e, std::int64_t k, bool renormalize, double scaling) {
   for (std::int64_t i = 0; i < t; ++i) {
@@ -834,6 +954,106 @@ TEST(DUPLEX_CONFORMANCE_SUITE, RouterLogitBias) {
         EXPECT_EQ(st.code(), code) << st.to_string();
         EXPECT_NE(st.message().find("router: logit_bias"), std::string::npos) << st.message();
       }
+    }
+}
+
+// Llama 4's router (ops.hpp kSigmoidTopK): the top_k experts by logit, weight sigmoid(logit) (renormalised
+// over the chosen ones when asked) x routed_scaling, with and without a logit_bias (+-2 against logits of
+// about +-1: it changes the choice); Llama 4's 16 and 128 experts with top 1, and larger k. The sigmoid is
+// monotonic, so check_softmax_topk checks the ranking and the weights against s = sigmoid(logits).
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterSigmoidTopK) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(46);
+  struct Shape {
+    std::int64_t t, h, e, k;
+  };
+  for (DType dtype : kFloatTypes)
+    for (Shape s : {Shape{1, 64, 8, 1}, Shape{37, 256, 16, 1}, Shape{5, 96, 128, 1}, Shape{9, 96, 16, 4},
+                    Shape{4, 32, 3, 3}})
+      for (auto [renormalize, scaling] : {std::pair{false, 1.0}, {true, 1.0}, {false, 2.5}})
+        for (bool with_bias : {false, true}) {
+          SCOPED_TRACE(label(dtype, "t", s.t, " e", s.e, " k", s.k, (renormalize ? " renormalize" : ""),
+                             " scaling ", scaling, with_bias ? " logit_bias" : ""));
+          DeviceArena arena(*backend);
+          HostTensor hidden = random_tensor(dtype, {s.t, s.h}, rng),
+                     gate = random_tensor(dtype, {s.e, s.h}, rng, -0.2, 0.2);
+          HostTensor bias = random_tensor(dtype, {s.e}, rng, -2.0, 2.0);
+          RouterArgs args{arena.upload(hidden),
+                          arena.upload(gate),
+                          arena.empty(DType::kI32, {s.t, s.k}),
+                          arena.empty(DType::kF32, {s.t, s.k}),
+                          arena.empty(DType::kF32, {s.t, s.e}),
+                          s.k,
+                          renormalize};
+          args.kind = RouterKind::kSigmoidTopK;
+          args.routed_scaling = static_cast<float>(scaling);
+          if (with_bias) args.logit_bias = arena.upload(bias);
+          expect_run_ok(*backend, args, arena.stream());
+          const HostTensor* b = with_bias ? &bias : nullptr;
+          EXPECT_TRUE(within_bound(arena.download(args.logits), router_logits_ref(hidden, gate, b)));
+          check_softmax_topk(arena.download(args.topk_ids), arena.download(args.topk_weights),
+                             router_sigmoid_ref(hidden, gate, b), s.t, s.e, s.k, renormalize, scaling);
+        }
+}
+
+// kSigmoidTopK ranks by the logit itself (stated logits: an identity gate): logits 20 and 30 both have
+// sigmoid 1 in FP32, where a ranking by the sigmoid would tie them and take the lower id; equal logits go to
+// the lower id. Then the refusals: group fields and a correction bias belong to the group routers.
+TEST(DUPLEX_CONFORMANCE_SUITE, RouterSigmoidTopKTies) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(47);
+  const std::int64_t e = 8, k = 4;
+  const std::vector<std::vector<double>> rows = {{20, 30, -1, 0.5, -3, 0.5, 2, 30},
+                                                 {0.5, -1, -2, 0.5, -3, 0.5, -4, 0.5}};
+  const std::vector<std::vector<std::int32_t>> want = {{1, 7, 0, 6}, {0, 3, 5, 7}};
+  auto sigmoid = [](double l) { return 1.0 / (1.0 + std::exp(-l)); };
+  for (DType dtype : kFloatTypes)
+    for (bool renormalize : {false, true}) {
+      SCOPED_TRACE(label(dtype, renormalize ? "renormalize" : ""));
+      DeviceArena arena(*backend);
+      const auto t = static_cast<std::int64_t>(rows.size());
+      HostTensor hidden(dtype, {t, e}), gate(dtype, {e, e});
+      for (std::int64_t r = 0; r < t; ++r)
+        for (std::int64_t j = 0; j < e; ++j)
+          hidden.set(r * e + j, rows[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)]);
+      for (std::int64_t j = 0; j < e; ++j) gate.set(j * e + j, 1.0);
+      RouterArgs args{arena.upload(hidden),
+                      arena.upload(gate),
+                      arena.empty(DType::kI32, {t, k}),
+                      arena.empty(DType::kF32, {t, k}),
+                      Tensor{},
+                      k,
+                      renormalize};
+      args.kind = RouterKind::kSigmoidTopK;
+      args.routed_scaling = 2.5f;
+      expect_run_ok(*backend, args, arena.stream());
+      const HostTensor ids = arena.download(args.topk_ids), weights = arena.download(args.topk_weights);
+      for (std::int64_t r = 0; r < t; ++r) {
+        const auto& logit = rows[static_cast<std::size_t>(r)];
+        const auto& chosen = want[static_cast<std::size_t>(r)];
+        double sum = 0.0;
+        for (std::int32_t id : chosen) sum += sigmoid(logit[static_cast<std::size_t>(id)]);
+        for (std::int64_t j = 0; j < k; ++j) {
+          const std::int32_t id = chosen[static_cast<std::size_t>(j)];
+          EXPECT_EQ(ids.get_int(r * k + j), id) << "token " << r << " slot " << j;
+          const double s = sigmoid(logit[static_cast<std::size_t>(id)]);
+          EXPECT_NEAR(weights.get(r * k + j), (renormalize ? s / sum : s) * 2.5, 1e-6)
+              << "token " << r << " slot " << j;
+        }
+      }
+      if (dtype != DType::kF16 || renormalize) continue;
+      RouterArgs a = args;
+      a.num_groups = 2;
+      Status st = backend->can_implement(a);
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+      EXPECT_NE(st.message().find("router: num_groups and topk_groups are 2 and 1; expected 1"),
+                std::string::npos)
+          << st.message();
+      a = args;
+      a.correction_bias = arena.upload(random_tensor(dtype, {e}, rng));
+      st = backend->can_implement(a);
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+      EXPECT_NE(st.message().find("router: correction_bias is present"), std::string::npos) << st.message();
     }
 }
 
@@ -1366,6 +1586,66 @@ TEST(DUPLEX_CONFORMANCE_SUITE, PermuteAndUnpermute) {
     }
 }
 
+// Llama 4 scales each expert's input by its routing weight (ops.hpp PermuteArgs::topk_weights): x_perm's rows
+// are x[t] * topk_weights[t,j], each element's FP32 product rounded once, in the order (permuted_row,
+// expert_offsets) of the permute without weights. Weights of 0, 1 and up to 1.5; then the refusals.
+TEST(DUPLEX_CONFORMANCE_SUITE, PermuteWithTopkWeights) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(48);
+  for (DType dtype : kFloatTypes)
+    for (auto [t, k] : {std::pair<std::int64_t, std::int64_t>{1, 2}, {37, 2}, {16, 1}, {0, 2}, {9, 4}}) {
+      const std::int64_t experts = 8, h = 40;
+      SCOPED_TRACE(label(dtype, "t", t, " k", k));
+      DeviceArena arena(*backend);
+      HostTensor x = random_tensor(dtype, {t, h}, rng, -4.0, 4.0);
+      HostTensor ids = int_tensor({t, k}, skewed_ids(t, k, experts, rng));
+      HostTensor weights = random_tensor(DType::kF32, {t, k}, rng, 0.0, 1.5);
+      if (t * k > 2) {
+        weights.set(0, 0.0);
+        weights.set(1, 1.0);
+      }
+      const Tensor xd = arena.upload(x), ids_d = arena.upload(ids);
+      PermuteArgs plain{xd,
+                        ids_d,
+                        arena.empty(dtype, {t * k, h}),
+                        arena.empty(DType::kI32, {t, k}),
+                        arena.empty(DType::kI32, {experts + 1}),
+                        experts};
+      PermuteArgs scaled{xd,
+                         ids_d,
+                         arena.empty(dtype, {t * k, h}),
+                         arena.empty(DType::kI32, {t, k}),
+                         arena.empty(DType::kI32, {experts + 1}),
+                         experts,
+                         arena.upload(weights)};
+      expect_run_ok(*backend, plain, arena.stream());
+      expect_run_ok(*backend, scaled, arena.stream());
+      const HostTensor rows = arena.download(scaled.permuted_row),
+                       plain_rows = arena.download(plain.permuted_row);
+      const HostTensor offsets = arena.download(scaled.expert_offsets),
+                       plain_offsets = arena.download(plain.expert_offsets);
+      for (std::int64_t i = 0; i < t * k; ++i)
+        ASSERT_EQ(rows.get_int(i), plain_rows.get_int(i)) << "pair " << i;
+      for (std::int64_t e = 0; e <= experts; ++e)
+        EXPECT_EQ(offsets.get_int(e), plain_offsets.get_int(e)) << "expert_offsets[" << e << "]";
+      EXPECT_TRUE(within_bound(arena.download(scaled.x_perm), permute_scaled_ref(x, rows, weights)));
+      if (dtype != DType::kF16 || t != 37) continue;
+      auto refused = [&](const Tensor& w, StatusCode code, const char* text) {
+        PermuteArgs a = scaled;
+        a.topk_weights = w;
+        const Status st = backend->can_implement(a);
+        EXPECT_EQ(st.code(), code) << st.to_string();
+        EXPECT_NE(st.message().find(text), std::string::npos) << st.message();
+      };
+      refused(arena.upload(random_tensor(DType::kF16, {t, k}, rng)), StatusCode::kUnsupportedDType,
+              "permute: topk_weights is f16[37,2]");
+      refused(arena.upload(random_tensor(DType::kF32, {t, k + 1}, rng)), StatusCode::kInvalidArgument,
+              "permute: topk_weights is f32[37,3]");
+      refused(arena.upload(random_tensor(DType::kF32, {t * k}, rng)), StatusCode::kInvalidArgument,
+              "permute: topk_weights is f32[74]");
+    }
+}
+
 TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfn) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(10);
@@ -1610,6 +1890,106 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ClampArgumentsAreChecked) {
   a = valid;
   a.y.location = backend->memory_location() == Location::kHost ? Location::kDevice : Location::kHost;
   expect_refused(a, StatusCode::kWrongLocation, "y is f16[4,6]");
+}
+
+// Llama 4's attention temperature tuning (ops.hpp AttnTemperatureArgs), in place on odd shapes: floor_scale 4
+// with positions 0 to 200 (f(t) = 1 at positions 0 to 2 only), Llama 4's 8192 with positions up to 2 x 10^6,
+// at a step (8191: f jumps there) and INT32_MAX, a floor_scale that is not a power of two (its FP32 division
+// rounds) with a large attn_scale, and attn_scale 0 (f = 1: x unchanged).
+TEST(DUPLEX_CONFORMANCE_SUITE, AttnTemperature) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(49);
+  struct Shape {
+    std::int64_t t, heads, d;
+  };
+  std::int64_t rows = 0, scaled_rows = 0;
+  for (DType dtype : kFloatTypes)
+    for (Shape s : {Shape{1, 1, 1}, Shape{7, 5, 33}, Shape{19, 8, 128}, Shape{0, 4, 8}})
+      for (auto [floor_scale, attn_scale] :
+           {std::pair{4.0f, 0.1f}, {8192.0f, 0.1f}, {3.7f, 2.5f}, {4.0f, 0.0f}}) {
+        SCOPED_TRACE(label(dtype, s.t, "x", s.heads, "x", s.d, " floor_scale ", floor_scale, " attn_scale ",
+                           attn_scale));
+        DeviceArena arena(*backend);
+        HostTensor x = random_tensor(dtype, {s.t, s.heads, s.d}, rng, -2.0, 2.0);
+        HostTensor positions(DType::kI32, {s.t});
+        const bool long_context = floor_scale > 1000.0f;
+        std::uniform_int_distribution<std::int32_t> position(0, long_context ? 2000000 : 200);
+        const std::int32_t specials[] = {long_context ? 8191 : 0, long_context ? 8190 : 2,
+                                         long_context ? INT32_MAX : 3};
+        for (std::int64_t i = 0; i < s.t; ++i) positions.set_int(i, i < 3 ? specials[i] : position(rng));
+        for (std::int64_t i = 0; i < s.t; ++i) {
+          ++rows;
+          const float steps = std::floor((static_cast<float>(positions.get_int(i)) + 1.0f) / floor_scale);
+          scaled_rows += steps >= 1.0f && attn_scale > 0.0f ? 1 : 0;
+        }
+        const Tensor xd = arena.upload(x);
+        AttnTemperatureArgs args{xd, arena.upload(positions), floor_scale, attn_scale};
+        expect_run_ok(*backend, args, arena.stream());
+        EXPECT_TRUE(
+            within_bound(arena.download(xd), attn_temperature_ref(x, positions, floor_scale, attn_scale)));
+      }
+  EXPECT_GE(scaled_rows, rows / 2) << "too few rows with f(t) != 1";
+}
+
+// can_implement's rules for attn_temperature (ops.hpp AttnTemperatureArgs), each failure naming its field;
+// a negative position is reported by run (CPU) or by the next synchronize (CUDA), once.
+TEST(DUPLEX_CONFORMANCE_SUITE, AttnTemperatureArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(50);
+  DeviceArena arena(*backend);
+  const Tensor x = arena.upload(random_tensor(DType::kF16, {3, 2, 8}, rng)),
+               positions = arena.upload(int_tensor({3}, {0, 5, 9}));
+  auto expect_refused = [&](const AttnTemperatureArgs& a, StatusCode code, const std::string& message) {
+    const Status s = backend->can_implement(a);
+    EXPECT_EQ(s.code(), code) << s.to_string();
+    EXPECT_NE(s.message().find(message), std::string::npos) << s.message();
+    EXPECT_EQ(backend->run(a, arena.stream()).code(), code);
+  };
+  const AttnTemperatureArgs valid{x, positions, 4.0f, 0.1f};
+  EXPECT_STREQ(op_name(valid), "attn_temperature");
+  EXPECT_TRUE(backend->can_implement(valid).ok()) << backend->can_implement(valid).to_string();
+  EXPECT_TRUE(backend->can_implement(AttnTemperatureArgs{x, positions, 8192.0f, 0.0f}).ok());
+  AttnTemperatureArgs a = valid;
+  a.floor_scale = 0.0f;
+  expect_refused(a, StatusCode::kInvalidArgument,
+                 "attn_temperature: floor_scale is 0; expected a finite number > 0");
+  a.floor_scale = -4.0f;
+  expect_refused(a, StatusCode::kInvalidArgument, "floor_scale is -4;");
+  a.floor_scale = INFINITY;
+  expect_refused(a, StatusCode::kInvalidArgument, "floor_scale is inf;");
+  a.floor_scale = std::nanf("");
+  expect_refused(a, StatusCode::kInvalidArgument, "floor_scale is nan;");
+  a = valid;
+  a.attn_scale = -0.5f;
+  expect_refused(a, StatusCode::kInvalidArgument,
+                 "attn_temperature: attn_scale is -0.5; expected a finite number >= 0");
+  a.attn_scale = INFINITY;
+  expect_refused(a, StatusCode::kInvalidArgument, "attn_scale is inf;");
+  a.attn_scale = std::nanf("");
+  expect_refused(a, StatusCode::kInvalidArgument, "attn_scale is nan;");
+  a = valid;
+  a.positions = arena.upload(int_tensor({2}, {0, 5}));
+  expect_refused(a, StatusCode::kInvalidArgument, "positions is i32[2]");
+  a.positions = arena.upload(random_tensor(DType::kF32, {3}, rng));
+  expect_refused(a, StatusCode::kUnsupportedDType, "positions is f32[3]");
+  a.positions = Tensor{};
+  expect_refused(a, StatusCode::kInvalidArgument, "positions is absent");
+  a = valid;
+  a.x = arena.upload(random_tensor(DType::kF16, {3, 16}, rng));
+  expect_refused(a, StatusCode::kInvalidArgument, "x is f16[3,16]");
+  a.x = arena.empty(DType::kI32, {3, 2, 8});
+  expect_refused(a, StatusCode::kUnsupportedDType, "x is i32[3,2,8]");
+  a = valid;
+  a.x.location = backend->memory_location() == Location::kHost ? Location::kDevice : Location::kHost;
+  expect_refused(a, StatusCode::kWrongLocation, "x is f16[3,2,8]");
+
+  a = valid;
+  a.positions = arena.upload(int_tensor({3}, {0, -1, 9}));
+  Status st = backend->run(a, arena.stream());
+  if (st.ok()) st = backend->synchronize(arena.stream());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  EXPECT_NE(st.message().find("attn_temperature"), std::string::npos) << st.message();
+  EXPECT_TRUE(backend->synchronize(arena.stream()).ok()) << "the error must be reported once";
 }
 
 TEST(DUPLEX_CONFORMANCE_SUITE, Embedding) {

@@ -215,9 +215,15 @@ Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta
   return e;
 }
 
+std::int64_t first_attended(std::int64_t pos, std::int64_t window, std::int64_t chunk) {
+  std::int64_t first = window > 0 ? std::max<std::int64_t>(0, pos + 1 - window) : 0;
+  if (chunk > 0) first = std::max(first, pos / chunk * chunk);
+  return first;
+}
+
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
                                std::span<const std::int64_t> seq_starts, double scale, std::int64_t window,
-                               double softcap, const HostTensor* sinks) {
+                               double softcap, const HostTensor* sinks, std::int64_t chunk) {
   const std::int64_t hq = q.shape()[1], d = q.shape()[2], hkv = k.shape()[1], group = hq / hkv;
   Expected e{std::vector<double>(uz(q.numel())), std::vector<double>(uz(q.numel()))};
   const std::vector<double> qv = values(q), kv = values(k), vv = values(v);
@@ -227,7 +233,7 @@ Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const H
       for (std::int64_t head = 0; head < hq; ++head) {
         const std::int64_t g = head / group;
         const std::int64_t offset = ((start + i) * hq + head) * d;
-        const std::int64_t from = window > 0 ? std::max<std::int64_t>(0, i + 1 - window) : 0;  // first key
+        const std::int64_t from = first_attended(i, window, chunk);  // first key
         auto key = [&](std::int64_t j, std::int64_t c) { return kv[uz(((start + from + j) * hkv + g) * d + c)]; };
         auto value = [&](std::int64_t j, std::int64_t c) { return vv[uz(((start + from + j) * hkv + g) * d + c)]; };
         Attended a = attend(qv, offset, d, i + 1 - from, key, value, scale, q.dtype(), softcap,
@@ -243,7 +249,8 @@ Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const H
 
 Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
                               const HostTensor& block_table, const HostTensor& context_lens, double scale,
-                              std::int64_t window, double softcap, const HostTensor* sinks) {
+                              std::int64_t window, double softcap, const HostTensor* sinks,
+                              std::int64_t chunk) {
   const std::int64_t batch = q.shape()[0], hq = q.shape()[1], d = q.shape()[2];
   const std::int64_t block_size = k_cache.shape()[1], hkv = k_cache.shape()[2],
                      max_blocks = block_table.shape()[1];
@@ -254,7 +261,7 @@ Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, co
     for (std::int64_t head = 0; head < hq; ++head) {
       const std::int64_t g = head / group, offset = (b * hq + head) * d;
       const std::int64_t context = context_lens.get_int(b);
-      const std::int64_t from = window > 0 ? std::max<std::int64_t>(0, context - window) : 0;  // first token
+      const std::int64_t from = context > 0 ? first_attended(context - 1, window, chunk) : 0;  // first token
       auto row = [&](std::int64_t j) {
         j += from;
         const std::int64_t block = block_table.get_int(b * max_blocks + j / block_size);
@@ -334,6 +341,36 @@ Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weigh
       e.bound[uz(r * experts + j)] = p * (4.0 * max_err + 2.0 * static_cast<double>(experts + h + 8) * kU32);
     }
   }
+  return e;
+}
+
+Expected router_sigmoid_ref(const HostTensor& hidden, const HostTensor& gate_weight,
+                            const HostTensor* logit_bias) {
+  Expected s = router_logits_ref(hidden, gate_weight, logit_bias);
+  for (std::size_t i = 0; i < s.value.size(); ++i) {
+    const double v = 1.0 / (1.0 + std::exp(-s.value[i]));
+    // The slope s (1 - s) at the logit, with a margin for the logit's error (it is at most 1/4); expf's
+    // ulps, the add and the division: a few u32 of s.
+    s.bound[i] = std::min(0.25, v * (1.0 - v) * 1.5) * s.bound[i] + 8.0 * kU32 * v;
+    s.value[i] = v;
+  }
+  return s;
+}
+
+Expected permute_scaled_ref(const HostTensor& x, const HostTensor& permuted_row,
+                            const HostTensor& topk_weights) {
+  const std::int64_t t = permuted_row.shape()[0], k = permuted_row.shape()[1], h = x.shape()[1];
+  Expected e{std::vector<double>(uz(t * k * h)), std::vector<double>(uz(t * k * h))};
+  for (std::int64_t i = 0; i < t; ++i)
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int64_t row = permuted_row.get_int(i * k + j);
+      for (std::int64_t c = 0; c < h; ++c) {
+        const double v = x.get(i * h + c) * topk_weights.get(i * k + j);
+        e.value[uz(row * h + c)] = v;
+        // The FP32 product's rounding, then the dtype's (f32: that one rounding), with a margin.
+        e.bound[uz(row * h + c)] = unit_roundoff(x.dtype()) * std::abs(v) + 2.0 * kU32 * std::abs(v);
+      }
+    }
   return e;
 }
 
@@ -468,6 +505,29 @@ Expected partial_sum_ref(const HostTensor& partials) {
     e.value[uz(i)] = acc;
     e.bound[uz(i)] =
         unit_roundoff(partials.dtype()) * std::abs(acc) + 2.0 * static_cast<double>(p + 1) * kU32 * mag;
+  }
+  return e;
+}
+
+Expected attn_temperature_ref(const HostTensor& x, const HostTensor& positions, float floor_scale,
+                              float attn_scale) {
+  const std::int64_t t = x.shape()[0], row = x.shape()[1] * x.shape()[2];
+  Expected e{std::vector<double>(uz(x.numel())), std::vector<double>(uz(x.numel()))};
+  const double u = unit_roundoff(x.dtype());
+  for (std::int64_t r = 0; r < t; ++r) {
+    // The floor's argument as FP32 computes it (each step one IEEE operation; the floor then is exact).
+    const float quotient = (static_cast<float>(positions.get_int(r)) + 1.0f) / floor_scale;
+    const double steps = std::floor(static_cast<double>(quotient));
+    const double term = static_cast<double>(attn_scale) * std::log1p(steps);
+    const double f = 1.0 + term;
+    // log1pf within 2 ulps, then the product by attn_scale and the sum each rounded: 4 u32 of the term, u32
+    // of f; the product x * f one more u32 before the dtype's rounding.
+    const double f_err = 4.0 * kU32 * term + kU32 * f;
+    for (std::int64_t c = 0; c < row; ++c) {
+      const double xv = x.get(r * row + c), v = xv * f;
+      e.value[uz(r * row + c)] = v;
+      e.bound[uz(r * row + c)] = u * std::abs(v) + std::abs(xv) * f_err + kU32 * std::abs(v);
+    }
   }
   return e;
 }

@@ -30,18 +30,24 @@ Expected norm_ref(NormKind kind, const HostTensor& x, const HostTensor& weight, 
 // scale multiplies cos and sin (LongRoPE's attention factor).
 Expected rope_ref(const HostTensor& x, const HostTensor& positions, double theta, std::int64_t rotary_dim,
                   const std::vector<double>& inv_freq = {}, double scale = 1.0);
+// The first key a query at position `pos` of its sequence attends to (ops.hpp): the later of its sliding
+// window's first key (window > 0: pos - window + 1) and its chunk's (chunk > 0: pos - pos % chunk); 0 without
+// either.
+std::int64_t first_attended(std::int64_t pos, std::int64_t window, std::int64_t chunk);
 // window > 0: sliding-window attention (the last `window` tokens up to the query's own), as in ops.hpp.
 // softcap > 0: Gemma 2's soft-capping of the scaled scores, softcap * tanh(s / softcap), before the softmax;
 // the bound adds the cap's FP32 rounding (tanhf within 2 ulps) to the score error it propagates.
 // sinks [Hq] (nullptr: none): gpt-oss's sink logit per head joins each row's max and denominator.
+// chunk > 0: Llama 4's chunked attention (the query's own chunk only; with a window, what both allow:
+// first_attended). Decode: the new token is at position context_len - 1.
 Expected prefill_attention_ref(const HostTensor& q, const HostTensor& k, const HostTensor& v,
                                std::span<const std::int64_t> seq_starts, double scale,
                                std::int64_t window = 0, double softcap = 0.0,
-                               const HostTensor* sinks = nullptr);
+                               const HostTensor* sinks = nullptr, std::int64_t chunk = 0);
 Expected decode_attention_ref(const HostTensor& q, const HostTensor& k_cache, const HostTensor& v_cache,
                               const HostTensor& block_table, const HostTensor& context_lens, double scale,
                               std::int64_t window = 0, double softcap = 0.0,
-                              const HostTensor* sinks = nullptr);
+                              const HostTensor* sinks = nullptr, std::int64_t chunk = 0);
 // cap * tanh(x / cap) of each value of x (e.g. gemm_ref's logits: LmHeadArgs::softcap), with its bound: x's
 // error through the cap's slope, plus the FP32 division, tanhf (2 ulps) and product.
 Expected softcap_ref(const Expected& x, double cap);
@@ -52,6 +58,14 @@ Expected router_logits_ref(const HostTensor& hidden, const HostTensor& gate_weig
 // Router probabilities p[T,E] (softmax of the FP64 logits, with the bias when given) and the bound on each.
 Expected router_probs_ref(const HostTensor& hidden, const HostTensor& gate_weight,
                           const HostTensor* logit_bias = nullptr);
+// Llama 4's router weights before the top-k: s[T,E] = sigmoid of the FP64 logits (with the bias when given)
+// and the bound on each (the logit's through the slope s (1 - s), plus the FP32 exp, add and division).
+Expected router_sigmoid_ref(const HostTensor& hidden, const HostTensor& gate_weight,
+                            const HostTensor* logit_bias = nullptr);
+// Permute with routing weights (ops.hpp PermuteArgs::topk_weights): x_perm[permuted_row[t,j]] =
+// x[t] * topk_weights[t,j], the FP32 product rounded once to x's dtype.
+Expected permute_scaled_ref(const HostTensor& x, const HostTensor& permuted_row,
+                            const HostTensor& topk_weights);
 Expected unpermute_ref(const HostTensor& y_perm, const HostTensor& permuted_row,
                        const HostTensor& topk_weights, DType out_dtype);
 // The optional biases (nullptr: none): b_in [E,F] added before the activation, b_up [E,F] to the up
@@ -65,6 +79,13 @@ Expected residual_add_ref(const HostTensor& a, const HostTensor& b);
 // NaN gives NaN.
 Expected clamp_ref(const HostTensor& x, float limit);
 Expected partial_sum_ref(const HostTensor& partials);
+// Llama 4's attention temperature (ops.hpp AttnTemperatureArgs): x[t] * f(t), f(t) = 1 + attn_scale *
+// log1p(floor((positions[t] + 1) / floor_scale)). The floor's argument is the FP32 one (position + 1 and the
+// division rounded as the contract's FP32 steps round them: the floor is discontinuous); the rest in FP64,
+// the bound covering FP32 log1pf (2 ulps), the product and sum of f, and the product x * f rounded to the
+// dtype.
+Expected attn_temperature_ref(const HostTensor& x, const HostTensor& positions, float floor_scale,
+                              float attn_scale);
 
 // The absolute rounding error of a dtype near zero (half its smallest subnormal), added to every bound.
 double underflow_floor(DType dtype);

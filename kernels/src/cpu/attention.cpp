@@ -2,7 +2,8 @@
 // (request, kv head, chunk of kDecodeChunk tokens) is a task, merged in chunk order, so results do not depend
 // on the thread count). A kv head's keys are converted once and used by its whole query group (GQA).
 // Soft-capping (Gemma 2, softcap > 0) rewrites a row's scaled scores in place before the softmax; a sink
-// (gpt-oss) joins a row's max and sum (decode: in the merge of the chunks, once).
+// (gpt-oss) joins a row's max and sum (decode: in the merge of the chunks, once). A sliding window and
+// chunked attention (Llama 4) only move a query's first attended token (first_attended).
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
@@ -29,6 +30,14 @@ float cap_scores(float* s, std::int64_t n, float softcap) {
     max = std::max(max, s[j]);
   }
   return max;
+}
+
+// The first token a query at position `pos` attends to (ops.hpp): the later of its sliding window's first
+// token (window > 0) and its chunk's (chunk > 0: pos - pos % chunk); 0 without either.
+std::int64_t first_attended(std::int64_t pos, std::int64_t window, std::int64_t chunk) {
+  std::int64_t first = window > 0 ? std::max<std::int64_t>(0, pos - window + 1) : 0;
+  if (chunk > 0) first = std::max(first, pos - pos % chunk);
+  return first;
 }
 
 // Head `head`'s sink logit in FP32 (attention sinks, ops.hpp), or -inf (no share) without sinks.
@@ -63,7 +72,7 @@ Status prefill_attention(const PrefillAttentionArgs& args) {
           const std::int64_t i = row / group, head = g * group + row % group;
           const std::int64_t offset = ((start + i) * hq + head) * d;
           load_floats(args.q.data, args.q.dtype, offset, d, q.data());
-          const std::int64_t from = args.window > 0 ? std::max<std::int64_t>(0, i - args.window + 1) : 0;
+          const std::int64_t from = first_attended(i, args.window, args.chunk);
           float max = -INFINITY;
           for (std::int64_t j = from; j <= i; ++j) {
             p[static_cast<std::size_t>(j)] = dot(q.data(), k.data() + j * d, d) * args.scale;
@@ -96,9 +105,9 @@ Status decode_attention(const DecodeAttentionArgs& args) {
   const auto& stride = args.k_cache.strides;  // v_cache has the same (validated): any page / slot / head order
   const auto* table = args.block_table.as<const std::int32_t>();
   const auto* lens = args.context_lens.as<const std::int32_t>();
-  // The first token a request attends to (sliding window: the last `window` tokens only).
+  // The first token a request attends to (its new token is at position context_len - 1).
   auto begin_of = [&](std::int64_t b) {
-    return args.window > 0 ? std::max<std::int64_t>(0, lens[b] - args.window) : std::int64_t{0};
+    return lens[b] > 0 ? first_attended(lens[b] - 1, args.window, args.chunk) : std::int64_t{0};
   };
   for (std::int64_t b = 0; b < batch; ++b) {
     if (lens[b] < 0 || lens[b] > args.max_context_len)

@@ -35,6 +35,7 @@ struct CpuDispatch {
   Status operator()(const LmHeadArgs& a) const { return cpu::lm_head(a); }
   Status operator()(const PartialSumArgs& a) const { return cpu::partial_sum(a); }
   Status operator()(const ClampArgs& a) const { return cpu::clamp(a); }
+  Status operator()(const AttnTemperatureArgs& a) const { return cpu::attn_temperature(a); }
 };
 
 // OpenBLAS takes int extents: the ops that call it refuse operands whose extents would overflow one.

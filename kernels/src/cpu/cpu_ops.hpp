@@ -19,6 +19,7 @@ Status unpermute(const UnpermuteArgs& args);
 Status expert_ffn(const ExpertFfnArgs& args);
 Status residual_add(const ResidualAddArgs& args);
 Status clamp(const ClampArgs& args);
+Status attn_temperature(const AttnTemperatureArgs& args);
 Status embedding(const EmbeddingArgs& args);
 Status lm_head(const LmHeadArgs& args);
 Status partial_sum(const PartialSumArgs& args);

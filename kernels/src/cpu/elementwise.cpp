@@ -1,4 +1,5 @@
-// CPU row-wise and elementwise ops: norms, RoPE, softmax, residual add, clamp, embedding, sum of partials.
+// CPU row-wise and elementwise ops: norms, RoPE, softmax, residual add, clamp, Llama 4's attention
+// temperature, embedding, sum of partials.
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
@@ -134,6 +135,28 @@ Status clamp(const ClampArgs& args) {
         store_element(y, dtype, i, hi);
       else if (y != x)  // in range or NaN
         std::memcpy(y + static_cast<std::size_t>(i) * size, x + static_cast<std::size_t>(i) * size, size);
+    }
+  });
+  return {};
+}
+
+Status attn_temperature(const AttnTemperatureArgs& args) {
+  const std::int64_t t = args.x.dim(0), row_elems = args.x.dim(1) * args.x.dim(2);
+  const auto* positions = args.positions.as<const std::int32_t>();
+  for (std::int64_t i = 0; i < t; ++i)
+    if (positions[i] < 0)
+      return {
+          StatusCode::kInvalidArgument,
+          fmt::format("attn_temperature: positions[{}] = {} is negative; expected >= 0", i, positions[i])};
+  tbb::parallel_for(Range(0, t, rows_per_task(row_elems)), [&](const Range& rows) {
+    std::vector<float> x(static_cast<std::size_t>(row_elems));
+    for (std::int64_t r = rows.begin(); r != rows.end(); ++r) {
+      // f(t) in FP32, in HF's order (ops.hpp): floor((position + 1) / floor_scale), log1p, * attn_scale, + 1.
+      const float steps = std::floor((static_cast<float>(positions[r]) + 1.0f) / args.floor_scale);
+      const float f = std::log1p(steps) * args.attn_scale + 1.0f;
+      load_floats(args.x.data, args.x.dtype, r * row_elems, row_elems, x.data());
+      for (float& v : x) v *= f;
+      store_floats(x.data(), row_elems, args.x.data, args.x.dtype, r * row_elems);
     }
   });
   return {};

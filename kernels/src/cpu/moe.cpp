@@ -1,5 +1,5 @@
-// CPU MoE ops: router (gate GEMM + softmax or sigmoid + top-k, group-limited or not), token permute /
-// unpermute, grouped expert FFN.
+// CPU MoE ops: router (gate GEMM + softmax or sigmoid + top-k, group-limited or not), token permute (rows
+// copied, or scaled by their routing weights) / unpermute, grouped expert FFN.
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
@@ -134,7 +134,8 @@ Status router(const RouterArgs& args) {
     load_floats(args.correction_bias.data, args.correction_bias.dtype, 0, e, bias.data());
   }
   const bool grouped = args.kind == RouterKind::kGroupLimited || args.kind == RouterKind::kNoAuxTc;
-  const bool sigmoid = args.kind == RouterKind::kNoAuxTc;
+  const bool noaux = args.kind == RouterKind::kNoAuxTc;
+  const bool sigmoid = noaux || args.kind == RouterKind::kSigmoidTopK;
   auto* ids = args.topk_ids.as<std::int32_t>();
   auto* weights = args.topk_weights.as<float>();
   tbb::parallel_for(Range(0, t, 64), [&](const Range& rows) {
@@ -149,11 +150,11 @@ Status router(const RouterArgs& args) {
         sparsemixer(l, e, args.jitter_eps, ids + i * k, weights + i * k);
         continue;
       }
-      if (sigmoid) {
+      if (sigmoid) {  // kNoAuxTc chooses by s + bias, kSigmoidTopK (Llama 4) by the logit
         for (std::int64_t j = 0; j < e; ++j) {
           const auto u = static_cast<std::size_t>(j);
           p[u] = 1.0f / (1.0f + std::exp(-l[j]));
-          choice[u] = p[u] + bias[u];
+          choice[u] = noaux ? p[u] + bias[u] : l[j];
         }
       } else {
         const float max = *std::max_element(l, l + e);
@@ -168,7 +169,7 @@ Status router(const RouterArgs& args) {
       float chosen = 0.0f;
       for (std::int64_t j = 0; j < k; ++j)
         chosen += p[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
-      if (sigmoid) chosen += 1e-20f;  // HF's guard against an all-zero sum
+      if (noaux) chosen += 1e-20f;  // HF's guard against an all-zero sum
       for (std::int64_t j = 0; j < k; ++j) {
         const std::int32_t expert = order[static_cast<std::size_t>(j)];
         ids[i * k + j] = expert;
@@ -207,11 +208,22 @@ Status permute(const PermuteArgs& args) {
   for (std::int64_t i = 0; i < t * k; ++i)
     rows[i] = static_cast<std::int32_t>(count[static_cast<std::size_t>(ids[i])]++);
   const std::size_t row_bytes = static_cast<std::size_t>(h) * dtype_size(args.x.dtype);
+  const auto* weights = args.topk_weights.as<const float>();  // null: rows copied
   tbb::parallel_for(Range(0, t * k, 16), [&](const Range& pairs) {
-    for (std::int64_t i = pairs.begin(); i != pairs.end(); ++i)
-      std::memcpy(static_cast<char*>(args.x_perm.data) + static_cast<std::size_t>(rows[i]) * row_bytes,
-                  static_cast<const char*>(args.x.data) + static_cast<std::size_t>(i / k) * row_bytes,
-                  row_bytes);
+    std::vector<float> row(weights != nullptr ? static_cast<std::size_t>(h) : 0);
+    for (std::int64_t i = pairs.begin(); i != pairs.end(); ++i) {
+      if (weights == nullptr) {
+        std::memcpy(static_cast<char*>(args.x_perm.data) + static_cast<std::size_t>(rows[i]) * row_bytes,
+                    static_cast<const char*>(args.x.data) + static_cast<std::size_t>(i / k) * row_bytes,
+                    row_bytes);
+        continue;
+      }
+      // Llama 4: each element times the pair's routing weight in FP32, rounded once.
+      load_floats(args.x.data, args.x.dtype, (i / k) * h, h, row.data());
+      for (float& v : row) v *= weights[i];
+      store_floats(row.data(), h, args.x_perm.data, args.x_perm.dtype,
+                   static_cast<std::int64_t>(rows[i]) * h);
+    }
   });
   return {};
 }

@@ -95,6 +95,7 @@ struct Dispatch {
   Status operator()(const LmHeadArgs& a) const { return lm_head(ctx, a, stream); }
   Status operator()(const PartialSumArgs& a) const { return partial_sum(ctx, a, stream); }
   Status operator()(const ClampArgs& a) const { return clamp(ctx, a, stream); }
+  Status operator()(const AttnTemperatureArgs& a) const { return attn_temperature(ctx, a, stream); }
 };
 
 constexpr std::int64_t kMaxHeadDim = 256;
@@ -131,6 +132,7 @@ std::string describe_error_bits(unsigned int bits) {
   add(kBadContextLength, "decode_attention: a context_len outside [0, max_context_len]");
   add(kBadExpertId, "permute: a topk_id outside [0, num_experts)");
   add(kBadPermutedRow, "unpermute: a permuted_row outside [0, T * top_k)");
+  add(kBadPosition, "attn_temperature: a negative position");
   return s;
 }
 

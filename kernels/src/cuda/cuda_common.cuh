@@ -84,6 +84,16 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return m;
 }
 
+// The first key a query at position `pos` of its sequence attends to (PrefillAttentionArgs /
+// DecodeAttentionArgs): the later of its sliding window's first key (window > 0: pos - window + 1) and its
+// chunk's (chunk > 0, Llama 4's chunked attention: pos - pos % chunk); 0 without either.
+__host__ __device__ __forceinline__ std::int64_t first_attended(std::int64_t pos, std::int64_t window,
+                                                                std::int64_t chunk) {
+  std::int64_t first = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+  if (chunk > 0 && pos - pos % chunk > first) first = pos - pos % chunk;
+  return first;
+}
+
 // Gemma 2's attention soft-cap (PrefillAttentionArgs / DecodeAttentionArgs::softcap) as the kernels apply it:
 // the true scaled score s = scale * q.k (FP32) becomes cap * tanh(s / cap) (IEEE division, tanhf). Kernels
 // that work in base-2 units (their uncapped code folds log2(e) into the scale) take a ScoreCap: s from the

@@ -20,6 +20,7 @@ enum DeviceErrorBit : unsigned int {
   kBadContextLength = 4u,
   kBadExpertId = 8u,
   kBadPermutedRow = 16u,
+  kBadPosition = 32u,
 };
 
 struct Context {
@@ -109,6 +110,7 @@ Status rope(Context& ctx, const RopeArgs& args, cudaStream_t stream);
 Status softmax(Context& ctx, const SoftmaxArgs& args, cudaStream_t stream);
 Status residual_add(Context& ctx, const ResidualAddArgs& args, cudaStream_t stream);
 Status clamp(Context& ctx, const ClampArgs& args, cudaStream_t stream);
+Status attn_temperature(Context& ctx, const AttnTemperatureArgs& args, cudaStream_t stream);
 Status embedding(Context& ctx, const EmbeddingArgs& args, cudaStream_t stream);
 Status partial_sum(Context& ctx, const PartialSumArgs& args, cudaStream_t stream);
 Status decode_attention(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t stream);

@@ -35,6 +35,7 @@ constexpr int kBlocksPerSm = 32;  // blocks wanted per SM over the whole grid (C
 struct FastShape {
   int hq, hkv, group, d, max_blocks, splits, split_tokens;
   int window;       // sliding window (tokens; 0: none)
+  int chunk;        // chunked attention (tokens; 0: none)
   int lanes;        // lanes per row group: a power of two >= the row's 16-byte chunks, <= 32
   int head_chunks;  // blocks per kv head along the query group (group / kGroup, rounded up)
   FastDivider block_size;
@@ -222,6 +223,7 @@ constexpr int kTile = 32;  // fallback: tokens per shared-memory tile (one per l
 struct DecodeShape {
   std::int64_t hq, hkv, group, d, block_size, max_blocks, split_tokens, splits;
   std::int64_t window;  // sliding window (tokens; 0: none)
+  std::int64_t chunk;   // chunked attention (tokens; 0: none)
   CacheStrides stride;  // of both caches, in elements
   float softcap;        // soft-cap of the scaled scores (0: none)
 };
@@ -251,7 +253,7 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
     context = 0;
   }
-  const std::int64_t begin = s.window > 0 && context > s.window ? context - s.window : 0;  // first attended
+  const std::int64_t begin = context > 0 ? first_attended(context - 1, s.window, s.chunk) : 0;
   const std::int64_t first = begin + split * s.split_tokens;
   const std::int64_t last = context < first + s.split_tokens ? context : first + s.split_tokens;
 
@@ -324,6 +326,7 @@ Status launch_fast(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t s
               1,
               0,
               static_cast<int>(std::min<std::int64_t>(args.window, std::int64_t{1} << 30)),
+              static_cast<int>(std::min<std::int64_t>(args.chunk, std::int64_t{1} << 30)),
               lanes,
               0,
               FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
@@ -373,6 +376,7 @@ Status launch_scalar(Context& ctx, const DecodeAttentionArgs& args, cudaStream_t
   s.max_blocks = args.block_table.dim(1);
   s.stride = cache_strides(args.k_cache);
   s.window = args.window;
+  s.chunk = args.chunk;
   s.softcap = args.softcap;
   s.split_tokens = split_tokens_for(ctx, batch * s.hkv, args.max_attended(), kTile, kBlocksPerSm);
   s.splits = std::max<std::int64_t>(1, (args.max_attended() + s.split_tokens - 1) / s.split_tokens);

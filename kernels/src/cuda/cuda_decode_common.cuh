@@ -29,9 +29,10 @@ struct FastDivider {
 
 // A block's place in a split-KV grid (splits, kv heads x head chunks, requests) whose blocks take up to
 // `heads_per_block` query heads of one kv head, and its tokens [first, last) of the request's attended tokens
-// (the whole context, or with a sliding window its last `window` tokens). A context length outside
+// (the whole context; with a sliding window its last `window` tokens; with chunked attention those of the new
+// token's chunk; with both, the tokens both allow: first_attended). A context length outside
 // [0, max_context] is reported in error_word and reads as empty. `Shape` has hq, group, head_chunks,
-// split_tokens and window (0: none).
+// split_tokens, window and chunk (0: none).
 struct SplitBlock {
   int split, kv_head, chunk, b;
   int heads;           // query heads of this block, 1..heads_per_block
@@ -54,7 +55,7 @@ __device__ __forceinline__ SplitBlock split_block(const Shape& s, int heads_per_
     if (threadIdx.x == 0) atomicOr(error_word, kBadContextLength);
     context = 0;
   }
-  const std::int64_t begin = s.window > 0 && context > s.window ? context - s.window : 0;
+  const std::int64_t begin = context > 0 ? first_attended(context - 1, s.window, s.chunk) : 0;
   k.first = static_cast<int>(begin) + k.split * s.split_tokens;
   k.last = static_cast<int>(min(context, static_cast<std::int64_t>(k.first) + s.split_tokens));
   return k;
@@ -142,6 +143,7 @@ inline bool rows_aligned16(const Tensor& cache) {
 // The launch shape of the tensor-core kernels (cuda_decode_attention_mma.cu, cuda_decode_attention_regs.cu).
 struct MmaShape {
   int hq, hkv, group, max_blocks, splits, split_tokens, head_chunks, window;
+  int chunk;  // chunked attention (tokens; 0: none)
   FastDivider block_size;
   CacheStrides stride;  // of both caches, in elements
   ScoreCap cap;         // the soft-cap (read by the kernels' capped instantiations only)
@@ -262,6 +264,7 @@ Status launch_split_kernel(Context& ctx, const DecodeAttentionArgs& args, cudaSt
              0,
              0,
              static_cast<int>(std::min<std::int64_t>(args.window, std::int64_t{1} << 30)),
+             static_cast<int>(std::min<std::int64_t>(args.chunk, std::int64_t{1} << 30)),
              FastDivider(static_cast<unsigned int>(args.k_cache.dim(1))),
              cache_strides(args.k_cache),
              ScoreCap::of(args.scale, args.softcap)};

@@ -1,5 +1,6 @@
-// CUDA row-wise and elementwise kernels: RMSNorm / LayerNorm, RoPE, softmax, residual add, clamp, embedding
-// lookup, sum of partials. FP32 arithmetic, one rounding to the storage dtype on the way out.
+// CUDA row-wise and elementwise kernels: RMSNorm / LayerNorm, RoPE, softmax, residual add, clamp, Llama 4's
+// attention temperature, embedding lookup, sum of partials. FP32 arithmetic, one rounding to the storage
+// dtype on the way out.
 #include "cuda_common.cuh"
 
 namespace duplex::kernels::cuda {
@@ -90,6 +91,26 @@ __global__ void clamp_elements(const T* x, T* y, float limit, std::int64_t n) {
   y[i] = v < -bound ? from_float<T>(-bound) : v > bound ? hi : x[i];
 }
 
+// One block per row t of x [T, heads x D], in place: every element times Llama 4's attention temperature
+// f(t) = 1 + attn_scale * log1p(floor((positions[t] + 1) / floor_scale)) (ops.hpp AttnTemperatureArgs),
+// in FP32 in HF's order (the _rn intrinsics keep each step one IEEE operation: nvcc would contract the
+// multiply and the add into an FMA), the product rounded once to T. A negative position is reported in
+// error_word and leaves its row unchanged.
+template <class T>
+__global__ void temperature_rows(T* x, const std::int32_t* positions, std::int64_t row_elems,
+                                 float floor_scale, float attn_scale, unsigned int* error_word) {
+  const std::int32_t position = positions[blockIdx.x];
+  if (position < 0) {
+    if (threadIdx.x == 0) atomicOr(error_word, kBadPosition);
+    return;
+  }
+  const float steps = floorf(__fdiv_rn(__fadd_rn(static_cast<float>(position), 1.0f), floor_scale));
+  const float f = __fadd_rn(__fmul_rn(log1pf(steps), attn_scale), 1.0f);
+  T* row = x + static_cast<std::int64_t>(blockIdx.x) * row_elems;
+  for (std::int64_t i = threadIdx.x; i < row_elems; i += blockDim.x)
+    row[i] = from_float<T>(__fmul_rn(to_float(row[i]), f));
+}
+
 template <class T>
 __global__ void gather_rows(const T* table, const std::int32_t* ids, T* out, std::int64_t vocab,
                             std::int64_t h, float scale, unsigned int* error_word) {
@@ -175,6 +196,19 @@ Status clamp(Context&, const ClampArgs& args, cudaStream_t stream) {
     clamp_elements<T><<<blocks_for(n, kElementThreads), kElementThreads, 0, stream>>>(
         args.x.as<const T>(), args.y.as<T>(), args.limit, n);
     DUPLEX_CUDA_LAUNCHED("clamp_elements");
+    return {};
+  });
+}
+
+Status attn_temperature(Context& ctx, const AttnTemperatureArgs& args, cudaStream_t stream) {
+  const std::int64_t t = args.x.dim(0), row_elems = args.x.dim(1) * args.x.dim(2);
+  if (t == 0) return {};
+  return with_storage_type(args.x.dtype, [&](auto tag) -> Status {
+    using T = decltype(tag);
+    temperature_rows<T><<<static_cast<unsigned int>(t), kRowThreads, 0, stream>>>(
+        args.x.as<T>(), args.positions.as<const std::int32_t>(), row_elems, args.floor_scale, args.attn_scale,
+        ctx.error_word);
+    DUPLEX_CUDA_LAUNCHED("temperature_rows");
     return {};
   });
 }

@@ -17,17 +17,20 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// One thread per token: softmax over the experts' logits, then top_k by repeated selection (ties: lower id).
+// One thread per token: top_k by logit by repeated selection (ties: lower id), each chosen expert's weight
+// its softmax probability (kSoftmaxTopK: the softmax is monotonic, so the logits rank as the probabilities
+// do) or, with `sigmoid` (kSigmoidTopK, Llama 4), sigmoid(l_e).
 __global__ void router_topk(const float* logits, std::int64_t tokens, std::int64_t experts,
-                            std::int64_t top_k, bool renormalize, float routed_scaling, std::int32_t* ids,
-                            float* weights) {
+                            std::int64_t top_k, bool sigmoid, bool renormalize, float routed_scaling,
+                            std::int32_t* ids, float* weights) {
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= tokens) return;
   const float* l = logits + t * experts;
-  float m = -INFINITY;
-  for (std::int64_t e = 0; e < experts; ++e) m = fmaxf(m, l[e]);
-  float sum = 0.0f;
-  for (std::int64_t e = 0; e < experts; ++e) sum += expf(l[e] - m);
+  float m = -INFINITY, sum = 0.0f;
+  if (!sigmoid) {
+    for (std::int64_t e = 0; e < experts; ++e) m = fmaxf(m, l[e]);
+    for (std::int64_t e = 0; e < experts; ++e) sum += expf(l[e] - m);
+  }
   float chosen = 0.0f;
   for (std::int64_t j = 0; j < top_k; ++j) {
     std::int64_t best = -1;
@@ -37,7 +40,7 @@ __global__ void router_topk(const float* logits, std::int64_t tokens, std::int64
       if (!taken && (best < 0 || l[e] > l[best])) best = e;
     }
     ids[t * top_k + j] = static_cast<std::int32_t>(best);
-    const float p = expf(l[best] - m) / sum;
+    const float p = sigmoid ? 1.0f / (1.0f + expf(-l[best])) : expf(l[best] - m) / sum;
     weights[t * top_k + j] = p;
     chosen += p;
   }
@@ -205,13 +208,22 @@ __global__ void permute_plan(const std::int32_t* ids, std::int64_t pairs, std::i
   }
 }
 
+// One block per (token, slot) pair: its row of x_perm is x's token row, copied, or with weights (Llama 4)
+// each element times the pair's weight in FP32, rounded once.
 template <class T>
-__global__ void permute_rows(const T* x, const std::int32_t* rows, T* x_perm, std::int64_t top_k,
-                             std::int64_t h) {
+__global__ void permute_rows(const T* x, const std::int32_t* rows, const float* weights, T* x_perm,
+                             std::int64_t top_k, std::int64_t h) {
   const std::int64_t pair = blockIdx.x;
   const std::int32_t row = rows[pair];
   if (row < 0) return;
-  for (std::int64_t c = threadIdx.x; c < h; c += blockDim.x) x_perm[row * h + c] = x[(pair / top_k) * h + c];
+  const T* src = x + (pair / top_k) * h;
+  T* dst = x_perm + row * h;
+  if (weights == nullptr) {
+    for (std::int64_t c = threadIdx.x; c < h; c += blockDim.x) dst[c] = src[c];
+    return;
+  }
+  const float w = weights[pair];
+  for (std::int64_t c = threadIdx.x; c < h; c += blockDim.x) dst[c] = from_float<T>(to_float(src[c]) * w);
 }
 
 template <class T>
@@ -390,8 +402,9 @@ Status router(Context& ctx, const RouterArgs& args, cudaStream_t stream) {
     });
     if (!b.ok()) return b;
   } else {
-    router_topk<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(logits, t, e, args.top_k, args.renormalize,
-                                                                  args.routed_scaling, ids, weights);
+    router_topk<<<blocks_for(t, kThreads), kThreads, 0, stream>>>(
+        logits, t, e, args.top_k, args.kind == RouterKind::kSigmoidTopK, args.renormalize,
+        args.routed_scaling, ids, weights);
     DUPLEX_CUDA_LAUNCHED("router_topk");
   }
   if (args.shared_gate_weight.present()) {
@@ -420,7 +433,8 @@ Status permute(Context& ctx, const PermuteArgs& args, cudaStream_t stream) {
   return with_storage_type(args.x.dtype, [&](auto tag) -> Status {
     using T = decltype(tag);
     permute_rows<T><<<static_cast<unsigned int>(t * k), 128, 0, stream>>>(
-        args.x.as<const T>(), args.permuted_row.as<const std::int32_t>(), args.x_perm.as<T>(), k, h);
+        args.x.as<const T>(), args.permuted_row.as<const std::int32_t>(), args.topk_weights.as<const float>(),
+        args.x_perm.as<T>(), k, h);
     DUPLEX_CUDA_LAUNCHED("permute_rows");
     return {};
   });

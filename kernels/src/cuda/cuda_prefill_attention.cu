@@ -1,8 +1,9 @@
-// Causal (optionally sliding-window) prefill attention, tiled flash-style: grid (query tiles, q heads,
-// sequences); a block keeps kRows query rows and their running softmax state in shared memory and streams
-// kCols keys/values at a time (from its first row's window on), so the T x T score matrix never exists. FP32
-// arithmetic on CUDA cores. Soft-capping (softcap > 0) is a kSoftcap instantiation, which rewrites each
-// scaled score before the mask and the online softmax (soft_capped: softcap * tanhf(s / softcap)).
+// Causal (optionally sliding-window and / or chunked) prefill attention, tiled flash-style: grid (query
+// tiles, q heads, sequences); a block keeps kRows query rows and their running softmax state in shared memory
+// and streams kCols keys/values at a time (from its first row's first attended key on: first_attended, which
+// never decreases along the rows), so the T x T score matrix never exists. FP32 arithmetic on CUDA cores.
+// Soft-capping (softcap > 0) is a kSoftcap instantiation, which rewrites each scaled score before the mask
+// and the online softmax (soft_capped: softcap * tanhf(s / softcap)).
 // Attention sinks (sinks present) are a kSinks instantiation: each row's running max and sum start at the
 // head's sink S and exp(S - S) = 1 (a first key with no value), so the online softmax counts it once.
 #include <algorithm>
@@ -19,7 +20,7 @@ constexpr int kCols = 32;  // one per lane in the softmax step
 template <class T, bool kSoftcap, bool kSinks>
 __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const std::int64_t* seq_starts,
                              std::int64_t hq, std::int64_t hkv, std::int64_t d, float scale,
-                             std::int64_t window, float softcap, const T* sinks) {
+                             std::int64_t window, std::int64_t chunk, float softcap, const T* sinks) {
   extern __shared__ float shared[];
   float* q_s = shared;                 // [kRows, D]
   float* k_s = q_s + kRows * d;        // [kCols, D + 1]
@@ -54,10 +55,10 @@ __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const s
   __syncthreads();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-  // Keys [first_key, last_key) can be seen by this block's rows (a sliding window: the first row's last
-  // `window` keys on).
+  // Keys [first_key, last_key) can be seen by this block's rows (a sliding window or a chunk: from the first
+  // row's first attended key on).
   const std::int64_t last_key = row0 + rows;
-  const std::int64_t first_key = window > 0 && row0 - window + 1 > 0 ? row0 - window + 1 : 0;
+  const std::int64_t first_key = first_attended(row0, window, chunk);
   for (std::int64_t col0 = first_key; col0 < last_key; col0 += kCols) {
     const std::int64_t cols = last_key - col0 < kCols ? last_key - col0 : kCols;
     for (std::int64_t i = threadIdx.x; i < cols * d; i += blockDim.x) {
@@ -70,7 +71,8 @@ __global__ void prefill_tile(const T* q, const T* k, const T* v, T* out, const s
     for (std::int64_t i = threadIdx.x; i < kRows * kCols; i += blockDim.x) {
       const std::int64_t r = i / kCols, t = i % kCols;
       float score = -INFINITY;
-      if (r < rows && t < cols && col0 + t <= row0 + r && (window == 0 || col0 + t > row0 + r - window)) {
+      if (r < rows && t < cols && col0 + t <= row0 + r &&
+          col0 + t >= first_attended(row0 + r, window, chunk)) {
         score = 0.0f;
         for (std::int64_t c = 0; c < d; ++c) score += q_s[r * d + c] * k_s[t * (d + 1) + c];
         score *= scale;
@@ -123,7 +125,7 @@ Status prefill_attention(Context& ctx, const PrefillAttentionArgs& args, cudaStr
                     static_cast<unsigned int>(args.q.dim(1)), static_cast<unsigned int>(sequences));
     kernel<<<grid, kThreads, shared_bytes, stream>>>(
         args.q.as<const T>(), args.k.as<const T>(), args.v.as<const T>(), args.out.as<T>(),
-        starts.as<const std::int64_t>(), args.q.dim(1), args.k.dim(1), d, args.scale, args.window,
+        starts.as<const std::int64_t>(), args.q.dim(1), args.k.dim(1), d, args.scale, args.window, args.chunk,
         args.softcap, args.sinks.as<const T>());
     DUPLEX_CUDA_LAUNCHED("prefill_tile");
     return {};

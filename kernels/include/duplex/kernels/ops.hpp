@@ -67,6 +67,9 @@ struct RopeArgs {
 // sinks [Hq] (optional, the op's dtype): gpt-oss's attention sinks. Head h's sink logit S (FP32, neither
 // scaled nor capped) joins every row's softmax: m = max(S, the row's scores), p_j = exp(s_j - m) /
 // (exp(S - m) + sum_i exp(s_i - m)); its own share is dropped, so the row's weights sum below 1.
+// chunk > 0 (tokens): Llama 4's chunked attention (HF attention_chunk_size), token i of a sequence attends to
+// the tokens j <= i of its own chunk only (j / chunk == i / chunk: [i - i % chunk, i]); with a window too, to
+// the tokens both allow (the later of the two first tokens on). 0: no chunking; negative: kInvalidArgument.
 struct PrefillAttentionArgs {
   Tensor q, k, v, out;
   std::span<const std::int64_t> seq_starts;
@@ -74,6 +77,7 @@ struct PrefillAttentionArgs {
   std::int64_t window = 0;
   float softcap = 0.0f;
   Tensor sinks{};
+  std::int64_t chunk = 0;
 };
 
 // One new token per request attending to its paged KV cache (decode), GQA.
@@ -89,7 +93,10 @@ struct PrefillAttentionArgs {
 // 0: every token. softcap > 0: Gemma 2's attention logit soft-capping, as in PrefillAttentionArgs (each
 // scaled score s = scale * q.k (FP32) becomes softcap * tanh(s / softcap) before the softmax; 0: none;
 // finite and >= 0, else kInvalidArgument). sinks [Hq] (optional, q's dtype): gpt-oss's attention sinks, as
-// in PrefillAttentionArgs (a request with context_len 0 still gets out = 0).
+// in PrefillAttentionArgs (a request with context_len 0 still gets out = 0). chunk > 0 (tokens): Llama 4's
+// chunked attention, as in PrefillAttentionArgs with the new token at position p = context_len - 1: it
+// attends to tokens [p - p % chunk, p] only (with a window too, from the later of the two first tokens);
+// block_table entries of the tokens before them are never read. 0: no chunking; negative: kInvalidArgument.
 struct DecodeAttentionArgs {
   Tensor q, k_cache, v_cache, block_table, context_lens, out;
   float scale = 1.0f;
@@ -97,10 +104,16 @@ struct DecodeAttentionArgs {
   std::int64_t window = 0;
   float softcap = 0.0f;
   Tensor sinks{};
+  std::int64_t chunk = 0;
 
-  // Tokens a request attends to at most: max_context_len, or the window when shorter (kernels size their
-  // work split by it).
-  std::int64_t max_attended() const { return window > 0 && window < max_context_len ? window : max_context_len; }
+  // Tokens a request attends to at most: max_context_len, or the window or the chunk when shorter (kernels
+  // size their work split by it).
+  std::int64_t max_attended() const {
+    std::int64_t n = max_context_len;
+    if (window > 0 && window < n) n = window;
+    if (chunk > 0 && chunk < n) n = chunk;
+    return n;
+  }
 };
 
 // Row softmax: y[R,C] = softmax(scale * x[R,C]) per row. y may alias x.
@@ -123,6 +136,9 @@ struct SoftmaxArgs {
 //    the lower group index); c_e = 0 in the dropped groups (HF's masked_fill, so a kept expert with c < 0
 //    ranks below a dropped one); the top_k experts by c; weight = s_e, the sigmoid without the bias (divided
 //    by the sum of the chosen s + 1e-20 when renormalize) x routed_scaling.
+//  kSigmoidTopK (Llama 4's Llama4Router): the top_k experts by logit l itself (ties: the lower index);
+//    weight = sigmoid(l_e) in FP32 (divided by the sum of the chosen sigmoids when renormalize, without
+//    kNoAuxTc's 1e-20) x routed_scaling.
 //  kSparseMixer (Phi-3.5-MoE inference; top_k must be 2, renormalize is not used, routed_scaling must be 1):
 //    expert 1 = argmax l, m = l[1]; the experts j with (m - l_j) / max(|l_j|, m) > 2 jitter_eps are masked
 //    out; weight 1 = the softmax of the unmasked logits at expert 1. Expert 2 = argmax over the others, and
@@ -134,7 +150,7 @@ struct SoftmaxArgs {
 // when shared_gate_weight [1,H] is present: shared_gate f32[T] = sigmoid(hidden . shared_gate_weight) (the
 // weight the shared expert's output is scaled by). logit_bias [E] (optional, gate_weight's dtype; gpt-oss's
 // router bias) is added to the logits in FP32 before anything else (the logits written include it).
-enum class RouterKind : std::uint8_t { kSoftmaxTopK, kSparseMixer, kGroupLimited, kNoAuxTc };
+enum class RouterKind : std::uint8_t { kSoftmaxTopK, kSparseMixer, kGroupLimited, kNoAuxTc, kSigmoidTopK };
 struct RouterArgs {
   Tensor hidden, gate_weight, topk_ids, topk_weights, logits;
   std::int64_t top_k = 2;
@@ -152,9 +168,14 @@ struct RouterArgs {
 // x[T,H], topk_ids i32[T,k] -> x_perm[T*k,H] (row r = x of the r-th pair in that order),
 // permuted_row i32[T,k] (the row of pair (t,j) in x_perm), expert_offsets i32[E+1] (expert e's rows are
 // [offsets[e], offsets[e+1])). An id outside [0, num_experts) is kInvalidArgument.
+// topk_weights f32[T,k] (optional; Llama 4, whose experts take their input scaled by the routing weight: HF
+// routed_in = hidden_states * router_scores): row r of x_perm is then x[t] * topk_weights[t,j] for its pair
+// (t,j), each element's product in FP32 rounded once to the dtype (the caller unpermutes with weights 1).
+// Absent: the rows are copied.
 struct PermuteArgs {
   Tensor x, topk_ids, x_perm, permuted_row, expert_offsets;
   std::int64_t num_experts = 0;
+  Tensor topk_weights{};
 };
 
 // MoE token unpermute: out[t] = sum_j topk_weights[t,j] * y_perm[permuted_row[t,j]] (j in order, FP32).
@@ -222,15 +243,29 @@ struct LmHeadArgs {
   float softcap = 0.0f;
 };
 
+// Llama 4's attention temperature tuning (HF Llama4TextAttention, on the queries of its layers without RoPE),
+// in place on x[T, heads, D]; positions i32[T] (each >= 0, else kInvalidArgument). Every element of row t
+// (all heads) is multiplied by f(t) = 1 + attn_scale * log1p(floor((positions[t] + 1) / floor_scale)),
+// computed in FP32 in that order (HF: log1p(floor((cache_position.float() + 1.0) / floor_scale)) *
+// attn_scale + 1.0); the product x * f is in FP32, rounded once to the storage dtype. floor_scale (HF
+// floor_scale, tokens) must be finite and > 0, attn_scale (HF attn_scale) finite and >= 0 (else
+// kInvalidArgument).
+struct AttnTemperatureArgs {
+  Tensor x, positions;
+  float floor_scale = 8192.0f;
+  float attn_scale = 0.1f;
+};
+
 // The sum of partial results that stands for an all-reduce across stacks / devices:
 // out[N] = sum_p partials[p, N] in order p = 0..P-1, in FP32. partials[P,N], out[N].
 struct PartialSumArgs {
   Tensor partials, out;
 };
 
-using OpArgs = std::variant<GemmArgs, GemvArgs, NormArgs, RopeArgs, PrefillAttentionArgs, DecodeAttentionArgs,
-                            SoftmaxArgs, RouterArgs, PermuteArgs, UnpermuteArgs, ExpertFfnArgs,
-                            ResidualAddArgs, EmbeddingArgs, LmHeadArgs, PartialSumArgs, ClampArgs>;
+using OpArgs =
+    std::variant<GemmArgs, GemvArgs, NormArgs, RopeArgs, PrefillAttentionArgs, DecodeAttentionArgs,
+                 SoftmaxArgs, RouterArgs, PermuteArgs, UnpermuteArgs, ExpertFfnArgs, ResidualAddArgs,
+                 EmbeddingArgs, LmHeadArgs, PartialSumArgs, ClampArgs, AttnTemperatureArgs>;
 
 // "gemm", "decode_attention", ...
 const char* op_name(const OpArgs& args);
