@@ -183,6 +183,103 @@ void read_common(const Fields& f, ModelSpec& m) {
   read_sliding_window(f, m);
 }
 
+// Llama 4's text model (HF Llama4TextConfig's defaults): MoE on the moe_layers (else every
+// interleave_moe_layer_step-th layer), each a shared expert beside the routed ones (both intermediate_size
+// wide; dense layers intermediate_size_mlp), routed by the sigmoid of the top-k logits that scale the
+// experts' inputs; no RoPE on the no_rope_layers zeros (else every no_rope_layer_interval-th layer), their
+// queries temperature-tuned (attn_temperature_tuning, floor_scale, attn_scale); q / k L2-normed after RoPE
+// (use_qk_norm) in the other layers, which attend within chunks of attention_chunk_size unless layer_types
+// says otherwise.
+void read_llama4_text(const Fields& f, const json& j, ModelSpec& m) {
+  read_common(f, m);
+  m.ffn = f.integer_or("intermediate_size_mlp", 16384);
+  m.experts = f.integer_or("num_local_experts", 16);
+  m.top_k = f.integer_or("num_experts_per_tok", 1);
+  m.expert_ffn = f.integer_or("intermediate_size", 8192);
+  m.shared_experts = 1;
+  m.shared_expert_ffn = m.expert_ffn;
+  m.router = Router::kSigmoidTopK;
+  m.router_renormalize = false;
+  m.expert_input_scaled = true;
+  m.weight_naming = WeightNaming::kLlama4;
+  const int step = f.integer_or("interleave_moe_layer_step", 1);
+  if (step < 1) throw ConfigError(f.file(), f.path("interleave_moe_layer_step"), "is 0", "an integer >= 1");
+  std::vector<int> moe = f.int_list_or_empty("moe_layers");
+  if (!j.contains("moe_layers") || j["moe_layers"].is_null()) {
+    m.moe_every = step;  // HF: range(step - 1, layers, step), which is_moe_layer's moe_every states
+  } else {
+    // An explicit list: every layer MoE but the ones it leaves out (dense_layers).
+    std::sort(moe.begin(), moe.end());
+    for (int l = 0; l < m.layers; ++l)
+      if (!std::binary_search(moe.begin(), moe.end(), l)) m.dense_layers.push_back(l);
+    for (int l : moe)
+      if (l < 0 || l >= m.layers)
+        throw ConfigError(f.file(), f.path("moe_layers"), fmt::format("holds {}", l),
+                          fmt::format("layer indices in [0, {})", m.layers));
+    if (moe.empty()) {  // a dense model: no router
+      m.experts = m.top_k = m.expert_ffn = m.shared_experts = m.shared_expert_ffn = 0;
+      m.router = Router::kSoftmaxTopK;
+      m.router_renormalize = true;
+      m.expert_input_scaled = false;
+      m.dense_layers.clear();
+    }
+  }
+  // no_rope_layers: 1 = the layer rotates, 0 = NoPE; absent or [] (HF's backward compatibility): every
+  // no_rope_layer_interval-th layer is NoPE.
+  std::vector<int> rope = f.int_list_or_empty("no_rope_layers");
+  if (rope.empty()) {
+    const int interval = f.integer_or("no_rope_layer_interval", 4);
+    if (interval < 1) throw ConfigError(f.file(), f.path("no_rope_layer_interval"), "is 0", "an integer >= 1");
+    for (int l = 0; l < m.layers; ++l) rope.push_back((l + 1) % interval != 0 ? 1 : 0);
+  }
+  if (static_cast<int>(rope.size()) != m.layers)
+    throw ConfigError(f.file(), f.path("no_rope_layers"), fmt::format("has {} entries for {} layers", rope.size(), m.layers),
+                      "one 0 (NoPE) or 1 (RoPE) per layer");
+  for (int l = 0; l < m.layers; ++l) {
+    const int r = rope[static_cast<std::size_t>(l)];
+    if (r != 0 && r != 1)
+      throw ConfigError(f.file(), fmt::format("{}[{}]", f.path("no_rope_layers"), l), fmt::format("is {}", r),
+                        "0 (NoPE) or 1 (RoPE)");
+    if (r == 0) m.nope_layers.push_back(l);
+  }
+  if (f.boolean_or("use_qk_norm", true)) m.qk_norm = QkNorm::kL2;
+  // attn_temperature_tuning is a boolean in Llama4TextConfig, an integer (4) in the released configs.
+  const bool tuning = !j.contains("attn_temperature_tuning") || j["attn_temperature_tuning"].is_null() ||
+                      (j["attn_temperature_tuning"].is_boolean() ? j["attn_temperature_tuning"].get<bool>()
+                                                                  : f.number_or("attn_temperature_tuning", 1) != 0);
+  if (tuning && !m.nope_layers.empty()) {
+    m.attn_temperature_floor = f.integer_or("floor_scale", 8192);
+    m.attn_temperature_scale = f.number_or("attn_scale", 0.1);
+    if (m.attn_temperature_floor < 1)
+      throw ConfigError(f.file(), f.path("floor_scale"), "is 0", "an integer >= 1");
+  }
+  // Chunked attention on the layers layer_types calls "chunked_attention", else on the RoPE layers.
+  const int chunk = f.integer_or("attention_chunk_size", 8192);
+  const char* kTypes = "a list of \"chunked_attention\" / \"full_attention\", one per layer";
+  const std::vector<std::string> types = f.string_list_or_empty("layer_types", kTypes);
+  if (!types.empty() && static_cast<int>(types.size()) != m.layers)
+    throw ConfigError(f.file(), f.path("layer_types"), fmt::format("has {} entries for {} layers", types.size(), m.layers),
+                      kTypes);
+  for (int l = 0; l < m.layers; ++l) {
+    bool chunked = rope[static_cast<std::size_t>(l)] == 1;
+    if (!types.empty()) {
+      const std::string& t = types[static_cast<std::size_t>(l)];
+      if (t != "chunked_attention" && t != "full_attention")
+        throw ConfigError(f.file(), fmt::format("{}[{}]", f.path("layer_types"), l),
+                          fmt::format("\"{}\" is not a layer type", t), kTypes);
+      chunked = t == "chunked_attention";
+    }
+    if (!chunked) m.full_attention_layers.push_back(l);
+  }
+  const int positions = f.integer_or("max_position_embeddings", 4096 * 32);
+  if (chunk > 0 && chunk < positions && static_cast<int>(m.full_attention_layers.size()) < m.layers) {
+    m.attention_chunk = chunk;
+  } else {
+    m.full_attention_layers.clear();  // a chunk covering every position is full attention
+  }
+  m.qkv_bias = m.o_bias = false;  // Llama4TextConfig.attention_bias is always false
+}
+
 }  // namespace
 
 ModelSpec import_hf_config(const std::string& json_text, const std::string& file) {
@@ -396,6 +493,12 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
       window_even_layers(m);
     }
     read_quantization(f, j, m);
+  } else if (type == "llama4_text" || type == "llama4") {
+    // llama4 is Llama 4's multimodal config (Llama4ForConditionalGeneration): its language model's fields
+    // are in text_config (the vision tower is not modelled).
+    const bool multimodal = type == "llama4";
+    const Fields text = multimodal ? f.child("text_config") : f;  // checks text_config before it is read
+    read_llama4_text(text, multimodal ? j.at("text_config") : j, m);
   } else if (type == "qwen2_moe" || type == "qwen3_moe") {
     read_common(f, m);
     m.experts = f.integer("num_experts");
@@ -464,7 +567,8 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     throw ConfigError(
         file, "model_type", type.empty() ? "missing" : fmt::format("unsupported architecture \"{}\"", type),
         "one of llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, gemma3, starcoder2, opt, "
-        "mixtral, phimoe, olmoe, dbrx, gpt_oss, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3");
+        "mixtral, phimoe, olmoe, dbrx, gpt_oss, llama4_text, llama4, qwen2_moe, qwen3_moe, deepseek_v2, "
+        "deepseek_v3");
   }
   // Attention biases: Qwen2 / Qwen2-MoE always bias q, k and v (not o); the others bias all four projections
   // when attention_bias says so (default false).
@@ -475,7 +579,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
   } else if (type == "gpt_oss") {
     m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", true);  // GptOssConfig's default
   } else if (type != "dbrx" && type != "deepseek_v2" && type != "deepseek_v3" && type != "starcoder2" &&
-             type != "opt") {
+             type != "opt" && type != "llama4_text" && type != "llama4") {
     m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", false);
   }
   if (type != "gpt_oss") m.expert_dtype = m.dtype;

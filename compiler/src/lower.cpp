@@ -1,6 +1,7 @@
 #include "duplex/compiler/lower.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <fmt/format.h>
 
 #include "duplex/base/error.hpp"
@@ -21,6 +22,18 @@ double attended_pairs(double c, double t, double window) {
 std::int64_t tokens_read(std::int64_t c, std::int64_t t, std::int64_t window) {
   return window <= 0 ? c + t : std::min(c + t, window - 1 + t);
 }
+// Chunked attention (chunk C): the query at position p attends to p % C + 1 tokens. Their sum over the
+// positions [0, n): n / C whole chunks of C (C + 1) / 2 pairs, then the partial chunk's.
+double chunk_pairs_before(double n, double chunk) {
+  const double whole = std::floor(n / chunk), rest = n - whole * chunk;
+  return whole * chunk * (chunk + 1) / 2 + rest * (rest + 1) / 2;
+}
+// Query-key pairs of t queries after c cached tokens, and the tokens the step reads (from its first query's
+// chunk start on), with chunks of `chunk` tokens.
+double chunked_pairs(double c, double t, double chunk) {
+  return chunk_pairs_before(c + t, chunk) - chunk_pairs_before(c, chunk);
+}
+std::int64_t chunked_tokens_read(std::int64_t c, std::int64_t t, std::int64_t chunk) { return c % chunk + t; }
 
 constexpr double kActBytes = 2.0;  // activations are FP16/BF16 on both units
 
@@ -208,6 +221,11 @@ class Lowering {
       o.bytes_act = 2.0 * data;
     }
     if (m_.learned_positions == 0 || m_.qkv_bias || m_.clip_qkv > 0 || m_.qk_norm != QkNorm::kNone) rope(l);
+    if (m_.attn_temperature_floor > 0 && !m_.rotates(l)) {
+      // Llama 4's temperature tuning: a factor per query token, each q element multiplied (read and written).
+      const double q = static_cast<double>(tokens_) * q_heads_ * m_.head_dim;
+      elementwise(OpKind::kRope, l, "attn_temperature", q, q, 1.0, 0.0);
+    }
 
     const double kv_elems = static_cast<double>(m_.kv_elements_per_token_layer()) *
                             (mla ? 1.0 : static_cast<double>(kv_heads_) / std::max(1, m_.kv_heads));
@@ -220,6 +238,7 @@ class Lowering {
     const double q_elems = static_cast<double>(q_heads_) * (mla ? m_.mla.kv_lora_rank : m_.head_dim);
 
     const std::int64_t window = m_.attention_window(l);  // 0: the whole context
+    const std::int64_t chunk = m_.attention_chunk_of(l);  // 0: no chunks
     Op pre, dec;
     std::int64_t decode_tokens = 0, prefill_tokens = 0, completed_requests = 0, completed_tokens = 0;
     for (const auto& g : batch_.groups) {
@@ -232,10 +251,12 @@ class Lowering {
       const double c = static_cast<double>(g.context), t = static_cast<double>(g.tokens), n = static_cast<double>(g.count);
       o.requests += g.count;
       o.query_tokens += g.count * g.tokens;
-      const std::int64_t read = tokens_read(g.context, g.tokens, window);
+      const std::int64_t read =
+          chunk > 0 ? chunked_tokens_read(g.context, g.tokens, chunk) : tokens_read(g.context, g.tokens, window);
       o.context_tokens += g.count * read;
-      o.flops += n * flops_per_pair * attended_pairs(c, t, static_cast<double>(window)) +
-                 (m_.attn_sinks ? n * t * 2.0 * q_heads_ : 0.0);
+      const double pairs = chunk > 0 ? chunked_pairs(c, t, static_cast<double>(chunk))
+                                     : attended_pairs(c, t, static_cast<double>(window));
+      o.flops += n * flops_per_pair * pairs + (m_.attn_sinks ? n * t * 2.0 * q_heads_ : 0.0);
       o.bytes_kv += n * static_cast<double>(read) * kv_elems * kvbytes_ + n * t * kv_elems * kvbytes_;  // + write new
       o.bytes_act += n * t * 2.0 * q_elems * kActBytes;                              // q in, output out
     }
@@ -273,11 +294,14 @@ class Lowering {
   }
 
   // The xPU's elementwise pass over the projected q and k (and v with biases or a clamp): add the q / k / v
-  // biases, clamp q, k and v (clip_qkv), RMSNorm q and k (qk_norm), rotate q and k (RoPE models). Read and
-  // written once; bias and norm gains are weights. Without RoPE (learned positions) the pass is named
-  // "qkv_bias" (or "qkv_clip", or "qk_norm").
+  // biases, clamp q, k and v (clip_qkv), RMSNorm q and k (qk_norm; Llama 4's L2 norm in the rotating layers
+  // only), rotate q and k (RoPE models, but their nope_layers). Read and written once; bias and norm gains are
+  // weights. Without a rotation (learned positions, NoPE layers) the pass is named "qkv_bias" (or "qkv_clip",
+  // or "qk_norm"); a NoPE layer with nothing to do has none.
   void rope(int l) {
-    const bool rotate = m_.learned_positions == 0, clip = m_.clip_qkv > 0;
+    const bool rotate = m_.rotates(l), clip = m_.clip_qkv > 0;
+    const bool qk_norm = m_.qk_norm != QkNorm::kNone && (m_.qk_norm != QkNorm::kL2 || rotate);
+    if (!rotate && !m_.qkv_bias && !clip && !qk_norm) return;
     const double t = static_cast<double>(tokens_), d = m_.head_dim;
     const double qk = t * (q_heads_ + kv_heads_) * d, v = t * kv_heads_ * d;
     const double elems = qk + (m_.qkv_bias || clip ? v : 0.0);
@@ -289,9 +313,11 @@ class Lowering {
       weights += (q_heads_ + 2.0 * kv_heads_) * d;
     }
     if (clip) flops += 2.0 * elems;  // a min and a max per element
-    if (m_.qk_norm != QkNorm::kNone) {
+    if (qk_norm) {
       flops += 4.0 * qk;
-      weights += m_.qk_norm == QkNorm::kPerHead ? 2.0 * d : (q_heads_ + kv_heads_) * d;
+      weights += m_.qk_norm == QkNorm::kPerHead ? 2.0 * d
+                 : m_.qk_norm == QkNorm::kWhole ? (q_heads_ + kv_heads_) * d
+                                                : 0.0;  // kL2: no gain
     }
     elementwise(OpKind::kRope, l,
                 rotate        ? "rope"

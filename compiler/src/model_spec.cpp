@@ -22,24 +22,37 @@ int ModelSpec::moe_layers_before(int layer) const {
   return n;
 }
 
+namespace {
+bool listed(const std::vector<int>& layers, int layer) {
+  return std::find(layers.begin(), layers.end(), layer) != layers.end();
+}
+}  // namespace
+
 int ModelSpec::attention_window(int layer) const {
-  if (sliding_window == 0) return 0;
-  const bool full = std::find(full_attention_layers.begin(), full_attention_layers.end(), layer) !=
-                    full_attention_layers.end();
-  return full ? 0 : sliding_window;
+  return sliding_window == 0 || listed(full_attention_layers, layer) ? 0 : sliding_window;
+}
+
+int ModelSpec::attention_chunk_of(int layer) const {
+  return attention_chunk == 0 || listed(full_attention_layers, layer) ? 0 : attention_chunk;
+}
+
+bool ModelSpec::rotates(int layer) const {
+  return learned_positions == 0 && !listed(nope_layers, layer);
 }
 
 int ModelSpec::windowed_layers() const {
   int windowed = 0;
-  for (int l = 0; l < layers; ++l) windowed += attention_window(l) > 0 ? 1 : 0;
+  for (int l = 0; l < layers; ++l) windowed += attention_window(l) > 0 || attention_chunk_of(l) > 0 ? 1 : 0;
   return windowed;
 }
 
 std::string ModelSpec::window_note() const {
-  if (sliding_window == 0) return "";
+  if (sliding_window == 0 && attention_chunk == 0) return "";
+  const std::string what = sliding_window > 0 ? fmt::format("sliding window {}", sliding_window)
+                                              : fmt::format("chunked attention {}", attention_chunk);
   const int windowed = windowed_layers();
-  return windowed == layers ? fmt::format("sliding window {} (every layer)", sliding_window)
-                            : fmt::format("sliding window {} ({} of {} layers)", sliding_window, windowed, layers);
+  return windowed == layers ? fmt::format("{} (every layer)", what)
+                            : fmt::format("{} ({} of {} layers)", what, windowed, layers);
 }
 
 std::int64_t ModelSpec::kv_elements_per_token_layer() const {
@@ -130,6 +143,8 @@ const char* weight_naming_name(WeightNaming n) {
       return "dbrx";
     case WeightNaming::kGptOss:
       return "gpt_oss";
+    case WeightNaming::kLlama4:
+      return "llama4";
   }
   return "?";
 }
@@ -154,6 +169,8 @@ const char* router_name(Router r) {
       return "group_limited_greedy";
     case Router::kNoAuxTc:
       return "noaux_tc";
+    case Router::kSigmoidTopK:
+      return "sigmoid_topk";
   }
   return "?";
 }
@@ -258,6 +275,12 @@ void ModelSpec::validate() const {
   if (activation == Activation::kSwigluOai && ffn_kind != FfnKind::kGated)
     bad("activation", "swiglu_oai is a gated activation; expected ffn_kind: gated");
   if (router_bias && experts == 0) bad("router_bias", "is set for a dense model (it has no router)");
+  if (router == Router::kSigmoidTopK && experts == 0)
+    bad("router", "sigmoid_topk is set for a dense model (it has no router)");
+  if (expert_input_scaled && experts == 0)
+    bad("expert_input_scaled", "is set for a dense model (it has no router)");
+  if (qk_norm == QkNorm::kL2 && attention != AttentionKind::kGqa)
+    bad("qk_norm", "l2 is set for MLA attention; expected GQA");
   if (attn_sinks && attention != AttentionKind::kGqa)
     bad("attn_sinks", "is set for MLA attention; expected GQA");
   if (kv_dtype == DType::kMxfp4)
@@ -288,11 +311,29 @@ void ModelSpec::validate() const {
                     attention != AttentionKind::kGqa ? " and MLA"
                     : learned_positions > 0          ? " and learned positions"
                                                      : ""));
-  if (sliding_window == 0 && !full_attention_layers.empty())
-    bad("full_attention_layers", "is set, but sliding_window is not: every layer already attends to its whole context");
-  if (sliding_window > 0 && windowed_layers() == 0)
-    bad("full_attention_layers", "lists every layer, so no layer has the sliding window; expected some layer "
-                                 "left out, or no sliding_window");
+  if (attention_chunk < 0) bad("attention_chunk", "must be >= 1 (0: no chunked attention)");
+  if (attention_chunk > 0 && sliding_window > 0)
+    bad("attention_chunk", "is set with sliding_window; expected one of them (a chunk or a window)");
+  if (attention_chunk > 0 && attention != AttentionKind::kGqa)
+    bad("attention_chunk", "is set for MLA attention; expected GQA");
+  if (sliding_window == 0 && attention_chunk == 0 && !full_attention_layers.empty())
+    bad("full_attention_layers", "is set, but neither sliding_window nor attention_chunk is: every layer "
+                                 "already attends to its whole context");
+  if ((sliding_window > 0 || attention_chunk > 0) && windowed_layers() == 0)
+    bad("full_attention_layers", fmt::format("lists every layer, so no layer has the {}; expected some layer "
+                                             "left out, or no {}",
+                                             sliding_window > 0 ? "sliding window" : "chunked attention",
+                                             sliding_window > 0 ? "sliding_window" : "attention_chunk"));
+  if (!nope_layers.empty() && (attention != AttentionKind::kGqa || learned_positions > 0))
+    bad("nope_layers", "is set for a model without RoPE on GQA attention (MLA or learned positions)");
+  if (attn_temperature_floor < 0) bad("attn_temperature_floor", "must be >= 1 (0: no temperature tuning)");
+  if (!std::isfinite(attn_temperature_scale) || attn_temperature_scale < 0)
+    bad("attn_temperature_scale", "must be a finite number >= 0");
+  if (attn_temperature_floor > 0 && nope_layers.empty())
+    bad("attn_temperature_floor", "is set, but no layer is in nope_layers (the temperature scales their "
+                                  "queries only)");
+  if (attn_temperature_floor == 0 && attn_temperature_scale != 0)
+    bad("attn_temperature_scale", "is set without attn_temperature_floor; expected both, or neither");
 }
 
 namespace {
@@ -363,10 +404,11 @@ ModelSpec read_model(const ConfigNode& n) {
   m.router_renormalize = n.get_or<bool>("router_renormalize", true);
   if (n.has("router")) {
     const std::string r =
-        n.get_enum("router", {"softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc"});
+        n.get_enum("router", {"softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc", "sigmoid_topk"});
     m.router = r == "sparsemixer"            ? Router::kSparseMixer
                : r == "group_limited_greedy" ? Router::kGroupLimited
                : r == "noaux_tc"             ? Router::kNoAuxTc
+               : r == "sigmoid_topk"         ? Router::kSigmoidTopK
                                              : Router::kSoftmaxTopK;
   }
   m.router_jitter = n.get_or<double>("router_jitter", m.router_jitter);
@@ -374,16 +416,21 @@ ModelSpec read_model(const ConfigNode& n) {
   m.router_topk_groups = count_or("router_topk_groups", 1);
   m.routed_scaling = n.get_or<double>("routed_scaling", 1.0);
   m.router_bias = n.get_or<bool>("router_bias", false);
+  m.expert_input_scaled = n.get_or<bool>("expert_input_scaled", false);
   m.qkv_bias = n.get_or<bool>("qkv_bias", false);
   m.o_bias = n.get_or<bool>("o_bias", false);
   m.clip_qkv = n.get_or<double>("clip_qkv", 0.0);
   if (n.has("qk_norm")) {
-    const std::string k = n.get_enum("qk_norm", {"none", "head", "whole"});
-    m.qk_norm = k == "head" ? QkNorm::kPerHead : k == "whole" ? QkNorm::kWhole : QkNorm::kNone;
+    const std::string k = n.get_enum("qk_norm", {"none", "head", "whole", "l2"});
+    m.qk_norm = k == "head"    ? QkNorm::kPerHead
+                : k == "whole" ? QkNorm::kWhole
+                : k == "l2"    ? QkNorm::kL2
+                               : QkNorm::kNone;
   }
   if (n.has("weight_naming")) {
     const std::string w = n.get_enum(
-        "weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx", "gpt_oss"});
+        "weight_naming",
+        {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx", "gpt_oss", "llama4"});
     m.weight_naming = w == "qwen_moe"     ? WeightNaming::kQwenMoe
                       : w == "opt"        ? WeightNaming::kOpt
                       : w == "starcoder2" ? WeightNaming::kStarcoder2
@@ -391,6 +438,7 @@ ModelSpec read_model(const ConfigNode& n) {
                       : w == "deepseek"   ? WeightNaming::kDeepSeek
                       : w == "dbrx"       ? WeightNaming::kDbrx
                       : w == "gpt_oss"    ? WeightNaming::kGptOss
+                      : w == "llama4"     ? WeightNaming::kLlama4
                                           : WeightNaming::kMixtral;
   }
   m.vocab = count("vocab");
@@ -447,6 +495,10 @@ ModelSpec read_model(const ConfigNode& n) {
   m.sliding_window = count_or("sliding_window", 0);
   m.rotary_dim = count_or("rotary_dim", 0);
   m.full_attention_layers = layer_list(n, "full_attention_layers", m.layers);
+  m.attention_chunk = count_or("attention_chunk", 0);
+  m.nope_layers = layer_list(n, "nope_layers", m.layers);
+  m.attn_temperature_floor = count_or("attn_temperature_floor", 0);
+  m.attn_temperature_scale = n.get_or<double>("attn_temperature_scale", 0.0);
   n.finish();
   m.validate();
   return m;

@@ -84,7 +84,13 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"o_bias", model.o_bias},
                 {"qk_norm", model.qk_norm == QkNorm::kPerHead ? "head"
                             : model.qk_norm == QkNorm::kWhole ? "whole"
+                            : model.qk_norm == QkNorm::kL2    ? "l2"
                                                               : "none"},
+                {"attention_chunk", model.attention_chunk},
+                {"nope_layers", model.nope_layers},
+                {"attn_temperature_floor", model.attn_temperature_floor},
+                {"attn_temperature_scale", model.attn_temperature_scale},
+                {"expert_input_scaled", model.expert_input_scaled},
                 {"shared_experts", model.shared_experts},
                 {"shared_expert_gate", model.shared_expert_gate},
                 {"router_renormalize", model.router_renormalize},

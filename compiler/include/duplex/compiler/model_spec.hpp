@@ -22,8 +22,10 @@ inline constexpr double kSwigluOaiAlpha = 1.702;  // source: HF GptOssExperts.al
 inline constexpr double kSwigluOaiLimit = 7.0;    // source: HF GptOssExperts.limit (config swiglu_limit)
 enum class AttentionKind { kGqa, kMla };     // MLA: DeepSeek-V2/V3 multi-head latent attention
 // RMSNorm of the projected queries and keys before RoPE: per head over head_dim (Qwen3: q_norm / k_norm
-// weights [head_dim]) or over each projection's whole width (OLMoE: [q_dim] and [kv_dim]).
-enum class QkNorm { kNone, kPerHead, kWhole };
+// weights [head_dim]) or over each projection's whole width (OLMoE: [q_dim] and [kv_dim]). kL2: Llama 4's
+// Llama4TextL2Norm, per head over head_dim without a gain (no weights), after RoPE and only in the layers
+// that rotate (not in nope_layers); RoPE keeps a head's norm, so before or after differs by rounding only.
+enum class QkNorm { kNone, kPerHead, kWhole, kL2 };
 // The tensor names of a checkpoint's MoE layers (HF safetensors): Mixtral's block_sparse_moe.gate /
 // experts.E.w1|w2|w3, or Qwen-MoE's (also OLMoE, Qwen3-MoE) mlp.gate / experts.E.gate_proj|up_proj|down_proj
 // with mlp.shared_expert.* and mlp.shared_expert_gate. Dense layers are named alike in both. Two dense
@@ -36,15 +38,19 @@ enum class QkNorm { kNone, kPerHead, kWhole };
 // gpt-oss: Llama's attention names (+ self_attn.sinks); mlp.router.weight / bias; every expert stacked in
 // mlp.experts.gate_up_proj [E, hidden, 2 ffn] (gate and up interleaved: columns 2i and 2i + 1) and
 // down_proj [E, ffn, hidden] (both stored input-major), with their _bias tensors.
-enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3, kDeepSeek, kDbrx, kGptOss };
+// Llama 4: Llama's attention names; the FFN is feed_forward.*: dense layers' gate_proj / up_proj /
+// down_proj, MoE layers' router.weight, experts.gate_up_proj [E, hidden, 2 ffn] (gate the first ffn columns,
+// up the last) and experts.down_proj [E, ffn, hidden] (input-major, no biases), shared_expert.*_proj.
+enum class WeightNaming { kMixtral, kQwenMoe, kOpt, kStarcoder2, kPhi3, kDeepSeek, kDbrx, kGptOss, kLlama4 };
 // How a token's experts and their weights are chosen: the softmax's top_k (optionally renormalised), or
 // Phi-3.5-MoE's sparsemixer (top 2; each expert's weight is the softmax over the logits within 2 x
 // router_jitter, relative, of its own; HF sparsemixer in inference); DeepSeek-V2's group-limited greedy
 // (the softmax's top_k among the experts of the router_topk_groups groups, of router_groups, whose highest
 // probability is highest); or DeepSeek-V3's noaux_tc (sigmoid scores; the choice adds a per-expert
 // correction bias and keeps the groups with the highest sum of their two best; the weights are the scores).
+// Llama 4's sigmoid top-k: the top_k experts by logit, each weighted by the sigmoid of its logit.
 // Every router but the sparsemixer multiplies the chosen weights by routed_scaling.
-enum class Router { kSoftmaxTopK, kSparseMixer, kGroupLimited, kNoAuxTc };
+enum class Router { kSoftmaxTopK, kSparseMixer, kGroupLimited, kNoAuxTc, kSigmoidTopK };
 
 struct MlaSpec {                // only for AttentionKind::kMla (DeepSeek field names)
   int q_lora_rank = 0;          // 0: q projected directly from hidden
@@ -108,6 +114,9 @@ struct ModelSpec {
   int router_topk_groups = 1;   // ... of which the best this many are kept (DeepSeek topk_group)
   double routed_scaling = 1.0;  // the routed experts' weights x this (DeepSeek routed_scaling_factor)
   bool router_bias = false;     // the router's gate adds a bias [experts] to its logits (gpt-oss)
+  // The routing weight multiplies the routed expert's input instead of its output (Llama 4's
+  // routed_in = hidden x router_scores): y = sum over chosen e of Expert_e(w_e x).
+  bool expert_input_scaled = false;
   bool qkv_bias = false;  // q / k / v projections carry a bias (Qwen2; Llama attention_bias)
   bool o_bias = false;    // the output projection carries one (Llama / Qwen3 / OLMoE attention_bias)
   QkNorm qk_norm = QkNorm::kNone;
@@ -131,6 +140,17 @@ struct ModelSpec {
   // frees the windowed layers' KV blocks behind the window (runtime KvBlockManager).
   int sliding_window = 0;
   std::vector<int> full_attention_layers;
+  // Chunked attention (Llama 4's attention_chunk_size): a query at position p attends only to the tokens of
+  // its own chunk, [p - p % attention_chunk, p], in every layer but `full_attention_layers`; 0 = none. Not
+  // with sliding_window. The serving scheduler frees a chunked layer's KV blocks of past chunks.
+  int attention_chunk = 0;
+  // Layers whose q and k are not rotated (Llama 4's NoPE layers: no_rope_layers[l] == 0). GQA with RoPE only.
+  std::vector<int> nope_layers;
+  // Attention temperature tuning on the nope_layers (Llama 4): a query at position p is scaled by
+  // 1 + attn_temperature_scale x log(1 + floor((p + 1) / attn_temperature_floor)) before its scores;
+  // attn_temperature_floor 0 = none (HF attn_temperature_tuning, attn_scale, floor_scale).
+  double attn_temperature_scale = 0;
+  int attn_temperature_floor = 0;
   DType dtype = DType::kFp16;   // weights
   DType kv_dtype = DType::kFp16;
   // The routed and shared experts' weight matrices (their biases stay in dtype): gpt-oss ships them in MXFP4.
@@ -143,8 +163,12 @@ struct ModelSpec {
   int moe_layers_before(int layer) const;
   // Tokens a query of this layer attends to at most; 0 = its whole context.
   int attention_window(int layer) const;
-  int windowed_layers() const;  // layers with a sliding window (0 without one)
-  // "" without a window, else "sliding window 4096 (28 of 32 layers)" / "sliding window 4096 (every layer)".
+  // The chunk a query of this layer attends within (attention_chunk in the chunked layers); 0 = none.
+  int attention_chunk_of(int layer) const;
+  bool rotates(int layer) const;  // RoPE rotates its q and k: a RoPE model's layer not in nope_layers
+  int windowed_layers() const;  // layers with a sliding window or chunked attention (0 without one)
+  // "" without a window or chunk, else "sliding window 4096 (28 of 32 layers)" / "sliding window 4096
+  // (every layer)" / "chunked attention 8192 (36 of 48 layers)".
   std::string window_note() const;
   int q_dim() const { return heads * head_dim; }
   int kv_dim() const { return kv_heads * head_dim; }
@@ -172,9 +196,9 @@ struct ModelSpec {
 
 // "silu", "gelu", "gelu_tanh", "relu", "swiglu_oai" (our YAML's names).
 const char* activation_name(Activation a);
-// "mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx", "gpt_oss"
+// "mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx", "gpt_oss", "llama4"
 const char* weight_naming_name(WeightNaming n);
-// "softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc"
+// "softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc", "sigmoid_topk"
 const char* router_name(Router r);
 
 // Strict reader of our YAML schema (configs/models/README.md).
