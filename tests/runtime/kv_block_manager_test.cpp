@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/scheduler/kv_block_manager.hpp"
 
@@ -63,6 +65,30 @@ TEST(KvBlockManager, SlidingWindowFreesTheBlocksBehindIt) {
   full.grow_to(1, 0, 100);
   full.grow_to(1, 100, 101);
   EXPECT_EQ(full.units_of(1), 7);
+}
+
+// Chunked attention (Llama 4) of 64 tokens, 16-token blocks, one full layer and three chunked: a step
+// starting at position c needs the chunked layers' tokens [c - c % 64, total) only, so entering a new chunk
+// frees the blocks of the one before (sawtooth), where a 64-token window would keep them.
+TEST(KvBlockManager, ChunkedAttentionFreesThePastChunksBlocks) {
+  KvBlockManager kv(20, 16, {64, 1, 3, true});
+  EXPECT_EQ(kv.units_for_step(0, 100), 4 * 7);             // the prompt: every token in every layer
+  EXPECT_EQ(kv.units_for_step(100, 101), 1 * 7 + 3 * 3);   // tokens 64..100 in the chunked layers: blocks 4..6
+  EXPECT_EQ(kv.units_for_step(127, 128), 1 * 8 + 3 * 4);   // tokens 64..127: the chunk just full
+  EXPECT_EQ(kv.units_for_step(128, 129), 1 * 9 + 3 * 1);   // a new chunk: token 128 alone
+  EXPECT_EQ(kv.units_for_step(120, 136), 1 * 9 + 3 * 5);   // a prefill chunk across the boundary: 64..135
+  KvBlockManager windowed(20, 16, {64, 1, 3});
+  EXPECT_EQ(windowed.units_for_step(128, 129), 1 * 9 + 3 * 5);  // the window keeps tokens 65..128
+  kv.grow_to(1, 0, 100);
+  kv.grow_to(1, 100, 101);
+  EXPECT_EQ(kv.units_of(1), 16);
+  std::int64_t most = 0;
+  for (std::int64_t c = 101; c < 1000; ++c) {
+    kv.grow_to(1, c, c + 1);
+    most = std::max(most, kv.units_of(1) - kv.blocks_for(c + 1));  // the chunked layers' share
+    ASSERT_LE(kv.units_of(1) - kv.blocks_for(c + 1), 3 * 4) << c;
+  }
+  EXPECT_EQ(most, 3 * 4);
 }
 
 // One full layer and three windowed ones (window 64, 16-token blocks): a unit is a quarter block; the full

@@ -36,7 +36,8 @@ std::int64_t KvBlockManager::units_of(RequestId id) const {
 std::int64_t KvBlockManager::blocks_for_step(std::int64_t context, std::int64_t total_tokens) const {
   DUPLEX_ASSERT(0 <= context && context <= total_tokens, "a step's context outside [0, its total tokens]");
   if (window_.tokens == 0 || total_tokens == 0) return blocks_for(total_tokens);
-  const std::int64_t first = std::max<std::int64_t>(0, context - window_.tokens + 1);  // oldest token needed
+  const std::int64_t first = window_.chunked ? context - context % window_.tokens  // oldest token needed
+                                             : std::max<std::int64_t>(0, context - window_.tokens + 1);
   return (total_tokens - 1) / block_tokens_ - first / block_tokens_ + 1;
 }
 

@@ -3,7 +3,9 @@
 // a request holding T tokens of KV owns ceil(T / block_tokens) blocks. With a sliding window of W tokens, a
 // step whose first new token is at position c only needs the windowed layers' blocks holding tokens
 // [max(0, c - W + 1), T): those wholly behind the window are freed when the request next grows (vLLM's
-// sliding-window block tables). When only some layers are windowed (KvWindow::full_layers > 0), a block is
+// sliding-window block tables). With chunked attention (Llama 4) of C tokens instead, that step needs the
+// tokens [c - c % C, T): a request entering a new chunk frees the blocks wholly before it. When only some
+// layers are windowed (KvWindow::full_layers > 0), a block is
 // counted per layer group: the accounting unit is one block of one layer's share, 1 / layers of a block
 // (units_per_block() of them make a block), the full layers holding every token and the windowed ones the
 // window (vLLM's hybrid allocator, one pool). With no window, or every layer windowed, a unit is a block.
@@ -18,11 +20,13 @@
 namespace duplex::runtime {
 
 // A model's sliding window as the KV cache sees it: `tokens` (0: none), and how many layers attend fully /
-// through the window (full_layers 0: every layer is windowed).
+// through the window (full_layers 0: every layer is windowed). chunked: `tokens` is the chunk of chunked
+// attention (Llama 4), not a window.
 struct KvWindow {
   std::int64_t tokens = 0;
   std::int64_t full_layers = 0;
   std::int64_t windowed_layers = 1;
+  bool chunked = false;
 };
 
 class KvBlockManager {
@@ -34,7 +38,8 @@ class KvBlockManager {
   std::int64_t blocks_for(std::int64_t tokens) const;  // ceil(tokens / block_tokens), tokens >= 0
   // Blocks a request must hold for a step whose first new token is at position `context` and after which it
   // has `total_tokens` tokens (context <= total_tokens): blocks_for(total_tokens), or with a window the blocks
-  // that hold tokens [max(0, context - window + 1), total_tokens).
+  // that hold tokens [max(0, context - window + 1), total_tokens) (chunked: [context - context % chunk,
+  // total_tokens)).
   std::int64_t blocks_for_step(std::int64_t context, std::int64_t total_tokens) const;
   // Units a request holds for that step: full_layers x blocks_for(total) + windowed_layers x
   // blocks_for_step(...) when only some layers are windowed, else blocks_for_step(...).
