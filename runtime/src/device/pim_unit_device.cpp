@@ -55,9 +55,12 @@ void PimUnitDevice::decode_attention(const DecodeAttentionBatch& b) {
     const auto context = static_cast<std::size_t>(b.context_lens[r]);
     const auto& table = *b.block_tables[r];
     DUPLEX_ASSERT((context + bt - 1) / bt <= table.size(), "decode attention: context beyond the block table");
-    // The rows attended: the last `window` tokens with a sliding window, else all.
-    const std::size_t first =
+    // The rows attended: the last `window` tokens with a sliding window, those of the last token's chunk with
+    // chunked attention, else all.
+    std::size_t first =
         b.window > 0 && context > static_cast<std::size_t>(b.window) ? context - static_cast<std::size_t>(b.window) : 0;
+    if (b.chunk > 0 && context > 0)
+      first = std::max(first, (context - 1) - (context - 1) % static_cast<std::size_t>(b.chunk));
     const std::size_t t = context - first;
     k.resize(t * d);
     v.resize(t * d);

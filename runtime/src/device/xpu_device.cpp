@@ -44,6 +44,8 @@ kernels::RouterKind kernel_router(compiler::Router r) {
       return kernels::RouterKind::kGroupLimited;
     case compiler::Router::kNoAuxTc:
       return kernels::RouterKind::kNoAuxTc;
+    case compiler::Router::kSigmoidTopK:
+      return kernels::RouterKind::kSigmoidTopK;
   }
   DUPLEX_ASSERT(false, "a router outside compiler::Router");
   return kernels::RouterKind::kSoftmaxTopK;
@@ -121,6 +123,7 @@ void XpuDevice::decode_attention(const DecodeAttentionBatch& b) {
   if (b.sinks != nullptr) a.sinks = f16(b.sinks, {b.q_heads});
   a.max_context_len = max_context;
   a.window = b.window;
+  a.chunk = b.chunk;
   run(compiler::OpKind::kAttentionDecode, a);
 }
 

@@ -67,7 +67,7 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
       for (char p : {'q', 'k', 'v'}) append(lw.qkv_bias, w.get(weight_name::attn_bias(l, p)));
     if (m.o_bias) lw.o_bias = w.get(weight_name::attn_bias(l, 'o')).data;
     if (m.attn_sinks) lw.sinks = w.get(weight_name::sinks(l)).data;
-    if (m.qk_norm != compiler::QkNorm::kNone) {
+    if (m.qk_norm == compiler::QkNorm::kPerHead || m.qk_norm == compiler::QkNorm::kWhole) {  // gains
       lw.q_norm = w.get(weight_name::qk_norm(l, 'q')).data;
       lw.k_norm = w.get(weight_name::qk_norm(l, 'k')).data;
     }

@@ -48,6 +48,8 @@ std::string router_correction_bias(int layer) {
   return fmt::format("model.layers.{}.mlp.gate.e_score_correction_bias", layer);
 }
 std::string router(compiler::WeightNaming naming, int layer) {
+  if (naming == compiler::WeightNaming::kLlama4)
+    return fmt::format("model.layers.{}.feed_forward.router.weight", layer);
   if (naming == compiler::WeightNaming::kGptOss)
     return fmt::format("model.layers.{}.mlp.router.weight", layer);
   return naming == compiler::WeightNaming::kQwenMoe || naming == compiler::WeightNaming::kDeepSeek
@@ -62,7 +64,7 @@ std::string sinks(int layer) {
 }
 std::string expert(compiler::WeightNaming naming, int layer, int expert, const char* which) {
   if (naming == compiler::WeightNaming::kQwenMoe || naming == compiler::WeightNaming::kDeepSeek ||
-      naming == compiler::WeightNaming::kGptOss)
+      naming == compiler::WeightNaming::kGptOss || naming == compiler::WeightNaming::kLlama4)
     return fmt::format("model.layers.{}.mlp.experts.{}.{}_proj.weight", layer, expert, which);
   const std::string_view w = which;
   const int matrix = w == "gate" ? 1 : w == "down" ? 2 : 3;  // Mixtral: w1 gate, w2 down, w3 up
@@ -130,10 +132,25 @@ std::string gpt_oss_checkpoint_name(const std::string& name) {
   return layer + (down ? "down_proj" : "gate_up_proj") + (bias ? "_bias" : "");
 }
 
+namespace {
+// Llama 4 (HF Llama4ForCausalLM): Llama's names with the FFN under feed_forward. (dense gate / up / down_proj,
+// shared_expert.*, router), every routed expert of a layer in experts.gate_up_proj (gate and up, stacked) and
+// experts.down_proj.
+std::string llama4_checkpoint_name(const std::string& name) {
+  if (const std::size_t experts = name.find(".mlp.experts."); experts != std::string::npos)
+    return name.substr(0, experts) + ".feed_forward.experts." +
+           (name.find(".down_proj.") != std::string::npos ? "down_proj" : "gate_up_proj");
+  const std::size_t mlp = name.find(".mlp.");
+  if (mlp == std::string::npos) return name;
+  return name.substr(0, mlp) + ".feed_forward." + name.substr(mlp + 5);
+}
+}  // namespace
+
 std::string checkpoint_name(const compiler::ModelSpec& m, const std::string& name) {
   using compiler::WeightNaming;
   if (m.weight_naming == WeightNaming::kDbrx) return dbrx_checkpoint_name(name);
   if (m.weight_naming == WeightNaming::kGptOss) return gpt_oss_checkpoint_name(name);
+  if (m.weight_naming == WeightNaming::kLlama4) return llama4_checkpoint_name(name);
   if (m.post_norms) {
     // Gemma 2: the norm before the FFN is pre_feedforward_layernorm, and post_attention_layernorm is the one
     // after attention (Llama's name for the norm before the FFN).
@@ -375,11 +392,28 @@ void check_functional_support(const compiler::ModelSpec& m) {
     reject("expert_dtype",
            fmt::format("mxfp4 experts of hidden {} and ffn {}: MXFP4 rows are whole blocks of {}", m.hidden,
                        m.expert_ffn, kMxfp4Block));
-  if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe && !deepseek)
+  const bool llama4 = m.weight_naming == compiler::WeightNaming::kLlama4;
+  if (m.shared_experts > 0 && m.weight_naming != compiler::WeightNaming::kQwenMoe && !deepseek && !llama4)
     reject("shared_experts",
            fmt::format("{} shared experts with Mixtral weight names (no HF checkpoint has them); "
-                       "expected weight_naming: qwen_moe (mlp.shared_expert.*) or deepseek",
+                       "expected weight_naming: qwen_moe (mlp.shared_expert.*), deepseek or llama4",
                        m.shared_experts));
+  if (llama4) {
+    // What Llama 4's tensor names hold: gated SiLU FFNs without biases, one shared expert beside the routed
+    // ones, RMSNorm, Llama's attention without biases, RoPE.
+    auto llama4_lacks = [&](bool differs, const char* field, const char* expected) {
+      if (differs)
+        reject(field, fmt::format("Llama 4's checkpoint names have no place for it; expected {}", expected));
+    };
+    llama4_lacks(m.ffn_kind != compiler::FfnKind::kGated || m.mlp_bias, "ffn_kind", "gated, no mlp_bias");
+    llama4_lacks(m.is_moe() && m.shared_experts != 1, "shared_experts", "1 (feed_forward.shared_expert)");
+    llama4_lacks(m.shared_expert_gate, "shared_expert_gate", "false");
+    llama4_lacks(m.norm != compiler::NormKind::kRmsNorm, "norm", "rmsnorm");
+    llama4_lacks(m.qkv_bias || m.o_bias, m.qkv_bias ? "qkv_bias" : "o_bias", "false");
+    llama4_lacks(m.qk_norm != compiler::QkNorm::kNone && m.qk_norm != compiler::QkNorm::kL2, "qk_norm",
+                 "l2 or none (Llama4TextL2Norm has no weights)");
+    llama4_lacks(m.learned_positions > 0, "learned_positions", "0 (RoPE)");
+  }
   if (m.shared_expert_gate && deepseek)
     reject("shared_expert_gate", "set with DeepSeek names (DeepSeek's shared experts have no gate)");
   if (m.weight_naming == compiler::WeightNaming::kDbrx) {
@@ -472,7 +506,7 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
     }
     if (m.o_bias) w.push_back({weight_name::attn_bias(l, 'o'), {h}, Role::kBias});
     if (m.attn_sinks) w.push_back({weight_name::sinks(l), {m.heads}, Role::kBias});
-    if (m.qk_norm != compiler::QkNorm::kNone) {
+    if (m.qk_norm == compiler::QkNorm::kPerHead || m.qk_norm == compiler::QkNorm::kWhole) {
       const bool per_head = m.qk_norm == compiler::QkNorm::kPerHead;
       w.push_back({weight_name::qk_norm(l, 'q'), {per_head ? m.head_dim : q}, Role::kNormGain});
       w.push_back({weight_name::qk_norm(l, 'k'), {per_head ? m.head_dim : kv}, Role::kNormGain});

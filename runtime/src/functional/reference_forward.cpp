@@ -283,23 +283,41 @@ class Sequence {
       for (Vec* x : {&q, &k, &v})
         for (float& e : *x) e = std::clamp(e, -c, c);
     }
-    if (m_.qk_norm != compiler::QkNorm::kNone) {
+    if (m_.qk_norm == compiler::QkNorm::kPerHead || m_.qk_norm == compiler::QkNorm::kWhole) {
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
       rms_norm_rows(q, per_head ? d : m_.q_dim(), w_.get(weight_name::qk_norm(l, 'q')), w_.numerics.norm_eps,
                     m_.norm_weight_offset);
       rms_norm_rows(k, per_head ? d : m_.kv_dim(), w_.get(weight_name::qk_norm(l, 'k')), w_.numerics.norm_eps,
                     m_.norm_weight_offset);
     }
-    if (m_.learned_positions == 0) {
+    if (m_.rotates(l)) {
       const auto& [f, scale] = frequencies(l, pos);
       rope(q, hq, d, rotary_dim(m_), pos, f, scale);
       rope(k, hkv, d, rotary_dim(m_), pos, f, scale);
+      if (m_.qk_norm == compiler::QkNorm::kL2) {  // Llama 4: each head / its RMS, after the rotation
+        l2_norm_heads(q, d);
+        l2_norm_heads(k, d);
+      }
+    } else if (m_.attn_temperature_floor > 0) {  // Llama 4's NoPE layers: the queries' temperature
+      const double f = 1.0 + m_.attn_temperature_scale *
+                                 std::log1p(std::floor(static_cast<double>(pos + 1) / m_.attn_temperature_floor));
+      for (float& e : q) e = to_fp16(e * f);
     }
     k_[static_cast<std::size_t>(l)].push_back(k);
     v_[static_cast<std::size_t>(l)].push_back(v);
     const Vec out = attend(l, q, hq, group, d, d);
     const std::string o_bias = weight_name::attn_bias(l, 'o');
     return linear(w_, weight_name::attn_proj(l, 'o'), m_.o_bias ? &o_bias : nullptr, out, m_.hidden);
+  }
+
+  // x / sqrt(mean(x^2) + eps) per head of d elements (Llama4TextL2Norm), rounded to FP16.
+  void l2_norm_heads(Vec& x, int d) const {
+    for (std::size_t h = 0; h < x.size(); h += static_cast<std::size_t>(d)) {
+      double ss = 0;
+      for (int j = 0; j < d; ++j) ss += static_cast<double>(x[h + static_cast<std::size_t>(j)]) * x[h + static_cast<std::size_t>(j)];
+      const double inv = 1.0 / std::sqrt(ss / d + w_.numerics.norm_eps);
+      for (int j = 0; j < d; ++j) x[h + static_cast<std::size_t>(j)] = to_fp16(x[h + static_cast<std::size_t>(j)] * inv);
+    }
   }
 
   // DeepSeek's MLA as HF's DeepseekV2Attention computes it (no absorption): q (through the q_a / q_b pair
@@ -369,7 +387,10 @@ class Sequence {
     const auto& kc = k_[static_cast<std::size_t>(l)];
     const auto& vc = v_[static_cast<std::size_t>(l)];
     const std::size_t window = static_cast<std::size_t>(m_.attention_window(l));
-    const std::size_t first = window > 0 && kc.size() > window ? kc.size() - window : 0;
+    std::size_t first = window > 0 && kc.size() > window ? kc.size() - window : 0;
+    // Chunked attention (Llama 4): the query at position p = kc.size() - 1 sees its chunk's tokens only.
+    if (const auto chunk = static_cast<std::size_t>(m_.attention_chunk_of(l)); chunk > 0)
+      first = std::max(first, (kc.size() - 1) - (kc.size() - 1) % chunk);
     Vec out(static_cast<std::size_t>(heads) * static_cast<std::size_t>(dv));
     std::vector<double> p(kc.size(), -INFINITY);
     for (int head = 0; head < heads; ++head) {
@@ -404,10 +425,10 @@ class Sequence {
     return out;
   }
 
-  // The probabilities the weights come from: the softmax of the logits, or noaux_tc's sigmoids.
+  // The probabilities the weights come from: the softmax of the logits, or noaux_tc's and Llama 4's sigmoids.
   std::vector<double> scores(const std::vector<double>& logits) const {
     std::vector<double> p(logits.size());
-    if (m_.router == compiler::Router::kNoAuxTc) {
+    if (m_.router == compiler::Router::kNoAuxTc || m_.router == compiler::Router::kSigmoidTopK) {
       for (std::size_t e = 0; e < p.size(); ++e) p[e] = 1.0 / (1.0 + std::exp(-logits[e]));
       return p;
     }
@@ -568,6 +589,13 @@ class Sequence {
     const WeightTensor* bias =
         m_.router == compiler::Router::kNoAuxTc ? &w_.get(weight_name::router_correction_bias(l)) : nullptr;
     for (const auto& [e, weight] : weigh(logits, decision_at(l, pos, logits, bias))) {
+      if (m_.expert_input_scaled) {  // Llama 4: the expert's input is the token times its weight (in FP16)
+        std::vector<double> scaled(n.size());
+        for (std::size_t i = 0; i < n.size(); ++i) scaled[i] = static_cast<double>(n[i]) * weight;
+        const Vec y = expert_ffn(l, e, stored(scaled));
+        for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += y[i];
+        continue;
+      }
       const Vec y = expert_ffn(l, e, n);
       for (std::size_t i = 0; i < acc.size(); ++i) acc[i] += weight * y[i];
     }

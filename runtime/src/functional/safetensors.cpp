@@ -221,31 +221,37 @@ struct StoredTensor {
 // DBRX stores each expert's down projection transposed: w2's rows [ffn, hidden] per expert (HF
 // DbrxExpertGLU multiplies by them untransposed); the model's tensor is [hidden, ffn] as every down
 // projection.
-// gpt-oss stores every expert matrix input-major: gate_up_proj [E, hidden, 2 ffn], down_proj [E, ffn, hidden]
-// (HF GptOssExperts multiplies x @ W): each part transposed from the model's [out, in].
+// gpt-oss and Llama 4 store every expert matrix input-major: gate_up_proj [E, hidden, 2 ffn], down_proj
+// [E, ffn, hidden] (HF GptOssExperts / Llama4TextExperts multiply x @ W): each part transposed from the
+// model's [out, in].
 bool stored_transposed(const compiler::ModelSpec& spec, const std::string& name) {
-  if (spec.weight_naming == compiler::WeightNaming::kGptOss)
+  if (spec.weight_naming == compiler::WeightNaming::kGptOss || spec.weight_naming == compiler::WeightNaming::kLlama4)
     return name.find(".mlp.experts.") != std::string::npos && name.ends_with("_proj.weight");
   return spec.weight_naming == compiler::WeightNaming::kDbrx && name.find(".experts.") != std::string::npos &&
          name.ends_with(".w2.weight");
 }
-// gpt-oss's expert tensors (checkpoint names): one per kind and layer holding every expert, [E, ...]. In
-// gate_up_proj and gate_up_proj_bias each expert's gate and up alternate (gate i at 2i, up i at 2i + 1, along
-// the last dimension): its parts come in pairs (gate, up) per expert, interleaved.
-bool gpt_oss_experts(const compiler::ModelSpec& spec, const std::string& stored) {
+// gpt-oss's and Llama 4's fused expert tensors (checkpoint names): one per kind and layer holding every
+// expert, [E, ...]. gate_up_proj (and gpt-oss's gate_up_proj_bias) hold each expert's gate and up: its parts
+// come in pairs (gate, up) per expert (paired), along the last dimension alternating in gpt-oss's (gate i at
+// 2i, up i at 2i + 1: interleaved), one after the other in Llama 4's (gate i at i, up i at ffn + i).
+bool fused_experts(const compiler::ModelSpec& spec, const std::string& stored) {
+  if (spec.weight_naming == compiler::WeightNaming::kLlama4)
+    return stored.ends_with(".feed_forward.experts.gate_up_proj") ||
+           stored.ends_with(".feed_forward.experts.down_proj");
   return spec.weight_naming == compiler::WeightNaming::kGptOss &&
          (stored.ends_with(".mlp.experts.gate_up_proj") || stored.ends_with(".mlp.experts.down_proj") ||
           stored.ends_with(".mlp.experts.gate_up_proj_bias") ||
           stored.ends_with(".mlp.experts.down_proj_bias"));
 }
-bool interleaved(const std::string& stored) {
+bool paired(const std::string& stored) {
   return stored.ends_with(".gate_up_proj") || stored.ends_with(".gate_up_proj_bias");
 }
+bool interleaved(const compiler::ModelSpec& spec) { return spec.weight_naming == compiler::WeightNaming::kGptOss; }
 // gpt-oss's MXFP4 checkpoints (expert_dtype mxfp4) store each expert matrix tensor NAME as NAME_blocks
 // [E, out, in / 32, 16] and NAME_scales [E, out, in / 32] (U8, out-major: gate_up's rows alternate gate and
 // up), its biases as they are.
 bool mxfp4_stored(const compiler::ModelSpec& spec, const std::string& stored) {
-  return spec.expert_dtype == compiler::DType::kMxfp4 && gpt_oss_experts(spec, stored) &&
+  return spec.expert_dtype == compiler::DType::kMxfp4 && fused_experts(spec, stored) &&
          !stored.ends_with("_bias");
 }
 // The checkpoint's names of a stored tensor: itself, or its MXFP4 blocks and scales.
@@ -253,16 +259,17 @@ std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const std
   if (mxfp4_stored(spec, stored)) return {stored + "_blocks", stored + "_scales"};
   return {stored};
 }
-// Rows of a and b alternating (a's row i at 2i, b's at 2i + 1); a vector is a column.
-WeightTensor interleave_rows(const WeightTensor& a, const WeightTensor& b) {
+// The rows of a and b in one tensor: alternating (a's row i at 2i, b's at 2i + 1), or b's after a's; a
+// vector is a column.
+WeightTensor pair_rows(const WeightTensor& a, const WeightTensor& b, bool alternate) {
   const std::int64_t rows = a.shape[0], cols = a.shape.size() == 2 ? a.shape[1] : 1;
   WeightTensor out;
   out.shape = a.shape;
   out.shape[0] = 2 * rows;
   out.data.resize(2 * a.data.size());
   for (std::int64_t r = 0; r < rows; ++r) {
-    std::copy_n(a.data.begin() + r * cols, cols, out.data.begin() + 2 * r * cols);
-    std::copy_n(b.data.begin() + r * cols, cols, out.data.begin() + (2 * r + 1) * cols);
+    std::copy_n(a.data.begin() + r * cols, cols, out.data.begin() + (alternate ? 2 * r : r) * cols);
+    std::copy_n(b.data.begin() + r * cols, cols, out.data.begin() + (alternate ? 2 * r + 1 : rows + r) * cols);
   }
   return out;
 }
@@ -288,10 +295,10 @@ std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
     const std::string name = checkpoint_name(spec, s.name);
     const std::vector<std::int64_t> shape = stored_shape(spec, s);
     const auto it = at.find(name);
-    if (gpt_oss_experts(spec, name)) {  // [E, part shape] (gate and up interleaved: twice as wide)
+    if (fused_experts(spec, name)) {  // [E, part shape] (gate and up paired: twice as wide)
       std::vector<std::int64_t> whole{spec.experts};
       for (std::size_t i = 0; i < shape.size(); ++i)
-        whole.push_back(shape[i] * (i + 1 == shape.size() && interleaved(name) ? 2 : 1));
+        whole.push_back(shape[i] * (i + 1 == shape.size() && paired(name) ? 2 : 1));
       if (it == at.end()) {
         at.emplace(name, plan.size());
         plan.push_back({WeightShape{name, whole, s.role}, {s}});
@@ -317,12 +324,24 @@ std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
 bool stored_as_is(const compiler::ModelSpec& spec, const StoredTensor& p) {
   return p.parts.size() == 1 && !stored_transposed(spec, p.parts[0].name);
 }
-// DeepSeek's checkpoints order each head's rope rows interleaved: HF rotates the pairs (2i, 2i + 1) (as
-// complex numbers), the emulation the pairs (i, i + rope / 2) (rotate-half). The rope rows of q_proj /
-// q_b_proj (per head, after its nope rows) and of kv_a_proj_with_mqa (after the latent's) are permuted on
-// reading (checkpoint row 2i -> i, 2i + 1 -> rope / 2 + i) and back on writing; q . k is unchanged, as q
-// and k move alike. The first row of every rope block of tensor `name`; empty for other tensors.
+// DeepSeek's and Llama 4's checkpoints order each head's rope rows interleaved: HF rotates the pairs (2i,
+// 2i + 1) (as complex numbers), the emulation the pairs (i, i + rope / 2) (rotate-half). The rope rows of
+// q_proj / q_b_proj (per head, after its nope rows) and of kv_a_proj_with_mqa (after the latent's), or
+// Llama 4's whole heads of q_proj and k_proj (in every layer: a NoPE layer's q . k and its queries'
+// temperature do not depend on the order), are permuted on reading (checkpoint row 2i -> i, 2i + 1 ->
+// rope / 2 + i) and back on writing; q . k is unchanged, as q and k move alike, and so is a head's L2 norm.
+// The rows of a rope block (rope_rows), and the first row of every rope block of tensor `name`; empty for
+// other tensors.
+std::int64_t rope_rows(const compiler::ModelSpec& spec) {
+  return spec.attention == compiler::AttentionKind::kMla ? spec.mla.qk_rope_head_dim : spec.head_dim;
+}
 std::vector<std::int64_t> rope_row_blocks(const compiler::ModelSpec& spec, const std::string& name) {
+  if (spec.weight_naming == compiler::WeightNaming::kLlama4) {
+    const bool q = name.ends_with(".self_attn.q_proj.weight"), k = name.ends_with(".self_attn.k_proj.weight");
+    std::vector<std::int64_t> first;
+    for (int h = 0; h < (q ? spec.heads : k ? spec.kv_heads : 0); ++h) first.push_back(std::int64_t{h} * spec.head_dim);
+    return first;
+  }
   if (spec.attention != compiler::AttentionKind::kMla) return {};
   const compiler::MlaSpec& a = spec.mla;
   const std::string q = a.q_lora_rank > 0 ? ".self_attn.q_b_proj.weight" : ".self_attn.q_proj.weight";
@@ -336,7 +355,7 @@ std::vector<std::int64_t> rope_row_blocks(const compiler::ModelSpec& spec, const
 // `t` with its rope rows reordered: to the emulation's order (from a checkpoint), or back.
 WeightTensor permute_rope_rows(const compiler::ModelSpec& spec, const std::string& name, WeightTensor t,
                                bool to_checkpoint) {
-  const std::int64_t rope = spec.mla.qk_rope_head_dim, cols = t.shape.back(), half = rope / 2;
+  const std::int64_t rope = rope_rows(spec), cols = t.shape.back(), half = rope / 2;
   for (std::int64_t first : rope_row_blocks(spec, name)) {
     const std::vector<std::uint16_t> block(t.data.begin() + first * cols,
                                            t.data.begin() + (first + rope) * cols);
@@ -350,14 +369,15 @@ WeightTensor permute_rope_rows(const compiler::ModelSpec& spec, const std::strin
 }
 // The model's tensors of a stored one, split by rows as the plan stacks them (and transposed back).
 void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
-  if (gpt_oss_experts(w.spec, p.stored.name)) {  // per expert: untranspose, then split gate / up
-    const std::size_t step = interleaved(p.stored.name) ? 2 : 1;
+  if (fused_experts(w.spec, p.stored.name)) {  // per expert: untranspose, then split gate / up
+    const std::size_t step = paired(p.stored.name) ? 2 : 1;
+    const bool alternate = interleaved(w.spec);
     std::size_t at = 0;
     for (std::size_t i = 0; i < p.parts.size(); i += step) {
       const WeightShape& first = p.parts[i];
       WeightTensor x;
       x.shape = first.shape;
-      x.shape[0] *= static_cast<std::int64_t>(step);  // the pair interleaved: [2 f, ...]
+      x.shape[0] *= static_cast<std::int64_t>(step);  // the pair: [2 f, ...]
       const bool transpose = stored_transposed(w.spec, first.name);
       if (transpose) x.shape = {x.shape[1], x.shape[0]};
       x.data.assign(t.data.begin() + static_cast<std::ptrdiff_t>(at),
@@ -371,9 +391,11 @@ void unstack(const StoredTensor& p, WeightTensor t, ModelWeights& w) {
       const std::int64_t cols = x.shape.size() == 2 ? x.shape[1] : 1;
       WeightTensor a, b;
       a.shape = b.shape = first.shape;
-      for (std::int64_t r = 0; r < first.shape[0]; ++r) {
-        a.data.insert(a.data.end(), x.data.begin() + 2 * r * cols, x.data.begin() + (2 * r + 1) * cols);
-        b.data.insert(b.data.end(), x.data.begin() + (2 * r + 1) * cols, x.data.begin() + (2 * r + 2) * cols);
+      const std::int64_t rows = first.shape[0];
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t ra = alternate ? 2 * r : r, rb = alternate ? 2 * r + 1 : rows + r;
+        a.data.insert(a.data.end(), x.data.begin() + ra * cols, x.data.begin() + (ra + 1) * cols);
+        b.data.insert(b.data.end(), x.data.begin() + rb * cols, x.data.begin() + (rb + 1) * cols);
       }
       w.tensors.emplace(first.name, std::move(a));
       w.tensors.emplace(p.parts[i + 1].name, std::move(b));
@@ -431,12 +453,12 @@ TensorList checkpoint_tensors(const ModelWeights& weights, std::deque<WeightTens
     }
     WeightTensor& t = stacked.emplace_back();
     t.shape = p.stored.shape;
-    if (gpt_oss_experts(weights.spec, p.stored.name)) {  // per expert: gate / up interleaved, transposed
-      const std::size_t step = interleaved(p.stored.name) ? 2 : 1;
+    if (fused_experts(weights.spec, p.stored.name)) {  // per expert: gate / up paired, transposed
+      const std::size_t step = paired(p.stored.name) ? 2 : 1;
       for (std::size_t i = 0; i < p.parts.size(); i += step) {
-        WeightTensor x = step == 2
-                             ? interleave_rows(weights.get(p.parts[i].name), weights.get(p.parts[i + 1].name))
-                             : weights.get(p.parts[i].name);
+        WeightTensor x = step == 2 ? pair_rows(weights.get(p.parts[i].name), weights.get(p.parts[i + 1].name),
+                                               interleaved(weights.spec))
+                                   : weights.get(p.parts[i].name);
         if (stored_transposed(weights.spec, p.parts[i].name)) x = transposed(x);
         t.data.insert(t.data.end(), x.data.begin(), x.data.end());
       }
@@ -770,6 +792,14 @@ ModelNumerics config_numerics(const std::string& config) {
     n.rope_theta = 150000.0f;
     number("rope_theta", n.rope_theta);
   }
+  if (type == "llama4_text") {  // Llama4TextConfig's default base
+    n.rope_theta = 500000.0f;
+    number("rope_theta", n.rope_theta);
+  }
+  if (type == "llama4")
+    refuse("model_type",
+           "llama4_text (Llama 4's multimodal config is timed by duplex simulate and compile; functional "
+           "emulation runs its language model: its text_config as a llama4_text config.json)");
   if (type == "gemma3_text") {
     // Gemma 3: the windowed layers rotate with rope_local_base_freq, unscaled; the full ones with rope_theta
     // (Gemma3TextConfig's default 1e6) and rope_scaling.
@@ -883,6 +913,33 @@ std::string family_type(const compiler::ModelSpec& m) {
         "from it (gpt-oss's names, every layer MoE with biased gated experts under swiglu_oai, a biased "
         "softmax top-k router renormalised, sinks, RMSNorm, attention biases on all four projections or "
         "none); no HuggingFace architecture states it",
+        m.name));
+  }
+  // Llama 4: its names; RMSNorm, gated FFNs without biases, MoE layers (every moe_every-th, or all but the
+  // dense_layers) each with one shared expert as wide as a routed one, routed by the sigmoid of the top-k
+  // logits scaling the experts' inputs; no attention bias, q / k L2-normed or not, NoPE layers, chunked
+  // attention, temperature tuning. Those five are Llama 4's alone.
+  const bool llama4_features = m.attention_chunk > 0 || !m.nope_layers.empty() || m.qk_norm == QkNorm::kL2 ||
+                               m.router == compiler::Router::kSigmoidTopK || m.expert_input_scaled ||
+                               m.attn_temperature_floor > 0;
+  if (m.weight_naming == compiler::WeightNaming::kLlama4 || llama4_features) {
+    const bool moe_fits = !m.is_moe() || (m.router == compiler::Router::kSigmoidTopK && m.expert_input_scaled &&
+                                          !m.router_renormalize && m.routed_scaling == 1.0 &&
+                                          m.shared_experts == 1 && m.shared_expert_ffn == m.expert_ffn &&
+                                          !m.shared_expert_gate && m.first_moe_layer == 0 &&
+                                          (m.dense_layers.empty() || m.moe_every == 1));
+    if (m.weight_naming == compiler::WeightNaming::kLlama4 && moe_fits && m.norm == compiler::NormKind::kRmsNorm &&
+        m.norm_weight_offset == 0.0 && !m.scale_embedding && m.ffn_kind == compiler::FfnKind::kGated &&
+        !m.mlp_bias && !m.qkv_bias && !m.o_bias && (no_norm || m.qk_norm == QkNorm::kL2) &&
+        !m.lm_head_bias && m.learned_positions == 0 && !m.post_norms && m.attn_softcap == 0 &&
+        m.final_softcap == 0 && m.query_pre_attn_scalar == 0 && m.clip_qkv == 0 && m.sliding_window == 0)
+      return "llama4_text";
+    throw Error(fmt::format(
+        "model {}: chunked attention, NoPE layers, the L2 q / k norm, temperature tuning and sigmoid routing "
+        "of the experts' inputs are Llama 4's, but the model differs from it (Llama 4's names, RMSNorm, gated "
+        "FFNs without biases, MoE layers with one shared expert as wide as a routed one and sigmoid top-k "
+        "routing scaling the experts' inputs, no attention bias, q / k norm l2 or none, no window); no "
+        "HuggingFace architecture states it",
         m.name));
   }
   const bool layer_norm = m.norm == compiler::NormKind::kLayerNorm;
@@ -1094,6 +1151,41 @@ nlohmann::json dbrx_config(const ModelWeights& weights, const char* activation) 
         {"ffn_act_fn", {{"name", activation}}}}}};
 }
 
+// Llama 4's config.json fields beyond those every family states (Llama4TextConfig's names): the FFN widths
+// (intermediate_size_mlp dense, intermediate_size the experts'), which layers are MoE (the step, or the list),
+// rotate (no_rope_layers), attend in chunks (layer_types), and the temperature tuning, all written out.
+void llama4_fields(const compiler::ModelSpec& m, nlohmann::json& c) {
+  c["intermediate_size_mlp"] = m.ffn;
+  c["intermediate_size"] = m.is_moe() ? m.expert_ffn : m.ffn;
+  c["num_local_experts"] = m.experts;
+  c["num_experts_per_tok"] = m.is_moe() ? m.top_k : 1;
+  if (m.is_moe() && m.dense_layers.empty()) {
+    c["interleave_moe_layer_step"] = m.moe_every;
+  } else {
+    std::vector<int> moe;
+    for (int l = 0; l < m.layers; ++l)
+      if (m.is_moe_layer(l)) moe.push_back(l);
+    c["moe_layers"] = moe;
+  }
+  std::vector<int> rope;
+  std::vector<std::string> types;
+  for (int l = 0; l < m.layers; ++l) {
+    rope.push_back(m.rotates(l) ? 1 : 0);
+    types.push_back(m.attention_chunk_of(l) > 0 ? "chunked_attention" : "full_attention");
+  }
+  c["no_rope_layers"] = rope;
+  c["layer_types"] = types;
+  const int chunk = m.attention_chunk > 0 ? m.attention_chunk : 8192;  // Llama4TextConfig's default
+  c["attention_chunk_size"] = chunk;
+  c["max_position_embeddings"] = std::max(131072, chunk + 1);  // beyond the chunk: the importer keeps it
+  c["use_qk_norm"] = m.qk_norm == compiler::QkNorm::kL2;
+  c["attn_temperature_tuning"] = m.attn_temperature_floor > 0;
+  if (m.attn_temperature_floor > 0) {
+    c["floor_scale"] = m.attn_temperature_floor;
+    c["attn_scale"] = m.attn_temperature_scale;
+  }
+}
+
 // config.json for `weights`: the fields import_hf_config reads for hf_model_type(spec), so that it reads back
 // the same ModelSpec.
 nlohmann::json hf_config(const ModelWeights& weights) {
@@ -1118,7 +1210,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                                                                    {"deepseek_v2", "DeepseekV2ForCausalLM"},
                                                                    {"deepseek_v3", "DeepseekV3ForCausalLM"},
                                                                    {"dbrx", "DbrxForCausalLM"},
-                                                                   {"gpt_oss", "GptOssForCausalLM"}};
+                                                                   {"gpt_oss", "GptOssForCausalLM"},
+                                                                   {"llama4_text", "Llama4ForCausalLM"}};
   const char* activation = m.activation == compiler::Activation::kRelu       ? "relu"
                            : m.activation == compiler::Activation::kGeluTanh ? "gelu_pytorch_tanh"
                            : m.activation == compiler::Activation::kGelu     ? "gelu"
@@ -1221,7 +1314,9 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   } else if (type != "qwen2" && type != "qwen2_moe") {
     c["attention_bias"] = m.qkv_bias;
   }
-  if (!m.is_moe()) {
+  if (type == "llama4_text") {
+    llama4_fields(m, c);
+  } else if (!m.is_moe()) {
     c["intermediate_size"] = m.ffn;
   } else if (type == "gpt_oss") {
     c["num_local_experts"] = m.experts;

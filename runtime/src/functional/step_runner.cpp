@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
 #include "xpu_kernels.hpp"
 
 namespace duplex::runtime::functional {
@@ -186,7 +187,11 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
       qkv(op.layer, unit);
       return;
     case OpKind::kRope:
-      rope(op.layer);
+      if (op.name.ends_with("attn_temperature")) {
+        attn_temperature(op.layer);
+      } else {
+        rope(op.layer);
+      }
       return;
     case OpKind::kAttentionPrefill:
       attention(op.layer, false, unit);
@@ -365,7 +370,8 @@ void StepRunner::rope(int layer) {
       for (auto [x, cols] : {std::pair{&lane.q, q}, std::pair{&lane.k, kv}, std::pair{&lane.v, kv}})
         dev_[d].xpu->run(OpKind::kRope, kernels::ClampArgs{f16_view(*x, {t_, cols}), f16_view(*x, {t_, cols}),
                                                            static_cast<float>(m_.clip_qkv)});
-    if (m_.qk_norm != compiler::QkNorm::kNone && !gathered_norm) {
+    const bool gained_norm = m_.qk_norm == compiler::QkNorm::kPerHead || m_.qk_norm == compiler::QkNorm::kWhole;
+    if (gained_norm && !gathered_norm) {
       // Per head: each head's row of head_dim is normed; whole (every head here): each token's q (k) row.
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
       for (auto [x, heads, gain] :
@@ -379,11 +385,42 @@ void StepRunner::rope(int layer) {
     }
   }
   if (gathered_norm) whole_qk_norm(layer);
-  if (m_.learned_positions > 0) return;  // no rotation: the positions were added to the embeddings
+  // No rotation with learned positions (added to the embeddings) and in Llama 4's NoPE layers.
+  if (!m_.rotates(layer)) return;
   if (rope_depends_on_length(numerics_)) {
     rope_by_length();
-    return;
+  } else {
+    rope_rotate(layer);
   }
+  if (m_.qk_norm == compiler::QkNorm::kL2) l2_qk_norm();
+}
+
+void StepRunner::l2_qk_norm() {
+  const std::int64_t hd = m_.head_dim;
+  if (unit_gain_.empty()) unit_gain_.assign(static_cast<std::size_t>(hd), float_to_half_bits(1.0f));
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!active(d)) continue;
+    const DeviceShard& s = dev_[d].shard;
+    for (auto [x, heads] : {std::pair{&lanes_[d].q, s.q_heads}, std::pair{&lanes_[d].k, s.kv_heads}})
+      dev_[d].xpu->run(OpKind::kNorm, kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {t_ * heads, hd}),
+                                                        f16_view(unit_gain_, {hd}), kernels::Tensor{},
+                                                        f16_view(*x, {t_ * heads, hd}), numerics_.norm_eps, 0.0f});
+  }
+}
+
+void StepRunner::attn_temperature(int layer) {
+  DUPLEX_ASSERT(!m_.rotates(layer) && m_.attn_temperature_floor > 0, "temperature tuning of a rotating layer");
+  for (std::size_t d = 0; d < dev_.size(); ++d) {
+    if (!active(d)) continue;
+    const DeviceShard& s = dev_[d].shard;
+    dev_[d].xpu->run(OpKind::kRope, kernels::AttnTemperatureArgs{f16_view(lanes_[d].q, {t_, s.q_heads, m_.head_dim}),
+                                                                 i32_view(positions_, {t_}),
+                                                                 static_cast<float>(m_.attn_temperature_floor),
+                                                                 static_cast<float>(m_.attn_temperature_scale)});
+  }
+}
+
+void StepRunner::rope_rotate(int layer) {
   // The rotated part leads each head (MLA: q_pe and k_pe, mla_qkv); GQA rotates the whole head. A windowed
   // layer of a model with a local base (Gemma 3) rotates with it, unscaled (layer_rope_numerics).
   const std::int64_t dim = attn_dim_, rotary = rotary_dim(m_);
@@ -554,6 +591,7 @@ void StepRunner::paged_attention(std::size_t d, int layer, Unit unit, PagedKvCac
   batch.scale = attn_scale_;
   batch.softcap = static_cast<float>(m_.attn_softcap);
   batch.window = m_.attention_window(layer);
+  batch.chunk = m_.attention_chunk_of(layer);
   const std::vector<std::uint16_t>& sinks = dev_[d].weights->layers[static_cast<std::size_t>(layer)].sinks;
   if (!sinks.empty()) batch.sinks = sinks.data();
   on(d, unit).decode_attention(batch);
@@ -588,6 +626,7 @@ void StepRunner::prefill_attention(std::size_t d, int layer, const std::vector<c
                                      attn_scale_,
                                      m_.attention_window(layer)};
   args.softcap = static_cast<float>(m_.attn_softcap);
+  args.chunk = m_.attention_chunk_of(layer);
   std::vector<std::uint16_t>& sinks = dev_[d].weights->layers[static_cast<std::size_t>(layer)].sinks;
   if (!sinks.empty()) args.sinks = f16_view(sinks, {s.q_heads});
   dev_[d].xpu->run(OpKind::kAttentionPrefill, args);
@@ -717,10 +756,15 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
   std::vector<std::uint16_t> x_perm(static_cast<std::size_t>(p * h));
   std::vector<std::int32_t> permuted_row(static_cast<std::size_t>(p)),
       offsets32(static_cast<std::size_t>(e + 1));
-  xpu0_.run(
-      OpKind::kExpertFfn,
-      kernels::PermuteArgs{f16_view(normed_, {t_, h}), i32_view(topk_ids_, {t_, k}), f16_view(x_perm, {p, h}),
-                           i32_view(permuted_row, {t_, k}), i32_view(offsets32, {e + 1}), e});
+  kernels::PermuteArgs permute{f16_view(normed_, {t_, h}), i32_view(topk_ids_, {t_, k}), f16_view(x_perm, {p, h}),
+                               i32_view(permuted_row, {t_, k}), i32_view(offsets32, {e + 1}), e};
+  // Llama 4: each expert's input is the token scaled by its routing weight, its output combined with 1.
+  std::vector<float> combine_weights = topk_weights_;
+  if (m_.expert_input_scaled) {
+    permute.topk_weights = f32_view(topk_weights_, {t_, k});
+    std::fill(combine_weights.begin(), combine_weights.end(), 1.0f);
+  }
+  xpu0_.run(OpKind::kExpertFfn, permute);
   const std::vector<std::int64_t> off(offsets32.begin(), offsets32.end());
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     const DeviceShard& s = dev_[d].shard;
@@ -771,7 +815,7 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
     if (lw.shared_width == 0) {
       dev_[d].xpu->run(OpKind::kExpertFfn,
                        kernels::UnpermuteArgs{f16_view(y_perm, {p, h}), i32_view(permuted_row, {t_, k}),
-                                              f32_view(topk_weights_, {t_, k}), out});
+                                              f32_view(combine_weights, {t_, k}), out});
       continue;
     }
     // Shared experts: rows [p, p + t) of the combined rows, each token's slot k, weighted by its gate.
@@ -792,7 +836,7 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
         rows_ext[static_cast<std::size_t>(i * (k + 1) + j)] =
             permuted_row[static_cast<std::size_t>(i * k + j)];
         weights_ext[static_cast<std::size_t>(i * (k + 1) + j)] =
-            topk_weights_[static_cast<std::size_t>(i * k + j)];
+            combine_weights[static_cast<std::size_t>(i * k + j)];
       }
       rows_ext[static_cast<std::size_t>(i * (k + 1) + k)] = static_cast<std::int32_t>(p + i);
       weights_ext[static_cast<std::size_t>(i * (k + 1) + k)] = shared_gate_[static_cast<std::size_t>(i)];

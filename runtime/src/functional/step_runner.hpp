@@ -137,9 +137,15 @@ class StepRunner {
   // norms, rotation.
   void rope(int layer);
   void whole_qk_norm(int layer);
+  // Llama 4's L2 norm of each q and k head (an RMSNorm with unit gain), after the rotation.
+  void l2_qk_norm();
+  // Llama 4's temperature tuning of a NoPE layer's queries (the plan's attn_temperature op).
+  void attn_temperature(int layer);
   // RoPE whose frequencies depend on the sequence length (dynamic NTK, LongRoPE): each token rotated with the
   // frequencies and factor of its dynamic_rope_length, one kernel launch per token row and device.
   void rope_by_length();
+  // RoPE with the frequencies of the whole run (or, Gemma 3, of the layer's local base).
+  void rope_rotate(int layer);
   // x[rows, cols] += bias[cols] on device d's xPU (the bias broadcast over the rows).
   void add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int64_t rows, const std::uint16_t* bias,
                 std::int64_t cols);
@@ -175,6 +181,7 @@ class StepRunner {
   };
   std::map<std::int64_t, LengthRope> rope_by_length_;  // computed once per length
   float rope_scale_ = 1.0f;  // on cos and sin (rope_attention_factor)
+  std::vector<std::uint16_t> unit_gain_;  // head_dim FP16 ones: l2_qk_norm's gain
   float attn_scale_ = 1.0f;  // the softmax scale (attention_scale)
   int attn_dim_ = 0;         // a q / k head's width in the lanes and the cache (MLA: rope + kv_lora_rank)
   const compiler::ParallelLayout& layout_;

@@ -103,6 +103,12 @@ TEST(DevicePimUnit, GptOssSinksBiasesAndActivationOnDuplexPeEqualDatapathBitForB
   expect_device_equals_datapath("tiny-gpt-oss");
 }
 
+// Llama 4: decode attention within each row's chunk (the rows the device's DMA reads), experts on inputs
+// scaled by their routing weights, through the driver as the datapath runs them.
+TEST(DevicePimUnit, Llama4ChunkedAttentionOnDuplexPeEqualsDatapathBitForBit) {
+  expect_device_equals_datapath("tiny-llama4");
+}
+
 TEST(DevicePimUnit, RunSessionPassesCheckThroughDevice) {
   for (const char* model : {"tiny-moe", "tiny-dense"}) {
     RunOptions o;

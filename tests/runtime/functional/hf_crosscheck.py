@@ -9,22 +9,27 @@ pass of the HF modeling code (Llama / Mistral / Qwen2 / Qwen3 / Phi-3 (and Phi-4
 StarCoder2 / OPT / Mixtral / Phi-3.5-MoE / Qwen2-MoE / Qwen3-MoE / OLMoE / DBRX / gpt-oss, their sliding windows and
 scaled RoPE (linear, llama3, YaRN (gpt-oss's untruncated too), LongRoPE and dynamic NTK as HF generate rotates them);
 DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py: MLA attention, interleaved RoPE with DeepSeek's
-YaRN, and its greedy / group-limited / noaux_tc routing), written
-here from those definitions and sharing no code with duplex. A model passes when every logit is within
-2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on duplex's side) and every
-token is the float64 argmax or a near tie (the margin within twice the logit error).
+YaRN, and its greedy / group-limited / noaux_tc routing; Llama 4 (llama4_text, and the text model of the llama4
+wrapper: its text_config, its language_model.* tensors): NoPE layers, interleaved RoPE, weightless q / k L2 norms,
+chunked attention, attention temperature tuning, sigmoid-routed experts scaled at their input beside a shared
+expert, dense layers in between), written here from those definitions and sharing no code with duplex. A model
+passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
+duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
 side (a scaled RoPE (DeepSeek: with its softmax mscale; dynamic NTK), a partial RoPE (as the whole head),
 DeepSeek's routing correction bias (noaux_tc), group limit (group_limited_greedy as greedy), routed scaling
-factor (as 1) or interleaved RoPE (as rotate-half),
-Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, PhiMoE's sparsemixer (as softmax top 2), the shared-expert gate, the q/k norms, OPT's
-learned positions, the FFN biases, the q/k/v biases, DBRX's clamp of q / k / v, the routing renormalisation,
-the sliding window or a
-non-SiLU activation (as SiLU), the first the model has); that comparison must fail, or the check could not see
-the feature.
+factor (as 1) or interleaved RoPE (as rotate-half), Llama 4's router scores on the experts' inputs (as on their
+outputs), chunked attention (as full), attention temperature (as none) or interleaved RoPE (as rotate-half),
+Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, PhiMoE's sparsemixer (as softmax
+top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, DBRX's
+clamp of q / k / v, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the first
+the model has; Llama 4's chunks and temperature only where the test's sequences reach them); that comparison must
+fail, or the check could not see the feature. --self-test=F[,F...] drops the features named instead, one
+comparison each (any of HfModel's drops: chunked_attention, attn_temperature, router_input, qk_norm,
+rope_interleave, window, ...).
 
-Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test] MODEL[@SYSTEM[@DEVICES[@OPTION+OPTION...]]] ...
+Usage: hf_crosscheck.py DUPLEX_BINARY [--self-test[=FEATURE,...]] MODEL[@SYSTEM[@DEVICES[@OPTION+OPTION...]]] ...
 (OPTIONs go to duplex run as they are, e.g. --max-tokens-per-step=3+--kv-blocks=2.)
 Exit status 0 when every model passes (and every self-test fails as it must), 1 otherwise.
 """
@@ -41,6 +46,14 @@ import numpy as np
 PROMPTS = [[1, 5, 9, 42], [7, 30, 12, 99, 3], [200]]
 NEW_TOKENS = 6
 RELATIVE_BOUND = 2.0 ** -6
+# Llama4TextConfig's defaults (the fields HfModel reads; moe_layers, no_rope_layers, layer_types derived when absent).
+LLAMA4_TEXT_DEFAULTS = {
+    "hidden_size": 5120, "intermediate_size": 8192, "intermediate_size_mlp": 16384, "num_hidden_layers": 48,
+    "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128, "hidden_act": "silu", "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False, "rope_theta": 500000.0, "rope_scaling": None, "num_experts_per_tok": 1,
+    "num_local_experts": 16, "moe_layers": None, "interleave_moe_layer_step": 1, "use_qk_norm": True,
+    "no_rope_layers": None, "no_rope_layer_interval": 4, "attention_chunk_size": 8192, "layer_types": None,
+    "attn_temperature_tuning": True, "floor_scale": 8192, "attn_scale": 0.1}
 
 
 def yarn_mscale(factor, mscale):  # DeepSeek's yarn_get_mscale
@@ -126,6 +139,12 @@ class HfModel:
     def __init__(self, config, tensors, drop=None):
         c = config
         self.t = dict(tensors)
+        if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
+            c = dict(c.get("text_config") or {}, model_type="llama4_text")
+            prefix = "language_model."
+            self.t = {name[len(prefix) :]: a for name, a in tensors.items() if name.startswith(prefix)}
+        if c["model_type"] == "llama4_text":
+            c = {**LLAMA4_TEXT_DEFAULTS, **c}
         # DBRX: DbrxAttention clamps Wqkv's output to +-clip_qkv; its LayerNorms have no bias (eps: torch's
         # 1e-5); DbrxRouter divides the top-k softmax probabilities by their p-norm (moe_normalize_expert_weights,
         # default 1: their sum; None: as they are).
@@ -271,6 +290,32 @@ class HfModel:
             for layer in range(self.layers):
                 sliding = types[layer] == "sliding_attention" if types else layer >= c.get("max_window_layers", 0)
                 self.windows[layer] = window if sliding else None
+        self.interleave = False  # RoPE on the pairs (2i, 2i + 1) (DeepSeek, Llama 4), else HF's rotate_half
+        # Llama 4 (Llama4TextModel, Llama4TextConfig's defaults): RoPE (interleaved) on the no_rope_layers layers,
+        # then q and k L2-normed per head (use_qk_norm, no weight, eps rms_norm_eps); the other (NoPE) layers'
+        # queries scaled by the attention temperature at their position; a chunked_attention layer's query sees
+        # only its own chunk of attention_chunk_size positions; Llama4TextMoe on the moe_layers, whose top-k
+        # experts (gate_up_proj / down_proj input-major, gate then up) take the input times the expert's sigmoid
+        # score, beside a shared expert; the other layers a Llama MLP (feed_forward.*, intermediate_size_mlp).
+        self.llama4 = self.type == "llama4_text"
+        self.use_rope = [True] * self.layers
+        self.chunks = [None] * self.layers  # chunked attention's chunk size per layer (None: full attention)
+        self.temperature = False
+        self.router_input_dropped = False
+        if self.llama4:
+            self.experts, self.top_k = c["num_local_experts"], c["num_experts_per_tok"]
+            step, moe_layers = c["interleave_moe_layer_step"], c["moe_layers"]
+            self.moe_layers = set(moe_layers if moe_layers is not None else range(step - 1, self.layers, step))
+            interval = c["no_rope_layer_interval"]
+            no_rope = c["no_rope_layers"] or [int((i + 1) % interval != 0) for i in range(self.layers)]
+            self.use_rope = [bool(u) for u in no_rope[: self.layers]]
+            types = c["layer_types"] or ["chunked_attention" if u else "full_attention" for u in self.use_rope]
+            chunk = c["attention_chunk_size"]
+            self.chunks = [chunk if kind == "chunked_attention" else None for kind in types[: self.layers]]
+            self.qk_norm = "l2" if c["use_qk_norm"] else None
+            self.temperature = bool(c["attn_temperature_tuning"])
+            self.floor_scale, self.attn_scale = float(c["floor_scale"]), float(c["attn_scale"])
+            self.interleave = True
         # DeepSeek-V2 / V3 (the hub's modeling_deepseek.py, whose config defaults these are): MLA attention (q by
         # q_proj or the q_a / q_b low-rank pair, k and v from the normalized kv_a latent, one k_pe for all heads),
         # the interleaved RoPE over qk_rope_head_dim, dense FFNs before first_k_dense_replace, then DeepSeek MoE.
@@ -343,8 +388,14 @@ class HfModel:
             self.sinks = False
         elif drop == "local_rope":  # Gemma 3's windowed layers rotated as its full ones
             self.local_theta = None
-        elif drop == "rope_interleave":  # DeepSeek's q_pe / k_pe rotated by rotate_half as they are
+        elif drop == "rope_interleave":  # DeepSeek's q_pe / k_pe, Llama 4's q / k rotated by rotate_half as they are
             self.interleave = not self.interleave
+        elif drop == "chunked_attention":  # Llama 4's chunked layers attending as its full ones
+            self.chunks = [None] * self.layers
+        elif drop == "attn_temperature":  # Llama 4's NoPE queries unscaled
+            self.temperature = False
+        elif drop == "router_input":  # Llama 4's router score on the expert's output instead of its input
+            self.router_input_dropped = True
         self.shared_gate_dropped = drop == "shared_gate"
         if drop == "window":
             self.windows = [None] * self.layers
@@ -390,6 +441,8 @@ class HfModel:
     def is_moe_layer(self, layer):
         if self.deepseek:  # DeepseekV2DecoderLayer
             return bool(self.experts) and layer >= self.first_dense and layer % self.moe_freq == 0
+        if self.llama4:
+            return layer in self.moe_layers
         if not self.moe:
             return False
         if self.type in ("mixtral", "olmoe", "dbrx", "gpt_oss"):
@@ -451,8 +504,9 @@ class HfModel:
             old = r["original_max_position_embeddings"]
             wavelen = 2 * np.pi / inv_freq
             scaled = np.where(wavelen > old / low, inv_freq / factor, inv_freq)
-            smooth = (old / wavelen - low) / (high - low)
-            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+            with np.errstate(divide="ignore", invalid="ignore"):  # high == low (Llama 4 Scout): no medium band
+                smooth = (old / wavelen - low) / (high - low)
+                smoothed = (1 - smooth) * scaled / factor + smooth * scaled
             medium = ~(wavelen < old / high) & ~(wavelen > old / low)
             return np.where(medium, smoothed, scaled)
         assert kind == "default", kind
@@ -466,7 +520,7 @@ class HfModel:
         base = self.theta * ((factor * seq_len / original) - (factor - 1)) ** (d / (d - 2))
         return 1.0 / (base ** (np.arange(0, d, 2, dtype=np.float64) / d))
 
-    def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half (DeepSeek: the interleaved pairs)
+    def rope(self, x, positions):  # x [T, heads, d]; HF rotate_half (DeepSeek, Llama 4: the interleaved pairs)
         d = self.rotary()
         if d < x.shape[-1]:  # partial RoPE: the first d rotated, the rest passed (HF Phi3's q_rot / q_pass)
             return np.concatenate([self.rope(x[..., :d], positions), x[..., d:]], axis=-1)
@@ -485,7 +539,7 @@ class HfModel:
             freqs = np.outer(positions, self.inv_freq())
         if kind not in ("longrope", "su"):
             scale = self.attention_factor()
-        if self.deepseek and self.interleave:  # x[2i] + i x[2i+1] times scale e^(i pos inv_freq[i])
+        if self.interleave:  # x[2i] + i x[2i+1] times scale e^(i pos inv_freq[i])
             z = (x[..., 0::2] + 1j * x[..., 1::2]) * (scale * np.exp(1j * freqs))[:, None, :]
             return np.stack([z.real, z.imag], axis=-1).reshape(x.shape)
         emb = np.concatenate([freqs, freqs], axis=-1)
@@ -566,6 +620,21 @@ class HfModel:
                 g = x @ self.w(p + "mlp.shared_expert_gate.weight").T
                 shared = shared / (1.0 + np.exp(-g))
             out += shared
+        return out
+
+    def llama4_moe(self, layer, x):  # Llama4TextMoe: Llama4Router, Llama4TextExperts, the shared Llama4TextMLP
+        p = f"model.layers.{layer}.feed_forward."
+        logits = x @ self.w(p + "router.weight").T
+        gate_up, down = self.w(p + "experts.gate_up_proj"), self.w(p + "experts.down_proj")  # [E, H, 2F], [E, F, H]
+        f = down.shape[1]
+        out = self.mlp(p + "shared_expert.", x)
+        for t in range(x.shape[0]):
+            for e in np.argsort(-logits[t], kind="stable")[: self.top_k]:  # torch.topk of the logits
+                score = 1.0 / (1.0 + np.exp(-logits[t, e]))  # the others' sigmoid(-inf): a zero input, no output
+                z = x[t] if self.router_input_dropped else score * x[t]
+                h = z @ gate_up[e]  # gate_up.chunk(2, dim=-1): gate the first F, up the last F
+                y = (self.activate(h[:f]) * h[f:]) @ down[e]
+                out[t] += score * y if self.router_input_dropped else y
         return out
 
     def deepseek_route(self, logits, bias):  # the hub's MoEGate (eval) on one token: [(expert, weight)]
@@ -658,7 +727,15 @@ class HfModel:
         v = v.reshape(T, self.kv_heads, d)
         if self.qk_norm == "head":  # Qwen3: per head over head_dim
             q, k = self.rms(q, self.w(p + "q_norm.weight")), self.rms(k, self.w(p + "k_norm.weight"))
-        if not self.opt:  # OPT's positions are in its embeddings
+        if self.llama4:  # Llama4TextAttention
+            pos = np.arange(T, dtype=np.float64)
+            if self.use_rope[layer]:
+                q, k = self.rope(q, pos), self.rope(k, pos)
+                if self.qk_norm:  # Llama4TextL2Norm after the RoPE
+                    q, k = (y / np.sqrt(np.mean(y * y, axis=-1, keepdims=True) + self.eps) for y in (q, k))
+            elif self.temperature:  # NoPE layers: the query at position p times log1p(floor((p + 1) / floor_scale))
+                q = q * (np.log1p(np.floor((pos + 1) / self.floor_scale)) * self.attn_scale + 1)[:, None, None]
+        elif not self.opt:  # OPT's positions are in its embeddings
             pos = np.arange(T, dtype=np.float64)
             if self.local_theta and self.windows[layer]:  # Gemma 3: a windowed layer's own base, default RoPE
                 kept = (self.theta, self.rope_scaling)
@@ -676,6 +753,8 @@ class HfModel:
         visible = j <= i
         if self.windows[layer]:  # query i sees keys (i - window, i]
             visible &= i - j < self.windows[layer]
+        if self.chunks[layer]:  # Llama 4's chunked attention: keys of the query's chunk only
+            visible &= i // self.chunks[layer] == j // self.chunks[layer]
         scores = np.where(visible[None], scores, -np.inf)
         if self.sinks:  # gpt-oss: each head's sink logit joins every row, its probability dropped
             sink = np.broadcast_to(self.w(p + "sinks")[:, None, None], (self.heads, T, 1))
@@ -706,11 +785,12 @@ class HfModel:
             x = x + (self.norm(a, p + "post_attention_layernorm") if self.gemma2 else a)
             n = self.norm(x, p + mlp_norm)
             if self.is_moe_layer(layer):
-                f = (self.deepseek_moe if self.deepseek else self.sparse_moe)(layer, n)
+                moe = self.deepseek_moe if self.deepseek else self.llama4_moe if self.llama4 else self.sparse_moe
+                f = moe(layer, n)
             elif self.layer_norm:
                 f = self.two_matrix_mlp(layer, n)
             else:
-                f = self.mlp(p + "mlp.", n)
+                f = self.mlp(p + ("feed_forward." if self.llama4 else "mlp."), n)
             x = x + (self.norm(f, p + "post_feedforward_layernorm") if self.gemma2 else f)
         x = self.norm(x, "model.decoder.final_layer_norm" if self.opt else "model.norm")
         head = self.w(top + "embed_tokens.weight") if self.tied else self.w("lm_head.weight")
@@ -740,6 +820,16 @@ def compare(model, run):
 
 
 def dropped_feature(model):
+    if model.llama4:  # its own features first: the router's input scaling, then what the test's sequences reach
+        longest = max(map(len, PROMPTS)) + NEW_TOKENS - 1  # the tokens of compare's longest forward
+        if any(model.is_moe_layer(layer) for layer in range(model.layers)):
+            return "router_input"
+        if any(chunk and chunk < longest for chunk in model.chunks):
+            return "chunked_attention"
+        if model.temperature and not all(model.use_rope) and model.floor_scale <= longest:
+            return "attn_temperature"
+        if any(model.use_rope):
+            return "rope_interleave"
     if model.gemma3:
         return "local_rope"
     if model.rope_scaling:
@@ -785,8 +875,10 @@ def dropped_feature(model):
 
 def main(argv):
     duplex, args = argv[1], argv[2:]
-    self_test = "--self-test" in args
-    cases = [a for a in args if a != "--self-test"]
+    tests = [a for a in args if a == "--self-test" or a.startswith("--self-test=")]
+    self_test = bool(tests)
+    forced = [f for a in tests for f in a.partition("=")[2].split(",") if f]  # features named by hand
+    cases = [a for a in args if a not in tests]
     failures = 0
     for case in cases:
         parts = case.split("@")
@@ -812,12 +904,12 @@ def main(argv):
             print(f"{'PASS' if ok else 'FAIL'} {case} ({config['model_type']}): {msg}")
             failures += 0 if ok else 1
             if self_test:
-                feature = dropped_feature(HfModel(config, tensors))
-                if feature is None:
-                    continue
-                ok, msg = compare(HfModel(config, tensors, drop=feature), run)
-                print(f"{'FAIL' if ok else 'PASS'} {case} without {feature} must differ: {msg}")
-                failures += 1 if ok else 0
+                for feature in forced or [dropped_feature(HfModel(config, tensors))]:
+                    if feature is None:
+                        continue
+                    ok, msg = compare(HfModel(config, tensors, drop=feature), run)
+                    print(f"{'FAIL' if ok else 'PASS'} {case} without {feature} must differ: {msg}")
+                    failures += 1 if ok else 0
     return 1 if failures else 0
 
 

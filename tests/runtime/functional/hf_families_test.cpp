@@ -215,6 +215,36 @@ TEST(HfFamilies, GptOssMatchesTheReference) {
   }
 }
 
+ModelWeights llama4_scout_weights() {
+  const std::string config = std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-llama4-scout.json";
+  ModelWeights w = random_weights(compiler::load_model(config), 11);
+  w.numerics = config_numerics(config);
+  return w;
+}
+
+// Llama 4: 3-token chunks on the RoPE layers (prefill and decode on the xPU's kernels, decode on the
+// Logic-PIM's softmax unit on duplex-pe, whose device reads each row's chunk), a NoPE layer with
+// temperature-tuned queries, q / k L2-normed after RoPE, experts on inputs scaled by their sigmoid routing
+// weights beside a shared expert; and Scout's shape (every layer MoE, top 2, llama3 RoPE, no q / k norm),
+// also with the prompts in chunks of 3 tokens (chunked attention on the decode kernel's rows).
+TEST(HfFamilies, Llama4MatchesTheReference) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-llama4"), 11);
+  for (const char* system : {"gpu", "duplex-pe"})
+    for (int devices : {1, 0, 16}) {
+      SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
+      expect_matches_reference(w, run_on(w, system, devices));
+    }
+  const ModelWeights scout = llama4_scout_weights();
+  for (const char* system : {"gpu", "duplex-pe"}) {
+    SCOPED_TRACE(std::string("scout on ") + system);
+    expect_matches_reference(scout, run_on(scout, system, 0));
+  }
+  FunctionalOptions chunked;
+  chunked.max_tokens_per_step = 3;
+  expect_matches_reference(scout,
+                           FunctionalExecutor(scout, load_system("gpu"), chunked).run(kPrompts, kNewTokens));
+}
+
 // Scaled RoPE (config.json rope_scaling): linear, Llama 3.1's with an original context of 64, so that a head
 // of 16 has frequencies in each of its three regimes, and YaRN. Each matches the reference on one device and
 // two nodes, and each changes the logits.
@@ -425,6 +455,7 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   ModelWeights gemma3_one_base = gemma3;
   gemma3_one_base.numerics.local_rope_theta = 0;
   const ModelWeights gpt_oss = random_weights(compiler::load_model("tiny-gpt-oss"), 11);
+  const ModelWeights llama4 = random_weights(compiler::load_model("tiny-llama4"), 11);
   // gpt-oss with its biases scaled up (x 40: biases of about 4), so the clamp at +-7 bites.
   ModelWeights gpt_oss_large = gpt_oss;
   for (auto& [name, t] : gpt_oss_large.tensors)
@@ -433,6 +464,37 @@ TEST(HfFamilies, EveryFeatureChangesTheLogits) {
   ModelWeights gpt_oss_silu = gpt_oss_large;
   gpt_oss_silu.spec.activation = compiler::Activation::kSilu;
   const std::vector<Variant> variants = {
+      {"Llama 4's chunked attention", &llama4,
+       without(
+           llama4,
+           [](auto& m) {
+             m.attention_chunk = 0;
+             m.full_attention_layers.clear();
+           },
+           [](const auto&) { return false; })},
+      {"Llama 4's NoPE layer (rotated)", &llama4,
+       without(
+           llama4,
+           [](auto& m) {
+             m.nope_layers.clear();
+             m.attn_temperature_floor = 0;
+             m.attn_temperature_scale = 0;
+           },
+           [](const auto&) { return false; })},
+      {"Llama 4's temperature tuning", &llama4,
+       without(
+           llama4,
+           [](auto& m) {
+             m.attn_temperature_floor = 0;
+             m.attn_temperature_scale = 0;
+           },
+           [](const auto&) { return false; })},
+      {"Llama 4's L2 q / k norm", &llama4,
+       without(
+           llama4, [](auto& m) { m.qk_norm = compiler::QkNorm::kNone; }, [](const auto&) { return false; })},
+      {"Llama 4's expert inputs scaled (as outputs)", &llama4,
+       without(
+           llama4, [](auto& m) { m.expert_input_scaled = false; }, [](const auto&) { return false; })},
       {"gpt-oss's attention sinks", &gpt_oss,
        without(
            gpt_oss, [](auto& m) { m.attn_sinks = false; }, [](const auto& n) { return has(n, ".sinks"); })},

@@ -44,10 +44,11 @@ INSTANTIATE_TEST_SUITE_P(Models, RtlOnEverySystem,
                          // GELU tanh + bias (StarCoder2), gated GELU tanh (Gemma), exact GELU experts, MLA
                          // (decode attention over the latent: one KV head of kv_lora_rank + rope), Gemma 2
                          // (the softmax unit's soft-cap), gpt-oss (its sinks, the GEMM lane's bias, the
-                         // swiglu-oai-gate mode)
+                         // swiglu-oai-gate mode), Llama 4 (decode attention within chunks, experts on
+                         // inputs scaled by their routing weights)
                          ::testing::Values("tiny-moe", "tiny-dense", "tiny-starcoder2", "tiny-gemma",
                                            "tiny-gelu-moe", "tiny-deepseek-v3", "tiny-gemma2",
-                                           "tiny-gpt-oss"),
+                                           "tiny-gpt-oss", "tiny-llama4"),
                          [](const ::testing::TestParamInfo<const char*>& p) {
                            std::string n = p.param;
                            for (char& c : n)

@@ -309,6 +309,21 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
          return m;
        }},
       {"gemma2", [] { return compiler::load_model("tiny-gemma2"); }},
+      {"llama4_text", [] { return compiler::load_model("tiny-llama4"); }},
+      {"llama4_text",
+       [] { return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-llama4-scout.json"); }},
+      {"llama4_text",
+       [] {  // MoE on layers 0 and 3 only (moe_layers), no chunks, no temperature, no q / k norm
+         auto m = compiler::load_model("tiny-llama4");
+         m.moe_every = 1;
+         m.dense_layers = {1, 2};
+         m.attention_chunk = 0;
+         m.full_attention_layers.clear();
+         m.attn_temperature_floor = 0;
+         m.attn_temperature_scale = 0;
+         m.qk_norm = compiler::QkNorm::kNone;
+         return m;
+       }},
       {"gemma3_text",
        [] { return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-gemma3.json"); }},
       {"gemma2",
@@ -383,6 +398,12 @@ TEST(Safetensors, EveryFamilyRoundTripsThroughConfigJsonOneFileOrSharded) {
       EXPECT_EQ(b.post_norms, spec.post_norms);
       EXPECT_EQ(b.attn_softcap, spec.attn_softcap);
       EXPECT_EQ(b.final_softcap, spec.final_softcap);
+      EXPECT_EQ(b.attention_chunk, spec.attention_chunk);
+      EXPECT_EQ(b.nope_layers, spec.nope_layers);
+      EXPECT_EQ(b.attn_temperature_floor, spec.attn_temperature_floor);
+      EXPECT_EQ(b.attn_temperature_scale, spec.attn_temperature_scale);
+      EXPECT_EQ(b.expert_input_scaled, spec.expert_input_scaled);
+      EXPECT_EQ(b.moe_every, spec.moe_every);
       // 0 is written as the head_dim it stands for
       EXPECT_EQ(b.query_pre_attn_scalar > 0 ? b.query_pre_attn_scalar : b.head_dim,
                 spec.query_pre_attn_scalar > 0 ? spec.query_pre_attn_scalar : spec.head_dim);
@@ -435,6 +456,49 @@ TEST(Safetensors, DeepSeekRopeRowsAreInterleavedInTheCheckpoint) {
     for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
     fs::remove_all(dir);
   }
+}
+
+// Llama 4's checkpoints: the experts fused input-major in feed_forward.experts.gate_up_proj [E, hidden,
+// 2 ffn] (each expert's gate columns, then its up columns) and down_proj [E, ffn, hidden]; q_proj's and
+// k_proj's rows of every head interleaved as HF's complex RoPE pairs them (checkpoint row 2i is row i, 2i + 1
+// is head_dim / 2 + i); the FFNs under feed_forward.
+TEST(Safetensors, Llama4FusesItsExpertsAndInterleavesItsHeads) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-llama4"), 8);
+  const compiler::ModelSpec& m = w.spec;
+  const fs::path dir = temp_dir("llama4");
+  write_checkpoint(dir.string(), w);
+  const fs::path file = dir / "model.safetensors";
+  const std::int64_t h = m.hidden, f = m.expert_ffn, d = m.head_dim;
+  const std::vector<std::uint16_t> gate_up =
+      read_tensor_data(file, "model.layers.1.feed_forward.experts.gate_up_proj");
+  const std::vector<std::uint16_t> down = read_tensor_data(file, "model.layers.1.feed_forward.experts.down_proj");
+  ASSERT_EQ(gate_up.size(), static_cast<std::size_t>(m.experts * h * 2 * f));
+  const WeightTensor& gate2 = w.get(weight_name::expert(m.weight_naming, 1, 2, "gate"));
+  const WeightTensor& up2 = w.get(weight_name::expert(m.weight_naming, 1, 2, "up"));
+  const WeightTensor& down2 = w.get(weight_name::expert(m.weight_naming, 1, 2, "down"));
+  auto at = [](std::int64_t i) { return static_cast<std::size_t>(i); };
+  for (std::int64_t i : {std::int64_t{0}, h - 1})
+    for (std::int64_t o : {std::int64_t{0}, f - 1}) {
+      EXPECT_EQ(gate_up[at((2 * h + i) * 2 * f + o)], gate2.data[at(o * h + i)]);
+      EXPECT_EQ(gate_up[at((2 * h + i) * 2 * f + f + o)], up2.data[at(o * h + i)]);
+      EXPECT_EQ(down[at((2 * f + o) * h + i)], down2.data[at(i * f + o)]);
+    }
+  for (const char* name : {"model.layers.0.feed_forward.gate_proj.weight", "model.layers.1.feed_forward.router.weight",
+                           "model.layers.1.feed_forward.shared_expert.down_proj.weight"})
+    EXPECT_NO_THROW(read_tensor_data(file, name)) << name;
+  // Head 1 of layer 2's k_proj (a NoPE layer is permuted alike).
+  const WeightTensor& k = w.get(weight_name::attn_proj(2, 'k'));
+  const std::vector<std::uint16_t> stored = read_tensor_data(file, weight_name::attn_proj(2, 'k'));
+  auto row = [&](const std::vector<std::uint16_t>& x, std::int64_t r) {
+    return std::vector<std::uint16_t>(x.begin() + r * h, x.begin() + (r + 1) * h);
+  };
+  for (std::int64_t i = 0; i < d / 2; ++i) {
+    EXPECT_EQ(row(stored, d + 2 * i), row(k.data, d + i));
+    EXPECT_EQ(row(stored, d + 2 * i + 1), row(k.data, d + d / 2 + i));
+  }
+  const ModelWeights back = load_checkpoint(dir.string());
+  for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  fs::remove_all(dir);
 }
 
 // A scaled RoPE travels in config.json's rope_scaling and reads back the same.
@@ -698,6 +762,20 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
   m = compiler::load_model("tiny-dbrx");
   m.sliding_window = 8;
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
+  // Llama 4's chunked attention under Llama's names; Llama 4's names with a softmax router.
+  m = compiler::load_model("tiny-dense");
+  m.attention_chunk = 4;
+  EXPECT_THROW(write_checkpoint(dir.string(), random_weights(m, 1)), Error);
+  EXPECT_FALSE(fs::exists(dir));
+  m = compiler::load_model("tiny-llama4");
+  m.router = compiler::Router::kSoftmaxTopK;
+  try {
+    write_checkpoint(dir.string(), random_weights(m, 1));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("are Llama 4's, but the model differs"), std::string::npos) << e.what();
+  }
   EXPECT_FALSE(fs::exists(dir));
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-moe"), 1), 0), Error);
   EXPECT_FALSE(fs::exists(dir));

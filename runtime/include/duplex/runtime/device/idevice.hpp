@@ -41,6 +41,9 @@ struct DecodeAttentionBatch {
   float softcap = 0.0f;    // attention logit soft-cap (Gemma 2): scores -> softcap * tanh(scores / softcap)
                            // before the softmax; 0: none
   std::int64_t window = 0;  // sliding window: each row attends to its last `window` tokens; 0: all of them
+  // Chunked attention (Llama 4): each row, at position p = its context length - 1, attends to the tokens
+  // [p - p % chunk, p] only (with a window too, from the later of the two first tokens); 0: no chunks.
+  std::int64_t chunk = 0;
   // Attention sinks (gpt-oss): one FP16 logit per query head [q_heads] joining each row's softmax (its own
   // share dropped); null: none.
   const std::uint16_t* sinks = nullptr;
