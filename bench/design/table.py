@@ -24,15 +24,18 @@ def main(folder):
         if r["status"] != "ok":
             print(f"failed point {r['id']}: {r['error']}", file=sys.stderr)
     ok = [r for r in rows if r["status"] == "ok"]
-    gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"]): float(r["throughput_tok_s"])
-           for r in ok if r["system"] == "gpu" and not r["knobs"]}
+    # The gpu point of the same setting: with the same knobs where the gpu has them (a knob on every system),
+    # else without (a knob on the PIM systems only).
+    gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"], r["knobs"]): float(r["throughput_tok_s"])
+           for r in ok if r["system"] == "gpu"}
     models = len({r["model"] for r in ok}) > 1
     print(("| model " if models else "") +
           "| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |")
     print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|")
     for r in ok:
         tput = float(r["throughput_tok_s"])
-        base = gpu.get((r["model"], r["input_len"], r["output_len"], r["batch"]))
+        setting = (r["model"], r["input_len"], r["output_len"], r["batch"])
+        base = gpu.get(setting + (r["knobs"],)) or gpu.get(setting + ("",))
         ratio = f"{tput / base:.2f}" if base else "-"
         mm2, die = area_cells(folder, r)
         print((f"| {r['model']} " if models else "") + f"| {r['system']} | {r['knobs'].replace(';', ', ') or '-'} | {r['input_len']}, {r['output_len']} | "
