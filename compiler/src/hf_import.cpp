@@ -229,11 +229,13 @@ void read_llama4_text(const Fields& f, const json& j, ModelSpec& m) {
   std::vector<int> rope = f.int_list_or_empty("no_rope_layers");
   if (rope.empty()) {
     const int interval = f.integer_or("no_rope_layer_interval", 4);
-    if (interval < 1) throw ConfigError(f.file(), f.path("no_rope_layer_interval"), "is 0", "an integer >= 1");
+    if (interval < 1)
+      throw ConfigError(f.file(), f.path("no_rope_layer_interval"), "is 0", "an integer >= 1");
     for (int l = 0; l < m.layers; ++l) rope.push_back((l + 1) % interval != 0 ? 1 : 0);
   }
   if (static_cast<int>(rope.size()) != m.layers)
-    throw ConfigError(f.file(), f.path("no_rope_layers"), fmt::format("has {} entries for {} layers", rope.size(), m.layers),
+    throw ConfigError(f.file(), f.path("no_rope_layers"),
+                      fmt::format("has {} entries for {} layers", rope.size(), m.layers),
                       "one 0 (NoPE) or 1 (RoPE) per layer");
   for (int l = 0; l < m.layers; ++l) {
     const int r = rope[static_cast<std::size_t>(l)];
@@ -244,9 +246,10 @@ void read_llama4_text(const Fields& f, const json& j, ModelSpec& m) {
   }
   if (f.boolean_or("use_qk_norm", true)) m.qk_norm = QkNorm::kL2;
   // attn_temperature_tuning is a boolean in Llama4TextConfig, an integer (4) in the released configs.
-  const bool tuning = !j.contains("attn_temperature_tuning") || j["attn_temperature_tuning"].is_null() ||
-                      (j["attn_temperature_tuning"].is_boolean() ? j["attn_temperature_tuning"].get<bool>()
-                                                                  : f.number_or("attn_temperature_tuning", 1) != 0);
+  const bool tuning =
+      !j.contains("attn_temperature_tuning") || j["attn_temperature_tuning"].is_null() ||
+      (j["attn_temperature_tuning"].is_boolean() ? j["attn_temperature_tuning"].get<bool>()
+                                                 : f.number_or("attn_temperature_tuning", 1) != 0);
   if (tuning && !m.nope_layers.empty()) {
     m.attn_temperature_floor = f.integer_or("floor_scale", 8192);
     m.attn_temperature_scale = f.number_or("attn_scale", 0.1);
@@ -258,8 +261,8 @@ void read_llama4_text(const Fields& f, const json& j, ModelSpec& m) {
   const char* kTypes = "a list of \"chunked_attention\" / \"full_attention\", one per layer";
   const std::vector<std::string> types = f.string_list_or_empty("layer_types", kTypes);
   if (!types.empty() && static_cast<int>(types.size()) != m.layers)
-    throw ConfigError(f.file(), f.path("layer_types"), fmt::format("has {} entries for {} layers", types.size(), m.layers),
-                      kTypes);
+    throw ConfigError(f.file(), f.path("layer_types"),
+                      fmt::format("has {} entries for {} layers", types.size(), m.layers), kTypes);
   for (int l = 0; l < m.layers; ++l) {
     bool chunked = rope[static_cast<std::size_t>(l)] == 1;
     if (!types.empty()) {

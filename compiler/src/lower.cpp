@@ -1,8 +1,8 @@
 #include "duplex/compiler/lower.hpp"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 
 #include "duplex/base/error.hpp"
 
@@ -33,7 +33,9 @@ double chunk_pairs_before(double n, double chunk) {
 double chunked_pairs(double c, double t, double chunk) {
   return chunk_pairs_before(c + t, chunk) - chunk_pairs_before(c, chunk);
 }
-std::int64_t chunked_tokens_read(std::int64_t c, std::int64_t t, std::int64_t chunk) { return c % chunk + t; }
+std::int64_t chunked_tokens_read(std::int64_t c, std::int64_t t, std::int64_t chunk) {
+  return c % chunk + t;
+}
 
 constexpr double kActBytes = 2.0;  // activations are FP16/BF16 on both units
 
@@ -251,8 +253,8 @@ class Lowering {
       const double c = static_cast<double>(g.context), t = static_cast<double>(g.tokens), n = static_cast<double>(g.count);
       o.requests += g.count;
       o.query_tokens += g.count * g.tokens;
-      const std::int64_t read =
-          chunk > 0 ? chunked_tokens_read(g.context, g.tokens, chunk) : tokens_read(g.context, g.tokens, window);
+      const std::int64_t read = chunk > 0 ? chunked_tokens_read(g.context, g.tokens, chunk)
+                                          : tokens_read(g.context, g.tokens, window);
       o.context_tokens += g.count * read;
       const double pairs = chunk > 0 ? chunked_pairs(c, t, static_cast<double>(chunk))
                                      : attended_pairs(c, t, static_cast<double>(window));
@@ -295,9 +297,9 @@ class Lowering {
 
   // The xPU's elementwise pass over the projected q and k (and v with biases or a clamp): add the q / k / v
   // biases, clamp q, k and v (clip_qkv), RMSNorm q and k (qk_norm; Llama 4's L2 norm in the rotating layers
-  // only), rotate q and k (RoPE models, but their nope_layers). Read and written once; bias and norm gains are
-  // weights. Without a rotation (learned positions, NoPE layers) the pass is named "qkv_bias" (or "qkv_clip",
-  // or "qk_norm"); a NoPE layer with nothing to do has none.
+  // only), rotate q and k (RoPE models, but their nope_layers). Read and written once; bias and norm gains
+  // are weights. Without a rotation (learned positions, NoPE layers) the pass is named "qkv_bias" (or
+  // "qkv_clip", or "qk_norm"); a NoPE layer with nothing to do has none.
   void rope(int l) {
     const bool rotate = m_.rotates(l), clip = m_.clip_qkv > 0;
     const bool qk_norm = m_.qk_norm != QkNorm::kNone && (m_.qk_norm != QkNorm::kL2 || rotate);

@@ -317,8 +317,9 @@ void ModelSpec::validate() const {
   if (attention_chunk > 0 && attention != AttentionKind::kGqa)
     bad("attention_chunk", "is set for MLA attention; expected GQA");
   if (sliding_window == 0 && attention_chunk == 0 && !full_attention_layers.empty())
-    bad("full_attention_layers", "is set, but neither sliding_window nor attention_chunk is: every layer "
-                                 "already attends to its whole context");
+    bad("full_attention_layers",
+        "is set, but neither sliding_window nor attention_chunk is: every layer already attends to its "
+        "whole context");
   if ((sliding_window > 0 || attention_chunk > 0) && windowed_layers() == 0)
     bad("full_attention_layers", fmt::format("lists every layer, so no layer has the {}; expected some layer "
                                              "left out, or no {}",
@@ -330,8 +331,8 @@ void ModelSpec::validate() const {
   if (!std::isfinite(attn_temperature_scale) || attn_temperature_scale < 0)
     bad("attn_temperature_scale", "must be a finite number >= 0");
   if (attn_temperature_floor > 0 && nope_layers.empty())
-    bad("attn_temperature_floor", "is set, but no layer is in nope_layers (the temperature scales their "
-                                  "queries only)");
+    bad("attn_temperature_floor",
+        "is set, but no layer is in nope_layers (the temperature scales their queries only)");
   if (attn_temperature_floor == 0 && attn_temperature_scale != 0)
     bad("attn_temperature_scale", "is set without attn_temperature_floor; expected both, or neither");
 }
@@ -403,8 +404,8 @@ ModelSpec read_model(const ConfigNode& n) {
   m.shared_expert_gate = n.get_or<bool>("shared_expert_gate", false);
   m.router_renormalize = n.get_or<bool>("router_renormalize", true);
   if (n.has("router")) {
-    const std::string r =
-        n.get_enum("router", {"softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc", "sigmoid_topk"});
+    const std::string r = n.get_enum(
+        "router", {"softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc", "sigmoid_topk"});
     m.router = r == "sparsemixer"            ? Router::kSparseMixer
                : r == "group_limited_greedy" ? Router::kGroupLimited
                : r == "noaux_tc"             ? Router::kNoAuxTc
@@ -428,9 +429,8 @@ ModelSpec read_model(const ConfigNode& n) {
                                : QkNorm::kNone;
   }
   if (n.has("weight_naming")) {
-    const std::string w = n.get_enum(
-        "weight_naming",
-        {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3", "deepseek", "dbrx", "gpt_oss", "llama4"});
+    const std::string w = n.get_enum("weight_naming", {"mixtral", "qwen_moe", "opt", "starcoder2", "phi3",
+                                                       "deepseek", "dbrx", "gpt_oss", "llama4"});
     m.weight_naming = w == "qwen_moe"     ? WeightNaming::kQwenMoe
                       : w == "opt"        ? WeightNaming::kOpt
                       : w == "starcoder2" ? WeightNaming::kStarcoder2

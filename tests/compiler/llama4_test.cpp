@@ -103,17 +103,19 @@ TEST(Llama4, DefaultsAndLayerTypes) {
   EXPECT_EQ(m.top_k, 1);
   EXPECT_EQ(m.qk_norm, QkNorm::kL2);
   const ModelSpec typed = import_hf_config(
-      tiny + R"(, "layer_types": ["full_attention", "chunked_attention", "full_attention", "full_attention"]})",
+      tiny +
+          R"(, "layer_types": ["full_attention", "chunked_attention", "full_attention", "full_attention"]})",
       "config.json");
   EXPECT_EQ(typed.full_attention_layers, (std::vector<int>{0, 2, 3}));
   // A chunk covering every position is no chunk; so is temperature tuning turned off.
-  const ModelSpec unchunked =
-      import_hf_config(tiny + R"(, "attention_chunk_size": 65536, "attn_temperature_tuning": false})", "c.json");
+  const ModelSpec unchunked = import_hf_config(
+      tiny + R"(, "attention_chunk_size": 65536, "attn_temperature_tuning": false})", "c.json");
   EXPECT_EQ(unchunked.attention_chunk, 0);
   EXPECT_TRUE(unchunked.full_attention_layers.empty());
   EXPECT_EQ(unchunked.attn_temperature_floor, 0);
-  EXPECT_NE(error_of(tiny + R"(, "no_rope_layers": [1, 1, 2, 0]})").find("config.json: no_rope_layers[2]: is 2"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(tiny + R"(, "no_rope_layers": [1, 1, 2, 0]})").find("config.json: no_rope_layers[2]: is 2"),
+      std::string::npos);
   EXPECT_NE(error_of(tiny + R"(, "no_rope_layers": [1, 0]})").find("has 2 entries for 4 layers"),
             std::string::npos);
   EXPECT_NE(error_of(tiny + R"(, "layer_types": ["sliding_attention", "full_attention", "full_attention",
@@ -134,17 +136,20 @@ TEST(Llama4, YamlKeysAndTheirErrors) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(yaml_error("attention_chunk: 8\nsliding_window: 4\n").find("attention_chunk: is set with sliding_window"),
+  EXPECT_NE(yaml_error("attention_chunk: 8\nsliding_window: 4\n")
+                .find("attention_chunk: is set with sliding_window"),
             std::string::npos);
-  EXPECT_NE(yaml_error("attention_chunk: 8\nfull_attention_layers: [0, 1, 2, 3]\n").find("no layer has the chunked"),
+  EXPECT_NE(yaml_error("attention_chunk: 8\nfull_attention_layers: [0, 1, 2, 3]\n")
+                .find("no layer has the chunked"),
             std::string::npos);
   EXPECT_NE(yaml_error("router: sigmoid_topk\n").find("router: sigmoid_topk is set for a dense model"),
             std::string::npos);
   EXPECT_NE(yaml_error("expert_input_scaled: true\n").find("expert_input_scaled: is set for a dense model"),
             std::string::npos);
   EXPECT_NE(yaml_error("attn_temperature_floor: 4\n").find("no layer is in nope_layers"), std::string::npos);
-  EXPECT_NE(yaml_error("nope_layers: [1]\nattn_temperature_scale: 0.1\n").find("without attn_temperature_floor"),
-            std::string::npos);
+  EXPECT_NE(
+      yaml_error("nope_layers: [1]\nattn_temperature_scale: 0.1\n").find("without attn_temperature_floor"),
+      std::string::npos);
   EXPECT_NE(yaml_error("nope_layers: [4]\n").find("nope_layers"), std::string::npos);
   EXPECT_NE(yaml_error("qk_norm: l3\n").find("qk_norm"), std::string::npos);
   EXPECT_EQ(yaml_error("attention_chunk: 8\nfull_attention_layers: [3]\nnope_layers: [3]\nqk_norm: l2\n"

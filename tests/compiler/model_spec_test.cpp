@@ -292,8 +292,10 @@ TEST(ModelSpec, SlidingWindowFromYaml) {
     }
     return std::string("(no error)");
   };
-  EXPECT_NE(message("full_attention_layers: [1]\n").find("m.yaml: full_attention_layers: is set, but neither sliding_window nor attention_chunk"),
-            std::string::npos);
+  EXPECT_NE(
+      message("full_attention_layers: [1]\n")
+          .find("m.yaml: full_attention_layers: is set, but neither sliding_window nor attention_chunk"),
+      std::string::npos);
   EXPECT_NE(message("sliding_window: 128\nfull_attention_layers: [3]\n").find("\"3\" is not a layer index"),
             std::string::npos);
   EXPECT_NE(message("sliding_window: 128\nfull_attention_layers: [0, 1, 2]\n")

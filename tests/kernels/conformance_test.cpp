@@ -536,29 +536,39 @@ HostTensor random_sinks(DType dtype, std::int64_t hq, std::mt19937_64& rng) {
   return random_tensor(dtype, {hq}, rng, -4.0, 6.0);
 }
 
+// One prefill attention case against the reference: random q, k, v over the sequences of seq_starts, with a
+// window, a chunk and sinks (or not).
+void check_prefill_attention(Backend& backend, std::mt19937_64& rng, DType dtype, const AttentionShape& s,
+                             const std::vector<std::int64_t>& seq_starts, std::int64_t window,
+                             std::int64_t chunk, bool with_sinks) {
+  const std::int64_t t = seq_starts.back();
+  SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " T", t, " window", window, " chunk", chunk,
+                     with_sinks ? " sinks" : ""));
+  DeviceArena arena(backend);
+  HostTensor q = random_tensor(dtype, {t, s.hq, s.d}, rng), k = random_tensor(dtype, {t, s.hkv, s.d}, rng);
+  HostTensor v = random_tensor(dtype, {t, s.hkv, s.d}, rng), sinks = random_sinks(dtype, s.hq, rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+  PrefillAttentionArgs args{
+      arena.upload(q), arena.upload(k), arena.upload(v), arena.empty(dtype, {t, s.hq, s.d}),
+      seq_starts,      scale,           window};
+  args.chunk = chunk;
+  if (with_sinks) args.sinks = arena.upload(sinks);
+  expect_run_ok(backend, args, arena.stream());
+  EXPECT_TRUE(within_bound(
+      arena.download(args.out),
+      prefill_attention_ref(q, k, v, seq_starts, scale, window, 0.0, with_sinks ? &sinks : nullptr, chunk)));
+}
+
 TEST(DUPLEX_CONFORMANCE_SUITE, PrefillAttentionSinks) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(21);
-  auto check = [&](DType dtype, const AttentionShape& s, const std::vector<std::int64_t>& seq_starts,
-                   std::int64_t window) {
-    const std::int64_t t = seq_starts.back();
-    SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " T", t, " window", window));
-    DeviceArena arena(*backend);
-    HostTensor q = random_tensor(dtype, {t, s.hq, s.d}, rng), k = random_tensor(dtype, {t, s.hkv, s.d}, rng);
-    HostTensor v = random_tensor(dtype, {t, s.hkv, s.d}, rng), sinks = random_sinks(dtype, s.hq, rng);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
-    PrefillAttentionArgs args{
-        arena.upload(q), arena.upload(k), arena.upload(v), arena.empty(dtype, {t, s.hq, s.d}),
-        seq_starts,      scale,           window};
-    args.sinks = arena.upload(sinks);
-    expect_run_ok(*backend, args, arena.stream());
-    EXPECT_TRUE(within_bound(arena.download(args.out),
-                             prefill_attention_ref(q, k, v, seq_starts, scale, window, 0.0, &sinks)));
-  };
   for (DType dtype : kFloatTypes)
     for (const AttentionShape& s : kAttentionShapes)
-      for (std::int64_t window : {0, 4, 33}) check(dtype, s, {0, 1, 18, 58, 158}, window);
-  for (std::int64_t window : {0, 128}) check(DType::kBF16, AttentionShape{64, 8, 64}, {0, 700}, window);
+      for (std::int64_t window : {0, 4, 33})
+        check_prefill_attention(*backend, rng, dtype, s, {0, 1, 18, 58, 158}, window, 0, true);
+  for (std::int64_t window : {0, 128})
+    check_prefill_attention(*backend, rng, DType::kBF16, AttentionShape{64, 8, 64}, {0, 700}, window, 0,
+                            true);
 }
 
 TEST(DUPLEX_CONFORMANCE_SUITE, DecodeAttentionSinks) {
@@ -619,35 +629,18 @@ constexpr std::int64_t kChunks[] = {1, 5, 32, 100, 4096};
 TEST(DUPLEX_CONFORMANCE_SUITE, PrefillAttentionChunked) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(43);
-  auto check = [&](DType dtype, const AttentionShape& s, const std::vector<std::int64_t>& seq_starts,
-                   std::int64_t chunk, std::int64_t window, bool with_sinks) {
-    const std::int64_t t = seq_starts.back();
-    SCOPED_TRACE(label(dtype, "hq", s.hq, " hkv", s.hkv, " d", s.d, " T", t, " chunk", chunk, " window",
-                       window, with_sinks ? " sinks" : ""));
-    DeviceArena arena(*backend);
-    HostTensor q = random_tensor(dtype, {t, s.hq, s.d}, rng), k = random_tensor(dtype, {t, s.hkv, s.d}, rng);
-    HostTensor v = random_tensor(dtype, {t, s.hkv, s.d}, rng), sinks = random_sinks(dtype, s.hq, rng);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(s.d));
-    PrefillAttentionArgs args{
-        arena.upload(q), arena.upload(k), arena.upload(v), arena.empty(dtype, {t, s.hq, s.d}),
-        seq_starts,      scale,           window};
-    args.chunk = chunk;
-    if (with_sinks) args.sinks = arena.upload(sinks);
-    expect_run_ok(*backend, args, arena.stream());
-    EXPECT_TRUE(
-        within_bound(arena.download(args.out), prefill_attention_ref(q, k, v, seq_starts, scale, window, 0.0,
-                                                                     with_sinks ? &sinks : nullptr, chunk)));
-  };
   for (DType dtype : kFloatTypes)
     for (const AttentionShape& s : kAttentionShapes)
       for (std::int64_t chunk : kChunks)
-        for (std::int64_t window : {0, 20}) check(dtype, s, {0, 1, 18, 58, 158}, chunk, window, false);
+        for (std::int64_t window : {0, 20})
+          check_prefill_attention(*backend, rng, dtype, s, {0, 1, 18, 58, 158}, window, chunk, false);
   // Long prompts: chunks that do not align with the CUDA kernel's 32-row tiles, windowed, with sinks.
   for (auto [chunk, window, sinks] : {std::tuple<std::int64_t, std::int64_t, bool>{100, 0, false},
                                       {256, 0, true},
                                       {100, 33, false},
                                       {8192, 0, false}})
-    check(DType::kBF16, AttentionShape{16, 2, 64}, {0, 700, 777}, chunk, window, sinks);
+    check_prefill_attention(*backend, rng, DType::kBF16, AttentionShape{16, 2, 64}, {0, 700, 777}, window,
+                            chunk, sinks);
 }
 
 // Decode: the new token is at position context_len - 1. Contexts that end exactly on a chunk boundary (the

@@ -72,11 +72,11 @@ TEST(KvBlockManager, SlidingWindowFreesTheBlocksBehindIt) {
 // frees the blocks of the one before (sawtooth), where a 64-token window would keep them.
 TEST(KvBlockManager, ChunkedAttentionFreesThePastChunksBlocks) {
   KvBlockManager kv(20, 16, {64, 1, 3, true});
-  EXPECT_EQ(kv.units_for_step(0, 100), 4 * 7);             // the prompt: every token in every layer
-  EXPECT_EQ(kv.units_for_step(100, 101), 1 * 7 + 3 * 3);   // tokens 64..100 in the chunked layers: blocks 4..6
-  EXPECT_EQ(kv.units_for_step(127, 128), 1 * 8 + 3 * 4);   // tokens 64..127: the chunk just full
-  EXPECT_EQ(kv.units_for_step(128, 129), 1 * 9 + 3 * 1);   // a new chunk: token 128 alone
-  EXPECT_EQ(kv.units_for_step(120, 136), 1 * 9 + 3 * 5);   // a prefill chunk across the boundary: 64..135
+  EXPECT_EQ(kv.units_for_step(0, 100), 4 * 7);            // the prompt: every token in every layer
+  EXPECT_EQ(kv.units_for_step(100, 101), 1 * 7 + 3 * 3);  // tokens 64..100 in the chunked layers: blocks 4..6
+  EXPECT_EQ(kv.units_for_step(127, 128), 1 * 8 + 3 * 4);  // tokens 64..127: the chunk just full
+  EXPECT_EQ(kv.units_for_step(128, 129), 1 * 9 + 3 * 1);  // a new chunk: token 128 alone
+  EXPECT_EQ(kv.units_for_step(120, 136), 1 * 9 + 3 * 5);  // a prefill chunk across the boundary: 64..135
   KvBlockManager windowed(20, 16, {64, 1, 3});
   EXPECT_EQ(windowed.units_for_step(128, 129), 1 * 9 + 3 * 5);  // the window keeps tokens 65..128
   kv.grow_to(1, 0, 100);

@@ -57,8 +57,9 @@ void PimUnitDevice::decode_attention(const DecodeAttentionBatch& b) {
     DUPLEX_ASSERT((context + bt - 1) / bt <= table.size(), "decode attention: context beyond the block table");
     // The rows attended: the last `window` tokens with a sliding window, those of the last token's chunk with
     // chunked attention, else all.
-    std::size_t first =
-        b.window > 0 && context > static_cast<std::size_t>(b.window) ? context - static_cast<std::size_t>(b.window) : 0;
+    std::size_t first = b.window > 0 && context > static_cast<std::size_t>(b.window)
+                            ? context - static_cast<std::size_t>(b.window)
+                            : 0;
     if (b.chunk > 0 && context > 0)
       first = std::max(first, (context - 1) - (context - 1) % static_cast<std::size_t>(b.chunk));
     const std::size_t t = context - first;

@@ -133,9 +133,9 @@ std::string gpt_oss_checkpoint_name(const std::string& name) {
 }
 
 namespace {
-// Llama 4 (HF Llama4ForCausalLM): Llama's names with the FFN under feed_forward. (dense gate / up / down_proj,
-// shared_expert.*, router), every routed expert of a layer in experts.gate_up_proj (gate and up, stacked) and
-// experts.down_proj.
+// Llama 4 (HF Llama4ForCausalLM): Llama's names with the FFN under feed_forward. (dense gate / up /
+// down_proj, shared_expert.*, router), every routed expert of a layer in experts.gate_up_proj (gate and up,
+// stacked) and experts.down_proj.
 std::string llama4_checkpoint_name(const std::string& name) {
   if (const std::size_t experts = name.find(".mlp.experts."); experts != std::string::npos)
     return name.substr(0, experts) + ".feed_forward.experts." +

@@ -299,8 +299,9 @@ class Sequence {
         l2_norm_heads(k, d);
       }
     } else if (m_.attn_temperature_floor > 0) {  // Llama 4's NoPE layers: the queries' temperature
-      const double f = 1.0 + m_.attn_temperature_scale *
-                                 std::log1p(std::floor(static_cast<double>(pos + 1) / m_.attn_temperature_floor));
+      const double f =
+          1.0 + m_.attn_temperature_scale *
+                    std::log1p(std::floor(static_cast<double>(pos + 1) / m_.attn_temperature_floor));
       for (float& e : q) e = to_fp16(e * f);
     }
     k_[static_cast<std::size_t>(l)].push_back(k);
@@ -314,9 +315,11 @@ class Sequence {
   void l2_norm_heads(Vec& x, int d) const {
     for (std::size_t h = 0; h < x.size(); h += static_cast<std::size_t>(d)) {
       double ss = 0;
-      for (int j = 0; j < d; ++j) ss += static_cast<double>(x[h + static_cast<std::size_t>(j)]) * x[h + static_cast<std::size_t>(j)];
+      for (int j = 0; j < d; ++j)
+        ss += static_cast<double>(x[h + static_cast<std::size_t>(j)]) * x[h + static_cast<std::size_t>(j)];
       const double inv = 1.0 / std::sqrt(ss / d + w_.numerics.norm_eps);
-      for (int j = 0; j < d; ++j) x[h + static_cast<std::size_t>(j)] = to_fp16(x[h + static_cast<std::size_t>(j)] * inv);
+      for (int j = 0; j < d; ++j)
+        x[h + static_cast<std::size_t>(j)] = to_fp16(x[h + static_cast<std::size_t>(j)] * inv);
     }
   }
 

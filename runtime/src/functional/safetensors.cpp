@@ -225,7 +225,8 @@ struct StoredTensor {
 // [E, ffn, hidden] (HF GptOssExperts / Llama4TextExperts multiply x @ W): each part transposed from the
 // model's [out, in].
 bool stored_transposed(const compiler::ModelSpec& spec, const std::string& name) {
-  if (spec.weight_naming == compiler::WeightNaming::kGptOss || spec.weight_naming == compiler::WeightNaming::kLlama4)
+  if (spec.weight_naming == compiler::WeightNaming::kGptOss ||
+      spec.weight_naming == compiler::WeightNaming::kLlama4)
     return name.find(".mlp.experts.") != std::string::npos && name.ends_with("_proj.weight");
   return spec.weight_naming == compiler::WeightNaming::kDbrx && name.find(".experts.") != std::string::npos &&
          name.ends_with(".w2.weight");
@@ -246,7 +247,9 @@ bool fused_experts(const compiler::ModelSpec& spec, const std::string& stored) {
 bool paired(const std::string& stored) {
   return stored.ends_with(".gate_up_proj") || stored.ends_with(".gate_up_proj_bias");
 }
-bool interleaved(const compiler::ModelSpec& spec) { return spec.weight_naming == compiler::WeightNaming::kGptOss; }
+bool interleaved(const compiler::ModelSpec& spec) {
+  return spec.weight_naming == compiler::WeightNaming::kGptOss;
+}
 // gpt-oss's MXFP4 checkpoints (expert_dtype mxfp4) store each expert matrix tensor NAME as NAME_blocks
 // [E, out, in / 32, 16] and NAME_scales [E, out, in / 32] (U8, out-major: gate_up's rows alternate gate and
 // up), its biases as they are.
@@ -269,7 +272,8 @@ WeightTensor pair_rows(const WeightTensor& a, const WeightTensor& b, bool altern
   out.data.resize(2 * a.data.size());
   for (std::int64_t r = 0; r < rows; ++r) {
     std::copy_n(a.data.begin() + r * cols, cols, out.data.begin() + (alternate ? 2 * r : r) * cols);
-    std::copy_n(b.data.begin() + r * cols, cols, out.data.begin() + (alternate ? 2 * r + 1 : rows + r) * cols);
+    std::copy_n(b.data.begin() + r * cols, cols,
+                out.data.begin() + (alternate ? 2 * r + 1 : rows + r) * cols);
   }
   return out;
 }
@@ -339,7 +343,8 @@ std::vector<std::int64_t> rope_row_blocks(const compiler::ModelSpec& spec, const
   if (spec.weight_naming == compiler::WeightNaming::kLlama4) {
     const bool q = name.ends_with(".self_attn.q_proj.weight"), k = name.ends_with(".self_attn.k_proj.weight");
     std::vector<std::int64_t> first;
-    for (int h = 0; h < (q ? spec.heads : k ? spec.kv_heads : 0); ++h) first.push_back(std::int64_t{h} * spec.head_dim);
+    for (int h = 0; h < (q ? spec.heads : k ? spec.kv_heads : 0); ++h)
+      first.push_back(std::int64_t{h} * spec.head_dim);
     return first;
   }
   if (spec.attention != compiler::AttentionKind::kMla) return {};
@@ -923,23 +928,24 @@ std::string family_type(const compiler::ModelSpec& m) {
                                m.router == compiler::Router::kSigmoidTopK || m.expert_input_scaled ||
                                m.attn_temperature_floor > 0;
   if (m.weight_naming == compiler::WeightNaming::kLlama4 || llama4_features) {
-    const bool moe_fits = !m.is_moe() || (m.router == compiler::Router::kSigmoidTopK && m.expert_input_scaled &&
-                                          !m.router_renormalize && m.routed_scaling == 1.0 &&
-                                          m.shared_experts == 1 && m.shared_expert_ffn == m.expert_ffn &&
-                                          !m.shared_expert_gate && m.first_moe_layer == 0 &&
-                                          (m.dense_layers.empty() || m.moe_every == 1));
-    if (m.weight_naming == compiler::WeightNaming::kLlama4 && moe_fits && m.norm == compiler::NormKind::kRmsNorm &&
-        m.norm_weight_offset == 0.0 && !m.scale_embedding && m.ffn_kind == compiler::FfnKind::kGated &&
-        !m.mlp_bias && !m.qkv_bias && !m.o_bias && (no_norm || m.qk_norm == QkNorm::kL2) &&
-        !m.lm_head_bias && m.learned_positions == 0 && !m.post_norms && m.attn_softcap == 0 &&
-        m.final_softcap == 0 && m.query_pre_attn_scalar == 0 && m.clip_qkv == 0 && m.sliding_window == 0)
+    const bool moe_fits =
+        !m.is_moe() ||
+        (m.router == compiler::Router::kSigmoidTopK && m.expert_input_scaled && !m.router_renormalize &&
+         m.routed_scaling == 1.0 && m.shared_experts == 1 && m.shared_expert_ffn == m.expert_ffn &&
+         !m.shared_expert_gate && m.first_moe_layer == 0 && (m.dense_layers.empty() || m.moe_every == 1));
+    if (m.weight_naming == compiler::WeightNaming::kLlama4 && moe_fits &&
+        m.norm == compiler::NormKind::kRmsNorm && m.norm_weight_offset == 0.0 && !m.scale_embedding &&
+        m.ffn_kind == compiler::FfnKind::kGated && !m.mlp_bias && !m.qkv_bias && !m.o_bias &&
+        (no_norm || m.qk_norm == QkNorm::kL2) && !m.lm_head_bias && m.learned_positions == 0 &&
+        !m.post_norms && m.attn_softcap == 0 && m.final_softcap == 0 && m.query_pre_attn_scalar == 0 &&
+        m.clip_qkv == 0 && m.sliding_window == 0)
       return "llama4_text";
     throw Error(fmt::format(
         "model {}: chunked attention, NoPE layers, the L2 q / k norm, temperature tuning and sigmoid routing "
-        "of the experts' inputs are Llama 4's, but the model differs from it (Llama 4's names, RMSNorm, gated "
-        "FFNs without biases, MoE layers with one shared expert as wide as a routed one and sigmoid top-k "
-        "routing scaling the experts' inputs, no attention bias, q / k norm l2 or none, no window); no "
-        "HuggingFace architecture states it",
+        "of the experts' inputs are Llama 4's, but the model differs from it (Llama 4's names, RMSNorm, "
+        "gated FFNs without biases, MoE layers with one shared expert as wide as a routed one and sigmoid "
+        "top-k routing scaling the experts' inputs, no attention bias, q / k norm l2 or none, no window); "
+        "no HuggingFace architecture states it",
         m.name));
   }
   const bool layer_norm = m.norm == compiler::NormKind::kLayerNorm;
@@ -1152,8 +1158,9 @@ nlohmann::json dbrx_config(const ModelWeights& weights, const char* activation) 
 }
 
 // Llama 4's config.json fields beyond those every family states (Llama4TextConfig's names): the FFN widths
-// (intermediate_size_mlp dense, intermediate_size the experts'), which layers are MoE (the step, or the list),
-// rotate (no_rope_layers), attend in chunks (layer_types), and the temperature tuning, all written out.
+// (intermediate_size_mlp dense, intermediate_size the experts'), which layers are MoE (the step, or the
+// list), rotate (no_rope_layers), attend in chunks (layer_types), and the temperature tuning, all written
+// out.
 void llama4_fields(const compiler::ModelSpec& m, nlohmann::json& c) {
   c["intermediate_size_mlp"] = m.ffn;
   c["intermediate_size"] = m.is_moe() ? m.expert_ffn : m.ffn;

@@ -370,7 +370,8 @@ void StepRunner::rope(int layer) {
       for (auto [x, cols] : {std::pair{&lane.q, q}, std::pair{&lane.k, kv}, std::pair{&lane.v, kv}})
         dev_[d].xpu->run(OpKind::kRope, kernels::ClampArgs{f16_view(*x, {t_, cols}), f16_view(*x, {t_, cols}),
                                                            static_cast<float>(m_.clip_qkv)});
-    const bool gained_norm = m_.qk_norm == compiler::QkNorm::kPerHead || m_.qk_norm == compiler::QkNorm::kWhole;
+    const bool gained_norm =
+        m_.qk_norm == compiler::QkNorm::kPerHead || m_.qk_norm == compiler::QkNorm::kWhole;
     if (gained_norm && !gathered_norm) {
       // Per head: each head's row of head_dim is normed; whole (every head here): each token's q (k) row.
       const bool per_head = m_.qk_norm == compiler::QkNorm::kPerHead;
@@ -402,21 +403,24 @@ void StepRunner::l2_qk_norm() {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
     for (auto [x, heads] : {std::pair{&lanes_[d].q, s.q_heads}, std::pair{&lanes_[d].k, s.kv_heads}})
-      dev_[d].xpu->run(OpKind::kNorm, kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {t_ * heads, hd}),
-                                                        f16_view(unit_gain_, {hd}), kernels::Tensor{},
-                                                        f16_view(*x, {t_ * heads, hd}), numerics_.norm_eps, 0.0f});
+      dev_[d].xpu->run(OpKind::kNorm,
+                       kernels::NormArgs{kernels::NormKind::kRms, f16_view(*x, {t_ * heads, hd}),
+                                         f16_view(unit_gain_, {hd}), kernels::Tensor{},
+                                         f16_view(*x, {t_ * heads, hd}), numerics_.norm_eps, 0.0f});
   }
 }
 
 void StepRunner::attn_temperature(int layer) {
-  DUPLEX_ASSERT(!m_.rotates(layer) && m_.attn_temperature_floor > 0, "temperature tuning of a rotating layer");
+  DUPLEX_ASSERT(!m_.rotates(layer) && m_.attn_temperature_floor > 0,
+                "temperature tuning of a rotating layer");
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
-    dev_[d].xpu->run(OpKind::kRope, kernels::AttnTemperatureArgs{f16_view(lanes_[d].q, {t_, s.q_heads, m_.head_dim}),
-                                                                 i32_view(positions_, {t_}),
-                                                                 static_cast<float>(m_.attn_temperature_floor),
-                                                                 static_cast<float>(m_.attn_temperature_scale)});
+    dev_[d].xpu->run(OpKind::kRope,
+                     kernels::AttnTemperatureArgs{f16_view(lanes_[d].q, {t_, s.q_heads, m_.head_dim}),
+                                                  i32_view(positions_, {t_}),
+                                                  static_cast<float>(m_.attn_temperature_floor),
+                                                  static_cast<float>(m_.attn_temperature_scale)});
   }
 }
 
@@ -756,8 +760,9 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
   std::vector<std::uint16_t> x_perm(static_cast<std::size_t>(p * h));
   std::vector<std::int32_t> permuted_row(static_cast<std::size_t>(p)),
       offsets32(static_cast<std::size_t>(e + 1));
-  kernels::PermuteArgs permute{f16_view(normed_, {t_, h}), i32_view(topk_ids_, {t_, k}), f16_view(x_perm, {p, h}),
-                               i32_view(permuted_row, {t_, k}), i32_view(offsets32, {e + 1}), e};
+  kernels::PermuteArgs permute{f16_view(normed_, {t_, h}),   i32_view(topk_ids_, {t_, k}),
+                               f16_view(x_perm, {p, h}),     i32_view(permuted_row, {t_, k}),
+                               i32_view(offsets32, {e + 1}), e};
   // Llama 4: each expert's input is the token scaled by its routing weight, its output combined with 1.
   std::vector<float> combine_weights = topk_weights_;
   if (m_.expert_input_scaled) {

@@ -30,7 +30,8 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   // (KvBlockManager).
   if (model.sliding_window > 0 || model.attention_chunk > 0)
     sched.kv_window = {model.sliding_window > 0 ? model.sliding_window : model.attention_chunk,
-                       model.layers - model.windowed_layers(), model.windowed_layers(), model.attention_chunk > 0};
+                       model.layers - model.windowed_layers(), model.windowed_layers(),
+                       model.attention_chunk > 0};
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < 1)

@@ -163,11 +163,15 @@ TEST(HfFamilies, Gemma2MatchesTheReference) {
 // Gemma 3 (a gemma3_text config.json): q / k norms per head, post norms, windows on the even layers rotated
 // with rope_local_base_freq (unscaled), the full layers with rope_theta and a linear rope_scaling; logits
 // capped. The local base matters (EveryFeatureChangesTheLogits).
-ModelWeights gemma3_weights() {
-  const std::string config = std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-gemma3.json";
+// Random weights (seed 11) for the config.json `file` of the test data, with its numerics.
+ModelWeights config_weights(const char* file) {
+  const std::string config = std::string(DUPLEX_TEST_DATA_DIR) + "/" + file;
   ModelWeights w = random_weights(compiler::load_model(config), 11);
   w.numerics = config_numerics(config);
   return w;
+}
+ModelWeights gemma3_weights() {
+  return config_weights("tiny-gemma3.json");
 }
 
 TEST(HfFamilies, Gemma3MatchesTheReference) {
@@ -215,13 +219,6 @@ TEST(HfFamilies, GptOssMatchesTheReference) {
   }
 }
 
-ModelWeights llama4_scout_weights() {
-  const std::string config = std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-llama4-scout.json";
-  ModelWeights w = random_weights(compiler::load_model(config), 11);
-  w.numerics = config_numerics(config);
-  return w;
-}
-
 // Llama 4: 3-token chunks on the RoPE layers (prefill and decode on the xPU's kernels, decode on the
 // Logic-PIM's softmax unit on duplex-pe, whose device reads each row's chunk), a NoPE layer with
 // temperature-tuned queries, q / k L2-normed after RoPE, experts on inputs scaled by their sigmoid routing
@@ -234,7 +231,7 @@ TEST(HfFamilies, Llama4MatchesTheReference) {
       SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
       expect_matches_reference(w, run_on(w, system, devices));
     }
-  const ModelWeights scout = llama4_scout_weights();
+  const ModelWeights scout = config_weights("tiny-llama4-scout.json");
   for (const char* system : {"gpu", "duplex-pe"}) {
     SCOPED_TRACE(std::string("scout on ") + system);
     expect_matches_reference(scout, run_on(scout, system, 0));

@@ -47,8 +47,8 @@ INSTANTIATE_TEST_SUITE_P(Models, RtlOnEverySystem,
                          // swiglu-oai-gate mode), Llama 4 (decode attention within chunks, experts on
                          // inputs scaled by their routing weights)
                          ::testing::Values("tiny-moe", "tiny-dense", "tiny-starcoder2", "tiny-gemma",
-                                           "tiny-gelu-moe", "tiny-deepseek-v3", "tiny-gemma2",
-                                           "tiny-gpt-oss", "tiny-llama4"),
+                                           "tiny-gelu-moe", "tiny-deepseek-v3", "tiny-gemma2", "tiny-gpt-oss",
+                                           "tiny-llama4"),
                          [](const ::testing::TestParamInfo<const char*>& p) {
                            std::string n = p.param;
                            for (char& c : n)

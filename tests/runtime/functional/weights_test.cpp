@@ -471,7 +471,8 @@ TEST(Safetensors, Llama4FusesItsExpertsAndInterleavesItsHeads) {
   const std::int64_t h = m.hidden, f = m.expert_ffn, d = m.head_dim;
   const std::vector<std::uint16_t> gate_up =
       read_tensor_data(file, "model.layers.1.feed_forward.experts.gate_up_proj");
-  const std::vector<std::uint16_t> down = read_tensor_data(file, "model.layers.1.feed_forward.experts.down_proj");
+  const std::vector<std::uint16_t> down =
+      read_tensor_data(file, "model.layers.1.feed_forward.experts.down_proj");
   ASSERT_EQ(gate_up.size(), static_cast<std::size_t>(m.experts * h * 2 * f));
   const WeightTensor& gate2 = w.get(weight_name::expert(m.weight_naming, 1, 2, "gate"));
   const WeightTensor& up2 = w.get(weight_name::expert(m.weight_naming, 1, 2, "up"));
@@ -483,8 +484,9 @@ TEST(Safetensors, Llama4FusesItsExpertsAndInterleavesItsHeads) {
       EXPECT_EQ(gate_up[at((2 * h + i) * 2 * f + f + o)], up2.data[at(o * h + i)]);
       EXPECT_EQ(down[at((2 * f + o) * h + i)], down2.data[at(i * f + o)]);
     }
-  for (const char* name : {"model.layers.0.feed_forward.gate_proj.weight", "model.layers.1.feed_forward.router.weight",
-                           "model.layers.1.feed_forward.shared_expert.down_proj.weight"})
+  for (const char* name :
+       {"model.layers.0.feed_forward.gate_proj.weight", "model.layers.1.feed_forward.router.weight",
+        "model.layers.1.feed_forward.shared_expert.down_proj.weight"})
     EXPECT_NO_THROW(read_tensor_data(file, name)) << name;
   // Head 1 of layer 2's k_proj (a NoPE layer is permuted alike).
   const WeightTensor& k = w.get(weight_name::attn_proj(2, 'k'));
@@ -774,7 +776,8 @@ TEST(Safetensors, AModelNoArchitectureStatesIsRefusedBeforeAnythingIsWritten) {
     write_checkpoint(dir.string(), random_weights(m, 1));
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("are Llama 4's, but the model differs"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("are Llama 4's, but the model differs"), std::string::npos)
+        << e.what();
   }
   EXPECT_FALSE(fs::exists(dir));
   EXPECT_THROW(write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-moe"), 1), 0), Error);

@@ -166,7 +166,7 @@ struct ModelSpec {
   // The chunk a query of this layer attends within (attention_chunk in the chunked layers); 0 = none.
   int attention_chunk_of(int layer) const;
   bool rotates(int layer) const;  // RoPE rotates its q and k: a RoPE model's layer not in nope_layers
-  int windowed_layers() const;  // layers with a sliding window or chunked attention (0 without one)
+  int windowed_layers() const;    // layers with a sliding window or chunked attention (0 without one)
   // "" without a window or chunk, else "sliding window 4096 (28 of 32 layers)" / "sliding window 4096
   // (every layer)" / "chunked attention 8192 (36 of 48 layers)".
   std::string window_note() const;

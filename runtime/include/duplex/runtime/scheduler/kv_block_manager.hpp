@@ -37,9 +37,9 @@ class KvBlockManager {
 
   std::int64_t blocks_for(std::int64_t tokens) const;  // ceil(tokens / block_tokens), tokens >= 0
   // Blocks a request must hold for a step whose first new token is at position `context` and after which it
-  // has `total_tokens` tokens (context <= total_tokens): blocks_for(total_tokens), or with a window the blocks
-  // that hold tokens [max(0, context - window + 1), total_tokens) (chunked: [context - context % chunk,
-  // total_tokens)).
+  // has `total_tokens` tokens (context <= total_tokens): blocks_for(total_tokens), or with a window the
+  // blocks that hold tokens [max(0, context - window + 1), total_tokens) (chunked: [context - context %
+  // chunk, total_tokens)).
   std::int64_t blocks_for_step(std::int64_t context, std::int64_t total_tokens) const;
   // Units a request holds for that step: full_layers x blocks_for(total) + windowed_layers x
   // blocks_for_step(...) when only some layers are windowed, else blocks_for_step(...).
