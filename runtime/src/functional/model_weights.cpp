@@ -6,6 +6,8 @@
 #include <cmath>
 #include <numbers>
 
+#include <unistd.h>
+
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 #include "duplex/runtime/workload/random.hpp"
@@ -457,6 +459,23 @@ void check_functional_support(const compiler::ModelSpec& m) {
     reject("top_k", fmt::format("{} is not in 1..experts = {}", m.top_k, m.experts));
 }
 
+void check_weights_fit(const compiler::ModelSpec& spec, double memory_bytes) {
+  const double bytes = 2.0 * static_cast<double>(spec.params());
+  if (memory_bytes > 0 && bytes > memory_bytes)
+    throw Error(fmt::format(
+        "{}: model {} has {:.4g}B parameters, {:.4g} GB in FP16, more than this machine's {:.4g} GB of "
+        "memory; "
+        "functional emulation (duplex run) runs models whose weights fit in host memory, e.g. the tiny-* "
+        "presets (duplex simulate and compile time any model)",
+        spec.file.empty() ? spec.name : spec.file, spec.name, static_cast<double>(spec.params()) / 1e9,
+        bytes / 1e9, memory_bytes / 1e9));
+}
+
+double host_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+
 std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   check_functional_support(m);
   using Role = WeightShape::Role;
@@ -569,6 +588,7 @@ const WeightTensor& ModelWeights::lm_head() const {
 }
 
 ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed) {
+  check_weights_fit(spec, host_memory_bytes());
   ModelWeights w;
   w.spec = spec;
   w.source = fmt::format("random weights (seed {})", seed);

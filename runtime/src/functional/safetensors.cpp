@@ -851,6 +851,7 @@ ModelWeights load_checkpoint(const std::string& path) {
                             tensors.string(), config.string()));
   const compiler::ModelSpec spec = compiler::load_model(config.string());
   const ModelNumerics numerics = config_numerics(config.string());  // before reading the tensors
+  check_weights_fit(spec, host_memory_bytes());
   ModelWeights w = tensors.string().ends_with(".index.json")
                        ? read_sharded_safetensors(tensors.string(), spec)
                        : read_safetensors(tensors.string(), spec);

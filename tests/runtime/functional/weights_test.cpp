@@ -121,6 +121,26 @@ TEST(RandomWeights, LargeTensorsAreFilledByChunkStreamsDeterministically) {
   EXPECT_TRUE(std::equal(first.begin(), first.end(), e.begin()));
 }
 
+// The weights must fit in host memory as FP16 (2 bytes per parameter): a model that does not is refused
+// before anything is allocated, naming it and both sizes; Llama 4 Maverick's 801 GB on this machine too.
+TEST(RandomWeights, ModelsLargerThanHostMemoryAreRefused) {
+  const compiler::ModelSpec m = tiny_moe();
+  const double bytes = 2.0 * static_cast<double>(m.params());
+  EXPECT_NO_THROW(check_weights_fit(m, bytes));
+  try {
+    check_weights_fit(m, bytes - 1);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fmt::format("model {} has", m.name)), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("more than this machine's"), std::string::npos) << e.what();
+  }
+  const compiler::ModelSpec maverick = compiler::load_model("llama-4-maverick");
+  ASSERT_GT(host_memory_bytes(), 0.0);
+  if (host_memory_bytes() < 2.0 * static_cast<double>(maverick.params())) {
+    EXPECT_THROW(random_weights(maverick, 1), Error);
+  }
+}
+
 TEST(RandomWeights, UnsupportedModelsAreRejected) {
   compiler::ModelSpec m = tiny_moe();
   m.dtype = m.kv_dtype = compiler::DType::kBf16;  // computed in FP16

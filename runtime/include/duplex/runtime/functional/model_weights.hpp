@@ -126,6 +126,13 @@ struct WeightShape {
 // Throws duplex::Error naming the model file and the unsupported field.
 void check_functional_support(const compiler::ModelSpec& spec);
 
+// The emulation holds a model's weights in host memory as FP16, 2 bytes per parameter (its devices' shards
+// besides). Throws duplex::Error naming the model, those bytes and `memory_bytes` when they do not fit in it
+// (the caller passes host_memory_bytes(); a checkpoint is checked before a tensor is read).
+void check_weights_fit(const compiler::ModelSpec& spec, double memory_bytes);
+// This machine's physical memory in bytes (sysconf), 0 when it cannot be read (nothing is then refused).
+double host_memory_bytes();
+
 // The factor the embedding rows are multiplied by: sqrt(hidden) rounded to FP16 (the compute dtype; HF Gemma
 // rounds it to the model's dtype) with scale_embedding, else 1.
 float embedding_scale(const compiler::ModelSpec& spec);
@@ -196,11 +203,11 @@ struct ModelWeights {
   const WeightTensor& lm_head() const;
 };
 
-// Deterministic random FP16 weights: linear layers N(0, 1/fan_in) (std 1/sqrt(fan_in), keeping activations
-// O(1) through every projection), embedding and position table N(0, 1), norm gains 1 + N(0, 0.1^2), biases
-// (LayerNorm's too) N(0, 0.1^2); an MXFP4 model's expert matrices then rounded to the MXFP4 grid (mxfp4.hpp).
-// Same spec and seed -> bit-identical weights, however many threads fill them (one random stream per tensor
-// and per 2^20-element chunk of it).
+// Deterministic random FP16 weights (check_weights_fit against host_memory_bytes() first): linear layers N(0,
+// 1/fan_in) (std 1/sqrt(fan_in), keeping activations O(1) through every projection), embedding and position
+// table N(0, 1), norm gains 1 + N(0, 0.1^2), biases (LayerNorm's too) N(0, 0.1^2); an MXFP4 model's expert
+// matrices then rounded to the MXFP4 grid (mxfp4.hpp). Same spec and seed -> bit-identical weights, however
+// many threads fill them (one random stream per tensor and per 2^20-element chunk of it).
 ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed);
 
 }  // namespace duplex::runtime::functional
