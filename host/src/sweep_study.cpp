@@ -9,8 +9,10 @@
 #include <fmt/ranges.h>
 
 #include "duplex/base/config.hpp"
+#include "duplex/base/config_store.hpp"
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/runtime/workload/synthetic_workload.hpp"
 #include "sweep_files.hpp"
 
 namespace duplex::host {
@@ -106,19 +108,30 @@ SweepLoad parse_load(const std::string& text, const std::string& where) {
   throw Error(fmt::format("{}: load \"{}\" is not valid; expected closed or poisson:RATE (requests/s > 0)", where, text));
 }
 
+namespace {
+// FNV-1a, 64-bit, of `bytes`, as 16 hex digits.
+std::string fnv1a_hex(const std::string& bytes) {
+  std::uint64_t h = 14695981039346656037ULL;  // FNV-1a's 64-bit offset basis (Fowler, Noll, Vo)
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ULL;  // FNV's 64-bit prime
+  return fmt::format("{:016x}", h);
+}
+}  // namespace
+
 nlohmann::json StudyOptions::to_json() const {
-  return {{"requests", requests},
-          {"seed", seed},
-          {"length_spread", length_spread},
-          {"routing", routing},
-          {"policy", policy},
-          {"max_tokens_per_step", max_tokens_per_step},
-          {"chunked_prefill", chunked_prefill},
-          {"kv_block_tokens", kv_block_tokens},
-          {"memory_reserve", memory_reserve},
-          {"pim_model", pim_model},
-          {"timeline_steps", timeline_steps},
-          {"step_samples", step_samples}};
+  nlohmann::json j = {{"requests", requests},
+                      {"seed", seed},
+                      {"length_spread", length_spread},
+                      {"routing", routing},
+                      {"policy", policy},
+                      {"max_tokens_per_step", max_tokens_per_step},
+                      {"chunked_prefill", chunked_prefill},
+                      {"kv_block_tokens", kv_block_tokens},
+                      {"memory_reserve", memory_reserve},
+                      {"pim_model", pim_model},
+                      {"timeline_steps", timeline_steps},
+                      {"step_samples", step_samples}};
+  if (!routing_trace_digest.empty()) j["routing_trace_digest"] = routing_trace_digest;
+  return j;
 }
 
 nlohmann::json SweepPoint::params(const StudyOptions& options) const {
@@ -239,8 +252,17 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
   o.length_spread = root.get_or<double>("length_spread", o.length_spread);
   if (o.length_spread < 0 || o.length_spread > 1) root.fail("length_spread", fmt::format("{} is out of range", o.length_spread), "a fraction in [0, 1]");
   o.routing = root.get_or<std::string>("routing", o.routing);
-  if (o.routing != "uniform" && o.routing.rfind("zipf:", 0) != 0)
-    root.fail("routing", fmt::format("\"{}\" is not a routing", o.routing), "uniform or zipf:S");
+  try {
+    runtime::parse_routing(o.routing);  // a trace file is read and checked now, not at each point
+  } catch (const ConfigError&) {
+    throw;  // names the trace file and its line
+  } catch (const Error& e) {
+    // A trace's own error names its file and line; anything else is not a routing.
+    if (o.routing.starts_with("trace:")) root.fail("routing", e.what());
+    root.fail("routing", e.what(), "uniform, zipf:S (S >= 0) or trace:FILE (a routing trace CSV)");
+  }
+  if (o.routing.starts_with("trace:"))
+    o.routing_trace_digest = fnv1a_hex(read_text_file(o.routing.substr(6)));
   if (auto n = root.find("scheduler")) read_scheduler(*n, o);
   o.memory_reserve = root.get_or<double>("memory_reserve", o.memory_reserve);
   if (o.memory_reserve < 0 || o.memory_reserve >= 1)

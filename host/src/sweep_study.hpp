@@ -34,7 +34,10 @@ struct StudyOptions {
   std::int64_t requests = 0;            // requests served per point
   std::uint64_t seed = 1;
   double length_spread = 0.10;          // Gaussian stddev / mean of L_in and L_out (the paper gives none)
-  std::string routing = "uniform";      // uniform | zipf:S
+  std::string routing = "uniform";      // uniform | zipf:S | trace:FILE
+  // trace:FILE: FNV-1a (64-bit, hex) of the trace file's bytes, so a resumed sweep reruns its points when the
+  // file changed; "" otherwise.
+  std::string routing_trace_digest;
   std::string policy = "continuous";    // continuous | orca | static
   std::int64_t max_tokens_per_step = 0; // 0: no token budget
   bool chunked_prefill = false;

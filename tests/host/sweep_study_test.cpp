@@ -1,5 +1,9 @@
 // Study YAML: strict parsing, the cross product in a fixed order, and errors naming file and key.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "duplex/base/error.hpp"
@@ -21,6 +25,10 @@ scheduler: {policy: continuous, kv_block_tokens: 8}
 record: {timeline_steps: 2, step_samples: 50}
 pim_model: analytical
 )";
+
+void write_text(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
 
 std::string error_of(const std::string& yaml) {
   try {
@@ -82,6 +90,34 @@ TEST(SweepStudy, UnknownKeysAndBadValuesNameFileAndKey) {
   EXPECT_NE(error_of("study: a/b\nmodels: [m]\nsystems: [s]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n")
                 .find("study: \"a/b\" is not a plain name"),
             std::string::npos);
+}
+
+// routing: trace:FILE (what duplex run --routing-trace writes) is read and checked when the study is; its
+// bytes' digest is part of every point's params, so editing the file makes a resumed sweep rerun the points.
+TEST(SweepStudy, RoutingTracesAreReadNowAndTheirContentKeysThePoints) {
+  namespace fs = std::filesystem;
+  const fs::path trace =
+      fs::temp_directory_path() / ("duplex_study_routing_" + std::to_string(::getpid()) + ".csv");
+  const std::string base =
+      "study: d\nmodels: [m]\nsystems: [s]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  write_text(trace, "step,layer,expert,count\n0,0,0,3\n0,0,1,1\n");
+  const Study a = parse_study(base + "routing: trace:" + trace.string() + "\n", "d.yaml");
+  EXPECT_EQ(a.options.routing_trace_digest.size(), 16u);
+  const auto params_a = a.points()[0].params(a.options);
+  EXPECT_EQ(params_a["options"]["routing_trace_digest"], a.options.routing_trace_digest);
+  write_text(trace, "step,layer,expert,count\n0,0,0,2\n0,0,1,2\n");
+  const Study b = parse_study(base + "routing: trace:" + trace.string() + "\n", "d.yaml");
+  EXPECT_NE(b.points()[0].params(b.options), params_a);
+  write_text(trace, "step,layer,expert\n0,0,0\n");
+  EXPECT_NE(error_of(base + "routing: trace:" + trace.string() + "\n").find(trace.string()),
+            std::string::npos);
+  fs::remove(trace);
+  const std::string missing = error_of(base + "routing: trace:" + trace.string() + "\n");
+  EXPECT_NE(missing.find(trace.string()), std::string::npos) << missing;
+  EXPECT_NE(error_of(base + "routing: zipf:x\n").find("study.yaml: routing:"), std::string::npos);
+  EXPECT_NE(error_of(base + "routing: hot\n").find("expected uniform, zipf:S (S >= 0) or trace:FILE"),
+            std::string::npos);
+  EXPECT_TRUE(parse_study(base, "d.yaml").options.routing_trace_digest.empty());
 }
 
 TEST(SweepStudy, NamesThatCollideAfterSanitisingAreRejected) {
