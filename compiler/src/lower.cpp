@@ -383,6 +383,7 @@ class Lowering {
   // added once per token.
   void expert_biases(Op& o, std::int64_t tokens, std::int64_t width) {
     if (!m_.mlp_bias) return;
+    o.bias = true;
     const double elems = (m_.ffn_kind == FfnKind::kGated ? 2.0 : 1.0) * static_cast<double>(width) +
                          static_cast<double>(m_.hidden) / p_.expert_shards;
     o.bytes_weights += elems * wbytes_;

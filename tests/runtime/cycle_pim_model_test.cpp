@@ -109,6 +109,38 @@ TEST(CyclePimModel, AttentionSinksAreTimedAsTheirOwnShape) {
   EXPECT_LT(with_sinks, 1.01 * plain);
 }
 
+// Expert biases (gpt-oss, Op::bias from lowering): each GEMV of the FFN reads its rows' biases with the
+// weights (its own memoized shape); the lane adds them at no cycle, so the op costs at least as much and at
+// most a little more (an expert of gpt-oss-20b's shape, 2880 -> 2880, 8 tokens).
+TEST(CyclePimModel, ExpertBiasesAreTimedAsTheirOwnShape) {
+  const auto sys = load_system("duplex");
+  CyclePimModel cycle(sys);
+  compiler::Op e;
+  e.kind = compiler::OpKind::kExpertFfn;
+  e.m = 8;
+  e.n = 2880;
+  e.k = 2880;
+  e.matrices = 3;
+  const double plain = cycle.time(e).si();
+  const std::size_t entries = cycle.cache_size();
+  e.bias = true;
+  const double with_bias = cycle.time(e).si();
+  EXPECT_GT(cycle.cache_size(), entries);
+  EXPECT_GE(with_bias, plain);
+  EXPECT_LT(with_bias, 1.01 * plain);
+  // Lowering marks gpt-oss's experts (mlp_bias) and no other model's.
+  for (const char* model : {"tiny-gpt-oss", "tiny-moe"}) {
+    const compiler::ModelSpec m = compiler::load_model(model);
+    const compiler::Graph g = compiler::lower(m, compiler::BatchState::decode_batch(8, 64),
+                                              compiler::ParallelLayout::make(m, sys, 1), compiler::Routing{});
+    for (const compiler::Op& o : g.ops) {
+      if (o.kind == compiler::OpKind::kExpertFfn) {
+        EXPECT_EQ(o.bias, m.mlp_bias) << model << " " << o.name;
+      }
+    }
+  }
+}
+
 TEST(CyclePimModel, GridInterpolationErrorIsBelowTwoPercent) {
   // Measured max error on this grid: see the printed table; the bound below is what the model promises.
   const auto sys = load_system("duplex");

@@ -59,13 +59,13 @@ Time CyclePimModel::cached(const Key& key, const std::function<Time()>& compute)
   return t;
 }
 
-Time CyclePimModel::gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols) {
+Time CyclePimModel::gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias) {
   // Token counts beyond what the input buffer holds run as several passes over the weights.
   const std::int64_t per_pass = sysc::max_gemv_tokens(*system_.pim, cols);
   const std::int64_t passes = ceil_div(tokens, per_pass);
   const std::int64_t last = tokens - (passes - 1) * per_pass;
   auto at = [&](std::int64_t t) {
-    return cached({0, t, rows, cols, 0, 0}, [&] { return gemv_exact(t, rows, cols); });
+    return cached({0, t, rows, cols, bias ? 1 : 0, 0}, [&] { return gemv_exact(t, rows, cols, bias); });
   };
   auto one = [&](std::int64_t t) {  // interpolated on the token grid, never beyond one pass
     const std::int64_t lo = grid_below(t), hi = std::min(grid_above(t), per_pass);
@@ -132,12 +132,13 @@ Time CyclePimModel::attention_exact(std::int64_t groups, std::int64_t group_size
   return attention_at(groups, group_size, context, head_dim, softcap, sinks);
 }
 
-Time CyclePimModel::gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols) {
+Time CyclePimModel::gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias) {
   sysc::PimOpShape s;
   s.kind = sysc::PimOpKind::kGemv;
   s.tokens = tokens;
   s.rows = rows;
   s.cols = cols;
+  s.bias = bias;
   return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
 }
 
@@ -148,17 +149,18 @@ Time CyclePimModel::time(const compiler::Op& op) {
     case OpKind::kSharedExpertFfn:
     case OpKind::kDenseFfn: {
       // Gate/up (or up) rows split over the stacks; activation local; down projection over the stack's
-      // slice of the FFN width, leaving partial sums.
+      // slice of the FFN width, leaving partial sums. With biases (gpt-oss's experts) every GEMV reads its
+      // rows' biases (the down bias counted on each stack: an upper bound of hidden x 2 B per stack).
       const std::int64_t width = ceil_div(op.n, stacks);
       const bool gated = op.matrices == 3;
-      Time t = gemv(op.m, (gated ? 2 : 1) * width, op.k);
+      Time t = gemv(op.m, (gated ? 2 : 1) * width, op.k, op.bias);
       if (gated) t += activation(op.m * width);
-      t += gemv(op.m, op.k, width);
+      t += gemv(op.m, op.k, width, op.bias);
       return t;
     }
     case OpKind::kQkvProj:
     case OpKind::kOProj:
-      return gemv(op.m, ceil_div(op.n * op.matrices, stacks), op.k);
+      return gemv(op.m, ceil_div(op.n * op.matrices, stacks), op.k, false);
     case OpKind::kAttentionDecode: {
       // Bilinear interpolation over (groups per stack, context) on the two grids. A context longer than one
       // op takes (the group's FP16 scores must fit the softmax buffer: sysc::max_attention_context) runs as

@@ -50,6 +50,7 @@ struct Op {
   int q_heads = 0, kv_heads = 0, head_dim = 0;
   bool softcap = false;  // attention: the scores are soft-capped (Gemma 2; ModelSpec::attn_softcap)
   bool sinks = false;    // attention: each softmax row has a sink logit (gpt-oss; ModelSpec::attn_sinks)
+  bool bias = false;     // FFN: each GEMV adds a bias [rows] (gpt-oss's experts; ModelSpec::mlp_bias)
   DType dtype = DType::kFp16;
   // Analysis (filled by lowering).
   double flops = 0;

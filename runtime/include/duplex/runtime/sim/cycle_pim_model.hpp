@@ -44,7 +44,7 @@ class CyclePimModel {
   // Single per-stack operations, off the grids (for measuring the interpolation error).
   Time attention_exact(std::int64_t groups_per_stack, std::int64_t group_size, std::int64_t context,
                        std::int64_t head_dim, bool softcap = false, bool sinks = false);
-  Time gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols);
+  Time gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias = false);
   Time activation_exact(std::int64_t elements) { return activation(elements); }
   std::size_t cache_size() const;
   std::uint64_t simulated_ops() const { return simulated_; }
@@ -56,7 +56,8 @@ class CyclePimModel {
   static std::int64_t grid_above(std::int64_t x);
 
  private:
-  Time gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols);
+  // bias: each row's accumulator starts at a bias read with the weights (rows x 2 B more, no cycle).
+  Time gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias);
   Time activation(std::int64_t elements);
   // softcap: the scores pass the softmax unit's cap stages (Gemma 2); sinks: each row's sink logit (gpt-oss)
   // is read with q and joins the max and the sum.
