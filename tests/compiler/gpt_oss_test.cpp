@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "config_errors.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
@@ -25,14 +26,7 @@ std::string gpt_oss_20b(const std::string& extra = "") {
          types + "]" + extra + "}";
 }
 
-std::string error_of(const std::string& json) {
-  try {
-    import_hf_config(json, "config.json");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testing::hf_config_error;
 
 TEST(GptOss, ImportMatchesTheModelCardAndThePreset) {
   const ModelSpec m = import_hf_config(gpt_oss_20b(), "gpt-oss-20b.json");
@@ -77,10 +71,11 @@ TEST(GptOss, DefaultsWithoutLayerTypesOrQuantization) {
 }
 
 TEST(GptOss, UnmodelledFieldsAreClearErrors) {
-  EXPECT_NE(
-      error_of(gpt_oss_20b(R"(, "swiglu_limit": 10)")).find("config.json: swiglu_limit: 10 is not modelled"),
-      std::string::npos);
-  const std::string awq = error_of(R"({"model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 32,
+  EXPECT_NE(hf_config_error(gpt_oss_20b(R"(, "swiglu_limit": 10)"))
+                .find("config.json: swiglu_limit: 10 is not modelled"),
+            std::string::npos);
+  const std::string awq =
+      hf_config_error(R"({"model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 32,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_local_experts": 4, "vocab_size": 10,
     "quantization_config": {"quant_method": "awq"}})");
   EXPECT_NE(awq.find("quantization_config.quant_method: \"awq\" is not modelled"), std::string::npos) << awq;
@@ -88,13 +83,7 @@ TEST(GptOss, UnmodelledFieldsAreClearErrors) {
 
 TEST(GptOss, YamlKeysAndTheirErrors) {
   auto yaml_error = [](const std::string& extra) {
-    try {
-      read_model(
-          ConfigNode::parse("name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\n" + extra, "x.yaml"));
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
+    return testing::model_yaml_error("name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\n" + extra);
   };
   const std::string moe = "experts: 4\ntop_k: 2\nexpert_ffn: 32\n";
   EXPECT_NE(yaml_error("ffn: 32\nrouter_bias: true\n").find("router_bias: is set for a dense model"),

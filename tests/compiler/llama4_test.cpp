@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "config_errors.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
@@ -25,14 +26,7 @@ std::string scout_text(const std::string& extra = "") {
          rope + "]" + extra + "}";
 }
 
-std::string error_of(const std::string& json) {
-  try {
-    import_hf_config(json, "config.json");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testing::hf_config_error;
 
 TEST(Llama4, ScoutImportMatchesTheModelCardAndThePreset) {
   const ModelSpec m = import_hf_config(scout_text(), "scout.json");
@@ -113,28 +107,24 @@ TEST(Llama4, DefaultsAndLayerTypes) {
   EXPECT_EQ(unchunked.attention_chunk, 0);
   EXPECT_TRUE(unchunked.full_attention_layers.empty());
   EXPECT_EQ(unchunked.attn_temperature_floor, 0);
+  EXPECT_NE(hf_config_error(tiny + R"(, "no_rope_layers": [1, 1, 2, 0]})")
+                .find("config.json: no_rope_layers[2]: is 2"),
+            std::string::npos);
+  EXPECT_NE(hf_config_error(tiny + R"(, "no_rope_layers": [1, 0]})").find("has 2 entries for 4 layers"),
+            std::string::npos);
   EXPECT_NE(
-      error_of(tiny + R"(, "no_rope_layers": [1, 1, 2, 0]})").find("config.json: no_rope_layers[2]: is 2"),
-      std::string::npos);
-  EXPECT_NE(error_of(tiny + R"(, "no_rope_layers": [1, 0]})").find("has 2 entries for 4 layers"),
-            std::string::npos);
-  EXPECT_NE(error_of(tiny + R"(, "layer_types": ["sliding_attention", "full_attention", "full_attention",
+      hf_config_error(tiny + R"(, "layer_types": ["sliding_attention", "full_attention", "full_attention",
     "full_attention"]})")
-                .find("layer_types[0]: \"sliding_attention\" is not a layer type"),
-            std::string::npos);
-  const std::string no_text = error_of(R"({"model_type": "llama4", "hidden_size": 64})");
+          .find("layer_types[0]: \"sliding_attention\" is not a layer type"),
+      std::string::npos);
+  const std::string no_text = hf_config_error(R"({"model_type": "llama4", "hidden_size": 64})");
   EXPECT_NE(no_text.find("config.json: text_config: missing"), std::string::npos) << no_text;
 }
 
 TEST(Llama4, YamlKeysAndTheirErrors) {
   auto yaml_error = [](const std::string& extra) {
-    try {
-      read_model(ConfigNode::parse("name: x\nlayers: 4\nhidden: 64\nheads: 4\nvocab: 10\nffn: 32\n" + extra,
-                                   "x.yaml"));
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
+    return testing::model_yaml_error("name: x\nlayers: 4\nhidden: 64\nheads: 4\nvocab: 10\nffn: 32\n" +
+                                     extra);
   };
   EXPECT_NE(yaml_error("attention_chunk: 8\nsliding_window: 4\n")
                 .find("attention_chunk: is set with sliding_window"),

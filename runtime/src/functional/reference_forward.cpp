@@ -184,7 +184,10 @@ class Sequence {
         m_(w.spec),
         k_(static_cast<std::size_t>(m_.layers)),
         v_(k_.size()),
-        scale_(attention_scale(w.spec, w.numerics)) {}
+        scale_(attention_scale(w.spec, w.numerics)),
+        unit_gain_{
+            {m_.head_dim},
+            std::vector<std::uint16_t>(static_cast<std::size_t>(m_.head_dim), float_to_half_bits(1.0f))} {}
 
   // Runs one token at position `pos` (= tokens fed so far) and returns the logits after it.
   std::vector<float> feed(std::int32_t token, std::int64_t pos) {
@@ -295,8 +298,8 @@ class Sequence {
       rope(q, hq, d, rotary_dim(m_), pos, f, scale);
       rope(k, hkv, d, rotary_dim(m_), pos, f, scale);
       if (m_.qk_norm == compiler::QkNorm::kL2) {  // Llama 4: each head / its RMS, after the rotation
-        l2_norm_heads(q, d);
-        l2_norm_heads(k, d);
+        rms_norm_rows(q, d, unit_gain_, w_.numerics.norm_eps, 0.0);
+        rms_norm_rows(k, d, unit_gain_, w_.numerics.norm_eps, 0.0);
       }
     } else if (m_.attn_temperature_floor > 0) {  // Llama 4's NoPE layers: the queries' temperature
       const double f =
@@ -309,18 +312,6 @@ class Sequence {
     const Vec out = attend(l, q, hq, group, d, d);
     const std::string o_bias = weight_name::attn_bias(l, 'o');
     return linear(w_, weight_name::attn_proj(l, 'o'), m_.o_bias ? &o_bias : nullptr, out, m_.hidden);
-  }
-
-  // x / sqrt(mean(x^2) + eps) per head of d elements (Llama4TextL2Norm), rounded to FP16.
-  void l2_norm_heads(Vec& x, int d) const {
-    for (std::size_t h = 0; h < x.size(); h += static_cast<std::size_t>(d)) {
-      double ss = 0;
-      for (int j = 0; j < d; ++j)
-        ss += static_cast<double>(x[h + static_cast<std::size_t>(j)]) * x[h + static_cast<std::size_t>(j)];
-      const double inv = 1.0 / std::sqrt(ss / d + w_.numerics.norm_eps);
-      for (int j = 0; j < d; ++j)
-        x[h + static_cast<std::size_t>(j)] = to_fp16(x[h + static_cast<std::size_t>(j)] * inv);
-    }
   }
 
   // DeepSeek's MLA as HF's DeepseekV2Attention computes it (no absorption): q (through the q_a / q_b pair
@@ -624,6 +615,7 @@ class Sequence {
   const compiler::ModelSpec& m_;
   std::vector<std::vector<Vec>> k_, v_;  // [layer][position][kv_dim]
   const double scale_;                   // the softmax scale (attention_scale)
+  const WeightTensor unit_gain_;  // head_dim ones: Llama 4's L2 q / k norm is an RMSNorm without a gain
   // frequencies(): RoPE frequencies and cos / sin factor per sequence length (0 where RoPE does not depend on
   // it)
   std::map<std::pair<bool, std::int64_t>, std::pair<std::vector<double>, double>>

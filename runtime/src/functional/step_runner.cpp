@@ -764,11 +764,12 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
                                f16_view(x_perm, {p, h}),     i32_view(permuted_row, {t_, k}),
                                i32_view(offsets32, {e + 1}), e};
   // Llama 4: each expert's input is the token scaled by its routing weight, its output combined with 1.
-  std::vector<float> combine_weights = topk_weights_;
+  std::vector<float> ones;
   if (m_.expert_input_scaled) {
     permute.topk_weights = f32_view(topk_weights_, {t_, k});
-    std::fill(combine_weights.begin(), combine_weights.end(), 1.0f);
+    ones.assign(topk_weights_.size(), 1.0f);
   }
+  std::vector<float>& combine_weights = m_.expert_input_scaled ? ones : topk_weights_;
   xpu0_.run(OpKind::kExpertFfn, permute);
   const std::vector<std::int64_t> off(offsets32.begin(), offsets32.end());
   for (std::size_t d = 0; d < dev_.size(); ++d) {
