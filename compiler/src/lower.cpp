@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "duplex/base/error.hpp"
 
@@ -57,7 +58,6 @@ class Lowering {
     tokens_ = batch_.tokens();
     wbytes_ = dtype_bytes(m.dtype);
     kvbytes_ = dtype_bytes(m.kv_dtype);
-    expert_wbytes_ = dtype_bytes(m.expert_dtype);
     q_heads_ = m.heads / p.tp;
     kv_heads_ = m.attention == AttentionKind::kMla ? 1 : std::max(1, m.kv_heads / p.tp);
     for (const auto& g : batch_.groups) logit_rows_ += g.count;  // one next-token row per request
@@ -86,17 +86,18 @@ class Lowering {
 
   // m x k activations times `matrices` weight matrices of k x n; output m x n (the last matrix's output
   // is `out_cols` wide when it differs, e.g. an FFN's down projection).
-  // Weights are `weight_bytes` per element (the model's dtype unless given: experts' expert_dtype).
+  // Weights are in `weights` (the model's dtype unless given: experts' expert_dtype), the op's dtype: the
+  // cycle-level PIM timing streams them at its bytes per element.
   Op& gemm(OpKind kind, int layer, std::string name, std::int64_t m, std::int64_t n, std::int64_t k,
-           int matrices, std::int64_t out_cols, double weight_bytes = 0) {
+           int matrices, std::int64_t out_cols, std::optional<DType> weights = std::nullopt) {
     Op& o = add(kind, layer, std::move(name));
+    if (weights) o.dtype = *weights;
     o.m = m;
     o.n = n;
     o.k = k;
     o.matrices = matrices;
     o.flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * matrices;
-    o.bytes_weights = static_cast<double>(n) * static_cast<double>(k) * matrices *
-                      (weight_bytes > 0 ? weight_bytes : wbytes_);
+    o.bytes_weights = static_cast<double>(n) * static_cast<double>(k) * matrices * dtype_bytes(o.dtype);
     o.bytes_act = static_cast<double>(m) * static_cast<double>(k + out_cols) * kActBytes;
     return o;
   }
@@ -364,14 +365,14 @@ class Lowering {
       const std::int64_t t = counts[static_cast<std::size_t>(e)];
       if (t == 0) continue;  // an expert with no tokens reads no weights
       Op& o = gemm(OpKind::kExpertFfn, l, fmt::format("expert{}", e), t, width, m_.hidden, matrices,
-                   m_.hidden, expert_wbytes_);
+                   m_.hidden, m_.expert_dtype);
       o.expert = e;
       expert_biases(o, t, width);
     }
     if (m_.shared_experts > 0) {
       const std::int64_t sw = std::int64_t{m_.shared_experts} * m_.shared_expert_ffn / p_.tp;
       Op& o = gemm(OpKind::kSharedExpertFfn, l, "shared_experts", tokens_, sw, m_.hidden, matrices, m_.hidden,
-                   expert_wbytes_);
+                   m_.expert_dtype);
       expert_biases(o, tokens_, sw);
     }
     pim_transfer(l, "from_pim_experts", local_tokens, m_.hidden, expert_io);
@@ -409,7 +410,7 @@ class Lowering {
   std::int64_t global_tokens_;
   std::int64_t tokens_ = 0;
   std::int64_t logit_rows_ = 0;
-  double wbytes_ = 2, kvbytes_ = 2, expert_wbytes_ = 2;
+  double wbytes_ = 2, kvbytes_ = 2;
   int q_heads_ = 0, kv_heads_ = 0;
   Graph g_;
 };

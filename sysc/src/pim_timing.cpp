@@ -72,8 +72,8 @@ double pim_op_bytes(const PimOpShape& s) {
     case PimOpKind::kAttention:
       return 2.0 * b * static_cast<double>(s.kv_heads) * static_cast<double>(s.context) *
              static_cast<double>(s.head_dim);
-    case PimOpKind::kActivation:
-      return 2.0 * b * static_cast<double>(s.elements);
+    case PimOpKind::kActivation:  // a and b, FP16
+      return 2.0 * kInputElementBytes * static_cast<double>(s.elements);
   }
   return 0.0;
 }
@@ -100,10 +100,12 @@ pim::ActivationMode activation_mode_of(std::uint64_t mode) {
 void check_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape& s) {
   if (pim.kind != PimKind::kLogicPim)
     throw PimOpError(PimFault::kBadShape, fmt::format("PIM '{}' is not a Logic-PIM", pim.name));
-  if (s.dtype_bytes != 1 && s.dtype_bytes != 2)
+  if (!(s.dtype_bytes > 0 && s.dtype_bytes <= 2))
     throw PimOpError(
         PimFault::kBadShape,
-        fmt::format("PIM op dtype_bytes {}: expected 2 (FP16) or 1 (8-bit weights)", s.dtype_bytes));
+        fmt::format("PIM op dtype_bytes {}: expected bytes per element in (0, 2] (2 FP16 / BF16, 1 "
+                    "FP8 / INT8, 0.53125 MXFP4)",
+                    s.dtype_bytes));
   const int spaces = hbm.org.ranks * (hbm.org.banks_per_rank() / pim.banks_per_bundle);
   if (s.spaces < 1 || s.spaces > spaces)
     throw PimOpError(PimFault::kBadShape,
@@ -186,7 +188,7 @@ PimOpTiming time_pim_op(const HbmSpec& hbm, const PimSpec& pim, const PimOpShape
       break;
     }
     case PimOpKind::kAttention: {
-      const double kv_bytes = static_cast<double>(shape.dtype_bytes * shape.context * shape.head_dim);
+      const double kv_bytes = shape.dtype_bytes * static_cast<double>(shape.context * shape.head_dim);
       const double head_macs = static_cast<double>(shape.group_size * shape.context * shape.head_dim);
       const double sm =
           static_cast<double>(shape.group_size) *

@@ -16,6 +16,10 @@ namespace {
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
   return (a + b - 1) / b;
 }
+// A memo key's slot for bytes per element: the double's bits, so that every format keys apart exactly.
+std::int64_t bytes_key(double bytes) {
+  return std::bit_cast<std::int64_t>(bytes);
+}
 }  // namespace
 
 CyclePimModel::CyclePimModel(const SystemSpec& system, std::shared_ptr<SharedMemo> shared)
@@ -59,13 +63,15 @@ Time CyclePimModel::cached(const Key& key, const std::function<Time()>& compute)
   return t;
 }
 
-Time CyclePimModel::gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias) {
+Time CyclePimModel::gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias,
+                         double weight_bytes) {
   // Token counts beyond what the input buffer holds run as several passes over the weights.
   const std::int64_t per_pass = sysc::max_gemv_tokens(*system_.pim, cols);
   const std::int64_t passes = ceil_div(tokens, per_pass);
   const std::int64_t last = tokens - (passes - 1) * per_pass;
   auto at = [&](std::int64_t t) {
-    return cached({0, t, rows, cols, bias ? 1 : 0, 0}, [&] { return gemv_exact(t, rows, cols, bias); });
+    return cached({0, t, rows, cols, bias ? 1 : 0, 0, bytes_key(weight_bytes)},
+                  [&] { return gemv_exact(t, rows, cols, bias, weight_bytes); });
   };
   auto one = [&](std::int64_t t) {  // interpolated on the token grid, never beyond one pass
     const std::int64_t lo = grid_below(t), hi = std::min(grid_above(t), per_pass);
@@ -90,7 +96,7 @@ std::int64_t CyclePimModel::grid_above(std::int64_t x) {
 }
 
 Time CyclePimModel::activation(std::int64_t elements) {
-  return cached({1, elements, 0, 0, 0, 0}, [&] {
+  return cached({1, elements, 0, 0, 0, 0, 0}, [&] {
     sysc::PimOpShape s;
     s.kind = sysc::PimOpKind::kActivation;
     s.elements = elements;
@@ -99,18 +105,21 @@ Time CyclePimModel::activation(std::int64_t elements) {
 }
 
 Time CyclePimModel::attention_at(std::int64_t groups, std::int64_t group_size, std::int64_t context,
-                                 std::int64_t head_dim, bool softcap, bool sinks) {
-  return cached({2, groups, group_size, context, head_dim, (softcap ? 1 : 0) | (sinks ? 2 : 0)}, [&] {
-    sysc::PimOpShape s;
-    s.kind = sysc::PimOpKind::kAttention;
-    s.kv_heads = groups;
-    s.group_size = group_size;
-    s.context = context;
-    s.head_dim = head_dim;
-    s.softcap = softcap;
-    s.sinks = sinks;
-    return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
-  });
+                                 std::int64_t head_dim, bool softcap, bool sinks, double kv_bytes) {
+  return cached(
+      {2, groups, group_size, context, head_dim, (softcap ? 1 : 0) | (sinks ? 2 : 0), bytes_key(kv_bytes)},
+      [&] {
+        sysc::PimOpShape s;
+        s.kind = sysc::PimOpKind::kAttention;
+        s.kv_heads = groups;
+        s.group_size = group_size;
+        s.context = context;
+        s.head_dim = head_dim;
+        s.softcap = softcap;
+        s.sinks = sinks;
+        s.dtype_bytes = kv_bytes;
+        return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
+      });
 }
 
 std::int64_t CyclePimModel::context_bucket_below(std::int64_t c) {
@@ -128,22 +137,25 @@ std::int64_t CyclePimModel::context_bucket_above(std::int64_t c) {
 }
 
 Time CyclePimModel::attention_exact(std::int64_t groups, std::int64_t group_size, std::int64_t context,
-                                    std::int64_t head_dim, bool softcap, bool sinks) {
-  return attention_at(groups, group_size, context, head_dim, softcap, sinks);
+                                    std::int64_t head_dim, bool softcap, bool sinks, double kv_bytes) {
+  return attention_at(groups, group_size, context, head_dim, softcap, sinks, kv_bytes);
 }
 
-Time CyclePimModel::gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias) {
+Time CyclePimModel::gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias,
+                               double weight_bytes) {
   sysc::PimOpShape s;
   s.kind = sysc::PimOpKind::kGemv;
   s.tokens = tokens;
   s.rows = rows;
   s.cols = cols;
   s.bias = bias;
+  s.dtype_bytes = weight_bytes;
   return sysc::time_pim_op(system_.memory, *system_.pim, s).total;
 }
 
 Time CyclePimModel::time(const compiler::Op& op) {
   const std::int64_t stacks = system_.stacks;
+  const double bytes = compiler::dtype_bytes(op.dtype);  // per weight (GEMVs) or K / V element (attention)
   switch (op.kind) {
     case OpKind::kExpertFfn:
     case OpKind::kSharedExpertFfn:
@@ -153,14 +165,14 @@ Time CyclePimModel::time(const compiler::Op& op) {
       // rows' biases (the down bias counted on each stack: an upper bound of hidden x 2 B per stack).
       const std::int64_t width = ceil_div(op.n, stacks);
       const bool gated = op.matrices == 3;
-      Time t = gemv(op.m, (gated ? 2 : 1) * width, op.k, op.bias);
+      Time t = gemv(op.m, (gated ? 2 : 1) * width, op.k, op.bias, bytes);
       if (gated) t += activation(op.m * width);
-      t += gemv(op.m, op.k, width, op.bias);
+      t += gemv(op.m, op.k, width, op.bias, bytes);
       return t;
     }
     case OpKind::kQkvProj:
     case OpKind::kOProj:
-      return gemv(op.m, ceil_div(op.n * op.matrices, stacks), op.k, false);
+      return gemv(op.m, ceil_div(op.n * op.matrices, stacks), op.k, false, bytes);
     case OpKind::kAttentionDecode: {
       // Bilinear interpolation over (groups per stack, context) on the two grids. A context longer than one
       // op takes (the group's FP16 scores must fit the softmax buffer: sysc::max_attention_context) runs as
@@ -181,9 +193,9 @@ Time CyclePimModel::time(const compiler::Op& op) {
       const std::int64_t c_hi = std::min(context_bucket_above(context), max_context);
       const std::int64_t g_lo = grid_below(groups), g_hi = grid_above(groups);
       auto at_context = [&](std::int64_t g) {
-        const Time t_lo = attention_at(g, group_size, c_lo, op.head_dim, op.softcap, op.sinks);
+        const Time t_lo = attention_at(g, group_size, c_lo, op.head_dim, op.softcap, op.sinks, bytes);
         if (c_hi == c_lo) return t_lo;
-        const Time t_hi = attention_at(g, group_size, c_hi, op.head_dim, op.softcap, op.sinks);
+        const Time t_hi = attention_at(g, group_size, c_hi, op.head_dim, op.softcap, op.sinks, bytes);
         return t_lo +
                (t_hi - t_lo) * (static_cast<double>(context - c_lo) / static_cast<double>(c_hi - c_lo));
       };

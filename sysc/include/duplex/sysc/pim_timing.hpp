@@ -49,7 +49,10 @@ struct PimOpShape {
   std::int64_t tokens = 1;
   std::int64_t rows = 0;
   std::int64_t cols = 0;
-  int dtype_bytes = 2;  // FP16
+  // Bytes per element of what the op streams from HBM: a GEMV's W, an attention's K and V. 2 for FP16 / BF16,
+  // 1 for FP8 / INT8, fractional for a block-scaled format with its scales (MXFP4: 4.25 bits = 0.53125); the
+  // unit expands them to FP16 at its read rate. Inputs, outputs and an activation's operands are FP16.
+  double dtype_bytes = 2;
   // Decode attention: kv_heads GQA groups, each group_size query heads over one K/V head of `context`
   // tokens x head_dim (K and V in HBM, q in the input buffer).
   std::int64_t group_size = 1;

@@ -27,7 +27,9 @@ namespace duplex::runtime {
 
 class CyclePimModel {
  public:
-  using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
+  // (op kind, its dimensions and flags, the bits of its bytes per streamed element).
+  using Key =
+      std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
   // Per-stack op times that several models of the same system share (thread-safe). A time is a pure function
   // of the system and the key, so sharing changes no result, only how often the timing engine runs.
   struct SharedMemo {
@@ -39,12 +41,15 @@ class CyclePimModel {
   // model sharing it must time this same system: see PimTimingMemos); else the model's own.
   explicit CyclePimModel(const SystemSpec& system, std::shared_ptr<SharedMemo> shared = nullptr);
   // Time of a PIM-supported op on one device's Logic-PIM units (all stacks in parallel), including the
-  // dispatch latency of each per-stack operation.
+  // dispatch latency of each per-stack operation. A GEMV streams its weights at dtype_bytes(op.dtype) per
+  // element (the lowering's weight format: MXFP4 experts 0.53125 B, FP8 1 B), an attention its K / V at the
+  // KV cache's.
   Time time(const compiler::Op& op);
   // Single per-stack operations, off the grids (for measuring the interpolation error).
   Time attention_exact(std::int64_t groups_per_stack, std::int64_t group_size, std::int64_t context,
-                       std::int64_t head_dim, bool softcap = false, bool sinks = false);
-  Time gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias = false);
+                       std::int64_t head_dim, bool softcap = false, bool sinks = false, double kv_bytes = 2);
+  Time gemv_exact(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias = false,
+                  double weight_bytes = 2);
   Time activation_exact(std::int64_t elements) { return activation(elements); }
   std::size_t cache_size() const;
   std::uint64_t simulated_ops() const { return simulated_; }
@@ -56,13 +61,14 @@ class CyclePimModel {
   static std::int64_t grid_above(std::int64_t x);
 
  private:
-  // bias: each row's accumulator starts at a bias read with the weights (rows x 2 B more, no cycle).
-  Time gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias);
+  // bias: each row's accumulator starts at a bias read with the weights (rows x 2 B more, no cycle);
+  // weight_bytes: per element of W.
+  Time gemv(std::int64_t tokens, std::int64_t rows, std::int64_t cols, bool bias, double weight_bytes);
   Time activation(std::int64_t elements);
   // softcap: the scores pass the softmax unit's cap stages (Gemma 2); sinks: each row's sink logit (gpt-oss)
-  // is read with q and joins the max and the sum.
+  // is read with q and joins the max and the sum; kv_bytes: per element of K and V.
   Time attention_at(std::int64_t groups, std::int64_t group_size, std::int64_t context, std::int64_t head_dim,
-                    bool softcap, bool sinks);
+                    bool softcap, bool sinks, double kv_bytes);
   Time cached(const Key& key, const std::function<Time()>& compute);
 
   const SystemSpec& system_;
