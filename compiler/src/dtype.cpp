@@ -15,6 +15,8 @@ double dtype_bytes(DType t) {
     case DType::kInt4: return 0.5;
     case DType::kMxfp4:
       return (32 * 4 + 8) / 8.0 / 32;  // 32 FP4 elements + one 8-bit scale
+    case DType::kFp8Block128:
+      return 1.0 + 4.0 / (128 * 128);  // + one FP32 scale per 128 x 128 block
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -28,6 +30,8 @@ std::string_view dtype_name(DType t) {
     case DType::kInt4: return "int4";
     case DType::kMxfp4:
       return "mxfp4";
+    case DType::kFp8Block128:
+      return "fp8_block128";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -39,8 +43,10 @@ DType parse_dtype(std::string_view s) {
   if (s == "int8") return DType::kInt8;
   if (s == "int4") return DType::kInt4;
   if (s == "mxfp4") return DType::kMxfp4;
-  throw Error(
-      fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4 or mxfp4 (weight-only)", s));
+  if (s == "fp8_block128") return DType::kFp8Block128;
+  throw Error(fmt::format(
+      "unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4 or fp8_block128 (weight-only)",
+      s));
 }
 
 }  // namespace duplex::compiler

@@ -94,19 +94,65 @@ void read_dtype(const Fields& f, ModelSpec& m) {
   }
 }
 
-// quantization_config (gpt-oss): quant_method "mxfp4" stores the experts' matrices in MXFP4 (the release's
-// modules_to_not_convert keep attention, router, embeddings and LM head in dtype); absent: every weight in
-// dtype. Another method is refused: its format is not modelled.
-void read_quantization(const Fields& f, const json& j, ModelSpec& m) {
-  m.expert_dtype = m.dtype;
+// A module FP8 releases leave unquantized that the model keeps in dtype anyway: the LM head, the
+// embeddings, a router's gate (HF names: lm_head, embed_tokens, *.gate, *.router, *.shared_expert_gate).
+bool kept_in_dtype(const std::string& module) {
+  const std::string last = module.substr(module.rfind('.') + 1);
+  return last == "lm_head" || last == "embed_tokens" || last == "gate" || last == "router" ||
+         last == "shared_expert_gate";
+}
+
+// quantization_config, top level in every family (absent or null: every weight in dtype):
+// - quant_method "mxfp4" (gpt-oss only): the experts' matrices in MXFP4 (the release's modules_to_not_convert
+//   keep attention, router, embeddings and LM head in dtype);
+// - quant_method "fp8" (HF FineGrainedFP8: DeepSeek-V3 / R1, Qwen3's FP8 releases): every attention
+//   projection, dense FFN and expert matrix in FP8 E4M3 with one FP32 scale per weight_block_size block
+//   ([128, 128], its default; another size is refused), fmt e4m3, activation_scheme dynamic (the activations'
+//   own FP8 quantization is not modelled: the weights are dequantized), scale_fmt absent or ue8m0;
+//   modules_to_not_convert / ignored_layers may only name modules kept in dtype anyway (kept_in_dtype).
+// Any other method or value is refused, naming the field: its format is not modelled.
+void read_quantization(const Fields& f, const json& j, const std::string& type, ModelSpec& m) {
+  m.expert_dtype = m.linear_dtype = m.dtype;
   if (!j.contains("quantization_config") || j["quantization_config"].is_null()) return;
   const Fields q = f.child("quantization_config");
+  const json& qj = j["quantization_config"];
   const std::string method = q.string_or("quant_method", "");
-  if (method != "mxfp4")
+  if (method == "mxfp4" && type == "gpt_oss") {
+    m.expert_dtype = DType::kMxfp4;
+    return;
+  }
+  if (method != "fp8")
     throw ConfigError(f.file(), q.path("quant_method"),
                       method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
-                      "mxfp4 (the experts' matrices in MXFP4), or no quantization_config");
-  m.expert_dtype = DType::kMxfp4;
+                      "fp8 (block-scaled FP8 weights), mxfp4 (gpt-oss's experts), or no quantization_config");
+  auto refuse = [&](const char* key, const std::string& what, const std::string& expected) {
+    throw ConfigError(f.file(), q.path(key), what, expected);
+  };
+  if (q.string_or("fmt", "e4m3") != "e4m3")
+    refuse("fmt", fmt::format("\"{}\" is not modelled", q.string_or("fmt", "")), "e4m3");
+  if (q.string_or("activation_scheme", "dynamic") != "dynamic")
+    refuse("activation_scheme",
+           fmt::format("\"{}\" is not modelled (static activation scales)",
+                       q.string_or("activation_scheme", "")),
+           "dynamic");
+  const std::string scale_fmt = q.string_or("scale_fmt", "");
+  if (!scale_fmt.empty() && scale_fmt != "ue8m0")
+    refuse("scale_fmt", fmt::format("\"{}\" is not modelled", scale_fmt), "ue8m0 or absent (FP32 scales)");
+  if (qj.contains("weight_block_size") && !qj["weight_block_size"].is_null() &&
+      qj["weight_block_size"] != json::array({128, 128}))
+    refuse("weight_block_size", fmt::format("{} is not modelled", qj["weight_block_size"].dump()),
+           "[128, 128]");
+  for (const char* key : {"modules_to_not_convert", "ignored_layers"}) {
+    const char* kModules =
+        "a list of module names the model keeps in its dtype (lm_head, embed_tokens, routers)";
+    const std::vector<std::string> modules = q.string_list_or_empty(key, kModules);
+    for (std::size_t i = 0; i < modules.size(); ++i)
+      if (!kept_in_dtype(modules[i]))
+        throw ConfigError(f.file(), fmt::format("{}[{}]", q.path(key), i),
+                          fmt::format("\"{}\": a projection left unquantized is not modelled", modules[i]),
+                          kModules);
+  }
+  m.expert_dtype = m.linear_dtype = DType::kFp8Block128;
 }
 
 // Sliding-window attention: on when sliding_window is set, use_sliding_window is not false and the window is
@@ -495,7 +541,6 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     if (m.sliding_window > 0 && !j.contains("layer_types")) {
       window_even_layers(m);
     }
-    read_quantization(f, j, m);
   } else if (type == "llama4_text" || type == "llama4") {
     // llama4 is Llama 4's multimodal config (Llama4ForConditionalGeneration): its language model's fields
     // are in text_config (the vision tower is not modelled).
@@ -585,7 +630,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
              type != "opt" && type != "llama4_text" && type != "llama4") {
     m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", false);
   }
-  if (type != "gpt_oss") m.expert_dtype = m.dtype;
+  read_quantization(f, j, type, m);
   m.validate();
   return m;
 }

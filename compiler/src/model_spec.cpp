@@ -104,9 +104,22 @@ std::int64_t ModelSpec::expert_matrix_params() const {
   return per_layer * moe_layers_before(layers);
 }
 
+std::int64_t ModelSpec::linear_matrix_params() const {
+  const std::int64_t mla_norms =
+      attention == AttentionKind::kMla ? std::int64_t{mla.q_lora_rank} + mla.kv_lora_rank : 0;
+  std::int64_t total = 0;
+  for (int l = 0; l < layers; ++l) {
+    total += attention_params() - mla_norms;
+    if (!is_moe_layer(l)) total += ffn_params(ffn) - ffn_bias_params(ffn);
+  }
+  return total;
+}
+
 double ModelSpec::weight_bytes() const {
   const auto expert = static_cast<double>(expert_matrix_params());
-  return (static_cast<double>(params()) - expert) * dtype_bytes(dtype) + expert * dtype_bytes(expert_dtype);
+  const auto linear = static_cast<double>(linear_matrix_params());
+  return (static_cast<double>(params()) - expert - linear) * dtype_bytes(dtype) +
+         expert * dtype_bytes(expert_dtype) + linear * dtype_bytes(linear_dtype);
 }
 
 const char* activation_name(Activation a) {
@@ -283,8 +296,14 @@ void ModelSpec::validate() const {
     bad("qk_norm", "l2 is set for MLA attention; expected GQA");
   if (attn_sinks && attention != AttentionKind::kGqa)
     bad("attn_sinks", "is set for MLA attention; expected GQA");
-  if (kv_dtype == DType::kMxfp4)
-    bad("kv_dtype", "mxfp4 is a weight format; expected fp16, bf16, fp8 or int8");
+  if (kv_dtype == DType::kMxfp4 || kv_dtype == DType::kFp8Block128)
+    bad("kv_dtype",
+        fmt::format("{} is a weight format; expected fp16, bf16, fp8 or int8", dtype_name(kv_dtype)));
+  if (dtype == DType::kMxfp4 || dtype == DType::kFp8Block128)
+    bad("dtype",
+        fmt::format("{} is a matrix format (the norms and embeddings are in dtype); expected fp16, bf16, "
+                    "fp8, int8 or int4, with {} as expert_dtype / linear_dtype",
+                    dtype_name(dtype), dtype_name(dtype)));
   for (auto [key, cap] : {std::pair{"attn_softcap", attn_softcap}, std::pair{"final_softcap", final_softcap}})
     if (!std::isfinite(cap) || cap < 0) bad(key, "must be a finite number >= 0 (0: no soft-capping)");
   if (attn_softcap > 0 && attention != AttentionKind::kGqa)
@@ -469,6 +488,13 @@ ModelSpec read_model(const ConfigNode& n) {
     throw;
   } catch (const Error& e) {
     n.fail("expert_dtype", e.what());
+  }
+  try {
+    m.linear_dtype = n.has("linear_dtype") ? parse_dtype(n.get<std::string>("linear_dtype")) : m.dtype;
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    n.fail("linear_dtype", e.what());
   }
   if (auto mla = n.find("mla")) {
     m.attention = AttentionKind::kMla;

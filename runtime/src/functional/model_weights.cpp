@@ -10,6 +10,7 @@
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
+#include "duplex/runtime/functional/safetensors.hpp"
 #include "duplex/runtime/workload/random.hpp"
 #include "mxfp4.hpp"
 
@@ -347,7 +348,7 @@ void check_functional_support(const compiler::ModelSpec& m) {
         "with RoPE; RMSNorm or LayerNorm, gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU, "
         "dense or MoE layers (shared experts under Qwen-MoE or DeepSeek names), q / k / v / o and dense-FFN "
         "biases, q / k norms, gpt-oss's sinks, router bias and biased experts, fp16 or bf16 weights and KV "
-        "(computed in FP16)",
+        "(computed in FP16; MXFP4 experts and block-scaled FP8 matrices as released)",
         m.file.empty() ? m.name : m.file, field, problem));
   };
   const bool mla = m.attention == compiler::AttentionKind::kMla,
@@ -387,9 +388,22 @@ void check_functional_support(const compiler::ModelSpec& m) {
   // MXFP4 experts (gpt-oss's release format) are read and computed exactly in FP16 (mxfp4.hpp); their rows
   // are whole blocks of 32.
   const bool mxfp4 = m.expert_dtype == compiler::DType::kMxfp4;
-  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss))
-    reject("expert_dtype", fmt::format("experts in {}; expected fp16 or bf16 (mxfp4 with gpt-oss's names)",
-                                       compiler::dtype_name(m.expert_dtype)));
+  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && m.expert_dtype != compiler::DType::kFp8Block128)
+    reject("expert_dtype",
+           fmt::format("experts in {}; expected fp16, bf16, fp8_block128 (mxfp4 with gpt-oss's names)",
+                       compiler::dtype_name(m.expert_dtype)));
+  // Block-scaled FP8 matrices (DeepSeek-V3's and Qwen3's FP8 releases) are dequantized to FP16 (fp8.hpp),
+  // stored per matrix: not in the fused expert tensors of gpt-oss, Llama 4 and DBRX (no release has them).
+  const bool fused = gpt_oss || m.weight_naming == compiler::WeightNaming::kLlama4 ||
+                     m.weight_naming == compiler::WeightNaming::kDbrx;
+  if (m.expert_dtype == compiler::DType::kFp8Block128 && fused && m.is_moe())
+    reject("expert_dtype",
+           fmt::format("fp8_block128 experts under {}'s fused expert tensors; expected them in "
+                       "fp16 or bf16 (FP8 checkpoints store their experts one matrix each)",
+                       compiler::weight_naming_name(m.weight_naming)));
+  if (!half_width(m.linear_dtype) && m.linear_dtype != compiler::DType::kFp8Block128)
+    reject("linear_dtype", fmt::format("projections in {}; expected fp16, bf16 or fp8_block128",
+                                       compiler::dtype_name(m.linear_dtype)));
   if (mxfp4 && (m.hidden % kMxfp4Block != 0 || m.expert_ffn % kMxfp4Block != 0))
     reject("expert_dtype",
            fmt::format("mxfp4 experts of hidden {} and ffn {}: MXFP4 rows are whole blocks of {}", m.hidden,
@@ -482,6 +496,8 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   const std::int64_t h = m.hidden, q = m.q_dim(), kv = m.kv_dim();
   const bool norm_biased = m.norm == compiler::NormKind::kLayerNorm && m.norm_bias;
   std::vector<WeightShape> w;
+  std::vector<std::size_t> linear, expert;  // indices of the matrices in linear_dtype / expert_dtype
+  auto in = [&](std::vector<std::size_t>& which) { which.push_back(w.size() - 1); };
   // A norm's gain, and its bias with LayerNorm (unless norm_bias is false).
   auto norm = [&](const std::string& gain) {
     w.push_back({gain, {h}, Role::kNormGain});
@@ -499,24 +515,31 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
       const std::int64_t qk = a.qk_nope_head_dim + a.qk_rope_head_dim, heads = m.heads;
       if (a.q_lora_rank == 0) {
         w.push_back({weight_name::mla(l, "q_proj"), {heads * qk, h}, Role::kMatrix});
+        in(linear);
       } else {
         w.push_back({weight_name::mla(l, "q_a_proj"), {a.q_lora_rank, h}, Role::kMatrix});
+        in(linear);
         w.push_back({weight_name::mla(l, "q_a_layernorm"), {a.q_lora_rank}, Role::kNormGain});
         w.push_back({weight_name::mla(l, "q_b_proj"), {heads * qk, a.q_lora_rank}, Role::kMatrix});
+        in(linear);
       }
       w.push_back({weight_name::mla(l, "kv_a_proj_with_mqa"),
                    {a.kv_lora_rank + a.qk_rope_head_dim, h},
                    Role::kMatrix});
+      in(linear);
       w.push_back({weight_name::mla(l, "kv_a_layernorm"), {a.kv_lora_rank}, Role::kNormGain});
       w.push_back({weight_name::mla(l, "kv_b_proj"),
                    {heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank},
                    Role::kMatrix});
+      in(linear);
       w.push_back({weight_name::attn_proj(l, 'o'), {h, heads * a.v_head_dim}, Role::kMatrix});
+      in(linear);
     } else {
-      w.push_back({weight_name::attn_proj(l, 'q'), {q, h}, Role::kMatrix});
-      w.push_back({weight_name::attn_proj(l, 'k'), {kv, h}, Role::kMatrix});
-      w.push_back({weight_name::attn_proj(l, 'v'), {kv, h}, Role::kMatrix});
-      w.push_back({weight_name::attn_proj(l, 'o'), {h, q}, Role::kMatrix});
+      for (auto [which, rows, cols] :
+           {std::tuple{'q', q, h}, std::tuple{'k', kv, h}, std::tuple{'v', kv, h}, std::tuple{'o', h, q}}) {
+        w.push_back({weight_name::attn_proj(l, which), {rows, cols}, Role::kMatrix});
+        in(linear);
+      }
     }
     if (m.qkv_bias) {
       w.push_back({weight_name::attn_bias(l, 'q'), {q}, Role::kBias});
@@ -543,9 +566,14 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
         w.push_back({weight_name::router_correction_bias(l), {m.experts}, Role::kBias});
       if (m.router_bias) w.push_back({weight_name::router_bias(l), {m.experts}, Role::kBias});
       for (int e = 0; e < m.experts; ++e) {
-        if (gated) w.push_back({weight_name::expert(m.weight_naming, l, e, "gate"), {f, h}, Role::kMatrix});
+        if (gated) {
+          w.push_back({weight_name::expert(m.weight_naming, l, e, "gate"), {f, h}, Role::kMatrix});
+          in(expert);
+        }
         w.push_back({weight_name::expert(m.weight_naming, l, e, "down"), {h, f}, Role::kMatrix});
+        in(expert);
         w.push_back({weight_name::expert(m.weight_naming, l, e, "up"), {f, h}, Role::kMatrix});
+        in(expert);
       }
       if (m.mlp_bias)  // gpt-oss: after every expert's matrices (its checkpoint's _bias tensors)
         for (int e = 0; e < m.experts; ++e) {
@@ -555,16 +583,26 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
         }
       if (m.shared_experts > 0) {  // one FFN as wide as all of them (as HF stores DeepSeek's too)
         const std::int64_t fs = shared_ffn_width(m);
-        if (gated) w.push_back({weight_name::shared_expert(l, "gate"), {fs, h}, Role::kMatrix});
+        if (gated) {
+          w.push_back({weight_name::shared_expert(l, "gate"), {fs, h}, Role::kMatrix});
+          in(expert);
+        }
         w.push_back({weight_name::shared_expert(l, "up"), {fs, h}, Role::kMatrix});
+        in(expert);
         w.push_back({weight_name::shared_expert(l, "down"), {h, fs}, Role::kMatrix});
+        in(expert);
         if (m.shared_expert_gate) w.push_back({weight_name::shared_expert_gate(l), {1, h}, Role::kMatrix});
       }
     } else {
       const std::int64_t f = m.ffn;
-      if (gated) w.push_back({weight_name::dense_mlp(l, "gate"), {f, h}, Role::kMatrix});
+      if (gated) {
+        w.push_back({weight_name::dense_mlp(l, "gate"), {f, h}, Role::kMatrix});
+        in(linear);
+      }
       w.push_back({weight_name::dense_mlp(l, "up"), {f, h}, Role::kMatrix});
+      in(linear);
       w.push_back({weight_name::dense_mlp(l, "down"), {h, f}, Role::kMatrix});
+      in(linear);
       if (m.mlp_bias) {
         w.push_back({weight_name::dense_mlp_bias(l, "up"), {f}, Role::kBias});
         w.push_back({weight_name::dense_mlp_bias(l, "down"), {h}, Role::kBias});
@@ -574,6 +612,9 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   norm(weight_name::final_norm());
   if (!m.tie_embeddings) w.push_back({weight_name::lm_head(), {m.vocab, h}, Role::kMatrix});
   if (m.lm_head_bias) w.push_back({weight_name::lm_head_bias(), {m.vocab}, Role::kBias});
+  for (WeightShape& s : w) s.format = m.dtype;
+  for (std::size_t i : linear) w[i].format = m.linear_dtype;
+  for (std::size_t i : expert) w[i].format = m.expert_dtype;
   return w;
 }
 
@@ -627,12 +668,12 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
       t.data[static_cast<std::size_t>(e)] =
           float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
   });
-  if (spec.expert_dtype == compiler::DType::kMxfp4)  // the experts' matrices on the MXFP4 grid, as released
-    for (const WeightShape& s : shapes)
-      if (s.role == WeightShape::Role::kMatrix && s.name.find(".mlp.experts.") != std::string::npos) {
-        WeightTensor& t = *out[static_cast<std::size_t>(&s - shapes.data())];
-        round_to_mxfp4(t.data.data(), t.shape[0], t.shape[1]);
-      }
+  // Matrices in a quantized format on its grid, as released: MXFP4 per matrix row block; FP8 per 128 x 128
+  // block of the checkpoint tensor that stores them (put_on_checkpoint_grid).
+  for (std::size_t i = 0; i < shapes.size(); ++i)
+    if (shapes[i].format == compiler::DType::kMxfp4)
+      round_to_mxfp4(out[i]->data.data(), out[i]->shape[0], out[i]->shape[1]);
+  put_on_checkpoint_grid(w);
   return w;
 }
 

@@ -15,6 +15,7 @@
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
+#include "duplex/runtime/functional/fp8.hpp"
 #include "mxfp4.hpp"
 
 namespace duplex::runtime::functional {
@@ -45,16 +46,28 @@ std::uint64_t element_bytes(const std::string& dtype) {
 
 namespace {
 
-using TensorList = std::vector<std::pair<std::string, const WeightTensor*>>;
+// A tensor to write: its checkpoint name, safetensors dtype and shape, and its little-endian bytes (owned
+// elsewhere).
+struct OutTensor {
+  std::string name;
+  std::string dtype;
+  std::vector<std::int64_t> shape;
+  const char* data = nullptr;
+  std::uint64_t bytes = 0;
+};
+using TensorList = std::vector<OutTensor>;
 
-// Writes `tensors` as F16 (little-endian), in the order given; returns the data bytes written.
+OutTensor f16_tensor(std::string name, const WeightTensor& t) {
+  return {std::move(name), "F16", t.shape, reinterpret_cast<const char*>(t.data.data()), t.data.size() * 2};
+}
+
+// Writes `tensors` in the order given; returns the data bytes written.
 std::uint64_t write_tensors(const std::string& path, const TensorList& tensors) {
   nlohmann::json header = nlohmann::json::object();
   std::uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    const std::uint64_t bytes = t->data.size() * 2;
-    header[name] = {{"dtype", "F16"}, {"shape", t->shape}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
+  for (const OutTensor& t : tensors) {
+    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes}}};
+    offset += t.bytes;
   }
   header["__metadata__"] = {{"format", "pt"}, {"writer", "duplex"}};
   std::string text = header.dump();
@@ -64,9 +77,7 @@ std::uint64_t write_tensors(const std::string& path, const TensorList& tensors) 
   const std::uint64_t n = text.size();
   out.write(reinterpret_cast<const char*>(&n), 8);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  for (const auto& [name, t] : tensors)
-    out.write(reinterpret_cast<const char*>(t->data.data()),
-              static_cast<std::streamsize>(t->data.size() * 2));
+  for (const OutTensor& t : tensors) out.write(t.data, static_cast<std::streamsize>(t.bytes));
   if (!out) throw Error(fmt::format("{}: write failed", path));
   return offset;
 }
@@ -185,22 +196,27 @@ WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const s
   return t;
 }
 
-// The raw bytes of tensor `name` of file f, a U8 tensor of `shape` (MXFP4 blocks and scales).
-const std::uint8_t* u8_tensor(const SafetensorsFile& f, const std::string& name,
-                              const std::vector<std::int64_t>& shape) {
-  const TensorEntry e = tensor_entry(f, name, fmt::format("MXFP4 experts, shape {}", shape_text(shape)));
-  if (e.dtype != "U8")
-    throw tensor_error(f, name, fmt::format("dtype {}; expected U8 (MXFP4)", e.dtype_json));
+// The raw bytes of tensor `name` of file f, of `dtype` (`element` bytes each) and `shape`: the parts of a
+// quantized matrix (`format`: "MXFP4" blocks and scales, U8; "FP8" codes, F8_E4M3, and scales, F32).
+const char* raw_tensor(const SafetensorsFile& f, const std::string& name, const char* dtype,
+                       std::uint64_t element, const std::vector<std::int64_t>& shape, const char* format) {
+  const TensorEntry e = tensor_entry(f, name, fmt::format("{} matrix, shape {}", format, shape_text(shape)));
+  if (e.dtype != dtype)
+    throw tensor_error(f, name, fmt::format("dtype {}; expected {} ({})", e.dtype_json, dtype, format));
   if (e.shape != shape)
     throw tensor_error(f, name, fmt::format("shape {}; expected {}", shape_text(e.shape), shape_text(shape)));
-  std::uint64_t bytes = 1;
+  std::uint64_t bytes = element;
   for (auto d : shape) bytes *= static_cast<std::uint64_t>(d);
   if (e.offsets.size() != 2 || e.offsets[1] < e.offsets[0] || e.offsets[1] - e.offsets[0] != bytes ||
       e.offsets[1] > f.data_size)
     throw tensor_error(f, name,
                        fmt::format("data_offsets [{}] do not span the {} bytes of its shape within the file",
                                    fmt::join(e.offsets, ","), bytes));
-  return reinterpret_cast<const std::uint8_t*>(f.data + e.offsets[0]);
+  return f.data + e.offsets[0];
+}
+const std::uint8_t* u8_tensor(const SafetensorsFile& f, const std::string& name,
+                              const std::vector<std::int64_t>& shape) {
+  return reinterpret_cast<const std::uint8_t*>(raw_tensor(f, name, "U8", 1, shape, "MXFP4"));
 }
 
 void note_conversions(ModelWeights& w, const std::set<std::string>& converted) {
@@ -257,10 +273,19 @@ bool mxfp4_stored(const compiler::ModelSpec& spec, const std::string& stored) {
   return spec.expert_dtype == compiler::DType::kMxfp4 && fused_experts(spec, stored) &&
          !stored.ends_with("_bias");
 }
-// The checkpoint's names of a stored tensor: itself, or its MXFP4 blocks and scales.
-std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const std::string& stored) {
-  if (mxfp4_stored(spec, stored)) return {stored + "_blocks", stored + "_scales"};
-  return {stored};
+// Block-scaled FP8 matrices (safetensors.hpp): NAME.weight in F8_E4M3 and NAME.weight_scale_inv.
+bool fp8_stored(const WeightShape& stored) {
+  return stored.format == compiler::DType::kFp8Block128 && stored.role == WeightShape::Role::kMatrix;
+}
+std::string fp8_scale_name(const std::string& stored) {
+  return stored + "_scale_inv";
+}
+// The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, or its FP8 codes and
+// scales.
+std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const WeightShape& stored) {
+  if (mxfp4_stored(spec, stored.name)) return {stored.name + "_blocks", stored.name + "_scales"};
+  if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored.name)};
+  return {stored.name};
 }
 // The rows of a and b in one tensor: alternating (a's row i at 2i, b's at 2i + 1), or b's after a's; a
 // vector is a column.
@@ -305,7 +330,7 @@ std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
         whole.push_back(shape[i] * (i + 1 == shape.size() && paired(name) ? 2 : 1));
       if (it == at.end()) {
         at.emplace(name, plan.size());
-        plan.push_back({WeightShape{name, whole, s.role}, {s}});
+        plan.push_back({WeightShape{name, whole, s.role, s.format}, {s}});
       } else {
         plan[it->second].parts.push_back(s);
       }
@@ -313,7 +338,7 @@ std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
     }
     if (it == at.end()) {
       at.emplace(name, plan.size());
-      plan.push_back({WeightShape{name, shape, s.role}, {s}});
+      plan.push_back({WeightShape{name, shape, s.role, s.format}, {s}});
       continue;
     }
     StoredTensor& t = plan[it->second];
@@ -441,51 +466,109 @@ WeightTensor read_mxfp4(const SafetensorsFile& fb, const SafetensorsFile& fs, co
             rows[static_cast<std::size_t>((e * out + o) * in + i)];
   return t;
 }
-// Every tensor as the checkpoint stores it, in name order; `stacked` owns the ones made of several and
-// DeepSeek's rope-permuted ones (a deque: the list points into it as it grows).
-TensorList checkpoint_tensors(const ModelWeights& weights, std::deque<WeightTensor>& stacked) {
-  const std::vector<StoredTensor> plan = storage_plan(weights.spec);
-  TensorList all;
-  for (const StoredTensor& p : plan) {
-    if (p.parts.size() == 1 && !rope_row_blocks(weights.spec, p.parts[0].name).empty()) {
-      stacked.push_back(permute_rope_rows(weights.spec, p.parts[0].name, weights.get(p.parts[0].name), true));
-      all.emplace_back(p.stored.name, &stacked.back());
-      continue;
-    }
-    if (stored_as_is(weights.spec, p)) {
-      all.emplace_back(p.stored.name, &weights.get(p.parts[0].name));
-      continue;
-    }
-    WeightTensor& t = stacked.emplace_back();
-    t.shape = p.stored.shape;
-    if (fused_experts(weights.spec, p.stored.name)) {  // per expert: gate / up paired, transposed
-      const std::size_t step = paired(p.stored.name) ? 2 : 1;
-      for (std::size_t i = 0; i < p.parts.size(); i += step) {
-        WeightTensor x = step == 2 ? pair_rows(weights.get(p.parts[i].name), weights.get(p.parts[i + 1].name),
-                                               interleaved(weights.spec))
-                                   : weights.get(p.parts[i].name);
-        if (stored_transposed(weights.spec, p.parts[i].name)) x = transposed(x);
-        t.data.insert(t.data.end(), x.data.begin(), x.data.end());
-      }
-      all.emplace_back(p.stored.name, &t);
-      continue;
-    }
-    for (const WeightShape& part : p.parts) {
-      const WeightTensor& x = weights.get(part.name);
-      const std::vector<std::uint16_t>& d =
-          stored_transposed(weights.spec, part.name) ? transposed(x).data : x.data;
-      t.data.insert(t.data.end(), d.begin(), d.end());
-    }
-    all.emplace_back(p.stored.name, &t);
+// The stored tensor p (2-D) from its FP8 codes (in file fc) and scales (in file fs), dequantized to FP16
+// (fp8.hpp).
+WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, const StoredTensor& p) {
+  const std::int64_t rows = p.stored.shape[0], cols = p.stored.shape[1];
+  const std::string& name = p.stored.name;
+  const auto* codes =
+      reinterpret_cast<const std::uint8_t*>(raw_tensor(fc, name, "F8_E4M3", 1, p.stored.shape, "FP8"));
+  const std::string scale = fp8_scale_name(name);
+  const char* raw = raw_tensor(fs, scale, "F32", 4, {fp8_scale_rows(rows), fp8_scale_rows(cols)}, "FP8");
+  std::vector<float> scales(static_cast<std::size_t>(fp8_scale_rows(rows) * fp8_scale_rows(cols)));
+  std::memcpy(scales.data(), raw, scales.size() * 4);  // the data need not be 4-byte aligned
+  WeightTensor t;
+  t.shape = p.stored.shape;
+  t.data = dequantize_fp8_blocks(codes, scales.data(), rows, cols, fc.path + ": " + name);
+  return t;
+}
+// The stored tensor p, converted to FP16, from file `first`; a quantized one (MXFP4, FP8) has its scales in
+// file `second` (the same file unless a sharded checkpoint put them apart).
+WeightTensor read_stored(const SafetensorsFile& first, const SafetensorsFile& second, const StoredTensor& p,
+                         const compiler::ModelSpec& spec, std::set<std::string>& converted) {
+  if (mxfp4_stored(spec, p.stored.name)) {
+    converted.insert("MXFP4");
+    return read_mxfp4(first, second, p);
   }
-  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  if (fp8_stored(p.stored)) {
+    converted.insert("FP8");
+    return read_fp8(first, second, p);
+  }
+  return read_tensor(first, p.stored, spec.name, converted);
+}
+// The checkpoint's form of stored tensor p: its parts stacked (and transposed) as stored, gpt-oss's and
+// Llama 4's experts fused, DeepSeek's and Llama 4's rope rows in the checkpoint's order.
+WeightTensor stored_form(const ModelWeights& weights, const StoredTensor& p) {
+  if (p.parts.size() == 1 && !rope_row_blocks(weights.spec, p.parts[0].name).empty())
+    return permute_rope_rows(weights.spec, p.parts[0].name, weights.get(p.parts[0].name), true);
+  WeightTensor t;
+  t.shape = p.stored.shape;
+  if (fused_experts(weights.spec, p.stored.name)) {  // per expert: gate / up paired, transposed
+    const std::size_t step = paired(p.stored.name) ? 2 : 1;
+    for (std::size_t i = 0; i < p.parts.size(); i += step) {
+      WeightTensor x = step == 2 ? pair_rows(weights.get(p.parts[i].name), weights.get(p.parts[i + 1].name),
+                                             interleaved(weights.spec))
+                                 : weights.get(p.parts[i].name);
+      if (stored_transposed(weights.spec, p.parts[i].name)) x = transposed(x);
+      t.data.insert(t.data.end(), x.data.begin(), x.data.end());
+    }
+    return t;
+  }
+  for (const WeightShape& part : p.parts) {
+    const WeightTensor& x = weights.get(part.name);
+    const std::vector<std::uint16_t>& d =
+        stored_transposed(weights.spec, part.name) ? transposed(x).data : x.data;
+    t.data.insert(t.data.end(), d.begin(), d.end());
+  }
+  return t;
+}
+// What checkpoint_tensors' list points into: the stored forms made for it, and FP8 codes and scales.
+struct StoredData {
+  std::deque<WeightTensor> tensors;  // deques: the list points into them as they grow
+  std::deque<Fp8Blocks> fp8;
+};
+// Every tensor as the checkpoint stores it, in name order: F16, or an FP8 matrix's codes and scales.
+TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
+  TensorList all;
+  for (const StoredTensor& p : storage_plan(weights.spec)) {
+    const bool as_is =
+        stored_as_is(weights.spec, p) && rope_row_blocks(weights.spec, p.parts[0].name).empty();
+    const WeightTensor& t =
+        as_is ? weights.get(p.parts[0].name) : data.tensors.emplace_back(stored_form(weights, p));
+    if (!fp8_stored(p.stored)) {
+      all.push_back(f16_tensor(p.stored.name, t));
+      continue;
+    }
+    const Fp8Blocks& q = data.fp8.emplace_back(quantize_fp8_blocks(
+        t.data.data(), t.shape[0], t.shape[1], "model " + weights.spec.name + ": " + p.stored.name));
+    all.push_back(
+        {p.stored.name, "F8_E4M3", t.shape, reinterpret_cast<const char*>(q.codes.data()), q.codes.size()});
+    all.push_back({fp8_scale_name(p.stored.name),
+                   "F32",
+                   {fp8_scale_rows(t.shape[0]), fp8_scale_rows(t.shape[1])},
+                   reinterpret_cast<const char*>(q.scales.data()),
+                   q.scales.size() * 4});
+  }
+  std::sort(all.begin(), all.end(), [](const OutTensor& a, const OutTensor& b) { return a.name < b.name; });
   return all;
 }
 }  // namespace
 
+void put_on_checkpoint_grid(ModelWeights& weights) {
+  for (const StoredTensor& p : storage_plan(weights.spec)) {
+    if (!fp8_stored(p.stored)) continue;
+    WeightTensor t = stored_form(weights, p);
+    round_to_fp8_blocks(t.data.data(), t.shape[0], t.shape[1]);
+    ModelWeights parts;
+    parts.spec = weights.spec;
+    unstack(p, std::move(t), parts);
+    for (auto& [name, tensor] : parts.tensors) weights.tensors[name] = std::move(tensor);
+  }
+}
+
 void write_safetensors(const std::string& path, const ModelWeights& weights) {
-  std::deque<WeightTensor> stacked;
-  write_tensors(path, checkpoint_tensors(weights, stacked));
+  StoredData data;
+  write_tensors(path, checkpoint_tensors(weights, data));
 }
 
 ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec) {
@@ -495,13 +578,8 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   w.source = path;
   std::set<std::string> wanted, converted;
   for (const StoredTensor& p : storage_plan(spec)) {
-    for (const std::string& name : stored_names(spec, p.stored.name)) wanted.insert(name);
-    if (mxfp4_stored(spec, p.stored.name)) {
-      converted.insert("MXFP4");
-      unstack(p, read_mxfp4(f, f, p), w);
-      continue;
-    }
-    unstack(p, read_tensor(f, p.stored, spec.name, converted), w);
+    for (const std::string& name : stored_names(spec, p.stored)) wanted.insert(name);
+    unstack(p, read_stored(f, f, p, spec, converted), w);
   }
   for (const auto& [name, value] : f.header.items())
     if (name != "__metadata__" && !wanted.contains(name))
@@ -531,12 +609,14 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   const std::vector<StoredTensor> plan = storage_plan(spec);
   std::set<std::string> wanted;
   for (const StoredTensor& p : plan)
-    for (const std::string& name : stored_names(spec, p.stored.name)) {
+    for (const std::string& name : stored_names(spec, p.stored)) {
       wanted.insert(name);
       if (!where.contains(name))
         throw Error(fmt::format("{}: weight_map: tensor {} is missing (model {} needs it{})", index_path,
                                 name, spec.name,
-                                name == p.stored.name ? ", shape " + shape_text(p.stored.shape) : ": MXFP4"));
+                                name == p.stored.name               ? ", shape " + shape_text(p.stored.shape)
+                                : mxfp4_stored(spec, p.stored.name) ? ": MXFP4"
+                                                                    : ": FP8 scales"));
     }
   for (const auto& [name, file] : where)
     if (!wanted.contains(name))
@@ -544,7 +624,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                               index_path, name, spec.name));
   std::map<std::string, std::vector<std::size_t>> by_file;  // shard file -> indices into plan
   for (std::size_t i = 0; i < plan.size(); ++i)
-    by_file[where.at(stored_names(spec, plan[i].stored.name)[0])].push_back(i);
+    by_file[where.at(stored_names(spec, plan[i].stored)[0])].push_back(i);
   ModelWeights w;
   w.spec = spec;
   w.source = index_path;
@@ -552,18 +632,13 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   for (const auto& [file, list] : by_file) {
     const SafetensorsFile f = open_safetensors((fs::path(index_path).parent_path() / file).string());
     for (std::size_t i : list) {
-      if (!mxfp4_stored(spec, plan[i].stored.name)) {
-        unstack(plan[i], read_tensor(f, plan[i].stored, spec.name, converted), w);
-        continue;
-      }
-      converted.insert("MXFP4");  // the scales may sit in another shard
-      const std::string scales_file = where.at(plan[i].stored.name + "_scales");
-      if (scales_file == file) {
-        unstack(plan[i], read_mxfp4(f, f, plan[i]), w);
+      const std::vector<std::string> names = stored_names(spec, plan[i].stored);
+      const std::string second = names.size() > 1 ? where.at(names[1]) : file;  // a quantized one's scales
+      if (second == file) {
+        unstack(plan[i], read_stored(f, f, plan[i], spec, converted), w);
       } else {
-        const SafetensorsFile s =
-            open_safetensors((fs::path(index_path).parent_path() / scales_file).string());
-        unstack(plan[i], read_mxfp4(f, s, plan[i]), w);
+        const SafetensorsFile s = open_safetensors((fs::path(index_path).parent_path() / second).string());
+        unstack(plan[i], read_stored(f, s, plan[i], spec, converted), w);
       }
     }
     for (const auto& [name, value] : f.header.items())
@@ -1196,7 +1271,7 @@ void llama4_fields(const compiler::ModelSpec& m, nlohmann::json& c) {
 
 // config.json for `weights`: the fields import_hf_config reads for hf_model_type(spec), so that it reads back
 // the same ModelSpec.
-nlohmann::json hf_config(const ModelWeights& weights) {
+nlohmann::json family_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   const std::string type = hf_model_type(m);
   // The transformers class of each model_type (config.json's "architectures").
@@ -1369,12 +1444,35 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   return c;
 }
 
+// The config.json of `weights`: its family's fields, and the quantization_config of FP8 matrices (HF
+// FineGrainedFP8, as DeepSeek-V3's release states it, with scale_fmt ue8m0: the scales duplex writes are
+// powers of two). FP8 projections with experts in another format cannot be stated (quant_method fp8
+// quantizes both).
+nlohmann::json hf_config(const ModelWeights& weights) {
+  const compiler::ModelSpec& m = weights.spec;
+  nlohmann::json c = family_config(weights);
+  const bool linear = m.linear_dtype == compiler::DType::kFp8Block128,
+             experts = m.is_moe() && m.expert_dtype == compiler::DType::kFp8Block128;
+  if (!linear && !experts) return c;
+  if (m.is_moe() && linear != experts)
+    throw Error(
+        fmt::format("model {}: linear_dtype {} with expert_dtype {} cannot be stated in config.json "
+                    "(quant_method fp8 quantizes the projections and the experts alike)",
+                    m.name, compiler::dtype_name(m.linear_dtype), compiler::dtype_name(m.expert_dtype)));
+  c["quantization_config"] = {{"quant_method", "fp8"},
+                              {"fmt", "e4m3"},
+                              {"activation_scheme", "dynamic"},
+                              {"weight_block_size", {kFp8Block, kFp8Block}},
+                              {"scale_fmt", "ue8m0"}};
+  return c;
+}
+
 }  // namespace
 
 void write_checkpoint(const std::string& dir, const ModelWeights& weights, int shards) {
   namespace fs = std::filesystem;
-  std::deque<WeightTensor> stacked;
-  const TensorList all = checkpoint_tensors(weights, stacked);  // as stored: Phi-3's stacked ones count once
+  StoredData data;
+  const TensorList all = checkpoint_tensors(weights, data);  // as stored: Phi-3's stacked ones count once
   if (shards < 1 || static_cast<std::size_t>(shards) > all.size())
     throw Error(
         fmt::format("{}: {} shards for {} tensors; expected 1 to {}", dir, shards, all.size(), all.size()));
@@ -1401,7 +1499,7 @@ void write_checkpoint(const std::string& dir, const ModelWeights& weights, int s
     const TensorList part(all.begin() + static_cast<std::ptrdiff_t>(first),
                           all.begin() + static_cast<std::ptrdiff_t>(last));
     total += write_tensors((fs::path(dir) / file).string(), part);
-    for (const auto& [name, t] : part) index["weight_map"][name] = file;
+    for (const OutTensor& t : part) index["weight_map"][t.name] = file;
   }
   index["metadata"]["total_size"] = total;
   std::ofstream idx(fs::path(dir) / "model.safetensors.index.json");

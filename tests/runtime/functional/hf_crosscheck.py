@@ -12,7 +12,9 @@ DeepSeek-V2 / DeepSeek-V3, with the hub's modeling_deepseek.py: MLA attention, i
 YaRN, and its greedy / group-limited / noaux_tc routing; Llama 4 (llama4_text, and the text model of the llama4
 wrapper: its text_config, its language_model.* tensors): NoPE layers, interleaved RoPE, weightless q / k L2 norms,
 chunked attention, attention temperature tuning, sigmoid-routed experts scaled at their input beside a shared
-expert, dense layers in between), written here from those definitions and sharing no code with duplex. A model
+expert, dense layers in between), written here from those definitions and sharing no code with duplex. A
+checkpoint whose quantization_config says fp8 (HF FineGrainedFP8: DeepSeek-V3's and Qwen3's FP8 releases) has its
+F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks. A model
 passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
 duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
 
@@ -24,7 +26,8 @@ outputs), chunked attention (as full), attention temperature (as none) or interl
 Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, PhiMoE's sparsemixer (as softmax
 top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, DBRX's
 clamp of q / k / v, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the first
-the model has; Llama 4's chunks and temperature only where the test's sequences reach them); that comparison must
+the model has (an FP8 checkpoint's block scales, as 1, before all); Llama 4's chunks and temperature only where
+the test's sequences reach them); that comparison must
 fail, or the check could not see the feature. --self-test=F[,F...] drops the features named instead, one
 comparison each (any of HfModel's drops: chunked_attention, attn_temperature, router_input, qk_norm,
 rope_interleave, window, ...).
@@ -60,6 +63,33 @@ def yarn_mscale(factor, mscale):  # DeepSeek's yarn_get_mscale
     return 0.1 * mscale * math.log(factor) + 1.0 if factor > 1 else 1.0
 
 
+def e4m3(codes):
+    """OCP FP8 E4M3FN codes as float64: bias 7, subnormals m x 2^-9, S.1111.111 NaN, no infinities."""
+    c = codes.astype(np.int64)
+    e, m = (c >> 3) & 15, c & 7
+    v = np.where(e == 0, m * 2.0 ** -9, (8 + m) * np.exp2(e - 10.0))
+    v = np.where((e == 15) & (m == 7), np.nan, v)
+    return np.where(c & 0x80, -v, v)
+
+
+def dequantize_fp8(config, tensors, scaled=True):
+    """HF FineGrainedFP8 (quant_method fp8): each NAME.weight_scale_inv [ceil(r / b0), ceil(c / b1)] scales its
+    NAME.weight's b0 x b1 blocks (DeepSeek's weight_dequant); the weights as they are when not `scaled`."""
+    q = config.get("quantization_config") or {}
+    if q.get("quant_method") != "fp8":
+        return dict(tensors)
+    b0, b1 = q.get("weight_block_size") or (128, 128)
+    out = {}
+    for name, a in tensors.items():
+        if name.endswith("_scale_inv"):
+            continue
+        scale = tensors.get(name + "_scale_inv")
+        if scale is not None and scaled:
+            a = a * np.repeat(np.repeat(scale, b0, axis=0), b1, axis=1)[: a.shape[0], : a.shape[1]]
+        out[name] = a
+    return out
+
+
 def read_safetensors(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -78,6 +108,8 @@ def read_safetensors(path):
             a = np.frombuffer(raw, dtype="<f4").astype(np.float64)
         elif e["dtype"] == "BF16":
             a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        elif e["dtype"] == "F8_E4M3":
+            a = e4m3(np.frombuffer(raw, dtype=np.uint8))
         else:
             raise ValueError(f"{path}: {name}: dtype {e['dtype']}")
         out[name] = a.reshape(e["shape"])
@@ -138,6 +170,8 @@ class HfModel:
 
     def __init__(self, config, tensors, drop=None):
         c = config
+        self.fp8 = (c.get("quantization_config") or {}).get("quant_method") == "fp8"
+        tensors = dequantize_fp8(c, tensors, scaled=drop != "fp8_scales")
         self.t = dict(tensors)
         if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
             c = dict(c.get("text_config") or {}, model_type="llama4_text")
@@ -820,6 +854,8 @@ def compare(model, run):
 
 
 def dropped_feature(model):
+    if model.fp8:  # the block scales of its FP8 matrices
+        return "fp8_scales"
     if model.llama4:  # its own features first: the router's input scaling, then what the test's sequences reach
         longest = max(map(len, PROMPTS)) + NEW_TOKENS - 1  # the tokens of compare's longest forward
         if any(model.is_moe_layer(layer) for layer in range(model.layers)):

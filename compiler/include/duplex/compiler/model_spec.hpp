@@ -156,6 +156,10 @@ struct ModelSpec {
   // The routed and shared experts' weight matrices (their biases stay in dtype): gpt-oss ships them in MXFP4.
   // Equal to dtype unless a config says otherwise (readers set it; a dense model ignores it).
   DType expert_dtype = DType::kFp16;
+  // The attention projections' and dense FFNs' weight matrices (their biases, the norms, the embeddings, the
+  // routers and the LM head stay in dtype): FP8 releases (fp8_block128) quantize them with the experts.
+  // Equal to dtype unless a config says otherwise (readers set it).
+  DType linear_dtype = DType::kFp16;
 
   bool is_moe() const { return experts > 0; }
   bool is_moe_layer(int layer) const;
@@ -189,7 +193,11 @@ struct ModelSpec {
   std::int64_t active_params() const;     // per token (top_k experts + shared)
   // Parameters in expert_dtype: every routed and shared expert's matrices (biases excluded).
   std::int64_t expert_matrix_params() const;
-  // Bytes of all weights: expert matrices in expert_dtype, the rest in dtype.
+  // Parameters in linear_dtype: every layer's attention projection matrices (MLA's low-rank norms excluded)
+  // and the dense layers' FFN matrices (biases excluded).
+  std::int64_t linear_matrix_params() const;
+  // Bytes of all weights: expert matrices in expert_dtype, linear matrices in linear_dtype, the rest in
+  // dtype.
   double weight_bytes() const;
   void validate() const;                  // throws duplex::Error naming file and field
 };

@@ -121,6 +121,10 @@ struct WeightShape {
   std::string name;
   std::vector<std::int64_t> shape;
   Role role = Role::kMatrix;
+  // The format the checkpoint stores it in: the spec's linear_dtype for attention projections and dense FFN
+  // matrices, expert_dtype for the routed and shared experts' matrices, dtype for everything else. Held
+  // and computed in FP16 whatever it is (MXFP4 and FP8 values on their grids, exact in FP16).
+  compiler::DType format = compiler::DType::kFp16;
 };
 
 // Throws duplex::Error naming the model file and the unsupported field.

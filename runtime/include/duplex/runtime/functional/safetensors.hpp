@@ -14,8 +14,18 @@
 
 namespace duplex::runtime::functional {
 
-// Writes every tensor of `weights` as F16 (little-endian), in name order. Throws duplex::Error when the file
-// cannot be written.
+// Block-scaled FP8 checkpoints (linear_dtype / expert_dtype fp8_block128; quant_method "fp8" in
+// config.json) store each such matrix NAME.weight as F8_E4M3 with NAME.weight_scale_inv [ceil(rows / 128)]
+// [ceil(cols / 128)] F32 beside it (fp8.hpp), per checkpoint tensor (Phi-3's and DBRX's stacked ones whole,
+// DeepSeek's and Llama 4's q / k rows in the checkpoint's order). Reading dequantizes them to FP16; writing
+// quantizes them with power-of-two scales and fails, naming the element, on a value not on that grid.
+
+// Rounds `weights`' FP8 matrices in place onto the grid of their checkpoint tensors' blocks (power-of-two
+// scales), as random_weights does, so that write_checkpoint stores them exactly. No-op for other formats.
+void put_on_checkpoint_grid(ModelWeights& weights);
+
+// Writes every tensor of `weights` as F16 (little-endian), in name order (FP8 matrices as F8_E4M3 and their
+// scales). Throws duplex::Error when the file cannot be written.
 void write_safetensors(const std::string& path, const ModelWeights& weights);
 
 // Reads the tensors `spec` needs from `path`.

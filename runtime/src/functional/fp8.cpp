@@ -1,0 +1,164 @@
+#include "duplex/runtime/functional/fp8.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+// The 127 non-negative finite E4M3 values, by code (0x00..0x7e): increasing with the code.
+const std::array<float, 127>& magnitudes() {
+  static const std::array<float, 127> table = [] {
+    std::array<float, 127> t{};
+    for (std::size_t c = 0; c < t.size(); ++c) t[c] = e4m3_value(static_cast<std::uint8_t>(c));
+    return t;
+  }();
+  return table;
+}
+
+// The E4M3 code nearest x (|x| saturating at 448; ties to the even code, as IEEE rounding does).
+std::uint8_t nearest_e4m3(double x) {
+  const std::array<float, 127>& t = magnitudes();
+  const double a = std::min(std::fabs(x), 448.0);
+  const auto above = std::lower_bound(t.begin(), t.end(), a);  // first value >= a
+  auto code = static_cast<std::uint8_t>(above - t.begin());
+  if (code > 0 && static_cast<double>(*above) != a) {
+    const double up = static_cast<double>(*above) - a, down = a - static_cast<double>(t[code - 1u]);
+    if (down < up || (down == up && (code - 1u) % 2 == 0)) --code;
+  }
+  return static_cast<std::uint8_t>(code | (std::signbit(x) && code != 0 ? 0x80u : 0u));
+}
+
+// Sets `out` to the FP16 nearest v (ties to even); false when that is beyond FP16's finite range.
+bool nearest_half(double v, std::uint16_t& out) {
+  std::uint16_t h = float_to_half_bits(static_cast<float>(v));  // within one FP16 step of the nearest
+  if (!std::isfinite(half_bits_to_float(h))) return false;      // overflow (IEEE: to infinity)
+  auto error = [&](std::uint16_t c) { return std::fabs(static_cast<double>(half_bits_to_float(c)) - v); };
+  for (int step : {-1, 1}) {  // a neighbour nearer (the float rounding may have moved v onto a midpoint)
+    const auto c = static_cast<std::uint16_t>(h + step);
+    if ((c & 0x7c00u) == 0x7c00u || (c & 0x8000u) != (h & 0x8000u)) continue;
+    if (error(c) < error(h) || (error(c) == error(h) && c % 2 == 0)) h = c;
+  }
+  out = h;
+  return true;
+}
+
+// The least power of two 2^k with 448 x 2^k >= amax (amax > 0).
+int scale_exponent(double amax) {
+  int k = static_cast<int>(std::ceil(std::log2(amax / 448.0)));
+  while (std::ldexp(448.0, k) < amax) ++k;
+  while (std::ldexp(448.0, k - 1) >= amax) --k;
+  return k;
+}
+
+// Calls f(r0, r1, c0, c1, block index) for each 128 x 128 block of a rows x cols matrix, row-major.
+template <typename F>
+void for_each_block(std::int64_t rows, std::int64_t cols, F&& f) {
+  const std::int64_t per_row = fp8_scale_rows(cols);
+  for (std::int64_t br = 0; br * kFp8Block < rows; ++br)
+    for (std::int64_t bc = 0; bc * kFp8Block < cols; ++bc)
+      f(br * kFp8Block, std::min(rows, (br + 1) * kFp8Block), bc * kFp8Block,
+        std::min(cols, (bc + 1) * kFp8Block), br * per_row + bc);
+}
+
+double block_amax(const std::uint16_t* values, std::int64_t cols, std::int64_t r0, std::int64_t r1,
+                  std::int64_t c0, std::int64_t c1) {
+  double amax = 0;
+  for (std::int64_t r = r0; r < r1; ++r)
+    for (std::int64_t c = c0; c < c1; ++c)
+      amax = std::max(amax, static_cast<double>(std::fabs(half_bits_to_float(values[r * cols + c]))));
+  return amax;
+}
+
+}  // namespace
+
+float e4m3_value(std::uint8_t code) {
+  const int exponent = (code >> 3) & 0xf, mantissa = code & 7;
+  if (exponent == 0xf && mantissa == 7) return std::nanf("");
+  const float m = exponent == 0 ? std::ldexp(static_cast<float>(mantissa), -9)
+                                : std::ldexp(static_cast<float>(8 + mantissa), exponent - 10);
+  return (code & 0x80u) != 0 ? -m : m;
+}
+
+std::int64_t fp8_scale_rows(std::int64_t rows) {
+  return (rows + kFp8Block - 1) / kFp8Block;
+}
+
+std::vector<std::uint16_t> dequantize_fp8_blocks(const std::uint8_t* codes, const float* scales,
+                                                 std::int64_t rows, std::int64_t cols,
+                                                 const std::string& what) {
+  std::vector<std::uint16_t> out(static_cast<std::size_t>(rows * cols));
+  for_each_block(
+      rows, cols, [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t b) {
+        const float scale = scales[b];
+        if (!std::isfinite(scale) || scale < 0)
+          throw Error(fmt::format("{}: the scale of block [{}][{}] is {}; expected a finite number >= 0",
+                                  what, r0 / kFp8Block, c0 / kFp8Block, scale));
+        for (std::int64_t r = r0; r < r1; ++r)
+          for (std::int64_t c = c0; c < c1; ++c) {
+            const std::uint8_t code = codes[r * cols + c];
+            const float q = e4m3_value(code);
+            if (std::isnan(q))
+              throw Error(fmt::format("{}: element [{}][{}] is NaN (E4M3 code 0x{:02x})", what, r, c, code));
+            const double v = static_cast<double>(q) * static_cast<double>(scale);  // exact in double
+            if (!nearest_half(v, out[static_cast<std::size_t>(r * cols + c)]))
+              throw Error(
+                  fmt::format("{}: element [{}][{}] is {} (E4M3 {} x scale {}), outside FP16's finite range "
+                              "(+-65504); functional emulation computes in FP16",
+                              what, r, c, v, q, scale));
+          }
+      });
+  return out;
+}
+
+Fp8Blocks quantize_fp8_blocks(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
+                              const std::string& what) {
+  Fp8Blocks q;
+  q.codes.resize(static_cast<std::size_t>(rows * cols));
+  q.scales.resize(static_cast<std::size_t>(fp8_scale_rows(rows) * fp8_scale_rows(cols)));
+  for_each_block(rows, cols,
+                 [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t b) {
+                   const double amax = block_amax(values, cols, r0, r1, c0, c1);
+                   const int k = amax > 0 ? scale_exponent(amax) : 0;
+                   q.scales[static_cast<std::size_t>(b)] = std::ldexp(1.0f, k);
+                   for (std::int64_t r = r0; r < r1; ++r)
+                     for (std::int64_t c = c0; c < c1; ++c) {
+                       const double v = half_bits_to_float(values[r * cols + c]);
+                       const std::uint8_t code = nearest_e4m3(std::ldexp(v, -k));
+                       if (std::ldexp(static_cast<double>(e4m3_value(code)), k) != v)
+                         throw Error(
+                             fmt::format("{}: element [{}][{}] = {} is not on the FP8 grid of its 128 x 128 "
+                                         "block (E4M3 x 2^{}); FP8 "
+                                         "checkpoints are written with power-of-two block scales, which "
+                                         "random weights of an FP8 model "
+                                         "and checkpoints with such scales (scale_fmt ue8m0) are on",
+                                         what, r, c, v, k));
+                       q.codes[static_cast<std::size_t>(r * cols + c)] = code;
+                     }
+                 });
+  return q;
+}
+
+void round_to_fp8_blocks(std::uint16_t* values, std::int64_t rows, std::int64_t cols) {
+  for_each_block(rows, cols,
+                 [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t) {
+                   const double amax = block_amax(values, cols, r0, r1, c0, c1);
+                   if (amax == 0) return;
+                   const int k = scale_exponent(amax);
+                   for (std::int64_t r = r0; r < r1; ++r)
+                     for (std::int64_t c = c0; c < c1; ++c) {
+                       std::uint16_t& h = values[r * cols + c];
+                       const std::uint8_t code =
+                           nearest_e4m3(std::ldexp(static_cast<double>(half_bits_to_float(h)), -k));
+                       nearest_half(std::ldexp(static_cast<double>(e4m3_value(code)), k), h);
+                     }
+                 });
+}
+
+}  // namespace duplex::runtime::functional

@@ -1,0 +1,136 @@
+// The block-scaled FP8 codec (fp8.hpp) against the E4M3 definition: every code's value, nearest rounding with
+// ties to even, power-of-two block scales over partial blocks, exact round trips, FP16 rounding of arbitrary
+// scales, and the errors.
+#include "duplex/runtime/functional/fp8.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+std::vector<std::uint16_t> halves(const std::vector<float>& v) {
+  std::vector<std::uint16_t> out;
+  for (float x : v) out.push_back(float_to_half_bits(x));
+  return out;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// OCP E4M3FN: bias 7, subnormals m x 2^-9, largest 448, S.1111.111 NaN, no infinities.
+TEST(Fp8Codec, EveryCodeHasItsE4m3Value) {
+  EXPECT_EQ(e4m3_value(0x00), 0.0f);
+  EXPECT_EQ(e4m3_value(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
+  EXPECT_EQ(e4m3_value(0x07), 7 * std::ldexp(1.0f, -9));
+  EXPECT_EQ(e4m3_value(0x08), std::ldexp(1.0f, -6));  // smallest normal
+  EXPECT_EQ(e4m3_value(0x38), 1.0f);
+  EXPECT_EQ(e4m3_value(0x39), 1.125f);
+  EXPECT_EQ(e4m3_value(0x7e), 448.0f);
+  EXPECT_EQ(e4m3_value(0xfe), -448.0f);
+  EXPECT_TRUE(std::signbit(e4m3_value(0x80)));
+  EXPECT_TRUE(std::isnan(e4m3_value(0x7f)));
+  EXPECT_TRUE(std::isnan(e4m3_value(0xff)));
+  for (int c = 1; c < 0x7f; ++c)
+    EXPECT_GT(e4m3_value(static_cast<std::uint8_t>(c)), e4m3_value(static_cast<std::uint8_t>(c - 1))) << c;
+}
+
+// A 300 x 200 matrix has 3 x 2 blocks, the last ones partial. Values rounded onto the grid come back bit for
+// bit through codes and power-of-two scales, each scale the least 2^k with 448 x 2^k >= the block's maximum.
+TEST(Fp8Codec, RoundedValuesComeBackExactlyOverPartialBlocks) {
+  const std::int64_t rows = 300, cols = 200;
+  std::vector<std::uint16_t> v(rows * cols);
+  for (std::int64_t i = 0; i < rows * cols; ++i)  // magnitudes spread over several octaves, per block
+    v[static_cast<std::size_t>(i)] = float_to_half_bits(
+        static_cast<float>(std::sin(0.37 * static_cast<double>(i)) *
+                           static_cast<double>(1 + (i / cols) / 128 + 3 * ((i % cols) / 128))));
+  std::vector<std::uint16_t> rounded = v;
+  round_to_fp8_blocks(rounded.data(), rows, cols);
+  EXPECT_NE(rounded, v);
+  const Fp8Blocks q = quantize_fp8_blocks(rounded.data(), rows, cols, "m");
+  ASSERT_EQ(q.scales.size(), 3u * 2u);
+  ASSERT_EQ(q.codes.size(), static_cast<std::size_t>(rows * cols));
+  for (float s : q.scales) {
+    int e = 0;
+    EXPECT_EQ(std::frexp(s, &e), 0.5f) << s;  // a power of two
+  }
+  // Block [2][1] (rows 256..299, columns 128..199): the least 2^k over its maximum.
+  double amax = 0;
+  for (std::int64_t r = 256; r < rows; ++r)
+    for (std::int64_t c = 128; c < cols; ++c)
+      amax = std::max(amax, static_cast<double>(std::fabs(half_bits_to_float(rounded[r * cols + c]))));
+  const double s = q.scales[2 * 2 + 1];
+  EXPECT_GE(448 * s, amax);
+  EXPECT_LT(448 * s / 2, amax);
+  EXPECT_EQ(dequantize_fp8_blocks(q.codes.data(), q.scales.data(), rows, cols, "m"), rounded);
+  // Rounding is idempotent, and every rounded value is within half an E4M3 step of where it was.
+  std::vector<std::uint16_t> again = rounded;
+  round_to_fp8_blocks(again.data(), rows, cols);
+  EXPECT_EQ(again, rounded);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const double x = half_bits_to_float(v[i]), y = half_bits_to_float(rounded[i]);
+    EXPECT_LE(std::fabs(x - y), std::max(std::fabs(x) / 16, 4.0 / 512)) << i;  // 3 mantissa bits; subnormals
+  }
+}
+
+// Nearest with ties to the even code: 1.0625 lies between 1 (0x38) and 1.125 (0x39), 1.1875 between 1.125
+// and 1.25 (0x3a); beyond 448 x scale a value saturates. A block of zeros keeps scale 1.
+TEST(Fp8Codec, RoundingIsNearestTiesToEvenAndSaturates) {
+  std::vector<std::uint16_t> v = halves({448, 1.0625f, 1.1875f, -1.0625f, 0.0f});
+  round_to_fp8_blocks(v.data(), 1, 5);
+  EXPECT_EQ(v, halves({448, 1.0f, 1.25f, -1.0f, 0.0f}));
+  const Fp8Blocks zeros = quantize_fp8_blocks(halves({0, 0}).data(), 1, 2, "z");
+  EXPECT_EQ(zeros.scales, std::vector<float>{1.0f});
+  EXPECT_EQ(zeros.codes, (std::vector<std::uint8_t>{0, 0}));
+}
+
+// Checkpoint scales need not be powers of two: each product is rounded once to the nearest FP16.
+TEST(Fp8Codec, ArbitraryScalesRoundOnceToFp16) {
+  const std::vector<std::uint8_t> codes{0x38, 0x39, 0x7e, 0x01, 0xb9};
+  const float scale = 0.0123456789f;
+  const std::vector<std::uint16_t> h = dequantize_fp8_blocks(codes.data(), &scale, 1, 5, "w");
+  for (std::size_t i = 0; i < codes.size(); ++i) {
+    const double exact = static_cast<double>(e4m3_value(codes[i])) * scale;
+    const double got = half_bits_to_float(h[i]);
+    const double ulp = std::ldexp(1.0, std::ilogb(std::max(std::fabs(exact), std::ldexp(1.0, -14))) - 10);
+    EXPECT_LE(std::fabs(got - exact), ulp / 2) << i;
+  }
+}
+
+TEST(Fp8Codec, BadCodesScalesAndOffGridValuesAreNamed) {
+  const std::vector<std::uint8_t> nan{0x38, 0x7f};
+  const float one = 1.0f, negative = -1.0f, big = 1000.0f;
+  EXPECT_NE(error_of([&] {
+              dequantize_fp8_blocks(nan.data(), &one, 1, 2, "w");
+            }).find("w: element [0][1] is NaN (E4M3 code 0x7f)"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              dequantize_fp8_blocks(nan.data(), &negative, 1, 1, "w");
+            }).find("w: the scale of block [0][0] is -1"),
+            std::string::npos);
+  const std::uint8_t max = 0x7e;
+  EXPECT_NE(
+      error_of([&] { dequantize_fp8_blocks(&max, &big, 1, 1, "w"); }).find("outside FP16's finite range"),
+      std::string::npos);
+  const std::vector<std::uint16_t> off = halves({448, 1.0009765625f});  // 1 + 2^-10 is no E4M3 value
+  EXPECT_NE(error_of([&] {
+              quantize_fp8_blocks(off.data(), 1, 2, "w");
+            }).find("w: element [0][1] = 1.0009765625 is not on the FP8 grid"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace duplex::runtime::functional
