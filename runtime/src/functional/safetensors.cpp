@@ -571,24 +571,48 @@ void write_safetensors(const std::string& path, const ModelWeights& weights) {
   write_tensors(path, checkpoint_tensors(weights, data));
 }
 
-ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec) {
+namespace {
+// The storage plan with every checkpoint name under `prefix` (a multimodal checkpoint's language model).
+std::vector<StoredTensor> prefixed_plan(const compiler::ModelSpec& spec, const std::string& prefix) {
+  std::vector<StoredTensor> plan = storage_plan(spec);
+  for (StoredTensor& p : plan) p.stored.name = prefix + p.stored.name;
+  return plan;
+}
+// Notes in w.source the tensors outside the language model that a multimodal checkpoint's reading skipped.
+void note_skipped(ModelWeights& w, const std::string& prefix, std::size_t skipped) {
+  if (skipped > 0)
+    w.source =
+        fmt::format("{} (the language model under {}; {} other tensors skipped)", w.source, prefix, skipped);
+}
+}  // namespace
+
+ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec,
+                              const std::string& prefix) {
   const SafetensorsFile f = open_safetensors(path);
   ModelWeights w;
   w.spec = spec;
   w.source = path;
   std::set<std::string> wanted, converted;
-  for (const StoredTensor& p : storage_plan(spec)) {
+  for (const StoredTensor& p : prefixed_plan(spec, prefix)) {
     for (const std::string& name : stored_names(spec, p.stored)) wanted.insert(name);
     unstack(p, read_stored(f, f, p, spec, converted), w);
   }
-  for (const auto& [name, value] : f.header.items())
-    if (name != "__metadata__" && !wanted.contains(name))
-      throw Error(fmt::format("{}: unexpected tensor {} (model {} has no such weight)", path, name, spec.name));
+  std::size_t skipped = 0;
+  for (const auto& [name, value] : f.header.items()) {
+    if (name == "__metadata__" || wanted.contains(name)) continue;
+    if (!name.starts_with(prefix)) {
+      ++skipped;
+      continue;
+    }
+    throw Error(fmt::format("{}: unexpected tensor {} (model {} has no such weight)", path, name, spec.name));
+  }
   note_conversions(w, converted);
+  note_skipped(w, prefix, skipped);
   return w;
 }
 
-ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec) {
+ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec,
+                                      const std::string& prefix) {
   namespace fs = std::filesystem;
   const nlohmann::json index = nlohmann::json::parse(read_file(index_path), nullptr, false);
   if (index.is_discarded() || !index.is_object())
@@ -606,7 +630,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                               index_path, name, file.dump()));
     where[name] = file.get<std::string>();
   }
-  const std::vector<StoredTensor> plan = storage_plan(spec);
+  const std::vector<StoredTensor> plan = prefixed_plan(spec, prefix);
   std::set<std::string> wanted;
   for (const StoredTensor& p : plan)
     for (const std::string& name : stored_names(spec, p.stored)) {
@@ -618,10 +642,16 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                                 : mxfp4_stored(spec, p.stored.name) ? ": MXFP4"
                                                                     : ": FP8 scales"));
     }
-  for (const auto& [name, file] : where)
-    if (!wanted.contains(name))
-      throw Error(fmt::format("{}: weight_map: unexpected tensor {} (model {} has no such weight)",
-                              index_path, name, spec.name));
+  std::size_t skipped = 0;  // outside the language model, in files that may not be opened
+  for (const auto& [name, file] : where) {
+    if (wanted.contains(name)) continue;
+    if (!name.starts_with(prefix)) {
+      ++skipped;
+      continue;
+    }
+    throw Error(fmt::format("{}: weight_map: unexpected tensor {} (model {} has no such weight)", index_path,
+                            name, spec.name));
+  }
   std::map<std::string, std::vector<std::size_t>> by_file;  // shard file -> indices into plan
   for (std::size_t i = 0; i < plan.size(); ++i)
     by_file[where.at(stored_names(spec, plan[i].stored)[0])].push_back(i);
@@ -647,6 +677,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                                 index_path));
   }
   note_conversions(w, converted);
+  note_skipped(w, prefix, skipped);
   return w;
 }
 
@@ -820,10 +851,48 @@ RopeScaling rope_scaling(const std::string& config, const nlohmann::json& j) {
 
 }  // namespace
 
+namespace {
+// The multimodal model_types whose language model functional emulation runs, and that model's type.
+std::string text_model_type(const nlohmann::json& config) {
+  if (!config.is_object() || !config.contains("model_type") || !config["model_type"].is_string()) return "";
+  const std::string type = config["model_type"];
+  return type == "gemma3" ? "gemma3_text" : type == "llama4" ? "llama4_text" : "";
+}
+
+// config_numerics of the config object j; errors name `config`.
+ModelNumerics numerics_of(const std::string& config, const nlohmann::json& j);
+}  // namespace
+
 ModelNumerics config_numerics(const std::string& config) {
   const nlohmann::json j = nlohmann::json::parse(read_file(config), nullptr, false);
+  const std::string text_type = text_model_type(j);
+  if (!text_type.empty() && j.contains("text_config") && j["text_config"].is_object()) {
+    nlohmann::json text = j["text_config"];
+    text["model_type"] = text_type;
+    return numerics_of(config + " (text_config)", text);
+  }
+  return numerics_of(config, j);
+}
+
+namespace {
+// The rms_norm_eps of a config.json that leaves it out: the default of its model_type's transformers config
+// class (source: transformers configuration_*.py): 1e-6 for the Llama, Mistral, Qwen, Gemma and DeepSeek
+// families, else 1e-5 (Mixtral, Phi-3, PhiMoE, StarCoder2's norm_epsilon, OLMoE, gpt-oss, Llama 4; OPT's and
+// DBRX's LayerNorms, which config.json does not state).
+float default_norm_eps(const nlohmann::json& j) {
+  static const std::set<std::string> k1e6 = {"llama",       "mistral",     "qwen2",      "qwen3",
+                                             "qwen2_moe",   "qwen3_moe",   "gemma",      "gemma2",
+                                             "gemma3_text", "deepseek_v2", "deepseek_v3"};
+  return j.contains("model_type") && j["model_type"].is_string() &&
+                 k1e6.contains(j["model_type"].get<std::string>())
+             ? 1e-6f
+             : 1e-5f;
+}
+
+ModelNumerics numerics_of(const std::string& config, const nlohmann::json& j) {
   ModelNumerics n;
   if (!j.is_object()) return n;  // compiler::load_model has already refused it
+  n.norm_eps = default_norm_eps(j);
   auto refuse = [&](const char* key, const std::string& expected) {
     throw Error(fmt::format("{}: {}: {} is not what functional emulation computes; expected {}", config, key,
                             j[key].dump(), expected));
@@ -864,10 +933,6 @@ ModelNumerics config_numerics(const std::string& config) {
     refuse("mlp_bias", "false (a gated FFN without biases; biased FFNs are two-matrix: OPT, StarCoder2)");
   if (j.contains("clip_qkv") && !j["clip_qkv"].is_null()) refuse("clip_qkv", "null (q, k, v unclipped)");
   const std::string type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"] : "";
-  if (type == "gemma3")
-    refuse("model_type",
-           "gemma3_text (Gemma 3's multimodal config is timed by duplex simulate and compile; functional "
-           "emulation runs its language model: its text_config as a gemma3_text config.json)");
   if (type == "gpt_oss") {  // GptOssConfig's default base
     n.rope_theta = 150000.0f;
     number("rope_theta", n.rope_theta);
@@ -876,10 +941,6 @@ ModelNumerics config_numerics(const std::string& config) {
     n.rope_theta = 500000.0f;
     number("rope_theta", n.rope_theta);
   }
-  if (type == "llama4")
-    refuse("model_type",
-           "llama4_text (Llama 4's multimodal config is timed by duplex simulate and compile; functional "
-           "emulation runs its language model: its text_config as a llama4_text config.json)");
   if (type == "gemma3_text") {
     // Gemma 3: the windowed layers rotate with rope_local_base_freq, unscaled; the full ones with rope_theta
     // (Gemma3TextConfig's default 1e6) and rope_scaling.
@@ -905,6 +966,7 @@ ModelNumerics config_numerics(const std::string& config) {
   }
   return n;
 }
+}  // namespace
 
 ModelWeights load_checkpoint(const std::string& path) {
   namespace fs = std::filesystem;
@@ -927,9 +989,12 @@ ModelWeights load_checkpoint(const std::string& path) {
   const compiler::ModelSpec spec = compiler::load_model(config.string());
   const ModelNumerics numerics = config_numerics(config.string());  // before reading the tensors
   check_weights_fit(spec, host_memory_bytes());
+  const bool multimodal =
+      !text_model_type(nlohmann::json::parse(read_file(config.string()), nullptr, false)).empty();
+  const std::string prefix = multimodal ? "language_model." : "";
   ModelWeights w = tensors.string().ends_with(".index.json")
-                       ? read_sharded_safetensors(tensors.string(), spec)
-                       : read_safetensors(tensors.string(), spec);
+                       ? read_sharded_safetensors(tensors.string(), spec, prefix)
+                       : read_safetensors(tensors.string(), spec, prefix);
   w.numerics = numerics;
   return w;
 }

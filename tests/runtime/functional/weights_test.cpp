@@ -547,6 +547,26 @@ TEST(Safetensors, RopeScalingRoundTrips) {
   }
 }
 
+// A config.json without rms_norm_eps gets its model_type's transformers default: 1e-6 for Llama, Qwen, Gemma
+// and DeepSeek, 1e-5 for Mixtral, Phi-3, OLMoE, gpt-oss, Llama 4; a Gemma 3 multimodal config its
+// text_config's.
+TEST(Safetensors, AbsentNormEpsIsTheFamilysDefault) {
+  const fs::path dir = temp_dir("eps");
+  fs::create_directories(dir);
+  auto eps_of = [&](const nlohmann::json& config) {
+    std::ofstream(dir / "config.json") << config.dump();
+    return config_numerics((dir / "config.json").string()).norm_eps;
+  };
+  for (const char* type : {"llama", "mistral", "qwen2", "qwen3_moe", "gemma2", "gemma3_text", "deepseek_v3"})
+    EXPECT_EQ(eps_of({{"model_type", type}}), 1e-6f) << type;
+  for (const char* type : {"mixtral", "phi3", "olmoe", "gpt_oss", "llama4_text", "starcoder2"})
+    EXPECT_EQ(eps_of({{"model_type", type}}), 1e-5f) << type;
+  EXPECT_EQ(eps_of({{"model_type", "llama"}, {"rms_norm_eps", 1e-5}}), 1e-5f);
+  EXPECT_EQ(eps_of({{"model_type", "gemma3"}, {"text_config", {{"hidden_size", 8}}}}), 1e-6f);
+  EXPECT_EQ(eps_of({{"model_type", "llama4"}, {"text_config", {{"rms_norm_eps", 2e-5}}}}), 2e-5f);
+  fs::remove_all(dir);
+}
+
 // LongRoPE from config.json: the short and long factors (head_dim / 2 each), the original context, and the
 // attention factor: Phi-3.5-MoE's short_mscale, else attention_factor, else HF's
 // sqrt(1 + ln(max / original) / ln(original)); a checkpoint states it back outright.
@@ -828,10 +848,9 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
     c[key] = value;
     expect_refused(dir, c, key + ": ");
   }
-  // Gemma 3's multimodal config is timed, not emulated (its text_config is, as gemma3_text). gemma3_text: the
-  // windowed layers' base rope_local_base_freq (10000), the full ones' rope_theta (1e6); a length-dependent
-  // RoPE on them is refused.
-  expect_refused(dir, nlohmann::json{{"model_type", "gemma3"}, {"text_config", good}}, "model_type: ");
+  // gemma3_text: the windowed layers' base rope_local_base_freq (10000), the full ones' rope_theta (1e6); a
+  // length-dependent RoPE on them is refused. Gemma 3's multimodal config: the same, from its text_config,
+  // errors naming it.
   nlohmann::json g3 = good;
   g3["model_type"] = "gemma3_text";
   g3.erase("rope_theta");
@@ -839,6 +858,21 @@ TEST(Safetensors, ConfigFieldsTheEmulationDoesNotComputeAreRefused) {
   const ModelNumerics n3 = config_numerics(config.string());
   EXPECT_EQ(n3.rope_theta, 1e6f);
   EXPECT_EQ(n3.local_rope_theta, 10000.0f);
+  std::ofstream(config, std::ios::trunc)
+      << nlohmann::json{{"model_type", "gemma3"}, {"text_config", g3}}.dump();
+  EXPECT_EQ(config_numerics(config.string()).local_rope_theta, 10000.0f);
+  nlohmann::json bad_text = g3;
+  bad_text["rope_theta"] = -1.0;
+  std::ofstream(config, std::ios::trunc)
+      << nlohmann::json{{"model_type", "gemma3"}, {"text_config", bad_text}}.dump();
+  try {
+    config_numerics(config.string());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(config.string() + " (text_config): rope_theta: -1.0"),
+              std::string::npos)
+        << e.what();
+  }
   g3["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
   g3["max_position_embeddings"] = 64;
   expect_refused(dir, g3, "rope_scaling: ");

@@ -28,14 +28,21 @@ void put_on_checkpoint_grid(ModelWeights& weights);
 // scales). Throws duplex::Error when the file cannot be written.
 void write_safetensors(const std::string& path, const ModelWeights& weights);
 
-// Reads the tensors `spec` needs from `path`.
-ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec);
+// Reads the tensors `spec` needs from `path`. With a `prefix` (a multimodal checkpoint's "language_model.")
+// every tensor of the model is named under it, and the tensors outside it (a vision tower, a projector) are
+// skipped, their count noted in the weights' source; an unexpected tensor under it is still an error.
+ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec,
+                              const std::string& prefix = "");
 
 // A sharded checkpoint: `index_path` is HF's model.safetensors.index.json ({"weight_map": {tensor: shard
 // file}}), the shards beside it. Every tensor the spec needs must be mapped, to a shard that holds it; a
 // tensor the spec lacks, in the map or in a shard (or in a shard the map does not send it to), is an error.
-ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec);
+// `prefix` as read_safetensors'; a shard holding only skipped tensors is not opened.
+ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec,
+                                      const std::string& prefix = "");
 
+// A multimodal config's (gemma3, llama4) numerics are its text_config's, errors naming
+// "config.json (text_config)".
 // rms_norm_eps (norm_epsilon), rope_theta (DBRX: attn_config.rope_theta; Gemma 3: 1e6 when absent, and
 // rope_local_base_freq, 10000, for its windowed layers) and rope_scaling (linear, llama3,
 // longrope, yarn or dynamic) from a HF config.json (ModelNumerics' defaults where absent), after refusing
@@ -48,7 +55,10 @@ ModelNumerics config_numerics(const std::string& config_json_path);
 
 // A checkpoint directory in HF layout: `config.json` (the ModelSpec, rms_norm_eps, rope_theta) beside
 // model.safetensors or a sharded model.safetensors.index.json. `path` is the directory, the .safetensors file
-// or the index.
+// or the index. A multimodal config (model_type gemma3: Gemma3ForConditionalGeneration; llama4:
+// Llama4ForConditionalGeneration) runs its language model: its text_config, its tensors under
+// "language_model." as the released checkpoints name them (language_model.model.layers.*,
+// language_model.lm_head.weight); the vision tower's and projector's tensors are skipped.
 ModelWeights load_checkpoint(const std::string& path);
 
 // The HF model_type whose config.json states `spec` (llama, mistral, qwen2, qwen3, phi3, gemma, opt,

@@ -1,0 +1,188 @@
+// Multimodal checkpoints (Gemma3ForConditionalGeneration, Llama4ForConditionalGeneration) in functional
+// emulation: the language model read from its text_config and its language_model.* tensors, the vision
+// tower's and projector's tensors skipped (a shard of them never opened), one file or sharded; the errors.
+// The multimodal layout is made here from a text checkpoint by renaming its tensors and nesting its config.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/functional/model_weights.hpp"
+#include "duplex/runtime/functional/safetensors.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A safetensors file as its parsed header and data bytes.
+struct RawFile {
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  RawFile() = default;
+  explicit RawFile(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::uint64_t n = 0;
+    std::memcpy(&n, file.data(), 8);
+    header = nlohmann::json::parse(file.substr(8, n));
+    data = file.substr(8 + n);
+  }
+  void add_f16(const std::string& name, std::int64_t rows, std::int64_t cols) {
+    const std::size_t bytes = static_cast<std::size_t>(rows * cols * 2);
+    header[name] = {
+        {"dtype", "F16"}, {"shape", {rows, cols}}, {"data_offsets", {data.size(), data.size() + bytes}}};
+    data.append(bytes, '\0');
+  }
+  void save(const fs::path& path) const {
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    const std::uint64_t n = text.size();
+    out.write(reinterpret_cast<const char*>(&n), 8);
+    out << text << data;
+  }
+};
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// Rewrites the text checkpoint in `dir` as its multimodal release would be: config.json's fields nested in
+// text_config under `type` (gemma3 / llama4) beside a vision_config, every tensor renamed language_model.*,
+// and two vision tensors added (sharded: in a shard of their own, written as garbage: it must not be read).
+void make_multimodal(const fs::path& dir, const std::string& type) {
+  nlohmann::json text = read_json(dir / "config.json");
+  const nlohmann::json config = {
+      {"model_type", type},
+      {"architectures",
+       {type == "gemma3" ? "Gemma3ForConditionalGeneration" : "Llama4ForConditionalGeneration"}},
+      {"text_config", text},
+      {"vision_config", {{"model_type", type + "_vision_model"}, {"hidden_size", 16}}}};
+  std::ofstream(dir / "config.json") << config.dump(2);
+  auto renamed = [](const RawFile& f) {
+    RawFile out = f;
+    out.header = nlohmann::json::object();
+    for (const auto& [name, e] : f.header.items())
+      out.header[name == "__metadata__" ? name : "language_model." + name] = e;
+    return out;
+  };
+  if (fs::exists(dir / "model.safetensors")) {
+    RawFile f = renamed(RawFile(dir / "model.safetensors"));
+    f.add_f16("vision_model.patch_embedding.linear.weight", 4, 4);
+    f.add_f16("multi_modal_projector.linear_1.weight", 4, 4);
+    f.save(dir / "model.safetensors");
+    return;
+  }
+  nlohmann::json index = read_json(dir / "model.safetensors.index.json");
+  nlohmann::json map = nlohmann::json::object();
+  std::set<std::string> files;
+  for (const auto& [name, file] : index["weight_map"].items()) {
+    map["language_model." + name] = file;
+    files.insert(file.get<std::string>());
+  }
+  for (const std::string& file : files) renamed(RawFile(dir / file)).save(dir / file);
+  map["vision_model.patch_embedding.linear.weight"] = "model-vision.safetensors";
+  map["multi_modal_projector.linear_1.weight"] = "model-vision.safetensors";
+  std::ofstream(dir / "model-vision.safetensors") << "not a safetensors file";
+  index["weight_map"] = map;
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump(2);
+}
+
+ModelWeights gemma3_weights() {
+  const std::string config = std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-gemma3.json";
+  ModelWeights w = random_weights(compiler::load_model(config), 7);
+  w.numerics = config_numerics(config);
+  return w;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// Both families, one file and 3 shards: the same spec, numerics and tensors as the text checkpoint.
+TEST(MultimodalCheckpoint, LanguageModelIsReadAndTheVisionTowerSkipped) {
+  const std::pair<std::string, ModelWeights> models[] = {
+      {"gemma3", gemma3_weights()}, {"llama4", random_weights(compiler::load_model("tiny-llama4"), 7)}};
+  for (const auto& [type, w] : models) {
+    for (int shards : {1, 3}) {
+      SCOPED_TRACE(fmt::format("{}, {} shard(s)", type, shards));
+      const fs::path dir =
+          fs::temp_directory_path() / fmt::format("duplex_mm_{}_{}_{}", type, shards, ::getpid());
+      fs::remove_all(dir);
+      write_checkpoint(dir.string(), w, shards);
+      make_multimodal(dir, type);
+      const ModelWeights back = load_checkpoint(dir.string());
+      EXPECT_EQ(back.spec.params(), w.spec.params());
+      EXPECT_EQ(back.spec.attention_chunk, w.spec.attention_chunk);
+      EXPECT_EQ(back.spec.full_attention_layers, w.spec.full_attention_layers);
+      EXPECT_EQ(back.numerics.rope_theta, w.numerics.rope_theta);
+      EXPECT_EQ(back.numerics.local_rope_theta, w.numerics.local_rope_theta);
+      EXPECT_EQ(back.numerics.norm_eps, w.numerics.norm_eps);
+      EXPECT_EQ(back.numerics.rope_scaling.kind, w.numerics.rope_scaling.kind);
+      EXPECT_NE(back.source.find("the language model under language_model.; 2 other tensors skipped"),
+                std::string::npos)
+          << back.source;
+      ASSERT_EQ(back.tensors.size(), w.tensors.size());
+      for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+      fs::remove_all(dir);
+    }
+  }
+}
+
+// A tensor under language_model. that the model lacks, or one it needs missing, is still an error; so is a
+// text_config field that would make the emulation compute another model.
+TEST(MultimodalCheckpoint, ErrorsNameTheLanguageModelsTensorsAndFields) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-llama4"), 8);
+  const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_mm_bad_{}", ::getpid());
+  auto fresh = [&] {
+    fs::remove_all(dir);
+    write_checkpoint(dir.string(), w);
+    make_multimodal(dir, "llama4");
+  };
+  fresh();
+  RawFile f(dir / "model.safetensors");
+  f.add_f16("language_model.model.layers.0.self_attn.extra.weight", 2, 2);
+  f.save(dir / "model.safetensors");
+  EXPECT_NE(error_of([&] {
+              load_checkpoint(dir.string());
+            }).find("unexpected tensor language_model.model.layers.0.self_attn.extra.weight"),
+            std::string::npos);
+  fresh();
+  RawFile g(dir / "model.safetensors");
+  g.header.erase("language_model.model.norm.weight");
+  g.save(dir / "model.safetensors");
+  EXPECT_NE(error_of([&] {
+              load_checkpoint(dir.string());
+            }).find("tensor language_model.model.norm.weight is missing"),
+            std::string::npos);
+  fresh();
+  nlohmann::json config = read_json(dir / "config.json");
+  config["text_config"]["partial_rotary_factor"] = 0.5;
+  std::ofstream(dir / "config.json") << config.dump(2);
+  const std::string error = error_of([&] { load_checkpoint(dir.string()); });
+  EXPECT_NE(
+      error.find(
+          "config.json (text_config): partial_rotary_factor: 0.5 is not what functional emulation computes"),
+      std::string::npos)
+      << error;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace duplex::runtime::functional
