@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "checkpoint_files.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 #include "duplex/runtime/functional/model_weights.hpp"
@@ -24,6 +25,8 @@ namespace duplex::runtime::functional {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::error_of;
+using testing::RawFile;
 
 compiler::ModelSpec fp8_deepseek() {
   return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-deepseek-v3-fp8.yaml");
@@ -33,40 +36,6 @@ fs::path scratch(const std::string& what) {
   const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_fp8_{}_{}", what, ::getpid());
   fs::remove_all(dir);
   return dir;
-}
-
-// A safetensors file as bytes, its header parsed; saved back with the header rewritten (same data).
-struct RawFile {
-  nlohmann::json header;
-  std::string data;
-  explicit RawFile(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::uint64_t n = 0;
-    std::memcpy(&n, file.data(), 8);
-    header = nlohmann::json::parse(file.substr(8, n));
-    data = file.substr(8 + n);
-  }
-  char* at(const std::string& tensor) {
-    return data.data() + header[tensor]["data_offsets"][0].get<std::size_t>();
-  }
-  void save(const fs::path& path) const {
-    std::string text = header.dump();
-    text.append((8 - text.size() % 8) % 8, ' ');
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    const std::uint64_t n = text.size();
-    out.write(reinterpret_cast<const char*>(&n), 8);
-    out << text << data;
-  }
-};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 // The release layout: every projection, dense FFN and expert matrix F8_E4M3 with an F32 scale per 128 x 128

@@ -10,25 +10,19 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint_files.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 
 namespace duplex::runtime::functional {
 namespace {
 
+using testing::error_of;
+
 std::vector<std::uint16_t> halves(const std::vector<float>& v) {
   std::vector<std::uint16_t> out;
   for (float x : v) out.push_back(float_to_half_bits(x));
   return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 // OCP E4M3FN: bias 7, subnormals m x 2^-9, largest 448, S.1111.111 NaN, no infinities.

@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 
+#include "checkpoint_files.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/model_weights.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
@@ -23,35 +24,8 @@ namespace duplex::runtime::functional {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A safetensors file as its parsed header and data bytes.
-struct RawFile {
-  nlohmann::json header = nlohmann::json::object();
-  std::string data;
-  RawFile() = default;
-  explicit RawFile(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::uint64_t n = 0;
-    std::memcpy(&n, file.data(), 8);
-    header = nlohmann::json::parse(file.substr(8, n));
-    data = file.substr(8 + n);
-  }
-  void add_f16(const std::string& name, std::int64_t rows, std::int64_t cols) {
-    const std::size_t bytes = static_cast<std::size_t>(rows * cols * 2);
-    header[name] = {
-        {"dtype", "F16"}, {"shape", {rows, cols}}, {"data_offsets", {data.size(), data.size() + bytes}}};
-    data.append(bytes, '\0');
-  }
-  void save(const fs::path& path) const {
-    std::string text = header.dump();
-    text.append((8 - text.size() % 8) % 8, ' ');
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    const std::uint64_t n = text.size();
-    out.write(reinterpret_cast<const char*>(&n), 8);
-    out << text << data;
-  }
-};
+using testing::error_of;
+using testing::RawFile;
 
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream in(path);
@@ -104,15 +78,6 @@ ModelWeights gemma3_weights() {
   ModelWeights w = random_weights(compiler::load_model(config), 7);
   w.numerics = config_numerics(config);
   return w;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 // Both families, one file and 3 shards: the same spec, numerics and tensors as the text checkpoint.
