@@ -56,6 +56,33 @@ std::vector<std::uint16_t> dequantize_mxfp4(const std::uint8_t* blocks, const st
   return out;
 }
 
+Mxfp4Blocks quantize_mxfp4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
+                           const std::string& what) {
+  DUPLEX_ASSERT(cols % kMxfp4Block == 0, "MXFP4 rows of whole blocks");
+  Mxfp4Blocks q;
+  q.blocks.assign(static_cast<std::size_t>(rows * cols / 2), 0);
+  q.scales.resize(static_cast<std::size_t>(rows * cols / kMxfp4Block));
+  for (std::int64_t start = 0, b = 0; start < rows * cols; start += kMxfp4Block, ++b) {
+    const std::uint16_t* block = values + start;
+    float max = 0.0f;
+    for (std::int64_t i = 0; i < kMxfp4Block; ++i)
+      max = std::max(max, std::fabs(half_bits_to_float(block[i])));
+    const int exponent = max == 0.0f ? 0 : static_cast<int>(std::floor(std::log2(max))) - 2;
+    q.scales[static_cast<std::size_t>(b)] = static_cast<std::uint8_t>(exponent + 127);
+    for (std::int64_t i = 0; i < kMxfp4Block; ++i) {
+      const float x = half_bits_to_float(block[i]);
+      const std::uint8_t code = nearest_e2m1(std::ldexp(x, -exponent));
+      if (std::ldexp(e2m1(code), exponent) != x)
+        throw Error(
+            fmt::format("{}: element [{}][{}] = {} is not on the MXFP4 grid of its block of 32 (E2M1 x 2^{})",
+                        what, (start + i) / cols, (start + i) % cols, x, exponent));
+      q.blocks[static_cast<std::size_t>((start + i) / 2)] |=
+          static_cast<std::uint8_t>(i % 2 == 0 ? code : code << 4);
+    }
+  }
+  return q;
+}
+
 void round_to_mxfp4(std::uint16_t* values, std::int64_t rows, std::int64_t cols) {
   DUPLEX_ASSERT(cols % kMxfp4Block == 0, "MXFP4 rows of whole blocks");
   for (std::int64_t start = 0; start < rows * cols; start += kMxfp4Block) {

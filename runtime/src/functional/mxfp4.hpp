@@ -17,6 +17,16 @@ inline constexpr std::int64_t kMxfp4Block = 32;  // elements per shared scale (O
 std::vector<std::uint16_t> dequantize_mxfp4(const std::uint8_t* blocks, const std::uint8_t* scales,
                                             std::int64_t rows, std::int64_t cols, const std::string& what);
 
+// rows x cols FP16 values (row-major, cols a multiple of 32) as MXFP4 blocks [rows][cols / 32][16] and scales
+// [rows][cols / 32], each block's scale 2^(floor(log2 max|x|) - 2) (a block of zeros: 2^0, codes 0). Every
+// value must be its E2M1 code times that scale exactly (random weights of an MXFP4 model and MXFP4
+// checkpoints are); otherwise a duplex::Error naming `what` and the element.
+struct Mxfp4Blocks {
+  std::vector<std::uint8_t> blocks, scales;
+};
+Mxfp4Blocks quantize_mxfp4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
+                           const std::string& what);
+
 // Rounds rows x cols FP16 values (row-major, cols a multiple of 32) in place to the nearest MXFP4 value of
 // their block: the shared scale 2^(floor(log2 max|x|) - 2) (OCP MX: E2M1's largest exponent is 2), each
 // element the nearest E2M1 value times it (ties to the even code), saturating at +-6; a block of zeros stays

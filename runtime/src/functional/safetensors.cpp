@@ -526,8 +526,34 @@ WeightTensor stored_form(const ModelWeights& weights, const StoredTensor& p) {
 struct StoredData {
   std::deque<WeightTensor> tensors;  // deques: the list points into them as they grow
   std::deque<Fp8Blocks> fp8;
+  std::deque<Mxfp4Blocks> mxfp4;
 };
-// Every tensor as the checkpoint stores it, in name order: F16, or an FP8 matrix's codes and scales.
+// gpt-oss's MXFP4 expert tensor `name`, stored [E, in, out] in t, as its release's NAME_blocks and
+// NAME_scales (out-major: each expert's rows of `in` elements, blocks of 32).
+void add_mxfp4(TensorList& all, StoredData& data, const std::string& model, const std::string& name,
+               const WeightTensor& t) {
+  const std::int64_t experts = t.shape[0], in = t.shape[1], out = t.shape[2];
+  std::vector<std::uint16_t> rows(t.data.size());  // [E][out][in]
+  for (std::int64_t e = 0; e < experts; ++e)
+    for (std::int64_t i = 0; i < in; ++i)
+      for (std::int64_t o = 0; o < out; ++o)
+        rows[static_cast<std::size_t>((e * out + o) * in + i)] =
+            t.data[static_cast<std::size_t>((e * in + i) * out + o)];
+  const Mxfp4Blocks& q =
+      data.mxfp4.emplace_back(quantize_mxfp4(rows.data(), experts * out, in, "model " + model + ": " + name));
+  all.push_back({name + "_blocks",
+                 "U8",
+                 {experts, out, in / kMxfp4Block, kMxfp4Block / 2},
+                 reinterpret_cast<const char*>(q.blocks.data()),
+                 q.blocks.size()});
+  all.push_back({name + "_scales",
+                 "U8",
+                 {experts, out, in / kMxfp4Block},
+                 reinterpret_cast<const char*>(q.scales.data()),
+                 q.scales.size()});
+}
+// Every tensor as the checkpoint stores it, in name order: F16, an FP8 matrix's codes and scales, or
+// gpt-oss's MXFP4 experts' blocks and scales.
 TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
   TensorList all;
   for (const StoredTensor& p : storage_plan(weights.spec)) {
@@ -535,6 +561,10 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
         stored_as_is(weights.spec, p) && rope_row_blocks(weights.spec, p.parts[0].name).empty();
     const WeightTensor& t =
         as_is ? weights.get(p.parts[0].name) : data.tensors.emplace_back(stored_form(weights, p));
+    if (mxfp4_stored(weights.spec, p.stored.name)) {
+      add_mxfp4(all, data, weights.spec.name, p.stored.name, t);
+      continue;
+    }
     if (!fp8_stored(p.stored)) {
       all.push_back(f16_tensor(p.stored.name, t));
       continue;
@@ -1509,13 +1539,20 @@ nlohmann::json family_config(const ModelWeights& weights) {
   return c;
 }
 
-// The config.json of `weights`: its family's fields, and the quantization_config of FP8 matrices (HF
-// FineGrainedFP8, as DeepSeek-V3's release states it, with scale_fmt ue8m0: the scales duplex writes are
-// powers of two). FP8 projections with experts in another format cannot be stated (quant_method fp8
-// quantizes both).
+// The config.json of `weights`: its family's fields, and the quantization_config of MXFP4 experts (gpt-oss's
+// release) or FP8 matrices (HF FineGrainedFP8, as DeepSeek-V3's release states it, with scale_fmt ue8m0: the
+// scales duplex writes are powers of two). FP8 projections with experts in another format cannot be stated
+// (quant_method fp8 quantizes both).
 nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   nlohmann::json c = family_config(weights);
+  if (m.is_moe() && m.expert_dtype == compiler::DType::kMxfp4) {  // gpt-oss's release: its experts only
+    c["quantization_config"] = {
+        {"quant_method", "mxfp4"},
+        {"modules_to_not_convert",
+         {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
+    return c;
+  }
   const bool linear = m.linear_dtype == compiler::DType::kFp8Block128,
              experts = m.is_moe() && m.expert_dtype == compiler::DType::kFp8Block128;
   if (!linear && !experts) return c;

@@ -14,7 +14,8 @@ wrapper: its text_config, its language_model.* tensors): NoPE layers, interleave
 chunked attention, attention temperature tuning, sigmoid-routed experts scaled at their input beside a shared
 expert, dense layers in between), written here from those definitions and sharing no code with duplex. A
 checkpoint whose quantization_config says fp8 (HF FineGrainedFP8: DeepSeek-V3's and Qwen3's FP8 releases) has its
-F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks. A model
+F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks; gpt-oss's MXFP4
+experts (NAME_blocks / NAME_scales) are decoded as HF's convert_moe_packed_tensors does. A model
 passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
 duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
 
@@ -90,6 +91,27 @@ def dequantize_fp8(config, tensors, scaled=True):
     return out
 
 
+FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def dequantize_mxfp4(tensors):
+    """gpt-oss's MXFP4 experts (HF convert_moe_packed_tensors): NAME_blocks [E, out, G, 16] (two E2M1 codes a
+    byte, the first in the low nibble) times 2^(NAME_scales [E, out, G] - 127), as NAME [E, in, out]."""
+    out = {}
+    for name, a in tensors.items():
+        if name.endswith("_scales") and name[: -len("_scales")] + "_blocks" in tensors:
+            continue
+        if not name.endswith("_blocks"):
+            out[name] = a
+            continue
+        base = name[: -len("_blocks")]
+        blocks, scales = a.astype(np.int64), tensors[base + "_scales"].astype(np.int64)
+        codes = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(*blocks.shape[:-1], -1)  # [E, out, G, 32]
+        values = FP4_VALUES[codes] * np.exp2(scales - 127.0)[..., None]
+        out[base] = values.reshape(values.shape[0], values.shape[1], -1).transpose(0, 2, 1)
+    return out
+
+
 def read_safetensors(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -110,6 +132,8 @@ def read_safetensors(path):
             a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
         elif e["dtype"] == "F8_E4M3":
             a = e4m3(np.frombuffer(raw, dtype=np.uint8))
+        elif e["dtype"] == "U8":  # MXFP4 blocks and scales, decoded by dequantize_mxfp4
+            a = np.frombuffer(raw, dtype=np.uint8)
         else:
             raise ValueError(f"{path}: {name}: dtype {e['dtype']}")
         out[name] = a.reshape(e["shape"])
@@ -171,7 +195,7 @@ class HfModel:
     def __init__(self, config, tensors, drop=None):
         c = config
         self.fp8 = (c.get("quantization_config") or {}).get("quant_method") == "fp8"
-        tensors = dequantize_fp8(c, tensors, scaled=drop != "fp8_scales")
+        tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
         self.t = dict(tensors)
         if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
             c = dict(c.get("text_config") or {}, model_type="llama4_text")

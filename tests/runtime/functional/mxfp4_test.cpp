@@ -79,7 +79,14 @@ void write_raw_safetensors(const fs::path& path, const std::map<std::string, Raw
     out.write(reinterpret_cast<const char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()));
 }
 
-// `dir` holds the BF16-layout checkpoint write_checkpoint wrote; rewrites it in gpt-oss's release layout:
+// The checkpoint of `w` in the BF16 layout (its experts as F16 tensors [E, in, out], no quantization_config).
+void write_bf16_layout(const fs::path& dir, const ModelWeights& w) {
+  ModelWeights bf16 = w;
+  bf16.spec.expert_dtype = compiler::DType::kBf16;
+  write_checkpoint(dir.string(), bf16);
+}
+
+// `dir` holds the BF16-layout checkpoint write_bf16_layout wrote; rewrites it in gpt-oss's release layout:
 // each expert matrix tensor [E, in, out] as NAME_blocks [E, out, in / 32, 16] and NAME_scales [E, out, in /
 // 32], and quantization_config mxfp4 in config.json. With `shards`, the scales go to a second file (an index
 // maps them there).
@@ -180,7 +187,7 @@ TEST(Mxfp4, ReleaseLayoutCheckpointReadsBackBitForBit) {
     SCOPED_TRACE(shards ? "sharded" : "one file");
     const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_mxfp4_{}_{}", shards, ::getpid());
     fs::remove_all(dir);
-    write_checkpoint(dir.string(), w);
+    write_bf16_layout(dir, w);
     rewrite_as_mxfp4(dir, shards);
     const ModelWeights back = load_checkpoint(dir.string());
     EXPECT_EQ(back.spec.expert_dtype, compiler::DType::kMxfp4);
@@ -191,7 +198,7 @@ TEST(Mxfp4, ReleaseLayoutCheckpointReadsBackBitForBit) {
   }
   const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_mxfp4_bad_{}", ::getpid());
   fs::remove_all(dir);
-  write_checkpoint(dir.string(), w);
+  write_bf16_layout(dir, w);
   rewrite_as_mxfp4(dir, false);
   {  // the first layer's gate_up blocks relabelled F16 (same bytes, twice the elements' width)
     std::ifstream in(dir / "model.safetensors", std::ios::binary);
@@ -213,6 +220,61 @@ TEST(Mxfp4, ReleaseLayoutCheckpointReadsBackBitForBit) {
         << e.what();
   }
   fs::remove_all(dir);
+}
+
+// write_checkpoint stores an MXFP4 model as released: its blocks and scales byte for byte the test's own
+// encoding, quantization_config mxfp4; read back bit for bit. A value off the MXFP4 grid is refused, naming
+// it, and nothing is written.
+TEST(Mxfp4, WriterStoresTheReleaseLayout) {
+  const ModelWeights w = random_weights(mxfp4_spec(), 7);
+  const fs::path mine = fs::temp_directory_path() / fmt::format("duplex_mxfp4_w_{}", ::getpid());
+  const fs::path theirs = fs::temp_directory_path() / fmt::format("duplex_mxfp4_t_{}", ::getpid());
+  fs::remove_all(mine);
+  fs::remove_all(theirs);
+  write_checkpoint(mine.string(), w);
+  write_bf16_layout(theirs, w);
+  rewrite_as_mxfp4(theirs, false);
+  auto read = [](const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::uint64_t n = 0;
+    std::memcpy(&n, file.data(), 8);
+    return std::pair{nlohmann::json::parse(file.substr(8, n)), file.substr(8 + n)};
+  };
+  const auto [a_header, a_data] = read(mine / "model.safetensors");
+  const auto [b_header, b_data] = read(theirs / "model.safetensors");
+  int quantized = 0;
+  for (const auto& [name, e] : b_header.items()) {
+    if (name == "__metadata__") continue;
+    ASSERT_TRUE(a_header.contains(name)) << name;
+    EXPECT_EQ(a_header[name]["dtype"], e["dtype"]) << name;
+    EXPECT_EQ(a_header[name]["shape"], e["shape"]) << name;
+    auto bytes = [](const nlohmann::json& entry, const std::string& data) {
+      const auto o = entry["data_offsets"].get<std::vector<std::size_t>>();
+      return data.substr(o[0], o[1] - o[0]);
+    };
+    EXPECT_EQ(bytes(a_header[name], a_data), bytes(e, b_data)) << name;
+    quantized += e["dtype"] == "U8" ? 1 : 0;
+  }
+  EXPECT_EQ(quantized, 4 * 2 * 2);  // 4 layers x gate_up / down x blocks / scales
+  std::ifstream config(mine / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["quant_method"], "mxfp4");
+  const ModelWeights back = load_checkpoint(mine.string());
+  for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  ModelWeights off = w;
+  off.tensors.at("model.layers.1.mlp.experts.2.up_proj.weight").data[5] = float_to_half_bits(0.1f);
+  fs::remove_all(mine);
+  try {
+    write_checkpoint(mine.string(), off);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.mlp.experts.gate_up_proj: element ["),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("is not on the MXFP4 grid"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(mine));
+  fs::remove_all(theirs);
 }
 
 }  // namespace

@@ -25,7 +25,8 @@ namespace duplex::runtime::functional {
 void put_on_checkpoint_grid(ModelWeights& weights);
 
 // Writes every tensor of `weights` as F16 (little-endian), in name order (FP8 matrices as F8_E4M3 and their
-// scales). Throws duplex::Error when the file cannot be written.
+// scales; gpt-oss's MXFP4 experts as their release's _blocks and _scales, U8, which fails, naming the
+// element, on a value off the MXFP4 grid). Throws duplex::Error when the file cannot be written.
 void write_safetensors(const std::string& path, const ModelWeights& weights);
 
 // Reads the tensors `spec` needs from `path`. With a `prefix` (a multimodal checkpoint's "language_model.")
