@@ -4,9 +4,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/model_spec.hpp"
 #include "sweep_study.hpp"
 
 namespace duplex::host {
@@ -186,6 +188,31 @@ TEST(SweepStudy, MissingFileIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no/such/study.yaml: missing or unreadable"), std::string::npos) << e.what();
   }
+}
+
+// Every study shipped in bench/repro and bench/design reads, and so does each of its models (a preset, or a
+// file named from the repository root, as the READMEs run them); a YAML there without `study:` is a model
+// variant a study names.
+TEST(StudyFile, ShippedStudiesAndTheirModelsRead) {
+  namespace fs = std::filesystem;
+  const fs::path root = DUPLEX_SOURCE_DIR;
+  int studies = 0;
+  for (const char* dir : {"bench/repro", "bench/design"})
+    for (const auto& entry : fs::directory_iterator(root / dir)) {
+      if (entry.path().extension() != ".yaml") continue;
+      std::ifstream in(entry.path());
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (!text.starts_with("study:")) continue;
+      SCOPED_TRACE(entry.path().string());
+      const Study study = load_study(entry.path().string());
+      EXPECT_FALSE(study.points().empty());
+      for (const std::string& model : study.models) {
+        const std::string name = fs::exists(root / model) ? (root / model).string() : model;
+        EXPECT_NO_THROW(compiler::load_model(name)) << model;
+      }
+      ++studies;
+    }
+  EXPECT_GE(studies, 15);
 }
 
 }  // namespace
