@@ -18,7 +18,7 @@ struct XpuSpec {
   FlopRate peak_fp16;
   FlopRate peak_fp8;
   FlopRate peak_fp32;
-  double gemm_efficiency = 0;    // achievable fraction of peak_fp16 on large GEMMs
+  double gemm_efficiency = 0;    // achievable fraction of peak_fp16 (FP8 GEMMs: of peak_fp8) on large GEMMs
   double memory_efficiency = 0;  // achievable fraction of HBM peak on streaming kernels
   Time launch_overhead;          // per op
   ByteSize sram_per_sm;
