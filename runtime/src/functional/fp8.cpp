@@ -49,6 +49,10 @@ bool nearest_half(double v, std::uint16_t& out) {
   return true;
 }
 
+constexpr const char* kOffGrid =
+    "FP8 checkpoints are written with power-of-two block scales, which random weights of an FP8 model and "
+    "checkpoints with such scales (scale_fmt ue8m0) are on";
+
 // The least power of two 2^k with 448 x 2^k >= amax (amax > 0).
 int scale_exponent(double amax) {
   int k = static_cast<int>(std::ceil(std::log2(amax / 448.0)));
@@ -134,11 +138,8 @@ Fp8Blocks quantize_fp8_blocks(const std::uint16_t* values, std::int64_t rows, st
                        if (std::ldexp(static_cast<double>(e4m3_value(code)), k) != v)
                          throw Error(
                              fmt::format("{}: element [{}][{}] = {} is not on the FP8 grid of its 128 x 128 "
-                                         "block (E4M3 x 2^{}); FP8 "
-                                         "checkpoints are written with power-of-two block scales, which "
-                                         "random weights of an FP8 model "
-                                         "and checkpoints with such scales (scale_fmt ue8m0) are on",
-                                         what, r, c, v, k));
+                                         "block (E4M3 x 2^{}); {}",
+                                         what, r, c, v, k, kOffGrid));
                        q.codes[static_cast<std::size_t>(r * cols + c)] = code;
                      }
                  });

@@ -1546,15 +1546,20 @@ nlohmann::json family_config(const ModelWeights& weights) {
 nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   nlohmann::json c = family_config(weights);
+  const bool linear = m.linear_dtype == compiler::DType::kFp8Block128,
+             experts = m.is_moe() && m.expert_dtype == compiler::DType::kFp8Block128;
   if (m.is_moe() && m.expert_dtype == compiler::DType::kMxfp4) {  // gpt-oss's release: its experts only
+    if (linear)
+      throw Error(
+          fmt::format("model {}: linear_dtype fp8_block128 with mxfp4 experts cannot be stated in "
+                      "config.json (one quantization_config, one method)",
+                      m.name));
     c["quantization_config"] = {
         {"quant_method", "mxfp4"},
         {"modules_to_not_convert",
          {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
     return c;
   }
-  const bool linear = m.linear_dtype == compiler::DType::kFp8Block128,
-             experts = m.is_moe() && m.expert_dtype == compiler::DType::kFp8Block128;
   if (!linear && !experts) return c;
   if (m.is_moe() && linear != experts)
     throw Error(

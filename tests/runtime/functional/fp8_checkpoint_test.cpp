@@ -180,6 +180,19 @@ TEST(Fp8Checkpoint, FusedExpertTensorsAreRefused) {
   m = compiler::load_model("tiny-llama4");
   m.linear_dtype = compiler::DType::kFp8Block128;  // its projections may be FP8
   EXPECT_NO_THROW(random_weights(m, 1));
+  // One quantization_config states one method: FP8 projections beside gpt-oss's MXFP4 experts are refused
+  // before anything is written.
+  m = compiler::load_model("tiny-gpt-oss");
+  m.expert_dtype = compiler::DType::kMxfp4;
+  m.linear_dtype = compiler::DType::kFp8Block128;
+  const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_fp8_mixed_{}", ::getpid());
+  fs::remove_all(dir);
+  const ModelWeights w = random_weights(m, 1);
+  EXPECT_NE(error_of([&] {
+              write_checkpoint(dir.string(), w);
+            }).find("linear_dtype fp8_block128 with mxfp4 experts cannot be stated in config.json"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(dir));
 }
 
 }  // namespace
