@@ -89,6 +89,7 @@ void read_dtype(const Fields& f, ModelSpec& m) {
   const std::string dtype = f.string_or("torch_dtype", f.string_or("dtype", "float16"));
   try {
     m.dtype = parse_dtype(dtype == "float32" ? "fp16" : dtype);  // fp32 checkpoints are served in fp16
+    if (m.dtype == DType::kBf16) m.kv_dtype = DType::kBf16;      // HF caches K / V in the model's dtype
   } catch (const Error& e) {
     throw ConfigError(f.file(), "torch_dtype", e.what());
   }

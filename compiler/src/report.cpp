@@ -134,6 +134,7 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                         {"bytes_kv", o.bytes_kv},
                         {"bytes_act", o.bytes_act},
                         {"op_b", o.op_b()},
+                        {"dtype", dtype_name(o.dtype)},
                         {"unit", unit_name(p->unit)},
                         {"time_us", to_us(p->time)},
                         {"xpu_time_us", to_us(p->xpu_time)}};

@@ -1,10 +1,11 @@
 // Runs the real `duplex` binary and checks what a user sees.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <array>
 #include <cstdio>
-#include <gtest/gtest.h>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <sys/wait.h>
 
 namespace {
 
@@ -114,12 +115,36 @@ TEST(CompileCli, GptOssFeaturesAndMxfp4ExpertsAreStated) {
   EXPECT_EQ(j["model"]["weight_naming"], "gpt_oss");
   bool expert_seen = false;
   for (const auto& op : j["ops"]) {
+    if (op["kind"] == "qkv_proj") {
+      EXPECT_EQ(op["dtype"], "bf16");
+    }
     if (op["kind"] != "expert_ffn") continue;
+    EXPECT_EQ(op["dtype"], "mxfp4");
     expert_seen = true;
     // Three 2880 x 2880 matrices at 4.25 bits, gate / up biases (2 x 2880) and the down bias in BF16.
     EXPECT_DOUBLE_EQ(op["bytes_weights"].get<double>(), 3.0 * 2880 * 2880 * 4.25 / 8 + 3.0 * 2880 * 2);
   }
   EXPECT_TRUE(expert_seen);
+}
+
+// An FP8 release's config.json (Qwen3-30B-A3B-FP8's quantization_config): the formats stated, each op's
+// weights' format in ops[].dtype (projections and experts FP8, the router BF16), their bytes halved.
+TEST(CompileCli, Fp8ReleaseConfigStatesEachOpsFormat) {
+  const CliRun r = run(std::string("compile --model ") + DUPLEX_TEST_DATA +
+                       "/qwen3_moe_fp8_config.json --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["model"]["dtype"], "bf16");
+  EXPECT_EQ(j["model"]["linear_dtype"], "fp8_block128");
+  EXPECT_EQ(j["model"]["expert_dtype"], "fp8_block128");
+  std::map<std::string, std::string> formats;  // op kind -> dtype
+  for (const auto& op : j["ops"]) formats[op["kind"]] = op["dtype"];
+  EXPECT_EQ(formats["qkv_proj"], "fp8_block128");
+  EXPECT_EQ(formats["o_proj"], "fp8_block128");
+  EXPECT_EQ(formats["expert_ffn"], "fp8_block128");
+  EXPECT_EQ(formats["router"], "bf16");
+  EXPECT_EQ(formats["lm_head"], "bf16");
+  EXPECT_EQ(formats["attn_decode"], "bf16");  // the KV cache: torch_dtype
 }
 
 TEST(CompileCli, DeepSeekRoutingMlaAndPartialRopeAreStated) {
