@@ -56,6 +56,13 @@ TEST(Fp8Block, DeepSeekV3ReleaseIsReadWithItsMatricesInFp8) {
   EXPECT_DOUBLE_EQ(dtype_bytes(DType::kFp8Block128), 1.0 + 4.0 / 16384);
   EXPECT_DOUBLE_EQ(m.weight_bytes(), rest * 2 + quantized * (1.0 + 4.0 / 16384));
   EXPECT_NEAR(m.weight_bytes() / bf16.weight_bytes(), 0.503, 0.002);
+  // The deepseek-v3-fp8 preset states the release: the same parameters and formats, hence bytes.
+  const ModelSpec preset = load_model("deepseek-v3-fp8");
+  EXPECT_EQ(preset.params(), m.params());
+  EXPECT_EQ(preset.linear_dtype, m.linear_dtype);
+  EXPECT_EQ(preset.expert_dtype, m.expert_dtype);
+  EXPECT_EQ(preset.dtype, m.dtype);
+  EXPECT_DOUBLE_EQ(preset.weight_bytes(), m.weight_bytes());
 }
 
 // Lowering charges each op its weights' format: projections, dense FFNs and experts at FP8 (the op's dtype,
