@@ -608,41 +608,48 @@ std::vector<StoredTensor> prefixed_plan(const compiler::ModelSpec& spec, const s
   for (StoredTensor& p : plan) p.stored.name = prefix + p.stored.name;
   return plan;
 }
-// Notes in w.source the tensors outside the language model that a multimodal checkpoint's reading skipped.
-void note_skipped(ModelWeights& w, const std::string& prefix, std::size_t skipped) {
+// Whether tensor `name` is one of the checkpoint's the model does not run (CheckpointLayout).
+bool skipped_tensor(const CheckpointLayout& layout, const std::string& name) {
+  if (!name.starts_with(layout.prefix)) return true;
+  return std::any_of(layout.extra.begin(), layout.extra.end(),
+                     [&](const std::string& extra) { return name.starts_with(extra); });
+}
+// Notes in w.source how many tensors reading skipped.
+void note_skipped(ModelWeights& w, const CheckpointLayout& layout, std::size_t skipped) {
   if (skipped > 0)
     w.source =
-        fmt::format("{} (the language model under {}; {} other tensors skipped)", w.source, prefix, skipped);
+        fmt::format("{} ({}{} other tensors skipped)", w.source,
+                    layout.prefix.empty() ? "" : "the language model under " + layout.prefix + "; ", skipped);
 }
 }  // namespace
 
 ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec,
-                              const std::string& prefix) {
+                              const CheckpointLayout& layout) {
   const SafetensorsFile f = open_safetensors(path);
   ModelWeights w;
   w.spec = spec;
   w.source = path;
   std::set<std::string> wanted, converted;
-  for (const StoredTensor& p : prefixed_plan(spec, prefix)) {
+  for (const StoredTensor& p : prefixed_plan(spec, layout.prefix)) {
     for (const std::string& name : stored_names(spec, p.stored)) wanted.insert(name);
     unstack(p, read_stored(f, f, p, spec, converted), w);
   }
   std::size_t skipped = 0;
   for (const auto& [name, value] : f.header.items()) {
     if (name == "__metadata__" || wanted.contains(name)) continue;
-    if (!name.starts_with(prefix)) {
+    if (skipped_tensor(layout, name)) {
       ++skipped;
       continue;
     }
     throw Error(fmt::format("{}: unexpected tensor {} (model {} has no such weight)", path, name, spec.name));
   }
   note_conversions(w, converted);
-  note_skipped(w, prefix, skipped);
+  note_skipped(w, layout, skipped);
   return w;
 }
 
 ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec,
-                                      const std::string& prefix) {
+                                      const CheckpointLayout& layout) {
   namespace fs = std::filesystem;
   const nlohmann::json index = nlohmann::json::parse(read_file(index_path), nullptr, false);
   if (index.is_discarded() || !index.is_object())
@@ -660,7 +667,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                               index_path, name, file.dump()));
     where[name] = file.get<std::string>();
   }
-  const std::vector<StoredTensor> plan = prefixed_plan(spec, prefix);
+  const std::vector<StoredTensor> plan = prefixed_plan(spec, layout.prefix);
   std::set<std::string> wanted;
   for (const StoredTensor& p : plan)
     for (const std::string& name : stored_names(spec, p.stored)) {
@@ -675,7 +682,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   std::size_t skipped = 0;  // outside the language model, in files that may not be opened
   for (const auto& [name, file] : where) {
     if (wanted.contains(name)) continue;
-    if (!name.starts_with(prefix)) {
+    if (skipped_tensor(layout, name)) {
       ++skipped;
       continue;
     }
@@ -707,7 +714,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                                 index_path));
   }
   note_conversions(w, converted);
-  note_skipped(w, prefix, skipped);
+  note_skipped(w, layout, skipped);
   return w;
 }
 
@@ -1019,12 +1026,22 @@ ModelWeights load_checkpoint(const std::string& path) {
   const compiler::ModelSpec spec = compiler::load_model(config.string());
   const ModelNumerics numerics = config_numerics(config.string());  // before reading the tensors
   check_weights_fit(spec, host_memory_bytes());
-  const bool multimodal =
-      !text_model_type(nlohmann::json::parse(read_file(config.string()), nullptr, false)).empty();
-  const std::string prefix = multimodal ? "language_model." : "";
+  const nlohmann::json j = nlohmann::json::parse(read_file(config.string()), nullptr, false);
+  CheckpointLayout layout;
+  if (!text_model_type(j).empty()) layout.prefix = "language_model.";
+  if (spec.weight_naming == compiler::WeightNaming::kDeepSeek && j.contains("num_nextn_predict_layers")) {
+    const nlohmann::json& n = j["num_nextn_predict_layers"];
+    if (!n.is_number_integer() || n.get<long long>() < 0 || n.get<long long>() > 64)
+      throw Error(
+          fmt::format("{}: num_nextn_predict_layers: {} is not a count of layers; expected an integer "
+                      "0..64",
+                      config.string(), n.dump()));
+    for (int i = 0; i < n.get<int>(); ++i)
+      layout.extra.push_back(fmt::format("model.layers.{}.", spec.layers + i));
+  }
   ModelWeights w = tensors.string().ends_with(".index.json")
-                       ? read_sharded_safetensors(tensors.string(), spec, prefix)
-                       : read_safetensors(tensors.string(), spec, prefix);
+                       ? read_sharded_safetensors(tensors.string(), spec, layout)
+                       : read_safetensors(tensors.string(), spec, layout);
   w.numerics = numerics;
   return w;
 }

@@ -9,6 +9,7 @@
 // value FP16 cannot hold (beyond +-65504, inf, NaN) is an error. Every violation is a duplex::Error naming the
 // file and the tensor.
 #include <string>
+#include <vector>
 
 #include "duplex/runtime/functional/model_weights.hpp"
 
@@ -29,18 +30,26 @@ void put_on_checkpoint_grid(ModelWeights& weights);
 // element, on a value off the MXFP4 grid). Throws duplex::Error when the file cannot be written.
 void write_safetensors(const std::string& path, const ModelWeights& weights);
 
-// Reads the tensors `spec` needs from `path`. With a `prefix` (a multimodal checkpoint's "language_model.")
-// every tensor of the model is named under it, and the tensors outside it (a vision tower, a projector) are
-// skipped, their count noted in the weights' source; an unexpected tensor under it is still an error.
+// Where a checkpoint keeps the model's tensors, and which of its other tensors the model does not run: every
+// tensor of the model named under `prefix` (a multimodal checkpoint's "language_model."), those outside it
+// (a vision tower, a projector) and those under one of `extra` (DeepSeek-V3's multi-token-prediction layers,
+// "model.layers.61.") skipped, their count noted in the weights' source; any other unexpected tensor is an
+// error.
+struct CheckpointLayout {
+  std::string prefix;
+  std::vector<std::string> extra;
+};
+
+// Reads the tensors `spec` needs from `path`, laid out as `layout` says.
 ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec& spec,
-                              const std::string& prefix = "");
+                              const CheckpointLayout& layout = {});
 
 // A sharded checkpoint: `index_path` is HF's model.safetensors.index.json ({"weight_map": {tensor: shard
 // file}}), the shards beside it. Every tensor the spec needs must be mapped, to a shard that holds it; a
 // tensor the spec lacks, in the map or in a shard (or in a shard the map does not send it to), is an error.
-// `prefix` as read_safetensors'; a shard holding only skipped tensors is not opened.
+// `layout` as read_safetensors'; a shard holding only skipped tensors is not opened.
 ModelWeights read_sharded_safetensors(const std::string& index_path, const compiler::ModelSpec& spec,
-                                      const std::string& prefix = "");
+                                      const CheckpointLayout& layout = {});
 
 // A multimodal config's (gemma3, llama4) numerics are its text_config's, errors naming
 // "config.json (text_config)".
@@ -59,7 +68,9 @@ ModelNumerics config_numerics(const std::string& config_json_path);
 // or the index. A multimodal config (model_type gemma3: Gemma3ForConditionalGeneration; llama4:
 // Llama4ForConditionalGeneration) runs its language model: its text_config, its tensors under
 // "language_model." as the released checkpoints name them (language_model.model.layers.*,
-// language_model.lm_head.weight); the vision tower's and projector's tensors are skipped.
+// language_model.lm_head.weight); the vision tower's and projector's tensors are skipped. A DeepSeek config
+// stating num_nextn_predict_layers N: the checkpoint's N multi-token-prediction layers after the model's
+// (model.layers.<layers + i>.*, which HF does not load either) are skipped.
 ModelWeights load_checkpoint(const std::string& path);
 
 // The HF model_type whose config.json states `spec` (llama, mistral, qwen2, qwen3, phi3, gemma, opt,

@@ -1,6 +1,7 @@
-// Multimodal checkpoints (Gemma3ForConditionalGeneration, Llama4ForConditionalGeneration) in functional
-// emulation: the language model read from its text_config and its language_model.* tensors, the vision
-// tower's and projector's tensors skipped (a shard of them never opened), one file or sharded; the errors.
+// Checkpoints holding more than the model runs: multimodal ones (Gemma3ForConditionalGeneration,
+// Llama4ForConditionalGeneration), whose language model is read from its text_config and its
+// language_model.* tensors, the vision tower's and projector's tensors skipped (a shard of them never
+// opened), one file or sharded; DeepSeek-V3's with its multi-token-prediction layer; the errors.
 // The multimodal layout is made here from a text checkpoint by renaming its tensors and nesting its config.
 #include <gtest/gtest.h>
 
@@ -146,6 +147,40 @@ TEST(MultimodalCheckpoint, ErrorsNameTheLanguageModelsTensorsAndFields) {
           "config.json (text_config): partial_rotary_factor: 0.5 is not what functional emulation computes"),
       std::string::npos)
       << error;
+  fs::remove_all(dir);
+}
+
+// DeepSeek-V3's release holds its multi-token-prediction layer after the model's (model.layers.61.* of 61
+// layers), which HF does not load: skipped when config.json states num_nextn_predict_layers, an unexpected
+// tensor otherwise; a bad count is an error naming the field.
+TEST(DeepSeekCheckpoint, MultiTokenPredictionLayersAreSkippedWhenStated) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-deepseek-v3"), 9);  // 3 layers
+  const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_mtp_{}", ::getpid());
+  auto with_mtp = [&](const nlohmann::json& count) {
+    fs::remove_all(dir);
+    write_checkpoint(dir.string(), w);
+    RawFile f(dir / "model.safetensors");
+    f.add_f16("model.layers.3.eh_proj.weight", 4, 8);
+    f.add_f16("model.layers.3.self_attn.q_a_proj.weight", 4, 8);
+    f.save(dir / "model.safetensors");
+    nlohmann::json config = read_json(dir / "config.json");
+    if (!count.is_null()) config["num_nextn_predict_layers"] = count;
+    std::ofstream(dir / "config.json", std::ios::trunc) << config.dump(2);
+  };
+  with_mtp(1);
+  const ModelWeights back = load_checkpoint(dir.string());
+  EXPECT_NE(back.source.find("(2 other tensors skipped)"), std::string::npos) << back.source;
+  for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  with_mtp(nullptr);
+  EXPECT_NE(error_of([&] {
+              load_checkpoint(dir.string());
+            }).find("unexpected tensor model.layers.3.eh_proj.weight"),
+            std::string::npos);
+  with_mtp("one");
+  EXPECT_NE(error_of([&] {
+              load_checkpoint(dir.string());
+            }).find("config.json: num_nextn_predict_layers: \"one\" is not a count of layers"),
+            std::string::npos);
   fs::remove_all(dir);
 }
 
