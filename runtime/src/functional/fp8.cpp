@@ -64,7 +64,7 @@ int scale_exponent(double amax) {
 // Calls f(r0, r1, c0, c1, block index) for each 128 x 128 block of a rows x cols matrix, row-major.
 template <typename F>
 void for_each_block(std::int64_t rows, std::int64_t cols, F&& f) {
-  const std::int64_t per_row = fp8_scale_rows(cols);
+  const std::int64_t per_row = fp8_block_count(cols);
   for (std::int64_t br = 0; br * kFp8Block < rows; ++br)
     for (std::int64_t bc = 0; bc * kFp8Block < cols; ++bc)
       f(br * kFp8Block, std::min(rows, (br + 1) * kFp8Block), bc * kFp8Block,
@@ -90,8 +90,8 @@ float e4m3_value(std::uint8_t code) {
   return (code & 0x80u) != 0 ? -m : m;
 }
 
-std::int64_t fp8_scale_rows(std::int64_t rows) {
-  return (rows + kFp8Block - 1) / kFp8Block;
+std::int64_t fp8_block_count(std::int64_t n) {
+  return (n + kFp8Block - 1) / kFp8Block;
 }
 
 std::vector<std::uint16_t> dequantize_fp8_blocks(const std::uint8_t* codes, const float* scales,
@@ -125,7 +125,7 @@ Fp8Blocks quantize_fp8_blocks(const std::uint16_t* values, std::int64_t rows, st
                               const std::string& what) {
   Fp8Blocks q;
   q.codes.resize(static_cast<std::size_t>(rows * cols));
-  q.scales.resize(static_cast<std::size_t>(fp8_scale_rows(rows) * fp8_scale_rows(cols)));
+  q.scales.resize(static_cast<std::size_t>(fp8_block_count(rows) * fp8_block_count(cols)));
   for_each_block(rows, cols,
                  [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t b) {
                    const double amax = block_amax(values, cols, r0, r1, c0, c1);

@@ -307,15 +307,19 @@ std::vector<std::int64_t> stored_shape(const compiler::ModelSpec& spec, const We
   if (!stored_transposed(spec, s.name)) return s.shape;
   return {s.shape[1], s.shape[0]};
 }
+// `count` row-major rows x cols matrices, one after the other, each transposed to cols x rows.
+std::vector<std::uint16_t> transpose_each(const std::uint16_t* v, std::int64_t count, std::int64_t rows,
+                                          std::int64_t cols) {
+  std::vector<std::uint16_t> out(static_cast<std::size_t>(count * rows * cols));
+  for (std::int64_t m = 0; m < count; ++m)
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c)
+        out[static_cast<std::size_t>((m * cols + c) * rows + r)] = v[(m * rows + r) * cols + c];
+  return out;
+}
 WeightTensor transposed(const WeightTensor& t) {
   DUPLEX_ASSERT(t.shape.size() == 2, "a transposed tensor is a matrix");
-  const std::int64_t rows = t.shape[0], cols = t.shape[1];
-  WeightTensor out;
-  out.shape = {cols, rows};
-  out.data.resize(t.data.size());
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c) out.data[c * rows + r] = t.data[r * cols + c];
-  return out;
+  return {{t.shape[1], t.shape[0]}, transpose_each(t.data.data(), 1, t.shape[0], t.shape[1])};
 }
 std::vector<StoredTensor> storage_plan(const compiler::ModelSpec& spec) {
   std::vector<StoredTensor> plan;
@@ -456,15 +460,7 @@ WeightTensor read_mxfp4(const SafetensorsFile& fb, const SafetensorsFile& fs, co
   const std::uint8_t* scales = u8_tensor(fs, name + "_scales", {experts, out, in / kMxfp4Block});
   const std::vector<std::uint16_t> rows =
       dequantize_mxfp4(blocks, scales, experts * out, in, fb.path + ": " + name);
-  WeightTensor t;
-  t.shape = p.stored.shape;
-  t.data.resize(rows.size());
-  for (std::int64_t e = 0; e < experts; ++e)
-    for (std::int64_t o = 0; o < out; ++o)
-      for (std::int64_t i = 0; i < in; ++i)
-        t.data[static_cast<std::size_t>((e * in + i) * out + o)] =
-            rows[static_cast<std::size_t>((e * out + o) * in + i)];
-  return t;
+  return {p.stored.shape, transpose_each(rows.data(), experts, out, in)};  // [E][in][out]
 }
 // The stored tensor p (2-D) from its FP8 codes (in file fc) and scales (in file fs), dequantized to FP16
 // (fp8.hpp).
@@ -474,8 +470,8 @@ WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, cons
   const auto* codes =
       reinterpret_cast<const std::uint8_t*>(raw_tensor(fc, name, "F8_E4M3", 1, p.stored.shape, "FP8"));
   const std::string scale = fp8_scale_name(name);
-  const char* raw = raw_tensor(fs, scale, "F32", 4, {fp8_scale_rows(rows), fp8_scale_rows(cols)}, "FP8");
-  std::vector<float> scales(static_cast<std::size_t>(fp8_scale_rows(rows) * fp8_scale_rows(cols)));
+  const char* raw = raw_tensor(fs, scale, "F32", 4, {fp8_block_count(rows), fp8_block_count(cols)}, "FP8");
+  std::vector<float> scales(static_cast<std::size_t>(fp8_block_count(rows) * fp8_block_count(cols)));
   std::memcpy(scales.data(), raw, scales.size() * 4);  // the data need not be 4-byte aligned
   WeightTensor t;
   t.shape = p.stored.shape;
@@ -533,12 +529,7 @@ struct StoredData {
 void add_mxfp4(TensorList& all, StoredData& data, const std::string& model, const std::string& name,
                const WeightTensor& t) {
   const std::int64_t experts = t.shape[0], in = t.shape[1], out = t.shape[2];
-  std::vector<std::uint16_t> rows(t.data.size());  // [E][out][in]
-  for (std::int64_t e = 0; e < experts; ++e)
-    for (std::int64_t i = 0; i < in; ++i)
-      for (std::int64_t o = 0; o < out; ++o)
-        rows[static_cast<std::size_t>((e * out + o) * in + i)] =
-            t.data[static_cast<std::size_t>((e * in + i) * out + o)];
+  const std::vector<std::uint16_t> rows = transpose_each(t.data.data(), experts, in, out);  // [E][out][in]
   const Mxfp4Blocks& q =
       data.mxfp4.emplace_back(quantize_mxfp4(rows.data(), experts * out, in, "model " + model + ": " + name));
   all.push_back({name + "_blocks",
@@ -575,7 +566,7 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
         {p.stored.name, "F8_E4M3", t.shape, reinterpret_cast<const char*>(q.codes.data()), q.codes.size()});
     all.push_back({fp8_scale_name(p.stored.name),
                    "F32",
-                   {fp8_scale_rows(t.shape[0]), fp8_scale_rows(t.shape[1])},
+                   {fp8_block_count(t.shape[0]), fp8_block_count(t.shape[1])},
                    reinterpret_cast<const char*>(q.scales.data()),
                    q.scales.size() * 4});
   }

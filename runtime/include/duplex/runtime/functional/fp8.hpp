@@ -15,7 +15,7 @@ namespace duplex::runtime::functional {
 inline constexpr std::int64_t kFp8Block = 128;  // rows and columns per scale (weight_block_size [128, 128])
 
 float e4m3_value(std::uint8_t code);             // NaN for 0x7f and 0xff
-std::int64_t fp8_scale_rows(std::int64_t rows);  // ceil(rows / 128)
+std::int64_t fp8_block_count(std::int64_t n);    // blocks along n rows or columns: ceil(n / 128)
 
 // The FP16 bits of the rows x cols E4M3 `codes` (row-major) times their block's scale (`scales`,
 // [ceil(rows / 128)][ceil(cols / 128)]), each rounded to the nearest FP16 (ties to even). A NaN code, a
