@@ -11,6 +11,7 @@ double dtype_bytes(DType t) {
     case DType::kFp16:
     case DType::kBf16: return 2.0;
     case DType::kFp8:
+    case DType::kFp8Channel:
     case DType::kInt8: return 1.0;
     case DType::kInt4: return 0.5;
     case DType::kMxfp4:
@@ -32,6 +33,8 @@ std::string_view dtype_name(DType t) {
       return "mxfp4";
     case DType::kFp8Block128:
       return "fp8_block128";
+    case DType::kFp8Channel:
+      return "fp8_channel";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -44,9 +47,15 @@ DType parse_dtype(std::string_view s) {
   if (s == "int4") return DType::kInt4;
   if (s == "mxfp4") return DType::kMxfp4;
   if (s == "fp8_block128") return DType::kFp8Block128;
-  throw Error(fmt::format(
-      "unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4 or fp8_block128 (weight-only)",
-      s));
+  if (s == "fp8_channel") return DType::kFp8Channel;
+  throw Error(
+      fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128 or "
+                  "fp8_channel (weight matrices only)",
+                  s));
+}
+
+bool matrix_format(DType t) {
+  return t == DType::kMxfp4 || t == DType::kFp8Block128 || t == DType::kFp8Channel;
 }
 
 }  // namespace duplex::compiler

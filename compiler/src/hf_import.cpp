@@ -8,82 +8,13 @@
 #include <nlohmann/json.hpp>
 
 #include "duplex/base/error.hpp"
+#include "hf_fields.hpp"
+#include "hf_quantization.hpp"
 
 namespace duplex::compiler {
 namespace {
 
 using nlohmann::json;
-
-class Fields {
- public:
-  Fields(const json& j, std::string file, std::string prefix = "")
-      : j_(j), file_(std::move(file)), prefix_(std::move(prefix)) {}
-
-  // The fields of the nested object `key` (DBRX's attn_config / ffn_config); errors name "key.field".
-  Fields child(const char* key) const {
-    if (!j_.contains(key)) throw ConfigError(file_, prefix_ + key, "missing required field", "an object");
-    if (!j_[key].is_object()) throw ConfigError(file_, prefix_ + key, "is not an object", "an object of fields");
-    return Fields(j_[key], file_, prefix_ + key + ".");
-  }
-
-  int integer(const char* key) const {
-    if (!j_.contains(key)) throw ConfigError(file_, prefix_ + key, "missing required field", "an integer");
-    return as_int(key);
-  }
-  int integer_or(const char* key, int fallback) const {
-    return j_.contains(key) && !j_[key].is_null() ? as_int(key) : fallback;
-  }
-  bool boolean_or(const char* key, bool fallback) const {
-    if (!j_.contains(key) || j_[key].is_null()) return fallback;
-    if (!j_[key].is_boolean()) throw ConfigError(file_, prefix_ + key, "is not a boolean", "true or false");
-    return j_[key].get<bool>();
-  }
-  double number_or(const char* key, double fallback) const {
-    if (!j_.contains(key) || j_[key].is_null()) return fallback;
-    if (!j_[key].is_number()) throw ConfigError(file_, prefix_ + key, "is not a number", "a number");
-    return j_[key].get<double>();
-  }
-  std::string string_or(const char* key, const std::string& fallback) const {
-    if (!j_.contains(key) || j_[key].is_null()) return fallback;
-    if (!j_[key].is_string()) throw ConfigError(file_, prefix_ + key, "is not a string", "a string");
-    return j_[key].get<std::string>();
-  }
-  std::vector<int> int_list_or_empty(const char* key) const {
-    std::vector<int> out;
-    if (!j_.contains(key) || j_[key].is_null()) return out;
-    if (!j_[key].is_array()) throw ConfigError(file_, prefix_ + key, "is not a list", "a list of layer indices");
-    for (const auto& v : j_[key]) {
-      if (!v.is_number_integer())
-        throw ConfigError(file_, prefix_ + key, "holds a non-integer", "a list of layer indices");
-      out.push_back(v.get<int>());
-    }
-    return out;
-  }
-  std::vector<std::string> string_list_or_empty(const char* key, const char* expected) const {
-    std::vector<std::string> out;
-    if (!j_.contains(key) || j_[key].is_null()) return out;
-    if (!j_[key].is_array()) throw ConfigError(file_, prefix_ + key, "is not a list", expected);
-    for (const auto& v : j_[key]) {
-      if (!v.is_string()) throw ConfigError(file_, prefix_ + key, fmt::format("holds {}", v.dump()), expected);
-      out.push_back(v.get<std::string>());
-    }
-    return out;
-  }
-  const std::string& file() const { return file_; }
-  std::string path(const char* key) const { return prefix_ + key; }  // "parent.key" in a nested object
-
- private:
-  int as_int(const char* key) const {
-    const json& v = j_[key];
-    if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > (1LL << 30))
-      throw ConfigError(file_, prefix_ + key, fmt::format("{} is not a non-negative integer", v.dump()),
-                        "an integer");
-    return v.get<int>();
-  }
-  const json& j_;
-  std::string file_;
-  std::string prefix_;  // "parent." for a nested object's fields
-};
 
 void read_dtype(const Fields& f, ModelSpec& m) {
   const std::string dtype = f.string_or("torch_dtype", f.string_or("dtype", "float16"));
@@ -93,67 +24,6 @@ void read_dtype(const Fields& f, ModelSpec& m) {
   } catch (const Error& e) {
     throw ConfigError(f.file(), "torch_dtype", e.what());
   }
-}
-
-// A module FP8 releases leave unquantized that the model keeps in dtype anyway: the LM head, the
-// embeddings, a router's gate (HF names: lm_head, embed_tokens, *.gate, *.router, *.shared_expert_gate).
-bool kept_in_dtype(const std::string& module) {
-  const std::string last = module.substr(module.rfind('.') + 1);
-  return last == "lm_head" || last == "embed_tokens" || last == "gate" || last == "router" ||
-         last == "shared_expert_gate";
-}
-
-// quantization_config, top level in every family (absent or null: every weight in dtype):
-// - quant_method "mxfp4" (gpt-oss only): the experts' matrices in MXFP4 (the release's modules_to_not_convert
-//   keep attention, router, embeddings and LM head in dtype);
-// - quant_method "fp8" (HF FineGrainedFP8: DeepSeek-V3 / R1, Qwen3's FP8 releases): every attention
-//   projection, dense FFN and expert matrix in FP8 E4M3 with one FP32 scale per weight_block_size block
-//   ([128, 128], its default; another size is refused), fmt e4m3, activation_scheme dynamic (the activations'
-//   own FP8 quantization is not modelled: the weights are dequantized), scale_fmt absent or ue8m0;
-//   modules_to_not_convert / ignored_layers may only name modules kept in dtype anyway (kept_in_dtype).
-// Any other method or value is refused, naming the field: its format is not modelled.
-void read_quantization(const Fields& f, const json& j, const std::string& type, ModelSpec& m) {
-  m.expert_dtype = m.linear_dtype = m.dtype;
-  if (!j.contains("quantization_config") || j["quantization_config"].is_null()) return;
-  const Fields q = f.child("quantization_config");
-  const json& qj = j["quantization_config"];
-  const std::string method = q.string_or("quant_method", "");
-  if (method == "mxfp4" && type == "gpt_oss") {
-    m.expert_dtype = DType::kMxfp4;
-    return;
-  }
-  if (method != "fp8")
-    throw ConfigError(f.file(), q.path("quant_method"),
-                      method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
-                      "fp8 (block-scaled FP8 weights), mxfp4 (gpt-oss's experts), or no quantization_config");
-  auto refuse = [&](const char* key, const std::string& what, const std::string& expected) {
-    throw ConfigError(f.file(), q.path(key), what, expected);
-  };
-  if (q.string_or("fmt", "e4m3") != "e4m3")
-    refuse("fmt", fmt::format("\"{}\" is not modelled", q.string_or("fmt", "")), "e4m3");
-  if (q.string_or("activation_scheme", "dynamic") != "dynamic")
-    refuse("activation_scheme",
-           fmt::format("\"{}\" is not modelled (static activation scales)",
-                       q.string_or("activation_scheme", "")),
-           "dynamic");
-  const std::string scale_fmt = q.string_or("scale_fmt", "");
-  if (!scale_fmt.empty() && scale_fmt != "ue8m0")
-    refuse("scale_fmt", fmt::format("\"{}\" is not modelled", scale_fmt), "ue8m0 or absent (FP32 scales)");
-  if (qj.contains("weight_block_size") && !qj["weight_block_size"].is_null() &&
-      qj["weight_block_size"] != json::array({128, 128}))
-    refuse("weight_block_size", fmt::format("{} is not modelled", qj["weight_block_size"].dump()),
-           "[128, 128]");
-  for (const char* key : {"modules_to_not_convert", "ignored_layers"}) {
-    const char* kModules =
-        "a list of module names the model keeps in its dtype (lm_head, embed_tokens, routers)";
-    const std::vector<std::string> modules = q.string_list_or_empty(key, kModules);
-    for (std::size_t i = 0; i < modules.size(); ++i)
-      if (!kept_in_dtype(modules[i]))
-        throw ConfigError(f.file(), fmt::format("{}[{}]", q.path(key), i),
-                          fmt::format("\"{}\": a projection left unquantized is not modelled", modules[i]),
-                          kModules);
-  }
-  m.expert_dtype = m.linear_dtype = DType::kFp8Block128;
 }
 
 // Sliding-window attention: on when sliding_window is set, use_sliding_window is not false and the window is
@@ -631,7 +501,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
              type != "opt" && type != "llama4_text" && type != "llama4") {
     m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", false);
   }
-  read_quantization(f, j, type, m);
+  read_quantization(f, type, m);
   m.validate();
   return m;
 }

@@ -296,10 +296,10 @@ void ModelSpec::validate() const {
     bad("qk_norm", "l2 is set for MLA attention; expected GQA");
   if (attn_sinks && attention != AttentionKind::kGqa)
     bad("attn_sinks", "is set for MLA attention; expected GQA");
-  if (kv_dtype == DType::kMxfp4 || kv_dtype == DType::kFp8Block128)
+  if (matrix_format(kv_dtype))
     bad("kv_dtype",
         fmt::format("{} is a weight format; expected fp16, bf16, fp8 or int8", dtype_name(kv_dtype)));
-  if (dtype == DType::kMxfp4 || dtype == DType::kFp8Block128)
+  if (matrix_format(dtype))
     bad("dtype",
         fmt::format("{} is a matrix format (the norms and embeddings are in dtype); expected fp16, bf16, "
                     "fp8, int8 or int4, with {} as expert_dtype / linear_dtype",

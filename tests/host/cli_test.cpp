@@ -147,6 +147,23 @@ TEST(CompileCli, Fp8ReleaseConfigStatesEachOpsFormat) {
   EXPECT_EQ(formats["attn_decode"], "bf16");  // the KV cache: torch_dtype
 }
 
+// llm-compressor's FP8-dynamic release of Mixtral (compressed-tensors): per-channel FP8 projections and
+// experts, the routers (ignored by regex) and the LM head in BF16.
+TEST(CompileCli, Fp8DynamicReleaseConfigStatesEachOpsFormat) {
+  const CliRun r = run(std::string("compile --model ") + DUPLEX_TEST_DATA +
+                       "/mixtral_fp8_dynamic_config.json --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["model"]["linear_dtype"], "fp8_channel");
+  EXPECT_EQ(j["model"]["expert_dtype"], "fp8_channel");
+  std::map<std::string, std::string> formats;  // op kind -> dtype
+  for (const auto& op : j["ops"]) formats[op["kind"]] = op["dtype"];
+  EXPECT_EQ(formats["qkv_proj"], "fp8_channel");
+  EXPECT_EQ(formats["expert_ffn"], "fp8_channel");
+  EXPECT_EQ(formats["router"], "bf16");
+  EXPECT_EQ(formats["lm_head"], "bf16");
+}
+
 TEST(CompileCli, DeepSeekRoutingMlaAndPartialRopeAreStated) {
   const CliRun r = run("compile --model deepseek-v2 --system duplex-pe --batch 8 --context 512 --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;

@@ -1,0 +1,157 @@
+#include "hf_quantization.hpp"
+
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+using nlohmann::json;
+
+// Whether a module a release leaves unquantized is one the model keeps in dtype anyway: the LM head, the
+// embeddings, a router's gate (HF names: lm_head, embed_tokens, *.gate, *.router, *.shared_expert_gate). A
+// compressed-tensors "re:" regex names modules by its last name; unless anchored by "$" it also matches
+// longer names (".*mlp.gate" matches mlp.gate_proj), so only lm_head and embed_tokens, which no name extends,
+// may go unanchored.
+bool kept_in_dtype(const std::string& module) {
+  std::string name = module;
+  bool anchored = true;
+  if (name.starts_with("re:")) {
+    anchored = name.ends_with("$");
+    name = name.substr(3, name.size() - 3 - (anchored ? 1 : 0));
+  }
+  const std::size_t cut = name.find_last_of(".*\\");
+  const std::string last = cut == std::string::npos ? name : name.substr(cut + 1);
+  if (last == "lm_head" || last == "embed_tokens") return true;
+  return anchored && (last == "gate" || last == "router" || last == "shared_expert_gate");
+}
+
+// Refuses a list of unquantized modules (`key` of q) naming one the model does not keep in dtype.
+void expect_kept_in_dtype(const Fields& q, const char* key) {
+  const char* kModules =
+      "a list of module names the model keeps in its dtype (lm_head, embed_tokens, routers)";
+  const std::vector<std::string> modules = q.string_list_or_empty(key, kModules);
+  for (std::size_t i = 0; i < modules.size(); ++i)
+    if (!kept_in_dtype(modules[i]))
+      throw ConfigError(q.file(), fmt::format("{}[{}]", q.path(key), i),
+                        fmt::format("\"{}\": a projection left unquantized is not modelled", modules[i]),
+                        kModules);
+}
+
+// HF FineGrainedFP8 (quant_method "fp8"): fp8_block128 (hf_quantization.hpp).
+void read_fine_grained_fp8(const Fields& q, ModelSpec& m) {
+  auto refuse = [&](const char* key, const std::string& what, const std::string& expected) {
+    throw ConfigError(q.file(), q.path(key), what, expected);
+  };
+  if (q.string_or("fmt", "e4m3") != "e4m3")
+    refuse("fmt", fmt::format("\"{}\" is not modelled", q.string_or("fmt", "")), "e4m3");
+  if (q.string_or("activation_scheme", "dynamic") != "dynamic")
+    refuse("activation_scheme",
+           fmt::format("\"{}\" is not modelled (static activation scales)",
+                       q.string_or("activation_scheme", "")),
+           "dynamic");
+  const std::string scale_fmt = q.string_or("scale_fmt", "");
+  if (!scale_fmt.empty() && scale_fmt != "ue8m0")
+    refuse("scale_fmt", fmt::format("\"{}\" is not modelled", scale_fmt), "ue8m0 or absent (FP32 scales)");
+  // Absent, transformers' FineGrainedFP8 would take [128, 128] while vLLM and AutoFP8 read one scale per
+  // tensor: the releases state it.
+  if (!q.has("weight_block_size"))
+    refuse("weight_block_size", "missing (one scale per tensor, as AutoFP8 stores it, is not modelled)",
+           "[128, 128]");
+  if (q.raw()["weight_block_size"] != json::array({128, 128}))
+    refuse("weight_block_size", fmt::format("{} is not modelled", q.raw()["weight_block_size"].dump()),
+           "[128, 128]");
+  for (const char* key : {"modules_to_not_convert", "ignored_layers"}) expect_kept_in_dtype(q, key);
+  m.expert_dtype = m.linear_dtype = DType::kFp8Block128;
+}
+
+// A compressed-tensors QuantizationArgs object s (QuantizationArgs' defaults where a field is absent: 8 bits,
+// type int, symmetric, static) must be 8-bit float, symmetric, with `strategy` and `dynamic`; `expected` says
+// so in an error.
+void expect_fp8_args(const Fields& s, const char* strategy, bool dynamic, const std::string& expected) {
+  auto refuse = [&](const char* key, const std::string& what) {
+    throw ConfigError(s.file(), s.path(key), what, expected);
+  };
+  if (s.integer_or("num_bits", 8) != 8)
+    refuse("num_bits", fmt::format("{} bits are not modelled", s.integer_or("num_bits", 8)));
+  if (s.string_or("type", "int") != "float")
+    refuse("type", fmt::format("\"{}\" is not modelled", s.string_or("type", "int")));
+  if (!s.boolean_or("symmetric", true)) refuse("symmetric", "false (a zero point) is not modelled");
+  const std::string got = s.string_or("strategy", "");
+  if (got != strategy)
+    refuse("strategy", got.empty() ? "missing" : fmt::format("\"{}\" is not modelled", got));
+  if (s.boolean_or("dynamic", false) != dynamic)
+    refuse("dynamic", dynamic ? "false (static scales) is not modelled" : "true is not modelled");
+}
+
+// quant_method "compressed-tensors": fp8_channel, and an fp8 KV cache under kv_cache_scheme
+// (hf_quantization.hpp).
+void read_compressed_tensors(const Fields& q, ModelSpec& m) {
+  auto refuse = [&](const std::string& path, const std::string& what, const std::string& expected) {
+    throw ConfigError(q.file(), path, what, expected);
+  };
+  const std::string format = q.string_or("format", "");
+  if (format != "float-quantized")
+    refuse(q.path("format"), format.empty() ? "missing" : fmt::format("\"{}\" is not modelled", format),
+           "float-quantized (FP8 weights)");
+  const std::string status = q.string_or("quantization_status", "compressed");
+  if (status != "compressed")
+    refuse(q.path("quantization_status"),
+           fmt::format("\"{}\": the checkpoint does not store its weights quantized", status), "compressed");
+  if (q.has("sparsity_config"))
+    refuse(q.path("sparsity_config"), "is set: sparse weights are not modelled", "null or absent");
+  const Fields groups = q.child("config_groups");
+  if (groups.raw().size() != 1)
+    refuse(q.path("config_groups"),
+           fmt::format("has {} groups: several schemes in one model are not modelled", groups.raw().size()),
+           "one group (every Linear in one scheme)");
+  const Fields g = groups.child(groups.raw().begin().key());
+  const char* kTargets = "[\"Linear\"] (every linear layer)";
+  if (g.string_list_or_empty("targets", kTargets) != std::vector<std::string>{"Linear"})
+    refuse(g.path("targets"), fmt::format("{} is not modelled", g.raw().value("targets", json()).dump()),
+           kTargets);
+  expect_fp8_args(g.child("weights"), "channel", false,
+                  "FP8 weights: num_bits 8, type float, symmetric, strategy channel, not dynamic");
+  const std::string kActivations =
+      "FP8 activations: num_bits 8, type float, symmetric, strategy token, dynamic";
+  if (!g.has("input_activations"))
+    refuse(g.path("input_activations"),
+           "absent or null: FP8 weights under 16-bit activations (weight-only) are not modelled",
+           kActivations);
+  expect_fp8_args(g.child("input_activations"), "token", true, kActivations);
+  if (g.has("output_activations"))
+    refuse(g.path("output_activations"), "is set: quantized outputs are not modelled", "null or absent");
+  expect_kept_in_dtype(q, "ignore");
+  if (q.has("kv_cache_scheme")) {
+    expect_fp8_args(q.child("kv_cache_scheme"), "tensor", false,
+                    "an FP8 KV cache: num_bits 8, type float, symmetric, strategy tensor, not dynamic");
+    m.kv_dtype = DType::kFp8;
+  }
+  m.expert_dtype = m.linear_dtype = DType::kFp8Channel;
+}
+
+}  // namespace
+
+void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
+  m.expert_dtype = m.linear_dtype = m.dtype;
+  if (!f.has("quantization_config")) return;
+  const Fields q = f.child("quantization_config");
+  const std::string method = q.string_or("quant_method", "");
+  if (method == "mxfp4" && type == "gpt_oss") {
+    m.expert_dtype = DType::kMxfp4;
+    return;
+  }
+  if (method == "fp8") return read_fine_grained_fp8(q, m);
+  if (method == "compressed-tensors") return read_compressed_tensors(q, m);
+  throw ConfigError(f.file(), q.path("quant_method"),
+                    method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
+                    "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 weights with a scale per output "
+                    "channel), mxfp4 (gpt-oss's experts), or no quantization_config");
+}
+
+}  // namespace duplex::compiler

@@ -1,0 +1,29 @@
+#pragma once
+// The quantization_config of a HuggingFace config.json: which of a model's matrices a release stores in a
+// quantized format, and in which (internal to import_hf_config).
+#include <string>
+
+#include "duplex/compiler/model_spec.hpp"
+#include "hf_fields.hpp"
+
+namespace duplex::compiler {
+
+// Sets m.linear_dtype and m.expert_dtype (and m.kv_dtype when the config quantizes the KV cache) from the
+// top-level quantization_config of `f` (model_type `type`); absent or null: every matrix in m.dtype.
+// - quant_method "mxfp4" (gpt-oss only): the experts' matrices in MXFP4 (the release's
+//   modules_to_not_convert keep attention, router, embeddings and LM head in dtype).
+// - quant_method "fp8" (HF FineGrainedFP8: DeepSeek-V3 / R1, Qwen3's FP8 releases): every attention
+//   projection, dense FFN and expert matrix in FP8 E4M3 with one FP32 scale per weight_block_size block
+//   ([128, 128], stated: absent, AutoFP8's per-tensor scales, or another size is refused), fmt e4m3,
+//   activation_scheme dynamic, scale_fmt absent or ue8m0 (fp8_block128).
+// - quant_method "compressed-tensors" (llm-compressor's FP8-dynamic scheme: RedHatAI's and neuralmagic's FP8
+//   releases), format float-quantized, quantization_status compressed: one config group targeting Linear,
+//   its weights 8-bit float, symmetric, static, one scale per output channel; its input activations 8-bit
+//   float, dynamic, one scale per token (fp8_channel). A kv_cache_scheme of 8-bit float, per-tensor static
+//   scales puts the KV cache in fp8.
+// The modules a release leaves unquantized (modules_to_not_convert, ignored_layers, ignore; a "re:" regex by
+// its last name) may only be those the model keeps in dtype anyway: the LM head, the embeddings, routers.
+// Anything else is refused, naming the field: its format is not modelled.
+void read_quantization(const Fields& f, const std::string& type, ModelSpec& m);
+
+}  // namespace duplex::compiler
