@@ -50,7 +50,7 @@ bool nearest_half(double v, std::uint16_t& out) {
 }
 
 constexpr const char* kOffGrid =
-    "FP8 checkpoints are written with power-of-two block scales, which random weights of an FP8 model and "
+    "FP8 checkpoints are written with power-of-two scales, which random weights of an FP8 model and "
     "checkpoints with such scales (scale_fmt ue8m0) are on";
 
 // The least power of two 2^k with 448 x 2^k >= amax (amax > 0).
@@ -61,14 +61,15 @@ int scale_exponent(double amax) {
   return k;
 }
 
-// Calls f(r0, r1, c0, c1, block index) for each 128 x 128 block of a rows x cols matrix, row-major.
+// Calls f(r0, r1, c0, c1, block index) for each block of `grid` in a rows x cols matrix, row-major.
 template <typename F>
-void for_each_block(std::int64_t rows, std::int64_t cols, F&& f) {
-  const std::int64_t per_row = fp8_block_count(cols);
-  for (std::int64_t br = 0; br * kFp8Block < rows; ++br)
-    for (std::int64_t bc = 0; bc * kFp8Block < cols; ++bc)
-      f(br * kFp8Block, std::min(rows, (br + 1) * kFp8Block), bc * kFp8Block,
-        std::min(cols, (bc + 1) * kFp8Block), br * per_row + bc);
+void for_each_block(std::int64_t rows, std::int64_t cols, Fp8Grid grid, F&& f) {
+  DUPLEX_ASSERT(grid.rows > 0 && grid.cols > 0, "an FP8 grid of empty blocks");
+  const std::int64_t per_row = fp8_scale_shape(grid, rows, cols)[1];
+  for (std::int64_t br = 0; br * grid.rows < rows; ++br)
+    for (std::int64_t bc = 0; bc * grid.cols < cols; ++bc)
+      f(br * grid.rows, std::min(rows, (br + 1) * grid.rows), bc * grid.cols,
+        std::min(cols, (bc + 1) * grid.cols), br * per_row + bc);
 }
 
 double block_amax(const std::uint16_t* values, std::int64_t cols, std::int64_t r0, std::int64_t r1,
@@ -90,20 +91,27 @@ float e4m3_value(std::uint8_t code) {
   return (code & 0x80u) != 0 ? -m : m;
 }
 
-std::int64_t fp8_block_count(std::int64_t n) {
-  return (n + kFp8Block - 1) / kFp8Block;
+Fp8Grid fp8_grid(compiler::DType format, std::int64_t cols) {
+  if (format == compiler::DType::kFp8Block128) return {kFp8Block, kFp8Block};
+  DUPLEX_ASSERT(format == compiler::DType::kFp8Channel, "not an FP8 matrix format");
+  return {1, std::max<std::int64_t>(cols, 1)};
+}
+
+std::array<std::int64_t, 2> fp8_scale_shape(Fp8Grid grid, std::int64_t rows, std::int64_t cols) {
+  return {(rows + grid.rows - 1) / grid.rows, (cols + grid.cols - 1) / grid.cols};
 }
 
 std::vector<std::uint16_t> dequantize_fp8_blocks(const std::uint8_t* codes, const float* scales,
-                                                 std::int64_t rows, std::int64_t cols,
+                                                 std::int64_t rows, std::int64_t cols, Fp8Grid grid,
                                                  const std::string& what) {
   std::vector<std::uint16_t> out(static_cast<std::size_t>(rows * cols));
   for_each_block(
-      rows, cols, [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t b) {
+      rows, cols, grid,
+      [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t b) {
         const float scale = scales[b];
         if (!std::isfinite(scale) || scale < 0)
           throw Error(fmt::format("{}: the scale of block [{}][{}] is {}; expected a finite number >= 0",
-                                  what, r0 / kFp8Block, c0 / kFp8Block, scale));
+                                  what, r0 / grid.rows, c0 / grid.cols, scale));
         for (std::int64_t r = r0; r < r1; ++r)
           for (std::int64_t c = c0; c < c1; ++c) {
             const std::uint8_t code = codes[r * cols + c];
@@ -121,12 +129,13 @@ std::vector<std::uint16_t> dequantize_fp8_blocks(const std::uint8_t* codes, cons
   return out;
 }
 
-Fp8Blocks quantize_fp8_blocks(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
+Fp8Blocks quantize_fp8_blocks(const std::uint16_t* values, std::int64_t rows, std::int64_t cols, Fp8Grid grid,
                               const std::string& what) {
   Fp8Blocks q;
   q.codes.resize(static_cast<std::size_t>(rows * cols));
-  q.scales.resize(static_cast<std::size_t>(fp8_block_count(rows) * fp8_block_count(cols)));
-  for_each_block(rows, cols,
+  const std::array<std::int64_t, 2> shape = fp8_scale_shape(grid, rows, cols);
+  q.scales.resize(static_cast<std::size_t>(shape[0] * shape[1]));
+  for_each_block(rows, cols, grid,
                  [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t b) {
                    const double amax = block_amax(values, cols, r0, r1, c0, c1);
                    const int k = amax > 0 ? scale_exponent(amax) : 0;
@@ -137,21 +146,20 @@ Fp8Blocks quantize_fp8_blocks(const std::uint16_t* values, std::int64_t rows, st
                        const std::uint8_t code = nearest_e4m3(std::ldexp(v, -k));
                        if (std::ldexp(static_cast<double>(e4m3_value(code)), k) != v)
                          throw Error(
-                             fmt::format("{}: element [{}][{}] = {} is not on the FP8 grid of its 128 x 128 "
+                             fmt::format("{}: element [{}][{}] = {} is not on the FP8 grid of its {} x {} "
                                          "block (E4M3 x 2^{}); {}",
-                                         what, r, c, v, k, kOffGrid));
+                                         what, r, c, v, r1 - r0, c1 - c0, k, kOffGrid));
                        q.codes[static_cast<std::size_t>(r * cols + c)] = code;
                      }
                  });
   return q;
 }
 
-void round_to_fp8_blocks(std::uint16_t* values, std::int64_t rows, std::int64_t cols) {
-  for_each_block(rows, cols,
+void round_to_fp8_blocks(std::uint16_t* values, std::int64_t rows, std::int64_t cols, Fp8Grid grid) {
+  for_each_block(rows, cols, grid,
                  [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t) {
                    const double amax = block_amax(values, cols, r0, r1, c0, c1);
-                   if (amax == 0) return;
-                   const int k = scale_exponent(amax);
+                   const int k = amax > 0 ? scale_exponent(amax) : 0;  // zeros, -0 too, become +0 codes
                    for (std::int64_t r = r0; r < r1; ++r)
                      for (std::int64_t c = c0; c < c1; ++c) {
                        std::uint16_t& h = values[r * cols + c];

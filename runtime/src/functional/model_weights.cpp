@@ -388,21 +388,27 @@ void check_functional_support(const compiler::ModelSpec& m) {
   // MXFP4 experts (gpt-oss's release format) are read and computed exactly in FP16 (mxfp4.hpp); their rows
   // are whole blocks of 32.
   const bool mxfp4 = m.expert_dtype == compiler::DType::kMxfp4;
-  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && m.expert_dtype != compiler::DType::kFp8Block128)
+  auto fp8 = [](compiler::DType t) {
+    return t == compiler::DType::kFp8Block128 || t == compiler::DType::kFp8Channel;
+  };
+  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && !fp8(m.expert_dtype))
     reject("expert_dtype",
-           fmt::format("experts in {}; expected fp16, bf16, fp8_block128 (mxfp4 with gpt-oss's names)",
-                       compiler::dtype_name(m.expert_dtype)));
-  // Block-scaled FP8 matrices (DeepSeek-V3's and Qwen3's FP8 releases) are dequantized to FP16 (fp8.hpp),
-  // stored per matrix: not in the fused expert tensors of gpt-oss, Llama 4 and DBRX (no release has them).
+           fmt::format(
+               "experts in {}; expected fp16, bf16, fp8_block128, fp8_channel (mxfp4 with gpt-oss's names)",
+               compiler::dtype_name(m.expert_dtype)));
+  // FP8 matrices (DeepSeek-V3's and Qwen3's block-scaled releases, llm-compressor's per-channel ones) are
+  // dequantized to FP16 (fp8.hpp), stored per matrix: not in the fused expert tensors of gpt-oss, Llama 4 and
+  // DBRX (their FP8 forms are not modelled).
   const bool fused = gpt_oss || m.weight_naming == compiler::WeightNaming::kLlama4 ||
                      m.weight_naming == compiler::WeightNaming::kDbrx;
-  if (m.expert_dtype == compiler::DType::kFp8Block128 && fused && m.is_moe())
-    reject("expert_dtype",
-           fmt::format("fp8_block128 experts under {}'s fused expert tensors; expected them in "
-                       "fp16 or bf16 (FP8 checkpoints store their experts one matrix each)",
-                       compiler::weight_naming_name(m.weight_naming)));
-  if (!half_width(m.linear_dtype) && m.linear_dtype != compiler::DType::kFp8Block128)
-    reject("linear_dtype", fmt::format("projections in {}; expected fp16, bf16 or fp8_block128",
+  if (fp8(m.expert_dtype) && fused && m.is_moe())
+    reject(
+        "expert_dtype",
+        fmt::format("{} experts under {}'s fused expert tensors; expected them in fp16 or bf16 (duplex reads "
+                    "FP8 experts one matrix each)",
+                    compiler::dtype_name(m.expert_dtype), compiler::weight_naming_name(m.weight_naming)));
+  if (!half_width(m.linear_dtype) && !fp8(m.linear_dtype))
+    reject("linear_dtype", fmt::format("projections in {}; expected fp16, bf16, fp8_block128 or fp8_channel",
                                        compiler::dtype_name(m.linear_dtype)));
   if (mxfp4 && (m.hidden % kMxfp4Block != 0 || m.expert_ffn % kMxfp4Block != 0))
     reject("expert_dtype",
@@ -668,8 +674,8 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
       t.data[static_cast<std::size_t>(e)] =
           float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
   });
-  // Matrices in a quantized format on its grid, as released: MXFP4 per matrix row block; FP8 per 128 x 128
-  // block of the checkpoint tensor that stores them (put_on_checkpoint_grid).
+  // Matrices in a quantized format on its grid, as released: MXFP4 per matrix row block; FP8 per block (128 x
+  // 128, or row) of the checkpoint tensor that stores them (put_on_checkpoint_grid).
   for (std::size_t i = 0; i < shapes.size(); ++i)
     if (shapes[i].format == compiler::DType::kMxfp4)
       round_to_mxfp4(out[i]->data.data(), out[i]->shape[0], out[i]->shape[1]);

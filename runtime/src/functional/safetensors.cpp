@@ -273,18 +273,28 @@ bool mxfp4_stored(const compiler::ModelSpec& spec, const std::string& stored) {
   return spec.expert_dtype == compiler::DType::kMxfp4 && fused_experts(spec, stored) &&
          !stored.ends_with("_bias");
 }
-// Block-scaled FP8 matrices (safetensors.hpp): NAME.weight in F8_E4M3 and NAME.weight_scale_inv.
+// FP8 matrices (safetensors.hpp): NAME.weight in F8_E4M3 and its scales, NAME.weight_scale_inv (128 x 128
+// blocks) or NAME.weight_scale (one per row).
 bool fp8_stored(const WeightShape& stored) {
-  return stored.format == compiler::DType::kFp8Block128 && stored.role == WeightShape::Role::kMatrix;
+  return (stored.format == compiler::DType::kFp8Block128 || stored.format == compiler::DType::kFp8Channel) &&
+         stored.role == WeightShape::Role::kMatrix;
 }
-std::string fp8_scale_name(const std::string& stored) {
-  return stored + "_scale_inv";
+std::string fp8_scale_name(const WeightShape& stored) {
+  return stored.name + (stored.format == compiler::DType::kFp8Block128 ? "_scale_inv" : "_scale");
+}
+Fp8Grid stored_grid(const WeightShape& stored) {
+  return fp8_grid(stored.format, stored.shape.back());
+}
+std::vector<std::int64_t> scale_shape(const WeightShape& stored) {
+  const std::array<std::int64_t, 2> s =
+      fp8_scale_shape(stored_grid(stored), stored.shape[0], stored.shape[1]);
+  return {s[0], s[1]};
 }
 // The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, or its FP8 codes and
 // scales.
 std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const WeightShape& stored) {
   if (mxfp4_stored(spec, stored.name)) return {stored.name + "_blocks", stored.name + "_scales"};
-  if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored.name)};
+  if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored)};
   return {stored.name};
 }
 // The rows of a and b in one tensor: alternating (a's row i at 2i, b's at 2i + 1), or b's after a's; a
@@ -462,6 +472,32 @@ WeightTensor read_mxfp4(const SafetensorsFile& fb, const SafetensorsFile& fs, co
       dequantize_mxfp4(blocks, scales, experts * out, in, fb.path + ": " + name);
   return {p.stored.shape, transpose_each(rows.data(), experts, out, in)};  // [E][in][out]
 }
+// The FP8 scales `name` of file f, of `shape`: F32 (FineGrainedFP8's), or F32, BF16 or F16
+// (compressed-tensors stores them in the model's dtype) when `half_too`; as floats.
+std::vector<float> fp8_scales(const SafetensorsFile& f, const std::string& name,
+                              const std::vector<std::int64_t>& shape, bool half_too) {
+  std::string dtype = "F32";
+  if (half_too) {
+    const TensorEntry e = tensor_entry(f, name, fmt::format("FP8 matrix, shape {}", shape_text(shape)));
+    if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16")
+      throw tensor_error(f, name,
+                         fmt::format("dtype {}; expected F32, BF16 or F16 (FP8 scales)", e.dtype_json));
+    dtype = e.dtype;
+  }
+  const bool half = dtype != "F32";
+  const char* raw = raw_tensor(f, name, dtype.c_str(), half ? 2 : 4, shape, "FP8");
+  std::vector<float> scales(static_cast<std::size_t>(shape[0] * shape[1]));
+  for (std::size_t i = 0; i < scales.size(); ++i) {  // the data need not be aligned
+    if (!half) {
+      std::memcpy(&scales[i], raw + 4 * i, 4);
+      continue;
+    }
+    std::uint16_t b = 0;
+    std::memcpy(&b, raw + 2 * i, 2);
+    scales[i] = dtype == "BF16" ? bf16_bits_to_float(b) : half_bits_to_float(b);
+  }
+  return scales;
+}
 // The stored tensor p (2-D) from its FP8 codes (in file fc) and scales (in file fs), dequantized to FP16
 // (fp8.hpp).
 WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, const StoredTensor& p) {
@@ -469,13 +505,12 @@ WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, cons
   const std::string& name = p.stored.name;
   const auto* codes =
       reinterpret_cast<const std::uint8_t*>(raw_tensor(fc, name, "F8_E4M3", 1, p.stored.shape, "FP8"));
-  const std::string scale = fp8_scale_name(name);
-  const char* raw = raw_tensor(fs, scale, "F32", 4, {fp8_block_count(rows), fp8_block_count(cols)}, "FP8");
-  std::vector<float> scales(static_cast<std::size_t>(fp8_block_count(rows) * fp8_block_count(cols)));
-  std::memcpy(scales.data(), raw, scales.size() * 4);  // the data need not be 4-byte aligned
+  const std::vector<float> scales = fp8_scales(fs, fp8_scale_name(p.stored), scale_shape(p.stored),
+                                               p.stored.format == compiler::DType::kFp8Channel);
   WeightTensor t;
   t.shape = p.stored.shape;
-  t.data = dequantize_fp8_blocks(codes, scales.data(), rows, cols, fc.path + ": " + name);
+  t.data =
+      dequantize_fp8_blocks(codes, scales.data(), rows, cols, stored_grid(p.stored), fc.path + ": " + name);
   return t;
 }
 // The stored tensor p, converted to FP16, from file `first`; a quantized one (MXFP4, FP8) has its scales in
@@ -560,15 +595,13 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
       all.push_back(f16_tensor(p.stored.name, t));
       continue;
     }
-    const Fp8Blocks& q = data.fp8.emplace_back(quantize_fp8_blocks(
-        t.data.data(), t.shape[0], t.shape[1], "model " + weights.spec.name + ": " + p.stored.name));
+    const Fp8Blocks& q = data.fp8.emplace_back(
+        quantize_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored),
+                            "model " + weights.spec.name + ": " + p.stored.name));
     all.push_back(
         {p.stored.name, "F8_E4M3", t.shape, reinterpret_cast<const char*>(q.codes.data()), q.codes.size()});
-    all.push_back({fp8_scale_name(p.stored.name),
-                   "F32",
-                   {fp8_block_count(t.shape[0]), fp8_block_count(t.shape[1])},
-                   reinterpret_cast<const char*>(q.scales.data()),
-                   q.scales.size() * 4});
+    all.push_back({fp8_scale_name(p.stored), "F32", scale_shape(p.stored),
+                   reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * 4});
   }
   std::sort(all.begin(), all.end(), [](const OutTensor& a, const OutTensor& b) { return a.name < b.name; });
   return all;
@@ -579,7 +612,7 @@ void put_on_checkpoint_grid(ModelWeights& weights) {
   for (const StoredTensor& p : storage_plan(weights.spec)) {
     if (!fp8_stored(p.stored)) continue;
     WeightTensor t = stored_form(weights, p);
-    round_to_fp8_blocks(t.data.data(), t.shape[0], t.shape[1]);
+    round_to_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored));
     ModelWeights parts;
     parts.spec = weights.spec;
     unstack(p, std::move(t), parts);
@@ -1547,38 +1580,68 @@ nlohmann::json family_config(const ModelWeights& weights) {
   return c;
 }
 
+// compressed-tensors' QuantizationArgs of 8-bit floats with `strategy`, dynamic or static (llm-compressor's
+// FP8-dynamic scheme).
+nlohmann::json fp8_args(const char* strategy, bool dynamic) {
+  return {{"num_bits", 8},
+          {"type", "float"},
+          {"symmetric", true},
+          {"strategy", strategy},
+          {"dynamic", dynamic},
+          {"group_size", nullptr},
+          {"block_structure", nullptr},
+          {"actorder", nullptr},
+          {"observer", dynamic ? nlohmann::json() : nlohmann::json("minmax")}};
+}
+
 // The config.json of `weights`: its family's fields, and the quantization_config of MXFP4 experts (gpt-oss's
-// release) or FP8 matrices (HF FineGrainedFP8, as DeepSeek-V3's release states it, with scale_fmt ue8m0: the
-// scales duplex writes are powers of two). FP8 projections with experts in another format cannot be stated
-// (quant_method fp8 quantizes both).
+// release), FP8 matrices in 128 x 128 blocks (HF FineGrainedFP8, as DeepSeek-V3's release states it, with
+// scale_fmt ue8m0: the scales duplex writes are powers of two) or FP8 matrices per channel
+// (compressed-tensors, as llm-compressor's FP8-dynamic scheme states it, the LM head and routers ignored).
+// One quantization_config states one method for the projections and the experts alike: other combinations are
+// refused.
 nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   nlohmann::json c = family_config(weights);
-  const bool linear = m.linear_dtype == compiler::DType::kFp8Block128,
-             experts = m.is_moe() && m.expert_dtype == compiler::DType::kFp8Block128;
-  if (m.is_moe() && m.expert_dtype == compiler::DType::kMxfp4) {  // gpt-oss's release: its experts only
-    if (linear)
-      throw Error(
-          fmt::format("model {}: linear_dtype fp8_block128 with mxfp4 experts cannot be stated in "
-                      "config.json (one quantization_config, one method)",
-                      m.name));
+  const compiler::DType experts = m.is_moe() ? m.expert_dtype : m.linear_dtype;
+  if (!compiler::matrix_format(m.linear_dtype) && !compiler::matrix_format(experts)) return c;
+  auto refuse = [&] {
+    return Error(
+        fmt::format("model {}: linear_dtype {} with expert_dtype {} cannot be stated in config.json (one "
+                    "quantization_config: one method for the projections and the experts)",
+                    m.name, compiler::dtype_name(m.linear_dtype), compiler::dtype_name(m.expert_dtype)));
+  };
+  if (experts == compiler::DType::kMxfp4) {  // gpt-oss's release: its experts only
+    if (compiler::matrix_format(m.linear_dtype)) throw refuse();
     c["quantization_config"] = {
         {"quant_method", "mxfp4"},
         {"modules_to_not_convert",
          {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
     return c;
   }
-  if (!linear && !experts) return c;
-  if (m.is_moe() && linear != experts)
-    throw Error(
-        fmt::format("model {}: linear_dtype {} with expert_dtype {} cannot be stated in config.json "
-                    "(quant_method fp8 quantizes the projections and the experts alike)",
-                    m.name, compiler::dtype_name(m.linear_dtype), compiler::dtype_name(m.expert_dtype)));
-  c["quantization_config"] = {{"quant_method", "fp8"},
-                              {"fmt", "e4m3"},
-                              {"activation_scheme", "dynamic"},
-                              {"weight_block_size", {kFp8Block, kFp8Block}},
-                              {"scale_fmt", "ue8m0"}};
+  if (m.linear_dtype != experts) throw refuse();
+  if (experts == compiler::DType::kFp8Block128) {
+    c["quantization_config"] = {{"quant_method", "fp8"},
+                                {"fmt", "e4m3"},
+                                {"activation_scheme", "dynamic"},
+                                {"weight_block_size", {kFp8Block, kFp8Block}},
+                                {"scale_fmt", "ue8m0"}};
+    return c;
+  }
+  DUPLEX_ASSERT(experts == compiler::DType::kFp8Channel, "a matrix format the weights' check lets through");
+  nlohmann::json ignore = {"lm_head"};
+  if (m.is_moe()) ignore.insert(ignore.end(), {"re:.*\\.gate$", "re:.*\\.shared_expert_gate$"});
+  c["quantization_config"] = {{"quant_method", "compressed-tensors"},
+                              {"format", "float-quantized"},
+                              {"quantization_status", "compressed"},
+                              {"config_groups",
+                               {{"group_0",
+                                 {{"targets", {"Linear"}},
+                                  {"weights", fp8_args("channel", false)},
+                                  {"input_activations", fp8_args("token", true)},
+                                  {"output_activations", nullptr}}}}},
+                              {"ignore", ignore},
+                              {"kv_cache_scheme", nullptr}};
   return c;
 }
 

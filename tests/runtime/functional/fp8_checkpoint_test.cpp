@@ -190,7 +190,7 @@ TEST(Fp8Checkpoint, FusedExpertTensorsAreRefused) {
   const ModelWeights w = random_weights(m, 1);
   EXPECT_NE(error_of([&] {
               write_checkpoint(dir.string(), w);
-            }).find("linear_dtype fp8_block128 with mxfp4 experts cannot be stated in config.json"),
+            }).find("linear_dtype fp8_block128 with expert_dtype mxfp4 cannot be stated in config.json"),
             std::string::npos);
   EXPECT_FALSE(fs::exists(dir));
 }

@@ -1,10 +1,11 @@
-// The block-scaled FP8 codec (fp8.hpp) against the E4M3 definition: every code's value, nearest rounding with
-// ties to even, power-of-two block scales over partial blocks, exact round trips, FP16 rounding of arbitrary
-// scales, and the errors.
+// The FP8 codec (fp8.hpp) against the E4M3 definition: every code's value, nearest rounding with ties to
+// even, power-of-two scales over partial 128 x 128 blocks and per row, exact round trips, FP16 rounding of
+// arbitrary scales, and the errors.
 #include "duplex/runtime/functional/fp8.hpp"
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -18,6 +19,9 @@ namespace duplex::runtime::functional {
 namespace {
 
 using testing::error_of;
+
+constexpr Fp8Grid k128{kFp8Block, kFp8Block};
+constexpr Fp8Grid kRow{1, 5};  // one scale for each row of 5
 
 std::vector<std::uint16_t> halves(const std::vector<float>& v) {
   std::vector<std::uint16_t> out;
@@ -52,9 +56,9 @@ TEST(Fp8Codec, RoundedValuesComeBackExactlyOverPartialBlocks) {
         static_cast<float>(std::sin(0.37 * static_cast<double>(i)) *
                            static_cast<double>(1 + (i / cols) / 128 + 3 * ((i % cols) / 128))));
   std::vector<std::uint16_t> rounded = v;
-  round_to_fp8_blocks(rounded.data(), rows, cols);
+  round_to_fp8_blocks(rounded.data(), rows, cols, k128);
   EXPECT_NE(rounded, v);
-  const Fp8Blocks q = quantize_fp8_blocks(rounded.data(), rows, cols, "m");
+  const Fp8Blocks q = quantize_fp8_blocks(rounded.data(), rows, cols, k128, "m");
   ASSERT_EQ(q.scales.size(), 3u * 2u);
   ASSERT_EQ(q.codes.size(), static_cast<std::size_t>(rows * cols));
   for (float s : q.scales) {
@@ -69,10 +73,10 @@ TEST(Fp8Codec, RoundedValuesComeBackExactlyOverPartialBlocks) {
   const double s = q.scales[2 * 2 + 1];
   EXPECT_GE(448 * s, amax);
   EXPECT_LT(448 * s / 2, amax);
-  EXPECT_EQ(dequantize_fp8_blocks(q.codes.data(), q.scales.data(), rows, cols, "m"), rounded);
+  EXPECT_EQ(dequantize_fp8_blocks(q.codes.data(), q.scales.data(), rows, cols, k128, "m"), rounded);
   // Rounding is idempotent, and every rounded value is within half an E4M3 step of where it was.
   std::vector<std::uint16_t> again = rounded;
-  round_to_fp8_blocks(again.data(), rows, cols);
+  round_to_fp8_blocks(again.data(), rows, cols, k128);
   EXPECT_EQ(again, rounded);
   for (std::size_t i = 0; i < v.size(); ++i) {
     const double x = half_bits_to_float(v[i]), y = half_bits_to_float(rounded[i]);
@@ -80,13 +84,47 @@ TEST(Fp8Codec, RoundedValuesComeBackExactlyOverPartialBlocks) {
   }
 }
 
+// Per channel (fp8_channel: one scale per row, [rows][1]): each row's scale the least 2^k over that row's
+// maximum, whatever the other rows hold; a row of zeros keeps scale 1.
+TEST(Fp8Codec, ChannelScalesFollowEachRow) {
+  const std::int64_t rows = 4, cols = 300;
+  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Channel, cols).rows, 1);
+  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Channel, cols).cols, cols);
+  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Block128, cols).cols, kFp8Block);
+  const Fp8Grid grid = fp8_grid(compiler::DType::kFp8Channel, cols);
+  EXPECT_EQ(fp8_scale_shape(grid, rows, cols), (std::array<std::int64_t, 2>{rows, 1}));
+  EXPECT_EQ(fp8_scale_shape(k128, 300, 200), (std::array<std::int64_t, 2>{3, 2}));
+  const double row_max[rows] = {0.05, 300.0, 0.0, 1.0};
+  std::vector<std::uint16_t> v(rows * cols);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c)
+      v[static_cast<std::size_t>(r * cols + c)] =
+          float_to_half_bits(static_cast<float>(row_max[r] * std::cos(0.1 * static_cast<double>(c))));
+  round_to_fp8_blocks(v.data(), rows, cols, grid);
+  const Fp8Blocks q = quantize_fp8_blocks(v.data(), rows, cols, grid, "m");
+  ASSERT_EQ(q.scales.size(), static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double amax = 0;
+    for (std::int64_t c = 0; c < cols; ++c)
+      amax = std::max(amax, static_cast<double>(std::fabs(half_bits_to_float(v[r * cols + c]))));
+    const double s = q.scales[static_cast<std::size_t>(r)];
+    if (amax == 0) {
+      EXPECT_EQ(s, 1.0) << r;
+      continue;
+    }
+    EXPECT_GE(448 * s, amax) << r;
+    EXPECT_LT(448 * s / 2, amax) << r;
+  }
+  EXPECT_EQ(dequantize_fp8_blocks(q.codes.data(), q.scales.data(), rows, cols, grid, "m"), v);
+}
+
 // Nearest with ties to the even code: 1.0625 lies between 1 (0x38) and 1.125 (0x39), 1.1875 between 1.125
 // and 1.25 (0x3a); beyond 448 x scale a value saturates. A block of zeros keeps scale 1.
 TEST(Fp8Codec, RoundingIsNearestTiesToEvenAndSaturates) {
   std::vector<std::uint16_t> v = halves({448, 1.0625f, 1.1875f, -1.0625f, 0.0f});
-  round_to_fp8_blocks(v.data(), 1, 5);
+  round_to_fp8_blocks(v.data(), 1, 5, kRow);
   EXPECT_EQ(v, halves({448, 1.0f, 1.25f, -1.0f, 0.0f}));
-  const Fp8Blocks zeros = quantize_fp8_blocks(halves({0, 0}).data(), 1, 2, "z");
+  const Fp8Blocks zeros = quantize_fp8_blocks(halves({0, 0}).data(), 1, 2, k128, "z");
   EXPECT_EQ(zeros.scales, std::vector<float>{1.0f});
   EXPECT_EQ(zeros.codes, (std::vector<std::uint8_t>{0, 0}));
 }
@@ -95,7 +133,7 @@ TEST(Fp8Codec, RoundingIsNearestTiesToEvenAndSaturates) {
 TEST(Fp8Codec, ArbitraryScalesRoundOnceToFp16) {
   const std::vector<std::uint8_t> codes{0x38, 0x39, 0x7e, 0x01, 0xb9};
   const float scale = 0.0123456789f;
-  const std::vector<std::uint16_t> h = dequantize_fp8_blocks(codes.data(), &scale, 1, 5, "w");
+  const std::vector<std::uint16_t> h = dequantize_fp8_blocks(codes.data(), &scale, 1, 5, kRow, "w");
   for (std::size_t i = 0; i < codes.size(); ++i) {
     const double exact = static_cast<double>(e4m3_value(codes[i])) * scale;
     const double got = half_bits_to_float(h[i]);
@@ -108,20 +146,21 @@ TEST(Fp8Codec, BadCodesScalesAndOffGridValuesAreNamed) {
   const std::vector<std::uint8_t> nan{0x38, 0x7f};
   const float one = 1.0f, negative = -1.0f, big = 1000.0f;
   EXPECT_NE(error_of([&] {
-              dequantize_fp8_blocks(nan.data(), &one, 1, 2, "w");
+              dequantize_fp8_blocks(nan.data(), &one, 1, 2, k128, "w");
             }).find("w: element [0][1] is NaN (E4M3 code 0x7f)"),
             std::string::npos);
   EXPECT_NE(error_of([&] {
-              dequantize_fp8_blocks(nan.data(), &negative, 1, 1, "w");
+              dequantize_fp8_blocks(nan.data(), &negative, 1, 1, k128, "w");
             }).find("w: the scale of block [0][0] is -1"),
             std::string::npos);
   const std::uint8_t max = 0x7e;
-  EXPECT_NE(
-      error_of([&] { dequantize_fp8_blocks(&max, &big, 1, 1, "w"); }).find("outside FP16's finite range"),
-      std::string::npos);
+  EXPECT_NE(error_of([&] {
+              dequantize_fp8_blocks(&max, &big, 1, 1, k128, "w");
+            }).find("outside FP16's finite range"),
+            std::string::npos);
   const std::vector<std::uint16_t> off = halves({448, 1.0009765625f});  // 1 + 2^-10 is no E4M3 value
   EXPECT_NE(error_of([&] {
-              quantize_fp8_blocks(off.data(), 1, 2, "w");
+              quantize_fp8_blocks(off.data(), 1, 2, k128, "w");
             }).find("w: element [0][1] = 1.0009765625 is not on the FP8 grid"),
             std::string::npos);
 }

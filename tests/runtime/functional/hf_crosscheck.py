@@ -14,7 +14,8 @@ wrapper: its text_config, its language_model.* tensors): NoPE layers, interleave
 chunked attention, attention temperature tuning, sigmoid-routed experts scaled at their input beside a shared
 expert, dense layers in between), written here from those definitions and sharing no code with duplex. A
 checkpoint whose quantization_config says fp8 (HF FineGrainedFP8: DeepSeek-V3's and Qwen3's FP8 releases) has its
-F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks; gpt-oss's MXFP4
+F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks, one that says
+compressed-tensors (llm-compressor's FP8-dynamic releases) by their weight_scale rows; gpt-oss's MXFP4
 experts (NAME_blocks / NAME_scales) are decoded as HF's convert_moe_packed_tensors does. A model
 passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
 duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
@@ -27,7 +28,7 @@ outputs), chunked attention (as full), attention temperature (as none) or interl
 Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, PhiMoE's sparsemixer (as softmax
 top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, DBRX's
 clamp of q / k / v, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the first
-the model has (an FP8 checkpoint's block scales, as 1, before all); Llama 4's chunks and temperature only where
+the model has (an FP8 checkpoint's block or row scales, as 1, before all); Llama 4's chunks and temperature only where
 the test's sequences reach them); that comparison must
 fail, or the check could not see the feature. --self-test=F[,F...] drops the features named instead, one
 comparison each (any of HfModel's drops: chunked_attention, attn_temperature, router_input, qk_norm,
@@ -74,19 +75,26 @@ def e4m3(codes):
 
 
 def dequantize_fp8(config, tensors, scaled=True):
-    """HF FineGrainedFP8 (quant_method fp8): each NAME.weight_scale_inv [ceil(r / b0), ceil(c / b1)] scales its
-    NAME.weight's b0 x b1 blocks (DeepSeek's weight_dequant); the weights as they are when not `scaled`."""
+    """FP8 matrices times their scales; the weights as they are when not `scaled`.
+    HF FineGrainedFP8 (quant_method fp8): each NAME.weight_scale_inv [ceil(r / b0), ceil(c / b1)] scales its
+    NAME.weight's b0 x b1 blocks (DeepSeek's weight_dequant). compressed-tensors (llm-compressor's FP8-dynamic
+    scheme, weights strategy channel): each NAME.weight_scale [r, 1] scales its row of NAME.weight."""
     q = config.get("quantization_config") or {}
-    if q.get("quant_method") != "fp8":
+    method = q.get("quant_method")
+    if method not in ("fp8", "compressed-tensors"):
         return dict(tensors)
+    suffix = "_scale_inv" if method == "fp8" else "_scale"
     b0, b1 = q.get("weight_block_size") or (128, 128)
     out = {}
     for name, a in tensors.items():
-        if name.endswith("_scale_inv"):
+        if name.endswith(suffix):
             continue
-        scale = tensors.get(name + "_scale_inv")
+        scale = tensors.get(name + suffix)
         if scale is not None and scaled:
-            a = a * np.repeat(np.repeat(scale, b0, axis=0), b1, axis=1)[: a.shape[0], : a.shape[1]]
+            if method == "fp8":
+                a = a * np.repeat(np.repeat(scale, b0, axis=0), b1, axis=1)[: a.shape[0], : a.shape[1]]
+            else:
+                a = a * scale  # [r, 1] broadcast along each row
         out[name] = a
     return out
 
@@ -194,7 +202,7 @@ class HfModel:
 
     def __init__(self, config, tensors, drop=None):
         c = config
-        self.fp8 = (c.get("quantization_config") or {}).get("quant_method") == "fp8"
+        self.fp8 = (c.get("quantization_config") or {}).get("quant_method") in ("fp8", "compressed-tensors")
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
         self.t = dict(tensors)
         if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
