@@ -156,6 +156,7 @@ TEST(CompileCli, Fp8DynamicReleaseConfigStatesEachOpsFormat) {
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["model"]["linear_dtype"], "fp8_channel");
   EXPECT_EQ(j["model"]["expert_dtype"], "fp8_channel");
+  EXPECT_EQ(j["model"]["kv_dtype"], "bf16");   // kv_cache_scheme null: K / V in torch_dtype
   std::map<std::string, std::string> formats;  // op kind -> dtype
   for (const auto& op : j["ops"]) formats[op["kind"]] = op["dtype"];
   EXPECT_EQ(formats["qkv_proj"], "fp8_channel");
