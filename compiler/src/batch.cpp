@@ -20,19 +20,19 @@ std::int64_t BatchState::requests() const {
 }
 std::int64_t BatchState::decode_requests() const {
   std::int64_t r = 0;
-  for (const auto& g : groups) r += g.tokens == 1 ? g.count : 0;
+  for (const auto& g : groups) r += g.decodes() ? g.count : 0;
   return r;
 }
 std::int64_t BatchState::prefill_tokens() const {
   std::int64_t t = 0;
-  for (const auto& g : groups) t += g.tokens > 1 ? g.count * g.tokens : 0;
+  for (const auto& g : groups) t += g.decodes() ? 0 : g.count * g.tokens;
   return t;
 }
 
 BatchState BatchState::decode_batch(std::int64_t batch, std::int64_t context, std::int64_t prefill_tokens) {
   BatchState b;
-  if (batch > 0) b.groups.push_back({batch, context, 1, false});
-  if (prefill_tokens > 0) b.groups.push_back({1, 0, prefill_tokens, true});
+  if (batch > 0) b.groups.push_back({batch, context, 1, false, false});
+  if (prefill_tokens > 0) b.groups.push_back({1, 0, prefill_tokens, true, false});
   return b;
 }
 

@@ -92,8 +92,12 @@ Time CostModel::analytical_pim_time(const Op& op) const {
   const Time memory = transfer_time(bytes, sys_.pim_bandwidth() * pim_devices);
   Time softmax;
   if (op.kind == OpKind::kAttentionDecode && p.has_logic_pim_units()) {
-    // One score per query head per cached token passes the softmax unit of its stack.
-    const double elements = static_cast<double>(op.q_heads) * static_cast<double>(op.context_tokens);
+    // One score per query head per cached token passes the softmax unit of its stack, for each query token
+    // of a request (1, or 1 + the draft tokens a speculative step verifies).
+    const double queries =
+        static_cast<double>(op.query_tokens) / static_cast<double>(std::max<std::int64_t>(1, op.requests));
+    const double elements =
+        static_cast<double>(op.q_heads) * static_cast<double>(op.context_tokens) * std::max(1.0, queries);
     softmax = seconds(elements / (p.softmax_elements_per_cycle * p.clock.si() * sys_.stacks * pim_devices));
   }
   return std::max({compute, memory, softmax}) + p.command_latency;

@@ -46,7 +46,7 @@ BatchState replica_batch(const BatchState& b, int dp) {
   BatchState out;
   for (const auto& g : b.groups) {
     if (g.count <= 0) continue;
-    out.groups.push_back({(g.count + dp - 1) / dp, g.context, g.tokens, g.completes_prefill});
+    out.groups.push_back({(g.count + dp - 1) / dp, g.context, g.tokens, g.completes_prefill, g.verify});
   }
   return out;
 }
@@ -60,7 +60,8 @@ class Lowering {
     kvbytes_ = dtype_bytes(m.kv_dtype);
     q_heads_ = m.heads / p.tp;
     kv_heads_ = m.attention == AttentionKind::kMla ? 1 : std::max(1, m.kv_heads / p.tp);
-    for (const auto& g : batch_.groups) logit_rows_ += g.count;  // one next-token row per request
+    for (const auto& g : batch_.groups)  // one next-token row per request; a verification's every token
+      logit_rows_ += g.verify ? g.count * g.tokens : g.count;
   }
 
   Graph run() {
@@ -245,12 +246,12 @@ class Lowering {
     Op pre, dec;
     std::int64_t decode_tokens = 0, prefill_tokens = 0, completed_requests = 0, completed_tokens = 0;
     for (const auto& g : batch_.groups) {
-      (g.tokens == 1 ? decode_tokens : prefill_tokens) += g.count * g.tokens;
+      (g.decodes() ? decode_tokens : prefill_tokens) += g.count * g.tokens;
       if (g.completes_prefill) {
         completed_requests += g.count;
         completed_tokens += g.count * (g.context + g.tokens);
       }
-      Op& o = g.tokens == 1 ? dec : pre;
+      Op& o = g.decodes() ? dec : pre;
       const double c = static_cast<double>(g.context), t = static_cast<double>(g.tokens), n = static_cast<double>(g.count);
       o.requests += g.count;
       o.query_tokens += g.count * g.tokens;

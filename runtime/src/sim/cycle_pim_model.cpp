@@ -179,8 +179,12 @@ Time CyclePimModel::time(const compiler::Op& op) {
       // several passes over equal slices of the K/V, each an attention op; their partial outputs are then
       // merged (rescaled to the common max and added, as the split-KV kernels do), timed as an
       // activation-unit pass over the partials (passes x groups x group_size x head_dim elements).
+      // A speculative step's requests verify several tokens each: their query rows join the GQA group (every
+      // row reads the same K/V head), rounded up to whole rows per request.
       const std::int64_t groups = ceil_div(op.requests * op.kv_heads, stacks);
-      const std::int64_t group_size = std::max(1, op.q_heads / std::max(1, op.kv_heads));
+      const std::int64_t rows =
+          std::max<std::int64_t>(1, ceil_div(op.query_tokens, std::max<std::int64_t>(1, op.requests)));
+      const std::int64_t group_size = std::max(1, op.q_heads / std::max(1, op.kv_heads)) * rows;
       const std::int64_t full_context =
           std::max<std::int64_t>(1, op.context_tokens / std::max<std::int64_t>(1, op.requests));
       const std::int64_t max_context = sysc::max_attention_context(*system_.pim, group_size);

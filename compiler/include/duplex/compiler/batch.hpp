@@ -8,22 +8,27 @@
 namespace duplex::compiler {
 
 // `count` requests that each have `context` tokens already in their KV cache and process `tokens` new
-// tokens this step (1 = decode; > 1 = a prefill or a prefill chunk). `completes_prefill`: this step computes
-// the last prompt token of each of these requests (a whole prefill, or the last chunk of a chunked one), so
-// their prompt's K/V is complete after it (what lowering's K/V migration moves; lower.hpp).
+// tokens this step (1 = decode; > 1 = a prefill or a prefill chunk, or a speculative verification).
+// `completes_prefill`: this step computes the last prompt token of each of these requests (a whole prefill,
+// or the last chunk of a chunked one), so their prompt's K/V is complete after it (what lowering's K/V
+// migration moves; lower.hpp). `verify`: decoding requests verifying tokens - 1 draft tokens (speculative
+// decoding): their attention is decode attention with `tokens` query rows per request over the cached
+// context (on the Logic-PIM: a GQA group of tokens x heads per K/V head), and every token gets logits.
 struct RequestGroup {
   std::int64_t count = 0;
   std::int64_t context = 0;
   std::int64_t tokens = 0;
   bool completes_prefill = false;
+  bool verify = false;
+  bool decodes() const { return tokens == 1 || verify; }  // attends as decode attention
 };
 
 struct BatchState {
   std::vector<RequestGroup> groups;
   std::int64_t tokens() const;           // new tokens this step, all requests
   std::int64_t requests() const;
-  std::int64_t decode_requests() const;  // groups with tokens == 1
-  std::int64_t prefill_tokens() const;   // tokens of groups with tokens > 1
+  std::int64_t decode_requests() const;  // requests of the groups that decode (tokens == 1 or verify)
+  std::int64_t prefill_tokens() const;   // tokens of the other groups
   // A step of `batch` decoding requests at context `context`, plus optionally one whole prefill of
   // `prefill_tokens` tokens (the mixed stage of the paper; it completes this step).
   static BatchState decode_batch(std::int64_t batch, std::int64_t context, std::int64_t prefill_tokens = 0);

@@ -12,23 +12,24 @@ namespace duplex::compiler {
 
 enum class OpKind {
   kEmbedding,
-  kNorm,             // RMSNorm / LayerNorm
-  kQkvProj,          // GEMM: tokens x hidden -> q + k + v (MLA: the q / kv down+up projections)
+  kNorm,     // RMSNorm / LayerNorm
+  kQkvProj,  // GEMM: tokens x hidden -> q + k + v (MLA: the q / kv down+up projections)
   kRope,
-  kAttentionPrefill, // causal attention of requests with > 1 new token (prefill or prefill chunk)
-  kAttentionDecode,  // attention of requests decoding 1 token, GQA over the KV cache
+  kAttentionPrefill,  // causal attention of requests with > 1 new token (prefill or prefill chunk)
+  kAttentionDecode,   // attention of decoding requests, GQA over the KV cache: 1 query token each, or 1 + the
+                      // draft tokens a speculative step verifies (query_tokens / requests per request)
   kOProj,
   kResidual,
   kRouter,           // gate GEMM + top-k + renormalisation
   kExpertFfn,        // one routed expert on the tokens routed to it (gated: gate+up+down)
   kSharedExpertFfn,  // always-active expert(s)
   kDenseFfn,
-  kLmHead,           // final norm excluded; LM head GEMM + greedy argmax
-  kAllReduce,        // tensor-parallel sum over the devices of a node (link op)
-  kAllToAll,         // expert-parallel token exchange (link op)
-  kPimTransfer,      // GPU <-> PIM-device activations / K/V (heterogeneous systems; link op, one NVLink hop)
-  kKvMigration,      // one layer's K/V of the requests whose prefill completes, copied by the xPU from the
-                     // prefill memory space into the decode KV spaces (Logic-PIM memory spaces; lower.hpp)
+  kLmHead,       // final norm excluded; LM head GEMM + greedy argmax
+  kAllReduce,    // tensor-parallel sum over the devices of a node (link op)
+  kAllToAll,     // expert-parallel token exchange (link op)
+  kPimTransfer,  // GPU <-> PIM-device activations / K/V (heterogeneous systems; link op, one NVLink hop)
+  kKvMigration,  // one layer's K/V of the requests whose prefill completes, copied by the xPU from the
+                 // prefill memory space into the decode KV spaces (Logic-PIM memory spaces; lower.hpp)
 };
 std::string_view op_kind_name(OpKind k);
 
