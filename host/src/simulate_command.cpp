@@ -58,6 +58,9 @@ struct SimulateOptions {
   double memory_reserve = 0.10;
   std::string pim_model = "cycle";
   std::string xpu_profile;
+  int speculative = 0;     // draft tokens per step (0: off)
+  double acceptance = -1;  // per-draft acceptance probability; required with --speculative
+  std::string draft;       // ngram | a model preset or file; required with --speculative
   int devices = 0;
   std::string out_dir;
   std::int64_t timeline_steps = 64;
@@ -104,7 +107,28 @@ runtime::SchedulerConfig scheduler_from_flags(const SimulateOptions& o) {
   s.max_tokens_per_step = o.max_tokens_per_step;
   s.chunked_prefill = o.chunked_prefill;
   s.kv_block_tokens = o.kv_block_tokens;
+  s.speculative_tokens = o.speculative;
+  s.acceptance_rate = std::max(0.0, o.acceptance);
   return s;
+}
+
+// --speculative needs --acceptance and --draft, which mean nothing without it.
+void check_speculative_flags(const SimulateOptions& o) {
+  if (o.speculative == 0) {
+    if (o.acceptance >= 0 || !o.draft.empty())
+      throw Error(
+          "--acceptance and --draft describe speculative decoding; expected --speculative K (K >= 1) beside "
+          "them");
+    return;
+  }
+  if (o.acceptance < 0)
+    throw Error(
+        "--speculative needs --acceptance P: the probability that a draft token is accepted, in [0, 1] "
+        "(it depends on the draft and the workload; no default)");
+  if (o.draft.empty())
+    throw Error(
+        "--speculative needs --draft: ngram (drafts proposed on the host, no device time) or a draft model "
+        "preset or file");
 }
 
 void run_simulate(const SimulateOptions& o) {
@@ -112,6 +136,8 @@ void run_simulate(const SimulateOptions& o) {
   runtime::SimulationOptions sim;
   sim.workload = o.workload.empty() ? workload_from_flags(o) : runtime::load_workload(o.workload);
   sim.scheduler = scheduler_from_flags(o);
+  sim.scheduler.acceptance_seed = sim.workload.seed;
+  if (o.speculative > 0 && o.draft != "ngram") sim.draft_model = compiler::load_model(o.draft);
   sim.devices = o.devices;
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;
@@ -180,6 +206,20 @@ void add_simulate_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::IsMember({"cycle", "analytical"}));
   c->add_option("--xpu-profile", o->xpu_profile,
                  "Measured xPU op times (CSV kind,m,n,k,time_us) replacing the xPU roofline where they apply");
+  c->add_option(
+       "--speculative", o->speculative,
+       fmt::format("Speculative decoding: draft tokens each decoding request verifies per step (0: off, "
+                   "at most {})",
+                   runtime::kMaxSpeculativeTokens))
+      ->capture_default_str()
+      ->check(CLI::Range(0, runtime::kMaxSpeculativeTokens));
+  c->add_option("--acceptance", o->acceptance,
+                "Probability that a draft token is accepted (each independently, up to the first rejection)")
+      ->check(CLI::Range(0.0, 1.0));
+  c->add_option(
+      "--draft", o->draft,
+      "Who proposes the drafts: ngram (on the host, no device time) or a draft model preset or file, run on "
+      "the same devices");
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");
@@ -192,6 +232,7 @@ void add_simulate_command(CLI::App& app) {
         if (c->count(flag) > 0)
           throw Error(fmt::format("{} cannot be combined with --workload: the workload file defines the request "
                                   "stream (edit a copy of it instead)", flag));
+    check_speculative_flags(*o);
     run_simulate(*o);
   });
 }

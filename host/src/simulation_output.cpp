@@ -31,7 +31,14 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
       s += fmt::format(" in spaces {}, prefill space {} holds {} tokens per replica (scheduler bound {})",
                        fmt::join(m.kv_spaces, ","), fmt::join(m.prefill_spaces, ","), m.prefill_tokens,
                        m.prefill_capacity_tokens);
+    if (m.draft_weight_bytes_per_device > 0)
+      s += fmt::format(", draft model weights {:.2f} GiB per device",
+                       m.draft_weight_bytes_per_device / 1073741824.0);
     s += "\n";
+    if (r.draft_tokens > 0)
+      s += fmt::format("speculative {}: {} of {} draft tokens accepted ({:.1f}%)\n", r.system,
+                       r.accepted_tokens, r.draft_tokens,
+                       100.0 * static_cast<double>(r.accepted_tokens) / static_cast<double>(r.draft_tokens));
     if (r.pim_area)
       s += fmt::format("area {}: Logic-PIM {:.2f} mm2 per stack, {:.1f}% of the {:.0f} mm2 logic die (TSVs {:.2f}, GEMM "
                        "modules {:.2f}, buffers {:.2f}, softmax {:.2f})\n",

@@ -286,6 +286,24 @@ TEST(SimulateCli, RoutingTraceFromDuplexRunIsReplayed) {
 
 // --set changes the design a command sees: a faster Logic-PIM clock raises duplex-pe's PIM peak and its
 // throughput, more GEMM modules its area; `config show` prints the resolved config with the override.
+// Speculative decoding from the command line: the JSON states the drafts verified and accepted, the same on
+// both systems (the draws follow the seed, request and tokens so far), and the draft model's weights.
+TEST(SimulateCli, SpeculativeDecodingWithADraftModel) {
+  const CliRun r =
+      run("simulate --model llama3-70b --system gpu --system duplex-pe --requests 16 --input-len 128 "
+          "--output-len 32 "
+          "--length-spread 0 --batch 8 --speculative 2 --acceptance 0.75 --draft llama-3.2-1b --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["systems"].size(), 2u);
+  for (const auto& s : j["systems"]) {
+    EXPECT_GT(s["speculative"]["draft_tokens"].get<double>(), 0);
+    EXPECT_EQ(s["speculative"]["accepted_tokens"], j["systems"][0]["speculative"]["accepted_tokens"]);
+    EXPECT_GT(s["memory"]["draft_weights_gib_per_device"].get<double>(), 0.5);
+    EXPECT_EQ(s["generated_tokens"], 16 * 32);
+  }
+}
+
 TEST(SimulateCli, SetOverridesTheSystemConfig) {
   const std::string base = "simulate --system duplex-pe --requests 32 --input-len 128 --output-len 64 --batch 16 --json";
   const CliRun slow = run(base);

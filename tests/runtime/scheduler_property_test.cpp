@@ -1,6 +1,7 @@
 // Properties under random workloads (the acceptance criteria): every request completes exactly once
 // with exactly its output tokens; KV never exceeds capacity (checked every step); simulated time is monotone;
 // same seed -> identical plans. KV capacity is made tiny so preemption happens, and the tests assert it did.
+// The same hold with speculative decoding (draft tokens verified, some rejected).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -20,6 +21,8 @@ struct Case {
   std::int64_t budget;
   std::int64_t kv_blocks;
   bool poisson;
+  int speculative = 0;  // draft tokens per step
+  double acceptance = 0;
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -41,6 +44,9 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   config.max_batch = 16;
   config.kv_block_tokens = 8;
   config.kv_capacity_blocks = c.kv_blocks;
+  config.speculative_tokens = c.speculative;
+  config.acceptance_rate = c.acceptance;
+  config.acceptance_seed = seed;
   Scheduler scheduler(config);
   const LengthDistribution lengths{LengthDistribution::Kind::gaussian, 60, 40, 20.0, 15.0};
   std::unique_ptr<RequestSource> source;
@@ -71,7 +77,10 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
       EXPECT_TRUE(ids.insert(r.id).second) << "request scheduled twice in one step";
       EXPECT_GE(r.tokens, 1);
       if (r.phase == TokenPhase::decode) {
-        EXPECT_EQ(r.tokens, 1);
+        EXPECT_LE(r.tokens, 1 + c.speculative);  // its last token and its drafts
+        if (c.speculative == 0) {
+          EXPECT_EQ(r.tokens, 1);
+        }
       }
       seen.tokens_computed[r.id] += r.tokens;
       // Static batching: a request new to the running set joins only when nothing else was running.
@@ -110,11 +119,22 @@ TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
       EXPECT_EQ(static_cast<std::int64_t>(r.token_times.size()), r.spec.output_tokens) << "request " << id;
       EXPECT_EQ(*r.finish, r.token_times.back());
       EXPECT_GE(r.token_times.front(), r.spec.arrival);
-      for (std::size_t i = 1; i < r.token_times.size(); ++i) EXPECT_GT(r.token_times[i], r.token_times[i - 1]);
-      // Every token computed is accounted for: the prompt, all outputs but the last (never fed back), and
-      // what preemptions threw away.
-      EXPECT_EQ(seen.tokens_computed[id], r.spec.input_tokens + r.spec.output_tokens - 1 + r.recomputed_tokens)
+      for (std::size_t i = 1; i < r.token_times.size(); ++i) {
+        if (c.speculative > 0) {
+          EXPECT_GE(r.token_times[i], r.token_times[i - 1]);  // accepted drafts come out with their step
+        } else {
+          EXPECT_GT(r.token_times[i], r.token_times[i - 1]);
+        }
+      }
+      // Every token computed is accounted for: the prompt, all outputs but the last (never fed back), what
+      // preemptions threw away, and the rejected drafts.
+      EXPECT_EQ(seen.tokens_computed[id], r.spec.input_tokens + r.spec.output_tokens - 1 +
+                                              r.recomputed_tokens + r.draft_tokens - r.accepted_tokens)
           << "request " << id;
+      EXPECT_LE(r.accepted_tokens, r.draft_tokens);
+      if (c.speculative == 0) {
+        EXPECT_EQ(r.draft_tokens, 0);
+      }
     }
     EXPECT_LE(seen.max_running, 16);
     if (c.policy == BatchingPolicy::continuous) {
@@ -146,7 +166,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"chunked_poisson", BatchingPolicy::continuous, true, 64, 40, true},
                       Case{"orca_closed", BatchingPolicy::orca, false, 0, 60, false},
                       Case{"orca_poisson", BatchingPolicy::orca, false, 256, 60, true},
-                      Case{"static_closed", BatchingPolicy::static_batch, false, 0, 60, false}),
+                      Case{"static_closed", BatchingPolicy::static_batch, false, 0, 60, false},
+                      Case{"speculative_closed", BatchingPolicy::continuous, false, 0, 40, false, 3, 0.7},
+                      Case{"speculative_chunked", BatchingPolicy::continuous, true, 64, 40, true, 4, 0.5},
+                      Case{"speculative_orca", BatchingPolicy::orca, false, 0, 60, false, 2, 0.9}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

@@ -15,7 +15,30 @@ SchedulerConfig validated(SchedulerConfig c) {
   return c;
 }
 
+// splitmix64 (Steele, Lea, Flood 2014): a counter-based stream of well-mixed 64-bit values.
+std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
 }  // namespace
+
+std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t drafts) const {
+  std::uint64_t state = config_.acceptance_seed;
+  splitmix64(state);
+  state ^= static_cast<std::uint64_t>(live.spec.id) * 0xd1b54a32d192ed03ULL;
+  splitmix64(state);
+  state ^= static_cast<std::uint64_t>(live.generated) * 0x8cb92ba72f3d8dd7ULL;
+  std::int64_t accepted = 0;
+  while (accepted < drafts) {
+    const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // uniform in [0, 1)
+    if (u >= config_.acceptance_rate) break;
+    ++accepted;
+  }
+  return accepted;
+}
 
 Scheduler::Scheduler(SchedulerConfig config)
     : config_(validated(config)),
@@ -109,6 +132,12 @@ StepPlan Scheduler::schedule(Time now) {
 std::int64_t Scheduler::tokens_to_schedule(const Live& live, std::int64_t budget, bool plan_empty) const {
   const std::int64_t remaining = live.num_tokens - live.num_computed;
   DUPLEX_ASSERT(remaining >= 1, "an unfinished request has no token to compute");
+  if (live.decoding && remaining == 1 && config_.speculative_tokens > 0) {
+    // Its last token plus drafts, never past its output (the step emits at least one token of its own).
+    const std::int64_t drafts =
+        std::min<std::int64_t>(config_.speculative_tokens, live.spec.output_tokens - live.generated - 1);
+    return std::min(budget, 1 + drafts);
+  }
   const std::int64_t room = prefill_room(live);
   if (remaining > room) {
     if (!config_.chunked_prefill) return 0;  // a whole prefill that does not fit the prefill space waits
@@ -204,7 +233,7 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
       .tokens = tokens,
       .context_len = live.num_computed,
       .phase = live.decoding ? TokenPhase::decode : TokenPhase::prefill,
-      .samples_token = live.num_computed + tokens == live.num_tokens,
+      .samples_token = live.num_computed + tokens >= live.num_tokens,  // > with draft tokens
   });
   RequestRecord& record = records_.at(live.spec.id);
   if (!record.first_scheduled) record.first_scheduled = plan.start;
@@ -242,20 +271,31 @@ StepOutcome Scheduler::update(const StepResult& result) {
     if (it == computed.end()) continue;
     ++matched;
     live.num_computed += it->second;
-    DUPLEX_ASSERT(live.num_computed <= live.num_tokens, "computed past the request's tokens");
     if (live.num_computed < live.num_tokens) continue;
     RequestRecord& record = records_.at(live.spec.id);
-    ++live.generated;
+    // Draft tokens past num_tokens (speculative decoding): the accepted ones keep their K/V and are emitted
+    // before the step's own token; the K/V of the rejected ones is dropped.
+    const std::int64_t drafts = live.num_computed - live.num_tokens;
+    DUPLEX_ASSERT(drafts == 0 || (live.decoding && drafts <= config_.speculative_tokens),
+                  "computed past the request's tokens");
+    const std::int64_t accepted = drafts > 0 ? accepted_drafts(live, drafts) : 0;
+    record.draft_tokens += drafts;
+    record.accepted_tokens += accepted;
+    live.num_computed = live.num_tokens + accepted;
     live.decoding = true;
-    record.token_times.push_back(result.end);
     out.emitted.push_back(live.spec.id);
-    if (live.generated == live.spec.output_tokens) {
-      record.finish = result.end;
-      kv_.release(live.spec.id);
-      out.finished.push_back(live.spec.id);
-      ++num_finished_;
-    } else {
-      ++live.num_tokens;
+    for (std::int64_t e = 0; e <= accepted; ++e) {
+      ++live.generated;
+      record.token_times.push_back(result.end);
+      if (live.generated == live.spec.output_tokens) {
+        DUPLEX_ASSERT(e == accepted, "a request emitted past its output");
+        record.finish = result.end;
+        kv_.release(live.spec.id);
+        out.finished.push_back(live.spec.id);
+        ++num_finished_;
+      } else {
+        ++live.num_tokens;
+      }
     }
   }
   DUPLEX_ASSERT(matched == in_flight_->requests.size(), "a scheduled request left the running set");

@@ -35,6 +35,12 @@ void SchedulerConfig::validate() const {
     throw Error(fmt::format("scheduler kv_window is {} tokens over {} windowed and {} full layers; expected "
                             "tokens >= 0 (0: no window), >= 1 windowed and >= 0 full layers",
                             kv_window.tokens, kv_window.windowed_layers, kv_window.full_layers));
+  if (speculative_tokens < 0 || speculative_tokens > kMaxSpeculativeTokens)
+    throw Error(fmt::format("scheduler speculative_tokens is {}; expected 0 (off) to {}", speculative_tokens,
+                            kMaxSpeculativeTokens));
+  if (!(acceptance_rate >= 0.0 && acceptance_rate <= 1.0))
+    throw Error(
+        fmt::format("scheduler acceptance_rate is {}; expected a probability in [0, 1]", acceptance_rate));
   if (prefill_capacity_tokens < 0 || (prefill_capacity_tokens > 0 && prefill_capacity_tokens < kv_block_tokens))
     throw Error(fmt::format("scheduler prefill_capacity_tokens is {}; expected 0 (no prefill space bound) or at "
                             "least one KV block ({} tokens)",

@@ -86,8 +86,27 @@ void plan_spaces(MemoryPlan& plan, const compiler::ModelSpec& m, const SystemSpe
 
 }  // namespace
 
-MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, const compiler::ParallelLayout& p,
-                       double reserve_fraction, std::int64_t kv_block_tokens) {
+double kv_bytes_per_token(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
+  const double kv_heads_share = m.attention == compiler::AttentionKind::kMla
+                                    ? 1.0
+                                    : static_cast<double>(std::max(1, m.kv_heads / p.tp)) / m.kv_heads;
+  return static_cast<double>(m.layers) * static_cast<double>(m.kv_elements_per_token_layer()) *
+         kv_heads_share * compiler::dtype_bytes(m.kv_dtype);
+}
+
+DraftFootprint draft_footprint(const compiler::ModelSpec& draft, const compiler::ParallelLayout& layout) {
+  // Dense drafts shard by tensor parallelism; an MoE draft's experts shard over its expert-parallel devices.
+  const std::int64_t moe_layers = draft.moe_layers_before(draft.layers);
+  const double expert_bytes = draft.is_moe() ? draft.expert_ffn_bytes(draft.expert_ffn) : 0.0;
+  const double other = draft.weight_bytes() - static_cast<double>(moe_layers) * draft.experts * expert_bytes;
+  const double experts =
+      static_cast<double>(moe_layers) * layout.local_experts * expert_bytes / layout.expert_shards;
+  return {other / layout.tp + experts, kv_bytes_per_token(draft, layout)};
+}
+
+MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system,
+                       const compiler::ParallelLayout& p, double reserve_fraction,
+                       std::int64_t kv_block_tokens, const DraftFootprint& draft) {
   if (!(reserve_fraction >= 0 && reserve_fraction < 1))
     throw Error(fmt::format("memory reserve fraction {} is not in [0, 1)", reserve_fraction));
   if (kv_block_tokens < 1) throw Error(fmt::format("KV block tokens {}; expected >= 1", kv_block_tokens));
@@ -97,15 +116,13 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system, c
   const std::int64_t moe_layers = m.moe_layers_before(m.layers);
   const double expert_bytes = m.is_moe() ? m.expert_ffn_bytes(m.expert_ffn) : 0.0;
   const double other_bytes = m.weight_bytes() - static_cast<double>(moe_layers) * m.experts * expert_bytes;
-  const double per_device = other_bytes / p.tp;  // tensor parallel inside a node, replicated across nodes
+  // Tensor parallel inside a node, replicated across nodes; a draft model's weights beside them.
+  const double per_device = other_bytes / p.tp + draft.weight_bytes_per_device;
+  plan.draft_weight_bytes_per_device = draft.weight_bytes_per_device;
   const double expert_shard_bytes = expert_bytes / p.expert_shards;
   const double experts_per_device = static_cast<double>(moe_layers) * p.local_experts * expert_shard_bytes;
   plan.reserve_bytes_per_device = reserve_fraction * plan.device_bytes;
-  const double kv_heads_share =
-      m.attention == compiler::AttentionKind::kMla ? 1.0
-                                                   : static_cast<double>(std::max(1, m.kv_heads / p.tp)) / m.kv_heads;
-  plan.kv_bytes_per_token = static_cast<double>(m.layers) * static_cast<double>(m.kv_elements_per_token_layer()) *
-                            kv_heads_share * compiler::dtype_bytes(m.kv_dtype);
+  plan.kv_bytes_per_token = kv_bytes_per_token(m, p) + draft.kv_bytes_per_token;
   if (system.uses_prefill_space()) {
     plan.weight_bytes_per_device = per_device + experts_per_device;
     plan_spaces(plan, m, system, p, moe_layers, expert_shard_bytes, per_device, kv_block_tokens);

@@ -14,7 +14,12 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
       totals_(totals),
       name_(std::move(name)),
       devices_(devices) {
-  memory_ = plan_memory(model, system, layout_, o.memory_reserve, o.scheduler.kv_block_tokens);
+  DraftFootprint draft;
+  if (o.draft_model) {
+    draft_layout_ = compiler::ParallelLayout::make(*o.draft_model, system, devices);
+    draft = draft_footprint(*o.draft_model, *draft_layout_);
+  }
+  memory_ = plan_memory(model, system, layout_, o.memory_reserve, o.scheduler.kv_block_tokens, draft);
   compiler::PimTimeFn pim_fn;
   // The cycle model times one device's Logic-PIM stacks: BankGroup-PIM / Bank-PIM (other unit placement) and
   // a GPU spread over several PIM devices use the analytical roofline.
@@ -44,10 +49,35 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     xpu_fn = [profile = xpu_profile_.get()](const compiler::Op& op) { return profile->lookup(op); };
   }
   executor_ = std::make_unique<StepExecutor>(model, system, layout_, router, pim_fn, xpu_fn);
+  if (o.draft_model)
+    draft_executor_ =
+        std::make_unique<StepExecutor>(*o.draft_model, system, *draft_layout_, router, pim_fn, xpu_fn);
+}
+
+void Pool::add_draft_passes(const StepPlan& plan, StepCost& c) {
+  if (!draft_executor_) return;
+  // Draft pass i (1-based) proposes the i-th draft token of every request verifying at least i: one decode
+  // token each, over its context so far (the draft model caches the same tokens as the target).
+  for (std::int64_t i = 1;; ++i) {
+    StepPlan pass;
+    pass.step = plan.step;
+    pass.start = plan.start;
+    for (const ScheduledRequest& r : plan.requests)
+      if (r.phase == TokenPhase::decode && r.tokens - 1 >= i)
+        pass.requests.push_back({r.id, 1, r.context_len + i - 1, TokenPhase::decode, true});
+    if (pass.requests.empty()) return;
+    const StepCost d = draft_executor_->execute(pass);
+    c.time += d.time;
+    c.xpu_busy += d.xpu_busy;
+    c.pim_busy += d.pim_busy;
+    c.link_busy += d.link_busy;
+    c.energy.add(d.energy);
+  }
 }
 
 Time Pool::step(const StepPlan& plan) {
   StepCost c = executor_->execute(plan);
+  add_draft_passes(plan, c);  // speculative decoding: before the verification, on the same devices
   totals_.energy.add(c.energy);
   totals_.xpu_busy += c.xpu_busy * devices_;
   totals_.pim_busy += c.pim_busy * devices_;
@@ -116,15 +146,22 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     ++r.requests;
     r.generated_tokens += t.spec.output_tokens;
     r.preemptions += t.preemptions;
+    r.draft_tokens += t.draft_tokens;
+    r.accepted_tokens += t.accepted_tokens;
     const double first = to_ms(t.token_times.front() - t.spec.arrival);
     const double total = to_ms(t.token_times.back() - t.spec.arrival);
     ttft.push_back(first);
     e2e.push_back(total);
+    // Between tokens: a step that emits n tokens at once (speculative decoding) gives each of them 1 / n of
+    // the time since the previous emission, so the gaps still add up to the decode time.
     double gap_sum = 0;
-    for (std::size_t i = 1; i < t.token_times.size(); ++i) {
+    for (std::size_t i = 1; i < t.token_times.size();) {
+      std::size_t n = 1;
+      while (i + n < t.token_times.size() && t.token_times[i + n] == t.token_times[i]) ++n;
       const double gap = to_ms(t.token_times[i] - t.token_times[i - 1]);
-      tbt.push_back(gap);
+      for (std::size_t k = 0; k < n; ++k) tbt.push_back(gap / static_cast<double>(n));
       gap_sum += gap;
+      i += n;
     }
     if (record_requests) {
       const auto gaps = static_cast<double>(t.token_times.size() - 1);

@@ -2,6 +2,7 @@
 // Internal to the serving simulator: one pool of devices that runs its own scheduler and times its steps
 // (a whole system, or the prefill / decode half of a split system), and the accumulators of a run.
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ class Pool {
   std::unique_ptr<CyclePimModel> cycle_;
   std::unique_ptr<XpuProfile> xpu_profile_;
   std::unique_ptr<StepExecutor> executor_;
+  std::optional<compiler::ParallelLayout> draft_layout_;
+  std::unique_ptr<StepExecutor> draft_executor_;  // speculative decoding with a draft model
+  // Adds to c the draft model's passes before `plan`'s verification (none without a draft model): their time,
+  // busy times and energy.
+  void add_draft_passes(const StepPlan& plan, StepCost& c);
   std::unique_ptr<Scheduler> scheduler_;
   SystemResult& result_;
   RunTotals& totals_;
@@ -61,6 +67,7 @@ struct RequestTimeline {
   RequestSpec spec;
   std::vector<Time> token_times;
   std::int64_t preemptions = 0;
+  std::int64_t draft_tokens = 0, accepted_tokens = 0;  // speculative decoding
 };
 
 // The expert router the workload asks for; null for dense models; duplex::Error for an MoE model whose

@@ -42,6 +42,8 @@ nlohmann::json memory_json(const MemoryPlan& m, std::int64_t kv_blocks) {
                       {"kv_tokens", m.kv_tokens},
                       {"kv_blocks", kv_blocks},
                       {"prefill_capacity_tokens", m.prefill_capacity_tokens}};
+  if (m.draft_weight_bytes_per_device > 0)
+    j["draft_weights_gib_per_device"] = m.draft_weight_bytes_per_device / kGiB;
   if (m.has_spaces()) {
     nlohmann::json weights = nlohmann::json::array();
     for (double w : m.space_weight_bytes) weights.push_back(w / kGiB);
@@ -78,6 +80,11 @@ nlohmann::json SystemResult::to_json() const {
                     {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
                     {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
                     {"memory", memory_json(memory, kv_capacity_blocks)}};
+  if (draft_tokens > 0)
+    j["speculative"] = {
+        {"draft_tokens", draft_tokens},
+        {"accepted_tokens", accepted_tokens},
+        {"accepted_fraction", static_cast<double>(accepted_tokens) / static_cast<double>(draft_tokens)}};
   if (pim_area)
     j["pim_area"] = {{"per_stack_mm2",
                       {{"tsv", to_mm2(pim_area->tsv)},
@@ -101,7 +108,24 @@ nlohmann::json SystemResult::to_json() const {
 SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o) {
   if (o.pim_model != "cycle" && o.pim_model != "analytical")
     throw Error(fmt::format("unknown PIM model \"{}\"; expected cycle or analytical", o.pim_model));
-  if (system.split_prefill_fraction > 0) return detail::simulate_split(model, system, o);
+  const int speculative = o.scheduler.speculative_tokens;
+  if (o.draft_model && speculative == 0)
+    throw Error(
+        fmt::format("a draft model ({}) without speculative decoding; expected speculative tokens >= 1",
+                    o.draft_model->name));
+  if (o.draft_model && o.draft_model->vocab != model.vocab)
+    throw Error(
+        fmt::format("draft model {} has a vocabulary of {} tokens, model {} of {}; speculative decoding "
+                    "needs one vocabulary (the draft proposes the target's token ids)",
+                    o.draft_model->name, o.draft_model->vocab, model.name, model.vocab));
+  if (system.split_prefill_fraction > 0) {
+    if (speculative > 0)
+      throw Error(
+          fmt::format("system {} splits prefill and decode devices; speculative decoding is modelled on "
+                      "one pool of devices only (expected speculative tokens 0)",
+                      system.name));
+    return detail::simulate_split(model, system, o);
+  }
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   SystemResult r;
   r.system = system.name;
@@ -127,7 +151,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   std::vector<detail::RequestTimeline> timelines;
   for (const auto& [id, rec] : run.records) {
     if (!rec.finished()) throw InternalError(fmt::format("request {} did not finish", id));
-    timelines.push_back({rec.spec, rec.token_times, rec.preemptions});
+    timelines.push_back({rec.spec, rec.token_times, rec.preemptions, rec.draft_tokens, rec.accepted_tokens});
   }
   detail::finish_result(r, timelines, totals, run.end, system, devices, o.record_steps);
   return r;

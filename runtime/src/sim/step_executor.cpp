@@ -14,7 +14,9 @@ StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& s
 
 compiler::BatchState StepExecutor::batch_of(const StepPlan& plan) {
   compiler::BatchState b;
-  for (const StepShape& s : plan.shapes()) b.groups.push_back({s.count, s.context_len, s.tokens, s.completes_prefill});
+  for (const StepShape& s : plan.shapes())
+    b.groups.push_back({s.count, s.context_len, s.tokens, s.completes_prefill,
+                        s.phase == TokenPhase::decode && s.tokens > 1});  // a speculative verification
   return b;
 }
 

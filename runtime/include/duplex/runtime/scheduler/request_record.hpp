@@ -12,10 +12,13 @@ namespace duplex::runtime {
 struct RequestRecord {
   RequestSpec spec;
   std::optional<Time> first_scheduled;  // start of the first step that computed any of its tokens
-  std::vector<Time> token_times;        // end time of the step that emitted each output token, in order
+  std::vector<Time> token_times;        // end time of the step that emitted each output token, in order (a
+                                        // speculative step emits several at its end)
   std::optional<Time> finish;           // = token_times.back() once all output tokens are emitted
   std::int64_t preemptions = 0;         // times its KV was freed for recompute
   std::int64_t recomputed_tokens = 0;   // tokens computed again because of preemptions
+  std::int64_t draft_tokens = 0;        // speculative decoding: draft tokens verified, and accepted
+  std::int64_t accepted_tokens = 0;
 
   bool finished() const { return finish.has_value(); }
   Time ttft() const;                    // first token time - arrival; InternalError before the first token

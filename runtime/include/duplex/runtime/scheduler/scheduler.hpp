@@ -3,6 +3,8 @@
 // update(result) takes the step's end time. No prefill/decode special cases: each request has num_tokens
 // (prompt + generated so far) and num_computed (tokens whose KV is cached); every step brings num_computed
 // towards num_tokens under the token budget. When a request catches up, it emits one token (num_tokens + 1).
+// With speculative decoding (SchedulerConfig::speculative_tokens) a decoding request also computes draft
+// tokens past num_tokens; it emits its accepted drafts plus one token and keeps their K/V.
 //
 // Guarantees (checked by tests/runtime): every request added finishes exactly once with exactly its
 // output_tokens; KV blocks in use never exceed capacity; schedule()/update() times never go backwards;
@@ -16,10 +18,10 @@
 // chunk, rounded up to whole blocks of kv_block_tokens per request, never hold more than
 // prefill_capacity_tokens / kv_block_tokens blocks. With chunked prefill a chunk is cut to fit; without, the
 // request waits (admission stops at it, as for KV). Prefills cannot block each other: unfinished prefills are
-// served oldest first and are admitted in age order (a preempted request is the youngest running one, so it is
-// readmitted before anything younger), and a younger one gets prefill space in a step only when every older
-// one completes its prefill in that step or had its chunk cut to the space left (which then fills it); so
-// the oldest unfinished prefill always finds its own blocks plus the free ones. add_request() rejects a
+// served oldest first and are admitted in age order (a preempted request is the youngest running one, so it
+// is readmitted before anything younger), and a younger one gets prefill space in a step only when every
+// older one completes its prefill in that step or had its chunk cut to the space left (which then fills it);
+// so the oldest unfinished prefill always finds its own blocks plus the free ones. add_request() rejects a
 // request whose prompt can never fit the space (under continuous batching: prompt + output - 1 tokens, the
 // longest recomputation after a preemption). KV blocks are accounted as without the bound: a request holds
 // blocks for its prompt in the KV spaces from admission (they are the migration's target).
@@ -40,7 +42,7 @@ namespace duplex::runtime {
 
 // What one update() changed, so callers (closed-loop sources, metrics) can react.
 struct StepOutcome {
-  std::vector<RequestId> emitted;   // requests that emitted one token this step
+  std::vector<RequestId> emitted;   // requests that emitted a token this step (speculative: one or more)
   std::vector<RequestId> finished;  // requests that emitted their last token this step
 };
 
@@ -93,6 +95,8 @@ class Scheduler {
   std::int64_t kv_tokens_needed(const Live& live, std::int64_t tokens) const;
   void add_to_plan(StepPlan& plan, const Live& live, std::int64_t tokens);
   void finalize(StepPlan& plan) const;
+  // Draft tokens of `drafts` that `live`'s verification accepts (speculative decoding), from its own stream.
+  std::int64_t accepted_drafts(const Live& live, std::int64_t drafts) const;
 
   SchedulerConfig config_;
   KvBlockManager kv_;

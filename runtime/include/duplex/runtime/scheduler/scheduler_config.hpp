@@ -30,6 +30,8 @@ enum class BatchingPolicy : std::uint8_t {
 
 std::string to_string(BatchingPolicy p);
 
+inline constexpr int kMaxSpeculativeTokens = 16;  // draft tokens per step, at most
+
 struct SchedulerConfig {
   BatchingPolicy policy = BatchingPolicy::continuous;
   std::int64_t max_batch = 128;            // most requests running (admitted, unfinished) at once
@@ -44,6 +46,16 @@ struct SchedulerConfig {
   // in whole KV blocks of kv_block_tokens (the space is paged like the KV cache), never exceed this; 0 = no
   // bound. Otherwise >= kv_block_tokens. See Scheduler for the contract.
   std::int64_t prefill_capacity_tokens = 0;
+  // Speculative decoding: every decoding request verifies up to `speculative_tokens` draft tokens per step
+  // beside its last token (0: off; capped so that it never drafts past its output, and by the token budget).
+  // Each draft is accepted with probability `acceptance_rate`, independently, up to the first rejection (the
+  // i.i.d. model of Leviathan et al., ICML 2023: accepted ~ min(Geometric, drafts)); the step emits the
+  // accepted drafts plus one token of its own and keeps their K/V, the rejected drafts' K/V is dropped.
+  // `acceptance_seed` seeds the draws, one stream per (request, tokens emitted so far), so results do not
+  // depend on which requests share a step.
+  int speculative_tokens = 0;
+  double acceptance_rate = 0.0;
+  std::uint64_t acceptance_seed = 0;
 
   // Throws duplex::Error naming the bad field and the expected value.
   void validate() const;

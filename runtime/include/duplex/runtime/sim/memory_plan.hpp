@@ -34,7 +34,10 @@ struct MemoryPlan {
   double pim_device_bytes = 0;          // heterogeneous: HBM of one GPU's PIM devices together; else 0
   double pim_weight_bytes = 0;          // heterogeneous: expert weights on one GPU's PIM devices; else 0
   double reserve_bytes_per_device = 0;  // reserve_fraction x device_bytes
-  double kv_bytes_per_token = 0;        // one token of one request, all layers, on one device (its heads)
+  double kv_bytes_per_token = 0;        // one token of one request, all layers, on one device (its heads),
+                                        // a draft model's included
+  double draft_weight_bytes_per_device =
+      0;                                // a speculative draft model's weights, in weight_bytes_per_device
   std::int64_t kv_tokens = 0;           // KV tokens the whole system holds (all data-parallel replicas)
   std::int64_t kv_blocks(std::int64_t block_tokens) const { return kv_tokens / block_tokens; }
 
@@ -49,11 +52,22 @@ struct MemoryPlan {
   bool has_spaces() const { return !space_weight_bytes.empty(); }
 };
 
+// A speculative-decoding draft model on the same devices as the target: its weights (counted as non-expert
+// weights, spread evenly over the memory spaces) and its K/V per token join the target's.
+struct DraftFootprint {
+  double weight_bytes_per_device = 0;
+  double kv_bytes_per_token = 0;  // one token of one request, all its layers, on one device
+};
+DraftFootprint draft_footprint(const compiler::ModelSpec& draft, const compiler::ParallelLayout& layout);
+
+// K/V bytes of one token of one request, all layers, on one device of `layout` (its share of the heads).
+double kv_bytes_per_token(const compiler::ModelSpec& model, const compiler::ParallelLayout& layout);
+
 // Throws duplex::Error naming model, system and the figures when the weights do not fit; on a system with
 // memory spaces also when one space's weights exceed the space, or the prefill space(s) cannot hold the
 // reserve plus one KV block of `kv_block_tokens` tokens (>= 1).
 MemoryPlan plan_memory(const compiler::ModelSpec& model, const SystemSpec& system,
                        const compiler::ParallelLayout& layout, double reserve_fraction,
-                       std::int64_t kv_block_tokens = 1);
+                       std::int64_t kv_block_tokens = 1, const DraftFootprint& draft = {});
 
 }  // namespace duplex::runtime

@@ -32,6 +32,11 @@ struct SimulationOptions {
   // (the roofline of compiler/cost_model.hpp). Bank-PIM systems always use the analytical model.
   std::string pim_model = "cycle";
   std::string xpu_profile;         // a measured xPU profile CSV (sim/xpu_profile.hpp); "" = the xPU roofline
+  // Speculative decoding (scheduler.speculative_tokens > 0): the model proposing the draft tokens, run on the
+  // same devices (its own parallel layout) one decode pass per draft token before each step's verification,
+  // its weights and K/V in memory beside the target's; it must share the target's vocabulary. None: the
+  // drafts cost no device time (n-gram / prompt-lookup drafting on the host).
+  std::optional<compiler::ModelSpec> draft_model;
   // Optional: cycle-model memos shared with other runs of the same systems (a sweep's points; see
   // PimTimingMemos). Results do not change, only how often the timing engine runs.
   std::shared_ptr<PimTimingMemos> pim_memos;
@@ -82,6 +87,8 @@ struct SystemResult {
   std::int64_t requests = 0;
   std::int64_t generated_tokens = 0;
   std::int64_t preemptions = 0;
+  // Speculative decoding: draft tokens verified and accepted over the run (0 when off).
+  std::int64_t draft_tokens = 0, accepted_tokens = 0;
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;

@@ -1,0 +1,149 @@
+// Speculative decoding in the scheduler, worked by hand: a decoding request computes its last token plus up
+// to speculative_tokens drafts, capped by its output and the token budget; it emits the accepted drafts plus
+// one token at the step's end, keeps their K/V, and the draws follow the acceptance rate.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/scheduler/scheduler.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+SchedulerConfig speculative(int tokens, double acceptance, std::int64_t blocks = 64) {
+  SchedulerConfig c;
+  c.kv_capacity_blocks = blocks;
+  c.kv_block_tokens = 4;
+  c.speculative_tokens = tokens;
+  c.acceptance_rate = acceptance;
+  c.acceptance_seed = 7;
+  return c;
+}
+
+// Runs every step at 1 ms intervals until done; returns the plans.
+std::vector<StepPlan> run(Scheduler& s) {
+  std::vector<StepPlan> plans;
+  Time now;
+  while (s.has_unfinished()) {
+    plans.push_back(s.schedule(now));
+    now += ms(1);
+    s.update({plans.back().step, now});
+  }
+  return plans;
+}
+
+// Every draft accepted: after its prefill (1 token) a request of 10 output tokens drafts 3 per step and emits
+// 4, 4, then 1 (no drafts left: only 1 token remains); its K/V keeps every accepted draft.
+TEST(SpeculativeScheduler, AllAcceptedEmitsDraftsPlusOne) {
+  Scheduler s(speculative(3, 1.0));
+  s.add_request({0, Time{}, 5, 10});
+  const std::vector<StepPlan> plans = run(s);
+  ASSERT_EQ(plans.size(), 4u);
+  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 4, 5, TokenPhase::decode, true}));
+  EXPECT_EQ(plans[2].requests[0], (ScheduledRequest{0, 4, 9, TokenPhase::decode, true}));
+  EXPECT_EQ(plans[3].requests[0], (ScheduledRequest{0, 1, 13, TokenPhase::decode, true}));
+  EXPECT_EQ(plans[1].decode_requests, 1);
+  EXPECT_EQ(plans[1].total_tokens, 4);
+  const RequestRecord& r = s.records().at(0);
+  EXPECT_EQ(r.token_times,
+            (std::vector<Time>{ms(1), ms(2), ms(2), ms(2), ms(2), ms(3), ms(3), ms(3), ms(3), ms(4)}));
+  EXPECT_EQ(r.draft_tokens, 6);
+  EXPECT_EQ(r.accepted_tokens, 6);
+  EXPECT_EQ(s.kv().used_blocks(), 0);
+}
+
+// No draft accepted: every step still verifies 3 drafts (until the output cap) and emits one token; the
+// rejected drafts' K/V is dropped, so the next step's context grows by one.
+TEST(SpeculativeScheduler, NoneAcceptedEmitsOneTokenPerStep) {
+  Scheduler s(speculative(3, 0.0));
+  s.add_request({0, Time{}, 5, 6});
+  const std::vector<StepPlan> plans = run(s);
+  ASSERT_EQ(plans.size(), 6u);
+  for (std::size_t i = 1; i < plans.size(); ++i) {
+    const std::int64_t remaining = 6 - static_cast<std::int64_t>(i);  // outputs left before step i
+    EXPECT_EQ(plans[i].requests[0],
+              (ScheduledRequest{0, 1 + std::min<std::int64_t>(3, remaining - 1),
+                                5 + static_cast<std::int64_t>(i) - 1, TokenPhase::decode, true}))
+        << i;
+  }
+  EXPECT_EQ(s.records().at(0).draft_tokens, 3 + 3 + 2 + 1);
+  EXPECT_EQ(s.records().at(0).accepted_tokens, 0);
+}
+
+// The K/V a step needs covers the drafts: a request at 8 tokens in 4-token blocks verifying 3 drafts holds 3
+// blocks during the step.
+TEST(SpeculativeScheduler, KvCoversTheDrafts) {
+  Scheduler s(speculative(3, 0.0));
+  s.add_request({0, Time{}, 8, 5});
+  StepPlan p = s.schedule(Time{});
+  s.update({p.step, ms(1)});
+  p = s.schedule(ms(1));
+  EXPECT_EQ(p.requests[0].tokens, 4);
+  EXPECT_EQ(p.kv_blocks_used, 3);  // 8 + 4 tokens
+}
+
+// A token budget cuts the drafts: two decoding requests share a budget of 5 tokens, the older verifies 3
+// drafts (4 tokens), the younger only its last token.
+TEST(SpeculativeScheduler, TokenBudgetCutsDrafts) {
+  SchedulerConfig c = speculative(3, 0.0);
+  c.max_tokens_per_step = 5;
+  Scheduler s(c);
+  s.add_request({0, Time{}, 2, 8});
+  s.add_request({1, Time{}, 2, 8});
+  StepPlan p = s.schedule(Time{});
+  ASSERT_EQ(p.requests.size(), 2u);
+  s.update({p.step, ms(1)});
+  p = s.schedule(ms(1));
+  ASSERT_EQ(p.requests.size(), 2u);
+  EXPECT_EQ(p.requests[0].tokens, 4);
+  EXPECT_EQ(p.requests[1].tokens, 1);
+  EXPECT_EQ(p.total_tokens, 5);
+}
+
+// Accepted drafts per verification follow min(Geometric, drafts): over many requests the mean accepted
+// fraction of 4 drafts at acceptance 0.7 is (0.7 + 0.49 + 0.343 + 0.2401) / 4 = 0.4433. The draws are
+// a function of the seed, the request and its tokens so far: another seed draws differently.
+TEST(SpeculativeScheduler, AcceptanceFollowsTheRateAndTheSeed) {
+  auto fraction = [](std::uint64_t seed) {
+    SchedulerConfig c = speculative(4, 0.7, 4096);
+    c.acceptance_seed = seed;
+    c.max_batch = 400;
+    Scheduler s(c);
+    for (RequestId id = 0; id < 400; ++id)
+      s.add_request({id, Time{}, 4, 41});  // 40 outputs after the prefill
+    run(s);
+    std::int64_t drafts = 0, accepted = 0;
+    for (const auto& [id, r] : s.records()) {
+      drafts += r.draft_tokens;
+      accepted += r.accepted_tokens;
+    }
+    return std::pair{drafts, accepted};
+  };
+  const auto [drafts, accepted] = fraction(7);
+  // Capped verifications near the end of each request accept a slightly larger share; about 6000 draws.
+  EXPECT_NEAR(static_cast<double>(accepted) / static_cast<double>(drafts), 0.4433, 0.02);
+  EXPECT_EQ(fraction(7), fraction(7));
+  EXPECT_NE(fraction(7), fraction(8));
+}
+
+TEST(SpeculativeScheduler, BadSettingsAreErrors) {
+  auto error = [](int tokens, double acceptance) {
+    try {
+      Scheduler s(speculative(tokens, acceptance));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error(17, 0.5).find("speculative_tokens is 17; expected 0 (off) to 16"), std::string::npos);
+  EXPECT_NE(error(-1, 0.5).find("speculative_tokens is -1"), std::string::npos);
+  EXPECT_NE(error(2, 1.5).find("acceptance_rate is 1.5; expected a probability in [0, 1]"),
+            std::string::npos);
+  EXPECT_NE(error(2, std::nan("")).find("acceptance_rate is nan"), std::string::npos);
+  EXPECT_EQ(error(16, 1.0), "no error");
+}
+
+}  // namespace
+}  // namespace duplex::runtime

@@ -1,0 +1,146 @@
+// Speculative decoding in the serving simulator: a verification is decode attention with the drafts as more
+// query rows (one K/V stream), drafts from the host (ngram) cost no device time, a draft model's passes and
+// memory are charged, and the latency figures stay consistent.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "closed_loop_options.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/compiler/cost_model.hpp"
+#include "duplex/compiler/lower.hpp"
+#include "duplex/runtime/sim/cycle_pim_model.hpp"
+#include "duplex/runtime/sim/serving_simulator.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+// Layer 0's decode attention of 8 requests at context 1000 verifying `tokens` - 1 drafts each.
+compiler::Op verify_attention(const compiler::ModelSpec& model, const SystemSpec& sys, std::int64_t tokens) {
+  const auto layout = compiler::ParallelLayout::make(model, sys, 4);
+  compiler::BatchState b;
+  b.groups.push_back({8, 1000, tokens, false, tokens > 1});
+  for (const compiler::Op& op : compiler::lower(model, b, layout, compiler::Routing{}).ops)
+    if (op.layer == 0 && op.kind == compiler::OpKind::kAttentionDecode) return op;
+  ADD_FAILURE() << "no decode attention";
+  return {};
+}
+
+// On the Logic-PIM the drafts join the GQA group (8 heads per K/V head x 4 query tokens = 32 rows): the K/V
+// stream is read once, so verifying 3 drafts costs more than a decode and less than 4 decodes. Each K/V
+// head's softmax now takes 4x the rows, which the unit's pipeline (V(h) waits for softmax(h)) does not hide:
+// the cycle model lies above the analytical roofline, which overlaps them perfectly. (32 rows of FP16 scores
+// fill the 128 KiB softmax buffer at 2048 tokens: longer contexts run in passes.)
+TEST(SpeculativeTiming, VerificationReadsTheKvOnceForAllItsQueryRows) {
+  const auto model = compiler::load_model("llama3-70b");
+  const auto sys = load_system("duplex-pe");
+  CyclePimModel cycle(sys);
+  const compiler::Op one = verify_attention(model, sys, 1), four = verify_attention(model, sys, 4);
+  EXPECT_EQ(four.requests, 8);
+  EXPECT_EQ(four.query_tokens, 32);
+  const double t1 = cycle.time(one).si(), t4 = cycle.time(four).si();
+  EXPECT_GT(t4, 1.05 * t1);
+  EXPECT_LT(t4, 4.0 * t1);
+  const compiler::CostModel analytical(sys, compiler::ParallelLayout::make(model, sys, 4));
+  const double a1 = analytical.analytical_pim_time(one).si(), a4 = analytical.analytical_pim_time(four).si();
+  EXPECT_GT(a4, a1);
+  EXPECT_LT(a4, 4.0 * a1);
+  EXPECT_GT(t4, 0.99 * a4);
+}
+
+SimulationOptions run_options(int speculative, double acceptance) {
+  SimulationOptions o = testing::closed_loop_options(48, 256, 96, 16, 5, 0.0);
+  o.scheduler.speculative_tokens = speculative;
+  o.scheduler.acceptance_rate = acceptance;
+  o.scheduler.acceptance_seed = 5;
+  o.record_steps = true;
+  return o;
+}
+
+// Host drafts (ngram) all accepted: the same tokens in about a quarter of the decode steps, faster; none
+// accepted: the same tokens in as many steps as without drafts, each verifying 3 drafts for nothing, slower.
+TEST(SpeculativeSimulation, HostDraftsTradeVerificationWorkForSteps) {
+  const auto model = compiler::load_model("llama3-70b");
+  const SystemSpec gpu = load_system("gpu");
+  const SystemResult base = simulate(model, gpu, run_options(0, 0));
+  const SystemResult all = simulate(model, gpu, run_options(3, 1.0));
+  const SystemResult none = simulate(model, gpu, run_options(3, 0.0));
+  EXPECT_EQ(all.generated_tokens, base.generated_tokens);
+  EXPECT_EQ(none.generated_tokens, base.generated_tokens);
+  EXPECT_EQ(base.draft_tokens, 0);
+  EXPECT_EQ(all.accepted_tokens, all.draft_tokens);
+  EXPECT_GT(all.draft_tokens, 0);
+  EXPECT_EQ(none.accepted_tokens, 0);
+  EXPECT_LT(all.steps, base.steps / 3);
+  EXPECT_EQ(none.steps, base.steps);
+  EXPECT_GT(all.throughput_tok_s, 2.0 * base.throughput_tok_s);
+  EXPECT_LT(none.throughput_tok_s, base.throughput_tok_s);
+  EXPECT_EQ(all.to_json()["speculative"]["accepted_fraction"], 1.0);
+  EXPECT_FALSE(base.to_json().contains("speculative"));
+}
+
+// A step that emits n tokens gives each 1 / n of the time since the previous one: the mean gap times the gaps
+// is the time between first and last tokens, summed over requests.
+TEST(SpeculativeSimulation, TimeBetweenTokensSharesAStepAmongItsTokens) {
+  const auto model = compiler::load_model("llama3-70b");
+  const SystemResult r = simulate(model, load_system("duplex-pe"), run_options(3, 0.6));
+  double decode_ms = 0, gaps = 0;
+  for (const auto& [id, row] : r.request_rows) {
+    decode_ms += row["e2e_ms"].get<double>() - row["ttft_ms"].get<double>();
+    gaps += row["output_tokens"].get<double>() - 1;
+  }
+  EXPECT_NEAR(r.tbt_ms.mean * gaps, decode_ms, 1e-6 * decode_ms);
+  EXPECT_GT(r.tbt_ms.p50, 0.0);
+}
+
+// A draft model runs one decode pass per draft token on the same devices and keeps its weights and K/V there:
+// fewer KV blocks, more time per step than host drafts with the same acceptance draws.
+TEST(SpeculativeSimulation, ADraftModelCostsMemoryAndTime) {
+  const auto model = compiler::load_model("llama3-70b");
+  const SystemSpec gpu = load_system("gpu");
+  SimulationOptions o = run_options(3, 0.8);
+  const SystemResult host = simulate(model, gpu, o);
+  o.draft_model = compiler::load_model("llama-3.2-1b");
+  const SystemResult drafted = simulate(model, gpu, o);
+  EXPECT_EQ(drafted.draft_tokens, host.draft_tokens);  // the same draws: per request and tokens so far
+  EXPECT_EQ(drafted.accepted_tokens, host.accepted_tokens);
+  EXPECT_LT(drafted.kv_capacity_blocks, host.kv_capacity_blocks);
+  // Llama-3.2-1B's 1.236G parameters in BF16 over TP4.
+  EXPECT_NEAR(drafted.memory.draft_weight_bytes_per_device, o.draft_model->weight_bytes() / 4, 1.0);
+  EXPECT_GT(drafted.simulated_s, 1.05 * host.simulated_s);
+  EXPECT_GT(drafted.energy_j, host.energy_j);
+}
+
+TEST(SpeculativeSimulation, SameSeedSameResults) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = run_options(2, 0.7);
+  o.draft_model = compiler::load_model("llama-3.2-1b");
+  EXPECT_EQ(simulate(model, load_system("duplex-pe"), o).to_json(),
+            simulate(model, load_system("duplex-pe"), o).to_json());
+}
+
+TEST(SpeculativeSimulation, UnsupportedSetupsAreErrors) {
+  const auto llama = compiler::load_model("llama3-70b");
+  auto error = [&](const SystemSpec& sys, const SimulationOptions& o) {
+    try {
+      simulate(llama, sys, o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  SimulationOptions o = run_options(3, 0.8);
+  o.draft_model = compiler::load_model("tiny-dense");
+  EXPECT_NE(error(load_system("gpu"), o).find("draft model tiny-dense has a vocabulary of"),
+            std::string::npos);
+  o.draft_model = compiler::load_model("llama-3.2-1b");
+  o.scheduler.speculative_tokens = 0;
+  EXPECT_NE(error(load_system("gpu"), o).find("a draft model (llama-3.2-1b) without speculative decoding"),
+            std::string::npos);
+  EXPECT_NE(error(load_system("duplex-split"), run_options(3, 0.8))
+                .find("speculative decoding is modelled on one pool of devices only"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace duplex::runtime
