@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Markdown table of a design-knob study (bench/design/*.yaml run by `duplex sweep`): one row per point with its
-knob setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
+knob and speculative-decoding setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
 area per stack; a model column first when the study has several models. Usage: bench/design/table.py
 results/pim-design"""
 import csv
@@ -26,7 +26,10 @@ def main(folder):
     ok = [r for r in rows if r["status"] == "ok"]
     # The gpu point of the same setting: with the same knobs where the gpu has them (a knob on every system),
     # else without (a knob on the PIM systems only).
-    gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"], r["knobs"]): float(r["throughput_tok_s"])
+    # A speculative setting (its own column in combined.csv) is part of the point's setting, gpu's included.
+    for r in ok:
+        r["setting"] = "; ".join(x for x in (r["knobs"].replace(";", ", "), r.get("speculative", "")) if x)
+    gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"], r["setting"]): float(r["throughput_tok_s"])
            for r in ok if r["system"] == "gpu"}
     models = len({r["model"] for r in ok}) > 1
     print(("| model " if models else "") +
@@ -35,10 +38,10 @@ def main(folder):
     for r in ok:
         tput = float(r["throughput_tok_s"])
         setting = (r["model"], r["input_len"], r["output_len"], r["batch"])
-        base = gpu.get(setting + (r["knobs"],)) or gpu.get(setting + ("",))
+        base = gpu.get(setting + (r["setting"],)) or gpu.get(setting + (r.get("speculative", ""),))
         ratio = f"{tput / base:.2f}" if base else "-"
         mm2, die = area_cells(folder, r)
-        print((f"| {r['model']} " if models else "") + f"| {r['system']} | {r['knobs'].replace(';', ', ') or '-'} | {r['input_len']}, {r['output_len']} | "
+        print((f"| {r['model']} " if models else "") + f"| {r['system']} | {r['setting'] or '-'} | {r['input_len']}, {r['output_len']} | "
               f"{r['batch']} | {tput:.0f} | {ratio} | {float(r['energy_j_per_token']):.4f} | {mm2} | {die} |")
     return 1 if len(ok) < len(rows) else 0
 

@@ -94,6 +94,17 @@ PointRecord read_point(const fs::path& file, const std::string& id, const nlohma
         throw Error(fmt::format("{}: params.knobs: {} is not a [key, value] pair of strings", name, kv.dump()));
     p.system = system_label(p.system, &knobs);
   }
+  if (j.at("params").contains("speculative")) {  // a speculative variant: its own series too
+    const nlohmann::json& spec = need(j, "params.speculative", Want::object, name);
+    if (!spec.contains("tokens") || !spec["tokens"].is_number_integer() || !spec.contains("acceptance") ||
+        !spec["acceptance"].is_number() || !spec.contains("draft") || !spec["draft"].is_string())
+      throw Error(
+          fmt::format("{}: params.speculative: {} is not {{tokens: integer, acceptance: number, draft: "
+                      "string}}",
+                      name, spec.dump()));
+    if (const std::string text = speculative_text(&spec); !text.empty())
+      p.system = fmt::format("{} [{}]", p.system, text);
+  }
   p.load = need(j, "params.load", Want::string, name).get<std::string>();
   parse_load(p.load, name + ": params.load");  // throws for anything but closed / poisson:RATE
   p.input_len = need(j, "params.input_len", Want::number, name).get<std::int64_t>();

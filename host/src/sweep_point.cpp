@@ -32,6 +32,9 @@ runtime::SchedulerConfig scheduler_for(const SweepPoint& p, const StudyOptions& 
   s.max_tokens_per_step = o.max_tokens_per_step;
   s.chunked_prefill = o.chunked_prefill;
   s.kv_block_tokens = o.kv_block_tokens;
+  s.speculative_tokens = p.speculative.tokens;
+  s.acceptance_rate = p.speculative.acceptance;
+  s.acceptance_seed = o.seed;
   return s;
 }
 
@@ -43,6 +46,8 @@ nlohmann::json simulate_point(const SweepPoint& p, const StudyOptions& o) {
   sim.scheduler = scheduler_for(p, o);
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;  // the simulator rejects unknown names
+  if (p.speculative.tokens > 0 && p.speculative.draft != "ngram")
+    sim.draft_model = compiler::load_model(p.speculative.draft);
   // The points of one process share the cycle model's memos per system (same results, fewer simulations).
   static const auto memos = std::make_shared<runtime::PimTimingMemos>();
   sim.pim_memos = memos;

@@ -12,6 +12,8 @@
 #include "duplex/base/config_store.hpp"
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/model_spec.hpp"
+#include "duplex/runtime/scheduler/scheduler_config.hpp"
 #include "duplex/runtime/workload/synthetic_workload.hpp"
 #include "sweep_files.hpp"
 
@@ -92,7 +94,55 @@ void read_knobs(const ConfigNode& root, Study& s) {
   }
 }
 
+// speculative: [{tokens: 0}, {tokens: 3, acceptance: 0.8, draft: ngram}, ...]. A draft model is loaded now
+// and must share each model's vocabulary.
+void read_speculative(const ConfigNode& root, Study& s) {
+  for (const auto& n : non_empty_list(root, "speculative")) {
+    SpeculativeSetting x;
+    x.tokens = static_cast<int>(n.get_int("tokens", 0, runtime::kMaxSpeculativeTokens));
+    if (x.tokens == 0) {
+      n.finish();
+    } else {
+      x.acceptance = n.get<double>("acceptance");
+      if (!(x.acceptance >= 0 && x.acceptance <= 1))
+        n.fail("acceptance", fmt::format("{} is out of range", x.acceptance), "a probability in [0, 1]");
+      x.draft = n.get<std::string>("draft");
+      n.finish();
+      if (x.draft != "ngram") {
+        compiler::ModelSpec draft;
+        try {
+          draft = compiler::load_model(x.draft);
+        } catch (const ConfigError&) {
+          throw;
+        } catch (const Error& e) {
+          n.fail("draft", e.what(), "ngram or a draft model preset or file");
+        }
+        for (const auto& model : s.models)
+          if (compiler::load_model(model).vocab != draft.vocab)
+            n.fail("draft",
+                   fmt::format("{} has a vocabulary of {} tokens, model {} of {}", x.draft, draft.vocab,
+                               model, compiler::load_model(model).vocab),
+                   "a draft model sharing every model's vocabulary");
+      }
+    }
+    if (std::find(s.speculative.begin(), s.speculative.end(), x) != s.speculative.end())
+      throw ConfigError(n.file(), n.path(), "is listed twice", "each setting once");
+    s.speculative.push_back(std::move(x));
+  }
+}
+
 }  // namespace
+
+std::string SpeculativeSetting::text() const {
+  return tokens == 0 ? "" : fmt::format("speculative={}, acceptance={}, draft={}", tokens, acceptance, draft);
+}
+
+std::string speculative_text(const nlohmann::json* speculative) {
+  if (speculative == nullptr || speculative->at("tokens").get<int>() == 0) return "";
+  return SpeculativeSetting{speculative->at("tokens").get<int>(), speculative->at("acceptance").get<double>(),
+                            speculative->at("draft").get<std::string>()}
+      .text();
+}
 
 SweepLoad parse_load(const std::string& text, const std::string& where) {
   SweepLoad l;
@@ -142,6 +192,9 @@ nlohmann::json SweepPoint::params(const StudyOptions& options) const {
     for (const auto& [key, value] : knobs) k.push_back({key, value});
     p["knobs"] = k;
   }
+  if (speculative_axis)  // likewise
+    p["speculative"] = {
+        {"tokens", speculative.tokens}, {"acceptance", speculative.acceptance}, {"draft", speculative.draft}};
   return p;
 }
 
@@ -184,19 +237,36 @@ std::vector<SweepPoint> Study::points() const {
       for (const auto& setting : knob_settings_of(s)) {
         std::string knob_id;
         for (const auto& [key, value] : setting) knob_id += fmt::format("__{}-{}", file_safe(key), file_safe(value));
-        for (const auto& [in, outl] : lengths)
-          for (const auto b : batches)
-            for (const auto& l : loads) {
-              SweepPoint p{.id = {}, .model = m, .system = s, .knobs = setting, .knob_origin = file + ": knobs",
-                           .input_len = in, .output_len = outl, .batch = b, .load = l};
-              p.id = fmt::format("{}__{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), knob_id, in, outl, b,
-                                 file_safe(l.text));
-              if (!ids.insert(p.id).second)
-                throw Error(fmt::format("{}: two points get the name \"{}\" (model, system or knob names that differ "
-                                        "only in characters outside [A-Za-z0-9._-]); rename one",
-                                        file, p.id));
-              out.push_back(std::move(p));
-            }
+        const std::vector<SpeculativeSetting> drafts =
+            speculative.empty() ? std::vector<SpeculativeSetting>{SpeculativeSetting{}} : speculative;
+        for (const SpeculativeSetting& spec : drafts) {
+          const std::string spec_id = spec.tokens == 0 ? ""
+                                                       : fmt::format("__spec{}-a{}-{}", spec.tokens,
+                                                                     spec.acceptance, file_safe(spec.draft));
+          for (const auto& [in, outl] : lengths)
+            for (const auto b : batches)
+              for (const auto& l : loads) {
+                SweepPoint p{.id = {},
+                             .model = m,
+                             .system = s,
+                             .knobs = setting,
+                             .knob_origin = file + ": knobs",
+                             .speculative = spec,
+                             .speculative_axis = !speculative.empty(),
+                             .input_len = in,
+                             .output_len = outl,
+                             .batch = b,
+                             .load = l};
+                p.id = fmt::format("{}__{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), knob_id,
+                                   spec_id, in, outl, b, file_safe(l.text));
+                if (!ids.insert(p.id).second)
+                  throw Error(
+                      fmt::format("{}: two points get the name \"{}\" (model, system, knob or draft names "
+                                  "that differ only in characters outside [A-Za-z0-9._-]); rename one",
+                                  file, p.id));
+                out.push_back(std::move(p));
+              }
+        }
       }
   return out;
 }
@@ -270,6 +340,7 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
   if (root.has("pim_model")) o.pim_model = root.get_enum("pim_model", {"cycle", "analytical"});
   if (auto n = root.find("record")) read_record(*n, o);
   if (root.has("knobs")) read_knobs(root, s);
+  if (root.has("speculative")) read_speculative(root, s);
   root.finish();
   // Every system with every knob setting is read now (as strictly as a file): a bad key or value stops the
   // study before any point runs.

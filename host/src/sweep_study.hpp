@@ -22,6 +22,17 @@ struct SweepKnob {
   bool applies_to(const std::string& system) const;
 };
 
+// A speculative-decoding variant: `tokens` draft tokens per step (0: off), each accepted with probability
+// `acceptance`, proposed by `draft` ("ngram": on the host; else a model preset or file).
+struct SpeculativeSetting {
+  int tokens = 0;
+  double acceptance = 0;
+  std::string draft;
+  // "speculative=3, acceptance=0.8, draft=ngram"; "" when off.
+  std::string text() const;
+  bool operator==(const SpeculativeSetting&) const = default;
+};
+
 // One arrival variant: "closed" (closed loop, as many users as the max batch) or "poisson:RATE" (req/s).
 struct SweepLoad {
   std::string text;
@@ -54,6 +65,8 @@ struct SweepPoint {
   std::string model, system;
   std::vector<std::pair<std::string, std::string>> knobs;  // (key, value) set on the system, in study order
   std::string knob_origin;                                 // names the study's knobs in config errors
+  SpeculativeSetting speculative;                          // off unless the study has a speculative axis
+  bool speculative_axis = false;                           // the study lists speculative settings
   std::vector<ConfigOverride> overrides() const;
   std::int64_t input_len = 0, output_len = 0, batch = 0;
   SweepLoad load;
@@ -71,9 +84,10 @@ struct Study {
   std::vector<std::int64_t> batches;
   std::vector<SweepLoad> loads;
   std::vector<SweepKnob> knobs;
+  std::vector<SpeculativeSetting> speculative;  // empty: no speculative axis (every point without drafts)
   StudyOptions options;
-  // The points in a fixed order: models, then systems, knob values (the first knob slowest), lengths,
-  // batches, loads (the last varies fastest).
+  // The points in a fixed order: models, then systems, knob values (the first knob slowest), speculative
+  // settings, lengths, batches, loads (the last varies fastest).
   std::vector<SweepPoint> points() const;
   // The knob settings a system runs with: the cross product of the values of the knobs that apply to it
   // (the first knob varies slowest); one empty setting when none applies.
@@ -92,6 +106,8 @@ std::vector<ConfigOverride> knob_overrides(const std::vector<std::pair<std::stri
 std::string system_label(const std::string& system, const nlohmann::json* knobs);
 // "pim.clock=800MHz;memory.data_rate=6.4Gbps" (for CSV cells); "" without knobs.
 std::string knob_settings(const nlohmann::json* knobs);
+// params' "speculative" ({tokens, acceptance, draft}; absent or tokens 0: "") as SpeculativeSetting::text().
+std::string speculative_text(const nlohmann::json* speculative);
 
 // "closed" or "poisson:RATE"; duplex::Error naming `where` otherwise.
 SweepLoad parse_load(const std::string& text, const std::string& where);

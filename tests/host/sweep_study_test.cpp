@@ -181,6 +181,66 @@ TEST(SweepStudy, BadKnobsNameFileAndKey) {
             std::string::npos);
 }
 
+// A speculative axis: one set of points per setting, after the knobs; off (tokens 0) keeps the plain id, the
+// others name their drafts. params state the setting (only when the study has the axis), and so do reports.
+TEST(SweepStudy, SpeculativeSettingsMultiplyThePoints) {
+  const Study s = parse_study(R"(study: spec
+models: [llama3-70b]
+systems: [gpu, duplex-pe]
+lengths: [[64, 32]]
+batch: [4]
+requests: 8
+speculative:
+  - {tokens: 0}
+  - {tokens: 3, acceptance: 0.8, draft: ngram}
+  - {tokens: 2, acceptance: 0.6, draft: llama-3.2-1b}
+)",
+                              "study.yaml");
+  const auto points = s.points();
+  ASSERT_EQ(points.size(), 6u);
+  EXPECT_EQ(points[0].id, "llama3-70b__gpu__in64-out32__b4__closed");
+  EXPECT_EQ(points[1].id, "llama3-70b__gpu__spec3-a0.8-ngram__in64-out32__b4__closed");
+  EXPECT_EQ(points[5].id, "llama3-70b__duplex-pe__spec2-a0.6-llama-3.2-1b__in64-out32__b4__closed");
+  const nlohmann::json params = points[1].params(s.options);
+  EXPECT_EQ(params["speculative"],
+            nlohmann::json::parse(R"({"tokens": 3, "acceptance": 0.8, "draft": "ngram"})"));
+  EXPECT_EQ(speculative_text(&params["speculative"]), "speculative=3, acceptance=0.8, draft=ngram");
+  EXPECT_EQ(speculative_text(&points[0].params(s.options)["speculative"]), "");
+  EXPECT_FALSE(parse_study(kStudy, "study.yaml").points()[0].params(s.options).contains("speculative"));
+}
+
+TEST(SweepStudy, BadSpeculativeSettingsNameFileAndKey) {
+  const std::string base =
+      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  EXPECT_NE(error_of(base + "speculative: []\n").find("speculative: is an empty list"), std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 3, draft: ngram}]\n")
+                .find("speculative[0].acceptance: missing required key"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 3, acceptance: 0.5}]\n")
+                .find("speculative[0].draft: missing required key"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 17, acceptance: 0.5, draft: ngram}]\n")
+                .find("speculative[0].tokens"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 2, acceptance: 1.5, draft: ngram}]\n")
+                .find("speculative[0].acceptance: 1.5 is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 0, acceptance: 0.5}]\n")
+                .find("speculative[0].acceptance: unknown key"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(base + "speculative: [{tokens: 2, acceptance: 0.5, draft: tiny-dense}]\n")
+          .find(
+              "speculative[0].draft: tiny-dense has a vocabulary of 1024 tokens, model llama3-70b of 128256"),
+      std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 2, acceptance: 0.5, draft: no-such-model}]\n")
+                .find("speculative[0].draft"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(base + "speculative: [{tokens: 0}, {tokens: 0}]\n").find("speculative[1]: is listed twice"),
+      std::string::npos);
+}
+
 TEST(SweepStudy, MissingFileIsAClearError) {
   try {
     load_study("no/such/study.yaml");
