@@ -453,6 +453,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.shared_experts = f.integer_or("n_shared_experts", 0);
     m.shared_expert_ffn = m.expert_ffn;
     m.first_moe_layer = f.integer_or("first_k_dense_replace", 0);
+    m.mtp_layers = f.integer_or("num_nextn_predict_layers", 0);  // V3's multi-token prediction (a draft)
     if (f.integer_or("moe_layer_freq", 1) != 1)
       throw ConfigError(file, "moe_layer_freq", "values other than 1 are not supported", "1");
     m.weight_naming = WeightNaming::kDeepSeek;

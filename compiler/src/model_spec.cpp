@@ -167,6 +167,9 @@ std::int64_t ModelSpec::router_params() const {
 }
 
 std::int64_t ModelSpec::embedding_params() const {
+  // A multi-token-prediction module uses the target's embedding and LM head; it holds its fusion instead:
+  // eh_proj [hidden][2 hidden] and the norms of the embedding and of the hidden state.
+  if (mtp_module) return 2 * std::int64_t{hidden} * hidden + 2 * std::int64_t{hidden};
   const std::int64_t table = std::int64_t{vocab} * hidden;
   return table * (tie_embeddings ? 1 : 2) + std::int64_t{learned_positions} * hidden +
          (lm_head_bias ? std::int64_t{vocab} : 0);
@@ -461,6 +464,7 @@ ModelSpec read_model(const ConfigNode& n) {
                                           : WeightNaming::kMixtral;
   }
   m.vocab = count("vocab");
+  m.mtp_layers = count_or("mtp_layers", 0);
   m.tie_embeddings = n.get_or<bool>("tie_embeddings", false);
   m.lm_head_bias = n.get_or<bool>("lm_head_bias", false);
   m.learned_positions = count_or("learned_positions", 0);
@@ -528,6 +532,32 @@ ModelSpec read_model(const ConfigNode& n) {
   n.finish();
   m.validate();
   return m;
+}
+
+ModelSpec mtp_draft(const ModelSpec& m) {
+  if (m.mtp_layers < 1)
+    throw Error(
+        fmt::format("model {} has no multi-token-prediction module (mtp_layers 0); expected a model that "
+                    "states one (DeepSeek-V3: num_nextn_predict_layers 1) or another draft",
+                    m.name));
+  if (m.sliding_window > 0 || m.attention_chunk > 0 || !m.nope_layers.empty())
+    throw Error(
+        fmt::format("model {}: a multi-token-prediction module of a model with per-layer attention "
+                    "patterns (sliding window, chunks, NoPE layers) is not modelled",
+                    m.name));
+  ModelSpec d = m;
+  d.name = m.name + "-mtp";
+  d.layers = 1;
+  d.mtp_layers = 0;
+  d.mtp_module = true;
+  if (m.is_moe()) {  // one layer of the kind of m's last
+    const bool moe = m.is_moe_layer(m.layers - 1);
+    d.first_moe_layer = 0;
+    d.moe_every = 1;
+    d.dense_layers = moe ? std::vector<int>{} : std::vector<int>{0};
+  }
+  d.validate();
+  return d;
 }
 
 ModelSpec load_model(std::string_view name_or_path) {

@@ -119,6 +119,7 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"expert_dtype", dtype_name(model.expert_dtype)},
                 {"linear_dtype", dtype_name(model.linear_dtype)},
                 {"kv_dtype", dtype_name(model.kv_dtype)},
+                {"mtp_layers", model.mtp_layers},
                 {"weight_naming", weight_naming_name(model.weight_naming)}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
   nlohmann::json ops = nlohmann::json::array();

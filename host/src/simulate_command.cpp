@@ -127,8 +127,8 @@ void check_speculative_flags(const SimulateOptions& o) {
         "(it depends on the draft and the workload; no default)");
   if (o.draft.empty())
     throw Error(
-        "--speculative needs --draft: ngram (drafts proposed on the host, no device time) or a draft model "
-        "preset or file");
+        "--speculative needs --draft: ngram (drafts proposed on the host, no device time), mtp (the model's "
+        "multi-token-prediction module) or a draft model preset or file");
 }
 
 void run_simulate(const SimulateOptions& o) {
@@ -137,7 +137,8 @@ void run_simulate(const SimulateOptions& o) {
   sim.workload = o.workload.empty() ? workload_from_flags(o) : runtime::load_workload(o.workload);
   sim.scheduler = scheduler_from_flags(o);
   sim.scheduler.acceptance_seed = sim.workload.seed;
-  if (o.speculative > 0 && o.draft != "ngram") sim.draft_model = compiler::load_model(o.draft);
+  if (o.speculative > 0 && o.draft != "ngram")
+    sim.draft_model = o.draft == "mtp" ? compiler::mtp_draft(model) : compiler::load_model(o.draft);
   sim.devices = o.devices;
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;
@@ -218,8 +219,8 @@ void add_simulate_command(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   c->add_option(
       "--draft", o->draft,
-      "Who proposes the drafts: ngram (on the host, no device time) or a draft model preset or file, run on "
-      "the same devices");
+      "Who proposes the drafts: ngram (on the host, no device time), mtp (the model's multi-token-prediction "
+      "module, DeepSeek-V3's) or a draft model preset or file, run on the same devices");
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");

@@ -47,7 +47,8 @@ nlohmann::json simulate_point(const SweepPoint& p, const StudyOptions& o) {
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;  // the simulator rejects unknown names
   if (p.speculative.tokens > 0 && p.speculative.draft != "ngram")
-    sim.draft_model = compiler::load_model(p.speculative.draft);
+    sim.draft_model =
+        p.speculative.draft == "mtp" ? compiler::mtp_draft(model) : compiler::load_model(p.speculative.draft);
   // The points of one process share the cycle model's memos per system (same results, fewer simulations).
   static const auto memos = std::make_shared<runtime::PimTimingMemos>();
   sim.pim_memos = memos;

@@ -108,7 +108,17 @@ void read_speculative(const ConfigNode& root, Study& s) {
         n.fail("acceptance", fmt::format("{} is out of range", x.acceptance), "a probability in [0, 1]");
       x.draft = n.get<std::string>("draft");
       n.finish();
-      if (x.draft != "ngram") {
+      if (x.draft == "mtp") {
+        for (const auto& model : s.models) {
+          try {
+            (void)compiler::mtp_draft(compiler::load_model(model));
+          } catch (const ConfigError&) {
+            throw;
+          } catch (const Error& e) {
+            n.fail("draft", e.what(), "mtp only for models with a multi-token-prediction module");
+          }
+        }
+      } else if (x.draft != "ngram") {
         compiler::ModelSpec draft;
         try {
           draft = compiler::load_model(x.draft);

@@ -23,7 +23,8 @@ struct SweepKnob {
 };
 
 // A speculative-decoding variant: `tokens` draft tokens per step (0: off), each accepted with probability
-// `acceptance`, proposed by `draft` ("ngram": on the host; else a model preset or file).
+// `acceptance`, proposed by `draft` ("ngram": on the host; "mtp": the model's multi-token-prediction
+// module; else a model preset or file).
 struct SpeculativeSetting {
   int tokens = 0;
   double acceptance = 0;

@@ -4,7 +4,10 @@
 // where the same tokens as a prefill chunk would be prefill attention on the xPU.
 #include <gtest/gtest.h>
 
+#include "config_errors.hpp"
+#include "duplex/base/error.hpp"
 #include "duplex/compiler/cost_model.hpp"
+#include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/placement.hpp"
 
@@ -56,6 +59,70 @@ TEST(SpeculativeLowering, VerificationIsDecodeAttentionOverEveryToken) {
   const auto index = static_cast<std::size_t>(attn - g.ops.data());
   ASSERT_NE(placed.find(index), nullptr);
   EXPECT_EQ(placed.find(index)->unit, Unit::kPim);
+}
+
+// DeepSeek-V3's multi-token-prediction module as a draft: one MoE layer with MLA, its fusion (two norms and
+// eh_proj [2 hidden -> hidden]) before it, the target's embedding and LM head used but not held.
+TEST(MtpDraft, OneLayerOfTheModelWithItsFusionAndNoTables) {
+  const ModelSpec m = load_model("deepseek-v3");
+  EXPECT_EQ(m.mtp_layers, 1);
+  const ModelSpec d = mtp_draft(m);
+  EXPECT_EQ(d.name, "deepseek-v3-mtp");
+  EXPECT_EQ(d.layers, 1);
+  EXPECT_TRUE(d.mtp_module);
+  EXPECT_TRUE(d.is_moe_layer(0));
+  EXPECT_EQ(d.vocab, m.vocab);
+  // Parameters: the layer (any of m's MoE layers) plus the fusion; no embedding, no LM head.
+  const std::int64_t layer =
+      (m.params() - m.embedding_params() - std::int64_t{m.hidden}) / m.layers;  // rough
+  const std::int64_t fusion = 2 * std::int64_t{7168} * 7168 + 2 * 7168;
+  EXPECT_EQ(d.embedding_params(), fusion);
+  EXPECT_GT(d.params(), fusion + 11'000'000'000LL);  // 256 experts x 3 x 7168 x 2048 = 11.3G
+  EXPECT_LT(d.params(), fusion + 2 * layer);
+  const SystemSpec sys = load_system("gpu");
+  const ParallelLayout layout = ParallelLayout::make(d, sys, 16);
+  const Graph g = lower(d, BatchState::decode_batch(8, 512), layout, Routing{});
+  int fusion_ops = 0;
+  for (const Op& op : g.ops) {
+    if (op.name == "mtp.eh_proj") {
+      ++fusion_ops;
+      EXPECT_EQ(op.kind, OpKind::kOProj);
+      const std::int64_t tokens = 8 / layout.dp;  // one data-parallel replica's
+      EXPECT_EQ(op.m, tokens);
+      EXPECT_EQ(op.k, 2 * 7168);
+      EXPECT_EQ(op.n, 7168);  // replicated: whole on every device
+      EXPECT_DOUBLE_EQ(op.flops, 2.0 * static_cast<double>(tokens) * 7168 * 2 * 7168);
+    }
+    fusion_ops += op.name == "mtp.enorm" || op.name == "mtp.hnorm";
+    EXPECT_LE(op.layer, 0) << op.name;
+  }
+  EXPECT_EQ(fusion_ops, 3);
+  EXPECT_NE(find(g, OpKind::kLmHead, -1), nullptr);
+  EXPECT_NE(find(g, OpKind::kExpertFfn, 0), nullptr);
+}
+
+TEST(MtpDraft, ReadFromConfigAndRefusedWithoutAModule) {
+  const ModelSpec v3 = import_hf_config(
+      R"({"model_type": "deepseek_v3", "hidden_size": 256, "intermediate_size": 512, "moe_intermediate_size": 64,
+          "num_hidden_layers": 3, "num_attention_heads": 4, "n_routed_experts": 8, "num_experts_per_tok": 2,
+          "first_k_dense_replace": 1, "kv_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
+          "v_head_dim": 16, "vocab_size": 100, "n_group": 1, "topk_group": 1, "num_nextn_predict_layers": 1})",
+      "v3.json");
+  EXPECT_EQ(v3.mtp_layers, 1);
+  EXPECT_TRUE(mtp_draft(v3).is_moe_layer(0));
+  try {
+    mtp_draft(load_model("llama3-70b"));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("model llama3-70b has no multi-token-prediction module (mtp_layers 0)"),
+        std::string::npos)
+        << e.what();
+  }
+  EXPECT_NE(testing::model_yaml_error(
+                "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\nffn: 128\nmtp_layers: -1\n")
+                .find("x.yaml: mtp_layers"),
+            std::string::npos);
 }
 
 }  // namespace

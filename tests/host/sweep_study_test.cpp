@@ -239,6 +239,9 @@ TEST(SweepStudy, BadSpeculativeSettingsNameFileAndKey) {
   EXPECT_NE(
       error_of(base + "speculative: [{tokens: 0}, {tokens: 0}]\n").find("speculative[1]: is listed twice"),
       std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 1, acceptance: 0.8, draft: mtp}]\n")
+                .find("speculative[0].draft: model llama3-70b has no multi-token-prediction module"),
+            std::string::npos);
 }
 
 TEST(SweepStudy, MissingFileIsAClearError) {

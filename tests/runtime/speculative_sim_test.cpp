@@ -10,6 +10,7 @@
 #include "duplex/compiler/cost_model.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/runtime/sim/cycle_pim_model.hpp"
+#include "duplex/runtime/sim/memory_plan.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
 
 namespace duplex::runtime {
@@ -109,6 +110,29 @@ TEST(SpeculativeSimulation, ADraftModelCostsMemoryAndTime) {
   EXPECT_NEAR(drafted.memory.draft_weight_bytes_per_device, o.draft_model->weight_bytes() / 4, 1.0);
   EXPECT_GT(drafted.simulated_s, 1.05 * host.simulated_s);
   EXPECT_GT(drafted.energy_j, host.energy_j);
+}
+
+// A multi-token-prediction module drafts like a one-layer draft model that holds no embedding or LM head:
+// its weights in memory are its layer and fusion only.
+TEST(SpeculativeSimulation, TheMtpModuleDraftsWithItsOneLayer) {
+  compiler::ModelSpec model = compiler::load_model("tiny-deepseek-v3");
+  model.mtp_layers = 1;
+  SimulationOptions o = testing::closed_loop_options(16, 64, 24, 8, 3, 0.0);
+  o.scheduler.speculative_tokens = 2;
+  o.scheduler.acceptance_rate = 0.85;
+  const SystemResult host = simulate(model, load_system("duplex-pe"), o);
+  o.draft_model = compiler::mtp_draft(model);
+  const SystemResult mtp = simulate(model, load_system("duplex-pe"), o);
+  EXPECT_EQ(mtp.accepted_tokens, host.accepted_tokens);
+  EXPECT_GT(mtp.simulated_s, host.simulated_s);
+  const compiler::ParallelLayout layout =
+      compiler::ParallelLayout::make(*o.draft_model, load_system("duplex-pe"), 4);
+  EXPECT_DOUBLE_EQ(mtp.memory.draft_weight_bytes_per_device,
+                   draft_footprint(*o.draft_model, layout).weight_bytes_per_device);
+  const double tables = 2.0 * model.vocab * model.hidden * 2;  // what a draft with its own tables would add
+  EXPECT_LT(o.draft_model->weight_bytes(), model.weight_bytes() / model.layers * 2 + tables / 4);
+  EXPECT_EQ(o.draft_model->embedding_params(),
+            2 * std::int64_t{model.hidden} * model.hidden + 2 * model.hidden);
 }
 
 TEST(SpeculativeSimulation, SameSeedSameResults) {

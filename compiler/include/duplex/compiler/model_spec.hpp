@@ -124,6 +124,14 @@ struct ModelSpec {
   // q / k norms and RoPE; DBRX attn_config.clip_qkv); 0 = unclamped. GQA only.
   double clip_qkv = 0;
   WeightNaming weight_naming = WeightNaming::kMixtral;
+  // Multi-token-prediction modules the release carries after its layers (DeepSeek-V3's
+  // num_nextn_predict_layers: 1); not in params() or the weights: they serve only as a speculative draft
+  // (mtp_draft, `duplex simulate --draft mtp`).
+  int mtp_layers = 0;
+  // This spec is such a module as a draft model (set by mtp_draft, not a YAML key): before its layer it
+  // normalizes the token's embedding and the previous hidden state and projects the pair back to hidden
+  // (eh_proj [hidden][2 hidden]); it shares the target's embedding and LM head, which it does not hold.
+  bool mtp_module = false;
   int vocab = 0;
   bool tie_embeddings = false;
   bool lm_head_bias = false;    // the LM head adds a bias [vocab] to the logits (Phi-3.5-MoE lm_head_bias)
@@ -208,6 +216,12 @@ const char* activation_name(Activation a);
 const char* weight_naming_name(WeightNaming n);
 // "softmax_topk", "sparsemixer", "group_limited_greedy", "noaux_tc", "sigmoid_topk"
 const char* router_name(Router r);
+
+// The first multi-token-prediction module of `m` (m.mtp_layers >= 1) as a draft model, "<name>-mtp": one
+// decoder layer of the kind of m's last layer (MoE when that is), mtp_module set. duplex::Error naming the
+// model when it has no such module, or per-layer attention patterns (windows, chunks, NoPE layers) the
+// module's single layer could not state.
+ModelSpec mtp_draft(const ModelSpec& m);
 
 // Strict reader of our YAML schema (configs/models/README.md).
 ModelSpec read_model(const ConfigNode& n);
