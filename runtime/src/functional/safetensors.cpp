@@ -1053,16 +1053,9 @@ ModelWeights load_checkpoint(const std::string& path) {
   const nlohmann::json j = nlohmann::json::parse(read_file(config.string()), nullptr, false);
   CheckpointLayout layout;
   if (!text_model_type(j).empty()) layout.prefix = "language_model.";
-  if (spec.weight_naming == compiler::WeightNaming::kDeepSeek && j.contains("num_nextn_predict_layers")) {
-    const nlohmann::json& n = j["num_nextn_predict_layers"];
-    if (!n.is_number_integer() || n.get<long long>() < 0 || n.get<long long>() > 64)
-      throw Error(
-          fmt::format("{}: num_nextn_predict_layers: {} is not a count of layers; expected an integer "
-                      "0..64",
-                      config.string(), n.dump()));
-    for (int i = 0; i < n.get<int>(); ++i)
-      layout.extra.push_back(fmt::format("model.layers.{}.", spec.layers + i));
-  }
+  // DeepSeek's multi-token-prediction layers (num_nextn_predict_layers, read by the compiler as mtp_layers).
+  for (int i = 0; i < spec.mtp_layers; ++i)
+    layout.extra.push_back(fmt::format("model.layers.{}.", spec.layers + i));
   ModelWeights w = tensors.string().ends_with(".index.json")
                        ? read_sharded_safetensors(tensors.string(), spec, layout)
                        : read_safetensors(tensors.string(), spec, layout);

@@ -1,6 +1,7 @@
 #pragma once
 // Test helpers for checkpoint files: a safetensors file as its parsed header and data bytes, to corrupt,
-// rename or extend by hand and save back; and the message of the duplex::Error a call throws.
+// rename or extend by hand and save back; the message of the duplex::Error a call throws; and a check that
+// each of a list of corruptions is reported naming the file.
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -9,8 +10,13 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
 
 #include "duplex/base/error.hpp"
+#include "duplex/runtime/functional/safetensors.hpp"
 
 namespace duplex::runtime::functional::testing {
 
@@ -56,6 +62,27 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "no error";
+}
+
+// A corruption of a written checkpoint's model.safetensors, and what the error reading it then says after
+// "<that file>: ".
+using Corruption = std::pair<std::function<void(RawFile&)>, std::string>;
+
+// For each case: writes `weights` as a checkpoint in `dir`, corrupts its model.safetensors, and expects
+// load_checkpoint to fail naming the file and saying the case's text; removes `dir` after each.
+inline void expect_corruptions_named(const ModelWeights& weights, const std::filesystem::path& dir,
+                                     const std::vector<Corruption>& cases) {
+  for (const auto& [corrupt, expected] : cases) {
+    std::filesystem::remove_all(dir);
+    write_checkpoint(dir.string(), weights);
+    RawFile f(dir / "model.safetensors");
+    corrupt(f);
+    f.save(dir / "model.safetensors");
+    const std::string error = error_of([&] { load_checkpoint(dir.string()); });
+    EXPECT_NE(error.find((dir / "model.safetensors").string() + ": " + expected), std::string::npos)
+        << "expected: " << expected << "\ngot: " << error;
+    std::filesystem::remove_all(dir);
+  }
 }
 
 }  // namespace duplex::runtime::functional::testing

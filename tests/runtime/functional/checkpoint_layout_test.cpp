@@ -179,7 +179,7 @@ TEST(DeepSeekCheckpoint, MultiTokenPredictionLayersAreSkippedWhenStated) {
   with_mtp("one");
   EXPECT_NE(error_of([&] {
               load_checkpoint(dir.string());
-            }).find("config.json: num_nextn_predict_layers: \"one\" is not a count of layers"),
+            }).find("config.json: num_nextn_predict_layers: \"one\" is not a non-negative integer"),
             std::string::npos);
   fs::remove_all(dir);
 }

@@ -26,7 +26,9 @@ namespace duplex::runtime::functional {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Corruption;
 using testing::error_of;
+using testing::expect_corruptions_named;
 using testing::RawFile;
 
 compiler::ModelSpec fp8_mixtral() {
@@ -154,7 +156,7 @@ TEST(Fp8ChannelCheckpoint, EachRowHasItsOwnScale) {
 TEST(Fp8ChannelCheckpoint, MalformedScalesAreNamed) {
   const ModelWeights w = random_weights(fp8_mixtral(), 6);
   const std::string name = "model.layers.1.block_sparse_moe.experts.2.w3.weight";
-  const std::vector<std::pair<std::function<void(RawFile&)>, std::string>> cases = {
+  const std::vector<Corruption> cases = {
       {[&](RawFile& f) { f.header.erase(name + "_scale"); },
        "tensor " + name + "_scale is missing (FP8 matrix, shape [512, 1])"},
       {[&](RawFile& f) { f.header[name + "_scale"]["dtype"] = "I32"; },
@@ -169,17 +171,7 @@ TEST(Fp8ChannelCheckpoint, MalformedScalesAreNamed) {
        },
        name + ": the scale of block [9][0] is -1"},
   };
-  for (const auto& [corrupt, expected] : cases) {
-    const fs::path dir = scratch("bad");
-    write_checkpoint(dir.string(), w);
-    RawFile f(dir / "model.safetensors");
-    corrupt(f);
-    f.save(dir / "model.safetensors");
-    const std::string error = error_of([&] { load_checkpoint(dir.string()); });
-    EXPECT_NE(error.find((dir / "model.safetensors").string() + ": " + expected), std::string::npos)
-        << "expected: " << expected << "\ngot: " << error;
-    fs::remove_all(dir);
-  }
+  expect_corruptions_named(w, scratch("bad"), cases);
 }
 
 // One quantization_config states one method: per-channel projections beside block-scaled experts are refused

@@ -25,7 +25,9 @@ namespace duplex::runtime::functional {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Corruption;
 using testing::error_of;
+using testing::expect_corruptions_named;
 using testing::RawFile;
 
 compiler::ModelSpec fp8_deepseek() {
@@ -145,7 +147,7 @@ TEST(Fp8Checkpoint, ArbitraryScalesAreReadAndNotWrittenBack) {
 TEST(Fp8Checkpoint, MalformedTensorsAreNamed) {
   const ModelWeights w = random_weights(fp8_deepseek(), 6);
   const std::string name = "model.layers.2.mlp.experts.5.up_proj.weight";
-  const std::vector<std::pair<std::function<void(RawFile&)>, std::string>> cases = {
+  const std::vector<Corruption> cases = {
       {[&](RawFile& f) { f.header.erase(name + "_scale_inv"); },
        "tensor " + name + "_scale_inv is missing (FP8 matrix, shape [1, 2])"},
       {[&](RawFile& f) { f.header[name]["dtype"] = "BF16"; },
@@ -156,17 +158,7 @@ TEST(Fp8Checkpoint, MalformedTensorsAreNamed) {
        },
        "tensor " + name + "_scale_inv: shape [2, 1]; expected [1, 2]"},
   };
-  for (const auto& [corrupt, expected] : cases) {
-    const fs::path dir = scratch("bad");
-    write_checkpoint(dir.string(), w);
-    RawFile f(dir / "model.safetensors");
-    corrupt(f);
-    f.save(dir / "model.safetensors");
-    const std::string error = error_of([&] { load_checkpoint(dir.string()); });
-    EXPECT_NE(error.find((dir / "model.safetensors").string() + ": " + expected), std::string::npos)
-        << "expected: " << expected << "\ngot: " << error;
-    fs::remove_all(dir);
-  }
+  expect_corruptions_named(w, scratch("bad"), cases);
 }
 
 // FP8 experts need a per-matrix layout: the fused expert tensors of gpt-oss / Llama 4 / DBRX have none.
