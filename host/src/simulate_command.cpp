@@ -60,7 +60,7 @@ struct SimulateOptions {
   std::string xpu_profile;
   int speculative = 0;     // draft tokens per step (0: off)
   double acceptance = -1;  // per-draft acceptance probability; required with --speculative
-  std::string draft;       // ngram | a model preset or file; required with --speculative
+  std::string draft;       // ngram | mtp | a model preset or file; required with --speculative
   int devices = 0;
   std::string out_dir;
   std::int64_t timeline_steps = 64;

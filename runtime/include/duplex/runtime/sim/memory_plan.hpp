@@ -36,8 +36,7 @@ struct MemoryPlan {
   double reserve_bytes_per_device = 0;  // reserve_fraction x device_bytes
   double kv_bytes_per_token = 0;        // one token of one request, all layers, on one device (its heads),
                                         // a draft model's included
-  double draft_weight_bytes_per_device =
-      0;                                // a speculative draft model's weights, in weight_bytes_per_device
+  double draft_weight_bytes_per_device = 0;  // a draft model's, in weight_bytes_per_device
   std::int64_t kv_tokens = 0;           // KV tokens the whole system holds (all data-parallel replicas)
   std::int64_t kv_blocks(std::int64_t block_tokens) const { return kv_tokens / block_tokens; }
 
