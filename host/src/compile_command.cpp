@@ -4,11 +4,12 @@
 #include <string>
 
 #include "commands.hpp"
-#include "system_overrides.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/report.hpp"
+#include "duplex/runtime/scheduler/scheduler_config.hpp"
 #include "routing_option.hpp"
+#include "system_overrides.hpp"
 
 namespace duplex::host {
 namespace {
@@ -20,6 +21,7 @@ struct CompileOptions {
   std::int64_t batch = 64;
   std::int64_t context = 2048;
   std::int64_t prefill_tokens = 0;
+  int drafts = 0;  // speculative decoding: draft tokens each decoding request verifies (0: plain decodes)
   int devices = 0;
   std::string routing = "uniform";
   bool json = false;
@@ -33,7 +35,11 @@ void run_compile(const CompileOptions& o) {
   const SystemSpec system = load_system(o.system, parse_sets(o.sets));
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   const ParallelLayout layout = ParallelLayout::make(model, system, devices);
-  const BatchState batch = BatchState::decode_batch(o.batch, o.context, o.prefill_tokens);
+  BatchState batch = BatchState::decode_batch(o.batch, o.context, o.prefill_tokens);
+  if (o.drafts > 0 && o.batch > 0) {  // the decoding requests verify their drafts (RequestGroup::verify)
+    batch.groups.front().tokens = 1 + o.drafts;
+    batch.groups.front().verify = true;
+  }
   const Routing routing = routing_for_step(o.routing, model, batch.tokens());
   const ExecutionPlan plan =
       place(lower(model, batch, layout, routing, LowerOptions::for_system(system)), CostModel(system, layout));
@@ -46,9 +52,11 @@ void run_compile(const CompileOptions& o) {
               format_count(static_cast<double>(model.params())).c_str(),
               format_count(static_cast<double>(model.active_params())).c_str(), window.empty() ? "" : ", ",
               window.c_str(), system.name.c_str(), system.description.c_str(), layout.describe().c_str());
-  std::printf("step: %lld decode requests at context %lld + %lld prefill tokens; one device's share below\n\n",
-              static_cast<long long>(o.batch), static_cast<long long>(o.context),
-              static_cast<long long>(o.prefill_tokens));
+  std::printf(
+      "step: %lld decode requests at context %lld%s + %lld prefill tokens; one device's share below\n\n",
+      static_cast<long long>(o.batch), static_cast<long long>(o.context),
+      o.drafts > 0 ? fmt::format(", each verifying {} draft tokens", o.drafts).c_str() : "",
+      static_cast<long long>(o.prefill_tokens));
   if (o.graph) std::fputs(dump_graph(plan.graph).c_str(), stdout);
   if (!o.summary) std::fputs(dump_plan(plan).c_str(), stdout);
   std::puts("");
@@ -72,6 +80,10 @@ void add_compile_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   c->add_option("--prefill-tokens", opts->prefill_tokens, "Tokens of one new request prefilling in the step")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
+  c->add_option("--drafts", opts->drafts,
+                "Speculative decoding: draft tokens each decoding request verifies in the step (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, runtime::kMaxSpeculativeTokens));
   c->add_option("--devices", opts->devices, "Devices (default: the system's count for the model)")
       ->check(CLI::PositiveNumber);
   c->add_option("--routing", opts->routing,

@@ -165,6 +165,27 @@ TEST(CompileCli, Fp8DynamicReleaseConfigStatesEachOpsFormat) {
   EXPECT_EQ(formats["lm_head"], "bf16");
 }
 
+// A speculative verification step: the decoding requests' attention stays decode attention (no prefill
+// attention appears), each op with 4x the FLOPs for 1 + 3 query rows per request; placement picks its unit.
+TEST(CompileCli, DraftsMakeAVerificationStep) {
+  const std::string base = "compile --model llama3-70b --system duplex-pe --batch 32 --context 1024 --json";
+  const CliRun plain = run(base), verify = run(base + " --drafts 3");
+  ASSERT_EQ(plain.exit_code, 0) << plain.out;
+  ASSERT_EQ(verify.exit_code, 0) << verify.out;
+  auto attention = [](const std::string& out) {
+    std::map<std::string, double> flops;  // kind -> FLOPs over every layer
+    const nlohmann::json j = nlohmann::json::parse(out);
+    for (const auto& op : j["ops"])
+      if (op["kind"] == "attn_decode" || op["kind"] == "attn_prefill")
+        flops[op["kind"].get<std::string>()] += op["flops"].get<double>();
+    return flops;
+  };
+  const auto a = attention(plain.out), b = attention(verify.out);
+  EXPECT_EQ(b.count("attn_prefill"), 0u);
+  EXPECT_NEAR(b.at("attn_decode") / a.at("attn_decode"), 4.0, 0.01);
+  EXPECT_NE(run("compile --drafts 17").exit_code, 0);
+}
+
 TEST(CompileCli, DeepSeekRoutingMlaAndPartialRopeAreStated) {
   const CliRun r = run("compile --model deepseek-v2 --system duplex-pe --batch 8 --context 512 --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;
