@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
@@ -53,6 +54,14 @@ struct RawFile {
     out << text << data;
   }
 };
+
+// An empty temporary directory path, <tmp>/duplex_<what>_<pid> (removed if it exists; not created).
+inline std::filesystem::path scratch_dir(const std::string& what) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("duplex_" + what + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  return dir;
+}
 
 // The message of the duplex::Error f throws, or "no error".
 inline std::string error_of(const std::function<void()>& f) {

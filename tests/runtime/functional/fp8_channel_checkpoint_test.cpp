@@ -36,9 +36,7 @@ compiler::ModelSpec fp8_mixtral() {
 }
 
 fs::path scratch(const std::string& what) {
-  const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_fp8ch_{}_{}", what, ::getpid());
-  fs::remove_all(dir);
-  return dir;
+  return testing::scratch_dir("fp8ch_" + what);
 }
 
 std::string read_text(const fs::path& path) {

@@ -35,9 +35,7 @@ compiler::ModelSpec fp8_deepseek() {
 }
 
 fs::path scratch(const std::string& what) {
-  const fs::path dir = fs::temp_directory_path() / fmt::format("duplex_fp8_{}_{}", what, ::getpid());
-  fs::remove_all(dir);
-  return dir;
+  return testing::scratch_dir("fp8_" + what);
 }
 
 // The release layout: every projection, dense FFN and expert matrix F8_E4M3 with an F32 scale per 128 x 128
