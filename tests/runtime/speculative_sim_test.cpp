@@ -102,7 +102,21 @@ TEST(SpeculativeSimulation, ADraftModelCostsMemoryAndTime) {
   SimulationOptions o = run_options(3, 0.8);
   const SystemResult host = simulate(model, gpu, o);
   o.draft_model = compiler::load_model("llama-3.2-1b");
+  o.timeline_steps = 3;
   const SystemResult drafted = simulate(model, gpu, o);
+  // The timeline shows a step's draft passes first (ops "draft<i>.*"), then its verification, end to end.
+  int draft_plans = 0;
+  for (std::size_t i = 0; i < drafted.timeline.size(); ++i) {
+    const TimelineStep& t = drafted.timeline[i];
+    const bool draft = t.plan.graph.ops.front().name.starts_with("draft");
+    draft_plans += draft;
+    if (i + 1 < drafted.timeline.size() && drafted.timeline[i + 1].step == t.step) {
+      EXPECT_TRUE(draft) << i;
+      EXPECT_NEAR(drafted.timeline[i + 1].start_s, t.start_s + t.plan.total().si(), 1e-12) << i;
+    }
+  }
+  EXPECT_EQ(drafted.timeline.back().step, 2);
+  EXPECT_GT(draft_plans, 0);
   EXPECT_EQ(drafted.draft_tokens, host.draft_tokens);  // the same draws: per request and tokens so far
   EXPECT_EQ(drafted.accepted_tokens, host.accepted_tokens);
   EXPECT_LT(drafted.kv_capacity_blocks, host.kv_capacity_blocks);

@@ -54,7 +54,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
         std::make_unique<StepExecutor>(*o.draft_model, system, *draft_layout_, router, pim_fn, xpu_fn);
 }
 
-void Pool::add_draft_passes(const StepPlan& plan, StepCost& c) {
+void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compiler::ExecutionPlan>* plans) {
   if (!draft_executor_) return;
   // Draft pass i (1-based) proposes the i-th draft token of every request verifying at least i: one decode
   // token each, over its context so far (the draft model caches the same tokens as the target).
@@ -66,18 +66,25 @@ void Pool::add_draft_passes(const StepPlan& plan, StepCost& c) {
       if (r.phase == TokenPhase::decode && r.tokens - 1 >= i)
         pass.requests.push_back({r.id, 1, r.context_len + i - 1, TokenPhase::decode, true});
     if (pass.requests.empty()) return;
-    const StepCost d = draft_executor_->execute(pass);
+    StepCost d = draft_executor_->execute(pass);
     c.time += d.time;
     c.xpu_busy += d.xpu_busy;
     c.pim_busy += d.pim_busy;
     c.link_busy += d.link_busy;
     c.energy.add(d.energy);
+    if (plans == nullptr) continue;
+    for (compiler::Op& op : d.plan.graph.ops) op.name = "draft" + std::to_string(i) + "." + op.name;
+    plans->push_back(std::move(d.plan));
   }
 }
 
 Time Pool::step(const StepPlan& plan) {
   StepCost c = executor_->execute(plan);
-  add_draft_passes(plan, c);  // speculative decoding: before the verification, on the same devices
+  // Speculative decoding: the draft passes run before the verification, on the same devices; a recorded step
+  // shows them in its timeline first.
+  const bool recorded = totals_.steps < options_.timeline_steps;
+  std::vector<compiler::ExecutionPlan> drafts;
+  add_draft_passes(plan, c, recorded ? &drafts : nullptr);
   totals_.energy.add(c.energy);
   totals_.xpu_busy += c.xpu_busy * devices_;
   totals_.pim_busy += c.pim_busy * devices_;
@@ -107,7 +114,15 @@ Time Pool::step(const StepPlan& plan) {
     row.energy_j = c.energy.total().si();
     result_.step_rows.push_back(row);
   }
-  if (index < options_.timeline_steps) result_.timeline.push_back({index, plan.start.si(), std::move(c.plan)});
+  if (recorded) {
+    Time at = plan.start;
+    for (compiler::ExecutionPlan& d : drafts) {
+      const Time length = d.total();
+      result_.timeline.push_back({index, at.si(), std::move(d)});
+      at += length;
+    }
+    result_.timeline.push_back({index, at.si(), std::move(c.plan)});
+  }
   return c.time;
 }
 

@@ -50,8 +50,8 @@ class Pool {
   std::optional<compiler::ParallelLayout> draft_layout_;
   std::unique_ptr<StepExecutor> draft_executor_;  // speculative decoding with a draft model
   // Adds to c the draft model's passes before `plan`'s verification (none without a draft model): their time,
-  // busy times and energy.
-  void add_draft_passes(const StepPlan& plan, StepCost& c);
+  // busy times and energy; appends their plans to `plans` when given (op names prefixed "draft<i>.").
+  void add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compiler::ExecutionPlan>* plans);
   std::unique_ptr<Scheduler> scheduler_;
   SystemResult& result_;
   RunTotals& totals_;

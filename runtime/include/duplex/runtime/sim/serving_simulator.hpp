@@ -58,6 +58,8 @@ struct StepRow {
   double xpu_busy_us = 0, pim_busy_us = 0, link_us = 0, energy_j = 0;
 };
 
+// One plan of a recorded step, from start_s: the step's, or (speculative decoding with a draft model) one of
+// its draft passes, which come first with the same step number and ops named "draft<i>.*".
 struct TimelineStep {
   std::int64_t step = 0;
   double start_s = 0;
