@@ -68,7 +68,7 @@ class Lowering {
     g_.model = m_.name;
     g_.devices = p_.devices;
     embedding();
-    if (m_.mtp_module) mtp_fusion();
+    if (m_.draft_head) head_fusion();
     for (int l = 0; l < m_.layers; ++l) layer(l);
     norm(-1, "final_norm");
     lm_head();
@@ -139,13 +139,13 @@ class Lowering {
     if (m_.scale_embedding) o.flops += static_cast<double>(tokens_) * m_.hidden;  // x sqrt(hidden) (Gemma)
   }
 
-  // A multi-token-prediction module (ModelSpec::mtp_module) first normalizes the token's embedding and the
-  // previous hidden state and projects the pair to hidden: eh_proj, a projection GEMM [2 hidden -> hidden]
+  // A draft head (ModelSpec::draft_head: an MTP module, an EAGLE head) first normalizes the token's embedding
+  // and the target's hidden state and projects the pair to hidden: a projection GEMM [2 hidden -> hidden]
   // (timed as one, kind o_proj), replicated on every device (its inputs are whole), in dtype.
-  void mtp_fusion() {
-    norm(-1, "mtp.enorm");
-    norm(-1, "mtp.hnorm");
-    gemm(OpKind::kOProj, -1, "mtp.eh_proj", tokens_, m_.hidden, 2 * std::int64_t{m_.hidden}, 1, m_.hidden);
+  void head_fusion() {
+    norm(-1, "head.enorm");
+    norm(-1, "head.hnorm");
+    gemm(OpKind::kOProj, -1, "head.fuse", tokens_, m_.hidden, 2 * std::int64_t{m_.hidden}, 1, m_.hidden);
   }
 
   void collective(OpKind kind, int layer, const char* name, std::int64_t rows, int peers) {

@@ -167,9 +167,9 @@ std::int64_t ModelSpec::router_params() const {
 }
 
 std::int64_t ModelSpec::embedding_params() const {
-  // A multi-token-prediction module uses the target's embedding and LM head; it holds its fusion instead:
-  // eh_proj [hidden][2 hidden] and the norms of the embedding and of the hidden state.
-  if (mtp_module) return 2 * std::int64_t{hidden} * hidden + 2 * std::int64_t{hidden};
+  // A draft head uses the target's embedding and LM head; it holds its fusion instead: the projection
+  // [hidden][2 hidden] and the norms of the embedding and of the hidden state.
+  if (draft_head) return 2 * std::int64_t{hidden} * hidden + 2 * std::int64_t{hidden};
   const std::int64_t table = std::int64_t{vocab} * hidden;
   return table * (tie_embeddings ? 1 : 2) + std::int64_t{learned_positions} * hidden +
          (lm_head_bias ? std::int64_t{vocab} : 0);
@@ -465,6 +465,7 @@ ModelSpec read_model(const ConfigNode& n) {
   }
   m.vocab = count("vocab");
   m.mtp_layers = count_or("mtp_layers", 0);
+  m.draft_head = n.get_or<bool>("draft_head", false);
   m.tie_embeddings = n.get_or<bool>("tie_embeddings", false);
   m.lm_head_bias = n.get_or<bool>("lm_head_bias", false);
   m.learned_positions = count_or("learned_positions", 0);
@@ -549,7 +550,7 @@ ModelSpec mtp_draft(const ModelSpec& m) {
   d.name = m.name + "-mtp";
   d.layers = 1;
   d.mtp_layers = 0;
-  d.mtp_module = true;
+  d.draft_head = true;
   if (m.is_moe()) {  // one layer of the kind of m's last
     const bool moe = m.is_moe_layer(m.layers - 1);
     d.first_moe_layer = 0;

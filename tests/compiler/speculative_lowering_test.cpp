@@ -69,7 +69,7 @@ TEST(MtpDraft, OneLayerOfTheModelWithItsFusionAndNoTables) {
   const ModelSpec d = mtp_draft(m);
   EXPECT_EQ(d.name, "deepseek-v3-mtp");
   EXPECT_EQ(d.layers, 1);
-  EXPECT_TRUE(d.mtp_module);
+  EXPECT_TRUE(d.draft_head);
   EXPECT_TRUE(d.is_moe_layer(0));
   EXPECT_EQ(d.vocab, m.vocab);
   // Parameters: the layer (any of m's MoE layers) plus the fusion; no embedding, no LM head.
@@ -84,7 +84,7 @@ TEST(MtpDraft, OneLayerOfTheModelWithItsFusionAndNoTables) {
   const Graph g = lower(d, BatchState::decode_batch(8, 512), layout, Routing{});
   int fusion_ops = 0;
   for (const Op& op : g.ops) {
-    if (op.name == "mtp.eh_proj") {
+    if (op.name == "head.fuse") {
       ++fusion_ops;
       EXPECT_EQ(op.kind, OpKind::kOProj);
       const std::int64_t tokens = 8 / layout.dp;  // one data-parallel replica's
@@ -93,7 +93,7 @@ TEST(MtpDraft, OneLayerOfTheModelWithItsFusionAndNoTables) {
       EXPECT_EQ(op.n, 7168);  // replicated: whole on every device
       EXPECT_DOUBLE_EQ(op.flops, 2.0 * static_cast<double>(tokens) * 7168 * 2 * 7168);
     }
-    fusion_ops += op.name == "mtp.enorm" || op.name == "mtp.hnorm";
+    fusion_ops += op.name == "head.enorm" || op.name == "head.hnorm";
     EXPECT_LE(op.layer, 0) << op.name;
   }
   EXPECT_EQ(fusion_ops, 3);
@@ -119,6 +119,10 @@ TEST(MtpDraft, ReadFromConfigAndRefusedWithoutAModule) {
         std::string::npos)
         << e.what();
   }
+  EXPECT_TRUE(read_model(ConfigNode::parse("name: h\nlayers: 1\nhidden: 64\nheads: 4\nvocab: 10\nffn: 128\n"
+                                           "draft_head: true\n",
+                                           "h.yaml"))
+                  .draft_head);
   EXPECT_NE(testing::model_yaml_error(
                 "name: x\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 10\nffn: 128\nmtp_layers: -1\n")
                 .find("x.yaml: mtp_layers"),

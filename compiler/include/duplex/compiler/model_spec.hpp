@@ -128,10 +128,11 @@ struct ModelSpec {
   // num_nextn_predict_layers: 1); not in params() or the weights: they serve only as a speculative draft
   // (mtp_draft, `duplex simulate --draft mtp`).
   int mtp_layers = 0;
-  // This spec is such a module as a draft model (set by mtp_draft, not a YAML key): before its layer it
-  // normalizes the token's embedding and the previous hidden state and projects the pair back to hidden
-  // (eh_proj [hidden][2 hidden]); it shares the target's embedding and LM head, which it does not hold.
-  bool mtp_module = false;
+  // This spec is a speculative draft head on the target's hidden state: such a module (mtp_draft sets it) or
+  // an EAGLE head (YAML draft_head: true). Before its layers it normalizes the token's embedding and the
+  // target's last hidden state and projects the pair back to hidden ([hidden][2 hidden]: the MTP module's
+  // eh_proj, EAGLE's fc); it uses the target's embedding and LM head, which it does not hold.
+  bool draft_head = false;
   int vocab = 0;
   bool tie_embeddings = false;
   bool lm_head_bias = false;    // the LM head adds a bias [vocab] to the logits (Phi-3.5-MoE lm_head_bias)
@@ -218,7 +219,7 @@ const char* weight_naming_name(WeightNaming n);
 const char* router_name(Router r);
 
 // The first multi-token-prediction module of `m` (m.mtp_layers >= 1) as a draft model, "<name>-mtp": one
-// decoder layer of the kind of m's last layer (MoE when that is), mtp_module set. duplex::Error naming the
+// decoder layer of the kind of m's last layer (MoE when that is), draft_head set. duplex::Error naming the
 // model when it has no such module, or per-layer attention patterns (windows, chunks, NoPE layers) the
 // module's single layer could not state.
 ModelSpec mtp_draft(const ModelSpec& m);
