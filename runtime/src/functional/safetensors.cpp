@@ -625,25 +625,54 @@ void write_safetensors(const std::string& path, const ModelWeights& weights) {
   write_tensors(path, checkpoint_tensors(weights, data));
 }
 
+std::string CheckpointLayout::stored_name(const std::string& model_name) const {
+  return prefix + (model_name.starts_with("model.") ? model_prefix + model_name.substr(6) : model_name);
+}
+
 namespace {
-// The storage plan with every checkpoint name under `prefix` (a multimodal checkpoint's language model).
-std::vector<StoredTensor> prefixed_plan(const compiler::ModelSpec& spec, const std::string& prefix) {
+// The storage plan with every checkpoint name as `layout` stores it (a multimodal checkpoint's language
+// model).
+std::vector<StoredTensor> prefixed_plan(const compiler::ModelSpec& spec, const CheckpointLayout& layout) {
   std::vector<StoredTensor> plan = storage_plan(spec);
-  for (StoredTensor& p : plan) p.stored.name = prefix + p.stored.name;
+  for (StoredTensor& p : plan) p.stored.name = layout.stored_name(p.stored.name);
   return plan;
 }
 // Whether tensor `name` is one of the checkpoint's the model does not run (CheckpointLayout).
 bool skipped_tensor(const CheckpointLayout& layout, const std::string& name) {
   if (!name.starts_with(layout.prefix)) return true;
+  if (name.starts_with(layout.prefix + "model.") && !name.starts_with(layout.prefix + layout.model_prefix))
+    return true;
   return std::any_of(layout.extra.begin(), layout.extra.end(),
                      [&](const std::string& extra) { return name.starts_with(extra); });
 }
 // Notes in w.source how many tensors reading skipped.
 void note_skipped(ModelWeights& w, const CheckpointLayout& layout, std::size_t skipped) {
+  const std::string under = layout.model_prefix != "model." ? layout.model_prefix : layout.prefix;
   if (skipped > 0)
-    w.source =
-        fmt::format("{} ({}{} other tensors skipped)", w.source,
-                    layout.prefix.empty() ? "" : "the language model under " + layout.prefix + "; ", skipped);
+    w.source = fmt::format("{} ({}{} other tensors skipped)", w.source,
+                           under.empty() ? "" : "the language model under " + under + "; ", skipped);
+}
+// Whether the checkpoint at `tensors` (a .safetensors file or an index) holds a tensor named under `prefix`:
+// from the index's weight_map, or the file's header alone.
+bool holds_tensor_under(const std::filesystem::path& tensors, const std::string& prefix) {
+  nlohmann::json names;
+  if (tensors.string().ends_with(".index.json")) {
+    const nlohmann::json index = nlohmann::json::parse(read_file(tensors.string()), nullptr, false);
+    if (index.is_object() && index.contains("weight_map") && index["weight_map"].is_object())
+      names = index["weight_map"];
+  } else {
+    std::ifstream in(tensors, std::ios::binary);
+    std::uint64_t n = 0;
+    if (in.read(reinterpret_cast<char*>(&n), 8) && n < (std::uint64_t{1} << 30)) {
+      std::string header(static_cast<std::size_t>(n), '\0');
+      if (in.read(header.data(), static_cast<std::streamsize>(n)))
+        names = nlohmann::json::parse(header, nullptr, false);
+    }
+  }
+  if (!names.is_object()) return false;  // the reader reports a malformed file or index
+  for (const auto& [name, value] : names.items())
+    if (name.starts_with(prefix)) return true;
+  return false;
 }
 }  // namespace
 
@@ -654,7 +683,7 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   w.spec = spec;
   w.source = path;
   std::set<std::string> wanted, converted;
-  for (const StoredTensor& p : prefixed_plan(spec, layout.prefix)) {
+  for (const StoredTensor& p : prefixed_plan(spec, layout)) {
     for (const std::string& name : stored_names(spec, p.stored)) wanted.insert(name);
     unstack(p, read_stored(f, f, p, spec, converted), w);
   }
@@ -691,7 +720,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                               index_path, name, file.dump()));
     where[name] = file.get<std::string>();
   }
-  const std::vector<StoredTensor> plan = prefixed_plan(spec, layout.prefix);
+  const std::vector<StoredTensor> plan = prefixed_plan(spec, layout);
   std::set<std::string> wanted;
   for (const StoredTensor& p : plan)
     for (const std::string& name : stored_names(spec, p.stored)) {
@@ -1052,7 +1081,13 @@ ModelWeights load_checkpoint(const std::string& path) {
   check_weights_fit(spec, host_memory_bytes());
   const nlohmann::json j = nlohmann::json::parse(read_file(config.string()), nullptr, false);
   CheckpointLayout layout;
-  if (!text_model_type(j).empty()) layout.prefix = "language_model.";
+  if (!text_model_type(j).empty()) {  // the hub's releases, or transformers >= 4.52's saves
+    if (holds_tensor_under(tensors, "model.language_model.")) {
+      layout.model_prefix = "model.language_model.";
+    } else {
+      layout.prefix = "language_model.";
+    }
+  }
   // DeepSeek's multi-token-prediction layers (num_nextn_predict_layers, read by the compiler as mtp_layers).
   for (int i = 0; i < spec.mtp_layers; ++i)
     layout.extra.push_back(fmt::format("model.layers.{}.", spec.layers + i));

@@ -1,8 +1,9 @@
 // Checkpoints holding more than the model runs: multimodal ones (Gemma3ForConditionalGeneration,
 // Llama4ForConditionalGeneration), whose language model is read from its text_config and its
-// language_model.* tensors, the vision tower's and projector's tensors skipped (a shard of them never
-// opened), one file or sharded; DeepSeek-V3's with its multi-token-prediction layer; the errors.
-// The multimodal layout is made here from a text checkpoint by renaming its tensors and nesting its config.
+// language_model.* tensors (or, as transformers >= 4.52 saves them, model.language_model.* and lm_head), the
+// vision tower's and projector's tensors skipped (a shard of them never opened), one file or sharded;
+// DeepSeek-V3's with its multi-token-prediction layer; the errors. The multimodal layout is made here from a
+// text checkpoint by renaming its tensors and nesting its config.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -33,10 +34,18 @@ nlohmann::json read_json(const fs::path& path) {
   return nlohmann::json::parse(in);
 }
 
+// The name a multimodal checkpoint gives a text checkpoint's tensor: the hub's releases put everything under
+// language_model.; transformers >= 4.52 (`newer`) renames model.* to model.language_model.*, the LM head
+// staying at the top.
+std::string multimodal_name(const std::string& name, bool newer) {
+  if (!newer) return "language_model." + name;
+  return name.starts_with("model.") ? "model.language_model." + name.substr(6) : name;
+}
+
 // Rewrites the text checkpoint in `dir` as its multimodal release would be: config.json's fields nested in
-// text_config under `type` (gemma3 / llama4) beside a vision_config, every tensor renamed language_model.*,
+// text_config under `type` (gemma3 / llama4) beside a vision_config, every tensor renamed (multimodal_name),
 // and two vision tensors added (sharded: in a shard of their own, written as garbage: it must not be read).
-void make_multimodal(const fs::path& dir, const std::string& type) {
+void make_multimodal(const fs::path& dir, const std::string& type, bool newer = false) {
   nlohmann::json text = read_json(dir / "config.json");
   const nlohmann::json config = {
       {"model_type", type},
@@ -45,17 +54,21 @@ void make_multimodal(const fs::path& dir, const std::string& type) {
       {"text_config", text},
       {"vision_config", {{"model_type", type + "_vision_model"}, {"hidden_size", 16}}}};
   std::ofstream(dir / "config.json") << config.dump(2);
-  auto renamed = [](const RawFile& f) {
+  auto renamed = [newer](const RawFile& f) {
     RawFile out = f;
     out.header = nlohmann::json::object();
     for (const auto& [name, e] : f.header.items())
-      out.header[name == "__metadata__" ? name : "language_model." + name] = e;
+      out.header[name == "__metadata__" ? name : multimodal_name(name, newer)] = e;
     return out;
   };
+  const std::string vision = newer ? "model.vision_tower.patch_embedding.linear.weight"
+                                   : "vision_model.patch_embedding.linear.weight";
+  const std::string projector =
+      newer ? "model.multi_modal_projector.linear_1.weight" : "multi_modal_projector.linear_1.weight";
   if (fs::exists(dir / "model.safetensors")) {
     RawFile f = renamed(RawFile(dir / "model.safetensors"));
-    f.add_f16("vision_model.patch_embedding.linear.weight", 4, 4);
-    f.add_f16("multi_modal_projector.linear_1.weight", 4, 4);
+    f.add_f16(vision, 4, 4);
+    f.add_f16(projector, 4, 4);
     f.save(dir / "model.safetensors");
     return;
   }
@@ -63,12 +76,12 @@ void make_multimodal(const fs::path& dir, const std::string& type) {
   nlohmann::json map = nlohmann::json::object();
   std::set<std::string> files;
   for (const auto& [name, file] : index["weight_map"].items()) {
-    map["language_model." + name] = file;
+    map[multimodal_name(name, newer)] = file;
     files.insert(file.get<std::string>());
   }
   for (const std::string& file : files) renamed(RawFile(dir / file)).save(dir / file);
-  map["vision_model.patch_embedding.linear.weight"] = "model-vision.safetensors";
-  map["multi_modal_projector.linear_1.weight"] = "model-vision.safetensors";
+  map[vision] = "model-vision.safetensors";
+  map[projector] = "model-vision.safetensors";
   std::ofstream(dir / "model-vision.safetensors") << "not a safetensors file";
   index["weight_map"] = map;
   std::ofstream(dir / "model.safetensors.index.json") << index.dump(2);
@@ -81,18 +94,19 @@ ModelWeights gemma3_weights() {
   return w;
 }
 
-// Both families, one file and 3 shards: the same spec, numerics and tensors as the text checkpoint.
+// Both families, one file and 3 shards, both layouts: the same spec, numerics and tensors as the text
+// checkpoint.
 TEST(MultimodalCheckpoint, LanguageModelIsReadAndTheVisionTowerSkipped) {
   const std::pair<std::string, ModelWeights> models[] = {
       {"gemma3", gemma3_weights()}, {"llama4", random_weights(compiler::load_model("tiny-llama4"), 7)}};
   for (const auto& [type, w] : models) {
-    for (int shards : {1, 3}) {
-      SCOPED_TRACE(fmt::format("{}, {} shard(s)", type, shards));
+    for (const auto& [shards, newer] : {std::pair{1, false}, {3, false}, {1, true}, {3, true}}) {
+      SCOPED_TRACE(fmt::format("{}, {} shard(s){}", type, shards, newer ? ", transformers >= 4.52" : ""));
       const fs::path dir =
           fs::temp_directory_path() / fmt::format("duplex_mm_{}_{}_{}", type, shards, ::getpid());
       fs::remove_all(dir);
       write_checkpoint(dir.string(), w, shards);
-      make_multimodal(dir, type);
+      make_multimodal(dir, type, newer);
       const ModelWeights back = load_checkpoint(dir.string());
       EXPECT_EQ(back.spec.params(), w.spec.params());
       EXPECT_EQ(back.spec.attention_chunk, w.spec.attention_chunk);
@@ -101,7 +115,8 @@ TEST(MultimodalCheckpoint, LanguageModelIsReadAndTheVisionTowerSkipped) {
       EXPECT_EQ(back.numerics.local_rope_theta, w.numerics.local_rope_theta);
       EXPECT_EQ(back.numerics.norm_eps, w.numerics.norm_eps);
       EXPECT_EQ(back.numerics.rope_scaling.kind, w.numerics.rope_scaling.kind);
-      EXPECT_NE(back.source.find("the language model under language_model.; 2 other tensors skipped"),
+      EXPECT_NE(back.source.find(fmt::format("the language model under {}; 2 other tensors skipped",
+                                             newer ? "model.language_model." : "language_model.")),
                 std::string::npos)
           << back.source;
       ASSERT_EQ(back.tensors.size(), w.tensors.size());

@@ -31,13 +31,17 @@ void put_on_checkpoint_grid(ModelWeights& weights);
 void write_safetensors(const std::string& path, const ModelWeights& weights);
 
 // Where a checkpoint keeps the model's tensors, and which of its other tensors the model does not run: every
-// tensor of the model named under `prefix` (a multimodal checkpoint's "language_model."), those outside it
-// (a vision tower, a projector) and those under one of `extra` (DeepSeek-V3's multi-token-prediction layers,
-// "model.layers.61.") skipped, their count noted in the weights' source; any other unexpected tensor is an
-// error.
+// tensor of the model named under `prefix`, its "model." part renamed `model_prefix` (a multimodal
+// checkpoint's language model: the hub's releases "language_model." + "model."; transformers' newer saves ""
+// + "model.language_model.", the LM head at the top); those outside `prefix` or under prefix + "model." but
+// outside `model_prefix` (a vision tower, a projector) and those under one of `extra` (DeepSeek-V3's
+// multi-token-prediction layers, "model.layers.61.") skipped, their count noted in the weights' source; any
+// other unexpected tensor is an error.
 struct CheckpointLayout {
   std::string prefix;
+  std::string model_prefix = "model.";
   std::vector<std::string> extra;
+  std::string stored_name(const std::string& model_name) const;  // a model tensor's checkpoint name
 };
 
 // Reads the tensors `spec` needs from `path`, laid out as `layout` says.
@@ -66,11 +70,12 @@ ModelNumerics config_numerics(const std::string& config_json_path);
 // A checkpoint directory in HF layout: `config.json` (the ModelSpec, rms_norm_eps, rope_theta) beside
 // model.safetensors or a sharded model.safetensors.index.json. `path` is the directory, the .safetensors file
 // or the index. A multimodal config (model_type gemma3: Gemma3ForConditionalGeneration; llama4:
-// Llama4ForConditionalGeneration) runs its language model: its text_config, its tensors under
-// "language_model." as the released checkpoints name them (language_model.model.layers.*,
-// language_model.lm_head.weight); the vision tower's and projector's tensors are skipped. A DeepSeek config
-// stating num_nextn_predict_layers N: the checkpoint's N multi-token-prediction layers after the model's
-// (model.layers.<layers + i>.*, which HF does not load either) are skipped.
+// Llama4ForConditionalGeneration) runs its language model: its text_config, its tensors as the released
+// checkpoints name them (language_model.model.layers.*, language_model.lm_head.weight) or, when the
+// checkpoint holds tensors under model.language_model., as transformers >= 4.52 saves them
+// (model.language_model.layers.*, lm_head.weight); the vision tower's and projector's tensors are skipped. A
+// DeepSeek config stating num_nextn_predict_layers N: the checkpoint's N multi-token-prediction layers after
+// the model's (model.layers.<layers + i>.*, which HF does not load either) are skipped.
 ModelWeights load_checkpoint(const std::string& path);
 
 // The HF model_type whose config.json states `spec` (llama, mistral, qwen2, qwen3, phi3, gemma, opt,
