@@ -42,8 +42,7 @@ Time CostModel::xpu_time(const Op& op) const {
   // Weight GEMMs of FP8 weights (dtype fp8, an FP8 release's fp8_block128 or fp8_channel) run W8A8 on the FP8
   // tensor cores, their activations quantized on the fly (the releases' dynamic activation scales); every
   // other GEMM (MXFP4 experts expanded to BF16 included) at the FP16 rate, elementwise ops at FP32's.
-  const bool fp8 = is_weight_gemm(op.kind) && (op.dtype == DType::kFp8 || op.dtype == DType::kFp8Block128 ||
-                                               op.dtype == DType::kFp8Channel);
+  const bool fp8 = is_weight_gemm(op.kind) && (op.dtype == DType::kFp8 || scaled_fp8(op.dtype));
   const FlopRate peak = is_elementwise(op.kind) ? x.peak_fp32 : fp8 ? x.peak_fp8 : x.peak_fp16;
   const FlopRate rate = peak * x.gemm_efficiency;
   const Time compute = compute_time(op.flops, rate);

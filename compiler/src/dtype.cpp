@@ -54,8 +54,12 @@ DType parse_dtype(std::string_view s) {
                   s));
 }
 
+bool scaled_fp8(DType t) {
+  return t == DType::kFp8Block128 || t == DType::kFp8Channel;
+}
+
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || t == DType::kFp8Block128 || t == DType::kFp8Channel;
+  return t == DType::kMxfp4 || scaled_fp8(t);
 }
 
 }  // namespace duplex::compiler

@@ -97,6 +97,12 @@ void read_knobs(const ConfigNode& root, Study& s) {
 // speculative: [{tokens: 0}, {tokens: 3, acceptance: 0.8, draft: ngram}, ...]. A draft model is loaded now
 // and must share each model's vocabulary.
 void read_speculative(const ConfigNode& root, Study& s) {
+  std::vector<compiler::ModelSpec> models;  // the study's, loaded once when a setting names a draft
+  auto targets = [&]() -> const std::vector<compiler::ModelSpec>& {
+    if (models.empty())
+      for (const auto& model : s.models) models.push_back(compiler::load_model(model));
+    return models;
+  };
   for (const auto& n : non_empty_list(root, "speculative")) {
     SpeculativeSetting x;
     x.tokens = static_cast<int>(n.get_int("tokens", 0, runtime::kMaxSpeculativeTokens));
@@ -109,9 +115,9 @@ void read_speculative(const ConfigNode& root, Study& s) {
       x.draft = n.get<std::string>("draft");
       n.finish();
       if (x.draft == "mtp") {
-        for (const auto& model : s.models) {
+        for (const auto& model : targets()) {
           try {
-            (void)compiler::mtp_draft(compiler::load_model(model));
+            (void)compiler::mtp_draft(model);
           } catch (const ConfigError&) {
             throw;
           } catch (const Error& e) {
@@ -127,11 +133,11 @@ void read_speculative(const ConfigNode& root, Study& s) {
         } catch (const Error& e) {
           n.fail("draft", e.what(), "ngram or a draft model preset or file");
         }
-        for (const auto& model : s.models)
-          if (compiler::load_model(model).vocab != draft.vocab)
+        for (std::size_t i = 0; i < targets().size(); ++i)
+          if (targets()[i].vocab != draft.vocab)
             n.fail("draft",
                    fmt::format("{} has a vocabulary of {} tokens, model {} of {}", x.draft, draft.vocab,
-                               model, compiler::load_model(model).vocab),
+                               s.models[i], targets()[i].vocab),
                    "a draft model sharing every model's vocabulary");
       }
     }

@@ -388,10 +388,7 @@ void check_functional_support(const compiler::ModelSpec& m) {
   // MXFP4 experts (gpt-oss's release format) are read and computed exactly in FP16 (mxfp4.hpp); their rows
   // are whole blocks of 32.
   const bool mxfp4 = m.expert_dtype == compiler::DType::kMxfp4;
-  auto fp8 = [](compiler::DType t) {
-    return t == compiler::DType::kFp8Block128 || t == compiler::DType::kFp8Channel;
-  };
-  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && !fp8(m.expert_dtype))
+  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && !compiler::scaled_fp8(m.expert_dtype))
     reject("expert_dtype",
            fmt::format(
                "experts in {}; expected fp16, bf16, fp8_block128, fp8_channel (mxfp4 with gpt-oss's names)",
@@ -401,13 +398,13 @@ void check_functional_support(const compiler::ModelSpec& m) {
   // DBRX (their FP8 forms are not modelled).
   const bool fused = gpt_oss || m.weight_naming == compiler::WeightNaming::kLlama4 ||
                      m.weight_naming == compiler::WeightNaming::kDbrx;
-  if (fp8(m.expert_dtype) && fused && m.is_moe())
+  if (compiler::scaled_fp8(m.expert_dtype) && fused && m.is_moe())
     reject(
         "expert_dtype",
         fmt::format("{} experts under {}'s fused expert tensors; expected them in fp16 or bf16 (duplex reads "
                     "FP8 experts one matrix each)",
                     compiler::dtype_name(m.expert_dtype), compiler::weight_naming_name(m.weight_naming)));
-  if (!half_width(m.linear_dtype) && !fp8(m.linear_dtype))
+  if (!half_width(m.linear_dtype) && !compiler::scaled_fp8(m.linear_dtype))
     reject("linear_dtype", fmt::format("projections in {}; expected fp16, bf16, fp8_block128 or fp8_channel",
                                        compiler::dtype_name(m.linear_dtype)));
   if (mxfp4 && (m.hidden % kMxfp4Block != 0 || m.expert_ffn % kMxfp4Block != 0))

@@ -276,8 +276,7 @@ bool mxfp4_stored(const compiler::ModelSpec& spec, const std::string& stored) {
 // FP8 matrices (safetensors.hpp): NAME.weight in F8_E4M3 and its scales, NAME.weight_scale_inv (128 x 128
 // blocks) or NAME.weight_scale (one per row).
 bool fp8_stored(const WeightShape& stored) {
-  return (stored.format == compiler::DType::kFp8Block128 || stored.format == compiler::DType::kFp8Channel) &&
-         stored.role == WeightShape::Role::kMatrix;
+  return compiler::scaled_fp8(stored.format) && stored.role == WeightShape::Role::kMatrix;
 }
 std::string fp8_scale_name(const WeightShape& stored) {
   return stored.name + (stored.format == compiler::DType::kFp8Block128 ? "_scale_inv" : "_scale");

@@ -10,6 +10,27 @@
 namespace duplex::runtime {
 namespace {
 
+// A model's weight bytes on one device of layout p: the non-expert ones split by tensor parallelism
+// (replicated across nodes), each routed expert's shard, and the MoE layers they repeat over (bytes, not
+// parameters: experts may be in their own dtype).
+struct WeightShares {
+  std::int64_t moe_layers = 0;
+  double other_per_device = 0;
+  double expert_shard_bytes = 0;
+  double experts_per_device(const compiler::ParallelLayout& p) const {
+    return static_cast<double>(moe_layers) * p.local_experts * expert_shard_bytes;
+  }
+};
+WeightShares weight_shares(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
+  WeightShares w;
+  w.moe_layers = m.moe_layers_before(m.layers);
+  const double expert_bytes = m.is_moe() ? m.expert_ffn_bytes(m.expert_ffn) : 0.0;
+  w.other_per_device =
+      (m.weight_bytes() - static_cast<double>(w.moe_layers) * m.experts * expert_bytes) / p.tp;
+  w.expert_shard_bytes = expert_bytes / p.expert_shards;
+  return w;
+}
+
 std::string bytes_text(double bytes) { return format_byte_size({static_cast<std::uint64_t>(std::max(0.0, bytes))}); }
 
 // Weights of each of the `spaces` spaces of one device: the device's expert shards round-robin by running
@@ -95,13 +116,8 @@ double kv_bytes_per_token(const compiler::ModelSpec& m, const compiler::Parallel
 }
 
 DraftFootprint draft_footprint(const compiler::ModelSpec& draft, const compiler::ParallelLayout& layout) {
-  // Dense drafts shard by tensor parallelism; an MoE draft's experts shard over its expert-parallel devices.
-  const std::int64_t moe_layers = draft.moe_layers_before(draft.layers);
-  const double expert_bytes = draft.is_moe() ? draft.expert_ffn_bytes(draft.expert_ffn) : 0.0;
-  const double other = draft.weight_bytes() - static_cast<double>(moe_layers) * draft.experts * expert_bytes;
-  const double experts =
-      static_cast<double>(moe_layers) * layout.local_experts * expert_bytes / layout.expert_shards;
-  return {other / layout.tp + experts, kv_bytes_per_token(draft, layout)};
+  const WeightShares w = weight_shares(draft, layout);
+  return {w.other_per_device + w.experts_per_device(layout), kv_bytes_per_token(draft, layout)};
 }
 
 MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system,
@@ -112,15 +128,13 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system,
   if (kv_block_tokens < 1) throw Error(fmt::format("KV block tokens {}; expected >= 1", kv_block_tokens));
   MemoryPlan plan;
   plan.device_bytes = static_cast<double>(system.memory_capacity().bytes);
-  // Bytes, not parameters: the routed experts' matrices may be in their own dtype (gpt-oss: MXFP4).
-  const std::int64_t moe_layers = m.moe_layers_before(m.layers);
-  const double expert_bytes = m.is_moe() ? m.expert_ffn_bytes(m.expert_ffn) : 0.0;
-  const double other_bytes = m.weight_bytes() - static_cast<double>(moe_layers) * m.experts * expert_bytes;
-  // Tensor parallel inside a node, replicated across nodes; a draft model's weights beside them.
-  const double per_device = other_bytes / p.tp + draft.weight_bytes_per_device;
+  const WeightShares shares = weight_shares(m, p);
+  const std::int64_t moe_layers = shares.moe_layers;
+  // A draft model's weights beside the non-expert ones.
+  const double per_device = shares.other_per_device + draft.weight_bytes_per_device;
   plan.draft_weight_bytes_per_device = draft.weight_bytes_per_device;
-  const double expert_shard_bytes = expert_bytes / p.expert_shards;
-  const double experts_per_device = static_cast<double>(moe_layers) * p.local_experts * expert_shard_bytes;
+  const double expert_shard_bytes = shares.expert_shard_bytes;
+  const double experts_per_device = shares.experts_per_device(p);
   plan.reserve_bytes_per_device = reserve_fraction * plan.device_bytes;
   plan.kv_bytes_per_token = kv_bytes_per_token(m, p) + draft.kv_bytes_per_token;
   if (system.uses_prefill_space()) {

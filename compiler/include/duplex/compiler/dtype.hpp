@@ -17,6 +17,8 @@ enum class DType { kFp16, kBf16, kFp8, kInt8, kInt4, kMxfp4, kFp8Block128, kFp8C
 // fp8_channel: 1, its one scale per row of `in` elements, 2 / in bytes per element in BF16, left out: < 0.1%
 // for any row of 2048 or more).
 double dtype_bytes(DType t);
+// Whether t is FP8 E4M3 with scales stored beside it (fp8_block128, fp8_channel).
+bool scaled_fp8(DType t);
 // Whether t is a format of weight matrices only (mxfp4, fp8_block128, fp8_channel): not for norms,
 // embeddings or a KV cache.
 bool matrix_format(DType t);
