@@ -18,6 +18,9 @@ double dtype_bytes(DType t) {
       return (32 * 4 + 8) / 8.0 / 32;  // 32 FP4 elements + one 8-bit scale
     case DType::kFp8Block128:
       return 1.0 + 4.0 / (128 * 128);  // + one FP32 scale per 128 x 128 block
+    case DType::kInt4Awq:
+    case DType::kInt4Gptq:
+      return 0.5 + (2.0 + 0.5) / kInt4Group;  // + one FP16 scale and one 4-bit zero per group
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -35,6 +38,10 @@ std::string_view dtype_name(DType t) {
       return "fp8_block128";
     case DType::kFp8Channel:
       return "fp8_channel";
+    case DType::kInt4Awq:
+      return "int4_awq";
+    case DType::kInt4Gptq:
+      return "int4_gptq";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -48,9 +55,11 @@ DType parse_dtype(std::string_view s) {
   if (s == "mxfp4") return DType::kMxfp4;
   if (s == "fp8_block128") return DType::kFp8Block128;
   if (s == "fp8_channel") return DType::kFp8Channel;
+  if (s == "int4_awq") return DType::kInt4Awq;
+  if (s == "int4_gptq") return DType::kInt4Gptq;
   throw Error(
-      fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128 or "
-                  "fp8_channel (weight matrices only)",
+      fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
+                  "fp8_channel, int4_awq or int4_gptq (weight matrices only)",
                   s));
 }
 
@@ -58,8 +67,12 @@ bool scaled_fp8(DType t) {
   return t == DType::kFp8Block128 || t == DType::kFp8Channel;
 }
 
+bool grouped_int4(DType t) {
+  return t == DType::kInt4Awq || t == DType::kInt4Gptq;
+}
+
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || scaled_fp8(t);
+  return t == DType::kMxfp4 || scaled_fp8(t) || grouped_int4(t);
 }
 
 }  // namespace duplex::compiler

@@ -1,5 +1,7 @@
 #include "hf_quantization.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -135,6 +137,87 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   m.expert_dtype = m.linear_dtype = DType::kFp8Channel;
 }
 
+// The bits and group_size of an AutoAWQ or GPTQ quantization_config: 4 and 128 (int4_awq / int4_gptq).
+void expect_int4_groups(const Fields& q) {
+  if (!q.has("bits")) throw ConfigError(q.file(), q.path("bits"), "missing required field", "4");
+  if (q.integer("bits") != 4)
+    throw ConfigError(q.file(), q.path("bits"), fmt::format("{} bits are not modelled", q.integer("bits")),
+                      "4");
+  // group_size -1 (one scale per row) is not an integer the reader takes: its error says what is expected.
+  const std::string kGroup =
+      fmt::format("{} (one scale and zero point per {} inputs)", kInt4Group, kInt4Group);
+  if (!q.has("group_size") || !q.raw()["group_size"].is_number_integer())
+    throw ConfigError(q.file(), q.path("group_size"),
+                      q.has("group_size") ? fmt::format("{} is not modelled", q.raw()["group_size"].dump())
+                                          : "missing required field",
+                      kGroup);
+  if (q.raw()["group_size"].get<long long>() != kInt4Group)
+    throw ConfigError(q.file(), q.path("group_size"),
+                      fmt::format("{} is not modelled", q.raw()["group_size"].dump()), kGroup);
+}
+
+// quant_method "awq": int4_awq (hf_quantization.hpp).
+void read_awq(const Fields& q, ModelSpec& m) {
+  expect_int4_groups(q);
+  if (!q.boolean_or("zero_point", true))
+    throw ConfigError(q.file(), q.path("zero_point"), "false (no zero points) is not modelled", "true");
+  std::string version = q.string_or("version", "gemm");
+  std::transform(version.begin(), version.end(), version.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (version != "gemm")
+    throw ConfigError(q.file(), q.path("version"),
+                      fmt::format("\"{}\": that packing is not modelled", q.string_or("version", "")),
+                      "gemm (AutoAWQ's GEMM packing, which most releases use)");
+  expect_kept_in_dtype(q, "modules_to_not_convert");
+  m.expert_dtype = m.linear_dtype = DType::kInt4Awq;
+}
+
+// optimum's modules_in_block_to_quantize (`key` of q; TheBloke's Mixtral releases state it): the modules of a
+// layer in 4 bits, as lists of names under the layer (or one list). Every projection and expert is modelled
+// quantized, a router not: the list must name no router, the attention's output projection (o_proj or
+// out_proj) and, for an MoE model, its experts. (duplex run checks the rest: a projection the list leaves
+// out has no NAME.qweight in the checkpoint.)
+void expect_every_projection(const Fields& q, const char* key, const ModelSpec& m) {
+  const char* kExpected =
+      "lists of a layer's module names naming its attention and expert projections and no router";
+  std::vector<std::string> names;
+  const nlohmann::json& lists = q.raw()[key];
+  if (!lists.is_array()) throw ConfigError(q.file(), q.path(key), "is not a list", kExpected);
+  for (const json& l : lists)
+    for (const json& name : l.is_array() ? l : json::array({l})) {
+      if (!name.is_string())
+        throw ConfigError(q.file(), q.path(key), fmt::format("holds {}", name.dump()), kExpected);
+      names.push_back(name.get<std::string>());
+    }
+  auto last = [](const std::string& n) { return n.substr(n.find_last_of('.') + 1); };
+  for (const std::string& n : names)
+    if (last(n) == "gate" || last(n) == "router" || last(n) == "shared_expert_gate")
+      throw ConfigError(q.file(), q.path(key),
+                        fmt::format("names \"{}\": a router in 4 bits is not modelled", n), kExpected);
+  auto named = [&](auto&& pred) { return std::any_of(names.begin(), names.end(), pred); };
+  if (!named([&](const std::string& n) { return last(n) == "o_proj" || last(n) == "out_proj"; }))
+    throw ConfigError(q.file(), q.path(key),
+                      "names no attention output projection: attention in 16 bits is not modelled",
+                      kExpected);
+  if (m.is_moe() && !named([](const std::string& n) { return n.find("experts.") != std::string::npos; }))
+    throw ConfigError(q.file(), q.path(key), "names no expert: experts in 16 bits are not modelled",
+                      kExpected);
+}
+
+// quant_method "gptq": int4_gptq (hf_quantization.hpp).
+void read_gptq(const Fields& q, ModelSpec& m) {
+  expect_int4_groups(q);
+  const std::string format = q.string_or("checkpoint_format", "gptq");
+  if (format != "gptq")
+    throw ConfigError(q.file(), q.path("checkpoint_format"),
+                      fmt::format("\"{}\": zero points stored as they are are not modelled", format),
+                      "gptq (zero points stored minus 1, as AutoGPTQ and GPTQModel save them by default)");
+  if (q.boolean_or("lm_head", false))
+    throw ConfigError(q.file(), q.path("lm_head"), "true: a quantized LM head is not modelled", "false");
+  if (q.has("modules_in_block_to_quantize")) expect_every_projection(q, "modules_in_block_to_quantize", m);
+  m.expert_dtype = m.linear_dtype = DType::kInt4Gptq;
+}
+
 }  // namespace
 
 void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
@@ -148,10 +231,14 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
   }
   if (method == "fp8") return read_fine_grained_fp8(q, m);
   if (method == "compressed-tensors") return read_compressed_tensors(q, m);
-  throw ConfigError(f.file(), q.path("quant_method"),
-                    method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
-                    "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 weights with a scale per output "
-                    "channel), mxfp4 (gpt-oss's experts), or no quantization_config");
+  if (method == "awq") return read_awq(q, m);
+  if (method == "gptq") return read_gptq(q, m);
+  throw ConfigError(
+      f.file(), q.path("quant_method"),
+      method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
+      "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 weights with a scale per output "
+      "channel), awq or gptq (4-bit weights in groups of 128), mxfp4 (gpt-oss's experts), or no "
+      "quantization_config");
 }
 
 }  // namespace duplex::compiler

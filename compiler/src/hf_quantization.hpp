@@ -21,6 +21,12 @@ namespace duplex::compiler {
 //   its weights 8-bit float, symmetric, static, one scale per output channel; its input activations 8-bit
 //   float, dynamic, one scale per token (fp8_channel). A kv_cache_scheme of 8-bit float, per-tensor static
 //   scales puts the KV cache in fp8.
+// - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 128, zero_point true, version gemm: every
+//   projection, dense FFN and expert matrix in int4_awq.
+// - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4, group_size 128, checkpoint_format gptq
+//   (absent: gptq), desc_act and sym either way, no quantized lm_head: every projection, dense FFN and expert
+//   matrix in int4_gptq (a modules_in_block_to_quantize list must name no router, the attention's output
+//   projection and, in an MoE model, experts).
 // The modules a release leaves unquantized (modules_to_not_convert, ignored_layers, ignore; a "re:" regex by
 // its last name) may only be those the model keeps in dtype anyway: the LM head, the embeddings, routers.
 // Anything else is refused, naming the field: its format is not modelled.

@@ -74,11 +74,12 @@ TEST(GptOss, UnmodelledFieldsAreClearErrors) {
   EXPECT_NE(hf_config_error(gpt_oss_20b(R"(, "swiglu_limit": 10)"))
                 .find("config.json: swiglu_limit: 10 is not modelled"),
             std::string::npos);
-  const std::string awq =
+  const std::string bnb =
       hf_config_error(R"({"model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 32,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_local_experts": 4, "vocab_size": 10,
-    "quantization_config": {"quant_method": "awq"}})");
-  EXPECT_NE(awq.find("quantization_config.quant_method: \"awq\" is not modelled"), std::string::npos) << awq;
+    "quantization_config": {"quant_method": "bitsandbytes"}})");
+  EXPECT_NE(bnb.find("quantization_config.quant_method: \"bitsandbytes\" is not modelled"), std::string::npos)
+      << bnb;
 }
 
 TEST(GptOss, YamlKeysAndTheirErrors) {

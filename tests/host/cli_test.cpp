@@ -165,6 +165,23 @@ TEST(CompileCli, Fp8DynamicReleaseConfigStatesEachOpsFormat) {
   EXPECT_EQ(formats["lm_head"], "bf16");
 }
 
+// AutoAWQ's release of Mixtral (TheBloke's config.json): 4-bit projections and experts, the routers
+// ("gate", not converted) and the LM head in FP16.
+TEST(CompileCli, AwqReleaseConfigStatesEachOpsFormat) {
+  const CliRun r = run(std::string("compile --model ") + DUPLEX_TEST_DATA +
+                       "/mixtral_awq_config.json --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["model"]["linear_dtype"], "int4_awq");
+  EXPECT_EQ(j["model"]["expert_dtype"], "int4_awq");
+  std::map<std::string, std::string> formats;  // op kind -> dtype
+  for (const auto& op : j["ops"]) formats[op["kind"]] = op["dtype"];
+  EXPECT_EQ(formats["qkv_proj"], "int4_awq");
+  EXPECT_EQ(formats["expert_ffn"], "int4_awq");
+  EXPECT_EQ(formats["router"], "fp16");
+  EXPECT_EQ(formats["lm_head"], "fp16");
+}
+
 // A speculative verification step: the decoding requests' attention stays decode attention (no prefill
 // attention appears), each op with 4x the FLOPs for 1 + 3 query rows per request; placement picks its unit.
 TEST(CompileCli, DraftsMakeAVerificationStep) {

@@ -10,21 +10,29 @@ namespace duplex::compiler {
 // matrix (DeepSeek-V3's and Qwen3's FP8 releases: HF quant_method "fp8", weight_block_size [128, 128];
 // 1 + 4 / 16384 bytes per element). kFp8Channel: FP8 E4M3 weights with one scale per output channel (row)
 // of a matrix (llm-compressor's FP8-dynamic releases: HF quant_method "compressed-tensors", weights strategy
-// channel). These three are matrix formats only (matrix_format).
-enum class DType { kFp16, kBf16, kFp8, kInt8, kInt4, kMxfp4, kFp8Block128, kFp8Channel };
+// channel). kInt4Awq / kInt4Gptq: 4-bit unsigned integer weights with one FP16 scale and one 4-bit zero point
+// per group of 128 inputs of an output row (w = (q - zero) x scale), as AutoAWQ's and GPTQ's releases store
+// them (HF quant_method "awq" version gemm, "gptq"): the same size, packed differently (the runtime's
+// int4.hpp). These five are matrix formats only (matrix_format).
+enum class DType { kFp16, kBf16, kFp8, kInt8, kInt4, kMxfp4, kFp8Block128, kFp8Channel, kInt4Awq, kInt4Gptq };
+// Inputs of a row per scale and zero point of int4_awq / int4_gptq (group_size 128).
+inline constexpr int kInt4Group = 128;
 
-// Bytes per element (int4: 0.5; mxfp4: 0.53125 and fp8_block128: 1.000244, their scales included;
-// fp8_channel: 1, its one scale per row of `in` elements, 2 / in bytes per element in BF16, left out: < 0.1%
-// for any row of 2048 or more).
+// Bytes per element (int4: 0.5; mxfp4: 0.53125, fp8_block128: 1.000244 and int4_awq / int4_gptq: 0.519531
+// (a 16-bit scale and a 4-bit zero per 128), their scales included; fp8_channel: 1, its one scale per row of
+// `in` elements, 2 / in bytes per element in BF16, left out: < 0.1% for any row of 2048 or more; so is
+// GPTQ's g_idx, 4 bytes per input column, 4 / out per element).
 double dtype_bytes(DType t);
 // Whether t is FP8 E4M3 with scales stored beside it (fp8_block128, fp8_channel).
 bool scaled_fp8(DType t);
-// Whether t is a format of weight matrices only (mxfp4, fp8_block128, fp8_channel): not for norms,
-// embeddings or a KV cache.
+// Whether t is 4-bit integers in groups with scales and zero points (int4_awq, int4_gptq).
+bool grouped_int4(DType t);
+// Whether t is a format of weight matrices only (mxfp4, fp8_block128, fp8_channel, int4_awq, int4_gptq): not
+// for norms, embeddings or a KV cache.
 bool matrix_format(DType t);
 std::string_view dtype_name(DType t);
-// Parses "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "fp8_block128", "fp8_channel" (also HF's "float16",
-// "bfloat16"); throws duplex::Error.
+// Parses "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "fp8_block128", "fp8_channel", "int4_awq",
+// "int4_gptq" (also HF's "float16", "bfloat16"); throws duplex::Error.
 DType parse_dtype(std::string_view s);
 
 }  // namespace duplex::compiler

@@ -1,0 +1,181 @@
+// 4-bit weight releases (AutoAWQ's, HF quant_method "awq"; AutoGPTQ's / GPTQModel's, "gptq") in the compiler:
+// read from config.json as linear_dtype and expert_dtype int4_awq / int4_gptq (4-bit integers, one FP16
+// scale and 4-bit zero point per 128 inputs), and what lowering and the xPU charge for them.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+
+#include "config_errors.hpp"
+#include "duplex/compiler/cost_model.hpp"
+#include "duplex/compiler/hf_import.hpp"
+#include "duplex/compiler/lower.hpp"
+#include "duplex/compiler/model_spec.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+using testing::hf_config_error;
+using testing::model_yaml_error;
+
+// hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4's quantization_config; `more` adds or replaces fields.
+std::string awq(const std::string& more = "") {
+  return R"({"bits": 4, "group_size": 128, "modules_to_not_convert": null, "quant_method": "awq",
+    "version": "gemm", "zero_point": true)" +
+         more + "}";
+}
+
+// hugging-quants/Meta-Llama-3.1-8B-Instruct-GPTQ-INT4's quantization_config; `more` adds or replaces fields.
+std::string gptq(const std::string& more = "") {
+  return R"({"bits": 4, "checkpoint_format": "gptq", "damp_percent": 0.01, "desc_act": true,
+    "group_size": 128, "model_file_base_name": null, "model_name_or_path": null, "quant_method": "gptq",
+    "static_groups": false, "sym": true, "true_sequential": true)" +
+         more + "}";
+}
+
+// meta-llama/Llama-3.1-8B-Instruct's config.json, trimmed to the fields the importer reads (AWQ and GPTQ
+// releases keep torch_dtype float16).
+std::string llama31_8b(const std::string& quantization) {
+  return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "float16",
+    "quantization_config": )" +
+         quantization + "}";
+}
+
+// mistralai/Mixtral-8x7B-Instruct-v0.1's config.json, trimmed, with `quantization`.
+std::string mixtral(const std::string& quantization) {
+  return R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+    "vocab_size": 32000, "torch_dtype": "float16", "quantization_config": )" +
+         quantization + "}";
+}
+
+TEST(Int4Groups, AwqAndGptqReleasesAreReadWithTheirLinearLayersIn4Bits) {
+  const ModelSpec fp16 = import_hf_config(llama31_8b("null"), "l.json");
+  for (const auto& [config, dtype] :
+       {std::pair{awq(), DType::kInt4Awq}, std::pair{gptq(), DType::kInt4Gptq}}) {
+    const ModelSpec m = import_hf_config(llama31_8b(config), "l.json");
+    EXPECT_EQ(m.dtype, DType::kFp16);
+    EXPECT_EQ(m.kv_dtype, DType::kFp16);
+    EXPECT_EQ(m.linear_dtype, dtype);
+    EXPECT_EQ(m.params(), fp16.params());
+    // 4 bits per weight, one 16-bit scale and one 4-bit zero per 128 (AutoAWQ / GPTQ: scales [in / 128, out]
+    // in F16, qzeros [in / 128, out / 8] in I32).
+    EXPECT_DOUBLE_EQ(dtype_bytes(dtype), (128 * 4 + 16 + 4) / 8.0 / 128);
+    const double quantized = static_cast<double>(m.linear_matrix_params());
+    EXPECT_DOUBLE_EQ(quantized, 32.0 * (4096.0 * (4096 + 2 * 1024 + 4096) + 3.0 * 4096 * 14336));
+    EXPECT_DOUBLE_EQ(m.weight_bytes(),
+                     quantized * dtype_bytes(dtype) + 2.0 * (static_cast<double>(m.params()) - quantized));
+    EXPECT_NEAR(m.weight_bytes() / 1e9, 5.73, 0.01);  // 6.98 G matrix parameters at 0.52 B, 1.05 G at 2 B
+  }
+}
+
+// TheBloke's Mixtral GPTQ releases list the layer's modules in 4 bits (optimum's
+// modules_in_block_to_quantize, AutoGPTQ's MixtralGPTQForCausalLM): attention and experts, not the router.
+TEST(Int4Groups, MixtralGptqListsItsQuantizedModules) {
+  std::string experts;
+  for (int e = 0; e < 8; ++e)
+    experts += fmt::format(R"({}"block_sparse_moe.experts.{}.w1")", e ? ", " : "", e);
+  const std::string listed =
+      gptq(R"(, "modules_in_block_to_quantize": [["self_attn.k_proj", "self_attn.v_proj",
+      "self_attn.q_proj"], ["self_attn.o_proj"], [)" +
+           experts + "]]");
+  EXPECT_EQ(import_hf_config(mixtral(listed), "m.json").expert_dtype, DType::kInt4Gptq);
+  EXPECT_NE(
+      hf_config_error(mixtral(gptq(R"(, "modules_in_block_to_quantize": [["self_attn.o_proj"]])")))
+          .find("quantization_config.modules_in_block_to_quantize: names no expert: experts in 16 bits are "
+                "not modelled"),
+      std::string::npos);
+}
+
+// TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ keeps its routers ("gate") in FP16.
+TEST(Int4Groups, MoeReleaseKeepsItsRoutersInTheirDtype) {
+  const ModelSpec m = import_hf_config(mixtral(awq(R"(, "modules_to_not_convert": ["gate"])")), "m.json");
+  EXPECT_EQ(m.expert_dtype, DType::kInt4Awq);
+  EXPECT_EQ(m.linear_dtype, DType::kInt4Awq);
+  const ParallelLayout layout = ParallelLayout::make(m, load_system("gpu"), 1);
+  int quantized = 0;
+  for (const Op& o : lower(m, BatchState::decode_batch(16, 1024), layout, Routing{}).ops) {
+    if (o.kind == OpKind::kExpertFfn || o.kind == OpKind::kQkvProj || o.kind == OpKind::kOProj) {
+      EXPECT_EQ(o.dtype, DType::kInt4Awq) << o.name;
+      const double per_weight =
+          o.bytes_weights / (static_cast<double>(o.n) * static_cast<double>(o.k) * o.matrices);
+      EXPECT_NEAR(per_weight, dtype_bytes(DType::kInt4Awq), 1e-12) << o.name;
+      ++quantized;
+    }
+    if (o.kind == OpKind::kRouter || o.kind == OpKind::kLmHead) {
+      EXPECT_EQ(o.dtype, DType::kFp16) << o.name;
+    }
+  }
+  EXPECT_GE(quantized, 32 * 3);
+}
+
+// On the xPU a 4-bit weight GEMM runs W4A16: its weights dequantized to FP16 on the way to the tensor cores
+// (Marlin's, AWQ's kernels), at peak_fp16.
+TEST(Int4Groups, XpuRunsItsWeightGemmsAtTheFp16Rate) {
+  const ModelSpec m = import_hf_config(llama31_8b(gptq()), "l.json");
+  const SystemSpec gpu = load_system("gpu");
+  const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
+  const CostModel cost(gpu, layout);
+  bool checked = false;
+  for (const Op& o : lower(m, BatchState::decode_batch(0, 0, 4096), layout, Routing{}).ops) {
+    if (o.layer != 0 || o.kind != OpKind::kOProj) continue;
+    Op int4 = o, fp16 = o;
+    int4.bytes_weights = fp16.bytes_weights = 0;  // compute-bound either way
+    fp16.dtype = DType::kFp16;
+    EXPECT_DOUBLE_EQ(cost.xpu_time(int4).si(), cost.xpu_time(fp16).si());
+    checked = true;
+  }
+  EXPECT_TRUE(checked);
+}
+
+TEST(Int4Groups, OtherSchemesAreRefusedNamingTheField) {
+  const std::string q = "config.json: quantization_config.";
+  const std::pair<std::string, std::string> cases[] = {
+      {awq(R"(, "bits": 8)"), q + "bits: 8 bits are not modelled"},
+      {awq(R"(, "bits": null)"), q + "bits: missing required field"},
+      {awq(R"(, "group_size": 64)"), q + "group_size: 64 is not modelled"},
+      {awq(R"(, "group_size": -1)"), q + "group_size: -1 is not modelled"},
+      {awq(R"(, "zero_point": false)"), q + "zero_point: false (no zero points) is not modelled"},
+      {awq(R"(, "version": "gemv")"), q + "version: \"gemv\": that packing is not modelled"},
+      {awq(R"(, "modules_to_not_convert": ["down_proj"])"),
+       q + "modules_to_not_convert[0]: \"down_proj\": a projection left unquantized is not modelled"},
+      {gptq(R"(, "bits": 3)"), q + "bits: 3 bits are not modelled"},
+      {gptq(R"(, "group_size": 32)"), q + "group_size: 32 is not modelled"},
+      {gptq(R"(, "checkpoint_format": "gptq_v2")"),
+       q + "checkpoint_format: \"gptq_v2\": zero points stored as they are are not modelled"},
+      {gptq(R"(, "lm_head": true)"), q + "lm_head: true: a quantized LM head is not modelled"},
+      {gptq(R"(, "modules_in_block_to_quantize": [["self_attn.q_proj"], ["mlp.up_proj"]])"),
+       q + "modules_in_block_to_quantize: names no attention output projection: attention in 16 bits is not "
+           "modelled"},
+      {gptq(R"(, "modules_in_block_to_quantize": [["self_attn.o_proj", "block_sparse_moe.gate"]])"),
+       q + "modules_in_block_to_quantize: names \"block_sparse_moe.gate\": a router in 4 bits is not "
+           "modelled"},
+      {gptq(R"(, "modules_in_block_to_quantize": [["self_attn.o_proj", 3]])"),
+       q + "modules_in_block_to_quantize: holds 3"},
+      {R"({"quant_method": "bitsandbytes"})", q + "quant_method: \"bitsandbytes\" is not modelled"},
+  };
+  for (const auto& [quantization, expected] : cases) {
+    const std::string error = hf_config_error(llama31_8b(quantization));
+    EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
+  }
+  // Upper-case version (older AutoAWQ configs) and sym false (asymmetric GPTQ) are read.
+  EXPECT_EQ(import_hf_config(llama31_8b(awq(R"(, "version": "GEMM")")), "l.json").linear_dtype,
+            DType::kInt4Awq);
+  EXPECT_EQ(import_hf_config(llama31_8b(gptq(R"(, "sym": false, "desc_act": false)")), "l.json").linear_dtype,
+            DType::kInt4Gptq);
+}
+
+TEST(Int4Groups, YamlKeys) {
+  const std::string dense = "name: x\nlayers: 2\nhidden: 256\nheads: 4\nvocab: 10\nffn: 512\ndtype: fp16\n";
+  EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\n", "x.yaml")).linear_dtype,
+            DType::kInt4Gptq);
+  EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_awq\n", "x.yaml")).linear_dtype,
+            DType::kInt4Awq);
+  EXPECT_NE(model_yaml_error(dense + "kv_dtype: int4_awq\n").find("kv_dtype: int4_awq is a weight format"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace duplex::compiler
