@@ -348,7 +348,7 @@ void check_functional_support(const compiler::ModelSpec& m) {
         "with RoPE; RMSNorm or LayerNorm, gated or two-matrix FFNs with SiLU, GELU (erf or tanh) or ReLU, "
         "dense or MoE layers (shared experts under Qwen-MoE or DeepSeek names), q / k / v / o and dense-FFN "
         "biases, q / k norms, gpt-oss's sinks, router bias and biased experts, fp16 or bf16 weights and KV "
-        "(computed in FP16; MXFP4 experts and block-scaled FP8 matrices as released)",
+        "(computed in FP16; MXFP4 experts, FP8 and 4-bit integer matrices as released)",
         m.file.empty() ? m.name : m.file, field, problem));
   };
   const bool mla = m.attention == compiler::AttentionKind::kMla,
@@ -388,24 +388,27 @@ void check_functional_support(const compiler::ModelSpec& m) {
   // MXFP4 experts (gpt-oss's release format) are read and computed exactly in FP16 (mxfp4.hpp); their rows
   // are whole blocks of 32.
   const bool mxfp4 = m.expert_dtype == compiler::DType::kMxfp4;
-  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && !compiler::scaled_fp8(m.expert_dtype))
+  // Per-matrix formats: FP8 (DeepSeek-V3's and Qwen3's block-scaled releases, llm-compressor's per-channel
+  // ones; fp8.hpp) and 4-bit groups (AutoAWQ's and GPTQ's releases; int4.hpp), dequantized to FP16.
+  auto per_matrix = [](compiler::DType t) { return compiler::scaled_fp8(t) || compiler::grouped_int4(t); };
+  if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && !per_matrix(m.expert_dtype))
     reject("expert_dtype",
-           fmt::format(
-               "experts in {}; expected fp16, bf16, fp8_block128, fp8_channel (mxfp4 with gpt-oss's names)",
-               compiler::dtype_name(m.expert_dtype)));
-  // FP8 matrices (DeepSeek-V3's and Qwen3's block-scaled releases, llm-compressor's per-channel ones) are
-  // dequantized to FP16 (fp8.hpp), stored per matrix: not in the fused expert tensors of gpt-oss, Llama 4 and
-  // DBRX (their FP8 forms are not modelled).
+           fmt::format("experts in {}; expected fp16, bf16, fp8_block128, fp8_channel, int4_awq, "
+                       "int4_gptq (mxfp4 with gpt-oss's names)",
+                       compiler::dtype_name(m.expert_dtype)));
+  // They are stored one matrix each: not in the fused expert tensors of gpt-oss, Llama 4 and DBRX (their
+  // quantized forms are not modelled).
   const bool fused = gpt_oss || m.weight_naming == compiler::WeightNaming::kLlama4 ||
                      m.weight_naming == compiler::WeightNaming::kDbrx;
-  if (compiler::scaled_fp8(m.expert_dtype) && fused && m.is_moe())
+  if (per_matrix(m.expert_dtype) && fused && m.is_moe())
     reject(
         "expert_dtype",
         fmt::format("{} experts under {}'s fused expert tensors; expected them in fp16 or bf16 (duplex reads "
-                    "FP8 experts one matrix each)",
+                    "quantized experts one matrix each)",
                     compiler::dtype_name(m.expert_dtype), compiler::weight_naming_name(m.weight_naming)));
-  if (!half_width(m.linear_dtype) && !compiler::scaled_fp8(m.linear_dtype))
-    reject("linear_dtype", fmt::format("projections in {}; expected fp16, bf16, fp8_block128 or fp8_channel",
+  if (!half_width(m.linear_dtype) && !per_matrix(m.linear_dtype))
+    reject("linear_dtype", fmt::format("projections in {}; expected fp16, bf16, fp8_block128, fp8_channel, "
+                                       "int4_awq or int4_gptq",
                                        compiler::dtype_name(m.linear_dtype)));
   if (mxfp4 && (m.hidden % kMxfp4Block != 0 || m.expert_ffn % kMxfp4Block != 0))
     reject("expert_dtype",
@@ -618,6 +621,19 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   for (WeightShape& s : w) s.format = m.dtype;
   for (std::size_t i : linear) w[i].format = m.linear_dtype;
   for (std::size_t i : expert) w[i].format = m.expert_dtype;
+  // 4-bit group matrices pack 8 outputs per word and share a scale among 128 inputs (int4.hpp).
+  auto whole_groups = [&](const std::vector<std::size_t>& which, const char* field) {
+    for (std::size_t i : which)
+      if (compiler::grouped_int4(w[i].format) &&
+          (w[i].shape[1] % compiler::kInt4Group != 0 || w[i].shape[0] % 8 != 0))
+        throw Error(
+            fmt::format("{}: {}: {} has {} outputs and {} inputs; {} matrices need their inputs in whole "
+                        "groups of {} and their outputs in whole words of 8",
+                        m.file.empty() ? m.name : m.file, field, w[i].name, w[i].shape[0], w[i].shape[1],
+                        compiler::dtype_name(w[i].format), compiler::kInt4Group));
+  };
+  whole_groups(linear, "linear_dtype");
+  whole_groups(expert, "expert_dtype");
   return w;
 }
 
@@ -672,7 +688,8 @@ ModelWeights random_weights(const compiler::ModelSpec& spec, std::uint64_t seed)
           float_to_half_bits(static_cast<float>(mean + stddev * rng.normal()));
   });
   // Matrices in a quantized format on its grid, as released: MXFP4 per matrix row block; FP8 per block (128 x
-  // 128, or row) of the checkpoint tensor that stores them (put_on_checkpoint_grid).
+  // 128, or row), 4-bit integers per group of 128 inputs of a row, of the checkpoint tensor that stores them
+  // (put_on_checkpoint_grid).
   for (std::size_t i = 0; i < shapes.size(); ++i)
     if (shapes[i].format == compiler::DType::kMxfp4)
       round_to_mxfp4(out[i]->data.data(), out[i]->shape[0], out[i]->shape[1]);

@@ -16,6 +16,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 #include "duplex/runtime/functional/fp8.hpp"
+#include "duplex/runtime/functional/int4.hpp"
 #include "mxfp4.hpp"
 
 namespace duplex::runtime::functional {
@@ -289,11 +290,24 @@ std::vector<std::int64_t> scale_shape(const WeightShape& stored) {
       fp8_scale_shape(stored_grid(stored), stored.shape[0], stored.shape[1]);
   return {s[0], s[1]};
 }
-// The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, or its FP8 codes and
-// scales.
+// 4-bit group matrices (int4.hpp): the module's NAME.qweight, NAME.qzeros, NAME.scales and GPTQ's
+// NAME.g_idx, NAME the stored tensor's name without ".weight".
+bool int4_stored(const WeightShape& stored) {
+  return compiler::grouped_int4(stored.format) && stored.role == WeightShape::Role::kMatrix;
+}
+std::vector<std::string> int4_names(const WeightShape& stored) {
+  DUPLEX_ASSERT(stored.name.ends_with(".weight"), "a 4-bit matrix is a module's weight");
+  const std::string module = stored.name.substr(0, stored.name.size() - std::string_view(".weight").size());
+  std::vector<std::string> names = {module + ".qweight", module + ".qzeros", module + ".scales"};
+  if (stored.format == compiler::DType::kInt4Gptq) names.push_back(module + ".g_idx");
+  return names;
+}
+// The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, its FP8 codes and scales,
+// or its 4-bit parts.
 std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const WeightShape& stored) {
   if (mxfp4_stored(spec, stored.name)) return {stored.name + "_blocks", stored.name + "_scales"};
   if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored)};
+  if (int4_stored(stored)) return int4_names(stored);
   return {stored.name};
 }
 // The rows of a and b in one tensor: alternating (a's row i at 2i, b's at 2i + 1), or b's after a's; a
@@ -512,19 +526,53 @@ WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, cons
       dequantize_fp8_blocks(codes, scales.data(), rows, cols, stored_grid(p.stored), fc.path + ": " + name);
   return t;
 }
-// The stored tensor p, converted to FP16, from file `first`; a quantized one (MXFP4, FP8) has its scales in
-// file `second` (the same file unless a sharded checkpoint put them apart).
-WeightTensor read_stored(const SafetensorsFile& first, const SafetensorsFile& second, const StoredTensor& p,
+// A copy of the `count` elements of type T at `raw` (safetensors data need not be aligned).
+template <typename T>
+std::vector<T> copied(const char* raw, std::int64_t count) {
+  std::vector<T> out(static_cast<std::size_t>(count));
+  std::memcpy(out.data(), raw, out.size() * sizeof(T));
+  return out;
+}
+// The stored tensor p (2-D, [out, in]) from its 4-bit parts, files[i] holding int4_names(p.stored)[i],
+// dequantized to FP16 (int4.hpp).
+WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p) {
+  const compiler::DType format = p.stored.format;
+  const bool gptq = format == compiler::DType::kInt4Gptq;
+  const char* kind = gptq ? "GPTQ" : "AWQ";
+  const std::int64_t rows = p.stored.shape[0], cols = p.stored.shape[1];
+  const std::vector<std::string> names = int4_names(p.stored);
+  auto part = [&](std::size_t i, const char* dtype, std::array<std::int64_t, 2> shape) {
+    return raw_tensor(*files[i], names[i], dtype, dtype[0] == 'I' ? 4 : 2, {shape[0], shape[1]}, kind);
+  };
+  const auto qweight =
+      copied<std::int32_t>(part(0, "I32", int4_qweight_shape(format, rows, cols)), rows * cols / 8);
+  const auto qzeros =
+      copied<std::int32_t>(part(1, "I32", int4_qzeros_shape(rows, cols)), rows * cols / 8 / 128);
+  const auto scales = copied<std::uint16_t>(part(2, "F16", int4_scales_shape(rows, cols)), rows * cols / 128);
+  std::vector<std::int32_t> g_idx;
+  if (gptq) g_idx = copied<std::int32_t>(raw_tensor(*files[3], names[3], "I32", 4, {cols}, kind), cols);
+  const std::string what = files[0]->path + ": " + names[0].substr(0, names[0].size() - 8);
+  const Int4Matrix m = unpack_int4(format, rows, cols, qweight.data(), qzeros.data(), scales.data(),
+                                   gptq ? g_idx.data() : nullptr, what);
+  return {p.stored.shape, dequantize_int4(m, what)};
+}
+// The stored tensor p, converted to FP16, files[i] holding stored_names(spec, p.stored)[i] (a quantized one's
+// parts: the same file unless a sharded checkpoint put them apart).
+WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p,
                          const compiler::ModelSpec& spec, std::set<std::string>& converted) {
   if (mxfp4_stored(spec, p.stored.name)) {
     converted.insert("MXFP4");
-    return read_mxfp4(first, second, p);
+    return read_mxfp4(*files[0], *files[1], p);
   }
   if (fp8_stored(p.stored)) {
     converted.insert("FP8");
-    return read_fp8(first, second, p);
+    return read_fp8(*files[0], *files[1], p);
   }
-  return read_tensor(first, p.stored, spec.name, converted);
+  if (int4_stored(p.stored)) {
+    converted.insert(p.stored.format == compiler::DType::kInt4Awq ? "AWQ int4" : "GPTQ int4");
+    return read_int4(files, p);
+  }
+  return read_tensor(*files[0], p.stored, spec.name, converted);
 }
 // The checkpoint's form of stored tensor p: its parts stacked (and transposed) as stored, gpt-oss's and
 // Llama 4's experts fused, DeepSeek's and Llama 4's rope rows in the checkpoint's order.
@@ -552,12 +600,33 @@ WeightTensor stored_form(const ModelWeights& weights, const StoredTensor& p) {
   }
   return t;
 }
-// What checkpoint_tensors' list points into: the stored forms made for it, and FP8 codes and scales.
+// What checkpoint_tensors' list points into: the stored forms made for it, FP8 codes and scales, MXFP4 blocks
+// and scales, 4-bit parts.
 struct StoredData {
   std::deque<WeightTensor> tensors;  // deques: the list points into them as they grow
   std::deque<Fp8Blocks> fp8;
   std::deque<Mxfp4Blocks> mxfp4;
+  std::deque<Int4Packed> int4;
 };
+// A 4-bit matrix (stored tensor `stored`, its values in t) as its release's parts (int4.hpp): zero 8,
+// power-of-two scales, groups in order.
+void add_int4(TensorList& all, StoredData& data, const std::string& model, const WeightShape& stored,
+              const WeightTensor& t) {
+  const std::int64_t rows = t.shape[0], cols = t.shape[1];
+  const Int4Packed& q = data.int4.emplace_back(pack_int4(
+      stored.format, quantize_int4(t.data.data(), rows, cols, "model " + model + ": " + stored.name)));
+  const std::vector<std::string> names = int4_names(stored);
+  auto shape = [](std::array<std::int64_t, 2> a) { return std::vector<std::int64_t>{a[0], a[1]}; };
+  all.push_back({names[0], "I32", shape(int4_qweight_shape(stored.format, rows, cols)),
+                 reinterpret_cast<const char*>(q.qweight.data()), q.qweight.size() * 4});
+  all.push_back({names[1], "I32", shape(int4_qzeros_shape(rows, cols)),
+                 reinterpret_cast<const char*>(q.qzeros.data()), q.qzeros.size() * 4});
+  all.push_back({names[2], "F16", shape(int4_scales_shape(rows, cols)),
+                 reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * 2});
+  if (!q.g_idx.empty())
+    all.push_back(
+        {names[3], "I32", {cols}, reinterpret_cast<const char*>(q.g_idx.data()), q.g_idx.size() * 4});
+}
 // gpt-oss's MXFP4 expert tensor `name`, stored [E, in, out] in t, as its release's NAME_blocks and
 // NAME_scales (out-major: each expert's rows of `in` elements, blocks of 32).
 void add_mxfp4(TensorList& all, StoredData& data, const std::string& model, const std::string& name,
@@ -577,8 +646,8 @@ void add_mxfp4(TensorList& all, StoredData& data, const std::string& model, cons
                  reinterpret_cast<const char*>(q.scales.data()),
                  q.scales.size()});
 }
-// Every tensor as the checkpoint stores it, in name order: F16, an FP8 matrix's codes and scales, or
-// gpt-oss's MXFP4 experts' blocks and scales.
+// Every tensor as the checkpoint stores it, in name order: F16, an FP8 matrix's codes and scales, a 4-bit
+// matrix's parts, or gpt-oss's MXFP4 experts' blocks and scales.
 TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
   TensorList all;
   for (const StoredTensor& p : storage_plan(weights.spec)) {
@@ -588,6 +657,10 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
         as_is ? weights.get(p.parts[0].name) : data.tensors.emplace_back(stored_form(weights, p));
     if (mxfp4_stored(weights.spec, p.stored.name)) {
       add_mxfp4(all, data, weights.spec.name, p.stored.name, t);
+      continue;
+    }
+    if (int4_stored(p.stored)) {
+      add_int4(all, data, weights.spec.name, p.stored, t);
       continue;
     }
     if (!fp8_stored(p.stored)) {
@@ -609,9 +682,12 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
 
 void put_on_checkpoint_grid(ModelWeights& weights) {
   for (const StoredTensor& p : storage_plan(weights.spec)) {
-    if (!fp8_stored(p.stored)) continue;
+    if (!fp8_stored(p.stored) && !int4_stored(p.stored)) continue;
     WeightTensor t = stored_form(weights, p);
-    round_to_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored));
+    if (int4_stored(p.stored))
+      round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1]);
+    else
+      round_to_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored));
     ModelWeights parts;
     parts.spec = weights.spec;
     unstack(p, std::move(t), parts);
@@ -683,8 +759,9 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   w.source = path;
   std::set<std::string> wanted, converted;
   for (const StoredTensor& p : prefixed_plan(spec, layout)) {
-    for (const std::string& name : stored_names(spec, p.stored)) wanted.insert(name);
-    unstack(p, read_stored(f, f, p, spec, converted), w);
+    const std::vector<std::string> names = stored_names(spec, p.stored);
+    wanted.insert(names.begin(), names.end());
+    unstack(p, read_stored(std::vector<const SafetensorsFile*>(names.size(), &f), p, spec, converted), w);
   }
   std::size_t skipped = 0;
   for (const auto& [name, value] : f.header.items()) {
@@ -729,6 +806,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                                 name, spec.name,
                                 name == p.stored.name               ? ", shape " + shape_text(p.stored.shape)
                                 : mxfp4_stored(spec, p.stored.name) ? ": MXFP4"
+                                : int4_stored(p.stored)             ? ": 4-bit " + p.stored.name
                                                                     : ": FP8 scales"));
     }
   std::size_t skipped = 0;  // outside the language model, in files that may not be opened
@@ -751,14 +829,16 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   for (const auto& [file, list] : by_file) {
     const SafetensorsFile f = open_safetensors((fs::path(index_path).parent_path() / file).string());
     for (std::size_t i : list) {
-      const std::vector<std::string> names = stored_names(spec, plan[i].stored);
-      const std::string second = names.size() > 1 ? where.at(names[1]) : file;  // a quantized one's scales
-      if (second == file) {
-        unstack(plan[i], read_stored(f, f, plan[i], spec, converted), w);
-      } else {
-        const SafetensorsFile s = open_safetensors((fs::path(index_path).parent_path() / second).string());
-        unstack(plan[i], read_stored(f, s, plan[i], spec, converted), w);
+      // A quantized tensor's parts may lie in other shards: each opened once for it.
+      std::map<std::string, SafetensorsFile> others;
+      std::vector<const SafetensorsFile*> files;
+      for (const std::string& name : stored_names(spec, plan[i].stored)) {
+        const std::string& in = where.at(name);
+        if (in != file && !others.contains(in))
+          others.emplace(in, open_safetensors((fs::path(index_path).parent_path() / in).string()));
+        files.push_back(in == file ? &f : &others.at(in));
       }
+      unstack(plan[i], read_stored(files, plan[i], spec, converted), w);
     }
     for (const auto& [name, value] : f.header.items())
       if (name != "__metadata__" && (!where.contains(name) || where.at(name) != file))
@@ -1621,12 +1701,53 @@ nlohmann::json fp8_args(const char* strategy, bool dynamic) {
           {"observer", dynamic ? nlohmann::json() : nlohmann::json("minmax")}};
 }
 
+// The quantization_config of a model in int4_awq or int4_gptq (its projections and experts): AutoAWQ's
+// (version gemm, zero points), its modules_to_not_convert naming each layer's matrices left in dtype (the
+// routers, by full name: transformers matches them as substrings), or GPTQ's (checkpoint_format gptq,
+// desc_act false: groups in order, sym: zero 8), with optimum's modules_in_block_to_quantize in an MoE model
+// (the modules under a layer in 4 bits; else optimum would quantize the routers too).
+nlohmann::json int4_config(const compiler::ModelSpec& m) {
+  std::vector<std::string> kept,
+      quantized;  // modules under model.layers.<l>.: by full name, by name in a layer
+  for (const StoredTensor& p : storage_plan(m)) {
+    const std::string& name = p.stored.name;
+    if (p.stored.role != WeightShape::Role::kMatrix || !name.starts_with("model.layers.")) continue;
+    const std::string module = name.substr(0, name.size() - std::string_view(".weight").size());
+    if (!int4_stored(p.stored)) {
+      kept.push_back(module);
+      continue;
+    }
+    const std::string in_layer =
+        module.substr(module.find('.', std::string_view("model.layers.").size()) + 1);
+    if (std::find(quantized.begin(), quantized.end(), in_layer) == quantized.end())
+      quantized.push_back(in_layer);
+  }
+  if (m.linear_dtype == compiler::DType::kInt4Awq)
+    return {{"quant_method", "awq"},
+            {"bits", 4},
+            {"group_size", compiler::kInt4Group},
+            {"zero_point", true},
+            {"version", "gemm"},
+            {"modules_to_not_convert", kept.empty() ? nlohmann::json() : nlohmann::json(kept)}};
+  nlohmann::json q = {{"quant_method", "gptq"},
+                      {"bits", 4},
+                      {"group_size", compiler::kInt4Group},
+                      {"desc_act", false},
+                      {"sym", true},
+                      {"checkpoint_format", "gptq"},
+                      {"static_groups", false},
+                      {"true_sequential", true},
+                      {"damp_percent", 0.01}};
+  if (m.is_moe()) q["modules_in_block_to_quantize"] = {quantized};
+  return q;
+}
+
 // The config.json of `weights`: its family's fields, and the quantization_config of MXFP4 experts (gpt-oss's
 // release), FP8 matrices in 128 x 128 blocks (HF FineGrainedFP8, as DeepSeek-V3's release states it, with
 // scale_fmt ue8m0: the scales duplex writes are powers of two) or FP8 matrices per channel
-// (compressed-tensors, as llm-compressor's FP8-dynamic scheme states it, the LM head and routers ignored).
-// One quantization_config states one method for the projections and the experts alike: other combinations are
-// refused.
+// (compressed-tensors, as llm-compressor's FP8-dynamic scheme states it, the LM head and routers ignored), or
+// 4-bit matrices (int4_config). One quantization_config states one method for the projections and the experts
+// alike: other combinations are refused.
 nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   nlohmann::json c = family_config(weights);
@@ -1653,6 +1774,10 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                                 {"activation_scheme", "dynamic"},
                                 {"weight_block_size", {kFp8Block, kFp8Block}},
                                 {"scale_fmt", "ue8m0"}};
+    return c;
+  }
+  if (compiler::grouped_int4(experts)) {
+    c["quantization_config"] = int4_config(m);
     return c;
   }
   DUPLEX_ASSERT(experts == compiler::DType::kFp8Channel, "a matrix format the weights' check lets through");

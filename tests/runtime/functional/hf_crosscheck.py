@@ -15,7 +15,8 @@ chunked attention, attention temperature tuning, sigmoid-routed experts scaled a
 expert, dense layers in between), written here from those definitions and sharing no code with duplex. A
 checkpoint whose quantization_config says fp8 (HF FineGrainedFP8: DeepSeek-V3's and Qwen3's FP8 releases) has its
 F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks, one that says
-compressed-tensors (llm-compressor's FP8-dynamic releases) by their weight_scale rows; gpt-oss's MXFP4
+compressed-tensors (llm-compressor's FP8-dynamic releases) by their weight_scale rows; one that says awq or gptq
+has its 4-bit matrices unpacked as AutoAWQ's dequantize_gemm and AutoGPTQ's dequantization do; gpt-oss's MXFP4
 experts (NAME_blocks / NAME_scales) are decoded as HF's convert_moe_packed_tensors does. A model
 passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
 duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
@@ -28,7 +29,7 @@ outputs), chunked attention (as full), attention temperature (as none) or interl
 Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, PhiMoE's sparsemixer (as softmax
 top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, DBRX's
 clamp of q / k / v, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the first
-the model has (an FP8 checkpoint's block or row scales, as 1, before all); Llama 4's chunks and temperature only where
+the model has (an FP8 checkpoint's block or row scales, as 1, or a 4-bit one's zero points, as 0, before all); Llama 4's chunks and temperature only where
 the test's sequences reach them); that comparison must
 fail, or the check could not see the feature. --self-test=F[,F...] drops the features named instead, one
 comparison each (any of HfModel's drops: chunked_attention, attn_temperature, router_input, qk_norm,
@@ -99,6 +100,51 @@ def dequantize_fp8(config, tensors, scaled=True):
     return out
 
 
+AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # AutoAWQ's GEMM packing: the output of its eight each field of a word holds
+
+
+def nibbles(words, axis):
+    """I32 words as their eight 4-bit fields (the first in the low bits), spread along `axis` (8 x longer)."""
+    w = words.astype(np.int64) & 0xFFFFFFFF
+    fields = np.stack([(w >> (4 * i)) & 15 for i in range(8)], axis=axis + 1)
+    shape = list(words.shape)
+    shape[axis] *= 8
+    return fields.reshape(shape)
+
+
+def dequantize_int4(config, tensors, zeros=True):
+    """4-bit matrices as NAME.weight [out, in], each element (q - zero) x scale rounded to FP16, the zero points
+    taken as 0 when not `zeros`. quant_method awq (AutoAWQ's dequantize_gemm): NAME.qweight [in, out / 8] and
+    NAME.qzeros [in / g, out / 8], the fields of a word holding outputs in AWQ_ORDER; NAME.scales [in / g, out].
+    quant_method gptq (AutoGPTQ, checkpoint_format gptq): NAME.qweight [in / 8, out], a word's fields inputs in
+    order; NAME.qzeros as AWQ's but in order, holding zero - 1; input i in group NAME.g_idx[i]."""
+    q = config.get("quantization_config") or {}
+    method = q.get("quant_method")
+    if method not in ("awq", "gptq"):
+        return dict(tensors)
+    g = q["group_size"]
+    out = {}
+    for name, a in tensors.items():
+        if not name.endswith(".qweight"):
+            if not name.endswith((".qzeros", ".scales", ".g_idx")):
+                out[name] = a
+            continue
+        base = name[: -len(".qweight")]
+        scales = tensors[base + ".scales"]
+        if method == "awq":
+            order = np.arange(scales.shape[1]).reshape(-1, 8)[:, np.argsort(AWQ_ORDER)].reshape(-1)
+            w = nibbles(a, 1)[:, order]
+            z = nibbles(tensors[base + ".qzeros"], 1)[:, order]
+            group = np.arange(w.shape[0]) // g
+        else:
+            w = nibbles(a, 0)
+            z = nibbles(tensors[base + ".qzeros"], 1) + 1
+            group = tensors[base + ".g_idx"].astype(np.int64)
+        values = (w - (z[group] if zeros else 0)) * scales[group]  # [in, out]
+        out[base + ".weight"] = values.astype(np.float16).astype(np.float64).T
+    return out
+
+
 FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
 
 
@@ -142,6 +188,8 @@ def read_safetensors(path):
             a = e4m3(np.frombuffer(raw, dtype=np.uint8))
         elif e["dtype"] == "U8":  # MXFP4 blocks and scales, decoded by dequantize_mxfp4
             a = np.frombuffer(raw, dtype=np.uint8)
+        elif e["dtype"] == "I32":  # 4-bit words and GPTQ's g_idx, decoded by dequantize_int4
+            a = np.frombuffer(raw, dtype="<i4")
         else:
             raise ValueError(f"{path}: {name}: dtype {e['dtype']}")
         out[name] = a.reshape(e["shape"])
@@ -203,7 +251,9 @@ class HfModel:
     def __init__(self, config, tensors, drop=None):
         c = config
         self.fp8 = (c.get("quantization_config") or {}).get("quant_method") in ("fp8", "compressed-tensors")
+        self.int4 = (c.get("quantization_config") or {}).get("quant_method") in ("awq", "gptq")
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
+        tensors = dequantize_int4(c, tensors, zeros=drop != "int4_zeros")
         self.t = dict(tensors)
         if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
             c = dict(c.get("text_config") or {}, model_type="llama4_text")
@@ -888,6 +938,8 @@ def compare(model, run):
 def dropped_feature(model):
     if model.fp8:  # the block scales of its FP8 matrices
         return "fp8_scales"
+    if model.int4:  # the zero points of its 4-bit matrices
+        return "int4_zeros"
     if model.llama4:  # its own features first: the router's input scaling, then what the test's sequences reach
         longest = max(map(len, PROMPTS)) + NEW_TOKENS - 1  # the tokens of compare's longest forward
         if any(model.is_moe_layer(layer) for layer in range(model.layers)):

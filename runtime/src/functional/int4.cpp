@@ -1,0 +1,215 @@
+#include "duplex/runtime/functional/int4.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
+
+namespace duplex::runtime::functional {
+namespace {
+
+constexpr std::int64_t kGroup = compiler::kInt4Group;
+constexpr int kPerWord = 8;  // 4-bit fields per I32 word
+// AutoAWQ's GEMM packing: output 8j + i of a word sits in field kAwqField[i] (AWQ_ORDER [0, 2, 4, 6, 1, 3, 5,
+// 7] names the output each field holds; this is its inverse).
+constexpr int kAwqField[kPerWord] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+std::uint8_t field(std::int32_t word, int f) {
+  return static_cast<std::uint8_t>((static_cast<std::uint32_t>(word) >> (4 * f)) & 0xfu);
+}
+void set_field(std::int32_t& word, int f, unsigned value) {
+  DUPLEX_ASSERT(value < 16, "a 4-bit field");
+  word = static_cast<std::int32_t>(static_cast<std::uint32_t>(word) | (value << (4 * f)));
+}
+
+// Rows of whole groups; packed, also columns of whole words.
+void check_shape(std::int64_t rows, std::int64_t cols, bool packed) {
+  DUPLEX_ASSERT(rows > 0 && cols > 0 && cols % kGroup == 0 && (!packed || rows % kPerWord == 0),
+                "int4 matrices of whole groups and words");
+}
+
+// The least k >= -24 with 8 x 2^k >= -lo and 7 x 2^k >= hi (lo <= 0 <= hi, not both 0).
+int scale_exponent(double lo, double hi) {
+  int k = -24;
+  while (std::ldexp(8.0, k) < -lo || std::ldexp(7.0, k) < hi) ++k;
+  return k;
+}
+
+// Calls f(r, g, c0, c1) for each group of `cols` / 128 inputs of each row.
+template <typename F>
+void for_each_group(std::int64_t rows, std::int64_t cols, F&& f) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t g = 0; g * kGroup < cols; ++g) f(r, g, g * kGroup, (g + 1) * kGroup);
+}
+
+// The exponent of the power-of-two scale of values[r][c0..c1) (scale_exponent; 0 for zeros).
+int group_exponent(const std::uint16_t* values, std::int64_t cols, std::int64_t r, std::int64_t c0,
+                   std::int64_t c1) {
+  double lo = 0, hi = 0;
+  for (std::int64_t c = c0; c < c1; ++c) {
+    const double v = half_bits_to_float(values[r * cols + c]);
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  return lo == 0 && hi == 0 ? 0 : scale_exponent(lo, hi);
+}
+
+// 8 + the nearest integer of v / 2^k (ties to even), clamped to 0..15.
+unsigned nearest_field(double v, int k) {
+  const double n = std::nearbyint(std::ldexp(v, -k));  // the default rounding mode: to nearest, ties to even
+  return static_cast<unsigned>(std::clamp(n + 8.0, 0.0, 15.0));
+}
+
+}  // namespace
+
+std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols) {
+  if (format == compiler::DType::kInt4Awq) return {cols, rows / kPerWord};
+  DUPLEX_ASSERT(format == compiler::DType::kInt4Gptq, "not an int4 matrix format");
+  return {cols / kPerWord, rows};
+}
+std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols) {
+  return {cols / kGroup, rows / kPerWord};
+}
+std::array<std::int64_t, 2> int4_scales_shape(std::int64_t rows, std::int64_t cols) {
+  return {cols / kGroup, rows};
+}
+
+Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
+  check_shape(m.rows, m.cols, true);
+  const bool awq = format == compiler::DType::kInt4Awq;
+  const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, m.rows, m.cols);
+  const std::array<std::int64_t, 2> qz = int4_qzeros_shape(m.rows, m.cols);
+  Int4Packed p;
+  p.qweight.assign(static_cast<std::size_t>(qw[0] * qw[1]), 0);
+  p.qzeros.assign(static_cast<std::size_t>(qz[0] * qz[1]), 0);
+  p.scales.resize(static_cast<std::size_t>(m.groups() * m.rows));
+  for (std::int64_t r = 0; r < m.rows; ++r)
+    for (std::int64_t c = 0; c < m.cols; ++c) {
+      const unsigned q = m.q[static_cast<std::size_t>(r * m.cols + c)];
+      if (awq)  // [in][out / 8]: outputs in AWQ's field order
+        set_field(p.qweight[static_cast<std::size_t>(c * qw[1] + r / kPerWord)], kAwqField[r % kPerWord], q);
+      else  // [in / 8][out]: inputs in order
+        set_field(p.qweight[static_cast<std::size_t>((c / kPerWord) * qw[1] + r)],
+                  static_cast<int>(c % kPerWord), q);
+    }
+  for (std::int64_t r = 0; r < m.rows; ++r)
+    for (std::int64_t g = 0; g < m.groups(); ++g) {
+      const unsigned zero = m.zeros[static_cast<std::size_t>(r * m.groups() + g)];
+      DUPLEX_ASSERT(awq ? zero < 16 : zero >= 1 && zero <= 16, "a zero point the format stores");
+      const int f = awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord);
+      set_field(p.qzeros[static_cast<std::size_t>(g * qz[1] + r / kPerWord)], f, awq ? zero : zero - 1);
+      p.scales[static_cast<std::size_t>(g * m.rows + r)] =
+          m.scales[static_cast<std::size_t>(r * m.groups() + g)];
+    }
+  if (!awq) p.g_idx.assign(m.group.begin(), m.group.end());
+  return p;
+}
+
+Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols,
+                       const std::int32_t* qweight, const std::int32_t* qzeros, const std::uint16_t* scales,
+                       const std::int32_t* g_idx, const std::string& what) {
+  check_shape(rows, cols, true);
+  const bool awq = format == compiler::DType::kInt4Awq;
+  const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, rows, cols);
+  const std::array<std::int64_t, 2> qz = int4_qzeros_shape(rows, cols);
+  Int4Matrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.q.resize(static_cast<std::size_t>(rows * cols));
+  m.zeros.resize(static_cast<std::size_t>(rows * m.groups()));
+  m.scales.resize(m.zeros.size());
+  m.group.resize(static_cast<std::size_t>(cols));
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c)
+      m.q[static_cast<std::size_t>(r * cols + c)] =
+          awq ? field(qweight[c * qw[1] + r / kPerWord], kAwqField[r % kPerWord])
+              : field(qweight[(c / kPerWord) * qw[1] + r], static_cast<int>(c % kPerWord));
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t g = 0; g < m.groups(); ++g) {
+      const std::uint8_t f = field(qzeros[g * qz[1] + r / kPerWord],
+                                   awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord));
+      m.zeros[static_cast<std::size_t>(r * m.groups() + g)] = static_cast<std::uint8_t>(awq ? f : f + 1);
+      m.scales[static_cast<std::size_t>(r * m.groups() + g)] = scales[g * rows + r];
+    }
+  for (std::int64_t c = 0; c < cols; ++c) {
+    const std::int64_t g = awq ? c / kGroup : g_idx[c];
+    if (g < 0 || g >= m.groups())
+      throw Error(fmt::format("{}: g_idx[{}] is {}; expected a group 0..{} ({} inputs, groups of {})", what,
+                              c, g, m.groups() - 1, cols, kGroup));
+    m.group[static_cast<std::size_t>(c)] = static_cast<std::int32_t>(g);
+  }
+  return m;
+}
+
+std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::string& what) {
+  for (std::int64_t r = 0; r < m.rows; ++r)
+    for (std::int64_t g = 0; g < m.groups(); ++g) {
+      const float s = half_bits_to_float(m.scales[static_cast<std::size_t>(r * m.groups() + g)]);
+      if (!std::isfinite(s) || s < 0)
+        throw Error(fmt::format("{}: the scale of output {}, group {} is {}; expected a finite number >= 0",
+                                what, r, g, s));
+    }
+  std::vector<std::uint16_t> out(static_cast<std::size_t>(m.rows * m.cols));
+  for (std::int64_t r = 0; r < m.rows; ++r)
+    for (std::int64_t c = 0; c < m.cols; ++c) {
+      const std::size_t gi = static_cast<std::size_t>(r * m.groups() + m.group[static_cast<std::size_t>(c)]);
+      const int n = m.q[static_cast<std::size_t>(r * m.cols + c)] - m.zeros[gi];
+      // n (-16..15) times an FP16 scale has at most 16 significant bits: exact in float, rounded once here.
+      const float v = static_cast<float>(n) * half_bits_to_float(m.scales[gi]);
+      const std::uint16_t h = float_to_half_bits(v == 0 ? 0.0f : v);
+      if (!std::isfinite(half_bits_to_float(h)))
+        throw Error(
+            fmt::format("{}: element [{}][{}] is {} ({} x scale {}), outside FP16's finite range (+-65504); "
+                        "functional emulation computes in FP16",
+                        what, r, c, v, n, half_bits_to_float(m.scales[gi])));
+      out[static_cast<std::size_t>(r * m.cols + c)] = h;
+    }
+  return out;
+}
+
+Int4Matrix quantize_int4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
+                         const std::string& what) {
+  check_shape(rows, cols, false);
+  Int4Matrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.q.resize(static_cast<std::size_t>(rows * cols));
+  m.zeros.assign(static_cast<std::size_t>(rows * m.groups()), 8);
+  m.scales.resize(m.zeros.size());
+  m.group.resize(static_cast<std::size_t>(cols));
+  for (std::int64_t c = 0; c < cols; ++c)
+    m.group[static_cast<std::size_t>(c)] = static_cast<std::int32_t>(c / kGroup);
+  for_each_group(rows, cols, [&](std::int64_t r, std::int64_t g, std::int64_t c0, std::int64_t c1) {
+    const int k = group_exponent(values, cols, r, c0, c1);
+    m.scales[static_cast<std::size_t>(r * m.groups() + g)] = float_to_half_bits(std::ldexp(1.0f, k));
+    for (std::int64_t c = c0; c < c1; ++c) {
+      const double v = half_bits_to_float(values[r * cols + c]);
+      const unsigned q = nearest_field(v, k);
+      if (std::ldexp(static_cast<double>(q) - 8, k) != v)  // -0 is stored as 8: it comes back +0
+        throw Error(
+            fmt::format("{}: element [{}][{}] = {} is not on the 4-bit grid of its group ((q - 8) x 2^{}); "
+                        "4-bit checkpoints are written with zero 8 and power-of-two scales, which random "
+                        "weights of a 4-bit model are on",
+                        what, r, c, v, k));
+      m.q[static_cast<std::size_t>(r * cols + c)] = static_cast<std::uint8_t>(q);
+    }
+  });
+  return m;
+}
+
+void round_to_int4_groups(std::uint16_t* values, std::int64_t rows, std::int64_t cols) {
+  check_shape(rows, cols, false);
+  for_each_group(rows, cols, [&](std::int64_t r, std::int64_t, std::int64_t c0, std::int64_t c1) {
+    const int k = group_exponent(values, cols, r, c0, c1);
+    for (std::int64_t c = c0; c < c1; ++c) {
+      std::uint16_t& h = values[r * cols + c];
+      const unsigned q = nearest_field(half_bits_to_float(h), k);
+      h = float_to_half_bits(std::ldexp(static_cast<float>(q) - 8.0f, k));  // +0 for q == 8
+    }
+  });
+}
+
+}  // namespace duplex::runtime::functional
