@@ -21,6 +21,8 @@ double dtype_bytes(DType t) {
     case DType::kInt4Awq:
     case DType::kInt4Gptq:
       return 0.5 + (2.0 + 0.5) / kInt4Group;  // + one FP16 scale and one 4-bit zero per group
+    case DType::kInt4Pack:
+      return 0.5 + 2.0 / kInt4Group;  // + one 16-bit scale per group
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -42,6 +44,8 @@ std::string_view dtype_name(DType t) {
       return "int4_awq";
     case DType::kInt4Gptq:
       return "int4_gptq";
+    case DType::kInt4Pack:
+      return "int4_pack";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -57,9 +61,10 @@ DType parse_dtype(std::string_view s) {
   if (s == "fp8_channel") return DType::kFp8Channel;
   if (s == "int4_awq") return DType::kInt4Awq;
   if (s == "int4_gptq") return DType::kInt4Gptq;
+  if (s == "int4_pack") return DType::kInt4Pack;
   throw Error(
       fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
-                  "fp8_channel, int4_awq or int4_gptq (weight matrices only)",
+                  "fp8_channel, int4_awq, int4_gptq or int4_pack (weight matrices only)",
                   s));
 }
 
@@ -68,7 +73,7 @@ bool scaled_fp8(DType t) {
 }
 
 bool grouped_int4(DType t) {
-  return t == DType::kInt4Awq || t == DType::kInt4Gptq;
+  return t == DType::kInt4Awq || t == DType::kInt4Gptq || t == DType::kInt4Pack;
 }
 
 bool matrix_format(DType t) {

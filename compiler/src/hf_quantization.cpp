@@ -91,16 +91,46 @@ void expect_fp8_args(const Fields& s, const char* strategy, bool dynamic, const 
     refuse("dynamic", dynamic ? "false (static scales) is not modelled" : "true is not modelled");
 }
 
-// quant_method "compressed-tensors": fp8_channel, and an fp8 KV cache under kv_cache_scheme
+// compressed-tensors' QuantizationArgs s of llm-compressor's W4A16 weights (int4_pack): 4-bit int, symmetric,
+// static, strategy group of 128; actorder null, weight or static (the groups stay in order: no g_idx).
+void expect_int4_args(const Fields& s) {
+  const std::string kExpected =
+      "4-bit weights: num_bits 4, type int, symmetric, strategy group, group_size 128, not dynamic, actorder "
+      "null, weight or static";
+  auto refuse = [&](const char* key, const std::string& what) {
+    throw ConfigError(s.file(), s.path(key), what, kExpected);
+  };
+  if (s.integer_or("num_bits", 8) != 4)
+    refuse("num_bits", fmt::format("{} bits are not modelled", s.integer_or("num_bits", 8)));
+  if (s.string_or("type", "int") != "int")
+    refuse("type", fmt::format("\"{}\" is not modelled", s.string_or("type", "int")));
+  if (!s.boolean_or("symmetric", true)) refuse("symmetric", "false (a zero point) is not modelled");
+  const std::string strategy = s.string_or("strategy", "");
+  if (strategy != "group")
+    refuse("strategy", strategy.empty() ? "missing" : fmt::format("\"{}\" is not modelled", strategy));
+  if (!s.has("group_size") || !s.raw()["group_size"].is_number_integer() ||
+      s.raw()["group_size"].get<long long>() != kInt4Group)
+    refuse("group_size",
+           s.has("group_size") ? fmt::format("{} is not modelled", s.raw()["group_size"].dump()) : "missing");
+  if (s.boolean_or("dynamic", false)) refuse("dynamic", "true is not modelled");
+  const std::string actorder = s.raw().contains("actorder") && s.raw()["actorder"].is_string()
+                                   ? s.raw()["actorder"].get<std::string>()
+                                   : "";
+  if (s.has("actorder") && actorder != "weight" && actorder != "static")
+    refuse("actorder",
+           fmt::format("{} is not modelled (permuted groups: weight_g_idx)", s.raw()["actorder"].dump()));
+}
+
+// quant_method "compressed-tensors": fp8_channel, and an fp8 KV cache under kv_cache_scheme; int4_pack
 // (hf_quantization.hpp).
 void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   auto refuse = [&](const std::string& path, const std::string& what, const std::string& expected) {
     throw ConfigError(q.file(), path, what, expected);
   };
   const std::string format = q.string_or("format", "");
-  if (format != "float-quantized")
+  if (format != "float-quantized" && format != "pack-quantized")
     refuse(q.path("format"), format.empty() ? "missing" : fmt::format("\"{}\" is not modelled", format),
-           "float-quantized (FP8 weights)");
+           "float-quantized (FP8 weights) or pack-quantized (4-bit weights)");
   const std::string status = q.string_or("quantization_status", "compressed");
   if (status != "compressed")
     refuse(q.path("quantization_status"),
@@ -117,6 +147,21 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   if (g.string_list_or_empty("targets", kTargets) != std::vector<std::string>{"Linear"})
     refuse(g.path("targets"), fmt::format("{} is not modelled", g.raw().value("targets", json()).dump()),
            kTargets);
+  if (g.has("output_activations"))
+    refuse(g.path("output_activations"), "is set: quantized outputs are not modelled", "null or absent");
+  expect_kept_in_dtype(q, "ignore");
+  if (format == "pack-quantized") {  // W4A16
+    expect_int4_args(g.child("weights"));
+    if (g.has("input_activations"))
+      refuse(g.path("input_activations"),
+             "is set: 4-bit weights under quantized activations are not modelled",
+             "null or absent (W4A16: 16-bit activations)");
+    if (q.has("kv_cache_scheme"))
+      refuse(q.path("kv_cache_scheme"), "is set: a quantized KV cache beside 4-bit weights is not modelled",
+             "null or absent");
+    m.expert_dtype = m.linear_dtype = DType::kInt4Pack;
+    return;
+  }
   expect_fp8_args(g.child("weights"), "channel", false,
                   "FP8 weights: num_bits 8, type float, symmetric, strategy channel, not dynamic");
   const std::string kActivations =
@@ -126,9 +171,6 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
            "absent or null: FP8 weights under 16-bit activations (weight-only) are not modelled",
            kActivations);
   expect_fp8_args(g.child("input_activations"), "token", true, kActivations);
-  if (g.has("output_activations"))
-    refuse(g.path("output_activations"), "is set: quantized outputs are not modelled", "null or absent");
-  expect_kept_in_dtype(q, "ignore");
   if (q.has("kv_cache_scheme")) {
     expect_fp8_args(q.child("kv_cache_scheme"), "tensor", false,
                     "an FP8 KV cache: num_bits 8, type float, symmetric, strategy tensor, not dynamic");
@@ -233,12 +275,12 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
   if (method == "compressed-tensors") return read_compressed_tensors(q, m);
   if (method == "awq") return read_awq(q, m);
   if (method == "gptq") return read_gptq(q, m);
-  throw ConfigError(
-      f.file(), q.path("quant_method"),
-      method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
-      "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 weights with a scale per output "
-      "channel), awq or gptq (4-bit weights in groups of 128), mxfp4 (gpt-oss's experts), or no "
-      "quantization_config");
+  throw ConfigError(f.file(), q.path("quant_method"),
+                    method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
+                    "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 weights with a scale per output "
+                    "channel, or 4-bit W4A16 weights in groups of 128), awq or gptq (4-bit weights in groups "
+                    "of 128), mxfp4 "
+                    "(gpt-oss's experts), or no quantization_config");
 }
 
 }  // namespace duplex::compiler

@@ -127,7 +127,8 @@ TEST(Fp8Channel, OtherSchemesAreRefusedNamingTheField) {
   const std::string q = "quantization_config.";
   const std::string g = q + "config_groups.group_0.";
   const std::pair<std::string, std::string> cases[] = {
-      {fp8_dynamic("", R"(, "format": "pack-quantized")"), q + "format: \"pack-quantized\" is not modelled"},
+      {fp8_dynamic("", R"(, "format": "int-quantized")"), q + "format: \"int-quantized\" is not modelled"},
+      {fp8_dynamic("", R"(, "format": "pack-quantized")"), g + "weights.num_bits: 8 bits are not modelled"},
       {fp8_dynamic("", R"(, "format": null)"), q + "format: missing"},
       {fp8_dynamic("", R"(, "quantization_status": "frozen")"),
        q + "quantization_status: \"frozen\": the checkpoint does not store its weights quantized"},

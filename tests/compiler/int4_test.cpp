@@ -167,6 +167,59 @@ TEST(Int4Groups, OtherSchemesAreRefusedNamingTheField) {
             DType::kInt4Gptq);
 }
 
+// RedHatAI's W4A16 quantization_config (llm-compressor's W4A16 scheme,
+// Meta-Llama-3.1-8B-Instruct-quantized.w4a16): compressed-tensors, pack-quantized, 4-bit symmetric weights in
+// groups of 128, 16-bit activations. `weights` adds or replaces fields of the weights' args, `top` of the
+// config.
+std::string w4a16(const std::string& weights = "", const std::string& top = "") {
+  return R"({"config_groups": {"group_0": {"input_activations": null, "output_activations": null,
+    "targets": ["Linear"], "weights": {"actorder": "weight", "block_structure": null, "dynamic": false,
+    "group_size": 128, "num_bits": 4, "observer": "minmax", "observer_kwargs": {}, "strategy": "group",
+    "symmetric": true, "type": "int")" +
+         weights + R"(}}}, "format": "pack-quantized", "ignore": ["lm_head"], "kv_cache_scheme": null,
+    "quant_method": "compressed-tensors", "quantization_status": "compressed")" +
+         top + "}";
+}
+
+TEST(Int4Groups, W4a16ReleaseIsReadWithItsLinearLayersIn4Bits) {
+  const ModelSpec m = import_hf_config(llama31_8b(w4a16()), "l.json");
+  EXPECT_EQ(m.linear_dtype, DType::kInt4Pack);
+  // 4 bits per weight and one 16-bit scale per 128 (weight_scale [out, in / 128]), no zero point.
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt4Pack), (128 * 4 + 16) / 8.0 / 128);
+  EXPECT_EQ(import_hf_config(mixtral(w4a16("", R"(, "ignore": ["lm_head", "re:.*block_sparse_moe.gate$"])")),
+                             "m.json")
+                .expert_dtype,
+            DType::kInt4Pack);
+  EXPECT_EQ(import_hf_config(llama31_8b(w4a16(R"(, "actorder": null)")), "l.json").linear_dtype,
+            DType::kInt4Pack);
+  const std::string g = "config.json: quantization_config.config_groups.group_0.";
+  const std::pair<std::string, std::string> cases[] = {
+      {w4a16(R"(, "num_bits": 8)"), g + "weights.num_bits: 8 bits are not modelled"},
+      {w4a16(R"(, "symmetric": false)"), g + "weights.symmetric: false (a zero point) is not modelled"},
+      {w4a16(R"(, "strategy": "channel")"), g + "weights.strategy: \"channel\" is not modelled"},
+      {w4a16(R"(, "group_size": 32)"), g + "weights.group_size: 32 is not modelled"},
+      {w4a16(R"(, "actorder": "group")"),
+       g + "weights.actorder: \"group\" is not modelled (permuted groups: weight_g_idx)"},
+      {w4a16(R"(, "type": "float")"), g + "weights.type: \"float\" is not modelled"},
+      {w4a16("", R"(, "kv_cache_scheme": {"num_bits": 8, "type": "float", "strategy": "tensor"})"),
+       "config.json: quantization_config.kv_cache_scheme: is set: a quantized KV cache beside 4-bit weights"},
+  };
+  for (const auto& [quantization, expected] : cases) {
+    const std::string error = hf_config_error(llama31_8b(quantization));
+    EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
+  }
+  // W4A8 (int8 activations) is not this scheme.
+  const std::string w4a8 =
+      R"({"config_groups": {"group_0": {"input_activations": {"num_bits": 8, "type": "int",
+    "strategy": "token", "dynamic": true}, "targets": ["Linear"], "weights": {"group_size": 128, "num_bits": 4,
+    "strategy": "group", "symmetric": true, "type": "int"}}}, "format": "pack-quantized",
+    "quant_method": "compressed-tensors", "quantization_status": "compressed"})";
+  EXPECT_NE(
+      hf_config_error(llama31_8b(w4a8))
+          .find(g + "input_activations: is set: 4-bit weights under quantized activations are not modelled"),
+      std::string::npos);
+}
+
 TEST(Int4Groups, YamlKeys) {
   const std::string dense = "name: x\nlayers: 2\nhidden: 256\nheads: 4\nvocab: 10\nffn: 512\ndtype: fp16\n";
   EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\n", "x.yaml")).linear_dtype,

@@ -66,76 +66,121 @@ unsigned nearest_field(double v, int k) {
 }  // namespace
 
 std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols) {
-  if (format == compiler::DType::kInt4Awq) return {cols, rows / kPerWord};
-  DUPLEX_ASSERT(format == compiler::DType::kInt4Gptq, "not an int4 matrix format");
-  return {cols / kPerWord, rows};
+  switch (format) {
+    case compiler::DType::kInt4Awq:
+      return {cols, rows / kPerWord};
+    case compiler::DType::kInt4Gptq:
+      return {cols / kPerWord, rows};
+    case compiler::DType::kInt4Pack:
+      return {rows, cols / kPerWord};
+    default:
+      DUPLEX_ASSERT(false, "not an int4 matrix format");
+  }
 }
 std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols) {
   return {cols / kGroup, rows / kPerWord};
 }
-std::array<std::int64_t, 2> int4_scales_shape(std::int64_t rows, std::int64_t cols) {
+std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols) {
+  if (format == compiler::DType::kInt4Pack) return {rows, cols / kGroup};
   return {cols / kGroup, rows};
 }
 
+namespace {
+
+// Where element (r, c)'s field lies in a format's qweight: the word's index and the field in it.
+struct FieldAt {
+  std::int64_t word;
+  int field;
+};
+FieldAt qweight_field(compiler::DType format, std::int64_t rows, std::int64_t cols, std::int64_t r,
+                      std::int64_t c) {
+  const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, rows, cols);
+  switch (format) {
+    case compiler::DType::kInt4Awq:  // [in][out / 8]: outputs in AWQ's field order
+      return {c * qw[1] + r / kPerWord, kAwqField[r % kPerWord]};
+    case compiler::DType::kInt4Gptq:  // [in / 8][out]: inputs in order
+      return {(c / kPerWord) * qw[1] + r, static_cast<int>(c % kPerWord)};
+    default:  // int4_pack: [out][in / 8], inputs in order
+      return {r * qw[1] + c / kPerWord, static_cast<int>(c % kPerWord)};
+  }
+}
+// Where row r's zero point of group g lies in qzeros (AWQ, GPTQ: [in / 128][out / 8]).
+FieldAt qzeros_field(compiler::DType format, std::int64_t rows, std::int64_t cols, std::int64_t r,
+                     std::int64_t g) {
+  const std::int64_t word = g * int4_qzeros_shape(rows, cols)[1] + r / kPerWord;
+  return {word,
+          format == compiler::DType::kInt4Awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord)};
+}
+// The index of row r's scale of group g in a format's scales.
+std::int64_t scale_index(compiler::DType format, std::int64_t rows, std::int64_t groups, std::int64_t r,
+                         std::int64_t g) {
+  return format == compiler::DType::kInt4Pack ? r * groups + g : g * rows + r;
+}
+
+}  // namespace
+
 Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
   check_shape(m.rows, m.cols, true);
-  const bool awq = format == compiler::DType::kInt4Awq;
   const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, m.rows, m.cols);
   const std::array<std::int64_t, 2> qz = int4_qzeros_shape(m.rows, m.cols);
+  const bool zeros = format != compiler::DType::kInt4Pack;
   Int4Packed p;
   p.qweight.assign(static_cast<std::size_t>(qw[0] * qw[1]), 0);
-  p.qzeros.assign(static_cast<std::size_t>(qz[0] * qz[1]), 0);
+  if (zeros) p.qzeros.assign(static_cast<std::size_t>(qz[0] * qz[1]), 0);
   p.scales.resize(static_cast<std::size_t>(m.groups() * m.rows));
   for (std::int64_t r = 0; r < m.rows; ++r)
     for (std::int64_t c = 0; c < m.cols; ++c) {
-      const unsigned q = m.q[static_cast<std::size_t>(r * m.cols + c)];
-      if (awq)  // [in][out / 8]: outputs in AWQ's field order
-        set_field(p.qweight[static_cast<std::size_t>(c * qw[1] + r / kPerWord)], kAwqField[r % kPerWord], q);
-      else  // [in / 8][out]: inputs in order
-        set_field(p.qweight[static_cast<std::size_t>((c / kPerWord) * qw[1] + r)],
-                  static_cast<int>(c % kPerWord), q);
+      const FieldAt at = qweight_field(format, m.rows, m.cols, r, c);
+      set_field(p.qweight[static_cast<std::size_t>(at.word)], at.field,
+                m.q[static_cast<std::size_t>(r * m.cols + c)]);
     }
   for (std::int64_t r = 0; r < m.rows; ++r)
     for (std::int64_t g = 0; g < m.groups(); ++g) {
-      const unsigned zero = m.zeros[static_cast<std::size_t>(r * m.groups() + g)];
-      DUPLEX_ASSERT(awq ? zero < 16 : zero >= 1 && zero <= 16, "a zero point the format stores");
-      const int f = awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord);
-      set_field(p.qzeros[static_cast<std::size_t>(g * qz[1] + r / kPerWord)], f, awq ? zero : zero - 1);
-      p.scales[static_cast<std::size_t>(g * m.rows + r)] =
-          m.scales[static_cast<std::size_t>(r * m.groups() + g)];
+      const std::size_t i = static_cast<std::size_t>(r * m.groups() + g);
+      const unsigned zero = m.zeros[i];
+      if (zeros) {
+        const bool gptq = format == compiler::DType::kInt4Gptq;  // stores zero - 1
+        DUPLEX_ASSERT(gptq ? zero >= 1 && zero <= 16 : zero < 16, "a zero point the format stores");
+        const FieldAt at = qzeros_field(format, m.rows, m.cols, r, g);
+        set_field(p.qzeros[static_cast<std::size_t>(at.word)], at.field, gptq ? zero - 1 : zero);
+      } else {
+        DUPLEX_ASSERT(zero == 8, "int4_pack's zero point is 8");
+      }
+      const std::uint16_t h = float_to_half_bits(m.scales[i]);
+      DUPLEX_ASSERT(half_bits_to_float(h) == m.scales[i], "a scale on FP16's grid");
+      p.scales[static_cast<std::size_t>(scale_index(format, m.rows, m.groups(), r, g))] = h;
     }
-  if (!awq) p.g_idx.assign(m.group.begin(), m.group.end());
+  if (format == compiler::DType::kInt4Gptq) p.g_idx.assign(m.group.begin(), m.group.end());
   return p;
 }
 
-Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols,
-                       const std::int32_t* qweight, const std::int32_t* qzeros, const std::uint16_t* scales,
-                       const std::int32_t* g_idx, const std::string& what) {
+Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols, const Int4Parts& parts,
+                       const std::string& what) {
   check_shape(rows, cols, true);
-  const bool awq = format == compiler::DType::kInt4Awq;
-  const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, rows, cols);
-  const std::array<std::int64_t, 2> qz = int4_qzeros_shape(rows, cols);
   Int4Matrix m;
   m.rows = rows;
   m.cols = cols;
   m.q.resize(static_cast<std::size_t>(rows * cols));
-  m.zeros.resize(static_cast<std::size_t>(rows * m.groups()));
+  m.zeros.assign(static_cast<std::size_t>(rows * m.groups()), 8);
   m.scales.resize(m.zeros.size());
   m.group.resize(static_cast<std::size_t>(cols));
   for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c)
-      m.q[static_cast<std::size_t>(r * cols + c)] =
-          awq ? field(qweight[c * qw[1] + r / kPerWord], kAwqField[r % kPerWord])
-              : field(qweight[(c / kPerWord) * qw[1] + r], static_cast<int>(c % kPerWord));
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const FieldAt at = qweight_field(format, rows, cols, r, c);
+      m.q[static_cast<std::size_t>(r * cols + c)] = field(parts.qweight[at.word], at.field);
+    }
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t g = 0; g < m.groups(); ++g) {
-      const std::uint8_t f = field(qzeros[g * qz[1] + r / kPerWord],
-                                   awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord));
-      m.zeros[static_cast<std::size_t>(r * m.groups() + g)] = static_cast<std::uint8_t>(awq ? f : f + 1);
-      m.scales[static_cast<std::size_t>(r * m.groups() + g)] = scales[g * rows + r];
+      const std::size_t i = static_cast<std::size_t>(r * m.groups() + g);
+      if (format != compiler::DType::kInt4Pack) {
+        const FieldAt at = qzeros_field(format, rows, cols, r, g);
+        const std::uint8_t f = field(parts.qzeros[at.word], at.field);
+        m.zeros[i] = static_cast<std::uint8_t>(format == compiler::DType::kInt4Gptq ? f + 1 : f);
+      }
+      m.scales[i] = parts.scales[scale_index(format, rows, m.groups(), r, g)];
     }
   for (std::int64_t c = 0; c < cols; ++c) {
-    const std::int64_t g = awq ? c / kGroup : g_idx[c];
+    const std::int64_t g = format == compiler::DType::kInt4Gptq ? parts.g_idx[c] : c / kGroup;
     if (g < 0 || g >= m.groups())
       throw Error(fmt::format("{}: g_idx[{}] is {}; expected a group 0..{} ({} inputs, groups of {})", what,
                               c, g, m.groups() - 1, cols, kGroup));
@@ -147,7 +192,7 @@ Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t c
 std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::string& what) {
   for (std::int64_t r = 0; r < m.rows; ++r)
     for (std::int64_t g = 0; g < m.groups(); ++g) {
-      const float s = half_bits_to_float(m.scales[static_cast<std::size_t>(r * m.groups() + g)]);
+      const float s = m.scales[static_cast<std::size_t>(r * m.groups() + g)];
       if (!std::isfinite(s) || s < 0)
         throw Error(fmt::format("{}: the scale of output {}, group {} is {}; expected a finite number >= 0",
                                 what, r, g, s));
@@ -157,14 +202,15 @@ std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::strin
     for (std::int64_t c = 0; c < m.cols; ++c) {
       const std::size_t gi = static_cast<std::size_t>(r * m.groups() + m.group[static_cast<std::size_t>(c)]);
       const int n = m.q[static_cast<std::size_t>(r * m.cols + c)] - m.zeros[gi];
-      // n (-16..15) times an FP16 scale has at most 16 significant bits: exact in float, rounded once here.
-      const float v = static_cast<float>(n) * half_bits_to_float(m.scales[gi]);
+      // n (-16..15) times an FP16 / BF16 scale has at most 16 significant bits: exact in float, rounded once
+      // here.
+      const float v = static_cast<float>(n) * m.scales[gi];
       const std::uint16_t h = float_to_half_bits(v == 0 ? 0.0f : v);
       if (!std::isfinite(half_bits_to_float(h)))
         throw Error(
             fmt::format("{}: element [{}][{}] is {} ({} x scale {}), outside FP16's finite range (+-65504); "
                         "functional emulation computes in FP16",
-                        what, r, c, v, n, half_bits_to_float(m.scales[gi])));
+                        what, r, c, v, n, m.scales[gi]));
       out[static_cast<std::size_t>(r * m.cols + c)] = h;
     }
   return out;
@@ -184,7 +230,7 @@ Int4Matrix quantize_int4(const std::uint16_t* values, std::int64_t rows, std::in
     m.group[static_cast<std::size_t>(c)] = static_cast<std::int32_t>(c / kGroup);
   for_each_group(rows, cols, [&](std::int64_t r, std::int64_t g, std::int64_t c0, std::int64_t c1) {
     const int k = group_exponent(values, cols, r, c0, c1);
-    m.scales[static_cast<std::size_t>(r * m.groups() + g)] = float_to_half_bits(std::ldexp(1.0f, k));
+    m.scales[static_cast<std::size_t>(r * m.groups() + g)] = std::ldexp(1.0f, k);
     for (std::int64_t c = c0; c < c1; ++c) {
       const double v = half_bits_to_float(values[r * cols + c]);
       const unsigned q = nearest_field(v, k);

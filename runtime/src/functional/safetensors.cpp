@@ -290,17 +290,29 @@ std::vector<std::int64_t> scale_shape(const WeightShape& stored) {
       fp8_scale_shape(stored_grid(stored), stored.shape[0], stored.shape[1]);
   return {s[0], s[1]};
 }
-// 4-bit group matrices (int4.hpp): the module's NAME.qweight, NAME.qzeros, NAME.scales and GPTQ's
-// NAME.g_idx, NAME the stored tensor's name without ".weight".
+// 4-bit group matrices (int4.hpp), NAME the stored tensor's name without ".weight" (its module): AutoAWQ's
+// NAME.qweight, NAME.qzeros, NAME.scales; GPTQ's and NAME.g_idx; W4A16's (compressed-tensors)
+// NAME.weight_packed, NAME.weight_scale, NAME.weight_shape.
 bool int4_stored(const WeightShape& stored) {
   return compiler::grouped_int4(stored.format) && stored.role == WeightShape::Role::kMatrix;
 }
-std::vector<std::string> int4_names(const WeightShape& stored) {
+std::string int4_module(const WeightShape& stored) {
   DUPLEX_ASSERT(stored.name.ends_with(".weight"), "a 4-bit matrix is a module's weight");
-  const std::string module = stored.name.substr(0, stored.name.size() - std::string_view(".weight").size());
+  return stored.name.substr(0, stored.name.size() - std::string_view(".weight").size());
+}
+std::vector<std::string> int4_names(const WeightShape& stored) {
+  const std::string module = int4_module(stored);
+  if (stored.format == compiler::DType::kInt4Pack)
+    return {module + ".weight_packed", module + ".weight_scale", module + ".weight_shape"};
   std::vector<std::string> names = {module + ".qweight", module + ".qzeros", module + ".scales"};
   if (stored.format == compiler::DType::kInt4Gptq) names.push_back(module + ".g_idx");
   return names;
+}
+// The release kind a 4-bit format's errors name.
+const char* int4_kind(compiler::DType format) {
+  return format == compiler::DType::kInt4Awq    ? "AWQ"
+         : format == compiler::DType::kInt4Gptq ? "GPTQ"
+                                                : "W4A16";
 }
 // The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, its FP8 codes and scales,
 // or its 4-bit parts.
@@ -485,20 +497,24 @@ WeightTensor read_mxfp4(const SafetensorsFile& fb, const SafetensorsFile& fs, co
       dequantize_mxfp4(blocks, scales, experts * out, in, fb.path + ": " + name);
   return {p.stored.shape, transpose_each(rows.data(), experts, out, in)};  // [E][in][out]
 }
-// The FP8 scales `name` of file f, of `shape`: F32 (FineGrainedFP8's), or F32, BF16 or F16
-// (compressed-tensors stores them in the model's dtype) when `half_too`; as floats.
-std::vector<float> fp8_scales(const SafetensorsFile& f, const std::string& name,
-                              const std::vector<std::int64_t>& shape, bool half_too) {
-  std::string dtype = "F32";
-  if (half_too) {
-    const TensorEntry e = tensor_entry(f, name, fmt::format("FP8 matrix, shape {}", shape_text(shape)));
-    if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16")
-      throw tensor_error(f, name,
-                         fmt::format("dtype {}; expected F32, BF16 or F16 (FP8 scales)", e.dtype_json));
+// The scales `name` of file f, of `shape`, stored in one of `dtypes` (of F32, BF16, F16), as floats; the
+// errors name `format` (FP8, AWQ, GPTQ, W4A16).
+std::vector<float> scale_values(const SafetensorsFile& f, const std::string& name,
+                                const std::vector<std::int64_t>& shape,
+                                const std::vector<std::string>& dtypes, const char* format) {
+  std::string dtype = dtypes[0];
+  if (dtypes.size() > 1) {
+    const TensorEntry e =
+        tensor_entry(f, name, fmt::format("{} matrix, shape {}", format, shape_text(shape)));
+    if (std::find(dtypes.begin(), dtypes.end(), e.dtype) == dtypes.end())
+      throw tensor_error(
+          f, name,
+          fmt::format("dtype {}; expected {} or {} ({} scales)", e.dtype_json,
+                      fmt::join(dtypes.begin(), dtypes.end() - 1, ", "), dtypes.back(), format));
     dtype = e.dtype;
   }
   const bool half = dtype != "F32";
-  const char* raw = raw_tensor(f, name, dtype.c_str(), half ? 2 : 4, shape, "FP8");
+  const char* raw = raw_tensor(f, name, dtype.c_str(), half ? 2 : 4, shape, format);
   std::vector<float> scales(static_cast<std::size_t>(shape[0] * shape[1]));
   for (std::size_t i = 0; i < scales.size(); ++i) {  // the data need not be aligned
     if (!half) {
@@ -518,8 +534,12 @@ WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, cons
   const std::string& name = p.stored.name;
   const auto* codes =
       reinterpret_cast<const std::uint8_t*>(raw_tensor(fc, name, "F8_E4M3", 1, p.stored.shape, "FP8"));
-  const std::vector<float> scales = fp8_scales(fs, fp8_scale_name(p.stored), scale_shape(p.stored),
-                                               p.stored.format == compiler::DType::kFp8Channel);
+  // FineGrainedFP8 stores F32 scales; compressed-tensors the model's dtype.
+  const std::vector<float> scales = scale_values(fs, fp8_scale_name(p.stored), scale_shape(p.stored),
+                                                 p.stored.format == compiler::DType::kFp8Channel
+                                                     ? std::vector<std::string>{"F32", "BF16", "F16"}
+                                                     : std::vector<std::string>{"F32"},
+                                                 "FP8");
   WeightTensor t;
   t.shape = p.stored.shape;
   t.data =
@@ -533,27 +553,50 @@ std::vector<T> copied(const char* raw, std::int64_t count) {
   std::memcpy(out.data(), raw, out.size() * sizeof(T));
   return out;
 }
+// W4A16's NAME.weight_shape (`name` of file f): I64 (or I32) [2] holding the matrix's {rows, cols}.
+void check_weight_shape(const SafetensorsFile& f, const std::string& name, std::int64_t rows,
+                        std::int64_t cols) {
+  const TensorEntry e = tensor_entry(f, name, "W4A16 matrix's shape, [2]");
+  if (e.dtype != "I64" && e.dtype != "I32")
+    throw tensor_error(f, name,
+                       fmt::format("dtype {}; expected I64 or I32 (W4A16 weight_shape)", e.dtype_json));
+  const bool wide = e.dtype == "I64";
+  const char* raw = raw_tensor(f, name, e.dtype.c_str(), wide ? 8 : 4, {2}, "W4A16");
+  const std::vector<std::int64_t> held = wide ? copied<std::int64_t>(raw, 2) : [&] {
+    const std::vector<std::int32_t> v = copied<std::int32_t>(raw, 2);
+    return std::vector<std::int64_t>{v[0], v[1]};
+  }();
+  if (held != std::vector<std::int64_t>{rows, cols})
+    throw tensor_error(f, name,
+                       fmt::format("holds {}; expected [{}, {}] (the matrix's outputs, inputs)",
+                                   shape_text(held), rows, cols));
+}
 // The stored tensor p (2-D, [out, in]) from its 4-bit parts, files[i] holding int4_names(p.stored)[i],
-// dequantized to FP16 (int4.hpp).
+// dequantized to FP16 (int4.hpp); scales in F16 or BF16.
 WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p) {
   const compiler::DType format = p.stored.format;
-  const bool gptq = format == compiler::DType::kInt4Gptq;
-  const char* kind = gptq ? "GPTQ" : "AWQ";
+  const bool gptq = format == compiler::DType::kInt4Gptq, pack = format == compiler::DType::kInt4Pack;
+  const char* kind = int4_kind(format);
   const std::int64_t rows = p.stored.shape[0], cols = p.stored.shape[1];
   const std::vector<std::string> names = int4_names(p.stored);
-  auto part = [&](std::size_t i, const char* dtype, std::array<std::int64_t, 2> shape) {
-    return raw_tensor(*files[i], names[i], dtype, dtype[0] == 'I' ? 4 : 2, {shape[0], shape[1]}, kind);
+  auto words = [&](std::size_t i, std::array<std::int64_t, 2> shape) {
+    return copied<std::int32_t>(raw_tensor(*files[i], names[i], "I32", 4, {shape[0], shape[1]}, kind),
+                                shape[0] * shape[1]);
   };
-  const auto qweight =
-      copied<std::int32_t>(part(0, "I32", int4_qweight_shape(format, rows, cols)), rows * cols / 8);
-  const auto qzeros =
-      copied<std::int32_t>(part(1, "I32", int4_qzeros_shape(rows, cols)), rows * cols / 8 / 128);
-  const auto scales = copied<std::uint16_t>(part(2, "F16", int4_scales_shape(rows, cols)), rows * cols / 128);
+  const std::vector<std::int32_t> qweight = words(0, int4_qweight_shape(format, rows, cols));
+  const std::vector<std::int32_t> qzeros =
+      pack ? std::vector<std::int32_t>() : words(1, int4_qzeros_shape(rows, cols));
+  const std::size_t at = pack ? 1 : 2;  // the scales
+  const std::array<std::int64_t, 2> shape = int4_scales_shape(format, rows, cols);
+  const std::vector<float> scales =
+      scale_values(*files[at], names[at], {shape[0], shape[1]}, {"F16", "BF16"}, kind);
   std::vector<std::int32_t> g_idx;
   if (gptq) g_idx = copied<std::int32_t>(raw_tensor(*files[3], names[3], "I32", 4, {cols}, kind), cols);
-  const std::string what = files[0]->path + ": " + names[0].substr(0, names[0].size() - 8);
-  const Int4Matrix m = unpack_int4(format, rows, cols, qweight.data(), qzeros.data(), scales.data(),
-                                   gptq ? g_idx.data() : nullptr, what);
+  if (pack) check_weight_shape(*files[2], names[2], rows, cols);
+  const std::string what = files[0]->path + ": " + int4_module(p.stored);
+  const Int4Matrix m = unpack_int4(
+      format, rows, cols,
+      {qweight.data(), pack ? nullptr : qzeros.data(), scales.data(), gptq ? g_idx.data() : nullptr}, what);
   return {p.stored.shape, dequantize_int4(m, what)};
 }
 // The stored tensor p, converted to FP16, files[i] holding stored_names(spec, p.stored)[i] (a quantized one's
@@ -569,7 +612,7 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
     return read_fp8(*files[0], *files[1], p);
   }
   if (int4_stored(p.stored)) {
-    converted.insert(p.stored.format == compiler::DType::kInt4Awq ? "AWQ int4" : "GPTQ int4");
+    converted.insert(std::string(int4_kind(p.stored.format)) + " int4");
     return read_int4(files, p);
   }
   return read_tensor(*files[0], p.stored, spec.name, converted);
@@ -607,6 +650,7 @@ struct StoredData {
   std::deque<Fp8Blocks> fp8;
   std::deque<Mxfp4Blocks> mxfp4;
   std::deque<Int4Packed> int4;
+  std::deque<std::array<std::int64_t, 2>> shapes;  // W4A16's weight_shape tensors
 };
 // A 4-bit matrix (stored tensor `stored`, its values in t) as its release's parts (int4.hpp): zero 8,
 // power-of-two scales, groups in order.
@@ -619,10 +663,17 @@ void add_int4(TensorList& all, StoredData& data, const std::string& model, const
   auto shape = [](std::array<std::int64_t, 2> a) { return std::vector<std::int64_t>{a[0], a[1]}; };
   all.push_back({names[0], "I32", shape(int4_qweight_shape(stored.format, rows, cols)),
                  reinterpret_cast<const char*>(q.qweight.data()), q.qweight.size() * 4});
+  const bool pack = stored.format == compiler::DType::kInt4Pack;
+  all.push_back({names[pack ? 1 : 2], "F16", shape(int4_scales_shape(stored.format, rows, cols)),
+                 reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * 2});
+  if (pack) {
+    const std::array<std::int64_t, 2>& held =
+        data.shapes.emplace_back(std::array<std::int64_t, 2>{rows, cols});
+    all.push_back({names[2], "I64", {2}, reinterpret_cast<const char*>(held.data()), 16});
+    return;
+  }
   all.push_back({names[1], "I32", shape(int4_qzeros_shape(rows, cols)),
                  reinterpret_cast<const char*>(q.qzeros.data()), q.qzeros.size() * 4});
-  all.push_back({names[2], "F16", shape(int4_scales_shape(rows, cols)),
-                 reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * 2});
   if (!q.g_idx.empty())
     all.push_back(
         {names[3], "I32", {cols}, reinterpret_cast<const char*>(q.g_idx.data()), q.g_idx.size() * 4});
@@ -1701,14 +1752,46 @@ nlohmann::json fp8_args(const char* strategy, bool dynamic) {
           {"observer", dynamic ? nlohmann::json() : nlohmann::json("minmax")}};
 }
 
-// The quantization_config of a model in int4_awq or int4_gptq (its projections and experts): AutoAWQ's
-// (version gemm, zero points), its modules_to_not_convert naming each layer's matrices left in dtype (the
-// routers, by full name: transformers matches them as substrings), or GPTQ's (checkpoint_format gptq,
+// A compressed-tensors quantization_config: one group targeting every Linear with `weights` and
+// `input_activations` args, in `format`; the LM head and the routers ignored (by regexes of their last name).
+nlohmann::json compressed_tensors_config(const compiler::ModelSpec& m, const char* format,
+                                         nlohmann::json weights, nlohmann::json input_activations) {
+  nlohmann::json ignore = {"lm_head"};
+  if (m.is_moe()) ignore.insert(ignore.end(), {"re:.*\\.gate$", "re:.*\\.shared_expert_gate$"});
+  return {{"quant_method", "compressed-tensors"},
+          {"format", format},
+          {"quantization_status", "compressed"},
+          {"config_groups",
+           {{"group_0",
+             {{"targets", {"Linear"}},
+              {"weights", std::move(weights)},
+              {"input_activations", std::move(input_activations)},
+              {"output_activations", nullptr}}}}},
+          {"ignore", ignore},
+          {"kv_cache_scheme", nullptr}};
+}
+
+// The quantization_config of a model in int4_awq, int4_gptq or int4_pack (its projections and experts):
+// AutoAWQ's (version gemm, zero points), its modules_to_not_convert naming each layer's matrices left in
+// dtype (the routers, by full name: transformers matches them as substrings); GPTQ's (checkpoint_format gptq,
 // desc_act false: groups in order, sym: zero 8), with optimum's modules_in_block_to_quantize in an MoE model
-// (the modules under a layer in 4 bits; else optimum would quantize the routers too).
+// (the modules under a layer in 4 bits; else optimum would quantize the routers too); or llm-compressor's
+// W4A16 (compressed-tensors pack-quantized: 4-bit int, symmetric, groups of 128, 16-bit activations).
 nlohmann::json int4_config(const compiler::ModelSpec& m) {
-  std::vector<std::string> kept,
-      quantized;  // modules under model.layers.<l>.: by full name, by name in a layer
+  if (m.linear_dtype == compiler::DType::kInt4Pack)
+    return compressed_tensors_config(m, "pack-quantized",
+                                     {{"num_bits", 4},
+                                      {"type", "int"},
+                                      {"symmetric", true},
+                                      {"strategy", "group"},
+                                      {"group_size", compiler::kInt4Group},
+                                      {"dynamic", false},
+                                      {"block_structure", nullptr},
+                                      {"actorder", nullptr},
+                                      {"observer", "minmax"}},
+                                     nullptr);
+  // Modules under model.layers.<l>.: those kept in dtype by full name, the 4-bit ones by name in a layer.
+  std::vector<std::string> kept, quantized;
   for (const StoredTensor& p : storage_plan(m)) {
     const std::string& name = p.stored.name;
     if (p.stored.role != WeightShape::Role::kMatrix || !name.starts_with("model.layers.")) continue;
@@ -1781,19 +1864,8 @@ nlohmann::json hf_config(const ModelWeights& weights) {
     return c;
   }
   DUPLEX_ASSERT(experts == compiler::DType::kFp8Channel, "a matrix format the weights' check lets through");
-  nlohmann::json ignore = {"lm_head"};
-  if (m.is_moe()) ignore.insert(ignore.end(), {"re:.*\\.gate$", "re:.*\\.shared_expert_gate$"});
-  c["quantization_config"] = {{"quant_method", "compressed-tensors"},
-                              {"format", "float-quantized"},
-                              {"quantization_status", "compressed"},
-                              {"config_groups",
-                               {{"group_0",
-                                 {{"targets", {"Linear"}},
-                                  {"weights", fp8_args("channel", false)},
-                                  {"input_activations", fp8_args("token", true)},
-                                  {"output_activations", nullptr}}}}},
-                              {"ignore", ignore},
-                              {"kv_cache_scheme", nullptr}};
+  c["quantization_config"] =
+      compressed_tensors_config(m, "float-quantized", fp8_args("channel", false), fp8_args("token", true));
   return c;
 }
 

@@ -16,7 +16,8 @@ expert, dense layers in between), written here from those definitions and sharin
 checkpoint whose quantization_config says fp8 (HF FineGrainedFP8: DeepSeek-V3's and Qwen3's FP8 releases) has its
 F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks, one that says
 compressed-tensors (llm-compressor's FP8-dynamic releases) by their weight_scale rows; one that says awq or gptq
-has its 4-bit matrices unpacked as AutoAWQ's dequantize_gemm and AutoGPTQ's dequantization do; gpt-oss's MXFP4
+has its 4-bit matrices unpacked as AutoAWQ's dequantize_gemm and AutoGPTQ's dequantization do, as does one
+whose compressed-tensors format is pack-quantized (llm-compressor's W4A16) as unpack_from_int32 does; gpt-oss's MXFP4
 experts (NAME_blocks / NAME_scales) are decoded as HF's convert_moe_packed_tensors does. A model
 passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
 duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
@@ -82,7 +83,7 @@ def dequantize_fp8(config, tensors, scaled=True):
     scheme, weights strategy channel): each NAME.weight_scale [r, 1] scales its row of NAME.weight."""
     q = config.get("quantization_config") or {}
     method = q.get("quant_method")
-    if method not in ("fp8", "compressed-tensors"):
+    if method not in ("fp8", "compressed-tensors") or q.get("format") == "pack-quantized":
         return dict(tensors)
     suffix = "_scale_inv" if method == "fp8" else "_scale"
     b0, b1 = q.get("weight_block_size") or (128, 128)
@@ -117,9 +118,24 @@ def dequantize_int4(config, tensors, zeros=True):
     taken as 0 when not `zeros`. quant_method awq (AutoAWQ's dequantize_gemm): NAME.qweight [in, out / 8] and
     NAME.qzeros [in / g, out / 8], the fields of a word holding outputs in AWQ_ORDER; NAME.scales [in / g, out].
     quant_method gptq (AutoGPTQ, checkpoint_format gptq): NAME.qweight [in / 8, out], a word's fields inputs in
-    order; NAME.qzeros as AWQ's but in order, holding zero - 1; input i in group NAME.g_idx[i]."""
+    order; NAME.qzeros as AWQ's but in order, holding zero - 1; input i in group NAME.g_idx[i].
+    compressed-tensors pack-quantized (unpack_from_int32, then dequantize): NAME.weight_packed [out, in / 8],
+    a word's fields inputs in order, each the signed value + 8; NAME.weight_scale [out, in / g]."""
     q = config.get("quantization_config") or {}
     method = q.get("quant_method")
+    if method == "compressed-tensors" and q.get("format") == "pack-quantized":
+        g = q["config_groups"]["group_0"]["weights"]["group_size"]
+        out = {}
+        for name, a in tensors.items():
+            if name.endswith(".weight_packed"):
+                base = name[: -len("_packed")]
+                shape = tuple(int(d) for d in tensors[base + "_shape"])
+                w = nibbles(a, 1)[:, : shape[1]] - (8 if zeros else 0)  # [out, in], signed
+                values = w * np.repeat(tensors[base + "_scale"], g, axis=1)
+                out[base] = values.astype(np.float16).astype(np.float64)
+            elif not name.endswith((".weight_scale", ".weight_shape")):
+                out[name] = a
+        return out
     if method not in ("awq", "gptq"):
         return dict(tensors)
     g = q["group_size"]
@@ -190,6 +206,8 @@ def read_safetensors(path):
             a = np.frombuffer(raw, dtype=np.uint8)
         elif e["dtype"] == "I32":  # 4-bit words and GPTQ's g_idx, decoded by dequantize_int4
             a = np.frombuffer(raw, dtype="<i4")
+        elif e["dtype"] == "I64":  # W4A16's weight_shape
+            a = np.frombuffer(raw, dtype="<i8")
         else:
             raise ValueError(f"{path}: {name}: dtype {e['dtype']}")
         out[name] = a.reshape(e["shape"])
@@ -250,8 +268,9 @@ class HfModel:
 
     def __init__(self, config, tensors, drop=None):
         c = config
-        self.fp8 = (c.get("quantization_config") or {}).get("quant_method") in ("fp8", "compressed-tensors")
-        self.int4 = (c.get("quantization_config") or {}).get("quant_method") in ("awq", "gptq")
+        q = c.get("quantization_config") or {}
+        self.fp8 = q.get("quant_method") == "fp8" or q.get("format") == "float-quantized"
+        self.int4 = q.get("quant_method") in ("awq", "gptq") or q.get("format") == "pack-quantized"
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
         tensors = dequantize_int4(c, tensors, zeros=drop != "int4_zeros")
         self.t = dict(tensors)

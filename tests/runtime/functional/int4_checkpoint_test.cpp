@@ -1,6 +1,7 @@
-// 4-bit checkpoints (AutoAWQ's releases, quant_method awq; GPTQ's, quant_method gptq) in functional
-// emulation: random weights on the grid of their groups, written as I32 qweight / qzeros, F16 scales (and
-// GPTQ's g_idx) and read back bit for bit, one file or sharded; a release's arbitrary scales and act-order
+// 4-bit checkpoints (AutoAWQ's releases, quant_method awq; GPTQ's, quant_method gptq; llm-compressor's W4A16,
+// compressed-tensors pack-quantized) in functional emulation: random weights on the grid of their groups,
+// written as I32 qweight / qzeros, F16 scales (and GPTQ's g_idx), or weight_packed / weight_scale /
+// weight_shape, and read back bit for bit, one file or sharded; a release's arbitrary scales and act-order
 // groups; and the errors. The file's layout is checked from the safetensors header.
 #include <gtest/gtest.h>
 
@@ -199,8 +200,8 @@ TEST(Int4Checkpoint, MalformedPartsAreNamed) {
        "tensor " + m + ".qzeros is missing (GPTQ matrix, shape [2, 8])"},
       {[&](RawFile& f) { f.header[m + ".qweight"]["dtype"] = "F32"; },
        "tensor " + m + ".qweight: dtype \"F32\"; expected I32 (GPTQ)"},
-      {[&](RawFile& f) { f.header[m + ".scales"]["dtype"] = "BF16"; },
-       "tensor " + m + ".scales: dtype \"BF16\"; expected F16 (GPTQ)"},
+      {[&](RawFile& f) { f.header[m + ".scales"]["dtype"] = "F32"; },
+       "tensor " + m + ".scales: dtype \"F32\"; expected F16 or BF16 (GPTQ scales)"},
       {[&](RawFile& f) {
          f.header[m + ".qweight"]["shape"] = {256, 8};
        },
@@ -217,6 +218,65 @@ TEST(Int4Checkpoint, MalformedPartsAreNamed) {
        m + ": the scale of output 3, group 1 is -0.5"},
   };
   expect_corruptions_named(w, scratch("bad"), cases);
+}
+
+// llm-compressor's W4A16 layout (compressed-tensors pack-quantized): NAME.weight_packed [out, in / 8] I32,
+// NAME.weight_scale [out, in / 128] (F16 here; BF16 as the releases store it reads alike), NAME.weight_shape
+// I64 [2]; config.json states compressed-tensors' W4A16 scheme, read back by the compiler.
+TEST(Int4Checkpoint, W4a16ReleaseLayoutWrittenAndReadBackBitForBit) {
+  const ModelWeights w = random_weights(data_model("tiny-llama-w4a16.yaml"), 8);
+  const fs::path dir = scratch("w4a16");
+  write_checkpoint(dir.string(), w, 2);
+  write_checkpoint((dir / "one").string(), w);
+  RawFile f(dir / "one" / "model.safetensors");
+  const std::string up = "model.layers.0.mlp.up_proj";  // [512, 256]
+  EXPECT_EQ(f.header[up + ".weight_packed"]["dtype"], "I32");
+  EXPECT_EQ(f.header[up + ".weight_packed"]["shape"], shape(512, 32));
+  EXPECT_EQ(f.header[up + ".weight_scale"]["shape"], shape(512, 2));
+  EXPECT_EQ(f.header[up + ".weight_shape"]["dtype"], "I64");
+  EXPECT_FALSE(f.header.contains(up + ".weight"));
+  const std::string config = config_text(dir);
+  const nlohmann::json q = nlohmann::json::parse(config)["quantization_config"];
+  EXPECT_EQ(q["format"], "pack-quantized");
+  EXPECT_EQ(q["config_groups"]["group_0"]["weights"]["group_size"], 128);
+  EXPECT_TRUE(q["config_groups"]["group_0"]["input_activations"].is_null());
+  EXPECT_EQ(compiler::import_hf_config(config, "config.json").linear_dtype, DType::kInt4Pack);
+  for (const fs::path& d : {dir, dir / "one"}) {
+    const ModelWeights back = load_checkpoint(d.string());
+    EXPECT_NE(back.source.find("W4A16 int4"), std::string::npos) << back.source;
+    for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  }
+  // BF16 scales (the releases keep them in the model's dtype): powers of two convert exactly.
+  const std::string scale = "model.layers.1.self_attn.o_proj.weight_scale";
+  const std::size_t begin = f.header[scale]["data_offsets"][0], end = f.header[scale]["data_offsets"][1];
+  for (std::size_t i = begin; i < end; i += 2) {
+    std::uint16_t h = 0;
+    std::memcpy(&h, f.data.data() + i, 2);
+    const std::uint16_t b = float_to_bf16_bits(half_bits_to_float(h));
+    std::memcpy(f.data.data() + i, &b, 2);
+  }
+  f.header[scale]["dtype"] = "BF16";
+  f.save(dir / "one" / "model.safetensors");
+  const ModelWeights back = load_checkpoint((dir / "one").string());
+  for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  fs::remove_all(dir);
+}
+
+TEST(Int4Checkpoint, W4a16WeightShapeMustMatch) {
+  const ModelWeights w = random_weights(data_model("tiny-llama-w4a16.yaml"), 9);
+  const std::string m = "model.layers.0.self_attn.k_proj";  // [64, 256]
+  const std::vector<Corruption> cases = {
+      {[&](RawFile& f) {
+         const std::int64_t wrong = 65;
+         std::memcpy(f.at(m + ".weight_shape"), &wrong, 8);
+       },
+       "tensor " + m + ".weight_shape: holds [65, 256]; expected [64, 256] (the matrix's outputs, inputs)"},
+      {[&](RawFile& f) { f.header[m + ".weight_shape"]["dtype"] = "F32"; },
+       "tensor " + m + ".weight_shape: dtype \"F32\"; expected I64 or I32 (W4A16 weight_shape)"},
+      {[&](RawFile& f) { f.header.erase(m + ".weight_scale"); },
+       "tensor " + m + ".weight_scale is missing (W4A16 matrix, shape [64, 2])"},
+  };
+  expect_corruptions_named(w, scratch("bad_w4a16"), cases);
 }
 
 // Matrices of whole groups of 128 inputs and words of 8 outputs only; one quantization_config states one

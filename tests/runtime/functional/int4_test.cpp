@@ -1,6 +1,6 @@
-// The 4-bit group codec (int4.hpp) against AutoAWQ's and GPTQ's packing: the field order of a word, GPTQ's
-// zero - 1, act-order groups, power-of-two scales, exact round trips, FP16 rounding of arbitrary scales, and
-// the errors.
+// The 4-bit group codec (int4.hpp) against AutoAWQ's, GPTQ's and compressed-tensors' packings: the field
+// order of a word, GPTQ's zero - 1, W4A16's implicit zero, act-order groups, power-of-two scales, exact round
+// trips, FP16 rounding of arbitrary scales, and the errors.
 #include "duplex/runtime/functional/int4.hpp"
 
 #include <gtest/gtest.h>
@@ -30,15 +30,20 @@ Int4Matrix matrix(F f, Z z) {
   for (std::int64_t r = 0; r < m.rows; ++r)
     for (std::int64_t g = 0; g < m.groups(); ++g) {
       m.zeros.push_back(static_cast<std::uint8_t>(z(r, g)));
-      m.scales.push_back(float_to_half_bits(std::ldexp(1.0f, -static_cast<int>(g) - 1)));
+      m.scales.push_back(std::ldexp(1.0f, -static_cast<int>(g) - 1));
     }
   for (std::int64_t c = 0; c < m.cols; ++c) m.group.push_back(static_cast<std::int32_t>(c / 128));
   return m;
 }
 
+// The checkpoint's parts of p as the reader hands them over (scales as floats).
 Int4Matrix unpacked(DType format, const Int4Matrix& m, const Int4Packed& p) {
-  return unpack_int4(format, m.rows, m.cols, p.qweight.data(), p.qzeros.data(), p.scales.data(),
-                     p.g_idx.empty() ? nullptr : p.g_idx.data(), "w");
+  std::vector<float> scales;
+  for (std::uint16_t h : p.scales) scales.push_back(half_bits_to_float(h));
+  return unpack_int4(format, m.rows, m.cols,
+                     {p.qweight.data(), p.qzeros.empty() ? nullptr : p.qzeros.data(), scales.data(),
+                      p.g_idx.empty() ? nullptr : p.g_idx.data()},
+                     "w");
 }
 
 // AutoAWQ (GEMM): qweight [in][out / 8], a word's field i holding output AWQ_ORDER[i] = 0, 2, 4, 6, 1, 3, 5,
@@ -101,18 +106,38 @@ TEST(Int4Codec, DequantizesEachInputInItsGroup) {
   EXPECT_EQ(unpacked(DType::kInt4Gptq, m, pack_int4(DType::kInt4Gptq, m)).group, m.group);
 }
 
+// compressed-tensors' pack-quantized (W4A16): weight_packed [out][in / 8], a word holding inputs 8i..8i + 7
+// of one output in order, each the signed value + 8 (zero 8, stored nowhere); weight_scale [out][in / 128].
+TEST(Int4Codec, W4a16PacksInputsInOrderAlongEachRow) {
+  const Int4Matrix m = matrix([](auto r, auto c) { return (r + c) % 16; }, [](auto, auto) { return 8; });
+  const Int4Packed p = pack_int4(DType::kInt4Pack, m);
+  EXPECT_EQ(int4_qweight_shape(DType::kInt4Pack, 8, 256), (std::array<std::int64_t, 2>{8, 32}));
+  EXPECT_EQ(int4_scales_shape(DType::kInt4Pack, 8, 256), (std::array<std::int64_t, 2>{8, 2}));
+  ASSERT_EQ(p.qweight.size(), 256u);
+  EXPECT_EQ(static_cast<std::uint32_t>(p.qweight[0]), 0x76543210u);           // output 0, inputs 0..7
+  EXPECT_EQ(static_cast<std::uint32_t>(p.qweight[2 * 32 + 1]), 0x10fedcbau);  // output 2, inputs 8..15
+  EXPECT_TRUE(p.qzeros.empty());
+  EXPECT_EQ(half_bits_to_float(p.scales[3 * 2 + 1]), 0.25f);  // [output 3][group 1]
+  const Int4Matrix back = unpacked(DType::kInt4Pack, m, p);
+  EXPECT_EQ(back.q, m.q);
+  EXPECT_EQ(back.zeros, m.zeros);
+  EXPECT_EQ(back.scales, m.scales);
+  // A field of 0 is -8 x scale: the whole signed range.
+  EXPECT_EQ(half_bits_to_float(dequantize_int4(back, "w")[16]), -8 * 0.5f);  // [0][16]: field 0, group 0
+}
+
 // An arbitrary FP16 scale: the product rounded once to the nearest FP16, ties to even.
 TEST(Int4Codec, RoundsProductsOnceToFp16) {
   Int4Matrix m = matrix([](auto, auto) { return 15; }, [](auto, auto) { return 0; });
-  m.scales.assign(m.scales.size(), float_to_half_bits(1.0009765625f));  // 1 + 2^-10
+  m.scales.assign(m.scales.size(), 1.0009765625f);  // 1 + 2^-10
   // 15 x (1 + 2^-10) = 15.0146484375: between FP16 neighbours 15.0078125 and 15.015625, nearer the latter.
   EXPECT_EQ(half_bits_to_float(dequantize_int4(m, "w")[0]), 15.015625f);
-  m.scales.assign(m.scales.size(), float_to_half_bits(65504.0f));
+  m.scales.assign(m.scales.size(), 65504.0f);
   EXPECT_NE(error_of([&] { dequantize_int4(m, "model.layers.0.q_proj"); })
                 .find("model.layers.0.q_proj: element [0][0] is 982560 (15 x scale 65504), outside FP16's "
                       "finite range"),
             std::string::npos);
-  m.scales[3] = float_to_half_bits(-1.0f);
+  m.scales[3] = -1.0f;
   EXPECT_NE(error_of([&] {
               dequantize_int4(m, "w");
             }).find("w: the scale of output 1, group 1 is -1; expected a finite number >= 0"),
@@ -123,9 +148,11 @@ TEST(Int4Codec, GIdxOutsideTheGroupsIsAnError) {
   const Int4Matrix m = matrix([](auto, auto) { return 1; }, [](auto, auto) { return 8; });
   Int4Packed p = pack_int4(DType::kInt4Gptq, m);
   p.g_idx[200] = 2;
+  const std::vector<float> scales(p.scales.size(), 1.0f);
   EXPECT_NE(error_of([&] {
-              unpack_int4(DType::kInt4Gptq, 8, 256, p.qweight.data(), p.qzeros.data(), p.scales.data(),
-                          p.g_idx.data(), "f.safetensors: model.layers.0.mlp.up_proj");
+              unpack_int4(DType::kInt4Gptq, 8, 256,
+                          {p.qweight.data(), p.qzeros.data(), scales.data(), p.g_idx.data()},
+                          "f.safetensors: model.layers.0.mlp.up_proj");
             }).find("f.safetensors: model.layers.0.mlp.up_proj: g_idx[200] is 2; expected a group 0..1"),
             std::string::npos);
 }
@@ -146,8 +173,8 @@ TEST(Int4Codec, RoundedValuesComeBackExactly) {
   EXPECT_EQ(rounded[static_cast<std::size_t>(cols + 5)], 0u);  // -0 is stored as 8 and comes back +0
   const Int4Matrix q = quantize_int4(rounded.data(), rows, cols, "w");
   EXPECT_EQ(q.zeros, std::vector<std::uint8_t>(static_cast<std::size_t>(rows * 3), 8));
-  EXPECT_EQ(half_bits_to_float(q.scales[3]), 1.0f);  // row 1, group 0: zeros
-  for (DType format : {DType::kInt4Awq, DType::kInt4Gptq})
+  EXPECT_EQ(q.scales[3], 1.0f);  // row 1, group 0: zeros
+  for (DType format : {DType::kInt4Awq, DType::kInt4Gptq, DType::kInt4Pack})
     EXPECT_EQ(dequantize_int4(unpacked(format, q, pack_int4(format, q)), "w"), rounded);
   // The scale rule at its edges: 7 and -8 fit 2^0; 7.5 needs 2^1 (and rounds to 8 there: field 12).
   std::vector<std::uint16_t> edge(128, float_to_half_bits(0.0f));

@@ -1,16 +1,20 @@
 #pragma once
-// 4-bit integer matrices in groups (int4_awq, int4_gptq): element (r, c) of a rows x cols matrix (the model's
-// [out][in]) is (q[r][c] - zero) x scale, the zero (4 bits) and FP16 scale those of group g of row r, g the
-// group of input c: c / 128, or a GPTQ checkpoint's g_idx[c] (act-order releases permute them). The
-// checkpoints store, per matrix NAME (the module's name, without ".weight"), I32 words of eight 4-bit
+// 4-bit integer matrices in groups (int4_awq, int4_gptq, int4_pack): element (r, c) of a rows x cols matrix
+// (the model's [out][in]) is (q[r][c] - zero) x scale, the zero (4 bits) and 16-bit scale those of group g of
+// row r, g the group of input c: c / 128, or a GPTQ checkpoint's g_idx[c] (act-order releases permute them).
+// The checkpoints store, per matrix NAME (the module's name, without ".weight"), I32 words of eight 4-bit
 // fields, the first in the low bits:
 // - AutoAWQ (GEMM packing): NAME.qweight [in][out / 8], NAME.qzeros [in / 128][out / 8], NAME.scales
 //   [in / 128][out] F16; a word holds outputs 8j..8j + 7 in the field order 0, 2, 4, 6, 1, 3, 5, 7.
 // - GPTQ (checkpoint_format gptq): NAME.qweight [in / 8][out] (a word: inputs 8i..8i + 7 of one output, in
 //   order), NAME.qzeros [in / 128][out / 8] holding zero - 1 (AutoGPTQ's: it reads field + 1, 1..16),
 //   NAME.scales [in / 128][out] F16, NAME.g_idx [in] I32.
+// - compressed-tensors pack-quantized (llm-compressor's W4A16): NAME.weight_packed [out][in / 8] (a word:
+//   inputs 8i..8i + 7 of one output, in order; each field the signed value + 8: zero 8), NAME.weight_scale
+//   [out][in / 128] in the model's dtype, NAME.weight_shape [2] = {out, in}.
 // The emulation computes in FP16: a dequantized element is (q - zero) x scale rounded once to FP16, as
-// AutoAWQ's and AutoGPTQ's dequantization do (exact for the power-of-two scales duplex writes).
+// AutoAWQ's and AutoGPTQ's dequantization do (compressed-tensors' rounds to the scale's dtype; both exact for
+// the power-of-two scales duplex writes).
 #include <array>
 #include <cstdint>
 #include <string>
@@ -22,37 +26,46 @@ namespace duplex::runtime::functional {
 
 // A matrix unpacked: one value per field, in the model's orientation.
 struct Int4Matrix {
-  std::int64_t rows = 0, cols = 0;    // out, in; cols a multiple of compiler::kInt4Group
-  std::vector<std::uint8_t> q;        // rows x cols, 0..15
-  std::vector<std::uint8_t> zeros;    // rows x groups, 0..16 (GPTQ's stored field + 1 may reach 16)
-  std::vector<std::uint16_t> scales;  // rows x groups, FP16 bits
-  std::vector<std::int32_t> group;    // cols: the group of each input, 0..groups - 1
+  std::int64_t rows = 0, cols = 0;  // out, in; cols a multiple of compiler::kInt4Group
+  std::vector<std::uint8_t> q;      // rows x cols, 0..15
+  std::vector<std::uint8_t> zeros;  // rows x groups, 0..16 (GPTQ's stored field + 1 may reach 16)
+  std::vector<float> scales;        // rows x groups, FP16 or BF16 values
+  std::vector<std::int32_t> group;  // cols: the group of each input, 0..groups - 1
   std::int64_t groups() const { return cols / compiler::kInt4Group; }
 };
 
-// The checkpoint tensors of one matrix in `format` (int4_awq or int4_gptq); g_idx empty for AWQ.
+// The checkpoint tensors of one matrix in `format` (qweight is int4_pack's weight_packed): qzeros empty for
+// int4_pack, g_idx empty but for GPTQ; the scales' FP16 bits.
 struct Int4Packed {
   std::vector<std::int32_t> qweight, qzeros, g_idx;
-  std::vector<std::uint16_t> scales;  // FP16 bits
+  std::vector<std::uint16_t> scales;
 };
-// The shapes of a rows x cols matrix's qweight, qzeros and scales in `format` (int4.hpp's header).
+// The shapes of a rows x cols matrix's qweight (weight_packed), qzeros (AWQ, GPTQ) and scales in `format`.
 std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols);
 std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols);
-std::array<std::int64_t, 2> int4_scales_shape(std::int64_t rows, std::int64_t cols);
+std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols);
 
+// m's scales must be FP16 values (duplex writes powers of two), and int4_pack's zeros 8.
 Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m);
-// The matrix of checkpoint tensors in `format` of the shapes above (g_idx: `cols` entries for GPTQ, ignored
-// for AWQ). A g_idx entry outside 0..groups - 1 is a duplex::Error naming `what` and the entry.
-Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols,
-                       const std::int32_t* qweight, const std::int32_t* qzeros, const std::uint16_t* scales,
-                       const std::int32_t* g_idx, const std::string& what);
+// One matrix's checkpoint data in `format`, of the shapes above: qzeros null for int4_pack (zero 8), g_idx
+// (`cols` entries) null but for GPTQ; the scales as floats (FP16 or BF16 values).
+struct Int4Parts {
+  const std::int32_t* qweight = nullptr;
+  const std::int32_t* qzeros = nullptr;
+  const float* scales = nullptr;
+  const std::int32_t* g_idx = nullptr;
+};
+// A g_idx entry outside 0..groups - 1 is a duplex::Error naming `what` and the entry.
+Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols, const Int4Parts& parts,
+                       const std::string& what);
 
 // The FP16 bits of every element, each (q - zero) x scale rounded to the nearest FP16 (ties to even). A
 // negative or non-finite scale, or a product beyond FP16's range, is a duplex::Error naming `what` and the
 // element or group.
 std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::string& what);
 
-// FP16 values (rows x cols, row-major) as 4-bit fields with zero 8 and power-of-two scales, groups c / 128:
+// FP16 values (rows x cols, row-major) as 4-bit fields with zero 8 and power-of-two scales, groups c / 128
+// (every format stores them):
 // each group's scale is the least 2^k (k >= -24) with 8 x 2^k >= its largest magnitude and 7 x 2^k >= its
 // largest value (1 for a group of zeros), each field 8 + the nearest integer of value / scale (ties to
 // even). Every value must come back exactly (random weights of a 4-bit model do); otherwise a duplex::Error
