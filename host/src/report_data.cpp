@@ -96,11 +96,15 @@ PointRecord read_point(const fs::path& file, const std::string& id, const nlohma
   }
   if (j.at("params").contains("speculative")) {  // a speculative variant: its own series too
     const nlohmann::json& spec = need(j, "params.speculative", Want::object, name);
+    auto numbers = [](const nlohmann::json& a) {
+      return a.is_number() || (a.is_array() && !a.empty() &&
+                               std::all_of(a.begin(), a.end(), [](const auto& x) { return x.is_number(); }));
+    };
     if (!spec.contains("tokens") || !spec["tokens"].is_number_integer() || !spec.contains("acceptance") ||
-        !spec["acceptance"].is_number() || !spec.contains("draft") || !spec["draft"].is_string())
+        !numbers(spec["acceptance"]) || !spec.contains("draft") || !spec["draft"].is_string())
       throw Error(
-          fmt::format("{}: params.speculative: {} is not {{tokens: integer, acceptance: number, draft: "
-                      "string}}",
+          fmt::format("{}: params.speculative: {} is not {{tokens: integer, acceptance: number or list of "
+                      "numbers, draft: string}}",
                       name, spec.dump()));
     if (const std::string text = speculative_text(&spec); !text.empty())
       p.system = fmt::format("{} [{}]", p.system, text);

@@ -1,13 +1,14 @@
 // `duplex simulate`: serve a request stream on one or more systems and compare throughput, latency and
 // energy. With no arguments it runs the embedded default: Mixtral-8x7B on 4 devices, gpu vs duplex-pe, a
 // short closed-loop run.
+#include <fmt/format.h>
+#include <unistd.h>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <functional>
-#include <fmt/format.h>
 #include <memory>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "commands.hpp"
@@ -59,7 +60,8 @@ struct SimulateOptions {
   std::string pim_model = "cycle";
   std::string xpu_profile;
   int speculative = 0;     // draft tokens per step (0: off)
-  double acceptance = -1;  // per-draft acceptance probability; required with --speculative
+  // Per-draft acceptance probabilities, "P" or "P0,P1,..." by draft position; required with --speculative.
+  std::string acceptance;
   std::string draft;       // ngram | mtp | a model preset or file; required with --speculative
   int devices = 0;
   std::string out_dir;
@@ -100,6 +102,31 @@ runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
   return runtime::synthetic_workload(s);
 }
 
+// --acceptance's value: one probability, or one per draft position, comma-separated.
+std::vector<double> parse_acceptance(const std::string& text) {
+  const std::string expected = fmt::format(
+      "P or P0,P1,...: 1 to {} probabilities in [0, 1], comma-separated (by draft position, the last "
+      "repeating)",
+      runtime::kMaxSpeculativeTokens);
+  std::vector<double> rates;
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = text.find(',', start);
+    const std::string item =
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    double v = -1;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || !(v >= 0 && v <= 1))
+      throw Error(
+          fmt::format("--acceptance {}: \"{}\" is not a probability; expected {}", text, item, expected));
+    rates.push_back(v);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (rates.size() > static_cast<std::size_t>(runtime::kMaxSpeculativeTokens))
+    throw Error(fmt::format("--acceptance {}: {} probabilities; expected {}", text, rates.size(), expected));
+  return rates;
+}
+
 runtime::SchedulerConfig scheduler_from_flags(const SimulateOptions& o) {
   runtime::SchedulerConfig s;
   s.policy = runtime::parse_batching_policy(o.policy);
@@ -108,23 +135,23 @@ runtime::SchedulerConfig scheduler_from_flags(const SimulateOptions& o) {
   s.chunked_prefill = o.chunked_prefill;
   s.kv_block_tokens = o.kv_block_tokens;
   s.speculative_tokens = o.speculative;
-  s.acceptance_rate = std::max(0.0, o.acceptance);
+  if (!o.acceptance.empty()) s.acceptance_rates = parse_acceptance(o.acceptance);
   return s;
 }
 
 // --speculative needs --acceptance and --draft, which mean nothing without it.
 void check_speculative_flags(const SimulateOptions& o) {
   if (o.speculative == 0) {
-    if (o.acceptance >= 0 || !o.draft.empty())
+    if (!o.acceptance.empty() || !o.draft.empty())
       throw Error(
           "--acceptance and --draft describe speculative decoding; expected --speculative K (K >= 1) beside "
           "them");
     return;
   }
-  if (o.acceptance < 0)
+  if (o.acceptance.empty())
     throw Error(
-        "--speculative needs --acceptance P: the probability that a draft token is accepted, in [0, 1] "
-        "(it depends on the draft and the workload; no default)");
+        "--speculative needs --acceptance P: the probability that a draft token is accepted, in [0, 1], or "
+        "P0,P1,... by draft position (it depends on the draft and the workload; no default)");
   if (o.draft.empty())
     throw Error(
         "--speculative needs --draft: ngram (drafts proposed on the host, no device time), mtp (the model's "
@@ -214,9 +241,10 @@ void add_simulate_command(CLI::App& app) {
                    runtime::kMaxSpeculativeTokens))
       ->capture_default_str()
       ->check(CLI::Range(0, runtime::kMaxSpeculativeTokens));
-  c->add_option("--acceptance", o->acceptance,
-                "Probability that a draft token is accepted (each independently, up to the first rejection)")
-      ->check(CLI::Range(0.0, 1.0));
+  c->add_option(
+      "--acceptance", o->acceptance,
+      "Probability that a draft token is accepted, given the drafts before it were (up to the first "
+      "rejection): P, or P0,P1,... by draft position (the last repeating)");
   c->add_option(
       "--draft", o->draft,
       "Who proposes the drafts: ngram (on the host, no device time), mtp (the model's multi-token-prediction "

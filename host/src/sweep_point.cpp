@@ -33,7 +33,7 @@ runtime::SchedulerConfig scheduler_for(const SweepPoint& p, const StudyOptions& 
   s.chunked_prefill = o.chunked_prefill;
   s.kv_block_tokens = o.kv_block_tokens;
   s.speculative_tokens = p.speculative.tokens;
-  s.acceptance_rate = p.speculative.acceptance;
+  s.acceptance_rates = p.speculative.acceptance;
   s.acceptance_seed = o.seed;
   return s;
 }

@@ -94,6 +94,33 @@ void read_knobs(const ConfigNode& root, Study& s) {
   }
 }
 
+// A speculative setting's acceptance: a probability, or a list of them by draft position (1 to
+// kMaxSpeculativeTokens).
+std::vector<double> read_acceptance(const ConfigNode& n) {
+  const char* kProbability = "a probability in [0, 1]";
+  auto probability = [&](const ConfigNode& e) {
+    const std::string text = e.scalar();
+    char* end = nullptr;
+    const double v = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0')
+      throw ConfigError(e.file(), e.path(), fmt::format("\"{}\" is not a number", text), kProbability);
+    if (!(v >= 0 && v <= 1))
+      throw ConfigError(e.file(), e.path(), fmt::format("{} is out of range", v), kProbability);
+    return v;
+  };
+  if (!n.has("acceptance") || !n.at("acceptance").is_sequence()) {
+    const double v = n.get<double>("acceptance");
+    if (!(v >= 0 && v <= 1)) n.fail("acceptance", fmt::format("{} is out of range", v), kProbability);
+    return {v};
+  }
+  std::vector<double> rates;
+  for (const ConfigNode& e : n.items("acceptance")) rates.push_back(probability(e));
+  if (rates.empty() || rates.size() > static_cast<std::size_t>(runtime::kMaxSpeculativeTokens))
+    n.fail("acceptance", fmt::format("lists {} probabilities", rates.size()),
+           fmt::format("1 to {} (by draft position, the last repeating)", runtime::kMaxSpeculativeTokens));
+  return rates;
+}
+
 // speculative: [{tokens: 0}, {tokens: 3, acceptance: 0.8, draft: ngram}, ...]. A draft model is loaded now
 // and must share each model's vocabulary.
 void read_speculative(const ConfigNode& root, Study& s) {
@@ -109,9 +136,7 @@ void read_speculative(const ConfigNode& root, Study& s) {
     if (x.tokens == 0) {
       n.finish();
     } else {
-      x.acceptance = n.get<double>("acceptance");
-      if (!(x.acceptance >= 0 && x.acceptance <= 1))
-        n.fail("acceptance", fmt::format("{} is out of range", x.acceptance), "a probability in [0, 1]");
+      x.acceptance = read_acceptance(n);
       x.draft = n.get<std::string>("draft");
       n.finish();
       if (x.draft == "mtp") {
@@ -150,13 +175,22 @@ void read_speculative(const ConfigNode& root, Study& s) {
 }  // namespace
 
 std::string SpeculativeSetting::text() const {
-  return tokens == 0 ? "" : fmt::format("speculative={}, acceptance={}, draft={}", tokens, acceptance, draft);
+  return tokens == 0 ? ""
+                     : fmt::format("speculative={}, acceptance={}, draft={}", tokens,
+                                   fmt::join(acceptance, "/"), draft);
+}
+
+nlohmann::json SpeculativeSetting::acceptance_json() const {
+  return acceptance.size() == 1 ? nlohmann::json(acceptance[0]) : nlohmann::json(acceptance);
 }
 
 std::string speculative_text(const nlohmann::json* speculative) {
   if (speculative == nullptr || speculative->at("tokens").get<int>() == 0) return "";
-  return SpeculativeSetting{speculative->at("tokens").get<int>(), speculative->at("acceptance").get<double>(),
-                            speculative->at("draft").get<std::string>()}
+  const nlohmann::json& a = speculative->at("acceptance");
+  return SpeculativeSetting{
+      speculative->at("tokens").get<int>(),
+      a.is_array() ? a.get<std::vector<double>>() : std::vector<double>{a.get<double>()},
+      speculative->at("draft").get<std::string>()}
       .text();
 }
 
@@ -209,8 +243,9 @@ nlohmann::json SweepPoint::params(const StudyOptions& options) const {
     p["knobs"] = k;
   }
   if (speculative_axis)  // likewise
-    p["speculative"] = {
-        {"tokens", speculative.tokens}, {"acceptance", speculative.acceptance}, {"draft", speculative.draft}};
+    p["speculative"] = {{"tokens", speculative.tokens},
+                        {"acceptance", speculative.acceptance_json()},
+                        {"draft", speculative.draft}};
   return p;
 }
 
@@ -256,9 +291,10 @@ std::vector<SweepPoint> Study::points() const {
         const std::vector<SpeculativeSetting> drafts =
             speculative.empty() ? std::vector<SpeculativeSetting>{SpeculativeSetting{}} : speculative;
         for (const SpeculativeSetting& spec : drafts) {
-          const std::string spec_id = spec.tokens == 0 ? ""
-                                                       : fmt::format("__spec{}-a{}-{}", spec.tokens,
-                                                                     spec.acceptance, file_safe(spec.draft));
+          const std::string spec_id =
+              spec.tokens == 0 ? ""
+                               : fmt::format("__spec{}-a{}-{}", spec.tokens, fmt::join(spec.acceptance, "_"),
+                                             file_safe(spec.draft));
           for (const auto& [in, outl] : lengths)
             for (const auto b : batches)
               for (const auto& l : loads) {

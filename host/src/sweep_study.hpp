@@ -22,15 +22,17 @@ struct SweepKnob {
   bool applies_to(const std::string& system) const;
 };
 
-// A speculative-decoding variant: `tokens` draft tokens per step (0: off), each accepted with probability
-// `acceptance`, proposed by `draft` ("ngram": on the host; "mtp": the model's multi-token-prediction
-// module; else a model preset or file).
+// A speculative-decoding variant: `tokens` draft tokens per step (0: off), draft i accepted with probability
+// `acceptance[i]` (beyond the list: its last; SchedulerConfig::acceptance_rates), proposed by `draft`
+// ("ngram": on the host; "mtp": the model's multi-token-prediction module; else a model preset or file).
 struct SpeculativeSetting {
   int tokens = 0;
-  double acceptance = 0;
+  std::vector<double> acceptance;
   std::string draft;
-  // "speculative=3, acceptance=0.8, draft=ngram"; "" when off.
+  // "speculative=3, acceptance=0.8, draft=ngram" ("acceptance=0.9/0.8/0.7" by position); "" when off.
   std::string text() const;
+  // The acceptance as params' JSON: a number, or a list by position.
+  nlohmann::json acceptance_json() const;
   bool operator==(const SpeculativeSetting&) const = default;
 };
 

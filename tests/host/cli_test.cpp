@@ -342,6 +342,24 @@ TEST(SimulateCli, SpeculativeDecodingWithADraftModel) {
   }
 }
 
+// --acceptance by draft position: host drafts accepted with 0.95 at the first position and 0.3 after it
+// accept far fewer than with 0.95 at every position, on the same draws.
+TEST(SimulateCli, AcceptanceByDraftPosition) {
+  auto accepted = [](const std::string& acceptance) {
+    const CliRun r =
+        run("simulate --model tiny-dense --system gpu --requests 16 --input-len 64 --output-len 64 "
+            "--length-spread 0 --batch 8 --speculative 3 --draft ngram --json --acceptance " +
+            acceptance);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    return j["speculative"]["accepted_fraction"].get<double>();  // one system: its own object
+  };
+  const double flat = accepted("0.95"), falling = accepted("0.95,0.3");
+  EXPECT_GT(flat, 0.8);
+  EXPECT_LT(falling, 0.6);
+  EXPECT_EQ(accepted("0.95,0.3,0.3"), falling);  // the last rate repeats
+}
+
 TEST(SimulateCli, SetOverridesTheSystemConfig) {
   const std::string base = "simulate --system duplex-pe --requests 32 --input-len 128 --output-len 64 --batch 16 --json";
   const CliRun slow = run(base);

@@ -194,13 +194,19 @@ speculative:
   - {tokens: 0}
   - {tokens: 3, acceptance: 0.8, draft: ngram}
   - {tokens: 2, acceptance: 0.6, draft: llama-3.2-1b}
+  - {tokens: 3, acceptance: [0.9, 0.75, 0.6], draft: ngram}
 )",
                               "study.yaml");
   const auto points = s.points();
-  ASSERT_EQ(points.size(), 6u);
+  ASSERT_EQ(points.size(), 8u);
   EXPECT_EQ(points[0].id, "llama3-70b__gpu__in64-out32__b4__closed");
   EXPECT_EQ(points[1].id, "llama3-70b__gpu__spec3-a0.8-ngram__in64-out32__b4__closed");
-  EXPECT_EQ(points[5].id, "llama3-70b__duplex-pe__spec2-a0.6-llama-3.2-1b__in64-out32__b4__closed");
+  EXPECT_EQ(points[6].id, "llama3-70b__duplex-pe__spec2-a0.6-llama-3.2-1b__in64-out32__b4__closed");
+  // Acceptance by draft position: a list in params, "/" between positions in the text.
+  EXPECT_EQ(points[3].id, "llama3-70b__gpu__spec3-a0.9_0.75_0.6-ngram__in64-out32__b4__closed");
+  const nlohmann::json falling = points[3].params(s.options)["speculative"];
+  EXPECT_EQ(falling["acceptance"], nlohmann::json::parse("[0.9, 0.75, 0.6]"));
+  EXPECT_EQ(speculative_text(&falling), "speculative=3, acceptance=0.9/0.75/0.6, draft=ngram");
   const nlohmann::json params = points[1].params(s.options);
   EXPECT_EQ(params["speculative"],
             nlohmann::json::parse(R"({"tokens": 3, "acceptance": 0.8, "draft": "ngram"})"));
@@ -224,6 +230,15 @@ TEST(SweepStudy, BadSpeculativeSettingsNameFileAndKey) {
             std::string::npos);
   EXPECT_NE(error_of(base + "speculative: [{tokens: 2, acceptance: 1.5, draft: ngram}]\n")
                 .find("speculative[0].acceptance: 1.5 is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 2, acceptance: [0.9, 1.2], draft: ngram}]\n")
+                .find("speculative[0].acceptance[1]: 1.2 is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 2, acceptance: [], draft: ngram}]\n")
+                .find("speculative[0].acceptance: lists 0 probabilities; expected 1 to 16"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 2, acceptance: [0.9, high], draft: ngram}]\n")
+                .find("speculative[0].acceptance[1]: \"high\" is not a number"),
             std::string::npos);
   EXPECT_NE(error_of(base + "speculative: [{tokens: 0, acceptance: 0.5}]\n")
                 .find("speculative[0].acceptance: unknown key"),

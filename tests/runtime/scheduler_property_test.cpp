@@ -45,7 +45,7 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   config.kv_block_tokens = 8;
   config.kv_capacity_blocks = c.kv_blocks;
   config.speculative_tokens = c.speculative;
-  config.acceptance_rate = c.acceptance;
+  config.acceptance_rates = {c.acceptance};
   config.acceptance_seed = seed;
   Scheduler scheduler(config);
   const LengthDistribution lengths{LengthDistribution::Kind::gaussian, 60, 40, 20.0, 15.0};

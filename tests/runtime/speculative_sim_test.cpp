@@ -52,7 +52,7 @@ TEST(SpeculativeTiming, VerificationReadsTheKvOnceForAllItsQueryRows) {
 SimulationOptions run_options(int speculative, double acceptance) {
   SimulationOptions o = testing::closed_loop_options(48, 256, 96, 16, 5, 0.0);
   o.scheduler.speculative_tokens = speculative;
-  o.scheduler.acceptance_rate = acceptance;
+  o.scheduler.acceptance_rates = {acceptance};
   o.scheduler.acceptance_seed = 5;
   o.record_steps = true;
   return o;
@@ -133,7 +133,7 @@ TEST(SpeculativeSimulation, TheMtpModuleDraftsWithItsOneLayer) {
   model.mtp_layers = 1;
   SimulationOptions o = testing::closed_loop_options(16, 64, 24, 8, 3, 0.0);
   o.scheduler.speculative_tokens = 2;
-  o.scheduler.acceptance_rate = 0.85;
+  o.scheduler.acceptance_rates = {0.85};
   const SystemResult host = simulate(model, load_system("duplex-pe"), o);
   o.draft_model = compiler::mtp_draft(model);
   const SystemResult mtp = simulate(model, load_system("duplex-pe"), o);

@@ -34,7 +34,9 @@ std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t drafts) c
   std::int64_t accepted = 0;
   while (accepted < drafts) {
     const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // uniform in [0, 1)
-    if (u >= config_.acceptance_rate) break;
+    const std::size_t position =
+        std::min(static_cast<std::size_t>(accepted), config_.acceptance_rates.size() - 1);
+    if (u >= config_.acceptance_rates[position]) break;
     ++accepted;
   }
   return accepted;

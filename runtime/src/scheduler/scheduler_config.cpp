@@ -38,9 +38,16 @@ void SchedulerConfig::validate() const {
   if (speculative_tokens < 0 || speculative_tokens > kMaxSpeculativeTokens)
     throw Error(fmt::format("scheduler speculative_tokens is {}; expected 0 (off) to {}", speculative_tokens,
                             kMaxSpeculativeTokens));
-  if (!(acceptance_rate >= 0.0 && acceptance_rate <= 1.0))
+  if (speculative_tokens > 0 &&
+      (acceptance_rates.empty() || acceptance_rates.size() > static_cast<std::size_t>(kMaxSpeculativeTokens)))
     throw Error(
-        fmt::format("scheduler acceptance_rate is {}; expected a probability in [0, 1]", acceptance_rate));
+        fmt::format("scheduler acceptance_rates holds {} values; expected 1 to {} (one per draft "
+                    "position, the last repeating)",
+                    acceptance_rates.size(), kMaxSpeculativeTokens));
+  for (std::size_t i = 0; i < acceptance_rates.size(); ++i)
+    if (!(acceptance_rates[i] >= 0.0 && acceptance_rates[i] <= 1.0))
+      throw Error(fmt::format("scheduler acceptance_rates[{}] is {}; expected a probability in [0, 1]", i,
+                              acceptance_rates[i]));
   if (prefill_capacity_tokens < 0 || (prefill_capacity_tokens > 0 && prefill_capacity_tokens < kv_block_tokens))
     throw Error(fmt::format("scheduler prefill_capacity_tokens is {}; expected 0 (no prefill space bound) or at "
                             "least one KV block ({} tokens)",

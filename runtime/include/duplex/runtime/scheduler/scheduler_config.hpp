@@ -4,6 +4,7 @@
 // from a `scheduler:` YAML map (read_scheduler_config).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "duplex/runtime/scheduler/kv_block_manager.hpp"
 
@@ -48,13 +49,14 @@ struct SchedulerConfig {
   std::int64_t prefill_capacity_tokens = 0;
   // Speculative decoding: every decoding request verifies up to `speculative_tokens` draft tokens per step
   // beside its last token (0: off; capped so that it never drafts past its output, and by the token budget).
-  // Each draft is accepted with probability `acceptance_rate`, independently, up to the first rejection (the
-  // i.i.d. model of Leviathan et al., ICML 2023: accepted ~ min(Geometric, drafts)); the step emits the
-  // accepted drafts plus one token of its own and keeps their K/V, the rejected drafts' K/V is dropped.
-  // `acceptance_seed` seeds the draws, one stream per (request, tokens emitted so far), so results do not
-  // depend on which requests share a step.
+  // Draft i (0-based) is accepted with probability `acceptance_rates[i]` (beyond the list: its last) given
+  // drafts 0..i-1 were, up to the first rejection: one rate is the i.i.d. model of Leviathan et al. (ICML
+  // 2023; accepted ~ min(Geometric, drafts)), several the falling acceptance along a draft that EAGLE's and
+  // Medusa's measurements show. The step emits the accepted drafts plus one token of its own and keeps their
+  // K/V, the rejected drafts' K/V is dropped. `acceptance_seed` seeds the draws, one stream per (request,
+  // tokens emitted so far), so results do not depend on which requests share a step.
   int speculative_tokens = 0;
-  double acceptance_rate = 0.0;
+  std::vector<double> acceptance_rates;  // 1..kMaxSpeculativeTokens probabilities when speculative_tokens > 0
   std::uint64_t acceptance_seed = 0;
 
   // Throws duplex::Error naming the bad field and the expected value.
