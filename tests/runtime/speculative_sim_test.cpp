@@ -94,8 +94,9 @@ TEST(SpeculativeSimulation, TimeBetweenTokensSharesAStepAmongItsTokens) {
   EXPECT_GT(r.tbt_ms.p50, 0.0);
 }
 
-// A draft model runs one decode pass per draft token on the same devices and keeps its weights and K/V there:
-// fewer KV blocks, more time per step than host drafts with the same acceptance draws.
+// A draft model runs one decode pass per draft token on the same devices, prefills the prompts with the
+// target, and keeps its weights and K/V there: fewer KV blocks, more time per step than host drafts with the
+// same acceptance draws.
 TEST(SpeculativeSimulation, ADraftModelCostsMemoryAndTime) {
   const auto model = compiler::load_model("llama3-70b");
   const SystemSpec gpu = load_system("gpu");
@@ -117,6 +118,18 @@ TEST(SpeculativeSimulation, ADraftModelCostsMemoryAndTime) {
   }
   EXPECT_EQ(drafted.timeline.back().step, 2);
   EXPECT_GT(draft_plans, 0);
+  // The draft model caches the prompts as the target does: the first step, all prefill, has a draft pass
+  // too, which prefills them (prefill attention over the same tokens).
+  ASSERT_EQ(drafted.timeline[0].step, 0);
+  ASSERT_EQ(drafted.timeline[1].step, 0);
+  auto prefill_tokens = [](const compiler::ExecutionPlan& p) {
+    for (const compiler::Op& op : p.graph.ops)
+      if (op.kind == compiler::OpKind::kAttentionPrefill) return op.query_tokens;
+    return std::int64_t{0};
+  };
+  EXPECT_GT(prefill_tokens(drafted.timeline[1].plan), 0);
+  EXPECT_EQ(prefill_tokens(drafted.timeline[0].plan), prefill_tokens(drafted.timeline[1].plan));
+  EXPECT_TRUE(drafted.timeline[0].plan.graph.ops.front().name.starts_with("draft1."));
   EXPECT_EQ(drafted.draft_tokens, host.draft_tokens);  // the same draws: per request and tokens so far
   EXPECT_EQ(drafted.accepted_tokens, host.accepted_tokens);
   EXPECT_LT(drafted.kv_capacity_blocks, host.kv_capacity_blocks);
@@ -194,9 +207,31 @@ TEST(SpeculativeSimulation, UnsupportedSetupsAreErrors) {
   o.scheduler.speculative_tokens = 0;
   EXPECT_NE(error(load_system("gpu"), o).find("a draft model (llama-3.2-1b) without speculative decoding"),
             std::string::npos);
-  EXPECT_NE(error(load_system("duplex-split"), run_options(3, 0.8))
-                .find("speculative decoding is modelled on one pool of devices only"),
-            std::string::npos);
+}
+
+// A split system (prefill and decode pools) speculates in its decode pool: the same draws as one pool, fewer
+// decode steps than without drafts; a draft model's weights sit in both pools (the prefill pool prefills it)
+// and its prompt K/V moves with the target's.
+TEST(SpeculativeSimulation, SplitSystemsSpeculateInTheirDecodePool) {
+  const auto llama = compiler::load_model("llama3-70b");
+  const SystemSpec split = load_system("duplex-split");
+  const SystemResult plain = simulate(llama, split, run_options(0, 0.8));
+  const SystemResult host = simulate(llama, split, run_options(3, 0.8));
+  const SystemResult pooled = simulate(llama, load_system("duplex-pe"), run_options(3, 0.8));
+  EXPECT_GT(host.draft_tokens, 0);
+  // Per request and tokens in its sequence so far (a migrated request's first token is in its input): the
+  // same draws as on one pool.
+  EXPECT_EQ(host.draft_tokens, pooled.draft_tokens);
+  EXPECT_EQ(host.accepted_tokens, pooled.accepted_tokens);
+  EXPECT_EQ(host.generated_tokens, plain.generated_tokens);
+  ASSERT_EQ(host.pools.size(), 2u);
+  EXPECT_LT(host.pools[1].steps, plain.pools[1].steps);  // several tokens per decode step
+  SimulationOptions o = run_options(3, 0.8);
+  o.draft_model = compiler::load_model("llama-3.2-1b");
+  const SystemResult drafted = simulate(llama, split, o);
+  EXPECT_EQ(drafted.accepted_tokens, host.accepted_tokens);
+  EXPECT_GT(drafted.memory.draft_weight_bytes_per_device, 0);
+  EXPECT_GT(drafted.energy_j, host.energy_j);
 }
 
 }  // namespace

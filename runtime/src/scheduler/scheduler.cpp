@@ -30,7 +30,9 @@ std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t drafts) c
   splitmix64(state);
   state ^= static_cast<std::uint64_t>(live.spec.id) * 0xd1b54a32d192ed03ULL;
   splitmix64(state);
-  state ^= static_cast<std::uint64_t>(live.generated) * 0x8cb92ba72f3d8dd7ULL;
+  // Keyed by the tokens in the sequence so far, which a split system's migrated request (its first token in
+  // its input) continues: both pools of a comparison draw alike.
+  state ^= static_cast<std::uint64_t>(live.spec.input_tokens + live.generated) * 0x8cb92ba72f3d8dd7ULL;
   std::int64_t accepted = 0;
   while (accepted < drafts) {
     const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // uniform in [0, 1)

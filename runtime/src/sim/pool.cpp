@@ -57,13 +57,16 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
 void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compiler::ExecutionPlan>* plans) {
   if (!draft_executor_) return;
   // Draft pass i (1-based) proposes the i-th draft token of every request verifying at least i: one decode
-  // token each, over its context so far (the draft model caches the same tokens as the target).
+  // token each, over its context so far (the draft model caches the same tokens as the target). The draft
+  // caches the prompts too: pass 1 also prefills every prompt chunk the step prefills, as vLLM batches it.
   for (std::int64_t i = 1;; ++i) {
     StepPlan pass;
     pass.step = plan.step;
     pass.start = plan.start;
     for (const ScheduledRequest& r : plan.requests)
-      if (r.phase == TokenPhase::decode && r.tokens - 1 >= i)
+      if (r.phase == TokenPhase::prefill && i == 1)
+        pass.requests.push_back(r);
+      else if (r.phase == TokenPhase::decode && r.tokens - 1 >= i)
         pass.requests.push_back({r.id, 1, r.context_len + i - 1, TokenPhase::decode, true});
     if (pass.requests.empty()) return;
     StepCost d = draft_executor_->execute(pass);

@@ -49,8 +49,9 @@ class Pool {
   std::unique_ptr<StepExecutor> executor_;
   std::optional<compiler::ParallelLayout> draft_layout_;
   std::unique_ptr<StepExecutor> draft_executor_;  // speculative decoding with a draft model
-  // Adds to c the draft model's passes before `plan`'s verification (none without a draft model): their time,
-  // busy times and energy; appends their plans to `plans` when given (op names prefixed "draft<i>.").
+  // Adds to c the draft model's passes before `plan`'s verification, the first with its prefills (none
+  // without a draft model): their time, busy times and energy; appends their plans to `plans` when given
+  // (op names prefixed "draft<i>.").
   void add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compiler::ExecutionPlan>* plans);
   std::unique_ptr<Scheduler> scheduler_;
   SystemResult& result_;

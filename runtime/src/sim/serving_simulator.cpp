@@ -118,14 +118,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
         fmt::format("draft model {} has a vocabulary of {} tokens, model {} of {}; speculative decoding "
                     "needs one vocabulary (the draft proposes the target's token ids)",
                     o.draft_model->name, o.draft_model->vocab, model.name, model.vocab));
-  if (system.split_prefill_fraction > 0) {
-    if (speculative > 0)
-      throw Error(
-          fmt::format("system {} splits prefill and decode devices; speculative decoding is modelled on "
-                      "one pool of devices only (expected speculative tokens 0)",
-                      system.name));
-    return detail::simulate_split(model, system, o);
-  }
+  if (system.split_prefill_fraction > 0) return detail::simulate_split(model, system, o);
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   SystemResult r;
   r.system = system.name;

@@ -31,8 +31,11 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   r.kv_capacity_blocks = decode.kv_blocks();
   r.pim_model = !system.pim ? "none" : decode.cycle_model() ? "cycle" : "analytical";
 
+  // Speculative decoding: both pools hold the draft model (the prefill pool prefills it with the prompts,
+  // the decode pool drafts with it), whose K/V of the prompts moves with the target's.
   const KvLinkMigration link(system, devices);
-  const double kv_bytes_per_prompt_token = kv_bytes_per_token(model);
+  const double kv_bytes_per_prompt_token =
+      kv_bytes_per_token(model) + (o.draft_model ? kv_bytes_per_token(*o.draft_model) : 0.0);
 
   auto source = make_request_source(o.workload);
   std::map<RequestId, RequestTimeline> timelines;
@@ -81,6 +84,8 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
                                                    t.spec.input_tokens});
       } else {
         t.token_times.insert(t.token_times.end(), rec.token_times.begin(), rec.token_times.end());
+        t.draft_tokens += rec.draft_tokens;
+        t.accepted_tokens += rec.accepted_tokens;
         source->on_finished(id, clock.now);
         ++finished;
       }

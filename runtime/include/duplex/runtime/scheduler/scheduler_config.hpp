@@ -54,7 +54,8 @@ struct SchedulerConfig {
   // 2023; accepted ~ min(Geometric, drafts)), several the falling acceptance along a draft that EAGLE's and
   // Medusa's measurements show. The step emits the accepted drafts plus one token of its own and keeps their
   // K/V, the rejected drafts' K/V is dropped. `acceptance_seed` seeds the draws, one stream per (request,
-  // tokens emitted so far), so results do not depend on which requests share a step.
+  // tokens in its sequence so far), so results do not depend on which requests share a step, nor on whether a
+  // split system moved the request between pools.
   int speculative_tokens = 0;
   std::vector<double> acceptance_rates;  // 1..kMaxSpeculativeTokens probabilities when speculative_tokens > 0
   std::uint64_t acceptance_seed = 0;
