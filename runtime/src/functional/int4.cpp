@@ -57,6 +57,18 @@ int group_exponent(const std::uint16_t* values, std::int64_t cols, std::int64_t 
   return lo == 0 && hi == 0 ? 0 : scale_exponent(lo, hi);
 }
 
+// A rows x cols matrix of zero fields and scales, every zero point 8, groups c / 128 in order.
+Int4Matrix zero_eight_matrix(std::int64_t rows, std::int64_t cols) {
+  Int4Matrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.q.resize(static_cast<std::size_t>(rows * cols));
+  m.zeros.assign(static_cast<std::size_t>(rows * m.groups()), 8);
+  m.scales.resize(m.zeros.size());
+  for (std::int64_t c = 0; c < cols; ++c) m.group.push_back(static_cast<std::int32_t>(c / kGroup));
+  return m;
+}
+
 // 8 + the nearest integer of v / 2^k (ties to even), clamped to 0..15.
 unsigned nearest_field(double v, int k) {
   const double n = std::nearbyint(std::ldexp(v, -k));  // the default rounding mode: to nearest, ties to even
@@ -157,13 +169,7 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
 Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols, const Int4Parts& parts,
                        const std::string& what) {
   check_shape(rows, cols, true);
-  Int4Matrix m;
-  m.rows = rows;
-  m.cols = cols;
-  m.q.resize(static_cast<std::size_t>(rows * cols));
-  m.zeros.assign(static_cast<std::size_t>(rows * m.groups()), 8);
-  m.scales.resize(m.zeros.size());
-  m.group.resize(static_cast<std::size_t>(cols));
+  Int4Matrix m = zero_eight_matrix(rows, cols);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < cols; ++c) {
       const FieldAt at = qweight_field(format, rows, cols, r, c);
@@ -179,12 +185,13 @@ Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t c
       }
       m.scales[i] = parts.scales[scale_index(format, rows, m.groups(), r, g)];
     }
+  if (format != compiler::DType::kInt4Gptq) return m;  // groups in order
   for (std::int64_t c = 0; c < cols; ++c) {
-    const std::int64_t g = format == compiler::DType::kInt4Gptq ? parts.g_idx[c] : c / kGroup;
+    const std::int32_t g = parts.g_idx[c];
     if (g < 0 || g >= m.groups())
       throw Error(fmt::format("{}: g_idx[{}] is {}; expected a group 0..{} ({} inputs, groups of {})", what,
                               c, g, m.groups() - 1, cols, kGroup));
-    m.group[static_cast<std::size_t>(c)] = static_cast<std::int32_t>(g);
+    m.group[static_cast<std::size_t>(c)] = g;
   }
   return m;
 }
@@ -219,15 +226,7 @@ std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::strin
 Int4Matrix quantize_int4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
                          const std::string& what) {
   check_shape(rows, cols, false);
-  Int4Matrix m;
-  m.rows = rows;
-  m.cols = cols;
-  m.q.resize(static_cast<std::size_t>(rows * cols));
-  m.zeros.assign(static_cast<std::size_t>(rows * m.groups()), 8);
-  m.scales.resize(m.zeros.size());
-  m.group.resize(static_cast<std::size_t>(cols));
-  for (std::int64_t c = 0; c < cols; ++c)
-    m.group[static_cast<std::size_t>(c)] = static_cast<std::int32_t>(c / kGroup);
+  Int4Matrix m = zero_eight_matrix(rows, cols);
   for_each_group(rows, cols, [&](std::int64_t r, std::int64_t g, std::int64_t c0, std::int64_t c1) {
     const int k = group_exponent(values, cols, r, c0, c1);
     m.scales[static_cast<std::size_t>(r * m.groups() + g)] = std::ldexp(1.0f, k);
