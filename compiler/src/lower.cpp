@@ -403,7 +403,8 @@ class Lowering {
   }
 
   void lm_head() {
-    const std::int64_t cols = m_.vocab / p_.tp;
+    // A draft head with its own LM head scores its draft vocabulary only (ModelSpec::draft_vocab).
+    const std::int64_t cols = (m_.draft_vocab > 0 ? m_.draft_vocab : m_.vocab) / p_.tp;
     Op& o = gemm(OpKind::kLmHead, -1, "lm_head", logit_rows_, cols, m_.hidden, 1, cols);
     if (m_.lm_head_bias) {  // + the bias row, added to every logit row
       o.bytes_weights += static_cast<double>(cols) * wbytes_;

@@ -168,8 +168,10 @@ std::int64_t ModelSpec::router_params() const {
 
 std::int64_t ModelSpec::embedding_params() const {
   // A draft head uses the target's embedding and LM head; it holds its fusion instead: the projection
-  // [hidden][2 hidden] and the norms of the embedding and of the hidden state.
-  if (draft_head) return 2 * std::int64_t{hidden} * hidden + 2 * std::int64_t{hidden};
+  // [hidden][2 hidden] and the norms of the embedding and of the hidden state (and its own LM head over its
+  // draft vocabulary, if it has one).
+  if (draft_head)
+    return 2 * std::int64_t{hidden} * hidden + 2 * std::int64_t{hidden} + std::int64_t{draft_vocab} * hidden;
   const std::int64_t table = std::int64_t{vocab} * hidden;
   return table * (tie_embeddings ? 1 : 2) + std::int64_t{learned_positions} * hidden +
          (lm_head_bias ? std::int64_t{vocab} : 0);
@@ -235,6 +237,10 @@ void ModelSpec::validate() const {
   if (hidden <= 0) bad("hidden", "must be > 0");
   if (heads <= 0) bad("heads", "must be > 0");
   if (vocab <= 0) bad("vocab", "must be > 0");
+  if (draft_vocab < 0 || draft_vocab > vocab || (draft_vocab > 0 && !draft_head))
+    bad("draft_vocab", fmt::format("is {}; expected 0 (the target's LM head) or, with draft_head: true, at "
+                                   "most vocab ({}) tokens of the draft head's own LM head",
+                                   draft_vocab, vocab));
   if (attention == AttentionKind::kGqa) {
     if (kv_heads <= 0 || heads % kv_heads != 0)
       bad("kv_heads", fmt::format("{} does not divide heads ({})", kv_heads, heads));
@@ -466,6 +472,7 @@ ModelSpec read_model(const ConfigNode& n) {
   m.vocab = count("vocab");
   m.mtp_layers = count_or("mtp_layers", 0);
   m.draft_head = n.get_or<bool>("draft_head", false);
+  m.draft_vocab = count_or("draft_vocab", 0);
   m.tie_embeddings = n.get_or<bool>("tie_embeddings", false);
   m.lm_head_bias = n.get_or<bool>("lm_head_bias", false);
   m.learned_positions = count_or("learned_positions", 0);

@@ -129,5 +129,38 @@ TEST(MtpDraft, ReadFromConfigAndRefusedWithoutAModule) {
             std::string::npos);
 }
 
+// A draft head with its own LM head over a draft vocabulary (EAGLE-3's draft_vocab_size, FR-Spec) scores
+// only those tokens and holds that LM head; without draft_vocab it uses the target's, which it does not hold.
+TEST(DraftHead, ItsOwnLmHeadOverADraftVocabulary) {
+  const ModelSpec eagle = load_model("eagle-llama3-70b");
+  ModelSpec small = eagle;
+  small.draft_vocab = 32000;
+  small.validate();
+  EXPECT_EQ(small.embedding_params() - eagle.embedding_params(), std::int64_t{32000} * 8192);
+  EXPECT_DOUBLE_EQ(small.weight_bytes() - eagle.weight_bytes(), 2.0 * 32000 * 8192);  // in FP16
+  const SystemSpec sys = load_system("gpu");
+  const ParallelLayout layout = ParallelLayout::make(small, sys, 4);
+  const Graph with_own = lower(small, BatchState::decode_batch(8, 512), layout, Routing{});
+  const Graph with_shared = lower(eagle, BatchState::decode_batch(8, 512), layout, Routing{});
+  const Op* own = find(with_own, OpKind::kLmHead, -1);
+  const Op* shared = find(with_shared, OpKind::kLmHead, -1);
+  ASSERT_NE(own, nullptr);
+  ASSERT_NE(shared, nullptr);
+  EXPECT_EQ(own->n, 32000 / layout.tp);
+  EXPECT_EQ(shared->n, 128256 / layout.tp);
+  EXPECT_DOUBLE_EQ(own->flops * 128256, shared->flops * 32000);
+  const std::string head = "name: h\nlayers: 1\nhidden: 64\nheads: 4\nvocab: 1000\nffn: 128\n";
+  EXPECT_EQ(
+      read_model(ConfigNode::parse(head + "draft_head: true\ndraft_vocab: 256\n", "h.yaml")).draft_vocab,
+      256);
+  EXPECT_NE(
+      testing::model_yaml_error(head + "draft_vocab: 256\n")
+          .find("x.yaml: draft_vocab: is 256; expected 0 (the target's LM head) or, with draft_head: true"),
+      std::string::npos);
+  EXPECT_NE(
+      testing::model_yaml_error(head + "draft_head: true\ndraft_vocab: 2000\n").find("at most vocab (1000)"),
+      std::string::npos);
+}
+
 }  // namespace
 }  // namespace duplex::compiler

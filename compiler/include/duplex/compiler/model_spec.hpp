@@ -133,6 +133,10 @@ struct ModelSpec {
   // target's last hidden state and projects the pair back to hidden ([hidden][2 hidden]: the MTP module's
   // eh_proj, EAGLE's fc); it uses the target's embedding and LM head, which it does not hold.
   bool draft_head = false;
+  // A draft head's own LM head over the first draft_vocab tokens of a frequency-ranked subset of the target's
+  // vocabulary (EAGLE-3's draft_vocab_size, FR-Spec), which it holds ([draft_vocab][hidden], in dtype); 0:
+  // the target's LM head.
+  int draft_vocab = 0;
   int vocab = 0;
   bool tie_embeddings = false;
   bool lm_head_bias = false;    // the LM head adds a bias [vocab] to the logits (Phi-3.5-MoE lm_head_bias)
