@@ -44,6 +44,7 @@ constexpr double kActBytes = 2.0;  // activations are FP16/BF16 on both units
 // (rounded up: the busiest replica sets the step time).
 BatchState replica_batch(const BatchState& b, int dp) {
   BatchState out;
+  out.first_draft_pass = b.first_draft_pass;
   for (const auto& g : b.groups) {
     if (g.count <= 0) continue;
     out.groups.push_back({(g.count + dp - 1) / dp, g.context, g.tokens, g.completes_prefill, g.verify});
@@ -142,11 +143,19 @@ class Lowering {
   // A draft head (ModelSpec::draft_head: an MTP module, an EAGLE head) first normalizes the token's embedding
   // and the target's hidden state and projects the pair to hidden: a projection GEMM [2 hidden -> hidden]
   // (timed as one, kind o_proj), replicated on every device (its inputs are whole), in dtype.
+  // EAGLE-3 (draft_states 3) projects the target's three states in the step's first draft pass instead
+  // ("head.fc", [3 hidden -> hidden]); its layer's q / k / v read the pair unprojected (qkv_inputs).
   void head_fusion() {
+    const std::int64_t h = m_.hidden;
+    if (m_.draft_states == 3 && batch_.first_draft_pass)
+      gemm(OpKind::kOProj, -1, "head.fc", tokens_, h, 3 * h, 1, h);
     norm(-1, "head.enorm");
     norm(-1, "head.hnorm");
-    gemm(OpKind::kOProj, -1, "head.fuse", tokens_, m_.hidden, 2 * std::int64_t{m_.hidden}, 1, m_.hidden);
+    if (m_.draft_states == 1) gemm(OpKind::kOProj, -1, "head.fuse", tokens_, h, 2 * h, 1, h);
   }
+  // The q / k / v projections' input width: hidden, or an EAGLE-3 head's embedding and hidden state side by
+  // side.
+  std::int64_t qkv_inputs() const { return m_.draft_states == 3 ? 2 * std::int64_t{m_.hidden} : m_.hidden; }
 
   void collective(OpKind kind, int layer, const char* name, std::int64_t rows, int peers) {
     if (peers <= 1 || rows == 0) return;
@@ -225,7 +234,7 @@ class Lowering {
                               std::int64_t{a.kv_lora_rank} * q_heads_ * a.qk_nope_head_dim;
       qkv_cols = (q + kv + h - 1) / h;  // rounded up: a column's fraction of weights is still read
     }
-    gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, m_.hidden, 1, qkv_cols, m_.linear_dtype);
+    gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, qkv_inputs(), 1, qkv_cols, m_.linear_dtype);
     if (m_.qk_norm == QkNorm::kWhole && p_.tp > 1) {  // lower.hpp kQkNormAllReduce
       Op& o = add(OpKind::kAllReduce, l, std::string(kQkNormAllReduce));
       o.m = tokens_;

@@ -170,8 +170,12 @@ std::int64_t ModelSpec::embedding_params() const {
   // A draft head uses the target's embedding and LM head; it holds its fusion instead: the projection
   // [hidden][2 hidden] and the norms of the embedding and of the hidden state (and its own LM head over its
   // draft vocabulary, if it has one).
-  if (draft_head)
-    return 2 * std::int64_t{hidden} * hidden + 2 * std::int64_t{hidden} + std::int64_t{draft_vocab} * hidden;
+  if (draft_head) {
+    const std::int64_t h = hidden, norms = 2 * h, own_lm_head = std::int64_t{draft_vocab} * h;
+    if (draft_states == 3)  // fc [h][3h] and the q / k / v columns over the hidden-state half of their input
+      return 3 * h * h + h * (q_dim() + 2 * std::int64_t{kv_dim()}) + norms + own_lm_head;
+    return 2 * h * h + norms + own_lm_head;
+  }
   const std::int64_t table = std::int64_t{vocab} * hidden;
   return table * (tie_embeddings ? 1 : 2) + std::int64_t{learned_positions} * hidden +
          (lm_head_bias ? std::int64_t{vocab} : 0);
@@ -237,6 +241,10 @@ void ModelSpec::validate() const {
   if (hidden <= 0) bad("hidden", "must be > 0");
   if (heads <= 0) bad("heads", "must be > 0");
   if (vocab <= 0) bad("vocab", "must be > 0");
+  if ((draft_states != 1 && draft_states != 3) ||
+      (draft_states == 3 && (!draft_head || layers != 1 || attention == AttentionKind::kMla)))
+    bad("draft_states",
+        fmt::format("is {}; expected 1, or 3 (EAGLE-3) for a one-layer GQA draft_head", draft_states));
   if (draft_vocab < 0 || draft_vocab > vocab || (draft_vocab > 0 && !draft_head))
     bad("draft_vocab", fmt::format("is {}; expected 0 (the target's LM head) or, with draft_head: true, at "
                                    "most vocab ({}) tokens of the draft head's own LM head",
@@ -473,6 +481,7 @@ ModelSpec read_model(const ConfigNode& n) {
   m.mtp_layers = count_or("mtp_layers", 0);
   m.draft_head = n.get_or<bool>("draft_head", false);
   m.draft_vocab = count_or("draft_vocab", 0);
+  m.draft_states = count_or("draft_states", 1);
   m.tie_embeddings = n.get_or<bool>("tie_embeddings", false);
   m.lm_head_bias = n.get_or<bool>("lm_head_bias", false);
   m.learned_positions = count_or("learned_positions", 0);

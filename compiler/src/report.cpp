@@ -122,6 +122,7 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"mtp_layers", model.mtp_layers},
                 {"draft_head", model.draft_head},
                 {"draft_vocab", model.draft_vocab},
+                {"draft_states", model.draft_states},
                 {"weight_naming", weight_naming_name(model.weight_naming)}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
   nlohmann::json ops = nlohmann::json::array();

@@ -162,5 +162,49 @@ TEST(DraftHead, ItsOwnLmHeadOverADraftVocabulary) {
       std::string::npos);
 }
 
+// An EAGLE-3 head (draft_states 3) for Llama-3.1-8B: the first draft pass of a step projects the target's
+// three hidden states (head.fc [3 hidden -> hidden]); every pass's q / k / v read the normalized embedding
+// and hidden state side by side (2 hidden inputs), with no per-pass fusion GEMM.
+TEST(DraftHead, Eagle3FusesThreeStatesInItsFirstPass) {
+  const ModelSpec head = read_model(ConfigNode::parse(
+      "name: eagle3\nlayers: 1\nhidden: 4096\nheads: 32\nkv_heads: 8\nhead_dim: 128\nffn: 14336\n"
+      "ffn_kind: gated\nvocab: 128256\ndraft_head: true\ndraft_states: 3\ndraft_vocab: 32000\n",
+      "eagle3.yaml"));
+  const std::int64_t h = 4096;
+  EXPECT_EQ(head.embedding_params(), 3 * h * h + h * (4096 + 2 * 1024) + 2 * h + 32000 * h);
+  const SystemSpec sys = load_system("gpu");
+  const ParallelLayout layout = ParallelLayout::make(head, sys, 1);
+  BatchState first = BatchState::decode_batch(8, 512);
+  first.first_draft_pass = true;
+  const Graph g1 = lower(head, first, layout, Routing{});
+  const Graph g2 = lower(head, BatchState::decode_batch(8, 512), layout, Routing{});
+  auto named = [](const Graph& g, const std::string& name) -> const Op* {
+    for (const Op& op : g.ops)
+      if (op.name == name) return &op;
+    return nullptr;
+  };
+  ASSERT_NE(named(g1, "head.fc"), nullptr);
+  EXPECT_EQ(named(g1, "head.fc")->k, 3 * h);
+  EXPECT_EQ(named(g1, "head.fc")->n, h);
+  EXPECT_EQ(named(g2, "head.fc"), nullptr);
+  EXPECT_EQ(named(g1, "head.fuse"), nullptr);
+  EXPECT_EQ(named(g2, "head.fuse"), nullptr);
+  for (const Graph* g : {&g1, &g2}) {
+    const Op* qkv = find(*g, OpKind::kQkvProj, 0);
+    ASSERT_NE(qkv, nullptr);
+    EXPECT_EQ(qkv->k, 2 * h);
+    EXPECT_EQ(qkv->n, 4096 + 2 * 1024);
+    EXPECT_NE(named(*g, "head.enorm"), nullptr);
+  }
+  const std::string base = "name: h\nlayers: 1\nhidden: 64\nheads: 4\nvocab: 1000\nffn: 128\n";
+  EXPECT_NE(
+      testing::model_yaml_error(base + "draft_states: 3\n")
+          .find("x.yaml: draft_states: is 3; expected 1, or 3 (EAGLE-3) for a one-layer GQA draft_head"),
+      std::string::npos);
+  EXPECT_NE(
+      testing::model_yaml_error(base + "draft_head: true\ndraft_states: 2\n").find("draft_states: is 2"),
+      std::string::npos);
+}
+
 }  // namespace
 }  // namespace duplex::compiler

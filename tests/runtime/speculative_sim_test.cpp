@@ -181,6 +181,31 @@ TEST(SpeculativeSimulation, AnEagleHeadIsADraftHead) {
   EXPECT_LT(head.simulated_s, small.simulated_s);
 }
 
+// An EAGLE-3 head (draft_states 3): its fc over the target's three states runs in each step's first draft
+// pass only (ops "draft1.head.fc"), none in later passes.
+TEST(SpeculativeSimulation, AnEagle3HeadFusesInItsFirstPassOnly) {
+  const auto model = compiler::load_model("llama3-70b");
+  compiler::ModelSpec eagle3 = compiler::load_model("eagle-llama3-70b");
+  eagle3.name = "eagle3";
+  eagle3.draft_states = 3;
+  eagle3.draft_vocab = 32000;
+  eagle3.validate();
+  SimulationOptions o = run_options(3, 0.8);
+  o.draft_model = eagle3;
+  o.timeline_steps = 3;
+  const SystemResult r = simulate(model, load_system("gpu"), o);
+  int fc_first = 0, fc_later = 0;
+  for (const TimelineStep& t : r.timeline)
+    for (const compiler::Op& op : t.plan.graph.ops) {
+      fc_first += op.name == "draft1.head.fc";
+      fc_later += op.name.ends_with(".head.fc") && !op.name.starts_with("draft1.");
+    }
+  EXPECT_EQ(fc_first, 3);  // one per recorded step
+  EXPECT_EQ(fc_later, 0);
+  o.draft_model = compiler::load_model("eagle-llama3-70b");
+  EXPECT_EQ(simulate(model, load_system("gpu"), o).accepted_tokens, r.accepted_tokens);
+}
+
 TEST(SpeculativeSimulation, SameSeedSameResults) {
   const auto model = compiler::load_model("llama3-70b");
   SimulationOptions o = run_options(2, 0.7);

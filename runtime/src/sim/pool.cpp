@@ -69,7 +69,7 @@ void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compi
       else if (r.phase == TokenPhase::decode && r.tokens - 1 >= i)
         pass.requests.push_back({r.id, 1, r.context_len + i - 1, TokenPhase::decode, true});
     if (pass.requests.empty()) return;
-    StepCost d = draft_executor_->execute(pass);
+    StepCost d = draft_executor_->execute(pass, i == 1);
     c.time += d.time;
     c.xpu_busy += d.xpu_busy;
     c.pim_busy += d.pim_busy;

@@ -20,9 +20,10 @@ compiler::BatchState StepExecutor::batch_of(const StepPlan& plan) {
   return b;
 }
 
-StepCost StepExecutor::execute(const StepPlan& plan) {
+StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   DUPLEX_ASSERT(!plan.empty(), "execute() of an empty step");
-  const compiler::BatchState batch = batch_of(plan);
+  compiler::BatchState batch = batch_of(plan);
+  batch.first_draft_pass = first_draft_pass;
   compiler::Routing routing;
   if (model_.is_moe()) {
     routing.kind = compiler::Routing::Kind::kCounts;

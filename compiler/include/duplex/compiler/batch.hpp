@@ -25,6 +25,8 @@ struct RequestGroup {
 
 struct BatchState {
   std::vector<RequestGroup> groups;
+  // A draft head's first pass of a step, which fuses the target's hidden states (ModelSpec::draft_states 3).
+  bool first_draft_pass = false;
   std::int64_t tokens() const;           // new tokens this step, all requests
   std::int64_t requests() const;
   std::int64_t decode_requests() const;  // requests of the groups that decode (tokens == 1 or verify)

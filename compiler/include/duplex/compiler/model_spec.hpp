@@ -137,6 +137,11 @@ struct ModelSpec {
   // vocabulary (EAGLE-3's draft_vocab_size, FR-Spec), which it holds ([draft_vocab][hidden], in dtype); 0:
   // the target's LM head.
   int draft_vocab = 0;
+  // The target's hidden states a draft head fuses: 1 (an MTP module, EAGLE: the last layer's, with the
+  // token's embedding, every pass, as draft_head states) or 3 (EAGLE-3: a low, a middle and a high layer's,
+  // projected to hidden by its fc [hidden][3 hidden] in a step's first draft pass only; its layer's q / k / v
+  // then read the normalized embedding and hidden state side by side, [.][2 hidden], every pass).
+  int draft_states = 1;
   int vocab = 0;
   bool tie_embeddings = false;
   bool lm_head_bias = false;    // the LM head adds a bias [vocab] to the logits (Phi-3.5-MoE lm_head_bias)

@@ -26,7 +26,8 @@ class StepExecutor {
   // `router` may be null for dense models. `pim_model` replaces the analytical PIM roofline when set.
   StepExecutor(const compiler::ModelSpec& model, const SystemSpec& system, const compiler::ParallelLayout& layout,
                ExpertRouter* router, compiler::PimTimeFn pim_model = {}, compiler::XpuTimeFn xpu_model = {});
-  StepCost execute(const StepPlan& plan);
+  // `first_draft_pass`: the plan is a draft head's first pass of a step (compiler::BatchState).
+  StepCost execute(const StepPlan& plan, bool first_draft_pass = false);
   // The step as lowering sees it: one request group per distinct (context, tokens, completes-prefill) shape.
   static compiler::BatchState batch_of(const StepPlan& plan);
 
