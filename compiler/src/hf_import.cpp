@@ -202,6 +202,32 @@ void read_llama4_text(const Fields& f, const json& j, ModelSpec& m) {
 
 }  // namespace
 
+namespace {
+
+// An EAGLE-3 draft head's config.json (architectures [LlamaForCausalLMEagle3]: SpecForge's and the EAGLE
+// authors' releases): one Llama layer fusing three target states, with its own LM head over
+// draft_vocab_size tokens (ModelSpec::draft_states, draft_vocab). A target_hidden_size other than
+// hidden_size (an fc over a wider target) is refused.
+void read_eagle3_head(const Fields& f, ModelSpec& m) {
+  const std::vector<std::string> architectures =
+      f.string_list_or_empty("architectures", "a list of transformers class names");
+  if (std::find(architectures.begin(), architectures.end(), "LlamaForCausalLMEagle3") == architectures.end())
+    return;
+  if (f.integer_or("target_hidden_size", m.hidden) != m.hidden)
+    throw ConfigError(f.file(), "target_hidden_size",
+                      fmt::format("{} with hidden_size {}: an fc over a wider target is not modelled",
+                                  f.integer_or("target_hidden_size", m.hidden), m.hidden),
+                      "absent or hidden_size");
+  if (m.layers != 1)
+    throw ConfigError(f.file(), "num_hidden_layers",
+                      fmt::format("{} layers in an EAGLE-3 head are not modelled", m.layers), "1");
+  m.draft_head = true;
+  m.draft_states = 3;
+  m.draft_vocab = f.integer_or("draft_vocab_size", m.vocab);
+}
+
+}  // namespace
+
 ModelSpec import_hf_config(const std::string& json_text, const std::string& file) {
   json j;
   try {
@@ -503,6 +529,7 @@ ModelSpec import_hf_config(const std::string& json_text, const std::string& file
     m.qkv_bias = m.o_bias = f.boolean_or("attention_bias", false);
   }
   read_quantization(f, type, m);
+  read_eagle3_head(f, m);
   m.validate();
   return m;
 }

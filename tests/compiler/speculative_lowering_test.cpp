@@ -206,5 +206,32 @@ TEST(DraftHead, Eagle3FusesThreeStatesInItsFirstPass) {
       std::string::npos);
 }
 
+// An EAGLE-3 head's config.json (architectures LlamaForCausalLMEagle3, as SpecForge writes it) imports as a
+// one-layer draft head fusing three states with its own draft vocabulary; a plain Llama config does not.
+TEST(DraftHead, Eagle3ConfigJsonIsImported) {
+  const std::string head = R"({"architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama",
+      "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
+      "num_hidden_layers": 1, "vocab_size": 128256, "draft_vocab_size": 32000, "torch_dtype": "float16")";
+  const ModelSpec m = import_hf_config(head + "}", "h.json");
+  EXPECT_TRUE(m.draft_head);
+  EXPECT_EQ(m.draft_states, 3);
+  EXPECT_EQ(m.draft_vocab, 32000);
+  EXPECT_EQ(m.layers, 1);
+  EXPECT_FALSE(import_hf_config(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 1,
+      "vocab_size": 128256})",
+                                "l.json")
+                   .draft_head);
+  EXPECT_NE(
+      testing::hf_config_error(head + R"(, "target_hidden_size": 8192})")
+          .find("config.json: target_hidden_size: 8192 with hidden_size 4096: an fc over a wider target is "
+                "not modelled"),
+      std::string::npos);
+  std::string two_layers = head;
+  two_layers.replace(two_layers.find("\"num_hidden_layers\": 1"), 22, "\"num_hidden_layers\": 2");
+  EXPECT_NE(testing::hf_config_error(two_layers + "}").find("num_hidden_layers: 2 layers in an EAGLE-3 head"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace duplex::compiler

@@ -342,6 +342,23 @@ TEST(SimulateCli, SpeculativeDecodingWithADraftModel) {
   }
 }
 
+// An EAGLE-3 head from its config.json drafts for Llama-3-70B: its weights (one layer, its fc over three
+// states, its own 32000-token LM head) sit beside the target's.
+TEST(SimulateCli, Eagle3HeadFromItsConfigJson) {
+  const CliRun r =
+      run(std::string("simulate --model llama3-70b --system gpu --requests 8 --input-len 64 "
+                      "--output-len 16 --length-spread 0 --batch 4 --speculative 2 --acceptance 0.8 "
+                      "--json --draft ") +
+          DUPLEX_TEST_DATA + "/eagle3_head_config.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["speculative"]["draft_tokens"].get<double>(), 0);
+  // Its layer (8192 x (3 x 28672 + 2 x 8192 + 2 x 1024) + 2 norms), fc 3 x 8192^2, the q / k / v columns'
+  // second half 8192 x (8192 + 2 x 1024), its 32000-row LM head and 2 fusion norms, 8192 each, and its final
+  // norm: 1.403G parameters in BF16 over TP4, 0.6533 GiB per device.
+  EXPECT_NEAR(j["memory"]["draft_weights_gib_per_device"].get<double>(), 0.6533, 0.0005);
+}
+
 // --acceptance by draft position: host drafts accepted with 0.95 at the first position and 0.3 after it
 // accept far fewer than with 0.95 at every position, on the same draws.
 TEST(SimulateCli, AcceptanceByDraftPosition) {
