@@ -206,7 +206,8 @@ namespace {
 
 // An EAGLE-3 draft head's config.json (architectures [LlamaForCausalLMEagle3]: SpecForge's and the EAGLE
 // authors' releases): one Llama layer fusing three target states, with its own LM head over
-// draft_vocab_size tokens (ModelSpec::draft_states, draft_vocab). A target_hidden_size other than
+// draft_vocab_size tokens (ModelSpec::draft_states, draft_vocab; absent: vocab_size, as vLLM and SGLang read
+// it: the head still holds its own LM head). A target_hidden_size other than
 // hidden_size (an fc over a wider target) is refused.
 void read_eagle3_head(const Fields& f, ModelSpec& m) {
   const std::vector<std::string> architectures =

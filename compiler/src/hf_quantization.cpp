@@ -91,6 +91,15 @@ void expect_fp8_args(const Fields& s, const char* strategy, bool dynamic, const 
     refuse("dynamic", dynamic ? "false (static scales) is not modelled" : "true is not modelled");
 }
 
+// Whether `key` of q is the integer 128 (kInt4Group: group_size of the 4-bit formats; -1, per row, is not).
+bool groups_of_128(const Fields& q, const char* key) {
+  return q.has(key) && q.raw()[key].is_number_integer() && q.raw()[key].get<long long>() == kInt4Group;
+}
+// What the error for a group_size other than 128 says it is.
+std::string group_size_text(const Fields& q, const char* key) {
+  return q.has(key) ? fmt::format("{} is not modelled", q.raw()[key].dump()) : "missing required field";
+}
+
 // compressed-tensors' QuantizationArgs s of llm-compressor's W4A16 weights (int4_pack): 4-bit int, symmetric,
 // static, strategy group of 128; actorder null, weight or static (the groups stay in order: no g_idx).
 void expect_int4_args(const Fields& s) {
@@ -108,10 +117,7 @@ void expect_int4_args(const Fields& s) {
   const std::string strategy = s.string_or("strategy", "");
   if (strategy != "group")
     refuse("strategy", strategy.empty() ? "missing" : fmt::format("\"{}\" is not modelled", strategy));
-  if (!s.has("group_size") || !s.raw()["group_size"].is_number_integer() ||
-      s.raw()["group_size"].get<long long>() != kInt4Group)
-    refuse("group_size",
-           s.has("group_size") ? fmt::format("{} is not modelled", s.raw()["group_size"].dump()) : "missing");
+  if (!groups_of_128(s, "group_size")) refuse("group_size", group_size_text(s, "group_size"));
   if (s.boolean_or("dynamic", false)) refuse("dynamic", "true is not modelled");
   const std::string actorder = s.raw().contains("actorder") && s.raw()["actorder"].is_string()
                                    ? s.raw()["actorder"].get<std::string>()
@@ -185,17 +191,9 @@ void expect_int4_groups(const Fields& q) {
   if (q.integer("bits") != 4)
     throw ConfigError(q.file(), q.path("bits"), fmt::format("{} bits are not modelled", q.integer("bits")),
                       "4");
-  // group_size -1 (one scale per row) is not an integer the reader takes: its error says what is expected.
-  const std::string kGroup =
-      fmt::format("{} (one scale and zero point per {} inputs)", kInt4Group, kInt4Group);
-  if (!q.has("group_size") || !q.raw()["group_size"].is_number_integer())
-    throw ConfigError(q.file(), q.path("group_size"),
-                      q.has("group_size") ? fmt::format("{} is not modelled", q.raw()["group_size"].dump())
-                                          : "missing required field",
-                      kGroup);
-  if (q.raw()["group_size"].get<long long>() != kInt4Group)
-    throw ConfigError(q.file(), q.path("group_size"),
-                      fmt::format("{} is not modelled", q.raw()["group_size"].dump()), kGroup);
+  if (!groups_of_128(q, "group_size"))
+    throw ConfigError(q.file(), q.path("group_size"), group_size_text(q, "group_size"),
+                      fmt::format("{} (one scale and zero point per {} inputs)", kInt4Group, kInt4Group));
 }
 
 // quant_method "awq": int4_awq (hf_quantization.hpp).

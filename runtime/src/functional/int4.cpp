@@ -99,35 +99,45 @@ std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64
 
 namespace {
 
-// Where element (r, c)'s field lies in a format's qweight: the word's index and the field in it.
+// Where a rows x cols matrix's fields, zero points and scales lie in a format's checkpoint tensors (the
+// tensors' row lengths computed once per matrix, not per element).
 struct FieldAt {
   std::int64_t word;
   int field;
 };
-FieldAt qweight_field(compiler::DType format, std::int64_t rows, std::int64_t cols, std::int64_t r,
-                      std::int64_t c) {
-  const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, rows, cols);
-  switch (format) {
-    case compiler::DType::kInt4Awq:  // [in][out / 8]: outputs in AWQ's field order
-      return {c * qw[1] + r / kPerWord, kAwqField[r % kPerWord]};
-    case compiler::DType::kInt4Gptq:  // [in / 8][out]: inputs in order
-      return {(c / kPerWord) * qw[1] + r, static_cast<int>(c % kPerWord)};
-    default:  // int4_pack: [out][in / 8], inputs in order
-      return {r * qw[1] + c / kPerWord, static_cast<int>(c % kPerWord)};
+class Layout {
+ public:
+  Layout(compiler::DType format, std::int64_t rows, std::int64_t cols)
+      : format_(format),
+        rows_(rows),
+        groups_(cols / kGroup),
+        qweight_cols_(int4_qweight_shape(format, rows, cols)[1]),
+        qzeros_cols_(int4_qzeros_shape(rows, cols)[1]) {}
+  // Element (r, c)'s field in qweight.
+  FieldAt weight(std::int64_t r, std::int64_t c) const {
+    switch (format_) {
+      case compiler::DType::kInt4Awq:  // [in][out / 8]: outputs in AWQ's field order
+        return {c * qweight_cols_ + r / kPerWord, kAwqField[r % kPerWord]};
+      case compiler::DType::kInt4Gptq:  // [in / 8][out]: inputs in order
+        return {(c / kPerWord) * qweight_cols_ + r, static_cast<int>(c % kPerWord)};
+      default:  // int4_pack: [out][in / 8], inputs in order
+        return {r * qweight_cols_ + c / kPerWord, static_cast<int>(c % kPerWord)};
+    }
   }
-}
-// Where row r's zero point of group g lies in qzeros (AWQ, GPTQ: [in / 128][out / 8]).
-FieldAt qzeros_field(compiler::DType format, std::int64_t rows, std::int64_t cols, std::int64_t r,
-                     std::int64_t g) {
-  const std::int64_t word = g * int4_qzeros_shape(rows, cols)[1] + r / kPerWord;
-  return {word,
-          format == compiler::DType::kInt4Awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord)};
-}
-// The index of row r's scale of group g in a format's scales.
-std::int64_t scale_index(compiler::DType format, std::int64_t rows, std::int64_t groups, std::int64_t r,
-                         std::int64_t g) {
-  return format == compiler::DType::kInt4Pack ? r * groups + g : g * rows + r;
-}
+  // Row r's zero point of group g in qzeros (AWQ, GPTQ: [in / 128][out / 8]).
+  FieldAt zero(std::int64_t r, std::int64_t g) const {
+    return {g * qzeros_cols_ + r / kPerWord,
+            format_ == compiler::DType::kInt4Awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord)};
+  }
+  // The index of row r's scale of group g in scales.
+  std::int64_t scale(std::int64_t r, std::int64_t g) const {
+    return format_ == compiler::DType::kInt4Pack ? r * groups_ + g : g * rows_ + r;
+  }
+
+ private:
+  compiler::DType format_;
+  std::int64_t rows_, groups_, qweight_cols_, qzeros_cols_;
+};
 
 }  // namespace
 
@@ -136,13 +146,14 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
   const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, m.rows, m.cols);
   const std::array<std::int64_t, 2> qz = int4_qzeros_shape(m.rows, m.cols);
   const bool zeros = format != compiler::DType::kInt4Pack;
+  const Layout layout(format, m.rows, m.cols);
   Int4Packed p;
   p.qweight.assign(static_cast<std::size_t>(qw[0] * qw[1]), 0);
   if (zeros) p.qzeros.assign(static_cast<std::size_t>(qz[0] * qz[1]), 0);
   p.scales.resize(static_cast<std::size_t>(m.groups() * m.rows));
   for (std::int64_t r = 0; r < m.rows; ++r)
     for (std::int64_t c = 0; c < m.cols; ++c) {
-      const FieldAt at = qweight_field(format, m.rows, m.cols, r, c);
+      const FieldAt at = layout.weight(r, c);
       set_field(p.qweight[static_cast<std::size_t>(at.word)], at.field,
                 m.q[static_cast<std::size_t>(r * m.cols + c)]);
     }
@@ -153,14 +164,14 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
       if (zeros) {
         const bool gptq = format == compiler::DType::kInt4Gptq;  // stores zero - 1
         DUPLEX_ASSERT(gptq ? zero >= 1 && zero <= 16 : zero < 16, "a zero point the format stores");
-        const FieldAt at = qzeros_field(format, m.rows, m.cols, r, g);
+        const FieldAt at = layout.zero(r, g);
         set_field(p.qzeros[static_cast<std::size_t>(at.word)], at.field, gptq ? zero - 1 : zero);
       } else {
         DUPLEX_ASSERT(zero == 8, "int4_pack's zero point is 8");
       }
       const std::uint16_t h = float_to_half_bits(m.scales[i]);
       DUPLEX_ASSERT(half_bits_to_float(h) == m.scales[i], "a scale on FP16's grid");
-      p.scales[static_cast<std::size_t>(scale_index(format, m.rows, m.groups(), r, g))] = h;
+      p.scales[static_cast<std::size_t>(layout.scale(r, g))] = h;
     }
   if (format == compiler::DType::kInt4Gptq) p.g_idx.assign(m.group.begin(), m.group.end());
   return p;
@@ -170,20 +181,21 @@ Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t c
                        const std::string& what) {
   check_shape(rows, cols, true);
   Int4Matrix m = zero_eight_matrix(rows, cols);
+  const Layout layout(format, rows, cols);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < cols; ++c) {
-      const FieldAt at = qweight_field(format, rows, cols, r, c);
+      const FieldAt at = layout.weight(r, c);
       m.q[static_cast<std::size_t>(r * cols + c)] = field(parts.qweight[at.word], at.field);
     }
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t g = 0; g < m.groups(); ++g) {
       const std::size_t i = static_cast<std::size_t>(r * m.groups() + g);
       if (format != compiler::DType::kInt4Pack) {
-        const FieldAt at = qzeros_field(format, rows, cols, r, g);
+        const FieldAt at = layout.zero(r, g);
         const std::uint8_t f = field(parts.qzeros[at.word], at.field);
         m.zeros[i] = static_cast<std::uint8_t>(format == compiler::DType::kInt4Gptq ? f + 1 : f);
       }
-      m.scales[i] = parts.scales[scale_index(format, rows, m.groups(), r, g)];
+      m.scales[i] = parts.scales[layout.scale(r, g)];
     }
   if (format != compiler::DType::kInt4Gptq) return m;  // groups in order
   for (std::int64_t c = 0; c < cols; ++c) {
