@@ -80,10 +80,12 @@ void add_compile_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   c->add_option("--prefill-tokens", opts->prefill_tokens, "Tokens of one new request prefilling in the step")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
-  c->add_option("--drafts", opts->drafts,
-                "Speculative decoding: draft tokens each decoding request verifies in the step (0: none)")
+  c->add_option(
+       "--drafts", opts->drafts,
+       "Speculative decoding: draft tokens each decoding request verifies in the step, a chain's or a "
+       "tree's nodes (0: none)")
       ->capture_default_str()
-      ->check(CLI::Range(0, runtime::kMaxSpeculativeTokens));
+      ->check(CLI::Range(0, runtime::kMaxTreeTokens));
   c->add_option("--devices", opts->devices, "Devices (default: the system's count for the model)")
       ->check(CLI::PositiveNumber);
   c->add_option("--routing", opts->routing,

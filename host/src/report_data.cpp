@@ -100,11 +100,15 @@ PointRecord read_point(const fs::path& file, const std::string& id, const nlohma
       return a.is_number() || (a.is_array() && !a.empty() &&
                                std::all_of(a.begin(), a.end(), [](const auto& x) { return x.is_number(); }));
     };
+    auto optional_integer = [&](const char* key) {
+      return !spec.contains(key) || spec[key].is_number_integer();
+    };
     if (!spec.contains("tokens") || !spec["tokens"].is_number_integer() || !spec.contains("acceptance") ||
-        !numbers(spec["acceptance"]) || !spec.contains("draft") || !spec["draft"].is_string())
+        !numbers(spec["acceptance"]) || !spec.contains("draft") || !spec["draft"].is_string() ||
+        !optional_integer("tree_tokens") || !optional_integer("draft_topk"))
       throw Error(
           fmt::format("{}: params.speculative: {} is not {{tokens: integer, acceptance: number or list of "
-                      "numbers, draft: string}}",
+                      "numbers, draft: string, and optionally tree_tokens, draft_topk: integers}}",
                       name, spec.dump()));
     if (const std::string text = speculative_text(&spec); !text.empty())
       p.system = fmt::format("{} [{}]", p.system, text);

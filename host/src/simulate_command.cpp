@@ -63,6 +63,8 @@ struct SimulateOptions {
   // Per-draft acceptance probabilities, "P" or "P0,P1,..." by draft position; required with --speculative.
   std::string acceptance;
   std::string draft;       // ngram | mtp | a model preset or file; required with --speculative
+  int tree_tokens = 0;     // draft tokens verified per request in a tree (0: a chain of --speculative)
+  int draft_topk = 1;      // nodes a draft tree expands per depth
   int devices = 0;
   std::string out_dir;
   std::int64_t timeline_steps = 64;
@@ -136,16 +138,18 @@ runtime::SchedulerConfig scheduler_from_flags(const SimulateOptions& o) {
   s.kv_block_tokens = o.kv_block_tokens;
   s.speculative_tokens = o.speculative;
   if (!o.acceptance.empty()) s.acceptance_rates = parse_acceptance(o.acceptance);
+  s.tree_tokens = o.tree_tokens;
+  s.draft_topk = o.draft_topk;
   return s;
 }
 
 // --speculative needs --acceptance and --draft, which mean nothing without it.
 void check_speculative_flags(const SimulateOptions& o) {
   if (o.speculative == 0) {
-    if (!o.acceptance.empty() || !o.draft.empty())
+    if (!o.acceptance.empty() || !o.draft.empty() || o.tree_tokens != 0 || o.draft_topk != 1)
       throw Error(
-          "--acceptance and --draft describe speculative decoding; expected --speculative K (K >= 1) beside "
-          "them");
+          "--acceptance, --draft, --tree-tokens and --draft-topk describe speculative decoding; expected "
+          "--speculative K (K >= 1) beside them");
     return;
   }
   if (o.acceptance.empty())
@@ -156,6 +160,23 @@ void check_speculative_flags(const SimulateOptions& o) {
     throw Error(
         "--speculative needs --draft: ngram (drafts proposed on the host, no device time), mtp (the model's "
         "multi-token-prediction module) or a draft model preset or file");
+  if (o.tree_tokens > 0 && o.tree_tokens < o.speculative)
+    throw Error(fmt::format(
+        "--tree-tokens {} is less than the draft's depth --speculative {}; expected --tree-tokens "
+        ">= {} (a tree holds its longest path)",
+        o.tree_tokens, o.speculative, o.speculative));
+  if (o.draft_topk > 1 && o.tree_tokens == 0)
+    throw Error(
+        fmt::format("--draft-topk {} expands a draft tree; expected --tree-tokens T (the tree's nodes "
+                    "verified per request) beside it",
+                    o.draft_topk));
+  const std::int64_t candidates = runtime::SchedulerConfig::tree_candidates(o.speculative, o.draft_topk);
+  if (o.tree_tokens > candidates)
+    throw Error(
+        fmt::format("--tree-tokens {}: a tree of depth {} (--speculative) expanding {} nodes per depth "
+                    "(--draft-topk) proposes at most {} candidates; expected --tree-tokens <= {} or a "
+                    "larger --draft-topk",
+                    o.tree_tokens, o.speculative, o.draft_topk, candidates, candidates));
 }
 
 void run_simulate(const SimulateOptions& o) {
@@ -249,6 +270,16 @@ void add_simulate_command(CLI::App& app) {
       "--draft", o->draft,
       "Who proposes the drafts: ngram (on the host, no device time), mtp (the model's multi-token-prediction "
       "module, DeepSeek-V3's) or a draft model preset or file, run on the same devices");
+  c->add_option(
+       "--tree-tokens", o->tree_tokens,
+       fmt::format("Tree verification: draft tokens each decoding request verifies per step, a tree of "
+                   "depth --speculative (0: a chain; at most {}); --acceptance is then per depth",
+                   runtime::kMaxTreeTokens))
+      ->capture_default_str()
+      ->check(CLI::Range(0, runtime::kMaxTreeTokens));
+  c->add_option("--draft-topk", o->draft_topk, "Nodes a draft tree expands per depth (EAGLE-2's top-k)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, runtime::kMaxDraftTopk));
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");

@@ -36,9 +36,11 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
                        m.draft_weight_bytes_per_device / 1073741824.0);
     s += "\n";
     if (r.draft_tokens > 0)
-      s += fmt::format("speculative {}: {} of {} draft tokens accepted ({:.1f}%)\n", r.system,
-                       r.accepted_tokens, r.draft_tokens,
-                       100.0 * static_cast<double>(r.accepted_tokens) / static_cast<double>(r.draft_tokens));
+      s += fmt::format(
+          "speculative {}: {} of {} draft tokens accepted ({:.1f}%), {:.2f} tokens per verification\n",
+          r.system, r.accepted_tokens, r.draft_tokens,
+          100.0 * static_cast<double>(r.accepted_tokens) / static_cast<double>(r.draft_tokens),
+          1.0 + static_cast<double>(r.accepted_tokens) / static_cast<double>(r.verify_steps));
     if (r.pim_area)
       s += fmt::format("area {}: Logic-PIM {:.2f} mm2 per stack, {:.1f}% of the {:.0f} mm2 logic die (TSVs {:.2f}, GEMM "
                        "modules {:.2f}, buffers {:.2f}, softmax {:.2f})\n",

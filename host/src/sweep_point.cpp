@@ -34,6 +34,8 @@ runtime::SchedulerConfig scheduler_for(const SweepPoint& p, const StudyOptions& 
   s.kv_block_tokens = o.kv_block_tokens;
   s.speculative_tokens = p.speculative.tokens;
   s.acceptance_rates = p.speculative.acceptance;
+  s.tree_tokens = p.speculative.tree_tokens;
+  s.draft_topk = p.speculative.draft_topk;
   s.acceptance_seed = o.seed;
   return s;
 }

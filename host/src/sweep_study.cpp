@@ -138,7 +138,25 @@ void read_speculative(const ConfigNode& root, Study& s) {
     } else {
       x.acceptance = read_acceptance(n);
       x.draft = n.get<std::string>("draft");
+      if (n.has("tree_tokens"))
+        x.tree_tokens = static_cast<int>(n.get_int("tree_tokens", 0, runtime::kMaxTreeTokens));
+      if (n.has("draft_topk"))
+        x.draft_topk = static_cast<int>(n.get_int("draft_topk", 1, runtime::kMaxDraftTopk));
       n.finish();
+      runtime::SchedulerConfig tree;  // the tree's shape, checked as the scheduler will
+      tree.kv_capacity_blocks = 1;
+      tree.speculative_tokens = x.tokens;
+      tree.acceptance_rates = x.acceptance;
+      tree.tree_tokens = x.tree_tokens;
+      tree.draft_topk = x.draft_topk;
+      try {
+        tree.validate();
+      } catch (const Error& e) {
+        const bool topk = std::string(e.what()).find("draft_topk is") != std::string::npos;
+        n.fail(topk ? "draft_topk" : "tree_tokens", e.what(),
+               "a draft tree of depth `tokens` with tokens <= tree_tokens <= draft_topk + (tokens - 1) x "
+               "draft_topk^2 nodes, or tree_tokens 0 (a chain) with draft_topk 1");
+      }
       if (x.draft == "mtp") {
         for (const auto& model : targets()) {
           try {
@@ -175,9 +193,11 @@ void read_speculative(const ConfigNode& root, Study& s) {
 }  // namespace
 
 std::string SpeculativeSetting::text() const {
-  return tokens == 0 ? ""
-                     : fmt::format("speculative={}, acceptance={}, draft={}", tokens,
-                                   fmt::join(acceptance, "/"), draft);
+  if (tokens == 0) return "";
+  std::string s =
+      fmt::format("speculative={}, acceptance={}, draft={}", tokens, fmt::join(acceptance, "/"), draft);
+  if (tree_tokens > 0) s += fmt::format(", tree_tokens={}, draft_topk={}", tree_tokens, draft_topk);
+  return s;
 }
 
 nlohmann::json SpeculativeSetting::acceptance_json() const {
@@ -190,7 +210,8 @@ std::string speculative_text(const nlohmann::json* speculative) {
   return SpeculativeSetting{
       speculative->at("tokens").get<int>(),
       a.is_array() ? a.get<std::vector<double>>() : std::vector<double>{a.get<double>()},
-      speculative->at("draft").get<std::string>()}
+      speculative->at("draft").get<std::string>(), speculative->value("tree_tokens", 0),
+      speculative->value("draft_topk", 1)}
       .text();
 }
 
@@ -242,10 +263,15 @@ nlohmann::json SweepPoint::params(const StudyOptions& options) const {
     for (const auto& [key, value] : knobs) k.push_back({key, value});
     p["knobs"] = k;
   }
-  if (speculative_axis)  // likewise
+  if (speculative_axis) {  // likewise
     p["speculative"] = {{"tokens", speculative.tokens},
                         {"acceptance", speculative.acceptance_json()},
                         {"draft", speculative.draft}};
+    if (speculative.tree_tokens > 0) {  // only then: chains keep their params
+      p["speculative"]["tree_tokens"] = speculative.tree_tokens;
+      p["speculative"]["draft_topk"] = speculative.draft_topk;
+    }
+  }
   return p;
 }
 
@@ -293,8 +319,11 @@ std::vector<SweepPoint> Study::points() const {
         for (const SpeculativeSetting& spec : drafts) {
           const std::string spec_id =
               spec.tokens == 0 ? ""
-                               : fmt::format("__spec{}-a{}-{}", spec.tokens, fmt::join(spec.acceptance, "_"),
-                                             file_safe(spec.draft));
+                               : fmt::format("__spec{}-a{}-{}{}", spec.tokens,
+                                             fmt::join(spec.acceptance, "_"), file_safe(spec.draft),
+                                             spec.tree_tokens > 0
+                                                 ? fmt::format("-t{}k{}", spec.tree_tokens, spec.draft_topk)
+                                                 : "");
           for (const auto& [in, outl] : lengths)
             for (const auto b : batches)
               for (const auto& l : loads) {

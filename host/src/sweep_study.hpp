@@ -24,12 +24,17 @@ struct SweepKnob {
 
 // A speculative-decoding variant: `tokens` draft tokens per step (0: off), draft i accepted with probability
 // `acceptance[i]` (beyond the list: its last; SchedulerConfig::acceptance_rates), proposed by `draft`
-// ("ngram": on the host; "mtp": the model's multi-token-prediction module; else a model preset or file).
+// ("ngram": on the host; "mtp": the model's multi-token-prediction module; else a model preset or file);
+// `tree_tokens` > 0: a draft tree of depth `tokens` with that many nodes, `draft_topk` expanded per depth
+// (SchedulerConfig::tree_tokens).
 struct SpeculativeSetting {
   int tokens = 0;
   std::vector<double> acceptance;
   std::string draft;
-  // "speculative=3, acceptance=0.8, draft=ngram" ("acceptance=0.9/0.8/0.7" by position); "" when off.
+  int tree_tokens = 0;
+  int draft_topk = 1;
+  // "speculative=3, acceptance=0.8, draft=ngram" ("acceptance=0.9/0.8/0.7" by position; ", tree_tokens=16,
+  // draft_topk=4" for a tree); "" when off.
   std::string text() const;
   // The acceptance as params' JSON: a number, or a list by position.
   nlohmann::json acceptance_json() const;

@@ -200,7 +200,13 @@ TEST(CompileCli, DraftsMakeAVerificationStep) {
   const auto a = attention(plain.out), b = attention(verify.out);
   EXPECT_EQ(b.count("attn_prefill"), 0u);
   EXPECT_NEAR(b.at("attn_decode") / a.at("attn_decode"), 4.0, 0.01);
-  EXPECT_NE(run("compile --drafts 17").exit_code, 0);
+  EXPECT_NE(run("compile --drafts 129").exit_code, 0);
+  // A tree's 64 nodes: 65 query rows per request over the 1024 cached keys plus their own 65 x 66 / 2 scores
+  // as a causal block (what a masked tree-attention kernel computes), against one row over 1025 keys.
+  const CliRun tree = run(base + " --drafts 64");
+  ASSERT_EQ(tree.exit_code, 0) << tree.out;
+  EXPECT_NEAR(attention(tree.out).at("attn_decode") / a.at("attn_decode"), (65.0 * 1024 + 65 * 33) / 1025,
+              0.01);
 }
 
 TEST(CompileCli, DeepSeekRoutingMlaAndPartialRopeAreStated) {
@@ -375,6 +381,24 @@ TEST(SimulateCli, AcceptanceByDraftPosition) {
   EXPECT_GT(flat, 0.8);
   EXPECT_LT(falling, 0.6);
   EXPECT_EQ(accepted("0.95,0.3,0.3"), falling);  // the last rate repeats
+}
+
+// Tree verification from the command line: the same accepted paths and tokens per verification as a chain of
+// the same depth (the rates are per depth), more draft tokens verified (bad tree shapes:
+// tests/host/CMakeLists).
+TEST(SimulateCli, TreeVerification) {
+  const std::string base =
+      "simulate --model tiny-dense --system gpu --requests 16 --input-len 64 --output-len 64 --length-spread "
+      "0 "
+      "--batch 8 --speculative 3 --acceptance 0.8 --draft ngram --json";
+  const CliRun chain = run(base), tree = run(base + " --tree-tokens 9 --draft-topk 3");
+  ASSERT_EQ(chain.exit_code, 0) << chain.out;
+  ASSERT_EQ(tree.exit_code, 0) << tree.out;
+  const auto c = nlohmann::json::parse(chain.out)["speculative"],
+             t = nlohmann::json::parse(tree.out)["speculative"];
+  EXPECT_EQ(t["accepted_tokens"], c["accepted_tokens"]);
+  EXPECT_EQ(t["tokens_per_verify"], c["tokens_per_verify"]);
+  EXPECT_GT(t["draft_tokens"].get<double>(), 2.5 * c["draft_tokens"].get<double>());
 }
 
 TEST(SimulateCli, SetOverridesTheSystemConfig) {

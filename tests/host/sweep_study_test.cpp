@@ -215,6 +215,51 @@ speculative:
   EXPECT_FALSE(parse_study(kStudy, "study.yaml").points()[0].params(s.options).contains("speculative"));
 }
 
+// A draft tree (tree_tokens, draft_topk) is a setting of its own: its id, params and text state its shape; a
+// chain's params stay as they were.
+TEST(SweepStudy, DraftTreesAreSpeculativeSettings) {
+  const Study s = parse_study(R"(study: tree
+models: [llama3-70b]
+systems: [gpu]
+lengths: [[64, 32]]
+batch: [4]
+requests: 8
+speculative:
+  - {tokens: 3, acceptance: 0.8, draft: ngram}
+  - {tokens: 3, acceptance: 0.8, draft: ngram, tree_tokens: 10, draft_topk: 2}
+)",
+                              "study.yaml");
+  const auto points = s.points();
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_EQ(points[1].id, "llama3-70b__gpu__spec3-a0.8-ngram-t10k2__in64-out32__b4__closed");
+  const nlohmann::json tree = points[1].params(s.options)["speculative"];
+  EXPECT_EQ(tree,
+            nlohmann::json::parse(
+                R"({"tokens": 3, "acceptance": 0.8, "draft": "ngram", "tree_tokens": 10, "draft_topk": 2})"));
+  EXPECT_EQ(speculative_text(&tree),
+            "speculative=3, acceptance=0.8, draft=ngram, tree_tokens=10, draft_topk=2");
+  EXPECT_FALSE(points[0].params(s.options)["speculative"].contains("tree_tokens"));
+  const std::string base =
+      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 3, acceptance: 0.5, draft: ngram, tree_tokens: 11, "
+                            "draft_topk: 2}]\n")
+                .find("speculative[0].tree_tokens: scheduler tree_tokens is 11; a tree of depth 3 expanding "
+                      "draft_topk 2 nodes per depth proposes at most 10 candidates"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 3, acceptance: 0.5, draft: ngram, tree_tokens: 2}]\n")
+                .find("speculative[0].tree_tokens: scheduler tree_tokens is 2"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 3, acceptance: 0.5, draft: ngram, draft_topk: 2}]\n")
+                .find("speculative[0].draft_topk: scheduler draft_topk is 2"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 3, acceptance: 0.5, draft: ngram, tree_tokens: 129}]\n")
+                .find("speculative[0].tree_tokens"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "speculative: [{tokens: 0, tree_tokens: 8}]\n")
+                .find("speculative[0].tree_tokens: unknown key"),
+            std::string::npos);
+}
+
 TEST(SweepStudy, BadSpeculativeSettingsNameFileAndKey) {
   const std::string base =
       "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";

@@ -21,8 +21,10 @@ struct Case {
   std::int64_t budget;
   std::int64_t kv_blocks;
   bool poisson;
-  int speculative = 0;  // draft tokens per step
+  int speculative = 0;  // draft tokens per step (a tree's depth)
   double acceptance = 0;
+  int tree_tokens = 0;  // a draft tree's nodes (0: a chain)
+  int draft_topk = 1;
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -47,6 +49,8 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   config.speculative_tokens = c.speculative;
   config.acceptance_rates = {c.acceptance};
   config.acceptance_seed = seed;
+  config.tree_tokens = c.tree_tokens;
+  config.draft_topk = c.draft_topk;
   Scheduler scheduler(config);
   const LengthDistribution lengths{LengthDistribution::Kind::gaussian, 60, 40, 20.0, 15.0};
   std::unique_ptr<RequestSource> source;
@@ -77,7 +81,8 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
       EXPECT_TRUE(ids.insert(r.id).second) << "request scheduled twice in one step";
       EXPECT_GE(r.tokens, 1);
       if (r.phase == TokenPhase::decode) {
-        EXPECT_LE(r.tokens, 1 + c.speculative);  // its last token and its drafts
+        EXPECT_LE(r.tokens, 1 + std::max(c.speculative, c.tree_tokens));  // its last token and its drafts
+        EXPECT_LE(r.draft_depth, c.speculative);
         if (c.speculative == 0) {
           EXPECT_EQ(r.tokens, 1);
         }
@@ -169,7 +174,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"static_closed", BatchingPolicy::static_batch, false, 0, 60, false},
                       Case{"speculative_closed", BatchingPolicy::continuous, false, 0, 40, false, 3, 0.7},
                       Case{"speculative_chunked", BatchingPolicy::continuous, true, 64, 40, true, 4, 0.5},
-                      Case{"speculative_orca", BatchingPolicy::orca, false, 0, 60, false, 2, 0.9}),
+                      Case{"speculative_orca", BatchingPolicy::orca, false, 0, 60, false, 2, 0.9},
+                      Case{"tree_closed", BatchingPolicy::continuous, false, 0, 40, false, 3, 0.7, 10, 2},
+                      Case{"tree_chunked", BatchingPolicy::continuous, true, 64, 40, true, 4, 0.6, 16, 3},
+                      Case{"tree_orca", BatchingPolicy::orca, false, 0, 60, false, 3, 0.8, 8, 2}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

@@ -41,9 +41,9 @@ TEST(SpeculativeScheduler, AllAcceptedEmitsDraftsPlusOne) {
   s.add_request({0, Time{}, 5, 10});
   const std::vector<StepPlan> plans = run(s);
   ASSERT_EQ(plans.size(), 4u);
-  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 4, 5, TokenPhase::decode, true}));
-  EXPECT_EQ(plans[2].requests[0], (ScheduledRequest{0, 4, 9, TokenPhase::decode, true}));
-  EXPECT_EQ(plans[3].requests[0], (ScheduledRequest{0, 1, 13, TokenPhase::decode, true}));
+  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 4, 5, TokenPhase::decode, true, 3}));
+  EXPECT_EQ(plans[2].requests[0], (ScheduledRequest{0, 4, 9, TokenPhase::decode, true, 3}));
+  EXPECT_EQ(plans[3].requests[0], (ScheduledRequest{0, 1, 13, TokenPhase::decode, true, 0}));
   EXPECT_EQ(plans[1].decode_requests, 1);
   EXPECT_EQ(plans[1].total_tokens, 4);
   const RequestRecord& r = s.records().at(0);
@@ -51,6 +51,7 @@ TEST(SpeculativeScheduler, AllAcceptedEmitsDraftsPlusOne) {
             (std::vector<Time>{ms(1), ms(2), ms(2), ms(2), ms(2), ms(3), ms(3), ms(3), ms(3), ms(4)}));
   EXPECT_EQ(r.draft_tokens, 6);
   EXPECT_EQ(r.accepted_tokens, 6);
+  EXPECT_EQ(r.verify_steps, 2);
   EXPECT_EQ(s.kv().used_blocks(), 0);
 }
 
@@ -65,7 +66,8 @@ TEST(SpeculativeScheduler, NoneAcceptedEmitsOneTokenPerStep) {
     const std::int64_t remaining = 6 - static_cast<std::int64_t>(i);  // outputs left before step i
     EXPECT_EQ(plans[i].requests[0],
               (ScheduledRequest{0, 1 + std::min<std::int64_t>(3, remaining - 1),
-                                5 + static_cast<std::int64_t>(i) - 1, TokenPhase::decode, true}))
+                                5 + static_cast<std::int64_t>(i) - 1, TokenPhase::decode, true,
+                                std::min<std::int64_t>(3, remaining - 1)}))
         << i;
   }
   EXPECT_EQ(s.records().at(0).draft_tokens, 3 + 3 + 2 + 1);

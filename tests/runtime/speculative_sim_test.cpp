@@ -206,6 +206,49 @@ TEST(SpeculativeSimulation, AnEagle3HeadFusesInItsFirstPassOnly) {
   EXPECT_EQ(simulate(model, load_system("gpu"), o).accepted_tokens, r.accepted_tokens);
 }
 
+// Tree verification (EAGLE-2): depth 3, 16 nodes, 4 expanded per depth. The same accepted paths as a chain
+// of 3 (the rates are per depth), 16 nodes verified per request and step (17 query rows of decode attention
+// each), the draft head's first pass over each request's last token and its later passes over 4 nodes each;
+// the wider verification costs time.
+TEST(SpeculativeSimulation, ATreeVerifiesItsNodesAndDraftsTopkRows) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = run_options(3, 0.8);
+  o.draft_model = compiler::load_model("eagle-llama3-70b");
+  o.timeline_steps = 3;
+  const SystemResult chain = simulate(model, load_system("gpu"), o);
+  o.scheduler.tree_tokens = 16;
+  o.scheduler.draft_topk = 4;
+  const SystemResult tree = simulate(model, load_system("gpu"), o);
+  EXPECT_EQ(tree.accepted_tokens, chain.accepted_tokens);
+  EXPECT_EQ(tree.verify_steps, chain.verify_steps);
+  EXPECT_GT(tree.draft_tokens, 4 * chain.draft_tokens);
+  EXPECT_GT(tree.simulated_s, chain.simulated_s);
+  const nlohmann::json spec = tree.to_json()["speculative"];
+  EXPECT_DOUBLE_EQ(spec["tokens_per_verify"].get<double>(),
+                   1.0 + static_cast<double>(tree.accepted_tokens) / static_cast<double>(tree.verify_steps));
+  // Step 1 (all 16 requests decoding at full depth): draft passes 1, 2, 3, then the verification.
+  auto attention = [](const compiler::ExecutionPlan& p) {
+    for (const compiler::Op& op : p.graph.ops)
+      if (op.layer == 0 && op.kind == compiler::OpKind::kAttentionDecode) return op;
+    ADD_FAILURE() << "no decode attention";
+    return compiler::Op{};
+  };
+  std::vector<const TimelineStep*> step1;
+  for (const TimelineStep& t : tree.timeline)
+    if (t.step == 1) step1.push_back(&t);
+  ASSERT_EQ(step1.size(), 4u);
+  const compiler::Op first = attention(step1[0]->plan), second = attention(step1[1]->plan),
+                     verify = attention(step1[3]->plan);
+  EXPECT_TRUE(step1[1]->plan.graph.ops.front().name.starts_with("draft2."));
+  EXPECT_EQ(first.requests, 16);
+  EXPECT_EQ(first.query_tokens, 16);
+  EXPECT_EQ(second.query_tokens, 4 * 16);
+  EXPECT_EQ(verify.query_tokens, 17 * 16);
+  const compiler::Op third = attention(step1[2]->plan);
+  EXPECT_EQ(third.query_tokens, 4 * 16);
+  EXPECT_GT(third.context_tokens, second.context_tokens);  // depth 2's nodes over one more ancestor
+}
+
 TEST(SpeculativeSimulation, SameSeedSameResults) {
   const auto model = compiler::load_model("llama3-70b");
   SimulationOptions o = run_options(2, 0.7);

@@ -25,7 +25,7 @@ std::uint64_t splitmix64(std::uint64_t& state) {
 
 }  // namespace
 
-std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t drafts) const {
+std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t depth) const {
   std::uint64_t state = config_.acceptance_seed;
   splitmix64(state);
   state ^= static_cast<std::uint64_t>(live.spec.id) * 0xd1b54a32d192ed03ULL;
@@ -34,7 +34,7 @@ std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t drafts) c
   // its input) continues: both pools of a comparison draw alike.
   state ^= static_cast<std::uint64_t>(live.spec.input_tokens + live.generated) * 0x8cb92ba72f3d8dd7ULL;
   std::int64_t accepted = 0;
-  while (accepted < drafts) {
+  while (accepted < depth) {
     const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // uniform in [0, 1)
     const std::size_t position =
         std::min(static_cast<std::size_t>(accepted), config_.acceptance_rates.size() - 1);
@@ -66,13 +66,16 @@ void Scheduler::add_request(const RequestSpec& spec) {
                             spec.input_tokens, spec.output_tokens));
   // The last output token is emitted but never fed back, so KV peaks at prompt + output - 1 tokens: a
   // recomputation after a preemption (continuous) or the reservation at admission (orca, static) holds them
-  // all at once, sliding window or not.
-  const std::int64_t peak_blocks = kv_.blocks_for(spec.input_tokens + spec.output_tokens - 1);
+  // all at once, sliding window or not; a draft tree adds its nodes off the accepted path while verified.
+  const std::int64_t tree_extra = peak_kv_tokens(spec) - (spec.input_tokens + spec.output_tokens - 1);
+  const std::int64_t peak_blocks = kv_.blocks_for(peak_kv_tokens(spec));
   if (peak_blocks > kv_.capacity_blocks())
-    throw Error(fmt::format("request {} ({} input + {} output tokens) needs {} KV blocks of {} tokens but the KV "
-                            "cache holds {} blocks; expected shorter requests or more KV memory",
-                            spec.id, spec.input_tokens, spec.output_tokens, peak_blocks, kv_.block_tokens(),
-                            kv_.capacity_blocks()));
+    throw Error(
+        fmt::format("request {} ({} input + {} output tokens{}) needs {} KV blocks of {} tokens but the "
+                    "KV cache holds {} blocks; expected shorter requests or more KV memory",
+                    spec.id, spec.input_tokens, spec.output_tokens,
+                    tree_extra > 0 ? fmt::format(" + {} draft tree nodes", tree_extra) : "", peak_blocks,
+                    kv_.block_tokens(), kv_.capacity_blocks()));
   // Under continuous batching a preempted request recomputes prompt + generated tokens as one prefill.
   const std::int64_t longest_prefill = config_.policy == BatchingPolicy::continuous
                                            ? spec.input_tokens + spec.output_tokens - 1
@@ -136,12 +139,8 @@ StepPlan Scheduler::schedule(Time now) {
 std::int64_t Scheduler::tokens_to_schedule(const Live& live, std::int64_t budget, bool plan_empty) const {
   const std::int64_t remaining = live.num_tokens - live.num_computed;
   DUPLEX_ASSERT(remaining >= 1, "an unfinished request has no token to compute");
-  if (live.decoding && remaining == 1 && config_.speculative_tokens > 0) {
-    // Its last token plus drafts, never past its output (the step emits at least one token of its own).
-    const std::int64_t drafts =
-        std::min<std::int64_t>(config_.speculative_tokens, live.spec.output_tokens - live.generated - 1);
-    return std::min(budget, 1 + drafts);
-  }
+  if (live.decoding && remaining == 1 && config_.speculative_tokens > 0)
+    return 1 + config_.tree_nodes(draft_depth(live, budget));  // its last token plus the drafts
   const std::int64_t room = prefill_room(live);
   if (remaining > room) {
     if (!config_.chunked_prefill) return 0;  // a whole prefill that does not fit the prefill space waits
@@ -151,6 +150,14 @@ std::int64_t Scheduler::tokens_to_schedule(const Live& live, std::int64_t budget
   if (config_.chunked_prefill) return budget;
   // Without chunking, a prefill longer than the whole budget runs alone in a step rather than never.
   return plan_empty ? remaining : 0;
+}
+
+std::int64_t Scheduler::draft_depth(const Live& live, std::int64_t budget) const {
+  // Never past its output (the step emits at least one token of its own), nor past the token budget.
+  std::int64_t depth =
+      std::min<std::int64_t>(config_.speculative_tokens, live.spec.output_tokens - live.generated - 1);
+  while (depth > 0 && 1 + config_.tree_nodes(depth) > budget) --depth;
+  return depth;
 }
 
 std::int64_t Scheduler::prefill_blocks_of(const Live& live) const {
@@ -164,10 +171,18 @@ std::int64_t Scheduler::prefill_room(const Live& live) const {
   return blocks * config_.kv_block_tokens - live.num_computed;
 }
 
+std::int64_t Scheduler::peak_kv_tokens(const RequestSpec& spec) const {
+  // A draft of depth d verified before the last d + 1 outputs holds prompt + outputs - 1 tokens plus the
+  // tree's nodes off its longest path, most at the deepest draft the output allows (tree_nodes(d) - d grows
+  // with d).
+  const std::int64_t depth = std::min<std::int64_t>(config_.speculative_tokens, spec.output_tokens - 1);
+  return spec.input_tokens + spec.output_tokens - 1 + config_.tree_nodes(depth) - depth;
+}
+
 std::int64_t Scheduler::kv_tokens_needed(const Live& live, std::int64_t tokens) const {
   const std::int64_t now_needed = live.num_computed + tokens;
   if (config_.policy == BatchingPolicy::continuous) return now_needed;
-  return std::max(now_needed, live.spec.input_tokens + live.spec.output_tokens - 1);
+  return std::max(now_needed, peak_kv_tokens(live.spec));
 }
 
 void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, bool& preempted_any) {
@@ -238,6 +253,7 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
       .context_len = live.num_computed,
       .phase = live.decoding ? TokenPhase::decode : TokenPhase::prefill,
       .samples_token = live.num_computed + tokens >= live.num_tokens,  // > with draft tokens
+      .draft_depth = live.num_computed + tokens > live.num_tokens ? draft_depth(live, tokens) : 0,
   });
   RequestRecord& record = records_.at(live.spec.id);
   if (!record.first_scheduled) record.first_scheduled = plan.start;
@@ -266,25 +282,26 @@ StepOutcome Scheduler::update(const StepResult& result) {
   if (result.end < in_flight_->start)
     throw Error(fmt::format("Scheduler::update(): step {} ends at {}, before it started at {}", result.step,
                             format_time(result.end), format_time(in_flight_->start)));
-  std::unordered_map<RequestId, std::int64_t> computed;
-  for (const ScheduledRequest& r : in_flight_->requests) computed.emplace(r.id, r.tokens);
+  std::unordered_map<RequestId, const ScheduledRequest*> computed;
+  for (const ScheduledRequest& r : in_flight_->requests) computed.emplace(r.id, &r);
   StepOutcome out;
   std::size_t matched = 0;
   for (Live& live : running_) {
     const auto it = computed.find(live.spec.id);
     if (it == computed.end()) continue;
     ++matched;
-    live.num_computed += it->second;
+    live.num_computed += it->second->tokens;
     if (live.num_computed < live.num_tokens) continue;
     RequestRecord& record = records_.at(live.spec.id);
-    // Draft tokens past num_tokens (speculative decoding): the accepted ones keep their K/V and are emitted
-    // before the step's own token; the K/V of the rejected ones is dropped.
-    const std::int64_t drafts = live.num_computed - live.num_tokens;
-    DUPLEX_ASSERT(drafts == 0 || (live.decoding && drafts <= config_.speculative_tokens),
+    // Draft tokens past num_tokens (speculative decoding): those of the accepted path, at most its depth,
+    // keep their K/V and are emitted before the step's own token; the K/V of the rejected ones is dropped.
+    const std::int64_t drafts = live.num_computed - live.num_tokens, depth = it->second->draft_depth;
+    DUPLEX_ASSERT(drafts == 0 || (live.decoding && drafts == config_.tree_nodes(depth) && depth >= 1),
                   "computed past the request's tokens");
-    const std::int64_t accepted = drafts > 0 ? accepted_drafts(live, drafts) : 0;
+    const std::int64_t accepted = drafts > 0 ? accepted_drafts(live, depth) : 0;
     record.draft_tokens += drafts;
     record.accepted_tokens += accepted;
+    if (drafts > 0) ++record.verify_steps;
     live.num_computed = live.num_tokens + accepted;
     live.decoding = true;
     out.emitted.push_back(live.spec.id);

@@ -48,10 +48,40 @@ void SchedulerConfig::validate() const {
     if (!(acceptance_rates[i] >= 0.0 && acceptance_rates[i] <= 1.0))
       throw Error(fmt::format("scheduler acceptance_rates[{}] is {}; expected a probability in [0, 1]", i,
                               acceptance_rates[i]));
+  if (tree_tokens != 0 &&
+      (speculative_tokens == 0 || tree_tokens < speculative_tokens || tree_tokens > kMaxTreeTokens))
+    throw Error(
+        fmt::format("scheduler tree_tokens is {}; expected 0 (a chain of drafts) or, with speculative "
+                    "decoding, the depth ({}) to {} draft tokens verified per request",
+                    tree_tokens, speculative_tokens, kMaxTreeTokens));
+  if (draft_topk < 1 || draft_topk > kMaxDraftTopk || (draft_topk > 1 && tree_tokens == 0))
+    throw Error(
+        fmt::format("scheduler draft_topk is {}; expected 1, or with tree_tokens 2 to {} (the nodes a "
+                    "draft tree expands per depth)",
+                    draft_topk, kMaxDraftTopk));
+  if (tree_tokens > 0) {
+    const std::int64_t candidates = tree_candidates(speculative_tokens, draft_topk);
+    if (tree_tokens > candidates)
+      throw Error(
+          fmt::format("scheduler tree_tokens is {}; a tree of depth {} expanding draft_topk {} nodes per "
+                      "depth proposes at most {} candidates; expected tree_tokens <= {} (or a larger "
+                      "draft_topk)",
+                      tree_tokens, speculative_tokens, draft_topk, candidates, candidates));
+  }
   if (prefill_capacity_tokens < 0 || (prefill_capacity_tokens > 0 && prefill_capacity_tokens < kv_block_tokens))
     throw Error(fmt::format("scheduler prefill_capacity_tokens is {}; expected 0 (no prefill space bound) or at "
                             "least one KV block ({} tokens)",
                             prefill_capacity_tokens, kv_block_tokens));
+}
+
+std::int64_t SchedulerConfig::tree_nodes(std::int64_t depth) const {
+  DUPLEX_ASSERT(depth >= 0 && depth <= speculative_tokens, "a draft deeper than speculative_tokens");
+  if (tree_tokens == 0 || speculative_tokens == 0) return depth;
+  return depth + (tree_tokens - speculative_tokens) * depth / speculative_tokens;
+}
+
+std::int64_t SchedulerConfig::tree_candidates(std::int64_t depth, std::int64_t topk) {
+  return depth < 1 ? 0 : topk + (depth - 1) * topk * topk;
 }
 
 SchedulerConfig read_scheduler_config(const ConfigNode& node) {

@@ -56,9 +56,12 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
 
 void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compiler::ExecutionPlan>* plans) {
   if (!draft_executor_) return;
-  // Draft pass i (1-based) proposes the i-th draft token of every request verifying at least i: one decode
-  // token each, over its context so far (the draft model caches the same tokens as the target). The draft
-  // caches the prompts too: pass 1 also prefills every prompt chunk the step prefills, as vLLM batches it.
+  // Draft pass i (1-based) proposes the i-th level of the draft of every request whose draft is at least i
+  // deep, over its context so far (the draft model caches the same tokens as the target): pass 1 one decode
+  // token each (its last token), a later pass of a tree the draft_topk nodes it expands at depth i - 1, as
+  // query rows over the context and their ancestors (a chain: one). The draft caches the prompts too: pass 1
+  // also prefills every prompt chunk the step prefills, as vLLM batches it.
+  const std::int64_t topk = options_.scheduler.draft_topk;
   for (std::int64_t i = 1;; ++i) {
     StepPlan pass;
     pass.step = plan.step;
@@ -66,8 +69,8 @@ void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compi
     for (const ScheduledRequest& r : plan.requests)
       if (r.phase == TokenPhase::prefill && i == 1)
         pass.requests.push_back(r);
-      else if (r.phase == TokenPhase::decode && r.tokens - 1 >= i)
-        pass.requests.push_back({r.id, 1, r.context_len + i - 1, TokenPhase::decode, true});
+      else if (r.phase == TokenPhase::decode && r.draft_depth >= i)
+        pass.requests.push_back({r.id, i == 1 ? 1 : topk, r.context_len + i - 1, TokenPhase::decode, true});
     if (pass.requests.empty()) return;
     StepCost d = draft_executor_->execute(pass, i == 1);
     c.time += d.time;
@@ -166,6 +169,7 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     r.preemptions += t.preemptions;
     r.draft_tokens += t.draft_tokens;
     r.accepted_tokens += t.accepted_tokens;
+    r.verify_steps += t.verify_steps;
     const double first = to_ms(t.token_times.front() - t.spec.arrival);
     const double total = to_ms(t.token_times.back() - t.spec.arrival);
     ttft.push_back(first);

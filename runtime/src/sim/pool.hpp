@@ -68,7 +68,7 @@ struct RequestTimeline {
   RequestSpec spec;
   std::vector<Time> token_times;
   std::int64_t preemptions = 0;
-  std::int64_t draft_tokens = 0, accepted_tokens = 0;  // speculative decoding
+  std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;  // speculative decoding
 };
 
 // The expert router the workload asks for; null for dense models; duplex::Error for an MoE model whose

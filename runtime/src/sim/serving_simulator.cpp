@@ -84,7 +84,11 @@ nlohmann::json SystemResult::to_json() const {
     j["speculative"] = {
         {"draft_tokens", draft_tokens},
         {"accepted_tokens", accepted_tokens},
-        {"accepted_fraction", static_cast<double>(accepted_tokens) / static_cast<double>(draft_tokens)}};
+        {"accepted_fraction", static_cast<double>(accepted_tokens) / static_cast<double>(draft_tokens)},
+        {"verify_steps", verify_steps},
+        // Tokens a verification emits, on average (EAGLE's acceptance length tau).
+        {"tokens_per_verify",
+         1.0 + static_cast<double>(accepted_tokens) / static_cast<double>(verify_steps)}};
   if (pim_area)
     j["pim_area"] = {{"per_stack_mm2",
                       {{"tsv", to_mm2(pim_area->tsv)},
@@ -144,7 +148,8 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   std::vector<detail::RequestTimeline> timelines;
   for (const auto& [id, rec] : run.records) {
     if (!rec.finished()) throw InternalError(fmt::format("request {} did not finish", id));
-    timelines.push_back({rec.spec, rec.token_times, rec.preemptions, rec.draft_tokens, rec.accepted_tokens});
+    timelines.push_back({rec.spec, rec.token_times, rec.preemptions, rec.draft_tokens, rec.accepted_tokens,
+                         rec.verify_steps});
   }
   detail::finish_result(r, timelines, totals, run.end, system, devices, o.record_steps);
   return r;

@@ -86,6 +86,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
         t.token_times.insert(t.token_times.end(), rec.token_times.begin(), rec.token_times.end());
         t.draft_tokens += rec.draft_tokens;
         t.accepted_tokens += rec.accepted_tokens;
+        t.verify_steps += rec.verify_steps;
         source->on_finished(id, clock.now);
         ++finished;
       }

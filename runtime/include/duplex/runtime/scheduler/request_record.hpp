@@ -19,6 +19,7 @@ struct RequestRecord {
   std::int64_t recomputed_tokens = 0;   // tokens computed again because of preemptions
   std::int64_t draft_tokens = 0;        // speculative decoding: draft tokens verified, and accepted
   std::int64_t accepted_tokens = 0;
+  std::int64_t verify_steps = 0;  // steps that verified draft tokens for it
 
   bool finished() const { return finish.has_value(); }
   Time ttft() const;                    // first token time - arrival; InternalError before the first token

@@ -4,7 +4,8 @@
 // (prompt + generated so far) and num_computed (tokens whose KV is cached); every step brings num_computed
 // towards num_tokens under the token budget. When a request catches up, it emits one token (num_tokens + 1).
 // With speculative decoding (SchedulerConfig::speculative_tokens) a decoding request also computes draft
-// tokens past num_tokens; it emits its accepted drafts plus one token and keeps their K/V.
+// tokens past num_tokens (a chain, or a tree: SchedulerConfig::tree_tokens); it emits its accepted drafts
+// plus one token and keeps their K/V.
 //
 // Guarantees (checked by tests/runtime): every request added finishes exactly once with exactly its
 // output_tokens; KV blocks in use never exceed capacity; schedule()/update() times never go backwards;
@@ -93,10 +94,16 @@ class Scheduler {
   std::int64_t prefill_blocks_of(const Live& live) const;  // blocks it holds in the prefill space now
   // KV tokens `live` must hold before computing `tokens` more (orca/static reserve prompt + output up front).
   std::int64_t kv_tokens_needed(const Live& live, std::int64_t tokens) const;
+  // The most KV tokens `spec` ever holds: prompt + output - 1 (the last output is never fed back), plus a
+  // draft tree's nodes off its accepted path while they are verified.
+  std::int64_t peak_kv_tokens(const RequestSpec& spec) const;
   void add_to_plan(StepPlan& plan, const Live& live, std::int64_t tokens);
   void finalize(StepPlan& plan) const;
-  // Draft tokens of `drafts` that `live`'s verification accepts (speculative decoding), from its own stream.
-  std::int64_t accepted_drafts(const Live& live, std::int64_t drafts) const;
+  // Draft tokens that `live`'s verification of a draft of depth `depth` accepts (speculative decoding; at
+  // most `depth`), from its own stream.
+  std::int64_t accepted_drafts(const Live& live, std::int64_t depth) const;
+  // The depth of the draft `live` verifies in a step with `budget` tokens left (speculative decoding).
+  std::int64_t draft_depth(const Live& live, std::int64_t budget) const;
 
   SchedulerConfig config_;
   KvBlockManager kv_;

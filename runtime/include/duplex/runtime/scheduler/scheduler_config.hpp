@@ -31,7 +31,9 @@ enum class BatchingPolicy : std::uint8_t {
 
 std::string to_string(BatchingPolicy p);
 
-inline constexpr int kMaxSpeculativeTokens = 16;  // draft tokens per step, at most
+inline constexpr int kMaxSpeculativeTokens = 16;  // draft tokens on a step's longest draft path, at most
+inline constexpr int kMaxTreeTokens = 128;  // draft tokens a step verifies per request (a tree), at most
+inline constexpr int kMaxDraftTopk = 16;    // a draft tree's branching, at most
 
 struct SchedulerConfig {
   BatchingPolicy policy = BatchingPolicy::continuous;
@@ -59,6 +61,25 @@ struct SchedulerConfig {
   int speculative_tokens = 0;
   std::vector<double> acceptance_rates;  // 1..kMaxSpeculativeTokens probabilities when speculative_tokens > 0
   std::uint64_t acceptance_seed = 0;
+  // Tree verification (EAGLE-2, SpecInfer, Medusa; SGLang's speculative_num_draft_tokens and _eagle_topk):
+  // the drafts of a step form a tree of depth speculative_tokens with `tree_tokens` nodes (0: a chain, as
+  // many nodes as its depth), all verified at once (decode attention with 1 + tree_tokens query rows per
+  // request, each over the context and its ancestors; the rejected nodes' K/V dropped). The draft proposes it
+  // in speculative_tokens passes: the first over each request's last token, each later one over the
+  // `draft_topk` nodes the tree expands at that depth (so at most draft_topk + (depth - 1) draft_topk^2
+  // candidates, of which tree_tokens are kept). acceptance_rates are then per depth of the tree: the
+  // probability that some node at depth i continues the accepted path given depths 0..i-1 did; the tree's
+  // width enters the acceptance only through them (measure them for the tree; no tree acceptance model is
+  // assumed). A request whose output caps its drafts at depth d < speculative_tokens verifies tree_nodes(d).
+  int tree_tokens = 0;
+  int draft_topk = 1;
+
+  // Draft tokens verified for a draft of depth `depth` (0..speculative_tokens): `depth` for a chain; for a
+  // tree, depth plus its extra nodes in proportion, depth + floor((tree_tokens - speculative_tokens) x depth
+  // / speculative_tokens): tree_tokens at full depth, strictly increasing in depth.
+  std::int64_t tree_nodes(std::int64_t depth) const;
+  // Candidates a draft of depth `depth` expanding `topk` nodes per depth proposes: topk + (depth - 1) topk^2.
+  static std::int64_t tree_candidates(std::int64_t depth, std::int64_t topk);
 
   // Throws duplex::Error naming the bad field and the expected value.
   void validate() const;

@@ -22,6 +22,8 @@ struct ScheduledRequest {
                                  // context_len + tokens keys
   TokenPhase phase = TokenPhase::prefill;
   bool samples_token = false;    // the step computes the request's last pending token, so it emits a token
+  std::int64_t draft_depth = 0;  // speculative: draft tokens on the longest path of those it verifies, the
+                                 // most it can accept (tokens - 1 for a chain, less for a tree); 0 otherwise
 
   bool operator==(const ScheduledRequest&) const = default;
 };

@@ -89,8 +89,9 @@ struct SystemResult {
   std::int64_t requests = 0;
   std::int64_t generated_tokens = 0;
   std::int64_t preemptions = 0;
-  // Speculative decoding: draft tokens verified and accepted over the run (0 when off).
-  std::int64_t draft_tokens = 0, accepted_tokens = 0;
+  // Speculative decoding: draft tokens verified and accepted over the run, and the verification steps of all
+  // requests (a step verifying n requests' drafts counts n; 0 when off).
+  std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;
