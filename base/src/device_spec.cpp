@@ -12,6 +12,7 @@ XpuSpec read_xpu(const ConfigNode& n) {
   x.name = n.get<std::string>("name");
   x.peak_fp16 = n.get_positive<FlopRate>("peak_fp16");
   x.peak_fp8 = n.get_positive<FlopRate>("peak_fp8");
+  x.peak_int8 = n.get_positive<FlopRate>("peak_int8");
   x.peak_fp32 = n.get_positive<FlopRate>("peak_fp32");
   const ConfigNode eff = n.at("efficiency");
   x.gemm_efficiency = eff.get<double>("gemm");

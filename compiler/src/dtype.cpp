@@ -12,6 +12,7 @@ double dtype_bytes(DType t) {
     case DType::kBf16: return 2.0;
     case DType::kFp8:
     case DType::kFp8Channel:
+    case DType::kInt8Channel:
     case DType::kInt8: return 1.0;
     case DType::kInt4: return 0.5;
     case DType::kMxfp4:
@@ -46,6 +47,8 @@ std::string_view dtype_name(DType t) {
       return "int4_gptq";
     case DType::kInt4Pack:
       return "int4_pack";
+    case DType::kInt8Channel:
+      return "int8_channel";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -62,9 +65,10 @@ DType parse_dtype(std::string_view s) {
   if (s == "int4_awq") return DType::kInt4Awq;
   if (s == "int4_gptq") return DType::kInt4Gptq;
   if (s == "int4_pack") return DType::kInt4Pack;
+  if (s == "int8_channel") return DType::kInt8Channel;
   throw Error(
       fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
-                  "fp8_channel, int4_awq, int4_gptq or int4_pack (weight matrices only)",
+                  "fp8_channel, int4_awq, int4_gptq, int4_pack or int8_channel (weight matrices only)",
                   s));
 }
 
@@ -72,12 +76,16 @@ bool scaled_fp8(DType t) {
   return t == DType::kFp8Block128 || t == DType::kFp8Channel;
 }
 
+bool scaled_8bit(DType t) {
+  return scaled_fp8(t) || t == DType::kInt8Channel;
+}
+
 bool grouped_int4(DType t) {
   return t == DType::kInt4Awq || t == DType::kInt4Gptq || t == DType::kInt4Pack;
 }
 
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || scaled_fp8(t) || grouped_int4(t);
+  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int4(t);
 }
 
 }  // namespace duplex::compiler

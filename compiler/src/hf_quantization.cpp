@@ -73,15 +73,16 @@ void read_fine_grained_fp8(const Fields& q, ModelSpec& m) {
 }
 
 // A compressed-tensors QuantizationArgs object s (QuantizationArgs' defaults where a field is absent: 8 bits,
-// type int, symmetric, static) must be 8-bit float, symmetric, with `strategy` and `dynamic`; `expected` says
-// so in an error.
-void expect_fp8_args(const Fields& s, const char* strategy, bool dynamic, const std::string& expected) {
+// type int, symmetric, static) must be 8-bit of `type` (float or int), symmetric, with `strategy` and
+// `dynamic`; `expected` says so in an error.
+void expect_8bit_args(const Fields& s, const char* type, const char* strategy, bool dynamic,
+                      const std::string& expected) {
   auto refuse = [&](const char* key, const std::string& what) {
     throw ConfigError(s.file(), s.path(key), what, expected);
   };
   if (s.integer_or("num_bits", 8) != 8)
     refuse("num_bits", fmt::format("{} bits are not modelled", s.integer_or("num_bits", 8)));
-  if (s.string_or("type", "int") != "float")
+  if (s.string_or("type", "int") != type)
     refuse("type", fmt::format("\"{}\" is not modelled", s.string_or("type", "int")));
   if (!s.boolean_or("symmetric", true)) refuse("symmetric", "false (a zero point) is not modelled");
   const std::string got = s.string_or("strategy", "");
@@ -127,16 +128,16 @@ void expect_int4_args(const Fields& s) {
            fmt::format("{} is not modelled (permuted groups: weight_g_idx)", s.raw()["actorder"].dump()));
 }
 
-// quant_method "compressed-tensors": fp8_channel, and an fp8 KV cache under kv_cache_scheme; int4_pack
-// (hf_quantization.hpp).
+// quant_method "compressed-tensors": fp8_channel or int8_channel, and an fp8 KV cache under kv_cache_scheme;
+// int4_pack (hf_quantization.hpp).
 void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   auto refuse = [&](const std::string& path, const std::string& what, const std::string& expected) {
     throw ConfigError(q.file(), path, what, expected);
   };
   const std::string format = q.string_or("format", "");
-  if (format != "float-quantized" && format != "pack-quantized")
+  if (format != "float-quantized" && format != "int-quantized" && format != "pack-quantized")
     refuse(q.path("format"), format.empty() ? "missing" : fmt::format("\"{}\" is not modelled", format),
-           "float-quantized (FP8 weights) or pack-quantized (4-bit weights)");
+           "float-quantized (FP8 weights), int-quantized (INT8 weights) or pack-quantized (4-bit weights)");
   const std::string status = q.string_or("quantization_status", "compressed");
   if (status != "compressed")
     refuse(q.path("quantization_status"),
@@ -168,21 +169,28 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
     m.expert_dtype = m.linear_dtype = DType::kInt4Pack;
     return;
   }
-  expect_fp8_args(g.child("weights"), "channel", false,
-                  "FP8 weights: num_bits 8, type float, symmetric, strategy channel, not dynamic");
+  // FP8-dynamic (float-quantized) or W8A8-INT8 (int-quantized): 8-bit weights per channel, 8-bit activations
+  // per token, dynamic.
+  const bool int8 = format == "int-quantized";
+  const char* type = int8 ? "int" : "float";
+  const std::string kind = int8 ? "INT8" : "FP8";
+  expect_8bit_args(
+      g.child("weights"), type, "channel", false,
+      fmt::format("{} weights: num_bits 8, type {}, symmetric, strategy channel, not dynamic", kind, type));
   const std::string kActivations =
-      "FP8 activations: num_bits 8, type float, symmetric, strategy token, dynamic";
+      fmt::format("{} activations: num_bits 8, type {}, symmetric, strategy token, dynamic", kind, type);
   if (!g.has("input_activations"))
     refuse(g.path("input_activations"),
-           "absent or null: FP8 weights under 16-bit activations (weight-only) are not modelled",
+           fmt::format("absent or null: {} weights under 16-bit activations (weight-only) are not modelled",
+                       kind),
            kActivations);
-  expect_fp8_args(g.child("input_activations"), "token", true, kActivations);
+  expect_8bit_args(g.child("input_activations"), type, "token", true, kActivations);
   if (q.has("kv_cache_scheme")) {
-    expect_fp8_args(q.child("kv_cache_scheme"), "tensor", false,
-                    "an FP8 KV cache: num_bits 8, type float, symmetric, strategy tensor, not dynamic");
+    expect_8bit_args(q.child("kv_cache_scheme"), "float", "tensor", false,
+                     "an FP8 KV cache: num_bits 8, type float, symmetric, strategy tensor, not dynamic");
     m.kv_dtype = DType::kFp8;
   }
-  m.expert_dtype = m.linear_dtype = DType::kFp8Channel;
+  m.expert_dtype = m.linear_dtype = int8 ? DType::kInt8Channel : DType::kFp8Channel;
 }
 
 // The bits and group_size of an AutoAWQ or GPTQ quantization_config: 4 and 128 (int4_awq / int4_gptq).
@@ -273,12 +281,12 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
   if (method == "compressed-tensors") return read_compressed_tensors(q, m);
   if (method == "awq") return read_awq(q, m);
   if (method == "gptq") return read_gptq(q, m);
-  throw ConfigError(f.file(), q.path("quant_method"),
-                    method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
-                    "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 weights with a scale per output "
-                    "channel, or 4-bit W4A16 weights in groups of 128), awq or gptq (4-bit weights in groups "
-                    "of 128), mxfp4 "
-                    "(gpt-oss's experts), or no quantization_config");
+  throw ConfigError(
+      f.file(), q.path("quant_method"),
+      method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
+      "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 or INT8 weights with a scale per "
+      "output channel, or 4-bit W4A16 weights in groups of 128), awq or gptq (4-bit weights in "
+      "groups of 128), mxfp4 (gpt-oss's experts), or no quantization_config");
 }
 
 }  // namespace duplex::compiler

@@ -19,10 +19,11 @@ namespace duplex::compiler {
 // - quant_method "compressed-tensors" (llm-compressor's FP8-dynamic scheme: RedHatAI's and neuralmagic's FP8
 //   releases), format float-quantized, quantization_status compressed: one config group targeting Linear,
 //   its weights 8-bit float, symmetric, static, one scale per output channel; its input activations 8-bit
-//   float, dynamic, one scale per token (fp8_channel). A kv_cache_scheme of 8-bit float, per-tensor static
-//   scales puts the KV cache in fp8. Format pack-quantized (llm-compressor's W4A16 scheme): the group's
-//   weights 4-bit int, symmetric, static, strategy group of 128 (actorder null, weight or static), no
-//   input activations, no kv_cache_scheme (int4_pack).
+//   float, dynamic, one scale per token (fp8_channel). Format int-quantized (llm-compressor's W8A8-INT8
+//   scheme) alike with 8-bit int weights and activations (int8_channel; asymmetric activations refused). A
+//   kv_cache_scheme of 8-bit float, per-tensor static scales puts the KV cache in fp8. Format pack-quantized
+//   (llm-compressor's W4A16 scheme): the group's weights 4-bit int, symmetric, static, strategy group of 128
+//   (actorder null, weight or static), no input activations, no kv_cache_scheme (int4_pack).
 // - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 128, zero_point true, version gemm: every
 //   projection, dense FFN and expert matrix in int4_awq.
 // - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4, group_size 128, checkpoint_format gptq

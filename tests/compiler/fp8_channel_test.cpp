@@ -1,7 +1,7 @@
 // FP8 releases of llm-compressor (HF quant_method "compressed-tensors", the FP8-dynamic scheme of RedHatAI's
 // and neuralmagic's models) in the compiler: read from config.json as linear_dtype and expert_dtype
 // fp8_channel (one scale per output channel), an FP8 KV cache from kv_cache_scheme, and what lowering and the
-// xPU charge for them.
+// xPU charge for them; and their INT8 siblings (the W8A8-INT8 scheme, format int-quantized: int8_channel).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -127,7 +127,8 @@ TEST(Fp8Channel, OtherSchemesAreRefusedNamingTheField) {
   const std::string q = "quantization_config.";
   const std::string g = q + "config_groups.group_0.";
   const std::pair<std::string, std::string> cases[] = {
-      {fp8_dynamic("", R"(, "format": "int-quantized")"), q + "format: \"int-quantized\" is not modelled"},
+      {fp8_dynamic("", R"(, "format": "int-quantized")"), g + "weights.type: \"float\" is not modelled"},
+      {fp8_dynamic("", R"(, "format": "marlin-24")"), q + "format: \"marlin-24\" is not modelled"},
       {fp8_dynamic("", R"(, "format": "pack-quantized")"), g + "weights.num_bits: 8 bits are not modelled"},
       {fp8_dynamic("", R"(, "format": null)"), q + "format: missing"},
       {fp8_dynamic("", R"(, "quantization_status": "frozen")"),
@@ -167,6 +168,76 @@ TEST(Fp8Channel, OtherSchemesAreRefusedNamingTheField) {
        q + "config_groups: has 0 groups: several schemes in one model are not modelled"},
       {R"({"quant_method": "compressed-tensors", "format": "float-quantized"})",
        q + "config_groups: missing required field"},
+  };
+  for (const auto& [quantization, expected] : cases) {
+    const std::string error = hf_config_error(llama31_8b(quantization));
+    EXPECT_NE(error.find("config.json: " + expected), std::string::npos) << quantization << "\n" << error;
+  }
+}
+
+// RedHatAI's W8A8-INT8 quantization_config (Meta-Llama-3.1-8B-Instruct-quantized.w8a8): as FP8-dynamic's with
+// format int-quantized and 8-bit int weights (per channel) and activations (per token, dynamic).
+std::string w8a8(const std::string& group = "", const std::string& top = "") {
+  const std::string kInt = R"(, "type": "int")";
+  return R"({"config_groups": {"group_0": {"input_activations": )" + args("token", true, kInt) +
+         R"(, "output_activations": null, "targets": ["Linear"], "weights": )" +
+         args("channel", false, kInt) + group +
+         R"(}}, "format": "int-quantized", "global_compression_ratio": 1.46, "ignore": ["lm_head"],
+         "kv_cache_scheme": null, "quant_method": "compressed-tensors", "quantization_status": "compressed")" +
+         top + "}";
+}
+
+// A W8A8-INT8 release: every projection, FFN and expert matrix int8_channel at 1 byte per weight (as FP8's),
+// the routers and LM head in the model's dtype; on the xPU its weight GEMMs run at peak_int8.
+TEST(Int8Channel, W8a8ReleaseIsReadAndRunsOnTheInt8TensorCores) {
+  const ModelSpec m = import_hf_config(llama31_8b(w8a8()), "l.json");
+  const ModelSpec fp8 = import_hf_config(llama31_8b(fp8_dynamic()), "l.json");
+  EXPECT_EQ(m.linear_dtype, DType::kInt8Channel);
+  EXPECT_EQ(m.kv_dtype, DType::kBf16);
+  EXPECT_DOUBLE_EQ(m.weight_bytes(), fp8.weight_bytes());
+  EXPECT_EQ(dtype_name(DType::kInt8Channel), "int8_channel");
+  EXPECT_EQ(parse_dtype("int8_channel"), DType::kInt8Channel);
+  EXPECT_TRUE(matrix_format(DType::kInt8Channel));
+  const ModelSpec moe = import_hf_config(
+      mixtral(w8a8("", R"(, "ignore": ["lm_head", "re:.*block_sparse_moe.gate$"])")), "m.json");
+  EXPECT_EQ(moe.expert_dtype, DType::kInt8Channel);
+  SystemSpec gpu = load_system("gpu");
+  gpu.xpu.peak_int8 = gpu.xpu.peak_fp8 * 0.5;  // a device whose INT8 rate differs, to tell them apart
+  const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
+  const CostModel cost(gpu, layout);
+  bool checked = false;
+  for (const Op& o : lower(m, BatchState::decode_batch(0, 0, 4096), layout, Routing{}).ops) {
+    if (o.layer != 0 || o.kind != OpKind::kOProj) continue;
+    EXPECT_EQ(o.dtype, DType::kInt8Channel);
+    Op int8 = o, bf16 = o;
+    int8.bytes_weights = bf16.bytes_weights = 0;  // compute-bound either way
+    bf16.dtype = DType::kBf16;
+    const double launch = gpu.xpu.launch_overhead.si();
+    EXPECT_NEAR((cost.xpu_time(int8).si() - launch) / (cost.xpu_time(bf16).si() - launch),
+                gpu.xpu.peak_fp16.si() / gpu.xpu.peak_int8.si(), 1e-9);
+    checked = true;
+  }
+  EXPECT_TRUE(checked);
+  EXPECT_DOUBLE_EQ(load_system("gpu").xpu.peak_int8.si(), 1978.9e12);  // H100 SXM5 dense INT8
+}
+
+TEST(Int8Channel, OtherInt8SchemesAreRefusedNamingTheField) {
+  const std::string q = "quantization_config.";
+  const std::string g = q + "config_groups.group_0.";
+  const std::string kInt = R"(, "type": "int")";
+  const std::pair<std::string, std::string> cases[] = {
+      {w8a8(R"(, "input_activations": null)"),
+       g + "input_activations: absent or null: INT8 weights under 16-bit activations (weight-only) are not "
+           "modelled"},
+      {w8a8(R"(, "input_activations": )" + args("token", true, kInt + R"(, "symmetric": false)")),
+       g + "input_activations.symmetric: false (a zero point) is not modelled"},
+      {w8a8(R"(, "input_activations": )" + args("tensor", false, kInt)),
+       g + "input_activations.strategy: \"tensor\" is not modelled"},
+      {w8a8(R"(, "weights": )" + args("group", false, kInt + R"(, "group_size": 128)")),
+       g + "weights.strategy: \"group\" is not modelled"},
+      {w8a8(R"(, "weights": )" + args("channel", false, kInt + R"(, "num_bits": 4)")),
+       g + "weights.num_bits: 4 bits are not modelled"},
+      {w8a8(R"(, "weights": )" + args("channel", false)), g + "weights.type: \"float\" is not modelled"},
   };
   for (const auto& [quantization, expected] : cases) {
     const std::string error = hf_config_error(llama31_8b(quantization));

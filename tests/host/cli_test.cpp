@@ -165,6 +165,28 @@ TEST(CompileCli, Fp8DynamicReleaseConfigStatesEachOpsFormat) {
   EXPECT_EQ(formats["lm_head"], "bf16");
 }
 
+// llm-compressor's W8A8-INT8 release of Llama-3.1-70B (compressed-tensors int-quantized): INT8 projections
+// and FFNs, the LM head (ignored) in BF16; the simulator runs them faster than the BF16 model on the GPU.
+TEST(CompileCli, W8a8ReleaseConfigStatesEachOpsFormat) {
+  const std::string config = std::string(DUPLEX_TEST_DATA) + "/llama31_70b_w8a8_config.json";
+  const CliRun r = run("compile --model " + config + " --system duplex-pe --batch 8 --context 512 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["model"]["linear_dtype"], "int8_channel");
+  std::map<std::string, std::string> formats;  // op kind -> dtype
+  for (const auto& op : j["ops"]) formats[op["kind"]] = op["dtype"];
+  EXPECT_EQ(formats["qkv_proj"], "int8_channel");
+  EXPECT_EQ(formats["dense_ffn"], "int8_channel");
+  EXPECT_EQ(formats["lm_head"], "bf16");
+  const std::string sim = " --system gpu --requests 16 --input-len 128 --output-len 32 --batch 8 --json";
+  const CliRun w8a8 = run("simulate --model " + config + sim),
+               bf16 = run("simulate --model llama3-70b" + sim);
+  ASSERT_EQ(w8a8.exit_code, 0) << w8a8.out;
+  ASSERT_EQ(bf16.exit_code, 0) << bf16.out;
+  EXPECT_GT(nlohmann::json::parse(w8a8.out)["throughput_tok_s"].get<double>(),
+            1.3 * nlohmann::json::parse(bf16.out)["throughput_tok_s"].get<double>());
+}
+
 // AutoAWQ's release of Mixtral (TheBloke's config.json): 4-bit projections and experts, the routers
 // ("gate", not converted) and the LM head in FP16.
 TEST(CompileCli, AwqReleaseConfigStatesEachOpsFormat) {

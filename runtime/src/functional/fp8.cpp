@@ -50,14 +50,31 @@ bool nearest_half(double v, std::uint16_t& out) {
 }
 
 constexpr const char* kOffGrid =
-    "FP8 checkpoints are written with power-of-two scales, which random weights of an FP8 model and "
-    "checkpoints with such scales (scale_fmt ue8m0) are on";
+    "8-bit checkpoints are written with power-of-two scales, which random weights of an FP8 or INT8 model "
+    "and checkpoints with such scales (scale_fmt ue8m0) are on";
 
-// The least power of two 2^k with 448 x 2^k >= amax (amax > 0).
-int scale_exponent(double amax) {
-  int k = static_cast<int>(std::ceil(std::log2(amax / 448.0)));
-  while (std::ldexp(448.0, k) < amax) ++k;
-  while (std::ldexp(448.0, k - 1) >= amax) --k;
+// The largest code magnitude of the grid's codes: E4M3's 448, INT8's 127 (symmetric: -127..127 written).
+double code_max(Fp8Grid grid) {
+  return grid.int8 ? 127.0 : 448.0;
+}
+
+// The value of an 8-bit code of the grid's kind.
+float code_value(Fp8Grid grid, std::uint8_t code) {
+  return grid.int8 ? static_cast<float>(static_cast<std::int8_t>(code)) : e4m3_value(code);
+}
+
+// The code nearest x: E4M3's (saturating), or the nearest integer in -127..127 (ties to even).
+std::uint8_t nearest_code(Fp8Grid grid, double x) {
+  if (!grid.int8) return nearest_e4m3(x);
+  const double q = std::clamp(std::nearbyint(x), -127.0, 127.0);  // default rounding: to nearest, ties even
+  return static_cast<std::uint8_t>(static_cast<std::int8_t>(q));
+}
+
+// The least power of two 2^k with max_code x 2^k >= amax (amax > 0).
+int scale_exponent(double amax, double max_code) {
+  int k = static_cast<int>(std::ceil(std::log2(amax / max_code)));
+  while (std::ldexp(max_code, k) < amax) ++k;
+  while (std::ldexp(max_code, k - 1) >= amax) --k;
   return k;
 }
 
@@ -93,8 +110,9 @@ float e4m3_value(std::uint8_t code) {
 
 Fp8Grid fp8_grid(compiler::DType format, std::int64_t cols) {
   if (format == compiler::DType::kFp8Block128) return {kFp8Block, kFp8Block};
-  DUPLEX_ASSERT(format == compiler::DType::kFp8Channel, "not an FP8 matrix format");
-  return {1, std::max<std::int64_t>(cols, 1)};
+  DUPLEX_ASSERT(format == compiler::DType::kFp8Channel || format == compiler::DType::kInt8Channel,
+                "not a scaled 8-bit matrix format");
+  return {1, std::max<std::int64_t>(cols, 1), format == compiler::DType::kInt8Channel};
 }
 
 std::array<std::int64_t, 2> fp8_scale_shape(Fp8Grid grid, std::int64_t rows, std::int64_t cols) {
@@ -115,15 +133,15 @@ std::vector<std::uint16_t> dequantize_fp8_blocks(const std::uint8_t* codes, cons
         for (std::int64_t r = r0; r < r1; ++r)
           for (std::int64_t c = c0; c < c1; ++c) {
             const std::uint8_t code = codes[r * cols + c];
-            const float q = e4m3_value(code);
+            const float q = code_value(grid, code);
             if (std::isnan(q))
               throw Error(fmt::format("{}: element [{}][{}] is NaN (E4M3 code 0x{:02x})", what, r, c, code));
             const double v = static_cast<double>(q) * static_cast<double>(scale);  // exact in double
             if (!nearest_half(v, out[static_cast<std::size_t>(r * cols + c)]))
               throw Error(
-                  fmt::format("{}: element [{}][{}] is {} (E4M3 {} x scale {}), outside FP16's finite range "
+                  fmt::format("{}: element [{}][{}] is {} ({} {} x scale {}), outside FP16's finite range "
                               "(+-65504); functional emulation computes in FP16",
-                              what, r, c, v, q, scale));
+                              what, r, c, v, grid.int8 ? "INT8" : "E4M3", q, scale));
           }
       });
   return out;
@@ -138,17 +156,18 @@ Fp8Blocks quantize_fp8_blocks(const std::uint16_t* values, std::int64_t rows, st
   for_each_block(rows, cols, grid,
                  [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t b) {
                    const double amax = block_amax(values, cols, r0, r1, c0, c1);
-                   const int k = amax > 0 ? scale_exponent(amax) : 0;
+                   const int k = amax > 0 ? scale_exponent(amax, code_max(grid)) : 0;
                    q.scales[static_cast<std::size_t>(b)] = std::ldexp(1.0f, k);
                    for (std::int64_t r = r0; r < r1; ++r)
                      for (std::int64_t c = c0; c < c1; ++c) {
                        const double v = half_bits_to_float(values[r * cols + c]);
-                       const std::uint8_t code = nearest_e4m3(std::ldexp(v, -k));
-                       if (std::ldexp(static_cast<double>(e4m3_value(code)), k) != v)
+                       const std::uint8_t code = nearest_code(grid, std::ldexp(v, -k));
+                       if (std::ldexp(static_cast<double>(code_value(grid, code)), k) != v)
                          throw Error(
-                             fmt::format("{}: element [{}][{}] = {} is not on the FP8 grid of its {} x {} "
-                                         "block (E4M3 x 2^{}); {}",
-                                         what, r, c, v, r1 - r0, c1 - c0, k, kOffGrid));
+                             fmt::format("{}: element [{}][{}] = {} is not on the {} grid of its {} x {} "
+                                         "block ({} x 2^{}); {}",
+                                         what, r, c, v, grid.int8 ? "INT8" : "FP8", r1 - r0, c1 - c0,
+                                         grid.int8 ? "INT8" : "E4M3", k, kOffGrid));
                        q.codes[static_cast<std::size_t>(r * cols + c)] = code;
                      }
                  });
@@ -159,13 +178,14 @@ void round_to_fp8_blocks(std::uint16_t* values, std::int64_t rows, std::int64_t 
   for_each_block(rows, cols, grid,
                  [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1, std::int64_t) {
                    const double amax = block_amax(values, cols, r0, r1, c0, c1);
-                   const int k = amax > 0 ? scale_exponent(amax) : 0;  // zeros, -0 too, become +0 codes
+                   // Zeros, -0 too, become +0 codes.
+                   const int k = amax > 0 ? scale_exponent(amax, code_max(grid)) : 0;
                    for (std::int64_t r = r0; r < r1; ++r)
                      for (std::int64_t c = c0; c < c1; ++c) {
                        std::uint16_t& h = values[r * cols + c];
                        const std::uint8_t code =
-                           nearest_e4m3(std::ldexp(static_cast<double>(half_bits_to_float(h)), -k));
-                       nearest_half(std::ldexp(static_cast<double>(e4m3_value(code)), k), h);
+                           nearest_code(grid, std::ldexp(static_cast<double>(half_bits_to_float(h)), -k));
+                       nearest_half(std::ldexp(static_cast<double>(code_value(grid, code)), k), h);
                      }
                  });
 }

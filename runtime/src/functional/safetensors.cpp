@@ -198,7 +198,8 @@ WeightTensor read_tensor(const SafetensorsFile& f, const WeightShape& s, const s
 }
 
 // The raw bytes of tensor `name` of file f, of `dtype` (`element` bytes each) and `shape`: the parts of a
-// quantized matrix (`format`: "MXFP4" blocks and scales, U8; "FP8" codes, F8_E4M3, and scales, F32).
+// quantized matrix (`format`: "MXFP4" blocks and scales, U8; "FP8" codes, F8_E4M3, and scales, F32; "INT8"
+// codes, I8).
 const char* raw_tensor(const SafetensorsFile& f, const std::string& name, const char* dtype,
                        std::uint64_t element, const std::vector<std::int64_t>& shape, const char* format) {
   const TensorEntry e = tensor_entry(f, name, fmt::format("{} matrix, shape {}", format, shape_text(shape)));
@@ -274,10 +275,14 @@ bool mxfp4_stored(const compiler::ModelSpec& spec, const std::string& stored) {
   return spec.expert_dtype == compiler::DType::kMxfp4 && fused_experts(spec, stored) &&
          !stored.ends_with("_bias");
 }
-// FP8 matrices (safetensors.hpp): NAME.weight in F8_E4M3 and its scales, NAME.weight_scale_inv (128 x 128
-// blocks) or NAME.weight_scale (one per row).
+// FP8 and INT8 matrices (safetensors.hpp): NAME.weight in F8_E4M3 (or I8) and its scales,
+// NAME.weight_scale_inv (128 x 128 blocks) or NAME.weight_scale (one per row).
 bool fp8_stored(const WeightShape& stored) {
-  return compiler::scaled_fp8(stored.format) && stored.role == WeightShape::Role::kMatrix;
+  return compiler::scaled_8bit(stored.format) && stored.role == WeightShape::Role::kMatrix;
+}
+// The safetensors dtype of a scaled 8-bit matrix's codes.
+const char* codes_dtype(const WeightShape& stored) {
+  return stored.format == compiler::DType::kInt8Channel ? "I8" : "F8_E4M3";
 }
 std::string fp8_scale_name(const WeightShape& stored) {
   return stored.name + (stored.format == compiler::DType::kFp8Block128 ? "_scale_inv" : "_scale");
@@ -527,19 +532,21 @@ std::vector<float> scale_values(const SafetensorsFile& f, const std::string& nam
   }
   return scales;
 }
-// The stored tensor p (2-D) from its FP8 codes (in file fc) and scales (in file fs), dequantized to FP16
-// (fp8.hpp).
+// The stored tensor p (2-D) from its FP8 (or INT8) codes (in file fc) and scales (in file fs), dequantized to
+// FP16 (fp8.hpp).
 WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, const StoredTensor& p) {
   const std::int64_t rows = p.stored.shape[0], cols = p.stored.shape[1];
   const std::string& name = p.stored.name;
-  const auto* codes =
-      reinterpret_cast<const std::uint8_t*>(raw_tensor(fc, name, "F8_E4M3", 1, p.stored.shape, "FP8"));
-  // FineGrainedFP8 stores F32 scales; compressed-tensors the model's dtype.
+  const bool int8 = p.stored.format == compiler::DType::kInt8Channel;
+  const char* kind = int8 ? "INT8" : "FP8";
+  const auto* codes = reinterpret_cast<const std::uint8_t*>(
+      raw_tensor(fc, name, codes_dtype(p.stored), 1, p.stored.shape, kind));
+  // FineGrainedFP8 stores F32 scales; compressed-tensors the model's dtype (or F32).
   const std::vector<float> scales = scale_values(fs, fp8_scale_name(p.stored), scale_shape(p.stored),
-                                                 p.stored.format == compiler::DType::kFp8Channel
+                                                 p.stored.format != compiler::DType::kFp8Block128
                                                      ? std::vector<std::string>{"F32", "BF16", "F16"}
                                                      : std::vector<std::string>{"F32"},
-                                                 "FP8");
+                                                 kind);
   WeightTensor t;
   t.shape = p.stored.shape;
   t.data =
@@ -608,7 +615,7 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
     return read_mxfp4(*files[0], *files[1], p);
   }
   if (fp8_stored(p.stored)) {
-    converted.insert("FP8");
+    converted.insert(p.stored.format == compiler::DType::kInt8Channel ? "INT8" : "FP8");
     return read_fp8(*files[0], *files[1], p);
   }
   if (int4_stored(p.stored)) {
@@ -721,8 +728,8 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
     const Fp8Blocks& q = data.fp8.emplace_back(
         quantize_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored),
                             "model " + weights.spec.name + ": " + p.stored.name));
-    all.push_back(
-        {p.stored.name, "F8_E4M3", t.shape, reinterpret_cast<const char*>(q.codes.data()), q.codes.size()});
+    all.push_back({p.stored.name, codes_dtype(p.stored), t.shape,
+                   reinterpret_cast<const char*>(q.codes.data()), q.codes.size()});
     all.push_back({fp8_scale_name(p.stored), "F32", scale_shape(p.stored),
                    reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * 4});
   }
@@ -1740,9 +1747,9 @@ nlohmann::json family_config(const ModelWeights& weights) {
 
 // compressed-tensors' QuantizationArgs of 8-bit floats with `strategy`, dynamic or static (llm-compressor's
 // FP8-dynamic scheme).
-nlohmann::json fp8_args(const char* strategy, bool dynamic) {
+nlohmann::json fp8_args(const char* strategy, bool dynamic, const char* type = "float") {
   return {{"num_bits", 8},
-          {"type", "float"},
+          {"type", type},
           {"symmetric", true},
           {"strategy", strategy},
           {"dynamic", dynamic},
@@ -1861,6 +1868,11 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   }
   if (compiler::grouped_int4(experts)) {
     c["quantization_config"] = int4_config(m);
+    return c;
+  }
+  if (experts == compiler::DType::kInt8Channel) {  // llm-compressor's W8A8-INT8
+    c["quantization_config"] = compressed_tensors_config(
+        m, "int-quantized", fp8_args("channel", false, "int"), fp8_args("token", true, "int"));
     return c;
   }
   DUPLEX_ASSERT(experts == compiler::DType::kFp8Channel, "a matrix format the weights' check lets through");

@@ -1,6 +1,6 @@
 // The FP8 codec (fp8.hpp) against the E4M3 definition: every code's value, nearest rounding with ties to
 // even, power-of-two scales over partial 128 x 128 blocks and per row, exact round trips, FP16 rounding of
-// arbitrary scales, and the errors.
+// arbitrary scales, and the errors; and its INT8 codes per row (int8_channel).
 #include "duplex/runtime/functional/fp8.hpp"
 
 #include <gtest/gtest.h>
@@ -140,6 +140,42 @@ TEST(Fp8Codec, ArbitraryScalesRoundOnceToFp16) {
     const double ulp = std::ldexp(1.0, std::ilogb(std::max(std::fabs(exact), std::ldexp(1.0, -14))) - 10);
     EXPECT_LE(std::fabs(got - exact), ulp / 2) << i;
   }
+}
+
+// INT8 per row (int8_channel, W8A8-INT8): a code is its two's complement value, -128..127; a row's scale the
+// least 2^k with 127 x 2^k >= its maximum; values round to the nearest integer multiple (ties to even) within
+// -127..127, and come back bit for bit; arbitrary scales round once to FP16; off-grid values are named.
+TEST(Fp8Codec, Int8CodesPerRow) {
+  const Fp8Grid grid = fp8_grid(compiler::DType::kInt8Channel, 5);
+  EXPECT_TRUE(grid.int8);
+  EXPECT_EQ(grid.rows, 1);
+  EXPECT_EQ(grid.cols, 5);
+  EXPECT_FALSE(fp8_grid(compiler::DType::kFp8Channel, 5).int8);
+  const std::vector<std::uint8_t> codes{0x00, 0x01, 0x7f, 0x80, 0xff};  // 0, 1, 127, -128, -1
+  const float scale = 0.5f;
+  EXPECT_EQ(dequantize_fp8_blocks(codes.data(), &scale, 1, 5, grid, "w"),
+            halves({0.0f, 0.5f, 63.5f, -64.0f, -0.5f}));
+  // Row maximum 127: scale 1; 2.5 and 3.5 tie to 2 and 4, -0.5 to 0 (code 0: +0), 126.625 to 127.
+  std::vector<std::uint16_t> v = halves({127, 2.5f, 3.5f, -0.5f, 126.625f});
+  round_to_fp8_blocks(v.data(), 1, 5, grid);
+  EXPECT_EQ(v, halves({127, 2.0f, 4.0f, 0.0f, 127.0f}));
+  // Row maximum 300: scale 4 (127 x 2 = 254 < 300 <= 508).
+  std::vector<std::uint16_t> w = halves({300, -7, 1, 0, 9});
+  round_to_fp8_blocks(w.data(), 1, 5, grid);
+  EXPECT_EQ(w, halves({300, -8, 0, 0, 8}));
+  const Fp8Blocks q = quantize_fp8_blocks(w.data(), 1, 5, grid, "w");
+  EXPECT_EQ(q.scales, std::vector<float>{4.0f});
+  EXPECT_EQ(q.codes, (std::vector<std::uint8_t>{75, 0xfe, 0, 0, 2}));
+  EXPECT_EQ(dequantize_fp8_blocks(q.codes.data(), q.scales.data(), 1, 5, grid, "w"), w);
+  const float odd = 0.0123456789f;
+  const std::vector<std::uint16_t> h = dequantize_fp8_blocks(codes.data(), &odd, 1, 5, grid, "w");
+  const double exact = 127.0 * static_cast<double>(odd);
+  EXPECT_LE(std::fabs(half_bits_to_float(h[2]) - exact), std::ldexp(1.0, std::ilogb(exact) - 11)) << exact;
+  const std::vector<std::uint16_t> off = halves({127, 1.5f});
+  EXPECT_NE(error_of([&] {
+              quantize_fp8_blocks(off.data(), 1, 2, fp8_grid(compiler::DType::kInt8Channel, 2), "w");
+            }).find("w: element [0][1] = 1.5 is not on the INT8 grid of its 1 x 2 block (INT8 x 2^0)"),
+            std::string::npos);
 }
 
 TEST(Fp8Codec, BadCodesScalesAndOffGridValuesAreNamed) {

@@ -15,7 +15,8 @@ chunked attention, attention temperature tuning, sigmoid-routed experts scaled a
 expert, dense layers in between), written here from those definitions and sharing no code with duplex. A
 checkpoint whose quantization_config says fp8 (HF FineGrainedFP8: DeepSeek-V3's and Qwen3's FP8 releases) has its
 F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks, one that says
-compressed-tensors (llm-compressor's FP8-dynamic releases) by their weight_scale rows; one that says awq or gptq
+compressed-tensors (llm-compressor's FP8-dynamic releases, and its W8A8-INT8 releases' I8 matrices) by their
+weight_scale rows; one that says awq or gptq
 has its 4-bit matrices unpacked as AutoAWQ's dequantize_gemm and AutoGPTQ's dequantization do, as does one
 whose compressed-tensors format is pack-quantized (llm-compressor's W4A16) as unpack_from_int32 does; gpt-oss's MXFP4
 experts (NAME_blocks / NAME_scales) are decoded as HF's convert_moe_packed_tensors does. A model
@@ -80,7 +81,8 @@ def dequantize_fp8(config, tensors, scaled=True):
     """FP8 matrices times their scales; the weights as they are when not `scaled`.
     HF FineGrainedFP8 (quant_method fp8): each NAME.weight_scale_inv [ceil(r / b0), ceil(c / b1)] scales its
     NAME.weight's b0 x b1 blocks (DeepSeek's weight_dequant). compressed-tensors (llm-compressor's FP8-dynamic
-    scheme, weights strategy channel): each NAME.weight_scale [r, 1] scales its row of NAME.weight."""
+    scheme, format float-quantized, or W8A8-INT8, int-quantized: I8 weights; weights strategy channel): each
+    NAME.weight_scale [r, 1] scales its row of NAME.weight."""
     q = config.get("quantization_config") or {}
     method = q.get("quant_method")
     if method not in ("fp8", "compressed-tensors") or q.get("format") == "pack-quantized":
@@ -202,6 +204,8 @@ def read_safetensors(path):
             a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
         elif e["dtype"] == "F8_E4M3":
             a = e4m3(np.frombuffer(raw, dtype=np.uint8))
+        elif e["dtype"] == "I8":  # W8A8-INT8 weights, scaled by dequantize_fp8
+            a = np.frombuffer(raw, dtype=np.int8).astype(np.float64)
         elif e["dtype"] == "U8":  # MXFP4 blocks and scales, decoded by dequantize_mxfp4
             a = np.frombuffer(raw, dtype=np.uint8)
         elif e["dtype"] == "I32":  # 4-bit words and GPTQ's g_idx, decoded by dequantize_int4
@@ -269,7 +273,7 @@ class HfModel:
     def __init__(self, config, tensors, drop=None):
         c = config
         q = c.get("quantization_config") or {}
-        self.fp8 = q.get("quant_method") == "fp8" or q.get("format") == "float-quantized"
+        self.fp8 = q.get("quant_method") == "fp8" or q.get("format") in ("float-quantized", "int-quantized")
         self.int4 = q.get("quant_method") in ("awq", "gptq") or q.get("format") == "pack-quantized"
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
         tensors = dequantize_int4(c, tensors, zeros=drop != "int4_zeros")
@@ -955,7 +959,7 @@ def compare(model, run):
 
 
 def dropped_feature(model):
-    if model.fp8:  # the block scales of its FP8 matrices
+    if model.fp8:  # the block (or row) scales of its FP8 (or INT8) matrices
         return "fp8_scales"
     if model.int4:  # the zero points of its 4-bit matrices
         return "int4_zeros"

@@ -17,8 +17,9 @@ struct XpuSpec {
   std::string name;
   FlopRate peak_fp16;
   FlopRate peak_fp8;
+  FlopRate peak_int8;  // integer operations per second of the INT8 tensor cores (W8A8-INT8 GEMMs)
   FlopRate peak_fp32;
-  double gemm_efficiency = 0;    // achievable fraction of peak_fp16 (FP8 GEMMs: of peak_fp8) on large GEMMs
+  double gemm_efficiency = 0;    // achievable fraction of peak (FP16's, or FP8's / INT8's) on large GEMMs
   double memory_efficiency = 0;  // achievable fraction of HBM peak on streaming kernels
   Time launch_overhead;          // per op
   ByteSize sram_per_sm;

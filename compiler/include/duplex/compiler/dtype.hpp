@@ -15,7 +15,10 @@ namespace duplex::compiler {
 // them (HF quant_method "awq" version gemm, "gptq"): the same size, packed differently (the runtime's
 // int4.hpp). kInt4Pack: 4-bit signed integers with one 16-bit scale per group of 128 inputs of a row, no
 // zero point (w = q x scale), as llm-compressor's W4A16 releases store them (quant_method
-// "compressed-tensors", format pack-quantized). These six are matrix formats only (matrix_format).
+// "compressed-tensors", format pack-quantized). kInt8Channel: 8-bit signed integer weights with one scale per
+// output channel (row), w = q x scale, as llm-compressor's W8A8-INT8 releases store them (quant_method
+// "compressed-tensors", format int-quantized, weights strategy channel, activations INT8 per token, dynamic).
+// These seven are matrix formats only (matrix_format).
 enum class DType {
   kFp16,
   kBf16,
@@ -27,27 +30,30 @@ enum class DType {
   kFp8Channel,
   kInt4Awq,
   kInt4Gptq,
-  kInt4Pack
+  kInt4Pack,
+  kInt8Channel
 };
 // Inputs of a row per scale (and zero point) of int4_awq / int4_gptq / int4_pack (group_size 128).
 inline constexpr int kInt4Group = 128;
 
 // Bytes per element (int4: 0.5; mxfp4: 0.53125, fp8_block128: 1.000244, int4_awq / int4_gptq: 0.519531 (a
 // 16-bit scale and a 4-bit zero per 128) and int4_pack 0.515625 (a 16-bit scale per 128), their scales
-// included; fp8_channel: 1, its one scale per row of
+// included; fp8_channel and int8_channel: 1, its one scale per row of
 // `in` elements, 2 / in bytes per element in BF16, left out: < 0.1% for any row of 2048 or more; so is
 // GPTQ's g_idx, 4 bytes per input column, 4 / out per element).
 double dtype_bytes(DType t);
 // Whether t is FP8 E4M3 with scales stored beside it (fp8_block128, fp8_channel).
 bool scaled_fp8(DType t);
+// Whether t is 8-bit codes with scales stored beside it (the scaled FP8 formats and int8_channel).
+bool scaled_8bit(DType t);
 // Whether t is 4-bit integers in groups of 128 with scales (int4_awq, int4_gptq, int4_pack).
 bool grouped_int4(DType t);
 // Whether t is a format of weight matrices only (mxfp4, fp8_block128, fp8_channel, int4_awq, int4_gptq,
-// int4_pack): not for norms, embeddings or a KV cache.
+// int4_pack, int8_channel): not for norms, embeddings or a KV cache.
 bool matrix_format(DType t);
 std::string_view dtype_name(DType t);
 // Parses "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "fp8_block128", "fp8_channel", "int4_awq",
-// "int4_gptq", "int4_pack" (also HF's "float16", "bfloat16"); throws duplex::Error.
+// "int4_gptq", "int4_pack", "int8_channel" (also HF's "float16", "bfloat16"); throws duplex::Error.
 DType parse_dtype(std::string_view s);
 
 }  // namespace duplex::compiler
