@@ -6,7 +6,12 @@
 
 namespace duplex::compiler {
 
-double dtype_bytes(DType t) {
+bool int4_group_modelled(long long group) {
+  return group == 32 || group == 64 || group == 128;
+}
+
+double dtype_bytes(DType t, int int4_group) {
+  DUPLEX_ASSERT(!grouped_int4(t) || int4_group_modelled(int4_group), "an int4 group size not modelled");
   switch (t) {
     case DType::kFp16:
     case DType::kBf16: return 2.0;
@@ -21,9 +26,9 @@ double dtype_bytes(DType t) {
       return 1.0 + 4.0 / (128 * 128);  // + one FP32 scale per 128 x 128 block
     case DType::kInt4Awq:
     case DType::kInt4Gptq:
-      return 0.5 + (2.0 + 0.5) / kInt4Group;  // + one FP16 scale and one 4-bit zero per group
+      return 0.5 + (2.0 + 0.5) / int4_group;  // + one FP16 scale and one 4-bit zero per group
     case DType::kInt4Pack:
-      return 0.5 + 2.0 / kInt4Group;  // + one 16-bit scale per group
+      return 0.5 + 2.0 / int4_group;  // + one 16-bit scale per group
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }

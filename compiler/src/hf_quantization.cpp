@@ -92,21 +92,26 @@ void expect_8bit_args(const Fields& s, const char* type, const char* strategy, b
     refuse("dynamic", dynamic ? "false (static scales) is not modelled" : "true is not modelled");
 }
 
-// Whether `key` of q is the integer 128 (kInt4Group: group_size of the 4-bit formats; -1, per row, is not).
-bool groups_of_128(const Fields& q, const char* key) {
-  return q.has(key) && q.raw()[key].is_number_integer() && q.raw()[key].get<long long>() == kInt4Group;
-}
-// What the error for a group_size other than 128 says it is.
-std::string group_size_text(const Fields& q, const char* key) {
-  return q.has(key) ? fmt::format("{} is not modelled", q.raw()[key].dump()) : "missing required field";
+// The group_size `key` of q when it is a modelled one (int4_group_modelled: 32, 64 or 128; -1, one group per
+// row, is not); else a ConfigError naming it, `expected` saying what is.
+int int4_group_of(const Fields& q, const char* key, const std::string& expected) {
+  const bool integer = q.has(key) && q.raw()[key].is_number_integer();
+  if (!integer || !int4_group_modelled(q.raw()[key].get<long long>()))
+    throw ConfigError(
+        q.file(), q.path(key),
+        q.has(key) ? fmt::format("{} is not modelled", q.raw()[key].dump()) : "missing required field",
+        expected);
+  return static_cast<int>(q.raw()[key].get<long long>());
 }
 
 // compressed-tensors' QuantizationArgs s of llm-compressor's W4A16 weights (int4_pack): 4-bit int, symmetric,
-// static, strategy group of 128; actorder null, weight or static (the groups stay in order: no g_idx).
-void expect_int4_args(const Fields& s) {
+// static, strategy group of 32, 64 or 128; actorder null, weight or static (the groups stay in order: no
+// g_idx). Returns the group size.
+int expect_int4_args(const Fields& s) {
   const std::string kExpected =
-      "4-bit weights: num_bits 4, type int, symmetric, strategy group, group_size 128, not dynamic, actorder "
-      "null, weight or static";
+      "4-bit weights: num_bits 4, type int, symmetric, strategy group, group_size 32, 64 or 128, not "
+      "dynamic, "
+      "actorder null, weight or static";
   auto refuse = [&](const char* key, const std::string& what) {
     throw ConfigError(s.file(), s.path(key), what, kExpected);
   };
@@ -118,7 +123,7 @@ void expect_int4_args(const Fields& s) {
   const std::string strategy = s.string_or("strategy", "");
   if (strategy != "group")
     refuse("strategy", strategy.empty() ? "missing" : fmt::format("\"{}\" is not modelled", strategy));
-  if (!groups_of_128(s, "group_size")) refuse("group_size", group_size_text(s, "group_size"));
+  const int group = int4_group_of(s, "group_size", kExpected);
   if (s.boolean_or("dynamic", false)) refuse("dynamic", "true is not modelled");
   const std::string actorder = s.raw().contains("actorder") && s.raw()["actorder"].is_string()
                                    ? s.raw()["actorder"].get<std::string>()
@@ -126,6 +131,7 @@ void expect_int4_args(const Fields& s) {
   if (s.has("actorder") && actorder != "weight" && actorder != "static")
     refuse("actorder",
            fmt::format("{} is not modelled (permuted groups: weight_g_idx)", s.raw()["actorder"].dump()));
+  return group;
 }
 
 // quant_method "compressed-tensors": fp8_channel or int8_channel, and an fp8 KV cache under kv_cache_scheme;
@@ -158,7 +164,7 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
     refuse(g.path("output_activations"), "is set: quantized outputs are not modelled", "null or absent");
   expect_kept_in_dtype(q, "ignore");
   if (format == "pack-quantized") {  // W4A16
-    expect_int4_args(g.child("weights"));
+    m.int4_group = expect_int4_args(g.child("weights"));
     if (g.has("input_activations"))
       refuse(g.path("input_activations"),
              "is set: 4-bit weights under quantized activations are not modelled",
@@ -193,20 +199,20 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   m.expert_dtype = m.linear_dtype = int8 ? DType::kInt8Channel : DType::kFp8Channel;
 }
 
-// The bits and group_size of an AutoAWQ or GPTQ quantization_config: 4 and 128 (int4_awq / int4_gptq).
-void expect_int4_groups(const Fields& q) {
+// The bits and group_size of an AutoAWQ or GPTQ quantization_config: 4, and 32, 64 or 128 (int4_awq /
+// int4_gptq; m.int4_group).
+void expect_int4_groups(const Fields& q, ModelSpec& m) {
   if (!q.has("bits")) throw ConfigError(q.file(), q.path("bits"), "missing required field", "4");
   if (q.integer("bits") != 4)
     throw ConfigError(q.file(), q.path("bits"), fmt::format("{} bits are not modelled", q.integer("bits")),
                       "4");
-  if (!groups_of_128(q, "group_size"))
-    throw ConfigError(q.file(), q.path("group_size"), group_size_text(q, "group_size"),
-                      fmt::format("{} (one scale and zero point per {} inputs)", kInt4Group, kInt4Group));
+  m.int4_group =
+      int4_group_of(q, "group_size", "32, 64 or 128 (one scale and zero point per that many inputs)");
 }
 
 // quant_method "awq": int4_awq (hf_quantization.hpp).
 void read_awq(const Fields& q, ModelSpec& m) {
-  expect_int4_groups(q);
+  expect_int4_groups(q, m);
   if (!q.boolean_or("zero_point", true))
     throw ConfigError(q.file(), q.path("zero_point"), "false (no zero points) is not modelled", "true");
   std::string version = q.string_or("version", "gemm");
@@ -254,7 +260,7 @@ void expect_every_projection(const Fields& q, const char* key, const ModelSpec& 
 
 // quant_method "gptq": int4_gptq (hf_quantization.hpp).
 void read_gptq(const Fields& q, ModelSpec& m) {
-  expect_int4_groups(q);
+  expect_int4_groups(q, m);
   const std::string format = q.string_or("checkpoint_format", "gptq");
   if (format != "gptq")
     throw ConfigError(q.file(), q.path("checkpoint_format"),
@@ -285,8 +291,8 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
       f.file(), q.path("quant_method"),
       method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
       "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 or INT8 weights with a scale per "
-      "output channel, or 4-bit W4A16 weights in groups of 128), awq or gptq (4-bit weights in "
-      "groups of 128), mxfp4 (gpt-oss's experts), or no quantization_config");
+      "output channel, or 4-bit W4A16 weights in groups of 32, 64 or 128), awq or gptq (4-bit weights in "
+      "groups of 32, 64 or 128), mxfp4 (gpt-oss's experts), or no quantization_config");
 }
 
 }  // namespace duplex::compiler

@@ -22,14 +22,14 @@ namespace duplex::compiler {
 //   float, dynamic, one scale per token (fp8_channel). Format int-quantized (llm-compressor's W8A8-INT8
 //   scheme) alike with 8-bit int weights and activations (int8_channel; asymmetric activations refused). A
 //   kv_cache_scheme of 8-bit float, per-tensor static scales puts the KV cache in fp8. Format pack-quantized
-//   (llm-compressor's W4A16 scheme): the group's weights 4-bit int, symmetric, static, strategy group of 128
-//   (actorder null, weight or static), no input activations, no kv_cache_scheme (int4_pack).
-// - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 128, zero_point true, version gemm: every
-//   projection, dense FFN and expert matrix in int4_awq.
-// - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4, group_size 128, checkpoint_format gptq
-//   (absent: gptq), desc_act and sym either way, no quantized lm_head: every projection, dense FFN and expert
-//   matrix in int4_gptq (a modules_in_block_to_quantize list must name no router, the attention's output
-//   projection and, in an MoE model, experts).
+//   (llm-compressor's W4A16 scheme): the group's weights 4-bit int, symmetric, static, strategy group of 32,
+//   64 or 128 (actorder null, weight or static), no input activations, no kv_cache_scheme (int4_pack).
+// - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64 or 128 (ModelSpec::int4_group, as the
+//   W4A16 one), zero_point true, version gemm: every projection, dense FFN and expert matrix in int4_awq.
+// - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4, group_size 32, 64 or 128,
+//   checkpoint_format gptq (absent: gptq), desc_act and sym either way, no quantized lm_head: every
+//   projection, dense FFN and expert matrix in int4_gptq (a modules_in_block_to_quantize list must name no
+//   router, the attention's output projection and, in an MoE model, experts).
 // The modules a release leaves unquantized (modules_to_not_convert, ignored_layers, ignore; a "re:" regex by
 // its last name) may only be those the model keeps in dtype anyway: the LM head, the embeddings, routers.
 // Anything else is refused, naming the field: its format is not modelled.

@@ -95,12 +95,14 @@ class Lowering {
            int matrices, std::int64_t out_cols, std::optional<DType> weights = std::nullopt) {
     Op& o = add(kind, layer, std::move(name));
     if (weights) o.dtype = *weights;
+    o.int4_group = m_.int4_group;
     o.m = m;
     o.n = n;
     o.k = k;
     o.matrices = matrices;
     o.flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * matrices;
-    o.bytes_weights = static_cast<double>(n) * static_cast<double>(k) * matrices * dtype_bytes(o.dtype);
+    o.bytes_weights =
+        static_cast<double>(n) * static_cast<double>(k) * matrices * o.weight_bytes_per_element();
     o.bytes_act = static_cast<double>(m) * static_cast<double>(k + out_cols) * kActBytes;
     return o;
   }
@@ -311,7 +313,7 @@ class Lowering {
       const double t = static_cast<double>(tokens_),
                    uv = static_cast<double>(m_.mla.kv_lora_rank) * static_cast<double>(o_in);
       o.flops += 2.0 * t * uv;
-      o.bytes_weights += uv * dtype_bytes(m_.linear_dtype);
+      o.bytes_weights += uv * dtype_bytes(m_.linear_dtype, m_.int4_group);
       o.bytes_act += t * static_cast<double>(q_heads_) * m_.mla.kv_lora_rank * kActBytes;  // the latents read
     }
   }

@@ -135,14 +135,15 @@ TEST(Int4Groups, OtherSchemesAreRefusedNamingTheField) {
   const std::pair<std::string, std::string> cases[] = {
       {awq(R"(, "bits": 8)"), q + "bits: 8 bits are not modelled"},
       {awq(R"(, "bits": null)"), q + "bits: missing required field"},
-      {awq(R"(, "group_size": 64)"), q + "group_size: 64 is not modelled"},
+      {awq(R"(, "group_size": 256)"), q + "group_size: 256 is not modelled"},
       {awq(R"(, "group_size": -1)"), q + "group_size: -1 is not modelled"},
       {awq(R"(, "zero_point": false)"), q + "zero_point: false (no zero points) is not modelled"},
       {awq(R"(, "version": "gemv")"), q + "version: \"gemv\": that packing is not modelled"},
       {awq(R"(, "modules_to_not_convert": ["down_proj"])"),
        q + "modules_to_not_convert[0]: \"down_proj\": a projection left unquantized is not modelled"},
       {gptq(R"(, "bits": 3)"), q + "bits: 3 bits are not modelled"},
-      {gptq(R"(, "group_size": 32)"), q + "group_size: 32 is not modelled"},
+      {gptq(R"(, "group_size": 16)"), q + "group_size: 16 is not modelled"},
+      {gptq(R"(, "group_size": "32")"), q + "group_size: \"32\" is not modelled"},
       {gptq(R"(, "checkpoint_format": "gptq_v2")"),
        q + "checkpoint_format: \"gptq_v2\": zero points stored as they are are not modelled"},
       {gptq(R"(, "lm_head": true)"), q + "lm_head: true: a quantized LM head is not modelled"},
@@ -197,7 +198,7 @@ TEST(Int4Groups, W4a16ReleaseIsReadWithItsLinearLayersIn4Bits) {
       {w4a16(R"(, "num_bits": 8)"), g + "weights.num_bits: 8 bits are not modelled"},
       {w4a16(R"(, "symmetric": false)"), g + "weights.symmetric: false (a zero point) is not modelled"},
       {w4a16(R"(, "strategy": "channel")"), g + "weights.strategy: \"channel\" is not modelled"},
-      {w4a16(R"(, "group_size": 32)"), g + "weights.group_size: 32 is not modelled"},
+      {w4a16(R"(, "group_size": -1)"), g + "weights.group_size: -1 is not modelled"},
       {w4a16(R"(, "actorder": "group")"),
        g + "weights.actorder: \"group\" is not modelled (permuted groups: weight_g_idx)"},
       {w4a16(R"(, "type": "float")"), g + "weights.type: \"float\" is not modelled"},
@@ -227,6 +228,46 @@ TEST(Int4Groups, YamlKeys) {
   EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_awq\n", "x.yaml")).linear_dtype,
             DType::kInt4Awq);
   EXPECT_NE(model_yaml_error(dense + "kv_dtype: int4_awq\n").find("kv_dtype: int4_awq is a weight format"),
+            std::string::npos);
+}
+
+// Groups of 32 or 64 (TheBloke's "gptq-4bit-32g-actorder_True" branches, AutoAWQ's q_group_size 64, W4A16
+// recipes with group_size 32): int4_group, a scale (and zero) per that many inputs in timing and memory.
+TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
+  for (const int group : {32, 64}) {
+    const std::string size = fmt::format(R"(, "group_size": {})", group);
+    const ModelSpec a = import_hf_config(llama31_8b(awq(size)), "l.json");
+    const ModelSpec g = import_hf_config(llama31_8b(gptq(size)), "l.json");
+    const ModelSpec p = import_hf_config(llama31_8b(w4a16(size)), "l.json");
+    EXPECT_EQ(a.int4_group, group);
+    EXPECT_EQ(g.int4_group, group);
+    EXPECT_EQ(p.int4_group, group);
+    EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt4Gptq, group), 0.5 + 2.5 / group);
+    EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt4Pack, group), 0.5 + 2.0 / group);
+    const double quantized = static_cast<double>(g.linear_matrix_params());
+    EXPECT_DOUBLE_EQ(g.weight_bytes(),
+                     quantized * (0.5 + 2.5 / group) + 2.0 * (static_cast<double>(g.params()) - quantized));
+    const ParallelLayout layout = ParallelLayout::make(g, load_system("gpu"), 1);
+    for (const Op& o : lower(g, BatchState::decode_batch(4, 256), layout, Routing{}).ops)
+      if (o.kind == OpKind::kQkvProj || o.kind == OpKind::kOProj || o.kind == OpKind::kDenseFfn) {
+        EXPECT_EQ(o.int4_group, group) << o.name;
+        EXPECT_DOUBLE_EQ(o.bytes_weights, static_cast<double>(o.n) * static_cast<double>(o.k) * o.matrices *
+                                              (0.5 + 2.5 / group))
+            << o.name;
+      }
+  }
+  EXPECT_EQ(import_hf_config(llama31_8b(gptq()), "l.json").int4_group, 128);
+}
+
+TEST(Int4Groups, Int4GroupYamlKey) {
+  const std::string dense = "name: x\nlayers: 2\nhidden: 256\nheads: 4\nvocab: 10\nffn: 512\ndtype: fp16\n";
+  EXPECT_EQ(
+      read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\nint4_group: 32\n", "x.yaml")).int4_group,
+      32);
+  EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_gptq\nint4_group: 48\n")
+                .find("int4_group: is 48; expected 32, 64 or 128 (default)"),
+            std::string::npos);
+  EXPECT_NE(model_yaml_error(dense + "int4_group: 64\n").find("other than 128 only with a 4-bit"),
             std::string::npos);
 }
 

@@ -11,7 +11,6 @@
 namespace duplex::runtime::functional {
 namespace {
 
-constexpr std::int64_t kGroup = compiler::kInt4Group;
 constexpr int kPerWord = 8;  // 4-bit fields per I32 word
 // AutoAWQ's GEMM packing: output 8j + i of a word sits in field kAwqField[i] (AWQ_ORDER [0, 2, 4, 6, 1, 3, 5,
 // 7] names the output each field holds; this is its inverse).
@@ -26,8 +25,9 @@ void set_field(std::int32_t& word, int f, unsigned value) {
 }
 
 // Rows of whole groups; packed, also columns of whole words.
-void check_shape(std::int64_t rows, std::int64_t cols, bool packed) {
-  DUPLEX_ASSERT(rows > 0 && cols > 0 && cols % kGroup == 0 && (!packed || rows % kPerWord == 0),
+void check_shape(std::int64_t rows, std::int64_t cols, std::int64_t group_size, bool packed) {
+  DUPLEX_ASSERT(compiler::int4_group_modelled(group_size), "an int4 group size not modelled");
+  DUPLEX_ASSERT(rows > 0 && cols > 0 && cols % group_size == 0 && (!packed || rows % kPerWord == 0),
                 "int4 matrices of whole groups and words");
 }
 
@@ -38,11 +38,11 @@ int scale_exponent(double lo, double hi) {
   return k;
 }
 
-// Calls f(r, g, c0, c1) for each group of `cols` / 128 inputs of each row.
+// Calls f(r, g, c0, c1) for each group of `group_size` inputs of each row.
 template <typename F>
-void for_each_group(std::int64_t rows, std::int64_t cols, F&& f) {
+void for_each_group(std::int64_t rows, std::int64_t cols, std::int64_t group_size, F&& f) {
   for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t g = 0; g * kGroup < cols; ++g) f(r, g, g * kGroup, (g + 1) * kGroup);
+    for (std::int64_t g = 0; g * group_size < cols; ++g) f(r, g, g * group_size, (g + 1) * group_size);
 }
 
 // The exponent of the power-of-two scale of values[r][c0..c1) (scale_exponent; 0 for zeros).
@@ -57,15 +57,16 @@ int group_exponent(const std::uint16_t* values, std::int64_t cols, std::int64_t 
   return lo == 0 && hi == 0 ? 0 : scale_exponent(lo, hi);
 }
 
-// A rows x cols matrix of zero fields and scales, every zero point 8, groups c / 128 in order.
-Int4Matrix zero_eight_matrix(std::int64_t rows, std::int64_t cols) {
+// A rows x cols matrix of zero fields and scales, every zero point 8, groups c / group_size in order.
+Int4Matrix zero_eight_matrix(std::int64_t rows, std::int64_t cols, std::int64_t group_size) {
   Int4Matrix m;
   m.rows = rows;
   m.cols = cols;
+  m.group_size = group_size;
   m.q.resize(static_cast<std::size_t>(rows * cols));
   m.zeros.assign(static_cast<std::size_t>(rows * m.groups()), 8);
   m.scales.resize(m.zeros.size());
-  for (std::int64_t c = 0; c < cols; ++c) m.group.push_back(static_cast<std::int32_t>(c / kGroup));
+  for (std::int64_t c = 0; c < cols; ++c) m.group.push_back(static_cast<std::int32_t>(c / group_size));
   return m;
 }
 
@@ -89,12 +90,13 @@ std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int6
       DUPLEX_ASSERT(false, "not an int4 matrix format");
   }
 }
-std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols) {
-  return {cols / kGroup, rows / kPerWord};
+std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols, std::int64_t group_size) {
+  return {cols / group_size, rows / kPerWord};
 }
-std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols) {
-  if (format == compiler::DType::kInt4Pack) return {rows, cols / kGroup};
-  return {cols / kGroup, rows};
+std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
+                                              std::int64_t group_size) {
+  if (format == compiler::DType::kInt4Pack) return {rows, cols / group_size};
+  return {cols / group_size, rows};
 }
 
 namespace {
@@ -107,12 +109,12 @@ struct FieldAt {
 };
 class Layout {
  public:
-  Layout(compiler::DType format, std::int64_t rows, std::int64_t cols)
+  Layout(compiler::DType format, std::int64_t rows, std::int64_t cols, std::int64_t group_size)
       : format_(format),
         rows_(rows),
-        groups_(cols / kGroup),
+        groups_(cols / group_size),
         qweight_cols_(int4_qweight_shape(format, rows, cols)[1]),
-        qzeros_cols_(int4_qzeros_shape(rows, cols)[1]) {}
+        qzeros_cols_(int4_qzeros_shape(rows, cols, group_size)[1]) {}
   // Element (r, c)'s field in qweight.
   FieldAt weight(std::int64_t r, std::int64_t c) const {
     switch (format_) {
@@ -124,7 +126,7 @@ class Layout {
         return {r * qweight_cols_ + c / kPerWord, static_cast<int>(c % kPerWord)};
     }
   }
-  // Row r's zero point of group g in qzeros (AWQ, GPTQ: [in / 128][out / 8]).
+  // Row r's zero point of group g in qzeros (AWQ, GPTQ: [in / group_size][out / 8]).
   FieldAt zero(std::int64_t r, std::int64_t g) const {
     return {g * qzeros_cols_ + r / kPerWord,
             format_ == compiler::DType::kInt4Awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord)};
@@ -142,11 +144,11 @@ class Layout {
 }  // namespace
 
 Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
-  check_shape(m.rows, m.cols, true);
+  check_shape(m.rows, m.cols, m.group_size, true);
   const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, m.rows, m.cols);
-  const std::array<std::int64_t, 2> qz = int4_qzeros_shape(m.rows, m.cols);
+  const std::array<std::int64_t, 2> qz = int4_qzeros_shape(m.rows, m.cols, m.group_size);
   const bool zeros = format != compiler::DType::kInt4Pack;
-  const Layout layout(format, m.rows, m.cols);
+  const Layout layout(format, m.rows, m.cols, m.group_size);
   Int4Packed p;
   p.qweight.assign(static_cast<std::size_t>(qw[0] * qw[1]), 0);
   if (zeros) p.qzeros.assign(static_cast<std::size_t>(qz[0] * qz[1]), 0);
@@ -178,10 +180,10 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
 }
 
 Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols, const Int4Parts& parts,
-                       const std::string& what) {
-  check_shape(rows, cols, true);
-  Int4Matrix m = zero_eight_matrix(rows, cols);
-  const Layout layout(format, rows, cols);
+                       const std::string& what, std::int64_t group_size) {
+  check_shape(rows, cols, group_size, true);
+  Int4Matrix m = zero_eight_matrix(rows, cols, group_size);
+  const Layout layout(format, rows, cols, group_size);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < cols; ++c) {
       const FieldAt at = layout.weight(r, c);
@@ -202,7 +204,7 @@ Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t c
     const std::int32_t g = parts.g_idx[c];
     if (g < 0 || g >= m.groups())
       throw Error(fmt::format("{}: g_idx[{}] is {}; expected a group 0..{} ({} inputs, groups of {})", what,
-                              c, g, m.groups() - 1, cols, kGroup));
+                              c, g, m.groups() - 1, cols, group_size));
     m.group[static_cast<std::size_t>(c)] = g;
   }
   return m;
@@ -236,30 +238,32 @@ std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::strin
 }
 
 Int4Matrix quantize_int4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
-                         const std::string& what) {
-  check_shape(rows, cols, false);
-  Int4Matrix m = zero_eight_matrix(rows, cols);
-  for_each_group(rows, cols, [&](std::int64_t r, std::int64_t g, std::int64_t c0, std::int64_t c1) {
-    const int k = group_exponent(values, cols, r, c0, c1);
-    m.scales[static_cast<std::size_t>(r * m.groups() + g)] = std::ldexp(1.0f, k);
-    for (std::int64_t c = c0; c < c1; ++c) {
-      const double v = half_bits_to_float(values[r * cols + c]);
-      const unsigned q = nearest_field(v, k);
-      if (std::ldexp(static_cast<double>(q) - 8, k) != v)  // -0 is stored as 8: it comes back +0
-        throw Error(
-            fmt::format("{}: element [{}][{}] = {} is not on the 4-bit grid of its group ((q - 8) x 2^{}); "
-                        "4-bit checkpoints are written with zero 8 and power-of-two scales, which random "
-                        "weights of a 4-bit model are on",
-                        what, r, c, v, k));
-      m.q[static_cast<std::size_t>(r * cols + c)] = static_cast<std::uint8_t>(q);
-    }
-  });
+                         const std::string& what, std::int64_t group_size) {
+  check_shape(rows, cols, group_size, false);
+  Int4Matrix m = zero_eight_matrix(rows, cols, group_size);
+  for_each_group(
+      rows, cols, group_size, [&](std::int64_t r, std::int64_t g, std::int64_t c0, std::int64_t c1) {
+        const int k = group_exponent(values, cols, r, c0, c1);
+        m.scales[static_cast<std::size_t>(r * m.groups() + g)] = std::ldexp(1.0f, k);
+        for (std::int64_t c = c0; c < c1; ++c) {
+          const double v = half_bits_to_float(values[r * cols + c]);
+          const unsigned q = nearest_field(v, k);
+          if (std::ldexp(static_cast<double>(q) - 8, k) != v)  // -0 is stored as 8: it comes back +0
+            throw Error(fmt::format(
+                "{}: element [{}][{}] = {} is not on the 4-bit grid of its group ((q - 8) x 2^{}); "
+                "4-bit checkpoints are written with zero 8 and power-of-two scales, which random "
+                "weights of a 4-bit model are on",
+                what, r, c, v, k));
+          m.q[static_cast<std::size_t>(r * cols + c)] = static_cast<std::uint8_t>(q);
+        }
+      });
   return m;
 }
 
-void round_to_int4_groups(std::uint16_t* values, std::int64_t rows, std::int64_t cols) {
-  check_shape(rows, cols, false);
-  for_each_group(rows, cols, [&](std::int64_t r, std::int64_t, std::int64_t c0, std::int64_t c1) {
+void round_to_int4_groups(std::uint16_t* values, std::int64_t rows, std::int64_t cols,
+                          std::int64_t group_size) {
+  check_shape(rows, cols, group_size, false);
+  for_each_group(rows, cols, group_size, [&](std::int64_t r, std::int64_t, std::int64_t c0, std::int64_t c1) {
     const int k = group_exponent(values, cols, r, c0, c1);
     for (std::int64_t c = c0; c < c1; ++c) {
       std::uint16_t& h = values[r * cols + c];

@@ -626,12 +626,12 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   auto whole_groups = [&](const std::vector<std::size_t>& which, const char* field) {
     for (std::size_t i : which)
       if (compiler::grouped_int4(w[i].format) &&
-          (w[i].shape[1] % compiler::kInt4Group != 0 || w[i].shape[0] % 8 != 0))
+          (w[i].shape[1] % m.int4_group != 0 || w[i].shape[0] % 8 != 0))
         throw Error(
             fmt::format("{}: {}: {} has {} outputs and {} inputs; {} matrices need their inputs in whole "
                         "groups of {} and their outputs in whole words of 8",
                         m.file.empty() ? m.name : m.file, field, w[i].name, w[i].shape[0], w[i].shape[1],
-                        compiler::dtype_name(w[i].format), compiler::kInt4Group));
+                        compiler::dtype_name(w[i].format), m.int4_group));
   };
   whole_groups(linear, "linear_dtype");
   whole_groups(expert, "expert_dtype");

@@ -578,9 +578,9 @@ void check_weight_shape(const SafetensorsFile& f, const std::string& name, std::
                        fmt::format("holds {}; expected [{}, {}] (the matrix's outputs, inputs)",
                                    shape_text(held), rows, cols));
 }
-// The stored tensor p (2-D, [out, in]) from its 4-bit parts, files[i] holding int4_names(p.stored)[i],
-// dequantized to FP16 (int4.hpp); scales in F16 or BF16.
-WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p) {
+// The stored tensor p (2-D, [out, in]) from its 4-bit parts in groups of `group` inputs, files[i] holding
+// int4_names(p.stored)[i], dequantized to FP16 (int4.hpp); scales in F16 or BF16.
+WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p, int group) {
   const compiler::DType format = p.stored.format;
   const bool gptq = format == compiler::DType::kInt4Gptq, pack = format == compiler::DType::kInt4Pack;
   const char* kind = int4_kind(format);
@@ -592,9 +592,9 @@ WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const S
   };
   const std::vector<std::int32_t> qweight = words(0, int4_qweight_shape(format, rows, cols));
   const std::vector<std::int32_t> qzeros =
-      pack ? std::vector<std::int32_t>() : words(1, int4_qzeros_shape(rows, cols));
+      pack ? std::vector<std::int32_t>() : words(1, int4_qzeros_shape(rows, cols, group));
   const std::size_t at = pack ? 1 : 2;  // the scales
-  const std::array<std::int64_t, 2> shape = int4_scales_shape(format, rows, cols);
+  const std::array<std::int64_t, 2> shape = int4_scales_shape(format, rows, cols, group);
   const std::vector<float> scales =
       scale_values(*files[at], names[at], {shape[0], shape[1]}, {"F16", "BF16"}, kind);
   std::vector<std::int32_t> g_idx;
@@ -603,7 +603,8 @@ WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const S
   const std::string what = files[0]->path + ": " + int4_module(p.stored);
   const Int4Matrix m = unpack_int4(
       format, rows, cols,
-      {qweight.data(), pack ? nullptr : qzeros.data(), scales.data(), gptq ? g_idx.data() : nullptr}, what);
+      {qweight.data(), pack ? nullptr : qzeros.data(), scales.data(), gptq ? g_idx.data() : nullptr}, what,
+      group);
   return {p.stored.shape, dequantize_int4(m, what)};
 }
 // The stored tensor p, converted to FP16, files[i] holding stored_names(spec, p.stored)[i] (a quantized one's
@@ -620,7 +621,7 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
   }
   if (int4_stored(p.stored)) {
     converted.insert(std::string(int4_kind(p.stored.format)) + " int4");
-    return read_int4(files, p);
+    return read_int4(files, p, spec.int4_group);
   }
   return read_tensor(*files[0], p.stored, spec.name, converted);
 }
@@ -659,19 +660,20 @@ struct StoredData {
   std::deque<Int4Packed> int4;
   std::deque<std::array<std::int64_t, 2>> shapes;  // W4A16's weight_shape tensors
 };
-// A 4-bit matrix (stored tensor `stored`, its values in t) as its release's parts (int4.hpp): zero 8,
-// power-of-two scales, groups in order.
-void add_int4(TensorList& all, StoredData& data, const std::string& model, const WeightShape& stored,
+// A 4-bit matrix of `spec` (stored tensor `stored`, its values in t) as its release's parts (int4.hpp): zero
+// 8, power-of-two scales, groups of spec.int4_group in order.
+void add_int4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
               const WeightTensor& t) {
-  const std::int64_t rows = t.shape[0], cols = t.shape[1];
-  const Int4Packed& q = data.int4.emplace_back(pack_int4(
-      stored.format, quantize_int4(t.data.data(), rows, cols, "model " + model + ": " + stored.name)));
+  const std::int64_t rows = t.shape[0], cols = t.shape[1], group = spec.int4_group;
+  const Int4Packed& q = data.int4.emplace_back(
+      pack_int4(stored.format,
+                quantize_int4(t.data.data(), rows, cols, "model " + spec.name + ": " + stored.name, group)));
   const std::vector<std::string> names = int4_names(stored);
   auto shape = [](std::array<std::int64_t, 2> a) { return std::vector<std::int64_t>{a[0], a[1]}; };
   all.push_back({names[0], "I32", shape(int4_qweight_shape(stored.format, rows, cols)),
                  reinterpret_cast<const char*>(q.qweight.data()), q.qweight.size() * 4});
   const bool pack = stored.format == compiler::DType::kInt4Pack;
-  all.push_back({names[pack ? 1 : 2], "F16", shape(int4_scales_shape(stored.format, rows, cols)),
+  all.push_back({names[pack ? 1 : 2], "F16", shape(int4_scales_shape(stored.format, rows, cols, group)),
                  reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * 2});
   if (pack) {
     const std::array<std::int64_t, 2>& held =
@@ -679,7 +681,7 @@ void add_int4(TensorList& all, StoredData& data, const std::string& model, const
     all.push_back({names[2], "I64", {2}, reinterpret_cast<const char*>(held.data()), 16});
     return;
   }
-  all.push_back({names[1], "I32", shape(int4_qzeros_shape(rows, cols)),
+  all.push_back({names[1], "I32", shape(int4_qzeros_shape(rows, cols, group)),
                  reinterpret_cast<const char*>(q.qzeros.data()), q.qzeros.size() * 4});
   if (!q.g_idx.empty())
     all.push_back(
@@ -718,7 +720,7 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
       continue;
     }
     if (int4_stored(p.stored)) {
-      add_int4(all, data, weights.spec.name, p.stored, t);
+      add_int4(all, data, weights.spec, p.stored, t);
       continue;
     }
     if (!fp8_stored(p.stored)) {
@@ -743,7 +745,7 @@ void put_on_checkpoint_grid(ModelWeights& weights) {
     if (!fp8_stored(p.stored) && !int4_stored(p.stored)) continue;
     WeightTensor t = stored_form(weights, p);
     if (int4_stored(p.stored))
-      round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1]);
+      round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1], weights.spec.int4_group);
     else
       round_to_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored));
     ModelWeights parts;
@@ -1783,7 +1785,7 @@ nlohmann::json compressed_tensors_config(const compiler::ModelSpec& m, const cha
 // dtype (the routers, by full name: transformers matches them as substrings); GPTQ's (checkpoint_format gptq,
 // desc_act false: groups in order, sym: zero 8), with optimum's modules_in_block_to_quantize in an MoE model
 // (the modules under a layer in 4 bits; else optimum would quantize the routers too); or llm-compressor's
-// W4A16 (compressed-tensors pack-quantized: 4-bit int, symmetric, groups of 128, 16-bit activations).
+// W4A16 (compressed-tensors pack-quantized: 4-bit int, symmetric, groups of int4_group, 16-bit activations).
 nlohmann::json int4_config(const compiler::ModelSpec& m) {
   if (m.linear_dtype == compiler::DType::kInt4Pack)
     return compressed_tensors_config(m, "pack-quantized",
@@ -1791,7 +1793,7 @@ nlohmann::json int4_config(const compiler::ModelSpec& m) {
                                       {"type", "int"},
                                       {"symmetric", true},
                                       {"strategy", "group"},
-                                      {"group_size", compiler::kInt4Group},
+                                      {"group_size", m.int4_group},
                                       {"dynamic", false},
                                       {"block_structure", nullptr},
                                       {"actorder", nullptr},
@@ -1815,13 +1817,13 @@ nlohmann::json int4_config(const compiler::ModelSpec& m) {
   if (m.linear_dtype == compiler::DType::kInt4Awq)
     return {{"quant_method", "awq"},
             {"bits", 4},
-            {"group_size", compiler::kInt4Group},
+            {"group_size", m.int4_group},
             {"zero_point", true},
             {"version", "gemm"},
             {"modules_to_not_convert", kept.empty() ? nlohmann::json() : nlohmann::json(kept)}};
   nlohmann::json q = {{"quant_method", "gptq"},
                       {"bits", 4},
-                      {"group_size", compiler::kInt4Group},
+                      {"group_size", m.int4_group},
                       {"desc_act", false},
                       {"sym", true},
                       {"checkpoint_format", "gptq"},

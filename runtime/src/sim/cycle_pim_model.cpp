@@ -155,7 +155,7 @@ Time CyclePimModel::gemv_exact(std::int64_t tokens, std::int64_t rows, std::int6
 
 Time CyclePimModel::time(const compiler::Op& op) {
   const std::int64_t stacks = system_.stacks;
-  const double bytes = compiler::dtype_bytes(op.dtype);  // per weight (GEMVs) or K / V element (attention)
+  const double bytes = op.weight_bytes_per_element();  // per weight (GEMVs) or K / V element (attention)
   switch (op.kind) {
     case OpKind::kExpertFfn:
     case OpKind::kSharedExpertFfn:

@@ -136,6 +136,30 @@ TEST(Int4Checkpoint, GptqReleaseLayoutWrittenAndReadBackBitForBit) {
   }
 }
 
+// Groups of 32 (GPTQ) and 64 (AWQ): scales and zero points per that many inputs, group_size stated in
+// config.json and read back by the compiler, every weight back bit for bit.
+TEST(Int4Checkpoint, SmallerGroupsWrittenAndReadBackBitForBit) {
+  for (const auto& [file, group] :
+       {std::pair{"tiny-qwen2-gptq-g32.yaml", 32}, std::pair{"tiny-mixtral-awq-g64.yaml", 64}}) {
+    SCOPED_TRACE(file);
+    const ModelWeights w = random_weights(data_model(file), 6);
+    EXPECT_EQ(w.spec.int4_group, group);
+    const fs::path dir = scratch("g" + std::to_string(group));
+    write_checkpoint(dir.string(), w);
+    RawFile f(dir / "model.safetensors");
+    const std::string o = "model.layers.0.self_attn.o_proj";  // [256, 256]
+    EXPECT_EQ(f.header[o + ".scales"]["shape"], shape(256 / group, 256));
+    EXPECT_EQ(f.header[o + ".qzeros"]["shape"], shape(256 / group, 32));
+    const std::string config = config_text(dir);
+    EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["group_size"], group);
+    EXPECT_EQ(compiler::import_hf_config(config, "config.json").int4_group, group);
+    const ModelWeights back = load_checkpoint(dir.string());
+    EXPECT_EQ(back.spec.int4_group, group);
+    for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+    fs::remove_all(dir);
+  }
+}
+
 // An MoE GPTQ release lists the modules under a layer in 4 bits (optimum's modules_in_block_to_quantize):
 // the dense layer's FFN and the experts, not the routers; the compiler reads that back.
 TEST(Int4Checkpoint, MoeGptqListsItsQuantizedModules) {

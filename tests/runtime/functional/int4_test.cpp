@@ -43,7 +43,7 @@ Int4Matrix unpacked(DType format, const Int4Matrix& m, const Int4Packed& p) {
   return unpack_int4(format, m.rows, m.cols,
                      {p.qweight.data(), p.qzeros.empty() ? nullptr : p.qzeros.data(), scales.data(),
                       p.g_idx.empty() ? nullptr : p.g_idx.data()},
-                     "w");
+                     "w", m.group_size);
 }
 
 // AutoAWQ (GEMM): qweight [in][out / 8], a word's field i holding output AWQ_ORDER[i] = 0, 2, 4, 6, 1, 3, 5,
@@ -194,6 +194,39 @@ TEST(Int4Codec, RoundedValuesComeBackExactly) {
               quantize_int4(off.data(), rows, cols, "model x: model.layers.0.mlp.up_proj.weight");
             }).find("model x: model.layers.0.mlp.up_proj.weight: element [0][7] = "),
             std::string::npos);
+}
+
+// Groups of 32 and 64 (ModelSpec::int4_group): each group's own scale over its inputs, the tensors' shapes
+// in whole groups (scales [in / G, out], W4A16's [out, in / G]), and every value back through each packing.
+TEST(Int4Codec, SmallerGroupsHaveTheirOwnScales) {
+  const std::int64_t rows = 8, cols = 256;
+  std::vector<std::uint16_t> v(static_cast<std::size_t>(rows * cols));
+  for (std::size_t i = 0; i < v.size(); ++i)  // each group of 32 a different magnitude
+    v[i] = float_to_half_bits(static_cast<float>(std::cos(1.3 * static_cast<double>(i)) *
+                                                 std::ldexp(1.0, static_cast<int>((i % cols) / 32))));
+  for (const std::int64_t group : {32, 64}) {
+    std::vector<std::uint16_t> rounded = v;
+    round_to_int4_groups(rounded.data(), rows, cols, group);
+    const Int4Matrix q = quantize_int4(rounded.data(), rows, cols, "w", group);
+    EXPECT_EQ(q.group_size, group);
+    EXPECT_EQ(q.groups(), cols / group);
+    EXPECT_EQ(q.group[static_cast<std::size_t>(group)], 1);
+    EXPECT_EQ(int4_scales_shape(DType::kInt4Gptq, rows, cols, group),
+              (std::array<std::int64_t, 2>{cols / group, rows}));
+    EXPECT_EQ(int4_scales_shape(DType::kInt4Pack, rows, cols, group),
+              (std::array<std::int64_t, 2>{rows, cols / group}));
+    EXPECT_EQ(int4_qzeros_shape(rows, cols, group), (std::array<std::int64_t, 2>{cols / group, 1}));
+    // Row 0: groups of growing magnitude get growing power-of-two scales (with 32: one per doubling).
+    EXPECT_LT(q.scales[0], q.scales[static_cast<std::size_t>(q.groups() - 1)]);
+    if (group == 32) {
+      EXPECT_EQ(q.scales[1], 2 * q.scales[0]);
+    }
+    for (DType format : {DType::kInt4Awq, DType::kInt4Gptq, DType::kInt4Pack}) {
+      const Int4Matrix back = unpacked(format, q, pack_int4(format, q));
+      EXPECT_EQ(back.group_size, group);
+      EXPECT_EQ(dequantize_int4(back, "w"), rounded) << group;
+    }
+  }
 }
 
 }  // namespace

@@ -33,15 +33,19 @@ enum class DType {
   kInt4Pack,
   kInt8Channel
 };
-// Inputs of a row per scale (and zero point) of int4_awq / int4_gptq / int4_pack (group_size 128).
+// Inputs of a row per scale (and zero point) of int4_awq / int4_gptq / int4_pack: group_size 128, the common
+// one and the default; 32 and 64 are modelled too (ModelSpec::int4_group).
 inline constexpr int kInt4Group = 128;
+// Whether `group` is a modelled group_size of the 4-bit formats: 32, 64 or 128.
+bool int4_group_modelled(long long group);
 
 // Bytes per element (int4: 0.5; mxfp4: 0.53125, fp8_block128: 1.000244, int4_awq / int4_gptq: 0.519531 (a
 // 16-bit scale and a 4-bit zero per 128) and int4_pack 0.515625 (a 16-bit scale per 128), their scales
 // included; fp8_channel and int8_channel: 1, its one scale per row of
 // `in` elements, 2 / in bytes per element in BF16, left out: < 0.1% for any row of 2048 or more; so is
 // GPTQ's g_idx, 4 bytes per input column, 4 / out per element).
-double dtype_bytes(DType t);
+// The grouped 4-bit formats' scales (and zero points) are counted at `int4_group` inputs per group.
+double dtype_bytes(DType t, int int4_group = kInt4Group);
 // Whether t is FP8 E4M3 with scales stored beside it (fp8_block128, fp8_channel).
 bool scaled_fp8(DType t);
 // Whether t is 8-bit codes with scales stored beside it (the scaled FP8 formats and int8_channel).

@@ -1,7 +1,9 @@
 #pragma once
 // 4-bit integer matrices in groups (int4_awq, int4_gptq, int4_pack): element (r, c) of a rows x cols matrix
 // (the model's [out][in]) is (q[r][c] - zero) x scale, the zero (4 bits) and 16-bit scale those of group g of
-// row r, g the group of input c: c / 128, or a GPTQ checkpoint's g_idx[c] (act-order releases permute them).
+// row r, g the group of input c: c / G, or a GPTQ checkpoint's g_idx[c] (act-order releases permute them). G,
+// the inputs per group, is the release's group_size: 128 below (kInt4Group), or 32 or 64 (ModelSpec::
+// int4_group; every function takes it, 128 by default).
 // The checkpoints store, per matrix NAME (the module's name, without ".weight"), I32 words of eight 4-bit
 // fields, the first in the low bits:
 // - AutoAWQ (GEMM packing): NAME.qweight [in][out / 8], NAME.qzeros [in / 128][out / 8], NAME.scales
@@ -26,12 +28,13 @@ namespace duplex::runtime::functional {
 
 // A matrix unpacked: one value per field, in the model's orientation.
 struct Int4Matrix {
-  std::int64_t rows = 0, cols = 0;  // out, in; cols a multiple of compiler::kInt4Group
+  std::int64_t rows = 0, cols = 0;                 // out, in; cols a multiple of group_size
+  std::int64_t group_size = compiler::kInt4Group;  // inputs per group
   std::vector<std::uint8_t> q;      // rows x cols, 0..15
   std::vector<std::uint8_t> zeros;  // rows x groups, 0..16 (GPTQ's stored field + 1 may reach 16)
   std::vector<float> scales;        // rows x groups, FP16 or BF16 values
   std::vector<std::int32_t> group;  // cols: the group of each input, 0..groups - 1
-  std::int64_t groups() const { return cols / compiler::kInt4Group; }
+  std::int64_t groups() const { return cols / group_size; }
 };
 
 // The checkpoint tensors of one matrix in `format` (qweight is int4_pack's weight_packed): qzeros empty for
@@ -42,8 +45,10 @@ struct Int4Packed {
 };
 // The shapes of a rows x cols matrix's qweight (weight_packed), qzeros (AWQ, GPTQ) and scales in `format`.
 std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols);
-std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols);
-std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols);
+std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols,
+                                              std::int64_t group_size = compiler::kInt4Group);
+std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
+                                              std::int64_t group_size = compiler::kInt4Group);
 
 // m's scales must be FP16 values (duplex writes powers of two), and int4_pack's zeros 8.
 Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m);
@@ -57,22 +62,23 @@ struct Int4Parts {
 };
 // A g_idx entry outside 0..groups - 1 is a duplex::Error naming `what` and the entry.
 Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols, const Int4Parts& parts,
-                       const std::string& what);
+                       const std::string& what, std::int64_t group_size = compiler::kInt4Group);
 
 // The FP16 bits of every element, each (q - zero) x scale rounded to the nearest FP16 (ties to even). A
 // negative or non-finite scale, or a product beyond FP16's range, is a duplex::Error naming `what` and the
 // element or group.
 std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::string& what);
 
-// FP16 values (rows x cols, row-major) as 4-bit fields with zero 8 and power-of-two scales, groups c / 128
-// (every format stores them):
+// FP16 values (rows x cols, row-major) as 4-bit fields with zero 8 and power-of-two scales, groups
+// c / group_size (every format stores them):
 // each group's scale is the least 2^k (k >= -24) with 8 x 2^k >= its largest magnitude and 7 x 2^k >= its
 // largest value (1 for a group of zeros), each field 8 + the nearest integer of value / scale (ties to
 // even). Every value must come back exactly (random weights of a 4-bit model do); otherwise a duplex::Error
 // naming `what` and the element.
 Int4Matrix quantize_int4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
-                         const std::string& what);
+                         const std::string& what, std::int64_t group_size = compiler::kInt4Group);
 // Rounds rows x cols FP16 values in place to that grid (fields clamped to 0..15).
-void round_to_int4_groups(std::uint16_t* values, std::int64_t rows, std::int64_t cols);
+void round_to_int4_groups(std::uint16_t* values, std::int64_t rows, std::int64_t cols,
+                          std::int64_t group_size = compiler::kInt4Group);
 
 }  // namespace duplex::runtime::functional
