@@ -1,6 +1,7 @@
 // Speculative decoding in the scheduler, worked by hand: a decoding request computes its last token plus up
-// to speculative_tokens drafts, capped by its output and the token budget; it emits the accepted drafts plus
-// one token at the step's end, keeps their K/V, and the draws follow the acceptance rate.
+// to speculative_tokens drafts (a chain, or a tree's nodes), capped by its output and the token budget; it
+// emits the accepted drafts plus one token at the step's end, keeps their K/V, and the draws follow the
+// acceptance rate.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -179,6 +180,163 @@ TEST(SpeculativeScheduler, AcceptanceMayFallAlongTheDraft) {
     accepted += r.accepted_tokens;
   }
   EXPECT_NEAR(static_cast<double>(accepted) / static_cast<double>(drafts), 0.4219, 0.02);
+}
+
+// Tree verification (SchedulerConfig::tree_tokens): a draft tree of depth `depth` with `nodes` nodes,
+// `topk` expanded per depth.
+SchedulerConfig tree(int depth, int nodes, int topk, double acceptance, std::int64_t blocks = 64) {
+  SchedulerConfig c = speculative(depth, acceptance, blocks);
+  c.tree_tokens = nodes;
+  c.draft_topk = topk;
+  return c;
+}
+
+// Tree verification, worked by hand: a decoding request verifies its last token plus the tree's nodes,
+// accepts at most the tree's depth of them with the per-depth rates, keeps the accepted path's K/V; output
+// caps and the token budget shrink the tree with its depth.
+
+// Depth 4, 16 nodes: its extra 12 nodes in proportion to the depth, 4 per level below the first.
+TEST(TreeSpeculativeScheduler, NodesGrowWithTheDepth) {
+  const SchedulerConfig c = tree(4, 16, 4, 0.5);
+  EXPECT_EQ(c.tree_nodes(0), 0);
+  EXPECT_EQ(c.tree_nodes(1), 4);
+  EXPECT_EQ(c.tree_nodes(2), 8);
+  EXPECT_EQ(c.tree_nodes(3), 12);
+  EXPECT_EQ(c.tree_nodes(4), 16);
+  const SchedulerConfig chain = tree(4, 0, 1, 0.5);
+  for (int d = 0; d <= 4; ++d) EXPECT_EQ(chain.tree_nodes(d), d);
+  EXPECT_EQ(tree(3, 5, 2, 0.5).tree_nodes(1), 1);  // floor(2 x 1 / 3) = 0 extra
+  EXPECT_EQ(SchedulerConfig::tree_candidates(4, 4), 4 + 3 * 16);
+  EXPECT_EQ(SchedulerConfig::tree_candidates(3, 1), 3);
+}
+
+// Every node of the accepted path accepted: a request of 10 outputs verifies 9 tree nodes (depth 3) per step
+// at contexts 5 and 9, emits 4 each time (3 drafts + 1), then its last token alone; the K/V keeps the path.
+TEST(TreeSpeculativeScheduler, AcceptsAtMostTheDepth) {
+  Scheduler s(tree(3, 9, 3, 1.0));
+  s.add_request({0, Time{}, 5, 10});
+  const std::vector<StepPlan> plans = run(s);
+  ASSERT_EQ(plans.size(), 4u);
+  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 10, 5, TokenPhase::decode, true, 3}));
+  EXPECT_EQ(plans[2].requests[0], (ScheduledRequest{0, 10, 9, TokenPhase::decode, true, 3}));
+  EXPECT_EQ(plans[3].requests[0], (ScheduledRequest{0, 1, 13, TokenPhase::decode, true, 0}));
+  EXPECT_EQ(plans[1].total_tokens, 10);
+  const RequestRecord& r = s.records().at(0);
+  EXPECT_EQ(r.draft_tokens, 18);
+  EXPECT_EQ(r.accepted_tokens, 6);
+  EXPECT_EQ(r.verify_steps, 2);
+  EXPECT_EQ(r.token_times.size(), 10u);
+  EXPECT_EQ(s.kv().used_blocks(), 0);
+}
+
+// The output caps the depth, and the tree shrinks with it: 3 outputs leave room for one draft after the
+// prefill's token, so the tree of depth 3 / 9 nodes verifies 1 + floor(6 x 1 / 3) = 3 nodes.
+TEST(TreeSpeculativeScheduler, OutputCapShrinksTheTree) {
+  Scheduler s(tree(3, 9, 3, 0.0));
+  s.add_request({0, Time{}, 5, 3});
+  const std::vector<StepPlan> plans = run(s);
+  ASSERT_GE(plans.size(), 2u);
+  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 4, 5, TokenPhase::decode, true, 1}));
+}
+
+// A budget of 6 tokens: depth 2 would verify 1 + 6 tokens, so the older request's tree is cut to depth 1
+// (1 + 3 tokens); the younger, with 2 tokens of the budget left, verifies its last token only.
+TEST(TreeSpeculativeScheduler, TokenBudgetCutsTheDepth) {
+  SchedulerConfig c = tree(3, 9, 3, 0.0);
+  c.max_tokens_per_step = 6;
+  Scheduler s(c);
+  s.add_request({0, Time{}, 2, 8});
+  s.add_request({1, Time{}, 2, 8});
+  StepPlan p = s.schedule(Time{});
+  s.update({p.step, ms(1)});
+  p = s.schedule(ms(1));
+  ASSERT_EQ(p.requests.size(), 2u);
+  EXPECT_EQ(p.requests[0], (ScheduledRequest{0, 4, 2, TokenPhase::decode, true, 1}));
+  EXPECT_EQ(p.requests[1], (ScheduledRequest{1, 1, 2, TokenPhase::decode, true, 0}));
+}
+
+// The K/V of every node is held while verified: 8 tokens + 1 + 9 nodes in 4-token blocks is 5 blocks.
+TEST(TreeSpeculativeScheduler, KvCoversTheTree) {
+  Scheduler s(tree(3, 9, 3, 0.0));
+  s.add_request({0, Time{}, 8, 5});
+  StepPlan p = s.schedule(Time{});
+  s.update({p.step, ms(1)});
+  p = s.schedule(ms(1));
+  EXPECT_EQ(p.requests[0].tokens, 10);
+  EXPECT_EQ(p.kv_blocks_used, 5);
+}
+
+// The acceptance depends on the depth only (the rates are per depth of the tree): a tree and a chain of the
+// same depth draw the same accepted paths and emit the same tokens at the same steps, verifying more nodes.
+TEST(TreeSpeculativeScheduler, SameDepthSameDrawsAsAChain) {
+  auto records = [](int nodes, int topk) {
+    SchedulerConfig c = tree(4, nodes, topk, 0.7, 4096);
+    c.acceptance_rates = {0.9, 0.7, 0.5};
+    c.max_batch = 64;
+    Scheduler s(c);
+    for (RequestId id = 0; id < 64; ++id) s.add_request({id, Time{}, 4, 33});
+    run(s);
+    return s.records();
+  };
+  const auto chain = records(0, 1), wide = records(20, 3);
+  std::int64_t chain_drafts = 0, wide_drafts = 0, accepted = 0;
+  for (const auto& [id, r] : chain) {
+    EXPECT_EQ(r.accepted_tokens, wide.at(id).accepted_tokens) << id;
+    EXPECT_EQ(r.token_times, wide.at(id).token_times) << id;
+    EXPECT_EQ(r.verify_steps, wide.at(id).verify_steps) << id;
+    chain_drafts += r.draft_tokens;
+    wide_drafts += wide.at(id).draft_tokens;
+    accepted += r.accepted_tokens;
+  }
+  EXPECT_GT(accepted, 0);
+  EXPECT_GT(wide_drafts, 4 * chain_drafts);  // 20 nodes per full-depth step against 4
+}
+
+// Orca reserves the tree's extra nodes with the request's K/V at admission (never running out of it), and a
+// request whose tree cannot fit the whole cache is refused up front.
+TEST(TreeSpeculativeScheduler, ReservationsAndCapacityCountTheTree) {
+  SchedulerConfig c = tree(3, 9, 3, 0.5, 5);
+  c.policy = BatchingPolicy::orca;
+  Scheduler s(c);
+  s.add_request({0, Time{}, 8, 7});  // 8 + 6 + 6 extra nodes = 20 tokens: 5 blocks
+  run(s);
+  EXPECT_TRUE(s.records().at(0).finished());
+  Scheduler small(tree(3, 9, 3, 0.5, 4));
+  try {
+    small.add_request({0, Time{}, 8, 7});
+    ADD_FAILURE() << "a request larger than the cache was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("(8 input + 7 output tokens + 6 draft tree nodes) needs 5 KV blocks"),
+        std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(TreeSpeculativeScheduler, BadSettingsAreErrors) {
+  auto error = [](SchedulerConfig c) {
+    try {
+      Scheduler s(c);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error(tree(4, 3, 2, 0.5))
+                .find("tree_tokens is 3; expected 0 (a chain of drafts) or, with "
+                      "speculative decoding, the depth (4) to 128"),
+            std::string::npos);
+  EXPECT_NE(error(tree(4, 129, 16, 0.5)).find("tree_tokens is 129"), std::string::npos);
+  SchedulerConfig off = tree(0, 8, 2, 0.5);
+  EXPECT_NE(error(off).find("tree_tokens is 8"), std::string::npos);
+  EXPECT_NE(error(tree(3, 0, 2, 0.5)).find("draft_topk is 2; expected 1, or with tree_tokens 2 to 16"),
+            std::string::npos);
+  EXPECT_NE(error(tree(3, 8, 17, 0.5)).find("draft_topk is 17"), std::string::npos);
+  EXPECT_NE(error(tree(3, 8, 0, 0.5)).find("draft_topk is 0"), std::string::npos);
+  EXPECT_NE(error(tree(3, 11, 2, 0.5)).find("proposes at most 10 candidates; expected tree_tokens <= 10"),
+            std::string::npos);
+  EXPECT_EQ(error(tree(3, 10, 2, 0.5)), "no error");
+  EXPECT_EQ(error(tree(3, 3, 1, 0.5)), "no error");  // a chain written as a tree
 }
 
 }  // namespace
