@@ -80,6 +80,26 @@ TEST(SweepRunner, WritesOneRecordPerPointAndACombinedCsvInStudyOrder) {
   fs::remove_all(dir);
 }
 
+// combined.csv states a speculative point's setting and its tokens per verification (EAGLE's acceptance
+// length), empty without drafts.
+TEST(SweepRunner, CombinedCsvStatesTokensPerVerification) {
+  const nlohmann::json params = {{"model", "m"},    {"system", "gpu"}, {"input_len", 16},
+                                 {"output_len", 8}, {"batch", 2},      {"load", "closed"}};
+  nlohmann::json spec = {{"id", "a"}, {"params", params}, {"status", "ok"}};
+  spec["params"]["speculative"] = {
+      {"tokens", 3}, {"acceptance", 0.8}, {"draft", "ngram"}, {"tree_tokens", 9}, {"draft_topk", 3}};
+  spec["result"] = {{"speculative", {{"tokens_per_verify", 2.5}}}};
+  const nlohmann::json plain = {
+      {"id", "b"}, {"params", params}, {"status", "ok"}, {"result", {{"devices", 4}}}};
+  const std::string csv = combined_csv({spec, plain});
+  EXPECT_NE(csv.find(",speculative,tokens_per_verify\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",\"speculative=3, acceptance=0.8, draft=ngram, tree_tokens=9, draft_topk=3\",2.5\n"),
+            std::string::npos)
+      << csv;
+  EXPECT_NE(csv.find("\nb,"), std::string::npos);
+  EXPECT_TRUE(csv.ends_with(",,\n")) << csv;  // no speculative setting, no tokens per verification
+}
+
 TEST(SweepRunner, OutputIsByteIdenticalForAnyNumberOfJobs) {
   const fs::path a = fresh_dir("j1"), b = fresh_dir("j4");
   run_sweep(demo_study(), a.string(), 1, {}, CountingRunner{});
