@@ -6,12 +6,12 @@
 
 namespace duplex::compiler {
 
-bool int4_group_modelled(long long group) {
+bool quant_group_modelled(long long group) {
   return group == 32 || group == 64 || group == 128;
 }
 
-double dtype_bytes(DType t, int int4_group) {
-  DUPLEX_ASSERT(!grouped_int4(t) || int4_group_modelled(int4_group), "an int4 group size not modelled");
+double dtype_bytes(DType t, int quant_group) {
+  DUPLEX_ASSERT(!grouped_int(t) || quant_group_modelled(quant_group), "a group size not modelled");
   switch (t) {
     case DType::kFp16:
     case DType::kBf16: return 2.0;
@@ -26,9 +26,11 @@ double dtype_bytes(DType t, int int4_group) {
       return 1.0 + 4.0 / (128 * 128);  // + one FP32 scale per 128 x 128 block
     case DType::kInt4Awq:
     case DType::kInt4Gptq:
-      return 0.5 + (2.0 + 0.5) / int4_group;  // + one FP16 scale and one 4-bit zero per group
+      return 0.5 + (2.0 + 0.5) / quant_group;  // + one FP16 scale and one 4-bit zero per group
     case DType::kInt4Pack:
-      return 0.5 + 2.0 / int4_group;  // + one 16-bit scale per group
+      return 0.5 + 2.0 / quant_group;  // + one 16-bit scale per group
+    case DType::kInt8Gptq:
+      return 1.0 + (2.0 + 1.0) / quant_group;  // + one FP16 scale and one 8-bit zero per group
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -54,6 +56,8 @@ std::string_view dtype_name(DType t) {
       return "int4_pack";
     case DType::kInt8Channel:
       return "int8_channel";
+    case DType::kInt8Gptq:
+      return "int8_gptq";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -71,10 +75,11 @@ DType parse_dtype(std::string_view s) {
   if (s == "int4_gptq") return DType::kInt4Gptq;
   if (s == "int4_pack") return DType::kInt4Pack;
   if (s == "int8_channel") return DType::kInt8Channel;
-  throw Error(
-      fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
-                  "fp8_channel, int4_awq, int4_gptq, int4_pack or int8_channel (weight matrices only)",
-                  s));
+  if (s == "int8_gptq") return DType::kInt8Gptq;
+  throw Error(fmt::format(
+      "unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
+      "fp8_channel, int4_awq, int4_gptq, int4_pack, int8_channel or int8_gptq (weight matrices only)",
+      s));
 }
 
 bool scaled_fp8(DType t) {
@@ -89,8 +94,17 @@ bool grouped_int4(DType t) {
   return t == DType::kInt4Awq || t == DType::kInt4Gptq || t == DType::kInt4Pack;
 }
 
+bool grouped_int(DType t) {
+  return grouped_int4(t) || t == DType::kInt8Gptq;
+}
+
+int grouped_int_bits(DType t) {
+  DUPLEX_ASSERT(grouped_int(t), "not a grouped integer format");
+  return t == DType::kInt8Gptq ? 8 : 4;
+}
+
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int4(t);
+  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t);
 }
 
 }  // namespace duplex::compiler

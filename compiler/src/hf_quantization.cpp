@@ -92,11 +92,11 @@ void expect_8bit_args(const Fields& s, const char* type, const char* strategy, b
     refuse("dynamic", dynamic ? "false (static scales) is not modelled" : "true is not modelled");
 }
 
-// The group_size `key` of q when it is a modelled one (int4_group_modelled: 32, 64 or 128; -1, one group per
+// The group_size `key` of q when it is a modelled one (quant_group_modelled: 32, 64 or 128; -1, one group per
 // row, is not); else a ConfigError naming it, `expected` saying what is.
-int int4_group_of(const Fields& q, const char* key, const std::string& expected) {
+int quant_group_of(const Fields& q, const char* key, const std::string& expected) {
   const bool integer = q.has(key) && q.raw()[key].is_number_integer();
-  if (!integer || !int4_group_modelled(q.raw()[key].get<long long>()))
+  if (!integer || !quant_group_modelled(q.raw()[key].get<long long>()))
     throw ConfigError(
         q.file(), q.path(key),
         q.has(key) ? fmt::format("{} is not modelled", q.raw()[key].dump()) : "missing required field",
@@ -123,7 +123,7 @@ int expect_int4_args(const Fields& s) {
   const std::string strategy = s.string_or("strategy", "");
   if (strategy != "group")
     refuse("strategy", strategy.empty() ? "missing" : fmt::format("\"{}\" is not modelled", strategy));
-  const int group = int4_group_of(s, "group_size", kExpected);
+  const int group = quant_group_of(s, "group_size", kExpected);
   if (s.boolean_or("dynamic", false)) refuse("dynamic", "true is not modelled");
   const std::string actorder = s.raw().contains("actorder") && s.raw()["actorder"].is_string()
                                    ? s.raw()["actorder"].get<std::string>()
@@ -164,7 +164,7 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
     refuse(g.path("output_activations"), "is set: quantized outputs are not modelled", "null or absent");
   expect_kept_in_dtype(q, "ignore");
   if (format == "pack-quantized") {  // W4A16
-    m.int4_group = expect_int4_args(g.child("weights"));
+    m.quant_group = expect_int4_args(g.child("weights"));
     if (g.has("input_activations"))
       refuse(g.path("input_activations"),
              "is set: 4-bit weights under quantized activations are not modelled",
@@ -199,20 +199,22 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   m.expert_dtype = m.linear_dtype = int8 ? DType::kInt8Channel : DType::kFp8Channel;
 }
 
-// The bits and group_size of an AutoAWQ or GPTQ quantization_config: 4, and 32, 64 or 128 (int4_awq /
-// int4_gptq; m.int4_group).
-void expect_int4_groups(const Fields& q, ModelSpec& m) {
-  if (!q.has("bits")) throw ConfigError(q.file(), q.path("bits"), "missing required field", "4");
-  if (q.integer("bits") != 4)
-    throw ConfigError(q.file(), q.path("bits"), fmt::format("{} bits are not modelled", q.integer("bits")),
-                      "4");
-  m.int4_group =
-      int4_group_of(q, "group_size", "32, 64 or 128 (one scale and zero point per that many inputs)");
+// The bits and group_size of an AutoAWQ or GPTQ quantization_config: `bits` (4, or also 8 where `eight`),
+// and 32, 64 or 128 (m.quant_group). Returns the bits.
+int expect_int_groups(const Fields& q, ModelSpec& m, bool eight) {
+  const char* kBits = eight ? "4 or 8" : "4";
+  if (!q.has("bits")) throw ConfigError(q.file(), q.path("bits"), "missing required field", kBits);
+  const long long bits = q.integer("bits");
+  if (bits != 4 && !(eight && bits == 8))
+    throw ConfigError(q.file(), q.path("bits"), fmt::format("{} bits are not modelled", bits), kBits);
+  m.quant_group =
+      quant_group_of(q, "group_size", "32, 64 or 128 (one scale and zero point per that many inputs)");
+  return static_cast<int>(bits);
 }
 
 // quant_method "awq": int4_awq (hf_quantization.hpp).
 void read_awq(const Fields& q, ModelSpec& m) {
-  expect_int4_groups(q, m);
+  expect_int_groups(q, m, false);
   if (!q.boolean_or("zero_point", true))
     throw ConfigError(q.file(), q.path("zero_point"), "false (no zero points) is not modelled", "true");
   std::string version = q.string_or("version", "gemm");
@@ -260,7 +262,7 @@ void expect_every_projection(const Fields& q, const char* key, const ModelSpec& 
 
 // quant_method "gptq": int4_gptq (hf_quantization.hpp).
 void read_gptq(const Fields& q, ModelSpec& m) {
-  expect_int4_groups(q, m);
+  const int bits = expect_int_groups(q, m, true);
   const std::string format = q.string_or("checkpoint_format", "gptq");
   if (format != "gptq")
     throw ConfigError(q.file(), q.path("checkpoint_format"),
@@ -269,7 +271,7 @@ void read_gptq(const Fields& q, ModelSpec& m) {
   if (q.boolean_or("lm_head", false))
     throw ConfigError(q.file(), q.path("lm_head"), "true: a quantized LM head is not modelled", "false");
   if (q.has("modules_in_block_to_quantize")) expect_every_projection(q, "modules_in_block_to_quantize", m);
-  m.expert_dtype = m.linear_dtype = DType::kInt4Gptq;
+  m.expert_dtype = m.linear_dtype = bits == 8 ? DType::kInt8Gptq : DType::kInt4Gptq;
 }
 
 }  // namespace

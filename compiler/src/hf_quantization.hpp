@@ -24,7 +24,7 @@ namespace duplex::compiler {
 //   kv_cache_scheme of 8-bit float, per-tensor static scales puts the KV cache in fp8. Format pack-quantized
 //   (llm-compressor's W4A16 scheme): the group's weights 4-bit int, symmetric, static, strategy group of 32,
 //   64 or 128 (actorder null, weight or static), no input activations, no kv_cache_scheme (int4_pack).
-// - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64 or 128 (ModelSpec::int4_group, as the
+// - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64 or 128 (ModelSpec::quant_group, as the
 //   W4A16 one), zero_point true, version gemm: every projection, dense FFN and expert matrix in int4_awq.
 // - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4, group_size 32, 64 or 128,
 //   checkpoint_format gptq (absent: gptq), desc_act and sym either way, no quantized lm_head: every

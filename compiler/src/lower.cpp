@@ -95,7 +95,7 @@ class Lowering {
            int matrices, std::int64_t out_cols, std::optional<DType> weights = std::nullopt) {
     Op& o = add(kind, layer, std::move(name));
     if (weights) o.dtype = *weights;
-    o.int4_group = m_.int4_group;
+    o.quant_group = m_.quant_group;
     o.m = m;
     o.n = n;
     o.k = k;
@@ -313,7 +313,7 @@ class Lowering {
       const double t = static_cast<double>(tokens_),
                    uv = static_cast<double>(m_.mla.kv_lora_rank) * static_cast<double>(o_in);
       o.flops += 2.0 * t * uv;
-      o.bytes_weights += uv * dtype_bytes(m_.linear_dtype, m_.int4_group);
+      o.bytes_weights += uv * dtype_bytes(m_.linear_dtype, m_.quant_group);
       o.bytes_act += t * static_cast<double>(q_heads_) * m_.mla.kv_lora_rank * kActBytes;  // the latents read
     }
   }

@@ -93,7 +93,7 @@ std::int64_t ModelSpec::ffn_params(int width) const {
 
 double ModelSpec::expert_ffn_bytes(int width) const {
   const std::int64_t biases = ffn_bias_params(width);
-  return static_cast<double>(ffn_params(width) - biases) * dtype_bytes(expert_dtype, int4_group) +
+  return static_cast<double>(ffn_params(width) - biases) * dtype_bytes(expert_dtype, quant_group) +
          static_cast<double>(biases) * dtype_bytes(dtype);
 }
 
@@ -119,7 +119,7 @@ double ModelSpec::weight_bytes() const {
   const auto expert = static_cast<double>(expert_matrix_params());
   const auto linear = static_cast<double>(linear_matrix_params());
   return (static_cast<double>(params()) - expert - linear) * dtype_bytes(dtype) +
-         expert * dtype_bytes(expert_dtype, int4_group) + linear * dtype_bytes(linear_dtype, int4_group);
+         expert * dtype_bytes(expert_dtype, quant_group) + linear * dtype_bytes(linear_dtype, quant_group);
 }
 
 const char* activation_name(Activation a) {
@@ -313,12 +313,12 @@ void ModelSpec::validate() const {
     bad("qk_norm", "l2 is set for MLA attention; expected GQA");
   if (attn_sinks && attention != AttentionKind::kGqa)
     bad("attn_sinks", "is set for MLA attention; expected GQA");
-  if (!int4_group_modelled(int4_group) ||
-      (int4_group != kInt4Group && !grouped_int4(linear_dtype) && !grouped_int4(expert_dtype)))
-    bad("int4_group",
-        fmt::format("is {}; expected 32, 64 or 128 (default), and other than 128 only with a 4-bit "
-                    "linear_dtype or expert_dtype (int4_awq, int4_gptq, int4_pack)",
-                    int4_group));
+  if (!quant_group_modelled(quant_group) ||
+      (quant_group != kInt4Group && !grouped_int(linear_dtype) && !grouped_int(expert_dtype)))
+    bad("quant_group",
+        fmt::format("is {}; expected 32, 64 or 128 (default), and other than 128 only with a grouped integer "
+                    "linear_dtype or expert_dtype (int4_awq, int4_gptq, int4_pack, int8_gptq)",
+                    quant_group));
   if (matrix_format(kv_dtype))
     bad("kv_dtype",
         fmt::format("{} is a weight format; expected fp16, bf16, fp8 or int8", dtype_name(kv_dtype)));
@@ -516,7 +516,7 @@ ModelSpec read_model(const ConfigNode& n) {
   } catch (const Error& e) {
     n.fail("expert_dtype", e.what());
   }
-  if (n.has("int4_group")) m.int4_group = static_cast<int>(n.get_int("int4_group", 1, 1 << 20));
+  if (n.has("quant_group")) m.quant_group = static_cast<int>(n.get_int("quant_group", 1, 1 << 20));
   try {
     m.linear_dtype = n.has("linear_dtype") ? parse_dtype(n.get<std::string>("linear_dtype")) : m.dtype;
   } catch (const ConfigError&) {

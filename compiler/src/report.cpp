@@ -118,7 +118,7 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"dtype", dtype_name(model.dtype)},
                 {"expert_dtype", dtype_name(model.expert_dtype)},
                 {"linear_dtype", dtype_name(model.linear_dtype)},
-                {"int4_group", model.int4_group},
+                {"quant_group", model.quant_group},
                 {"kv_dtype", dtype_name(model.kv_dtype)},
                 {"mtp_layers", model.mtp_layers},
                 {"draft_head", model.draft_head},

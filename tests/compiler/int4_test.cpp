@@ -232,16 +232,16 @@ TEST(Int4Groups, YamlKeys) {
 }
 
 // Groups of 32 or 64 (TheBloke's "gptq-4bit-32g-actorder_True" branches, AutoAWQ's q_group_size 64, W4A16
-// recipes with group_size 32): int4_group, a scale (and zero) per that many inputs in timing and memory.
+// recipes with group_size 32): quant_group, a scale (and zero) per that many inputs in timing and memory.
 TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
   for (const int group : {32, 64}) {
     const std::string size = fmt::format(R"(, "group_size": {})", group);
     const ModelSpec a = import_hf_config(llama31_8b(awq(size)), "l.json");
     const ModelSpec g = import_hf_config(llama31_8b(gptq(size)), "l.json");
     const ModelSpec p = import_hf_config(llama31_8b(w4a16(size)), "l.json");
-    EXPECT_EQ(a.int4_group, group);
-    EXPECT_EQ(g.int4_group, group);
-    EXPECT_EQ(p.int4_group, group);
+    EXPECT_EQ(a.quant_group, group);
+    EXPECT_EQ(g.quant_group, group);
+    EXPECT_EQ(p.quant_group, group);
     EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt4Gptq, group), 0.5 + 2.5 / group);
     EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt4Pack, group), 0.5 + 2.0 / group);
     const double quantized = static_cast<double>(g.linear_matrix_params());
@@ -250,24 +250,56 @@ TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
     const ParallelLayout layout = ParallelLayout::make(g, load_system("gpu"), 1);
     for (const Op& o : lower(g, BatchState::decode_batch(4, 256), layout, Routing{}).ops)
       if (o.kind == OpKind::kQkvProj || o.kind == OpKind::kOProj || o.kind == OpKind::kDenseFfn) {
-        EXPECT_EQ(o.int4_group, group) << o.name;
+        EXPECT_EQ(o.quant_group, group) << o.name;
         EXPECT_DOUBLE_EQ(o.bytes_weights, static_cast<double>(o.n) * static_cast<double>(o.k) * o.matrices *
                                               (0.5 + 2.5 / group))
             << o.name;
       }
   }
-  EXPECT_EQ(import_hf_config(llama31_8b(gptq()), "l.json").int4_group, 128);
+  EXPECT_EQ(import_hf_config(llama31_8b(gptq()), "l.json").quant_group, 128);
 }
 
-TEST(Int4Groups, Int4GroupYamlKey) {
+TEST(Int4Groups, QuantGroupYamlKey) {
   const std::string dense = "name: x\nlayers: 2\nhidden: 256\nheads: 4\nvocab: 10\nffn: 512\ndtype: fp16\n";
-  EXPECT_EQ(
-      read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\nint4_group: 32\n", "x.yaml")).int4_group,
-      32);
-  EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_gptq\nint4_group: 48\n")
-                .find("int4_group: is 48; expected 32, 64 or 128 (default)"),
+  EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\nquant_group: 32\n", "x.yaml"))
+                .quant_group,
+            32);
+  EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_gptq\nquant_group: 48\n")
+                .find("quant_group: is 48; expected 32, 64 or 128 (default)"),
             std::string::npos);
-  EXPECT_NE(model_yaml_error(dense + "int4_group: 64\n").find("other than 128 only with a 4-bit"),
+  EXPECT_NE(model_yaml_error(dense + "quant_group: 64\n").find("other than 128 only with a grouped integer"),
+            std::string::npos);
+}
+
+// GPTQ's 8-bit releases (bits 8: Qwen's GPTQ-Int8): int8_gptq, 1 byte per weight plus an FP16 scale and an
+// 8-bit zero point per group, run W8A16 at the FP16 rate; AWQ stays 4-bit only.
+TEST(Int4Groups, EightBitGptqIsInt8Gptq) {
+  const ModelSpec m = import_hf_config(llama31_8b(gptq(R"(, "bits": 8)")), "l.json");
+  EXPECT_EQ(m.linear_dtype, DType::kInt8Gptq);
+  EXPECT_EQ(dtype_name(DType::kInt8Gptq), "int8_gptq");
+  EXPECT_EQ(parse_dtype("int8_gptq"), DType::kInt8Gptq);
+  EXPECT_TRUE(grouped_int(DType::kInt8Gptq));
+  EXPECT_FALSE(grouped_int4(DType::kInt8Gptq));
+  EXPECT_EQ(grouped_int_bits(DType::kInt8Gptq), 8);
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt8Gptq), 1.0 + 3.0 / 128);
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt8Gptq, 32), 1.0 + 3.0 / 32);
+  const double quantized = static_cast<double>(m.linear_matrix_params());
+  EXPECT_DOUBLE_EQ(m.weight_bytes(),
+                   quantized * (1.0 + 3.0 / 128) + 2.0 * (static_cast<double>(m.params()) - quantized));
+  const SystemSpec gpu = load_system("gpu");
+  const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
+  const CostModel cost(gpu, layout);
+  for (const Op& o : lower(m, BatchState::decode_batch(0, 0, 4096), layout, Routing{}).ops)
+    if (o.layer == 0 && o.kind == OpKind::kOProj) {
+      EXPECT_EQ(o.dtype, DType::kInt8Gptq);
+      Op w = o, h = o;
+      w.bytes_weights = h.bytes_weights = 0;  // compute-bound: W8A16 at the FP16 rate
+      h.dtype = DType::kFp16;
+      EXPECT_DOUBLE_EQ(cost.xpu_time(w).si(), cost.xpu_time(h).si());
+    }
+  EXPECT_NE(hf_config_error(llama31_8b(gptq(R"(, "bits": 2)"))).find("bits: 2 bits are not modelled"),
+            std::string::npos);
+  EXPECT_NE(hf_config_error(llama31_8b(awq(R"(, "bits": 8)"))).find("bits: 8 bits are not modelled"),
             std::string::npos);
 }
 

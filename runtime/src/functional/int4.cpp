@@ -16,25 +16,37 @@ constexpr int kPerWord = 8;  // 4-bit fields per I32 word
 // 7] names the output each field holds; this is its inverse).
 constexpr int kAwqField[kPerWord] = {0, 4, 1, 5, 2, 6, 3, 7};
 
-std::uint8_t field(std::int32_t word, int f) {
-  return static_cast<std::uint8_t>((static_cast<std::uint32_t>(word) >> (4 * f)) & 0xfu);
-}
-void set_field(std::int32_t& word, int f, unsigned value) {
-  DUPLEX_ASSERT(value < 16, "a 4-bit field");
-  word = static_cast<std::int32_t>(static_cast<std::uint32_t>(word) | (value << (4 * f)));
-}
-
-// Rows of whole groups; packed, also columns of whole words.
-void check_shape(std::int64_t rows, std::int64_t cols, std::int64_t group_size, bool packed) {
-  DUPLEX_ASSERT(compiler::int4_group_modelled(group_size), "an int4 group size not modelled");
-  DUPLEX_ASSERT(rows > 0 && cols > 0 && cols % group_size == 0 && (!packed || rows % kPerWord == 0),
-                "int4 matrices of whole groups and words");
+// Fields of `bits` (4 or 8) bits: 32 / bits a word, the zero point of symmetric weights half their range.
+struct Fields {
+  int bits = 4;
+  int per_word() const { return 32 / bits; }
+  unsigned mid() const { return 1u << (bits - 1); }
+  unsigned max() const { return (1u << bits) - 1; }
+};
+Fields fields_of(compiler::DType format) {
+  return {compiler::grouped_int_bits(format)};
 }
 
-// The least k >= -24 with 8 x 2^k >= -lo and 7 x 2^k >= hi (lo <= 0 <= hi, not both 0).
-int scale_exponent(double lo, double hi) {
+unsigned field(std::int32_t word, int f, Fields w) {
+  return (static_cast<std::uint32_t>(word) >> (w.bits * f)) & w.max();
+}
+void set_field(std::int32_t& word, int f, unsigned value, Fields w) {
+  DUPLEX_ASSERT(value <= w.max(), "a value of the field's width");
+  word = static_cast<std::int32_t>(static_cast<std::uint32_t>(word) | (value << (w.bits * f)));
+}
+
+// Rows of whole groups; packed, also outputs of whole words (the zero points pack them).
+void check_shape(std::int64_t rows, std::int64_t cols, std::int64_t group_size, bool packed, Fields w) {
+  DUPLEX_ASSERT(compiler::quant_group_modelled(group_size), "a group size not modelled");
+  DUPLEX_ASSERT(rows > 0 && cols > 0 && cols % group_size == 0 && (!packed || rows % w.per_word() == 0),
+                "grouped integer matrices of whole groups and words");
+}
+
+// The least k >= -24 with mid x 2^k >= -lo and (mid - 1) x 2^k >= hi (lo <= 0 <= hi, not both 0).
+int scale_exponent(double lo, double hi, Fields w) {
+  const double mid = w.mid();
   int k = -24;
-  while (std::ldexp(8.0, k) < -lo || std::ldexp(7.0, k) < hi) ++k;
+  while (std::ldexp(mid, k) < -lo || std::ldexp(mid - 1, k) < hi) ++k;
   return k;
 }
 
@@ -47,33 +59,35 @@ void for_each_group(std::int64_t rows, std::int64_t cols, std::int64_t group_siz
 
 // The exponent of the power-of-two scale of values[r][c0..c1) (scale_exponent; 0 for zeros).
 int group_exponent(const std::uint16_t* values, std::int64_t cols, std::int64_t r, std::int64_t c0,
-                   std::int64_t c1) {
+                   std::int64_t c1, Fields w) {
   double lo = 0, hi = 0;
   for (std::int64_t c = c0; c < c1; ++c) {
     const double v = half_bits_to_float(values[r * cols + c]);
     lo = std::min(lo, v);
     hi = std::max(hi, v);
   }
-  return lo == 0 && hi == 0 ? 0 : scale_exponent(lo, hi);
+  return lo == 0 && hi == 0 ? 0 : scale_exponent(lo, hi, w);
 }
 
-// A rows x cols matrix of zero fields and scales, every zero point 8, groups c / group_size in order.
-Int4Matrix zero_eight_matrix(std::int64_t rows, std::int64_t cols, std::int64_t group_size) {
+// A rows x cols matrix of zero fields and scales, every zero point mid (8, or 128 for 8 bits), groups
+// c / group_size in order.
+Int4Matrix zero_mid_matrix(std::int64_t rows, std::int64_t cols, std::int64_t group_size, Fields w) {
   Int4Matrix m;
   m.rows = rows;
   m.cols = cols;
   m.group_size = group_size;
+  m.bits = w.bits;
   m.q.resize(static_cast<std::size_t>(rows * cols));
-  m.zeros.assign(static_cast<std::size_t>(rows * m.groups()), 8);
+  m.zeros.assign(static_cast<std::size_t>(rows * m.groups()), static_cast<std::uint16_t>(w.mid()));
   m.scales.resize(m.zeros.size());
   for (std::int64_t c = 0; c < cols; ++c) m.group.push_back(static_cast<std::int32_t>(c / group_size));
   return m;
 }
 
-// 8 + the nearest integer of v / 2^k (ties to even), clamped to 0..15.
-unsigned nearest_field(double v, int k) {
+// mid + the nearest integer of v / 2^k (ties to even), clamped to the field's range.
+unsigned nearest_field(double v, int k, Fields w) {
   const double n = std::nearbyint(std::ldexp(v, -k));  // the default rounding mode: to nearest, ties to even
-  return static_cast<unsigned>(std::clamp(n + 8.0, 0.0, 15.0));
+  return static_cast<unsigned>(std::clamp(n + w.mid(), 0.0, static_cast<double>(w.max())));
 }
 
 }  // namespace
@@ -83,15 +97,17 @@ std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int6
     case compiler::DType::kInt4Awq:
       return {cols, rows / kPerWord};
     case compiler::DType::kInt4Gptq:
-      return {cols / kPerWord, rows};
+    case compiler::DType::kInt8Gptq:
+      return {cols / fields_of(format).per_word(), rows};
     case compiler::DType::kInt4Pack:
       return {rows, cols / kPerWord};
     default:
-      DUPLEX_ASSERT(false, "not an int4 matrix format");
+      DUPLEX_ASSERT(false, "not a grouped integer matrix format");
   }
 }
-std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols, std::int64_t group_size) {
-  return {cols / group_size, rows / kPerWord};
+std::array<std::int64_t, 2> int4_qzeros_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
+                                              std::int64_t group_size) {
+  return {cols / group_size, rows / fields_of(format).per_word()};
 }
 std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
                                               std::int64_t group_size) {
@@ -111,25 +127,27 @@ class Layout {
  public:
   Layout(compiler::DType format, std::int64_t rows, std::int64_t cols, std::int64_t group_size)
       : format_(format),
+        per_word_(fields_of(format).per_word()),
         rows_(rows),
         groups_(cols / group_size),
         qweight_cols_(int4_qweight_shape(format, rows, cols)[1]),
-        qzeros_cols_(int4_qzeros_shape(rows, cols, group_size)[1]) {}
+        qzeros_cols_(int4_qzeros_shape(format, rows, cols, group_size)[1]) {}
   // Element (r, c)'s field in qweight.
   FieldAt weight(std::int64_t r, std::int64_t c) const {
     switch (format_) {
       case compiler::DType::kInt4Awq:  // [in][out / 8]: outputs in AWQ's field order
         return {c * qweight_cols_ + r / kPerWord, kAwqField[r % kPerWord]};
-      case compiler::DType::kInt4Gptq:  // [in / 8][out]: inputs in order
-        return {(c / kPerWord) * qweight_cols_ + r, static_cast<int>(c % kPerWord)};
+      case compiler::DType::kInt4Gptq:  // [in / (32 / bits)][out]: inputs in order
+      case compiler::DType::kInt8Gptq:
+        return {(c / per_word_) * qweight_cols_ + r, static_cast<int>(c % per_word_)};
       default:  // int4_pack: [out][in / 8], inputs in order
         return {r * qweight_cols_ + c / kPerWord, static_cast<int>(c % kPerWord)};
     }
   }
-  // Row r's zero point of group g in qzeros (AWQ, GPTQ: [in / group_size][out / 8]).
+  // Row r's zero point of group g in qzeros (AWQ, GPTQ: [in / group_size][out / (32 / bits)]).
   FieldAt zero(std::int64_t r, std::int64_t g) const {
-    return {g * qzeros_cols_ + r / kPerWord,
-            format_ == compiler::DType::kInt4Awq ? kAwqField[r % kPerWord] : static_cast<int>(r % kPerWord)};
+    return {g * qzeros_cols_ + r / per_word_,
+            format_ == compiler::DType::kInt4Awq ? kAwqField[r % kPerWord] : static_cast<int>(r % per_word_)};
   }
   // The index of row r's scale of group g in scales.
   std::int64_t scale(std::int64_t r, std::int64_t g) const {
@@ -138,15 +156,17 @@ class Layout {
 
  private:
   compiler::DType format_;
-  std::int64_t rows_, groups_, qweight_cols_, qzeros_cols_;
+  std::int64_t per_word_, rows_, groups_, qweight_cols_, qzeros_cols_;
 };
 
 }  // namespace
 
 Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
-  check_shape(m.rows, m.cols, m.group_size, true);
+  const Fields w = fields_of(format);
+  DUPLEX_ASSERT(m.bits == w.bits, "a matrix of the format's width");
+  check_shape(m.rows, m.cols, m.group_size, true, w);
   const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, m.rows, m.cols);
-  const std::array<std::int64_t, 2> qz = int4_qzeros_shape(m.rows, m.cols, m.group_size);
+  const std::array<std::int64_t, 2> qz = int4_qzeros_shape(format, m.rows, m.cols, m.group_size);
   const bool zeros = format != compiler::DType::kInt4Pack;
   const Layout layout(format, m.rows, m.cols, m.group_size);
   Int4Packed p;
@@ -157,17 +177,18 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
     for (std::int64_t c = 0; c < m.cols; ++c) {
       const FieldAt at = layout.weight(r, c);
       set_field(p.qweight[static_cast<std::size_t>(at.word)], at.field,
-                m.q[static_cast<std::size_t>(r * m.cols + c)]);
+                m.q[static_cast<std::size_t>(r * m.cols + c)], w);
     }
   for (std::int64_t r = 0; r < m.rows; ++r)
     for (std::int64_t g = 0; g < m.groups(); ++g) {
       const std::size_t i = static_cast<std::size_t>(r * m.groups() + g);
       const unsigned zero = m.zeros[i];
       if (zeros) {
-        const bool gptq = format == compiler::DType::kInt4Gptq;  // stores zero - 1
-        DUPLEX_ASSERT(gptq ? zero >= 1 && zero <= 16 : zero < 16, "a zero point the format stores");
+        const bool gptq = format != compiler::DType::kInt4Awq;  // stores zero - 1
+        DUPLEX_ASSERT(gptq ? zero >= 1 && zero <= w.max() + 1 : zero <= w.max(),
+                      "a zero point the format stores");
         const FieldAt at = layout.zero(r, g);
-        set_field(p.qzeros[static_cast<std::size_t>(at.word)], at.field, gptq ? zero - 1 : zero);
+        set_field(p.qzeros[static_cast<std::size_t>(at.word)], at.field, gptq ? zero - 1 : zero, w);
       } else {
         DUPLEX_ASSERT(zero == 8, "int4_pack's zero point is 8");
       }
@@ -175,31 +196,35 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
       DUPLEX_ASSERT(half_bits_to_float(h) == m.scales[i], "a scale on FP16's grid");
       p.scales[static_cast<std::size_t>(layout.scale(r, g))] = h;
     }
-  if (format == compiler::DType::kInt4Gptq) p.g_idx.assign(m.group.begin(), m.group.end());
+  if (format == compiler::DType::kInt4Gptq || format == compiler::DType::kInt8Gptq)
+    p.g_idx.assign(m.group.begin(), m.group.end());
   return p;
 }
 
 Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols, const Int4Parts& parts,
                        const std::string& what, std::int64_t group_size) {
-  check_shape(rows, cols, group_size, true);
-  Int4Matrix m = zero_eight_matrix(rows, cols, group_size);
+  const Fields w = fields_of(format);
+  const bool gptq = format == compiler::DType::kInt4Gptq || format == compiler::DType::kInt8Gptq;
+  check_shape(rows, cols, group_size, true, w);
+  Int4Matrix m = zero_mid_matrix(rows, cols, group_size, w);
   const Layout layout(format, rows, cols, group_size);
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < cols; ++c) {
       const FieldAt at = layout.weight(r, c);
-      m.q[static_cast<std::size_t>(r * cols + c)] = field(parts.qweight[at.word], at.field);
+      m.q[static_cast<std::size_t>(r * cols + c)] =
+          static_cast<std::uint8_t>(field(parts.qweight[at.word], at.field, w));
     }
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t g = 0; g < m.groups(); ++g) {
       const std::size_t i = static_cast<std::size_t>(r * m.groups() + g);
       if (format != compiler::DType::kInt4Pack) {
         const FieldAt at = layout.zero(r, g);
-        const std::uint8_t f = field(parts.qzeros[at.word], at.field);
-        m.zeros[i] = static_cast<std::uint8_t>(format == compiler::DType::kInt4Gptq ? f + 1 : f);
+        const unsigned f = field(parts.qzeros[at.word], at.field, w);
+        m.zeros[i] = static_cast<std::uint16_t>(gptq ? f + 1 : f);
       }
       m.scales[i] = parts.scales[layout.scale(r, g)];
     }
-  if (format != compiler::DType::kInt4Gptq) return m;  // groups in order
+  if (!gptq) return m;  // groups in order
   for (std::int64_t c = 0; c < cols; ++c) {
     const std::int32_t g = parts.g_idx[c];
     if (g < 0 || g >= m.groups())
@@ -223,8 +248,8 @@ std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::strin
     for (std::int64_t c = 0; c < m.cols; ++c) {
       const std::size_t gi = static_cast<std::size_t>(r * m.groups() + m.group[static_cast<std::size_t>(c)]);
       const int n = m.q[static_cast<std::size_t>(r * m.cols + c)] - m.zeros[gi];
-      // n (-16..15) times an FP16 / BF16 scale has at most 16 significant bits: exact in float, rounded once
-      // here.
+      // n (-16..15, or -256..255 for 8 bits) times an FP16 / BF16 scale has at most 20 significant bits:
+      // exact in float, rounded once here.
       const float v = static_cast<float>(n) * m.scales[gi];
       const std::uint16_t h = float_to_half_bits(v == 0 ? 0.0f : v);
       if (!std::isfinite(half_bits_to_float(h)))
@@ -238,22 +263,23 @@ std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::strin
 }
 
 Int4Matrix quantize_int4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
-                         const std::string& what, std::int64_t group_size) {
-  check_shape(rows, cols, group_size, false);
-  Int4Matrix m = zero_eight_matrix(rows, cols, group_size);
+                         const std::string& what, std::int64_t group_size, int bits) {
+  const Fields w{bits};
+  check_shape(rows, cols, group_size, false, w);
+  Int4Matrix m = zero_mid_matrix(rows, cols, group_size, w);
   for_each_group(
       rows, cols, group_size, [&](std::int64_t r, std::int64_t g, std::int64_t c0, std::int64_t c1) {
-        const int k = group_exponent(values, cols, r, c0, c1);
+        const int k = group_exponent(values, cols, r, c0, c1, w);
         m.scales[static_cast<std::size_t>(r * m.groups() + g)] = std::ldexp(1.0f, k);
         for (std::int64_t c = c0; c < c1; ++c) {
           const double v = half_bits_to_float(values[r * cols + c]);
-          const unsigned q = nearest_field(v, k);
-          if (std::ldexp(static_cast<double>(q) - 8, k) != v)  // -0 is stored as 8: it comes back +0
+          const unsigned q = nearest_field(v, k, w);
+          if (std::ldexp(static_cast<double>(q) - w.mid(), k) != v)  // -0 is stored as mid: it comes back +0
             throw Error(fmt::format(
-                "{}: element [{}][{}] = {} is not on the 4-bit grid of its group ((q - 8) x 2^{}); "
-                "4-bit checkpoints are written with zero 8 and power-of-two scales, which random "
-                "weights of a 4-bit model are on",
-                what, r, c, v, k));
+                "{}: element [{}][{}] = {} is not on the {}-bit grid of its group ((q - {}) x 2^{}); "
+                "{}-bit checkpoints are written with zero {} and power-of-two scales, which random "
+                "weights of a {}-bit model are on",
+                what, r, c, v, bits, w.mid(), k, bits, w.mid(), bits));
           m.q[static_cast<std::size_t>(r * cols + c)] = static_cast<std::uint8_t>(q);
         }
       });
@@ -261,14 +287,15 @@ Int4Matrix quantize_int4(const std::uint16_t* values, std::int64_t rows, std::in
 }
 
 void round_to_int4_groups(std::uint16_t* values, std::int64_t rows, std::int64_t cols,
-                          std::int64_t group_size) {
-  check_shape(rows, cols, group_size, false);
+                          std::int64_t group_size, int bits) {
+  const Fields w{bits};
+  check_shape(rows, cols, group_size, false, w);
   for_each_group(rows, cols, group_size, [&](std::int64_t r, std::int64_t, std::int64_t c0, std::int64_t c1) {
-    const int k = group_exponent(values, cols, r, c0, c1);
+    const int k = group_exponent(values, cols, r, c0, c1, w);
     for (std::int64_t c = c0; c < c1; ++c) {
       std::uint16_t& h = values[r * cols + c];
-      const unsigned q = nearest_field(half_bits_to_float(h), k);
-      h = float_to_half_bits(std::ldexp(static_cast<float>(q) - 8.0f, k));  // +0 for q == 8
+      const unsigned q = nearest_field(half_bits_to_float(h), k, w);
+      h = float_to_half_bits(std::ldexp(static_cast<float>(q) - static_cast<float>(w.mid()), k));  // +0: mid
     }
   });
 }

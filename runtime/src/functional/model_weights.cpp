@@ -391,11 +391,11 @@ void check_functional_support(const compiler::ModelSpec& m) {
   // Per-matrix formats: FP8 (DeepSeek-V3's and Qwen3's block-scaled releases, llm-compressor's per-channel
   // ones; fp8.hpp), INT8 per channel (llm-compressor's W8A8-INT8; fp8.hpp) and 4-bit groups (AutoAWQ's,
   // GPTQ's and W4A16 releases; int4.hpp), dequantized to FP16.
-  auto per_matrix = [](compiler::DType t) { return compiler::scaled_8bit(t) || compiler::grouped_int4(t); };
+  auto per_matrix = [](compiler::DType t) { return compiler::scaled_8bit(t) || compiler::grouped_int(t); };
   if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && !per_matrix(m.expert_dtype))
     reject("expert_dtype",
            fmt::format("experts in {}; expected fp16, bf16, fp8_block128, fp8_channel, int8_channel, "
-                       "int4_awq, int4_gptq, int4_pack (mxfp4 with gpt-oss's names)",
+                       "int4_awq, int4_gptq, int4_pack, int8_gptq (mxfp4 with gpt-oss's names)",
                        compiler::dtype_name(m.expert_dtype)));
   // They are stored one matrix each: not in the fused expert tensors of gpt-oss, Llama 4 and DBRX (their
   // quantized forms are not modelled).
@@ -409,7 +409,7 @@ void check_functional_support(const compiler::ModelSpec& m) {
                     compiler::dtype_name(m.expert_dtype), compiler::weight_naming_name(m.weight_naming)));
   if (!half_width(m.linear_dtype) && !per_matrix(m.linear_dtype))
     reject("linear_dtype", fmt::format("projections in {}; expected fp16, bf16, fp8_block128, fp8_channel, "
-                                       "int8_channel, int4_awq, int4_gptq or int4_pack",
+                                       "int8_channel, int4_awq, int4_gptq, int4_pack or int8_gptq",
                                        compiler::dtype_name(m.linear_dtype)));
   if (mxfp4 && (m.hidden % kMxfp4Block != 0 || m.expert_ffn % kMxfp4Block != 0))
     reject("expert_dtype",
@@ -622,16 +622,19 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   for (WeightShape& s : w) s.format = m.dtype;
   for (std::size_t i : linear) w[i].format = m.linear_dtype;
   for (std::size_t i : expert) w[i].format = m.expert_dtype;
-  // 4-bit group matrices pack 8 outputs per word and share a scale among 128 inputs (int4.hpp).
+  // Group matrices pack 32 / bits outputs per word (their zero points) and share a scale among quant_group
+  // inputs (int4.hpp).
   auto whole_groups = [&](const std::vector<std::size_t>& which, const char* field) {
-    for (std::size_t i : which)
-      if (compiler::grouped_int4(w[i].format) &&
-          (w[i].shape[1] % m.int4_group != 0 || w[i].shape[0] % 8 != 0))
+    for (std::size_t i : which) {
+      if (!compiler::grouped_int(w[i].format)) continue;
+      const int per_word = 32 / compiler::grouped_int_bits(w[i].format);
+      if (w[i].shape[1] % m.quant_group != 0 || w[i].shape[0] % per_word != 0)
         throw Error(
             fmt::format("{}: {}: {} has {} outputs and {} inputs; {} matrices need their inputs in whole "
-                        "groups of {} and their outputs in whole words of 8",
+                        "groups of {} and their outputs in whole words of {}",
                         m.file.empty() ? m.name : m.file, field, w[i].name, w[i].shape[0], w[i].shape[1],
-                        compiler::dtype_name(w[i].format), m.int4_group));
+                        compiler::dtype_name(w[i].format), m.quant_group, per_word));
+    }
   };
   whole_groups(linear, "linear_dtype");
   whole_groups(expert, "expert_dtype");

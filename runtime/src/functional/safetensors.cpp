@@ -295,11 +295,14 @@ std::vector<std::int64_t> scale_shape(const WeightShape& stored) {
       fp8_scale_shape(stored_grid(stored), stored.shape[0], stored.shape[1]);
   return {s[0], s[1]};
 }
-// 4-bit group matrices (int4.hpp), NAME the stored tensor's name without ".weight" (its module): AutoAWQ's
-// NAME.qweight, NAME.qzeros, NAME.scales; GPTQ's and NAME.g_idx; W4A16's (compressed-tensors)
-// NAME.weight_packed, NAME.weight_scale, NAME.weight_shape.
+// 4-bit (and GPTQ's 8-bit) group matrices (int4.hpp), NAME the stored tensor's name without ".weight" (its
+// module): AutoAWQ's NAME.qweight, NAME.qzeros, NAME.scales; GPTQ's and NAME.g_idx; W4A16's
+// (compressed-tensors) NAME.weight_packed, NAME.weight_scale, NAME.weight_shape.
 bool int4_stored(const WeightShape& stored) {
-  return compiler::grouped_int4(stored.format) && stored.role == WeightShape::Role::kMatrix;
+  return compiler::grouped_int(stored.format) && stored.role == WeightShape::Role::kMatrix;
+}
+bool gptq_format(compiler::DType format) {
+  return format == compiler::DType::kInt4Gptq || format == compiler::DType::kInt8Gptq;
 }
 std::string int4_module(const WeightShape& stored) {
   DUPLEX_ASSERT(stored.name.ends_with(".weight"), "a 4-bit matrix is a module's weight");
@@ -310,14 +313,12 @@ std::vector<std::string> int4_names(const WeightShape& stored) {
   if (stored.format == compiler::DType::kInt4Pack)
     return {module + ".weight_packed", module + ".weight_scale", module + ".weight_shape"};
   std::vector<std::string> names = {module + ".qweight", module + ".qzeros", module + ".scales"};
-  if (stored.format == compiler::DType::kInt4Gptq) names.push_back(module + ".g_idx");
+  if (gptq_format(stored.format)) names.push_back(module + ".g_idx");
   return names;
 }
-// The release kind a 4-bit format's errors name.
+// The release kind a grouped integer format's errors name.
 const char* int4_kind(compiler::DType format) {
-  return format == compiler::DType::kInt4Awq    ? "AWQ"
-         : format == compiler::DType::kInt4Gptq ? "GPTQ"
-                                                : "W4A16";
+  return format == compiler::DType::kInt4Awq ? "AWQ" : gptq_format(format) ? "GPTQ" : "W4A16";
 }
 // The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, its FP8 codes and scales,
 // or its 4-bit parts.
@@ -582,7 +583,7 @@ void check_weight_shape(const SafetensorsFile& f, const std::string& name, std::
 // int4_names(p.stored)[i], dequantized to FP16 (int4.hpp); scales in F16 or BF16.
 WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p, int group) {
   const compiler::DType format = p.stored.format;
-  const bool gptq = format == compiler::DType::kInt4Gptq, pack = format == compiler::DType::kInt4Pack;
+  const bool gptq = gptq_format(format), pack = format == compiler::DType::kInt4Pack;
   const char* kind = int4_kind(format);
   const std::int64_t rows = p.stored.shape[0], cols = p.stored.shape[1];
   const std::vector<std::string> names = int4_names(p.stored);
@@ -592,7 +593,7 @@ WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const S
   };
   const std::vector<std::int32_t> qweight = words(0, int4_qweight_shape(format, rows, cols));
   const std::vector<std::int32_t> qzeros =
-      pack ? std::vector<std::int32_t>() : words(1, int4_qzeros_shape(rows, cols, group));
+      pack ? std::vector<std::int32_t>() : words(1, int4_qzeros_shape(format, rows, cols, group));
   const std::size_t at = pack ? 1 : 2;  // the scales
   const std::array<std::int64_t, 2> shape = int4_scales_shape(format, rows, cols, group);
   const std::vector<float> scales =
@@ -620,8 +621,9 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
     return read_fp8(*files[0], *files[1], p);
   }
   if (int4_stored(p.stored)) {
-    converted.insert(std::string(int4_kind(p.stored.format)) + " int4");
-    return read_int4(files, p, spec.int4_group);
+    converted.insert(
+        fmt::format("{} int{}", int4_kind(p.stored.format), compiler::grouped_int_bits(p.stored.format)));
+    return read_int4(files, p, spec.quant_group);
   }
   return read_tensor(*files[0], p.stored, spec.name, converted);
 }
@@ -661,13 +663,13 @@ struct StoredData {
   std::deque<std::array<std::int64_t, 2>> shapes;  // W4A16's weight_shape tensors
 };
 // A 4-bit matrix of `spec` (stored tensor `stored`, its values in t) as its release's parts (int4.hpp): zero
-// 8, power-of-two scales, groups of spec.int4_group in order.
+// 8, power-of-two scales, groups of spec.quant_group in order.
 void add_int4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
               const WeightTensor& t) {
-  const std::int64_t rows = t.shape[0], cols = t.shape[1], group = spec.int4_group;
-  const Int4Packed& q = data.int4.emplace_back(
-      pack_int4(stored.format,
-                quantize_int4(t.data.data(), rows, cols, "model " + spec.name + ": " + stored.name, group)));
+  const std::int64_t rows = t.shape[0], cols = t.shape[1], group = spec.quant_group;
+  const Int4Packed& q = data.int4.emplace_back(pack_int4(
+      stored.format, quantize_int4(t.data.data(), rows, cols, "model " + spec.name + ": " + stored.name,
+                                   group, compiler::grouped_int_bits(stored.format))));
   const std::vector<std::string> names = int4_names(stored);
   auto shape = [](std::array<std::int64_t, 2> a) { return std::vector<std::int64_t>{a[0], a[1]}; };
   all.push_back({names[0], "I32", shape(int4_qweight_shape(stored.format, rows, cols)),
@@ -681,7 +683,7 @@ void add_int4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec
     all.push_back({names[2], "I64", {2}, reinterpret_cast<const char*>(held.data()), 16});
     return;
   }
-  all.push_back({names[1], "I32", shape(int4_qzeros_shape(rows, cols, group)),
+  all.push_back({names[1], "I32", shape(int4_qzeros_shape(stored.format, rows, cols, group)),
                  reinterpret_cast<const char*>(q.qzeros.data()), q.qzeros.size() * 4});
   if (!q.g_idx.empty())
     all.push_back(
@@ -745,7 +747,8 @@ void put_on_checkpoint_grid(ModelWeights& weights) {
     if (!fp8_stored(p.stored) && !int4_stored(p.stored)) continue;
     WeightTensor t = stored_form(weights, p);
     if (int4_stored(p.stored))
-      round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1], weights.spec.int4_group);
+      round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1], weights.spec.quant_group,
+                           compiler::grouped_int_bits(p.stored.format));
     else
       round_to_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored));
     ModelWeights parts;
@@ -1785,7 +1788,7 @@ nlohmann::json compressed_tensors_config(const compiler::ModelSpec& m, const cha
 // dtype (the routers, by full name: transformers matches them as substrings); GPTQ's (checkpoint_format gptq,
 // desc_act false: groups in order, sym: zero 8), with optimum's modules_in_block_to_quantize in an MoE model
 // (the modules under a layer in 4 bits; else optimum would quantize the routers too); or llm-compressor's
-// W4A16 (compressed-tensors pack-quantized: 4-bit int, symmetric, groups of int4_group, 16-bit activations).
+// W4A16 (compressed-tensors pack-quantized: 4-bit int, symmetric, groups of quant_group, 16-bit activations).
 nlohmann::json int4_config(const compiler::ModelSpec& m) {
   if (m.linear_dtype == compiler::DType::kInt4Pack)
     return compressed_tensors_config(m, "pack-quantized",
@@ -1793,7 +1796,7 @@ nlohmann::json int4_config(const compiler::ModelSpec& m) {
                                       {"type", "int"},
                                       {"symmetric", true},
                                       {"strategy", "group"},
-                                      {"group_size", m.int4_group},
+                                      {"group_size", m.quant_group},
                                       {"dynamic", false},
                                       {"block_structure", nullptr},
                                       {"actorder", nullptr},
@@ -1817,13 +1820,13 @@ nlohmann::json int4_config(const compiler::ModelSpec& m) {
   if (m.linear_dtype == compiler::DType::kInt4Awq)
     return {{"quant_method", "awq"},
             {"bits", 4},
-            {"group_size", m.int4_group},
+            {"group_size", m.quant_group},
             {"zero_point", true},
             {"version", "gemm"},
             {"modules_to_not_convert", kept.empty() ? nlohmann::json() : nlohmann::json(kept)}};
   nlohmann::json q = {{"quant_method", "gptq"},
-                      {"bits", 4},
-                      {"group_size", m.int4_group},
+                      {"bits", compiler::grouped_int_bits(m.linear_dtype)},
+                      {"group_size", m.quant_group},
                       {"desc_act", false},
                       {"sym", true},
                       {"checkpoint_format", "gptq"},
@@ -1868,7 +1871,7 @@ nlohmann::json hf_config(const ModelWeights& weights) {
                                 {"scale_fmt", "ue8m0"}};
     return c;
   }
-  if (compiler::grouped_int4(experts)) {
+  if (compiler::grouped_int(experts)) {
     c["quantization_config"] = int4_config(m);
     return c;
   }

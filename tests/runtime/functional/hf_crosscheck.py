@@ -106,12 +106,13 @@ def dequantize_fp8(config, tensors, scaled=True):
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # AutoAWQ's GEMM packing: the output of its eight each field of a word holds
 
 
-def nibbles(words, axis):
-    """I32 words as their eight 4-bit fields (the first in the low bits), spread along `axis` (8 x longer)."""
+def nibbles(words, axis, bits=4):
+    """I32 words as their 32 / bits fields (the first in the low bits), spread along `axis` (32 / bits x longer)."""
+    n = 32 // bits
     w = words.astype(np.int64) & 0xFFFFFFFF
-    fields = np.stack([(w >> (4 * i)) & 15 for i in range(8)], axis=axis + 1)
+    fields = np.stack([(w >> (bits * i)) & ((1 << bits) - 1) for i in range(n)], axis=axis + 1)
     shape = list(words.shape)
-    shape[axis] *= 8
+    shape[axis] *= n
     return fields.reshape(shape)
 
 
@@ -120,7 +121,8 @@ def dequantize_int4(config, tensors, zeros=True):
     taken as 0 when not `zeros`. quant_method awq (AutoAWQ's dequantize_gemm): NAME.qweight [in, out / 8] and
     NAME.qzeros [in / g, out / 8], the fields of a word holding outputs in AWQ_ORDER; NAME.scales [in / g, out].
     quant_method gptq (AutoGPTQ, checkpoint_format gptq): NAME.qweight [in / 8, out], a word's fields inputs in
-    order; NAME.qzeros as AWQ's but in order, holding zero - 1; input i in group NAME.g_idx[i].
+    order; NAME.qzeros as AWQ's but in order, holding zero - 1; input i in group NAME.g_idx[i]; with bits 8
+    (Qwen's GPTQ-Int8) four 8-bit fields a word.
     compressed-tensors pack-quantized (unpack_from_int32, then dequantize): NAME.weight_packed [out, in / 8],
     a word's fields inputs in order, each the signed value + 8; NAME.weight_scale [out, in / g]."""
     q = config.get("quantization_config") or {}
@@ -155,8 +157,9 @@ def dequantize_int4(config, tensors, zeros=True):
             z = nibbles(tensors[base + ".qzeros"], 1)[:, order]
             group = np.arange(w.shape[0]) // g
         else:
-            w = nibbles(a, 0)
-            z = nibbles(tensors[base + ".qzeros"], 1) + 1
+            bits = q.get("bits", 4)
+            w = nibbles(a, 0, bits)
+            z = nibbles(tensors[base + ".qzeros"], 1, bits) + 1
             group = tensors[base + ".g_idx"].astype(np.int64)
         values = (w - (z[group] if zeros else 0)) * scales[group]  # [in, out]
         out[base + ".weight"] = values.astype(np.float16).astype(np.float64).T

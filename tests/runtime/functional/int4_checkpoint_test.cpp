@@ -143,7 +143,7 @@ TEST(Int4Checkpoint, SmallerGroupsWrittenAndReadBackBitForBit) {
        {std::pair{"tiny-qwen2-gptq-g32.yaml", 32}, std::pair{"tiny-mixtral-awq-g64.yaml", 64}}) {
     SCOPED_TRACE(file);
     const ModelWeights w = random_weights(data_model(file), 6);
-    EXPECT_EQ(w.spec.int4_group, group);
+    EXPECT_EQ(w.spec.quant_group, group);
     const fs::path dir = scratch("g" + std::to_string(group));
     write_checkpoint(dir.string(), w);
     RawFile f(dir / "model.safetensors");
@@ -152,12 +152,35 @@ TEST(Int4Checkpoint, SmallerGroupsWrittenAndReadBackBitForBit) {
     EXPECT_EQ(f.header[o + ".qzeros"]["shape"], shape(256 / group, 32));
     const std::string config = config_text(dir);
     EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["group_size"], group);
-    EXPECT_EQ(compiler::import_hf_config(config, "config.json").int4_group, group);
+    EXPECT_EQ(compiler::import_hf_config(config, "config.json").quant_group, group);
     const ModelWeights back = load_checkpoint(dir.string());
-    EXPECT_EQ(back.spec.int4_group, group);
+    EXPECT_EQ(back.spec.quant_group, group);
     for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
     fs::remove_all(dir);
   }
+}
+
+// GPTQ's 8-bit layout (Qwen's GPTQ-Int8): qweight [in / 4, out], qzeros [in / 128, out / 4], config.json
+// bits 8, read back by the compiler as int8_gptq; every weight back bit for bit.
+TEST(Int4Checkpoint, EightBitGptqWrittenAndReadBackBitForBit) {
+  const ModelWeights w = random_weights(data_model("tiny-qwen2-gptq-int8.yaml"), 7);
+  const fs::path dir = scratch("gptq_int8");
+  write_checkpoint(dir.string(), w);
+  RawFile f(dir / "model.safetensors");
+  const std::string down = "model.layers.0.mlp.down_proj";  // [256, 512]
+  EXPECT_EQ(f.header[down + ".qweight"]["shape"], shape(128, 256));
+  EXPECT_EQ(f.header[down + ".qzeros"]["shape"], shape(4, 64));
+  EXPECT_EQ(f.header[down + ".scales"]["shape"], shape(4, 256));
+  std::int32_t word = 0;
+  std::memcpy(&word, f.at(down + ".qzeros"), 4);
+  EXPECT_EQ(static_cast<std::uint32_t>(word), 0x7f7f7f7fu);  // zero 128, stored minus 1
+  const std::string config = config_text(dir);
+  EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["bits"], 8);
+  EXPECT_EQ(compiler::import_hf_config(config, "config.json").linear_dtype, DType::kInt8Gptq);
+  const ModelWeights back = load_checkpoint(dir.string());
+  EXPECT_NE(back.source.find("GPTQ int8"), std::string::npos) << back.source;
+  for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  fs::remove_all(dir);
 }
 
 // An MoE GPTQ release lists the modules under a layer in 4 bits (optimum's modules_in_block_to_quantize):

@@ -172,7 +172,7 @@ TEST(Int4Codec, RoundedValuesComeBackExactly) {
   EXPECT_NE(rounded, v);
   EXPECT_EQ(rounded[static_cast<std::size_t>(cols + 5)], 0u);  // -0 is stored as 8 and comes back +0
   const Int4Matrix q = quantize_int4(rounded.data(), rows, cols, "w");
-  EXPECT_EQ(q.zeros, std::vector<std::uint8_t>(static_cast<std::size_t>(rows * 3), 8));
+  EXPECT_EQ(q.zeros, std::vector<std::uint16_t>(static_cast<std::size_t>(rows * 3), 8));
   EXPECT_EQ(q.scales[3], 1.0f);  // row 1, group 0: zeros
   for (DType format : {DType::kInt4Awq, DType::kInt4Gptq, DType::kInt4Pack})
     EXPECT_EQ(dequantize_int4(unpacked(format, q, pack_int4(format, q)), "w"), rounded);
@@ -196,7 +196,7 @@ TEST(Int4Codec, RoundedValuesComeBackExactly) {
             std::string::npos);
 }
 
-// Groups of 32 and 64 (ModelSpec::int4_group): each group's own scale over its inputs, the tensors' shapes
+// Groups of 32 and 64 (ModelSpec::quant_group): each group's own scale over its inputs, the tensors' shapes
 // in whole groups (scales [in / G, out], W4A16's [out, in / G]), and every value back through each packing.
 TEST(Int4Codec, SmallerGroupsHaveTheirOwnScales) {
   const std::int64_t rows = 8, cols = 256;
@@ -215,7 +215,8 @@ TEST(Int4Codec, SmallerGroupsHaveTheirOwnScales) {
               (std::array<std::int64_t, 2>{cols / group, rows}));
     EXPECT_EQ(int4_scales_shape(DType::kInt4Pack, rows, cols, group),
               (std::array<std::int64_t, 2>{rows, cols / group}));
-    EXPECT_EQ(int4_qzeros_shape(rows, cols, group), (std::array<std::int64_t, 2>{cols / group, 1}));
+    EXPECT_EQ(int4_qzeros_shape(DType::kInt4Gptq, rows, cols, group),
+              (std::array<std::int64_t, 2>{cols / group, 1}));
     // Row 0: groups of growing magnitude get growing power-of-two scales (with 32: one per doubling).
     EXPECT_LT(q.scales[0], q.scales[static_cast<std::size_t>(q.groups() - 1)]);
     if (group == 32) {
@@ -227,6 +228,41 @@ TEST(Int4Codec, SmallerGroupsHaveTheirOwnScales) {
       EXPECT_EQ(dequantize_int4(back, "w"), rounded) << group;
     }
   }
+}
+
+// GPTQ's 8-bit layout (int8_gptq): four 8-bit fields a word, qweight [in / 4][out], qzeros [in / 128][out /
+// 4] holding zero - 1 (127 for the zero 128 duplex writes); values on the 8-bit grid (128 x 2^k >= -min, 127
+// x 2^k
+// >= max) come back bit for bit; the 4-bit grid is coarser.
+TEST(Int4Codec, EightBitGptqFields) {
+  const std::int64_t rows = 8, cols = 256;
+  std::vector<std::uint16_t> v(static_cast<std::size_t>(rows * cols));
+  for (std::size_t i = 0; i < v.size(); ++i)
+    v[i] = float_to_half_bits(static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * 3.0));
+  std::vector<std::uint16_t> eight = v, four = v;
+  round_to_int4_groups(eight.data(), rows, cols, 128, 8);
+  round_to_int4_groups(four.data(), rows, cols, 128, 4);
+  double err8 = 0, err4 = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    err8 = std::max(err8,
+                    static_cast<double>(std::fabs(half_bits_to_float(eight[i]) - half_bits_to_float(v[i]))));
+    err4 = std::max(err4,
+                    static_cast<double>(std::fabs(half_bits_to_float(four[i]) - half_bits_to_float(v[i]))));
+  }
+  EXPECT_LT(err8, err4 / 8);
+  const Int4Matrix q = quantize_int4(eight.data(), rows, cols, "w", 128, 8);
+  EXPECT_EQ(q.bits, 8);
+  EXPECT_EQ(q.zeros[0], 128);
+  EXPECT_EQ(q.scales[0], 0.03125f);  // 3 x max|sin| within (127 x 2^-6, 127 x 2^-5]
+  const Int4Packed p = pack_int4(DType::kInt8Gptq, q);
+  EXPECT_EQ(int4_qweight_shape(DType::kInt8Gptq, rows, cols), (std::array<std::int64_t, 2>{64, 8}));
+  EXPECT_EQ(int4_qzeros_shape(DType::kInt8Gptq, rows, cols), (std::array<std::int64_t, 2>{2, 2}));
+  EXPECT_EQ(static_cast<std::uint32_t>(p.qzeros[0]), 0x7f7f7f7fu);
+  // Word [0][0]: inputs 0..3 of output 0, the first in the low byte.
+  for (int f = 0; f < 4; ++f)
+    EXPECT_EQ((static_cast<std::uint32_t>(p.qweight[0]) >> (8 * f)) & 0xffu, q.q[static_cast<std::size_t>(f)])
+        << f;
+  EXPECT_EQ(dequantize_int4(unpacked(DType::kInt8Gptq, q, p), "w"), eight);
 }
 
 }  // namespace

@@ -18,7 +18,8 @@ namespace duplex::compiler {
 // "compressed-tensors", format pack-quantized). kInt8Channel: 8-bit signed integer weights with one scale per
 // output channel (row), w = q x scale, as llm-compressor's W8A8-INT8 releases store them (quant_method
 // "compressed-tensors", format int-quantized, weights strategy channel, activations INT8 per token, dynamic).
-// These seven are matrix formats only (matrix_format).
+// kInt8Gptq: GPTQ's 8-bit releases (quant_method "gptq", bits 8: Qwen's GPTQ-Int8), as int4_gptq with 8-bit
+// integers and zero points (w = (q - zero) x scale). These eight are matrix formats only (matrix_format).
 enum class DType {
   kFp16,
   kBf16,
@@ -31,33 +32,39 @@ enum class DType {
   kInt4Awq,
   kInt4Gptq,
   kInt4Pack,
-  kInt8Channel
+  kInt8Channel,
+  kInt8Gptq
 };
 // Inputs of a row per scale (and zero point) of int4_awq / int4_gptq / int4_pack: group_size 128, the common
-// one and the default; 32 and 64 are modelled too (ModelSpec::int4_group).
+// one and the default; 32 and 64 are modelled too (ModelSpec::quant_group).
 inline constexpr int kInt4Group = 128;
 // Whether `group` is a modelled group_size of the 4-bit formats: 32, 64 or 128.
-bool int4_group_modelled(long long group);
+bool quant_group_modelled(long long group);
 
 // Bytes per element (int4: 0.5; mxfp4: 0.53125, fp8_block128: 1.000244, int4_awq / int4_gptq: 0.519531 (a
 // 16-bit scale and a 4-bit zero per 128) and int4_pack 0.515625 (a 16-bit scale per 128), their scales
 // included; fp8_channel and int8_channel: 1, its one scale per row of
 // `in` elements, 2 / in bytes per element in BF16, left out: < 0.1% for any row of 2048 or more; so is
 // GPTQ's g_idx, 4 bytes per input column, 4 / out per element).
-// The grouped 4-bit formats' scales (and zero points) are counted at `int4_group` inputs per group.
-double dtype_bytes(DType t, int int4_group = kInt4Group);
+// The grouped integer formats' scales (and zero points) are counted at `quant_group` inputs per group.
+double dtype_bytes(DType t, int quant_group = kInt4Group);
 // Whether t is FP8 E4M3 with scales stored beside it (fp8_block128, fp8_channel).
 bool scaled_fp8(DType t);
 // Whether t is 8-bit codes with scales stored beside it (the scaled FP8 formats and int8_channel).
 bool scaled_8bit(DType t);
-// Whether t is 4-bit integers in groups of 128 with scales (int4_awq, int4_gptq, int4_pack).
+// Whether t is 4-bit integers in groups with scales (int4_awq, int4_gptq, int4_pack).
 bool grouped_int4(DType t);
+// Whether t is integers in groups with scales, packed in 32-bit words: the 4-bit ones and int8_gptq.
+bool grouped_int(DType t);
+// The bits per element of a grouped integer format (4, or 8 for int8_gptq).
+int grouped_int_bits(DType t);
 // Whether t is a format of weight matrices only (mxfp4, fp8_block128, fp8_channel, int4_awq, int4_gptq,
-// int4_pack, int8_channel): not for norms, embeddings or a KV cache.
+// int4_pack, int8_channel, int8_gptq): not for norms, embeddings or a KV cache.
 bool matrix_format(DType t);
 std::string_view dtype_name(DType t);
 // Parses "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "fp8_block128", "fp8_channel", "int4_awq",
-// "int4_gptq", "int4_pack", "int8_channel" (also HF's "float16", "bfloat16"); throws duplex::Error.
+// "int4_gptq", "int4_pack", "int8_channel", "int8_gptq" (also HF's "float16", "bfloat16"); throws
+// duplex::Error.
 DType parse_dtype(std::string_view s);
 
 }  // namespace duplex::compiler

@@ -180,7 +180,7 @@ struct ModelSpec {
   DType linear_dtype = DType::kFp16;
   // Inputs per scale (and zero point) of the grouped 4-bit formats (int4_awq / int4_gptq / int4_pack): 32, 64
   // or 128 (a release's group_size); it applies to both expert_dtype and linear_dtype.
-  int int4_group = kInt4Group;
+  int quant_group = kInt4Group;
 
   bool is_moe() const { return experts > 0; }
   bool is_moe_layer(int layer) const;

@@ -53,9 +53,9 @@ struct Op {
   bool sinks = false;    // attention: each softmax row has a sink logit (gpt-oss; ModelSpec::attn_sinks)
   bool bias = false;     // FFN: each GEMV adds a bias [rows] (gpt-oss's experts; ModelSpec::mlp_bias)
   DType dtype = DType::kFp16;
-  // Grouped 4-bit weights (dtype int4_*): inputs per scale (ModelSpec::int4_group).
-  int int4_group = kInt4Group;
-  double weight_bytes_per_element() const { return dtype_bytes(dtype, int4_group); }  // of its weights
+  // Grouped 4-bit weights (dtype int4_*): inputs per scale (ModelSpec::quant_group).
+  int quant_group = kInt4Group;
+  double weight_bytes_per_element() const { return dtype_bytes(dtype, quant_group); }  // of its weights
   // Analysis (filled by lowering).
   double flops = 0;
   double bytes_weights = 0;

@@ -3,7 +3,7 @@
 // (the model's [out][in]) is (q[r][c] - zero) x scale, the zero (4 bits) and 16-bit scale those of group g of
 // row r, g the group of input c: c / G, or a GPTQ checkpoint's g_idx[c] (act-order releases permute them). G,
 // the inputs per group, is the release's group_size: 128 below (kInt4Group), or 32 or 64 (ModelSpec::
-// int4_group; every function takes it, 128 by default).
+// quant_group; every function takes it, 128 by default).
 // The checkpoints store, per matrix NAME (the module's name, without ".weight"), I32 words of eight 4-bit
 // fields, the first in the low bits:
 // - AutoAWQ (GEMM packing): NAME.qweight [in][out / 8], NAME.qzeros [in / 128][out / 8], NAME.scales
@@ -14,6 +14,9 @@
 // - compressed-tensors pack-quantized (llm-compressor's W4A16): NAME.weight_packed [out][in / 8] (a word:
 //   inputs 8i..8i + 7 of one output, in order; each field the signed value + 8: zero 8), NAME.weight_scale
 //   [out][in / 128] in the model's dtype, NAME.weight_shape [2] = {out, in}.
+// GPTQ's 8-bit releases (int8_gptq) are stored as its 4-bit ones with 8-bit fields, four a word: qweight
+// [in / 4][out], qzeros [in / G][out / 4] (zero 128 stored as 127); every function here takes them (the
+// matrix's `bits`, the format's).
 // The emulation computes in FP16: a dequantized element is (q - zero) x scale rounded once to FP16, as
 // AutoAWQ's and AutoGPTQ's dequantization do (compressed-tensors' rounds to the scale's dtype; both exact for
 // the power-of-two scales duplex writes).
@@ -30,8 +33,9 @@ namespace duplex::runtime::functional {
 struct Int4Matrix {
   std::int64_t rows = 0, cols = 0;                 // out, in; cols a multiple of group_size
   std::int64_t group_size = compiler::kInt4Group;  // inputs per group
-  std::vector<std::uint8_t> q;      // rows x cols, 0..15
-  std::vector<std::uint8_t> zeros;  // rows x groups, 0..16 (GPTQ's stored field + 1 may reach 16)
+  int bits = 4;                                    // per field: 4, or 8 (int8_gptq)
+  std::vector<std::uint8_t> q;                     // rows x cols, 0..2^bits - 1
+  std::vector<std::uint16_t> zeros;  // rows x groups, 0..2^bits (GPTQ's stored field + 1 may reach 2^bits)
   std::vector<float> scales;        // rows x groups, FP16 or BF16 values
   std::vector<std::int32_t> group;  // cols: the group of each input, 0..groups - 1
   std::int64_t groups() const { return cols / group_size; }
@@ -45,7 +49,7 @@ struct Int4Packed {
 };
 // The shapes of a rows x cols matrix's qweight (weight_packed), qzeros (AWQ, GPTQ) and scales in `format`.
 std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols);
-std::array<std::int64_t, 2> int4_qzeros_shape(std::int64_t rows, std::int64_t cols,
+std::array<std::int64_t, 2> int4_qzeros_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
                                               std::int64_t group_size = compiler::kInt4Group);
 std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
                                               std::int64_t group_size = compiler::kInt4Group);
@@ -75,10 +79,12 @@ std::vector<std::uint16_t> dequantize_int4(const Int4Matrix& m, const std::strin
 // largest value (1 for a group of zeros), each field 8 + the nearest integer of value / scale (ties to
 // even). Every value must come back exactly (random weights of a 4-bit model do); otherwise a duplex::Error
 // naming `what` and the element.
+// With `bits` 8: zero 128, 128 x 2^k >= -min and 127 x 2^k >= max.
 Int4Matrix quantize_int4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols,
-                         const std::string& what, std::int64_t group_size = compiler::kInt4Group);
-// Rounds rows x cols FP16 values in place to that grid (fields clamped to 0..15).
+                         const std::string& what, std::int64_t group_size = compiler::kInt4Group,
+                         int bits = 4);
+// Rounds rows x cols FP16 values in place to that grid (fields clamped to 0..2^bits - 1).
 void round_to_int4_groups(std::uint16_t* values, std::int64_t rows, std::int64_t cols,
-                          std::int64_t group_size = compiler::kInt4Group);
+                          std::int64_t group_size = compiler::kInt4Group, int bits = 4);
 
 }  // namespace duplex::runtime::functional
