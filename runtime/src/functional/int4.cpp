@@ -92,6 +92,10 @@ unsigned nearest_field(double v, int k, Fields w) {
 
 }  // namespace
 
+bool gptq_layout(compiler::DType format) {
+  return format == compiler::DType::kInt4Gptq || format == compiler::DType::kInt8Gptq;
+}
+
 std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols) {
   switch (format) {
     case compiler::DType::kInt4Awq:
@@ -184,7 +188,7 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
       const std::size_t i = static_cast<std::size_t>(r * m.groups() + g);
       const unsigned zero = m.zeros[i];
       if (zeros) {
-        const bool gptq = format != compiler::DType::kInt4Awq;  // stores zero - 1
+        const bool gptq = gptq_layout(format);  // stores zero - 1
         DUPLEX_ASSERT(gptq ? zero >= 1 && zero <= w.max() + 1 : zero <= w.max(),
                       "a zero point the format stores");
         const FieldAt at = layout.zero(r, g);
@@ -196,15 +200,14 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
       DUPLEX_ASSERT(half_bits_to_float(h) == m.scales[i], "a scale on FP16's grid");
       p.scales[static_cast<std::size_t>(layout.scale(r, g))] = h;
     }
-  if (format == compiler::DType::kInt4Gptq || format == compiler::DType::kInt8Gptq)
-    p.g_idx.assign(m.group.begin(), m.group.end());
+  if (gptq_layout(format)) p.g_idx.assign(m.group.begin(), m.group.end());
   return p;
 }
 
 Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t cols, const Int4Parts& parts,
                        const std::string& what, std::int64_t group_size) {
   const Fields w = fields_of(format);
-  const bool gptq = format == compiler::DType::kInt4Gptq || format == compiler::DType::kInt8Gptq;
+  const bool gptq = gptq_layout(format);
   check_shape(rows, cols, group_size, true, w);
   Int4Matrix m = zero_mid_matrix(rows, cols, group_size, w);
   const Layout layout(format, rows, cols, group_size);

@@ -301,9 +301,6 @@ std::vector<std::int64_t> scale_shape(const WeightShape& stored) {
 bool int4_stored(const WeightShape& stored) {
   return compiler::grouped_int(stored.format) && stored.role == WeightShape::Role::kMatrix;
 }
-bool gptq_format(compiler::DType format) {
-  return format == compiler::DType::kInt4Gptq || format == compiler::DType::kInt8Gptq;
-}
 std::string int4_module(const WeightShape& stored) {
   DUPLEX_ASSERT(stored.name.ends_with(".weight"), "a 4-bit matrix is a module's weight");
   return stored.name.substr(0, stored.name.size() - std::string_view(".weight").size());
@@ -313,12 +310,12 @@ std::vector<std::string> int4_names(const WeightShape& stored) {
   if (stored.format == compiler::DType::kInt4Pack)
     return {module + ".weight_packed", module + ".weight_scale", module + ".weight_shape"};
   std::vector<std::string> names = {module + ".qweight", module + ".qzeros", module + ".scales"};
-  if (gptq_format(stored.format)) names.push_back(module + ".g_idx");
+  if (gptq_layout(stored.format)) names.push_back(module + ".g_idx");
   return names;
 }
 // The release kind a grouped integer format's errors name.
 const char* int4_kind(compiler::DType format) {
-  return format == compiler::DType::kInt4Awq ? "AWQ" : gptq_format(format) ? "GPTQ" : "W4A16";
+  return format == compiler::DType::kInt4Awq ? "AWQ" : gptq_layout(format) ? "GPTQ" : "W4A16";
 }
 // The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, its FP8 codes and scales,
 // or its 4-bit parts.
@@ -583,7 +580,7 @@ void check_weight_shape(const SafetensorsFile& f, const std::string& name, std::
 // int4_names(p.stored)[i], dequantized to FP16 (int4.hpp); scales in F16 or BF16.
 WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p, int group) {
   const compiler::DType format = p.stored.format;
-  const bool gptq = gptq_format(format), pack = format == compiler::DType::kInt4Pack;
+  const bool gptq = gptq_layout(format), pack = format == compiler::DType::kInt4Pack;
   const char* kind = int4_kind(format);
   const std::int64_t rows = p.stored.shape[0], cols = p.stored.shape[1];
   const std::vector<std::string> names = int4_names(p.stored);

@@ -47,6 +47,8 @@ struct Int4Packed {
   std::vector<std::int32_t> qweight, qzeros, g_idx;
   std::vector<std::uint16_t> scales;
 };
+// Whether `format` is stored as GPTQ stores it (int4_gptq, int8_gptq: zero points minus 1, a g_idx).
+bool gptq_layout(compiler::DType format);
 // The shapes of a rows x cols matrix's qweight (weight_packed), qzeros (AWQ, GPTQ) and scales in `format`.
 std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols);
 std::array<std::int64_t, 2> int4_qzeros_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
