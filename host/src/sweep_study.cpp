@@ -152,7 +152,8 @@ void read_speculative(const ConfigNode& root, Study& s) {
       try {
         tree.validate();
       } catch (const Error& e) {
-        const bool topk = std::string(e.what()).find("draft_topk is") != std::string::npos;
+        // get_int bounds draft_topk, so its one error left is a branching without a tree.
+        const bool topk = x.draft_topk > 1 && x.tree_tokens == 0;
         n.fail(topk ? "draft_topk" : "tree_tokens", e.what(),
                "a draft tree of depth `tokens` with tokens <= tree_tokens <= draft_topk + (tokens - 1) x "
                "draft_topk^2 nodes, or tree_tokens 0 (a chain) with draft_topk 1");
