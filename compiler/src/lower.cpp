@@ -47,7 +47,8 @@ BatchState replica_batch(const BatchState& b, int dp) {
   out.first_draft_pass = b.first_draft_pass;
   for (const auto& g : b.groups) {
     if (g.count <= 0) continue;
-    out.groups.push_back({(g.count + dp - 1) / dp, g.context, g.tokens, g.completes_prefill, g.verify});
+    out.groups.push_back(
+        {(g.count + dp - 1) / dp, g.context, g.tokens, g.completes_prefill, g.verify, g.cached});
   }
   return out;
 }
@@ -270,7 +271,7 @@ class Lowering {
       (g.decodes() ? decode_tokens : prefill_tokens) += g.count * g.tokens;
       if (g.completes_prefill) {
         completed_requests += g.count;
-        completed_tokens += g.count * (g.context + g.tokens);
+        completed_tokens += g.count * (g.context - g.cached + g.tokens);
       }
       Op& o = g.decodes() ? dec : pre;
       const double c = static_cast<double>(g.context), t = static_cast<double>(g.tokens), n = static_cast<double>(g.count);

@@ -113,6 +113,17 @@ PointRecord read_point(const fs::path& file, const std::string& id, const nlohma
     if (const std::string text = speculative_text(&spec); !text.empty())
       p.system = fmt::format("{} [{}]", p.system, text);
   }
+  if (j.at("params").contains("prefix")) {  // a shared-prompt variant: its own series too
+    const nlohmann::json& prefix = need(j, "params.prefix", Want::object, name);
+    if (!prefix.contains("tokens") || !prefix["tokens"].is_number_integer() || !prefix.contains("groups") ||
+        !prefix["groups"].is_number_integer() || !prefix.contains("caching") ||
+        !prefix["caching"].is_boolean())
+      throw Error(
+          fmt::format("{}: params.prefix: {} is not {{tokens: integer, groups: integer, caching: boolean}}",
+                      name, prefix.dump()));
+    if (const std::string text = prefix_text(&prefix); !text.empty())
+      p.system = fmt::format("{} [{}]", p.system, text);
+  }
   p.load = need(j, "params.load", Want::string, name).get<std::string>();
   parse_load(p.load, name + ": params.load");  // throws for anything but closed / poisson:RATE
   p.input_len = need(j, "params.input_len", Want::number, name).get<std::int64_t>();

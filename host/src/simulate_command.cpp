@@ -50,6 +50,9 @@ struct SimulateOptions {
   std::int64_t batch = 128;        // max running requests
   std::string arrival = "closed";  // closed | poisson:RATE | trace:FILE
   std::int64_t concurrency = 0;    // closed-loop users; 0 = --batch
+  std::int64_t shared_prefix = 0;  // tokens of shared system prompt before each prompt (0: none)
+  std::int64_t prefix_groups = 1;  // distinct shared system prompts
+  bool no_prefix_caching = false;
   std::string routing = "uniform";  // uniform | zipf:S | trace:FILE
   std::uint64_t seed = 1;
   std::string policy = "continuous";
@@ -81,6 +84,15 @@ runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
     w.arrival.trace_rows = runtime::read_request_trace(w.arrival.trace_file);
     w.requests = static_cast<std::int64_t>(w.arrival.trace_rows.size());  // lengths from the trace
     w.routing = runtime::parse_routing(o.routing);
+    if (o.shared_prefix > 0) {
+      for (const runtime::RequestSpec& r : w.arrival.trace_rows)
+        if (!r.prompt_hashes.empty())
+          throw Error(
+              fmt::format("--shared-prefix: the trace {} carries its own prompt hashes (hash_ids); "
+                          "expected a trace without them, or no --shared-prefix",
+                          w.arrival.trace_file));
+      w.shared_prefix = runtime::SharedPrefix{o.shared_prefix, o.prefix_groups};
+    }
     return w;
   }
   runtime::SyntheticStream s;
@@ -92,6 +104,8 @@ runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
   s.length_spread = o.length_spread;
   s.concurrency = o.concurrency > 0 ? o.concurrency : o.batch;
   s.routing = o.routing;
+  s.prefix_tokens = o.shared_prefix;
+  s.prefix_groups = o.prefix_groups;
   if (o.arrival.rfind("poisson:", 0) == 0) {
     char* end = nullptr;
     const std::string rate = o.arrival.substr(8);
@@ -140,6 +154,7 @@ runtime::SchedulerConfig scheduler_from_flags(const SimulateOptions& o) {
   if (!o.acceptance.empty()) s.acceptance_rates = parse_acceptance(o.acceptance);
   s.tree_tokens = o.tree_tokens;
   s.draft_topk = o.draft_topk;
+  s.prefix_caching = !o.no_prefix_caching;
   return s;
 }
 
@@ -235,9 +250,23 @@ void add_simulate_command(CLI::App& app) {
   c->add_option("--length-spread", o->length_spread, "Gaussian stddev / mean of the lengths (0: fixed)")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   c->add_option("--batch", o->batch, "Max running requests (max batch)")->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--arrival", o->arrival, "closed | poisson:RATE | trace:FILE (arrival_s,input_tokens,output_tokens "
-                                        "or Azure TIMESTAMP,ContextTokens,GeneratedTokens)")->capture_default_str();
+  c->add_option("--arrival", o->arrival,
+                "closed | poisson:RATE | trace:FILE (CSV arrival_s,input_tokens,output_tokens or Azure "
+                "TIMESTAMP,ContextTokens,GeneratedTokens; or a Mooncake JSONL trace with hash_ids)")
+      ->capture_default_str();
   c->add_option("--concurrency", o->concurrency, "Closed-loop users (default: --batch)")->check(CLI::PositiveNumber);
+  c->add_option("--shared-prefix", o->shared_prefix,
+                "Tokens of shared system prompt each prompt begins with, before its --input-len tokens (0: "
+                "none); its K/V is reused by prefix caching")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--prefix-groups", o->prefix_groups,
+                "Distinct shared system prompts, one picked uniformly per request (with --shared-prefix)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_flag("--no-prefix-caching", o->no_prefix_caching,
+              "Compute every prompt in full, though requests share prefixes (--shared-prefix, a Mooncake "
+              "trace's hash_ids)");
   c->add_option(
        "--routing", o->routing,
        "Expert routing: uniform | zipf:S | trace:FILE (step,layer,expert,count, e.g. from duplex run "
@@ -288,11 +317,16 @@ void add_simulate_command(CLI::App& app) {
   c->callback([o, c] {
     if (!o->workload.empty())
       for (const char* flag : {"--requests", "--input-len", "--output-len", "--length-spread", "--arrival",
-                               "--concurrency", "--routing", "--seed"})
+                               "--concurrency", "--routing", "--seed", "--shared-prefix", "--prefix-groups"})
         if (c->count(flag) > 0)
           throw Error(fmt::format("{} cannot be combined with --workload: the workload file defines the request "
                                   "stream (edit a copy of it instead)", flag));
     check_speculative_flags(*o);
+    if (c->count("--prefix-groups") > 0 && o->shared_prefix == 0)
+      throw Error(
+          fmt::format("--prefix-groups {} picks among shared system prompts; expected --shared-prefix N "
+                      "(N >= 1 tokens) beside it",
+                      o->prefix_groups));
     run_simulate(*o);
   });
 }

@@ -41,6 +41,11 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           r.system, r.accepted_tokens, r.draft_tokens,
           100.0 * static_cast<double>(r.accepted_tokens) / static_cast<double>(r.draft_tokens),
           1.0 + static_cast<double>(r.accepted_tokens) / static_cast<double>(r.verify_steps));
+    if (r.prefix_query_tokens > 0)
+      s += fmt::format(
+          "prefix cache {}: {} of {} prompt tokens taken from the cache ({:.1f}%)\n", r.system,
+          r.prefix_hit_tokens, r.prefix_query_tokens,
+          100.0 * static_cast<double>(r.prefix_hit_tokens) / static_cast<double>(r.prefix_query_tokens));
     if (r.pim_area)
       s += fmt::format("area {}: Logic-PIM {:.2f} mm2 per stack, {:.1f}% of the {:.0f} mm2 logic die (TSVs {:.2f}, GEMM "
                        "modules {:.2f}, buffers {:.2f}, softmax {:.2f})\n",
@@ -78,12 +83,13 @@ std::string steps_csv(const runtime::SystemResult& r) {
 }
 
 std::string requests_csv(const runtime::SystemResult& r) {
-  std::string s = "id,arrival_s,input_tokens,output_tokens,ttft_ms,e2e_ms,mean_tbt_ms,preemptions\n";
+  std::string s =
+      "id,arrival_s,input_tokens,output_tokens,ttft_ms,e2e_ms,mean_tbt_ms,preemptions,prefix_hit_tokens\n";
   for (const auto& [id, j] : r.request_rows)
-    s += fmt::format("{},{:.9f},{},{},{:.4f},{:.4f},{:.4f},{}\n", id, j["arrival_s"].get<double>(),
+    s += fmt::format("{},{:.9f},{},{},{:.4f},{:.4f},{:.4f},{},{}\n", id, j["arrival_s"].get<double>(),
                      j["input_tokens"].get<std::int64_t>(), j["output_tokens"].get<std::int64_t>(),
                      j["ttft_ms"].get<double>(), j["e2e_ms"].get<double>(), j["mean_tbt_ms"].get<double>(),
-                     j["preemptions"].get<std::int64_t>());
+                     j["preemptions"].get<std::int64_t>(), j["prefix_hit_tokens"].get<std::int64_t>());
   return s;
 }
 

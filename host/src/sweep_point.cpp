@@ -22,6 +22,8 @@ runtime::WorkloadSpec workload_for(const SweepPoint& p, const StudyOptions& o) {
   s.poisson_rate_per_s = p.load.poisson ? p.load.rate_per_s : 0;
   s.concurrency = p.batch;
   s.routing = o.routing;
+  s.prefix_tokens = p.prefix.tokens;
+  s.prefix_groups = p.prefix.groups;
   return runtime::synthetic_workload(s);
 }
 
@@ -37,6 +39,7 @@ runtime::SchedulerConfig scheduler_for(const SweepPoint& p, const StudyOptions& 
   s.tree_tokens = p.speculative.tree_tokens;
   s.draft_topk = p.speculative.draft_topk;
   s.acceptance_seed = o.seed;
+  s.prefix_caching = p.prefix.caching;
   return s;
 }
 

@@ -191,7 +191,29 @@ void read_speculative(const ConfigNode& root, Study& s) {
   }
 }
 
+// prefix: [{tokens: 0}, {tokens: 2048, groups: 4}, {tokens: 2048, groups: 4, caching: false}, ...]
+void read_prefix(const ConfigNode& root, Study& s) {
+  for (const auto& n : non_empty_list(root, "prefix")) {
+    PrefixSetting x;
+    x.tokens = n.get_int("tokens", 0, 100'000'000);
+    if (n.has("groups")) x.groups = n.get_int("groups", 1, 1'000'000'000);
+    x.caching = n.get_or<bool>("caching", true);
+    n.finish();
+    if (x.tokens == 0 && (x.groups != 1 || !x.caching))
+      n.fail("tokens", "0 (no shared prompt) with groups or caching set",
+             "tokens >= 1 beside groups / caching");
+    if (std::find(s.prefix.begin(), s.prefix.end(), x) != s.prefix.end())
+      throw ConfigError(n.file(), n.path(), "is listed twice", "each setting once");
+    s.prefix.push_back(x);
+  }
+}
+
 }  // namespace
+
+std::string PrefixSetting::text() const {
+  if (tokens == 0) return "";
+  return fmt::format("prefix={}x{}{}", tokens, groups, caching ? "" : ", no caching");
+}
 
 std::string SpeculativeSetting::text() const {
   if (tokens == 0) return "";
@@ -213,6 +235,13 @@ std::string speculative_text(const nlohmann::json* speculative) {
       a.is_array() ? a.get<std::vector<double>>() : std::vector<double>{a.get<double>()},
       speculative->at("draft").get<std::string>(), speculative->value("tree_tokens", 0),
       speculative->value("draft_topk", 1)}
+      .text();
+}
+
+std::string prefix_text(const nlohmann::json* prefix) {
+  if (prefix == nullptr) return "";
+  return PrefixSetting{prefix->at("tokens").get<std::int64_t>(), prefix->at("groups").get<std::int64_t>(),
+                       prefix->at("caching").get<bool>()}
       .text();
 }
 
@@ -273,6 +302,8 @@ nlohmann::json SweepPoint::params(const StudyOptions& options) const {
       p["speculative"]["draft_topk"] = speculative.draft_topk;
     }
   }
+  if (prefix_axis)
+    p["prefix"] = {{"tokens", prefix.tokens}, {"groups", prefix.groups}, {"caching", prefix.caching}};
   return p;
 }
 
@@ -325,29 +356,36 @@ std::vector<SweepPoint> Study::points() const {
                                              spec.tree_tokens > 0
                                                  ? fmt::format("-t{}k{}", spec.tree_tokens, spec.draft_topk)
                                                  : "");
-          for (const auto& [in, outl] : lengths)
-            for (const auto b : batches)
-              for (const auto& l : loads) {
-                SweepPoint p{.id = {},
-                             .model = m,
-                             .system = s,
-                             .knobs = setting,
-                             .knob_origin = file + ": knobs",
-                             .speculative = spec,
-                             .speculative_axis = !speculative.empty(),
-                             .input_len = in,
-                             .output_len = outl,
-                             .batch = b,
-                             .load = l};
-                p.id = fmt::format("{}__{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), knob_id,
-                                   spec_id, in, outl, b, file_safe(l.text));
-                if (!ids.insert(p.id).second)
-                  throw Error(
-                      fmt::format("{}: two points get the name \"{}\" (model, system, knob or draft names "
-                                  "that differ only in characters outside [A-Za-z0-9._-]); rename one",
-                                  file, p.id));
-                out.push_back(std::move(p));
-              }
+          for (const PrefixSetting& shared : prefix.empty() ? std::vector<PrefixSetting>{{}} : prefix)
+            for (const auto& [in, outl] : lengths)
+              for (const auto b : batches)
+                for (const auto& l : loads) {
+                  SweepPoint p{.id = {},
+                               .model = m,
+                               .system = s,
+                               .knobs = setting,
+                               .knob_origin = file + ": knobs",
+                               .speculative = spec,
+                               .speculative_axis = !speculative.empty(),
+                               .prefix = shared,
+                               .prefix_axis = !prefix.empty(),
+                               .input_len = in,
+                               .output_len = outl,
+                               .batch = b,
+                               .load = l};
+                  const std::string prefix_id =
+                      shared.tokens == 0 ? ""
+                                         : fmt::format("__prefix{}x{}{}", shared.tokens, shared.groups,
+                                                       shared.caching ? "" : "-nocache");
+                  p.id = fmt::format("{}__{}{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), knob_id,
+                                     spec_id, prefix_id, in, outl, b, file_safe(l.text));
+                  if (!ids.insert(p.id).second)
+                    throw Error(
+                        fmt::format("{}: two points get the name \"{}\" (model, system, knob or draft names "
+                                    "that differ only in characters outside [A-Za-z0-9._-]); rename one",
+                                    file, p.id));
+                  out.push_back(std::move(p));
+                }
         }
       }
   return out;
@@ -423,6 +461,7 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
   if (auto n = root.find("record")) read_record(*n, o);
   if (root.has("knobs")) read_knobs(root, s);
   if (root.has("speculative")) read_speculative(root, s);
+  if (root.has("prefix")) read_prefix(root, s);
   root.finish();
   // Every system with every knob setting is read now (as strictly as a file): a bad key or value stops the
   // study before any point runs.

@@ -41,6 +41,17 @@ struct SpeculativeSetting {
   bool operator==(const SpeculativeSetting&) const = default;
 };
 
+// A shared-prompt variant: every prompt begins with one of `groups` system prompts of `tokens` tokens (0:
+// none; runtime::SharedPrefix), served with prefix caching on or off (`caching`).
+struct PrefixSetting {
+  std::int64_t tokens = 0;
+  std::int64_t groups = 1;
+  bool caching = true;
+  // "prefix=2048x4" (+ ", no caching"); "" for none.
+  std::string text() const;
+  bool operator==(const PrefixSetting&) const = default;
+};
+
 // One arrival variant: "closed" (closed loop, as many users as the max batch) or "poisson:RATE" (req/s).
 struct SweepLoad {
   std::string text;
@@ -75,6 +86,8 @@ struct SweepPoint {
   std::string knob_origin;                                 // names the study's knobs in config errors
   SpeculativeSetting speculative;                          // off unless the study has a speculative axis
   bool speculative_axis = false;                           // the study lists speculative settings
+  PrefixSetting prefix;                                    // none unless the study has a prefix axis
+  bool prefix_axis = false;
   std::vector<ConfigOverride> overrides() const;
   std::int64_t input_len = 0, output_len = 0, batch = 0;
   SweepLoad load;
@@ -93,9 +106,10 @@ struct Study {
   std::vector<SweepLoad> loads;
   std::vector<SweepKnob> knobs;
   std::vector<SpeculativeSetting> speculative;  // empty: no speculative axis (every point without drafts)
+  std::vector<PrefixSetting> prefix;            // empty: no prefix axis (no shared prompts)
   StudyOptions options;
   // The points in a fixed order: models, then systems, knob values (the first knob slowest), speculative
-  // settings, lengths, batches, loads (the last varies fastest).
+  // settings, prefix settings, lengths, batches, loads (the last varies fastest).
   std::vector<SweepPoint> points() const;
   // The knob settings a system runs with: the cross product of the values of the knobs that apply to it
   // (the first knob varies slowest); one empty setting when none applies.
@@ -116,6 +130,8 @@ std::string system_label(const std::string& system, const nlohmann::json* knobs)
 std::string knob_settings(const nlohmann::json* knobs);
 // params' "speculative" ({tokens, acceptance, draft}; absent or tokens 0: "") as SpeculativeSetting::text().
 std::string speculative_text(const nlohmann::json* speculative);
+// params' "prefix" ({tokens, groups, caching}; absent or tokens 0: "") as PrefixSetting::text().
+std::string prefix_text(const nlohmann::json* prefix);
 
 // "closed" or "poisson:RATE"; duplex::Error naming `where` otherwise.
 SweepLoad parse_load(const std::string& text, const std::string& where);

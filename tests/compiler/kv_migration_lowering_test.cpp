@@ -52,6 +52,30 @@ TEST(KvMigrationLowering, OnePerLayerWithThePromptsKvBytesOnTheXpu) {
   }
 }
 
+TEST(KvMigrationLowering, PrefixCachedContextIsNotMoved) {
+  // The same completing chunk, 1024 of whose 1536 context tokens came from the prefix cache (in the KV spaces
+  // from the start): only 512 earlier-chunk tokens + the 512 new ones migrate.
+  BatchState b = BatchState::decode_batch(64, 2048);
+  b.groups.push_back({.count = 1, .context = 1536, .tokens = 512, .completes_prefill = true, .cached = 1024});
+  const auto c = compile("mixtral-8x7b", "duplex-pe", b);
+  const auto ops = of_kind(c.plan.graph, OpKind::kKvMigration);
+  ASSERT_EQ(static_cast<int>(ops.size()), c.model.layers);
+  const int kv_heads_here = c.model.kv_heads / c.layout.tp;
+  for (const Op* op : ops) {
+    EXPECT_EQ(op->n, 1024);
+    EXPECT_EQ(op->bytes_kv, 2.0 * 2.0 * kv_heads_here * c.model.head_dim * 2.0 * 1024);
+  }
+  // Attention still reads the whole context.
+  const auto whole = compile("mixtral-8x7b", "duplex-pe", completing_step(true));
+  const auto attention = [](const Graph& g) {
+    double bytes = 0;
+    for (const Op& o : g.ops)
+      if (o.kind == OpKind::kAttentionPrefill) bytes += o.bytes_kv;
+    return bytes;
+  };
+  EXPECT_EQ(attention(c.plan.graph), attention(whole.plan.graph));
+}
+
 TEST(KvMigrationLowering, SitsInTheCoprocessedAttentionStageXpuLane) {
   const auto c = compile("mixtral-8x7b", "duplex-pe", completing_step(true));
   int stages_with_migration = 0;

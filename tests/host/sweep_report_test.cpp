@@ -1,13 +1,14 @@
 // A tiny real sweep (run_point over the serving simulator), its HTML report, bad result folders, and the
 // page opened in headless Chromium.
+#include <gtest/gtest.h>
+#include <unistd.h>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <gtest/gtest.h>
+#include <fstream>
 #include <map>
 #include <string>
-#include <unistd.h>
 
 #include "duplex/base/error.hpp"
 #include "report_data.hpp"
@@ -122,6 +123,47 @@ TEST_F(TinySweep, ReportHasEveryChartSection) {
   EXPECT_NE(html.find("<td>-</td></tr>"), std::string::npos);                 // gpu: no PIM, no area
   EXPECT_EQ(html.find("<script"), std::string::npos);
   EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg"));  // no external resources
+}
+
+// A prefix axis: each shared-prompt setting is its own series, labelled with its setting; a point whose
+// params.prefix is malformed is named.
+TEST(PrefixSweep, SettingsAreSeriesOfTheirOwn) {
+  const fs::path dir = temp_path("prefix");
+  fs::remove_all(dir);
+  run_sweep(parse_study(R"(study: prefix
+models: [tiny-dense]
+systems: [gpu]
+lengths: [[16, 8]]
+batch: [4]
+requests: 12
+pim_model: analytical
+prefix: [{tokens: 0}, {tokens: 64, groups: 2, caching: false}, {tokens: 64, groups: 2}]
+)",
+                        "prefix.yaml"),
+            dir.string(), 1);
+  const ResultFolder f = load_result_folder(dir.string());
+  ASSERT_EQ(f.points.size(), 3u);
+  EXPECT_EQ(f.points[0].system, "gpu");
+  EXPECT_EQ(f.points[1].system, "gpu [prefix=64x2, no caching]");
+  EXPECT_EQ(f.points[2].system, "gpu [prefix=64x2]");
+  for (const auto& p : f.points) EXPECT_TRUE(p.ok) << p.id << ": " << p.error;
+  const std::string csv = read_text_file(dir / "combined.csv");
+  EXPECT_EQ(count(csv, ",prefix=64x2,0."), 1u) << csv;  // the cached point's hit rate
+  // Damage one point's params (and study.json's, so they still agree): the report names the key.
+  for (const fs::path& file : {dir / "study.json", dir / "points" / (f.points[0].id + ".json")}) {
+    std::string text = read_text_file(file);
+    const std::size_t at = text.find("\"caching\": true");
+    ASSERT_NE(at, std::string::npos) << file;
+    text.replace(at, 15, "\"caching\": 1   ");
+    std::ofstream(file) << text;
+  }
+  try {
+    load_result_folder(dir.string());
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("params.prefix"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
 }
 
 TEST_F(TinySweep, BadOrPartialFoldersNameTheBadFile) {

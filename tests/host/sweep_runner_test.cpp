@@ -80,6 +80,26 @@ TEST(SweepRunner, WritesOneRecordPerPointAndACombinedCsvInStudyOrder) {
   fs::remove_all(dir);
 }
 
+// combined.csv states a shared-prompt point's setting and the share of prompt tokens its cache provided.
+TEST(SweepRunner, CombinedCsvStatesThePrefixCacheHitRate) {
+  nlohmann::json point = {{"id", "p"},
+                          {"params",
+                           {{"model", "m"},
+                            {"system", "gpu"},
+                            {"input_len", 16},
+                            {"output_len", 8},
+                            {"batch", 2},
+                            {"load", "closed"},
+                            {"prefix", {{"tokens", 2048}, {"groups", 4}, {"caching", true}}}}},
+                          {"status", "ok"},
+                          {"result", {{"prefix_cache", {{"hit_rate", 0.75}}}}}};
+  const std::string csv = combined_csv({point});
+  EXPECT_TRUE(csv.ends_with(",,prefix=2048x4,0.75\n")) << csv;
+  point["params"]["prefix"]["caching"] = false;
+  point["result"] = nlohmann::json::object();
+  EXPECT_TRUE(combined_csv({point}).ends_with(",,\"prefix=2048x4, no caching\",\n")) << combined_csv({point});
+}
+
 // combined.csv states a speculative point's setting and its tokens per verification (EAGLE's acceptance
 // length), empty without drafts.
 TEST(SweepRunner, CombinedCsvStatesTokensPerVerification) {
@@ -92,12 +112,13 @@ TEST(SweepRunner, CombinedCsvStatesTokensPerVerification) {
   const nlohmann::json plain = {
       {"id", "b"}, {"params", params}, {"status", "ok"}, {"result", {{"devices", 4}}}};
   const std::string csv = combined_csv({spec, plain});
-  EXPECT_NE(csv.find(",speculative,tokens_per_verify\n"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",\"speculative=3, acceptance=0.8, draft=ngram, tree_tokens=9, draft_topk=3\",2.5\n"),
+  EXPECT_NE(csv.find(",speculative,tokens_per_verify,prefix,prefix_hit_rate\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",\"speculative=3, acceptance=0.8, draft=ngram, tree_tokens=9, draft_topk=3\",2.5,,\n"),
             std::string::npos)
       << csv;
   EXPECT_NE(csv.find("\nb,"), std::string::npos);
-  EXPECT_TRUE(csv.ends_with(",,\n")) << csv;  // no speculative setting, no tokens per verification
+  EXPECT_TRUE(csv.ends_with(",,,,\n"))
+      << csv;  // no speculative setting, no tokens per verification, no prefix
 }
 
 TEST(SweepRunner, OutputIsByteIdenticalForAnyNumberOfJobs) {

@@ -215,6 +215,43 @@ speculative:
   EXPECT_FALSE(parse_study(kStudy, "study.yaml").points()[0].params(s.options).contains("speculative"));
 }
 
+// A prefix axis: shared system prompts, with prefix caching on or off, one set of points per setting after
+// the speculative ones; none (tokens 0) keeps the plain id and params.
+TEST(SweepStudy, PrefixSettingsMultiplyThePoints) {
+  const Study s = parse_study(R"(study: prefix
+models: [llama3-70b]
+systems: [gpu]
+lengths: [[64, 32]]
+batch: [4]
+requests: 8
+prefix:
+  - {tokens: 0}
+  - {tokens: 512, groups: 4, caching: false}
+  - {tokens: 512, groups: 4}
+)",
+                              "study.yaml");
+  const auto points = s.points();
+  ASSERT_EQ(points.size(), 3u);
+  EXPECT_EQ(points[0].id, "llama3-70b__gpu__in64-out32__b4__closed");
+  EXPECT_EQ(points[1].id, "llama3-70b__gpu__prefix512x4-nocache__in64-out32__b4__closed");
+  EXPECT_EQ(points[2].id, "llama3-70b__gpu__prefix512x4__in64-out32__b4__closed");
+  const nlohmann::json params = points[1].params(s.options);
+  EXPECT_EQ(params["prefix"], nlohmann::json::parse(R"({"tokens": 512, "groups": 4, "caching": false})"));
+  EXPECT_EQ(prefix_text(&params["prefix"]), "prefix=512x4, no caching");
+  EXPECT_EQ(prefix_text(&points[0].params(s.options)["prefix"]), "");
+  EXPECT_FALSE(parse_study(kStudy, "study.yaml").points()[0].params(s.options).contains("prefix"));
+  const std::string base =
+      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  EXPECT_NE(error_of(base + "prefix: [{tokens: 0, caching: false}]\n").find("prefix[0].tokens"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "prefix: [{tokens: 8, groups: 0}]\n").find("prefix[0].groups"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(base + "prefix: [{tokens: 8}, {tokens: 8, groups: 1}]\n").find("prefix[1]: is listed twice"),
+      std::string::npos);
+  EXPECT_NE(error_of(base + "prefix: [{tokens: 8, share: 2}]\n").find("share"), std::string::npos);
+}
+
 // A draft tree (tree_tokens, draft_topk) is a setting of its own: its id, params and text state its shape; a
 // chain's params stay as they were.
 TEST(SweepStudy, DraftTreesAreSpeculativeSettings) {

@@ -1,7 +1,7 @@
-// The prefill-space bound (SchedulerConfig::prefill_capacity_tokens, Duplex memory spaces): hand-worked plans,
-// rejection at submission, and, under random workloads for every policy, the bound checked every step from the
-// plans alone (each unfinished prefill holds ceil((context_len + tokens) / block) blocks from its step until the
-// step that completes it; a preemption frees them).
+// The prefill-space bound (SchedulerConfig::prefill_capacity_tokens, Duplex memory spaces): hand-worked
+// plans, rejection at submission, and, under random workloads for every policy, the bound checked every step
+// from the plans alone (each unfinished prefill holds ceil((context_len - cached_context + tokens) / block)
+// blocks from its step until the step that completes it; a preemption frees them).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -116,6 +116,7 @@ struct Case {
   std::int64_t kv_blocks;
   std::int64_t prefill_tokens;  // the bound
   LengthDistribution lengths;
+  std::int64_t prefix_tokens = 0;  // > 0: shared system prompts (prefix caching), 3 of them
 };
 
 constexpr std::int64_t kBlock = 8;
@@ -134,13 +135,15 @@ std::vector<StepPlan> run_case(const Case& c, std::int64_t prefill_tokens, std::
   sc.kv_capacity_blocks = c.kv_blocks;
   sc.prefill_capacity_tokens = prefill_tokens;
   Scheduler scheduler(sc);
-  ClosedLoopSource source(12, 120, c.lengths, seed);
+  std::unique_ptr<RequestSource> source = std::make_unique<ClosedLoopSource>(12, 120, c.lengths, seed);
+  if (c.prefix_tokens > 0)
+    source = std::make_unique<SharedPrefixSource>(std::move(source), SharedPrefix{c.prefix_tokens, 3}, seed);
   std::map<RequestId, std::int64_t> held;  // unfinished prefills: tokens in the prefill space
   std::vector<StepPlan> plans;
   auto observer = [&](const StepPlan& plan, const StepOutcome&, const Scheduler&) {
     for (const RequestId id : plan.preempted) held.erase(id);
     for (const ScheduledRequest& r : plan.requests)
-      if (r.phase == TokenPhase::prefill) held[r.id] = r.context_len + r.tokens;
+      if (r.phase == TokenPhase::prefill) held[r.id] = r.context_len - r.cached_context + r.tokens;
     std::int64_t blocks = 0;
     for (const auto& [id, tokens] : held) blocks += (tokens + kBlock - 1) / kBlock;
     if (prefill_tokens > 0) {
@@ -151,13 +154,16 @@ std::vector<StepPlan> run_case(const Case& c, std::int64_t prefill_tokens, std::
     plans.push_back(plan);
   };
   auto step_time = [](const StepPlan& plan) { return ms(0.5) + us(2.0) * static_cast<double>(plan.total_tokens); };
-  const ServingRun run = run_serving_loop(scheduler, source, step_time, observer);
-  EXPECT_TRUE(source.exhausted());
+  const ServingRun run = run_serving_loop(scheduler, *source, step_time, observer);
+  EXPECT_TRUE(source->exhausted());
   EXPECT_FALSE(scheduler.has_unfinished());
+  std::int64_t hits = 0;
   for (const auto& [id, r] : run.records) {
     EXPECT_TRUE(r.finished()) << "request " << id;
     EXPECT_EQ(static_cast<std::int64_t>(r.token_times.size()), r.spec.output_tokens) << "request " << id;
+    hits += r.prefix_hit_tokens;
   }
+  EXPECT_EQ(hits > 0, c.prefix_tokens > 0) << c.name;
   return plans;
 }
 
@@ -180,17 +186,18 @@ TEST_P(PrefillSpaceProperties, ZeroAndANeverBindingBoundChangeNothing) {
   EXPECT_TRUE(run_case(c, 0, 3) == run_case(c, kBlock << 20, 3)) << c.name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Policies, PrefillSpaceProperties,
-                         ::testing::Values(
-                             Case{"continuous", BatchingPolicy::continuous, false, 0, 60, 320, kVaried},
-                             Case{"continuous_budget", BatchingPolicy::continuous, false, 512, 60, 320, kVaried},
-                             Case{"chunked", BatchingPolicy::continuous, true, 96, 60, 160, kFixed},
-                             Case{"chunked_tight_kv", BatchingPolicy::continuous, true, 96, 45, 160, kFixed},
-                             Case{"orca", BatchingPolicy::orca, false, 0, 120, 320, kVaried},
-                             Case{"static", BatchingPolicy::static_batch, false, 0, 120, 320, kVaried}),
-                         [](const ::testing::TestParamInfo<Case>& param_info) {
-                           return std::string(param_info.param.name);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Policies, PrefillSpaceProperties,
+    ::testing::Values(Case{"continuous", BatchingPolicy::continuous, false, 0, 60, 320, kVaried},
+                      Case{"continuous_budget", BatchingPolicy::continuous, false, 512, 60, 320, kVaried},
+                      Case{"chunked", BatchingPolicy::continuous, true, 96, 60, 160, kFixed},
+                      Case{"chunked_tight_kv", BatchingPolicy::continuous, true, 96, 45, 160, kFixed},
+                      Case{"orca", BatchingPolicy::orca, false, 0, 120, 320, kVaried},
+                      Case{"static", BatchingPolicy::static_batch, false, 0, 120, 320, kVaried},
+                      // 40 more prompt tokens: in + out - 1 stays below 360 (7 sigma above 179).
+                      Case{"prefix", BatchingPolicy::continuous, false, 0, 60, 360, kVaried, 40},
+                      Case{"prefix_chunked", BatchingPolicy::continuous, true, 96, 60, 160, kFixed, 32}),
+    [](const ::testing::TestParamInfo<Case>& param_info) { return std::string(param_info.param.name); });
 
 }  // namespace
 }  // namespace duplex::runtime

@@ -1,7 +1,8 @@
 // Properties under random workloads (the acceptance criteria): every request completes exactly once
 // with exactly its output tokens; KV never exceeds capacity (checked every step); simulated time is monotone;
 // same seed -> identical plans. KV capacity is made tiny so preemption happens, and the tests assert it did.
-// The same hold with speculative decoding (draft tokens verified, some rejected).
+// The same hold with speculative decoding (draft tokens verified, some rejected) and with prefix caching
+// (shared system prompts whose cached blocks are taken instead of computed, and evicted under pressure).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -25,6 +26,7 @@ struct Case {
   double acceptance = 0;
   int tree_tokens = 0;  // a draft tree's nodes (0: a chain)
   int draft_topk = 1;
+  std::int64_t prefix_tokens = 0;  // > 0: shared system prompts of this many tokens, in 3 groups
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -59,6 +61,8 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   } else {
     source = std::make_unique<ClosedLoopSource>(12, 150, lengths, seed);
   }
+  if (c.prefix_tokens > 0)
+    source = std::make_unique<SharedPrefixSource>(std::move(source), SharedPrefix{c.prefix_tokens, 3}, seed);
   Time last_end;
   std::set<RequestId> active_before;
   auto observer = [&](const StepPlan& plan, const StepOutcome& outcome, const Scheduler& s) {
@@ -106,7 +110,12 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   ServingRun run = run_serving_loop(scheduler, *source, step_time, observer);
   EXPECT_TRUE(source->exhausted());
   EXPECT_FALSE(scheduler.has_unfinished());
-  EXPECT_EQ(scheduler.kv().used_blocks(), 0);
+  // Only cached prefix blocks stay, held by no one.
+  EXPECT_EQ(scheduler.kv().used_units(), scheduler.kv().prefix_cache().cached_blocks());
+  EXPECT_EQ(scheduler.kv().prefix_cache().evictable_blocks(), scheduler.kv().prefix_cache().cached_blocks());
+  if (c.prefix_tokens == 0) {
+    EXPECT_EQ(scheduler.kv().used_blocks(), 0);
+  }
   return run;
 }
 
@@ -118,6 +127,7 @@ TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
     Observed seen;
     const ServingRun run = run_case(c, seed, seen);
     ASSERT_EQ(run.records.size(), 150u);
+    std::int64_t hit_tokens = 0;
     for (const auto& [id, r] : run.records) {
       ASSERT_TRUE(r.finished()) << "request " << id;
       EXPECT_EQ(seen.finished_events[id], 1) << "request " << id << " finished more than once";
@@ -132,16 +142,24 @@ TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
         }
       }
       // Every token computed is accounted for: the prompt, all outputs but the last (never fed back), what
-      // preemptions threw away, and the rejected drafts.
+      // preemptions threw away, and the rejected drafts, less what the prefix cache provided.
       EXPECT_EQ(seen.tokens_computed[id], r.spec.input_tokens + r.spec.output_tokens - 1 +
-                                              r.recomputed_tokens + r.draft_tokens - r.accepted_tokens)
+                                              r.recomputed_tokens + r.draft_tokens - r.accepted_tokens -
+                                              r.prefix_hit_tokens)
           << "request " << id;
+      hit_tokens += r.prefix_hit_tokens;
+      if (c.prefix_tokens == 0) {
+        EXPECT_EQ(r.prefix_hit_tokens, 0);
+      }
       EXPECT_LE(r.accepted_tokens, r.draft_tokens);
       if (c.speculative == 0) {
         EXPECT_EQ(r.draft_tokens, 0);
       }
     }
     EXPECT_LE(seen.max_running, 16);
+    if (c.prefix_tokens > 0) {
+      EXPECT_GT(hit_tokens, 0) << "the shared prompts were meant to hit the cache";
+    }
     if (c.policy == BatchingPolicy::continuous) {
       EXPECT_GT(seen.preemptions, 0) << "the tiny KV cache was meant to force preemptions";
     } else {
@@ -177,7 +195,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"speculative_orca", BatchingPolicy::orca, false, 0, 60, false, 2, 0.9},
                       Case{"tree_closed", BatchingPolicy::continuous, false, 0, 40, false, 3, 0.7, 10, 2},
                       Case{"tree_chunked", BatchingPolicy::continuous, true, 64, 40, true, 4, 0.6, 16, 3},
-                      Case{"tree_orca", BatchingPolicy::orca, false, 0, 60, false, 3, 0.8, 8, 2}),
+                      Case{"tree_orca", BatchingPolicy::orca, false, 0, 60, false, 3, 0.8, 8, 2},
+                      Case{"prefix_closed", BatchingPolicy::continuous, false, 0, 40, false, 0, 0, 0, 1, 40},
+                      Case{"prefix_chunked", BatchingPolicy::continuous, true, 64, 40, true, 0, 0, 0, 1, 40},
+                      Case{"prefix_speculative", BatchingPolicy::continuous, false, 0, 40, true, 3, 0.7, 0, 1,
+                           40},
+                      Case{"prefix_orca", BatchingPolicy::orca, false, 0, 80, false, 0, 0, 0, 1, 40}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

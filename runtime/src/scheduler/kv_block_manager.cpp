@@ -30,7 +30,7 @@ std::int64_t KvBlockManager::blocks_for(std::int64_t tokens) const {
 
 std::int64_t KvBlockManager::units_of(RequestId id) const {
   const auto it = units_.find(id);
-  return it == units_.end() ? 0 : it->second;
+  return it == units_.end() ? 0 : it->second.units;
 }
 
 std::int64_t KvBlockManager::blocks_for_step(std::int64_t context, std::int64_t total_tokens) const {
@@ -56,17 +56,52 @@ void KvBlockManager::grow_to(RequestId id, std::int64_t context, std::int64_t to
   const std::int64_t held = units_of(id), want = units_for_step(context, total_tokens);
   const std::int64_t target = window_.tokens > 0 ? want : std::max(held, want);
   if (target == held) return;
-  DUPLEX_ASSERT(target - held <= free_units(), fmt::format("KV grow of request {} by {} units with {} free", id,
-                                                           target - held, free_units()));
-  units_[id] = target;
+  if (target - held > free_units()) {
+    const std::int64_t short_units = target - held - free_units();
+    DUPLEX_ASSERT(
+        short_units <= prefix_.evictable_blocks(),
+        fmt::format("KV grow of request {} by {} units with {} free", id, target - held, free_units()));
+    prefix_.evict(short_units);
+    used_units_ -= short_units;
+  }
+  units_[id].units = target;
   used_units_ += target - held;
 }
 
 void KvBlockManager::release(RequestId id) {
   const auto it = units_.find(id);
   if (it == units_.end()) return;
-  used_units_ -= it->second;
+  // Its cached blocks stay counted (as cached, now perhaps evictable); its own go.
+  used_units_ -= it->second.units - prefix_.release(id);
   units_.erase(it);
+}
+
+bool KvBlockManager::can_grow_with(RequestId id, const PrefixCache::Hit& hit, std::int64_t context,
+                                   std::int64_t total_tokens) const {
+  DUPLEX_ASSERT(units_of(id) == 0, "a request taking cached prefix blocks already holds blocks");
+  const std::int64_t own = std::max<std::int64_t>(0, units_for_step(context, total_tokens) - hit.blocks);
+  return own <= free_units() + prefix_.evictable_blocks() - hit.evictable;
+}
+
+void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks) {
+  DUPLEX_ASSERT(units_of(id) == 0, "a request taking cached prefix blocks already holds blocks");
+  if (blocks == 0) return;
+  DUPLEX_ASSERT(window_.tokens == 0, "prefix caching with a sliding window");
+  prefix_.acquire(id, keys.first(static_cast<std::size_t>(blocks)));
+  units_[id] = Holder{.units = blocks, .next_shared = blocks};
+}
+
+void KvBlockManager::share_computed(RequestId id, std::span<const std::uint64_t> keys,
+                                    std::int64_t computed_tokens) {
+  if (keys.empty()) return;
+  DUPLEX_ASSERT(window_.tokens == 0, "prefix caching with a sliding window");
+  Holder& holder = units_.at(id);
+  const std::int64_t full =
+      std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()), computed_tokens / block_tokens_);
+  DUPLEX_ASSERT(full <= holder.units, "a request computed blocks it does not hold");
+  // Moving a block of its own into the cache leaves the used units as they are.
+  for (; holder.next_shared < full; ++holder.next_shared)
+    prefix_.insert(id, keys[static_cast<std::size_t>(holder.next_shared)]);
 }
 
 std::int64_t kv_blocks_for_memory(double kv_bytes_available, double kv_bytes_per_token,

@@ -92,6 +92,18 @@ void Scheduler::add_request(const RequestSpec& spec) {
     throw Error(fmt::format("request {} arrives with {} cached tokens of {} input tokens; expected 0 <= cached < "
                             "input (at least one token left to compute)", spec.id, spec.cached_tokens,
                             spec.input_tokens));
+  if (!spec.prompt_hashes.empty() && spec.hash_block_tokens < 1)
+    throw Error(
+        fmt::format("request {} carries {} prompt hashes of blocks of {} tokens; expected blocks of at least "
+                    "1 token",
+                    spec.id, spec.prompt_hashes.size(), spec.hash_block_tokens));
+  const bool shares_prefix = config_.prefix_caching && !spec.prompt_hashes.empty() && spec.cached_tokens == 0;
+  if (shares_prefix && kv_.window().tokens > 0)
+    throw Error(fmt::format(
+        "request {} carries prompt hashes for prefix caching, which is not modelled with the "
+        "model's {} of {} tokens; expected prefix caching off (--no-prefix-caching, "
+        "scheduler prefix_caching: false) or requests without hashes",
+        spec.id, kv_.window().chunked ? "chunked attention" : "sliding window", kv_.window().tokens));
   RequestRecord record;
   record.spec = spec;
   records_.emplace(spec.id, std::move(record));
@@ -100,6 +112,7 @@ void Scheduler::add_request(const RequestSpec& spec) {
   live.num_tokens = spec.input_tokens;
   live.num_computed = spec.cached_tokens;
   live.decoding = spec.cached_tokens > 0;
+  if (shares_prefix) live.prefix_keys = prefix_block_keys(spec, config_.kv_block_tokens);
   insert_sorted(waiting_, std::move(live));
 }
 
@@ -161,14 +174,16 @@ std::int64_t Scheduler::draft_depth(const Live& live, std::int64_t budget) const
 }
 
 std::int64_t Scheduler::prefill_blocks_of(const Live& live) const {
-  return prefill_capacity_blocks_ > 0 && !live.decoding ? kv_.blocks_for(live.num_computed) : 0;
+  return prefill_capacity_blocks_ > 0 && !live.decoding
+             ? kv_.blocks_for(live.num_computed - live.prefill_start)
+             : 0;
 }
 
 std::int64_t Scheduler::prefill_room(const Live& live) const {
   if (prefill_capacity_blocks_ == 0 || live.decoding) return std::numeric_limits<std::int64_t>::max();
   // Its own partly filled last block plus the free blocks (prefill_blocks_used_ counts its own blocks).
   const std::int64_t blocks = prefill_capacity_blocks_ - prefill_blocks_used_ + prefill_blocks_of(live);
-  return blocks * config_.kv_block_tokens - live.num_computed;
+  return blocks * config_.kv_block_tokens - (live.num_computed - live.prefill_start);
 }
 
 std::int64_t Scheduler::peak_kv_tokens(const RequestSpec& spec) const {
@@ -213,19 +228,41 @@ void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, bool& pre
 void Scheduler::admit_waiting(StepPlan& plan, std::int64_t& budget, Time now) {
   if (config_.policy == BatchingPolicy::static_batch && !running_.empty()) return;
   while (!waiting_.empty() && budget > 0 && num_running() < config_.max_batch) {
-    const Live& head = waiting_.front();
-    if (head.spec.arrival > now) break;
-    const std::int64_t tokens = tokens_to_schedule(head, budget, plan.requests.empty());
-    if (tokens == 0) break;
-    const std::int64_t need = kv_tokens_needed(head, tokens);
-    if (!kv_.can_grow_to(head.spec.id, head.num_computed, need)) break;  // admission is limited by free KV blocks
-    kv_.grow_to(head.spec.id, head.num_computed, need);
-    add_to_plan(plan, head, tokens);
+    if (waiting_.front().spec.arrival > now) break;
+    const std::int64_t tokens = admit_head(plan, budget);
+    if (tokens == 0) break;  // admission is limited by free KV blocks (and the prefill space)
     budget -= tokens;
-    Live admitted = std::move(waiting_.front());
-    waiting_.pop_front();
-    insert_sorted(running_, std::move(admitted));
   }
+}
+
+std::int64_t Scheduler::admit_head(StepPlan& plan, std::int64_t budget) {
+  Live& head = waiting_.front();
+  // A request with no K/V starts after the cached blocks its prompt begins with (one token short of all).
+  PrefixCache::Hit hit;
+  const bool looks_up = head.num_computed == 0 && !head.prefix_keys.empty();
+  if (looks_up) {
+    hit = kv_.prefix_hit(head.prefix_keys);
+    head.num_computed = head.prefill_start =
+        std::min(hit.blocks * config_.kv_block_tokens, head.num_tokens - 1);
+  }
+  const std::int64_t tokens = tokens_to_schedule(head, budget, plan.requests.empty());
+  const std::int64_t need = tokens > 0 ? kv_tokens_needed(head, tokens) : 0;
+  if (tokens == 0 || !kv_.can_grow_with(head.spec.id, hit, head.num_computed, need)) {
+    if (looks_up) head.num_computed = head.prefill_start = 0;
+    return 0;
+  }
+  kv_.take_prefix(head.spec.id, head.prefix_keys, hit.blocks);
+  kv_.grow_to(head.spec.id, head.num_computed, need);
+  if (looks_up) {
+    RequestRecord& record = records_.at(head.spec.id);
+    record.prefix_query_tokens += head.num_tokens;
+    record.prefix_hit_tokens += head.prefill_start;
+  }
+  add_to_plan(plan, head, tokens);
+  Live admitted = std::move(head);
+  waiting_.pop_front();
+  insert_sorted(running_, std::move(admitted));
+  return tokens;
 }
 
 void Scheduler::preempt_back(StepPlan& plan) {
@@ -237,14 +274,16 @@ void Scheduler::preempt_back(StepPlan& plan) {
   ++record.preemptions;
   record.recomputed_tokens += victim.num_computed;
   victim.num_computed = 0;
+  victim.prefill_start = 0;
   victim.decoding = false;
   plan.preempted.push_back(victim.spec.id);
   insert_sorted(waiting_, std::move(victim));
 }
 
 void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t tokens) {
+  const std::int64_t prefilled = live.num_computed - live.prefill_start;  // in the prefill space
   if (prefill_capacity_blocks_ > 0 && !live.decoding)
-    prefill_blocks_used_ += kv_.blocks_for(live.num_computed + tokens) - kv_.blocks_for(live.num_computed);
+    prefill_blocks_used_ += kv_.blocks_for(prefilled + tokens) - kv_.blocks_for(prefilled);
   DUPLEX_ASSERT(prefill_capacity_blocks_ == 0 || prefill_blocks_used_ <= prefill_capacity_blocks_,
                 "the prefill space is over-filled");
   plan.requests.push_back(ScheduledRequest{
@@ -254,6 +293,7 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
       .phase = live.decoding ? TokenPhase::decode : TokenPhase::prefill,
       .samples_token = live.num_computed + tokens >= live.num_tokens,  // > with draft tokens
       .draft_depth = live.num_computed + tokens > live.num_tokens ? draft_depth(live, tokens) : 0,
+      .cached_context = live.decoding ? 0 : live.prefill_start,
   });
   RequestRecord& record = records_.at(live.spec.id);
   if (!record.first_scheduled) record.first_scheduled = plan.start;
@@ -291,6 +331,7 @@ StepOutcome Scheduler::update(const StepResult& result) {
     if (it == computed.end()) continue;
     ++matched;
     live.num_computed += it->second->tokens;
+    kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed);
     if (live.num_computed < live.num_tokens) continue;
     RequestRecord& record = records_.at(live.spec.id);
     // Draft tokens past num_tokens (speculative decoding): those of the accepted path, at most its depth,

@@ -94,6 +94,7 @@ SchedulerConfig read_scheduler_config(const ConfigNode& node) {
   c.max_tokens_per_step = node.has("max_tokens_per_step") ? node.get_int("max_tokens_per_step", 0, 1'000'000'000) : 0;
   c.chunked_prefill = node.get_or<bool>("chunked_prefill", false);
   c.kv_block_tokens = node.has("kv_block_tokens") ? node.get_int("kv_block_tokens", 1, 1'000'000) : 16;
+  c.prefix_caching = node.get_or<bool>("prefix_caching", true);
   node.ignore("description");
   node.finish();
   if (c.chunked_prefill && c.max_tokens_per_step == 0)

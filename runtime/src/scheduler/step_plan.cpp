@@ -15,9 +15,12 @@ std::vector<StepShape> StepPlan::shapes(std::int64_t context_bucket) const {
   keys.reserve(requests.size());
   for (const ScheduledRequest& r : requests) {
     const std::int64_t ctx = (r.context_len + context_bucket - 1) / context_bucket * context_bucket;
-    keys.push_back(StepShape{r.tokens, ctx, r.phase, 1, r.phase == TokenPhase::prefill && r.samples_token});
+    keys.push_back(StepShape{r.tokens, ctx, r.phase, 1, r.phase == TokenPhase::prefill && r.samples_token,
+                             r.cached_context});
   }
-  const auto key = [](const StepShape& s) { return std::tuple(s.phase, s.tokens, s.context_len, s.completes_prefill); };
+  const auto key = [](const StepShape& s) {
+    return std::tuple(s.phase, s.tokens, s.context_len, s.completes_prefill, s.cached_context);
+  };
   std::sort(keys.begin(), keys.end(), [&](const StepShape& a, const StepShape& b) { return key(a) < key(b); });
   std::vector<StepShape> out;
   for (const StepShape& s : keys) {

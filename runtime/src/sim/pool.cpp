@@ -170,6 +170,8 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     r.draft_tokens += t.draft_tokens;
     r.accepted_tokens += t.accepted_tokens;
     r.verify_steps += t.verify_steps;
+    r.prefix_query_tokens += t.prefix_query_tokens;
+    r.prefix_hit_tokens += t.prefix_hit_tokens;
     const double first = to_ms(t.token_times.front() - t.spec.arrival);
     const double total = to_ms(t.token_times.back() - t.spec.arrival);
     ttft.push_back(first);
@@ -194,7 +196,8 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
                                    {"ttft_ms", first},
                                    {"e2e_ms", total},
                                    {"mean_tbt_ms", gaps > 0 ? gap_sum / gaps : 0.0},
-                                   {"preemptions", t.preemptions}};
+                                   {"preemptions", t.preemptions},
+                                   {"prefix_hit_tokens", t.prefix_hit_tokens}};
     }
   }
   r.ttft_ms = percentiles(ttft);

@@ -69,6 +69,7 @@ struct RequestTimeline {
   std::vector<Time> token_times;
   std::int64_t preemptions = 0;
   std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;  // speculative decoding
+  std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;           // prefix caching
 };
 
 // The expert router the workload asks for; null for dense models; duplex::Error for an MoE model whose

@@ -89,6 +89,11 @@ nlohmann::json SystemResult::to_json() const {
         // Tokens a verification emits, on average (EAGLE's acceptance length tau).
         {"tokens_per_verify",
          1.0 + static_cast<double>(accepted_tokens) / static_cast<double>(verify_steps)}};
+  if (prefix_query_tokens > 0)
+    j["prefix_cache"] = {
+        {"query_tokens", prefix_query_tokens},
+        {"hit_tokens", prefix_hit_tokens},
+        {"hit_rate", static_cast<double>(prefix_hit_tokens) / static_cast<double>(prefix_query_tokens)}};
   if (pim_area)
     j["pim_area"] = {{"per_stack_mm2",
                       {{"tsv", to_mm2(pim_area->tsv)},
@@ -149,7 +154,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   for (const auto& [id, rec] : run.records) {
     if (!rec.finished()) throw InternalError(fmt::format("request {} did not finish", id));
     timelines.push_back({rec.spec, rec.token_times, rec.preemptions, rec.draft_tokens, rec.accepted_tokens,
-                         rec.verify_steps});
+                         rec.verify_steps, rec.prefix_query_tokens, rec.prefix_hit_tokens});
   }
   detail::finish_result(r, timelines, totals, run.end, system, devices, o.record_steps);
   return r;

@@ -73,6 +73,9 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
       t.preemptions += rec.preemptions;
       if (is_prefill) {
         t.token_times.push_back(rec.token_times.front());
+        t.prefix_query_tokens +=
+            rec.prefix_query_tokens;  // the prefill pool's cache (the decode pool has none)
+        t.prefix_hit_tokens += rec.prefix_hit_tokens;
         if (t.spec.output_tokens == 1) {
           source->on_finished(id, clock.now);
           continue;

@@ -16,7 +16,8 @@ compiler::BatchState StepExecutor::batch_of(const StepPlan& plan) {
   compiler::BatchState b;
   for (const StepShape& s : plan.shapes())
     b.groups.push_back({s.count, s.context_len, s.tokens, s.completes_prefill,
-                        s.phase == TokenPhase::decode && s.tokens > 1});  // a speculative verification
+                        s.phase == TokenPhase::decode && s.tokens > 1,  // a speculative verification
+                        s.cached_context});
   return b;
 }
 

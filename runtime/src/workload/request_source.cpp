@@ -98,4 +98,28 @@ std::optional<Time> TraceSource::next_arrival() const {
   return requests_[next_].arrival;
 }
 
+SharedPrefixSource::SharedPrefixSource(std::unique_ptr<RequestSource> inner, SharedPrefix prefix,
+                                       std::uint64_t seed)
+    : inner_(std::move(inner)), prefix_(prefix), seed_(derive_seed(seed, seed_stream::prefix_groups)) {
+  if (prefix.tokens < 1)
+    throw Error(fmt::format("shared prefix of {} tokens; expected >= 1 token", prefix.tokens));
+  if (prefix.groups < 1)
+    throw Error(fmt::format("shared prefix in {} groups; expected >= 1 group", prefix.groups));
+}
+
+std::vector<RequestSpec> SharedPrefixSource::take_arrived(Time now) {
+  std::vector<RequestSpec> out = inner_->take_arrived(now);
+  for (RequestSpec& r : out) {
+    // The group from (seed, id) alone, so it does not depend on when the request was taken.
+    Rng pick(derive_seed(seed_, static_cast<std::uint64_t>(r.id)));
+    const auto group = static_cast<std::uint64_t>(
+        std::min(prefix_.groups - 1,
+                 static_cast<std::int64_t>(pick.uniform01() * static_cast<double>(prefix_.groups))));
+    r.input_tokens += prefix_.tokens;
+    r.prompt_hashes = {derive_seed(0x5eedf00dULL + static_cast<std::uint64_t>(prefix_.tokens), group)};
+    r.hash_block_tokens = prefix_.tokens;
+  }
+  return out;
+}
+
 }  // namespace duplex::runtime

@@ -1,9 +1,10 @@
 #include "duplex/runtime/workload/request_trace.hpp"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <charconv>
-#include <fmt/format.h>
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "duplex/base/config_store.hpp"
 #include "duplex/base/error.hpp"
@@ -82,9 +83,85 @@ Stamp parse_stamp(const CsvRow& row, int column, const Schema& schema, const std
   return stamp;
 }
 
+// Rows stable-sorted by arrival, the first `limit` kept (all when 0), numbered 0, 1, ... in that order.
+std::vector<RequestSpec> sorted_and_numbered(std::vector<RequestSpec> out, std::int64_t limit) {
+  std::stable_sort(out.begin(), out.end(),
+                   [](const RequestSpec& a, const RequestSpec& b) { return a.arrival < b.arrival; });
+  if (limit > 0 && static_cast<std::int64_t>(out.size()) > limit) out.resize(static_cast<std::size_t>(limit));
+  for (std::size_t i = 0; i < out.size(); ++i) out[i].id = static_cast<RequestId>(i);
+  return out;
+}
+
+// The first line that is neither blank nor a '#' comment, trimmed at the start.
+std::string_view first_content_line(std::string_view text) {
+  for (std::size_t start = 0; start < text.size();) {
+    const std::size_t end = std::min(text.find('\n', start), text.size());
+    std::string_view line = text.substr(start, end - start);
+    const std::size_t first = line.find_first_not_of(" \t\r");
+    if (first != std::string_view::npos && line[first] != '#') return line.substr(first);
+    start = end + 1;
+  }
+  return {};
+}
+
+std::vector<RequestSpec> parse_mooncake(std::string_view text, const std::string& label) {
+  std::vector<RequestSpec> out;
+  std::int64_t line_no = 0;
+  for (std::size_t start = 0; start < text.size();) {
+    const std::size_t end = std::min(text.find('\n', start), text.size());
+    const std::string_view line = text.substr(start, end - start);
+    start = end + 1;
+    ++line_no;
+    const std::size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos || line[first] == '#') continue;
+    const auto fail = [&](std::string_view key, std::string_view expected) {
+      throw Error(fmt::format("{}:{}: key \"{}\": expected {}", label, line_no, key, expected));
+    };
+    nlohmann::json row;
+    try {
+      row = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw Error(fmt::format("{}:{}: not a JSON object ({}); expected one Mooncake request per line", label,
+                              line_no, e.what()));
+    }
+    if (!row.is_object()) fail("(line)", "a JSON object per line");
+    const auto count = [&](const char* key) -> std::int64_t {
+      const auto it = row.find(key);
+      if (it == row.end() || !it->is_number_integer() || it->get<std::int64_t>() < 1 ||
+          it->get<std::int64_t>() > kMaxTokens)
+        fail(key, fmt::format("an integer in [1, {}]", kMaxTokens));
+      return it->get<std::int64_t>();
+    };
+    RequestSpec r;
+    r.input_tokens = count("input_length");
+    r.output_tokens = count("output_length");
+    const auto stamp = row.find("timestamp");
+    if (stamp == row.end() || !stamp->is_number() || !std::isfinite(stamp->get<double>()) ||
+        stamp->get<double>() < 0)
+      fail("timestamp", "milliseconds since the first request, a number >= 0");
+    r.arrival = ms(stamp->get<double>());
+    if (const auto ids = row.find("hash_ids"); ids != row.end()) {
+      const std::int64_t blocks = (r.input_tokens + kMooncakeHashBlockTokens - 1) / kMooncakeHashBlockTokens;
+      if (!ids->is_array() || static_cast<std::int64_t>(ids->size()) > blocks)
+        fail("hash_ids", fmt::format("an array of at most {} ids (input_length {} in blocks of {} tokens)",
+                                     blocks, r.input_tokens, kMooncakeHashBlockTokens));
+      for (const auto& id : *ids) {
+        if (!id.is_number_unsigned()) fail("hash_ids", "integer ids >= 0");
+        r.prompt_hashes.push_back(id.get<std::uint64_t>());
+      }
+      r.hash_block_tokens = kMooncakeHashBlockTokens;
+    }
+    out.push_back(std::move(r));
+  }
+  if (out.empty()) throw Error(fmt::format("{}: no request lines; expected at least one", label));
+  return out;
+}
+
 }  // namespace
 
 std::vector<RequestSpec> parse_request_trace(std::string_view text, const std::string& label, std::int64_t limit) {
+  if (first_content_line(text).starts_with('{'))
+    return sorted_and_numbered(parse_mooncake(text, label), limit);
   const CsvTable table = parse_csv(text, label);
   const Schema* schema = nullptr;
   for (const Schema* s : {&kNative, &kAzure})
@@ -122,10 +199,7 @@ std::vector<RequestSpec> parse_request_trace(std::string_view text, const std::s
   for (std::size_t i = 0; i < out.size(); ++i)
     out[i].arrival = seconds(static_cast<double>(stamps[i].whole - origin.whole) +
                              (stamps[i].fraction - origin.fraction));
-  std::stable_sort(out.begin(), out.end(), [](const RequestSpec& a, const RequestSpec& b) { return a.arrival < b.arrival; });
-  if (limit > 0 && static_cast<std::int64_t>(out.size()) > limit) out.resize(static_cast<std::size_t>(limit));
-  for (std::size_t i = 0; i < out.size(); ++i) out[i].id = static_cast<RequestId>(i);
-  return out;
+  return sorted_and_numbered(std::move(out), limit);
 }
 
 std::vector<RequestSpec> read_request_trace(const std::string& path, std::int64_t limit) {

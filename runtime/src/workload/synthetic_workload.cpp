@@ -60,6 +60,12 @@ WorkloadSpec synthetic_workload(const SyntheticStream& s) {
     w.arrival.concurrency = s.concurrency;
   }
   w.routing = parse_routing(s.routing);
+  if (s.prefix_tokens < 0 || s.prefix_groups < 1)
+    throw Error(
+        fmt::format("{}: shared prefix of {} tokens in {} groups; expected >= 0 tokens (0: none) and >= 1 "
+                    "group",
+                    s.label, s.prefix_tokens, s.prefix_groups));
+  if (s.prefix_tokens > 0) w.shared_prefix = SharedPrefix{s.prefix_tokens, s.prefix_groups};
   return w;
 }
 

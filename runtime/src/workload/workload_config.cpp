@@ -60,6 +60,9 @@ RoutingSpec read_routing(const ConfigNode& n) {
 
 }  // namespace
 
+// The arrivals and lengths `spec` describes, before any shared prefix.
+std::unique_ptr<RequestSource> make_arrivals(const WorkloadSpec& spec);
+
 WorkloadSpec read_workload(const ConfigNode& node) {
   WorkloadSpec w;
   w.label = node.file();
@@ -102,6 +105,15 @@ WorkloadSpec read_workload(const ConfigNode& node) {
   }
 
   if (const std::optional<ConfigNode> routing = node.find("routing")) w.routing = read_routing(*routing);
+  if (const std::optional<ConfigNode> prefix = node.find("shared_prefix")) {
+    w.shared_prefix = SharedPrefix{prefix->get_int("tokens", 1, 100'000'000),
+                                   prefix->has("groups") ? prefix->get_int("groups", 1, 1'000'000'000) : 1};
+    prefix->finish();
+    for (const RequestSpec& r : w.arrival.trace_rows)
+      if (!r.prompt_hashes.empty())
+        prefix->fail("tokens", "the trace's requests carry their own prompt hashes (hash_ids)",
+                     "no shared_prefix with a trace that has hash_ids");
+  }
   node.finish();
   return w;
 }
@@ -111,6 +123,12 @@ WorkloadSpec load_workload(std::string_view name_or_path) {
 }
 
 std::unique_ptr<RequestSource> make_request_source(const WorkloadSpec& spec) {
+  std::unique_ptr<RequestSource> source = make_arrivals(spec);
+  if (!spec.shared_prefix) return source;
+  return std::make_unique<SharedPrefixSource>(std::move(source), *spec.shared_prefix, spec.seed);
+}
+
+std::unique_ptr<RequestSource> make_arrivals(const WorkloadSpec& spec) {
   switch (spec.arrival.kind) {
     case ArrivalSpec::Kind::closed:
       return std::make_unique<ClosedLoopSource>(spec.arrival.concurrency, spec.requests, *spec.lengths, spec.seed);

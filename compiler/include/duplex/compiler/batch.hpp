@@ -14,12 +14,15 @@ namespace duplex::compiler {
 // migration moves; lower.hpp). `verify`: decoding requests verifying tokens - 1 draft tokens (speculative
 // decoding): their attention is decode attention with `tokens` query rows per request over the cached
 // context (on the Logic-PIM: a GQA group of tokens x heads per K/V head), and every token gets logits.
+// `cached`: of a prefill's `context`, the tokens whose K/V came from the prefix cache (in the KV spaces from
+// the start: the migration moves only context - cached + tokens).
 struct RequestGroup {
   std::int64_t count = 0;
   std::int64_t context = 0;
   std::int64_t tokens = 0;
   bool completes_prefill = false;
   bool verify = false;
+  std::int64_t cached = 0;
   bool decodes() const { return tokens == 1 || verify; }  // attends as decode attention
 };
 

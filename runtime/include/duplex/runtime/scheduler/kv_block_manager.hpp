@@ -12,9 +12,17 @@
 // Pure bookkeeping, no policy: the scheduler decides who grows and who is preempted. The caller computes the
 // capacity from device memory minus weights (see kv_blocks_for_memory). Used units never exceed capacity:
 // grow_to() throws first.
+//
+// Prefix caching (PrefixCache; no window): a request's blocks may include cached prefix blocks, taken at
+// admission (take_prefix) or cached as it computes them (share_computed). A cached block counts once in the
+// used units however many requests hold it, and stays used when none does until a grow needs its memory:
+// then the least recently released cached blocks are evicted (free_units() counts only never-used memory,
+// can_grow_to() also the evictable blocks).
 #include <cstdint>
+#include <span>
 #include <unordered_map>
 
+#include "duplex/runtime/scheduler/prefix_cache.hpp"
 #include "duplex/runtime/scheduler/request.hpp"
 
 namespace duplex::runtime {
@@ -47,16 +55,28 @@ class KvBlockManager {
   // Units `id` must add for that step (0 when it already holds enough).
   std::int64_t extra_units_needed(RequestId id, std::int64_t context, std::int64_t total_tokens) const;
   bool can_grow_to(RequestId id, std::int64_t context, std::int64_t total_tokens) const {
-    return extra_units_needed(id, context, total_tokens) <= free_units();
+    return extra_units_needed(id, context, total_tokens) <= free_units() + prefix_.evictable_blocks();
   }
   // Makes `id` hold units_for_step(context, total_tokens) units: without a window it never shrinks; with one,
-  // the blocks behind the window are returned. InternalError when units are short (the scheduler checks
-  // can_grow_to first).
+  // the blocks behind the window are returned. Evicts unheld cached prefix blocks when free units are short.
+  // InternalError when units are short (the scheduler checks can_grow_to first).
   void grow_to(RequestId id, std::int64_t context, std::int64_t total_tokens);
-  // Returns all units of `id` (no-op for an id holding none).
+  // Returns all units of `id` and its references on cached prefix blocks (no-op for an id holding none).
   void release(RequestId id);
 
-  std::int64_t units_of(RequestId id) const;
+  // Prefix caching. The cached blocks that begin a prompt with these block keys (prefix_block_keys).
+  PrefixCache::Hit prefix_hit(std::span<const std::uint64_t> keys) const { return prefix_.lookup(keys); }
+  // Whether `id`, holding nothing, can take `hit`'s cached blocks and then grow to the step's units.
+  bool can_grow_with(RequestId id, const PrefixCache::Hit& hit, std::int64_t context,
+                     std::int64_t total_tokens) const;
+  // `id`, holding nothing, takes the first `blocks` of `keys` (all cached: prefix_hit) as its first blocks.
+  void take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks);
+  // Caches `id`'s blocks that its first `computed_tokens` tokens fill and `keys` name, those not cached yet
+  // (a block another request cached first stays `id`'s own). Without a window only (InternalError otherwise).
+  void share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens);
+  const PrefixCache& prefix_cache() const { return prefix_; }
+
+  std::int64_t units_of(RequestId id) const;  // including the cached prefix blocks it holds
   std::int64_t units_per_block() const { return units_per_block_; }
   std::int64_t used_units() const { return used_units_; }
   std::int64_t free_units() const { return capacity_blocks_ * units_per_block_ - used_units_; }
@@ -72,8 +92,13 @@ class KvBlockManager {
   std::int64_t block_tokens_;
   KvWindow window_;
   std::int64_t units_per_block_;  // layers when only some are windowed, else 1
-  std::int64_t used_units_ = 0;
-  std::unordered_map<RequestId, std::int64_t> units_;
+  std::int64_t used_units_ = 0;   // units no cached block is counted in, plus every cached block once
+  struct Holder {
+    std::int64_t units = 0;
+    std::int64_t next_shared = 0;  // share_computed considered its blocks before this one
+  };
+  std::unordered_map<RequestId, Holder> units_;
+  PrefixCache prefix_;
 };
 
 // Blocks that fit in `kv_bytes_available` (device memory left after weights and activations, per the

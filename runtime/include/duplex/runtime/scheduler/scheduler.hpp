@@ -26,6 +26,12 @@
 // request whose prompt can never fit the space (under continuous batching: prompt + output - 1 tokens, the
 // longest recomputation after a preemption). KV blocks are accounted as without the bound: a request holds
 // blocks for its prompt in the KV spaces from admission (they are the migration's target).
+//
+// Prefix caching (SchedulerConfig::prefix_caching): a request admitted with no K/V (new, or after a
+// preemption) takes the cached blocks its prompt begins with and starts computing after them (at most its
+// prompt - 1 tokens come from the cache: the last prompt token is computed for its logits); its prompt's
+// whole blocks are cached as it computes them, and stay cached after it finishes until their memory is
+// needed. Cached tokens take no prefill space (their K/V is in the KV spaces already) and migrate nowhere.
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -79,6 +85,8 @@ class Scheduler {
     std::int64_t num_computed = 0;  // tokens with KV in cache
     std::int64_t generated = 0;     // output tokens emitted
     bool decoding = false;          // emitted a token since its last (re)start, so its next token is a decode
+    std::int64_t prefill_start = 0;  // tokens it had (from the prefix cache) when its prefill (re)started
+    std::vector<std::uint64_t> prefix_keys;  // its prompt's cacheable blocks (prefix_block_keys), or none
   };
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);
@@ -86,6 +94,9 @@ class Scheduler {
   void schedule_running(StepPlan& plan, std::int64_t& budget, bool& preempted_any);
   void admit_waiting(StepPlan& plan, std::int64_t& budget, Time now);
   void preempt_back(StepPlan& plan);
+  // Admits the oldest waiting request if it fits (taking its cached prefix blocks): the tokens it computes
+  // this step, or 0 when it must wait.
+  std::int64_t admit_head(StepPlan& plan, std::int64_t budget);
   // Tokens `live` may compute now under `budget` and the prefill space; 0 when it must wait (no chunking and
   // it does not fit).
   std::int64_t tokens_to_schedule(const Live& live, std::int64_t budget, bool plan_empty) const;

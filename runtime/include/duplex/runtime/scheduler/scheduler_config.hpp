@@ -49,6 +49,12 @@ struct SchedulerConfig {
   // in whole KV blocks of kv_block_tokens (the space is paged like the KV cache), never exceed this; 0 = no
   // bound. Otherwise >= kv_block_tokens. See Scheduler for the contract.
   std::int64_t prefill_capacity_tokens = 0;
+  // Automatic prefix caching (vLLM's APC; on by default there too): a request whose prompt carries content
+  // hashes (RequestSpec::prompt_hashes) reuses the cached K/V of the whole blocks its prompt shares with
+  // earlier requests (PrefixCache, KvBlockManager) and computes only the rest; at least its last prompt token
+  // is computed. Requests without hashes are unaffected. Not modelled with a sliding window (add_request
+  // refuses such a request).
+  bool prefix_caching = true;
   // Speculative decoding: every decoding request verifies up to `speculative_tokens` draft tokens per step
   // beside its last token (0: off; capped so that it never drafts past its output, and by the token budget).
   // Draft i (0-based) is accepted with probability `acceptance_rates[i]` (beyond the list: its last) given
@@ -86,8 +92,8 @@ struct SchedulerConfig {
 };
 
 // Reads a `scheduler:` map: policy (continuous|orca|static), max_batch, max_tokens_per_step (0 = none),
-// chunked_prefill, kv_block_tokens. kv_capacity_blocks, kv_window and prefill_capacity_tokens are not
-// read (the engine computes them); the map is finish()ed, so unknown keys are errors.
+// chunked_prefill, kv_block_tokens, prefix_caching. kv_capacity_blocks, kv_window and prefill_capacity_tokens
+// are not read (the engine computes them); the map is finish()ed, so unknown keys are errors.
 SchedulerConfig read_scheduler_config(const ConfigNode& node);
 
 }  // namespace duplex::runtime

@@ -24,6 +24,8 @@ struct ScheduledRequest {
   bool samples_token = false;    // the step computes the request's last pending token, so it emits a token
   std::int64_t draft_depth = 0;  // speculative: draft tokens on the longest path of those it verifies, the
                                  // most it can accept (tokens - 1 for a chain, less for a tree); 0 otherwise
+  std::int64_t cached_context = 0;  // prefill phase: the part of context_len taken from the prefix cache
+                                    // at admission (already in the KV cache: no prefill space, no migration)
 
   bool operator==(const ScheduledRequest&) const = default;
 };
@@ -35,6 +37,7 @@ struct StepShape {
   TokenPhase phase = TokenPhase::prefill;
   std::int64_t count = 0;
   bool completes_prefill = false;  // prefill phase and samples_token: the step computes the last prompt token
+  std::int64_t cached_context = 0;  // of context_len, the tokens taken from the prefix cache (prefill phase)
 
   bool operator==(const StepShape&) const = default;
 };
@@ -55,7 +58,7 @@ struct StepPlan {
   std::int64_t kv_blocks_capacity = 0;
 
   bool empty() const { return requests.empty(); }
-  // Requests grouped by (phase, tokens, context_len, completes_prefill), sorted by that key.
+  // Requests grouped by (phase, tokens, context_len, completes_prefill, cached_context), sorted by that key.
   std::vector<StepShape> shapes() const;
   // Same, with context lengths rounded up to a multiple of `context_bucket` (>= 1) for memoized lowering.
   std::vector<StepShape> shapes(std::int64_t context_bucket) const;

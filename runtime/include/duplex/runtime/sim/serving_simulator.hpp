@@ -92,6 +92,9 @@ struct SystemResult {
   // Speculative decoding: draft tokens verified and accepted over the run, and the verification steps of all
   // requests (a step verifying n requests' drafts counts n; 0 when off).
   std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;
+  // Prefix caching: prompt tokens to compute at admissions of requests with prompt hashes (recomputations
+  // included), and those taken from the cache instead (0 / 0 when no request carried hashes).
+  std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;

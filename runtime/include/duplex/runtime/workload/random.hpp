@@ -18,6 +18,7 @@ namespace seed_stream {
 inline constexpr std::uint64_t lengths = 1;
 inline constexpr std::uint64_t arrival_gaps = 2;
 inline constexpr std::uint64_t routing = 3;
+inline constexpr std::uint64_t prefix_groups = 4;
 }  // namespace seed_stream
 
 class Rng {

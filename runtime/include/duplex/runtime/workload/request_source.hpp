@@ -3,6 +3,7 @@
 // arrival order and are deterministic for a given seed (and, for closed loop, a given finish order).
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -82,6 +83,31 @@ class TraceSource final : public RequestSource {
  private:
   std::vector<RequestSpec> requests_;
   std::size_t next_ = 0;
+};
+
+// Shared system prompts: every request's prompt begins with one of `groups` prompts of `tokens` tokens,
+// picked uniformly per request from the seed, before its own tokens.
+struct SharedPrefix {
+  std::int64_t tokens = 0;  // >= 1
+  std::int64_t groups = 1;  // >= 1
+};
+
+// Wraps a source: each request it returns gets `prefix.tokens` more prompt tokens and prompt hashes saying
+// which shared prompt they are (one hash block of prefix.tokens tokens), for prefix caching.
+class SharedPrefixSource final : public RequestSource {
+ public:
+  // Throws duplex::Error unless prefix.tokens >= 1 and prefix.groups >= 1.
+  SharedPrefixSource(std::unique_ptr<RequestSource> inner, SharedPrefix prefix, std::uint64_t seed);
+  std::vector<RequestSpec> take_arrived(Time now) override;
+  std::optional<Time> next_arrival() const override { return inner_->next_arrival(); }
+  void on_finished(RequestId id, Time when) override { inner_->on_finished(id, when); }
+  bool exhausted() const override { return inner_->exhausted(); }
+  std::int64_t total_requests() const override { return inner_->total_requests(); }
+
+ private:
+  std::unique_ptr<RequestSource> inner_;
+  SharedPrefix prefix_;
+  std::uint64_t seed_;
 };
 
 }  // namespace duplex::runtime

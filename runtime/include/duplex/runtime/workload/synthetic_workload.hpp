@@ -21,6 +21,8 @@ struct SyntheticStream {
   double poisson_rate_per_s = 0;     // > 0: Poisson arrivals at this rate; 0: closed loop
   std::int64_t concurrency = 0;      // closed-loop users
   std::string routing = "uniform";   // uniform | zipf:S | trace:FILE (a routing trace CSV)
+  std::int64_t prefix_tokens = 0;    // > 0: shared system prompts of this many tokens before each prompt
+  std::int64_t prefix_groups = 1;    // how many distinct ones (SharedPrefix)
 };
 
 WorkloadSpec synthetic_workload(const SyntheticStream& stream);

@@ -41,13 +41,15 @@ struct WorkloadSpec {
   std::int64_t requests = 0;                  // total requests (trace: rows used; all when the key is absent)
   std::uint64_t seed = 0;
   std::optional<RoutingSpec> routing;         // absent for dense models
+  std::optional<SharedPrefix> shared_prefix;  // shared system prompts (prefix caching), when given
 };
 
 WorkloadSpec read_workload(const ConfigNode& node);
 // Loads configs/workloads/<name>.yaml or a path.
 WorkloadSpec load_workload(std::string_view name_or_path);
 
-// The source the spec describes; seeded from spec.seed (separate streams for gaps and lengths).
+// The source the spec describes; seeded from spec.seed (separate streams for gaps, lengths and prefix
+// groups).
 std::unique_ptr<RequestSource> make_request_source(const WorkloadSpec& spec);
 // The router the spec describes (duplex::Error when the spec has no routing section).
 ExpertRouter make_expert_router(const WorkloadSpec& spec);

@@ -1,0 +1,60 @@
+#pragma once
+// Automatic prefix caching (vLLM's APC, SGLang's RadixAttention) as block bookkeeping: full KV blocks whose
+// tokens are a shared prompt prefix are kept in an index by content, and a request whose prompt begins with
+// cached blocks reuses them instead of computing their K/V again. A cached block is held by every running
+// request using it (a reference count); one that no request holds stays cached until its memory is needed,
+// and then the least recently released goes first (vLLM's free-block queue: a request's blocks are released
+// tail first, so its last block goes before its first). Pure bookkeeping: KvBlockManager counts the blocks
+// as memory, the scheduler decides who uses them.
+#include <cstdint>
+#include <map>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "duplex/runtime/scheduler/request.hpp"
+
+namespace duplex::runtime {
+
+// The content keys of the KV blocks of `spec`'s prompt that are whole blocks of `block_tokens` tokens inside
+// the part its prompt_hashes cover: block j (tokens [j B, (j + 1) B)) is keyed by the hash of the hash
+// block holding its last token, which (chained) stands for every token before it, and by j. Empty when the
+// request carries no hashes.
+std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens);
+
+class PrefixCache {
+ public:
+  std::int64_t cached_blocks() const { return static_cast<std::int64_t>(blocks_.size()); }
+  std::int64_t evictable_blocks() const { return static_cast<std::int64_t>(evictable_.size()); }
+  bool contains(std::uint64_t key) const { return blocks_.contains(key); }
+
+  // The leading keys that are cached: the count, and how many of those no request holds (acquiring them takes
+  // them out of the evictable ones).
+  struct Hit {
+    std::int64_t blocks = 0;
+    std::int64_t evictable = 0;
+  };
+  Hit lookup(std::span<const std::uint64_t> keys) const;
+  // `holder` takes a reference on each of `keys` (all cached; InternalError otherwise).
+  void acquire(RequestId holder, std::span<const std::uint64_t> keys);
+  // Caches `key` as a block that `holder` computed and holds. False (nothing changes) when it is cached
+  // already: the holder's copy then stays its own.
+  bool insert(RequestId holder, std::uint64_t key);
+  // Drops `holder`'s references (tail first); blocks no one holds become evictable. Returns how many it held.
+  std::int64_t release(RequestId holder);
+  std::int64_t held_by(RequestId holder) const;
+  // Forgets the `n` (<= evictable_blocks()) least recently released blocks no one holds.
+  void evict(std::int64_t n);
+
+ private:
+  struct Block {
+    std::int64_t holders = 0;
+    std::uint64_t released = 0;  // the stamp it became evictable at (holders == 0)
+  };
+  std::unordered_map<std::uint64_t, Block> blocks_;
+  std::map<std::uint64_t, std::uint64_t> evictable_;                // release stamp -> key: eviction order
+  std::unordered_map<RequestId, std::vector<std::uint64_t>> held_;  // in the order taken
+  std::uint64_t next_stamp_ = 0;
+};
+
+}  // namespace duplex::runtime

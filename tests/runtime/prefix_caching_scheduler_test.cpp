@@ -1,0 +1,162 @@
+// Prefix caching in the scheduler (SchedulerConfig::prefix_caching): hand-worked plans for hits, misses,
+// same-step duplicates, eviction, preemption and the prefill space; the random-workload properties are in
+// scheduler_property_test.cpp (its prefix_* cases).
+#include <gtest/gtest.h>
+
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/scheduler/scheduler.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+SchedulerConfig config(std::int64_t kv_blocks, bool prefix_caching = true) {
+  SchedulerConfig c;
+  c.kv_block_tokens = 4;
+  c.kv_capacity_blocks = kv_blocks;
+  c.prefix_caching = prefix_caching;
+  return c;
+}
+
+// A request whose prompt begins with `shared` tokens of system prompt `group` (0: none).
+RequestSpec request(RequestId id, Time arrival, std::int64_t in, std::int64_t out, std::uint64_t group = 0,
+                    std::int64_t shared = 0) {
+  RequestSpec r{id, arrival, in, out};
+  if (group != 0) {
+    r.prompt_hashes = {group};
+    r.hash_block_tokens = shared;
+  }
+  return r;
+}
+
+// Runs one step at `now` ending 1 ms later; returns its plan.
+StepPlan step(Scheduler& s, Time now) {
+  const StepPlan p = s.schedule(now);
+  if (!p.empty()) s.update({p.step, now + ms(1)});
+  return p;
+}
+
+TEST(PrefixCaching, ALaterRequestSkipsTheCachedBlocks) {
+  Scheduler s(config(32));
+  s.add_request(request(0, Time{}, 20, 2, 7, 16));
+  s.add_request(request(1, ms(1), 22, 2, 7, 16));
+  StepPlan p = step(s, Time{});
+  ASSERT_EQ(p.requests.size(), 1u);
+  EXPECT_EQ(p.requests[0].tokens, 20);
+  EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 4);  // A's 16 shared tokens, cached once computed
+  p = step(s, ms(1));
+  ASSERT_EQ(p.requests.size(), 2u);
+  const ScheduledRequest& b = p.requests[1];
+  EXPECT_EQ(b.id, 1);
+  EXPECT_EQ(b.tokens, 6);  // 22 - 16 cached
+  EXPECT_EQ(b.context_len, 16);
+  EXPECT_EQ(b.cached_context, 16);
+  EXPECT_EQ(b.phase, TokenPhase::prefill);
+  EXPECT_EQ(s.records().at(1).prefix_hit_tokens, 16);
+  EXPECT_EQ(s.records().at(0).prefix_hit_tokens, 0);
+  // A: 6 blocks for 21 tokens; B: 4 shared + 2 own for 22. The shared 4 count once.
+  EXPECT_EQ(p.kv_blocks_used, 6 + 2);
+}
+
+TEST(PrefixCaching, AWhollyCachedPromptStillComputesItsLastToken) {
+  Scheduler s(config(32));
+  s.add_request(request(0, Time{}, 16, 1, 7, 16));
+  s.add_request(request(1, ms(1), 16, 3, 7, 16));
+  step(s, Time{});
+  const StepPlan p = step(s, ms(1));
+  ASSERT_EQ(p.requests.size(), 1u);
+  EXPECT_EQ(p.requests[0].tokens, 1);
+  EXPECT_EQ(p.requests[0].context_len, 15);
+  EXPECT_TRUE(p.requests[0].samples_token);
+  EXPECT_EQ(s.records().at(1).prefix_hit_tokens, 15);
+}
+
+TEST(PrefixCaching, NoHitAcrossGroupsWithinTheSameStepOrWhenOff) {
+  for (const bool on : {true, false}) {
+    Scheduler s(config(64, on));
+    s.add_request(request(0, Time{}, 20, 1, 7, 16));
+    s.add_request(request(1, Time{}, 20, 1, 7, 16));  // same step as 0: nothing is cached yet
+    s.add_request(request(2, ms(1), 20, 1, 8, 16));   // another system prompt
+    s.add_request(request(3, ms(1), 20, 1));          // no hashes
+    s.add_request(request(4, ms(2), 20, 1, 7, 16));   // group 7 again, after it was cached
+    for (const Time t : {Time{}, ms(1), ms(2)}) step(s, t);
+    for (RequestId id = 0; id < 4; ++id) EXPECT_EQ(s.records().at(id).prefix_hit_tokens, 0) << id << on;
+    EXPECT_EQ(s.records().at(4).prefix_hit_tokens, on ? 16 : 0);
+    EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), on ? 8 : 0);  // groups 7 and 8, once each
+  }
+}
+
+TEST(PrefixCaching, CachedBlocksOutliveTheirRequestUntilMemoryIsShort) {
+  Scheduler s(config(10));
+  s.add_request(request(0, Time{}, 16, 1, 7, 16));
+  step(s, Time{});
+  EXPECT_EQ(s.num_finished(), 1);
+  EXPECT_EQ(s.kv().used_blocks(), 4);  // unheld, still cached
+  EXPECT_EQ(s.kv().prefix_cache().evictable_blocks(), 4);
+  // A request of 36 tokens (9 blocks) evicts 3 of them; the first block survives (the tail goes first).
+  s.add_request(request(1, ms(1), 36, 1));
+  const StepPlan p = step(s, ms(1));
+  ASSERT_EQ(p.requests.size(), 1u);
+  EXPECT_EQ(p.kv_blocks_used, 10);
+  EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 1);
+  s.add_request(request(2, ms(2), 20, 1, 7, 16));
+  step(s, ms(2));
+  EXPECT_EQ(s.records().at(2).prefix_hit_tokens, 4);
+}
+
+TEST(PrefixCaching, APreemptedRequestTakesItsPrefixBackOnReadmission) {
+  // 8 blocks: A (prompt 16 shared + 4) and B (prompt 16 shared + 4, admitted after A's blocks are cached)
+  // decode until the cache is short; B, the youngest, is preempted, and on readmission takes the cached
+  // prefix again (A still holds it) and recomputes only the rest.
+  Scheduler s(config(8));
+  s.add_request(request(0, Time{}, 20, 12, 7, 16));
+  s.add_request(request(1, ms(1), 20, 12, 7, 16));
+  Time t{};
+  bool preempted = false;
+  for (int i = 0; i < 200 && s.has_unfinished(); ++i, t = t + ms(1)) {
+    const StepPlan p = step(s, t);
+    for (const RequestId id : p.preempted) preempted |= id == 1;
+  }
+  ASSERT_TRUE(preempted);
+  EXPECT_FALSE(s.has_unfinished());
+  const RequestRecord& b = s.records().at(1);
+  EXPECT_GE(b.preemptions, 1);
+  EXPECT_EQ(b.prefix_hit_tokens, 16 * (1 + b.preemptions));
+}
+
+TEST(PrefixCaching, CachedTokensTakeNoPrefillSpace) {
+  // Prefill space of 6 blocks (24 tokens). A caches a 16-token system prompt; then B (same prompt, 20 tokens)
+  // and C (20 tokens, unshared) arrive together. B's 4 new tokens take 1 block, C's 20 take 5: both fit.
+  // Without prefix caching B takes 5 and C waits.
+  for (const bool on : {true, false}) {
+    SchedulerConfig c = config(32, on);
+    c.prefill_capacity_tokens = 24;
+    Scheduler s(c);
+    s.add_request(request(0, Time{}, 20, 1, 7, 16));
+    s.add_request(request(1, ms(1), 20, 1, 7, 16));
+    s.add_request(request(2, ms(1), 20, 1));
+    step(s, Time{});
+    const StepPlan p = step(s, ms(1));
+    EXPECT_EQ(p.requests.size(), on ? 2u : 1u) << on;
+  }
+}
+
+TEST(PrefixCaching, RefusedWithASlidingWindowUnlessOff) {
+  SchedulerConfig c = config(32);
+  c.kv_window = KvWindow{8, 0, 1};
+  Scheduler s(c);
+  EXPECT_NO_THROW(s.add_request(request(0, Time{}, 20, 1)));
+  try {
+    s.add_request(request(1, Time{}, 20, 1, 7, 16));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sliding window of 8 tokens"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--no-prefix-caching"), std::string::npos) << e.what();
+  }
+  c.prefix_caching = false;
+  Scheduler off(c);
+  EXPECT_NO_THROW(off.add_request(request(1, Time{}, 20, 1, 7, 16)));
+  EXPECT_THROW(off.add_request(request(2, Time{}, 20, 1, 7, 0)), Error);  // hashes of 0-token blocks
+}
+
+}  // namespace
+}  // namespace duplex::runtime
