@@ -117,9 +117,12 @@ PointRecord read_point(const fs::path& file, const std::string& id, const nlohma
     const nlohmann::json& prefix = need(j, "params.prefix", Want::object, name);
     if (!prefix.contains("tokens") || !prefix["tokens"].is_number_integer() || !prefix.contains("groups") ||
         !prefix["groups"].is_number_integer() || !prefix.contains("caching") ||
-        !prefix["caching"].is_boolean())
+        !prefix["caching"].is_boolean() ||
+        (prefix.contains("turns") && !prefix["turns"].is_number_integer()) ||
+        (prefix.contains("think_s") && !prefix["think_s"].is_number()))
       throw Error(
-          fmt::format("{}: params.prefix: {} is not {{tokens: integer, groups: integer, caching: boolean}}",
+          fmt::format("{}: params.prefix: {} is not {{tokens: integer, groups: integer, caching: boolean, "
+                      "and optionally turns: integer, think_s: number}}",
                       name, prefix.dump()));
     if (const std::string text = prefix_text(&prefix); !text.empty())
       p.system = fmt::format("{} [{}]", p.system, text);

@@ -53,6 +53,8 @@ struct SimulateOptions {
   std::int64_t shared_prefix = 0;  // tokens of shared system prompt before each prompt (0: none)
   std::int64_t prefix_groups = 1;  // distinct shared system prompts
   bool no_prefix_caching = false;
+  std::int64_t turns = 1;           // > 1: multi-turn conversations
+  double think_time_s = 0;          // between a turn's answer and the next turn
   std::string routing = "uniform";  // uniform | zipf:S | trace:FILE
   std::uint64_t seed = 1;
   std::string policy = "continuous";
@@ -84,9 +86,14 @@ runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
     w.arrival.trace_rows = runtime::read_request_trace(w.arrival.trace_file);
     w.requests = static_cast<std::int64_t>(w.arrival.trace_rows.size());  // lengths from the trace
     w.routing = runtime::parse_routing(o.routing);
+    if (o.turns > 1 || o.think_time_s > 0)
+      throw Error(
+          fmt::format("--turns / --think-time: conversations follow their own turns; expected closed or no "
+                      "--arrival beside them, not a trace ({})",
+                      w.arrival.trace_file));
     if (o.shared_prefix > 0) {
       for (const runtime::RequestSpec& r : w.arrival.trace_rows)
-        if (!r.prompt_hashes.empty())
+        if (!r.content_hashes.empty())
           throw Error(
               fmt::format("--shared-prefix: the trace {} carries its own prompt hashes (hash_ids); "
                           "expected a trace without them, or no --shared-prefix",
@@ -106,6 +113,8 @@ runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
   s.routing = o.routing;
   s.prefix_tokens = o.shared_prefix;
   s.prefix_groups = o.prefix_groups;
+  s.turns = o.turns;
+  s.think_s = o.think_time_s;
   if (o.arrival.rfind("poisson:", 0) == 0) {
     char* end = nullptr;
     const std::string rate = o.arrival.substr(8);
@@ -264,6 +273,16 @@ void add_simulate_command(CLI::App& app) {
                 "Distinct shared system prompts, one picked uniformly per request (with --shared-prefix)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  c->add_option(
+       "--turns", o->turns,
+       "Multi-turn conversations: turns per conversation, each prompt the conversation so far plus a "
+       "--input-len message (closed loop; 1: independent requests)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--think-time", o->think_time_s,
+                "Seconds between a turn's answer and the conversation's next turn")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_flag("--no-prefix-caching", o->no_prefix_caching,
               "Compute every prompt in full, though requests share prefixes (--shared-prefix, a Mooncake "
               "trace's hash_ids)");
@@ -316,8 +335,9 @@ void add_simulate_command(CLI::App& app) {
   c->add_flag("--json", o->json, "Print JSON (one object, or {systems: [...]} for several)");
   c->callback([o, c] {
     if (!o->workload.empty())
-      for (const char* flag : {"--requests", "--input-len", "--output-len", "--length-spread", "--arrival",
-                               "--concurrency", "--routing", "--seed", "--shared-prefix", "--prefix-groups"})
+      for (const char* flag :
+           {"--requests", "--input-len", "--output-len", "--length-spread", "--arrival", "--concurrency",
+            "--routing", "--seed", "--shared-prefix", "--prefix-groups", "--turns", "--think-time"})
         if (c->count(flag) > 0)
           throw Error(fmt::format("{} cannot be combined with --workload: the workload file defines the request "
                                   "stream (edit a copy of it instead)", flag));

@@ -24,6 +24,8 @@ runtime::WorkloadSpec workload_for(const SweepPoint& p, const StudyOptions& o) {
   s.routing = o.routing;
   s.prefix_tokens = p.prefix.tokens;
   s.prefix_groups = p.prefix.groups;
+  s.turns = p.prefix.turns;
+  s.think_s = p.prefix.think_s;
   return runtime::synthetic_workload(s);
 }
 

@@ -191,17 +191,30 @@ void read_speculative(const ConfigNode& root, Study& s) {
   }
 }
 
-// prefix: [{tokens: 0}, {tokens: 2048, groups: 4}, {tokens: 2048, groups: 4, caching: false}, ...]
+// prefix: [{tokens: 0}, {tokens: 2048, groups: 4}, {tokens: 2048, groups: 4, caching: false},
+//          {tokens: 0, turns: 8, think_s: 5}, ...]
 void read_prefix(const ConfigNode& root, Study& s) {
   for (const auto& n : non_empty_list(root, "prefix")) {
     PrefixSetting x;
     x.tokens = n.get_int("tokens", 0, 100'000'000);
     if (n.has("groups")) x.groups = n.get_int("groups", 1, 1'000'000'000);
     x.caching = n.get_or<bool>("caching", true);
+    if (n.has("turns")) x.turns = n.get_int("turns", 1, 1'000'000);
+    if (n.has("think_s")) {
+      x.think_s = n.get<double>("think_s");
+      if (!(x.think_s >= 0 && x.think_s <= 1e6)) n.fail("think_s", "out of range", "seconds in [0, 1e6]");
+    }
     n.finish();
-    if (x.tokens == 0 && (x.groups != 1 || !x.caching))
-      n.fail("tokens", "0 (no shared prompt) with groups or caching set",
-             "tokens >= 1 beside groups / caching");
+    if (x.tokens == 0 && (x.groups != 1 || (x.turns == 1 && !x.caching)))
+      n.fail("tokens", "0 (no shared prompt) with groups, or with caching set and no conversation",
+             "tokens >= 1 beside groups, or turns > 1 beside caching");
+    if (x.turns == 1 && x.think_s > 0)
+      n.fail("think_s", "a think time without conversations", "turns > 1 beside it");
+    if (x.turns > 1)
+      for (const SweepLoad& load : s.loads)
+        if (load.poisson)
+          n.fail("turns", fmt::format("conversations with load {}", load.text),
+                 "closed loads only (each user holds one conversation)");
     if (std::find(s.prefix.begin(), s.prefix.end(), x) != s.prefix.end())
       throw ConfigError(n.file(), n.path(), "is listed twice", "each setting once");
     s.prefix.push_back(x);
@@ -211,8 +224,19 @@ void read_prefix(const ConfigNode& root, Study& s) {
 }  // namespace
 
 std::string PrefixSetting::text() const {
-  if (tokens == 0) return "";
-  return fmt::format("prefix={}x{}{}", tokens, groups, caching ? "" : ", no caching");
+  if (none()) return "";
+  std::string s = tokens > 0 ? fmt::format("prefix={}x{}", tokens, groups) : "";
+  if (turns > 1) s += fmt::format("{}turns={}, think={}s", s.empty() ? "" : ", ", turns, think_s);
+  return s + (caching ? "" : ", no caching");
+}
+
+nlohmann::json PrefixSetting::to_json() const {
+  nlohmann::json j = {{"tokens", tokens}, {"groups", groups}, {"caching", caching}};
+  if (turns > 1) {  // only then: system-prompt settings keep their params
+    j["turns"] = turns;
+    j["think_s"] = think_s;
+  }
+  return j;
 }
 
 std::string SpeculativeSetting::text() const {
@@ -241,7 +265,8 @@ std::string speculative_text(const nlohmann::json* speculative) {
 std::string prefix_text(const nlohmann::json* prefix) {
   if (prefix == nullptr) return "";
   return PrefixSetting{prefix->at("tokens").get<std::int64_t>(), prefix->at("groups").get<std::int64_t>(),
-                       prefix->at("caching").get<bool>()}
+                       prefix->at("caching").get<bool>(), prefix->value("turns", std::int64_t{1}),
+                       prefix->value("think_s", 0.0)}
       .text();
 }
 
@@ -302,8 +327,7 @@ nlohmann::json SweepPoint::params(const StudyOptions& options) const {
       p["speculative"]["draft_topk"] = speculative.draft_topk;
     }
   }
-  if (prefix_axis)
-    p["prefix"] = {{"tokens", prefix.tokens}, {"groups", prefix.groups}, {"caching", prefix.caching}};
+  if (prefix_axis) p["prefix"] = prefix.to_json();
   return p;
 }
 
@@ -374,9 +398,16 @@ std::vector<SweepPoint> Study::points() const {
                                .batch = b,
                                .load = l};
                   const std::string prefix_id =
-                      shared.tokens == 0 ? ""
-                                         : fmt::format("__prefix{}x{}{}", shared.tokens, shared.groups,
-                                                       shared.caching ? "" : "-nocache");
+                      shared.none()
+                          ? ""
+                          : fmt::format(
+                                "{}{}{}",
+                                shared.tokens > 0 ? fmt::format("__prefix{}x{}", shared.tokens, shared.groups)
+                                                  : "",
+                                shared.turns > 1 ? fmt::format("__turns{}-think{}", shared.turns,
+                                                               file_safe(fmt::format("{}", shared.think_s)))
+                                                 : "",
+                                shared.caching ? "" : "-nocache");
                   p.id = fmt::format("{}__{}{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), knob_id,
                                      spec_id, prefix_id, in, outl, b, file_safe(l.text));
                   if (!ids.insert(p.id).second)

@@ -42,13 +42,19 @@ struct SpeculativeSetting {
 };
 
 // A shared-prompt variant: every prompt begins with one of `groups` system prompts of `tokens` tokens (0:
-// none; runtime::SharedPrefix), served with prefix caching on or off (`caching`).
+// none; runtime::SharedPrefix), and with `turns` > 1 requests are the turns of multi-turn conversations
+// (runtime::Conversations, `think_s` between an answer and the next turn; closed loads only); served with
+// prefix caching on or off (`caching`).
 struct PrefixSetting {
   std::int64_t tokens = 0;
   std::int64_t groups = 1;
   bool caching = true;
-  // "prefix=2048x4" (+ ", no caching"); "" for none.
+  std::int64_t turns = 1;
+  double think_s = 0;
+  bool none() const { return tokens == 0 && turns == 1; }
+  // "prefix=2048x4", "turns=8, think=5s", joined, + ", no caching"; "" for none.
   std::string text() const;
+  nlohmann::json to_json() const;  // {tokens, groups, caching} (+ turns, think_s for conversations)
   bool operator==(const PrefixSetting&) const = default;
 };
 

@@ -250,6 +250,38 @@ prefix:
       error_of(base + "prefix: [{tokens: 8}, {tokens: 8, groups: 1}]\n").find("prefix[1]: is listed twice"),
       std::string::npos);
   EXPECT_NE(error_of(base + "prefix: [{tokens: 8, share: 2}]\n").find("share"), std::string::npos);
+  EXPECT_NE(error_of(base + "prefix: [{tokens: 0, think_s: 2}]\n").find("prefix[0].think_s"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(base + "load: [\"poisson:2\"]\nprefix: [{tokens: 0, turns: 3}]\n").find("prefix[0].turns"),
+      std::string::npos);
+}
+
+// Conversations are prefix settings too (turns > 1): their id, params and text state turns and think time,
+// with or without a system prompt and caching.
+TEST(SweepStudy, ConversationsArePrefixSettings) {
+  const Study s = parse_study(R"(study: chat
+models: [llama3-70b]
+systems: [gpu]
+lengths: [[64, 32]]
+batch: [4]
+requests: 8
+prefix:
+  - {tokens: 0, turns: 8, think_s: 2.5}
+  - {tokens: 0, turns: 8, think_s: 2.5, caching: false}
+  - {tokens: 512, groups: 2, turns: 4}
+)",
+                              "study.yaml");
+  const auto points = s.points();
+  ASSERT_EQ(points.size(), 3u);
+  EXPECT_EQ(points[0].id, "llama3-70b__gpu__turns8-think2.5__in64-out32__b4__closed");
+  EXPECT_EQ(points[1].id, "llama3-70b__gpu__turns8-think2.5-nocache__in64-out32__b4__closed");
+  EXPECT_EQ(points[2].id, "llama3-70b__gpu__prefix512x2__turns4-think0__in64-out32__b4__closed");
+  const nlohmann::json chat = points[1].params(s.options)["prefix"];
+  EXPECT_EQ(chat, nlohmann::json::parse(
+                      R"({"tokens": 0, "groups": 1, "caching": false, "turns": 8, "think_s": 2.5})"));
+  EXPECT_EQ(prefix_text(&chat), "turns=8, think=2.5s, no caching");
+  EXPECT_EQ(prefix_text(&points[2].params(s.options)["prefix"]), "prefix=512x2, turns=4, think=0s");
 }
 
 // A draft tree (tree_tokens, draft_topk) is a setting of its own: its id, params and text state its shape; a

@@ -10,8 +10,9 @@ namespace {
 
 RequestSpec prompt(std::int64_t input, std::vector<std::uint64_t> hashes, std::int64_t hash_block) {
   RequestSpec r{0, Time{}, input, 1};
-  r.prompt_hashes = std::move(hashes);
+  r.content_hashes = std::move(hashes);
   r.hash_block_tokens = hash_block;
+  r.hashed_tokens = std::min(input, static_cast<std::int64_t>(r.content_hashes.size()) * hash_block);
   return r;
 }
 

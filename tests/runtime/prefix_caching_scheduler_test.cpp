@@ -22,8 +22,8 @@ RequestSpec request(RequestId id, Time arrival, std::int64_t in, std::int64_t ou
                     std::int64_t shared = 0) {
   RequestSpec r{id, arrival, in, out};
   if (group != 0) {
-    r.prompt_hashes = {group};
-    r.hash_block_tokens = shared;
+    r.content_hashes = {group};
+    r.hash_block_tokens = r.hashed_tokens = shared;
   }
   return r;
 }
@@ -138,6 +138,40 @@ TEST(PrefixCaching, CachedTokensTakeNoPrefillSpace) {
     const StepPlan p = step(s, ms(1));
     EXPECT_EQ(p.requests.size(), on ? 2u : 1u) << on;
   }
+}
+
+TEST(PrefixCaching, AnAnswersBlocksAreCachedForTheNextTurn) {
+  // Turn 1: 20 prompt + 12 answer tokens, hashed over all 32 (blocks of 4). Its K/V covers 31 tokens (the
+  // last answer token is never fed back): 7 whole blocks are cached, answer blocks included. Turn 2 (its
+  // prompt is turn 1's 32 tokens + 4) takes those 7 and computes 8 tokens.
+  const auto turn = [](RequestId id, Time arrival, std::int64_t in, std::int64_t out) {
+    RequestSpec r{id, arrival, in, out};
+    for (std::int64_t i = 0; i * 4 < in + out; ++i)
+      r.content_hashes.push_back(100 + static_cast<std::uint64_t>(i));
+    r.hash_block_tokens = 4;
+    r.hashed_tokens = in + out;
+    return r;
+  };
+  Scheduler s(config(32));
+  s.add_request(turn(0, Time{}, 20, 12));
+  Time t{};
+  while (s.has_unfinished()) {
+    step(s, t);
+    t = t + ms(1);
+  }
+  EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 7);
+  s.add_request(turn(1, t, 36, 4));
+  const StepPlan p = step(s, t);
+  ASSERT_EQ(p.requests.size(), 1u);
+  EXPECT_EQ(p.requests[0].context_len, 28);
+  EXPECT_EQ(p.requests[0].tokens, 8);
+  EXPECT_EQ(s.records().at(1).prefix_hit_tokens, 28);
+  // Hashes that say more than the request's tokens are refused.
+  RequestSpec bad = turn(2, t, 8, 4);
+  bad.hashed_tokens = 13;
+  EXPECT_THROW(s.add_request(bad), Error);
+  bad.hashed_tokens = 7;  // the 3 hashes stand for 9 to 12 tokens
+  EXPECT_THROW(s.add_request(bad), Error);
 }
 
 TEST(PrefixCaching, RefusedWithASlidingWindowUnlessOff) {

@@ -48,6 +48,29 @@ TEST(PrefixCachingSim, CachedPromptsCutPrefillWorkAndFirstTokenLatency) {
   }
 }
 
+// Conversations of 6 turns (64-token messages, 48-token answers, 0.05 s think time): each turn finds the
+// history its previous turn left in the cache, so first tokens come much sooner than when every turn
+// recomputes its whole conversation.
+TEST(PrefixCachingSim, ConversationTurnsFindTheirHistoryCached) {
+  const auto model = compiler::load_model("llama3-70b");
+  const auto chats = [](bool caching) {
+    SimulationOptions o = testing::closed_loop_options(96, 64, 48, 16, 3, 0.1);
+    o.workload.conversation = Conversations{.turns = 6, .think_s = 0.05};
+    o.scheduler.prefix_caching = caching;
+    return o;
+  };
+  for (const char* name : {"gpu", "duplex-pe"}) {
+    SCOPED_TRACE(name);
+    const SystemSpec system = load_system(name);
+    const SystemResult on = simulate(model, system, chats(true)), off = simulate(model, system, chats(false));
+    EXPECT_EQ(on.requests, 96);
+    // Turns 2..6 reuse all but their new message and the last block: well over half the prompt tokens.
+    EXPECT_GT(static_cast<double>(on.prefix_hit_tokens) / static_cast<double>(on.prefix_query_tokens), 0.6);
+    EXPECT_LT(on.ttft_ms.p50, 0.7 * off.ttft_ms.p50);
+    EXPECT_LT(on.simulated_s, off.simulated_s);
+  }
+}
+
 TEST(PrefixCachingSim, WithoutSharedPromptsNothingIsReported) {
   const auto model = compiler::load_model("mixtral-8x7b");
   const SystemResult r =

@@ -2,7 +2,8 @@
 // with exactly its output tokens; KV never exceeds capacity (checked every step); simulated time is monotone;
 // same seed -> identical plans. KV capacity is made tiny so preemption happens, and the tests assert it did.
 // The same hold with speculative decoding (draft tokens verified, some rejected) and with prefix caching
-// (shared system prompts whose cached blocks are taken instead of computed, and evicted under pressure).
+// (shared system prompts whose cached blocks are taken instead of computed, and evicted under pressure;
+// multi-turn conversations whose turns find the previous turn's prompt and answer cached).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "duplex/runtime/scheduler/serving_loop.hpp"
+#include "duplex/runtime/workload/conversation_source.hpp"
 #include "duplex/runtime/workload/request_source.hpp"
 
 namespace duplex::runtime {
@@ -27,6 +29,7 @@ struct Case {
   int tree_tokens = 0;  // a draft tree's nodes (0: a chain)
   int draft_topk = 1;
   std::int64_t prefix_tokens = 0;  // > 0: shared system prompts of this many tokens, in 3 groups
+  int turns = 1;                   // > 1: closed-loop conversations of this many turns (not with poisson)
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -61,7 +64,10 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   } else {
     source = std::make_unique<ClosedLoopSource>(12, 150, lengths, seed);
   }
-  if (c.prefix_tokens > 0)
+  if (c.turns > 1)
+    source = std::make_unique<ConversationSource>(
+        12, 150, lengths, Conversations{c.turns, 0.001, SharedPrefix{c.prefix_tokens, 3}}, seed);
+  if (c.prefix_tokens > 0 && c.turns == 1)
     source = std::make_unique<SharedPrefixSource>(std::move(source), SharedPrefix{c.prefix_tokens, 3}, seed);
   Time last_end;
   std::set<RequestId> active_before;
@@ -113,7 +119,7 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   // Only cached prefix blocks stay, held by no one.
   EXPECT_EQ(scheduler.kv().used_units(), scheduler.kv().prefix_cache().cached_blocks());
   EXPECT_EQ(scheduler.kv().prefix_cache().evictable_blocks(), scheduler.kv().prefix_cache().cached_blocks());
-  if (c.prefix_tokens == 0) {
+  if (c.prefix_tokens == 0 && c.turns == 1) {
     EXPECT_EQ(scheduler.kv().used_blocks(), 0);
   }
   return run;
@@ -148,7 +154,7 @@ TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
                                               r.prefix_hit_tokens)
           << "request " << id;
       hit_tokens += r.prefix_hit_tokens;
-      if (c.prefix_tokens == 0) {
+      if (c.prefix_tokens == 0 && c.turns == 1) {
         EXPECT_EQ(r.prefix_hit_tokens, 0);
       }
       EXPECT_LE(r.accepted_tokens, r.draft_tokens);
@@ -157,7 +163,7 @@ TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
       }
     }
     EXPECT_LE(seen.max_running, 16);
-    if (c.prefix_tokens > 0) {
+    if (c.prefix_tokens > 0 || c.turns > 1) {
       EXPECT_GT(hit_tokens, 0) << "the shared prompts were meant to hit the cache";
     }
     if (c.policy == BatchingPolicy::continuous) {
@@ -182,25 +188,32 @@ TEST_P(SchedulerProperties, SameSeedSamePlans) {
 
 INSTANTIATE_TEST_SUITE_P(
     Policies, SchedulerProperties,
-    ::testing::Values(Case{"continuous_closed", BatchingPolicy::continuous, false, 0, 40, false},
-                      Case{"continuous_poisson", BatchingPolicy::continuous, false, 0, 40, true},
-                      Case{"continuous_budget", BatchingPolicy::continuous, false, 128, 40, true},
-                      Case{"chunked_closed", BatchingPolicy::continuous, true, 96, 40, false},
-                      Case{"chunked_poisson", BatchingPolicy::continuous, true, 64, 40, true},
-                      Case{"orca_closed", BatchingPolicy::orca, false, 0, 60, false},
-                      Case{"orca_poisson", BatchingPolicy::orca, false, 256, 60, true},
-                      Case{"static_closed", BatchingPolicy::static_batch, false, 0, 60, false},
-                      Case{"speculative_closed", BatchingPolicy::continuous, false, 0, 40, false, 3, 0.7},
-                      Case{"speculative_chunked", BatchingPolicy::continuous, true, 64, 40, true, 4, 0.5},
-                      Case{"speculative_orca", BatchingPolicy::orca, false, 0, 60, false, 2, 0.9},
-                      Case{"tree_closed", BatchingPolicy::continuous, false, 0, 40, false, 3, 0.7, 10, 2},
-                      Case{"tree_chunked", BatchingPolicy::continuous, true, 64, 40, true, 4, 0.6, 16, 3},
-                      Case{"tree_orca", BatchingPolicy::orca, false, 0, 60, false, 3, 0.8, 8, 2},
-                      Case{"prefix_closed", BatchingPolicy::continuous, false, 0, 40, false, 0, 0, 0, 1, 40},
-                      Case{"prefix_chunked", BatchingPolicy::continuous, true, 64, 40, true, 0, 0, 0, 1, 40},
-                      Case{"prefix_speculative", BatchingPolicy::continuous, false, 0, 40, true, 3, 0.7, 0, 1,
-                           40},
-                      Case{"prefix_orca", BatchingPolicy::orca, false, 0, 80, false, 0, 0, 0, 1, 40}),
+    ::testing::Values(
+        Case{"continuous_closed", BatchingPolicy::continuous, false, 0, 40, false},
+        Case{"continuous_poisson", BatchingPolicy::continuous, false, 0, 40, true},
+        Case{"continuous_budget", BatchingPolicy::continuous, false, 128, 40, true},
+        Case{"chunked_closed", BatchingPolicy::continuous, true, 96, 40, false},
+        Case{"chunked_poisson", BatchingPolicy::continuous, true, 64, 40, true},
+        Case{"orca_closed", BatchingPolicy::orca, false, 0, 60, false},
+        Case{"orca_poisson", BatchingPolicy::orca, false, 256, 60, true},
+        Case{"static_closed", BatchingPolicy::static_batch, false, 0, 60, false},
+        Case{"speculative_closed", BatchingPolicy::continuous, false, 0, 40, false, 3, 0.7},
+        Case{"speculative_chunked", BatchingPolicy::continuous, true, 64, 40, true, 4, 0.5},
+        Case{"speculative_orca", BatchingPolicy::orca, false, 0, 60, false, 2, 0.9},
+        Case{"tree_closed", BatchingPolicy::continuous, false, 0, 40, false, 3, 0.7, 10, 2},
+        Case{"tree_chunked", BatchingPolicy::continuous, true, 64, 40, true, 4, 0.6, 16, 3},
+        Case{"tree_orca", BatchingPolicy::orca, false, 0, 60, false, 3, 0.8, 8, 2},
+        Case{"prefix_closed", BatchingPolicy::continuous, false, 0, 40, false, 0, 0, 0, 1, 40},
+        Case{"prefix_chunked", BatchingPolicy::continuous, true, 64, 40, true, 0, 0, 0, 1, 40},
+        Case{"prefix_speculative", BatchingPolicy::continuous, false, 0, 40, true, 3, 0.7, 0, 1, 40},
+        Case{"prefix_orca", BatchingPolicy::orca, false, 0, 80, false, 0, 0, 0, 1, 40},
+        // Turn 3 peaks near 300 tokens (38 blocks of 8): 80 blocks hold any one conversation.
+        Case{"conversation", BatchingPolicy::continuous, false, 0, 80, false, 0, 0, 0, 1, 0, 3},
+        Case{"conversation_chunked", BatchingPolicy::continuous, true, 64, 80, false, 0, 0, 0, 1, 24, 3},
+        Case{"conversation_speculative", BatchingPolicy::continuous, false, 0, 80, false, 3, 0.7, 0, 1, 0, 3},
+        // Orca reserves whole peaks: at 120 blocks the other users' admissions evict a finished
+        // turn's blocks before its next turn comes, so a cache that holds the users' histories.
+        Case{"conversation_orca", BatchingPolicy::orca, false, 0, 400, false, 0, 0, 0, 1, 0, 3}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

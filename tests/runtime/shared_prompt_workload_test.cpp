@@ -8,6 +8,8 @@
 
 #include "duplex/base/config.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/runtime/scheduler/prefix_cache.hpp"
+#include "duplex/runtime/workload/conversation_source.hpp"
 #include "duplex/runtime/workload/request_trace.hpp"
 #include "duplex/runtime/workload/workload_config.hpp"
 
@@ -38,12 +40,12 @@ TEST(MooncakeTrace, RowsWithHashIdsSortedAndNumbered) {
   EXPECT_EQ(rows[0].arrival, ms(0));
   EXPECT_EQ(rows[0].input_tokens, 655);
   EXPECT_EQ(rows[0].output_tokens, 52);
-  EXPECT_EQ(rows[0].prompt_hashes, (std::vector<std::uint64_t>{46, 47}));
+  EXPECT_EQ(rows[0].content_hashes, (std::vector<std::uint64_t>{46, 47}));
   EXPECT_EQ(rows[0].hash_block_tokens, kMooncakeHashBlockTokens);
   EXPECT_EQ(rows[1].arrival, ms(10.5));
-  EXPECT_TRUE(rows[1].prompt_hashes.empty());
+  EXPECT_TRUE(rows[1].content_hashes.empty());
   EXPECT_EQ(rows[2].arrival, ms(3052));
-  EXPECT_EQ(rows[2].prompt_hashes.size(), 5u);
+  EXPECT_EQ(rows[2].content_hashes.size(), 5u);
   EXPECT_EQ(parse_request_trace("{\"timestamp\": 1, \"input_length\": 5, \"output_length\": 2}\n"
                                 "{\"timestamp\": 0, \"input_length\": 6, \"output_length\": 2}\n",
                                 "m.jsonl", 1)
@@ -88,9 +90,9 @@ TEST(SharedPrefixSource, AddsTheSharedTokensAndOneOfTheGroupsHashes) {
   std::map<std::uint64_t, int> groups;
   for (const RequestSpec& r : requests) {
     EXPECT_EQ(r.input_tokens, 2148);
-    ASSERT_EQ(r.prompt_hashes.size(), 1u);
+    ASSERT_EQ(r.content_hashes.size(), 1u);
     EXPECT_EQ(r.hash_block_tokens, 2048);
-    ++groups[r.prompt_hashes[0]];
+    ++groups[r.content_hashes[0]];
   }
   ASSERT_EQ(groups.size(), 4u);
   for (const auto& [hash, n] : groups) EXPECT_NEAR(n, 100, 35) << hash;  // uniform: 100 +- 3.5 sigma
@@ -133,12 +135,100 @@ TEST(SharedPrefixWorkload, MooncakePresetCarriesHashesAndRefusesASharedPrefixBes
   ASSERT_EQ(w.requests, 6);
   const auto rows = make_request_source(w)->take_arrived(seconds(10));
   ASSERT_EQ(rows.size(), 6u);
-  EXPECT_EQ(rows[0].prompt_hashes, (std::vector<std::uint64_t>{0, 1, 2}));
-  EXPECT_EQ(rows[4].prompt_hashes, (std::vector<std::uint64_t>{5}));
+  EXPECT_EQ(rows[0].content_hashes, (std::vector<std::uint64_t>{0, 1, 2}));
+  EXPECT_EQ(rows[4].content_hashes, (std::vector<std::uint64_t>{5}));
   const std::string text =
       "seed: 1\narrival: {kind: trace, file: mooncake-format-example.jsonl}\n"
       "lengths: {kind: trace}\nshared_prefix: {tokens: 64}\n";
   EXPECT_NE(error_of([&] { read_workload(ConfigNode::parse(text, "w.yaml")); }).find("hash_ids"),
+            std::string::npos);
+}
+
+const LengthDistribution kTurn{LengthDistribution::Kind::fixed, 40, 24, 0.0, 0.0};
+
+TEST(ConversationSource, EachTurnIsTheConversationSoFarPlusAMessage) {
+  // 2 users, conversations of 3 turns, a 32-token system prompt (one group), 2 s of think time.
+  ConversationSource source(2, 20, kTurn, Conversations{3, 2.0, SharedPrefix{32, 1}}, 5);
+  auto first = source.take_arrived(Time{});
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0].input_tokens, 32 + 40);
+  EXPECT_EQ(first[0].output_tokens, 24);
+  EXPECT_EQ(first[0].hash_block_tokens, kConversationHashTokens);
+  EXPECT_EQ(first[0].hashed_tokens, 32 + 40 + 24);
+  EXPECT_EQ(first[0].content_hashes.size(), 6u);  // ceil(96 / 16)
+  // The system prompt's 2 blocks are shared by both conversations (one group); the rest are each its own.
+  for (std::size_t i = 0; i < 2; ++i) EXPECT_EQ(first[0].content_hashes[i], first[1].content_hashes[i]) << i;
+  for (std::size_t i = 2; i < 6; ++i) EXPECT_NE(first[0].content_hashes[i], first[1].content_hashes[i]) << i;
+  EXPECT_FALSE(source.next_arrival().has_value());
+  // Turn 2 of conversation 0 arrives 2 s after turn 1 finished: its prompt is turn 1's prompt and answer plus
+  // a new message, and its hashes begin with turn 1's (so turn 1's blocks, answer included, are its prefix).
+  source.on_finished(first[0].id, seconds(1));
+  EXPECT_EQ(source.next_arrival(), seconds(3));
+  EXPECT_TRUE(source.take_arrived(seconds(2.9)).empty());
+  const auto second = source.take_arrived(seconds(3));
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].id, 2);
+  EXPECT_EQ(second[0].input_tokens, 96 + 40);
+  EXPECT_EQ(second[0].hashed_tokens, 96 + 40 + 24);
+  for (std::size_t i = 0; i < 6; ++i) EXPECT_EQ(second[0].content_hashes[i], first[0].content_hashes[i]) << i;
+  const auto turn1 = prefix_block_keys(first[0], 16), turn2 = prefix_block_keys(second[0], 16);
+  ASSERT_EQ(turn1.size(), 5u);  // 95 tokens with K/V (the last answer token has none): 5 whole blocks
+  for (std::size_t j = 0; j < turn1.size(); ++j) EXPECT_EQ(turn1[j], turn2[j]) << j;
+  // Turn 3, then a new conversation of the same user, at once, with only the system prompt as history.
+  source.on_finished(second[0].id, seconds(4));
+  const auto third = source.take_arrived(seconds(6));
+  ASSERT_EQ(third.size(), 1u);
+  EXPECT_EQ(third[0].input_tokens, 160 + 40);
+  source.on_finished(third[0].id, seconds(7));
+  const auto fresh = source.take_arrived(seconds(7));
+  ASSERT_EQ(fresh.size(), 1u);
+  EXPECT_EQ(fresh[0].input_tokens, 72);
+  EXPECT_EQ(fresh[0].content_hashes[0], first[0].content_hashes[0]);
+  EXPECT_NE(fresh[0].content_hashes[2], first[0].content_hashes[2]);
+}
+
+TEST(ConversationSource, StopsAtTheTotalAndRefusesBadSettings) {
+  ConversationSource source(3, 4, kTurn, Conversations{5, 0.0, SharedPrefix{0, 1}}, 1);
+  auto arrived = source.take_arrived(Time{});
+  ASSERT_EQ(arrived.size(), 3u);
+  EXPECT_EQ(arrived[0].input_tokens, 40);
+  source.on_finished(arrived[0].id, ms(1));
+  const auto next = source.take_arrived(ms(1));
+  ASSERT_EQ(next.size(), 1u);
+  for (const RequestSpec& r : {arrived[1], arrived[2], next[0]}) source.on_finished(r.id, ms(2));
+  EXPECT_TRUE(source.take_arrived(seconds(1)).empty());
+  EXPECT_TRUE(source.exhausted());
+  const auto make = [](Conversations c, std::int64_t users) { ConversationSource s(users, 10, kTurn, c, 1); };
+  EXPECT_THROW(make(Conversations{0, 0.0, SharedPrefix{0, 1}}, 1), Error);
+  EXPECT_THROW(make(Conversations{2, -1.0, SharedPrefix{0, 1}}, 1), Error);
+  EXPECT_THROW(make(Conversations{2, 0.0, SharedPrefix{-1, 1}}, 1), Error);
+  EXPECT_THROW(make(Conversations{2, 0.0, SharedPrefix{0, 1}}, 0), Error);
+}
+
+TEST(ConversationWorkload, YamlKeyClosedLoopOnly) {
+  const std::string lengths = "seed: 1\nrequests: 8\nlengths: {kind: fixed, input: 4, output: 4}\n";
+  const WorkloadSpec w = read_workload(ConfigNode::parse(
+      lengths + "arrival: {kind: closed, concurrency: 2}\nconversation: {turns: 3, think_s: 1.5}\n"
+                "shared_prefix: {tokens: 16}\n",
+      "w.yaml"));
+  ASSERT_TRUE(w.conversation.has_value());
+  EXPECT_EQ(w.conversation->turns, 3);
+  EXPECT_EQ(w.conversation->think_s, 1.5);
+  const auto first = make_request_source(w)->take_arrived(Time{});
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0].input_tokens, 20);  // the system prompt, then the first message
+  EXPECT_EQ(first[0].hash_block_tokens, kConversationHashTokens);
+  const auto error = [&](const std::string& text) {
+    return error_of([&] { read_workload(ConfigNode::parse(lengths + text, "w.yaml")); });
+  };
+  EXPECT_NE(
+      error("arrival: {kind: poisson, rate_per_s: 2}\nconversation: {turns: 3}\n").find("conversation.turns"),
+      std::string::npos);
+  EXPECT_NE(
+      error("arrival: {kind: closed, concurrency: 2}\nconversation: {turns: 0}\n").find("conversation.turns"),
+      std::string::npos);
+  EXPECT_NE(error("arrival: {kind: closed, concurrency: 2}\nconversation: {turns: 2, think_s: -1}\n")
+                .find("conversation.think_s"),
             std::string::npos);
 }
 

@@ -10,13 +10,13 @@ namespace duplex::runtime {
 std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens) {
   DUPLEX_ASSERT(block_tokens >= 1, "KV block of no tokens");
   std::vector<std::uint64_t> keys;
-  if (spec.prompt_hashes.empty()) return keys;
+  if (spec.content_hashes.empty()) return keys;
   DUPLEX_ASSERT(spec.hash_block_tokens >= 1, "prompt hashes without a hash block size");
-  const std::int64_t covered = std::min(
-      static_cast<std::int64_t>(spec.prompt_hashes.size()) * spec.hash_block_tokens, spec.input_tokens);
+  // The last output token is never fed back: it has no K/V.
+  const std::int64_t covered = std::min(spec.hashed_tokens, spec.input_tokens + spec.output_tokens - 1);
   for (std::int64_t j = 0; (j + 1) * block_tokens <= covered; ++j) {
     const std::uint64_t hash =
-        spec.prompt_hashes[static_cast<std::size_t>(((j + 1) * block_tokens - 1) / spec.hash_block_tokens)];
+        spec.content_hashes[static_cast<std::size_t>(((j + 1) * block_tokens - 1) / spec.hash_block_tokens)];
     // A boost::hash_combine-style mix of the content hash and the block's index.
     std::uint64_t key =
         hash ^ (static_cast<std::uint64_t>(j) + 0x9e3779b97f4a7c15ULL + (hash << 6) + (hash >> 2));

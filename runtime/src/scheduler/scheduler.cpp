@@ -92,15 +92,23 @@ void Scheduler::add_request(const RequestSpec& spec) {
     throw Error(fmt::format("request {} arrives with {} cached tokens of {} input tokens; expected 0 <= cached < "
                             "input (at least one token left to compute)", spec.id, spec.cached_tokens,
                             spec.input_tokens));
-  if (!spec.prompt_hashes.empty() && spec.hash_block_tokens < 1)
-    throw Error(
-        fmt::format("request {} carries {} prompt hashes of blocks of {} tokens; expected blocks of at least "
-                    "1 token",
-                    spec.id, spec.prompt_hashes.size(), spec.hash_block_tokens));
-  const bool shares_prefix = config_.prefix_caching && !spec.prompt_hashes.empty() && spec.cached_tokens == 0;
+  if (!spec.content_hashes.empty()) {
+    const auto hashes = static_cast<std::int64_t>(spec.content_hashes.size());
+    if (spec.hash_block_tokens < 1 || spec.hashed_tokens <= (hashes - 1) * spec.hash_block_tokens ||
+        spec.hashed_tokens > hashes * spec.hash_block_tokens ||
+        spec.hashed_tokens > spec.input_tokens + spec.output_tokens)
+      throw Error(
+          fmt::format("request {} carries {} content hashes of blocks of {} tokens standing for {} tokens; "
+                      "expected blocks of at least 1 token, the hashes' last block holding the last of those "
+                      "tokens, and at most its {} input + {} output tokens",
+                      spec.id, hashes, spec.hash_block_tokens, spec.hashed_tokens, spec.input_tokens,
+                      spec.output_tokens));
+  }
+  const bool shares_prefix =
+      config_.prefix_caching && !spec.content_hashes.empty() && spec.cached_tokens == 0;
   if (shares_prefix && kv_.window().tokens > 0)
     throw Error(fmt::format(
-        "request {} carries prompt hashes for prefix caching, which is not modelled with the "
+        "request {} carries content hashes for prefix caching, which is not modelled with the "
         "model's {} of {} tokens; expected prefix caching off (--no-prefix-caching, "
         "scheduler prefix_caching: false) or requests without hashes",
         spec.id, kv_.window().chunked ? "chunked attention" : "sliding window", kv_.window().tokens));
@@ -331,8 +339,10 @@ StepOutcome Scheduler::update(const StepResult& result) {
     if (it == computed.end()) continue;
     ++matched;
     live.num_computed += it->second->tokens;
-    kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed);
-    if (live.num_computed < live.num_tokens) continue;
+    if (live.num_computed < live.num_tokens) {  // a prefill chunk: its whole blocks are final
+      kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed);
+      continue;
+    }
     RequestRecord& record = records_.at(live.spec.id);
     // Draft tokens past num_tokens (speculative decoding): those of the accepted path, at most its depth,
     // keep their K/V and are emitted before the step's own token; the K/V of the rejected ones is dropped.
@@ -344,6 +354,7 @@ StepOutcome Scheduler::update(const StepResult& result) {
     record.accepted_tokens += accepted;
     if (drafts > 0) ++record.verify_steps;
     live.num_computed = live.num_tokens + accepted;
+    kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed);  // the accepted path's K/V only
     live.decoding = true;
     out.emitted.push_back(live.spec.id);
     for (std::int64_t e = 0; e <= accepted; ++e) {

@@ -7,8 +7,6 @@
 #include "duplex/base/error.hpp"
 
 namespace duplex::runtime {
-namespace {
-
 std::vector<RequestSpec> take_until(std::deque<RequestSpec>& pending, Time now) {
   std::vector<RequestSpec> out;
   while (!pending.empty() && pending.front().arrival <= now) {
@@ -17,8 +15,6 @@ std::vector<RequestSpec> take_until(std::deque<RequestSpec>& pending, Time now) 
   }
   return out;
 }
-
-}  // namespace
 
 ClosedLoopSource::ClosedLoopSource(std::int64_t concurrency, std::int64_t total, LengthDistribution lengths,
                                    std::uint64_t seed)
@@ -107,17 +103,25 @@ SharedPrefixSource::SharedPrefixSource(std::unique_ptr<RequestSource> inner, Sha
     throw Error(fmt::format("shared prefix in {} groups; expected >= 1 group", prefix.groups));
 }
 
+std::uint64_t shared_prompt_group(const SharedPrefix& prefix, std::uint64_t seed, std::uint64_t key) {
+  Rng pick(derive_seed(seed, key));
+  return static_cast<std::uint64_t>(std::min(
+      prefix.groups - 1, static_cast<std::int64_t>(pick.uniform01() * static_cast<double>(prefix.groups))));
+}
+
+std::uint64_t shared_prompt_hash(const SharedPrefix& prefix, std::uint64_t group) {
+  return derive_seed(0x5eedf00dULL + static_cast<std::uint64_t>(prefix.tokens), group);
+}
+
 std::vector<RequestSpec> SharedPrefixSource::take_arrived(Time now) {
   std::vector<RequestSpec> out = inner_->take_arrived(now);
   for (RequestSpec& r : out) {
     // The group from (seed, id) alone, so it does not depend on when the request was taken.
-    Rng pick(derive_seed(seed_, static_cast<std::uint64_t>(r.id)));
-    const auto group = static_cast<std::uint64_t>(
-        std::min(prefix_.groups - 1,
-                 static_cast<std::int64_t>(pick.uniform01() * static_cast<double>(prefix_.groups))));
+    const std::uint64_t group = shared_prompt_group(prefix_, seed_, static_cast<std::uint64_t>(r.id));
     r.input_tokens += prefix_.tokens;
-    r.prompt_hashes = {derive_seed(0x5eedf00dULL + static_cast<std::uint64_t>(prefix_.tokens), group)};
+    r.content_hashes = {shared_prompt_hash(prefix_, group)};
     r.hash_block_tokens = prefix_.tokens;
+    r.hashed_tokens = prefix_.tokens;
   }
   return out;
 }

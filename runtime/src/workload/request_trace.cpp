@@ -147,9 +147,11 @@ std::vector<RequestSpec> parse_mooncake(std::string_view text, const std::string
                                      blocks, r.input_tokens, kMooncakeHashBlockTokens));
       for (const auto& id : *ids) {
         if (!id.is_number_unsigned()) fail("hash_ids", "integer ids >= 0");
-        r.prompt_hashes.push_back(id.get<std::uint64_t>());
+        r.content_hashes.push_back(id.get<std::uint64_t>());
       }
       r.hash_block_tokens = kMooncakeHashBlockTokens;
+      r.hashed_tokens = std::min(
+          r.input_tokens, static_cast<std::int64_t>(r.content_hashes.size()) * kMooncakeHashBlockTokens);
     }
     out.push_back(std::move(r));
   }

@@ -1,7 +1,8 @@
 #include "duplex/runtime/workload/synthetic_workload.hpp"
 
-#include <cstdlib>
 #include <fmt/format.h>
+#include <cmath>
+#include <cstdlib>
 
 #include "duplex/base/config_store.hpp"
 #include "duplex/base/error.hpp"
@@ -66,6 +67,18 @@ WorkloadSpec synthetic_workload(const SyntheticStream& s) {
                     "group",
                     s.label, s.prefix_tokens, s.prefix_groups));
   if (s.prefix_tokens > 0) w.shared_prefix = SharedPrefix{s.prefix_tokens, s.prefix_groups};
+  if (s.turns < 1 || !std::isfinite(s.think_s) || s.think_s < 0)
+    throw Error(
+        fmt::format("{}: conversations of {} turns with {} s think time; expected >= 1 turn and >= 0 s",
+                    s.label, s.turns, s.think_s));
+  if (s.turns > 1 || s.think_s > 0) {
+    if (w.arrival.kind != ArrivalSpec::Kind::closed)
+      throw Error(
+          fmt::format("{}: conversations of {} turns need closed-loop arrivals (each user holds one); "
+                      "expected no Poisson rate",
+                      s.label, s.turns));
+    w.conversation = Conversations{.turns = s.turns, .think_s = s.think_s};
+  }
   return w;
 }
 

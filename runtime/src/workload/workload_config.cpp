@@ -1,7 +1,8 @@
 #include "duplex/runtime/workload/workload_config.hpp"
 
-#include <filesystem>
 #include <fmt/format.h>
+#include <cmath>
+#include <filesystem>
 #include <limits>
 
 #include "duplex/base/config.hpp"
@@ -110,9 +111,20 @@ WorkloadSpec read_workload(const ConfigNode& node) {
                                    prefix->has("groups") ? prefix->get_int("groups", 1, 1'000'000'000) : 1};
     prefix->finish();
     for (const RequestSpec& r : w.arrival.trace_rows)
-      if (!r.prompt_hashes.empty())
+      if (!r.content_hashes.empty())
         prefix->fail("tokens", "the trace's requests carry their own prompt hashes (hash_ids)",
                      "no shared_prefix with a trace that has hash_ids");
+  }
+  if (const std::optional<ConfigNode> chat = node.find("conversation")) {
+    Conversations c;
+    c.turns = chat->get_int("turns", 1, 1'000'000);
+    c.think_s = chat->has("think_s") ? chat->get<double>("think_s") : 0.0;
+    if (!std::isfinite(c.think_s) || c.think_s < 0) chat->fail("think_s", "out of range", "seconds >= 0");
+    chat->finish();
+    if (w.arrival.kind != ArrivalSpec::Kind::closed)
+      chat->fail("turns", "conversations follow their own turns",
+                 "arrival kind closed (each user holds one)");
+    w.conversation = c;
   }
   node.finish();
   return w;
@@ -123,6 +135,14 @@ WorkloadSpec load_workload(std::string_view name_or_path) {
 }
 
 std::unique_ptr<RequestSource> make_request_source(const WorkloadSpec& spec) {
+  if (spec.conversation) {
+    DUPLEX_ASSERT(spec.arrival.kind == ArrivalSpec::Kind::closed,
+                  "conversations without closed-loop arrivals");
+    Conversations chats = *spec.conversation;
+    chats.system_prompt = spec.shared_prefix.value_or(SharedPrefix{0, 1});
+    return std::make_unique<ConversationSource>(spec.arrival.concurrency, spec.requests, *spec.lengths, chats,
+                                                spec.seed);
+  }
   std::unique_ptr<RequestSource> source = make_arrivals(spec);
   if (!spec.shared_prefix) return source;
   return std::make_unique<SharedPrefixSource>(std::move(source), *spec.shared_prefix, spec.seed);
@@ -138,12 +158,15 @@ std::unique_ptr<RequestSource> make_arrivals(const WorkloadSpec& spec) {
       std::vector<RequestSpec> rows(spec.arrival.trace_rows.begin(),
                                     spec.arrival.trace_rows.begin() + static_cast<std::ptrdiff_t>(spec.requests));
       if (spec.lengths) {
-        // Trace arrivals with synthetic lengths: lengths drawn in arrival order.
+        // Trace arrivals with synthetic lengths: lengths drawn in arrival order. The trace's content hashes
+        // described its own prompts: dropped.
         LengthSampler sampler(*spec.lengths, derive_seed(spec.seed, seed_stream::lengths));
         for (RequestSpec& r : rows) {
           const SampledLengths l = sampler.sample();
           r.input_tokens = l.input_tokens;
           r.output_tokens = l.output_tokens;
+          r.content_hashes.clear();
+          r.hash_block_tokens = r.hashed_tokens = 0;
         }
       }
       return std::make_unique<TraceSource>(std::move(rows));

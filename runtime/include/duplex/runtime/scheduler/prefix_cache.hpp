@@ -16,10 +16,10 @@
 
 namespace duplex::runtime {
 
-// The content keys of the KV blocks of `spec`'s prompt that are whole blocks of `block_tokens` tokens inside
-// the part its prompt_hashes cover: block j (tokens [j B, (j + 1) B)) is keyed by the hash of the hash
-// block holding its last token, which (chained) stands for every token before it, and by j. Empty when the
-// request carries no hashes.
+// The content keys of the KV blocks of `spec`'s sequence that are whole blocks of `block_tokens` tokens
+// inside the part its content_hashes cover (its last output token excepted: it has no K/V): block j (tokens
+// [j B, (j + 1) B)) is keyed by the hash of the hash block holding its last token, which (chained) stands for
+// every token before it, and by j. Empty when the request carries no hashes.
 std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens);
 
 class PrefixCache {

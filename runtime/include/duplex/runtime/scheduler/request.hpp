@@ -17,13 +17,17 @@ struct RequestSpec {
   // Prompt tokens whose KV arrives with the request (migrated from a prefill device, Splitwise style), in
   // [0, input_tokens): the request starts with them computed and is decoding. 0 for a new request.
   std::int64_t cached_tokens = 0;
-  // The prompt's content for prefix caching, as chained hashes of blocks of `hash_block_tokens` tokens
-  // (Mooncake's trace hash_ids): prompt_hashes[i] stands for prompt tokens [0, min((i + 1) x
-  // hash_block_tokens, input_tokens)), so two requests whose hashes agree at i begin with the same that many
-  // tokens. May cover only a leading part of the prompt (a shared system prompt). Empty: nothing is known to
-  // be shared.
-  std::vector<std::uint64_t> prompt_hashes{};
-  std::int64_t hash_block_tokens = 0;  // >= 1 when prompt_hashes is not empty
+  // The sequence's content for prefix caching, as chained hashes of blocks of `hash_block_tokens` tokens
+  // (Mooncake's trace hash_ids): content_hashes[i] stands for tokens [0, min((i + 1) x hash_block_tokens,
+  // hashed_tokens)) of the sequence (the prompt, then the output), so two requests whose hashes agree at i
+  // begin with the same that many tokens. They may cover a leading part of the prompt (a shared system
+  // prompt), the prompt (a trace's), or the prompt and the output (a conversation, whose next turn repeats
+  // both). Empty: nothing is known to be shared.
+  std::vector<std::uint64_t> content_hashes{};
+  std::int64_t hash_block_tokens = 0;  // >= 1 when content_hashes is not empty
+  // Tokens the hashes stand for: in ((size - 1) x hash_block_tokens, size x hash_block_tokens] and at most
+  // input_tokens + output_tokens.
+  std::int64_t hashed_tokens = 0;
 
   bool operator==(const RequestSpec&) const = default;
 };

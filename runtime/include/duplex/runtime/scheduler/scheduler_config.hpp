@@ -50,7 +50,7 @@ struct SchedulerConfig {
   // bound. Otherwise >= kv_block_tokens. See Scheduler for the contract.
   std::int64_t prefill_capacity_tokens = 0;
   // Automatic prefix caching (vLLM's APC; on by default there too): a request whose prompt carries content
-  // hashes (RequestSpec::prompt_hashes) reuses the cached K/V of the whole blocks its prompt shares with
+  // hashes (RequestSpec::content_hashes) reuses the cached K/V of the whole blocks its prompt shares with
   // earlier requests (PrefixCache, KvBlockManager) and computes only the rest; at least its last prompt token
   // is computed. Requests without hashes are unaffected. Not modelled with a sliding window (add_request
   // refuses such a request).

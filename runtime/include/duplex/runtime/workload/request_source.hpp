@@ -28,6 +28,9 @@ class RequestSource {
   virtual std::int64_t total_requests() const = 0;
 };
 
+// Removes and returns the requests of `pending` (in arrival order) that arrived by `now`.
+std::vector<RequestSpec> take_until(std::deque<RequestSpec>& pending, Time now);
+
 // Closed loop: `concurrency` users each keep one request in the system; when one finishes at time t, its user
 // issues the next request arriving at t (the scheduler picks it up at the next step), until `total` were issued.
 class ClosedLoopSource final : public RequestSource {
@@ -91,6 +94,11 @@ struct SharedPrefix {
   std::int64_t tokens = 0;  // >= 1
   std::int64_t groups = 1;  // >= 1
 };
+
+// Which of `prefix.groups` system prompts the request or conversation `key` gets, uniformly from `seed`, and
+// the hash that stands for that system prompt.
+std::uint64_t shared_prompt_group(const SharedPrefix& prefix, std::uint64_t seed, std::uint64_t key);
+std::uint64_t shared_prompt_hash(const SharedPrefix& prefix, std::uint64_t group);
 
 // Wraps a source: each request it returns gets `prefix.tokens` more prompt tokens and prompt hashes saying
 // which shared prompt they are (one hash block of prefix.tokens tokens), for prefix caching.

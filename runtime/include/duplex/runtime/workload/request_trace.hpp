@@ -12,7 +12,7 @@
 // FAST'25 release's format): {"timestamp": ms since the first request, "input_length": N, "output_length": M,
 // "hash_ids": [...]} per line, other keys ignored. hash_ids (optional) name the prompt's blocks of
 // kMooncakeHashBlockTokens tokens, equal ids meaning an equal prefix up to that block: they become the
-// request's prompt_hashes, for prefix caching. Errors name the file, the line and the key.
+// request's content_hashes, for prefix caching. Errors name the file, the line and the key.
 #include <cstdint>
 #include <string>
 #include <string_view>

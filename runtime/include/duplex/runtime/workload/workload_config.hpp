@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "duplex/runtime/scheduler/request.hpp"
+#include "duplex/runtime/workload/conversation_source.hpp"
 #include "duplex/runtime/workload/expert_routing.hpp"
 #include "duplex/runtime/workload/length_distribution.hpp"
 #include "duplex/runtime/workload/request_source.hpp"
@@ -42,6 +43,9 @@ struct WorkloadSpec {
   std::uint64_t seed = 0;
   std::optional<RoutingSpec> routing;         // absent for dense models
   std::optional<SharedPrefix> shared_prefix;  // shared system prompts (prefix caching), when given
+  // Multi-turn conversations (closed arrivals only): turns and think time; their system prompt is
+  // shared_prefix (ignored here).
+  std::optional<Conversations> conversation;
 };
 
 WorkloadSpec read_workload(const ConfigNode& node);
