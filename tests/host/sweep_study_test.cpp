@@ -41,6 +41,15 @@ std::string error_of(const std::string& yaml) {
   return "no error";
 }
 
+// One point per setting of the axis in `axis_yaml`: llama3-70b on the gpu, (64, 32), batch 4.
+Study gpu_study_with(const std::string& axis_yaml) {
+  return parse_study(
+      "study: axis\nmodels: [llama3-70b]\nsystems: [gpu]\nlengths: [[64, 32]]\nbatch: [4]\n"
+      "requests: 8\n" +
+          axis_yaml,
+      "study.yaml");
+}
+
 TEST(SweepStudy, ExpandsTheCrossProductWithTheLastAxisFastest) {
   const Study s = parse_study(kStudy, "study.yaml");
   EXPECT_EQ(s.name, "demo");
@@ -218,18 +227,11 @@ speculative:
 // A prefix axis: shared system prompts, with prefix caching on or off, one set of points per setting after
 // the speculative ones; none (tokens 0) keeps the plain id and params.
 TEST(SweepStudy, PrefixSettingsMultiplyThePoints) {
-  const Study s = parse_study(R"(study: prefix
-models: [llama3-70b]
-systems: [gpu]
-lengths: [[64, 32]]
-batch: [4]
-requests: 8
-prefix:
+  const Study s = gpu_study_with(R"(prefix:
   - {tokens: 0}
   - {tokens: 512, groups: 4, caching: false}
   - {tokens: 512, groups: 4}
-)",
-                              "study.yaml");
+)");
   const auto points = s.points();
   ASSERT_EQ(points.size(), 3u);
   EXPECT_EQ(points[0].id, "llama3-70b__gpu__in64-out32__b4__closed");
@@ -260,18 +262,11 @@ prefix:
 // Conversations are prefix settings too (turns > 1): their id, params and text state turns and think time,
 // with or without a system prompt and caching.
 TEST(SweepStudy, ConversationsArePrefixSettings) {
-  const Study s = parse_study(R"(study: chat
-models: [llama3-70b]
-systems: [gpu]
-lengths: [[64, 32]]
-batch: [4]
-requests: 8
-prefix:
+  const Study s = gpu_study_with(R"(prefix:
   - {tokens: 0, turns: 8, think_s: 2.5}
   - {tokens: 0, turns: 8, think_s: 2.5, caching: false}
   - {tokens: 512, groups: 2, turns: 4}
-)",
-                              "study.yaml");
+)");
   const auto points = s.points();
   ASSERT_EQ(points.size(), 3u);
   EXPECT_EQ(points[0].id, "llama3-70b__gpu__turns8-think2.5__in64-out32__b4__closed");

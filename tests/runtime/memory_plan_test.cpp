@@ -7,12 +7,13 @@
 #include <functional>
 #include <string>
 
+#include "closed_loop_options.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
 #include "duplex/runtime/sim/memory_plan.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
-#include "closed_loop_options.hpp"
+#include "error_text.hpp"
 
 namespace duplex::runtime {
 namespace {
@@ -30,14 +31,7 @@ MemoryPlan plan_on(const compiler::ModelSpec& m, const SystemSpec& sys, int devi
   return plan_memory(m, sys, compiler::ParallelLayout::make(m, sys, devices), reserve, block);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testing::error_of;
 
 TEST(MemorySpaces, ExpertsRoundRobinAndTheHeaviestSpaceTakesThePrefill) {
   const compiler::ModelSpec m = eighteen_experts();

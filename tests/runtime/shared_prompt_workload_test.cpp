@@ -12,18 +12,12 @@
 #include "duplex/runtime/workload/conversation_source.hpp"
 #include "duplex/runtime/workload/request_trace.hpp"
 #include "duplex/runtime/workload/workload_config.hpp"
+#include "error_text.hpp"
 
 namespace duplex::runtime {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testing::error_of;
 
 TEST(MooncakeTrace, RowsWithHashIdsSortedAndNumbered) {
   const auto rows = parse_request_trace(

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "../error_text.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
 
@@ -63,15 +64,7 @@ inline std::filesystem::path scratch_dir(const std::string& what) {
   return dir;
 }
 
-// The message of the duplex::Error f throws, or "no error".
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using duplex::runtime::testing::error_of;
 
 // A corruption of a written checkpoint's model.safetensors, and what the error reading it then says after
 // "<that file>: ".
