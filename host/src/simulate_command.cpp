@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "commands.hpp"
@@ -53,6 +54,8 @@ struct SimulateOptions {
   std::int64_t shared_prefix = 0;  // tokens of shared system prompt before each prompt (0: none)
   std::int64_t prefix_groups = 1;  // distinct shared system prompts
   bool no_prefix_caching = false;
+  double slo_ttft_ms = 0;  // latency objectives (0: none)
+  double slo_tpot_ms = 0;
   std::int64_t turns = 1;           // > 1: multi-turn conversations
   double think_time_s = 0;          // between a turn's answer and the next turn
   std::string routing = "uniform";  // uniform | zipf:S | trace:FILE
@@ -215,6 +218,7 @@ void run_simulate(const SimulateOptions& o) {
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;
   sim.xpu_profile = o.xpu_profile;
+  sim.slo = runtime::LatencySlo{o.slo_ttft_ms, o.slo_tpot_ms};
   sim.record_steps = !o.out_dir.empty();
   sim.timeline_steps = o.out_dir.empty() ? 0 : o.timeline_steps;
   std::vector<SystemSpec> systems;
@@ -281,8 +285,7 @@ void add_simulate_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   c->add_option("--think-time", o->think_time_s,
                 "Seconds between a turn's answer and the conversation's next turn")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->capture_default_str();
   c->add_flag("--no-prefix-caching", o->no_prefix_caching,
               "Compute every prompt in full, though requests share prefixes (--shared-prefix, a Mooncake "
               "trace's hash_ids)");
@@ -328,6 +331,13 @@ void add_simulate_command(CLI::App& app) {
   c->add_option("--draft-topk", o->draft_topk, "Nodes a draft tree expands per depth (EAGLE-2's top-k)")
       ->capture_default_str()
       ->check(CLI::Range(1, runtime::kMaxDraftTopk));
+  c->add_option("--slo-ttft", o->slo_ttft_ms,
+                "Latency objective: time to first token, ms (0: none); reports the requests meeting the "
+                "objectives and the goodput")
+      ->capture_default_str();
+  c->add_option("--slo-tpot", o->slo_tpot_ms,
+                "Latency objective: time per output token after the first, ms (0: none)")
+      ->capture_default_str();
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");
@@ -342,6 +352,11 @@ void add_simulate_command(CLI::App& app) {
           throw Error(fmt::format("{} cannot be combined with --workload: the workload file defines the request "
                                   "stream (edit a copy of it instead)", flag));
     check_speculative_flags(*o);
+    for (const auto& [flag, value, unit] : {std::tuple{"--slo-ttft", o->slo_ttft_ms, "milliseconds"},
+                                            std::tuple{"--slo-tpot", o->slo_tpot_ms, "milliseconds"},
+                                            std::tuple{"--think-time", o->think_time_s, "seconds"}})
+      if (!(value >= 0 && value <= 1e9))
+        throw Error(fmt::format("{} {}: expected {} in [0, 1e9]", flag, value, unit));
     if (c->count("--prefix-groups") > 0 && o->shared_prefix == 0)
       throw Error(
           fmt::format("--prefix-groups {} picks among shared system prompts; expected --shared-prefix N "

@@ -41,6 +41,14 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           r.system, r.accepted_tokens, r.draft_tokens,
           100.0 * static_cast<double>(r.accepted_tokens) / static_cast<double>(r.draft_tokens),
           1.0 + static_cast<double>(r.accepted_tokens) / static_cast<double>(r.verify_steps));
+    if (r.slo)
+      s += fmt::format(
+          "slo {}: {} of {} requests ({:.1f}%) within TTFT {} and TPOT {}; goodput {:.2f} req/s, "
+          "{:.1f} tok/s\n",
+          r.system, r.slo->met, r.requests, 100.0 * r.slo->attainment,
+          r.slo->slo.ttft_ms > 0 ? fmt::format("{:g} ms", r.slo->slo.ttft_ms) : "unbounded",
+          r.slo->slo.tpot_ms > 0 ? fmt::format("{:g} ms", r.slo->slo.tpot_ms) : "unbounded",
+          r.slo->goodput_req_s, r.slo->goodput_tok_s);
     if (r.prefix_query_tokens > 0)
       s += fmt::format(
           "prefix cache {}: {} of {} prompt tokens taken from the cache ({:.1f}%)\n", r.system,

@@ -53,6 +53,7 @@ nlohmann::json simulate_point(const SweepPoint& p, const StudyOptions& o) {
   sim.scheduler = scheduler_for(p, o);
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;  // the simulator rejects unknown names
+  sim.slo = runtime::LatencySlo{o.slo_ttft_ms, o.slo_tpot_ms};
   if (p.speculative.tokens > 0 && p.speculative.draft != "ngram")
     sim.draft_model =
         p.speculative.draft == "mtp" ? compiler::mtp_draft(model) : compiler::load_model(p.speculative.draft);

@@ -307,6 +307,8 @@ nlohmann::json StudyOptions::to_json() const {
                       {"timeline_steps", timeline_steps},
                       {"step_samples", step_samples}};
   if (!routing_trace_digest.empty()) j["routing_trace_digest"] = routing_trace_digest;
+  if (slo_ttft_ms > 0 || slo_tpot_ms > 0)  // only then: studies without objectives keep their params
+    j["slo"] = {{"ttft_ms", slo_ttft_ms}, {"tpot_ms", slo_tpot_ms}};
   return j;
 }
 
@@ -490,6 +492,14 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
     root.fail("memory_reserve", fmt::format("{} is out of range", o.memory_reserve), "a fraction in [0, 1)");
   if (root.has("pim_model")) o.pim_model = root.get_enum("pim_model", {"cycle", "analytical"});
   if (auto n = root.find("record")) read_record(*n, o);
+  if (auto n = root.find("slo")) {
+    for (auto [key, value] : {std::pair{"ttft_ms", &o.slo_ttft_ms}, std::pair{"tpot_ms", &o.slo_tpot_ms}}) {
+      if (!n->has(key)) continue;
+      *value = n->get<double>(key);
+      if (!(*value >= 0 && *value <= 1e9)) n->fail(key, "out of range", "milliseconds >= 0 (0: no bound)");
+    }
+    n->finish();
+  }
   if (root.has("knobs")) read_knobs(root, s);
   if (root.has("speculative")) read_speculative(root, s);
   if (root.has("prefix")) read_prefix(root, s);

@@ -82,6 +82,7 @@ struct StudyOptions {
   std::string pim_model = "cycle";      // cycle | analytical (runtime::SimulationOptions::pim_model)
   std::int64_t timeline_steps = 4;      // steps of device 0's lane timeline kept per point
   std::int64_t step_samples = 200;      // per-step rows kept per point (evenly spaced)
+  double slo_ttft_ms = 0, slo_tpot_ms = 0;  // latency objectives (runtime::LatencySlo; 0: none)
   nlohmann::json to_json() const;
 };
 

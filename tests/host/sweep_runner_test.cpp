@@ -1,12 +1,13 @@
 // The sweep driver with a stand-in point runner: files per point, resume rules, failed points, and output
 // that does not depend on -j.
+#include <gtest/gtest.h>
+#include <unistd.h>
 #include <atomic>
 #include <filesystem>
-#include <gtest/gtest.h>
 #include <map>
 #include <mutex>
 #include <string>
-#include <unistd.h>
+#include <vector>
 
 #include "duplex/base/error.hpp"
 #include "sweep_files.hpp"
@@ -80,45 +81,80 @@ TEST(SweepRunner, WritesOneRecordPerPointAndACombinedCsvInStudyOrder) {
   fs::remove_all(dir);
 }
 
+// Row `row` (0-based, after the header) of a combined.csv, cell by column name; a quoted cell unquoted.
+std::map<std::string, std::string> csv_row(const std::string& csv, std::size_t row) {
+  std::vector<std::vector<std::string>> lines(1, std::vector<std::string>(1));
+  bool quoted = false;
+  for (const char c : csv) {
+    if (c == '"') {
+      quoted = !quoted;
+    } else if (c == ',' && !quoted) {
+      lines.back().emplace_back();
+    } else if (c == '\n' && !quoted) {
+      lines.emplace_back(1);
+    } else {
+      lines.back().back() += c;
+    }
+  }
+  EXPECT_GT(lines.size(), row + 1) << csv;
+  EXPECT_EQ(lines.at(row + 1).size(), lines.at(0).size()) << csv;
+  std::map<std::string, std::string> cells;
+  for (std::size_t i = 0; i < lines[0].size() && i < lines[row + 1].size(); ++i)
+    cells[lines[0][i]] = lines[row + 1][i];
+  return cells;
+}
+
+const nlohmann::json kParams = {{"model", "m"},    {"system", "gpu"}, {"input_len", 16},
+                                {"output_len", 8}, {"batch", 2},      {"load", "closed"}};
+
 // combined.csv states a shared-prompt point's setting and the share of prompt tokens its cache provided.
 TEST(SweepRunner, CombinedCsvStatesThePrefixCacheHitRate) {
-  nlohmann::json point = {{"id", "p"},
-                          {"params",
-                           {{"model", "m"},
-                            {"system", "gpu"},
-                            {"input_len", 16},
-                            {"output_len", 8},
-                            {"batch", 2},
-                            {"load", "closed"},
-                            {"prefix", {{"tokens", 2048}, {"groups", 4}, {"caching", true}}}}},
-                          {"status", "ok"},
-                          {"result", {{"prefix_cache", {{"hit_rate", 0.75}}}}}};
-  const std::string csv = combined_csv({point});
-  EXPECT_TRUE(csv.ends_with(",,prefix=2048x4,0.75\n")) << csv;
+  nlohmann::json point = {{"id", "p"}, {"params", kParams}, {"status", "ok"}};
+  point["params"]["prefix"] = {{"tokens", 2048}, {"groups", 4}, {"caching", true}};
+  point["result"] = {{"prefix_cache", {{"hit_rate", 0.75}}}};
+  auto cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["prefix"], "prefix=2048x4");
+  EXPECT_EQ(cells["prefix_hit_rate"], "0.75");
   point["params"]["prefix"]["caching"] = false;
   point["result"] = nlohmann::json::object();
-  EXPECT_TRUE(combined_csv({point}).ends_with(",,\"prefix=2048x4, no caching\",\n")) << combined_csv({point});
+  cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["prefix"], "prefix=2048x4, no caching");
+  EXPECT_EQ(cells["prefix_hit_rate"], "");
 }
 
 // combined.csv states a speculative point's setting and its tokens per verification (EAGLE's acceptance
 // length), empty without drafts.
 TEST(SweepRunner, CombinedCsvStatesTokensPerVerification) {
-  const nlohmann::json params = {{"model", "m"},    {"system", "gpu"}, {"input_len", 16},
-                                 {"output_len", 8}, {"batch", 2},      {"load", "closed"}};
-  nlohmann::json spec = {{"id", "a"}, {"params", params}, {"status", "ok"}};
+  nlohmann::json spec = {{"id", "a"}, {"params", kParams}, {"status", "ok"}};
   spec["params"]["speculative"] = {
       {"tokens", 3}, {"acceptance", 0.8}, {"draft", "ngram"}, {"tree_tokens", 9}, {"draft_topk", 3}};
   spec["result"] = {{"speculative", {{"tokens_per_verify", 2.5}}}};
   const nlohmann::json plain = {
-      {"id", "b"}, {"params", params}, {"status", "ok"}, {"result", {{"devices", 4}}}};
+      {"id", "b"}, {"params", kParams}, {"status", "ok"}, {"result", {{"devices", 4}}}};
   const std::string csv = combined_csv({spec, plain});
-  EXPECT_NE(csv.find(",speculative,tokens_per_verify,prefix,prefix_hit_rate\n"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",\"speculative=3, acceptance=0.8, draft=ngram, tree_tokens=9, draft_topk=3\",2.5,,\n"),
-            std::string::npos)
-      << csv;
-  EXPECT_NE(csv.find("\nb,"), std::string::npos);
-  EXPECT_TRUE(csv.ends_with(",,,,\n"))
-      << csv;  // no speculative setting, no tokens per verification, no prefix
+  auto cells = csv_row(csv, 0);
+  EXPECT_EQ(cells["speculative"], "speculative=3, acceptance=0.8, draft=ngram, tree_tokens=9, draft_topk=3");
+  EXPECT_EQ(cells["tokens_per_verify"], "2.5");
+  cells = csv_row(csv, 1);
+  EXPECT_EQ(cells["id"], "b");
+  EXPECT_EQ(cells["devices"], "4");
+  EXPECT_EQ(cells["speculative"], "");  // no speculative setting, no tokens per verification
+  EXPECT_EQ(cells["tokens_per_verify"], "");
+}
+
+// combined.csv states the time per output token and, for a study with latency objectives, the share of
+// requests meeting them and the goodput; empty cells otherwise.
+TEST(SweepRunner, CombinedCsvStatesSloAttainmentAndGoodput) {
+  nlohmann::json point = {{"id", "s"}, {"params", kParams}, {"status", "ok"}};
+  point["result"] = {{"tpot_ms", {{"p50", 12.5}}}, {"slo", {{"attainment", 0.9}, {"goodput_req_s", 3.5}}}};
+  auto cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["tpot_p50_ms"], "12.5");
+  EXPECT_EQ(cells["slo_attainment"], "0.9");
+  EXPECT_EQ(cells["goodput_req_s"], "3.5");
+  point["result"].erase("slo");
+  cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["slo_attainment"], "");
+  EXPECT_EQ(cells["goodput_req_s"], "");
 }
 
 TEST(SweepRunner, OutputIsByteIdenticalForAnyNumberOfJobs) {

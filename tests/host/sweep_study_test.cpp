@@ -259,6 +259,21 @@ TEST(SweepStudy, PrefixSettingsMultiplyThePoints) {
       std::string::npos);
 }
 
+// Latency objectives are a study option: in every point's params only when set, checked when read.
+TEST(SweepStudy, LatencyObjectivesAreAnOption) {
+  const Study s = gpu_study_with("slo: {ttft_ms: 2000, tpot_ms: 100}\n");
+  EXPECT_EQ(s.options.slo_ttft_ms, 2000);
+  EXPECT_EQ(s.options.slo_tpot_ms, 100);
+  EXPECT_EQ(s.points()[0].params(s.options)["options"]["slo"],
+            nlohmann::json::parse(R"({"ttft_ms": 2000.0, "tpot_ms": 100.0})"));
+  const Study plain = gpu_study_with("");
+  EXPECT_FALSE(plain.points()[0].params(plain.options)["options"].contains("slo"));
+  const std::string base =
+      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  EXPECT_NE(error_of(base + "slo: {ttft_ms: -1}\n").find("slo.ttft_ms"), std::string::npos);
+  EXPECT_NE(error_of(base + "slo: {e2e_ms: 5}\n").find("e2e_ms"), std::string::npos);
+}
+
 // Conversations are prefix settings too (turns > 1): their id, params and text state turns and think time,
 // with or without a system prompt and caching.
 TEST(SweepStudy, ConversationsArePrefixSettings) {

@@ -144,8 +144,9 @@ PoolFigures Pool::figures(Time simulated) const {
   return f;
 }
 
-void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals, Time end,
-                   const SystemSpec& system, int devices, bool record_requests) {
+void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals,
+                   Time end, const SystemSpec& system, int devices, bool record_requests,
+                   const LatencySlo& slo) {
   r.steps = totals.steps;
   r.simulated_s = end.si();
   totals.energy.charge_static("xpu", end, devices);
@@ -159,7 +160,8 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     // BankGroup-PIM has Logic-PIM's GEMM modules and buffers (on the DRAM dies): taken to leak the same.
     totals.energy.charge_static("logic_pim_stack", end, static_cast<double>(devices) * system.stacks);
   }
-  std::vector<double> ttft, tbt, e2e;
+  std::vector<double> ttft, tbt, e2e, tpot;
+  std::int64_t slo_met = 0, slo_met_tokens = 0;
   for (const RequestTimeline& t : timelines) {
     if (static_cast<std::int64_t>(t.token_times.size()) != t.spec.output_tokens)
       throw InternalError(fmt::format("request {} emitted {} of its {} tokens", t.spec.id, t.token_times.size(),
@@ -176,6 +178,13 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     const double total = to_ms(t.token_times.back() - t.spec.arrival);
     ttft.push_back(first);
     e2e.push_back(total);
+    const auto outputs = static_cast<double>(t.token_times.size());
+    if (outputs > 1) tpot.push_back((total - first) / (outputs - 1));
+    if ((slo.ttft_ms == 0 || first <= slo.ttft_ms) &&
+        (slo.tpot_ms == 0 || outputs <= 1 || (total - first) / (outputs - 1) <= slo.tpot_ms)) {
+      ++slo_met;
+      slo_met_tokens += t.spec.output_tokens;
+    }
     // Between tokens: a step that emits n tokens at once (speculative decoding) gives each of them 1 / n of
     // the time since the previous emission, so the gaps still add up to the decode time.
     double gap_sum = 0;
@@ -203,7 +212,15 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
   r.ttft_ms = percentiles(ttft);
   r.tbt_ms = percentiles(tbt);
   r.e2e_ms = percentiles(e2e);
+  r.tpot_ms = percentiles(tpot);
   r.throughput_tok_s = r.simulated_s > 0 ? static_cast<double>(r.generated_tokens) / r.simulated_s : 0;
+  if (slo.any()) {
+    SloResult s{.slo = slo, .met = slo_met};
+    s.attainment = r.requests > 0 ? static_cast<double>(slo_met) / static_cast<double>(r.requests) : 0;
+    s.goodput_req_s = r.simulated_s > 0 ? static_cast<double>(slo_met) / r.simulated_s : 0;
+    s.goodput_tok_s = r.simulated_s > 0 ? static_cast<double>(slo_met_tokens) / r.simulated_s : 0;
+    r.slo = s;
+  }
   r.batch_mean = r.steps > 0 ? totals.batch_sum / static_cast<double>(r.steps) : 0;
   r.batch_max = totals.batch_max;
   r.energy_j = totals.energy.total().si();

@@ -76,9 +76,10 @@ struct RequestTimeline {
 // workload has no routing section.
 std::unique_ptr<ExpertRouter> make_router(const compiler::ModelSpec& model, const WorkloadSpec& workload);
 
-// Fills the latency, throughput, energy and batch figures of `r` from the timelines and totals; adds static
-// energy for `devices` devices over the run.
-void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals, Time end,
-                   const SystemSpec& system, int devices, bool record_requests);
+// Fills the latency, throughput, energy and batch figures of `r` from the timelines and totals (and the
+// requests meeting `slo`, when set); adds static energy for `devices` devices over the run.
+void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals,
+                   Time end, const SystemSpec& system, int devices, bool record_requests,
+                   const LatencySlo& slo);
 
 }  // namespace duplex::runtime::detail

@@ -61,25 +61,26 @@ nlohmann::json memory_json(const MemoryPlan& m, std::int64_t kv_blocks) {
 
 nlohmann::json SystemResult::to_json() const {
   nlohmann::json j = {{"system", system},
-                    {"model", model},
-                    {"devices", devices},
-                    {"layout", layout},
-                    {"pim_model", pim_model},
-                    {"requests", requests},
-                    {"steps", steps},
-                    {"generated_tokens", generated_tokens},
-                    {"preemptions", preemptions},
-                    {"simulated_s", simulated_s},
-                    {"throughput_tok_s", throughput_tok_s},
-                    {"ttft_ms", percentiles_json(ttft_ms)},
-                    {"tbt_ms", percentiles_json(tbt_ms)},
-                    {"e2e_ms", percentiles_json(e2e_ms)},
-                    {"energy_j", energy_j},
-                    {"energy_j_per_token", energy_j_per_token},
-                    {"energy_breakdown", energy_breakdown},
-                    {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
-                    {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
-                    {"memory", memory_json(memory, kv_capacity_blocks)}};
+                      {"model", model},
+                      {"devices", devices},
+                      {"layout", layout},
+                      {"pim_model", pim_model},
+                      {"requests", requests},
+                      {"steps", steps},
+                      {"generated_tokens", generated_tokens},
+                      {"preemptions", preemptions},
+                      {"simulated_s", simulated_s},
+                      {"throughput_tok_s", throughput_tok_s},
+                      {"ttft_ms", percentiles_json(ttft_ms)},
+                      {"tbt_ms", percentiles_json(tbt_ms)},
+                      {"e2e_ms", percentiles_json(e2e_ms)},
+                      {"tpot_ms", percentiles_json(tpot_ms)},
+                      {"energy_j", energy_j},
+                      {"energy_j_per_token", energy_j_per_token},
+                      {"energy_breakdown", energy_breakdown},
+                      {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
+                      {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
+                      {"memory", memory_json(memory, kv_capacity_blocks)}};
   if (draft_tokens > 0)
     j["speculative"] = {
         {"draft_tokens", draft_tokens},
@@ -89,6 +90,13 @@ nlohmann::json SystemResult::to_json() const {
         // Tokens a verification emits, on average (EAGLE's acceptance length tau).
         {"tokens_per_verify",
          1.0 + static_cast<double>(accepted_tokens) / static_cast<double>(verify_steps)}};
+  if (slo)
+    j["slo"] = {{"ttft_ms", slo->slo.ttft_ms},
+                {"tpot_ms", slo->slo.tpot_ms},
+                {"met", slo->met},
+                {"attainment", slo->attainment},
+                {"goodput_req_s", slo->goodput_req_s},
+                {"goodput_tok_s", slo->goodput_tok_s}};
   if (prefix_query_tokens > 0)
     j["prefix_cache"] = {
         {"query_tokens", prefix_query_tokens},
@@ -127,6 +135,9 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
         fmt::format("draft model {} has a vocabulary of {} tokens, model {} of {}; speculative decoding "
                     "needs one vocabulary (the draft proposes the target's token ids)",
                     o.draft_model->name, o.draft_model->vocab, model.name, model.vocab));
+  for (const auto& [name, value] : {std::pair{"TTFT", o.slo.ttft_ms}, std::pair{"TPOT", o.slo.tpot_ms}})
+    if (!std::isfinite(value) || value < 0)
+      throw Error(fmt::format("{} objective of {} ms; expected a time >= 0 ms (0: no bound)", name, value));
   if (system.split_prefill_fraction > 0) return detail::simulate_split(model, system, o);
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   SystemResult r;
@@ -156,7 +167,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
     timelines.push_back({rec.spec, rec.token_times, rec.preemptions, rec.draft_tokens, rec.accepted_tokens,
                          rec.verify_steps, rec.prefix_query_tokens, rec.prefix_hit_tokens});
   }
-  detail::finish_result(r, timelines, totals, run.end, system, devices, o.record_steps);
+  detail::finish_result(r, timelines, totals, run.end, system, devices, o.record_steps, o.slo);
   return r;
 }
 

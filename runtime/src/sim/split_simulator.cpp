@@ -110,7 +110,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     throw InternalError("split simulation stopped with requests left");
   std::vector<RequestTimeline> all;
   for (auto& [id, t] : timelines) all.push_back(std::move(t));
-  finish_result(r, all, totals, end, system, devices, o.record_steps);
+  finish_result(r, all, totals, end, system, devices, o.record_steps, o.slo);
   r.pools = {prefill.figures(end), decode.figures(end)};
   return r;
 }

@@ -23,6 +23,15 @@
 
 namespace duplex::runtime {
 
+// Latency service-level objectives (DistServe, Sarathi-Serve): a request meets them when its time to first
+// token is at most ttft_ms and its time per output token after the first, (finish - first token) / (outputs -
+// 1), at most tpot_ms (a request of one output token has none). 0: no bound on that one.
+struct LatencySlo {
+  double ttft_ms = 0;
+  double tpot_ms = 0;
+  bool any() const { return ttft_ms > 0 || tpot_ms > 0; }
+};
+
 struct SimulationOptions {
   SchedulerConfig scheduler;       // kv_capacity_blocks is computed from the memory plan
   WorkloadSpec workload;
@@ -44,6 +53,7 @@ struct SimulationOptions {
   std::function<void(std::int64_t finished, std::int64_t total)> progress;
   bool record_steps = false;       // keep per-step rows (for -o DIR)
   std::int64_t timeline_steps = 0; // keep device 0's plan of the first N steps (for the lane timeline)
+  LatencySlo slo;                  // report how many requests meet it (SystemResult::slo), when set
 };
 
 struct Percentiles {
@@ -76,6 +86,15 @@ struct PoolFigures {
   double xpu_utilization = 0, pim_utilization = 0;  // this pool's busy time per device / simulated time, <= 1
 };
 
+// Requests meeting a LatencySlo over a run: their share, and their rate (goodput) in requests and generated
+// tokens per simulated second.
+struct SloResult {
+  LatencySlo slo;
+  std::int64_t met = 0;
+  double attainment = 0;
+  double goodput_req_s = 0, goodput_tok_s = 0;
+};
+
 struct SystemResult {
   std::string system;
   std::string model;
@@ -98,6 +117,8 @@ struct SystemResult {
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;
+  Percentiles tpot_ms;  // per request: (finish - first token) / (outputs - 1), requests of >= 2 outputs
+  std::optional<SloResult> slo;  // when SimulationOptions::slo is set
   double batch_mean = 0;  // requests per step over all steps (a split system: both pools' steps; see pools)
   std::int64_t batch_max = 0;
   double energy_j = 0;
