@@ -91,8 +91,8 @@ runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
     w.routing = runtime::parse_routing(o.routing);
     if (o.turns > 1 || o.think_time_s > 0)
       throw Error(
-          fmt::format("--turns / --think-time: conversations follow their own turns; expected closed or no "
-                      "--arrival beside them, not a trace ({})",
+          fmt::format("--turns / --think-time: conversations follow their own turns; expected closed or "
+                      "poisson:RATE (conversations per second) --arrival beside them, not a trace ({})",
                       w.arrival.trace_file));
     if (o.shared_prefix > 0) {
       for (const runtime::RequestSpec& r : w.arrival.trace_rows)
@@ -280,7 +280,8 @@ void add_simulate_command(CLI::App& app) {
   c->add_option(
        "--turns", o->turns,
        "Multi-turn conversations: turns per conversation, each prompt the conversation so far plus a "
-       "--input-len message (closed loop; 1: independent requests)")
+       "--input-len message (closed loop: --concurrency users; poisson:RATE: conversations started per "
+       "second; 1: independent requests)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_option("--think-time", o->think_time_s,

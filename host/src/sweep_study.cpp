@@ -210,11 +210,6 @@ void read_prefix(const ConfigNode& root, Study& s) {
              "tokens >= 1 beside groups, or turns > 1 beside caching");
     if (x.turns == 1 && x.think_s > 0)
       n.fail("think_s", "a think time without conversations", "turns > 1 beside it");
-    if (x.turns > 1)
-      for (const SweepLoad& load : s.loads)
-        if (load.poisson)
-          n.fail("turns", fmt::format("conversations with load {}", load.text),
-                 "closed loads only (each user holds one conversation)");
     if (std::find(s.prefix.begin(), s.prefix.end(), x) != s.prefix.end())
       throw ConfigError(n.file(), n.path(), "is listed twice", "each setting once");
     s.prefix.push_back(x);

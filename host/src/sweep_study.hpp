@@ -43,7 +43,8 @@ struct SpeculativeSetting {
 
 // A shared-prompt variant: every prompt begins with one of `groups` system prompts of `tokens` tokens (0:
 // none; runtime::SharedPrefix), and with `turns` > 1 requests are the turns of multi-turn conversations
-// (runtime::Conversations, `think_s` between an answer and the next turn; closed loads only); served with
+// (runtime::Conversations, `think_s` between an answer and the next turn; a poisson load starts that many
+// conversations per second); served with
 // prefix caching on or off (`caching`).
 struct PrefixSetting {
   std::int64_t tokens = 0;

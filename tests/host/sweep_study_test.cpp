@@ -254,9 +254,6 @@ TEST(SweepStudy, PrefixSettingsMultiplyThePoints) {
   EXPECT_NE(error_of(base + "prefix: [{tokens: 8, share: 2}]\n").find("share"), std::string::npos);
   EXPECT_NE(error_of(base + "prefix: [{tokens: 0, think_s: 2}]\n").find("prefix[0].think_s"),
             std::string::npos);
-  EXPECT_NE(
-      error_of(base + "load: [\"poisson:2\"]\nprefix: [{tokens: 0, turns: 3}]\n").find("prefix[0].turns"),
-      std::string::npos);
 }
 
 // Latency objectives are a study option: in every point's params only when set, checked when read.

@@ -2,6 +2,7 @@
 // shared system prompts (SharedPrefixSource), the workload YAML's shared_prefix, and their errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <string>
@@ -199,7 +200,7 @@ TEST(ConversationSource, StopsAtTheTotalAndRefusesBadSettings) {
   EXPECT_THROW(make(Conversations{2, 0.0, SharedPrefix{0, 1}}, 0), Error);
 }
 
-TEST(ConversationWorkload, YamlKeyClosedLoopOnly) {
+TEST(ConversationWorkload, YamlKeyNotWithATrace) {
   const std::string lengths = "seed: 1\nrequests: 8\nlengths: {kind: fixed, input: 4, output: 4}\n";
   const WorkloadSpec w = read_workload(ConfigNode::parse(
       lengths + "arrival: {kind: closed, concurrency: 2}\nconversation: {turns: 3, think_s: 1.5}\n"
@@ -212,18 +213,61 @@ TEST(ConversationWorkload, YamlKeyClosedLoopOnly) {
   ASSERT_EQ(first.size(), 2u);
   EXPECT_EQ(first[0].input_tokens, 20);  // the system prompt, then the first message
   EXPECT_EQ(first[0].hash_block_tokens, kConversationHashTokens);
+  // Poisson arrivals start conversations.
+  const WorkloadSpec open = read_workload(ConfigNode::parse(
+      lengths + "arrival: {kind: poisson, rate_per_s: 2}\nconversation: {turns: 3}\n", "w.yaml"));
+  auto source = make_request_source(open);
+  EXPECT_TRUE(source->take_arrived(Time{}).empty());
+  ASSERT_TRUE(source->next_arrival().has_value());
+  EXPECT_EQ(source->take_arrived(*source->next_arrival()).front().content_hashes.size(), 1u);  // 8 tokens
   const auto error = [&](const std::string& text) {
     return error_of([&] { read_workload(ConfigNode::parse(lengths + text, "w.yaml")); });
   };
-  EXPECT_NE(
-      error("arrival: {kind: poisson, rate_per_s: 2}\nconversation: {turns: 3}\n").find("conversation.turns"),
-      std::string::npos);
   EXPECT_NE(
       error("arrival: {kind: closed, concurrency: 2}\nconversation: {turns: 0}\n").find("conversation.turns"),
       std::string::npos);
   EXPECT_NE(error("arrival: {kind: closed, concurrency: 2}\nconversation: {turns: 2, think_s: -1}\n")
                 .find("conversation.think_s"),
             std::string::npos);
+  const std::string trace =
+      "seed: 1\narrival: {kind: trace, file: example-trace.csv}\nlengths: {kind: trace}\n";
+  EXPECT_NE(error_of([&] {
+              read_workload(ConfigNode::parse(trace + "conversation: {turns: 2}\n", "w.yaml"));
+            }).find("conversation.turns"),
+            std::string::npos);
+}
+
+// Open loop: conversations start at Poisson times and their later turns follow their answers; a conversation
+// is the same (its turns' lengths) whatever order the turns finish in, and no more turns than the total.
+TEST(ConversationSource, PoissonStartsAndConversationsIndependentOfFinishOrder) {
+  const LengthDistribution varied{LengthDistribution::Kind::gaussian, 40, 24, 10.0, 8.0};
+  const auto serve = [&](bool reverse) {
+    auto source = ConversationSource::poisson(50.0, 30, varied, Conversations{3, 0.0, SharedPrefix{0, 1}}, 9);
+    std::map<std::uint64_t, std::vector<std::pair<std::int64_t, std::int64_t>>>
+        by_chat;  // first hash -> turns
+    std::vector<RequestSpec> all;
+    Time t{};
+    for (int round = 0; round < 1000 && !source->exhausted(); ++round) {
+      if (const auto next = source->next_arrival()) t = std::max(t, *next);
+      std::vector<RequestSpec> batch = source->take_arrived(t);
+      if (reverse) std::reverse(batch.begin(), batch.end());
+      for (const RequestSpec& r : batch) {
+        EXPECT_LE(r.arrival, t);
+        by_chat[r.content_hashes[0]].push_back({r.input_tokens, r.output_tokens});
+        all.push_back(r);
+      }
+      t = t + ms(1);
+      for (const RequestSpec& r : batch) source->on_finished(r.id, t);
+    }
+    EXPECT_TRUE(source->exhausted());
+    EXPECT_EQ(all.size(), 30u);
+    return by_chat;
+  };
+  const auto a = serve(false), b = serve(true);
+  EXPECT_EQ(a, b);
+  EXPECT_GE(a.size(), 10u);  // 30 turns of conversations of at most 3
+  EXPECT_THROW(ConversationSource::poisson(0.0, 4, varied, Conversations{2, 0.0, SharedPrefix{0, 1}}, 1),
+               Error);
 }
 
 }  // namespace

@@ -71,14 +71,7 @@ WorkloadSpec synthetic_workload(const SyntheticStream& s) {
     throw Error(
         fmt::format("{}: conversations of {} turns with {} s think time; expected >= 1 turn and >= 0 s",
                     s.label, s.turns, s.think_s));
-  if (s.turns > 1 || s.think_s > 0) {
-    if (w.arrival.kind != ArrivalSpec::Kind::closed)
-      throw Error(
-          fmt::format("{}: conversations of {} turns need closed-loop arrivals (each user holds one); "
-                      "expected no Poisson rate",
-                      s.label, s.turns));
-    w.conversation = Conversations{.turns = s.turns, .think_s = s.think_s};
-  }
+  if (s.turns > 1 || s.think_s > 0) w.conversation = Conversations{.turns = s.turns, .think_s = s.think_s};
   return w;
 }
 

@@ -121,9 +121,9 @@ WorkloadSpec read_workload(const ConfigNode& node) {
     c.think_s = chat->has("think_s") ? chat->get<double>("think_s") : 0.0;
     if (!std::isfinite(c.think_s) || c.think_s < 0) chat->fail("think_s", "out of range", "seconds >= 0");
     chat->finish();
-    if (w.arrival.kind != ArrivalSpec::Kind::closed)
-      chat->fail("turns", "conversations follow their own turns",
-                 "arrival kind closed (each user holds one)");
+    if (w.arrival.kind == ArrivalSpec::Kind::trace)
+      chat->fail("turns", "conversations follow their own turns, not a trace's arrivals",
+                 "arrival kind closed (users) or poisson (conversations per second)");
     w.conversation = c;
   }
   node.finish();
@@ -136,10 +136,12 @@ WorkloadSpec load_workload(std::string_view name_or_path) {
 
 std::unique_ptr<RequestSource> make_request_source(const WorkloadSpec& spec) {
   if (spec.conversation) {
-    DUPLEX_ASSERT(spec.arrival.kind == ArrivalSpec::Kind::closed,
-                  "conversations without closed-loop arrivals");
+    DUPLEX_ASSERT(spec.arrival.kind != ArrivalSpec::Kind::trace, "conversations with trace arrivals");
     Conversations chats = *spec.conversation;
     chats.system_prompt = spec.shared_prefix.value_or(SharedPrefix{0, 1});
+    if (spec.arrival.kind == ArrivalSpec::Kind::poisson)
+      return ConversationSource::poisson(spec.arrival.rate_per_s, spec.requests, *spec.lengths, chats,
+                                         spec.seed);
     return std::make_unique<ConversationSource>(spec.arrival.concurrency, spec.requests, *spec.lengths, chats,
                                                 spec.seed);
   }

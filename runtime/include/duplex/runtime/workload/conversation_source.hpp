@@ -1,14 +1,18 @@
 #pragma once
-// Multi-turn conversations (chat, agents): closed-loop users each hold one conversation of `turns` turns at a
-// time. A turn's prompt is the whole conversation so far (an optional shared system prompt, every earlier
-// turn's message and answer) plus a new message; the next turn arrives `think_s` after the turn's last token,
-// and after the last turn the user starts a new conversation at once. Message and answer lengths are drawn
-// from the length distribution (input: the new message's tokens). Requests carry content hashes over their
-// prompt and their answer (blocks of kConversationHashTokens; the system prompt's blocks shared by its group,
-// the rest the conversation's own), so prefix caching finds each turn's history cached by the turn before.
-// Deterministic for a seed and a finish order; ids 0, 1, 2, ... in issue order.
+// Multi-turn conversations (chat, agents) of `turns` turns: closed-loop users each hold one conversation at a
+// time and start a new one at once after its last turn, or (open loop) conversations start at Poisson times.
+// A turn's prompt is the whole conversation so far (an optional shared system prompt, every earlier turn's
+// message and answer) plus a new message; the next turn arrives `think_s` after the turn's last token.
+// Message and answer lengths are drawn from the length distribution (input: the new message's tokens).
+// Requests carry content hashes over their prompt and their answer (blocks of kConversationHashTokens; the
+// system prompt's blocks shared by its group, the rest the conversation's own), so prefix caching finds each
+// turn's history cached by the turn before. Conversation k (0, 1, 2, ... in start order) draws its lengths
+// from its own stream of the seed, so it is the same conversation whichever system serves it and whenever it
+// starts. Deterministic for a seed and a finish order; ids 0, 1, 2, ... in issue order.
 #include <cstdint>
 #include <deque>
+#include <memory>
+#include <optional>
 #include <unordered_map>
 
 #include "duplex/runtime/workload/length_distribution.hpp"
@@ -32,10 +36,17 @@ class ConversationSource final : public RequestSource {
   // tokens >= 0 and groups >= 1.
   ConversationSource(std::int64_t users, std::int64_t total, LengthDistribution lengths, Conversations chats,
                      std::uint64_t seed);
+  // Open loop: conversations start at Poisson times, `rate_per_s` per second from t = 0 (exponential gaps);
+  // throws duplex::Error unless the rate is finite and > 0 (and as above).
+  static std::unique_ptr<ConversationSource> poisson(double rate_per_s, std::int64_t total,
+                                                     LengthDistribution lengths, Conversations chats,
+                                                     std::uint64_t seed);
   std::vector<RequestSpec> take_arrived(Time now) override;
   std::optional<Time> next_arrival() const override;
   void on_finished(RequestId id, Time when) override;
-  bool exhausted() const override { return issued_ == total_ && pending_.empty(); }
+  bool exhausted() const override {
+    return issued_ == total_ && pending_.empty();
+  }  // every turn issued, taken
   std::int64_t total_requests() const override { return total_; }
 
  private:
@@ -44,16 +55,24 @@ class ConversationSource final : public RequestSource {
     std::uint64_t group = 0;   // its system prompt
     std::int64_t turn = 0;     // 0-based, of the turn in flight
     std::int64_t history = 0;  // tokens before this turn's message: system prompt, earlier turns
+    LengthSampler lengths;     // its own stream
   };
+  ConversationSource(std::int64_t users, double rate_per_s, std::int64_t total, LengthDistribution lengths,
+                     Conversations chats, std::uint64_t seed);
   void start_chat(Time arrival);
   void issue_turn(Chat chat, Time arrival);
+  std::optional<Time> next_start() const;  // open loop: when the next conversation starts, while any will
 
   std::int64_t total_;
   std::int64_t issued_ = 0;
   std::uint64_t next_chat_ = 0;
   Conversations chats_;
   std::uint64_t seed_;
-  LengthSampler lengths_;
+  LengthDistribution lengths_;
+  std::uint64_t lengths_seed_;
+  double rate_per_s_ = 0;  // open loop: conversations per second; 0: closed loop
+  Rng gaps_;
+  double clock_s_ = 0;                             // open loop: the next conversation's start, seconds
   std::unordered_map<RequestId, Chat> in_flight_;  // by the request of its current turn
   std::deque<RequestSpec> pending_;                // issued, not yet taken; arrival order
 };

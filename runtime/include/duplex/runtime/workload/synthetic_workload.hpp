@@ -23,7 +23,7 @@ struct SyntheticStream {
   std::string routing = "uniform";   // uniform | zipf:S | trace:FILE (a routing trace CSV)
   std::int64_t prefix_tokens = 0;    // > 0: shared system prompts of this many tokens before each prompt
   std::int64_t prefix_groups = 1;    // how many distinct ones (SharedPrefix)
-  std::int64_t turns = 1;            // > 1: multi-turn conversations (closed loop only; Conversations)
+  std::int64_t turns = 1;            // > 1: multi-turn conversations (Poisson: conversations per second)
   double think_s = 0;                // seconds between a turn's answer and the next turn
 };
 

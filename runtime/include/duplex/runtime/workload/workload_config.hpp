@@ -43,8 +43,9 @@ struct WorkloadSpec {
   std::uint64_t seed = 0;
   std::optional<RoutingSpec> routing;         // absent for dense models
   std::optional<SharedPrefix> shared_prefix;  // shared system prompts (prefix caching), when given
-  // Multi-turn conversations (closed arrivals only): turns and think time; their system prompt is
-  // shared_prefix (ignored here).
+                                              // Multi-turn conversations (closed arrivals: users; poisson:
+                                              // conversations started per second; not a trace):
+  // turns and think time; their system prompt is shared_prefix (ignored here).
   std::optional<Conversations> conversation;
 };
 
