@@ -11,7 +11,7 @@ std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64
   DUPLEX_ASSERT(block_tokens >= 1, "KV block of no tokens");
   std::vector<std::uint64_t> keys;
   if (spec.content_hashes.empty()) return keys;
-  DUPLEX_ASSERT(spec.hash_block_tokens >= 1, "prompt hashes without a hash block size");
+  DUPLEX_ASSERT(spec.hash_block_tokens >= 1, "content hashes without a hash block size");
   // The last output token is never fed back: it has no K/V.
   const std::int64_t covered = std::min(spec.hashed_tokens, spec.input_tokens + spec.output_tokens - 1);
   for (std::int64_t j = 0; (j + 1) * block_tokens <= covered; ++j) {

@@ -64,7 +64,7 @@ class KvBlockManager {
   // Returns all units of `id` and its references on cached prefix blocks (no-op for an id holding none).
   void release(RequestId id);
 
-  // Prefix caching. The cached blocks that begin a prompt with these block keys (prefix_block_keys).
+  // Prefix caching. The cached blocks that begin a sequence with these block keys (prefix_block_keys).
   PrefixCache::Hit prefix_hit(std::span<const std::uint64_t> keys) const { return prefix_.lookup(keys); }
   // Whether `id`, holding nothing, can take `hit`'s cached blocks and then grow to the step's units.
   bool can_grow_with(RequestId id, const PrefixCache::Hit& hit, std::int64_t context,

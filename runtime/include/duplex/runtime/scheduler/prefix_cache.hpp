@@ -1,7 +1,8 @@
 #pragma once
 // Automatic prefix caching (vLLM's APC, SGLang's RadixAttention) as block bookkeeping: full KV blocks whose
-// tokens are a shared prompt prefix are kept in an index by content, and a request whose prompt begins with
-// cached blocks reuses them instead of computing their K/V again. A cached block is held by every running
+// tokens may be shared (a prompt's, or an answer a conversation's next turn repeats) are kept in an index by
+// content, and a request whose sequence begins with cached blocks reuses them instead of computing their K/V
+// again. A cached block is held by every running
 // request using it (a reference count); one that no request holds stays cached until its memory is needed,
 // and then the least recently released goes first (vLLM's free-block queue: a request's blocks are released
 // tail first, so its last block goes before its first). Pure bookkeeping: KvBlockManager counts the blocks

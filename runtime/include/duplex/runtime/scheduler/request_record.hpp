@@ -20,7 +20,7 @@ struct RequestRecord {
   std::int64_t draft_tokens = 0;        // speculative decoding: draft tokens verified, and accepted
   std::int64_t accepted_tokens = 0;
   std::int64_t verify_steps = 0;  // steps that verified draft tokens for it
-  // Prefix caching, over all its admissions with prompt hashes: the tokens it had to compute (its prompt, or
+  // Prefix caching, over all its admissions with content hashes: the tokens it had to compute (its prompt, or
   // prompt + generated after a preemption) and those of them taken from the cache.
   std::int64_t prefix_query_tokens = 0;
   std::int64_t prefix_hit_tokens = 0;

@@ -28,10 +28,10 @@
 // blocks for its prompt in the KV spaces from admission (they are the migration's target).
 //
 // Prefix caching (SchedulerConfig::prefix_caching): a request admitted with no K/V (new, or after a
-// preemption) takes the cached blocks its prompt begins with and starts computing after them (at most its
-// prompt - 1 tokens come from the cache: the last prompt token is computed for its logits); its prompt's
-// whole blocks are cached as it computes them, and stay cached after it finishes until their memory is
-// needed. Cached tokens take no prefill space (their K/V is in the KV spaces already) and migrate nowhere.
+// preemption) takes the cached blocks its sequence begins with and starts computing after them (its last
+// token is always computed, for its logits); the whole blocks its content hashes name (its prompt's, and its
+// answer's when hashed) are cached as it computes them, and stay cached after it finishes until their memory
+// is needed. Cached tokens take no prefill space (their K/V is in the KV spaces already) and migrate nowhere.
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -86,7 +86,7 @@ class Scheduler {
     std::int64_t generated = 0;     // output tokens emitted
     bool decoding = false;          // emitted a token since its last (re)start, so its next token is a decode
     std::int64_t prefill_start = 0;  // tokens it had (from the prefix cache) when its prefill (re)started
-    std::vector<std::uint64_t> prefix_keys;  // its prompt's cacheable blocks (prefix_block_keys), or none
+    std::vector<std::uint64_t> prefix_keys;  // its sequence's cacheable blocks (prefix_block_keys), or none
   };
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);

@@ -49,11 +49,11 @@ struct SchedulerConfig {
   // in whole KV blocks of kv_block_tokens (the space is paged like the KV cache), never exceed this; 0 = no
   // bound. Otherwise >= kv_block_tokens. See Scheduler for the contract.
   std::int64_t prefill_capacity_tokens = 0;
-  // Automatic prefix caching (vLLM's APC; on by default there too): a request whose prompt carries content
-  // hashes (RequestSpec::content_hashes) reuses the cached K/V of the whole blocks its prompt shares with
-  // earlier requests (PrefixCache, KvBlockManager) and computes only the rest; at least its last prompt token
-  // is computed. Requests without hashes are unaffected. Not modelled with a sliding window (add_request
-  // refuses such a request).
+  // Automatic prefix caching (vLLM's APC; on by default there too): a request that carries content hashes
+  // (RequestSpec::content_hashes) reuses the cached K/V of the whole blocks its sequence shares with earlier
+  // requests (PrefixCache, KvBlockManager) and computes only the rest; at least its last token is computed.
+  // Requests without hashes are unaffected. Not modelled with a sliding window (add_request refuses such a
+  // request).
   bool prefix_caching = true;
   // Speculative decoding: every decoding request verifies up to `speculative_tokens` draft tokens per step
   // beside its last token (0: off; capped so that it never drafts past its output, and by the token budget).
