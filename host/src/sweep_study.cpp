@@ -225,6 +225,13 @@ std::string PrefixSetting::text() const {
   return s + (caching ? "" : ", no caching");
 }
 
+std::string PrefixSetting::id() const {
+  if (none()) return "";
+  std::string id = tokens > 0 ? fmt::format("__prefix{}x{}", tokens, groups) : "";
+  if (turns > 1) id += fmt::format("__turns{}-think{}", turns, file_safe(fmt::format("{}", think_s)));
+  return id + (caching ? "" : "-nocache");
+}
+
 nlohmann::json PrefixSetting::to_json() const {
   nlohmann::json j = {{"tokens", tokens}, {"groups", groups}, {"caching", caching}};
   if (turns > 1) {  // only then: system-prompt settings keep their params
@@ -377,7 +384,8 @@ std::vector<SweepPoint> Study::points() const {
                                              spec.tree_tokens > 0
                                                  ? fmt::format("-t{}k{}", spec.tree_tokens, spec.draft_topk)
                                                  : "");
-          for (const PrefixSetting& shared : prefix.empty() ? std::vector<PrefixSetting>{{}} : prefix)
+          for (const PrefixSetting& shared : prefix.empty() ? std::vector<PrefixSetting>{{}} : prefix) {
+            const std::string prefix_id = shared.id();
             for (const auto& [in, outl] : lengths)
               for (const auto b : batches)
                 for (const auto& l : loads) {
@@ -394,17 +402,6 @@ std::vector<SweepPoint> Study::points() const {
                                .output_len = outl,
                                .batch = b,
                                .load = l};
-                  const std::string prefix_id =
-                      shared.none()
-                          ? ""
-                          : fmt::format(
-                                "{}{}{}",
-                                shared.tokens > 0 ? fmt::format("__prefix{}x{}", shared.tokens, shared.groups)
-                                                  : "",
-                                shared.turns > 1 ? fmt::format("__turns{}-think{}", shared.turns,
-                                                               file_safe(fmt::format("{}", shared.think_s)))
-                                                 : "",
-                                shared.caching ? "" : "-nocache");
                   p.id = fmt::format("{}__{}{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), knob_id,
                                      spec_id, prefix_id, in, outl, b, file_safe(l.text));
                   if (!ids.insert(p.id).second)
@@ -414,6 +411,7 @@ std::vector<SweepPoint> Study::points() const {
                                     file, p.id));
                   out.push_back(std::move(p));
                 }
+          }
         }
       }
   return out;

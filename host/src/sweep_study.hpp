@@ -55,6 +55,8 @@ struct PrefixSetting {
   bool none() const { return tokens == 0 && turns == 1; }
   // "prefix=2048x4", "turns=8, think=5s", joined, + ", no caching"; "" for none.
   std::string text() const;
+  // Its part of a point's id: "__prefix2048x4", "__turns8-think5", joined, + "-nocache"; "" for none.
+  std::string id() const;
   nlohmann::json to_json() const;  // {tokens, groups, caching} (+ turns, think_s for conversations)
   bool operator==(const PrefixSetting&) const = default;
 };

@@ -107,7 +107,7 @@ void ConversationSource::on_finished(RequestId id, Time when) {
   in_flight_.erase(it);
   if (issued_ == total_) return;
   if (++chat.turn < chats_.turns) {
-    issue_turn(chat, when + seconds(chats_.think_s));
+    issue_turn(std::move(chat), when + seconds(chats_.think_s));
   } else if (rate_per_s_ == 0) {
     start_chat(when);  // closed loop: the user's next conversation
   }
