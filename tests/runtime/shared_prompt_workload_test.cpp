@@ -137,6 +137,12 @@ TEST(SharedPrefixWorkload, MooncakePresetCarriesHashesAndRefusesASharedPrefixBes
       "lengths: {kind: trace}\nshared_prefix: {tokens: 64}\n";
   EXPECT_NE(error_of([&] { read_workload(ConfigNode::parse(text, "w.yaml")); }).find("hash_ids"),
             std::string::npos);
+  // Lengths other than the trace's would not match its hash_ids: refused, naming the key.
+  const std::string fixed =
+      "seed: 1\narrival: {kind: trace, file: mooncake-format-example.jsonl}\n"
+      "lengths: {kind: fixed, input: 64, output: 8}\n";
+  EXPECT_NE(error_of([&] { read_workload(ConfigNode::parse(fixed, "w.yaml")); }).find("lengths.kind"),
+            std::string::npos);
 }
 
 const LengthDistribution kTurn{LengthDistribution::Kind::fixed, 40, 24, 0.0, 0.0};

@@ -97,6 +97,11 @@ WorkloadSpec read_workload(const ConfigNode& node) {
   const std::optional<ConfigNode> lengths = node.find("lengths");
   if (lengths && lengths->get_or<std::string>("kind", "") != "trace") {
     w.lengths = read_lengths(*lengths);
+    for (const RequestSpec& r : w.arrival.trace_rows)
+      if (!r.content_hashes.empty())
+        lengths->fail("kind",
+                      "the trace's hash_ids describe its own prompts, which other lengths would not be",
+                      "trace (lengths from the trace) for a trace with hash_ids");
   } else if (lengths) {
     lengths->get_enum("kind", {"trace"});
     lengths->finish();
@@ -160,15 +165,14 @@ std::unique_ptr<RequestSource> make_arrivals(const WorkloadSpec& spec) {
       std::vector<RequestSpec> rows(spec.arrival.trace_rows.begin(),
                                     spec.arrival.trace_rows.begin() + static_cast<std::ptrdiff_t>(spec.requests));
       if (spec.lengths) {
-        // Trace arrivals with synthetic lengths: lengths drawn in arrival order. The trace's content hashes
-        // described its own prompts: dropped.
+        // Trace arrivals with synthetic lengths: lengths drawn in arrival order (read_workload refuses a
+        // trace with content hashes here).
         LengthSampler sampler(*spec.lengths, derive_seed(spec.seed, seed_stream::lengths));
         for (RequestSpec& r : rows) {
           const SampledLengths l = sampler.sample();
           r.input_tokens = l.input_tokens;
           r.output_tokens = l.output_tokens;
-          r.content_hashes.clear();
-          r.hash_block_tokens = r.hashed_tokens = 0;
+          DUPLEX_ASSERT(r.content_hashes.empty(), "synthetic lengths for a trace with content hashes");
         }
       }
       return std::make_unique<TraceSource>(std::move(rows));
