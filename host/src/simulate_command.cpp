@@ -74,6 +74,8 @@ struct SimulateOptions {
   int tree_tokens = 0;     // draft tokens verified per request in a tree (0: a chain of --speculative)
   int draft_topk = 1;      // nodes a draft tree expands per depth
   int devices = 0;
+  int replicas = 1;  // copies of each system behind a request router
+  std::string router = "round-robin";
   std::string out_dir;
   std::int64_t timeline_steps = 64;
   bool json = false;
@@ -219,6 +221,8 @@ void run_simulate(const SimulateOptions& o) {
   sim.pim_model = o.pim_model;
   sim.xpu_profile = o.xpu_profile;
   sim.slo = runtime::LatencySlo{o.slo_ttft_ms, o.slo_tpot_ms};
+  sim.cluster.replicas = o.replicas;
+  sim.cluster.router = runtime::parse_router_policy(o.router);
   sim.record_steps = !o.out_dir.empty();
   sim.timeline_steps = o.out_dir.empty() ? 0 : o.timeline_steps;
   std::vector<SystemSpec> systems;
@@ -340,6 +344,18 @@ void add_simulate_command(CLI::App& app) {
                 "Latency objective: time per output token after the first, ms (0: none)")
       ->capture_default_str();
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
+  c->add_option(
+       "--replicas", o->replicas,
+       "Copies of each system, each of --devices devices with its own scheduler and KV cache, behind "
+       "a request router")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  c->add_option(
+       "--router", o->router,
+       "Which replica serves a request, decided at its arrival: round-robin | least-loaded (fewest "
+       "outstanding requests) | cache-aware (the longest cached prefix unless the load is imbalanced: "
+       "SGLang's policy)")
+      ->capture_default_str();
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");
   c->add_option("--timeline-steps", o->timeline_steps, "Steps in the lane timeline (with -o)")->capture_default_str();
@@ -363,6 +379,14 @@ void add_simulate_command(CLI::App& app) {
           fmt::format("--prefix-groups {} picks among shared system prompts; expected --shared-prefix N "
                       "(N >= 1 tokens) beside it",
                       o->prefix_groups));
+    try {
+      runtime::parse_router_policy(o->router);
+    } catch (const Error& e) {
+      throw Error(fmt::format("--router: {}", e.what()));
+    }
+    if (c->count("--router") > 0 && o->replicas == 1)
+      throw Error(fmt::format(
+          "--router {} routes requests over replicas; expected --replicas N (N >= 2) beside it", o->router));
     run_simulate(*o);
   });
 }

@@ -26,7 +26,8 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
                      results.front().system, results.back().pim_model);
   for (const auto& r : results) {
     const runtime::MemoryPlan& m = r.memory;
-    s += fmt::format("memory {}: KV cache {} tokens ({} blocks)", r.system, m.kv_tokens, r.kv_capacity_blocks);
+    s += fmt::format("memory {}: KV cache {} tokens ({} blocks){}", r.system, m.kv_tokens,
+                     r.kv_capacity_blocks, r.replicas > 1 ? " per replica" : "");
     if (m.has_spaces())
       s += fmt::format(" in spaces {}, prefill space {} holds {} tokens per replica (scheduler bound {})",
                        fmt::join(m.kv_spaces, ","), fmt::join(m.prefill_spaces, ","), m.prefill_tokens,
@@ -49,6 +50,12 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           r.slo->slo.ttft_ms > 0 ? fmt::format("{:g} ms", r.slo->slo.ttft_ms) : "unbounded",
           r.slo->slo.tpot_ms > 0 ? fmt::format("{:g} ms", r.slo->slo.tpot_ms) : "unbounded",
           r.slo->goodput_req_s, r.slo->goodput_tok_s);
+    if (r.replicas > 1) {
+      s += fmt::format("cluster {}: {} replicas of {} devices, {} router; requests per replica", r.system,
+                       r.replicas, r.devices / r.replicas, r.router);
+      for (const runtime::PoolFigures& p : r.pools) s += fmt::format(" {}", p.requests);
+      s += "\n";
+    }
     if (r.prefix_query_tokens > 0)
       s += fmt::format(
           "prefix cache {}: {} of {} prompt tokens taken from the cache ({:.1f}%)\n", r.system,
@@ -82,22 +89,24 @@ void write_file(const fs::path& path, const std::string& text) {
 std::string steps_csv(const runtime::SystemResult& r) {
   std::string s =
       "step,start_s,end_s,requests,decode_requests,prefill_tokens,tokens,kv_blocks_used,kv_blocks_capacity,"
-      "xpu_busy_us,pim_busy_us,link_us,energy_j\n";
+      "xpu_busy_us,pim_busy_us,link_us,energy_j,pool\n";
   for (const auto& x : r.step_rows)
-    s += fmt::format("{},{:.9f},{:.9f},{},{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.6g}\n", x.step, x.start_s, x.end_s,
-                     x.requests, x.decode_requests, x.prefill_tokens, x.tokens, x.kv_blocks_used, x.kv_blocks_capacity,
-                     x.xpu_busy_us, x.pim_busy_us, x.link_us, x.energy_j);
+    s += fmt::format("{},{:.9f},{:.9f},{},{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.6g},{}\n", x.step, x.start_s,
+                     x.end_s, x.requests, x.decode_requests, x.prefill_tokens, x.tokens, x.kv_blocks_used,
+                     x.kv_blocks_capacity, x.xpu_busy_us, x.pim_busy_us, x.link_us, x.energy_j, x.pool);
   return s;
 }
 
 std::string requests_csv(const runtime::SystemResult& r) {
   std::string s =
-      "id,arrival_s,input_tokens,output_tokens,ttft_ms,e2e_ms,mean_tbt_ms,preemptions,prefix_hit_tokens\n";
+      "id,arrival_s,input_tokens,output_tokens,ttft_ms,e2e_ms,mean_tbt_ms,preemptions,prefix_hit_tokens,"
+      "pool\n";
   for (const auto& [id, j] : r.request_rows)
-    s += fmt::format("{},{:.9f},{},{},{:.4f},{:.4f},{:.4f},{},{}\n", id, j["arrival_s"].get<double>(),
+    s += fmt::format("{},{:.9f},{},{},{:.4f},{:.4f},{:.4f},{},{},{}\n", id, j["arrival_s"].get<double>(),
                      j["input_tokens"].get<std::int64_t>(), j["output_tokens"].get<std::int64_t>(),
                      j["ttft_ms"].get<double>(), j["e2e_ms"].get<double>(), j["mean_tbt_ms"].get<double>(),
-                     j["preemptions"].get<std::int64_t>(), j["prefix_hit_tokens"].get<std::int64_t>());
+                     j["preemptions"].get<std::int64_t>(), j["prefix_hit_tokens"].get<std::int64_t>(),
+                     j["pool"].get<std::string>());
   return s;
 }
 

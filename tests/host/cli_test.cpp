@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <array>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -443,6 +444,40 @@ TEST(SimulateCli, SetOverridesTheSystemConfig) {
   const CliRun shown = run("config show systems duplex-pe --set pim.clock=1300MHz");
   ASSERT_EQ(shown.exit_code, 0);
   EXPECT_NE(shown.out.find("clock: 1300MHz"), std::string::npos) << shown.out;
+}
+
+TEST(SimulateCli, ReplicasBehindARouterReportWhoServedWhat) {
+  const std::string dir = ::testing::TempDir() + "duplex_replicas_cli";
+  const std::string args =
+      "simulate --model llama3-70b --system duplex-pe --replicas 2 --router cache-aware --turns 4 --requests "
+      "32 "
+      "--input-len 64 --output-len 16 --batch 8 -o " +
+      dir;
+  const CliRun json = run(args + " --json");
+  ASSERT_EQ(json.exit_code, 0) << json.out;
+  const auto j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["cluster"]["replicas"], 2);
+  EXPECT_EQ(j["cluster"]["router"], "cache-aware");
+  EXPECT_EQ(j["pools"]["replica0"]["requests"].get<int>() + j["pools"]["replica1"]["requests"].get<int>(),
+            32);
+  EXPECT_EQ(j["devices"].get<int>(), 2 * j["pools"]["replica0"]["devices"].get<int>());
+  const CliRun table = run(args);
+  ASSERT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_NE(
+      table.out.find("cluster duplex-pe: 2 replicas of 4 devices, cache-aware router; requests per replica"),
+      std::string::npos)
+      << table.out;
+  std::ifstream csv(dir + "/duplex-pe/requests.csv");
+  std::string header, row;
+  ASSERT_TRUE(std::getline(csv, header));
+  EXPECT_TRUE(header.ends_with(",prefix_hit_tokens,pool")) << header;
+  std::map<std::string, int> served;
+  while (std::getline(csv, row)) ++served[row.substr(row.rfind(',') + 1)];
+  EXPECT_EQ(served["replica0"], j["pools"]["replica0"]["requests"].get<int>());
+  EXPECT_EQ(served["replica1"], j["pools"]["replica1"]["requests"].get<int>());
+  std::ifstream steps(dir + "/duplex-pe/steps.csv");
+  ASSERT_TRUE(std::getline(steps, header));
+  EXPECT_TRUE(header.ends_with(",energy_j,pool")) << header;
 }
 
 TEST(MemtestCli, StreamReadsReachTheStackBandwidthAndJsonHasTheDocumentedFields) {

@@ -118,6 +118,7 @@ Time Pool::step(const StepPlan& plan) {
     row.pim_busy_us = to_us(c.pim_busy);
     row.link_us = to_us(c.link_busy);
     row.energy_j = c.energy.total().si();
+    row.pool = name_;
     result_.step_rows.push_back(row);
   }
   if (recorded) {
@@ -136,12 +137,20 @@ PoolFigures Pool::figures(Time simulated) const {
   PoolFigures f;
   f.name = name_;
   f.devices = devices_;
+  f.requests = static_cast<std::int64_t>(scheduler_->records().size());
   f.steps = steps_;
   f.batch_mean = steps_ > 0 ? batch_sum_ / static_cast<double>(steps_) : 0;
   f.batch_max = batch_max_;
   f.xpu_utilization = simulated.si() > 0 ? xpu_busy_.si() / simulated.si() : 0;
   f.pim_utilization = simulated.si() > 0 ? pim_busy_.si() / simulated.si() : 0;
   return f;
+}
+
+RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {
+  if (!rec.finished()) throw InternalError(fmt::format("request {} did not finish", rec.spec.id));
+  return {
+      rec.spec,         rec.token_times,         rec.preemptions,       rec.draft_tokens, rec.accepted_tokens,
+      rec.verify_steps, rec.prefix_query_tokens, rec.prefix_hit_tokens, std::move(pool)};
 }
 
 void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals,
@@ -206,7 +215,8 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
                                    {"e2e_ms", total},
                                    {"mean_tbt_ms", gaps > 0 ? gap_sum / gaps : 0.0},
                                    {"preemptions", t.preemptions},
-                                   {"prefix_hit_tokens", t.prefix_hit_tokens}};
+                                   {"prefix_hit_tokens", t.prefix_hit_tokens},
+                                   {"pool", t.pool}};
     }
   }
   r.ttft_ms = percentiles(ttft);

@@ -30,6 +30,7 @@ class Pool {
   Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& options, int devices,
        ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name = "");
   Scheduler& scheduler() { return *scheduler_; }
+  const std::string& name() const { return name_; }
   const compiler::ParallelLayout& layout() const { return layout_; }
   const MemoryPlan& memory() const { return memory_; }
   std::int64_t kv_blocks() const { return kv_blocks_; }
@@ -70,7 +71,11 @@ struct RequestTimeline {
   std::int64_t preemptions = 0;
   std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;  // speculative decoding
   std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;           // prefix caching
+  std::string pool;  // a cluster's replica that served it ("" otherwise)
 };
+
+// The timeline of a request its record shows finished (InternalError otherwise), served by `pool`.
+RequestTimeline finished_timeline(const RequestRecord& record, std::string pool = "");
 
 // The expert router the workload asks for; null for dense models; duplex::Error for an MoE model whose
 // workload has no routing section.

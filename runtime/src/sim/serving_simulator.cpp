@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <numeric>
 
+#include "cluster_simulator.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/scheduler/serving_loop.hpp"
@@ -81,6 +82,7 @@ nlohmann::json SystemResult::to_json() const {
                       {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
                       {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
                       {"memory", memory_json(memory, kv_capacity_blocks)}};
+  if (replicas > 1) j["cluster"] = {{"replicas", replicas}, {"router", router}};
   if (draft_tokens > 0)
     j["speculative"] = {
         {"draft_tokens", draft_tokens},
@@ -115,6 +117,7 @@ nlohmann::json SystemResult::to_json() const {
     nlohmann::json& out = j["pools"];
     for (const PoolFigures& p : pools)
       out[p.name] = {{"devices", p.devices},
+                     {"requests", p.requests},
                      {"steps", p.steps},
                      {"batch_size", {{"mean", p.batch_mean}, {"max", p.batch_max}}},
                      {"utilization", {{"xpu", p.xpu_utilization}, {"pim", p.pim_utilization}}}};
@@ -138,6 +141,15 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   for (const auto& [name, value] : {std::pair{"TTFT", o.slo.ttft_ms}, std::pair{"TPOT", o.slo.tpot_ms}})
     if (!std::isfinite(value) || value < 0)
       throw Error(fmt::format("{} objective of {} ms; expected a time >= 0 ms (0: no bound)", name, value));
+  o.cluster.validate();
+  if (o.cluster.replicas > 1) {
+    if (system.split_prefill_fraction > 0)
+      throw Error(
+          fmt::format("system {} splits its devices into prefill and decode pools; replicas of a split "
+                      "system are not modelled (expected 1 replica)",
+                      system.name));
+    return detail::simulate_cluster(model, system, o);
+  }
   if (system.split_prefill_fraction > 0) return detail::simulate_split(model, system, o);
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   SystemResult r;
@@ -162,11 +174,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   const ServingRun run =
       run_serving_loop(pool.scheduler(), *source, [&](const StepPlan& plan) { return pool.step(plan); }, observer);
   std::vector<detail::RequestTimeline> timelines;
-  for (const auto& [id, rec] : run.records) {
-    if (!rec.finished()) throw InternalError(fmt::format("request {} did not finish", id));
-    timelines.push_back({rec.spec, rec.token_times, rec.preemptions, rec.draft_tokens, rec.accepted_tokens,
-                         rec.verify_steps, rec.prefix_query_tokens, rec.prefix_hit_tokens});
-  }
+  for (const auto& [id, rec] : run.records) timelines.push_back(detail::finished_timeline(rec));
   detail::finish_result(r, timelines, totals, run.end, system, devices, o.record_steps, o.slo);
   return r;
 }

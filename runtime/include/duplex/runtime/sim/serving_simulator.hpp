@@ -19,6 +19,7 @@
 #include "duplex/runtime/scheduler/scheduler_config.hpp"
 #include "duplex/runtime/sim/cycle_pim_model.hpp"
 #include "duplex/runtime/sim/memory_plan.hpp"
+#include "duplex/runtime/sim/request_router.hpp"
 #include "duplex/runtime/workload/workload_config.hpp"
 
 namespace duplex::runtime {
@@ -54,6 +55,9 @@ struct SimulationOptions {
   bool record_steps = false;       // keep per-step rows (for -o DIR)
   std::int64_t timeline_steps = 0; // keep device 0's plan of the first N steps (for the lane timeline)
   LatencySlo slo;                  // report how many requests meet it (SystemResult::slo), when set
+  // replicas > 1: that many copies of the system, each of `devices` devices, behind a request router
+  // (sim/request_router.hpp); not for split systems.
+  ClusterSpec cluster;
 };
 
 struct Percentiles {
@@ -66,6 +70,7 @@ struct StepRow {
   std::int64_t requests = 0, decode_requests = 0, prefill_tokens = 0, tokens = 0;
   std::int64_t kv_blocks_used = 0, kv_blocks_capacity = 0;
   double xpu_busy_us = 0, pim_busy_us = 0, link_us = 0, energy_j = 0;
+  std::string pool;  // the pool that ran it: "" (one), "prefill" | "decode" (split), "replica<i>" (cluster)
 };
 
 // One plan of a recorded step, from start_s: the step's, or (speculative decoding with a draft model) one of
@@ -76,10 +81,11 @@ struct TimelineStep {
   compiler::ExecutionPlan plan;
 };
 
-// One pool of a split system (prefill or decode devices), over the whole run.
+// One pool of a split system (prefill or decode devices) or one replica of a cluster, over the whole run.
 struct PoolFigures {
-  std::string name;  // "prefill" | "decode"
+  std::string name;  // "prefill" | "decode" | "replica<i>"
   int devices = 0;
+  std::int64_t requests = 0;  // requests its scheduler served (a split system's decode pool: those migrated)
   std::int64_t steps = 0;
   double batch_mean = 0;  // requests per step of this pool
   std::int64_t batch_max = 0;
@@ -99,7 +105,9 @@ struct SystemResult {
   std::string system;
   std::string model;
   std::string layout;
-  int devices = 0;
+  int devices = 0;     // all of them: a cluster's replicas x devices per replica
+  int replicas = 1;    // a cluster's copies of the system (SimulationOptions::cluster)
+  std::string router;  // a cluster's request router ("" for one replica)
   std::string pim_model;
   MemoryPlan memory;
   std::optional<PimArea> pim_area;  // Logic-PIM systems: the units' area per stack (base/pim_area.hpp)
@@ -126,7 +134,8 @@ struct SystemResult {
   nlohmann::json energy_breakdown;   // "fc.dram", "moe.compute", "static.xpu", ... in joules
   // Busy device-time / (devices x simulated time), <= 1: for a split system both pools' devices together.
   double xpu_utilization = 0, pim_utilization = 0;
-  std::vector<PoolFigures> pools;  // split systems: prefill then decode; empty otherwise
+  std::vector<PoolFigures>
+      pools;  // split systems: prefill then decode; clusters: the replicas; empty otherwise
   std::vector<StepRow> step_rows;
   std::vector<TimelineStep> timeline;
   std::map<std::int64_t, nlohmann::json> request_rows;  // id -> row

@@ -1,0 +1,58 @@
+#pragma once
+// A cluster: `replicas` independent copies of one system (each its own devices, scheduler, KV cache and
+// prefix cache) behind a request router that picks, when a request arrives, the replica that serves it
+// (Vidur's global scheduler; the SGLang model gateway's and llm-d's routers).
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace duplex::runtime {
+
+enum class RouterPolicy {
+  round_robin,   // the i-th arrival to replica i mod replicas
+  least_loaded,  // fewest outstanding requests (Vidur's LOR); ties: the lowest index
+  cache_aware,   // the longest cached prefix unless the load is imbalanced (CacheAwareThresholds)
+};
+
+// "round-robin" | "least-loaded" | "cache-aware"; duplex::Error naming the expected ones otherwise.
+RouterPolicy parse_router_policy(const std::string& text);
+const char* router_policy_name(RouterPolicy policy);
+
+// The SGLang model gateway's cache-aware policy and its defaults (source: lightseekorg/smg,
+// docs/concepts/routing/cache-aware.md: cache-threshold 0.3, balance_abs_threshold 64, balance_rel_threshold
+// 1.5). The load is imbalanced when max - min > balance_abs and max > balance_rel x min (outstanding
+// requests); then the least loaded replica serves. Otherwise the replica holding the longest cached prefix of
+// the prompt does, when it covers more than `cache` of the prompt's tokens, else the least loaded one.
+struct CacheAwareThresholds {
+  double cache = 0.3;             // in [0, 1]
+  std::int64_t balance_abs = 64;  // requests, >= 0
+  double balance_rel = 1.5;       // >= 1
+};
+
+struct ClusterSpec {
+  int replicas = 1;  // >= 1
+  RouterPolicy router = RouterPolicy::round_robin;
+  CacheAwareThresholds thresholds;
+  // duplex::Error naming the field and the expected range when a value is out of it.
+  void validate() const;
+};
+
+// What the router knows of one replica when a request arrives.
+struct ReplicaLoad {
+  std::int64_t outstanding = 0;    // requests routed to it and not finished by the arrival
+  std::int64_t cached_tokens = 0;  // leading tokens of the arriving prompt its prefix cache holds
+};
+
+class RequestRouter {
+ public:
+  explicit RequestRouter(const ClusterSpec& spec);
+  // The replica (an index into `replicas`, one entry per replica) to serve a request of `prompt_tokens`
+  // (>= 1). Deterministic: ties go to the lowest index.
+  int route(std::int64_t prompt_tokens, std::span<const ReplicaLoad> replicas);
+
+ private:
+  ClusterSpec spec_;
+  std::int64_t routed_ = 0;
+};
+
+}  // namespace duplex::runtime

@@ -1,0 +1,161 @@
+// Clusters in the serving simulator: replicas of a system behind a request router. Each replica serves
+// exactly what one system would serve of the requests routed to it; the figures add up over the replicas;
+// least-loaded routing evens out uneven requests; cache-aware routing keeps a conversation where its history
+// is cached.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "closed_loop_options.hpp"
+#include "duplex/runtime/sim/serving_simulator.hpp"
+#include "error_text.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+// Serving the requests of a trace, at most 32 at once.
+SimulationOptions trace_options(const std::vector<RequestSpec>& rows) {
+  SimulationOptions o =
+      testing::closed_loop_options(static_cast<std::int64_t>(rows.size()), 256, 32, 32, 5, 0.0);
+  o.workload.arrival.kind = ArrivalSpec::Kind::trace;
+  o.workload.arrival.trace_rows = rows;
+  o.workload.lengths.reset();  // the trace's own
+  o.record_steps = true;
+  return o;
+}
+
+// `n` requests arriving every `gap_s`, prompts of 256 tokens; request i generates `out(i)` tokens.
+std::vector<RequestSpec> trace_rows(std::int64_t n, double gap_s, std::int64_t (*out)(std::int64_t)) {
+  std::vector<RequestSpec> rows;
+  for (std::int64_t i = 0; i < n; ++i)
+    rows.push_back({.id = i,
+                    .arrival = Time::from_si(gap_s * static_cast<double>(i)),
+                    .input_tokens = 256,
+                    .output_tokens = out(i)});
+  return rows;
+}
+
+std::int64_t varied(std::int64_t i) {
+  return 16 + (i * 37) % 97;
+}
+std::int64_t long_then_short(std::int64_t i) {
+  return i % 2 == 0 ? 384 : 8;
+}
+
+TEST(ClusterSim, EachReplicaServesItsRequestsExactlyAsOneSystemWould) {
+  const auto model = compiler::load_model("llama3-70b");
+  const std::vector<RequestSpec> rows = trace_rows(48, 0.02, varied);
+  SimulationOptions o = trace_options(rows);
+  o.cluster.replicas = 2;  // round-robin: even arrivals to replica 0, odd ones to replica 1
+  for (const char* name : {"gpu", "duplex-pe"}) {
+    SCOPED_TRACE(name);
+    const SystemSpec system = load_system(name);
+    const SystemResult cluster = simulate(model, system, o);
+    for (std::int64_t replica = 0; replica < 2; ++replica) {
+      std::vector<RequestSpec> own;
+      for (const RequestSpec& r : rows)
+        if (r.id % 2 == replica) own.push_back(r);
+      const SystemResult alone = simulate(model, system, trace_options(own));
+      ASSERT_EQ(alone.request_rows.size(), own.size());
+      for (std::size_t k = 0; k < own.size(); ++k) {
+        const nlohmann::json& got = cluster.request_rows.at(own[k].id);
+        const nlohmann::json& want = alone.request_rows.at(static_cast<std::int64_t>(k));
+        EXPECT_EQ(got["pool"], "replica" + std::to_string(replica));
+        EXPECT_EQ(got["ttft_ms"], want["ttft_ms"]) << "request " << own[k].id;
+        EXPECT_EQ(got["e2e_ms"], want["e2e_ms"]) << "request " << own[k].id;
+      }
+      EXPECT_EQ(cluster.pools[static_cast<std::size_t>(replica)].steps, alone.steps);
+    }
+  }
+}
+
+TEST(ClusterSim, FiguresAddUpOverTheReplicasAndRepeatBitForBit) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  SimulationOptions o = testing::closed_loop_options(96, 128, 48, 16, 7, 0.1);
+  o.cluster.replicas = 3;
+  o.cluster.router = RouterPolicy::least_loaded;
+  o.record_steps = true;
+  o.timeline_steps = 12;
+  const SystemSpec system = load_system("duplex-pe");
+  const SystemResult r = simulate(model, system, o);
+  const SystemResult one = simulate(model, system, testing::closed_loop_options(8, 128, 48, 16, 7, 0.1));
+  EXPECT_EQ(r.devices, 3 * one.devices);
+  EXPECT_EQ(r.replicas, 3);
+  EXPECT_EQ(r.requests, 96);
+  ASSERT_EQ(r.pools.size(), 3u);
+  std::int64_t requests = 0, steps = 0;
+  for (const PoolFigures& p : r.pools) {
+    EXPECT_EQ(p.devices, one.devices);
+    EXPECT_GT(p.requests, 0);
+    requests += p.requests;
+    steps += p.steps;
+  }
+  EXPECT_EQ(requests, 96);
+  EXPECT_EQ(steps, r.steps);
+  std::set<std::string> pools;
+  std::set<double> replica0_starts;
+  for (const StepRow& s : r.step_rows) {
+    pools.insert(s.pool);
+    if (s.pool == "replica0") replica0_starts.insert(s.start_s);
+  }
+  EXPECT_EQ(pools, (std::set<std::string>{"replica0", "replica1", "replica2"}));
+  ASSERT_FALSE(r.timeline.empty());
+  for (const TimelineStep& t : r.timeline)
+    EXPECT_TRUE(replica0_starts.contains(t.start_s));  // replica 0's only
+  const nlohmann::json j = r.to_json();
+  EXPECT_EQ(j["cluster"]["replicas"], 3);
+  EXPECT_EQ(j["cluster"]["router"], "least-loaded");
+  EXPECT_EQ(j["pools"]["replica2"]["requests"], r.pools[2].requests);
+  EXPECT_EQ(simulate(model, system, o).to_json().dump(), j.dump());
+}
+
+TEST(ClusterSim, LeastLoadedRoutingEvensOutUnevenRequests) {
+  // Long and short requests alternate: round-robin sends every long one to replica 0.
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = trace_options(trace_rows(64, 0.01, long_then_short));
+  o.cluster.replicas = 2;
+  const SystemSpec system = load_system("gpu");
+  const SystemResult rr = simulate(model, system, o);
+  o.cluster.router = RouterPolicy::least_loaded;
+  const SystemResult ll = simulate(model, system, o);
+  EXPECT_EQ(rr.pools[0].requests, 32);
+  EXPECT_LT(ll.pools[0].requests, ll.pools[1].requests);  // replica 0 stays busy with long requests
+  EXPECT_LT(ll.e2e_ms.p99, rr.e2e_ms.p99);
+  EXPECT_LT(ll.simulated_s, rr.simulated_s);
+}
+
+TEST(ClusterSim, CacheAwareRoutingKeepsConversationsWhereTheirHistoryIsCached) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = testing::closed_loop_options(192, 64, 48, 32, 3, 0.1);
+  o.workload.conversation = Conversations{.turns = 6, .think_s = 0.05};
+  o.cluster.replicas = 4;
+  const SystemSpec system = load_system("duplex-pe");
+  const SystemResult rr = simulate(model, system, o);
+  o.cluster.router = RouterPolicy::cache_aware;
+  const SystemResult ca = simulate(model, system, o);
+  o.cluster.replicas = 1;  // one system holds every conversation's history
+  const SystemResult single = simulate(model, system, o);
+  auto hit_rate = [](const SystemResult& r) {
+    return static_cast<double>(r.prefix_hit_tokens) / static_cast<double>(r.prefix_query_tokens);
+  };
+  // A later turn finds its history on its replica under round-robin about one time in four.
+  EXPECT_LT(hit_rate(rr), 0.8 * hit_rate(single));
+  EXPECT_GT(hit_rate(ca), 0.95 * hit_rate(single));
+  EXPECT_LT(ca.ttft_ms.p50, rr.ttft_ms.p50);
+}
+
+TEST(ClusterSim, SplitSystemsAndBadClustersAreRefused) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  SimulationOptions o = testing::closed_loop_options(8, 64, 8, 4, 1, 0.0);
+  o.cluster.replicas = 2;
+  EXPECT_NE(testing::error_of([&] {
+              simulate(model, load_system("duplex-split"), o);
+            }).find("replicas of a split system are not modelled"),
+            std::string::npos);
+  o.cluster.replicas = 0;
+  EXPECT_NE(testing::error_of([&] { simulate(model, load_system("gpu"), o); }).find("0 replicas"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace duplex::runtime

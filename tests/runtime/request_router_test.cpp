@@ -1,0 +1,100 @@
+// The request router's policies over given replica loads: round-robin cycles, least-loaded picks the fewest
+// outstanding requests, cache-aware follows the longest cached prefix unless it covers too little of the
+// prompt or the load is imbalanced (both of the SGLang gateway's thresholds exceeded).
+#include "duplex/runtime/sim/request_router.hpp"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "duplex/base/error.hpp"
+#include "error_text.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+using testing::error_of;
+
+ClusterSpec cluster(int replicas, RouterPolicy policy) {
+  ClusterSpec c;
+  c.replicas = replicas;
+  c.router = policy;
+  return c;
+}
+
+TEST(RequestRouter, RoundRobinCyclesWhateverTheLoads) {
+  RequestRouter router(cluster(3, RouterPolicy::round_robin));
+  const std::vector<ReplicaLoad> loads = {{50, 0}, {0, 900}, {7, 10}};
+  std::vector<int> got;
+  for (int i = 0; i < 7; ++i) got.push_back(router.route(1000, loads));
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 0, 1, 2, 0}));
+}
+
+TEST(RequestRouter, LeastLoadedPicksTheFewestOutstandingAndTheFirstOfEquals) {
+  RequestRouter router(cluster(4, RouterPolicy::least_loaded));
+  EXPECT_EQ(router.route(10, std::vector<ReplicaLoad>{{5, 0}, {3, 0}, {4, 0}, {3, 0}}), 1);
+  EXPECT_EQ(router.route(10, std::vector<ReplicaLoad>{{0, 0}, {0, 900}, {0, 0}, {0, 0}}),
+            0);  // ignores caches
+}
+
+TEST(RequestRouter, CacheAwareFollowsTheLongestCachedPrefixWhenTheLoadIsBalanced) {
+  RequestRouter router(cluster(3, RouterPolicy::cache_aware));
+  EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{10, 0}, {40, 600}, {11, 310}}), 1);
+  // Equal prefixes: the less loaded of them.
+  EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{10, 0}, {40, 600}, {30, 600}}), 2);
+}
+
+TEST(RequestRouter, CacheAwareGoesToTheLeastLoadedWhenThePrefixCoversTooLittle) {
+  RequestRouter router(cluster(3, RouterPolicy::cache_aware));
+  // 300 of 1,000 tokens is not more than the 0.3 threshold.
+  EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{12, 0}, {20, 300}, {11, 100}}), 2);
+  EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{12, 0}, {20, 301}, {11, 100}}), 1);
+  EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{12, 0}, {20, 0}, {11, 0}}), 2);  // no cache anywhere
+}
+
+TEST(RequestRouter, CacheAwareBalancesOnlyWhenBothImbalanceThresholdsAreExceeded) {
+  RequestRouter router(cluster(2, RouterPolicy::cache_aware));
+  // 100 - 10 > 64 and 100 > 1.5 x 10: imbalanced, the least loaded serves.
+  EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{10, 0}, {100, 1000}}), 0);
+  // 150 - 100 <= 64: balanced.
+  EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{100, 0}, {150, 1000}}), 1);
+  // 280 - 200 > 64 but 280 <= 1.5 x 200: balanced.
+  EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{200, 0}, {280, 1000}}), 1);
+  ClusterSpec strict = cluster(2, RouterPolicy::cache_aware);
+  strict.thresholds.balance_abs = 0;
+  strict.thresholds.balance_rel = 1.0;
+  RequestRouter balancing(strict);
+  EXPECT_EQ(balancing.route(1000, std::vector<ReplicaLoad>{{100, 0}, {101, 1000}}), 0);
+}
+
+TEST(RequestRouter, NamesParseBothWaysAndBadOnesAreRefused) {
+  for (RouterPolicy p : {RouterPolicy::round_robin, RouterPolicy::least_loaded, RouterPolicy::cache_aware})
+    EXPECT_EQ(parse_router_policy(router_policy_name(p)), p);
+  EXPECT_EQ(error_of([] { parse_router_policy("random"); }),
+            "unknown request router \"random\"; expected round-robin, least-loaded or cache-aware");
+}
+
+TEST(RequestRouter, OutOfRangeClusterSettingsAreRefusedNamingThem) {
+  ClusterSpec c;
+  c.replicas = 0;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("0 replicas; expected 1 to 4096"), std::string::npos);
+  c = ClusterSpec{};
+  c.thresholds.cache = 1.5;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("cache threshold 1.5"), std::string::npos);
+  c = ClusterSpec{};
+  c.thresholds.balance_abs = -1;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("balance_abs -1; expected >= 0"), std::string::npos);
+  c = ClusterSpec{};
+  c.thresholds.balance_rel = 0.5;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("balance_rel 0.5; expected a ratio >= 1"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { RequestRouter r(c); }).find("balance_rel"), std::string::npos);
+}
+
+TEST(RequestRouter, LoadsOfAnotherClusterSizeAreAnInternalError) {
+  RequestRouter router(cluster(3, RouterPolicy::least_loaded));
+  EXPECT_THROW(router.route(10, std::vector<ReplicaLoad>{{0, 0}, {0, 0}}), InternalError);
+}
+
+}  // namespace
+}  // namespace duplex::runtime
