@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Markdown table of a design-knob study (bench/design/*.yaml run by `duplex sweep`): one row per point with its
-knob, speculative-decoding and shared-prompt setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
-area per stack; a model column first when the study has several models. Usage: bench/design/table.py
+knob, speculative-decoding, shared-prompt and cluster setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
+area per stack; a model column first when the study has several models; the prompt tokens taken from the
+prefix cache in a prefix-caching study, and the median time to first token in a cluster study. Usage: bench/design/table.py
 results/pim-design"""
 import csv
 import json
@@ -29,25 +30,29 @@ def main(folder):
     # A speculative setting (its own column in combined.csv) is part of the point's setting, gpu's included.
     for r in ok:
         r["setting"] = "; ".join(x for x in (r["knobs"].replace(";", ", "), r.get("speculative", ""),
-                                             r.get("prefix", "")) if x)
+                                             r.get("prefix", ""), r.get("cluster", "")) if x)
     gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"], r["setting"]): float(r["throughput_tok_s"])
            for r in ok if r["system"] == "gpu"}
     models = len({r["model"] for r in ok}) > 1
     hits = any(r.get("prefix_hit_rate") for r in ok)  # a prefix-caching study: the cache's hit rate too
+    clusters = any(r.get("cluster") for r in ok)  # a cluster study: the first-token latency too
     print(("| model " if models else "") +
           "| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |" +
-          (" prompt tokens from cache |" if hits else ""))
-    print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|" + ("---|" if hits else ""))
+          (" prompt tokens from cache |" if hits else "") + (" TTFT p50 ms |" if clusters else ""))
+    print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|" + ("---|" if hits else "") +
+          ("---|" if clusters else ""))
     for r in ok:
         tput = float(r["throughput_tok_s"])
         setting = (r["model"], r["input_len"], r["output_len"], r["batch"])
-        drafts_and_prompts = "; ".join(x for x in (r.get("speculative", ""), r.get("prefix", "")) if x)
+        drafts_and_prompts = "; ".join(
+            x for x in (r.get("speculative", ""), r.get("prefix", ""), r.get("cluster", "")) if x)
         base = gpu.get(setting + (r["setting"],)) or gpu.get(setting + (drafts_and_prompts,))
         ratio = f"{tput / base:.2f}" if base else "-"
         mm2, die = area_cells(folder, r)
         print((f"| {r['model']} " if models else "") + f"| {r['system']} | {r['setting'] or '-'} | {r['input_len']}, {r['output_len']} | "
               f"{r['batch']} | {tput:.0f} | {ratio} | {float(r['energy_j_per_token']):.4f} | {mm2} | {die} |" +
-              ((f" {100 * float(r['prefix_hit_rate']):.1f}% |" if r.get("prefix_hit_rate") else " - |") if hits else ""))
+              ((f" {100 * float(r['prefix_hit_rate']):.1f}% |" if r.get("prefix_hit_rate") else " - |") if hits else "") +
+              (f" {float(r['ttft_p50_ms']):.1f} |" if clusters else ""))
     return 1 if len(ok) < len(rows) else 0
 
 

@@ -127,6 +127,15 @@ PointRecord read_point(const fs::path& file, const std::string& id, const nlohma
     if (const std::string text = prefix_text(&prefix); !text.empty())
       p.system = fmt::format("{} [{}]", p.system, text);
   }
+  if (j.at("params").contains("cluster")) {  // a cluster variant: its own series too
+    const nlohmann::json& cluster = need(j, "params.cluster", Want::object, name);
+    if (!cluster.contains("replicas") || !cluster["replicas"].is_number_integer() ||
+        !cluster.contains("router") || !cluster["router"].is_string())
+      throw Error(fmt::format("{}: params.cluster: {} is not {{replicas: integer, router: string}}", name,
+                              cluster.dump()));
+    if (const std::string text = cluster_text(&cluster); !text.empty())
+      p.system = fmt::format("{} [{}]", p.system, text);
+  }
   p.load = need(j, "params.load", Want::string, name).get<std::string>();
   parse_load(p.load, name + ": params.load");  // throws for anything but closed / poisson:RATE
   p.input_len = need(j, "params.input_len", Want::number, name).get<std::int64_t>();

@@ -114,7 +114,7 @@ runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
   s.input_len = o.input_len;
   s.output_len = o.output_len;
   s.length_spread = o.length_spread;
-  s.concurrency = o.concurrency > 0 ? o.concurrency : o.batch;
+  s.concurrency = o.concurrency > 0 ? o.concurrency : o.batch * o.replicas;  // --batch is per replica
   s.routing = o.routing;
   s.prefix_tokens = o.shared_prefix;
   s.prefix_groups = o.prefix_groups;
@@ -271,7 +271,8 @@ void add_simulate_command(CLI::App& app) {
                 "closed | poisson:RATE | trace:FILE (CSV arrival_s,input_tokens,output_tokens or Azure "
                 "TIMESTAMP,ContextTokens,GeneratedTokens; or a Mooncake JSONL trace with hash_ids)")
       ->capture_default_str();
-  c->add_option("--concurrency", o->concurrency, "Closed-loop users (default: --batch)")->check(CLI::PositiveNumber);
+  c->add_option("--concurrency", o->concurrency, "Closed-loop users (default: --batch per replica)")
+      ->check(CLI::PositiveNumber);
   c->add_option("--shared-prefix", o->shared_prefix,
                 "Tokens of shared system prompt each prompt begins with, before its --input-len tokens (0: "
                 "none); its K/V is reused by prefix caching")

@@ -20,7 +20,7 @@ runtime::WorkloadSpec workload_for(const SweepPoint& p, const StudyOptions& o) {
   s.output_len = p.output_len;
   s.length_spread = o.length_spread;
   s.poisson_rate_per_s = p.load.poisson ? p.load.rate_per_s : 0;
-  s.concurrency = p.batch;
+  s.concurrency = p.batch * p.cluster.replicas;  // the batch is each replica's
   s.routing = o.routing;
   s.prefix_tokens = p.prefix.tokens;
   s.prefix_groups = p.prefix.groups;
@@ -54,6 +54,8 @@ nlohmann::json simulate_point(const SweepPoint& p, const StudyOptions& o) {
   sim.memory_reserve = o.memory_reserve;
   sim.pim_model = o.pim_model;  // the simulator rejects unknown names
   sim.slo = runtime::LatencySlo{o.slo_ttft_ms, o.slo_tpot_ms};
+  sim.cluster.replicas = p.cluster.replicas;
+  sim.cluster.router = runtime::parse_router_policy(p.cluster.router);
   if (p.speculative.tokens > 0 && p.speculative.draft != "ngram")
     sim.draft_model =
         p.speculative.draft == "mtp" ? compiler::mtp_draft(model) : compiler::load_model(p.speculative.draft);

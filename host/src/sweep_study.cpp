@@ -216,7 +216,41 @@ void read_prefix(const ConfigNode& root, Study& s) {
   }
 }
 
+// cluster: [{replicas: 1}, {replicas: 4, router: round-robin}, {replicas: 4, router: cache-aware}, ...]
+void read_cluster(const ConfigNode& root, Study& s) {
+  for (const auto& n : non_empty_list(root, "cluster")) {
+    ClusterSetting x;
+    x.replicas = static_cast<int>(n.get_int("replicas", 1, 4096));
+    if (n.has("router")) x.router = n.get_enum("router", {"round-robin", "least-loaded", "cache-aware"});
+    n.finish();
+    if (x.replicas == 1 && n.has("router"))
+      n.fail("router", "a router for one replica", "replicas >= 2 beside it");
+    if (std::find(s.cluster.begin(), s.cluster.end(), x) != s.cluster.end())
+      throw ConfigError(n.file(), n.path(), "is listed twice", "each setting once");
+    s.cluster.push_back(x);
+  }
+  if (std::any_of(s.systems.begin(), s.systems.end(),
+                  [&](const std::string& system) {
+                    return read_system(ConfigNode::load(system, "systems")).split_prefill_fraction > 0;
+                  }) &&
+      std::any_of(s.cluster.begin(), s.cluster.end(), [](const ClusterSetting& c) { return c.replicas > 1; }))
+    root.fail("cluster", "replicas of a split system (prefill and decode pools) are not modelled",
+              "systems without split_prefill_fraction, or replicas: 1");
+}
+
 }  // namespace
+
+std::string ClusterSetting::text() const {
+  return replicas == 1 ? "" : fmt::format("replicas={}, router={}", replicas, router);
+}
+
+std::string ClusterSetting::id() const {
+  return replicas == 1 ? "" : fmt::format("__x{}-{}", replicas, router);
+}
+
+nlohmann::json ClusterSetting::to_json() const {
+  return {{"replicas", replicas}, {"router", router}};
+}
 
 std::string PrefixSetting::text() const {
   if (none()) return "";
@@ -270,6 +304,11 @@ std::string prefix_text(const nlohmann::json* prefix) {
                        prefix->at("caching").get<bool>(), prefix->value("turns", std::int64_t{1}),
                        prefix->value("think_s", 0.0)}
       .text();
+}
+
+std::string cluster_text(const nlohmann::json* cluster) {
+  if (cluster == nullptr) return "";
+  return ClusterSetting{cluster->at("replicas").get<int>(), cluster->at("router").get<std::string>()}.text();
 }
 
 SweepLoad parse_load(const std::string& text, const std::string& where) {
@@ -332,6 +371,7 @@ nlohmann::json SweepPoint::params(const StudyOptions& options) const {
     }
   }
   if (prefix_axis) p["prefix"] = prefix.to_json();
+  if (cluster_axis) p["cluster"] = cluster.to_json();
   return p;
 }
 
@@ -384,34 +424,37 @@ std::vector<SweepPoint> Study::points() const {
                                              spec.tree_tokens > 0
                                                  ? fmt::format("-t{}k{}", spec.tree_tokens, spec.draft_topk)
                                                  : "");
-          for (const PrefixSetting& shared : prefix.empty() ? std::vector<PrefixSetting>{{}} : prefix) {
-            const std::string prefix_id = shared.id();
-            for (const auto& [in, outl] : lengths)
-              for (const auto b : batches)
-                for (const auto& l : loads) {
-                  SweepPoint p{.id = {},
-                               .model = m,
-                               .system = s,
-                               .knobs = setting,
-                               .knob_origin = file + ": knobs",
-                               .speculative = spec,
-                               .speculative_axis = !speculative.empty(),
-                               .prefix = shared,
-                               .prefix_axis = !prefix.empty(),
-                               .input_len = in,
-                               .output_len = outl,
-                               .batch = b,
-                               .load = l};
-                  p.id = fmt::format("{}__{}{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s), knob_id,
-                                     spec_id, prefix_id, in, outl, b, file_safe(l.text));
-                  if (!ids.insert(p.id).second)
-                    throw Error(
-                        fmt::format("{}: two points get the name \"{}\" (model, system, knob or draft names "
-                                    "that differ only in characters outside [A-Za-z0-9._-]); rename one",
-                                    file, p.id));
-                  out.push_back(std::move(p));
-                }
-          }
+          for (const PrefixSetting& shared : prefix.empty() ? std::vector<PrefixSetting>{{}} : prefix)
+            for (const ClusterSetting& copies : cluster.empty() ? std::vector<ClusterSetting>{{}} : cluster) {
+              const std::string prefix_id = shared.id() + copies.id();
+              for (const auto& [in, outl] : lengths)
+                for (const auto b : batches)
+                  for (const auto& l : loads) {
+                    SweepPoint p{.id = {},
+                                 .model = m,
+                                 .system = s,
+                                 .knobs = setting,
+                                 .knob_origin = file + ": knobs",
+                                 .speculative = spec,
+                                 .speculative_axis = !speculative.empty(),
+                                 .prefix = shared,
+                                 .prefix_axis = !prefix.empty(),
+                                 .cluster = copies,
+                                 .cluster_axis = !cluster.empty(),
+                                 .input_len = in,
+                                 .output_len = outl,
+                                 .batch = b,
+                                 .load = l};
+                    p.id = fmt::format("{}__{}{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s),
+                                       knob_id, spec_id, prefix_id, in, outl, b, file_safe(l.text));
+                    if (!ids.insert(p.id).second)
+                      throw Error(fmt::format(
+                          "{}: two points get the name \"{}\" (model, system, knob or draft names "
+                          "that differ only in characters outside [A-Za-z0-9._-]); rename one",
+                          file, p.id));
+                    out.push_back(std::move(p));
+                  }
+            }
         }
       }
   return out;
@@ -496,6 +539,7 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
   if (root.has("knobs")) read_knobs(root, s);
   if (root.has("speculative")) read_speculative(root, s);
   if (root.has("prefix")) read_prefix(root, s);
+  if (root.has("cluster")) read_cluster(root, s);
   root.finish();
   // Every system with every knob setting is read now (as strictly as a file): a bad key or value stops the
   // study before any point runs.

@@ -61,6 +61,20 @@ struct PrefixSetting {
   bool operator==(const PrefixSetting&) const = default;
 };
 
+// A cluster variant: `replicas` copies of each system behind a request `router` (runtime::ClusterSpec);
+// one replica is the plain system. A point's batch is each replica's, and a closed loop has batch x replicas
+// users.
+struct ClusterSetting {
+  int replicas = 1;
+  std::string router = "round-robin";  // round-robin | least-loaded | cache-aware
+  // "replicas=4, router=cache-aware"; "" for one replica.
+  std::string text() const;
+  // Its part of a point's id: "__x4-cache-aware"; "" for one replica.
+  std::string id() const;
+  nlohmann::json to_json() const;  // {replicas, router}
+  bool operator==(const ClusterSetting&) const = default;
+};
+
 // One arrival variant: "closed" (closed loop, as many users as the max batch) or "poisson:RATE" (req/s).
 struct SweepLoad {
   std::string text;
@@ -98,6 +112,8 @@ struct SweepPoint {
   bool speculative_axis = false;                           // the study lists speculative settings
   PrefixSetting prefix;                                    // none unless the study has a prefix axis
   bool prefix_axis = false;
+  ClusterSetting cluster;  // one replica unless the study has a cluster axis
+  bool cluster_axis = false;
   std::vector<ConfigOverride> overrides() const;
   std::int64_t input_len = 0, output_len = 0, batch = 0;
   SweepLoad load;
@@ -117,9 +133,10 @@ struct Study {
   std::vector<SweepKnob> knobs;
   std::vector<SpeculativeSetting> speculative;  // empty: no speculative axis (every point without drafts)
   std::vector<PrefixSetting> prefix;            // empty: no prefix axis (no shared prompts)
+  std::vector<ClusterSetting> cluster;          // empty: no cluster axis (one replica)
   StudyOptions options;
   // The points in a fixed order: models, then systems, knob values (the first knob slowest), speculative
-  // settings, prefix settings, lengths, batches, loads (the last varies fastest).
+  // settings, prefix settings, cluster settings, lengths, batches, loads (the last varies fastest).
   std::vector<SweepPoint> points() const;
   // The knob settings a system runs with: the cross product of the values of the knobs that apply to it
   // (the first knob varies slowest); one empty setting when none applies.
@@ -142,6 +159,8 @@ std::string knob_settings(const nlohmann::json* knobs);
 std::string speculative_text(const nlohmann::json* speculative);
 // params' "prefix" ({tokens, groups, caching}; absent or tokens 0: "") as PrefixSetting::text().
 std::string prefix_text(const nlohmann::json* prefix);
+// params' "cluster" ({replicas, router}; absent or one replica: "") as ClusterSetting::text().
+std::string cluster_text(const nlohmann::json* cluster);
 
 // "closed" or "poisson:RATE"; duplex::Error naming `where` otherwise.
 SweepLoad parse_load(const std::string& text, const std::string& where);

@@ -166,6 +166,38 @@ prefix: [{tokens: 0}, {tokens: 64, groups: 2, caching: false}, {tokens: 64, grou
   fs::remove_all(dir);
 }
 
+// A cluster axis: each setting is its own series, labelled with its replicas and router; the cluster point
+// runs on twice the devices.
+TEST(ClusterSweep, SettingsAreSeriesOfTheirOwn) {
+  const fs::path dir = temp_path("cluster");
+  fs::remove_all(dir);
+  run_sweep(parse_study(R"(study: cluster
+models: [tiny-dense]
+systems: [gpu]
+lengths: [[16, 8]]
+batch: [4]
+requests: 12
+pim_model: analytical
+prefix: [{tokens: 0, turns: 3}]
+cluster: [{replicas: 1}, {replicas: 2, router: cache-aware}]
+)",
+                        "cluster.yaml"),
+            dir.string(), 1);
+  const ResultFolder f = load_result_folder(dir.string());
+  ASSERT_EQ(f.points.size(), 2u);
+  for (const auto& p : f.points) EXPECT_TRUE(p.ok) << p.id << ": " << p.error;
+  EXPECT_EQ(f.points[0].system, "gpu [turns=3, think=0s]");
+  EXPECT_EQ(f.points[1].system, "gpu [turns=3, think=0s] [replicas=2, router=cache-aware]");
+  const nlohmann::json one = read_json_file((dir / "points" / (f.points[0].id + ".json")).string());
+  const nlohmann::json two = read_json_file((dir / "points" / (f.points[1].id + ".json")).string());
+  EXPECT_EQ(two["result"]["devices"].get<int>(), 2 * one["result"]["devices"].get<int>());
+  EXPECT_EQ(two["result"]["cluster"]["router"], "cache-aware");
+  const std::string csv = read_text_file(dir / "combined.csv");
+  EXPECT_EQ(count(csv, ",replicas=2, router=cache-aware"), 0u) << csv;  // quoted: it holds a comma
+  EXPECT_EQ(count(csv, ",\"replicas=2, router=cache-aware\"\n"), 1u) << csv;
+  fs::remove_all(dir);
+}
+
 TEST_F(TinySweep, BadOrPartialFoldersNameTheBadFile) {
   EXPECT_NE(report_error(temp_path("nothing")).find("not a folder"), std::string::npos);
 

@@ -122,6 +122,14 @@ TEST(SweepRunner, CombinedCsvStatesThePrefixCacheHitRate) {
   EXPECT_EQ(cells["prefix_hit_rate"], "");
 }
 
+// combined.csv states a cluster point's replicas and router; empty for one system.
+TEST(SweepRunner, CombinedCsvStatesTheCluster) {
+  nlohmann::json point = {{"id", "p"}, {"params", kParams}, {"status", "ok"}};
+  EXPECT_EQ(csv_row(combined_csv({point}), 0)["cluster"], "");
+  point["params"]["cluster"] = {{"replicas", 4}, {"router", "least-loaded"}};
+  EXPECT_EQ(csv_row(combined_csv({point}), 0)["cluster"], "replicas=4, router=least-loaded");
+}
+
 // combined.csv states a speculative point's setting and its tokens per verification (EAGLE's acceptance
 // length), empty without drafts.
 TEST(SweepRunner, CombinedCsvStatesTokensPerVerification) {

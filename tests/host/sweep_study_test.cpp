@@ -256,6 +256,41 @@ TEST(SweepStudy, PrefixSettingsMultiplyThePoints) {
             std::string::npos);
 }
 
+// A cluster axis: replicas behind a router, one set of points per setting after the prefix ones; one
+// replica keeps the plain id.
+TEST(SweepStudy, ClusterSettingsMultiplyThePoints) {
+  const Study s = gpu_study_with(R"(cluster:
+  - {replicas: 1}
+  - {replicas: 4}
+  - {replicas: 4, router: cache-aware}
+)");
+  const auto points = s.points();
+  ASSERT_EQ(points.size(), 3u);
+  EXPECT_EQ(points[0].id, "llama3-70b__gpu__in64-out32__b4__closed");
+  EXPECT_EQ(points[1].id, "llama3-70b__gpu__x4-round-robin__in64-out32__b4__closed");
+  EXPECT_EQ(points[2].id, "llama3-70b__gpu__x4-cache-aware__in64-out32__b4__closed");
+  const nlohmann::json params = points[2].params(s.options);
+  EXPECT_EQ(params["cluster"], nlohmann::json::parse(R"({"replicas": 4, "router": "cache-aware"})"));
+  EXPECT_EQ(cluster_text(&params["cluster"]), "replicas=4, router=cache-aware");
+  EXPECT_EQ(cluster_text(&points[0].params(s.options)["cluster"]), "");
+  EXPECT_FALSE(parse_study(kStudy, "study.yaml").points()[0].params(s.options).contains("cluster"));
+  const std::string base =
+      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  EXPECT_NE(error_of(base + "cluster: [{replicas: 0}]\n").find("cluster[0].replicas"), std::string::npos);
+  EXPECT_NE(error_of(base + "cluster: [{replicas: 2, router: random}]\n").find("cluster[0].router"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "cluster: [{replicas: 1, router: least-loaded}]\n")
+                .find("cluster[0].router: a router for one replica"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "cluster: [{replicas: 2}, {replicas: 2, router: round-robin}]\n")
+                .find("cluster[1]: is listed twice"),
+            std::string::npos);
+  EXPECT_NE(error_of("study: d\nmodels: [llama3-70b]\nsystems: [duplex-split]\nbatch: [1]\nrequests: 4\n"
+                     "lengths: [[8, 8]]\ncluster: [{replicas: 2}]\n")
+                .find("cluster: replicas of a split system"),
+            std::string::npos);
+}
+
 // Latency objectives are a study option: in every point's params only when set, checked when read.
 TEST(SweepStudy, LatencyObjectivesAreAnOption) {
   const Study s = gpu_study_with("slo: {ttft_ms: 2000, tpot_ms: 100}\n");
