@@ -1,10 +1,11 @@
 #include "report_html.hpp"
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "report_charts.hpp"
 #include "report_svg_frame.hpp"
@@ -33,6 +34,13 @@ struct ModelView {
     if (!p || !p->ok) return std::nullopt;
     return p->metric(key, sub);
   }
+  // Like ok_metric, for a figure only some results have (TPOT, SLO): nullopt where it is absent.
+  std::optional<double> optional_metric(const std::string& system, const std::string& setting,
+                                        const char* key, const char* sub) const {
+    const PointRecord* p = find(system, setting);
+    if (!p || !p->ok || !p->result.contains(key) || !p->result[key].contains(sub)) return std::nullopt;
+    return p->metric(key, sub);
+  }
   // The point drawn in the roofline, occupancy and timeline sections: the first successful point of a
   // system with Logic-PIM (it has both roofs), else the first successful point.
   const PointRecord* reference() const {
@@ -54,18 +62,35 @@ std::string baseline_system(const ResultFolder& f) {
   return std::find(f.systems.begin(), f.systems.end(), "gpu") != f.systems.end() ? "gpu" : f.systems.front();
 }
 
+// Whether any successful point's result has `key` (figures newer or optional: tpot_ms, prefix_cache, slo).
+bool any_result_has(const ResultFolder& f, const char* key) {
+  return std::any_of(f.points.begin(), f.points.end(),
+                     [&](const PointRecord& p) { return p.ok && p.result.contains(key); });
+}
+
 std::string summary_section(const ResultFolder& f) {
   std::size_t failed = 0;
   for (const auto& p : f.points) failed += !p.ok;
   std::string s = fmt::format("<section id=\"summary\"><h2>Points</h2><p>{} points, {} failed. Options: <code>{}</code></p>",
                               f.points.size(), failed, escape(f.options.dump()));
-  s += "<table><tr><th>model</th><th>system</th><th>setting</th><th>status</th><th>tok/s</th><th>TTFT p50 ms</th>"
+  // Optional columns, where some point has the figure: time per output token, the prefix cache's share of
+  // the prompt tokens, the latency objectives met and the goodput.
+  const bool tpot = any_result_has(f, "tpot_ms"), cache = any_result_has(f, "prefix_cache"),
+             slo = any_result_has(f, "slo");
+  s += "<table><tr><th>model</th><th>system</th><th>setting</th><th>status</th><th>tok/s</th><th>TTFT p50 "
+       "ms</th>"
        "<th>TBT p50 ms</th><th>TBT p99 ms</th><th>E2E p50 ms</th><th>J/token</th><th>batch mean</th>"
-       "<th>PIM area mm2/stack</th></tr>\n";
+       "<th>PIM area mm2/stack</th>";
+  if (tpot) s += "<th>TPOT p50 ms</th>";
+  if (cache) s += "<th>prompt tokens from cache</th>";
+  if (slo) s += "<th>within SLO</th><th>goodput req/s</th>";
+  s += "</tr>\n";
+  const int columns = 9 + (tpot ? 1 : 0) + (cache ? 1 : 0) + (slo ? 2 : 0);
   for (const auto& p : f.points) {
     s += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td>", escape(p.model), escape(p.system), escape(p.setting()));
     if (!p.ok) {
-      s += fmt::format("<td class=\"failed\" colspan=\"9\">failed: {}</td></tr>\n", escape(p.error));
+      s +=
+          fmt::format("<td class=\"failed\" colspan=\"{}\">failed: {}</td></tr>\n", columns, escape(p.error));
       continue;
     }
     // Area: Logic-PIM systems only (base/pim_area.hpp); "-" where the system has no area model.
@@ -74,10 +99,24 @@ std::string summary_section(const ResultFolder& f) {
         area != nullptr ? fmt::format("{:.2f} ({:.1f}% of die)", (*area)["per_stack_mm2"].value("total", 0.0),
                                       100.0 * area->value("die_fraction", 0.0))
                         : "-";
-    s += fmt::format("<td>ok</td><td>{:.1f}</td><td>{:.1f}</td><td>{:.2f}</td><td>{:.2f}</td><td>{:.1f}</td><td>{:.4f}</td><td>{:.1f}</td><td>{}</td></tr>\n",
-                     p.metric("throughput_tok_s"), p.metric("ttft_ms", "p50"), p.metric("tbt_ms", "p50"),
-                     p.metric("tbt_ms", "p99"), p.metric("e2e_ms", "p50"), p.metric("energy_j_per_token"),
-                     p.result.contains("batch_size") ? p.result["batch_size"].value("mean", 0.0) : 0.0, area_cell);
+    s += fmt::format(
+        "<td>ok</td><td>{:.1f}</td><td>{:.1f}</td><td>{:.2f}</td><td>{:.2f}</td><td>{:.1f}</td><td>{:.4f}</"
+        "td><td>{:.1f}</td><td>{}</td>",
+        p.metric("throughput_tok_s"), p.metric("ttft_ms", "p50"), p.metric("tbt_ms", "p50"),
+        p.metric("tbt_ms", "p99"), p.metric("e2e_ms", "p50"), p.metric("energy_j_per_token"),
+        p.result.contains("batch_size") ? p.result["batch_size"].value("mean", 0.0) : 0.0, area_cell);
+    // "-" where this point lacks a figure others have (no prompt hashes, no objectives, an older result).
+    auto cell = [&](const char* key, const char* sub, const char* format, double scale) {
+      return p.result.contains(key) && p.result[key].contains(sub)
+                 ? fmt::format(fmt::runtime(format), scale * p.metric(key, sub))
+                 : std::string("-");
+    };
+    if (tpot) s += "<td>" + cell("tpot_ms", "p50", "{:.2f}", 1.0) + "</td>";
+    if (cache) s += "<td>" + cell("prefix_cache", "hit_rate", "{:.1f}%", 100.0) + "</td>";
+    if (slo)
+      s += "<td>" + cell("slo", "attainment", "{:.1f}%", 100.0) + "</td><td>" +
+           cell("slo", "goodput_req_s", "{:.2f}", 1.0) + "</td>";
+    s += "</tr>\n";
   }
   return s + "</table></section>\n";
 }
@@ -116,7 +155,9 @@ std::map<std::string, std::vector<std::pair<double, std::string>>> load_groups(c
 
 std::string latency_section(const ResultFolder& f, const std::vector<ModelView>& views) {
   std::string s = "<section id=\"latency\"><h2>Latency percentiles</h2>";
-  const std::vector<std::pair<const char*, const char*>> metrics = {{"ttft_ms", "TTFT"}, {"tbt_ms", "TBT"}, {"e2e_ms", "E2E"}};
+  std::vector<std::pair<const char*, const char*>> metrics = {
+      {"ttft_ms", "TTFT"}, {"tbt_ms", "TBT"}, {"e2e_ms", "E2E"}};
+  if (any_result_has(f, "tpot_ms")) metrics.emplace_back("tpot_ms", "TPOT");
   for (const auto& v : views) {
     const auto groups = load_groups(f, v.model);
     std::set<std::string> in_load_sweep;
@@ -129,7 +170,7 @@ std::string latency_section(const ResultFolder& f, const std::vector<ModelView>&
           for (const auto& sys : f.systems) {
             svg::LineSeries se{.name = sys, .points = {}};
             for (const auto& [rate, st] : rates)
-              if (const auto m = v.ok_metric(sys, st, key, pct)) se.points.emplace_back(rate, *m);
+              if (const auto m = v.optional_metric(sys, st, key, pct)) se.points.emplace_back(rate, *m);
             c.series.push_back(std::move(se));
           }
           s += figure(svg::line_chart(c), "Failed points are left out of the lines.");
@@ -145,11 +186,72 @@ std::string latency_section(const ResultFolder& f, const std::vector<ModelView>&
                         .series = {}, .reference = std::nullopt};
         for (const auto& sys : f.systems) {
           svg::BarSeries se{.name = sys, .values = {}};
-          for (const auto& st : rest) se.values.push_back(v.ok_metric(sys, st, key, pct));
+          for (const auto& st : rest) se.values.push_back(v.optional_metric(sys, st, key, pct));
           c.series.push_back(std::move(se));
         }
-        s += figure(svg::bar_chart(c), std::string(title) + " percentile over all requests (TBT: over all decode steps of all requests).");
+        s += figure(svg::bar_chart(c),
+                    std::string(title) +
+                        " percentile over all requests (TBT: over all decode steps of all "
+                        "requests; TPOT: per request, (finish - first token) / (outputs - 1)).");
       }
+  }
+  return s + "</section>\n";
+}
+
+// With latency objectives (a study's slo): the share of requests meeting them and the goodput, against the
+// request rate where the study sweeps it, else per setting.
+std::string slo_section(const ResultFolder& f, const std::vector<ModelView>& views) {
+  if (!any_result_has(f, "slo")) return "";
+  const nlohmann::json objectives = f.options.value("slo", nlohmann::json::object());
+  auto bound = [&](const char* key) {
+    const double ms = objectives.value(key, 0.0);
+    return ms > 0 ? fmt::format("{:g} ms", ms) : std::string("unbounded");
+  };
+  std::string s = fmt::format("<section id=\"slo\"><h2>Latency objectives: TTFT {}, TPOT {}</h2>",
+                              bound("ttft_ms"), bound("tpot_ms"));
+  const std::vector<std::tuple<const char*, const char*, double>> metrics = {
+      {"attainment", "requests within the objectives (%)", 100.0},
+      {"goodput_req_s", "goodput (requests/s)", 1.0}};
+  for (const auto& v : views) {
+    const auto groups = load_groups(f, v.model);
+    std::set<std::string> in_load_sweep;
+    for (const auto& [name, rates] : groups) {
+      for (const auto& [rate, st] : rates) in_load_sweep.insert(st);
+      for (const auto& [key, title, scale] : metrics) {
+        svg::LineChart c{.title = fmt::format("{} {}: {} vs request rate", v.model, name, title),
+                         .x_label = "requests/s (Poisson)",
+                         .y_label = title,
+                         .series = {}};
+        for (const auto& sys : f.systems) {
+          svg::LineSeries se{.name = sys, .points = {}};
+          for (const auto& [rate, st] : rates)
+            if (const auto m = v.optional_metric(sys, st, "slo", key))
+              se.points.emplace_back(rate, scale * *m);
+          c.series.push_back(std::move(se));
+        }
+        s += figure(svg::line_chart(c), "Failed points are left out of the lines.");
+      }
+    }
+    std::vector<std::string> rest;
+    for (const auto& st : v.settings)
+      if (!in_load_sweep.count(st)) rest.push_back(st);
+    if (rest.empty()) continue;
+    for (const auto& [key, title, scale] : metrics) {
+      svg::BarChart c{.title = fmt::format("{}: {}", v.model, title),
+                      .y_label = title,
+                      .categories = rest,
+                      .series = {},
+                      .reference = std::nullopt};
+      for (const auto& sys : f.systems) {
+        svg::BarSeries se{.name = sys, .values = {}};
+        for (const auto& st : rest) {
+          const auto m = v.optional_metric(sys, st, "slo", key);
+          se.values.push_back(m ? std::optional<double>(scale * *m) : std::nullopt);
+        }
+        c.series.push_back(std::move(se));
+      }
+      s += figure(svg::bar_chart(c), "Goodput: requests meeting both objectives per simulated second.");
+    }
   }
   return s + "</section>\n";
 }
@@ -280,8 +382,9 @@ std::string build_report(const ResultFolder& f) {
   std::string s = fmt::format("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>duplex report: {0}</title>"
                               "<style>{1}</style></head><body>\n<h1>duplex report: {0}</h1><p>{2}</p>\n",
                               escape(f.study), kStyle, escape(f.description));
-  s += summary_section(f) + throughput_section(f, views) + latency_section(f, views) + energy_section(f, views) +
-       roofline_section(views) + occupancy_section(f, views) + timeline_section(views);
+  s += summary_section(f) + throughput_section(f, views) + latency_section(f, views) + slo_section(f, views) +
+       energy_section(f, views) + roofline_section(views) + occupancy_section(f, views) +
+       timeline_section(views);
   return s + "</body></html>\n";
 }
 

@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 
+#include <fmt/format.h>
 #include "duplex/base/error.hpp"
 #include "report_data.hpp"
 #include "report_html.hpp"
@@ -120,7 +121,7 @@ TEST_F(TinySweep, ReportHasEveryChartSection) {
   EXPECT_GT(count(html, "class=\"line\""), 0u);
   EXPECT_NE(html.find("failed: "), std::string::npos);
   EXPECT_NE(html.find("<td>17.81 (14.7% of die)</td>"), std::string::npos);  // duplex-pe's Logic-PIM area
-  EXPECT_NE(html.find("<td>-</td></tr>"), std::string::npos);                 // gpu: no PIM, no area
+  EXPECT_NE(html.find("<td>-</td><td>"), std::string::npos);  // gpu: no PIM, no area (then its TPOT)
   EXPECT_EQ(html.find("<script"), std::string::npos);
   EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg"));  // no external resources
 }
@@ -195,6 +196,60 @@ cluster: [{replicas: 1}, {replicas: 2, router: cache-aware}]
   const std::string csv = read_text_file(dir / "combined.csv");
   EXPECT_EQ(count(csv, ",replicas=2, router=cache-aware"), 0u) << csv;  // quoted: it holds a comma
   EXPECT_EQ(count(csv, ",\"replicas=2, router=cache-aware\"\n"), 1u) << csv;
+  fs::remove_all(dir);
+}
+
+// TPOT, the prefix cache's share and the latency objectives are in the report where the points have them:
+// summary columns (with the measured values), TPOT among the latency charts, and an objectives section with
+// attainment and goodput against the request rate.
+TEST(ObjectivesReport, TpotCacheHitsAndObjectivesAreShown) {
+  const fs::path dir = temp_path("objectives");
+  fs::remove_all(dir);
+  run_sweep(parse_study(R"(study: objectives
+models: [tiny-dense]
+systems: [gpu, duplex-pe]
+lengths: [[16, 8]]
+batch: [4]
+load: ["poisson:100", "poisson:400"]
+requests: 12
+pim_model: analytical
+slo: {ttft_ms: 5, tpot_ms: 2}
+prefix: [{tokens: 64, groups: 2}]
+)",
+                        "objectives.yaml"),
+            dir.string(), 1);
+  const ResultFolder f = load_result_folder(dir.string());
+  for (const auto& p : f.points) ASSERT_TRUE(p.ok) << p.id << ": " << p.error;
+  const std::string html = build_report(f);
+  EXPECT_EQ(
+      count(html,
+            "<th>TPOT p50 ms</th><th>prompt tokens from cache</th><th>within SLO</th><th>goodput req/s</th>"),
+      1u);
+  const PointRecord& first = f.points.front();
+  EXPECT_NE(html.find(fmt::format("<td>{:.2f}</td><td>{:.1f}%</td><td>{:.1f}%</td><td>{:.2f}</td></tr>",
+                                  first.metric("tpot_ms", "p50"),
+                                  100 * first.result["prefix_cache"]["hit_rate"].get<double>(),
+                                  100 * first.result["slo"]["attainment"].get<double>(),
+                                  first.result["slo"]["goodput_req_s"].get<double>())),
+            std::string::npos);
+  EXPECT_NE(html.find("<h2>Latency objectives: TTFT 5 ms, TPOT 2 ms</h2>"), std::string::npos);
+  // One chart each, as the TTFT p50 one (a chart names its title more than once).
+  const std::size_t one_chart = count(html, ": TTFT p50 vs request rate");
+  ASSERT_GT(one_chart, 0u);
+  EXPECT_EQ(count(html, "requests within the objectives (%) vs request rate"), one_chart);
+  EXPECT_EQ(count(html, "goodput (requests/s) vs request rate"), one_chart);
+  EXPECT_EQ(count(html, ": TPOT p50 vs request rate"), one_chart);
+  // A study without them keeps the plain table and no objectives section.
+  ResultFolder without = f;
+  for (PointRecord& p : without.points) {
+    p.result.erase("slo");
+    p.result.erase("prefix_cache");
+    p.result.erase("tpot_ms");
+  }
+  const std::string plain = build_report(without);
+  EXPECT_EQ(plain.find("within SLO"), std::string::npos);
+  EXPECT_EQ(plain.find("id=\"slo\""), std::string::npos);
+  EXPECT_EQ(plain.find("TPOT"), std::string::npos);
   fs::remove_all(dir);
 }
 
