@@ -1,5 +1,5 @@
 // Prefix caching in the scheduler (SchedulerConfig::prefix_caching): hand-worked plans for hits, misses,
-// same-step duplicates, eviction, preemption and the prefill space; the random-workload properties are in
+// requests sharing a step, eviction, preemption and the prefill space; the random-workload properties are in
 // scheduler_property_test.cpp (its prefix_* cases).
 #include <gtest/gtest.h>
 
@@ -70,19 +70,52 @@ TEST(PrefixCaching, AWhollyCachedPromptStillComputesItsLastToken) {
   EXPECT_EQ(s.records().at(1).prefix_hit_tokens, 15);
 }
 
-TEST(PrefixCaching, NoHitAcrossGroupsWithinTheSameStepOrWhenOff) {
+TEST(PrefixCaching, NoHitAcrossGroupsOrWhenOff) {
   for (const bool on : {true, false}) {
     Scheduler s(config(64, on));
     s.add_request(request(0, Time{}, 20, 1, 7, 16));
-    s.add_request(request(1, Time{}, 20, 1, 7, 16));  // same step as 0: nothing is cached yet
-    s.add_request(request(2, ms(1), 20, 1, 8, 16));   // another system prompt
-    s.add_request(request(3, ms(1), 20, 1));          // no hashes
-    s.add_request(request(4, ms(2), 20, 1, 7, 16));   // group 7 again, after it was cached
+    s.add_request(request(2, ms(1), 20, 1, 8, 16));  // another system prompt
+    s.add_request(request(3, ms(1), 20, 1));         // no hashes
+    s.add_request(request(4, ms(2), 20, 1, 7, 16));  // group 7 again, after it was cached
     for (const Time t : {Time{}, ms(1), ms(2)}) step(s, t);
-    for (RequestId id = 0; id < 4; ++id) EXPECT_EQ(s.records().at(id).prefix_hit_tokens, 0) << id << on;
+    for (RequestId id : {0, 2, 3}) EXPECT_EQ(s.records().at(id).prefix_hit_tokens, 0) << id << on;
     EXPECT_EQ(s.records().at(4).prefix_hit_tokens, on ? 16 : 0);
     EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), on ? 8 : 0);  // groups 7 and 8, once each
   }
+}
+
+// As vLLM v1: a block is cached when the step computing it is scheduled, so a request admitted later in
+// that step takes it (its attention reads the K/V the step writes).
+TEST(PrefixCaching, ARequestAdmittedLaterInAStepTakesTheBlocksThatStepComputes) {
+  Scheduler s(config(64));
+  s.add_request(request(0, Time{}, 20, 1, 7, 16));
+  s.add_request(request(1, Time{}, 20, 1, 7, 16));
+  StepPlan p = step(s, Time{});
+  ASSERT_EQ(p.requests.size(), 2u);
+  EXPECT_EQ(p.requests[0].tokens, 20);
+  EXPECT_EQ(p.requests[1].tokens, 4);
+  EXPECT_EQ(p.requests[1].cached_context, 16);
+  EXPECT_EQ(s.records().at(1).prefix_hit_tokens, 16);
+  EXPECT_EQ(p.kv_blocks_used, 5 + 1);  // the 4 shared blocks count once
+
+  // Chunked prefill, 14 tokens per step: A computes tokens 0..13 (3 whole blocks), then 14..19 beside B,
+  // which arrives for the second step and takes all 4 blocks of the system prompt, the 4th computed in that
+  // step.
+  SchedulerConfig chunked = config(64);
+  chunked.chunked_prefill = true;
+  chunked.max_tokens_per_step = 14;
+  Scheduler c(chunked);
+  c.add_request(request(0, Time{}, 20, 1, 7, 16));
+  c.add_request(request(1, ms(1), 20, 1, 7, 16));
+  p = step(c, Time{});
+  ASSERT_EQ(p.requests.size(), 1u);
+  EXPECT_EQ(p.requests[0].tokens, 14);
+  EXPECT_EQ(c.kv().prefix_cache().cached_blocks(), 3);
+  p = step(c, ms(1));
+  ASSERT_EQ(p.requests.size(), 2u);
+  EXPECT_EQ(p.requests[0].tokens, 6);
+  EXPECT_EQ(p.requests[1].tokens, 4);
+  EXPECT_EQ(c.records().at(1).prefix_hit_tokens, 16);
 }
 
 TEST(PrefixCaching, CachedBlocksOutliveTheirRequestUntilMemoryIsShort) {

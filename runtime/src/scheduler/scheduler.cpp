@@ -305,6 +305,11 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
   });
   RequestRecord& record = records_.at(live.spec.id);
   if (!record.first_scheduled) record.first_scheduled = plan.start;
+  // Its whole blocks of the sequence this step computes are cached now, as vLLM v1 caches a block when it
+  // schedules the tokens that fill it: a request admitted later in this step takes them (its attention reads
+  // the K/V this step writes). Drafts wait for their acceptance (update()). A request scheduled in a step is
+  // never preempted in that step (preempt_back takes those behind it), so what is cached here is computed.
+  kv_.share_computed(live.spec.id, live.prefix_keys, std::min(live.num_computed + tokens, live.num_tokens));
 }
 
 void Scheduler::finalize(StepPlan& plan) const {
@@ -339,10 +344,8 @@ StepOutcome Scheduler::update(const StepResult& result) {
     if (it == computed.end()) continue;
     ++matched;
     live.num_computed += it->second->tokens;
-    if (live.num_computed < live.num_tokens) {  // a prefill chunk: its whole blocks are final
-      kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed);
-      continue;
-    }
+    if (live.num_computed < live.num_tokens)
+      continue;  // a prefill chunk (its blocks were cached when scheduled)
     RequestRecord& record = records_.at(live.spec.id);
     // Draft tokens past num_tokens (speculative decoding): those of the accepted path, at most its depth,
     // keep their K/V and are emitted before the step's own token; the K/V of the rejected ones is dropped.

@@ -30,8 +30,9 @@
 // Prefix caching (SchedulerConfig::prefix_caching): a request admitted with no K/V (new, or after a
 // preemption) takes the cached blocks its sequence begins with and starts computing after them (its last
 // token is always computed, for its logits); the whole blocks its content hashes name (its prompt's, and its
-// answer's when hashed) are cached as it computes them, and stay cached after it finishes until their memory
-// is needed. Cached tokens take no prefill space (their K/V is in the KV spaces already) and migrate nowhere.
+// answer's when hashed) are cached when the step computing them is scheduled (vLLM v1: a request admitted
+// later in that step takes them), and stay cached after it finishes until their memory is needed. Cached
+// tokens take no prefill space (their K/V is in the KV spaces already) and migrate nowhere.
 #include <cstdint>
 #include <deque>
 #include <map>
