@@ -156,6 +156,10 @@ LinkSpec read_links(const ConfigNode& n) {
   l.infiniband_bandwidth = n.get_positive<Bandwidth>("infiniband_bandwidth");
   l.infiniband_latency = n.get<Time>("infiniband_latency");
   l.devices_per_node = static_cast<int>(n.get_int("devices_per_node", 1, 1024));
+  if (n.has("host_kv_offload")) l.host_kv_offload = n.get<ByteSize>("host_kv_offload");
+  if (n.has("host_bandwidth") || l.host_kv_offload.bytes > 0)
+    l.host_bandwidth = n.get_positive<Bandwidth>("host_bandwidth");
+  if (n.has("host_latency") || l.host_kv_offload.bytes > 0) l.host_latency = n.get<Time>("host_latency");
   n.finish();
   return l;
 }

@@ -164,6 +164,32 @@ TEST(DeviceSpec, LogicPimMemorySpacesFromThePaper) {
   EXPECT_EQ(load_system("bank-pim").pim->memory_spaces, 0);
 }
 
+// The host keys of links: the shipped link preset has PCIe and no host tier; a tier needs the link; a file
+// without any host key has neither.
+TEST(DeviceSpec, HostLinkAndKvOffloadKeys) {
+  const SystemSpec gpu = load_system("gpu");
+  EXPECT_EQ(gpu.links.host_kv_offload.bytes, 0u);
+  EXPECT_EQ(gpu.links.host_bandwidth, Bandwidth::from_si(64e9));
+  auto links = [](const std::string& extra) {
+    return read_links(
+        ConfigNode::parse("kind: links\nnvlink_bandwidth: 450GB/s\nnvlink_latency: 2us\n"
+                          "infiniband_bandwidth: 50GB/s\ninfiniband_latency: 5us\n"
+                          "devices_per_node: 8\n" +
+                              extra,
+                          "links.yaml"));
+  };
+  EXPECT_EQ(links("").host_kv_offload.bytes, 0u);
+  EXPECT_EQ(links("host_kv_offload: 64GiB\nhost_bandwidth: 64GB/s\nhost_latency: 10us\n").host_kv_offload,
+            gib(64));
+  try {
+    links("host_kv_offload: 64GiB\n");
+    ADD_FAILURE() << "a host tier without a host link was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.key(), "host_bandwidth");
+  }
+  EXPECT_THROW(links("host_kv_offload: 1.5B\nhost_bandwidth: 64GB/s\nhost_latency: 10us\n"), ConfigError);
+}
+
 TEST(DeviceSpec, MemorySpaceKeysAreCheckedStrictly) {
   auto read = [](const std::string& pim) {
     return read_system(ConfigNode::parse("preset: systems/duplex\npim: {" + pim + "}\n", "mine.yaml"));

@@ -480,6 +480,17 @@ TEST(SimulateCli, ReplicasBehindARouterReportWhoServedWhat) {
   EXPECT_TRUE(header.ends_with(",energy_j,pool")) << header;
 }
 
+TEST(SimulateCli, AHostTierIsASystemKnob) {
+  const CliRun r =
+      run("simulate --model llama3-70b --system gpu --turns 3 --requests 24 --input-len 64 --output-len 16 "
+          "--batch 8 "
+          "--set links.host_kv_offload=8GiB --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["prefix_cache"]["host_kv_blocks"], 8LL * (1 << 30) / (16 * 81920));
+  EXPECT_TRUE(j["prefix_cache"].contains("host_hit_tokens"));
+}
+
 TEST(MemtestCli, StreamReadsReachTheStackBandwidthAndJsonHasTheDocumentedFields) {
   const CliRun r = run("memtest --system duplex --pattern stream --no-refresh --channels 2 --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;

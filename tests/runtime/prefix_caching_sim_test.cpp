@@ -71,6 +71,44 @@ TEST(PrefixCachingSim, ConversationTurnsFindTheirHistoryCached) {
   }
 }
 
+// More conversations than the device's KV cache holds (half its memory reserved): histories are evicted while
+// their users think. A host tier (links.host_kv_offload) keeps copies: later turns load them over PCIe
+// instead of recomputing them, which takes link time and energy but much less time than the prefill.
+TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = testing::closed_loop_options(384, 256, 64, 16, 5, 0.1);
+  o.workload.arrival.concurrency = 96;
+  o.workload.conversation = Conversations{.turns = 6, .think_s = 1};
+  o.memory_reserve = 0.5;
+  o.record_steps = true;
+  SystemSpec system = load_system("gpu");
+  const SystemResult device_only = simulate(model, system, o);
+  system.links.host_kv_offload = gib(64);
+  const SystemResult tiered = simulate(model, system, o);
+  EXPECT_EQ(device_only.host_kv_blocks, 0);
+  EXPECT_EQ(device_only.host_hit_tokens, 0);
+  // 64 GiB per device in blocks of 16 tokens of this device's K/V share (80 KiB per token).
+  EXPECT_EQ(tiered.host_kv_blocks, static_cast<std::int64_t>(64.0 * (1 << 30) / (16 * 81920.0)));
+  EXPECT_GT(tiered.host_hit_tokens, 0);
+  EXPECT_GT(tiered.prefix_hit_tokens, device_only.prefix_hit_tokens + tiered.host_hit_tokens / 2);
+  EXPECT_LT(tiered.simulated_s, device_only.simulated_s);
+  EXPECT_LT(tiered.ttft_ms.p50, device_only.ttft_ms.p50);
+  // The copies are charged at links.host_per_byte: a dearer host link costs energy, not time.
+  SystemSpec dearer = system;
+  dearer.energy.actions["links.host_per_byte"] = 2.0 * system.energy.price("links.host_per_byte");
+  const SystemResult pricier = simulate(model, dearer, o);
+  EXPECT_EQ(pricier.simulated_s, tiered.simulated_s);
+  EXPECT_GT(pricier.energy_breakdown.value("communication.links", 0.0),
+            tiered.energy_breakdown.value("communication.links", 0.0));
+  double link_us = 0;
+  for (const StepRow& r : tiered.step_rows) link_us += r.link_us;
+  EXPECT_GT(link_us, 0);  // the loads' time
+  const nlohmann::json j = tiered.to_json();
+  EXPECT_EQ(j["prefix_cache"]["host_hit_tokens"].get<std::int64_t>(), tiered.host_hit_tokens);
+  EXPECT_FALSE(device_only.to_json()["prefix_cache"].contains("host_hit_tokens"));
+  EXPECT_EQ(simulate(model, system, o).to_json().dump(), j.dump());
+}
+
 TEST(PrefixCachingSim, WithoutSharedPromptsNothingIsReported) {
   const auto model = compiler::load_model("mixtral-8x7b");
   const SystemResult r =

@@ -8,8 +8,13 @@
 
 namespace duplex::runtime {
 
-KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window)
-    : capacity_blocks_(capacity_blocks), block_tokens_(block_tokens), window_(window), units_per_block_(1) {
+KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window,
+                               std::int64_t host_blocks)
+    : capacity_blocks_(capacity_blocks),
+      block_tokens_(block_tokens),
+      window_(window),
+      units_per_block_(1),
+      host_(host_blocks) {
   if (capacity_blocks < 1)
     throw Error(fmt::format("KV cache capacity is {} blocks; expected at least 1 block", capacity_blocks));
   if (block_tokens < 1)
@@ -83,25 +88,39 @@ bool KvBlockManager::can_grow_with(RequestId id, const PrefixCache::Hit& hit, st
   return own <= free_units() + prefix_.evictable_blocks() - hit.evictable;
 }
 
-void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks) {
+PrefixCache::Hit KvBlockManager::prefix_hit(std::span<const std::uint64_t> keys) const {
+  PrefixCache::Hit hit = prefix_.lookup(keys);
+  hit.host_blocks = host_.leading(keys, static_cast<std::size_t>(hit.blocks));
+  return hit;
+}
+
+void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks,
+                                 std::int64_t host_blocks) {
   DUPLEX_ASSERT(units_of(id) == 0, "a request taking cached prefix blocks already holds blocks");
-  if (blocks == 0) return;
+  if (blocks + host_blocks == 0) return;
   DUPLEX_ASSERT(window_.tokens == 0, "prefix caching with a sliding window");
+  host_.touch(keys.subspan(static_cast<std::size_t>(blocks), static_cast<std::size_t>(host_blocks)));
+  if (blocks == 0) return;
   prefix_.acquire(id, keys.first(static_cast<std::size_t>(blocks)));
   units_[id] = Holder{.units = blocks, .next_shared = blocks};
 }
 
-void KvBlockManager::share_computed(RequestId id, std::span<const std::uint64_t> keys,
-                                    std::int64_t computed_tokens) {
-  if (keys.empty()) return;
+std::int64_t KvBlockManager::share_computed(RequestId id, std::span<const std::uint64_t> keys,
+                                            std::int64_t computed_tokens, bool to_host) {
+  if (keys.empty()) return 0;
   DUPLEX_ASSERT(window_.tokens == 0, "prefix caching with a sliding window");
   Holder& holder = units_.at(id);
   const std::int64_t full =
       std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()), computed_tokens / block_tokens_);
   DUPLEX_ASSERT(full <= holder.units, "a request computed blocks it does not hold");
   // Moving a block of its own into the cache leaves the used units as they are.
-  for (; holder.next_shared < full; ++holder.next_shared)
-    prefix_.insert(id, keys[static_cast<std::size_t>(holder.next_shared)]);
+  std::int64_t copies = 0;
+  for (; holder.next_shared < full; ++holder.next_shared) {
+    const std::uint64_t key = keys[static_cast<std::size_t>(holder.next_shared)];
+    prefix_.insert(id, key);
+    if (to_host && host_.store(key)) ++copies;
+  }
+  return copies;
 }
 
 std::int64_t kv_blocks_for_memory(double kv_bytes_available, double kv_bytes_per_token,

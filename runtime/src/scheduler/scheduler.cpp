@@ -46,7 +46,7 @@ std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t depth) co
 
 Scheduler::Scheduler(SchedulerConfig config)
     : config_(validated(config)),
-      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens, config_.kv_window),
+      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens, config_.kv_window, config_.host_kv_blocks),
       prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.kv_block_tokens) {}
 
 bool Scheduler::older(const Live& a, const Live& b) {
@@ -248,10 +248,13 @@ std::int64_t Scheduler::admit_head(StepPlan& plan, std::int64_t budget) {
   // A request with no K/V starts after the cached blocks its prompt begins with (one token short of all).
   PrefixCache::Hit hit;
   const bool looks_up = head.num_computed == 0 && !head.prefix_keys.empty();
+  std::int64_t loaded = 0;  // of the cached tokens, those in host memory
   if (looks_up) {
     hit = kv_.prefix_hit(head.prefix_keys);
     head.num_computed = head.prefill_start =
-        std::min(hit.blocks * config_.kv_block_tokens, head.num_tokens - 1);
+        std::min((hit.blocks + hit.host_blocks) * config_.kv_block_tokens, head.num_tokens - 1);
+    loaded = std::max<std::int64_t>(0, head.num_computed - hit.blocks * config_.kv_block_tokens);
+    hit.host_blocks = (loaded + config_.kv_block_tokens - 1) / config_.kv_block_tokens;
   }
   const std::int64_t tokens = tokens_to_schedule(head, budget, plan.requests.empty());
   const std::int64_t need = tokens > 0 ? kv_tokens_needed(head, tokens) : 0;
@@ -259,14 +262,16 @@ std::int64_t Scheduler::admit_head(StepPlan& plan, std::int64_t budget) {
     if (looks_up) head.num_computed = head.prefill_start = 0;
     return 0;
   }
-  kv_.take_prefix(head.spec.id, head.prefix_keys, hit.blocks);
+  kv_.take_prefix(head.spec.id, head.prefix_keys, hit.blocks, hit.host_blocks);
   kv_.grow_to(head.spec.id, head.num_computed, need);
   if (looks_up) {
     RequestRecord& record = records_.at(head.spec.id);
     record.prefix_query_tokens += head.num_tokens;
     record.prefix_hit_tokens += head.prefill_start;
+    record.host_hit_tokens += loaded;
   }
   add_to_plan(plan, head, tokens);
+  plan.requests.back().host_loaded = loaded;
   Live admitted = std::move(head);
   waiting_.pop_front();
   insert_sorted(running_, std::move(admitted));
@@ -309,7 +314,8 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
   // schedules the tokens that fill it: a request admitted later in this step takes them (its attention reads
   // the K/V this step writes). Drafts wait for their acceptance (update()). A request scheduled in a step is
   // never preempted in that step (preempt_back takes those behind it), so what is cached here is computed.
-  kv_.share_computed(live.spec.id, live.prefix_keys, std::min(live.num_computed + tokens, live.num_tokens));
+  plan.host_stored_blocks += kv_.share_computed(live.spec.id, live.prefix_keys,
+                                                std::min(live.num_computed + tokens, live.num_tokens));
 }
 
 void Scheduler::finalize(StepPlan& plan) const {
@@ -321,6 +327,7 @@ void Scheduler::finalize(StepPlan& plan) const {
       plan.prefill_tokens += r.tokens;
     }
     plan.total_tokens += r.tokens;
+    plan.host_loaded_tokens += r.host_loaded;
     plan.max_context_len = std::max(plan.max_context_len, r.context_len + r.tokens);
   }
   plan.kv_blocks_used = kv_.used_blocks();
@@ -357,7 +364,8 @@ StepOutcome Scheduler::update(const StepResult& result) {
     record.accepted_tokens += accepted;
     if (drafts > 0) ++record.verify_steps;
     live.num_computed = live.num_tokens + accepted;
-    kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed);  // the accepted path's K/V only
+    // The accepted path's K/V only; copied to the host tier when the request's next step is scheduled.
+    kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed, false);
     live.decoding = true;
     out.emitted.push_back(live.spec.id);
     for (std::int64_t e = 0; e <= accepted; ++e) {

@@ -49,6 +49,7 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
   r.memory = first.memory();
   r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = first.kv_blocks();
+  r.host_kv_blocks = first.host_kv_blocks();
   r.pim_model = !system.pim ? "none" : first.cycle_model() ? "cycle" : "analytical";
 
   auto source = make_request_source(o.workload);

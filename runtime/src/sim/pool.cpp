@@ -38,6 +38,17 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
                        model.layers - model.windowed_layers(), model.windowed_layers(),
                        model.attention_chunk > 0};
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
+  // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
+  // this device's share of the K/V.
+  const LinkSpec& links = system.links;
+  if (links.host_kv_offload.bytes > 0 && sched.prefix_caching) {
+    (void)system.energy.price("links.host_per_byte");  // a missing price fails here, not mid-run
+    sched.host_kv_blocks =
+        static_cast<std::int64_t>(static_cast<double>(links.host_kv_offload.bytes) /
+                                  (memory_.kv_bytes_per_token * static_cast<double>(sched.kv_block_tokens)));
+    host_link_ = {links.host_bandwidth, links.host_latency, memory_.kv_bytes_per_token,
+                  sched.kv_block_tokens};
+  }
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < 1)
     throw Error(fmt::format("system {} on {} devices: the KV cache holds less than one block of {} tokens",
@@ -86,6 +97,7 @@ void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compi
 
 Time Pool::step(const StepPlan& plan) {
   StepCost c = executor_->execute(plan);
+  add_host_transfers(plan, c);
   // Speculative decoding: the draft passes run before the verification, on the same devices; a recorded step
   // shows them in its timeline first.
   const bool recorded = totals_.steps < options_.timeline_steps;
@@ -133,6 +145,21 @@ Time Pool::step(const StepPlan& plan) {
   return c.time;
 }
 
+void Pool::add_host_transfers(const StepPlan& plan, StepCost& c) const {
+  if (!host_link_ || (plan.host_loaded_tokens == 0 && plan.host_stored_blocks == 0)) return;
+  const HostLink& h = *host_link_;
+  // Per device: the loaded tokens' K/V share before the step (the forward waits for it: no layer-by-layer
+  // overlap), and the stored blocks' copies beside it (asynchronous: energy only).
+  const double loaded = static_cast<double>(plan.host_loaded_tokens) * h.kv_bytes_per_token;
+  const double stored = static_cast<double>(plan.host_stored_blocks * h.block_tokens) * h.kv_bytes_per_token;
+  if (loaded > 0) {
+    const Time t = transfer_time(loaded, h.bandwidth) + h.latency;
+    c.time += t;
+    c.link_busy += t;
+  }
+  c.energy.charge(EnergyCategory::kCommunication, "links.host_per_byte", (loaded + stored) * devices_);
+}
+
 PoolFigures Pool::figures(Time simulated) const {
   PoolFigures f;
   f.name = name_;
@@ -148,9 +175,16 @@ PoolFigures Pool::figures(Time simulated) const {
 
 RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {
   if (!rec.finished()) throw InternalError(fmt::format("request {} did not finish", rec.spec.id));
-  return {
-      rec.spec,         rec.token_times,         rec.preemptions,       rec.draft_tokens, rec.accepted_tokens,
-      rec.verify_steps, rec.prefix_query_tokens, rec.prefix_hit_tokens, std::move(pool)};
+  return {rec.spec,
+          rec.token_times,
+          rec.preemptions,
+          rec.draft_tokens,
+          rec.accepted_tokens,
+          rec.verify_steps,
+          rec.prefix_query_tokens,
+          rec.prefix_hit_tokens,
+          rec.host_hit_tokens,
+          std::move(pool)};
 }
 
 void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals,
@@ -183,6 +217,7 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     r.verify_steps += t.verify_steps;
     r.prefix_query_tokens += t.prefix_query_tokens;
     r.prefix_hit_tokens += t.prefix_hit_tokens;
+    r.host_hit_tokens += t.host_hit_tokens;
     const double first = to_ms(t.token_times.front() - t.spec.arrival);
     const double total = to_ms(t.token_times.back() - t.spec.arrival);
     ttft.push_back(first);

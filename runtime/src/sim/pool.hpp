@@ -34,6 +34,7 @@ class Pool {
   const compiler::ParallelLayout& layout() const { return layout_; }
   const MemoryPlan& memory() const { return memory_; }
   std::int64_t kv_blocks() const { return kv_blocks_; }
+  std::int64_t host_kv_blocks() const { return scheduler_->config().host_kv_blocks; }
   bool cycle_model() const { return cycle_ != nullptr; }
   // Times one step, adds its energy and statistics to the run; returns its duration.
   Time step(const StepPlan& plan);
@@ -54,6 +55,16 @@ class Pool {
   // without a draft model): their time, busy times and energy; appends their plans to `plans` when given
   // (op names prefixed "draft<i>.").
   void add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compiler::ExecutionPlan>* plans);
+  // The host tier's transfers of a step (links.host_*): K/V loaded before it (time, energy) and copied out
+  // beside it (energy); nothing without a host tier.
+  void add_host_transfers(const StepPlan& plan, StepCost& c) const;
+  struct HostLink {
+    Bandwidth bandwidth;
+    Time latency;
+    double kv_bytes_per_token = 0;  // one device's share
+    std::int64_t block_tokens = 0;
+  };
+  std::optional<HostLink> host_link_;
   std::unique_ptr<Scheduler> scheduler_;
   SystemResult& result_;
   RunTotals& totals_;
@@ -71,6 +82,7 @@ struct RequestTimeline {
   std::int64_t preemptions = 0;
   std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;  // speculative decoding
   std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;           // prefix caching
+  std::int64_t host_hit_tokens = 0;                                      // of those, from the host tier
   std::string pool;  // a cluster's replica that served it ("" otherwise)
 };
 

@@ -99,11 +99,16 @@ nlohmann::json SystemResult::to_json() const {
                 {"attainment", slo->attainment},
                 {"goodput_req_s", slo->goodput_req_s},
                 {"goodput_tok_s", slo->goodput_tok_s}};
-  if (prefix_query_tokens > 0)
+  if (prefix_query_tokens > 0) {
     j["prefix_cache"] = {
         {"query_tokens", prefix_query_tokens},
         {"hit_tokens", prefix_hit_tokens},
         {"hit_rate", static_cast<double>(prefix_hit_tokens) / static_cast<double>(prefix_query_tokens)}};
+    if (host_kv_blocks > 0) {
+      j["prefix_cache"]["host_hit_tokens"] = host_hit_tokens;
+      j["prefix_cache"]["host_kv_blocks"] = host_kv_blocks;
+    }
+  }
   if (pim_area)
     j["pim_area"] = {{"per_stack_mm2",
                       {{"tsv", to_mm2(pim_area->tsv)},
@@ -163,6 +168,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   r.memory = pool.memory();
   r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = pool.kv_blocks();
+  r.host_kv_blocks = pool.host_kv_blocks();
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
 
   auto source = make_request_source(o.workload);

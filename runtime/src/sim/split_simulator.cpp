@@ -29,6 +29,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   r.memory = decode.memory();
   r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = decode.kv_blocks();
+  r.host_kv_blocks = prefill.host_kv_blocks();  // the prefill pool's cache (the decode pool has none in use)
   r.pim_model = !system.pim ? "none" : decode.cycle_model() ? "cycle" : "analytical";
 
   // Speculative decoding: both pools hold the draft model (the prefill pool prefills it with the prompts,
@@ -76,6 +77,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
         t.prefix_query_tokens +=
             rec.prefix_query_tokens;  // the prefill pool's cache (the decode pool has none)
         t.prefix_hit_tokens += rec.prefix_hit_tokens;
+        t.host_hit_tokens += rec.host_hit_tokens;
         if (t.spec.output_tokens == 1) {
           source->on_finished(id, clock.now);
           continue;

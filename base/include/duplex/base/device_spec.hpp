@@ -118,6 +118,11 @@ struct LinkSpec {
   Bandwidth infiniband_bandwidth;
   Time infiniband_latency;
   int devices_per_node = 0;
+  // The host (optional keys): PCIe to the CPU, per direction per device, and the host memory per device that
+  // holds KV blocks offloaded from the device (0: no host tier; then the host link may be absent).
+  Bandwidth host_bandwidth;
+  Time host_latency;
+  ByteSize host_kv_offload;
 };
 
 // Energy per action and static power per component; price() of an unknown action is an error, never 0.

@@ -17,11 +17,13 @@
 // admission (take_prefix) or cached as it computes them (share_computed). A cached block counts once in the
 // used units however many requests hold it, and stays used when none does until a grow needs its memory:
 // then the least recently released cached blocks are evicted (free_units() counts only never-used memory,
-// can_grow_to() also the evictable blocks).
+// can_grow_to() also the evictable blocks). With a host tier (HostKvTier, `host_blocks` > 0) the cached
+// blocks are also copied to host memory as they are cached, and a sequence continues its hit there.
 #include <cstdint>
 #include <span>
 #include <unordered_map>
 
+#include "duplex/runtime/scheduler/host_kv_tier.hpp"
 #include "duplex/runtime/scheduler/prefix_cache.hpp"
 #include "duplex/runtime/scheduler/request.hpp"
 
@@ -40,8 +42,9 @@ struct KvWindow {
 class KvBlockManager {
  public:
   // Throws duplex::Error unless capacity_blocks >= 1, block_tokens >= 1, window.tokens >= 0 (0: no window),
-  // window.full_layers >= 0 and window.windowed_layers >= 1.
-  KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window = {});
+  // window.full_layers >= 0, window.windowed_layers >= 1 and host_blocks >= 0 (0: no host tier).
+  KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window = {},
+                 std::int64_t host_blocks = 0);
 
   std::int64_t blocks_for(std::int64_t tokens) const;  // ceil(tokens / block_tokens), tokens >= 0
   // Blocks a request must hold for a step whose first new token is at position `context` and after which it
@@ -64,17 +67,24 @@ class KvBlockManager {
   // Returns all units of `id` and its references on cached prefix blocks (no-op for an id holding none).
   void release(RequestId id);
 
-  // Prefix caching. The cached blocks that begin a sequence with these block keys (prefix_block_keys).
-  PrefixCache::Hit prefix_hit(std::span<const std::uint64_t> keys) const { return prefix_.lookup(keys); }
+  // Prefix caching. The cached blocks that begin a sequence with these block keys (prefix_block_keys), and
+  // the host tier's copies of the blocks that follow them.
+  PrefixCache::Hit prefix_hit(std::span<const std::uint64_t> keys) const;
   // Whether `id`, holding nothing, can take `hit`'s cached blocks and then grow to the step's units.
   bool can_grow_with(RequestId id, const PrefixCache::Hit& hit, std::int64_t context,
                      std::int64_t total_tokens) const;
-  // `id`, holding nothing, takes the first `blocks` of `keys` (all cached: prefix_hit) as its first blocks.
-  void take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks);
+  // `id`, holding nothing, takes the first `blocks` of `keys` (all cached: prefix_hit) as its first blocks,
+  // and marks the host tier's copies of the next `host_blocks` (all held) used: it loads them into blocks of
+  // its own (grow_to).
+  void take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks,
+                   std::int64_t host_blocks = 0);
   // Caches `id`'s blocks that its first `computed_tokens` tokens fill and `keys` name, those not cached yet
-  // (a block another request cached first stays `id`'s own). Without a window only (InternalError otherwise).
-  void share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens);
+  // (a block another request cached first stays `id`'s own), and with `to_host` copies them to the host tier.
+  // Returns the new host copies. Without a window only (InternalError otherwise).
+  std::int64_t share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens,
+                              bool to_host = true);
   const PrefixCache& prefix_cache() const { return prefix_; }
+  const HostKvTier& host_tier() const { return host_; }
 
   std::int64_t units_of(RequestId id) const;  // including the cached prefix blocks it holds
   std::int64_t units_per_block() const { return units_per_block_; }
@@ -99,6 +109,7 @@ class KvBlockManager {
   };
   std::unordered_map<RequestId, Holder> units_;
   PrefixCache prefix_;
+  HostKvTier host_;
 };
 
 // Blocks that fit in `kv_bytes_available` (device memory left after weights and activations, per the

@@ -34,6 +34,7 @@ class PrefixCache {
   struct Hit {
     std::int64_t blocks = 0;
     std::int64_t evictable = 0;
+    std::int64_t host_blocks = 0;  // the keys after `blocks` held in a host tier (KvBlockManager::prefix_hit)
   };
   Hit lookup(std::span<const std::uint64_t> keys) const;
   // `holder` takes a reference on each of `keys` (all cached; InternalError otherwise).

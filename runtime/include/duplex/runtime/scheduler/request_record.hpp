@@ -24,6 +24,7 @@ struct RequestRecord {
   // prompt + generated after a preemption) and those of them taken from the cache.
   std::int64_t prefix_query_tokens = 0;
   std::int64_t prefix_hit_tokens = 0;
+  std::int64_t host_hit_tokens = 0;  // of prefix_hit_tokens, those loaded from the host tier
 
   bool finished() const { return finish.has_value(); }
   Time ttft() const;                    // first token time - arrival; InternalError before the first token

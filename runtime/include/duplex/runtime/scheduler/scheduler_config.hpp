@@ -55,6 +55,9 @@ struct SchedulerConfig {
   // Requests without hashes are unaffected. Not modelled with a sliding window (add_request refuses such a
   // request).
   bool prefix_caching = true;
+  // Blocks of host memory for copies of cached KV blocks (HostKvTier; 0: none). Set by the engine from the
+  // system's links.host_kv_offload, not read from the map.
+  std::int64_t host_kv_blocks = 0;
   // Speculative decoding: every decoding request verifies up to `speculative_tokens` draft tokens per step
   // beside its last token (0: off; capped so that it never drafts past its output, and by the token budget).
   // Draft i (0-based) is accepted with probability `acceptance_rates[i]` (beyond the list: its last) given

@@ -26,6 +26,7 @@ struct ScheduledRequest {
                                  // most it can accept (tokens - 1 for a chain, less for a tree); 0 otherwise
   std::int64_t cached_context = 0;  // prefill phase: the part of context_len taken from the prefix cache
                                     // at admission (already in the KV cache: no prefill space, no migration)
+  std::int64_t host_loaded = 0;     // of cached_context, the tokens loaded from the host tier this step
 
   bool operator==(const ScheduledRequest&) const = default;
 };
@@ -56,6 +57,10 @@ struct StepPlan {
   std::int64_t max_context_len = 0;        // the largest context_len + tokens
   std::int64_t kv_blocks_used = 0;         // KV blocks held after this step's allocations
   std::int64_t kv_blocks_capacity = 0;
+  // Host tier: tokens of K/V loaded from host memory before this step (admissions), and blocks of K/V this
+  // step's cached blocks add to host memory (device-to-host copies beside the step).
+  std::int64_t host_loaded_tokens = 0;
+  std::int64_t host_stored_blocks = 0;
 
   bool empty() const { return requests.empty(); }
   // Requests grouped by (phase, tokens, context_len, completes_prefill, cached_context), sorted by that key.

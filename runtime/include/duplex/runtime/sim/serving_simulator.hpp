@@ -122,6 +122,8 @@ struct SystemResult {
   // Prefix caching: prompt tokens to compute at admissions of requests with prompt hashes (recomputations
   // included), and those taken from the cache instead (0 / 0 when no request carried hashes).
   std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
+  // A host tier (links.host_kv_offload): its blocks per device (0: none), and the hit tokens loaded from it.
+  std::int64_t host_kv_blocks = 0, host_hit_tokens = 0;
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;

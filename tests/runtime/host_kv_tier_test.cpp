@@ -1,0 +1,100 @@
+// The host tier behind the prefix cache: an LRU set of block copies of fixed capacity; and the scheduler
+// loading a sequence's blocks from it when the device cache has evicted them.
+#include "duplex/runtime/scheduler/host_kv_tier.hpp"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "duplex/base/error.hpp"
+#include "duplex/runtime/scheduler/scheduler.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+TEST(HostKvTier, KeepsTheMostRecentlyUsedCopiesUpToItsCapacity) {
+  HostKvTier tier(3);
+  EXPECT_TRUE(tier.store(1));
+  EXPECT_TRUE(tier.store(2));
+  EXPECT_TRUE(tier.store(3));
+  EXPECT_FALSE(tier.store(1));  // a copy already held: used again, no transfer
+  EXPECT_TRUE(tier.store(4));   // over capacity: 2, the least recently used, goes
+  EXPECT_EQ(tier.blocks(), 3);
+  EXPECT_FALSE(tier.contains(2));
+  const std::vector<std::uint64_t> keys = {1, 3, 4};
+  tier.touch(std::span(keys).first(1));  // 1 is now the most recent; 3 the oldest
+  EXPECT_TRUE(tier.store(5));
+  EXPECT_FALSE(tier.contains(3));
+  EXPECT_TRUE(tier.contains(1));
+}
+
+TEST(HostKvTier, LeadingCountsHeldKeysFromAnIndexUpToTheFirstMissing) {
+  HostKvTier tier(8);
+  for (std::uint64_t k : {10, 11, 13}) tier.store(k);
+  const std::vector<std::uint64_t> keys = {9, 10, 11, 12, 13};
+  EXPECT_EQ(tier.leading(keys, 0), 0);
+  EXPECT_EQ(tier.leading(keys, 1), 2);
+  EXPECT_EQ(tier.leading(keys, 4), 1);
+  EXPECT_EQ(tier.leading(keys, 5), 0);
+}
+
+TEST(HostKvTier, NoCapacityMeansNoTierAndANegativeOneIsRefused) {
+  HostKvTier none;
+  EXPECT_FALSE(none.store(1));
+  EXPECT_EQ(none.blocks(), 0);
+  EXPECT_THROW(HostKvTier(-1), Error);
+  HostKvTier tier(2);
+  const std::vector<std::uint64_t> missing = {7};
+  EXPECT_THROW(tier.touch(missing), InternalError);
+}
+
+// A request whose shared prompt the device cache evicted finds it in the host tier: its step starts after
+// the prompt (loaded, not computed) and says how many tokens it loads; without the tier it computes them.
+TEST(HostKvTier, TheSchedulerLoadsEvictedBlocksFromTheHost) {
+  for (const std::int64_t host_blocks : {0, 16}) {
+    SchedulerConfig c;
+    c.kv_block_tokens = 4;
+    c.kv_capacity_blocks = 10;
+    c.host_kv_blocks = host_blocks;
+    Scheduler s(c);
+    auto step = [&](Time now) {
+      const StepPlan p = s.schedule(now);
+      if (!p.empty()) s.update({p.step, now + ms(1)});
+      return p;
+    };
+    RequestSpec a{0, Time{}, 16, 1};  // a 16-token system prompt, all of it shared
+    a.content_hashes = {7};
+    a.hash_block_tokens = a.hashed_tokens = 16;
+    s.add_request(a);
+    StepPlan p = step(Time{});
+    EXPECT_EQ(p.host_stored_blocks, host_blocks > 0 ? 4 : 0);
+    s.add_request(RequestSpec{1, ms(1), 40, 1});  // 10 blocks: evicts every cached block
+    step(ms(1));
+    EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 0);
+    RequestSpec b = a;
+    b.id = 2;
+    b.arrival = ms(2);
+    b.input_tokens = 20;
+    s.add_request(b);
+    p = step(ms(2));
+    ASSERT_EQ(p.requests.size(), 1u);
+    const ScheduledRequest& r = p.requests[0];
+    if (host_blocks > 0) {
+      EXPECT_EQ(r.tokens, 4);
+      EXPECT_EQ(r.cached_context, 16);
+      EXPECT_EQ(r.host_loaded, 16);
+      EXPECT_EQ(p.host_loaded_tokens, 16);
+      EXPECT_EQ(s.records().at(2).prefix_hit_tokens, 16);
+      EXPECT_EQ(s.records().at(2).host_hit_tokens, 16);
+      EXPECT_EQ(p.host_stored_blocks, 0);  // its blocks are in the tier already
+    } else {
+      EXPECT_EQ(r.tokens, 20);
+      EXPECT_EQ(r.host_loaded, 0);
+      EXPECT_EQ(s.records().at(2).prefix_hit_tokens, 0);
+    }
+    EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 4);  // cached on the device again
+  }
+}
+
+}  // namespace
+}  // namespace duplex::runtime
