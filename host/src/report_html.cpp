@@ -153,48 +153,75 @@ std::map<std::string, std::vector<std::pair<double, std::string>>> load_groups(c
   return g;
 }
 
+// One charted figure of a result: result[key][sub] x scale, titled `title`, in `unit`.
+struct ChartedMetric {
+  const char* key;
+  const char* sub;
+  std::string title;
+  std::string unit;
+  double scale = 1.0;
+};
+
+// Charts of each of `metrics` for one model: against the request rate for the settings that differ only in
+// their Poisson rate (lines), and per setting for the others (bars, captioned `bar_caption`).
+std::string metric_charts(const ResultFolder& f, const ModelView& v,
+                          const std::vector<ChartedMetric>& metrics, const std::string& bar_caption) {
+  std::string s;
+  auto value = [&](const std::string& sys, const std::string& st, const ChartedMetric& m) {
+    const auto x = v.optional_metric(sys, st, m.key, m.sub);
+    return x ? std::optional<double>(m.scale * *x) : std::nullopt;
+  };
+  const auto groups = load_groups(f, v.model);
+  std::set<std::string> in_load_sweep;
+  for (const auto& [name, rates] : groups) {
+    for (const auto& [rate, st] : rates) in_load_sweep.insert(st);
+    for (const ChartedMetric& m : metrics) {
+      svg::LineChart c{.title = fmt::format("{} {}: {} vs request rate", v.model, name, m.title),
+                       .x_label = "requests/s (Poisson)",
+                       .y_label = m.unit,
+                       .series = {}};
+      for (const auto& sys : f.systems) {
+        svg::LineSeries se{.name = sys, .points = {}};
+        for (const auto& [rate, st] : rates)
+          if (const auto x = value(sys, st, m)) se.points.emplace_back(rate, *x);
+        c.series.push_back(std::move(se));
+      }
+      s += figure(svg::line_chart(c), "Failed points are left out of the lines.");
+    }
+  }
+  std::vector<std::string> rest;
+  for (const auto& st : v.settings)
+    if (!in_load_sweep.count(st)) rest.push_back(st);
+  if (rest.empty()) return s;
+  for (const ChartedMetric& m : metrics) {
+    svg::BarChart c{.title = fmt::format("{}: {} ({})", v.model, m.title, m.unit),
+                    .y_label = m.unit,
+                    .categories = rest,
+                    .series = {},
+                    .reference = std::nullopt};
+    for (const auto& sys : f.systems) {
+      svg::BarSeries se{.name = sys, .values = {}};
+      for (const auto& st : rest) se.values.push_back(value(sys, st, m));
+      c.series.push_back(std::move(se));
+    }
+    s += figure(svg::bar_chart(c), bar_caption);
+  }
+  return s;
+}
+
 std::string latency_section(const ResultFolder& f, const std::vector<ModelView>& views) {
   std::string s = "<section id=\"latency\"><h2>Latency percentiles</h2>";
-  std::vector<std::pair<const char*, const char*>> metrics = {
+  std::vector<std::pair<const char*, const char*>> kinds = {
       {"ttft_ms", "TTFT"}, {"tbt_ms", "TBT"}, {"e2e_ms", "E2E"}};
-  if (any_result_has(f, "tpot_ms")) metrics.emplace_back("tpot_ms", "TPOT");
-  for (const auto& v : views) {
-    const auto groups = load_groups(f, v.model);
-    std::set<std::string> in_load_sweep;
-    for (const auto& [name, rates] : groups) {
-      for (const auto& [rate, st] : rates) in_load_sweep.insert(st);
-      for (const auto& [key, title] : metrics)
-        for (const char* pct : {"p50", "p99"}) {
-          svg::LineChart c{.title = fmt::format("{} {}: {} {} vs request rate", v.model, name, title, pct),
-                           .x_label = "requests/s (Poisson)", .y_label = "ms", .series = {}};
-          for (const auto& sys : f.systems) {
-            svg::LineSeries se{.name = sys, .points = {}};
-            for (const auto& [rate, st] : rates)
-              if (const auto m = v.optional_metric(sys, st, key, pct)) se.points.emplace_back(rate, *m);
-            c.series.push_back(std::move(se));
-          }
-          s += figure(svg::line_chart(c), "Failed points are left out of the lines.");
-        }
-    }
-    std::vector<std::string> rest;
-    for (const auto& st : v.settings)
-      if (!in_load_sweep.count(st)) rest.push_back(st);
-    if (rest.empty()) continue;
-    for (const auto& [key, title] : metrics)
-      for (const char* pct : {"p50", "p99"}) {
-        svg::BarChart c{.title = fmt::format("{}: {} {} (ms)", v.model, title, pct), .y_label = "ms", .categories = rest,
-                        .series = {}, .reference = std::nullopt};
-        for (const auto& sys : f.systems) {
-          svg::BarSeries se{.name = sys, .values = {}};
-          for (const auto& st : rest) se.values.push_back(v.optional_metric(sys, st, key, pct));
-          c.series.push_back(std::move(se));
-        }
-        s += figure(svg::bar_chart(c),
-                    std::string(title) +
-                        " percentile over all requests (TBT: over all decode steps of all "
-                        "requests; TPOT: per request, (finish - first token) / (outputs - 1)).");
-      }
-  }
+  if (any_result_has(f, "tpot_ms")) kinds.emplace_back("tpot_ms", "TPOT");
+  std::vector<ChartedMetric> metrics;
+  for (const auto& [key, title] : kinds)
+    for (const char* pct : {"p50", "p99"})
+      metrics.push_back({key, pct, fmt::format("{} {}", title, pct), "ms"});
+  for (const auto& v : views)
+    s += metric_charts(f, v, metrics,
+                       "Percentile over all requests (TBT: over all decode steps of all requests; TPOT: per "
+                       "request, (finish - first token) / (outputs - 1)).");
   return s + "</section>\n";
 }
 
@@ -209,50 +236,11 @@ std::string slo_section(const ResultFolder& f, const std::vector<ModelView>& vie
   };
   std::string s = fmt::format("<section id=\"slo\"><h2>Latency objectives: TTFT {}, TPOT {}</h2>",
                               bound("ttft_ms"), bound("tpot_ms"));
-  const std::vector<std::tuple<const char*, const char*, double>> metrics = {
-      {"attainment", "requests within the objectives (%)", 100.0},
-      {"goodput_req_s", "goodput (requests/s)", 1.0}};
-  for (const auto& v : views) {
-    const auto groups = load_groups(f, v.model);
-    std::set<std::string> in_load_sweep;
-    for (const auto& [name, rates] : groups) {
-      for (const auto& [rate, st] : rates) in_load_sweep.insert(st);
-      for (const auto& [key, title, scale] : metrics) {
-        svg::LineChart c{.title = fmt::format("{} {}: {} vs request rate", v.model, name, title),
-                         .x_label = "requests/s (Poisson)",
-                         .y_label = title,
-                         .series = {}};
-        for (const auto& sys : f.systems) {
-          svg::LineSeries se{.name = sys, .points = {}};
-          for (const auto& [rate, st] : rates)
-            if (const auto m = v.optional_metric(sys, st, "slo", key))
-              se.points.emplace_back(rate, scale * *m);
-          c.series.push_back(std::move(se));
-        }
-        s += figure(svg::line_chart(c), "Failed points are left out of the lines.");
-      }
-    }
-    std::vector<std::string> rest;
-    for (const auto& st : v.settings)
-      if (!in_load_sweep.count(st)) rest.push_back(st);
-    if (rest.empty()) continue;
-    for (const auto& [key, title, scale] : metrics) {
-      svg::BarChart c{.title = fmt::format("{}: {}", v.model, title),
-                      .y_label = title,
-                      .categories = rest,
-                      .series = {},
-                      .reference = std::nullopt};
-      for (const auto& sys : f.systems) {
-        svg::BarSeries se{.name = sys, .values = {}};
-        for (const auto& st : rest) {
-          const auto m = v.optional_metric(sys, st, "slo", key);
-          se.values.push_back(m ? std::optional<double>(scale * *m) : std::nullopt);
-        }
-        c.series.push_back(std::move(se));
-      }
-      s += figure(svg::bar_chart(c), "Goodput: requests meeting both objectives per simulated second.");
-    }
-  }
+  const std::vector<ChartedMetric> metrics = {
+      {"slo", "attainment", "requests within the objectives", "%", 100.0},
+      {"slo", "goodput_req_s", "goodput", "requests/s", 1.0}};
+  for (const auto& v : views)
+    s += metric_charts(f, v, metrics, "Goodput: requests meeting both objectives per simulated second.");
   return s + "</section>\n";
 }
 

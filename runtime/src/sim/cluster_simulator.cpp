@@ -46,11 +46,7 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
                                            experts.get(), r, totals, fmt::format("replica{}", i)));
   const Pool& first = *pools.front();
   r.layout = fmt::format("{} replicas x ({}), {} router", replicas, first.layout().describe(), r.router);
-  r.memory = first.memory();
-  r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
-  r.kv_capacity_blocks = first.kv_blocks();
-  r.host_kv_blocks = first.host_kv_blocks();
-  r.pim_model = !system.pim ? "none" : first.cycle_model() ? "cycle" : "analytical";
+  describe_memory_and_timing(r, first, system);  // one replica's
 
   auto source = make_request_source(o.workload);
   RequestRouter router(o.cluster);

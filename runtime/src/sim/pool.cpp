@@ -173,6 +173,14 @@ PoolFigures Pool::figures(Time simulated) const {
   return f;
 }
 
+void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemSpec& system) {
+  r.memory = pool.memory();
+  r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
+  r.kv_capacity_blocks = pool.kv_blocks();
+  r.host_kv_blocks = pool.host_kv_blocks();
+  r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
+}
+
 RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {
   if (!rec.finished()) throw InternalError(fmt::format("request {} did not finish", rec.spec.id));
   return {rec.spec,

@@ -86,6 +86,10 @@ struct RequestTimeline {
   std::string pool;  // a cluster's replica that served it ("" otherwise)
 };
 
+// Sets r's memory plan, KV blocks, host tier, PIM area and PIM timing from `pool` (a split system: its decode
+// pool, the host tier then set from the prefill pool's).
+void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemSpec& system);
+
 // The timeline of a request its record shows finished (InternalError otherwise), served by `pool`.
 RequestTimeline finished_timeline(const RequestRecord& record, std::string pool = "");
 

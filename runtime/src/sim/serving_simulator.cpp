@@ -165,11 +165,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   detail::RunTotals totals(system.energy);
   detail::Pool pool(model, system, o, devices, router.get(), r, totals);
   r.layout = pool.layout().describe();
-  r.memory = pool.memory();
-  r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
-  r.kv_capacity_blocks = pool.kv_blocks();
-  r.host_kv_blocks = pool.host_kv_blocks();
-  r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
+  detail::describe_memory_and_timing(r, pool, system);
 
   auto source = make_request_source(o.workload);
   StepObserver observer;

@@ -26,11 +26,8 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   Pool prefill(model, system, o, prefill_devices, router.get(), r, totals, "prefill");
   Pool decode(model, system, o, decode_devices, router.get(), r, totals, "decode");
   r.layout = fmt::format("prefill pool {} | decode pool {}", prefill.layout().describe(), decode.layout().describe());
-  r.memory = decode.memory();
-  r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
-  r.kv_capacity_blocks = decode.kv_blocks();
+  describe_memory_and_timing(r, decode, system);
   r.host_kv_blocks = prefill.host_kv_blocks();  // the prefill pool's cache (the decode pool has none in use)
-  r.pim_model = !system.pim ? "none" : decode.cycle_model() ? "cycle" : "analytical";
 
   // Speculative decoding: both pools hold the draft model (the prefill pool prefills it with the prompts,
   // the decode pool drafts with it), whose K/V of the prompts moves with the target's.
