@@ -96,5 +96,32 @@ TEST(HostKvTier, TheSchedulerLoadsEvictedBlocksFromTheHost) {
   }
 }
 
+// A speculative step's accepted drafts complete a block only when the step ends; the block is copied to the
+// host tier when the request's next step is scheduled.
+TEST(HostKvTier, BlocksCompletedByAcceptedDraftsAreCopiedAtTheNextStep) {
+  SchedulerConfig c;
+  c.kv_block_tokens = 4;
+  c.kv_capacity_blocks = 64;
+  c.host_kv_blocks = 64;
+  c.speculative_tokens = 2;
+  c.acceptance_rates = {1.0};
+  Scheduler s(c);
+  RequestSpec r{0, Time{}, 6, 10};  // a conversation turn: its hashes cover prompt and answer
+  r.content_hashes = {9};
+  r.hash_block_tokens = r.hashed_tokens = 16;
+  s.add_request(r);
+  std::vector<std::int64_t> stored;
+  Time t{};
+  for (int i = 0; i < 3; ++i, t = t + ms(1)) {
+    const StepPlan p = s.schedule(t);
+    stored.push_back(p.host_stored_blocks);
+    s.update({p.step, t + ms(1)});
+  }
+  // Step 0 prefills 6 tokens (block 0); step 1 verifies 2 drafts, both accepted: 9 tokens have K/V, block 1
+  // is full but copied only as step 2 is scheduled.
+  EXPECT_EQ(stored, (std::vector<std::int64_t>{1, 0, 1}));
+  EXPECT_EQ(s.kv().host_tier().blocks(), 2);
+}
+
 }  // namespace
 }  // namespace duplex::runtime

@@ -102,7 +102,7 @@ void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> ke
   host_.touch(keys.subspan(static_cast<std::size_t>(blocks), static_cast<std::size_t>(host_blocks)));
   if (blocks == 0) return;
   prefix_.acquire(id, keys.first(static_cast<std::size_t>(blocks)));
-  units_[id] = Holder{.units = blocks, .next_shared = blocks};
+  units_[id] = Holder{.units = blocks, .next_shared = blocks, .next_hosted = blocks};
 }
 
 std::int64_t KvBlockManager::share_computed(RequestId id, std::span<const std::uint64_t> keys,
@@ -114,12 +114,12 @@ std::int64_t KvBlockManager::share_computed(RequestId id, std::span<const std::u
       std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()), computed_tokens / block_tokens_);
   DUPLEX_ASSERT(full <= holder.units, "a request computed blocks it does not hold");
   // Moving a block of its own into the cache leaves the used units as they are.
+  for (; holder.next_shared < full; ++holder.next_shared)
+    prefix_.insert(id, keys[static_cast<std::size_t>(holder.next_shared)]);
   std::int64_t copies = 0;
-  for (; holder.next_shared < full; ++holder.next_shared) {
-    const std::uint64_t key = keys[static_cast<std::size_t>(holder.next_shared)];
-    prefix_.insert(id, key);
-    if (to_host && host_.store(key)) ++copies;
-  }
+  if (to_host)
+    for (; holder.next_hosted < full; ++holder.next_hosted)
+      if (host_.store(keys[static_cast<std::size_t>(holder.next_hosted)])) ++copies;
   return copies;
 }
 

@@ -79,8 +79,9 @@ class KvBlockManager {
   void take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks,
                    std::int64_t host_blocks = 0);
   // Caches `id`'s blocks that its first `computed_tokens` tokens fill and `keys` name, those not cached yet
-  // (a block another request cached first stays `id`'s own), and with `to_host` copies them to the host tier.
-  // Returns the new host copies. Without a window only (InternalError otherwise).
+  // (a block another request cached first stays `id`'s own), and with `to_host` copies to the host tier those
+  // of them not copied yet (without it, a later call with it copies them). Returns the new host copies.
+  // Without a window only (InternalError otherwise).
   std::int64_t share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens,
                               bool to_host = true);
   const PrefixCache& prefix_cache() const { return prefix_; }
@@ -106,6 +107,7 @@ class KvBlockManager {
   struct Holder {
     std::int64_t units = 0;
     std::int64_t next_shared = 0;  // share_computed considered its blocks before this one
+    std::int64_t next_hosted = 0;  // and copied those before this one to the host tier
   };
   std::unordered_map<RequestId, Holder> units_;
   PrefixCache prefix_;
