@@ -426,7 +426,7 @@ std::vector<SweepPoint> Study::points() const {
                                                  : "");
           for (const PrefixSetting& shared : prefix.empty() ? std::vector<PrefixSetting>{{}} : prefix)
             for (const ClusterSetting& copies : cluster.empty() ? std::vector<ClusterSetting>{{}} : cluster) {
-              const std::string prefix_id = shared.id() + copies.id();
+              const std::string variant_id = shared.id() + copies.id();  // prompts, then replicas
               for (const auto& [in, outl] : lengths)
                 for (const auto b : batches)
                   for (const auto& l : loads) {
@@ -446,7 +446,7 @@ std::vector<SweepPoint> Study::points() const {
                                  .batch = b,
                                  .load = l};
                     p.id = fmt::format("{}__{}{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s),
-                                       knob_id, spec_id, prefix_id, in, outl, b, file_safe(l.text));
+                                       knob_id, spec_id, variant_id, in, outl, b, file_safe(l.text));
                     if (!ids.insert(p.id).second)
                       throw Error(fmt::format(
                           "{}: two points get the name \"{}\" (model, system, knob or draft names "
