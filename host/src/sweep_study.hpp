@@ -66,7 +66,7 @@ struct PrefixSetting {
 // users.
 struct ClusterSetting {
   int replicas = 1;
-  std::string router = "round-robin";  // round-robin | least-loaded | cache-aware
+  std::string router = "round-robin";  // round-robin | least-loaded | cache-aware | prefix-hash
   // "replicas=4, router=cache-aware"; "" for one replica.
   std::string text() const;
   // Its part of a point's id: "__x4-cache-aware"; "" for one replica.

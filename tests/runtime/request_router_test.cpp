@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
 #include <vector>
 
 #include "duplex/base/error.hpp"
@@ -67,11 +68,28 @@ TEST(RequestRouter, CacheAwareBalancesOnlyWhenBothImbalanceThresholdsAreExceeded
   EXPECT_EQ(balancing.route(1000, std::vector<ReplicaLoad>{{100, 0}, {101, 1000}}), 0);
 }
 
+TEST(RequestRouter, PrefixHashKeepsAFirstHashOnOneReplicaWhateverTheLoads) {
+  RequestRouter router(cluster(4, RouterPolicy::prefix_hash));
+  const std::vector<ReplicaLoad> idle(4), busy = {{90, 0}, {90, 0}, {90, 0}, {90, 0}};
+  std::set<int> replicas;
+  for (std::uint64_t session = 1; session <= 64; ++session) {
+    const int r = router.route(100, idle, session * 0x51ed27ULL);
+    EXPECT_EQ(router.route(100, busy, session * 0x51ed27ULL), r);  // the same hash, the same replica
+    replicas.insert(r);
+  }
+  EXPECT_EQ(replicas.size(), 4u);  // 64 sessions spread over every replica
+  RequestRouter plain(cluster(3, RouterPolicy::prefix_hash));
+  EXPECT_EQ(plain.route(10, std::vector<ReplicaLoad>(3), 0), 0);  // no hashes: round-robin
+  EXPECT_EQ(plain.route(10, std::vector<ReplicaLoad>(3), 0), 1);
+}
+
 TEST(RequestRouter, NamesParseBothWaysAndBadOnesAreRefused) {
-  for (RouterPolicy p : {RouterPolicy::round_robin, RouterPolicy::least_loaded, RouterPolicy::cache_aware})
+  for (RouterPolicy p : {RouterPolicy::round_robin, RouterPolicy::least_loaded, RouterPolicy::cache_aware,
+                         RouterPolicy::prefix_hash})
     EXPECT_EQ(parse_router_policy(router_policy_name(p)), p);
-  EXPECT_EQ(error_of([] { parse_router_policy("random"); }),
-            "unknown request router \"random\"; expected round-robin, least-loaded or cache-aware");
+  EXPECT_EQ(
+      error_of([] { parse_router_policy("random"); }),
+      "unknown request router \"random\"; expected round-robin, least-loaded, cache-aware or prefix-hash");
 }
 
 TEST(RequestRouter, OutOfRangeClusterSettingsAreRefusedNamingThem) {

@@ -69,7 +69,8 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
                        : std::min(spec.input_tokens, pools[i]->scheduler().kv().prefix_hit(keys).blocks *
                                                          o.scheduler.kv_block_tokens);
     }
-    const auto chosen = static_cast<std::size_t>(router.route(spec.input_tokens, loads));
+    const auto chosen = static_cast<std::size_t>(router.route(
+        spec.input_tokens, loads, spec.content_hashes.empty() ? 0 : spec.content_hashes.front()));
     Scheduler& scheduler = pools[chosen]->scheduler();
     if (!scheduler.has_unfinished()) state[chosen].now = std::max(state[chosen].now, spec.arrival);
     scheduler.add_request(spec);

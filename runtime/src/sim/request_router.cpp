@@ -9,10 +9,11 @@
 namespace duplex::runtime {
 
 RouterPolicy parse_router_policy(const std::string& text) {
-  for (RouterPolicy p : {RouterPolicy::round_robin, RouterPolicy::least_loaded, RouterPolicy::cache_aware})
+  for (RouterPolicy p : {RouterPolicy::round_robin, RouterPolicy::least_loaded, RouterPolicy::cache_aware,
+                         RouterPolicy::prefix_hash})
     if (text == router_policy_name(p)) return p;
-  throw Error(
-      fmt::format("unknown request router \"{}\"; expected round-robin, least-loaded or cache-aware", text));
+  throw Error(fmt::format(
+      "unknown request router \"{}\"; expected round-robin, least-loaded, cache-aware or prefix-hash", text));
 }
 
 const char* router_policy_name(RouterPolicy policy) {
@@ -23,6 +24,8 @@ const char* router_policy_name(RouterPolicy policy) {
       return "least-loaded";
     case RouterPolicy::cache_aware:
       return "cache-aware";
+    case RouterPolicy::prefix_hash:
+      return "prefix-hash";
   }
   return "?";
 }
@@ -44,12 +47,21 @@ RequestRouter::RequestRouter(const ClusterSpec& spec) : spec_(spec) {
   spec_.validate();
 }
 
-int RequestRouter::route(std::int64_t prompt_tokens, std::span<const ReplicaLoad> replicas) {
+int RequestRouter::route(std::int64_t prompt_tokens, std::span<const ReplicaLoad> replicas,
+                         std::uint64_t first_hash) {
   if (static_cast<std::int64_t>(replicas.size()) != spec_.replicas)
     throw InternalError(
         fmt::format("routing over {} replicas of a cluster of {}", replicas.size(), spec_.replicas));
   const std::int64_t index = routed_++;
-  if (spec_.router == RouterPolicy::round_robin) return static_cast<int>(index % spec_.replicas);
+  if (spec_.router == RouterPolicy::prefix_hash && first_hash != 0) {
+    std::uint64_t h =
+        first_hash + 0x9e3779b97f4a7c15ULL;  // splitmix64's finaliser: every bit of the hash counts
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    return static_cast<int>((h ^ (h >> 31)) % static_cast<std::uint64_t>(spec_.replicas));
+  }
+  if (spec_.router == RouterPolicy::round_robin || spec_.router == RouterPolicy::prefix_hash)
+    return static_cast<int>(index % spec_.replicas);
   auto by_load = [](const ReplicaLoad& a, const ReplicaLoad& b) { return a.outstanding < b.outstanding; };
   const auto least = std::min_element(replicas.begin(), replicas.end(), by_load);  // the first of equals
   const int least_index = static_cast<int>(least - replicas.begin());

@@ -12,9 +12,11 @@ enum class RouterPolicy {
   round_robin,   // the i-th arrival to replica i mod replicas
   least_loaded,  // fewest outstanding requests (Vidur's LOR); ties: the lowest index
   cache_aware,   // the longest cached prefix unless the load is imbalanced (CacheAwareThresholds)
+  prefix_hash,   // by a hash of the prompt's first content block (session affinity), whatever the load
 };
 
-// "round-robin" | "least-loaded" | "cache-aware"; duplex::Error naming the expected ones otherwise.
+// "round-robin" | "least-loaded" | "cache-aware" | "prefix-hash"; duplex::Error naming the expected ones
+// otherwise.
 RouterPolicy parse_router_policy(const std::string& text);
 const char* router_policy_name(RouterPolicy policy);
 
@@ -47,8 +49,11 @@ class RequestRouter {
  public:
   explicit RequestRouter(const ClusterSpec& spec);
   // The replica (an index into `replicas`, one entry per replica) to serve a request of `prompt_tokens`
-  // (>= 1). Deterministic: ties go to the lowest index.
-  int route(std::int64_t prompt_tokens, std::span<const ReplicaLoad> replicas);
+  // (>= 1) whose first content hash is `first_hash` (RequestSpec::content_hashes[0]; 0: none). Deterministic:
+  // ties go to the lowest index. prefix-hash: the same first hash, the same replica (SGLang model gateway's
+  // prefix_hash, a load balancer's consistent hashing on a session key: a conversation's turns, or the
+  // requests of one system prompt, stay together); a request without hashes goes round-robin.
+  int route(std::int64_t prompt_tokens, std::span<const ReplicaLoad> replicas, std::uint64_t first_hash = 0);
 
  private:
   ClusterSpec spec_;
