@@ -124,7 +124,7 @@ TEST(ClusterSim, LeastLoadedRoutingEvensOutUnevenRequests) {
   EXPECT_LT(ll.simulated_s, rr.simulated_s);
 }
 
-TEST(ClusterSim, CacheAwareRoutingKeepsConversationsWhereTheirHistoryIsCached) {
+TEST(ClusterSim, CacheAwareAndPrefixHashRoutingKeepConversationsWhereTheirHistoryIsCached) {
   const auto model = compiler::load_model("llama3-70b");
   SimulationOptions o = testing::closed_loop_options(192, 64, 48, 32, 3, 0.1);
   o.workload.conversation = Conversations{.turns = 6, .think_s = 0.05};
@@ -133,6 +133,8 @@ TEST(ClusterSim, CacheAwareRoutingKeepsConversationsWhereTheirHistoryIsCached) {
   const SystemResult rr = simulate(model, system, o);
   o.cluster.router = RouterPolicy::cache_aware;
   const SystemResult ca = simulate(model, system, o);
+  o.cluster.router = RouterPolicy::prefix_hash;  // a conversation's turns share their first block
+  const SystemResult sticky = simulate(model, system, o);
   o.cluster.replicas = 1;  // one system holds every conversation's history
   const SystemResult single = simulate(model, system, o);
   auto hit_rate = [](const SystemResult& r) {
@@ -141,6 +143,7 @@ TEST(ClusterSim, CacheAwareRoutingKeepsConversationsWhereTheirHistoryIsCached) {
   // A later turn finds its history on its replica under round-robin about one time in four.
   EXPECT_LT(hit_rate(rr), 0.8 * hit_rate(single));
   EXPECT_GT(hit_rate(ca), 0.95 * hit_rate(single));
+  EXPECT_GT(hit_rate(sticky), 0.95 * hit_rate(single));
   EXPECT_LT(ca.ttft_ms.p50, rr.ttft_ms.p50);
 }
 
