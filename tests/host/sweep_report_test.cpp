@@ -45,6 +45,18 @@ std::size_t count(const std::string& s, const std::string& what) {
   return n;
 }
 
+// Runs a study `name` of tiny-dense on `systems` ((16, 8) tokens, batch 4, 12 requests, analytical PIM
+// timing) with the study lines `axes`, into a fresh temporary folder; returns the folder.
+fs::path run_tiny_dense_study(const std::string& name, const std::string& systems, const std::string& axes) {
+  const fs::path dir = temp_path(name);
+  fs::remove_all(dir);
+  run_sweep(parse_study("study: " + name + "\nmodels: [tiny-dense]\nsystems: " + systems +
+                            "\nlengths: [[16, 8]]\nbatch: [4]\nrequests: 12\npim_model: analytical\n" + axes,
+                        name + ".yaml"),
+            dir.string(), 1);
+  return dir;
+}
+
 class TinySweep : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -129,19 +141,9 @@ TEST_F(TinySweep, ReportHasEveryChartSection) {
 // A prefix axis: each shared-prompt setting is its own series, labelled with its setting; a point whose
 // params.prefix is malformed is named.
 TEST(PrefixSweep, SettingsAreSeriesOfTheirOwn) {
-  const fs::path dir = temp_path("prefix");
-  fs::remove_all(dir);
-  run_sweep(parse_study(R"(study: prefix
-models: [tiny-dense]
-systems: [gpu]
-lengths: [[16, 8]]
-batch: [4]
-requests: 12
-pim_model: analytical
-prefix: [{tokens: 0}, {tokens: 64, groups: 2, caching: false}, {tokens: 64, groups: 2}]
-)",
-                        "prefix.yaml"),
-            dir.string(), 1);
+  const fs::path dir = run_tiny_dense_study(
+      "prefix", "[gpu]",
+      "prefix: [{tokens: 0}, {tokens: 64, groups: 2, caching: false}, {tokens: 64, groups: 2}]\n");
   const ResultFolder f = load_result_folder(dir.string());
   ASSERT_EQ(f.points.size(), 3u);
   EXPECT_EQ(f.points[0].system, "gpu");
@@ -170,20 +172,9 @@ prefix: [{tokens: 0}, {tokens: 64, groups: 2, caching: false}, {tokens: 64, grou
 // A cluster axis: each setting is its own series, labelled with its replicas and router; the cluster point
 // runs on twice the devices.
 TEST(ClusterSweep, SettingsAreSeriesOfTheirOwn) {
-  const fs::path dir = temp_path("cluster");
-  fs::remove_all(dir);
-  run_sweep(parse_study(R"(study: cluster
-models: [tiny-dense]
-systems: [gpu]
-lengths: [[16, 8]]
-batch: [4]
-requests: 12
-pim_model: analytical
-prefix: [{tokens: 0, turns: 3}]
-cluster: [{replicas: 1}, {replicas: 2, router: cache-aware}]
-)",
-                        "cluster.yaml"),
-            dir.string(), 1);
+  const fs::path dir = run_tiny_dense_study(
+      "cluster", "[gpu]",
+      "prefix: [{tokens: 0, turns: 3}]\ncluster: [{replicas: 1}, {replicas: 2, router: cache-aware}]\n");
   const ResultFolder f = load_result_folder(dir.string());
   ASSERT_EQ(f.points.size(), 2u);
   for (const auto& p : f.points) EXPECT_TRUE(p.ok) << p.id << ": " << p.error;
@@ -203,21 +194,10 @@ cluster: [{replicas: 1}, {replicas: 2, router: cache-aware}]
 // summary columns (with the measured values), TPOT among the latency charts, and an objectives section with
 // attainment and goodput against the request rate.
 TEST(ObjectivesReport, TpotCacheHitsAndObjectivesAreShown) {
-  const fs::path dir = temp_path("objectives");
-  fs::remove_all(dir);
-  run_sweep(parse_study(R"(study: objectives
-models: [tiny-dense]
-systems: [gpu, duplex-pe]
-lengths: [[16, 8]]
-batch: [4]
-load: ["poisson:100", "poisson:400"]
-requests: 12
-pim_model: analytical
-slo: {ttft_ms: 5, tpot_ms: 2}
-prefix: [{tokens: 64, groups: 2}]
-)",
-                        "objectives.yaml"),
-            dir.string(), 1);
+  const fs::path dir =
+      run_tiny_dense_study("objectives", "[gpu, duplex-pe]",
+                           "load: [\"poisson:100\", \"poisson:400\"]\n"
+                           "slo: {ttft_ms: 5, tpot_ms: 2}\nprefix: [{tokens: 64, groups: 2}]\n");
   const ResultFolder f = load_result_folder(dir.string());
   for (const auto& p : f.points) ASSERT_TRUE(p.ok) << p.id << ": " << p.error;
   const std::string html = build_report(f);
