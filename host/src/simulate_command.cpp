@@ -56,6 +56,9 @@ struct SimulateOptions {
   bool no_prefix_caching = false;
   double slo_ttft_ms = 0;  // latency objectives (0: none)
   double slo_tpot_ms = 0;
+  bool max_rate = false;            // capacity search instead of one run per system
+  double attainment = 0.9;          // its target share of requests within the objectives
+  double rate_precision = 0.02;     // its bracket's relative width
   std::int64_t turns = 1;           // > 1: multi-turn conversations
   double think_time_s = 0;          // between a turn's answer and the next turn
   std::string routing = "uniform";  // uniform | zipf:S | trace:FILE
@@ -228,8 +231,44 @@ void run_simulate(const SimulateOptions& o) {
   std::vector<SystemSpec> systems;
   const std::vector<ConfigOverride> overrides = parse_sets(o.sets);
   for (const auto& name : o.systems) systems.push_back(load_system(name, overrides));  // all checked up front
-  std::vector<runtime::SystemResult> results;
   const bool progress = isatty(fileno(stderr)) != 0;
+  if (o.max_rate) {
+    runtime::CapacitySearchSpec search;
+    search.attainment = o.attainment;
+    search.precision = o.rate_precision;
+    std::vector<SystemCapacity> found;
+    for (const auto& system : systems) {
+      int probe = 0;  // the progress bar counts each probe's requests
+      if (progress)
+        sim.progress = [&, bar = std::make_shared<std::function<void(std::int64_t, std::int64_t)>>()](
+                           std::int64_t done, std::int64_t total) {
+          if (done == 0 || !*bar)
+            *bar = progress_bar(fmt::format("{} on {} probe {}", model.name, system.name, ++probe));
+          (*bar)(done, total);
+        };
+      runtime::CapacityResult c = runtime::find_capacity(model, system, sim, search);
+      if (progress) std::fputs("\n", stderr);
+      const int devices = c.at_max
+                              ? c.at_max->devices
+                              : (o.devices > 0 ? o.devices : system.devices_for(model.name)) * o.replicas;
+      found.push_back({system.name, devices, std::move(c)});
+    }
+    if (!o.out_dir.empty()) write_capacity_output(o.out_dir, found, systems, model, sim.workload);
+    if (o.json) {
+      nlohmann::json a = nlohmann::json::array();
+      for (const SystemCapacity& c : found) {
+        nlohmann::json j = c.capacity.to_json();
+        j["system"] = c.system;
+        j["devices"] = c.devices;
+        a.push_back(std::move(j));
+      }
+      std::puts((found.size() == 1 ? a.front() : nlohmann::json{{"systems", a}}).dump(2).c_str());
+      return;
+    }
+    std::fputs(capacity_table(found, sim.workload, sim.slo).c_str(), stdout);
+    return;
+  }
+  std::vector<runtime::SystemResult> results;
   for (const auto& system : systems) {
     if (progress) sim.progress = progress_bar(model.name + " on " + system.name);
     results.push_back(runtime::simulate(model, system, sim));
@@ -344,6 +383,17 @@ void add_simulate_command(CLI::App& app) {
   c->add_option("--slo-tpot", o->slo_tpot_ms,
                 "Latency objective: time per output token after the first, ms (0: none)")
       ->capture_default_str();
+  c->add_flag("--max-rate", o->max_rate,
+              "Capacity search: the highest Poisson arrival rate at which --attainment of the requests meet "
+              "the objectives (--slo-ttft / --slo-tpot), per system, from --arrival's rate or the closed "
+              "loop's throughput");
+  c->add_option("--attainment", o->attainment,
+                "With --max-rate: the share of requests that must meet the objectives (DistServe's 90%)")
+      ->capture_default_str();
+  c->add_option("--rate-precision", o->rate_precision,
+                "With --max-rate: stop when the rate that falls short is within this fraction above the one "
+                "that meets")
+      ->capture_default_str();
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option(
        "--replicas", o->replicas,
@@ -377,6 +427,23 @@ void add_simulate_command(CLI::App& app) {
                                             std::tuple{"--think-time", o->think_time_s, "seconds"}})
       if (!(value >= 0 && value <= 1e9))
         throw Error(fmt::format("{} {}: expected {} in [0, 1e9]", flag, value, unit));
+    if (!o->max_rate)
+      for (const char* flag : {"--attainment", "--rate-precision"})
+        if (c->count(flag) > 0)
+          throw Error(fmt::format("{} describes a capacity search; expected --max-rate beside it", flag));
+    if (!(o->attainment > 0 && o->attainment <= 1))
+      throw Error(fmt::format("--attainment {}: expected a share of the requests in (0, 1]", o->attainment));
+    if (!(o->rate_precision > 0 && o->rate_precision <= 1))
+      throw Error(fmt::format("--rate-precision {}: expected a fraction in (0, 1]", o->rate_precision));
+    if (o->max_rate && o->slo_ttft_ms == 0 && o->slo_tpot_ms == 0)
+      throw Error(
+          "--max-rate searches the highest rate meeting latency objectives; expected --slo-ttft MS and / or "
+          "--slo-tpot MS beside it");
+    if (o->max_rate && o->arrival.rfind("trace:", 0) == 0)
+      throw Error(fmt::format(
+          "--max-rate varies a Poisson arrival rate; --arrival {} replays a trace's own times (expected "
+          "closed or poisson:RATE, the first rate probed)",
+          o->arrival));
     if (c->count("--prefix-groups") > 0 && o->shared_prefix == 0)
       throw Error(
           fmt::format("--prefix-groups {} picks among shared system prompts; expected --shared-prefix N "

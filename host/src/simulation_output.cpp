@@ -76,6 +76,70 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
 
 namespace {
 
+std::string objective_text(double ms) {
+  return ms > 0 ? fmt::format("{:g} ms", ms) : "unbounded";
+}
+
+}  // namespace
+
+std::string capacity_table(const std::vector<SystemCapacity>& results, const runtime::WorkloadSpec& workload,
+                           const runtime::LatencySlo& slo) {
+  const char* unit = workload.conversation ? "conv/s" : "req/s";
+  std::string s =
+      fmt::format("{:<14} {:>4} {:>11} {:>10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>6}\n", "system",
+                  "dev", fmt::format("max {}", unit), "per device", "x", "within SLO", "goodput/s",
+                  "TTFT p99", "TPOT p99", "tok/s", "J/token", "probes");
+  const std::optional<double> base = results.empty() ? std::nullopt : results.front().capacity.max_rate;
+  for (const SystemCapacity& c : results) {
+    const runtime::CapacityResult& r = c.capacity;
+    if (!r.at_max) {
+      s += fmt::format("{:<14} {:>4} {:>11} {:>10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>6}\n",
+                       c.system, c.devices, "none", "-", "-", "-", "-", "-", "-", "-", "-", r.probes.size());
+      continue;
+    }
+    const runtime::SystemResult& m = *r.at_max;
+    const std::string rate = fmt::format("{}{:.3f}", r.failing_rate ? "" : ">=", *r.max_rate);
+    s += fmt::format(
+        "{:<14} {:>4} {:>11} {:>10.4f} {:>6} {:>9.1f}% {:>10.3f} {:>9.1f} {:>9.2f} {:>10.1f} {:>8.3f} "
+        "{:>6}\n",
+        c.system, c.devices, rate, *r.max_rate / c.devices,
+        base ? fmt::format("{:.2f}", *r.max_rate / *base) : "-", 100.0 * m.slo->attainment,
+        m.slo->goodput_req_s, m.ttft_ms.p99, m.tpot_ms.p99, m.throughput_tok_s, m.energy_j_per_token,
+        r.probes.size());
+  }
+  if (results.empty()) return s;
+  const runtime::CapacitySearchSpec& spec = results.front().capacity.spec;
+  s += fmt::format(
+      "capacity: the highest Poisson arrival rate ({}) at which >= {:g}% of {} {} meet TTFT {} and TPOT {}, "
+      "bracketed to {:g}% | figures at that rate, latencies in ms | x = max rate vs {}\n",
+      unit, 100.0 * spec.attainment, workload.requests, workload.conversation ? "turns" : "requests",
+      objective_text(slo.ttft_ms), objective_text(slo.tpot_ms), 100.0 * spec.precision,
+      results.front().system);
+  for (const SystemCapacity& c : results) {
+    const runtime::CapacityResult& r = c.capacity;
+    std::vector<std::string> probes;
+    for (const runtime::CapacityProbe& p : r.probes)
+      probes.push_back(fmt::format("{:.4g} {:.1f}%", p.rate_per_s, 100.0 * p.attainment));
+    s += fmt::format(
+        "probes {}{}: {}\n", c.system,
+        r.closed_loop_rate ? fmt::format(" (from the closed loop's {:.4g})", *r.closed_loop_rate) : "",
+        fmt::join(probes, " | "));
+    if (!r.max_rate)
+      s += fmt::format("capacity {}: no rate probed meets the objectives (down to {:.4g} {})\n", c.system,
+                       *r.failing_rate, unit);
+    else if (!r.failing_rate)
+      s += fmt::format(
+          "capacity {}: every rate probed meets the objectives (up to {:.4g} {}): no upper bound found\n",
+          c.system, *r.max_rate, unit);
+    else if (!r.converged())
+      s += fmt::format("capacity {}: bracket {:.4g} - {:.4g} {} after {} probes, wider than {:g}%\n",
+                       c.system, *r.max_rate, *r.failing_rate, unit, r.probes.size(), 100.0 * spec.precision);
+  }
+  return s;
+}
+
+namespace {
+
 void write_file(const fs::path& path, const std::string& text) {
   const fs::path tmp = path.string() + ".tmp";
   {
@@ -169,6 +233,24 @@ void write_simulation_output(const std::string& dir, const std::vector<runtime::
                          model.hidden, model.params()));
   write_file(fs::path(dir) / "workload.txt",
              fmt::format("{}: {} requests, seed {}\n", workload.label, workload.requests, workload.seed));
+}
+
+void write_capacity_output(const std::string& dir, const std::vector<SystemCapacity>& results,
+                           const std::vector<SystemSpec>& systems, const compiler::ModelSpec& model,
+                           const runtime::WorkloadSpec& workload) {
+  std::vector<runtime::SystemResult> at_max;
+  std::vector<SystemSpec> with_rate;
+  nlohmann::json searches = nlohmann::json::array();
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    nlohmann::json j = results[i].capacity.to_json();
+    j["system"] = results[i].system;
+    searches.push_back(std::move(j));
+    if (!results[i].capacity.at_max) continue;
+    at_max.push_back(*results[i].capacity.at_max);
+    with_rate.push_back(systems[i]);
+  }
+  write_simulation_output(dir, at_max, with_rate, model, workload);
+  write_file(fs::path(dir) / "capacity.json", nlohmann::json{{"systems", searches}}.dump(2) + "\n");
 }
 
 }  // namespace duplex::host

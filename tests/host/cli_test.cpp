@@ -480,6 +480,43 @@ TEST(SimulateCli, ReplicasBehindARouterReportWhoServedWhat) {
   EXPECT_TRUE(header.ends_with(",energy_j,pool")) << header;
 }
 
+TEST(SimulateCli, MaxRateSearchesEachSystemsCapacity) {
+  const std::string dir = ::testing::TempDir() + "duplex_capacity_cli";
+  const std::string args =
+      "simulate --model mixtral-8x7b --system gpu --system duplex-pe --requests 64 --input-len 256 "
+      "--output-len 32 --batch 16 --arrival poisson:2 --slo-ttft 400 --max-rate --rate-precision 0.05 -o " +
+      dir;
+  const CliRun json = run(args + " --json");
+  ASSERT_EQ(json.exit_code, 0) << json.out;
+  const auto j = nlohmann::json::parse(json.out);
+  ASSERT_EQ(j["systems"].size(), 2u);
+  for (const auto& c : j["systems"]) {
+    EXPECT_EQ(c["probes"][0]["rate_per_s"].get<double>(), 2.0);  // --arrival's rate starts the search
+    ASSERT_TRUE(c["converged"].get<bool>()) << c.dump(1);
+    EXPECT_LE(c["failing_rate_per_s"].get<double>(), 1.05 * c["max_rate_per_s"].get<double>());
+    EXPECT_GE(c["at_max"]["slo"]["attainment"].get<double>(), 0.9);
+    EXPECT_EQ(c["attainment_target"].get<double>(), 0.9);
+  }
+  const CliRun table = run(args);
+  ASSERT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_NE(
+      table.out.find("capacity: the highest Poisson arrival rate (req/s) at which >= 90% of 64 requests "
+                     "meet TTFT 400 ms and TPOT unbounded, bracketed to 5%"),
+      std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("probes duplex-pe: 2 "), std::string::npos) << table.out;
+  // The folder holds the runs at the max rates and the searches.
+  std::ifstream capacity(dir + "/capacity.json");
+  ASSERT_TRUE(capacity.good());
+  EXPECT_EQ(nlohmann::json::parse(capacity)["systems"][1]["max_rate_per_s"],
+            j["systems"][1]["max_rate_per_s"]);
+  std::ifstream summary(dir + "/summary.json");
+  ASSERT_TRUE(summary.good());
+  EXPECT_EQ(nlohmann::json::parse(summary)["systems"][0]["slo"]["met"],
+            j["systems"][0]["at_max"]["slo"]["met"]);
+  EXPECT_TRUE(std::ifstream(dir + "/duplex-pe/requests.csv").good());
+}
+
 TEST(SimulateCli, AHostTierIsASystemKnob) {
   const CliRun r =
       run("simulate --model llama3-70b --system gpu --turns 3 --requests 24 --input-len 64 --output-len 16 "

@@ -1,0 +1,140 @@
+#include "duplex/runtime/sim/capacity_search.hpp"
+
+#include <fmt/format.h>
+#include <cmath>
+
+#include "duplex/base/error.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+// Halvings (and doublings) from the first rate before the search gives up on finding a rate that meets (falls
+// short of) the target: 2^30 either way, far past any rate a run can tell apart.
+constexpr int kMaxRateSteps = 30;
+
+void check_spec(const CapacitySearchSpec& s) {
+  if (!(s.attainment > 0 && s.attainment <= 1))
+    throw Error(fmt::format("capacity search: attainment {}; expected a share in (0, 1]", s.attainment));
+  if (!(s.precision > 0 && s.precision <= 1))
+    throw Error(
+        fmt::format("capacity search: precision {}; expected a relative width in (0, 1]", s.precision));
+  if (!(std::isfinite(s.first_rate) && s.first_rate >= 0))
+    throw Error(fmt::format("capacity search: first rate {}; expected requests/s >= 0 (0: found by a run)",
+                            s.first_rate));
+  if (s.max_probes < 2)
+    throw Error(fmt::format("capacity search: {} probes at most; expected >= 2", s.max_probes));
+}
+
+nlohmann::json latency_json(const Percentiles& p) {
+  return {{"p50", p.p50}, {"p99", p.p99}};
+}
+
+// Turns per conversation of a workload (1 for independent requests): a closed-loop run's requests/s over this
+// is its conversations/s, the unit of a conversation workload's Poisson rate.
+double turns_of(const WorkloadSpec& w) {
+  return w.conversation ? static_cast<double>(w.conversation->turns) : 1.0;
+}
+
+}  // namespace
+
+bool CapacityResult::converged() const {
+  return max_rate && failing_rate && *failing_rate <= *max_rate * (1 + spec.precision);
+}
+
+nlohmann::json CapacityResult::to_json() const {
+  nlohmann::json probes_json = nlohmann::json::array();
+  for (const CapacityProbe& p : probes)
+    probes_json.push_back({{"rate_per_s", p.rate_per_s},
+                           {"meets", p.meets},
+                           {"attainment", p.attainment},
+                           {"goodput_req_s", p.goodput_req_s},
+                           {"throughput_tok_s", p.throughput_tok_s},
+                           {"ttft_ms", latency_json(p.ttft_ms)},
+                           {"tpot_ms", latency_json(p.tpot_ms)}});
+  auto optional = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
+  nlohmann::json j = {{"attainment_target", spec.attainment},
+                      {"precision", spec.precision},
+                      {"closed_loop_rate_per_s", optional(closed_loop_rate)},
+                      {"max_rate_per_s", optional(max_rate)},
+                      {"failing_rate_per_s", optional(failing_rate)},
+                      {"converged", converged()},
+                      {"probes", probes_json}};
+  j["at_max"] = at_max ? at_max->to_json() : nlohmann::json();
+  return j;
+}
+
+CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec& system,
+                             const SimulationOptions& o, const CapacitySearchSpec& spec) {
+  check_spec(spec);
+  if (!o.slo.any())
+    throw Error(
+        "capacity search: no latency objective; expected a TTFT and / or TPOT objective (the search finds "
+        "the "
+        "highest rate meeting them)");
+  if (o.workload.arrival.kind == ArrivalSpec::Kind::trace)
+    throw Error(fmt::format(
+        "capacity search: {} arrives as the trace {} says (times of its own, not a rate); expected closed or "
+        "Poisson arrivals",
+        o.workload.label, o.workload.arrival.trace_file));
+  CapacityResult res;
+  res.spec = spec;
+  SimulationOptions probe_options = o;  // probes keep no steps or timeline: only the final rerun does
+  probe_options.record_steps = false;
+  probe_options.timeline_steps = 0;
+
+  double rate = spec.first_rate;
+  if (rate == 0 && o.workload.arrival.kind == ArrivalSpec::Kind::poisson)
+    rate = o.workload.arrival.rate_per_s;
+  if (rate == 0) {  // closed loop: its throughput is where the queue starts to grow
+    const SystemResult closed = simulate(model, system, probe_options);
+    if (!(closed.simulated_s > 0))
+      throw Error(fmt::format("capacity search: the closed-loop run of {} on {} took no simulated time",
+                              o.workload.label, system.name));
+    rate = static_cast<double>(closed.requests) / closed.simulated_s / turns_of(o.workload);
+    res.closed_loop_rate = rate;
+  }
+  probe_options.workload.arrival.kind = ArrivalSpec::Kind::poisson;
+
+  const double first = rate;
+  while (static_cast<int>(res.probes.size()) < spec.max_probes) {
+    probe_options.workload.arrival.rate_per_s = rate;
+    SystemResult r = simulate(model, system, probe_options);
+    DUPLEX_ASSERT(r.slo.has_value(), "a run with latency objectives reported no attainment");
+    CapacityProbe p;
+    p.rate_per_s = rate;
+    p.attainment = r.slo->attainment;
+    p.meets = p.attainment >= spec.attainment;
+    p.goodput_req_s = r.slo->goodput_req_s;
+    p.throughput_tok_s = r.throughput_tok_s;
+    p.ttft_ms = r.ttft_ms;
+    p.tpot_ms = r.tpot_ms;
+    res.probes.push_back(p);
+    // Growing and shrinking only move away from the probes so far, and bisection probes inside the bracket,
+    // so max_rate < failing_rate throughout.
+    if (p.meets) {
+      res.max_rate = rate;
+      res.at_max = std::move(r);
+    } else {
+      res.failing_rate = rate;
+    }
+    if (res.converged()) break;
+    if (!res.failing_rate) {
+      if (rate >= first * std::ldexp(1.0, kMaxRateSteps)) break;  // no load it admits breaks the objectives
+      rate *= 2;
+    } else if (!res.max_rate) {
+      if (rate <= first * std::ldexp(1.0, -kMaxRateSteps)) break;  // not even an idle system meets them
+      rate /= 2;
+    } else {
+      rate = std::sqrt(*res.max_rate * *res.failing_rate);
+    }
+  }
+  if (res.max_rate && (o.record_steps || o.timeline_steps > 0)) {
+    SimulationOptions rerun = o;
+    rerun.workload.arrival.kind = ArrivalSpec::Kind::poisson;
+    rerun.workload.arrival.rate_per_s = *res.max_rate;
+    res.at_max = simulate(model, system, rerun);
+  }
+  return res;
+}
+
+}  // namespace duplex::runtime
