@@ -76,7 +76,7 @@ std::string summary_section(const ResultFolder& f) {
   // Optional columns, where some point has the figure: time per output token, the prefix cache's share of
   // the prompt tokens, the latency objectives met and the goodput.
   const bool tpot = any_result_has(f, "tpot_ms"), cache = any_result_has(f, "prefix_cache"),
-             slo = any_result_has(f, "slo");
+             slo = any_result_has(f, "slo"), capacity = any_result_has(f, "capacity");
   s += "<table><tr><th>model</th><th>system</th><th>setting</th><th>status</th><th>tok/s</th><th>TTFT p50 "
        "ms</th>"
        "<th>TBT p50 ms</th><th>TBT p99 ms</th><th>E2E p50 ms</th><th>J/token</th><th>batch mean</th>"
@@ -84,8 +84,9 @@ std::string summary_section(const ResultFolder& f) {
   if (tpot) s += "<th>TPOT p50 ms</th>";
   if (cache) s += "<th>prompt tokens from cache</th>";
   if (slo) s += "<th>within SLO</th><th>goodput req/s</th>";
+  if (capacity) s += "<th>max rate req/s</th>";
   s += "</tr>\n";
-  const int columns = 9 + (tpot ? 1 : 0) + (cache ? 1 : 0) + (slo ? 2 : 0);
+  const int columns = 9 + (tpot ? 1 : 0) + (cache ? 1 : 0) + (slo ? 2 : 0) + (capacity ? 1 : 0);
   for (const auto& p : f.points) {
     s += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td>", escape(p.model), escape(p.system), escape(p.setting()));
     if (!p.ok) {
@@ -116,6 +117,13 @@ std::string summary_section(const ResultFolder& f) {
     if (slo)
       s += "<td>" + cell("slo", "attainment", "{:.1f}%", 100.0) + "</td><td>" +
            cell("slo", "goodput_req_s", "{:.2f}", 1.0) + "</td>";
+    if (capacity) {  // ">=" where no probe above it fell short (no upper bound found)
+      const bool bounded = p.result.contains("capacity") &&
+                           p.result["capacity"].contains("failing_rate_per_s") &&
+                           p.result["capacity"]["failing_rate_per_s"].is_number();
+      s += "<td>" + std::string(bounded ? "" : ">=") + cell("capacity", "max_rate_per_s", "{:.3f}", 1.0) +
+           "</td>";
+    }
     s += "</tr>\n";
   }
   return s + "</table></section>\n";
@@ -236,11 +244,21 @@ std::string slo_section(const ResultFolder& f, const std::vector<ModelView>& vie
   };
   std::string s = fmt::format("<section id=\"slo\"><h2>Latency objectives: TTFT {}, TPOT {}</h2>",
                               bound("ttft_ms"), bound("tpot_ms"));
-  const std::vector<ChartedMetric> metrics = {
-      {"slo", "attainment", "requests within the objectives", "%", 100.0},
-      {"slo", "goodput_req_s", "goodput", "requests/s", 1.0}};
-  for (const auto& v : views)
-    s += metric_charts(f, v, metrics, "Goodput: requests meeting both objectives per simulated second.");
+  std::vector<ChartedMetric> metrics = {{"slo", "attainment", "requests within the objectives", "%", 100.0},
+                                        {"slo", "goodput_req_s", "goodput", "requests/s", 1.0}};
+  std::string caption = "Goodput: requests meeting both objectives per simulated second.";
+  if (any_result_has(f, "capacity")) {
+    const nlohmann::json search = f.options.value("capacity", nlohmann::json::object());
+    metrics.insert(metrics.begin(),
+                   {"capacity", "max_rate_per_s", "highest rate within the objectives", "requests/s", 1.0});
+    caption = fmt::format(
+                  "Capacity: the highest Poisson rate at which {:g}% of the requests meet both objectives "
+                  "(bracketed to "
+                  "{:g}%); the other figures are the runs at that rate. ",
+                  100.0 * search.value("attainment", 0.0), 100.0 * search.value("precision", 0.0)) +
+              caption;
+  }
+  for (const auto& v : views) s += metric_charts(f, v, metrics, caption);
   return s + "</section>\n";
 }
 

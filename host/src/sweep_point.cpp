@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 #include <map>
 #include <memory>
+#include <optional>
 #include <tuple>
 
 #include "duplex/base/error.hpp"
+#include "duplex/runtime/sim/capacity_search.hpp"
 #include "duplex/runtime/workload/synthetic_workload.hpp"
 
 namespace duplex::host {
@@ -64,8 +66,26 @@ nlohmann::json simulate_point(const SweepPoint& p, const StudyOptions& o) {
   sim.pim_memos = memos;
   sim.record_steps = true;
   sim.timeline_steps = o.timeline_steps;
-  const runtime::SystemResult r = runtime::simulate(model, system, sim);
-  return {{"result", r.to_json()},
+  std::optional<runtime::CapacityResult> capacity;
+  if (o.capacity) {
+    runtime::CapacitySearchSpec search;
+    search.attainment = o.capacity_attainment;
+    search.precision = o.capacity_precision;
+    capacity = runtime::find_capacity(model, system, sim, search);
+    if (!capacity->at_max)
+      throw Error(
+          fmt::format("no arrival rate meets the latency objectives for {:g}% of the requests (down to "
+                      "{:.4g} req/s: {:.1f}%)",
+                      100.0 * search.attainment, capacity->probes.back().rate_per_s,
+                      100.0 * capacity->probes.back().attainment));
+  }
+  const runtime::SystemResult r = capacity ? *capacity->at_max : runtime::simulate(model, system, sim);
+  nlohmann::json result = r.to_json();
+  if (capacity) {
+    result["capacity"] = capacity->to_json();
+    result["capacity"].erase("at_max");  // the result itself
+  }
+  return {{"result", result},
           {"roofs", roofs(system)},
           {"steps", sampled_steps(r.step_rows, o.step_samples)},
           {"op_kinds", op_kind_stats(r.timeline)},

@@ -67,7 +67,8 @@ std::string combined_csv(const std::vector<nlohmann::json>& records) {
       "tbt_p50_ms,tbt_p90_ms,tbt_p99_ms,e2e_p50_ms,e2e_p99_ms,energy_j_per_token,batch_mean,batch_max,"
       "preemptions,"
       "generated_tokens,simulated_s,xpu_utilization,pim_utilization,error,knobs,pim_area_mm2,speculative,"
-      "tokens_per_verify,prefix,prefix_hit_rate,tpot_p50_ms,slo_attainment,goodput_req_s,cluster\n";
+      "tokens_per_verify,prefix,prefix_hit_rate,tpot_p50_ms,slo_attainment,goodput_req_s,cluster,"
+      "max_rate_per_s,failing_rate_per_s\n";
   for (const auto& j : records) {
     const auto& p = j.at("params");
     const nlohmann::json r = j.value("result", nlohmann::json::object());
@@ -75,22 +76,23 @@ std::string combined_csv(const std::vector<nlohmann::json>& records) {
                      csv_field(p.at("model").get<std::string>()), csv_field(p.at("system").get<std::string>()),
                      p.at("input_len").dump(), p.at("output_len").dump(), p.at("batch").dump(),
                      csv_field(p.at("load").get<std::string>()), j.at("status").get<std::string>());
-    s += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-                     number(r, "devices"), number(r, "throughput_tok_s"), number(r, "ttft_ms", "p50"),
-                     number(r, "ttft_ms", "p99"), number(r, "tbt_ms", "p50"), number(r, "tbt_ms", "p90"),
-                     number(r, "tbt_ms", "p99"), number(r, "e2e_ms", "p50"), number(r, "e2e_ms", "p99"),
-                     number(r, "energy_j_per_token"), number(r, "batch_size", "mean"),
-                     number(r, "batch_size", "max"), number(r, "preemptions"), number(r, "generated_tokens"),
-                     number(r, "simulated_s"), number(r, "utilization", "xpu"),
-                     number(r, "utilization", "pim"), csv_field(j.value("error", "")),
-                     csv_field(knob_settings(p.contains("knobs") ? &p.at("knobs") : nullptr)),
-                     number(r, "pim_area", "per_stack_mm2", "total"),
-                     csv_field(speculative_text(p.contains("speculative") ? &p.at("speculative") : nullptr)),
-                     number(r, "speculative", "tokens_per_verify"),
-                     csv_field(prefix_text(p.contains("prefix") ? &p.at("prefix") : nullptr)),
-                     number(r, "prefix_cache", "hit_rate"), number(r, "tpot_ms", "p50"),
-                     number(r, "slo", "attainment"), number(r, "slo", "goodput_req_s"),
-                     csv_field(cluster_text(p.contains("cluster") ? &p.at("cluster") : nullptr)));
+    s += fmt::format(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        number(r, "devices"), number(r, "throughput_tok_s"), number(r, "ttft_ms", "p50"),
+        number(r, "ttft_ms", "p99"), number(r, "tbt_ms", "p50"), number(r, "tbt_ms", "p90"),
+        number(r, "tbt_ms", "p99"), number(r, "e2e_ms", "p50"), number(r, "e2e_ms", "p99"),
+        number(r, "energy_j_per_token"), number(r, "batch_size", "mean"), number(r, "batch_size", "max"),
+        number(r, "preemptions"), number(r, "generated_tokens"), number(r, "simulated_s"),
+        number(r, "utilization", "xpu"), number(r, "utilization", "pim"), csv_field(j.value("error", "")),
+        csv_field(knob_settings(p.contains("knobs") ? &p.at("knobs") : nullptr)),
+        number(r, "pim_area", "per_stack_mm2", "total"),
+        csv_field(speculative_text(p.contains("speculative") ? &p.at("speculative") : nullptr)),
+        number(r, "speculative", "tokens_per_verify"),
+        csv_field(prefix_text(p.contains("prefix") ? &p.at("prefix") : nullptr)),
+        number(r, "prefix_cache", "hit_rate"), number(r, "tpot_ms", "p50"), number(r, "slo", "attainment"),
+        number(r, "slo", "goodput_req_s"),
+        csv_field(cluster_text(p.contains("cluster") ? &p.at("cluster") : nullptr)),
+        number(r, "capacity", "max_rate_per_s"), number(r, "capacity", "failing_rate_per_s"));
   }
   return s;
 }

@@ -351,6 +351,7 @@ nlohmann::json StudyOptions::to_json() const {
   if (!routing_trace_digest.empty()) j["routing_trace_digest"] = routing_trace_digest;
   if (slo_ttft_ms > 0 || slo_tpot_ms > 0)  // only then: studies without objectives keep their params
     j["slo"] = {{"ttft_ms", slo_ttft_ms}, {"tpot_ms", slo_tpot_ms}};
+  if (capacity) j["capacity"] = {{"attainment", capacity_attainment}, {"precision", capacity_precision}};
   return j;
 }
 
@@ -536,6 +537,19 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
       if (!(*value >= 0 && *value <= 1e9)) n->fail(key, "out of range", "milliseconds >= 0 (0: no bound)");
     }
     n->finish();
+  }
+  if (auto n = root.find("capacity")) {
+    o.capacity = true;
+    o.capacity_attainment = n->get_or<double>("attainment", o.capacity_attainment);
+    if (!(o.capacity_attainment > 0 && o.capacity_attainment <= 1))
+      n->fail("attainment", "out of range", "a share of the requests in (0, 1]");
+    o.capacity_precision = n->get_or<double>("precision", o.capacity_precision);
+    if (!(o.capacity_precision > 0 && o.capacity_precision <= 1))
+      n->fail("precision", "out of range", "a fraction in (0, 1]");
+    n->finish();
+    if (o.slo_ttft_ms == 0 && o.slo_tpot_ms == 0)
+      root.fail("capacity", "a capacity search without latency objectives",
+                "slo: {ttft_ms, tpot_ms} beside it (the highest rate meeting them)");
   }
   if (root.has("knobs")) read_knobs(root, s);
   if (root.has("speculative")) read_speculative(root, s);

@@ -100,6 +100,10 @@ struct StudyOptions {
   std::int64_t timeline_steps = 4;      // steps of device 0's lane timeline kept per point
   std::int64_t step_samples = 200;      // per-step rows kept per point (evenly spaced)
   double slo_ttft_ms = 0, slo_tpot_ms = 0;  // latency objectives (runtime::LatencySlo; 0: none)
+  // A capacity search per point (study key `capacity`, needs `slo`): the point's load is the first rate
+  // probed (closed: the closed loop's throughput) and its result is the run at the max rate found.
+  bool capacity = false;
+  double capacity_attainment = 0.9, capacity_precision = 0.02;  // runtime::CapacitySearchSpec's
   nlohmann::json to_json() const;
 };
 

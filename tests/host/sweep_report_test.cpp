@@ -233,6 +233,35 @@ TEST(ObjectivesReport, TpotCacheHitsAndObjectivesAreShown) {
   fs::remove_all(dir);
 }
 
+// A capacity study: each point is the run at its max rate, which meets the objectives; the report shows the
+// rate in the summary and charts it with the objectives.
+TEST(CapacityReport, EachPointIsTheRunAtItsMaxRate) {
+  const fs::path dir = run_tiny_dense_study("capacity", "[gpu, duplex-pe]",
+                                            "slo: {ttft_ms: 0.2}\ncapacity: {precision: 0.1}\n");
+  const ResultFolder f = load_result_folder(dir.string());
+  ASSERT_EQ(f.points.size(), 2u);
+  for (const auto& p : f.points) {
+    ASSERT_TRUE(p.ok) << p.id << ": " << p.error;
+    const nlohmann::json& c = p.result["capacity"];
+    ASSERT_TRUE(c["converged"].get<bool>()) << c.dump(1);
+    EXPECT_GE(p.metric("slo", "attainment"), 0.9);
+    EXPECT_LE(c["failing_rate_per_s"].get<double>(), 1.1 * c["max_rate_per_s"].get<double>());
+    EXPECT_FALSE(c.contains("at_max"));  // the point's result is that run
+  }
+  const std::string html = build_report(f);
+  EXPECT_EQ(count(html, "<th>max rate req/s</th>"), 1u);
+  EXPECT_NE(html.find(fmt::format("<td>{:.3f}</td></tr>", f.points[1].metric("capacity", "max_rate_per_s"))),
+            std::string::npos);
+  EXPECT_NE(html.find(": highest rate within the objectives (requests/s)"), std::string::npos);
+  EXPECT_NE(html.find("Capacity: the highest Poisson rate at which 90% of the requests meet both objectives "
+                      "(bracketed to 10%)"),
+            std::string::npos);
+  const std::string csv = read_text_file(dir / "combined.csv");
+  EXPECT_NE(csv.find(fmt::format(",{}", f.points[0].result["capacity"]["max_rate_per_s"].dump())),
+            std::string::npos);
+  fs::remove_all(dir);
+}
+
 TEST_F(TinySweep, BadOrPartialFoldersNameTheBadFile) {
   EXPECT_NE(report_error(temp_path("nothing")).find("not a folder"), std::string::npos);
 

@@ -165,6 +165,19 @@ TEST(SweepRunner, CombinedCsvStatesSloAttainmentAndGoodput) {
   EXPECT_EQ(cells["goodput_req_s"], "");
 }
 
+// combined.csv states a capacity search's rates; the failing one empty where none was found.
+TEST(SweepRunner, CombinedCsvStatesTheCapacity) {
+  nlohmann::json point = {{"id", "c"}, {"params", kParams}, {"status", "ok"}};
+  point["result"] = {{"capacity", {{"max_rate_per_s", 4.5}, {"failing_rate_per_s", 4.55}}}};
+  auto cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["max_rate_per_s"], "4.5");
+  EXPECT_EQ(cells["failing_rate_per_s"], "4.55");
+  point["result"]["capacity"]["failing_rate_per_s"] = nullptr;
+  cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["max_rate_per_s"], "4.5");
+  EXPECT_EQ(cells["failing_rate_per_s"], "");
+}
+
 TEST(SweepRunner, OutputIsByteIdenticalForAnyNumberOfJobs) {
   const fs::path a = fresh_dir("j1"), b = fresh_dir("j4");
   run_sweep(demo_study(), a.string(), 1, {}, CountingRunner{});

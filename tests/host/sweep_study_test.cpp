@@ -306,6 +306,27 @@ TEST(SweepStudy, LatencyObjectivesAreAnOption) {
   EXPECT_NE(error_of(base + "slo: {e2e_ms: 5}\n").find("e2e_ms"), std::string::npos);
 }
 
+// A capacity search is a study option beside the objectives: in every point's params only when set.
+TEST(SweepStudy, CapacitySearchIsAnOptionBesideTheObjectives) {
+  const Study s = gpu_study_with("slo: {ttft_ms: 2000}\ncapacity: {attainment: 0.95}\n");
+  EXPECT_TRUE(s.options.capacity);
+  EXPECT_EQ(s.options.capacity_attainment, 0.95);
+  EXPECT_EQ(s.options.capacity_precision, 0.02);
+  EXPECT_EQ(s.points()[0].params(s.options)["options"]["capacity"],
+            nlohmann::json::parse(R"({"attainment": 0.95, "precision": 0.02})"));
+  const Study plain = gpu_study_with("slo: {ttft_ms: 2000}\n");
+  EXPECT_FALSE(plain.points()[0].params(plain.options)["options"].contains("capacity"));
+  const std::string base =
+      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  EXPECT_NE(error_of(base + "capacity: {}\n").find("capacity: a capacity search without latency objectives"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "slo: {ttft_ms: 5}\ncapacity: {attainment: 0}\n").find("capacity.attainment"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "slo: {ttft_ms: 5}\ncapacity: {precision: 2}\n").find("capacity.precision"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + "slo: {ttft_ms: 5}\ncapacity: {rate: 2}\n").find("rate"), std::string::npos);
+}
+
 // Conversations are prefix settings too (turns > 1): their id, params and text state turns and think time,
 // with or without a system prompt and caching.
 TEST(SweepStudy, ConversationsArePrefixSettings) {
