@@ -2,7 +2,8 @@
 """Markdown table of a design-knob study (bench/design/*.yaml run by `duplex sweep`): one row per point with its
 knob, speculative-decoding, shared-prompt and cluster setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
 area per stack; a model column first when the study has several models; the prompt tokens taken from the
-prefix cache in a prefix-caching study, and the median time to first token in a cluster study. Usage: bench/design/table.py
+prefix cache in a prefix-caching study, and the median time to first token in a cluster study; for a capacity study
+(`capacity:`) each point's highest rate within the objectives instead. Usage: bench/design/table.py
 results/pim-design"""
 import csv
 import json
@@ -19,6 +20,24 @@ def area_cells(folder, row):
     return f"{area['per_stack_mm2']['total']:.2f}", f"{100 * area['die_fraction']:.1f}%"
 
 
+def capacity_table(ok, models):
+    """A capacity study's table: each point's highest rate within the objectives (">=" where no probe fell
+    short), per device, over the gpu point of the same setting, and the run at that rate."""
+    gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"], r["setting"]): float(r["max_rate_per_s"])
+           for r in ok if r["system"] == "gpu"}
+    print(("| model " if models else "") + "| system | setting | devices | max req/s | per device | x gpu | "
+          "within SLO | tok/s | J/token | TTFT p99 ms | TPOT p50 ms |")
+    print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in ok:
+        rate, devices = float(r["max_rate_per_s"]), int(r["devices"])
+        base = gpu.get((r["model"], r["input_len"], r["output_len"], r["batch"], r["setting"]))
+        bound = "" if r["failing_rate_per_s"] else ">="
+        print((f"| {r['model']} " if models else "") + f"| {r['system']} | {r['setting'] or '-'} | {devices} | "
+              f"{bound}{rate:.2f} | {rate / devices:.2f} | {f'{rate / base:.2f}' if base else '-'} | "
+              f"{100 * float(r['slo_attainment']):.1f}% | {float(r['throughput_tok_s']):.0f} | "
+              f"{float(r['energy_j_per_token']):.4f} | {float(r['ttft_p99_ms']):.0f} | {float(r['tpot_p50_ms']):.1f} |")
+
+
 def main(folder):
     rows = list(csv.DictReader((Path(folder) / "combined.csv").open()))
     for r in rows:
@@ -31,9 +50,12 @@ def main(folder):
     for r in ok:
         r["setting"] = "; ".join(x for x in (r["knobs"].replace(";", ", "), r.get("speculative", ""),
                                              r.get("prefix", ""), r.get("cluster", "")) if x)
+    models = len({r["model"] for r in ok}) > 1
+    if any(r.get("max_rate_per_s") for r in ok):
+        capacity_table(ok, models)
+        return 1 if len(ok) < len(rows) else 0
     gpu = {(r["model"], r["input_len"], r["output_len"], r["batch"], r["setting"]): float(r["throughput_tok_s"])
            for r in ok if r["system"] == "gpu"}
-    models = len({r["model"] for r in ok}) > 1
     hits = any(r.get("prefix_hit_rate") for r in ok)  # a prefix-caching study: the cache's hit rate too
     clusters = any(r.get("cluster") for r in ok)  # a cluster study: the first-token latency too
     print(("| model " if models else "") +
