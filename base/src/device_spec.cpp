@@ -160,6 +160,8 @@ LinkSpec read_links(const ConfigNode& n) {
   if (n.has("host_bandwidth") || l.host_kv_offload.bytes > 0)
     l.host_bandwidth = n.get_positive<Bandwidth>("host_bandwidth");
   if (n.has("host_latency") || l.host_kv_offload.bytes > 0) l.host_latency = n.get<Time>("host_latency");
+  if (n.has("host_kv_load"))
+    l.host_kv_layerwise = n.get_enum("host_kv_load", {"serial", "layerwise"}) == "layerwise";
   n.finish();
   return l;
 }

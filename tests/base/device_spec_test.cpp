@@ -188,6 +188,16 @@ TEST(DeviceSpec, HostLinkAndKvOffloadKeys) {
     EXPECT_EQ(e.key(), "host_bandwidth");
   }
   EXPECT_THROW(links("host_kv_offload: 1.5B\nhost_bandwidth: 64GB/s\nhost_latency: 10us\n"), ConfigError);
+  // How a step loads from the tier: serial by default (the preset's too), or layerwise.
+  EXPECT_FALSE(gpu.links.host_kv_layerwise);
+  EXPECT_FALSE(links("").host_kv_layerwise);
+  EXPECT_TRUE(links("host_kv_load: layerwise\n").host_kv_layerwise);
+  try {
+    links("host_kv_load: overlapped\n");
+    ADD_FAILURE() << "an unknown load mode was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.key(), "host_kv_load");
+  }
 }
 
 TEST(DeviceSpec, MemorySpaceKeysAreCheckedStrictly) {

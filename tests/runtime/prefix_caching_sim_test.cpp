@@ -4,6 +4,8 @@
 // pool.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "closed_loop_options.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
 
@@ -107,6 +109,40 @@ TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
   EXPECT_EQ(j["prefix_cache"]["host_hit_tokens"].get<std::int64_t>(), tiered.host_hit_tokens);
   EXPECT_FALSE(device_only.to_json()["prefix_cache"].contains("host_hit_tokens"));
   EXPECT_EQ(simulate(model, system, o).to_json().dump(), j.dump());
+}
+
+// Layerwise loads (links.host_kv_load: layerwise): a step's host K/V arrives layer by layer while the layers
+// before compute. On one device (no collectives: a step's link time is its host load's), the first step that
+// loads is the same plan in both modes (nothing differed before it): its serial duration is S + H + latency
+// (link time H + latency), its layerwise one S + latency + H / L + (L - 1) / L x max(0, H - S).
+TEST(PrefixCachingSim, LayerwiseHostLoadsOverlapTheForward) {
+  const auto model = compiler::load_model("llama-3.2-1b");
+  SimulationOptions o = testing::closed_loop_options(384, 256, 64, 16, 5, 0.1);
+  o.workload.arrival.concurrency = 96;
+  o.workload.conversation = Conversations{.turns = 6, .think_s = 1};
+  o.devices = 1;
+  o.memory_reserve = 0.96;  // about 0.9 GiB of KV cache
+  o.record_steps = true;
+  SystemSpec system = load_system("gpu");
+  system.links.host_kv_offload = gib(64);
+  const SystemResult serial = simulate(model, system, o);
+  system.links.host_kv_layerwise = true;
+  const SystemResult layerwise = simulate(model, system, o);
+  auto first_load = [](const SystemResult& r) {
+    return std::find_if(r.step_rows.begin(), r.step_rows.end(),
+                        [](const StepRow& s) { return s.link_us > 0; });
+  };
+  const auto s = first_load(serial), l = first_load(layerwise);
+  ASSERT_NE(s, serial.step_rows.end());
+  ASSERT_EQ(s - serial.step_rows.begin(), l - layerwise.step_rows.begin());
+  EXPECT_EQ(s->start_s, l->start_s);
+  EXPECT_EQ(s->link_us, l->link_us);  // the link is busy as long either way
+  const double latency = to_us(system.links.host_latency), load = s->link_us - latency;
+  const double step = (s->end_s - s->start_s) * 1e6 - s->link_us, layers = model.layers;
+  EXPECT_NEAR((l->end_s - l->start_s) * 1e6,
+              step + latency + load / layers + (layers - 1) / layers * std::max(0.0, load - step), 1e-6);
+  EXPECT_LT(l->end_s - l->start_s, s->end_s - s->start_s);
+  EXPECT_GT(layerwise.host_hit_tokens, 0);
 }
 
 TEST(PrefixCachingSim, WithoutSharedPromptsNothingIsReported) {

@@ -46,8 +46,8 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     sched.host_kv_blocks =
         static_cast<std::int64_t>(static_cast<double>(links.host_kv_offload.bytes) /
                                   (memory_.kv_bytes_per_token * static_cast<double>(sched.kv_block_tokens)));
-    host_link_ = {links.host_bandwidth, links.host_latency, memory_.kv_bytes_per_token,
-                  sched.kv_block_tokens};
+    host_link_ = {links.host_bandwidth,  links.host_latency,      memory_.kv_bytes_per_token,
+                  sched.kv_block_tokens, links.host_kv_layerwise, model.layers};
   }
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < 1)
@@ -148,14 +148,22 @@ Time Pool::step(const StepPlan& plan) {
 void Pool::add_host_transfers(const StepPlan& plan, StepCost& c) const {
   if (!host_link_ || (plan.host_loaded_tokens == 0 && plan.host_stored_blocks == 0)) return;
   const HostLink& h = *host_link_;
-  // Per device: the loaded tokens' K/V share before the step (the forward waits for it: no layer-by-layer
-  // overlap), and the stored blocks' copies beside it (asynchronous: energy only).
+  // Per device: the loaded tokens' K/V share, and the stored blocks' copies beside the step (asynchronous:
+  // energy only). Serial: the forward waits for the whole load (H = bytes / bandwidth) and the latency.
+  // Layerwise, L layers: layer i's K/V (H / L) loads while layer i - 1 computes (S / L of the step's time S,
+  // layers taken as equal), so the step takes latency + H / L + (L - 1) x max(H, S) / L + S / L, i.e. S plus
+  // latency + H / L + (L - 1) / L x max(0, H - S).
   const double loaded = static_cast<double>(plan.host_loaded_tokens) * h.kv_bytes_per_token;
   const double stored = static_cast<double>(plan.host_stored_blocks * h.block_tokens) * h.kv_bytes_per_token;
   if (loaded > 0) {
-    const Time t = transfer_time(loaded, h.bandwidth) + h.latency;
-    c.time += t;
-    c.link_busy += t;
+    const Time load = transfer_time(loaded, h.bandwidth);
+    Time wait = load + h.latency;
+    if (h.layerwise) {
+      const double layers = h.layers;
+      wait = h.latency + load * (1.0 / layers) + std::max(Time{}, load - c.time) * ((layers - 1) / layers);
+    }
+    c.time += wait;
+    c.link_busy += load + h.latency;
   }
   c.energy.charge(EnergyCategory::kCommunication, "links.host_per_byte", (loaded + stored) * devices_);
 }

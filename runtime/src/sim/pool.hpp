@@ -63,6 +63,8 @@ class Pool {
     Time latency;
     double kv_bytes_per_token = 0;  // one device's share
     std::int64_t block_tokens = 0;
+    bool layerwise = false;  // links.host_kv_layerwise: loads overlap the layers before them
+    int layers = 1;          // the model's: a layerwise load's units
   };
   std::optional<HostLink> host_link_;
   std::unique_ptr<Scheduler> scheduler_;

@@ -123,6 +123,10 @@ struct LinkSpec {
   Bandwidth host_bandwidth;
   Time host_latency;
   ByteSize host_kv_offload;
+  // How a step loads K/V from the host tier (key host_kv_load): all of it before the forward (serial), or
+  // layer by layer, each layer's share in flight while the layers before it compute (layerwise: LMCache's
+  // layerwise retrieval).
+  bool host_kv_layerwise = false;
 };
 
 // Energy per action and static power per component; price() of an unknown action is an error, never 0.
