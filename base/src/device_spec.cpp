@@ -226,6 +226,18 @@ SystemSpec read_system(const ConfigNode& n) {
     if (!(s.split_prefill_fraction > 0 && s.split_prefill_fraction < 1))
       split->fail("prefill_fraction", fmt::format("{} is not strictly between 0 and 1", s.split_prefill_fraction),
                   "a fraction such as 0.5");
+    if (const auto prefill = split->find("prefill_system")) {
+      auto p = std::make_shared<SystemSpec>(read_system(*prefill));
+      if (p->split_prefill_fraction > 0 || p->heterogeneous())
+        split->fail("prefill_system", fmt::format("system {} is itself split or heterogeneous", p->name),
+                    "a system whose devices both prefill and decode, e.g. {preset: systems/gpu}");
+      if (p->energy.actions != s.energy.actions || p->energy.static_power != s.energy.static_power)
+        split->fail("prefill_system",
+                    fmt::format("system {} prices energy from {}, this system from {}", p->name,
+                                p->energy.file, s.energy.file),
+                    "one energy table for both pools");
+      s.split_prefill_system = std::move(p);
+    }
     split->finish();
   }
   if (auto h = n.find("heterogeneous")) {

@@ -200,6 +200,34 @@ TEST(DeviceSpec, HostLinkAndKvOffloadKeys) {
   }
 }
 
+// A split system's prefill devices may be another system's: a whole, unsplit system pricing energy alike.
+TEST(DeviceSpec, SplitPrefillSystem) {
+  const SystemSpec s = load_system("split-gpu-duplex");
+  ASSERT_TRUE(s.split_prefill_system != nullptr);
+  EXPECT_EQ(s.prefill_pool_system().name, "gpu");
+  EXPECT_FALSE(s.prefill_pool_system().pim.has_value());
+  EXPECT_TRUE(s.pim.has_value());
+  const SystemSpec plain = load_system("duplex-split");
+  EXPECT_EQ(plain.split_prefill_system, nullptr);
+  EXPECT_EQ(&plain.prefill_pool_system(), &plain);
+  auto key_of_error = [](const std::string& prefill) {
+    try {
+      read_system(ConfigNode::parse(
+          "preset: systems/duplex-split\nsplit: {prefill_fraction: 0.5, prefill_system: " + prefill + "}\n",
+          "mine.yaml"));
+    } catch (const ConfigError& e) {
+      return e.key() + ": " + e.what();
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(key_of_error("{preset: systems/duplex-split}").find("split.prefill_system: "), std::string::npos);
+  EXPECT_NE(key_of_error("{preset: systems/gpu-pim-hetero}").find("itself split or heterogeneous"),
+            std::string::npos);
+  EXPECT_NE(key_of_error("{preset: systems/gpu, energy: {static: {xpu: 200W}}}").find("prices energy"),
+            std::string::npos);
+  EXPECT_EQ(key_of_error("{preset: systems/gpu}"), "accepted");
+}
+
 TEST(DeviceSpec, MemorySpaceKeysAreCheckedStrictly) {
   auto read = [](const std::string& pim) {
     return read_system(ConfigNode::parse("preset: systems/duplex\npim: {" + pim + "}\n", "mine.yaml"));

@@ -120,5 +120,30 @@ TEST(KvMigrationSim, SplitUtilisationIsPerPoolAndBoundedByOne) {
   EXPECT_LE(pe.xpu_utilization, 1.0);
 }
 
+// GPUs prefilling for Duplex devices (split.prefill_system: split-gpu-duplex): the prefill pool runs the
+// GPU's plans (no PIM), and its devices leak as GPUs (no Logic-PIM dies); the decode pool is duplex-split's.
+TEST(KvMigrationSim, PrefillDevicesOfAnotherSystem) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  const SystemSpec hetero = load_system("split-gpu-duplex");
+  ASSERT_TRUE(hetero.split_prefill_system != nullptr);
+  EXPECT_EQ(hetero.prefill_pool_system().name, "gpu");
+  const SystemResult r = simulate(model, hetero, closed_run(96, 512, 64, 32));
+  const SystemResult same = simulate(model, load_system("duplex-split"), closed_run(96, 512, 64, 32));
+  ASSERT_EQ(r.pools.size(), 2u);
+  EXPECT_EQ(r.pools[0].pim_utilization, 0.0);
+  EXPECT_GT(r.pools[1].pim_utilization, 0.0);
+  EXPECT_NE(r.layout.find("prefill pool of gpu"), std::string::npos) << r.layout;
+  EXPECT_NE(r.layout.find("decode pool of split-gpu-duplex"), std::string::npos) << r.layout;
+  // Static energy: xPUs and stacks on every device, Logic-PIM dies only on the decode pool's (a half).
+  auto per_second = [](const SystemResult& x, const char* key) {
+    return x.energy_breakdown.value(key, 0.0) / x.simulated_s;
+  };
+  EXPECT_NEAR(per_second(r, "static.xpu"), per_second(same, "static.xpu"),
+              1e-9 * per_second(same, "static.xpu"));
+  EXPECT_NEAR(per_second(r, "static.logic_pim_stack"), 0.5 * per_second(same, "static.logic_pim_stack"),
+              1e-9 * per_second(same, "static.logic_pim_stack"));
+  EXPECT_EQ(r.generated_tokens, same.generated_tokens);
+}
+
 }  // namespace
 }  // namespace duplex::runtime

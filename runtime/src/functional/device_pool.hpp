@@ -50,6 +50,7 @@ class DevicePool {
   double receive_kv(const DevicePool& source, std::int64_t id, std::int64_t tokens);
 
   const compiler::ParallelLayout& layout() const { return layout_; }
+  const SystemSpec& system() const { return sys_; }
   int devices() const { return layout_.devices; }
   const device::XpuDevice& xpu(int d) const { return *xpus_[static_cast<std::size_t>(d)]; }
   const device::IDevice* pim(int d) const {

@@ -91,10 +91,14 @@ class FunctionalExecutor::Impl {
             fmt::format("system {}: {} devices leave none for decoding after {} prefill devices; expected "
                         "at least 2 devices",
                         sys_.name, devices_, prefill));
-      pools_.push_back(
-          std::make_unique<DevicePool>(w_, sys_, prefill, "prefill.", shared_pim, kind, opt_.rtl_trace));
-      pools_.push_back(
-          std::make_unique<DevicePool>(w_, sys_, devices_ - prefill, "decode.", shared_pim, kind));
+      // The prefill devices may be another system's (split.prefill_system); the waveform is the first PIM
+      // device's.
+      const SystemSpec& prefill_system = sys_.prefill_pool_system();
+      const bool prefill_traces = prefill_system.pim.has_value();
+      pools_.push_back(std::make_unique<DevicePool>(w_, prefill_system, prefill, "prefill.", shared_pim, kind,
+                                                    prefill_traces ? opt_.rtl_trace : ""));
+      pools_.push_back(std::make_unique<DevicePool>(w_, sys_, devices_ - prefill, "decode.", shared_pim, kind,
+                                                    prefill_traces ? "" : opt_.rtl_trace));
     } else {
       pools_.push_back(
           std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind, opt_.rtl_trace));
@@ -138,8 +142,10 @@ class FunctionalExecutor::Impl {
     res.logits.resize(prompts.size());
     if (w_.spec.is_moe()) res.routing.resize(prompts.size());
     res.devices = devices_;
-    res.layout = pools_.size() == 1
-                     ? pools_[0]->layout().describe()
+    res.layout = pools_.size() == 1 ? pools_[0]->layout().describe()
+                 : sys_.split_prefill_system
+                     ? fmt::format("prefill pool of {} {} | decode pool of {} {}", pools_[0]->system().name,
+                                   pools_[0]->layout().describe(), sys_.name, pools_[1]->layout().describe())
                      : fmt::format("prefill pool {} | decode pool {}", pools_[0]->layout().describe(),
                                    pools_[1]->layout().describe());
     EnergyLedger energy(sys_.energy);
@@ -308,8 +314,8 @@ class FunctionalExecutor::Impl {
       int layer = -1;
       for (const compiler::PlannedOp& p : stage.ops) {
         const compiler::Op& op = st.out.plan.graph.ops[p.op];
-        EnergyLedger one(sys_.energy);
-        charge_op(one, op, p.unit, sys_);
+        EnergyLedger one(pool.system().energy);
+        charge_op(one, op, p.unit, pool.system());
         res.ops.push_back(
             {plan.step, op.name, op.kind, op.layer, p.unit, p.time, one.total() * pool.devices()});
         if (op.kind == compiler::OpKind::kExpertFfn) {

@@ -69,7 +69,11 @@ void EnergyLedger::charge_static(const std::string& component, Time duration, do
 }
 
 void EnergyLedger::add(const EnergyLedger& other, double scale) {
-  DUPLEX_ASSERT(other.table_ == table_, "adding ledgers over different energy tables");
+  // The same table, or one with the same prices (a split system's prefill devices of another system): the
+  // actions' indices are their sorted names', so equal tables index alike.
+  DUPLEX_ASSERT(other.table_ == table_ || (other.table_->actions == table_->actions &&
+                                           other.table_->static_power == table_->static_power),
+                "adding ledgers over different energy tables");
   for (std::size_t a = 0; a < counts_.size(); ++a)
     for (int c = 0; c < kCategories; ++c) counts_[a][static_cast<std::size_t>(c)] += other.counts_[a][static_cast<std::size_t>(c)] * scale;
   for (const auto& [k, v] : other.static_) static_[k] += v * scale;

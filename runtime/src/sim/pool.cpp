@@ -203,11 +203,7 @@ RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {
           std::move(pool)};
 }
 
-void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals,
-                   Time end, const SystemSpec& system, int devices, bool record_requests,
-                   const LatencySlo& slo) {
-  r.steps = totals.steps;
-  r.simulated_s = end.si();
+void charge_static_energy(RunTotals& totals, const SystemSpec& system, int devices, Time end) {
   totals.energy.charge_static("xpu", end, devices);
   totals.energy.charge_static("hbm_stack", end, static_cast<double>(devices) * system.stacks);
   if (system.heterogeneous()) {
@@ -219,6 +215,14 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     // BankGroup-PIM has Logic-PIM's GEMM modules and buffers (on the DRAM dies): taken to leak the same.
     totals.energy.charge_static("logic_pim_stack", end, static_cast<double>(devices) * system.stacks);
   }
+}
+
+void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals,
+                   Time end, const SystemSpec& system, int devices, bool record_requests,
+                   const LatencySlo& slo, std::optional<int> static_devices) {
+  r.steps = totals.steps;
+  r.simulated_s = end.si();
+  charge_static_energy(totals, system, static_devices.value_or(devices), end);
   std::vector<double> ttft, tbt, e2e, tpot;
   std::int64_t slo_met = 0, slo_met_tokens = 0;
   for (const RequestTimeline& t : timelines) {

@@ -99,10 +99,15 @@ RequestTimeline finished_timeline(const RequestRecord& record, std::string pool 
 // workload has no routing section.
 std::unique_ptr<ExpertRouter> make_router(const compiler::ModelSpec& model, const WorkloadSpec& workload);
 
+// Adds the static energy of `devices` devices of `system` over a run that ended at `end`.
+void charge_static_energy(RunTotals& totals, const SystemSpec& system, int devices, Time end);
+
 // Fills the latency, throughput, energy and batch figures of `r` from the timelines and totals (and the
-// requests meeting `slo`, when set); adds static energy for `devices` devices over the run.
+// requests meeting `slo`, when set) for `devices` devices; adds static energy for `static_devices` of them
+// (default: all) of `system` over the run (a split system with another system's prefill devices charges
+// those itself).
 void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timelines, RunTotals& totals,
                    Time end, const SystemSpec& system, int devices, bool record_requests,
-                   const LatencySlo& slo);
+                   const LatencySlo& slo, std::optional<int> static_devices = std::nullopt);
 
 }  // namespace duplex::runtime::detail

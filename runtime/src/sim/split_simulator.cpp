@@ -23,9 +23,14 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   r.devices = devices;
   std::unique_ptr<ExpertRouter> router = make_router(model, o.workload);
   RunTotals totals(system.energy);
-  Pool prefill(model, system, o, prefill_devices, router.get(), r, totals, "prefill");
+  const SystemSpec& prefill_system = system.prefill_pool_system();
+  Pool prefill(model, prefill_system, o, prefill_devices, router.get(), r, totals, "prefill");
   Pool decode(model, system, o, decode_devices, router.get(), r, totals, "decode");
-  r.layout = fmt::format("prefill pool {} | decode pool {}", prefill.layout().describe(), decode.layout().describe());
+  r.layout = system.split_prefill_system
+                 ? fmt::format("prefill pool of {} {} | decode pool of {} {}", prefill_system.name,
+                               prefill.layout().describe(), system.name, decode.layout().describe())
+                 : fmt::format("prefill pool {} | decode pool {}", prefill.layout().describe(),
+                               decode.layout().describe());
   describe_memory_and_timing(r, decode, system);
   r.host_kv_blocks = prefill.host_kv_blocks();  // the prefill pool's cache (the decode pool has none in use)
 
@@ -109,7 +114,12 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     throw InternalError("split simulation stopped with requests left");
   std::vector<RequestTimeline> all;
   for (auto& [id, t] : timelines) all.push_back(std::move(t));
-  finish_result(r, all, totals, end, system, devices, o.record_steps, o.slo);
+  if (system.split_prefill_system) {  // each pool's devices leak as their system's do
+    charge_static_energy(totals, prefill_system, prefill_devices, end);
+    finish_result(r, all, totals, end, system, devices, o.record_steps, o.slo, decode_devices);
+  } else {
+    finish_result(r, all, totals, end, system, devices, o.record_steps, o.slo);
+  }
   r.pools = {prefill.figures(end), decode.figures(end)};
   return r;
 }

@@ -57,6 +57,27 @@ TEST_P(KvMigration, TokensAsWithoutMigrationBytesArePromptKv) {
               split.layout.c_str(), total, to_us(split.time));
 }
 
+// GPUs prefilling for Duplex devices (split-gpu-duplex): the prefill pool has no PIM, the decode pool does;
+// the tokens are those of a run on one system.
+TEST(KvMigrationEdges, PrefillDevicesOfAnotherSystem) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 9);
+  const FunctionalResult plain = run_on(w, "duplex-pe", 1);
+  const FunctionalResult split = run_on(w, "split-gpu-duplex", 4);
+  EXPECT_EQ(split.tokens, plain.tokens);
+  EXPECT_EQ(split.kv_migrations.size(), kPrompts.size());
+  EXPECT_TRUE(split.device_classes.count("prefill.dev0.xpu"));
+  EXPECT_FALSE(split.device_classes.count("prefill.dev0.pim"));
+  EXPECT_TRUE(split.device_classes.count("decode.dev0.pim"));
+  Time decode_pim;  // the prefill pool's steps use no PIM (its devices have none), the decode pool's do
+  for (const StepRecord& st : split.steps) {
+    if (st.pool == "prefill") {
+      EXPECT_EQ(st.pim_busy, Time{}) << "step " << st.step;
+    }
+    if (st.pool == "decode") decode_pim += st.pim_busy;
+  }
+  EXPECT_GT(decode_pim, Time{});
+}
+
 // 4 devices: 2 + 2 (same layout on both sides); 3 devices: 2 + 1 (KV heads re-sharded from TP2 to TP1).
 INSTANTIATE_TEST_SUITE_P(Splits, KvMigration,
                          ::testing::Values(std::pair{"tiny-moe", 4}, std::pair{"tiny-dense", 4},

@@ -4,6 +4,7 @@
 // co-processing switches). Read once from configs/ by load_system(); every reader is strict (unknown keys
 // are errors). Derived figures (peak bandwidths, capacities) are computed here and nowhere else.
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -156,6 +157,10 @@ struct SystemSpec {
   // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
   // of each prompt migrating over the links in between. 0 = no split (every device does both).
   double split_prefill_fraction = 0;
+  // The prefill pool's devices when they are another system's (split.prefill_system, e.g. GPUs prefilling for
+  // Duplex devices that decode; Splitwise's heterogeneous pools): a whole system, neither split nor
+  // heterogeneous, pricing energy as this one does. Null: the prefill devices are this system's.
+  std::shared_ptr<const SystemSpec> split_prefill_system;
   // Heterogeneous GPU + PIM devices (DUPLEX.md s.8): when > 0, `pim` is NOT on the xPU's stacks but on
   // separate PIM devices (each `stacks` stacks of `memory` with a Logic-PIM logic die, no xPU), this many per
   // GPU. Weights are not shared: non-expert weights on the GPUs, routed experts' weights and the KV cache on
@@ -165,6 +170,10 @@ struct SystemSpec {
 
   int devices_for(std::string_view model_name) const;  // GPU / xPU devices (PIM devices not counted)
   bool heterogeneous() const { return pim_devices_per_gpu > 0; }
+  // A split system's prefill devices: split_prefill_system's, else this system's.
+  const SystemSpec& prefill_pool_system() const {
+    return split_prefill_system ? *split_prefill_system : *this;
+  }
   // The one predicate for "this system splits each device's memory into KV spaces and prefill space(s)"
   // (DUPLEX.md s.6), shared by the lowering (the in-device kv_migration op) and the memory plan: Logic-PIM on
   // the device's own stacks (not heterogeneous GPU + PIM devices, whose K/V goes to the PIM devices), not a

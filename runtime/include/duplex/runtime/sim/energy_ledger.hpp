@@ -31,7 +31,8 @@ class EnergyLedger {
     charge(category, action(action_name), count);
   }
   void charge_static(const std::string& component, Time duration, double instances);
-  void add(const EnergyLedger& other, double scale = 1.0);  // other x scale; both over the same table
+  // other x scale; both over the same table, or tables of the same prices
+  void add(const EnergyLedger& other, double scale = 1.0);
 
   Energy total() const;
   Energy dynamic(EnergyCategory c) const;
