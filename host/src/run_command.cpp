@@ -100,6 +100,9 @@ void add_run_command(CLI::App& app) {
                 "KV blocks in the pool (0: enough for all requests)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  c->add_flag("--prefix-caching", o->run.executor.prefix_caching,
+              "Reuse the cached K/V of whole --kv-block blocks a prompt shares with earlier prompts (not on "
+              "systems with a prefill space, across nodes, or for sliding-window models)");
   c->add_flag("--check", o->run.check, "Also run the plain CPU reference and compare tokens and logits");
   c->add_option("--routing-trace", o->run.routing_trace,
                 "MoE: write each step's expert counts there as CSV (step,layer,expert,count), a workload "

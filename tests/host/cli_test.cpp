@@ -587,6 +587,22 @@ TEST(RunCli, SetOverridesTheSystemItRunsOn) {
   EXPECT_EQ(j["tokens"], j["reference_tokens"]);
 }
 
+TEST(RunCli, PrefixCachingReportsTheTokensTakenFromTheCache) {
+  const std::string args =
+      "run --model tiny-dense --system gpu --kv-block 8 --prompt 1,2,3,4,5,6,7,8,9 --prompt "
+      "1,2,3,4,5,6,7,8,42 "
+      "--max-new-tokens 3 --check";
+  const CliRun r = run(args + " --prefix-caching --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["prefix_cache"]["query_tokens"], 18);
+  EXPECT_EQ(j["prefix_cache"]["hit_tokens"], 8);  // the second prompt's first block
+  EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+  const auto plain = nlohmann::json::parse(run(args + " --json").out);
+  EXPECT_EQ(plain["tokens"], j["tokens"]);
+  EXPECT_FALSE(plain.contains("prefix_cache"));
+}
+
 TEST(RunCli, PimOpsThroughTheDriverAndTheSystemCDeviceGiveTheSameTokens) {
   const std::string args = "run --model tiny-moe --system duplex-pe --prompt 2,7,1 --max-new-tokens 5 --check --json";
   const CliRun datapath = run(args);

@@ -46,6 +46,8 @@ void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int6
   runner_.reset();
   kv_.clear();
   prefill_kv_.clear();
+  cached_.clear();
+  next_shared_.clear();
   const KvCacheShape cache = kv_cache_shape(m);
   for (const DeviceShard& s : shards_) {
     kv_.emplace_back(m.layers, s.kv_heads, cache.head_dim, block_tokens, blocks, cache.shared_kv);
@@ -62,16 +64,42 @@ void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int6
 
 DevicePool::Step DevicePool::step(const StepPlan& plan,
                                   const std::vector<std::vector<std::int32_t>>& sequences,
-                                  const std::vector<std::int64_t>& prompt_tokens) {
+                                  const std::vector<std::int64_t>& prompt_tokens, const PrefixView& prefix) {
   DUPLEX_ASSERT(runner_ != nullptr, "a step before start()");
+  DUPLEX_ASSERT(!prefix.cache || (layout_.nodes == 1 && prefill_kv_.empty() && prefix.keys),
+                "prefix caching needs one node, no prefill space and the requests' keys");
   for (RequestId id : plan.preempted) release(id);
+  if (prefix.cache)  // blocks the scheduler evicted while planning
+    for (auto it = cached_.begin(); it != cached_.end();) {
+      if (prefix.cache->contains(it->first)) {
+        ++it;
+        continue;
+      }
+      for (PagedKvCache& c : kv_) c.drop(it->second);
+      it = cached_.erase(it);
+    }
   std::vector<StepRequest> reqs;
   for (const ScheduledRequest& s : plan.requests) {
     const bool prefill = s.phase == TokenPhase::prefill;
     const int node = node_of(s.id);
     std::vector<PagedKvCache>& caches = prefill && !prefill_kv_.empty() ? prefill_kv_ : kv_;
+    const std::vector<std::uint64_t>* keys =
+        prefix.cache ? &prefix.keys->at(static_cast<std::size_t>(s.id)) : nullptr;
+    if (keys && s.cached_context > 0 && kv_[0].block_table(s.id).empty()) {
+      // Admitted after its cached blocks (the last one partly recomputed when the whole prompt was cached).
+      std::vector<std::int32_t> blocks;
+      const std::int64_t n = (s.cached_context + kv_[0].block_tokens() - 1) / kv_[0].block_tokens();
+      for (std::int64_t j = 0; j < n; ++j) {
+        const auto it = cached_.find(keys->at(static_cast<std::size_t>(j)));
+        DUPLEX_ASSERT(it != cached_.end(),
+                      fmt::format("request {}'s cached block {} is not in the pool", s.id, j));
+        blocks.push_back(it->second);
+      }
+      for (PagedKvCache& c : kv_) c.attach(s.id, blocks);
+    }
     for (std::size_t d = 0; d < shards_.size(); ++d)
       if (shards_[d].node == node) caches[d].reserve(s.id, s.context_len + s.tokens);
+    if (keys) share_computed(s.id, *keys, s.context_len + s.tokens);
     reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)], prefill,
                     prefill && s.samples_token, node, prompt_tokens.at(static_cast<std::size_t>(s.id))});
   }
@@ -103,6 +131,19 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
 void DevicePool::release(std::int64_t id) {
   for (PagedKvCache& c : kv_) c.release(id);
   for (PagedKvCache& c : prefill_kv_) c.release(id);
+  next_shared_.erase(id);
+}
+
+void DevicePool::share_computed(std::int64_t id, const std::vector<std::uint64_t>& keys,
+                                std::int64_t computed) {
+  const auto full = std::min(keys.size(), static_cast<std::size_t>(computed / kv_[0].block_tokens()));
+  const std::vector<std::int32_t>& table = kv_[0].block_table(id);
+  for (std::size_t& j = next_shared_[id]; j < full; ++j) {
+    for (const PagedKvCache& c : kv_)
+      DUPLEX_ASSERT(c.block_table(id)[j] == table[j], "devices allocated a request's blocks differently");
+    if (cached_.emplace(keys[j], table[j]).second)  // else another request cached the key first: j stays own
+      for (PagedKvCache& c : kv_) c.keep(table[j]);
+  }
 }
 
 double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::int64_t tokens) {

@@ -4,18 +4,31 @@
 // BankPimDevice, holding its shard of the weights (device_shard.hpp) and, during a run, its shard of the
 // paged KV cache. A step runs on every device (StepRunner) and is timed by the serving simulator's
 // StepExecutor on the pool's layout, routed as the step's routers routed.
+#include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "device_shard.hpp"
 #include "duplex/runtime/device/pim_unit_device.hpp"
 #include "duplex/runtime/device/xpu_device.hpp"
+#include "duplex/runtime/scheduler/prefix_cache.hpp"
 #include "duplex/runtime/scheduler/step_plan.hpp"
 #include "duplex/runtime/sim/step_executor.hpp"
 #include "step_runner.hpp"
 
 namespace duplex::runtime::functional {
+
+// Prefix caching (one node, no prefill space): each request's block keys (prefix_block_keys, by id) and the
+// scheduler's prefix cache after it planned the step. The pool's cached blocks follow it: a block is cached
+// when the step computing it is scheduled (the first request to fill a key; a request admitted later in
+// the step reads the K/V the step writes), a request admitted with cached context starts with the cached
+// blocks of its keys, and blocks whose keys the scheduler evicted are freed.
+struct PrefixView {
+  const std::vector<std::vector<std::uint64_t>>* keys = nullptr;
+  const PrefixCache* cache = nullptr;
+};
 
 class DevicePool {
  public:
@@ -38,7 +51,8 @@ class DevicePool {
   // Reserves the scheduled requests' KV slots, runs the step on every device and times it. sequences[id]:
   // request id's prompt and the tokens generated so far, its first prompt_tokens[id] the prompt.
   Step step(const StepPlan& plan, const std::vector<std::vector<std::int32_t>>& sequences,
-            const std::vector<std::int64_t>& prompt_tokens);
+            const std::vector<std::int64_t>& prompt_tokens, const PrefixView& prefix = {});
+  std::int64_t cached_blocks() const { return static_cast<std::int64_t>(cached_.size()); }
   void release(std::int64_t id);
   // The node serving request `id` (its K/V on that node's devices only): requests go round-robin over the
   // layout's nodes by id.
@@ -72,6 +86,11 @@ class DevicePool {
   std::vector<PagedKvCache> kv_;                              // per device, during a run: the KV spaces
   std::vector<PagedKvCache> prefill_kv_;                      // per device: the prefill space; empty without
   std::unique_ptr<StepRunner> runner_;
+  // Prefix caching: cached block per key (the same block id on every device: they allocate alike), and per
+  // request the keys it has considered caching (as KvBlockManager's Holder::next_shared).
+  std::unordered_map<std::uint64_t, std::int32_t> cached_;
+  std::map<std::int64_t, std::size_t> next_shared_;
+  void share_computed(std::int64_t id, const std::vector<std::uint64_t>& keys, std::int64_t computed);
 };
 
 }  // namespace duplex::runtime::functional

@@ -8,6 +8,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/pim_unit.hpp"
 #include "duplex/runtime/functional/reference_forward.hpp"
+#include "duplex/runtime/scheduler/prefix_cache.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/sim/energy_ledger.hpp"
 #include "duplex/runtime/sim/kv_migration.hpp"
@@ -82,6 +83,18 @@ class FunctionalExecutor::Impl {
                         opt_.rtl_trace, sys_.name, kind));
     }
     devices_ = opt_.devices > 0 ? opt_.devices : sys_.devices_for(w_.spec.name);
+    if (opt_.prefix_caching) {
+      if (sys_.uses_prefill_space())
+        throw Error(fmt::format(
+            "prefix caching in functional emulation: system {} writes each prefill's K/V into its prefill "
+            "space "
+            "(a cached block would have to be read from another space); expected a system without one (gpu, "
+            "bank-pim, bankgroup-pim, gpu-pim-hetero, a split system)",
+            sys_.name));
+      if (w_.spec.windowed_layers() > 0)
+        throw Error(fmt::format("prefix caching: model {} has {}; expected a model attending to every token",
+                                w_.spec.name, w_.spec.window_note()));
+    }
     if (sys_.split_prefill_fraction > 0) {
       // The serving simulator's split: round(devices x fraction) prefill devices (at least 1), the rest
       // decode.
@@ -134,7 +147,25 @@ class FunctionalExecutor::Impl {
       prefill_capacity_tokens_ = prefill_blocks * opt_.kv_block_tokens;
     }
     for (auto& pool : pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
+    if (opt_.prefix_caching && pools_.front()->layout().nodes > 1)
+      throw Error(
+          fmt::format("prefix caching: {} devices make {} data-parallel nodes, each holding its own "
+                      "requests' K/V; expected one node (fewer --devices)",
+                      pools_.front()->devices(), pools_.front()->layout().nodes));
     sequences_ = prompts;
+    requests_.clear();
+    prefix_keys_.clear();
+    for (std::size_t r = 0; r < prompts.size(); ++r) {
+      RequestSpec spec{static_cast<RequestId>(r), Time{}, static_cast<std::int64_t>(prompts[r].size()),
+                       max_new_tokens};
+      if (opt_.prefix_caching) {
+        spec.content_hashes = block_hashes(prompts[r], opt_.kv_block_tokens);
+        spec.hash_block_tokens = opt_.kv_block_tokens;
+        spec.hashed_tokens = spec.input_tokens;
+      }
+      prefix_keys_.push_back(prefix_block_keys(spec, opt_.kv_block_tokens));
+      requests_.push_back(std::move(spec));
+    }
     prompt_tokens_.clear();
     for (const auto& p : prompts) prompt_tokens_.push_back(static_cast<std::int64_t>(p.size()));
     FunctionalResult res;
@@ -149,7 +180,7 @@ class FunctionalExecutor::Impl {
                      : fmt::format("prefill pool {} | decode pool {}", pools_[0]->layout().describe(),
                                    pools_[1]->layout().describe());
     EnergyLedger energy(sys_.energy);
-    res.time = pools_.size() == 1 ? run_one_pool(prompts, max_new_tokens, blocks, res, energy)
+    res.time = pools_.size() == 1 ? run_one_pool(blocks, res, energy)
                                   : run_split(prompts, max_new_tokens, blocks, res, energy);
     res.energy = energy.total();
     res.energy_breakdown = energy.breakdown_json();
@@ -179,14 +210,44 @@ class FunctionalExecutor::Impl {
     sc.kv_block_tokens = opt_.kv_block_tokens;
     sc.kv_capacity_blocks = blocks;
     sc.prefill_capacity_tokens = prefill_capacity_tokens_;  // 0 on split systems: no prefill space there
+    sc.prefix_caching = opt_.prefix_caching;
     return sc;
+  }
+
+  // Chained hashes of a prompt's blocks of `block` tokens (the last one partial),
+  // RequestSpec::content_hashes: hash i stands for tokens [0, min((i + 1) x block, size)), so equal hashes
+  // mean equal prefixes.
+  static std::vector<std::uint64_t> block_hashes(const std::vector<std::int32_t>& prompt,
+                                                 std::int64_t block) {
+    std::vector<std::uint64_t> hashes;
+    std::uint64_t h = 14695981039346656037ULL;  // FNV-1a's 64-bit offset basis
+    for (std::size_t i = 0; i < prompt.size(); ++i) {
+      for (int byte = 0; byte < 4; ++byte)
+        h = (h ^ ((static_cast<std::uint32_t>(prompt[i]) >> (8 * byte)) & 0xffu)) *
+            1099511628211ULL;  // FNV prime
+      if ((i + 1) % static_cast<std::size_t>(block) == 0 || i + 1 == prompt.size()) hashes.push_back(h);
+    }
+    return hashes;
+  }
+
+  // The pool's view of `scheduler`'s prefix cache (none without prefix caching).
+  PrefixView prefix_view(const Scheduler& scheduler) const {
+    if (!opt_.prefix_caching) return {};
+    return {&prefix_keys_, &scheduler.kv().prefix_cache()};
+  }
+
+  void add_prefix_figures(const Scheduler& scheduler, FunctionalResult& res) const {
+    for (const auto& [id, record] : scheduler.records()) {
+      res.prefix_query_tokens += record.prefix_query_tokens;
+      res.prefix_hit_tokens += record.prefix_hit_tokens;
+    }
   }
 
   // Runs one scheduled step on `pool`, records it and appends the sampled tokens; returns the step time and
   // the scheduler's outcome.
   StepOutcome step(DevicePool& pool, const char* pool_name, Scheduler& scheduler, Time& now,
                    FunctionalResult& res, EnergyLedger& energy, const StepPlan& plan) {
-    const DevicePool::Step st = pool.step(plan, sequences_, prompt_tokens_);
+    const DevicePool::Step st = pool.step(plan, sequences_, prompt_tokens_, prefix_view(scheduler));
     record_step(pool, pool_name, plan, st, res, energy);
     for (const InDeviceMigration& m : st.out.migrations)
       res.in_device_kv_migrations.push_back({plan.step, m.id, m.tokens, m.bytes});
@@ -218,19 +279,17 @@ class FunctionalExecutor::Impl {
     return outcome;
   }
 
-  Time run_one_pool(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens,
-                    std::int64_t blocks, FunctionalResult& res, EnergyLedger& energy) {
+  Time run_one_pool(std::int64_t blocks, FunctionalResult& res, EnergyLedger& energy) {
     DevicePool& pool = *pools_[0];
     Scheduler scheduler(scheduler_config(blocks));
-    for (std::size_t r = 0; r < prompts.size(); ++r)
-      scheduler.add_request(
-          {static_cast<RequestId>(r), Time{}, static_cast<std::int64_t>(prompts[r].size()), max_new_tokens});
+    for (const RequestSpec& spec : requests_) scheduler.add_request(spec);
     Time now;
     while (scheduler.has_unfinished()) {
       const StepPlan plan = scheduler.schedule(now);
       DUPLEX_ASSERT(!plan.empty(), "every request has arrived, yet the scheduler planned nothing");
       for (RequestId id : step(pool, "", scheduler, now, res, energy, plan).finished) pool.release(id);
     }
+    add_prefix_figures(scheduler, res);
     return now;
   }
 
@@ -241,8 +300,10 @@ class FunctionalExecutor::Impl {
     DevicePool& prefill = *pools_[0];
     DevicePool& decode = *pools_[1];
     Scheduler ps(scheduler_config(blocks)), ds(scheduler_config(blocks));
-    for (std::size_t r = 0; r < prompts.size(); ++r)  // the prefill pool emits only the first token
-      ps.add_request({static_cast<RequestId>(r), Time{}, static_cast<std::int64_t>(prompts[r].size()), 1});
+    for (RequestSpec spec : requests_) {  // the prefill pool emits only the first token
+      spec.output_tokens = 1;
+      ps.add_request(spec);
+    }
     const KvLinkMigration link(sys_, devices_);  // the split simulator's cost formula
     struct Clock {
       Time now;
@@ -292,6 +353,7 @@ class FunctionalExecutor::Impl {
       }
     }
     DUPLEX_ASSERT(!ps.has_unfinished() && !ds.has_unfinished(), "split run stopped with requests left");
+    add_prefix_figures(ps, res);  // the prefill pool's cache (the decode pool receives whole prompts)
     return end;
   }
 
@@ -335,6 +397,8 @@ class FunctionalExecutor::Impl {
   std::vector<std::unique_ptr<DevicePool>> pools_;    // one, or a split system's prefill and decode pools
   std::vector<std::vector<std::int32_t>> sequences_;  // per request: prompt + generated so far
   std::vector<std::int64_t> prompt_tokens_;           // per request: its prompt's length
+  std::vector<RequestSpec> requests_;                 // per request: as the scheduler gets it (prompt hashes)
+  std::vector<std::vector<std::uint64_t>> prefix_keys_;  // per request: its blocks' keys (prefix caching)
   std::int64_t prefill_capacity_tokens_ = 0;          // the run's prefill-space bound; 0: none
 };
 

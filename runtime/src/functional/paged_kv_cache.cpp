@@ -19,6 +19,35 @@ PagedKvCache::PagedKvCache(int layers, int kv_heads, int head_dim, std::int64_t 
   k_.assign(static_cast<std::size_t>(layers), std::vector<std::uint16_t>(pool, 0));
   if (!shared_kv_) v_ = k_;
   for (std::int64_t b = 0; b < num_blocks; ++b) free_.insert(static_cast<std::int32_t>(b));
+  holders_.assign(static_cast<std::size_t>(num_blocks), 0);
+  kept_.assign(static_cast<std::size_t>(num_blocks), false);
+}
+
+void PagedKvCache::attach(std::int64_t id, const std::vector<std::int32_t>& blocks) {
+  auto& table = tables_[id];
+  DUPLEX_ASSERT(table.empty(), fmt::format("request {} attaches shared blocks behind blocks of its own", id));
+  for (const std::int32_t b : blocks) {
+    const auto i = static_cast<std::size_t>(b);
+    DUPLEX_ASSERT(b >= 0 && b < num_blocks_ && (holders_[i] > 0 || kept_[i]),
+                  fmt::format("request {} attaches block {}, which is free", id, b));
+    ++holders_[i];
+    table.push_back(b);
+  }
+}
+
+void PagedKvCache::keep(std::int32_t block) {
+  const auto i = static_cast<std::size_t>(block);
+  DUPLEX_ASSERT(block >= 0 && block < num_blocks_ && holders_[i] > 0,
+                fmt::format("keeping block {}, which no request holds", block));
+  kept_[i] = true;
+}
+
+void PagedKvCache::drop(std::int32_t block) {
+  const auto i = static_cast<std::size_t>(block);
+  DUPLEX_ASSERT(block >= 0 && block < num_blocks_ && kept_[i],
+                fmt::format("dropping block {}, not kept", block));
+  kept_[i] = false;
+  if (holders_[i] == 0) free_.insert(block);
 }
 
 void PagedKvCache::reserve(std::int64_t id, std::int64_t tokens) {
@@ -29,6 +58,7 @@ void PagedKvCache::reserve(std::int64_t id, std::int64_t tokens) {
       throw Error(fmt::format("paged KV cache: request {} needs {} blocks of {} tokens, the pool of {} is exhausted; "
                               "raise the KV block count", id, need, block_tokens_, num_blocks_));
     table.push_back(*free_.begin());
+    holders_[static_cast<std::size_t>(table.back())] = 1;
     free_.erase(free_.begin());
   }
 }
@@ -36,7 +66,10 @@ void PagedKvCache::reserve(std::int64_t id, std::int64_t tokens) {
 void PagedKvCache::release(std::int64_t id) {
   auto it = tables_.find(id);
   if (it == tables_.end()) return;
-  for (auto b : it->second) free_.insert(b);
+  for (auto b : it->second) {
+    const auto i = static_cast<std::size_t>(b);
+    if (--holders_[i] == 0 && !kept_[i]) free_.insert(b);
+  }
   tables_.erase(it);
 }
 

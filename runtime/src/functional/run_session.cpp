@@ -210,6 +210,8 @@ nlohmann::json RunReport::to_json() const {
       {"steps", steps},
       {"host_seconds", host_seconds}};
   if (r.pim_cycles) j["pim_datapath_cycles"] = *r.pim_cycles;
+  if (r.prefix_query_tokens > 0)
+    j["prefix_cache"] = {{"query_tokens", r.prefix_query_tokens}, {"hit_tokens", r.prefix_hit_tokens}};
   if (with_logits) j["logits"] = r.logits;
   if (!moe_layers.empty()) {
     // Each token's experts per MoE layer ([request][position][MoE layer]), and their load per layer.
@@ -284,6 +286,11 @@ std::string RunReport::to_text() const {
   if (!r.in_device_kv_migrations.empty())
     s += fmt::format("K/V migrated prefill space -> KV spaces (in device): {} requests, {:.0f} bytes\n",
                      r.in_device_kv_migrations.size(), r.in_device_kv_migrated_bytes());
+  if (r.prefix_query_tokens > 0)
+    s += fmt::format(
+        "prefix cache: {} of {} prompt tokens taken from the cache ({:.1f}%)\n", r.prefix_hit_tokens,
+        r.prefix_query_tokens,
+        100.0 * static_cast<double>(r.prefix_hit_tokens) / static_cast<double>(r.prefix_query_tokens));
   s += fmt::format("steps {}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(), coprocessed);
   // Tokens per expert in each MoE layer, and the busiest expert against the mean (1: balanced).
   const std::vector<std::vector<std::int64_t>> load = expert_load(r.routing, experts);

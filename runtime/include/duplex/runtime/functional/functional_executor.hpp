@@ -55,6 +55,12 @@ struct FunctionalOptions {
   // A waveform of device 0's Logic-PIM datapath (the first pool's, on a split system): a .vcd path (.fst with
   // a DUPLEX_RTL_TRACE_FST build); only with the rtl datapath. Empty: none.
   std::string rtl_trace;
+  // Prefix caching (the serving simulator's, vLLM's APC): whole blocks of a prompt that begin an earlier
+  // prompt too are taken from the paged cache instead of computed (keyed by a hash chain of their token ids),
+  // shared by the requests' block tables. Not on a system with a prefill space (its prefills write K/V
+  // there), across data-parallel nodes, or with sliding-window / chunked attention (duplex::Error at
+  // construction).
+  bool prefix_caching = false;
 };
 
 // One executed op.
@@ -124,6 +130,9 @@ struct FunctionalResult {
   double kv_migrated_bytes() const;
   std::vector<InDeviceKvMigration> in_device_kv_migrations;  // Logic-PIM systems (not split), in step order
   double in_device_kv_migrated_bytes() const;
+  // Prefix caching: prompt tokens to compute at admissions (recomputations included) and those taken from the
+  // cache instead (0 / 0 without it).
+  std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
 
   // Executed ops per unit name ("xpu", "pim") and per (kind, unit): the placement summary.
   std::map<std::string, std::int64_t> ops_per_unit() const;

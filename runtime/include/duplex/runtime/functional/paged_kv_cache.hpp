@@ -4,6 +4,8 @@
 // DecodeAttentionArgs layout). A request's token j lives in block block_table[j / block_tokens], slot
 // j % block_tokens. Blocks are handed out lowest id first from a free list, so the layout is deterministic.
 // With shared_kv (MLA's latent, model_weights.hpp KvCacheShape) there is one pool: v() and v_pool() are K's.
+// Prefix sharing: a block may begin several requests' tables (attach); it returns to the free list when no
+// table holds it and it is not kept (keep: a cached prefix block outlives its holders until dropped).
 #include <cstdint>
 #include <map>
 #include <set>
@@ -19,6 +21,10 @@ class PagedKvCache {
 
   // Makes request `id` own blocks for at least `tokens` token slots; duplex::Error when the pool runs out.
   void reserve(std::int64_t id, std::int64_t tokens);
+  // Request `id`, holding nothing, takes `blocks` (each held or kept) as its first blocks.
+  void attach(std::int64_t id, const std::vector<std::int32_t>& blocks);
+  void keep(std::int32_t block);  // a held block stays allocated when its last holder releases it
+  void drop(std::int32_t block);  // not kept any more: freed now when no table holds it
   void release(std::int64_t id);  // no-op for an id that holds nothing
   // Block ids of `id` in token order (empty for an id that holds nothing).
   const std::vector<std::int32_t>& block_table(std::int64_t id) const;
@@ -45,6 +51,8 @@ class PagedKvCache {
   bool shared_kv_;
   std::vector<std::vector<std::uint16_t>> k_, v_;  // [layer][pool]; v_ empty with shared_kv
   std::set<std::int32_t> free_;
+  std::vector<std::int32_t> holders_;  // per block: the tables holding it
+  std::vector<bool> kept_;             // per block: kept as a cached prefix block
   std::map<std::int64_t, std::vector<std::int32_t>> tables_;
 };
 
