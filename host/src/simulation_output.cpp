@@ -1,7 +1,8 @@
 #include "simulation_output.hpp"
 
-#include <filesystem>
 #include <fmt/format.h>
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "duplex/base/error.hpp"
@@ -9,16 +10,31 @@
 namespace duplex::host {
 namespace fs = std::filesystem;
 
+namespace {
+
+// The system column's width: 14, or the longest name.
+template <typename Rows>
+std::size_t system_width(const Rows& rows) {
+  std::size_t w = 14;
+  for (const auto& r : rows) w = std::max(w, r.system.size());
+  return w;
+}
+
+}  // namespace
+
 std::string comparison_table(const std::vector<runtime::SystemResult>& results) {
-  std::string s = fmt::format("{:<14} {:>4} {:>10} {:>7} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>10} {:>11}\n", "system",
-                              "dev", "tok/s", "x", "TTFT p50", "TTFT p99", "TBT p50", "TBT p99", "E2E p50", "J/token",
-                              "batch avg", "preemptions");
+  const std::size_t w = system_width(results);
+  std::string s = fmt::format("{:<{}} {:>4} {:>10} {:>7} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>10} {:>11}\n",
+                              "system", w, "dev", "tok/s", "x", "TTFT p50", "TTFT p99", "TBT p50", "TBT p99",
+                              "E2E p50", "J/token", "batch avg", "preemptions");
   const double base = results.empty() ? 0 : results.front().throughput_tok_s;
   for (const auto& r : results)
-    s += fmt::format("{:<14} {:>4} {:>10.1f} {:>7.2f} {:>9.1f} {:>9.1f} {:>8.2f} {:>8.2f} {:>9.1f} {:>9.3f} {:>10.1f} {:>11}\n",
-                     r.system, r.devices, r.throughput_tok_s, base > 0 ? r.throughput_tok_s / base : 0.0, r.ttft_ms.p50,
-                     r.ttft_ms.p99, r.tbt_ms.p50, r.tbt_ms.p99, r.e2e_ms.p50, r.energy_j_per_token, r.batch_mean,
-                     r.preemptions);
+    s += fmt::format(
+        "{:<{}} {:>4} {:>10.1f} {:>7.2f} {:>9.1f} {:>9.1f} {:>8.2f} {:>8.2f} {:>9.1f} {:>9.3f} {:>10.1f} "
+        "{:>11}\n",
+        r.system, w, r.devices, r.throughput_tok_s, base > 0 ? r.throughput_tok_s / base : 0.0, r.ttft_ms.p50,
+        r.ttft_ms.p99, r.tbt_ms.p50, r.tbt_ms.p99, r.e2e_ms.p50, r.energy_j_per_token, r.batch_mean,
+        r.preemptions);
   if (!results.empty())
     s += fmt::format("model {} | {} requests, {} generated tokens | latencies in ms | x = throughput vs {} | PIM "
                      "timing: {}\n",
@@ -85,24 +101,26 @@ std::string objective_text(double ms) {
 std::string capacity_table(const std::vector<SystemCapacity>& results, const runtime::WorkloadSpec& workload,
                            const runtime::LatencySlo& slo) {
   const char* unit = workload.conversation ? "conv/s" : "req/s";
+  const std::size_t w = system_width(results);
   std::string s =
-      fmt::format("{:<14} {:>4} {:>11} {:>10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>6}\n", "system",
-                  "dev", fmt::format("max {}", unit), "per device", "x", "within SLO", "goodput/s",
+      fmt::format("{:<{}} {:>4} {:>11} {:>10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>6}\n", "system",
+                  w, "dev", fmt::format("max {}", unit), "per device", "x", "within SLO", "goodput/s",
                   "TTFT p99", "TPOT p99", "tok/s", "J/token", "probes");
   const std::optional<double> base = results.empty() ? std::nullopt : results.front().capacity.max_rate;
   for (const SystemCapacity& c : results) {
     const runtime::CapacityResult& r = c.capacity;
     if (!r.at_max) {
-      s += fmt::format("{:<14} {:>4} {:>11} {:>10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>6}\n",
-                       c.system, c.devices, "none", "-", "-", "-", "-", "-", "-", "-", "-", r.probes.size());
+      s += fmt::format("{:<{}} {:>4} {:>11} {:>10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8} {:>6}\n",
+                       c.system, w, c.devices, "none", "-", "-", "-", "-", "-", "-", "-", "-",
+                       r.probes.size());
       continue;
     }
     const runtime::SystemResult& m = *r.at_max;
     const std::string rate = fmt::format("{}{:.3f}", r.failing_rate ? "" : ">=", *r.max_rate);
     s += fmt::format(
-        "{:<14} {:>4} {:>11} {:>10.4f} {:>6} {:>9.1f}% {:>10.3f} {:>9.1f} {:>9.2f} {:>10.1f} {:>8.3f} "
+        "{:<{}} {:>4} {:>11} {:>10.4f} {:>6} {:>9.1f}% {:>10.3f} {:>9.1f} {:>9.2f} {:>10.1f} {:>8.3f} "
         "{:>6}\n",
-        c.system, c.devices, rate, *r.max_rate / c.devices,
+        c.system, w, c.devices, rate, *r.max_rate / c.devices,
         base ? fmt::format("{:.2f}", *r.max_rate / *base) : "-", 100.0 * m.slo->attainment,
         m.slo->goodput_req_s, m.ttft_ms.p99, m.tpot_ms.p99, m.throughput_tok_s, m.energy_j_per_token,
         r.probes.size());
