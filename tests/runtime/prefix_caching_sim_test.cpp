@@ -76,13 +76,20 @@ TEST(PrefixCachingSim, ConversationTurnsFindTheirHistoryCached) {
 // More conversations than the device's KV cache holds (half its memory reserved): histories are evicted while
 // their users think. A host tier (links.host_kv_offload) keeps copies: later turns load them over PCIe
 // instead of recomputing them, which takes link time and energy but much less time than the prefill.
-TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
-  const auto model = compiler::load_model("llama3-70b");
+// 96 users in conversations of 6 turns (1 s of think time), steps recorded, `reserve` of the memory kept from
+// the KV cache.
+SimulationOptions conversations(double reserve) {
   SimulationOptions o = testing::closed_loop_options(384, 256, 64, 16, 5, 0.1);
   o.workload.arrival.concurrency = 96;
   o.workload.conversation = Conversations{.turns = 6, .think_s = 1};
-  o.memory_reserve = 0.5;
+  o.memory_reserve = reserve;
   o.record_steps = true;
+  return o;
+}
+
+TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
+  const auto model = compiler::load_model("llama3-70b");
+  const SimulationOptions o = conversations(0.5);
   SystemSpec system = load_system("gpu");
   const SystemResult device_only = simulate(model, system, o);
   system.links.host_kv_offload = gib(64);
@@ -117,12 +124,8 @@ TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
 // (link time H + latency), its layerwise one S + latency + H / L + (L - 1) / L x max(0, H - S).
 TEST(PrefixCachingSim, LayerwiseHostLoadsOverlapTheForward) {
   const auto model = compiler::load_model("llama-3.2-1b");
-  SimulationOptions o = testing::closed_loop_options(384, 256, 64, 16, 5, 0.1);
-  o.workload.arrival.concurrency = 96;
-  o.workload.conversation = Conversations{.turns = 6, .think_s = 1};
+  SimulationOptions o = conversations(0.96);  // about 0.9 GiB of KV cache
   o.devices = 1;
-  o.memory_reserve = 0.96;  // about 0.9 GiB of KV cache
-  o.record_steps = true;
   SystemSpec system = load_system("gpu");
   system.links.host_kv_offload = gib(64);
   const SystemResult serial = simulate(model, system, o);
