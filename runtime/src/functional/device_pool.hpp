@@ -52,7 +52,6 @@ class DevicePool {
   // request id's prompt and the tokens generated so far, its first prompt_tokens[id] the prompt.
   Step step(const StepPlan& plan, const std::vector<std::vector<std::int32_t>>& sequences,
             const std::vector<std::int64_t>& prompt_tokens, const PrefixView& prefix = {});
-  std::int64_t cached_blocks() const { return static_cast<std::int64_t>(cached_.size()); }
   void release(std::int64_t id);
   // The node serving request `id` (its K/V on that node's devices only): requests go round-robin over the
   // layout's nodes by id.
