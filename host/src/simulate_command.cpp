@@ -59,6 +59,7 @@ struct SimulateOptions {
   bool max_rate = false;            // capacity search instead of one run per system
   double attainment = 0.9;          // its target share of requests within the objectives
   double rate_precision = 0.02;     // its bracket's relative width
+  double rate_duration_s = 0;       // > 0: each probe serves the requests arriving in this many seconds
   std::int64_t turns = 1;           // > 1: multi-turn conversations
   double think_time_s = 0;          // between a turn's answer and the next turn
   std::string routing = "uniform";  // uniform | zipf:S | trace:FILE
@@ -236,6 +237,7 @@ void run_simulate(const SimulateOptions& o) {
     runtime::CapacitySearchSpec search;
     search.attainment = o.attainment;
     search.precision = o.rate_precision;
+    search.duration_s = o.rate_duration_s;
     std::vector<SystemCapacity> found;
     for (const auto& system : systems) {
       int probe = 0;  // the progress bar counts each probe's requests
@@ -394,6 +396,10 @@ void add_simulate_command(CLI::App& app) {
                 "With --max-rate: stop when the rate that falls short is within this fraction above the one "
                 "that meets")
       ->capture_default_str();
+  c->add_option("--rate-duration", o->rate_duration_s,
+                "With --max-rate: each probe serves the requests arriving in this many seconds at its rate "
+                "(rate x S, instead of --requests at every rate)")
+      ->capture_default_str();
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option(
        "--replicas", o->replicas,
@@ -428,13 +434,17 @@ void add_simulate_command(CLI::App& app) {
       if (!(value >= 0 && value <= 1e9))
         throw Error(fmt::format("{} {}: expected {} in [0, 1e9]", flag, value, unit));
     if (!o->max_rate)
-      for (const char* flag : {"--attainment", "--rate-precision"})
+      for (const char* flag : {"--attainment", "--rate-precision", "--rate-duration"})
         if (c->count(flag) > 0)
           throw Error(fmt::format("{} describes a capacity search; expected --max-rate beside it", flag));
     if (!(o->attainment > 0 && o->attainment <= 1))
       throw Error(fmt::format("--attainment {}: expected a share of the requests in (0, 1]", o->attainment));
     if (!(o->rate_precision > 0 && o->rate_precision <= 1))
       throw Error(fmt::format("--rate-precision {}: expected a fraction in (0, 1]", o->rate_precision));
+    if (!(o->rate_duration_s >= 0 && o->rate_duration_s <= 1e7))
+      throw Error(
+          fmt::format("--rate-duration {}: expected seconds in [0, 1e7] (0: --requests at every rate)",
+                      o->rate_duration_s));
     if (o->max_rate && o->slo_ttft_ms == 0 && o->slo_tpot_ms == 0)
       throw Error(
           "--max-rate searches the highest rate meeting latency objectives; expected --slo-ttft MS and / or "

@@ -71,6 +71,7 @@ nlohmann::json simulate_point(const SweepPoint& p, const StudyOptions& o) {
     runtime::CapacitySearchSpec search;
     search.attainment = o.capacity_attainment;
     search.precision = o.capacity_precision;
+    search.duration_s = o.capacity_duration_s;
     capacity = runtime::find_capacity(model, system, sim, search);
     if (!capacity->at_max)
       throw Error(

@@ -351,7 +351,10 @@ nlohmann::json StudyOptions::to_json() const {
   if (!routing_trace_digest.empty()) j["routing_trace_digest"] = routing_trace_digest;
   if (slo_ttft_ms > 0 || slo_tpot_ms > 0)  // only then: studies without objectives keep their params
     j["slo"] = {{"ttft_ms", slo_ttft_ms}, {"tpot_ms", slo_tpot_ms}};
-  if (capacity) j["capacity"] = {{"attainment", capacity_attainment}, {"precision", capacity_precision}};
+  if (capacity) {
+    j["capacity"] = {{"attainment", capacity_attainment}, {"precision", capacity_precision}};
+    if (capacity_duration_s > 0) j["capacity"]["duration_s"] = capacity_duration_s;
+  }
   return j;
 }
 
@@ -546,6 +549,9 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
     o.capacity_precision = n->get_or<double>("precision", o.capacity_precision);
     if (!(o.capacity_precision > 0 && o.capacity_precision <= 1))
       n->fail("precision", "out of range", "a fraction in (0, 1]");
+    o.capacity_duration_s = n->get_or<double>("duration_s", 0.0);
+    if (!(o.capacity_duration_s >= 0 && o.capacity_duration_s <= 1e7))
+      n->fail("duration_s", "out of range", "seconds in [0, 1e7] (0: the study's requests at every rate)");
     n->finish();
     if (o.slo_ttft_ms == 0 && o.slo_tpot_ms == 0)
       root.fail("capacity", "a capacity search without latency objectives",

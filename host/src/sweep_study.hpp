@@ -103,7 +103,8 @@ struct StudyOptions {
   // A capacity search per point (study key `capacity`, needs `slo`): the point's load is the first rate
   // probed (closed: the closed loop's throughput) and its result is the run at the max rate found.
   bool capacity = false;
-  double capacity_attainment = 0.9, capacity_precision = 0.02;  // runtime::CapacitySearchSpec's
+  double capacity_attainment = 0.9, capacity_precision = 0.02,
+         capacity_duration_s = 0;  // CapacitySearchSpec's
   nlohmann::json to_json() const;
 };
 

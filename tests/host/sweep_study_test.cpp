@@ -325,6 +325,11 @@ TEST(SweepStudy, CapacitySearchIsAnOptionBesideTheObjectives) {
   EXPECT_NE(error_of(base + "slo: {ttft_ms: 5}\ncapacity: {precision: 2}\n").find("capacity.precision"),
             std::string::npos);
   EXPECT_NE(error_of(base + "slo: {ttft_ms: 5}\ncapacity: {rate: 2}\n").find("rate"), std::string::npos);
+  EXPECT_NE(error_of(base + "slo: {ttft_ms: 5}\ncapacity: {duration_s: -3}\n").find("capacity.duration_s"),
+            std::string::npos);
+  const Study timed = gpu_study_with("slo: {ttft_ms: 2000}\ncapacity: {duration_s: 60}\n");
+  EXPECT_EQ(timed.options.capacity_duration_s, 60);
+  EXPECT_EQ(timed.points()[0].params(timed.options)["options"]["capacity"]["duration_s"], 60.0);
 }
 
 // Conversations are prefix settings too (turns > 1): their id, params and text state turns and think time,

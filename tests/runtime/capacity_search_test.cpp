@@ -141,6 +141,26 @@ TEST(CapacitySearch, TheRerunAtTheMaxRateKeepsStepsWhenAsked) {
   EXPECT_EQ(static_cast<std::int64_t>(c.at_max->request_rows.size()), c.at_max->requests);
 }
 
+// A fixed span of arrivals: each probe serves the requests arriving in it at its rate.
+TEST(CapacitySearch, ADurationSizesEachProbe) {
+  SearchSetup s;
+  s.options.slo = LatencySlo{5 * idle_ttft_ms(s), 0};
+  CapacitySearchSpec spec;
+  spec.duration_s = 20;
+  spec.precision = 0.1;
+  const CapacityResult c = find_capacity(s.model, s.system, s.options, spec);
+  ASSERT_TRUE(c.converged());
+  for (const CapacityProbe& p : c.probes)
+    EXPECT_EQ(p.requests, static_cast<std::int64_t>(std::ceil(p.rate_per_s * 20))) << p.rate_per_s;
+  EXPECT_EQ(c.at_max->requests, static_cast<std::int64_t>(std::ceil(*c.max_rate * 20)));
+  EXPECT_EQ(c.to_json()["duration_s"].get<double>(), 20.0);
+  EXPECT_EQ(c.to_json()["probes"][0]["requests"].get<std::int64_t>(), c.probes[0].requests);
+  // Without one, every probe serves the workload's requests.
+  spec.duration_s = 0;
+  for (const CapacityProbe& p : find_capacity(s.model, s.system, s.options, spec).probes)
+    EXPECT_EQ(p.requests, 96);
+}
+
 TEST(CapacitySearch, BadSearchesAreRefused) {
   SearchSetup s;
   EXPECT_THROW(find_capacity(s.model, s.system, s.options, {}), Error);  // no objective
@@ -148,8 +168,8 @@ TEST(CapacitySearch, BadSearchesAreRefused) {
   for (auto edit :
        {+[](CapacitySearchSpec& c) { c.attainment = 0; }, +[](CapacitySearchSpec& c) { c.attainment = 1.5; },
         +[](CapacitySearchSpec& c) { c.precision = 0; }, +[](CapacitySearchSpec& c) { c.first_rate = -1; },
-        +[](CapacitySearchSpec& c) { c.first_rate = NAN; },
-        +[](CapacitySearchSpec& c) { c.max_probes = 1; }}) {
+        +[](CapacitySearchSpec& c) { c.first_rate = NAN; }, +[](CapacitySearchSpec& c) { c.max_probes = 1; },
+        +[](CapacitySearchSpec& c) { c.duration_s = -1; }}) {
     CapacitySearchSpec spec;
     edit(spec);
     EXPECT_THROW(find_capacity(s.model, s.system, s.options, spec), Error);

@@ -23,6 +23,11 @@ void check_spec(const CapacitySearchSpec& s) {
                             s.first_rate));
   if (s.max_probes < 2)
     throw Error(fmt::format("capacity search: {} probes at most; expected >= 2", s.max_probes));
+  if (!(std::isfinite(s.duration_s) && s.duration_s >= 0 && s.duration_s <= 1e7))
+    throw Error(
+        fmt::format("capacity search: duration {} s; expected seconds in [0, 1e7] (0: the workload's "
+                    "request count)",
+                    s.duration_s));
 }
 
 nlohmann::json latency_json(const Percentiles& p) {
@@ -45,6 +50,7 @@ nlohmann::json CapacityResult::to_json() const {
   nlohmann::json probes_json = nlohmann::json::array();
   for (const CapacityProbe& p : probes)
     probes_json.push_back({{"rate_per_s", p.rate_per_s},
+                           {"requests", p.requests},
                            {"meets", p.meets},
                            {"attainment", p.attainment},
                            {"goodput_req_s", p.goodput_req_s},
@@ -54,6 +60,7 @@ nlohmann::json CapacityResult::to_json() const {
   auto optional = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
   nlohmann::json j = {{"attainment_target", spec.attainment},
                       {"precision", spec.precision},
+                      {"duration_s", spec.duration_s},
                       {"closed_loop_rate_per_s", optional(closed_loop_rate)},
                       {"max_rate_per_s", optional(max_rate)},
                       {"failing_rate_per_s", optional(failing_rate)},
@@ -96,12 +103,20 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
   probe_options.workload.arrival.kind = ArrivalSpec::Kind::poisson;
 
   const double first = rate;
+  // A probe's requests: the workload's, or those arriving in duration_s at the rate (whole conversations).
+  auto requests_at = [&](double r) {
+    if (spec.duration_s == 0) return o.workload.requests;
+    const double turns = turns_of(o.workload);
+    return static_cast<std::int64_t>(std::max(1.0, std::ceil(r * spec.duration_s)) * turns);
+  };
   while (static_cast<int>(res.probes.size()) < spec.max_probes) {
     probe_options.workload.arrival.rate_per_s = rate;
+    probe_options.workload.requests = requests_at(rate);
     SystemResult r = simulate(model, system, probe_options);
     DUPLEX_ASSERT(r.slo.has_value(), "a run with latency objectives reported no attainment");
     CapacityProbe p;
     p.rate_per_s = rate;
+    p.requests = r.requests;
     p.attainment = r.slo->attainment;
     p.meets = p.attainment >= spec.attainment;
     p.goodput_req_s = r.slo->goodput_req_s;
@@ -132,6 +147,7 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
     SimulationOptions rerun = o;
     rerun.workload.arrival.kind = ArrivalSpec::Kind::poisson;
     rerun.workload.arrival.rate_per_s = *res.max_rate;
+    rerun.workload.requests = requests_at(*res.max_rate);
     res.at_max = simulate(model, system, rerun);
   }
   return res;

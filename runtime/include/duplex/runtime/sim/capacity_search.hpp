@@ -12,7 +12,9 @@
 //
 // With a finite request count, a rate above the system's service rate queues work that grows with the run
 // (TTFT grows with it); a run too short to queue past the objective can meet it above the rate the system can
-// sustain. Use enough requests (hundreds) for the queueing to show.
+// sustain. Use enough requests (thousands) for the queueing to show, or a fixed span of arrivals
+// (duration_s): each probe then serves rate x duration_s requests, so every probe, and every system, queues
+// for as long at a rate it cannot sustain.
 #include <optional>
 #include <vector>
 
@@ -27,12 +29,16 @@ struct CapacitySearchSpec {
   // rate, or for a closed-loop workload its closed-loop throughput (requests/s / turns), run first.
   double first_rate = 0;
   int max_probes = 40;  // >= 2; the search stops there, bracket or not
+  // > 0: each probe serves ceil(rate x duration_s) requests (x turns for conversations), arrivals spanning
+  // about duration_s seconds; 0: the workload's request count at every rate.
+  double duration_s = 0;
 };
 
 // One simulation of the search.
 struct CapacityProbe {
   double rate_per_s = 0;
-  bool meets = false;  // attainment >= the target
+  std::int64_t requests = 0;  // served
+  bool meets = false;         // attainment >= the target
   double attainment = 0;
   double goodput_req_s = 0;
   double throughput_tok_s = 0;
