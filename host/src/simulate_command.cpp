@@ -240,13 +240,21 @@ void run_simulate(const SimulateOptions& o) {
     search.duration_s = o.rate_duration_s;
     std::vector<SystemCapacity> found;
     for (const auto& system : systems) {
-      int probe = 0;  // the progress bar counts each probe's requests
+      // One progress bar per simulation of the search (a new one when the finished count starts over).
+      struct Bar {
+        std::function<void(std::int64_t, std::int64_t)> draw;
+        std::int64_t done = 0, total = 0;
+        int runs = 0;
+      };
       if (progress)
-        sim.progress = [&, bar = std::make_shared<std::function<void(std::int64_t, std::int64_t)>>()](
-                           std::int64_t done, std::int64_t total) {
-          if (done == 0 || !*bar)
-            *bar = progress_bar(fmt::format("{} on {} probe {}", model.name, system.name, ++probe));
-          (*bar)(done, total);
+        sim.progress = [&, bar = std::make_shared<Bar>()](std::int64_t done, std::int64_t total) {
+          if (!bar->draw || done < bar->done || total != bar->total) {
+            if (bar->draw) std::fputs("\n", stderr);
+            bar->draw = progress_bar(fmt::format("{} on {} run {}", model.name, system.name, ++bar->runs));
+          }
+          bar->done = done;
+          bar->total = total;
+          bar->draw(done, total);
         };
       runtime::CapacityResult c = runtime::find_capacity(model, system, sim, search);
       if (progress) std::fputs("\n", stderr);
