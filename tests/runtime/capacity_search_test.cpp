@@ -155,6 +155,10 @@ TEST(CapacitySearch, ADurationSizesEachProbe) {
   EXPECT_EQ(c.at_max->requests, static_cast<std::int64_t>(std::ceil(*c.max_rate * 20)));
   EXPECT_EQ(c.to_json()["duration_s"].get<double>(), 20.0);
   EXPECT_EQ(c.to_json()["probes"][0]["requests"].get<std::int64_t>(), c.probes[0].requests);
+  // A first probe of more than a million requests is refused.
+  CapacitySearchSpec huge = spec;
+  huge.first_rate = 1e5;
+  EXPECT_THROW(find_capacity(s.model, s.system, s.options, huge), Error);
   // Without one, every probe serves the workload's requests.
   spec.duration_s = 0;
   for (const CapacityProbe& p : find_capacity(s.model, s.system, s.options, spec).probes)

@@ -11,6 +11,8 @@ namespace {
 // Halvings (and doublings) from the first rate before the search gives up on finding a rate that meets (falls
 // short of) the target: 2^30 either way, far past any rate a run can tell apart.
 constexpr int kMaxRateSteps = 30;
+// With duration_s, the search stops growing the rate before a probe would serve more requests than this.
+constexpr std::int64_t kMaxProbeRequests = 1'000'000;
 
 void check_spec(const CapacitySearchSpec& s) {
   if (!(s.attainment > 0 && s.attainment <= 1))
@@ -75,9 +77,8 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
   check_spec(spec);
   if (!o.slo.any())
     throw Error(
-        "capacity search: no latency objective; expected a TTFT and / or TPOT objective (the search finds "
-        "the "
-        "highest rate meeting them)");
+        "capacity search: no latency objective; expected a TTFT and / or TPOT objective (the search "
+        "finds the highest rate meeting them)");
   if (o.workload.arrival.kind == ArrivalSpec::Kind::trace)
     throw Error(fmt::format(
         "capacity search: {} arrives as the trace {} says (times of its own, not a rate); expected closed or "
@@ -109,7 +110,7 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
     const double turns = turns_of(o.workload);
     return static_cast<std::int64_t>(std::max(1.0, std::ceil(r * spec.duration_s)) * turns);
   };
-  while (static_cast<int>(res.probes.size()) < spec.max_probes) {
+  while (static_cast<int>(res.probes.size()) < spec.max_probes && requests_at(rate) <= kMaxProbeRequests) {
     probe_options.workload.arrival.rate_per_s = rate;
     probe_options.workload.requests = requests_at(rate);
     SystemResult r = simulate(model, system, probe_options);
@@ -143,6 +144,11 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
       rate = std::sqrt(*res.max_rate * *res.failing_rate);
     }
   }
+  if (res.probes.empty())
+    throw Error(
+        fmt::format("capacity search: the first rate, {:.4g}/s for {:g} s, makes a probe of {} requests; "
+                    "expected at most {} (a shorter duration)",
+                    first, spec.duration_s, requests_at(first), kMaxProbeRequests));
   if (res.max_rate && (o.record_steps || o.timeline_steps > 0)) {
     SimulationOptions rerun = o;
     rerun.workload.arrival.kind = ArrivalSpec::Kind::poisson;

@@ -30,7 +30,8 @@ struct CapacitySearchSpec {
   double first_rate = 0;
   int max_probes = 40;  // >= 2; the search stops there, bracket or not
   // > 0: each probe serves ceil(rate x duration_s) requests (x turns for conversations), arrivals spanning
-  // about duration_s seconds; 0: the workload's request count at every rate.
+  // about duration_s seconds (the search stops before a probe of more than a million requests); 0: the
+  // workload's request count at every rate.
   double duration_s = 0;
 };
 
