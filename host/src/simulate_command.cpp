@@ -393,10 +393,11 @@ void add_simulate_command(CLI::App& app) {
   c->add_option("--slo-tpot", o->slo_tpot_ms,
                 "Latency objective: time per output token after the first, ms (0: none)")
       ->capture_default_str();
-  c->add_flag("--max-rate", o->max_rate,
-              "Capacity search: the highest Poisson arrival rate at which --attainment of the requests meet "
-              "the objectives (--slo-ttft / --slo-tpot), per system, from --arrival's rate or the closed "
-              "loop's throughput");
+  c->add_flag(
+      "--max-rate", o->max_rate,
+      "Capacity search: the highest arrival rate at which --attainment of the requests meet the "
+      "objectives (--slo-ttft / --slo-tpot), per system: Poisson arrivals from --arrival's rate or the "
+      "closed loop's throughput, or a trace's arrivals scaled in time from its own rate");
   c->add_option("--attainment", o->attainment,
                 "With --max-rate: the share of requests that must meet the objectives (DistServe's 90%)")
       ->capture_default_str();
@@ -457,11 +458,6 @@ void add_simulate_command(CLI::App& app) {
       throw Error(
           "--max-rate searches the highest rate meeting latency objectives; expected --slo-ttft MS and / or "
           "--slo-tpot MS beside it");
-    if (o->max_rate && o->arrival.rfind("trace:", 0) == 0)
-      throw Error(fmt::format(
-          "--max-rate varies a Poisson arrival rate; --arrival {} replays a trace's own times (expected "
-          "closed or poisson:RATE, the first rate probed)",
-          o->arrival));
     if (c->count("--prefix-groups") > 0 && o->shared_prefix == 0)
       throw Error(
           fmt::format("--prefix-groups {} picks among shared system prompts; expected --shared-prefix N "

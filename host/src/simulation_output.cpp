@@ -128,8 +128,11 @@ std::string capacity_table(const std::vector<SystemCapacity>& results, const run
   if (results.empty()) return s;
   const runtime::CapacitySearchSpec& spec = results.front().capacity.spec;
   s += fmt::format(
-      "capacity: the highest Poisson arrival rate ({}) at which >= {:g}% of {} {} meet TTFT {} and TPOT {}, "
+      "capacity: the highest {} ({}) at which >= {:g}% of {} {} meet TTFT {} and TPOT {}, "
       "bracketed to {:g}% | figures at that rate, latencies in ms | x = max rate vs {}\n",
+      workload.arrival.kind == runtime::ArrivalSpec::Kind::trace
+          ? fmt::format("arrival rate of the trace {} scaled in time", workload.arrival.trace_file)
+          : std::string("Poisson arrival rate"),
       unit, 100.0 * spec.attainment, workload.requests, workload.conversation ? "turns" : "requests",
       objective_text(slo.ttft_ms), objective_text(slo.tpot_ms), 100.0 * spec.precision,
       results.front().system);

@@ -23,6 +23,16 @@ SimulationOptions at_rate(SimulationOptions o, double rate) {
   return o;
 }
 
+// `o`'s requests as a trace ("t.csv") arriving in bursts of 4, burst i at i x `gap` seconds.
+SimulationOptions traced(SimulationOptions o, double gap) {
+  o.workload.arrival.kind = ArrivalSpec::Kind::trace;
+  o.workload.arrival.trace_file = "t.csv";
+  for (std::int64_t i = 0; i < o.workload.requests; ++i)
+    o.workload.arrival.trace_rows.push_back(
+        RequestSpec{i, Time::from_si(gap * static_cast<double>(i / 4)), 512, 32});
+  return o;
+}
+
 // The TTFT of a request on an idle system: the median at a rate far below what it serves.
 double idle_ttft_ms(const SearchSetup& s) {
   return simulate(s.model, s.system, at_rate(s.options, 0.01)).ttft_ms.p50;
@@ -178,15 +188,37 @@ TEST(CapacitySearch, BadSearchesAreRefused) {
     edit(spec);
     EXPECT_THROW(find_capacity(s.model, s.system, s.options, spec), Error);
   }
-  SimulationOptions trace = s.options;
-  trace.workload.arrival.kind = ArrivalSpec::Kind::trace;
-  trace.workload.arrival.trace_file = "t.csv";
+  // A trace whose requests all arrive at once has no rate to scale; a trace takes no duration.
+  SimulationOptions trace = traced(s.options, 0.0);
   try {
     find_capacity(s.model, s.system, trace, {});
-    FAIL() << "trace arrivals accepted";
+    FAIL() << "a trace without a span accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("t.csv"), std::string::npos);
   }
+  CapacitySearchSpec timed;
+  timed.duration_s = 10;
+  EXPECT_THROW(find_capacity(s.model, s.system, traced(s.options, 0.1), timed), Error);
+}
+
+// A trace keeps its requests and the shape of its arrivals: each probe scales its arrival times about the
+// first one, the first probe at the trace's own rate.
+TEST(CapacitySearch, ATraceIsScaledInTime) {
+  SearchSetup s;
+  s.options.slo = LatencySlo{5 * idle_ttft_ms(s), 0};
+  s.options.record_steps = true;
+  const SimulationOptions trace = traced(s.options, 0.25);  // bursts of 4, 0.25 s x their index apart
+  CapacitySearchSpec spec;
+  spec.precision = 0.1;
+  const CapacityResult c = find_capacity(s.model, s.system, trace, spec);
+  const double own = 95.0 / (0.25 * (95 / 4));  // (requests - 1) / span
+  EXPECT_DOUBLE_EQ(c.probes.front().rate_per_s, own);
+  ASSERT_TRUE(c.converged());
+  ASSERT_TRUE(c.at_max.has_value());
+  for (const auto& [id, row] : c.at_max->request_rows)
+    EXPECT_NEAR(row["arrival_s"].get<double>(), 0.25 * static_cast<double>(id / 4) * own / *c.max_rate, 1e-9)
+        << id;
+  for (const CapacityProbe& p : c.probes) EXPECT_EQ(p.requests, 96);
 }
 
 }  // namespace

@@ -79,11 +79,39 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
     throw Error(
         "capacity search: no latency objective; expected a TTFT and / or TPOT objective (the search "
         "finds the highest rate meeting them)");
-  if (o.workload.arrival.kind == ArrivalSpec::Kind::trace)
-    throw Error(fmt::format(
-        "capacity search: {} arrives as the trace {} says (times of its own, not a rate); expected closed or "
-        "Poisson arrivals",
-        o.workload.label, o.workload.arrival.trace_file));
+  // A trace keeps its requests and the shape of its arrivals; a probe at rate r scales its times about the
+  // first arrival by (its own rate) / r, its own rate being (requests - 1) / (last - first arrival).
+  const bool trace = o.workload.arrival.kind == ArrivalSpec::Kind::trace;
+  double trace_rate = 0;
+  if (trace) {
+    const std::vector<RequestSpec>& rows = o.workload.arrival.trace_rows;
+    const auto n = static_cast<std::size_t>(o.workload.requests);
+    DUPLEX_ASSERT(n >= 1 && n <= rows.size(), "a trace workload of more requests than rows");
+    if (spec.duration_s > 0)
+      throw Error(
+          fmt::format("capacity search: the trace {} has its own requests; a duration applies to "
+                      "Poisson arrivals (expected none)",
+                      o.workload.arrival.trace_file));
+    const double span = (rows[n - 1].arrival - rows[0].arrival).si();
+    if (!(span > 0))
+      throw Error(
+          fmt::format("capacity search: the trace {}'s {} requests arrive at one time; expected "
+                      "arrivals spread in time (a rate to scale)",
+                      o.workload.arrival.trace_file, n));
+    trace_rate = static_cast<double>(n - 1) / span;
+  }
+  // The workload's arrivals at `r` per second.
+  auto at_rate = [&](WorkloadSpec& w, double r) {
+    if (!trace) {
+      w.arrival.kind = ArrivalSpec::Kind::poisson;
+      w.arrival.rate_per_s = r;
+      return;
+    }
+    const std::vector<RequestSpec>& rows = o.workload.arrival.trace_rows;
+    const Time t0 = rows.front().arrival;
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      w.arrival.trace_rows[i].arrival = t0 + (rows[i].arrival - t0) * (trace_rate / r);
+  };
   CapacityResult res;
   res.spec = spec;
   SimulationOptions probe_options = o;  // probes keep no steps or timeline: only the final rerun does
@@ -93,6 +121,7 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
   double rate = spec.first_rate;
   if (rate == 0 && o.workload.arrival.kind == ArrivalSpec::Kind::poisson)
     rate = o.workload.arrival.rate_per_s;
+  if (rate == 0 && trace) rate = trace_rate;
   if (rate == 0) {  // closed loop: its throughput is where the queue starts to grow
     const SystemResult closed = simulate(model, system, probe_options);
     if (!(closed.simulated_s > 0))
@@ -101,8 +130,6 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
     rate = static_cast<double>(closed.requests) / closed.simulated_s / turns_of(o.workload);
     res.closed_loop_rate = rate;
   }
-  probe_options.workload.arrival.kind = ArrivalSpec::Kind::poisson;
-
   const double first = rate;
   // A probe's requests: the workload's, or those arriving in duration_s at the rate (whole conversations).
   auto requests_at = [&](double r) {
@@ -111,7 +138,7 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
     return static_cast<std::int64_t>(std::max(1.0, std::ceil(r * spec.duration_s)) * turns);
   };
   while (static_cast<int>(res.probes.size()) < spec.max_probes && requests_at(rate) <= kMaxProbeRequests) {
-    probe_options.workload.arrival.rate_per_s = rate;
+    at_rate(probe_options.workload, rate);
     probe_options.workload.requests = requests_at(rate);
     SystemResult r = simulate(model, system, probe_options);
     DUPLEX_ASSERT(r.slo.has_value(), "a run with latency objectives reported no attainment");
@@ -151,8 +178,7 @@ CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec&
                     first, spec.duration_s, requests_at(first), kMaxProbeRequests));
   if (res.max_rate && (o.record_steps || o.timeline_steps > 0)) {
     SimulationOptions rerun = o;
-    rerun.workload.arrival.kind = ArrivalSpec::Kind::poisson;
-    rerun.workload.arrival.rate_per_s = *res.max_rate;
+    at_rate(rerun.workload, *res.max_rate);
     rerun.workload.requests = requests_at(*res.max_rate);
     res.at_max = simulate(model, system, rerun);
   }

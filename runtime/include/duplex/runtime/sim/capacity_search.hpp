@@ -1,9 +1,12 @@
 #pragma once
-// Capacity search: the highest Poisson arrival rate at which a system still serves at least a target share of
+// Capacity search: the highest arrival rate at which a system still serves at least a target share of
 // its requests within the latency objectives (DistServe's per-GPU goodput at 90% SLO attainment,
 // Vidur-Search's max QPS under SLO, Splitwise's max load). Each probe simulates the same requests (same seed:
 // the same lengths, prompts and routing; the arrival gaps drawn as unit-rate exponentials divided by the
-// rate, so a probe's arrivals are the first probe's scaled in time) at one rate.
+// rate, so a probe's arrivals are the first probe's scaled in time) at one rate. A trace workload keeps its
+// requests and the shape of its arrivals (bursts included): a probe at rate r scales its arrival times about
+// the first one by (its own rate) / r, its own rate being (requests - 1) / (last - first arrival)
+// (Splitwise's scaled traces).
 //
 // The search: from the first rate, double until a probe falls short (or halve until one meets the target),
 // then bisect the bracket geometrically until failing rate / meeting rate <= 1 + precision. Attainment need
@@ -26,7 +29,8 @@ struct CapacitySearchSpec {
   double attainment = 0.9;  // share of requests that must meet the objectives, in (0, 1] (DistServe: 90%)
   double precision = 0.02;  // stop when the failing / meeting rates bracket is <= 1 + precision; in (0, 1]
   // The first rate probed, requests/s (conversations/s for multi-turn workloads); 0: the workload's Poisson
-  // rate, or for a closed-loop workload its closed-loop throughput (requests/s / turns), run first.
+  // rate or a trace's own rate, or for a closed-loop workload its closed-loop throughput (requests/s /
+  // turns), run first.
   double first_rate = 0;
   int max_probes = 40;  // >= 2; the search stops there, bracket or not
   // > 0: each probe serves ceil(rate x duration_s) requests (x turns for conversations), arrivals spanning
@@ -60,9 +64,10 @@ struct CapacityResult {
   nlohmann::json to_json() const;  // spec, probes, rates (null when not found), at_max's summary
 };
 
-// Throws duplex::Error when `o` has no latency objective, its workload's arrivals are a trace (times of their
-// own, not a rate), or `spec` is out of range; the simulations' own errors otherwise. `o`'s arrival rate is
-// replaced per probe; its record_steps / timeline_steps apply only to a final rerun at max_rate.
+// Throws duplex::Error when `o` has no latency objective, its workload is a trace whose arrivals are all at
+// one time or is given a duration, or `spec` is out of range; the simulations' own errors otherwise. `o`'s
+// arrival rate is replaced per probe; its record_steps / timeline_steps apply only to a final rerun at
+// max_rate.
 CapacityResult find_capacity(const compiler::ModelSpec& model, const SystemSpec& system,
                              const SimulationOptions& o, const CapacitySearchSpec& spec);
 
