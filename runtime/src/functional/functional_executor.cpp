@@ -12,6 +12,7 @@
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/sim/energy_ledger.hpp"
 #include "duplex/runtime/sim/kv_migration.hpp"
+#include "duplex/runtime/workload/random.hpp"
 
 namespace duplex::runtime::functional {
 
@@ -220,11 +221,9 @@ class FunctionalExecutor::Impl {
   static std::vector<std::uint64_t> block_hashes(const std::vector<std::int32_t>& prompt,
                                                  std::int64_t block) {
     std::vector<std::uint64_t> hashes;
-    std::uint64_t h = 14695981039346656037ULL;  // FNV-1a's 64-bit offset basis
+    std::uint64_t h = 0;
     for (std::size_t i = 0; i < prompt.size(); ++i) {
-      for (int byte = 0; byte < 4; ++byte)
-        h = (h ^ ((static_cast<std::uint32_t>(prompt[i]) >> (8 * byte)) & 0xffu)) *
-            1099511628211ULL;  // FNV prime
+      h = derive_seed(h, static_cast<std::uint32_t>(prompt[i]));  // SplitMix64 over the chain and the token
       if ((i + 1) % static_cast<std::size_t>(block) == 0 || i + 1 == prompt.size()) hashes.push_back(h);
     }
     return hashes;
