@@ -114,12 +114,9 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     throw InternalError("split simulation stopped with requests left");
   std::vector<RequestTimeline> all;
   for (auto& [id, t] : timelines) all.push_back(std::move(t));
-  if (system.split_prefill_system) {  // each pool's devices leak as their system's do
-    charge_static_energy(totals, prefill_system, prefill_devices, end);
-    finish_result(r, all, totals, end, system, devices, o.record_steps, o.slo, decode_devices);
-  } else {
-    finish_result(r, all, totals, end, system, devices, o.record_steps, o.slo);
-  }
+  // Each pool's devices leak as their system's do (the prefill pool's may be another system's).
+  charge_static_energy(totals, prefill_system, prefill_devices, end);
+  finish_result(r, all, totals, end, system, devices, o.record_steps, o.slo, decode_devices);
   r.pools = {prefill.figures(end), decode.figures(end)};
   return r;
 }
