@@ -42,6 +42,10 @@ std::string error_of(const std::string& yaml) {
 }
 
 // One point per setting of the axis in `axis_yaml`: llama3-70b on the gpu, (64, 32), batch 4.
+// A study of one gpu point, for the keys added to it.
+const std::string kOneGpuPoint =
+    "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+
 Study gpu_study_with(const std::string& axis_yaml) {
   return parse_study(
       "study: axis\nmodels: [llama3-70b]\nsystems: [gpu]\nlengths: [[64, 32]]\nbatch: [4]\n"
@@ -242,8 +246,7 @@ TEST(SweepStudy, PrefixSettingsMultiplyThePoints) {
   EXPECT_EQ(prefix_text(&params["prefix"]), "prefix=512x4, no caching");
   EXPECT_EQ(prefix_text(&points[0].params(s.options)["prefix"]), "");
   EXPECT_FALSE(parse_study(kStudy, "study.yaml").points()[0].params(s.options).contains("prefix"));
-  const std::string base =
-      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  const std::string base = kOneGpuPoint;
   EXPECT_NE(error_of(base + "prefix: [{tokens: 0, caching: false}]\n").find("prefix[0].tokens"),
             std::string::npos);
   EXPECT_NE(error_of(base + "prefix: [{tokens: 8, groups: 0}]\n").find("prefix[0].groups"),
@@ -274,8 +277,7 @@ TEST(SweepStudy, ClusterSettingsMultiplyThePoints) {
   EXPECT_EQ(cluster_text(&params["cluster"]), "replicas=4, router=cache-aware");
   EXPECT_EQ(cluster_text(&points[0].params(s.options)["cluster"]), "");
   EXPECT_FALSE(parse_study(kStudy, "study.yaml").points()[0].params(s.options).contains("cluster"));
-  const std::string base =
-      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  const std::string base = kOneGpuPoint;
   EXPECT_NE(error_of(base + "cluster: [{replicas: 0}]\n").find("cluster[0].replicas"), std::string::npos);
   EXPECT_NE(error_of(base + "cluster: [{replicas: 2, router: random}]\n").find("cluster[0].router"),
             std::string::npos);
@@ -300,8 +302,7 @@ TEST(SweepStudy, LatencyObjectivesAreAnOption) {
             nlohmann::json::parse(R"({"ttft_ms": 2000.0, "tpot_ms": 100.0})"));
   const Study plain = gpu_study_with("");
   EXPECT_FALSE(plain.points()[0].params(plain.options)["options"].contains("slo"));
-  const std::string base =
-      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  const std::string base = kOneGpuPoint;
   EXPECT_NE(error_of(base + "slo: {ttft_ms: -1}\n").find("slo.ttft_ms"), std::string::npos);
   EXPECT_NE(error_of(base + "slo: {e2e_ms: 5}\n").find("e2e_ms"), std::string::npos);
 }
@@ -316,8 +317,7 @@ TEST(SweepStudy, CapacitySearchIsAnOptionBesideTheObjectives) {
             nlohmann::json::parse(R"({"attainment": 0.95, "precision": 0.02})"));
   const Study plain = gpu_study_with("slo: {ttft_ms: 2000}\n");
   EXPECT_FALSE(plain.points()[0].params(plain.options)["options"].contains("capacity"));
-  const std::string base =
-      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  const std::string base = kOneGpuPoint;
   EXPECT_NE(error_of(base + "capacity: {}\n").find("capacity: a capacity search without latency objectives"),
             std::string::npos);
   EXPECT_NE(error_of(base + "slo: {ttft_ms: 5}\ncapacity: {attainment: 0}\n").find("capacity.attainment"),
@@ -376,8 +376,7 @@ speculative:
   EXPECT_EQ(speculative_text(&tree),
             "speculative=3, acceptance=0.8, draft=ngram, tree_tokens=10, draft_topk=2");
   EXPECT_FALSE(points[0].params(s.options)["speculative"].contains("tree_tokens"));
-  const std::string base =
-      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  const std::string base = kOneGpuPoint;
   EXPECT_NE(error_of(base + "speculative: [{tokens: 3, acceptance: 0.5, draft: ngram, tree_tokens: 11, "
                             "draft_topk: 2}]\n")
                 .find("speculative[0].tree_tokens: scheduler tree_tokens is 11; a tree of depth 3 expanding "
@@ -398,8 +397,7 @@ speculative:
 }
 
 TEST(SweepStudy, BadSpeculativeSettingsNameFileAndKey) {
-  const std::string base =
-      "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n";
+  const std::string base = kOneGpuPoint;
   EXPECT_NE(error_of(base + "speculative: []\n").find("speculative: is an empty list"), std::string::npos);
   EXPECT_NE(error_of(base + "speculative: [{tokens: 3, draft: ngram}]\n")
                 .find("speculative[0].acceptance: missing required key"),
