@@ -226,6 +226,11 @@ SystemSpec read_system(const ConfigNode& n) {
     if (!(s.split_prefill_fraction > 0 && s.split_prefill_fraction < 1))
       split->fail("prefill_fraction", fmt::format("{} is not strictly between 0 and 1", s.split_prefill_fraction),
                   "a fraction such as 0.5");
+    auto instances = [&](const char* key) {
+      return split->has(key) ? static_cast<int>(split->get_int(key, 1, 4096)) : 1;  // documented default 1
+    };
+    s.split_prefill_instances = instances("prefill_instances");
+    s.split_decode_instances = instances("decode_instances");
     if (const auto prefill = split->find("prefill_system")) {
       auto p = std::make_shared<SystemSpec>(read_system(*prefill));
       if (p->split_prefill_fraction > 0 || p->heterogeneous())

@@ -413,7 +413,8 @@ void add_simulate_command(CLI::App& app) {
   c->add_option(
        "--replicas", o->replicas,
        "Copies of each system, each of --devices devices with its own scheduler and KV cache, behind "
-       "a request router")
+       "a request router (a split system: copies of its prefill and decode instances, the router picking "
+       "each prompt's prefill instance)")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
   c->add_option(

@@ -42,8 +42,13 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
                      results.front().system, results.back().pim_model);
   for (const auto& r : results) {
     const runtime::MemoryPlan& m = r.memory;
+    // A split system's pools: prefill then decode instances ("prefill" / "decode" when there are only two).
+    const bool instances = r.pools.size() > 2 && r.pools.front().name.starts_with("prefill");
     s += fmt::format("memory {}: KV cache {} tokens ({} blocks){}", r.system, m.kv_tokens,
-                     r.kv_capacity_blocks, r.replicas > 1 ? " per replica" : "");
+                     r.kv_capacity_blocks,
+                     instances        ? " per decode instance"
+                     : r.replicas > 1 ? " per replica"
+                                      : "");
     if (m.has_spaces())
       s += fmt::format(" in spaces {}, prefill space {} holds {} tokens per replica (scheduler bound {})",
                        fmt::join(m.kv_spaces, ","), fmt::join(m.prefill_spaces, ","), m.prefill_tokens,
@@ -66,7 +71,22 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           r.slo->slo.ttft_ms > 0 ? fmt::format("{:g} ms", r.slo->slo.ttft_ms) : "unbounded",
           r.slo->slo.tpot_ms > 0 ? fmt::format("{:g} ms", r.slo->slo.tpot_ms) : "unbounded",
           r.slo->goodput_req_s, r.slo->goodput_tok_s);
-    if (r.replicas > 1) {
+    if (instances) {
+      auto role = [&](const char* name) {
+        std::vector<std::int64_t> requests;
+        int devices = 0;
+        for (const runtime::PoolFigures& p : r.pools)
+          if (p.name.starts_with(name)) {
+            requests.push_back(p.requests);
+            devices = p.devices;
+          }
+        return fmt::format("{} {} instance{} of {} devices, requests {}", requests.size(), name,
+                           requests.size() > 1 ? "s" : "", devices, fmt::join(requests, " "));
+      };
+      s += fmt::format("split {}: {} replica{}; {}{}; {}\n", r.system, r.replicas, r.replicas > 1 ? "s" : "",
+                       role("prefill"), r.router.empty() ? "" : fmt::format(" ({} router)", r.router),
+                       role("decode"));
+    } else if (r.replicas > 1) {
       s += fmt::format("cluster {}: {} replicas of {} devices, {} router; requests per replica", r.system,
                        r.replicas, r.devices / r.replicas, r.router);
       for (const runtime::PoolFigures& p : r.pools) s += fmt::format(" {}", p.requests);

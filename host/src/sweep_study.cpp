@@ -230,13 +230,6 @@ void read_cluster(const ConfigNode& root, Study& s) {
       throw ConfigError(n.file(), n.path(), "is listed twice", "each setting once");
     s.cluster.push_back(x);
   }
-  if (std::any_of(s.systems.begin(), s.systems.end(),
-                  [&](const std::string& system) {
-                    return read_system(ConfigNode::load(system, "systems")).split_prefill_fraction > 0;
-                  }) &&
-      std::any_of(s.cluster.begin(), s.cluster.end(), [](const ClusterSetting& c) { return c.replicas > 1; }))
-    root.fail("cluster", "replicas of a split system (prefill and decode pools) are not modelled",
-              "systems without split_prefill_fraction, or replicas: 1");
 }
 
 }  // namespace

@@ -73,6 +73,23 @@ TEST(PrefixCachingSim, ConversationTurnsFindTheirHistoryCached) {
   }
 }
 
+// A split system's prefill instance holds each turn's prompt and first token, never the answer (decoded
+// elsewhere), so a turn finds only its previous turn's prompt cached: with fixed 64-token messages and
+// 48-token answers, turn t's prompt is (t - 1) x 112 + 64 tokens and turn t + 1 reuses its whole 16-token
+// blocks. (It used to fail: the prefill pool's copy of a request carried hashes of its answer, which that
+// copy does not generate.)
+TEST(PrefixCachingSim, SplitSystemConversationsReuseTheirPreviousPrompts) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = testing::closed_loop_options(24, 64, 48, 4, 3, 0.0);
+  o.workload.conversation = Conversations{.turns = 3, .think_s = 0.05};
+  o.scheduler.prefix_caching = true;
+  const SystemResult r = simulate(model, load_system("duplex-split"), o);
+  EXPECT_EQ(r.requests, 24);
+  // 8 conversations: turn 2 reuses turn 1's 64 prompt tokens, turn 3 turn 2's 176 (11 blocks).
+  EXPECT_EQ(r.prefix_hit_tokens, 8 * (64 + 176));
+  EXPECT_EQ(r.prefix_query_tokens, 8 * (64 + 176 + 288));
+}
+
 // More conversations than the device's KV cache holds (half its memory reserved): histories are evicted while
 // their users think. A host tier (links.host_kv_offload) keeps copies: later turns load them over PCIe
 // instead of recomputing them, which takes link time and energy but much less time than the prefill.

@@ -5,7 +5,9 @@
 namespace duplex::runtime {
 
 KvLinkMigration::KvLinkMigration(const SystemSpec& system, int devices)
-    : one_node_(devices <= system.links.devices_per_node) {
+    : KvLinkMigration(system, devices <= system.links.devices_per_node) {}
+
+KvLinkMigration::KvLinkMigration(const SystemSpec& system, bool one_node) : one_node_(one_node) {
   bandwidth_ = one_node_ ? system.links.nvlink_bandwidth : system.links.infiniband_bandwidth;
   latency_ = one_node_ ? system.links.nvlink_latency : system.links.infiniband_latency;
   action_ = one_node_ ? "links.nvlink_per_byte" : "links.infiniband_per_byte";

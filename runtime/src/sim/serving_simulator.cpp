@@ -147,15 +147,8 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
     if (!std::isfinite(value) || value < 0)
       throw Error(fmt::format("{} objective of {} ms; expected a time >= 0 ms (0: no bound)", name, value));
   o.cluster.validate();
-  if (o.cluster.replicas > 1) {
-    if (system.split_prefill_fraction > 0)
-      throw Error(
-          fmt::format("system {} splits its devices into prefill and decode pools; replicas of a split "
-                      "system are not modelled (expected 1 replica)",
-                      system.name));
-    return detail::simulate_cluster(model, system, o);
-  }
   if (system.split_prefill_fraction > 0) return detail::simulate_split(model, system, o);
+  if (o.cluster.replicas > 1) return detail::simulate_cluster(model, system, o);
   const int devices = o.devices > 0 ? o.devices : system.devices_for(model.name);
   SystemResult r;
   r.system = system.name;

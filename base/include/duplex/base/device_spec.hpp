@@ -157,6 +157,11 @@ struct SystemSpec {
   // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
   // of each prompt migrating over the links in between. 0 = no split (every device does both).
   double split_prefill_fraction = 0;
+  // A split system's instances (split.prefill_instances / decode_instances, default 1 each; DistServe's
+  // xPyD): each pool's devices divide evenly into this many instances, each its own tensor / expert-parallel
+  // group with its own scheduler and KV cache; a prompt router picks the prefill instance, the least loaded
+  // decode instance takes the migrated request.
+  int split_prefill_instances = 1, split_decode_instances = 1;
   // The prefill pool's devices when they are another system's (split.prefill_system, e.g. GPUs prefilling for
   // Duplex devices that decode; Splitwise's heterogeneous pools): a whole system, neither split nor
   // heterogeneous, pricing energy as this one does. Null: the prefill devices are this system's.

@@ -1,7 +1,8 @@
 #pragma once
 // The cost of moving prompts' K/V from one device to another over the links (Splitwise-style split systems):
 // the one formula the split serving simulator and the functional executor both use.
-//   link:   NVLink when the run's devices fit one node (links.devices_per_node), InfiniBand otherwise
+//   link:   NVLink when the run's devices (or the two instances') fit one node (links.devices_per_node),
+//           InfiniBand otherwise
 //   time:   bytes / link bandwidth + link latency        (transfers are not modelled as contending)
 //   energy: links.nvlink_per_byte (or links.infiniband_per_byte) x bytes, category communication
 // (The in-device copy of Logic-PIM memory spaces is an op of the step's plan instead: compiler kKvMigration.)
@@ -18,6 +19,8 @@ class KvLinkMigration {
   // `devices`: all devices of the run (both pools); decides NVLink vs InfiniBand. Throws duplex::Error when
   // the energy table has no price for the link's action.
   KvLinkMigration(const SystemSpec& system, int devices);
+  // The link between two given devices: NVLink when they share a node (`one_node`), InfiniBand otherwise.
+  KvLinkMigration(const SystemSpec& system, bool one_node);
 
   bool one_node() const { return one_node_; }
   Time time(double bytes) const;

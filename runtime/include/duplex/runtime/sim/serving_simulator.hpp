@@ -56,7 +56,8 @@ struct SimulationOptions {
   std::int64_t timeline_steps = 0; // keep device 0's plan of the first N steps (for the lane timeline)
   LatencySlo slo;                  // report how many requests meet it (SystemResult::slo), when set
   // replicas > 1: that many copies of the system, each of `devices` devices, behind a request router
-  // (sim/request_router.hpp); not for split systems.
+  // (sim/request_router.hpp). A split system: that many copies of its prefill and decode instances, the
+  // router picking the prefill instance of each prompt.
   ClusterSpec cluster;
 };
 
@@ -70,7 +71,9 @@ struct StepRow {
   std::int64_t requests = 0, decode_requests = 0, prefill_tokens = 0, tokens = 0;
   std::int64_t kv_blocks_used = 0, kv_blocks_capacity = 0;
   double xpu_busy_us = 0, pim_busy_us = 0, link_us = 0, energy_j = 0;
-  std::string pool;  // the pool that ran it: "" (one), "prefill" | "decode" (split), "replica<i>" (cluster)
+  // The pool that ran it: "" (one), "prefill" | "decode" (split; "prefill<i>" | "decode<i>" with several
+  // instances), "replica<i>" (cluster).
+  std::string pool;
 };
 
 // One plan of a recorded step, from start_s: the step's, or (speculative decoding with a draft model) one of
@@ -83,7 +86,7 @@ struct TimelineStep {
 
 // One pool of a split system (prefill or decode devices) or one replica of a cluster, over the whole run.
 struct PoolFigures {
-  std::string name;  // "prefill" | "decode" | "replica<i>"
+  std::string name;  // "prefill" | "decode" | "prefill<i>" | "decode<i>" | "replica<i>"
   int devices = 0;
   std::int64_t requests = 0;  // requests its scheduler served (a split system's decode pool: those migrated)
   std::int64_t steps = 0;
@@ -107,7 +110,7 @@ struct SystemResult {
   std::string layout;
   int devices = 0;     // all of them: a cluster's replicas x devices per replica
   int replicas = 1;    // a cluster's copies of the system (SimulationOptions::cluster)
-  std::string router;  // a cluster's request router ("" for one replica)
+  std::string router;  // a cluster's request router ("" for one replica or one prefill instance)
   std::string pim_model;
   MemoryPlan memory;
   std::optional<PimArea> pim_area;  // Logic-PIM systems: the units' area per stack (base/pim_area.hpp)
@@ -137,7 +140,7 @@ struct SystemResult {
   // Busy device-time / (devices x simulated time), <= 1: for a split system both pools' devices together.
   double xpu_utilization = 0, pim_utilization = 0;
   std::vector<PoolFigures>
-      pools;  // split systems: prefill then decode; clusters: the replicas; empty otherwise
+      pools;  // split systems: the prefill then the decode instances; clusters: the replicas; else empty
   std::vector<StepRow> step_rows;
   std::vector<TimelineStep> timeline;
   std::map<std::int64_t, nlohmann::json> request_rows;  // id -> row
