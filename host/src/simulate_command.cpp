@@ -87,14 +87,9 @@ struct SimulateOptions {
 
 runtime::WorkloadSpec workload_from_flags(const SimulateOptions& o) {
   if (o.arrival.rfind("trace:", 0) == 0) {
-    runtime::WorkloadSpec w;
-    w.label = "command line";
-    w.seed = o.seed;
-    w.arrival.kind = runtime::ArrivalSpec::Kind::trace;
-    w.arrival.trace_file = o.arrival.substr(6);
-    w.arrival.trace_rows = runtime::read_request_trace(w.arrival.trace_file);
-    w.requests = static_cast<std::int64_t>(w.arrival.trace_rows.size());  // lengths from the trace
-    w.routing = runtime::parse_routing(o.routing);
+    const std::string file = o.arrival.substr(6);
+    runtime::WorkloadSpec w =
+        runtime::trace_workload("command line", o.seed, file, runtime::read_request_trace(file), o.routing);
     if (o.turns > 1 || o.think_time_s > 0)
       throw Error(
           fmt::format("--turns / --think-time: conversations follow their own turns; expected closed or "

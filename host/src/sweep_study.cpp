@@ -1,12 +1,13 @@
 #include "sweep_study.hpp"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <fmt/format.h>
-#include <algorithm>
 #include <set>
-#include <fmt/ranges.h>
 
 #include "duplex/base/config.hpp"
 #include "duplex/base/config_store.hpp"
@@ -14,6 +15,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/model_spec.hpp"
 #include "duplex/runtime/scheduler/scheduler_config.hpp"
+#include "duplex/runtime/workload/request_trace.hpp"
 #include "duplex/runtime/workload/synthetic_workload.hpp"
 #include "sweep_files.hpp"
 
@@ -305,10 +307,19 @@ std::string cluster_text(const nlohmann::json* cluster) {
   return ClusterSetting{cluster->at("replicas").get<int>(), cluster->at("router").get<std::string>()}.text();
 }
 
+namespace {
+constexpr const char* kLoadsExpected =
+    "closed, poisson:RATE (requests/s > 0) or trace:FILE (a request trace)";
+}  // namespace
+
 SweepLoad parse_load(const std::string& text, const std::string& where) {
   SweepLoad l;
   l.text = text;
   if (text == "closed") return l;
+  if (text.starts_with("trace:") && text.size() > 6) {
+    l.trace_file = text.substr(6);
+    return l;
+  }
   if (text.rfind("poisson:", 0) == 0) {
     const std::string rate = text.substr(8);
     char* end = nullptr;
@@ -316,7 +327,7 @@ SweepLoad parse_load(const std::string& text, const std::string& where) {
     l.rate_per_s = std::strtod(rate.c_str(), &end);
     if (!rate.empty() && *end == '\0' && l.rate_per_s > 0) return l;
   }
-  throw Error(fmt::format("{}: load \"{}\" is not valid; expected closed or poisson:RATE (requests/s > 0)", where, text));
+  throw Error(fmt::format("{}: load \"{}\" is not valid; expected {}", where, text, kLoadsExpected));
 }
 
 namespace {
@@ -325,6 +336,29 @@ std::string fnv1a_hex(const std::string& bytes) {
   std::uint64_t h = 14695981039346656037ULL;  // FNV-1a's 64-bit offset basis (Fowler, Noll, Vo)
   for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ULL;  // FNV's 64-bit prime
   return fmt::format("{:016x}", h);
+}
+
+// Reads trace load `l`'s requests (the first `requests` by arrival), digest and mean lengths; a ConfigError
+// naming the study's entry `n` when the file cannot be read (a trace's parse error names its file and line).
+void read_trace_load(const ConfigNode& n, std::int64_t requests, SweepLoad& l) {
+  std::vector<runtime::RequestSpec> rows;
+  try {
+    rows = runtime::read_request_trace(l.trace_file, requests);
+    l.trace_digest = fnv1a_hex(read_text_file(l.trace_file));
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    throw ConfigError(n.file(), n.path(), e.what(), "a readable request trace (CSV or Mooncake JSON lines)");
+  }
+  if (rows.empty()) throw ConfigError(n.file(), n.path(), "the trace has no requests", "at least one");
+  double in = 0, out = 0;
+  for (const runtime::RequestSpec& r : rows) {
+    in += static_cast<double>(r.input_tokens);
+    out += static_cast<double>(r.output_tokens);
+  }
+  l.mean_input = std::llround(in / static_cast<double>(rows.size()));
+  l.mean_output = std::llround(out / static_cast<double>(rows.size()));
+  l.trace_rows = std::make_shared<const std::vector<runtime::RequestSpec>>(std::move(rows));
 }
 }  // namespace
 
@@ -354,6 +388,7 @@ nlohmann::json StudyOptions::to_json() const {
 nlohmann::json SweepPoint::params(const StudyOptions& options) const {
   nlohmann::json p = {{"model", model},         {"system", system}, {"input_len", input_len}, {"output_len", output_len},
                       {"batch", batch},         {"load", load.text}, {"options", options.to_json()}};
+  if (load.trace()) p["trace_digest"] = load.trace_digest;  // a changed file reruns the point
   if (!knobs.empty()) {  // only then: studies without knobs keep their params (and resume) as before
     nlohmann::json k = nlohmann::json::array();
     for (const auto& [key, value] : knobs) k.push_back({key, value});
@@ -425,9 +460,14 @@ std::vector<SweepPoint> Study::points() const {
           for (const PrefixSetting& shared : prefix.empty() ? std::vector<PrefixSetting>{{}} : prefix)
             for (const ClusterSetting& copies : cluster.empty() ? std::vector<ClusterSetting>{{}} : cluster) {
               const std::string variant_id = shared.id() + copies.id();  // prompts, then replicas
-              for (const auto& [in, outl] : lengths)
+              for (std::size_t li = 0; li < std::max<std::size_t>(1, lengths.size()); ++li)
                 for (const auto b : batches)
                   for (const auto& l : loads) {
+                    // A trace's points: once, its mean lengths standing for the lengths; the lengths are
+                    // the synthetic loads'.
+                    if (l.trace() ? li > 0 : lengths.empty()) continue;
+                    const std::int64_t in = l.trace() ? l.mean_input : lengths[li].first;
+                    const std::int64_t outl = l.trace() ? l.mean_output : lengths[li].second;
                     SweepPoint p{.id = {},
                                  .model = m,
                                  .system = s,
@@ -484,12 +524,9 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
   s.description = root.get_or<std::string>("description", "");
   s.models = names(root, "models");
   s.systems = names(root, "systems");
-  for (const auto& n : non_empty_list(root, "lengths")) {
-    if (!n.is_sequence() || n.size() != 2)
-      throw ConfigError(n.file(), n.path(), "is not a pair", "[L_in, L_out], e.g. [1024, 1024]");
-    s.lengths.emplace_back(element_int(n.element(0), 1), element_int(n.element(1), 1));
-  }
   for (const auto& n : non_empty_list(root, "batch")) s.batches.push_back(element_int(n, 1));
+  StudyOptions& o = s.options;
+  o.requests = root.get_int("requests", 1, 1 << 24);
   if (root.has("load")) {
     for (const auto& n : non_empty_list(root, "load")) {
       try {
@@ -497,14 +534,22 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
       } catch (const ConfigError&) {
         throw;
       } catch (const Error&) {
-        throw ConfigError(n.file(), n.path(), fmt::format("\"{}\" is not a load", n.scalar()), "closed or poisson:RATE (requests/s > 0)");
+        throw ConfigError(n.file(), n.path(), fmt::format("\"{}\" is not a load", n.scalar()),
+                          kLoadsExpected);
       }
+      if (s.loads.back().trace()) read_trace_load(n, o.requests, s.loads.back());
     }
   } else {
     s.loads.push_back(parse_load("closed", label));
   }
-  StudyOptions& o = s.options;
-  o.requests = root.get_int("requests", 1, 1 << 24);
+  // Lengths: for the synthetic loads (a trace brings its own); required when there is one.
+  if (root.has("lengths") ||
+      std::any_of(s.loads.begin(), s.loads.end(), [](const SweepLoad& l) { return !l.trace(); }))
+    for (const auto& n : non_empty_list(root, "lengths")) {
+      if (!n.is_sequence() || n.size() != 2)
+        throw ConfigError(n.file(), n.path(), "is not a pair", "[L_in, L_out], e.g. [1024, 1024]");
+      s.lengths.emplace_back(element_int(n.element(0), 1), element_int(n.element(1), 1));
+    }
   if (root.has("seed")) o.seed = static_cast<std::uint64_t>(root.get_int("seed", 0, INT64_MAX));
   o.length_spread = root.get_or<double>("length_spread", o.length_spread);
   if (o.length_spread < 0 || o.length_spread > 1) root.fail("length_spread", fmt::format("{} is out of range", o.length_spread), "a fraction in [0, 1]");
@@ -554,6 +599,17 @@ Study parse_study(const std::string& yaml_text, const std::string& label) {
   if (root.has("speculative")) read_speculative(root, s);
   if (root.has("prefix")) read_prefix(root, s);
   if (root.has("cluster")) read_cluster(root, s);
+  if (std::any_of(s.loads.begin(), s.loads.end(), [](const SweepLoad& l) { return l.trace(); })) {
+    for (const PrefixSetting& p : s.prefix)
+      if (p.tokens > 0 || p.turns > 1)
+        root.fail("prefix",
+                  "shared prompts or conversations beside a trace load (it replays its own prompts)",
+                  "prefix settings of tokens 0 and turns 1 (caching on or off), or no trace load");
+    if (o.capacity_duration_s > 0)
+      root.fail("capacity",
+                "duration_s beside a trace load (a trace keeps its requests; its arrivals are scaled)",
+                "no duration_s, or no trace load");
+  }
   root.finish();
   // Every system with every knob setting is read now (as strictly as a file): a bad key or value stops the
   // study before any point runs.

@@ -3,12 +3,14 @@
 // models x systems x design knobs x (L_in, L_out) x batch x load, with the options every point shares. Read strictly: an
 // unknown key or a bad value is a ConfigError naming the file and the key.
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "duplex/base/config.hpp"
+#include "duplex/runtime/scheduler/request.hpp"
 
 namespace duplex::host {
 
@@ -75,11 +77,21 @@ struct ClusterSetting {
   bool operator==(const ClusterSetting&) const = default;
 };
 
-// One arrival variant: "closed" (closed loop, as many users as the max batch) or "poisson:RATE" (req/s).
+// One arrival variant: "closed" (closed loop, as many users as the max batch), "poisson:RATE" (req/s) or
+// "trace:FILE" (a request trace replayed: its arrivals, lengths and prompt hashes, the first `requests` of
+// them; its points take no `lengths`).
 struct SweepLoad {
   std::string text;
   bool poisson = false;
   double rate_per_s = 0;
+  std::string trace_file;  // trace:FILE (a path as given: relative to the working directory)
+  // Read when the study loads (parse_study): the requests replayed, FNV-1a (64-bit, hex) of the file's bytes
+  // (a resumed sweep reruns the points when the file changed), and their mean prompt / answer tokens
+  // (rounded), which stand for the point's lengths.
+  std::shared_ptr<const std::vector<runtime::RequestSpec>> trace_rows;
+  std::string trace_digest;
+  std::int64_t mean_input = 0, mean_output = 0;
+  bool trace() const { return !trace_file.empty(); }
 };
 
 // Options shared by every point of a study.
@@ -167,7 +179,7 @@ std::string prefix_text(const nlohmann::json* prefix);
 // params' "cluster" ({replicas, router}; absent or one replica: "") as ClusterSetting::text().
 std::string cluster_text(const nlohmann::json* cluster);
 
-// "closed" or "poisson:RATE"; duplex::Error naming `where` otherwise.
+// "closed", "poisson:RATE" or "trace:FILE" (the file not read); duplex::Error naming `where` otherwise.
 SweepLoad parse_load(const std::string& text, const std::string& where);
 
 }  // namespace duplex::host

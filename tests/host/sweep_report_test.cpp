@@ -190,6 +190,26 @@ TEST(ClusterSweep, SettingsAreSeriesOfTheirOwn) {
   fs::remove_all(dir);
 }
 
+// A trace load's point serves the trace's requests (the first `requests`) at their arrivals, and the result
+// folder and its report read back.
+TEST(TraceSweep, PointsReplayTheTrace) {
+  const fs::path trace = temp_path("trace") += ".csv";
+  std::ofstream(trace) << "arrival_s,input_tokens,output_tokens\n0,20,4\n0.01,12,8\n0.02,16,6\n5,16,6\n";
+  const fs::path dir =
+      run_tiny_dense_study("tracesweep", "[gpu]", "load: [\"trace:" + trace.string() + "\"]\n");
+  const ResultFolder f = load_result_folder(dir.string());
+  ASSERT_EQ(f.points.size(), 1u);
+  ASSERT_TRUE(f.points[0].ok) << f.points[0].error;
+  const nlohmann::json j = read_json_file((dir / "points" / (f.points[0].id + ".json")).string());
+  EXPECT_EQ(j["result"]["requests"], 4);  // the trace's 4 (fewer than the study's 12)
+  EXPECT_EQ(j["result"]["generated_tokens"], 4 + 8 + 6 + 6);
+  EXPECT_GT(j["result"]["simulated_s"].get<double>(), 5.0);  // the last arrives at 5 s
+  EXPECT_EQ(j["params"]["input_len"], 16);
+  EXPECT_NE(build_report(f).find("trace:"), std::string::npos);
+  fs::remove_all(dir);
+  fs::remove(trace);
+}
+
 // TPOT, the prefix cache's share and the latency objectives are in the report where the points have them:
 // summary columns (with the measured values), TPOT among the latency charts, and an objectives section with
 // attainment and goodput against the request rate.

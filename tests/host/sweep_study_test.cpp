@@ -135,6 +135,50 @@ TEST(SweepStudy, RoutingTracesAreReadNowAndTheirContentKeysThePoints) {
   EXPECT_TRUE(parse_study(base, "d.yaml").options.routing_trace_digest.empty());
 }
 
+// load: trace:FILE replays a request trace: read when the study is (the first `requests` rows), its points
+// made once (not per lengths pair), their lengths the trace's means, its bytes' digest in their params.
+TEST(SweepStudy, TraceLoadsAreReadNowAndTheirContentKeysThePoints) {
+  namespace fs = std::filesystem;
+  const fs::path trace =
+      fs::temp_directory_path() / ("duplex_study_trace_" + std::to_string(::getpid()) + ".csv");
+  write_text(trace, "arrival_s,input_tokens,output_tokens\n0,100,10\n0.5,200,20\n1,301,31\n9,4000,400\n");
+  const std::string load = "load: [closed, \"trace:" + trace.string() + "\"]\n";
+  const std::string base = "study: d\nmodels: [llama3-70b]\nsystems: [gpu]\nbatch: [1]\nrequests: 3\n";
+  const Study s = parse_study(base + "lengths: [[64, 32], [128, 16]]\n" + load, "d.yaml");
+  const std::vector<SweepPoint> points = s.points();
+  ASSERT_EQ(points.size(), 3u);  // closed x 2 lengths, the trace once
+  const SweepPoint& t = points[1];
+  ASSERT_TRUE(t.load.trace());
+  EXPECT_FALSE(points[0].load.trace());
+  EXPECT_EQ(t.load.trace_rows->size(), 3u);  // the first `requests`
+  EXPECT_EQ(t.input_len, 200);               // (100 + 200 + 301) / 3, rounded
+  EXPECT_EQ(t.output_len, 20);
+  EXPECT_EQ(t.id.find("llama3-70b__gpu__in200-out20__b1__trace"), 0u) << t.id;
+  const nlohmann::json params = t.params(s.options);
+  EXPECT_EQ(params["trace_digest"].get<std::string>().size(), 16u);
+  EXPECT_FALSE(points[0].params(s.options).contains("trace_digest"));
+  write_text(trace, "arrival_s,input_tokens,output_tokens\n0,100,10\n0.5,200,20\n1,301,32\n");
+  EXPECT_NE(parse_study(base + "lengths: [[64, 32]]\n" + load, "d.yaml").points()[1].params(s.options),
+            params);
+  // Only trace loads: no lengths needed; a synthetic load needs them.
+  EXPECT_EQ(parse_study(base + "load: [\"trace:" + trace.string() + "\"]\n", "d.yaml").points().size(), 1u);
+  EXPECT_NE(error_of(base + load).find("lengths: missing required key"), std::string::npos)
+      << error_of(base + load);
+  const std::string lengths = "lengths: [[64, 32]]\n";
+  EXPECT_NE(error_of(base + lengths + load + "prefix: [{tokens: 64}]\n")
+                .find("prefix: shared prompts or conversations beside a trace load"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + lengths + load + "slo: {ttft_ms: 100}\ncapacity: {duration_s: 10}\n")
+                .find("capacity: duration_s beside a trace load"),
+            std::string::npos);
+  fs::remove(trace);
+  const std::string missing = error_of(base + lengths + load);
+  EXPECT_NE(missing.find("study.yaml: load[1]"), std::string::npos) << missing;
+  EXPECT_NE(missing.find(trace.string()), std::string::npos) << missing;
+  EXPECT_NE(error_of(base + lengths + "load: [\"trace:\"]\n").find("load[0]: \"trace:\" is not a load"),
+            std::string::npos);
+}
+
 TEST(SweepStudy, NamesThatCollideAfterSanitisingAreRejected) {
   EXPECT_NE(error_of("study: d\nmodels: [m]\nsystems: [a/b, a:b]\nbatch: [1]\nrequests: 4\nlengths: [[8, 8]]\n")
                 .find("two points get the name"),

@@ -75,4 +75,17 @@ WorkloadSpec synthetic_workload(const SyntheticStream& s) {
   return w;
 }
 
+WorkloadSpec trace_workload(std::string label, std::uint64_t seed, std::string file,
+                            std::vector<RequestSpec> rows, std::string_view routing) {
+  WorkloadSpec w;
+  w.label = std::move(label);
+  w.seed = seed;
+  w.arrival.kind = ArrivalSpec::Kind::trace;
+  w.arrival.trace_file = std::move(file);
+  w.arrival.trace_rows = std::move(rows);
+  w.requests = static_cast<std::int64_t>(w.arrival.trace_rows.size());  // lengths from the trace
+  w.routing = parse_routing(routing);
+  return w;
+}
+
 }  // namespace duplex::runtime

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "duplex/runtime/scheduler/scheduler_config.hpp"
 #include "duplex/runtime/workload/workload_config.hpp"
@@ -28,6 +29,10 @@ struct SyntheticStream {
 };
 
 WorkloadSpec synthetic_workload(const SyntheticStream& stream);
+// A recorded stream: `rows` (a request trace's, read_request_trace(`file`)) replayed at their arrivals with
+// their lengths and prompt hashes; expert routing by name (`routing`, as SyntheticStream's).
+WorkloadSpec trace_workload(std::string label, std::uint64_t seed, std::string file,
+                            std::vector<RequestSpec> rows, std::string_view routing);
 // "uniform" or "zipf:S" (S >= 0).
 RoutingSpec parse_routing(std::string_view text);
 // "continuous" | "orca" | "static".
