@@ -162,6 +162,7 @@ LinkSpec read_links(const ConfigNode& n) {
   if (n.has("host_latency") || l.host_kv_offload.bytes > 0) l.host_latency = n.get<Time>("host_latency");
   if (n.has("host_kv_load"))
     l.host_kv_layerwise = n.get_enum("host_kv_load", {"serial", "layerwise"}) == "layerwise";
+  if (n.has("host_kv_scope")) l.host_kv_per_node = n.get_enum("host_kv_scope", {"device", "node"}) == "node";
   n.finish();
   return l;
 }

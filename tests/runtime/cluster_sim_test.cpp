@@ -147,6 +147,45 @@ TEST(ClusterSim, CacheAwareAndPrefixHashRoutingKeepConversationsWhereTheirHistor
   EXPECT_LT(ca.ttft_ms.p50, rr.ttft_ms.p50);
 }
 
+// links.host_kv_scope node: the replicas of one node share one host tier of their capacities together, so a
+// turn the router sends away from the replica holding its history still loads it from the node's host memory
+// (LMCache's CPU backend shared by one machine's instances). 4 replicas x 4 devices, round-robin; with 8
+// devices per node two tiers of two replicas each, with 16 one tier; with 4 devices per node every replica
+// is its own node, exactly as with scope device. Same for a split system's prefill instances.
+TEST(ClusterSim, ReplicasOfANodeShareItsHostTier) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = testing::closed_loop_options(512, 128, 64, 16, 5, 0.1);
+  o.workload.arrival.concurrency = 128;
+  o.workload.conversation = Conversations{.turns = 8, .think_s = 0.5};
+  o.scheduler.prefix_caching = true;
+  o.cluster.replicas = 4;
+  auto run = [&](const char* name, const char* scope, int per_node) {
+    SystemSpec s = load_system(name);
+    s.links.host_kv_offload = gib(64);
+    s.links.host_kv_per_node = std::string(scope) == "node";
+    s.links.devices_per_node = per_node;
+    return simulate(model, s, o);
+  };
+  const SystemResult own = run("gpu", "device", 8), pairs = run("gpu", "node", 8),
+                     one = run("gpu", "node", 16);
+  EXPECT_GT(pairs.host_hit_tokens, own.host_hit_tokens);
+  EXPECT_GT(one.host_hit_tokens, pairs.host_hit_tokens);
+  EXPECT_GT(one.prefix_hit_tokens, own.prefix_hit_tokens);
+  EXPECT_LT(one.ttft_ms.p50, own.ttft_ms.p50);
+  EXPECT_EQ(one.host_kv_blocks, own.host_kv_blocks);  // per device either way
+  EXPECT_EQ(one.to_json()["prefix_cache"]["host_kv_scope"], "node");
+  EXPECT_EQ(own.to_json()["prefix_cache"]["host_kv_scope"], "device");
+  nlohmann::json alone = run("gpu", "node", 4).to_json(), device = own.to_json();
+  alone["prefix_cache"].erase("host_kv_scope");
+  device["prefix_cache"].erase("host_kv_scope");
+  EXPECT_EQ(alone.dump(), device.dump());
+  // A split system (2 + 2 devices per replica): its 4 prefill instances, round-robin, share as well.
+  const SystemResult split_own = run("duplex-split", "device", 16),
+                     split_one = run("duplex-split", "node", 16);
+  EXPECT_GT(split_one.host_hit_tokens, split_own.host_hit_tokens);
+  EXPECT_EQ(split_one.to_json()["prefix_cache"]["host_kv_scope"], "node");
+}
+
 TEST(ClusterSim, BadClustersAreRefused) {
   const auto model = compiler::load_model("mixtral-8x7b");
   SimulationOptions o = testing::closed_loop_options(8, 64, 8, 4, 1, 0.0);

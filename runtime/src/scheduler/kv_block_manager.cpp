@@ -9,12 +9,12 @@
 namespace duplex::runtime {
 
 KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window,
-                               std::int64_t host_blocks)
+                               std::int64_t host_blocks, std::shared_ptr<HostKvTier> shared_host)
     : capacity_blocks_(capacity_blocks),
       block_tokens_(block_tokens),
       window_(window),
       units_per_block_(1),
-      host_(host_blocks) {
+      host_(shared_host ? std::move(shared_host) : std::make_shared<HostKvTier>(host_blocks)) {
   if (capacity_blocks < 1)
     throw Error(fmt::format("KV cache capacity is {} blocks; expected at least 1 block", capacity_blocks));
   if (block_tokens < 1)
@@ -90,7 +90,7 @@ bool KvBlockManager::can_grow_with(RequestId id, const PrefixCache::Hit& hit, st
 
 PrefixCache::Hit KvBlockManager::prefix_hit(std::span<const std::uint64_t> keys) const {
   PrefixCache::Hit hit = prefix_.lookup(keys);
-  hit.host_blocks = host_.leading(keys, static_cast<std::size_t>(hit.blocks));
+  hit.host_blocks = host_->leading(keys, static_cast<std::size_t>(hit.blocks));
   return hit;
 }
 
@@ -99,7 +99,7 @@ void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> ke
   DUPLEX_ASSERT(units_of(id) == 0, "a request taking cached prefix blocks already holds blocks");
   if (blocks + host_blocks == 0) return;
   DUPLEX_ASSERT(window_.tokens == 0, "prefix caching with a sliding window");
-  host_.touch(keys.subspan(static_cast<std::size_t>(blocks), static_cast<std::size_t>(host_blocks)));
+  host_->touch(keys.subspan(static_cast<std::size_t>(blocks), static_cast<std::size_t>(host_blocks)));
   if (blocks == 0) return;
   prefix_.acquire(id, keys.first(static_cast<std::size_t>(blocks)));
   units_[id] = Holder{.units = blocks, .next_shared = blocks, .next_hosted = blocks};
@@ -119,7 +119,7 @@ std::int64_t KvBlockManager::share_computed(RequestId id, std::span<const std::u
   std::int64_t copies = 0;
   if (to_host)
     for (; holder.next_hosted < full; ++holder.next_hosted)
-      if (host_.store(keys[static_cast<std::size_t>(holder.next_hosted)])) ++copies;
+      if (host_->store(keys[static_cast<std::size_t>(holder.next_hosted)])) ++copies;
   return copies;
 }
 

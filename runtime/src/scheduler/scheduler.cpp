@@ -44,9 +44,10 @@ std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t depth) co
   return accepted;
 }
 
-Scheduler::Scheduler(SchedulerConfig config)
+Scheduler::Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_host)
     : config_(validated(config)),
-      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens, config_.kv_window, config_.host_kv_blocks),
+      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens, config_.kv_window, config_.host_kv_blocks,
+          std::move(shared_host)),
       prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.kv_block_tokens) {}
 
 bool Scheduler::older(const Live& a, const Live& b) {

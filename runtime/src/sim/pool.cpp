@@ -6,8 +6,9 @@
 
 namespace duplex::runtime::detail {
 
-Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o, int devices,
-           ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name)
+Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o,
+           int devices, ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name,
+           SharedHostTier* shared_host)
     : options_(o),
       layout_(compiler::ParallelLayout::make(model, system, devices)),
       result_(result),
@@ -53,7 +54,10 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   if (kv_blocks_ < 1)
     throw Error(fmt::format("system {} on {} devices: the KV cache holds less than one block of {} tokens",
                             system.name, devices, sched.kv_block_tokens));
-  scheduler_ = std::make_unique<Scheduler>(sched);
+  if (shared_host && sched.host_kv_blocks > 0 && !shared_host->tier)
+    shared_host->tier = std::make_shared<HostKvTier>(sched.host_kv_blocks * shared_host->pools);
+  scheduler_ = std::make_unique<Scheduler>(
+      sched, shared_host && sched.host_kv_blocks > 0 ? shared_host->tier : nullptr);
   compiler::XpuTimeFn xpu_fn;
   if (!o.xpu_profile.empty()) {
     xpu_profile_ = std::make_unique<XpuProfile>(XpuProfile::load(o.xpu_profile));
@@ -186,6 +190,7 @@ void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemS
   r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = pool.kv_blocks();
   r.host_kv_blocks = pool.host_kv_blocks();
+  r.host_kv_per_node = system.links.host_kv_per_node;
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Internal to the serving simulator: one pool of devices that runs its own scheduler and times its steps
 // (a whole system, or the prefill / decode half of a split system), and the accumulators of a run.
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,11 +25,46 @@ struct RunTotals {
   std::int64_t batch_max = 0;
 };
 
+// Pools on one node sharing a host tier (links.host_kv_scope: node): the first pool built with it makes the
+// tier, of `pools` x its own capacity; the others use it.
+struct SharedHostTier {
+  int pools = 0;
+  std::shared_ptr<HostKvTier> tier;
+};
+
+// The host tiers of a run's pools (a cluster's replicas, a split system's prefill instances), given their
+// devices in the run's numbering (nodes of links.devices_per_node consecutive devices). With
+// links.host_kv_scope node the pools lying in one node share one; a pool spanning nodes, and every pool with
+// scope device, has its own (of_pool: null). Declare every pool before building the first.
+class NodeHostTiers {
+ public:
+  explicit NodeHostTiers(const LinkSpec& links)
+      : per_node_(links.host_kv_per_node ? links.devices_per_node : 0) {}
+  void declare(int first_device, int devices) {
+    if (const auto n = node(first_device, devices)) ++tiers_[*n].pools;
+  }
+  SharedHostTier* of_pool(int first_device, int devices) {
+    const auto n = node(first_device, devices);
+    return n ? &tiers_.at(*n) : nullptr;
+  }
+
+ private:
+  std::optional<int> node(int first_device, int devices) const {
+    if (per_node_ <= 0) return std::nullopt;
+    const int a = first_device / per_node_;
+    return a == (first_device + devices - 1) / per_node_ ? std::optional<int>(a) : std::nullopt;
+  }
+  int per_node_;
+  std::map<int, SharedHostTier> tiers_;
+};
+
 class Pool {
  public:
-  // Throws duplex::Error when the model does not fit the pool's devices.
-  Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& options, int devices,
-       ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name = "");
+  // Throws duplex::Error when the model does not fit the pool's devices. `shared_host`: the node's shared
+  // host tier (null: a tier of its own, when the system has one).
+  Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& options,
+       int devices, ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name = "",
+       SharedHostTier* shared_host = nullptr);
   Scheduler& scheduler() { return *scheduler_; }
   const std::string& name() const { return name_; }
   const compiler::ParallelLayout& layout() const { return layout_; }

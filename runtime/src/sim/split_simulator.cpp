@@ -97,13 +97,25 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   if (!shared.pim_memos) shared.pim_memos = std::make_shared<PimTimingMemos>();
   SimulationOptions quiet = shared;
   quiet.timeline_steps = 0;
+  // Instance i of a replica: its prefill or decode role, size and first device.
+  auto place = [&](int rep, int i) {
+    const bool is_prefill = i < px;
+    const int size = is_prefill ? prefill_devices / px : decode_devices / dy;
+    return std::tuple{is_prefill, size,
+                      rep * devices + (is_prefill ? i * size : prefill_devices + (i - px) * size)};
+  };
+  // The prefill instances' host tier (the cache in use) may be shared by those in one node.
+  NodeHostTiers host_tiers(prefill_system.links);
+  for (int rep = 0; rep < replicas; ++rep)
+    for (int i = 0; i < px; ++i) {
+      const auto [is_prefill, size, first] = place(rep, i);
+      host_tiers.declare(first, size);
+    }
   std::vector<Instance> prefill, decode;
   for (int rep = 0; rep < replicas; ++rep)
     for (int i = 0; i < px + dy; ++i) {
-      const bool is_prefill = i < px;
+      const auto [is_prefill, size, first] = place(rep, i);
       std::vector<Instance>& role = is_prefill ? prefill : decode;
-      const int size = is_prefill ? prefill_devices / px : decode_devices / dy;
-      const int first = rep * devices + (is_prefill ? i * size : prefill_devices + (i - px) * size);
       const std::string name = one_pair ? (is_prefill ? "prefill" : "decode")
                                         : fmt::format("{}{}", is_prefill ? "prefill" : "decode", role.size());
       Instance in;
@@ -111,7 +123,8 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
       in.first_device = first;
       in.devices = size;
       in.pool = std::make_unique<Pool>(model, is_prefill ? prefill_system : system,
-                                       role.empty() ? shared : quiet, size, router.get(), r, totals, name);
+                                       role.empty() ? shared : quiet, size, router.get(), r, totals, name,
+                                       is_prefill ? host_tiers.of_pool(first, size) : nullptr);
       role.push_back(std::move(in));
     }
   const Pool& p0 = *prefill.front().pool;
@@ -127,6 +140,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
                                     router_policy_name(o.cluster.router));
   describe_memory_and_timing(r, d0, system);
   r.host_kv_blocks = p0.host_kv_blocks();  // the prefill instances' cache (the decode pool has none in use)
+  r.host_kv_per_node = prefill_system.links.host_kv_per_node;
 
   // Speculative decoding: both pools hold the draft model (the prefill pool prefills it with the prompts,
   // the decode pool drafts with it), whose K/V of the prompts moves with the target's. The links a migration

@@ -128,6 +128,10 @@ struct LinkSpec {
   // layer by layer, each layer's share in flight while the layers before it compute (layerwise: LMCache's
   // layerwise retrieval).
   bool host_kv_layerwise = false;
+  // Who shares a host tier (key host_kv_scope): each replica its own (device, the default), or the replicas
+  // of a cluster (a split system's prefill instances) on one node, one tier of their capacities together
+  // (node: LMCache's CPU backend shared by the serving instances of one machine).
+  bool host_kv_per_node = false;
 };
 
 // Energy per action and static power per component; price() of an unknown action is an error, never 0.

@@ -20,6 +20,7 @@
 // can_grow_to() also the evictable blocks). With a host tier (HostKvTier, `host_blocks` > 0) the cached
 // blocks are also copied to host memory as they are cached, and a sequence continues its hit there.
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <unordered_map>
 
@@ -43,8 +44,10 @@ class KvBlockManager {
  public:
   // Throws duplex::Error unless capacity_blocks >= 1, block_tokens >= 1, window.tokens >= 0 (0: no window),
   // window.full_layers >= 0, window.windowed_layers >= 1 and host_blocks >= 0 (0: no host tier).
+  // `shared_host`: a host tier other managers use too (replicas on one machine; links.host_kv_scope node),
+  // used instead of one of host_blocks.
   KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window = {},
-                 std::int64_t host_blocks = 0);
+                 std::int64_t host_blocks = 0, std::shared_ptr<HostKvTier> shared_host = nullptr);
 
   std::int64_t blocks_for(std::int64_t tokens) const;  // ceil(tokens / block_tokens), tokens >= 0
   // Blocks a request must hold for a step whose first new token is at position `context` and after which it
@@ -85,7 +88,7 @@ class KvBlockManager {
   std::int64_t share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens,
                               bool to_host = true);
   const PrefixCache& prefix_cache() const { return prefix_; }
-  const HostKvTier& host_tier() const { return host_; }
+  const HostKvTier& host_tier() const { return *host_; }
 
   std::int64_t units_of(RequestId id) const;  // including the cached prefix blocks it holds
   std::int64_t units_per_block() const { return units_per_block_; }
@@ -111,7 +114,7 @@ class KvBlockManager {
   };
   std::unordered_map<RequestId, Holder> units_;
   PrefixCache prefix_;
-  HostKvTier host_;
+  std::shared_ptr<HostKvTier> host_;  // never null
 };
 
 // Blocks that fit in `kv_bytes_available` (device memory left after weights and activations, per the

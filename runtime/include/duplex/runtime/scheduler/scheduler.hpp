@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -56,7 +57,9 @@ struct StepOutcome {
 
 class Scheduler {
  public:
-  explicit Scheduler(SchedulerConfig config);  // validates config
+  // Validates config. `shared_host`: a host tier shared with other schedulers (KvBlockManager), instead of
+  // one of config.host_kv_blocks.
+  explicit Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_host = nullptr);
 
   // Queues a request. It becomes eligible once schedule(now) has now >= spec.arrival. Throws duplex::Error for
   // a duplicate id, lengths < 1, or a request whose prompt + output can never fit in the KV capacity.
