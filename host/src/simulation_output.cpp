@@ -80,8 +80,9 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
             requests.push_back(p.requests);
             devices = p.devices;
           }
-        return fmt::format("{} {} instance{} of {} devices, requests {}", requests.size(), name,
-                           requests.size() > 1 ? "s" : "", devices, fmt::join(requests, " "));
+        return fmt::format("{} {} instance{} of {} device{}, requests {}", requests.size(), name,
+                           requests.size() > 1 ? "s" : "", devices, devices > 1 ? "s" : "",
+                           fmt::join(requests, " "));
       };
       s += fmt::format("split {}: {} replica{}; {}{}; {}\n", r.system, r.replicas, r.replicas > 1 ? "s" : "",
                        role("prefill"), r.router.empty() ? "" : fmt::format(" ({} router)", r.router),
