@@ -7,11 +7,12 @@
 namespace duplex::compiler {
 
 bool quant_group_modelled(long long group) {
-  return group == 32 || group == 64 || group == 128;
+  return group == 32 || group == 64 || group == 128 || group == kPerRowGroup;
 }
 
 double dtype_bytes(DType t, int quant_group) {
   DUPLEX_ASSERT(!grouped_int(t) || quant_group_modelled(quant_group), "a group size not modelled");
+  const double per_group = quant_group == kPerRowGroup ? 0.0 : 1.0 / quant_group;  // per row: left out
   switch (t) {
     case DType::kFp16:
     case DType::kBf16: return 2.0;
@@ -26,11 +27,11 @@ double dtype_bytes(DType t, int quant_group) {
       return 1.0 + 4.0 / (128 * 128);  // + one FP32 scale per 128 x 128 block
     case DType::kInt4Awq:
     case DType::kInt4Gptq:
-      return 0.5 + (2.0 + 0.5) / quant_group;  // + one FP16 scale and one 4-bit zero per group
+      return 0.5 + (2.0 + 0.5) * per_group;  // + one FP16 scale and one 4-bit zero per group
     case DType::kInt4Pack:
-      return 0.5 + 2.0 / quant_group;  // + one 16-bit scale per group
+      return 0.5 + 2.0 * per_group;  // + one 16-bit scale per group
     case DType::kInt8Gptq:
-      return 1.0 + (2.0 + 1.0) / quant_group;  // + one FP16 scale and one 8-bit zero per group
+      return 1.0 + (2.0 + 1.0) * per_group;  // + one FP16 scale and one 8-bit zero per group
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }

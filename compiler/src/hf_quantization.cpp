@@ -93,10 +93,11 @@ void expect_8bit_args(const Fields& s, const char* type, const char* strategy, b
 }
 
 // The group_size `key` of q when it is a modelled one (quant_group_modelled: 32, 64 or 128; -1, one group per
-// row, is not); else a ConfigError naming it, `expected` saying what is.
-int quant_group_of(const Fields& q, const char* key, const std::string& expected) {
+// row, only where `per_row`); else a ConfigError naming it, `expected` saying what is.
+int quant_group_of(const Fields& q, const char* key, const std::string& expected, bool per_row = false) {
   const bool integer = q.has(key) && q.raw()[key].is_number_integer();
-  if (!integer || !quant_group_modelled(q.raw()[key].get<long long>()))
+  if (!integer || !quant_group_modelled(q.raw()[key].get<long long>()) ||
+      (!per_row && q.raw()[key].get<long long>() == kPerRowGroup))
     throw ConfigError(
         q.file(), q.path(key),
         q.has(key) ? fmt::format("{} is not modelled", q.raw()[key].dump()) : "missing required field",
@@ -199,16 +200,19 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   m.expert_dtype = m.linear_dtype = int8 ? DType::kInt8Channel : DType::kFp8Channel;
 }
 
-// The bits and group_size of an AutoAWQ or GPTQ quantization_config: `bits` (4, or also 8 where `eight`),
-// and 32, 64 or 128 (m.quant_group). Returns the bits.
+// The bits and group_size of an AutoAWQ or GPTQ quantization_config: `bits` (4, or also 8 where `eight`:
+// GPTQ), and 32, 64 or 128 (m.quant_group), or -1 (one group per row) also for GPTQ. Returns the bits.
 int expect_int_groups(const Fields& q, ModelSpec& m, bool eight) {
   const char* kBits = eight ? "4 or 8" : "4";
   if (!q.has("bits")) throw ConfigError(q.file(), q.path("bits"), "missing required field", kBits);
   const long long bits = q.integer("bits");
   if (bits != 4 && !(eight && bits == 8))
     throw ConfigError(q.file(), q.path("bits"), fmt::format("{} bits are not modelled", bits), kBits);
-  m.quant_group =
-      quant_group_of(q, "group_size", "32, 64 or 128 (one scale and zero point per that many inputs)");
+  m.quant_group = quant_group_of(
+      q, "group_size",
+      eight ? "32, 64 or 128 (one scale and zero point per that many inputs), or -1 (one per row)"
+            : "32, 64 or 128 (one scale and zero point per that many inputs)",
+      eight);
   return static_cast<int>(bits);
 }
 

@@ -26,7 +26,8 @@ namespace duplex::compiler {
 //   64 or 128 (actorder null, weight or static), no input activations, no kv_cache_scheme (int4_pack).
 // - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64 or 128 (ModelSpec::quant_group, as the
 //   W4A16 one), zero_point true, version gemm: every projection, dense FFN and expert matrix in int4_awq.
-// - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4, group_size 32, 64 or 128,
+// - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4 or 8, group_size 32, 64, 128 or -1 (one
+//   scale and zero point per row: the "no group" releases),
 //   checkpoint_format gptq (absent: gptq), desc_act and sym either way, no quantized lm_head: every
 //   projection, dense FFN and expert matrix in int4_gptq (a modules_in_block_to_quantize list must name no
 //   router, the attention's output projection and, in an MoE model, experts).

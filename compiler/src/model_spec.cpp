@@ -316,9 +316,16 @@ void ModelSpec::validate() const {
   if (!quant_group_modelled(quant_group) ||
       (quant_group != kInt4Group && !grouped_int(linear_dtype) && !grouped_int(expert_dtype)))
     bad("quant_group",
-        fmt::format("is {}; expected 32, 64 or 128 (default), and other than 128 only with a grouped integer "
-                    "linear_dtype or expert_dtype (int4_awq, int4_gptq, int4_pack, int8_gptq)",
-                    quant_group));
+        fmt::format(
+            "is {}; expected 32, 64, 128 (default) or -1 (one group per row), and other than 128 only "
+            "with a grouped integer linear_dtype or expert_dtype (int4_awq, int4_gptq, int4_pack, "
+            "int8_gptq)",
+            quant_group));
+  for (const DType t : {linear_dtype, expert_dtype})
+    if (quant_group == kPerRowGroup && grouped_int(t) && t != DType::kInt4Gptq && t != DType::kInt8Gptq)
+      bad("quant_group", fmt::format("is -1 (one group per row) with {}; expected GPTQ's formats (int4_gptq, "
+                                     "int8_gptq) for it, or groups of 32, 64 or 128",
+                                     dtype_name(t)));
   if (matrix_format(kv_dtype))
     bad("kv_dtype",
         fmt::format("{} is a weight format; expected fp16, bf16, fp8 or int8", dtype_name(kv_dtype)));
@@ -516,7 +523,7 @@ ModelSpec read_model(const ConfigNode& n) {
   } catch (const Error& e) {
     n.fail("expert_dtype", e.what());
   }
-  if (n.has("quant_group")) m.quant_group = static_cast<int>(n.get_int("quant_group", 1, 1 << 20));
+  if (n.has("quant_group")) m.quant_group = static_cast<int>(n.get_int("quant_group", -1, 1 << 20));
   try {
     m.linear_dtype = n.has("linear_dtype") ? parse_dtype(n.get<std::string>("linear_dtype")) : m.dtype;
   } catch (const ConfigError&) {

@@ -259,15 +259,44 @@ TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
   EXPECT_EQ(import_hf_config(llama31_8b(gptq()), "l.json").quant_group, 128);
 }
 
+// GPTQ's "no group" releases (group_size -1, 4 or 8 bits): one scale and zero point per row, left out of the
+// bytes as fp8_channel's row scales are; AWQ and W4A16 refuse it (their checks above), and so does a model
+// file pairing it with their formats.
+TEST(Int4Groups, GptqPerRowGroupsAreOneScalePerRow) {
+  for (const char* bits : {"", R"(, "bits": 8)"}) {
+    const ModelSpec g =
+        import_hf_config(llama31_8b(gptq(std::string(R"(, "group_size": -1)") + bits)), "l.json");
+    EXPECT_EQ(g.quant_group, kPerRowGroup);
+    const double per_element = g.linear_dtype == DType::kInt8Gptq ? 1.0 : 0.5;
+    EXPECT_DOUBLE_EQ(dtype_bytes(g.linear_dtype, kPerRowGroup), per_element);
+    const ParallelLayout layout = ParallelLayout::make(g, load_system("gpu"), 1);
+    for (const Op& o : lower(g, BatchState::decode_batch(4, 256), layout, Routing{}).ops)
+      if (o.kind == OpKind::kOProj) {
+        EXPECT_DOUBLE_EQ(o.bytes_weights,
+                         static_cast<double>(o.n) * static_cast<double>(o.k) * o.matrices * per_element);
+      }
+  }
+  EXPECT_EQ(group_inputs(kPerRowGroup, 4096), 4096);
+  EXPECT_EQ(group_inputs(64, 4096), 64);
+}
+
 TEST(Int4Groups, QuantGroupYamlKey) {
   const std::string dense = "name: x\nlayers: 2\nhidden: 256\nheads: 4\nvocab: 10\nffn: 512\ndtype: fp16\n";
   EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\nquant_group: 32\n", "x.yaml"))
                 .quant_group,
             32);
   EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_gptq\nquant_group: 48\n")
-                .find("quant_group: is 48; expected 32, 64 or 128 (default)"),
+                .find("quant_group: is 48; expected 32, 64, 128 (default) or -1 (one group per row)"),
             std::string::npos);
   EXPECT_NE(model_yaml_error(dense + "quant_group: 64\n").find("other than 128 only with a grouped integer"),
+            std::string::npos);
+  EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\nquant_group: -1\n", "x.yaml"))
+                .quant_group,
+            kPerRowGroup);
+  EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_awq\nquant_group: -1\n")
+                .find("quant_group: is -1 (one group per row) with int4_awq; expected GPTQ's formats"),
+            std::string::npos);
+  EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_gptq\nquant_group: 0\n").find("quant_group: is 0"),
             std::string::npos);
 }
 

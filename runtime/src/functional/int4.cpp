@@ -37,7 +37,7 @@ void set_field(std::int32_t& word, int f, unsigned value, Fields w) {
 
 // Rows of whole groups; packed, also outputs of whole words (the zero points pack them).
 void check_shape(std::int64_t rows, std::int64_t cols, std::int64_t group_size, bool packed, Fields w) {
-  DUPLEX_ASSERT(compiler::quant_group_modelled(group_size), "a group size not modelled");
+  DUPLEX_ASSERT(group_size >= 1, "a group of no inputs");
   DUPLEX_ASSERT(rows > 0 && cols > 0 && cols % group_size == 0 && (!packed || rows % w.per_word() == 0),
                 "grouped integer matrices of whole groups and words");
 }

@@ -628,7 +628,8 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
     for (std::size_t i : which) {
       if (!compiler::grouped_int(w[i].format)) continue;
       const int per_word = 32 / compiler::grouped_int_bits(w[i].format);
-      if (w[i].shape[1] % m.quant_group != 0 || w[i].shape[0] % per_word != 0)
+      if (w[i].shape[1] % compiler::group_inputs(m.quant_group, w[i].shape[1]) != 0 ||
+          w[i].shape[0] % per_word != 0)
         throw Error(
             fmt::format("{}: {}: {} has {} outputs and {} inputs; {} matrices need their inputs in whole "
                         "groups of {} and their outputs in whole words of {}",

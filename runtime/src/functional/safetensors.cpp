@@ -578,11 +578,13 @@ void check_weight_shape(const SafetensorsFile& f, const std::string& name, std::
 }
 // The stored tensor p (2-D, [out, in]) from its 4-bit parts in groups of `group` inputs, files[i] holding
 // int4_names(p.stored)[i], dequantized to FP16 (int4.hpp); scales in F16 or BF16.
-WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p, int group) {
+WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p,
+                       int quant_group) {
   const compiler::DType format = p.stored.format;
   const bool gptq = gptq_layout(format), pack = format == compiler::DType::kInt4Pack;
   const char* kind = int4_kind(format);
   const std::int64_t rows = p.stored.shape[0], cols = p.stored.shape[1];
+  const std::int64_t group = compiler::group_inputs(quant_group, cols);
   const std::vector<std::string> names = int4_names(p.stored);
   auto words = [&](std::size_t i, std::array<std::int64_t, 2> shape) {
     return copied<std::int32_t>(raw_tensor(*files[i], names[i], "I32", 4, {shape[0], shape[1]}, kind),
@@ -660,10 +662,11 @@ struct StoredData {
   std::deque<std::array<std::int64_t, 2>> shapes;  // W4A16's weight_shape tensors
 };
 // A 4-bit matrix of `spec` (stored tensor `stored`, its values in t) as its release's parts (int4.hpp): zero
-// 8, power-of-two scales, groups of spec.quant_group in order.
+// 8, power-of-two scales, groups of spec.quant_group (per row: all `cols`) in order.
 void add_int4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
               const WeightTensor& t) {
-  const std::int64_t rows = t.shape[0], cols = t.shape[1], group = spec.quant_group;
+  const std::int64_t rows = t.shape[0], cols = t.shape[1],
+                     group = compiler::group_inputs(spec.quant_group, cols);
   const Int4Packed& q = data.int4.emplace_back(pack_int4(
       stored.format, quantize_int4(t.data.data(), rows, cols, "model " + spec.name + ": " + stored.name,
                                    group, compiler::grouped_int_bits(stored.format))));
@@ -744,7 +747,8 @@ void put_on_checkpoint_grid(ModelWeights& weights) {
     if (!fp8_stored(p.stored) && !int4_stored(p.stored)) continue;
     WeightTensor t = stored_form(weights, p);
     if (int4_stored(p.stored))
-      round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1], weights.spec.quant_group,
+      round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1],
+                           compiler::group_inputs(weights.spec.quant_group, t.shape[1]),
                            compiler::grouped_int_bits(p.stored.format));
     else
       round_to_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored));

@@ -136,11 +136,13 @@ TEST(Int4Checkpoint, GptqReleaseLayoutWrittenAndReadBackBitForBit) {
   }
 }
 
-// Groups of 32 (GPTQ) and 64 (AWQ): scales and zero points per that many inputs, group_size stated in
-// config.json and read back by the compiler, every weight back bit for bit.
+// Groups of 32 (GPTQ) and 64 (AWQ), and GPTQ's one group per row (group_size -1): scales and zero points per
+// that many inputs, group_size stated in config.json and read back by the compiler, every weight back bit for
+// bit.
 TEST(Int4Checkpoint, SmallerGroupsWrittenAndReadBackBitForBit) {
   for (const auto& [file, group] :
-       {std::pair{"tiny-qwen2-gptq-g32.yaml", 32}, std::pair{"tiny-mixtral-awq-g64.yaml", 64}}) {
+       {std::pair{"tiny-qwen2-gptq-g32.yaml", 32}, std::pair{"tiny-mixtral-awq-g64.yaml", 64},
+        std::pair{"tiny-qwen2-gptq-perrow.yaml", compiler::kPerRowGroup}}) {
     SCOPED_TRACE(file);
     const ModelWeights w = random_weights(data_model(file), 6);
     EXPECT_EQ(w.spec.quant_group, group);
@@ -148,8 +150,9 @@ TEST(Int4Checkpoint, SmallerGroupsWrittenAndReadBackBitForBit) {
     write_checkpoint(dir.string(), w);
     RawFile f(dir / "model.safetensors");
     const std::string o = "model.layers.0.self_attn.o_proj";  // [256, 256]
-    EXPECT_EQ(f.header[o + ".scales"]["shape"], shape(256 / group, 256));
-    EXPECT_EQ(f.header[o + ".qzeros"]["shape"], shape(256 / group, 32));
+    const std::int64_t groups = group > 0 ? 256 / group : 1;
+    EXPECT_EQ(f.header[o + ".scales"]["shape"], shape(groups, 256));
+    EXPECT_EQ(f.header[o + ".qzeros"]["shape"], shape(groups, 32));
     const std::string config = config_text(dir);
     EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["group_size"], group);
     EXPECT_EQ(compiler::import_hf_config(config, "config.json").quant_group, group);

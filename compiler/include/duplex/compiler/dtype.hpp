@@ -1,5 +1,6 @@
 #pragma once
 // Element types of weights / activations / KV cache, and their storage size.
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -36,17 +37,25 @@ enum class DType {
   kInt8Gptq
 };
 // Inputs of a row per scale (and zero point) of int4_awq / int4_gptq / int4_pack: group_size 128, the common
-// one and the default; 32 and 64 are modelled too (ModelSpec::quant_group).
+// one and the default; 32 and 64 are modelled too (ModelSpec::quant_group), and GPTQ's -1 (kPerRowGroup).
 inline constexpr int kInt4Group = 128;
-// Whether `group` is a modelled group_size of the 4-bit formats: 32, 64 or 128.
+// group_size -1: one scale (and zero point) per row, all its inputs one group (GPTQ's "no group" releases).
+inline constexpr int kPerRowGroup = -1;
+// Whether `group` is a modelled group_size of the grouped integer formats: 32, 64, 128 or -1 (per row).
 bool quant_group_modelled(long long group);
+// The inputs per group of a matrix of `cols` inputs: quant_group, or cols for kPerRowGroup.
+inline std::int64_t group_inputs(int quant_group, std::int64_t cols) {
+  return quant_group == kPerRowGroup ? cols : quant_group;
+}
 
 // Bytes per element (int4: 0.5; mxfp4: 0.53125, fp8_block128: 1.000244, int4_awq / int4_gptq: 0.519531 (a
 // 16-bit scale and a 4-bit zero per 128) and int4_pack 0.515625 (a 16-bit scale per 128), their scales
 // included; fp8_channel and int8_channel: 1, its one scale per row of
 // `in` elements, 2 / in bytes per element in BF16, left out: < 0.1% for any row of 2048 or more; so is
 // GPTQ's g_idx, 4 bytes per input column, 4 / out per element).
-// The grouped integer formats' scales (and zero points) are counted at `quant_group` inputs per group.
+// The grouped integer formats' scales (and zero points) are counted at `quant_group` inputs per group; per
+// row (kPerRowGroup) they are left out as fp8_channel's are (2.5 / in bytes per element for int4_gptq:
+// < 0.25% of its 0.5 for rows of 2048 inputs or more).
 double dtype_bytes(DType t, int quant_group = kInt4Group);
 // Whether t is FP8 E4M3 with scales stored beside it (fp8_block128, fp8_channel).
 bool scaled_fp8(DType t);
