@@ -16,9 +16,8 @@ namespace {
 runtime::WorkloadSpec workload_for(const SweepPoint& p, const StudyOptions& o) {
   if (p.load.trace()) {
     DUPLEX_ASSERT(p.load.trace_rows != nullptr, "a trace load not read when its study loaded");
-    runtime::WorkloadSpec w = runtime::trace_workload("sweep point " + p.id, o.seed, p.load.trace_file,
-                                                      *p.load.trace_rows, o.routing);
-    return w;
+    return runtime::trace_workload("sweep point " + p.id, o.seed, p.load.trace_file, *p.load.trace_rows,
+                                   o.routing);
   }
   runtime::SyntheticStream s;
   s.label = "sweep point " + p.id;

@@ -42,6 +42,14 @@ SystemSpec split_system(int per_node) {
   return s;
 }
 
+// duplex-split with its prefill and decode pools in `prefill` and `decode` instances.
+SystemSpec split_instances(int prefill, int decode) {
+  SystemSpec s = load_system("duplex-split");
+  s.split_prefill_instances = prefill;
+  s.split_decode_instances = decode;
+  return s;
+}
+
 // Two replicas, each in its own node: round-robin sends even prompts to prefill0, odd ones to prefill1, and
 // each prefilled prompt goes to its own node's decode instance (fewer outstanding requests there with
 // arrivals 50 ms apart: the arrivals are regular and the lengths fixed; equal loads, none, 1 s apart, and
@@ -125,8 +133,7 @@ TEST(SplitInstancesSim, MigrationsBetweenNodesTakeInfiniBand) {
 // least-loaded decode instance takes each prefilled prompt, so both serve about half.
 TEST(SplitInstancesSim, DecodeInstancesShareTheLoad) {
   const auto model = compiler::load_model("llama3-70b");
-  SystemSpec system = load_system("duplex-split");
-  system.split_decode_instances = 2;
+  const SystemSpec system = split_instances(1, 2);
   SimulationOptions o = testing::closed_loop_options(128, 512, 64, 16, 3, 0.3);
   o.devices = 8;
   const SystemResult r = simulate(model, system, o);
@@ -150,8 +157,7 @@ TEST(SplitInstancesSim, DecodeInstancesShareTheLoad) {
 // from the caches (0.70 against 0.35).
 TEST(SplitInstancesSim, CacheAwareRoutingKeepsAConversationOnItsPrefillInstance) {
   const auto model = compiler::load_model("llama3-70b");
-  SystemSpec system = load_system("duplex-split");
-  system.split_prefill_instances = 2;
+  const SystemSpec system = split_instances(2, 1);
   SimulationOptions o = testing::closed_loop_options(192, 64, 32, 16, 7, 0.0);
   o.devices = 8;
   o.workload.arrival.concurrency = 32;
@@ -171,16 +177,14 @@ TEST(SplitInstancesSim, CacheAwareRoutingKeepsAConversationOnItsPrefillInstance)
 
 TEST(SplitInstancesSim, InstancesMustDivideTheirPool) {
   const auto model = compiler::load_model("mixtral-8x7b");
-  SystemSpec system = load_system("duplex-split");
-  system.split_prefill_instances = 3;
   const SimulationOptions o = testing::closed_loop_options(4, 64, 4, 4, 1, 0.0);
   EXPECT_NE(testing::error_of([&] {
-              simulate(model, system, o);
+              simulate(model, split_instances(3, 1), o);
             }).find("the prefill pool's 2 devices do not divide into split.prefill_instances 3"),
             std::string::npos);
-  system.split_prefill_instances = 1;
-  system.split_decode_instances = 2;  // 2 decode devices: 2 instances of 1, too small for Mixtral's weights
-  EXPECT_NE(testing::error_of([&] { simulate(model, system, o); }).find("does not fit"), std::string::npos);
+  // 2 decode devices: 2 instances of 1, too small for Mixtral's weights.
+  EXPECT_NE(testing::error_of([&] { simulate(model, split_instances(1, 2), o); }).find("does not fit"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -100,8 +100,8 @@ class FunctionalExecutor::Impl {
       if (sys_.split_prefill_instances != 1 || sys_.split_decode_instances != 1)
         throw Error(
             fmt::format("system {}: split.prefill_instances {} / decode_instances {}; functional emulation "
-                        "runs one prefill "
-                        "and one decode instance (expected 1 and 1; the serving simulator models more)",
+                        "runs one prefill and one decode instance (expected 1 and 1; the serving simulator "
+                        "models more)",
                         sys_.name, sys_.split_prefill_instances, sys_.split_decode_instances));
       // The serving simulator's split: round(devices x fraction) prefill devices (at least 1), the rest
       // decode.
