@@ -106,13 +106,13 @@ int quant_group_of(const Fields& q, const char* key, const std::string& expected
 }
 
 // compressed-tensors' QuantizationArgs s of llm-compressor's W4A16 weights (int4_pack): 4-bit int, symmetric,
-// static, strategy group of 32, 64 or 128; actorder null, weight or static (the groups stay in order: no
-// g_idx). Returns the group size.
+// static, strategy group of 32, 64 or 128, or strategy channel (one scale per row, group_size null:
+// kPerRowGroup); actorder null, weight or static (the groups stay in order: no g_idx). Returns the group
+// size.
 int expect_int4_args(const Fields& s) {
   const std::string kExpected =
-      "4-bit weights: num_bits 4, type int, symmetric, strategy group, group_size 32, 64 or 128, not "
-      "dynamic, "
-      "actorder null, weight or static";
+      "4-bit weights: num_bits 4, type int, symmetric, strategy group with group_size 32, 64 or 128 or "
+      "strategy channel with group_size null, not dynamic, actorder null, weight or static";
   auto refuse = [&](const char* key, const std::string& what) {
     throw ConfigError(s.file(), s.path(key), what, kExpected);
   };
@@ -122,9 +122,13 @@ int expect_int4_args(const Fields& s) {
     refuse("type", fmt::format("\"{}\" is not modelled", s.string_or("type", "int")));
   if (!s.boolean_or("symmetric", true)) refuse("symmetric", "false (a zero point) is not modelled");
   const std::string strategy = s.string_or("strategy", "");
-  if (strategy != "group")
+  if (strategy != "group" && strategy != "channel")
     refuse("strategy", strategy.empty() ? "missing" : fmt::format("\"{}\" is not modelled", strategy));
-  const int group = quant_group_of(s, "group_size", kExpected);
+  const bool per_row = strategy == "channel";
+  if (per_row && s.has("group_size") && !s.raw()["group_size"].is_null())
+    refuse("group_size",
+           fmt::format("{} beside strategy channel is not modelled", s.raw()["group_size"].dump()));
+  const int group = per_row ? kPerRowGroup : quant_group_of(s, "group_size", kExpected);
   if (s.boolean_or("dynamic", false)) refuse("dynamic", "true is not modelled");
   const std::string actorder = s.raw().contains("actorder") && s.raw()["actorder"].is_string()
                                    ? s.raw()["actorder"].get<std::string>()

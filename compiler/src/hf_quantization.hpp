@@ -23,7 +23,8 @@ namespace duplex::compiler {
 //   scheme) alike with 8-bit int weights and activations (int8_channel; asymmetric activations refused). A
 //   kv_cache_scheme of 8-bit float, per-tensor static scales puts the KV cache in fp8. Format pack-quantized
 //   (llm-compressor's W4A16 scheme): the group's weights 4-bit int, symmetric, static, strategy group of 32,
-//   64 or 128 (actorder null, weight or static), no input activations, no kv_cache_scheme (int4_pack).
+//   64 or 128, or strategy channel (one scale per row; group_size null) (actorder null, weight or static), no
+//   input activations, no kv_cache_scheme (int4_pack).
 // - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64 or 128 (ModelSpec::quant_group, as the
 //   W4A16 one), zero_point true, version gemm: every projection, dense FFN and expert matrix in int4_awq.
 // - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4 or 8, group_size 32, 64, 128 or -1 (one

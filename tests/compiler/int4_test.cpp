@@ -197,7 +197,9 @@ TEST(Int4Groups, W4a16ReleaseIsReadWithItsLinearLayersIn4Bits) {
   const std::pair<std::string, std::string> cases[] = {
       {w4a16(R"(, "num_bits": 8)"), g + "weights.num_bits: 8 bits are not modelled"},
       {w4a16(R"(, "symmetric": false)"), g + "weights.symmetric: false (a zero point) is not modelled"},
-      {w4a16(R"(, "strategy": "channel")"), g + "weights.strategy: \"channel\" is not modelled"},
+      {w4a16(R"(, "strategy": "channel")"),
+       g + "weights.group_size: 128 beside strategy channel is not modelled"},
+      {w4a16(R"(, "strategy": "tensor")"), g + "weights.strategy: \"tensor\" is not modelled"},
       {w4a16(R"(, "group_size": -1)"), g + "weights.group_size: -1 is not modelled"},
       {w4a16(R"(, "actorder": "group")"),
        g + "weights.actorder: \"group\" is not modelled (permuted groups: weight_g_idx)"},
@@ -259,10 +261,10 @@ TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
   EXPECT_EQ(import_hf_config(llama31_8b(gptq()), "l.json").quant_group, 128);
 }
 
-// GPTQ's "no group" releases (group_size -1, 4 or 8 bits): one scale and zero point per row, left out of the
-// bytes as fp8_channel's row scales are; AWQ and W4A16 refuse it (their checks above), and so does a model
-// file pairing it with their formats.
-TEST(Int4Groups, GptqPerRowGroupsAreOneScalePerRow) {
+// GPTQ's "no group" releases (group_size -1, 4 or 8 bits) and W4A16's strategy channel: one scale (and zero
+// point) per row, left out of the bytes as fp8_channel's row scales are; AWQ refuses it (its check above),
+// and so does a model file pairing it with int4_awq.
+TEST(Int4Groups, PerRowGroupsAreOneScalePerRow) {
   for (const char* bits : {"", R"(, "bits": 8)"}) {
     const ModelSpec g =
         import_hf_config(llama31_8b(gptq(std::string(R"(, "group_size": -1)") + bits)), "l.json");
@@ -276,6 +278,12 @@ TEST(Int4Groups, GptqPerRowGroupsAreOneScalePerRow) {
                          static_cast<double>(o.n) * static_cast<double>(o.k) * o.matrices * per_element);
       }
   }
+  // llm-compressor's W4A16 with strategy channel: one scale per row, 0.5 bytes per weight.
+  const ModelSpec p =
+      import_hf_config(llama31_8b(w4a16(R"(, "strategy": "channel", "group_size": null)")), "l.json");
+  EXPECT_EQ(p.linear_dtype, DType::kInt4Pack);
+  EXPECT_EQ(p.quant_group, kPerRowGroup);
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt4Pack, kPerRowGroup), 0.5);
   EXPECT_EQ(group_inputs(kPerRowGroup, 4096), 4096);
   EXPECT_EQ(group_inputs(64, 4096), 64);
 }
@@ -293,9 +301,10 @@ TEST(Int4Groups, QuantGroupYamlKey) {
   EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\nquant_group: -1\n", "x.yaml"))
                 .quant_group,
             kPerRowGroup);
-  EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_awq\nquant_group: -1\n")
-                .find("quant_group: is -1 (one group per row) with int4_awq; expected GPTQ's formats"),
-            std::string::npos);
+  EXPECT_NE(
+      model_yaml_error(dense + "linear_dtype: int4_awq\nquant_group: -1\n")
+          .find("quant_group: is -1 (one group per row) with int4_awq; expected GPTQ's formats or int4_pack"),
+      std::string::npos);
   EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_gptq\nquant_group: 0\n").find("quant_group: is 0"),
             std::string::npos);
 }

@@ -1789,20 +1789,23 @@ nlohmann::json compressed_tensors_config(const compiler::ModelSpec& m, const cha
 // dtype (the routers, by full name: transformers matches them as substrings); GPTQ's (checkpoint_format gptq,
 // desc_act false: groups in order, sym: zero 8), with optimum's modules_in_block_to_quantize in an MoE model
 // (the modules under a layer in 4 bits; else optimum would quantize the routers too); or llm-compressor's
-// W4A16 (compressed-tensors pack-quantized: 4-bit int, symmetric, groups of quant_group, 16-bit activations).
+// W4A16 (compressed-tensors pack-quantized: 4-bit int, symmetric, groups of quant_group or strategy channel,
+// 16-bit activations).
 nlohmann::json int4_config(const compiler::ModelSpec& m) {
+  const bool per_row = m.quant_group == compiler::kPerRowGroup;  // W4A16: strategy channel
   if (m.linear_dtype == compiler::DType::kInt4Pack)
-    return compressed_tensors_config(m, "pack-quantized",
-                                     {{"num_bits", 4},
-                                      {"type", "int"},
-                                      {"symmetric", true},
-                                      {"strategy", "group"},
-                                      {"group_size", m.quant_group},
-                                      {"dynamic", false},
-                                      {"block_structure", nullptr},
-                                      {"actorder", nullptr},
-                                      {"observer", "minmax"}},
-                                     nullptr);
+    return compressed_tensors_config(
+        m, "pack-quantized",
+        {{"num_bits", 4},
+         {"type", "int"},
+         {"symmetric", true},
+         {"strategy", per_row ? "channel" : "group"},
+         {"group_size", per_row ? nlohmann::json() : nlohmann::json(m.quant_group)},
+         {"dynamic", false},
+         {"block_structure", nullptr},
+         {"actorder", nullptr},
+         {"observer", "minmax"}},
+        nullptr);
   // Modules under model.layers.<l>.: those kept in dtype by full name, the 4-bit ones by name in a layer.
   std::vector<std::string> kept, quantized;
   for (const StoredTensor& p : storage_plan(m)) {

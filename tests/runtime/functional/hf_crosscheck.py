@@ -124,7 +124,8 @@ def dequantize_int4(config, tensors, zeros=True):
     order; NAME.qzeros as AWQ's but in order, holding zero - 1; input i in group NAME.g_idx[i]; with bits 8
     (Qwen's GPTQ-Int8) four 8-bit fields a word.
     compressed-tensors pack-quantized (unpack_from_int32, then dequantize): NAME.weight_packed [out, in / 8],
-    a word's fields inputs in order, each the signed value + 8; NAME.weight_scale [out, in / g]."""
+    a word's fields inputs in order, each the signed value + 8; NAME.weight_scale [out, in / g] (strategy
+    channel, group_size null: [out, 1], g = in)."""
     q = config.get("quantization_config") or {}
     method = q.get("quant_method")
     if method == "compressed-tensors" and q.get("format") == "pack-quantized":
@@ -135,7 +136,7 @@ def dequantize_int4(config, tensors, zeros=True):
                 base = name[: -len("_packed")]
                 shape = tuple(int(d) for d in tensors[base + "_shape"])
                 w = nibbles(a, 1)[:, : shape[1]] - (8 if zeros else 0)  # [out, in], signed
-                values = w * np.repeat(tensors[base + "_scale"], g, axis=1)
+                values = w * np.repeat(tensors[base + "_scale"], g if g else shape[1], axis=1)
                 out[base] = values.astype(np.float16).astype(np.float64)
             elif not name.endswith((".weight_scale", ".weight_shape")):
                 out[name] = a

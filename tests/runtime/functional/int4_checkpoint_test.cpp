@@ -312,6 +312,25 @@ TEST(Int4Checkpoint, W4a16ReleaseLayoutWrittenAndReadBackBitForBit) {
   fs::remove_all(dir);
 }
 
+// W4A16 with strategy channel (one scale per row: weight_scale [out, 1], group_size null), back bit for bit.
+TEST(Int4Checkpoint, W4a16ChannelScalesWrittenAndReadBackBitForBit) {
+  const ModelWeights w = random_weights(data_model("tiny-llama-w4a16-channel.yaml"), 8);
+  EXPECT_EQ(w.spec.quant_group, compiler::kPerRowGroup);
+  const fs::path dir = scratch("w4a16_channel");
+  write_checkpoint(dir.string(), w);
+  RawFile f(dir / "model.safetensors");
+  EXPECT_EQ(f.header["model.layers.0.mlp.down_proj.weight_scale"]["shape"], shape(256, 1));
+  const std::string config = config_text(dir);
+  const nlohmann::json weights =
+      nlohmann::json::parse(config)["quantization_config"]["config_groups"]["group_0"]["weights"];
+  EXPECT_EQ(weights["strategy"], "channel");
+  EXPECT_TRUE(weights["group_size"].is_null());
+  EXPECT_EQ(compiler::import_hf_config(config, "config.json").quant_group, compiler::kPerRowGroup);
+  const ModelWeights back = load_checkpoint(dir.string());
+  for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  fs::remove_all(dir);
+}
+
 TEST(Int4Checkpoint, W4a16WeightShapeMustMatch) {
   const ModelWeights w = random_weights(data_model("tiny-llama-w4a16.yaml"), 9);
   const std::string m = "model.layers.0.self_attn.k_proj";  // [64, 256]

@@ -179,8 +179,8 @@ struct ModelSpec {
   // Equal to dtype unless a config says otherwise (readers set it).
   DType linear_dtype = DType::kFp16;
   // Inputs per scale (and zero point) of the grouped 4-bit formats (int4_awq / int4_gptq / int4_pack): 32, 64
-  // or 128 (a release's group_size), or kPerRowGroup (-1: a row's inputs one group; GPTQ's formats only); it
-  // applies to both expert_dtype and linear_dtype.
+  // or 128 (a release's group_size), or kPerRowGroup (-1: a row's inputs one group; GPTQ's formats and
+  // int4_pack's strategy channel, not AWQ); it applies to both expert_dtype and linear_dtype.
   int quant_group = kInt4Group;
 
   bool is_moe() const { return experts > 0; }

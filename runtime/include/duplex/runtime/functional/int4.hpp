@@ -2,8 +2,9 @@
 // 4-bit integer matrices in groups (int4_awq, int4_gptq, int4_pack): element (r, c) of a rows x cols matrix
 // (the model's [out][in]) is (q[r][c] - zero) x scale, the zero (4 bits) and 16-bit scale those of group g of
 // row r, g the group of input c: c / G, or a GPTQ checkpoint's g_idx[c] (act-order releases permute them). G,
-// the inputs per group, is the release's group_size: 128 below (kInt4Group), or 32 or 64 (ModelSpec::
-// quant_group; every function takes it, 128 by default).
+// the inputs per group, is the release's group_size: 128 below (kInt4Group), or 32 or 64, or all of a row's
+// inputs (group_size -1, W4A16's strategy channel: compiler::group_inputs of ModelSpec::quant_group; every
+// function takes it, 128 by default).
 // The checkpoints store, per matrix NAME (the module's name, without ".weight"), I32 words of eight 4-bit
 // fields, the first in the low bits:
 // - AutoAWQ (GEMM packing): NAME.qweight [in][out / 8], NAME.qzeros [in / 128][out / 8], NAME.scales
