@@ -207,6 +207,22 @@ TEST(TraceSweep, PointsReplayTheTrace) {
   EXPECT_EQ(j["params"]["input_len"], 16);
   EXPECT_NE(build_report(f).find("trace:"), std::string::npos);
   fs::remove_all(dir);
+  // A capacity search over a trace of 6 requests (more than the batch of 4, so a fast enough rate queues
+  // them): its arrivals scaled in time, the same 6 requests at every probe.
+  std::ofstream(trace) << "arrival_s,input_tokens,output_tokens\n0,20,4\n0.01,12,8\n0.02,16,6\n0.05,16,6\n"
+                          "0.08,24,4\n0.1,16,6\n";
+  const fs::path searched = run_tiny_dense_study(
+      "tracecapacity", "[gpu]",
+      "load: [\"trace:" + trace.string() + "\"]\nslo: {ttft_ms: 0.2}\ncapacity: {precision: 0.1}\n");
+  const ResultFolder g = load_result_folder(searched.string());
+  ASSERT_EQ(g.points.size(), 1u);
+  ASSERT_TRUE(g.points[0].ok) << g.points[0].error;
+  const nlohmann::json& c = g.points[0].result["capacity"];
+  EXPECT_TRUE(c["converged"].get<bool>()) << c.dump(1);
+  EXPECT_EQ(g.points[0].result["requests"], 6);
+  EXPECT_GE(g.points[0].metric("slo", "attainment"), 0.9);
+  EXPECT_LE(c["failing_rate_per_s"].get<double>(), 1.1 * c["max_rate_per_s"].get<double>());
+  fs::remove_all(searched);
   fs::remove(trace);
 }
 
