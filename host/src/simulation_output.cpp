@@ -72,17 +72,25 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           r.slo->slo.tpot_ms > 0 ? fmt::format("{:g} ms", r.slo->slo.tpot_ms) : "unbounded",
           r.slo->goodput_req_s, r.slo->goodput_tok_s);
     if (instances) {
+      // Per instance of the role: requests served, and the share of the run its xPUs (and Logic-PIM, where
+      // any) were busy.
       auto role = [&](const char* name) {
         std::vector<std::int64_t> requests;
+        std::vector<std::string> xpu, pim;
+        bool any_pim = false;
         int devices = 0;
         for (const runtime::PoolFigures& p : r.pools)
           if (p.name.starts_with(name)) {
             requests.push_back(p.requests);
+            xpu.push_back(fmt::format("{:.0f}%", 100.0 * p.xpu_utilization));
+            pim.push_back(fmt::format("{:.0f}%", 100.0 * p.pim_utilization));
+            any_pim |= p.pim_utilization > 0;
             devices = p.devices;
           }
-        return fmt::format("{} {} instance{} of {} device{}, requests {}", requests.size(), name,
-                           requests.size() > 1 ? "s" : "", devices, devices > 1 ? "s" : "",
-                           fmt::join(requests, " "));
+        return fmt::format("{} {} instance{} of {} device{}, requests {}, xPU busy {}{}", requests.size(),
+                           name, requests.size() > 1 ? "s" : "", devices, devices > 1 ? "s" : "",
+                           fmt::join(requests, " "), fmt::join(xpu, " "),
+                           any_pim ? fmt::format(", PIM busy {}", fmt::join(pim, " ")) : "");
       };
       s += fmt::format("split {}: {} replica{}; {}{}; {}\n", r.system, r.replicas, r.replicas > 1 ? "s" : "",
                        role("prefill"), r.router.empty() ? "" : fmt::format(" ({} router)", r.router),

@@ -446,6 +446,38 @@ TEST(SimulateCli, SetOverridesTheSystemConfig) {
   EXPECT_NE(shown.out.find("clock: 1300MHz"), std::string::npos) << shown.out;
 }
 
+// A split system of several instances (xPyD) on the command line: 3 devices, 2 one-device prefill instances
+// feeding one decode instance; JSON pools, the text line and requests.csv name the instances.
+TEST(SimulateCli, SplitInstancesReportWhoServedWhat) {
+  const std::string dir = ::testing::TempDir() + "duplex_split_instances_cli";
+  const std::string args =
+      "simulate --model llama-3.2-1b --system duplex-split --devices 3 --set split.prefill_instances=2 "
+      "--requests 8 --input-len 64 --output-len 16 -o " +
+      dir;
+  const CliRun json = run(args + " --json");
+  ASSERT_EQ(json.exit_code, 0) << json.out;
+  const auto j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["pools"]["prefill0"]["requests"], 4);  // round-robin
+  EXPECT_EQ(j["pools"]["prefill1"]["requests"], 4);
+  EXPECT_EQ(j["pools"]["decode0"]["requests"], 8);
+  EXPECT_EQ(j["pools"]["decode0"]["devices"], 1);
+  const CliRun table = run(args);
+  ASSERT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_NE(table.out.find(
+                "split duplex-split: 1 replica; 2 prefill instances of 1 device, requests 4 4, xPU busy "),
+            std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("(round-robin router); 1 decode instance of 1 device, requests 8, xPU busy "),
+            std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find(", PIM busy "), std::string::npos) << table.out;  // the decode instance's
+  std::ifstream csv(dir + "/duplex-split/requests.csv");
+  std::string header, row;
+  ASSERT_TRUE(std::getline(csv, header));
+  ASSERT_TRUE(std::getline(csv, row));
+  EXPECT_TRUE(row.ends_with(",prefill0>decode0")) << row;
+}
+
 TEST(SimulateCli, ReplicasBehindARouterReportWhoServedWhat) {
   const std::string dir = ::testing::TempDir() + "duplex_replicas_cli";
   const std::string args =
