@@ -32,6 +32,13 @@ struct SharedHostTier {
   std::shared_ptr<HostKvTier> tier;
 };
 
+// The node (of `per_node` consecutive devices) holding devices [first_device, first_device + devices); none
+// when they span nodes.
+inline std::optional<int> node_of(int first_device, int devices, int per_node) {
+  const int a = first_device / per_node;
+  return a == (first_device + devices - 1) / per_node ? std::optional<int>(a) : std::nullopt;
+}
+
 // The host tiers of a run's pools (a cluster's replicas, a split system's prefill instances), given their
 // devices in the run's numbering (nodes of links.devices_per_node consecutive devices). With
 // links.host_kv_scope node the pools lying in one node share one; a pool spanning nodes, and every pool with
@@ -50,9 +57,7 @@ class NodeHostTiers {
 
  private:
   std::optional<int> node(int first_device, int devices) const {
-    if (per_node_ <= 0) return std::nullopt;
-    const int a = first_device / per_node_;
-    return a == (first_device + devices - 1) / per_node_ ? std::optional<int>(a) : std::nullopt;
+    return per_node_ > 0 ? node_of(first_device, devices, per_node_) : std::nullopt;
   }
   int per_node_;
   std::map<int, SharedHostTier> tiers_;

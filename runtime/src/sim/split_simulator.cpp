@@ -20,8 +20,8 @@ namespace {
 struct Instance {
   std::unique_ptr<Pool> pool;
   bool prefill = false;
-  int first_device = 0, devices = 0;  // its devices in the run's numbering (nodes of links.devices_per_node)
-  Time now;                           // the end of its last step (or the routing that woke it)
+  std::optional<int> node;  // the node its devices lie in (links.devices_per_node); none when they span nodes
+  Time now;                 // the end of its last step (or the routing that woke it)
   std::int64_t routed = 0;            // requests routed to it
   std::int64_t done = 0;              // of those, finished by the last routing
   std::priority_queue<Time, std::vector<Time>, std::greater<>> finishing;  // finish times not yet counted
@@ -33,11 +33,8 @@ struct Instance {
     }
     return routed - done;
   }
-  // The node its devices lie in; -1 when they span nodes.
-  int node(int devices_per_node) const {
-    const int first = first_device / devices_per_node;
-    return first == (first_device + devices - 1) / devices_per_node ? first : -1;
-  }
+  // Whether it and `other` lie in one node (NVLink between them).
+  bool near(const Instance& other) const { return node && node == other.node; }
 };
 
 // A prompt prefilled at `ready` on instance `from`, waiting to be routed to a decode instance.
@@ -120,8 +117,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
                                         : fmt::format("{}{}", is_prefill ? "prefill" : "decode", role.size());
       Instance in;
       in.prefill = is_prefill;
-      in.first_device = first;
-      in.devices = size;
+      in.node = node_of(first, size, system.links.devices_per_node);
       in.pool = std::make_unique<Pool>(model, is_prefill ? prefill_system : system,
                                        role.empty() ? shared : quiet, size, router.get(), r, totals, name,
                                        is_prefill ? host_tiers.of_pool(first, size) : nullptr);
@@ -147,20 +143,17 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   // may take: NVLink between instances in one node, InfiniBand otherwise; each priced up front.
   const double kv_bytes_per_prompt_token =
       kv_bytes_per_token(model) + (o.draft_model ? kv_bytes_per_token(*o.draft_model) : 0.0);
-  const int per_node = system.links.devices_per_node;
-  std::set<int> decode_nodes;
-  for (const Instance& d : decode) decode_nodes.insert(d.node(per_node));
+  std::set<std::optional<int>> decode_nodes;
+  for (const Instance& d : decode) decode_nodes.insert(d.node);
   bool any_nvlink = false;
-  for (const Instance& p : prefill)
-    any_nvlink |= p.node(per_node) >= 0 && decode_nodes.count(p.node(per_node));
-  const bool any_infiniband = replicas * devices > per_node || decode_nodes.count(-1) > 0;
+  for (const Instance& p : prefill) any_nvlink |= p.node && decode_nodes.count(p.node) > 0;
+  const bool any_infiniband = replicas * devices > system.links.devices_per_node;  // more than one node
   const std::optional<KvLinkMigration> nvlink =
       any_nvlink ? std::optional<KvLinkMigration>(std::in_place, system, true) : std::nullopt;
   const std::optional<KvLinkMigration> infiniband =
       any_infiniband ? std::optional<KvLinkMigration>(std::in_place, system, false) : std::nullopt;
   auto link_between = [&](const Instance& p, const Instance& d) -> const KvLinkMigration& {
-    const bool same = p.node(per_node) >= 0 && p.node(per_node) == d.node(per_node);
-    const std::optional<KvLinkMigration>& link = same ? nvlink : infiniband;
+    const std::optional<KvLinkMigration>& link = p.near(d) ? nvlink : infiniband;
     DUPLEX_ASSERT(link.has_value(), "a migration over a link not priced up front");
     return *link;
   };
@@ -206,7 +199,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     bool best_near = false;
     for (std::size_t i = 0; i < decode.size(); ++i) {
       const std::int64_t load = decode[i].outstanding_at(m.ready);
-      const bool near = from.node(per_node) >= 0 && from.node(per_node) == decode[i].node(per_node);
+      const bool near = from.near(decode[i]);
       if (i == 0 || load < best_load || (load == best_load && near && !best_near)) {
         best = i;
         best_load = load;
