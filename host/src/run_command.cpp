@@ -93,6 +93,8 @@ void add_run_command(CLI::App& app) {
                 "Token budget per step (0: none)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  c->add_flag("--chunked-prefill", o->run.executor.chunked_prefill,
+              "Split prefills to fill the token budget (Sarathi-Serve)");
   c->add_option("--kv-block", o->run.executor.kv_block_tokens, "Tokens per paged-KV block")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

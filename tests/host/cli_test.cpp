@@ -619,20 +619,42 @@ TEST(RunCli, SetOverridesTheSystemItRunsOn) {
   EXPECT_EQ(j["tokens"], j["reference_tokens"]);
 }
 
+// On the GPU and on duplex-pe, whose prompts write their K/V into the prefill space: there the second prompt
+// migrates only the block it computed.
 TEST(RunCli, PrefixCachingReportsTheTokensTakenFromTheCache) {
-  const std::string args =
-      "run --model tiny-dense --system gpu --kv-block 8 --prompt 1,2,3,4,5,6,7,8,9 --prompt "
-      "1,2,3,4,5,6,7,8,42 "
-      "--max-new-tokens 3 --check";
-  const CliRun r = run(args + " --prefix-caching --json");
+  for (const char* system : {"gpu", "duplex-pe"}) {
+    SCOPED_TRACE(system);
+    const std::string args = std::string("run --model tiny-dense --system ") + system +
+                             " --kv-block 8 --prompt 1,2,3,4,5,6,7,8,9 --prompt 1,2,3,4,5,6,7,8,42 "
+                             "--max-new-tokens 3 --check";
+    const CliRun r = run(args + " --prefix-caching --json");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["prefix_cache"]["query_tokens"], 18);
+    EXPECT_EQ(j["prefix_cache"]["hit_tokens"], 8);  // the second prompt's first block
+    EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+    const auto plain = nlohmann::json::parse(run(args + " --json").out);
+    EXPECT_EQ(plain["tokens"], j["tokens"]);
+    EXPECT_FALSE(plain.contains("prefix_cache"));
+    std::vector<std::int64_t> migrated;
+    for (const auto& m : j["in_device_kv_migrations"]) migrated.push_back(m["tokens"].get<std::int64_t>());
+    EXPECT_EQ(migrated,
+              std::string(system) == "gpu" ? std::vector<std::int64_t>{} : std::vector<std::int64_t>({9, 1}));
+  }
+}
+
+// Chunked prefill: a 9-token prompt in chunks of 4 over three steps, the second prompt admitted beside its
+// last chunk; the tokens are the reference's.
+TEST(RunCli, ChunkedPrefillSplitsPromptsOverSteps) {
+  const CliRun r =
+      run("run --model tiny-dense --system duplex-pe --prompt 1,2,3,4,5,6,7,8,9 --prompt 5,6 "
+          "--max-new-tokens 3 --max-tokens-per-step 4 --chunked-prefill --check --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j["prefix_cache"]["query_tokens"], 18);
-  EXPECT_EQ(j["prefix_cache"]["hit_tokens"], 8);  // the second prompt's first block
   EXPECT_EQ(j["tokens"], j["reference_tokens"]);
-  const auto plain = nlohmann::json::parse(run(args + " --json").out);
-  EXPECT_EQ(plain["tokens"], j["tokens"]);
-  EXPECT_FALSE(plain.contains("prefix_cache"));
+  ASSERT_EQ(j["in_device_kv_migrations"].size(), 2u);
+  EXPECT_EQ(j["in_device_kv_migrations"][0]["step"], 2);
+  EXPECT_EQ(j["in_device_kv_migrations"][0]["tokens"], 9);
 }
 
 TEST(RunCli, PimOpsThroughTheDriverAndTheSystemCDeviceGiveTheSameTokens) {

@@ -45,20 +45,17 @@ void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int6
   const compiler::LowerOptions lowering = compiler::LowerOptions::for_system(sys_);
   runner_.reset();
   kv_.clear();
-  prefill_kv_.clear();
   cached_.clear();
   next_shared_.clear();
+  prefill_space_ = lowering.kv_migration;
   const KvCacheShape cache = kv_cache_shape(m);
-  for (const DeviceShard& s : shards_) {
-    kv_.emplace_back(m.layers, s.kv_heads, cache.head_dim, block_tokens, blocks, cache.shared_kv);
-    if (lowering.kv_migration)
-      prefill_kv_.emplace_back(m.layers, s.kv_heads, cache.head_dim, block_tokens, prefill_blocks,
-                               cache.shared_kv);
-  }
+  for (const DeviceShard& s : shards_)
+    kv_.emplace_back(m.layers, s.kv_heads, cache.head_dim, block_tokens, blocks, cache.shared_kv,
+                     prefill_space_ ? prefill_blocks : 0);
   std::vector<DeviceContext> contexts;
   for (std::size_t d = 0; d < shards_.size(); ++d)
-    contexts.push_back({shards_[d], xpus_[d].get(), pims_.empty() ? nullptr : pims_[d].get(), &weights_[d],
-                        &kv_[d], prefill_kv_.empty() ? nullptr : &prefill_kv_[d]});
+    contexts.push_back(
+        {shards_[d], xpus_[d].get(), pims_.empty() ? nullptr : pims_[d].get(), &weights_[d], &kv_[d]});
   runner_ = std::make_unique<StepRunner>(m, w_.numerics, layout_, lowering, cost_, std::move(contexts));
 }
 
@@ -66,8 +63,8 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
                                   const std::vector<std::vector<std::int32_t>>& sequences,
                                   const std::vector<std::int64_t>& prompt_tokens, const PrefixView& prefix) {
   DUPLEX_ASSERT(runner_ != nullptr, "a step before start()");
-  DUPLEX_ASSERT(!prefix.cache || (layout_.nodes == 1 && prefill_kv_.empty() && prefix.keys),
-                "prefix caching needs one node, no prefill space and the requests' keys");
+  DUPLEX_ASSERT(!prefix.cache || (layout_.nodes == 1 && prefix.keys),
+                "prefix caching needs one node and the requests' keys");
   for (RequestId id : plan.preempted) release(id);
   if (prefix.cache)  // blocks the scheduler evicted while planning
     for (auto it = cached_.begin(); it != cached_.end();) {
@@ -82,7 +79,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
   for (const ScheduledRequest& s : plan.requests) {
     const bool prefill = s.phase == TokenPhase::prefill;
     const int node = node_of(s.id);
-    std::vector<PagedKvCache>& caches = prefill && !prefill_kv_.empty() ? prefill_kv_ : kv_;
+    const KvSpace space = prefill && prefill_space_ ? KvSpace::prefill : KvSpace::kv;
     const std::vector<std::uint64_t>* keys =
         prefix.cache ? &prefix.keys->at(static_cast<std::size_t>(s.id)) : nullptr;
     if (keys && s.cached_context > 0 && kv_[0].block_table(s.id).empty()) {
@@ -98,12 +95,14 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
       for (PagedKvCache& c : kv_) c.attach(s.id, blocks);
     }
     for (std::size_t d = 0; d < shards_.size(); ++d)
-      if (shards_[d].node == node) caches[d].reserve(s.id, s.context_len + s.tokens);
+      if (shards_[d].node == node) kv_[d].reserve(s.id, s.context_len + s.tokens, space);
     if (keys) share_computed(s.id, *keys, s.context_len + s.tokens);
     reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)], prefill,
-                    prefill && s.samples_token, node, prompt_tokens.at(static_cast<std::size_t>(s.id))});
+                    prefill && s.samples_token, prefill ? s.cached_context : 0, node,
+                    prompt_tokens.at(static_cast<std::size_t>(s.id))});
   }
   StepOutput out = runner_->run(reqs, StepExecutor::batch_of(plan));
+  follow_moves();
   // The step's time and energy from the serving simulator's step model on this layout, routed as the step's
   // routers routed (a one-step routing trace, replayed exactly).
   std::optional<ExpertRouter> router;
@@ -130,8 +129,23 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
 
 void DevicePool::release(std::int64_t id) {
   for (PagedKvCache& c : kv_) c.release(id);
-  for (PagedKvCache& c : prefill_kv_) c.release(id);
   next_shared_.erase(id);
+  follow_moves();
+}
+
+void DevicePool::follow_moves() {
+  const std::vector<BlockMove> moves = kv_[0].take_moves();
+  for (std::size_t d = 1; d < kv_.size(); ++d) {
+    const std::vector<BlockMove> other = kv_[d].take_moves();
+    DUPLEX_ASSERT(layout_.nodes > 1 || other == moves, "devices moved a request's blocks differently");
+  }
+  if (cached_.empty() || moves.empty()) return;
+  // A step (or a release) frees the prefill-space blocks it moves and takes none: each moves once.
+  std::unordered_map<std::int32_t, std::int32_t> to;
+  for (const BlockMove& m : moves)
+    DUPLEX_ASSERT(to.emplace(m.from, m.to).second, "a block moved twice between two looks at the log");
+  for (auto& [key, block] : cached_)
+    if (const auto it = to.find(block); it != to.end()) block = it->second;
 }
 
 void DevicePool::share_computed(std::int64_t id, const std::vector<std::uint64_t>& keys,

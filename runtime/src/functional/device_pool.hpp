@@ -20,11 +20,13 @@
 
 namespace duplex::runtime::functional {
 
-// Prefix caching (one node, no prefill space): each request's block keys (prefix_block_keys, by id) and the
+// Prefix caching (one node): each request's block keys (prefix_block_keys, by id) and the
 // scheduler's prefix cache after it planned the step. The pool's cached blocks follow it: a block is cached
 // when the step computing it is scheduled (the first request to fill a key; a request admitted later in
 // the step reads the K/V the step writes), a request admitted with cached context starts with the cached
-// blocks of its keys, and blocks whose keys the scheduler evicted are freed.
+// blocks of its keys, and blocks whose keys the scheduler evicted are freed. With a prefill space a cached
+// block lies where its prompt computed it, in the prefill space until that prompt migrates (the pool follows
+// the block to the KV spaces then), wherever the requests sharing it are.
 struct PrefixView {
   const std::vector<std::vector<std::uint64_t>>* keys = nullptr;
   const PrefixCache* cache = nullptr;
@@ -41,7 +43,7 @@ class DevicePool {
              const std::string& rtl_trace = "");
 
   // Fresh KV caches of `blocks` blocks of `block_tokens` tokens on every device (and, where lowering migrates
-  // K/V in the device, a prefill-space cache of `prefill_blocks` blocks), and a fresh step runner.
+  // K/V in the device, `prefill_blocks` more of the prefill space), and a fresh step runner.
   void start(std::int64_t block_tokens, std::int64_t blocks, std::int64_t prefill_blocks);
 
   struct Step {
@@ -82,14 +84,16 @@ class DevicePool {
   std::vector<std::unique_ptr<device::XpuDevice>> xpus_;
   std::vector<std::unique_ptr<device::PimUnitDevice>> pims_;  // per device; empty without PIM
   std::vector<std::shared_ptr<PimUnit>> pim_units_;           // the distinct units behind pims_
-  std::vector<PagedKvCache> kv_;                              // per device, during a run: the KV spaces
-  std::vector<PagedKvCache> prefill_kv_;                      // per device: the prefill space; empty without
+  std::vector<PagedKvCache> kv_;  // per device, during a run: the KV spaces (and the prefill space, if any)
+  bool prefill_space_ = false;    // prefill chunks' K/V in the prefill space (LowerOptions::kv_migration)
   std::unique_ptr<StepRunner> runner_;
   // Prefix caching: cached block per key (the same block id on every device: they allocate alike), and per
   // request the keys it has considered caching (as KvBlockManager's Holder::next_shared).
   std::unordered_map<std::uint64_t, std::int32_t> cached_;
   std::map<std::int64_t, std::size_t> next_shared_;
   void share_computed(std::int64_t id, const std::vector<std::uint64_t>& keys, std::int64_t computed);
+  // The caches' moves out of the prefill space (the same on every device of one node): cached_ follows them.
+  void follow_moves();
 };
 
 }  // namespace duplex::runtime::functional

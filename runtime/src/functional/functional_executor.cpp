@@ -84,14 +84,12 @@ class FunctionalExecutor::Impl {
                         opt_.rtl_trace, sys_.name, kind));
     }
     devices_ = opt_.devices > 0 ? opt_.devices : sys_.devices_for(w_.spec.name);
+    if (opt_.chunked_prefill && opt_.max_tokens_per_step < 1)
+      throw Error(
+          fmt::format("chunked prefill splits prompts to fill the token budget; max tokens per step is "
+                      "{}, expected >= 1 (--max-tokens-per-step)",
+                      opt_.max_tokens_per_step));
     if (opt_.prefix_caching) {
-      if (sys_.uses_prefill_space())
-        throw Error(fmt::format(
-            "prefix caching in functional emulation: system {} writes each prefill's K/V into its prefill "
-            "space "
-            "(a cached block would have to be read from another space); expected a system without one (gpu, "
-            "bank-pim, bankgroup-pim, gpu-pim-hetero, a split system)",
-            sys_.name));
       if (w_.spec.windowed_layers() > 0)
         throw Error(fmt::format("prefix caching: model {} has {}; expected a model attending to every token",
                                 w_.spec.name, w_.spec.window_note()));
@@ -214,6 +212,7 @@ class FunctionalExecutor::Impl {
     sc.policy = BatchingPolicy::continuous;
     sc.max_batch = opt_.max_batch;
     sc.max_tokens_per_step = opt_.max_tokens_per_step;
+    sc.chunked_prefill = opt_.chunked_prefill;
     sc.kv_block_tokens = opt_.kv_block_tokens;
     sc.kv_capacity_blocks = blocks;
     sc.prefill_capacity_tokens = prefill_capacity_tokens_;  // 0 on split systems: no prefill space there

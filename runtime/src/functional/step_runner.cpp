@@ -26,17 +26,13 @@ StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& nu
   DUPLEX_ASSERT(static_cast<int>(dev_.size()) == layout.devices,
                 "one device context per device of the layout");
   for (const DeviceContext& c : dev_)
-    DUPLEX_ASSERT((c.prefill_kv != nullptr) == lowering_.kv_migration,
-                  "a prefill-space KV cache exactly where lowering migrates K/V");
+    DUPLEX_ASSERT((c.kv->prefill_blocks() > 0) == lowering_.kv_migration,
+                  "a prefill space in the KV cache exactly where lowering migrates K/V");
   if (numerics_.rope_scaling.kind != RopeScaling::Kind::kNone && !rope_depends_on_length(numerics_))
     for (double f : rope_inv_freq(numerics_, rotary_dim(m_))) rope_freq_.push_back(static_cast<float>(f));
   rope_scale_ = static_cast<float>(rope_attention_factor(numerics_));
   attn_scale_ = static_cast<float>(attention_scale(m_, numerics_));
   attn_dim_ = kv_cache_shape(m_).head_dim;
-}
-
-PagedKvCache& StepRunner::cache_of(std::size_t d, const StepRequest& r) const {
-  return r.prefill && dev_[d].prefill_kv != nullptr ? *dev_[d].prefill_kv : *dev_[d].kv;
 }
 
 // Device 0's plan; with `expert_rotation` r, the plan of the expert group whose first expert is r (lowering
@@ -158,10 +154,10 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
       execute(op, p->unit);
     }
   }
+  DUPLEX_ASSERT(migrating_.empty(), "a migration did not reach the last layer");
   for (const Row& row : rows_)  // a completed prompt left the prefill space at the last layer's migration
     for (const DeviceContext& c : dev_)
-      DUPLEX_ASSERT(!row.request->completes_prefill || c.prefill_kv == nullptr ||
-                        c.prefill_kv->block_table(row.request->id).empty(),
+      DUPLEX_ASSERT(!row.request->completes_prefill || c.kv->own_prefill_blocks(row.request->id) == 0,
                     "a completed prefill still holds prefill-space blocks");
   // Every op ran on the unit the final plan gives it (re-planning never moved an executed op).
   for (std::size_t i = 0; i < out.plan.graph.ops.size(); ++i)
@@ -498,7 +494,7 @@ void StepRunner::write_kv(int layer) {
       if (!serves(d, *row.request)) continue;
       for (std::int64_t i = 0; i < row.request->tokens; ++i) {
         const std::int64_t r = row.first + i, pos = row.request->context + i;
-        PagedKvCache& cache = cache_of(d, *row.request);
+        PagedKvCache& cache = *dev_[d].kv;
         std::copy(lane.k.data() + r * kv, lane.k.data() + (r + 1) * kv, cache.k(layer, row.request->id, pos));
         if (!cache.shared_kv())
           std::copy(lane.v.data() + r * kv, lane.v.data() + (r + 1) * kv,
@@ -509,29 +505,29 @@ void StepRunner::write_kv(int layer) {
 }
 
 // One layer of the in-device K/V migration (the plan's kv_migration op, on the xPU): each request completing
-// its prefill this step gets KV-space slots for its context + tokens, and this layer's K/V of those tokens is
-// copied there from the prefill space, block by block; after the last layer the prefill-space blocks are freed.
+// its prefill this step takes, at its first layer, a KV-space block for each prefill-space block it
+// allocated; each layer copies that layer's K/V of those blocks; after the last layer its table (and every
+// table sharing a block, and the prefix cache's kept marks) holds the KV-space blocks and the prefill-space
+// ones are free. Blocks it took from the prefix cache stay where they are (KV spaces, or the prefill space of
+// a prompt still prefilling, which moves them when it migrates).
 void StepRunner::migrate_kv(int layer, StepOutput& out) {
   for (const Row& row : rows_) {
     const StepRequest& r = *row.request;
     if (!r.completes_prefill) continue;
-    const std::int64_t tokens = r.context + r.tokens;
+    const std::int64_t tokens = r.context + r.tokens - r.cached;  // the K/V the prompt computed itself
     double bytes = 0;
     for (std::size_t d = 0; d < dev_.size(); ++d) {
       if (!serves(d, r)) continue;
-      PagedKvCache& from = *dev_[d].prefill_kv;
-      PagedKvCache& to = *dev_[d].kv;
-      to.reserve(r.id, tokens);
-      const std::int64_t block = from.block_tokens();
-      for (std::int64_t first = 0; first < tokens; first += block) {
-        const std::int64_t n = std::min(block, tokens - first);  // contiguous slots inside one block
-        const auto values = static_cast<std::size_t>(n * from.token_values());
-        std::copy_n(from.k(layer, r.id, first), values, to.k(layer, r.id, first));
-        if (!from.shared_kv()) std::copy_n(from.v(layer, r.id, first), values, to.v(layer, r.id, first));
+      PagedKvCache& kv = *dev_[d].kv;
+      auto it = migrating_.try_emplace({d, r.id}).first;
+      if (layer == 0) it->second = kv.plan_migration(r.id);
+      for (const BlockMove& move : it->second) kv.copy_block(layer, move);
+      const double pools = kv.shared_kv() ? 1.0 : 2.0;                         // K + V, or MLA's one latent
+      bytes += pools * static_cast<double>(tokens * kv.token_values()) * 2.0;  // FP16
+      if (layer == m_.layers - 1) {
+        kv.complete_migration(it->second);
+        migrating_.erase(it);
       }
-      const double pools = from.shared_kv() ? 1.0 : 2.0;                         // K + V, or MLA's one latent
-      bytes += pools * static_cast<double>(tokens * from.token_values()) * 2.0;  // FP16
-      if (layer == m_.layers - 1) from.release(r.id);
     }
     auto it = std::find_if(out.migrations.begin(), out.migrations.end(),
                            [&](const InDeviceMigration& m) { return m.id == r.id; });
@@ -563,13 +559,11 @@ void StepRunner::attention(int layer, bool decode_op, Unit unit) {
     for (const Row* row : prompts)
       if (serves(d, *row->request)) own_prompts.push_back(row);
     if (!own_prompts.empty()) prefill_attention(d, layer, own_prompts);
-    // One batch per cache the rows' K/V live in (the KV spaces; the prefill space for prefill chunks).
-    for (PagedKvCache* cache : {dev_[d].kv, dev_[d].prefill_kv}) {
-      std::vector<std::pair<const Row*, std::int64_t>> rows;
-      for (const auto& pr : paged)
-        if (serves(d, *pr.first->request) && &cache_of(d, *pr.first->request) == cache) rows.push_back(pr);
-      if (!rows.empty()) paged_attention(d, layer, unit, *cache, rows);
-    }
+    // One batch over the device's pool (the KV spaces and the prefill space are blocks of one pool).
+    std::vector<std::pair<const Row*, std::int64_t>> rows;
+    for (const auto& pr : paged)
+      if (serves(d, *pr.first->request)) rows.push_back(pr);
+    if (!rows.empty()) paged_attention(d, layer, unit, *dev_[d].kv, rows);
   }
 }
 

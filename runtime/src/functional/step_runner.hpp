@@ -40,6 +40,7 @@ struct StepRequest {
   const std::vector<std::int32_t>* sequence = nullptr;  // prompt + generated so far (>= context + tokens)
   bool prefill = false;            // a prompt (or recompute) chunk: its K/V lives in the prefill space, if any
   bool completes_prefill = false;  // the step computes its last prompt token (then its K/V migrates)
+  std::int64_t cached = 0;  // prefill: of `context`, the tokens the prefix cache gave it (never migrate)
   int node = 0;                    // the node (data-parallel replica) that serves it and holds its K/V
   // Its prompt's length: RoPE whose frequencies depend on the sequence length rotates by it
   // (dynamic_rope_length).
@@ -49,7 +50,8 @@ struct StepRequest {
 // One request's in-device K/V migration in a step: every layer, all devices' KV heads.
 struct InDeviceMigration {
   std::int64_t id = 0;
-  std::int64_t tokens = 0;  // prompt tokens moved
+  std::int64_t tokens =
+      0;  // prompt tokens moved (its context and tokens, less those the prefix cache gave it)
   double bytes = 0;         // K + V bytes copied, summed over layers and devices (each read once, written once)
 };
 
@@ -76,10 +78,10 @@ struct DeviceContext {
   device::XpuDevice* xpu = nullptr;
   device::IDevice* pim = nullptr;  // null on a system without PIM
   DeviceWeights* weights = nullptr;
-  PagedKvCache* kv = nullptr;  // this device's KV heads: the KV spaces decode attention reads
-  // The prefill memory space (LowerOptions::kv_migration; null otherwise): prefill-phase requests write and
-  // read their K/V here; the plan's kv_migration ops copy a completed prompt's K/V into `kv` and free it here.
-  PagedKvCache* prefill_kv = nullptr;
+  // This device's KV heads. With a prefill space (LowerOptions::kv_migration, and then only), its pool ends
+  // with the prefill space's blocks: prefill-phase requests write their K/V there, and the plan's
+  // kv_migration ops move a completed prompt's blocks to the KV spaces (PagedKvCache::plan_migration).
+  PagedKvCache* kv = nullptr;
 };
 
 class StepRunner {
@@ -150,7 +152,6 @@ class StepRunner {
   void add_bias(std::size_t d, std::vector<std::uint16_t>& x, std::int64_t rows, const std::uint16_t* bias,
                 std::int64_t cols);
   void residual();
-  PagedKvCache& cache_of(std::size_t d, const StepRequest& r) const;
   void write_kv(int layer);
   void migrate_kv(int layer, StepOutput& out);
   void attention(int layer, bool decode_op, compiler::Unit unit);
@@ -201,6 +202,7 @@ class StepRunner {
   std::vector<std::int32_t> ids_, positions_;
   std::vector<std::uint16_t> x_, normed_, out_, partials_;  // FP16; partials_ [devices, t, hidden]
   std::vector<Lane> lanes_;
+  std::map<std::pair<std::size_t, std::int64_t>, std::vector<BlockMove>> migrating_;  // (device, request)
   std::vector<std::int32_t> topk_ids_;
   std::vector<float> topk_weights_;
   std::vector<float> shared_gate_;  // per token: the shared experts' gate (1 without one)

@@ -1,11 +1,15 @@
 // Prefix caching in functional emulation: prompts that share whole KV blocks reuse the cached K/V (shared by
-// their block tables) instead of computing it, and generate exactly the tokens of a run without caching.
+// their block tables) instead of computing it, and generate exactly the tokens of a run without caching; on
+// systems with a prefill space too, where a cached block may still lie in the prefill space.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <numeric>
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/parallel.hpp"
 #include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
 
@@ -70,7 +74,10 @@ TEST_P(PrefixCachingRun, SharedBlocksGiveTheTokensOfARunWithoutCaching) {
 INSTANTIATE_TEST_SUITE_P(Systems, PrefixCachingRun,
                          ::testing::Values(std::pair{"tiny-dense", "gpu"}, std::pair{"tiny-moe", "gpu"},
                                            std::pair{"tiny-dense", "bank-pim"},
-                                           std::pair{"tiny-moe", "duplex-split"}),
+                                           std::pair{"tiny-moe", "duplex-split"},
+                                           std::pair{"tiny-dense", "duplex-pe"},
+                                           std::pair{"tiny-moe", "duplex"},
+                                           std::pair{"tiny-deepseek", "duplex-pe"}),
                          [](const auto& p) {
                            std::string n = std::string(p.param.first) + "_" + p.param.second;
                            for (char& c : n)
@@ -79,29 +86,74 @@ INSTANTIATE_TEST_SUITE_P(Systems, PrefixCachingRun,
                          });
 
 // One request at a time, in a pool too small to keep every block: later prompts find the shared blocks cached
-// by finished requests, until eviction frees them; the tokens stay those of a run without caching.
+// by finished requests, until eviction frees them; the tokens stay those of a run without caching. duplex-pe:
+// 13 KV blocks leave 5 to the prefill space (a prompt of 34 tokens and its recompute fit).
 TEST(PrefixCachingRunEdges, CachedBlocksOutliveTheirRequestsUntilEvicted) {
   const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 5);
-  const FunctionalResult off = run(w, "gpu", false, 1, 6);
-  const FunctionalResult on = run(w, "gpu", true, 1, 6);
-  EXPECT_EQ(on.tokens, off.tokens);
-  EXPECT_GT(on.prefix_hit_tokens, 0);
-  EXPECT_LT(prefill_tokens(on), prefill_tokens(off));
-  const FunctionalResult roomy = run(w, "gpu", true, 1, 0);
-  EXPECT_EQ(roomy.tokens, off.tokens);
-  EXPECT_GE(roomy.prefix_hit_tokens, on.prefix_hit_tokens);
+  for (const auto& [system, blocks] : {std::pair{"gpu", 6}, std::pair{"duplex-pe", 13}}) {
+    SCOPED_TRACE(system);
+    const FunctionalResult off = run(w, system, false, 1, blocks);
+    const FunctionalResult on = run(w, system, true, 1, blocks);
+    EXPECT_EQ(on.tokens, off.tokens);
+    EXPECT_GT(on.prefix_hit_tokens, 0);
+    EXPECT_LT(prefill_tokens(on), prefill_tokens(off));
+    const FunctionalResult roomy = run(w, system, true, 1, 0);
+    EXPECT_EQ(roomy.tokens, off.tokens);
+    EXPECT_GE(roomy.prefix_hit_tokens, on.prefix_hit_tokens);
+  }
 }
+
+// A prompt prefilled in chunks over two steps while two others take its blocks in its last step, before its
+// K/V leaves the prefill space: their attention reads blocks in its prefill space, which its migration moves
+// to the KV spaces under every table holding them. Each prompt migrates only the K/V it computed: A its 40
+// tokens, B the 5 behind its 3 cached blocks, C (2 whole blocks, all cached) its last token, recomputed.
+class PrefixCachingPrefillSpace : public ::testing::TestWithParam<int> {};
+
+TEST_P(PrefixCachingPrefillSpace, SharedBlocksFollowTheirPromptOutOfThePrefillSpace) {
+  const int devices = GetParam();
+  const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 11);
+  std::vector<std::int32_t> a(40);
+  std::iota(a.begin(), a.end(), 100);
+  std::vector<std::int32_t> b(a.begin(), a.begin() + 24), c(a.begin(), a.begin() + 16);
+  for (std::int32_t t : {3, 1, 4, 1, 5}) b.push_back(t);
+  const std::vector<std::vector<std::int32_t>> prompts = {a, b, c};
+  auto go = [&](bool caching) {
+    FunctionalOptions o;
+    o.kv_block_tokens = 8;
+    o.max_tokens_per_step = 24;  // step 0: A's first 24 tokens; step 1: its last 16, then B and C
+    o.chunked_prefill = true;
+    o.prefix_caching = caching;
+    o.devices = devices;
+    FunctionalExecutor exec(w, load_system("duplex-pe"), o);
+    return exec.run(prompts, 4);
+  };
+  const FunctionalResult off = go(false), on = go(true);
+  EXPECT_EQ(on.tokens, off.tokens);
+  const CheckResult check = compare(on, reference_generate(w, prompts, 4));
+  EXPECT_TRUE(check.passed()) << check.max_abs_logit_err;
+  EXPECT_EQ(on.prefix_hit_tokens, 24 + 15);
+  ASSERT_EQ(on.in_device_kv_migrations.size(), 3u);
+  using StepTokens = std::pair<std::int64_t, std::int64_t>;
+  std::map<std::int64_t, StepTokens> migrated;  // request -> (step, tokens)
+  for (const InDeviceKvMigration& m : on.in_device_kv_migrations) migrated[m.request] = {m.step, m.tokens};
+  EXPECT_EQ(migrated[0], StepTokens(1, 40));
+  EXPECT_EQ(migrated[1], StepTokens(1, 5));
+  EXPECT_EQ(migrated[2], StepTokens(1, 1));
+  // The bytes follow the tokens: K and V, every layer, each device's KV heads, FP16.
+  const compiler::ModelSpec& m = w.spec;
+  const auto layout = compiler::ParallelLayout::make(m, load_system("duplex-pe"), devices);
+  const double per_token =
+      2.0 * m.layers * std::max(1, m.kv_heads / layout.tp) * layout.devices * m.head_dim * 2.0;
+  for (const InDeviceKvMigration& mig : on.in_device_kv_migrations)
+    EXPECT_EQ(mig.bytes, per_token * static_cast<double>(mig.tokens));
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, PrefixCachingPrefillSpace, ::testing::Values(1, 2));
 
 TEST(PrefixCachingRunEdges, RefusedWhereItIsNotEmulated) {
   const ModelWeights dense = random_weights(compiler::load_model("tiny-dense"), 5);
   FunctionalOptions o;
   o.prefix_caching = true;
-  try {
-    FunctionalExecutor exec(dense, load_system("duplex-pe"), o);
-    FAIL() << "a prefill-space system was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("prefill space"), std::string::npos) << e.what();
-  }
   const ModelWeights windowed = random_weights(compiler::load_model("tiny-gemma2"), 5);
   EXPECT_THROW(FunctionalExecutor(windowed, load_system("gpu"), o), Error);
   FunctionalOptions across = o;

@@ -44,6 +44,7 @@ struct FunctionalOptions {
   std::string datapath;                // PIM datapath "golden" | "rtl"; empty: the system's pim.datapath
   std::int64_t max_batch = 8;          // requests running at once (continuous batching)
   std::int64_t max_tokens_per_step = 0;  // scheduler token budget per step; 0: none
+  bool chunked_prefill = false;          // split prompts to fill the token budget (SchedulerConfig's)
   std::int64_t kv_block_tokens = 16;   // tokens per paged-KV block
   std::int64_t kv_blocks = 0;          // blocks in the pool (the scheduler's bound over all nodes, and each
                                        // device's cache); 0: enough for every request at full length
@@ -57,9 +58,9 @@ struct FunctionalOptions {
   std::string rtl_trace;
   // Prefix caching (the serving simulator's, vLLM's APC): whole blocks of a prompt that begin an earlier
   // prompt too are taken from the paged cache instead of computed (keyed by a hash chain of their token ids),
-  // shared by the requests' block tables. Not on a system with a prefill space (its prefills write K/V
-  // there), across data-parallel nodes, or with sliding-window / chunked attention (duplex::Error at
-  // construction).
+  // shared by the requests' block tables (on a system with a prefill space, a block may be shared while it
+  // still lies there). Not across data-parallel nodes, or with sliding-window / chunked attention
+  // (duplex::Error at construction).
   bool prefix_caching = false;
 };
 
