@@ -103,8 +103,22 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_flag("--prefix-caching", o->run.executor.prefix_caching,
-              "Reuse the cached K/V of whole --kv-block blocks a prompt shares with earlier prompts (not on "
-              "systems with a prefill space, across nodes, or for sliding-window models)");
+              "Reuse the cached K/V of whole --kv-block blocks a prompt shares with earlier prompts (not "
+              "across nodes, or for sliding-window models)");
+  c->add_option(
+       "--speculative", o->run.executor.speculative_tokens,
+       "Speculative decoding: draft tokens each decoding request verifies per step, proposed greedily by "
+       "--draft (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--draft", o->run.draft,
+                "Draft model (preset or file) with random weights from --draft-seed, for --speculative");
+  c->add_option("--draft-weights", o->run.draft_weights,
+                "Draft model checkpoint (as --weights), for --speculative; replaces --draft");
+  c->add_option(
+      "--draft-seed", o->run.draft_seed,
+      "Seed of the draft's random weights (default: --seed, so --draft equal to --model drafts with "
+      "the model's own weights)");
   c->add_flag("--check", o->run.check, "Also run the plain CPU reference and compare tokens and logits");
   c->add_option("--routing-trace", o->run.routing_trace,
                 "MoE: write each step's expert counts there as CSV (step,layer,expert,count), a workload "

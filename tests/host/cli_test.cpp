@@ -657,6 +657,26 @@ TEST(RunCli, ChunkedPrefillSplitsPromptsOverSteps) {
   EXPECT_EQ(j["in_device_kv_migrations"][0]["tokens"], 9);
 }
 
+// The model drafting for itself (--draft equal to --model, same seed): every draft accepted, the reference's
+// tokens, fewer steps than without speculation.
+TEST(RunCli, SpeculativeDecodingReportsItsAcceptance) {
+  const std::string args =
+      "run --model tiny-dense --system duplex-pe --prompt 1,2,3 --prompt 8,9 --max-new-tokens 9 --check "
+      "--json";
+  const CliRun r = run(args + " --speculative 3 --draft tiny-dense");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["speculative"]["draft"], "tiny-dense");
+  EXPECT_EQ(j["speculative"]["verify_steps"], 2 * 2);  // 1 + 4 + 4 tokens, the prefill's first
+  EXPECT_EQ(j["speculative"]["draft_tokens"], 2 * (3 + 3));
+  EXPECT_EQ(j["speculative"]["accepted_tokens"], j["speculative"]["draft_tokens"]);
+  EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+  const auto plain = nlohmann::json::parse(run(args).out);
+  EXPECT_EQ(plain["tokens"], j["tokens"]);
+  EXPECT_LT(j["steps"].size(), plain["steps"].size());
+  EXPECT_FALSE(plain.contains("speculative"));
+}
+
 TEST(RunCli, PimOpsThroughTheDriverAndTheSystemCDeviceGiveTheSameTokens) {
   const std::string args = "run --model tiny-moe --system duplex-pe --prompt 2,7,1 --max-new-tokens 5 --check --json";
   const CliRun datapath = run(args);

@@ -121,20 +121,26 @@ class FunctionalExecutor::Impl {
       pools_.push_back(
           std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind, opt_.rtl_trace));
     }
+    check_speculative();
+    if (opt_.draft)  // the draft model on the same devices (and the same PIM unit, if one is given)
+      draft_pool_ = std::make_unique<DevicePool>(*opt_.draft, sys_, devices_, "draft.", shared_pim, kind);
   }
 
   FunctionalResult run(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens) {
     check_prompts(prompts, w_.spec.vocab);
     if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
     // Learned positions: the last token fed (prompt + max_new_tokens - 1 tokens before it) needs its row.
-    const std::int64_t positions = w_.spec.learned_positions - w_.spec.position_offset;
-    for (std::size_t r = 0; r < prompts.size() && w_.spec.learned_positions > 0; ++r)
-      if (static_cast<std::int64_t>(prompts[r].size()) + max_new_tokens - 1 > positions)
-        throw Error(fmt::format(
-            "prompt {}: {} tokens + {} new tokens need {} positions; model {} has {} "
-            "learned positions",
-            r, prompts[r].size(), max_new_tokens,
-            static_cast<std::int64_t>(prompts[r].size()) + max_new_tokens - 1, w_.spec.name, positions));
+    for (const ModelWeights* w : {&w_, opt_.draft}) {
+      if (w == nullptr || w->spec.learned_positions == 0) continue;
+      const std::int64_t positions = w->spec.learned_positions - w->spec.position_offset;
+      for (std::size_t r = 0; r < prompts.size(); ++r)
+        if (static_cast<std::int64_t>(prompts[r].size()) + max_new_tokens - 1 > positions)
+          throw Error(fmt::format(
+              "prompt {}: {} tokens + {} new tokens need {} positions; model {} has {} "
+              "learned positions",
+              r, prompts[r].size(), max_new_tokens,
+              static_cast<std::int64_t>(prompts[r].size()) + max_new_tokens - 1, w->spec.name, positions));
+    }
     std::int64_t blocks = opt_.kv_blocks;
     if (blocks == 0)
       for (const auto& p : prompts)
@@ -152,6 +158,9 @@ class FunctionalExecutor::Impl {
       prefill_capacity_tokens_ = prefill_blocks * opt_.kv_block_tokens;
     }
     for (auto& pool : pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
+    // The draft holds no more K/V per request than the target (it lags the accepted tokens).
+    if (draft_pool_) draft_pool_->start(opt_.kv_block_tokens, blocks, prefill_blocks);
+    draft_cached_.assign(prompts.size(), 0);
     if (opt_.prefix_caching && pools_.front()->layout().nodes > 1)
       throw Error(
           fmt::format("prefix caching: {} devices make {} data-parallel nodes, each holding its own "
@@ -217,7 +226,41 @@ class FunctionalExecutor::Impl {
     sc.kv_capacity_blocks = blocks;
     sc.prefill_capacity_tokens = prefill_capacity_tokens_;  // 0 on split systems: no prefill space there
     sc.prefix_caching = opt_.prefix_caching;
+    if (opt_.draft) {
+      sc.speculative_tokens = opt_.speculative_tokens;
+      sc.acceptance_rates = {1.0};  // required by the config, never drawn: every verification reports its own
+    }
     return sc;
+  }
+
+  void check_speculative() const {
+    if (opt_.speculative_tokens < 0 || opt_.speculative_tokens > kMaxSpeculativeTokens)
+      throw Error(fmt::format("speculative tokens {}; expected 0 (off) to {}", opt_.speculative_tokens,
+                              kMaxSpeculativeTokens));
+    if ((opt_.draft != nullptr) != (opt_.speculative_tokens > 0))
+      throw Error(fmt::format(
+          "speculative decoding needs a draft model and speculative tokens >= 1 together; "
+          "got {} and {} speculative tokens (--draft, --speculative)",
+          opt_.draft ? "draft model " + opt_.draft->spec.name : "no draft model", opt_.speculative_tokens));
+    if (!opt_.draft) return;
+    const compiler::ModelSpec& d = opt_.draft->spec;
+    if (d.vocab != w_.spec.vocab)
+      throw Error(fmt::format("draft model {} has a vocabulary of {} tokens; expected model {}'s {}", d.name,
+                              d.vocab, w_.spec.name, w_.spec.vocab));
+    if (d.draft_head)
+      throw Error(
+          fmt::format("draft model {} is a draft head (EAGLE / MTP: it reads the target's hidden "
+                      "states); functional emulation drafts with a whole model",
+                      d.name));
+    if (pools_.size() > 1)
+      throw Error(
+          fmt::format("speculative decoding in functional emulation runs on one pool; system {} is "
+                      "split into prefill and decode pools (the serving simulator models it there)",
+                      sys_.name));
+    if (opt_.prefix_caching && d.windowed_layers() > 0)
+      throw Error(
+          fmt::format("prefix caching: draft model {} has {}; expected a model attending to every token",
+                      d.name, d.window_note()));
   }
 
   // Chained hashes of a prompt's blocks of `block` tokens (the last one partial),
@@ -247,12 +290,60 @@ class FunctionalExecutor::Impl {
     }
   }
 
-  // Runs one scheduled step on `pool`, records it and appends the sampled tokens; returns the step time and
-  // the scheduler's outcome.
+  // Logit rows a scheduled request's step returns (StepRequest::logit_rows): a decoding request of several
+  // tokens (a verification, or a draft pass catching up) every row, as the lowering's RequestGroup::verify.
+  static std::int64_t logit_rows(const ScheduledRequest& s) {
+    return s.phase == TokenPhase::decode && s.tokens > 1 ? s.tokens : 1;
+  }
+
+  // Speculative decoding: the draft passes before `plan`'s verification (Pool::add_draft_passes' schedule).
+  // Pass 1 prefills the plan's prompt chunks and, for every request verifying a draft, computes the tokens
+  // the draft has not cached (its last token; two after a verification that accepted every draft); pass i > 1
+  // the draft token pass i - 1 proposed, for the requests whose draft is at least i deep. Each pass appends
+  // the proposed token to the request's sequence (the verification reads them there).
+  std::vector<DevicePool::Step> draft_passes(const StepPlan& plan, const Scheduler& scheduler) {
+    for (RequestId id : plan.preempted) {
+      draft_pool_->release(id);
+      draft_cached_[static_cast<std::size_t>(id)] = 0;
+    }
+    std::vector<DevicePool::Step> passes;
+    for (std::int64_t i = 1;; ++i) {
+      StepPlan pass;
+      pass.step = plan.step;
+      pass.start = plan.start;
+      for (const ScheduledRequest& r : plan.requests) {
+        const auto id = static_cast<std::size_t>(r.id);
+        if (r.phase == TokenPhase::prefill && i == 1) {
+          pass.requests.push_back(r);
+        } else if (r.phase == TokenPhase::decode && r.draft_depth >= i) {
+          const auto length = static_cast<std::int64_t>(sequences_[id].size());
+          pass.requests.push_back(
+              {r.id, length - draft_cached_[id], draft_cached_[id], TokenPhase::decode, true});
+        }
+      }
+      if (pass.requests.empty()) return passes;
+      passes.push_back(draft_pool_->step(pass, sequences_, prompt_tokens_, prefix_view(scheduler)));
+      std::size_t row = 0;
+      for (const ScheduledRequest& r : pass.requests) {
+        row += static_cast<std::size_t>(logit_rows(r));
+        const auto id = static_cast<std::size_t>(r.id);
+        draft_cached_[id] = r.context_len + r.tokens;
+        if (r.phase == TokenPhase::decode) sequences_[id].push_back(passes.back().out.next_ids[row - 1]);
+      }
+    }
+  }
+
+  // Runs one scheduled step on `pool` (with speculative decoding, the draft passes first), records it and
+  // appends the emitted tokens; returns the step time and the scheduler's outcome.
   StepOutcome step(DevicePool& pool, const char* pool_name, Scheduler& scheduler, Time& now,
                    FunctionalResult& res, EnergyLedger& energy, const StepPlan& plan) {
+    std::vector<std::size_t> lengths;  // per scheduled request: its sequence before the drafts
+    for (const ScheduledRequest& s : plan.requests)
+      lengths.push_back(sequences_[static_cast<std::size_t>(s.id)].size());
+    std::vector<DevicePool::Step> drafts;
+    if (draft_pool_) drafts = draft_passes(plan, scheduler);
     const DevicePool::Step st = pool.step(plan, sequences_, prompt_tokens_, prefix_view(scheduler));
-    record_step(pool, pool_name, plan, st, res, energy);
+    record_step(pool, pool_name, plan, st, drafts, res, energy);
     for (const InDeviceMigration& m : st.out.migrations)
       res.in_device_kv_migrations.push_back({plan.step, m.id, m.tokens, m.bytes});
     for (const StepOutput::Routed& t : st.out.routed) {  // a recomputed position keeps its last routing
@@ -265,17 +356,44 @@ class FunctionalExecutor::Impl {
       layers[static_cast<std::size_t>(t.moe_layer)] = t.token;
     }
     std::vector<RequestId> sampled;
+    std::vector<AcceptedDrafts> accepted_drafts;
+    std::size_t row = 0;  // the request's first logit row
     for (std::size_t i = 0; i < plan.requests.size(); ++i) {
       const ScheduledRequest& s = plan.requests[i];
-      if (!s.samples_token) continue;
+      const std::size_t rows = static_cast<std::size_t>(logit_rows(s));
       const auto r = static_cast<std::size_t>(s.id);
-      sequences_[r].push_back(st.out.next_ids[i]);
-      res.tokens[r].push_back(st.out.next_ids[i]);
-      res.logits[r].push_back(st.out.logits[i]);
-      sampled.push_back(s.id);
+      // The drafts it verified (appended by the draft passes) leave its sequence; those the target's greedy
+      // tokens confirm come back, then the target's own token after them.
+      const std::vector<std::int32_t> proposed(
+          sequences_[r].begin() + static_cast<std::ptrdiff_t>(lengths[i]), sequences_[r].end());
+      sequences_[r].resize(lengths[i]);
+      if (s.samples_token) {
+        std::size_t accepted = 0;
+        while (accepted < proposed.size() && proposed[accepted] == st.out.next_ids[row + accepted])
+          ++accepted;
+        for (std::size_t e = 0; e <= accepted; ++e) {
+          sequences_[r].push_back(st.out.next_ids[row + e]);
+          res.tokens[r].push_back(st.out.next_ids[row + e]);
+          res.logits[r].push_back(st.out.logits[row + e]);
+        }
+        if (!proposed.empty()) {
+          accepted_drafts.push_back({s.id, static_cast<std::int64_t>(accepted)});
+          res.draft_tokens += static_cast<std::int64_t>(proposed.size());
+          res.accepted_tokens += static_cast<std::int64_t>(accepted);
+          ++res.verify_steps;
+          // The draft's cache holds the accepted tokens' K/V at most.
+          draft_cached_[r] = std::min(draft_cached_[r], static_cast<std::int64_t>(lengths[i] + accepted));
+        }
+        sampled.push_back(s.id);
+      }
+      DUPLEX_ASSERT(proposed.size() == static_cast<std::size_t>(s.draft_depth) &&
+                        (proposed.empty() || rows == proposed.size() + 1),
+                    "a verification's drafts are not its draft depth");
+      row += rows;
     }
     now += st.cost.time;
-    StepOutcome outcome = scheduler.update({plan.step, now});
+    for (const DevicePool::Step& d : drafts) now += d.cost.time;
+    StepOutcome outcome = scheduler.update({plan.step, now}, accepted_drafts);
     std::vector<RequestId> emitted = outcome.emitted;
     std::sort(emitted.begin(), emitted.end());
     std::sort(sampled.begin(), sampled.end());
@@ -291,7 +409,10 @@ class FunctionalExecutor::Impl {
     while (scheduler.has_unfinished()) {
       const StepPlan plan = scheduler.schedule(now);
       DUPLEX_ASSERT(!plan.empty(), "every request has arrived, yet the scheduler planned nothing");
-      for (RequestId id : step(pool, "", scheduler, now, res, energy, plan).finished) pool.release(id);
+      for (RequestId id : step(pool, "", scheduler, now, res, energy, plan).finished) {
+        pool.release(id);
+        if (draft_pool_) draft_pool_->release(id);
+      }
     }
     add_prefix_figures(scheduler, res);
     return now;
@@ -362,36 +483,52 @@ class FunctionalExecutor::Impl {
   }
 
   void record_step(const DevicePool& pool, const char* pool_name, const StepPlan& plan,
-                   const DevicePool::Step& st, FunctionalResult& res, EnergyLedger& energy) const {
+                   const DevicePool::Step& st, const std::vector<DevicePool::Step>& drafts,
+                   FunctionalResult& res, EnergyLedger& energy) const {
     StepRecord s;
     s.pool = pool_name;
     s.step = plan.step;
     s.requests = static_cast<std::int64_t>(plan.requests.size());
     s.prefill_tokens = plan.prefill_tokens;
     s.decode_tokens = plan.decode_requests;
-    s.time = st.cost.time;
-    s.xpu_busy = st.cost.xpu_busy;
-    s.pim_busy = st.cost.pim_busy;
-    s.link_busy = st.cost.link_busy;
     s.expert_counts = st.out.routing.counts;
-    energy.add(st.cost.energy);
-    for (const compiler::PlanStage& stage : st.out.plan.stages) {
+    s.draft_passes = static_cast<int>(drafts.size());
+    // The draft passes run first (their ops named draft<i>.<op>), then the verification.
+    for (std::size_t i = 0; i <= drafts.size(); ++i) {
+      const bool verification = i == drafts.size();
+      const DevicePool::Step& one = verification ? st : drafts[i];
+      const DevicePool& on = verification ? pool : *draft_pool_;
+      const std::string prefix = verification ? "" : fmt::format("draft{}.", i + 1);
+      s.time += one.cost.time;
+      s.xpu_busy += one.cost.xpu_busy;
+      s.pim_busy += one.cost.pim_busy;
+      s.link_busy += one.cost.link_busy;
+      energy.add(one.cost.energy);
+      record_ops(on, plan.step, prefix, one.out.plan, res, verification ? &s : nullptr);
+    }
+    res.steps.push_back(std::move(s));
+  }
+
+  // Appends `executed`'s ops to res.ops (names after `prefix`), each charged on `on`'s system; with `s`, the
+  // MoE layers whose experts ran on both units go to s.coprocessed_expert_layers.
+  static void record_ops(const DevicePool& on, std::int64_t step, const std::string& prefix,
+                         const compiler::ExecutionPlan& executed, FunctionalResult& res, StepRecord* s) {
+    for (const compiler::PlanStage& stage : executed.stages) {
       bool xpu_expert = false, pim_expert = false;
       int layer = -1;
       for (const compiler::PlannedOp& p : stage.ops) {
-        const compiler::Op& op = st.out.plan.graph.ops[p.op];
-        EnergyLedger one(pool.system().energy);
-        charge_op(one, op, p.unit, pool.system());
+        const compiler::Op& op = executed.graph.ops[p.op];
+        EnergyLedger one(on.system().energy);
+        charge_op(one, op, p.unit, on.system());
         res.ops.push_back(
-            {plan.step, op.name, op.kind, op.layer, p.unit, p.time, one.total() * pool.devices()});
+            {step, prefix + op.name, op.kind, op.layer, p.unit, p.time, one.total() * on.devices()});
         if (op.kind == compiler::OpKind::kExpertFfn) {
           layer = op.layer;
           (p.unit == compiler::Unit::kPim ? pim_expert : xpu_expert) = true;
         }
       }
-      if (xpu_expert && pim_expert) s.coprocessed_expert_layers.push_back(layer);
+      if (s && xpu_expert && pim_expert) s->coprocessed_expert_layers.push_back(layer);
     }
-    res.steps.push_back(std::move(s));
   }
 
   const ModelWeights& w_;
@@ -404,6 +541,8 @@ class FunctionalExecutor::Impl {
   std::vector<RequestSpec> requests_;                 // per request: as the scheduler gets it (prompt hashes)
   std::vector<std::vector<std::uint64_t>> prefix_keys_;  // per request: its blocks' keys (prefix caching)
   std::int64_t prefill_capacity_tokens_ = 0;          // the run's prefill-space bound; 0: none
+  std::unique_ptr<DevicePool> draft_pool_;  // speculative decoding: the draft model on the same devices
+  std::vector<std::int64_t> draft_cached_;  // per request: tokens of its sequence in the draft's cache
 };
 
 FunctionalExecutor::FunctionalExecutor(const ModelWeights& weights, const SystemSpec& system,

@@ -151,7 +151,24 @@ RunReport run_functional(const RunOptions& o) {
   for (int l = 0; l < weights.spec.layers; ++l)
     if (weights.spec.is_moe_layer(l)) rep.moe_layers.push_back(l);
   rep.experts = weights.spec.experts;
-  FunctionalExecutor exec(weights, system, o.executor);
+  // Speculative decoding's draft model: random weights (from --draft-seed, else the target's seed: a draft
+  // preset equal to the model then has the target's weights) or a checkpoint.
+  std::optional<ModelWeights> draft;
+  if (!o.draft.empty() || !o.draft_weights.empty()) {
+    if (o.draft == "ngram" || o.draft == "mtp")
+      throw Error(
+          fmt::format("--draft {}: functional emulation drafts with a model (a preset, a file or "
+                      "--draft-weights); ngram and mtp drafts are the serving simulator's",
+                      o.draft));
+    draft = o.draft_weights.empty()
+                ? random_weights(compiler::load_model(o.draft), o.draft_seed.value_or(o.seed))
+                : load_checkpoint(o.draft_weights);
+    if (o.draft_weights.empty() && o.draft.ends_with(".json")) draft->numerics = config_numerics(o.draft);
+    rep.draft = draft->spec.name;
+  }
+  FunctionalOptions executor = o.executor;
+  executor.draft = draft ? &*draft : nullptr;
+  FunctionalExecutor exec(weights, system, executor);
   rep.result = exec.run(o.prompts, o.max_new_tokens);
   if (o.check) rep.check = check_run(weights, o.prompts, rep.result, o.max_new_tokens);
   if (!o.routing_trace.empty()) write_routing_trace(o.routing_trace, rep.result);
@@ -212,6 +229,11 @@ nlohmann::json RunReport::to_json() const {
   if (r.pim_cycles) j["pim_datapath_cycles"] = *r.pim_cycles;
   if (r.prefix_query_tokens > 0)
     j["prefix_cache"] = {{"query_tokens", r.prefix_query_tokens}, {"hit_tokens", r.prefix_hit_tokens}};
+  if (!draft.empty())
+    j["speculative"] = {{"draft", draft},
+                        {"verify_steps", r.verify_steps},
+                        {"draft_tokens", r.draft_tokens},
+                        {"accepted_tokens", r.accepted_tokens}};
   if (with_logits) j["logits"] = r.logits;
   if (!moe_layers.empty()) {
     // Each token's experts per MoE layer ([request][position][MoE layer]), and their load per layer.
@@ -291,6 +313,13 @@ std::string RunReport::to_text() const {
         "prefix cache: {} of {} prompt tokens taken from the cache ({:.1f}%)\n", r.prefix_hit_tokens,
         r.prefix_query_tokens,
         100.0 * static_cast<double>(r.prefix_hit_tokens) / static_cast<double>(r.prefix_query_tokens));
+  if (!draft.empty())
+    s += fmt::format("speculative: draft {}, {} of {} draft tokens accepted ({:.1f}%) in {} verifications\n",
+                     draft, r.accepted_tokens, r.draft_tokens,
+                     r.draft_tokens > 0 ? 100.0 * static_cast<double>(r.accepted_tokens) /
+                                              static_cast<double>(r.draft_tokens)
+                                        : 0.0,
+                     r.verify_steps);
   s += fmt::format("steps {}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(), coprocessed);
   // Tokens per expert in each MoE layer, and the busiest expert against the mean (1: balanced).
   const std::vector<std::vector<std::int64_t>> load = expert_load(r.routing, experts);

@@ -547,7 +547,8 @@ void StepRunner::attention(int layer, bool decode_op, Unit unit) {
   std::vector<const Row*> prompts;
   std::vector<std::pair<const Row*, std::int64_t>> paged;  // (request rows, token index)
   for (const Row& row : rows_) {
-    if ((row.request->tokens == 1) != decode_op) continue;
+    const bool decodes = row.request->tokens == 1 || !row.request->prefill;  // (RequestGroup::decodes)
+    if (decodes != decode_op) continue;
     if (unit == Unit::kXpu && row.request->context == 0 && row.request->tokens > 1) {
       prompts.push_back(&row);
     } else {
@@ -895,13 +896,16 @@ FfnWeights StepRunner::ffn_weights(const std::vector<std::uint16_t>& in, const s
 // One next-token row per request (its last token's final-norm output); each device of the request's node
 // computes the logits of its vocabulary rows, gathered in vocabulary order; greedy: the first largest logit.
 void StepRunner::lm_head(StepOutput& out) {
-  const std::int64_t h = m_.hidden, vocab = m_.vocab, n = static_cast<std::int64_t>(rows_.size());
-  std::vector<std::uint16_t> last(static_cast<std::size_t>(n * h));
-  for (std::int64_t r = 0; r < n; ++r) {
-    const Row& row = rows_[static_cast<std::size_t>(r)];
-    const std::int64_t src = row.first + row.request->tokens - 1;
-    std::copy(normed_.data() + src * h, normed_.data() + (src + 1) * h, last.data() + r * h);
-  }
+  const std::int64_t h = m_.hidden, vocab = m_.vocab;
+  std::vector<const Row*> owner;  // per logit row: its request's row
+  std::vector<std::uint16_t> last;
+  for (const Row& row : rows_)
+    for (std::int64_t src = row.first + row.request->tokens - row.request->logit_rows;
+         src < row.first + row.request->tokens; ++src) {
+      owner.push_back(&row);
+      last.insert(last.end(), normed_.begin() + src * h, normed_.begin() + (src + 1) * h);
+    }
+  const auto n = static_cast<std::int64_t>(owner.size());
   std::vector<float> logits(static_cast<std::size_t>(n * vocab));
   std::vector<std::int32_t> next(static_cast<std::size_t>(n));
   for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -910,7 +914,7 @@ void StepRunner::lm_head(StepOutput& out) {
     std::vector<std::int64_t> mine;  // the requests of this device's node
     std::vector<std::uint16_t> x;
     for (std::int64_t r = 0; r < n; ++r)
-      if (serves(d, *rows_[static_cast<std::size_t>(r)].request)) {
+      if (serves(d, *owner[static_cast<std::size_t>(r)]->request)) {
         mine.push_back(r);
         x.insert(x.end(), last.begin() + r * h, last.begin() + (r + 1) * h);
       }

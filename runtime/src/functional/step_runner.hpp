@@ -41,6 +41,10 @@ struct StepRequest {
   bool prefill = false;            // a prompt (or recompute) chunk: its K/V lives in the prefill space, if any
   bool completes_prefill = false;  // the step computes its last prompt token (then its K/V migrates)
   std::int64_t cached = 0;  // prefill: of `context`, the tokens the prefix cache gave it (never migrate)
+  // Its last rows whose logits the step returns: 1, or a speculative verification's every row (the drafts and
+  // the token before them); a decoding request of several tokens attends as decode attention (the lowering's
+  // RequestGroup::verify).
+  std::int64_t logit_rows = 1;
   int node = 0;                    // the node (data-parallel replica) that serves it and holds its K/V
   // Its prompt's length: RoPE whose frequencies depend on the sequence length rotates by it
   // (dynamic_rope_length).
@@ -59,8 +63,10 @@ struct StepOutput {
   compiler::ExecutionPlan plan;             // device 0's final plan (routing of every MoE layer known)
   compiler::Routing routing;                // the routing the router computed, every MoE layer
   std::vector<compiler::Unit> executed_on;  // per op of plan.graph: the unit that ran it on device 0
-  std::vector<std::int32_t> next_ids;       // per request: greedy next token after its last row
-  std::vector<std::vector<float>> logits;   // per request: [vocab]
+  // Per logit row (each request's last logit_rows rows, requests in order): the greedy next token and the
+  // logits [vocab].
+  std::vector<std::int32_t> next_ids;
+  std::vector<std::vector<float>> logits;
   std::vector<InDeviceMigration> migrations;  // requests whose K/V moved prefill space -> KV spaces
   // Every token row's routing in every MoE layer (the router's logits and experts): request id, position in
   // its sequence, MoE layer index.

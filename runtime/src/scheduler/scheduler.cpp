@@ -335,7 +335,8 @@ void Scheduler::finalize(StepPlan& plan) const {
   plan.kv_blocks_capacity = kv_.capacity_blocks();
 }
 
-StepOutcome Scheduler::update(const StepResult& result) {
+StepOutcome Scheduler::update(const StepResult& result,
+                              const std::vector<AcceptedDrafts>& accepted_drafts_of) {
   if (!in_flight_) throw Error(fmt::format("Scheduler::update(step {}) with no step in flight", result.step));
   if (result.step != in_flight_->step)
     throw Error(fmt::format("Scheduler::update() got step {}; the step in flight is {}", result.step,
@@ -360,7 +361,17 @@ StepOutcome Scheduler::update(const StepResult& result) {
     const std::int64_t drafts = live.num_computed - live.num_tokens, depth = it->second->draft_depth;
     DUPLEX_ASSERT(drafts == 0 || (live.decoding && drafts == config_.tree_nodes(depth) && depth >= 1),
                   "computed past the request's tokens");
-    const std::int64_t accepted = drafts > 0 ? accepted_drafts(live, depth) : 0;
+    std::int64_t accepted = 0;
+    if (drafts > 0) {
+      const auto given = std::find_if(accepted_drafts_of.begin(), accepted_drafts_of.end(),
+                                      [&](const AcceptedDrafts& a) { return a.id == live.spec.id; });
+      accepted = given == accepted_drafts_of.end() ? accepted_drafts(live, depth) : given->accepted;
+      if (accepted < 0 || accepted > depth)
+        throw Error(
+            fmt::format("Scheduler::update(): request {} accepted {} draft tokens of a draft {} deep; "
+                        "expected 0..{}",
+                        live.spec.id, accepted, depth, depth));
+    }
     record.draft_tokens += drafts;
     record.accepted_tokens += accepted;
     if (drafts > 0) ++record.verify_steps;

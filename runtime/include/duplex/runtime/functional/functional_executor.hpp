@@ -62,6 +62,18 @@ struct FunctionalOptions {
   // still lies there). Not across data-parallel nodes, or with sliding-window / chunked attention
   // (duplex::Error at construction).
   bool prefix_caching = false;
+  // Speculative decoding with a draft model (vLLM's draft-model proposer; the serving simulator's
+  // speculative_tokens with --draft-model): every decoding request verifies up to `speculative_tokens` draft
+  // tokens per step (fewer near the end of its output or under the token budget), which `draft` proposes
+  // greedily, one draft pass per draft token, on the same devices with its own paged cache (its first pass
+  // also prefills every prompt chunk the step prefills, and computes the tokens it has not cached yet). The
+  // verification computes the last token and the drafts as decode rows, accepts the drafts up to the first
+  // that differs from the target's greedy choice, and emits them and the target's next token: the tokens of a
+  // run without speculation, in fewer steps. Chains only (no trees); not on split systems; the draft must
+  // share the target's vocabulary and be a whole model (not an EAGLE / MTP head). `draft` must outlive the
+  // executor.
+  const ModelWeights* draft = nullptr;
+  int speculative_tokens = 0;  // 0: off (then `draft` must be null); at most kMaxSpeculativeTokens
 };
 
 // One executed op.
@@ -79,7 +91,10 @@ struct StepRecord {
   std::string pool;  // split systems: "prefill" or "decode"; else empty
   std::int64_t step = 0;  // the pool's scheduler step
   std::int64_t requests = 0, prefill_tokens = 0, decode_tokens = 0;
-  Time time, xpu_busy, pim_busy, link_busy;  // StepExecutor's (slowest device / device 0's lanes)
+  // StepExecutor's (slowest device / device 0's lanes); with speculative decoding the draft passes' and the
+  // verification's, run one after the other.
+  Time time, xpu_busy, pim_busy, link_busy;
+  int draft_passes = 0;  // speculative decoding: the draft model's passes before the verification
   // MoE layers whose experts ran on both units in this step (expert co-processing).
   std::vector<int> coprocessed_expert_layers;
   // Tokens the step's routers sent to each expert: [MoE layer][expert] (every node's tokens); empty for a
@@ -104,7 +119,8 @@ struct KvMigration {
 struct InDeviceKvMigration {
   std::int64_t step = 0;
   std::int64_t request = 0;
-  std::int64_t tokens = 0;  // the prompt's tokens (context + tokens of the completing step)
+  std::int64_t tokens =
+      0;  // the prompt's tokens it computed (context + tokens, less those from the prefix cache)
   // copied, all devices: 2 (K, V; MLA: 1, the latent) x layers x each device's kv_heads x head_dim x 2 B x
   // tokens
   double bytes = 0;
@@ -134,6 +150,8 @@ struct FunctionalResult {
   // Prefix caching: prompt tokens to compute at admissions (recomputations included) and those taken from the
   // cache instead (0 / 0 without it).
   std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
+  // Speculative decoding: draft tokens verified, of them accepted, and verifications (0 without it).
+  std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;
 
   // Executed ops per unit name ("xpu", "pim") and per (kind, unit): the placement summary.
   std::map<std::string, std::int64_t> ops_per_unit() const;

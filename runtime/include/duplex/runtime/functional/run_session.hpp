@@ -34,7 +34,12 @@ struct RunOptions {
   // (configs/workloads/README.md), so that duplex simulate can replay the routing this model chose.
   std::string routing_trace;
   bool check = false;
-  FunctionalOptions executor;
+  // Speculative decoding (executor.speculative_tokens >= 1): the draft model, a preset or file with random
+  // weights from `draft_seed` (unset: `seed`), or the checkpoint `draft_weights`.
+  std::string draft;
+  std::string draft_weights;
+  std::optional<std::uint64_t> draft_seed;
+  FunctionalOptions executor;  // its `draft` is set from the above
 };
 
 // Writes r's per-step expert counts as a routing trace (RunOptions::routing_trace) to `path`: whole or not at
@@ -92,6 +97,7 @@ struct CheckResult {
 struct RunReport {
   std::string model, system, weights;
   std::string attention;  // ModelSpec::window_note(): "" without a sliding window
+  std::string draft;      // speculative decoding's draft model; empty: none
   FunctionalResult result;
   std::optional<CheckResult> check;
   double host_seconds = 0;  // wall time of the emulation (not simulated time)

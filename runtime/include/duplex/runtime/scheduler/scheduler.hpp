@@ -69,7 +69,9 @@ class Scheduler {
   // now (no arrived requests); it needs no update(). A non-empty plan must be followed by update() before the
   // next schedule(); duplex::Error otherwise.
   StepPlan schedule(Time now);
-  StepOutcome update(const StepResult& result);
+  // `accepted`: speculative decoding's acceptance of the listed verifying requests; those not listed draw
+  // theirs from SchedulerConfig::acceptance_rates. duplex::Error for an acceptance past a draft's depth.
+  StepOutcome update(const StepResult& result, const std::vector<AcceptedDrafts>& accepted = {});
 
   bool has_unfinished() const { return !running_.empty() || !waiting_.empty(); }
   // Earliest arrival among queued requests that have not arrived by `now` (for idle time skipping).

@@ -77,4 +77,11 @@ struct StepResult {
   Time end;               // simulated time the step finished, >= the plan's start
 };
 
+// Speculative decoding: the draft tokens a request's verification accepted (functional emulation compares the
+// drafts with the target's tokens).
+struct AcceptedDrafts {
+  RequestId id = 0;
+  std::int64_t accepted = 0;  // 0..its draft_depth
+};
+
 }  // namespace duplex::runtime
