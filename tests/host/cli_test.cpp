@@ -670,6 +670,7 @@ TEST(RunCli, SpeculativeDecodingReportsItsAcceptance) {
   EXPECT_EQ(j["speculative"]["verify_steps"], 2 * 2);  // 1 + 4 + 4 tokens, the prefill's first
   EXPECT_EQ(j["speculative"]["draft_tokens"], 2 * (3 + 3));
   EXPECT_EQ(j["speculative"]["accepted_tokens"], j["speculative"]["draft_tokens"]);
+  EXPECT_EQ(j["speculative"]["acceptance_by_position"], nlohmann::json::array({1.0, 1.0, 1.0}));
   EXPECT_EQ(j["tokens"], j["reference_tokens"]);
   const auto plain = nlohmann::json::parse(run(args).out);
   EXPECT_EQ(plain["tokens"], j["tokens"]);

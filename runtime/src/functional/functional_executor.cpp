@@ -35,6 +35,13 @@ double FunctionalResult::kv_migrated_bytes() const {
   return bytes;
 }
 
+std::vector<double> FunctionalResult::acceptance_by_position() const {
+  std::vector<double> rates;
+  for (std::size_t i = 0; i < drafts_reached.size() && drafts_reached[i] > 0; ++i)
+    rates.push_back(static_cast<double>(drafts_accepted[i]) / static_cast<double>(drafts_reached[i]));
+  return rates;
+}
+
 double FunctionalResult::in_device_kv_migrated_bytes() const {
   double bytes = 0;
   for (const InDeviceKvMigration& m : in_device_kv_migrations) bytes += m.bytes;
@@ -381,6 +388,15 @@ class FunctionalExecutor::Impl {
           res.draft_tokens += static_cast<std::int64_t>(proposed.size());
           res.accepted_tokens += static_cast<std::int64_t>(accepted);
           ++res.verify_steps;
+          const std::size_t reached = std::min(accepted + 1, proposed.size());
+          if (res.drafts_reached.size() < reached) {
+            res.drafts_reached.resize(reached, 0);
+            res.drafts_accepted.resize(reached, 0);
+          }
+          for (std::size_t p = 0; p < reached; ++p) {
+            ++res.drafts_reached[p];
+            if (p < accepted) ++res.drafts_accepted[p];
+          }
           // The draft's cache holds the accepted tokens' K/V at most.
           draft_cached_[r] = std::min(draft_cached_[r], static_cast<std::int64_t>(lengths[i] + accepted));
         }

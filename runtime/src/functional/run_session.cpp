@@ -233,7 +233,8 @@ nlohmann::json RunReport::to_json() const {
     j["speculative"] = {{"draft", draft},
                         {"verify_steps", r.verify_steps},
                         {"draft_tokens", r.draft_tokens},
-                        {"accepted_tokens", r.accepted_tokens}};
+                        {"accepted_tokens", r.accepted_tokens},
+                        {"acceptance_by_position", r.acceptance_by_position()}};
   if (with_logits) j["logits"] = r.logits;
   if (!moe_layers.empty()) {
     // Each token's experts per MoE layer ([request][position][MoE layer]), and their load per layer.
@@ -320,6 +321,11 @@ std::string RunReport::to_text() const {
                                               static_cast<double>(r.draft_tokens)
                                         : 0.0,
                      r.verify_steps);
+  if (!r.drafts_reached.empty()) {
+    std::string rates;
+    for (double p : r.acceptance_by_position()) rates += fmt::format("{}{:.3f}", rates.empty() ? "" : ",", p);
+    s += fmt::format("  acceptance by draft position (duplex simulate --acceptance): {}\n", rates);
+  }
   s += fmt::format("steps {}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(), coprocessed);
   // Tokens per expert in each MoE layer, and the busiest expert against the mean (1: balanced).
   const std::vector<std::vector<std::int64_t>> load = expert_load(r.routing, experts);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <map>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,7 @@ TEST_P(SpeculativeRun, SelfDraftAcceptsEveryDraftAndKeepsTheTokens) {
   EXPECT_EQ(plain.steps.size(), static_cast<std::size_t>(kNewTokens));
   EXPECT_EQ(spec.verify_steps, 3 * 3);
   EXPECT_EQ(spec.draft_tokens, 3 * 9);
+  EXPECT_EQ(spec.acceptance_by_position(), std::vector<double>({1.0, 1.0, 1.0}));
   // (On duplex a verification batches differently from the reference: an MoE routing near tie may flip, which
   // check_run follows and explains.)
   const CheckResult check = check_run(w, kPrompts, spec, kNewTokens);
@@ -90,26 +92,32 @@ INSTANTIATE_TEST_SUITE_P(Systems, SpeculativeRun,
                            return n;
                          });
 
-// Draft tokens a draft proposing swap(t) where the target chooses t (swap exchanging a and b) gets accepted
-// over `tokens`, the target's greedy output: each verification after the prefill checks depth = min(k, tokens
-// left - 1) drafts and accepts them up to the first position whose token is a or b, then emits one more.
-std::int64_t expected_accepted(const std::vector<std::int32_t>& tokens, int k, std::int32_t a,
-                               std::int32_t b) {
-  std::int64_t accepted = 0;
+// What a draft proposing swap(t) where the target chooses t (swap exchanging a and b) gets accepted over
+// `tokens`, the target's greedy output: each verification after the prefill checks depth = min(k, tokens left
+// - 1) drafts and accepts them up to the first position whose token is a or b, then emits one more. Adds each
+// draft position's verifications that reached it and accepted it (FunctionalResult::drafts_reached /
+// _accepted).
+void expect_acceptance(const std::vector<std::int32_t>& tokens, int k, std::int32_t a, std::int32_t b,
+                       std::vector<std::int64_t>& reached, std::vector<std::int64_t>& accepted) {
+  reached.resize(static_cast<std::size_t>(k), 0);
+  accepted.resize(static_cast<std::size_t>(k), 0);
   for (std::size_t g = 1; g < tokens.size();) {
     const std::size_t depth = std::min<std::size_t>(static_cast<std::size_t>(k), tokens.size() - g - 1);
     std::size_t j = 0;
-    while (j < depth && tokens[g + j] != a && tokens[g + j] != b) ++j;
-    accepted += static_cast<std::int64_t>(j);
+    while (j < depth && tokens[g + j] != a && tokens[g + j] != b) ++accepted[j++];
+    for (std::size_t p = 0; p < std::min(j + 1, depth); ++p) ++reached[p];
     g += j + 1;
   }
-  return accepted;
+  while (!reached.empty() && reached.back() == 0) {
+    reached.pop_back();
+    accepted.pop_back();
+  }
 }
 
 // A draft that disagrees with the target on two tokens: verifications accept some drafts and reject others
 // (the target's K/V of the rejected ones is overwritten, the draft recomputes from the accepted tokens), and
 // the tokens stay the plain run's. The draft's K/V is the target's on the accepted tokens, so it accepts
-// exactly what the target's tokens predict (expected_accepted). A draft of random other weights is rejected
+// exactly what the target's tokens predict (expect_acceptance). A draft of random other weights is rejected
 // throughout, same tokens.
 TEST(SpeculativeRunEdges, RejectedDraftsLeaveTheTokensOfAPlainRun) {
   const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 3);
@@ -126,9 +134,11 @@ TEST(SpeculativeRunEdges, RejectedDraftsLeaveTheTokensOfAPlainRun) {
     const ModelWeights swapped = swap_lm_head_rows(w, frequent, other);
     const FunctionalResult some = run(w, system, &swapped, 4);
     EXPECT_EQ(some.tokens, plain.tokens);
-    std::int64_t accepted = 0;
-    for (const auto& tokens : plain.tokens) accepted += expected_accepted(tokens, 4, frequent, other);
-    EXPECT_EQ(some.accepted_tokens, accepted);
+    std::vector<std::int64_t> reached, accepted;
+    for (const auto& tokens : plain.tokens) expect_acceptance(tokens, 4, frequent, other, reached, accepted);
+    EXPECT_EQ(some.drafts_reached, reached);
+    EXPECT_EQ(some.drafts_accepted, accepted);
+    EXPECT_EQ(some.accepted_tokens, std::accumulate(accepted.begin(), accepted.end(), std::int64_t{0}));
     EXPECT_GT(some.accepted_tokens, 0);
     EXPECT_LT(some.accepted_tokens, some.draft_tokens);
     const CheckResult check = compare(some, reference_generate(w, kPrompts, kNewTokens));

@@ -152,6 +152,12 @@ struct FunctionalResult {
   std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
   // Speculative decoding: draft tokens verified, of them accepted, and verifications (0 without it).
   std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;
+  // Per draft position i: verifications that reached it (drafts 0..i-1 accepted, the draft at least i + 1
+  // deep) and those that accepted it. Their ratio is the conditional acceptance SchedulerConfig::
+  // acceptance_rates (duplex simulate --acceptance) takes.
+  std::vector<std::int64_t> drafts_reached, drafts_accepted;
+  // drafts_accepted[i] / drafts_reached[i] for the positions reached.
+  std::vector<double> acceptance_by_position() const;
 
   // Executed ops per unit name ("xpu", "pim") and per (kind, unit): the placement summary.
   std::map<std::string, std::int64_t> ops_per_unit() const;
