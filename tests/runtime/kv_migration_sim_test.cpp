@@ -78,11 +78,40 @@ TEST(KvMigrationSim, LinkMigrationCostIsBytesOverTheLinkPlusLatency) {
   const KvLinkMigration ib(sys, sys.links.devices_per_node + 1);
   EXPECT_FALSE(ib.one_node());
   EXPECT_EQ(ib.time(1e6), transfer_time(1e6, sys.links.infiniband_bandwidth) + sys.links.infiniband_latency);
+  // Four devices' links side by side.
+  EXPECT_EQ(ib.transfer(4e6, 4), transfer_time(1e6, sys.links.infiniband_bandwidth));
+  EXPECT_EQ(ib.time(4e6, 4), ib.transfer(4e6, 4) + sys.links.infiniband_latency);
   EnergyLedger ledger(sys.energy);
   nvlink.charge(ledger, 1e6);
   EXPECT_DOUBLE_EQ(ledger.total().si(), (sys.energy.price("links.nvlink_per_byte") * 1e6).si());
   const auto m = compiler::load_model("mixtral-8x7b");
   EXPECT_EQ(kv_bytes_per_token(m), 32.0 * 2 * 8 * 128 * 2);  // 32 layers x (K, V) x 8 heads x 128 x FP16
+}
+
+// The streams of one prompt's transfer: the distinct K/V shards of the smaller tensor-parallel group.
+TEST(KvMigrationSim, TransferStreamsAreTheShardsBothGroupsHold) {
+  const SystemSpec sys = load_system("duplex-split");
+  auto streams = [&](const char* model, int from, int to) {
+    const auto m = compiler::load_model(model);
+    return kv_transfer_streams(m, compiler::ParallelLayout::make(m, sys, from),
+                               compiler::ParallelLayout::make(m, sys, to));
+  };
+  EXPECT_EQ(streams("llama3-70b", 4, 4), 4);  // 8 KV heads, 2 per device
+  EXPECT_EQ(streams("llama3-70b", 8, 2), 2);  // the receivers' two links
+  EXPECT_EQ(streams("llama3-70b", 1, 1), 1);
+  EXPECT_EQ(streams("tiny-dense", 4, 4), 2);   // 2 KV heads: two shards, each on two devices
+  EXPECT_EQ(streams("deepseek-v3", 8, 8), 8);  // MLA's latent, whole on every device: tokens split 8 ways
+}
+
+// Each end's links carry one transfer at a time, first asked first served.
+TEST(KvMigrationSim, LinkScheduleQueuesTransfersSharingAnEnd) {
+  KvLinkSchedule links(2, 2);
+  const Time ms = Time::from_si(1e-3);
+  EXPECT_EQ(links.book(0, 0, 0 * ms, 5 * ms), 0 * ms);
+  EXPECT_EQ(links.book(0, 1, 1 * ms, 5 * ms), 5 * ms);    // the sender busy until 5 ms
+  EXPECT_EQ(links.book(1, 0, 2 * ms, 5 * ms), 5 * ms);    // the receiver busy until 5 ms
+  EXPECT_EQ(links.book(1, 1, 20 * ms, 1 * ms), 20 * ms);  // both free by then
+  EXPECT_EQ(links.book(1, 1, 20 * ms, 1 * ms), 21 * ms);
 }
 
 SimulationOptions closed_run(std::int64_t requests, std::int64_t in, std::int64_t out, std::int64_t batch) {

@@ -197,11 +197,4 @@ double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::in
   return kv_bytes_per_token(m) * static_cast<double>(tokens);
 }
 
-std::optional<std::uint64_t> DevicePool::pim_cycles() const {
-  std::optional<std::uint64_t> total;
-  for (const auto& unit : pim_units_)
-    if (auto cycles = unit->simulated_cycles()) total = total.value_or(0) + *cycles;
-  return total;
-}
-
 }  // namespace duplex::runtime::functional

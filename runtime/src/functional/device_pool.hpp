@@ -71,8 +71,8 @@ class DevicePool {
   const device::IDevice* pim(int d) const {
     return pims_.empty() ? nullptr : pims_[static_cast<std::size_t>(d)].get();
   }
-  // Datapath cycles of the distinct PIM units (RTL only).
-  std::optional<std::uint64_t> pim_cycles() const;
+  // The distinct PIM units its devices' PIM ops run on (empty without PIM; pools may share one).
+  const std::vector<std::shared_ptr<PimUnit>>& pim_units() const { return pim_units_; }
 
  private:
   const ModelWeights& w_;

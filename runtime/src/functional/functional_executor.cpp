@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "device_pool.hpp"
 #include "duplex/base/error.hpp"
@@ -129,8 +130,14 @@ class FunctionalExecutor::Impl {
           std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind, opt_.rtl_trace));
     }
     check_speculative();
-    if (opt_.draft)  // the draft model on the same devices (and the same PIM unit, if one is given)
-      draft_pool_ = std::make_unique<DevicePool>(*opt_.draft, sys_, devices_, "draft.", shared_pim, kind);
+    // The draft model on each pool's devices (and the same PIM unit, if one is given).
+    for (std::size_t i = 0; opt_.draft && i < pools_.size(); ++i)
+      draft_pools_.push_back(std::make_unique<DevicePool>(*opt_.draft, pools_[i]->system(),
+                                                          pools_[i]->devices(),
+                                                          pools_.size() == 1 ? "draft."
+                                                          : i == 0           ? "draft.prefill."
+                                                                             : "draft.decode.",
+                                                          shared_pim, kind));
   }
 
   FunctionalResult run(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens) {
@@ -166,7 +173,7 @@ class FunctionalExecutor::Impl {
     }
     for (auto& pool : pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
     // The draft holds no more K/V per request than the target (it lags the accepted tokens).
-    if (draft_pool_) draft_pool_->start(opt_.kv_block_tokens, blocks, prefill_blocks);
+    for (auto& pool : draft_pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
     draft_cached_.assign(prompts.size(), 0);
     if (opt_.prefix_caching && pools_.front()->layout().nodes > 1)
       throw Error(
@@ -209,8 +216,15 @@ class FunctionalExecutor::Impl {
     res.xpu_backend = pools_.back()->xpu(0).describe();
     const device::IDevice* pim = pools_.back()->pim(0);
     res.pim_unit = pim ? pim->describe() : "none";
-    for (const auto& pool : pools_) {
-      if (auto cycles = pool->pim_cycles()) res.pim_cycles = res.pim_cycles.value_or(0) + *cycles;
+    std::vector<const DevicePool*> all;  // the model's pools, then the draft's
+    for (const auto& pool : pools_) all.push_back(pool.get());
+    for (const auto& pool : draft_pools_) all.push_back(pool.get());
+    std::set<const PimUnit*> counted;  // datapath cycles (RTL only) of each distinct unit, once
+    for (const DevicePool* pool : all)
+      for (const auto& unit : pool->pim_units())
+        if (counted.insert(unit.get()).second)
+          if (auto cycles = unit->simulated_cycles()) res.pim_cycles = res.pim_cycles.value_or(0) + *cycles;
+    for (const DevicePool* pool : all) {
       for (int d = 0; d < pool->devices(); ++d)
         for (const device::IDevice* dev :
              {static_cast<const device::IDevice*>(&pool->xpu(d)), pool->pim(d)}) {
@@ -259,11 +273,6 @@ class FunctionalExecutor::Impl {
           fmt::format("draft model {} is a draft head (EAGLE / MTP: it reads the target's hidden "
                       "states); functional emulation drafts with a whole model",
                       d.name));
-    if (pools_.size() > 1)
-      throw Error(
-          fmt::format("speculative decoding in functional emulation runs on one pool; system {} is "
-                      "split into prefill and decode pools (the serving simulator models it there)",
-                      sys_.name));
     if (opt_.prefix_caching && d.windowed_layers() > 0)
       throw Error(
           fmt::format("prefix caching: draft model {} has {}; expected a model attending to every token",
@@ -308,9 +317,10 @@ class FunctionalExecutor::Impl {
   // the draft has not cached (its last token; two after a verification that accepted every draft); pass i > 1
   // the draft token pass i - 1 proposed, for the requests whose draft is at least i deep. Each pass appends
   // the proposed token to the request's sequence (the verification reads them there).
-  std::vector<DevicePool::Step> draft_passes(const StepPlan& plan, const Scheduler& scheduler) {
+  std::vector<DevicePool::Step> draft_passes(const StepPlan& plan, const Scheduler& scheduler,
+                                             DevicePool& draft) {
     for (RequestId id : plan.preempted) {
-      draft_pool_->release(id);
+      draft.release(id);
       draft_cached_[static_cast<std::size_t>(id)] = 0;
     }
     std::vector<DevicePool::Step> passes;
@@ -329,7 +339,7 @@ class FunctionalExecutor::Impl {
         }
       }
       if (pass.requests.empty()) return passes;
-      passes.push_back(draft_pool_->step(pass, sequences_, prompt_tokens_, prefix_view(scheduler)));
+      passes.push_back(draft.step(pass, sequences_, prompt_tokens_, prefix_view(scheduler)));
       std::size_t row = 0;
       for (const ScheduledRequest& r : pass.requests) {
         row += static_cast<std::size_t>(logit_rows(r));
@@ -340,6 +350,13 @@ class FunctionalExecutor::Impl {
     }
   }
 
+  // The draft model's pool beside `pool` (speculative decoding); null without.
+  DevicePool* draft_of(const DevicePool& pool) const {
+    for (std::size_t i = 0; i < draft_pools_.size(); ++i)
+      if (pools_[i].get() == &pool) return draft_pools_[i].get();
+    return nullptr;
+  }
+
   // Runs one scheduled step on `pool` (with speculative decoding, the draft passes first), records it and
   // appends the emitted tokens; returns the step time and the scheduler's outcome.
   StepOutcome step(DevicePool& pool, const char* pool_name, Scheduler& scheduler, Time& now,
@@ -348,7 +365,7 @@ class FunctionalExecutor::Impl {
     for (const ScheduledRequest& s : plan.requests)
       lengths.push_back(sequences_[static_cast<std::size_t>(s.id)].size());
     std::vector<DevicePool::Step> drafts;
-    if (draft_pool_) drafts = draft_passes(plan, scheduler);
+    if (DevicePool* draft = draft_of(pool)) drafts = draft_passes(plan, scheduler, *draft);
     const DevicePool::Step st = pool.step(plan, sequences_, prompt_tokens_, prefix_view(scheduler));
     record_step(pool, pool_name, plan, st, drafts, res, energy);
     for (const InDeviceMigration& m : st.out.migrations)
@@ -427,7 +444,7 @@ class FunctionalExecutor::Impl {
       DUPLEX_ASSERT(!plan.empty(), "every request has arrived, yet the scheduler planned nothing");
       for (RequestId id : step(pool, "", scheduler, now, res, energy, plan).finished) {
         pool.release(id);
-        if (draft_pool_) draft_pool_->release(id);
+        if (DevicePool* draft = draft_of(pool)) draft->release(id);
       }
     }
     add_prefix_figures(scheduler, res);
@@ -445,7 +462,9 @@ class FunctionalExecutor::Impl {
       spec.output_tokens = 1;
       ps.add_request(spec);
     }
-    const KvLinkMigration link(sys_, devices_);  // the split simulator's cost formula
+    const KvLinkMigration link(sys_, devices_);  // the split simulator's cost formula and link queue
+    const int streams = kv_transfer_streams(w_.spec, prefill.layout(), decode.layout());
+    KvLinkSchedule links(1, 1);
     struct Clock {
       Time now;
       bool waiting = false;
@@ -472,8 +491,10 @@ class FunctionalExecutor::Impl {
                                        scheduler, clock.now, res, energy, plan);
       end = std::max(end, clock.now);
       for (RequestId id : outcome.finished) {
+        DevicePool* draft_decode = draft_of(decode);
         if (!on_prefill) {
           decode.release(id);
+          if (draft_decode) draft_decode->release(id);
           continue;
         }
         const auto input = static_cast<std::int64_t>(prompts[static_cast<std::size_t>(id)].size());
@@ -482,15 +503,21 @@ class FunctionalExecutor::Impl {
           m.request = id;
           m.tokens = input;
           m.bytes = decode.receive_kv(prefill, id, input);
-          m.time = link.time(m.bytes);
+          if (draft_decode) {  // the draft's K/V of the prompt moves with the target's
+            m.bytes += draft_decode->receive_kv(*draft_of(prefill), id, input);
+            draft_cached_[static_cast<std::size_t>(id)] = input;
+          }
+          m.time = link.time(m.bytes, streams);
+          m.start = links.book(0, 0, clock.now, link.transfer(m.bytes, streams));
           EnergyLedger one(sys_.energy);
           link.charge(one, m.bytes);
           m.energy = one.total();
           energy.add(one);
           res.kv_migrations.push_back(m);
-          ds.add_request({id, clock.now + m.time, input + 1, max_new_tokens - 1, input});
+          ds.add_request({id, m.start + m.time, input + 1, max_new_tokens - 1, input});
         }
         prefill.release(id);
+        if (DevicePool* draft_prefill = draft_of(prefill)) draft_prefill->release(id);
       }
     }
     DUPLEX_ASSERT(!ps.has_unfinished() && !ds.has_unfinished(), "split run stopped with requests left");
@@ -513,7 +540,7 @@ class FunctionalExecutor::Impl {
     for (std::size_t i = 0; i <= drafts.size(); ++i) {
       const bool verification = i == drafts.size();
       const DevicePool::Step& one = verification ? st : drafts[i];
-      const DevicePool& on = verification ? pool : *draft_pool_;
+      const DevicePool& on = verification ? pool : *draft_of(pool);
       const std::string prefix = verification ? "" : fmt::format("draft{}.", i + 1);
       s.time += one.cost.time;
       s.xpu_busy += one.cost.xpu_busy;
@@ -557,7 +584,8 @@ class FunctionalExecutor::Impl {
   std::vector<RequestSpec> requests_;                 // per request: as the scheduler gets it (prompt hashes)
   std::vector<std::vector<std::uint64_t>> prefix_keys_;  // per request: its blocks' keys (prefix caching)
   std::int64_t prefill_capacity_tokens_ = 0;          // the run's prefill-space bound; 0: none
-  std::unique_ptr<DevicePool> draft_pool_;  // speculative decoding: the draft model on the same devices
+  // Speculative decoding: the draft model on each pool's devices (parallel to pools_); empty without.
+  std::vector<std::unique_ptr<DevicePool>> draft_pools_;
   std::vector<std::int64_t> draft_cached_;  // per request: tokens of its sequence in the draft's cache
 };
 

@@ -198,6 +198,7 @@ nlohmann::json RunReport::to_json() const {
     migrations.push_back({{"request", m.request},
                           {"tokens", m.tokens},
                           {"bytes", m.bytes},
+                          {"start_us", to_us(m.start)},
                           {"time_us", to_us(m.time)},
                           {"energy_j", m.energy.si()}});
   nlohmann::json in_device = nlohmann::json::array();

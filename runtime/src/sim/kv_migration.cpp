@@ -1,5 +1,8 @@
 #include "duplex/runtime/sim/kv_migration.hpp"
 
+#include <algorithm>
+
+#include "duplex/base/error.hpp"
 #include "duplex/compiler/dtype.hpp"
 
 namespace duplex::runtime {
@@ -14,7 +17,33 @@ KvLinkMigration::KvLinkMigration(const SystemSpec& system, bool one_node) : one_
   (void)system.energy.price(action_);  // a missing price fails here, not mid-run
 }
 
-Time KvLinkMigration::time(double bytes) const { return transfer_time(bytes, bandwidth_) + latency_; }
+Time KvLinkMigration::transfer(double bytes, int streams) const {
+  DUPLEX_ASSERT(streams >= 1, "a K/V transfer over no link");
+  return transfer_time(bytes, bandwidth_ * static_cast<double>(streams));
+}
+
+Time KvLinkMigration::time(double bytes, int streams) const {
+  return transfer(bytes, streams) + latency_;
+}
+
+int kv_transfer_streams(const compiler::ModelSpec& model, const compiler::ParallelLayout& from,
+                        const compiler::ParallelLayout& to) {
+  auto shards = [&](const compiler::ParallelLayout& l) {
+    return model.attention == compiler::AttentionKind::kMla ? l.tp : std::min(l.tp, model.kv_heads);
+  };
+  return std::max(1, std::min(shards(from), shards(to)));
+}
+
+KvLinkSchedule::KvLinkSchedule(std::size_t senders, std::size_t receivers)
+    : sender_free_(senders), receiver_free_(receivers) {}
+
+Time KvLinkSchedule::book(std::size_t from, std::size_t to, Time ready, Time busy) {
+  Time& sender = sender_free_.at(from);
+  Time& receiver = receiver_free_.at(to);
+  const Time start = std::max({ready, sender, receiver});
+  sender = receiver = start + busy;
+  return start;
+}
 
 void KvLinkMigration::charge(EnergyLedger& ledger, double bytes) const {
   ledger.charge(EnergyCategory::kCommunication, ledger.action(action_), bytes);

@@ -152,6 +152,9 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
       any_nvlink ? std::optional<KvLinkMigration>(std::in_place, system, true) : std::nullopt;
   const std::optional<KvLinkMigration> infiniband =
       any_infiniband ? std::optional<KvLinkMigration>(std::in_place, system, false) : std::nullopt;
+  // Every prefill instance has one layout, every decode instance another: the streams of any pair.
+  const int streams = kv_transfer_streams(model, p0.layout(), d0.layout());
+  KvLinkSchedule links(prefill.size(), decode.size());
   auto link_between = [&](const Instance& p, const Instance& d) -> const KvLinkMigration& {
     const std::optional<KvLinkMigration>& link = p.near(d) ? nvlink : infiniband;
     DUPLEX_ASSERT(link.has_value(), "a migration over a link not priced up front");
@@ -191,7 +194,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   };
   // A prefilled prompt goes to the decode instance with the fewest outstanding requests when it is ready
   // (Splitwise's join-the-shortest-queue), among equals one in the prefill instance's node, then the lowest
-  // index; its K/V arrives over the link between them.
+  // index; its K/V arrives over the links between them once they are free (kv_migration.hpp).
   auto route_migration = [&](const Migration& m) {
     const Instance& from = prefill[m.from];
     std::size_t best = 0;
@@ -211,9 +214,10 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     const double bytes = kv_bytes_per_prompt_token * static_cast<double>(t.spec.input_tokens);
     link.charge(totals.energy, bytes);
     if (!one_pair) t.pool = fmt::format("{}>{}", from.pool->name(), decode[best].pool->name());
+    const Time start = links.book(m.from, best, m.ready, link.transfer(bytes, streams));
     hand_to(decode[best],
-            RequestSpec{m.id, m.ready + link.time(bytes), t.spec.input_tokens + 1, t.spec.output_tokens - 1,
-                        t.spec.input_tokens},
+            RequestSpec{m.id, start + link.time(bytes, streams), t.spec.input_tokens + 1,
+                        t.spec.output_tokens - 1, t.spec.input_tokens},
             m.ready);
   };
 

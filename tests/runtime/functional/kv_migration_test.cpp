@@ -7,6 +7,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
+#include "duplex/runtime/sim/kv_migration.hpp"
 
 namespace duplex::runtime::functional {
 namespace {
@@ -36,12 +37,23 @@ TEST_P(KvMigration, TokensAsWithoutMigrationBytesArePromptKv) {
   EXPECT_TRUE(check.passed()) << check.max_abs_logit_err;
   const compiler::ModelSpec& m = w.spec;
   ASSERT_EQ(split.kv_migrations.size(), kPrompts.size());
+  // The split simulator's link model: the pools' K/V shards side by side, one prompt at a time (the three
+  // prompts are prefilled in one step: each transfer starts when the one before has left the links).
+  const SystemSpec sys = load_system("duplex-split");
+  const KvLinkMigration link(sys, split.devices);
+  const int prefill_devices =
+      std::max(1, static_cast<int>(std::lround(devices * sys.split_prefill_fraction)));
+  const int streams = kv_transfer_streams(m, compiler::ParallelLayout::make(m, sys, prefill_devices),
+                                          compiler::ParallelLayout::make(m, sys, devices - prefill_devices));
   double total = 0;
+  Time free;
   for (const auto& mig : split.kv_migrations) {
     const auto prompt = static_cast<double>(kPrompts[static_cast<std::size_t>(mig.request)].size());
     EXPECT_EQ(mig.tokens, static_cast<std::int64_t>(prompt));
     EXPECT_EQ(mig.bytes, 2.0 * m.layers * m.kv_heads * m.head_dim * 2.0 * prompt);
-    EXPECT_GT(mig.time.si(), 0.0);
+    EXPECT_EQ(mig.time, link.time(mig.bytes, streams));
+    EXPECT_GE(mig.start, free);
+    free = mig.start + link.transfer(mig.bytes, streams);
     EXPECT_GT(mig.energy.si(), 0.0);
     total += mig.bytes;
   }

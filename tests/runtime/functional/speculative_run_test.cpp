@@ -175,6 +175,24 @@ TEST(SpeculativeRunEdges, PrefixCachingAndPreemptionKeepTheTokens) {
   EXPECT_GT(prefill_tokens(pressed), prompts);
 }
 
+// A split system: the draft prefills beside the prefill pool, its K/V of each prompt migrates with the
+// target's (twice the bytes for a self-draft), and the decode pool drafts and verifies.
+TEST(SpeculativeRunEdges, SplitSystemsMigrateTheDraftsKvToo) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 3);
+  const FunctionalResult plain = run(w, "duplex-split", nullptr);
+  const FunctionalResult spec = run(w, "duplex-split", &w);
+  EXPECT_EQ(spec.tokens, plain.tokens);
+  EXPECT_GT(spec.draft_tokens, 0);
+  EXPECT_EQ(spec.accepted_tokens, spec.draft_tokens);
+  EXPECT_LT(spec.steps.size(), plain.steps.size());
+  ASSERT_EQ(spec.kv_migrations.size(), plain.kv_migrations.size());
+  for (std::size_t i = 0; i < spec.kv_migrations.size(); ++i)
+    EXPECT_EQ(spec.kv_migrations[i].bytes, 2 * plain.kv_migrations[i].bytes);
+  const CheckResult check = check_run(w, kPrompts, spec, kNewTokens);
+  EXPECT_TRUE(check.passed()) << check.max_abs_logit_err;
+  EXPECT_TRUE(spec.device_classes.count("draft.decode.dev0.pim"));
+}
+
 TEST(SpeculativeRunEdges, BadSettingsAreRefused) {
   const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 3);
   auto refused = [&](const char* system, const ModelWeights* draft, int speculative,
@@ -196,7 +214,6 @@ TEST(SpeculativeRunEdges, BadSettingsAreRefused) {
   wide.vocab = 2048;
   const ModelWeights other_vocab = random_weights(wide, 3);
   refused("gpu", &other_vocab, 2, "has a vocabulary of 2048 tokens; expected model tiny-dense's 1024");
-  refused("duplex-split", &w, 2, "runs on one pool; system duplex-split is split");
 }
 
 }  // namespace

@@ -69,9 +69,10 @@ struct FunctionalOptions {
   // also prefills every prompt chunk the step prefills, and computes the tokens it has not cached yet). The
   // verification computes the last token and the drafts as decode rows, accepts the drafts up to the first
   // that differs from the target's greedy choice, and emits them and the target's next token: the tokens of a
-  // run without speculation, in fewer steps. Chains only (no trees); not on split systems; the draft must
-  // share the target's vocabulary and be a whole model (not an EAGLE / MTP head). `draft` must outlive the
-  // executor.
+  // run without speculation, in fewer steps. On a split system the draft runs beside each pool (the prefill
+  // pool's prefills it, its K/V of the prompt migrates with the target's). Chains only (no trees); the draft
+  // must share the target's vocabulary and be a whole model (not an EAGLE / MTP head). `draft` must outlive
+  // the executor.
   const ModelWeights* draft = nullptr;
   int speculative_tokens = 0;  // 0: off (then `draft` must be null); at most kMaxSpeculativeTokens
 };
@@ -102,13 +103,15 @@ struct StepRecord {
   std::vector<std::vector<std::int64_t>> expert_counts;
 };
 
-// A split system's K/V migration of one request from the prefill pool to the decode pool, timed and charged as
-// the serving simulator's split model does: NVLink inside a node (InfiniBand across), bytes / bandwidth + latency,
+// A split system's K/V migration of one request from the prefill pool to the decode pool, timed and charged
+// as the serving simulator's split model does (kv_migration.hpp): NVLink inside a node (InfiniBand across),
+// bytes / (parallel streams x bandwidth) + latency, one prompt at a time over the pools' links,
 // links.*_per_byte energy per byte.
 struct KvMigration {
   std::int64_t request = 0;
   std::int64_t tokens = 0;  // the prompt's tokens
   double bytes = 0;         // 2 (K, V) x layers x kv_heads x head_dim x KV bytes x tokens
+  Time start;               // when the links take it (after the transfers before it)
   Time time;                // the transfer's duration; the request reaches the decode pool after it
   Energy energy;
 };

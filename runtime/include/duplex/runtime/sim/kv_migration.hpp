@@ -1,15 +1,21 @@
 #pragma once
-// The cost of moving prompts' K/V from one device to another over the links (Splitwise-style split systems):
-// the one formula the split serving simulator and the functional executor both use.
-//   link:   NVLink when the run's devices (or the two instances') fit one node (links.devices_per_node),
-//           InfiniBand otherwise
-//   time:   bytes / link bandwidth + link latency        (transfers are not modelled as contending)
-//   energy: links.nvlink_per_byte (or links.infiniband_per_byte) x bytes, category communication
+// The cost of moving prompts' K/V from one instance's devices to another's over the links (Splitwise-style
+// split systems): the one formula the split serving simulator and the functional executor both use.
+//   link:    NVLink when the run's devices (or the two instances') fit one node (links.devices_per_node),
+//            InfiniBand otherwise; links.*_bandwidth is each device's link
+//   streams: the device pairs that carry one prompt side by side (kv_transfer_streams: each device of a
+//            tensor-parallel group sends, or receives, its shard of the K/V over its own link)
+//   time:    bytes / (streams x link bandwidth) + link latency
+//   queue:   an instance's links carry one prompt at a time, in the order the prompts are ready; a prompt
+//            waits for the sender's and the receiver's links (KvLinkSchedule)
+//   energy:  links.nvlink_per_byte (or links.infiniband_per_byte) x bytes, category communication
 // (The in-device copy of Logic-PIM memory spaces is an op of the step's plan instead: compiler kKvMigration.)
 #include <cstdint>
+#include <vector>
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "duplex/compiler/parallel.hpp"
 #include "duplex/runtime/sim/energy_ledger.hpp"
 
 namespace duplex::runtime {
@@ -23,7 +29,9 @@ class KvLinkMigration {
   KvLinkMigration(const SystemSpec& system, bool one_node);
 
   bool one_node() const { return one_node_; }
-  Time time(double bytes) const;
+  // The whole transfer of `bytes` over `streams` (>= 1) links side by side: transfer() + latency.
+  Time time(double bytes, int streams = 1) const;
+  Time transfer(double bytes, int streams = 1) const;     // the time the links are busy with it
   void charge(EnergyLedger& ledger, double bytes) const;  // on a ledger over `system.energy`
 
  private:
@@ -31,6 +39,27 @@ class KvLinkMigration {
   Time latency_;
   const char* action_;
   bool one_node_;
+};
+
+// Device pairs that move one prompt's K/V from an instance of layout `from` to one of layout `to` in
+// parallel: each holds its tensor-parallel group's K/V in min(tp, kv_heads) distinct shards (GQA: a device's
+// KV heads; MLA's latent, whole on every device, in tp shares of the tokens), and a shard moves over its
+// sender's and its receiver's own link, so min(sender shards, receiver shards) links work at once.
+int kv_transfer_streams(const compiler::ModelSpec& model, const compiler::ParallelLayout& from,
+                        const compiler::ParallelLayout& to);
+
+// When K/V transfers between instances happen: each instance's links carry one transfer at a time, in the
+// order they are asked for (FIFO: a simulator asks in the order the prompts are ready); a transfer starts
+// once it is ready and both its sender's and its receiver's links are free.
+class KvLinkSchedule {
+ public:
+  KvLinkSchedule(std::size_t senders, std::size_t receivers);
+  // Books a transfer ready at `ready` that keeps the links of sender `from` and receiver `to` busy for
+  // `busy`; returns its start.
+  Time book(std::size_t from, std::size_t to, Time ready, Time busy);
+
+ private:
+  std::vector<Time> sender_free_, receiver_free_;
 };
 
 // K/V bytes of one token of `model`, all layers and all KV heads: 2 (K, V) x layers x kv_heads x head_dim x KV
