@@ -75,6 +75,33 @@ TEST(SpeculativeScheduler, NoneAcceptedEmitsOneTokenPerStep) {
   EXPECT_EQ(s.records().at(0).accepted_tokens, 0);
 }
 
+// An acceptance given with the step's result (functional emulation checks the drafts) replaces the draw: with
+// a rate of 1, a verification told 1 of 3 was accepted emits 2 tokens and keeps 1 draft's K/V; more than the
+// draft's depth is refused.
+TEST(SpeculativeScheduler, GivenAcceptanceReplacesTheDraw) {
+  Scheduler s(speculative(3, 1.0));
+  s.add_request({0, Time{}, 5, 10});
+  s.update({s.schedule(Time{}).step, ms(1)});
+  const StepPlan verify = s.schedule(ms(1));
+  ASSERT_EQ(verify.requests[0].draft_depth, 3);
+  s.update({verify.step, ms(2)}, {{0, 1}});
+  EXPECT_EQ(s.records().at(0).token_times.size(), 1u + 2u);
+  EXPECT_EQ(s.records().at(0).accepted_tokens, 1);
+  EXPECT_EQ(s.schedule(ms(2)).requests[0].context_len, 5 + 1 + 1);
+  Scheduler t(speculative(3, 1.0));
+  t.add_request({0, Time{}, 5, 10});
+  t.update({t.schedule(Time{}).step, ms(1)});
+  const StepPlan too_many = t.schedule(ms(1));
+  try {
+    t.update({too_many.step, ms(2)}, {{0, 4}});
+    FAIL() << "accepted more drafts than the draft holds";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("request 0 accepted 4 draft tokens of a draft 3 deep"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // The K/V a step needs covers the drafts: a request at 8 tokens in 4-token blocks verifying 3 drafts holds 3
 // blocks during the step.
 TEST(SpeculativeScheduler, KvCoversTheDrafts) {

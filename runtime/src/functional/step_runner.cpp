@@ -519,8 +519,8 @@ void StepRunner::migrate_kv(int layer, StepOutput& out) {
     for (std::size_t d = 0; d < dev_.size(); ++d) {
       if (!serves(d, r)) continue;
       PagedKvCache& kv = *dev_[d].kv;
-      auto it = migrating_.try_emplace({d, r.id}).first;
-      if (layer == 0) it->second = kv.plan_migration(r.id);
+      const auto [it, first_layer] = migrating_.try_emplace({d, r.id});
+      if (first_layer) it->second = kv.plan_migration(r.id);
       for (const BlockMove& move : it->second) kv.copy_block(layer, move);
       const double pools = kv.shared_kv() ? 1.0 : 2.0;                         // K + V, or MLA's one latent
       bytes += pools * static_cast<double>(tokens * kv.token_values()) * 2.0;  // FP16
@@ -893,8 +893,9 @@ FfnWeights StepRunner::ffn_weights(const std::vector<std::uint16_t>& in, const s
   return w;
 }
 
-// One next-token row per request (its last token's final-norm output); each device of the request's node
-// computes the logits of its vocabulary rows, gathered in vocabulary order; greedy: the first largest logit.
+// Each request's logit rows (the final-norm outputs of its last logit_rows tokens: its last token, or a
+// verification's every row); each device of the request's node computes the logits of its vocabulary rows,
+// gathered in vocabulary order; greedy: the first largest logit.
 void StepRunner::lm_head(StepOutput& out) {
   const std::int64_t h = m_.hidden, vocab = m_.vocab;
   std::vector<const Row*> owner;  // per logit row: its request's row
