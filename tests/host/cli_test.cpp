@@ -675,7 +675,9 @@ TEST(RunCli, SpeculativeDecodingReportsItsAcceptance) {
   const auto plain = nlohmann::json::parse(run(args).out);
   EXPECT_EQ(plain["tokens"], j["tokens"]);
   EXPECT_LT(j["steps"].size(), plain["steps"].size());
+  EXPECT_EQ(j["steps"][1]["draft_passes"], 3);  // the first verification's three drafts, one pass each
   EXPECT_FALSE(plain.contains("speculative"));
+  EXPECT_FALSE(plain["steps"][1].contains("draft_passes"));
 }
 
 TEST(RunCli, PimOpsThroughTheDriverAndTheSystemCDeviceGiveTheSameTokens) {

@@ -191,6 +191,7 @@ nlohmann::json RunReport::to_json() const {
                      {"pim_busy_us", to_us(s.pim_busy)},
                      {"link_busy_us", to_us(s.link_busy)},
                      {"coprocessed_expert_layers", s.coprocessed_expert_layers}});
+    if (!draft.empty()) steps.back()["draft_passes"] = s.draft_passes;  // timed before the verification
     for (int l : s.coprocessed_expert_layers) coprocessed.push_back({{"step", s.step}, {"layer", l}});
   }
   nlohmann::json migrations = nlohmann::json::array();
