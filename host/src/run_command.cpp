@@ -23,6 +23,7 @@ struct RunCliOptions {
   runtime::functional::RunOptions run;
   std::vector<std::string> sets;  // --set KEY=VALUE overrides of the system
   std::vector<std::string> prompts = {"1,5,9,42"};
+  std::string prompts_file;  // --prompts: replaces --prompt
   std::string pim_path = "datapath";
   bool json = false;
 };
@@ -30,7 +31,11 @@ struct RunCliOptions {
 void run_run(RunCliOptions& o) {
   o.run.system_overrides = parse_sets(o.sets);
   o.run.prompts.clear();
-  for (const auto& p : o.prompts) o.run.prompts.push_back(runtime::functional::parse_prompt(p));
+  if (!o.prompts_file.empty()) {
+    o.run.prompts = runtime::functional::read_prompts(o.prompts_file);
+  } else {
+    for (const auto& p : o.prompts) o.run.prompts.push_back(runtime::functional::parse_prompt(p));
+  }
   if (o.pim_path == "device") o.run.executor.pim_unit_factory = runtime::functional::make_device_pim_unit;
   const runtime::functional::RunReport report = runtime::functional::run_functional(o.run);
   std::fputs(o.json ? (report.to_json().dump(2) + "\n").c_str() : report.to_text().c_str(), stdout);
@@ -53,8 +58,12 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--system", o->run.system, "System preset or file")->capture_default_str();
   add_set_option(c, o->sets);
-  c->add_option("--prompt", o->prompts, "Comma-separated token ids; repeat for several requests (batched)")
-      ->capture_default_str();
+  auto* prompt = c->add_option("--prompt", o->prompts,
+                               "Comma-separated token ids; repeat for several requests (batched)")
+                     ->capture_default_str();
+  c->add_option("--prompts", o->prompts_file,
+                "File of prompts, one per line as --prompt takes them ('#' lines skipped); replaces --prompt")
+      ->excludes(prompt);
   c->add_option("--max-new-tokens", o->run.max_new_tokens, "Tokens to generate per request")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -657,6 +657,23 @@ TEST(RunCli, ChunkedPrefillSplitsPromptsOverSteps) {
   EXPECT_EQ(j["in_device_kv_migrations"][0]["tokens"], 9);
 }
 
+// --prompts FILE: one request per line, comments and blank lines skipped; the same tokens as --prompt.
+TEST(RunCli, PromptsFileGivesOneRequestPerLine) {
+  const std::string path = ::testing::TempDir() + "duplex_run_prompts.txt";
+  {
+    std::ofstream f(path);
+    f << "# two requests\n1,2,3\n\n  7,8\n";
+  }
+  const CliRun file = run("run --model tiny-dense --system gpu --max-new-tokens 3 --json --prompts " + path);
+  const CliRun flags =
+      run("run --model tiny-dense --system gpu --max-new-tokens 3 --json --prompt 1,2,3 --prompt 7,8");
+  ASSERT_EQ(file.exit_code, 0) << file.out;
+  ASSERT_EQ(flags.exit_code, 0) << flags.out;
+  const auto j = nlohmann::json::parse(file.out);
+  EXPECT_EQ(j["tokens"].size(), 2u);
+  EXPECT_EQ(j["tokens"], nlohmann::json::parse(flags.out)["tokens"]);
+}
+
 // The model drafting for itself (--draft equal to --model, same seed): every draft accepted, the reference's
 // tokens, fewer steps than without speculation.
 TEST(RunCli, SpeculativeDecodingReportsItsAcceptance) {

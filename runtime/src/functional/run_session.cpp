@@ -101,6 +101,28 @@ std::vector<std::int32_t> parse_prompt(const std::string& text) {
   return ids;
 }
 
+std::vector<std::vector<std::int32_t>> read_prompts(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("{}: cannot read the prompts file", path));
+  std::vector<std::vector<std::int32_t>> prompts;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const auto first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') continue;
+    const auto last = line.find_last_not_of(" \t");
+    try {
+      prompts.push_back(parse_prompt(line.substr(first, last - first + 1)));
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}:{}: {}", path, number, e.what()));
+    }
+  }
+  if (prompts.empty())
+    throw Error(
+        fmt::format("{}: no prompts; expected one line of comma-separated token ids per request", path));
+  return prompts;
+}
+
 void write_routing_trace(const std::string& path, const FunctionalResult& r) {
   std::string csv = "step,layer,expert,count\n";
   for (std::size_t s = 0; s < r.steps.size(); ++s) {

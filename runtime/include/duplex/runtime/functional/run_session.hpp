@@ -135,5 +135,9 @@ RunReport run_functional(const RunOptions& options);
 
 // "1,5,9,42" -> {1, 5, 9, 42}; duplex::Error naming the text for anything else.
 std::vector<std::int32_t> parse_prompt(const std::string& text);
+// A prompts file: one prompt per line in parse_prompt's form (blank lines and lines starting with '#'
+// skipped). duplex::Error naming the file (and the line) when it cannot be read, a line is not a prompt, or
+// it holds none.
+std::vector<std::vector<std::int32_t>> read_prompts(const std::string& path);
 
 }  // namespace duplex::runtime::functional
