@@ -98,8 +98,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
       if (shards_[d].node == node) kv_[d].reserve(s.id, s.context_len + s.tokens, space);
     if (keys) share_computed(s.id, *keys, s.context_len + s.tokens);
     reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)], prefill,
-                    prefill && s.samples_token, prefill ? s.cached_context : 0,
-                    !prefill && s.tokens > 1 ? s.tokens : 1, node,
+                    prefill && s.samples_token, prefill ? s.cached_context : 0, logit_rows(s), node,
                     prompt_tokens.at(static_cast<std::size_t>(s.id))});
   }
   StepOutput out = runner_->run(reqs, StepExecutor::batch_of(plan));

@@ -32,6 +32,13 @@ struct PrefixView {
   const PrefixCache* cache = nullptr;
 };
 
+// Logit rows a scheduled request's step returns (StepRequest::logit_rows): a decoding request of several
+// tokens (a verification, or a draft pass catching up) every row, as the lowering's RequestGroup::verify;
+// otherwise its last.
+inline std::int64_t logit_rows(const ScheduledRequest& s) {
+  return s.phase == TokenPhase::decode && s.tokens > 1 ? s.tokens : 1;
+}
+
 class DevicePool {
  public:
   // `prefix` starts every unit's name ("" -> "dev0.xpu", "prefill." -> "prefill.dev0.xpu"). `shared_pim`:

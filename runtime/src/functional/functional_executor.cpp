@@ -97,11 +97,10 @@ class FunctionalExecutor::Impl {
           fmt::format("chunked prefill splits prompts to fill the token budget; max tokens per step is "
                       "{}, expected >= 1 (--max-tokens-per-step)",
                       opt_.max_tokens_per_step));
-    if (opt_.prefix_caching) {
-      if (w_.spec.windowed_layers() > 0)
+    for (const ModelWeights* w : {&w_, opt_.draft})  // the target, and a draft caching the same prompts
+      if (opt_.prefix_caching && w && w->spec.windowed_layers() > 0)
         throw Error(fmt::format("prefix caching: model {} has {}; expected a model attending to every token",
-                                w_.spec.name, w_.spec.window_note()));
-    }
+                                w->spec.name, w->spec.window_note()));
     if (sys_.split_prefill_fraction > 0) {
       if (sys_.split_prefill_instances != 1 || sys_.split_decode_instances != 1)
         throw Error(
@@ -273,10 +272,6 @@ class FunctionalExecutor::Impl {
           fmt::format("draft model {} is a draft head (EAGLE / MTP: it reads the target's hidden "
                       "states); functional emulation drafts with a whole model",
                       d.name));
-    if (opt_.prefix_caching && d.windowed_layers() > 0)
-      throw Error(
-          fmt::format("prefix caching: draft model {} has {}; expected a model attending to every token",
-                      d.name, d.window_note()));
   }
 
   // Chained hashes of a prompt's blocks of `block` tokens (the last one partial),
@@ -304,12 +299,6 @@ class FunctionalExecutor::Impl {
       res.prefix_query_tokens += record.prefix_query_tokens;
       res.prefix_hit_tokens += record.prefix_hit_tokens;
     }
-  }
-
-  // Logit rows a scheduled request's step returns (StepRequest::logit_rows): a decoding request of several
-  // tokens (a verification, or a draft pass catching up) every row, as the lowering's RequestGroup::verify.
-  static std::int64_t logit_rows(const ScheduledRequest& s) {
-    return s.phase == TokenPhase::decode && s.tokens > 1 ? s.tokens : 1;
   }
 
   // Speculative decoding: the draft passes before `plan`'s verification (Pool::add_draft_passes' schedule).
