@@ -123,7 +123,7 @@ void add_run_command(CLI::App& app) {
   c->add_option("--draft", o->run.draft,
                 "Draft model (preset or file) with random weights from --draft-seed, for --speculative");
   c->add_option("--draft-weights", o->run.draft_weights,
-                "Draft model checkpoint (as --weights), for --speculative; replaces --draft");
+                "Draft model checkpoint (as --weights), for --speculative; instead of --draft");
   c->add_option(
       "--draft-seed", o->run.draft_seed,
       "Seed of the draft's random weights (default: --seed, so --draft equal to --model drafts with "

@@ -176,6 +176,9 @@ RunReport run_functional(const RunOptions& o) {
   // Speculative decoding's draft model: random weights (from --draft-seed, else the target's seed: a draft
   // preset equal to the model then has the target's weights) or a checkpoint.
   std::optional<ModelWeights> draft;
+  if (!o.draft.empty() && !o.draft_weights.empty())
+    throw Error(fmt::format("--draft {} and --draft-weights {} name two drafts; expected one", o.draft,
+                            o.draft_weights));
   if (!o.draft.empty() || !o.draft_weights.empty()) {
     if (o.draft == "ngram" || o.draft == "mtp")
       throw Error(

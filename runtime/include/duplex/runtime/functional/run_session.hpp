@@ -35,7 +35,7 @@ struct RunOptions {
   std::string routing_trace;
   bool check = false;
   // Speculative decoding (executor.speculative_tokens >= 1): the draft model, a preset or file with random
-  // weights from `draft_seed` (unset: `seed`), or the checkpoint `draft_weights`.
+  // weights from `draft_seed` (unset: `seed`), or the checkpoint `draft_weights` (not both).
   std::string draft;
   std::string draft_weights;
   std::optional<std::uint64_t> draft_seed;
