@@ -36,15 +36,17 @@ std::vector<StepPlan> run(Scheduler& s) {
 }
 
 // Every draft accepted: after its prefill (1 token) a request of 10 output tokens drafts 3 per step and emits
-// 4, 4, then 1 (no drafts left: only 1 token remains); its K/V keeps every accepted draft.
+// 4, 4, then 1 (no drafts left: only 1 token remains); its K/V keeps every accepted draft. The draft model
+// cached the prompt (5 tokens: its first pass computes 1), then after each full acceptance lacks its last
+// draft and the bonus token (2).
 TEST(SpeculativeScheduler, AllAcceptedEmitsDraftsPlusOne) {
   Scheduler s(speculative(3, 1.0));
   s.add_request({0, Time{}, 5, 10});
   const std::vector<StepPlan> plans = run(s);
   ASSERT_EQ(plans.size(), 4u);
-  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 4, 5, TokenPhase::decode, true, 3}));
-  EXPECT_EQ(plans[2].requests[0], (ScheduledRequest{0, 4, 9, TokenPhase::decode, true, 3}));
-  EXPECT_EQ(plans[3].requests[0], (ScheduledRequest{0, 1, 13, TokenPhase::decode, true, 0}));
+  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 4, 5, TokenPhase::decode, true, 3, 0, 0, 5}));
+  EXPECT_EQ(plans[2].requests[0], (ScheduledRequest{0, 4, 9, TokenPhase::decode, true, 3, 0, 0, 8}));
+  EXPECT_EQ(plans[3].requests[0], (ScheduledRequest{0, 1, 13, TokenPhase::decode, true, 0, 0, 0, 12}));
   EXPECT_EQ(plans[1].decode_requests, 1);
   EXPECT_EQ(plans[1].total_tokens, 4);
   const RequestRecord& r = s.records().at(0);
@@ -57,7 +59,8 @@ TEST(SpeculativeScheduler, AllAcceptedEmitsDraftsPlusOne) {
 }
 
 // No draft accepted: every step still verifies 3 drafts (until the output cap) and emits one token; the
-// rejected drafts' K/V is dropped, so the next step's context grows by one.
+// rejected drafts' K/V is dropped, so the next step's context grows by one, and the draft model lacks only
+// the last token.
 TEST(SpeculativeScheduler, NoneAcceptedEmitsOneTokenPerStep) {
   Scheduler s(speculative(3, 0.0));
   s.add_request({0, Time{}, 5, 6});
@@ -68,7 +71,8 @@ TEST(SpeculativeScheduler, NoneAcceptedEmitsOneTokenPerStep) {
     EXPECT_EQ(plans[i].requests[0],
               (ScheduledRequest{0, 1 + std::min<std::int64_t>(3, remaining - 1),
                                 5 + static_cast<std::int64_t>(i) - 1, TokenPhase::decode, true,
-                                std::min<std::int64_t>(3, remaining - 1)}))
+                                std::min<std::int64_t>(3, remaining - 1), 0, 0,
+                                5 + static_cast<std::int64_t>(i) - 1}))
         << i;
   }
   EXPECT_EQ(s.records().at(0).draft_tokens, 3 + 3 + 2 + 1);
@@ -100,6 +104,52 @@ TEST(SpeculativeScheduler, GivenAcceptanceReplacesTheDraw) {
               std::string::npos)
         << e.what();
   }
+}
+
+// What the draft's first pass computes (ScheduledRequest::draft_context) after a verification that accepted 1
+// of 3 drafts, then after one that accepted all 3: a draft model lacks 1 token, then 2 (its last draft and
+// the bonus token); a draft head (MTP, EAGLE) recomputes every kept token, 2 then 4. A request the token
+// budget leaves undrafted (the draft passes skip it) falls further behind: its draft holds the prompt until
+// it drafts. (Functional emulation checks draft_context against a real draft's cache in every run.)
+TEST(SpeculativeScheduler, DraftContextFollowsTheDraftsCache) {
+  for (const bool head : {false, true}) {
+    SchedulerConfig c = speculative(3, 1.0);
+    c.draft_head = head;
+    Scheduler s(c);
+    s.add_request({0, Time{}, 5, 20});
+    s.update({s.schedule(Time{}).step, ms(1)});  // prefill: 6 tokens, the draft caches the prompt's 5
+    StepPlan p = s.schedule(ms(1));
+    EXPECT_EQ(p.requests[0].draft_context, 5) << head;
+    s.update({p.step, ms(2)}, {{0, 1}});  // context 5 + 1 + 1
+    p = s.schedule(ms(2));
+    ASSERT_EQ(p.requests[0].context_len, 7);
+    EXPECT_EQ(p.requests[0].context_len + 1 - p.requests[0].draft_context, head ? 2 : 1) << head;
+    s.update({p.step, ms(3)}, {{0, 3}});  // context 7 + 1 + 3
+    p = s.schedule(ms(3));
+    ASSERT_EQ(p.requests[0].context_len, 11);
+    ASSERT_EQ(p.requests[0].draft_depth, 3);
+    EXPECT_EQ(p.requests[0].context_len + 1 - p.requests[0].draft_context, head ? 4 : 2) << head;
+  }
+  SchedulerConfig c = speculative(3, 0.0);
+  c.max_tokens_per_step = 5;  // request 0 verifies 3 drafts, request 1 its last token only
+  Scheduler s(c);
+  s.add_request({0, Time{}, 2, 8});
+  s.add_request({1, Time{}, 2, 8});
+  Time now;
+  int undrafted = 0;
+  for (;;) {
+    const StepPlan p = s.schedule(now);
+    now += ms(1);
+    s.update({p.step, now});
+    if (p.requests.size() < 2 || p.requests[1].phase != TokenPhase::decode) continue;
+    ASSERT_EQ(p.requests[1].draft_context, 2);
+    if (p.requests[1].draft_depth > 0) {
+      EXPECT_EQ(p.requests[1].context_len, 2 + undrafted);
+      break;
+    }
+    ++undrafted;
+  }
+  EXPECT_EQ(undrafted, 4);
 }
 
 // The K/V a step needs covers the drafts: a request at 8 tokens in 4-token blocks verifying 3 drafts holds 3
@@ -244,9 +294,9 @@ TEST(TreeSpeculativeScheduler, AcceptsAtMostTheDepth) {
   s.add_request({0, Time{}, 5, 10});
   const std::vector<StepPlan> plans = run(s);
   ASSERT_EQ(plans.size(), 4u);
-  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 10, 5, TokenPhase::decode, true, 3}));
-  EXPECT_EQ(plans[2].requests[0], (ScheduledRequest{0, 10, 9, TokenPhase::decode, true, 3}));
-  EXPECT_EQ(plans[3].requests[0], (ScheduledRequest{0, 1, 13, TokenPhase::decode, true, 0}));
+  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 10, 5, TokenPhase::decode, true, 3, 0, 0, 5}));
+  EXPECT_EQ(plans[2].requests[0], (ScheduledRequest{0, 10, 9, TokenPhase::decode, true, 3, 0, 0, 8}));
+  EXPECT_EQ(plans[3].requests[0], (ScheduledRequest{0, 1, 13, TokenPhase::decode, true, 0, 0, 0, 12}));
   EXPECT_EQ(plans[1].total_tokens, 10);
   const RequestRecord& r = s.records().at(0);
   EXPECT_EQ(r.draft_tokens, 18);
@@ -263,7 +313,7 @@ TEST(TreeSpeculativeScheduler, OutputCapShrinksTheTree) {
   s.add_request({0, Time{}, 5, 3});
   const std::vector<StepPlan> plans = run(s);
   ASSERT_GE(plans.size(), 2u);
-  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 4, 5, TokenPhase::decode, true, 1}));
+  EXPECT_EQ(plans[1].requests[0], (ScheduledRequest{0, 4, 5, TokenPhase::decode, true, 1, 0, 0, 5}));
 }
 
 // A budget of 6 tokens: depth 2 would verify 1 + 6 tokens, so the older request's tree is cut to depth 1
@@ -278,8 +328,8 @@ TEST(TreeSpeculativeScheduler, TokenBudgetCutsTheDepth) {
   s.update({p.step, ms(1)});
   p = s.schedule(ms(1));
   ASSERT_EQ(p.requests.size(), 2u);
-  EXPECT_EQ(p.requests[0], (ScheduledRequest{0, 4, 2, TokenPhase::decode, true, 1}));
-  EXPECT_EQ(p.requests[1], (ScheduledRequest{1, 1, 2, TokenPhase::decode, true, 0}));
+  EXPECT_EQ(p.requests[0], (ScheduledRequest{0, 4, 2, TokenPhase::decode, true, 1, 0, 0, 2}));
+  EXPECT_EQ(p.requests[1], (ScheduledRequest{1, 1, 2, TokenPhase::decode, true, 0, 0, 0, 2}));
 }
 
 // The K/V of every node is held while verified: 8 tokens + 1 + 9 nodes in 4-token blocks is 5 blocks.

@@ -3,7 +3,9 @@
 // memory are charged, and the latency figures stay consistent.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
+#include <utility>
 
 #include "closed_loop_options.hpp"
 #include "duplex/base/error.hpp"
@@ -247,6 +249,30 @@ TEST(SpeculativeSimulation, ATreeVerifiesItsNodesAndDraftsTopkRows) {
   const compiler::Op third = attention(step1[2]->plan);
   EXPECT_EQ(third.query_tokens, 4 * 16);
   EXPECT_GT(third.context_tokens, second.context_tokens);  // depth 2's nodes over one more ancestor
+}
+
+// Every draft accepted: after step 1's verification the draft model lacks its last draft and the bonus token,
+// so step 2's first draft pass computes 2 rows per request; an EAGLE head recomputes the 4 tokens the target
+// kept (ScheduledRequest::draft_context). Step 1, after the prefill, computes 1 for either.
+TEST(SpeculativeSimulation, TheFirstDraftPassCatchesUpWithTheVerifiedTokens) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = run_options(3, 1.0);
+  o.timeline_steps = 3;
+  for (const auto& [draft, rows] :
+       {std::pair<const char*, int>{"llama-3.2-1b", 2}, {"eagle-llama3-70b", 4}}) {
+    o.draft_model = compiler::load_model(draft);
+    const SystemResult r = simulate(model, load_system("gpu"), o);
+    std::map<std::int64_t, compiler::Op> first_pass;  // per step: draft pass 1's layer-0 decode attention
+    for (const TimelineStep& t : r.timeline)
+      for (const compiler::Op& op : t.plan.graph.ops)
+        if (op.name.starts_with("draft1.") && op.layer == 0 && op.kind == compiler::OpKind::kAttentionDecode)
+          first_pass.emplace(t.step, op);
+    ASSERT_EQ(first_pass.size(), 2u) << draft;  // steps 1 and 2 (step 0 prefills)
+    EXPECT_EQ(first_pass.at(1).requests, 16) << draft;
+    EXPECT_EQ(first_pass.at(1).query_tokens, 16) << draft;
+    EXPECT_EQ(first_pass.at(2).requests, 16) << draft;
+    EXPECT_EQ(first_pass.at(2).query_tokens, rows * 16) << draft;
+  }
 }
 
 TEST(SpeculativeSimulation, SameSeedSameResults) {

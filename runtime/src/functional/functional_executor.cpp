@@ -303,7 +303,8 @@ class FunctionalExecutor::Impl {
 
   // Speculative decoding: the draft passes before `plan`'s verification (Pool::add_draft_passes' schedule).
   // Pass 1 prefills the plan's prompt chunks and, for every request verifying a draft, computes the tokens
-  // the draft has not cached (its last token; two after a verification that accepted every draft); pass i > 1
+  // the draft has not cached (its last token; two after a verification that accepted every draft: the
+  // scheduler's ScheduledRequest::draft_context, checked here); pass i > 1
   // the draft token pass i - 1 proposed, for the requests whose draft is at least i deep. Each pass appends
   // the proposed token to the request's sequence (the verification reads them there).
   std::vector<DevicePool::Step> draft_passes(const StepPlan& plan, const Scheduler& scheduler,
@@ -322,6 +323,9 @@ class FunctionalExecutor::Impl {
         if (r.phase == TokenPhase::prefill && i == 1) {
           pass.requests.push_back(r);
         } else if (r.phase == TokenPhase::decode && r.draft_depth >= i) {
+          // The scheduler's account of the draft's cache (what the serving simulator times) is this one's.
+          DUPLEX_ASSERT(i > 1 || draft_cached_[id] == r.draft_context,
+                        "the scheduler's draft context differs from the draft's cache");
           const auto length = static_cast<std::int64_t>(sequences_[id].size());
           pass.requests.push_back(
               {r.id, length - draft_cached_[id], draft_cached_[id], TokenPhase::decode, true});

@@ -121,6 +121,7 @@ void Scheduler::add_request(const RequestSpec& spec) {
   live.num_tokens = spec.input_tokens;
   live.num_computed = spec.cached_tokens;
   live.decoding = spec.cached_tokens > 0;
+  live.draft_computed = spec.cached_tokens;  // the draft's K/V of the prompt migrates with the target's
   if (shares_prefix) live.prefix_keys = prefix_block_keys(spec, config_.kv_block_tokens);
   insert_sorted(waiting_, std::move(live));
 }
@@ -290,6 +291,7 @@ void Scheduler::preempt_back(StepPlan& plan) {
   victim.num_computed = 0;
   victim.prefill_start = 0;
   victim.decoding = false;
+  victim.draft_computed = 0;
   plan.preempted.push_back(victim.spec.id);
   insert_sorted(waiting_, std::move(victim));
 }
@@ -308,6 +310,7 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
       .samples_token = live.num_computed + tokens >= live.num_tokens,  // > with draft tokens
       .draft_depth = live.num_computed + tokens > live.num_tokens ? draft_depth(live, tokens) : 0,
       .cached_context = live.decoding ? 0 : live.prefill_start,
+      .draft_context = live.decoding && config_.speculative_tokens > 0 ? live.draft_computed : 0,
   });
   RequestRecord& record = records_.at(live.spec.id);
   if (!record.first_scheduled) record.first_scheduled = plan.start;
@@ -353,6 +356,7 @@ StepOutcome Scheduler::update(const StepResult& result,
     if (it == computed.end()) continue;
     ++matched;
     live.num_computed += it->second->tokens;
+    if (it->second->phase == TokenPhase::prefill) live.draft_computed = live.num_computed;  // its pass 1
     if (live.num_computed < live.num_tokens)
       continue;  // a prefill chunk (its blocks were cached when scheduled)
     RequestRecord& record = records_.at(live.spec.id);
@@ -374,7 +378,12 @@ StepOutcome Scheduler::update(const StepResult& result,
     }
     record.draft_tokens += drafts;
     record.accepted_tokens += accepted;
-    if (drafts > 0) ++record.verify_steps;
+    if (drafts > 0) {
+      ++record.verify_steps;
+      // Its draft passes cached the sequence through its last token, then drafts 1..depth - 1 (a draft head's
+      // with its own hidden states, not the target's: none of them kept).
+      live.draft_computed = live.num_tokens + (config_.draft_head ? 0 : std::min(accepted, depth - 1));
+    }
     live.num_computed = live.num_tokens + accepted;
     // The accepted path's K/V only; copied to the host tier when the request's next step is scheduled.
     kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed, false);

@@ -39,6 +39,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
                        model.layers - model.windowed_layers(), model.windowed_layers(),
                        model.attention_chunk > 0};
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
+  sched.draft_head = o.draft_model && o.draft_model->draft_head;
   // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
   // this device's share of the K/V.
   const LinkSpec& links = system.links;
@@ -72,8 +73,9 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
 void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compiler::ExecutionPlan>* plans) {
   if (!draft_executor_) return;
   // Draft pass i (1-based) proposes the i-th level of the draft of every request whose draft is at least i
-  // deep, over its context so far (the draft model caches the same tokens as the target): pass 1 one decode
-  // token each (its last token), a later pass of a tree the draft_topk nodes it expands at depth i - 1, as
+  // deep: pass 1 computes the tokens through its last that the draft has not cached (ScheduledRequest::
+  // draft_context: one, or two after a draft model's fully accepted verification, or a draft head's a + 1
+  // after one that accepted a), a later pass of a tree the draft_topk nodes it expands at depth i - 1, as
   // query rows over the context and their ancestors (a chain: one). The draft caches the prompts too: pass 1
   // also prefills every prompt chunk the step prefills, as vLLM batches it.
   const std::int64_t topk = options_.scheduler.draft_topk;
@@ -85,7 +87,10 @@ void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compi
       if (r.phase == TokenPhase::prefill && i == 1)
         pass.requests.push_back(r);
       else if (r.phase == TokenPhase::decode && r.draft_depth >= i)
-        pass.requests.push_back({r.id, i == 1 ? 1 : topk, r.context_len + i - 1, TokenPhase::decode, true});
+        pass.requests.push_back(
+            i == 1 ? ScheduledRequest{r.id, r.context_len + 1 - r.draft_context, r.draft_context,
+                                      TokenPhase::decode, true}
+                   : ScheduledRequest{r.id, topk, r.context_len + i - 1, TokenPhase::decode, true});
     if (pass.requests.empty()) return;
     StepCost d = draft_executor_->execute(pass, i == 1);
     c.time += d.time;

@@ -93,6 +93,7 @@ class Scheduler {
     bool decoding = false;          // emitted a token since its last (re)start, so its next token is a decode
     std::int64_t prefill_start = 0;  // tokens it had (from the prefix cache) when its prefill (re)started
     std::vector<std::uint64_t> prefix_keys;  // its sequence's cacheable blocks (prefix_block_keys), or none
+    std::int64_t draft_computed = 0;  // speculative decoding: tokens of its sequence in the draft's cache
   };
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);

@@ -82,6 +82,14 @@ struct SchedulerConfig {
   // assumed). A request whose output caps its drafts at depth d < speculative_tokens verifies tree_nodes(d).
   int tree_tokens = 0;
   int draft_topk = 1;
+  // What the draft's first pass of a step computes for a verifying request (ScheduledRequest::draft_context;
+  // set by the engine from its draft). A draft model caches its own K/V: after a verification that accepted
+  // a of d drafts it holds the accepted tokens it computed (its inputs were the last token and drafts
+  // 1..d - 1), so it lacks one token (a < d) or two (a = d, its last draft and the bonus token). A draft head
+  // (an MTP module, an EAGLE head: draft_head true) reads the target's hidden states, which it had for none
+  // of the verified tokens when it proposed: it recomputes all a + 1 kept tokens, as vLLM's EAGLE proposer
+  // does.
+  bool draft_head = false;
 
   // Draft tokens verified for a draft of depth `depth` (0..speculative_tokens): `depth` for a chain; for a
   // tree, depth plus its extra nodes in proportion, depth + floor((tree_tokens - speculative_tokens) x depth
@@ -95,8 +103,8 @@ struct SchedulerConfig {
 };
 
 // Reads a `scheduler:` map: policy (continuous|orca|static), max_batch, max_tokens_per_step (0 = none),
-// chunked_prefill, kv_block_tokens, prefix_caching. kv_capacity_blocks, kv_window and prefill_capacity_tokens
-// are not read (the engine computes them); the map is finish()ed, so unknown keys are errors.
+// chunked_prefill, kv_block_tokens, prefix_caching. kv_capacity_blocks, kv_window, prefill_capacity_tokens
+// and draft_head are not read (the engine sets them); the map is finish()ed, so unknown keys are errors.
 SchedulerConfig read_scheduler_config(const ConfigNode& node);
 
 }  // namespace duplex::runtime

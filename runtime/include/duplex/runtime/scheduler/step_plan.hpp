@@ -27,6 +27,9 @@ struct ScheduledRequest {
   std::int64_t cached_context = 0;  // prefill phase: the part of context_len taken from the prefix cache
                                     // at admission (already in the KV cache: no prefill space, no migration)
   std::int64_t host_loaded = 0;     // of cached_context, the tokens loaded from the host tier this step
+  // Speculative decoding, decode phase: tokens of its sequence in the draft's cache (SchedulerConfig::
+  // draft_head); the draft's first pass computes context_len + 1 - draft_context tokens for it. 0 otherwise.
+  std::int64_t draft_context = 0;
 
   bool operator==(const ScheduledRequest&) const = default;
 };
