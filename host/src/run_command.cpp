@@ -121,7 +121,14 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_option("--draft", o->run.draft,
-                "Draft model (preset or file) with random weights from --draft-seed, for --speculative");
+                "Draft model (preset or file) with random weights from --draft-seed, for --speculative; or "
+                "ngram (prompt lookup on the host)");
+  c->add_option("--prompt-lookup-min", o->run.prompt_lookup_min,
+                "--draft ngram: shortest suffix matched (default 5, or --prompt-lookup-max)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--prompt-lookup-max", o->run.prompt_lookup_max,
+                "--draft ngram: longest suffix matched (default 5, or --prompt-lookup-min)")
+      ->check(CLI::PositiveNumber);
   c->add_option("--draft-weights", o->run.draft_weights,
                 "Draft model checkpoint (as --weights), for --speculative; instead of --draft");
   c->add_option(

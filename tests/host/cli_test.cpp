@@ -697,6 +697,28 @@ TEST(RunCli, SpeculativeDecodingReportsItsAcceptance) {
   EXPECT_FALSE(plain["steps"][1].contains("draft_passes"));
 }
 
+// N-gram drafts: tiny-opt's random weights cycle, so the drafts from its own tokens are accepted; the plain
+// run's tokens, fewer steps, no draft pass; one of --prompt-lookup-min / _max sets the other (vLLM's rule).
+TEST(RunCli, NgramDraftsComeFromTheSequence) {
+  const std::string args =
+      "run --model tiny-opt --system duplex-pe --prompt 1,5,9,42,1,5,9,42,1,5 --max-new-tokens 24 --check "
+      "--json";
+  const CliRun r = run(args + " --speculative 3 --draft ngram --prompt-lookup-max 2");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  const auto plain = nlohmann::json::parse(run(args).out);
+  EXPECT_EQ(j["speculative"]["draft"], "ngram");
+  EXPECT_GT(j["speculative"]["accepted_tokens"].get<int>(), 0);
+  EXPECT_EQ(j["tokens"], plain["tokens"]);
+  EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+  EXPECT_LT(j["steps"].size(), plain["steps"].size());
+  for (const auto& step : j["steps"]) EXPECT_EQ(step["draft_passes"], 0);
+  const auto one = nlohmann::json::parse(run(args + " --speculative 3 --draft ngram --prompt-lookup-min 2 "
+                                                    "--prompt-lookup-max 2")
+                                             .out);
+  EXPECT_EQ(one["speculative"], j["speculative"]);
+}
+
 TEST(RunCli, PimOpsThroughTheDriverAndTheSystemCDeviceGiveTheSameTokens) {
   const std::string args = "run --model tiny-moe --system duplex-pe --prompt 2,7,1 --max-new-tokens 5 --check --json";
   const CliRun datapath = run(args);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
@@ -150,6 +151,43 @@ TEST(SpeculativeScheduler, DraftContextFollowsTheDraftsCache) {
     ++undrafted;
   }
   EXPECT_EQ(undrafted, 4);
+}
+
+// A proposer that found fewer drafts (n-gram lookup) limits a request's depth until it says otherwise: 1, 1
+// again, none (its last token alone), then the configured 3; an unknown request or a negative limit is
+// refused.
+TEST(SpeculativeScheduler, ALimitCapsTheDraftsUntilTheNextOne) {
+  Scheduler s(speculative(3, 1.0));
+  s.add_request({0, Time{}, 5, 40});
+  s.update({s.schedule(Time{}).step, ms(1)});
+  s.limit_drafts(0, 1);
+  Time now = ms(1);
+  auto next = [&] {
+    const StepPlan p = s.schedule(now);
+    now += ms(1);
+    s.update({p.step, now});
+    return p.requests.at(0);
+  };
+  EXPECT_EQ(next().draft_depth, 1);
+  const ScheduledRequest again = next();
+  EXPECT_EQ(again.draft_depth, 1);
+  EXPECT_EQ(again.tokens, 2);
+  s.limit_drafts(0, 0);
+  const ScheduledRequest none = next();
+  EXPECT_EQ(none.draft_depth, 0);
+  EXPECT_EQ(none.tokens, 1);
+  s.limit_drafts(0, 5);
+  EXPECT_EQ(next().draft_depth, 3);
+  for (const auto& [id, drafts, text] :
+       {std::tuple{RequestId{7}, std::int64_t{1}, "request 7 is neither queued"},
+        std::tuple{RequestId{0}, std::int64_t{-1}, "expected >= 0"}}) {
+    try {
+      s.limit_drafts(id, drafts);
+      ADD_FAILURE() << id << " " << drafts;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  }
 }
 
 // The K/V a step needs covers the drafts: a request at 8 tokens in 4-token blocks verifying 3 drafts holds 3

@@ -9,6 +9,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/pim_unit.hpp"
 #include "duplex/runtime/functional/reference_forward.hpp"
+#include "duplex/runtime/scheduler/ngram_proposer.hpp"
 #include "duplex/runtime/scheduler/prefix_cache.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/sim/energy_ledger.hpp"
@@ -174,6 +175,7 @@ class FunctionalExecutor::Impl {
     // The draft holds no more K/V per request than the target (it lags the accepted tokens).
     for (auto& pool : draft_pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
     draft_cached_.assign(prompts.size(), 0);
+    ngram_drafts_.assign(prompts.size(), {});
     if (opt_.prefix_caching && pools_.front()->layout().nodes > 1)
       throw Error(
           fmt::format("prefix caching: {} devices make {} data-parallel nodes, each holding its own "
@@ -246,17 +248,32 @@ class FunctionalExecutor::Impl {
     sc.kv_capacity_blocks = blocks;
     sc.prefill_capacity_tokens = prefill_capacity_tokens_;  // 0 on split systems: no prefill space there
     sc.prefix_caching = opt_.prefix_caching;
-    if (opt_.draft) {
+    if (opt_.draft || ngram()) {
       sc.speculative_tokens = opt_.speculative_tokens;
       sc.acceptance_rates = {1.0};  // required by the config, never drawn: every verification reports its own
     }
     return sc;
   }
 
+  bool ngram() const { return opt_.ngram_min != 0 || opt_.ngram_max != 0; }
+
   void check_speculative() const {
     if (opt_.speculative_tokens < 0 || opt_.speculative_tokens > kMaxSpeculativeTokens)
       throw Error(fmt::format("speculative tokens {}; expected 0 (off) to {}", opt_.speculative_tokens,
                               kMaxSpeculativeTokens));
+    if (ngram()) {
+      if (opt_.draft)
+        throw Error(
+            fmt::format("n-gram drafts and draft model {}: expected one proposer", opt_.draft->spec.name));
+      if (opt_.ngram_min < 1 || opt_.ngram_max < opt_.ngram_min)
+        throw Error(
+            fmt::format("n-gram drafts from {} to {} tokens (--prompt-lookup-min, --prompt-lookup-max); "
+                        "expected 1 <= min <= max",
+                        opt_.ngram_min, opt_.ngram_max));
+      if (opt_.speculative_tokens < 1)
+        throw Error("n-gram drafts need speculative tokens >= 1 (--speculative)");
+      return;
+    }
     if ((opt_.draft != nullptr) != (opt_.speculative_tokens > 0))
       throw Error(fmt::format(
           "speculative decoding needs a draft model and speculative tokens >= 1 together; "
@@ -350,6 +367,20 @@ class FunctionalExecutor::Impl {
     return nullptr;
   }
 
+  // scheduler.schedule(now), after limiting each request's drafts to the n-gram proposal of its sequence
+  // (n-gram drafts; ngram_drafts_ keeps them for step()).
+  StepPlan schedule(Scheduler& scheduler, Time now) {
+    if (ngram())
+      for (const auto& [id, record] : scheduler.records()) {
+        if (record.finished()) continue;
+        std::vector<std::int32_t>& drafts = ngram_drafts_[static_cast<std::size_t>(id)];
+        drafts = propose_ngram_drafts(sequences_[static_cast<std::size_t>(id)], opt_.ngram_min,
+                                      opt_.ngram_max, opt_.speculative_tokens);
+        scheduler.limit_drafts(id, static_cast<std::int64_t>(drafts.size()));
+      }
+    return scheduler.schedule(now);
+  }
+
   // Runs one scheduled step on `pool` (with speculative decoding, the draft passes first), records it and
   // appends the emitted tokens; returns the step time and the scheduler's outcome.
   StepOutcome step(DevicePool& pool, const char* pool_name, Scheduler& scheduler, Time& now,
@@ -359,6 +390,15 @@ class FunctionalExecutor::Impl {
       lengths.push_back(sequences_[static_cast<std::size_t>(s.id)].size());
     std::vector<DevicePool::Step> drafts;
     if (DevicePool* draft = draft_of(pool)) drafts = draft_passes(plan, scheduler, *draft);
+    if (ngram())  // the proposals schedule() limited the depths to
+      for (const ScheduledRequest& s : plan.requests) {
+        if (s.draft_depth == 0) continue;
+        const std::vector<std::int32_t>& proposed = ngram_drafts_[static_cast<std::size_t>(s.id)];
+        DUPLEX_ASSERT(s.draft_depth <= static_cast<std::int64_t>(proposed.size()),
+                      "drafts past the proposal");
+        sequences_[static_cast<std::size_t>(s.id)].insert(sequences_[static_cast<std::size_t>(s.id)].end(),
+                                                          proposed.begin(), proposed.begin() + s.draft_depth);
+      }
     const DevicePool::Step st = pool.step(plan, sequences_, prompt_tokens_, prefix_view(scheduler));
     record_step(pool, pool_name, plan, st, drafts, res, energy);
     for (const InDeviceMigration& m : st.out.migrations)
@@ -433,7 +473,7 @@ class FunctionalExecutor::Impl {
     for (const RequestSpec& spec : requests_) scheduler.add_request(spec);
     Time now;
     while (scheduler.has_unfinished()) {
-      const StepPlan plan = scheduler.schedule(now);
+      const StepPlan plan = schedule(scheduler, now);
       DUPLEX_ASSERT(!plan.empty(), "every request has arrived, yet the scheduler planned nothing");
       for (RequestId id : step(pool, "", scheduler, now, res, energy, plan).finished) {
         pool.release(id);
@@ -471,7 +511,7 @@ class FunctionalExecutor::Impl {
       const bool on_prefill = !pc.waiting && (dc.waiting || pc.now <= dc.now);
       Scheduler& scheduler = on_prefill ? ps : ds;
       Clock& clock = on_prefill ? pc : dc;
-      const StepPlan plan = scheduler.schedule(clock.now);
+      const StepPlan plan = schedule(scheduler, clock.now);
       if (plan.empty()) {
         const std::optional<Time> next = scheduler.next_arrival_after(clock.now);
         if (next)
@@ -580,6 +620,7 @@ class FunctionalExecutor::Impl {
   // Speculative decoding: the draft model on each pool's devices (parallel to pools_); empty without.
   std::vector<std::unique_ptr<DevicePool>> draft_pools_;
   std::vector<std::int64_t> draft_cached_;  // per request: tokens of its sequence in the draft's cache
+  std::vector<std::vector<std::int32_t>> ngram_drafts_;  // per request: its last n-gram proposal
 };
 
 FunctionalExecutor::FunctionalExecutor(const ModelWeights& weights, const SystemSpec& system,

@@ -179,19 +179,31 @@ RunReport run_functional(const RunOptions& o) {
   if (!o.draft.empty() && !o.draft_weights.empty())
     throw Error(fmt::format("--draft {} and --draft-weights {} name two drafts; expected one", o.draft,
                             o.draft_weights));
-  if (!o.draft.empty() || !o.draft_weights.empty()) {
-    if (o.draft == "ngram" || o.draft == "mtp")
+  FunctionalOptions executor = o.executor;
+  const bool ngram = o.draft == "ngram";
+  if ((o.prompt_lookup_min || o.prompt_lookup_max) && !ngram)
+    throw Error(
+        fmt::format("--prompt-lookup-min / --prompt-lookup-max size n-gram drafts; expected --draft "
+                    "ngram, got {}",
+                    o.draft.empty() ? "no --draft" : "--draft " + o.draft));
+  if (o.draft_seed && (o.draft.empty() || ngram || !o.draft_weights.empty()))
+    throw Error(fmt::format("--draft-seed {} seeds a draft model's random weights; expected --draft MODEL",
+                            *o.draft_seed));
+  if (ngram) {  // vLLM's defaults
+    executor.ngram_min = o.prompt_lookup_min.value_or(o.prompt_lookup_max.value_or(5));
+    executor.ngram_max = o.prompt_lookup_max.value_or(o.prompt_lookup_min.value_or(5));
+    rep.draft = "ngram";
+  } else if (!o.draft.empty() || !o.draft_weights.empty()) {
+    if (o.draft == "mtp")
       throw Error(
-          fmt::format("--draft {}: functional emulation drafts with a model (a preset, a file or "
-                      "--draft-weights); ngram and mtp drafts are the serving simulator's",
-                      o.draft));
+          "--draft mtp: functional emulation drafts with a model (a preset, a file or --draft-weights) or "
+          "ngram; mtp drafts are the serving simulator's");
     draft = o.draft_weights.empty()
                 ? random_weights(compiler::load_model(o.draft), o.draft_seed.value_or(o.seed))
                 : load_checkpoint(o.draft_weights);
     if (o.draft_weights.empty() && o.draft.ends_with(".json")) draft->numerics = config_numerics(o.draft);
     rep.draft = draft->spec.name;
   }
-  FunctionalOptions executor = o.executor;
   executor.draft = draft ? &*draft : nullptr;
   FunctionalExecutor exec(weights, system, executor);
   rep.result = exec.run(o.prompts, o.max_new_tokens);

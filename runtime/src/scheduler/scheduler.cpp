@@ -177,10 +177,23 @@ std::int64_t Scheduler::tokens_to_schedule(const Live& live, std::int64_t budget
 
 std::int64_t Scheduler::draft_depth(const Live& live, std::int64_t budget) const {
   // Never past its output (the step emits at least one token of its own), nor past the token budget.
-  std::int64_t depth =
-      std::min<std::int64_t>(config_.speculative_tokens, live.spec.output_tokens - live.generated - 1);
+  std::int64_t depth = std::min({std::int64_t{config_.speculative_tokens},
+                                 live.spec.output_tokens - live.generated - 1, live.draft_limit});
   while (depth > 0 && 1 + config_.tree_nodes(depth) > budget) --depth;
   return depth;
+}
+
+void Scheduler::limit_drafts(RequestId id, std::int64_t drafts) {
+  if (drafts < 0)
+    throw Error(
+        fmt::format("Scheduler::limit_drafts(): request {} limited to {} drafts; expected >= 0", id, drafts));
+  for (std::deque<Live>* queue : {&running_, &waiting_})
+    for (Live& live : *queue)
+      if (live.spec.id == id) {
+        live.draft_limit = drafts;
+        return;
+      }
+  throw Error(fmt::format("Scheduler::limit_drafts(): request {} is neither queued nor running", id));
 }
 
 std::int64_t Scheduler::prefill_blocks_of(const Live& live) const {

@@ -75,6 +75,13 @@ struct FunctionalOptions {
   // the executor.
   const ModelWeights* draft = nullptr;
   int speculative_tokens = 0;  // 0: off (then `draft` must be null); at most kMaxSpeculativeTokens
+  // Speculative decoding with n-gram drafts instead of a draft model (prompt lookup; vLLM's method "ngram",
+  // its prompt_lookup_min / _max): before each step, a decoding request's drafts are the tokens after the
+  // earliest earlier occurrence of the longest suffix of its sequence (prompt and output) of ngram_min ..
+  // ngram_max tokens (propose_ngram_drafts), at most speculative_tokens; a request with no match decodes its
+  // last token alone (Scheduler::limit_drafts). Proposed on the host: no draft pass, no device time. 0: off;
+  // else 1 <= ngram_min <= ngram_max, with speculative_tokens >= 1 and no `draft`.
+  int ngram_min = 0, ngram_max = 0;
 };
 
 // One executed op.

@@ -35,11 +35,14 @@ struct RunOptions {
   std::string routing_trace;
   bool check = false;
   // Speculative decoding (executor.speculative_tokens >= 1): the draft model, a preset or file with random
-  // weights from `draft_seed` (unset: `seed`), or the checkpoint `draft_weights` (not both).
+  // weights from `draft_seed` (unset: `seed`), or the checkpoint `draft_weights` (not both); or "ngram":
+  // n-gram drafts of prompt_lookup_min .. _max tokens (vLLM's defaults: both 5 when neither is given, one
+  // given sets the other).
   std::string draft;
   std::string draft_weights;
   std::optional<std::uint64_t> draft_seed;
-  FunctionalOptions executor;  // its `draft` is set from the above
+  std::optional<int> prompt_lookup_min, prompt_lookup_max;
+  FunctionalOptions executor;  // its `draft` and ngram_* are set from the above
 };
 
 // Writes r's per-step expert counts as a routing trace (RunOptions::routing_trace) to `path`: whole or not at

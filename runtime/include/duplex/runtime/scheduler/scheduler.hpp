@@ -35,6 +35,7 @@
 // tokens take no prefill space (their K/V is in the KV spaces already) and migrate nowhere.
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -72,6 +73,10 @@ class Scheduler {
   // `accepted`: speculative decoding's acceptance of the listed verifying requests; those not listed draw
   // theirs from SchedulerConfig::acceptance_rates. duplex::Error for an acceptance past a draft's depth.
   StepOutcome update(const StepResult& result, const std::vector<AcceptedDrafts>& accepted = {});
+  // Speculative decoding with a proposer that may find fewer drafts than speculative_tokens (n-gram lookup:
+  // ngram_proposer.hpp): request `id`'s steps verify at most `drafts` draft tokens (0: none) until the next
+  // call for it. duplex::Error for a request not queued or running, or drafts < 0.
+  void limit_drafts(RequestId id, std::int64_t drafts);
 
   bool has_unfinished() const { return !running_.empty() || !waiting_.empty(); }
   // Earliest arrival among queued requests that have not arrived by `now` (for idle time skipping).
@@ -94,6 +99,7 @@ class Scheduler {
     std::int64_t prefill_start = 0;  // tokens it had (from the prefix cache) when its prefill (re)started
     std::vector<std::uint64_t> prefix_keys;  // its sequence's cacheable blocks (prefix_block_keys), or none
     std::int64_t draft_computed = 0;  // speculative decoding: tokens of its sequence in the draft's cache
+    std::int64_t draft_limit = std::numeric_limits<std::int64_t>::max();  // limit_drafts()
   };
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);
