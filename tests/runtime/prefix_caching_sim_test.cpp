@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <string>
 
 #include "closed_loop_options.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
@@ -48,6 +49,22 @@ TEST(PrefixCachingSim, CachedPromptsCutPrefillWorkAndFirstTokenLatency) {
     EXPECT_EQ(again.simulated_s, on.simulated_s);
     EXPECT_EQ(again.prefix_hit_tokens, on.prefix_hit_tokens);
   }
+}
+
+// Data-parallel nodes cache their own requests' K/V (requests dealt round-robin by id): Mixtral-8x7B on 16
+// devices (two nodes of 8) computes each system prompt once per node, so one more miss per prompt and node
+// than on one node of 8: exactly 2 x 64 whole blocks fewer hits, the same tokens.
+TEST(PrefixCachingSim, EachDataParallelNodeCachesItsOwnRequests) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  SimulationOptions o = shared_prompts(true);
+  o.devices = 8;
+  const SystemResult one = simulate(model, load_system("gpu"), o);
+  o.devices = 16;
+  const SystemResult two = simulate(model, load_system("gpu"), o);
+  ASSERT_NE(two.layout.find("DP2"), std::string::npos) << two.layout;
+  EXPECT_EQ(two.generated_tokens, one.generated_tokens);
+  EXPECT_EQ(two.prefix_query_tokens, one.prefix_query_tokens);
+  EXPECT_EQ(one.prefix_hit_tokens - two.prefix_hit_tokens, 2 * 1024);
 }
 
 // Conversations of 6 turns (64-token messages, 48-token answers, 0.05 s think time): each turn finds the

@@ -63,8 +63,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
                                   const std::vector<std::vector<std::int32_t>>& sequences,
                                   const std::vector<std::int64_t>& prompt_tokens, const PrefixView& prefix) {
   DUPLEX_ASSERT(runner_ != nullptr, "a step before start()");
-  DUPLEX_ASSERT(!prefix.cache || (layout_.nodes == 1 && prefix.keys),
-                "prefix caching needs one node and the requests' keys");
+  DUPLEX_ASSERT(!prefix.cache || prefix.keys, "prefix caching needs the requests' keys");
   for (RequestId id : plan.preempted) release(id);
   if (prefix.cache)  // blocks the scheduler evicted while planning
     for (auto it = cached_.begin(); it != cached_.end();) {
@@ -72,7 +71,8 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
         ++it;
         continue;
       }
-      for (PagedKvCache& c : kv_) c.drop(it->second);
+      for (std::size_t d = 0; d < shards_.size(); ++d)
+        if (shards_[d].node == it->second.node) kv_[d].drop(it->second.block);
       it = cached_.erase(it);
     }
   std::vector<StepRequest> reqs;
@@ -82,17 +82,19 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
     const KvSpace space = prefill && prefill_space_ ? KvSpace::prefill : KvSpace::kv;
     const std::vector<std::uint64_t>* keys =
         prefix.cache ? &prefix.keys->at(static_cast<std::size_t>(s.id)) : nullptr;
-    if (keys && s.cached_context > 0 && kv_[0].block_table(s.id).empty()) {
+    const PagedKvCache& first = kv_[first_device(node)];
+    if (keys && s.cached_context > 0 && first.block_table(s.id).empty()) {
       // Admitted after its cached blocks (the last one partly recomputed when the whole prompt was cached).
       std::vector<std::int32_t> blocks;
-      const std::int64_t n = (s.cached_context + kv_[0].block_tokens() - 1) / kv_[0].block_tokens();
+      const std::int64_t n = (s.cached_context + first.block_tokens() - 1) / first.block_tokens();
       for (std::int64_t j = 0; j < n; ++j) {
         const auto it = cached_.find(keys->at(static_cast<std::size_t>(j)));
-        DUPLEX_ASSERT(it != cached_.end(),
-                      fmt::format("request {}'s cached block {} is not in the pool", s.id, j));
-        blocks.push_back(it->second);
+        DUPLEX_ASSERT(it != cached_.end() && it->second.node == node,
+                      fmt::format("request {}'s cached block {} is not on its node", s.id, j));
+        blocks.push_back(it->second.block);
       }
-      for (PagedKvCache& c : kv_) c.attach(s.id, blocks);
+      for (std::size_t d = 0; d < shards_.size(); ++d)
+        if (shards_[d].node == node) kv_[d].attach(s.id, blocks);
     }
     for (std::size_t d = 0; d < shards_.size(); ++d)
       if (shards_[d].node == node) kv_[d].reserve(s.id, s.context_len + s.tokens, space);
@@ -134,29 +136,46 @@ void DevicePool::release(std::int64_t id) {
 }
 
 void DevicePool::follow_moves() {
-  const std::vector<BlockMove> moves = kv_[0].take_moves();
-  for (std::size_t d = 1; d < kv_.size(); ++d) {
-    const std::vector<BlockMove> other = kv_[d].take_moves();
-    DUPLEX_ASSERT(layout_.nodes > 1 || other == moves, "devices moved a request's blocks differently");
+  std::map<int, std::vector<BlockMove>> moves;  // per node: its first device's
+  for (std::size_t d = 0; d < kv_.size(); ++d) {
+    std::vector<BlockMove> these = kv_[d].take_moves();
+    const auto it = moves.find(shards_[d].node);
+    if (it == moves.end())
+      moves.emplace(shards_[d].node, std::move(these));
+    else
+      DUPLEX_ASSERT(it->second == these, "devices of a node moved a request's blocks differently");
   }
-  if (cached_.empty() || moves.empty()) return;
-  // A step (or a release) frees the prefill-space blocks it moves and takes none: each moves once.
-  std::unordered_map<std::int32_t, std::int32_t> to;
-  for (const BlockMove& m : moves)
-    DUPLEX_ASSERT(to.emplace(m.from, m.to).second, "a block moved twice between two looks at the log");
-  for (auto& [key, block] : cached_)
-    if (const auto it = to.find(block); it != to.end()) block = it->second;
+  for (const auto& [node, node_moves] : moves) {
+    if (cached_.empty() || node_moves.empty()) continue;
+    // A step (or a release) frees the prefill-space blocks it moves and takes none: each moves once.
+    std::unordered_map<std::int32_t, std::int32_t> to;
+    for (const BlockMove& m : node_moves)
+      DUPLEX_ASSERT(to.emplace(m.from, m.to).second, "a block moved twice between two looks at the log");
+    for (auto& [key, cached] : cached_)
+      if (const auto it = to.find(cached.block); cached.node == node && it != to.end())
+        cached.block = it->second;
+  }
+}
+
+std::size_t DevicePool::first_device(int node) const {
+  for (std::size_t d = 0; d < shards_.size(); ++d)
+    if (shards_[d].node == node) return d;
+  throw InternalError(fmt::format("no device of node {}", node));
 }
 
 void DevicePool::share_computed(std::int64_t id, const std::vector<std::uint64_t>& keys,
                                 std::int64_t computed) {
-  const auto full = std::min(keys.size(), static_cast<std::size_t>(computed / kv_[0].block_tokens()));
-  const std::vector<std::int32_t>& table = kv_[0].block_table(id);
+  const int node = node_of(id);
+  const PagedKvCache& first = kv_[first_device(node)];
+  const auto full = std::min(keys.size(), static_cast<std::size_t>(computed / first.block_tokens()));
+  const std::vector<std::int32_t>& table = first.block_table(id);
   for (std::size_t& j = next_shared_[id]; j < full; ++j) {
-    for (const PagedKvCache& c : kv_)
-      DUPLEX_ASSERT(c.block_table(id)[j] == table[j], "devices allocated a request's blocks differently");
-    if (cached_.emplace(keys[j], table[j]).second)  // else another request cached the key first: j stays own
-      for (PagedKvCache& c : kv_) c.keep(table[j]);
+    for (std::size_t d = 0; d < shards_.size(); ++d)
+      DUPLEX_ASSERT(shards_[d].node != node || kv_[d].block_table(id)[j] == table[j],
+                    "devices allocated a request's blocks differently");
+    if (cached_.emplace(keys[j], CachedBlock{node, table[j]}).second)  // else cached first by another: own
+      for (std::size_t d = 0; d < shards_.size(); ++d)
+        if (shards_[d].node == node) kv_[d].keep(table[j]);
   }
 }
 

@@ -20,10 +20,10 @@
 
 namespace duplex::runtime::functional {
 
-// Prefix caching (one node): each request's block keys (prefix_block_keys, by id) and the
-// scheduler's prefix cache after it planned the step. The pool's cached blocks follow it: a block is cached
-// when the step computing it is scheduled (the first request to fill a key; a request admitted later in
-// the step reads the K/V the step writes), a request admitted with cached context starts with the cached
+// Prefix caching (each data-parallel node its own): each request's block keys (prefix_block_keys, by id) and
+// the scheduler's prefix cache after it planned the step. The pool's cached blocks follow it: a block is
+// cached when the step computing it is scheduled (the first request to fill a key; a request admitted later
+// in the step reads the K/V the step writes), a request admitted with cached context starts with the cached
 // blocks of its keys, and blocks whose keys the scheduler evicted are freed. With a prefill space a cached
 // block lies where its prompt computed it, in the prefill space until that prompt migrates (the pool follows
 // the block to the KV spaces then), wherever the requests sharing it are.
@@ -94,13 +94,21 @@ class DevicePool {
   std::vector<PagedKvCache> kv_;  // per device, during a run: the KV spaces (and the prefill space, if any)
   bool prefill_space_ = false;    // prefill chunks' K/V in the prefill space (LowerOptions::kv_migration)
   std::unique_ptr<StepRunner> runner_;
-  // Prefix caching: cached block per key (the same block id on every device: they allocate alike), and per
-  // request the keys it has considered caching (as KvBlockManager's Holder::next_shared).
-  std::unordered_map<std::uint64_t, std::int32_t> cached_;
+  // Prefix caching: per key, the node whose devices cache it (the keys of one node's requests are its own:
+  // prefix_block_keys' partitions) and its block there (the same block id on every device of the node: they
+  // allocate alike); per request the keys it has considered caching (as KvBlockManager's
+  // Holder::next_shared).
+  struct CachedBlock {
+    int node = 0;
+    std::int32_t block = 0;
+  };
+  std::unordered_map<std::uint64_t, CachedBlock> cached_;
   std::map<std::int64_t, std::size_t> next_shared_;
   void share_computed(std::int64_t id, const std::vector<std::uint64_t>& keys, std::int64_t computed);
   // The caches' moves out of the prefill space (the same on every device of one node): cached_ follows them.
   void follow_moves();
+  // The first device of `node` (its caches' block tables stand for the node's).
+  std::size_t first_device(int node) const;
 };
 
 }  // namespace duplex::runtime::functional

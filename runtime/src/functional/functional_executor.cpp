@@ -176,11 +176,6 @@ class FunctionalExecutor::Impl {
     for (auto& pool : draft_pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
     draft_cached_.assign(prompts.size(), 0);
     ngram_drafts_.assign(prompts.size(), {});
-    if (opt_.prefix_caching && pools_.front()->layout().nodes > 1)
-      throw Error(
-          fmt::format("prefix caching: {} devices make {} data-parallel nodes, each holding its own "
-                      "requests' K/V; expected one node (fewer --devices)",
-                      pools_.front()->devices(), pools_.front()->layout().nodes));
     sequences_ = prompts;
     requests_.clear();
     prefix_keys_.clear();
@@ -192,7 +187,7 @@ class FunctionalExecutor::Impl {
         spec.hash_block_tokens = opt_.kv_block_tokens;
         spec.hashed_tokens = spec.input_tokens;
       }
-      prefix_keys_.push_back(prefix_block_keys(spec, opt_.kv_block_tokens));
+      prefix_keys_.push_back(prefix_block_keys(spec, opt_.kv_block_tokens, prefix_partitions()));
       requests_.push_back(std::move(spec));
     }
     prompt_tokens_.clear();
@@ -248,12 +243,17 @@ class FunctionalExecutor::Impl {
     sc.kv_capacity_blocks = blocks;
     sc.prefill_capacity_tokens = prefill_capacity_tokens_;  // 0 on split systems: no prefill space there
     sc.prefix_caching = opt_.prefix_caching;
+    sc.prefix_cache_partitions = prefix_partitions();
     if (opt_.draft || ngram()) {
       sc.speculative_tokens = opt_.speculative_tokens;
       sc.acceptance_rates = {1.0};  // required by the config, never drawn: every verification reports its own
     }
     return sc;
   }
+
+  // Data-parallel nodes each hold their requests' K/V (DevicePool::node_of: by id), so each caches its own
+  // prefixes: the (first) pool's nodes.
+  int prefix_partitions() const { return pools_.front()->layout().nodes; }
 
   bool ngram() const { return opt_.ngram_min != 0 || opt_.ngram_max != 0; }
 

@@ -7,8 +7,11 @@
 
 namespace duplex::runtime {
 
-std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens) {
-  DUPLEX_ASSERT(block_tokens >= 1, "KV block of no tokens");
+std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens,
+                                             int partitions) {
+  DUPLEX_ASSERT(block_tokens >= 1 && partitions >= 1, "KV block of no tokens, or no partition");
+  // The node's salt mixes into every key (none on one node: the keys stay those of a single cache).
+  const auto salt = partitions > 1 ? static_cast<std::uint64_t>(spec.id % partitions) + 1 : 0;
   std::vector<std::uint64_t> keys;
   if (spec.content_hashes.empty()) return keys;
   DUPLEX_ASSERT(spec.hash_block_tokens >= 1, "content hashes without a hash block size");
@@ -18,8 +21,8 @@ std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64
     const std::uint64_t hash =
         spec.content_hashes[static_cast<std::size_t>(((j + 1) * block_tokens - 1) / spec.hash_block_tokens)];
     // A boost::hash_combine-style mix of the content hash and the block's index.
-    std::uint64_t key =
-        hash ^ (static_cast<std::uint64_t>(j) + 0x9e3779b97f4a7c15ULL + (hash << 6) + (hash >> 2));
+    const std::uint64_t index = static_cast<std::uint64_t>(j) ^ (salt << 40);
+    std::uint64_t key = hash ^ (index + 0x9e3779b97f4a7c15ULL + (hash << 6) + (hash >> 2));
     key = (key ^ (key >> 31)) * 0xbf58476d1ce4e5b9ULL;
     keys.push_back(key ^ (key >> 29));
   }

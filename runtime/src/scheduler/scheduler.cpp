@@ -122,7 +122,8 @@ void Scheduler::add_request(const RequestSpec& spec) {
   live.num_computed = spec.cached_tokens;
   live.decoding = spec.cached_tokens > 0;
   live.draft_computed = spec.cached_tokens;  // the draft's K/V of the prompt migrates with the target's
-  if (shares_prefix) live.prefix_keys = prefix_block_keys(spec, config_.kv_block_tokens);
+  if (shares_prefix)
+    live.prefix_keys = prefix_block_keys(spec, config_.kv_block_tokens, config_.prefix_cache_partitions);
   insert_sorted(waiting_, std::move(live));
 }
 

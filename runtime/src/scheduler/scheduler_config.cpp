@@ -18,6 +18,9 @@ std::string to_string(BatchingPolicy p) {
 
 void SchedulerConfig::validate() const {
   if (max_batch < 1) throw Error(fmt::format("scheduler max_batch is {}; expected >= 1", max_batch));
+  if (prefix_cache_partitions < 1)
+    throw Error(fmt::format("scheduler prefix_cache_partitions is {}; expected >= 1 (data-parallel nodes)",
+                            prefix_cache_partitions));
   if (max_tokens_per_step < 0)
     throw Error(fmt::format("scheduler max_tokens_per_step is {}; expected >= 0 (0: no budget)",
                             max_tokens_per_step));

@@ -58,8 +58,10 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
   const bool looks_up = o.cluster.router == RouterPolicy::cache_aware && o.scheduler.prefix_caching;
   // Routes `spec`, arrived now, to a replica; wakes it at the arrival if it was idle.
   auto route = [&](const RequestSpec& spec) {
-    const std::vector<std::uint64_t> keys =
-        looks_up ? prefix_block_keys(spec, o.scheduler.kv_block_tokens) : std::vector<std::uint64_t>{};
+    const std::vector<std::uint64_t> keys =  // as every replica's scheduler keys it (one layout)
+        looks_up ? prefix_block_keys(spec, o.scheduler.kv_block_tokens,
+                                     first.scheduler().config().prefix_cache_partitions)
+                 : std::vector<std::uint64_t>{};
     for (std::size_t i = 0; i < state.size(); ++i) {
       ReplicaState& s = state[i];
       while (!s.finishing.empty() && s.finishing.top() <= spec.arrival) {

@@ -71,6 +71,7 @@ class Pool {
        int devices, ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name = "",
        SharedHostTier* shared_host = nullptr);
   Scheduler& scheduler() { return *scheduler_; }
+  const Scheduler& scheduler() const { return *scheduler_; }
   const std::string& name() const { return name_; }
   const compiler::ParallelLayout& layout() const { return layout_; }
   const MemoryPlan& memory() const { return memory_; }

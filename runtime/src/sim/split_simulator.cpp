@@ -179,7 +179,9 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     timelines[spec.id].spec = spec;
     spec = prefill_part(std::move(spec));
     const std::vector<std::uint64_t> keys =
-        looks_up ? prefix_block_keys(spec, o.scheduler.kv_block_tokens) : std::vector<std::uint64_t>{};
+        looks_up ? prefix_block_keys(spec, o.scheduler.kv_block_tokens,  // as the instances key it
+                                     p0.scheduler().config().prefix_cache_partitions)
+                 : std::vector<std::uint64_t>{};
     for (std::size_t i = 0; i < prefill.size(); ++i) {
       loads[i].outstanding = prefill[i].outstanding_at(spec.arrival);
       loads[i].cached_tokens =

@@ -59,8 +59,8 @@ struct FunctionalOptions {
   // Prefix caching (the serving simulator's, vLLM's APC): whole blocks of a prompt that begin an earlier
   // prompt too are taken from the paged cache instead of computed (keyed by a hash chain of their token ids),
   // shared by the requests' block tables (on a system with a prefill space, a block may be shared while it
-  // still lies there). Not across data-parallel nodes, or with sliding-window / chunked attention
-  // (duplex::Error at construction).
+  // still lies there). Each data-parallel node caches its own requests' blocks (requests go to nodes by id).
+  // Not with sliding-window / chunked attention (duplex::Error at construction).
   bool prefix_caching = false;
   // Speculative decoding with a draft model (vLLM's draft-model proposer; the serving simulator's
   // speculative_tokens with --draft-model): every decoding request verifies up to `speculative_tokens` draft

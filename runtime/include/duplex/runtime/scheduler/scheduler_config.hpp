@@ -53,8 +53,11 @@ struct SchedulerConfig {
   // (RequestSpec::content_hashes) reuses the cached K/V of the whole blocks its sequence shares with earlier
   // requests (PrefixCache, KvBlockManager) and computes only the rest; at least its last token is computed.
   // Requests without hashes are unaffected. Not modelled with a sliding window (add_request refuses such a
-  // request).
+  // request). `prefix_cache_partitions` > 1: data-parallel nodes with a cache each, requests dealt to them
+  // round-robin by id, so a request reuses only blocks its node's requests cached (prefix_block_keys); the
+  // KV capacity stays one pool. Set by the engine from its layout, not read from the map.
   bool prefix_caching = true;
+  int prefix_cache_partitions = 1;
   // Blocks of host memory for copies of cached KV blocks (HostKvTier; 0: none). Set by the engine from the
   // system's links.host_kv_offload, not read from the map.
   std::int64_t host_kv_blocks = 0;
