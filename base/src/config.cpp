@@ -1,10 +1,11 @@
 #include "duplex/base/config.hpp"
 
+#include <fmt/format.h>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fmt/format.h>
 #include <limits>
+#include <set>
 
 #include "duplex/base/config_store.hpp"
 #include "duplex/base/error.hpp"
@@ -28,11 +29,28 @@ bool is_value_wrapper(const YAML::Node& n) {
   return true;
 }
 
+// yaml-cpp keeps both entries of a key written twice in one map, and a lookup finds one: refuse it instead.
+void reject_duplicate_keys(const YAML::Node& n, const std::string& label, const std::string& path) {
+  if (n.IsMap()) {
+    std::set<std::string> seen;
+    for (const auto& kv : n) {
+      const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : kv.first.as<std::string>("?");
+      const std::string at = path.empty() ? key : path + "." + key;
+      if (!seen.insert(key).second) throw ConfigError(label, at, "appears twice in one map", "each key once");
+      reject_duplicate_keys(kv.second, label, at);
+    }
+  } else if (n.IsSequence()) {
+    for (std::size_t i = 0; i < n.size(); ++i)
+      reject_duplicate_keys(n[i], label, fmt::format("{}[{}]", path, i));
+  }
+}
+
 YAML::Node parse_yaml(const std::string& text, const std::string& label) {
   try {
     YAML::Node n = YAML::Load(text);
     if (!n.IsDefined() || n.IsNull()) throw ConfigError(label, "", "the file is empty", "a YAML map");
     if (!n.IsMap()) throw ConfigError(label, "", "the top level is not a map", "a YAML map of keys");
+    reject_duplicate_keys(n, label, "");
     return n;
   } catch (const YAML::Exception& e) {
     throw ConfigError(label, "", fmt::format("YAML syntax error at line {}, column {}: {}", e.mark.line + 1,

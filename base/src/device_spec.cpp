@@ -34,6 +34,8 @@ HbmSpec read_hbm(const ConfigNode& n) {
   if (n.get<std::string>("kind") != "hbm3") n.fail("kind", "is not hbm3", "kind: hbm3");
   h.name = n.get<std::string>("name");
   h.data_rate = n.get_positive<DataRate>("data_rate");
+  if (h.data_rate.si() > 1e12)  // HBM3 runs at 6.4 Gb/s per pin, HBM4 at 8-10
+    n.fail("data_rate", fmt::format("is {:g} Gb/s per pin", h.data_rate.si() / 1e9), "at most 1000 Gbps");
   const ConfigNode o = n.at("organization");
   auto count = [&](const char* k) { return static_cast<int>(o.get_int(k, 1, 1 << 24)); };
   h.org.channels = count("channels");
@@ -55,7 +57,13 @@ HbmSpec read_hbm(const ConfigNode& n) {
   o.finish();
 
   const ConfigNode t = n.at("timing");
-  auto time = [&](const char* k) { return t.get_positive<Time>(k); };
+  // DRAM timings are picoseconds to microseconds (tREFI, tRFC a few); the cycle model counts whole
+  // picoseconds, so each lies in [1 ps, 1 ms].
+  auto time = [&](const char* k) {
+    const Time v = t.get_positive<Time>(k);
+    if (v < ps(1) || v > ms(1)) t.fail(k, fmt::format("is {}", format_time(v)), "between 1 ps and 1 ms");
+    return v;
+  };
   HbmTiming& x = h.timing;
   x.tCK = time("tCK");
   x.tCL = time("tCL");
@@ -74,6 +82,9 @@ HbmSpec read_hbm(const ConfigNode& n) {
   x.tRTP = time("tRTP");
   x.tREFI = time("tREFI");
   x.tRFC = time("tRFC");
+  if (x.tRAS < x.tRCD) t.fail("tRAS", "is shorter than tRCD", "tRAS >= tRCD");
+  if (x.tCCD_S < x.tCK) t.fail("tCCD_S", "is shorter than tCK", "tCCD_S >= tCK");
+  if (x.tFAW < x.tRRD_S) t.fail("tFAW", "is shorter than tRRD_S", "tFAW >= tRRD_S");
   if (x.tCCD_L < x.tCCD_S) t.fail("tCCD_L", "is shorter than tCCD_S", "tCCD_L >= tCCD_S");
   if (x.tRRD_L < x.tRRD_S) t.fail("tRRD_L", "is shorter than tRRD_S", "tRRD_L >= tRRD_S");
   if (x.tRFC >= x.tREFI) t.fail("tRFC", "is not shorter than tREFI", "tRFC < tREFI");
@@ -100,8 +111,14 @@ PimSpec read_pim(const ConfigNode& n) {
     p.banks_per_bundle = static_cast<int>(b.get_int("banks_per_bundle", 1, 64));
     p.banks_per_group_read = static_cast<int>(b.get_int("banks_per_group_read", 1, 64));
     b.finish();
-    p.softmax_elements_per_cycle = n.get_positive<double>("softmax_elements_per_cycle");
-    p.activation_elements_per_cycle = n.get_positive<double>("activation_elements_per_cycle");
+    // Elements per cycle of the softmax and activation units: at most 2^20 (lanes are counted in integers).
+    auto per_cycle = [&](const char* k) {
+      const double v = n.get_positive<double>(k);
+      if (v > 1048576.0) n.fail(k, fmt::format("is {}", v), "at most 1048576 elements per cycle");
+      return v;
+    };
+    p.softmax_elements_per_cycle = per_cycle("softmax_elements_per_cycle");
+    p.activation_elements_per_cycle = per_cycle("activation_elements_per_cycle");
     p.datapath = n.get_enum("datapath", {"golden", "rtl"});
     if (p.kind == PimKind::kLogicPim || n.has("memory_spaces") || n.has("kv_spaces")) {
       p.memory_spaces = static_cast<int>(n.get_int("memory_spaces", 1, 1024));

@@ -231,9 +231,10 @@ void read_eagle3_head(const Fields& f, ModelSpec& m) {
 
 ModelSpec import_hf_config(const std::string& json_text, const std::string& file) {
   json j;
+  // A key written twice takes its last value, as Python's json module (and so transformers) reads it.
   try {
     j = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number past a double's range
     throw ConfigError(file, "", fmt::format("not valid JSON: {}", e.what()), "a HuggingFace config.json");
   }
   if (!j.is_object()) throw ConfigError(file, "", "the top level is not an object", "a HuggingFace config.json");

@@ -7,6 +7,7 @@
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "duplex/runtime/workload/workload_config.hpp"
 #include "system_overrides.hpp"
 
 namespace duplex::host {
@@ -36,8 +37,12 @@ void check_config(const std::string& kind, const std::string& name, const std::v
   } else if (kind == "energy") {
     const EnergyTable e = read_energy(ConfigNode::load(name, "energy"));
     std::printf("%s: ok (%zu actions)\n", e.file.c_str(), e.actions.size());
+  } else if (kind == "workloads") {
+    const runtime::WorkloadSpec w = runtime::load_workload(name);
+    std::printf("%s: ok (%lld requests)\n", w.label.c_str(), static_cast<long long>(w.requests));
   } else {
-    throw Error(fmt::format("config check: kind \"{}\" has no checker yet; expected systems, models, devices or energy", kind));
+    throw Error(fmt::format(
+        "config check: unknown kind \"{}\"; expected systems, models, devices, energy or workloads", kind));
   }
 }
 

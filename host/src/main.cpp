@@ -1,5 +1,7 @@
 // duplex: the command-line front end. Subcommands are registered from their own files (commands.hpp).
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 
 #include "commands.hpp"
@@ -31,6 +33,11 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "duplex: unexpected error: %s\n", e.what());
     return 3;
+  }
+  // Output that did not reach its destination (a full disk, a closed pipe) is a failure, not a success.
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::fprintf(stderr, "duplex: error: cannot write the output to stdout: %s\n", std::strerror(errno));
+    return 1;
   }
   return 0;
 }

@@ -72,7 +72,8 @@ void add_memtest_command(CLI::App& app) {
   c->add_option("--timing", o->timing, "HBM device preset replacing the system's, e.g. hbm3-6.4gbps");
   c->add_flag("--no-refresh", o->no_refresh, "Measure without all-bank refresh");
   c->add_option("--duration-us", o->duration_us, "Simulated window in microseconds (default: 20 x tREFI)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::NonNegativeNumber)
+      ->check(kFinite);
   c->add_option("--seed", o->seed, "Seed of the random pattern")->capture_default_str();
   c->add_option("--page-policy", o->page_policy, "Controller page policy: open | closed")
       ->capture_default_str()->check(CLI::IsMember({"open", "closed"}));

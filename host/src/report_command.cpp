@@ -20,11 +20,23 @@ struct ReportOptions {
 };
 
 void run_report(const ReportOptions& o) {
-  const ResultFolder folder = load_result_folder(o.results_dir);
   const std::filesystem::path out = std::filesystem::absolute(o.out_file);
   if (!std::filesystem::is_directory(out.parent_path()))
     throw Error(fmt::format("-o {}: the folder {} does not exist", o.out_file, out.parent_path().string()));
-  write_file_atomic(out, build_report(folder));
+  // A point file whose values are not of the types the charts read (a file edited by hand) is an error of
+  // the folder, not a crash.
+  std::string html;
+  ResultFolder folder;
+  try {
+    folder = load_result_folder(o.results_dir);
+    html = build_report(folder);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(
+        fmt::format("{}: a point file holds a value of another type or range than duplex sweep "
+                    "writes ({})",
+                    o.results_dir, e.what()));
+  }
+  write_file_atomic(out, html);
   std::printf("%s: %zu points -> %s\n", folder.study.c_str(), folder.points.size(), o.out_file.c_str());
 }
 

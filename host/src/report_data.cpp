@@ -103,8 +103,11 @@ PointRecord read_point(const fs::path& file, const std::string& id, const nlohma
     auto optional_integer = [&](const char* key) {
       return !spec.contains(key) || spec[key].is_number_integer();
     };
+    // The variant without drafts (tokens 0) has no acceptance: an empty list.
+    const bool off = spec.contains("tokens") && spec["tokens"] == 0 && spec.contains("acceptance") &&
+                     spec["acceptance"] == nlohmann::json::array();
     if (!spec.contains("tokens") || !spec["tokens"].is_number_integer() || !spec.contains("acceptance") ||
-        !numbers(spec["acceptance"]) || !spec.contains("draft") || !spec["draft"].is_string() ||
+        !(off || numbers(spec["acceptance"])) || !spec.contains("draft") || !spec["draft"].is_string() ||
         !optional_integer("tree_tokens") || !optional_integer("draft_topk"))
       throw Error(
           fmt::format("{}: params.speculative: {} is not {{tokens: integer, acceptance: number or list of "

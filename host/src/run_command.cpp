@@ -32,7 +32,8 @@ void run_run(RunCliOptions& o) {
   o.run.system_overrides = parse_sets(o.sets);
   o.run.prompts.clear();
   if (!o.prompts_file.empty()) {
-    o.run.prompts = runtime::functional::read_prompts(o.prompts_file);
+    o.run.prompts = runtime::functional::read_prompts(o.prompts_file, &o.run.prompt_lines);
+    o.run.prompts_file = o.prompts_file;
   } else {
     for (const auto& p : o.prompts) o.run.prompts.push_back(runtime::functional::parse_prompt(p));
   }

@@ -209,6 +209,9 @@ void check_speculative_flags(const SimulateOptions& o) {
 
 void run_simulate(const SimulateOptions& o) {
   const compiler::ModelSpec model = compiler::load_model(o.model);
+  if (!model.is_moe() && o.routing != "uniform")
+    throw Error(fmt::format("--routing {}: model {} is dense; expert routing is for an MoE model", o.routing,
+                            model.name));
   runtime::SimulationOptions sim;
   sim.workload = o.workload.empty() ? workload_from_flags(o) : runtime::load_workload(o.workload);
   sim.scheduler = scheduler_from_flags(o);
@@ -309,7 +312,9 @@ void add_simulate_command(CLI::App& app) {
   c->add_option("--input-len", o->input_len, "Mean prompt tokens")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--output-len", o->output_len, "Mean generated tokens")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--length-spread", o->length_spread, "Gaussian stddev / mean of the lengths (0: fixed)")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0))
+      ->check(kFinite);
   c->add_option("--batch", o->batch, "Max running requests (max batch)")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--arrival", o->arrival,
                 "closed | poisson:RATE | trace:FILE (CSV arrival_s,input_tokens,output_tokens or Azure "
@@ -321,7 +326,7 @@ void add_simulate_command(CLI::App& app) {
                 "Tokens of shared system prompt each prompt begins with, before its --input-len tokens (0: "
                 "none); its K/V is reused by prefix caching")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
   c->add_option("--prefix-groups", o->prefix_groups,
                 "Distinct shared system prompts, one picked uniformly per request (with --shared-prefix)")
       ->capture_default_str()
@@ -335,7 +340,8 @@ void add_simulate_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   c->add_option("--think-time", o->think_time_s,
                 "Seconds between a turn's answer and the conversation's next turn")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kFinite);
   c->add_flag("--no-prefix-caching", o->no_prefix_caching,
               "Compute every prompt in full, though requests share prefixes (--shared-prefix, a Mooncake "
               "trace's hash_ids)");
@@ -351,7 +357,9 @@ void add_simulate_command(CLI::App& app) {
   c->add_flag("--chunked-prefill", o->chunked_prefill, "Split prefills to fill the token budget (Sarathi-Serve)");
   c->add_option("--kv-block", o->kv_block_tokens, "Tokens per KV block")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--memory-reserve", o->memory_reserve, "Fraction of HBM kept from the KV cache")
-      ->capture_default_str()->check(CLI::Range(0.0, 0.99));
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.99))
+      ->check(kFinite);
   c->add_option("--pim-model", o->pim_model, "Logic-PIM op timing: cycle (SystemC timing engine, memoized) | analytical")
       ->capture_default_str()->check(CLI::IsMember({"cycle", "analytical"}));
   c->add_option("--xpu-profile", o->xpu_profile,
@@ -384,10 +392,12 @@ void add_simulate_command(CLI::App& app) {
   c->add_option("--slo-ttft", o->slo_ttft_ms,
                 "Latency objective: time to first token, ms (0: none); reports the requests meeting the "
                 "objectives and the goodput")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kFinite);
   c->add_option("--slo-tpot", o->slo_tpot_ms,
                 "Latency objective: time per output token after the first, ms (0: none)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kFinite);
   c->add_flag(
       "--max-rate", o->max_rate,
       "Capacity search: the highest arrival rate at which --attainment of the requests meet the "
@@ -395,15 +405,18 @@ void add_simulate_command(CLI::App& app) {
       "closed loop's throughput, or a trace's arrivals scaled in time from its own rate");
   c->add_option("--attainment", o->attainment,
                 "With --max-rate: the share of requests that must meet the objectives (DistServe's 90%)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kFinite);
   c->add_option("--rate-precision", o->rate_precision,
                 "With --max-rate: stop when the rate that falls short is within this fraction above the one "
                 "that meets")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kFinite);
   c->add_option("--rate-duration", o->rate_duration_s,
                 "With --max-rate: each probe serves the requests arriving in this many seconds at its rate "
                 "(rate x S, instead of --requests at every rate)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kFinite);
   c->add_option("--devices", o->devices, "Devices (default: the system's count for the model)")->check(CLI::PositiveNumber);
   c->add_option(
        "--replicas", o->replicas,

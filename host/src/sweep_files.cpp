@@ -11,6 +11,9 @@ namespace duplex::host {
 namespace fs = std::filesystem;
 
 void write_file_atomic(const fs::path& path, const std::string& text) {
+  // Renaming over a device, a FIFO or a folder would replace it.
+  if (fs::exists(path) && !fs::is_regular_file(path))
+    throw Error(fmt::format("{}: is not a regular file; expected a file to write", path.string()));
   // The pid keeps two sweeps writing into one folder from sharing a temporary name.
   const fs::path tmp = fs::path(path.string() + fmt::format(".tmp{}", getpid()));
   {

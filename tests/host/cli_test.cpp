@@ -300,6 +300,12 @@ TEST(ConfigCli, ListsAndChecksEveryShippedSystem) {
     EXPECT_NE(l.out.find(s), std::string::npos) << s;
     EXPECT_EQ(run(std::string("config check systems ") + s).exit_code, 0) << s;
   }
+  // Every shipped workload preset checks too.
+  const CliRun w = run("config list workloads");
+  ASSERT_EQ(w.exit_code, 0);
+  const CliRun checked = run("config check workloads closed-1024");
+  EXPECT_EQ(checked.exit_code, 0) << checked.out;
+  EXPECT_NE(checked.out.find(": ok ("), std::string::npos) << checked.out;
 }
 
 // The routing duplex run chose, replayed by duplex simulate and duplex compile: --routing-trace writes it,

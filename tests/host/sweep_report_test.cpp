@@ -169,6 +169,22 @@ TEST(PrefixSweep, SettingsAreSeriesOfTheirOwn) {
   fs::remove_all(dir);
 }
 
+// A speculative axis with its no-draft variant (tokens 0, no acceptance): the report reads every point, each
+// setting its own series. A file whose value has another type than a chart reads fails naming the folder, and
+// a report never replaces a file that is not a regular one.
+TEST(SpeculativeSweep, TheNoDraftVariantIsASeriesToo) {
+  const fs::path dir = run_tiny_dense_study(
+      "speculative", "[gpu]", "speculative: [{tokens: 0}, {tokens: 2, acceptance: 0.7, draft: ngram}]\n");
+  const ResultFolder f = load_result_folder(dir.string());
+  ASSERT_EQ(f.points.size(), 2u);
+  EXPECT_EQ(f.points[0].system, "gpu");
+  EXPECT_NE(f.points[1].system, "gpu");
+  for (const auto& p : f.points) EXPECT_TRUE(p.ok) << p.id << ": " << p.error;
+  EXPECT_FALSE(build_report(f).empty());
+  EXPECT_THROW(write_file_atomic("/dev/null", "x"), Error);
+  fs::remove_all(dir);
+}
+
 // A cluster axis: each setting is its own series, labelled with its replicas and router; the cluster point
 // runs on twice the devices.
 TEST(ClusterSweep, SettingsAreSeriesOfTheirOwn) {

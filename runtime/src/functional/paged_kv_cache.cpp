@@ -24,6 +24,15 @@ PagedKvCache::PagedKvCache(int layers, int kv_heads, int head_dim, std::int64_t 
         fmt::format("paged KV cache: layers {}, kv_heads {}, head_dim {}, block_tokens {}, blocks {}, "
                     "prefill-space blocks {}; expected all >= 1 (prefill-space blocks >= 0)",
                     layers, kv_heads, head_dim, block_tokens, kv_blocks, prefill_blocks));
+  // Held in host memory (FP16 K and V, every layer): refuse what cannot be, rather than fail allocating it.
+  constexpr double kMaxBytes = 16.0 * (1 << 30);
+  const double bytes = (shared_kv ? 1.0 : 2.0) * layers * static_cast<double>(kv_blocks + prefill_blocks) *
+                       static_cast<double>(block_tokens) * kv_heads * head_dim * 2.0;
+  if (bytes > kMaxBytes)
+    throw Error(
+        fmt::format("paged KV cache: {} blocks of {} tokens ({} in the prefill space) need {:.1f} GiB "
+                    "of host memory per device; expected at most 16 GiB (fewer --kv-blocks)",
+                    kv_blocks + prefill_blocks, block_tokens, prefill_blocks, bytes / (1 << 30)));
   const auto pool = static_cast<std::size_t>(num_blocks_ * block_tokens * token_values_);
   k_.assign(static_cast<std::size_t>(layers), std::vector<std::uint16_t>(pool, 0));
   if (!shared_kv_) v_ = k_;

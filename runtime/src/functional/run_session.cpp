@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
@@ -22,11 +23,15 @@ double logit_bound(const ReferenceOutput& reference) {
 
 namespace {
 
-// max_v |a[v] - b[v]| over two logit rows of one vocabulary.
+// max_v |a[v] - b[v]| over two logit rows of one vocabulary; infinite where either holds a NaN or an
+// infinity (a check never passes on them).
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   DUPLEX_ASSERT(a.size() == b.size(), "logit rows of different vocabularies");
   double err = 0;
-  for (std::size_t v = 0; v < a.size(); ++v) err = std::max(err, std::fabs(static_cast<double>(a[v]) - b[v]));
+  for (std::size_t v = 0; v < a.size(); ++v) {
+    if (!std::isfinite(a[v]) || !std::isfinite(b[v])) return std::numeric_limits<double>::infinity();
+    err = std::max(err, std::fabs(static_cast<double>(a[v]) - b[v]));
+  }
   return err;
 }
 
@@ -101,7 +106,7 @@ std::vector<std::int32_t> parse_prompt(const std::string& text) {
   return ids;
 }
 
-std::vector<std::vector<std::int32_t>> read_prompts(const std::string& path) {
+std::vector<std::vector<std::int32_t>> read_prompts(const std::string& path, std::vector<int>* lines) {
   std::ifstream in(path);
   if (!in) throw Error(fmt::format("{}: cannot read the prompts file", path));
   std::vector<std::vector<std::int32_t>> prompts;
@@ -113,6 +118,7 @@ std::vector<std::vector<std::int32_t>> read_prompts(const std::string& path) {
     const auto last = line.find_last_not_of(" \t");
     try {
       prompts.push_back(parse_prompt(line.substr(first, last - first + 1)));
+      if (lines) lines->push_back(number);
     } catch (const Error& e) {
       throw Error(fmt::format("{}:{}: {}", path, number, e.what()));
     }
@@ -159,12 +165,14 @@ RunReport run_functional(const RunOptions& o) {
         fmt::format("--routing-trace {}: model {} is dense; expected an MoE model (it has no routing)",
                     o.routing_trace, weights.spec.name));
   if (!o.routing_trace.empty()) {  // a folder that is not there fails now, not after the run
-    const std::filesystem::path parent = std::filesystem::path(o.routing_trace).parent_path();
+    const std::filesystem::path trace(o.routing_trace), parent = trace.parent_path();
     if (!parent.empty() && !std::filesystem::is_directory(parent))
       throw Error(
           fmt::format("{}: cannot write the routing trace (no folder {})", o.routing_trace, parent.string()));
+    if (std::filesystem::exists(trace) && !std::filesystem::is_regular_file(trace))
+      throw Error(
+          fmt::format("{}: cannot write the routing trace there (not a regular file)", o.routing_trace));
   }
-  if (!o.save_weights.empty()) write_checkpoint(o.save_weights, weights, o.save_shards);
   rep.model = weights.spec.name;
   rep.attention = weights.spec.window_note();
   rep.system = system.name;
@@ -205,10 +213,19 @@ RunReport run_functional(const RunOptions& o) {
     rep.draft = draft->spec.name;
   }
   executor.draft = draft ? &*draft : nullptr;
+  if (!o.prompts_file.empty())  // the file's line names a token the model does not have
+    for (std::size_t r = 0; r < o.prompts.size() && r < o.prompt_lines.size(); ++r)
+      for (std::size_t i = 0; i < o.prompts[r].size(); ++i)
+        if (o.prompts[r][i] < 0 || o.prompts[r][i] >= weights.spec.vocab)
+          throw Error(fmt::format("{}:{}: token {}: id {} is outside model {}'s vocabulary [0, {})",
+                                  o.prompts_file, o.prompt_lines[r], i, o.prompts[r][i], weights.spec.name,
+                                  weights.spec.vocab));
   FunctionalExecutor exec(weights, system, executor);
   rep.result = exec.run(o.prompts, o.max_new_tokens);
   if (o.check) rep.check = check_run(weights, o.prompts, rep.result, o.max_new_tokens);
   if (!o.routing_trace.empty()) write_routing_trace(o.routing_trace, rep.result);
+  // After the run: a run refused (a bad prompt, a setting) leaves no checkpoint behind.
+  if (!o.save_weights.empty()) write_checkpoint(o.save_weights, weights, o.save_shards);
   rep.host_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return rep;
 }

@@ -29,9 +29,12 @@ static_assert(std::endian::native == std::endian::little, "safetensors I/O assum
 constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 
 std::string read_file(const std::string& path) {
+  if (std::filesystem::is_directory(path)) throw Error(fmt::format("{}: is a folder; expected a file", path));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(fmt::format("{}: cannot open for reading", path));
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) throw Error(fmt::format("{}: read failed", path));
+  return bytes;
 }
 
 std::string shape_text(const std::vector<std::int64_t>& s) {

@@ -120,7 +120,7 @@ std::vector<RequestSpec> parse_mooncake(std::string_view text, const std::string
     nlohmann::json row;
     try {
       row = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // a syntax error, or a number past a double's range
       throw Error(fmt::format("{}:{}: not a JSON object ({}); expected one Mooncake request per line", label,
                               line_no, e.what()));
     }

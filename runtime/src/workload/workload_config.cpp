@@ -36,8 +36,13 @@ LengthDistribution read_lengths(const ConfigNode& n) {
   d.input = n.get_int("input", 1, 100'000'000);
   d.output = n.get_int("output", 1, 100'000'000);
   if (d.kind == LengthDistribution::Kind::gaussian) {
-    d.input_stddev = n.get<double>("input_stddev");
-    d.output_stddev = n.get<double>("output_stddev");
+    auto stddev = [&](const char* key) {  // LengthDistribution::validate's range, named here
+      const double v = n.get<double>(key);
+      if (!(v >= 0.0 && v <= 1e6)) n.fail(key, fmt::format("is {}", v), "a number of tokens in [0, 1e6]");
+      return v;
+    };
+    d.input_stddev = stddev("input_stddev");
+    d.output_stddev = stddev("output_stddev");
   }
   n.finish();
   return d;

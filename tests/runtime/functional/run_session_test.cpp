@@ -1,6 +1,10 @@
 // Cross-system properties of functional emulation and the `duplex run` library entry.
 #include <gtest/gtest.h>
 
+#include <limits>
+
+#include <cmath>
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -281,6 +285,21 @@ TEST(RunSession, CompareFindsTheFirstDivergence) {
   EXPECT_FALSE(c.passed());
   EXPECT_EQ(c.compared_positions, 2);          // stops at the first differing token
   EXPECT_DOUBLE_EQ(c.max_abs_logit_err, 0.5);  // position 2 (after the divergence) is not compared
+}
+
+// A NaN or an infinity in the logits (an overflowing model) never passes, even with identical tokens.
+TEST(RunSession, NonFiniteLogitsFailTheCheck) {
+  FunctionalResult r;
+  r.tokens = {{0, 0}};
+  r.logits = {{{std::nanf(""), 0.f}, {1.f, 0.f}}};
+  ReferenceOutput ref;
+  ref.tokens = {{0, 0}};
+  ref.logits = {{{0.f, 0.f}, {1.f, 0.f}}};
+  EXPECT_FALSE(compare(r, ref).passed());
+  r.logits[0][0][0] = 0.f;
+  EXPECT_TRUE(compare(r, ref).passed());
+  ref.logits[0][1][0] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(compare(r, ref).passed());
 }
 
 // --trace: device 0's RTL datapath writes a waveform; a trace without the rtl datapath, or on a system without

@@ -4,6 +4,7 @@
 //
 // The check passes when, for every request, the greedy tokens are identical and the largest absolute logit
 // difference over every generated position is within `logit_bound(...)` (see there).
+#include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -21,11 +22,15 @@ struct RunOptions {
   std::string system = "duplex-pe";
   std::vector<ConfigOverride> system_overrides;  // applied to the system's config, in order (--set)
   std::vector<std::vector<std::int32_t>> prompts;  // one request each
+  // Where the prompts came from (read_prompts): a token outside the model's vocabulary is named by file and
+  // line. Empty: given on the command line.
+  std::string prompts_file;
+  std::vector<int> prompt_lines;
   int max_new_tokens = 32;
   std::string weights;  // empty: random from `seed`; else a checkpoint (safetensors + config.json)
   std::uint64_t seed = 1;
-  // Non-empty: the weights (random or loaded) are first written there as a HF checkpoint (write_checkpoint),
-  // in `save_shards` safetensors files.
+  // Non-empty: the weights (random or loaded) are written there as a HF checkpoint (write_checkpoint), in
+  // `save_shards` safetensors files, once the run has succeeded.
   std::string save_weights;
   int save_shards = 1;
   bool logits = false;  // the JSON report holds every generated token's logits ([request][token][vocab])
@@ -93,7 +98,7 @@ struct CheckResult {
   // identical or differing only at explained routing near ties.
   bool passed() const {
     return (tokens_match || near_ties_explained()) && routing_ties_explained() &&
-           max_abs_logit_err <= logit_bound;
+           std::isfinite(max_abs_logit_err) && max_abs_logit_err <= logit_bound;
   }
 };
 
@@ -140,7 +145,8 @@ RunReport run_functional(const RunOptions& options);
 std::vector<std::int32_t> parse_prompt(const std::string& text);
 // A prompts file: one prompt per line in parse_prompt's form (blank lines and lines starting with '#'
 // skipped). duplex::Error naming the file (and the line) when it cannot be read, a line is not a prompt, or
-// it holds none.
-std::vector<std::vector<std::int32_t>> read_prompts(const std::string& path);
+// it holds none. `lines`, when given, receives each prompt's line number.
+std::vector<std::vector<std::int32_t>> read_prompts(const std::string& path,
+                                                    std::vector<int>* lines = nullptr);
 
 }  // namespace duplex::runtime::functional
