@@ -28,7 +28,9 @@ bool looks_like_path(std::string_view s) {
 
 std::string read_text_file(const std::string& path) {
   std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) throw Error(fmt::format("{}: no such file", path));
+  if (!fs::is_regular_file(path, ec))
+    throw Error(fmt::format("{}: {}", path,
+                            fs::is_directory(path, ec) ? "is a folder; expected a file" : "no such file"));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(fmt::format("{}: cannot open for reading", path));
   std::ostringstream ss;

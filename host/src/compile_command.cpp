@@ -79,7 +79,8 @@ void add_compile_command(CLI::App& app) {
   c->add_option("--context", opts->context, "Tokens already in each decoding request's KV cache")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   c->add_option("--prefill-tokens", opts->prefill_tokens, "Tokens of one new request prefilling in the step")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 30));
   c->add_option(
        "--drafts", opts->drafts,
        "Speculative decoding: draft tokens each decoding request verifies in the step, a chain's or a "

@@ -71,7 +71,9 @@ void add_run_command(CLI::App& app) {
   c->add_option("--weights", o->run.weights,
                 "Checkpoint: a directory with config.json and model.safetensors or a sharded "
                 "model.safetensors.index.json (or that file); default: random weights from --seed");
-  c->add_option("--seed", o->run.seed, "Seed of the random weights")->capture_default_str();
+  c->add_option("--seed", o->run.seed, "Seed of the random weights")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_option(
       "--save-weights", o->run.save_weights,
       "Also write the weights as a HuggingFace checkpoint directory (config.json + safetensors), e.g. "

@@ -350,7 +350,9 @@ void add_simulate_command(CLI::App& app) {
        "Expert routing: uniform | zipf:S | trace:FILE (step,layer,expert,count, e.g. from duplex run "
        "--routing-trace)")
       ->capture_default_str();
-  c->add_option("--seed", o->seed, "Seed for lengths, arrivals and routing")->capture_default_str();
+  c->add_option("--seed", o->seed, "Seed for lengths, arrivals and routing")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--policy", o->policy, "continuous | orca | static")->capture_default_str();
   c->add_option("--max-tokens-per-step", o->max_tokens_per_step, "Token budget per step (0: none)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
@@ -435,7 +437,9 @@ void add_simulate_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");
-  c->add_option("--timeline-steps", o->timeline_steps, "Steps in the lane timeline (with -o)")->capture_default_str();
+  c->add_option("--timeline-steps", o->timeline_steps, "Steps in the lane timeline (with -o)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_flag("--json", o->json, "Print JSON (one object, or {systems: [...]} for several)");
   c->callback([o, c] {
     if (!o->workload.empty())

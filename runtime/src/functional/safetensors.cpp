@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
@@ -119,6 +120,22 @@ SafetensorsFile open_safetensors(const std::string& path) {
   if (!f.header.is_object()) throw Error(fmt::format("{}: bad header: not a JSON object", path));
   f.data_size = file.size() - 8 - header_len;
   f.data = file.data() + 8 + header_len;
+  // Each tensor owns its bytes (the safetensors library refuses overlapping ranges too): two entries over
+  // one range would silently alias two weights.
+  std::vector<std::tuple<std::uint64_t, std::uint64_t, std::string>> ranges;
+  for (const auto& [name, e] : f.header.items()) {
+    if (name == "__metadata__" || !e.is_object() || !e.contains("data_offsets")) continue;
+    const nlohmann::json& o = e["data_offsets"];
+    if (o.is_array() && o.size() == 2 && o[0].is_number_unsigned() && o[1].is_number_unsigned())
+      ranges.emplace_back(o[0].get<std::uint64_t>(), o[1].get<std::uint64_t>(), name);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (std::size_t i = 1; i < ranges.size(); ++i)
+    if (std::get<0>(ranges[i]) < std::get<1>(ranges[i - 1]))
+      throw Error(
+          fmt::format("{}: tensors {} and {} share bytes (data_offsets overlap); expected each tensor its "
+                      "own range",
+                      path, std::get<2>(ranges[i - 1]), std::get<2>(ranges[i])));
   return f;
 }
 

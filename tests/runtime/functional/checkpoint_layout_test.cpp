@@ -94,6 +94,24 @@ ModelWeights gemma3_weights() {
   return w;
 }
 
+// Two header entries over one byte range would alias two weights: refused naming the file and both tensors.
+TEST(SafetensorsFile, TensorsThatShareBytesAreRefused) {
+  const fs::path dir = testing::scratch_dir("aliased");
+  write_checkpoint(dir.string(), random_weights(compiler::load_model("tiny-dense"), 2));
+  const fs::path file = dir / "model.safetensors";
+  testing::RawFile f(file);
+  const std::string a = "model.layers.0.self_attn.q_proj.weight",
+                    b = "model.layers.0.self_attn.o_proj.weight";
+  ASSERT_EQ(f.header[a]["shape"], f.header[b]["shape"]);
+  f.header[b]["data_offsets"] = f.header[a]["data_offsets"];
+  f.save(file);
+  const std::string error = testing::error_of([&] { load_checkpoint(dir.string()); });
+  EXPECT_NE(error.find("share bytes (data_offsets overlap)"), std::string::npos) << error;
+  EXPECT_NE(error.find(a), std::string::npos) << error;
+  EXPECT_NE(error.find(b), std::string::npos) << error;
+  fs::remove_all(dir);
+}
+
 // Both families, one file and 3 shards, both layouts: the same spec, numerics and tensors as the text
 // checkpoint.
 TEST(MultimodalCheckpoint, LanguageModelIsReadAndTheVisionTowerSkipped) {
