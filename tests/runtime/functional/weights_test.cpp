@@ -1140,7 +1140,11 @@ TEST_F(SafetensorsErrors, BadOffsetsAndUnexpectedTensors) {
   spit(bad_, join(header_, data_));
   expect_error(bad_, {bad_.string(), name, "data_offsets"});
   std::tie(header_, data_) = split(slurp(good_));
-  header_["model.layers.0.self_attn.rotary_emb.inv_freq"] = header_[weight_name::final_norm()];
+  nlohmann::json extra = header_[weight_name::final_norm()];  // an F16 tensor of its own bytes
+  extra["shape"] = {1};
+  extra["data_offsets"] = {data_.size(), data_.size() + 2};
+  data_.append(2, '\0');
+  header_["model.layers.0.self_attn.rotary_emb.inv_freq"] = extra;
   spit(bad_, join(header_, data_));
   expect_error(bad_, {bad_.string(), "unexpected tensor model.layers.0.self_attn.rotary_emb.inv_freq"});
 }
