@@ -378,8 +378,10 @@ void ModelSpec::validate() const {
   if (!nope_layers.empty() && (attention != AttentionKind::kGqa || learned_positions > 0))
     bad("nope_layers", "is set for a model without RoPE on GQA attention (MLA or learned positions)");
   if (attn_temperature_floor < 0) bad("attn_temperature_floor", "must be >= 1 (0: no temperature tuning)");
-  if (!std::isfinite(attn_temperature_scale) || attn_temperature_scale < 0)
-    bad("attn_temperature_scale", "must be a finite number >= 0");
+  // Llama 4's is 0.1: the temperature 1 + scale x log(floor(position / floor) + 1) multiplies the queries,
+  // so a large scale overflows the FP16 scores.
+  if (!(attn_temperature_scale >= 0 && attn_temperature_scale <= 10))
+    bad("attn_temperature_scale", "must be a number in [0, 10] (Llama 4: 0.1)");
   if (attn_temperature_floor > 0 && nope_layers.empty())
     bad("attn_temperature_floor",
         "is set, but no layer is in nope_layers (the temperature scales their queries only)");

@@ -140,6 +140,9 @@ TEST(Llama4, YamlKeysAndTheirErrors) {
   EXPECT_NE(
       yaml_error("nope_layers: [1]\nattn_temperature_scale: 0.1\n").find("without attn_temperature_floor"),
       std::string::npos);
+  EXPECT_NE(yaml_error("nope_layers: [1]\nattn_temperature_floor: 4\nattn_temperature_scale: 1e30\n")
+                .find("attn_temperature_scale: must be a number in [0, 10]"),
+            std::string::npos);
   EXPECT_NE(yaml_error("nope_layers: [4]\n").find("nope_layers"), std::string::npos);
   EXPECT_NE(yaml_error("qk_norm: l3\n").find("qk_norm"), std::string::npos);
   EXPECT_EQ(yaml_error("attention_chunk: 8\nfull_attention_layers: [3]\nnope_layers: [3]\nqk_norm: l2\n"

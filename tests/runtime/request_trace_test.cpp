@@ -86,6 +86,15 @@ TEST(RequestTrace, ErrorsNameFileLineColumnAndExpectedForm) {
   e = error_of("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-13-01 00:00:00,1,1\n");
   EXPECT_NE(e.find("column TIMESTAMP"), std::string::npos) << e;
   EXPECT_NE(e.find("YYYY-MM-DD HH:MM:SS"), std::string::npos) << e;
+  // Days past their month's end: February 30th, and the 29th outside a leap year; 2024-02-29 is a day.
+  for (const char* day : {"2023-02-30", "2023-02-29", "2023-04-31"})
+    EXPECT_NE(error_of(std::string("TIMESTAMP,ContextTokens,GeneratedTokens\n") + day + " 00:00:00,1,1\n")
+                  .find("column TIMESTAMP"),
+              std::string::npos)
+        << day;
+  EXPECT_EQ(parse_request_trace("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-02-29 00:00:00,1,1\n", "a.csv")
+                .size(),
+            1u);
 
   EXPECT_NE(error_of(header).find("no request rows"), std::string::npos);
   EXPECT_NE(error_of("").find("no header"), std::string::npos);
