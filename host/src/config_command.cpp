@@ -7,6 +7,7 @@
 #include "duplex/base/device_spec.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "duplex/runtime/functional/safetensors.hpp"
 #include "duplex/runtime/workload/workload_config.hpp"
 #include "system_overrides.hpp"
 
@@ -24,6 +25,9 @@ void check_config(const std::string& kind, const std::string& name, const std::v
                 format_bandwidth(s.memory_bandwidth()).c_str(), s.pim ? s.pim->name.c_str() : "none");
   } else if (kind == "models") {
     const compiler::ModelSpec m = compiler::load_model(name);
+    // A config.json's numerics (norm epsilon, RoPE base and scaling) are read where `duplex run` computes
+    // with them: check them here too.
+    if (name.ends_with(".json")) (void)runtime::functional::config_numerics(name);
     std::printf("%s: ok (model %s, %s params)\n", m.file.c_str(), m.name.c_str(),
                 format_count(static_cast<double>(m.params())).c_str());
   } else if (kind == "devices") {
