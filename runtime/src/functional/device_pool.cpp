@@ -71,8 +71,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
         ++it;
         continue;
       }
-      for (std::size_t d = 0; d < shards_.size(); ++d)
-        if (shards_[d].node == it->second.node) kv_[d].drop(it->second.block);
+      each_cache_of(it->second.node, [&](PagedKvCache& c) { c.drop(it->second.block); });
       it = cached_.erase(it);
     }
   std::vector<StepRequest> reqs;
@@ -93,11 +92,9 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
                       fmt::format("request {}'s cached block {} is not on its node", s.id, j));
         blocks.push_back(it->second.block);
       }
-      for (std::size_t d = 0; d < shards_.size(); ++d)
-        if (shards_[d].node == node) kv_[d].attach(s.id, blocks);
+      each_cache_of(node, [&](PagedKvCache& c) { c.attach(s.id, blocks); });
     }
-    for (std::size_t d = 0; d < shards_.size(); ++d)
-      if (shards_[d].node == node) kv_[d].reserve(s.id, s.context_len + s.tokens, space);
+    each_cache_of(node, [&](PagedKvCache& c) { c.reserve(s.id, s.context_len + s.tokens, space); });
     if (keys) share_computed(s.id, *keys, s.context_len + s.tokens);
     reqs.push_back({s.id, s.context_len, s.tokens, &sequences[static_cast<std::size_t>(s.id)], prefill,
                     prefill && s.samples_token, prefill ? s.cached_context : 0, logit_rows(s), node,
@@ -170,12 +167,11 @@ void DevicePool::share_computed(std::int64_t id, const std::vector<std::uint64_t
   const auto full = std::min(keys.size(), static_cast<std::size_t>(computed / first.block_tokens()));
   const std::vector<std::int32_t>& table = first.block_table(id);
   for (std::size_t& j = next_shared_[id]; j < full; ++j) {
-    for (std::size_t d = 0; d < shards_.size(); ++d)
-      DUPLEX_ASSERT(shards_[d].node != node || kv_[d].block_table(id)[j] == table[j],
-                    "devices allocated a request's blocks differently");
+    each_cache_of(node, [&](const PagedKvCache& c) {
+      DUPLEX_ASSERT(c.block_table(id)[j] == table[j], "devices allocated a request's blocks differently");
+    });
     if (cached_.emplace(keys[j], CachedBlock{node, table[j]}).second)  // else cached first by another: own
-      for (std::size_t d = 0; d < shards_.size(); ++d)
-        if (shards_[d].node == node) kv_[d].keep(table[j]);
+      each_cache_of(node, [&](PagedKvCache& c) { c.keep(table[j]); });
   }
 }
 
@@ -184,8 +180,7 @@ double DevicePool::receive_kv(const DevicePool& source, std::int64_t id, std::in
   const KvCacheShape cache = kv_cache_shape(m);
   const auto hd = static_cast<std::size_t>(cache.head_dim);
   const int node = node_of(id), source_node = source.node_of(id);
-  for (std::size_t d = 0; d < shards_.size(); ++d)
-    if (shards_[d].node == node) kv_[d].reserve(id, tokens);
+  each_cache_of(node, [&](PagedKvCache& c) { c.reserve(id, tokens); });
   // The next device from `from` on of the request's node holding KV head `head`, or shards.size().
   auto holder = [](const std::vector<DeviceShard>& shards, int on_node, int head, std::size_t from) {
     for (std::size_t d = from; d < shards.size(); ++d)

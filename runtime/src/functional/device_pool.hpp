@@ -109,6 +109,12 @@ class DevicePool {
   void follow_moves();
   // The first device of `node` (its caches' block tables stand for the node's).
   std::size_t first_device(int node) const;
+  // Calls f(cache) for the paged cache of every device of `node`.
+  template <class F>
+  void each_cache_of(int node, F f) {
+    for (std::size_t d = 0; d < shards_.size(); ++d)
+      if (shards_[d].node == node) f(kv_[d]);
+  }
 };
 
 }  // namespace duplex::runtime::functional

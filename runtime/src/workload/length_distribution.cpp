@@ -10,8 +10,8 @@ namespace duplex::runtime {
 void LengthDistribution::validate() const {
   if (input < 1 || output < 1)
     throw Error(fmt::format("request lengths input {} / output {} tokens; expected >= 1 each", input, output));
-  // A million tokens of spread is past any context window; drawn lengths stay far inside 64-bit counts.
-  if (!(input_stddev >= 0.0) || !(output_stddev >= 0.0) || !(input_stddev <= 1e6) || !(output_stddev <= 1e6))
+  if (!(input_stddev >= 0.0) || !(output_stddev >= 0.0) || !(input_stddev <= kMaxStddev) ||
+      !(output_stddev <= kMaxStddev))
     throw Error(fmt::format("request length stddev input {} / output {}; expected values in [0, 1e6] tokens",
                             input_stddev, output_stddev));
 }

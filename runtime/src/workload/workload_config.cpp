@@ -38,7 +38,8 @@ LengthDistribution read_lengths(const ConfigNode& n) {
   if (d.kind == LengthDistribution::Kind::gaussian) {
     auto stddev = [&](const char* key) {  // LengthDistribution::validate's range, named here
       const double v = n.get<double>(key);
-      if (!(v >= 0.0 && v <= 1e6)) n.fail(key, fmt::format("is {}", v), "a number of tokens in [0, 1e6]");
+      if (!(v >= 0.0 && v <= LengthDistribution::kMaxStddev))
+        n.fail(key, fmt::format("is {}", v), "a number of tokens in [0, 1e6]");
       return v;
     };
     d.input_stddev = stddev("input_stddev");

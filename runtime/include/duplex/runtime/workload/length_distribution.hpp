@@ -14,8 +14,10 @@ struct LengthDistribution {
   Kind kind = Kind::fixed;
   std::int64_t input = 0;      // mean input tokens, >= 1
   std::int64_t output = 0;     // mean output tokens, >= 1
-  double input_stddev = 0.0;   // gaussian only, >= 0
+  double input_stddev = 0.0;   // gaussian only, in [0, kMaxStddev]
   double output_stddev = 0.0;
+  // A million tokens of spread is past any context window; drawn lengths stay far inside 64-bit counts.
+  static constexpr double kMaxStddev = 1e6;  // the messages say 1e6
 
   void validate() const;  // throws duplex::Error naming the bad field
 };
