@@ -249,6 +249,8 @@ SystemSpec read_system(const ConfigNode& n) {
     };
     s.split_prefill_instances = instances("prefill_instances");
     s.split_decode_instances = instances("decode_instances");
+    if (split->has("kv_transfer"))  // documented default after_prefill
+      s.split_kv_layerwise = split->get_enum("kv_transfer", {"after_prefill", "layerwise"}) == "layerwise";
     if (const auto prefill = split->find("prefill_system")) {
       auto p = std::make_shared<SystemSpec>(read_system(*prefill));
       if (p->split_prefill_fraction > 0 || p->heterogeneous())

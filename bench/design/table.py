@@ -2,7 +2,8 @@
 """Markdown table of a design-knob study (bench/design/*.yaml run by `duplex sweep`): one row per point with its
 knob, speculative-decoding, shared-prompt and cluster setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
 area per stack; a model column first when the study has several models; the prompt tokens taken from the
-prefix cache in a prefix-caching study, and the median time to first token in a cluster study; for a capacity study
+prefix cache in a prefix-caching study, the median time to first token in a cluster study, and the token-gap tail
+and median request latency in a study of split-system knobs (`split.*`: when K/V migrations leave); for a capacity study
 (`capacity:`) each point's highest rate within the objectives instead. Usage: bench/design/table.py
 results/pim-design"""
 import csv
@@ -58,11 +59,13 @@ def main(folder):
            for r in ok if r["system"] == "gpu"}
     hits = any(r.get("prefix_hit_rate") for r in ok)  # a prefix-caching study: the cache's hit rate too
     clusters = any(r.get("cluster") for r in ok)  # a cluster study: the first-token latency too
+    splits = any("split." in r["knobs"] for r in ok)  # a split-system knob: the migrations' gap, the latency
     print(("| model " if models else "") +
           "| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |" +
-          (" prompt tokens from cache |" if hits else "") + (" TTFT p50 ms |" if clusters else ""))
+          (" prompt tokens from cache |" if hits else "") + (" TTFT p50 ms |" if clusters else "") +
+          (" TBT p99 ms | E2E p50 ms |" if splits else ""))
     print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|" + ("---|" if hits else "") +
-          ("---|" if clusters else ""))
+          ("---|" if clusters else "") + ("---|---|" if splits else ""))
     for r in ok:
         tput = float(r["throughput_tok_s"])
         setting = (r["model"], r["input_len"], r["output_len"], r["batch"])
@@ -74,7 +77,8 @@ def main(folder):
         print((f"| {r['model']} " if models else "") + f"| {r['system']} | {r['setting'] or '-'} | {r['input_len']}, {r['output_len']} | "
               f"{r['batch']} | {tput:.0f} | {ratio} | {float(r['energy_j_per_token']):.4f} | {mm2} | {die} |" +
               ((f" {100 * float(r['prefix_hit_rate']):.1f}% |" if r.get("prefix_hit_rate") else " - |") if hits else "") +
-              (f" {float(r['ttft_p50_ms']):.1f} |" if clusters else ""))
+              (f" {float(r['ttft_p50_ms']):.1f} |" if clusters else "") +
+              (f" {float(r['tbt_p99_ms']):.1f} | {float(r['e2e_p50_ms']):.0f} |" if splits else ""))
     return 1 if len(ok) < len(rows) else 0
 
 

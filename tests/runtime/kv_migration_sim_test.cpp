@@ -114,6 +114,35 @@ TEST(KvMigrationSim, LinkScheduleQueuesTransfersSharingAnEnd) {
   EXPECT_EQ(links.book(1, 1, 20 * ms, 1 * ms), 21 * ms);
 }
 
+// A prompt whose prefill ended with a step from 10 to 18 ms, over a link of 1 us latency, 8 layers.
+TEST(KvMigrationSim, LayerwiseTransfersStreamDuringThePromptsLastStep) {
+  SystemSpec sys = load_system("duplex-split");
+  sys.links.infiniband_latency = Time::from_si(1e-6);
+  const KvLinkMigration link(sys, false);
+  const Time ms = Time::from_si(1e-3);
+  const double bytes_per_ms = sys.links.infiniband_bandwidth.si() * 1e-3;  // one stream
+  // After the prefill: it leaves at the step's end.
+  KvLinkSchedule after(1, 1);
+  const KvLinkSchedule::Crossing a = after.book_prompt(0, 0, link, 4 * bytes_per_ms, 1, 10 * ms, 18 * ms, 0);
+  EXPECT_EQ(a.start, 18 * ms);
+  EXPECT_NEAR((a.arrival() - (22 * ms + link.latency())).si(), 0.0, 1e-15);
+  // Layer by layer, a fast link (4 ms for the prompt, 0.5 ms a layer; a layer computed every 1 ms): the first
+  // layer leaves at 11 ms, the last once computed at 18 ms, arriving 0.5 ms later.
+  KvLinkSchedule fast(1, 1);
+  const KvLinkSchedule::Crossing f = fast.book_prompt(0, 0, link, 4 * bytes_per_ms, 1, 10 * ms, 18 * ms, 8);
+  EXPECT_NEAR((f.start - 11 * ms).si(), 0.0, 1e-15);
+  EXPECT_NEAR((f.arrival() - (18.5 * ms + link.latency())).si(), 0.0, 1e-15);
+  // A slow link (16 ms for the prompt): the layers queue behind the first, all sent by 11 + 16 ms.
+  const KvLinkSchedule::Crossing s = fast.book_prompt(0, 0, link, 16 * bytes_per_ms, 1, 10 * ms, 18 * ms, 8);
+  EXPECT_NEAR((s.start - 18.5 * ms).si(), 0.0, 1e-15);  // the links are busy with the first prompt until then
+  EXPECT_NEAR((s.arrival() - (34.5 * ms + link.latency())).si(), 0.0, 1e-15);
+  KvLinkSchedule slow(1, 1);
+  EXPECT_NEAR((slow.book_prompt(0, 0, link, 16 * bytes_per_ms, 1, 10 * ms, 18 * ms, 8).arrival() -
+               (27 * ms + link.latency()))
+                  .si(),
+              0.0, 1e-15);
+}
+
 SimulationOptions closed_run(std::int64_t requests, std::int64_t in, std::int64_t out, std::int64_t batch) {
   return testing::closed_loop_options(requests, in, out, batch, 11, 0.0);
 }

@@ -154,6 +154,40 @@ TEST(SplitInstancesSim, MigrationsQueueForTheLinks) {
   EXPECT_NEAR(gap_s, transfer, 1e-9);
 }
 
+// split.kv_transfer: layerwise streams each prompt's K/V during the step that completes its prefill, layer by
+// layer (Llama-3-70B, 80 layers; one request at a time, each prefilled in one step from its arrival to its
+// first token). Over NVLink a prompt's transfer is shorter than its step: the last layer arrives one layer's
+// transfer after the prefill, (L - 1) / L of the transfer earlier than after the prefill. Over InfiniBand
+// slowed to 0.02 GB/s the transfer outlasts the step: it starts after the first layer, (L - 1) / L of the
+// step earlier. The first tokens do not move.
+TEST(SplitInstancesSim, LayerwiseTransfersOverlapThePromptsLastStep) {
+  const auto model = compiler::load_model("llama3-70b");
+  const double layers = model.layers;
+  const SimulationOptions o = spaced_trace(ids_from(0, 1, 3), 5.0);
+  const auto pool = compiler::ParallelLayout::make(model, split_system(4), 2);
+  const double bytes = kv_bytes_per_token(model) * 256;
+  for (const bool one_node : {true, false}) {
+    SCOPED_TRACE(one_node);
+    SystemSpec system = split_system(one_node ? 4 : 2);
+    if (!one_node) system.links.infiniband_bandwidth = Bandwidth::from_si(0.02e9);
+    const SystemResult after = simulate(model, system, o);
+    system.split_kv_layerwise = true;
+    const SystemResult layerwise = simulate(model, system, o);
+    const double transfer_ms =
+        KvLinkMigration(system, one_node).transfer(bytes, kv_transfer_streams(model, pool, pool)).si() * 1e3;
+    for (std::int64_t id = 0; id < 3; ++id) {
+      const double ttft_ms = after.request_rows.at(id)["ttft_ms"].get<double>();
+      EXPECT_EQ(layerwise.request_rows.at(id)["ttft_ms"], ttft_ms);
+      ASSERT_EQ(one_node, transfer_ms < ttft_ms);
+      const double saved_ms = (one_node ? transfer_ms : ttft_ms) * (layers - 1) / layers;
+      EXPECT_NEAR(after.request_rows.at(id)["e2e_ms"].get<double>() -
+                      layerwise.request_rows.at(id)["e2e_ms"].get<double>(),
+                  saved_ms, 1e-6)
+          << id;
+    }
+  }
+}
+
 // One prefill instance of 4 devices feeding two decode instances of 2 (Llama-3-70B on 8 devices): the
 // least-loaded decode instance takes each prefilled prompt, so both serve about half.
 TEST(SplitInstancesSim, DecodeInstancesShareTheLoad) {

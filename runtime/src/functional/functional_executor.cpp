@@ -512,6 +512,7 @@ class FunctionalExecutor::Impl {
       Scheduler& scheduler = on_prefill ? ps : ds;
       Clock& clock = on_prefill ? pc : dc;
       const StepPlan plan = schedule(scheduler, clock.now);
+      const Time began = clock.now;
       if (plan.empty()) {
         const std::optional<Time> next = scheduler.next_arrival_after(clock.now);
         if (next)
@@ -540,8 +541,10 @@ class FunctionalExecutor::Impl {
             m.bytes += draft_decode->receive_kv(*draft_of(prefill), id, input);
             draft_cached_[static_cast<std::size_t>(id)] = input;
           }
-          m.time = link.time(m.bytes, streams);
-          m.start = links.book(0, 0, clock.now, link.transfer(m.bytes, streams));
+          const KvLinkSchedule::Crossing crossing = links.book_prompt(
+              0, 0, link, m.bytes, streams, began, clock.now, sys_.split_kv_layerwise ? w_.spec.layers : 0);
+          m.start = crossing.start;
+          m.time = crossing.time;
           EnergyLedger one(sys_.energy);
           link.charge(one, m.bytes);
           m.energy = one.total();

@@ -45,6 +45,23 @@ Time KvLinkSchedule::book(std::size_t from, std::size_t to, Time ready, Time bus
   return start;
 }
 
+KvLinkSchedule::Crossing KvLinkSchedule::book_prompt(std::size_t from, std::size_t to,
+                                                     const KvLinkMigration& link, double bytes, int streams,
+                                                     Time step_start, Time step_end, int layers) {
+  DUPLEX_ASSERT(layers >= 0 && step_start <= step_end, "a K/V transfer of a step that ends before it starts");
+  const Time whole = link.transfer(bytes, streams);
+  if (layers == 0) {
+    const Time start = book(from, to, step_end, whole);
+    return {start, whole + link.latency()};
+  }
+  Time& sender = sender_free_.at(from);
+  Time& receiver = receiver_free_.at(to);
+  const Time start = std::max({step_start + (step_end - step_start) / layers, sender, receiver});
+  const Time done = std::max(start + whole, step_end + whole / layers);
+  sender = receiver = done;
+  return {start, done - start + link.latency()};
+}
+
 void KvLinkMigration::charge(EnergyLedger& ledger, double bytes) const {
   ledger.charge(EnergyCategory::kCommunication, ledger.action(action_), bytes);
 }

@@ -37,11 +37,14 @@ struct Instance {
   bool near(const Instance& other) const { return node && node == other.node; }
 };
 
-// A prompt prefilled at `ready` on instance `from`, waiting to be routed to a decode instance.
+// A prompt prefilled on instance `from` by a step from `step_start` to `prefill_end`, waiting to be routed to
+// a decode instance at `ready`: its prefill's end, or the step's start when its K/V streams layer by layer
+// (the decode instance must be known before the first layer leaves).
 struct Migration {
   Time ready;
   RequestId id;
   std::size_t from;
+  Time step_start, prefill_end;
   bool operator>(const Migration& o) const { return ready != o.ready ? ready > o.ready : id > o.id; }
 };
 
@@ -196,7 +199,9 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   };
   // A prefilled prompt goes to the decode instance with the fewest outstanding requests when it is ready
   // (Splitwise's join-the-shortest-queue), among equals one in the prefill instance's node, then the lowest
-  // index; its K/V arrives over the links between them once they are free (kv_migration.hpp).
+  // index; its K/V arrives over the links between them once they are free, after its prefill or layer by
+  // layer during its last step (split.kv_transfer; KvLinkSchedule::book_prompt).
+  const int layerwise_layers = system.split_kv_layerwise ? model.layers : 0;
   auto route_migration = [&](const Migration& m) {
     const Instance& from = prefill[m.from];
     std::size_t best = 0;
@@ -216,10 +221,11 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     const double bytes = kv_bytes_per_prompt_token * static_cast<double>(t.spec.input_tokens);
     link.charge(totals.energy, bytes);
     if (!one_pair) t.pool = fmt::format("{}>{}", from.pool->name(), decode[best].pool->name());
-    const Time start = links.book(m.from, best, m.ready, link.transfer(bytes, streams));
+    const KvLinkSchedule::Crossing crossing =
+        links.book_prompt(m.from, best, link, bytes, streams, m.step_start, m.prefill_end, layerwise_layers);
     hand_to(decode[best],
-            RequestSpec{m.id, start + link.time(bytes, streams), t.spec.input_tokens + 1,
-                        t.spec.output_tokens - 1, t.spec.input_tokens},
+            RequestSpec{m.id, crossing.arrival(), t.spec.input_tokens + 1, t.spec.output_tokens - 1,
+                        t.spec.input_tokens},
             m.ready);
   };
 
@@ -262,6 +268,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
       in.now = event ? std::min(*queued, *event) : *queued;
       continue;
     }
+    const Time began = in.now;
     in.now += pool.step(plan);
     end = std::max(end, in.now);
     const StepOutcome outcome = pool.scheduler().update(StepResult{plan.step, in.now});
@@ -283,7 +290,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
           ++finished;
           continue;
         }
-        migrations.push(Migration{in.now, id, from});
+        migrations.push(Migration{layerwise_layers > 0 ? began : in.now, id, from, began, in.now});
       } else {
         t.token_times.insert(t.token_times.end(), rec.token_times.begin(), rec.token_times.end());
         t.draft_tokens += rec.draft_tokens;

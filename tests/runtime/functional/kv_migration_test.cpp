@@ -101,6 +101,38 @@ INSTANTIATE_TEST_SUITE_P(Splits, KvMigration,
                            return n;
                          });
 
+// split.kv_transfer: layerwise: the three prompts prefilled in one step stream over the links during it,
+// booked as the split simulator books them (KvLinkSchedule::book_prompt); the tokens do not change, and the
+// decode pool starts earlier.
+TEST(KvMigrationEdges, LayerwiseTransfersStreamDuringThePrefillStep) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 9);
+  SystemSpec sys = load_system("duplex-split");
+  FunctionalOptions o;
+  o.devices = 4;
+  o.kv_block_tokens = 4;
+  const FunctionalResult after = FunctionalExecutor(w, sys, o).run(kPrompts, kNewTokens);
+  sys.split_kv_layerwise = true;
+  const FunctionalResult layerwise = FunctionalExecutor(w, sys, o).run(kPrompts, kNewTokens);
+  EXPECT_EQ(layerwise.tokens, after.tokens);
+  ASSERT_EQ(layerwise.kv_migrations.size(), kPrompts.size());
+  const StepRecord& prefill = layerwise.steps.front();  // from 0, when every prompt has arrived
+  ASSERT_EQ(prefill.pool, "prefill");
+  ASSERT_EQ(prefill.prefill_tokens, 4 + 18 + 1);
+  const auto layout = compiler::ParallelLayout::make(w.spec, sys, 2);
+  KvLinkSchedule links(1, 1);
+  for (std::size_t i = 0; i < kPrompts.size(); ++i) {
+    const auto& mig = layerwise.kv_migrations[i];
+    EXPECT_EQ(mig.bytes, after.kv_migrations[i].bytes);
+    const KvLinkSchedule::Crossing c =
+        links.book_prompt(0, 0, KvLinkMigration(sys, o.devices), mig.bytes,
+                          kv_transfer_streams(w.spec, layout, layout), Time{}, prefill.time, w.spec.layers);
+    EXPECT_EQ(mig.start, c.start);
+    EXPECT_EQ(mig.time, c.time);
+    EXPECT_LT(mig.start + mig.time, after.kv_migrations[i].start + after.kv_migrations[i].time);
+  }
+  EXPECT_LT(layerwise.time, after.time);
+}
+
 TEST(KvMigrationEdges, OneTokenNeedsNoMigrationOneDeviceCannotSplit) {
   const ModelWeights w = random_weights(compiler::load_model("tiny-dense"), 9);
   EXPECT_TRUE(run_on(w, "duplex-split", 2, 1).kv_migrations.empty());

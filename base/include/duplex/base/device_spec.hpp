@@ -166,6 +166,10 @@ struct SystemSpec {
   // group with its own scheduler and KV cache; a prompt router picks the prefill instance, the least loaded
   // decode instance takes the migrated request.
   int split_prefill_instances = 1, split_decode_instances = 1;
+  // When a prompt's K/V leaves its prefill instance (split.kv_transfer): once its prefill is done
+  // (after_prefill, the default; DistServe) or layer by layer while the step that completes it runs, each
+  // layer's share sent as soon as that layer has computed it (layerwise; Splitwise, Mooncake).
+  bool split_kv_layerwise = false;
   // The prefill pool's devices when they are another system's (split.prefill_system, e.g. GPUs prefilling for
   // Duplex devices that decode; Splitwise's heterogeneous pools): a whole system, neither split nor
   // heterogeneous, pricing energy as this one does. Null: the prefill devices are this system's.

@@ -118,8 +118,8 @@ struct KvMigration {
   std::int64_t request = 0;
   std::int64_t tokens = 0;  // the prompt's tokens
   double bytes = 0;         // 2 (K, V) x layers x kv_heads x head_dim x KV bytes x tokens
-  Time start;               // when the links take it (after the transfers before it)
-  Time time;                // the transfer's duration; the request reaches the decode pool after it
+  Time start;  // when the links take it (after the transfers before it; layer by layer: its first layer)
+  Time time;   // from start until the decode pool holds all of it (KvLinkSchedule::book_prompt)
   Energy energy;
 };
 

@@ -8,6 +8,8 @@
 //   time:    bytes / (streams x link bandwidth) + link latency
 //   queue:   an instance's links carry one prompt at a time, in the order the prompts are ready; a prompt
 //            waits for the sender's and the receiver's links (KvLinkSchedule)
+//   when:    after the prompt's prefill, or layer by layer while the step that completes it runs
+//            (split.kv_transfer: layerwise; KvLinkSchedule::book_prompt)
 //   energy:  links.nvlink_per_byte (or links.infiniband_per_byte) x bytes, category communication
 // (The in-device copy of Logic-PIM memory spaces is an op of the step's plan instead: compiler kKvMigration.)
 #include <cstdint>
@@ -32,6 +34,7 @@ class KvLinkMigration {
   // The whole transfer of `bytes` over `streams` (>= 1) links side by side: transfer() + latency.
   Time time(double bytes, int streams = 1) const;
   Time transfer(double bytes, int streams = 1) const;     // the time the links are busy with it
+  Time latency() const { return latency_; }
   void charge(EnergyLedger& ledger, double bytes) const;  // on a ledger over `system.energy`
 
  private:
@@ -57,6 +60,24 @@ class KvLinkSchedule {
   // Books a transfer ready at `ready` that keeps the links of sender `from` and receiver `to` busy for
   // `busy`; returns its start.
   Time book(std::size_t from, std::size_t to, Time ready, Time busy);
+
+  // When one prompt's K/V crosses: its first byte leaves at `start`; the receiver holds all of it `time`
+  // later.
+  struct Crossing {
+    Time start, time;
+    Time arrival() const { return start + time; }
+  };
+  // Books the transfer of `bytes` over `link` (`streams` side by side) of a prompt whose prefill ended with a
+  // step from `step_start` to `step_end`.
+  //   layers == 0 (after prefill): it leaves at step_end once both links are free; time =
+  //     link.time(bytes, streams).
+  //   layers > 0 (layer by layer; Splitwise, Mooncake): layer l's share, bytes / layers of the whole prompt
+  //     (its earlier chunks' K/V goes with its layer), is ready at step_start + (l + 1) / layers of the step
+  //     (the layers taken as equally long), and the links send the shares in layer order: the first leaves at
+  //     max(ready, links free), the last arrives at max(start + whole transfer, step_end + one share's
+  //     transfer) + latency; the links are busy until then.
+  Crossing book_prompt(std::size_t from, std::size_t to, const KvLinkMigration& link, double bytes,
+                       int streams, Time step_start, Time step_end, int layers);
 
  private:
   std::vector<Time> sender_free_, receiver_free_;
