@@ -239,6 +239,15 @@ SystemSpec read_system(const ConfigNode& n) {
   s.coprocess_attention = c.get<bool>("attention");
   c.finish();
   s.expert_tensor_parallel = n.get<bool>("expert_tensor_parallel");
+  if (n.has("attention_data_parallel")) {  // documented default false
+    s.attention_data_parallel = n.get<bool>("attention_data_parallel");
+    if (s.attention_data_parallel && s.expert_tensor_parallel)
+      n.fail(
+          "attention_data_parallel",
+          "true beside expert_tensor_parallel: true is not modelled (experts tensor parallel in a node whose "
+          "devices each hold other requests)",
+          "false, or expert_tensor_parallel: false");
+  }
   if (auto split = n.find("split")) {
     s.split_prefill_fraction = split->get<double>("prefill_fraction");
     if (!(s.split_prefill_fraction > 0 && s.split_prefill_fraction < 1))
@@ -279,6 +288,8 @@ SystemSpec read_system(const ConfigNode& n) {
   }
   if (!s.pim && (s.coprocess_experts || s.coprocess_attention))
     n.fail("coprocessing", "co-processing is enabled on a system without pim", "a pim: section, or false");
+  if (s.attention_data_parallel && s.heterogeneous())
+    n.fail("attention_data_parallel", "true on a heterogeneous system is not modelled", "false");
   n.finish();
   s.resolved_yaml = n.dump();
   return s;

@@ -112,6 +112,19 @@ Time CostModel::analytical_pim_time(const Op& op) const {
 Time CostModel::link_time(const Op& op) const {
   if (op.kind == OpKind::kPimTransfer)  // GPU <-> its PIM devices, point to point
     return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency;
+  if (op.kind == OpKind::kAllToAll && layout_.attention_dp) {
+    // Among all devices: the share for its node's other devices over NVLink while the rest crosses
+    // InfiniBand, each link a step per peer node / device.
+    const int in_node = layout_.devices_per_node();
+    const Time nvlink = in_node > 1 ? transfer_time(op.link_bytes_in_node, sys_.links.nvlink_bandwidth) +
+                                          sys_.links.nvlink_latency * (in_node - 1)
+                                    : Time{};
+    const Time infiniband = layout_.nodes > 1 ? transfer_time(op.link_bytes - op.link_bytes_in_node,
+                                                              sys_.links.infiniband_bandwidth) +
+                                                    sys_.links.infiniband_latency * (layout_.nodes - 1)
+                                              : Time{};
+    return std::max(nvlink, infiniband);
+  }
   const int peers = op.kind == OpKind::kAllReduce ? layout_.tp : layout_.nodes;
   if (peers <= 1) return Time{};
   const bool intra_node = op.kind == OpKind::kAllReduce;

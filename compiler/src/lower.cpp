@@ -40,23 +40,52 @@ std::int64_t chunked_tokens_read(std::int64_t c, std::int64_t t, std::int64_t ch
 
 constexpr double kActBytes = 2.0;  // activations are FP16/BF16 on both units
 
-// The batch one device of a data-parallel replica sees: each group's requests split over `dp` replicas
-// (rounded up: the busiest replica sets the step time).
-BatchState replica_batch(const BatchState& b, int dp) {
+// The batch one device of the busiest data-parallel replica sees (it sets the step time): the requests dealt
+// to the `dp` replicas in turn, heaviest first (most new tokens, then longest context), so replica 0 takes
+// requests 0, dp, 2 dp, ... of that order: ceil(n / dp) of the n, each at least as heavy as any other
+// replica's request of the same round. (Splitting each group separately, rounded up, gave every replica the
+// whole batch when the groups were single requests, as with spread lengths.)
+BatchState replica_batch(const BatchState& b, int dp, bool every_group, int replica) {
+  if (every_group) {  // LowerOptions::every_group_per_replica
+    BatchState out;
+    out.first_draft_pass = b.first_draft_pass;
+    for (const auto& g : b.groups)
+      if (g.count > 0)
+        out.groups.push_back(
+            {(g.count + dp - 1) / dp, g.context, g.tokens, g.completes_prefill, g.verify, g.cached});
+    return out;
+  }
+  std::vector<const RequestGroup*> order;
+  for (const auto& g : b.groups)
+    if (g.count > 0) order.push_back(&g);
+  if (dp > 1)  // (one replica: the batch as it is)
+    std::stable_sort(order.begin(), order.end(), [](const RequestGroup* x, const RequestGroup* y) {
+      return x->tokens != y->tokens ? x->tokens > y->tokens : x->context > y->context;
+    });
   BatchState out;
   out.first_draft_pass = b.first_draft_pass;
-  for (const auto& g : b.groups) {
-    if (g.count <= 0) continue;
-    out.groups.push_back(
-        {(g.count + dp - 1) / dp, g.context, g.tokens, g.completes_prefill, g.verify, g.cached});
+  std::int64_t first = 0;  // the group's first request in the order
+  for (const RequestGroup* g : order) {
+    // The replica's requests among [first, first + count): those at replica mod dp.
+    const std::int64_t next = (first + dp - 1 - replica) / dp * dp + replica;
+    const std::int64_t mine = next < first + g->count ? (first + g->count - 1 - next) / dp + 1 : 0;
+    first += g->count;
+    if (mine > 0)
+      out.groups.push_back({mine, g->context, g->tokens, g->completes_prefill, g->verify, g->cached});
   }
   return out;
 }
 
 class Lowering {
  public:
-  Lowering(const ModelSpec& m, const BatchState& b, const ParallelLayout& p, const Routing& r, const LowerOptions& o)
-      : m_(m), batch_(replica_batch(b, p.dp)), p_(p), routing_(r), options_(o), global_tokens_(b.tokens()) {
+  Lowering(const ModelSpec& m, const BatchState& b, const ParallelLayout& p, const Routing& r,
+           const LowerOptions& o)
+      : m_(m),
+        batch_(replica_batch(b, p.dp, o.every_group_per_replica, o.replica)),
+        p_(p),
+        routing_(r),
+        options_(o),
+        global_tokens_(b.tokens()) {
     tokens_ = batch_.tokens();
     wbytes_ = dtype_bytes(m.dtype);
     kvbytes_ = dtype_bytes(m.kv_dtype);
@@ -69,6 +98,11 @@ class Lowering {
   Graph run() {
     g_.model = m_.name;
     g_.devices = p_.devices;
+    if (tokens_ == 0) {  // a replica without requests: its devices' experts for the others' tokens
+      for (int l = 0; l < m_.layers; ++l)
+        if (m_.is_moe_layer(l)) experts(l);
+      return std::move(g_);
+    }
     embedding();
     if (m_.draft_head) head_fusion();
     for (int l = 0; l < m_.layers; ++l) layer(l);
@@ -166,8 +200,11 @@ class Lowering {
     o.m = rows;
     o.n = m_.hidden;
     const double data = static_cast<double>(rows) * m_.hidden * kActBytes;
-    // Ring all-reduce sends 2(p-1)/p of the data per device; all-to-all sends (p-1)/p of it.
+    // Ring all-reduce sends 2(p-1)/p of the data per device; all-to-all sends (p-1)/p of it, (n-1)/p to the
+    // other n-1 devices of its node when the peers are every device (attention DP).
     o.link_bytes = data * (kind == OpKind::kAllReduce ? 2.0 : 1.0) * (peers - 1) / peers;
+    if (kind == OpKind::kAllToAll && p_.attention_dp)
+      o.link_bytes_in_node = data * (p_.devices_per_node() - 1) / peers;
     o.bytes_act = 2.0 * data;  // read the local buffer, write the result
   }
 
@@ -365,8 +402,17 @@ class Lowering {
     // Inside a node every device already holds all the node's tokens (attention is tensor parallel); experts
     // on other nodes (with or without +ET) need the tokens sent there and back: an all-to-all each way. On a
     // heterogeneous system it runs GPU to GPU (the PIM devices sit on their node's NVLink only), and each GPU
-    // then moves its experts' tokens, its own node's and those received, to its PIM devices and back.
-    collective(OpKind::kAllToAll, l, "dispatch", tokens_ * m_.top_k, p_.nodes);
+    // then moves its experts' tokens, its own node's and those received, to its PIM devices and back. Under
+    // attention data parallelism every device holds only its own requests' tokens: the all-to-all runs among
+    // all devices, its node's share over NVLink.
+    collective(OpKind::kAllToAll, l, "dispatch", tokens_ * m_.top_k, expert_exchange_peers());
+    experts(l);
+    collective(OpKind::kAllToAll, l, "combine", tokens_ * m_.top_k, expert_exchange_peers());
+  }
+
+  // The representative device's experts of MoE layer `l`: its routed experts' share of the whole step's
+  // tokens and the shared experts over its own tokens (none on a replica without requests).
+  void experts(int l) {
     const int matrices = m_.ffn_kind == FfnKind::kGated ? 3 : 2;
     // Routing is over the whole system's tokens: experts are shared by all data-parallel replicas.
     const auto counts = routing_.expert_tokens(m_.moe_layers_before(l), global_tokens_, m_.experts, m_.top_k);
@@ -392,15 +438,17 @@ class Lowering {
       o.expert = e;
       expert_biases(o, t, width);
     }
-    if (m_.shared_experts > 0) {
+    if (m_.shared_experts > 0 && tokens_ > 0) {
       const std::int64_t sw = std::int64_t{m_.shared_experts} * m_.shared_expert_ffn / p_.tp;
       Op& o = gemm(OpKind::kSharedExpertFfn, l, "shared_experts", tokens_, sw, m_.hidden, matrices, m_.hidden,
                    m_.expert_dtype);
       expert_biases(o, tokens_, sw);
     }
     pim_transfer(l, "from_pim_experts", local_tokens, m_.hidden, expert_io);
-    collective(OpKind::kAllToAll, l, "combine", tokens_ * m_.top_k, p_.nodes);
   }
+
+  // The devices an MoE layer's all-to-all runs among: the nodes (one TP group each), or every device.
+  int expert_exchange_peers() const { return p_.attention_dp ? p_.devices : p_.nodes; }
 
   // mlp_bias on an MoE model (gpt-oss): an expert's gate and up biases (its `width` columns) and its down
   // bias (hidden; added by one of the expert's shards, counted as 1 / expert_shards of it on each), each
@@ -444,6 +492,9 @@ class Lowering {
 Graph lower(const ModelSpec& model, const BatchState& batch, const ParallelLayout& layout, const Routing& routing,
             const LowerOptions& options) {
   if (batch.tokens() <= 0) throw Error("lowering: the batch has no tokens to process");
+  if (options.replica < 0 || options.replica >= layout.dp)
+    throw Error(fmt::format("lowering: replica {}; expected 0..{} (the layout's data-parallel replicas)",
+                            options.replica, layout.dp - 1));
   for (const auto& g : batch.groups)
     if (g.count < 0 || g.context < 0 || g.tokens <= 0)
       throw Error(fmt::format("lowering: invalid request group (count {}, context {}, tokens {})", g.count, g.context,

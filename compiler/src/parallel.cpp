@@ -17,6 +17,11 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
                             per_node));
   p.tp = devices / p.nodes;
   p.dp = p.nodes;
+  if (system.attention_data_parallel) {  // every device a data-parallel rank of the non-expert layers
+    p.attention_dp = true;
+    p.tp = 1;
+    p.dp = devices;
+  }
   if (model.heads % p.tp != 0)
     throw Error(fmt::format("model {}: {} query heads do not split over tensor-parallel degree {}", model.name,
                             model.heads, p.tp));
@@ -52,7 +57,8 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
 }
 
 std::string ParallelLayout::describe() const {
-  std::string s = fmt::format("{} device{}: TP{} x DP{}", devices, devices == 1 ? "" : "s", tp, dp);
+  std::string s = fmt::format("{} device{}: TP{} x DP{}{}", devices, devices == 1 ? "" : "s", tp, dp,
+                              attention_dp ? " (attention data parallel)" : "");
   if (local_experts > 0)
     s += fmt::format(", {}EP{} ({} expert{}/device{})", expert_tp ? "ET " : "", expert_groups, local_experts,
                      local_experts == 1 ? "" : "s",

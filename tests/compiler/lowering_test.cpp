@@ -263,6 +263,41 @@ TEST(Lowering, PartialRopeChargesTheRotatedElements) {
   EXPECT_DOUBLE_EQ(half.bytes(), whole.bytes());
 }
 
+// Data-parallel replicas (16 devices: TP8 x DP2) are dealt the requests in turn, heaviest first, and the plan
+// is replica 0's share. Four decodes at distinct contexts: 2 of them, those at 4000 and 2000 tokens (each
+// split separately and rounded up, every group of one request used to land on both replicas: all 4). A prompt
+// and three decodes: the prompt and the second-longest decode.
+TEST(Lowering, DataParallelReplicasAreDealtTheRequestsHeaviestFirst) {
+  const ModelSpec m = load_model("mixtral-8x7b");
+  const ParallelLayout p = ParallelLayout::make(m, load_system("gpu"), 16);
+  ASSERT_EQ(p.dp, 2);
+  auto decode = [](std::int64_t context) { return RequestGroup{1, context, 1, false, false, 0}; };
+  BatchState b;
+  b.groups = {decode(1000), decode(4000), decode(3000), decode(2000)};
+  const Op attn = first_of(lower(m, b, p, Routing{}), OpKind::kAttentionDecode);
+  EXPECT_EQ(attn.requests, 2);
+  EXPECT_EQ(attn.context_tokens, 4000 + 1 + 2000 + 1);  // each reads its context and its new token
+  b.groups = {decode(1000), decode(4000), RequestGroup{1, 0, 512, true, false, 0}, decode(2000)};
+  const Graph mixed = lower(m, b, p, Routing{});
+  EXPECT_EQ(first_of(mixed, OpKind::kAttentionPrefill).requests, 1);
+  const Op d = first_of(mixed, OpKind::kAttentionDecode);
+  EXPECT_EQ(d.requests, 1);
+  EXPECT_EQ(d.context_tokens, 2000 + 1);
+  // Replica 1's share (the energy of its devices): the other two.
+  b.groups = {decode(1000), decode(4000), decode(3000), decode(2000)};
+  EXPECT_EQ(first_of(lower(m, b, p, Routing{}, {.replica = 1}), OpKind::kAttentionDecode).context_tokens,
+            3000 + 1 + 1000 + 1);
+  // One request: replica 1 has none and runs only its devices' routed experts for replica 0's tokens.
+  const BatchState one{{decode(1000)}};
+  const Graph idle = lower(m, one, p, Routing{}, {.replica = 1});
+  ASSERT_FALSE(idle.ops.empty());
+  for (const Op& o : idle.ops) EXPECT_EQ(o.kind, OpKind::kExpertFfn) << o.name;
+  // Functional emulation's plans keep every group (LowerOptions::every_group_per_replica).
+  EXPECT_EQ(first_of(lower(m, b, p, Routing{}, {.every_group_per_replica = true}), OpKind::kAttentionDecode)
+                .requests,
+            4);
+}
+
 TEST(Lowering, ExpertTensorParallelShardsEveryExpert) {
   const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512), "duplex-pe-et");
   int experts_l0 = 0;

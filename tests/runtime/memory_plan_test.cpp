@@ -119,6 +119,34 @@ TEST(MemorySpaces, MixtralKvIsThreeQuartersOfWhatWeightsLeave) {
   EXPECT_LT(dup.kv_tokens, gpu.kv_tokens);
 }
 
+// Attention data parallelism: each of DeepSeek-V3's 16 devices holds whole copies of the non-expert weights
+// and the MLA latent of its own requests only; under TP8 x DP2 each node's 8 devices hold the latent of every
+// request of the node. Same bytes per token; the pool is every device's free memory.
+TEST(MemorySpaces, AttentionDataParallelHoldsEachRequestsLatentOnOneDevice) {
+  const compiler::ModelSpec m = compiler::load_model("deepseek-v3-fp8");
+  SystemSpec sys = load_system("gpu");
+  const MemoryPlan tp = plan_on(m, sys, 16, 0.1);
+  sys.attention_data_parallel = true;
+  const MemoryPlan dp = plan_on(m, sys, 16, 0.1);
+  EXPECT_DOUBLE_EQ(dp.kv_bytes_per_token, tp.kv_bytes_per_token);
+  const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, sys, 16);
+  // The non-expert weights: 1/8 of them per device under TP8, all of them under attention DP; the experts'
+  // the same (16 devices, 16 experts each).
+  const double others = m.weight_bytes() - static_cast<double>(m.moe_layers_before(m.layers)) * m.experts *
+                                               m.expert_ffn_bytes(m.expert_ffn);
+  EXPECT_NEAR(dp.weight_bytes_per_device - tp.weight_bytes_per_device, others * 7 / 8, 1e-6 * others);
+  EXPECT_EQ(dp.kv_tokens, static_cast<std::int64_t>(
+                              (dp.device_bytes - dp.weight_bytes_per_device - dp.reserve_bytes_per_device) /
+                              dp.kv_bytes_per_token) *
+                              16);
+  EXPECT_EQ(tp.kv_tokens, static_cast<std::int64_t>(
+                              (tp.device_bytes - tp.weight_bytes_per_device - tp.reserve_bytes_per_device) /
+                              tp.kv_bytes_per_token) *
+                              2);
+  EXPECT_EQ(p.dp, 16);
+  EXPECT_GT(dp.kv_tokens, 3 * tp.kv_tokens);
+}
+
 TEST(MemorySpaces, ReserveThatLeavesNoPrefillRoomIsAnError) {
   const compiler::ModelSpec m = eighteen_experts();
   const SystemSpec sys = load_system("duplex");

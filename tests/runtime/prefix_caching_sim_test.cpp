@@ -67,6 +67,22 @@ TEST(PrefixCachingSim, EachDataParallelNodeCachesItsOwnRequests) {
   EXPECT_EQ(one.prefix_hit_tokens - two.prefix_hit_tokens, 2 * 1024);
 }
 
+// Under attention data parallelism every device is a rank with its own cache: Mixtral-8x7B on 8 devices
+// computes each of the 2 system prompts once per device, 7 more times each than under TP8 (one rank).
+TEST(PrefixCachingSim, EachAttentionDataParallelRankCachesItsOwnRequests) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  SimulationOptions o = shared_prompts(true);
+  o.devices = 8;
+  SystemSpec system = load_system("gpu");
+  const SystemResult tp = simulate(model, system, o);
+  system.attention_data_parallel = true;
+  const SystemResult dp = simulate(model, system, o);
+  ASSERT_NE(dp.layout.find("TP1 x DP8"), std::string::npos) << dp.layout;
+  EXPECT_EQ(dp.generated_tokens, tp.generated_tokens);
+  EXPECT_EQ(dp.prefix_query_tokens, tp.prefix_query_tokens);
+  EXPECT_EQ(tp.prefix_hit_tokens - dp.prefix_hit_tokens, 2 * 7 * 1024);
+}
+
 // Conversations of 6 turns (64-token messages, 48-token answers, 0.05 s think time): each turn finds the
 // history its previous turn left in the cache, so first tokens come much sooner than when every turn
 // recomputes its whole conversation.

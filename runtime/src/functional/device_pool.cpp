@@ -42,7 +42,8 @@ DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, in
 
 void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int64_t prefill_blocks) {
   const compiler::ModelSpec& m = w_.spec;
-  const compiler::LowerOptions lowering = compiler::LowerOptions::for_system(sys_);
+  compiler::LowerOptions lowering = compiler::LowerOptions::for_system(sys_);
+  lowering.every_group_per_replica = true;  // one plan executes every data-parallel rank's requests
   runner_.reset();
   kv_.clear();
   cached_.clear();
@@ -115,6 +116,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
     router.emplace(ExpertRouter::from_trace(std::move(trace)));
   }
   StepExecutor executor(w_.spec, sys_, layout_, router ? &*router : nullptr);
+  executor.lower_every_group_per_replica();  // as the runner lowered it
   StepCost cost = executor.execute(plan);
   // The timed plan is the executed one: same ops, each on the unit it ran on.
   DUPLEX_ASSERT(cost.plan.graph.ops.size() == out.plan.graph.ops.size(),

@@ -38,7 +38,7 @@ std::vector<DeviceShard> shard_devices(const compiler::ModelSpec& m, const compi
     throw Error(fmt::format("model {}: shared-expert width {} does not split over tensor-parallel degree {}",
                             m.name, shared_ffn_width(m), tp));
   std::vector<DeviceShard> out;
-  DUPLEX_ASSERT(p.devices == p.nodes * tp, "a layout whose nodes are not TP groups of equal size");
+  DUPLEX_ASSERT(p.devices == p.dp * tp, "a layout whose data-parallel ranks are not TP groups of equal size");
   for (int d = 0; d < p.devices; ++d) {
     DeviceShard s;
     s.device = d;

@@ -2,7 +2,8 @@
 // Private to the functional executor: which part of the model one device of a multi-device layout holds
 // (compiler::ParallelLayout, DUPLEX.md s.6 "Multi-device"), and that part of the weights.
 // Device d is in node d / tp with rank r = d % tp in the node's tensor-parallel group; each node is a
-// data-parallel replica of the non-expert layers, serving its own requests.
+// data-parallel replica of the non-expert layers, serving its own requests. ("Node" here is the layout's
+// data-parallel rank: a machine node, or under attention data parallelism (tp 1) one device.)
 //  - attention: TP over the node's devices: rank r holds query heads [r*H/tp, (r+1)*H/tp) and the KV heads
 //    they read (KV heads replicated when tp > kv_heads), the matching QKV rows and O-projection columns;
 //  - dense FFN: columns [r*F/tp, (r+1)*F/tp) of gate / up (and of the fc1 bias), the same rows of down;

@@ -253,7 +253,7 @@ class FunctionalExecutor::Impl {
 
   // Data-parallel nodes each hold their requests' K/V (DevicePool::node_of: by id), so each caches its own
   // prefixes: the (first) pool's nodes.
-  int prefix_partitions() const { return pools_.front()->layout().nodes; }
+  int prefix_partitions() const { return pools_.front()->layout().dp; }
 
   bool ngram() const { return opt_.ngram_min != 0 || opt_.ngram_max != 0; }
 

@@ -60,7 +60,7 @@ std::uint16_t* StepRunner::partial(std::size_t d) {
 template <class Compute>
 void StepRunner::on_node_rows(std::size_t d, const std::uint16_t* in, std::int64_t in_cols, std::uint16_t* out,
                               std::int64_t out_cols, Compute&& compute) {
-  if (layout_.nodes == 1) {
+  if (layout_.dp == 1) {
     compute(in, out, t_);
     return;
   }
@@ -100,9 +100,9 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
     }
     t_ += r.tokens;
     DUPLEX_ASSERT(r.prefill || !r.completes_prefill, "a decode request cannot complete a prefill");
-    DUPLEX_ASSERT(r.node >= 0 && r.node < layout_.nodes, "a request on a node the layout lacks");
+    DUPLEX_ASSERT(r.node >= 0 && r.node < layout_.dp, "a request on a data-parallel rank the layout lacks");
   }
-  node_rows_.assign(static_cast<std::size_t>(layout_.nodes), {});
+  node_rows_.assign(static_cast<std::size_t>(layout_.dp), {});
   for (const Row& row : rows_)
     for (std::int64_t i = 0; i < row.request->tokens; ++i)
       node_rows_[static_cast<std::size_t>(row.request->node)].push_back(row.first + i);
@@ -174,6 +174,7 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
       return;
     case OpKind::kNorm:
       if (op.name.ends_with("post_attn_norm") || op.name.ends_with("post_ffn_norm")) {
+        gather_partials();
         post_norm(op.layer, op.name.ends_with("post_attn_norm"));
       } else {
         norm(op.layer);
@@ -203,7 +204,9 @@ void StepRunner::execute(const compiler::Op& op, Unit unit) {
       if (!op.name.ends_with(compiler::kQkNormAllReduce)) all_reduce();
       return;
     case OpKind::kResidual:
+      gather_partials();
       residual();
+      partials_gathered_ = false;
       return;
     case OpKind::kDenseFfn:
       dense_ffn(op.layer, unit);
@@ -318,7 +321,7 @@ void StepRunner::whole_qk_norm(int layer) {
   const LayerWeights& lw0 = w0_.layers[static_cast<std::size_t>(layer)];
   for (bool is_q : {true, false}) {
     const std::int64_t width = (is_q ? m_.heads : m_.kv_heads) * hd;
-    for (int node = 0; node < layout_.nodes; ++node) {
+    for (int node = 0; node < layout_.dp; ++node) {
       std::vector<std::uint16_t> full(static_cast<std::size_t>(t_ * width));
       std::vector<std::size_t> members;
       for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -640,6 +643,12 @@ void StepRunner::all_reduce() {
   DUPLEX_ASSERT(dev_.size() > 1, "an all-reduce in a one-device plan");
   const std::int64_t n = t_ * m_.hidden, p = static_cast<std::int64_t>(dev_.size());
   xpu0_.run(OpKind::kAllReduce, kernels::PartialSumArgs{f16_view(partials_, {p, n}), f16_view(out_, {n})});
+}
+
+void StepRunner::gather_partials() {
+  if (layout_.tp > 1 || dev_.size() == 1 || partials_gathered_) return;  // tp > 1: the plan all-reduces
+  all_reduce();
+  partials_gathered_ = true;
 }
 
 void StepRunner::o_proj(int layer, Unit unit) {

@@ -11,12 +11,12 @@
 // partials.
 //
 // Several nodes (data-parallel replicas of the non-expert layers, experts parallel over every node's
-// devices): each request is served by one node, whose devices alone hold its K/V and compute its attention,
-// dense FFN and logits on its node's token rows only (a device's partial output is zero on other nodes' rows,
-// so the one sum of partials reduces each row over its own node; a node without requests in the step skips
-// them); every device computes its experts for the tokens of every node routed to them (the all-to-all's
-// effect). The plan is device 0's, as the timing model lowers it for the busiest
-// replica.
+// devices; under attention data parallelism every device is such a "node", of tp 1): each request is served
+// by one node, whose devices alone hold its K/V and compute its attention, dense FFN and logits on its node's
+// token rows only (a device's partial output is zero on other nodes' rows, so the one sum of partials reduces
+// each row over its own node; a node without requests in the step skips them); every device computes its
+// experts for the tokens of every node routed to them (the all-to-all's effect). The plan is device 0's, as
+// the timing model lowers it for the busiest replica.
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -165,6 +165,13 @@ class StepRunner {
                        const std::vector<std::pair<const Row*, std::int64_t>>& rows);
   void prefill_attention(std::size_t d, int layer, const std::vector<const Row*>& prompts);
   void all_reduce();
+  // Data-parallel ranks of one device each (tp 1: attention data parallelism, or nodes of one device; no
+  // all-reduce in the plan): the devices' partial outputs, each zero
+  // outside its own requests' rows (its experts' outputs: on every row routed to them), summed into the
+  // block's output before its post-norm or residual, once per block: the emulation's assembly of the rows the
+  // plan's all-to-all combine returns, not a collective of its own.
+  void gather_partials();
+  bool partials_gathered_ = false;
   void o_proj(int layer, compiler::Unit unit);
   void route(int layer, StepOutput& out);
   std::vector<compiler::Unit> expert_units(std::size_t d, int layer,

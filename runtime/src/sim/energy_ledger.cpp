@@ -120,11 +120,14 @@ void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit
   const EnergyCategory cat = category_of(op.kind);
   if (unit == compiler::Unit::kLink) {
     // All-reduce inside a node and GPU <-> PIM-device transfers on NVLink; all-to-all across nodes on
-    // InfiniBand (cost_model.hpp).
+    // InfiniBand, its bytes to devices of its own node (attention DP) on NVLink (cost_model.hpp).
     const bool nvlink = op.kind != OpKind::kAllToAll;
-    const int id = nvlink ? ledger.cached_action(kNvlink, "links.nvlink_per_byte")
-                          : ledger.cached_action(kInfiniband, "links.infiniband_per_byte");
-    ledger.charge(cat, id, op.link_bytes);
+    if (nvlink || op.link_bytes_in_node > 0)
+      ledger.charge(cat, ledger.cached_action(kNvlink, "links.nvlink_per_byte"),
+                    nvlink ? op.link_bytes : op.link_bytes_in_node);
+    if (!nvlink)
+      ledger.charge(cat, ledger.cached_action(kInfiniband, "links.infiniband_per_byte"),
+                    op.link_bytes - op.link_bytes_in_node);
     return;
   }
   const double access = static_cast<double>(system.memory.org.access_granularity.bytes);

@@ -40,7 +40,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
                        model.attention_chunk > 0};
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
   sched.draft_head = o.draft_model && o.draft_model->draft_head;
-  sched.prefix_cache_partitions = layout_.nodes;  // each data-parallel node caches its own requests' K/V
+  sched.prefix_cache_partitions = layout_.dp;  // each data-parallel rank caches its own requests' K/V
   // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
   // this device's share of the K/V.
   const LinkSpec& links = system.links;

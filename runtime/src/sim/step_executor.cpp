@@ -32,16 +32,28 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   }
   StepCost c{Time{}, Time{}, Time{}, Time{}, EnergyLedger(system_.energy), {}};
   // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.
-  const auto lowering = compiler::LowerOptions::for_system(system_);
+  auto lowering = compiler::LowerOptions::for_system(system_);
+  lowering.every_group_per_replica = every_group_per_replica_;
   c.plan = compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_);
   c.time = c.plan.total();
   c.xpu_busy = c.plan.busy(compiler::Unit::kXpu);
   c.pim_busy = c.plan.busy(compiler::Unit::kPim);
   c.link_busy = c.plan.busy(compiler::Unit::kLink);
-  EnergyLedger device(system_.energy);
-  for (const auto& stage : c.plan.stages)
-    for (const auto& p : stage.ops) charge_op(device, c.plan.graph.ops[p.op], p.unit, system_);
-  c.energy.add(device, layout_.devices);
+  // Energy: every device's. The plan is a device of the busiest data-parallel replica (replica 0), which sets
+  // the step time; the other replicas' devices are charged for their own shares' plans.
+  auto charge = [&](const compiler::ExecutionPlan& placed, int devices) {
+    EnergyLedger device(system_.energy);
+    for (const auto& stage : placed.stages)
+      for (const auto& p : stage.ops) charge_op(device, placed.graph.ops[p.op], p.unit, system_);
+    c.energy.add(device, devices);
+  };
+  const int replicas = lowering.every_group_per_replica ? 1 : layout_.dp;
+  charge(c.plan, layout_.devices / replicas);
+  for (int r = 1; r < replicas; ++r) {
+    lowering.replica = r;
+    charge(compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_),
+           layout_.devices / replicas);
+  }
   return c;
 }
 

@@ -158,5 +158,56 @@ TEST(MultiDevice, OnTwoNodesEachRequestIsServedByOneNodeAndTheExpertsByAll) {
   EXPECT_EQ(split.kv_migrations.size(), kPrompts.size());
 }
 
+// Attention data parallelism: every device is a rank of its own (TP1), serving the requests dealt to it by id
+// (here 4 devices, 3 prompts: device 3 serves none) with whole copies of the attention, dense and LM-head
+// weights; the experts of all four take every rank's tokens. Tokens as on one device and the check passes,
+// for GQA, MLA (DeepSeek's latent, whole on its rank only), an MoE with shared experts, post-norms (Gemma 2)
+// and a dense model; no all-reduce in the plan, the all-to-all among the 4 devices on MoE models.
+TEST(MultiDevice, AttentionDataParallelServesEachRequestOnOneDevice) {
+  SystemSpec dp = load_system("duplex-pe");
+  dp.attention_data_parallel = true;
+  for (const char* model : {"tiny-moe", "tiny-deepseek", "tiny-qwen-moe", "tiny-gemma2", "tiny-dense"}) {
+    SCOPED_TRACE(model);
+    const ModelWeights w = random_weights(compiler::load_model(model), 5);
+    FunctionalOptions o;
+    o.devices = 4;
+    const FunctionalResult r = FunctionalExecutor(w, dp, o).run(kPrompts, kNewTokens);
+    EXPECT_NE(r.layout.find("4 devices: TP1 x DP4 (attention data parallel)"), std::string::npos) << r.layout;
+    const CheckResult check = compare(r, reference_generate(w, kPrompts, kNewTokens));
+    EXPECT_TRUE(check.passed()) << check.max_abs_logit_err;
+    EXPECT_EQ(r.tokens, run_on(w, "duplex-pe", 1).tokens);
+    const bool moe = w.spec.is_moe();
+    const auto kinds = r.ops_per_kind_and_unit();  // the plan's ops: no all-reduce, the all-to-all on MoE
+    EXPECT_EQ(kinds.count("all_reduce"), 0u);
+    EXPECT_EQ(kinds.count("all_to_all") > 0, moe);
+    for (int d = 0; d < 4; ++d) {
+      const auto it = r.device_op_counts.find("dev" + std::to_string(d) + ".xpu");
+      const std::map<std::string, std::int64_t> xpu =
+          it == r.device_op_counts.end() ? std::map<std::string, std::int64_t>{} : it->second;
+      if (d < 3) {
+        EXPECT_GT(xpu.at("lm_head"), 0) << d;
+      } else {  // no request of its own: only its experts' share of the others' tokens
+        EXPECT_EQ(xpu.count("lm_head"), 0u);
+        EXPECT_EQ(xpu.count("qkv_proj"), 0u);
+      }
+    }
+  }
+}
+
+// Nodes of one device (links.devices_per_node 1: TP1 x DP2 without attention data parallelism) have no
+// all-reduce in their plan either; their partial outputs are gathered the same way (the check used to fail).
+TEST(MultiDevice, NodesOfOneDeviceGatherTheirRows) {
+  SystemSpec sys = load_system("gpu");
+  sys.links.devices_per_node = 1;
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 5);
+  FunctionalOptions o;
+  o.devices = 2;
+  const FunctionalResult r = FunctionalExecutor(w, sys, o).run(kPrompts, kNewTokens);
+  EXPECT_EQ(r.layout, "2 devices: TP1 x DP2, EP2 (4 experts/device)");
+  const CheckResult check = compare(r, reference_generate(w, kPrompts, kNewTokens));
+  EXPECT_TRUE(check.passed()) << check.max_abs_logit_err;
+  EXPECT_EQ(r.tokens, run_on(w, "gpu", 1).tokens);
+}
+
 }  // namespace
 }  // namespace duplex::runtime::functional

@@ -158,6 +158,13 @@ struct SystemSpec {
   bool coprocess_experts = false;
   bool coprocess_attention = false;
   bool expert_tensor_parallel = false;
+  // Attention data parallel (key attention_data_parallel, default false; SGLang's --enable-dp-attention,
+  // vLLM's data-parallel attention with expert parallelism): every device runs attention, the dense layers
+  // and the LM head for its own share of the requests with whole copies of those weights (TP1 x DP devices)
+  // and holds only those requests' K/V; routed experts stay expert parallel over all devices, their tokens
+  // exchanged by an all-to-all among all devices (NVLink in a node, InfiniBand across). Not with
+  // expert_tensor_parallel or on a heterogeneous system.
+  bool attention_data_parallel = false;
   // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
   // of each prompt migrating over the links in between. 0 = no split (every device does both).
   double split_prefill_fraction = 0;

@@ -1,12 +1,16 @@
 #pragma once
 // Analytical time of an op on each unit of a system (a roofline per unit):
-//   xPU:  max(FLOPs / (peak x gemm efficiency), bytes / (HBM bandwidth x memory efficiency)) + launch overhead
+//   xPU:  max(FLOPs / (peak x gemm efficiency), bytes / (HBM bandwidth x memory efficiency)) + launch
+//   overhead
 //         (element-wise ops use the FP32 vector peak instead of the tensor-core peak);
 //   PIM:  max(FLOPs / PIM peak, bytes / PIM internal bandwidth, softmax elements / softmax rate) + command
-//         latency, over all stacks of the device (the softmax term: decode attention on Logic-PIM); a GEMM whose token count exceeds what the PIM input buffer holds is done in several passes,
-//         each re-reading the weights (Logic-PIM: tokens per pass = input_buffer / (k x 2 B));
+//         latency, over all stacks of the device (the softmax term: decode attention on Logic-PIM); a GEMM
+//         whose token count exceeds what the PIM input buffer holds is done in several passes, each
+//         re-reading the weights (Logic-PIM: tokens per pass = input_buffer / (k x 2 B));
 //   link: bytes / link bandwidth + per-step latency (ring all-reduce 2(p-1) steps on NVLink inside a node;
-//         all-to-all p-1 steps on InfiniBand across nodes; on a heterogeneous system the GPU <-> PIM-device
+//         all-to-all p-1 steps on InfiniBand across nodes; under attention data parallelism the all-to-all
+//         runs among all devices: its node's share on NVLink (n-1 steps) while the rest crosses InfiniBand
+//         (nodes-1 steps), the longer of the two; on a heterogeneous system the GPU <-> PIM-device
 //         transfers (kPimTransfer) are one NVLink step each, inside the node).
 // Heterogeneous GPU + PIM devices (system.heterogeneous()): an op runs where its data lives (required_unit):
 // decode attention (KV cache) and routed experts (their weights) only on the PIM devices, everything else

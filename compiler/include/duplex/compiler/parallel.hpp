@@ -3,7 +3,9 @@
 //  - non-expert layers: tensor parallel (TP) over the devices of a node, data parallel (DP) across nodes;
 //  - experts: expert parallel (EP) over all devices, tensor parallel inside an expert when devices > experts;
 //  - +ET (expert_tensor_parallel): every expert of a node's share sharded over the node's devices (TP), EP
-//    across nodes.
+//    across nodes;
+//  - attention data parallel (SystemSpec::attention_data_parallel): non-expert layers TP1 x DP devices, each
+//    device its own requests; experts EP over all devices, exchanged all-to-all among them.
 #include <string>
 
 #include "duplex/base/device_spec.hpp"
@@ -14,8 +16,10 @@ namespace duplex::compiler {
 struct ParallelLayout {
   int devices = 1;
   int nodes = 1;
-  int tp = 1;              // devices per node = tensor-parallel degree of attention / FC
-  int dp = 1;              // = nodes
+  int tp = 1;                 // devices per node = tensor-parallel degree of attention / FC (attention DP: 1)
+  int dp = 1;                 // = nodes (attention DP: devices)
+  bool attention_dp = false;  // SystemSpec::attention_data_parallel
+  int devices_per_node() const { return devices / nodes; }
   bool expert_tp = false;  // +ET
   int local_experts = 0;   // distinct experts held by one device
   int expert_shards = 1;   // each local expert split into this many column shards

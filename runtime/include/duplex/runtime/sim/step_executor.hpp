@@ -30,6 +30,9 @@ class StepExecutor {
   StepCost execute(const StepPlan& plan, bool first_draft_pass = false);
   // The step as lowering sees it: one request group per distinct (context, tokens, completes-prefill) shape.
   static compiler::BatchState batch_of(const StepPlan& plan);
+  // Functional emulation's plans: every group on the representative device (LowerOptions::
+  // every_group_per_replica).
+  void lower_every_group_per_replica() { every_group_per_replica_ = true; }
 
  private:
   const compiler::ModelSpec& model_;
@@ -38,6 +41,7 @@ class StepExecutor {
   ExpertRouter* router_;
   compiler::CostModel cost_;
   std::int64_t moe_layers_ = 0;
+  bool every_group_per_replica_ = false;
 };
 
 }  // namespace duplex::runtime
