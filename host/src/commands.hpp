@@ -21,6 +21,22 @@ inline const CLI::Validator kFinite(
     },
     "FINITE");
 
+// A whole number that fits 64 bits unsigned (a seed): digits only, at most 2^64 - 1 (CLI11's conversion
+// saturates a larger one silently).
+inline const CLI::Validator kUint64(
+    [](std::string& s) -> std::string {
+      const bool digits = !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+      try {
+        if (digits) {
+          (void)std::stoull(s);
+          return {};
+        }
+      } catch (const std::exception&) {
+      }
+      return "Value " + s + " is not a whole number in [0, 18446744073709551615]";
+    },
+    "UINT64");
+
 void add_compile_command(CLI::App& app);
 void add_config_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);

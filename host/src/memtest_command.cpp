@@ -74,9 +74,7 @@ void add_memtest_command(CLI::App& app) {
   c->add_option("--duration-us", o->duration_us, "Simulated window in microseconds (default: 20 x tREFI)")
       ->check(CLI::NonNegativeNumber)
       ->check(kFinite);
-  c->add_option("--seed", o->seed, "Seed of the random pattern")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+  c->add_option("--seed", o->seed, "Seed of the random pattern")->capture_default_str()->check(kUint64);
   c->add_option("--page-policy", o->page_policy, "Controller page policy: open | closed")
       ->capture_default_str()->check(CLI::IsMember({"open", "closed"}));
   c->add_option("--queue-depth", o->queue_depth, "Requests the controller holds per pseudo-channel")

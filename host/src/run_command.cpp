@@ -71,9 +71,7 @@ void add_run_command(CLI::App& app) {
   c->add_option("--weights", o->run.weights,
                 "Checkpoint: a directory with config.json and model.safetensors or a sharded "
                 "model.safetensors.index.json (or that file); default: random weights from --seed");
-  c->add_option("--seed", o->run.seed, "Seed of the random weights")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+  c->add_option("--seed", o->run.seed, "Seed of the random weights")->capture_default_str()->check(kUint64);
   c->add_option(
       "--save-weights", o->run.save_weights,
       "Also write the weights as a HuggingFace checkpoint directory (config.json + safetensors), e.g. "
@@ -135,9 +133,10 @@ void add_run_command(CLI::App& app) {
   c->add_option("--draft-weights", o->run.draft_weights,
                 "Draft model checkpoint (as --weights), for --speculative; instead of --draft");
   c->add_option(
-      "--draft-seed", o->run.draft_seed,
-      "Seed of the draft's random weights (default: --seed, so --draft equal to --model drafts with "
-      "the model's own weights)");
+       "--draft-seed", o->run.draft_seed,
+       "Seed of the draft's random weights (default: --seed, so --draft equal to --model drafts with "
+       "the model's own weights)")
+      ->check(kUint64);
   c->add_flag("--check", o->run.check, "Also run the plain CPU reference and compare tokens and logits");
   c->add_option("--routing-trace", o->run.routing_trace,
                 "MoE: write each step's expert counts there as CSV (step,layer,expert,count), a workload "

@@ -352,7 +352,7 @@ void add_simulate_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for lengths, arrivals and routing")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kUint64);
   c->add_option("--policy", o->policy, "continuous | orca | static")->capture_default_str();
   c->add_option("--max-tokens-per-step", o->max_tokens_per_step, "Token budget per step (0: none)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);

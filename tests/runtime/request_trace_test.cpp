@@ -96,6 +96,10 @@ TEST(RequestTrace, ErrorsNameFileLineColumnAndExpectedForm) {
                 .size(),
             1u);
 
+  // A column named twice (which one would be read?) is refused, naming it.
+  e = error_of("arrival_s,input_tokens,output_tokens,input_tokens\n0,10,5,7\n");
+  EXPECT_NE(e.find("t.csv:1: column \"input_tokens\" appears twice in the header"), std::string::npos) << e;
+
   EXPECT_NE(error_of(header).find("no request rows"), std::string::npos);
   EXPECT_NE(error_of("").find("no header"), std::string::npos);
 }

@@ -45,6 +45,12 @@ CsvTable parse_csv(std::string_view text, const std::string& label) {
     if (line.empty() || line.front() == '#') continue;
     CsvRow row{line_no, split(line)};
     if (!have_header) {
+      for (std::size_t i = 0; i < row.fields.size(); ++i)
+        for (std::size_t j = 0; j < i; ++j)
+          if (row.fields[i] == row.fields[j])
+            throw Error(
+                fmt::format("{}:{}: column \"{}\" appears twice in the header; expected each column once",
+                            label, line_no, row.fields[i]));
       table.header = std::move(row);
       have_header = true;
       continue;
