@@ -112,26 +112,25 @@ Time CostModel::analytical_pim_time(const Op& op) const {
 Time CostModel::link_time(const Op& op) const {
   if (op.kind == OpKind::kPimTransfer)  // GPU <-> its PIM devices, point to point
     return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency;
-  if (op.kind == OpKind::kAllToAll && layout_.attention_dp) {
-    // Among all devices: the share for its node's other devices over NVLink while the rest crosses
-    // InfiniBand, each link a step per peer node / device.
-    const int in_node = layout_.devices_per_node();
-    const Time nvlink = in_node > 1 ? transfer_time(op.link_bytes_in_node, sys_.links.nvlink_bandwidth) +
-                                          sys_.links.nvlink_latency * (in_node - 1)
-                                    : Time{};
+  if (op.kind == OpKind::kAllToAll) {
+    // Among the nodes (one TP group each), or under attention data parallelism among all devices: the share
+    // for the device's own node's others over NVLink (link_bytes_in_node) while the rest crosses InfiniBand,
+    // at once, each link a step per peer device / node.
+    const int node_peers = layout_.attention_dp ? layout_.devices_per_node() - 1 : 0;
+    const Time nvlink = node_peers > 0 ? transfer_time(op.link_bytes_in_node, sys_.links.nvlink_bandwidth) +
+                                             sys_.links.nvlink_latency * node_peers
+                                       : Time{};
     const Time infiniband = layout_.nodes > 1 ? transfer_time(op.link_bytes - op.link_bytes_in_node,
                                                               sys_.links.infiniband_bandwidth) +
                                                     sys_.links.infiniband_latency * (layout_.nodes - 1)
                                               : Time{};
     return std::max(nvlink, infiniband);
   }
-  const int peers = op.kind == OpKind::kAllReduce ? layout_.tp : layout_.nodes;
-  if (peers <= 1) return Time{};
-  const bool intra_node = op.kind == OpKind::kAllReduce;
-  const Bandwidth bw = intra_node ? sys_.links.nvlink_bandwidth : sys_.links.infiniband_bandwidth;
-  const Time step = intra_node ? sys_.links.nvlink_latency : sys_.links.infiniband_latency;
-  const int steps = op.kind == OpKind::kAllReduce ? 2 * (peers - 1) : peers - 1;
-  return transfer_time(op.link_bytes, bw) + step * steps;
+  // Ring all-reduce inside a node: 2 (tp - 1) NVLink steps.
+  DUPLEX_ASSERT(op.kind == OpKind::kAllReduce, "link_time of an op that crosses no link");
+  if (layout_.tp <= 1) return Time{};
+  return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) +
+         sys_.links.nvlink_latency * (2 * (layout_.tp - 1));
 }
 
 }  // namespace duplex::compiler
