@@ -194,18 +194,32 @@ class Lowering {
   // side.
   std::int64_t qkv_inputs() const { return m_.draft_states == 3 ? 2 * std::int64_t{m_.hidden} : m_.hidden; }
 
-  void collective(OpKind kind, int layer, const char* name, std::int64_t rows, int peers) {
+  // A ring all-reduce over the node's tp devices of `rows` x hidden activations.
+  void all_reduce(int layer, const char* name, std::int64_t rows) {
+    const int peers = p_.tp;
     if (peers <= 1 || rows == 0) return;
-    Op& o = add(kind, layer, name);
+    Op& o = add(OpKind::kAllReduce, layer, name);
     o.m = rows;
     o.n = m_.hidden;
     const double data = static_cast<double>(rows) * m_.hidden * kActBytes;
-    // Ring all-reduce sends 2(p-1)/p of the data per device; all-to-all sends (p-1)/p of it, (n-1)/p to the
-    // other n-1 devices of its node when the peers are every device (attention DP).
-    o.link_bytes = data * (kind == OpKind::kAllReduce ? 2.0 : 1.0) * (peers - 1) / peers;
-    if (kind == OpKind::kAllToAll && p_.attention_dp)
-      o.link_bytes_in_node = data * (p_.devices_per_node() - 1) / peers;
+    // Ring all-reduce sends 2(p-1)/p of the data per device.
+    o.link_bytes = data * 2.0 * (peers - 1) / peers;
     o.bytes_act = 2.0 * data;  // read the local buffer, write the result
+  }
+
+  // An MoE layer's token exchange, each way (dispatch, combine): the device's share of the token-expert rows
+  // it holds (`rows`), copied over InfiniBand and NVLink as ParallelLayout::expert_exchange says.
+  void expert_exchange(int layer, const char* name, std::int64_t rows) {
+    const ParallelLayout::ExpertExchange x = p_.expert_exchange();
+    if (rows == 0 || x.infiniband + x.nvlink == 0) return;
+    Op& o = add(OpKind::kAllToAll, layer, name);
+    const double sent = static_cast<double>(rows) * x.row_share;
+    o.m = static_cast<std::int64_t>(std::ceil(sent));  // shown in reports
+    o.n = m_.hidden;
+    const double data = sent * m_.hidden * kActBytes;
+    o.link_bytes = data * (x.infiniband + x.nvlink);
+    o.link_bytes_in_node = data * x.nvlink;
+    o.bytes_act = 2.0 * o.link_bytes;  // read the copies sent, write as many received
   }
 
   // A GPU <-> PIM-device transfer of `bytes` (heterogeneous systems; LowerOptions). `rows` x `cols` is the
@@ -233,7 +247,7 @@ class Lowering {
   void layer(int l) {
     norm(l, "attn_norm");
     attention_block(l);
-    collective(OpKind::kAllReduce, l, "attn_all_reduce", tokens_, p_.tp);
+    all_reduce(l, "attn_all_reduce", tokens_);
     if (m_.post_norms) norm(l, "post_attn_norm");  // on the block's output, before the residual add
     residual(l, "attn_residual", m_.o_bias ? m_.hidden : 0);
     norm(l, "ffn_norm");
@@ -249,7 +263,7 @@ class Lowering {
         o.flops += static_cast<double>(tokens_) * static_cast<double>(width);
       }
     }
-    collective(OpKind::kAllReduce, l, "ffn_all_reduce", tokens_, p_.tp);
+    all_reduce(l, "ffn_all_reduce", tokens_);
     if (m_.post_norms) norm(l, "post_ffn_norm");
     // The down projection's bias is added once, after the tensor-parallel sum (as the o bias).
     residual(l, "ffn_residual", m_.mlp_bias && !moe ? m_.hidden : 0);
@@ -400,14 +414,16 @@ class Lowering {
       router.flops += static_cast<double>(tokens_) * m_.experts;
     }
     // Inside a node every device already holds all the node's tokens (attention is tensor parallel); experts
-    // on other nodes (with or without +ET) need the tokens sent there and back: an all-to-all each way. On a
-    // heterogeneous system it runs GPU to GPU (the PIM devices sit on their node's NVLink only), and each GPU
-    // then moves its experts' tokens, its own node's and those received, to its PIM devices and back. Under
-    // attention data parallelism every device holds only its own requests' tokens: the all-to-all runs among
-    // all devices, its node's share over NVLink.
-    collective(OpKind::kAllToAll, l, "dispatch", tokens_ * m_.top_k, expert_exchange_peers());
+    // on other nodes (with or without +ET) need the tokens sent there and back: an all-to-all each way, each
+    // device of the node sending 1/tp of them (ParallelLayout::expert_exchange; the ffn all-reduce after the
+    // combine sums the returned rows into every device's). On a heterogeneous system it runs GPU to GPU (the
+    // PIM devices sit on their node's NVLink only), and each GPU then moves its experts' tokens, its own
+    // node's and those received, to its PIM devices and back. Under attention data parallelism every device
+    // holds only its own requests' tokens: the all-to-all runs among all devices, its node's share over
+    // NVLink.
+    expert_exchange(l, "dispatch", tokens_ * m_.top_k);
     experts(l);
-    collective(OpKind::kAllToAll, l, "combine", tokens_ * m_.top_k, expert_exchange_peers());
+    expert_exchange(l, "combine", tokens_ * m_.top_k);
   }
 
   // The representative device's experts of MoE layer `l`: its routed experts' share of the whole step's
@@ -446,9 +462,6 @@ class Lowering {
     }
     pim_transfer(l, "from_pim_experts", local_tokens, m_.hidden, expert_io);
   }
-
-  // The devices an MoE layer's all-to-all runs among: the nodes (one TP group each), or every device.
-  int expert_exchange_peers() const { return p_.attention_dp ? p_.devices : p_.nodes; }
 
   // mlp_bias on an MoE model (gpt-oss): an expert's gate and up biases (its `width` columns) and its down
   // bias (hidden; added by one of the expert's shards, counted as 1 / expert_shards of it on each), each

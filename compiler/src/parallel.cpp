@@ -1,5 +1,7 @@
 #include "duplex/compiler/parallel.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "duplex/base/error.hpp"
@@ -54,6 +56,23 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
     throw Error(fmt::format("model {}: expert width {} does not split into {} shards", model.name, model.expert_ffn,
                             p.expert_shards));
   return p;
+}
+
+ParallelLayout::ExpertExchange ParallelLayout::expert_exchange() const {
+  ExpertExchange x;
+  if (local_experts == 0 || (nodes == 1 && !attention_dp)) return x;
+  const int per_node = devices_per_node();
+  // An expert's shards fill whole nodes when there are more of them than a node's devices.
+  const int shards_in_node = std::min(expert_shards, per_node);
+  const double spanned_nodes = static_cast<double>(expert_shards) / shards_in_node;
+  x.row_share = 1.0 / tp;
+  x.infiniband = spanned_nodes * (nodes - 1) / nodes;
+  x.nvlink = x.infiniband * (shards_in_node - 1);
+  if (attention_dp)  // the expert on its own node: to its shards there, itself excepted
+    x.nvlink += spanned_nodes / nodes * shards_in_node * (per_node - 1) / per_node;
+  x.infiniband_peers = nodes - 1;
+  x.nvlink_peers = attention_dp ? per_node - 1 : shards_in_node - 1;
+  return x;
 }
 
 std::string ParallelLayout::describe() const {

@@ -47,7 +47,7 @@ TEST(AttentionDataParallel, EachDeviceAttendsToItsShareAndExchangesExpertTokens)
   const BatchState b = BatchState::decode_batch(64, 512);
   const Graph tp = lower(m, b, ParallelLayout::make(m, load_system("gpu"), 8), Routing{});
   const Graph dp = lower(m, b, ParallelLayout::make(m, attention_dp("gpu"), 8), Routing{});
-  const Op& attn = ops_of(dp, OpKind::kAttentionDecode, 0).at(0);
+  const Op attn = ops_of(dp, OpKind::kAttentionDecode, 0).at(0);
   EXPECT_EQ(attn.q_heads, 32);
   EXPECT_EQ(attn.kv_heads, 8);
   EXPECT_EQ(attn.requests, 8);
@@ -68,15 +68,17 @@ TEST(AttentionDataParallel, EachDeviceAttendsToItsShareAndExchangesExpertTokens)
   EXPECT_EQ(ops_of(dp, OpKind::kExpertFfn, 0).at(0).m, ops_of(tp, OpKind::kExpertFfn, 0).at(0).m);
 }
 
-// Two nodes of 8: 7/16 of a device's tokens go to its node's other devices over NVLink, 8/16 to the other
-// node over InfiniBand, at the same time: the longer of the two, each with a latency per peer step.
+// Two nodes of 8, GLaM's 64 experts one device each: 7/16 of a device's rows go to its node's other devices
+// over NVLink, 8/16 to the other node over InfiniBand, at the same time: the longer of the two, each with a
+// latency per peer step.
 TEST(AttentionDataParallel, AllToAllCrossesNvlinkAndInfinibandAtOnce) {
-  const ModelSpec m = load_model("mixtral-8x7b");
+  const ModelSpec m = load_model("glam");
   const SystemSpec s = attention_dp("gpu");
   const ParallelLayout p = ParallelLayout::make(m, s, 16);
+  ASSERT_EQ(p.expert_shards, 1);
   const Graph g = lower(m, BatchState::decode_batch(64, 512), p, Routing{});
-  const Op& o = ops_of(g, OpKind::kAllToAll, 0).at(0);
-  const double data = 4.0 * 2 * 4096 * 2;  // 4 tokens per device
+  const Op o = ops_of(g, OpKind::kAllToAll, 1).at(0);  // GLaM's odd layers are MoE
+  const double data = 4.0 * 2 * 4096 * 2;              // 4 tokens per device x top-2 x hidden x 2 B
   EXPECT_DOUBLE_EQ(o.link_bytes, data * 15 / 16);
   EXPECT_DOUBLE_EQ(o.link_bytes_in_node, data * 7 / 16);
   const CostModel cost(s, p);
@@ -89,6 +91,25 @@ TEST(AttentionDataParallel, AllToAllCrossesNvlinkAndInfinibandAtOnce) {
   slow.links.nvlink_bandwidth = Bandwidth::from_si(1e6);
   EXPECT_EQ(CostModel(slow, p).link_time(o),
             transfer_time(data * 7 / 16, slow.links.nvlink_bandwidth) + s.links.nvlink_latency * 7);
+}
+
+// Mixtral's 8 experts on 16 devices, each in 2 shards on one node: a row for an expert of the device's own
+// node (1/2 of them) goes to both shards, itself excepted (2 x 7/8 copies); one for the other node crosses
+// InfiniBand once and is forwarded over NVLink to the expert's second shard. Per row: 1/2 InfiniBand,
+// 7/8 + 1/2 NVLink.
+TEST(AttentionDataParallel, AnExpertInShardsGetsEveryRowOnEachShard) {
+  const ModelSpec m = load_model("mixtral-8x7b");
+  const SystemSpec s = attention_dp("gpu");
+  const ParallelLayout p = ParallelLayout::make(m, s, 16);
+  ASSERT_EQ(p.expert_shards, 2);
+  const Graph g = lower(m, BatchState::decode_batch(64, 512), p, Routing{});
+  const Op o = ops_of(g, OpKind::kAllToAll, 0).at(0);
+  const double data = 4.0 * 2 * 4096 * 2;
+  EXPECT_DOUBLE_EQ(o.link_bytes_in_node, data * (7.0 / 8 + 1.0 / 2));
+  EXPECT_DOUBLE_EQ(o.link_bytes - o.link_bytes_in_node, data / 2);
+  const Time nvlink = transfer_time(data * 11 / 8, s.links.nvlink_bandwidth) + s.links.nvlink_latency * 7;
+  const Time infiniband = transfer_time(data / 2, s.links.infiniband_bandwidth) + s.links.infiniband_latency;
+  EXPECT_EQ(CostModel(s, p).link_time(o), std::max(nvlink, infiniband));
 }
 
 // Read from a config: true or false (absent: false); refused beside +ET and on a heterogeneous system, naming

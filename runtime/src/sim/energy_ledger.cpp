@@ -119,8 +119,9 @@ void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit
   enum Slot { kActivate, kMac, kXpuRead, kLogicRead, kBankRead, kSram, kNvlink, kInfiniband, kBankGroupRead };
   const EnergyCategory cat = category_of(op.kind);
   if (unit == compiler::Unit::kLink) {
-    // All-reduce inside a node and GPU <-> PIM-device transfers on NVLink; all-to-all across nodes on
-    // InfiniBand, its bytes to devices of its own node (attention DP) on NVLink (cost_model.hpp).
+    // All-reduce inside a node and GPU <-> PIM-device transfers on NVLink; an all-to-all's InfiniBand
+    // copies on InfiniBand, its NVLink copies (link_bytes_in_node) on NVLink
+    // (ParallelLayout::expert_exchange).
     const bool nvlink = op.kind != OpKind::kAllToAll;
     if (nvlink || op.link_bytes_in_node > 0)
       ledger.charge(cat, ledger.cached_action(kNvlink, "links.nvlink_per_byte"),

@@ -63,7 +63,7 @@ struct Op {
   double bytes_act = 0;     // activations read + written
   double link_bytes = 0;    // collectives: bytes sent per device
   double link_bytes_in_node =
-      0;  // of them, to devices of its own node (all-to-all under attention DP: NVLink)
+      0;  // of them, over NVLink inside the node (an all-to-all's; the rest InfiniBand)
 
   double bytes() const { return bytes_weights + bytes_kv + bytes_act; }
   double op_b() const { return bytes() > 0 ? flops / bytes() : 0.0; }

@@ -25,6 +25,24 @@ struct ParallelLayout {
   int expert_shards = 1;   // each local expert split into this many column shards
   int expert_groups = 1;   // devices that hold different experts (EP degree)
 
+  // How an MoE layer's token exchange (the dispatch all-to-all; the combine mirrors it) spreads over the
+  // links, per token-expert row a device sends, on average over uniform routing. A device sends its own
+  // rows: under tensor parallelism every device of a node holds all the node's tokens, so each sends an
+  // equal 1/tp share of them (`row_share`), straight to a device holding the row's expert on another node
+  // (InfiniBand, one copy per other node the expert spans); that device forwards it over NVLink to the
+  // expert's other shards in its node (+ET: the whole node), as DeepEP's internode kernels forward. Rows
+  // for the sender's own node need nothing (its devices hold them) except under attention data
+  // parallelism, where each device holds only its requests' rows and sends them over NVLink to the
+  // expert's shards on its node. One node without attention DP: no exchange (all zero).
+  struct ExpertExchange {
+    double row_share = 1;      // of the rows the device holds, the fraction it sends (1 / tp, or 1)
+    double infiniband = 0;     // InfiniBand copies per row sent
+    double nvlink = 0;         // NVLink copies per row sent (own node + forwarded)
+    int infiniband_peers = 0;  // latency steps: other nodes
+    int nvlink_peers = 0;      // latency steps: devices of the node reached over NVLink
+  };
+  ExpertExchange expert_exchange() const;
+
   // Throws duplex::Error when the split is impossible (e.g. devices not a multiple of nodes, experts not
   // divisible by the EP degree, heads not divisible by TP).
   static ParallelLayout make(const ModelSpec& model, const SystemSpec& system, int devices);
