@@ -109,7 +109,7 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_option("--kv-blocks", o->run.executor.kv_blocks,
-                "KV blocks in the pool (0: enough for all requests)")
+                "KV blocks per device: a data-parallel node's K/V memory (0: enough for all requests)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_flag("--prefix-caching", o->run.executor.prefix_caching,

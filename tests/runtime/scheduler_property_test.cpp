@@ -6,6 +6,7 @@
 // multi-turn conversations whose turns find the previous turn's prompt and answer cached).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -30,6 +31,7 @@ struct Case {
   int draft_topk = 1;
   std::int64_t prefix_tokens = 0;  // > 0: shared system prompts of this many tokens, in 3 groups
   int turns = 1;                   // > 1: closed-loop conversations of this many turns (not with poisson)
+  int ranks = 1;                   // data-parallel ranks, each kv_blocks / ranks of the memory
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -56,6 +58,7 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   config.acceptance_seed = seed;
   config.tree_tokens = c.tree_tokens;
   config.draft_topk = c.draft_topk;
+  config.data_parallel_ranks = c.ranks;
   Scheduler scheduler(config);
   const LengthDistribution lengths{LengthDistribution::Kind::gaussian, 60, 40, 20.0, 15.0};
   std::unique_ptr<RequestSource> source;
@@ -74,7 +77,9 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   auto observer = [&](const StepPlan& plan, const StepOutcome& outcome, const Scheduler& s) {
     // KV within capacity, and the plan's report matches the manager.
     EXPECT_LE(plan.kv_blocks_used, plan.kv_blocks_capacity);
-    EXPECT_LE(s.kv().used_blocks(), s.kv().capacity_blocks());
+    for (int rank = 0; rank < c.ranks; ++rank) {
+      EXPECT_LE(s.kv(rank).used_blocks(), s.kv(rank).capacity_blocks());
+    }
     // Time monotone.
     EXPECT_GE(plan.start, last_end);
     last_end = plan.start;
@@ -98,6 +103,12 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
         }
       }
       seen.tokens_computed[r.id] += r.tokens;
+      // Its K/V on its own rank only (none once it finished: the observer sees the step's update).
+      const bool finished =
+          std::find(outcome.finished.begin(), outcome.finished.end(), r.id) != outcome.finished.end();
+      for (int rank = 0; rank < c.ranks; ++rank) {
+        EXPECT_EQ(s.kv(rank).units_of(r.id) > 0, rank == s.rank_of(r.id) && !finished) << "request " << r.id;
+      }
       // Static batching: a request new to the running set joins only when nothing else was running.
       if (c.policy == BatchingPolicy::static_batch && !active_before.contains(r.id)) {
         EXPECT_TRUE(active_before.empty()) << "static batch admitted request " << r.id << " mid-batch";
@@ -117,10 +128,13 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   EXPECT_TRUE(source->exhausted());
   EXPECT_FALSE(scheduler.has_unfinished());
   // Only cached prefix blocks stay, held by no one.
-  EXPECT_EQ(scheduler.kv().used_units(), scheduler.kv().prefix_cache().cached_blocks());
-  EXPECT_EQ(scheduler.kv().prefix_cache().evictable_blocks(), scheduler.kv().prefix_cache().cached_blocks());
-  if (c.prefix_tokens == 0 && c.turns == 1) {
-    EXPECT_EQ(scheduler.kv().used_blocks(), 0);
+  for (int rank = 0; rank < c.ranks; ++rank) {
+    const KvBlockManager& kv = scheduler.kv(rank);
+    EXPECT_EQ(kv.used_units(), kv.prefix_cache().cached_blocks());
+    EXPECT_EQ(kv.prefix_cache().evictable_blocks(), kv.prefix_cache().cached_blocks());
+    if (c.prefix_tokens == 0 && c.turns == 1) {
+      EXPECT_EQ(kv.used_blocks(), 0);
+    }
   }
   return run;
 }
@@ -213,7 +227,12 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"conversation_speculative", BatchingPolicy::continuous, false, 0, 80, false, 3, 0.7, 0, 1, 0, 3},
         // Orca reserves whole peaks: at 120 blocks the other users' admissions evict a finished
         // turn's blocks before its next turn comes, so a cache that holds the users' histories.
-        Case{"conversation_orca", BatchingPolicy::orca, false, 0, 400, false, 0, 0, 0, 1, 0, 3}),
+        Case{"conversation_orca", BatchingPolicy::orca, false, 0, 400, false, 0, 0, 0, 1, 0, 3},
+        // Three data-parallel ranks of 40 blocks each.
+        Case{"ranks_closed", BatchingPolicy::continuous, false, 0, 120, false, 0, 0, 0, 1, 0, 1, 3},
+        Case{"ranks_chunked_prefix", BatchingPolicy::continuous, true, 64, 120, true, 0, 0, 0, 1, 40, 1, 3},
+        Case{"ranks_speculative", BatchingPolicy::continuous, false, 0, 120, false, 3, 0.7, 0, 1, 0, 1, 3},
+        Case{"ranks_orca", BatchingPolicy::orca, false, 0, 180, false, 0, 0, 0, 1, 0, 1, 3}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

@@ -64,11 +64,11 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
                                   const std::vector<std::vector<std::int32_t>>& sequences,
                                   const std::vector<std::int64_t>& prompt_tokens, const PrefixView& prefix) {
   DUPLEX_ASSERT(runner_ != nullptr, "a step before start()");
-  DUPLEX_ASSERT(!prefix.cache || prefix.keys, "prefix caching needs the requests' keys");
+  DUPLEX_ASSERT(prefix.caches.empty() || prefix.keys, "prefix caching needs the requests' keys");
   for (RequestId id : plan.preempted) release(id);
-  if (prefix.cache)  // blocks the scheduler evicted while planning
+  if (!prefix.caches.empty())  // blocks the scheduler evicted while planning
     for (auto it = cached_.begin(); it != cached_.end();) {
-      if (prefix.cache->contains(it->first)) {
+      if (prefix.caches.at(static_cast<std::size_t>(it->second.node))->contains(it->first)) {
         ++it;
         continue;
       }
@@ -81,7 +81,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
     const int node = node_of(s.id);
     const KvSpace space = prefill && prefill_space_ ? KvSpace::prefill : KvSpace::kv;
     const std::vector<std::uint64_t>* keys =
-        prefix.cache ? &prefix.keys->at(static_cast<std::size_t>(s.id)) : nullptr;
+        !prefix.caches.empty() ? &prefix.keys->at(static_cast<std::size_t>(s.id)) : nullptr;
     const PagedKvCache& first = kv_[first_device(node)];
     if (keys && s.cached_context > 0 && first.block_table(s.id).empty()) {
       // Admitted after its cached blocks (the last one partly recomputed when the whole prompt was cached).

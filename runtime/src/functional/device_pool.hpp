@@ -29,7 +29,7 @@ namespace duplex::runtime::functional {
 // the block to the KV spaces then), wherever the requests sharing it are.
 struct PrefixView {
   const std::vector<std::vector<std::uint64_t>>* keys = nullptr;
-  const PrefixCache* cache = nullptr;
+  std::vector<const PrefixCache*> caches;  // each node's (the scheduler's data-parallel ranks); empty: off
 };
 
 // Logit rows a scheduled request's step returns (StepRequest::logit_rows): a decoding request of several

@@ -187,7 +187,7 @@ class FunctionalExecutor::Impl {
         spec.hash_block_tokens = opt_.kv_block_tokens;
         spec.hashed_tokens = spec.input_tokens;
       }
-      prefix_keys_.push_back(prefix_block_keys(spec, opt_.kv_block_tokens, prefix_partitions()));
+      prefix_keys_.push_back(prefix_block_keys(spec, opt_.kv_block_tokens, data_parallel_nodes()));
       requests_.push_back(std::move(spec));
     }
     prompt_tokens_.clear();
@@ -240,10 +240,13 @@ class FunctionalExecutor::Impl {
     sc.max_tokens_per_step = opt_.max_tokens_per_step;
     sc.chunked_prefill = opt_.chunked_prefill;
     sc.kv_block_tokens = opt_.kv_block_tokens;
-    sc.kv_capacity_blocks = blocks;
-    sc.prefill_capacity_tokens = prefill_capacity_tokens_;  // 0 on split systems: no prefill space there
+    // Every device holds `blocks` (and its prefill space): each data-parallel node's share.
+    const int nodes = data_parallel_nodes();
+    sc.kv_capacity_blocks = blocks * nodes;
+    sc.prefill_capacity_tokens =
+        prefill_capacity_tokens_ * nodes;  // 0 on split systems: no prefill space there
     sc.prefix_caching = opt_.prefix_caching;
-    sc.prefix_cache_partitions = prefix_partitions();
+    sc.data_parallel_ranks = nodes;
     if (opt_.draft || ngram()) {
       sc.speculative_tokens = opt_.speculative_tokens;
       sc.acceptance_rates = {1.0};  // required by the config, never drawn: every verification reports its own
@@ -251,9 +254,9 @@ class FunctionalExecutor::Impl {
     return sc;
   }
 
-  // Data-parallel nodes each hold their requests' K/V (DevicePool::node_of: by id), so each caches its own
-  // prefixes: the (first) pool's nodes.
-  int prefix_partitions() const { return pools_.front()->layout().dp; }
+  // Data-parallel nodes each hold their requests' K/V (DevicePool::node_of: by id) in their own memory, and
+  // cache their own prefixes: the (first) pool's nodes, the scheduler's data-parallel ranks.
+  int data_parallel_nodes() const { return pools_.front()->layout().dp; }
 
   bool ngram() const { return opt_.ngram_min != 0 || opt_.ngram_max != 0; }
 
@@ -308,7 +311,10 @@ class FunctionalExecutor::Impl {
   // The pool's view of `scheduler`'s prefix cache (none without prefix caching).
   PrefixView prefix_view(const Scheduler& scheduler) const {
     if (!opt_.prefix_caching) return {};
-    return {&prefix_keys_, &scheduler.kv().prefix_cache()};
+    PrefixView view{&prefix_keys_, {}};
+    for (int node = 0; node < scheduler.ranks(); ++node)
+      view.caches.push_back(&scheduler.kv(node).prefix_cache());
+    return view;
   }
 
   void add_prefix_figures(const Scheduler& scheduler, FunctionalResult& res) const {

@@ -15,6 +15,17 @@ SchedulerConfig validated(SchedulerConfig c) {
   return c;
 }
 
+// One K/V memory per data-parallel rank, each an equal share of the capacity, each with its own host tier
+// (its devices' host memory) unless one is shared.
+std::vector<KvBlockManager> rank_memories(const SchedulerConfig& c,
+                                          const std::shared_ptr<HostKvTier>& shared_host) {
+  std::vector<KvBlockManager> kv;
+  for (int r = 0; r < c.data_parallel_ranks; ++r)
+    kv.emplace_back(c.kv_capacity_blocks / c.data_parallel_ranks, c.kv_block_tokens, c.kv_window,
+                    c.host_kv_blocks, shared_host);
+  return kv;
+}
+
 // splitmix64 (Steele, Lea, Flood 2014): a counter-based stream of well-mixed 64-bit values.
 std::uint64_t splitmix64(std::uint64_t& state) {
   std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
@@ -46,9 +57,27 @@ std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t depth) co
 
 Scheduler::Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_host)
     : config_(validated(config)),
-      kv_(config_.kv_capacity_blocks, config_.kv_block_tokens, config_.kv_window, config_.host_kv_blocks,
-          std::move(shared_host)),
-      prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.kv_block_tokens) {}
+      kv_(rank_memories(config_, shared_host)),
+      prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.data_parallel_ranks /
+                               config_.kv_block_tokens),
+      prefill_blocks_used_(kv_.size()) {}
+
+int Scheduler::rank_of(RequestId id) const {
+  const auto ranks = static_cast<RequestId>(kv_.size());
+  return static_cast<int>((id % ranks + ranks) % ranks);
+}
+
+std::int64_t Scheduler::kv_used_blocks() const {
+  std::int64_t used = 0;
+  for (const KvBlockManager& k : kv_) used += k.used_blocks();
+  return used;
+}
+
+std::int64_t Scheduler::kv_capacity_blocks() const {
+  std::int64_t capacity = 0;
+  for (const KvBlockManager& k : kv_) capacity += k.capacity_blocks();
+  return capacity;
+}
 
 bool Scheduler::older(const Live& a, const Live& b) {
   if (a.spec.arrival != b.spec.arrival) return a.spec.arrival < b.spec.arrival;
@@ -69,26 +98,29 @@ void Scheduler::add_request(const RequestSpec& spec) {
   // recomputation after a preemption (continuous) or the reservation at admission (orca, static) holds them
   // all at once, sliding window or not; a draft tree adds its nodes off the accepted path while verified.
   const std::int64_t tree_extra = peak_kv_tokens(spec) - (spec.input_tokens + spec.output_tokens - 1);
-  const std::int64_t peak_blocks = kv_.blocks_for(peak_kv_tokens(spec));
-  if (peak_blocks > kv_.capacity_blocks())
+  const KvBlockManager& memory = kv_for(spec.id);
+  const std::int64_t peak_blocks = memory.blocks_for(peak_kv_tokens(spec));
+  if (peak_blocks > memory.capacity_blocks())
     throw Error(
         fmt::format("request {} ({} input + {} output tokens{}) needs {} KV blocks of {} tokens but the "
-                    "KV cache holds {} blocks; expected shorter requests or more KV memory",
+                    "KV cache holds {} blocks{}; expected shorter requests or more KV memory",
                     spec.id, spec.input_tokens, spec.output_tokens,
                     tree_extra > 0 ? fmt::format(" + {} draft tree nodes", tree_extra) : "", peak_blocks,
-                    kv_.block_tokens(), kv_.capacity_blocks()));
+                    memory.block_tokens(), memory.capacity_blocks(),
+                    ranks() > 1 ? fmt::format(" on each of {} data-parallel ranks", ranks()) : ""));
   // Under continuous batching a preempted request recomputes prompt + generated tokens as one prefill.
   const std::int64_t longest_prefill = config_.policy == BatchingPolicy::continuous
                                            ? spec.input_tokens + spec.output_tokens - 1
                                            : spec.input_tokens;
-  if (prefill_capacity_blocks_ > 0 && kv_.blocks_for(longest_prefill) > prefill_capacity_blocks_)
-    throw Error(fmt::format("request {} ({} input + {} output tokens) may prefill {} tokens at once ({} blocks of {} "
-                            "tokens{}) but the prefill space holds {} blocks; expected shorter requests or a larger "
-                            "prefill space",
-                            spec.id, spec.input_tokens, spec.output_tokens, longest_prefill,
-                            kv_.blocks_for(longest_prefill), kv_.block_tokens(),
-                            config_.policy == BatchingPolicy::continuous ? ", a recomputation after a preemption" : "",
-                            prefill_capacity_blocks_));
+  if (prefill_capacity_blocks_ > 0 && memory.blocks_for(longest_prefill) > prefill_capacity_blocks_)
+    throw Error(fmt::format(
+        "request {} ({} input + {} output tokens) may prefill {} tokens at once ({} blocks of {} "
+        "tokens{}) but the prefill space holds {} blocks; expected shorter requests or a larger "
+        "prefill space",
+        spec.id, spec.input_tokens, spec.output_tokens, longest_prefill, memory.blocks_for(longest_prefill),
+        memory.block_tokens(),
+        config_.policy == BatchingPolicy::continuous ? ", a recomputation after a preemption" : "",
+        prefill_capacity_blocks_));
   if (spec.cached_tokens < 0 || spec.cached_tokens >= spec.input_tokens)
     throw Error(fmt::format("request {} arrives with {} cached tokens of {} input tokens; expected 0 <= cached < "
                             "input (at least one token left to compute)", spec.id, spec.cached_tokens,
@@ -107,12 +139,12 @@ void Scheduler::add_request(const RequestSpec& spec) {
   }
   const bool shares_prefix =
       config_.prefix_caching && !spec.content_hashes.empty() && spec.cached_tokens == 0;
-  if (shares_prefix && kv_.window().tokens > 0)
+  if (shares_prefix && memory.window().tokens > 0)
     throw Error(fmt::format(
         "request {} carries content hashes for prefix caching, which is not modelled with the "
         "model's {} of {} tokens; expected prefix caching off (--no-prefix-caching, "
         "scheduler prefix_caching: false) or requests without hashes",
-        spec.id, kv_.window().chunked ? "chunked attention" : "sliding window", kv_.window().tokens));
+        spec.id, memory.window().chunked ? "chunked attention" : "sliding window", memory.window().tokens));
   RequestRecord record;
   record.spec = spec;
   records_.emplace(spec.id, std::move(record));
@@ -122,8 +154,9 @@ void Scheduler::add_request(const RequestSpec& spec) {
   live.num_computed = spec.cached_tokens;
   live.decoding = spec.cached_tokens > 0;
   live.draft_computed = spec.cached_tokens;  // the draft's K/V of the prompt migrates with the target's
+  live.rank = rank_of(spec.id);
   if (shares_prefix)
-    live.prefix_keys = prefix_block_keys(spec, config_.kv_block_tokens, config_.prefix_cache_partitions);
+    live.prefix_keys = prefix_block_keys(spec, config_.kv_block_tokens, config_.data_parallel_ranks);
   insert_sorted(waiting_, std::move(live));
 }
 
@@ -146,12 +179,14 @@ StepPlan Scheduler::schedule(Time now) {
   plan.start = now;
   std::int64_t budget =
       config_.max_tokens_per_step > 0 ? config_.max_tokens_per_step : std::numeric_limits<std::int64_t>::max();
-  bool preempted_any = false;
-  prefill_blocks_used_ = 0;
-  for (const Live& live : running_) prefill_blocks_used_ += prefill_blocks_of(live);
-  schedule_running(plan, budget, preempted_any);
-  // As vLLM: a step that had to preempt admits nobody (the preempted would be readmitted into the shortage).
-  if (!preempted_any) admit_waiting(plan, budget, now);
+  std::fill(prefill_blocks_used_.begin(), prefill_blocks_used_.end(), 0);
+  for (const Live& live : running_)
+    prefill_blocks_used_[static_cast<std::size_t>(live.rank)] += prefill_blocks_of(live);
+  std::vector<char> preempted(kv_.size());
+  schedule_running(plan, budget, preempted);
+  // As vLLM: a rank that had to preempt admits nobody this step (the preempted would be readmitted into the
+  // shortage).
+  admit_waiting(plan, budget, now, preempted);
   finalize(plan);
   if (!plan.empty()) {
     in_flight_ = plan;
@@ -199,14 +234,16 @@ void Scheduler::limit_drafts(RequestId id, std::int64_t drafts) {
 
 std::int64_t Scheduler::prefill_blocks_of(const Live& live) const {
   return prefill_capacity_blocks_ > 0 && !live.decoding
-             ? kv_.blocks_for(live.num_computed - live.prefill_start)
+             ? kv_.front().blocks_for(live.num_computed - live.prefill_start)
              : 0;
 }
 
 std::int64_t Scheduler::prefill_room(const Live& live) const {
   if (prefill_capacity_blocks_ == 0 || live.decoding) return std::numeric_limits<std::int64_t>::max();
-  // Its own partly filled last block plus the free blocks (prefill_blocks_used_ counts its own blocks).
-  const std::int64_t blocks = prefill_capacity_blocks_ - prefill_blocks_used_ + prefill_blocks_of(live);
+  // Its own partly filled last block plus its rank's free blocks (prefill_blocks_used_ counts its own).
+  const std::int64_t blocks = prefill_capacity_blocks_ -
+                              prefill_blocks_used_[static_cast<std::size_t>(live.rank)] +
+                              prefill_blocks_of(live);
   return blocks * config_.kv_block_tokens - (live.num_computed - live.prefill_start);
 }
 
@@ -224,7 +261,7 @@ std::int64_t Scheduler::kv_tokens_needed(const Live& live, std::int64_t tokens) 
   return std::max(now_needed, peak_kv_tokens(live.spec));
 }
 
-void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, bool& preempted_any) {
+void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, std::vector<char>& preempted) {
   for (std::size_t i = 0; i < running_.size() && budget > 0;) {
     const std::int64_t tokens = tokens_to_schedule(running_[i], budget, plan.requests.empty());
     if (tokens == 0) {
@@ -232,41 +269,60 @@ void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, bool& pre
       continue;
     }
     const std::int64_t need = kv_tokens_needed(running_[i], tokens);
+    const int rank = running_[i].rank;
     bool preempted_self = false;
-    while (!kv_.can_grow_to(running_[i].spec.id, running_[i].num_computed, need)) {
+    while (!kv_of(running_[i]).can_grow_to(running_[i].spec.id, running_[i].num_computed, need)) {
       DUPLEX_ASSERT(config_.policy == BatchingPolicy::continuous,
                     "a request with reserved KV ran out of it under policy " + to_string(config_.policy));
-      preempted_self = running_.size() - 1 == i;
-      preempt_back(plan);
-      preempted_any = true;
+      // Its rank's youngest running request: itself or one behind it.
+      const std::size_t victim = youngest_of(rank);
+      preempted_self = victim == i;
+      preempt(plan, victim);
+      preempted[static_cast<std::size_t>(rank)] = 1;
       if (preempted_self) break;
     }
-    if (preempted_self) break;
-    kv_.grow_to(running_[i].spec.id, running_[i].num_computed, need);
+    if (preempted_self) continue;  // running_[i] is the next one now
+    kv_of(running_[i]).grow_to(running_[i].spec.id, running_[i].num_computed, need);
     add_to_plan(plan, running_[i], tokens);
     budget -= tokens;
     ++i;
   }
 }
 
-void Scheduler::admit_waiting(StepPlan& plan, std::int64_t& budget, Time now) {
+void Scheduler::admit_waiting(StepPlan& plan, std::int64_t& budget, Time now,
+                              const std::vector<char>& preempted) {
   if (config_.policy == BatchingPolicy::static_batch && !running_.empty()) return;
-  while (!waiting_.empty() && budget > 0 && num_running() < config_.max_batch) {
-    if (waiting_.front().spec.arrival > now) break;
-    const std::int64_t tokens = admit_head(plan, budget);
-    if (tokens == 0) break;  // admission is limited by free KV blocks (and the prefill space)
-    budget -= tokens;
+  // Each rank admits its waiting requests in order until one does not fit (it then admits nobody more).
+  std::vector<char> closed = preempted;
+  auto open = static_cast<std::size_t>(std::count(closed.begin(), closed.end(), 0));
+  for (std::size_t w = 0;
+       w < waiting_.size() && open > 0 && budget > 0 && num_running() < config_.max_batch;) {
+    if (waiting_[w].spec.arrival > now) break;  // sorted by arrival: so are the rest
+    const auto rank = static_cast<std::size_t>(waiting_[w].rank);
+    if (closed[rank]) {
+      ++w;
+      continue;
+    }
+    const std::int64_t tokens = admit(plan, budget, w);
+    if (tokens == 0) {  // limited by its rank's free KV blocks (or prefill space), or the budget
+      closed[rank] = 1;
+      --open;
+      ++w;
+      continue;
+    }
+    budget -= tokens;  // waiting_[w] is the next one now
   }
 }
 
-std::int64_t Scheduler::admit_head(StepPlan& plan, std::int64_t budget) {
-  Live& head = waiting_.front();
+std::int64_t Scheduler::admit(StepPlan& plan, std::int64_t budget, std::size_t index) {
+  Live& head = waiting_[index];
+  KvBlockManager& memory = kv_of(head);
   // A request with no K/V starts after the cached blocks its prompt begins with (one token short of all).
   PrefixCache::Hit hit;
   const bool looks_up = head.num_computed == 0 && !head.prefix_keys.empty();
   std::int64_t loaded = 0;  // of the cached tokens, those in host memory
   if (looks_up) {
-    hit = kv_.prefix_hit(head.prefix_keys);
+    hit = memory.prefix_hit(head.prefix_keys);
     head.num_computed = head.prefill_start =
         std::min((hit.blocks + hit.host_blocks) * config_.kv_block_tokens, head.num_tokens - 1);
     loaded = std::max<std::int64_t>(0, head.num_computed - hit.blocks * config_.kv_block_tokens);
@@ -274,12 +330,12 @@ std::int64_t Scheduler::admit_head(StepPlan& plan, std::int64_t budget) {
   }
   const std::int64_t tokens = tokens_to_schedule(head, budget, plan.requests.empty());
   const std::int64_t need = tokens > 0 ? kv_tokens_needed(head, tokens) : 0;
-  if (tokens == 0 || !kv_.can_grow_with(head.spec.id, hit, head.num_computed, need)) {
+  if (tokens == 0 || !memory.can_grow_with(head.spec.id, hit, head.num_computed, need)) {
     if (looks_up) head.num_computed = head.prefill_start = 0;
     return 0;
   }
-  kv_.take_prefix(head.spec.id, head.prefix_keys, hit.blocks, hit.host_blocks);
-  kv_.grow_to(head.spec.id, head.num_computed, need);
+  memory.take_prefix(head.spec.id, head.prefix_keys, hit.blocks, hit.host_blocks);
+  memory.grow_to(head.spec.id, head.num_computed, need);
   if (looks_up) {
     RequestRecord& record = records_.at(head.spec.id);
     record.prefix_query_tokens += head.num_tokens;
@@ -289,16 +345,16 @@ std::int64_t Scheduler::admit_head(StepPlan& plan, std::int64_t budget) {
   add_to_plan(plan, head, tokens);
   plan.requests.back().host_loaded = loaded;
   Live admitted = std::move(head);
-  waiting_.pop_front();
+  waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(index));
   insert_sorted(running_, std::move(admitted));
   return tokens;
 }
 
-void Scheduler::preempt_back(StepPlan& plan) {
-  Live victim = std::move(running_.back());
-  running_.pop_back();
-  prefill_blocks_used_ -= prefill_blocks_of(victim);
-  kv_.release(victim.spec.id);
+void Scheduler::preempt(StepPlan& plan, std::size_t index) {
+  Live victim = std::move(running_[index]);
+  running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(index));
+  prefill_blocks_used_[static_cast<std::size_t>(victim.rank)] -= prefill_blocks_of(victim);
+  kv_of(victim).release(victim.spec.id);
   RequestRecord& record = records_.at(victim.spec.id);
   ++record.preemptions;
   record.recomputed_tokens += victim.num_computed;
@@ -310,11 +366,19 @@ void Scheduler::preempt_back(StepPlan& plan) {
   insert_sorted(waiting_, std::move(victim));
 }
 
+std::size_t Scheduler::youngest_of(int rank) const {
+  for (std::size_t i = running_.size(); i-- > 0;)
+    if (running_[i].rank == rank) return i;
+  DUPLEX_ASSERT(false, "a rank with no running request ran short of K/V");
+  return 0;
+}
+
 void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t tokens) {
   const std::int64_t prefilled = live.num_computed - live.prefill_start;  // in the prefill space
+  std::int64_t& prefill_used = prefill_blocks_used_[static_cast<std::size_t>(live.rank)];
   if (prefill_capacity_blocks_ > 0 && !live.decoding)
-    prefill_blocks_used_ += kv_.blocks_for(prefilled + tokens) - kv_.blocks_for(prefilled);
-  DUPLEX_ASSERT(prefill_capacity_blocks_ == 0 || prefill_blocks_used_ <= prefill_capacity_blocks_,
+    prefill_used += kv_.front().blocks_for(prefilled + tokens) - kv_.front().blocks_for(prefilled);
+  DUPLEX_ASSERT(prefill_capacity_blocks_ == 0 || prefill_used <= prefill_capacity_blocks_,
                 "the prefill space is over-filled");
   plan.requests.push_back(ScheduledRequest{
       .id = live.spec.id,
@@ -331,9 +395,9 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
   // Its whole blocks of the sequence this step computes are cached now, as vLLM v1 caches a block when it
   // schedules the tokens that fill it: a request admitted later in this step takes them (its attention reads
   // the K/V this step writes). Drafts wait for their acceptance (update()). A request scheduled in a step is
-  // never preempted in that step (preempt_back takes those behind it), so what is cached here is computed.
-  plan.host_stored_blocks += kv_.share_computed(live.spec.id, live.prefix_keys,
-                                                std::min(live.num_computed + tokens, live.num_tokens));
+  // never preempted in that step (preempt() takes those behind it), so what is cached here is computed.
+  plan.host_stored_blocks += kv_of(live).share_computed(
+      live.spec.id, live.prefix_keys, std::min(live.num_computed + tokens, live.num_tokens));
 }
 
 void Scheduler::finalize(StepPlan& plan) const {
@@ -348,8 +412,8 @@ void Scheduler::finalize(StepPlan& plan) const {
     plan.host_loaded_tokens += r.host_loaded;
     plan.max_context_len = std::max(plan.max_context_len, r.context_len + r.tokens);
   }
-  plan.kv_blocks_used = kv_.used_blocks();
-  plan.kv_blocks_capacity = kv_.capacity_blocks();
+  plan.kv_blocks_used = kv_used_blocks();
+  plan.kv_blocks_capacity = kv_capacity_blocks();
 }
 
 StepOutcome Scheduler::update(const StepResult& result,
@@ -400,7 +464,7 @@ StepOutcome Scheduler::update(const StepResult& result,
     }
     live.num_computed = live.num_tokens + accepted;
     // The accepted path's K/V only; copied to the host tier when the request's next step is scheduled.
-    kv_.share_computed(live.spec.id, live.prefix_keys, live.num_computed, false);
+    kv_of(live).share_computed(live.spec.id, live.prefix_keys, live.num_computed, false);
     live.decoding = true;
     out.emitted.push_back(live.spec.id);
     for (std::int64_t e = 0; e <= accepted; ++e) {
@@ -409,7 +473,7 @@ StepOutcome Scheduler::update(const StepResult& result,
       if (live.generated == live.spec.output_tokens) {
         DUPLEX_ASSERT(e == accepted, "a request emitted past its output");
         record.finish = result.end;
-        kv_.release(live.spec.id);
+        kv_of(live).release(live.spec.id);
         out.finished.push_back(live.spec.id);
         ++num_finished_;
       } else {

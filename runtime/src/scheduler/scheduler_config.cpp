@@ -18,9 +18,9 @@ std::string to_string(BatchingPolicy p) {
 
 void SchedulerConfig::validate() const {
   if (max_batch < 1) throw Error(fmt::format("scheduler max_batch is {}; expected >= 1", max_batch));
-  if (prefix_cache_partitions < 1)
-    throw Error(fmt::format("scheduler prefix_cache_partitions is {}; expected >= 1 (data-parallel nodes)",
-                            prefix_cache_partitions));
+  if (data_parallel_ranks < 1)
+    throw Error(fmt::format("scheduler data_parallel_ranks is {}; expected >= 1 (data-parallel nodes)",
+                            data_parallel_ranks));
   if (max_tokens_per_step < 0)
     throw Error(fmt::format("scheduler max_tokens_per_step is {}; expected >= 0 (0: no budget)",
                             max_tokens_per_step));
@@ -31,9 +31,11 @@ void SchedulerConfig::validate() const {
                             "whole prefills (expected chunked_prefill: false)", to_string(policy)));
   if (kv_block_tokens < 1)
     throw Error(fmt::format("scheduler kv_block_tokens is {}; expected >= 1", kv_block_tokens));
-  if (kv_capacity_blocks < 1)
-    throw Error(fmt::format("scheduler kv_capacity_blocks is {}; expected >= 1 (device memory minus weights)",
-                            kv_capacity_blocks));
+  if (kv_capacity_blocks < data_parallel_ranks)
+    throw Error(
+        fmt::format("scheduler kv_capacity_blocks is {}; expected >= 1 per data-parallel rank ({}) "
+                    "(device memory minus weights)",
+                    kv_capacity_blocks, data_parallel_ranks));
   if (kv_window.tokens < 0 || kv_window.full_layers < 0 || kv_window.windowed_layers < 1)
     throw Error(fmt::format("scheduler kv_window is {} tokens over {} windowed and {} full layers; expected "
                             "tokens >= 0 (0: no window), >= 1 windowed and >= 0 full layers",
@@ -71,10 +73,12 @@ void SchedulerConfig::validate() const {
                       "draft_topk)",
                       tree_tokens, speculative_tokens, draft_topk, candidates, candidates));
   }
-  if (prefill_capacity_tokens < 0 || (prefill_capacity_tokens > 0 && prefill_capacity_tokens < kv_block_tokens))
-    throw Error(fmt::format("scheduler prefill_capacity_tokens is {}; expected 0 (no prefill space bound) or at "
-                            "least one KV block ({} tokens)",
-                            prefill_capacity_tokens, kv_block_tokens));
+  if (prefill_capacity_tokens < 0 ||
+      (prefill_capacity_tokens > 0 && prefill_capacity_tokens < kv_block_tokens * data_parallel_ranks))
+    throw Error(
+        fmt::format("scheduler prefill_capacity_tokens is {}; expected 0 (no prefill space bound) or at "
+                    "least one KV block ({} tokens) per data-parallel rank ({})",
+                    prefill_capacity_tokens, kv_block_tokens, data_parallel_ranks));
 }
 
 std::int64_t SchedulerConfig::tree_nodes(std::int64_t depth) const {

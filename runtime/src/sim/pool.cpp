@@ -40,7 +40,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
                        model.attention_chunk > 0};
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
   sched.draft_head = o.draft_model && o.draft_model->draft_head;
-  sched.prefix_cache_partitions = layout_.dp;  // each data-parallel rank caches its own requests' K/V
+  sched.data_parallel_ranks = layout_.dp;  // each data-parallel rank holds and caches its requests' K/V
   // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
   // this device's share of the K/V.
   const LinkSpec& links = system.links;
@@ -53,11 +53,13 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
                   sched.kv_block_tokens, links.host_kv_layerwise, model.layers};
   }
   kv_blocks_ = sched.kv_capacity_blocks;
-  if (kv_blocks_ < 1)
-    throw Error(fmt::format("system {} on {} devices: the KV cache holds less than one block of {} tokens",
-                            system.name, devices, sched.kv_block_tokens));
+  if (kv_blocks_ < layout_.dp)
+    throw Error(fmt::format("system {} on {} devices: the KV cache holds less than one block of {} tokens{}",
+                            system.name, devices, sched.kv_block_tokens,
+                            layout_.dp > 1 ? " per data-parallel rank" : ""));
+  // A node's shared tier: every pool's data-parallel ranks there (attention DP: its devices) bring theirs.
   if (shared_host && sched.host_kv_blocks > 0 && !shared_host->tier)
-    shared_host->tier = std::make_shared<HostKvTier>(sched.host_kv_blocks * shared_host->pools);
+    shared_host->tier = std::make_shared<HostKvTier>(sched.host_kv_blocks * shared_host->pools * layout_.dp);
   scheduler_ = std::make_unique<Scheduler>(
       sched, shared_host && sched.host_kv_blocks > 0 ? shared_host->tier : nullptr);
   compiler::XpuTimeFn xpu_fn;

@@ -183,15 +183,15 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     spec = prefill_part(std::move(spec));
     const std::vector<std::uint64_t> keys =
         looks_up ? prefix_block_keys(spec, o.scheduler.kv_block_tokens,  // as the instances key it
-                                     p0.scheduler().config().prefix_cache_partitions)
+                                     p0.scheduler().config().data_parallel_ranks)
                  : std::vector<std::uint64_t>{};
     for (std::size_t i = 0; i < prefill.size(); ++i) {
       loads[i].outstanding = prefill[i].outstanding_at(spec.arrival);
       loads[i].cached_tokens =
-          keys.empty()
-              ? 0
-              : std::min(spec.input_tokens, prefill[i].pool->scheduler().kv().prefix_hit(keys).blocks *
-                                                o.scheduler.kv_block_tokens);
+          keys.empty() ? 0
+                       : std::min(spec.input_tokens,
+                                  prefill[i].pool->scheduler().kv_for(spec.id).prefix_hit(keys).blocks *
+                                      o.scheduler.kv_block_tokens);
     }
     const auto chosen = static_cast<std::size_t>(prompt_router.route(
         spec.input_tokens, loads, spec.content_hashes.empty() ? 0 : spec.content_hashes.front()));

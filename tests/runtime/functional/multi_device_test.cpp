@@ -158,6 +158,29 @@ TEST(MultiDevice, OnTwoNodesEachRequestIsServedByOneNodeAndTheExpertsByAll) {
   EXPECT_EQ(split.kv_migrations.size(), kPrompts.size());
 }
 
+// Each node's devices hold --kv-blocks blocks of their own requests' K/V (the scheduler's data-parallel
+// ranks): 4 prompts of 4 tokens + 6 new tokens (3 blocks of 4 each at their peak) on two nodes, 2 per node,
+// run together in 6 steps with 6 blocks per device. (A single pool of 6 blocks for both nodes held only two.)
+TEST(MultiDevice, EachNodeHoldsItsRequestsInItsOwnMemory) {
+  const ModelWeights w = random_weights(compiler::load_model("tiny-moe"), 5);
+  const std::vector<std::vector<std::int32_t>> prompts = {
+      {1, 5, 9, 42}, {7, 300, 12, 999}, {2, 4, 6, 8}, {3, 5, 7, 11}};
+  FunctionalOptions o;
+  o.devices = 16;
+  o.kv_block_tokens = 4;
+  o.kv_blocks = 6;
+  const FunctionalResult r = FunctionalExecutor(w, load_system("gpu"), o).run(prompts, kNewTokens);
+  ASSERT_EQ(r.layout.substr(0, 23), "16 devices: TP8 x DP2, ");
+  ASSERT_EQ(r.steps.size(), 6u);
+  for (const StepRecord& s : r.steps) EXPECT_EQ(s.requests, 4);
+  EXPECT_TRUE(compare(r, reference_generate(w, prompts, kNewTokens)).tokens_match);
+  // 5 blocks per device: each node's pair no longer fits at once; the tokens stay.
+  o.kv_blocks = 5;
+  const FunctionalResult tight = FunctionalExecutor(w, load_system("gpu"), o).run(prompts, kNewTokens);
+  EXPECT_GT(tight.steps.size(), 6u);
+  EXPECT_EQ(tight.tokens, r.tokens);
+}
+
 // Attention data parallelism: every device is a rank of its own (TP1), serving the requests dealt to it by id
 // (here 4 devices, 3 prompts: device 3 serves none) with whole copies of the attention, dense and LM-head
 // weights; the experts of all four take every rank's tokens. Tokens as on one device and the check passes,

@@ -46,8 +46,8 @@ struct FunctionalOptions {
   std::int64_t max_tokens_per_step = 0;  // scheduler token budget per step; 0: none
   bool chunked_prefill = false;          // split prompts to fill the token budget (SchedulerConfig's)
   std::int64_t kv_block_tokens = 16;   // tokens per paged-KV block
-  std::int64_t kv_blocks = 0;          // blocks in the pool (the scheduler's bound over all nodes, and each
-                                       // device's cache); 0: enough for every request at full length
+  std::int64_t kv_blocks = 0;          // blocks in each device's cache (each data-parallel node's K/V memory,
+                                       // its scheduler rank's); 0: enough for every request at full length
   int devices = 0;                     // devices to run on; 0: the system's for the model (devices_for)
   // Makes the PIM unit for the system (e.g. make_device_pim_unit, device_pim_unit.hpp), called once: every
   // device's PIM ops run on that one unit (the driver emulates one device per process). Empty: one Logic-PIM

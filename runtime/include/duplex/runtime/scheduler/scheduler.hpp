@@ -33,6 +33,14 @@
 // answer's when hashed) are cached when the step computing them is scheduled (vLLM v1: a request admitted
 // later in that step takes them), and stay cached after it finishes until their memory is needed. Cached
 // tokens take no prefill space (their K/V is in the KV spaces already) and migrate nowhere.
+//
+// Data-parallel ranks (SchedulerConfig::data_parallel_ranks > 1; nodes, or attention-DP devices): request id
+// belongs to rank id mod ranks, whose memory alone holds its K/V (one KvBlockManager per rank, with its own
+// prefix cache, host tier and share of the prefill space). Each rank runs as its own scheduler would inside
+// one step: its waiting requests are admitted in order while its memory lasts (a rank that cannot admit its
+// oldest waiting request admits nobody, the other ranks go on), a request short of KV preempts its own rank's
+// youngest, and a rank that preempted admits nobody that step. The token budget and max_batch are the
+// whole system's (one step for all ranks).
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -84,7 +92,14 @@ class Scheduler {
   std::int64_t num_running() const { return static_cast<std::int64_t>(running_.size()); }
   std::int64_t num_waiting() const { return static_cast<std::int64_t>(waiting_.size()); }
   std::int64_t num_finished() const { return num_finished_; }
-  const KvBlockManager& kv() const { return kv_; }
+  // Data-parallel ranks: their count, a request's rank, a rank's K/V memory (the one memory with a single
+  // rank), and the blocks used / held over all ranks.
+  int ranks() const { return static_cast<int>(kv_.size()); }
+  int rank_of(RequestId id) const;
+  const KvBlockManager& kv(int rank = 0) const { return kv_.at(static_cast<std::size_t>(rank)); }
+  const KvBlockManager& kv_for(RequestId id) const { return kv(rank_of(id)); }
+  std::int64_t kv_used_blocks() const;
+  std::int64_t kv_capacity_blocks() const;
   const SchedulerConfig& config() const { return config_; }
   // Records of every request added, by id.
   const std::map<RequestId, RequestRecord>& records() const { return records_; }
@@ -100,16 +115,23 @@ class Scheduler {
     std::vector<std::uint64_t> prefix_keys;  // its sequence's cacheable blocks (prefix_block_keys), or none
     std::int64_t draft_computed = 0;  // speculative decoding: tokens of its sequence in the draft's cache
     std::int64_t draft_limit = std::numeric_limits<std::int64_t>::max();  // limit_drafts()
+    int rank = 0;                                                         // rank_of(spec.id)
   };
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);
   void insert_sorted(std::deque<Live>& queue, Live live);
-  void schedule_running(StepPlan& plan, std::int64_t& budget, bool& preempted_any);
-  void admit_waiting(StepPlan& plan, std::int64_t& budget, Time now);
-  void preempt_back(StepPlan& plan);
-  // Admits the oldest waiting request if it fits (taking its cached prefix blocks): the tokens it computes
-  // this step, or 0 when it must wait.
-  std::int64_t admit_head(StepPlan& plan, std::int64_t budget);
+  // Sets preempted[r] when rank r preempted.
+  void schedule_running(StepPlan& plan, std::int64_t& budget, std::vector<char>& preempted);
+  // `preempted[r]`: rank r preempted this step (it admits nobody).
+  void admit_waiting(StepPlan& plan, std::int64_t& budget, Time now, const std::vector<char>& preempted);
+  // Preempts running_[index] back to the waiting queue.
+  void preempt(StepPlan& plan, std::size_t index);
+  // The index in running_ of `rank`'s youngest running request (it has one).
+  std::size_t youngest_of(int rank) const;
+  // Admits waiting_[index] if it fits (taking its cached prefix blocks): the tokens it computes this step, or
+  // 0 when it must wait.
+  std::int64_t admit(StepPlan& plan, std::int64_t budget, std::size_t index);
+  KvBlockManager& kv_of(const Live& live) { return kv_[static_cast<std::size_t>(live.rank)]; }
   // Tokens `live` may compute now under `budget` and the prefill space; 0 when it must wait (no chunking and
   // it does not fit).
   std::int64_t tokens_to_schedule(const Live& live, std::int64_t budget, bool plan_empty) const;
@@ -130,13 +152,13 @@ class Scheduler {
   std::int64_t draft_depth(const Live& live, std::int64_t budget) const;
 
   SchedulerConfig config_;
-  KvBlockManager kv_;
+  std::vector<KvBlockManager> kv_;  // one per data-parallel rank
   std::deque<Live> running_;  // sorted by older()
   std::deque<Live> waiting_;  // sorted by older(); holds not-yet-arrived requests too
   std::map<RequestId, RequestRecord> records_;
   std::int64_t num_finished_ = 0;
-  std::int64_t prefill_capacity_blocks_ = 0;  // 0 = no prefill space bound
-  std::int64_t prefill_blocks_used_ = 0;      // during schedule(): held + this step's chunks
+  std::int64_t prefill_capacity_blocks_ = 0;       // per rank; 0 = no prefill space bound
+  std::vector<std::int64_t> prefill_blocks_used_;  // per rank, during schedule(): held + this step's chunks
   std::int64_t next_step_ = 0;
   std::optional<StepPlan> in_flight_;
   Time last_time_;

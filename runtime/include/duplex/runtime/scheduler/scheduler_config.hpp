@@ -53,13 +53,17 @@ struct SchedulerConfig {
   // (RequestSpec::content_hashes) reuses the cached K/V of the whole blocks its sequence shares with earlier
   // requests (PrefixCache, KvBlockManager) and computes only the rest; at least its last token is computed.
   // Requests without hashes are unaffected. Not modelled with a sliding window (add_request refuses such a
-  // request). `prefix_cache_partitions` > 1: data-parallel nodes with a cache each, requests dealt to them
-  // round-robin by id, so a request reuses only blocks its node's requests cached (prefix_block_keys); the
-  // KV capacity stays one pool. Set by the engine from its layout, not read from the map.
+  // request).
+  // `data_parallel_ranks` > 1: data-parallel nodes (or attention-DP devices), each its own K/V memory.
+  // Requests are dealt to them round-robin by id (SGLang's default balancing); each rank holds
+  // kv_capacity_blocks / ranks blocks (and prefill_capacity_tokens / ranks of prefill space), caches only
+  // its requests' prefixes (prefix_block_keys), admits its waiting requests in order and preempts its own
+  // youngest when short (Scheduler). Set by the engine from its layout, not read from the map.
   bool prefix_caching = true;
-  int prefix_cache_partitions = 1;
-  // Blocks of host memory for copies of cached KV blocks (HostKvTier; 0: none). Set by the engine from the
-  // system's links.host_kv_offload, not read from the map.
+  int data_parallel_ranks = 1;
+  // Blocks of host memory for copies of cached KV blocks (HostKvTier; 0: none), each data-parallel rank's
+  // (its devices' host memory). Set by the engine from the system's links.host_kv_offload, not read from the
+  // map.
   std::int64_t host_kv_blocks = 0;
   // Speculative decoding: every decoding request verifies up to `speculative_tokens` draft tokens per step
   // beside its last token (0: off; capped so that it never drafts past its output, and by the token budget).
