@@ -46,6 +46,25 @@ constexpr double kActBytes = 2.0;  // activations are FP16/BF16 on both units
 // replica's request of the same round. (Splitting each group separately, rounded up, gave every replica the
 // whole batch when the groups were single requests, as with spread lengths.)
 BatchState replica_batch(const BatchState& b, int dp, bool every_group, int replica) {
+  const bool ranked = !b.groups.empty() && b.groups.front().rank >= 0;
+  for (const auto& g : b.groups) {
+    if ((g.rank >= 0) != ranked)
+      throw Error(
+          "lowering: a batch with some request groups of a data-parallel rank and some of none; "
+          "expected all or none");
+    if (g.rank >= dp)
+      throw Error(
+          fmt::format("lowering: a request group of data-parallel rank {}; expected 0..{} (the layout's "
+                      "replicas)",
+                      g.rank, dp - 1));
+  }
+  if (ranked && !every_group) {  // the replica's own requests
+    BatchState out;
+    out.first_draft_pass = b.first_draft_pass;
+    for (const auto& g : b.groups)
+      if (g.rank == replica && g.count > 0) out.groups.push_back(g);
+    return out;
+  }
   if (every_group) {  // LowerOptions::every_group_per_replica
     BatchState out;
     out.first_draft_pass = b.first_draft_pass;

@@ -298,6 +298,32 @@ TEST(Lowering, DataParallelReplicasAreDealtTheRequestsHeaviestFirst) {
             4);
 }
 
+// Groups of a data-parallel rank (the scheduler's: request id mod dp) are their replica's share as they are,
+// however unbalanced: here 3 decodes on replica 0 and 1 on replica 1. A batch mixing ranked and unranked
+// groups, or a rank past the layout's replicas, is an error.
+TEST(Lowering, RankedGroupsAreTheirReplicasShare) {
+  const ModelSpec m = load_model("mixtral-8x7b");
+  const ParallelLayout p = ParallelLayout::make(m, load_system("gpu"), 16);
+  ASSERT_EQ(p.dp, 2);
+  BatchState b;
+  b.groups = {RequestGroup{3, 1000, 1, false, false, 0, 0}, RequestGroup{1, 4000, 1, false, false, 0, 1}};
+  const Op zero = first_of(lower(m, b, p, Routing{}), OpKind::kAttentionDecode);
+  EXPECT_EQ(zero.requests, 3);
+  EXPECT_EQ(zero.context_tokens, 3 * 1001);
+  const Op one = first_of(lower(m, b, p, Routing{}, {.replica = 1}), OpKind::kAttentionDecode);
+  EXPECT_EQ(one.requests, 1);
+  EXPECT_EQ(one.context_tokens, 4001);
+  // Routing is over both replicas' tokens either way.
+  EXPECT_EQ(first_of(lower(m, b, p, Routing{}), OpKind::kExpertFfn).m,
+            first_of(lower(m, b, p, Routing{}, {.replica = 1}), OpKind::kExpertFfn).m);
+  BatchState mixed = b;
+  mixed.groups[1].rank = -1;
+  EXPECT_THROW(lower(m, mixed, p, Routing{}), Error);
+  BatchState past = b;
+  past.groups[1].rank = 2;
+  EXPECT_THROW(lower(m, past, p, Routing{}), Error);
+}
+
 TEST(Lowering, ExpertTensorParallelShardsEveryExpert) {
   const Graph g = lower_on("mixtral-8x7b", BatchState::decode_batch(32, 512), "duplex-pe-et");
   int experts_l0 = 0;

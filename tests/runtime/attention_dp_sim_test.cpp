@@ -35,8 +35,37 @@ TEST(AttentionDataParallelSim, AllToAllBytesArePricedOnTheLinkTheyCross) {
   FAIL() << "no all-to-all in the plan";
 }
 
-// A step's energy is every replica's: its plan is the busiest replica's (one prompt and the longest decodes),
-// the others' devices are charged for their own shares (a replica without requests for its experts only). The
+// Each replica runs its own rank's requests (id mod dp, where the scheduler keeps their K/V) and the slowest
+// sets the step: 8 decodes of ids 0, 2, ..., 14 all fall on replica 0 of TP8 x DP2 and take longer than ids
+// 0..7, 4 on each; the attention compute energy is the same (the same 8 decodes), and the slower step's plan
+// is replica 0's, with all 8.
+TEST(AttentionDataParallelSim, TheSlowestRankSetsTheStep) {
+  const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
+  const SystemSpec s = load_system("gpu");
+  const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 16);
+  ASSERT_EQ(p.dp, 2);
+  auto run = [&](RequestId stride) {
+    StepPlan plan;
+    for (RequestId i = 0; i < 8; ++i)
+      plan.requests.push_back({i * stride, 1, 2048, TokenPhase::decode, false});
+    ExpertRouter router = ExpertRouter::uniform(5);
+    return StepExecutor(m, s, p, &router).execute(plan);
+  };
+  const StepCost even = run(1), skewed = run(2);
+  EXPECT_GT(skewed.time, even.time);
+  auto attention_requests = [](const StepCost& c) {
+    for (const compiler::Op& o : c.plan.graph.ops)
+      if (o.kind == compiler::OpKind::kAttentionDecode) return o.requests;
+    return std::int64_t{-1};
+  };
+  EXPECT_EQ(attention_requests(skewed), 8);
+  EXPECT_EQ(attention_requests(even), 4);
+  const double a = even.energy.breakdown_json()["attention.compute"].get<double>();
+  EXPECT_NEAR(skewed.energy.breakdown_json()["attention.compute"].get<double>(), a, 1e-9 * a);
+}
+
+// A step's energy is every replica's: each replica's devices are charged for their own rank's requests (a
+// replica without requests for its experts only), not the slowest replica's plan on every device. The
 // attention FLOPs of 37 decodes at distinct contexts and one prompt are the same whichever way 16 devices
 // split them, TP8 x DP2 or DP16, and so is their compute energy (charging the busiest replica's plan, with
 // the prompt, on every device overstated DP16's).

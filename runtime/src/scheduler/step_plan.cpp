@@ -9,17 +9,17 @@ namespace duplex::runtime {
 
 std::vector<StepShape> StepPlan::shapes() const { return shapes(1); }
 
-std::vector<StepShape> StepPlan::shapes(std::int64_t context_bucket) const {
-  DUPLEX_ASSERT(context_bucket >= 1, "context bucket must be >= 1");
+std::vector<StepShape> StepPlan::shapes(std::int64_t context_bucket, int ranks) const {
+  DUPLEX_ASSERT(context_bucket >= 1 && ranks >= 1, "context bucket and ranks must be >= 1");
   std::vector<StepShape> keys;
   keys.reserve(requests.size());
   for (const ScheduledRequest& r : requests) {
     const std::int64_t ctx = (r.context_len + context_bucket - 1) / context_bucket * context_bucket;
     keys.push_back(StepShape{r.tokens, ctx, r.phase, 1, r.phase == TokenPhase::prefill && r.samples_token,
-                             r.cached_context});
+                             r.cached_context, static_cast<int>((r.id % ranks + ranks) % ranks)});
   }
   const auto key = [](const StepShape& s) {
-    return std::tuple(s.phase, s.tokens, s.context_len, s.completes_prefill, s.cached_context);
+    return std::tuple(s.rank, s.phase, s.tokens, s.context_len, s.completes_prefill, s.cached_context);
   };
   std::sort(keys.begin(), keys.end(), [&](const StepShape& a, const StepShape& b) { return key(a) < key(b); });
   std::vector<StepShape> out;

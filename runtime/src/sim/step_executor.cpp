@@ -12,18 +12,21 @@ StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& s
   if (model.is_moe() && router_ == nullptr) throw Error("model " + model.name + " is MoE: the workload needs routing");
 }
 
-compiler::BatchState StepExecutor::batch_of(const StepPlan& plan) {
+compiler::BatchState StepExecutor::batch_of(const StepPlan& plan, int ranks) {
   compiler::BatchState b;
-  for (const StepShape& s : plan.shapes())
+  for (const StepShape& s : plan.shapes(1, ranks))
     b.groups.push_back({s.count, s.context_len, s.tokens, s.completes_prefill,
                         s.phase == TokenPhase::decode && s.tokens > 1,  // a speculative verification
-                        s.cached_context});
+                        s.cached_context, ranks > 1 ? s.rank : -1});
   return b;
 }
 
 StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   DUPLEX_ASSERT(!plan.empty(), "execute() of an empty step");
-  compiler::BatchState batch = batch_of(plan);
+  // Each data-parallel replica runs its own rank's requests (the scheduler's: their K/V is there); functional
+  // emulation's one plan holds every group instead.
+  const int replicas = every_group_per_replica_ ? 1 : layout_.dp;
+  compiler::BatchState batch = batch_of(plan, replicas);
   batch.first_draft_pass = first_draft_pass;
   compiler::Routing routing;
   if (model_.is_moe()) {
@@ -34,26 +37,27 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.
   auto lowering = compiler::LowerOptions::for_system(system_);
   lowering.every_group_per_replica = every_group_per_replica_;
-  c.plan = compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_);
-  c.time = c.plan.total();
-  c.xpu_busy = c.plan.busy(compiler::Unit::kXpu);
-  c.pim_busy = c.plan.busy(compiler::Unit::kPim);
-  c.link_busy = c.plan.busy(compiler::Unit::kLink);
-  // Energy: every device's. The plan is a device of the busiest data-parallel replica (replica 0), which sets
-  // the step time; the other replicas' devices are charged for their own shares' plans.
+  // Every replica's devices are charged for their own share's plan; the slowest replica sets the step time
+  // (the replicas meet at every MoE layer's all-to-all; one step for all of them).
   auto charge = [&](const compiler::ExecutionPlan& placed, int devices) {
     EnergyLedger device(system_.energy);
     for (const auto& stage : placed.stages)
       for (const auto& p : stage.ops) charge_op(device, placed.graph.ops[p.op], p.unit, system_);
     c.energy.add(device, devices);
   };
-  const int replicas = lowering.every_group_per_replica ? 1 : layout_.dp;
-  charge(c.plan, layout_.devices / replicas);
-  for (int r = 1; r < replicas; ++r) {
+  for (int r = 0; r < replicas; ++r) {
     lowering.replica = r;
-    charge(compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_),
-           layout_.devices / replicas);
+    compiler::ExecutionPlan placed =
+        compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_);
+    charge(placed, layout_.devices / replicas);
+    if (r == 0 || placed.total() > c.time) {
+      c.time = placed.total();
+      c.plan = std::move(placed);
+    }
   }
+  c.xpu_busy = c.plan.busy(compiler::Unit::kXpu);
+  c.pim_busy = c.plan.busy(compiler::Unit::kPim);
+  c.link_busy = c.plan.busy(compiler::Unit::kLink);
   return c;
 }
 

@@ -15,7 +15,9 @@ namespace duplex::compiler {
 // decoding): their attention is decode attention with `tokens` query rows per request over the cached
 // context (on the Logic-PIM: a GQA group of tokens x heads per K/V head), and every token gets logits.
 // `cached`: of a prefill's `context`, the tokens whose K/V came from the prefix cache (in the KV spaces from
-// the start: the migration moves only context - cached + tokens).
+// the start: the migration moves only context - cached + tokens). `rank`: the data-parallel replica whose
+// requests these are (the scheduler's rank: request id mod dp), or -1 when the lowering deals the step's
+// requests to the replicas itself (LowerOptions::replica); a batch's groups either all have one or none does.
 struct RequestGroup {
   std::int64_t count = 0;
   std::int64_t context = 0;
@@ -23,6 +25,7 @@ struct RequestGroup {
   bool completes_prefill = false;
   bool verify = false;
   std::int64_t cached = 0;
+  int rank = -1;
   bool decodes() const { return tokens == 1 || verify; }  // attends as decode attention
 };
 

@@ -41,15 +41,17 @@ struct LowerOptions {
   // prefill device over the links and is written straight into the decode device's KV spaces), and a
   // Logic-PIM config with kv_spaces == memory_spaces (no prefill space).
   bool kv_migration = false;
-  // Data-parallel replicas (layout dp > 1): the lowering is one device's of the busiest replica, whose share
-  // of the batch is the requests dealt to the replicas in turn, heaviest first (replica 0's). Functional
+  // Data-parallel replicas (layout dp > 1): the lowering is one device's of one replica. With ranked groups
+  // (RequestGroup::rank) a replica's share is its own groups; without, the requests are dealt to the replicas
+  // in turn, heaviest first (replica 0's share is then the busiest). Functional
   // emulation executes that one plan for every replica's requests, so it needs every group in it: with
   // `every_group_per_replica` each group's requests are split over the replicas separately, rounded up (every
   // group on the device: an upper bound of the busiest replica's work).
   bool every_group_per_replica = false;
-  // Which replica's share to lower (0 <= replica < dp; the busiest is 0): requests replica, replica + dp, ...
-  // of the dealing order. A replica with no request runs only its devices' routed experts for the others'
-  // tokens (no op over zero token rows). The serving simulator times replica 0 and charges energy for all.
+  // Which replica's share to lower (0 <= replica < dp): its ranked groups, or requests replica, replica + dp,
+  // ... of the dealing order. A replica with no request runs only its devices' routed experts for the others'
+  // tokens (no op over zero token rows). The serving simulator lowers every replica: the slowest times the
+  // step, and each is charged its energy.
   int replica = 0;
   static LowerOptions for_system(const SystemSpec& system) {
     return {.pim_devices = system.heterogeneous(), .kv_migration = system.uses_prefill_space()};

@@ -42,6 +42,7 @@ struct StepShape {
   std::int64_t count = 0;
   bool completes_prefill = false;  // prefill phase and samples_token: the step computes the last prompt token
   std::int64_t cached_context = 0;  // of context_len, the tokens taken from the prefix cache (prefill phase)
+  int rank = 0;  // the data-parallel rank of its requests (id mod ranks; shapes(bucket, ranks))
 
   bool operator==(const StepShape&) const = default;
 };
@@ -68,8 +69,9 @@ struct StepPlan {
   bool empty() const { return requests.empty(); }
   // Requests grouped by (phase, tokens, context_len, completes_prefill, cached_context), sorted by that key.
   std::vector<StepShape> shapes() const;
-  // Same, with context lengths rounded up to a multiple of `context_bucket` (>= 1) for memoized lowering.
-  std::vector<StepShape> shapes(std::int64_t context_bucket) const;
+  // Same, with context lengths rounded up to a multiple of `context_bucket` (>= 1) for memoized lowering, and
+  // with `ranks` > 1 one shape per data-parallel rank too (request id mod ranks, as the Scheduler's).
+  std::vector<StepShape> shapes(std::int64_t context_bucket, int ranks = 1) const;
 
   bool operator==(const StepPlan&) const = default;
 };

@@ -18,7 +18,7 @@ struct StepCost {
   Time time;                 // the step's duration (slowest device; devices of a TP group are symmetric)
   Time xpu_busy, pim_busy, link_busy;
   EnergyLedger energy;       // whole system (all devices) for this step, dynamic energy only
-  compiler::ExecutionPlan plan;  // device 0's plan (for timelines)
+  compiler::ExecutionPlan plan;  // a device's plan of the slowest data-parallel replica (for timelines)
 };
 
 class StepExecutor {
@@ -28,8 +28,9 @@ class StepExecutor {
                ExpertRouter* router, compiler::PimTimeFn pim_model = {}, compiler::XpuTimeFn xpu_model = {});
   // `first_draft_pass`: the plan is a draft head's first pass of a step (compiler::BatchState).
   StepCost execute(const StepPlan& plan, bool first_draft_pass = false);
-  // The step as lowering sees it: one request group per distinct (context, tokens, completes-prefill) shape.
-  static compiler::BatchState batch_of(const StepPlan& plan);
+  // The step as lowering sees it: one request group per distinct (context, tokens, completes-prefill) shape;
+  // with `ranks` > 1 per data-parallel rank too (RequestGroup::rank: request id mod ranks).
+  static compiler::BatchState batch_of(const StepPlan& plan, int ranks = 1);
   // Functional emulation's plans: every group on the representative device (LowerOptions::
   // every_group_per_replica).
   void lower_every_group_per_replica() { every_group_per_replica_ = true; }
