@@ -68,16 +68,30 @@ TEST(AttentionDataParallel, EachDeviceAttendsToItsShareAndExchangesExpertTokens)
   EXPECT_EQ(ops_of(dp, OpKind::kExpertFfn, 0).at(0).m, ops_of(tp, OpKind::kExpertFfn, 0).at(0).m);
 }
 
+// Attention DP on two nodes of 8 GPUs: `model`'s layout and the dispatch all-to-all of its MoE layer `layer`
+// in a decode step of 64 requests (4 per device).
+struct TwoNodeExchange {
+  ModelSpec model;
+  SystemSpec system = attention_dp("gpu");
+  ParallelLayout layout;
+  Op dispatch;
+  TwoNodeExchange(const char* name, int layer)
+      : model(load_model(name)),
+        layout(ParallelLayout::make(model, system, 16)),
+        dispatch(ops_of(lower(model, BatchState::decode_batch(64, 512), layout, Routing{}), OpKind::kAllToAll,
+                        layer)
+                     .at(0)) {}
+};
+
 // Two nodes of 8, GLaM's 64 experts one device each: 7/16 of a device's rows go to its node's other devices
 // over NVLink, 8/16 to the other node over InfiniBand, at the same time: the longer of the two, each with a
 // latency per peer step.
 TEST(AttentionDataParallel, AllToAllCrossesNvlinkAndInfinibandAtOnce) {
-  const ModelSpec m = load_model("glam");
-  const SystemSpec s = attention_dp("gpu");
-  const ParallelLayout p = ParallelLayout::make(m, s, 16);
+  const TwoNodeExchange x("glam", 1);  // GLaM's odd layers are MoE
+  const SystemSpec& s = x.system;
+  const ParallelLayout& p = x.layout;
+  const Op& o = x.dispatch;
   ASSERT_EQ(p.expert_shards, 1);
-  const Graph g = lower(m, BatchState::decode_batch(64, 512), p, Routing{});
-  const Op o = ops_of(g, OpKind::kAllToAll, 1).at(0);  // GLaM's odd layers are MoE
   const double data = 4.0 * 2 * 4096 * 2;              // 4 tokens per device x top-2 x hidden x 2 B
   EXPECT_DOUBLE_EQ(o.link_bytes, data * 15 / 16);
   EXPECT_DOUBLE_EQ(o.link_bytes_in_node, data * 7 / 16);
@@ -98,18 +112,16 @@ TEST(AttentionDataParallel, AllToAllCrossesNvlinkAndInfinibandAtOnce) {
 // InfiniBand once and is forwarded over NVLink to the expert's second shard. Per row: 1/2 InfiniBand,
 // 7/8 + 1/2 NVLink.
 TEST(AttentionDataParallel, AnExpertInShardsGetsEveryRowOnEachShard) {
-  const ModelSpec m = load_model("mixtral-8x7b");
-  const SystemSpec s = attention_dp("gpu");
-  const ParallelLayout p = ParallelLayout::make(m, s, 16);
-  ASSERT_EQ(p.expert_shards, 2);
-  const Graph g = lower(m, BatchState::decode_batch(64, 512), p, Routing{});
-  const Op o = ops_of(g, OpKind::kAllToAll, 0).at(0);
+  const TwoNodeExchange x("mixtral-8x7b", 0);
+  const SystemSpec& s = x.system;
+  const Op& o = x.dispatch;
+  ASSERT_EQ(x.layout.expert_shards, 2);
   const double data = 4.0 * 2 * 4096 * 2;
   EXPECT_DOUBLE_EQ(o.link_bytes_in_node, data * (7.0 / 8 + 1.0 / 2));
   EXPECT_DOUBLE_EQ(o.link_bytes - o.link_bytes_in_node, data / 2);
   const Time nvlink = transfer_time(data * 11 / 8, s.links.nvlink_bandwidth) + s.links.nvlink_latency * 7;
   const Time infiniband = transfer_time(data / 2, s.links.infiniband_bandwidth) + s.links.infiniband_latency;
-  EXPECT_EQ(CostModel(s, p).link_time(o), std::max(nvlink, infiniband));
+  EXPECT_EQ(CostModel(s, x.layout).link_time(o), std::max(nvlink, infiniband));
 }
 
 // Read from a config: true or false (absent: false); refused beside +ET and on a heterogeneous system, naming

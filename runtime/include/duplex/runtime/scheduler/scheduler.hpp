@@ -17,15 +17,16 @@
 // step that completes the prefill. So the requests whose prefill is not complete (prefill phase: new prompts
 // and recomputations after a preemption), counting what they prefilled in earlier chunks plus this step's
 // chunk, rounded up to whole blocks of kv_block_tokens per request, never hold more than
-// prefill_capacity_tokens / kv_block_tokens blocks. With chunked prefill a chunk is cut to fit; without, the
-// request waits (admission stops at it, as for KV). Prefills cannot block each other: unfinished prefills are
-// served oldest first and are admitted in age order (a preempted request is the youngest running one, so it
-// is readmitted before anything younger), and a younger one gets prefill space in a step only when every
-// older one completes its prefill in that step or had its chunk cut to the space left (which then fills it);
-// so the oldest unfinished prefill always finds its own blocks plus the free ones. add_request() rejects a
-// request whose prompt can never fit the space (under continuous batching: prompt + output - 1 tokens, the
-// longest recomputation after a preemption). KV blocks are accounted as without the bound: a request holds
-// blocks for its prompt in the KV spaces from admission (they are the migration's target).
+// prefill_capacity_tokens / kv_block_tokens blocks (data-parallel ranks: each its share, below). With chunked
+// prefill a chunk is cut to fit; without, the request waits (its rank's admission stops at it, as for KV).
+// Prefills cannot block each other: unfinished prefills are served oldest first and are admitted in age order
+// (a preempted request is the youngest running one, so it is readmitted before anything younger), and a
+// younger one gets prefill space in a step only when every older one completes its prefill in that step or
+// had its chunk cut to the space left (which then fills it); so the oldest unfinished prefill always finds
+// its own blocks plus the free ones. add_request() rejects a request whose prompt can never fit the space
+// (under continuous batching: prompt + output - 1 tokens, the longest recomputation after a preemption). KV
+// blocks are accounted as without the bound: a request holds blocks for its prompt in the KV spaces from
+// admission (they are the migration's target).
 //
 // Prefix caching (SchedulerConfig::prefix_caching): a request admitted with no K/V (new, or after a
 // preemption) takes the cached blocks its sequence begins with and starts computing after them (its last
