@@ -101,6 +101,22 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
       for (const runtime::PoolFigures& p : r.pools) s += fmt::format(" {}", p.requests);
       s += "\n";
     }
+    if (!r.ranks.empty()) {
+      // Over the data-parallel ranks: the least and most of each figure.
+      auto span = [&](auto figure) {
+        std::int64_t lo = figure(r.ranks.front()), hi = lo;
+        for (const runtime::RankFigures& k : r.ranks) {
+          lo = std::min(lo, figure(k));
+          hi = std::max(hi, figure(k));
+        }
+        return lo == hi ? fmt::format("{}", lo) : fmt::format("{}-{}", lo, hi);
+      };
+      s += fmt::format(
+          "ranks {}: {} data-parallel ranks, requests {}, preemptions {}, KV peak {} of {} blocks each\n",
+          r.system, r.ranks.size(), span([](const auto& k) { return k.requests; }),
+          span([](const auto& k) { return k.preemptions; }),
+          span([](const auto& k) { return k.kv_peak_blocks; }), r.ranks.front().kv_capacity_blocks);
+    }
     if (r.prefix_query_tokens > 0)
       s += fmt::format(
           "prefix cache {}: {} of {} prompt tokens taken from the cache ({:.1f}%){}\n", r.system,

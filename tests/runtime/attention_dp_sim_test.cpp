@@ -64,6 +64,41 @@ TEST(AttentionDataParallelSim, TheSlowestRankSetsTheStep) {
   EXPECT_NEAR(skewed.energy.breakdown_json()["attention.compute"].get<double>(), a, 1e-9 * a);
 }
 
+// The result reports each data-parallel rank (one system: `ranks`; a cluster's replicas: their pools'): the
+// requests dealt to it, their preemptions and the most K/V blocks it held of its own; one rank reports none.
+TEST(AttentionDataParallelSim, EachRankIsReported) {
+  const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
+  const SystemSpec s = load_system("gpu");
+  SimulationOptions o = testing::closed_loop_options(24, 256, 16, 8, 3, 0.3);
+  o.devices = 16;
+  const SystemResult r = simulate(m, s, o);
+  ASSERT_EQ(r.ranks.size(), 2u);
+  std::int64_t requests = 0, preemptions = 0;
+  for (const RankFigures& k : r.ranks) {
+    requests += k.requests;
+    preemptions += k.preemptions;
+    EXPECT_GT(k.kv_peak_blocks, 0);
+    EXPECT_LE(k.kv_peak_blocks, k.kv_capacity_blocks);
+    EXPECT_EQ(k.kv_capacity_blocks, r.kv_capacity_blocks / 2);
+  }
+  EXPECT_EQ(requests, 24);
+  EXPECT_EQ(r.ranks[0].requests, 12);  // ids mod 2
+  EXPECT_EQ(preemptions, r.preemptions);
+  const nlohmann::json j = r.to_json();
+  ASSERT_EQ(j.at("data_parallel_ranks").size(), 2u);
+  EXPECT_EQ(j["data_parallel_ranks"][1]["kv_peak_blocks"].get<std::int64_t>(), r.ranks[1].kv_peak_blocks);
+  o.cluster.replicas = 2;
+  const SystemResult cluster = simulate(m, s, o);
+  ASSERT_EQ(cluster.pools.size(), 2u);
+  EXPECT_EQ(cluster.pools[0].ranks.size(), 2u);
+  EXPECT_TRUE(cluster.to_json()["pools"][cluster.pools[0].name].contains("data_parallel_ranks"));
+  o.devices = 8;  // one node, one rank
+  o.cluster.replicas = 1;
+  const SystemResult one = simulate(m, s, o);
+  EXPECT_TRUE(one.ranks.empty());
+  EXPECT_FALSE(one.to_json().contains("data_parallel_ranks"));
+}
+
 // A step's energy is every replica's: each replica's devices are charged for their own rank's requests (a
 // replica without requests for its experts only), not the slowest replica's plan on every device. The
 // attention FLOPs of 37 decodes at distinct contexts and one prompt are the same whichever way 16 devices

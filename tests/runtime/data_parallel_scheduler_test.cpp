@@ -64,6 +64,8 @@ TEST(DataParallelScheduler, AFullRankAdmitsNobodyWhileTheOthersGoOn) {
   s.update({p.step, ms(1)});  // A and B finish: C fits now
   p = s.schedule(ms(1));
   EXPECT_EQ(ids_of(p), (std::vector<RequestId>{2}));
+  EXPECT_EQ(s.kv_peak_blocks(0), 2);  // A's, not C's one
+  EXPECT_EQ(s.kv_peak_blocks(1), 1);
 }
 
 // Rank 0 holds A (id 0, 4 + 3 tokens) and C (id 2, 3 + 2), 2 blocks; B (id 1, rank 1) is the youngest of all.

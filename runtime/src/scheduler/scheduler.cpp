@@ -58,6 +58,7 @@ std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t depth) co
 Scheduler::Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_host)
     : config_(validated(config)),
       kv_(rank_memories(config_, shared_host)),
+      kv_peak_blocks_(kv_.size()),
       prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.data_parallel_ranks /
                                config_.kv_block_tokens),
       prefill_blocks_used_(kv_.size()) {}
@@ -188,6 +189,8 @@ StepPlan Scheduler::schedule(Time now) {
   // shortage).
   admit_waiting(plan, budget, now, preempted);
   finalize(plan);
+  for (std::size_t r = 0; r < kv_.size(); ++r)
+    kv_peak_blocks_[r] = std::max(kv_peak_blocks_[r], kv_[r].used_blocks());
   if (!plan.empty()) {
     in_flight_ = plan;
     ++next_step_;

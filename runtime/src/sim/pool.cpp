@@ -190,6 +190,20 @@ PoolFigures Pool::figures(Time simulated) const {
   f.batch_max = batch_max_;
   f.xpu_utilization = simulated.si() > 0 ? xpu_busy_.si() / simulated.si() : 0;
   f.pim_utilization = simulated.si() > 0 ? pim_busy_.si() / simulated.si() : 0;
+  const Scheduler& s = *scheduler_;
+  if (s.ranks() > 1) {
+    f.ranks.resize(static_cast<std::size_t>(s.ranks()));
+    for (int r = 0; r < s.ranks(); ++r) {
+      RankFigures& rank = f.ranks[static_cast<std::size_t>(r)];
+      rank.kv_peak_blocks = s.kv_peak_blocks(r);
+      rank.kv_capacity_blocks = s.kv(r).capacity_blocks();
+    }
+    for (const auto& [id, record] : s.records()) {
+      RankFigures& rank = f.ranks[static_cast<std::size_t>(s.rank_of(id))];
+      ++rank.requests;
+      rank.preemptions += record.preemptions;
+    }
+  }
   return f;
 }
 

@@ -35,6 +35,17 @@ nlohmann::json percentiles_json(const Percentiles& p) {
   return {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"mean", p.mean}};
 }
 
+// Each data-parallel rank's figures, in rank order.
+nlohmann::json ranks_json(const std::vector<RankFigures>& ranks) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const RankFigures& r : ranks)
+    out.push_back({{"requests", r.requests},
+                   {"preemptions", r.preemptions},
+                   {"kv_peak_blocks", r.kv_peak_blocks},
+                   {"kv_capacity_blocks", r.kv_capacity_blocks}});
+  return out;
+}
+
 // The memory plan's figures; the memory-space split only on systems that have one.
 nlohmann::json memory_json(const MemoryPlan& m, std::int64_t kv_blocks) {
   constexpr double kGiB = 1073741824.0;
@@ -121,13 +132,16 @@ nlohmann::json SystemResult::to_json() const {
                      {"die_fraction", pim_area->die_fraction()}};
   if (!pools.empty()) {
     nlohmann::json& out = j["pools"];
-    for (const PoolFigures& p : pools)
+    for (const PoolFigures& p : pools) {
       out[p.name] = {{"devices", p.devices},
                      {"requests", p.requests},
                      {"steps", p.steps},
                      {"batch_size", {{"mean", p.batch_mean}, {"max", p.batch_max}}},
                      {"utilization", {{"xpu", p.xpu_utilization}, {"pim", p.pim_utilization}}}};
+      if (!p.ranks.empty()) out[p.name]["data_parallel_ranks"] = ranks_json(p.ranks);
+    }
   }
+  if (!ranks.empty()) j["data_parallel_ranks"] = ranks_json(ranks);
   return j;
 }
 
@@ -172,6 +186,7 @@ SystemResult simulate(const compiler::ModelSpec& model, const SystemSpec& system
   std::vector<detail::RequestTimeline> timelines;
   for (const auto& [id, rec] : run.records) timelines.push_back(detail::finished_timeline(rec));
   detail::finish_result(r, timelines, totals, run.end, system, devices, o.record_steps, o.slo);
+  r.ranks = pool.figures(run.end).ranks;
   return r;
 }
 

@@ -101,6 +101,8 @@ class Scheduler {
   const KvBlockManager& kv_for(RequestId id) const { return kv(rank_of(id)); }
   std::int64_t kv_used_blocks() const;
   std::int64_t kv_capacity_blocks() const;
+  // The most blocks `rank` held after any schedule() so far (cached prefix blocks included).
+  std::int64_t kv_peak_blocks(int rank) const { return kv_peak_blocks_.at(static_cast<std::size_t>(rank)); }
   const SchedulerConfig& config() const { return config_; }
   // Records of every request added, by id.
   const std::map<RequestId, RequestRecord>& records() const { return records_; }
@@ -154,6 +156,7 @@ class Scheduler {
 
   SchedulerConfig config_;
   std::vector<KvBlockManager> kv_;  // one per data-parallel rank
+  std::vector<std::int64_t> kv_peak_blocks_;  // per rank
   std::deque<Live> running_;  // sorted by older()
   std::deque<Live> waiting_;  // sorted by older(); holds not-yet-arrived requests too
   std::map<RequestId, RequestRecord> records_;

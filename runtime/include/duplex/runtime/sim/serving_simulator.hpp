@@ -85,6 +85,12 @@ struct TimelineStep {
 };
 
 // One pool of a split system (prefill or decode devices) or one replica of a cluster, over the whole run.
+// One data-parallel rank of a pool (SchedulerConfig::data_parallel_ranks): the requests dealt to it, their
+// preemptions, and the most K/V blocks it held (cached prefix blocks included) of its own.
+struct RankFigures {
+  std::int64_t requests = 0, preemptions = 0, kv_peak_blocks = 0, kv_capacity_blocks = 0;
+};
+
 struct PoolFigures {
   std::string name;  // "prefill" | "decode" | "prefill<i>" | "decode<i>" | "replica<i>"
   int devices = 0;
@@ -93,6 +99,7 @@ struct PoolFigures {
   double batch_mean = 0;  // requests per step of this pool
   std::int64_t batch_max = 0;
   double xpu_utilization = 0, pim_utilization = 0;  // this pool's busy time per device / simulated time, <= 1
+  std::vector<RankFigures> ranks;                   // its data-parallel ranks; empty with one
 };
 
 // Requests meeting a LatencySlo over a run: their share, and their rate (goodput) in requests and generated
@@ -142,6 +149,7 @@ struct SystemResult {
   double xpu_utilization = 0, pim_utilization = 0;
   std::vector<PoolFigures>
       pools;  // split systems: the prefill then the decode instances; clusters: the replicas; else empty
+  std::vector<RankFigures> ranks;  // one system (no pools): its data-parallel ranks; empty with one
   std::vector<StepRow> step_rows;
   std::vector<TimelineStep> timeline;
   std::map<std::int64_t, nlohmann::json> request_rows;  // id -> row
