@@ -1,5 +1,8 @@
 #include "duplex/runtime/sim/step_executor.hpp"
 
+#include <algorithm>
+#include <vector>
+
 #include "duplex/base/error.hpp"
 
 namespace duplex::runtime {
@@ -38,22 +41,37 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   auto lowering = compiler::LowerOptions::for_system(system_);
   lowering.every_group_per_replica = every_group_per_replica_;
   // Every replica's devices are charged for their own share's plan; the slowest replica sets the step time
-  // (the replicas meet at every MoE layer's all-to-all; one step for all of them).
-  auto charge = [&](const compiler::ExecutionPlan& placed, int devices) {
-    EnergyLedger device(system_.energy);
-    for (const auto& stage : placed.stages)
-      for (const auto& p : stage.ops) charge_op(device, placed.graph.ops[p.op], p.unit, system_);
-    c.energy.add(device, devices);
+  // (the replicas meet at every MoE layer's all-to-all; one step for all of them). Replicas with the same
+  // request shapes have the same plan (lowering depends on the replica only through its groups): it is
+  // lowered and placed once.
+  struct Distinct {
+    std::vector<compiler::RequestGroup> groups;  // the replica's, rank cleared
+    EnergyLedger device;                         // one of its devices' energy
   };
+  std::vector<Distinct> distinct;
   for (int r = 0; r < replicas; ++r) {
-    lowering.replica = r;
-    compiler::ExecutionPlan placed =
-        compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_);
-    charge(placed, layout_.devices / replicas);
-    if (r == 0 || placed.total() > c.time) {
-      c.time = placed.total();
-      c.plan = std::move(placed);
+    std::vector<compiler::RequestGroup> groups;
+    for (compiler::RequestGroup g : batch.groups)
+      if (replicas == 1 || g.rank == r) {
+        g.rank = -1;
+        groups.push_back(g);
+      }
+    auto same =
+        std::find_if(distinct.begin(), distinct.end(), [&](const Distinct& d) { return d.groups == groups; });
+    if (same == distinct.end()) {
+      lowering.replica = r;
+      compiler::ExecutionPlan placed =
+          compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_);
+      EnergyLedger device(system_.energy);
+      for (const auto& stage : placed.stages)
+        for (const auto& p : stage.ops) charge_op(device, placed.graph.ops[p.op], p.unit, system_);
+      if (r == 0 || placed.total() > c.time) {
+        c.time = placed.total();
+        c.plan = std::move(placed);
+      }
+      same = distinct.insert(distinct.end(), Distinct{std::move(groups), std::move(device)});
     }
+    c.energy.add(same->device, layout_.devices / replicas);
   }
   c.xpu_busy = c.plan.busy(compiler::Unit::kXpu);
   c.pim_busy = c.plan.busy(compiler::Unit::kPim);

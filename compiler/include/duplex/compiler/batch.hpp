@@ -27,6 +27,7 @@ struct RequestGroup {
   std::int64_t cached = 0;
   int rank = -1;
   bool decodes() const { return tokens == 1 || verify; }  // attends as decode attention
+  bool operator==(const RequestGroup&) const = default;
 };
 
 struct BatchState {
