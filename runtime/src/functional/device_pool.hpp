@@ -64,7 +64,7 @@ class DevicePool {
   void release(std::int64_t id);
   // The node serving request `id` (its K/V on that node's devices only): requests go round-robin over the
   // layout's data-parallel ranks (nodes, or devices under attention data parallelism) by id.
-  int node_of(std::int64_t id) const { return static_cast<int>(id % layout_.dp); }
+  int node_of(std::int64_t id) const { return data_parallel_rank(id, layout_.dp); }
   // K/V migration: copies the first `tokens` cached tokens of request `id` from `source`'s devices into this
   // pool's (new blocks, a new block table on every device of its node here), block by block, every layer,
   // each KV head from a source device of its node there holding it to every device of its node here holding

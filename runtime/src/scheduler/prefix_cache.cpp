@@ -11,7 +11,8 @@ std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64
                                              int partitions) {
   DUPLEX_ASSERT(block_tokens >= 1 && partitions >= 1, "KV block of no tokens, or no partition");
   // The node's salt mixes into every key (none on one node: the keys stay those of a single cache).
-  const auto salt = partitions > 1 ? static_cast<std::uint64_t>(spec.id % partitions) + 1 : 0;
+  const auto salt =
+      partitions > 1 ? static_cast<std::uint64_t>(data_parallel_rank(spec.id, partitions)) + 1 : 0;
   std::vector<std::uint64_t> keys;
   if (spec.content_hashes.empty()) return keys;
   DUPLEX_ASSERT(spec.hash_block_tokens >= 1, "content hashes without a hash block size");

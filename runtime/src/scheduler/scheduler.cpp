@@ -64,8 +64,7 @@ Scheduler::Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_
       prefill_blocks_used_(kv_.size()) {}
 
 int Scheduler::rank_of(RequestId id) const {
-  const auto ranks = static_cast<RequestId>(kv_.size());
-  return static_cast<int>((id % ranks + ranks) % ranks);
+  return data_parallel_rank(id, ranks());
 }
 
 std::int64_t Scheduler::kv_used_blocks() const {

@@ -9,6 +9,13 @@ namespace duplex::runtime {
 
 using RequestId = std::int64_t;
 
+// The data-parallel rank (node, or attention-DP device) of `ranks` (>= 1) that serves request `id`: id mod
+// ranks, in [0, ranks) for any id (SGLang's round-robin). The scheduler's K/V memory, its prefix-cache salt,
+// the step's per-rank shapes and functional emulation's node all use it.
+inline int data_parallel_rank(RequestId id, int ranks) {
+  return static_cast<int>((id % ranks + ranks) % ranks);
+}
+
 struct RequestSpec {
   RequestId id = 0;
   Time arrival;                     // simulated time the request reaches the server
