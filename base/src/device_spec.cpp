@@ -248,6 +248,11 @@ SystemSpec read_system(const ConfigNode& n) {
           "devices each hold other requests)",
           "false, or expert_tensor_parallel: false");
   }
+  if (n.has("data_parallel_balance"))  // documented default round-robin
+    s.data_parallel_balance =
+        n.get_enum("data_parallel_balance", {"round-robin", "least-loaded"}) == "least-loaded"
+            ? DataParallelBalance::least_loaded
+            : DataParallelBalance::round_robin;
   if (auto split = n.find("split")) {
     s.split_prefill_fraction = split->get<double>("prefill_fraction");
     if (!(s.split_prefill_fraction > 0 && s.split_prefill_fraction < 1))
@@ -258,6 +263,9 @@ SystemSpec read_system(const ConfigNode& n) {
     };
     s.split_prefill_instances = instances("prefill_instances");
     s.split_decode_instances = instances("decode_instances");
+    if (split->has("decode_router"))  // documented default least-loaded
+      s.split_decode_by_free_kv =
+          split->get_enum("decode_router", {"least-loaded", "most-free-kv"}) == "most-free-kv";
     if (split->has("kv_transfer"))  // documented default after_prefill
       s.split_kv_layerwise = split->get_enum("kv_transfer", {"after_prefill", "layerwise"}) == "layerwise";
     if (const auto prefill = split->find("prefill_system")) {
@@ -293,6 +301,10 @@ SystemSpec read_system(const ConfigNode& n) {
   n.finish();
   s.resolved_yaml = n.dump();
   return s;
+}
+
+const char* to_string(DataParallelBalance b) {
+  return b == DataParallelBalance::least_loaded ? "least-loaded" : "round-robin";
 }
 
 SystemSpec load_system(std::string_view name_or_path) {

@@ -112,8 +112,11 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
         return lo == hi ? fmt::format("{}", lo) : fmt::format("{}-{}", lo, hi);
       };
       s += fmt::format(
-          "ranks {}: {} data-parallel ranks, requests {}, preemptions {}, KV peak {} of {} blocks each\n",
-          r.system, r.ranks.size(), span([](const auto& k) { return k.requests; }),
+          "ranks {}: {} data-parallel ranks ({}), requests {}, batch peak {} of {}, preemptions {}, KV peak "
+          "{} "
+          "of {} blocks each\n",
+          r.system, r.ranks.size(), r.data_parallel_balance, span([](const auto& k) { return k.requests; }),
+          span([](const auto& k) { return k.batch_peak; }), r.ranks.front().max_batch,
           span([](const auto& k) { return k.preemptions; }),
           span([](const auto& k) { return k.kv_peak_blocks; }), r.ranks.front().kv_capacity_blocks);
     }

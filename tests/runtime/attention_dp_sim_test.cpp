@@ -35,23 +35,25 @@ TEST(AttentionDataParallelSim, AllToAllBytesArePricedOnTheLinkTheyCross) {
   FAIL() << "no all-to-all in the plan";
 }
 
-// Each replica runs its own rank's requests (id mod dp, where the scheduler keeps their K/V) and the slowest
-// sets the step: 8 decodes of ids 0, 2, ..., 14 all fall on replica 0 of TP8 x DP2 and take longer than ids
-// 0..7, 4 on each; the attention compute energy is the same (the same 8 decodes), and the slower step's plan
-// is replica 0's, with all 8.
+// Each replica runs its own rank's requests (ScheduledRequest::rank, where the scheduler keeps their K/V) and
+// the slowest sets the step: 8 decodes all dealt to rank 0 of TP8 x DP2 take longer than 4 on each; the
+// attention compute energy is the same (the same 8 decodes), and the slower step's plan is replica 0's, with
+// all 8.
 TEST(AttentionDataParallelSim, TheSlowestRankSetsTheStep) {
   const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
   const SystemSpec s = load_system("gpu");
   const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 16);
   ASSERT_EQ(p.dp, 2);
-  auto run = [&](RequestId stride) {
+  auto run = [&](bool balanced) {
     StepPlan plan;
-    for (RequestId i = 0; i < 8; ++i)
-      plan.requests.push_back({i * stride, 1, 2048, TokenPhase::decode, false});
+    for (RequestId i = 0; i < 8; ++i) {
+      plan.requests.push_back({i, 1, 2048, TokenPhase::decode, false});
+      plan.requests.back().rank = balanced ? static_cast<int>(i % 2) : 0;
+    }
     ExpertRouter router = ExpertRouter::uniform(5);
     return StepExecutor(m, s, p, &router).execute(plan);
   };
-  const StepCost even = run(1), skewed = run(2);
+  const StepCost even = run(true), skewed = run(false);
   EXPECT_GT(skewed.time, even.time);
   auto attention_requests = [](const StepCost& c) {
     for (const compiler::Op& o : c.plan.graph.ops)
@@ -80,6 +82,9 @@ TEST(AttentionDataParallelSim, EachRankIsReported) {
     EXPECT_GT(k.kv_peak_blocks, 0);
     EXPECT_LE(k.kv_peak_blocks, k.kv_capacity_blocks);
     EXPECT_EQ(k.kv_capacity_blocks, r.kv_capacity_blocks / 2);
+    EXPECT_EQ(k.max_batch, 4);  // 8 over 2 ranks
+    EXPECT_GE(k.batch_peak, 1);
+    EXPECT_LE(k.batch_peak, k.max_batch);
   }
   EXPECT_EQ(requests, 24);
   EXPECT_EQ(r.ranks[0].requests, 12);  // ids mod 2
@@ -87,6 +92,8 @@ TEST(AttentionDataParallelSim, EachRankIsReported) {
   const nlohmann::json j = r.to_json();
   ASSERT_EQ(j.at("data_parallel_ranks").size(), 2u);
   EXPECT_EQ(j["data_parallel_ranks"][1]["kv_peak_blocks"].get<std::int64_t>(), r.ranks[1].kv_peak_blocks);
+  EXPECT_EQ(j["data_parallel_ranks"][0]["batch_peak"].get<std::int64_t>(), r.ranks[0].batch_peak);
+  EXPECT_EQ(j.at("data_parallel_balance"), "round-robin");
   o.cluster.replicas = 2;
   const SystemResult cluster = simulate(m, s, o);
   ASSERT_EQ(cluster.pools.size(), 2u);
@@ -97,6 +104,25 @@ TEST(AttentionDataParallelSim, EachRankIsReported) {
   const SystemResult one = simulate(m, s, o);
   EXPECT_TRUE(one.ranks.empty());
   EXPECT_FALSE(one.to_json().contains("data_parallel_ranks"));
+  EXPECT_FALSE(one.to_json().contains("data_parallel_balance"));
+}
+
+// A closed loop of 8 users at max batch 8 on two nodes (4 a rank), answers of varied lengths: round-robin
+// deals user i's next request to rank (its id) mod 2 whichever rank's user finished, so a rank's fifth
+// request waits for a slot while the other rank has one free; least-loaded deals it to the rank that freed
+// one, so no request waits: each rank runs 4 at most, and the first tokens come sooner at the tail.
+TEST(AttentionDataParallelSim, LeastLoadedBalancingKeepsEveryRankFull) {
+  const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
+  SystemSpec s = load_system("gpu");
+  SimulationOptions o = testing::closed_loop_options(96, 256, 64, 8, 5, 0.5);
+  o.devices = 16;
+  const SystemResult round_robin = simulate(m, s, o);
+  s.data_parallel_balance = DataParallelBalance::least_loaded;
+  const SystemResult least_loaded = simulate(m, s, o);
+  EXPECT_EQ(least_loaded.data_parallel_balance, "least-loaded");
+  EXPECT_EQ(least_loaded.generated_tokens, round_robin.generated_tokens);
+  for (const RankFigures& k : least_loaded.ranks) EXPECT_EQ(k.batch_peak, 4);
+  EXPECT_LT(least_loaded.ttft_ms.p99, round_robin.ttft_ms.p99);
 }
 
 // A step's energy is every replica's: each replica's devices are charged for their own rank's requests (a
@@ -114,9 +140,11 @@ TEST(AttentionDataParallelSim, EveryReplicaIsChargedForItsOwnShare) {
     SystemSpec s = load_system("gpu");
     s.attention_data_parallel = attention_dp;
     const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 16);
+    StepPlan dealt = plan;  // round-robin over the layout's ranks
+    for (ScheduledRequest& r : dealt.requests) r.rank = static_cast<int>(r.id % p.dp);
     ExpertRouter router = ExpertRouter::uniform(5);
     StepExecutor exec(m, s, p, &router);
-    const StepCost c = exec.execute(plan);
+    const StepCost c = exec.execute(dealt);
     return c.energy.breakdown_json()["attention.compute"].get<double>();
   };
   const double tp = attention_compute(false), dp = attention_compute(true);

@@ -32,6 +32,7 @@ struct Case {
   std::int64_t prefix_tokens = 0;  // > 0: shared system prompts of this many tokens, in 3 groups
   int turns = 1;                   // > 1: closed-loop conversations of this many turns (not with poisson)
   int ranks = 1;                   // data-parallel ranks, each kv_blocks / ranks of the memory
+  bool least_loaded = false;       // ranks: dealt to the least-loaded at arrival (else round-robin by id)
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -59,6 +60,8 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   config.tree_tokens = c.tree_tokens;
   config.draft_topk = c.draft_topk;
   config.data_parallel_ranks = c.ranks;
+  config.data_parallel_balance =
+      c.least_loaded ? DataParallelBalance::least_loaded : DataParallelBalance::round_robin;
   Scheduler scheduler(config);
   const LengthDistribution lengths{LengthDistribution::Kind::gaussian, 60, 40, 20.0, 15.0};
   std::unique_ptr<RequestSource> source;
@@ -90,6 +93,19 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
     }
     if (c.chunked) {
       EXPECT_LE(plan.total_tokens, c.budget);
+    }
+    // Each rank within its share of the batch and of the budget (a lone whole prefill may exceed the latter).
+    std::map<int, std::int64_t> rank_requests, rank_tokens;
+    for (const ScheduledRequest& r : plan.requests) {
+      EXPECT_EQ(r.rank, s.rank_of(r.id)) << "request " << r.id;
+      ++rank_requests[r.rank];
+      rank_tokens[r.rank] += r.tokens;
+    }
+    for (const auto& [rank, n] : rank_requests) {
+      EXPECT_LE(n, config.rank_max_batch()) << "rank " << rank;
+      if (c.budget > 0 && (n > 1 || c.chunked)) {
+        EXPECT_LE(rank_tokens[rank], config.rank_tokens_per_step()) << "rank " << rank;
+      }
     }
     std::set<RequestId> ids;
     for (const ScheduledRequest& r : plan.requests) {
@@ -232,7 +248,14 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"ranks_closed", BatchingPolicy::continuous, false, 0, 120, false, 0, 0, 0, 1, 0, 1, 3},
         Case{"ranks_chunked_prefix", BatchingPolicy::continuous, true, 64, 120, true, 0, 0, 0, 1, 40, 1, 3},
         Case{"ranks_speculative", BatchingPolicy::continuous, false, 0, 120, false, 3, 0.7, 0, 1, 0, 1, 3},
-        Case{"ranks_orca", BatchingPolicy::orca, false, 0, 180, false, 0, 0, 0, 1, 0, 1, 3}),
+        Case{"ranks_orca", BatchingPolicy::orca, false, 0, 180, false, 0, 0, 0, 1, 0, 1, 3},
+        // The same ranks, requests dealt to the least-loaded at arrival.
+        Case{"ranks_least_loaded", BatchingPolicy::continuous, false, 0, 120, false, 0, 0, 0, 1, 0, 1, 3,
+             true},
+        Case{"ranks_least_loaded_chunked_prefix", BatchingPolicy::continuous, true, 64, 120, true, 0, 0, 0, 1,
+             40, 1, 3, true},
+        Case{"ranks_least_loaded_speculative", BatchingPolicy::continuous, false, 0, 120, false, 3, 0.7, 0, 1,
+             0, 1, 3, true}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

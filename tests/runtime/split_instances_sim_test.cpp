@@ -210,6 +210,32 @@ TEST(SplitInstancesSim, DecodeInstancesShareTheLoad) {
   EXPECT_GT(r.pools[2].xpu_utilization, 0.0);
 }
 
+// Three requests on 1P2D (Llama-3-70B, two TP2 decode instances), a second apart: A's 8,192-token prompt goes
+// to decode0 (both empty: the lower index), B's 128 tokens to decode1 (fewer outstanding), and C's 128
+// tokens, with one request on each, to decode0 by the queue (the lower index) but to decode1 by free K/V (A's
+// 8,192 tokens hold over 500 blocks of decode0, B's some 20 of decode1).
+TEST(SplitInstancesSim, DecodeRouterByFreeKvAvoidsTheFullerInstance) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = spaced_trace({0, 1, 2}, 1.0);
+  o.devices = 8;
+  const std::int64_t inputs[] = {8192, 128, 128};
+  for (std::size_t i = 0; i < 3; ++i) {
+    o.workload.arrival.trace_rows[i].input_tokens = inputs[i];
+    o.workload.arrival.trace_rows[i].output_tokens = 400;  // all three decode at once
+  }
+  SystemSpec system = split_instances(1, 2);
+  const SystemResult by_queue = simulate(model, system, o);
+  system.split_decode_by_free_kv = true;
+  const SystemResult by_kv = simulate(model, system, o);
+  const char* queue_pools[] = {"prefill0>decode0", "prefill0>decode1", "prefill0>decode0"};
+  const char* kv_pools[] = {"prefill0>decode0", "prefill0>decode1", "prefill0>decode1"};
+  for (std::int64_t id = 0; id < 3; ++id) {
+    EXPECT_EQ(by_queue.request_rows.at(id)["pool"], queue_pools[id]) << id;
+    EXPECT_EQ(by_kv.request_rows.at(id)["pool"], kv_pools[id]) << id;
+  }
+  EXPECT_NE(by_kv.layout.find("most-free-kv decode router"), std::string::npos) << by_kv.layout;
+}
+
 // The prompt router sees the prefill instances' prefix caches: cache-aware routing sends each turn of a
 // conversation to the prefill instance holding its previous prompt, round-robin spreads the turns over all
 // four (2 replicas x 2 prefill instances of Llama-3-70B on 8 devices each): twice the prompt tokens come

@@ -129,6 +129,12 @@ class FunctionalExecutor::Impl {
       pools_.push_back(
           std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind, opt_.rtl_trace));
     }
+    if (data_parallel_nodes() > 1 && sys_.data_parallel_balance != DataParallelBalance::round_robin)
+      throw Error(fmt::format(
+          "system {}: data_parallel_balance {}; functional emulation deals its requests to the {} "
+          "data-parallel ranks round-robin (expected round-robin; the serving simulator models {})",
+          sys_.name, to_string(sys_.data_parallel_balance), data_parallel_nodes(),
+          to_string(sys_.data_parallel_balance)));
     check_speculative();
     // The draft model on each pool's devices (and the same PIM unit, if one is given).
     for (std::size_t i = 0; opt_.draft && i < pools_.size(); ++i)
@@ -187,7 +193,9 @@ class FunctionalExecutor::Impl {
         spec.hash_block_tokens = opt_.kv_block_tokens;
         spec.hashed_tokens = spec.input_tokens;
       }
-      prefix_keys_.push_back(prefix_block_keys(spec, opt_.kv_block_tokens, data_parallel_nodes()));
+      prefix_keys_.push_back(prefix_block_keys(spec, opt_.kv_block_tokens,
+                                               data_parallel_rank(spec.id, data_parallel_nodes()),
+                                               data_parallel_nodes()));
       requests_.push_back(std::move(spec));
     }
     prompt_tokens_.clear();
@@ -254,8 +262,8 @@ class FunctionalExecutor::Impl {
     return sc;
   }
 
-  // Data-parallel nodes each hold their requests' K/V (DevicePool::node_of: by id) in their own memory, and
-  // cache their own prefixes: the (first) pool's nodes, the scheduler's data-parallel ranks.
+  // Data-parallel nodes each hold their requests' K/V (DevicePool::node_of: by id, round-robin) in their own
+  // memory, and cache their own prefixes: the (first) pool's nodes, the scheduler's data-parallel ranks.
   int data_parallel_nodes() const { return pools_.front()->layout().dp; }
 
   bool ngram() const { return opt_.ngram_min != 0 || opt_.ngram_max != 0; }

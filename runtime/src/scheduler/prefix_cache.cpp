@@ -7,12 +7,12 @@
 
 namespace duplex::runtime {
 
-std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens,
-                                             int partitions) {
-  DUPLEX_ASSERT(block_tokens >= 1 && partitions >= 1, "KV block of no tokens, or no partition");
-  // The node's salt mixes into every key (none on one node: the keys stay those of a single cache).
-  const auto salt =
-      partitions > 1 ? static_cast<std::uint64_t>(data_parallel_rank(spec.id, partitions)) + 1 : 0;
+std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens, int rank,
+                                             int ranks) {
+  DUPLEX_ASSERT(block_tokens >= 1 && ranks >= 1 && rank >= 0 && rank < ranks,
+                "KV block of no tokens, or a rank out of range");
+  // The rank's salt mixes into every key (none on one rank: the keys stay those of a single cache).
+  const auto salt = ranks > 1 ? static_cast<std::uint64_t>(rank) + 1 : 0;
   std::vector<std::uint64_t> keys;
   if (spec.content_hashes.empty()) return keys;
   DUPLEX_ASSERT(spec.hash_block_tokens >= 1, "content hashes without a hash block size");

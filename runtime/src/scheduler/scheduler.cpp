@@ -59,12 +59,45 @@ Scheduler::Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_
     : config_(validated(config)),
       kv_(rank_memories(config_, shared_host)),
       kv_peak_blocks_(kv_.size()),
+      rank_load_(kv_.size()),
+      batch_peak_(kv_.size()),
       prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.data_parallel_ranks /
                                config_.kv_block_tokens),
       prefill_blocks_used_(kv_.size()) {}
 
 int Scheduler::rank_of(RequestId id) const {
-  return data_parallel_rank(id, ranks());
+  const auto it = records_.find(id);
+  if (it == records_.end() || it->second.rank < 0)
+    throw Error(fmt::format("Scheduler::rank_of(): request {} {}; expected a request dealt to a rank", id,
+                            it == records_.end() ? "was never added" : "has not arrived yet"));
+  return it->second.rank;
+}
+
+int Scheduler::rank_for_arrival(const RequestSpec& spec) const {
+  if (config_.data_parallel_balance == DataParallelBalance::round_robin)
+    return data_parallel_rank(spec.id, ranks());
+  return static_cast<int>(std::min_element(rank_load_.begin(), rank_load_.end()) - rank_load_.begin());
+}
+
+std::int64_t Scheduler::cached_prefix_blocks(const RequestSpec& spec) const {
+  if (!config_.prefix_caching || spec.content_hashes.empty()) return 0;
+  const int rank = rank_for_arrival(spec);
+  return kv(rank).prefix_hit(prefix_block_keys(spec, config_.kv_block_tokens, rank, ranks())).blocks;
+}
+
+void Scheduler::deal(Live& live, int rank) {
+  live.rank = rank;
+  records_.at(live.spec.id).rank = rank;
+  ++rank_load_[static_cast<std::size_t>(rank)];
+  if (config_.prefix_caching && !live.spec.content_hashes.empty() && live.spec.cached_tokens == 0)
+    live.prefix_keys = prefix_block_keys(live.spec, config_.kv_block_tokens, rank, ranks());
+}
+
+void Scheduler::deal_arrived(Time now) {
+  for (Live& live : waiting_) {
+    if (live.spec.arrival > now) break;  // sorted by arrival: so are the rest
+    if (live.rank < 0) deal(live, rank_for_arrival(live.spec));
+  }
 }
 
 std::int64_t Scheduler::kv_used_blocks() const {
@@ -77,6 +110,12 @@ std::int64_t Scheduler::kv_capacity_blocks() const {
   std::int64_t capacity = 0;
   for (const KvBlockManager& k : kv_) capacity += k.capacity_blocks();
   return capacity;
+}
+
+std::int64_t Scheduler::waiting_kv_blocks() const {
+  std::int64_t blocks = 0;
+  for (const Live& live : waiting_) blocks += kv_.front().blocks_for(live.num_tokens);  // every rank's alike
+  return blocks;
 }
 
 bool Scheduler::older(const Live& a, const Live& b) {
@@ -98,7 +137,7 @@ void Scheduler::add_request(const RequestSpec& spec) {
   // recomputation after a preemption (continuous) or the reservation at admission (orca, static) holds them
   // all at once, sliding window or not; a draft tree adds its nodes off the accepted path while verified.
   const std::int64_t tree_extra = peak_kv_tokens(spec) - (spec.input_tokens + spec.output_tokens - 1);
-  const KvBlockManager& memory = kv_for(spec.id);
+  const KvBlockManager& memory = kv_.front();  // every rank's memory is alike
   const std::int64_t peak_blocks = memory.blocks_for(peak_kv_tokens(spec));
   if (peak_blocks > memory.capacity_blocks())
     throw Error(
@@ -154,9 +193,8 @@ void Scheduler::add_request(const RequestSpec& spec) {
   live.num_computed = spec.cached_tokens;
   live.decoding = spec.cached_tokens > 0;
   live.draft_computed = spec.cached_tokens;  // the draft's K/V of the prompt migrates with the target's
-  live.rank = rank_of(spec.id);
-  if (shares_prefix)
-    live.prefix_keys = prefix_block_keys(spec, config_.kv_block_tokens, config_.data_parallel_ranks);
+  if (config_.data_parallel_balance == DataParallelBalance::round_robin || ranks() == 1)
+    deal(live, data_parallel_rank(spec.id, ranks()));
   insert_sorted(waiting_, std::move(live));
 }
 
@@ -177,19 +215,26 @@ StepPlan Scheduler::schedule(Time now) {
   StepPlan plan;
   plan.step = next_step_;
   plan.start = now;
-  std::int64_t budget =
-      config_.max_tokens_per_step > 0 ? config_.max_tokens_per_step : std::numeric_limits<std::int64_t>::max();
+  deal_arrived(now);
+  std::vector<RankStep> shares(
+      kv_.size(), RankStep{config_.max_tokens_per_step > 0 ? config_.rank_tokens_per_step()
+                                                           : std::numeric_limits<std::int64_t>::max(),
+                           config_.rank_max_batch()});
   std::fill(prefill_blocks_used_.begin(), prefill_blocks_used_.end(), 0);
-  for (const Live& live : running_)
+  for (const Live& live : running_) {
     prefill_blocks_used_[static_cast<std::size_t>(live.rank)] += prefill_blocks_of(live);
+    --shares[static_cast<std::size_t>(live.rank)].slots;
+  }
   std::vector<char> preempted(kv_.size());
-  schedule_running(plan, budget, preempted);
+  schedule_running(plan, shares, preempted);
   // As vLLM: a rank that had to preempt admits nobody this step (the preempted would be readmitted into the
   // shortage).
-  admit_waiting(plan, budget, now, preempted);
+  admit_waiting(plan, shares, now, preempted);
   finalize(plan);
-  for (std::size_t r = 0; r < kv_.size(); ++r)
+  for (std::size_t r = 0; r < kv_.size(); ++r) {
     kv_peak_blocks_[r] = std::max(kv_peak_blocks_[r], kv_[r].used_blocks());
+    batch_peak_[r] = std::max(batch_peak_[r], config_.rank_max_batch() - shares[r].slots);
+  }
   if (!plan.empty()) {
     in_flight_ = plan;
     ++next_step_;
@@ -263,15 +308,18 @@ std::int64_t Scheduler::kv_tokens_needed(const Live& live, std::int64_t tokens) 
   return std::max(now_needed, peak_kv_tokens(live.spec));
 }
 
-void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, std::vector<char>& preempted) {
-  for (std::size_t i = 0; i < running_.size() && budget > 0;) {
-    const std::int64_t tokens = tokens_to_schedule(running_[i], budget, plan.requests.empty());
+void Scheduler::schedule_running(StepPlan& plan, std::vector<RankStep>& shares,
+                                 std::vector<char>& preempted) {
+  for (std::size_t i = 0; i < running_.size();) {
+    const int rank = running_[i].rank;
+    RankStep& share = shares[static_cast<std::size_t>(rank)];
+    const std::int64_t tokens =
+        share.budget > 0 ? tokens_to_schedule(running_[i], share.budget, !share.scheduled) : 0;
     if (tokens == 0) {
       ++i;
       continue;
     }
     const std::int64_t need = kv_tokens_needed(running_[i], tokens);
-    const int rank = running_[i].rank;
     bool preempted_self = false;
     while (!kv_of(running_[i]).can_grow_to(running_[i].spec.id, running_[i].num_computed, need)) {
       DUPLEX_ASSERT(config_.policy == BatchingPolicy::continuous,
@@ -280,43 +328,48 @@ void Scheduler::schedule_running(StepPlan& plan, std::int64_t& budget, std::vect
       const std::size_t victim = youngest_of(rank);
       preempted_self = victim == i;
       preempt(plan, victim);
+      ++share.slots;
       preempted[static_cast<std::size_t>(rank)] = 1;
       if (preempted_self) break;
     }
     if (preempted_self) continue;  // running_[i] is the next one now
     kv_of(running_[i]).grow_to(running_[i].spec.id, running_[i].num_computed, need);
     add_to_plan(plan, running_[i], tokens);
-    budget -= tokens;
+    share.budget -= tokens;
+    share.scheduled = true;
     ++i;
   }
 }
 
-void Scheduler::admit_waiting(StepPlan& plan, std::int64_t& budget, Time now,
+void Scheduler::admit_waiting(StepPlan& plan, std::vector<RankStep>& shares, Time now,
                               const std::vector<char>& preempted) {
   if (config_.policy == BatchingPolicy::static_batch && !running_.empty()) return;
-  // Each rank admits its waiting requests in order until one does not fit (it then admits nobody more).
+  // Each rank admits its waiting requests in order until one does not fit, or its share of the step's tokens
+  // or of the batch is spent (it then admits nobody more).
   std::vector<char> closed = preempted;
   auto open = static_cast<std::size_t>(std::count(closed.begin(), closed.end(), 0));
-  for (std::size_t w = 0;
-       w < waiting_.size() && open > 0 && budget > 0 && num_running() < config_.max_batch;) {
+  for (std::size_t w = 0; w < waiting_.size() && open > 0;) {
     if (waiting_[w].spec.arrival > now) break;  // sorted by arrival: so are the rest
     const auto rank = static_cast<std::size_t>(waiting_[w].rank);
     if (closed[rank]) {
       ++w;
       continue;
     }
-    const std::int64_t tokens = admit(plan, budget, w);
-    if (tokens == 0) {  // limited by its rank's free KV blocks (or prefill space), or the budget
+    RankStep& share = shares[rank];
+    const std::int64_t tokens = share.budget > 0 && share.slots > 0 ? admit(plan, share, w) : 0;
+    if (tokens == 0) {  // limited by its rank's free KV blocks (or prefill space), budget or batch
       closed[rank] = 1;
       --open;
       ++w;
       continue;
     }
-    budget -= tokens;  // waiting_[w] is the next one now
+    share.budget -= tokens;  // waiting_[w] is the next one now
+    --share.slots;
+    share.scheduled = true;
   }
 }
 
-std::int64_t Scheduler::admit(StepPlan& plan, std::int64_t budget, std::size_t index) {
+std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t index) {
   Live& head = waiting_[index];
   KvBlockManager& memory = kv_of(head);
   // A request with no K/V starts after the cached blocks its prompt begins with (one token short of all).
@@ -330,7 +383,7 @@ std::int64_t Scheduler::admit(StepPlan& plan, std::int64_t budget, std::size_t i
     loaded = std::max<std::int64_t>(0, head.num_computed - hit.blocks * config_.kv_block_tokens);
     hit.host_blocks = (loaded + config_.kv_block_tokens - 1) / config_.kv_block_tokens;
   }
-  const std::int64_t tokens = tokens_to_schedule(head, budget, plan.requests.empty());
+  const std::int64_t tokens = tokens_to_schedule(head, share.budget, !share.scheduled);
   const std::int64_t need = tokens > 0 ? kv_tokens_needed(head, tokens) : 0;
   if (tokens == 0 || !memory.can_grow_with(head.spec.id, hit, head.num_computed, need)) {
     if (looks_up) head.num_computed = head.prefill_start = 0;
@@ -391,6 +444,7 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
       .draft_depth = live.num_computed + tokens > live.num_tokens ? draft_depth(live, tokens) : 0,
       .cached_context = live.decoding ? 0 : live.prefill_start,
       .draft_context = live.decoding && config_.speculative_tokens > 0 ? live.draft_computed : 0,
+      .rank = live.rank,
   });
   RequestRecord& record = records_.at(live.spec.id);
   if (!record.first_scheduled) record.first_scheduled = plan.start;
@@ -476,6 +530,7 @@ StepOutcome Scheduler::update(const StepResult& result,
         DUPLEX_ASSERT(e == accepted, "a request emitted past its output");
         record.finish = result.end;
         kv_of(live).release(live.spec.id);
+        --rank_load_[static_cast<std::size_t>(live.rank)];
         out.finished.push_back(live.spec.id);
         ++num_finished_;
       } else {

@@ -24,6 +24,17 @@ void SchedulerConfig::validate() const {
   if (max_tokens_per_step < 0)
     throw Error(fmt::format("scheduler max_tokens_per_step is {}; expected >= 0 (0: no budget)",
                             max_tokens_per_step));
+  if (max_batch < data_parallel_ranks)
+    throw Error(fmt::format(
+        "scheduler max_batch (--batch) is {}, fewer than the {} data-parallel ranks it is shared by; "
+        "expected >= {} (each rank runs max_batch / ranks requests)",
+        max_batch, data_parallel_ranks, data_parallel_ranks));
+  if (max_tokens_per_step > 0 && max_tokens_per_step < data_parallel_ranks)
+    throw Error(fmt::format(
+        "scheduler max_tokens_per_step (--max-tokens-per-step) is {}, fewer than the {} data-parallel ranks "
+        "it is shared by; "
+        "expected 0 (no budget) or >= {} (each rank computes max_tokens_per_step / ranks tokens a step)",
+        max_tokens_per_step, data_parallel_ranks, data_parallel_ranks));
   if (chunked_prefill && max_tokens_per_step == 0)
     throw Error("scheduler chunked_prefill needs a token budget; expected max_tokens_per_step >= 1");
   if (chunked_prefill && policy != BatchingPolicy::continuous)

@@ -16,7 +16,7 @@ std::vector<StepShape> StepPlan::shapes(std::int64_t context_bucket, int ranks) 
   for (const ScheduledRequest& r : requests) {
     const std::int64_t ctx = (r.context_len + context_bucket - 1) / context_bucket * context_bucket;
     keys.push_back(StepShape{r.tokens, ctx, r.phase, 1, r.phase == TokenPhase::prefill && r.samples_token,
-                             r.cached_context, data_parallel_rank(r.id, ranks)});
+                             r.cached_context, ranks > 1 ? r.rank : 0});
   }
   const auto key = [](const StepShape& s) {
     return std::tuple(s.rank, s.phase, s.tokens, s.context_len, s.completes_prefill, s.cached_context);

@@ -58,10 +58,6 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
   const bool looks_up = o.cluster.router == RouterPolicy::cache_aware && o.scheduler.prefix_caching;
   // Routes `spec`, arrived now, to a replica; wakes it at the arrival if it was idle.
   auto route = [&](const RequestSpec& spec) {
-    const std::vector<std::uint64_t> keys =  // as every replica's scheduler keys it (one layout)
-        looks_up ? prefix_block_keys(spec, o.scheduler.kv_block_tokens,
-                                     first.scheduler().config().data_parallel_ranks)
-                 : std::vector<std::uint64_t>{};
     for (std::size_t i = 0; i < state.size(); ++i) {
       ReplicaState& s = state[i];
       while (!s.finishing.empty() && s.finishing.top() <= spec.arrival) {
@@ -70,10 +66,9 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
       }
       loads[i].outstanding = s.routed - s.done;
       loads[i].cached_tokens =
-          keys.empty()
-              ? 0
-              : std::min(spec.input_tokens, pools[i]->scheduler().kv_for(spec.id).prefix_hit(keys).blocks *
-                                                o.scheduler.kv_block_tokens);
+          looks_up ? std::min(spec.input_tokens,
+                              pools[i]->scheduler().cached_prefix_blocks(spec) * o.scheduler.kv_block_tokens)
+                   : 0;
     }
     const auto chosen = static_cast<std::size_t>(router.route(
         spec.input_tokens, loads, spec.content_hashes.empty() ? 0 : spec.content_hashes.front()));

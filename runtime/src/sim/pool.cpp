@@ -41,6 +41,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
   sched.draft_head = o.draft_model && o.draft_model->draft_head;
   sched.data_parallel_ranks = layout_.dp;  // each data-parallel rank holds and caches its requests' K/V
+  sched.data_parallel_balance = system.data_parallel_balance;
   // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
   // this device's share of the K/V.
   const LinkSpec& links = system.links;
@@ -197,6 +198,8 @@ PoolFigures Pool::figures(Time simulated) const {
       RankFigures& rank = f.ranks[static_cast<std::size_t>(r)];
       rank.kv_peak_blocks = s.kv_peak_blocks(r);
       rank.kv_capacity_blocks = s.kv(r).capacity_blocks();
+      rank.batch_peak = s.batch_peak(r);
+      rank.max_batch = s.config().rank_max_batch();
     }
     for (const auto& [id, record] : s.records()) {
       RankFigures& rank = f.ranks[static_cast<std::size_t>(s.rank_of(id))];
@@ -214,6 +217,7 @@ void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemS
   r.host_kv_blocks = pool.host_kv_blocks();
   r.host_kv_per_node = system.links.host_kv_per_node;
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
+  r.data_parallel_balance = to_string(system.data_parallel_balance);
 }
 
 RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {

@@ -42,7 +42,9 @@ nlohmann::json ranks_json(const std::vector<RankFigures>& ranks) {
     out.push_back({{"requests", r.requests},
                    {"preemptions", r.preemptions},
                    {"kv_peak_blocks", r.kv_peak_blocks},
-                   {"kv_capacity_blocks", r.kv_capacity_blocks}});
+                   {"kv_capacity_blocks", r.kv_capacity_blocks},
+                   {"batch_peak", r.batch_peak},
+                   {"max_batch", r.max_batch}});
   return out;
 }
 
@@ -142,6 +144,9 @@ nlohmann::json SystemResult::to_json() const {
     }
   }
   if (!ranks.empty()) j["data_parallel_ranks"] = ranks_json(ranks);
+  if (!ranks.empty() ||
+      std::any_of(pools.begin(), pools.end(), [](const PoolFigures& p) { return !p.ranks.empty(); }))
+    j["data_parallel_balance"] = data_parallel_balance;
   return j;
 }
 

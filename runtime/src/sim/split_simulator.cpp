@@ -133,10 +133,13 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
           ? fmt::format("prefill pool of {} {} | decode pool of {} {}", prefill_system.name,
                         p0.layout().describe(), system.name, d0.layout().describe())
           : fmt::format("prefill pool {} | decode pool {}", p0.layout().describe(), d0.layout().describe());
-  r.layout = one_pair ? pools
-                      : fmt::format("{} x {}P{}D ({}, instances of {} | {} devices), {} router", replicas, px,
-                                    dy, pools, prefill_devices / px, decode_devices / dy,
-                                    router_policy_name(o.cluster.router));
+  r.layout =
+      one_pair
+          ? pools
+          : fmt::format(
+                "{} x {}P{}D ({}, instances of {} | {} devices), {} router{}", replicas, px, dy, pools,
+                prefill_devices / px, decode_devices / dy, router_policy_name(o.cluster.router),
+                dy * replicas > 1 && system.split_decode_by_free_kv ? ", most-free-kv decode router" : "");
   describe_memory_and_timing(r, d0, system);
   r.host_kv_blocks = p0.host_kv_blocks();  // the prefill instances' cache (the decode pool has none in use)
   r.host_kv_per_node = prefill_system.links.host_kv_per_node;
@@ -181,26 +184,23 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   auto route_prompt = [&](RequestSpec spec) {
     timelines[spec.id].spec = spec;
     spec = prefill_part(std::move(spec));
-    const std::vector<std::uint64_t> keys =
-        looks_up ? prefix_block_keys(spec, o.scheduler.kv_block_tokens,  // as the instances key it
-                                     p0.scheduler().config().data_parallel_ranks)
-                 : std::vector<std::uint64_t>{};
     for (std::size_t i = 0; i < prefill.size(); ++i) {
       loads[i].outstanding = prefill[i].outstanding_at(spec.arrival);
       loads[i].cached_tokens =
-          keys.empty() ? 0
-                       : std::min(spec.input_tokens,
-                                  prefill[i].pool->scheduler().kv_for(spec.id).prefix_hit(keys).blocks *
-                                      o.scheduler.kv_block_tokens);
+          looks_up ? std::min(spec.input_tokens, prefill[i].pool->scheduler().cached_prefix_blocks(spec) *
+                                                     o.scheduler.kv_block_tokens)
+                   : 0;
     }
     const auto chosen = static_cast<std::size_t>(prompt_router.route(
         spec.input_tokens, loads, spec.content_hashes.empty() ? 0 : spec.content_hashes.front()));
     hand_to(prefill[chosen], spec, spec.arrival);
   };
   // A prefilled prompt goes to the decode instance with the fewest outstanding requests when it is ready
-  // (Splitwise's join-the-shortest-queue), among equals one in the prefill instance's node, then the lowest
-  // index; its K/V arrives over the links between them once they are free, after its prefill or layer by
-  // layer during its last step (split.kv_transfer; KvLinkSchedule::book_prompt).
+  // (Splitwise's join-the-shortest-queue), or with split.decode_router most-free-kv to the one with the most
+  // free K/V blocks less those its waiting requests take (as of its last step), among equals one in the
+  // prefill instance's node, then the lowest index; its K/V arrives over the links between them once they are
+  // free, after its prefill or layer by layer during its last step (split.kv_transfer;
+  // KvLinkSchedule::book_prompt).
   const int layerwise_layers = system.split_kv_layerwise ? model.layers : 0;
   auto route_migration = [&](const Migration& m) {
     const Instance& from = prefill[m.from];
@@ -208,7 +208,11 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     std::int64_t best_load = 0;
     bool best_near = false;
     for (std::size_t i = 0; i < decode.size(); ++i) {
-      const std::int64_t load = decode[i].outstanding_at(m.ready);
+      const Scheduler& s = decode[i].pool->scheduler();
+      const std::int64_t outstanding = decode[i].outstanding_at(m.ready);  // counts finishes up to m.ready
+      const std::int64_t load = system.split_decode_by_free_kv
+                                    ? s.kv_used_blocks() + s.waiting_kv_blocks() - s.kv_capacity_blocks()
+                                    : outstanding;
       const bool near = from.near(decode[i]);
       if (i == 0 || load < best_load || (load == best_load && near && !best_near)) {
         best = i;

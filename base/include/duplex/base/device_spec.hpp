@@ -3,6 +3,7 @@
 // the PIM units of a stack, the links, the energy table, and a whole system (devices per model,
 // co-processing switches). Read once from configs/ by load_system(); every reader is strict (unknown keys
 // are errors). Derived figures (peak bandwidths, capacities) are computed here and nowhere else.
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -143,6 +144,9 @@ struct EnergyTable {
   Power static_of(std::string_view component) const;
 };
 
+enum class DataParallelBalance : std::uint8_t { round_robin, least_loaded };
+const char* to_string(DataParallelBalance b);  // "round-robin" | "least-loaded"
+
 struct SystemSpec {
   std::string name;
   std::string description;
@@ -165,6 +169,11 @@ struct SystemSpec {
   // exchanged by an all-to-all among all devices (NVLink in a node, InfiniBand across). Not with
   // expert_tensor_parallel or on a heterogeneous system.
   bool attention_data_parallel = false;
+  // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
+  // data_parallel_balance, default round-robin): round-robin by request id (SGLang's default
+  // --load-balance-method), or least-loaded, to the rank with the fewest unfinished requests (SGLang's
+  // shortest_queue; vLLM's data-parallel coordinator balances by its engines' queues too).
+  DataParallelBalance data_parallel_balance = DataParallelBalance::round_robin;
   // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
   // of each prompt migrating over the links in between. 0 = no split (every device does both).
   double split_prefill_fraction = 0;
@@ -173,6 +182,11 @@ struct SystemSpec {
   // group with its own scheduler and KV cache; a prompt router picks the prefill instance, the least loaded
   // decode instance takes the migrated request.
   int split_prefill_instances = 1, split_decode_instances = 1;
+  // Which decode instance takes a prefilled request (split.decode_router): the one with the fewest
+  // outstanding requests (least-loaded, the default; Splitwise's join-the-shortest-queue), or the one with
+  // the most free K/V blocks, less those its waiting requests take at admission (most-free-kv; a K/V-aware
+  // router as Dynamo's and llm-d's). Ties: an instance in the prefill instance's node, then the lowest index.
+  bool split_decode_by_free_kv = false;
   // When a prompt's K/V leaves its prefill instance (split.kv_transfer): once its prefill is done
   // (after_prefill, the default; DistServe) or layer by layer while the step that completes it runs, each
   // layer's share sent as soon as that layer has computed it (layerwise; Splitwise, Mooncake).

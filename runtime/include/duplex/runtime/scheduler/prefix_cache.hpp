@@ -20,11 +20,11 @@ namespace duplex::runtime {
 // The content keys of the KV blocks of `spec`'s sequence that are whole blocks of `block_tokens` tokens
 // inside the part its content_hashes cover (its last output token excepted: it has no K/V): block j (tokens
 // [j B, (j + 1) B)) is keyed by the hash of the hash block holding its last token, which (chained) stands for
-// every token before it, and by j. Empty when the request carries no hashes. With `partitions` > 1 (data-
-// parallel nodes, each with its own cache; requests dealt to them round-robin by id) the keys are also those
-// of node id mod partitions: two requests share blocks only on one node.
-std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens,
-                                             int partitions = 1);
+// every token before it, and by j. Empty when the request carries no hashes. With `ranks` > 1 (data-parallel
+// nodes, each with its own cache) the keys are also those of the request's `rank` (0..ranks - 1): two
+// requests share blocks only on one rank (also in a host tier the ranks of a node share).
+std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64_t block_tokens, int rank = 0,
+                                             int ranks = 1);
 
 class PrefixCache {
  public:

@@ -35,13 +35,17 @@
 // later in that step takes them), and stay cached after it finishes until their memory is needed. Cached
 // tokens take no prefill space (their K/V is in the KV spaces already) and migrate nowhere.
 //
-// Data-parallel ranks (SchedulerConfig::data_parallel_ranks > 1; nodes, or attention-DP devices): request id
-// belongs to rank id mod ranks, whose memory alone holds its K/V (one KvBlockManager per rank, with its own
-// prefix cache, host tier and share of the prefill space). Each rank runs as its own scheduler would inside
-// one step: its waiting requests are admitted in order while its memory lasts (a rank that cannot admit its
-// oldest waiting request admits nobody, the other ranks go on), a request short of KV preempts its own rank's
-// youngest, and a rank that preempted admits nobody that step. The token budget and max_batch are the
-// whole system's (one step for all ranks).
+// Data-parallel ranks (SchedulerConfig::data_parallel_ranks > 1; nodes, or attention-DP devices): a request
+// is dealt to one rank, whose memory alone holds its K/V (one KvBlockManager per rank, with its own prefix
+// cache, host tier and share of the prefill space): round-robin, rank id mod ranks, when it is added;
+// least-loaded, at the first schedule() at or after its arrival, to the rank with the fewest unfinished
+// requests dealt to it (then the lowest rank; requests arriving together dealt oldest first, one at a time).
+// Each rank runs as its own scheduler would inside one step: it runs at most max_batch / ranks requests and
+// computes at most max_tokens_per_step / ranks tokens (SchedulerConfig::rank_max_batch, rank_tokens_per_step;
+// a whole prefill longer than that runs alone on its rank), its waiting requests are admitted in order while
+// its memory and share last (a rank that cannot admit its oldest waiting request admits nobody, the other
+// ranks go on), a request short of KV preempts its own rank's youngest, and a rank that preempted admits
+// nobody that step.
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -93,16 +97,28 @@ class Scheduler {
   std::int64_t num_running() const { return static_cast<std::int64_t>(running_.size()); }
   std::int64_t num_waiting() const { return static_cast<std::int64_t>(waiting_.size()); }
   std::int64_t num_finished() const { return num_finished_; }
-  // Data-parallel ranks: their count, a request's rank, a rank's K/V memory (the one memory with a single
-  // rank), and the blocks used / held over all ranks.
+  // Data-parallel ranks: their count, the rank request `id` was dealt to (duplex::Error for a request not
+  // added, or not dealt yet: least-loaded balancing deals it at its arrival), a rank's K/V memory (the one
+  // memory with a single rank), and the blocks used / held over all ranks.
   int ranks() const { return static_cast<int>(kv_.size()); }
   int rank_of(RequestId id) const;
   const KvBlockManager& kv(int rank = 0) const { return kv_.at(static_cast<std::size_t>(rank)); }
-  const KvBlockManager& kv_for(RequestId id) const { return kv(rank_of(id)); }
+  // The rank a request `spec` arriving now would be dealt to (its id's under round-robin, the least-loaded
+  // rank now otherwise), and the blocks of its sequence that rank's prefix cache holds in device memory now
+  // (its host tier's not counted): what a request router in front of this scheduler sees. 0 without prefix
+  // caching or hashes.
+  int rank_for_arrival(const RequestSpec& spec) const;
+  std::int64_t cached_prefix_blocks(const RequestSpec& spec) const;
   std::int64_t kv_used_blocks() const;
   std::int64_t kv_capacity_blocks() const;
+  // The blocks its waiting requests (arrived or not) take when admitted: those of their tokens so far (a
+  // migrated request's prompt and first token; a preempted one's prompt and outputs).
+  std::int64_t waiting_kv_blocks() const;
   // The most blocks `rank` held after any schedule() so far (cached prefix blocks included).
   std::int64_t kv_peak_blocks(int rank) const { return kv_peak_blocks_.at(static_cast<std::size_t>(rank)); }
+  // The most requests `rank` ran at once after any schedule() so far (at most
+  // SchedulerConfig::rank_max_batch).
+  std::int64_t batch_peak(int rank) const { return batch_peak_.at(static_cast<std::size_t>(rank)); }
   const SchedulerConfig& config() const { return config_; }
   // Records of every request added, by id.
   const std::map<RequestId, RequestRecord>& records() const { return records_; }
@@ -118,22 +134,34 @@ class Scheduler {
     std::vector<std::uint64_t> prefix_keys;  // its sequence's cacheable blocks (prefix_block_keys), or none
     std::int64_t draft_computed = 0;  // speculative decoding: tokens of its sequence in the draft's cache
     std::int64_t draft_limit = std::numeric_limits<std::int64_t>::max();  // limit_drafts()
-    int rank = 0;                                                         // rank_of(spec.id)
+    int rank = -1;  // the data-parallel rank it was dealt to (deal()); -1 before
   };
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);
   void insert_sorted(std::deque<Live>& queue, Live live);
+  // Deals `live` to `rank`: its K/V memory, and its prefix keys salted by it.
+  void deal(Live& live, int rank);
+  // Deals the requests arrived by `now` and not dealt yet to the least-loaded ranks, oldest first.
+  void deal_arrived(Time now);
+  // What each rank has left of its share of one step: tokens, request slots, and whether it scheduled any
+  // request yet (a whole prefill longer than its budget runs only alone on its rank).
+  struct RankStep {
+    std::int64_t budget = 0;
+    std::int64_t slots = 0;
+    bool scheduled = false;
+  };
   // Sets preempted[r] when rank r preempted.
-  void schedule_running(StepPlan& plan, std::int64_t& budget, std::vector<char>& preempted);
+  void schedule_running(StepPlan& plan, std::vector<RankStep>& shares, std::vector<char>& preempted);
   // `preempted[r]`: rank r preempted this step (it admits nobody).
-  void admit_waiting(StepPlan& plan, std::int64_t& budget, Time now, const std::vector<char>& preempted);
+  void admit_waiting(StepPlan& plan, std::vector<RankStep>& shares, Time now,
+                     const std::vector<char>& preempted);
   // Preempts running_[index] back to the waiting queue.
   void preempt(StepPlan& plan, std::size_t index);
   // The index in running_ of `rank`'s youngest running request (it has one).
   std::size_t youngest_of(int rank) const;
   // Admits waiting_[index] if it fits (taking its cached prefix blocks): the tokens it computes this step, or
   // 0 when it must wait.
-  std::int64_t admit(StepPlan& plan, std::int64_t budget, std::size_t index);
+  std::int64_t admit(StepPlan& plan, const RankStep& share, std::size_t index);
   KvBlockManager& kv_of(const Live& live) { return kv_[static_cast<std::size_t>(live.rank)]; }
   // Tokens `live` may compute now under `budget` and the prefill space; 0 when it must wait (no chunking and
   // it does not fit).
@@ -157,6 +185,8 @@ class Scheduler {
   SchedulerConfig config_;
   std::vector<KvBlockManager> kv_;  // one per data-parallel rank
   std::vector<std::int64_t> kv_peak_blocks_;  // per rank
+  std::vector<std::int64_t> rank_load_;       // per rank: unfinished requests dealt to it
+  std::vector<std::int64_t> batch_peak_;      // per rank
   std::deque<Live> running_;  // sorted by older()
   std::deque<Live> waiting_;  // sorted by older(); holds not-yet-arrived requests too
   std::map<RequestId, RequestRecord> records_;

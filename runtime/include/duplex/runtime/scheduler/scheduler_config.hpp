@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "duplex/base/device_spec.hpp"
 #include "duplex/runtime/scheduler/kv_block_manager.hpp"
 
 namespace duplex {
@@ -54,13 +55,17 @@ struct SchedulerConfig {
   // requests (PrefixCache, KvBlockManager) and computes only the rest; at least its last token is computed.
   // Requests without hashes are unaffected. Not modelled with a sliding window (add_request refuses such a
   // request).
-  // `data_parallel_ranks` > 1: data-parallel nodes (or attention-DP devices), each its own K/V memory.
-  // Requests are dealt to them round-robin by id (SGLang's default balancing); each rank holds
-  // kv_capacity_blocks / ranks blocks (and prefill_capacity_tokens / ranks of prefill space), caches only
-  // its requests' prefixes (prefix_block_keys), admits its waiting requests in order and preempts its own
-  // youngest when short (Scheduler). Set by the engine from its layout, not read from the map.
+  // `data_parallel_ranks` > 1: data-parallel nodes (or attention-DP devices), each its own K/V memory and
+  // its own share of the step. Requests are dealt to them at arrival by `data_parallel_balance` (round-robin
+  // by id, or to the least-loaded rank); each rank holds kv_capacity_blocks / ranks blocks (and
+  // prefill_capacity_tokens / ranks of prefill space), runs at most max_batch / ranks requests and
+  // max_tokens_per_step / ranks tokens a step (rounded down; SGLang divides max_running_requests and, under
+  // DP attention, chunked_prefill_size by dp_size alike), caches only its requests' prefixes
+  // (prefix_block_keys), admits its waiting requests in order and preempts its own youngest when short
+  // (Scheduler). Set by the engine from its layout and system, not read from the map.
   bool prefix_caching = true;
   int data_parallel_ranks = 1;
+  DataParallelBalance data_parallel_balance = DataParallelBalance::round_robin;
   // Blocks of host memory for copies of cached KV blocks (HostKvTier; 0: none), each data-parallel rank's
   // (its devices' host memory). Set by the engine from the system's links.host_kv_offload, not read from the
   // map.
@@ -104,6 +109,9 @@ struct SchedulerConfig {
   std::int64_t tree_nodes(std::int64_t depth) const;
   // Candidates a draft of depth `depth` expanding `topk` nodes per depth proposes: topk + (depth - 1) topk^2.
   static std::int64_t tree_candidates(std::int64_t depth, std::int64_t topk);
+  // Each data-parallel rank's share of max_batch, and of max_tokens_per_step (0: no budget).
+  std::int64_t rank_max_batch() const { return max_batch / data_parallel_ranks; }
+  std::int64_t rank_tokens_per_step() const { return max_tokens_per_step / data_parallel_ranks; }
 
   // Throws duplex::Error naming the bad field and the expected value.
   void validate() const;

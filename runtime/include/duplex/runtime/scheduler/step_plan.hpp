@@ -30,6 +30,7 @@ struct ScheduledRequest {
   // Speculative decoding, decode phase: tokens of its sequence in the draft's cache (SchedulerConfig::
   // draft_head); the draft's first pass computes context_len + 1 - draft_context tokens for it. 0 otherwise.
   std::int64_t draft_context = 0;
+  int rank = 0;  // the data-parallel rank it was dealt to (Scheduler; 0 with one rank)
 
   bool operator==(const ScheduledRequest&) const = default;
 };
@@ -42,7 +43,7 @@ struct StepShape {
   std::int64_t count = 0;
   bool completes_prefill = false;  // prefill phase and samples_token: the step computes the last prompt token
   std::int64_t cached_context = 0;  // of context_len, the tokens taken from the prefix cache (prefill phase)
-  int rank = 0;  // the data-parallel rank of its requests (id mod ranks; shapes(bucket, ranks))
+  int rank = 0;  // the data-parallel rank of its requests (ScheduledRequest::rank; 0 for shapes(bucket, 1))
 
   bool operator==(const StepShape&) const = default;
 };
@@ -70,7 +71,7 @@ struct StepPlan {
   // Requests grouped by (phase, tokens, context_len, completes_prefill, cached_context), sorted by that key.
   std::vector<StepShape> shapes() const;
   // Same, with context lengths rounded up to a multiple of `context_bucket` (>= 1) for memoized lowering, and
-  // with `ranks` > 1 one shape per data-parallel rank too (request id mod ranks, as the Scheduler's).
+  // with `ranks` > 1 one shape per data-parallel rank too (ScheduledRequest::rank, as the Scheduler dealt).
   std::vector<StepShape> shapes(std::int64_t context_bucket, int ranks = 1) const;
 
   bool operator==(const StepPlan&) const = default;

@@ -86,9 +86,11 @@ struct TimelineStep {
 
 // One pool of a split system (prefill or decode devices) or one replica of a cluster, over the whole run.
 // One data-parallel rank of a pool (SchedulerConfig::data_parallel_ranks): the requests dealt to it, their
-// preemptions, and the most K/V blocks it held (cached prefix blocks included) of its own.
+// preemptions, the most K/V blocks it held (cached prefix blocks included) of its own, and the most requests
+// it ran at once of its share of the batch.
 struct RankFigures {
   std::int64_t requests = 0, preemptions = 0, kv_peak_blocks = 0, kv_capacity_blocks = 0;
+  std::int64_t batch_peak = 0, max_batch = 0;
 };
 
 struct PoolFigures {
@@ -150,6 +152,7 @@ struct SystemResult {
   std::vector<PoolFigures>
       pools;  // split systems: the prefill then the decode instances; clusters: the replicas; else empty
   std::vector<RankFigures> ranks;  // one system (no pools): its data-parallel ranks; empty with one
+  std::string data_parallel_balance;  // how requests are dealt to the ranks: round-robin | least-loaded
   std::vector<StepRow> step_rows;
   std::vector<TimelineStep> timeline;
   std::map<std::int64_t, nlohmann::json> request_rows;  // id -> row
