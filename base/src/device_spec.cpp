@@ -248,7 +248,7 @@ SystemSpec read_system(const ConfigNode& n) {
           "devices each hold other requests)",
           "false, or expert_tensor_parallel: false");
   }
-  if (n.has("data_parallel_balance"))  // documented default round-robin
+  if (n.has("data_parallel_balance"))  // documented default least-loaded
     s.data_parallel_balance =
         n.get_enum("data_parallel_balance", {"round-robin", "least-loaded"}) == "least-loaded"
             ? DataParallelBalance::least_loaded

@@ -70,7 +70,8 @@ TEST(AttentionDataParallelSim, TheSlowestRankSetsTheStep) {
 // requests dealt to it, their preemptions and the most K/V blocks it held of its own; one rank reports none.
 TEST(AttentionDataParallelSim, EachRankIsReported) {
   const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
-  const SystemSpec s = load_system("gpu");
+  SystemSpec s = load_system("gpu");
+  s.data_parallel_balance = DataParallelBalance::round_robin;
   SimulationOptions o = testing::closed_loop_options(24, 256, 16, 8, 3, 0.3);
   o.devices = 16;
   const SystemResult r = simulate(m, s, o);
@@ -114,8 +115,10 @@ TEST(AttentionDataParallelSim, EachRankIsReported) {
 TEST(AttentionDataParallelSim, LeastLoadedBalancingKeepsEveryRankFull) {
   const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
   SystemSpec s = load_system("gpu");
+  EXPECT_EQ(s.data_parallel_balance, DataParallelBalance::least_loaded);  // the default
   SimulationOptions o = testing::closed_loop_options(96, 256, 64, 8, 5, 0.5);
   o.devices = 16;
+  s.data_parallel_balance = DataParallelBalance::round_robin;
   const SystemResult round_robin = simulate(m, s, o);
   s.data_parallel_balance = DataParallelBalance::least_loaded;
   const SystemResult least_loaded = simulate(m, s, o);

@@ -11,12 +11,13 @@
 namespace duplex::runtime {
 namespace {
 
-// `ranks` ranks sharing `capacity_blocks` blocks of 4 tokens.
+// `ranks` ranks sharing `capacity_blocks` blocks of 4 tokens, requests dealt round-robin (id mod ranks).
 SchedulerConfig ranks_config(int ranks, std::int64_t capacity_blocks) {
   SchedulerConfig c;
   c.kv_capacity_blocks = capacity_blocks;
   c.kv_block_tokens = 4;
   c.data_parallel_ranks = ranks;
+  c.data_parallel_balance = DataParallelBalance::round_robin;
   return c;
 }
 

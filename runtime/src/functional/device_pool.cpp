@@ -79,6 +79,9 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
   for (const ScheduledRequest& s : plan.requests) {
     const bool prefill = s.phase == TokenPhase::prefill;
     const int node = node_of(s.id);
+    DUPLEX_ASSERT(layout_.dp == 1 || s.rank == node,
+                  fmt::format("request {} was dealt to rank {}, not to node {} (id mod nodes) that holds it",
+                              s.id, s.rank, node));
     const KvSpace space = prefill && prefill_space_ ? KvSpace::prefill : KvSpace::kv;
     const std::vector<std::uint64_t>* keys =
         !prefix.caches.empty() ? &prefix.keys->at(static_cast<std::size_t>(s.id)) : nullptr;

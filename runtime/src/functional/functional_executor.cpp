@@ -129,12 +129,6 @@ class FunctionalExecutor::Impl {
       pools_.push_back(
           std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind, opt_.rtl_trace));
     }
-    if (data_parallel_nodes() > 1 && sys_.data_parallel_balance != DataParallelBalance::round_robin)
-      throw Error(fmt::format(
-          "system {}: data_parallel_balance {}; functional emulation deals its requests to the {} "
-          "data-parallel ranks round-robin (expected round-robin; the serving simulator models {})",
-          sys_.name, to_string(sys_.data_parallel_balance), data_parallel_nodes(),
-          to_string(sys_.data_parallel_balance)));
     check_speculative();
     // The draft model on each pool's devices (and the same PIM unit, if one is given).
     for (std::size_t i = 0; opt_.draft && i < pools_.size(); ++i)
@@ -255,6 +249,7 @@ class FunctionalExecutor::Impl {
         prefill_capacity_tokens_ * nodes;  // 0 on split systems: no prefill space there
     sc.prefix_caching = opt_.prefix_caching;
     sc.data_parallel_ranks = nodes;
+    sc.data_parallel_balance = sys_.data_parallel_balance;  // prompts arriving at once: dealt id mod ranks
     if (opt_.draft || ngram()) {
       sc.speculative_tokens = opt_.speculative_tokens;
       sc.acceptance_rates = {1.0};  // required by the config, never drawn: every verification reports its own
@@ -504,7 +499,12 @@ class FunctionalExecutor::Impl {
                  std::int64_t blocks, FunctionalResult& res, EnergyLedger& energy) {
     DevicePool& prefill = *pools_[0];
     DevicePool& decode = *pools_[1];
-    Scheduler ps(scheduler_config(blocks)), ds(scheduler_config(blocks));
+    // The decode pool keeps a migrated request on the node numbered as its prefill node (id mod nodes, as the
+    // prefill pool dealt the prompts, which arrive at once): round-robin, whatever data_parallel_balance
+    // says.
+    SchedulerConfig decode_config = scheduler_config(blocks);
+    decode_config.data_parallel_balance = DataParallelBalance::round_robin;
+    Scheduler ps(scheduler_config(blocks)), ds(decode_config);
     for (RequestSpec spec : requests_) {  // the prefill pool emits only the first token
       spec.output_tokens = 1;
       ps.add_request(spec);

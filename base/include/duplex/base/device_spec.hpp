@@ -170,10 +170,10 @@ struct SystemSpec {
   // expert_tensor_parallel or on a heterogeneous system.
   bool attention_data_parallel = false;
   // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
-  // data_parallel_balance, default round-robin): round-robin by request id (SGLang's default
-  // --load-balance-method), or least-loaded, to the rank with the fewest unfinished requests (SGLang's
-  // shortest_queue; vLLM's data-parallel coordinator balances by its engines' queues too).
-  DataParallelBalance data_parallel_balance = DataParallelBalance::round_robin;
+  // data_parallel_balance, default least-loaded): to the rank with the fewest unfinished requests (vLLM's
+  // data-parallel coordinator balances by its engines' queues; SGLang's shortest_queue), or round-robin by
+  // request id (SGLang's default --load-balance-method).
+  DataParallelBalance data_parallel_balance = DataParallelBalance::least_loaded;
   // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
   // of each prompt migrating over the links in between. 0 = no split (every device does both).
   double split_prefill_fraction = 0;

@@ -65,7 +65,7 @@ struct SchedulerConfig {
   // (Scheduler). Set by the engine from its layout and system, not read from the map.
   bool prefix_caching = true;
   int data_parallel_ranks = 1;
-  DataParallelBalance data_parallel_balance = DataParallelBalance::round_robin;
+  DataParallelBalance data_parallel_balance = DataParallelBalance::least_loaded;
   // Blocks of host memory for copies of cached KV blocks (HostKvTier; 0: none), each data-parallel rank's
   // (its devices' host memory). Set by the engine from the system's links.host_kv_offload, not read from the
   // map.
