@@ -205,7 +205,8 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
 }
 
 // The bits and group_size of an AutoAWQ or GPTQ quantization_config: `bits` (4, or also 8 where `eight`:
-// GPTQ), and 32, 64 or 128 (m.quant_group), or -1 (one group per row) also for GPTQ. Returns the bits.
+// GPTQ), and 32, 64 or 128 (m.quant_group), or -1 (one group per row: AutoAWQ's and GPTQ's per-channel
+// weights, whose linear layers take the group as all their inputs). Returns the bits.
 int expect_int_groups(const Fields& q, ModelSpec& m, bool eight) {
   const char* kBits = eight ? "4 or 8" : "4";
   if (!q.has("bits")) throw ConfigError(q.file(), q.path("bits"), "missing required field", kBits);
@@ -213,10 +214,8 @@ int expect_int_groups(const Fields& q, ModelSpec& m, bool eight) {
   if (bits != 4 && !(eight && bits == 8))
     throw ConfigError(q.file(), q.path("bits"), fmt::format("{} bits are not modelled", bits), kBits);
   m.quant_group = quant_group_of(
-      q, "group_size",
-      eight ? "32, 64 or 128 (one scale and zero point per that many inputs), or -1 (one per row)"
-            : "32, 64 or 128 (one scale and zero point per that many inputs)",
-      eight);
+      q, "group_size", "32, 64 or 128 (one scale and zero point per that many inputs), or -1 (one per row)",
+      true);
   return static_cast<int>(bits);
 }
 

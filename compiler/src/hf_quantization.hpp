@@ -25,8 +25,9 @@ namespace duplex::compiler {
 //   (llm-compressor's W4A16 scheme): the group's weights 4-bit int, symmetric, static, strategy group of 32,
 //   64 or 128, or strategy channel (one scale per row; group_size null) (actorder null, weight or static), no
 //   input activations, no kv_cache_scheme (int4_pack).
-// - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64 or 128 (ModelSpec::quant_group, as the
-//   W4A16 one), zero_point true, version gemm: every projection, dense FFN and expert matrix in int4_awq.
+// - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64, 128 or -1 (one scale and zero point
+//   per row; ModelSpec::quant_group, as the W4A16 one), zero_point true, version gemm: every projection,
+//   dense FFN and expert matrix in int4_awq.
 // - quant_method "gptq" (AutoGPTQ's / GPTQModel's releases), bits 4 or 8, group_size 32, 64, 128 or -1 (one
 //   scale and zero point per row: the "no group" releases),
 //   checkpoint_format gptq (absent: gptq), desc_act and sym either way, no quantized lm_head: every

@@ -321,12 +321,6 @@ void ModelSpec::validate() const {
             "with a grouped integer linear_dtype or expert_dtype (int4_awq, int4_gptq, int4_pack, "
             "int8_gptq)",
             quant_group));
-  for (const DType t : {linear_dtype, expert_dtype})
-    if (quant_group == kPerRowGroup && t == DType::kInt4Awq)
-      bad("quant_group",
-          fmt::format("is -1 (one group per row) with {}; expected GPTQ's formats or int4_pack "
-                      "for it, or groups of 32, 64 or 128",
-                      dtype_name(t)));
   if (matrix_format(kv_dtype))
     bad("kv_dtype",
         fmt::format("{} is a weight format; expected fp16, bf16, fp8 or int8", dtype_name(kv_dtype)));

@@ -136,7 +136,6 @@ TEST(Int4Groups, OtherSchemesAreRefusedNamingTheField) {
       {awq(R"(, "bits": 8)"), q + "bits: 8 bits are not modelled"},
       {awq(R"(, "bits": null)"), q + "bits: missing required field"},
       {awq(R"(, "group_size": 256)"), q + "group_size: 256 is not modelled"},
-      {awq(R"(, "group_size": -1)"), q + "group_size: -1 is not modelled"},
       {awq(R"(, "zero_point": false)"), q + "zero_point: false (no zero points) is not modelled"},
       {awq(R"(, "version": "gemv")"), q + "version: \"gemv\": that packing is not modelled"},
       {awq(R"(, "modules_to_not_convert": ["down_proj"])"),
@@ -261,13 +260,13 @@ TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
   EXPECT_EQ(import_hf_config(llama31_8b(gptq()), "l.json").quant_group, 128);
 }
 
-// GPTQ's "no group" releases (group_size -1, 4 or 8 bits) and W4A16's strategy channel: one scale (and zero
-// point) per row, left out of the bytes as fp8_channel's row scales are; AWQ refuses it (its check above),
-// and so does a model file pairing it with int4_awq.
+// GPTQ's "no group" releases (group_size -1, 4 or 8 bits), AutoAWQ's per-channel weights (group_size -1) and
+// W4A16's strategy channel: one scale (and zero point) per row, left out of the bytes as fp8_channel's row
+// scales are.
 TEST(Int4Groups, PerRowGroupsAreOneScalePerRow) {
-  for (const char* bits : {"", R"(, "bits": 8)"}) {
-    const ModelSpec g =
-        import_hf_config(llama31_8b(gptq(std::string(R"(, "group_size": -1)") + bits)), "l.json");
+  for (const std::string& config : {gptq(R"(, "group_size": -1)"), gptq(R"(, "group_size": -1, "bits": 8)"),
+                                    awq(R"(, "group_size": -1)")}) {
+    const ModelSpec g = import_hf_config(llama31_8b(config), "l.json");
     EXPECT_EQ(g.quant_group, kPerRowGroup);
     const double per_element = g.linear_dtype == DType::kInt8Gptq ? 1.0 : 0.5;
     EXPECT_DOUBLE_EQ(dtype_bytes(g.linear_dtype, kPerRowGroup), per_element);
@@ -301,10 +300,9 @@ TEST(Int4Groups, QuantGroupYamlKey) {
   EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_gptq\nquant_group: -1\n", "x.yaml"))
                 .quant_group,
             kPerRowGroup);
-  EXPECT_NE(
-      model_yaml_error(dense + "linear_dtype: int4_awq\nquant_group: -1\n")
-          .find("quant_group: is -1 (one group per row) with int4_awq; expected GPTQ's formats or int4_pack"),
-      std::string::npos);
+  EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: int4_awq\nquant_group: -1\n", "x.yaml"))
+                .quant_group,
+            kPerRowGroup);
   EXPECT_NE(model_yaml_error(dense + "linear_dtype: int4_gptq\nquant_group: 0\n").find("quant_group: is 0"),
             std::string::npos);
 }

@@ -119,7 +119,8 @@ def nibbles(words, axis, bits=4):
 def dequantize_int4(config, tensors, zeros=True):
     """4-bit matrices as NAME.weight [out, in], each element (q - zero) x scale rounded to FP16, the zero points
     taken as 0 when not `zeros`. quant_method awq (AutoAWQ's dequantize_gemm): NAME.qweight [in, out / 8] and
-    NAME.qzeros [in / g, out / 8], the fields of a word holding outputs in AWQ_ORDER; NAME.scales [in / g, out].
+    NAME.qzeros [in / g, out / 8], the fields of a word holding outputs in AWQ_ORDER; NAME.scales [in / g, out]
+    (group_size -1: g = in).
     quant_method gptq (AutoGPTQ, checkpoint_format gptq): NAME.qweight [in / 8, out], a word's fields inputs in
     order; NAME.qzeros as AWQ's but in order, holding zero - 1; input i in group NAME.g_idx[i]; with bits 8
     (Qwen's GPTQ-Int8) four 8-bit fields a word.
@@ -156,7 +157,7 @@ def dequantize_int4(config, tensors, zeros=True):
             order = np.arange(scales.shape[1]).reshape(-1, 8)[:, np.argsort(AWQ_ORDER)].reshape(-1)
             w = nibbles(a, 1)[:, order]
             z = nibbles(tensors[base + ".qzeros"], 1)[:, order]
-            group = np.arange(w.shape[0]) // g
+            group = np.arange(w.shape[0]) // (g if g > 0 else w.shape[0])  # -1: one group per row
         else:
             bits = q.get("bits", 4)
             w = nibbles(a, 0, bits)
