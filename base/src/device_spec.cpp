@@ -248,11 +248,13 @@ SystemSpec read_system(const ConfigNode& n) {
           "devices each hold other requests)",
           "false, or expert_tensor_parallel: false");
   }
-  if (n.has("data_parallel_balance"))  // documented default least-loaded
-    s.data_parallel_balance =
-        n.get_enum("data_parallel_balance", {"round-robin", "least-loaded"}) == "least-loaded"
-            ? DataParallelBalance::least_loaded
-            : DataParallelBalance::round_robin;
+  if (n.has("data_parallel_balance")) {  // documented default least-loaded
+    const std::string balance =
+        n.get_enum("data_parallel_balance", {"round-robin", "least-loaded", "cache-aware"});
+    for (const DataParallelBalance b : {DataParallelBalance::round_robin, DataParallelBalance::least_loaded,
+                                        DataParallelBalance::cache_aware})
+      if (balance == to_string(b)) s.data_parallel_balance = b;
+  }
   if (auto split = n.find("split")) {
     s.split_prefill_fraction = split->get<double>("prefill_fraction");
     if (!(s.split_prefill_fraction > 0 && s.split_prefill_fraction < 1))
@@ -304,7 +306,15 @@ SystemSpec read_system(const ConfigNode& n) {
 }
 
 const char* to_string(DataParallelBalance b) {
-  return b == DataParallelBalance::least_loaded ? "least-loaded" : "round-robin";
+  switch (b) {
+    case DataParallelBalance::round_robin:
+      return "round-robin";
+    case DataParallelBalance::least_loaded:
+      return "least-loaded";
+    case DataParallelBalance::cache_aware:
+      return "cache-aware";
+  }
+  return "?";
 }
 
 SystemSpec load_system(std::string_view name_or_path) {

@@ -184,5 +184,35 @@ TEST(DataParallelScheduler, LeastLoadedDealsEachArrivalToTheRankWithFewestReques
   EXPECT_EQ(s.rank_of(3), 0);
 }
 
+// Cache-aware dealing asks the engine's dealer with each rank's unfinished requests and the prompt's tokens
+// its cache holds, counting the blocks of requests dealt there and not computed yet: B, arriving beside A
+// with the same 8 prompt tokens, sees them on A's rank before either ran. Without a dealer, an error.
+TEST(DataParallelScheduler, CacheAwareDealingAsksItsDealer) {
+  SchedulerConfig c = ranks_config(2, 40);
+  c.data_parallel_balance = DataParallelBalance::cache_aware;
+  const RequestSpec a{0, Time{}, 8, 2, 0, {11, 12}, 4, 8}, b{1, Time{}, 8, 2, 0, {11, 12}, 4, 8};
+  Scheduler lone(c);
+  lone.add_request(a);
+  EXPECT_THROW((void)lone.schedule(Time{}), Error);
+  Scheduler s(c);
+  std::vector<std::vector<RankLoad>> seen;
+  s.set_dealer([&](const RequestSpec&, std::span<const RankLoad> loads) {
+    seen.emplace_back(loads.begin(), loads.end());
+    return 1;
+  });
+  s.add_request(a);
+  s.add_request(b);
+  const StepPlan p = s.schedule(Time{});
+  EXPECT_EQ(ids_of(p), (std::vector<RequestId>{0, 1}));
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0][0].cached_tokens, 0);
+  EXPECT_EQ(seen[0][1].cached_tokens, 0);
+  EXPECT_EQ(seen[1][0].cached_tokens, 0);
+  EXPECT_EQ(seen[1][1].cached_tokens, 8);
+  EXPECT_EQ(seen[1][1].unfinished, 1);
+  EXPECT_EQ(s.rank_of(0), 1);
+  EXPECT_EQ(s.rank_of(1), 1);
+}
+
 }  // namespace
 }  // namespace duplex::runtime

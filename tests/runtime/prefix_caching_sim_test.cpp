@@ -51,20 +51,29 @@ TEST(PrefixCachingSim, CachedPromptsCutPrefillWorkAndFirstTokenLatency) {
   }
 }
 
-// Data-parallel nodes cache their own requests' K/V (requests dealt round-robin by id): Mixtral-8x7B on 16
-// devices (two nodes of 8) computes each system prompt once per node, so one more miss per prompt and node
-// than on one node of 8: exactly 2 x 64 whole blocks fewer hits, the same tokens.
+// Data-parallel nodes cache their own requests' K/V (requests dealt to the least-loaded node): Mixtral-8x7B
+// on 16 devices (two nodes of 8) computes each system prompt once per node, so one more miss per prompt and
+// node than on one node of 8: exactly 2 x 64 whole blocks fewer hits, the same tokens. Dealt cache-aware,
+// each prompt's requests go to the node that cached it (the first of each to a node of its own, the loads
+// never imbalanced past the thresholds): one miss per prompt, as on one node.
 TEST(PrefixCachingSim, EachDataParallelNodeCachesItsOwnRequests) {
   const auto model = compiler::load_model("mixtral-8x7b");
   SimulationOptions o = shared_prompts(true);
   o.devices = 8;
   const SystemResult one = simulate(model, load_system("gpu"), o);
   o.devices = 16;
-  const SystemResult two = simulate(model, load_system("gpu"), o);
+  SystemSpec gpu = load_system("gpu");
+  const SystemResult two = simulate(model, gpu, o);
   ASSERT_NE(two.layout.find("DP2"), std::string::npos) << two.layout;
   EXPECT_EQ(two.generated_tokens, one.generated_tokens);
   EXPECT_EQ(two.prefix_query_tokens, one.prefix_query_tokens);
   EXPECT_EQ(one.prefix_hit_tokens - two.prefix_hit_tokens, 2 * 1024);
+  gpu.data_parallel_balance = DataParallelBalance::cache_aware;
+  const SystemResult cache_aware = simulate(model, gpu, o);
+  EXPECT_EQ(cache_aware.data_parallel_balance, "cache-aware");
+  EXPECT_EQ(cache_aware.generated_tokens, one.generated_tokens);
+  EXPECT_EQ(cache_aware.prefix_hit_tokens, one.prefix_hit_tokens);
+  for (const RankFigures& k : cache_aware.ranks) EXPECT_GT(k.requests, 0);
 }
 
 // Under attention data parallelism every device is a rank with its own cache: Mixtral-8x7B on 8 devices

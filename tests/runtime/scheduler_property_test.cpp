@@ -33,6 +33,7 @@ struct Case {
   int turns = 1;                   // > 1: closed-loop conversations of this many turns (not with poisson)
   int ranks = 1;                   // data-parallel ranks, each kv_blocks / ranks of the memory
   bool least_loaded = false;       // ranks: dealt to the least-loaded at arrival (else round-robin by id)
+  bool cache_aware = false;        // ranks: dealt by a dealer to the longest cached prefix, else least loaded
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -60,9 +61,17 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   config.tree_tokens = c.tree_tokens;
   config.draft_topk = c.draft_topk;
   config.data_parallel_ranks = c.ranks;
-  config.data_parallel_balance =
-      c.least_loaded ? DataParallelBalance::least_loaded : DataParallelBalance::round_robin;
+  config.data_parallel_balance = c.cache_aware    ? DataParallelBalance::cache_aware
+                                 : c.least_loaded ? DataParallelBalance::least_loaded
+                                                  : DataParallelBalance::round_robin;
   Scheduler scheduler(config);
+  scheduler.set_dealer([](const RequestSpec&, std::span<const RankLoad> loads) {
+    const auto best = std::min_element(loads.begin(), loads.end(), [](const RankLoad& a, const RankLoad& b) {
+      return a.cached_tokens != b.cached_tokens ? a.cached_tokens > b.cached_tokens
+                                                : a.unfinished < b.unfinished;
+    });
+    return static_cast<int>(best - loads.begin());
+  });
   const LengthDistribution lengths{LengthDistribution::Kind::gaussian, 60, 40, 20.0, 15.0};
   std::unique_ptr<RequestSource> source;
   if (c.poisson) {
@@ -255,7 +264,13 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"ranks_least_loaded_chunked_prefix", BatchingPolicy::continuous, true, 64, 120, true, 0, 0, 0, 1,
              40, 1, 3, true},
         Case{"ranks_least_loaded_speculative", BatchingPolicy::continuous, false, 0, 120, false, 3, 0.7, 0, 1,
-             0, 1, 3, true}),
+             0, 1, 3, true},
+        // Dealt to the rank caching the longest prefix (shared prompts, conversations), else the least
+        // loaded.
+        Case{"ranks_cache_aware_prefix", BatchingPolicy::continuous, true, 64, 120, true, 0, 0, 0, 1, 40, 1,
+             3, false, true},
+        Case{"ranks_cache_aware_conversation", BatchingPolicy::continuous, false, 0, 240, false, 0, 0, 0, 1,
+             0, 3, 3, false, true}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

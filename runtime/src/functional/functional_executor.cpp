@@ -129,6 +129,12 @@ class FunctionalExecutor::Impl {
       pools_.push_back(
           std::make_unique<DevicePool>(w_, sys_, devices_, "", shared_pim, kind, opt_.rtl_trace));
     }
+    if (data_parallel_nodes() > 1 && sys_.data_parallel_balance == DataParallelBalance::cache_aware)
+      throw Error(fmt::format(
+          "system {}: data_parallel_balance cache-aware over {} data-parallel ranks; functional emulation "
+          "deals its prompts, which arrive at once, by load (expected least-loaded or round-robin; the "
+          "serving simulator models cache-aware)",
+          sys_.name, data_parallel_nodes()));
     check_speculative();
     // The draft model on each pool's devices (and the same PIM unit, if one is given).
     for (std::size_t i = 0; opt_.draft && i < pools_.size(); ++i)

@@ -61,6 +61,7 @@ Scheduler::Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_
       kv_peak_blocks_(kv_.size()),
       rank_load_(kv_.size()),
       batch_peak_(kv_.size()),
+      pending_keys_(kv_.size()),
       prefill_capacity_blocks_(config_.prefill_capacity_tokens / config_.data_parallel_ranks /
                                config_.kv_block_tokens),
       prefill_blocks_used_(kv_.size()) {}
@@ -74,15 +75,49 @@ int Scheduler::rank_of(RequestId id) const {
 }
 
 int Scheduler::rank_for_arrival(const RequestSpec& spec) const {
-  if (config_.data_parallel_balance == DataParallelBalance::round_robin)
-    return data_parallel_rank(spec.id, ranks());
-  return static_cast<int>(std::min_element(rank_load_.begin(), rank_load_.end()) - rank_load_.begin());
+  switch (config_.data_parallel_balance) {
+    case DataParallelBalance::round_robin:
+      return data_parallel_rank(spec.id, ranks());
+    case DataParallelBalance::least_loaded:
+      return static_cast<int>(std::min_element(rank_load_.begin(), rank_load_.end()) - rank_load_.begin());
+    case DataParallelBalance::cache_aware:
+      break;
+  }
+  if (!dealer_)
+    throw Error(
+        "scheduler data_parallel_balance cache-aware: no dealer set; expected Scheduler::set_dealer()");
+  std::vector<RankLoad> loads(kv_.size());
+  for (int r = 0; r < ranks(); ++r) {
+    loads[static_cast<std::size_t>(r)].unfinished = rank_load_[static_cast<std::size_t>(r)];
+    loads[static_cast<std::size_t>(r)].cached_tokens =
+        std::min(spec.input_tokens, cached_blocks_on(spec, r) * config_.kv_block_tokens);
+  }
+  const int rank = dealer_(spec, loads);
+  if (rank < 0 || rank >= ranks())
+    throw InternalError(fmt::format("a dealer picked rank {} of {}", rank, ranks()));
+  return rank;
+}
+
+std::int64_t Scheduler::cached_blocks_on(const RequestSpec& spec, int rank) const {
+  if (!config_.prefix_caching || spec.content_hashes.empty()) return 0;
+  const std::vector<std::uint64_t> keys = prefix_block_keys(spec, config_.kv_block_tokens, rank, ranks());
+  if (config_.data_parallel_balance != DataParallelBalance::cache_aware)
+    return kv(rank).prefix_hit(keys).blocks;
+  // Cache-aware dealing also counts the blocks of the unfinished requests dealt to the rank, cached or not
+  // yet (SGLang's router inserts a prompt into its worker's approximate tree when it routes it): a burst of
+  // one prompt's requests stays on one rank.
+  const PrefixCache& cache = kv(rank).prefix_cache();
+  const auto& pending = pending_keys_[static_cast<std::size_t>(rank)];
+  std::int64_t blocks = 0;
+  for (const std::uint64_t key : keys) {
+    if (!cache.contains(key) && !pending.contains(key)) break;
+    ++blocks;
+  }
+  return blocks;
 }
 
 std::int64_t Scheduler::cached_prefix_blocks(const RequestSpec& spec) const {
-  if (!config_.prefix_caching || spec.content_hashes.empty()) return 0;
-  const int rank = rank_for_arrival(spec);
-  return kv(rank).prefix_hit(prefix_block_keys(spec, config_.kv_block_tokens, rank, ranks())).blocks;
+  return cached_blocks_on(spec, rank_for_arrival(spec));
 }
 
 void Scheduler::deal(Live& live, int rank) {
@@ -91,6 +126,8 @@ void Scheduler::deal(Live& live, int rank) {
   ++rank_load_[static_cast<std::size_t>(rank)];
   if (config_.prefix_caching && !live.spec.content_hashes.empty() && live.spec.cached_tokens == 0)
     live.prefix_keys = prefix_block_keys(live.spec, config_.kv_block_tokens, rank, ranks());
+  if (config_.data_parallel_balance == DataParallelBalance::cache_aware)
+    for (const std::uint64_t key : live.prefix_keys) ++pending_keys_[static_cast<std::size_t>(rank)][key];
 }
 
 void Scheduler::deal_arrived(Time now) {
@@ -531,6 +568,10 @@ StepOutcome Scheduler::update(const StepResult& result,
         record.finish = result.end;
         kv_of(live).release(live.spec.id);
         --rank_load_[static_cast<std::size_t>(live.rank)];
+        auto& pending = pending_keys_[static_cast<std::size_t>(live.rank)];
+        for (const std::uint64_t key : live.prefix_keys)
+          if (const auto held = pending.find(key); held != pending.end() && --held->second == 0)
+            pending.erase(held);
         out.finished.push_back(live.spec.id);
         ++num_finished_;
       } else {

@@ -63,6 +63,17 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     shared_host->tier = std::make_shared<HostKvTier>(sched.host_kv_blocks * shared_host->pools * layout_.dp);
   scheduler_ = std::make_unique<Scheduler>(
       sched, shared_host && sched.host_kv_blocks > 0 ? shared_host->tier : nullptr);
+  if (system.data_parallel_balance == DataParallelBalance::cache_aware && layout_.dp > 1) {
+    // The cluster router's cache-aware policy and thresholds (--cache-threshold, ...) over the ranks.
+    rank_router_ = std::make_unique<RequestRouter>(
+        ClusterSpec{layout_.dp, RouterPolicy::cache_aware, o.cluster.thresholds});
+    scheduler_->set_dealer(
+        [router = rank_router_.get()](const RequestSpec& spec, std::span<const RankLoad> ranks) {
+          std::vector<ReplicaLoad> loads;
+          for (const RankLoad& r : ranks) loads.push_back({r.unfinished, r.cached_tokens});
+          return router->route(spec.input_tokens, loads);
+        });
+  }
   compiler::XpuTimeFn xpu_fn;
   if (!o.xpu_profile.empty()) {
     xpu_profile_ = std::make_unique<XpuProfile>(XpuProfile::load(o.xpu_profile));

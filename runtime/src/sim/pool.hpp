@@ -9,6 +9,7 @@
 
 #include "duplex/runtime/scheduler/scheduler.hpp"
 #include "duplex/runtime/sim/cycle_pim_model.hpp"
+#include "duplex/runtime/sim/request_router.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
 #include "duplex/runtime/sim/step_executor.hpp"
 #include "duplex/runtime/sim/xpu_profile.hpp"
@@ -110,6 +111,7 @@ class Pool {
   };
   std::optional<HostLink> host_link_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<RequestRouter> rank_router_;  // data_parallel_balance cache-aware: deals to the ranks
   SystemResult& result_;
   RunTotals& totals_;
   std::string name_;

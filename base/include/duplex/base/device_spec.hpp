@@ -144,8 +144,8 @@ struct EnergyTable {
   Power static_of(std::string_view component) const;
 };
 
-enum class DataParallelBalance : std::uint8_t { round_robin, least_loaded };
-const char* to_string(DataParallelBalance b);  // "round-robin" | "least-loaded"
+enum class DataParallelBalance : std::uint8_t { round_robin, least_loaded, cache_aware };
+const char* to_string(DataParallelBalance b);  // "round-robin" | "least-loaded" | "cache-aware"
 
 struct SystemSpec {
   std::string name;
@@ -171,8 +171,10 @@ struct SystemSpec {
   bool attention_data_parallel = false;
   // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
   // data_parallel_balance, default least-loaded): to the rank with the fewest unfinished requests (vLLM's
-  // data-parallel coordinator balances by its engines' queues; SGLang's shortest_queue), or round-robin by
-  // request id (SGLang's default --load-balance-method).
+  // data-parallel coordinator balances by its engines' queues; SGLang's shortest_queue), round-robin by
+  // request id (SGLang's default --load-balance-method), or cache-aware: the rank holding the longest cached
+  // prefix of its prompt unless the ranks' loads are imbalanced (the cluster router's cache-aware policy and
+  // thresholds over the ranks; SGLang's model gateway in front of data-parallel ranks).
   DataParallelBalance data_parallel_balance = DataParallelBalance::least_loaded;
   // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
   // of each prompt migrating over the links in between. 0 = no split (every device does both).

@@ -48,10 +48,13 @@
 // nobody that step.
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "duplex/base/units.hpp"
@@ -62,6 +65,14 @@
 #include "duplex/runtime/scheduler/step_plan.hpp"
 
 namespace duplex::runtime {
+
+// What a dealer (Scheduler::set_dealer) knows of one data-parallel rank when a request arrives.
+struct RankLoad {
+  std::int64_t unfinished = 0;     // requests dealt to it and not finished
+  std::int64_t cached_tokens = 0;  // leading tokens of the arriving prompt its prefix cache holds (device)
+};
+// Picks the rank (an index into the loads, one per rank) of an arriving request.
+using RankDealer = std::function<int(const RequestSpec&, std::span<const RankLoad>)>;
 
 // What one update() changed, so callers (closed-loop sources, metrics) can react.
 struct StepOutcome {
@@ -108,6 +119,9 @@ class Scheduler {
   // (its host tier's not counted): what a request router in front of this scheduler sees. 0 without prefix
   // caching or hashes.
   int rank_for_arrival(const RequestSpec& spec) const;
+  // data_parallel_balance cache-aware: the policy over the ranks' loads (the engine's: the cluster router's
+  // cache-aware policy); rank_for_arrival throws duplex::Error without one.
+  void set_dealer(RankDealer dealer) { dealer_ = std::move(dealer); }
   std::int64_t cached_prefix_blocks(const RequestSpec& spec) const;
   std::int64_t kv_used_blocks() const;
   std::int64_t kv_capacity_blocks() const;
@@ -139,6 +153,9 @@ class Scheduler {
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);
   void insert_sorted(std::deque<Live>& queue, Live live);
+  // The blocks of `spec`'s sequence `rank`'s prefix cache holds in device memory (0 without prefix caching or
+  // hashes).
+  std::int64_t cached_blocks_on(const RequestSpec& spec, int rank) const;
   // Deals `live` to `rank`: its K/V memory, and its prefix keys salted by it.
   void deal(Live& live, int rank);
   // Deals the requests arrived by `now` and not dealt yet to the least-loaded ranks, oldest first.
@@ -187,6 +204,9 @@ class Scheduler {
   std::vector<std::int64_t> kv_peak_blocks_;  // per rank
   std::vector<std::int64_t> rank_load_;       // per rank: unfinished requests dealt to it
   std::vector<std::int64_t> batch_peak_;      // per rank
+  RankDealer dealer_;
+  // Cache-aware dealing: per rank, the prefix keys of its unfinished requests (how many hold each).
+  std::vector<std::unordered_map<std::uint64_t, std::int64_t>> pending_keys_;
   std::deque<Live> running_;  // sorted by older()
   std::deque<Live> waiting_;  // sorted by older(); holds not-yet-arrived requests too
   std::map<RequestId, RequestRecord> records_;
