@@ -212,6 +212,12 @@ TEST(DataParallelScheduler, CacheAwareDealingAsksItsDealer) {
   EXPECT_EQ(seen[1][1].unfinished, 1);
   EXPECT_EQ(s.rank_of(0), 1);
   EXPECT_EQ(s.rank_of(1), 1);
+  SchedulerConfig one = c;  // one rank: nothing to deal, no dealer needed
+  one.data_parallel_ranks = 1;
+  Scheduler single(one);
+  EXPECT_EQ(single.rank_for_arrival(a), 0);
+  single.add_request(a);
+  EXPECT_EQ(single.schedule(Time{}).requests.size(), 1u);
 }
 
 }  // namespace

@@ -75,6 +75,7 @@ int Scheduler::rank_of(RequestId id) const {
 }
 
 int Scheduler::rank_for_arrival(const RequestSpec& spec) const {
+  if (ranks() == 1) return 0;
   switch (config_.data_parallel_balance) {
     case DataParallelBalance::round_robin:
       return data_parallel_rank(spec.id, ranks());

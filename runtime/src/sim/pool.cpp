@@ -64,7 +64,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   scheduler_ = std::make_unique<Scheduler>(
       sched, shared_host && sched.host_kv_blocks > 0 ? shared_host->tier : nullptr);
   if (system.data_parallel_balance == DataParallelBalance::cache_aware && layout_.dp > 1) {
-    // The cluster router's cache-aware policy and thresholds (--cache-threshold, ...) over the ranks.
+    // The cluster router's cache-aware policy and thresholds (SimulationOptions::cluster) over the ranks.
     rank_router_ = std::make_unique<RequestRouter>(
         ClusterSpec{layout_.dp, RouterPolicy::cache_aware, o.cluster.thresholds});
     scheduler_->set_dealer(
