@@ -90,8 +90,7 @@ int Scheduler::rank_for_arrival(const RequestSpec& spec) const {
   std::vector<RankLoad> loads(kv_.size());
   for (int r = 0; r < ranks(); ++r) {
     loads[static_cast<std::size_t>(r)].unfinished = rank_load_[static_cast<std::size_t>(r)];
-    loads[static_cast<std::size_t>(r)].cached_tokens =
-        std::min(spec.input_tokens, cached_blocks_on(spec, r) * config_.kv_block_tokens);
+    loads[static_cast<std::size_t>(r)].cached_tokens = cached_tokens_on(spec, r);
   }
   const int rank = dealer_(spec, loads);
   if (rank < 0 || rank >= ranks())
@@ -99,26 +98,28 @@ int Scheduler::rank_for_arrival(const RequestSpec& spec) const {
   return rank;
 }
 
-std::int64_t Scheduler::cached_blocks_on(const RequestSpec& spec, int rank) const {
+std::int64_t Scheduler::cached_tokens_on(const RequestSpec& spec, int rank) const {
   if (!config_.prefix_caching || spec.content_hashes.empty()) return 0;
   const std::vector<std::uint64_t> keys = prefix_block_keys(spec, config_.kv_block_tokens, rank, ranks());
-  if (config_.data_parallel_balance != DataParallelBalance::cache_aware)
-    return kv(rank).prefix_hit(keys).blocks;
-  // Cache-aware dealing also counts the blocks of the unfinished requests dealt to the rank, cached or not
-  // yet (SGLang's router inserts a prompt into its worker's approximate tree when it routes it): a burst of
-  // one prompt's requests stays on one rank.
-  const PrefixCache& cache = kv(rank).prefix_cache();
-  const auto& pending = pending_keys_[static_cast<std::size_t>(rank)];
   std::int64_t blocks = 0;
-  for (const std::uint64_t key : keys) {
-    if (!cache.contains(key) && !pending.contains(key)) break;
-    ++blocks;
+  if (config_.data_parallel_balance != DataParallelBalance::cache_aware) {
+    blocks = kv(rank).prefix_hit(keys).blocks;
+  } else {
+    // Cache-aware dealing also counts the blocks of the unfinished requests dealt to the rank, cached or not
+    // yet (SGLang's router inserts a prompt into its worker's approximate tree when it routes it): a burst of
+    // one prompt's requests stays on one rank.
+    const PrefixCache& cache = kv(rank).prefix_cache();
+    const auto& pending = pending_keys_[static_cast<std::size_t>(rank)];
+    while (blocks < static_cast<std::int64_t>(keys.size()) &&
+           (cache.contains(keys[static_cast<std::size_t>(blocks)]) ||
+            pending.contains(keys[static_cast<std::size_t>(blocks)])))
+      ++blocks;
   }
-  return blocks;
+  return std::min(spec.input_tokens, blocks * config_.kv_block_tokens);
 }
 
-std::int64_t Scheduler::cached_prefix_blocks(const RequestSpec& spec) const {
-  return cached_blocks_on(spec, rank_for_arrival(spec));
+std::int64_t Scheduler::cached_prefix_tokens(const RequestSpec& spec) const {
+  return cached_tokens_on(spec, rank_for_arrival(spec));
 }
 
 void Scheduler::deal(Live& live, int rank) {

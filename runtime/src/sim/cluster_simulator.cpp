@@ -65,10 +65,7 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
         ++s.done;
       }
       loads[i].outstanding = s.routed - s.done;
-      loads[i].cached_tokens =
-          looks_up ? std::min(spec.input_tokens,
-                              pools[i]->scheduler().cached_prefix_blocks(spec) * o.scheduler.kv_block_tokens)
-                   : 0;
+      loads[i].cached_tokens = looks_up ? pools[i]->scheduler().cached_prefix_tokens(spec) : 0;
     }
     const auto chosen = static_cast<std::size_t>(router.route(
         spec.input_tokens, loads, spec.content_hashes.empty() ? 0 : spec.content_hashes.front()));

@@ -186,10 +186,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     spec = prefill_part(std::move(spec));
     for (std::size_t i = 0; i < prefill.size(); ++i) {
       loads[i].outstanding = prefill[i].outstanding_at(spec.arrival);
-      loads[i].cached_tokens =
-          looks_up ? std::min(spec.input_tokens, prefill[i].pool->scheduler().cached_prefix_blocks(spec) *
-                                                     o.scheduler.kv_block_tokens)
-                   : 0;
+      loads[i].cached_tokens = looks_up ? prefill[i].pool->scheduler().cached_prefix_tokens(spec) : 0;
     }
     const auto chosen = static_cast<std::size_t>(prompt_router.route(
         spec.input_tokens, loads, spec.content_hashes.empty() ? 0 : spec.content_hashes.front()));

@@ -115,14 +115,14 @@ class Scheduler {
   int rank_of(RequestId id) const;
   const KvBlockManager& kv(int rank = 0) const { return kv_.at(static_cast<std::size_t>(rank)); }
   // The rank a request `spec` arriving now would be dealt to (its id's under round-robin, the least-loaded
-  // rank now otherwise), and the blocks of its sequence that rank's prefix cache holds in device memory now
-  // (its host tier's not counted): what a request router in front of this scheduler sees. 0 without prefix
-  // caching or hashes.
+  // rank now otherwise), and the leading tokens of its prompt that rank's prefix cache holds in device memory
+  // now, in whole blocks (its host tier's not counted): what a request router in front of this scheduler
+  // sees. 0 without prefix caching or hashes.
   int rank_for_arrival(const RequestSpec& spec) const;
+  std::int64_t cached_prefix_tokens(const RequestSpec& spec) const;
   // data_parallel_balance cache-aware: the policy over the ranks' loads (the engine's: the cluster router's
   // cache-aware policy); rank_for_arrival throws duplex::Error without one.
   void set_dealer(RankDealer dealer) { dealer_ = std::move(dealer); }
-  std::int64_t cached_prefix_blocks(const RequestSpec& spec) const;
   std::int64_t kv_used_blocks() const;
   std::int64_t kv_capacity_blocks() const;
   // The blocks its waiting requests (arrived or not) take when admitted: those of their tokens so far (a
@@ -153,9 +153,10 @@ class Scheduler {
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);
   void insert_sorted(std::deque<Live>& queue, Live live);
-  // The blocks of `spec`'s sequence `rank`'s prefix cache holds in device memory (0 without prefix caching or
-  // hashes).
-  std::int64_t cached_blocks_on(const RequestSpec& spec, int rank) const;
+  // The leading tokens of `spec`'s prompt `rank`'s prefix cache holds in device memory, in whole blocks (0
+  // without prefix caching or hashes); cache-aware dealing counts the blocks of the rank's unfinished
+  // requests.
+  std::int64_t cached_tokens_on(const RequestSpec& spec, int rank) const;
   // Deals `live` to `rank`: its K/V memory, and its prefix keys salted by it.
   void deal(Live& live, int rank);
   // Deals the requests arrived by `now` and not dealt yet to the least-loaded ranks, oldest first.
