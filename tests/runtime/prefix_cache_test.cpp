@@ -2,6 +2,8 @@
 // the KV block manager counting a cached block once and evicting unheld ones when memory is short.
 #include <gtest/gtest.h>
 
+#include "duplex/base/error.hpp"
+
 #include "duplex/runtime/scheduler/kv_block_manager.hpp"
 #include "duplex/runtime/scheduler/prefix_cache.hpp"
 
@@ -86,6 +88,29 @@ TEST(PrefixCache, LeastRecentlyReleasedGoesFirst) {
   EXPECT_EQ(cache.evictable_blocks(), 0);
 }
 
+TEST(PrefixCache, EntriesWeighUnitsAndOneCanBeReleasedAlone) {
+  PrefixCache cache;
+  EXPECT_TRUE(cache.insert(1, 10, 3));
+  EXPECT_TRUE(cache.insert(1, 11, 1));
+  EXPECT_TRUE(cache.insert(1, 12, 3));
+  EXPECT_EQ(cache.cached_units(), 7);
+  cache.release_one(1, 10);  // behind a window: evictable at once, the others still held
+  EXPECT_EQ(cache.evictable_units(), 3);
+  EXPECT_EQ(cache.held_by(1), 2);
+  EXPECT_THROW(cache.release_one(1, 10), InternalError);
+  const std::vector<std::uint64_t> keys{10, 11, 12};
+  EXPECT_EQ(cache.lookup(keys).units, 7);
+  EXPECT_EQ(cache.lookup(keys).evictable, 3);
+  EXPECT_EQ(cache.release(1), 4);  // the two it still held: 12, then 11
+  EXPECT_EQ(cache.holders(11), 0);
+  // Eviction frees whole entries, oldest released first, until the units asked for are free.
+  EXPECT_EQ(cache.evict(2), 3);  // key 10
+  EXPECT_EQ(cache.evict(2), 3);  // key 12 is enough
+  EXPECT_EQ(cache.evict(1), 1);  // key 11
+  EXPECT_EQ(cache.cached_units(), 0);
+  EXPECT_EQ(cache.evictable_units(), 0);
+}
+
 TEST(KvBlockManagerPrefix, CachedBlocksCountOnceAndAreEvictedWhenShort) {
   KvBlockManager kv(10, 4);
   const std::vector<std::uint64_t> keys{1, 2, 3};  // a 12-token shared prefix
@@ -97,7 +122,7 @@ TEST(KvBlockManagerPrefix, CachedBlocksCountOnceAndAreEvictedWhenShort) {
   const PrefixCache::Hit hit = kv.prefix_hit(keys);
   EXPECT_EQ(hit.blocks, 3);
   EXPECT_TRUE(kv.can_grow_with(1, hit, 12, 14));
-  kv.take_prefix(1, keys, hit.blocks);
+  kv.take_prefix(1, keys, hit);
   kv.grow_to(1, 12, 14);
   EXPECT_EQ(kv.units_of(1), 4);
   EXPECT_EQ(kv.used_units(), 5);
@@ -146,6 +171,101 @@ TEST(KvBlockManagerPrefix, ABlockCachedByAnotherStaysOwn) {
   kv.release(0);
   EXPECT_EQ(kv.used_units(), 2);  // request 0's are the cache's
   EXPECT_EQ(kv.prefix_cache().evictable_blocks(), 2);
+}
+
+// Sliding window of 8 tokens over 4-token blocks, every layer windowed: a block is one unit, and a request
+// starting at token c needs the blocks holding tokens [c - 7, c) cached, not the ones before.
+TEST(KvBlockManagerWindowPrefix, AHitNeedsOnlyTheWindowsBlocks) {
+  KvBlockManager kv(10, 4, {8});
+  const std::vector<std::uint64_t> keys{1, 2, 3, 4, 5};  // a 20-token shared prompt
+  kv.grow_to(0, 0, 20);
+  kv.share_computed(0, keys, 20);
+  EXPECT_EQ(kv.prefix_cache().cached_blocks(), 5);
+  kv.grow_to(0, 20, 21);  // decoding token 20: tokens 13..20, blocks 3..5; blocks 0..2 go back to the cache
+  EXPECT_EQ(kv.units_of(0), 3);
+  EXPECT_EQ(kv.used_units(), 6);  // 5 cached (3 evictable) and block 5
+  EXPECT_EQ(kv.prefix_cache().evictable_units(), 3);
+  // Another request with the prompt and more starts at token 20: its window needs blocks 3 and 4.
+  PrefixCache::Hit hit = kv.prefix_hit(keys, 24);
+  EXPECT_EQ(hit.blocks, 5);
+  EXPECT_EQ(hit.window_first, 3);
+  EXPECT_EQ(hit.units, 2);
+  EXPECT_EQ(hit.evictable, 0);  // request 0 holds both
+  // The same prompt alone: it starts at its last token, 19, whose window reaches back to token 12: block 3.
+  EXPECT_EQ(kv.prefix_hit(keys, 19).window_first, 3);
+  // Blocks 0..2 evicted: a full-attention cache would miss; the window hits.
+  kv.grow_to(1, 0, 28);  // 7 blocks: evicts the 3 evictable ones (10 - 6 free = 4 short by 3)
+  EXPECT_EQ(kv.prefix_cache().cached_blocks(), 2);
+  hit = kv.prefix_hit(keys, 24);
+  EXPECT_EQ(hit.blocks, 5);
+  EXPECT_FALSE(kv.can_grow_with(2, hit, 20, 21));  // it needs 1 block of its own: none free
+  kv.release(1);
+  ASSERT_TRUE(kv.can_grow_with(2, hit, 20, 21));
+  kv.take_prefix(2, keys, hit);
+  kv.grow_to(2, 20, 21);
+  EXPECT_EQ(kv.units_of(2), 3);
+  EXPECT_EQ(kv.used_units(), 2 + 1 + 1);  // the two cached blocks once, each request's own block 5
+  // Block 4 under another key: a hit of 4 blocks (starting at token 16, whose window needs blocks 2 and 3)
+  // misses block 2, and so do the shorter ones; a 4-token window hits 4 blocks (it needs block 3 alone).
+  const std::vector<std::uint64_t> other{1, 2, 3, 4, 99};
+  EXPECT_EQ(kv.prefix_hit(other, 24).blocks, 0);
+  KvBlockManager narrow(10, 4, {4});
+  narrow.grow_to(0, 0, 20);
+  narrow.share_computed(0, keys, 20);
+  EXPECT_EQ(narrow.prefix_hit(other, 24).blocks, 4);
+  EXPECT_EQ(narrow.prefix_hit(other, 24).window_first, 3);  // token 16's window: tokens 13..16
+}
+
+// One full layer and three windowed (window 8, 4-token blocks): block j is cached as two entries, the full
+// layer's (1 unit) and the windowed layers' (3 units); a hit needs the full layer's blocks from the first.
+TEST(KvBlockManagerWindowPrefix, FullAndWindowedLayersCacheTheirOwnBlocks) {
+  KvBlockManager kv(10, 4, {8, 1, 3});
+  const std::vector<std::uint64_t> keys{1, 2, 3, 4, 5};
+  kv.grow_to(0, 0, 20);
+  kv.share_computed(0, keys, 20);
+  EXPECT_EQ(kv.prefix_cache().cached_blocks(), 10);
+  EXPECT_EQ(kv.prefix_cache().cached_units(), 20);
+  kv.grow_to(0, 20, 21);  // the windowed layers give blocks 0..2 back: 9 units evictable
+  EXPECT_EQ(kv.units_of(0), 1 * 6 + 3 * 3);
+  EXPECT_EQ(kv.prefix_cache().evictable_units(), 9);
+  const PrefixCache::Hit hit = kv.prefix_hit(keys, 24);
+  EXPECT_EQ(hit.blocks, 5);
+  EXPECT_EQ(hit.units, 1 * 5 + 3 * 2);
+  ASSERT_TRUE(kv.can_grow_with(1, hit, 20, 21));
+  kv.take_prefix(1, keys, hit);
+  kv.grow_to(1, 20, 21);
+  EXPECT_EQ(kv.units_of(1), 1 * 6 + 3 * 3);
+  EXPECT_EQ(kv.used_units(), 20 + 4 + 4);  // the cache's 20, each request's own block 5 in both groups
+  // Without the full layer's block 0 nothing hits, whatever the windowed layers hold.
+  EXPECT_EQ(kv.prefix_hit(std::vector<std::uint64_t>{9, 2, 3, 4, 5}, 24).blocks, 0);
+  // Request 0 moves past block 3, which request 1 still holds: it gives it up without freeing it, so
+  // entering block 6 takes a whole new block, 4 units, where its own block 3 would have made room for 3.
+  EXPECT_EQ(kv.extra_units_needed(0, 24, 25), 1 + 3);
+  kv.grow_to(0, 24, 25);
+  EXPECT_EQ(kv.units_of(0), 1 * 7 + 3 * 3);
+  EXPECT_EQ(kv.used_units(), 28 + 4);
+  kv.release(0);
+  kv.release(1);
+  EXPECT_EQ(kv.used_units(), kv.prefix_cache().cached_units());
+  EXPECT_EQ(kv.prefix_cache().evictable_units(), 20);
+}
+
+// Chunked attention of 8 tokens over 4-token blocks: a request starting at token c needs the blocks from
+// its chunk's first token, c - c % 8; at a chunk boundary none.
+TEST(KvBlockManagerWindowPrefix, ChunkedAttentionNeedsTheChunkSoFar) {
+  KvBlockManager kv(10, 4, {8, 0, 1, true});
+  const std::vector<std::uint64_t> keys{1, 2, 3, 4, 5};
+  kv.grow_to(0, 0, 20);
+  kv.share_computed(0, keys, 20);
+  EXPECT_EQ(kv.prefix_hit(keys, 24).window_first, 4);  // token 20's chunk starts at 16: block 4
+  EXPECT_EQ(kv.prefix_hit(keys, 16).blocks, 4);        // at most 16 tokens: 4 blocks
+  EXPECT_EQ(kv.prefix_hit(keys, 16).window_first, 4);  // token 16 begins a chunk: no block needed
+  EXPECT_EQ(kv.prefix_hit(keys, 16).units, 0);
+}
+
+TEST(KvBlockManagerWindowPrefix, NoHostTierWithAWindow) {
+  EXPECT_THROW(KvBlockManager(10, 4, {8}, 16), Error);
+  EXPECT_NO_THROW(KvBlockManager(10, 4, {8}, 0));
 }
 
 }  // namespace

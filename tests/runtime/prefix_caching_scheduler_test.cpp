@@ -3,6 +3,8 @@
 // scheduler_property_test.cpp (its prefix_* cases).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/scheduler/scheduler.hpp"
 
@@ -207,22 +209,27 @@ TEST(PrefixCaching, AnAnswersBlocksAreCachedForTheNextTurn) {
   EXPECT_THROW(s.add_request(bad), Error);
 }
 
-TEST(PrefixCaching, RefusedWithASlidingWindowUnlessOff) {
+// A sliding window of 8 tokens over 4-token blocks: request 0 decodes past its 16-token shared prompt, so
+// its windowed blocks behind the window go back to the cache; request 1, with the same prompt, still finds
+// the blocks its own window needs.
+TEST(PrefixCaching, ASlidingWindowModelReusesTheWindowsBlocks) {
   SchedulerConfig c = config(32);
   c.kv_window = KvWindow{8, 0, 1};
   Scheduler s(c);
-  EXPECT_NO_THROW(s.add_request(request(0, Time{}, 20, 1)));
-  try {
-    s.add_request(request(1, Time{}, 20, 1, 7, 16));
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("sliding window of 8 tokens"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("--no-prefix-caching"), std::string::npos) << e.what();
-  }
-  c.prefix_caching = false;
-  Scheduler off(c);
-  EXPECT_NO_THROW(off.add_request(request(1, Time{}, 20, 1, 7, 16)));
-  EXPECT_THROW(off.add_request(request(2, Time{}, 20, 1, 7, 0)), Error);  // hashes of 0-token blocks
+  s.add_request(request(0, Time{}, 20, 40, 7, 16));
+  s.add_request(request(1, ms(20), 22, 2, 7, 16));
+  Time now;
+  for (int i = 0; i < 12 && s.has_unfinished(); ++i, now += ms(1)) step(s, now);
+  EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 4);    // the shared 16 tokens
+  EXPECT_EQ(s.kv().prefix_cache().evictable_units(), 4);  // all behind request 0's window (token 30's)
+  const StepPlan p = step(s, ms(20));
+  const auto b = std::find_if(p.requests.begin(), p.requests.end(), [](auto& r) { return r.id == 1; });
+  ASSERT_NE(b, p.requests.end());
+  EXPECT_EQ(b->context_len, 16);
+  EXPECT_EQ(b->tokens, 6);
+  EXPECT_EQ(s.records().at(1).prefix_hit_tokens, 16);
+  // Its window (tokens 9..21 over the step) holds blocks 2..5: 2 of them cached, 2 its own.
+  EXPECT_EQ(s.kv().units_of(1), 4);
 }
 
 }  // namespace

@@ -132,6 +132,26 @@ TEST(PrefixCachingSim, SplitSystemConversationsReuseTheirPreviousPrompts) {
   EXPECT_EQ(r.prefix_query_tokens, 8 * (64 + 176 + 288));
 }
 
+// A sliding-window model caches each layer group's blocks (gpt-oss-20b: a 128-token window in 12 of its 24
+// layers): with memory to spare, its turns reuse exactly what a full-attention model's would, every whole
+// block of the previous turn's prompt and answer: 8 conversations of fixed 64-token messages and 48-token
+// answers, turn 2 (176 tokens) the 6 whole blocks of turn 1's 111 tokens of K/V, turn 3 (288) the 13 of turn
+// 2's 223. Turn 3's window needs only blocks 5..12 of those; turn 2 gave blocks 0..5 of its windowed layers
+// back to the cache as it decoded.
+TEST(PrefixCachingSim, SlidingWindowConversationsReuseTheirWholeHistory) {
+  const auto model = compiler::load_model("gpt-oss-20b");
+  ASSERT_EQ(model.sliding_window, 128);
+  SimulationOptions o = testing::closed_loop_options(24, 64, 48, 4, 3, 0.0);
+  o.workload.conversation = Conversations{.turns = 3, .think_s = 0.05};
+  for (const char* name : {"gpu", "duplex-pe"}) {
+    SCOPED_TRACE(name);
+    const SystemResult r = simulate(model, load_system(name), o);
+    EXPECT_EQ(r.requests, 24);
+    EXPECT_EQ(r.prefix_hit_tokens, 8 * (96 + 208));
+    EXPECT_EQ(r.prefix_query_tokens, 8 * (64 + 176 + 288));
+  }
+}
+
 // More conversations than the device's KV cache holds (half its memory reserved): histories are evicted while
 // their users think. A host tier (links.host_kv_offload) keeps copies: later turns load them over PCIe
 // instead of recomputing them, which takes link time and energy but much less time than the prefill.

@@ -34,6 +34,7 @@ struct Case {
   int ranks = 1;                   // data-parallel ranks, each kv_blocks / ranks of the memory
   bool least_loaded = false;       // ranks: dealt to the least-loaded at arrival (else round-robin by id)
   bool cache_aware = false;        // ranks: dealt by a dealer to the longest cached prefix, else least loaded
+  KvWindow window{};               // a sliding window or chunked attention over some layers
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -61,6 +62,7 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   config.tree_tokens = c.tree_tokens;
   config.draft_topk = c.draft_topk;
   config.data_parallel_ranks = c.ranks;
+  config.kv_window = c.window;
   config.data_parallel_balance = c.cache_aware    ? DataParallelBalance::cache_aware
                                  : c.least_loaded ? DataParallelBalance::least_loaded
                                                   : DataParallelBalance::round_robin;
@@ -155,8 +157,8 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   // Only cached prefix blocks stay, held by no one.
   for (int rank = 0; rank < c.ranks; ++rank) {
     const KvBlockManager& kv = scheduler.kv(rank);
-    EXPECT_EQ(kv.used_units(), kv.prefix_cache().cached_blocks());
-    EXPECT_EQ(kv.prefix_cache().evictable_blocks(), kv.prefix_cache().cached_blocks());
+    EXPECT_EQ(kv.used_units(), kv.prefix_cache().cached_units());
+    EXPECT_EQ(kv.prefix_cache().evictable_units(), kv.prefix_cache().cached_units());
     if (c.prefix_tokens == 0 && c.turns == 1) {
       EXPECT_EQ(kv.used_blocks(), 0);
     }
@@ -270,7 +272,22 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"ranks_cache_aware_prefix", BatchingPolicy::continuous, true, 64, 120, true, 0, 0, 0, 1, 40, 1,
              3, false, true},
         Case{"ranks_cache_aware_conversation", BatchingPolicy::continuous, false, 0, 240, false, 0, 0, 0, 1,
-             0, 3, 3, false, true}),
+             0, 3, 3, false, true},
+        // Prefix caching with a 24-token sliding window over every layer, over 1 of 4 layers, and with
+        // 32-token chunked attention over 1 of 2 layers: the windowed layers' blocks behind a request's
+        // window go back to the cache, and a hit needs only those its window reaches.
+        Case{"window_prefix", BatchingPolicy::continuous, false, 0, 40, false, 0, 0, 0, 1, 40, 1, 1, false,
+             false, KvWindow{24, 0, 1}},
+        Case{"window_prefix_speculative", BatchingPolicy::continuous, false, 0, 40, true, 3, 0.7, 0, 1, 40, 1,
+             1, false, false, KvWindow{24, 0, 1}},
+        Case{"window_hybrid_conversation", BatchingPolicy::continuous, false, 0, 60, false, 0, 0, 0, 1, 0, 3,
+             1, false, false, KvWindow{24, 1, 3}},
+        Case{"window_hybrid_orca_prefix", BatchingPolicy::orca, false, 0, 60, false, 0, 0, 0, 1, 40, 1, 1,
+             false, false, KvWindow{24, 1, 3}},
+        Case{"chunked_attention_prefix", BatchingPolicy::continuous, true, 64, 30, true, 0, 0, 0, 1, 40, 1, 1,
+             false, false, KvWindow{32, 1, 1, true}},
+        Case{"chunked_attention_ranks_conversation", BatchingPolicy::continuous, false, 0, 160, false, 0, 0,
+             0, 1, 0, 3, 2, true, false, KvWindow{32, 1, 1, true}}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

@@ -14,6 +14,8 @@ KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_
       block_tokens_(block_tokens),
       window_(window),
       units_per_block_(1),
+      full_units_(1),
+      window_units_(0),
       host_(shared_host ? std::move(shared_host) : std::make_shared<HostKvTier>(host_blocks)) {
   if (capacity_blocks < 1)
     throw Error(fmt::format("KV cache capacity is {} blocks; expected at least 1 block", capacity_blocks));
@@ -26,6 +28,41 @@ KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_
                             ">= 0 full",
                             window.windowed_layers, window.full_layers));
   if (window.tokens > 0 && window.full_layers > 0) units_per_block_ = window.full_layers + window.windowed_layers;
+  if (window.tokens > 0) {
+    full_units_ = window.full_layers > 0 ? window.full_layers : 0;
+    window_units_ = window.full_layers > 0 ? window.windowed_layers : 1;
+  }
+  if (window.tokens > 0 && host_->capacity_blocks() > 0)
+    throw Error(fmt::format(
+        "a host K/V tier (links.host_kv_offload) is not modelled with {} of {} tokens; "
+        "expected no host tier (links.host_kv_offload: 0) or prefix caching off (--no-prefix-caching)",
+        window.chunked ? "chunked attention" : "a sliding window", window.tokens));
+}
+
+std::int64_t KvBlockManager::window_first_token(std::int64_t context) const {
+  return window_.chunked ? context - context % window_.tokens  // oldest token needed
+                         : std::max<std::int64_t>(0, context - window_.tokens + 1);
+}
+
+std::uint64_t KvBlockManager::window_key(std::uint64_t key) const {
+  if (full_units_ == 0) return key;
+  // Another splitmix64 round keeps the windowed group's keys apart from the full layers'.
+  std::uint64_t z = key + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+std::int64_t KvBlockManager::slid_shared_units(RequestId id, std::int64_t context) const {
+  const auto it = units_.find(id);
+  if (window_units_ == 0 || it == units_.end()) return 0;
+  const std::int64_t first = window_first_block(context);
+  std::int64_t units = 0;
+  for (const auto& [index, key] : it->second.window_cached) {
+    if (index >= first) break;
+    if (prefix_.holders(key) > 1) units += window_units_;
+  }
+  return units;
 }
 
 std::int64_t KvBlockManager::blocks_for(std::int64_t tokens) const {
@@ -41,9 +78,7 @@ std::int64_t KvBlockManager::units_of(RequestId id) const {
 std::int64_t KvBlockManager::blocks_for_step(std::int64_t context, std::int64_t total_tokens) const {
   DUPLEX_ASSERT(0 <= context && context <= total_tokens, "a step's context outside [0, its total tokens]");
   if (window_.tokens == 0 || total_tokens == 0) return blocks_for(total_tokens);
-  const std::int64_t first = window_.chunked ? context - context % window_.tokens  // oldest token needed
-                                             : std::max<std::int64_t>(0, context - window_.tokens + 1);
-  return (total_tokens - 1) / block_tokens_ - first / block_tokens_ + 1;
+  return (total_tokens - 1) / block_tokens_ - window_first_block(context) + 1;
 }
 
 std::int64_t KvBlockManager::units_for_step(std::int64_t context, std::int64_t total_tokens) const {
@@ -53,23 +88,32 @@ std::int64_t KvBlockManager::units_for_step(std::int64_t context, std::int64_t t
 }
 
 std::int64_t KvBlockManager::extra_units_needed(RequestId id, std::int64_t context, std::int64_t total_tokens) const {
-  const std::int64_t need = units_for_step(context, total_tokens) - units_of(id);
+  const std::int64_t need =
+      units_for_step(context, total_tokens) - units_of(id) + slid_shared_units(id, context);
   return need > 0 ? need : 0;
 }
 
 void KvBlockManager::grow_to(RequestId id, std::int64_t context, std::int64_t total_tokens) {
-  const std::int64_t held = units_of(id), want = units_for_step(context, total_tokens);
+  Holder& holder = units_[id];
+  // Its cached windowed blocks behind the window go back to the cache: still counted in the used units, no
+  // longer its own.
+  const std::int64_t first = window_units_ > 0 ? window_first_block(context) : 0;
+  while (!holder.window_cached.empty() && holder.window_cached.front().first < first) {
+    prefix_.release_one(id, holder.window_cached.front().second);
+    holder.units -= window_units_;
+    holder.window_cached.pop_front();
+  }
+  const std::int64_t held = holder.units, want = units_for_step(context, total_tokens);
   const std::int64_t target = window_.tokens > 0 ? want : std::max(held, want);
   if (target == held) return;
   if (target - held > free_units()) {
     const std::int64_t short_units = target - held - free_units();
     DUPLEX_ASSERT(
-        short_units <= prefix_.evictable_blocks(),
+        short_units <= prefix_.evictable_units(),
         fmt::format("KV grow of request {} by {} units with {} free", id, target - held, free_units()));
-    prefix_.evict(short_units);
-    used_units_ -= short_units;
+    used_units_ -= prefix_.evict(short_units);
   }
-  units_[id].units = target;
+  holder.units = target;
   used_units_ += target - held;
 }
 
@@ -84,38 +128,84 @@ void KvBlockManager::release(RequestId id) {
 bool KvBlockManager::can_grow_with(RequestId id, const PrefixCache::Hit& hit, std::int64_t context,
                                    std::int64_t total_tokens) const {
   DUPLEX_ASSERT(units_of(id) == 0, "a request taking cached prefix blocks already holds blocks");
-  const std::int64_t own = std::max<std::int64_t>(0, units_for_step(context, total_tokens) - hit.blocks);
-  return own <= free_units() + prefix_.evictable_blocks() - hit.evictable;
+  const std::int64_t own = std::max<std::int64_t>(0, units_for_step(context, total_tokens) - hit.units);
+  return own <= free_units() + prefix_.evictable_units() - hit.evictable;
 }
 
-PrefixCache::Hit KvBlockManager::prefix_hit(std::span<const std::uint64_t> keys) const {
-  PrefixCache::Hit hit = prefix_.lookup(keys);
-  hit.host_blocks = host_->leading(keys, static_cast<std::size_t>(hit.blocks));
+PrefixCache::Hit KvBlockManager::prefix_hit(std::span<const std::uint64_t> keys,
+                                            std::int64_t max_tokens) const {
+  if (window_.tokens == 0) {
+    PrefixCache::Hit hit = prefix_.lookup(keys);
+    hit.host_blocks = host_->leading(keys, static_cast<std::size_t>(hit.blocks));
+    return hit;
+  }
+  // The full layers' blocks from the first; the windowed layers' then decide, longest first (vLLM's
+  // find_longest_cache_hit): a hit of L blocks starts the request at c = min(L x block, max_tokens), whose
+  // window reaches back to block window_first_block(c).
+  auto blocks = std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()),
+                                       max_tokens / block_tokens_ + (max_tokens % block_tokens_ > 0 ? 1 : 0));
+  if (full_units_ > 0)
+    blocks = std::min(blocks, prefix_.lookup(keys.first(static_cast<std::size_t>(blocks))).blocks);
+  std::vector<std::int64_t> run(static_cast<std::size_t>(blocks));  // cached windowed blocks ending at j
+  for (std::int64_t j = 0; j < blocks; ++j)
+    run[static_cast<std::size_t>(j)] = prefix_.contains(window_key(keys[static_cast<std::size_t>(j)]))
+                                           ? (j > 0 ? run[static_cast<std::size_t>(j - 1)] : 0) + 1
+                                           : 0;
+  for (; blocks > 0; --blocks) {
+    const std::int64_t first = window_first_block(std::min(blocks * block_tokens_, max_tokens));
+    if (first >= blocks || run[static_cast<std::size_t>(blocks - 1)] >= blocks - first) break;
+  }
+  PrefixCache::Hit hit;
+  if (blocks == 0) return hit;
+  hit.blocks = blocks;
+  hit.window_first = std::min(blocks, window_first_block(std::min(blocks * block_tokens_, max_tokens)));
+  std::vector<std::uint64_t> windowed;
+  for (std::int64_t j = hit.window_first; j < blocks; ++j)
+    windowed.push_back(window_key(keys[static_cast<std::size_t>(j)]));
+  const PrefixCache::Hit w = prefix_.lookup(windowed);
+  hit.units = w.units;
+  hit.evictable = w.evictable;
+  if (full_units_ > 0) {
+    const PrefixCache::Hit f = prefix_.lookup(keys.first(static_cast<std::size_t>(blocks)));
+    hit.units += f.units;
+    hit.evictable += f.evictable;
+  }
   return hit;
 }
 
-void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks,
-                                 std::int64_t host_blocks) {
+void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> keys,
+                                 const PrefixCache::Hit& hit) {
   DUPLEX_ASSERT(units_of(id) == 0, "a request taking cached prefix blocks already holds blocks");
-  if (blocks + host_blocks == 0) return;
-  DUPLEX_ASSERT(window_.tokens == 0, "prefix caching with a sliding window");
-  host_->touch(keys.subspan(static_cast<std::size_t>(blocks), static_cast<std::size_t>(host_blocks)));
-  if (blocks == 0) return;
-  prefix_.acquire(id, keys.first(static_cast<std::size_t>(blocks)));
-  units_[id] = Holder{.units = blocks, .next_shared = blocks, .next_hosted = blocks};
+  if (hit.blocks + hit.host_blocks == 0) return;
+  host_->touch(keys.subspan(static_cast<std::size_t>(hit.blocks), static_cast<std::size_t>(hit.host_blocks)));
+  if (hit.blocks == 0) return;
+  Holder& holder = units_[id];
+  holder =
+      Holder{.units = hit.units, .next_shared = hit.blocks, .next_hosted = hit.blocks, .window_cached = {}};
+  if (full_units_ > 0) prefix_.acquire(id, keys.first(static_cast<std::size_t>(hit.blocks)));
+  for (std::int64_t j = hit.window_first; window_units_ > 0 && j < hit.blocks; ++j) {
+    const std::uint64_t key = window_key(keys[static_cast<std::size_t>(j)]);
+    prefix_.acquire(id, std::span(&key, 1));
+    holder.window_cached.emplace_back(j, key);
+  }
 }
 
 std::int64_t KvBlockManager::share_computed(RequestId id, std::span<const std::uint64_t> keys,
                                             std::int64_t computed_tokens, bool to_host) {
   if (keys.empty()) return 0;
-  DUPLEX_ASSERT(window_.tokens == 0, "prefix caching with a sliding window");
   Holder& holder = units_.at(id);
   const std::int64_t full =
       std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()), computed_tokens / block_tokens_);
-  DUPLEX_ASSERT(full <= holder.units, "a request computed blocks it does not hold");
-  // Moving a block of its own into the cache leaves the used units as they are.
-  for (; holder.next_shared < full; ++holder.next_shared)
-    prefix_.insert(id, keys[static_cast<std::size_t>(holder.next_shared)]);
+  DUPLEX_ASSERT(window_.tokens > 0 || full <= holder.units, "a request computed blocks it does not hold");
+  // Moving a block of its own into the cache leaves the used units as they are. (With a window, the blocks
+  // a step computes are in the window of its first token: held.)
+  for (; holder.next_shared < full; ++holder.next_shared) {
+    const std::int64_t j = holder.next_shared;
+    const std::uint64_t key = keys[static_cast<std::size_t>(j)];
+    if (full_units_ > 0) prefix_.insert(id, key, full_units_);
+    if (window_units_ > 0 && prefix_.insert(id, window_key(key), window_units_))
+      holder.window_cached.emplace_back(j, window_key(key));
+  }
   std::int64_t copies = 0;
   if (to_host)
     for (; holder.next_hosted < full; ++holder.next_hosted)

@@ -30,60 +30,93 @@ std::vector<std::uint64_t> prefix_block_keys(const RequestSpec& spec, std::int64
   return keys;
 }
 
+std::int64_t PrefixCache::holders(std::uint64_t key) const {
+  const auto it = blocks_.find(key);
+  return it == blocks_.end() ? 0 : it->second.holders;
+}
+
 PrefixCache::Hit PrefixCache::lookup(std::span<const std::uint64_t> keys) const {
   Hit hit;
   for (const std::uint64_t key : keys) {
     const auto it = blocks_.find(key);
     if (it == blocks_.end()) break;
     ++hit.blocks;
-    if (it->second.holders == 0) ++hit.evictable;
+    hit.units += it->second.units;
+    if (it->second.holders == 0) hit.evictable += it->second.units;
   }
   return hit;
 }
 
 void PrefixCache::acquire(RequestId holder, std::span<const std::uint64_t> keys) {
-  std::vector<std::uint64_t>& held = held_[holder];
+  std::vector<std::uint64_t>& held = held_[holder].keys;
   for (const std::uint64_t key : keys) {
     const auto it = blocks_.find(key);
     DUPLEX_ASSERT(it != blocks_.end(),
                   fmt::format("request {} acquires a prefix block that is not cached", holder));
-    if (it->second.holders++ == 0) evictable_.erase(it->second.released);
+    if (it->second.holders++ == 0) {
+      evictable_.erase(it->second.released);
+      evictable_units_ -= it->second.units;
+    }
     held.push_back(key);
   }
 }
 
-bool PrefixCache::insert(RequestId holder, std::uint64_t key) {
-  if (!blocks_.emplace(key, Block{.holders = 1}).second) return false;
-  held_[holder].push_back(key);
+bool PrefixCache::insert(RequestId holder, std::uint64_t key, std::int64_t units) {
+  DUPLEX_ASSERT(units >= 1, "a cached block of no memory");
+  if (!blocks_.emplace(key, Block{.holders = 1, .units = units}).second) return false;
+  held_[holder].keys.push_back(key);
+  cached_units_ += units;
   return true;
+}
+
+void PrefixCache::unhold(Block& block, std::uint64_t key) {
+  if (--block.holders > 0) return;
+  block.released = next_stamp_++;
+  evictable_.emplace(block.released, key);
+  evictable_units_ += block.units;
 }
 
 std::int64_t PrefixCache::release(RequestId holder) {
   const auto it = held_.find(holder);
   if (it == held_.end()) return 0;
-  const auto n = static_cast<std::int64_t>(it->second.size());
-  for (auto key = it->second.rbegin(); key != it->second.rend(); ++key) {
+  std::int64_t units = 0;
+  for (auto key = it->second.keys.rbegin(); key != it->second.keys.rend(); ++key) {
+    if (it->second.gone.contains(*key)) continue;
     Block& block = blocks_.at(*key);
-    if (--block.holders > 0) continue;
-    block.released = next_stamp_++;
-    evictable_.emplace(block.released, *key);
+    units += block.units;
+    unhold(block, *key);
   }
   held_.erase(it);
-  return n;
+  return units;
+}
+
+void PrefixCache::release_one(RequestId holder, std::uint64_t key) {
+  const auto it = held_.find(holder);
+  DUPLEX_ASSERT(it != held_.end() && !it->second.gone.contains(key) && blocks_.contains(key) &&
+                    blocks_.at(key).holders > 0,
+                fmt::format("request {} releases a prefix block it does not hold", holder));
+  it->second.gone.insert(key);
+  unhold(blocks_.at(key), key);
 }
 
 std::int64_t PrefixCache::held_by(RequestId holder) const {
   const auto it = held_.find(holder);
-  return it == held_.end() ? 0 : static_cast<std::int64_t>(it->second.size());
+  return it == held_.end() ? 0 : static_cast<std::int64_t>(it->second.keys.size() - it->second.gone.size());
 }
 
-void PrefixCache::evict(std::int64_t n) {
-  DUPLEX_ASSERT(0 <= n && n <= evictable_blocks(), "evicting more cached blocks than are evictable");
-  for (std::int64_t i = 0; i < n; ++i) {
+std::int64_t PrefixCache::evict(std::int64_t units) {
+  DUPLEX_ASSERT(0 <= units && units <= evictable_units_, "evicting more cached units than are evictable");
+  std::int64_t freed = 0;
+  while (freed < units) {
     const auto oldest = evictable_.begin();
-    blocks_.erase(oldest->second);
+    const auto block = blocks_.find(oldest->second);
+    freed += block->second.units;
+    cached_units_ -= block->second.units;
+    evictable_units_ -= block->second.units;
+    blocks_.erase(block);
     evictable_.erase(oldest);
   }
+  return freed;
 }
 
 }  // namespace duplex::runtime

@@ -103,7 +103,7 @@ std::int64_t Scheduler::cached_tokens_on(const RequestSpec& spec, int rank) cons
   const std::vector<std::uint64_t> keys = prefix_block_keys(spec, config_.kv_block_tokens, rank, ranks());
   std::int64_t blocks = 0;
   if (config_.data_parallel_balance != DataParallelBalance::cache_aware) {
-    blocks = kv(rank).prefix_hit(keys).blocks;
+    blocks = kv(rank).prefix_hit(keys, spec.input_tokens - 1).blocks;
   } else {
     // Cache-aware dealing also counts the blocks of the unfinished requests dealt to the rank, cached or not
     // yet (SGLang's router inserts a prompt into its worker's approximate tree when it routes it): a burst of
@@ -215,14 +215,6 @@ void Scheduler::add_request(const RequestSpec& spec) {
                       spec.id, hashes, spec.hash_block_tokens, spec.hashed_tokens, spec.input_tokens,
                       spec.output_tokens));
   }
-  const bool shares_prefix =
-      config_.prefix_caching && !spec.content_hashes.empty() && spec.cached_tokens == 0;
-  if (shares_prefix && memory.window().tokens > 0)
-    throw Error(fmt::format(
-        "request {} carries content hashes for prefix caching, which is not modelled with the "
-        "model's {} of {} tokens; expected prefix caching off (--no-prefix-caching, "
-        "scheduler prefix_caching: false) or requests without hashes",
-        spec.id, memory.window().chunked ? "chunked attention" : "sliding window", memory.window().tokens));
   RequestRecord record;
   record.spec = spec;
   records_.emplace(spec.id, std::move(record));
@@ -416,7 +408,7 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
   const bool looks_up = head.num_computed == 0 && !head.prefix_keys.empty();
   std::int64_t loaded = 0;  // of the cached tokens, those in host memory
   if (looks_up) {
-    hit = memory.prefix_hit(head.prefix_keys);
+    hit = memory.prefix_hit(head.prefix_keys, head.num_tokens - 1);
     head.num_computed = head.prefill_start =
         std::min((hit.blocks + hit.host_blocks) * config_.kv_block_tokens, head.num_tokens - 1);
     loaded = std::max<std::int64_t>(0, head.num_computed - hit.blocks * config_.kv_block_tokens);
@@ -428,7 +420,7 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
     if (looks_up) head.num_computed = head.prefill_start = 0;
     return 0;
   }
-  memory.take_prefix(head.spec.id, head.prefix_keys, hit.blocks, hit.host_blocks);
+  memory.take_prefix(head.spec.id, head.prefix_keys, hit);
   memory.grow_to(head.spec.id, head.num_computed, need);
   if (looks_up) {
     RequestRecord& record = records_.at(head.spec.id);

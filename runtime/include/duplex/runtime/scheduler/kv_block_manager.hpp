@@ -13,13 +13,20 @@
 // capacity from device memory minus weights (see kv_blocks_for_memory). Used units never exceed capacity:
 // grow_to() throws first.
 //
-// Prefix caching (PrefixCache; no window): a request's blocks may include cached prefix blocks, taken at
-// admission (take_prefix) or cached as it computes them (share_computed). A cached block counts once in the
-// used units however many requests hold it, and stays used when none does until a grow needs its memory:
-// then the least recently released cached blocks are evicted (free_units() counts only never-used memory,
-// can_grow_to() also the evictable blocks). With a host tier (HostKvTier, `host_blocks` > 0) the cached
+// Prefix caching (PrefixCache): a request's blocks may include cached prefix blocks, taken at admission
+// (take_prefix) or cached as it computes them (share_computed). A cached block counts once in the used units
+// however many requests hold it, and stays used when none does until a grow needs its memory: then the least
+// recently released cached blocks are evicted (free_units() counts only never-used memory, can_grow_to()
+// also the evictable units). With a host tier (HostKvTier, `host_blocks` > 0; not with a window) the cached
 // blocks are also copied to host memory as they are cached, and a sequence continues its hit there.
+// With a window, as vLLM's hybrid KV cache manager: each layer group caches its own blocks (the full layers'
+// share of block j and the windowed layers' are two entries, full_layers and windowed_layers units; one group
+// alone: 1 unit); a windowed block behind a request's window is released to the cache (evictable when no one
+// else holds it) rather than freed; and a hit of L blocks needs the full layers' blocks 0..L-1 and the
+// windowed layers' blocks that the next token's window (or chunk) reaches, the longest such L found.
 #include <cstdint>
+#include <deque>
+#include <limits>
 #include <memory>
 #include <span>
 #include <unordered_map>
@@ -58,13 +65,15 @@ class KvBlockManager {
   // Units a request holds for that step: full_layers x blocks_for(total) + windowed_layers x
   // blocks_for_step(...) when only some layers are windowed, else blocks_for_step(...).
   std::int64_t units_for_step(std::int64_t context, std::int64_t total_tokens) const;
-  // Units `id` must add for that step (0 when it already holds enough).
+  // Units `id` must add for that step (0 when it already holds enough; with a window, the cached blocks
+  // behind it that other requests hold too, which it gives up without freeing them, count as held).
   std::int64_t extra_units_needed(RequestId id, std::int64_t context, std::int64_t total_tokens) const;
   bool can_grow_to(RequestId id, std::int64_t context, std::int64_t total_tokens) const {
-    return extra_units_needed(id, context, total_tokens) <= free_units() + prefix_.evictable_blocks();
+    return extra_units_needed(id, context, total_tokens) <= free_units() + prefix_.evictable_units();
   }
   // Makes `id` hold units_for_step(context, total_tokens) units: without a window it never shrinks; with one,
-  // the blocks behind the window are returned. Evicts unheld cached prefix blocks when free units are short.
+  // the blocks behind the window are returned (cached ones to the cache). Evicts unheld cached prefix blocks
+  // when free units are short.
   // InternalError when units are short (the scheduler checks can_grow_to first).
   void grow_to(RequestId id, std::int64_t context, std::int64_t total_tokens);
   // Returns all units of `id` and its references on cached prefix blocks (no-op for an id holding none).
@@ -72,19 +81,22 @@ class KvBlockManager {
 
   // Prefix caching. The cached blocks that begin a sequence with these block keys (prefix_block_keys), and
   // the host tier's copies of the blocks that follow them.
-  PrefixCache::Hit prefix_hit(std::span<const std::uint64_t> keys) const;
+  // `max_tokens`: the most tokens the hit may stand for (the request's tokens less one); with a window the
+  // hit is at most the blocks those tokens reach, and the window is that of the token after
+  // min(blocks x block_tokens, max_tokens).
+  PrefixCache::Hit prefix_hit(std::span<const std::uint64_t> keys,
+                              std::int64_t max_tokens = std::numeric_limits<std::int64_t>::max()) const;
   // Whether `id`, holding nothing, can take `hit`'s cached blocks and then grow to the step's units.
   bool can_grow_with(RequestId id, const PrefixCache::Hit& hit, std::int64_t context,
                      std::int64_t total_tokens) const;
-  // `id`, holding nothing, takes the first `blocks` of `keys` (all cached: prefix_hit) as its first blocks,
-  // and marks the host tier's copies of the next `host_blocks` (all held) used: it loads them into blocks of
-  // its own (grow_to).
-  void take_prefix(RequestId id, std::span<const std::uint64_t> keys, std::int64_t blocks,
-                   std::int64_t host_blocks = 0);
+  // `id`, holding nothing, takes `hit`'s cached blocks of `keys` (prefix_hit: its first hit.blocks, with a
+  // window its windowed layers' from hit.window_first) as its first blocks, and marks the host tier's copies
+  // of the next hit.host_blocks (all held) used: it loads them into blocks of its own (grow_to).
+  void take_prefix(RequestId id, std::span<const std::uint64_t> keys, const PrefixCache::Hit& hit);
   // Caches `id`'s blocks that its first `computed_tokens` tokens fill and `keys` name, those not cached yet
-  // (a block another request cached first stays `id`'s own), and with `to_host` copies to the host tier those
-  // of them not copied yet (without it, a later call with it copies them). Returns the new host copies.
-  // Without a window only (InternalError otherwise).
+  // (a block another request cached first stays `id`'s own; with a window, each layer group's that `id`
+  // holds), and with `to_host` copies to the host tier those of them not copied yet (without it, a later call
+  // with it copies them). Returns the new host copies.
   std::int64_t share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens,
                               bool to_host = true);
   const PrefixCache& prefix_cache() const { return prefix_; }
@@ -106,12 +118,25 @@ class KvBlockManager {
   std::int64_t block_tokens_;
   KvWindow window_;
   std::int64_t units_per_block_;  // layers when only some are windowed, else 1
+  std::int64_t full_units_;       // a block's units in the layers attending to every token (0: none)
+  std::int64_t window_units_;     // and in the windowed layers (0: no window)
   std::int64_t used_units_ = 0;   // units no cached block is counted in, plus every cached block once
   struct Holder {
     std::int64_t units = 0;
     std::int64_t next_shared = 0;  // share_computed considered its blocks before this one
     std::int64_t next_hosted = 0;  // and copied those before this one to the host tier
+    // With a window: the cached windowed blocks it holds (index, key), oldest first.
+    std::deque<std::pair<std::int64_t, std::uint64_t>> window_cached;
   };
+  // The first token and block the windowed layers keep for a step starting at `context`.
+  std::int64_t window_first_token(std::int64_t context) const;
+  std::int64_t window_first_block(std::int64_t context) const {
+    return window_first_token(context) / block_tokens_;
+  }
+  // The windowed layers' cache key of block `key` (the key itself when no layer attends to every token).
+  std::uint64_t window_key(std::uint64_t key) const;
+  // Units of `id`'s cached windowed blocks behind the window at `context` that another request holds too.
+  std::int64_t slid_shared_units(RequestId id, std::int64_t context) const;
   std::unordered_map<RequestId, Holder> units_;
   PrefixCache prefix_;
   std::shared_ptr<HostKvTier> host_;  // never null
