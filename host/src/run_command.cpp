@@ -113,8 +113,8 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_flag("--prefix-caching", o->run.executor.prefix_caching,
-              "Reuse the cached K/V of whole --kv-block blocks a prompt shares with earlier prompts (not "
-              "across nodes, or for sliding-window models)");
+              "Reuse the cached K/V of whole --kv-block blocks a prompt shares with earlier prompts (each "
+              "data-parallel node its own)");
   c->add_option(
        "--speculative", o->run.executor.speculative_tokens,
        "Speculative decoding: draft tokens each decoding request verifies per step, proposed greedily by "

@@ -98,10 +98,6 @@ class FunctionalExecutor::Impl {
           fmt::format("chunked prefill splits prompts to fill the token budget; max tokens per step is "
                       "{}, expected >= 1 (--max-tokens-per-step)",
                       opt_.max_tokens_per_step));
-    for (const ModelWeights* w : {&w_, opt_.draft})  // the target, and a draft caching the same prompts
-      if (opt_.prefix_caching && w && w->spec.windowed_layers() > 0)
-        throw Error(fmt::format("prefix caching: model {} has {}; expected a model attending to every token",
-                                w->spec.name, w->spec.window_note()));
     if (sys_.split_prefill_fraction > 0) {
       if (sys_.split_prefill_instances != 1 || sys_.split_decode_instances != 1)
         throw Error(
