@@ -179,7 +179,12 @@ LinkSpec read_links(const ConfigNode& n) {
   if (n.has("host_latency") || l.host_kv_offload.bytes > 0) l.host_latency = n.get<Time>("host_latency");
   if (n.has("host_kv_load"))
     l.host_kv_layerwise = n.get_enum("host_kv_load", {"serial", "layerwise"}) == "layerwise";
-  if (n.has("host_kv_scope")) l.host_kv_per_node = n.get_enum("host_kv_scope", {"device", "node"}) == "node";
+  if (n.has("host_kv_scope")) {
+    const std::string scope = n.get_enum("host_kv_scope", {"device", "node", "cluster"});
+    l.host_kv_scope = scope == "node"      ? HostKvScope::node
+                      : scope == "cluster" ? HostKvScope::cluster
+                                           : HostKvScope::device;
+  }
   n.finish();
   return l;
 }
@@ -303,6 +308,18 @@ SystemSpec read_system(const ConfigNode& n) {
   n.finish();
   s.resolved_yaml = n.dump();
   return s;
+}
+
+const char* to_string(HostKvScope s) {
+  switch (s) {
+    case HostKvScope::device:
+      return "device";
+    case HostKvScope::node:
+      return "node";
+    case HostKvScope::cluster:
+      return "cluster";
+  }
+  return "unknown";
 }
 
 const char* to_string(DataParallelBalance b) {

@@ -127,7 +127,12 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           100.0 * static_cast<double>(r.prefix_hit_tokens) / static_cast<double>(r.prefix_query_tokens),
           r.host_kv_blocks > 0 ? fmt::format(", {} of them loaded from host memory ({} blocks per device{})",
                                              r.host_hit_tokens, r.host_kv_blocks,
-                                             r.host_kv_per_node ? ", one tier per node" : "")
+                                             r.host_kv_scope == "node" ? ", one tier per node"
+                                             : r.host_kv_scope == "cluster"
+                                                 ? fmt::format(", one store over the nodes: {} tokens "
+                                                               "from other nodes",
+                                                               r.host_remote_hit_tokens)
+                                                 : "")
                                : "");
     if (r.pim_area)
       s += fmt::format("area {}: Logic-PIM {:.2f} mm2 per stack, {:.1f}% of the {:.0f} mm2 logic die (TSVs {:.2f}, GEMM "

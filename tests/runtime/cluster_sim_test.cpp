@@ -162,7 +162,7 @@ TEST(ClusterSim, ReplicasOfANodeShareItsHostTier) {
   auto run = [&](const char* name, const char* scope, int per_node) {
     SystemSpec s = load_system(name);
     s.links.host_kv_offload = gib(64);
-    s.links.host_kv_per_node = std::string(scope) == "node";
+    s.links.host_kv_scope = std::string(scope) == "node" ? HostKvScope::node : HostKvScope::device;
     s.links.devices_per_node = per_node;
     return simulate(model, s, o);
   };
@@ -184,6 +184,48 @@ TEST(ClusterSim, ReplicasOfANodeShareItsHostTier) {
                      split_one = run("duplex-split", "node", 16);
   EXPECT_GT(split_one.host_hit_tokens, split_own.host_hit_tokens);
   EXPECT_EQ(split_one.to_json()["prefix_cache"]["host_kv_scope"], "node");
+}
+
+// links.host_kv_scope cluster: one store over every replica's host memory (Mooncake's store), each copy in
+// the memory of the node that stored it. 4 replicas x 4 devices, 4 devices per node (a replica per node),
+// round-robin: a turn sent away from its history loads it from another node over InfiniBand, where scope node
+// (here a tier per replica) recomputes it. On one node of 16 the store is scope node's tier exactly, nothing
+// remote; a slower network makes the remote loads, and so the first tokens, slower.
+TEST(ClusterSim, ReplicasOnSeveralNodesShareTheClusterStore) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = testing::closed_loop_options(512, 128, 64, 16, 5, 0.1);
+  o.workload.arrival.concurrency = 128;
+  o.workload.conversation = Conversations{.turns = 8, .think_s = 0.5};
+  o.scheduler.prefix_caching = true;
+  o.cluster.replicas = 4;
+  auto run = [&](HostKvScope scope, int per_node, double infiniband_gb_s = 0) {
+    SystemSpec s = load_system("gpu");
+    s.links.host_kv_offload = gib(64);
+    s.links.host_kv_scope = scope;
+    s.links.devices_per_node = per_node;
+    if (infiniband_gb_s > 0) s.links.infiniband_bandwidth = gb_per_s(infiniband_gb_s);
+    return simulate(model, s, o);
+  };
+  const SystemResult per_replica = run(HostKvScope::node, 4), store = run(HostKvScope::cluster, 4);
+  EXPECT_EQ(per_replica.host_remote_hit_tokens, 0);
+  EXPECT_GT(store.host_hit_tokens, per_replica.host_hit_tokens);
+  EXPECT_GT(store.host_remote_hit_tokens, store.host_hit_tokens / 2);  // 3 of 4 replicas are elsewhere
+  EXPECT_LE(store.host_remote_hit_tokens, store.host_hit_tokens);
+  EXPECT_GT(store.prefix_hit_tokens, per_replica.prefix_hit_tokens);
+  EXPECT_LT(store.ttft_ms.p50, per_replica.ttft_ms.p50);
+  const nlohmann::json j = store.to_json();
+  EXPECT_EQ(j["prefix_cache"]["host_kv_scope"], "cluster");
+  EXPECT_EQ(j["prefix_cache"]["host_remote_hit_tokens"].get<std::int64_t>(), store.host_remote_hit_tokens);
+  nlohmann::json one_node = run(HostKvScope::cluster, 16).to_json(),
+                 node = run(HostKvScope::node, 16).to_json();
+  EXPECT_EQ(one_node["prefix_cache"]["host_remote_hit_tokens"].get<std::int64_t>(), 0);
+  for (nlohmann::json* r : {&one_node, &node}) {
+    (*r)["prefix_cache"].erase("host_kv_scope");
+    (*r)["prefix_cache"].erase("host_remote_hit_tokens");
+  }
+  EXPECT_EQ(one_node.dump(), node.dump());
+  const SystemResult slow = run(HostKvScope::cluster, 4, 1.0);
+  EXPECT_GT(slow.ttft_ms.p50, store.ttft_ms.p50);
 }
 
 TEST(ClusterSim, BadClustersAreRefused) {

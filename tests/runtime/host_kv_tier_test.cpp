@@ -123,5 +123,23 @@ TEST(HostKvTier, BlocksCompletedByAcceptedDraftsAreCopiedAtTheNextStep) {
   EXPECT_EQ(s.kv().host_tier().blocks(), 2);
 }
 
+// A store spanning nodes keeps each copy where it was stored first; a manager on another node counts the
+// tokens it loads from there as remote, a partial last block by its tokens.
+TEST(HostKvTier, ACopyStaysOnTheNodeThatStoredIt) {
+  auto store = std::make_shared<HostKvTier>(8);
+  EXPECT_TRUE(store->store(1, 0));
+  EXPECT_TRUE(store->store(2, 1));
+  EXPECT_FALSE(store->store(1, 1));  // already there: used now, still on node 0
+  EXPECT_EQ(store->node_of(1), 0);
+  EXPECT_EQ(store->node_of(2), 1);
+  EXPECT_THROW((void)store->node_of(3), InternalError);
+  const KvBlockManager on_node_1(16, 4, {}, 0, store, 1);
+  const std::vector<std::uint64_t> keys{7, 1, 2};
+  EXPECT_EQ(on_node_1.host_remote_tokens(keys, 1, 6), 4);  // block 1 (4 tokens) on node 0, block 2 local
+  EXPECT_EQ(on_node_1.host_remote_tokens(keys, 1, 3), 3);
+  const KvBlockManager on_node_0(16, 4, {}, 0, store, 0);
+  EXPECT_EQ(on_node_0.host_remote_tokens(keys, 1, 6), 2);  // block 2's 2 tokens on node 1
+}
+
 }  // namespace
 }  // namespace duplex::runtime

@@ -11,11 +11,11 @@ HostKvTier::HostKvTier(std::int64_t capacity_blocks) : capacity_(capacity_blocks
     throw Error(fmt::format("host KV tier of {} blocks; expected >= 0 (0: none)", capacity_blocks));
 }
 
-bool HostKvTier::store(std::uint64_t key) {
+bool HostKvTier::store(std::uint64_t key, int node) {
   if (capacity_ == 0) return false;
-  const auto [it, added] = stamps_.try_emplace(key, next_stamp_);
-  if (!added) by_use_.erase(it->second);
-  it->second = next_stamp_;
+  const auto [it, added] = stamps_.try_emplace(key, Copy{next_stamp_, node});
+  if (!added) by_use_.erase(it->second.stamp);
+  it->second.stamp = next_stamp_;
   by_use_.emplace(next_stamp_++, key);
   if (blocks() > capacity_) {
     const auto oldest = by_use_.begin();
@@ -36,6 +36,12 @@ void HostKvTier::touch(std::span<const std::uint64_t> keys) {
     DUPLEX_ASSERT(stamps_.contains(key), "touching a KV block the host tier does not hold");
     store(key);
   }
+}
+
+int HostKvTier::node_of(std::uint64_t key) const {
+  const auto it = stamps_.find(key);
+  DUPLEX_ASSERT(it != stamps_.end(), "the node of a KV block the host tier does not hold");
+  return it->second.node;
 }
 
 }  // namespace duplex::runtime

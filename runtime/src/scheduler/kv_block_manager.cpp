@@ -9,14 +9,16 @@
 namespace duplex::runtime {
 
 KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window,
-                               std::int64_t host_blocks, std::shared_ptr<HostKvTier> shared_host)
+                               std::int64_t host_blocks, std::shared_ptr<HostKvTier> shared_host,
+                               int host_node)
     : capacity_blocks_(capacity_blocks),
       block_tokens_(block_tokens),
       window_(window),
       units_per_block_(1),
       full_units_(1),
       window_units_(0),
-      host_(shared_host ? std::move(shared_host) : std::make_shared<HostKvTier>(host_blocks)) {
+      host_(shared_host ? std::move(shared_host) : std::make_shared<HostKvTier>(host_blocks)),
+      host_node_(host_node) {
   if (capacity_blocks < 1)
     throw Error(fmt::format("KV cache capacity is {} blocks; expected at least 1 block", capacity_blocks));
   if (block_tokens < 1)
@@ -209,8 +211,17 @@ std::int64_t KvBlockManager::share_computed(RequestId id, std::span<const std::u
   std::int64_t copies = 0;
   if (to_host)
     for (; holder.next_hosted < full; ++holder.next_hosted)
-      if (host_->store(keys[static_cast<std::size_t>(holder.next_hosted)])) ++copies;
+      if (host_->store(keys[static_cast<std::size_t>(holder.next_hosted)], host_node_)) ++copies;
   return copies;
+}
+
+std::int64_t KvBlockManager::host_remote_tokens(std::span<const std::uint64_t> keys, std::int64_t first_block,
+                                                std::int64_t tokens) const {
+  std::int64_t remote = 0;
+  for (std::int64_t j = first_block; tokens > 0; ++j, tokens -= block_tokens_)
+    if (host_->node_of(keys[static_cast<std::size_t>(j)]) != host_node_)
+      remote += std::min(tokens, block_tokens_);
+  return remote;
 }
 
 std::int64_t kv_blocks_for_memory(double kv_bytes_available, double kv_bytes_per_token,

@@ -22,7 +22,8 @@ std::vector<KvBlockManager> rank_memories(const SchedulerConfig& c,
   std::vector<KvBlockManager> kv;
   for (int r = 0; r < c.data_parallel_ranks; ++r)
     kv.emplace_back(c.kv_capacity_blocks / c.data_parallel_ranks, c.kv_block_tokens, c.kv_window,
-                    c.host_kv_blocks, shared_host);
+                    c.host_kv_blocks, shared_host,
+                    c.host_kv_nodes.empty() ? 0 : c.host_kv_nodes.at(static_cast<std::size_t>(r)));
   return kv;
 }
 
@@ -428,8 +429,12 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
     record.prefix_hit_tokens += head.prefill_start;
     record.host_hit_tokens += loaded;
   }
+  const std::int64_t remote =
+      loaded > 0 ? memory.host_remote_tokens(head.prefix_keys, hit.blocks, loaded) : 0;
+  records_.at(head.spec.id).host_remote_hit_tokens += remote;
   add_to_plan(plan, head, tokens);
   plan.requests.back().host_loaded = loaded;
+  plan.requests.back().host_remote_loaded = remote;
   Live admitted = std::move(head);
   waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(index));
   insert_sorted(running_, std::move(admitted));
@@ -497,6 +502,7 @@ void Scheduler::finalize(StepPlan& plan) const {
     }
     plan.total_tokens += r.tokens;
     plan.host_loaded_tokens += r.host_loaded;
+    plan.host_remote_loaded_tokens += r.host_remote_loaded;
     plan.max_context_len = std::max(plan.max_context_len, r.context_len + r.tokens);
   }
   plan.kv_blocks_used = kv_used_blocks();

@@ -47,6 +47,11 @@ void SchedulerConfig::validate() const {
         fmt::format("scheduler kv_capacity_blocks is {}; expected >= 1 per data-parallel rank ({}) "
                     "(device memory minus weights)",
                     kv_capacity_blocks, data_parallel_ranks));
+  if (!host_kv_nodes.empty() && host_kv_nodes.size() != static_cast<std::size_t>(data_parallel_ranks))
+    throw Error(
+        fmt::format("scheduler host_kv_nodes names {} nodes; expected none or one per data-parallel rank "
+                    "({})",
+                    host_kv_nodes.size(), data_parallel_ranks));
   if (kv_window.tokens < 0 || kv_window.full_layers < 0 || kv_window.windowed_layers < 1)
     throw Error(fmt::format("scheduler kv_window is {} tokens over {} windowed and {} full layers; expected "
                             "tokens >= 0 (0: no window), >= 1 windowed and >= 0 full layers",

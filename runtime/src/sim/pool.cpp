@@ -8,7 +8,7 @@ namespace duplex::runtime::detail {
 
 Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o,
            int devices, ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name,
-           SharedHostTier* shared_host)
+           SharedHostTier* shared_host, int first_device)
     : options_(o),
       layout_(compiler::ParallelLayout::make(model, system, devices)),
       result_(result),
@@ -50,8 +50,14 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     sched.host_kv_blocks =
         static_cast<std::int64_t>(static_cast<double>(links.host_kv_offload.bytes) /
                                   (memory_.kv_bytes_per_token * static_cast<double>(sched.kv_block_tokens)));
-    host_link_ = {links.host_bandwidth,  links.host_latency,      memory_.kv_bytes_per_token,
-                  sched.kv_block_tokens, links.host_kv_layerwise, model.layers};
+    host_link_ = {links.host_bandwidth,       links.host_latency,
+                  links.infiniband_bandwidth, links.infiniband_latency,
+                  memory_.kv_bytes_per_token, sched.kv_block_tokens,
+                  links.host_kv_layerwise,    model.layers};
+    // A store spanning nodes: each rank's copies go to its first device's node.
+    if (links.host_kv_scope == HostKvScope::cluster)
+      for (int r = 0; r < layout_.dp; ++r)
+        sched.host_kv_nodes.push_back((first_device + r * (devices / layout_.dp)) / links.devices_per_node);
   }
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < layout_.dp)
@@ -177,19 +183,26 @@ void Pool::add_host_transfers(const StepPlan& plan, StepCost& c) const {
   // Layerwise, L layers: layer i's K/V (H / L) loads while layer i - 1 computes (S / L of the step's time S,
   // layers taken as equal), so the step takes latency + H / L + (L - 1) x max(H, S) / L + S / L, i.e. S plus
   // latency + H / L + (L - 1) / L x max(0, H - S).
+  // A store spanning nodes: another node's copies (R of the bytes) come over InfiniBand into the same PCIe
+  // link, so the load takes max(H, R / InfiniBand bandwidth) after the InfiniBand latency on top of the
+  // host's, and R is charged at the network's price too.
   const double loaded = static_cast<double>(plan.host_loaded_tokens) * h.kv_bytes_per_token;
+  const double remote = static_cast<double>(plan.host_remote_loaded_tokens) * h.kv_bytes_per_token;
   const double stored = static_cast<double>(plan.host_stored_blocks * h.block_tokens) * h.kv_bytes_per_token;
   if (loaded > 0) {
-    const Time load = transfer_time(loaded, h.bandwidth);
-    Time wait = load + h.latency;
+    const Time load = std::max(transfer_time(loaded, h.bandwidth), transfer_time(remote, h.remote_bandwidth));
+    const Time latency = h.latency + (remote > 0 ? h.remote_latency : Time{});
+    Time wait = load + latency;
     if (h.layerwise) {
       const double layers = h.layers;
-      wait = h.latency + load * (1.0 / layers) + std::max(Time{}, load - c.time) * ((layers - 1) / layers);
+      wait = latency + load * (1.0 / layers) + std::max(Time{}, load - c.time) * ((layers - 1) / layers);
     }
     c.time += wait;
-    c.link_busy += load + h.latency;
+    c.link_busy += load + latency;
   }
   c.energy.charge(EnergyCategory::kCommunication, "links.host_per_byte", (loaded + stored) * devices_);
+  if (remote > 0)
+    c.energy.charge(EnergyCategory::kCommunication, "links.infiniband_per_byte", remote * devices_);
 }
 
 PoolFigures Pool::figures(Time simulated) const {
@@ -226,7 +239,7 @@ void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemS
   r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = pool.kv_blocks();
   r.host_kv_blocks = pool.host_kv_blocks();
-  r.host_kv_per_node = system.links.host_kv_per_node;
+  r.host_kv_scope = to_string(system.links.host_kv_scope);
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
   r.data_parallel_balance = to_string(system.data_parallel_balance);
 }
@@ -242,6 +255,7 @@ RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {
           rec.prefix_query_tokens,
           rec.prefix_hit_tokens,
           rec.host_hit_tokens,
+          rec.host_remote_hit_tokens,
           std::move(pool)};
 }
 
@@ -280,6 +294,7 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     r.prefix_query_tokens += t.prefix_query_tokens;
     r.prefix_hit_tokens += t.prefix_hit_tokens;
     r.host_hit_tokens += t.host_hit_tokens;
+    r.host_remote_hit_tokens += t.host_remote_hit_tokens;
     const double first = to_ms(t.token_times.front() - t.spec.arrival);
     const double total = to_ms(t.token_times.back() - t.spec.arrival);
     ttft.push_back(first);

@@ -42,12 +42,13 @@ inline std::optional<int> node_of(int first_device, int devices, int per_node) {
 
 // The host tiers of a run's pools (a cluster's replicas, a split system's prefill instances), given their
 // devices in the run's numbering (nodes of links.devices_per_node consecutive devices). With
-// links.host_kv_scope node the pools lying in one node share one; a pool spanning nodes, and every pool with
-// scope device, has its own (of_pool: null). Declare every pool before building the first.
-class NodeHostTiers {
+// links.host_kv_scope node the pools lying in one node share one, and a pool spanning nodes has its own; with
+// scope cluster every pool shares one, the run's store; with scope device every pool has its own (of_pool:
+// null). Declare every pool before building the first.
+class SharedHostTiers {
  public:
-  explicit NodeHostTiers(const LinkSpec& links)
-      : per_node_(links.host_kv_per_node ? links.devices_per_node : 0) {}
+  explicit SharedHostTiers(const LinkSpec& links)
+      : scope_(links.host_kv_scope), per_node_(links.devices_per_node) {}
   void declare(int first_device, int devices) {
     if (const auto n = node(first_device, devices)) ++tiers_[*n].pools;
   }
@@ -57,20 +58,24 @@ class NodeHostTiers {
   }
 
  private:
+  // The tier's number: the pools' node, or 0 for the run's store.
   std::optional<int> node(int first_device, int devices) const {
-    return per_node_ > 0 ? node_of(first_device, devices, per_node_) : std::nullopt;
+    if (scope_ == HostKvScope::cluster) return 0;
+    return scope_ == HostKvScope::node ? node_of(first_device, devices, per_node_) : std::nullopt;
   }
+  HostKvScope scope_;
   int per_node_;
   std::map<int, SharedHostTier> tiers_;
 };
 
 class Pool {
  public:
-  // Throws duplex::Error when the model does not fit the pool's devices. `shared_host`: the node's shared
-  // host tier (null: a tier of its own, when the system has one).
+  // Throws duplex::Error when the model does not fit the pool's devices. `shared_host`: the host tier it
+  // shares (its node's, or the run's store; null: a tier of its own, when the system has one).
+  // `first_device`: its first device's number in the run (which node's host memory takes its copies).
   Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& options,
        int devices, ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name = "",
-       SharedHostTier* shared_host = nullptr);
+       SharedHostTier* shared_host = nullptr, int first_device = 0);
   Scheduler& scheduler() { return *scheduler_; }
   const Scheduler& scheduler() const { return *scheduler_; }
   const std::string& name() const { return name_; }
@@ -104,6 +109,8 @@ class Pool {
   struct HostLink {
     Bandwidth bandwidth;
     Time latency;
+    Bandwidth remote_bandwidth;  // a store spanning nodes: another node's copies come over InfiniBand
+    Time remote_latency;
     double kv_bytes_per_token = 0;  // one device's share
     std::int64_t block_tokens = 0;
     bool layerwise = false;  // links.host_kv_layerwise: loads overlap the layers before them
@@ -129,6 +136,7 @@ struct RequestTimeline {
   std::int64_t draft_tokens = 0, accepted_tokens = 0, verify_steps = 0;  // speculative decoding
   std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;           // prefix caching
   std::int64_t host_hit_tokens = 0;                                      // of those, from the host tier
+  std::int64_t host_remote_hit_tokens = 0;  // of those, from another node's host memory
   std::string pool;  // a cluster's replica that served it ("" otherwise)
 };
 

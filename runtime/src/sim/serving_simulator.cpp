@@ -120,7 +120,8 @@ nlohmann::json SystemResult::to_json() const {
     if (host_kv_blocks > 0) {
       j["prefix_cache"]["host_hit_tokens"] = host_hit_tokens;
       j["prefix_cache"]["host_kv_blocks"] = host_kv_blocks;
-      j["prefix_cache"]["host_kv_scope"] = host_kv_per_node ? "node" : "device";
+      j["prefix_cache"]["host_kv_scope"] = host_kv_scope;
+      if (host_kv_scope == "cluster") j["prefix_cache"]["host_remote_hit_tokens"] = host_remote_hit_tokens;
     }
   }
   if (pim_area)

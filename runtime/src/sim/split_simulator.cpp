@@ -105,7 +105,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
                       rep * devices + (is_prefill ? i * size : prefill_devices + (i - px) * size)};
   };
   // The prefill instances' host tier (the cache in use) may be shared by those in one node.
-  NodeHostTiers host_tiers(prefill_system.links);
+  SharedHostTiers host_tiers(prefill_system.links);
   for (int rep = 0; rep < replicas; ++rep)
     for (int i = 0; i < px; ++i) {
       const auto [is_prefill, size, first] = place(rep, i);
@@ -123,7 +123,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
       in.node = node_of(first, size, system.links.devices_per_node);
       in.pool = std::make_unique<Pool>(model, is_prefill ? prefill_system : system,
                                        role.empty() ? shared : quiet, size, router.get(), r, totals, name,
-                                       is_prefill ? host_tiers.of_pool(first, size) : nullptr);
+                                       is_prefill ? host_tiers.of_pool(first, size) : nullptr, first);
       role.push_back(std::move(in));
     }
   const Pool& p0 = *prefill.front().pool;
@@ -142,7 +142,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
                 dy * replicas > 1 && system.split_decode_by_free_kv ? ", most-free-kv decode router" : "");
   describe_memory_and_timing(r, d0, system);
   r.host_kv_blocks = p0.host_kv_blocks();  // the prefill instances' cache (the decode pool has none in use)
-  r.host_kv_per_node = prefill_system.links.host_kv_per_node;
+  r.host_kv_scope = to_string(prefill_system.links.host_kv_scope);
 
   // Speculative decoding: both pools hold the draft model (the prefill pool prefills it with the prompts,
   // the decode pool drafts with it), whose K/V of the prompts moves with the target's. The links a migration
@@ -285,6 +285,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
             rec.prefix_query_tokens;  // the prefill pool's cache (the decode pool has none)
         t.prefix_hit_tokens += rec.prefix_hit_tokens;
         t.host_hit_tokens += rec.host_hit_tokens;
+        t.host_remote_hit_tokens += rec.host_remote_hit_tokens;
         if (t.spec.output_tokens == 1) {
           if (!one_pair) t.pool = pool.name();
           source->on_finished(id, in.now);

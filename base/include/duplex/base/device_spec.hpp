@@ -114,6 +114,9 @@ struct PimSpec {
   Bandwidth internal_bandwidth_per_stack(const HbmSpec& hbm) const;
 };
 
+enum class HostKvScope : std::uint8_t { device, node, cluster };
+const char* to_string(HostKvScope s);  // "device" | "node" | "cluster"
+
 struct LinkSpec {
   Bandwidth nvlink_bandwidth;  // per direction, per device
   Time nvlink_latency;
@@ -129,10 +132,12 @@ struct LinkSpec {
   // layer by layer, each layer's share in flight while the layers before it compute (layerwise: LMCache's
   // layerwise retrieval).
   bool host_kv_layerwise = false;
-  // Who shares a host tier (key host_kv_scope): each replica its own (device, the default), or the replicas
-  // of a cluster (a split system's prefill instances) on one node, one tier of their capacities together
-  // (node: LMCache's CPU backend shared by the serving instances of one machine).
-  bool host_kv_per_node = false;
+  // Who shares a host tier (key host_kv_scope): each replica its own (device, the default), the replicas of
+  // a cluster (a split system's prefill instances) on one node, one tier of their capacities together (node:
+  // LMCache's CPU backend shared by the serving instances of one machine), or every replica of the run, one
+  // store over all their nodes' host memory, each copy in the memory of the node that stored it and loaded
+  // from another node over InfiniBand (cluster: Mooncake's store, LMCache's remote backends).
+  HostKvScope host_kv_scope = HostKvScope::device;
 };
 
 // Energy per action and static power per component; price() of an unknown action is an error, never 0.

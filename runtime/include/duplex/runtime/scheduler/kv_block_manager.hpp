@@ -51,10 +51,12 @@ class KvBlockManager {
  public:
   // Throws duplex::Error unless capacity_blocks >= 1, block_tokens >= 1, window.tokens >= 0 (0: no window),
   // window.full_layers >= 0, window.windowed_layers >= 1 and host_blocks >= 0 (0: no host tier).
-  // `shared_host`: a host tier other managers use too (replicas on one machine; links.host_kv_scope node),
-  // used instead of one of host_blocks.
+  // `shared_host`: a host tier other managers use too (replicas on one machine or across machines;
+  // links.host_kv_scope node or cluster), used instead of one of host_blocks; `host_node`: the node whose
+  // host memory takes this manager's copies.
   KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window = {},
-                 std::int64_t host_blocks = 0, std::shared_ptr<HostKvTier> shared_host = nullptr);
+                 std::int64_t host_blocks = 0, std::shared_ptr<HostKvTier> shared_host = nullptr,
+                 int host_node = 0);
 
   std::int64_t blocks_for(std::int64_t tokens) const;  // ceil(tokens / block_tokens), tokens >= 0
   // Blocks a request must hold for a step whose first new token is at position `context` and after which it
@@ -99,6 +101,10 @@ class KvBlockManager {
   // with it copies them). Returns the new host copies.
   std::int64_t share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens,
                               bool to_host = true);
+  // Of `tokens` tokens loaded from the host tier into the blocks from keys[first_block] on (all held there),
+  // those whose copy lies in another node's memory than this manager's.
+  std::int64_t host_remote_tokens(std::span<const std::uint64_t> keys, std::int64_t first_block,
+                                  std::int64_t tokens) const;
   const PrefixCache& prefix_cache() const { return prefix_; }
   const HostKvTier& host_tier() const { return *host_; }
 
@@ -140,6 +146,7 @@ class KvBlockManager {
   std::unordered_map<RequestId, Holder> units_;
   PrefixCache prefix_;
   std::shared_ptr<HostKvTier> host_;  // never null
+  int host_node_;
 };
 
 // Blocks that fit in `kv_bytes_available` (device memory left after weights and activations, per the

@@ -31,6 +31,7 @@ struct ScheduledRequest {
   // draft_head); the draft's first pass computes context_len + 1 - draft_context tokens for it. 0 otherwise.
   std::int64_t draft_context = 0;
   int rank = 0;  // the data-parallel rank it was dealt to (Scheduler; 0 with one rank)
+  std::int64_t host_remote_loaded = 0;  // of host_loaded, those whose copy lies on another node
 
   bool operator==(const ScheduledRequest&) const = default;
 };
@@ -65,6 +66,7 @@ struct StepPlan {
   // Host tier: tokens of K/V loaded from host memory before this step (admissions), and blocks of K/V this
   // step's cached blocks add to host memory (device-to-host copies beside the step).
   std::int64_t host_loaded_tokens = 0;
+  std::int64_t host_remote_loaded_tokens = 0;  // of those, from another node's memory (links.host_kv_scope)
   std::int64_t host_stored_blocks = 0;
 
   bool empty() const { return requests.empty(); }

@@ -136,7 +136,8 @@ struct SystemResult {
   std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
   // A host tier (links.host_kv_offload): its blocks per device (0: none), and the hit tokens loaded from it.
   std::int64_t host_kv_blocks = 0, host_hit_tokens = 0;
-  bool host_kv_per_node = false;  // links.host_kv_scope node: the pools of one node share one tier
+  std::int64_t host_remote_hit_tokens = 0;  // of host_hit_tokens, those from another node's memory (cluster)
+  std::string host_kv_scope = "device";     // links.host_kv_scope: device, node or cluster
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;
