@@ -179,6 +179,13 @@ LinkSpec read_links(const ConfigNode& n) {
   if (n.has("host_latency") || l.host_kv_offload.bytes > 0) l.host_latency = n.get<Time>("host_latency");
   if (n.has("host_kv_load"))
     l.host_kv_layerwise = n.get_enum("host_kv_load", {"serial", "layerwise"}) == "layerwise";
+  if (n.has("disk_kv_offload")) l.disk_kv_offload = n.get<ByteSize>("disk_kv_offload");
+  if (l.disk_kv_offload.bytes > 0 && l.host_kv_offload.bytes == 0)
+    n.fail("disk_kv_offload", "a disk tier sits behind the host tier, and there is none",
+           "host_kv_offload above 0 beside it, or disk_kv_offload: 0GiB");
+  if (n.has("disk_bandwidth") || l.disk_kv_offload.bytes > 0)
+    l.disk_bandwidth = n.get_positive<Bandwidth>("disk_bandwidth");
+  if (n.has("disk_latency") || l.disk_kv_offload.bytes > 0) l.disk_latency = n.get<Time>("disk_latency");
   if (n.has("host_kv_scope")) {
     const std::string scope = n.get_enum("host_kv_scope", {"device", "node", "cluster"});
     l.host_kv_scope = scope == "node"      ? HostKvScope::node

@@ -20,6 +20,22 @@ std::size_t system_width(const Rows& rows) {
   return w;
 }
 
+// The prefix cache line's host (and disk) tier part: ", H of them loaded from host memory ...", or "".
+std::string host_tier_note(const runtime::SystemResult& r) {
+  if (r.host_kv_blocks == 0) return "";
+  std::string where = r.host_kv_scope == "node"      ? ", one tier per node"
+                      : r.host_kv_scope == "cluster" ? fmt::format(
+                                                           ", one store over the nodes: {} tokens from "
+                                                           "other nodes",
+                                                           r.host_remote_hit_tokens)
+                                                     : "";
+  if (r.disk_kv_blocks > 0)
+    where += fmt::format("; a disk tier of {} blocks per device: {} tokens from disk", r.disk_kv_blocks,
+                         r.disk_hit_tokens);
+  return fmt::format(", {} of them loaded from host memory{} ({} blocks per device{})", r.host_hit_tokens,
+                     r.disk_kv_blocks > 0 ? " or disk" : "", r.host_kv_blocks, where);
+}
+
 }  // namespace
 
 std::string comparison_table(const std::vector<runtime::SystemResult>& results) {
@@ -125,15 +141,7 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           "prefix cache {}: {} of {} prompt tokens taken from the cache ({:.1f}%){}\n", r.system,
           r.prefix_hit_tokens, r.prefix_query_tokens,
           100.0 * static_cast<double>(r.prefix_hit_tokens) / static_cast<double>(r.prefix_query_tokens),
-          r.host_kv_blocks > 0 ? fmt::format(", {} of them loaded from host memory ({} blocks per device{})",
-                                             r.host_hit_tokens, r.host_kv_blocks,
-                                             r.host_kv_scope == "node" ? ", one tier per node"
-                                             : r.host_kv_scope == "cluster"
-                                                 ? fmt::format(", one store over the nodes: {} tokens "
-                                                               "from other nodes",
-                                                               r.host_remote_hit_tokens)
-                                                 : "")
-                               : "");
+          host_tier_note(r));
     if (r.pim_area)
       s += fmt::format("area {}: Logic-PIM {:.2f} mm2 per stack, {:.1f}% of the {:.0f} mm2 logic die (TSVs {:.2f}, GEMM "
                        "modules {:.2f}, buffers {:.2f}, softmax {:.2f})\n",

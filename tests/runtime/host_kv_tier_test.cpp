@@ -96,6 +96,51 @@ TEST(HostKvTier, TheSchedulerLoadsEvictedBlocksFromTheHost) {
   }
 }
 
+// A disk tier behind a host tier of 2 blocks: every copy is also written to disk, so a prompt whose blocks
+// left the device and the host tier is read back from disk (and put back in the host tier on its way).
+TEST(HostKvTier, BlocksTheHostTierDroppedAreReadFromDisk) {
+  SchedulerConfig c;
+  c.kv_block_tokens = 4;
+  c.kv_capacity_blocks = 10;
+  c.host_kv_blocks = 2;
+  c.disk_kv_blocks = 16;
+  Scheduler s(c);
+  auto step = [&](Time now) {
+    const StepPlan p = s.schedule(now);
+    if (!p.empty()) s.update({p.step, now + ms(1)});
+    return p;
+  };
+  RequestSpec a{0, Time{}, 16, 1};
+  a.content_hashes = {7};
+  a.hash_block_tokens = a.hashed_tokens = 16;
+  s.add_request(a);
+  StepPlan p = step(Time{});
+  EXPECT_EQ(p.host_stored_blocks, 4);
+  EXPECT_EQ(p.disk_stored_blocks, 4);
+  EXPECT_EQ(s.kv().host_tier().blocks(), 2);  // blocks 2 and 3: the first two were dropped
+  EXPECT_EQ(s.kv().disk_tier().blocks(), 4);
+  s.add_request(RequestSpec{1, ms(1), 40, 1});  // evicts every cached block from the device
+  step(ms(1));
+  RequestSpec b = a;
+  b.id = 2;
+  b.arrival = ms(2);
+  b.input_tokens = 20;
+  s.add_request(b);
+  p = step(ms(2));
+  ASSERT_EQ(p.requests.size(), 1u);
+  const ScheduledRequest& r = p.requests[0];
+  EXPECT_EQ(r.tokens, 4);
+  EXPECT_EQ(r.cached_context, 16);
+  EXPECT_EQ(r.host_loaded,
+            16);  // all off the device: the host tier's chain breaks at block 0, the disk's not
+  EXPECT_EQ(r.disk_loaded, 16);
+  EXPECT_EQ(p.disk_loaded_tokens, 16);
+  EXPECT_EQ(s.records().at(2).disk_hit_tokens, 16);
+  EXPECT_TRUE(s.kv().host_tier().contains(prefix_block_keys(b, 4).back()));  // read through host memory
+  c.host_kv_blocks = 0;
+  EXPECT_THROW(Scheduler{c}, Error);  // a disk tier needs a host tier in front of it
+}
+
 // A speculative step's accepted drafts complete a block only when the step ends; the block is copied to the
 // host tier when the request's next step is scheduled.
 TEST(HostKvTier, BlocksCompletedByAcceptedDraftsAreCopiedAtTheNextStep) {

@@ -197,6 +197,37 @@ TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
   EXPECT_EQ(simulate(model, system, o).to_json().dump(), j.dump());
 }
 
+// A disk tier behind a host tier too small for the histories (links.disk_kv_offload; LMCache's local disk):
+// every copy is also written to disk, and a history the host tier dropped is read back from there, at the
+// disk's bandwidth, instead of recomputed. A slower disk makes those loads, and so the first tokens, slower;
+// the disk's reads and writes are charged at links.disk_per_byte.
+TEST(PrefixCachingSim, ADiskTierServesWhatTheHostTierDropped) {
+  const auto model = compiler::load_model("llama3-70b");
+  const SimulationOptions o = conversations(0.5);
+  SystemSpec system = load_system("gpu");
+  system.links.host_kv_offload = gib(1);
+  const SystemResult host_only = simulate(model, system, o);
+  system.links.disk_kv_offload = gib(256);
+  const SystemResult disk = simulate(model, system, o);
+  EXPECT_EQ(host_only.disk_kv_blocks, 0);
+  EXPECT_EQ(disk.disk_kv_blocks, static_cast<std::int64_t>(256.0 * (1 << 30) / (16 * 81920.0)));
+  EXPECT_GT(disk.disk_hit_tokens, host_only.host_hit_tokens);
+  EXPECT_LE(disk.disk_hit_tokens, disk.host_hit_tokens);
+  EXPECT_GT(disk.prefix_hit_tokens, host_only.prefix_hit_tokens + disk.disk_hit_tokens / 2);
+  const nlohmann::json j = disk.to_json();
+  EXPECT_EQ(j["prefix_cache"]["disk_hit_tokens"].get<std::int64_t>(), disk.disk_hit_tokens);
+  EXPECT_FALSE(host_only.to_json()["prefix_cache"].contains("disk_hit_tokens"));
+  SystemSpec slow = system;
+  slow.links.disk_bandwidth = gb_per_s(0.5);
+  EXPECT_GT(simulate(model, slow, o).ttft_ms.p50, disk.ttft_ms.p50);
+  SystemSpec dearer = system;
+  dearer.energy.actions["links.disk_per_byte"] = 2.0 * system.energy.price("links.disk_per_byte");
+  const SystemResult pricier = simulate(model, dearer, o);
+  EXPECT_EQ(pricier.simulated_s, disk.simulated_s);
+  EXPECT_GT(pricier.energy_breakdown.value("communication.links", 0.0),
+            disk.energy_breakdown.value("communication.links", 0.0));
+}
+
 // Layerwise loads (links.host_kv_load: layerwise): a step's host K/V arrives layer by layer while the layers
 // before compute. On one device (no collectives: a step's link time is its host load's), the first step that
 // loads is the same plan in both modes (nothing differed before it): its serial duration is S + H + latency

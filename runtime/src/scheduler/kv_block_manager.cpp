@@ -10,7 +10,7 @@ namespace duplex::runtime {
 
 KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window,
                                std::int64_t host_blocks, std::shared_ptr<HostKvTier> shared_host,
-                               int host_node)
+                               int host_node, std::int64_t disk_blocks)
     : capacity_blocks_(capacity_blocks),
       block_tokens_(block_tokens),
       window_(window),
@@ -18,7 +18,8 @@ KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_
       full_units_(1),
       window_units_(0),
       host_(shared_host ? std::move(shared_host) : std::make_shared<HostKvTier>(host_blocks)),
-      host_node_(host_node) {
+      host_node_(host_node),
+      disk_(std::make_unique<HostKvTier>(disk_blocks)) {
   if (capacity_blocks < 1)
     throw Error(fmt::format("KV cache capacity is {} blocks; expected at least 1 block", capacity_blocks));
   if (block_tokens < 1)
@@ -34,6 +35,11 @@ KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_
     full_units_ = window.full_layers > 0 ? window.full_layers : 0;
     window_units_ = window.full_layers > 0 ? window.windowed_layers : 1;
   }
+  if (disk_blocks > 0 && host_->capacity_blocks() == 0)
+    throw Error(
+        fmt::format("a disk K/V tier of {} blocks (links.disk_kv_offload) without a host tier; expected "
+                    "links.host_kv_offload above 0 in front of it",
+                    disk_blocks));
   if (window.tokens > 0 && host_->capacity_blocks() > 0)
     throw Error(fmt::format(
         "a host K/V tier (links.host_kv_offload) is not modelled with {} of {} tokens; "
@@ -139,6 +145,7 @@ PrefixCache::Hit KvBlockManager::prefix_hit(std::span<const std::uint64_t> keys,
   if (window_.tokens == 0) {
     PrefixCache::Hit hit = prefix_.lookup(keys);
     hit.host_blocks = host_->leading(keys, static_cast<std::size_t>(hit.blocks));
+    hit.disk_blocks = disk_->leading(keys, static_cast<std::size_t>(hit.blocks + hit.host_blocks));
     return hit;
   }
   // The full layers' blocks from the first; the windowed layers' then decide, longest first (vLLM's
@@ -178,8 +185,13 @@ PrefixCache::Hit KvBlockManager::prefix_hit(std::span<const std::uint64_t> keys,
 void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> keys,
                                  const PrefixCache::Hit& hit) {
   DUPLEX_ASSERT(units_of(id) == 0, "a request taking cached prefix blocks already holds blocks");
-  if (hit.blocks + hit.host_blocks == 0) return;
+  if (hit.blocks + hit.host_blocks + hit.disk_blocks == 0) return;
   host_->touch(keys.subspan(static_cast<std::size_t>(hit.blocks), static_cast<std::size_t>(hit.host_blocks)));
+  const auto from_disk = keys.subspan(static_cast<std::size_t>(hit.blocks + hit.host_blocks),
+                                      static_cast<std::size_t>(hit.disk_blocks));
+  disk_->touch(from_disk);
+  for (const std::uint64_t key : from_disk)
+    host_->store(key, host_node_);  // read into host memory on its way
   if (hit.blocks == 0) return;
   Holder& holder = units_[id];
   holder =
@@ -192,9 +204,9 @@ void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> ke
   }
 }
 
-std::int64_t KvBlockManager::share_computed(RequestId id, std::span<const std::uint64_t> keys,
-                                            std::int64_t computed_tokens, bool to_host) {
-  if (keys.empty()) return 0;
+KvBlockManager::Copies KvBlockManager::share_computed(RequestId id, std::span<const std::uint64_t> keys,
+                                                      std::int64_t computed_tokens, bool to_host) {
+  if (keys.empty()) return {};
   Holder& holder = units_.at(id);
   const std::int64_t full =
       std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()), computed_tokens / block_tokens_);
@@ -208,10 +220,13 @@ std::int64_t KvBlockManager::share_computed(RequestId id, std::span<const std::u
     if (window_units_ > 0 && prefix_.insert(id, window_key(key), window_units_))
       holder.window_cached.emplace_back(j, window_key(key));
   }
-  std::int64_t copies = 0;
+  Copies copies;
   if (to_host)
-    for (; holder.next_hosted < full; ++holder.next_hosted)
-      if (host_->store(keys[static_cast<std::size_t>(holder.next_hosted)], host_node_)) ++copies;
+    for (; holder.next_hosted < full; ++holder.next_hosted) {
+      const std::uint64_t key = keys[static_cast<std::size_t>(holder.next_hosted)];
+      if (host_->store(key, host_node_)) ++copies.host;
+      if (disk_->store(key)) ++copies.disk;
+    }
   return copies;
 }
 

@@ -23,7 +23,8 @@ std::vector<KvBlockManager> rank_memories(const SchedulerConfig& c,
   for (int r = 0; r < c.data_parallel_ranks; ++r)
     kv.emplace_back(c.kv_capacity_blocks / c.data_parallel_ranks, c.kv_block_tokens, c.kv_window,
                     c.host_kv_blocks, shared_host,
-                    c.host_kv_nodes.empty() ? 0 : c.host_kv_nodes.at(static_cast<std::size_t>(r)));
+                    c.host_kv_nodes.empty() ? 0 : c.host_kv_nodes.at(static_cast<std::size_t>(r)),
+                    c.disk_kv_blocks);
   return kv;
 }
 
@@ -407,13 +408,17 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
   // A request with no K/V starts after the cached blocks its prompt begins with (one token short of all).
   PrefixCache::Hit hit;
   const bool looks_up = head.num_computed == 0 && !head.prefix_keys.empty();
-  std::int64_t loaded = 0;  // of the cached tokens, those in host memory
+  std::int64_t loaded = 0;       // of the cached tokens, those in host memory or on disk
+  std::int64_t disk_loaded = 0;  // of those, the ones on disk
   if (looks_up) {
+    const std::int64_t b = config_.kv_block_tokens;
     hit = memory.prefix_hit(head.prefix_keys, head.num_tokens - 1);
     head.num_computed = head.prefill_start =
-        std::min((hit.blocks + hit.host_blocks) * config_.kv_block_tokens, head.num_tokens - 1);
-    loaded = std::max<std::int64_t>(0, head.num_computed - hit.blocks * config_.kv_block_tokens);
-    hit.host_blocks = (loaded + config_.kv_block_tokens - 1) / config_.kv_block_tokens;
+        std::min((hit.blocks + hit.host_blocks + hit.disk_blocks) * b, head.num_tokens - 1);
+    loaded = std::max<std::int64_t>(0, head.num_computed - hit.blocks * b);
+    disk_loaded = std::max<std::int64_t>(0, loaded - hit.host_blocks * b);
+    hit.host_blocks = (loaded - disk_loaded + b - 1) / b;
+    hit.disk_blocks = (disk_loaded + b - 1) / b;
   }
   const std::int64_t tokens = tokens_to_schedule(head, share.budget, !share.scheduled);
   const std::int64_t need = tokens > 0 ? kv_tokens_needed(head, tokens) : 0;
@@ -428,13 +433,17 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
     record.prefix_query_tokens += head.num_tokens;
     record.prefix_hit_tokens += head.prefill_start;
     record.host_hit_tokens += loaded;
+    record.disk_hit_tokens += disk_loaded;
   }
+  // The host tier's copies may lie on another node (the disk tier is the device's own).
   const std::int64_t remote =
-      loaded > 0 ? memory.host_remote_tokens(head.prefix_keys, hit.blocks, loaded) : 0;
+      loaded > disk_loaded ? memory.host_remote_tokens(head.prefix_keys, hit.blocks, loaded - disk_loaded)
+                           : 0;
   records_.at(head.spec.id).host_remote_hit_tokens += remote;
   add_to_plan(plan, head, tokens);
   plan.requests.back().host_loaded = loaded;
   plan.requests.back().host_remote_loaded = remote;
+  plan.requests.back().disk_loaded = disk_loaded;
   Live admitted = std::move(head);
   waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(index));
   insert_sorted(running_, std::move(admitted));
@@ -488,8 +497,10 @@ void Scheduler::add_to_plan(StepPlan& plan, const Live& live, std::int64_t token
   // schedules the tokens that fill it: a request admitted later in this step takes them (its attention reads
   // the K/V this step writes). Drafts wait for their acceptance (update()). A request scheduled in a step is
   // never preempted in that step (preempt() takes those behind it), so what is cached here is computed.
-  plan.host_stored_blocks += kv_of(live).share_computed(
+  const KvBlockManager::Copies copies = kv_of(live).share_computed(
       live.spec.id, live.prefix_keys, std::min(live.num_computed + tokens, live.num_tokens));
+  plan.host_stored_blocks += copies.host;
+  plan.disk_stored_blocks += copies.disk;
 }
 
 void Scheduler::finalize(StepPlan& plan) const {
@@ -503,6 +514,7 @@ void Scheduler::finalize(StepPlan& plan) const {
     plan.total_tokens += r.tokens;
     plan.host_loaded_tokens += r.host_loaded;
     plan.host_remote_loaded_tokens += r.host_remote_loaded;
+    plan.disk_loaded_tokens += r.disk_loaded;
     plan.max_context_len = std::max(plan.max_context_len, r.context_len + r.tokens);
   }
   plan.kv_blocks_used = kv_used_blocks();

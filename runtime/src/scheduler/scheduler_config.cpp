@@ -47,6 +47,11 @@ void SchedulerConfig::validate() const {
         fmt::format("scheduler kv_capacity_blocks is {}; expected >= 1 per data-parallel rank ({}) "
                     "(device memory minus weights)",
                     kv_capacity_blocks, data_parallel_ranks));
+  if (disk_kv_blocks < 0 || (disk_kv_blocks > 0 && host_kv_blocks == 0))
+    throw Error(
+        fmt::format("scheduler disk_kv_blocks is {}; expected 0 (no disk tier), or >= 1 behind a host "
+                    "tier (host_kv_blocks >= 1)",
+                    disk_kv_blocks));
   if (!host_kv_nodes.empty() && host_kv_nodes.size() != static_cast<std::size_t>(data_parallel_ranks))
     throw Error(
         fmt::format("scheduler host_kv_nodes names {} nodes; expected none or one per data-parallel rank "

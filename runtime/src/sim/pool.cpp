@@ -50,10 +50,23 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     sched.host_kv_blocks =
         static_cast<std::int64_t>(static_cast<double>(links.host_kv_offload.bytes) /
                                   (memory_.kv_bytes_per_token * static_cast<double>(sched.kv_block_tokens)));
-    host_link_ = {links.host_bandwidth,       links.host_latency,
-                  links.infiniband_bandwidth, links.infiniband_latency,
-                  memory_.kv_bytes_per_token, sched.kv_block_tokens,
-                  links.host_kv_layerwise,    model.layers};
+    host_link_ = HostLink{.bandwidth = links.host_bandwidth,
+                          .latency = links.host_latency,
+                          .remote_bandwidth = links.infiniband_bandwidth,
+                          .remote_latency = links.infiniband_latency,
+                          .disk_bandwidth = links.disk_bandwidth,
+                          .disk_latency = links.disk_latency,
+                          .kv_bytes_per_token = memory_.kv_bytes_per_token,
+                          .block_tokens = sched.kv_block_tokens,
+                          .layerwise = links.host_kv_layerwise,
+                          .layers = model.layers};
+    // A disk tier behind it: links.disk_kv_offload per device, in blocks likewise.
+    if (links.disk_kv_offload.bytes > 0) {
+      (void)system.energy.price("links.disk_per_byte");
+      sched.disk_kv_blocks = static_cast<std::int64_t>(
+          static_cast<double>(links.disk_kv_offload.bytes) /
+          (memory_.kv_bytes_per_token * static_cast<double>(sched.kv_block_tokens)));
+    }
     // A store spanning nodes: each rank's copies go to its first device's node.
     if (links.host_kv_scope == HostKvScope::cluster)
       for (int r = 0; r < layout_.dp; ++r)
@@ -176,7 +189,9 @@ Time Pool::step(const StepPlan& plan) {
 }
 
 void Pool::add_host_transfers(const StepPlan& plan, StepCost& c) const {
-  if (!host_link_ || (plan.host_loaded_tokens == 0 && plan.host_stored_blocks == 0)) return;
+  if (!host_link_ ||
+      (plan.host_loaded_tokens == 0 && plan.host_stored_blocks == 0 && plan.disk_stored_blocks == 0))
+    return;
   const HostLink& h = *host_link_;
   // Per device: the loaded tokens' K/V share, and the stored blocks' copies beside the step (asynchronous:
   // energy only). Serial: the forward waits for the whole load (H = bytes / bandwidth) and the latency.
@@ -185,13 +200,21 @@ void Pool::add_host_transfers(const StepPlan& plan, StepCost& c) const {
   // latency + H / L + (L - 1) / L x max(0, H - S).
   // A store spanning nodes: another node's copies (R of the bytes) come over InfiniBand into the same PCIe
   // link, so the load takes max(H, R / InfiniBand bandwidth) after the InfiniBand latency on top of the
-  // host's, and R is charged at the network's price too.
+  // host's, and R is charged at the network's price too. A disk tier's blocks (D of the bytes) are read into
+  // host memory and on over PCIe as they come: the load takes max(H, R / InfiniBand, D / disk bandwidth)
+  // after the disk's latency (or the network's, the longer), D charged at the disk's price too; the blocks
+  // written to disk beside the step are charged there.
   const double loaded = static_cast<double>(plan.host_loaded_tokens) * h.kv_bytes_per_token;
   const double remote = static_cast<double>(plan.host_remote_loaded_tokens) * h.kv_bytes_per_token;
+  const double disk = static_cast<double>(plan.disk_loaded_tokens) * h.kv_bytes_per_token;
   const double stored = static_cast<double>(plan.host_stored_blocks * h.block_tokens) * h.kv_bytes_per_token;
+  const double written = static_cast<double>(plan.disk_stored_blocks * h.block_tokens) * h.kv_bytes_per_token;
   if (loaded > 0) {
-    const Time load = std::max(transfer_time(loaded, h.bandwidth), transfer_time(remote, h.remote_bandwidth));
-    const Time latency = h.latency + (remote > 0 ? h.remote_latency : Time{});
+    const Time load = std::max({transfer_time(loaded, h.bandwidth),
+                                remote > 0 ? transfer_time(remote, h.remote_bandwidth) : Time{},
+                                disk > 0 ? transfer_time(disk, h.disk_bandwidth) : Time{}});
+    const Time latency =
+        h.latency + std::max(remote > 0 ? h.remote_latency : Time{}, disk > 0 ? h.disk_latency : Time{});
     Time wait = load + latency;
     if (h.layerwise) {
       const double layers = h.layers;
@@ -203,6 +226,8 @@ void Pool::add_host_transfers(const StepPlan& plan, StepCost& c) const {
   c.energy.charge(EnergyCategory::kCommunication, "links.host_per_byte", (loaded + stored) * devices_);
   if (remote > 0)
     c.energy.charge(EnergyCategory::kCommunication, "links.infiniband_per_byte", remote * devices_);
+  if (disk + written > 0)
+    c.energy.charge(EnergyCategory::kCommunication, "links.disk_per_byte", (disk + written) * devices_);
 }
 
 PoolFigures Pool::figures(Time simulated) const {
@@ -239,6 +264,7 @@ void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemS
   r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = pool.kv_blocks();
   r.host_kv_blocks = pool.host_kv_blocks();
+  r.disk_kv_blocks = pool.disk_kv_blocks();
   r.host_kv_scope = to_string(system.links.host_kv_scope);
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
   r.data_parallel_balance = to_string(system.data_parallel_balance);
@@ -256,6 +282,7 @@ RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {
           rec.prefix_hit_tokens,
           rec.host_hit_tokens,
           rec.host_remote_hit_tokens,
+          rec.disk_hit_tokens,
           std::move(pool)};
 }
 
@@ -295,6 +322,7 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     r.prefix_hit_tokens += t.prefix_hit_tokens;
     r.host_hit_tokens += t.host_hit_tokens;
     r.host_remote_hit_tokens += t.host_remote_hit_tokens;
+    r.disk_hit_tokens += t.disk_hit_tokens;
     const double first = to_ms(t.token_times.front() - t.spec.arrival);
     const double total = to_ms(t.token_times.back() - t.spec.arrival);
     ttft.push_back(first);

@@ -83,6 +83,7 @@ class Pool {
   const MemoryPlan& memory() const { return memory_; }
   std::int64_t kv_blocks() const { return kv_blocks_; }
   std::int64_t host_kv_blocks() const { return scheduler_->config().host_kv_blocks; }
+  std::int64_t disk_kv_blocks() const { return scheduler_->config().disk_kv_blocks; }
   bool cycle_model() const { return cycle_ != nullptr; }
   // Times one step, adds its energy and statistics to the run; returns its duration.
   Time step(const StepPlan& plan);
@@ -111,6 +112,8 @@ class Pool {
     Time latency;
     Bandwidth remote_bandwidth;  // a store spanning nodes: another node's copies come over InfiniBand
     Time remote_latency;
+    Bandwidth disk_bandwidth;  // a disk tier behind the host tier
+    Time disk_latency;
     double kv_bytes_per_token = 0;  // one device's share
     std::int64_t block_tokens = 0;
     bool layerwise = false;  // links.host_kv_layerwise: loads overlap the layers before them
@@ -137,6 +140,7 @@ struct RequestTimeline {
   std::int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;           // prefix caching
   std::int64_t host_hit_tokens = 0;                                      // of those, from the host tier
   std::int64_t host_remote_hit_tokens = 0;  // of those, from another node's host memory
+  std::int64_t disk_hit_tokens = 0;         // of those, from the disk tier
   std::string pool;  // a cluster's replica that served it ("" otherwise)
 };
 

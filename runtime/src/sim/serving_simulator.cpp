@@ -122,6 +122,10 @@ nlohmann::json SystemResult::to_json() const {
       j["prefix_cache"]["host_kv_blocks"] = host_kv_blocks;
       j["prefix_cache"]["host_kv_scope"] = host_kv_scope;
       if (host_kv_scope == "cluster") j["prefix_cache"]["host_remote_hit_tokens"] = host_remote_hit_tokens;
+      if (disk_kv_blocks > 0) {
+        j["prefix_cache"]["disk_kv_blocks"] = disk_kv_blocks;
+        j["prefix_cache"]["disk_hit_tokens"] = disk_hit_tokens;
+      }
     }
   }
   if (pim_area)

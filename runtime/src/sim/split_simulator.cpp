@@ -142,6 +142,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
                 dy * replicas > 1 && system.split_decode_by_free_kv ? ", most-free-kv decode router" : "");
   describe_memory_and_timing(r, d0, system);
   r.host_kv_blocks = p0.host_kv_blocks();  // the prefill instances' cache (the decode pool has none in use)
+  r.disk_kv_blocks = p0.disk_kv_blocks();
   r.host_kv_scope = to_string(prefill_system.links.host_kv_scope);
 
   // Speculative decoding: both pools hold the draft model (the prefill pool prefills it with the prompts,
@@ -286,6 +287,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
         t.prefix_hit_tokens += rec.prefix_hit_tokens;
         t.host_hit_tokens += rec.host_hit_tokens;
         t.host_remote_hit_tokens += rec.host_remote_hit_tokens;
+        t.disk_hit_tokens += rec.disk_hit_tokens;
         if (t.spec.output_tokens == 1) {
           if (!one_pair) t.pool = pool.name();
           source->on_finished(id, in.now);

@@ -138,6 +138,12 @@ struct LinkSpec {
   // store over all their nodes' host memory, each copy in the memory of the node that stored it and loaded
   // from another node over InfiniBand (cluster: Mooncake's store, LMCache's remote backends).
   HostKvScope host_kv_scope = HostKvScope::device;
+  // A disk tier behind the host tier (optional keys; LMCache's local disk): disk_kv_offload of the node's
+  // NVMe drives per device (0: none; above 0 needs a host tier), read at disk_bandwidth per device after
+  // disk_latency.
+  ByteSize disk_kv_offload;
+  Bandwidth disk_bandwidth;
+  Time disk_latency;
 };
 
 // Energy per action and static power per component; price() of an unknown action is an error, never 0.

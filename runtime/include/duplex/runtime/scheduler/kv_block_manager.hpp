@@ -18,7 +18,10 @@
 // however many requests hold it, and stays used when none does until a grow needs its memory: then the least
 // recently released cached blocks are evicted (free_units() counts only never-used memory, can_grow_to()
 // also the evictable units). With a host tier (HostKvTier, `host_blocks` > 0; not with a window) the cached
-// blocks are also copied to host memory as they are cached, and a sequence continues its hit there.
+// blocks are also copied to host memory as they are cached, and a sequence continues its hit there; with a
+// disk tier behind it (`disk_blocks` > 0, LMCache's local disk) every copy is also written to disk, and a
+// sequence continues its hit there after the host tier's blocks (a block loaded from disk is put back in the
+// host tier on its way).
 // With a window, as vLLM's hybrid KV cache manager: each layer group caches its own blocks (the full layers'
 // share of block j and the windowed layers' are two entries, full_layers and windowed_layers units; one group
 // alone: 1 unit); a windowed block behind a request's window is released to the cache (evictable when no one
@@ -54,9 +57,10 @@ class KvBlockManager {
   // `shared_host`: a host tier other managers use too (replicas on one machine or across machines;
   // links.host_kv_scope node or cluster), used instead of one of host_blocks; `host_node`: the node whose
   // host memory takes this manager's copies.
+  // `disk_blocks`: a disk tier of its own behind the host tier (0: none; duplex::Error without a host tier).
   KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window = {},
                  std::int64_t host_blocks = 0, std::shared_ptr<HostKvTier> shared_host = nullptr,
-                 int host_node = 0);
+                 int host_node = 0, std::int64_t disk_blocks = 0);
 
   std::int64_t blocks_for(std::int64_t tokens) const;  // ceil(tokens / block_tokens), tokens >= 0
   // Blocks a request must hold for a step whose first new token is at position `context` and after which it
@@ -81,8 +85,8 @@ class KvBlockManager {
   // Returns all units of `id` and its references on cached prefix blocks (no-op for an id holding none).
   void release(RequestId id);
 
-  // Prefix caching. The cached blocks that begin a sequence with these block keys (prefix_block_keys), and
-  // the host tier's copies of the blocks that follow them.
+  // Prefix caching. The cached blocks that begin a sequence with these block keys (prefix_block_keys), the
+  // host tier's copies of the blocks that follow them, and the disk tier's of those that follow these.
   // `max_tokens`: the most tokens the hit may stand for (the request's tokens less one); with a window the
   // hit is at most the blocks those tokens reach, and the window is that of the token after
   // min(blocks x block_tokens, max_tokens).
@@ -93,20 +97,26 @@ class KvBlockManager {
                      std::int64_t total_tokens) const;
   // `id`, holding nothing, takes `hit`'s cached blocks of `keys` (prefix_hit: its first hit.blocks, with a
   // window its windowed layers' from hit.window_first) as its first blocks, and marks the host tier's copies
-  // of the next hit.host_blocks (all held) used: it loads them into blocks of its own (grow_to).
+  // of the next hit.host_blocks (all held), and the disk tier's of the hit.disk_blocks after those, used: it
+  // loads them into blocks of its own (grow_to).
   void take_prefix(RequestId id, std::span<const std::uint64_t> keys, const PrefixCache::Hit& hit);
   // Caches `id`'s blocks that its first `computed_tokens` tokens fill and `keys` name, those not cached yet
   // (a block another request cached first stays `id`'s own; with a window, each layer group's that `id`
   // holds), and with `to_host` copies to the host tier those of them not copied yet (without it, a later call
-  // with it copies them). Returns the new host copies.
-  std::int64_t share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens,
-                              bool to_host = true);
+  // with it copies them; a disk tier takes each as well). Returns the new copies.
+  struct Copies {
+    std::int64_t host = 0;
+    std::int64_t disk = 0;
+  };
+  Copies share_computed(RequestId id, std::span<const std::uint64_t> keys, std::int64_t computed_tokens,
+                        bool to_host = true);
   // Of `tokens` tokens loaded from the host tier into the blocks from keys[first_block] on (all held there),
   // those whose copy lies in another node's memory than this manager's.
   std::int64_t host_remote_tokens(std::span<const std::uint64_t> keys, std::int64_t first_block,
                                   std::int64_t tokens) const;
   const PrefixCache& prefix_cache() const { return prefix_; }
   const HostKvTier& host_tier() const { return *host_; }
+  const HostKvTier& disk_tier() const { return *disk_; }
 
   std::int64_t units_of(RequestId id) const;  // including the cached prefix blocks it holds
   std::int64_t units_per_block() const { return units_per_block_; }
@@ -147,6 +157,7 @@ class KvBlockManager {
   PrefixCache prefix_;
   std::shared_ptr<HostKvTier> host_;  // never null
   int host_node_;
+  std::unique_ptr<HostKvTier> disk_;  // never null (capacity 0: none)
 };
 
 // Blocks that fit in `kv_bytes_available` (device memory left after weights and activations, per the

@@ -46,6 +46,7 @@ class PrefixCache {
     std::int64_t units = 0;
     std::int64_t evictable = 0;     // units
     std::int64_t host_blocks = 0;   // the keys after `blocks` held in a host tier
+    std::int64_t disk_blocks = 0;   // and the keys after those held in a disk tier behind it
     std::int64_t window_first = 0;  // with a sliding window: the first block its windowed layers take
   };
   Hit lookup(std::span<const std::uint64_t> keys) const;

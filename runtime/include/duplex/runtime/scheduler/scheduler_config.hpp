@@ -73,6 +73,8 @@ struct SchedulerConfig {
   // A host store spanning nodes (links.host_kv_scope cluster): per data-parallel rank, the node whose host
   // memory takes its copies (empty: node 0 for every rank); a copy on another node loads over the network.
   std::vector<int> host_kv_nodes;
+  // Blocks of a disk tier behind the host tier, each data-parallel rank's (links.disk_kv_offload; 0: none).
+  std::int64_t disk_kv_blocks = 0;
   // Speculative decoding: every decoding request verifies up to `speculative_tokens` draft tokens per step
   // beside its last token (0: off; capped so that it never drafts past its output, and by the token budget).
   // Draft i (0-based) is accepted with probability `acceptance_rates[i]` (beyond the list: its last) given

@@ -32,6 +32,7 @@ struct ScheduledRequest {
   std::int64_t draft_context = 0;
   int rank = 0;  // the data-parallel rank it was dealt to (Scheduler; 0 with one rank)
   std::int64_t host_remote_loaded = 0;  // of host_loaded, those whose copy lies on another node
+  std::int64_t disk_loaded = 0;         // of host_loaded, those read from the disk tier
 
   bool operator==(const ScheduledRequest&) const = default;
 };
@@ -67,7 +68,9 @@ struct StepPlan {
   // step's cached blocks add to host memory (device-to-host copies beside the step).
   std::int64_t host_loaded_tokens = 0;
   std::int64_t host_remote_loaded_tokens = 0;  // of those, from another node's memory (links.host_kv_scope)
+  std::int64_t disk_loaded_tokens = 0;         // of those, read from the disk tier
   std::int64_t host_stored_blocks = 0;
+  std::int64_t disk_stored_blocks = 0;  // blocks written to the disk tier beside the step
 
   bool empty() const { return requests.empty(); }
   // Requests grouped by (phase, tokens, context_len, completes_prefill, cached_context), sorted by that key.

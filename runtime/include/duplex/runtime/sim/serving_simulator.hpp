@@ -138,6 +138,9 @@ struct SystemResult {
   std::int64_t host_kv_blocks = 0, host_hit_tokens = 0;
   std::int64_t host_remote_hit_tokens = 0;  // of host_hit_tokens, those from another node's memory (cluster)
   std::string host_kv_scope = "device";     // links.host_kv_scope: device, node or cluster
+  // A disk tier behind it (links.disk_kv_offload): its blocks per device (0: none), and the host hit tokens
+  // read from it.
+  std::int64_t disk_kv_blocks = 0, disk_hit_tokens = 0;
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;
