@@ -147,6 +147,27 @@ TEST(ClusterSim, CacheAwareAndPrefixHashRoutingKeepConversationsWhereTheirHistor
   EXPECT_LT(ca.ttft_ms.p50, rr.ttft_ms.p50);
 }
 
+// A burst of prompts sharing 2 system prompts (16 users at once, 96 requests, 1,024 shared + 128 own tokens):
+// a cache-aware router counts the prompts it routed to a replica as that replica's, computed or not yet (as
+// SGLang's router inserts a prompt into its worker's approximate tree), so each system prompt's requests
+// follow its first to one replica, and the cluster computes each once, as one replica would; seeing only
+// what the replicas had cached at their last step, the burst would spread by load and compute each prompt
+// on several replicas. Round-robin does spread it.
+TEST(ClusterSim, CacheAwareRoutingKeepsABurstOfOnePromptOnOneReplica) {
+  const auto model = compiler::load_model("mixtral-8x7b");
+  SimulationOptions o = testing::closed_loop_options(96, 128, 64, 16, 7, 0.1);
+  o.workload.shared_prefix = SharedPrefix{1024, 2};
+  const SystemResult one = simulate(model, load_system("gpu"), o);
+  o.cluster.replicas = 4;
+  o.cluster.router = RouterPolicy::cache_aware;
+  const SystemResult cache_aware = simulate(model, load_system("gpu"), o);
+  o.cluster.router = RouterPolicy::round_robin;
+  const SystemResult round_robin = simulate(model, load_system("gpu"), o);
+  EXPECT_EQ(cache_aware.prefix_query_tokens, one.prefix_query_tokens);
+  EXPECT_EQ(cache_aware.prefix_hit_tokens, one.prefix_hit_tokens);
+  EXPECT_LE(round_robin.prefix_hit_tokens, one.prefix_hit_tokens - 2 * 1024);
+}
+
 // links.host_kv_scope node: the replicas of one node share one host tier of their capacities together, so a
 // turn the router sends away from the replica holding its history still loads it from the node's host memory
 // (LMCache's CPU backend shared by one machine's instances). 4 replicas x 4 devices, round-robin; with 8

@@ -209,6 +209,22 @@ TEST(PrefixCaching, AnAnswersBlocksAreCachedForTheNextTurn) {
   EXPECT_THROW(s.add_request(bad), Error);
 }
 
+// What a router in front sees: the cached prompt tokens as of the last step, or with count_routed_prefixes
+// also the blocks of the requests added and not finished, computed or not.
+TEST(PrefixCaching, ARouterCanSeeThePromptsItRouted) {
+  for (const bool routed : {false, true}) {
+    SchedulerConfig c = config(32);
+    c.count_routed_prefixes = routed;
+    Scheduler s(c);
+    s.add_request(request(0, Time{}, 20, 2, 7, 16));
+    const RequestSpec next = request(1, Time{}, 24, 2, 7, 16);
+    EXPECT_EQ(s.cached_prefix_tokens(next), routed ? 16 : 0);
+    step(s, Time{});  // computes and caches request 0's 4 shared blocks
+    EXPECT_EQ(s.cached_prefix_tokens(next), 16);
+    EXPECT_EQ(s.cached_prefix_tokens(request(2, Time{}, 24, 2, 8, 16)), 0);  // another system prompt
+  }
+}
+
 // A sliding window of 8 tokens over 4-token blocks: request 0 decodes past its 16-token shared prompt, so
 // its windowed blocks behind the window go back to the cache; request 1, with the same prompt, still finds
 // the blocks its own window needs.

@@ -104,12 +104,12 @@ std::int64_t Scheduler::cached_tokens_on(const RequestSpec& spec, int rank) cons
   if (!config_.prefix_caching || spec.content_hashes.empty()) return 0;
   const std::vector<std::uint64_t> keys = prefix_block_keys(spec, config_.kv_block_tokens, rank, ranks());
   std::int64_t blocks = 0;
-  if (config_.data_parallel_balance != DataParallelBalance::cache_aware) {
+  if (!counts_routed_prefixes()) {
     blocks = kv(rank).prefix_hit(keys, spec.input_tokens - 1).blocks;
   } else {
-    // Cache-aware dealing also counts the blocks of the unfinished requests dealt to the rank, cached or not
-    // yet (SGLang's router inserts a prompt into its worker's approximate tree when it routes it): a burst of
-    // one prompt's requests stays on one rank.
+    // Cache-aware dealing (and a cache-aware router in front) also counts the blocks of the unfinished
+    // requests dealt to the rank, cached or not yet (SGLang's router inserts a prompt into its worker's
+    // approximate tree when it routes it): a burst of one prompt's requests stays on one rank.
     const PrefixCache& cache = kv(rank).prefix_cache();
     const auto& pending = pending_keys_[static_cast<std::size_t>(rank)];
     while (blocks < static_cast<std::int64_t>(keys.size()) &&
@@ -130,7 +130,7 @@ void Scheduler::deal(Live& live, int rank) {
   ++rank_load_[static_cast<std::size_t>(rank)];
   if (config_.prefix_caching && !live.spec.content_hashes.empty() && live.spec.cached_tokens == 0)
     live.prefix_keys = prefix_block_keys(live.spec, config_.kv_block_tokens, rank, ranks());
-  if (config_.data_parallel_balance == DataParallelBalance::cache_aware)
+  if (counts_routed_prefixes())
     for (const std::uint64_t key : live.prefix_keys) ++pending_keys_[static_cast<std::size_t>(rank)][key];
 }
 

@@ -42,6 +42,8 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   sched.draft_head = o.draft_model && o.draft_model->draft_head;
   sched.data_parallel_ranks = layout_.dp;  // each data-parallel rank holds and caches its requests' K/V
   sched.data_parallel_balance = system.data_parallel_balance;
+  // A cache-aware router in front (a cluster's, a split system's prompt router) sees the prompts it routed.
+  sched.count_routed_prefixes = o.cluster.router == RouterPolicy::cache_aware;
   // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
   // this device's share of the K/V.
   const LinkSpec& links = system.links;

@@ -116,8 +116,9 @@ class Scheduler {
   const KvBlockManager& kv(int rank = 0) const { return kv_.at(static_cast<std::size_t>(rank)); }
   // The rank a request `spec` arriving now would be dealt to (its id's under round-robin, the least-loaded
   // rank now otherwise), and the leading tokens of its prompt that rank's prefix cache holds in device memory
-  // now, in whole blocks (its host tier's not counted): what a request router in front of this scheduler
-  // sees. 0 without prefix caching or hashes.
+  // now, in whole blocks (its host tier's not counted), or with count_routed_prefixes those the rank's
+  // unfinished requests' blocks cover too: what a request router in front of this scheduler sees. 0 without
+  // prefix caching or hashes.
   int rank_for_arrival(const RequestSpec& spec) const;
   std::int64_t cached_prefix_tokens(const RequestSpec& spec) const;
   // data_parallel_balance cache-aware: the policy over the ranks' loads (the engine's: the cluster router's
@@ -154,9 +155,12 @@ class Scheduler {
   static bool older(const Live& a, const Live& b);
   void insert_sorted(std::deque<Live>& queue, Live live);
   // The leading tokens of `spec`'s prompt `rank`'s prefix cache holds in device memory, in whole blocks (0
-  // without prefix caching or hashes); cache-aware dealing counts the blocks of the rank's unfinished
-  // requests.
+  // without prefix caching or hashes); cache-aware dealing and a cache-aware router in front count the blocks
+  // of the rank's unfinished requests too.
   std::int64_t cached_tokens_on(const RequestSpec& spec, int rank) const;
+  bool counts_routed_prefixes() const {
+    return config_.data_parallel_balance == DataParallelBalance::cache_aware || config_.count_routed_prefixes;
+  }
   // Deals `live` to `rank`: its K/V memory, and its prefix keys salted by it.
   void deal(Live& live, int rank);
   // Deals the requests arrived by `now` and not dealt yet to the least-loaded ranks, oldest first.

@@ -66,6 +66,11 @@ struct SchedulerConfig {
   bool prefix_caching = true;
   int data_parallel_ranks = 1;
   DataParallelBalance data_parallel_balance = DataParallelBalance::least_loaded;
+  // Whether cached_prefix_tokens() also counts the blocks of the unfinished requests added so far, computed
+  // yet or not, as a cache-aware router's approximate tree does (SGLang's router inserts a prompt into its
+  // worker's tree when it routes it): set by the engine for the pools behind a cache-aware router;
+  // cache-aware dealing over data-parallel ranks counts them anyway.
+  bool count_routed_prefixes = false;
   // Blocks of host memory for copies of cached KV blocks (HostKvTier; 0: none), each data-parallel rank's
   // (its devices' host memory). Set by the engine from the system's links.host_kv_offload, not read from the
   // map.
