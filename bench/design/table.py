@@ -39,6 +39,16 @@ def capacity_table(ok, models):
               f"{float(r['energy_j_per_token']):.4f} | {float(r['ttft_p99_ms']):.0f} | {float(r['tpot_p50_ms']):.1f} |")
 
 
+def tier_cell(r):
+    """The share of the prompt tokens loaded from the host tier, and of them from other nodes and from disk."""
+    if not r.get("host_hit_tokens"):
+        return "-"
+    query = float(r["prefix_query_tokens"])
+    parts = [f"{100 * float(r[k]) / query:.1f}% {name}" for k, name in
+             (("host_remote_hit_tokens", "other nodes"), ("disk_hit_tokens", "disk")) if r.get(k)]
+    return f"{100 * float(r['host_hit_tokens']) / query:.1f}%" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def main(folder):
     rows = list(csv.DictReader((Path(folder) / "combined.csv").open()))
     for r in rows:
@@ -60,12 +70,14 @@ def main(folder):
     hits = any(r.get("prefix_hit_rate") for r in ok)  # a prefix-caching study: the cache's hit rate too
     clusters = any(r.get("cluster") for r in ok)  # a cluster study: the first-token latency too
     splits = any("split." in r["knobs"] for r in ok)  # a split-system knob: the migrations' gap, the latency
+    tiers = any(r.get("host_hit_tokens") for r in ok)  # a host (or disk) K/V tier: where the hits came from
     print(("| model " if models else "") +
           "| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |" +
           (" prompt tokens from cache |" if hits else "") + (" TTFT p50 ms |" if clusters else "") +
-          (" TBT p99 ms | E2E p50 ms |" if splits else ""))
+          (" TBT p99 ms | E2E p50 ms |" if splits else "") +
+          (" prompt tokens from host memory (from other nodes, disk) |" if tiers else ""))
     print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|" + ("---|" if hits else "") +
-          ("---|" if clusters else "") + ("---|---|" if splits else ""))
+          ("---|" if clusters else "") + ("---|---|" if splits else "") + ("---|" if tiers else ""))
     for r in ok:
         tput = float(r["throughput_tok_s"])
         setting = (r["model"], r["input_len"], r["output_len"], r["batch"])
@@ -78,7 +90,8 @@ def main(folder):
               f"{r['batch']} | {tput:.0f} | {ratio} | {float(r['energy_j_per_token']):.4f} | {mm2} | {die} |" +
               ((f" {100 * float(r['prefix_hit_rate']):.1f}% |" if r.get("prefix_hit_rate") else " - |") if hits else "") +
               (f" {float(r['ttft_p50_ms']):.1f} |" if clusters else "") +
-              (f" {float(r['tbt_p99_ms']):.1f} | {float(r['e2e_p50_ms']):.0f} |" if splits else ""))
+              (f" {float(r['tbt_p99_ms']):.1f} | {float(r['e2e_p50_ms']):.0f} |" if splits else "") +
+              (f" {tier_cell(r)} |" if tiers else ""))
     return 1 if len(ok) < len(rows) else 0
 
 

@@ -68,7 +68,8 @@ std::string combined_csv(const std::vector<nlohmann::json>& records) {
       "preemptions,"
       "generated_tokens,simulated_s,xpu_utilization,pim_utilization,error,knobs,pim_area_mm2,speculative,"
       "tokens_per_verify,prefix,prefix_hit_rate,tpot_p50_ms,slo_attainment,goodput_req_s,cluster,"
-      "max_rate_per_s,failing_rate_per_s\n";
+      "max_rate_per_s,failing_rate_per_s,prefix_query_tokens,host_hit_tokens,host_remote_hit_tokens,"
+      "disk_hit_tokens\n";
   for (const auto& j : records) {
     const auto& p = j.at("params");
     const nlohmann::json r = j.value("result", nlohmann::json::object());
@@ -77,7 +78,8 @@ std::string combined_csv(const std::vector<nlohmann::json>& records) {
                      p.at("input_len").dump(), p.at("output_len").dump(), p.at("batch").dump(),
                      csv_field(p.at("load").get<std::string>()), j.at("status").get<std::string>());
     s += fmt::format(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{"
+        "}\n",
         number(r, "devices"), number(r, "throughput_tok_s"), number(r, "ttft_ms", "p50"),
         number(r, "ttft_ms", "p99"), number(r, "tbt_ms", "p50"), number(r, "tbt_ms", "p90"),
         number(r, "tbt_ms", "p99"), number(r, "e2e_ms", "p50"), number(r, "e2e_ms", "p99"),
@@ -92,7 +94,9 @@ std::string combined_csv(const std::vector<nlohmann::json>& records) {
         number(r, "prefix_cache", "hit_rate"), number(r, "tpot_ms", "p50"), number(r, "slo", "attainment"),
         number(r, "slo", "goodput_req_s"),
         csv_field(cluster_text(p.contains("cluster") ? &p.at("cluster") : nullptr)),
-        number(r, "capacity", "max_rate_per_s"), number(r, "capacity", "failing_rate_per_s"));
+        number(r, "capacity", "max_rate_per_s"), number(r, "capacity", "failing_rate_per_s"),
+        number(r, "prefix_cache", "query_tokens"), number(r, "prefix_cache", "host_hit_tokens"),
+        number(r, "prefix_cache", "host_remote_hit_tokens"), number(r, "prefix_cache", "disk_hit_tokens"));
   }
   return s;
 }

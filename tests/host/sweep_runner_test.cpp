@@ -111,10 +111,19 @@ const nlohmann::json kParams = {{"model", "m"},    {"system", "gpu"}, {"input_le
 TEST(SweepRunner, CombinedCsvStatesThePrefixCacheHitRate) {
   nlohmann::json point = {{"id", "p"}, {"params", kParams}, {"status", "ok"}};
   point["params"]["prefix"] = {{"tokens", 2048}, {"groups", 4}, {"caching", true}};
-  point["result"] = {{"prefix_cache", {{"hit_rate", 0.75}}}};
+  point["result"] = {{"prefix_cache", {{"hit_rate", 0.75}, {"query_tokens", 4000}}}};
   auto cells = csv_row(combined_csv({point}), 0);
   EXPECT_EQ(cells["prefix"], "prefix=2048x4");
   EXPECT_EQ(cells["prefix_hit_rate"], "0.75");
+  EXPECT_EQ(cells["prefix_query_tokens"], "4000");
+  EXPECT_EQ(cells["host_hit_tokens"], "");  // no host tier
+  point["result"]["prefix_cache"]["host_hit_tokens"] = 1000;
+  point["result"]["prefix_cache"]["host_remote_hit_tokens"] = 600;
+  point["result"]["prefix_cache"]["disk_hit_tokens"] = 300;
+  cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["host_hit_tokens"], "1000");
+  EXPECT_EQ(cells["host_remote_hit_tokens"], "600");
+  EXPECT_EQ(cells["disk_hit_tokens"], "300");
   point["params"]["prefix"]["caching"] = false;
   point["result"] = nlohmann::json::object();
   cells = csv_row(combined_csv({point}), 0);
