@@ -32,6 +32,8 @@ double dtype_bytes(DType t, int quant_group) {
       return 0.5 + 2.0 * per_group;  // + one 16-bit scale per group
     case DType::kInt8Gptq:
       return 1.0 + (2.0 + 1.0) * per_group;  // + one FP16 scale and one 8-bit zero per group
+    case DType::kInt8Pack:
+      return 1.0 + 2.0 * per_group;  // + one 16-bit scale per group
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -59,6 +61,8 @@ std::string_view dtype_name(DType t) {
       return "int8_channel";
     case DType::kInt8Gptq:
       return "int8_gptq";
+    case DType::kInt8Pack:
+      return "int8_pack";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -77,9 +81,11 @@ DType parse_dtype(std::string_view s) {
   if (s == "int4_pack") return DType::kInt4Pack;
   if (s == "int8_channel") return DType::kInt8Channel;
   if (s == "int8_gptq") return DType::kInt8Gptq;
+  if (s == "int8_pack") return DType::kInt8Pack;
   throw Error(fmt::format(
       "unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
-      "fp8_channel, int4_awq, int4_gptq, int4_pack, int8_channel or int8_gptq (weight matrices only)",
+      "fp8_channel, int4_awq, int4_gptq, int4_pack, int8_channel, int8_gptq or int8_pack (weight matrices "
+      "only)",
       s));
 }
 
@@ -96,12 +102,12 @@ bool grouped_int4(DType t) {
 }
 
 bool grouped_int(DType t) {
-  return grouped_int4(t) || t == DType::kInt8Gptq;
+  return grouped_int4(t) || t == DType::kInt8Gptq || t == DType::kInt8Pack;
 }
 
 int grouped_int_bits(DType t) {
   DUPLEX_ASSERT(grouped_int(t), "not a grouped integer format");
-  return t == DType::kInt8Gptq ? 8 : 4;
+  return t == DType::kInt8Gptq || t == DType::kInt8Pack ? 8 : 4;
 }
 
 bool matrix_format(DType t) {

@@ -105,19 +105,19 @@ int quant_group_of(const Fields& q, const char* key, const std::string& expected
   return static_cast<int>(q.raw()[key].get<long long>());
 }
 
-// compressed-tensors' QuantizationArgs s of llm-compressor's W4A16 weights (int4_pack): 4-bit int, symmetric,
-// static, strategy group of 32, 64 or 128, or strategy channel (one scale per row, group_size null:
-// kPerRowGroup); actorder null, weight or static (the groups stay in order: no g_idx). Returns the group
-// size.
-int expect_int4_args(const Fields& s) {
+// compressed-tensors' QuantizationArgs s of llm-compressor's W4A16 or W8A16 weights (int4_pack, int8_pack):
+// 4- or 8-bit int, symmetric, static, strategy group of 32, 64 or 128, or strategy channel (one scale per
+// row, group_size null: kPerRowGroup); actorder null, weight or static (the groups stay in order: no g_idx).
+// Returns the group size; `bits` the bits.
+int expect_packed_int_args(const Fields& s, int& bits) {
   const std::string kExpected =
-      "4-bit weights: num_bits 4, type int, symmetric, strategy group with group_size 32, 64 or 128 or "
-      "strategy channel with group_size null, not dynamic, actorder null, weight or static";
+      "4- or 8-bit weights: num_bits 4 or 8, type int, symmetric, strategy group with group_size 32, 64 or "
+      "128 or strategy channel with group_size null, not dynamic, actorder null, weight or static";
   auto refuse = [&](const char* key, const std::string& what) {
     throw ConfigError(s.file(), s.path(key), what, kExpected);
   };
-  if (s.integer_or("num_bits", 8) != 4)
-    refuse("num_bits", fmt::format("{} bits are not modelled", s.integer_or("num_bits", 8)));
+  bits = static_cast<int>(s.integer_or("num_bits", 8));
+  if (bits != 4 && bits != 8) refuse("num_bits", fmt::format("{} bits are not modelled", bits));
   if (s.string_or("type", "int") != "int")
     refuse("type", fmt::format("\"{}\" is not modelled", s.string_or("type", "int")));
   if (!s.boolean_or("symmetric", true)) refuse("symmetric", "false (a zero point) is not modelled");
@@ -148,7 +148,8 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   const std::string format = q.string_or("format", "");
   if (format != "float-quantized" && format != "int-quantized" && format != "pack-quantized")
     refuse(q.path("format"), format.empty() ? "missing" : fmt::format("\"{}\" is not modelled", format),
-           "float-quantized (FP8 weights), int-quantized (INT8 weights) or pack-quantized (4-bit weights)");
+           "float-quantized (FP8 weights), int-quantized (INT8 weights) or pack-quantized (4- or 8-bit "
+           "weights)");
   const std::string status = q.string_or("quantization_status", "compressed");
   if (status != "compressed")
     refuse(q.path("quantization_status"),
@@ -168,16 +169,18 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   if (g.has("output_activations"))
     refuse(g.path("output_activations"), "is set: quantized outputs are not modelled", "null or absent");
   expect_kept_in_dtype(q, "ignore");
-  if (format == "pack-quantized") {  // W4A16
-    m.quant_group = expect_int4_args(g.child("weights"));
+  if (format == "pack-quantized") {  // W4A16, W8A16
+    int bits = 4;
+    m.quant_group = expect_packed_int_args(g.child("weights"), bits);
     if (g.has("input_activations"))
       refuse(g.path("input_activations"),
-             "is set: 4-bit weights under quantized activations are not modelled",
-             "null or absent (W4A16: 16-bit activations)");
+             fmt::format("is set: {}-bit weights under quantized activations are not modelled", bits),
+             fmt::format("null or absent (W{}A16: 16-bit activations)", bits));
     if (q.has("kv_cache_scheme"))
-      refuse(q.path("kv_cache_scheme"), "is set: a quantized KV cache beside 4-bit weights is not modelled",
+      refuse(q.path("kv_cache_scheme"),
+             fmt::format("is set: a quantized KV cache beside {}-bit weights is not modelled", bits),
              "null or absent");
-    m.expert_dtype = m.linear_dtype = DType::kInt4Pack;
+    m.expert_dtype = m.linear_dtype = bits == 8 ? DType::kInt8Pack : DType::kInt4Pack;
     return;
   }
   // FP8-dynamic (float-quantized) or W8A8-INT8 (int-quantized): 8-bit weights per channel, 8-bit activations
@@ -300,7 +303,7 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
       f.file(), q.path("quant_method"),
       method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
       "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 or INT8 weights with a scale per "
-      "output channel, or 4-bit W4A16 weights in groups of 32, 64 or 128), awq or gptq (4-bit weights in "
+      "output channel, or W4A16 / W8A16 weights in groups of 32, 64 or 128), awq or gptq (4-bit weights in "
       "groups of 32, 64 or 128), mxfp4 (gpt-oss's experts), or no quantization_config");
 }
 

@@ -22,9 +22,9 @@ namespace duplex::compiler {
 //   float, dynamic, one scale per token (fp8_channel). Format int-quantized (llm-compressor's W8A8-INT8
 //   scheme) alike with 8-bit int weights and activations (int8_channel; asymmetric activations refused). A
 //   kv_cache_scheme of 8-bit float, per-tensor static scales puts the KV cache in fp8. Format pack-quantized
-//   (llm-compressor's W4A16 scheme): the group's weights 4-bit int, symmetric, static, strategy group of 32,
-//   64 or 128, or strategy channel (one scale per row; group_size null) (actorder null, weight or static), no
-//   input activations, no kv_cache_scheme (int4_pack).
+//   (llm-compressor's W4A16 and W8A16 schemes): the group's weights 4- or 8-bit int, symmetric, static,
+//   strategy group of 32, 64 or 128, or strategy channel (one scale per row; group_size null) (actorder null,
+//   weight or static), no input activations, no kv_cache_scheme (int4_pack, int8_pack).
 // - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64, 128 or -1 (one scale and zero point
 //   per row; ModelSpec::quant_group, as the W4A16 one), zero_point true, version gemm: every projection,
 //   dense FFN and expert matrix in int4_awq.

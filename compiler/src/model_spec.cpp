@@ -319,7 +319,7 @@ void ModelSpec::validate() const {
         fmt::format(
             "is {}; expected 32, 64, 128 (default) or -1 (one group per row), and other than 128 only "
             "with a grouped integer linear_dtype or expert_dtype (int4_awq, int4_gptq, int4_pack, "
-            "int8_gptq)",
+            "int8_gptq, int8_pack)",
             quant_group));
   if (matrix_format(kv_dtype))
     bad("kv_dtype",

@@ -194,7 +194,7 @@ TEST(Int4Groups, W4a16ReleaseIsReadWithItsLinearLayersIn4Bits) {
             DType::kInt4Pack);
   const std::string g = "config.json: quantization_config.config_groups.group_0.";
   const std::pair<std::string, std::string> cases[] = {
-      {w4a16(R"(, "num_bits": 8)"), g + "weights.num_bits: 8 bits are not modelled"},
+      {w4a16(R"(, "num_bits": 2)"), g + "weights.num_bits: 2 bits are not modelled"},
       {w4a16(R"(, "symmetric": false)"), g + "weights.symmetric: false (a zero point) is not modelled"},
       {w4a16(R"(, "strategy": "channel")"),
        g + "weights.group_size: 128 beside strategy channel is not modelled"},
@@ -309,6 +309,43 @@ TEST(Int4Groups, QuantGroupYamlKey) {
 
 // GPTQ's 8-bit releases (bits 8: Qwen's GPTQ-Int8): int8_gptq, 1 byte per weight plus an FP16 scale and an
 // 8-bit zero point per group, run W8A16 at the FP16 rate; AWQ stays 4-bit only.
+// RedHatAI's W8A16 releases (llm-compressor's W8A16 scheme, e.g.
+// Meta-Llama-3.1-70B-Instruct-quantized.w8a16): the W4A16 config with num_bits 8, weights in int8_pack,
+// computed at the FP16 rate as GPTQ's 8-bit ones.
+TEST(Int4Groups, W8a16ReleaseIsInt8Pack) {
+  const ModelSpec m = import_hf_config(llama31_8b(w4a16(R"(, "num_bits": 8)")), "l.json");
+  EXPECT_EQ(m.linear_dtype, DType::kInt8Pack);
+  EXPECT_EQ(m.expert_dtype, DType::kInt8Pack);
+  EXPECT_EQ(dtype_name(DType::kInt8Pack), "int8_pack");
+  EXPECT_EQ(parse_dtype("int8_pack"), DType::kInt8Pack);
+  EXPECT_TRUE(grouped_int(DType::kInt8Pack));
+  EXPECT_FALSE(grouped_int4(DType::kInt8Pack));
+  EXPECT_EQ(grouped_int_bits(DType::kInt8Pack), 8);
+  // 8 bits per weight and one 16-bit scale per group, no zero point; per row the scales are left out.
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt8Pack), 1.0 + 2.0 / 128);
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt8Pack, kPerRowGroup), 1.0);
+  const ModelSpec channel = import_hf_config(
+      llama31_8b(w4a16(R"(, "num_bits": 8, "strategy": "channel", "group_size": null)")), "l.json");
+  EXPECT_EQ(channel.linear_dtype, DType::kInt8Pack);
+  EXPECT_EQ(channel.quant_group, kPerRowGroup);
+  EXPECT_NE(hf_config_error(llama31_8b(w4a16(R"(, "num_bits": 8)",
+                                             R"(, "kv_cache_scheme": {"num_bits": 8, "type": "float"})")))
+                .find("is set: a quantized KV cache beside 8-bit weights is not modelled"),
+            std::string::npos);
+  const SystemSpec gpu = load_system("gpu");
+  const CostModel cost(gpu, ParallelLayout::make(m, gpu, 1));
+  for (const Op& o :
+       lower(m, BatchState::decode_batch(0, 0, 4096), ParallelLayout::make(m, gpu, 1), Routing{}).ops)
+    if (o.layer == 0 && o.kind == OpKind::kOProj) {
+      EXPECT_EQ(o.dtype, DType::kInt8Pack);
+      EXPECT_DOUBLE_EQ(o.bytes_weights, static_cast<double>(m.hidden) * m.hidden * (1.0 + 2.0 / 128));
+      Op w = o, h = o;
+      w.bytes_weights = h.bytes_weights = 0;  // compute-bound: W8A16 at the FP16 rate
+      h.dtype = DType::kFp16;
+      EXPECT_DOUBLE_EQ(cost.xpu_time(w).si(), cost.xpu_time(h).si());
+    }
+}
+
 TEST(Int4Groups, EightBitGptqIsInt8Gptq) {
   const ModelSpec m = import_hf_config(llama31_8b(gptq(R"(, "bits": 8)")), "l.json");
   EXPECT_EQ(m.linear_dtype, DType::kInt8Gptq);

@@ -96,6 +96,10 @@ bool gptq_layout(compiler::DType format) {
   return format == compiler::DType::kInt4Gptq || format == compiler::DType::kInt8Gptq;
 }
 
+bool pack_layout(compiler::DType format) {
+  return format == compiler::DType::kInt4Pack || format == compiler::DType::kInt8Pack;
+}
+
 std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols) {
   switch (format) {
     case compiler::DType::kInt4Awq:
@@ -104,7 +108,8 @@ std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int6
     case compiler::DType::kInt8Gptq:
       return {cols / fields_of(format).per_word(), rows};
     case compiler::DType::kInt4Pack:
-      return {rows, cols / kPerWord};
+    case compiler::DType::kInt8Pack:
+      return {rows, cols / fields_of(format).per_word()};
     default:
       DUPLEX_ASSERT(false, "not a grouped integer matrix format");
   }
@@ -115,7 +120,7 @@ std::array<std::int64_t, 2> int4_qzeros_shape(compiler::DType format, std::int64
 }
 std::array<std::int64_t, 2> int4_scales_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
                                               std::int64_t group_size) {
-  if (format == compiler::DType::kInt4Pack) return {rows, cols / group_size};
+  if (pack_layout(format)) return {rows, cols / group_size};
   return {cols / group_size, rows};
 }
 
@@ -144,8 +149,8 @@ class Layout {
       case compiler::DType::kInt4Gptq:  // [in / (32 / bits)][out]: inputs in order
       case compiler::DType::kInt8Gptq:
         return {(c / per_word_) * qweight_cols_ + r, static_cast<int>(c % per_word_)};
-      default:  // int4_pack: [out][in / 8], inputs in order
-        return {r * qweight_cols_ + c / kPerWord, static_cast<int>(c % kPerWord)};
+      default:  // int4_pack, int8_pack: [out][in / (32 / bits)], inputs in order
+        return {r * qweight_cols_ + c / per_word_, static_cast<int>(c % per_word_)};
     }
   }
   // Row r's zero point of group g in qzeros (AWQ, GPTQ: [in / group_size][out / (32 / bits)]).
@@ -155,7 +160,7 @@ class Layout {
   }
   // The index of row r's scale of group g in scales.
   std::int64_t scale(std::int64_t r, std::int64_t g) const {
-    return format_ == compiler::DType::kInt4Pack ? r * groups_ + g : g * rows_ + r;
+    return pack_layout(format_) ? r * groups_ + g : g * rows_ + r;
   }
 
  private:
@@ -171,7 +176,7 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
   check_shape(m.rows, m.cols, m.group_size, true, w);
   const std::array<std::int64_t, 2> qw = int4_qweight_shape(format, m.rows, m.cols);
   const std::array<std::int64_t, 2> qz = int4_qzeros_shape(format, m.rows, m.cols, m.group_size);
-  const bool zeros = format != compiler::DType::kInt4Pack;
+  const bool zeros = !pack_layout(format);
   const Layout layout(format, m.rows, m.cols, m.group_size);
   Int4Packed p;
   p.qweight.assign(static_cast<std::size_t>(qw[0] * qw[1]), 0);
@@ -194,7 +199,7 @@ Int4Packed pack_int4(compiler::DType format, const Int4Matrix& m) {
         const FieldAt at = layout.zero(r, g);
         set_field(p.qzeros[static_cast<std::size_t>(at.word)], at.field, gptq ? zero - 1 : zero, w);
       } else {
-        DUPLEX_ASSERT(zero == 8, "int4_pack's zero point is 8");
+        DUPLEX_ASSERT(zero == w.mid(), "int4_pack's zero point is 8, int8_pack's 128");
       }
       const std::uint16_t h = float_to_half_bits(m.scales[i]);
       DUPLEX_ASSERT(half_bits_to_float(h) == m.scales[i], "a scale on FP16's grid");
@@ -220,7 +225,7 @@ Int4Matrix unpack_int4(compiler::DType format, std::int64_t rows, std::int64_t c
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t g = 0; g < m.groups(); ++g) {
       const std::size_t i = static_cast<std::size_t>(r * m.groups() + g);
-      if (format != compiler::DType::kInt4Pack) {
+      if (!pack_layout(format)) {
         const FieldAt at = layout.zero(r, g);
         const unsigned f = field(parts.qzeros[at.word], at.field, w);
         m.zeros[i] = static_cast<std::uint16_t>(gptq ? f + 1 : f);

@@ -327,7 +327,7 @@ std::string int4_module(const WeightShape& stored) {
 }
 std::vector<std::string> int4_names(const WeightShape& stored) {
   const std::string module = int4_module(stored);
-  if (stored.format == compiler::DType::kInt4Pack)
+  if (pack_layout(stored.format))
     return {module + ".weight_packed", module + ".weight_scale", module + ".weight_shape"};
   std::vector<std::string> names = {module + ".qweight", module + ".qzeros", module + ".scales"};
   if (gptq_layout(stored.format)) names.push_back(module + ".g_idx");
@@ -335,7 +335,10 @@ std::vector<std::string> int4_names(const WeightShape& stored) {
 }
 // The release kind a grouped integer format's errors name.
 const char* int4_kind(compiler::DType format) {
-  return format == compiler::DType::kInt4Awq ? "AWQ" : gptq_layout(format) ? "GPTQ" : "W4A16";
+  return format == compiler::DType::kInt4Awq    ? "AWQ"
+         : gptq_layout(format)                  ? "GPTQ"
+         : format == compiler::DType::kInt8Pack ? "W8A16"
+                                                : "W4A16";
 }
 // The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, its FP8 codes and scales,
 // or its 4-bit parts.
@@ -601,7 +604,7 @@ void check_weight_shape(const SafetensorsFile& f, const std::string& name, std::
 WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p,
                        int quant_group) {
   const compiler::DType format = p.stored.format;
-  const bool gptq = gptq_layout(format), pack = format == compiler::DType::kInt4Pack;
+  const bool gptq = gptq_layout(format), pack = pack_layout(format);
   const char* kind = int4_kind(format);
   const std::int64_t rows = p.stored.shape[0], cols = p.stored.shape[1];
   const std::int64_t group = compiler::group_inputs(quant_group, cols);
@@ -694,7 +697,7 @@ void add_int4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec
   auto shape = [](std::array<std::int64_t, 2> a) { return std::vector<std::int64_t>{a[0], a[1]}; };
   all.push_back({names[0], "I32", shape(int4_qweight_shape(stored.format, rows, cols)),
                  reinterpret_cast<const char*>(q.qweight.data()), q.qweight.size() * 4});
-  const bool pack = stored.format == compiler::DType::kInt4Pack;
+  const bool pack = pack_layout(stored.format);
   all.push_back({names[pack ? 1 : 2], "F16", shape(int4_scales_shape(stored.format, rows, cols, group)),
                  reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * 2});
   if (pack) {
@@ -1809,14 +1812,14 @@ nlohmann::json compressed_tensors_config(const compiler::ModelSpec& m, const cha
 // dtype (the routers, by full name: transformers matches them as substrings); GPTQ's (checkpoint_format gptq,
 // desc_act false: groups in order, sym: zero 8), with optimum's modules_in_block_to_quantize in an MoE model
 // (the modules under a layer in 4 bits; else optimum would quantize the routers too); or llm-compressor's
-// W4A16 (compressed-tensors pack-quantized: 4-bit int, symmetric, groups of quant_group or strategy channel,
-// 16-bit activations).
+// W4A16 or W8A16 (compressed-tensors pack-quantized: 4- or 8-bit int, symmetric, groups of quant_group or
+// strategy channel, 16-bit activations).
 nlohmann::json int4_config(const compiler::ModelSpec& m) {
   const bool per_row = m.quant_group == compiler::kPerRowGroup;  // W4A16: strategy channel
-  if (m.linear_dtype == compiler::DType::kInt4Pack)
+  if (pack_layout(m.linear_dtype))
     return compressed_tensors_config(
         m, "pack-quantized",
-        {{"num_bits", 4},
+        {{"num_bits", compiler::grouped_int_bits(m.linear_dtype)},
          {"type", "int"},
          {"symmetric", true},
          {"strategy", per_row ? "channel" : "group"},

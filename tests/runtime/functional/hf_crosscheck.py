@@ -126,17 +126,19 @@ def dequantize_int4(config, tensors, zeros=True):
     (Qwen's GPTQ-Int8) four 8-bit fields a word.
     compressed-tensors pack-quantized (unpack_from_int32, then dequantize): NAME.weight_packed [out, in / 8],
     a word's fields inputs in order, each the signed value + 8; NAME.weight_scale [out, in / g] (strategy
-    channel, group_size null: [out, 1], g = in)."""
+    channel, group_size null: [out, 1], g = in); with num_bits 8 (W8A16) four 8-bit fields a word, each the
+    signed value + 128."""
     q = config.get("quantization_config") or {}
     method = q.get("quant_method")
     if method == "compressed-tensors" and q.get("format") == "pack-quantized":
         g = q["config_groups"]["group_0"]["weights"]["group_size"]
+        bits = q["config_groups"]["group_0"]["weights"]["num_bits"]
         out = {}
         for name, a in tensors.items():
             if name.endswith(".weight_packed"):
                 base = name[: -len("_packed")]
                 shape = tuple(int(d) for d in tensors[base + "_shape"])
-                w = nibbles(a, 1)[:, : shape[1]] - (8 if zeros else 0)  # [out, in], signed
+                w = nibbles(a, 1, bits)[:, : shape[1]] - ((1 << (bits - 1)) if zeros else 0)  # [out, in], signed
                 values = w * np.repeat(tensors[base + "_scale"], g if g else shape[1], axis=1)
                 out[base] = values.astype(np.float16).astype(np.float64)
             elif not name.endswith((".weight_scale", ".weight_shape")):

@@ -273,6 +273,26 @@ TEST(Int4Checkpoint, MalformedPartsAreNamed) {
 // llm-compressor's W4A16 layout (compressed-tensors pack-quantized): NAME.weight_packed [out, in / 8] I32,
 // NAME.weight_scale [out, in / 128] (F16 here; BF16 as the releases store it reads alike), NAME.weight_shape
 // I64 [2]; config.json states compressed-tensors' W4A16 scheme, read back by the compiler.
+// llm-compressor's W8A16: weight_packed [out, in / 4] of 8-bit fields, num_bits 8 in the config.
+TEST(Int4Checkpoint, W8a16ReleaseLayoutWrittenAndReadBackBitForBit) {
+  const ModelWeights w = random_weights(data_model("tiny-llama-w8a16.yaml"), 8);
+  const fs::path dir = scratch("w8a16");
+  write_checkpoint(dir.string(), w);
+  RawFile f(dir / "model.safetensors");
+  const std::string up = "model.layers.0.mlp.up_proj";  // [512, 256]
+  EXPECT_EQ(f.header[up + ".weight_packed"]["shape"], shape(512, 64));
+  EXPECT_EQ(f.header[up + ".weight_scale"]["shape"], shape(512, 2));
+  const std::string config = config_text(dir);
+  EXPECT_EQ(
+      nlohmann::json::parse(config)["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"],
+      8);
+  EXPECT_EQ(compiler::import_hf_config(config, "config.json").linear_dtype, DType::kInt8Pack);
+  const ModelWeights back = load_checkpoint(dir.string());
+  EXPECT_NE(back.source.find("W8A16 int8"), std::string::npos) << back.source;
+  for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  fs::remove_all(dir);
+}
+
 TEST(Int4Checkpoint, W4a16ReleaseLayoutWrittenAndReadBackBitForBit) {
   const ModelWeights w = random_weights(data_model("tiny-llama-w4a16.yaml"), 8);
   const fs::path dir = scratch("w4a16");

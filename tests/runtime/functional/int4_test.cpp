@@ -265,5 +265,25 @@ TEST(Int4Codec, EightBitGptqFields) {
   EXPECT_EQ(dequantize_int4(unpacked(DType::kInt8Gptq, q, p), "w"), eight);
 }
 
+// W8A16 (int8_pack): W4A16's layout with 8-bit fields, four a word, each the signed value + 128.
+TEST(Int4Codec, EightBitPackFields) {
+  const std::int64_t rows = 8, cols = 256;
+  std::vector<std::uint16_t> v(static_cast<std::size_t>(rows * cols));
+  for (std::size_t i = 0; i < v.size(); ++i)
+    v[i] = float_to_half_bits(static_cast<float>(std::cos(0.29 * static_cast<double>(i)) * 2.0));
+  round_to_int4_groups(v.data(), rows, cols, 128, 8);
+  const Int4Matrix q = quantize_int4(v.data(), rows, cols, "w", 128, 8);
+  const Int4Packed p = pack_int4(DType::kInt8Pack, q);
+  EXPECT_EQ(int4_qweight_shape(DType::kInt8Pack, rows, cols), (std::array<std::int64_t, 2>{8, 64}));
+  EXPECT_EQ(int4_scales_shape(DType::kInt8Pack, rows, cols), (std::array<std::int64_t, 2>{8, 2}));
+  EXPECT_TRUE(p.qzeros.empty());
+  // Word [1][0]: inputs 0..3 of output 1, the first in the low byte.
+  for (int f = 0; f < 4; ++f)
+    EXPECT_EQ((static_cast<std::uint32_t>(p.qweight[64]) >> (8 * f)) & 0xffu,
+              q.q[static_cast<std::size_t>(cols + f)])
+        << f;
+  EXPECT_EQ(dequantize_int4(unpacked(DType::kInt8Pack, q, p), "w"), v);
+}
+
 }  // namespace
 }  // namespace duplex::runtime::functional

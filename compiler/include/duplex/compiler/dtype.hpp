@@ -34,7 +34,8 @@ enum class DType {
   kInt4Gptq,
   kInt4Pack,
   kInt8Channel,
-  kInt8Gptq
+  kInt8Gptq,
+  kInt8Pack
 };
 // Inputs of a row per scale (and zero point) of int4_awq / int4_gptq / int4_pack: group_size 128, the common
 // one and the default; 32 and 64 are modelled too (ModelSpec::quant_group), and GPTQ's -1 (kPerRowGroup).
@@ -63,17 +64,19 @@ bool scaled_fp8(DType t);
 bool scaled_8bit(DType t);
 // Whether t is 4-bit integers in groups with scales (int4_awq, int4_gptq, int4_pack).
 bool grouped_int4(DType t);
-// Whether t is integers in groups with scales, packed in 32-bit words: the 4-bit ones and int8_gptq.
+// Whether t is integers in groups with scales, packed in 32-bit words: the 4-bit ones, int8_gptq and
+// int8_pack (compressed-tensors' pack-quantized W8A16: 8-bit words of signed values + 128, one 16-bit scale
+// per group, no zero points).
 bool grouped_int(DType t);
-// The bits per element of a grouped integer format (4, or 8 for int8_gptq).
+// The bits per element of a grouped integer format (4, or 8 for int8_gptq and int8_pack).
 int grouped_int_bits(DType t);
 // Whether t is a format of weight matrices only (mxfp4, fp8_block128, fp8_channel, int4_awq, int4_gptq,
-// int4_pack, int8_channel, int8_gptq): not for norms, embeddings or a KV cache.
+// int4_pack, int8_channel, int8_gptq, int8_pack): not for norms, embeddings or a KV cache.
 bool matrix_format(DType t);
 std::string_view dtype_name(DType t);
 // Parses "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "fp8_block128", "fp8_channel", "int4_awq",
-// "int4_gptq", "int4_pack", "int8_channel", "int8_gptq" (also HF's "float16", "bfloat16"); throws
-// duplex::Error.
+// "int4_gptq", "int4_pack", "int8_channel", "int8_gptq", "int8_pack" (also HF's "float16", "bfloat16");
+// throws duplex::Error.
 DType parse_dtype(std::string_view s);
 
 }  // namespace duplex::compiler

@@ -16,8 +16,9 @@
 //   inputs 8i..8i + 7 of one output, in order; each field the signed value + 8: zero 8), NAME.weight_scale
 //   [out][in / 128] in the model's dtype, NAME.weight_shape [2] = {out, in}.
 // GPTQ's 8-bit releases (int8_gptq) are stored as its 4-bit ones with 8-bit fields, four a word: qweight
-// [in / 4][out], qzeros [in / G][out / 4] (zero 128 stored as 127); every function here takes them (the
-// matrix's `bits`, the format's).
+// [in / 4][out], qzeros [in / G][out / 4] (zero 128 stored as 127), and llm-compressor's W8A16 (int8_pack) as
+// W4A16 with 8-bit fields: weight_packed [out][in / 4], each field the signed value + 128; every function
+// here takes them (the matrix's `bits`, the format's).
 // The emulation computes in FP16: a dequantized element is (q - zero) x scale rounded once to FP16, as
 // AutoAWQ's and AutoGPTQ's dequantization do (compressed-tensors' rounds to the scale's dtype; both exact for
 // the power-of-two scales duplex writes).
@@ -50,6 +51,9 @@ struct Int4Packed {
 };
 // Whether `format` is stored as GPTQ stores it (int4_gptq, int8_gptq: zero points minus 1, a g_idx).
 bool gptq_layout(compiler::DType format);
+// Whether `format` is compressed-tensors' pack-quantized (int4_pack, int8_pack: weight_packed [out][in /
+// per word], scales [out][groups], no zero points: symmetric, zero at mid).
+bool pack_layout(compiler::DType format);
 // The shapes of a rows x cols matrix's qweight (weight_packed), qzeros (AWQ, GPTQ) and scales in `format`.
 std::array<std::int64_t, 2> int4_qweight_shape(compiler::DType format, std::int64_t rows, std::int64_t cols);
 std::array<std::int64_t, 2> int4_qzeros_shape(compiler::DType format, std::int64_t rows, std::int64_t cols,
