@@ -168,6 +168,16 @@ TEST(ClusterSim, CacheAwareRoutingKeepsABurstOfOnePromptOnOneReplica) {
   EXPECT_LE(round_robin.prefix_hit_tokens, one.prefix_hit_tokens - 2 * 1024);
 }
 
+// 128 users in conversations of 8 turns (0.5 s of think time) over 4 replicas, round-robin: 512 requests.
+SimulationOptions replicated_conversations() {
+  SimulationOptions o = testing::closed_loop_options(512, 128, 64, 16, 5, 0.1);
+  o.workload.arrival.concurrency = 128;
+  o.workload.conversation = Conversations{.turns = 8, .think_s = 0.5};
+  o.scheduler.prefix_caching = true;
+  o.cluster.replicas = 4;
+  return o;
+}
+
 // links.host_kv_scope node: the replicas of one node share one host tier of their capacities together, so a
 // turn the router sends away from the replica holding its history still loads it from the node's host memory
 // (LMCache's CPU backend shared by one machine's instances). 4 replicas x 4 devices, round-robin; with 8
@@ -175,11 +185,7 @@ TEST(ClusterSim, CacheAwareRoutingKeepsABurstOfOnePromptOnOneReplica) {
 // is its own node, exactly as with scope device. Same for a split system's prefill instances.
 TEST(ClusterSim, ReplicasOfANodeShareItsHostTier) {
   const auto model = compiler::load_model("llama3-70b");
-  SimulationOptions o = testing::closed_loop_options(512, 128, 64, 16, 5, 0.1);
-  o.workload.arrival.concurrency = 128;
-  o.workload.conversation = Conversations{.turns = 8, .think_s = 0.5};
-  o.scheduler.prefix_caching = true;
-  o.cluster.replicas = 4;
+  const SimulationOptions o = replicated_conversations();
   auto run = [&](const char* name, const char* scope, int per_node) {
     SystemSpec s = load_system(name);
     s.links.host_kv_offload = gib(64);
@@ -214,11 +220,7 @@ TEST(ClusterSim, ReplicasOfANodeShareItsHostTier) {
 // remote; a slower network makes the remote loads, and so the first tokens, slower.
 TEST(ClusterSim, ReplicasOnSeveralNodesShareTheClusterStore) {
   const auto model = compiler::load_model("llama3-70b");
-  SimulationOptions o = testing::closed_loop_options(512, 128, 64, 16, 5, 0.1);
-  o.workload.arrival.concurrency = 128;
-  o.workload.conversation = Conversations{.turns = 8, .think_s = 0.5};
-  o.scheduler.prefix_caching = true;
-  o.cluster.replicas = 4;
+  const SimulationOptions o = replicated_conversations();
   auto run = [&](HostKvScope scope, int per_node, double infiniband_gb_s = 0) {
     SystemSpec s = load_system("gpu");
     s.links.host_kv_offload = gib(64);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <vector>
 
 #include "duplex/base/error.hpp"
@@ -48,35 +49,53 @@ TEST(HostKvTier, NoCapacityMeansNoTierAndANegativeOneIsRefused) {
   EXPECT_THROW(tier.touch(missing), InternalError);
 }
 
+// A 16-token system prompt (request 0, its 4 blocks cached) computed at 0 ms, request 1 (40 tokens, 10
+// blocks, no hashes) evicting every cached block from the device's 10 at 1 ms, then request 2, the prompt and
+// 4 tokens more, at 2 ms: the steps' plans, and request 2's spec.
+struct Readmission {
+  std::vector<StepPlan> plans;
+  RequestSpec readmitted;
+};
+Readmission evict_and_readmit(Scheduler& s) {
+  Readmission out;
+  auto step = [&](Time now) {
+    out.plans.push_back(s.schedule(now));
+    if (!out.plans.back().empty()) s.update({out.plans.back().step, now + ms(1)});
+  };
+  RequestSpec a{0, Time{}, 16, 1};  // all of it shared
+  a.content_hashes = {7};
+  a.hash_block_tokens = a.hashed_tokens = 16;
+  s.add_request(a);
+  step(Time{});
+  s.add_request(RequestSpec{1, ms(1), 40, 1});
+  step(ms(1));
+  EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 0);
+  out.readmitted = a;
+  out.readmitted.id = 2;
+  out.readmitted.arrival = ms(2);
+  out.readmitted.input_tokens = 20;
+  s.add_request(out.readmitted);
+  step(ms(2));
+  return out;
+}
+
+SchedulerConfig tiered(std::int64_t host_blocks, std::int64_t disk_blocks = 0) {
+  SchedulerConfig c;
+  c.kv_block_tokens = 4;
+  c.kv_capacity_blocks = 10;
+  c.host_kv_blocks = host_blocks;
+  c.disk_kv_blocks = disk_blocks;
+  return c;
+}
+
 // A request whose shared prompt the device cache evicted finds it in the host tier: its step starts after
 // the prompt (loaded, not computed) and says how many tokens it loads; without the tier it computes them.
 TEST(HostKvTier, TheSchedulerLoadsEvictedBlocksFromTheHost) {
   for (const std::int64_t host_blocks : {0, 16}) {
-    SchedulerConfig c;
-    c.kv_block_tokens = 4;
-    c.kv_capacity_blocks = 10;
-    c.host_kv_blocks = host_blocks;
-    Scheduler s(c);
-    auto step = [&](Time now) {
-      const StepPlan p = s.schedule(now);
-      if (!p.empty()) s.update({p.step, now + ms(1)});
-      return p;
-    };
-    RequestSpec a{0, Time{}, 16, 1};  // a 16-token system prompt, all of it shared
-    a.content_hashes = {7};
-    a.hash_block_tokens = a.hashed_tokens = 16;
-    s.add_request(a);
-    StepPlan p = step(Time{});
-    EXPECT_EQ(p.host_stored_blocks, host_blocks > 0 ? 4 : 0);
-    s.add_request(RequestSpec{1, ms(1), 40, 1});  // 10 blocks: evicts every cached block
-    step(ms(1));
-    EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 0);
-    RequestSpec b = a;
-    b.id = 2;
-    b.arrival = ms(2);
-    b.input_tokens = 20;
-    s.add_request(b);
-    p = step(ms(2));
+    Scheduler s(tiered(host_blocks));
+    const std::vector<StepPlan> plans = evict_and_readmit(s).plans;
+    EXPECT_EQ(plans[0].host_stored_blocks, host_blocks > 0 ? 4 : 0);
+    const StepPlan& p = plans[2];
     ASSERT_EQ(p.requests.size(), 1u);
     const ScheduledRequest& r = p.requests[0];
     if (host_blocks > 0) {
@@ -99,46 +118,46 @@ TEST(HostKvTier, TheSchedulerLoadsEvictedBlocksFromTheHost) {
 // A disk tier behind a host tier of 2 blocks: every copy is also written to disk, so a prompt whose blocks
 // left the device and the host tier is read back from disk (and put back in the host tier on its way).
 TEST(HostKvTier, BlocksTheHostTierDroppedAreReadFromDisk) {
-  SchedulerConfig c;
-  c.kv_block_tokens = 4;
-  c.kv_capacity_blocks = 10;
-  c.host_kv_blocks = 2;
-  c.disk_kv_blocks = 16;
-  Scheduler s(c);
-  auto step = [&](Time now) {
-    const StepPlan p = s.schedule(now);
-    if (!p.empty()) s.update({p.step, now + ms(1)});
-    return p;
-  };
-  RequestSpec a{0, Time{}, 16, 1};
-  a.content_hashes = {7};
-  a.hash_block_tokens = a.hashed_tokens = 16;
-  s.add_request(a);
-  StepPlan p = step(Time{});
-  EXPECT_EQ(p.host_stored_blocks, 4);
-  EXPECT_EQ(p.disk_stored_blocks, 4);
-  EXPECT_EQ(s.kv().host_tier().blocks(), 2);  // blocks 2 and 3: the first two were dropped
+  Scheduler s(tiered(2, 16));
+  const Readmission run = evict_and_readmit(s);
+  EXPECT_EQ(run.plans[0].host_stored_blocks, 4);
+  EXPECT_EQ(run.plans[0].disk_stored_blocks, 4);
   EXPECT_EQ(s.kv().disk_tier().blocks(), 4);
-  s.add_request(RequestSpec{1, ms(1), 40, 1});  // evicts every cached block from the device
-  step(ms(1));
-  RequestSpec b = a;
-  b.id = 2;
-  b.arrival = ms(2);
-  b.input_tokens = 20;
-  s.add_request(b);
-  p = step(ms(2));
+  const StepPlan& p = run.plans[2];
   ASSERT_EQ(p.requests.size(), 1u);
   const ScheduledRequest& r = p.requests[0];
   EXPECT_EQ(r.tokens, 4);
   EXPECT_EQ(r.cached_context, 16);
-  EXPECT_EQ(r.host_loaded,
-            16);  // all off the device: the host tier's chain breaks at block 0, the disk's not
+  // All off the device: the host tier kept only blocks 2 and 3, so its chain breaks at block 0; the disk's
+  // does not.
+  EXPECT_EQ(r.host_loaded, 16);
   EXPECT_EQ(r.disk_loaded, 16);
   EXPECT_EQ(p.disk_loaded_tokens, 16);
   EXPECT_EQ(s.records().at(2).disk_hit_tokens, 16);
-  EXPECT_TRUE(s.kv().host_tier().contains(prefix_block_keys(b, 4).back()));  // read through host memory
-  c.host_kv_blocks = 0;
-  EXPECT_THROW(Scheduler{c}, Error);  // a disk tier needs a host tier in front of it
+  EXPECT_THROW(Scheduler{tiered(0, 16)}, Error);  // a disk tier needs a host tier in front of it
+}
+
+// Blocks read from disk pass through host memory, which keeps them again (the least recently used copies
+// making room).
+TEST(HostKvTier, ADiskReadPutsTheBlocksBackInTheHostTier) {
+  KvBlockManager kv(10, 4, {}, 4, nullptr, 0, 16);
+  const std::vector<std::uint64_t> first{1, 2, 3, 4}, second{5, 6, 7, 8};
+  kv.grow_to(0, 0, 16);
+  kv.share_computed(0, first, 16);
+  kv.grow_to(1, 0, 16);
+  kv.share_computed(1, second, 16);  // the host tier's 4 blocks now hold `second`; the disk both
+  kv.release(0);
+  kv.release(1);
+  kv.grow_to(2, 0, 40);  // evicts every cached block from the device
+  kv.release(2);
+  const PrefixCache::Hit hit = kv.prefix_hit(first);
+  EXPECT_EQ(hit.blocks, 0);
+  EXPECT_EQ(hit.host_blocks, 0);
+  EXPECT_EQ(hit.disk_blocks, 4);
+  EXPECT_FALSE(kv.host_tier().contains(1));
+  kv.take_prefix(3, first, hit);
+  for (const std::uint64_t key : first) EXPECT_TRUE(kv.host_tier().contains(key)) << key;
+  EXPECT_FALSE(kv.host_tier().contains(5));
 }
 
 // A speculative step's accepted drafts complete a block only when the step ends; the block is copied to the

@@ -166,6 +166,19 @@ SimulationOptions conversations(double reserve) {
   return o;
 }
 
+// `run` (of `system`) charged some bytes at `price`: doubled, the same run costs more link energy and no
+// time.
+void expect_charged_at(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o,
+                       const char* price, const SystemResult& run) {
+  SystemSpec dearer = system;
+  dearer.energy.actions[price] = 2.0 * system.energy.price(price);
+  const SystemResult pricier = simulate(model, dearer, o);
+  EXPECT_EQ(pricier.simulated_s, run.simulated_s) << price;
+  EXPECT_GT(pricier.energy_breakdown.value("communication.links", 0.0),
+            run.energy_breakdown.value("communication.links", 0.0))
+      << price;
+}
+
 TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
   const auto model = compiler::load_model("llama3-70b");
   const SimulationOptions o = conversations(0.5);
@@ -182,12 +195,7 @@ TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
   EXPECT_LT(tiered.simulated_s, device_only.simulated_s);
   EXPECT_LT(tiered.ttft_ms.p50, device_only.ttft_ms.p50);
   // The copies are charged at links.host_per_byte: a dearer host link costs energy, not time.
-  SystemSpec dearer = system;
-  dearer.energy.actions["links.host_per_byte"] = 2.0 * system.energy.price("links.host_per_byte");
-  const SystemResult pricier = simulate(model, dearer, o);
-  EXPECT_EQ(pricier.simulated_s, tiered.simulated_s);
-  EXPECT_GT(pricier.energy_breakdown.value("communication.links", 0.0),
-            tiered.energy_breakdown.value("communication.links", 0.0));
+  expect_charged_at(model, system, o, "links.host_per_byte", tiered);
   double link_us = 0;
   for (const StepRow& r : tiered.step_rows) link_us += r.link_us;
   EXPECT_GT(link_us, 0);  // the loads' time
@@ -220,12 +228,7 @@ TEST(PrefixCachingSim, ADiskTierServesWhatTheHostTierDropped) {
   SystemSpec slow = system;
   slow.links.disk_bandwidth = gb_per_s(0.5);
   EXPECT_GT(simulate(model, slow, o).ttft_ms.p50, disk.ttft_ms.p50);
-  SystemSpec dearer = system;
-  dearer.energy.actions["links.disk_per_byte"] = 2.0 * system.energy.price("links.disk_per_byte");
-  const SystemResult pricier = simulate(model, dearer, o);
-  EXPECT_EQ(pricier.simulated_s, disk.simulated_s);
-  EXPECT_GT(pricier.energy_breakdown.value("communication.links", 0.0),
-            disk.energy_breakdown.value("communication.links", 0.0));
+  expect_charged_at(model, system, o, "links.disk_per_byte", disk);
 }
 
 // Layerwise loads (links.host_kv_load: layerwise): a step's host K/V arrives layer by layer while the layers
