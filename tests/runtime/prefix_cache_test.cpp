@@ -263,9 +263,37 @@ TEST(KvBlockManagerWindowPrefix, ChunkedAttentionNeedsTheChunkSoFar) {
   EXPECT_EQ(kv.prefix_hit(keys, 16).units, 0);
 }
 
-TEST(KvBlockManagerWindowPrefix, NoHostTierWithAWindow) {
-  EXPECT_THROW(KvBlockManager(10, 4, {8}, 16), Error);
-  EXPECT_NO_THROW(KvBlockManager(10, 4, {8}, 0));
+// A host tier behind a windowed cache keeps whole blocks (every layer). One full layer and three windowed
+// (window 8, 4-token blocks, 4 units a block): request 0 computes a 20-token prompt (copied to the host tier
+// as it is cached); request 1 fills the device, evicting every cached block. The prompt again then loads all
+// 5 blocks from the host tier, and holds their windowed share only from its window on (tokens 13..20:
+// blocks 3..5); caching them keeps the windowed share of blocks 0..2 out.
+TEST(KvBlockManagerWindowPrefix, AHostTierContinuesAWindowedHit) {
+  KvBlockManager kv(10, 4, {8, 1, 3}, 16);
+  const std::vector<std::uint64_t> keys{1, 2, 3, 4, 5};
+  kv.grow_to(0, 0, 20);
+  EXPECT_EQ(kv.share_computed(0, keys, 20).host, 5);
+  kv.release(0);
+  kv.grow_to(1, 0, 40);  // 10 blocks of every layer: the whole cache
+  EXPECT_EQ(kv.prefix_cache().cached_blocks(), 0);
+  kv.release(1);
+  const PrefixCache::Hit hit = kv.prefix_hit(keys, 20);
+  EXPECT_EQ(hit.blocks, 0);
+  EXPECT_EQ(hit.host_blocks, 5);  // the prompt's reach: blocks 0..4 hold tokens 0..19
+  ASSERT_TRUE(kv.can_grow_with(2, hit, 20, 21));
+  kv.take_prefix(2, keys, hit);
+  kv.grow_to(2, 20, 21);
+  EXPECT_EQ(kv.units_of(2), 1 * 6 + 3 * 3);
+  kv.share_computed(2, keys, 21);
+  // The full layer's share of all 5 blocks, the windowed share of blocks 3 and 4 only.
+  EXPECT_EQ(kv.prefix_cache().cached_blocks(), 5 + 2);
+  EXPECT_EQ(kv.prefix_cache().cached_units(), 5 * 1 + 2 * 3);
+  EXPECT_EQ(kv.used_units(), kv.units_of(2));
+  // A shorter prompt's window (it starts at token 11: tokens 4..11) needs the windowed share of blocks 1 and
+  // 2, which the device does not hold: it loads all 3 blocks from the host tier, the full layer's share too.
+  const PrefixCache::Hit shorter = kv.prefix_hit(std::span(keys).first(3), 11);
+  EXPECT_EQ(shorter.blocks, 0);
+  EXPECT_EQ(shorter.host_blocks, 3);
 }
 
 }  // namespace

@@ -231,6 +231,23 @@ TEST(PrefixCachingSim, ADiskTierServesWhatTheHostTierDropped) {
   expect_charged_at(model, system, o, "links.disk_per_byte", disk);
 }
 
+// A sliding-window model's host tier (gpt-oss-20b: 12 of 24 layers windowed at 128 tokens) keeps whole
+// blocks, every layer: with most of its memory reserved, histories the device evicted come back from host
+// memory, and the turns' first tokens sooner than when they are recomputed.
+TEST(PrefixCachingSim, ASlidingWindowModelLoadsEvictedHistoriesFromTheHost) {
+  const auto model = compiler::load_model("gpt-oss-20b");
+  SimulationOptions o = conversations(0.83);  // on one device: about 1 GiB of K/V
+  o.devices = 1;
+  SystemSpec system = load_system("gpu");
+  const SystemResult device_only = simulate(model, system, o);
+  system.links.host_kv_offload = gib(64);
+  const SystemResult tiered = simulate(model, system, o);
+  EXPECT_EQ(device_only.host_hit_tokens, 0);
+  EXPECT_GT(tiered.host_hit_tokens, 0);
+  EXPECT_GT(tiered.prefix_hit_tokens, device_only.prefix_hit_tokens);
+  EXPECT_LT(tiered.ttft_ms.p50, device_only.ttft_ms.p50);
+}
+
 // Layerwise loads (links.host_kv_load: layerwise): a step's host K/V arrives layer by layer while the layers
 // before compute. On one device (no collectives: a step's link time is its host load's), the first step that
 // loads is the same plan in both modes (nothing differed before it): its serial duration is S + H + latency

@@ -35,6 +35,7 @@ struct Case {
   bool least_loaded = false;       // ranks: dealt to the least-loaded at arrival (else round-robin by id)
   bool cache_aware = false;        // ranks: dealt by a dealer to the longest cached prefix, else least loaded
   KvWindow window{};               // a sliding window or chunked attention over some layers
+  std::int64_t host_blocks = 0;    // a host tier behind the prefix cache, each rank's
 };
 
 // A step costs 0.5 ms plus 2 us per token: enough to make arrivals interleave with steps.
@@ -63,6 +64,7 @@ ServingRun run_case(const Case& c, std::uint64_t seed, Observed& seen) {
   config.draft_topk = c.draft_topk;
   config.data_parallel_ranks = c.ranks;
   config.kv_window = c.window;
+  config.host_kv_blocks = c.host_blocks;
   config.data_parallel_balance = c.cache_aware    ? DataParallelBalance::cache_aware
                                  : c.least_loaded ? DataParallelBalance::least_loaded
                                                   : DataParallelBalance::round_robin;
@@ -174,7 +176,7 @@ TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
     Observed seen;
     const ServingRun run = run_case(c, seed, seen);
     ASSERT_EQ(run.records.size(), 150u);
-    std::int64_t hit_tokens = 0;
+    std::int64_t hit_tokens = 0, host_tokens = 0;
     for (const auto& [id, r] : run.records) {
       ASSERT_TRUE(r.finished()) << "request " << id;
       EXPECT_EQ(seen.finished_events[id], 1) << "request " << id << " finished more than once";
@@ -195,6 +197,8 @@ TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
                                               r.prefix_hit_tokens)
           << "request " << id;
       hit_tokens += r.prefix_hit_tokens;
+      host_tokens += r.host_hit_tokens;
+      EXPECT_LE(r.host_hit_tokens, r.prefix_hit_tokens);
       if (c.prefix_tokens == 0 && c.turns == 1) {
         EXPECT_EQ(r.prefix_hit_tokens, 0);
       }
@@ -207,6 +211,7 @@ TEST_P(SchedulerProperties, ExactlyOnceExactTokensKvBoundedTimeMonotone) {
     if (c.prefix_tokens > 0 || c.turns > 1) {
       EXPECT_GT(hit_tokens, 0) << "the shared prompts were meant to hit the cache";
     }
+    EXPECT_EQ(host_tokens > 0, c.host_blocks > 0) << "evicted blocks were meant to come back from the host";
     if (c.policy == BatchingPolicy::continuous) {
       EXPECT_GT(seen.preemptions, 0) << "the tiny KV cache was meant to force preemptions";
     } else {
@@ -287,7 +292,13 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"chunked_attention_prefix", BatchingPolicy::continuous, true, 64, 30, true, 0, 0, 0, 1, 40, 1, 1,
              false, false, KvWindow{32, 1, 1, true}},
         Case{"chunked_attention_ranks_conversation", BatchingPolicy::continuous, false, 0, 160, false, 0, 0,
-             0, 1, 0, 3, 2, true, false, KvWindow{32, 1, 1, true}}),
+             0, 1, 0, 3, 2, true, false, KvWindow{32, 1, 1, true}},
+        // With a host tier of 64 blocks behind each rank's cache: evicted prompts and histories come back
+        // from host memory.
+        Case{"window_hybrid_host_conversation", BatchingPolicy::continuous, false, 0, 60, false, 0, 0, 0, 1,
+             0, 3, 1, false, false, KvWindow{24, 1, 3}, 64},
+        Case{"window_prefix_host_chunked", BatchingPolicy::continuous, true, 64, 40, true, 0, 0, 0, 1, 40, 1,
+             1, false, false, KvWindow{24, 0, 1}, 64}),
     [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
 
 }  // namespace

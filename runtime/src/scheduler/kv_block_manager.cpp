@@ -40,11 +40,6 @@ KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_
         fmt::format("a disk K/V tier of {} blocks (links.disk_kv_offload) without a host tier; expected "
                     "links.host_kv_offload above 0 in front of it",
                     disk_blocks));
-  if (window.tokens > 0 && host_->capacity_blocks() > 0)
-    throw Error(fmt::format(
-        "a host K/V tier (links.host_kv_offload) is not modelled with {} of {} tokens; "
-        "expected no host tier (links.host_kv_offload: 0) or prefix caching off (--no-prefix-caching)",
-        window.chunked ? "chunked attention" : "a sliding window", window.tokens));
 }
 
 std::int64_t KvBlockManager::window_first_token(std::int64_t context) const {
@@ -106,6 +101,7 @@ void KvBlockManager::grow_to(RequestId id, std::int64_t context, std::int64_t to
   // Its cached windowed blocks behind the window go back to the cache: still counted in the used units, no
   // longer its own.
   const std::int64_t first = window_units_ > 0 ? window_first_block(context) : 0;
+  holder.window_from = std::max(holder.window_from, first);
   while (!holder.window_cached.empty() && holder.window_cached.front().first < first) {
     prefix_.release_one(id, holder.window_cached.front().second);
     holder.units -= window_units_;
@@ -151,8 +147,10 @@ PrefixCache::Hit KvBlockManager::prefix_hit(std::span<const std::uint64_t> keys,
   // The full layers' blocks from the first; the windowed layers' then decide, longest first (vLLM's
   // find_longest_cache_hit): a hit of L blocks starts the request at c = min(L x block, max_tokens), whose
   // window reaches back to block window_first_block(c).
-  auto blocks = std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()),
-                                       max_tokens / block_tokens_ + (max_tokens % block_tokens_ > 0 ? 1 : 0));
+  const auto reach =
+      std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()),
+                             max_tokens / block_tokens_ + (max_tokens % block_tokens_ > 0 ? 1 : 0));
+  auto blocks = reach;
   if (full_units_ > 0)
     blocks = std::min(blocks, prefix_.lookup(keys.first(static_cast<std::size_t>(blocks))).blocks);
   std::vector<std::int64_t> run(static_cast<std::size_t>(blocks));  // cached windowed blocks ending at j
@@ -164,10 +162,17 @@ PrefixCache::Hit KvBlockManager::prefix_hit(std::span<const std::uint64_t> keys,
     const std::int64_t first = window_first_block(std::min(blocks * block_tokens_, max_tokens));
     if (first >= blocks || run[static_cast<std::size_t>(blocks - 1)] >= blocks - first) break;
   }
+  // The host and disk tiers' copies (every layer of a block) continue it; the window of the token it then
+  // starts at lies within the device's windowed blocks checked above, or among the loaded ones.
   PrefixCache::Hit hit;
-  if (blocks == 0) return hit;
   hit.blocks = blocks;
-  hit.window_first = std::min(blocks, window_first_block(std::min(blocks * block_tokens_, max_tokens)));
+  hit.host_blocks = std::min(reach - blocks, host_->leading(keys, static_cast<std::size_t>(blocks)));
+  hit.disk_blocks = std::min(reach - blocks - hit.host_blocks,
+                             disk_->leading(keys, static_cast<std::size_t>(blocks + hit.host_blocks)));
+  if (blocks == 0) return hit;
+  const std::int64_t start =
+      std::min((blocks + hit.host_blocks + hit.disk_blocks) * block_tokens_, max_tokens);
+  hit.window_first = std::min(blocks, window_first_block(start));
   std::vector<std::uint64_t> windowed;
   for (std::int64_t j = hit.window_first; j < blocks; ++j)
     windowed.push_back(window_key(keys[static_cast<std::size_t>(j)]));
@@ -194,8 +199,12 @@ void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> ke
     host_->store(key, host_node_);  // read into host memory on its way
   if (hit.blocks == 0) return;
   Holder& holder = units_[id];
-  holder =
-      Holder{.units = hit.units, .next_shared = hit.blocks, .next_hosted = hit.blocks, .window_cached = {}};
+  holder = Holder{.units = hit.units,
+                  .next_shared = hit.blocks,
+                  .next_hosted = hit.blocks,
+                  .window_from = 0,
+                  .window_cached = {}};
+  holder.window_from = hit.window_first;
   if (full_units_ > 0) prefix_.acquire(id, keys.first(static_cast<std::size_t>(hit.blocks)));
   for (std::int64_t j = hit.window_first; window_units_ > 0 && j < hit.blocks; ++j) {
     const std::uint64_t key = window_key(keys[static_cast<std::size_t>(j)]);
@@ -212,12 +221,13 @@ KvBlockManager::Copies KvBlockManager::share_computed(RequestId id, std::span<co
       std::min<std::int64_t>(static_cast<std::int64_t>(keys.size()), computed_tokens / block_tokens_);
   DUPLEX_ASSERT(window_.tokens > 0 || full <= holder.units, "a request computed blocks it does not hold");
   // Moving a block of its own into the cache leaves the used units as they are. (With a window, the blocks
-  // a step computes are in the window of its first token: held.)
+  // a step computes are in the window of its first token: held; blocks loaded from the host tier may lie
+  // behind it: their windowed share is not held.)
   for (; holder.next_shared < full; ++holder.next_shared) {
     const std::int64_t j = holder.next_shared;
     const std::uint64_t key = keys[static_cast<std::size_t>(j)];
     if (full_units_ > 0) prefix_.insert(id, key, full_units_);
-    if (window_units_ > 0 && prefix_.insert(id, window_key(key), window_units_))
+    if (window_units_ > 0 && j >= holder.window_from && prefix_.insert(id, window_key(key), window_units_))
       holder.window_cached.emplace_back(j, window_key(key));
   }
   Copies copies;

@@ -17,7 +17,7 @@
 // (take_prefix) or cached as it computes them (share_computed). A cached block counts once in the used units
 // however many requests hold it, and stays used when none does until a grow needs its memory: then the least
 // recently released cached blocks are evicted (free_units() counts only never-used memory, can_grow_to()
-// also the evictable units). With a host tier (HostKvTier, `host_blocks` > 0; not with a window) the cached
+// also the evictable units). With a host tier (HostKvTier, `host_blocks` > 0) the cached
 // blocks are also copied to host memory as they are cached, and a sequence continues its hit there; with a
 // disk tier behind it (`disk_blocks` > 0, LMCache's local disk) every copy is also written to disk, and a
 // sequence continues its hit there after the host tier's blocks (a block loaded from disk is put back in the
@@ -26,7 +26,8 @@
 // share of block j and the windowed layers' are two entries, full_layers and windowed_layers units; one group
 // alone: 1 unit); a windowed block behind a request's window is released to the cache (evictable when no one
 // else holds it) rather than freed; and a hit of L blocks needs the full layers' blocks 0..L-1 and the
-// windowed layers' blocks that the next token's window (or chunk) reaches, the longest such L found.
+// windowed layers' blocks that the next token's window (or chunk) reaches, the longest such L found. The host
+// and disk tiers keep whole blocks (every layer, as LMCache stores a chunk) and continue such a hit.
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -141,6 +142,7 @@ class KvBlockManager {
     std::int64_t units = 0;
     std::int64_t next_shared = 0;  // share_computed considered its blocks before this one
     std::int64_t next_hosted = 0;  // and copied those before this one to the host tier
+    std::int64_t window_from = 0;  // with a window: the first block its windowed layers hold
     // With a window: the cached windowed blocks it holds (index, key), oldest first.
     std::deque<std::pair<std::int64_t, std::uint64_t>> window_cached;
   };
