@@ -134,7 +134,7 @@ TEST(Fp8Channel, OtherSchemesAreRefusedNamingTheField) {
   const std::pair<std::string, std::string> cases[] = {
       {fp8_dynamic("", R"(, "format": "int-quantized")"), g + "weights.type: \"float\" is not modelled"},
       {fp8_dynamic("", R"(, "format": "marlin-24")"), q + "format: \"marlin-24\" is not modelled"},
-      {fp8_dynamic("", R"(, "format": "pack-quantized")"), g + "weights.num_bits: 8 bits are not modelled"},
+      {fp8_dynamic("", R"(, "format": "pack-quantized")"), g + "weights.type: \"float\" is not modelled"},
       {fp8_dynamic("", R"(, "format": null)"), q + "format: missing"},
       {fp8_dynamic("", R"(, "quantization_status": "frozen")"),
        q + "quantization_status: \"frozen\": the checkpoint does not store its weights quantized"},

@@ -202,7 +202,9 @@ TEST(ClusterSweep, SettingsAreSeriesOfTheirOwn) {
   EXPECT_EQ(two["result"]["cluster"]["router"], "cache-aware");
   const std::string csv = read_text_file(dir / "combined.csv");
   EXPECT_EQ(count(csv, ",replicas=2, router=cache-aware"), 0u) << csv;  // quoted: it holds a comma
-  EXPECT_EQ(count(csv, ",\"replicas=2, router=cache-aware\",,\n"), 1u) << csv;  // no capacity search
+  // No capacity search (two empty columns), then the prefix cache's query tokens, no host tier.
+  EXPECT_EQ(count(csv, ",\"replicas=2, router=cache-aware\",,,"), 1u) << csv;
+  EXPECT_EQ(count(csv, ",,,\n"), 2u) << csv;
   fs::remove_all(dir);
 }
 
