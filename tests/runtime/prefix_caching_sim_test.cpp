@@ -179,13 +179,23 @@ void expect_charged_at(const compiler::ModelSpec& model, const SystemSpec& syste
       << price;
 }
 
+// `o` served by `model` on the GPU without a host tier and with 64 GiB of host memory per device for one.
+struct HostTierRuns {
+  SystemSpec system;  // with the tier
+  SystemResult device_only, tiered;
+};
+HostTierRuns with_and_without_host_tier(const compiler::ModelSpec& model, const SimulationOptions& o) {
+  HostTierRuns r{load_system("gpu"), {}, {}};
+  r.device_only = simulate(model, r.system, o);
+  r.system.links.host_kv_offload = gib(64);
+  r.tiered = simulate(model, r.system, o);
+  return r;
+}
+
 TEST(PrefixCachingSim, AHostTierServesHistoriesTheDeviceEvicted) {
   const auto model = compiler::load_model("llama3-70b");
   const SimulationOptions o = conversations(0.5);
-  SystemSpec system = load_system("gpu");
-  const SystemResult device_only = simulate(model, system, o);
-  system.links.host_kv_offload = gib(64);
-  const SystemResult tiered = simulate(model, system, o);
+  const auto [system, device_only, tiered] = with_and_without_host_tier(model, o);
   EXPECT_EQ(device_only.host_kv_blocks, 0);
   EXPECT_EQ(device_only.host_hit_tokens, 0);
   // 64 GiB per device in blocks of 16 tokens of this device's K/V share (80 KiB per token).
@@ -238,10 +248,7 @@ TEST(PrefixCachingSim, ASlidingWindowModelLoadsEvictedHistoriesFromTheHost) {
   const auto model = compiler::load_model("gpt-oss-20b");
   SimulationOptions o = conversations(0.83);  // on one device: about 1 GiB of K/V
   o.devices = 1;
-  SystemSpec system = load_system("gpu");
-  const SystemResult device_only = simulate(model, system, o);
-  system.links.host_kv_offload = gib(64);
-  const SystemResult tiered = simulate(model, system, o);
+  const auto [system, device_only, tiered] = with_and_without_host_tier(model, o);
   EXPECT_EQ(device_only.host_hit_tokens, 0);
   EXPECT_GT(tiered.host_hit_tokens, 0);
   EXPECT_GT(tiered.prefix_hit_tokens, device_only.prefix_hit_tokens);
