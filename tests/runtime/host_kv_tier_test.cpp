@@ -137,6 +137,43 @@ TEST(HostKvTier, BlocksTheHostTierDroppedAreReadFromDisk) {
   EXPECT_THROW(Scheduler{tiered(0, 16)}, Error);  // a disk tier needs a host tier in front of it
 }
 
+// A hit that continues in the host tier and then on disk: the disk's blocks, put back in a host tier too
+// small for both, push out the host tier's own as they are read. Where those copies lay is looked up before
+// that (it used to be looked up after, of copies gone). Host tier of 2 blocks, disk of 16: a 16-token prompt
+// (blocks 0..3) leaves blocks 2, 3 in the host tier; an 8-token one (blocks 0, 1) reads those from disk, so
+// the host tier holds 0, 1; the 16-token prompt again then loads blocks 0, 1 from host memory and 2, 3 from
+// disk.
+TEST(HostKvTier, AHitFromHostMemoryAndDiskTogether) {
+  Scheduler s(tiered(2, 16));
+  Time now;
+  auto run = [&](const RequestSpec& r) {
+    s.add_request(r);
+    StepPlan last;
+    for (; s.has_unfinished(); now += ms(1)) last = s.schedule(now), s.update({last.step, now + ms(1)});
+    return last;
+  };
+  RequestSpec prompt{0, Time{}, 16, 1};
+  prompt.content_hashes = {7};
+  prompt.hash_block_tokens = prompt.hashed_tokens = 16;
+  run(prompt);
+  run(RequestSpec{1, now, 40, 1});  // the whole device: evicts every cached block
+  RequestSpec half = prompt;
+  half.id = 2;
+  half.arrival = now;
+  half.input_tokens = 9;
+  half.hashed_tokens = 8;
+  EXPECT_EQ(run(half).disk_loaded_tokens, 8);
+  run(RequestSpec{3, now, 40, 1});
+  RequestSpec again = prompt;
+  again.id = 4;
+  again.arrival = now;
+  again.input_tokens = 20;
+  EXPECT_EQ(run(again).disk_loaded_tokens, 8);
+  EXPECT_EQ(s.records().at(4).host_hit_tokens, 16);
+  EXPECT_EQ(s.records().at(4).disk_hit_tokens, 8);
+  EXPECT_EQ(s.records().at(4).host_remote_hit_tokens, 0);
+}
+
 // Blocks read from disk pass through host memory, which keeps them again (the least recently used copies
 // making room).
 TEST(HostKvTier, ADiskReadPutsTheBlocksBackInTheHostTier) {

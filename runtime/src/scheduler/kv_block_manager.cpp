@@ -202,9 +202,8 @@ void KvBlockManager::take_prefix(RequestId id, std::span<const std::uint64_t> ke
   holder = Holder{.units = hit.units,
                   .next_shared = hit.blocks,
                   .next_hosted = hit.blocks,
-                  .window_from = 0,
+                  .window_from = hit.window_first,
                   .window_cached = {}};
-  holder.window_from = hit.window_first;
   if (full_units_ > 0) prefix_.acquire(id, keys.first(static_cast<std::size_t>(hit.blocks)));
   for (std::int64_t j = hit.window_first; window_units_ > 0 && j < hit.blocks; ++j) {
     const std::uint64_t key = window_key(keys[static_cast<std::size_t>(j)]);

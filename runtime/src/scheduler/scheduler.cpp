@@ -410,6 +410,7 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
   const bool looks_up = head.num_computed == 0 && !head.prefix_keys.empty();
   std::int64_t loaded = 0;       // of the cached tokens, those in host memory or on disk
   std::int64_t disk_loaded = 0;  // of those, the ones on disk
+  std::int64_t remote = 0;       // of those, the ones in another node's host memory
   if (looks_up) {
     const std::int64_t b = config_.kv_block_tokens;
     hit = memory.prefix_hit(head.prefix_keys, head.num_tokens - 1);
@@ -419,6 +420,10 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
     disk_loaded = std::max<std::int64_t>(0, loaded - hit.host_blocks * b);
     hit.host_blocks = (loaded - disk_loaded + b - 1) / b;
     hit.disk_blocks = (disk_loaded + b - 1) / b;
+    // Where the host tier's copies lie, before taking the disk's pushes any out (the disk tier is the
+    // device's own).
+    if (loaded > disk_loaded)
+      remote = memory.host_remote_tokens(head.prefix_keys, hit.blocks, loaded - disk_loaded);
   }
   const std::int64_t tokens = tokens_to_schedule(head, share.budget, !share.scheduled);
   const std::int64_t need = tokens > 0 ? kv_tokens_needed(head, tokens) : 0;
@@ -434,12 +439,8 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
     record.prefix_hit_tokens += head.prefill_start;
     record.host_hit_tokens += loaded;
     record.disk_hit_tokens += disk_loaded;
+    record.host_remote_hit_tokens += remote;
   }
-  // The host tier's copies may lie on another node (the disk tier is the device's own).
-  const std::int64_t remote =
-      loaded > disk_loaded ? memory.host_remote_tokens(head.prefix_keys, hit.blocks, loaded - disk_loaded)
-                           : 0;
-  records_.at(head.spec.id).host_remote_hit_tokens += remote;
   add_to_plan(plan, head, tokens);
   plan.requests.back().host_loaded = loaded;
   plan.requests.back().host_remote_loaded = remote;
