@@ -430,10 +430,10 @@ void add_simulate_command(CLI::App& app) {
   c->add_option(
        "--router", o->router,
        "Which replica serves a request, decided at its arrival: round-robin | least-loaded (fewest "
-       "outstanding requests) | cache-aware (the longest cached prefix unless the load is imbalanced: "
-       "SGLang's policy) | prefix-hash (by the prompt's first block: a conversation or a system prompt "
-       "sticks "
-       "to one replica)")
+       "outstanding requests) | cache-aware (the longest prefix held, in device memory or after it in "
+       "the host and disk tiers, unless the load is imbalanced: SGLang's policy over LMCache's view) | "
+       "prefix-hash (by the prompt's first block: a conversation or a system prompt sticks to one "
+       "replica) | cache-aware-device (cache-aware seeing only the device caches)")
       ->capture_default_str();
   c->add_option("-o,--out", o->out_dir, "Write steps.csv, requests.csv, timeline.json (Perfetto), summary.json and "
                                         "the resolved configs to this directory");

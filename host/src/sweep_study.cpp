@@ -224,7 +224,8 @@ void read_cluster(const ConfigNode& root, Study& s) {
     ClusterSetting x;
     x.replicas = static_cast<int>(n.get_int("replicas", 1, 4096));
     if (n.has("router"))
-      x.router = n.get_enum("router", {"round-robin", "least-loaded", "cache-aware", "prefix-hash"});
+      x.router = n.get_enum(
+          "router", {"round-robin", "least-loaded", "cache-aware", "prefix-hash", "cache-aware-device"});
     n.finish();
     if (x.replicas == 1 && n.has("router"))
       n.fail("router", "a router for one replica", "replicas >= 2 beside it");

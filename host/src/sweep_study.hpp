@@ -68,7 +68,8 @@ struct PrefixSetting {
 // users.
 struct ClusterSetting {
   int replicas = 1;
-  std::string router = "round-robin";  // round-robin | least-loaded | cache-aware | prefix-hash
+  std::string router = "round-robin";  // round-robin | least-loaded | cache-aware | prefix-hash |
+                                       // cache-aware-device
   // "replicas=4, router=cache-aware"; "" for one replica.
   std::string text() const;
   // Its part of a point's id: "__x4-cache-aware"; "" for one replica.

@@ -251,6 +251,37 @@ TEST(ClusterSim, ReplicasOnSeveralNodesShareTheClusterStore) {
   EXPECT_GT(slow.ttft_ms.p50, store.ttft_ms.p50);
 }
 
+// A cache-aware router that sees each replica's host tier (cache-aware) sends a turn whose history the device
+// cache dropped to the replica whose host memory holds it; seeing the device caches alone
+// (cache-aware-device), it finds the history nowhere and sends the turn to the least-loaded replica, which
+// computes it again. 4 replicas of llama3-70b on 2 devices each (little K/V memory), 128 users in 4-turn
+// conversations with 512-token messages. Without host tiers the two are one policy, bit for bit.
+TEST(ClusterSim, ACacheAwareRouterSeesTheReplicasHostTiers) {
+  const auto model = compiler::load_model("llama3-70b");
+  SimulationOptions o = testing::closed_loop_options(512, 512, 64, 128, 5, 0.1);
+  o.devices = 2;
+  o.workload.arrival.concurrency = 128;
+  o.workload.conversation = Conversations{.turns = 4, .think_s = 2};
+  o.cluster.replicas = 4;
+  SystemSpec tiers = load_system("gpu");
+  tiers.links.host_kv_offload = gib(64);
+  auto run = [&](RouterPolicy router, const SystemSpec& system) {
+    o.cluster.router = router;
+    return simulate(model, system, o);
+  };
+  const SystemResult sees = run(RouterPolicy::cache_aware, tiers),
+                     device = run(RouterPolicy::cache_aware_device, tiers);
+  EXPECT_GT(sees.host_hit_tokens, device.host_hit_tokens);
+  EXPECT_GT(static_cast<double>(sees.prefix_hit_tokens), 1.2 * static_cast<double>(device.prefix_hit_tokens));
+  EXPECT_GT(sees.throughput_tok_s, device.throughput_tok_s);
+  nlohmann::json plain = run(RouterPolicy::cache_aware, load_system("gpu")).to_json(),
+                 plain_device = run(RouterPolicy::cache_aware_device, load_system("gpu")).to_json();
+  EXPECT_EQ(plain_device["cluster"]["router"], "cache-aware-device");
+  plain_device["cluster"] = plain["cluster"];
+  plain_device["layout"] = plain["layout"];
+  EXPECT_EQ(plain.dump(), plain_device.dump());
+}
+
 TEST(ClusterSim, BadClustersAreRefused) {
   const auto model = compiler::load_model("mixtral-8x7b");
   SimulationOptions o = testing::closed_loop_options(8, 64, 8, 4, 1, 0.0);

@@ -177,7 +177,7 @@ TEST(DataParallelScheduler, LeastLoadedDealsEachArrivalToTheRankWithFewestReques
   s.update({p.step, ms(1)});  // A finishes, B decodes on
   const RequestSpec late{3, ms(2), 2, 1};
   EXPECT_EQ(s.rank_for_arrival(late), 0);
-  EXPECT_EQ(s.cached_prefix_tokens(late), 0);  // no hashes
+  EXPECT_EQ(s.cached_prefix_tokens(late).device, 0);  // no hashes
   s.add_request(late);
   p = s.schedule(ms(2));
   EXPECT_EQ(ids_of(p), (std::vector<RequestId>{1, 3}));

@@ -218,10 +218,33 @@ TEST(PrefixCaching, ARouterCanSeeThePromptsItRouted) {
     Scheduler s(c);
     s.add_request(request(0, Time{}, 20, 2, 7, 16));
     const RequestSpec next = request(1, Time{}, 24, 2, 7, 16);
-    EXPECT_EQ(s.cached_prefix_tokens(next), routed ? 16 : 0);
+    EXPECT_EQ(s.cached_prefix_tokens(next).device, routed ? 16 : 0);
     step(s, Time{});  // computes and caches request 0's 4 shared blocks
-    EXPECT_EQ(s.cached_prefix_tokens(next), 16);
-    EXPECT_EQ(s.cached_prefix_tokens(request(2, Time{}, 24, 2, 8, 16)), 0);  // another system prompt
+    EXPECT_EQ(s.cached_prefix_tokens(next).device, 16);
+    EXPECT_EQ(s.cached_prefix_tokens(next).offloaded, 0);                           // no host tier
+    EXPECT_EQ(s.cached_prefix_tokens(request(2, Time{}, 24, 2, 8, 16)).device, 0);  // another system prompt
+  }
+}
+
+// With a host tier, a router also sees the tokens its copies hold after the device's blocks: request 1 evicts
+// 3 of request 0's 4 cached blocks, which the host tier keeps (counted the same with count_routed_prefixes).
+TEST(PrefixCaching, ARouterSeesTheHostTiersCopiesAfterTheDevicesBlocks) {
+  for (const bool routed : {false, true}) {
+    SchedulerConfig c = config(10);
+    c.host_kv_blocks = 16;
+    c.count_routed_prefixes = routed;
+    Scheduler s(c);
+    s.add_request(request(0, Time{}, 16, 1, 7, 16));
+    step(s, Time{});
+    const RequestSpec next = request(2, ms(2), 20, 1, 7, 16);
+    EXPECT_EQ(s.cached_prefix_tokens(next).device, 16);
+    EXPECT_EQ(s.cached_prefix_tokens(next).offloaded, 0);
+    s.add_request(request(1, ms(1), 36, 1));
+    step(s, ms(1));
+    EXPECT_EQ(s.kv().prefix_cache().cached_blocks(), 1);
+    EXPECT_EQ(s.cached_prefix_tokens(next).device, 4);
+    EXPECT_EQ(s.cached_prefix_tokens(next).offloaded, 12);
+    EXPECT_EQ(s.cached_prefix_tokens(request(3, ms(2), 8, 1, 7, 16)).offloaded, 4);  // at most its prompt
   }
 }
 

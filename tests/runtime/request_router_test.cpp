@@ -1,6 +1,7 @@
 // The request router's policies over given replica loads: round-robin cycles, least-loaded picks the fewest
-// outstanding requests, cache-aware follows the longest cached prefix unless it covers too little of the
-// prompt or the load is imbalanced (both of the SGLang gateway's thresholds exceeded).
+// outstanding requests, cache-aware follows the longest cached prefix (with the host and disk tiers' copies;
+// cache-aware-device: on the device) unless it covers too little of the prompt or the load is imbalanced
+// (both of the SGLang gateway's thresholds exceeded).
 #include "duplex/runtime/sim/request_router.hpp"
 
 #include <gtest/gtest.h>
@@ -53,6 +54,24 @@ TEST(RequestRouter, CacheAwareGoesToTheLeastLoadedWhenThePrefixCoversTooLittle) 
   EXPECT_EQ(router.route(1000, std::vector<ReplicaLoad>{{12, 0}, {20, 0}, {11, 0}}), 2);  // no cache anywhere
 }
 
+// A replica's host and disk tiers' copies after its device blocks count as held (it loads them instead of
+// computing them): the most held wins, among equals the most on the device. cache-aware-device sees the
+// device caches alone.
+TEST(RequestRouter, CacheAwareCountsTheTiersCopiesAndCacheAwareDeviceDoesNot) {
+  RequestRouter router(cluster(3, RouterPolicy::cache_aware));
+  RequestRouter device(cluster(3, RouterPolicy::cache_aware_device));
+  const std::vector<ReplicaLoad> spilled = {{10, 100, 0}, {12, 0, 700}, {11, 200, 100}};
+  EXPECT_EQ(router.route(1000, spilled), 1);
+  EXPECT_EQ(device.route(1000, spilled), 0);  // 200 tokens are too few: the least loaded
+  const std::vector<ReplicaLoad> equal = {{10, 100, 500}, {12, 300, 300}, {11, 600, 0}};
+  EXPECT_EQ(router.route(1000, equal), 2);
+  EXPECT_EQ(device.route(1000, equal), 2);
+  // Offloaded tokens count towards the cache threshold: 100 + 250 of 1,000 is more than 0.3.
+  const std::vector<ReplicaLoad> some = {{10, 0, 0}, {20, 100, 250}, {15, 0, 0}};
+  EXPECT_EQ(router.route(1000, some), 1);
+  EXPECT_EQ(device.route(1000, some), 0);
+}
+
 TEST(RequestRouter, CacheAwareBalancesOnlyWhenBothImbalanceThresholdsAreExceeded) {
   RequestRouter router(cluster(2, RouterPolicy::cache_aware));
   // 100 - 10 > 64 and 100 > 1.5 x 10: imbalanced, the least loaded serves.
@@ -85,11 +104,12 @@ TEST(RequestRouter, PrefixHashKeepsAFirstHashOnOneReplicaWhateverTheLoads) {
 
 TEST(RequestRouter, NamesParseBothWaysAndBadOnesAreRefused) {
   for (RouterPolicy p : {RouterPolicy::round_robin, RouterPolicy::least_loaded, RouterPolicy::cache_aware,
-                         RouterPolicy::prefix_hash})
+                         RouterPolicy::prefix_hash, RouterPolicy::cache_aware_device})
     EXPECT_EQ(parse_router_policy(router_policy_name(p)), p);
   EXPECT_EQ(
       error_of([] { parse_router_policy("random"); }),
-      "unknown request router \"random\"; expected round-robin, least-loaded, cache-aware or prefix-hash");
+      "unknown request router \"random\"; expected round-robin, least-loaded, cache-aware, prefix-hash or "
+      "cache-aware-device");
 }
 
 TEST(RequestRouter, OutOfRangeClusterSettingsAreRefusedNamingThem) {

@@ -92,7 +92,9 @@ int Scheduler::rank_for_arrival(const RequestSpec& spec) const {
   std::vector<RankLoad> loads(kv_.size());
   for (int r = 0; r < ranks(); ++r) {
     loads[static_cast<std::size_t>(r)].unfinished = rank_load_[static_cast<std::size_t>(r)];
-    loads[static_cast<std::size_t>(r)].cached_tokens = cached_tokens_on(spec, r);
+    const HeldPrefix held = cached_tokens_on(spec, r);
+    loads[static_cast<std::size_t>(r)].cached_tokens = held.device;
+    loads[static_cast<std::size_t>(r)].offloaded_tokens = held.offloaded;
   }
   const int rank = dealer_(spec, loads);
   if (rank < 0 || rank >= ranks())
@@ -100,27 +102,34 @@ int Scheduler::rank_for_arrival(const RequestSpec& spec) const {
   return rank;
 }
 
-std::int64_t Scheduler::cached_tokens_on(const RequestSpec& spec, int rank) const {
-  if (!config_.prefix_caching || spec.content_hashes.empty()) return 0;
+HeldPrefix Scheduler::cached_tokens_on(const RequestSpec& spec, int rank) const {
+  if (!config_.prefix_caching || spec.content_hashes.empty()) return {};
   const std::vector<std::uint64_t> keys = prefix_block_keys(spec, config_.kv_block_tokens, rank, ranks());
+  const KvBlockManager& memory = kv(rank);
   std::int64_t blocks = 0;
+  std::int64_t offloaded = 0;  // blocks
   if (!counts_routed_prefixes()) {
-    blocks = kv(rank).prefix_hit(keys, spec.input_tokens - 1).blocks;
+    const PrefixCache::Hit hit = memory.prefix_hit(keys, spec.input_tokens - 1);
+    blocks = hit.blocks;
+    offloaded = hit.host_blocks + hit.disk_blocks;
   } else {
     // Cache-aware dealing (and a cache-aware router in front) also counts the blocks of the unfinished
     // requests dealt to the rank, cached or not yet (SGLang's router inserts a prompt into its worker's
     // approximate tree when it routes it): a burst of one prompt's requests stays on one rank.
-    const PrefixCache& cache = kv(rank).prefix_cache();
+    const PrefixCache& cache = memory.prefix_cache();
     const auto& pending = pending_keys_[static_cast<std::size_t>(rank)];
     while (blocks < static_cast<std::int64_t>(keys.size()) &&
            (cache.contains(keys[static_cast<std::size_t>(blocks)]) ||
             pending.contains(keys[static_cast<std::size_t>(blocks)])))
       ++blocks;
+    const std::int64_t host = memory.host_tier().leading(keys, static_cast<std::size_t>(blocks));
+    offloaded = host + memory.disk_tier().leading(keys, static_cast<std::size_t>(blocks + host));
   }
-  return std::min(spec.input_tokens, blocks * config_.kv_block_tokens);
+  const std::int64_t device = std::min(spec.input_tokens, blocks * config_.kv_block_tokens);
+  return {device, std::min(spec.input_tokens, (blocks + offloaded) * config_.kv_block_tokens) - device};
 }
 
-std::int64_t Scheduler::cached_prefix_tokens(const RequestSpec& spec) const {
+HeldPrefix Scheduler::cached_prefix_tokens(const RequestSpec& spec) const {
   return cached_tokens_on(spec, rank_for_arrival(spec));
 }
 

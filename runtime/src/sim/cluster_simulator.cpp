@@ -55,7 +55,7 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
   RequestRouter router(o.cluster);
   std::vector<ReplicaState> state(static_cast<std::size_t>(replicas));
   std::vector<ReplicaLoad> loads(static_cast<std::size_t>(replicas));
-  const bool looks_up = o.cluster.router == RouterPolicy::cache_aware && o.scheduler.prefix_caching;
+  const bool looks_up = routes_by_cache(o.cluster.router) && o.scheduler.prefix_caching;
   // Routes `spec`, arrived now, to a replica; wakes it at the arrival if it was idle.
   auto route = [&](const RequestSpec& spec) {
     for (std::size_t i = 0; i < state.size(); ++i) {
@@ -65,7 +65,9 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
         ++s.done;
       }
       loads[i].outstanding = s.routed - s.done;
-      loads[i].cached_tokens = looks_up ? pools[i]->scheduler().cached_prefix_tokens(spec) : 0;
+      const HeldPrefix held = looks_up ? pools[i]->scheduler().cached_prefix_tokens(spec) : HeldPrefix{};
+      loads[i].cached_tokens = held.device;
+      loads[i].offloaded_tokens = held.offloaded;
     }
     const auto chosen = static_cast<std::size_t>(router.route(
         spec.input_tokens, loads, spec.content_hashes.empty() ? 0 : spec.content_hashes.front()));

@@ -43,7 +43,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   sched.data_parallel_ranks = layout_.dp;  // each data-parallel rank holds and caches its requests' K/V
   sched.data_parallel_balance = system.data_parallel_balance;
   // A cache-aware router in front (a cluster's, a split system's prompt router) sees the prompts it routed.
-  sched.count_routed_prefixes = o.cluster.router == RouterPolicy::cache_aware;
+  sched.count_routed_prefixes = routes_by_cache(o.cluster.router);
   // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
   // this device's share of the K/V.
   const LinkSpec& links = system.links;
@@ -91,7 +91,8 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     scheduler_->set_dealer(
         [router = rank_router_.get()](const RequestSpec& spec, std::span<const RankLoad> ranks) {
           std::vector<ReplicaLoad> loads;
-          for (const RankLoad& r : ranks) loads.push_back({r.unfinished, r.cached_tokens});
+          for (const RankLoad& r : ranks)
+            loads.push_back({r.unfinished, r.cached_tokens, r.offloaded_tokens});
           return router->route(spec.input_tokens, loads);
         });
   }

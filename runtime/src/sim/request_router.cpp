@@ -10,10 +10,12 @@ namespace duplex::runtime {
 
 RouterPolicy parse_router_policy(const std::string& text) {
   for (RouterPolicy p : {RouterPolicy::round_robin, RouterPolicy::least_loaded, RouterPolicy::cache_aware,
-                         RouterPolicy::prefix_hash})
+                         RouterPolicy::prefix_hash, RouterPolicy::cache_aware_device})
     if (text == router_policy_name(p)) return p;
   throw Error(fmt::format(
-      "unknown request router \"{}\"; expected round-robin, least-loaded, cache-aware or prefix-hash", text));
+      "unknown request router \"{}\"; expected round-robin, least-loaded, cache-aware, prefix-hash or "
+      "cache-aware-device",
+      text));
 }
 
 const char* router_policy_name(RouterPolicy policy) {
@@ -26,6 +28,8 @@ const char* router_policy_name(RouterPolicy policy) {
       return "cache-aware";
     case RouterPolicy::prefix_hash:
       return "prefix-hash";
+    case RouterPolicy::cache_aware_device:
+      return "cache-aware-device";
   }
   return "?";
 }
@@ -71,14 +75,18 @@ int RequestRouter::route(std::int64_t prompt_tokens, std::span<const ReplicaLoad
   if (max_load - least->outstanding > t.balance_abs &&
       static_cast<double>(max_load) > t.balance_rel * static_cast<double>(least->outstanding))
     return least_index;
-  // The longest cached prefix; among equal ones the least loaded, then the lowest index.
+  // The longest prefix held (cache-aware-device: on the device); among equal ones the most on the device, the
+  // least loaded, then the lowest index.
+  const bool tiers = spec_.router == RouterPolicy::cache_aware;
+  auto held = [tiers](const ReplicaLoad& a) { return a.cached_tokens + (tiers ? a.offloaded_tokens : 0); };
   const auto best =
-      std::min_element(replicas.begin(), replicas.end(), [](const ReplicaLoad& a, const ReplicaLoad& b) {
+      std::min_element(replicas.begin(), replicas.end(), [&](const ReplicaLoad& a, const ReplicaLoad& b) {
+        if (held(a) != held(b)) return held(a) > held(b);
         return a.cached_tokens != b.cached_tokens ? a.cached_tokens > b.cached_tokens
                                                   : a.outstanding < b.outstanding;
       });
-  const double match = static_cast<double>(best->cached_tokens) /
-                       static_cast<double>(std::max<std::int64_t>(1, prompt_tokens));
+  const double match =
+      static_cast<double>(held(*best)) / static_cast<double>(std::max<std::int64_t>(1, prompt_tokens));
   return match > t.cache ? static_cast<int>(best - replicas.begin()) : least_index;
 }
 

@@ -173,7 +173,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   std::priority_queue<Migration, std::vector<Migration>, std::greater<>> migrations;
   RequestRouter prompt_router(ClusterSpec{replicas * px, o.cluster.router, o.cluster.thresholds});
   std::vector<ReplicaLoad> loads(prefill.size());
-  const bool looks_up = o.cluster.router == RouterPolicy::cache_aware && o.scheduler.prefix_caching;
+  const bool looks_up = routes_by_cache(o.cluster.router) && o.scheduler.prefix_caching;
   // Adds `spec` to instance `in` at `t`, waking it there if it was idle.
   auto hand_to = [](Instance& in, const RequestSpec& spec, Time t) {
     if (!in.pool->scheduler().has_unfinished()) in.now = std::max(in.now, t);
@@ -187,7 +187,10 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     spec = prefill_part(std::move(spec));
     for (std::size_t i = 0; i < prefill.size(); ++i) {
       loads[i].outstanding = prefill[i].outstanding_at(spec.arrival);
-      loads[i].cached_tokens = looks_up ? prefill[i].pool->scheduler().cached_prefix_tokens(spec) : 0;
+      const HeldPrefix held =
+          looks_up ? prefill[i].pool->scheduler().cached_prefix_tokens(spec) : HeldPrefix{};
+      loads[i].cached_tokens = held.device;
+      loads[i].offloaded_tokens = held.offloaded;
     }
     const auto chosen = static_cast<std::size_t>(prompt_router.route(
         spec.input_tokens, loads, spec.content_hashes.empty() ? 0 : spec.content_hashes.front()));

@@ -70,6 +70,14 @@ namespace duplex::runtime {
 struct RankLoad {
   std::int64_t unfinished = 0;     // requests dealt to it and not finished
   std::int64_t cached_tokens = 0;  // leading tokens of the arriving prompt its prefix cache holds (device)
+  std::int64_t offloaded_tokens = 0;  // the tokens after those its host and disk tiers hold
+};
+
+// The leading tokens of a prompt a rank holds: in its device prefix cache, and after those in its host and
+// disk tiers (in whole blocks, at most the prompt).
+struct HeldPrefix {
+  std::int64_t device = 0;
+  std::int64_t offloaded = 0;
 };
 // Picks the rank (an index into the loads, one per rank) of an arriving request.
 using RankDealer = std::function<int(const RequestSpec&, std::span<const RankLoad>)>;
@@ -116,11 +124,11 @@ class Scheduler {
   const KvBlockManager& kv(int rank = 0) const { return kv_.at(static_cast<std::size_t>(rank)); }
   // The rank a request `spec` arriving now would be dealt to (its id's under round-robin, the least-loaded
   // rank now otherwise), and the leading tokens of its prompt that rank's prefix cache holds in device memory
-  // now, in whole blocks (its host tier's not counted), or with count_routed_prefixes those the rank's
-  // unfinished requests' blocks cover too: what a request router in front of this scheduler sees. 0 without
-  // prefix caching or hashes.
+  // now, in whole blocks, or with count_routed_prefixes those the rank's unfinished requests' blocks cover
+  // too, and the tokens after those its host and disk tiers hold: what a request router in front of this
+  // scheduler sees. 0 without prefix caching or hashes.
   int rank_for_arrival(const RequestSpec& spec) const;
-  std::int64_t cached_prefix_tokens(const RequestSpec& spec) const;
+  HeldPrefix cached_prefix_tokens(const RequestSpec& spec) const;
   // data_parallel_balance cache-aware: the policy over the ranks' loads (the engine's: the cluster router's
   // cache-aware policy); rank_for_arrival throws duplex::Error without one.
   void set_dealer(RankDealer dealer) { dealer_ = std::move(dealer); }
@@ -154,10 +162,10 @@ class Scheduler {
   // Priority: earlier arrival first, then smaller id. Preemption takes the youngest (last) running request.
   static bool older(const Live& a, const Live& b);
   void insert_sorted(std::deque<Live>& queue, Live live);
-  // The leading tokens of `spec`'s prompt `rank`'s prefix cache holds in device memory, in whole blocks (0
-  // without prefix caching or hashes); cache-aware dealing and a cache-aware router in front count the blocks
-  // of the rank's unfinished requests too.
-  std::int64_t cached_tokens_on(const RequestSpec& spec, int rank) const;
+  // The leading tokens of `spec`'s prompt `rank`'s prefix cache holds in device memory, and its host and disk
+  // tiers after those, in whole blocks (0 without prefix caching or hashes); cache-aware dealing and a
+  // cache-aware router in front count the blocks of the rank's unfinished requests as on the device.
+  HeldPrefix cached_tokens_on(const RequestSpec& spec, int rank) const;
   bool counts_routed_prefixes() const {
     return config_.data_parallel_balance == DataParallelBalance::cache_aware || config_.count_routed_prefixes;
   }

@@ -11,12 +11,20 @@ namespace duplex::runtime {
 enum class RouterPolicy {
   round_robin,   // the i-th arrival to replica i mod replicas
   least_loaded,  // fewest outstanding requests (Vidur's LOR); ties: the lowest index
-  cache_aware,   // the longest cached prefix unless the load is imbalanced (CacheAwareThresholds)
+  cache_aware,   // the longest cached prefix unless the load is imbalanced (CacheAwareThresholds), counting
+                 // the replica's host and disk tiers' copies after its device cache's blocks (what it loads
+                 // instead of computing: LMCache's controller tells vLLM production-stack's KV-aware router)
   prefix_hash,   // by a hash of the prompt's first content block (session affinity), whatever the load
+  cache_aware_device,  // cache_aware seeing only the device prefix caches (SGLang's model gateway)
 };
 
-// "round-robin" | "least-loaded" | "cache-aware" | "prefix-hash"; duplex::Error naming the expected ones
-// otherwise.
+// Whether `policy` routes by the replicas' caches (cache-aware or cache-aware-device).
+inline bool routes_by_cache(RouterPolicy policy) {
+  return policy == RouterPolicy::cache_aware || policy == RouterPolicy::cache_aware_device;
+}
+
+// "round-robin" | "least-loaded" | "cache-aware" | "prefix-hash" | "cache-aware-device"; duplex::Error naming
+// the expected ones otherwise.
 RouterPolicy parse_router_policy(const std::string& text);
 const char* router_policy_name(RouterPolicy policy);
 
@@ -43,6 +51,8 @@ struct ClusterSpec {
 struct ReplicaLoad {
   std::int64_t outstanding = 0;    // requests routed to it and not finished by the arrival
   std::int64_t cached_tokens = 0;  // leading tokens of the arriving prompt its prefix cache holds
+  // The tokens after those that its host and disk tiers hold (a cache-aware router counts them too).
+  std::int64_t offloaded_tokens = 0;
 };
 
 class RequestRouter {
@@ -50,9 +60,10 @@ class RequestRouter {
   explicit RequestRouter(const ClusterSpec& spec);
   // The replica (an index into `replicas`, one entry per replica) to serve a request of `prompt_tokens`
   // (>= 1) whose first content hash is `first_hash` (RequestSpec::content_hashes[0]; 0: none). Deterministic:
-  // ties go to the lowest index. prefix-hash: the same first hash, the same replica (SGLang model gateway's
-  // prefix_hash, a load balancer's consistent hashing on a session key: a conversation's turns, or the
-  // requests of one system prompt, stay together); a request without hashes goes round-robin.
+  // ties go to the lowest index. cache-aware: the most cached and offloaded tokens, among equals the most
+  // cached on the device, then the least loaded. prefix-hash: the same first hash, the same replica (SGLang
+  // model gateway's prefix_hash, a load balancer's consistent hashing on a session key: a conversation's
+  // turns, or the requests of one system prompt, stay together); a request without hashes goes round-robin.
   int route(std::int64_t prompt_tokens, std::span<const ReplicaLoad> replicas, std::uint64_t first_hash = 0);
 
  private:
