@@ -34,6 +34,10 @@ double dtype_bytes(DType t, int quant_group) {
       return 1.0 + (2.0 + 1.0) * per_group;  // + one FP16 scale and one 8-bit zero per group
     case DType::kInt8Pack:
       return 1.0 + 2.0 * per_group;  // + one 16-bit scale per group
+    case DType::kNf4:
+      return 0.5 + 4.0 / 64;  // + one FP32 absmax per block of 64
+    case DType::kNf4Dq:
+      return 0.5 + (1.0 + 4.0 / 256) / 64;  // + one 8-bit absmax per 64, one FP32 scale per 256 of those
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -63,6 +67,10 @@ std::string_view dtype_name(DType t) {
       return "int8_gptq";
     case DType::kInt8Pack:
       return "int8_pack";
+    case DType::kNf4:
+      return "nf4";
+    case DType::kNf4Dq:
+      return "nf4_dq";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -82,10 +90,12 @@ DType parse_dtype(std::string_view s) {
   if (s == "int8_channel") return DType::kInt8Channel;
   if (s == "int8_gptq") return DType::kInt8Gptq;
   if (s == "int8_pack") return DType::kInt8Pack;
+  if (s == "nf4") return DType::kNf4;
+  if (s == "nf4_dq") return DType::kNf4Dq;
   throw Error(fmt::format(
       "unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
-      "fp8_channel, int4_awq, int4_gptq, int4_pack, int8_channel, int8_gptq or int8_pack (weight matrices "
-      "only)",
+      "fp8_channel, int4_awq, int4_gptq, int4_pack, int8_channel, int8_gptq, int8_pack, nf4 or nf4_dq "
+      "(weight matrices only)",
       s));
 }
 
@@ -110,8 +120,12 @@ int grouped_int_bits(DType t) {
   return t == DType::kInt8Gptq || t == DType::kInt8Pack ? 8 : 4;
 }
 
+bool bnb_nf4(DType t) {
+  return t == DType::kNf4 || t == DType::kNf4Dq;
+}
+
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t);
+  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t) || bnb_nf4(t);
 }
 
 }  // namespace duplex::compiler

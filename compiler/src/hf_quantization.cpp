@@ -284,6 +284,33 @@ void read_gptq(const Fields& q, ModelSpec& m) {
   m.expert_dtype = m.linear_dtype = bits == 8 ? DType::kInt8Gptq : DType::kInt4Gptq;
 }
 
+// quant_method "bitsandbytes": nf4 / nf4_dq (hf_quantization.hpp).
+void read_bitsandbytes(const Fields& q, ModelSpec& m) {
+  auto refuse = [&](const char* key, const std::string& what, const std::string& expected) {
+    throw ConfigError(q.file(), q.path(key), what, expected);
+  };
+  if (q.boolean_or("load_in_8bit", false))
+    refuse("load_in_8bit", "true: LLM.int8()'s 8-bit weights with 16-bit outliers are not modelled",
+           "false, with load_in_4bit true (NF4)");
+  if (!q.boolean_or("load_in_4bit", false))
+    refuse("load_in_4bit", "false or absent: a bitsandbytes release that quantizes nothing", "true");
+  const std::string type = q.string_or("bnb_4bit_quant_type", "fp4");  // BitsAndBytesConfig's default
+  if (type != "nf4")
+    refuse("bnb_4bit_quant_type", fmt::format("\"{}\" is not modelled", type), "nf4 (NormalFloat 4)");
+  const std::string storage = q.string_or("bnb_4bit_quant_storage", "uint8");
+  if (storage != "uint8")
+    refuse("bnb_4bit_quant_storage", fmt::format("\"{}\" is not modelled", storage),
+           "uint8 (two 4-bit fields a byte)");
+  if (m.is_moe())
+    refuse(
+        "quant_method",
+        "bitsandbytes on an MoE model quantizes its routers' gates too: a router in 4 bits is not modelled",
+        "a dense model, or another quant_method");
+  expect_kept_in_dtype(q, "llm_int8_skip_modules");
+  m.expert_dtype = m.linear_dtype =
+      q.boolean_or("bnb_4bit_use_double_quant", false) ? DType::kNf4Dq : DType::kNf4;
+}
+
 }  // namespace
 
 void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
@@ -299,12 +326,14 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
   if (method == "compressed-tensors") return read_compressed_tensors(q, m);
   if (method == "awq") return read_awq(q, m);
   if (method == "gptq") return read_gptq(q, m);
+  if (method == "bitsandbytes") return read_bitsandbytes(q, m);
   throw ConfigError(
       f.file(), q.path("quant_method"),
       method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
       "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 or INT8 weights with a scale per "
       "output channel, or W4A16 / W8A16 weights in groups of 32, 64 or 128), awq or gptq (4-bit weights in "
-      "groups of 32, 64 or 128), mxfp4 (gpt-oss's experts), or no quantization_config");
+      "groups of 32, 64 or 128), bitsandbytes (NF4 weights), mxfp4 (gpt-oss's experts), or no "
+      "quantization_config");
 }
 
 }  // namespace duplex::compiler

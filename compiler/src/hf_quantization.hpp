@@ -33,6 +33,10 @@ namespace duplex::compiler {
 //   checkpoint_format gptq (absent: gptq), desc_act and sym either way, no quantized lm_head: every
 //   projection, dense FFN and expert matrix in int4_gptq (a modules_in_block_to_quantize list must name no
 //   router, the attention's output projection and, in an MoE model, experts).
+// - quant_method "bitsandbytes" (transformers' BitsAndBytesConfig: QLoRA-style and unsloth's bnb-4bit
+//   releases), load_in_4bit true, bnb_4bit_quant_type nf4, bnb_4bit_quant_storage uint8 (or absent), a dense
+//   model (on an MoE one it quantizes the routers too): every projection and FFN matrix in nf4, or nf4_dq
+//   with bnb_4bit_use_double_quant (llm_int8_skip_modules as modules_to_not_convert below).
 // The modules a release leaves unquantized (modules_to_not_convert, ignored_layers, ignore; a "re:" regex by
 // its last name) may only be those the model keeps in dtype anyway: the LM head, the embeddings, routers.
 // Anything else is refused, naming the field: its format is not modelled.

@@ -77,9 +77,8 @@ TEST(GptOss, UnmodelledFieldsAreClearErrors) {
   const std::string bnb =
       hf_config_error(R"({"model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 32,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_local_experts": 4, "vocab_size": 10,
-    "quantization_config": {"quant_method": "bitsandbytes"}})");
-  EXPECT_NE(bnb.find("quantization_config.quant_method: \"bitsandbytes\" is not modelled"), std::string::npos)
-      << bnb;
+    "quantization_config": {"quant_method": "hqq"}})");
+  EXPECT_NE(bnb.find("quantization_config.quant_method: \"hqq\" is not modelled"), std::string::npos) << bnb;
 }
 
 TEST(GptOss, YamlKeysAndTheirErrors) {

@@ -154,7 +154,7 @@ TEST(Int4Groups, OtherSchemesAreRefusedNamingTheField) {
            "modelled"},
       {gptq(R"(, "modules_in_block_to_quantize": [["self_attn.o_proj", 3]])"),
        q + "modules_in_block_to_quantize: holds 3"},
-      {R"({"quant_method": "bitsandbytes"})", q + "quant_method: \"bitsandbytes\" is not modelled"},
+      {R"({"quant_method": "hqq"})", q + "quant_method: \"hqq\" is not modelled"},
   };
   for (const auto& [quantization, expected] : cases) {
     const std::string error = hf_config_error(llama31_8b(quantization));

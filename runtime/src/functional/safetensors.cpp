@@ -18,6 +18,7 @@
 #include "duplex/base/fp16.hpp"
 #include "duplex/runtime/functional/fp8.hpp"
 #include "duplex/runtime/functional/int4.hpp"
+#include "duplex/runtime/functional/nf4.hpp"
 #include "mxfp4.hpp"
 
 namespace duplex::runtime::functional {
@@ -340,12 +341,27 @@ const char* int4_kind(compiler::DType format) {
          : format == compiler::DType::kInt8Pack ? "W8A16"
                                                 : "W4A16";
 }
+// bitsandbytes' NF4 matrices (nf4.hpp): NAME.weight (U8) beside NAME.weight.absmax, .quant_map and
+// .quant_state.bitsandbytes__nf4, and with double quantization .nested_absmax and .nested_quant_map.
+bool nf4_stored(const WeightShape& stored) {
+  return compiler::bnb_nf4(stored.format) && stored.role == WeightShape::Role::kMatrix;
+}
+std::vector<std::string> nf4_names(const WeightShape& stored) {
+  std::vector<std::string> names = {stored.name, stored.name + ".absmax", stored.name + ".quant_map",
+                                    stored.name + ".quant_state.bitsandbytes__nf4"};
+  if (stored.format == compiler::DType::kNf4Dq) {
+    names.push_back(stored.name + ".nested_absmax");
+    names.push_back(stored.name + ".nested_quant_map");
+  }
+  return names;
+}
 // The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, its FP8 codes and scales,
 // or its 4-bit parts.
 std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const WeightShape& stored) {
   if (mxfp4_stored(spec, stored.name)) return {stored.name + "_blocks", stored.name + "_scales"};
   if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored)};
   if (int4_stored(stored)) return int4_names(stored);
+  if (nf4_stored(stored)) return nf4_names(stored);
   return {stored.name};
 }
 // The rows of a and b in one tensor: alternating (a's row i at 2i, b's at 2i + 1), or b's after a's; a
@@ -630,6 +646,83 @@ WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const S
       group);
   return {p.stored.shape, dequantize_int4(m, what)};
 }
+// F32 values of tensor `name` of file f, of `shape` (an NF4 matrix's part).
+std::vector<float> f32_values(const SafetensorsFile& f, const std::string& name,
+                              const std::vector<std::int64_t>& shape) {
+  std::int64_t count = 1;
+  for (const std::int64_t d : shape) count *= d;
+  return copied<float>(raw_tensor(f, name, "F32", 4, shape, "NF4"), count);
+}
+// An NF4 matrix's quant_state (tensor `name` of file f: U8, a JSON object's bytes), checked against the
+// matrix: quant_type nf4, its shape, a blocksize >= 1, and double quantization's fields exactly when `nested`
+// (nested_blocksize 256, a finite nested_offset). Returns {blocksize, nested_offset}.
+std::pair<std::int64_t, float> nf4_quant_state(const SafetensorsFile& f, const std::string& name,
+                                               std::int64_t rows, std::int64_t cols, bool nested) {
+  const TensorEntry e = tensor_entry(f, name, "NF4 quant_state, U8 bytes of a JSON object");
+  if (e.dtype != "U8" || e.shape.size() != 1)
+    throw tensor_error(f, name,
+                       fmt::format("dtype {}, shape {}; expected U8 [bytes] (a JSON object's UTF-8 bytes)",
+                                   e.dtype_json, shape_text(e.shape)));
+  const char* raw = raw_tensor(f, name, "U8", 1, e.shape, "NF4");
+  const nlohmann::json state =
+      nlohmann::json::parse(std::string(raw, static_cast<std::size_t>(e.shape[0])), nullptr, false);
+  const char* kExpected =
+      "{quant_type: \"nf4\", blocksize, dtype, shape: [out, in]} (with double quantization also "
+      "nested_blocksize: 256, nested_dtype, nested_offset)";
+  auto bad = [&](const std::string& what) { return tensor_error(f, name, what + "; expected " + kExpected); };
+  if (state.is_discarded() || !state.is_object()) throw bad("its bytes are not a JSON object");
+  if (state.value("quant_type", nlohmann::json()) != "nf4")
+    throw bad(fmt::format("quant_type {}", state.value("quant_type", nlohmann::json()).dump()));
+  if (state.value("shape", nlohmann::json()) != nlohmann::json::array({rows, cols}))
+    throw bad(fmt::format("shape {} for a matrix of [{}, {}]", state.value("shape", nlohmann::json()).dump(),
+                          rows, cols));
+  const nlohmann::json blocksize = state.value("blocksize", nlohmann::json());
+  if (!blocksize.is_number_integer() || blocksize.get<std::int64_t>() < 1)
+    throw bad(fmt::format("blocksize {}", blocksize.dump()));
+  if (state.contains("nested_offset") != nested)
+    throw bad(nested ? "no double quantization (no nested_offset), where the config says "
+                       "bnb_4bit_use_double_quant true"
+                     : "double quantization (a nested_offset), where the config says "
+                       "bnb_4bit_use_double_quant false");
+  float offset = 0;
+  if (nested) {
+    if (state.value("nested_blocksize", nlohmann::json()) != kNf4NestedBlock)
+      throw bad(fmt::format("nested_blocksize {}", state.value("nested_blocksize", nlohmann::json()).dump()));
+    const nlohmann::json o = state["nested_offset"];
+    if (!o.is_number() || !std::isfinite(o.get<double>()))
+      throw bad(fmt::format("nested_offset {}", o.dump()));
+    offset = o.get<float>();
+  }
+  return {blocksize.get<std::int64_t>(), offset};
+}
+// The stored tensor p (2-D, [out, in]) from its NF4 parts, files[i] holding nf4_names(p.stored)[i],
+// dequantized to FP16 with the checkpoint's quant_map (nf4.hpp).
+WeightTensor read_nf4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p) {
+  const bool nested = p.stored.format == compiler::DType::kNf4Dq;
+  const std::vector<std::string> names = nf4_names(p.stored);
+  Nf4Matrix m;
+  m.rows = p.stored.shape[0];
+  m.cols = p.stored.shape[1];
+  const std::int64_t n = m.rows * m.cols;
+  float offset = 0;
+  std::tie(m.blocksize, offset) = nf4_quant_state(*files[3], names[3], m.rows, m.cols, nested);
+  m.q = unpack_nf4(reinterpret_cast<const std::uint8_t*>(
+                       raw_tensor(*files[0], names[0], "U8", 1, {(n + 1) / 2, 1}, "NF4")),
+                   n);
+  const std::vector<float> code = f32_values(*files[2], names[2], {16});
+  std::copy(code.begin(), code.end(), m.code.begin());
+  if (!nested) {
+    m.absmax = f32_values(*files[1], names[1], {m.blocks()});
+  } else {
+    const auto* codes =
+        reinterpret_cast<const std::uint8_t*>(raw_tensor(*files[1], names[1], "U8", 1, {m.blocks()}, "NF4"));
+    const std::int64_t scales = (m.blocks() + kNf4NestedBlock - 1) / kNf4NestedBlock;
+    m.absmax = nested_absmax_values(std::vector<std::uint8_t>(codes, codes + m.blocks()),
+                                    f32_values(*files[4], names[4], {scales}),
+                                    f32_values(*files[5], names[5], {256}), offset);
+  }
+  return {p.stored.shape, dequantize_nf4(m, files[0]->path + ": " + p.stored.name)};
+}
 // The stored tensor p, converted to FP16, files[i] holding stored_names(spec, p.stored)[i] (a quantized one's
 // parts: the same file unless a sharded checkpoint put them apart).
 WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p,
@@ -646,6 +739,10 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
     converted.insert(
         fmt::format("{} int{}", int4_kind(p.stored.format), compiler::grouped_int_bits(p.stored.format)));
     return read_int4(files, p, spec.quant_group);
+  }
+  if (nf4_stored(p.stored)) {
+    converted.insert("NF4");
+    return read_nf4(files, p);
   }
   return read_tensor(*files[0], p.stored, spec.name, converted);
 }
@@ -683,7 +780,31 @@ struct StoredData {
   std::deque<Mxfp4Blocks> mxfp4;
   std::deque<Int4Packed> int4;
   std::deque<std::array<std::int64_t, 2>> shapes;  // W4A16's weight_shape tensors
+  std::deque<Nf4Packed> nf4;
 };
+// An NF4 matrix of `spec` (stored tensor `stored`, its values in t, on the grid) as its release's parts.
+void add_nf4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
+             const WeightTensor& t) {
+  const std::int64_t rows = t.shape[0], cols = t.shape[1];
+  const bool nested = stored.format == compiler::DType::kNf4Dq;
+  const Nf4Packed& q = data.nf4.emplace_back(pack_nf4_matrix(
+      quantize_nf4(t.data.data(), rows, cols, nested, "model " + spec.name + ": " + stored.name), nested,
+      spec.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"));
+  const std::vector<std::string> names = nf4_names(stored);
+  auto bytes = [](const auto& v) { return reinterpret_cast<const char*>(v.data()); };
+  const auto count = [](const auto& v) { return static_cast<std::int64_t>(v.size()); };
+  all.push_back({names[0], "U8", {count(q.weight), 1}, bytes(q.weight), q.weight.size()});
+  if (nested)
+    all.push_back({names[1], "U8", {count(q.absmax_codes)}, bytes(q.absmax_codes), q.absmax_codes.size()});
+  else
+    all.push_back({names[1], "F32", {count(q.absmax)}, bytes(q.absmax), q.absmax.size() * 4});
+  all.push_back({names[2], "F32", {16}, bytes(q.quant_map), q.quant_map.size() * 4});
+  all.push_back({names[3], "U8", {count(q.quant_state)}, q.quant_state.data(), q.quant_state.size()});
+  if (!nested) return;
+  all.push_back(
+      {names[4], "F32", {count(q.nested_absmax)}, bytes(q.nested_absmax), q.nested_absmax.size() * 4});
+  all.push_back({names[5], "F32", {count(q.nested_map)}, bytes(q.nested_map), q.nested_map.size() * 4});
+}
 // A 4-bit matrix of `spec` (stored tensor `stored`, its values in t) as its release's parts (int4.hpp): zero
 // 8, power-of-two scales, groups of spec.quant_group (per row: all `cols`) in order.
 void add_int4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
@@ -748,6 +869,10 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
       add_int4(all, data, weights.spec, p.stored, t);
       continue;
     }
+    if (nf4_stored(p.stored)) {
+      add_nf4(all, data, weights.spec, p.stored, t);
+      continue;
+    }
     if (!fp8_stored(p.stored)) {
       all.push_back(f16_tensor(p.stored.name, t));
       continue;
@@ -767,9 +892,11 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
 
 void put_on_checkpoint_grid(ModelWeights& weights) {
   for (const StoredTensor& p : storage_plan(weights.spec)) {
-    if (!fp8_stored(p.stored) && !int4_stored(p.stored)) continue;
+    if (!fp8_stored(p.stored) && !int4_stored(p.stored) && !nf4_stored(p.stored)) continue;
     WeightTensor t = stored_form(weights, p);
-    if (int4_stored(p.stored))
+    if (nf4_stored(p.stored))
+      round_to_nf4(t.data.data(), t.shape[0], t.shape[1], p.stored.format == compiler::DType::kNf4Dq);
+    else if (int4_stored(p.stored))
       round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1],
                            compiler::group_inputs(weights.spec.quant_group, t.shape[1]),
                            compiler::grouped_int_bits(p.stored.format));
@@ -894,6 +1021,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                                 name == p.stored.name               ? ", shape " + shape_text(p.stored.shape)
                                 : mxfp4_stored(spec, p.stored.name) ? ": MXFP4"
                                 : int4_stored(p.stored)             ? ": 4-bit " + p.stored.name
+                                : nf4_stored(p.stored)              ? ": NF4 " + p.stored.name
                                                                     : ": FP8 scales"));
     }
   std::size_t skipped = 0;  // outside the language model, in files that may not be opened
@@ -1868,7 +1996,8 @@ nlohmann::json int4_config(const compiler::ModelSpec& m) {
 // release), FP8 matrices in 128 x 128 blocks (HF FineGrainedFP8, as DeepSeek-V3's release states it, with
 // scale_fmt ue8m0: the scales duplex writes are powers of two) or FP8 matrices per channel
 // (compressed-tensors, as llm-compressor's FP8-dynamic scheme states it, the LM head and routers ignored), or
-// 4-bit matrices (int4_config). One quantization_config states one method for the projections and the experts
+// 4-bit matrices (int4_config), or NF4 matrices (bitsandbytes, as BitsAndBytesConfig.to_dict() writes it).
+// One quantization_config states one method for the projections and the experts
 // alike: other combinations are refused.
 nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
@@ -1900,6 +2029,23 @@ nlohmann::json hf_config(const ModelWeights& weights) {
   }
   if (compiler::grouped_int(experts)) {
     c["quantization_config"] = int4_config(m);
+    return c;
+  }
+  if (compiler::bnb_nf4(experts)) {  // transformers' BitsAndBytesConfig (a dense model: model_weights)
+    c["quantization_config"] = {
+        {"quant_method", "bitsandbytes"},
+        {"_load_in_4bit", true},
+        {"_load_in_8bit", false},
+        {"bnb_4bit_compute_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"},
+        {"bnb_4bit_quant_storage", "uint8"},
+        {"bnb_4bit_quant_type", "nf4"},
+        {"bnb_4bit_use_double_quant", experts == compiler::DType::kNf4Dq},
+        {"llm_int8_enable_fp32_cpu_offload", false},
+        {"llm_int8_has_fp16_weight", false},
+        {"llm_int8_skip_modules", nullptr},
+        {"llm_int8_threshold", 6.0},
+        {"load_in_4bit", true},
+        {"load_in_8bit", false}};
     return c;
   }
   if (experts == compiler::DType::kInt8Channel) {  // llm-compressor's W8A8-INT8

@@ -18,7 +18,8 @@ F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight
 compressed-tensors (llm-compressor's FP8-dynamic releases, and its W8A8-INT8 releases' I8 matrices) by their
 weight_scale rows; one that says awq or gptq
 has its 4-bit matrices unpacked as AutoAWQ's dequantize_gemm and AutoGPTQ's dequantization do, as does one
-whose compressed-tensors format is pack-quantized (llm-compressor's W4A16) as unpack_from_int32 does; gpt-oss's MXFP4
+whose compressed-tensors format is pack-quantized (llm-compressor's W4A16) as unpack_from_int32 does; one that says
+bitsandbytes has its NF4 matrices (and double-quantized block scales) decoded as dequantize_4bit does; gpt-oss's MXFP4
 experts (NAME_blocks / NAME_scales) are decoded as HF's convert_moe_packed_tensors does. A model
 passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
 duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
@@ -31,7 +32,8 @@ outputs), chunked attention (as full), attention temperature (as none) or interl
 Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, PhiMoE's sparsemixer (as softmax
 top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, DBRX's
 clamp of q / k / v, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the first
-the model has (an FP8 checkpoint's block or row scales, as 1, or a 4-bit one's zero points, as 0, before all); Llama 4's chunks and temperature only where
+the model has (an FP8 checkpoint's block or row scales, as 1, a 4-bit one's zero points, as 0, or an NF4 one's block
+scales (double quantization: nested scales), as 1, before all); Llama 4's chunks and temperature only where
 the test's sequences reach them); that comparison must
 fail, or the check could not see the feature. --self-test=F[,F...] drops the features named instead, one
 comparison each (any of HfModel's drops: chunked_attention, attn_temperature, router_input, qk_norm,
@@ -170,6 +172,49 @@ def dequantize_int4(config, tensors, zeros=True):
     return out
 
 
+def dequantize_nf4(config, tensors, scaled=True):
+    """bitsandbytes' NF4 matrices (quant_method bitsandbytes, load_in_4bit) as NAME.weight [out, in]: NAME.weight
+    U8 holds two 4-bit indices a byte, the first element in the high nibble, of the matrix flattened row-major;
+    element i is quant_map[index] x absmax[i // blocksize] in float32, rounded to FP16 (bitsandbytes'
+    dequantize_4bit). With double quantization (bnb_4bit_use_double_quant) absmax is U8 codes into
+    nested_quant_map, times nested_absmax[block // nested_blocksize], plus nested_offset (dequantize_blockwise);
+    blocksize, shape and the nested fields come from NAME.weight.quant_state.bitsandbytes__nf4 (JSON bytes).
+    Without `scaled` the absmax (double quantization: the nested absmax) is taken as 1."""
+    q = config.get("quantization_config") or {}
+    if q.get("quant_method") != "bitsandbytes":
+        return dict(tensors)
+    suffix = ".quant_state.bitsandbytes__nf4"
+    parts = (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", suffix)
+    out = {name: a for name, a in tensors.items() if not name.endswith(parts)}
+    for name, state_bytes in tensors.items():
+        if not name.endswith(suffix):
+            continue
+        base = name[: -len(suffix)]
+        state = json.loads(bytes(state_bytes.astype(np.uint8)).decode("utf-8"))
+        rows, cols = state["shape"]
+        packed = tensors[base].astype(np.uint8).reshape(-1)
+        index = np.empty(2 * packed.size, dtype=np.int64)
+        index[0::2], index[1::2] = packed >> 4, packed & 15
+        code = tensors[base + ".quant_map"].astype(np.float32)
+        if "nested_offset" in state:
+            nested = tensors[base + ".nested_absmax"].astype(np.float32)
+            if not scaled:
+                nested = np.ones_like(nested)
+            nested_map = tensors[base + ".nested_quant_map"].astype(np.float32)
+            codes = tensors[base + ".absmax"].astype(np.int64)
+            per = np.repeat(nested, state["nested_blocksize"])[: codes.size]
+            absmax = nested_map[codes] * per + np.float32(state["nested_offset"])
+        else:
+            absmax = tensors[base + ".absmax"].astype(np.float32)
+            if not scaled:
+                absmax = np.ones_like(absmax)
+        n = rows * cols
+        scale = np.repeat(absmax, state["blocksize"])[:n]
+        values = (code[index[:n]] * scale).astype(np.float32)
+        out[base] = values.astype(np.float16).astype(np.float64).reshape(rows, cols)
+    return out
+
+
 FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
 
 
@@ -213,7 +258,7 @@ def read_safetensors(path):
             a = e4m3(np.frombuffer(raw, dtype=np.uint8))
         elif e["dtype"] == "I8":  # W8A8-INT8 weights, scaled by dequantize_fp8
             a = np.frombuffer(raw, dtype=np.int8).astype(np.float64)
-        elif e["dtype"] == "U8":  # MXFP4 blocks and scales, decoded by dequantize_mxfp4
+        elif e["dtype"] == "U8":  # MXFP4 blocks and scales (dequantize_mxfp4), NF4 parts (dequantize_nf4)
             a = np.frombuffer(raw, dtype=np.uint8)
         elif e["dtype"] == "I32":  # 4-bit words and GPTQ's g_idx, decoded by dequantize_int4
             a = np.frombuffer(raw, dtype="<i4")
@@ -282,8 +327,10 @@ class HfModel:
         q = c.get("quantization_config") or {}
         self.fp8 = q.get("quant_method") == "fp8" or q.get("format") in ("float-quantized", "int-quantized")
         self.int4 = q.get("quant_method") in ("awq", "gptq") or q.get("format") == "pack-quantized"
+        self.nf4 = q.get("quant_method") == "bitsandbytes"
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
         tensors = dequantize_int4(c, tensors, zeros=drop != "int4_zeros")
+        tensors = dequantize_nf4(c, tensors, scaled=drop != "nf4_scales")
         self.t = dict(tensors)
         if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
             c = dict(c.get("text_config") or {}, model_type="llama4_text")
@@ -970,6 +1017,8 @@ def dropped_feature(model):
         return "fp8_scales"
     if model.int4:  # the zero points of its 4-bit matrices
         return "int4_zeros"
+    if model.nf4:  # the block scales of its NF4 matrices (double quantization: their nested scales)
+        return "nf4_scales"
     if model.llama4:  # its own features first: the router's input scaling, then what the test's sequences reach
         longest = max(map(len, PROMPTS)) + NEW_TOKENS - 1  # the tokens of compare's longest forward
         if any(model.is_moe_layer(layer) for layer in range(model.layers)):

@@ -20,7 +20,11 @@ namespace duplex::compiler {
 // output channel (row), w = q x scale, as llm-compressor's W8A8-INT8 releases store them (quant_method
 // "compressed-tensors", format int-quantized, weights strategy channel, activations INT8 per token, dynamic).
 // kInt8Gptq: GPTQ's 8-bit releases (quant_method "gptq", bits 8: Qwen's GPTQ-Int8), as int4_gptq with 8-bit
-// integers and zero points (w = (q - zero) x scale). These eight are matrix formats only (matrix_format).
+// integers and zero points (w = (q - zero) x scale). kNf4 / kNf4Dq: bitsandbytes' 4-bit NormalFloat (QLoRA's
+// NF4: 16 fixed values in [-1, 1]) in blocks of 64 elements of the flattened matrix with one FP32 absmax each
+// (kNf4Dq: that absmax in 8 bits, with an FP32 scale per 256 of them: bnb_4bit_use_double_quant), as
+// transformers' load_in_4bit releases store them (HF quant_method "bitsandbytes"; the runtime's nf4.hpp).
+// These ten are matrix formats only (matrix_format).
 enum class DType {
   kFp16,
   kBf16,
@@ -35,7 +39,9 @@ enum class DType {
   kInt4Pack,
   kInt8Channel,
   kInt8Gptq,
-  kInt8Pack
+  kInt8Pack,
+  kNf4,
+  kNf4Dq
 };
 // Inputs of a row per scale (and zero point) of int4_awq / int4_gptq / int4_pack: group_size 128, the common
 // one and the default; 32 and 64 are modelled too (ModelSpec::quant_group), and GPTQ's -1 (kPerRowGroup).
@@ -53,7 +59,9 @@ inline std::int64_t group_inputs(int quant_group, std::int64_t cols) {
 // 16-bit scale and a 4-bit zero per 128) and int4_pack 0.515625 (a 16-bit scale per 128), their scales
 // included; fp8_channel and int8_channel: 1, its one scale per row of
 // `in` elements, 2 / in bytes per element in BF16, left out: < 0.1% for any row of 2048 or more; so is
-// GPTQ's g_idx, 4 bytes per input column, 4 / out per element).
+// GPTQ's g_idx, 4 bytes per input column, 4 / out per element; nf4: 0.5625 (an FP32 absmax per 64), nf4_dq:
+// 0.515686 (an 8-bit absmax per 64, an FP32 scale per 256 of them), their 16- and 256-entry maps and
+// quant_state left out).
 // The grouped integer formats' scales (and zero points) are counted at `quant_group` inputs per group; per
 // row (kPerRowGroup) they are left out as fp8_channel's are (2.5 / in bytes per element for int4_gptq:
 // < 0.25% of its 0.5 for rows of 2048 inputs or more).
@@ -70,12 +78,15 @@ bool grouped_int4(DType t);
 bool grouped_int(DType t);
 // The bits per element of a grouped integer format (4, or 8 for int8_gptq and int8_pack).
 int grouped_int_bits(DType t);
+// Whether t is bitsandbytes' NF4 (nf4, nf4_dq).
+bool bnb_nf4(DType t);
 // Whether t is a format of weight matrices only (mxfp4, fp8_block128, fp8_channel, int4_awq, int4_gptq,
-// int4_pack, int8_channel, int8_gptq, int8_pack): not for norms, embeddings or a KV cache.
+// int4_pack, int8_channel, int8_gptq, int8_pack, nf4, nf4_dq): not for norms, embeddings or a KV cache.
 bool matrix_format(DType t);
 std::string_view dtype_name(DType t);
 // Parses "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "fp8_block128", "fp8_channel", "int4_awq",
-// "int4_gptq", "int4_pack", "int8_channel", "int8_gptq", "int8_pack" (also HF's "float16", "bfloat16");
+// "int4_gptq", "int4_pack", "int8_channel", "int8_gptq", "int8_pack", "nf4", "nf4_dq" (also HF's "float16",
+// "bfloat16");
 // throws duplex::Error.
 DType parse_dtype(std::string_view s);
 

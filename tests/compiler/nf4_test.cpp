@@ -1,0 +1,133 @@
+// bitsandbytes' 4-bit releases (transformers' BitsAndBytesConfig, HF quant_method "bitsandbytes") in the
+// compiler: read from config.json as linear_dtype nf4 (an FP32 absmax per 64 weights) or nf4_dq (double
+// quantization: an 8-bit absmax per 64, an FP32 scale per 256 of those), what lowering charges for them, and
+// the configurations refused, naming the field.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+
+#include "config_errors.hpp"
+#include "duplex/compiler/hf_import.hpp"
+#include "duplex/compiler/lower.hpp"
+#include "duplex/compiler/model_spec.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+using testing::hf_config_error;
+using testing::model_yaml_error;
+
+// unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit's quantization_config (BitsAndBytesConfig.to_dict()); `more`
+// adds or replaces fields.
+std::string bnb(const std::string& more = "") {
+  return R"({"_load_in_4bit": true, "_load_in_8bit": false, "bnb_4bit_compute_dtype": "bfloat16",
+    "bnb_4bit_quant_storage": "uint8", "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": true,
+    "llm_int8_enable_fp32_cpu_offload": false, "llm_int8_has_fp16_weight": false,
+    "llm_int8_skip_modules": null, "llm_int8_threshold": 6.0, "load_in_4bit": true, "load_in_8bit": false,
+    "quant_method": "bitsandbytes")" +
+         more + "}";
+}
+
+// meta-llama/Llama-3.1-8B-Instruct's config.json, trimmed to the fields the importer reads (unsloth's
+// bnb-4bit release keeps torch_dtype bfloat16).
+std::string llama31_8b(const std::string& quantization) {
+  return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "bfloat16",
+    "quantization_config": )" +
+         quantization + "}";
+}
+
+TEST(Nf4, FormatsAndTheirBytes) {
+  EXPECT_EQ(parse_dtype("nf4"), DType::kNf4);
+  EXPECT_EQ(parse_dtype("nf4_dq"), DType::kNf4Dq);
+  EXPECT_EQ(dtype_name(DType::kNf4), "nf4");
+  EXPECT_EQ(dtype_name(DType::kNf4Dq), "nf4_dq");
+  // 4 bits, one FP32 absmax per 64; double quantization: one 8-bit absmax per 64, one FP32 per 64 x 256.
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kNf4), (64 * 4 + 32) / 8.0 / 64);
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kNf4Dq), (64 * 256 * 4 + 256 * 8 + 32) / 8.0 / (64 * 256));
+  for (const DType t : {DType::kNf4, DType::kNf4Dq}) {
+    EXPECT_TRUE(matrix_format(t));
+    EXPECT_TRUE(bnb_nf4(t));
+    EXPECT_FALSE(grouped_int(t));
+  }
+  EXPECT_FALSE(bnb_nf4(DType::kInt4Pack));
+}
+
+TEST(Nf4, ReleasesAreReadWithTheirLinearLayersInNf4) {
+  const ModelSpec bf16 = import_hf_config(llama31_8b("null"), "l.json");
+  for (const auto& [config, dtype] :
+       {std::pair{bnb(), DType::kNf4Dq},
+        std::pair{bnb(R"(, "bnb_4bit_use_double_quant": false)"), DType::kNf4}}) {
+    const ModelSpec m = import_hf_config(llama31_8b(config), "l.json");
+    EXPECT_EQ(m.dtype, DType::kBf16);
+    EXPECT_EQ(m.kv_dtype, DType::kBf16);
+    EXPECT_EQ(m.linear_dtype, dtype);
+    EXPECT_EQ(m.expert_dtype, dtype);
+    EXPECT_EQ(m.params(), bf16.params());
+    const double quantized = static_cast<double>(m.linear_matrix_params());
+    EXPECT_DOUBLE_EQ(m.weight_bytes(),
+                     quantized * dtype_bytes(dtype) + 2.0 * (static_cast<double>(m.params()) - quantized));
+    const ParallelLayout layout = ParallelLayout::make(m, load_system("gpu"), 1);
+    int charged = 0;
+    for (const Op& o : lower(m, BatchState::decode_batch(16, 1024), layout, Routing{}).ops) {
+      if (o.kind == OpKind::kQkvProj || o.kind == OpKind::kOProj || o.kind == OpKind::kDenseFfn) {
+        EXPECT_EQ(o.dtype, dtype) << o.name;
+        EXPECT_NEAR(o.bytes_weights / (static_cast<double>(o.n) * static_cast<double>(o.k) * o.matrices),
+                    dtype_bytes(dtype), 1e-12)
+            << o.name;
+        ++charged;
+      }
+      if (o.kind == OpKind::kLmHead) {
+        EXPECT_EQ(o.dtype, DType::kBf16);
+      }
+    }
+    EXPECT_EQ(charged, 32 * 3);
+  }
+  // The LM head skipped (transformers skips it anyway) is the model's own.
+  EXPECT_EQ(
+      import_hf_config(llama31_8b(bnb(R"(, "llm_int8_skip_modules": ["lm_head"])")), "l.json").linear_dtype,
+      DType::kNf4Dq);
+}
+
+TEST(Nf4, OtherBitsandbytesSchemesAreRefusedNamingTheField) {
+  const std::string q = "config.json: quantization_config.";
+  const std::pair<std::string, std::string> cases[] = {
+      {bnb(R"(, "load_in_8bit": true, "load_in_4bit": false)"),
+       q + "load_in_8bit: true: LLM.int8()'s 8-bit weights with 16-bit outliers are not modelled"},
+      {bnb(R"(, "load_in_4bit": false)"), q + "load_in_4bit: false or absent"},
+      {bnb(R"(, "bnb_4bit_quant_type": "fp4")"), q + "bnb_4bit_quant_type: \"fp4\" is not modelled"},
+      {R"({"quant_method": "bitsandbytes", "load_in_4bit": true})",
+       q + "bnb_4bit_quant_type: \"fp4\" is not modelled"},  // BitsAndBytesConfig's default
+      {bnb(R"(, "bnb_4bit_quant_storage": "bfloat16")"),
+       q + "bnb_4bit_quant_storage: \"bfloat16\" is not modelled"},
+      {bnb(R"(, "llm_int8_skip_modules": ["lm_head", "down_proj"])"),
+       q + "llm_int8_skip_modules[1]: \"down_proj\": a projection left unquantized is not modelled"},
+  };
+  for (const auto& [quantization, expected] : cases) {
+    const std::string error = hf_config_error(llama31_8b(quantization));
+    EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
+  }
+  const std::string moe = hf_config_error(
+      R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+    "vocab_size": 32000, "quantization_config": )" +
+      bnb() + "}");
+  EXPECT_NE(
+      moe.find("quantization_config.quant_method: bitsandbytes on an MoE model quantizes its routers' gates "
+               "too: a router in 4 bits is not modelled"),
+      std::string::npos)
+      << moe;
+}
+
+TEST(Nf4, YamlKeys) {
+  const std::string dense = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nffn: 128\nvocab: 10\n";
+  EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: nf4_dq\n", "x.yaml")).linear_dtype,
+            DType::kNf4Dq);
+  EXPECT_NE(model_yaml_error(dense + "dtype: nf4\n").find("nf4 is a matrix format"), std::string::npos);
+  EXPECT_NE(model_yaml_error(dense + "kv_dtype: nf4_dq\n").find("nf4_dq is a weight format"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace duplex::compiler
