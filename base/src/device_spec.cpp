@@ -186,11 +186,17 @@ LinkSpec read_links(const ConfigNode& n) {
   if (n.has("disk_bandwidth") || l.disk_kv_offload.bytes > 0)
     l.disk_bandwidth = n.get_positive<Bandwidth>("disk_bandwidth");
   if (n.has("disk_latency") || l.disk_kv_offload.bytes > 0) l.disk_latency = n.get<Time>("disk_latency");
-  if (n.has("host_kv_scope")) {
-    const std::string scope = n.get_enum("host_kv_scope", {"device", "node", "cluster"});
-    l.host_kv_scope = scope == "node"      ? HostKvScope::node
-                      : scope == "cluster" ? HostKvScope::cluster
-                                           : HostKvScope::device;
+  auto scope_of = [&](const char* key) {
+    const std::string scope = n.get_enum(key, {"device", "node", "cluster"});
+    return scope == "node"      ? HostKvScope::node
+           : scope == "cluster" ? HostKvScope::cluster
+                                : HostKvScope::device;
+  };
+  if (n.has("host_kv_scope")) l.host_kv_scope = scope_of("host_kv_scope");
+  if (n.has("disk_kv_scope")) {
+    l.disk_kv_scope = scope_of("disk_kv_scope");
+    if (l.disk_kv_scope != HostKvScope::device && l.disk_kv_offload.bytes == 0)
+      n.fail("disk_kv_scope", "shares a disk tier, and there is none", "disk_kv_offload above 0 beside it");
   }
   n.finish();
   return l;

@@ -30,8 +30,14 @@ std::string host_tier_note(const runtime::SystemResult& r) {
                                                            r.host_remote_hit_tokens)
                                                      : "";
   if (r.disk_kv_blocks > 0)
-    where += fmt::format("; a disk tier of {} blocks per device: {} tokens from disk", r.disk_kv_blocks,
-                         r.disk_hit_tokens);
+    where += fmt::format("; a disk tier of {} blocks per device{}: {} tokens from disk{}", r.disk_kv_blocks,
+                         r.disk_kv_scope == "node"      ? ", one per node"
+                         : r.disk_kv_scope == "cluster" ? ", one store over the nodes"
+                                                        : "",
+                         r.disk_hit_tokens,
+                         r.disk_kv_scope == "cluster"
+                             ? fmt::format(" ({} from other nodes' drives)", r.disk_remote_hit_tokens)
+                             : "");
   return fmt::format(", {} of them loaded from host memory{} ({} blocks per device{})", r.host_hit_tokens,
                      r.disk_kv_blocks > 0 ? " or disk" : "", r.host_kv_blocks, where);
 }

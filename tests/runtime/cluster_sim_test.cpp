@@ -251,6 +251,42 @@ TEST(ClusterSim, ReplicasOnSeveralNodesShareTheClusterStore) {
   EXPECT_GT(slow.ttft_ms.p50, store.ttft_ms.p50);
 }
 
+// links.disk_kv_scope: a disk tier behind small host tiers (a replica's own host memory each), shared by the
+// replicas of one node, or one store over the nodes (DeepSeek's 3FS KVCache). Round-robin over 4 replicas of
+// 4 devices: a turn sent away from its history reads it from the shared disk (over InfiniBand from another
+// node's drives with the store) where a disk per replica recomputes it; on one node of 16 devices the store
+// is scope node's tier exactly, nothing remote.
+TEST(ClusterSim, ReplicasShareADiskTierOnANodeOrOverTheNodes) {
+  const auto model = compiler::load_model("llama3-70b");
+  const SimulationOptions o = replicated_conversations();
+  auto run = [&](HostKvScope scope, int per_node) {
+    SystemSpec s = load_system("gpu");
+    s.links.host_kv_offload = gib(1);
+    s.links.disk_kv_offload = gib(256);
+    s.links.disk_kv_scope = scope;
+    s.links.devices_per_node = per_node;
+    return simulate(model, s, o);
+  };
+  const SystemResult own = run(HostKvScope::device, 4), node = run(HostKvScope::node, 16),
+                     store = run(HostKvScope::cluster, 4);
+  EXPECT_GT(node.disk_hit_tokens, own.disk_hit_tokens);
+  EXPECT_GT(store.disk_hit_tokens, own.disk_hit_tokens);
+  EXPECT_GT(store.prefix_hit_tokens, own.prefix_hit_tokens);
+  EXPECT_LT(store.ttft_ms.p50, own.ttft_ms.p50);
+  EXPECT_EQ(own.disk_remote_hit_tokens, 0);
+  EXPECT_GT(store.disk_remote_hit_tokens, store.disk_hit_tokens / 2);  // 3 of 4 replicas are elsewhere
+  const nlohmann::json j = store.to_json();
+  EXPECT_EQ(j["prefix_cache"]["disk_kv_scope"], "cluster");
+  EXPECT_EQ(j["prefix_cache"]["disk_remote_hit_tokens"].get<std::int64_t>(), store.disk_remote_hit_tokens);
+  nlohmann::json one_node = run(HostKvScope::cluster, 16).to_json(), as_node = node.to_json();
+  EXPECT_EQ(one_node["prefix_cache"]["disk_remote_hit_tokens"].get<std::int64_t>(), 0);
+  for (nlohmann::json* r : {&one_node, &as_node}) {
+    (*r)["prefix_cache"].erase("disk_kv_scope");
+    (*r)["prefix_cache"].erase("disk_remote_hit_tokens");
+  }
+  EXPECT_EQ(one_node.dump(), as_node.dump());
+}
+
 // A cache-aware router that sees each replica's host tier (cache-aware) sends a turn whose history the device
 // cache dropped to the replica whose host memory holds it; seeing the device caches alone
 // (cache-aware-device), it finds the history nowhere and sends the turn to the least-loaded replica, which

@@ -242,5 +242,31 @@ TEST(HostKvTier, ACopyStaysOnTheNodeThatStoredIt) {
   EXPECT_EQ(on_node_0.host_remote_tokens(keys, 1, 6), 2);  // block 2's 2 tokens on node 1
 }
 
+// A disk tier shared by managers (links.disk_kv_scope node or cluster) behind host tiers of their own: what
+// one writes, another (its host tier empty) reads from disk, counted remote when it lies on another node's
+// drives; a copy already on the shared disk is not written again.
+TEST(HostKvTier, ASharedDiskServesWhatAnotherManagerWrote) {
+  auto disk = std::make_shared<HostKvTier>(32);
+  KvBlockManager writer(10, 4, {}, 4, nullptr, 0, 0, disk), reader(10, 4, {}, 4, nullptr, 1, 0, disk),
+      neighbour(10, 4, {}, 4, nullptr, 0, 0, disk);
+  const std::vector<std::uint64_t> keys{1, 2, 3, 4};
+  writer.grow_to(0, 0, 16);
+  EXPECT_EQ(writer.share_computed(0, keys, 16).disk, 4);
+  EXPECT_EQ(&writer.disk_tier(), &reader.disk_tier());
+  for (KvBlockManager* other : {&reader, &neighbour}) {
+    const PrefixCache::Hit hit = other->prefix_hit(keys);
+    EXPECT_EQ(hit.blocks, 0);
+    EXPECT_EQ(hit.host_blocks, 0);
+    EXPECT_EQ(hit.disk_blocks, 4);
+  }
+  EXPECT_EQ(reader.disk_remote_tokens(keys, 0, 14), 14);  // node 1 reads node 0's copies
+  EXPECT_EQ(neighbour.disk_remote_tokens(keys, 0, 14), 0);
+  neighbour.grow_to(5, 0, 16);
+  const KvBlockManager::Copies copies = neighbour.share_computed(5, keys, 16);
+  EXPECT_EQ(copies.host, 4);                                                 // its own host tier
+  EXPECT_EQ(copies.disk, 0);                                                 // already on the shared disk
+  EXPECT_THROW((KvBlockManager(10, 4, {}, 0, nullptr, 0, 0, disk)), Error);  // a disk tier needs a host tier
+}
+
 }  // namespace
 }  // namespace duplex::runtime

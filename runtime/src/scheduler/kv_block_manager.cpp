@@ -10,7 +10,8 @@ namespace duplex::runtime {
 
 KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window,
                                std::int64_t host_blocks, std::shared_ptr<HostKvTier> shared_host,
-                               int host_node, std::int64_t disk_blocks)
+                               int host_node, std::int64_t disk_blocks,
+                               std::shared_ptr<HostKvTier> shared_disk)
     : capacity_blocks_(capacity_blocks),
       block_tokens_(block_tokens),
       window_(window),
@@ -19,7 +20,7 @@ KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_
       window_units_(0),
       host_(shared_host ? std::move(shared_host) : std::make_shared<HostKvTier>(host_blocks)),
       host_node_(host_node),
-      disk_(std::make_unique<HostKvTier>(disk_blocks)) {
+      disk_(shared_disk ? std::move(shared_disk) : std::make_shared<HostKvTier>(disk_blocks)) {
   if (capacity_blocks < 1)
     throw Error(fmt::format("KV cache capacity is {} blocks; expected at least 1 block", capacity_blocks));
   if (block_tokens < 1)
@@ -35,11 +36,11 @@ KvBlockManager::KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_
     full_units_ = window.full_layers > 0 ? window.full_layers : 0;
     window_units_ = window.full_layers > 0 ? window.windowed_layers : 1;
   }
-  if (disk_blocks > 0 && host_->capacity_blocks() == 0)
+  if (disk_->capacity_blocks() > 0 && host_->capacity_blocks() == 0)
     throw Error(
         fmt::format("a disk K/V tier of {} blocks (links.disk_kv_offload) without a host tier; expected "
                     "links.host_kv_offload above 0 in front of it",
-                    disk_blocks));
+                    disk_->capacity_blocks()));
 }
 
 std::int64_t KvBlockManager::window_first_token(std::int64_t context) const {
@@ -234,18 +235,28 @@ KvBlockManager::Copies KvBlockManager::share_computed(RequestId id, std::span<co
     for (; holder.next_hosted < full; ++holder.next_hosted) {
       const std::uint64_t key = keys[static_cast<std::size_t>(holder.next_hosted)];
       if (host_->store(key, host_node_)) ++copies.host;
-      if (disk_->store(key)) ++copies.disk;
+      if (disk_->store(key, host_node_)) ++copies.disk;
     }
   return copies;
 }
 
-std::int64_t KvBlockManager::host_remote_tokens(std::span<const std::uint64_t> keys, std::int64_t first_block,
-                                                std::int64_t tokens) const {
+std::int64_t KvBlockManager::remote_tokens(const HostKvTier& tier, std::span<const std::uint64_t> keys,
+                                           std::int64_t first_block, std::int64_t tokens) const {
   std::int64_t remote = 0;
   for (std::int64_t j = first_block; tokens > 0; ++j, tokens -= block_tokens_)
-    if (host_->node_of(keys[static_cast<std::size_t>(j)]) != host_node_)
+    if (tier.node_of(keys[static_cast<std::size_t>(j)]) != host_node_)
       remote += std::min(tokens, block_tokens_);
   return remote;
+}
+
+std::int64_t KvBlockManager::host_remote_tokens(std::span<const std::uint64_t> keys, std::int64_t first_block,
+                                                std::int64_t tokens) const {
+  return remote_tokens(*host_, keys, first_block, tokens);
+}
+
+std::int64_t KvBlockManager::disk_remote_tokens(std::span<const std::uint64_t> keys, std::int64_t first_block,
+                                                std::int64_t tokens) const {
+  return remote_tokens(*disk_, keys, first_block, tokens);
 }
 
 std::int64_t kv_blocks_for_memory(double kv_bytes_available, double kv_bytes_per_token,

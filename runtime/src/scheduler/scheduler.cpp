@@ -15,16 +15,17 @@ SchedulerConfig validated(SchedulerConfig c) {
   return c;
 }
 
-// One K/V memory per data-parallel rank, each an equal share of the capacity, each with its own host tier
-// (its devices' host memory) unless one is shared.
+// One K/V memory per data-parallel rank, each an equal share of the capacity, each with its own host and disk
+// tiers (its devices' host memory and drives) unless they are shared.
 std::vector<KvBlockManager> rank_memories(const SchedulerConfig& c,
-                                          const std::shared_ptr<HostKvTier>& shared_host) {
+                                          const std::shared_ptr<HostKvTier>& shared_host,
+                                          const std::shared_ptr<HostKvTier>& shared_disk) {
   std::vector<KvBlockManager> kv;
   for (int r = 0; r < c.data_parallel_ranks; ++r)
     kv.emplace_back(c.kv_capacity_blocks / c.data_parallel_ranks, c.kv_block_tokens, c.kv_window,
                     c.host_kv_blocks, shared_host,
                     c.host_kv_nodes.empty() ? 0 : c.host_kv_nodes.at(static_cast<std::size_t>(r)),
-                    c.disk_kv_blocks);
+                    c.disk_kv_blocks, shared_disk);
   return kv;
 }
 
@@ -57,9 +58,10 @@ std::int64_t Scheduler::accepted_drafts(const Live& live, std::int64_t depth) co
   return accepted;
 }
 
-Scheduler::Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_host)
+Scheduler::Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_host,
+                     std::shared_ptr<HostKvTier> shared_disk)
     : config_(validated(config)),
-      kv_(rank_memories(config_, shared_host)),
+      kv_(rank_memories(config_, shared_host, shared_disk)),
       kv_peak_blocks_(kv_.size()),
       rank_load_(kv_.size()),
       batch_peak_(kv_.size()),
@@ -420,6 +422,7 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
   std::int64_t loaded = 0;       // of the cached tokens, those in host memory or on disk
   std::int64_t disk_loaded = 0;  // of those, the ones on disk
   std::int64_t remote = 0;       // of those, the ones in another node's host memory
+  std::int64_t disk_remote = 0;  // and on another node's drives
   if (looks_up) {
     const std::int64_t b = config_.kv_block_tokens;
     hit = memory.prefix_hit(head.prefix_keys, head.num_tokens - 1);
@@ -429,10 +432,11 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
     disk_loaded = std::max<std::int64_t>(0, loaded - hit.host_blocks * b);
     hit.host_blocks = (loaded - disk_loaded + b - 1) / b;
     hit.disk_blocks = (disk_loaded + b - 1) / b;
-    // Where the host tier's copies lie, before taking the disk's pushes any out (the disk tier is the
-    // device's own).
+    // Where the host tier's copies lie, before taking the disk's pushes any out.
     if (loaded > disk_loaded)
       remote = memory.host_remote_tokens(head.prefix_keys, hit.blocks, loaded - disk_loaded);
+    if (disk_loaded > 0)
+      disk_remote = memory.disk_remote_tokens(head.prefix_keys, hit.blocks + hit.host_blocks, disk_loaded);
   }
   const std::int64_t tokens = tokens_to_schedule(head, share.budget, !share.scheduled);
   const std::int64_t need = tokens > 0 ? kv_tokens_needed(head, tokens) : 0;
@@ -449,11 +453,13 @@ std::int64_t Scheduler::admit(StepPlan& plan, const RankStep& share, std::size_t
     record.host_hit_tokens += loaded;
     record.disk_hit_tokens += disk_loaded;
     record.host_remote_hit_tokens += remote;
+    record.disk_remote_hit_tokens += disk_remote;
   }
   add_to_plan(plan, head, tokens);
   plan.requests.back().host_loaded = loaded;
   plan.requests.back().host_remote_loaded = remote;
   plan.requests.back().disk_loaded = disk_loaded;
+  plan.requests.back().disk_remote_loaded = disk_remote;
   Live admitted = std::move(head);
   waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(index));
   insert_sorted(running_, std::move(admitted));
@@ -525,6 +531,7 @@ void Scheduler::finalize(StepPlan& plan) const {
     plan.host_loaded_tokens += r.host_loaded;
     plan.host_remote_loaded_tokens += r.host_remote_loaded;
     plan.disk_loaded_tokens += r.disk_loaded;
+    plan.disk_remote_loaded_tokens += r.disk_remote_loaded;
     plan.max_context_len = std::max(plan.max_context_len, r.context_len + r.tokens);
   }
   plan.kv_blocks_used = kv_used_blocks();

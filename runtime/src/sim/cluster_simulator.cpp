@@ -40,13 +40,19 @@ SystemResult simulate_cluster(const compiler::ModelSpec& model, const SystemSpec
   if (!shared.pim_memos) shared.pim_memos = std::make_shared<PimTimingMemos>();
   std::vector<SimulationOptions> options(static_cast<std::size_t>(replicas), shared);
   for (std::size_t i = 1; i < options.size(); ++i) options[i].timeline_steps = 0;
-  SharedHostTiers host_tiers(system.links);  // replica i holds devices [i x devices, (i + 1) x devices)
-  for (int i = 0; i < replicas; ++i) host_tiers.declare(i * devices, devices);
+  // Replica i holds devices [i x devices, (i + 1) x devices).
+  SharedHostTiers host_tiers(system.links.host_kv_scope, system.links),
+      disk_tiers(system.links.disk_kv_scope, system.links);
+  for (int i = 0; i < replicas; ++i) {
+    host_tiers.declare(i * devices, devices);
+    disk_tiers.declare(i * devices, devices);
+  }
   std::vector<std::unique_ptr<Pool>> pools;
   for (int i = 0; i < replicas; ++i)
     pools.push_back(std::make_unique<Pool>(model, system, options[static_cast<std::size_t>(i)], devices,
                                            experts.get(), r, totals, fmt::format("replica{}", i),
-                                           host_tiers.of_pool(i * devices, devices), i * devices));
+                                           host_tiers.of_pool(i * devices, devices), i * devices,
+                                           disk_tiers.of_pool(i * devices, devices)));
   const Pool& first = *pools.front();
   r.layout = fmt::format("{} replicas x ({}), {} router", replicas, first.layout().describe(), r.router);
   describe_memory_and_timing(r, first, system);  // one replica's

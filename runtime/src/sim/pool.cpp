@@ -8,7 +8,7 @@ namespace duplex::runtime::detail {
 
 Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& o,
            int devices, ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name,
-           SharedHostTier* shared_host, int first_device)
+           SharedHostTier* shared_host, int first_device, SharedHostTier* shared_disk)
     : options_(o),
       layout_(compiler::ParallelLayout::make(model, system, devices)),
       result_(result),
@@ -70,7 +70,8 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
           (memory_.kv_bytes_per_token * static_cast<double>(sched.kv_block_tokens)));
     }
     // A store spanning nodes: each rank's copies go to its first device's node.
-    if (links.host_kv_scope == HostKvScope::cluster)
+    if (links.host_kv_scope == HostKvScope::cluster ||
+        (sched.disk_kv_blocks > 0 && links.disk_kv_scope == HostKvScope::cluster))
       for (int r = 0; r < layout_.dp; ++r)
         sched.host_kv_nodes.push_back((first_device + r * (devices / layout_.dp)) / links.devices_per_node);
   }
@@ -79,11 +80,14 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
     throw Error(fmt::format("system {} on {} devices: the KV cache holds less than one block of {} tokens{}",
                             system.name, devices, sched.kv_block_tokens,
                             layout_.dp > 1 ? " per data-parallel rank" : ""));
-  // A node's shared tier: every pool's data-parallel ranks there (attention DP: its devices) bring theirs.
-  if (shared_host && sched.host_kv_blocks > 0 && !shared_host->tier)
-    shared_host->tier = std::make_shared<HostKvTier>(sched.host_kv_blocks * shared_host->pools * layout_.dp);
-  scheduler_ = std::make_unique<Scheduler>(
-      sched, shared_host && sched.host_kv_blocks > 0 ? shared_host->tier : nullptr);
+  // A shared tier: every pool's data-parallel ranks there (attention DP: its devices) bring theirs.
+  auto shared = [&](SharedHostTier* s, std::int64_t blocks) -> std::shared_ptr<HostKvTier> {
+    if (!s || blocks == 0) return nullptr;
+    if (!s->tier) s->tier = std::make_shared<HostKvTier>(blocks * s->pools * layout_.dp);
+    return s->tier;
+  };
+  scheduler_ = std::make_unique<Scheduler>(sched, shared(shared_host, sched.host_kv_blocks),
+                                           shared(shared_disk, sched.disk_kv_blocks));
   if (system.data_parallel_balance == DataParallelBalance::cache_aware && layout_.dp > 1) {
     // The cluster router's cache-aware policy and thresholds (SimulationOptions::cluster) over the ranks.
     rank_router_ = std::make_unique<RequestRouter>(
@@ -201,14 +205,16 @@ void Pool::add_host_transfers(const StepPlan& plan, StepCost& c) const {
   // Layerwise, L layers: layer i's K/V (H / L) loads while layer i - 1 computes (S / L of the step's time S,
   // layers taken as equal), so the step takes latency + H / L + (L - 1) x max(H, S) / L + S / L, i.e. S plus
   // latency + H / L + (L - 1) / L x max(0, H - S).
-  // A store spanning nodes: another node's copies (R of the bytes) come over InfiniBand into the same PCIe
-  // link, so the load takes max(H, R / InfiniBand bandwidth) after the InfiniBand latency on top of the
-  // host's, and R is charged at the network's price too. A disk tier's blocks (D of the bytes) are read into
-  // host memory and on over PCIe as they come: the load takes max(H, R / InfiniBand, D / disk bandwidth)
-  // after the disk's latency (or the network's, the longer), D charged at the disk's price too; the blocks
-  // written to disk beside the step are charged there.
+  // A store spanning nodes: another node's copies (R of the bytes: in its host memory, or with a disk store
+  // over the nodes on its drives) come over InfiniBand into the same PCIe link, so the load takes max(H, R /
+  // InfiniBand bandwidth) after the InfiniBand latency on top of the host's, and R is charged at the
+  // network's price too. A disk tier's blocks (D of the bytes) are read into host memory and on over PCIe as
+  // they come: the load takes max(H, R / InfiniBand, D / disk bandwidth) after the disk's latency (or the
+  // network's, the longer), D charged at the disk's price too; the blocks written to disk beside the step are
+  // charged there.
   const double loaded = static_cast<double>(plan.host_loaded_tokens) * h.kv_bytes_per_token;
-  const double remote = static_cast<double>(plan.host_remote_loaded_tokens) * h.kv_bytes_per_token;
+  const double remote = static_cast<double>(plan.host_remote_loaded_tokens + plan.disk_remote_loaded_tokens) *
+                        h.kv_bytes_per_token;
   const double disk = static_cast<double>(plan.disk_loaded_tokens) * h.kv_bytes_per_token;
   const double stored = static_cast<double>(plan.host_stored_blocks * h.block_tokens) * h.kv_bytes_per_token;
   const double written = static_cast<double>(plan.disk_stored_blocks * h.block_tokens) * h.kv_bytes_per_token;
@@ -269,6 +275,7 @@ void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemS
   r.host_kv_blocks = pool.host_kv_blocks();
   r.disk_kv_blocks = pool.disk_kv_blocks();
   r.host_kv_scope = to_string(system.links.host_kv_scope);
+  r.disk_kv_scope = to_string(system.links.disk_kv_scope);
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
   r.data_parallel_balance = to_string(system.data_parallel_balance);
 }
@@ -286,6 +293,7 @@ RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {
           rec.host_hit_tokens,
           rec.host_remote_hit_tokens,
           rec.disk_hit_tokens,
+          rec.disk_remote_hit_tokens,
           std::move(pool)};
 }
 
@@ -326,6 +334,7 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
     r.host_hit_tokens += t.host_hit_tokens;
     r.host_remote_hit_tokens += t.host_remote_hit_tokens;
     r.disk_hit_tokens += t.disk_hit_tokens;
+    r.disk_remote_hit_tokens += t.disk_remote_hit_tokens;
     const double first = to_ms(t.token_times.front() - t.spec.arrival);
     const double total = to_ms(t.token_times.back() - t.spec.arrival);
     ttft.push_back(first);

@@ -26,8 +26,8 @@ struct RunTotals {
   std::int64_t batch_max = 0;
 };
 
-// Pools on one node sharing a host tier (links.host_kv_scope: node): the first pool built with it makes the
-// tier, of `pools` x its own capacity; the others use it.
+// Pools sharing a host (or disk) tier (links.host_kv_scope / disk_kv_scope: node, cluster): the first pool
+// built with it makes the tier, of `pools` x its own capacity; the others use it.
 struct SharedHostTier {
   int pools = 0;
   std::shared_ptr<HostKvTier> tier;
@@ -40,15 +40,15 @@ inline std::optional<int> node_of(int first_device, int devices, int per_node) {
   return a == (first_device + devices - 1) / per_node ? std::optional<int>(a) : std::nullopt;
 }
 
-// The host tiers of a run's pools (a cluster's replicas, a split system's prefill instances), given their
-// devices in the run's numbering (nodes of links.devices_per_node consecutive devices). With
-// links.host_kv_scope node the pools lying in one node share one, and a pool spanning nodes has its own; with
-// scope cluster every pool shares one, the run's store; with scope device every pool has its own (of_pool:
-// null). Declare every pool before building the first.
+// The host (or disk) tiers of a run's pools (a cluster's replicas, a split system's prefill instances), given
+// their devices in the run's numbering (nodes of links.devices_per_node consecutive devices). With `scope`
+// (links.host_kv_scope, or disk_kv_scope) node the pools lying in one node share one, and a pool spanning
+// nodes has its own; with scope cluster every pool shares one, the run's store; with scope device every pool
+// has its own (of_pool: null). Declare every pool before building the first.
 class SharedHostTiers {
  public:
-  explicit SharedHostTiers(const LinkSpec& links)
-      : scope_(links.host_kv_scope), per_node_(links.devices_per_node) {}
+  SharedHostTiers(HostKvScope scope, const LinkSpec& links)
+      : scope_(scope), per_node_(links.devices_per_node) {}
   void declare(int first_device, int devices) {
     if (const auto n = node(first_device, devices)) ++tiers_[*n].pools;
   }
@@ -70,12 +70,13 @@ class SharedHostTiers {
 
 class Pool {
  public:
-  // Throws duplex::Error when the model does not fit the pool's devices. `shared_host`: the host tier it
-  // shares (its node's, or the run's store; null: a tier of its own, when the system has one).
-  // `first_device`: its first device's number in the run (which node's host memory takes its copies).
+  // Throws duplex::Error when the model does not fit the pool's devices. `shared_host` / `shared_disk`: the
+  // host / disk tier it shares (its node's, or the run's store; null: a tier of its own, when the system has
+  // one). `first_device`: its first device's number in the run (which node's host memory and drives take its
+  // copies).
   Pool(const compiler::ModelSpec& model, const SystemSpec& system, const SimulationOptions& options,
        int devices, ExpertRouter* router, SystemResult& result, RunTotals& totals, std::string name = "",
-       SharedHostTier* shared_host = nullptr, int first_device = 0);
+       SharedHostTier* shared_host = nullptr, int first_device = 0, SharedHostTier* shared_disk = nullptr);
   Scheduler& scheduler() { return *scheduler_; }
   const Scheduler& scheduler() const { return *scheduler_; }
   const std::string& name() const { return name_; }
@@ -141,6 +142,7 @@ struct RequestTimeline {
   std::int64_t host_hit_tokens = 0;                                      // of those, from the host tier
   std::int64_t host_remote_hit_tokens = 0;  // of those, from another node's host memory
   std::int64_t disk_hit_tokens = 0;         // of those, from the disk tier
+  std::int64_t disk_remote_hit_tokens = 0;  // of those, from another node's drives
   std::string pool;  // a cluster's replica that served it ("" otherwise)
 };
 

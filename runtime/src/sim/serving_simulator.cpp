@@ -125,6 +125,8 @@ nlohmann::json SystemResult::to_json() const {
       if (disk_kv_blocks > 0) {
         j["prefix_cache"]["disk_kv_blocks"] = disk_kv_blocks;
         j["prefix_cache"]["disk_hit_tokens"] = disk_hit_tokens;
+        j["prefix_cache"]["disk_kv_scope"] = disk_kv_scope;
+        if (disk_kv_scope == "cluster") j["prefix_cache"]["disk_remote_hit_tokens"] = disk_remote_hit_tokens;
       }
     }
   }

@@ -104,12 +104,14 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
     return std::tuple{is_prefill, size,
                       rep * devices + (is_prefill ? i * size : prefill_devices + (i - px) * size)};
   };
-  // The prefill instances' host tier (the cache in use) may be shared by those in one node.
-  SharedHostTiers host_tiers(prefill_system.links);
+  // The prefill instances' host and disk tiers (the cache in use) may be shared by those in one node, or all.
+  SharedHostTiers host_tiers(prefill_system.links.host_kv_scope, prefill_system.links),
+      disk_tiers(prefill_system.links.disk_kv_scope, prefill_system.links);
   for (int rep = 0; rep < replicas; ++rep)
     for (int i = 0; i < px; ++i) {
       const auto [is_prefill, size, first] = place(rep, i);
       host_tiers.declare(first, size);
+      disk_tiers.declare(first, size);
     }
   std::vector<Instance> prefill, decode;
   for (int rep = 0; rep < replicas; ++rep)
@@ -123,7 +125,8 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
       in.node = node_of(first, size, system.links.devices_per_node);
       in.pool = std::make_unique<Pool>(model, is_prefill ? prefill_system : system,
                                        role.empty() ? shared : quiet, size, router.get(), r, totals, name,
-                                       is_prefill ? host_tiers.of_pool(first, size) : nullptr, first);
+                                       is_prefill ? host_tiers.of_pool(first, size) : nullptr, first,
+                                       is_prefill ? disk_tiers.of_pool(first, size) : nullptr);
       role.push_back(std::move(in));
     }
   const Pool& p0 = *prefill.front().pool;
@@ -144,6 +147,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
   r.host_kv_blocks = p0.host_kv_blocks();  // the prefill instances' cache (the decode pool has none in use)
   r.disk_kv_blocks = p0.disk_kv_blocks();
   r.host_kv_scope = to_string(prefill_system.links.host_kv_scope);
+  r.disk_kv_scope = to_string(prefill_system.links.disk_kv_scope);
 
   // Speculative decoding: both pools hold the draft model (the prefill pool prefills it with the prompts,
   // the decode pool drafts with it), whose K/V of the prompts moves with the target's. The links a migration
@@ -291,6 +295,7 @@ SystemResult simulate_split(const compiler::ModelSpec& model, const SystemSpec& 
         t.host_hit_tokens += rec.host_hit_tokens;
         t.host_remote_hit_tokens += rec.host_remote_hit_tokens;
         t.disk_hit_tokens += rec.disk_hit_tokens;
+        t.disk_remote_hit_tokens += rec.disk_remote_hit_tokens;
         if (t.spec.output_tokens == 1) {
           if (!one_pair) t.pool = pool.name();
           source->on_finished(id, in.now);

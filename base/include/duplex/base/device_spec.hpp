@@ -144,6 +144,12 @@ struct LinkSpec {
   ByteSize disk_kv_offload;
   Bandwidth disk_bandwidth;
   Time disk_latency;
+  // Who shares a disk tier (key disk_kv_scope, needs disk_kv_offload above 0): each replica its own (device,
+  // the default), the replicas (prefill instances) on one node one tier of their capacities together (node:
+  // a node's shared NVMe drives), or every replica of the run one store over all their nodes' drives, each
+  // copy on the node that wrote it and read from another node over InfiniBand (cluster: DeepSeek's 3FS
+  // KVCache, Mooncake's store on SSD).
+  HostKvScope disk_kv_scope = HostKvScope::device;
 };
 
 // Energy per action and static power per component; price() of an unknown action is an error, never 0.

@@ -58,10 +58,13 @@ class KvBlockManager {
   // `shared_host`: a host tier other managers use too (replicas on one machine or across machines;
   // links.host_kv_scope node or cluster), used instead of one of host_blocks; `host_node`: the node whose
   // host memory takes this manager's copies.
-  // `disk_blocks`: a disk tier of its own behind the host tier (0: none; duplex::Error without a host tier).
+  // `disk_blocks`: a disk tier of its own behind the host tier (0: none; duplex::Error without a host tier);
+  // `shared_disk`: one other managers use too (links.disk_kv_scope node or cluster), instead of it, taking
+  // this manager's copies on `host_node`'s drives.
   KvBlockManager(std::int64_t capacity_blocks, std::int64_t block_tokens, KvWindow window = {},
                  std::int64_t host_blocks = 0, std::shared_ptr<HostKvTier> shared_host = nullptr,
-                 int host_node = 0, std::int64_t disk_blocks = 0);
+                 int host_node = 0, std::int64_t disk_blocks = 0,
+                 std::shared_ptr<HostKvTier> shared_disk = nullptr);
 
   std::int64_t blocks_for(std::int64_t tokens) const;  // ceil(tokens / block_tokens), tokens >= 0
   // Blocks a request must hold for a step whose first new token is at position `context` and after which it
@@ -115,6 +118,9 @@ class KvBlockManager {
   // those whose copy lies in another node's memory than this manager's.
   std::int64_t host_remote_tokens(std::span<const std::uint64_t> keys, std::int64_t first_block,
                                   std::int64_t tokens) const;
+  // Likewise of `tokens` tokens read from the disk tier: those whose copy lies on another node's drives.
+  std::int64_t disk_remote_tokens(std::span<const std::uint64_t> keys, std::int64_t first_block,
+                                  std::int64_t tokens) const;
   const PrefixCache& prefix_cache() const { return prefix_; }
   const HostKvTier& host_tier() const { return *host_; }
   const HostKvTier& disk_tier() const { return *disk_; }
@@ -153,13 +159,16 @@ class KvBlockManager {
   }
   // The windowed layers' cache key of block `key` (the key itself when no layer attends to every token).
   std::uint64_t window_key(std::uint64_t key) const;
+  // Of `tokens` tokens in `tier` from keys[first_block] on, those on another node than host_node_.
+  std::int64_t remote_tokens(const HostKvTier& tier, std::span<const std::uint64_t> keys,
+                             std::int64_t first_block, std::int64_t tokens) const;
   // Units of `id`'s cached windowed blocks behind the window at `context` that another request holds too.
   std::int64_t slid_shared_units(RequestId id, std::int64_t context) const;
   std::unordered_map<RequestId, Holder> units_;
   PrefixCache prefix_;
   std::shared_ptr<HostKvTier> host_;  // never null
   int host_node_;
-  std::unique_ptr<HostKvTier> disk_;  // never null (capacity 0: none)
+  std::shared_ptr<HostKvTier> disk_;  // never null (capacity 0: none)
 };
 
 // Blocks that fit in `kv_bytes_available` (device memory left after weights and activations, per the

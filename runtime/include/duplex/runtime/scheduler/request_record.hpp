@@ -27,6 +27,7 @@ struct RequestRecord {
   std::int64_t host_hit_tokens = 0;  // of prefix_hit_tokens, those loaded from the host tier
   std::int64_t host_remote_hit_tokens = 0;  // of host_hit_tokens, those from another node's host memory
   std::int64_t disk_hit_tokens = 0;         // of host_hit_tokens, those read from the disk tier
+  std::int64_t disk_remote_hit_tokens = 0;  // of disk_hit_tokens, those from another node's drives
   int rank = -1;                     // the data-parallel rank it was dealt to (-1 until then: Scheduler)
 
   bool finished() const { return finish.has_value(); }

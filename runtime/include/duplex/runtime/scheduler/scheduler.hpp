@@ -90,9 +90,10 @@ struct StepOutcome {
 
 class Scheduler {
  public:
-  // Validates config. `shared_host`: a host tier shared with other schedulers (KvBlockManager), instead of
-  // one of config.host_kv_blocks.
-  explicit Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_host = nullptr);
+  // Validates config. `shared_host` / `shared_disk`: a host / disk tier shared with other schedulers
+  // (KvBlockManager), instead of one of config.host_kv_blocks / disk_kv_blocks.
+  explicit Scheduler(SchedulerConfig config, std::shared_ptr<HostKvTier> shared_host = nullptr,
+                     std::shared_ptr<HostKvTier> shared_disk = nullptr);
 
   // Queues a request. It becomes eligible once schedule(now) has now >= spec.arrival. Throws duplex::Error for
   // a duplicate id, lengths < 1, or a request whose prompt + output can never fit in the KV capacity.

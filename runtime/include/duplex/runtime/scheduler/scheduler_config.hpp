@@ -75,8 +75,9 @@ struct SchedulerConfig {
   // (its devices' host memory). Set by the engine from the system's links.host_kv_offload, not read from the
   // map.
   std::int64_t host_kv_blocks = 0;
-  // A host store spanning nodes (links.host_kv_scope cluster): per data-parallel rank, the node whose host
-  // memory takes its copies (empty: node 0 for every rank); a copy on another node loads over the network.
+  // A host or disk store spanning nodes (links.host_kv_scope / disk_kv_scope cluster): per data-parallel
+  // rank, the node whose host memory and drives take its copies (empty: node 0 for every rank); a copy on
+  // another node loads over the network.
   std::vector<int> host_kv_nodes;
   // Blocks of a disk tier behind the host tier, each data-parallel rank's (links.disk_kv_offload; 0: none).
   std::int64_t disk_kv_blocks = 0;

@@ -33,6 +33,7 @@ struct ScheduledRequest {
   int rank = 0;  // the data-parallel rank it was dealt to (Scheduler; 0 with one rank)
   std::int64_t host_remote_loaded = 0;  // of host_loaded, those whose copy lies on another node
   std::int64_t disk_loaded = 0;         // of host_loaded, those read from the disk tier
+  std::int64_t disk_remote_loaded = 0;  // of disk_loaded, those from another node's drives
 
   bool operator==(const ScheduledRequest&) const = default;
 };
@@ -69,6 +70,7 @@ struct StepPlan {
   std::int64_t host_loaded_tokens = 0;
   std::int64_t host_remote_loaded_tokens = 0;  // of those, from another node's memory (links.host_kv_scope)
   std::int64_t disk_loaded_tokens = 0;         // of those, read from the disk tier
+  std::int64_t disk_remote_loaded_tokens = 0;  // of those, from another node's drives (links.disk_kv_scope)
   std::int64_t host_stored_blocks = 0;
   std::int64_t disk_stored_blocks = 0;  // blocks written to the disk tier beside the step
 

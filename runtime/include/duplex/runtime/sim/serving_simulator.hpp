@@ -141,6 +141,8 @@ struct SystemResult {
   // A disk tier behind it (links.disk_kv_offload): its blocks per device (0: none), and the host hit tokens
   // read from it.
   std::int64_t disk_kv_blocks = 0, disk_hit_tokens = 0;
+  std::int64_t disk_remote_hit_tokens = 0;  // of disk_hit_tokens, those from another node's drives (cluster)
+  std::string disk_kv_scope = "device";     // links.disk_kv_scope: device, node or cluster
   double simulated_s = 0;
   double throughput_tok_s = 0;
   Percentiles ttft_ms, tbt_ms, e2e_ms;
