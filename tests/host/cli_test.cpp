@@ -166,48 +166,40 @@ TEST(CompileCli, Fp8DynamicReleaseConfigStatesEachOpsFormat) {
   EXPECT_EQ(formats["lm_head"], "bf16");
 }
 
-// llm-compressor's W8A8-INT8 release of Llama-3.1-70B (compressed-tensors int-quantized): INT8 projections
-// and FFNs, the LM head (ignored) in BF16; the simulator runs them faster than the BF16 model on the GPU.
-TEST(CompileCli, W8a8ReleaseConfigStatesEachOpsFormat) {
-  const std::string config = std::string(DUPLEX_TEST_DATA) + "/llama31_70b_w8a8_config.json";
+// A quantized release of Llama-3.1-70B (its config.json in tests/host/data): its projections and dense FFNs
+// in `dtype`, the LM head in BF16; on the GPU it serves more than `faster` x the BF16 model's tokens per
+// second.
+void expect_dense_release(const std::string& file, const std::string& dtype, double faster) {
+  const std::string config = std::string(DUPLEX_TEST_DATA) + "/" + file;
   const CliRun r = run("compile --model " + config + " --system duplex-pe --batch 8 --context 512 --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j["model"]["linear_dtype"], "int8_channel");
+  EXPECT_EQ(j["model"]["linear_dtype"], dtype);
   std::map<std::string, std::string> formats;  // op kind -> dtype
   for (const auto& op : j["ops"]) formats[op["kind"]] = op["dtype"];
-  EXPECT_EQ(formats["qkv_proj"], "int8_channel");
-  EXPECT_EQ(formats["dense_ffn"], "int8_channel");
+  EXPECT_EQ(formats["qkv_proj"], dtype);
+  EXPECT_EQ(formats["dense_ffn"], dtype);
   EXPECT_EQ(formats["lm_head"], "bf16");
   const std::string sim = " --system gpu --requests 16 --input-len 128 --output-len 32 --batch 8 --json";
-  const CliRun w8a8 = run("simulate --model " + config + sim),
+  const CliRun quantized = run("simulate --model " + config + sim),
                bf16 = run("simulate --model llama3-70b" + sim);
-  ASSERT_EQ(w8a8.exit_code, 0) << w8a8.out;
+  ASSERT_EQ(quantized.exit_code, 0) << quantized.out;
   ASSERT_EQ(bf16.exit_code, 0) << bf16.out;
-  EXPECT_GT(nlohmann::json::parse(w8a8.out)["throughput_tok_s"].get<double>(),
-            1.3 * nlohmann::json::parse(bf16.out)["throughput_tok_s"].get<double>());
+  EXPECT_GT(nlohmann::json::parse(quantized.out)["throughput_tok_s"].get<double>(),
+            faster * nlohmann::json::parse(bf16.out)["throughput_tok_s"].get<double>());
+}
+
+// llm-compressor's W8A8-INT8 release of Llama-3.1-70B (compressed-tensors int-quantized): INT8 projections
+// and FFNs, the LM head (ignored) in BF16; the simulator runs them faster than the BF16 model on the GPU.
+TEST(CompileCli, W8a8ReleaseConfigStatesEachOpsFormat) {
+  expect_dense_release("llama31_70b_w8a8_config.json", "int8_channel", 1.3);
 }
 
 // A bitsandbytes 4-bit release of Llama-3.1-70B (unsloth's bnb-4bit config.json: NF4 with double
 // quantization): NF4 projections and FFNs, the LM head in BF16; on the GPU its decode reads a quarter of the
 // bytes, so it serves more tokens per second than the BF16 model.
 TEST(CompileCli, BitsandbytesReleaseConfigStatesEachOpsFormat) {
-  const std::string config = std::string(DUPLEX_TEST_DATA) + "/llama31_70b_bnb_4bit_config.json";
-  const CliRun r = run("compile --model " + config + " --system duplex-pe --batch 8 --context 512 --json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const auto j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j["model"]["linear_dtype"], "nf4_dq");
-  std::map<std::string, std::string> formats;  // op kind -> dtype
-  for (const auto& op : j["ops"]) formats[op["kind"]] = op["dtype"];
-  EXPECT_EQ(formats["qkv_proj"], "nf4_dq");
-  EXPECT_EQ(formats["dense_ffn"], "nf4_dq");
-  EXPECT_EQ(formats["lm_head"], "bf16");
-  const std::string sim = " --system gpu --requests 16 --input-len 128 --output-len 32 --batch 8 --json";
-  const CliRun nf4 = run("simulate --model " + config + sim), bf16 = run("simulate --model llama3-70b" + sim);
-  ASSERT_EQ(nf4.exit_code, 0) << nf4.out;
-  ASSERT_EQ(bf16.exit_code, 0) << bf16.out;
-  EXPECT_GT(nlohmann::json::parse(nf4.out)["throughput_tok_s"].get<double>(),
-            1.5 * nlohmann::json::parse(bf16.out)["throughput_tok_s"].get<double>());
+  expect_dense_release("llama31_70b_bnb_4bit_config.json", "nf4_dq", 1.5);
 }
 
 // AutoAWQ's release of Mixtral (TheBloke's config.json): 4-bit projections and experts, the routers
