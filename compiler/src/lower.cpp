@@ -119,7 +119,7 @@ class Lowering {
     g_.devices = p_.devices;
     if (tokens_ == 0) {  // a replica without requests: its devices' experts for the others' tokens
       for (int l = 0; l < m_.layers; ++l)
-        if (m_.is_moe_layer(l)) experts(l);
+        if (m_.is_moe_layer(l)) experts(l, expert_counts(l));
       return std::move(g_);
     }
     embedding();
@@ -227,12 +227,14 @@ class Lowering {
   }
 
   // An MoE layer's token exchange, each way (dispatch, combine): the device's share of the token-expert rows
-  // it holds (`rows`), copied over InfiniBand and NVLink as ParallelLayout::expert_exchange says.
-  void expert_exchange(int layer, const char* name, std::int64_t rows) {
+  // it holds (`rows`), copied over InfiniBand and NVLink as ParallelLayout::expert_exchange says, times
+  // `skew` (>= 1): how many more rows than it sends the representative device's experts receive (and return)
+  // under the step's routing, which the exchange waits for (exchange_skew).
+  void expert_exchange(int layer, const char* name, std::int64_t rows, double skew) {
     const ParallelLayout::ExpertExchange x = p_.expert_exchange();
     if (rows == 0 || x.infiniband + x.nvlink == 0) return;
     Op& o = add(OpKind::kAllToAll, layer, name);
-    const double sent = static_cast<double>(rows) * x.row_share;
+    const double sent = static_cast<double>(rows) * x.row_share * skew;
     o.m = static_cast<std::int64_t>(std::ceil(sent));  // shown in reports
     o.n = m_.hidden;
     const double data = sent * m_.hidden * kActBytes;
@@ -440,16 +442,16 @@ class Lowering {
     // node's and those received, to its PIM devices and back. Under attention data parallelism every device
     // holds only its own requests' tokens: the all-to-all runs among all devices, its node's share over
     // NVLink.
-    expert_exchange(l, "dispatch", tokens_ * m_.top_k);
-    experts(l);
-    expert_exchange(l, "combine", tokens_ * m_.top_k);
+    const std::vector<std::int64_t> counts = expert_counts(l);
+    const double skew = exchange_skew(counts);
+    expert_exchange(l, "dispatch", tokens_ * m_.top_k, skew);
+    experts(l, counts);
+    expert_exchange(l, "combine", tokens_ * m_.top_k, skew);
   }
 
-  // The representative device's experts of MoE layer `l`: its routed experts' share of the whole step's
-  // tokens and the shared experts over its own tokens (none on a replica without requests).
-  void experts(int l) {
-    const int matrices = m_.ffn_kind == FfnKind::kGated ? 3 : 2;
-    // Routing is over the whole system's tokens: experts are shared by all data-parallel replicas.
+  // The tokens each expert of MoE layer `l` receives: routing is over the whole system's tokens (experts are
+  // shared by all data-parallel replicas).
+  std::vector<std::int64_t> expert_counts(int l) const {
     const auto counts = routing_.expert_tokens(m_.moe_layers_before(l), global_tokens_, m_.experts, m_.top_k);
     std::int64_t sum = 0;
     for (auto c : counts) {
@@ -459,10 +461,33 @@ class Lowering {
     if (sum != global_tokens_ * m_.top_k)
       throw Error(fmt::format("routing: layer {} routes {} token slots; expected tokens x top_k = {}", l, sum,
                               global_tokens_ * m_.top_k));
-    // The representative device holds experts [0, local_experts): the busiest ones under Zipf routing.
+    return counts;
+  }
+
+  // The token-expert rows the representative device's experts (experts [0, local_experts): the busiest under
+  // Zipf routing) receive.
+  std::int64_t local_rows(const std::vector<std::int64_t>& counts) const {
+    std::int64_t rows = 0;
+    for (int e = 0; e < p_.local_experts; ++e) rows += counts[static_cast<std::size_t>(e)];
+    return rows;
+  }
+
+  // The all-to-all's skew: the rows the representative device's experts receive over their even share of
+  // the step's tokens x top_k (local_experts / experts of them), at least 1. Under even routing a device
+  // receives as many rows as it sends; skewed routing sends its busiest experts' device more, and every
+  // device's exchange waits for that one (DeepSeek's EPLB balances the experts for this).
+  double exchange_skew(const std::vector<std::int64_t>& counts) const {
+    const double even = static_cast<double>(global_tokens_) * m_.top_k * p_.local_experts / m_.experts;
+    return even > 0 ? std::max(1.0, static_cast<double>(local_rows(counts)) / even) : 1.0;
+  }
+
+  // The representative device's experts of MoE layer `l` (`counts` its experts' tokens): its routed experts'
+  // share of the whole step's tokens and the shared experts over its own tokens (none on a replica without
+  // requests).
+  void experts(int l, const std::vector<std::int64_t>& counts) {
+    const int matrices = m_.ffn_kind == FfnKind::kGated ? 3 : 2;
     const std::int64_t width = m_.expert_ffn / p_.expert_shards;
-    std::int64_t local_tokens = 0;
-    for (int e = 0; e < p_.local_experts; ++e) local_tokens += counts[static_cast<std::size_t>(e)];
+    const std::int64_t local_tokens = local_rows(counts);
     const double expert_io = static_cast<double>(local_tokens) * static_cast<double>(m_.hidden) * kActBytes;
     pim_transfer(l, "to_pim_experts", local_tokens, m_.hidden, expert_io);
     for (int e = 0; e < p_.local_experts; ++e) {

@@ -110,5 +110,31 @@ TEST(ExpertExchange, ForwardingOverNvlinkOverlapsInfiniband) {
             transfer_time(7 * ib, s.links.nvlink_bandwidth) + s.links.nvlink_latency * 7);
 }
 
+// Skewed routing: the representative device's experts (the busiest under Zipf) receive more rows than the
+// device sends, and the exchange waits for them: GLaM's 64 experts on two nodes (4 a device), 64 decode
+// requests, top-2. Zipf(1.2) counts give experts 0..3 R rows against the even 64 x 2 x 4 / 64 = 8, so both
+// ways carry R / 8 times the even routing's bytes; given counts that even out, exactly the even bytes.
+TEST(ExpertExchange, SkewedRoutingWaitsForTheBusiestDevicesRows) {
+  const ModelSpec m = load_model("glam");
+  const ParallelLayout p = ParallelLayout::make(m, load_system("gpu"), 16);
+  ASSERT_EQ(p.local_experts, 4);
+  const BatchState batch = BatchState::decode_batch(64, 512);
+  const Op even = all_to_alls(lower(m, batch, p, Routing{}), 1).at(0);
+  Routing zipf;
+  zipf.kind = Routing::Kind::kZipf;
+  zipf.zipf_s = 1.2;
+  const std::vector<std::int64_t> counts = zipf.expert_tokens(0, 64, m.experts, m.top_k);
+  const double rows = static_cast<double>(counts[0] + counts[1] + counts[2] + counts[3]);
+  ASSERT_GT(rows, 8.0 * 2);
+  for (const Op& o : all_to_alls(lower(m, batch, p, zipf), 1)) {
+    EXPECT_DOUBLE_EQ(o.link_bytes, even.link_bytes * rows / 8) << o.name;
+    EXPECT_DOUBLE_EQ(o.link_bytes_in_node, even.link_bytes_in_node * rows / 8) << o.name;
+  }
+  Routing given;
+  given.kind = Routing::Kind::kCounts;
+  given.counts = {std::vector<std::int64_t>(static_cast<std::size_t>(m.experts), 2)};
+  EXPECT_DOUBLE_EQ(all_to_alls(lower(m, batch, p, given), 1).at(0).link_bytes, even.link_bytes);
+}
+
 }  // namespace
 }  // namespace duplex::compiler

@@ -26,7 +26,8 @@ struct ParallelLayout {
   int expert_groups = 1;   // devices that hold different experts (EP degree)
 
   // How an MoE layer's token exchange (the dispatch all-to-all; the combine mirrors it) spreads over the
-  // links, per token-expert row a device sends, on average over uniform routing. A device sends its own
+  // links, per token-expert row a device sends, on average over uniform routing (the lowering scales it by
+  // how many more rows the busiest device's experts receive under the step's routing). A device sends its own
   // rows: under tensor parallelism every device of a node holds all the node's tokens, so each sends an
   // equal 1/tp share of them (`row_share`), straight to a device holding the row's expert on another node
   // (InfiniBand, one copy per other node the expert spans); that device forwards it over NVLink to the
