@@ -243,6 +243,33 @@ TEST(Nf4Checkpoint, TheStoredMapAndNestedScalesAreUsed) {
   }
 }
 
+// Double quantization's nested_offset is added to every block's absmax (duplex writes 0): with 1, a block's
+// largest element (code +-1) reads +-(its absmax + 1) and its zeros stay 0.
+TEST(Nf4Checkpoint, TheNestedOffsetIsAddedToEveryAbsmax) {
+  const ModelWeights w = random_weights(data_model("tiny-llama-nf4-dq.yaml"), 12);
+  const fs::path dir = testing::scratch_dir("nf4_offset");
+  write_checkpoint(dir.string(), w);
+  RawFile f(dir / "model.safetensors");
+  const std::string o = "model.layers.0.self_attn.o_proj.weight";  // [256, 256]: 1024 blocks
+  edit_quant_state(f, o, "\"nested_offset\":0.0", "\"nested_offset\":1.0");
+  f.save(dir / "model.safetensors");
+  const ModelWeights back = load_checkpoint(dir.string());
+  const std::vector<std::uint16_t>& before = w.get(o).data;
+  const std::vector<std::uint16_t>& after = back.get(o).data;
+  for (std::size_t begin = 0; begin < before.size(); begin += kNf4Block) {
+    float top = 0, top_after = 0;
+    for (std::size_t i = begin; i < begin + kNf4Block; ++i) {
+      top = std::max(top, std::abs(half_bits_to_float(before[i])));
+      top_after = std::max(top_after, std::abs(half_bits_to_float(after[i])));
+      if (half_bits_to_float(before[i]) == 0) {
+        ASSERT_EQ(half_bits_to_float(after[i]), 0) << i;
+      }
+    }
+    ASSERT_EQ(top_after, half_bits_to_float(float_to_half_bits(top + 1.0f))) << begin;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(Nf4Checkpoint, MalformedPartsAreNamed) {
   const ModelWeights w = random_weights(data_model("tiny-llama-nf4-dq.yaml"), 11);
   const std::string m = "model.layers.1.self_attn.v_proj.weight";  // [64, 256]: 256 blocks
