@@ -148,8 +148,12 @@ std::vector<std::uint16_t> dequantize_nf4(const Nf4Matrix& m, const std::string&
   return out;
 }
 
-Nf4Matrix quantize_nf4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols, bool nested,
-                       const std::string& what) {
+namespace {
+
+// values' nearest point of duplex's grid (quantize_nf4): each block's absmax (nf4: its largest magnitude;
+// nf4_dq: the power of two of nested_exponents) and each element's nearest code of value / absmax.
+Nf4Matrix nearest_on_grid(const std::uint16_t* values, std::int64_t rows, std::int64_t cols, bool nested,
+                          const std::string& what) {
   Nf4Matrix m;
   m.rows = rows;
   m.cols = cols;
@@ -168,8 +172,16 @@ Nf4Matrix quantize_nf4(const std::uint16_t* values, std::int64_t rows, std::int6
       m.q[static_cast<std::size_t>(i)] = absmax == 0 ? 7 : nearest_code(v / absmax);
     }
   });
+  return m;
+}
+
+}  // namespace
+
+Nf4Matrix quantize_nf4(const std::uint16_t* values, std::int64_t rows, std::int64_t cols, bool nested,
+                       const std::string& what) {
+  const Nf4Matrix m = nearest_on_grid(values, rows, cols, nested, what);
   const std::vector<std::uint16_t> back = dequantize_nf4(m, what);
-  for (std::int64_t i = 0; i < n; ++i)
+  for (std::int64_t i = 0; i < rows * cols; ++i)
     if (back[static_cast<std::size_t>(i)] != values[i] &&
         !(half_bits_to_float(values[i]) == 0 && half_bits_to_float(back[static_cast<std::size_t>(i)]) == 0))
       throw Error(fmt::format(
@@ -183,30 +195,18 @@ Nf4Matrix quantize_nf4(const std::uint16_t* values, std::int64_t rows, std::int6
 void round_to_nf4(std::uint16_t* values, std::int64_t rows, std::int64_t cols, bool nested) {
   const std::int64_t n = rows * cols;
   const std::string what = "rounding to nf4";
-  if (nested) {
+  if (nested) {  // each block's largest takes code +-1 (its exponents stay those it had)
     const std::vector<int> exponents = nested_exponents(values, n, what);
     for_each_block(n, kNf4Block, [&](std::int64_t b, std::int64_t begin, std::int64_t end) {
       const auto [top, at] = largest(values, begin, end);
-      if (top > 0) {  // the largest takes code +-1
+      if (top > 0) {
         const float absmax = std::ldexp(1.0f, exponents[static_cast<std::size_t>(b)]);
         values[at] = float_to_half_bits(std::signbit(half_bits_to_float(values[at])) ? -absmax : absmax);
       }
     });
   }
-  Nf4Matrix m;
-  m.rows = rows;
-  m.cols = cols;
-  m.q.resize(static_cast<std::size_t>(n));
-  const std::vector<int> exponents = nested ? nested_exponents(values, n, what) : std::vector<int>();
-  for_each_block(n, kNf4Block, [&](std::int64_t b, std::int64_t begin, std::int64_t end) {
-    const float absmax = nested ? std::ldexp(1.0f, exponents[static_cast<std::size_t>(b)])
-                                : static_cast<float>(largest(values, begin, end).first);
-    m.absmax.push_back(absmax);
-    for (std::int64_t i = begin; i < end; ++i)
-      m.q[static_cast<std::size_t>(i)] =
-          absmax == 0 ? 7 : nearest_code(half_bits_to_float(values[i]) / static_cast<double>(absmax));
-  });
-  const std::vector<std::uint16_t> back = dequantize_nf4(m, what);
+  const std::vector<std::uint16_t> back =
+      dequantize_nf4(nearest_on_grid(values, rows, cols, nested, what), what);
   std::copy(back.begin(), back.end(), values);
 }
 

@@ -540,7 +540,7 @@ WeightTensor read_mxfp4(const SafetensorsFile& fb, const SafetensorsFile& fs, co
   return {p.stored.shape, transpose_each(rows.data(), experts, out, in)};  // [E][in][out]
 }
 // The scales `name` of file f, of `shape`, stored in one of `dtypes` (of F32, BF16, F16), as floats; the
-// errors name `format` (FP8, AWQ, GPTQ, W4A16).
+// errors name `format` (FP8, AWQ, GPTQ, W4A16, NF4).
 std::vector<float> scale_values(const SafetensorsFile& f, const std::string& name,
                                 const std::vector<std::int64_t>& shape,
                                 const std::vector<std::string>& dtypes, const char* format) {
@@ -557,7 +557,9 @@ std::vector<float> scale_values(const SafetensorsFile& f, const std::string& nam
   }
   const bool half = dtype != "F32";
   const char* raw = raw_tensor(f, name, dtype.c_str(), half ? 2 : 4, shape, format);
-  std::vector<float> scales(static_cast<std::size_t>(shape[0] * shape[1]));
+  std::int64_t count = 1;
+  for (const std::int64_t d : shape) count *= d;
+  std::vector<float> scales(static_cast<std::size_t>(count));
   for (std::size_t i = 0; i < scales.size(); ++i) {  // the data need not be aligned
     if (!half) {
       std::memcpy(&scales[i], raw + 4 * i, 4);
@@ -646,13 +648,6 @@ WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const S
       group);
   return {p.stored.shape, dequantize_int4(m, what)};
 }
-// F32 values of tensor `name` of file f, of `shape` (an NF4 matrix's part).
-std::vector<float> f32_values(const SafetensorsFile& f, const std::string& name,
-                              const std::vector<std::int64_t>& shape) {
-  std::int64_t count = 1;
-  for (const std::int64_t d : shape) count *= d;
-  return copied<float>(raw_tensor(f, name, "F32", 4, shape, "NF4"), count);
-}
 // An NF4 matrix's quant_state (tensor `name` of file f: U8, a JSON object's bytes), checked against the
 // matrix: quant_type nf4, its shape, a blocksize >= 1, and double quantization's fields exactly when `nested`
 // (nested_blocksize 256, a finite nested_offset). Returns {blocksize, nested_offset}.
@@ -709,17 +704,17 @@ WeightTensor read_nf4(const std::vector<const SafetensorsFile*>& files, const St
   m.q = unpack_nf4(reinterpret_cast<const std::uint8_t*>(
                        raw_tensor(*files[0], names[0], "U8", 1, {(n + 1) / 2, 1}, "NF4")),
                    n);
-  const std::vector<float> code = f32_values(*files[2], names[2], {16});
+  const std::vector<float> code = scale_values(*files[2], names[2], {16}, {"F32"}, "NF4");
   std::copy(code.begin(), code.end(), m.code.begin());
   if (!nested) {
-    m.absmax = f32_values(*files[1], names[1], {m.blocks()});
+    m.absmax = scale_values(*files[1], names[1], {m.blocks()}, {"F32"}, "NF4");
   } else {
     const auto* codes =
         reinterpret_cast<const std::uint8_t*>(raw_tensor(*files[1], names[1], "U8", 1, {m.blocks()}, "NF4"));
     const std::int64_t scales = (m.blocks() + kNf4NestedBlock - 1) / kNf4NestedBlock;
     m.absmax = nested_absmax_values(std::vector<std::uint8_t>(codes, codes + m.blocks()),
-                                    f32_values(*files[4], names[4], {scales}),
-                                    f32_values(*files[5], names[5], {256}), offset);
+                                    scale_values(*files[4], names[4], {scales}, {"F32"}, "NF4"),
+                                    scale_values(*files[5], names[5], {256}, {"F32"}, "NF4"), offset);
   }
   return {p.stored.shape, dequantize_nf4(m, files[0]->path + ": " + p.stored.name)};
 }
