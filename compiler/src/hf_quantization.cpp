@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "duplex/base/error.hpp"
@@ -311,6 +313,93 @@ void read_bitsandbytes(const Fields& q, ModelSpec& m) {
       q.boolean_or("bnb_4bit_use_double_quant", false) ? DType::kNf4Dq : DType::kNf4;
 }
 
+// quant_method "fbgemm_fp8": fp8_channel under activation_scale_ub, with unquantized_attention and
+// unquantized_ffn_layers from modules_to_not_convert (hf_quantization.hpp).
+void read_fbgemm_fp8(const Fields& q, const std::string& type, ModelSpec& m) {
+  auto refuse = [&](const std::string& path, const std::string& what, const std::string& expected) {
+    throw ConfigError(q.file(), path, what, expected);
+  };
+  const bool phi3 = type == "phi3";
+  const std::vector<std::string> llama_like = {"llama", "mistral", "qwen2",       "qwen3",     "phi3",
+                                               "gemma", "gemma2",  "gemma3_text", "starcoder2"};
+  if (m.is_moe() || std::find(llama_like.begin(), llama_like.end(), type) == llama_like.end())
+    refuse(q.path("quant_method"), fmt::format("fbgemm_fp8 on model_type \"{}\" is not modelled", type),
+           "a dense model named as Llama's layers are (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, "
+           "gemma3_text, starcoder2), as Meta's Llama 3.1 FP8 releases are");
+  const char* kBound = "a number > 0: the bound of the per-token activation scales (Meta's releases: 1200.0)";
+  if (!q.has("activation_scale_ub") || !q.raw()["activation_scale_ub"].is_number())
+    refuse(q.path("activation_scale_ub"), q.has("activation_scale_ub") ? "is not a number" : "missing",
+           kBound);
+  const double bound = q.raw()["activation_scale_ub"].get<double>();
+  if (!std::isfinite(bound) || bound <= 0)
+    refuse(q.path("activation_scale_ub"), fmt::format("is {}", bound), kBound);
+  // The modules of a layer's groups (transformers' module names under model.layers.<l>.).
+  const std::vector<std::string> attention =
+      phi3 ? std::vector<std::string>{"qkv_proj", "o_proj"}
+           : std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
+  const std::vector<std::string> ffn = phi3 ? std::vector<std::string>{"gate_up_proj", "down_proj"}
+                                       : type == "starcoder2"
+                                           ? std::vector<std::string>{"c_fc", "c_proj"}
+                                           : std::vector<std::string>{"gate_proj", "up_proj", "down_proj"};
+  const std::string kModules = fmt::format(
+      "a list of modules: lm_head, embed_tokens, or model.layers.<l>.self_attn.<{}> or "
+      "model.layers.<l>.mlp.<{}>, l in [0, {}) (each layer's attention projections all or none, and the same "
+      "in every layer; a layer's FFN matrices all or none)",
+      fmt::join(attention, " | "), fmt::join(ffn, " | "), m.layers);
+  const std::vector<std::string> modules = q.string_list_or_empty("modules_to_not_convert", kModules.c_str());
+  std::vector<std::vector<std::string>> attention_kept(m.layers), ffn_kept(m.layers);
+  for (std::size_t i = 0; i < modules.size(); ++i) {
+    const std::string path = fmt::format("{}[{}]", q.path("modules_to_not_convert"), i);
+    if (kept_in_dtype(modules[i])) continue;
+    std::string rest = modules[i].starts_with("model.") ? modules[i].substr(6) : modules[i];
+    int layer = -1;
+    std::size_t digits = 0;
+    if (rest.starts_with("layers.")) {
+      rest = rest.substr(7);
+      while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits])) != 0) ++digits;
+      if (digits > 0 && digits < 8) layer = std::stoi(rest.substr(0, digits));
+      rest = rest.substr(digits);
+    }
+    const bool in_attention = rest.starts_with(".self_attn."), in_ffn = rest.starts_with(".mlp.");
+    const std::string name = in_attention ? rest.substr(11) : in_ffn ? rest.substr(5) : "";
+    const std::vector<std::string>& group = in_attention ? attention : ffn;
+    if (layer < 0 || layer >= m.layers || name.empty() ||
+        std::find(group.begin(), group.end(), name) == group.end())
+      refuse(path, fmt::format("\"{}\" is not a module of this model left unquantized", modules[i]),
+             kModules);
+    std::vector<std::string>& kept =
+        (in_attention ? attention_kept : ffn_kept)[static_cast<std::size_t>(layer)];
+    if (std::find(kept.begin(), kept.end(), name) == kept.end()) kept.push_back(name);
+  }
+  const std::string list = q.path("modules_to_not_convert");
+  auto expect_whole = [&](std::size_t kept, std::size_t of, int l, const char* group) {
+    if (kept != 0 && kept != of)
+      refuse(list,
+             fmt::format("names {} of layer {}'s {} {}: a group partly in FP8 is not modelled", kept, l, of,
+                         group),
+             kModules);
+  };
+  int attention_layers = 0;
+  for (int l = 0; l < m.layers; ++l) {
+    const std::size_t a = attention_kept[static_cast<std::size_t>(l)].size(),
+                      f = ffn_kept[static_cast<std::size_t>(l)].size();
+    expect_whole(a, attention.size(), l, "attention projections");
+    expect_whole(f, ffn.size(), l, "FFN matrices");
+    attention_layers += a != 0 ? 1 : 0;
+    if (f != 0) m.unquantized_ffn_layers.push_back(l);
+  }
+  if (attention_layers != 0 && attention_layers != m.layers)
+    refuse(
+        list,
+        fmt::format("keeps the attention projections of {} of {} layers in {}: per-layer attention formats "
+                    "are not modelled",
+                    attention_layers, m.layers, dtype_name(m.dtype)),
+        kModules);
+  m.unquantized_attention = attention_layers == m.layers;
+  m.activation_scale_ub = bound;
+  m.linear_dtype = DType::kFp8Channel;
+}
+
 }  // namespace
 
 void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
@@ -327,12 +416,14 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
   if (method == "awq") return read_awq(q, m);
   if (method == "gptq") return read_gptq(q, m);
   if (method == "bitsandbytes") return read_bitsandbytes(q, m);
+  if (method == "fbgemm_fp8") return read_fbgemm_fp8(q, type, m);
   throw ConfigError(
       f.file(), q.path("quant_method"),
       method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
       "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 or INT8 weights with a scale per "
       "output channel, or W4A16 / W8A16 weights in groups of 32, 64 or 128), awq or gptq (4-bit weights in "
-      "groups of 32, 64 or 128), bitsandbytes (NF4 weights), mxfp4 (gpt-oss's experts), or no "
+      "groups of 32, 64 or 128), bitsandbytes (NF4 weights), fbgemm_fp8 (FP8 weights with a scale per "
+      "output channel, Meta's Llama 3.1 FP8 releases), mxfp4 (gpt-oss's experts), or no "
       "quantization_config");
 }
 

@@ -144,7 +144,8 @@ class Lowering {
   // m x k activations times `matrices` weight matrices of k x n; output m x n (the last matrix's output
   // is `out_cols` wide when it differs, e.g. an FFN's down projection).
   // Weights are in `weights` (the model's dtype unless given: experts' expert_dtype, projections' and dense
-  // FFNs' linear_dtype), the op's dtype: the cycle-level PIM timing streams them at its bytes per element.
+  // FFNs' linear_dtype where the model quantizes them), the op's dtype: the cycle-level PIM timing streams
+  // them at its bytes per element.
   Op& gemm(OpKind kind, int layer, std::string name, std::int64_t m, std::int64_t n, std::int64_t k,
            int matrices, std::int64_t out_cols, std::optional<DType> weights = std::nullopt) {
     Op& o = add(kind, layer, std::move(name));
@@ -278,7 +279,7 @@ class Lowering {
     } else {
       const std::int64_t width = m_.ffn / p_.tp;
       Op& o = gemm(OpKind::kDenseFfn, l, "ffn", tokens_, width, m_.hidden,
-                   m_.ffn_kind == FfnKind::kGated ? 3 : 2, m_.hidden, m_.linear_dtype);
+                   m_.ffn_kind == FfnKind::kGated ? 3 : 2, m_.hidden, m_.dense_ffn_matrix_dtype(l));
       if (m_.mlp_bias) {  // the first matrix's bias, added before the activation
         o.bytes_weights += static_cast<double>(width) * wbytes_;
         o.flops += static_cast<double>(tokens_) * static_cast<double>(width);
@@ -309,7 +310,8 @@ class Lowering {
                               std::int64_t{a.kv_lora_rank} * q_heads_ * a.qk_nope_head_dim;
       qkv_cols = (q + kv + h - 1) / h;  // rounded up: a column's fraction of weights is still read
     }
-    gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, qkv_inputs(), 1, qkv_cols, m_.linear_dtype);
+    gemm(OpKind::kQkvProj, l, "qkv_proj", tokens_, qkv_cols, qkv_inputs(), 1, qkv_cols,
+         m_.attention_matrix_dtype());
     if (m_.qk_norm == QkNorm::kWhole && p_.tp > 1) {  // lower.hpp kQkNormAllReduce
       Op& o = add(OpKind::kAllReduce, l, std::string(kQkNormAllReduce));
       o.m = tokens_;
@@ -381,12 +383,13 @@ class Lowering {
     }
     kv_migration(l, completed_requests, completed_tokens, kv_elems);
     pim_transfer(l, "from_pim_attn", decode_tokens, static_cast<std::int64_t>(q_elems), decode * q_elems * kActBytes);
-    Op& o = gemm(OpKind::kOProj, l, "o_proj", tokens_, m_.hidden, o_in, 1, m_.hidden, m_.linear_dtype);
+    Op& o = gemm(OpKind::kOProj, l, "o_proj", tokens_, m_.hidden, o_in, 1, m_.hidden,
+                 m_.attention_matrix_dtype());
     if (mla) {  // + W_UV: each head's attention-weighted latent (kv_lora_rank) to its value (v_head_dim)
       const double t = static_cast<double>(tokens_),
                    uv = static_cast<double>(m_.mla.kv_lora_rank) * static_cast<double>(o_in);
       o.flops += 2.0 * t * uv;
-      o.bytes_weights += uv * dtype_bytes(m_.linear_dtype, m_.quant_group);
+      o.bytes_weights += uv * dtype_bytes(m_.attention_matrix_dtype(), m_.quant_group);
       o.bytes_act += t * static_cast<double>(q_heads_) * m_.mla.kv_lora_rank * kActBytes;  // the latents read
     }
   }

@@ -28,6 +28,10 @@ bool listed(const std::vector<int>& layers, int layer) {
 }
 }  // namespace
 
+DType ModelSpec::dense_ffn_matrix_dtype(int layer) const {
+  return listed(unquantized_ffn_layers, layer) ? dtype : linear_dtype;
+}
+
 int ModelSpec::attention_window(int layer) const {
   return sliding_window == 0 || listed(full_attention_layers, layer) ? 0 : sliding_window;
 }
@@ -109,8 +113,9 @@ std::int64_t ModelSpec::linear_matrix_params() const {
       attention == AttentionKind::kMla ? std::int64_t{mla.q_lora_rank} + mla.kv_lora_rank : 0;
   std::int64_t total = 0;
   for (int l = 0; l < layers; ++l) {
-    total += attention_params() - mla_norms;
-    if (!is_moe_layer(l)) total += ffn_params(ffn) - ffn_bias_params(ffn);
+    if (!unquantized_attention) total += attention_params() - mla_norms;
+    if (!is_moe_layer(l) && !listed(unquantized_ffn_layers, l))
+      total += ffn_params(ffn) - ffn_bias_params(ffn);
   }
   return total;
 }
@@ -321,6 +326,29 @@ void ModelSpec::validate() const {
             "with a grouped integer linear_dtype or expert_dtype (int4_awq, int4_gptq, int4_pack, "
             "int8_gptq, int8_pack)",
             quant_group));
+  if ((unquantized_attention || !unquantized_ffn_layers.empty()) && linear_dtype == dtype)
+    bad(unquantized_attention ? "unquantized_attention" : "unquantized_ffn_layers",
+        fmt::format("keeps matrices in dtype, but linear_dtype is dtype ({}); expected it with a quantized "
+                    "linear_dtype",
+                    dtype_name(dtype)));
+  for (std::size_t i = 0; i < unquantized_ffn_layers.size(); ++i) {
+    const int l = unquantized_ffn_layers[i];
+    if (l < 0 || l >= layers)
+      bad("unquantized_ffn_layers", fmt::format("lists layer {}; expected layers in [0, {})", l, layers));
+    if (is_moe_layer(l))
+      bad("unquantized_ffn_layers",
+          fmt::format("lists layer {}, an MoE layer (its experts are in expert_dtype); expected dense layers",
+                      l));
+    if (std::find(unquantized_ffn_layers.begin(), unquantized_ffn_layers.begin() + static_cast<long>(i), l) !=
+        unquantized_ffn_layers.begin() + static_cast<long>(i))
+      bad("unquantized_ffn_layers", fmt::format("lists layer {} twice", l));
+  }
+  if (!std::isfinite(activation_scale_ub) || activation_scale_ub < 0)
+    bad("activation_scale_ub", "must be a finite number >= 0 (0: no bound)");
+  if (activation_scale_ub > 0 && linear_dtype != DType::kFp8Channel)
+    bad("activation_scale_ub",
+        fmt::format("is set with linear_dtype {}; expected fp8_channel (fbgemm's FP8 GEMMs)",
+                    dtype_name(linear_dtype)));
   if (matrix_format(kv_dtype))
     bad("kv_dtype",
         fmt::format("{} is a weight format; expected fp16, bf16, fp8 or int8", dtype_name(kv_dtype)));
@@ -555,6 +583,9 @@ ModelSpec read_model(const ConfigNode& n) {
   m.full_attention_layers = layer_list(n, "full_attention_layers", m.layers);
   m.attention_chunk = count_or("attention_chunk", 0);
   m.nope_layers = layer_list(n, "nope_layers", m.layers);
+  m.unquantized_attention = n.get_or<bool>("unquantized_attention", false);
+  m.unquantized_ffn_layers = layer_list(n, "unquantized_ffn_layers", m.layers);
+  m.activation_scale_ub = n.get_or<double>("activation_scale_ub", 0.0);
   m.attn_temperature_floor = count_or("attn_temperature_floor", 0);
   m.attn_temperature_scale = n.get_or<double>("attn_temperature_scale", 0.0);
   n.finish();
@@ -578,6 +609,8 @@ ModelSpec mtp_draft(const ModelSpec& m) {
   d.layers = 1;
   d.mtp_layers = 0;
   d.draft_head = true;
+  d.unquantized_ffn_layers =  // its one layer's FFN as m's last layer's
+      listed(m.unquantized_ffn_layers, m.layers - 1) ? std::vector<int>{0} : std::vector<int>{};
   if (m.is_moe()) {  // one layer of the kind of m's last
     const bool moe = m.is_moe_layer(m.layers - 1);
     d.first_moe_layer = 0;

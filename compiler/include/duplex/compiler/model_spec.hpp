@@ -182,6 +182,18 @@ struct ModelSpec {
   // or 128 (a release's group_size), or kPerRowGroup (-1: a row's inputs one group; GPTQ's formats and
   // int4_pack's strategy channel, not AWQ); it applies to both expert_dtype and linear_dtype.
   int quant_group = kInt4Group;
+  // Matrices a release leaves in dtype beside a quantized linear_dtype (Meta's Llama 3.1 FP8 release,
+  // quant_method fbgemm_fp8, quantizes the FFNs only, and not those of its first and last layers): every
+  // layer's attention projections when unquantized_attention; the dense FFN matrices of the layers in
+  // unquantized_ffn_layers.
+  bool unquantized_attention = false;
+  std::vector<int> unquantized_ffn_layers;
+  // The upper bound of the per-token activation scales of fbgemm's FP8 GEMMs (activation_scale_ub: each
+  // token's inputs are scaled by min(max |x|, bound) / 448 and clipped) with linear_dtype fp8_channel; 0 =
+  // none (llm-compressor's FP8-dynamic scheme). It names the release's layout (each FP8 matrix's module
+  // stores it as NAME.input_scale_ub) and leaves the timing alone; the functional emulation computes
+  // activations in FP16.
+  double activation_scale_ub = 0;
 
   bool is_moe() const { return experts > 0; }
   bool is_moe_layer(int layer) const;
@@ -215,8 +227,13 @@ struct ModelSpec {
   std::int64_t active_params() const;     // per token (top_k experts + shared)
   // Parameters in expert_dtype: every routed and shared expert's matrices (biases excluded).
   std::int64_t expert_matrix_params() const;
+  // The format of layer `layer`'s attention projection matrices and of its dense FFN matrices: linear_dtype,
+  // or dtype where unquantized_attention / unquantized_ffn_layers keep them so.
+  DType attention_matrix_dtype() const { return unquantized_attention ? dtype : linear_dtype; }
+  DType dense_ffn_matrix_dtype(int layer) const;
   // Parameters in linear_dtype: every layer's attention projection matrices (MLA's low-rank norms excluded)
-  // and the dense layers' FFN matrices (biases excluded).
+  // and the dense layers' FFN matrices (biases excluded), but those unquantized_attention and
+  // unquantized_ffn_layers keep in dtype.
   std::int64_t linear_matrix_params() const;
   // Bytes of all weights: expert matrices in expert_dtype, linear matrices in linear_dtype, the rest in
   // dtype.
