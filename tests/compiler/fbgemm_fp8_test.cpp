@@ -64,7 +64,7 @@ TEST(FbgemmFp8, MetasReleaseKeepsAttentionAndItsEdgeLayersFfnsInBf16) {
   EXPECT_EQ(m.dense_ffn_matrix_dtype(0), DType::kBf16);
   EXPECT_EQ(m.dense_ffn_matrix_dtype(1), DType::kFp8Channel);
   EXPECT_EQ(m.dense_ffn_matrix_dtype(125), DType::kBf16);
-  // 124 FFNs of 3 x 16384 x 53248 in FP8 (1 byte a weight), the rest in BF16: 405.9e9 weights, 486 GB
+  // 124 FFNs of 3 x 16384 x 53248 in FP8 (1 byte a weight), the rest in BF16: 405.9e9 weights, 487 GB
   // against 812 GB.
   const std::int64_t fp8 = 124LL * 3 * 16384 * 53248;
   EXPECT_EQ(m.linear_matrix_params(), fp8);

@@ -153,8 +153,7 @@ TEST(Fp8Block, OtherFormatsAreRefusedNamingTheField) {
        "unquantized is not modelled"},
       {R"({"quant_method": "fp8", "weight_block_size": [128, 128], "ignored_layers": [3]})",
        "quantization_config.ignored_layers: holds 3"},
-      {R"({"quant_method": "fbgemm_fp8"})",
-       "quantization_config.quant_method: \"fbgemm_fp8\" is not modelled"},
+      {R"({"quant_method": "eetq"})", "quantization_config.quant_method: \"eetq\" is not modelled"},
       {R"({"quant_method": "mxfp4"})", "quantization_config.quant_method: \"mxfp4\" is not modelled"},
       {R"({"bits": 4})", "quantization_config.quant_method: missing"},
   };

@@ -202,6 +202,41 @@ TEST(CompileCli, BitsandbytesReleaseConfigStatesEachOpsFormat) {
   expect_dense_release("llama31_70b_bnb_4bit_config.json", "nf4_dq", 1.5);
 }
 
+// Meta's FP8 release of Llama-3.1-405B (its config.json: fbgemm_fp8): FP8 FFNs but in the first and last
+// layers, attention and the LM head in BF16, as the preset llama3-405b-fp8 states it op for op; it fits one
+// node of 8 GPUs, which the BF16 model does not.
+TEST(CompileCli, FbgemmReleaseConfigStatesEachOpsFormat) {
+  const std::string config = std::string(DUPLEX_TEST_DATA) + "/llama31_405b_fp8_config.json";
+  const std::string step = " --system gpu --devices 8 --batch 8 --context 512 --json";
+  const CliRun r = run("compile --model " + config + step),
+               preset = run("compile --model llama3-405b-fp8" + step);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_EQ(preset.exit_code, 0) << preset.out;
+  const auto j = nlohmann::json::parse(r.out), p = nlohmann::json::parse(preset.out);
+  EXPECT_EQ(j["model"]["linear_dtype"], "fp8_channel");
+  EXPECT_EQ(j["model"]["unquantized_attention"], true);
+  EXPECT_EQ(j["model"]["unquantized_ffn_layers"], nlohmann::json::array({0, 125}));
+  EXPECT_EQ(j["model"]["activation_scale_ub"], 1200.0);
+  std::map<std::pair<std::string, int>, std::string> formats;  // (op kind, layer) -> dtype
+  for (const auto& op : j["ops"]) formats[{op["kind"], op["layer"]}] = op["dtype"];
+  auto format_of = [&](const std::string& kind, int layer) { return formats[{kind, layer}]; };
+  EXPECT_EQ(format_of("qkv_proj", 1), "bf16");
+  EXPECT_EQ(format_of("o_proj", 1), "bf16");
+  EXPECT_EQ(format_of("dense_ffn", 0), "bf16");
+  EXPECT_EQ(format_of("dense_ffn", 1), "fp8_channel");
+  EXPECT_EQ(format_of("dense_ffn", 125), "bf16");
+  ASSERT_EQ(j["ops"].size(), p["ops"].size());
+  for (std::size_t i = 0; i < j["ops"].size(); ++i) {
+    EXPECT_EQ(j["ops"][i]["dtype"], p["ops"][i]["dtype"]) << j["ops"][i]["name"];
+    EXPECT_EQ(j["ops"][i]["bytes"], p["ops"][i]["bytes"]) << j["ops"][i]["name"];
+  }
+  const std::string sim = " --system gpu --devices 8 --requests 16 --input-len 128 --output-len 16 --json";
+  const CliRun fp8 = run("simulate --model " + config + sim),
+               bf16 = run("simulate --model llama3-405b" + sim);
+  EXPECT_EQ(fp8.exit_code, 0) << fp8.out;
+  EXPECT_NE(bf16.exit_code, 0);  // its message: cli.bf16_405b_on_one_node
+}
+
 // AutoAWQ's release of Mixtral (TheBloke's config.json): 4-bit projections and experts, the routers
 // ("gate", not converted) and the LM head in FP16.
 TEST(CompileCli, AwqReleaseConfigStatesEachOpsFormat) {

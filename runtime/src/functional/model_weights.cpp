@@ -511,7 +511,9 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   const std::int64_t h = m.hidden, q = m.q_dim(), kv = m.kv_dim();
   const bool norm_biased = m.norm == compiler::NormKind::kLayerNorm && m.norm_bias;
   std::vector<WeightShape> w;
-  std::vector<std::size_t> linear, expert;  // indices of the matrices in linear_dtype / expert_dtype
+  // Indices of the matrices in linear_dtype / expert_dtype / dtype (those the spec keeps unquantized).
+  std::vector<std::size_t> linear, expert, kept;
+  std::vector<std::size_t>& attention = m.unquantized_attention ? kept : linear;
   auto in = [&](std::vector<std::size_t>& which) { which.push_back(w.size() - 1); };
   // A norm's gain, and its bias with LayerNorm (unless norm_bias is false).
   auto norm = [&](const std::string& gain) {
@@ -530,30 +532,30 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
       const std::int64_t qk = a.qk_nope_head_dim + a.qk_rope_head_dim, heads = m.heads;
       if (a.q_lora_rank == 0) {
         w.push_back({weight_name::mla(l, "q_proj"), {heads * qk, h}, Role::kMatrix});
-        in(linear);
+        in(attention);
       } else {
         w.push_back({weight_name::mla(l, "q_a_proj"), {a.q_lora_rank, h}, Role::kMatrix});
-        in(linear);
+        in(attention);
         w.push_back({weight_name::mla(l, "q_a_layernorm"), {a.q_lora_rank}, Role::kNormGain});
         w.push_back({weight_name::mla(l, "q_b_proj"), {heads * qk, a.q_lora_rank}, Role::kMatrix});
-        in(linear);
+        in(attention);
       }
       w.push_back({weight_name::mla(l, "kv_a_proj_with_mqa"),
                    {a.kv_lora_rank + a.qk_rope_head_dim, h},
                    Role::kMatrix});
-      in(linear);
+      in(attention);
       w.push_back({weight_name::mla(l, "kv_a_layernorm"), {a.kv_lora_rank}, Role::kNormGain});
       w.push_back({weight_name::mla(l, "kv_b_proj"),
                    {heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank},
                    Role::kMatrix});
-      in(linear);
+      in(attention);
       w.push_back({weight_name::attn_proj(l, 'o'), {h, heads * a.v_head_dim}, Role::kMatrix});
-      in(linear);
+      in(attention);
     } else {
       for (auto [which, rows, cols] :
            {std::tuple{'q', q, h}, std::tuple{'k', kv, h}, std::tuple{'v', kv, h}, std::tuple{'o', h, q}}) {
         w.push_back({weight_name::attn_proj(l, which), {rows, cols}, Role::kMatrix});
-        in(linear);
+        in(attention);
       }
     }
     if (m.qkv_bias) {
@@ -610,14 +612,15 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
       }
     } else {
       const std::int64_t f = m.ffn;
+      std::vector<std::size_t>& ffn = m.dense_ffn_matrix_dtype(l) == m.linear_dtype ? linear : kept;
       if (gated) {
         w.push_back({weight_name::dense_mlp(l, "gate"), {f, h}, Role::kMatrix});
-        in(linear);
+        in(ffn);
       }
       w.push_back({weight_name::dense_mlp(l, "up"), {f, h}, Role::kMatrix});
-      in(linear);
+      in(ffn);
       w.push_back({weight_name::dense_mlp(l, "down"), {h, f}, Role::kMatrix});
-      in(linear);
+      in(ffn);
       if (m.mlp_bias) {
         w.push_back({weight_name::dense_mlp_bias(l, "up"), {f}, Role::kBias});
         w.push_back({weight_name::dense_mlp_bias(l, "down"), {h}, Role::kBias});

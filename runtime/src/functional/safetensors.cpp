@@ -322,12 +322,21 @@ std::vector<std::int64_t> scale_shape(const WeightShape& stored) {
 bool int4_stored(const WeightShape& stored) {
   return compiler::grouped_int(stored.format) && stored.role == WeightShape::Role::kMatrix;
 }
-std::string int4_module(const WeightShape& stored) {
-  DUPLEX_ASSERT(stored.name.ends_with(".weight"), "a 4-bit matrix is a module's weight");
+std::string module_name(const WeightShape& stored) {
+  DUPLEX_ASSERT(stored.name.ends_with(".weight"), "a quantized matrix is a module's weight");
   return stored.name.substr(0, stored.name.size() - std::string_view(".weight").size());
 }
+// fbgemm's FP8 matrices (activation_scale_ub > 0: Meta's Llama 3.1 FP8 releases) store beside them their
+// module's bound of the activation scales, NAME.input_scale_ub F32 [1] (NAME: the module).
+bool bound_stored(const compiler::ModelSpec& spec, const WeightShape& stored) {
+  return spec.activation_scale_ub > 0 && stored.format == compiler::DType::kFp8Channel &&
+         stored.role == WeightShape::Role::kMatrix;
+}
+std::string bound_name(const WeightShape& stored) {
+  return module_name(stored) + ".input_scale_ub";
+}
 std::vector<std::string> int4_names(const WeightShape& stored) {
-  const std::string module = int4_module(stored);
+  const std::string module = module_name(stored);
   if (pack_layout(stored.format))
     return {module + ".weight_packed", module + ".weight_scale", module + ".weight_shape"};
   std::vector<std::string> names = {module + ".qweight", module + ".qzeros", module + ".scales"};
@@ -359,6 +368,7 @@ std::vector<std::string> nf4_names(const WeightShape& stored) {
 // or its 4-bit parts.
 std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const WeightShape& stored) {
   if (mxfp4_stored(spec, stored.name)) return {stored.name + "_blocks", stored.name + "_scales"};
+  if (bound_stored(spec, stored)) return {stored.name, fp8_scale_name(stored), bound_name(stored)};
   if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored)};
   if (int4_stored(stored)) return int4_names(stored);
   if (nf4_stored(stored)) return nf4_names(stored);
@@ -592,6 +602,15 @@ WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, cons
       dequantize_fp8_blocks(codes, scales.data(), rows, cols, stored_grid(p.stored), fc.path + ": " + name);
   return t;
 }
+// fbgemm's bound of the activation scales, tensor `name` of f: F32 [1], the config's activation_scale_ub.
+void expect_bound(const SafetensorsFile& f, const std::string& name, const compiler::ModelSpec& spec) {
+  const float bound = scale_values(f, name, {1}, {"F32"}, "FP8")[0];
+  if (bound != static_cast<float>(spec.activation_scale_ub))
+    throw tensor_error(f, name,
+                       fmt::format("holds {}; expected {}, the config's activation_scale_ub (one bound for "
+                                   "every module)",
+                                   bound, spec.activation_scale_ub));
+}
 // A copy of the `count` elements of type T at `raw` (safetensors data need not be aligned).
 template <typename T>
 std::vector<T> copied(const char* raw, std::int64_t count) {
@@ -641,7 +660,7 @@ WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const S
   std::vector<std::int32_t> g_idx;
   if (gptq) g_idx = copied<std::int32_t>(raw_tensor(*files[3], names[3], "I32", 4, {cols}, kind), cols);
   if (pack) check_weight_shape(*files[2], names[2], rows, cols);
-  const std::string what = files[0]->path + ": " + int4_module(p.stored);
+  const std::string what = files[0]->path + ": " + module_name(p.stored);
   const Int4Matrix m = unpack_int4(
       format, rows, cols,
       {qweight.data(), pack ? nullptr : qzeros.data(), scales.data(), gptq ? g_idx.data() : nullptr}, what,
@@ -728,6 +747,7 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
   }
   if (fp8_stored(p.stored)) {
     converted.insert(p.stored.format == compiler::DType::kInt8Channel ? "INT8" : "FP8");
+    if (bound_stored(spec, p.stored)) expect_bound(*files[2], bound_name(p.stored), spec);
     return read_fp8(*files[0], *files[1], p);
   }
   if (int4_stored(p.stored)) {
@@ -776,6 +796,7 @@ struct StoredData {
   std::deque<Int4Packed> int4;
   std::deque<std::array<std::int64_t, 2>> shapes;  // W4A16's weight_shape tensors
   std::deque<Nf4Packed> nf4;
+  float bound = 0;  // fbgemm's activation_scale_ub, every FP8 module's input_scale_ub
 };
 // An NF4 matrix of `spec` (stored tensor `stored`, its values in t, on the grid) as its release's parts.
 void add_nf4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
@@ -851,6 +872,7 @@ void add_mxfp4(TensorList& all, StoredData& data, const std::string& model, cons
 // matrix's parts, or gpt-oss's MXFP4 experts' blocks and scales.
 TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
   TensorList all;
+  data.bound = static_cast<float>(weights.spec.activation_scale_ub);
   for (const StoredTensor& p : storage_plan(weights.spec)) {
     const bool as_is =
         stored_as_is(weights.spec, p) && rope_row_blocks(weights.spec, p.parts[0].name).empty();
@@ -879,6 +901,8 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
                    reinterpret_cast<const char*>(q.codes.data()), q.codes.size()});
     all.push_back({fp8_scale_name(p.stored), "F32", scale_shape(p.stored),
                    reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * 4});
+    if (bound_stored(weights.spec, p.stored))
+      all.push_back({bound_name(p.stored), "F32", {1}, reinterpret_cast<const char*>(&data.bound), 4});
   }
   std::sort(all.begin(), all.end(), [](const OutTensor& a, const OutTensor& b) { return a.name < b.name; });
   return all;
@@ -1017,6 +1041,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
                                 : mxfp4_stored(spec, p.stored.name) ? ": MXFP4"
                                 : int4_stored(p.stored)             ? ": 4-bit " + p.stored.name
                                 : nf4_stored(p.stored)              ? ": NF4 " + p.stored.name
+                                : name.ends_with(".input_scale_ub") ? ": fbgemm's activation scale bound"
                                                                     : ": FP8 scales"));
     }
   std::size_t skipped = 0;  // outside the language model, in files that may not be opened
@@ -1987,11 +2012,27 @@ nlohmann::json int4_config(const compiler::ModelSpec& m) {
   return q;
 }
 
+// transformers' FbgemmFp8Config of a dense model in fp8_channel under activation_scale_ub (Meta's Llama 3.1
+// FP8 releases): modules_to_not_convert names, by full module name, each layer's matrices left in dtype
+// (unquantized_attention, unquantized_ffn_layers) and the LM head.
+nlohmann::json fbgemm_config(const compiler::ModelSpec& m) {
+  std::vector<std::string> kept;
+  for (const StoredTensor& p : storage_plan(m))
+    if (p.stored.role == WeightShape::Role::kMatrix && p.stored.name.starts_with("model.layers.") &&
+        !fp8_stored(p.stored))
+      kept.push_back(module_name(p.stored));
+  kept.push_back("lm_head");
+  return {{"activation_scale_ub", m.activation_scale_ub},
+          {"modules_to_not_convert", kept},
+          {"quant_method", "fbgemm_fp8"}};
+}
+
 // The config.json of `weights`: its family's fields, and the quantization_config of MXFP4 experts (gpt-oss's
 // release), FP8 matrices in 128 x 128 blocks (HF FineGrainedFP8, as DeepSeek-V3's release states it, with
 // scale_fmt ue8m0: the scales duplex writes are powers of two) or FP8 matrices per channel
 // (compressed-tensors, as llm-compressor's FP8-dynamic scheme states it, the LM head and routers ignored), or
-// 4-bit matrices (int4_config), or NF4 matrices (bitsandbytes, as BitsAndBytesConfig.to_dict() writes it).
+// 4-bit matrices (int4_config), or NF4 matrices (bitsandbytes, as BitsAndBytesConfig.to_dict() writes it),
+// or fbgemm's FP8 matrices (fbgemm_config).
 // One quantization_config states one method for the projections and the experts
 // alike: other combinations are refused.
 nlohmann::json hf_config(const ModelWeights& weights) {
@@ -2011,6 +2052,18 @@ nlohmann::json hf_config(const ModelWeights& weights) {
         {"quant_method", "mxfp4"},
         {"modules_to_not_convert",
          {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
+    return c;
+  }
+  if (m.unquantized_attention || !m.unquantized_ffn_layers.empty() || m.activation_scale_ub > 0) {
+    if (m.activation_scale_ub == 0 || m.is_moe())
+      throw Error(fmt::format(
+          "model {}: {}: only fbgemm_fp8's quantization_config states it in config.json; expected a dense "
+          "model with linear_dtype fp8_channel and activation_scale_ub > 0 (Meta's Llama 3.1 FP8 releases)",
+          m.name,
+          m.activation_scale_ub > 0
+              ? "activation_scale_ub in an MoE model"
+              : "matrices left in dtype (unquantized_attention, unquantized_ffn_layers)"));
+    c["quantization_config"] = fbgemm_config(m);
     return c;
   }
   if (m.linear_dtype != experts) throw refuse();

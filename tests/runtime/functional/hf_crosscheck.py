@@ -15,8 +15,8 @@ chunked attention, attention temperature tuning, sigmoid-routed experts scaled a
 expert, dense layers in between), written here from those definitions and sharing no code with duplex. A
 checkpoint whose quantization_config says fp8 (HF FineGrainedFP8: DeepSeek-V3's and Qwen3's FP8 releases) has its
 F8_E4M3 matrices decoded from the E4M3 definition and multiplied by their weight_scale_inv blocks, one that says
-compressed-tensors (llm-compressor's FP8-dynamic releases, and its W8A8-INT8 releases' I8 matrices) by their
-weight_scale rows; one that says awq or gptq
+compressed-tensors (llm-compressor's FP8-dynamic releases, and its W8A8-INT8 releases' I8 matrices) or
+fbgemm_fp8 (Meta's Llama 3.1 FP8 releases) by their weight_scale rows; one that says awq or gptq
 has its 4-bit matrices unpacked as AutoAWQ's dequantize_gemm and AutoGPTQ's dequantization do, as does one
 whose compressed-tensors format is pack-quantized (llm-compressor's W4A16) as unpack_from_int32 does; one that says
 bitsandbytes has its NF4 matrices (and double-quantized block scales) decoded as dequantize_4bit does; gpt-oss's MXFP4
@@ -83,12 +83,16 @@ def dequantize_fp8(config, tensors, scaled=True):
     """FP8 matrices times their scales; the weights as they are when not `scaled`.
     HF FineGrainedFP8 (quant_method fp8): each NAME.weight_scale_inv [ceil(r / b0), ceil(c / b1)] scales its
     NAME.weight's b0 x b1 blocks (DeepSeek's weight_dequant). compressed-tensors (llm-compressor's FP8-dynamic
-    scheme, format float-quantized, or W8A8-INT8, int-quantized: I8 weights; weights strategy channel): each
-    NAME.weight_scale [r, 1] scales its row of NAME.weight."""
+    scheme, format float-quantized, or W8A8-INT8, int-quantized: I8 weights; weights strategy channel) and
+    fbgemm_fp8 (Meta's Llama 3.1 FP8 releases, FbgemmFp8Linear): each NAME.weight_scale [r, 1] scales its row
+    of NAME.weight; fbgemm's MODULE.input_scale_ub (the bound of its activation scales, which the float64 pass
+    does not quantize) is dropped."""
     q = config.get("quantization_config") or {}
     method = q.get("quant_method")
-    if method not in ("fp8", "compressed-tensors") or q.get("format") == "pack-quantized":
+    if method not in ("fp8", "compressed-tensors", "fbgemm_fp8") or q.get("format") == "pack-quantized":
         return dict(tensors)
+    if method == "fbgemm_fp8":
+        tensors = {name: a for name, a in tensors.items() if not name.endswith(".input_scale_ub")}
     suffix = "_scale_inv" if method == "fp8" else "_scale"
     b0, b1 = q.get("weight_block_size") or (128, 128)
     out = {}
@@ -325,7 +329,10 @@ class HfModel:
     def __init__(self, config, tensors, drop=None):
         c = config
         q = c.get("quantization_config") or {}
-        self.fp8 = q.get("quant_method") == "fp8" or q.get("format") in ("float-quantized", "int-quantized")
+        self.fp8 = q.get("quant_method") in ("fp8", "fbgemm_fp8") or q.get("format") in (
+            "float-quantized",
+            "int-quantized",
+        )
         self.int4 = q.get("quant_method") in ("awq", "gptq") or q.get("format") == "pack-quantized"
         self.nf4 = q.get("quant_method") == "bitsandbytes"
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")

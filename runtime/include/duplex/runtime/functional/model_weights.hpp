@@ -122,7 +122,8 @@ struct WeightShape {
   std::vector<std::int64_t> shape;
   Role role = Role::kMatrix;
   // The format the checkpoint stores it in: the spec's linear_dtype for attention projections and dense FFN
-  // matrices, expert_dtype for the routed and shared experts' matrices, dtype for everything else. Held
+  // matrices (dtype for those unquantized_attention / unquantized_ffn_layers keep so), expert_dtype for the
+  // routed and shared experts' matrices, dtype for everything else. Held
   // and computed in FP16 whatever it is (MXFP4 and FP8 values on their grids, exact in FP16).
   compiler::DType format = compiler::DType::kFp16;
 };
