@@ -53,8 +53,10 @@ Time CostModel::xpu_time(const Op& op) const {
                                                 : x.peak_fp16;
   const FlopRate rate = peak * x.gemm_efficiency;
   const Time compute = compute_time(op.flops, rate);
-  const Time memory = transfer_time(op.bytes(), sys_.memory_bandwidth() * x.memory_efficiency);
-  return std::max(compute, memory) + x.launch_overhead;
+  // bitsandbytes' NF4 GEMMs of several rows dequantize their weights to 16 bits first (Op::xpu_bytes): one
+  // more kernel and its traffic.
+  const Time memory = transfer_time(op.xpu_bytes(), sys_.memory_bandwidth() * x.memory_efficiency);
+  return std::max(compute, memory) + x.launch_overhead * (op.xpu_dequantizes_first() ? 2 : 1);
 }
 
 std::optional<Unit> CostModel::required_unit(const Op& op) const {

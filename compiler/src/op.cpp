@@ -61,6 +61,15 @@ double Graph::total_flops() const {
   return f;
 }
 
+bool Op::xpu_dequantizes_first() const {
+  return bnb_nf4(dtype) && m > 1 && n > 0 && k > 0;
+}
+
+double Op::xpu_bytes() const {
+  if (!xpu_dequantizes_first()) return bytes();
+  return bytes() + 4.0 * static_cast<double>(n) * static_cast<double>(k) * matrices;
+}
+
 double Graph::total_bytes() const {
   double b = 0;
   for (const auto& o : ops) b += o.bytes();

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "config_errors.hpp"
+#include "duplex/compiler/cost_model.hpp"
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
@@ -88,6 +89,46 @@ TEST(Nf4, ReleasesAreReadWithTheirLinearLayersInNf4) {
   EXPECT_EQ(
       import_hf_config(llama31_8b(bnb(R"(, "llm_int8_skip_modules": ["lm_head"])")), "l.json").linear_dtype,
       DType::kNf4Dq);
+}
+
+// bitsandbytes' matmul_4bit runs one token row as gemv_4bit on the packed weights, and more by dequantizing
+// the matrix to 16 bits first (written, then read by the GEMM): on the xPU a decode GEMM of one request moves
+// the NF4 bytes, one of 16 moves 4 bytes per weight more, and takes a second launch; the Logic-PIM streams
+// the packed weights either way.
+TEST(Nf4, XpuGemmsOfSeveralRowsDequantizeTheWeightsFirst) {
+  const ModelSpec m = import_hf_config(llama31_8b(bnb()), "l.json");
+  const SystemSpec gpu = load_system("gpu");
+  const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
+  const CostModel cost(gpu, layout);
+  const double bandwidth = gpu.memory_bandwidth().si() * gpu.xpu.memory_efficiency;
+  for (const int requests : {1, 16}) {
+    int checked = 0;
+    for (const Op& o : lower(m, BatchState::decode_batch(requests, 1024), layout, Routing{}).ops) {
+      if (o.kind != OpKind::kQkvProj && o.kind != OpKind::kOProj && o.kind != OpKind::kDenseFfn) continue;
+      const double weights = static_cast<double>(o.n) * static_cast<double>(o.k) * o.matrices;
+      EXPECT_EQ(o.xpu_dequantizes_first(), requests > 1) << o.name;
+      EXPECT_DOUBLE_EQ(o.xpu_bytes(), o.bytes() + (requests > 1 ? 4.0 * weights : 0.0)) << o.name;
+      // Memory-bound either way: the time is the traffic plus one launch per kernel.
+      EXPECT_NEAR(cost.xpu_time(o).si(),
+                  o.xpu_bytes() / bandwidth + gpu.xpu.launch_overhead.si() * (requests > 1 ? 2 : 1), 1e-12)
+          << o.name;
+      Op bf16 = o;
+      bf16.dtype = DType::kBf16;
+      bf16.bytes_weights = 2.0 * weights;
+      EXPECT_EQ(cost.xpu_time(o) < cost.xpu_time(bf16), requests == 1) << o.name;
+      ++checked;
+    }
+    EXPECT_EQ(checked, 32 * 3);
+  }
+  // Another 4-bit format's GEMM reads its packed weights at any batch (a fused dequantizing kernel).
+  Op awq;
+  awq.kind = OpKind::kDenseFfn;
+  awq.dtype = DType::kInt4Awq;
+  awq.m = 16;
+  awq.n = awq.k = 4096;
+  awq.bytes_weights = 4096.0 * 4096.0 * dtype_bytes(DType::kInt4Awq);
+  EXPECT_FALSE(awq.xpu_dequantizes_first());
+  EXPECT_EQ(awq.xpu_bytes(), awq.bytes());
 }
 
 TEST(Nf4, OtherBitsandbytesSchemesAreRefusedNamingTheField) {

@@ -167,12 +167,12 @@ TEST(CompileCli, Fp8DynamicReleaseConfigStatesEachOpsFormat) {
 }
 
 // A quantized release of Llama-3.1-70B (its config.json in tests/host/data): its projections and dense FFNs
-// in `dtype`, the LM head in BF16; on the GPU it serves more than `faster` x the BF16 model's tokens per
-// second.
-void expect_dense_release(const std::string& file, const std::string& dtype, double faster) {
+// in `dtype`, the LM head in BF16. Returns its tokens per second on the GPU over the BF16 model's at `batch`.
+double dense_release_speedup(const std::string& file, const std::string& dtype, int batch) {
   const std::string config = std::string(DUPLEX_TEST_DATA) + "/" + file;
   const CliRun r = run("compile --model " + config + " --system duplex-pe --batch 8 --context 512 --json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  if (r.exit_code != 0) return 0;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["model"]["linear_dtype"], dtype);
   std::map<std::string, std::string> formats;  // op kind -> dtype
@@ -180,26 +180,30 @@ void expect_dense_release(const std::string& file, const std::string& dtype, dou
   EXPECT_EQ(formats["qkv_proj"], dtype);
   EXPECT_EQ(formats["dense_ffn"], dtype);
   EXPECT_EQ(formats["lm_head"], "bf16");
-  const std::string sim = " --system gpu --requests 16 --input-len 128 --output-len 32 --batch 8 --json";
+  const std::string sim = " --system gpu --requests 16 --input-len 128 --output-len 32 --batch " +
+                          std::to_string(batch) + " --json";
   const CliRun quantized = run("simulate --model " + config + sim),
                bf16 = run("simulate --model llama3-70b" + sim);
-  ASSERT_EQ(quantized.exit_code, 0) << quantized.out;
-  ASSERT_EQ(bf16.exit_code, 0) << bf16.out;
-  EXPECT_GT(nlohmann::json::parse(quantized.out)["throughput_tok_s"].get<double>(),
-            faster * nlohmann::json::parse(bf16.out)["throughput_tok_s"].get<double>());
+  EXPECT_EQ(quantized.exit_code, 0) << quantized.out;
+  EXPECT_EQ(bf16.exit_code, 0) << bf16.out;
+  if (quantized.exit_code != 0 || bf16.exit_code != 0) return 0;
+  return nlohmann::json::parse(quantized.out)["throughput_tok_s"].get<double>() /
+         nlohmann::json::parse(bf16.out)["throughput_tok_s"].get<double>();
 }
 
 // llm-compressor's W8A8-INT8 release of Llama-3.1-70B (compressed-tensors int-quantized): INT8 projections
 // and FFNs, the LM head (ignored) in BF16; the simulator runs them faster than the BF16 model on the GPU.
 TEST(CompileCli, W8a8ReleaseConfigStatesEachOpsFormat) {
-  expect_dense_release("llama31_70b_w8a8_config.json", "int8_channel", 1.3);
+  EXPECT_GT(dense_release_speedup("llama31_70b_w8a8_config.json", "int8_channel", 8), 1.3);
 }
 
 // A bitsandbytes 4-bit release of Llama-3.1-70B (unsloth's bnb-4bit config.json: NF4 with double
-// quantization): NF4 projections and FFNs, the LM head in BF16; on the GPU its decode reads a quarter of the
-// bytes, so it serves more tokens per second than the BF16 model.
+// quantization): NF4 projections and FFNs, the LM head in BF16. On the GPU one request's decode reads a
+// quarter of the bytes (gemv_4bit), so it serves more than 1.5x the BF16 model's tokens per second; a batch
+// of 8 dequantizes every matrix to 16 bits before its GEMM (bitsandbytes' matmul_4bit), so it serves fewer.
 TEST(CompileCli, BitsandbytesReleaseConfigStatesEachOpsFormat) {
-  expect_dense_release("llama31_70b_bnb_4bit_config.json", "nf4_dq", 1.5);
+  EXPECT_GT(dense_release_speedup("llama31_70b_bnb_4bit_config.json", "nf4_dq", 1), 1.5);
+  EXPECT_LT(dense_release_speedup("llama31_70b_bnb_4bit_config.json", "nf4_dq", 8), 1.0);
 }
 
 // Meta's FP8 release of Llama-3.1-405B (its config.json: fbgemm_fp8): FP8 FFNs but in the first and last

@@ -133,7 +133,7 @@ void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit
   }
   const double access = static_cast<double>(system.memory.org.access_granularity.bytes);
   const double row = static_cast<double>(system.memory.org.row_size.bytes);
-  const double bytes = op.bytes();
+  const double bytes = unit == compiler::Unit::kXpu ? op.xpu_bytes() : op.bytes();
   ledger.charge(cat, ledger.cached_action(kActivate, "dram.activate"), bytes / row);
   ledger.charge(cat, ledger.cached_action(kMac, "compute.fp16_mac"), op.flops / 2.0);
   if (unit == compiler::Unit::kXpu) {

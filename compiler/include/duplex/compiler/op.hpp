@@ -66,6 +66,14 @@ struct Op {
       0;  // of them, over NVLink inside the node (an all-to-all's; the rest InfiniBand)
 
   double bytes() const { return bytes_weights + bytes_kv + bytes_act; }
+  // The bytes the xPU's kernels move for it: bytes(), and for a GEMM of bitsandbytes NF4 weights (nf4,
+  // nf4_dq) over more than one token row the 16-bit copy of its weights that bitsandbytes' matmul_4bit has
+  // dequantize_4bit write and the GEMM read back, 2 + 2 bytes per weight (one row runs gemv_4bit on the
+  // packed weights). source: bitsandbytes functional matmul_4bit / MatMul4Bit, which vLLM's bitsandbytes
+  // linear method calls.
+  double xpu_bytes() const;
+  // Whether the xPU runs it as bitsandbytes' dequantize-then-GEMM (the case above): one more kernel.
+  bool xpu_dequantizes_first() const;
   double op_b() const { return bytes() > 0 ? flops / bytes() : 0.0; }
   std::string shape() const;  // "64x6144x4096" or "r=64 q=64 ctx=131072 h=8/2 d=128"
 };
