@@ -266,6 +266,13 @@ SystemSpec read_system(const ConfigNode& n) {
           "devices each hold other requests)",
           "false, or expert_tensor_parallel: false");
   }
+  if (n.has("pipeline_parallel")) {  // documented default 1
+    s.pipeline_parallel = static_cast<int>(n.get_int("pipeline_parallel", 1, 64));
+    if (s.pipeline_parallel > 1 && s.attention_data_parallel)
+      n.fail("pipeline_parallel",
+             fmt::format("{} beside attention_data_parallel: true is not modelled", s.pipeline_parallel),
+             "1, or attention_data_parallel: false");
+  }
   if (n.has("data_parallel_balance")) {  // documented default least-loaded
     const std::string balance =
         n.get_enum("data_parallel_balance", {"round-robin", "least-loaded", "cache-aware"});
@@ -318,6 +325,11 @@ SystemSpec read_system(const ConfigNode& n) {
     n.fail("coprocessing", "co-processing is enabled on a system without pim", "a pim: section, or false");
   if (s.attention_data_parallel && s.heterogeneous())
     n.fail("attention_data_parallel", "true on a heterogeneous system is not modelled", "false");
+  if (s.pipeline_parallel > 1 && (s.heterogeneous() || s.split_prefill_fraction > 0))
+    n.fail("pipeline_parallel",
+           fmt::format("{} on a {} system is not modelled", s.pipeline_parallel,
+                       s.heterogeneous() ? "heterogeneous" : "split"),
+           "1");
   n.finish();
   s.resolved_yaml = n.dump();
   return s;

@@ -12,7 +12,8 @@ bool is_elementwise(OpKind k) {
 }
 
 bool is_link(OpKind k) {
-  return k == OpKind::kAllReduce || k == OpKind::kAllToAll || k == OpKind::kPimTransfer;
+  return k == OpKind::kAllReduce || k == OpKind::kAllToAll || k == OpKind::kPimTransfer ||
+         k == OpKind::kStageSend;
 }
 
 bool is_weight_gemm(OpKind k) {
@@ -112,6 +113,18 @@ Time CostModel::analytical_pim_time(const Op& op) const {
 }
 
 Time CostModel::link_time(const Op& op) const {
+  if (op.kind == OpKind::kStageSend) {
+    // Each device's share to its peer of the next stage, over NVLink when the pipeline lies in one node, else
+    // InfiniBand; then the next stage's devices all-gather the shares over NVLink (tp - 1 ring steps).
+    const double share = op.link_bytes / layout_.tp, gather = op.link_bytes - share;
+    const Time send =
+        layout_.pipeline_in_node
+            ? transfer_time(share, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency
+            : transfer_time(share, sys_.links.infiniband_bandwidth) + sys_.links.infiniband_latency;
+    if (layout_.tp <= 1) return send;
+    return send + transfer_time(gather, sys_.links.nvlink_bandwidth) +
+           sys_.links.nvlink_latency * (layout_.tp - 1);
+  }
   if (op.kind == OpKind::kPimTransfer)  // GPU <-> its PIM devices, point to point
     return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency;
   if (op.kind == OpKind::kAllToAll) {

@@ -124,7 +124,11 @@ class Lowering {
     }
     embedding();
     if (m_.draft_head) head_fusion();
-    for (int l = 0; l < m_.layers; ++l) layer(l);
+    const std::vector<int> stage_ends = p_.stage_ends(m_.layers);
+    for (int l = 0; l < m_.layers; ++l) {
+      layer(l);
+      if (std::find(stage_ends.begin(), stage_ends.end(), l) != stage_ends.end()) stage_send(l);
+    }
     norm(-1, "final_norm");
     lm_head();
     return std::move(g_);
@@ -253,6 +257,21 @@ class Lowering {
     o.n = cols;
     o.link_bytes = bytes;
     o.bytes_act = 2.0 * bytes;  // read on the sender, written on the receiver
+  }
+
+  // Pipeline parallelism: the stage ending at layer `layer` hands its tokens_ x hidden output activations to
+  // the next stage's devices. Each device sends its 1/tp share to its peer there (over InfiniBand unless the
+  // pipeline lies in one node), which all-gather the shares over NVLink (vLLM's send_tensor_dict over the TP
+  // group): link_bytes is both, link_bytes_in_node what crosses NVLink.
+  void stage_send(int layer) {
+    Op& o = add(OpKind::kStageSend, layer, "stage_send");
+    o.m = tokens_;
+    o.n = m_.hidden;
+    const double data = static_cast<double>(tokens_) * m_.hidden * kActBytes;
+    const double share = data / p_.tp, gather = data - share;  // a ring all-gather sends tp - 1 shares
+    o.link_bytes = share + gather;
+    o.link_bytes_in_node = gather + (p_.pipeline_in_node ? share : 0.0);
+    o.bytes_act = share + data;  // the share read, the gathered whole written
   }
 
   // The in-device K/V migration of one layer (LowerOptions::kv_migration): `tokens` prompt tokens of

@@ -25,6 +25,8 @@ std::string_view op_kind_name(OpKind k) {
     case OpKind::kAllToAll: return "all_to_all";
     case OpKind::kPimTransfer: return "pim_transfer";
     case OpKind::kKvMigration: return "kv_migration";
+    case OpKind::kStageSend:
+      return "stage_send";
   }
   DUPLEX_ASSERT(false, "unhandled op kind");
 }
@@ -48,6 +50,7 @@ std::string Op::shape() const {
     case OpKind::kAllToAll:
     case OpKind::kPimTransfer:
     case OpKind::kKvMigration:
+    case OpKind::kStageSend:
       return fmt::format("{}x{}", m, n);
     default:
       if (n == 0) return fmt::format("{}x{}", m, k);

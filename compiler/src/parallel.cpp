@@ -19,6 +19,28 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
                             per_node));
   p.tp = devices / p.nodes;
   p.dp = p.nodes;
+  if (system.pipeline_parallel > 1) {
+    const int stages = system.pipeline_parallel;
+    if (model.is_moe())
+      throw Error(
+          fmt::format("model {}: pipeline parallelism (pipeline_parallel {}) of an MoE model is not "
+                      "modelled; expected a dense model or pipeline_parallel 1",
+                      model.name, stages));
+    if (model.layers < stages)
+      throw Error(fmt::format("model {}: {} layers cannot fill {} pipeline stages", model.name, model.layers,
+                              stages));
+    if (devices % stages != 0)
+      throw Error(fmt::format("{} devices do not split into {} pipeline stages", devices, stages));
+    p.pp = stages;
+    p.tp = std::min(per_node, devices / stages);
+    if (devices % (p.tp * stages) != 0)
+      throw Error(
+          fmt::format("{} devices do not split into pipelines of {} stages of {} devices (TP within a "
+                      "node of up to {})",
+                      devices, stages, p.tp, per_node));
+    p.dp = devices / p.tp;  // replicas x stages: each replica's batches in flight
+    p.pipeline_in_node = p.tp * stages <= per_node;
+  }
   if (system.attention_data_parallel) {  // every device a data-parallel rank of the non-expert layers
     p.attention_dp = true;
     p.tp = 1;
@@ -75,7 +97,20 @@ ParallelLayout::ExpertExchange ParallelLayout::expert_exchange() const {
   return x;
 }
 
+std::vector<int> ParallelLayout::stage_ends(int layers) const {
+  std::vector<int> ends;
+  int end = 0;
+  for (int s = 0; s + 1 < pp; ++s) {
+    end += layers / pp + (s < layers % pp ? 1 : 0);
+    ends.push_back(end - 1);
+  }
+  return ends;
+}
+
 std::string ParallelLayout::describe() const {
+  if (pp > 1)
+    return fmt::format("{} devices: TP{} x PP{} x DP{} ({} batches in flight{})", devices, tp, pp, replicas(),
+                       dp, pipeline_in_node ? "" : ", stages over InfiniBand");
   std::string s = fmt::format("{} device{}: TP{} x DP{}{}", devices, devices == 1 ? "" : "s", tp, dp,
                               attention_dp ? " (attention data parallel)" : "");
   if (local_experts > 0)

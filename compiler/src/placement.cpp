@@ -63,7 +63,8 @@ PlannedOp plan_op(const Graph& g, std::size_t i, const CostModel& cost) {
   const Op& op = g.ops[i];
   PlannedOp p;
   p.op = i;
-  if (op.kind == OpKind::kAllReduce || op.kind == OpKind::kAllToAll || op.kind == OpKind::kPimTransfer) {
+  if (op.kind == OpKind::kAllReduce || op.kind == OpKind::kAllToAll || op.kind == OpKind::kPimTransfer ||
+      op.kind == OpKind::kStageSend) {
     p.unit = Unit::kLink;
     p.time = p.xpu_time = cost.link_time(op);
     return p;

@@ -61,7 +61,8 @@ std::string XpuDevice::describe() const {
 }
 
 bool XpuDevice::executes(compiler::OpKind kind) const {
-  return kind != compiler::OpKind::kAllToAll && kind != compiler::OpKind::kPimTransfer;
+  return kind != compiler::OpKind::kAllToAll && kind != compiler::OpKind::kPimTransfer &&
+         kind != compiler::OpKind::kStageSend;
 }
 
 void XpuDevice::run(compiler::OpKind kind, const kernels::OpArgs& args) {

@@ -64,6 +64,11 @@ class FunctionalExecutor::Impl {
       throw Error(fmt::format("KV blocks {}; expected >= 0 (0: enough for all)", opt_.kv_blocks));
     if (opt_.devices < 0)
       throw Error(fmt::format("devices {}; expected >= 1 (0: the system's)", opt_.devices));
+    if (sys_.pipeline_parallel > 1)
+      throw Error(
+          fmt::format("system {}: pipeline_parallel {} is timed by duplex simulate only; functional "
+                      "emulation runs pipeline_parallel 1",
+                      sys_.name, sys_.pipeline_parallel));
     if (opt_.pim_unit_factory && !opt_.datapath.empty())
       throw Error(
           fmt::format("PIM datapath {} applies to the datapath PIM unit only, not to a custom one "

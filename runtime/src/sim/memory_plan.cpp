@@ -10,9 +10,16 @@
 namespace duplex::runtime {
 namespace {
 
+// The fraction of a model's layers on the fullest pipeline stage of layout p (1 without pipeline
+// parallelism): the first stages take one layer more where they do not divide (ParallelLayout::stage_ends).
+double fullest_stage(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
+  return static_cast<double>((m.layers + p.pp - 1) / p.pp) / m.layers;
+}
+
 // A model's weight bytes on one device of layout p: the non-expert ones split by tensor parallelism
-// (replicated across nodes), each routed expert's shard, and the MoE layers they repeat over (bytes, not
-// parameters: experts may be in their own dtype).
+// (replicated across nodes) and, under pipeline parallelism, the fullest stage's share of them (its layers'
+// fraction of every weight, embeddings and LM head included: an upper bound), each routed expert's shard, and
+// the MoE layers they repeat over (bytes, not parameters: experts may be in their own dtype).
 struct WeightShares {
   std::int64_t moe_layers = 0;
   double other_per_device = 0;
@@ -25,8 +32,8 @@ WeightShares weight_shares(const compiler::ModelSpec& m, const compiler::Paralle
   WeightShares w;
   w.moe_layers = m.moe_layers_before(m.layers);
   const double expert_bytes = m.is_moe() ? m.expert_ffn_bytes(m.expert_ffn) : 0.0;
-  w.other_per_device =
-      (m.weight_bytes() - static_cast<double>(w.moe_layers) * m.experts * expert_bytes) / p.tp;
+  w.other_per_device = (m.weight_bytes() - static_cast<double>(w.moe_layers) * m.experts * expert_bytes) /
+                       p.tp * fullest_stage(m, p);
   w.expert_shard_bytes = expert_bytes / p.expert_shards;
   return w;
 }
@@ -100,9 +107,9 @@ void plan_spaces(MemoryPlan& plan, const compiler::ModelSpec& m, const SystemSpe
                             "weights together, no room for the KV cache",
                             m.name, system.name, p.devices, kv_count, bytes_text(plan.space_bytes),
                             bytes_text(kv_count * plan.space_bytes - kv_free)));
-  plan.kv_tokens = static_cast<std::int64_t>(kv_free / plan.kv_bytes_per_token) * p.dp;
+  plan.kv_tokens = static_cast<std::int64_t>(kv_free / plan.kv_bytes_per_token) * p.replicas();
   plan.prefill_tokens = static_cast<std::int64_t>(prefill_left / plan.kv_bytes_per_token);
-  plan.prefill_capacity_tokens = plan.prefill_tokens * p.dp;
+  plan.prefill_capacity_tokens = plan.prefill_tokens * p.replicas();
 }
 
 }  // namespace
@@ -111,8 +118,9 @@ double kv_bytes_per_token(const compiler::ModelSpec& m, const compiler::Parallel
   const double kv_heads_share = m.attention == compiler::AttentionKind::kMla
                                     ? 1.0
                                     : static_cast<double>(std::max(1, m.kv_heads / p.tp)) / m.kv_heads;
-  return static_cast<double>(m.layers) * static_cast<double>(m.kv_elements_per_token_layer()) *
-         kv_heads_share * compiler::dtype_bytes(m.kv_dtype);
+  return static_cast<double>(m.layers) * fullest_stage(m, p) *
+         static_cast<double>(m.kv_elements_per_token_layer()) * kv_heads_share *
+         compiler::dtype_bytes(m.kv_dtype);
 }
 
 DraftFootprint draft_footprint(const compiler::ModelSpec& draft, const compiler::ParallelLayout& layout) {
@@ -167,7 +175,9 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system,
                                                                          plan.pim_weight_bytes)}),
                             format_byte_size(system.memory_capacity()),
                             format_byte_size({static_cast<std::uint64_t>(plan.reserve_bytes_per_device)})));
-  plan.kv_tokens = static_cast<std::int64_t>(free / plan.kv_bytes_per_token) * p.dp;
+  // Each data-parallel replica's devices hold their requests' K/V; a pipeline's pp batches in flight share
+  // its devices' (the scheduler gives each rank an equal part).
+  plan.kv_tokens = static_cast<std::int64_t>(free / plan.kv_bytes_per_token) * p.replicas();
   return plan;
 }
 

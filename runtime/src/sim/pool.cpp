@@ -16,6 +16,11 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
       name_(std::move(name)),
       devices_(devices) {
   DraftFootprint draft;
+  if (layout_.pp > 1 && o.draft_model)
+    throw Error(
+        fmt::format("system {}: a draft model ({}) under pipeline parallelism (pipeline_parallel {}) is "
+                    "not modelled; expected pipeline_parallel 1, or n-gram drafts",
+                    system.name, o.draft_model->name, layout_.pp));
   if (o.draft_model) {
     draft_layout_ = compiler::ParallelLayout::make(*o.draft_model, system, devices);
     draft = draft_footprint(*o.draft_model, *draft_layout_);
@@ -47,6 +52,12 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
   // this device's share of the K/V.
   const LinkSpec& links = system.links;
+  if (links.host_kv_offload.bytes > 0 && sched.prefix_caching && layout_.pp > 1)
+    throw Error(
+        fmt::format("system {}: a host K/V tier (links.host_kv_offload) under pipeline parallelism "
+                    "(pipeline_parallel {}) is not modelled; expected pipeline_parallel 1 or "
+                    "host_kv_offload 0",
+                    system.name, layout_.pp));
   if (links.host_kv_offload.bytes > 0 && sched.prefix_caching) {
     (void)system.energy.price("links.host_per_byte");  // a missing price fails here, not mid-run
     sched.host_kv_blocks =
@@ -74,6 +85,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
         (sched.disk_kv_blocks > 0 && links.disk_kv_scope == HostKvScope::cluster))
       for (int r = 0; r < layout_.dp; ++r)
         sched.host_kv_nodes.push_back((first_device + r * (devices / layout_.dp)) / links.devices_per_node);
+    // (pipeline parallelism, whose ranks share their replica's devices, has no host tier: refused above)
   }
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < layout_.dp)

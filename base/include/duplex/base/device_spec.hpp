@@ -186,6 +186,11 @@ struct SystemSpec {
   // exchanged by an all-to-all among all devices (NVLink in a node, InfiniBand across). Not with
   // expert_tensor_parallel or on a heterogeneous system.
   bool attention_data_parallel = false;
+  // Pipeline stages (key pipeline_parallel, default 1; vLLM's --pipeline-parallel-size): the layers split
+  // into this many consecutive stages on their own tensor-parallel groups, each data-parallel replica of the
+  // pipeline serving this many batches at once (vLLM's virtual engines: each its own requests and its share
+  // of the K/V space). Dense models only; not with attention_data_parallel.
+  int pipeline_parallel = 1;
   // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
   // data_parallel_balance, default least-loaded): to the rank with the fewest unfinished requests (vLLM's
   // data-parallel coordinator balances by its engines' queues; SGLang's shortest_queue), round-robin by

@@ -30,6 +30,7 @@ enum class OpKind {
   kPimTransfer,  // GPU <-> PIM-device activations / K/V (heterogeneous systems; link op, one NVLink hop)
   kKvMigration,  // one layer's K/V of the requests whose prefill completes, copied by the xPU from the
                  // prefill memory space into the decode KV spaces (Logic-PIM memory spaces; lower.hpp)
+  kStageSend,    // a pipeline stage's output activations to the next stage's devices (link op)
 };
 std::string_view op_kind_name(OpKind k);
 

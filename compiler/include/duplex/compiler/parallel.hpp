@@ -5,8 +5,12 @@
 //  - +ET (expert_tensor_parallel): every expert of a node's share sharded over the node's devices (TP), EP
 //    across nodes;
 //  - attention data parallel (SystemSpec::attention_data_parallel): non-expert layers TP1 x DP devices, each
-//    device its own requests; experts EP over all devices, exchanged all-to-all among them.
+//    device its own requests; experts EP over all devices, exchanged all-to-all among them;
+//  - pipeline parallel (SystemSpec::pipeline_parallel, dense models): the layers in pp consecutive stages,
+//    each on a TP group of up to a node's devices (TP x PP x replicas); each replica of the pipeline serves
+//    pp batches at once (vLLM's virtual engines), which count as its data-parallel ranks.
 #include <string>
+#include <vector>
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/compiler/model_spec.hpp"
@@ -17,8 +21,19 @@ struct ParallelLayout {
   int devices = 1;
   int nodes = 1;
   int tp = 1;                 // devices per node = tensor-parallel degree of attention / FC (attention DP: 1)
-  int dp = 1;                 // = nodes (attention DP: devices)
+  int dp = 1;                 // = nodes (attention DP: devices; pipeline parallel: replicas x pp)
   bool attention_dp = false;  // SystemSpec::attention_data_parallel
+  // Pipeline stages (SystemSpec::pipeline_parallel). Each of the dp ranks is then one of a replica's pp
+  // batches in flight (a virtual engine): its step runs every layer, stage after stage, on a TP group, the
+  // activations sent between stages (stage_send ops); a device holds one stage's layers' weights and their
+  // K/V for all pp batches. pipeline_in_node: the whole pipeline (tp x pp devices) lies in one node, so the
+  // stages exchange over NVLink, else over InfiniBand.
+  int pp = 1;
+  bool pipeline_in_node = true;
+  int replicas() const { return dp / pp; }  // data-parallel copies of the model (of the pipeline)
+  // The last layer of each stage but the last: the layers split evenly, the first stages taking one more
+  // where they do not divide (empty without pipeline parallelism).
+  std::vector<int> stage_ends(int layers) const;
   int devices_per_node() const { return devices / nodes; }
   bool expert_tp = false;  // +ET
   int local_experts = 0;   // distinct experts held by one device

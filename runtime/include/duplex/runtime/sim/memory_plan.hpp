@@ -12,10 +12,14 @@
 // lives in the prefill spaces (the xPU's activations and workspace sit with the prefill Q/K/V). It must leave
 // them room for at least one KV block: a reserve spilling into the KV spaces would leave the prefill spaces
 // none, so that is an error rather than a plan. Then
-//   kv_tokens      = floor(sum over KV spaces of (space_bytes - weights there) / kv_bytes_per_token) x dp
+//   kv_tokens      = floor(sum over KV spaces of (space_bytes - weights there) / kv_bytes_per_token)
+//                    x replicas (data-parallel copies of the model: dp, or dp / pp under pipeline
+//                    parallelism)
 //   prefill_tokens = floor((sum over prefill spaces of (space_bytes - weights there) - reserve in them)
 //                          / kv_bytes_per_token)       (one replica: bounds its in-flight prefill)
 // Other systems: one KV pool of device - weights - reserve, prefill_tokens = 0 (no bound), no spaces.
+// Pipeline parallelism (layout pp > 1): a device holds the fullest stage's share of the weights and of every
+// token's K/V (ceil(layers / pp) of the layers), for all of its pipeline's pp batches in flight.
 #include <cstdint>
 #include <vector>
 
@@ -34,8 +38,8 @@ struct MemoryPlan {
   double pim_device_bytes = 0;          // heterogeneous: HBM of one GPU's PIM devices together; else 0
   double pim_weight_bytes = 0;          // heterogeneous: expert weights on one GPU's PIM devices; else 0
   double reserve_bytes_per_device = 0;  // reserve_fraction x device_bytes
-  double kv_bytes_per_token = 0;        // one token of one request, all layers, on one device (its heads),
-                                        // a draft model's included
+  double kv_bytes_per_token = 0;        // one token of one request, all layers, on one device (its heads;
+                                        // its stage's layers), a draft model's included
   double draft_weight_bytes_per_device = 0;  // a draft model's, in weight_bytes_per_device
   std::int64_t kv_tokens = 0;           // KV tokens the whole system holds (all data-parallel replicas)
   std::int64_t kv_blocks(std::int64_t block_tokens) const { return kv_tokens / block_tokens; }
@@ -46,8 +50,9 @@ struct MemoryPlan {
   std::vector<int> kv_spaces;                   // ascending
   std::vector<int> prefill_spaces;              // ascending
   std::int64_t prefill_tokens = 0;              // per replica; 0 = no bound (no prefill space)
-  std::int64_t prefill_capacity_tokens = 0;     // the scheduler's bound: prefill_tokens x dp (the scheduler
-                                                // pools the replicas as it pools their KV); 0 = no bound
+  std::int64_t prefill_capacity_tokens =
+      0;  // the scheduler's bound: prefill_tokens x replicas (the scheduler
+          // pools the replicas as it pools their KV); 0 = no bound
   bool has_spaces() const { return !space_weight_bytes.empty(); }
 };
 
@@ -59,7 +64,8 @@ struct DraftFootprint {
 };
 DraftFootprint draft_footprint(const compiler::ModelSpec& draft, const compiler::ParallelLayout& layout);
 
-// K/V bytes of one token of one request, all layers, on one device of `layout` (its share of the heads).
+// K/V bytes of one token of one request, all layers, on one device of `layout` (its share of the heads; its
+// pipeline stage's layers, the fullest stage's).
 double kv_bytes_per_token(const compiler::ModelSpec& model, const compiler::ParallelLayout& layout);
 
 // Throws duplex::Error naming model, system and the figures when the weights do not fit; on a system with

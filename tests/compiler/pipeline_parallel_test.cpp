@@ -1,0 +1,164 @@
+// Pipeline parallelism in the compiler (SystemSpec::pipeline_parallel): the layout (TP groups of up to a
+// node's devices, pp stages, each replica's pp batches in flight as its data-parallel ranks), the stages'
+// layers, the stage_send ops lowering adds and their link time, and the configurations refused.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "duplex/base/config.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/compiler/cost_model.hpp"
+#include "duplex/compiler/lower.hpp"
+#include "duplex/compiler/model_spec.hpp"
+#include "duplex/compiler/parallel.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+SystemSpec gpu_with_stages(int stages) {
+  SystemSpec s = load_system("gpu");
+  s.pipeline_parallel = stages;
+  return s;
+}
+
+std::string layout_error(const ModelSpec& m, const SystemSpec& s, int devices) {
+  try {
+    ParallelLayout::make(m, s, devices);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(PipelineParallel, LayoutSplitsTheDevicesIntoStagesOfTensorParallelGroups) {
+  const ModelSpec m = load_model("llama3-405b");
+  struct Case {
+    int stages, devices, tp, dp, replicas;
+    bool in_node;
+    std::string describe;
+  };
+  for (const Case& c : {
+           Case{2, 16, 8, 2, 1, false,
+                "16 devices: TP8 x PP2 x DP1 (2 batches in flight, stages over InfiniBand)"},
+           Case{2, 8, 4, 2, 1, true, "8 devices: TP4 x PP2 x DP1 (2 batches in flight)"},
+           Case{2, 32, 8, 4, 2, false,
+                "32 devices: TP8 x PP2 x DP2 (4 batches in flight, stages over InfiniBand)"},
+           Case{4, 32, 8, 4, 1, false,
+                "32 devices: TP8 x PP4 x DP1 (4 batches in flight, stages over InfiniBand)"},
+       }) {
+    const ParallelLayout p = ParallelLayout::make(m, gpu_with_stages(c.stages), c.devices);
+    EXPECT_EQ(p.pp, c.stages);
+    EXPECT_EQ(p.tp, c.tp);
+    EXPECT_EQ(p.dp, c.dp);
+    EXPECT_EQ(p.replicas(), c.replicas);
+    EXPECT_EQ(p.pipeline_in_node, c.in_node);
+    EXPECT_EQ(p.describe(), c.describe);
+  }
+  // Without pipeline parallelism the layout is the usual one: one stage, every rank a replica.
+  const ParallelLayout one = ParallelLayout::make(m, load_system("gpu"), 16);
+  EXPECT_EQ(one.pp, 1);
+  EXPECT_EQ(one.replicas(), one.dp);
+  EXPECT_TRUE(one.stage_ends(126).empty());
+}
+
+TEST(PipelineParallel, StagesSplitTheLayersEvenlyTheFirstTakingTheRest) {
+  ParallelLayout p;
+  p.pp = 2;
+  EXPECT_EQ(p.stage_ends(126), std::vector<int>{62});
+  p.pp = 3;
+  EXPECT_EQ(p.stage_ends(10), (std::vector<int>{3, 6}));  // 4, 3, 3 layers
+  p.pp = 4;
+  EXPECT_EQ(p.stage_ends(80), (std::vector<int>{19, 39, 59}));
+}
+
+TEST(PipelineParallel, ImpossibleLayoutsAreRefused) {
+  const ModelSpec dense = load_model("llama3-70b");
+  EXPECT_NE(layout_error(dense, gpu_with_stages(3), 8).find("8 devices do not split into 3 pipeline stages"),
+            std::string::npos);
+  EXPECT_NE(layout_error(dense, gpu_with_stages(2), 24)
+                .find("24 devices do not split into pipelines of 2 stages of 8"),
+            std::string::npos);
+  EXPECT_NE(layout_error(load_model("mixtral-8x7b"), gpu_with_stages(2), 8)
+                .find("model mixtral-8x7b: pipeline parallelism (pipeline_parallel 2) of an MoE model is not "
+                      "modelled"),
+            std::string::npos);
+  ModelSpec shallow = dense;
+  shallow.layers = 2;
+  EXPECT_NE(layout_error(shallow, gpu_with_stages(4), 4).find("2 layers cannot fill 4 pipeline stages"),
+            std::string::npos);
+}
+
+// A rank's step runs every layer on one TP group, so its plan is the TP group's plan of its batch plus one
+// stage_send after each stage but the last: the stage's tokens x hidden activations, each device's
+// 1/tp share sent to the next stage (InfiniBand across nodes), the shares all-gathered over NVLink.
+TEST(PipelineParallel, LoweringAddsAStageSendBetweenStages) {
+  const ModelSpec m = load_model("llama3-405b");
+  const SystemSpec s = gpu_with_stages(2);
+  const ParallelLayout pp = ParallelLayout::make(m, s, 16),
+                       tp = ParallelLayout::make(m, load_system("gpu"), 8);
+  // 32 decodes unranked: each of the 2 batches in flight (ranks) takes 16, as a TP8 group without stages.
+  const BatchState batch = BatchState::decode_batch(32, 1024);
+  const Graph piped = lower(m, batch, pp, Routing{}),
+              flat = lower(m, BatchState::decode_batch(16, 1024), tp, Routing{});
+  ASSERT_EQ(piped.ops.size(), flat.ops.size() + 1);
+  std::size_t j = 0;
+  for (const Op& o : piped.ops) {
+    if (o.kind == OpKind::kStageSend) {
+      EXPECT_EQ(o.layer, 62);
+      EXPECT_EQ(o.m, 16);
+      EXPECT_EQ(o.n, 16384);
+      const double data = 16.0 * 16384 * 2;
+      EXPECT_DOUBLE_EQ(o.link_bytes, data);  // the share sent + the (tp - 1) shares of the gather
+      EXPECT_DOUBLE_EQ(o.link_bytes_in_node, data * 7 / 8);
+      const CostModel cost(s, pp);
+      const LinkSpec& l = s.links;
+      EXPECT_NEAR(cost.link_time(o).si(),
+                  (transfer_time(data / 8, l.infiniband_bandwidth) + l.infiniband_latency +
+                   transfer_time(data * 7 / 8, l.nvlink_bandwidth) + l.nvlink_latency * 7)
+                      .si(),
+                  1e-15);
+      continue;
+    }
+    ASSERT_LT(j, flat.ops.size());
+    EXPECT_EQ(o.name, flat.ops[j].name);
+    EXPECT_EQ(o.bytes(), flat.ops[j].bytes()) << o.name;
+    EXPECT_EQ(o.flops, flat.ops[j].flops) << o.name;
+    ++j;
+  }
+  // A pipeline in one node sends over NVLink.
+  const ParallelLayout in_node = ParallelLayout::make(m, s, 8);
+  for (const Op& o : lower(m, batch, in_node, Routing{}).ops)
+    if (o.kind == OpKind::kStageSend) {
+      EXPECT_DOUBLE_EQ(o.link_bytes_in_node, o.link_bytes);
+    }
+}
+
+// The system key: default 1, 1 to 64; refused beside attention data parallelism and on split systems.
+TEST(PipelineParallel, SystemKey) {
+  auto load = [](const char* preset, const std::vector<std::string>& sets) {
+    std::vector<ConfigOverride> overrides;
+    for (const std::string& s : sets) overrides.push_back(parse_override(s, "--set"));
+    return read_system(ConfigNode::load(preset, "systems", overrides));
+  };
+  auto error_of = [&](const char* preset, const std::vector<std::string>& sets) {
+    try {
+      load(preset, sets);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(load_system("gpu").pipeline_parallel, 1);
+  EXPECT_EQ(load("gpu", {"pipeline_parallel=4"}).pipeline_parallel, 4);
+  EXPECT_NE(error_of("gpu", {"pipeline_parallel=0"}).find("pipeline_parallel"), std::string::npos);
+  EXPECT_NE(error_of("gpu", {"pipeline_parallel=2", "attention_data_parallel=true"})
+                .find("pipeline_parallel: 2 beside attention_data_parallel: true is not modelled"),
+            std::string::npos);
+  EXPECT_NE(error_of("duplex-split", {"pipeline_parallel=2"})
+                .find("pipeline_parallel: 2 on a split system is not modelled"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace duplex::compiler
