@@ -52,11 +52,14 @@ void run_compile(const CompileOptions& o) {
               format_count(static_cast<double>(model.params())).c_str(),
               format_count(static_cast<double>(model.active_params())).c_str(), window.empty() ? "" : ", ",
               window.c_str(), system.name.c_str(), system.description.c_str(), layout.describe().c_str());
-  std::printf(
-      "step: %lld decode requests at context %lld%s + %lld prefill tokens; one device's share below\n\n",
-      static_cast<long long>(o.batch), static_cast<long long>(o.context),
-      o.drafts > 0 ? fmt::format(", each verifying {} draft tokens", o.drafts).c_str() : "",
-      static_cast<long long>(o.prefill_tokens));
+  // Under pipeline parallelism a data-parallel rank is one of the batches in flight, its pass every stage's.
+  const char* shown = layout.pp > 1
+                          ? "one batch in flight's pass through every stage (one device of each) below"
+                          : "one device's share below";
+  std::printf("step: %lld decode requests at context %lld%s + %lld prefill tokens; %s\n\n",
+              static_cast<long long>(o.batch), static_cast<long long>(o.context),
+              o.drafts > 0 ? fmt::format(", each verifying {} draft tokens", o.drafts).c_str() : "",
+              static_cast<long long>(o.prefill_tokens), shown);
   if (o.graph) std::fputs(dump_graph(plan.graph).c_str(), stdout);
   if (!o.summary) std::fputs(dump_plan(plan).c_str(), stdout);
   std::puts("");
