@@ -21,11 +21,6 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
   p.dp = p.nodes;
   if (system.pipeline_parallel > 1) {
     const int stages = system.pipeline_parallel;
-    if (model.is_moe())
-      throw Error(
-          fmt::format("model {}: pipeline parallelism (pipeline_parallel {}) of an MoE model is not "
-                      "modelled; expected a dense model or pipeline_parallel 1",
-                      model.name, stages));
     if (model.layers < stages)
       throw Error(fmt::format("model {}: {} layers cannot fill {} pipeline stages", model.name, model.layers,
                               stages));
@@ -40,6 +35,12 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
                       devices, stages, p.tp, per_node));
     p.dp = devices / p.tp;  // replicas x stages: each replica's batches in flight
     p.pipeline_in_node = p.tp * stages <= per_node;
+    if (model.is_moe() && p.replicas() > 1)
+      throw Error(
+          fmt::format("model {}: {} data-parallel copies of an MoE pipeline ({} devices in stages of {}) "
+                      "are not modelled; expected {} devices (one pipeline, its experts parallel over "
+                      "each stage's devices) or pipeline_parallel 1",
+                      model.name, p.replicas(), devices, p.tp, p.tp * stages));
   }
   if (system.attention_data_parallel) {  // every device a data-parallel rank of the non-expert layers
     p.attention_dp = true;
@@ -51,28 +52,31 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
                             model.heads, p.tp));
   p.expert_tp = system.expert_tensor_parallel;
   if (!model.is_moe()) return p;
+  // The devices an MoE layer's experts spread over: all of them, or under pipeline parallelism its stage's
+  // (one node at most: their tokens never cross a node).
+  const int ep_devices = p.pp > 1 ? p.tp : devices, ep_nodes = p.pp > 1 ? 1 : p.nodes;
   if (p.expert_tp) {
     // EP across nodes, TP inside the node.
-    p.expert_groups = p.nodes;
-    if (model.experts % p.nodes != 0)
-      throw Error(fmt::format("model {}: {} experts do not split over {} nodes (+ET)", model.name, model.experts,
-                              p.nodes));
-    p.local_experts = model.experts / p.nodes;
+    p.expert_groups = ep_nodes;
+    if (model.experts % ep_nodes != 0)
+      throw Error(fmt::format("model {}: {} experts do not split over {} nodes (+ET)", model.name,
+                              model.experts, ep_nodes));
+    p.local_experts = model.experts / ep_nodes;
     p.expert_shards = p.tp;
-  } else if (model.experts >= devices) {
-    if (model.experts % devices != 0)
-      throw Error(fmt::format("model {}: {} experts do not split over {} devices (expert parallel)", model.name,
-                              model.experts, devices));
-    p.expert_groups = devices;
-    p.local_experts = model.experts / devices;
+  } else if (model.experts >= ep_devices) {
+    if (model.experts % ep_devices != 0)
+      throw Error(fmt::format("model {}: {} experts do not split over {} devices (expert parallel)",
+                              model.name, model.experts, ep_devices));
+    p.expert_groups = ep_devices;
+    p.local_experts = model.experts / ep_devices;
     p.expert_shards = 1;
   } else {
-    if (devices % model.experts != 0)
-      throw Error(fmt::format("model {}: {} devices are not a multiple of {} experts", model.name, devices,
+    if (ep_devices % model.experts != 0)
+      throw Error(fmt::format("model {}: {} devices are not a multiple of {} experts", model.name, ep_devices,
                               model.experts));
     p.expert_groups = model.experts;
     p.local_experts = 1;
-    p.expert_shards = devices / model.experts;
+    p.expert_shards = ep_devices / model.experts;
   }
   if (model.expert_ffn % p.expert_shards != 0)
     throw Error(fmt::format("model {}: expert width {} does not split into {} shards", model.name, model.expert_ffn,
@@ -82,7 +86,8 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
 
 ParallelLayout::ExpertExchange ParallelLayout::expert_exchange() const {
   ExpertExchange x;
-  if (local_experts == 0 || (nodes == 1 && !attention_dp)) return x;
+  // One node, or a pipeline stage's devices (in one node): its devices hold all its tokens.
+  if (local_experts == 0 || ((nodes == 1 || pp > 1) && !attention_dp)) return x;
   const int per_node = devices_per_node();
   // An expert's shards fill whole nodes when there are more of them than a node's devices.
   const int shards_in_node = std::min(expert_shards, per_node);
@@ -108,11 +113,10 @@ std::vector<int> ParallelLayout::stage_ends(int layers) const {
 }
 
 std::string ParallelLayout::describe() const {
-  if (pp > 1)
-    return fmt::format("{} devices: TP{} x PP{} x DP{} ({} batches in flight{})", devices, tp, pp, replicas(),
-                       dp, pipeline_in_node ? "" : ", stages over InfiniBand");
-  std::string s = fmt::format("{} device{}: TP{} x DP{}{}", devices, devices == 1 ? "" : "s", tp, dp,
-                              attention_dp ? " (attention data parallel)" : "");
+  std::string s = pp > 1 ? fmt::format("{} devices: TP{} x PP{} x DP{} ({} batches in flight{})", devices, tp,
+                                       pp, replicas(), dp, pipeline_in_node ? "" : ", stages over InfiniBand")
+                         : fmt::format("{} device{}: TP{} x DP{}{}", devices, devices == 1 ? "" : "s", tp, dp,
+                                       attention_dp ? " (attention data parallel)" : "");
   if (local_experts > 0)
     s += fmt::format(", {}EP{} ({} expert{}/device{})", expert_tp ? "ET " : "", expert_groups, local_experts,
                      local_experts == 1 ? "" : "s",

@@ -62,6 +62,30 @@ TEST(PipelineParallel, LayoutSplitsTheDevicesIntoStagesOfTensorParallelGroups) {
   EXPECT_TRUE(one.stage_ends(126).empty());
 }
 
+// An MoE model's experts are expert parallel over each stage's devices, whose tokens never leave their node:
+// no exchange across nodes, as on one node.
+TEST(PipelineParallel, ExpertsSpreadOverEachStagesDevices) {
+  const ParallelLayout mixtral = ParallelLayout::make(load_model("mixtral-8x7b"), gpu_with_stages(2), 8);
+  EXPECT_EQ(mixtral.describe(), "8 devices: TP4 x PP2 x DP1 (2 batches in flight), EP4 (2 experts/device)");
+  const ParallelLayout grok = ParallelLayout::make(load_model("grok-1"), gpu_with_stages(2), 16);
+  EXPECT_EQ(
+      grok.describe(),
+      "16 devices: TP8 x PP2 x DP1 (2 batches in flight, stages over InfiniBand), EP8 (1 expert/device)");
+  SystemSpec et = gpu_with_stages(2);
+  et.expert_tensor_parallel = true;
+  const ParallelLayout sharded = ParallelLayout::make(load_model("grok-1"), et, 16);
+  EXPECT_EQ(sharded.local_experts, 8);
+  EXPECT_EQ(sharded.expert_shards, 8);
+  for (const ParallelLayout& p : {mixtral, grok, sharded}) {
+    const ParallelLayout::ExpertExchange x = p.expert_exchange();
+    EXPECT_EQ(x.infiniband, 0);
+    EXPECT_EQ(x.nvlink, 0);
+  }
+  // Without stages Grok-1's 16 devices exchange tokens across the two nodes.
+  EXPECT_GT(ParallelLayout::make(load_model("grok-1"), load_system("gpu"), 16).expert_exchange().infiniband,
+            0);
+}
+
 TEST(PipelineParallel, StagesSplitTheLayersEvenlyTheFirstTakingTheRest) {
   ParallelLayout p;
   p.pp = 2;
@@ -79,10 +103,11 @@ TEST(PipelineParallel, ImpossibleLayoutsAreRefused) {
   EXPECT_NE(layout_error(dense, gpu_with_stages(2), 24)
                 .find("24 devices do not split into pipelines of 2 stages of 8"),
             std::string::npos);
-  EXPECT_NE(layout_error(load_model("mixtral-8x7b"), gpu_with_stages(2), 8)
-                .find("model mixtral-8x7b: pipeline parallelism (pipeline_parallel 2) of an MoE model is not "
-                      "modelled"),
-            std::string::npos);
+  EXPECT_NE(
+      layout_error(load_model("mixtral-8x7b"), gpu_with_stages(2), 32)
+          .find("model mixtral-8x7b: 2 data-parallel copies of an MoE pipeline (32 devices in stages of 8) "
+                "are not modelled"),
+      std::string::npos);
   ModelSpec shallow = dense;
   shallow.layers = 2;
   EXPECT_NE(layout_error(shallow, gpu_with_stages(4), 4).find("2 layers cannot fill 4 pipeline stages"),

@@ -45,6 +45,17 @@ TEST(PipelineParallelSim, ADeviceHoldsItsStagesWeightsAndKv) {
   }
 }
 
+// Mixtral-8x7B on 8 devices as TP4 x PP2: a device holds half of the non-expert weights' TP4 share and its 2
+// experts of each of its stage's 16 MoE layers.
+TEST(PipelineParallelSim, AnMoeStageHoldsItsLayersExperts) {
+  const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
+  const compiler::ParallelLayout pp = compiler::ParallelLayout::make(m, gpu_with_stages(2), 8);
+  const MemoryPlan plan = plan_memory(m, gpu_with_stages(2), pp, 0.1);
+  const double expert = m.expert_ffn_bytes(m.expert_ffn), experts = 32.0 * 8 * expert;
+  EXPECT_NEAR(plan.weight_bytes_per_device, (m.weight_bytes() - experts) / 4 / 2 + 16.0 * 2 * expert,
+              1e-6 * plan.weight_bytes_per_device);
+}
+
 // Two batches in flight of 8 decodes each: each is a TP8 group's pass over every layer plus the stage send,
 // the step the slower of the two (equal here), and the energy twice a TP8 step's of 8 decodes on its 8
 // devices plus the sends on all 16.

@@ -16,10 +16,25 @@ double fullest_stage(const compiler::ModelSpec& m, const compiler::ParallelLayou
   return static_cast<double>((m.layers + p.pp - 1) / p.pp) / m.layers;
 }
 
+// The MoE layers a device holds experts of: all of them, or under pipeline parallelism those of the stage
+// with the most.
+std::int64_t stage_moe_layers(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
+  std::int64_t most = 0, first = 0;
+  std::vector<int> ends = p.stage_ends(m.layers);
+  ends.push_back(m.layers - 1);
+  for (const int last : ends) {
+    const std::int64_t through = m.moe_layers_before(last + 1);
+    most = std::max(most, through - first);
+    first = through;
+  }
+  return most;
+}
+
 // A model's weight bytes on one device of layout p: the non-expert ones split by tensor parallelism
 // (replicated across nodes) and, under pipeline parallelism, the fullest stage's share of them (its layers'
 // fraction of every weight, embeddings and LM head included: an upper bound), each routed expert's shard, and
-// the MoE layers they repeat over (bytes, not parameters: experts may be in their own dtype).
+// the MoE layers they repeat over (the stage's with the most under pipeline parallelism; bytes, not
+// parameters: experts may be in their own dtype).
 struct WeightShares {
   std::int64_t moe_layers = 0;
   double other_per_device = 0;
@@ -30,10 +45,10 @@ struct WeightShares {
 };
 WeightShares weight_shares(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
   WeightShares w;
-  w.moe_layers = m.moe_layers_before(m.layers);
+  w.moe_layers = stage_moe_layers(m, p);
   const double expert_bytes = m.is_moe() ? m.expert_ffn_bytes(m.expert_ffn) : 0.0;
-  w.other_per_device = (m.weight_bytes() - static_cast<double>(w.moe_layers) * m.experts * expert_bytes) /
-                       p.tp * fullest_stage(m, p);
+  const double all_experts = static_cast<double>(m.moe_layers_before(m.layers)) * m.experts * expert_bytes;
+  w.other_per_device = (m.weight_bytes() - all_experts) / p.tp * fullest_stage(m, p);
   w.expert_shard_bytes = expert_bytes / p.expert_shards;
   return w;
 }

@@ -189,7 +189,8 @@ struct SystemSpec {
   // Pipeline stages (key pipeline_parallel, default 1; vLLM's --pipeline-parallel-size): the layers split
   // into this many consecutive stages on their own tensor-parallel groups, each data-parallel replica of the
   // pipeline serving this many batches at once (vLLM's virtual engines: each its own requests and its share
-  // of the K/V space). Dense models only; not with attention_data_parallel.
+  // of the K/V space); an MoE model's experts parallel over each stage's devices. Not with
+  // attention_data_parallel, on split or heterogeneous systems.
   int pipeline_parallel = 1;
   // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
   // data_parallel_balance, default least-loaded): to the rank with the fewest unfinished requests (vLLM's

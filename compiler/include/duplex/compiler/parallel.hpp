@@ -6,9 +6,10 @@
 //    across nodes;
 //  - attention data parallel (SystemSpec::attention_data_parallel): non-expert layers TP1 x DP devices, each
 //    device its own requests; experts EP over all devices, exchanged all-to-all among them;
-//  - pipeline parallel (SystemSpec::pipeline_parallel, dense models): the layers in pp consecutive stages,
-//    each on a TP group of up to a node's devices (TP x PP x replicas); each replica of the pipeline serves
-//    pp batches at once (vLLM's virtual engines), which count as its data-parallel ranks.
+//  - pipeline parallel (SystemSpec::pipeline_parallel): the layers in pp consecutive stages, each on a TP
+//    group of up to a node's devices (TP x PP x replicas); each replica of the pipeline serves pp batches at
+//    once (vLLM's virtual engines), which count as its data-parallel ranks. An MoE model's experts are expert
+//    parallel over each stage's devices (one replica only: no exchange across nodes).
 #include <string>
 #include <vector>
 
