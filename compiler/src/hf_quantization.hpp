@@ -37,14 +37,14 @@ namespace duplex::compiler {
 //   releases), load_in_4bit true, bnb_4bit_quant_type nf4, bnb_4bit_quant_storage uint8 (or absent), a dense
 //   model (on an MoE one it quantizes the routers too): every projection and FFN matrix in nf4, or nf4_dq
 //   with bnb_4bit_use_double_quant (llm_int8_skip_modules as modules_to_not_convert below).
-// - quant_method "fbgemm_fp8" (transformers' FbgemmFp8Config: Meta's Llama 3.1 FP8 releases), a dense model
-// of
-//   Llama's module names (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, starcoder2):
-//   every projection and FFN matrix in fp8_channel (FP8 E4M3, one FP32 scale per output channel), the
-//   activations scaled per token under activation_scale_ub (a number > 0; m.activation_scale_ub). Its
-//   modules_to_not_convert may also name, by full module name (model.layers.<l>.self_attn.q_proj), every
-//   layer's attention projections (m.unquantized_attention: Meta's releases keep attention in BF16) and a
-//   layer's FFN matrices (m.unquantized_ffn_layers: their first and last layers'), each group whole.
+// - quant_method "fbgemm_fp8" (transformers' FbgemmFp8Config: Meta's Llama 3.1 FP8 releases), a dense
+//   model of Llama's module names (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text,
+//   starcoder2): every projection and FFN matrix in fp8_channel (FP8 E4M3, one FP32 scale per output
+//   channel), the activations scaled per token under activation_scale_ub (a number > 0;
+//   m.activation_scale_ub). Its modules_to_not_convert may also name, by full module name
+//   (model.layers.<l>.self_attn.q_proj), every layer's attention projections (m.unquantized_attention: Meta's
+//   releases keep attention in BF16) and a layer's FFN matrices (m.unquantized_ffn_layers: their first and
+//   last layers'), each group whole.
 // The modules a release leaves unquantized (modules_to_not_convert, ignored_layers, ignore; a "re:" regex by
 // its last name) may only be those the model keeps in dtype anyway: the LM head, the embeddings, routers.
 // Anything else is refused, naming the field: its format is not modelled.

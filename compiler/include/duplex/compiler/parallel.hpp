@@ -21,7 +21,8 @@ namespace duplex::compiler {
 struct ParallelLayout {
   int devices = 1;
   int nodes = 1;
-  int tp = 1;                 // devices per node = tensor-parallel degree of attention / FC (attention DP: 1)
+  // Tensor-parallel degree of attention / FC: a node's devices (a pipeline stage's; attention DP: 1).
+  int tp = 1;
   int dp = 1;                 // = nodes (attention DP: devices; pipeline parallel: replicas x pp)
   bool attention_dp = false;  // SystemSpec::attention_data_parallel
   // Pipeline stages (SystemSpec::pipeline_parallel). Each of the dp ranks is then one of a replica's pp
