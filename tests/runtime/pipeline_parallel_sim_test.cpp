@@ -111,6 +111,28 @@ TEST(PipelineParallelSim, Llama405bInBf16ServesOnTwoNodesTheSameEveryRun) {
   EXPECT_EQ(a.ttft_ms.p50, b.ttft_ms.p50);
 }
 
+// A replica's batches in flight share its devices' host memory: each rank's host tier is half of what a
+// device's host memory holds of its stage's K/V. Conversations on Llama-3-70B as TP2 x PP2 with little K/V
+// memory take later turns' history back from it, the same every run.
+TEST(PipelineParallelSim, TheBatchesInFlightShareTheirDevicesHostTier) {
+  const compiler::ModelSpec m = compiler::load_model("llama3-70b");
+  SystemSpec s = gpu_with_stages(2);
+  s.links.host_kv_offload = gib(4);
+  SimulationOptions o = testing::closed_loop_options(512, 512, 32, 64, 3, 0.1);
+  o.workload.arrival.concurrency = 128;
+  o.workload.conversation = Conversations{.turns = 4, .think_s = 0.5};
+  o.scheduler.prefix_caching = true;
+  o.devices = 4;
+  o.memory_reserve = 0.5;  // little K/V memory: the device cache drops histories the host tier keeps
+  const SystemResult a = simulate(m, s, o), b = simulate(m, s, o);
+  const compiler::ParallelLayout pp = compiler::ParallelLayout::make(m, s, 4);
+  const double block_bytes = kv_bytes_per_token(m, pp) * static_cast<double>(o.scheduler.kv_block_tokens);
+  EXPECT_EQ(a.host_kv_blocks, static_cast<std::int64_t>(static_cast<double>(gib(4).bytes) / block_bytes) / 2);
+  EXPECT_GT(a.host_hit_tokens, 0);
+  EXPECT_EQ(a.host_hit_tokens, b.host_hit_tokens);
+  EXPECT_EQ(a.throughput_tok_s, b.throughput_tok_s);
+}
+
 // What pipeline parallelism does not model yet is refused naming it.
 TEST(PipelineParallelSim, UnmodelledCombinationsAreRefused) {
   const compiler::ModelSpec m = compiler::load_model("llama3-70b");

@@ -52,12 +52,6 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   // A host tier for the prefix cache: links.host_kv_offload of host memory per device, in whole blocks of
   // this device's share of the K/V.
   const LinkSpec& links = system.links;
-  if (links.host_kv_offload.bytes > 0 && sched.prefix_caching && layout_.pp > 1)
-    throw Error(
-        fmt::format("system {}: a host K/V tier (links.host_kv_offload) under pipeline parallelism "
-                    "(pipeline_parallel {}) is not modelled; expected pipeline_parallel 1 or "
-                    "host_kv_offload 0",
-                    system.name, layout_.pp));
   if (links.host_kv_offload.bytes > 0 && sched.prefix_caching) {
     (void)system.energy.price("links.host_per_byte");  // a missing price fails here, not mid-run
     sched.host_kv_blocks =
@@ -80,12 +74,18 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
           static_cast<double>(links.disk_kv_offload.bytes) /
           (memory_.kv_bytes_per_token * static_cast<double>(sched.kv_block_tokens)));
     }
-    // A store spanning nodes: each rank's copies go to its first device's node.
+    // Pipeline parallelism: a replica's batches in flight (its ranks) share its devices' host memory and
+    // drives, each an equal part (as they share its K/V space); each stage's devices hold their layers' share
+    // of a block (kv_bytes_per_token is the stage's) and load it side by side.
+    sched.host_kv_blocks /= layout_.pp;
+    sched.disk_kv_blocks /= layout_.pp;
+    // A store spanning nodes: each rank's copies go to its replica's first device's node (under pipeline
+    // parallelism each stage's share to its own node: another replica's copies are remote alike).
     if (links.host_kv_scope == HostKvScope::cluster ||
         (sched.disk_kv_blocks > 0 && links.disk_kv_scope == HostKvScope::cluster))
       for (int r = 0; r < layout_.dp; ++r)
-        sched.host_kv_nodes.push_back((first_device + r * (devices / layout_.dp)) / links.devices_per_node);
-    // (pipeline parallelism, whose ranks share their replica's devices, has no host tier: refused above)
+        sched.host_kv_nodes.push_back((first_device + r / layout_.pp * (devices / layout_.replicas())) /
+                                      links.devices_per_node);
   }
   kv_blocks_ = sched.kv_capacity_blocks;
   if (kv_blocks_ < layout_.dp)
