@@ -158,19 +158,45 @@ void set_key_path(YAML::Node node, const std::vector<std::string>& parts, std::s
 
 // Sets o.key in `root` (a resolved config) to o.value, creating the maps on the way; records o.origin as the
 // file of every key it sets, so that the strict readers name the override in their errors.
-void apply_override(YAML::Node root, const ConfigOverride& o, ConfigNode::Document& doc) {
+// The keys of an override's path: joined by '.', a key in brackets holding dots too (a model name:
+// devices_per_model[llama-3.2-1b]); a ConfigError naming o otherwise.
+std::vector<std::string> key_path_parts(const ConfigOverride& o) {
+  const std::string kChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+  auto bad = [&] {
+    return ConfigError(
+        o.origin, o.key, "is not a key path",
+        "keys of letters, digits, '_' or '-' joined by '.', e.g. pim.clock, a key holding dots "
+        "in brackets: devices_per_model[llama-3.2-1b]");
+  };
   std::vector<std::string> parts;
-  for (std::size_t start = 0;;) {
-    const std::size_t dot = o.key.find('.', start);
-    parts.push_back(o.key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
-    if (dot == std::string::npos) break;
-    start = dot + 1;
+  const std::string& key = o.key;
+  for (std::size_t i = 0;;) {
+    std::string part;
+    if (i < key.size() && key[i] == '[') {
+      const std::size_t end = key.find(']', i);
+      if (end == std::string::npos) throw bad();
+      part = key.substr(i + 1, end - i - 1);
+      if (part.find_first_not_of(kChars + ".") != std::string::npos) throw bad();
+      i = end + 1;
+    } else {
+      const std::size_t end = std::min(key.find_first_of(".[", i), key.size());
+      part = key.substr(i, end - i);
+      if (part.find_first_not_of(kChars) != std::string::npos) throw bad();
+      i = end;
+    }
+    if (part.empty()) throw bad();
+    parts.push_back(part);
+    if (i == key.size()) return parts;
+    if (key[i] == '.') {
+      if (++i == key.size()) throw bad();  // a trailing dot
+    } else if (key[i] != '[') {
+      throw bad();  // "a[b]c"
+    }
   }
-  for (const std::string& part : parts)
-    if (part.empty() || part.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
-                            std::string::npos)
-      throw ConfigError(o.origin, o.key, "is not a key path",
-                        "keys of letters, digits, '_' or '-' joined by '.', e.g. pim.clock");
+}
+
+void apply_override(YAML::Node root, const ConfigOverride& o, ConfigNode::Document& doc) {
+  const std::vector<std::string> parts = key_path_parts(o);
   YAML::Node value;
   try {
     value = YAML::Load(o.value);
@@ -182,9 +208,11 @@ void apply_override(YAML::Node root, const ConfigOverride& o, ConfigNode::Docume
     throw ConfigError(o.origin, o.key, fmt::format("value \"{}\" is not a single value", o.value),
                       "a scalar such as 800MHz, or {value: ..., source: ...}");
   set_key_path(root, parts, 0, value, o, doc);
-  doc.origin[o.key] = o.origin;
+  std::string path;  // as the readers name it: the keys joined by '.'
+  for (const std::string& part : parts) path = join_path(path, part);
+  doc.origin[path] = o.origin;
   if (value.IsMap())
-    for (const auto& kv : value) doc.origin[join_path(o.key, kv.first.as<std::string>())] = o.origin;
+    for (const auto& kv : value) doc.origin[join_path(path, kv.first.as<std::string>())] = o.origin;
 }
 
 template <class Q>

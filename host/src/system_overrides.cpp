@@ -3,9 +3,12 @@
 namespace duplex::host {
 
 void add_set_option(CLI::App* command, std::vector<std::string>& sets) {
-  command->add_option("--set", sets,
-                      "Override a key of the system config, KEY=VALUE with KEY a dotted path, e.g. "
-                      "pim.clock=800MHz; repeatable, applied in order")
+  command
+      ->add_option(
+          "--set", sets,
+          "Override a key of the system config, KEY=VALUE with KEY a dotted path (a key holding dots "
+          "in brackets: devices_per_model[llama-3.2-1b]), e.g. "
+          "pim.clock=800MHz; repeatable, applied in order")
       ->type_name("KEY=VALUE");
 }
 

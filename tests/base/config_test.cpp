@@ -128,6 +128,22 @@ TEST(ConfigOverrides, SetResolvedKeysAndNameTheirOriginInErrors) {
   const std::string unknown = config_error([&] { (void)read_system(typo); });
   EXPECT_NE(unknown.find("study.yaml: knobs: pim.clok: unknown key"), std::string::npos) << unknown;
 
+  // A key holding dots (a model name) goes in brackets; malformed brackets are not a key path.
+  const SystemSpec named = read_system(ConfigNode::load(
+      "gpu", "systems",
+      {{"devices_per_model[llama-3.2-1b]", "2", "--set"}, {"links[devices_per_node]", "4", "--set"}}));
+  EXPECT_EQ(named.devices_per_model.at("llama-3.2-1b"), 2);
+  EXPECT_EQ(named.links.devices_per_node, 4);
+  EXPECT_EQ(named.devices_per_model.at("default"), 4);  // the preset's others kept
+  const std::string zero = config_error([&] {
+    (void)read_system(
+        ConfigNode::load("gpu", "systems", {{"devices_per_model[llama-3.2-1b]", "0", "--set"}}));
+  });
+  EXPECT_NE(zero.find("--set: devices_per_model.llama-3.2-1b:"), std::string::npos) << zero;
+  for (const char* bad : {"devices_per_model[llama-3.2-1b", "devices_per_model[a]b", "devices_per_model[]",
+                          "devices_per_model[a b]", "pim.", "[a.b]."})
+    EXPECT_NE(error_of({bad, "1", "--set"}).find("is not a key path"), std::string::npos) << bad;
+
   const ConfigOverride parsed = parse_override("a.b=c=d", "--set");
   EXPECT_EQ(parsed.key, "a.b");
   EXPECT_EQ(parsed.value, "c=d");
