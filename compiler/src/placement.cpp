@@ -20,6 +20,27 @@ Time ExecutionPlan::total() const {
   return t;
 }
 
+Time pipeline_round(const ExecutionPlan& plan, const ParallelLayout& layout, int layers) {
+  if (layout.pp <= 1) return plan.total();
+  const std::vector<int> ends = layout.stage_ends(layers);
+  std::vector<Time> stage(static_cast<std::size_t>(layout.pp));
+  std::size_t at = 0;  // the pipeline stage of the plan stages so far
+  bool in_layers = false;
+  for (const PlanStage& s : plan.stages) {
+    if (!s.ops.empty()) {
+      const int layer = plan.graph.ops[s.ops.front().op].layer;
+      if (layer >= 0) {
+        at = static_cast<std::size_t>(std::lower_bound(ends.begin(), ends.end(), layer) - ends.begin());
+        in_layers = true;
+      } else if (in_layers) {
+        at = stage.size() - 1;  // the final norm and LM head, after the layers
+      }
+    }
+    stage[at] += s.time();
+  }
+  return *std::max_element(stage.begin(), stage.end()) * static_cast<double>(layout.pp);
+}
+
 Time ExecutionPlan::busy(Unit u) const {
   Time t;
   for (const auto& s : stages) t += s.lane(u);

@@ -12,6 +12,7 @@
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
 #include "duplex/compiler/parallel.hpp"
+#include "duplex/compiler/placement.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -157,6 +158,32 @@ TEST(PipelineParallel, LoweringAddsAStageSendBetweenStages) {
     if (o.kind == OpKind::kStageSend) {
       EXPECT_DOUBLE_EQ(o.link_bytes_in_node, o.link_bytes);
     }
+}
+
+// A round of the batches in flight ticks at the slowest stage's pace: 4 layers in 2 stages, the embedding
+// counted with the first, the stage send with the stage it leaves, the final ops with the last.
+TEST(PipelineParallel, ARoundTicksAtTheSlowestStagesPace) {
+  ExecutionPlan plan;
+  auto stage = [&](int layer, double us) {
+    Op o;
+    o.layer = layer;
+    plan.graph.ops.push_back(o);
+    PlannedOp placed;
+    placed.op = plan.graph.ops.size() - 1;
+    placed.time = Time::from_si(us * 1e-6);
+    PlanStage s;
+    s.ops.push_back(placed);
+    plan.stages.push_back(s);
+  };
+  for (const auto& [layer, us] :
+       {std::pair{-1, 1.0}, {0, 2.0}, {1, 2.0}, {1, 1.0}, {2, 2.0}, {3, 2.0}, {-1, 3.0}})
+    stage(layer, us);
+  ParallelLayout p;
+  p.pp = 2;
+  EXPECT_NEAR(plan.total().si(), 13e-6, 1e-15);
+  EXPECT_NEAR(pipeline_round(plan, p, 4).si(), 2 * 7e-6, 1e-15);  // stages 1 + 2 + 2 + 1, 2 + 2 + 3
+  p.pp = 1;
+  EXPECT_EQ(pipeline_round(plan, p, 4), plan.total());
 }
 
 // The system key: default 1, 1 to 64; refused beside attention data parallelism and on split systems.

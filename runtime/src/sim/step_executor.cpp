@@ -65,8 +65,10 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
       EnergyLedger device(system_.energy);
       for (const auto& stage : placed.stages)
         for (const auto& p : stage.ops) charge_op(device, placed.graph.ops[p.op], p.unit, system_);
-      if (r == 0 || placed.total() > c.time) {
-        c.time = placed.total();
+      // Under pipeline parallelism a step is a round of the batches in flight, each tick its slowest stage's.
+      const Time time = compiler::pipeline_round(placed, layout_, model_.layers);
+      if (r == 0 || time > c.time) {
+        c.time = time;
         c.plan = std::move(placed);
       }
       same = distinct.insert(distinct.end(), Distinct{std::move(groups), std::move(device)});

@@ -43,6 +43,14 @@ struct ExecutionPlan {
 
 ExecutionPlan place(Graph graph, const CostModel& cost);
 
+// Pipeline parallelism (layout pp > 1): the time `plan` (one batch in flight's pass through every stage of a
+// model of `layers` layers) takes per round of pp ticks in steady state, each tick as long as its slowest
+// stage: pp x the longest of its stages' times (a plan stage counted with the pipeline stage of its first
+// op's layer; the ops before the first layer, the embedding, with the first stage, those after the last, the
+// final norm and LM head, with the last; a stage_send with the stage it leaves). Equal stages give the pass's
+// total(). Without pipeline parallelism: total().
+Time pipeline_round(const ExecutionPlan& plan, const ParallelLayout& layout, int layers);
+
 // The greedy expert split on its own (for tests and the runtime): given each expert's time on both units
 // (pim_time empty = PIM cannot run it), returns for each expert whether it goes to the PIM.
 std::vector<bool> split_experts(const std::vector<Time>& xpu_time, const std::vector<std::optional<Time>>& pim_time,
