@@ -93,4 +93,11 @@ std::vector<std::int64_t> Routing::expert_tokens(int moe_layer, std::int64_t tok
   return apportion(w, total, tokens);
 }
 
+std::vector<std::int64_t> Routing::expert_tokens_of(int moe_layer, std::int64_t tokens,
+                                                    std::int64_t step_tokens, int experts, int top_k) const {
+  if (kind != Kind::kCounts || tokens == step_tokens) return expert_tokens(moe_layer, tokens, experts, top_k);
+  const std::vector<std::int64_t> step = expert_tokens(moe_layer, step_tokens, experts, top_k);
+  return apportion(std::vector<double>(step.begin(), step.end()), tokens * top_k, tokens);
+}
+
 }  // namespace duplex::compiler

@@ -104,8 +104,11 @@ class Lowering {
         p_(p),
         routing_(r),
         options_(o),
-        global_tokens_(b.tokens()) {
+        step_tokens_(b.tokens()) {
     tokens_ = batch_.tokens();
+    // The tokens the experts see: the whole system's (experts shared by all data-parallel replicas), or under
+    // pipeline parallelism this batch in flight's alone (its stage's devices hold every expert).
+    global_tokens_ = p.pp > 1 ? tokens_ : step_tokens_;
     wbytes_ = dtype_bytes(m.dtype);
     kvbytes_ = dtype_bytes(m.kv_dtype);
     q_heads_ = m.heads / p.tp;
@@ -117,7 +120,8 @@ class Lowering {
   Graph run() {
     g_.model = m_.name;
     g_.devices = p_.devices;
-    if (tokens_ == 0) {  // a replica without requests: its devices' experts for the others' tokens
+    if (tokens_ == 0) {  // a replica without requests: its devices' experts for the others' tokens (a
+                         // pipeline batch in flight's stage devices: none, its experts see its tokens only)
       for (int l = 0; l < m_.layers; ++l)
         if (m_.is_moe_layer(l)) experts(l, expert_counts(l));
       return std::move(g_);
@@ -472,9 +476,11 @@ class Lowering {
   }
 
   // The tokens each expert of MoE layer `l` receives: routing is over the whole system's tokens (experts are
-  // shared by all data-parallel replicas).
+  // shared by all data-parallel replicas), or under pipeline parallelism this batch in flight's share of the
+  // step's routing.
   std::vector<std::int64_t> expert_counts(int l) const {
-    const auto counts = routing_.expert_tokens(m_.moe_layers_before(l), global_tokens_, m_.experts, m_.top_k);
+    const auto counts = routing_.expert_tokens_of(m_.moe_layers_before(l), global_tokens_, step_tokens_,
+                                                  m_.experts, m_.top_k);
     std::int64_t sum = 0;
     for (auto c : counts) {
       if (c < 0 || c > global_tokens_) throw Error(fmt::format("routing: layer {} gives an expert {} tokens; expected 0..{}", l, c, global_tokens_));
@@ -558,7 +564,8 @@ class Lowering {
   const ParallelLayout& p_;
   const Routing& routing_;
   LowerOptions options_;
-  std::int64_t global_tokens_;
+  std::int64_t step_tokens_;    // every data-parallel rank's
+  std::int64_t global_tokens_;  // those the experts see (expert_counts)
   std::int64_t tokens_ = 0;
   std::int64_t logit_rows_ = 0;
   double wbytes_ = 2, kvbytes_ = 2;

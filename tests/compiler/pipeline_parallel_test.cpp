@@ -82,6 +82,21 @@ TEST(PipelineParallel, ExpertsSpreadOverEachStagesDevices) {
     EXPECT_EQ(x.infiniband, 0);
     EXPECT_EQ(x.nvlink, 0);
   }
+  // Each batch in flight routes its own tokens: 16 decodes in two batches of 8, top 2 of 8 experts evenly,
+  // give each of a device's 2 experts 2 rows (4 would be the whole step's); the step's given counts are
+  // shared in proportion.
+  const ModelSpec m = load_model("mixtral-8x7b");
+  auto expert_rows = [&](const Routing& r) {
+    std::vector<std::int64_t> rows;
+    for (const Op& o : lower(m, BatchState::decode_batch(16, 512), mixtral, r).ops)
+      if (o.kind == OpKind::kExpertFfn && o.layer == 0) rows.push_back(o.m);
+    return rows;
+  };
+  EXPECT_EQ(expert_rows(Routing{}), (std::vector<std::int64_t>{2, 2}));
+  Routing given;
+  given.kind = Routing::Kind::kCounts;
+  given.counts = {{12, 4, 4, 4, 2, 2, 2, 2}};  // 16 tokens x top 2
+  EXPECT_EQ(expert_rows(given), (std::vector<std::int64_t>{6, 2}));
   // Without stages Grok-1's 16 devices exchange tokens across the two nodes.
   EXPECT_GT(ParallelLayout::make(load_model("grok-1"), load_system("gpu"), 16).expert_exchange().infiniband,
             0);

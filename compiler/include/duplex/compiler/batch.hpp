@@ -53,6 +53,11 @@ struct Routing {
   // Uniform: floor + the remainder spread one by one from expert 0. Zipf: largest-remainder rounding of
   // tokens*top_k*(i+1)^-s / H, each expert capped at `tokens` (an expert sees a token at most once).
   std::vector<std::int64_t> expert_tokens(int moe_layer, std::int64_t tokens, int experts, int top_k) const;
+  // The counts of `tokens` of a step's `step_tokens` (one pipeline batch in flight's): Uniform and Zipf as
+  // expert_tokens over `tokens`; given counts (over the step's tokens) apportioned to tokens * top_k in
+  // proportion to them (largest remainder, each at most `tokens`).
+  std::vector<std::int64_t> expert_tokens_of(int moe_layer, std::int64_t tokens, std::int64_t step_tokens,
+                                             int experts, int top_k) const;
 };
 
 }  // namespace duplex::compiler
