@@ -511,10 +511,13 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
   const std::int64_t h = m.hidden, q = m.q_dim(), kv = m.kv_dim();
   const bool norm_biased = m.norm == compiler::NormKind::kLayerNorm && m.norm_bias;
   std::vector<WeightShape> w;
-  // Indices of the matrices in linear_dtype / expert_dtype / dtype (those the spec keeps unquantized).
-  std::vector<std::size_t> linear, expert, kept;
-  std::vector<std::size_t>& attention = m.unquantized_attention ? kept : linear;
-  auto in = [&](std::vector<std::size_t>& which) { which.push_back(w.size() - 1); };
+  // Indices of the matrices in linear_dtype / expert_dtype; the rest stay in dtype (null: those the spec
+  // keeps unquantized).
+  std::vector<std::size_t> linear, expert;
+  std::vector<std::size_t>* const attention = m.unquantized_attention ? nullptr : &linear;
+  auto in = [&](std::vector<std::size_t>* which) {
+    if (which != nullptr) which->push_back(w.size() - 1);
+  };
   // A norm's gain, and its bias with LayerNorm (unless norm_bias is false).
   auto norm = [&](const std::string& gain) {
     w.push_back({gain, {h}, Role::kNormGain});
@@ -585,12 +588,12 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
       for (int e = 0; e < m.experts; ++e) {
         if (gated) {
           w.push_back({weight_name::expert(m.weight_naming, l, e, "gate"), {f, h}, Role::kMatrix});
-          in(expert);
+          in(&expert);
         }
         w.push_back({weight_name::expert(m.weight_naming, l, e, "down"), {h, f}, Role::kMatrix});
-        in(expert);
+        in(&expert);
         w.push_back({weight_name::expert(m.weight_naming, l, e, "up"), {f, h}, Role::kMatrix});
-        in(expert);
+        in(&expert);
       }
       if (m.mlp_bias)  // gpt-oss: after every expert's matrices (its checkpoint's _bias tensors)
         for (int e = 0; e < m.experts; ++e) {
@@ -602,17 +605,17 @@ std::vector<WeightShape> expected_weights(const compiler::ModelSpec& m) {
         const std::int64_t fs = shared_ffn_width(m);
         if (gated) {
           w.push_back({weight_name::shared_expert(l, "gate"), {fs, h}, Role::kMatrix});
-          in(expert);
+          in(&expert);
         }
         w.push_back({weight_name::shared_expert(l, "up"), {fs, h}, Role::kMatrix});
-        in(expert);
+        in(&expert);
         w.push_back({weight_name::shared_expert(l, "down"), {h, fs}, Role::kMatrix});
-        in(expert);
+        in(&expert);
         if (m.shared_expert_gate) w.push_back({weight_name::shared_expert_gate(l), {1, h}, Role::kMatrix});
       }
     } else {
       const std::int64_t f = m.ffn;
-      std::vector<std::size_t>& ffn = m.dense_ffn_matrix_dtype(l) == m.linear_dtype ? linear : kept;
+      std::vector<std::size_t>* const ffn = m.dense_ffn_matrix_dtype(l) == m.linear_dtype ? &linear : nullptr;
       if (gated) {
         w.push_back({weight_name::dense_mlp(l, "gate"), {f, h}, Role::kMatrix});
         in(ffn);
