@@ -280,6 +280,15 @@ SystemSpec read_system(const ConfigNode& n) {
                                         DataParallelBalance::cache_aware})
       if (balance == to_string(b)) s.data_parallel_balance = b;
   }
+  if (auto b = n.find("expert_load_balancing")) {
+    ExpertBalancing e;  // each key's documented default
+    if (b->has("redundant_experts"))
+      e.redundant_experts = static_cast<int>(b->get_int("redundant_experts", 0, 4096));
+    if (b->has("window")) e.window = b->get_int("window", 1, 1'000'000'000);
+    if (b->has("interval")) e.interval = b->get_int("interval", 1, 1'000'000'000);
+    b->finish();
+    s.expert_balancing = e;
+  }
   if (auto split = n.find("split")) {
     s.split_prefill_fraction = split->get<double>("prefill_fraction");
     if (!(s.split_prefill_fraction > 0 && s.split_prefill_fraction < 1))
@@ -325,6 +334,10 @@ SystemSpec read_system(const ConfigNode& n) {
     n.fail("coprocessing", "co-processing is enabled on a system without pim", "a pim: section, or false");
   if (s.attention_data_parallel && s.heterogeneous())
     n.fail("attention_data_parallel", "true on a heterogeneous system is not modelled", "false");
+  if (s.expert_balancing && s.heterogeneous())
+    n.fail("expert_load_balancing",
+           "on a heterogeneous system is not modelled (the experts live on PIM devices)",
+           "no expert_load_balancing section");
   if (s.pipeline_parallel > 1 && (s.heterogeneous() || s.split_prefill_fraction > 0))
     n.fail("pipeline_parallel",
            fmt::format("{} on a {} system is not modelled", s.pipeline_parallel,

@@ -71,13 +71,17 @@ def main(folder):
     clusters = any(r.get("cluster") for r in ok)  # a cluster study: the first-token latency too
     splits = any("split." in r["knobs"] for r in ok)  # a split-system knob: the migrations' gap, the latency
     tiers = any(r.get("host_hit_tokens") for r in ok)  # a host (or disk) K/V tier: where the hits came from
+    # Expert load balancing: decode latency, the busiest device's expert rows over the mean, the copies' wait.
+    eplb = any(r.get("expert_imbalance") for r in ok)
     print(("| model " if models else "") +
           "| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |" +
           (" prompt tokens from cache |" if hits else "") + (" TTFT p50 ms |" if clusters else "") +
           (" TBT p99 ms | E2E p50 ms |" if splits else "") +
-          (" prompt tokens from host memory (from other nodes, disk) |" if tiers else ""))
+          (" prompt tokens from host memory (from other nodes, disk) |" if tiers else "") +
+          (" TBT p50 ms | expert rows busiest / mean | rebalancings | waited for copies s |" if eplb else ""))
     print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|" + ("---|" if hits else "") +
-          ("---|" if clusters else "") + ("---|---|" if splits else "") + ("---|" if tiers else ""))
+          ("---|" if clusters else "") + ("---|---|" if splits else "") + ("---|" if tiers else "") +
+          ("---|---|---|---|" if eplb else ""))
     for r in ok:
         tput = float(r["throughput_tok_s"])
         setting = (r["model"], r["input_len"], r["output_len"], r["batch"])
@@ -91,7 +95,11 @@ def main(folder):
               ((f" {100 * float(r['prefix_hit_rate']):.1f}% |" if r.get("prefix_hit_rate") else " - |") if hits else "") +
               (f" {float(r['ttft_p50_ms']):.1f} |" if clusters else "") +
               (f" {float(r['tbt_p99_ms']):.1f} | {float(r['e2e_p50_ms']):.0f} |" if splits else "") +
-              (f" {tier_cell(r)} |" if tiers else ""))
+              (f" {tier_cell(r)} |" if tiers else "") +
+              (f" {float(r['tbt_p50_ms']):.1f} | " + (f"{float(r['expert_imbalance']):.2f} | {r['expert_rebalancings']} | "
+                                                      f"{float(r['expert_move_s']):.2f} |"
+                                                      if r.get("expert_imbalance") else "- | - | - |")
+               if eplb else ""))
     return 1 if len(ok) < len(rows) else 0
 
 

@@ -13,7 +13,7 @@ bool is_elementwise(OpKind k) {
 
 bool is_link(OpKind k) {
   return k == OpKind::kAllReduce || k == OpKind::kAllToAll || k == OpKind::kPimTransfer ||
-         k == OpKind::kStageSend;
+         k == OpKind::kStageSend || k == OpKind::kExpertMove;
 }
 
 bool is_weight_gemm(OpKind k) {
@@ -124,6 +124,16 @@ Time CostModel::link_time(const Op& op) const {
     if (layout_.tp <= 1) return send;
     return send + transfer_time(gather, sys_.links.nvlink_bandwidth) +
            sys_.links.nvlink_latency * (layout_.tp - 1);
+  }
+  if (op.kind == OpKind::kExpertMove) {  // NVLink and InfiniBand copies at once (runtime ExpertBalancer)
+    const double infiniband = op.link_bytes - op.link_bytes_in_node;
+    return std::max(
+        op.link_bytes_in_node > 0
+            ? transfer_time(op.link_bytes_in_node, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency
+            : Time{},
+        infiniband > 0
+            ? transfer_time(infiniband, sys_.links.infiniband_bandwidth) + sys_.links.infiniband_latency
+            : Time{});
   }
   if (op.kind == OpKind::kPimTransfer)  // GPU <-> its PIM devices, point to point
     return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency;

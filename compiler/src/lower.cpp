@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/expert_placement.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -123,7 +124,7 @@ class Lowering {
     if (tokens_ == 0) {  // a replica without requests: its devices' experts for the others' tokens (a
                          // pipeline batch in flight's stage devices: none, its experts see its tokens only)
       for (int l = 0; l < m_.layers; ++l)
-        if (m_.is_moe_layer(l)) experts(l, expert_counts(l));
+        if (m_.is_moe_layer(l)) experts(l, local_slots(l, expert_counts(l)));
       return std::move(g_);
     }
     embedding();
@@ -468,10 +469,10 @@ class Lowering {
     // node's and those received, to its PIM devices and back. Under attention data parallelism every device
     // holds only its own requests' tokens: the all-to-all runs among all devices, its node's share over
     // NVLink.
-    const std::vector<std::int64_t> counts = expert_counts(l);
-    const double skew = exchange_skew(counts);
+    const std::vector<Slot> slots = local_slots(l, expert_counts(l));
+    const double skew = exchange_skew(slots);
     expert_exchange(l, "dispatch", tokens_ * m_.top_k, skew);
-    experts(l, counts);
+    experts(l, slots);
     expert_exchange(l, "combine", tokens_ * m_.top_k, skew);
   }
 
@@ -492,37 +493,73 @@ class Lowering {
     return counts;
   }
 
-  // The token-expert rows the representative device's experts (experts [0, local_experts): the busiest under
-  // Zipf routing) receive.
-  std::int64_t local_rows(const std::vector<std::int64_t>& counts) const {
+  // The representative device's expert slots of MoE layer `l` (`counts` its experts' tokens), each the
+  // expert it holds and the token-expert rows it receives: without expert load balancing experts [0,
+  // local_experts) (the busiest under Zipf routing) with all their rows; with it (Routing::placement) the
+  // slots of the group that receives the most rows, each expert's rows split over its copies (redundant slots
+  // and no placement given: vLLM's initial one, default_placement).
+  struct Slot {
+    int expert = 0;
     std::int64_t rows = 0;
-    for (int e = 0; e < p_.local_experts; ++e) rows += counts[static_cast<std::size_t>(e)];
+  };
+  std::vector<Slot> local_slots(int l, const std::vector<std::int64_t>& counts) const {
+    std::vector<Slot> slots;
+    if (routing_.placement.empty() && p_.redundant_experts == 0) {
+      for (int e = 0; e < p_.local_experts; ++e) slots.push_back({e, counts[static_cast<std::size_t>(e)]});
+      return slots;
+    }
+    const auto moe_layer = static_cast<std::size_t>(m_.moe_layers_before(l));
+    const std::size_t expected = static_cast<std::size_t>(p_.local_experts) * p_.expert_groups;
+    if (!routing_.placement.empty() &&
+        (moe_layer >= routing_.placement.size() || routing_.placement[moe_layer].size() != expected))
+      throw Error(fmt::format(
+          "routing: the expert placement of MoE layer {} has {} slots; expected {} ({} per "
+          "expert-parallel group x {})",
+          moe_layer, moe_layer < routing_.placement.size() ? routing_.placement[moe_layer].size() : 0,
+          expected, p_.local_experts, p_.expert_groups));
+    const SlotExperts placement = routing_.placement.empty()
+                                      ? default_placement(m_.experts, static_cast<int>(expected))
+                                      : routing_.placement[moe_layer];
+    const std::vector<std::int64_t> rows = slot_rows(placement, counts);
+    const auto first = static_cast<std::size_t>(busiest_group(rows, p_.expert_groups).group) *
+                       static_cast<std::size_t>(p_.local_experts);
+    for (std::size_t s = first; s < first + static_cast<std::size_t>(p_.local_experts); ++s)
+      slots.push_back({placement[s], rows[s]});
+    return slots;
+  }
+
+  static std::int64_t rows_of(const std::vector<Slot>& slots) {
+    std::int64_t rows = 0;
+    for (const Slot& s : slots) rows += s.rows;
     return rows;
   }
 
-  // The all-to-all's skew: the rows the representative device's experts receive over their even share of
-  // the step's tokens x top_k (local_experts / experts of them), at least 1. Under even routing a device
-  // receives as many rows as it sends; skewed routing sends its busiest experts' device more, and every
-  // device's exchange waits for that one (DeepSeek's EPLB balances the experts for this).
-  double exchange_skew(const std::vector<std::int64_t>& counts) const {
-    const double even = static_cast<double>(global_tokens_) * m_.top_k * p_.local_experts / m_.experts;
-    return even > 0 ? std::max(1.0, static_cast<double>(local_rows(counts)) / even) : 1.0;
+  // The all-to-all's skew: the rows the representative device's slots receive over an even share of the
+  // step's tokens x top_k (1 / expert_groups of them), at least 1. Under even routing a device receives as
+  // many rows as it sends; skewed routing sends its busiest experts' device more, and every device's
+  // exchange waits for that one (expert load balancing spreads them).
+  double exchange_skew(const std::vector<Slot>& slots) const {
+    const double even = static_cast<double>(global_tokens_) * m_.top_k / p_.expert_groups;
+    return even > 0 ? std::max(1.0, static_cast<double>(rows_of(slots)) / even) : 1.0;
   }
 
-  // The representative device's experts of MoE layer `l` (`counts` its experts' tokens): its routed experts'
-  // share of the whole step's tokens and the shared experts over its own tokens (none on a replica without
-  // requests).
-  void experts(int l, const std::vector<std::int64_t>& counts) {
+  // The representative device's experts of MoE layer `l` (`slots`: local_slots): its routed experts' share
+  // of the whole step's tokens and the shared experts over its own tokens (none on a replica without
+  // requests). A second copy of an expert on the device is named expert<e>.copy<k>.
+  void experts(int l, const std::vector<Slot>& slots) {
     const int matrices = m_.ffn_kind == FfnKind::kGated ? 3 : 2;
     const std::int64_t width = m_.expert_ffn / p_.expert_shards;
-    const std::int64_t local_tokens = local_rows(counts);
+    const std::int64_t local_tokens = rows_of(slots);
     const double expert_io = static_cast<double>(local_tokens) * static_cast<double>(m_.hidden) * kActBytes;
     pim_transfer(l, "to_pim_experts", local_tokens, m_.hidden, expert_io);
-    for (int e = 0; e < p_.local_experts; ++e) {
-      const std::int64_t t = counts[static_cast<std::size_t>(e)];
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      const auto [e, t] = slots[i];
       if (t == 0) continue;  // an expert with no tokens reads no weights
-      Op& o = gemm(OpKind::kExpertFfn, l, fmt::format("expert{}", e), t, width, m_.hidden, matrices,
-                   m_.hidden, m_.expert_dtype);
+      const auto copy = std::count_if(slots.begin(), slots.begin() + static_cast<std::ptrdiff_t>(i),
+                                      [e = e](const Slot& s) { return s.expert == e; });
+      Op& o = gemm(OpKind::kExpertFfn, l,
+                   copy == 0 ? fmt::format("expert{}", e) : fmt::format("expert{}.copy{}", e, copy), t, width,
+                   m_.hidden, matrices, m_.hidden, m_.expert_dtype);
       o.expert = e;
       expert_biases(o, t, width);
     }

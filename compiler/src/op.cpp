@@ -27,6 +27,8 @@ std::string_view op_kind_name(OpKind k) {
     case OpKind::kKvMigration: return "kv_migration";
     case OpKind::kStageSend:
       return "stage_send";
+    case OpKind::kExpertMove:
+      return "expert_move";
   }
   DUPLEX_ASSERT(false, "unhandled op kind");
 }
@@ -52,6 +54,8 @@ std::string Op::shape() const {
     case OpKind::kKvMigration:
     case OpKind::kStageSend:
       return fmt::format("{}x{}", m, n);
+    case OpKind::kExpertMove:
+      return fmt::format("{} slots", m);
     default:
       if (n == 0) return fmt::format("{}x{}", m, k);
       return matrices > 1 ? fmt::format("{}x{}x{} *{}", m, n, k, matrices) : fmt::format("{}x{}x{}", m, n, k);

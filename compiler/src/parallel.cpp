@@ -55,20 +55,38 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
   // The devices an MoE layer's experts spread over: all of them, or under pipeline parallelism its stage's
   // (one node at most: their tokens never cross a node).
   const int ep_devices = p.pp > 1 ? p.tp : devices, ep_nodes = p.pp > 1 ? 1 : p.nodes;
+  const int slots =
+      model.experts + (system.expert_balancing ? system.expert_balancing->redundant_experts : 0);
+  p.redundant_experts = slots - model.experts;
+  if (system.expert_balancing && !p.expert_tp && model.experts < ep_devices)
+    throw Error(
+        fmt::format("system {}: expert_load_balancing needs whole experts on each device; model {} "
+                    "has {} experts over {} expert-parallel devices (each expert sharded); expected "
+                    "at least as many experts as devices, expert_tensor_parallel: true, or no "
+                    "expert_load_balancing",
+                    system.name, model.name, model.experts, ep_devices));
+  const auto slots_fail = [&](int groups, const char* over) {
+    throw Error(
+        fmt::format("system {}: model {}'s {} experts + {} redundant (expert_load_balancing."
+                    "redundant_experts) do not split over {} {}; expected a multiple of {} slots",
+                    system.name, model.name, model.experts, p.redundant_experts, groups, over, groups));
+  };
   if (p.expert_tp) {
     // EP across nodes, TP inside the node.
     p.expert_groups = ep_nodes;
     if (model.experts % ep_nodes != 0)
       throw Error(fmt::format("model {}: {} experts do not split over {} nodes (+ET)", model.name,
                               model.experts, ep_nodes));
-    p.local_experts = model.experts / ep_nodes;
+    if (slots % ep_nodes != 0) slots_fail(ep_nodes, "nodes (+ET)");
+    p.local_experts = slots / ep_nodes;
     p.expert_shards = p.tp;
   } else if (model.experts >= ep_devices) {
     if (model.experts % ep_devices != 0)
       throw Error(fmt::format("model {}: {} experts do not split over {} devices (expert parallel)",
                               model.name, model.experts, ep_devices));
+    if (slots % ep_devices != 0) slots_fail(ep_devices, "devices (expert parallel)");
     p.expert_groups = ep_devices;
-    p.local_experts = model.experts / ep_devices;
+    p.local_experts = slots / ep_devices;
     p.expert_shards = 1;
   } else {
     if (ep_devices % model.experts != 0)
@@ -117,7 +135,11 @@ std::string ParallelLayout::describe() const {
                                        pp, replicas(), dp, pipeline_in_node ? "" : ", stages over InfiniBand")
                          : fmt::format("{} device{}: TP{} x DP{}{}", devices, devices == 1 ? "" : "s", tp, dp,
                                        attention_dp ? " (attention data parallel)" : "");
-  if (local_experts > 0)
+  if (local_experts > 0 && redundant_experts > 0)
+    s += fmt::format(", {}EP{} ({} expert slots/{}: {} redundant per layer{})", expert_tp ? "ET " : "",
+                     expert_groups, local_experts, expert_tp ? "node" : "device", redundant_experts,
+                     expert_shards > 1 ? fmt::format(", each in {} shards", expert_shards) : "");
+  else if (local_experts > 0)
     s += fmt::format(", {}EP{} ({} expert{}/device{})", expert_tp ? "ET " : "", expert_groups, local_experts,
                      local_experts == 1 ? "" : "s",
                      expert_shards > 1 ? fmt::format(", each in {} shards", expert_shards) : "");

@@ -85,7 +85,7 @@ PlannedOp plan_op(const Graph& g, std::size_t i, const CostModel& cost) {
   PlannedOp p;
   p.op = i;
   if (op.kind == OpKind::kAllReduce || op.kind == OpKind::kAllToAll || op.kind == OpKind::kPimTransfer ||
-      op.kind == OpKind::kStageSend) {
+      op.kind == OpKind::kStageSend || op.kind == OpKind::kExpertMove) {
     p.unit = Unit::kLink;
     p.time = p.xpu_time = cost.link_time(op);
     return p;

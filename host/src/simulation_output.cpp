@@ -85,6 +85,12 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           r.system, r.accepted_tokens, r.draft_tokens,
           100.0 * static_cast<double>(r.accepted_tokens) / static_cast<double>(r.draft_tokens),
           1.0 + static_cast<double>(r.accepted_tokens) / static_cast<double>(r.verify_steps));
+    if (r.expert_balancing)
+      s += fmt::format(
+          "expert load balancing {}: {} rebalancing{}, steps waited {:.2f} ms for expert copies; the busiest "
+          "device's expert rows {:.3f}x the mean\n",
+          r.system, r.expert_balancing->rebalancings, r.expert_balancing->rebalancings == 1 ? "" : "s",
+          1e3 * r.expert_balancing->move_s, r.expert_balancing->imbalance_mean);
     if (r.slo)
       s += fmt::format(
           "slo {}: {} of {} requests ({:.1f}%) within TTFT {} and TPOT {}; goodput {:.2f} req/s, "

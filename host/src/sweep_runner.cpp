@@ -69,7 +69,7 @@ std::string combined_csv(const std::vector<nlohmann::json>& records) {
       "generated_tokens,simulated_s,xpu_utilization,pim_utilization,error,knobs,pim_area_mm2,speculative,"
       "tokens_per_verify,prefix,prefix_hit_rate,tpot_p50_ms,slo_attainment,goodput_req_s,cluster,"
       "max_rate_per_s,failing_rate_per_s,prefix_query_tokens,host_hit_tokens,host_remote_hit_tokens,"
-      "disk_hit_tokens\n";
+      "disk_hit_tokens,expert_rebalancings,expert_move_s,expert_imbalance\n";
   for (const auto& j : records) {
     const auto& p = j.at("params");
     const nlohmann::json r = j.value("result", nlohmann::json::object());
@@ -79,7 +79,8 @@ std::string combined_csv(const std::vector<nlohmann::json>& records) {
                      csv_field(p.at("load").get<std::string>()), j.at("status").get<std::string>());
     s += fmt::format(
         "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{"
-        "}\n",
+        "},"
+        "{},{},{}\n",
         number(r, "devices"), number(r, "throughput_tok_s"), number(r, "ttft_ms", "p50"),
         number(r, "ttft_ms", "p99"), number(r, "tbt_ms", "p50"), number(r, "tbt_ms", "p90"),
         number(r, "tbt_ms", "p99"), number(r, "e2e_ms", "p50"), number(r, "e2e_ms", "p99"),
@@ -96,7 +97,10 @@ std::string combined_csv(const std::vector<nlohmann::json>& records) {
         csv_field(cluster_text(p.contains("cluster") ? &p.at("cluster") : nullptr)),
         number(r, "capacity", "max_rate_per_s"), number(r, "capacity", "failing_rate_per_s"),
         number(r, "prefix_cache", "query_tokens"), number(r, "prefix_cache", "host_hit_tokens"),
-        number(r, "prefix_cache", "host_remote_hit_tokens"), number(r, "prefix_cache", "disk_hit_tokens"));
+        number(r, "prefix_cache", "host_remote_hit_tokens"), number(r, "prefix_cache", "disk_hit_tokens"),
+        number(r, "expert_load_balancing", "rebalancings"),
+        number(r, "expert_load_balancing", "expert_move_s"),
+        number(r, "expert_load_balancing", "imbalance_mean"));
   }
   return s;
 }

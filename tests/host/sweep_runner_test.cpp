@@ -131,6 +131,20 @@ TEST(SweepRunner, CombinedCsvStatesThePrefixCacheHitRate) {
   EXPECT_EQ(cells["prefix_hit_rate"], "");
 }
 
+// combined.csv states expert load balancing's figures; empty without it.
+TEST(SweepRunner, CombinedCsvStatesExpertLoadBalancing) {
+  nlohmann::json point = {{"id", "p"}, {"params", kParams}, {"status", "ok"}};
+  point["result"] = nlohmann::json::object();
+  auto cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["expert_imbalance"], "");
+  point["result"]["expert_load_balancing"] = {
+      {"rebalancings", 7}, {"expert_move_s", 0.25}, {"imbalance_mean", 1.5}};
+  cells = csv_row(combined_csv({point}), 0);
+  EXPECT_EQ(cells["expert_rebalancings"], "7");
+  EXPECT_EQ(cells["expert_move_s"], "0.25");
+  EXPECT_EQ(cells["expert_imbalance"], "1.5");
+}
+
 // combined.csv states a cluster point's replicas and router; empty for one system.
 TEST(SweepRunner, CombinedCsvStatesTheCluster) {
   nlohmann::json point = {{"id", "p"}, {"params", kParams}, {"status", "ok"}};

@@ -62,7 +62,7 @@ std::string XpuDevice::describe() const {
 
 bool XpuDevice::executes(compiler::OpKind kind) const {
   return kind != compiler::OpKind::kAllToAll && kind != compiler::OpKind::kPimTransfer &&
-         kind != compiler::OpKind::kStageSend;
+         kind != compiler::OpKind::kStageSend && kind != compiler::OpKind::kExpertMove;
 }
 
 void XpuDevice::run(compiler::OpKind kind, const kernels::OpArgs& args) {

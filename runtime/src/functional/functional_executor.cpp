@@ -69,6 +69,11 @@ class FunctionalExecutor::Impl {
           fmt::format("system {}: pipeline_parallel {} is timed by duplex simulate only; functional "
                       "emulation runs pipeline_parallel 1",
                       sys_.name, sys_.pipeline_parallel));
+    if (sys_.expert_balancing && w_.spec.is_moe())
+      throw Error(
+          fmt::format("system {}: expert_load_balancing is timed by duplex simulate only; functional "
+                      "emulation places each expert once (no expert_load_balancing section)",
+                      sys_.name));
     if (opt_.pim_unit_factory && !opt_.datapath.empty())
       throw Error(
           fmt::format("PIM datapath {} applies to the datapath PIM unit only, not to a custom one "

@@ -35,6 +35,7 @@ EnergyCategory category_of(OpKind k) {
     case OpKind::kAllToAll:
     case OpKind::kPimTransfer:
     case OpKind::kStageSend:
+    case OpKind::kExpertMove:
       return EnergyCategory::kCommunication;
     default: return EnergyCategory::kOther;
   }
@@ -123,8 +124,9 @@ void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit
   if (unit == compiler::Unit::kLink) {
     // All-reduce inside a node and GPU <-> PIM-device transfers on NVLink; an all-to-all's InfiniBand
     // copies on InfiniBand, its NVLink copies (link_bytes_in_node) on NVLink
-    // (ParallelLayout::expert_exchange); a pipeline stage's send likewise (all in a node, or all across).
-    const bool nvlink = op.kind != OpKind::kAllToAll && op.kind != OpKind::kStageSend;
+    // (ParallelLayout::expert_exchange); a pipeline stage's send and an expert move likewise.
+    const bool nvlink =
+        op.kind != OpKind::kAllToAll && op.kind != OpKind::kStageSend && op.kind != OpKind::kExpertMove;
     if (nvlink || op.link_bytes_in_node > 0)
       ledger.charge(cat, ledger.cached_action(kNvlink, "links.nvlink_per_byte"),
                     nvlink ? op.link_bytes : op.link_bytes_in_node);

@@ -166,6 +166,12 @@ Time Pool::step(const StepPlan& plan) {
   std::vector<compiler::ExecutionPlan> drafts;
   add_draft_passes(plan, c, recorded ? &drafts : nullptr);
   totals_.energy.add(c.energy);
+  if (executor_->balances_experts()) {
+    ++totals_.balanced_steps;
+    totals_.rebalancings += c.experts_rebalanced ? 1 : 0;
+    totals_.expert_move += c.expert_move;
+    totals_.imbalance_sum += c.expert_imbalance;
+  }
   totals_.xpu_busy += c.xpu_busy * devices_;
   totals_.pim_busy += c.pim_busy * devices_;
   xpu_busy_ += c.xpu_busy;
@@ -397,6 +403,10 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
   }
   r.batch_mean = r.steps > 0 ? totals.batch_sum / static_cast<double>(r.steps) : 0;
   r.batch_max = totals.batch_max;
+  if (totals.balanced_steps > 0)
+    r.expert_balancing =
+        ExpertBalancingFigures{totals.rebalancings, totals.expert_move.si(),
+                               totals.imbalance_sum / static_cast<double>(totals.balanced_steps)};
   r.energy_j = totals.energy.total().si();
   r.energy_j_per_token = r.generated_tokens > 0 ? r.energy_j / static_cast<double>(r.generated_tokens) : 0;
   r.energy_breakdown = totals.energy.breakdown_json();

@@ -24,6 +24,11 @@ struct RunTotals {
   double batch_sum = 0;
   std::int64_t steps = 0;
   std::int64_t batch_max = 0;
+  // Expert load balancing (StepExecutor::balances_experts): steps, rebalancings, the time steps waited for
+  // expert copies, and the steps' ExpertBalancer::imbalance summed.
+  std::int64_t balanced_steps = 0, rebalancings = 0;
+  Time expert_move;
+  double imbalance_sum = 0;
 };
 
 // Pools sharing a host (or disk) tier (links.host_kv_scope / disk_kv_scope: node, cluster): the first pool

@@ -130,6 +130,10 @@ nlohmann::json SystemResult::to_json() const {
       }
     }
   }
+  if (expert_balancing)
+    j["expert_load_balancing"] = {{"rebalancings", expert_balancing->rebalancings},
+                                  {"expert_move_s", expert_balancing->move_s},
+                                  {"imbalance_mean", expert_balancing->imbalance_mean}};
   if (pim_area)
     j["pim_area"] = {{"per_stack_mm2",
                       {{"tsv", to_mm2(pim_area->tsv)},

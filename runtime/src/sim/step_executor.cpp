@@ -13,6 +13,8 @@ StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& s
     : model_(model), system_(system), layout_(layout), router_(router), cost_(system, layout, std::move(pim_model), std::move(xpu_model)) {
   moe_layers_ = model.moe_layers_before(model.layers);
   if (model.is_moe() && router_ == nullptr) throw Error("model " + model.name + " is MoE: the workload needs routing");
+  if (model.is_moe() && system.expert_balancing)
+    balancer_.emplace(model, *system.expert_balancing, layout, system.links);
 }
 
 compiler::BatchState StepExecutor::batch_of(const StepPlan& plan, int ranks) {
@@ -22,6 +24,29 @@ compiler::BatchState StepExecutor::batch_of(const StepPlan& plan, int ranks) {
                         s.phase == TokenPhase::decode && s.tokens > 1,  // a speculative verification
                         s.cached_context, ranks > 1 ? s.rank : -1});
   return b;
+}
+
+// A new expert placement: the step waits for the slowest device's copies, an expert_move op first in its
+// plan; every device's copies are charged (ExpertBalancer::Move).
+void StepExecutor::add_expert_move(const ExpertBalancer::Move& move, StepCost& c) const {
+  c.experts_rebalanced = true;
+  c.expert_move = move.time;
+  c.time += move.time;
+  c.energy.charge(EnergyCategory::kCommunication, "links.nvlink_per_byte", move.nvlink_bytes);
+  c.energy.charge(EnergyCategory::kCommunication, "links.infiniband_per_byte", move.infiniband_bytes);
+  if (move.time <= Time{}) return;  // nothing copied
+  compiler::Op op;
+  op.name = "expert_move";
+  op.kind = compiler::OpKind::kExpertMove;
+  op.m = move.device_slots;
+  op.link_bytes = move.device_nvlink_bytes + move.device_infiniband_bytes;
+  op.link_bytes_in_node = move.device_nvlink_bytes;
+  op.bytes_act = 2.0 * op.link_bytes;  // read on the sender, written on the receiver
+  c.plan.graph.ops.push_back(op);
+  compiler::PlanStage stage;
+  stage.ops.push_back(
+      {c.plan.graph.ops.size() - 1, compiler::Unit::kLink, move.time, move.time, std::nullopt});
+  c.plan.stages.insert(c.plan.stages.begin(), std::move(stage));
 }
 
 StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
@@ -36,7 +61,13 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
     routing.kind = compiler::Routing::Kind::kCounts;
     routing.counts = router_->route(batch.tokens(), model_.experts, model_.top_k, moe_layers_);
   }
-  StepCost c{Time{}, Time{}, Time{}, Time{}, EnergyLedger(system_.energy), {}};
+  ExpertBalancer::Move move;
+  if (balancer_) {
+    move = balancer_->step(routing.counts);
+    routing.placement = balancer_->placement();
+  }
+  const double imbalance = balancer_ ? balancer_->imbalance(routing.counts) : 0.0;
+  StepCost c{Time{}, Time{}, Time{}, Time{}, EnergyLedger(system_.energy), {}, false, Time{}, imbalance};
   // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.
   auto lowering = compiler::LowerOptions::for_system(system_);
   lowering.every_group_per_replica = every_group_per_replica_;
@@ -75,6 +106,7 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
     }
     c.energy.add(same->device, layout_.devices / replicas);
   }
+  if (move.rebalanced) add_expert_move(move, c);
   c.xpu_busy = c.plan.busy(compiler::Unit::kXpu);
   c.pim_busy = c.plan.busy(compiler::Unit::kPim);
   c.link_busy = c.plan.busy(compiler::Unit::kLink);

@@ -161,6 +161,18 @@ struct EnergyTable {
   Power static_of(std::string_view component) const;
 };
 
+// Expert load balancing (SystemSpec::expert_balancing): vLLM's --enable-eplb with --eplb-config, after
+// DeepSeek's EPLB.
+struct ExpertBalancing {
+  // Expert copies each MoE layer holds beyond its experts (key redundant_experts, default 0; vLLM's
+  // num_redundant_experts): experts + this many slots spread evenly over the expert-parallel devices.
+  int redundant_experts = 0;
+  // Steps whose routed tokens per expert a rebalancing weighs (key window, default 1000; vLLM's
+  // window_size), and steps between rebalancings (key interval, default 3000; vLLM's step_interval).
+  std::int64_t window = 1000;
+  std::int64_t interval = 3000;
+};
+
 enum class DataParallelBalance : std::uint8_t { round_robin, least_loaded, cache_aware };
 const char* to_string(DataParallelBalance b);  // "round-robin" | "least-loaded" | "cache-aware"
 
@@ -199,6 +211,15 @@ struct SystemSpec {
   // prefix of its prompt unless the ranks' loads are imbalanced (the cluster router's cache-aware policy and
   // thresholds over the ranks; SGLang's model gateway in front of data-parallel ranks).
   DataParallelBalance data_parallel_balance = DataParallelBalance::least_loaded;
+  // Expert load balancing of MoE models (section expert_load_balancing, absent: none). Each MoE layer's
+  // expert slots (experts + redundant copies) start as vLLM places them (slot s holds expert s mod experts);
+  // every `interval` steps they are placed again from the tokens each expert received over the last `window`
+  // steps (DeepSeek's EPLB: the copies to the busiest experts, the slots to the devices by balanced packing),
+  // the step waiting while every device copies in the experts it newly holds. Each expert's tokens split
+  // evenly over its copies; the busiest device sets the step's expert time and all-to-all. Needs experts
+  // whole on a device (experts >= expert-parallel devices, or +ET); not on heterogeneous systems nor in
+  // functional emulation.
+  std::optional<ExpertBalancing> expert_balancing;
   // Splitwise-style disaggregation: this fraction of the devices only prefills, the rest only decode, the KV
   // of each prompt migrating over the links in between. 0 = no split (every device does both).
   double split_prefill_fraction = 0;

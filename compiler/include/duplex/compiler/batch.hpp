@@ -49,6 +49,11 @@ struct Routing {
   Kind kind = Kind::kUniform;
   double zipf_s = 1.0;
   std::vector<std::vector<std::int64_t>> counts;  // kCounts: [moe layer][expert]; a single row repeats
+  // Expert load balancing (expert_placement.hpp): [moe layer] the expert each slot holds, layout
+  // local_experts x expert_groups slots (ParallelLayout); the lowering plans the group whose slots receive
+  // the most rows. Empty: no balancing, each expert one slot, the representative device holds experts
+  // [0, local_experts) (the busiest under Zipf routing).
+  std::vector<std::vector<int>> placement;
   // Expected, integral counts summing exactly to tokens * top_k for one MoE layer (index `moe_layer`).
   // Uniform: floor + the remainder spread one by one from expert 0. Zipf: largest-remainder rounding of
   // tokens*top_k*(i+1)^-s / H, each expert capped at `tokens` (an expert sees a token at most once).

@@ -31,6 +31,8 @@ enum class OpKind {
   kKvMigration,  // one layer's K/V of the requests whose prefill completes, copied by the xPU from the
                  // prefill memory space into the decode KV spaces (Logic-PIM memory spaces; lower.hpp)
   kStageSend,    // a pipeline stage's output activations to the next stage's devices (link op)
+  kExpertMove,   // expert load balancing: the expert shards a device copies in for a new placement (link op;
+                 // m slots, link_bytes of which link_bytes_in_node over NVLink, the rest InfiniBand)
 };
 std::string_view op_kind_name(OpKind k);
 

@@ -9,7 +9,9 @@
 //  - pipeline parallel (SystemSpec::pipeline_parallel): the layers in pp consecutive stages, each on a TP
 //    group of up to a node's devices (TP x PP x replicas); each replica of the pipeline serves pp batches at
 //    once (vLLM's virtual engines), which count as its data-parallel ranks. An MoE model's experts are expert
-//    parallel over each stage's devices (one replica only: no exchange across nodes).
+//    parallel over each stage's devices (one replica only: no exchange across nodes);
+//  - expert load balancing (SystemSpec::expert_balancing): experts + redundant_experts slots per MoE layer
+//    over the EP groups, whole experts in each (expert_placement.hpp).
 #include <string>
 #include <vector>
 
@@ -38,7 +40,11 @@ struct ParallelLayout {
   std::vector<int> stage_ends(int layers) const;
   int devices_per_node() const { return devices / nodes; }
   bool expert_tp = false;  // +ET
-  int local_experts = 0;   // distinct experts held by one device
+  // Expert slots held by one device (one group: +ET a node, each slot sharded over its devices): its
+  // distinct experts, or under expert load balancing (SystemSpec::expert_balancing) (experts +
+  // redundant_experts) / expert_groups copies, which experts they hold changing over a run.
+  int local_experts = 0;
+  int redundant_experts = 0;  // expert copies per MoE layer beyond the experts (expert load balancing)
   int expert_shards = 1;   // each local expert split into this many column shards
   int expert_groups = 1;   // devices that hold different experts (EP degree)
 

@@ -113,6 +113,15 @@ struct SloResult {
   double goodput_req_s = 0, goodput_tok_s = 0;
 };
 
+// Expert load balancing over a run (SystemSpec::expert_balancing on an MoE model; every pool's steps):
+// rebalancings, the time steps waited for expert copies, and the busiest expert-parallel group's routed rows
+// over the mean group's, averaged over steps and MoE layers (ExpertBalancer::imbalance; 1: even).
+struct ExpertBalancingFigures {
+  std::int64_t rebalancings = 0;
+  double move_s = 0;
+  double imbalance_mean = 0;
+};
+
 struct SystemResult {
   std::string system;
   std::string model;
@@ -148,6 +157,7 @@ struct SystemResult {
   Percentiles ttft_ms, tbt_ms, e2e_ms;
   Percentiles tpot_ms;  // per request: (finish - first token) / (outputs - 1), requests of >= 2 outputs
   std::optional<SloResult> slo;  // when SimulationOptions::slo is set
+  std::optional<ExpertBalancingFigures> expert_balancing;
   double batch_mean = 0;  // requests per step over all steps (a split system: both pools' steps; see pools)
   std::int64_t batch_max = 0;
   double energy_j = 0;

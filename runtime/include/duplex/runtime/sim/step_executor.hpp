@@ -4,12 +4,14 @@
 // O(distinct request shapes + ops), never O(tokens).
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "duplex/compiler/cost_model.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/placement.hpp"
 #include "duplex/runtime/scheduler/step_plan.hpp"
 #include "duplex/runtime/sim/energy_ledger.hpp"
+#include "duplex/runtime/sim/expert_balancer.hpp"
 #include "duplex/runtime/workload/expert_routing.hpp"
 
 namespace duplex::runtime {
@@ -19,11 +21,18 @@ struct StepCost {
   Time xpu_busy, pim_busy, link_busy;
   EnergyLedger energy;       // whole system (all devices) for this step, dynamic energy only
   compiler::ExecutionPlan plan;  // a device's plan of the slowest data-parallel replica (for timelines)
+  // Expert load balancing: whether this step placed the experts again, and the time it waited for the
+  // copies (in `time`, and first in `plan` as an expert_move op).
+  bool experts_rebalanced = false;
+  Time expert_move;
+  double expert_imbalance = 0;  // ExpertBalancer::imbalance of the step's routing (0 without balancing)
 };
 
 class StepExecutor {
  public:
-  // `router` may be null for dense models. `pim_model` replaces the analytical PIM roofline when set.
+  // `router` may be null for dense models. `pim_model` replaces the analytical PIM roofline when set. An MoE
+  // model on a system with expert load balancing has its experts placed by an ExpertBalancer over the
+  // executor's steps.
   StepExecutor(const compiler::ModelSpec& model, const SystemSpec& system, const compiler::ParallelLayout& layout,
                ExpertRouter* router, compiler::PimTimeFn pim_model = {}, compiler::XpuTimeFn xpu_model = {});
   // `first_draft_pass`: the plan is a draft head's first pass of a step (compiler::BatchState).
@@ -34,12 +43,16 @@ class StepExecutor {
   // Functional emulation's plans: every group on the representative device (LowerOptions::
   // every_group_per_replica).
   void lower_every_group_per_replica() { every_group_per_replica_ = true; }
+  bool balances_experts() const { return balancer_.has_value(); }
 
  private:
+  void add_expert_move(const ExpertBalancer::Move& move, StepCost& c) const;
+
   const compiler::ModelSpec& model_;
   const SystemSpec& system_;
   compiler::ParallelLayout layout_;
   ExpertRouter* router_;
+  std::optional<ExpertBalancer> balancer_;  // SystemSpec::expert_balancing on an MoE model
   compiler::CostModel cost_;
   std::int64_t moe_layers_ = 0;
   bool every_group_per_replica_ = false;
