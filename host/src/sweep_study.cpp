@@ -440,6 +440,10 @@ std::string system_label(const std::string& system, const nlohmann::json* knobs)
   return fmt::format("{} [{}]", system, join_knobs(knobs, ", "));
 }
 
+namespace {
+constexpr std::size_t kPointIdMax = 200, kPointIdKept = 160;
+}  // namespace
+
 std::vector<SweepPoint> Study::points() const {
   std::vector<SweepPoint> out;
   std::set<std::string> ids;
@@ -486,6 +490,11 @@ std::vector<SweepPoint> Study::points() const {
                                  .load = l};
                     p.id = fmt::format("{}__{}{}{}{}__in{}-out{}__b{}__{}", file_safe(m), file_safe(s),
                                        knob_id, spec_id, variant_id, in, outl, b, file_safe(l.text));
+                    // A file name holds at most 255 bytes, and the point's file adds ".json" and a temporary
+                    // suffix: a longer name keeps its first kPointIdKept characters and a digest of the
+                    // whole.
+                    if (p.id.size() > kPointIdMax)
+                      p.id = p.id.substr(0, kPointIdKept) + "__" + fnv1a_hex(p.id);
                     if (!ids.insert(p.id).second)
                       throw Error(fmt::format(
                           "{}: two points get the name \"{}\" (model, system, knob or draft names "

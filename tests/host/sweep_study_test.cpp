@@ -76,6 +76,28 @@ TEST(SweepStudy, ExpandsTheCrossProductWithTheLastAxisFastest) {
   EXPECT_NE(points[0].params(s.options), points[1].params(s.options));
 }
 
+// A name longer than 200 characters (many knobs) keeps its first 160 and a digest of the whole, so every
+// point's file name fits a file system's 255 bytes and stays distinct.
+TEST(SweepStudy, LongPointNamesAreShortenedWithADigest) {
+  const Study s =
+      parse_study(kOneGpuPoint +
+                      "knobs:\n"
+                      "  - {key: \"devices_per_model[a-rather-long-model-name-for-a-test]\", values: [8]}\n"
+                      "  - {key: expert_load_balancing.window, values: [100]}\n"
+                      "  - {key: expert_load_balancing.interval, values: [1000000000, 100]}\n"
+                      "  - {key: expert_load_balancing.redundant_experts, values: [0, 32]}\n",
+                  "study.yaml");
+  const auto points = s.points();
+  ASSERT_EQ(points.size(), 4u);
+  for (const auto& p : points) {
+    EXPECT_EQ(p.id.size(), 160u + 2 + 16) << p.id;
+    EXPECT_TRUE(p.id.starts_with("llama3-70b__gpu__devices_per_model-a-rather-long-model-name")) << p.id;
+  }
+  for (std::size_t i = 1; i < points.size(); ++i) EXPECT_NE(points[i].id, points[0].id);
+  // A short name stays whole.
+  EXPECT_EQ(parse_study(kOneGpuPoint, "study.yaml").points()[0].id, "llama3-70b__gpu__in8-out8__b1__closed");
+}
+
 TEST(SweepStudy, DefaultsAreTheDocumentedOnes) {
   const Study s = parse_study("study: d\nmodels: [m]\nsystems: [s]\nlengths: [[8, 8]]\nbatch: [1]\nrequests: 4\n", "d.yaml");
   ASSERT_EQ(s.loads.size(), 1u);
