@@ -150,6 +150,7 @@ void Pool::add_draft_passes(const StepPlan& plan, StepCost& c, std::vector<compi
     c.xpu_busy += d.xpu_busy;
     c.pim_busy += d.pim_busy;
     c.link_busy += d.link_busy;
+    c.expert_move += d.expert_move;  // an MoE draft's own expert copies (its own ExpertBalancer)
     c.energy.add(d.energy);
     if (plans == nullptr) continue;
     for (compiler::Op& op : d.plan.graph.ops) op.name = "draft" + std::to_string(i) + "." + op.name;

@@ -114,7 +114,8 @@ struct SloResult {
 };
 
 // Expert load balancing over a run (SystemSpec::expert_balancing on an MoE model; every pool's steps):
-// rebalancings, the time steps waited for expert copies, and the busiest expert-parallel group's routed rows
+// rebalancings (the target model's), the time steps waited for expert copies (an MoE draft's included), and
+// the busiest expert-parallel group's routed rows
 // over the mean group's, averaged over steps and MoE layers (ExpertBalancer::imbalance; 1: even).
 struct ExpertBalancingFigures {
   std::int64_t rebalancings = 0;
