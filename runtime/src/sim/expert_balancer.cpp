@@ -89,20 +89,26 @@ ExpertBalancer::Move ExpertBalancer::move_to(std::vector<compiler::SlotExperts> 
   };
   std::map<std::pair<int, int>, Copies> device;  // (stage, group) -> one of its devices' copies
   Move m;
+  const int nodes = node_of(groups - 1) + 1;
+  const auto ex = static_cast<std::size_t>(experts_);
   for (std::size_t l = 0; l < next.size(); ++l) {
-    const compiler::SlotExperts& before = placement_[l];
-    const compiler::SlotExperts& after = next[l];
-    auto held = [&](const compiler::SlotExperts& p, int g, int e) {
-      return std::count(p.begin() + static_cast<std::ptrdiff_t>(g) * per_group,
-                        p.begin() + static_cast<std::ptrdiff_t>(g + 1) * per_group, e);
-    };
+    // Copies of each expert per group before and after, and per node before.
+    std::vector<int> before(static_cast<std::size_t>(groups) * ex, 0), after(before.size(), 0),
+        node_before(static_cast<std::size_t>(nodes) * ex, 0);
+    for (std::size_t s = 0; s < next[l].size(); ++s) {
+      const auto g = s / static_cast<std::size_t>(per_group);
+      ++before[g * ex + static_cast<std::size_t>(placement_[l][s])];
+      ++after[g * ex + static_cast<std::size_t>(next[l][s])];
+      ++node_before[static_cast<std::size_t>(node_of(static_cast<int>(g))) * ex +
+                    static_cast<std::size_t>(placement_[l][s])];
+    }
     for (int g = 0; g < groups; ++g)
-      for (int e = 0; e < experts_; ++e) {
-        const auto in = held(after, g, e) - held(before, g, e);
+      for (std::size_t e = 0; e < ex; ++e) {
+        const std::size_t i = static_cast<std::size_t>(g) * ex + e;
+        const int in = after[i] - before[i];
         if (in <= 0) continue;
-        bool near = false;  // a group of this node held it
-        for (int h = 0; h < groups && !near; ++h)
-          near = h != g && node_of(h) == node_of(g) && held(before, h, e) > 0;
+        // Another group of this node held it: over NVLink.
+        const bool near = node_before[static_cast<std::size_t>(node_of(g)) * ex + e] > before[i];
         Copies& c = device[{stage_of_[l], g}];
         (near ? c.nvlink : c.infiniband) += static_cast<double>(in) * shard_bytes_;
         c.slots += in;
