@@ -40,13 +40,14 @@ Time CostModel::xpu_time(const Op& op) const {
   if (xpu_model_)
     if (const auto measured = xpu_model_(op)) return *measured;
   const XpuSpec& x = sys_.xpu;
-  // Weight GEMMs of FP8 weights (dtype fp8, an FP8 release's fp8_block128 or fp8_channel) run W8A8 on the FP8
-  // tensor cores, their activations quantized on the fly (the releases' dynamic activation scales); those of
+  // Weight GEMMs of FP8 weights (dtype fp8, an FP8 release's fp8_block128, fp8_channel or fp8_tensor) run
+  // W8A8 on the FP8 tensor cores, their activations quantized on the fly (by the releases' dynamic scales, or
+  // fp8_tensor's static ones); those of
   // a W8A8-INT8 release's int8_channel weights on the INT8 tensor cores alike (per-token dynamic scales);
   // every other GEMM (MXFP4 experts expanded to BF16, 4-bit weights W4A16 included) at the FP16 rate,
   // elementwise ops at FP32's.
   const bool gemm = is_weight_gemm(op.kind);
-  const bool fp8 = gemm && (op.dtype == DType::kFp8 || scaled_fp8(op.dtype));
+  const bool fp8 = gemm && fp8_weights(op.dtype);
   const bool int8 = gemm && op.dtype == DType::kInt8Channel;
   const FlopRate peak = is_elementwise(op.kind) ? x.peak_fp32
                         : fp8                   ? x.peak_fp8

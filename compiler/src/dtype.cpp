@@ -18,6 +18,7 @@ double dtype_bytes(DType t, int quant_group) {
     case DType::kBf16: return 2.0;
     case DType::kFp8:
     case DType::kFp8Channel:
+    case DType::kFp8Tensor:
     case DType::kInt8Channel:
     case DType::kInt8: return 1.0;
     case DType::kInt4: return 0.5;
@@ -71,6 +72,8 @@ std::string_view dtype_name(DType t) {
       return "nf4";
     case DType::kNf4Dq:
       return "nf4_dq";
+    case DType::kFp8Tensor:
+      return "fp8_tensor";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -84,6 +87,7 @@ DType parse_dtype(std::string_view s) {
   if (s == "mxfp4") return DType::kMxfp4;
   if (s == "fp8_block128") return DType::kFp8Block128;
   if (s == "fp8_channel") return DType::kFp8Channel;
+  if (s == "fp8_tensor") return DType::kFp8Tensor;
   if (s == "int4_awq") return DType::kInt4Awq;
   if (s == "int4_gptq") return DType::kInt4Gptq;
   if (s == "int4_pack") return DType::kInt4Pack;
@@ -92,15 +96,20 @@ DType parse_dtype(std::string_view s) {
   if (s == "int8_pack") return DType::kInt8Pack;
   if (s == "nf4") return DType::kNf4;
   if (s == "nf4_dq") return DType::kNf4Dq;
-  throw Error(fmt::format(
-      "unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
-      "fp8_channel, int4_awq, int4_gptq, int4_pack, int8_channel, int8_gptq, int8_pack, nf4 or nf4_dq "
-      "(weight matrices only)",
-      s));
+  throw Error(
+      fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
+                  "fp8_channel, fp8_tensor, int4_awq, int4_gptq, int4_pack, int8_channel, int8_gptq, "
+                  "int8_pack, nf4 or nf4_dq "
+                  "(weight matrices only)",
+                  s));
 }
 
 bool scaled_fp8(DType t) {
   return t == DType::kFp8Block128 || t == DType::kFp8Channel;
+}
+
+bool fp8_weights(DType t) {
+  return t == DType::kFp8 || t == DType::kFp8Tensor || scaled_fp8(t);
 }
 
 bool scaled_8bit(DType t) {
@@ -125,7 +134,7 @@ bool bnb_nf4(DType t) {
 }
 
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t) || bnb_nf4(t);
+  return t == DType::kMxfp4 || t == DType::kFp8Tensor || scaled_8bit(t) || grouped_int(t) || bnb_nf4(t);
 }
 
 }  // namespace duplex::compiler

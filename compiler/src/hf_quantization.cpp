@@ -47,30 +47,33 @@ void expect_kept_in_dtype(const Fields& q, const char* key) {
                         kModules);
 }
 
-// HF FineGrainedFP8 (quant_method "fp8"): fp8_block128 (hf_quantization.hpp).
+// HF FineGrainedFP8 (quant_method "fp8"): fp8_block128, or AutoFP8's fp8_tensor (hf_quantization.hpp).
 void read_fine_grained_fp8(const Fields& q, ModelSpec& m) {
   auto refuse = [&](const char* key, const std::string& what, const std::string& expected) {
     throw ConfigError(q.file(), q.path(key), what, expected);
   };
   if (q.string_or("fmt", "e4m3") != "e4m3")
     refuse("fmt", fmt::format("\"{}\" is not modelled", q.string_or("fmt", "")), "e4m3");
-  if (q.string_or("activation_scheme", "dynamic") != "dynamic")
+  const std::string activations = q.string_or("activation_scheme", "dynamic");
+  const bool blocks = q.has("weight_block_size");
+  if (activations != "dynamic" && (activations != "static" || blocks))
     refuse("activation_scheme",
-           fmt::format("\"{}\" is not modelled (static activation scales)",
-                       q.string_or("activation_scheme", "")),
-           "dynamic");
+           fmt::format("\"{}\" is not modelled{}", activations,
+                       blocks ? " beside weight_block_size (static scales of 128 x 128 blocks)" : ""),
+           blocks ? "dynamic" : "dynamic or static (AutoFP8's per-tensor scales)");
   const std::string scale_fmt = q.string_or("scale_fmt", "");
   if (!scale_fmt.empty() && scale_fmt != "ue8m0")
     refuse("scale_fmt", fmt::format("\"{}\" is not modelled", scale_fmt), "ue8m0 or absent (FP32 scales)");
-  // Absent, transformers' FineGrainedFP8 would take [128, 128] while vLLM and AutoFP8 read one scale per
-  // tensor: the releases state it.
-  if (!q.has("weight_block_size"))
-    refuse("weight_block_size", "missing (one scale per tensor, as AutoFP8 stores it, is not modelled)",
-           "[128, 128]");
+  for (const char* key : {"modules_to_not_convert", "ignored_layers"}) expect_kept_in_dtype(q, key);
+  // Absent, vLLM and AutoFP8 read one scale per tensor (transformers' FineGrainedFP8 would take [128, 128];
+  // the block releases state it).
+  if (!blocks) {
+    m.expert_dtype = m.linear_dtype = DType::kFp8Tensor;
+    return;
+  }
   if (q.raw()["weight_block_size"] != json::array({128, 128}))
     refuse("weight_block_size", fmt::format("{} is not modelled", q.raw()["weight_block_size"].dump()),
-           "[128, 128]");
-  for (const char* key : {"modules_to_not_convert", "ignored_layers"}) expect_kept_in_dtype(q, key);
+           "[128, 128], or absent (one scale per tensor)");
   m.expert_dtype = m.linear_dtype = DType::kFp8Block128;
 }
 
@@ -186,27 +189,36 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
     return;
   }
   // FP8-dynamic (float-quantized) or W8A8-INT8 (int-quantized): 8-bit weights per channel, 8-bit activations
-  // per token, dynamic.
+  // per token, dynamic. llm-compressor's FP8 scheme: FP8 weights per tensor, FP8 activations per tensor,
+  // static (or per token, dynamic).
   const bool int8 = format == "int-quantized";
   const char* type = int8 ? "int" : "float";
   const std::string kind = int8 ? "INT8" : "FP8";
-  expect_8bit_args(
-      g.child("weights"), type, "channel", false,
-      fmt::format("{} weights: num_bits 8, type {}, symmetric, strategy channel, not dynamic", kind, type));
+  const bool per_tensor = !int8 && g.child("weights").string_or("strategy", "") == "tensor";
+  expect_8bit_args(g.child("weights"), type, per_tensor ? "tensor" : "channel", false,
+                   fmt::format("{} weights: num_bits 8, type {}, symmetric, strategy channel{}, not dynamic",
+                               kind, type, int8 ? "" : " or tensor"));
   const std::string kActivations =
-      fmt::format("{} activations: num_bits 8, type {}, symmetric, strategy token, dynamic", kind, type);
+      per_tensor ? "FP8 activations beside per-tensor weights: num_bits 8, type float, symmetric, strategy "
+                   "tensor and not dynamic (static), or strategy token and dynamic"
+                 : fmt::format("{} activations: num_bits 8, type {}, symmetric, strategy token, dynamic",
+                               kind, type);
   if (!g.has("input_activations"))
     refuse(g.path("input_activations"),
            fmt::format("absent or null: {} weights under 16-bit activations (weight-only) are not modelled",
                        kind),
            kActivations);
-  expect_8bit_args(g.child("input_activations"), type, "token", true, kActivations);
+  const bool static_tensor = per_tensor && g.child("input_activations").string_or("strategy", "") == "tensor";
+  expect_8bit_args(g.child("input_activations"), type, static_tensor ? "tensor" : "token", !static_tensor,
+                   kActivations);
   if (q.has("kv_cache_scheme")) {
     expect_8bit_args(q.child("kv_cache_scheme"), "float", "tensor", false,
                      "an FP8 KV cache: num_bits 8, type float, symmetric, strategy tensor, not dynamic");
     m.kv_dtype = DType::kFp8;
   }
-  m.expert_dtype = m.linear_dtype = int8 ? DType::kInt8Channel : DType::kFp8Channel;
+  m.expert_dtype = m.linear_dtype = int8         ? DType::kInt8Channel
+                                    : per_tensor ? DType::kFp8Tensor
+                                                 : DType::kFp8Channel;
 }
 
 // The bits and group_size of an AutoAWQ or GPTQ quantization_config: `bits` (4, or also 8 where `eight`:

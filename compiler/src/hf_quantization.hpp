@@ -15,16 +15,20 @@ namespace duplex::compiler {
 // - quant_method "fp8" (HF FineGrainedFP8: DeepSeek-V3 / R1, Qwen3's FP8 releases): every attention
 //   projection, dense FFN and expert matrix in FP8 E4M3 with one FP32 scale per weight_block_size block
 //   ([128, 128], stated: absent, AutoFP8's per-tensor scales, or another size is refused), fmt e4m3,
-//   activation_scheme dynamic, scale_fmt absent or ue8m0 (fp8_block128).
+//   activation_scheme dynamic, scale_fmt absent or ue8m0 (fp8_block128); without weight_block_size (AutoFP8's
+//   releases: neuralmagic's first FP8 ones) one FP32 scale per matrix, activation_scheme static (calibrated
+//   per-tensor input scales) or dynamic (fp8_tensor).
 // - quant_method "compressed-tensors" (llm-compressor's FP8-dynamic scheme: RedHatAI's and neuralmagic's FP8
 //   releases), format float-quantized, quantization_status compressed: one config group targeting Linear,
 //   its weights 8-bit float, symmetric, static, one scale per output channel; its input activations 8-bit
-//   float, dynamic, one scale per token (fp8_channel). Format int-quantized (llm-compressor's W8A8-INT8
-//   scheme) alike with 8-bit int weights and activations (int8_channel; asymmetric activations refused). A
-//   kv_cache_scheme of 8-bit float, per-tensor static scales puts the KV cache in fp8. Format pack-quantized
-//   (llm-compressor's W4A16 and W8A16 schemes): the group's weights 4- or 8-bit int, symmetric, static,
-//   strategy group of 32, 64 or 128, or strategy channel (one scale per row; group_size null) (actorder null,
-//   weight or static), no input activations, no kv_cache_scheme (int4_pack, int8_pack).
+//   float, dynamic, one scale per token (fp8_channel); llm-compressor's FP8 scheme (neuralmagic's and
+//   RedHatAI's static FP8 releases) alike with its weights one scale per tensor and its input activations
+//   one static scale per tensor (or per token, dynamic) (fp8_tensor). Format int-quantized (llm-compressor's
+//   W8A8-INT8 scheme) alike with 8-bit int weights and activations (int8_channel; asymmetric activations
+//   refused). A kv_cache_scheme of 8-bit float, per-tensor static scales puts the KV cache in fp8. Format
+//   pack-quantized (llm-compressor's W4A16 and W8A16 schemes): the group's weights 4- or 8-bit int,
+//   symmetric, static, strategy group of 32, 64 or 128, or strategy channel (one scale per row; group_size
+//   null) (actorder null, weight or static), no input activations, no kv_cache_scheme (int4_pack, int8_pack).
 // - quant_method "awq" (AutoAWQ's releases), bits 4, group_size 32, 64, 128 or -1 (one scale and zero point
 //   per row; ModelSpec::quant_group, as the W4A16 one), zero_point true, version gemm: every projection,
 //   dense FFN and expert matrix in int4_awq.

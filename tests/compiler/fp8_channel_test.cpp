@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "config_errors.hpp"
 #include "duplex/compiler/cost_model.hpp"
 #include "duplex/compiler/hf_import.hpp"
@@ -120,6 +122,52 @@ TEST(Fp8Channel, XpuRunsItsWeightGemmsAtTheFp8Rate) {
       gpu.xpu.peak_fp16.si() / gpu.xpu.peak_fp8.si(), 1e-9);
 }
 
+// llm-compressor's FP8 scheme (neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8 style): weights one scale per
+// tensor, input activations one static (calibrated) scale per tensor: fp8_tensor, 1 byte per weight, run
+// W8A8 at the FP8 rate; per-token dynamic activations beside per-tensor weights alike.
+TEST(Fp8Tensor, StaticFp8ReleaseIsReadWithItsLinearLayersInFp8) {
+  const std::string fp8_static = fp8_dynamic(R"(, "weights": )" + args("tensor", false) +
+                                             R"(, "input_activations": )" + args("tensor", false));
+  const ModelSpec m = import_hf_config(llama31_8b(fp8_static), "l.json");
+  const ModelSpec channel = import_hf_config(llama31_8b(fp8_dynamic()), "l.json");
+  EXPECT_EQ(m.linear_dtype, DType::kFp8Tensor);
+  EXPECT_EQ(m.expert_dtype, DType::kFp8Tensor);
+  EXPECT_EQ(m.dtype, DType::kBf16);
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kFp8Tensor), 1.0);
+  EXPECT_DOUBLE_EQ(m.weight_bytes(), channel.weight_bytes());  // one scale per matrix or per row: left out
+  const SystemSpec gpu = load_system("gpu");
+  EXPECT_NEAR(compute_time_over_bf16(m, gpu, DType::kFp8Tensor),
+              gpu.xpu.peak_fp16.si() / gpu.xpu.peak_fp8.si(), 1e-9);
+  const std::string dynamic_tokens = fp8_dynamic(R"(, "weights": )" + args("tensor", false));
+  EXPECT_EQ(import_hf_config(llama31_8b(dynamic_tokens), "l.json").linear_dtype, DType::kFp8Tensor);
+  // Mixtral: its experts per tensor too, the routers (ignored) in BF16.
+  const ModelSpec moe =
+      import_hf_config(mixtral(fp8_dynamic(R"(, "weights": )" + args("tensor", false) +
+                                               R"(, "input_activations": )" + args("tensor", false),
+                                           R"(, "ignore": ["lm_head", "re:.*block_sparse_moe.gate$"])")),
+                       "m.json");
+  EXPECT_EQ(moe.expert_dtype, DType::kFp8Tensor);
+}
+
+// AutoFP8's releases (quant_method "fp8" without weight_block_size: neuralmagic's first FP8 models): one
+// scale per tensor, activation_scheme static or dynamic.
+TEST(Fp8Tensor, AutoFp8ReleasesAreReadPerTensor) {
+  for (const char* scheme : {"static", "dynamic"}) {
+    const ModelSpec m = import_hf_config(
+        llama31_8b(fmt::format(
+            R"({{"quant_method": "fp8", "activation_scheme": "{}", "ignored_layers": ["lm_head"]}})",
+            scheme)),
+        "l.json");
+    EXPECT_EQ(m.linear_dtype, DType::kFp8Tensor) << scheme;
+  }
+  const std::string dense = "name: x\nlayers: 2\nhidden: 256\nheads: 4\nvocab: 10\nffn: 512\ndtype: bf16\n";
+  EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: fp8_tensor\n", "x.yaml")).linear_dtype,
+            DType::kFp8Tensor);
+  EXPECT_NE(
+      model_yaml_error(dense + "kv_dtype: fp8_tensor\n").find("kv_dtype: fp8_tensor is a weight format"),
+      std::string::npos);
+}
+
 // kv_cache_scheme (llm-compressor's FP8 KV cache: per-tensor static k_scale / v_scale) puts K / V in FP8.
 TEST(Fp8Channel, KvCacheSchemeStoresTheCacheInFp8) {
   const ModelSpec m = import_hf_config(
@@ -140,8 +188,12 @@ TEST(Fp8Channel, OtherSchemesAreRefusedNamingTheField) {
        q + "quantization_status: \"frozen\": the checkpoint does not store its weights quantized"},
       {fp8_dynamic("", R"(, "sparsity_config": {"format": "sparse-24-bitmask"})"),
        q + "sparsity_config: is set: sparse weights are not modelled"},
-      {fp8_dynamic(R"(, "weights": )" + args("tensor", false)),
-       g + "weights.strategy: \"tensor\" is not modelled"},
+      {fp8_dynamic(R"(, "weights": )" + args("tensor", false) + R"(, "input_activations": )" +
+                   args("token", false)),
+       g + "input_activations.dynamic: false (static scales) is not modelled"},
+      {fp8_dynamic(R"(, "weights": )" + args("tensor", false) + R"(, "input_activations": )" +
+                   args("tensor", true)),
+       g + "input_activations.dynamic: true is not modelled"},
       {fp8_dynamic(R"(, "weights": )" + args("block", false)),
        g + "weights.strategy: \"block\" is not modelled"},
       {fp8_dynamic(R"(, "weights": )" + args("channel", false, R"(, "type": "int")")),

@@ -138,12 +138,12 @@ TEST(Fp8Block, OtherFormatsAreRefusedNamingTheField) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"quant_method": "fp8", "weight_block_size": [64, 64]})",
        "quantization_config.weight_block_size: [64,64] is not modelled"},
-      {R"({"quant_method": "fp8", "activation_scheme": "dynamic"})",
-       "quantization_config.weight_block_size: missing (one scale per tensor, as AutoFP8 stores it, is not "
-       "modelled)"},
+      {R"({"quant_method": "fp8", "activation_scheme": "static", "weight_block_size": [128, 128]})",
+       "quantization_config.activation_scheme: \"static\" is not modelled beside weight_block_size (static "
+       "scales of 128 x 128 blocks)"},
       {R"({"quant_method": "fp8", "fmt": "e5m2"})", "quantization_config.fmt: \"e5m2\" is not modelled"},
-      {R"({"quant_method": "fp8", "activation_scheme": "static"})",
-       "quantization_config.activation_scheme: \"static\" is not modelled"},
+      {R"({"quant_method": "fp8", "activation_scheme": "calibrated"})",
+       "quantization_config.activation_scheme: \"calibrated\" is not modelled; expected dynamic or static"},
       {R"({"quant_method": "fp8", "scale_fmt": "fp32"})",
        "quantization_config.scale_fmt: \"fp32\" is not modelled"},
       {R"({"quant_method": "fp8", "weight_block_size": [128, 128],

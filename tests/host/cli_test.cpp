@@ -197,6 +197,13 @@ TEST(CompileCli, W8a8ReleaseConfigStatesEachOpsFormat) {
   EXPECT_GT(dense_release_speedup("llama31_70b_w8a8_config.json", "int8_channel", 8), 1.3);
 }
 
+// llm-compressor's static FP8 scheme on Llama-3.1-70B (neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8 style:
+// weights and input activations one scale per tensor, calibrated): fp8_tensor projections and FFNs, the LM
+// head (ignored) in BF16, faster than the BF16 model on the GPU.
+TEST(CompileCli, StaticFp8ReleaseConfigStatesEachOpsFormat) {
+  EXPECT_GT(dense_release_speedup("llama31_70b_fp8_static_config.json", "fp8_tensor", 8), 1.3);
+}
+
 // A bitsandbytes 4-bit release of Llama-3.1-70B (unsloth's bnb-4bit config.json: NF4 with double
 // quantization): NF4 projections and FFNs, the LM head in BF16. On the GPU one request's decode reads a
 // quarter of the bytes (gemv_4bit), so it serves more than 1.5x the BF16 model's tokens per second; a batch

@@ -385,6 +385,12 @@ void check_functional_support(const compiler::ModelSpec& m) {
   auto half_width = [](compiler::DType t) {
     return t == compiler::DType::kFp16 || t == compiler::DType::kBf16;
   };
+  for (const auto& [key, t] :
+       {std::pair{"linear_dtype", m.linear_dtype}, std::pair{"expert_dtype", m.expert_dtype}})
+    if (t == compiler::DType::kFp8Tensor)
+      reject(key,
+             "fp8_tensor (one FP8 scale per matrix: AutoFP8's and llm-compressor's static FP8 releases) is "
+             "timed by duplex simulate only; functional emulation reads FP8 in fp8_block128 or fp8_channel");
   // MXFP4 experts (gpt-oss's release format) are read and computed exactly in FP16 (mxfp4.hpp); their rows
   // are whole blocks of 32.
   const bool mxfp4 = m.expert_dtype == compiler::DType::kMxfp4;
