@@ -74,9 +74,11 @@ std::string summary_section(const ResultFolder& f) {
   std::string s = fmt::format("<section id=\"summary\"><h2>Points</h2><p>{} points, {} failed. Options: <code>{}</code></p>",
                               f.points.size(), failed, escape(f.options.dump()));
   // Optional columns, where some point has the figure: time per output token, the prefix cache's share of
-  // the prompt tokens, the latency objectives met and the goodput.
+  // the prompt tokens, the latency objectives met and the goodput, expert load balancing's busiest device's
+  // rows over the mean and rebalancings.
   const bool tpot = any_result_has(f, "tpot_ms"), cache = any_result_has(f, "prefix_cache"),
-             slo = any_result_has(f, "slo"), capacity = any_result_has(f, "capacity");
+             slo = any_result_has(f, "slo"), capacity = any_result_has(f, "capacity"),
+             eplb = any_result_has(f, "expert_load_balancing");
   s += "<table><tr><th>model</th><th>system</th><th>setting</th><th>status</th><th>tok/s</th><th>TTFT p50 "
        "ms</th>"
        "<th>TBT p50 ms</th><th>TBT p99 ms</th><th>E2E p50 ms</th><th>J/token</th><th>batch mean</th>"
@@ -85,8 +87,10 @@ std::string summary_section(const ResultFolder& f) {
   if (cache) s += "<th>prompt tokens from cache</th>";
   if (slo) s += "<th>within SLO</th><th>goodput req/s</th>";
   if (capacity) s += "<th>max rate req/s</th>";
+  if (eplb) s += "<th>expert rows busiest / mean</th><th>rebalancings</th>";
   s += "</tr>\n";
-  const int columns = 9 + (tpot ? 1 : 0) + (cache ? 1 : 0) + (slo ? 2 : 0) + (capacity ? 1 : 0);
+  const int columns =
+      9 + (tpot ? 1 : 0) + (cache ? 1 : 0) + (slo ? 2 : 0) + (capacity ? 1 : 0) + (eplb ? 2 : 0);
   for (const auto& p : f.points) {
     s += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td>", escape(p.model), escape(p.system), escape(p.setting()));
     if (!p.ok) {
@@ -124,6 +128,9 @@ std::string summary_section(const ResultFolder& f) {
       s += "<td>" + std::string(bounded ? "" : ">=") + cell("capacity", "max_rate_per_s", "{:.3f}", 1.0) +
            "</td>";
     }
+    if (eplb)
+      s += "<td>" + cell("expert_load_balancing", "imbalance_mean", "{:.2f}", 1.0) + "</td><td>" +
+           cell("expert_load_balancing", "rebalancings", "{:.0f}", 1.0) + "</td>";
     s += "</tr>\n";
   }
   return s + "</table></section>\n";

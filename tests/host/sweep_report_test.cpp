@@ -287,6 +287,23 @@ TEST(ObjectivesReport, TpotCacheHitsAndObjectivesAreShown) {
   fs::remove_all(dir);
 }
 
+// Expert load balancing's figures (a point's JSON `expert_load_balancing`) get two summary columns, "-" on
+// the points without them; a study without any keeps the plain table.
+TEST(ExpertBalancingReport, ImbalanceAndRebalancingsAreShown) {
+  const fs::path dir = run_tiny_dense_study("eplb", "[gpu]", "load: [closed, \"poisson:100\"]\n");
+  ResultFolder f = load_result_folder(dir.string());
+  ASSERT_GE(f.points.size(), 2u);
+  const std::string plain = build_report(f);
+  EXPECT_EQ(plain.find("expert rows busiest / mean"), std::string::npos);
+  f.points.front().result["expert_load_balancing"] = {
+      {"rebalancings", 12}, {"expert_move_s", 0.5}, {"imbalance_mean", 1.375}};
+  const std::string html = build_report(f);
+  EXPECT_EQ(count(html, "<th>expert rows busiest / mean</th><th>rebalancings</th>"), 1u);
+  EXPECT_EQ(count(html, "<td>1.38</td><td>12</td></tr>"), 1u);
+  EXPECT_EQ(count(html, "<td>-</td><td>-</td></tr>"), f.points.size() - 1);
+  fs::remove_all(dir);
+}
+
 // A capacity study: each point is the run at its max rate, which meets the objectives; the report shows the
 // rate in the summary and charts it with the objectives.
 TEST(CapacityReport, EachPointIsTheRunAtItsMaxRate) {
