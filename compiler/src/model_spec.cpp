@@ -223,6 +223,40 @@ std::int64_t ModelSpec::params() const {
   return total;
 }
 
+double ModelSpec::layer_weight_bytes(int l) const {
+  const double in_dtype = dtype_bytes(dtype);
+  const std::int64_t mla_norms =
+      attention == AttentionKind::kMla ? std::int64_t{mla.q_lora_rank} + mla.kv_lora_rank : 0;
+  const std::int64_t projections = attention_params() - mla_norms;
+  double bytes =
+      static_cast<double>(projections) * dtype_bytes(attention_matrix_dtype(), quant_group) +
+      static_cast<double>(mla_norms + attention_vector_params() + (post_norms ? 4 : 2) * norm_params(*this)) *
+          in_dtype;
+  if (!is_moe_layer(l)) {
+    const std::int64_t biases = ffn_bias_params(ffn);
+    return bytes +
+           static_cast<double>(ffn_params(ffn) - biases) *
+               dtype_bytes(dense_ffn_matrix_dtype(l), quant_group) +
+           static_cast<double>(biases) * in_dtype;
+  }
+  bytes += static_cast<double>(experts) * expert_ffn_bytes(expert_ffn) +
+           static_cast<double>(shared_experts) * expert_ffn_bytes(shared_expert_ffn);
+  return bytes + static_cast<double>(router_params() + (shared_expert_gate ? hidden : 0)) * in_dtype;
+}
+
+double ModelSpec::input_embedding_bytes() const {
+  DUPLEX_ASSERT(!draft_head, "a draft head has no input table of its own");
+  return static_cast<double>(std::int64_t{vocab} * hidden + std::int64_t{learned_positions} * hidden) *
+         dtype_bytes(dtype);
+}
+
+double ModelSpec::lm_head_bytes() const {
+  DUPLEX_ASSERT(!draft_head, "a draft head's LM head is its own");
+  const std::int64_t head = (tie_embeddings ? 0 : std::int64_t{vocab} * hidden) +
+                            (lm_head_bias ? std::int64_t{vocab} : 0) + norm_params(*this);
+  return static_cast<double>(head) * dtype_bytes(dtype);
+}
+
 std::int64_t ModelSpec::active_params() const {
   std::int64_t total = embedding_params() + norm_params(*this);
   for (int l = 0; l < layers; ++l) {

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "duplex/base/config_store.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/hf_import.hpp"
 
@@ -756,6 +757,24 @@ TEST(HfImport, OptAndStarcoder2MatchTheirModelCards) {
   const std::string act = error_of("{" + opt_base + R"(, "activation_function": "gelu_10"})");
   EXPECT_NE(act.find("activation_function: \"gelu_10\" is not a supported activation"), std::string::npos)
       << act;
+}
+
+// weight_bytes() by where the weights lie: every preset's layers, input table and LM head sum to it (draft
+// heads aside: they borrow the target's table); a quantized layer counts its matrices in their formats.
+TEST(ModelSpec, LayerWeightBytesSumToTheModelsWeights) {
+  for (const std::string& name : list_presets("models")) {
+    const ModelSpec m = load_model(name);
+    if (m.draft_head) continue;
+    double sum = m.input_embedding_bytes() + m.lm_head_bytes();
+    for (int l = 0; l < m.layers; ++l) sum += m.layer_weight_bytes(l);
+    EXPECT_NEAR(sum, m.weight_bytes(), 1e-9 * m.weight_bytes()) << name;
+  }
+  // Llama-3.1-405B's FP8 release keeps attention in BF16: a layer is its attention at 2 bytes, its FFN at 1.
+  const ModelSpec fp8 = load_model("llama3-405b-fp8");
+  const double attention = 16384.0 * (16384 + 2 * 1024 + 16384) * 2, ffn = 3.0 * 16384 * 53248;
+  EXPECT_DOUBLE_EQ(fp8.layer_weight_bytes(1), attention + ffn + 2.0 * 16384 * 2);
+  EXPECT_DOUBLE_EQ(fp8.input_embedding_bytes(), 128256.0 * 16384 * 2);
+  EXPECT_DOUBLE_EQ(fp8.lm_head_bytes(), (128256.0 * 16384 + 16384) * 2);
 }
 
 }  // namespace

@@ -24,17 +24,26 @@ SystemSpec gpu_with_stages(int stages) {
   return s;
 }
 
-// 126 layers in two stages of 63: a device holds half of its TP8 share of the weights and of each token's
-// K/V.
+// 126 layers in two stages of 63: a device holds its TP8 share of its stage's weights (the last stage's, with
+// the LM head and final norm, outweighs the first's with the input table by the norm) and half of each
+// token's K/V.
 TEST(PipelineParallelSim, ADeviceHoldsItsStagesWeightsAndKv) {
   const compiler::ModelSpec m = compiler::load_model("llama3-405b");
   const compiler::ParallelLayout pp = compiler::ParallelLayout::make(m, gpu_with_stages(2), 16);
   const compiler::ParallelLayout tp = compiler::ParallelLayout::make(m, load_system("gpu"), 8);
   const MemoryPlan plan = plan_memory(m, gpu_with_stages(2), pp, 0.05);
-  EXPECT_DOUBLE_EQ(plan.weight_bytes_per_device, m.weight_bytes() / 8 / 2);
+  const double layer = (16384.0 * (16384 + 2 * 1024 + 16384) + 3.0 * 16384 * 53248 + 2.0 * 16384) * 2;
+  const double head = (128256.0 * 16384 + 16384) * 2;
+  EXPECT_NEAR(plan.weight_bytes_per_device, (63 * layer + head) / 8, 1e-12 * plan.weight_bytes_per_device);
   EXPECT_DOUBLE_EQ(plan.kv_bytes_per_token, kv_bytes_per_token(m, tp) / 2);
   const double free = plan.device_bytes * 0.95 - plan.weight_bytes_per_device;
   EXPECT_EQ(plan.kv_tokens, static_cast<std::int64_t>(free / plan.kv_bytes_per_token));  // one replica
+  // Four stages of 32, 32, 31, 31 layers: the first holds the input table whole (a quarter of the layers'
+  // share of every weight would leave three quarters of it out).
+  const MemoryPlan four =
+      plan_memory(m, gpu_with_stages(4), compiler::ParallelLayout::make(m, gpu_with_stages(4), 32), 0.05);
+  EXPECT_NEAR(four.weight_bytes_per_device, (32 * layer + 128256.0 * 16384 * 2) / 8,
+              1e-12 * four.weight_bytes_per_device);
   // Without stages the BF16 model does not fit: TP8 x DP2 keeps a whole copy per node.
   try {
     plan_memory(m, load_system("gpu"), compiler::ParallelLayout::make(m, load_system("gpu"), 16), 0.05);
@@ -45,15 +54,18 @@ TEST(PipelineParallelSim, ADeviceHoldsItsStagesWeightsAndKv) {
   }
 }
 
-// Mixtral-8x7B on 8 devices as TP4 x PP2: a device holds half of the non-expert weights' TP4 share and its 2
-// experts of each of its stage's 16 MoE layers.
+// Mixtral-8x7B on 8 devices as TP4 x PP2: a device holds the TP4 share of its stage's 16 layers' attention,
+// norms and routers with the LM head and final norm (the last stage's), and its 2 experts of each of the
+// stage's 16 MoE layers.
 TEST(PipelineParallelSim, AnMoeStageHoldsItsLayersExperts) {
   const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
   const compiler::ParallelLayout pp = compiler::ParallelLayout::make(m, gpu_with_stages(2), 8);
   const MemoryPlan plan = plan_memory(m, gpu_with_stages(2), pp, 0.1);
-  const double expert = m.expert_ffn_bytes(m.expert_ffn), experts = 32.0 * 8 * expert;
-  EXPECT_NEAR(plan.weight_bytes_per_device, (m.weight_bytes() - experts) / 4 / 2 + 16.0 * 2 * expert,
-              1e-6 * plan.weight_bytes_per_device);
+  const double expert = 3.0 * 4096 * 14336 * 2;
+  const double layer = (4096.0 * (4096 + 2 * 1024 + 4096) + 2.0 * 4096 + 8.0 * 4096) * 2;
+  const double head = (32000.0 * 4096 + 4096) * 2;
+  EXPECT_NEAR(plan.weight_bytes_per_device, (16 * layer + head) / 4 + 16.0 * 2 * expert,
+              1e-12 * plan.weight_bytes_per_device);
 }
 
 // Two batches in flight of 8 decodes each: each is a TP8 group's pass over every layer plus the stage send,

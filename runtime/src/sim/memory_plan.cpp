@@ -16,25 +16,11 @@ double fullest_stage(const compiler::ModelSpec& m, const compiler::ParallelLayou
   return static_cast<double>((m.layers + p.pp - 1) / p.pp) / m.layers;
 }
 
-// The MoE layers a device holds experts of: all of them, or under pipeline parallelism those of the stage
-// with the most.
-std::int64_t stage_moe_layers(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
-  std::int64_t most = 0, first = 0;
-  std::vector<int> ends = p.stage_ends(m.layers);
-  ends.push_back(m.layers - 1);
-  for (const int last : ends) {
-    const std::int64_t through = m.moe_layers_before(last + 1);
-    most = std::max(most, through - first);
-    first = through;
-  }
-  return most;
-}
-
 // A model's weight bytes on one device of layout p: the non-expert ones split by tensor parallelism
-// (replicated across nodes) and, under pipeline parallelism, the fullest stage's share of them (its layers'
-// fraction of every weight, embeddings and LM head included: an upper bound), each routed expert's shard, and
-// the MoE layers they repeat over (the stage's with the most under pipeline parallelism; bytes, not
-// parameters: experts may be in their own dtype).
+// (replicated across nodes), each routed expert's shard, and the MoE layers they repeat over (bytes, not
+// parameters: experts may be in their own dtype). Under pipeline parallelism those of the stage whose devices
+// hold the most: its layers' weights, the input table on the first stage, the LM head and final norm on the
+// last (a tied head as a copy of the table there, as vLLM's last pipeline rank holds it).
 struct WeightShares {
   std::int64_t moe_layers = 0;
   double other_per_device = 0;
@@ -45,11 +31,41 @@ struct WeightShares {
 };
 WeightShares weight_shares(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
   WeightShares w;
-  w.moe_layers = stage_moe_layers(m, p);
   const double expert_bytes = m.is_moe() ? m.expert_ffn_bytes(m.expert_ffn) : 0.0;
-  const double all_experts = static_cast<double>(m.moe_layers_before(m.layers)) * m.experts * expert_bytes;
-  w.other_per_device = (m.weight_bytes() - all_experts) / p.tp * fullest_stage(m, p);
   w.expert_shard_bytes = expert_bytes / p.expert_shards;
+  if (p.pp == 1) {
+    w.moe_layers = m.moe_layers_before(m.layers);
+    const double all_experts = static_cast<double>(w.moe_layers) * m.experts * expert_bytes;
+    w.other_per_device = (m.weight_bytes() - all_experts) / p.tp;
+    return w;
+  }
+  std::vector<int> ends = p.stage_ends(m.layers);
+  ends.push_back(m.layers - 1);
+  double most = -1;
+  const double shard = w.expert_shard_bytes;
+  for (std::size_t s = 0, first = 0; s < ends.size(); first = static_cast<std::size_t>(ends[s]) + 1, ++s) {
+    WeightShares stage;
+    stage.expert_shard_bytes = shard;
+    double other = 0;
+    for (int l = static_cast<int>(first); l <= ends[s]; ++l) {
+      other += m.layer_weight_bytes(l);
+      if (m.is_moe_layer(l)) {
+        other -= m.experts * expert_bytes;  // the routed experts: their shards below
+        ++stage.moe_layers;
+      }
+    }
+    if (s == 0) other += m.input_embedding_bytes();
+    if (s + 1 == ends.size())
+      other += m.lm_head_bytes() + (m.tie_embeddings ? static_cast<double>(std::int64_t{m.vocab} * m.hidden) *
+                                                           compiler::dtype_bytes(m.dtype)
+                                                     : 0.0);
+    stage.other_per_device = other / p.tp;
+    const double bytes = stage.other_per_device + stage.experts_per_device(p);
+    if (bytes > most) {
+      most = bytes;
+      w = stage;
+    }
+  }
   return w;
 }
 

@@ -238,6 +238,13 @@ struct ModelSpec {
   // Bytes of all weights: expert matrices in expert_dtype, linear matrices in linear_dtype, the rest in
   // dtype.
   double weight_bytes() const;
+  // weight_bytes() by where the weights lie: layer `l`'s (attention, norms, its FFN, or its experts, router
+  // and shared experts; each matrix in its format), the input embedding table (+ learned positions), and the
+  // LM head (+ its bias) with the final norm (all in dtype). Their sum over the layers is weight_bytes() (a
+  // tied LM head is the input table, counted there).
+  double layer_weight_bytes(int l) const;
+  double input_embedding_bytes() const;
+  double lm_head_bytes() const;
   void validate() const;                  // throws duplex::Error naming file and field
 };
 
