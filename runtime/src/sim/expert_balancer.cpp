@@ -55,8 +55,7 @@ ExpertBalancer::Move ExpertBalancer::step(const ExpertCounts& counts) {
       sum.assign(counts.size(), std::vector<std::int64_t>(static_cast<std::size_t>(experts_), 0));
     for (std::size_t l = 0; l < counts.size(); ++l) {
       DUPLEX_ASSERT(counts[l].size() == static_cast<std::size_t>(experts_),
-                    "expert balancer: routing of "
-                    "another expert count");
+                    "expert balancer: routing of another expert count");
       for (std::size_t e = 0; e < counts[l].size(); ++e) sum[l][e] += counts[l][e];
     }
   }
