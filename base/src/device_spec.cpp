@@ -286,6 +286,14 @@ SystemSpec read_system(const ConfigNode& n) {
       e.redundant_experts = static_cast<int>(b->get_int("redundant_experts", 0, 4096));
     if (b->has("window")) e.window = b->get_int("window", 1, 1'000'000'000);
     if (b->has("interval")) e.interval = b->get_int("interval", 1, 1'000'000'000);
+    // Each step's counts are summed for every rebalancing whose window holds it: at most 64 at once.
+    if (e.window > 64 * e.interval)
+      b->fail(
+          "window",
+          fmt::format("{} steps span more than 64 intervals of {} (each step counted in every rebalancing "
+                      "whose window holds it)",
+                      e.window, e.interval),
+          fmt::format("at most 64 x interval = {} steps", 64 * e.interval));
     b->finish();
     s.expert_balancing = e;
   }

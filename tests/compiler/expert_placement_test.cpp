@@ -261,6 +261,13 @@ TEST(ExpertBalancingLayout, SystemSection) {
             }).find("expert_load_balancing.interval"),
             std::string::npos);
   EXPECT_NE(error_of([&] {
+              load("gpu", {"expert_load_balancing.window=6401", "expert_load_balancing.interval=100"});
+            }).find("expert_load_balancing.window: 6401 steps span more than 64 intervals of 100"),
+            std::string::npos);
+  EXPECT_EQ(load("gpu", {"expert_load_balancing.window=6400", "expert_load_balancing.interval=100"})
+                .expert_balancing->window,
+            6400);
+  EXPECT_NE(error_of([&] {
               load("gpu", {"expert_load_balancing.redundant_experts=-1"});
             }).find("expert_load_balancing.redundant_experts"),
             std::string::npos);

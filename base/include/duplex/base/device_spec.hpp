@@ -168,7 +168,8 @@ struct ExpertBalancing {
   // num_redundant_experts): experts + this many slots spread evenly over the expert-parallel devices.
   int redundant_experts = 0;
   // Steps whose routed tokens per expert a rebalancing weighs (key window, default 1000; vLLM's
-  // window_size), and steps between rebalancings (key interval, default 3000; vLLM's step_interval).
+  // window_size; at most 64 intervals), and steps between rebalancings (key interval, default 3000; vLLM's
+  // step_interval).
   std::int64_t window = 1000;
   std::int64_t interval = 3000;
 };
