@@ -113,6 +113,14 @@ Time CostModel::analytical_pim_time(const Op& op) const {
   return std::max({compute, memory, softmax}) + p.command_latency;
 }
 
+Time CostModel::concurrent_copy_time(const LinkSpec& links, double nvlink_bytes, double infiniband_bytes) {
+  return std::max(
+      nvlink_bytes > 0 ? transfer_time(nvlink_bytes, links.nvlink_bandwidth) + links.nvlink_latency : Time{},
+      infiniband_bytes > 0
+          ? transfer_time(infiniband_bytes, links.infiniband_bandwidth) + links.infiniband_latency
+          : Time{});
+}
+
 Time CostModel::link_time(const Op& op) const {
   if (op.kind == OpKind::kStageSend) {
     // Each device's share to its peer of the next stage, over NVLink when the pipeline lies in one node, else
@@ -126,16 +134,8 @@ Time CostModel::link_time(const Op& op) const {
     return send + transfer_time(gather, sys_.links.nvlink_bandwidth) +
            sys_.links.nvlink_latency * (layout_.tp - 1);
   }
-  if (op.kind == OpKind::kExpertMove) {  // NVLink and InfiniBand copies at once (runtime ExpertBalancer)
-    const double infiniband = op.link_bytes - op.link_bytes_in_node;
-    return std::max(
-        op.link_bytes_in_node > 0
-            ? transfer_time(op.link_bytes_in_node, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency
-            : Time{},
-        infiniband > 0
-            ? transfer_time(infiniband, sys_.links.infiniband_bandwidth) + sys_.links.infiniband_latency
-            : Time{});
-  }
+  if (op.kind == OpKind::kExpertMove)  // runtime ExpertBalancer
+    return concurrent_copy_time(sys_.links, op.link_bytes_in_node, op.link_bytes - op.link_bytes_in_node);
   if (op.kind == OpKind::kPimTransfer)  // GPU <-> its PIM devices, point to point
     return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency;
   if (op.kind == OpKind::kAllToAll) {

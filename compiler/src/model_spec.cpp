@@ -108,9 +108,15 @@ std::int64_t ModelSpec::expert_matrix_params() const {
   return per_layer * moe_layers_before(layers);
 }
 
+namespace {
+// MLA's low-rank norm gains, counted in attention_params() but kept in dtype (0 for GQA).
+std::int64_t mla_norm_params(const ModelSpec& m) {
+  return m.attention == AttentionKind::kMla ? std::int64_t{m.mla.q_lora_rank} + m.mla.kv_lora_rank : 0;
+}
+}  // namespace
+
 std::int64_t ModelSpec::linear_matrix_params() const {
-  const std::int64_t mla_norms =
-      attention == AttentionKind::kMla ? std::int64_t{mla.q_lora_rank} + mla.kv_lora_rank : 0;
+  const std::int64_t mla_norms = mla_norm_params(*this);
   std::int64_t total = 0;
   for (int l = 0; l < layers; ++l) {
     if (!unquantized_attention) total += attention_params() - mla_norms;
@@ -225,8 +231,7 @@ std::int64_t ModelSpec::params() const {
 
 double ModelSpec::layer_weight_bytes(int l) const {
   const double in_dtype = dtype_bytes(dtype);
-  const std::int64_t mla_norms =
-      attention == AttentionKind::kMla ? std::int64_t{mla.q_lora_rank} + mla.kv_lora_rank : 0;
+  const std::int64_t mla_norms = mla_norm_params(*this);
   const std::int64_t projections = attention_params() - mla_norms;
   double bytes =
       static_cast<double>(projections) * dtype_bytes(attention_matrix_dtype(), quant_group) +

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/cost_model.hpp"
 
 namespace duplex::runtime {
 
@@ -116,11 +117,7 @@ ExpertBalancer::Move ExpertBalancer::move_to(std::vector<compiler::SlotExperts> 
   for (const auto& [key, c] : device) {
     m.nvlink_bytes += c.nvlink * layout_.expert_shards;
     m.infiniband_bytes += c.infiniband * layout_.expert_shards;
-    const Time t = std::max(
-        c.nvlink > 0 ? transfer_time(c.nvlink, links_.nvlink_bandwidth) + links_.nvlink_latency : Time{},
-        c.infiniband > 0
-            ? transfer_time(c.infiniband, links_.infiniband_bandwidth) + links_.infiniband_latency
-            : Time{});
+    const Time t = compiler::CostModel::concurrent_copy_time(links_, c.nvlink, c.infiniband);
     if (t > m.time) {
       m.time = t;
       m.device_slots = c.slots;

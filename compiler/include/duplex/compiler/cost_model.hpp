@@ -41,6 +41,8 @@ class CostModel {
   std::optional<Time> pim_time(const Op& op) const;  // nullopt when unsupported; the injected model if any
   Time analytical_pim_time(const Op& op) const;    // the roofline above; op must be supported
   Time link_time(const Op& op) const;
+  // A device's copies over NVLink and InfiniBand at once, each after its link's latency (an expert move).
+  static Time concurrent_copy_time(const LinkSpec& links, double nvlink_bytes, double infiniband_bytes);
   // The unit an op must run on because its data lives there (heterogeneous systems, link ops excluded);
   // nullopt when placement may choose by cost.
   std::optional<Unit> required_unit(const Op& op) const;
