@@ -494,20 +494,17 @@ class Lowering {
   }
 
   // The representative device's expert slots of MoE layer `l` (`counts` its experts' tokens), each the
-  // expert it holds and the token-expert rows it receives: without expert load balancing experts [0,
-  // local_experts) (the busiest under Zipf routing) with all their rows; with it (Routing::placement) the
-  // slots of the group that receives the most rows, each expert's rows split over its copies (redundant slots
-  // and no placement given: vLLM's initial one, default_placement).
+  // expert it holds and the token-expert rows it receives: the slots of the expert-parallel group that
+  // receives the most rows (every device waits for it at the layer's all-to-all; ties to the lowest group),
+  // each expert's rows split over its copies. Without a placement (Routing::placement: expert load
+  // balancing) vLLM's initial one, default_placement: group g holds experts [g x local_experts, (g + 1) x
+  // local_experts) and, with redundant slots, their copies.
   struct Slot {
     int expert = 0;
     std::int64_t rows = 0;
   };
   std::vector<Slot> local_slots(int l, const std::vector<std::int64_t>& counts) const {
     std::vector<Slot> slots;
-    if (routing_.placement.empty() && p_.redundant_experts == 0) {
-      for (int e = 0; e < p_.local_experts; ++e) slots.push_back({e, counts[static_cast<std::size_t>(e)]});
-      return slots;
-    }
     const auto moe_layer = static_cast<std::size_t>(m_.moe_layers_before(l));
     const std::size_t expected = static_cast<std::size_t>(p_.local_experts) * p_.expert_groups;
     if (!routing_.placement.empty() &&
@@ -521,8 +518,9 @@ class Lowering {
                                       ? default_placement(m_.experts, static_cast<int>(expected))
                                       : routing_.placement[moe_layer];
     const std::vector<std::int64_t> rows = slot_rows(placement, counts);
-    const auto first = static_cast<std::size_t>(busiest_group(rows, p_.expert_groups).group) *
-                       static_cast<std::size_t>(p_.local_experts);
+    const int group =
+        options_.expert_group >= 0 ? options_.expert_group : busiest_group(rows, p_.expert_groups).group;
+    const auto first = static_cast<std::size_t>(group) * static_cast<std::size_t>(p_.local_experts);
     for (std::size_t s = first; s < first + static_cast<std::size_t>(p_.local_experts); ++s)
       slots.push_back({placement[s], rows[s]});
     return slots;
@@ -618,6 +616,11 @@ Graph lower(const ModelSpec& model, const BatchState& batch, const ParallelLayou
   if (options.replica < 0 || options.replica >= layout.dp)
     throw Error(fmt::format("lowering: replica {}; expected 0..{} (the layout's data-parallel replicas)",
                             options.replica, layout.dp - 1));
+  if (options.expert_group < -1 || options.expert_group >= layout.expert_groups)
+    throw Error(
+        fmt::format("lowering: expert group {}; expected -1 (the busiest) or 0..{} (the layout's "
+                    "expert-parallel groups)",
+                    options.expert_group, layout.expert_groups - 1));
   for (const auto& g : batch.groups)
     if (g.count < 0 || g.context < 0 || g.tokens <= 0)
       throw Error(fmt::format("lowering: invalid request group (count {}, context {}, tokens {})", g.count, g.context,

@@ -186,8 +186,35 @@ TEST(ExpertBalancingLowering, PlansTheBusiestGroupsSlots) {
             std::string::npos);
 }
 
-// Without a placement redundant slots hold vLLM's initial one; with no redundancy and the identity placement
-// the plan is the unbalanced one whenever group 0 is the busiest (as under Zipf routing).
+// Without expert load balancing each MoE layer plans the experts of the device that receives the most rows
+// (every device waits for it at the all-to-all): Mixtral on 4 GPUs, 16 decodes (32 rows), counts {1, 2 | 3,
+// 4 | 10, 6 | 2, 4}: devices receive 3, 7, 16, 6 rows, so experts 4 and 5. LowerOptions::expert_group plans
+// a given device's (functional emulation executes each device's own).
+TEST(ExpertBalancingLowering, WithoutBalancingTheBusiestDeviceIsPlanned) {
+  const ModelSpec m = load_model("mixtral-8x7b");
+  const ParallelLayout p = ParallelLayout::make(m, load_system("gpu"), 4);
+  const Routing r = counts_routing(m, {1, 2, 3, 4, 10, 6, 2, 4});
+  const auto batch = BatchState::decode_batch(16, 512);
+  auto experts = [&](const LowerOptions& o) {
+    std::vector<std::pair<int, std::int64_t>> e;
+    const Graph g = lower(m, batch, p, r, o);
+    for (const Op* op : experts_of_layer(g, 0)) e.emplace_back(op->expert, op->m);
+    return e;
+  };
+  using Planned = std::vector<std::pair<int, std::int64_t>>;
+  EXPECT_EQ(experts({}), (Planned{{4, 10}, {5, 6}}));
+  EXPECT_EQ(experts({.expert_group = 1}), (Planned{{2, 3}, {3, 4}}));
+  EXPECT_EQ(experts({.expert_group = 0}), (Planned{{0, 1}, {1, 2}}));
+  for (int bad : {-2, 4})
+    EXPECT_NE(
+        error_of([&] {
+          lower(m, batch, p, r, {.expert_group = bad});
+        }).find("lowering: expert group " + std::to_string(bad) + "; expected -1 (the busiest) or 0..3"),
+        std::string::npos);
+}
+
+// Without a placement redundant slots hold vLLM's initial one; with no redundancy the identity placement
+// gives the unbalanced plan (both the busiest device's experts: here devices receive 3, 7, 16, 6 rows).
 TEST(ExpertBalancingLowering, DefaultPlacementAndIdentityMatchTheUnbalancedPlan) {
   const ModelSpec m = load_model("mixtral-8x7b");
   const Routing r = counts_routing(m, {10, 6, 4, 4, 3, 2, 2, 1});
@@ -198,12 +225,16 @@ TEST(ExpertBalancingLowering, DefaultPlacementAndIdentityMatchTheUnbalancedPlan)
   EXPECT_EQ(ops[0]->m, 5);
   EXPECT_EQ(ops[1]->m, 3);
   EXPECT_EQ(ops[2]->m, 2);
-  Routing identity = r;
+  Routing identity = counts_routing(m, {1, 2, 3, 4, 10, 6, 2, 4});
   identity.placement.assign(static_cast<std::size_t>(m.moe_layers_before(m.layers)),
                             SlotExperts{0, 1, 2, 3, 4, 5, 6, 7});
   const ParallelLayout p = ParallelLayout::make(m, load_system("gpu"), 4);
-  const Graph a = lower(m, batch, p, r), b = lower(m, batch, p, identity);
+  Routing unbalanced = identity;
+  unbalanced.placement.clear();
+  const Graph a = lower(m, batch, p, unbalanced), b = lower(m, batch, p, identity);
   ASSERT_EQ(a.ops.size(), b.ops.size());
+  ASSERT_EQ(experts_of_layer(a, 0).size(), 2U);
+  EXPECT_EQ(experts_of_layer(a, 0)[0]->expert, 4);
   for (std::size_t i = 0; i < a.ops.size(); ++i) {
     EXPECT_EQ(a.ops[i].name, b.ops[i].name);
     EXPECT_EQ(a.ops[i].bytes(), b.ops[i].bytes());

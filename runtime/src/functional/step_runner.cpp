@@ -35,14 +35,12 @@ StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& nu
   attn_dim_ = kv_cache_shape(m_).head_dim;
 }
 
-// Device 0's plan; with `expert_rotation` r, the plan of the expert group whose first expert is r (lowering
-// plans the representative device's experts [0, local_experts): the routing is rotated to put r first).
-compiler::ExecutionPlan StepRunner::plan(int expert_rotation) const {
-  compiler::Routing routing = routing_;
-  if (expert_rotation != 0)
-    for (auto& layer : routing.counts)
-      std::rotate(layer.begin(), layer.begin() + expert_rotation, layer.end());
-  return compiler::place(compiler::lower(m_, batch_, layout_, routing, lowering_), cost_);
+// The step's plan: each MoE layer's experts those of its busiest expert group (the step's time); with
+// `expert_group` g >= 0, group g's (the experts a device of that group executes).
+compiler::ExecutionPlan StepRunner::plan(int expert_group) const {
+  compiler::LowerOptions lowering = lowering_;
+  lowering.expert_group = expert_group;
+  return compiler::place(compiler::lower(m_, batch_, layout_, routing_, lowering), cost_);
 }
 
 device::IDevice& StepRunner::on(std::size_t d, Unit unit) const {
@@ -729,18 +727,17 @@ void StepRunner::route(int layer, StepOutput& out) {
 
 // The unit of each local expert of device d in `layer` (experts with no tokens: kXpu, never run), from its
 // expert group's plan.
-std::vector<Unit> StepRunner::expert_units(std::size_t d, int layer,
-                                           const compiler::ExecutionPlan& device0) const {
+std::vector<Unit> StepRunner::expert_units(std::size_t d, int layer) const {
   const DeviceShard& s = dev_[d].shard;
-  const compiler::ExecutionPlan own = s.expert0 == 0 ? compiler::ExecutionPlan{} : plan(s.expert0);
-  const compiler::ExecutionPlan& p = s.expert0 == 0 ? device0 : own;
+  const compiler::ExecutionPlan p = plan(s.expert0 / s.local_experts);
   std::vector<Unit> unit(static_cast<std::size_t>(s.local_experts), Unit::kXpu);
   std::vector<bool> listed(unit.size(), false);
   for (std::size_t j = 0; j < p.graph.ops.size(); ++j) {
     const compiler::Op& op = p.graph.ops[j];
     if (op.kind != OpKind::kExpertFfn || op.layer != layer) continue;
-    const auto i = static_cast<std::size_t>(op.expert);
-    DUPLEX_ASSERT(i < unit.size(), "a planned expert beyond the device's local experts");
+    DUPLEX_ASSERT(op.expert >= s.expert0 && op.expert < s.expert0 + s.local_experts,
+                  "a planned expert beyond the device's local experts");
+    const auto i = static_cast<std::size_t>(op.expert - s.expert0);
     unit[i] = p.find(j)->unit;
     listed[i] = true;
   }
@@ -780,7 +777,7 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
     const DeviceShard& s = dev_[d].shard;
     LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
     const std::int64_t f = lw.ffn_width, local = s.local_experts;
-    const std::vector<Unit> unit = expert_units(d, layer, device0);
+    const std::vector<Unit> unit = expert_units(d, layer);
     std::vector<std::uint16_t> y_perm(x_perm.size(), 0), x_sub, y_sub;
     std::vector<std::int64_t> xpu_off{0};
     for (std::int64_t i = 0; i < local; ++i) {

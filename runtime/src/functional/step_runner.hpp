@@ -60,7 +60,9 @@ struct InDeviceMigration {
 };
 
 struct StepOutput {
-  compiler::ExecutionPlan plan;             // device 0's final plan (routing of every MoE layer known)
+  // The step's final plan (routing of every MoE layer known), each MoE layer's experts those of
+  // its busiest expert group (the step's time; LowerOptions::expert_group).
+  compiler::ExecutionPlan plan;
   compiler::Routing routing;                // the routing the router computed, every MoE layer
   std::vector<compiler::Unit> executed_on;  // per op of plan.graph: the unit that ran it on device 0
   // Per logit row (each request's last logit_rows rows, requests in order): the greedy next token and the
@@ -109,7 +111,7 @@ class StepRunner {
     std::vector<std::uint16_t> q, k, v, attn;
   };
 
-  compiler::ExecutionPlan plan(int expert_rotation = 0) const;
+  compiler::ExecutionPlan plan(int expert_group = -1) const;
   bool serves(std::size_t d, const StepRequest& r) const { return dev_[d].shard.node == r.node; }
   // Device d's node has requests in the step (else its non-expert ops are skipped, their partials zero).
   bool active(std::size_t d) const { return !node_rows_[static_cast<std::size_t>(dev_[d].shard.node)].empty(); }
@@ -174,8 +176,7 @@ class StepRunner {
   bool partials_gathered_ = false;
   void o_proj(int layer, compiler::Unit unit);
   void route(int layer, StepOutput& out);
-  std::vector<compiler::Unit> expert_units(std::size_t d, int layer,
-                                           const compiler::ExecutionPlan& device0) const;
+  std::vector<compiler::Unit> expert_units(std::size_t d, int layer) const;
   void experts(int layer, const compiler::ExecutionPlan& device0);
   void dense_ffn(int layer, compiler::Unit unit);
   FfnWeights expert_weights(const LayerWeights& lw, std::int64_t expert) const;

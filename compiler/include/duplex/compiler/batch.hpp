@@ -51,8 +51,8 @@ struct Routing {
   std::vector<std::vector<std::int64_t>> counts;  // kCounts: [moe layer][expert]; a single row repeats
   // Expert load balancing (expert_placement.hpp): [moe layer] the expert each slot holds, layout
   // local_experts x expert_groups slots (ParallelLayout); the lowering plans the group whose slots receive
-  // the most rows. Empty: no balancing, each expert one slot, the representative device holds experts
-  // [0, local_experts) (the busiest under Zipf routing).
+  // the most rows. Empty: no balancing, vLLM's initial placement (default_placement: each expert one slot,
+  // group g holds experts [g x local_experts, (g + 1) x local_experts)), the busiest group's planned too.
   std::vector<std::vector<int>> placement;
   // Expected, integral counts summing exactly to tokens * top_k for one MoE layer (index `moe_layer`).
   // Uniform: floor + the remainder spread one by one from expert 0. Zipf: largest-remainder rounding of

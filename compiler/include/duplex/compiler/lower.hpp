@@ -53,6 +53,10 @@ struct LowerOptions {
   // tokens (no op over zero token rows). The serving simulator lowers every replica: the slowest times the
   // step, and each is charged its energy.
   int replica = 0;
+  // Which expert-parallel group's expert slots an MoE layer plans (ParallelLayout::expert_groups): -1 the
+  // group whose slots receive the most rows that layer (every device waits for it at the all-to-all: the
+  // step's time); 0 <= g < expert_groups that group's (functional emulation executes each device's own).
+  int expert_group = -1;
   static LowerOptions for_system(const SystemSpec& system) {
     return {.pim_devices = system.heterogeneous(), .kv_migration = system.uses_prefill_space()};
   }
