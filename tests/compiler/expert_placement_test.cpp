@@ -205,6 +205,11 @@ TEST(ExpertBalancingLowering, WithoutBalancingTheBusiestDeviceIsPlanned) {
   EXPECT_EQ(experts({}), (Planned{{4, 10}, {5, 6}}));
   EXPECT_EQ(experts({.expert_group = 1}), (Planned{{2, 3}, {3, 4}}));
   EXPECT_EQ(experts({.expert_group = 0}), (Planned{{0, 1}, {1, 2}}));
+  // Energy charges the mean device's work: 8 rows over the planned 16, 2 experts with rows over 2.
+  for (const Op* op : experts_of_layer(lower(m, batch, p, r), 0)) {
+    EXPECT_EQ(op->energy_rows_scale, 0.5);
+    EXPECT_EQ(op->energy_weights_scale, 1.0);
+  }
   for (int bad : {-2, 4})
     EXPECT_NE(
         error_of([&] {
@@ -264,6 +269,11 @@ TEST(ExpertBalancingLowering, TheExchangeWaitsForTheBusiestGroup) {
   };
   const SlotExperts identity = default_placement(128, 128);
   EXPECT_EQ(dispatch_rows(r), static_cast<std::int64_t>(std::ceil(sent * skew(identity))));
+  // A device's energy is for the rows it sends, its own: the exchange's energy is scaled back by the skew.
+  for (const Op& o : lower(m, batch, p, r).ops)
+    if (o.kind == OpKind::kAllToAll) {
+      EXPECT_DOUBLE_EQ(o.energy_rows_scale, 1.0 / skew(identity));
+    }
   const SlotExperts balanced = balance_experts(std::vector<double>(counts.begin(), counts.end()), 128, 16);
   r.placement.assign(static_cast<std::size_t>(m.moe_layers_before(m.layers)), balanced);
   EXPECT_LT(skew(balanced), skew(identity));

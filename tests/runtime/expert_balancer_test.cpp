@@ -1,7 +1,8 @@
 // Expert load balancing over a run (SystemSpec::expert_balancing): when the experts are placed again and
 // from which steps' loads, the expert copies a new placement costs (by hand, over NVLink in a node and
 // InfiniBand across), the step that waits for them, and whole runs: no rebalancing reproduces the unbalanced
-// run bit for bit, balancing evens the devices' rows, the same every run.
+// run bit for bit, balancing evens the devices' rows, the same every run; and the energy of the busiest
+// group's plan, which times the step, charges the mean group's expert work.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -12,6 +13,8 @@
 #include "closed_loop_options.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/expert_placement.hpp"
+#include "duplex/compiler/lower.hpp"
+#include "duplex/runtime/sim/energy_ledger.hpp"
 #include "duplex/runtime/sim/expert_balancer.hpp"
 #include "duplex/runtime/sim/serving_simulator.hpp"
 #include "duplex/runtime/sim/step_executor.hpp"
@@ -199,6 +202,39 @@ TEST(ExpertBalancingSim, RebalancingEvensTheDevicesRowsTheSameEveryRun) {
   EXPECT_EQ(copies.energy_j, again.energy_j);
   EXPECT_EQ(copies.expert_balancing->move_s, again.expert_balancing->move_s);
   EXPECT_EQ(copies.expert_balancing->imbalance_mean, again.expert_balancing->imbalance_mean);
+}
+
+// Mixtral on 4 GPUs (every op on the xPU), 16 decodes, counts {0 0 | 0 8 | 16 8 | 0 0}: the plan holds
+// device 2's experts 4 and 5 (24 rows, 2 experts with rows), but the devices do 8 rows and 0.75 experts with
+// rows on average; the plan's expert energy is the mean of the four devices' own plans' (energy is linear in
+// FLOPs and bytes on one unit).
+TEST(ExpertEnergy, ThePlanChargesTheMeanDevicesExpertWork) {
+  const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
+  const SystemSpec s = load_system("gpu");
+  const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 4);
+  compiler::Routing r;
+  r.kind = compiler::Routing::Kind::kCounts;
+  r.counts = {{0, 0, 0, 8, 16, 8, 0, 0}};
+  const auto batch = compiler::BatchState::decode_batch(16, 512);
+  // The expert ops' energy as charged, or (`own`) unscaled: the planned group's own work.
+  auto expert_joules = [&](const compiler::LowerOptions& o, bool own) {
+    EnergyLedger ledger(s.energy);
+    int experts = 0;
+    for (compiler::Op op : compiler::lower(m, batch, p, r, o).ops)
+      if (op.kind == compiler::OpKind::kExpertFfn) {
+        if (own) op.energy_rows_scale = op.energy_weights_scale = 1;
+        charge_op(ledger, op, compiler::Unit::kXpu, s);
+        ++experts;
+      }
+    return std::pair{ledger.total().si(), experts};
+  };
+  const auto [planned, planned_ops] = expert_joules({}, false);
+  EXPECT_EQ(planned_ops, 2 * m.moe_layers_before(m.layers));
+  double mean = 0;
+  for (int g = 0; g < 4; ++g) mean += expert_joules({.expert_group = g}, true).first / 4;
+  EXPECT_GT(mean, 0);
+  EXPECT_NEAR(planned, mean, 1e-12 * mean);
+  EXPECT_GT(expert_joules({}, true).first, 1.5 * mean);  // device 2's own work
 }
 
 }  // namespace

@@ -118,7 +118,29 @@ nlohmann::json EnergyLedger::breakdown_json() const {
   return nlohmann::json(joules);
 }
 
-void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit, const SystemSpec& system) {
+namespace {
+// The op as energy charges it: an MoE layer's expert work scaled to the mean expert-parallel group's
+// (Op::energy_rows_scale, energy_weights_scale).
+compiler::Op charged_share(const compiler::Op& op) {
+  compiler::Op o = op;
+  o.flops *= op.energy_rows_scale;
+  o.bytes_act *= op.energy_rows_scale;
+  o.bytes_kv *= op.energy_rows_scale;
+  o.link_bytes *= op.energy_rows_scale;
+  o.link_bytes_in_node *= op.energy_rows_scale;
+  o.bytes_weights *= op.energy_weights_scale;
+  o.energy_rows_scale = o.energy_weights_scale = 1;
+  return o;
+}
+}  // namespace
+
+void charge_op(EnergyLedger& ledger, const compiler::Op& planned, compiler::Unit unit,
+               const SystemSpec& system) {
+  if (planned.energy_rows_scale != 1 || planned.energy_weights_scale != 1) {
+    charge_op(ledger, charged_share(planned), unit, system);
+    return;
+  }
+  const compiler::Op& op = planned;
   enum Slot { kActivate, kMac, kXpuRead, kLogicRead, kBankRead, kSram, kNvlink, kInfiniband, kBankGroupRead };
   const EnergyCategory cat = category_of(op.kind);
   if (unit == compiler::Unit::kLink) {

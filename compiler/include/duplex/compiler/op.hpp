@@ -67,6 +67,12 @@ struct Op {
   double link_bytes = 0;    // collectives: bytes sent per device
   double link_bytes_in_node =
       0;  // of them, over NVLink inside the node (an all-to-all's; the rest InfiniBand)
+  // Energy of an MoE layer's expert work: the plan holds the expert-parallel group whose experts receive the
+  // most rows (it times the step), but every device does its own group's work, so energy charges the mean
+  // group's: FLOPs, activation, K/V and link bytes x energy_rows_scale (the mean group's token-expert rows
+  // over the planned group's; an all-to-all: 1 / its skew, a device sending its own rows), weight bytes x
+  // energy_weights_scale (the mean group's slots with rows over the planned group's). 1 elsewhere.
+  double energy_rows_scale = 1, energy_weights_scale = 1;
 
   double bytes() const { return bytes_weights + bytes_kv + bytes_act; }
   // The bytes the xPU's kernels move for it: bytes(), and for a GEMM of bitsandbytes NF4 weights (nf4,

@@ -57,7 +57,8 @@ class EnergyLedger {
 
 // The actions one op performs on the unit it ran on (analytical counts: every byte is streamed once
 // through 32 B accesses in whole rows; one MAC per 2 FLOPs; PIM operands pass through its SRAM buffers;
-// PIM reads priced by the PIM's kind: logic_pim_read, bankgroup_pim_read or bank_pim_read).
+// PIM reads priced by the PIM's kind: logic_pim_read, bankgroup_pim_read or bank_pim_read). An MoE layer's
+// expert work is charged as the mean expert-parallel group's (Op::energy_rows_scale, energy_weights_scale).
 void charge_op(EnergyLedger& ledger, const compiler::Op& op, compiler::Unit unit, const SystemSpec& system);
 
 }  // namespace duplex::runtime
