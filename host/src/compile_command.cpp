@@ -24,6 +24,7 @@ struct CompileOptions {
   int drafts = 0;  // speculative decoding: draft tokens each decoding request verifies (0: plain decodes)
   int devices = 0;
   std::string routing = "uniform";
+  int expert_group = -1;  // LowerOptions::expert_group
   bool json = false;
   bool summary = false;
   bool graph = false;
@@ -41,8 +42,14 @@ void run_compile(const CompileOptions& o) {
     batch.groups.front().verify = true;
   }
   const Routing routing = routing_for_step(o.routing, model, batch.tokens());
-  const ExecutionPlan plan =
-      place(lower(model, batch, layout, routing, LowerOptions::for_system(system)), CostModel(system, layout));
+  if (o.expert_group < -1 || o.expert_group >= layout.expert_groups)
+    throw Error(
+        fmt::format("--expert-group {}: expected -1 (each MoE layer's busiest group) or 0..{} (the "
+                    "expert-parallel groups of {})",
+                    o.expert_group, layout.expert_groups - 1, layout.describe()));
+  LowerOptions lowering = LowerOptions::for_system(system);
+  lowering.expert_group = o.expert_group;
+  const ExecutionPlan plan = place(lower(model, batch, layout, routing, lowering), CostModel(system, layout));
   if (o.json) {
     std::puts(plan_to_json(plan, model, system, layout).dump(2).c_str());
     return;
@@ -56,10 +63,14 @@ void run_compile(const CompileOptions& o) {
   const char* shown = layout.pp > 1
                           ? "one batch in flight's pass through every stage (one device of each) below"
                           : "one device's share below";
-  std::printf("step: %lld decode requests at context %lld%s + %lld prefill tokens; %s\n\n",
+  const std::string experts =
+      !model.is_moe() || layout.expert_groups == 1 ? ""
+      : o.expert_group >= 0 ? fmt::format(", its experts expert-parallel group {}'s", o.expert_group)
+                            : std::string(", each MoE layer's experts its busiest expert-parallel group's");
+  std::printf("step: %lld decode requests at context %lld%s + %lld prefill tokens; %s%s\n\n",
               static_cast<long long>(o.batch), static_cast<long long>(o.context),
               o.drafts > 0 ? fmt::format(", each verifying {} draft tokens", o.drafts).c_str() : "",
-              static_cast<long long>(o.prefill_tokens), shown);
+              static_cast<long long>(o.prefill_tokens), shown, experts.c_str());
   if (o.graph) std::fputs(dump_graph(plan.graph).c_str(), stdout);
   if (!o.summary) std::fputs(dump_plan(plan).c_str(), stdout);
   std::puts("");
@@ -94,6 +105,10 @@ void add_compile_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   c->add_option("--routing", opts->routing,
                 "Expert routing: uniform | zipf:S | counts:a,b,c,... | trace:FILE (its first step, scaled)")
+      ->capture_default_str();
+  c->add_option("--expert-group", opts->expert_group,
+                "MoE layers: plan this expert-parallel group's experts (0 .. groups - 1; -1: each layer's "
+                "group receiving the most rows, which times the step)")
       ->capture_default_str();
   c->add_flag("--json", opts->json, "Print JSON: model.params, ops[].{name,kind,layer,flops,bytes,op_b,unit}, totals");
   c->add_flag("--summary", opts->summary, "Print only the per-kind summary, not every op");

@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -45,6 +46,29 @@ TEST(CompileCli, JsonHasTheDocumentedFieldsAndPlacesMixtralDecodeAsThePaperDoes)
   EXPECT_EQ(pim_attention, 32);
   EXPECT_EQ(pim_experts, 64);  // 2 local experts x 32 layers
   EXPECT_EQ(xpu_fc, 64);
+}
+
+// Mixtral on 4 GPUs, 16 decodes routed {1, 2 | 3, 4 | 10, 6 | 2, 4}: the plan holds device 2's experts 4 and
+// 5 (16 rows, the most), or with --expert-group a given device's; an out-of-range group is an error naming
+// the flag.
+TEST(CompileCli, ExpertGroupShowsAGivenDevicesExperts) {
+  auto experts = [](const std::string& extra) {
+    const CliRun r =
+        run("compile --model mixtral-8x7b --system gpu --devices 4 --batch 16 "
+            "--routing counts:1,2,3,4,10,6,2,4 --json" +
+            extra);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    std::vector<std::string> names;
+    const auto j = nlohmann::json::parse(r.out);
+    for (const auto& op : j["ops"])
+      if (op["kind"] == "expert_ffn" && op["layer"] == 0) names.push_back(op["name"].get<std::string>());
+    return names;
+  };
+  EXPECT_EQ(experts(""), (std::vector<std::string>{"L0.expert4", "L0.expert5"}));
+  EXPECT_EQ(experts(" --expert-group 1"), (std::vector<std::string>{"L0.expert2", "L0.expert3"}));
+  const CliRun text = run("compile --model mixtral-8x7b --system gpu --devices 4 --summary");
+  EXPECT_NE(text.out.find("each MoE layer's experts its busiest expert-parallel group's"), std::string::npos);
+  EXPECT_NE(run("compile --model mixtral-8x7b --system gpu --devices 4 --expert-group 4").exit_code, 0);
 }
 
 TEST(CompileCli, HuggingFaceConfigGivesTheSameModelAsThePreset) {
