@@ -4,11 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "duplex/base/config.hpp"
 #include "duplex/base/error.hpp"
@@ -77,7 +80,54 @@ TEST(ExpertPlacement, BalancedPlacementsHoldEveryExpertAndNeverLoadAGroupMoreTha
   }
 }
 
+// DeepSeek's hierarchical policy by hand: 8 experts in 4 expert groups of 2, 4 devices on 2 nodes, no
+// redundancy, loads {10, 8 | 9, 0 | 7, 0 | 0, 0}. Groups 18, 9, 7, 0 packed to the nodes heaviest first: G0
+// node 0, G1 node 1, G2 node 1 (9 < 18), G3 node 0 (node 1 full). Node 0 holds experts {0 1 6 7} (loads 10 8
+// 0 0): 0 to device 0, 1 to device 1, 6 to device 1 (8 < 10), 7 to device 0; node 1 {2 3 4 5} (9 0 7 0): 2 to
+// device 2, 4 to device 3, 3 to device 3 (7 < 9), 5 to device 2. The global policy splits group 0 over the
+// nodes.
+TEST(ExpertPlacement, HierarchicalPolicyPacksExpertGroupsToNodesFirst) {
+  const std::vector<double> load{10, 8, 9, 0, 7, 0, 0, 0};
+  EXPECT_EQ(balance_experts_hierarchical(load, 8, 4, 4, 2), (SlotExperts{0, 7, 1, 6, 2, 5, 4, 3}));
+  EXPECT_EQ(balance_experts(load, 8, 4), (SlotExperts{0, 7, 2, 6, 1, 5, 4, 3}));
+}
+
+// With one expert group on one node the hierarchical policy is the global one; with several, every node
+// holds whole expert groups (each expert's copies on its group's node), every expert at least once.
+TEST(ExpertPlacement, HierarchicalPlacementsKeepEachExpertGroupOnOneNode) {
+  std::mt19937_64 rng(11);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int nodes = 1 + static_cast<int>(rng() % 4),
+              expert_groups = nodes * (1 + static_cast<int>(rng() % 3));
+    const int experts = expert_groups * (1 + static_cast<int>(rng() % 8));
+    const int groups = nodes * (1 + static_cast<int>(rng() % 4));
+    const int slots = (experts + groups - 1) / groups * groups + groups * static_cast<int>(rng() % 3);
+    std::vector<double> load(static_cast<std::size_t>(experts));
+    for (auto& l : load) l = static_cast<double>(rng() % 1000) * static_cast<double>(rng() % 3);
+    EXPECT_EQ(balance_experts_hierarchical(load, slots, groups, 1, 1), balance_experts(load, slots, groups));
+    const SlotExperts p = balance_experts_hierarchical(load, slots, groups, expert_groups, nodes);
+    ASSERT_EQ(p.size(), static_cast<std::size_t>(slots));
+    const int group_size = experts / expert_groups, node_slots = slots / nodes;
+    for (int e = 0; e < experts; ++e) EXPECT_GE(std::count(p.begin(), p.end(), e), 1) << "trial " << trial;
+    for (std::size_t s = 0; s < p.size(); ++s) {
+      const int node = static_cast<int>(s) / node_slots, group = p[s] / group_size;
+      for (std::size_t t = 0; t < p.size(); ++t)
+        if (p[t] / group_size == group) {
+          EXPECT_EQ(static_cast<int>(t) / node_slots, node) << "trial " << trial;
+        }
+    }
+  }
+}
+
 TEST(ExpertPlacement, BadArgumentsAreRefused) {
+  for (const auto& [experts, expert_groups, groups, nodes] :
+       std::vector<std::array<int, 4>>{{6, 4, 2, 2}, {8, 3, 2, 2}, {8, 4, 3, 2}, {8, 2, 2, 4}})
+    EXPECT_NE(
+        error_of([&] {
+          balance_experts_hierarchical(std::vector<double>(static_cast<std::size_t>(experts), 1.0),
+                                       groups * experts, groups, expert_groups, nodes);
+        }).find(fmt::format("in {} expert groups over {} groups on {} nodes", expert_groups, groups, nodes)),
+        std::string::npos);
   EXPECT_NE(error_of([] {
               balance_experts({1, 2, 3}, 4, 3);
             }).find("4 slots for 3 experts over 3 groups"),

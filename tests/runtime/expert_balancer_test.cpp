@@ -109,6 +109,36 @@ TEST(ExpertBalancer, ExpertsFromAnotherNodeComeOverInfiniband) {
               1e-15);
 }
 
+// As vLLM calls DeepSeek's EPLB: DeepSeek-V3's 8 router groups divide over the 4 nodes of 32 GPUs, so each
+// node's 64 slots hold 2 whole groups (hierarchical policy); Qwen3-30B-A3B has one group, which does not
+// divide over 2 nodes, so its experts are placed by the global policy.
+TEST(ExpertBalancer, ThePolicyIsHierarchicalWhereTheRouterGroupsDivideOverTheNodes) {
+  auto rebalanced = [](const compiler::ModelSpec& m, int devices) {
+    const SystemSpec s = gpu_balancing(0, 1, 1);
+    const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, devices);
+    ExpertBalancer b(m, *s.expert_balancing, p, s.links);
+    std::vector<std::int64_t> row(static_cast<std::size_t>(m.experts));
+    for (int e = 0; e < m.experts; ++e) row[static_cast<std::size_t>(e)] = 1000 / (e % 37 + 1);
+    b.step(every_layer(m, row));
+    EXPECT_TRUE(b.step(every_layer(m, row)).rebalanced);
+    return std::pair{b.placement().front(), row};
+  };
+  const compiler::ModelSpec deepseek = compiler::load_model("deepseek-v3-fp8");
+  ASSERT_EQ(deepseek.router_groups, 8);
+  const auto [grouped, ds_row] = rebalanced(deepseek, 32);
+  const std::vector<double> ds_load(ds_row.begin(), ds_row.end());
+  EXPECT_EQ(grouped, compiler::balance_experts_hierarchical(ds_load, 256, 32, 8, 4));
+  EXPECT_NE(grouped, compiler::balance_experts(ds_load, 256, 32));
+  for (std::size_t slot = 0; slot < grouped.size(); ++slot)
+    for (std::size_t other = 0; other < grouped.size(); ++other)
+      if (grouped[other] / 32 == grouped[slot] / 32) {
+        ASSERT_EQ(other / 64, slot / 64);  // a router group's experts on one node
+      }
+  const compiler::ModelSpec qwen = compiler::load_model("qwen3-30b-a3b");
+  const auto [global, q_row] = rebalanced(qwen, 16);
+  EXPECT_EQ(global, compiler::balance_experts(std::vector<double>(q_row.begin(), q_row.end()), 128, 16));
+}
+
 TEST(ExpertBalancer, DenseModelsAndShardedLayoutsAreRefused) {
   const SystemSpec s = gpu_balancing(0, 1, 1);
   const compiler::ModelSpec dense = compiler::load_model("llama3-70b");

@@ -12,7 +12,11 @@ namespace duplex::runtime {
 
 ExpertBalancer::ExpertBalancer(const compiler::ModelSpec& model, const ExpertBalancing& config,
                                const compiler::ParallelLayout& layout, const LinkSpec& links)
-    : config_(config), layout_(layout), links_(links), experts_(model.experts) {
+    : config_(config),
+      layout_(layout),
+      links_(links),
+      experts_(model.experts),
+      router_groups_(model.router_groups) {
   if (!model.is_moe()) throw Error(fmt::format("expert load balancing: model {} has no experts", model.name));
   const int slots = layout.local_experts * layout.expert_groups;
   if (slots != model.experts + config.redundant_experts)
@@ -26,6 +30,12 @@ ExpertBalancer::ExpertBalancer(const compiler::ModelSpec& model, const ExpertBal
     if (model.is_moe_layer(l))
       stage_of_.push_back(static_cast<int>(std::lower_bound(ends.begin(), ends.end(), l) - ends.begin()));
   placement_.assign(stage_of_.size(), compiler::default_placement(model.experts, slots));
+  nodes_ = node_of(layout.expert_groups - 1) + 1;
+}
+
+int ExpertBalancer::node_of(int group) const {
+  // A pipeline stage's devices lie in one node; else groups of expert_shards devices each.
+  return layout_.pp > 1 ? 0 : group * layout_.expert_shards / layout_.devices_per_node();
 }
 
 ExpertBalancer::Move ExpertBalancer::step(const ExpertCounts& counts) {
@@ -35,12 +45,19 @@ ExpertBalancer::Move ExpertBalancer::step(const ExpertCounts& counts) {
   if (k > 0 && k % config_.interval == 0) {
     const auto window = windows_.find(k);
     std::vector<compiler::SlotExperts> next = placement_;
+    // vLLM's EPLB takes DeepSeek's hierarchical policy when the model's expert groups divide over the nodes
+    // (with one group on one node it is the global one), else the global policy.
+    const bool hierarchical = router_groups_ % nodes_ == 0 && experts_ % router_groups_ == 0;
     if (window != windows_.end()) {
       for (std::size_t l = 0; l < next.size(); ++l) {
         const std::vector<std::int64_t>& sum = window->second[l];
         std::vector<double> load(sum.begin(), sum.end());
         if (std::any_of(sum.begin(), sum.end(), [](std::int64_t c) { return c > 0; }))
-          next[l] = compiler::balance_experts(load, static_cast<int>(next[l].size()), layout_.expert_groups);
+          next[l] =
+              hierarchical
+                  ? compiler::balance_experts_hierarchical(load, static_cast<int>(next[l].size()),
+                                                           layout_.expert_groups, router_groups_, nodes_)
+                  : compiler::balance_experts(load, static_cast<int>(next[l].size()), layout_.expert_groups);
       }
       windows_.erase(window);
     }
@@ -80,16 +97,13 @@ double ExpertBalancer::imbalance(const ExpertCounts& counts) const {
 
 ExpertBalancer::Move ExpertBalancer::move_to(std::vector<compiler::SlotExperts> next) {
   const int groups = layout_.expert_groups, per_group = layout_.local_experts;
-  // A group's node: a pipeline stage's devices lie in one node; else groups of expert_shards devices each.
-  const int per_node = layout_.devices_per_node();
-  auto node_of = [&](int g) { return layout_.pp > 1 ? 0 : g * layout_.expert_shards / per_node; };
   struct Copies {
     double nvlink = 0, infiniband = 0;
     std::int64_t slots = 0;
   };
   std::map<std::pair<int, int>, Copies> device;  // (stage, group) -> one of its devices' copies
   Move m;
-  const int nodes = node_of(groups - 1) + 1;
+  const int nodes = nodes_;
   const auto ex = static_cast<std::size_t>(experts_);
   for (std::size_t l = 0; l < next.size(); ++l) {
     // Copies of each expert per group before and after, and per node before.

@@ -23,6 +23,18 @@ SlotExperts default_placement(int experts, int slots);
 // Throws duplex::Error unless slots >= load.size() >= 1, slots divisible by groups >= 1, loads finite >= 0.
 SlotExperts balance_experts(const std::vector<double>& load, int slots, int groups);
 
+// DeepSeek's hierarchical policy (eplb.py's rebalance_experts_hierarchical), which vLLM's EPLB uses when the
+// model's expert groups divide over the nodes: the experts in `expert_groups` groups of consecutive experts
+// (the router's groups, ModelSpec::router_groups) are packed to the `nodes` by their summed load
+// (balanced_packing, expert_groups / nodes each, heaviest first to the lightest node with room), so a
+// token's group-limited routing reaches few nodes; then in each node its groups' experts (in the order the
+// groups arrived there) are replicated to slots / nodes slots and packed to its groups / nodes groups as the
+// global policy does. Slots are node-major (node n holds groups [n G / nodes, (n + 1) G / nodes)). With one
+// expert group and one node it is balance_experts. Throws duplex::Error unless slots >= experts >= 1, slots
+// divisible by groups, experts by expert_groups, expert_groups and groups by nodes, loads finite >= 0.
+SlotExperts balance_experts_hierarchical(const std::vector<double>& load, int slots, int groups,
+                                         int expert_groups, int nodes);
+
 // The token-expert rows of each slot: expert e's counts[e] rows split evenly over its copies, the copies in
 // slot order taking one more where they do not divide (vLLM sends a token's pick of an expert to one of its
 // copies, spreading them evenly). Throws duplex::Error when a slot names an expert outside counts or an

@@ -1,8 +1,10 @@
 #pragma once
 // Expert load balancing over a run (SystemSpec::expert_balancing; vLLM's EPLB): the expert placement each
 // step's lowering uses (compiler::Routing::placement), placed again every `interval` steps from the tokens
-// each expert received over the last `window` steps (compiler::balance_experts, DeepSeek's EPLB), and the
-// expert weights each new placement copies between devices.
+// each expert received over the last `window` steps (DeepSeek's EPLB as vLLM calls it: the hierarchical
+// policy, compiler::balance_experts_hierarchical, when the model's router groups divide over the nodes the
+// expert-parallel groups span, else the global one, compiler::balance_experts), and the expert weights each
+// new placement copies between devices.
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -53,11 +55,14 @@ class ExpertBalancer {
 
  private:
   Move move_to(std::vector<compiler::SlotExperts> next);
+  int node_of(int group) const;  // the node of an expert-parallel group
 
   ExpertBalancing config_;
   compiler::ParallelLayout layout_;
   LinkSpec links_;
   int experts_ = 0;
+  int router_groups_ = 1;      // the model's expert groups (ModelSpec::router_groups)
+  int nodes_ = 1;              // the nodes the expert-parallel groups span
   double shard_bytes_ = 0;     // one slot's expert shard on one device, one MoE layer
   std::vector<int> stage_of_;  // [moe layer] its pipeline stage (0 without pipeline parallelism)
   std::vector<compiler::SlotExperts> placement_;
