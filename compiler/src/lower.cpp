@@ -126,9 +126,9 @@ class Lowering {
       for (int l = 0; l < m_.layers; ++l)
         if (m_.is_moe_layer(l)) {
           const std::size_t first = g_.ops.size();
-          const std::vector<Slot> slots = local_slots(l, expert_counts(l));
-          experts(l, slots);
-          charge_mean_group(first, slots, 1.0);
+          const LayerSlots slots = local_slots(l, expert_counts(l));
+          experts(l, slots.planned);
+          scale_energy_to_mean_group(first, slots, 1.0);
         }
       return std::move(g_);
     }
@@ -474,13 +474,13 @@ class Lowering {
     // node's and those received, to its PIM devices and back. Under attention data parallelism every device
     // holds only its own requests' tokens: the all-to-all runs among all devices, its node's share over
     // NVLink.
-    const std::vector<Slot> slots = local_slots(l, expert_counts(l));
-    const double skew = exchange_skew(slots);
+    const LayerSlots slots = local_slots(l, expert_counts(l));
+    const double skew = exchange_skew(slots.planned);
     const std::size_t first = g_.ops.size();
     expert_exchange(l, "dispatch", tokens_ * m_.top_k, skew);
-    experts(l, slots);
+    experts(l, slots.planned);
     expert_exchange(l, "combine", tokens_ * m_.top_k, skew);
-    charge_mean_group(first, slots, skew);
+    scale_energy_to_mean_group(first, slots, skew);
   }
 
   // The tokens each expert of MoE layer `l` receives: routing is over the whole system's tokens (experts are
@@ -505,13 +505,18 @@ class Lowering {
   // receives the most rows (every device waits for it at the layer's all-to-all; ties to the lowest group),
   // each expert's rows split over its copies. Without a placement (Routing::placement: expert load
   // balancing) vLLM's initial one, default_placement: group g holds experts [g x local_experts, (g + 1) x
-  // local_experts) and, with redundant slots, their copies.
+  // local_experts) and, with redundant slots, their copies. Beside them what the mean group receives: its
+  // rows and its slots with rows (every slot's over the groups).
   struct Slot {
     int expert = 0;
     std::int64_t rows = 0;
   };
-  std::vector<Slot> local_slots(int l, const std::vector<std::int64_t>& counts) {
-    std::vector<Slot> slots;
+  struct LayerSlots {
+    std::vector<Slot> planned;
+    double mean_rows = 0, mean_active = 0;
+  };
+  LayerSlots local_slots(int l, const std::vector<std::int64_t>& counts) const {
+    LayerSlots slots;
     const auto moe_layer = static_cast<std::size_t>(m_.moe_layers_before(l));
     const std::size_t expected = static_cast<std::size_t>(p_.local_experts) * p_.expert_groups;
     if (!routing_.placement.empty() &&
@@ -529,36 +534,33 @@ class Lowering {
         options_.expert_group >= 0 ? options_.expert_group : busiest_group(rows, p_.expert_groups).group;
     const auto first = static_cast<std::size_t>(group) * static_cast<std::size_t>(p_.local_experts);
     for (std::size_t s = first; s < first + static_cast<std::size_t>(p_.local_experts); ++s)
-      slots.push_back({placement[s], rows[s]});
-    mean_group_rows_ = 0;
-    mean_group_active_ = 0;
+      slots.planned.push_back({placement[s], rows[s]});
     for (const std::int64_t r : rows) {
-      mean_group_rows_ += static_cast<double>(r);
-      mean_group_active_ += r > 0 ? 1.0 : 0.0;
+      slots.mean_rows += static_cast<double>(r);
+      slots.mean_active += r > 0 ? 1.0 : 0.0;
     }
-    mean_group_rows_ /= p_.expert_groups;
-    mean_group_active_ /= p_.expert_groups;
+    slots.mean_rows /= p_.expert_groups;
+    slots.mean_active /= p_.expert_groups;
     return slots;
   }
 
   // Op::energy_rows_scale / energy_weights_scale of the MoE layer's ops from index `first` (its exchange,
   // experts and PIM-device transfers; the shared experts are every device's alike): the mean group's rows
-  // and slots with rows (local_slots) over the planned group's `slots`; the exchange 1 / `skew`.
-  void charge_mean_group(std::size_t first, const std::vector<Slot>& slots, double skew) {
-    const auto planned_rows = static_cast<double>(rows_of(slots));
+  // and slots with rows over the planned group's; the exchange 1 / `skew`.
+  void scale_energy_to_mean_group(std::size_t first, const LayerSlots& slots, double skew) {
+    const auto planned_rows = static_cast<double>(rows_of(slots.planned));
     const auto planned_active = static_cast<double>(
-        std::count_if(slots.begin(), slots.end(), [](const Slot& s) { return s.rows > 0; }));
+        std::count_if(slots.planned.begin(), slots.planned.end(), [](const Slot& s) { return s.rows > 0; }));
     for (std::size_t i = first; i < g_.ops.size(); ++i) {
       Op& o = g_.ops[i];
       if (o.kind == OpKind::kAllToAll) {
         o.energy_rows_scale = 1.0 / skew;
       } else if (o.kind == OpKind::kExpertFfn || o.kind == OpKind::kPimTransfer) {
-        o.energy_rows_scale = mean_group_rows_ / planned_rows;  // an op has rows: planned_rows > 0
-        o.energy_weights_scale = o.kind == OpKind::kExpertFfn ? mean_group_active_ / planned_active : 1.0;
+        o.energy_rows_scale = slots.mean_rows / planned_rows;  // an op has rows: planned_rows > 0
+        o.energy_weights_scale = o.kind == OpKind::kExpertFfn ? slots.mean_active / planned_active : 1.0;
       }
     }
   }
-  double mean_group_rows_ = 0, mean_group_active_ = 0;  // of the MoE layer local_slots last planned
 
   static std::int64_t rows_of(const std::vector<Slot>& slots) {
     std::int64_t rows = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
@@ -726,10 +727,9 @@ void StepRunner::route(int layer, StepOutput& out) {
 }
 
 // The unit of each local expert of device d in `layer` (experts with no tokens: kXpu, never run), from its
-// expert group's plan.
-std::vector<Unit> StepRunner::expert_units(std::size_t d, int layer) const {
+// expert group's plan `p` (plan(group)).
+std::vector<Unit> StepRunner::expert_units(std::size_t d, int layer, const compiler::ExecutionPlan& p) const {
   const DeviceShard& s = dev_[d].shard;
-  const compiler::ExecutionPlan p = plan(s.expert0 / s.local_experts);
   std::vector<Unit> unit(static_cast<std::size_t>(s.local_experts), Unit::kXpu);
   std::vector<bool> listed(unit.size(), false);
   for (std::size_t j = 0; j < p.graph.ops.size(); ++j) {
@@ -773,11 +773,16 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
   std::vector<float>& combine_weights = m_.expert_input_scaled ? ones : topk_weights_;
   xpu0_.run(OpKind::kExpertFfn, permute);
   const std::vector<std::int64_t> off(offsets32.begin(), offsets32.end());
+  std::map<int, compiler::ExecutionPlan> group_plans;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     const DeviceShard& s = dev_[d].shard;
     LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
     const std::int64_t f = lw.ffn_width, local = s.local_experts;
-    const std::vector<Unit> unit = expert_units(d, layer);
+    // The devices of one expert group (+ET: a node) share its plan: lowered once per group and layer.
+    const int group = s.expert0 / s.local_experts;
+    auto own = group_plans.find(group);
+    if (own == group_plans.end()) own = group_plans.emplace(group, plan(group)).first;
+    const std::vector<Unit> unit = expert_units(d, layer, own->second);
     std::vector<std::uint16_t> y_perm(x_perm.size(), 0), x_sub, y_sub;
     std::vector<std::int64_t> xpu_off{0};
     for (std::int64_t i = 0; i < local; ++i) {

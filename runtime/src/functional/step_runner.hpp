@@ -176,7 +176,7 @@ class StepRunner {
   bool partials_gathered_ = false;
   void o_proj(int layer, compiler::Unit unit);
   void route(int layer, StepOutput& out);
-  std::vector<compiler::Unit> expert_units(std::size_t d, int layer) const;
+  std::vector<compiler::Unit> expert_units(std::size_t d, int layer, const compiler::ExecutionPlan& p) const;
   void experts(int layer, const compiler::ExecutionPlan& device0);
   void dense_ffn(int layer, compiler::Unit unit);
   FfnWeights expert_weights(const LayerWeights& lw, std::int64_t expert) const;

@@ -31,6 +31,9 @@ ExpertBalancer::ExpertBalancer(const compiler::ModelSpec& model, const ExpertBal
       stage_of_.push_back(static_cast<int>(std::lower_bound(ends.begin(), ends.end(), l) - ends.begin()));
   placement_.assign(stage_of_.size(), compiler::default_placement(model.experts, slots));
   nodes_ = node_of(layout.expert_groups - 1) + 1;
+  // vLLM's EPLB takes DeepSeek's hierarchical policy when the model's expert groups divide over the nodes
+  // (with one group on one node it is the global one), else the global policy.
+  hierarchical_ = router_groups_ % nodes_ == 0 && experts_ % router_groups_ == 0;
 }
 
 int ExpertBalancer::node_of(int group) const {
@@ -45,16 +48,13 @@ ExpertBalancer::Move ExpertBalancer::step(const ExpertCounts& counts) {
   if (k > 0 && k % config_.interval == 0) {
     const auto window = windows_.find(k);
     std::vector<compiler::SlotExperts> next = placement_;
-    // vLLM's EPLB takes DeepSeek's hierarchical policy when the model's expert groups divide over the nodes
-    // (with one group on one node it is the global one), else the global policy.
-    const bool hierarchical = router_groups_ % nodes_ == 0 && experts_ % router_groups_ == 0;
     if (window != windows_.end()) {
       for (std::size_t l = 0; l < next.size(); ++l) {
         const std::vector<std::int64_t>& sum = window->second[l];
         std::vector<double> load(sum.begin(), sum.end());
         if (std::any_of(sum.begin(), sum.end(), [](std::int64_t c) { return c > 0; }))
           next[l] =
-              hierarchical
+              hierarchical_
                   ? compiler::balance_experts_hierarchical(load, static_cast<int>(next[l].size()),
                                                            layout_.expert_groups, router_groups_, nodes_)
                   : compiler::balance_experts(load, static_cast<int>(next[l].size()), layout_.expert_groups);

@@ -63,6 +63,7 @@ class ExpertBalancer {
   int experts_ = 0;
   int router_groups_ = 1;      // the model's expert groups (ModelSpec::router_groups)
   int nodes_ = 1;              // the nodes the expert-parallel groups span
+  bool hierarchical_ = false;  // DeepSeek's hierarchical policy (else the global one)
   double shard_bytes_ = 0;     // one slot's expert shard on one device, one MoE layer
   std::vector<int> stage_of_;  // [moe layer] its pipeline stage (0 without pipeline parallelism)
   std::vector<compiler::SlotExperts> placement_;
