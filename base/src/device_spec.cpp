@@ -273,6 +273,12 @@ SystemSpec read_system(const ConfigNode& n) {
              fmt::format("{} beside attention_data_parallel: true is not modelled", s.pipeline_parallel),
              "1, or attention_data_parallel: false");
   }
+  if (n.has("expert_all_to_all")) {  // documented default low_latency
+    const std::string mode = n.get_enum("expert_all_to_all", {"low_latency", "normal", "auto"});
+    for (const ExpertAllToAll a :
+         {ExpertAllToAll::low_latency, ExpertAllToAll::normal, ExpertAllToAll::auto_by_step})
+      if (mode == to_string(a)) s.expert_all_to_all = a;
+  }
   if (n.has("data_parallel_balance")) {  // documented default least-loaded
     const std::string balance =
         n.get_enum("data_parallel_balance", {"round-robin", "least-loaded", "cache-aware"});
@@ -366,6 +372,18 @@ const char* to_string(HostKvScope s) {
       return "cluster";
   }
   return "unknown";
+}
+
+const char* to_string(ExpertAllToAll a) {
+  switch (a) {
+    case ExpertAllToAll::low_latency:
+      return "low_latency";
+    case ExpertAllToAll::normal:
+      return "normal";
+    case ExpertAllToAll::auto_by_step:
+      return "auto";
+  }
+  return "?";
 }
 
 const char* to_string(DataParallelBalance b) {

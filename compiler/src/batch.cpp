@@ -100,4 +100,24 @@ std::vector<std::int64_t> Routing::expert_tokens_of(int moe_layer, std::int64_t 
   return apportion(std::vector<double>(step.begin(), step.end()), tokens * top_k, tokens);
 }
 
+std::vector<double> Routing::token_weights(const std::vector<std::int64_t>& layer_counts,
+                                           std::int64_t tokens) const {
+  std::vector<double> w(layer_counts.size(), 1.0);
+  if (kind == Kind::kZipf) {
+    for (std::size_t e = 0; e < w.size(); ++e) w[e] = std::pow(static_cast<double>(e + 1), -zipf_s);
+  } else if (kind == Kind::kCounts && !weights.empty()) {
+    if (weights.size() != layer_counts.size())
+      throw Error("routing: " + std::to_string(weights.size()) +
+                  " router weights; expected one per expert (" + std::to_string(layer_counts.size()) + ")");
+    w = weights;
+  } else if (kind == Kind::kCounts && tokens > 0) {
+    for (std::size_t e = 0; e < w.size(); ++e) {
+      const double pi =
+          std::min(static_cast<double>(layer_counts[e]) / static_cast<double>(tokens), 1.0 - 1e-6);
+      w[e] = pi / (1.0 - pi);
+    }
+  }
+  return w;
+}
+
 }  // namespace duplex::compiler

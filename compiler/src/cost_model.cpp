@@ -139,18 +139,19 @@ Time CostModel::link_time(const Op& op) const {
   if (op.kind == OpKind::kPimTransfer)  // GPU <-> its PIM devices, point to point
     return transfer_time(op.link_bytes, sys_.links.nvlink_bandwidth) + sys_.links.nvlink_latency;
   if (op.kind == OpKind::kAllToAll) {
-    // An MoE layer's token exchange (ParallelLayout::expert_exchange): the NVLink copies (link_bytes_in_node:
-    // to its node's expert shards, and forwarded from InfiniBand as chunks arrive) while the rest crosses
-    // InfiniBand, at once, each link a step per peer device / node.
-    const ParallelLayout::ExpertExchange x = layout_.expert_exchange();
-    const Time nvlink = x.nvlink_peers > 0
-                            ? transfer_time(op.link_bytes_in_node, sys_.links.nvlink_bandwidth) +
-                                  sys_.links.nvlink_latency * x.nvlink_peers
-                            : Time{};
-    const Time infiniband = x.infiniband_peers > 0 ? transfer_time(op.link_bytes - op.link_bytes_in_node,
-                                                                   sys_.links.infiniband_bandwidth) +
-                                                         sys_.links.infiniband_latency * x.infiniband_peers
-                                                   : Time{};
+    // An MoE layer's token exchange (ParallelLayout::expert_exchange): the busiest device's NVLink copies
+    // (link_bytes_in_node x its skew: to its node's expert shards, and forwarded from InfiniBand as chunks
+    // arrive) while its InfiniBand copies cross, at once, each link a step per peer device / node.
+    const Op::Exchange& x = op.exchange;
+    const Time nvlink = x.nvlink_peers > 0 ? transfer_time(op.link_bytes_in_node * x.nvlink_skew,
+                                                           sys_.links.nvlink_bandwidth) +
+                                                 sys_.links.nvlink_latency * x.nvlink_peers
+                                           : Time{};
+    const Time infiniband = x.infiniband_peers > 0
+                                ? transfer_time((op.link_bytes - op.link_bytes_in_node) * x.infiniband_skew,
+                                                sys_.links.infiniband_bandwidth) +
+                                      sys_.links.infiniband_latency * x.infiniband_peers
+                                : Time{};
     return std::max(nvlink, infiniband);
   }
   // Ring all-reduce inside a node: 2 (tp - 1) NVLink steps.

@@ -7,6 +7,7 @@
 
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/expert_placement.hpp"
+#include "duplex/compiler/expert_reach.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -105,7 +106,9 @@ class Lowering {
         p_(p),
         routing_(r),
         options_(o),
-        step_tokens_(b.tokens()) {
+        step_tokens_(b.tokens()),
+        deduplicated_(o.all_to_all == ExpertAllToAll::normal ||
+                      (o.all_to_all == ExpertAllToAll::auto_by_step && b.prefill_tokens() > 0)) {
     tokens_ = batch_.tokens();
     // The tokens the experts see: the whole system's (experts shared by all data-parallel replicas), or under
     // pipeline parallelism this batch in flight's alone (its stage's devices hold every expert).
@@ -126,9 +129,9 @@ class Lowering {
       for (int l = 0; l < m_.layers; ++l)
         if (m_.is_moe_layer(l)) {
           const std::size_t first = g_.ops.size();
-          const LayerSlots slots = local_slots(l, expert_counts(l));
+          const LayerSlots slots = local_slots(expert_counts(l), layer_placement(l));
           experts(l, slots.planned);
-          scale_energy_to_mean_group(first, slots, 1.0);
+          scale_energy_to_mean_group(first, slots);
         }
       return std::move(g_);
     }
@@ -245,17 +248,23 @@ class Lowering {
   // it holds (`rows`), copied over InfiniBand and NVLink as ParallelLayout::expert_exchange says, times
   // `skew` (>= 1): how many more rows than it sends the representative device's experts receive (and return)
   // under the step's routing, which the exchange waits for (exchange_skew).
-  void expert_exchange(int layer, const char* name, std::int64_t rows, double skew) {
-    const ParallelLayout::ExpertExchange x = p_.expert_exchange();
-    if (rows == 0 || x.infiniband + x.nvlink == 0) return;
+  // An MoE layer's token exchange, one way (ParallelLayout::ExpertExchange): `units` token-expert rows
+  // (per row) or tokens (node-deduplicated) of the replica, each device sending row_share of them.
+  struct LayerExchange {
+    ParallelLayout::ExpertExchange x;
+    std::int64_t units = 0;
+  };
+  void expert_exchange(int layer, const char* name, const LayerExchange& e) {
+    if (e.units == 0) return;
     Op& o = add(OpKind::kAllToAll, layer, name);
-    const double sent = static_cast<double>(rows) * x.row_share * skew;
+    const double sent = static_cast<double>(e.units) * e.x.row_share;
     o.m = static_cast<std::int64_t>(std::ceil(sent));  // shown in reports
     o.n = m_.hidden;
     const double data = sent * m_.hidden * kActBytes;
-    o.link_bytes = data * (x.infiniband + x.nvlink);
-    o.link_bytes_in_node = data * x.nvlink;
+    o.link_bytes = data * (e.x.infiniband + e.x.nvlink);
+    o.link_bytes_in_node = data * e.x.nvlink;
     o.bytes_act = 2.0 * o.link_bytes;  // read the copies sent, write as many received
+    o.exchange = {e.x.infiniband_skew, e.x.nvlink_skew, e.x.infiniband_peers, e.x.nvlink_peers};
   }
 
   // A GPU <-> PIM-device transfer of `bytes` (heterogeneous systems; LowerOptions). `rows` x `cols` is the
@@ -474,13 +483,17 @@ class Lowering {
     // node's and those received, to its PIM devices and back. Under attention data parallelism every device
     // holds only its own requests' tokens: the all-to-all runs among all devices, its node's share over
     // NVLink.
-    const LayerSlots slots = local_slots(l, expert_counts(l));
-    const double skew = exchange_skew(slots.planned);
+    // With DeepEP's normal kernels (LowerOptions::all_to_all) a token crosses to each node and device
+    // holding any of its experts once (deduplicated_exchange) instead of once per expert.
+    const std::vector<std::int64_t> counts = expert_counts(l);
+    const SlotExperts placement = layer_placement(l);
+    const LayerSlots slots = local_slots(counts, placement);
+    const LayerExchange exchange = layer_exchange(counts, placement, slots.planned);
     const std::size_t first = g_.ops.size();
-    expert_exchange(l, "dispatch", tokens_ * m_.top_k, skew);
+    expert_exchange(l, "dispatch", exchange);
     experts(l, slots.planned);
-    expert_exchange(l, "combine", tokens_ * m_.top_k, skew);
-    scale_energy_to_mean_group(first, slots, skew);
+    expert_exchange(l, "combine", exchange);
+    scale_energy_to_mean_group(first, slots);
   }
 
   // The tokens each expert of MoE layer `l` receives: routing is over the whole system's tokens (experts are
@@ -500,7 +513,7 @@ class Lowering {
     return counts;
   }
 
-  // The representative device's expert slots of MoE layer `l` (`counts` its experts' tokens), each the
+  // The representative device's expert slots of an MoE layer (`counts` its experts' tokens), each the
   // expert it holds and the token-expert rows it receives: the slots of the expert-parallel group that
   // receives the most rows (every device waits for it at the layer's all-to-all; ties to the lowest group),
   // each expert's rows split over its copies. Without a placement (Routing::placement: expert load
@@ -515,20 +528,8 @@ class Lowering {
     std::vector<Slot> planned;
     double mean_rows = 0, mean_active = 0;
   };
-  LayerSlots local_slots(int l, const std::vector<std::int64_t>& counts) const {
+  LayerSlots local_slots(const std::vector<std::int64_t>& counts, const SlotExperts& placement) const {
     LayerSlots slots;
-    const auto moe_layer = static_cast<std::size_t>(m_.moe_layers_before(l));
-    const std::size_t expected = static_cast<std::size_t>(p_.local_experts) * p_.expert_groups;
-    if (!routing_.placement.empty() &&
-        (moe_layer >= routing_.placement.size() || routing_.placement[moe_layer].size() != expected))
-      throw Error(fmt::format(
-          "routing: the expert placement of MoE layer {} has {} slots; expected {} ({} per "
-          "expert-parallel group x {})",
-          moe_layer, moe_layer < routing_.placement.size() ? routing_.placement[moe_layer].size() : 0,
-          expected, p_.local_experts, p_.expert_groups));
-    const SlotExperts placement = routing_.placement.empty()
-                                      ? default_placement(m_.experts, static_cast<int>(expected))
-                                      : routing_.placement[moe_layer];
     const std::vector<std::int64_t> rows = slot_rows(placement, counts);
     const int group =
         options_.expert_group >= 0 ? options_.expert_group : busiest_group(rows, p_.expert_groups).group;
@@ -544,18 +545,53 @@ class Lowering {
     return slots;
   }
 
-  // Op::energy_rows_scale / energy_weights_scale of the MoE layer's ops from index `first` (its exchange,
-  // experts and PIM-device transfers; the shared experts are every device's alike): the mean group's rows
-  // and slots with rows over the planned group's; the exchange 1 / `skew`.
-  void scale_energy_to_mean_group(std::size_t first, const LayerSlots& slots, double skew) {
+  // The expert each slot of MoE layer `l` holds: Routing::placement's, or vLLM's initial placement.
+  SlotExperts layer_placement(int l) const {
+    const auto moe_layer = static_cast<std::size_t>(m_.moe_layers_before(l));
+    const std::size_t expected = static_cast<std::size_t>(p_.local_experts) * p_.expert_groups;
+    if (!routing_.placement.empty() &&
+        (moe_layer >= routing_.placement.size() || routing_.placement[moe_layer].size() != expected))
+      throw Error(fmt::format(
+          "routing: the expert placement of MoE layer {} has {} slots; expected {} ({} per "
+          "expert-parallel group x {})",
+          moe_layer, moe_layer < routing_.placement.size() ? routing_.placement[moe_layer].size() : 0,
+          expected, p_.local_experts, p_.expert_groups));
+    return routing_.placement.empty() ? default_placement(m_.experts, static_cast<int>(expected))
+                                      : routing_.placement[moe_layer];
+  }
+
+  // The layer's exchange: per row, the layout's copies with both links' skew the planned group's rows over
+  // an even share (exchange_skew); node-deduplicated, from where a token's experts are under the layer's
+  // routing weights (Routing::token_weights) and placement.
+  LayerExchange layer_exchange(const std::vector<std::int64_t>& counts, const SlotExperts& placement,
+                               const std::vector<Slot>& planned) {
+    LayerExchange e{p_.expert_exchange(), 0};
+    if (e.x.infiniband + e.x.nvlink == 0 || tokens_ == 0) return e;
+    if (!deduplicated_) {
+      e.x.infiniband_skew = e.x.nvlink_skew = exchange_skew(planned);
+      e.units = tokens_ * m_.top_k;
+      return e;
+    }
+    std::vector<double> weights = routing_.token_weights(counts, global_tokens_);
+    if (!reach_memo_ || reach_memo_->weights != weights || reach_memo_->placement != placement) {
+      ExpertReach reach = expert_reach(weights, m_.top_k, placement, p_);
+      reach_memo_ = ReachMemo{std::move(weights), placement, std::move(reach)};
+    }
+    e.x = deduplicated_exchange(p_, reach_memo_->reach);
+    e.units = tokens_;
+    return e;
+  }
+
+  // Op::energy_rows_scale / energy_weights_scale of the MoE layer's ops from index `first` (its experts and
+  // PIM-device transfers; the shared experts are every device's alike, the exchange's bytes the mean
+  // device's): the mean group's rows and slots with rows over the planned group's.
+  void scale_energy_to_mean_group(std::size_t first, const LayerSlots& slots) {
     const auto planned_rows = static_cast<double>(rows_of(slots.planned));
     const auto planned_active = static_cast<double>(
         std::count_if(slots.planned.begin(), slots.planned.end(), [](const Slot& s) { return s.rows > 0; }));
     for (std::size_t i = first; i < g_.ops.size(); ++i) {
       Op& o = g_.ops[i];
-      if (o.kind == OpKind::kAllToAll) {
-        o.energy_rows_scale = 1.0 / skew;
-      } else if (o.kind == OpKind::kExpertFfn || o.kind == OpKind::kPimTransfer) {
+      if (o.kind == OpKind::kExpertFfn || o.kind == OpKind::kPimTransfer) {
         o.energy_rows_scale = slots.mean_rows / planned_rows;  // an op has rows: planned_rows > 0
         o.energy_weights_scale = o.kind == OpKind::kExpertFfn ? slots.mean_active / planned_active : 1.0;
       }
@@ -639,6 +675,16 @@ class Lowering {
   std::int64_t global_tokens_;  // those the experts see (expert_counts)
   std::int64_t tokens_ = 0;
   std::int64_t logit_rows_ = 0;
+  // The step's all-to-all by DeepEP's normal kernels (node-deduplicated; LowerOptions::all_to_all).
+  bool deduplicated_ = false;
+  // The last expert_reach computed and its inputs (every MoE layer of a step has the same unless routing
+  // weights or placements differ by layer).
+  struct ReachMemo {
+    std::vector<double> weights;
+    SlotExperts placement;
+    ExpertReach reach;
+  };
+  std::optional<ReachMemo> reach_memo_;
   double wbytes_ = 2, kvbytes_ = 2;
   int q_heads_ = 0, kv_heads_ = 0;
   Graph g_;

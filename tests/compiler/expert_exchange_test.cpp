@@ -113,13 +113,16 @@ TEST(ExpertExchange, ForwardingOverNvlinkOverlapsInfiniband) {
 // Skewed routing: the representative device's experts (the busiest under Zipf) receive more rows than the
 // device sends, and the exchange waits for them: GLaM's 64 experts on two nodes (4 a device), 64 decode
 // requests, top-2. Zipf(1.2) counts give experts 0..3 R rows against the even 64 x 2 x 4 / 64 = 8, so both
-// ways carry R / 8 times the even routing's bytes; given counts that even out, exactly the even bytes.
+// links wait for R / 8 times the even routing's bytes, which every device still sends on average (energy);
+// given counts that even out, exactly the even exchange.
 TEST(ExpertExchange, SkewedRoutingWaitsForTheBusiestDevicesRows) {
   const ModelSpec m = load_model("glam");
-  const ParallelLayout p = ParallelLayout::make(m, load_system("gpu"), 16);
+  const SystemSpec s = load_system("gpu");
+  const ParallelLayout p = ParallelLayout::make(m, s, 16);
   ASSERT_EQ(p.local_experts, 4);
   const BatchState batch = BatchState::decode_batch(64, 512);
   const Op even = all_to_alls(lower(m, batch, p, Routing{}), 1).at(0);
+  EXPECT_EQ(even.exchange.infiniband_skew, 1.0);
   Routing zipf;
   zipf.kind = Routing::Kind::kZipf;
   zipf.zipf_s = 1.2;
@@ -127,13 +130,64 @@ TEST(ExpertExchange, SkewedRoutingWaitsForTheBusiestDevicesRows) {
   const double rows = static_cast<double>(counts[0] + counts[1] + counts[2] + counts[3]);
   ASSERT_GT(rows, 8.0 * 2);
   for (const Op& o : all_to_alls(lower(m, batch, p, zipf), 1)) {
-    EXPECT_DOUBLE_EQ(o.link_bytes, even.link_bytes * rows / 8) << o.name;
-    EXPECT_DOUBLE_EQ(o.link_bytes_in_node, even.link_bytes_in_node * rows / 8) << o.name;
+    EXPECT_DOUBLE_EQ(o.link_bytes, even.link_bytes) << o.name;
+    EXPECT_DOUBLE_EQ(o.exchange.infiniband_skew, rows / 8) << o.name;
+    EXPECT_DOUBLE_EQ(o.exchange.nvlink_skew, rows / 8) << o.name;
+    EXPECT_EQ(
+        CostModel(s, p).link_time(o),
+        transfer_time(o.link_bytes * rows / 8, s.links.infiniband_bandwidth) + s.links.infiniband_latency);
   }
   Routing given;
   given.kind = Routing::Kind::kCounts;
   given.counts = {std::vector<std::int64_t>(static_cast<std::size_t>(m.experts), 2)};
-  EXPECT_DOUBLE_EQ(all_to_alls(lower(m, batch, p, given), 1).at(0).link_bytes, even.link_bytes);
+  const Op g = all_to_alls(lower(m, batch, p, given), 1).at(0);
+  EXPECT_DOUBLE_EQ(g.link_bytes, even.link_bytes);
+  EXPECT_EQ(g.exchange.infiniband_skew, 1.0);
+}
+
+// DeepEP's normal kernels (expert_all_to_all: normal): GLaM on two nodes of 8 (4 experts a device, top-2;
+// layer 1 MoE), 64 decode requests, 32 a node, each device sending 4 of them. A token crosses to the other
+// node when one of its experts is there, 1 - C(32,2) / C(64,2) of them, once, where the device of the
+// sender's rank forwards it to each of the other 7 devices holding one of its experts (each 1 - C(60,2) /
+// C(64,2)); the per-row kernels send each of its 2 rows for the other node's experts (half of them) across
+// instead.
+TEST(ExpertExchange, NormalKernelsSendATokenOncePerNodeAndDevice) {
+  const ModelSpec m = load_model("glam");
+  const SystemSpec s = load_system("gpu");
+  const ParallelLayout p = ParallelLayout::make(m, s, 16);
+  const BatchState batch = BatchState::decode_batch(64, 512);
+  LowerOptions normal;
+  normal.all_to_all = ExpertAllToAll::normal;
+  const std::vector<Op> a2a = all_to_alls(lower(m, batch, p, Routing{}, normal), 1);
+  ASSERT_EQ(a2a.size(), 2u);
+  const double token = m.hidden * 2.0 * 4;  // FP16 activations, 4 tokens
+  const double ib = token * (1 - 496.0 / 2016), nvlink = token * 7 * (1 - 1770.0 / 2016);
+  for (const Op& o : a2a) {
+    EXPECT_EQ(o.m, 4);
+    EXPECT_NEAR(o.link_bytes - o.link_bytes_in_node, ib, 1e-9 * ib);
+    EXPECT_NEAR(o.link_bytes_in_node, nvlink, 1e-9 * nvlink);
+    EXPECT_EQ(o.exchange.infiniband_peers, 1);
+    EXPECT_EQ(o.exchange.nvlink_peers, 7);
+    EXPECT_NEAR(o.exchange.infiniband_skew, 1.0, 1e-12);
+    EXPECT_NEAR(o.exchange.nvlink_skew, 1.0, 1e-12);
+  }
+  const Op per_row = all_to_alls(lower(m, batch, p, Routing{}), 1).at(0);
+  EXPECT_DOUBLE_EQ(per_row.link_bytes - per_row.link_bytes_in_node, token * 2 / 2);
+  EXPECT_LT(a2a[0].link_bytes - a2a[0].link_bytes_in_node,
+            0.76 * (per_row.link_bytes - per_row.link_bytes_in_node));
+  // auto: the normal kernels for a step with prefill tokens, the per-row ones for a decode-only step.
+  LowerOptions by_step;
+  by_step.all_to_all = ExpertAllToAll::auto_by_step;
+  EXPECT_EQ(all_to_alls(lower(m, batch, p, Routing{}, by_step), 1).at(0).link_bytes, per_row.link_bytes);
+  const BatchState mixed = BatchState::decode_batch(64, 512, 512);
+  EXPECT_EQ(all_to_alls(lower(m, mixed, p, Routing{}, by_step), 1).at(0).link_bytes,
+            all_to_alls(lower(m, mixed, p, Routing{}, normal), 1).at(0).link_bytes);
+  EXPECT_NE(all_to_alls(lower(m, mixed, p, Routing{}, by_step), 1).at(0).link_bytes,
+            all_to_alls(lower(m, mixed, p, Routing{}), 1).at(0).link_bytes);
+  // The system's key reaches the lowering.
+  SystemSpec keyed = s;
+  keyed.expert_all_to_all = ExpertAllToAll::normal;
+  EXPECT_EQ(LowerOptions::for_system(keyed).all_to_all, ExpertAllToAll::normal);
 }
 
 }  // namespace

@@ -308,26 +308,28 @@ TEST(ExpertBalancingLowering, TheExchangeWaitsForTheBusiestGroup) {
   const auto batch = BatchState::decode_batch(128, 512);  // two nodes' 64 tokens each
   const auto counts = zipf.expert_tokens(0, 128, 128, 8);
   Routing r = counts_routing(m, counts);
-  auto dispatch_rows = [&](const Routing& routing) {
+  auto dispatch = [&](const Routing& routing) {
     for (const Op& o : lower(m, batch, p, routing).ops)
-      if (o.kind == OpKind::kAllToAll && o.layer == 0) return o.m;
-    return std::int64_t{-1};
+      if (o.kind == OpKind::kAllToAll && o.layer == 0) return o;
+    return Op{};
   };
   const double even = 128.0 * 8 / 16, sent = 64.0 * 8 / 8;  // rows per group; a device's 1/tp of its node's
   const auto skew = [&](const SlotExperts& placement) {
     return std::max(1.0, static_cast<double>(busiest_group(slot_rows(placement, counts), 16).rows) / even);
   };
+  // A device sends its own rows (the mean device's bytes, what energy charges); both links wait for the
+  // busiest group's.
   const SlotExperts identity = default_placement(128, 128);
-  EXPECT_EQ(dispatch_rows(r), static_cast<std::int64_t>(std::ceil(sent * skew(identity))));
-  // A device's energy is for the rows it sends, its own: the exchange's energy is scaled back by the skew.
-  for (const Op& o : lower(m, batch, p, r).ops)
-    if (o.kind == OpKind::kAllToAll) {
-      EXPECT_DOUBLE_EQ(o.energy_rows_scale, 1.0 / skew(identity));
-    }
+  const Op skewed = dispatch(r);
+  EXPECT_EQ(skewed.m, static_cast<std::int64_t>(sent));
+  EXPECT_DOUBLE_EQ(skewed.exchange.infiniband_skew, skew(identity));
+  EXPECT_DOUBLE_EQ(skewed.exchange.nvlink_skew, skew(identity));
+  EXPECT_EQ(skewed.energy_rows_scale, 1.0);
   const SlotExperts balanced = balance_experts(std::vector<double>(counts.begin(), counts.end()), 128, 16);
   r.placement.assign(static_cast<std::size_t>(m.moe_layers_before(m.layers)), balanced);
   EXPECT_LT(skew(balanced), skew(identity));
-  EXPECT_EQ(dispatch_rows(r), static_cast<std::int64_t>(std::ceil(sent * skew(balanced))));
+  EXPECT_DOUBLE_EQ(dispatch(r).exchange.infiniband_skew, skew(balanced));
+  EXPECT_EQ(dispatch(r).link_bytes, skewed.link_bytes);
 }
 
 // The system section: absent = none; each key's documented default; refused on heterogeneous systems.

@@ -297,6 +297,8 @@ void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemS
   r.disk_kv_scope = to_string(system.links.disk_kv_scope);
   r.pim_model = !system.pim ? "none" : pool.cycle_model() ? "cycle" : "analytical";
   r.data_parallel_balance = to_string(system.data_parallel_balance);
+  const auto x = pool.layout().expert_exchange();
+  if (x.infiniband + x.nvlink > 0) r.expert_all_to_all = to_string(system.expert_all_to_all);
 }
 
 RequestTimeline finished_timeline(const RequestRecord& rec, std::string pool) {

@@ -158,6 +158,7 @@ nlohmann::json SystemResult::to_json() const {
   if (!ranks.empty() ||
       std::any_of(pools.begin(), pools.end(), [](const PoolFigures& p) { return !p.ranks.empty(); }))
     j["data_parallel_balance"] = data_parallel_balance;
+  if (!expert_all_to_all.empty()) j["expert_all_to_all"] = expert_all_to_all;
   return j;
 }
 

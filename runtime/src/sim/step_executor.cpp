@@ -60,6 +60,7 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   if (model_.is_moe()) {
     routing.kind = compiler::Routing::Kind::kCounts;
     routing.counts = router_->route(batch.tokens(), model_.experts, model_.top_k, moe_layers_);
+    routing.weights = router_->token_weights(model_.experts);
   }
   ExpertBalancer::Move move;
   if (balancer_) {

@@ -122,6 +122,10 @@ std::vector<double> ExpertRouter::weights(std::int64_t n_experts) const {
   return w;
 }
 
+std::vector<double> ExpertRouter::token_weights(std::int64_t n_experts) const {
+  return kind_ == Kind::trace ? std::vector<double>{} : weights(n_experts);
+}
+
 std::vector<double> ExpertRouter::inclusion_probabilities(std::int64_t n_experts, std::int64_t top_k) const {
   DUPLEX_ASSERT(kind_ != Kind::trace, "inclusion probabilities of a routing trace");
   check_shape(0, n_experts, top_k, 1);

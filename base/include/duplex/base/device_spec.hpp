@@ -177,6 +177,17 @@ struct ExpertBalancing {
 enum class DataParallelBalance : std::uint8_t { round_robin, least_loaded, cache_aware };
 const char* to_string(DataParallelBalance b);  // "round-robin" | "least-loaded" | "cache-aware"
 
+// The kernels of an MoE layer's token exchange across devices (SystemSpec::expert_all_to_all), after DeepEP's
+// two families (source: deepseek-ai/DeepEP README; SGLang's --deepep-mode low_latency | normal | auto):
+//   low_latency: each token-expert row straight to the device holding its expert (a row per expert; DeepEP's
+//                low-latency kernels, pure RDMA);
+//   normal:      each token once to each node holding any of its experts (InfiniBand, to the device of the
+//                sender's local rank there), which forwards it over NVLink to each of its devices holding one
+//                of them, once per device (DeepEP's normal kernels: RDMA, then NVLink forwarding);
+//   auto:        normal for a step with prefill tokens, low_latency for a decode-only step (SGLang's auto).
+enum class ExpertAllToAll : std::uint8_t { low_latency, normal, auto_by_step };
+const char* to_string(ExpertAllToAll a);  // "low_latency" | "normal" | "auto"
+
 struct SystemSpec {
   std::string name;
   std::string description;
@@ -205,6 +216,8 @@ struct SystemSpec {
   // of the K/V space); an MoE model's experts parallel over each stage's devices. Not with
   // attention_data_parallel, on split or heterogeneous systems.
   int pipeline_parallel = 1;
+  // The MoE all-to-all's kernels (key expert_all_to_all, default low_latency; ExpertAllToAll above).
+  ExpertAllToAll expert_all_to_all = ExpertAllToAll::low_latency;
   // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
   // data_parallel_balance, default least-loaded): to the rank with the fewest unfinished requests (vLLM's
   // data-parallel coordinator balances by its engines' queues; SGLang's shortest_queue), round-robin by

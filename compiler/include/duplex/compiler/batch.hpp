@@ -49,6 +49,10 @@ struct Routing {
   Kind kind = Kind::kUniform;
   double zipf_s = 1.0;
   std::vector<std::vector<std::int64_t>> counts;  // kCounts: [moe layer][expert]; a single row repeats
+  // kCounts: the weights of the router the counts were drawn from, one per expert, every MoE layer's (a
+  // token's top-k set has probability proportional to the product of its experts' weights; the runtime's
+  // synthetic routers). Empty: unknown (a trace, given counts): token_weights derives them from the counts.
+  std::vector<double> weights;
   // Expert load balancing (expert_placement.hpp): [moe layer] the expert each slot holds, layout
   // local_experts x expert_groups slots (ParallelLayout); the lowering plans the group whose slots receive
   // the most rows. Empty: no balancing, vLLM's initial placement (default_placement: each expert one slot,
@@ -63,6 +67,12 @@ struct Routing {
   // proportion to them (largest remainder, each at most `tokens`).
   std::vector<std::int64_t> expert_tokens_of(int moe_layer, std::int64_t tokens, std::int64_t step_tokens,
                                              int experts, int top_k) const;
+  // The conditional Poisson weights of a token's top-k set in a layer whose experts received `layer_counts`
+  // of `tokens` x top_k rows: uniform 1 each; Zipf (e + 1)^-s; kCounts `weights` where given, else derived
+  // from the counts, each expert's share pi = count / tokens of the tokens mapped to pi / (1 - pi) (Hajek's
+  // approximation of the weights whose inclusion probabilities are pi; exact for equal counts; pi capped
+  // at 1 - 1e-6). What the node-deduplicated all-to-all needs (expert_reach.hpp).
+  std::vector<double> token_weights(const std::vector<std::int64_t>& layer_counts, std::int64_t tokens) const;
 };
 
 }  // namespace duplex::compiler

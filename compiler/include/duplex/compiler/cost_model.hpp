@@ -8,9 +8,10 @@
 //         whose token count exceeds what the PIM input buffer holds is done in several passes, each
 //         re-reading the weights (Logic-PIM: tokens per pass = input_buffer / (k x 2 B));
 //   link: bytes / link bandwidth + per-step latency (ring all-reduce 2(p-1) steps on NVLink inside a node;
-//         an MoE layer's all-to-all (ParallelLayout::expert_exchange) its InfiniBand copies (nodes-1 steps)
-//         while its NVLink copies (to its node's expert shards; each step a device) go at once, the longer
-//         of the two; on a heterogeneous system the GPU <-> PIM-device transfers (kPimTransfer) are one
+//         an MoE layer's all-to-all (ParallelLayout::expert_exchange) the busiest device's InfiniBand copies
+//         (nodes-1 steps) while its NVLink copies (to its node's expert shards; each step a device) go at
+//         once, the longer of the two (Op::exchange: the mean device's bytes x each link's skew); on a
+//         heterogeneous system the GPU <-> PIM-device transfers (kPimTransfer) are one
 //         NVLink step each, inside the node).
 // Heterogeneous GPU + PIM devices (system.heterogeneous()): an op runs where its data lives (required_unit):
 // decode attention (KV cache) and routed experts (their weights) only on the PIM devices, everything else

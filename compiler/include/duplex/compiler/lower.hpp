@@ -57,8 +57,14 @@ struct LowerOptions {
   // group whose slots receive the most rows that layer (every device waits for it at the all-to-all: the
   // step's time); 0 <= g < expert_groups that group's (functional emulation executes each device's own).
   int expert_group = -1;
+  // The MoE all-to-all's kernels (SystemSpec::expert_all_to_all): per token-expert row (low_latency), or
+  // each token once per node and device holding any of its experts (normal: deduplicated_exchange), or
+  // normal for a step with prefill tokens and low_latency otherwise (auto).
+  ExpertAllToAll all_to_all = ExpertAllToAll::low_latency;
   static LowerOptions for_system(const SystemSpec& system) {
-    return {.pim_devices = system.heterogeneous(), .kv_migration = system.uses_prefill_space()};
+    return {.pim_devices = system.heterogeneous(),
+            .kv_migration = system.uses_prefill_space(),
+            .all_to_all = system.expert_all_to_all};
   }
 };
 

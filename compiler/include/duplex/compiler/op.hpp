@@ -64,13 +64,20 @@ struct Op {
   double bytes_weights = 0;
   double bytes_kv = 0;      // KV cache read + written
   double bytes_act = 0;     // activations read + written
-  double link_bytes = 0;    // collectives: bytes sent per device
+  double link_bytes = 0;    // collectives: bytes sent per device (an all-to-all: by the mean device)
   double link_bytes_in_node =
       0;  // of them, over NVLink inside the node (an all-to-all's; the rest InfiniBand)
+  // An all-to-all's timing (ParallelLayout::ExpertExchange): it waits for the busiest device, whose bytes on
+  // each link are the mean device's x that link's skew, and takes a latency step per peer on each link.
+  struct Exchange {
+    double infiniband_skew = 1, nvlink_skew = 1;
+    int infiniband_peers = 0, nvlink_peers = 0;
+  };
+  Exchange exchange;
   // Energy of an MoE layer's expert work: the plan holds the expert-parallel group whose experts receive the
   // most rows (it times the step), but every device does its own group's work, so energy charges the mean
   // group's: FLOPs, activation, K/V and link bytes x energy_rows_scale (the mean group's token-expert rows
-  // over the planned group's; an all-to-all: 1 / its skew, a device sending its own rows), weight bytes x
+  // over the planned group's; an all-to-all's bytes are the mean device's already), weight bytes x
   // energy_weights_scale (the mean group's slots with rows over the planned group's). 1 elsewhere.
   double energy_rows_scale = 1, energy_weights_scale = 1;
 

@@ -64,6 +64,9 @@ struct ParallelLayout {
     double nvlink = 0;         // NVLink copies per row sent (own node + forwarded)
     int infiniband_peers = 0;  // latency steps: other nodes
     int nvlink_peers = 0;      // latency steps: devices of the node reached over NVLink
+    // The busiest receiver's copies over the mean device's, per link (deduplicated_exchange; 1 here: the
+    // lowering scales this per-row exchange by its busiest device's rows).
+    double infiniband_skew = 1, nvlink_skew = 1;
   };
   ExpertExchange expert_exchange() const;
 

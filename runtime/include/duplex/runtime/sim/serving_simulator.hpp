@@ -170,6 +170,8 @@ struct SystemResult {
       pools;  // split systems: the prefill then the decode instances; clusters: the replicas; else empty
   std::vector<RankFigures> ranks;  // one system (no pools): its data-parallel ranks; empty with one
   std::string data_parallel_balance;  // how requests are dealt to the ranks: round-robin | least-loaded
+  // The MoE all-to-all's kernels (low_latency | normal | auto) where the layout exchanges tokens; else empty.
+  std::string expert_all_to_all;
   std::vector<StepRow> step_rows;
   std::vector<TimelineStep> timeline;
   std::map<std::int64_t, nlohmann::json> request_rows;  // id -> row

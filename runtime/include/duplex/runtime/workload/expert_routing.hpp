@@ -60,6 +60,10 @@ class ExpertRouter {
   // expected count of expert e is tokens * this.
   std::vector<double> inclusion_probabilities(std::int64_t n_experts, std::int64_t top_k) const;
 
+  // The weights of a token's top-k set for the synthetic kinds (its probability is proportional to the
+  // product of its experts'), one per expert; empty for a trace (its tokens' sets are not recorded).
+  std::vector<double> token_weights(std::int64_t n_experts) const;
+
   Kind kind() const { return kind_; }
 
  private:
