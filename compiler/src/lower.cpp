@@ -244,12 +244,9 @@ class Lowering {
     o.bytes_act = 2.0 * data;  // read the local buffer, write the result
   }
 
-  // An MoE layer's token exchange, each way (dispatch, combine): the device's share of the token-expert rows
-  // it holds (`rows`), copied over InfiniBand and NVLink as ParallelLayout::expert_exchange says, times
-  // `skew` (>= 1): how many more rows than it sends the representative device's experts receive (and return)
-  // under the step's routing, which the exchange waits for (exchange_skew).
-  // An MoE layer's token exchange, one way (ParallelLayout::ExpertExchange): `units` token-expert rows
-  // (per row) or tokens (node-deduplicated) of the replica, each device sending row_share of them.
+  // An MoE layer's token exchange, each way (dispatch, combine; layer_exchange): the mean device's share
+  // (row_share) of the replica's `units`, token-expert rows (per row) or tokens (node-deduplicated), copied
+  // over InfiniBand and NVLink as the exchange says; the op times it by each link's skew (Op::exchange).
   struct LayerExchange {
     ParallelLayout::ExpertExchange x;
     std::int64_t units = 0;
