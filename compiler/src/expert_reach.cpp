@@ -10,30 +10,71 @@
 namespace duplex::compiler {
 namespace {
 
-// e_k of `w`: the sum over k-subsets of the products of their weights.
-double symmetric(const std::vector<double>& w, int k) {
-  std::vector<double> e(static_cast<std::size_t>(k) + 1, 0.0);
-  e[0] = 1.0;
-  for (const double x : w)
-    for (std::size_t j = e.size() - 1; j >= 1; --j) e[j] += x * e[j - 1];
-  return e.back();
+// Polynomials in x truncated to degree k: coefficient j at [j].
+using Poly = std::vector<double>;
+
+// prod over experts [first, first + count) of (1 + v[e] x): its coefficient j is e_j of their weights.
+Poly group_poly(const std::vector<double>& v, std::size_t first, std::size_t count, int k) {
+  Poly p(static_cast<std::size_t>(k) + 1, 0.0);
+  p[0] = 1.0;
+  for (std::size_t e = first; e < first + count; ++e)
+    for (std::size_t j = p.size() - 1; j >= 1; --j) p[j] += v[e] * p[j - 1];
+  return p;
 }
 
-// 1 - e_k(w * (1 - h)) / e_k(w), clamped to [0, 1] against rounding.
-double reach(const std::vector<double>& w, const std::vector<double>& h, int k, double all) {
-  std::vector<double> missed(w.size());
-  for (std::size_t e = 0; e < w.size(); ++e) missed[e] = w[e] * (1.0 - h[e]);
-  return std::clamp(1.0 - symmetric(missed, k) / all, 0.0, 1.0);
+Poly multiply(const Poly& a, const Poly& b) {
+  Poly c(a.size(), 0.0);
+  for (std::size_t i = 0; i < a.size(); ++i)
+    for (std::size_t j = 0; i + j < c.size(); ++j) c[i + j] += a[i] * b[j];
+  return c;
+}
+
+// The router's group sets: each `topk_groups` of `groups`, in lexicographic order.
+std::vector<std::vector<int>> group_sets(int groups, int topk_groups) {
+  std::vector<std::vector<int>> sets;
+  std::vector<int> set;
+  const auto extend = [&](const auto& self, int from) -> void {
+    if (static_cast<int>(set.size()) == topk_groups) {
+      sets.push_back(set);
+      return;
+    }
+    for (int g = from; g < groups; ++g) {
+      set.push_back(g);
+      self(self, g + 1);
+      set.pop_back();
+    }
+  };
+  extend(extend, 0);
+  return sets;
+}
+
+// e_k of the weights of the experts in a group set, from its groups' polynomials.
+double set_symmetric(const std::vector<Poly>& polys, const std::vector<int>& set) {
+  Poly p = polys[static_cast<std::size_t>(set[0])];
+  for (std::size_t i = 1; i < set.size(); ++i) p = multiply(p, polys[static_cast<std::size_t>(set[i])]);
+  return p.back();
 }
 
 }  // namespace
 
 ExpertReach expert_reach(const std::vector<double>& weights, int top_k, const SlotExperts& placement,
-                         const ParallelLayout& layout) {
+                         const ParallelLayout& layout, int router_groups, int router_topk_groups) {
   const auto experts = static_cast<int>(weights.size());
   if (top_k < 1 || top_k > experts)
     throw Error(fmt::format("expert reach: top_k {} with {} experts; expected 1 <= top_k <= experts", top_k,
                             experts));
+  if (router_groups < 1 || experts % router_groups != 0 || router_topk_groups < 1 ||
+      router_topk_groups > router_groups || top_k > router_topk_groups * (experts / router_groups))
+    throw Error(
+        fmt::format("expert reach: {} router groups, {} kept, of {} experts, top_k {}; expected groups "
+                    "dividing the experts, 1 <= kept <= groups, and top_k within the kept groups' "
+                    "experts",
+                    router_groups, router_topk_groups, experts, top_k));
+  const std::vector<std::vector<int>> sets = group_sets(router_groups, router_topk_groups);
+  if (sets.size() > 100'000)
+    throw Error(
+        fmt::format("expert reach: {} of {} router groups make {} group sets; expected at most 100000",
+                    router_topk_groups, router_groups, sets.size()));
   const int groups = layout.expert_groups, shards = layout.expert_shards;
   if (layout.local_experts < 1 || static_cast<int>(placement.size()) != layout.local_experts * groups)
     throw Error(fmt::format("expert reach: a placement of {} slots; expected {} ({} per group x {} groups)",
@@ -52,9 +93,23 @@ ExpertReach expert_reach(const std::vector<double>& weights, int top_k, const Sl
           fmt::format("expert reach: expert {} has weight {} and {} copies; expected a weight >= 0, "
                       "and a copy where it is positive",
                       e, weights[e], copies[e]));
-  const double all = symmetric(weights, top_k);
-  if (!(all > 0.0))
-    throw Error(fmt::format("expert reach: fewer than top_k = {} experts with a positive weight", top_k));
+  // Each group set's e_k, its top-k sets' summed weight (0: it holds fewer than top_k experts with a
+  // positive weight).
+  const auto size = static_cast<std::size_t>(experts / router_groups);
+  std::vector<Poly> polys;
+  for (int g = 0; g < router_groups; ++g)
+    polys.push_back(group_poly(weights, static_cast<std::size_t>(g) * size, size, top_k));
+  std::vector<double> set_all;
+  double total = 0;
+  for (const auto& set : sets) {
+    set_all.push_back(set_symmetric(polys, set));
+    total += set_all.back();
+  }
+  if (!(total > 0.0))
+    throw Error(
+        fmt::format("expert reach: fewer than top_k = {} experts with a positive weight in any {} "
+                    "router groups",
+                    top_k, router_topk_groups));
   // h[location][expert]: each copy's group covers `shards` consecutive devices, counted once per node.
   std::vector<std::vector<double>> node_share(static_cast<std::size_t>(nodes),
                                               std::vector<double>(weights.size(), 0.0));
@@ -68,9 +123,25 @@ ExpertReach expert_reach(const std::vector<double>& weights, int top_k, const Sl
     for (int n = first / per_node; n <= (first + shards - 1) / per_node; ++n)
       node_share[static_cast<std::size_t>(n)][e] += share;
   }
+  // A token misses L with probability sum_G e_k(w_G (1 - h_L)) / sum_G e_k(w_G).
+  const auto reach = [&](const std::vector<double>& h) {
+    std::vector<double> missed(weights.size());
+    for (std::size_t e = 0; e < weights.size(); ++e) missed[e] = weights[e] * (1.0 - h[e]);
+    std::vector<Poly> missed_polys = polys;
+    for (int g = 0; g < router_groups; ++g) {
+      const auto first = static_cast<std::size_t>(g) * size;
+      if (std::any_of(h.begin() + static_cast<std::ptrdiff_t>(first),
+                      h.begin() + static_cast<std::ptrdiff_t>(first + size), [](double x) { return x > 0; }))
+        missed_polys[static_cast<std::size_t>(g)] = group_poly(missed, first, size, top_k);
+    }
+    double missed_sum = 0;
+    for (std::size_t i = 0; i < sets.size(); ++i)
+      if (set_all[i] > 0) missed_sum += set_symmetric(missed_polys, sets[i]);
+    return std::clamp(1.0 - missed_sum / total, 0.0, 1.0);
+  };
   ExpertReach r;
-  for (const auto& h : node_share) r.node.push_back(reach(weights, h, top_k, all));
-  for (const auto& h : device_share) r.device.push_back(reach(weights, h, top_k, all));
+  for (const auto& h : node_share) r.node.push_back(reach(h));
+  for (const auto& h : device_share) r.device.push_back(reach(h));
   return r;
 }
 

@@ -559,7 +559,7 @@ class Lowering {
 
   // The layer's exchange: per row, the layout's copies with both links' skew the planned group's rows over
   // an even share (exchange_skew); node-deduplicated, from where a token's experts are under the layer's
-  // routing weights (Routing::token_weights) and placement.
+  // routing weights (Routing::token_weights), the router's group limit (DeepSeek's) and the placement.
   LayerExchange layer_exchange(const std::vector<std::int64_t>& counts, const SlotExperts& placement,
                                const std::vector<Slot>& planned) {
     LayerExchange e{p_.expert_exchange(), 0};
@@ -571,7 +571,8 @@ class Lowering {
     }
     std::vector<double> weights = routing_.token_weights(counts, global_tokens_);
     if (!reach_memo_ || reach_memo_->weights != weights || reach_memo_->placement != placement) {
-      ExpertReach reach = expert_reach(weights, m_.top_k, placement, p_);
+      ExpertReach reach =
+          expert_reach(weights, m_.top_k, placement, p_, m_.router_groups, m_.router_topk_groups);
       reach_memo_ = ReachMemo{std::move(weights), placement, std::move(reach)};
     }
     e.x = deduplicated_exchange(p_, reach_memo_->reach);

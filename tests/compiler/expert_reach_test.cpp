@@ -31,31 +31,32 @@ ParallelLayout layout(int nodes, int per_node, int groups, int shards, int local
   return p;
 }
 
-// The probability that a token reaches each location, by enumerating every top-k set S (probability
-// proportional to the product of its weights) and, for each, every choice of one copy per expert of S.
+// The probability that a token reaches each location, by enumerating every kept group set G and every top-k
+// set S of G's experts (the pair with probability proportional to the product of S's weights) and, for each,
+// every choice of one copy per expert of S. One router group: every top-k set of all experts.
 ExpertReach enumerate(const std::vector<double>& w, int k, const SlotExperts& placement,
-                      const ParallelLayout& p) {
+                      const ParallelLayout& p, int router_groups = 1, int kept = 1) {
   const int experts = static_cast<int>(w.size()), devices = p.expert_groups * p.expert_shards;
-  const int per_node = p.devices_per_node(), nodes = devices / per_node;
+  const int per_node = p.devices_per_node(), nodes = devices / per_node, size = experts / router_groups;
   std::vector<std::vector<int>> copies(w.size());
   for (std::size_t s = 0; s < placement.size(); ++s)
     copies[static_cast<std::size_t>(placement[s])].push_back(static_cast<int>(s));
-  ExpertReach r{std::vector<double>(static_cast<std::size_t>(nodes), 0.0),
-                std::vector<double>(static_cast<std::size_t>(devices), 0.0)};
-  double total = 0;
-  std::vector<int> set;
-  // Over the copies of the set's experts: the devices and nodes they cover, weighted by each copy's chance.
+  // Each group set's top-k sets' summed weight and per location the weight of those reaching it.
+  struct Outcome {
+    double sets = 0;
+    std::vector<double> node, device;
+  };
+  std::vector<int> set, groups;
+  Outcome current;
   std::function<void(std::size_t, double, std::vector<bool>&)> choose = [&](std::size_t i, double prob,
                                                                             std::vector<bool>& hit) {
     if (i == set.size()) {
-      for (int d = 0; d < devices; ++d) {
-        if (!hit[static_cast<std::size_t>(d)]) continue;
-        r.device[static_cast<std::size_t>(d)] += prob;
-      }
+      for (int d = 0; d < devices; ++d)
+        if (hit[static_cast<std::size_t>(d)]) current.device[static_cast<std::size_t>(d)] += prob;
       for (int n = 0; n < nodes; ++n)
         if (std::any_of(hit.begin() + n * per_node, hit.begin() + (n + 1) * per_node,
                         [](bool b) { return b; }))
-          r.node[static_cast<std::size_t>(n)] += prob;
+          current.node[static_cast<std::size_t>(n)] += prob;
       return;
     }
     const auto& cs = copies[static_cast<std::size_t>(set[i])];
@@ -66,22 +67,44 @@ ExpertReach enumerate(const std::vector<double>& w, int k, const SlotExperts& pl
       choose(i + 1, prob / static_cast<double>(cs.size()), next);
     }
   };
-  std::function<void(int)> subsets = [&](int from) {
+  std::vector<int> pool;  // the kept groups' experts
+  std::function<void(std::size_t)> subsets = [&](std::size_t from) {
     if (static_cast<int>(set.size()) == k) {
       double prob = 1;
       for (const int e : set) prob *= w[static_cast<std::size_t>(e)];
-      total += prob;
+      current.sets += prob;
       std::vector<bool> hit(static_cast<std::size_t>(devices), false);
       choose(0, prob, hit);
       return;
     }
-    for (int e = from; e < experts; ++e) {
-      set.push_back(e);
-      subsets(e + 1);
+    for (std::size_t i = from; i < pool.size(); ++i) {
+      set.push_back(pool[i]);
+      subsets(i + 1);
       set.pop_back();
     }
   };
-  subsets(0);
+  ExpertReach r{std::vector<double>(static_cast<std::size_t>(nodes), 0.0),
+                std::vector<double>(static_cast<std::size_t>(devices), 0.0)};
+  double total = 0;
+  std::function<void(int)> group_sets = [&](int from) {
+    if (static_cast<int>(groups.size()) == kept) {
+      current = {0, std::vector<double>(r.node.size(), 0.0), std::vector<double>(r.device.size(), 0.0)};
+      pool.clear();
+      for (const int g : groups)
+        for (int e = g * size; e < (g + 1) * size; ++e) pool.push_back(e);
+      subsets(0);
+      total += current.sets;
+      for (std::size_t i = 0; i < r.node.size(); ++i) r.node[i] += current.node[i];
+      for (std::size_t i = 0; i < r.device.size(); ++i) r.device[i] += current.device[i];
+      return;
+    }
+    for (int g = from; g < router_groups; ++g) {
+      groups.push_back(g);
+      group_sets(g + 1);
+      groups.pop_back();
+    }
+  };
+  group_sets(0);
   for (auto& x : r.node) x /= total;
   for (auto& x : r.device) x /= total;
   return r;
@@ -128,6 +151,71 @@ TEST(ExpertReach, EqualsEnumerationOfEveryTopKSet) {
   }
 }
 
+// Group-limited routing (DeepSeek's): random weights, copies and shards, 2 to 4 router groups of which 1 to
+// all are kept; the closed form equals enumeration. Keeping every group is routing without the limit.
+TEST(ExpertReach, GroupLimitedRoutingEqualsEnumeration) {
+  std::mt19937_64 rng(12);
+  std::uniform_real_distribution<double> weight(0.05, 3.0);
+  const ParallelLayout layouts[] = {layout(2, 2, 4, 1, 2), layout(2, 4, 8, 1, 1), layout(2, 2, 2, 2, 4),
+                                    layout(4, 1, 4, 1, 3)};
+  for (int round = 0; round < 30; ++round) {
+    const ParallelLayout& p = layouts[round % std::size(layouts)];
+    const int slots = p.expert_groups * p.local_experts;
+    const int experts = 8, router_groups = round % 2 == 0 ? 2 : 4;
+    const int kept = 1 + round / 2 % router_groups;
+    const int k = 1 + round % std::min(3, kept * experts / router_groups);
+    std::vector<double> w(static_cast<std::size_t>(experts));
+    for (auto& x : w) x = weight(rng);
+    if (round % 4 == 1) w[static_cast<std::size_t>(round % experts)] = 0.0;
+    SlotExperts placement = default_placement(experts, slots);
+    std::shuffle(placement.begin(), placement.end(), rng);
+    const ExpertReach want = enumerate(w, k, placement, p, router_groups, kept);
+    const ExpertReach got = expert_reach(w, k, placement, p, router_groups, kept);
+    for (std::size_t i = 0; i < want.node.size(); ++i) EXPECT_NEAR(got.node[i], want.node[i], 1e-12) << round;
+    for (std::size_t i = 0; i < want.device.size(); ++i)
+      EXPECT_NEAR(got.device[i], want.device[i], 1e-12) << round;
+  }
+  // Every group kept: the unlimited reach.
+  const ParallelLayout p = layout(2, 2, 4, 1, 2);
+  const std::vector<double> w = {1, 2, 3, 4, 5, 6, 7, 8};
+  const ExpertReach all = expert_reach(w, 3, default_placement(8, 8), p, 4, 4);
+  const ExpertReach none = expert_reach(w, 3, default_placement(8, 8), p);
+  for (std::size_t i = 0; i < all.node.size(); ++i) EXPECT_NEAR(all.node[i], none.node[i], 1e-13);
+  for (std::size_t i = 0; i < all.device.size(); ++i) EXPECT_NEAR(all.device[i], none.device[i], 1e-13);
+}
+
+// DeepSeek-V3's router by hand, uniform: 4 of 8 groups of 32 kept, each node (of 4) holding 2 whole groups.
+// A node is missed when neither of its groups is kept (C(6,4) / C(8,4) = 15/70) or when kept groups of it
+// get none of the 8 experts: with one of its groups kept (40/70) the 8 fall among the other 96 of 128
+// experts with probability C(96,8) / C(128,8); with both (15/70) among the other 64.
+TEST(ExpertReach, DeepSeekV3sGroupLimitByHand) {
+  ParallelLayout p = layout(4, 8, 32, 1, 8);
+  const ExpertReach r = expert_reach(std::vector<double>(256, 1.0), 8, default_placement(256, 256), p, 8, 4);
+  const auto choose = [](double n, int k) {
+    double c = 1;
+    for (int i = 0; i < k; ++i) c = c * (n - i) / (i + 1);
+    return c;
+  };
+  const double miss =
+      15.0 / 70 + 40.0 / 70 * choose(96, 8) / choose(128, 8) + 15.0 / 70 * choose(64, 8) / choose(128, 8);
+  for (const double x : r.node) EXPECT_NEAR(x, 1 - miss, 1e-12);
+  const double unlimited =
+      expert_reach(std::vector<double>(256, 1.0), 8, default_placement(256, 256), p).node[0];
+  EXPECT_NEAR(unlimited, 1 - choose(192, 8) / choose(256, 8), 1e-12);
+  EXPECT_LT(r.node[0], unlimited);
+}
+
+// Weights derived from few tokens' counts can leave every router group but one without weight: a token
+// then keeps that group beside any other and takes its experts there (functional emulation's counts).
+TEST(ExpertReach, OneGroupWithWeightIsKeptBesideAnyOther) {
+  const ParallelLayout p = layout(2, 2, 4, 1, 2);  // experts 0-3 on node 0
+  const ExpertReach r = expert_reach({1, 1, 0, 0, 0, 0, 0, 0}, 2, default_placement(8, 8), p, 4, 2);
+  EXPECT_NEAR(r.node[0], 1.0, 1e-15);
+  EXPECT_NEAR(r.node[1], 0.0, 1e-15);
+  EXPECT_NEAR(r.device[0], 1.0, 1e-15);
+  EXPECT_NEAR(r.device[1], 0.0, 1e-15);
+}
+
 TEST(ExpertReach, RefusesWhatDoesNotFit) {
   const ParallelLayout p = layout(2, 2, 4, 1, 2);
   const std::vector<double> w(8, 1.0);
@@ -137,6 +225,9 @@ TEST(ExpertReach, RefusesWhatDoesNotFit) {
   EXPECT_THROW(expert_reach(std::vector<double>(9, 1.0), 2, default_placement(8, 8), p), Error);  // no copy
   EXPECT_THROW(expert_reach({1, 1, 1, 1, 1, 1, 1, -1}, 2, default_placement(8, 8), p), Error);
   EXPECT_THROW(expert_reach({1, 0, 0, 0, 0, 0, 0, 0}, 2, default_placement(8, 8), p), Error);  // < top_k
+  EXPECT_THROW(expert_reach(w, 2, default_placement(8, 8), p, 3, 1), Error);  // 3 groups of 8 experts
+  EXPECT_THROW(expert_reach(w, 2, default_placement(8, 8), p, 4, 5), Error);  // keeps more than there are
+  EXPECT_THROW(expert_reach(w, 3, default_placement(8, 8), p, 4, 1), Error);  // 3 of a group's 2 experts
 }
 
 // The exchange from reach, by hand: 2 nodes of 2 as above, tensor parallel in the node (each device sends

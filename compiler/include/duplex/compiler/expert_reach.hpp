@@ -10,6 +10,13 @@
 //   1 - e_k(w * (1 - h_L)) / e_k(w),
 // e_k the elementary symmetric polynomial of degree k and h_L[e] the fraction of e's copies with a shard on L
 // (for each set S the token misses L with probability prod_{e in S} (1 - h_L[e])).
+//
+// Group-limited routing (DeepSeek's n_group / topk_group: ModelSpec::router_groups, router_topk_groups): a
+// token keeps a set G of `router_topk_groups` of the router's groups of consecutive experts and takes its
+// top-k set S among G's experts, the pair (G, S) with probability proportional to the product of S's weights
+// (G with probability proportional to e_k(w_G), S within G as above); it misses L with probability
+// sum_G e_k(w_G (1 - h_L)) / sum_G e_k(w_G). With uniform weights every G and every expert are equally
+// likely, as without the limit; a token then reaches fewer nodes where a node holds whole router groups.
 #include <vector>
 
 #include "duplex/compiler/expert_placement.hpp"
@@ -27,8 +34,10 @@ struct ExpertReach {
 // expert_shards), device d on node d / devices_per_node). `weights`: one per expert, >= 0, at least top_k
 // of them positive. Throws duplex::Error when the placement does not fit the layout or the weights the
 // placement's experts, or top_k is outside [1, experts].
+// Group-limited routing: `router_groups` (dividing the experts) of which `router_topk_groups` are kept (1, 1:
+// none); refused beyond 100,000 group sets.
 ExpertReach expert_reach(const std::vector<double>& weights, int top_k, const SlotExperts& placement,
-                         const ParallelLayout& layout);
+                         const ParallelLayout& layout, int router_groups = 1, int router_topk_groups = 1);
 
 // The node-deduplicated exchange of a layout with an exchange (ParallelLayout::expert_exchange not all zero),
 // per token a device sends (row_share of those it holds, as expert_exchange's), on average over the senders:
