@@ -205,6 +205,26 @@ TEST(ExpertReach, DeepSeekV3sGroupLimitByHand) {
   EXPECT_LT(r.node[0], unlimited);
 }
 
+// What DeepSeek's hierarchical EPLB policy buys the node-deduplicated exchange: with each node holding two
+// whole router groups a token reaches 0.73 of the other nodes; with every node holding experts of every group
+// (slot s of device s / 8 holding expert s / 8 + 32 (s mod 8)), about as many as without the limit, 0.90.
+TEST(ExpertReach, RouterGroupsKeptOnANodeShortenTheExchange) {
+  const ParallelLayout p = layout(4, 8, 32, 1, 8);
+  const std::vector<double> w(256, 1.0);
+  SlotExperts scattered(256);
+  for (int s = 0; s < 256; ++s)
+    scattered[static_cast<std::size_t>(s)] = s / 8 + s % 8 * 32;  // slot s, device s/8
+  const auto whole = deduplicated_exchange(p, expert_reach(w, 8, default_placement(256, 256), p, 8, 4));
+  const auto spread = deduplicated_exchange(p, expert_reach(w, 8, scattered, p, 8, 4));
+  const auto unlimited = deduplicated_exchange(p, expert_reach(w, 8, scattered, p));
+  const ExpertReach by_hand =
+      expert_reach(w, 8, default_placement(256, 256), p, 8, 4);  // DeepSeekV3sGroupLimitByHand
+  EXPECT_NEAR(whole.infiniband, 3 * by_hand.node[0], 1e-12);
+  EXPECT_NEAR(by_hand.node[0], 0.732, 1e-3);
+  EXPECT_NEAR(spread.infiniband, unlimited.infiniband, 0.01 * unlimited.infiniband);
+  EXPECT_LT(whole.infiniband, 0.82 * spread.infiniband);
+}
+
 // Weights derived from few tokens' counts can leave every router group but one without weight: a token
 // then keeps that group beside any other and takes its experts there (functional emulation's counts).
 TEST(ExpertReach, OneGroupWithWeightIsKeptBesideAnyOther) {
