@@ -70,11 +70,13 @@ ExpertReach expert_reach(const std::vector<double>& weights, int top_k, const Sl
                     "dividing the experts, 1 <= kept <= groups, and top_k within the kept groups' "
                     "experts",
                     router_groups, router_topk_groups, experts, top_k));
-  const std::vector<std::vector<int>> sets = group_sets(router_groups, router_topk_groups);
-  if (sets.size() > 100'000)
+  double set_count = 1;  // C(router_groups, router_topk_groups), checked before the sets are listed
+  for (int i = 0; i < router_topk_groups; ++i) set_count = set_count * (router_groups - i) / (i + 1);
+  if (set_count > 100'000)
     throw Error(
-        fmt::format("expert reach: {} of {} router groups make {} group sets; expected at most 100000",
-                    router_topk_groups, router_groups, sets.size()));
+        fmt::format("expert reach: {} of {} router groups make {:.0f} group sets; expected at most 100000",
+                    router_topk_groups, router_groups, set_count));
+  const std::vector<std::vector<int>> sets = group_sets(router_groups, router_topk_groups);
   const int groups = layout.expert_groups, shards = layout.expert_shards;
   if (layout.local_experts < 1 || static_cast<int>(placement.size()) != layout.local_experts * groups)
     throw Error(fmt::format("expert reach: a placement of {} slots; expected {} ({} per group x {} groups)",

@@ -248,6 +248,9 @@ TEST(ExpertReach, RefusesWhatDoesNotFit) {
   EXPECT_THROW(expert_reach(w, 2, default_placement(8, 8), p, 3, 1), Error);  // 3 groups of 8 experts
   EXPECT_THROW(expert_reach(w, 2, default_placement(8, 8), p, 4, 5), Error);  // keeps more than there are
   EXPECT_THROW(expert_reach(w, 3, default_placement(8, 8), p, 4, 1), Error);  // 3 of a group's 2 experts
+  // 64 groups of one expert, 32 kept: C(64, 32) group sets, refused before they are listed.
+  const ParallelLayout wide = layout(2, 2, 4, 1, 16);
+  EXPECT_THROW(expert_reach(std::vector<double>(64, 1.0), 2, default_placement(64, 64), wide, 64, 32), Error);
 }
 
 // The exchange from reach, by hand: 2 nodes of 2 as above, tensor parallel in the node (each device sends
