@@ -107,8 +107,7 @@ class Lowering {
         routing_(r),
         options_(o),
         step_tokens_(b.tokens()),
-        deduplicated_(o.all_to_all == ExpertAllToAll::normal ||
-                      (o.all_to_all == ExpertAllToAll::auto_by_step && b.prefill_tokens() > 0)) {
+        deduplicated_(deduplicates_exchange(o.all_to_all, b)) {
     tokens_ = batch_.tokens();
     // The tokens the experts see: the whole system's (experts shared by all data-parallel replicas), or under
     // pipeline parallelism this batch in flight's alone (its stage's devices hold every expert).

@@ -67,10 +67,16 @@ void run_compile(const CompileOptions& o) {
       !model.is_moe() || layout.expert_groups == 1 ? ""
       : o.expert_group >= 0 ? fmt::format(", its experts expert-parallel group {}'s", o.expert_group)
                             : std::string(", each MoE layer's experts its busiest expert-parallel group's");
-  std::printf("step: %lld decode requests at context %lld%s + %lld prefill tokens; %s%s\n\n",
+  const auto x = layout.expert_exchange();
+  const std::string exchange = x.infiniband + x.nvlink == 0 ? ""
+                               : deduplicates_exchange(lowering.all_to_all, batch)
+                                   ? "; the all-to-all by DeepEP's normal kernels (a token once per node and "
+                                     "device holding its experts)"
+                                   : "; the all-to-all per token-expert row (low-latency kernels)";
+  std::printf("step: %lld decode requests at context %lld%s + %lld prefill tokens; %s%s%s\n\n",
               static_cast<long long>(o.batch), static_cast<long long>(o.context),
               o.drafts > 0 ? fmt::format(", each verifying {} draft tokens", o.drafts).c_str() : "",
-              static_cast<long long>(o.prefill_tokens), shown, experts.c_str());
+              static_cast<long long>(o.prefill_tokens), shown, experts.c_str(), exchange.c_str());
   if (o.graph) std::fputs(dump_graph(plan.graph).c_str(), stdout);
   if (!o.summary) std::fputs(dump_plan(plan).c_str(), stdout);
   std::puts("");

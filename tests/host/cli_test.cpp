@@ -71,6 +71,20 @@ TEST(CompileCli, ExpertGroupShowsAGivenDevicesExperts) {
   EXPECT_NE(run("compile --model mixtral-8x7b --system gpu --devices 4 --expert-group 4").exit_code, 0);
 }
 
+// The step line says which kernels the all-to-all runs where the layout exchanges tokens (GLaM on two
+// nodes): auto's normal kernels with a prefill, its per-row ones without; one node exchanges nothing.
+TEST(CompileCli, TheStepNamesTheAllToAllsKernels) {
+  const std::string glam =
+      "compile --model glam --system gpu --devices 16 --summary --set expert_all_to_all=auto";
+  const CliRun prefill = run(glam + " --prefill-tokens 512");
+  ASSERT_EQ(prefill.exit_code, 0) << prefill.out;
+  EXPECT_NE(prefill.out.find("the all-to-all by DeepEP's normal kernels"), std::string::npos) << prefill.out;
+  const CliRun decode = run(glam);
+  EXPECT_NE(decode.out.find("the all-to-all per token-expert row"), std::string::npos) << decode.out;
+  EXPECT_EQ(run("compile --model glam --system gpu --devices 8 --summary").out.find("; the all-to-all"),
+            std::string::npos);
+}
+
 TEST(CompileCli, HuggingFaceConfigGivesTheSameModelAsThePreset) {
   const CliRun a = run(std::string("compile --model ") + DUPLEX_TEST_DATA + "/mixtral_config.json --json");
   const CliRun b = run("compile --model mixtral-8x7b --json");

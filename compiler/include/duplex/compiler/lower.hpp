@@ -68,6 +68,13 @@ struct LowerOptions {
   }
 };
 
+// Whether a step's all-to-all runs DeepEP's normal kernels (node-deduplicated): `normal`, or `auto` with
+// prefill tokens in the batch.
+inline bool deduplicates_exchange(ExpertAllToAll kernels, const BatchState& batch) {
+  return kernels == ExpertAllToAll::normal ||
+         (kernels == ExpertAllToAll::auto_by_step && batch.prefill_tokens() > 0);
+}
+
 // Throws duplex::Error for an empty batch or a routing that does not fit the model.
 Graph lower(const ModelSpec& model, const BatchState& batch, const ParallelLayout& layout, const Routing& routing,
             const LowerOptions& options = {});
