@@ -148,6 +148,12 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           span([](const auto& k) { return k.preemptions; }),
           span([](const auto& k) { return k.kv_peak_blocks; }), r.ranks.front().kv_capacity_blocks);
     }
+    if (!r.expert_all_to_all.empty())
+      s += fmt::format("all-to-all {}: {} kernels ({})\n", r.system, r.expert_all_to_all,
+                       r.expert_all_to_all == "low_latency" ? "each token-expert row to its expert's device"
+                       : r.expert_all_to_all == "normal"
+                           ? "each token once per node and device holding its experts"
+                           : "normal for steps with prefill tokens, low_latency for decode-only steps");
     if (r.prefix_query_tokens > 0)
       s += fmt::format(
           "prefix cache {}: {} of {} prompt tokens taken from the cache ({:.1f}%){}\n", r.system,

@@ -72,7 +72,8 @@ TEST(CompileCli, ExpertGroupShowsAGivenDevicesExperts) {
 }
 
 // The step line says which kernels the all-to-all runs where the layout exchanges tokens (GLaM on two
-// nodes): auto's normal kernels with a prefill, its per-row ones without; one node exchanges nothing.
+// nodes): auto's normal kernels with a prefill, its per-row ones without; one node exchanges nothing; and a
+// simulation's summary names the system's.
 TEST(CompileCli, TheStepNamesTheAllToAllsKernels) {
   const std::string glam =
       "compile --model glam --system gpu --devices 16 --summary --set expert_all_to_all=auto";
@@ -83,6 +84,11 @@ TEST(CompileCli, TheStepNamesTheAllToAllsKernels) {
   EXPECT_NE(decode.out.find("the all-to-all per token-expert row"), std::string::npos) << decode.out;
   EXPECT_EQ(run("compile --model glam --system gpu --devices 8 --summary").out.find("; the all-to-all"),
             std::string::npos);
+  // duplex simulate's summary names them too.
+  const CliRun sim =
+      run("simulate --model glam --system gpu --devices 16 --requests 4 --set expert_all_to_all=normal");
+  ASSERT_EQ(sim.exit_code, 0) << sim.out;
+  EXPECT_NE(sim.out.find("all-to-all gpu: normal kernels"), std::string::npos) << sim.out;
 }
 
 TEST(CompileCli, HuggingFaceConfigGivesTheSameModelAsThePreset) {
