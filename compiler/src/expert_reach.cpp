@@ -156,8 +156,7 @@ ParallelLayout::ExpertExchange deduplicated_exchange(const ParallelLayout& layou
     return m > 0 ? *std::max_element(v.begin(), v.end()) / m : 1.0;
   };
   DUPLEX_ASSERT(!reach.node.empty() && !reach.device.empty(), "deduplicated exchange without reach");
-  const int nodes = static_cast<int>(reach.node.size());
-  const int per_node = static_cast<int>(reach.device.size()) / nodes;
+  const int nodes = static_cast<int>(reach.node.size()), per_node = layout.devices_per_node();
   ParallelLayout::ExpertExchange x;
   x.row_share = 1.0 / layout.tp;
   x.infiniband = (nodes - 1) * mean(reach.node);

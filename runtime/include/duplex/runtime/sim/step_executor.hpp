@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "duplex/compiler/cost_model.hpp"
 #include "duplex/compiler/lower.hpp"
@@ -55,6 +56,8 @@ class StepExecutor {
   std::optional<ExpertBalancer> balancer_;  // SystemSpec::expert_balancing on an MoE model
   compiler::CostModel cost_;
   std::int64_t moe_layers_ = 0;
+  std::vector<double>
+      router_weights_;  // the router's per-expert weights (ExpertRouter::token_weights), fixed
   bool every_group_per_replica_ = false;
 };
 
