@@ -273,7 +273,7 @@ SystemSpec read_system(const ConfigNode& n) {
              fmt::format("{} beside attention_data_parallel: true is not modelled", s.pipeline_parallel),
              "1, or attention_data_parallel: false");
   }
-  if (n.has("expert_all_to_all")) {  // documented default low_latency
+  if (n.has("expert_all_to_all")) {  // documented default auto
     const std::string mode = n.get_enum("expert_all_to_all", {"low_latency", "normal", "auto"});
     for (const ExpertAllToAll a :
          {ExpertAllToAll::low_latency, ExpertAllToAll::normal, ExpertAllToAll::auto_by_step})

@@ -171,19 +171,23 @@ TEST(ExpertExchange, NormalKernelsSendATokenOncePerNodeAndDevice) {
     EXPECT_NEAR(o.exchange.infiniband_skew, 1.0, 1e-12);
     EXPECT_NEAR(o.exchange.nvlink_skew, 1.0, 1e-12);
   }
-  const Op per_row = all_to_alls(lower(m, batch, p, Routing{}), 1).at(0);
+  LowerOptions low_latency;
+  low_latency.all_to_all = ExpertAllToAll::low_latency;
+  const Op per_row = all_to_alls(lower(m, batch, p, Routing{}, low_latency), 1).at(0);
   EXPECT_DOUBLE_EQ(per_row.link_bytes - per_row.link_bytes_in_node, token * 2 / 2);
   EXPECT_LT(a2a[0].link_bytes - a2a[0].link_bytes_in_node,
             0.76 * (per_row.link_bytes - per_row.link_bytes_in_node));
-  // auto: the normal kernels for a step with prefill tokens, the per-row ones for a decode-only step.
+  // auto (the default): the normal kernels for a step with prefill tokens, the per-row ones for a
+  // decode-only step.
   LowerOptions by_step;
-  by_step.all_to_all = ExpertAllToAll::auto_by_step;
+  EXPECT_EQ(by_step.all_to_all, ExpertAllToAll::auto_by_step);
+  EXPECT_EQ(s.expert_all_to_all, ExpertAllToAll::auto_by_step);
   EXPECT_EQ(all_to_alls(lower(m, batch, p, Routing{}, by_step), 1).at(0).link_bytes, per_row.link_bytes);
   const BatchState mixed = BatchState::decode_batch(64, 512, 512);
   EXPECT_EQ(all_to_alls(lower(m, mixed, p, Routing{}, by_step), 1).at(0).link_bytes,
             all_to_alls(lower(m, mixed, p, Routing{}, normal), 1).at(0).link_bytes);
   EXPECT_NE(all_to_alls(lower(m, mixed, p, Routing{}, by_step), 1).at(0).link_bytes,
-            all_to_alls(lower(m, mixed, p, Routing{}), 1).at(0).link_bytes);
+            all_to_alls(lower(m, mixed, p, Routing{}, low_latency), 1).at(0).link_bytes);
   // The system's key reaches the lowering.
   SystemSpec keyed = s;
   keyed.expert_all_to_all = ExpertAllToAll::normal;

@@ -49,19 +49,20 @@ TEST(ExpertAllToAllSim, TheRoutersWeightsTimeTheNormalKernels) {
     }
 }
 
-// A serving run of GLaM on two nodes, 16 users: auto sends a prefill step's tokens across once per node
-// where the per-row kernels send them once per expert, so it serves faster; the normal kernels in the decode
-// steps too are slower than auto: a decode step's few tokens make the exchange latency-bound, and the normal
-// kernels' forwarding adds NVLink steps (as DeepEP's low-latency kernels exist for decoding). The result
-// names the kernels where the layout exchanges tokens at all.
+// A serving run of GLaM on two nodes, 16 users: auto (the default) sends a prefill step's tokens across once
+// per node where the per-row kernels send them once per expert, so it serves faster; the normal kernels in
+// the decode steps too are slower than auto: a decode step's few tokens make the exchange latency-bound, and
+// the normal kernels' forwarding adds NVLink steps (as DeepEP's low-latency kernels exist for decoding). The
+// result names the kernels where the layout exchanges tokens at all.
 TEST(ExpertAllToAllSim, DeduplicatedKernelsShortenARun) {
   const compiler::ModelSpec m = compiler::load_model("glam");
   SystemSpec s = load_system("gpu");
   SimulationOptions o = testing::closed_loop_options(32, 512, 16, 16, 5, 0.0);
   o.devices = 16;
-  const SystemResult per_row = simulate(m, s, o);
-  s.expert_all_to_all = ExpertAllToAll::auto_by_step;
+  EXPECT_EQ(s.expert_all_to_all, ExpertAllToAll::auto_by_step);  // the preset's (and the key's default)
   const SystemResult by_step = simulate(m, s, o);
+  s.expert_all_to_all = ExpertAllToAll::low_latency;
+  const SystemResult per_row = simulate(m, s, o);
   s.expert_all_to_all = ExpertAllToAll::normal;
   const SystemResult normal = simulate(m, s, o);
   EXPECT_GT(by_step.throughput_tok_s, per_row.throughput_tok_s);

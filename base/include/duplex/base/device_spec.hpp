@@ -216,8 +216,9 @@ struct SystemSpec {
   // of the K/V space); an MoE model's experts parallel over each stage's devices. Not with
   // attention_data_parallel, on split or heterogeneous systems.
   int pipeline_parallel = 1;
-  // The MoE all-to-all's kernels (key expert_all_to_all, default low_latency; ExpertAllToAll above).
-  ExpertAllToAll expert_all_to_all = ExpertAllToAll::low_latency;
+  // The MoE all-to-all's kernels (key expert_all_to_all, default auto as SGLang's --deepep-mode;
+  // ExpertAllToAll above).
+  ExpertAllToAll expert_all_to_all = ExpertAllToAll::auto_by_step;
   // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
   // data_parallel_balance, default least-loaded): to the rank with the fewest unfinished requests (vLLM's
   // data-parallel coordinator balances by its engines' queues; SGLang's shortest_queue), round-robin by

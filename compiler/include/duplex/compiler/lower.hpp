@@ -60,7 +60,7 @@ struct LowerOptions {
   // The MoE all-to-all's kernels (SystemSpec::expert_all_to_all): per token-expert row (low_latency), or
   // each token once per node and device holding any of its experts (normal: deduplicated_exchange), or
   // normal for a step with prefill tokens and low_latency otherwise (auto).
-  ExpertAllToAll all_to_all = ExpertAllToAll::low_latency;
+  ExpertAllToAll all_to_all = ExpertAllToAll::auto_by_step;
   static LowerOptions for_system(const SystemSpec& system) {
     return {.pim_devices = system.heterogeneous(),
             .kv_migration = system.uses_prefill_space(),
