@@ -105,11 +105,11 @@ DType parse_dtype(std::string_view s) {
 }
 
 bool scaled_fp8(DType t) {
-  return t == DType::kFp8Block128 || t == DType::kFp8Channel;
+  return t == DType::kFp8Block128 || t == DType::kFp8Channel || t == DType::kFp8Tensor;
 }
 
 bool fp8_weights(DType t) {
-  return t == DType::kFp8 || t == DType::kFp8Tensor || scaled_fp8(t);
+  return t == DType::kFp8 || scaled_fp8(t);
 }
 
 bool scaled_8bit(DType t) {
@@ -134,7 +134,7 @@ bool bnb_nf4(DType t) {
 }
 
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || t == DType::kFp8Tensor || scaled_8bit(t) || grouped_int(t) || bnb_nf4(t);
+  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t) || bnb_nf4(t);
 }
 
 }  // namespace duplex::compiler

@@ -69,6 +69,7 @@ void read_fine_grained_fp8(const Fields& q, ModelSpec& m) {
   // the block releases state it).
   if (!blocks) {
     m.expert_dtype = m.linear_dtype = DType::kFp8Tensor;
+    m.static_input_scales = activations == "static";
     return;
   }
   if (q.raw()["weight_block_size"] != json::array({128, 128}))
@@ -219,6 +220,7 @@ void read_compressed_tensors(const Fields& q, ModelSpec& m) {
   m.expert_dtype = m.linear_dtype = int8         ? DType::kInt8Channel
                                     : per_tensor ? DType::kFp8Tensor
                                                  : DType::kFp8Channel;
+  m.static_input_scales = static_tensor;
 }
 
 // The bits and group_size of an AutoAWQ or GPTQ quantization_config: `bits` (4, or also 8 where `eight`:

@@ -388,6 +388,13 @@ void ModelSpec::validate() const {
     bad("activation_scale_ub",
         fmt::format("is set with linear_dtype {}; expected fp8_channel (fbgemm's FP8 GEMMs)",
                     dtype_name(linear_dtype)));
+  if (static_input_scales &&
+      (linear_dtype != DType::kFp8Tensor || (is_moe() && expert_dtype != DType::kFp8Tensor)))
+    bad("activation_scheme",
+        fmt::format("static with linear_dtype {}{}; expected fp8_tensor weights (per-tensor FP8 releases) "
+                    "for every quantized matrix",
+                    dtype_name(linear_dtype),
+                    is_moe() ? fmt::format(" and expert_dtype {}", dtype_name(expert_dtype)) : ""));
   if (matrix_format(kv_dtype))
     bad("kv_dtype",
         fmt::format("{} is a weight format; expected fp16, bf16, fp8 or int8", dtype_name(kv_dtype)));
@@ -625,6 +632,8 @@ ModelSpec read_model(const ConfigNode& n) {
   m.unquantized_attention = n.get_or<bool>("unquantized_attention", false);
   m.unquantized_ffn_layers = layer_list(n, "unquantized_ffn_layers", m.layers);
   m.activation_scale_ub = n.get_or<double>("activation_scale_ub", 0.0);
+  if (n.has("activation_scheme"))  // documented default dynamic
+    m.static_input_scales = n.get_enum("activation_scheme", {"dynamic", "static"}) == "static";
   m.attn_temperature_floor = count_or("attn_temperature_floor", 0);
   m.attn_temperature_scale = n.get_or<double>("attn_temperature_scale", 0.0);
   n.finish();

@@ -122,6 +122,7 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"unquantized_attention", model.unquantized_attention},
                 {"unquantized_ffn_layers", model.unquantized_ffn_layers},
                 {"activation_scale_ub", model.activation_scale_ub},
+                {"activation_scheme", model.static_input_scales ? "static" : "dynamic"},
                 {"kv_dtype", dtype_name(model.kv_dtype)},
                 {"mtp_layers", model.mtp_layers},
                 {"draft_head", model.draft_head},

@@ -132,6 +132,7 @@ TEST(Fp8Tensor, StaticFp8ReleaseIsReadWithItsLinearLayersInFp8) {
   const ModelSpec channel = import_hf_config(llama31_8b(fp8_dynamic()), "l.json");
   EXPECT_EQ(m.linear_dtype, DType::kFp8Tensor);
   EXPECT_EQ(m.expert_dtype, DType::kFp8Tensor);
+  EXPECT_TRUE(m.static_input_scales);  // each module stores its calibrated input_scale
   EXPECT_EQ(m.dtype, DType::kBf16);
   EXPECT_DOUBLE_EQ(dtype_bytes(DType::kFp8Tensor), 1.0);
   EXPECT_DOUBLE_EQ(m.weight_bytes(), channel.weight_bytes());  // one scale per matrix or per row: left out
@@ -139,7 +140,9 @@ TEST(Fp8Tensor, StaticFp8ReleaseIsReadWithItsLinearLayersInFp8) {
   EXPECT_NEAR(compute_time_over_bf16(m, gpu, DType::kFp8Tensor),
               gpu.xpu.peak_fp16.si() / gpu.xpu.peak_fp8.si(), 1e-9);
   const std::string dynamic_tokens = fp8_dynamic(R"(, "weights": )" + args("tensor", false));
-  EXPECT_EQ(import_hf_config(llama31_8b(dynamic_tokens), "l.json").linear_dtype, DType::kFp8Tensor);
+  const ModelSpec per_token = import_hf_config(llama31_8b(dynamic_tokens), "l.json");
+  EXPECT_EQ(per_token.linear_dtype, DType::kFp8Tensor);
+  EXPECT_FALSE(per_token.static_input_scales);
   // Mixtral: its experts per tensor too, the routers (ignored) in BF16.
   const ModelSpec moe =
       import_hf_config(mixtral(fp8_dynamic(R"(, "weights": )" + args("tensor", false) +
@@ -159,6 +162,7 @@ TEST(Fp8Tensor, AutoFp8ReleasesAreReadPerTensor) {
             scheme)),
         "l.json");
     EXPECT_EQ(m.linear_dtype, DType::kFp8Tensor) << scheme;
+    EXPECT_EQ(m.static_input_scales, std::string(scheme) == "static") << scheme;
   }
   const std::string dense = "name: x\nlayers: 2\nhidden: 256\nheads: 4\nvocab: 10\nffn: 512\ndtype: bf16\n";
   EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: fp8_tensor\n", "x.yaml")).linear_dtype,
@@ -166,6 +170,18 @@ TEST(Fp8Tensor, AutoFp8ReleasesAreReadPerTensor) {
   EXPECT_NE(
       model_yaml_error(dense + "kv_dtype: fp8_tensor\n").find("kv_dtype: fp8_tensor is a weight format"),
       std::string::npos);
+  // Our YAML states the scheme (default dynamic); static only beside fp8_tensor weights.
+  EXPECT_TRUE(
+      read_model(ConfigNode::parse(dense + "linear_dtype: fp8_tensor\nactivation_scheme: static\n", "x.yaml"))
+          .static_input_scales);
+  EXPECT_FALSE(
+      read_model(ConfigNode::parse(dense + "linear_dtype: fp8_tensor\n", "x.yaml")).static_input_scales);
+  EXPECT_NE(model_yaml_error(dense + "linear_dtype: fp8_channel\nactivation_scheme: static\n")
+                .find("activation_scheme: static with linear_dtype fp8_channel; expected fp8_tensor weights"),
+            std::string::npos);
+  EXPECT_NE(model_yaml_error(dense + "linear_dtype: fp8_tensor\nactivation_scheme: calibrated\n")
+                .find("activation_scheme"),
+            std::string::npos);
 }
 
 // kv_cache_scheme (llm-compressor's FP8 KV cache: per-tensor static k_scale / v_scale) puts K / V in FP8.

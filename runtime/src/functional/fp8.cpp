@@ -108,8 +108,10 @@ float e4m3_value(std::uint8_t code) {
   return (code & 0x80u) != 0 ? -m : m;
 }
 
-Fp8Grid fp8_grid(compiler::DType format, std::int64_t cols) {
+Fp8Grid fp8_grid(compiler::DType format, std::int64_t rows, std::int64_t cols) {
   if (format == compiler::DType::kFp8Block128) return {kFp8Block, kFp8Block};
+  if (format == compiler::DType::kFp8Tensor)
+    return {std::max<std::int64_t>(rows, 1), std::max<std::int64_t>(cols, 1)};
   DUPLEX_ASSERT(format == compiler::DType::kFp8Channel || format == compiler::DType::kInt8Channel,
                 "not a scaled 8-bit matrix format");
   return {1, std::max<std::int64_t>(cols, 1), format == compiler::DType::kInt8Channel};

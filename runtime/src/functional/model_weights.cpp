@@ -385,27 +385,22 @@ void check_functional_support(const compiler::ModelSpec& m) {
   auto half_width = [](compiler::DType t) {
     return t == compiler::DType::kFp16 || t == compiler::DType::kBf16;
   };
-  for (const auto& [key, t] :
-       {std::pair{"linear_dtype", m.linear_dtype}, std::pair{"expert_dtype", m.expert_dtype}})
-    if (t == compiler::DType::kFp8Tensor)
-      reject(key,
-             "fp8_tensor (one FP8 scale per matrix: AutoFP8's and llm-compressor's static FP8 releases) is "
-             "timed by duplex simulate only; functional emulation reads FP8 in fp8_block128 or fp8_channel");
   // MXFP4 experts (gpt-oss's release format) are read and computed exactly in FP16 (mxfp4.hpp); their rows
   // are whole blocks of 32.
   const bool mxfp4 = m.expert_dtype == compiler::DType::kMxfp4;
   // Per-matrix formats: FP8 (DeepSeek-V3's and Qwen3's block-scaled releases, llm-compressor's per-channel
-  // ones; fp8.hpp), INT8 per channel (llm-compressor's W8A8-INT8; fp8.hpp) and 4-bit groups (AutoAWQ's,
-  // GPTQ's and W4A16 releases; 8-bit groups of GPTQ's and W8A16 releases; int4.hpp) and NF4 (bitsandbytes'
-  // releases of dense models; nf4.hpp), dequantized to FP16.
+  // ones, AutoFP8's and llm-compressor's per-tensor ones; fp8.hpp), INT8 per channel (llm-compressor's
+  // W8A8-INT8; fp8.hpp) and 4-bit groups (AutoAWQ's, GPTQ's and W4A16 releases; 8-bit groups of GPTQ's and
+  // W8A16 releases; int4.hpp) and NF4 (bitsandbytes' releases of dense models; nf4.hpp), dequantized to FP16.
   auto per_matrix = [](compiler::DType t) {
     return compiler::scaled_8bit(t) || compiler::grouped_int(t) || compiler::bnb_nf4(t);
   };
   if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && !per_matrix(m.expert_dtype))
     reject("expert_dtype",
-           fmt::format("experts in {}; expected fp16, bf16, fp8_block128, fp8_channel, int8_channel, "
-                       "int4_awq, int4_gptq, int4_pack, int8_gptq, int8_pack (mxfp4 with gpt-oss's names)",
-                       compiler::dtype_name(m.expert_dtype)));
+           fmt::format(
+               "experts in {}; expected fp16, bf16, fp8_block128, fp8_channel, fp8_tensor, int8_channel, "
+               "int4_awq, int4_gptq, int4_pack, int8_gptq, int8_pack (mxfp4 with gpt-oss's names)",
+               compiler::dtype_name(m.expert_dtype)));
   if (m.is_moe() && (compiler::bnb_nf4(m.expert_dtype) || compiler::bnb_nf4(m.linear_dtype)))
     reject(compiler::bnb_nf4(m.expert_dtype) ? "expert_dtype" : "linear_dtype",
            "nf4 in an MoE model: bitsandbytes' releases quantize the routers too, which is not modelled; "
@@ -421,10 +416,11 @@ void check_functional_support(const compiler::ModelSpec& m) {
                     "quantized experts one matrix each)",
                     compiler::dtype_name(m.expert_dtype), compiler::weight_naming_name(m.weight_naming)));
   if (!half_width(m.linear_dtype) && !per_matrix(m.linear_dtype))
-    reject("linear_dtype", fmt::format("projections in {}; expected fp16, bf16, fp8_block128, fp8_channel, "
-                                       "int8_channel, int4_awq, int4_gptq, int4_pack, int8_gptq, int8_pack, "
-                                       "nf4 or nf4_dq",
-                                       compiler::dtype_name(m.linear_dtype)));
+    reject("linear_dtype",
+           fmt::format("projections in {}; expected fp16, bf16, fp8_block128, fp8_channel, fp8_tensor, "
+                       "int8_channel, int4_awq, int4_gptq, int4_pack, int8_gptq, int8_pack, "
+                       "nf4 or nf4_dq",
+                       compiler::dtype_name(m.linear_dtype)));
   if (mxfp4 && (m.hidden % kMxfp4Block != 0 || m.expert_ffn % kMxfp4Block != 0))
     reject("expert_dtype",
            fmt::format("mxfp4 experts of hidden {} and ffn {}: MXFP4 rows are whole blocks of {}", m.hidden,

@@ -297,7 +297,7 @@ bool mxfp4_stored(const compiler::ModelSpec& spec, const std::string& stored) {
          !stored.ends_with("_bias");
 }
 // FP8 and INT8 matrices (safetensors.hpp): NAME.weight in F8_E4M3 (or I8) and its scales,
-// NAME.weight_scale_inv (128 x 128 blocks) or NAME.weight_scale (one per row).
+// NAME.weight_scale_inv (128 x 128 blocks) or NAME.weight_scale (one per row, or one per matrix).
 bool fp8_stored(const WeightShape& stored) {
   return compiler::scaled_8bit(stored.format) && stored.role == WeightShape::Role::kMatrix;
 }
@@ -309,9 +309,12 @@ std::string fp8_scale_name(const WeightShape& stored) {
   return stored.name + (stored.format == compiler::DType::kFp8Block128 ? "_scale_inv" : "_scale");
 }
 Fp8Grid stored_grid(const WeightShape& stored) {
-  return fp8_grid(stored.format, stored.shape.back());
+  return fp8_grid(stored.format, stored.shape[0], stored.shape.back());
 }
+// The scales' shape as duplex writes it: fp8_scale_shape's, or [] for one per matrix (AutoFP8's releases;
+// llm-compressor's store [1], read alike: tensor_scale_shape).
 std::vector<std::int64_t> scale_shape(const WeightShape& stored) {
+  if (stored.format == compiler::DType::kFp8Tensor) return {};
   const std::array<std::int64_t, 2> s =
       fp8_scale_shape(stored_grid(stored), stored.shape[0], stored.shape[1]);
   return {s[0], s[1]};
@@ -334,6 +337,16 @@ bool bound_stored(const compiler::ModelSpec& spec, const WeightShape& stored) {
 }
 std::string bound_name(const WeightShape& stored) {
   return module_name(stored) + ".input_scale_ub";
+}
+// Static per-tensor FP8 releases (fp8_tensor with static_input_scales: AutoFP8's activation_scheme static,
+// llm-compressor's static FP8 scheme) store beside each FP8 matrix its module's calibrated activation scale,
+// NAME.input_scale, one value, shape [] or [1] (NAME: the module).
+bool input_scale_stored(const compiler::ModelSpec& spec, const WeightShape& stored) {
+  return spec.static_input_scales && stored.format == compiler::DType::kFp8Tensor &&
+         stored.role == WeightShape::Role::kMatrix;
+}
+std::string input_scale_name(const WeightShape& stored) {
+  return module_name(stored) + ".input_scale";
 }
 std::vector<std::string> int4_names(const WeightShape& stored) {
   const std::string module = module_name(stored);
@@ -369,6 +382,8 @@ std::vector<std::string> nf4_names(const WeightShape& stored) {
 std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const WeightShape& stored) {
   if (mxfp4_stored(spec, stored.name)) return {stored.name + "_blocks", stored.name + "_scales"};
   if (bound_stored(spec, stored)) return {stored.name, fp8_scale_name(stored), bound_name(stored)};
+  if (input_scale_stored(spec, stored))
+    return {stored.name, fp8_scale_name(stored), input_scale_name(stored)};
   if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored)};
   if (int4_stored(stored)) return int4_names(stored);
   if (nf4_stored(stored)) return nf4_names(stored);
@@ -581,6 +596,31 @@ std::vector<float> scale_values(const SafetensorsFile& f, const std::string& nam
   }
   return scales;
 }
+// The shape of stored tensor's FP8 scales in file f: scale_shape's, or for one scale per matrix [] or [1] as
+// the file holds it (another is an error naming the tensor).
+std::vector<std::int64_t> tensor_scale_shape(const SafetensorsFile& f, const WeightShape& stored) {
+  if (stored.format != compiler::DType::kFp8Tensor) return scale_shape(stored);
+  const std::string name = fp8_scale_name(stored);
+  const TensorEntry e = tensor_entry(f, name, "FP8 matrix's scale, shape [] or [1]");
+  if (!e.shape.empty() && e.shape != std::vector<std::int64_t>{1})
+    throw tensor_error(
+        f, name, fmt::format("shape {}; expected [] or [1] (one scale per matrix)", shape_text(e.shape)));
+  return e.shape;
+}
+// A static FP8 release's activation scale of stored matrix `stored`, tensor input_scale_name of file f: one
+// finite value > 0 in F32, BF16 or F16, shape [] or [1]. Checked, not applied: the emulation computes the
+// activations in FP16.
+void expect_input_scale(const SafetensorsFile& f, const WeightShape& stored) {
+  const std::string name = input_scale_name(stored);
+  const TensorEntry e = tensor_entry(f, name, "static FP8 activation scale, shape [] or [1]");
+  if (!e.shape.empty() && e.shape != std::vector<std::int64_t>{1})
+    throw tensor_error(
+        f, name,
+        fmt::format("shape {}; expected [] or [1] (one activation scale per module)", shape_text(e.shape)));
+  const float s = scale_values(f, name, e.shape, {"F32", "BF16", "F16"}, "FP8")[0];
+  if (!std::isfinite(s) || s <= 0)
+    throw tensor_error(f, name, fmt::format("holds {}; expected a finite activation scale > 0", s));
+}
 // The stored tensor p (2-D) from its FP8 (or INT8) codes (in file fc) and scales (in file fs), dequantized to
 // FP16 (fp8.hpp).
 WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, const StoredTensor& p) {
@@ -591,11 +631,11 @@ WeightTensor read_fp8(const SafetensorsFile& fc, const SafetensorsFile& fs, cons
   const auto* codes = reinterpret_cast<const std::uint8_t*>(
       raw_tensor(fc, name, codes_dtype(p.stored), 1, p.stored.shape, kind));
   // FineGrainedFP8 stores F32 scales; compressed-tensors the model's dtype (or F32).
-  const std::vector<float> scales = scale_values(fs, fp8_scale_name(p.stored), scale_shape(p.stored),
-                                                 p.stored.format != compiler::DType::kFp8Block128
-                                                     ? std::vector<std::string>{"F32", "BF16", "F16"}
-                                                     : std::vector<std::string>{"F32"},
-                                                 kind);
+  const std::vector<float> scales = scale_values(
+      fs, fp8_scale_name(p.stored), tensor_scale_shape(fs, p.stored),
+      p.stored.format != compiler::DType::kFp8Block128 ? std::vector<std::string>{"F32", "BF16", "F16"}
+                                                       : std::vector<std::string>{"F32"},
+      kind);
   WeightTensor t;
   t.shape = p.stored.shape;
   t.data =
@@ -748,6 +788,7 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
   if (fp8_stored(p.stored)) {
     converted.insert(p.stored.format == compiler::DType::kInt8Channel ? "INT8" : "FP8");
     if (bound_stored(spec, p.stored)) expect_bound(*files[2], bound_name(p.stored), spec);
+    if (input_scale_stored(spec, p.stored)) expect_input_scale(*files[2], p.stored);
     return read_fp8(*files[0], *files[1], p);
   }
   if (int4_stored(p.stored)) {
@@ -894,6 +935,11 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
       all.push_back(f16_tensor(p.stored.name, t));
       continue;
     }
+    if (input_scale_stored(weights.spec, p.stored))
+      throw Error(fmt::format(
+          "model {}: {}: static activation scales (activation_scheme static) are calibrated on real "
+          "activations, which duplex does not keep; expected activation_scheme dynamic to write a checkpoint",
+          weights.spec.name, input_scale_name(p.stored)));
     const Fp8Blocks& q = data.fp8.emplace_back(
         quantize_fp8_blocks(t.data.data(), t.shape[0], t.shape[1], stored_grid(p.stored),
                             "model " + weights.spec.name + ": " + p.stored.name));
@@ -2094,6 +2140,11 @@ nlohmann::json hf_config(const ModelWeights& weights) {
         {"llm_int8_threshold", 6.0},
         {"load_in_4bit", true},
         {"load_in_8bit", false}};
+    return c;
+  }
+  if (experts == compiler::DType::kFp8Tensor) {  // AutoFP8's per-tensor release, dynamic activations
+    c["quantization_config"] = {
+        {"quant_method", "fp8"}, {"activation_scheme", "dynamic"}, {"ignored_layers", {"lm_head"}}};
     return c;
   }
   if (experts == compiler::DType::kInt8Channel) {  // llm-compressor's W8A8-INT8

@@ -88,10 +88,10 @@ TEST(Fp8Codec, RoundedValuesComeBackExactlyOverPartialBlocks) {
 // maximum, whatever the other rows hold; a row of zeros keeps scale 1.
 TEST(Fp8Codec, ChannelScalesFollowEachRow) {
   const std::int64_t rows = 4, cols = 300;
-  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Channel, cols).rows, 1);
-  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Channel, cols).cols, cols);
-  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Block128, cols).cols, kFp8Block);
-  const Fp8Grid grid = fp8_grid(compiler::DType::kFp8Channel, cols);
+  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Channel, 1, cols).rows, 1);
+  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Channel, 1, cols).cols, cols);
+  EXPECT_EQ(fp8_grid(compiler::DType::kFp8Block128, 1, cols).cols, kFp8Block);
+  const Fp8Grid grid = fp8_grid(compiler::DType::kFp8Channel, 1, cols);
   EXPECT_EQ(fp8_scale_shape(grid, rows, cols), (std::array<std::int64_t, 2>{rows, 1}));
   EXPECT_EQ(fp8_scale_shape(k128, 300, 200), (std::array<std::int64_t, 2>{3, 2}));
   const double row_max[rows] = {0.05, 300.0, 0.0, 1.0};
@@ -146,11 +146,11 @@ TEST(Fp8Codec, ArbitraryScalesRoundOnceToFp16) {
 // least 2^k with 127 x 2^k >= its maximum; values round to the nearest integer multiple (ties to even) within
 // -127..127, and come back bit for bit; arbitrary scales round once to FP16; off-grid values are named.
 TEST(Fp8Codec, Int8CodesPerRow) {
-  const Fp8Grid grid = fp8_grid(compiler::DType::kInt8Channel, 5);
+  const Fp8Grid grid = fp8_grid(compiler::DType::kInt8Channel, 1, 5);
   EXPECT_TRUE(grid.int8);
   EXPECT_EQ(grid.rows, 1);
   EXPECT_EQ(grid.cols, 5);
-  EXPECT_FALSE(fp8_grid(compiler::DType::kFp8Channel, 5).int8);
+  EXPECT_FALSE(fp8_grid(compiler::DType::kFp8Channel, 1, 5).int8);
   const std::vector<std::uint8_t> codes{0x00, 0x01, 0x7f, 0x80, 0xff};  // 0, 1, 127, -128, -1
   const float scale = 0.5f;
   EXPECT_EQ(dequantize_fp8_blocks(codes.data(), &scale, 1, 5, grid, "w"),
@@ -173,7 +173,7 @@ TEST(Fp8Codec, Int8CodesPerRow) {
   EXPECT_LE(std::fabs(half_bits_to_float(h[2]) - exact), std::ldexp(1.0, std::ilogb(exact) - 11)) << exact;
   const std::vector<std::uint16_t> off = halves({127, 1.5f});
   EXPECT_NE(error_of([&] {
-              quantize_fp8_blocks(off.data(), 1, 2, fp8_grid(compiler::DType::kInt8Channel, 2), "w");
+              quantize_fp8_blocks(off.data(), 1, 2, fp8_grid(compiler::DType::kInt8Channel, 1, 2), "w");
             }).find("w: element [0][1] = 1.5 is not on the INT8 grid of its 1 x 2 block (INT8 x 2^0)"),
             std::string::npos);
 }

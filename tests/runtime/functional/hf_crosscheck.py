@@ -82,7 +82,9 @@ def e4m3(codes):
 def dequantize_fp8(config, tensors, scaled=True):
     """FP8 matrices times their scales; the weights as they are when not `scaled`.
     HF FineGrainedFP8 (quant_method fp8): each NAME.weight_scale_inv [ceil(r / b0), ceil(c / b1)] scales its
-    NAME.weight's b0 x b1 blocks (DeepSeek's weight_dequant). compressed-tensors (llm-compressor's FP8-dynamic
+    NAME.weight's b0 x b1 blocks (DeepSeek's weight_dequant); without weight_block_size (AutoFP8's releases)
+    one NAME.weight_scale ([] or [1]) scales the whole matrix, and a static release's MODULE.input_scale (its
+    activations' scale, which the float64 pass does not quantize) is dropped. compressed-tensors (llm-compressor's FP8-dynamic
     scheme, format float-quantized, or W8A8-INT8, int-quantized: I8 weights; weights strategy channel) and
     fbgemm_fp8 (Meta's Llama 3.1 FP8 releases, FbgemmFp8Linear): each NAME.weight_scale [r, 1] scales its row
     of NAME.weight; fbgemm's MODULE.input_scale_ub (the bound of its activation scales, which the float64 pass
@@ -93,7 +95,10 @@ def dequantize_fp8(config, tensors, scaled=True):
         return dict(tensors)
     if method == "fbgemm_fp8":
         tensors = {name: a for name, a in tensors.items() if not name.endswith(".input_scale_ub")}
-    suffix = "_scale_inv" if method == "fp8" else "_scale"
+    blocks = method == "fp8" and "weight_block_size" in q
+    if method == "fp8" and not blocks:
+        tensors = {name: a for name, a in tensors.items() if not name.endswith(".input_scale")}
+    suffix = "_scale_inv" if blocks else "_scale"
     b0, b1 = q.get("weight_block_size") or (128, 128)
     out = {}
     for name, a in tensors.items():
@@ -101,10 +106,10 @@ def dequantize_fp8(config, tensors, scaled=True):
             continue
         scale = tensors.get(name + suffix)
         if scale is not None and scaled:
-            if method == "fp8":
+            if blocks:
                 a = a * np.repeat(np.repeat(scale, b0, axis=0), b1, axis=1)[: a.shape[0], : a.shape[1]]
             else:
-                a = a * scale  # [r, 1] broadcast along each row
+                a = a * scale  # [r, 1] broadcast along each row, or one scale ([] or [1]) for the matrix
         out[name] = a
     return out
 

@@ -198,7 +198,8 @@ TEST(RandomWeights, UnsupportedModelsAreRejected) {
               s.mlp_bias = false;
               s.router_bias = false;
             },
-            "expert_dtype: experts in mxfp4; expected fp16, bf16, fp8_block128, fp8_channel, int8_channel, "
+            "expert_dtype: experts in mxfp4; expected fp16, bf16, fp8_block128, fp8_channel, fp8_tensor, "
+            "int8_channel, "
             "int4_awq, int4_gptq, int4_pack, int8_gptq, int8_pack (mxfp4 with gpt-oss's names)"},
         {[](compiler::ModelSpec& s) {
            s.expert_dtype = compiler::DType::kMxfp4;

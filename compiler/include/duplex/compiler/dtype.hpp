@@ -26,8 +26,8 @@ namespace duplex::compiler {
 // transformers' load_in_4bit releases store them (HF quant_method "bitsandbytes"; the runtime's nf4.hpp).
 // kFp8Tensor: FP8 E4M3 weights with one FP32 scale per matrix (AutoFP8's releases: HF quant_method "fp8"
 // without weight_block_size; llm-compressor's FP8 scheme: "compressed-tensors", weights strategy tensor),
-// their activations FP8 too, with a static (calibrated) or dynamic per-tensor scale: timed only (functional
-// emulation does not read them).
+// their activations FP8 too, with a static (calibrated: ModelSpec::static_input_scales) or dynamic
+// per-tensor scale; functional emulation reads the matrices as the scaled_fp8 formats, one block a matrix.
 // These are matrix formats only (matrix_format).
 enum class DType {
   kFp16,
@@ -71,8 +71,8 @@ inline std::int64_t group_inputs(int quant_group, std::int64_t cols) {
 // row (kPerRowGroup) they are left out as fp8_channel's are (2.5 / in bytes per element for int4_gptq:
 // < 0.25% of its 0.5 for rows of 2048 inputs or more).
 double dtype_bytes(DType t, int quant_group = kInt4Group);
-// Whether t is FP8 E4M3 with scales stored beside it (fp8_block128, fp8_channel) that functional emulation
-// reads; fp8_tensor is FP8 E4M3 too (fp8_weights).
+// Whether t is FP8 E4M3 with scales stored beside it (fp8_block128, fp8_channel, fp8_tensor) that
+// functional emulation reads.
 bool scaled_fp8(DType t);
 // Whether t holds FP8 E4M3 weights the xPU multiplies on its FP8 tensor cores (fp8, fp8_tensor and the
 // scaled_fp8 formats).

@@ -194,6 +194,12 @@ struct ModelSpec {
   // stores it as NAME.input_scale_ub) and leaves the timing alone; the functional emulation computes
   // activations in FP16.
   double activation_scale_ub = 0;
+  // Static activation scales of an fp8_tensor release (activation_scheme: static; AutoFP8's and
+  // llm-compressor's static FP8 releases): each FP8 matrix's module stores its calibrated per-tensor scale as
+  // NAME.input_scale. It names the release's layout and leaves the timing alone (the xPU's FP8 GEMMs are
+  // timed alike under either scheme); the functional emulation computes activations in FP16. False:
+  // dynamic (activation_scheme: dynamic, the default), no input scales stored.
+  bool static_input_scales = false;
 
   bool is_moe() const { return experts > 0; }
   bool is_moe_layer(int layer) const;

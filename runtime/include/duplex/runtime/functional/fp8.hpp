@@ -8,6 +8,9 @@
 //   "fp8"), FP32 scales in NAME_scale_inv (DeepSeek's weight_dequant).
 // - one row each (fp8_channel): llm-compressor's FP8-dynamic releases (quant_method "compressed-tensors",
 //   strategy channel), scales [rows][1] in NAME_scale.
+// - one block the whole matrix (fp8_tensor): AutoFP8's releases (quant_method "fp8" without
+//   weight_block_size) and llm-compressor's FP8 scheme (strategy tensor), one scale in NAME_scale (stored as
+//   shape [] or [1]).
 // INT8 matrices per row (int8_channel: llm-compressor's W8A8-INT8 releases, format int-quantized) are stored
 // alike, NAME in I8 (two's complement, -128..127) and scales [rows][1] in NAME_scale: the functions below
 // take either code (Fp8Grid::int8). The emulation computes in FP16: a dequantized element is rounded once to
@@ -27,9 +30,9 @@ struct Fp8Grid {
   bool int8 = false;  // codes are INT8 (int8_channel), else E4M3
 };
 inline constexpr std::int64_t kFp8Block = 128;  // weight_block_size [128, 128]
-// The grid of format fp8_block128 (128 x 128), fp8_channel or int8_channel (1 x cols) for a matrix of `cols`
-// columns.
-Fp8Grid fp8_grid(compiler::DType format, std::int64_t cols);
+// The grid of format fp8_block128 (128 x 128), fp8_channel or int8_channel (1 x cols) or fp8_tensor (rows x
+// cols) for a matrix of `rows` x `cols`.
+Fp8Grid fp8_grid(compiler::DType format, std::int64_t rows, std::int64_t cols);
 // The scales' shape for a rows x cols matrix: {ceil(rows / grid.rows), ceil(cols / grid.cols)}.
 std::array<std::int64_t, 2> fp8_scale_shape(Fp8Grid grid, std::int64_t rows, std::int64_t cols);
 
