@@ -596,28 +596,27 @@ std::vector<float> scale_values(const SafetensorsFile& f, const std::string& nam
   }
   return scales;
 }
-// The shape of stored tensor's FP8 scales in file f: scale_shape's, or for one scale per matrix [] or [1] as
-// the file holds it (another is an error naming the tensor).
+// The shape of one-value tensor `name` of file f, [] or [1] as the file holds it (another is an error naming
+// the tensor and `what` it holds).
+std::vector<std::int64_t> one_value_shape(const SafetensorsFile& f, const std::string& name,
+                                          const char* what) {
+  const TensorEntry e = tensor_entry(f, name, fmt::format("{}, shape [] or [1]", what));
+  if (!e.shape.empty() && e.shape != std::vector<std::int64_t>{1})
+    throw tensor_error(f, name, fmt::format("shape {}; expected [] or [1] ({})", shape_text(e.shape), what));
+  return e.shape;
+}
+// The shape of stored tensor's FP8 scales in file f: scale_shape's, or for one scale per matrix [] or [1].
 std::vector<std::int64_t> tensor_scale_shape(const SafetensorsFile& f, const WeightShape& stored) {
   if (stored.format != compiler::DType::kFp8Tensor) return scale_shape(stored);
-  const std::string name = fp8_scale_name(stored);
-  const TensorEntry e = tensor_entry(f, name, "FP8 matrix's scale, shape [] or [1]");
-  if (!e.shape.empty() && e.shape != std::vector<std::int64_t>{1})
-    throw tensor_error(
-        f, name, fmt::format("shape {}; expected [] or [1] (one scale per matrix)", shape_text(e.shape)));
-  return e.shape;
+  return one_value_shape(f, fp8_scale_name(stored), "one scale per matrix");
 }
 // A static FP8 release's activation scale of stored matrix `stored`, tensor input_scale_name of file f: one
 // finite value > 0 in F32, BF16 or F16, shape [] or [1]. Checked, not applied: the emulation computes the
 // activations in FP16.
 void expect_input_scale(const SafetensorsFile& f, const WeightShape& stored) {
   const std::string name = input_scale_name(stored);
-  const TensorEntry e = tensor_entry(f, name, "static FP8 activation scale, shape [] or [1]");
-  if (!e.shape.empty() && e.shape != std::vector<std::int64_t>{1})
-    throw tensor_error(
-        f, name,
-        fmt::format("shape {}; expected [] or [1] (one activation scale per module)", shape_text(e.shape)));
-  const float s = scale_values(f, name, e.shape, {"F32", "BF16", "F16"}, "FP8")[0];
+  const std::vector<std::int64_t> shape = one_value_shape(f, name, "one activation scale per module");
+  const float s = scale_values(f, name, shape, {"F32", "BF16", "F16"}, "FP8")[0];
   if (!std::isfinite(s) || s <= 0)
     throw tensor_error(f, name, fmt::format("holds {}; expected a finite activation scale > 0", s));
 }

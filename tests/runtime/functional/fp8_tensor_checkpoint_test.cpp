@@ -170,7 +170,7 @@ TEST(Fp8TensorCheckpoint, StaticReleasesInputScalesAreCheckedNotApplied) {
   const std::string file = (dir / "model.safetensors").string();
   const std::vector<Corruption> cases = {
       {[&](RawFile& f) { f.header.erase(scale); },
-       "tensor " + scale + " is missing (static FP8 activation scale, shape [] or [1])"},
+       "tensor " + scale + " is missing (one activation scale per module, shape [] or [1])"},
       {[&](RawFile& f) { f.header[scale]["shape"] = {2}; },
        "tensor " + scale + ": shape [2]; expected [] or [1] (one activation scale per module)"},
       {[&](RawFile& f) {
