@@ -68,11 +68,18 @@ void run_compile(const CompileOptions& o) {
       : o.expert_group >= 0 ? fmt::format(", its experts expert-parallel group {}'s", o.expert_group)
                             : std::string(", each MoE layer's experts its busiest expert-parallel group's");
   const auto x = layout.expert_exchange();
-  const std::string exchange = x.infiniband + x.nvlink == 0 ? ""
-                               : deduplicates_exchange(lowering.all_to_all, batch)
-                                   ? "; the all-to-all by DeepEP's normal kernels (a token once per node and "
-                                     "device holding its experts)"
-                                   : "; the all-to-all per token-expert row (low-latency kernels)";
+  const bool deduplicated = deduplicates_exchange(lowering.all_to_all, batch);
+  const std::string exchange =
+      x.infiniband + x.nvlink == 0
+          ? ""
+          : fmt::format("; the all-to-all {}{}",
+                        deduplicated
+                            ? "by DeepEP's normal kernels (a token once per node and device holding its "
+                              "experts)"
+                            : "per token-expert row (low-latency kernels)",
+                        lowering.all_to_all != ExpertAllToAll::auto_by_step ? ""
+                        : deduplicated ? ", as auto takes for a step with prefill tokens"
+                                       : ", as auto takes for a decode-only step");
   std::printf("step: %lld decode requests at context %lld%s + %lld prefill tokens; %s%s%s\n\n",
               static_cast<long long>(o.batch), static_cast<long long>(o.context),
               o.drafts > 0 ? fmt::format(", each verifying {} draft tokens", o.drafts).c_str() : "",

@@ -75,13 +75,21 @@ TEST(CompileCli, ExpertGroupShowsAGivenDevicesExperts) {
 // nodes): auto's normal kernels with a prefill, its per-row ones without; one node exchanges nothing; and a
 // simulation's summary names the system's.
 TEST(CompileCli, TheStepNamesTheAllToAllsKernels) {
-  const std::string glam =
-      "compile --model glam --system gpu --devices 16 --summary --set expert_all_to_all=auto";
+  const std::string glam = "compile --model glam --system gpu --devices 16 --summary";  // auto, the default
   const CliRun prefill = run(glam + " --prefill-tokens 512");
   ASSERT_EQ(prefill.exit_code, 0) << prefill.out;
-  EXPECT_NE(prefill.out.find("the all-to-all by DeepEP's normal kernels"), std::string::npos) << prefill.out;
+  EXPECT_NE(prefill.out.find("the all-to-all by DeepEP's normal kernels (a token once per node and device "
+                             "holding its experts), as auto takes for a step with prefill tokens"),
+            std::string::npos)
+      << prefill.out;
   const CliRun decode = run(glam);
-  EXPECT_NE(decode.out.find("the all-to-all per token-expert row"), std::string::npos) << decode.out;
+  EXPECT_NE(decode.out.find("the all-to-all per token-expert row (low-latency kernels), as auto takes for a "
+                            "decode-only step"),
+            std::string::npos)
+      << decode.out;
+  const CliRun pinned = run(glam + " --prefill-tokens 512 --set expert_all_to_all=low_latency");
+  EXPECT_NE(pinned.out.find("the all-to-all per token-expert row (low-latency kernels)\n"), std::string::npos)
+      << pinned.out;
   EXPECT_EQ(run("compile --model glam --system gpu --devices 8 --summary").out.find("; the all-to-all"),
             std::string::npos);
   // duplex simulate's summary names them too.
