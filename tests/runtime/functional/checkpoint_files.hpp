@@ -64,6 +64,12 @@ inline std::filesystem::path scratch_dir(const std::string& what) {
   return dir;
 }
 
+// The JSON document in file `path` (a checkpoint's config.json).
+inline nlohmann::json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
 using duplex::runtime::testing::error_of;
 
 // A corruption of a written checkpoint's model.safetensors, and what the error reading it then says after

@@ -28,11 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::error_of;
 using testing::RawFile;
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
+using testing::read_json;
 
 // The name a multimodal checkpoint gives a text checkpoint's tensor: the hub's releases put everything under
 // language_model.; transformers >= 4.52 (`newer`) renames model.* to model.language_model.*, the LM head

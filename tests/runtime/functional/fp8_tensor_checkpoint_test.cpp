@@ -29,6 +29,7 @@ namespace fs = std::filesystem;
 using testing::Corruption;
 using testing::error_of;
 using testing::RawFile;
+using testing::read_json;
 
 compiler::ModelSpec tensor_mixtral() {
   return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-mixtral-fp8-tensor.yaml");
@@ -36,11 +37,6 @@ compiler::ModelSpec tensor_mixtral() {
 
 fs::path scratch(const std::string& what) {
   return testing::scratch_dir("fp8t_" + what);
-}
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
 }
 
 void write_json(const fs::path& path, const nlohmann::json& j) {
