@@ -55,8 +55,8 @@ Time CostModel::xpu_time(const Op& op) const {
                                                 : x.peak_fp16;
   const FlopRate rate = peak * x.gemm_efficiency;
   const Time compute = compute_time(op.flops, rate);
-  // bitsandbytes' NF4 GEMMs of several rows dequantize their weights to 16 bits first (Op::xpu_bytes): one
-  // more kernel and its traffic.
+  // bitsandbytes' 4-bit (NF4, FP4) GEMMs of several rows dequantize their weights to 16 bits first
+  // (Op::xpu_bytes): one more kernel and its traffic.
   const Time memory = transfer_time(op.xpu_bytes(), sys_.memory_bandwidth() * x.memory_efficiency);
   return std::max(compute, memory) + x.launch_overhead * (op.xpu_dequantizes_first() ? 2 : 1);
 }

@@ -36,8 +36,10 @@ double dtype_bytes(DType t, int quant_group) {
     case DType::kInt8Pack:
       return 1.0 + 2.0 * per_group;  // + one 16-bit scale per group
     case DType::kNf4:
+    case DType::kBnbFp4:
       return 0.5 + 4.0 / 64;  // + one FP32 absmax per block of 64
     case DType::kNf4Dq:
+    case DType::kBnbFp4Dq:
       return 0.5 + (1.0 + 4.0 / 256) / 64;  // + one 8-bit absmax per 64, one FP32 scale per 256 of those
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
@@ -74,6 +76,10 @@ std::string_view dtype_name(DType t) {
       return "nf4_dq";
     case DType::kFp8Tensor:
       return "fp8_tensor";
+    case DType::kBnbFp4:
+      return "bnb_fp4";
+    case DType::kBnbFp4Dq:
+      return "bnb_fp4_dq";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -96,11 +102,13 @@ DType parse_dtype(std::string_view s) {
   if (s == "int8_pack") return DType::kInt8Pack;
   if (s == "nf4") return DType::kNf4;
   if (s == "nf4_dq") return DType::kNf4Dq;
+  if (s == "bnb_fp4") return DType::kBnbFp4;
+  if (s == "bnb_fp4_dq") return DType::kBnbFp4Dq;
   throw Error(
       fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
                   "fp8_channel, fp8_tensor, int4_awq, int4_gptq, int4_pack, int8_channel, int8_gptq, "
-                  "int8_pack, nf4 or nf4_dq "
-                  "(weight matrices only)",
+                  "int8_pack, nf4, nf4_dq, bnb_fp4 or "
+                  "bnb_fp4_dq (weight matrices only)",
                   s));
 }
 
@@ -129,12 +137,21 @@ int grouped_int_bits(DType t) {
   return t == DType::kInt8Gptq || t == DType::kInt8Pack ? 8 : 4;
 }
 
-bool bnb_nf4(DType t) {
-  return t == DType::kNf4 || t == DType::kNf4Dq;
+bool bnb_4bit(DType t) {
+  return t == DType::kNf4 || t == DType::kNf4Dq || t == DType::kBnbFp4 || t == DType::kBnbFp4Dq;
+}
+
+bool bnb_nested(DType t) {
+  return t == DType::kNf4Dq || t == DType::kBnbFp4Dq;
+}
+
+std::string_view bnb_quant_type(DType t) {
+  DUPLEX_ASSERT(bnb_4bit(t), "not a bitsandbytes 4-bit format");
+  return t == DType::kNf4 || t == DType::kNf4Dq ? "nf4" : "fp4";
 }
 
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t) || bnb_nf4(t);
+  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t) || bnb_4bit(t);
 }
 
 }  // namespace duplex::compiler

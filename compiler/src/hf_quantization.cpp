@@ -300,19 +300,20 @@ void read_gptq(const Fields& q, ModelSpec& m) {
   m.expert_dtype = m.linear_dtype = bits == 8 ? DType::kInt8Gptq : DType::kInt4Gptq;
 }
 
-// quant_method "bitsandbytes": nf4 / nf4_dq (hf_quantization.hpp).
+// quant_method "bitsandbytes": nf4 / nf4_dq, bnb_fp4 / bnb_fp4_dq (hf_quantization.hpp).
 void read_bitsandbytes(const Fields& q, ModelSpec& m) {
   auto refuse = [&](const char* key, const std::string& what, const std::string& expected) {
     throw ConfigError(q.file(), q.path(key), what, expected);
   };
   if (q.boolean_or("load_in_8bit", false))
     refuse("load_in_8bit", "true: LLM.int8()'s 8-bit weights with 16-bit outliers are not modelled",
-           "false, with load_in_4bit true (NF4)");
+           "false, with load_in_4bit true (NF4 or FP4)");
   if (!q.boolean_or("load_in_4bit", false))
     refuse("load_in_4bit", "false or absent: a bitsandbytes release that quantizes nothing", "true");
   const std::string type = q.string_or("bnb_4bit_quant_type", "fp4");  // BitsAndBytesConfig's default
-  if (type != "nf4")
-    refuse("bnb_4bit_quant_type", fmt::format("\"{}\" is not modelled", type), "nf4 (NormalFloat 4)");
+  if (type != "nf4" && type != "fp4")
+    refuse("bnb_4bit_quant_type", fmt::format("\"{}\" is not a bitsandbytes 4-bit type", type),
+           "nf4 (NormalFloat 4) or fp4 (bitsandbytes' FP4, the default)");
   const std::string storage = q.string_or("bnb_4bit_quant_storage", "uint8");
   if (storage != "uint8")
     refuse("bnb_4bit_quant_storage", fmt::format("\"{}\" is not modelled", storage),
@@ -323,8 +324,9 @@ void read_bitsandbytes(const Fields& q, ModelSpec& m) {
         "bitsandbytes on an MoE model quantizes its routers' gates too: a router in 4 bits is not modelled",
         "a dense model, or another quant_method");
   expect_kept_in_dtype(q, "llm_int8_skip_modules");
+  const bool nested = q.boolean_or("bnb_4bit_use_double_quant", false);
   m.expert_dtype = m.linear_dtype =
-      q.boolean_or("bnb_4bit_use_double_quant", false) ? DType::kNf4Dq : DType::kNf4;
+      type == "nf4" ? (nested ? DType::kNf4Dq : DType::kNf4) : (nested ? DType::kBnbFp4Dq : DType::kBnbFp4);
 }
 
 // quant_method "fbgemm_fp8": fp8_channel under activation_scale_ub, with unquantized_attention and
@@ -436,7 +438,7 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
       method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
       "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 or INT8 weights with a scale per "
       "output channel, or W4A16 / W8A16 weights in groups of 32, 64 or 128), awq or gptq (4-bit weights in "
-      "groups of 32, 64 or 128), bitsandbytes (NF4 weights), fbgemm_fp8 (FP8 weights with a scale per "
+      "groups of 32, 64 or 128), bitsandbytes (NF4 or FP4 weights), fbgemm_fp8 (FP8 weights with a scale per "
       "output channel, Meta's Llama 3.1 FP8 releases), mxfp4 (gpt-oss's experts), or no "
       "quantization_config");
 }

@@ -38,9 +38,10 @@ namespace duplex::compiler {
 //   projection, dense FFN and expert matrix in int4_gptq (a modules_in_block_to_quantize list must name no
 //   router, the attention's output projection and, in an MoE model, experts).
 // - quant_method "bitsandbytes" (transformers' BitsAndBytesConfig: QLoRA-style and unsloth's bnb-4bit
-//   releases), load_in_4bit true, bnb_4bit_quant_type nf4, bnb_4bit_quant_storage uint8 (or absent), a dense
-//   model (on an MoE one it quantizes the routers too): every projection and FFN matrix in nf4, or nf4_dq
-//   with bnb_4bit_use_double_quant (llm_int8_skip_modules as modules_to_not_convert below).
+//   releases), load_in_4bit true, bnb_4bit_quant_storage uint8 (or absent), a dense model (on an MoE one it
+//   quantizes the routers too): every projection and FFN matrix in nf4 (bnb_4bit_quant_type nf4) or bnb_fp4
+//   (fp4, or absent: BitsAndBytesConfig's default), nf4_dq / bnb_fp4_dq with bnb_4bit_use_double_quant
+//   (llm_int8_skip_modules as modules_to_not_convert below).
 // - quant_method "fbgemm_fp8" (transformers' FbgemmFp8Config: Meta's Llama 3.1 FP8 releases), a dense
 //   model of Llama's module names (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text,
 //   starcoder2): every projection and FFN matrix in fp8_channel (FP8 E4M3, one FP32 scale per output

@@ -69,7 +69,7 @@ double Graph::total_flops() const {
 }
 
 bool Op::xpu_dequantizes_first() const {
-  return bnb_nf4(dtype) && m > 1 && n > 0 && k > 0;
+  return bnb_4bit(dtype) && m > 1 && n > 0 && k > 0;
 }
 
 double Op::xpu_bytes() const {

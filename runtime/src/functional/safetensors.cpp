@@ -16,9 +16,9 @@
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
+#include "duplex/runtime/functional/bnb4.hpp"
 #include "duplex/runtime/functional/fp8.hpp"
 #include "duplex/runtime/functional/int4.hpp"
-#include "duplex/runtime/functional/nf4.hpp"
 #include "mxfp4.hpp"
 
 namespace duplex::runtime::functional {
@@ -363,15 +363,21 @@ const char* int4_kind(compiler::DType format) {
          : format == compiler::DType::kInt8Pack ? "W8A16"
                                                 : "W4A16";
 }
-// bitsandbytes' NF4 matrices (nf4.hpp): NAME.weight (U8) beside NAME.weight.absmax, .quant_map and
-// .quant_state.bitsandbytes__nf4, and with double quantization .nested_absmax and .nested_quant_map.
-bool nf4_stored(const WeightShape& stored) {
-  return compiler::bnb_nf4(stored.format) && stored.role == WeightShape::Role::kMatrix;
+// bitsandbytes' 4-bit matrices (bnb4.hpp): NAME.weight (U8) beside NAME.weight.absmax, .quant_map and
+// .quant_state.bitsandbytes__TYPE (nf4 or fp4), and with double quantization .nested_absmax and
+// .nested_quant_map.
+bool bnb4_stored(const WeightShape& stored) {
+  return compiler::bnb_4bit(stored.format) && stored.role == WeightShape::Role::kMatrix;
 }
-std::vector<std::string> nf4_names(const WeightShape& stored) {
-  std::vector<std::string> names = {stored.name, stored.name + ".absmax", stored.name + ".quant_map",
-                                    stored.name + ".quant_state.bitsandbytes__nf4"};
-  if (stored.format == compiler::DType::kNf4Dq) {
+// How errors name a bitsandbytes format: "NF4" or "FP4".
+const char* bnb4_kind(compiler::DType format) {
+  return compiler::bnb_quant_type(format) == "nf4" ? "NF4" : "FP4";
+}
+std::vector<std::string> bnb4_names(const WeightShape& stored) {
+  std::vector<std::string> names = {
+      stored.name, stored.name + ".absmax", stored.name + ".quant_map",
+      fmt::format("{}.quant_state.bitsandbytes__{}", stored.name, compiler::bnb_quant_type(stored.format))};
+  if (compiler::bnb_nested(stored.format)) {
     names.push_back(stored.name + ".nested_absmax");
     names.push_back(stored.name + ".nested_quant_map");
   }
@@ -386,7 +392,7 @@ std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const Wei
     return {stored.name, fp8_scale_name(stored), input_scale_name(stored)};
   if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored)};
   if (int4_stored(stored)) return int4_names(stored);
-  if (nf4_stored(stored)) return nf4_names(stored);
+  if (bnb4_stored(stored)) return bnb4_names(stored);
   return {stored.name};
 }
 // The rows of a and b in one tensor: alternating (a's row i at 2i, b's at 2i + 1), or b's after a's; a
@@ -565,7 +571,7 @@ WeightTensor read_mxfp4(const SafetensorsFile& fb, const SafetensorsFile& fs, co
   return {p.stored.shape, transpose_each(rows.data(), experts, out, in)};  // [E][in][out]
 }
 // The scales `name` of file f, of `shape`, stored in one of `dtypes` (of F32, BF16, F16), as floats; the
-// errors name `format` (FP8, AWQ, GPTQ, W4A16, NF4).
+// errors name `format` (FP8, AWQ, GPTQ, W4A16, NF4, FP4).
 std::vector<float> scale_values(const SafetensorsFile& f, const std::string& name,
                                 const std::vector<std::int64_t>& shape,
                                 const std::vector<std::string>& dtypes, const char* format) {
@@ -706,25 +712,31 @@ WeightTensor read_int4(const std::vector<const SafetensorsFile*>& files, const S
       group);
   return {p.stored.shape, dequantize_int4(m, what)};
 }
-// An NF4 matrix's quant_state (tensor `name` of file f: U8, a JSON object's bytes), checked against the
-// matrix: quant_type nf4, its shape, a blocksize >= 1, and double quantization's fields exactly when `nested`
-// (nested_blocksize 256, a finite nested_offset). Returns {blocksize, nested_offset}.
-std::pair<std::int64_t, float> nf4_quant_state(const SafetensorsFile& f, const std::string& name,
-                                               std::int64_t rows, std::int64_t cols, bool nested) {
-  const TensorEntry e = tensor_entry(f, name, "NF4 quant_state, U8 bytes of a JSON object");
+// A bitsandbytes 4-bit matrix's quant_state (tensor `name` of file f: U8, a JSON object's bytes), checked
+// against the matrix of `format` (a bnb_4bit format): quant_type its type (nf4, fp4), its shape, a blocksize
+// >= 1, and double quantization's fields exactly when the format has them (nested_blocksize 256, a finite
+// nested_offset). Returns {blocksize, nested_offset}.
+std::pair<std::int64_t, float> bnb4_quant_state(const SafetensorsFile& f, const std::string& name,
+                                                std::int64_t rows, std::int64_t cols,
+                                                compiler::DType format) {
+  const char* kind = bnb4_kind(format);
+  const std::string_view type = compiler::bnb_quant_type(format);
+  const bool nested = compiler::bnb_nested(format);
+  const TensorEntry e = tensor_entry(f, name, fmt::format("{} quant_state, U8 bytes of a JSON object", kind));
   if (e.dtype != "U8" || e.shape.size() != 1)
     throw tensor_error(f, name,
                        fmt::format("dtype {}, shape {}; expected U8 [bytes] (a JSON object's UTF-8 bytes)",
                                    e.dtype_json, shape_text(e.shape)));
-  const char* raw = raw_tensor(f, name, "U8", 1, e.shape, "NF4");
+  const char* raw = raw_tensor(f, name, "U8", 1, e.shape, kind);
   const nlohmann::json state =
       nlohmann::json::parse(std::string(raw, static_cast<std::size_t>(e.shape[0])), nullptr, false);
-  const char* kExpected =
-      "{quant_type: \"nf4\", blocksize, dtype, shape: [out, in]} (with double quantization also "
-      "nested_blocksize: 256, nested_dtype, nested_offset)";
-  auto bad = [&](const std::string& what) { return tensor_error(f, name, what + "; expected " + kExpected); };
+  const std::string expected = fmt::format(
+      "{{quant_type: \"{}\", blocksize, dtype, shape: [out, in]}} (with double quantization also "
+      "nested_blocksize: 256, nested_dtype, nested_offset)",
+      type);
+  auto bad = [&](const std::string& what) { return tensor_error(f, name, what + "; expected " + expected); };
   if (state.is_discarded() || !state.is_object()) throw bad("its bytes are not a JSON object");
-  if (state.value("quant_type", nlohmann::json()) != "nf4")
+  if (state.value("quant_type", nlohmann::json()) != type)
     throw bad(fmt::format("quant_type {}", state.value("quant_type", nlohmann::json()).dump()));
   if (state.value("shape", nlohmann::json()) != nlohmann::json::array({rows, cols}))
     throw bad(fmt::format("shape {} for a matrix of [{}, {}]", state.value("shape", nlohmann::json()).dump(),
@@ -739,7 +751,7 @@ std::pair<std::int64_t, float> nf4_quant_state(const SafetensorsFile& f, const s
                        "bnb_4bit_use_double_quant false");
   float offset = 0;
   if (nested) {
-    if (state.value("nested_blocksize", nlohmann::json()) != kNf4NestedBlock)
+    if (state.value("nested_blocksize", nlohmann::json()) != kBnb4NestedBlock)
       throw bad(fmt::format("nested_blocksize {}", state.value("nested_blocksize", nlohmann::json()).dump()));
     const nlohmann::json o = state["nested_offset"];
     if (!o.is_number() || !std::isfinite(o.get<double>()))
@@ -748,33 +760,34 @@ std::pair<std::int64_t, float> nf4_quant_state(const SafetensorsFile& f, const s
   }
   return {blocksize.get<std::int64_t>(), offset};
 }
-// The stored tensor p (2-D, [out, in]) from its NF4 parts, files[i] holding nf4_names(p.stored)[i],
-// dequantized to FP16 with the checkpoint's quant_map (nf4.hpp).
-WeightTensor read_nf4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p) {
-  const bool nested = p.stored.format == compiler::DType::kNf4Dq;
-  const std::vector<std::string> names = nf4_names(p.stored);
-  Nf4Matrix m;
+// The stored tensor p (2-D, [out, in]) from its bitsandbytes 4-bit parts, files[i] holding
+// bnb4_names(p.stored)[i], dequantized to FP16 with the checkpoint's quant_map (bnb4.hpp).
+WeightTensor read_bnb4(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p) {
+  const compiler::DType format = p.stored.format;
+  const char* kind = bnb4_kind(format);
+  const std::vector<std::string> names = bnb4_names(p.stored);
+  Bnb4Matrix m;
   m.rows = p.stored.shape[0];
   m.cols = p.stored.shape[1];
   const std::int64_t n = m.rows * m.cols;
   float offset = 0;
-  std::tie(m.blocksize, offset) = nf4_quant_state(*files[3], names[3], m.rows, m.cols, nested);
-  m.q = unpack_nf4(reinterpret_cast<const std::uint8_t*>(
-                       raw_tensor(*files[0], names[0], "U8", 1, {(n + 1) / 2, 1}, "NF4")),
-                   n);
-  const std::vector<float> code = scale_values(*files[2], names[2], {16}, {"F32"}, "NF4");
+  std::tie(m.blocksize, offset) = bnb4_quant_state(*files[3], names[3], m.rows, m.cols, format);
+  m.q = unpack_bnb4(
+      reinterpret_cast<const std::uint8_t*>(raw_tensor(*files[0], names[0], "U8", 1, {(n + 1) / 2, 1}, kind)),
+      n);
+  const std::vector<float> code = scale_values(*files[2], names[2], {16}, {"F32"}, kind);
   std::copy(code.begin(), code.end(), m.code.begin());
-  if (!nested) {
-    m.absmax = scale_values(*files[1], names[1], {m.blocks()}, {"F32"}, "NF4");
+  if (!compiler::bnb_nested(format)) {
+    m.absmax = scale_values(*files[1], names[1], {m.blocks()}, {"F32"}, kind);
   } else {
     const auto* codes =
-        reinterpret_cast<const std::uint8_t*>(raw_tensor(*files[1], names[1], "U8", 1, {m.blocks()}, "NF4"));
-    const std::int64_t scales = (m.blocks() + kNf4NestedBlock - 1) / kNf4NestedBlock;
+        reinterpret_cast<const std::uint8_t*>(raw_tensor(*files[1], names[1], "U8", 1, {m.blocks()}, kind));
+    const std::int64_t scales = (m.blocks() + kBnb4NestedBlock - 1) / kBnb4NestedBlock;
     m.absmax = nested_absmax_values(std::vector<std::uint8_t>(codes, codes + m.blocks()),
-                                    scale_values(*files[4], names[4], {scales}, {"F32"}, "NF4"),
-                                    scale_values(*files[5], names[5], {256}, {"F32"}, "NF4"), offset);
+                                    scale_values(*files[4], names[4], {scales}, {"F32"}, kind),
+                                    scale_values(*files[5], names[5], {256}, {"F32"}, kind), offset);
   }
-  return {p.stored.shape, dequantize_nf4(m, files[0]->path + ": " + p.stored.name)};
+  return {p.stored.shape, dequantize_bnb4(m, files[0]->path + ": " + p.stored.name)};
 }
 // The stored tensor p, converted to FP16, files[i] holding stored_names(spec, p.stored)[i] (a quantized one's
 // parts: the same file unless a sharded checkpoint put them apart).
@@ -795,9 +808,9 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
         fmt::format("{} int{}", int4_kind(p.stored.format), compiler::grouped_int_bits(p.stored.format)));
     return read_int4(files, p, spec.quant_group);
   }
-  if (nf4_stored(p.stored)) {
-    converted.insert("NF4");
-    return read_nf4(files, p);
+  if (bnb4_stored(p.stored)) {
+    converted.insert(bnb4_kind(p.stored.format));
+    return read_bnb4(files, p);
   }
   return read_tensor(*files[0], p.stored, spec.name, converted);
 }
@@ -835,18 +848,19 @@ struct StoredData {
   std::deque<Mxfp4Blocks> mxfp4;
   std::deque<Int4Packed> int4;
   std::deque<std::array<std::int64_t, 2>> shapes;  // W4A16's weight_shape tensors
-  std::deque<Nf4Packed> nf4;
+  std::deque<Bnb4Packed> bnb4;
   float bound = 0;  // fbgemm's activation_scale_ub, every FP8 module's input_scale_ub
 };
-// An NF4 matrix of `spec` (stored tensor `stored`, its values in t, on the grid) as its release's parts.
-void add_nf4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
-             const WeightTensor& t) {
+// A bitsandbytes 4-bit matrix of `spec` (stored tensor `stored`, its values in t, on the grid) as its
+// release's parts.
+void add_bnb4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
+              const WeightTensor& t) {
   const std::int64_t rows = t.shape[0], cols = t.shape[1];
-  const bool nested = stored.format == compiler::DType::kNf4Dq;
-  const Nf4Packed& q = data.nf4.emplace_back(pack_nf4_matrix(
-      quantize_nf4(t.data.data(), rows, cols, nested, "model " + spec.name + ": " + stored.name), nested,
-      spec.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"));
-  const std::vector<std::string> names = nf4_names(stored);
+  const bool nested = compiler::bnb_nested(stored.format);
+  const Bnb4Packed& q = data.bnb4.emplace_back(pack_bnb4_matrix(
+      quantize_bnb4(t.data.data(), rows, cols, stored.format, "model " + spec.name + ": " + stored.name),
+      stored.format, spec.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"));
+  const std::vector<std::string> names = bnb4_names(stored);
   auto bytes = [](const auto& v) { return reinterpret_cast<const char*>(v.data()); };
   const auto count = [](const auto& v) { return static_cast<std::int64_t>(v.size()); };
   all.push_back({names[0], "U8", {count(q.weight), 1}, bytes(q.weight), q.weight.size()});
@@ -926,8 +940,8 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
       add_int4(all, data, weights.spec, p.stored, t);
       continue;
     }
-    if (nf4_stored(p.stored)) {
-      add_nf4(all, data, weights.spec, p.stored, t);
+    if (bnb4_stored(p.stored)) {
+      add_bnb4(all, data, weights.spec, p.stored, t);
       continue;
     }
     if (!fp8_stored(p.stored)) {
@@ -956,10 +970,10 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
 
 void put_on_checkpoint_grid(ModelWeights& weights) {
   for (const StoredTensor& p : storage_plan(weights.spec)) {
-    if (!fp8_stored(p.stored) && !int4_stored(p.stored) && !nf4_stored(p.stored)) continue;
+    if (!fp8_stored(p.stored) && !int4_stored(p.stored) && !bnb4_stored(p.stored)) continue;
     WeightTensor t = stored_form(weights, p);
-    if (nf4_stored(p.stored))
-      round_to_nf4(t.data.data(), t.shape[0], t.shape[1], p.stored.format == compiler::DType::kNf4Dq);
+    if (bnb4_stored(p.stored))
+      round_to_bnb4(t.data.data(), t.shape[0], t.shape[1], p.stored.format);
     else if (int4_stored(p.stored))
       round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1],
                            compiler::group_inputs(weights.spec.quant_group, t.shape[1]),
@@ -1080,14 +1094,14 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
     for (const std::string& name : stored_names(spec, p.stored)) {
       wanted.insert(name);
       if (!where.contains(name))
-        throw Error(fmt::format("{}: weight_map: tensor {} is missing (model {} needs it{})", index_path,
-                                name, spec.name,
-                                name == p.stored.name               ? ", shape " + shape_text(p.stored.shape)
-                                : mxfp4_stored(spec, p.stored.name) ? ": MXFP4"
-                                : int4_stored(p.stored)             ? ": 4-bit " + p.stored.name
-                                : nf4_stored(p.stored)              ? ": NF4 " + p.stored.name
-                                : name.ends_with(".input_scale_ub") ? ": fbgemm's activation scale bound"
-                                                                    : ": FP8 scales"));
+        throw Error(fmt::format(
+            "{}: weight_map: tensor {} is missing (model {} needs it{})", index_path, name, spec.name,
+            name == p.stored.name               ? ", shape " + shape_text(p.stored.shape)
+            : mxfp4_stored(spec, p.stored.name) ? ": MXFP4"
+            : int4_stored(p.stored)             ? ": 4-bit " + p.stored.name
+            : bnb4_stored(p.stored) ? fmt::format(": {} {}", bnb4_kind(p.stored.format), p.stored.name)
+            : name.ends_with(".input_scale_ub") ? ": fbgemm's activation scale bound"
+                                                : ": FP8 scales"));
     }
   std::size_t skipped = 0;  // outside the language model, in files that may not be opened
   for (const auto& [name, file] : where) {
@@ -2076,10 +2090,9 @@ nlohmann::json fbgemm_config(const compiler::ModelSpec& m) {
 // release), FP8 matrices in 128 x 128 blocks (HF FineGrainedFP8, as DeepSeek-V3's release states it, with
 // scale_fmt ue8m0: the scales duplex writes are powers of two) or FP8 matrices per channel
 // (compressed-tensors, as llm-compressor's FP8-dynamic scheme states it, the LM head and routers ignored), or
-// 4-bit matrices (int4_config), or NF4 matrices (bitsandbytes, as BitsAndBytesConfig.to_dict() writes it),
-// or fbgemm's FP8 matrices (fbgemm_config).
-// One quantization_config states one method for the projections and the experts
-// alike: other combinations are refused.
+// 4-bit matrices (int4_config), or NF4 / FP4 matrices (bitsandbytes, as BitsAndBytesConfig.to_dict() writes
+// it), or fbgemm's FP8 matrices (fbgemm_config). One quantization_config states one method for the
+// projections and the experts alike: other combinations are refused.
 nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   nlohmann::json c = family_config(weights);
@@ -2124,15 +2137,15 @@ nlohmann::json hf_config(const ModelWeights& weights) {
     c["quantization_config"] = int4_config(m);
     return c;
   }
-  if (compiler::bnb_nf4(experts)) {  // transformers' BitsAndBytesConfig (a dense model: model_weights)
+  if (compiler::bnb_4bit(experts)) {  // transformers' BitsAndBytesConfig (a dense model: model_weights)
     c["quantization_config"] = {
         {"quant_method", "bitsandbytes"},
         {"_load_in_4bit", true},
         {"_load_in_8bit", false},
         {"bnb_4bit_compute_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"},
         {"bnb_4bit_quant_storage", "uint8"},
-        {"bnb_4bit_quant_type", "nf4"},
-        {"bnb_4bit_use_double_quant", experts == compiler::DType::kNf4Dq},
+        {"bnb_4bit_quant_type", compiler::bnb_quant_type(experts)},
+        {"bnb_4bit_use_double_quant", compiler::bnb_nested(experts)},
         {"llm_int8_enable_fp32_cpu_offload", false},
         {"llm_int8_has_fp16_weight", false},
         {"llm_int8_skip_modules", nullptr},

@@ -19,7 +19,7 @@ compressed-tensors (llm-compressor's FP8-dynamic releases, and its W8A8-INT8 rel
 fbgemm_fp8 (Meta's Llama 3.1 FP8 releases) by their weight_scale rows; one that says awq or gptq
 has its 4-bit matrices unpacked as AutoAWQ's dequantize_gemm and AutoGPTQ's dequantization do, as does one
 whose compressed-tensors format is pack-quantized (llm-compressor's W4A16) as unpack_from_int32 does; one that says
-bitsandbytes has its NF4 matrices (and double-quantized block scales) decoded as dequantize_4bit does; gpt-oss's MXFP4
+bitsandbytes has its NF4 or FP4 matrices (and double-quantized block scales) decoded as dequantize_4bit does; gpt-oss's MXFP4
 experts (NAME_blocks / NAME_scales) are decoded as HF's convert_moe_packed_tensors does. A model
 passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
 duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
@@ -181,18 +181,35 @@ def dequantize_int4(config, tensors, zeros=True):
     return out
 
 
-def dequantize_nf4(config, tensors, scaled=True):
-    """bitsandbytes' NF4 matrices (quant_method bitsandbytes, load_in_4bit) as NAME.weight [out, in]: NAME.weight
-    U8 holds two 4-bit indices a byte, the first element in the high nibble, of the matrix flattened row-major;
-    element i is quant_map[index] x absmax[i // blocksize] in float32, rounded to FP16 (bitsandbytes'
-    dequantize_4bit). With double quantization (bnb_4bit_use_double_quant) absmax is U8 codes into
+# bitsandbytes' CUDA dequantization tables, its kernels' float literals (dDequantizeNF4, dDequantizeFP4Tree):
+# NF4's 16 values, and FP4's 8 magnitudes by the 3 bits below the sign bit (8), all in float32.
+BNB_NF4 = np.array(
+    [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+     -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+     0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0],
+    dtype=np.float32,
+)
+BNB_FP4_MAGNITUDES = np.array(
+    [0.0, 5.208333333e-03, 0.66666667, 1.0, 0.33333333, 0.5, 0.16666667, 0.25], dtype=np.float32
+)
+BNB_FP4 = np.concatenate([BNB_FP4_MAGNITUDES, -BNB_FP4_MAGNITUDES])
+
+
+def dequantize_bnb4(config, tensors, scaled=True):
+    """bitsandbytes' 4-bit matrices (quant_method bitsandbytes, load_in_4bit; bnb_4bit_quant_type nf4, or fp4 when
+    absent) as NAME.weight [out, in]: NAME.weight U8 holds two 4-bit indices a byte, the first element in the high
+    nibble, of the matrix flattened row-major; element i is table[index] x absmax[i // blocksize] in float32,
+    rounded to FP16 (bitsandbytes' dequantize_4bit), table the CUDA kernel's own (BNB_NF4, BNB_FP4; it does not
+    read the stored quant_map). With double quantization (bnb_4bit_use_double_quant) absmax is U8 codes into
     nested_quant_map, times nested_absmax[block // nested_blocksize], plus nested_offset (dequantize_blockwise);
-    blocksize, shape and the nested fields come from NAME.weight.quant_state.bitsandbytes__nf4 (JSON bytes).
+    blocksize, shape and the nested fields come from NAME.weight.quant_state.bitsandbytes__<type> (JSON bytes).
     Without `scaled` the absmax (double quantization: the nested absmax) is taken as 1."""
     q = config.get("quantization_config") or {}
     if q.get("quant_method") != "bitsandbytes":
         return dict(tensors)
-    suffix = ".quant_state.bitsandbytes__nf4"
+    quant_type = q.get("bnb_4bit_quant_type", "fp4")
+    table = {"nf4": BNB_NF4, "fp4": BNB_FP4}[quant_type]
+    suffix = ".quant_state.bitsandbytes__" + quant_type
     parts = (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", suffix)
     out = {name: a for name, a in tensors.items() if not name.endswith(parts)}
     for name, state_bytes in tensors.items():
@@ -200,11 +217,11 @@ def dequantize_nf4(config, tensors, scaled=True):
             continue
         base = name[: -len(suffix)]
         state = json.loads(bytes(state_bytes.astype(np.uint8)).decode("utf-8"))
+        assert state["quant_type"] == quant_type, name
         rows, cols = state["shape"]
         packed = tensors[base].astype(np.uint8).reshape(-1)
         index = np.empty(2 * packed.size, dtype=np.int64)
         index[0::2], index[1::2] = packed >> 4, packed & 15
-        code = tensors[base + ".quant_map"].astype(np.float32)
         if "nested_offset" in state:
             nested = tensors[base + ".nested_absmax"].astype(np.float32)
             if not scaled:
@@ -219,7 +236,7 @@ def dequantize_nf4(config, tensors, scaled=True):
                 absmax = np.ones_like(absmax)
         n = rows * cols
         scale = np.repeat(absmax, state["blocksize"])[:n]
-        values = (code[index[:n]] * scale).astype(np.float32)
+        values = (table[index[:n]] * scale).astype(np.float32)
         out[base] = values.astype(np.float16).astype(np.float64).reshape(rows, cols)
     return out
 
@@ -267,7 +284,7 @@ def read_safetensors(path):
             a = e4m3(np.frombuffer(raw, dtype=np.uint8))
         elif e["dtype"] == "I8":  # W8A8-INT8 weights, scaled by dequantize_fp8
             a = np.frombuffer(raw, dtype=np.int8).astype(np.float64)
-        elif e["dtype"] == "U8":  # MXFP4 blocks and scales (dequantize_mxfp4), NF4 parts (dequantize_nf4)
+        elif e["dtype"] == "U8":  # MXFP4 blocks and scales (dequantize_mxfp4), NF4 parts (dequantize_bnb4)
             a = np.frombuffer(raw, dtype=np.uint8)
         elif e["dtype"] == "I32":  # 4-bit words and GPTQ's g_idx, decoded by dequantize_int4
             a = np.frombuffer(raw, dtype="<i4")
@@ -339,10 +356,10 @@ class HfModel:
             "int-quantized",
         )
         self.int4 = q.get("quant_method") in ("awq", "gptq") or q.get("format") == "pack-quantized"
-        self.nf4 = q.get("quant_method") == "bitsandbytes"
+        self.bnb4 = q.get("quant_method") == "bitsandbytes"
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
         tensors = dequantize_int4(c, tensors, zeros=drop != "int4_zeros")
-        tensors = dequantize_nf4(c, tensors, scaled=drop != "nf4_scales")
+        tensors = dequantize_bnb4(c, tensors, scaled=drop != "bnb4_scales")
         self.t = dict(tensors)
         if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
             c = dict(c.get("text_config") or {}, model_type="llama4_text")
@@ -1029,8 +1046,8 @@ def dropped_feature(model):
         return "fp8_scales"
     if model.int4:  # the zero points of its 4-bit matrices
         return "int4_zeros"
-    if model.nf4:  # the block scales of its NF4 matrices (double quantization: their nested scales)
-        return "nf4_scales"
+    if model.bnb4:  # the block scales of its NF4 / FP4 matrices (double quantization: their nested scales)
+        return "bnb4_scales"
     if model.llama4:  # its own features first: the router's input scaling, then what the test's sequences reach
         longest = max(map(len, PROMPTS)) + NEW_TOKENS - 1  # the tokens of compare's longest forward
         if any(model.is_moe_layer(layer) for layer in range(model.layers)):

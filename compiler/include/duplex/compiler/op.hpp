@@ -82,11 +82,11 @@ struct Op {
   double energy_rows_scale = 1, energy_weights_scale = 1;
 
   double bytes() const { return bytes_weights + bytes_kv + bytes_act; }
-  // The bytes the xPU's kernels move for it: bytes(), and for a GEMM of bitsandbytes NF4 weights (nf4,
-  // nf4_dq) over more than one token row the 16-bit copy of its weights that bitsandbytes' matmul_4bit has
-  // dequantize_4bit write and the GEMM read back, 2 + 2 bytes per weight (one row runs gemv_4bit on the
-  // packed weights). source: bitsandbytes functional matmul_4bit / MatMul4Bit, which vLLM's bitsandbytes
-  // linear method calls.
+  // The bytes the xPU's kernels move for it: bytes(), and for a GEMM of bitsandbytes 4-bit weights (nf4,
+  // nf4_dq, bnb_fp4, bnb_fp4_dq) over more than one token row the 16-bit copy of its weights that
+  // bitsandbytes' matmul_4bit has dequantize_4bit write and the GEMM read back, 2 + 2 bytes per weight (one
+  // row runs gemv_4bit on the packed weights). source: bitsandbytes functional matmul_4bit / MatMul4Bit,
+  // which vLLM's bitsandbytes linear method calls.
   double xpu_bytes() const;
   // Whether the xPU runs it as bitsandbytes' dequantize-then-GEMM (the case above): one more kernel.
   bool xpu_dequantizes_first() const;

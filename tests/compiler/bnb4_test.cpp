@@ -1,7 +1,7 @@
 // bitsandbytes' 4-bit releases (transformers' BitsAndBytesConfig, HF quant_method "bitsandbytes") in the
-// compiler: read from config.json as linear_dtype nf4 (an FP32 absmax per 64 weights) or nf4_dq (double
-// quantization: an 8-bit absmax per 64, an FP32 scale per 256 of those), what lowering charges for them, and
-// the configurations refused, naming the field.
+// compiler: read from config.json as linear_dtype nf4 or bnb_fp4 (an FP32 absmax per 64 weights), nf4_dq or
+// bnb_fp4_dq (double quantization: an 8-bit absmax per 64, an FP32 scale per 256 of those), what lowering
+// charges for them, and the configurations refused, naming the field.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -40,26 +40,38 @@ std::string llama31_8b(const std::string& quantization) {
 }
 
 TEST(Nf4, FormatsAndTheirBytes) {
-  EXPECT_EQ(parse_dtype("nf4"), DType::kNf4);
-  EXPECT_EQ(parse_dtype("nf4_dq"), DType::kNf4Dq);
-  EXPECT_EQ(dtype_name(DType::kNf4), "nf4");
-  EXPECT_EQ(dtype_name(DType::kNf4Dq), "nf4_dq");
-  // 4 bits, one FP32 absmax per 64; double quantization: one 8-bit absmax per 64, one FP32 per 64 x 256.
-  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kNf4), (64 * 4 + 32) / 8.0 / 64);
-  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kNf4Dq), (64 * 256 * 4 + 256 * 8 + 32) / 8.0 / (64 * 256));
-  for (const DType t : {DType::kNf4, DType::kNf4Dq}) {
-    EXPECT_TRUE(matrix_format(t));
-    EXPECT_TRUE(bnb_nf4(t));
-    EXPECT_FALSE(grouped_int(t));
+  const std::pair<DType, const char*> names[] = {{DType::kNf4, "nf4"},
+                                                 {DType::kNf4Dq, "nf4_dq"},
+                                                 {DType::kBnbFp4, "bnb_fp4"},
+                                                 {DType::kBnbFp4Dq, "bnb_fp4_dq"}};
+  for (const auto& [t, name] : names) {
+    EXPECT_EQ(parse_dtype(name), t);
+    EXPECT_EQ(dtype_name(t), name);
+    EXPECT_TRUE(matrix_format(t)) << name;
+    EXPECT_TRUE(bnb_4bit(t)) << name;
+    EXPECT_FALSE(grouped_int(t)) << name;
+    EXPECT_EQ(bnb_nested(t), std::string_view(name).ends_with("_dq")) << name;
+    EXPECT_EQ(bnb_quant_type(t), std::string_view(name).starts_with("nf4") ? "nf4" : "fp4") << name;
+    // 4 bits, one FP32 absmax per 64; double quantization: one 8-bit absmax per 64, one FP32 per 64 x 256.
+    EXPECT_DOUBLE_EQ(dtype_bytes(t), bnb_nested(t) ? (64 * 256 * 4 + 256 * 8 + 32) / 8.0 / (64 * 256)
+                                                   : (64 * 4 + 32) / 8.0 / 64)
+        << name;
   }
-  EXPECT_FALSE(bnb_nf4(DType::kInt4Pack));
+  EXPECT_FALSE(bnb_4bit(DType::kInt4Pack));
+  EXPECT_FALSE(bnb_4bit(DType::kMxfp4));
 }
 
 TEST(Nf4, ReleasesAreReadWithTheirLinearLayersInNf4) {
   const ModelSpec bf16 = import_hf_config(llama31_8b("null"), "l.json");
   for (const auto& [config, dtype] :
        {std::pair{bnb(), DType::kNf4Dq},
-        std::pair{bnb(R"(, "bnb_4bit_use_double_quant": false)"), DType::kNf4}}) {
+        std::pair{bnb(R"(, "bnb_4bit_use_double_quant": false)"), DType::kNf4},
+        std::pair{bnb(R"(, "bnb_4bit_quant_type": "fp4")"), DType::kBnbFp4Dq},
+        std::pair{bnb(R"(, "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": false)"),
+                  DType::kBnbFp4},
+        // BitsAndBytesConfig's defaults: fp4, no double quantization.
+        std::pair{std::string(R"({"quant_method": "bitsandbytes", "load_in_4bit": true})"),
+                  DType::kBnbFp4}}) {
     const ModelSpec m = import_hf_config(llama31_8b(config), "l.json");
     EXPECT_EQ(m.dtype, DType::kBf16);
     EXPECT_EQ(m.kv_dtype, DType::kBf16);
@@ -137,9 +149,8 @@ TEST(Nf4, OtherBitsandbytesSchemesAreRefusedNamingTheField) {
       {bnb(R"(, "load_in_8bit": true, "load_in_4bit": false)"),
        q + "load_in_8bit: true: LLM.int8()'s 8-bit weights with 16-bit outliers are not modelled"},
       {bnb(R"(, "load_in_4bit": false)"), q + "load_in_4bit: false or absent"},
-      {bnb(R"(, "bnb_4bit_quant_type": "fp4")"), q + "bnb_4bit_quant_type: \"fp4\" is not modelled"},
-      {R"({"quant_method": "bitsandbytes", "load_in_4bit": true})",
-       q + "bnb_4bit_quant_type: \"fp4\" is not modelled"},  // BitsAndBytesConfig's default
+      {bnb(R"(, "bnb_4bit_quant_type": "int4")"), q + "bnb_4bit_quant_type: \"int4\" is not a bitsandbytes "
+                                                      "4-bit type; expected nf4 (NormalFloat 4) or fp4"},
       {bnb(R"(, "bnb_4bit_quant_storage": "bfloat16")"),
        q + "bnb_4bit_quant_storage: \"bfloat16\" is not modelled"},
       {bnb(R"(, "llm_int8_skip_modules": ["lm_head", "down_proj"])"),
@@ -167,6 +178,10 @@ TEST(Nf4, YamlKeys) {
             DType::kNf4Dq);
   EXPECT_NE(model_yaml_error(dense + "dtype: nf4\n").find("nf4 is a matrix format"), std::string::npos);
   EXPECT_NE(model_yaml_error(dense + "kv_dtype: nf4_dq\n").find("nf4_dq is a weight format"),
+            std::string::npos);
+  EXPECT_EQ(read_model(ConfigNode::parse(dense + "linear_dtype: bnb_fp4\n", "x.yaml")).linear_dtype,
+            DType::kBnbFp4);
+  EXPECT_NE(model_yaml_error(dense + "dtype: bnb_fp4_dq\n").find("bnb_fp4_dq is a matrix format"),
             std::string::npos);
 }
 
