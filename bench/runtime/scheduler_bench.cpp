@@ -46,6 +46,18 @@ void BM_RouteZipf256Top8(benchmark::State& state) {
 }
 BENCHMARK(BM_RouteZipf256Top8)->Arg(128)->Arg(1 << 20)->Unit(benchmark::kMicrosecond);
 
+// The same under DeepSeek-V3's group limit: 4 of 8 router groups kept (70 group sets), 58 MoE layers.
+void BM_RouteZipf256Top8GroupLimited(benchmark::State& state) {
+  ExpertRouter router = ExpertRouter::zipf(1.0, 1);
+  for (auto _ : state) benchmark::DoNotOptimize(router.route(state.range(0), 256, 8, 58, 8, 4));
+}
+BENCHMARK(BM_RouteZipf256Top8GroupLimited)
+    ->Arg(1)
+    ->Arg(128)
+    ->Arg(1024)
+    ->Arg(1 << 20)
+    ->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 }  // namespace duplex::runtime
 

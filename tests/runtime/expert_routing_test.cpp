@@ -4,6 +4,8 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <set>
+#include <string>
 
 #include "duplex/base/error.hpp"
 #include "duplex/runtime/workload/expert_routing.hpp"
@@ -11,11 +13,14 @@
 namespace duplex::runtime {
 namespace {
 
-std::int64_t sum(const std::vector<std::int64_t>& v) { return std::accumulate(v.begin(), v.end(), std::int64_t{0}); }
+std::int64_t sum(const std::vector<std::int64_t>& v) {
+  return std::accumulate(v.begin(), v.end(), std::int64_t{0});
+}
 
 TEST(ExpertRouter, CountsSumToTokensTimesTopKAndNeverExceedTokens) {
   for (ExpertRouter router : {ExpertRouter::uniform(1), ExpertRouter::zipf(1.2, 1)}) {
-    for (const auto& [tokens, experts, top_k] : std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>>{
+    for (const auto& [tokens, experts, top_k] :
+         std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>>{
              {0, 8, 2}, {1, 8, 2}, {128, 8, 2}, {7, 8, 8}, {4096, 64, 2}, {1'000'000, 256, 8}, {33, 16, 1}}) {
       const ExpertCounts counts = router.route(tokens, experts, top_k, 3);
       ASSERT_EQ(counts.size(), 3u);
@@ -72,7 +77,8 @@ TEST(ExpertRouter, ZipfTop1IsZipf) {
   const std::vector<double> incl = router.inclusion_probabilities(kExperts, 1);
   double h = 0.0;
   for (int e = 1; e <= kExperts; ++e) h += 1.0 / e;
-  for (std::size_t e = 0; e < kExperts; ++e) EXPECT_NEAR(incl[e], 1.0 / static_cast<double>(e + 1) / h, 1e-12);
+  for (std::size_t e = 0; e < kExperts; ++e)
+    EXPECT_NEAR(incl[e], 1.0 / static_cast<double>(e + 1) / h, 1e-12);
   // 10^6 tokens: each expert's count is Binomial(10^6, p_e); within 5 standard deviations.
   const ExpertCounts counts = router.route(1'000'000, kExperts, 1, 4);
   for (const auto& layer : counts)
@@ -113,6 +119,107 @@ TEST(ExpertRouter, ZipfTopKSubsetsFollowProductWeights) {
   EXPECT_NEAR(std::accumulate(incl.begin(), incl.end(), 0.0), 2.0, 1e-12);
 }
 
+// Group-limited routing (DeepSeek's): a token keeps `kept` of the router's groups of consecutive experts and
+// takes its top-k set among their experts, the pair (group set G, expert set S) with probability proportional
+// to the product of S's weights. Checked against that definition enumerated by hand: 8 experts in 4 groups
+// of 2, 2 groups kept, top-3, Zipf(1).
+TEST(ExpertRouterGroupLimit, InclusionProbabilitiesAreTheDefinitionsEnumerated) {
+  constexpr int kExperts = 8, kGroups = 4, kKept = 2, kTopK = 3;
+  double w[kExperts];
+  for (int e = 0; e < kExperts; ++e) w[e] = 1.0 / (e + 1);
+  std::vector<double> mass(kExperts, 0.0);
+  double total = 0;
+  for (int g0 = 0; g0 < kGroups; ++g0)
+    for (int g1 = g0 + 1; g1 < kGroups; ++g1) {
+      const int members[4] = {2 * g0, 2 * g0 + 1, 2 * g1, 2 * g1 + 1};
+      for (int a = 0; a < 4; ++a)
+        for (int b = a + 1; b < 4; ++b)
+          for (int c = b + 1; c < 4; ++c) {
+            const double pair = w[members[a]] * w[members[b]] * w[members[c]];
+            total += pair;
+            for (const int e : {members[a], members[b], members[c]})
+              mass[static_cast<std::size_t>(e)] += pair;
+          }
+    }
+  const ExpertRouter zipf = ExpertRouter::zipf(1.0, 1);
+  const std::vector<double> limited = zipf.inclusion_probabilities(kExperts, kTopK, kGroups, kKept);
+  const std::vector<double> free = zipf.inclusion_probabilities(kExperts, kTopK);
+  for (std::size_t e = 0; e < kExperts; ++e) EXPECT_NEAR(limited[e], mass[e] / total, 1e-12) << e;
+  EXPECT_NEAR(std::accumulate(limited.begin(), limited.end(), 0.0), 3.0, 1e-12);
+  EXPECT_GT(limited[0], free[0] + 0.01);  // the limit concentrates tokens on the hot group's experts
+  // Uniform weights: every expert k / E, as without the limit.
+  for (const double x : ExpertRouter::uniform(1).inclusion_probabilities(kExperts, kTopK, kGroups, kKept))
+    EXPECT_NEAR(x, 3.0 / 8, 1e-12);
+  // One group set of all groups is no limit.
+  EXPECT_EQ(zipf.inclusion_probabilities(kExperts, kTopK, kGroups, kGroups), free);
+}
+
+// Sampled counts: a token's experts lie in at most `kept` groups, every layer sums to tokens x top_k with no
+// expert above tokens, and over many tokens each expert's count is within 5 standard deviations of tokens x
+// its inclusion probability (DeepSeek-V3's shape: 256 experts, 8 groups, 4 kept, top-8, Zipf(1)).
+TEST(ExpertRouterGroupLimit, SampledCountsFollowTheLimit) {
+  ExpertRouter one = ExpertRouter::zipf(1.0, 7);
+  for (int i = 0; i < 300; ++i) {
+    const ExpertCounts c = one.route(1, 16, 3, 1, 8, 2);
+    std::set<int> groups;
+    for (int e = 0; e < 16; ++e) {
+      EXPECT_LE(c[0][static_cast<std::size_t>(e)], 1);
+      if (c[0][static_cast<std::size_t>(e)] > 0) groups.insert(e / 2);
+    }
+    EXPECT_EQ(sum(c[0]), 3);
+    EXPECT_LE(groups.size(), 2u);
+  }
+  ExpertRouter router = ExpertRouter::zipf(1.0, 3);
+  constexpr std::int64_t kTokens = 1'000'000;
+  const std::vector<double> incl = router.inclusion_probabilities(256, 8, 8, 4);
+  const std::vector<double> free = router.inclusion_probabilities(256, 8);
+  EXPECT_GT(incl[0], free[0] + 0.05);
+  for (const auto& layer : router.route(kTokens, 256, 8, 3, 8, 4)) {
+    EXPECT_EQ(sum(layer), kTokens * 8);
+    for (std::size_t e = 0; e < 256; ++e) {
+      EXPECT_LE(layer[e], kTokens);
+      const double mean = kTokens * incl[e];
+      EXPECT_NEAR(static_cast<double>(layer[e]), mean, 5.0 * std::sqrt(mean * (1.0 - incl[e]))) << e;
+    }
+  }
+  ExpertRouter a = ExpertRouter::zipf(1.0, 5), b = ExpertRouter::zipf(1.0, 5);
+  EXPECT_EQ(a.route(500, 256, 8, 4, 8, 4), b.route(500, 256, 8, 4, 8, 4));
+}
+
+// Without a limit (1 group) the sampler draws as the plain conditional Poisson sampler; with every group kept
+// (one group set of 8 groups: the tokens' experts dealt over the groups first) the counts have its law: each
+// expert within 5 standard deviations of tokens x its inclusion probability without a limit.
+TEST(ExpertRouterGroupLimit, EveryGroupKeptIsNoLimit) {
+  ExpertRouter a = ExpertRouter::zipf(1.0, 9), b = ExpertRouter::zipf(1.0, 9);
+  EXPECT_EQ(a.route(777, 64, 6, 5), b.route(777, 64, 6, 5, 1, 1));
+  const std::vector<double> free = a.inclusion_probabilities(64, 6);
+  constexpr std::int64_t kTokens = 1'000'000;
+  for (const auto& layer : a.route(kTokens, 64, 6, 3, 8, 8)) {
+    EXPECT_EQ(sum(layer), kTokens * 6);
+    for (std::size_t e = 0; e < 64; ++e) {
+      const double mean = kTokens * free[e];
+      EXPECT_NEAR(static_cast<double>(layer[e]), mean, 5.0 * std::sqrt(mean * (1.0 - free[e]))) << e;
+    }
+  }
+}
+
+TEST(ExpertRouterGroupLimit, BadLimitsAreErrorsNamingThem) {
+  ExpertRouter r = ExpertRouter::zipf(1.0, 1);
+  const auto error = [&](int groups, int kept, std::int64_t top_k) {
+    try {
+      r.route(4, 64, top_k, 1, groups, kept);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error(6, 2, 2).find("6 router groups, 2 kept, of 64 experts, top_k 2; expected groups dividing"),
+            std::string::npos);
+  EXPECT_NE(error(8, 9, 2).find("8 router groups, 9 kept"), std::string::npos);
+  EXPECT_NE(error(8, 1, 9).find("top_k 9"), std::string::npos);
+  EXPECT_NE(error(32, 16, 2).find("601080390 group sets; expected at most 4096"), std::string::npos);
+}
+
 TEST(ExpertRouter, SameSeedSameCounts) {
   ExpertRouter a = ExpertRouter::zipf(0.8, 5), b = ExpertRouter::zipf(0.8, 5), c = ExpertRouter::zipf(0.8, 6);
   const ExpertCounts ra = a.route(5000, 64, 2, 16);
@@ -131,8 +238,8 @@ TEST(ExpertRouter, BadShapesAreErrors) {
 
 const char* kTrace =
     "step,layer,expert,count\n"
-    "0,0,0,6\n0,0,1,2\n0,0,2,2\n0,0,3,2\n"   // 12 assignments (6 tokens, top-2)
-    "0,1,1,3\n0,1,2,3\n"                     // experts 0 and 3 idle
+    "0,0,0,6\n0,0,1,2\n0,0,2,2\n0,0,3,2\n"  // 12 assignments (6 tokens, top-2)
+    "0,1,1,3\n0,1,2,3\n"                    // experts 0 and 3 idle
     "1,0,0,1\n1,0,1,1\n1,1,3,1\n1,1,2,1\n";
 
 TEST(RoutingTrace, ScalesEachLayerAndCyclesThroughSteps) {

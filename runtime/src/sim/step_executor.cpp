@@ -8,11 +8,16 @@
 namespace duplex::runtime {
 
 StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& system,
-                           const compiler::ParallelLayout& layout, ExpertRouter* router, compiler::PimTimeFn pim_model,
-                           compiler::XpuTimeFn xpu_model)
-    : model_(model), system_(system), layout_(layout), router_(router), cost_(system, layout, std::move(pim_model), std::move(xpu_model)) {
+                           const compiler::ParallelLayout& layout, ExpertRouter* router,
+                           compiler::PimTimeFn pim_model, compiler::XpuTimeFn xpu_model)
+    : model_(model),
+      system_(system),
+      layout_(layout),
+      router_(router),
+      cost_(system, layout, std::move(pim_model), std::move(xpu_model)) {
   moe_layers_ = model.moe_layers_before(model.layers);
-  if (model.is_moe() && router_ == nullptr) throw Error("model " + model.name + " is MoE: the workload needs routing");
+  if (model.is_moe() && router_ == nullptr)
+    throw Error("model " + model.name + " is MoE: the workload needs routing");
   if (model.is_moe()) router_weights_ = router_->token_weights(model.experts);
   if (model.is_moe() && system.expert_balancing)
     balancer_.emplace(model, *system.expert_balancing, layout, system.links);
@@ -60,7 +65,8 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   compiler::Routing routing;
   if (model_.is_moe()) {
     routing.kind = compiler::Routing::Kind::kCounts;
-    routing.counts = router_->route(batch.tokens(), model_.experts, model_.top_k, moe_layers_);
+    routing.counts = router_->route(batch.tokens(), model_.experts, model_.top_k, moe_layers_,
+                                    model_.router_groups, model_.router_topk_groups);
     routing.weights = router_weights_;
   }
   ExpertBalancer::Move move;

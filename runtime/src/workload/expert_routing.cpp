@@ -1,8 +1,8 @@
 #include "duplex/runtime/workload/expert_routing.hpp"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <map>
 #include <numeric>
 
@@ -50,6 +50,39 @@ void check_shape(std::int64_t tokens, std::int64_t n_experts, std::int64_t top_k
   if (layers < 1) throw Error(fmt::format("expert routing over {} MoE layers; expected >= 1", layers));
 }
 
+// The group sets of a group-limited router: each `kept` of `groups`, in lexicographic order. Throws
+// duplex::Error for a limit that does not fit the experts or makes more than `max_sets` sets.
+std::vector<std::vector<int>> group_sets(std::int64_t n_experts, std::int64_t top_k, int groups, int kept,
+                                         int max_sets) {
+  if (groups < 1 || n_experts % groups != 0 || kept < 1 || kept > groups ||
+      top_k > kept * (n_experts / groups))
+    throw Error(
+        fmt::format("expert routing with {} router groups, {} kept, of {} experts, top_k {}; expected groups "
+                    "dividing the experts, 1 <= kept <= groups, and top_k within the kept groups' experts",
+                    groups, kept, n_experts, top_k));
+  double count = 1;  // C(groups, kept), checked before the sets are listed
+  for (int i = 0; i < kept; ++i) count = count * (groups - i) / (i + 1);
+  if (count > max_sets)
+    throw Error(
+        fmt::format("expert routing with {} of {} router groups kept: {:.0f} group sets; expected at most {}",
+                    kept, groups, count, max_sets));
+  std::vector<std::vector<int>> sets;
+  std::vector<int> set;
+  const auto extend = [&](const auto& self, int from) -> void {
+    if (static_cast<int>(set.size()) == kept) {
+      sets.push_back(set);
+      return;
+    }
+    for (int g = from; g < groups; ++g) {
+      set.push_back(g);
+      self(self, g + 1);
+      set.pop_back();
+    }
+  };
+  extend(extend, 0);
+  return sets;
+}
+
 }  // namespace
 
 RoutingTrace parse_routing_trace(std::string_view text, const std::string& label) {
@@ -59,8 +92,8 @@ RoutingTrace parse_routing_trace(std::string_view text, const std::string& label
   for (int i = 0; i < 4; ++i) {
     cols[i] = csv_column(table, names[i]);
     if (cols[i] < 0)
-      throw Error(fmt::format("{}:{}: header has no {} column; expected columns step,layer,expert,count", label,
-                              table.header.line, names[i]));
+      throw Error(fmt::format("{}:{}: header has no {} column; expected columns step,layer,expert,count",
+                              label, table.header.line, names[i]));
   }
   std::map<std::int64_t, std::map<std::int64_t, std::map<std::int64_t, std::int64_t>>> by_step;
   RoutingTrace trace;
@@ -72,12 +105,15 @@ RoutingTrace parse_routing_trace(std::string_view text, const std::string& label
     const std::int64_t count = csv_int(row, cols[3], "count", label, 0, kMaxCount);
     auto [it, inserted] = by_step[step][layer].emplace(expert, count);
     if (!inserted)
-      throw Error(fmt::format("{}:{}: step {} layer {} expert {} appears twice; expected one row per (step, layer, "
-                              "expert)", label, row.line, step, layer, expert));
+      throw Error(
+          fmt::format("{}:{}: step {} layer {} expert {} appears twice; expected one row per (step, layer, "
+                      "expert)",
+                      label, row.line, step, layer, expert));
     trace.layers = std::max(trace.layers, layer + 1);
     trace.experts = std::max(trace.experts, expert + 1);
   }
-  if (by_step.empty()) throw Error(fmt::format("{}: no rows after the header; expected routing counts", label));
+  if (by_step.empty())
+    throw Error(fmt::format("{}: no rows after the header; expected routing counts", label));
   for (const auto& [step, layers] : by_step) {
     ExpertCounts counts(static_cast<std::size_t>(trace.layers),
                         std::vector<std::int64_t>(static_cast<std::size_t>(trace.experts), 0));
@@ -90,8 +126,10 @@ RoutingTrace parse_routing_trace(std::string_view text, const std::string& label
           total += count;
         }
       if (total == 0)
-        throw Error(fmt::format("{}: step {} has no tokens in layer {}; expected every step to list layers 0..{} "
-                                "with a positive count", label, step, layer, trace.layers - 1));
+        throw Error(
+            fmt::format("{}: step {} has no tokens in layer {}; expected every step to list layers 0..{} "
+                        "with a positive count",
+                        label, step, layer, trace.layers - 1));
     }
     trace.steps.push_back(std::move(counts));
     trace.step_numbers.push_back(step);
@@ -102,7 +140,9 @@ RoutingTrace parse_routing_trace(std::string_view text, const std::string& label
 ExpertRouter::ExpertRouter(Kind kind, double s, std::uint64_t seed, RoutingTrace trace)
     : kind_(kind), s_(s), rng_(seed), trace_(std::move(trace)) {}
 
-ExpertRouter ExpertRouter::uniform(std::uint64_t seed) { return ExpertRouter(Kind::uniform, 0.0, seed, {}); }
+ExpertRouter ExpertRouter::uniform(std::uint64_t seed) {
+  return ExpertRouter(Kind::uniform, 0.0, seed, {});
+}
 
 ExpertRouter ExpertRouter::zipf(double s, std::uint64_t seed) {
   // Above s = 10 the tail weights (256^-10) approach double underflow in the symmetric polynomials.
@@ -126,51 +166,156 @@ std::vector<double> ExpertRouter::token_weights(std::int64_t n_experts) const {
   return kind_ == Kind::trace ? std::vector<double>{} : weights(n_experts);
 }
 
-std::vector<double> ExpertRouter::inclusion_probabilities(std::int64_t n_experts, std::int64_t top_k) const {
+std::vector<double> ExpertRouter::inclusion_probabilities(std::int64_t n_experts, std::int64_t top_k,
+                                                          int groups, int topk_groups) const {
   DUPLEX_ASSERT(kind_ != Kind::trace, "inclusion probabilities of a routing trace");
   check_shape(0, n_experts, top_k, 1);
   const std::vector<double> w = weights(n_experts);
   const auto k = static_cast<std::size_t>(top_k);
-  const double all = suffix_symmetric(w, top_k)[0][k];
-  std::vector<double> p(w.size());
-  for (std::size_t e = 0; e < w.size(); ++e) p[e] = w[e] * symmetric_without(w, e, k)[k - 1] / all;
+  const std::int64_t size = n_experts / std::max(groups, 1);
+  std::vector<double> p(w.size(), 0.0);
+  double total = 0;
+  // From the definition, each group set's experts together: P(e) = sum_G w_e e_{k-1}(w_G without e) / sum_G
+  // e_k(w_G).
+  for (const std::vector<int>& set : group_sets(n_experts, top_k, groups, topk_groups, kMaxGroupSets)) {
+    std::vector<double> set_weights;
+    std::vector<std::size_t> experts;
+    for (const int g : set)
+      for (std::int64_t e = g * size; e < (g + 1) * size; ++e) {
+        experts.push_back(static_cast<std::size_t>(e));
+        set_weights.push_back(w[static_cast<std::size_t>(e)]);
+      }
+    total += suffix_symmetric(set_weights, top_k)[0][k];
+    for (std::size_t i = 0; i < experts.size(); ++i)
+      p[experts[i]] += set_weights[i] * symmetric_without(set_weights, i, k)[k - 1];
+  }
+  for (double& x : p) x /= total;
   return p;
 }
 
-void ExpertRouter::prepare(std::int64_t n_experts, std::int64_t top_k) {
-  if (prepared_experts_ == n_experts && prepared_top_k_ == top_k) return;
-  weights_ = weights(n_experts);
-  const auto suffix = suffix_symmetric(weights_, top_k);
+void ExpertRouter::prepare(std::int64_t n_experts, std::int64_t top_k, int groups, int topk_groups) {
+  if (prepared_experts_ == n_experts && prepared_top_k_ == top_k && prepared_groups_ == groups &&
+      prepared_topk_groups_ == topk_groups)
+    return;
+  const std::vector<std::vector<int>> sets = group_sets(n_experts, top_k, groups, topk_groups, kMaxGroupSets);
+  const std::vector<double> w = weights(n_experts);
   const auto k = static_cast<std::size_t>(top_k);
-  suffix_.assign((weights_.size() + 1) * (k + 1), 0.0);
-  for (std::size_t e = 0; e <= weights_.size(); ++e)
-    for (std::size_t j = 0; j <= k; ++j) suffix_[e * (k + 1) + j] = suffix[e][j];
+  const std::int64_t size = n_experts / groups;
+  groups_.clear();
+  for (int g = 0; g < groups; ++g) {
+    ExpertGroup group;
+    group.first = g * size;
+    group.weights.assign(w.begin() + group.first, w.begin() + group.first + size);
+    const auto suffix = suffix_symmetric(group.weights, top_k);
+    group.suffix.assign(suffix.size() * (k + 1), 0.0);
+    for (std::size_t i = 0; i < suffix.size(); ++i)
+      for (std::size_t j = 0; j <= k; ++j) group.suffix[i * (k + 1) + j] = suffix[i][j];
+    group.poly = suffix[0];
+    groups_.push_back(std::move(group));
+  }
+  sets_.clear();
+  for (const std::vector<int>& groups_kept : sets) {
+    GroupSet set;
+    set.groups = groups_kept;
+    const std::size_t m = groups_kept.size();
+    set.tail.assign((m + 1) * (k + 1), 0.0);
+    set.tail[m * (k + 1)] = 1.0;
+    for (std::size_t t = m; t-- > 0;) {  // tail_t = poly of group t x tail_{t+1}, truncated at k
+      const std::vector<double>& poly = groups_[static_cast<std::size_t>(groups_kept[t])].poly;
+      for (std::size_t j = 0; j <= k; ++j)
+        for (std::size_t i = 0; i <= j; ++i)
+          set.tail[t * (k + 1) + j] += poly[i] * set.tail[(t + 1) * (k + 1) + j - i];
+    }
+    set.mass = set.tail[k];
+    sets_.push_back(std::move(set));
+  }
   prepared_experts_ = n_experts;
   prepared_top_k_ = top_k;
+  prepared_groups_ = groups;
+  prepared_topk_groups_ = topk_groups;
 }
 
-std::vector<std::int64_t> ExpertRouter::sample_layer(std::int64_t tokens) {
+void ExpertRouter::deal_over_groups(const GroupSet& set, std::int64_t tokens,
+                                    std::vector<std::vector<std::int64_t>>& needing) {
+  const auto k = static_cast<std::size_t>(prepared_top_k_);
+  const std::size_t m = set.groups.size();
+  // state[j]: the set's tokens still needing j experts from its groups t.. .
+  std::vector<std::int64_t> state(k + 1, 0), next(k + 1, 0);
+  state[k] = tokens;
+  for (std::size_t t = 0; t < m; ++t) {
+    std::vector<std::int64_t>& group_needing = needing[static_cast<std::size_t>(set.groups[t])];
+    if (t + 1 == m) {  // the last group takes what each token still needs
+      for (std::size_t j = 1; j <= k; ++j) group_needing[j] += state[j];
+      break;
+    }
+    const ExpertGroup& group = groups_[static_cast<std::size_t>(set.groups[t])];
+    const std::size_t size = group.weights.size(), after = (m - t - 1) * size;  // experts in groups t+1..
+    std::fill(next.begin(), next.end(), 0);
+    for (std::size_t j = 0; j <= k; ++j) {
+      std::int64_t left = state[j];
+      // P(i from group t) = poly[i] tail_{t+1}[j - i] / tail_t[j] for the i group t and the groups after it
+      // can take (i <= size, j - i <= after), drawn as a multinomial, the last i taking what is left.
+      double rest = set.tail[t * (k + 1) + j];
+      const std::size_t last = std::min(j, size);
+      for (std::size_t i = j > after ? j - after : 0; i <= last && left > 0; ++i) {
+        const double mass = group.poly[i] * set.tail[(t + 1) * (k + 1) + j - i];
+        const std::int64_t here = i == last ? left : rng_.binomial(left, std::clamp(mass / rest, 0.0, 1.0));
+        rest -= mass;
+        left -= here;
+        group_needing[i] += here;
+        next[j - i] += here;
+      }
+    }
+    std::swap(state, next);
+  }
+}
+
+void ExpertRouter::sample_group(const ExpertGroup& group, std::vector<std::int64_t> needing,
+                                std::vector<std::int64_t>& counts) {
   const auto k = static_cast<std::size_t>(prepared_top_k_);
   const std::size_t stride = k + 1;
-  // needing[j]: tokens that still need j more experts from those not visited yet.
-  std::vector<std::int64_t> needing(k + 1, 0);
-  needing[k] = tokens;
-  std::vector<std::int64_t> counts(weights_.size(), 0);
+  // needing[j]: tokens that still need j more experts from those not visited yet (needing[0] not used).
   std::vector<std::int64_t> chose(k + 1, 0);
-  for (std::size_t e = 0; e < weights_.size(); ++e) {
+  const std::int64_t tokens = std::accumulate(needing.begin() + 1, needing.end(), std::int64_t{0});
+  needing[0] = 0;
+  for (std::size_t i = 0; i < group.weights.size(); ++i) {
+    std::int64_t& count = counts[static_cast<std::size_t>(group.first) + i];
     for (std::size_t j = 1; j <= k; ++j) {
       chose[j] = 0;
       if (needing[j] == 0) continue;
-      const double p = std::min(1.0, weights_[e] * suffix_[(e + 1) * stride + j - 1] / suffix_[e * stride + j]);
+      const double p = std::min(
+          1.0, group.weights[i] * group.suffix[(i + 1) * stride + j - 1] / group.suffix[i * stride + j]);
       chose[j] = rng_.binomial(needing[j], p);
-      counts[e] += chose[j];
+      count += chose[j];
     }
     for (std::size_t j = 1; j <= k; ++j) {
       needing[j] -= chose[j];
       needing[j - 1] += chose[j];
     }
   }
-  DUPLEX_ASSERT(needing[0] == tokens, "routing left tokens with fewer than top_k experts");
+  DUPLEX_ASSERT(needing[0] == tokens, "routing left tokens with fewer experts than they needed");
+}
+
+std::vector<std::int64_t> ExpertRouter::sample_layer(std::int64_t tokens) {
+  const auto k = static_cast<std::size_t>(prepared_top_k_);
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(prepared_experts_), 0);
+  // needing[g][i]: tokens taking i experts from group g.
+  std::vector<std::vector<std::int64_t>> needing(groups_.size(), std::vector<std::int64_t>(k + 1, 0));
+  // Deal the tokens to the group sets in proportion to their masses (one set: all of them), then over each
+  // set's groups.
+  double rest = 0;
+  for (const GroupSet& set : sets_) rest += set.mass;
+  std::int64_t left = tokens;
+  for (std::size_t i = 0; i < sets_.size() && left > 0; ++i) {
+    const std::int64_t here =
+        i + 1 == sets_.size() ? left : rng_.binomial(left, std::clamp(sets_[i].mass / rest, 0.0, 1.0));
+    rest -= sets_[i].mass;
+    left -= here;
+    if (here > 0) deal_over_groups(sets_[i], here, needing);
+  }
+  for (std::size_t g = 0; g < groups_.size(); ++g)
+    if (std::any_of(needing[g].begin() + 1, needing[g].end(), [](std::int64_t n) { return n > 0; }))
+      sample_group(groups_[g], needing[g], counts);
   return counts;
 }
 
@@ -185,9 +330,10 @@ std::vector<std::int64_t> ExpertRouter::scale_trace_layer(const std::vector<std:
   std::int64_t assigned = 0;
   for (std::size_t e = 0; e < recorded.size(); ++e) {
     if (recorded[e] * top_k > total)
-      throw Error(fmt::format("{}: recorded step {} layer {}: expert {} has {} of {} assignments; with top_k {} an "
-                              "expert takes each token at most once, so at most {}",
-                              trace_.label, step, layer, e, recorded[e], total, top_k, total / top_k));
+      throw Error(
+          fmt::format("{}: recorded step {} layer {}: expert {} has {} of {} assignments; with top_k {} an "
+                      "expert takes each token at most once, so at most {}",
+                      trace_.label, step, layer, e, recorded[e], total, top_k, total / top_k));
     // Exact in 128 bits: recorded * target can exceed 2^63 for long traces.
     const Int128 scaled = static_cast<Int128>(recorded[e]) * target;
     out[e] = static_cast<std::int64_t>(scaled / total);
@@ -201,23 +347,24 @@ std::vector<std::int64_t> ExpertRouter::scale_trace_layer(const std::vector<std:
 }
 
 ExpertCounts ExpertRouter::route(std::int64_t tokens, std::int64_t n_experts, std::int64_t top_k,
-                                 std::int64_t layers) {
+                                 std::int64_t layers, int groups, int topk_groups) {
   check_shape(tokens, n_experts, top_k, layers);
   ExpertCounts out;
   out.reserve(static_cast<std::size_t>(layers));
   if (kind_ == Kind::trace) {
     if (trace_.layers != layers || trace_.experts > n_experts)
-      throw Error(fmt::format("{}: routing trace has {} MoE layers and experts 0..{}; the model has {} MoE layers "
-                              "and {} experts (expected equal layers and no expert id beyond the model's)",
-                              trace_.label, trace_.layers, trace_.experts - 1, layers, n_experts));
+      throw Error(
+          fmt::format("{}: routing trace has {} MoE layers and experts 0..{}; the model has {} MoE layers "
+                      "and {} experts (expected equal layers and no expert id beyond the model's)",
+                      trace_.label, trace_.layers, trace_.experts - 1, layers, n_experts));
     const std::size_t index = next_trace_step_;
     next_trace_step_ = (next_trace_step_ + 1) % trace_.steps.size();
     for (std::int64_t l = 0; l < layers; ++l)
-      out.push_back(scale_trace_layer(trace_.steps[index][static_cast<std::size_t>(l)], tokens, n_experts, top_k,
-                                      trace_.step_numbers[index], l));
+      out.push_back(scale_trace_layer(trace_.steps[index][static_cast<std::size_t>(l)], tokens, n_experts,
+                                      top_k, trace_.step_numbers[index], l));
     return out;
   }
-  prepare(n_experts, top_k);
+  prepare(n_experts, top_k, groups, topk_groups);
   for (std::int64_t l = 0; l < layers; ++l) out.push_back(sample_layer(tokens));
   return out;
 }

@@ -12,12 +12,25 @@
 // elementary symmetric polynomials of the remaining weights. O(experts * top_k) binomial draws per layer,
 // independent of the token count.
 //
+// Group-limited routing (DeepSeek's n_group / topk_group: ModelSpec::router_groups, router_topk_groups, as
+// compiler/expert_reach.hpp defines it): a token keeps a set G of `router_topk_groups` of the router's groups
+// of consecutive experts and takes its top-k set S among G's experts, the pair (G, S) with probability
+// proportional to the product of S's weights, so G has probability proportional to e_k(w_G). Sampled in
+// aggregate too: the tokens are dealt to the C(groups, kept) group sets by sequential binomials (a
+// multinomial over the sets' masses e_k(w_G)); a set's tokens needing j experts from its groups t.. take i
+// from group t with probability e_i(w_t) e_{j-i}(w of groups t+1..) / e_j(w of groups t..) (a multinomial
+// over i); then each group's tokens, needing i experts from it, choose among its experts as above. Exact, and
+// O(experts * top_k + sets * kept * top_k^2) draws per layer at most, a set without tokens costing none. With
+// one group (no limit) the draws are those of the plain sampler. With uniform weights every expert's count
+// has the same law as without the limit; under Zipf the limit concentrates the tokens in the sets holding
+// the hot experts' group.
+//
 // Routing trace CSV (recorded routing, replayed): header `step,layer,expert,count`; each row says `count`
-// token-to-expert assignments went to `expert` in MoE layer `layer` at recorded step `step`. Steps are used in
-// order of their number, cyclically, one per route() call; every step must list layers 0..L-1; experts absent
-// from a layer received no tokens. Each (step, layer) is scaled to the requested tokens * top_k assignments by
-// largest remainder (ties: lower expert id); an expert may hold at most 1/top_k of a layer's assignments
-// (it can take each token once).
+// token-to-expert assignments went to `expert` in MoE layer `layer` at recorded step `step`. Steps are used
+// in order of their number, cyclically, one per route() call; every step must list layers 0..L-1; experts
+// absent from a layer received no tokens. Each (step, layer) is scaled to the requested tokens * top_k
+// assignments by largest remainder (ties: lower expert id); an expert may hold at most 1/top_k of a layer's
+// assignments (it can take each token once).
 #include <cstdint>
 #include <map>
 #include <string>
@@ -52,13 +65,21 @@ class ExpertRouter {
   static ExpertRouter zipf(double s, std::uint64_t seed);
   static ExpertRouter from_trace(RoutingTrace trace);
 
-  // Per-layer counts for `tokens` tokens (>= 0) through `layers` MoE layers of `n_experts` experts, top_k each.
-  // Throws duplex::Error for top_k outside [1, n_experts], layers < 1, or a trace that does not fit the model.
-  ExpertCounts route(std::int64_t tokens, std::int64_t n_experts, std::int64_t top_k, std::int64_t layers);
+  // Per-layer counts for `tokens` tokens (>= 0) through `layers` MoE layers of `n_experts` experts, top_k
+  // each, the synthetic kinds limited to `topk_groups` of `groups` router groups (1, 1: no limit; a trace's
+  // counts are its own). Throws duplex::Error for top_k outside [1, n_experts], layers < 1, groups not
+  // dividing the experts, topk_groups outside [1, groups], top_k beyond the kept groups' experts, more than
+  // kMaxGroupSets group sets, or a trace that does not fit the model.
+  ExpertCounts route(std::int64_t tokens, std::int64_t n_experts, std::int64_t top_k, std::int64_t layers,
+                     int groups = 1, int topk_groups = 1);
 
-  // Probability that a token's top-k set contains expert e, for the synthetic kinds (sums to top_k). The
-  // expected count of expert e is tokens * this.
-  std::vector<double> inclusion_probabilities(std::int64_t n_experts, std::int64_t top_k) const;
+  // Probability that a token's top-k set contains expert e, for the synthetic kinds (sums to top_k), under
+  // the group limit as route() takes it. The expected count of expert e is tokens * this.
+  std::vector<double> inclusion_probabilities(std::int64_t n_experts, std::int64_t top_k, int groups = 1,
+                                              int topk_groups = 1) const;
+
+  // The most group sets (C(groups, topk_groups)) route() samples over: DeepSeek-V3's are 70, V2's 56.
+  static constexpr int kMaxGroupSets = 4096;
 
   // The weights of a token's top-k set for the synthetic kinds (its probability is proportional to the
   // product of its experts'), one per expert; empty for a trace (its tokens' sets are not recorded).
@@ -68,10 +89,31 @@ class ExpertRouter {
 
  private:
   ExpertRouter(Kind kind, double s, std::uint64_t seed, RoutingTrace trace);
+  // A router group of consecutive experts: its weights and what sampling among them needs.
+  struct ExpertGroup {
+    std::int64_t first = 0;       // its first expert
+    std::vector<double> weights;  // its experts'
+    std::vector<double> suffix;   // suffix[i * (top_k + 1) + j] = e_j(weights[i], ..., weights[end - 1])
+    std::vector<double> poly;     // poly[j] = e_j(weights), j = 0..top_k
+  };
+  // A group set a token may keep: its groups and, for dealing a token's top_k experts over them, tail[t *
+  // (top_k + 1) + j] = e_j of the experts of its groups from the t-th on (t = its group count: 1 at j = 0).
+  struct GroupSet {
+    std::vector<int> groups;
+    std::vector<double> tail;
+    double mass = 0;  // e_top_k of its experts' weights (tail[top_k]): its share of the tokens
+  };
   std::vector<double> weights(std::int64_t n_experts) const;
-  // Weights and suffix symmetric polynomials for (n_experts, top_k), computed once per shape.
-  void prepare(std::int64_t n_experts, std::int64_t top_k);
+  // The groups and group sets for (n_experts, top_k, groups, topk_groups), computed once per shape.
+  void prepare(std::int64_t n_experts, std::int64_t top_k, int groups, int topk_groups);
   std::vector<std::int64_t> sample_layer(std::int64_t tokens);
+  // Deals `tokens` tokens keeping `set` their top_k experts over its groups: adds to needing[g][i] the tokens
+  // that take i experts from group g.
+  void deal_over_groups(const GroupSet& set, std::int64_t tokens,
+                        std::vector<std::vector<std::int64_t>>& needing);
+  // Adds to counts the experts group's tokens choose, needing[i] of them taking i experts from it.
+  void sample_group(const ExpertGroup& group, std::vector<std::int64_t> needing,
+                    std::vector<std::int64_t>& counts);
   std::vector<std::int64_t> scale_trace_layer(const std::vector<std::int64_t>& recorded, std::int64_t tokens,
                                               std::int64_t n_experts, std::int64_t top_k, std::int64_t step,
                                               std::int64_t layer) const;
@@ -83,8 +125,9 @@ class ExpertRouter {
   std::size_t next_trace_step_ = 0;
   std::int64_t prepared_experts_ = 0;
   std::int64_t prepared_top_k_ = 0;
-  std::vector<double> weights_;
-  std::vector<double> suffix_;  // suffix_[e * (top_k + 1) + j] = e_j(w[e], ..., w[E-1])
+  int prepared_groups_ = 0, prepared_topk_groups_ = 0;
+  std::vector<ExpertGroup> groups_;
+  std::vector<GroupSet> sets_;
 };
 
 }  // namespace duplex::runtime
