@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/router_groups.hpp"
 
 namespace duplex::compiler {
 
@@ -40,7 +41,8 @@ namespace {
 
 // Splits `total` into integers proportional to `weights`, capped at `cap` each, summing to `total`
 // (largest-remainder rounding; capped shares are redistributed over the others). Deterministic.
-std::vector<std::int64_t> apportion(const std::vector<double>& weights, std::int64_t total, std::int64_t cap) {
+std::vector<std::int64_t> apportion(const std::vector<double>& weights, std::int64_t total,
+                                    std::int64_t cap) {
   const std::size_t n = weights.size();
   std::vector<std::int64_t> out(n, 0);
   std::vector<bool> capped(n, false);
@@ -54,7 +56,8 @@ std::vector<std::int64_t> apportion(const std::vector<double>& weights, std::int
     for (std::size_t i = 0; i < n; ++i) {
       if (capped[i]) continue;
       share[i] = static_cast<double>(left) * weights[i] / wsum;
-      const auto whole = std::min<std::int64_t>(static_cast<std::int64_t>(std::floor(share[i])), cap - out[i]);
+      const auto whole =
+          std::min<std::int64_t>(static_cast<std::int64_t>(std::floor(share[i])), cap - out[i]);
       out[i] += whole;
       given += whole;
       share[i] -= static_cast<double>(whole);
@@ -62,7 +65,8 @@ std::vector<std::int64_t> apportion(const std::vector<double>& weights, std::int
     left -= given;
     std::vector<std::size_t> order(n);
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return share[a] > share[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return share[a] > share[b]; });
     for (std::size_t i : order) {
       if (left == 0) break;
       if (capped[i] || out[i] >= cap || share[i] <= 0) continue;
@@ -77,25 +81,30 @@ std::vector<std::int64_t> apportion(const std::vector<double>& weights, std::int
 
 }  // namespace
 
-std::vector<std::int64_t> Routing::expert_tokens(int moe_layer, std::int64_t tokens, int experts, int top_k) const {
+std::vector<std::int64_t> Routing::expert_tokens(int moe_layer, std::int64_t tokens, int experts, int top_k,
+                                                 int router_groups, int router_topk_groups) const {
   const std::int64_t total = tokens * top_k;
   if (kind == Kind::kCounts) {
     if (counts.empty()) throw Error("routing: given counts are empty");
     const auto& row = counts[static_cast<std::size_t>(moe_layer) % counts.size()];
     if (static_cast<int>(row.size()) != experts)
-      throw Error("routing: a counts row has " + std::to_string(row.size()) + " entries; expected one per expert (" +
-                  std::to_string(experts) + ")");
+      throw Error("routing: a counts row has " + std::to_string(row.size()) +
+                  " entries; expected one per expert (" + std::to_string(experts) + ")");
     return row;
   }
   std::vector<double> w(static_cast<std::size_t>(experts), 1.0);
-  if (kind == Kind::kZipf)
+  if (kind == Kind::kZipf) {  // each expert's share: the probability that a token takes it
     for (int i = 0; i < experts; ++i) w[static_cast<std::size_t>(i)] = std::pow(i + 1.0, -zipf_s);
+    w = top_k_inclusion(w, top_k, router_groups, router_topk_groups);
+  }
   return apportion(w, total, tokens);
 }
 
 std::vector<std::int64_t> Routing::expert_tokens_of(int moe_layer, std::int64_t tokens,
-                                                    std::int64_t step_tokens, int experts, int top_k) const {
-  if (kind != Kind::kCounts || tokens == step_tokens) return expert_tokens(moe_layer, tokens, experts, top_k);
+                                                    std::int64_t step_tokens, int experts, int top_k,
+                                                    int router_groups, int router_topk_groups) const {
+  if (kind != Kind::kCounts || tokens == step_tokens)
+    return expert_tokens(moe_layer, tokens, experts, top_k, router_groups, router_topk_groups);
   const std::vector<std::int64_t> step = expert_tokens(moe_layer, step_tokens, experts, top_k);
   return apportion(std::vector<double>(step.begin(), step.end()), tokens * top_k, tokens);
 }

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/router_groups.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -27,25 +28,6 @@ Poly multiply(const Poly& a, const Poly& b) {
   for (std::size_t i = 0; i < a.size(); ++i)
     for (std::size_t j = 0; i + j < c.size(); ++j) c[i + j] += a[i] * b[j];
   return c;
-}
-
-// The router's group sets: each `topk_groups` of `groups`, in lexicographic order.
-std::vector<std::vector<int>> group_sets(int groups, int topk_groups) {
-  std::vector<std::vector<int>> sets;
-  std::vector<int> set;
-  const auto extend = [&](const auto& self, int from) -> void {
-    if (static_cast<int>(set.size()) == topk_groups) {
-      sets.push_back(set);
-      return;
-    }
-    for (int g = from; g < groups; ++g) {
-      set.push_back(g);
-      self(self, g + 1);
-      set.pop_back();
-    }
-  };
-  extend(extend, 0);
-  return sets;
 }
 
 // e_k of the weights of the experts in a group set, from its groups' polynomials.
@@ -70,13 +52,12 @@ ExpertReach expert_reach(const std::vector<double>& weights, int top_k, const Sl
                     "dividing the experts, 1 <= kept <= groups, and top_k within the kept groups' "
                     "experts",
                     router_groups, router_topk_groups, experts, top_k));
-  double set_count = 1;  // C(router_groups, router_topk_groups), checked before the sets are listed
-  for (int i = 0; i < router_topk_groups; ++i) set_count = set_count * (router_groups - i) / (i + 1);
+  const double set_count = router_group_set_count(router_groups, router_topk_groups);
   if (set_count > 100'000)
     throw Error(
         fmt::format("expert reach: {} of {} router groups make {:.0f} group sets; expected at most 100000",
                     router_topk_groups, router_groups, set_count));
-  const std::vector<std::vector<int>> sets = group_sets(router_groups, router_topk_groups);
+  const std::vector<std::vector<int>> sets = router_group_sets(router_groups, router_topk_groups);
   const int groups = layout.expert_groups, shards = layout.expert_shards;
   if (layout.local_experts < 1 || static_cast<int>(placement.size()) != layout.local_experts * groups)
     throw Error(fmt::format("expert reach: a placement of {} slots; expected {} ({} per group x {} groups)",

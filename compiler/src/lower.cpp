@@ -497,7 +497,8 @@ class Lowering {
   // step's routing.
   std::vector<std::int64_t> expert_counts(int l) const {
     const auto counts = routing_.expert_tokens_of(m_.moe_layers_before(l), global_tokens_, step_tokens_,
-                                                  m_.experts, m_.top_k);
+                                                  m_.experts, m_.top_k, m_.router_groups,
+                                                  m_.router_topk_groups);
     std::int64_t sum = 0;
     for (auto c : counts) {
       if (c < 0 || c > global_tokens_) throw Error(fmt::format("routing: layer {} gives an expert {} tokens; expected 0..{}", l, c, global_tokens_));

@@ -172,7 +172,7 @@ std::vector<std::uint16_t> dequantize_bnb4(const Bnb4Matrix& m, const std::strin
   const std::int64_t n = m.rows * m.cols;
   DUPLEX_ASSERT(
       static_cast<std::int64_t>(m.q.size()) == n && static_cast<std::int64_t>(m.absmax.size()) == m.blocks(),
-      "an NF4 matrix's indices and block scales");
+      "a 4-bit matrix's indices and block scales");
   const std::array<float, 16>& code = m.code;
   std::vector<std::uint16_t> out(static_cast<std::size_t>(n));
   for_each_block(n, m.blocksize, [&](std::int64_t b, std::int64_t begin, std::int64_t end) {
@@ -240,8 +240,8 @@ Bnb4Matrix quantize_bnb4(const std::uint16_t* values, std::int64_t rows, std::in
 void round_to_bnb4(std::uint16_t* values, std::int64_t rows, std::int64_t cols, compiler::DType format) {
   const std::int64_t n = rows * cols;
   const std::string what = fmt::format("rounding to {}", compiler::dtype_name(format));
-  if (compiler::bnb_nested(
-          format)) {  // each block's largest takes code +-1 (its exponents stay those it had)
+  // With double quantization each block's largest takes code +-1 (its exponents stay those it had).
+  if (compiler::bnb_nested(format)) {
     const std::vector<int> exponents = nested_exponents(values, n, what);
     for_each_block(n, kBnb4Block, [&](std::int64_t b, std::int64_t begin, std::int64_t end) {
       const auto [top, at] = largest(values, begin, end);

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/router_groups.hpp"
 #include "duplex/runtime/workload/csv.hpp"
 
 namespace duplex::runtime {
@@ -30,17 +31,6 @@ std::vector<std::vector<double>> suffix_symmetric(const std::vector<double>& w, 
   return suffix;
 }
 
-// e_j of all weights but one, j = 0..k.
-std::vector<double> symmetric_without(const std::vector<double>& w, std::size_t skip, std::size_t k) {
-  std::vector<double> e(k + 1, 0.0);
-  e[0] = 1.0;
-  for (std::size_t i = 0; i < w.size(); ++i) {
-    if (i == skip) continue;
-    for (std::size_t j = k; j >= 1; --j) e[j] += w[i] * e[j - 1];
-  }
-  return e;
-}
-
 void check_shape(std::int64_t tokens, std::int64_t n_experts, std::int64_t top_k, std::int64_t layers) {
   if (tokens < 0) throw Error(fmt::format("expert routing of {} tokens; expected >= 0", tokens));
   if (n_experts < 1) throw Error(fmt::format("expert routing over {} experts; expected >= 1", n_experts));
@@ -50,8 +40,8 @@ void check_shape(std::int64_t tokens, std::int64_t n_experts, std::int64_t top_k
   if (layers < 1) throw Error(fmt::format("expert routing over {} MoE layers; expected >= 1", layers));
 }
 
-// The group sets of a group-limited router: each `kept` of `groups`, in lexicographic order. Throws
-// duplex::Error for a limit that does not fit the experts or makes more than `max_sets` sets.
+// The group sets of a group-limited router (compiler::router_group_sets). Throws duplex::Error for a limit
+// that does not fit the experts or makes more than `max_sets` sets.
 std::vector<std::vector<int>> group_sets(std::int64_t n_experts, std::int64_t top_k, int groups, int kept,
                                          int max_sets) {
   if (groups < 1 || n_experts % groups != 0 || kept < 1 || kept > groups ||
@@ -60,27 +50,11 @@ std::vector<std::vector<int>> group_sets(std::int64_t n_experts, std::int64_t to
         fmt::format("expert routing with {} router groups, {} kept, of {} experts, top_k {}; expected groups "
                     "dividing the experts, 1 <= kept <= groups, and top_k within the kept groups' experts",
                     groups, kept, n_experts, top_k));
-  double count = 1;  // C(groups, kept), checked before the sets are listed
-  for (int i = 0; i < kept; ++i) count = count * (groups - i) / (i + 1);
-  if (count > max_sets)
+  if (compiler::router_group_set_count(groups, kept) > max_sets)
     throw Error(
         fmt::format("expert routing with {} of {} router groups kept: {:.0f} group sets; expected at most {}",
-                    kept, groups, count, max_sets));
-  std::vector<std::vector<int>> sets;
-  std::vector<int> set;
-  const auto extend = [&](const auto& self, int from) -> void {
-    if (static_cast<int>(set.size()) == kept) {
-      sets.push_back(set);
-      return;
-    }
-    for (int g = from; g < groups; ++g) {
-      set.push_back(g);
-      self(self, g + 1);
-      set.pop_back();
-    }
-  };
-  extend(extend, 0);
-  return sets;
+                    kept, groups, compiler::router_group_set_count(groups, kept), max_sets));
+  return compiler::router_group_sets(groups, kept);
 }
 
 }  // namespace
@@ -170,27 +144,8 @@ std::vector<double> ExpertRouter::inclusion_probabilities(std::int64_t n_experts
                                                           int groups, int topk_groups) const {
   DUPLEX_ASSERT(kind_ != Kind::trace, "inclusion probabilities of a routing trace");
   check_shape(0, n_experts, top_k, 1);
-  const std::vector<double> w = weights(n_experts);
-  const auto k = static_cast<std::size_t>(top_k);
-  const std::int64_t size = n_experts / std::max(groups, 1);
-  std::vector<double> p(w.size(), 0.0);
-  double total = 0;
-  // From the definition, each group set's experts together: P(e) = sum_G w_e e_{k-1}(w_G without e) / sum_G
-  // e_k(w_G).
-  for (const std::vector<int>& set : group_sets(n_experts, top_k, groups, topk_groups, kMaxGroupSets)) {
-    std::vector<double> set_weights;
-    std::vector<std::size_t> experts;
-    for (const int g : set)
-      for (std::int64_t e = g * size; e < (g + 1) * size; ++e) {
-        experts.push_back(static_cast<std::size_t>(e));
-        set_weights.push_back(w[static_cast<std::size_t>(e)]);
-      }
-    total += suffix_symmetric(set_weights, top_k)[0][k];
-    for (std::size_t i = 0; i < experts.size(); ++i)
-      p[experts[i]] += set_weights[i] * symmetric_without(set_weights, i, k)[k - 1];
-  }
-  for (double& x : p) x /= total;
-  return p;
+  group_sets(n_experts, top_k, groups, topk_groups, kMaxGroupSets);  // route()'s checks
+  return compiler::top_k_inclusion(weights(n_experts), static_cast<int>(top_k), groups, topk_groups);
 }
 
 void ExpertRouter::prepare(std::int64_t n_experts, std::int64_t top_k, int groups, int topk_groups) {

@@ -34,7 +34,7 @@ struct BatchState {
   std::vector<RequestGroup> groups;
   // A draft head's first pass of a step, which fuses the target's hidden states (ModelSpec::draft_states 3).
   bool first_draft_pass = false;
-  std::int64_t tokens() const;           // new tokens this step, all requests
+  std::int64_t tokens() const;  // new tokens this step, all requests
   std::int64_t requests() const;
   std::int64_t decode_requests() const;  // requests of the groups that decode (tokens == 1 or verify)
   std::int64_t prefill_tokens() const;   // tokens of the other groups
@@ -60,13 +60,18 @@ struct Routing {
   std::vector<std::vector<int>> placement;
   // Expected, integral counts summing exactly to tokens * top_k for one MoE layer (index `moe_layer`).
   // Uniform: floor + the remainder spread one by one from expert 0. Zipf: largest-remainder rounding of
-  // tokens*top_k*(i+1)^-s / H, each expert capped at `tokens` (an expert sees a token at most once).
-  std::vector<std::int64_t> expert_tokens(int moe_layer, std::int64_t tokens, int experts, int top_k) const;
+  // tokens x P(e in a token's top-k set), the probability under the synthetic routers' model with weights
+  // (e + 1)^-s and the router's group limit (router_groups, router_topk_groups: 1, 1 for none;
+  // router_groups.hpp's top_k_inclusion); the expected counts of the simulator's sampled ones. Given counts:
+  // the row.
+  std::vector<std::int64_t> expert_tokens(int moe_layer, std::int64_t tokens, int experts, int top_k,
+                                          int router_groups = 1, int router_topk_groups = 1) const;
   // The counts of `tokens` of a step's `step_tokens` (one pipeline batch in flight's): Uniform and Zipf as
   // expert_tokens over `tokens`; given counts (over the step's tokens) apportioned to tokens * top_k in
   // proportion to them (largest remainder, each at most `tokens`).
   std::vector<std::int64_t> expert_tokens_of(int moe_layer, std::int64_t tokens, std::int64_t step_tokens,
-                                             int experts, int top_k) const;
+                                             int experts, int top_k, int router_groups = 1,
+                                             int router_topk_groups = 1) const;
   // The conditional Poisson weights of a token's top-k set in a layer whose experts received `layer_counts`
   // of `tokens` x top_k rows: uniform 1 each; Zipf (e + 1)^-s; kCounts `weights` where given, else derived
   // from the counts, each expert's share pi = count / tokens of the tokens mapped to pi / (1 - pi) (Hajek's
