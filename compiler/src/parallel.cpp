@@ -15,8 +15,8 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
   const int per_node = system.links.devices_per_node;
   p.nodes = (devices + per_node - 1) / per_node;
   if (devices % p.nodes != 0)
-    throw Error(fmt::format("{} devices do not split evenly over {} nodes of up to {} devices", devices, p.nodes,
-                            per_node));
+    throw Error(fmt::format("{} devices do not split evenly over {} nodes of up to {} devices", devices,
+                            p.nodes, per_node));
   p.tp = devices / p.nodes;
   p.dp = p.nodes;
   if (system.pipeline_parallel > 1) {
@@ -48,8 +48,8 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
     p.dp = devices;
   }
   if (model.heads % p.tp != 0)
-    throw Error(fmt::format("model {}: {} query heads do not split over tensor-parallel degree {}", model.name,
-                            model.heads, p.tp));
+    throw Error(fmt::format("model {}: {} query heads do not split over tensor-parallel degree {}",
+                            model.name, model.heads, p.tp));
   p.expert_tp = system.expert_tensor_parallel;
   if (!model.is_moe()) return p;
   // The devices an MoE layer's experts spread over: all of them, or under pipeline parallelism its stage's
@@ -97,8 +97,8 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
     p.expert_shards = ep_devices / model.experts;
   }
   if (model.expert_ffn % p.expert_shards != 0)
-    throw Error(fmt::format("model {}: expert width {} does not split into {} shards", model.name, model.expert_ffn,
-                            p.expert_shards));
+    throw Error(fmt::format("model {}: expert width {} does not split into {} shards", model.name,
+                            model.expert_ffn, p.expert_shards));
   return p;
 }
 
@@ -121,10 +121,14 @@ ParallelLayout::ExpertExchange ParallelLayout::expert_exchange() const {
 }
 
 std::vector<int> ParallelLayout::stage_ends(int layers) const {
+  // source: vLLM's get_pp_indices (vllm/distributed/utils.py): layers / pp each, the remainder one more each
+  // to the stages before the last, from the second to last backwards.
+  std::vector<int> sizes(static_cast<std::size_t>(pp), layers / pp);
+  for (int i = 2; i < layers % pp + 2; ++i) ++sizes[static_cast<std::size_t>(pp - i)];
   std::vector<int> ends;
   int end = 0;
   for (int s = 0; s + 1 < pp; ++s) {
-    end += layers / pp + (s < layers % pp ? 1 : 0);
+    end += sizes[static_cast<std::size_t>(s)];
     ends.push_back(end - 1);
   }
   return ends;

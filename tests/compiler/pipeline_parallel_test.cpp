@@ -102,14 +102,18 @@ TEST(PipelineParallel, ExpertsSpreadOverEachStagesDevices) {
             0);
 }
 
-TEST(PipelineParallel, StagesSplitTheLayersEvenlyTheFirstTakingTheRest) {
+TEST(PipelineParallel, StagesSplitTheLayersAsVllmDoes) {
   ParallelLayout p;
   p.pp = 2;
   EXPECT_EQ(p.stage_ends(126), std::vector<int>{62});
   p.pp = 3;
-  EXPECT_EQ(p.stage_ends(10), (std::vector<int>{3, 6}));  // 4, 3, 3 layers
+  EXPECT_EQ(p.stage_ends(10), (std::vector<int>{2, 6}));  // 3, 4, 3 layers: vLLM's get_pp_indices
   p.pp = 4;
   EXPECT_EQ(p.stage_ends(80), (std::vector<int>{19, 39, 59}));
+  EXPECT_EQ(p.stage_ends(61), (std::vector<int>{14, 29, 45}));   // 15, 15, 16, 15 (vLLM's docs' example)
+  EXPECT_EQ(p.stage_ends(126), (std::vector<int>{30, 62, 94}));  // 31, 32, 32, 31
+  p.pp = 3;
+  EXPECT_EQ(p.stage_ends(5), (std::vector<int>{1, 3}));  // 2, 2, 1: the last stage never takes one more
 }
 
 TEST(PipelineParallel, ImpossibleLayoutsAreRefused) {

@@ -38,12 +38,19 @@ TEST(PipelineParallelSim, ADeviceHoldsItsStagesWeightsAndKv) {
   EXPECT_DOUBLE_EQ(plan.kv_bytes_per_token, kv_bytes_per_token(m, tp) / 2);
   const double free = plan.device_bytes * 0.95 - plan.weight_bytes_per_device;
   EXPECT_EQ(plan.kv_tokens, static_cast<std::int64_t>(free / plan.kv_bytes_per_token));  // one replica
-  // Four stages of 32, 32, 31, 31 layers: the first holds the input table whole (a quarter of the layers'
-  // share of every weight would leave three quarters of it out).
+  // Four stages of 31, 32, 32, 31 layers (vLLM's split): a middle stage's 32 layers outweigh an end stage's
+  // 31 with the input table or the LM head (a layer is 6.4 GB, the table 4.2 GB).
   const MemoryPlan four =
       plan_memory(m, gpu_with_stages(4), compiler::ParallelLayout::make(m, gpu_with_stages(4), 32), 0.05);
-  EXPECT_NEAR(four.weight_bytes_per_device, (32 * layer + 128256.0 * 16384 * 2) / 8,
-              1e-12 * four.weight_bytes_per_device);
+  EXPECT_NEAR(four.weight_bytes_per_device, 32 * layer / 8, 1e-12 * four.weight_bytes_per_device);
+  ASSERT_GT(layer, head);
+  // 125 layers in two stages take 63 and 62: the first, with the input table whole, is the fullest.
+  compiler::ModelSpec odd = m;
+  odd.layers = 125;
+  const MemoryPlan first =
+      plan_memory(odd, gpu_with_stages(2), compiler::ParallelLayout::make(odd, gpu_with_stages(2), 16), 0.05);
+  EXPECT_NEAR(first.weight_bytes_per_device, (63 * layer + 128256.0 * 16384 * 2) / 8,
+              1e-12 * first.weight_bytes_per_device);
   // Without stages the BF16 model does not fit: TP8 x DP2 keeps a whole copy per node.
   try {
     plan_memory(m, load_system("gpu"), compiler::ParallelLayout::make(m, load_system("gpu"), 16), 0.05);

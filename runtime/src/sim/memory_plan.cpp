@@ -11,7 +11,8 @@ namespace duplex::runtime {
 namespace {
 
 // The fraction of a model's layers on the fullest pipeline stage of layout p (1 without pipeline
-// parallelism): the first stages take one layer more where they do not divide (ParallelLayout::stage_ends).
+// parallelism): where they do not divide, stages before the last take one layer more
+// (ParallelLayout::stage_ends).
 double fullest_stage(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
   return static_cast<double>((m.layers + p.pp - 1) / p.pp) / m.layers;
 }

@@ -35,8 +35,10 @@ struct ParallelLayout {
   int pp = 1;
   bool pipeline_in_node = true;
   int replicas() const { return dp / pp; }  // data-parallel copies of the model (of the pipeline)
-  // The last layer of each stage but the last: the layers split evenly, the first stages taking one more
-  // where they do not divide (empty without pipeline parallelism).
+  // The last layer of each stage but the last: the layers split evenly, where they do not divide the stages
+  // before the last taking one more each from the second to last backwards, as vLLM's get_pp_indices splits
+  // them (the last stage holds the final norm and LM head, the first the embedding); empty without pipeline
+  // parallelism.
   std::vector<int> stage_ends(int layers) const;
   int devices_per_node() const { return devices / nodes; }
   bool expert_tp = false;  // +ET
