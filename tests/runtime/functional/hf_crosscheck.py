@@ -32,8 +32,9 @@ outputs), chunked attention (as full), attention temperature (as none) or interl
 Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, PhiMoE's sparsemixer (as softmax
 top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, DBRX's
 clamp of q / k / v, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the first
-the model has (an FP8 checkpoint's block or row scales, as 1, a 4-bit one's zero points, as 0, or an NF4 one's block
-scales (double quantization: nested scales), as 1, before all); Llama 4's chunks and temperature only where
+the model has (an FP8 checkpoint's block or row scales, as 1, a 4-bit one's zero points, as 0, an NF4 one's block
+scales (double quantization: nested scales), as 1, or a bitsandbytes FP4 one's code (its indices read as NF4's),
+before all); Llama 4's chunks and temperature only where
 the test's sequences reach them); that comparison must
 fail, or the check could not see the feature. --self-test=F[,F...] drops the features named instead, one
 comparison each (any of HfModel's drops: chunked_attention, attn_temperature, router_input, qk_norm,
@@ -195,7 +196,7 @@ BNB_FP4_MAGNITUDES = np.array(
 BNB_FP4 = np.concatenate([BNB_FP4_MAGNITUDES, -BNB_FP4_MAGNITUDES])
 
 
-def dequantize_bnb4(config, tensors, scaled=True):
+def dequantize_bnb4(config, tensors, scaled=True, own_table=True):
     """bitsandbytes' 4-bit matrices (quant_method bitsandbytes, load_in_4bit; bnb_4bit_quant_type nf4, or fp4 when
     absent) as NAME.weight [out, in]: NAME.weight U8 holds two 4-bit indices a byte, the first element in the high
     nibble, of the matrix flattened row-major; element i is table[index] x absmax[i // blocksize] in float32,
@@ -203,12 +204,13 @@ def dequantize_bnb4(config, tensors, scaled=True):
     read the stored quant_map). With double quantization (bnb_4bit_use_double_quant) absmax is U8 codes into
     nested_quant_map, times nested_absmax[block // nested_blocksize], plus nested_offset (dequantize_blockwise);
     blocksize, shape and the nested fields come from NAME.weight.quant_state.bitsandbytes__<type> (JSON bytes).
-    Without `scaled` the absmax (double quantization: the nested absmax) is taken as 1."""
+    Without `scaled` the absmax (double quantization: the nested absmax) is taken as 1; without `own_table` the
+    indices are read with the other type's table."""
     q = config.get("quantization_config") or {}
     if q.get("quant_method") != "bitsandbytes":
         return dict(tensors)
     quant_type = q.get("bnb_4bit_quant_type", "fp4")
-    table = {"nf4": BNB_NF4, "fp4": BNB_FP4}[quant_type]
+    table = {"nf4": BNB_NF4, "fp4": BNB_FP4}[quant_type if own_table else {"nf4": "fp4", "fp4": "nf4"}[quant_type]]
     suffix = ".quant_state.bitsandbytes__" + quant_type
     parts = (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", suffix)
     out = {name: a for name, a in tensors.items() if not name.endswith(parts)}
@@ -357,9 +359,10 @@ class HfModel:
         )
         self.int4 = q.get("quant_method") in ("awq", "gptq") or q.get("format") == "pack-quantized"
         self.bnb4 = q.get("quant_method") == "bitsandbytes"
+        self.bnb_fp4 = self.bnb4 and q.get("bnb_4bit_quant_type", "fp4") == "fp4"
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
         tensors = dequantize_int4(c, tensors, zeros=drop != "int4_zeros")
-        tensors = dequantize_bnb4(c, tensors, scaled=drop != "bnb4_scales")
+        tensors = dequantize_bnb4(c, tensors, scaled=drop != "bnb4_scales", own_table=drop != "bnb4_code")
         self.t = dict(tensors)
         if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
             c = dict(c.get("text_config") or {}, model_type="llama4_text")
@@ -1046,7 +1049,9 @@ def dropped_feature(model):
         return "fp8_scales"
     if model.int4:  # the zero points of its 4-bit matrices
         return "int4_zeros"
-    if model.bnb4:  # the block scales of its NF4 / FP4 matrices (double quantization: their nested scales)
+    if model.bnb_fp4:  # the FP4 code (read as NF4's): the scales are NF4's path, which its models drop
+        return "bnb4_code"
+    if model.bnb4:  # the block scales of its NF4 matrices (double quantization: their nested scales)
         return "bnb4_scales"
     if model.llama4:  # its own features first: the router's input scaling, then what the test's sequences reach
         longest = max(map(len, PROMPTS)) + NEW_TOKENS - 1  # the tokens of compare's longest forward
