@@ -31,9 +31,11 @@ namespace {
 namespace fs = std::filesystem;
 using compiler::DType;
 using testing::Corruption;
+using testing::data_model;
 using testing::error_of;
 using testing::expect_corruptions_named;
 using testing::RawFile;
+using testing::read_text;
 
 // Deterministic FP16 values of about `scale` (a linear congruential sequence), the rows scaled apart.
 std::vector<std::uint16_t> values(std::int64_t rows, std::int64_t cols, float scale) {
@@ -206,15 +208,8 @@ TEST(Bnb4Codec, RoundedWeightsComeBackExactly) {
             std::string::npos);
 }
 
-compiler::ModelSpec data_model(const char* file) {
-  return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/" + file);
-}
 nlohmann::json shape(std::int64_t a, std::int64_t b) {
   return nlohmann::json::array({a, b});
-}
-std::string config_text(const fs::path& dir) {
-  std::ifstream in(dir / "config.json");
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 // The quant_state JSON of matrix `name` (its weight's name, bnb_4bit_quant_type `type`) in f.
 nlohmann::json quant_state(RawFile& f, const std::string& name, const std::string& type) {
@@ -273,7 +268,7 @@ TEST(Bnb4Checkpoint, ReleaseLayoutWrittenAndReadBackBitForBit) {
         if (f.header.contains("model.layers.1.self_attn.q_proj.bias")) {  // Qwen2's
           EXPECT_EQ(f.header["model.layers.1.self_attn.q_proj.bias"]["dtype"], "F16");
         }
-        const std::string config = config_text(dir);
+        const std::string config = read_text(dir / "config.json");
         const nlohmann::json q = nlohmann::json::parse(config)["quantization_config"];
         EXPECT_EQ(q["quant_method"], "bitsandbytes");
         EXPECT_EQ(q["bnb_4bit_quant_type"], type);

@@ -18,6 +18,7 @@
 
 #include "../error_text.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/model_spec.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
 
 namespace duplex::runtime::functional::testing {
@@ -62,6 +63,17 @@ inline std::filesystem::path scratch_dir(const std::string& what) {
       std::filesystem::temp_directory_path() / ("duplex_" + what + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   return dir;
+}
+
+// The model file `file` in tests/runtime/functional/data (the test target's DUPLEX_TEST_DATA_DIR).
+inline compiler::ModelSpec data_model(const std::string& file) {
+  return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/" + file);
+}
+
+// The text of file `path` (a checkpoint's config.json).
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // The JSON document in file `path` (a checkpoint's config.json).

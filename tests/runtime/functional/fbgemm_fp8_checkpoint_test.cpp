@@ -31,7 +31,7 @@ using testing::expect_corruptions_named;
 using testing::RawFile;
 
 compiler::ModelSpec fbgemm_llama() {
-  return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-llama-fbgemm-fp8.yaml");
+  return testing::data_model("tiny-llama-fbgemm-fp8.yaml");
 }
 
 std::string text_of(const fs::path& file) {

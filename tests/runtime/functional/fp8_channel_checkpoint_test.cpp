@@ -30,18 +30,14 @@ using testing::Corruption;
 using testing::error_of;
 using testing::expect_corruptions_named;
 using testing::RawFile;
+using testing::read_text;
 
 compiler::ModelSpec fp8_mixtral() {
-  return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-mixtral-fp8-dynamic.yaml");
+  return testing::data_model("tiny-mixtral-fp8-dynamic.yaml");
 }
 
 fs::path scratch(const std::string& what) {
   return testing::scratch_dir("fp8ch_" + what);
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // Replaces F32 tensor `name` of f by its values in `dtype` (BF16 or F16: power-of-two scales convert

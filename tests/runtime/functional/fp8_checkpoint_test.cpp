@@ -31,7 +31,7 @@ using testing::expect_corruptions_named;
 using testing::RawFile;
 
 compiler::ModelSpec fp8_deepseek() {
-  return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-deepseek-v3-fp8.yaml");
+  return testing::data_model("tiny-deepseek-v3-fp8.yaml");
 }
 
 fs::path scratch(const std::string& what) {

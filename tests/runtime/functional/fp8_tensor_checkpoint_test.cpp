@@ -32,7 +32,7 @@ using testing::RawFile;
 using testing::read_json;
 
 compiler::ModelSpec tensor_mixtral() {
-  return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-mixtral-fp8-tensor.yaml");
+  return testing::data_model("tiny-mixtral-fp8-tensor.yaml");
 }
 
 fs::path scratch(const std::string& what) {

@@ -26,13 +26,12 @@ namespace {
 namespace fs = std::filesystem;
 using compiler::DType;
 using testing::Corruption;
+using testing::data_model;
 using testing::error_of;
 using testing::expect_corruptions_named;
 using testing::RawFile;
+using testing::read_text;
 
-compiler::ModelSpec data_model(const char* file) {
-  return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/" + file);
-}
 compiler::ModelSpec awq_mixtral() {
   return data_model("tiny-mixtral-awq.yaml");
 }
@@ -46,11 +45,6 @@ fs::path scratch(const std::string& what) {
 
 nlohmann::json shape(std::int64_t a, std::int64_t b) {
   return nlohmann::json::array({a, b});
-}
-
-std::string config_text(const fs::path& dir) {
-  std::ifstream in(dir / "config.json");
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // AutoAWQ's layout: NAME.qweight [in, out / 8] and NAME.qzeros [in / 128, out / 8] in I32, NAME.scales
@@ -78,7 +72,7 @@ TEST(Int4Checkpoint, AwqReleaseLayoutWrittenAndReadBackBitForBit) {
       for (const char* kept : {"model.embed_tokens.weight", "lm_head.weight",
                                "model.layers.1.block_sparse_moe.gate.weight", "model.norm.weight"})
         EXPECT_EQ(f.header[kept]["dtype"], "F16") << kept;
-      const std::string config = config_text(dir);
+      const std::string config = read_text(dir / "config.json");
       const nlohmann::json q = nlohmann::json::parse(config)["quantization_config"];
       EXPECT_EQ(q["quant_method"], "awq");
       EXPECT_EQ(q["version"], "gemm");
@@ -121,7 +115,7 @@ TEST(Int4Checkpoint, GptqReleaseLayoutWrittenAndReadBackBitForBit) {
       std::memcpy(&group, f.at(down + ".g_idx") + 4 * 300, 4);
       EXPECT_EQ(group, 2);
       EXPECT_EQ(f.header["model.layers.1.self_attn.q_proj.bias"]["dtype"], "F16");
-      const std::string config = config_text(dir);
+      const std::string config = read_text(dir / "config.json");
       const nlohmann::json q = nlohmann::json::parse(config)["quantization_config"];
       EXPECT_EQ(q["quant_method"], "gptq");
       EXPECT_EQ(q["checkpoint_format"], "gptq");
@@ -153,7 +147,7 @@ TEST(Int4Checkpoint, SmallerGroupsWrittenAndReadBackBitForBit) {
     const std::int64_t groups = group > 0 ? 256 / group : 1;
     EXPECT_EQ(f.header[o + ".scales"]["shape"], shape(groups, 256));
     EXPECT_EQ(f.header[o + ".qzeros"]["shape"], shape(groups, 32));
-    const std::string config = config_text(dir);
+    const std::string config = read_text(dir / "config.json");
     EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["group_size"], group);
     EXPECT_EQ(compiler::import_hf_config(config, "config.json").quant_group, group);
     const ModelWeights back = load_checkpoint(dir.string());
@@ -177,7 +171,7 @@ TEST(Int4Checkpoint, EightBitGptqWrittenAndReadBackBitForBit) {
   std::int32_t word = 0;
   std::memcpy(&word, f.at(down + ".qzeros"), 4);
   EXPECT_EQ(static_cast<std::uint32_t>(word), 0x7f7f7f7fu);  // zero 128, stored minus 1
-  const std::string config = config_text(dir);
+  const std::string config = read_text(dir / "config.json");
   EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["bits"], 8);
   EXPECT_EQ(compiler::import_hf_config(config, "config.json").linear_dtype, DType::kInt8Gptq);
   const ModelWeights back = load_checkpoint(dir.string());
@@ -192,7 +186,7 @@ TEST(Int4Checkpoint, MoeGptqListsItsQuantizedModules) {
   const ModelWeights w = random_weights(data_model("tiny-qwen3-moe-gptq.yaml"), 5);
   const fs::path dir = scratch("gptq_moe");
   write_checkpoint(dir.string(), w);
-  const std::string config = config_text(dir);
+  const std::string config = read_text(dir / "config.json");
   const nlohmann::json listed =
       nlohmann::json::parse(config)["quantization_config"]["modules_in_block_to_quantize"];
   ASSERT_EQ(listed.size(), 1u);
@@ -282,7 +276,7 @@ TEST(Int4Checkpoint, W8a16ReleaseLayoutWrittenAndReadBackBitForBit) {
   const std::string up = "model.layers.0.mlp.up_proj";  // [512, 256]
   EXPECT_EQ(f.header[up + ".weight_packed"]["shape"], shape(512, 64));
   EXPECT_EQ(f.header[up + ".weight_scale"]["shape"], shape(512, 2));
-  const std::string config = config_text(dir);
+  const std::string config = read_text(dir / "config.json");
   EXPECT_EQ(
       nlohmann::json::parse(config)["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"],
       8);
@@ -305,7 +299,7 @@ TEST(Int4Checkpoint, W4a16ReleaseLayoutWrittenAndReadBackBitForBit) {
   EXPECT_EQ(f.header[up + ".weight_scale"]["shape"], shape(512, 2));
   EXPECT_EQ(f.header[up + ".weight_shape"]["dtype"], "I64");
   EXPECT_FALSE(f.header.contains(up + ".weight"));
-  const std::string config = config_text(dir);
+  const std::string config = read_text(dir / "config.json");
   const nlohmann::json q = nlohmann::json::parse(config)["quantization_config"];
   EXPECT_EQ(q["format"], "pack-quantized");
   EXPECT_EQ(q["config_groups"]["group_0"]["weights"]["group_size"], 128);
@@ -340,7 +334,7 @@ TEST(Int4Checkpoint, W4a16ChannelScalesWrittenAndReadBackBitForBit) {
   write_checkpoint(dir.string(), w);
   RawFile f(dir / "model.safetensors");
   EXPECT_EQ(f.header["model.layers.0.mlp.down_proj.weight_scale"]["shape"], shape(256, 1));
-  const std::string config = config_text(dir);
+  const std::string config = read_text(dir / "config.json");
   const nlohmann::json weights =
       nlohmann::json::parse(config)["quantization_config"]["config_groups"]["group_0"]["weights"];
   EXPECT_EQ(weights["strategy"], "channel");

@@ -26,7 +26,7 @@ using testing::expect_corruptions_named;
 using testing::RawFile;
 
 compiler::ModelSpec int8_mixtral() {
-  return compiler::load_model(std::string(DUPLEX_TEST_DATA_DIR) + "/tiny-mixtral-w8a8.yaml");
+  return testing::data_model("tiny-mixtral-w8a8.yaml");
 }
 
 // The release layout: every projection and expert matrix I8 with one F32 scale per row ([rows, 1]); the
