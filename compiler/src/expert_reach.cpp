@@ -11,29 +11,13 @@
 namespace duplex::compiler {
 namespace {
 
-// Polynomials in x truncated to degree k: coefficient j at [j].
-using Poly = std::vector<double>;
-
-// prod over experts [first, first + count) of (1 + v[e] x): its coefficient j is e_j of their weights.
-Poly group_poly(const std::vector<double>& v, std::size_t first, std::size_t count, int k) {
-  Poly p(static_cast<std::size_t>(k) + 1, 0.0);
-  p[0] = 1.0;
-  for (std::size_t e = first; e < first + count; ++e)
-    for (std::size_t j = p.size() - 1; j >= 1; --j) p[j] += v[e] * p[j - 1];
-  return p;
-}
-
-Poly multiply(const Poly& a, const Poly& b) {
-  Poly c(a.size(), 0.0);
-  for (std::size_t i = 0; i < a.size(); ++i)
-    for (std::size_t j = 0; i + j < c.size(); ++j) c[i + j] += a[i] * b[j];
-  return c;
-}
+using Poly = SymmetricPoly;
 
 // e_k of the weights of the experts in a group set, from its groups' polynomials.
 double set_symmetric(const std::vector<Poly>& polys, const std::vector<int>& set) {
   Poly p = polys[static_cast<std::size_t>(set[0])];
-  for (std::size_t i = 1; i < set.size(); ++i) p = multiply(p, polys[static_cast<std::size_t>(set[i])]);
+  for (std::size_t i = 1; i < set.size(); ++i)
+    p = multiply_truncated(p, polys[static_cast<std::size_t>(set[i])]);
   return p.back();
 }
 
@@ -79,9 +63,10 @@ ExpertReach expert_reach(const std::vector<double>& weights, int top_k, const Sl
   // Each group set's e_k, its top-k sets' summed weight (0: it holds fewer than top_k experts with a
   // positive weight).
   const auto size = static_cast<std::size_t>(experts / router_groups);
+  const auto k = static_cast<std::size_t>(top_k);
   std::vector<Poly> polys;
   for (int g = 0; g < router_groups; ++g)
-    polys.push_back(group_poly(weights, static_cast<std::size_t>(g) * size, size, top_k));
+    polys.push_back(elementary_symmetric(weights, static_cast<std::size_t>(g) * size, size, k));
   std::vector<double> set_all;
   double total = 0;
   for (const auto& set : sets) {
@@ -115,7 +100,7 @@ ExpertReach expert_reach(const std::vector<double>& weights, int top_k, const Sl
       const auto first = static_cast<std::size_t>(g) * size;
       if (std::any_of(h.begin() + static_cast<std::ptrdiff_t>(first),
                       h.begin() + static_cast<std::ptrdiff_t>(first + size), [](double x) { return x > 0; }))
-        missed_polys[static_cast<std::size_t>(g)] = group_poly(missed, first, size, top_k);
+        missed_polys[static_cast<std::size_t>(g)] = elementary_symmetric(missed, first, size, k);
     }
     double missed_sum = 0;
     for (std::size_t i = 0; i < sets.size(); ++i)

@@ -5,12 +5,10 @@
 #include "duplex/base/error.hpp"
 
 namespace duplex::compiler {
-namespace {
 
-// e_j of the weights [first, first + count) but `skip` (none when outside), j = 0..k.
-std::vector<double> symmetric(const std::vector<double>& w, std::size_t first, std::size_t count,
-                              std::size_t skip, std::size_t k) {
-  std::vector<double> e(k + 1, 0.0);
+SymmetricPoly elementary_symmetric(const std::vector<double>& w, std::size_t first, std::size_t count,
+                                   std::size_t k, std::size_t skip) {
+  SymmetricPoly e(k + 1, 0.0);
   e[0] = 1.0;
   for (std::size_t i = first; i < first + count; ++i) {
     if (i == skip) continue;
@@ -19,15 +17,12 @@ std::vector<double> symmetric(const std::vector<double>& w, std::size_t first, s
   return e;
 }
 
-// The coefficients 0..k of a x b (polynomials in x, truncated at degree k).
-std::vector<double> multiply(const std::vector<double>& a, const std::vector<double>& b) {
-  std::vector<double> c(a.size(), 0.0);
+SymmetricPoly multiply_truncated(const SymmetricPoly& a, const SymmetricPoly& b) {
+  SymmetricPoly c(a.size(), 0.0);
   for (std::size_t i = 0; i < a.size(); ++i)
-    for (std::size_t j = 0; i + j < c.size(); ++j) c[i + j] += a[i] * b[j];
+    for (std::size_t j = 0; i + j < c.size() && j < b.size(); ++j) c[i + j] += a[i] * b[j];
   return c;
 }
-
-}  // namespace
 
 std::vector<std::vector<int>> router_group_sets(int groups, int kept) {
   DUPLEX_ASSERT(kept >= 1 && kept <= groups, "router group sets of kept in [1, groups]");
@@ -70,22 +65,26 @@ std::vector<double> top_k_inclusion(const std::vector<double>& weights, int top_
                             kept, groups, router_group_set_count(groups, kept)));
   const auto k = static_cast<std::size_t>(top_k);
   const auto size = static_cast<std::size_t>(experts / groups);
-  const std::size_t none = weights.size();
-  std::vector<std::vector<double>> polys;  // each group's e_0..e_k
-  for (int g = 0; g < groups; ++g) polys.push_back(symmetric(weights, g * size, size, none, k));
+  std::vector<SymmetricPoly> polys, without;  // each group's e_0..e_k; each expert's group's without it
+  for (int g = 0; g < groups; ++g) {
+    const std::size_t first = static_cast<std::size_t>(g) * size;
+    polys.push_back(elementary_symmetric(weights, first, size, k));
+    for (std::size_t e = first; e < first + size; ++e)
+      without.push_back(elementary_symmetric(weights, first, size, k, e));
+  }
   std::vector<double> p(weights.size(), 0.0);
   double total = 0;
   for (const std::vector<int>& set : router_group_sets(groups, kept)) {
     // e_j of the set's other groups, times each expert's e_{k-1} within its own group without it.
     for (std::size_t a = 0; a < set.size(); ++a) {
-      std::vector<double> others(k + 1, 0.0);
+      SymmetricPoly others(k + 1, 0.0);
       others[0] = 1.0;
       for (std::size_t b = 0; b < set.size(); ++b)
-        if (b != a) others = multiply(others, polys[static_cast<std::size_t>(set[b])]);
+        if (b != a) others = multiply_truncated(others, polys[static_cast<std::size_t>(set[b])]);
       const std::size_t first = static_cast<std::size_t>(set[a]) * size;
-      if (a == 0) total += multiply(others, polys[static_cast<std::size_t>(set[a])])[k];
+      if (a == 0) total += multiply_truncated(others, polys[static_cast<std::size_t>(set[a])])[k];
       for (std::size_t e = first; e < first + size; ++e)
-        p[e] += weights[e] * multiply(others, symmetric(weights, first, size, e, k))[k - 1];
+        p[e] += weights[e] * multiply_truncated(others, without[e])[k - 1];
     }
   }
   if (!(total > 0.0))

@@ -42,9 +42,9 @@ std::uint8_t fp4_index(double value) {
   return static_cast<std::uint8_t>(sign | field);
 }
 
-// The index of `format`'s code that bitsandbytes' quantizer takes for x (bnb4.hpp's quantize_bnb4).
-std::uint8_t code_index(compiler::DType format, double x) {
-  return compiler::bnb_quant_type(format) == "nf4" ? nearest_nf4(x) : fp4_index(x);
+// The index of the code that bitsandbytes' quantizer takes for x (bnb4.hpp's quantize_bnb4): FP4's or NF4's.
+std::uint8_t code_index(bool fp4, double x) {
+  return fp4 ? fp4_index(x) : nearest_nf4(x);
 }
 
 // The least e >= kMinExponent with 2^e >= m (m >= 0).
@@ -203,7 +203,7 @@ Bnb4Matrix nearest_on_grid(const std::uint16_t* values, std::int64_t rows, std::
   m.code = bnb4_code(format);
   const std::int64_t n = rows * cols;
   m.q.resize(static_cast<std::size_t>(n));
-  const bool nested = compiler::bnb_nested(format);
+  const bool nested = compiler::bnb_nested(format), fp4 = compiler::bnb_quant_type(format) == "fp4";
   const std::vector<int> exponents = nested ? nested_exponents(values, n, what) : std::vector<int>();
   for_each_block(n, kBnb4Block, [&](std::int64_t b, std::int64_t begin, std::int64_t end) {
     const double top = largest(values, begin, end).first;
@@ -214,8 +214,8 @@ Bnb4Matrix nearest_on_grid(const std::uint16_t* values, std::int64_t rows, std::
     m.absmax.push_back(absmax);
     for (std::int64_t i = begin; i < end; ++i)
       m.q[static_cast<std::size_t>(i)] =
-          code_index(format, absmax == 0 ? std::copysign(0.0, half_bits_to_float(values[i]))
-                                         : half_bits_to_float(values[i]) / absmax);
+          code_index(fp4, absmax == 0 ? std::copysign(0.0, half_bits_to_float(values[i]))
+                                      : half_bits_to_float(values[i]) / absmax);
   });
   return m;
 }

@@ -5,9 +5,20 @@
 // topk_group: ModelSpec::router_groups, router_topk_groups) a token keeps a set G of `kept` of the router's
 // `groups` groups of consecutive experts and takes S among G's experts, the pair (G, S) with probability
 // proportional to the product of S's weights (G with probability proportional to e_k(w_G)).
+#include <cstddef>
 #include <vector>
 
 namespace duplex::compiler {
+
+// Polynomials in x truncated at degree k, coefficient j at [j]: e_0..e_k of a set of weights.
+using SymmetricPoly = std::vector<double>;
+
+// e_0..e_k of the weights w[first, first + count), but w[skip] (none when skip is outside the range).
+SymmetricPoly elementary_symmetric(const std::vector<double>& w, std::size_t first, std::size_t count,
+                                   std::size_t k, std::size_t skip = static_cast<std::size_t>(-1));
+
+// a x b truncated at a's degree (e_j of two disjoint sets' union from theirs).
+SymmetricPoly multiply_truncated(const SymmetricPoly& a, const SymmetricPoly& b);
 
 // The group sets of a group-limited router: each `kept` of `groups` (ascending), in lexicographic order;
 // one set {0} for (1, 1). Expects 1 <= kept <= groups.
