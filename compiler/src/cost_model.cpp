@@ -43,22 +43,24 @@ Time CostModel::xpu_time(const Op& op) const {
   // Weight GEMMs of FP8 weights (dtype fp8, an FP8 release's fp8_block128, fp8_channel or fp8_tensor) run
   // W8A8 on the FP8 tensor cores, their activations quantized on the fly (by the releases' dynamic scales, or
   // fp8_tensor's static ones); those of
-  // a W8A8-INT8 release's int8_channel weights on the INT8 tensor cores alike (per-token dynamic scales);
+  // a W8A8-INT8 release's int8_channel weights and LLM.int8()'s bnb_int8 on the INT8 tensor cores alike
+  // (per-token dynamic scales);
   // every other GEMM (MXFP4 experts expanded to BF16, 4-bit weights W4A16 included) at the FP16 rate,
   // elementwise ops at FP32's.
   const bool gemm = is_weight_gemm(op.kind);
   const bool fp8 = gemm && fp8_weights(op.dtype);
-  const bool int8 = gemm && op.dtype == DType::kInt8Channel;
+  const bool int8 = gemm && int8_weights(op.dtype);
   const FlopRate peak = is_elementwise(op.kind) ? x.peak_fp32
                         : fp8                   ? x.peak_fp8
                         : int8                  ? x.peak_int8
                                                 : x.peak_fp16;
   const FlopRate rate = peak * x.gemm_efficiency;
   const Time compute = compute_time(op.flops, rate);
-  // bitsandbytes' 4-bit (NF4, FP4) GEMMs of several rows dequantize their weights to 16 bits first
-  // (Op::xpu_bytes): one more kernel and its traffic.
+  // bitsandbytes' 4-bit (NF4, FP4) GEMMs of several rows dequantize their weights to 16 bits first, and
+  // LLM.int8()'s quantize their activations and scale their INT32 sums (Op::xpu_bytes, Op::xpu_kernels):
+  // more kernels and their traffic.
   const Time memory = transfer_time(op.xpu_bytes(), sys_.memory_bandwidth() * x.memory_efficiency);
-  return std::max(compute, memory) + x.launch_overhead * (op.xpu_dequantizes_first() ? 2 : 1);
+  return std::max(compute, memory) + x.launch_overhead * op.xpu_kernels();
 }
 
 std::optional<Unit> CostModel::required_unit(const Op& op) const {

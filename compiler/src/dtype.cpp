@@ -20,6 +20,7 @@ double dtype_bytes(DType t, int quant_group) {
     case DType::kFp8Channel:
     case DType::kFp8Tensor:
     case DType::kInt8Channel:
+    case DType::kBnbInt8:
     case DType::kInt8: return 1.0;
     case DType::kInt4: return 0.5;
     case DType::kMxfp4:
@@ -80,6 +81,8 @@ std::string_view dtype_name(DType t) {
       return "bnb_fp4";
     case DType::kBnbFp4Dq:
       return "bnb_fp4_dq";
+    case DType::kBnbInt8:
+      return "bnb_int8";
   }
   DUPLEX_ASSERT(false, "unhandled dtype");
 }
@@ -104,11 +107,11 @@ DType parse_dtype(std::string_view s) {
   if (s == "nf4_dq") return DType::kNf4Dq;
   if (s == "bnb_fp4") return DType::kBnbFp4;
   if (s == "bnb_fp4_dq") return DType::kBnbFp4Dq;
+  if (s == "bnb_int8") return DType::kBnbInt8;
   throw Error(
       fmt::format("unknown dtype \"{}\"; expected fp16, bf16, fp8, int8, int4, or mxfp4, fp8_block128, "
                   "fp8_channel, fp8_tensor, int4_awq, int4_gptq, int4_pack, int8_channel, int8_gptq, "
-                  "int8_pack, nf4, nf4_dq, bnb_fp4 or "
-                  "bnb_fp4_dq (weight matrices only)",
+                  "int8_pack, nf4, nf4_dq, bnb_fp4, bnb_fp4_dq or bnb_int8 (weight matrices only)",
                   s));
 }
 
@@ -150,8 +153,16 @@ std::string_view bnb_quant_type(DType t) {
   return t == DType::kNf4 || t == DType::kNf4Dq ? "nf4" : "fp4";
 }
 
+bool bitsandbytes(DType t) {
+  return bnb_4bit(t) || t == DType::kBnbInt8;
+}
+
+bool int8_weights(DType t) {
+  return t == DType::kInt8Channel || t == DType::kBnbInt8;
+}
+
 bool matrix_format(DType t) {
-  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t) || bnb_4bit(t);
+  return t == DType::kMxfp4 || scaled_8bit(t) || grouped_int(t) || bitsandbytes(t);
 }
 
 }  // namespace duplex::compiler

@@ -300,16 +300,40 @@ void read_gptq(const Fields& q, ModelSpec& m) {
   m.expert_dtype = m.linear_dtype = bits == 8 ? DType::kInt8Gptq : DType::kInt4Gptq;
 }
 
-// quant_method "bitsandbytes": nf4 / nf4_dq, bnb_fp4 / bnb_fp4_dq (hf_quantization.hpp).
+// quant_method "bitsandbytes": nf4 / nf4_dq, bnb_fp4 / bnb_fp4_dq, or LLM.int8()'s bnb_int8
+// (hf_quantization.hpp).
 void read_bitsandbytes(const Fields& q, ModelSpec& m) {
   auto refuse = [&](const char* key, const std::string& what, const std::string& expected) {
     throw ConfigError(q.file(), q.path(key), what, expected);
   };
-  if (q.boolean_or("load_in_8bit", false))
-    refuse("load_in_8bit", "true: LLM.int8()'s 8-bit weights with 16-bit outliers are not modelled",
-           "false, with load_in_4bit true (NF4 or FP4)");
-  if (!q.boolean_or("load_in_4bit", false))
-    refuse("load_in_4bit", "false or absent: a bitsandbytes release that quantizes nothing", "true");
+  const bool int8 = q.boolean_or("load_in_8bit", false), int4 = q.boolean_or("load_in_4bit", false);
+  if (int8 && int4)
+    refuse("load_in_8bit", "true beside load_in_4bit true: one release is in one format",
+           "one of load_in_8bit (LLM.int8()) and load_in_4bit (NF4 or FP4) true");
+  if (!int8 && !int4)
+    refuse("load_in_4bit", "false or absent, as load_in_8bit: a bitsandbytes release that quantizes nothing",
+           "load_in_4bit true (NF4 or FP4) or load_in_8bit true (LLM.int8())");
+  if (m.is_moe())
+    refuse("quant_method",
+           fmt::format(
+               "bitsandbytes on an MoE model quantizes its routers' gates too: a router in {} bits is not "
+               "modelled",
+               int8 ? 8 : 4),
+           "a dense model, or another quant_method");
+  expect_kept_in_dtype(q, "llm_int8_skip_modules");
+  if (int8) {
+    if (q.boolean_or("llm_int8_has_fp16_weight", false))
+      refuse("llm_int8_has_fp16_weight",
+             "true: 16-bit weights quantized again at every step (LLM.int8() for training) are not modelled",
+             "false (the weights stored in 8 bits)");
+    const double threshold = q.number_or("llm_int8_threshold", 6.0);
+    if (!std::isfinite(threshold) || threshold < 0)
+      refuse("llm_int8_threshold", fmt::format("{}", threshold),
+             "a number >= 0: the magnitude above which an activation's column is multiplied in 16 bits (0: "
+             "none; BitsAndBytesConfig's default 6.0)");
+    m.expert_dtype = m.linear_dtype = DType::kBnbInt8;
+    return;
+  }
   const std::string type = q.string_or("bnb_4bit_quant_type", "fp4");  // BitsAndBytesConfig's default
   if (type != "nf4" && type != "fp4")
     refuse("bnb_4bit_quant_type", fmt::format("\"{}\" is not a bitsandbytes 4-bit type", type),
@@ -318,12 +342,6 @@ void read_bitsandbytes(const Fields& q, ModelSpec& m) {
   if (storage != "uint8")
     refuse("bnb_4bit_quant_storage", fmt::format("\"{}\" is not modelled", storage),
            "uint8 (two 4-bit fields a byte)");
-  if (m.is_moe())
-    refuse(
-        "quant_method",
-        "bitsandbytes on an MoE model quantizes its routers' gates too: a router in 4 bits is not modelled",
-        "a dense model, or another quant_method");
-  expect_kept_in_dtype(q, "llm_int8_skip_modules");
   const bool nested = q.boolean_or("bnb_4bit_use_double_quant", false);
   m.expert_dtype = m.linear_dtype =
       type == "nf4" ? (nested ? DType::kNf4Dq : DType::kNf4) : (nested ? DType::kBnbFp4Dq : DType::kBnbFp4);
@@ -438,8 +456,8 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
       method.empty() ? "missing" : fmt::format("\"{}\" is not modelled", method),
       "fp8 (block-scaled FP8 weights), compressed-tensors (FP8 or INT8 weights with a scale per "
       "output channel, or W4A16 / W8A16 weights in groups of 32, 64 or 128), awq or gptq (4-bit weights in "
-      "groups of 32, 64 or 128), bitsandbytes (NF4 or FP4 weights), fbgemm_fp8 (FP8 weights with a scale per "
-      "output channel, Meta's Llama 3.1 FP8 releases), mxfp4 (gpt-oss's experts), or no "
+      "groups of 32, 64 or 128), bitsandbytes (NF4, FP4 or LLM.int8() weights), fbgemm_fp8 (FP8 weights "
+      "with a scale per output channel, Meta's Llama 3.1 FP8 releases), mxfp4 (gpt-oss's experts), or no "
       "quantization_config");
 }
 

@@ -72,9 +72,22 @@ bool Op::xpu_dequantizes_first() const {
   return bnb_4bit(dtype) && m > 1 && n > 0 && k > 0;
 }
 
+namespace {
+// Whether op is a GEMM of LLM.int8() weights (Op::xpu_bytes).
+bool int8_lt_gemm(const Op& op) {
+  return op.dtype == DType::kBnbInt8 && op.m > 0 && op.n > 0 && op.k > 0;
+}
+}  // namespace
+
 double Op::xpu_bytes() const {
+  const double rows = static_cast<double>(m), outs = static_cast<double>(n), ins = static_cast<double>(k);
+  if (int8_lt_gemm(*this)) return bytes() + (2.0 * rows * ins + 8.0 * rows * outs) * matrices;
   if (!xpu_dequantizes_first()) return bytes();
-  return bytes() + 4.0 * static_cast<double>(n) * static_cast<double>(k) * matrices;
+  return bytes() + 4.0 * outs * ins * matrices;
+}
+
+int Op::xpu_kernels() const {
+  return int8_lt_gemm(*this) ? 3 : xpu_dequantizes_first() ? 2 : 1;
 }
 
 double Graph::total_bytes() const {

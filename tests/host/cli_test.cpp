@@ -265,6 +265,18 @@ TEST(CompileCli, BitsandbytesReleaseConfigStatesEachOpsFormat) {
   EXPECT_LT(dense_release_speedup("llama31_70b_bnb_4bit_config.json", "nf4_dq", 8), 1.0);
 }
 
+// A bitsandbytes 8-bit release of Llama-3.1-70B (load_in_8bit: LLM.int8()): INT8 projections and FFNs with an
+// absmax per row, the LM head in BF16. Decode reads half the BF16 model's weight bytes, so it serves more
+// tokens per second than the BF16 model; each GEMM is three kernels (bitsandbytes' MatMul8bitLt: quantize the
+// activations, INT8 GEMM, scale the INT32 sums), so it serves fewer than the W8A8-INT8 release's fused GEMMs.
+TEST(CompileCli, Int8BitsandbytesReleaseConfigStatesEachOpsFormat) {
+  for (const int batch : {1, 8}) {
+    const double int8 = dense_release_speedup("llama31_70b_bnb_8bit_config.json", "bnb_int8", batch);
+    EXPECT_GT(int8, 1.3) << batch;
+    EXPECT_LT(int8, dense_release_speedup("llama31_70b_w8a8_config.json", "int8_channel", batch)) << batch;
+  }
+}
+
 // Meta's FP8 release of Llama-3.1-405B (its config.json: fbgemm_fp8): FP8 FFNs but in the first and last
 // layers, attention and the LM head in BF16, as the preset llama3-405b-fp8 states it op for op; it fits one
 // node of 8 GPUs, which the BF16 model does not.

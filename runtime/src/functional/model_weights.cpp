@@ -391,10 +391,10 @@ void check_functional_support(const compiler::ModelSpec& m) {
   // Per-matrix formats: FP8 (DeepSeek-V3's and Qwen3's block-scaled releases, llm-compressor's per-channel
   // ones, AutoFP8's and llm-compressor's per-tensor ones; fp8.hpp), INT8 per channel (llm-compressor's
   // W8A8-INT8; fp8.hpp) and 4-bit groups (AutoAWQ's, GPTQ's and W4A16 releases; 8-bit groups of GPTQ's and
-  // W8A16 releases; int4.hpp) and NF4 / FP4 (bitsandbytes' releases of dense models; bnb4.hpp), dequantized
-  // to FP16.
+  // W8A16 releases; int4.hpp), NF4 / FP4 and LLM.int8() (bitsandbytes' releases of dense models; bnb4.hpp,
+  // bnb_int8.hpp), dequantized to FP16.
   auto per_matrix = [](compiler::DType t) {
-    return compiler::scaled_8bit(t) || compiler::grouped_int(t) || compiler::bnb_4bit(t);
+    return compiler::scaled_8bit(t) || compiler::grouped_int(t) || compiler::bitsandbytes(t);
   };
   if (!half_width(m.expert_dtype) && !(mxfp4 && gpt_oss) && !per_matrix(m.expert_dtype))
     reject("expert_dtype",
@@ -402,12 +402,12 @@ void check_functional_support(const compiler::ModelSpec& m) {
                "experts in {}; expected fp16, bf16, fp8_block128, fp8_channel, fp8_tensor, int8_channel, "
                "int4_awq, int4_gptq, int4_pack, int8_gptq, int8_pack (mxfp4 with gpt-oss's names)",
                compiler::dtype_name(m.expert_dtype)));
-  if (m.is_moe() && (compiler::bnb_4bit(m.expert_dtype) || compiler::bnb_4bit(m.linear_dtype)))
-    reject(compiler::bnb_4bit(m.expert_dtype) ? "expert_dtype" : "linear_dtype",
-           fmt::format(
-               "{} in an MoE model: bitsandbytes' releases quantize the routers too, which is not "
-               "modelled; expected a dense model",
-               compiler::dtype_name(compiler::bnb_4bit(m.expert_dtype) ? m.expert_dtype : m.linear_dtype)));
+  if (m.is_moe() && (compiler::bitsandbytes(m.expert_dtype) || compiler::bitsandbytes(m.linear_dtype)))
+    reject(compiler::bitsandbytes(m.expert_dtype) ? "expert_dtype" : "linear_dtype",
+           fmt::format("{} in an MoE model: bitsandbytes' releases quantize the routers too, which is not "
+                       "modelled; expected a dense model",
+                       compiler::dtype_name(compiler::bitsandbytes(m.expert_dtype) ? m.expert_dtype
+                                                                                    : m.linear_dtype)));
   // They are stored one matrix each: not in the fused expert tensors of gpt-oss, Llama 4 and DBRX (their
   // quantized forms are not modelled).
   const bool fused = gpt_oss || m.weight_naming == compiler::WeightNaming::kLlama4 ||
@@ -422,7 +422,7 @@ void check_functional_support(const compiler::ModelSpec& m) {
     reject("linear_dtype",
            fmt::format("projections in {}; expected fp16, bf16, fp8_block128, fp8_channel, fp8_tensor, "
                        "int8_channel, int4_awq, int4_gptq, int4_pack, int8_gptq, int8_pack, "
-                       "nf4, nf4_dq, bnb_fp4 or bnb_fp4_dq",
+                       "nf4, nf4_dq, bnb_fp4, bnb_fp4_dq or bnb_int8",
                        compiler::dtype_name(m.linear_dtype)));
   if (mxfp4 && (m.hidden % kMxfp4Block != 0 || m.expert_ffn % kMxfp4Block != 0))
     reject("expert_dtype",

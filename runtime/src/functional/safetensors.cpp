@@ -17,6 +17,7 @@
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 #include "duplex/runtime/functional/bnb4.hpp"
+#include "duplex/runtime/functional/bnb_int8.hpp"
 #include "duplex/runtime/functional/fp8.hpp"
 #include "duplex/runtime/functional/int4.hpp"
 #include "mxfp4.hpp"
@@ -383,8 +384,17 @@ std::vector<std::string> bnb4_names(const WeightShape& stored) {
   }
   return names;
 }
+// LLM.int8() matrices (bnb_int8.hpp): NAME.weight (I8) beside NAME.SCB and NAME.weight_format (NAME: the
+// module).
+bool bnb8_stored(const WeightShape& stored) {
+  return stored.format == compiler::DType::kBnbInt8 && stored.role == WeightShape::Role::kMatrix;
+}
+std::vector<std::string> bnb8_names(const WeightShape& stored) {
+  const std::string module = module_name(stored);
+  return {stored.name, module + ".SCB", module + ".weight_format"};
+}
 // The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, its FP8 codes and scales,
-// or its 4-bit parts.
+// its 4-bit parts, or its LLM.int8() codes, absmax and layout.
 std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const WeightShape& stored) {
   if (mxfp4_stored(spec, stored.name)) return {stored.name + "_blocks", stored.name + "_scales"};
   if (bound_stored(spec, stored)) return {stored.name, fp8_scale_name(stored), bound_name(stored)};
@@ -393,6 +403,7 @@ std::vector<std::string> stored_names(const compiler::ModelSpec& spec, const Wei
   if (fp8_stored(stored)) return {stored.name, fp8_scale_name(stored)};
   if (int4_stored(stored)) return int4_names(stored);
   if (bnb4_stored(stored)) return bnb4_names(stored);
+  if (bnb8_stored(stored)) return bnb8_names(stored);
   return {stored.name};
 }
 // The rows of a and b in one tensor: alternating (a's row i at 2i, b's at 2i + 1), or b's after a's; a
@@ -789,6 +800,30 @@ WeightTensor read_bnb4(const std::vector<const SafetensorsFile*>& files, const S
   }
   return {p.stored.shape, dequantize_bnb4(m, files[0]->path + ": " + p.stored.name)};
 }
+// The stored tensor p (2-D, [out, in]) from its LLM.int8() parts, files[i] holding bnb8_names(p.stored)[i]:
+// I8 codes, F32 SCB [out] and weight_format U8 0 (row-major), dequantized to FP16 (bnb_int8.hpp).
+WeightTensor read_bnb8(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p) {
+  const char* kind = "LLM.int8()";
+  const std::vector<std::string> names = bnb8_names(p.stored);
+  BnbInt8Matrix m;
+  m.rows = p.stored.shape[0];
+  m.cols = p.stored.shape[1];
+  const auto* codes =
+      reinterpret_cast<const std::int8_t*>(raw_tensor(*files[0], names[0], "I8", 1, p.stored.shape, kind));
+  m.codes.assign(codes, codes + m.rows * m.cols);
+  m.scb = scale_values(*files[1], names[1], {m.rows}, {"F32"}, kind);
+  const std::vector<std::int64_t> shape =
+      one_value_shape(*files[2], names[2], "bitsandbytes' layout of the codes, U8");
+  const auto layout = static_cast<std::uint8_t>(*raw_tensor(*files[2], names[2], "U8", 1, shape, kind));
+  if (layout != kBnbInt8RowFormat) {
+    const char* tiled[] = {"col32", "col_turing", "col_ampere"};
+    throw tensor_error(*files[2], names[2],
+                       fmt::format("holds {} ({}); expected {} (row-major codes: a tiled layout is not read)",
+                                   layout, layout <= 3 ? tiled[layout - 1] : "not a bitsandbytes layout",
+                                   kBnbInt8RowFormat));
+  }
+  return {p.stored.shape, dequantize_bnb_int8(m, files[0]->path + ": " + p.stored.name)};
+}
 // The stored tensor p, converted to FP16, files[i] holding stored_names(spec, p.stored)[i] (a quantized one's
 // parts: the same file unless a sharded checkpoint put them apart).
 WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p,
@@ -811,6 +846,10 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
   if (bnb4_stored(p.stored)) {
     converted.insert(bnb4_kind(p.stored.format));
     return read_bnb4(files, p);
+  }
+  if (bnb8_stored(p.stored)) {
+    converted.insert("LLM.int8()");
+    return read_bnb8(files, p);
   }
   return read_tensor(*files[0], p.stored, spec.name, converted);
 }
@@ -849,6 +888,7 @@ struct StoredData {
   std::deque<Int4Packed> int4;
   std::deque<std::array<std::int64_t, 2>> shapes;  // W4A16's weight_shape tensors
   std::deque<Bnb4Packed> bnb4;
+  std::deque<BnbInt8Matrix> bnb8;
   float bound = 0;  // fbgemm's activation_scale_ub, every FP8 module's input_scale_ub
 };
 // A bitsandbytes 4-bit matrix of `spec` (stored tensor `stored`, its values in t, on the grid) as its
@@ -874,6 +914,18 @@ void add_bnb4(TensorList& all, StoredData& data, const compiler::ModelSpec& spec
   all.push_back(
       {names[4], "F32", {count(q.nested_absmax)}, bytes(q.nested_absmax), q.nested_absmax.size() * 4});
   all.push_back({names[5], "F32", {count(q.nested_map)}, bytes(q.nested_map), q.nested_map.size() * 4});
+}
+// An LLM.int8() matrix of `spec` (stored tensor `stored`, its values in t, on the grid) as its release's
+// parts.
+void add_bnb8(TensorList& all, StoredData& data, const compiler::ModelSpec& spec, const WeightShape& stored,
+              const WeightTensor& t) {
+  static const std::uint8_t kRow = kBnbInt8RowFormat;
+  const BnbInt8Matrix& q = data.bnb8.emplace_back(
+      quantize_bnb_int8(t.data.data(), t.shape[0], t.shape[1], "model " + spec.name + ": " + stored.name));
+  const std::vector<std::string> names = bnb8_names(stored);
+  all.push_back({names[0], "I8", t.shape, reinterpret_cast<const char*>(q.codes.data()), q.codes.size()});
+  all.push_back({names[1], "F32", {q.rows}, reinterpret_cast<const char*>(q.scb.data()), q.scb.size() * 4});
+  all.push_back({names[2], "U8", {}, reinterpret_cast<const char*>(&kRow), 1});
 }
 // A 4-bit matrix of `spec` (stored tensor `stored`, its values in t) as its release's parts (int4.hpp): zero
 // 8, power-of-two scales, groups of spec.quant_group (per row: all `cols`) in order.
@@ -944,6 +996,10 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
       add_bnb4(all, data, weights.spec, p.stored, t);
       continue;
     }
+    if (bnb8_stored(p.stored)) {
+      add_bnb8(all, data, weights.spec, p.stored, t);
+      continue;
+    }
     if (!fp8_stored(p.stored)) {
       all.push_back(f16_tensor(p.stored.name, t));
       continue;
@@ -970,9 +1026,12 @@ TensorList checkpoint_tensors(const ModelWeights& weights, StoredData& data) {
 
 void put_on_checkpoint_grid(ModelWeights& weights) {
   for (const StoredTensor& p : storage_plan(weights.spec)) {
-    if (!fp8_stored(p.stored) && !int4_stored(p.stored) && !bnb4_stored(p.stored)) continue;
+    if (!fp8_stored(p.stored) && !int4_stored(p.stored) && !bnb4_stored(p.stored) && !bnb8_stored(p.stored))
+      continue;
     WeightTensor t = stored_form(weights, p);
-    if (bnb4_stored(p.stored))
+    if (bnb8_stored(p.stored))
+      round_to_bnb_int8(t.data.data(), t.shape[0], t.shape[1]);
+    else if (bnb4_stored(p.stored))
       round_to_bnb4(t.data.data(), t.shape[0], t.shape[1], p.stored.format);
     else if (int4_stored(p.stored))
       round_to_int4_groups(t.data.data(), t.shape[0], t.shape[1],
@@ -1100,6 +1159,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
             : mxfp4_stored(spec, p.stored.name) ? ": MXFP4"
             : int4_stored(p.stored)             ? ": 4-bit " + p.stored.name
             : bnb4_stored(p.stored) ? fmt::format(": {} {}", bnb4_kind(p.stored.format), p.stored.name)
+            : bnb8_stored(p.stored) ? ": LLM.int8() " + p.stored.name
             : name.ends_with(".input_scale_ub") ? ": fbgemm's activation scale bound"
                                                 : ": FP8 scales"));
     }
@@ -2090,9 +2150,10 @@ nlohmann::json fbgemm_config(const compiler::ModelSpec& m) {
 // release), FP8 matrices in 128 x 128 blocks (HF FineGrainedFP8, as DeepSeek-V3's release states it, with
 // scale_fmt ue8m0: the scales duplex writes are powers of two) or FP8 matrices per channel
 // (compressed-tensors, as llm-compressor's FP8-dynamic scheme states it, the LM head and routers ignored), or
-// 4-bit matrices (int4_config), or NF4 / FP4 matrices (bitsandbytes, as BitsAndBytesConfig.to_dict() writes
-// it), or fbgemm's FP8 matrices (fbgemm_config). One quantization_config states one method for the
-// projections and the experts alike: other combinations are refused.
+// 4-bit matrices (int4_config), or NF4 / FP4 or LLM.int8() matrices (bitsandbytes, as
+// BitsAndBytesConfig.to_dict() writes it), or fbgemm's FP8 matrices (fbgemm_config). One
+// quantization_config states one method for the projections and the experts alike: other combinations are
+// refused.
 nlohmann::json hf_config(const ModelWeights& weights) {
   const compiler::ModelSpec& m = weights.spec;
   nlohmann::json c = family_config(weights);
@@ -2137,21 +2198,24 @@ nlohmann::json hf_config(const ModelWeights& weights) {
     c["quantization_config"] = int4_config(m);
     return c;
   }
-  if (compiler::bnb_4bit(experts)) {  // transformers' BitsAndBytesConfig (a dense model: model_weights)
+  if (compiler::bitsandbytes(experts)) {  // transformers' BitsAndBytesConfig (a dense model: model_weights)
+    const bool int4 = compiler::bnb_4bit(experts);
+    // A load_in_8bit config keeps bnb_4bit_compute_dtype's default, float32.
+    const char* compute = !int4 ? "float32" : m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16";
     c["quantization_config"] = {
         {"quant_method", "bitsandbytes"},
-        {"_load_in_4bit", true},
-        {"_load_in_8bit", false},
-        {"bnb_4bit_compute_dtype", m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16"},
+        {"_load_in_4bit", int4},
+        {"_load_in_8bit", !int4},
+        {"bnb_4bit_compute_dtype", compute},
         {"bnb_4bit_quant_storage", "uint8"},
-        {"bnb_4bit_quant_type", compiler::bnb_quant_type(experts)},
-        {"bnb_4bit_use_double_quant", compiler::bnb_nested(experts)},
+        {"bnb_4bit_quant_type", int4 ? compiler::bnb_quant_type(experts) : "fp4"},
+        {"bnb_4bit_use_double_quant", int4 && compiler::bnb_nested(experts)},
         {"llm_int8_enable_fp32_cpu_offload", false},
         {"llm_int8_has_fp16_weight", false},
         {"llm_int8_skip_modules", nullptr},
         {"llm_int8_threshold", 6.0},
-        {"load_in_4bit", true},
-        {"load_in_8bit", false}};
+        {"load_in_4bit", int4},
+        {"load_in_8bit", !int4}};
     return c;
   }
   if (experts == compiler::DType::kFp8Tensor) {  // AutoFP8's per-tensor release, dynamic activations

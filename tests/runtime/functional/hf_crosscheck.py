@@ -19,7 +19,8 @@ compressed-tensors (llm-compressor's FP8-dynamic releases, and its W8A8-INT8 rel
 fbgemm_fp8 (Meta's Llama 3.1 FP8 releases) by their weight_scale rows; one that says awq or gptq
 has its 4-bit matrices unpacked as AutoAWQ's dequantize_gemm and AutoGPTQ's dequantization do, as does one
 whose compressed-tensors format is pack-quantized (llm-compressor's W4A16) as unpack_from_int32 does; one that says
-bitsandbytes has its NF4 or FP4 matrices (and double-quantized block scales) decoded as dequantize_4bit does; gpt-oss's MXFP4
+bitsandbytes has its NF4 or FP4 matrices (and double-quantized block scales) decoded as dequantize_4bit does, its
+LLM.int8() ones (load_in_8bit) by their rows' absmax as int8_vectorwise_dequant does; gpt-oss's MXFP4
 experts (NAME_blocks / NAME_scales) are decoded as HF's convert_moe_packed_tensors does. A model
 passes when every logit is within 2^-6 x max(1, max |logit|) (the bound of `duplex run --check`: FP16 storage on
 duplex's side) and every token is the float64 argmax or a near tie (the margin within twice the logit error).
@@ -33,7 +34,8 @@ Gemma's norm offset, Gemma 2's attention soft-cap, gpt-oss's attention sinks, Ph
 top 2), the shared-expert gate, the q/k norms, OPT's learned positions, the FFN biases, the q/k/v biases, DBRX's
 clamp of q / k / v, the routing renormalisation, the sliding window or a non-SiLU activation (as SiLU), the first
 the model has (an FP8 checkpoint's block or row scales, as 1, a 4-bit one's zero points, as 0, an NF4 one's block
-scales (double quantization: nested scales), as 1, or a bitsandbytes FP4 one's code (its indices read as NF4's),
+scales (double quantization: nested scales), as 1, a bitsandbytes FP4 one's code (its indices read as NF4's), or an
+LLM.int8() one's row absmax, as 1,
 before all); Llama 4's chunks and temperature only where
 the test's sequences reach them); that comparison must
 fail, or the check could not see the feature. --self-test=F[,F...] drops the features named instead, one
@@ -207,7 +209,7 @@ def dequantize_bnb4(config, tensors, scaled=True, own_table=True):
     Without `scaled` the absmax (double quantization: the nested absmax) is taken as 1; without `own_table` the
     indices are read with the other type's table."""
     q = config.get("quantization_config") or {}
-    if q.get("quant_method") != "bitsandbytes":
+    if q.get("quant_method") != "bitsandbytes" or not q.get("load_in_4bit"):
         return dict(tensors)
     quant_type = q.get("bnb_4bit_quant_type", "fp4")
     table = {"nf4": BNB_NF4, "fp4": BNB_FP4}[quant_type if own_table else {"nf4": "fp4", "fp4": "nf4"}[quant_type]]
@@ -240,6 +242,28 @@ def dequantize_bnb4(config, tensors, scaled=True, own_table=True):
         scale = np.repeat(absmax, state["blocksize"])[:n]
         values = (table[index[:n]] * scale).astype(np.float32)
         out[base] = values.astype(np.float16).astype(np.float64).reshape(rows, cols)
+    return out
+
+
+def dequantize_bnb_int8(config, tensors, scaled=True):
+    """bitsandbytes' LLM.int8() matrices (quant_method bitsandbytes, load_in_8bit) as MODULE.weight [out, in]:
+    MODULE.weight I8 (row-major: MODULE.weight_format U8 must hold 0) times MODULE.SCB F32 [out], each row's absmax,
+    times float32(1 / 127), in float32 as bitsandbytes' int8_vectorwise_dequant computes it, rounded to FP16.
+    (bitsandbytes' kernels round the activations to INT8 besides, their outlier columns aside; the float64 pass, as
+    duplex's emulation, multiplies by the dequantized weights.) Without `scaled` each SCB is taken as 1."""
+    q = config.get("quantization_config") or {}
+    if q.get("quant_method") != "bitsandbytes" or not q.get("load_in_8bit"):
+        return dict(tensors)
+    out = {name: a for name, a in tensors.items() if not name.endswith((".SCB", ".weight_format"))}
+    for name, scb in tensors.items():
+        if not name.endswith(".SCB"):
+            continue
+        module = name[: -len(".SCB")]
+        assert int(tensors[module + ".weight_format"]) == 0, module
+        codes = tensors[module + ".weight"].astype(np.float32)
+        absmax = scb.astype(np.float32) if scaled else np.ones_like(scb, dtype=np.float32)
+        values = (codes * absmax[:, None]) * np.float32(7.874015718698502e-3)
+        out[module + ".weight"] = values.astype(np.float32).astype(np.float16).astype(np.float64)
     return out
 
 
@@ -284,9 +308,9 @@ def read_safetensors(path):
             a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
         elif e["dtype"] == "F8_E4M3":
             a = e4m3(np.frombuffer(raw, dtype=np.uint8))
-        elif e["dtype"] == "I8":  # W8A8-INT8 weights, scaled by dequantize_fp8
+        elif e["dtype"] == "I8":  # W8A8-INT8 and LLM.int8() weights, scaled by dequantize_fp8 / dequantize_bnb_int8
             a = np.frombuffer(raw, dtype=np.int8).astype(np.float64)
-        elif e["dtype"] == "U8":  # MXFP4 blocks and scales (dequantize_mxfp4), NF4 parts (dequantize_bnb4)
+        elif e["dtype"] == "U8":  # MXFP4 blocks and scales, NF4 / FP4 parts, LLM.int8()'s weight_format
             a = np.frombuffer(raw, dtype=np.uint8)
         elif e["dtype"] == "I32":  # 4-bit words and GPTQ's g_idx, decoded by dequantize_int4
             a = np.frombuffer(raw, dtype="<i4")
@@ -358,11 +382,13 @@ class HfModel:
             "int-quantized",
         )
         self.int4 = q.get("quant_method") in ("awq", "gptq") or q.get("format") == "pack-quantized"
-        self.bnb4 = q.get("quant_method") == "bitsandbytes"
+        self.bnb4 = q.get("quant_method") == "bitsandbytes" and bool(q.get("load_in_4bit"))
         self.bnb_fp4 = self.bnb4 and q.get("bnb_4bit_quant_type", "fp4") == "fp4"
+        self.bnb8 = q.get("quant_method") == "bitsandbytes" and bool(q.get("load_in_8bit"))
         tensors = dequantize_fp8(c, dequantize_mxfp4(tensors), scaled=drop != "fp8_scales")
         tensors = dequantize_int4(c, tensors, zeros=drop != "int4_zeros")
         tensors = dequantize_bnb4(c, tensors, scaled=drop != "bnb4_scales", own_table=drop != "bnb4_code")
+        tensors = dequantize_bnb_int8(c, tensors, scaled=drop != "bnb8_scales")
         self.t = dict(tensors)
         if c["model_type"] == "llama4":  # Llama4ForConditionalGeneration: its text model, the vision parts dropped
             c = dict(c.get("text_config") or {}, model_type="llama4_text")
@@ -1053,6 +1079,8 @@ def dropped_feature(model):
         return "bnb4_code"
     if model.bnb4:  # the block scales of its NF4 matrices (double quantization: their nested scales)
         return "bnb4_scales"
+    if model.bnb8:  # the row absmax (SCB) of its LLM.int8() matrices
+        return "bnb8_scales"
     if model.llama4:  # its own features first: the router's input scaling, then what the test's sequences reach
         longest = max(map(len, PROMPTS)) + NEW_TOKENS - 1  # the tokens of compare's longest forward
         if any(model.is_moe_layer(layer) for layer in range(model.layers)):

@@ -26,6 +26,9 @@ namespace duplex::compiler {
 // transformers' load_in_4bit releases store them (HF quant_method "bitsandbytes"; the runtime's bnb4.hpp).
 // kBnbFp4 / kBnbFp4Dq: the same layout with bitsandbytes' FP4 code (E2M1 without infinities or NaN, scaled to
 // [-1, 1]: bnb_4bit_quant_type fp4, BitsAndBytesConfig's default); not OCP's MXFP4 (kMxfp4).
+// kBnbInt8: bitsandbytes' LLM.int8() weights (transformers' load_in_8bit releases): 8-bit signed integers
+// with one FP32 absmax per output channel (row), w = q x absmax / 127, the activations quantized per row on
+// the fly, their outlier columns (any |x| above llm_int8_threshold) multiplied in 16 bits instead.
 // kFp8Tensor: FP8 E4M3 weights with one FP32 scale per matrix (AutoFP8's releases: HF quant_method "fp8"
 // without weight_block_size; llm-compressor's FP8 scheme: "compressed-tensors", weights strategy tensor),
 // their activations FP8 too, with a static (calibrated: ModelSpec::static_input_scales) or dynamic
@@ -50,7 +53,8 @@ enum class DType {
   kNf4Dq,
   kFp8Tensor,
   kBnbFp4,
-  kBnbFp4Dq
+  kBnbFp4Dq,
+  kBnbInt8
 };
 // Inputs of a row per scale (and zero point) of int4_awq / int4_gptq / int4_pack: group_size 128, the common
 // one and the default; 32 and 64 are modelled too (ModelSpec::quant_group), and GPTQ's -1 (kPerRowGroup).
@@ -66,8 +70,9 @@ inline std::int64_t group_inputs(int quant_group, std::int64_t cols) {
 
 // Bytes per element (int4: 0.5; mxfp4: 0.53125, fp8_block128: 1.000244, int4_awq / int4_gptq: 0.519531 (a
 // 16-bit scale and a 4-bit zero per 128) and int4_pack 0.515625 (a 16-bit scale per 128), their scales
-// included; fp8_tensor: 1, its one scale per matrix left out; fp8_channel and int8_channel: 1, its one scale
-// per row of `in` elements, 2 / in bytes per element in BF16, left out: < 0.1% for any row of 2048 or more;
+// included; fp8_tensor: 1, its one scale per matrix left out; fp8_channel, int8_channel and bnb_int8: 1, its
+// one scale per row of `in` elements, 2 / in bytes per element in BF16 (bnb_int8: 4 / in, FP32), left out:
+// < 0.2% for any row of 2048 or more;
 // so is GPTQ's g_idx, 4 bytes per input column, 4 / out per element; nf4 and bnb_fp4: 0.5625 (an FP32
 // absmax per 64), nf4_dq and bnb_fp4_dq: 0.515686 (an 8-bit absmax per 64, an FP32 scale per 256 of them),
 // their 16- and 256-entry maps and quant_state left out).
@@ -97,14 +102,18 @@ bool bnb_4bit(DType t);
 bool bnb_nested(DType t);
 // A bnb_4bit format's bnb_4bit_quant_type: "nf4" or "fp4".
 std::string_view bnb_quant_type(DType t);
+// Whether t is one of bitsandbytes' formats: bnb_4bit, or LLM.int8()'s bnb_int8.
+bool bitsandbytes(DType t);
+// Whether t holds INT8 weights the xPU multiplies on its INT8 tensor cores (int8_channel, bnb_int8).
+bool int8_weights(DType t);
 // Whether t is a format of weight matrices only (mxfp4, fp8_block128, fp8_channel, fp8_tensor, int4_awq,
-// int4_gptq, int4_pack, int8_channel, int8_gptq, int8_pack, nf4, nf4_dq, bnb_fp4, bnb_fp4_dq): not for
-// norms, embeddings or a KV cache.
+// int4_gptq, int4_pack, int8_channel, int8_gptq, int8_pack, nf4, nf4_dq, bnb_fp4, bnb_fp4_dq, bnb_int8):
+// not for norms, embeddings or a KV cache.
 bool matrix_format(DType t);
 std::string_view dtype_name(DType t);
 // Parses "fp16", "bf16", "fp8", "int8", "int4", "mxfp4", "fp8_block128", "fp8_channel", "fp8_tensor",
 // "int4_awq", "int4_gptq", "int4_pack", "int8_channel", "int8_gptq", "int8_pack", "nf4", "nf4_dq", "bnb_fp4",
-// "bnb_fp4_dq" (also HF's "float16", "bfloat16"); throws duplex::Error.
+// "bnb_fp4_dq", "bnb_int8" (also HF's "float16", "bfloat16"); throws duplex::Error.
 DType parse_dtype(std::string_view s);
 
 }  // namespace duplex::compiler

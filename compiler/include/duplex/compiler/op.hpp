@@ -87,9 +87,19 @@ struct Op {
   // bitsandbytes' matmul_4bit has dequantize_4bit write and the GEMM read back, 2 + 2 bytes per weight (one
   // row runs gemv_4bit on the packed weights). source: bitsandbytes functional matmul_4bit / MatMul4Bit,
   // which vLLM's bitsandbytes linear method calls.
+  // A GEMM of LLM.int8() weights (bnb_int8) moves besides bytes() its activations' INT8 copy (written by the
+  // quantizing kernel, read by the GEMM: 2 bytes per activation) and the GEMM's INT32 partial sums (written,
+  // then read by the kernel that scales them to 16 bits: 8 bytes per output). source: bitsandbytes
+  // MatMul8bitLt (int8_vectorwise_quant, then int8_scaled_mm = int8_linear_matmul + int8_mm_dequant).
   double xpu_bytes() const;
   // Whether the xPU runs it as bitsandbytes' dequantize-then-GEMM (the case above): one more kernel.
   bool xpu_dequantizes_first() const;
+  // The kernels the xPU launches for it: 1; 2 for bitsandbytes' dequantize-then-GEMM; 3 for a GEMM of
+  // bnb_int8 weights (quantize the activations, INT8 GEMM, scale to 16 bits). LLM.int8()'s outlier path
+  // (llm_int8_threshold > 0: a mask of the activations, a check on the host and, where a column holds an
+  // outlier, a gather and a 16-bit GEMM of those columns) depends on the activations' values and is not
+  // charged.
+  int xpu_kernels() const;
   double op_b() const { return bytes() > 0 ? flops / bytes() : 0.0; }
   std::string shape() const;  // "64x6144x4096" or "r=64 q=64 ctx=131072 h=8/2 d=128"
 };

@@ -1,0 +1,158 @@
+// bitsandbytes' 8-bit releases (LLM.int8(): transformers' BitsAndBytesConfig load_in_8bit, HF quant_method
+// "bitsandbytes") in the compiler: read from config.json as linear_dtype bnb_int8 (an INT8 code per weight,
+// an FP32 absmax per row), what the xPU is charged for their GEMMs (INT8 tensor cores, three kernels:
+// quantize the activations, INT8 GEMM, scale the INT32 sums; their INT8 activations and INT32 sums' traffic),
+// and the configurations refused, naming the field.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+
+#include "config_errors.hpp"
+#include "duplex/compiler/cost_model.hpp"
+#include "duplex/compiler/hf_import.hpp"
+#include "duplex/compiler/lower.hpp"
+#include "duplex/compiler/model_spec.hpp"
+
+namespace duplex::compiler {
+namespace {
+
+using testing::hf_config_error;
+using testing::model_yaml_error;
+
+// BitsAndBytesConfig(load_in_8bit=True).to_dict(), as an 8-bit release's config.json holds it; `more` adds or
+// replaces fields.
+std::string int8(const std::string& more = "") {
+  return R"({"_load_in_4bit": false, "_load_in_8bit": true, "bnb_4bit_compute_dtype": "float32",
+    "bnb_4bit_quant_storage": "uint8", "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": false,
+    "llm_int8_enable_fp32_cpu_offload": false, "llm_int8_has_fp16_weight": false,
+    "llm_int8_skip_modules": null, "llm_int8_threshold": 6.0, "load_in_4bit": false, "load_in_8bit": true,
+    "quant_method": "bitsandbytes")" +
+         more + "}";
+}
+
+// meta-llama/Llama-3.1-8B-Instruct's config.json, trimmed to the fields the importer reads.
+std::string llama31_8b(const std::string& quantization) {
+  return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "float16",
+    "quantization_config": )" +
+         quantization + "}";
+}
+
+TEST(BnbInt8, FormatAndItsBytes) {
+  EXPECT_EQ(parse_dtype("bnb_int8"), DType::kBnbInt8);
+  EXPECT_EQ(dtype_name(DType::kBnbInt8), "bnb_int8");
+  EXPECT_TRUE(matrix_format(DType::kBnbInt8));
+  EXPECT_TRUE(bitsandbytes(DType::kBnbInt8));
+  EXPECT_TRUE(int8_weights(DType::kBnbInt8));
+  EXPECT_FALSE(bnb_4bit(DType::kBnbInt8));
+  EXPECT_FALSE(scaled_8bit(DType::kBnbInt8));  // not the FP8 / compressed-tensors checkpoint layout
+  EXPECT_TRUE(bitsandbytes(DType::kNf4Dq));
+  EXPECT_FALSE(bitsandbytes(DType::kInt8Channel));
+  EXPECT_TRUE(int8_weights(DType::kInt8Channel));
+  EXPECT_DOUBLE_EQ(dtype_bytes(DType::kBnbInt8), 1.0);  // its FP32 absmax per row left out, as int8_channel's
+  const ModelSpec m = import_hf_config(llama31_8b(int8()), "l.json");
+  EXPECT_EQ(m.linear_dtype, DType::kBnbInt8);
+  EXPECT_EQ(m.kv_dtype, DType::kFp16);
+  // Half the FP16 model's projection and FFN bytes; embeddings, LM head and norms stay 16-bit.
+  const ModelSpec fp16 = import_hf_config(llama31_8b("null"), "l.json");
+  EXPECT_LT(m.weight_bytes(), 0.6 * fp16.weight_bytes());
+  EXPECT_GT(m.weight_bytes(), 0.5 * fp16.weight_bytes());
+  // No outliers threshold (pure INT8), or the default taken when absent.
+  EXPECT_EQ(import_hf_config(llama31_8b(int8(R"(, "llm_int8_threshold": 0.0)")), "l.json").linear_dtype,
+            DType::kBnbInt8);
+  EXPECT_EQ(read_model(ConfigNode::parse("name: x\nlayers: 2\nhidden: 64\nheads: 4\nffn: 128\nvocab: 10\n"
+                                         "linear_dtype: bnb_int8\n",
+                                         "x.yaml"))
+                .linear_dtype,
+            DType::kBnbInt8);
+  EXPECT_NE(
+      model_yaml_error("name: x\nlayers: 2\nhidden: 64\nheads: 4\nffn: 128\nvocab: 10\ndtype: bnb_int8\n")
+          .find("bnb_int8 is a matrix format"),
+      std::string::npos);
+}
+
+// bitsandbytes' MatMul8bitLt quantizes a GEMM's activations per row (a kernel writing them in INT8), runs
+// the INT8 GEMM (INT32 sums written) and scales the sums to 16 bits (read back): three launches, 2 bytes per
+// activation and 8 per output more than the weights and 16-bit activations, on the INT8 tensor cores as a
+// W8A8-INT8 release's GEMMs. One decode request reads half the FP16 bytes: faster; the extra kernels are
+// what it costs over int8_channel's fused GEMM.
+TEST(BnbInt8, XpuGemmsQuantizeTheActivationsAndScaleTheSums) {
+  const ModelSpec m = import_hf_config(llama31_8b(int8()), "l.json");
+  const SystemSpec gpu = load_system("gpu");
+  const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
+  const CostModel cost(gpu, layout);
+  const double bandwidth = gpu.memory_bandwidth().si() * gpu.xpu.memory_efficiency;
+  const double launch = gpu.xpu.launch_overhead.si();
+  for (const int requests : {1, 16}) {
+    int checked = 0;
+    for (const Op& o : lower(m, BatchState::decode_batch(requests, 1024), layout, Routing{}).ops) {
+      if (o.kind != OpKind::kQkvProj && o.kind != OpKind::kOProj && o.kind != OpKind::kDenseFfn) continue;
+      EXPECT_EQ(o.dtype, DType::kBnbInt8) << o.name;
+      EXPECT_EQ(o.xpu_kernels(), 3) << o.name;
+      const auto rows = static_cast<double>(o.m), ins = static_cast<double>(o.k),
+                 outs = static_cast<double>(o.n);
+      const double extra = (2.0 * rows * ins + 8.0 * rows * outs) * o.matrices;
+      EXPECT_DOUBLE_EQ(o.xpu_bytes(), o.bytes() + extra) << o.name;
+      EXPECT_NEAR(cost.xpu_time(o).si(), o.xpu_bytes() / bandwidth + 3 * launch, 1e-12) << o.name;
+      Op channel = o, fp16 = o;
+      channel.dtype = DType::kInt8Channel;
+      EXPECT_NEAR(cost.xpu_time(o).si() - cost.xpu_time(channel).si(), extra / bandwidth + 2 * launch, 1e-12)
+          << o.name;
+      fp16.dtype = DType::kFp16;
+      fp16.bytes_weights = 2 * o.bytes_weights;
+      if (requests == 1) {
+        EXPECT_LT(cost.xpu_time(o), cost.xpu_time(fp16)) << o.name;
+      }
+      ++checked;
+    }
+    EXPECT_EQ(checked, 32 * 3);
+  }
+  // A prefill's GEMMs are compute-bound at the INT8 rate, as int8_channel's (a device whose INT8 rate is
+  // half its FP8 rate, to tell them apart).
+  SystemSpec slow = gpu;
+  slow.xpu.peak_int8 = slow.xpu.peak_fp8 * 0.5;
+  const CostModel slow_cost(slow, layout);
+  int prefills = 0;
+  for (const Op& o : lower(m, BatchState::decode_batch(0, 0, 4096), layout, Routing{}).ops) {
+    if (o.layer != 0 || o.kind != OpKind::kOProj) continue;
+    Op compute_only = o, fp16 = o;
+    compute_only.bytes_weights = compute_only.bytes_act = fp16.bytes_weights = fp16.bytes_act = 0;
+    compute_only.m = fp16.m = 0;  // no INT8 activations or INT32 sums either: the GEMM alone
+    fp16.dtype = DType::kFp16;
+    EXPECT_NEAR((slow_cost.xpu_time(compute_only).si() - launch) / (slow_cost.xpu_time(fp16).si() - launch),
+                slow.xpu.peak_fp16.si() / slow.xpu.peak_int8.si(), 1e-9);
+    ++prefills;
+  }
+  EXPECT_EQ(prefills, 1);
+}
+
+TEST(BnbInt8, OtherEightBitSchemesAreRefusedNamingTheField) {
+  const std::string q = "config.json: quantization_config.";
+  const std::pair<std::string, std::string> cases[] = {
+      {int8(R"(, "load_in_4bit": true)"), q + "load_in_8bit: true beside load_in_4bit true"},
+      {int8(R"(, "load_in_8bit": false)"), q + "load_in_4bit: false or absent, as load_in_8bit"},
+      {int8(R"(, "llm_int8_has_fp16_weight": true)"),
+       q + "llm_int8_has_fp16_weight: true: 16-bit weights quantized again at every step"},
+      {int8(R"(, "llm_int8_threshold": -1.0)"), q + "llm_int8_threshold: -1; expected a number >= 0"},
+      {int8(R"(, "llm_int8_threshold": "6")"), q + "llm_int8_threshold"},
+      {int8(R"(, "llm_int8_skip_modules": ["lm_head", "o_proj"])"),
+       q + "llm_int8_skip_modules[1]: \"o_proj\": a projection left unquantized is not modelled"},
+  };
+  for (const auto& [quantization, expected] : cases) {
+    const std::string error = hf_config_error(llama31_8b(quantization));
+    EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
+  }
+  const std::string moe = hf_config_error(
+      R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+    "vocab_size": 32000, "quantization_config": )" +
+      int8() + "}");
+  EXPECT_NE(moe.find("quantization_config.quant_method: bitsandbytes on an MoE model quantizes its routers' "
+                     "gates too: a router in 8 bits is not modelled"),
+            std::string::npos)
+      << moe;
+}
+
+}  // namespace
+}  // namespace duplex::compiler
