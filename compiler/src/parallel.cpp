@@ -35,12 +35,6 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
                       devices, stages, p.tp, per_node));
     p.dp = devices / p.tp;  // replicas x stages: each replica's batches in flight
     p.pipeline_in_node = p.tp * stages <= per_node;
-    if (model.is_moe() && p.replicas() > 1)
-      throw Error(
-          fmt::format("model {}: {} data-parallel copies of an MoE pipeline ({} devices in stages of {}) "
-                      "are not modelled; expected {} devices (one pipeline, its experts parallel over "
-                      "each stage's devices) or pipeline_parallel 1",
-                      model.name, p.replicas(), devices, p.tp, p.tp * stages));
   }
   if (system.attention_data_parallel) {  // every device a data-parallel rank of the non-expert layers
     p.attention_dp = true;
@@ -53,7 +47,7 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
   p.expert_tp = system.expert_tensor_parallel;
   if (!model.is_moe()) return p;
   // The devices an MoE layer's experts spread over: all of them, or under pipeline parallelism its stage's
-  // (one node at most: their tokens never cross a node).
+  // in each replica of the pipeline (one node at most: their tokens never cross a node).
   const int ep_devices = p.pp > 1 ? p.tp : devices, ep_nodes = p.pp > 1 ? 1 : p.nodes;
   const int slots =
       model.experts + (system.expert_balancing ? system.expert_balancing->redundant_experts : 0);

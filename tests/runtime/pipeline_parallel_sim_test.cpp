@@ -135,6 +135,40 @@ TEST(PipelineParallelSim, Llama405bInBf16ServesOnTwoNodesTheSameEveryRun) {
   EXPECT_EQ(a.ttft_ms.p50, b.ttft_ms.p50);
 }
 
+// Two copies of an MoE pipeline (Mixtral on 32 devices: TP8 x PP2 x DP2) serve as one pipeline's twice: a
+// device holds what one pipeline's device holds (its stage's weights, its experts of the stage's MoE layers,
+// the K/V space left), the four batches in flight each a quarter of the requests, and twice one pipeline's
+// requests at twice its batch give twice its tokens per second within 5% (each copy's routing drawn apart).
+TEST(PipelineParallelSim, CopiesOfAnMoePipelineServeSideBySide) {
+  const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
+  const SystemSpec s = gpu_with_stages(2);
+  const MemoryPlan one = plan_memory(m, s, compiler::ParallelLayout::make(m, s, 16), 0.1),
+                   two = plan_memory(m, s, compiler::ParallelLayout::make(m, s, 32), 0.1);
+  EXPECT_DOUBLE_EQ(two.weight_bytes_per_device, one.weight_bytes_per_device);
+  EXPECT_EQ(two.kv_tokens, 2 * one.kv_tokens);
+  SimulationOptions o = testing::closed_loop_options(128, 512, 64, 32, 5, 0);
+  o.devices = 16;
+  o.memory_reserve = 0.1;
+  const SystemResult a = simulate(m, s, o);
+  o.workload.requests *= 2;
+  o.workload.arrival.concurrency *= 2;
+  o.scheduler.max_batch *= 2;
+  o.devices = 32;
+  const SystemResult b = simulate(m, s, o), again = simulate(m, s, o);
+  EXPECT_EQ(b.layout,
+            "32 devices: TP8 x PP2 x DP2 (4 batches in flight, stages over InfiniBand), EP8 (1 expert/device)");
+  ASSERT_EQ(b.ranks.size(), 4u);
+  std::int64_t requests = 0;
+  for (const RankFigures& k : b.ranks) {
+    EXPECT_NEAR(static_cast<double>(k.requests), 64, 2);
+    EXPECT_EQ(k.max_batch, 16);
+    requests += k.requests;
+  }
+  EXPECT_EQ(requests, 256);
+  EXPECT_NEAR(b.throughput_tok_s / a.throughput_tok_s, 2.0, 0.1);
+  EXPECT_EQ(b.throughput_tok_s, again.throughput_tok_s);
+}
+
 // A replica's batches in flight share its devices' host memory: each rank's host tier is half of what a
 // device's host memory holds of its stage's K/V. Conversations on Llama-3-70B as TP2 x PP2 with little K/V
 // memory take later turns' history back from it, the same every run.

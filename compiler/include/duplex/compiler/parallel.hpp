@@ -9,7 +9,7 @@
 //  - pipeline parallel (SystemSpec::pipeline_parallel): the layers in pp consecutive stages, each on a TP
 //    group of up to a node's devices (TP x PP x replicas); each replica of the pipeline serves pp batches at
 //    once (vLLM's virtual engines), which count as its data-parallel ranks. An MoE model's experts are expert
-//    parallel over each stage's devices (one replica only: no exchange across nodes);
+//    parallel over each stage's devices, each replica holding every expert (no exchange across nodes);
 //  - expert load balancing (SystemSpec::expert_balancing): experts + redundant_experts slots per MoE layer
 //    over the EP groups, whole experts in each (expert_placement.hpp).
 #include <string>
