@@ -233,6 +233,41 @@ Power EnergyTable::static_of(std::string_view component) const {
   return it->second;
 }
 
+namespace {
+
+// Key pipeline_partition of system node n: "a,b,..." (vLLM's VLLM_PP_LAYER_PARTITION), one count >= 1 per
+// stage of `stages` (pipeline_parallel > 1).
+std::vector<int> read_pipeline_partition(const ConfigNode& n, int stages) {
+  const std::string text = n.get<std::string>("pipeline_partition");
+  const std::string expected = fmt::format(
+      "the layers of each of pipeline_parallel's {} stages, first to last, comma-separated (vLLM's "
+      "VLLM_PP_LAYER_PARTITION), e.g. \"15,16,15,15\"",
+      stages);
+  if (stages <= 1)
+    n.fail("pipeline_partition", fmt::format("\"{}\" beside pipeline_parallel 1", text),
+           "pipeline_parallel > 1, or no pipeline_partition");
+  std::vector<int> counts;
+  std::size_t begin = 0;
+  while (true) {
+    const std::size_t end = std::min(text.find(',', begin), text.size());
+    const std::string field = text.substr(begin, end - begin);
+    const std::size_t first = field.find_first_not_of(' '), last = field.find_last_not_of(' ');
+    const std::string digits = first == std::string::npos ? "" : field.substr(first, last - first + 1);
+    if (digits.empty() || digits.size() > 6 || digits.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(digits) < 1)
+      n.fail("pipeline_partition", fmt::format("\"{}\": \"{}\" is not a layer count >= 1", text, field),
+             expected);
+    counts.push_back(std::stoi(digits));
+    if (end == text.size()) break;
+    begin = end + 1;
+  }
+  if (static_cast<int>(counts.size()) != stages)
+    n.fail("pipeline_partition", fmt::format("\"{}\" gives {} stages", text, counts.size()), expected);
+  return counts;
+}
+
+}  // namespace
+
 SystemSpec read_system(const ConfigNode& n) {
   SystemSpec s;
   s.file = n.file();
@@ -273,6 +308,7 @@ SystemSpec read_system(const ConfigNode& n) {
              fmt::format("{} beside attention_data_parallel: true is not modelled", s.pipeline_parallel),
              "1, or attention_data_parallel: false");
   }
+  if (n.has("pipeline_partition")) s.pipeline_partition = read_pipeline_partition(n, s.pipeline_parallel);
   if (n.has("expert_all_to_all")) {  // documented default auto
     const std::string mode = n.get_enum("expert_all_to_all", {"low_latency", "normal", "auto"});
     for (const ExpertAllToAll a :

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "duplex/base/error.hpp"
 
@@ -35,6 +36,13 @@ ParallelLayout ParallelLayout::make(const ModelSpec& model, const SystemSpec& sy
                       devices, stages, p.tp, per_node));
     p.dp = devices / p.tp;  // replicas x stages: each replica's batches in flight
     p.pipeline_in_node = p.tp * stages <= per_node;
+    p.stage_layers = system.pipeline_partition;
+    int layers = 0;
+    for (const int l : p.stage_layers) layers += l;
+    if (!p.stage_layers.empty() && layers != model.layers)
+      throw Error(fmt::format("system {}: pipeline_partition \"{}\" gives {} layers; model {} has {} (expected "
+                              "stage counts summing to them)",
+                              system.name, fmt::join(p.stage_layers, ","), layers, model.name, model.layers));
   }
   if (system.attention_data_parallel) {  // every device a data-parallel rank of the non-expert layers
     p.attention_dp = true;
@@ -115,10 +123,17 @@ ParallelLayout::ExpertExchange ParallelLayout::expert_exchange() const {
 }
 
 std::vector<int> ParallelLayout::stage_ends(int layers) const {
-  // source: vLLM's get_pp_indices (vllm/distributed/utils.py): layers / pp each, the remainder one more each
-  // to the stages before the last, from the second to last backwards.
-  std::vector<int> sizes(static_cast<std::size_t>(pp), layers / pp);
-  for (int i = 2; i < layers % pp + 2; ++i) ++sizes[static_cast<std::size_t>(pp - i)];
+  // source: vLLM's get_pp_indices (vllm/distributed/utils.py): VLLM_PP_LAYER_PARTITION's counts when given
+  // (stage_layers), else layers / pp each, the remainder one more each to the stages before the last, from
+  // the second to last backwards.
+  std::vector<int> sizes = stage_layers;
+  if (sizes.empty()) {
+    sizes.assign(static_cast<std::size_t>(pp), layers / pp);
+    for (int i = 2; i < layers % pp + 2; ++i) ++sizes[static_cast<std::size_t>(pp - i)];
+  }
+  int total = 0;
+  for (const int l : sizes) total += l;
+  DUPLEX_ASSERT(static_cast<int>(sizes.size()) == pp && total == layers, "a count per pipeline stage");
   std::vector<int> ends;
   int end = 0;
   for (int s = 0; s + 1 < pp; ++s) {
@@ -129,8 +144,11 @@ std::vector<int> ParallelLayout::stage_ends(int layers) const {
 }
 
 std::string ParallelLayout::describe() const {
-  std::string s = pp > 1 ? fmt::format("{} devices: TP{} x PP{} x DP{} ({} batches in flight{})", devices, tp,
-                                       pp, replicas(), dp, pipeline_in_node ? "" : ", stages over InfiniBand")
+  const std::string stages =
+      stage_layers.empty() ? "" : fmt::format(", layers {}", fmt::join(stage_layers, "/"));
+  std::string s = pp > 1 ? fmt::format("{} devices: TP{} x PP{} x DP{} ({} batches in flight{}{})", devices,
+                                       tp, pp, replicas(), dp, pipeline_in_node ? "" : ", stages over InfiniBand",
+                                       stages)
                          : fmt::format("{} device{}: TP{} x DP{}{}", devices, devices == 1 ? "" : "s", tp, dp,
                                        attention_dp ? " (attention data parallel)" : "");
   if (local_experts > 0 && redundant_experts > 0)

@@ -237,6 +237,39 @@ TEST(PipelineParallel, SystemKey) {
   EXPECT_NE(error_of("duplex-split", {"pipeline_parallel=2"})
                 .find("pipeline_parallel: 2 on a split system is not modelled"),
             std::string::npos);
+  // pipeline_partition (vLLM's VLLM_PP_LAYER_PARTITION): absent by default, one count >= 1 per stage.
+  EXPECT_TRUE(load_system("gpu").pipeline_partition.empty());
+  EXPECT_EQ(load("gpu", {"pipeline_parallel=4", "pipeline_partition=16,15, 15 ,15"}).pipeline_partition,
+            (std::vector<int>{16, 15, 15, 15}));
+  const std::pair<std::vector<std::string>, std::string> refused[] = {
+      {{"pipeline_parallel=4", "pipeline_partition=15,16"},
+       "pipeline_partition: \"15,16\" gives 2 stages; expected the layers of each of pipeline_parallel's 4 "
+       "stages"},
+      {{"pipeline_parallel=2", "pipeline_partition=63,0"},
+       "pipeline_partition: \"63,0\": \"0\" is not a layer count >= 1"},
+      {{"pipeline_parallel=2", "pipeline_partition=63,,"},
+       "pipeline_partition: \"63,,\": \"\" is not a layer count >= 1"},
+      {{"pipeline_parallel=2", "pipeline_partition=63,x3"},
+       "pipeline_partition: \"63,x3\": \"x3\" is not a layer count >= 1"},
+      {{"pipeline_partition=126"}, "pipeline_partition: \"126\" beside pipeline_parallel 1"},
+  };
+  for (const auto& [sets, expected] : refused)
+    EXPECT_NE(error_of("gpu", sets).find(expected), std::string::npos) << error_of("gpu", sets);
+}
+
+// A stated partition sets each stage's layers (the layout names them); its counts must sum to the model's.
+TEST(PipelineParallel, APartitionSetsEachStagesLayers) {
+  SystemSpec s = gpu_with_stages(4);
+  s.pipeline_partition = {16, 15, 15, 15};
+  const ParallelLayout p = ParallelLayout::make(load_model("deepseek-v3"), s, 32);
+  EXPECT_EQ(p.stage_ends(61), (std::vector<int>{15, 30, 45}));  // vLLM's default: 14, 29, 45
+  EXPECT_NE(p.describe().find("(4 batches in flight, stages over InfiniBand, layers 16/15/15/15)"),
+            std::string::npos)
+      << p.describe();
+  s.pipeline_partition = {16, 15, 15, 14};
+  EXPECT_NE(layout_error(load_model("deepseek-v3"), s, 32)
+                .find("system gpu: pipeline_partition \"16,15,15,14\" gives 60 layers; model deepseek-v3 has 61"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -113,6 +113,36 @@ TEST(PipelineParallelSim, AStepIsEachBatchsPassThroughEveryStage) {
               1e-9 * piped.energy.total().si());
 }
 
+// A stated partition (pipeline_partition, vLLM's VLLM_PP_LAYER_PARTITION) moves layers between the stages:
+// Llama-3.1-405B's 126 layers as 62 and 64 put 64 layers and the LM head on a last-stage device, and make
+// the round of two batches in flight slower than vLLM's even 63 / 63 (the last stage, the slower with the LM
+// head, gains a layer); 63,63 stated is the default exactly.
+TEST(PipelineParallelSim, APartitionMovesLayersBetweenTheStages) {
+  const compiler::ModelSpec m = compiler::load_model("llama3-405b");
+  auto with = [](std::vector<int> partition) {
+    SystemSpec s = gpu_with_stages(2);
+    s.pipeline_partition = std::move(partition);
+    return s;
+  };
+  const SystemSpec uneven = with({62, 64});
+  const MemoryPlan plan = plan_memory(m, uneven, compiler::ParallelLayout::make(m, uneven, 16), 0.05);
+  const double layer = (16384.0 * (16384 + 2 * 1024 + 16384) + 3.0 * 16384 * 53248 + 2.0 * 16384) * 2;
+  const double head = (128256.0 * 16384 + 16384) * 2;
+  EXPECT_NEAR(plan.weight_bytes_per_device, (64 * layer + head) / 8, 1e-12 * plan.weight_bytes_per_device);
+  auto step_time = [&](const SystemSpec& s) {
+    StepPlan step;
+    for (RequestId i = 0; i < 16; ++i) {
+      step.requests.push_back({i, 1, 1024, TokenPhase::decode, false});
+      step.requests.back().rank = static_cast<int>(i % 2);
+    }
+    return StepExecutor(m, s, compiler::ParallelLayout::make(m, s, 16), nullptr).execute(step).time;
+  };
+  const Time even = step_time(gpu_with_stages(2));
+  EXPECT_GT(step_time(uneven), even);
+  EXPECT_LT(step_time(uneven).si(), 1.05 * even.si());  // one layer of 63
+  EXPECT_EQ(step_time(with({63, 63})), even);
+}
+
 TEST(PipelineParallelSim, Llama405bInBf16ServesOnTwoNodesTheSameEveryRun) {
   const compiler::ModelSpec m = compiler::load_model("llama3-405b");
   SimulationOptions o = testing::closed_loop_options(32, 256, 32, 16, 7, 0.3);

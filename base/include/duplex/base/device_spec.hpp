@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "duplex/base/config.hpp"
 #include "duplex/base/units.hpp"
@@ -216,6 +217,10 @@ struct SystemSpec {
   // of the K/V space); an MoE model's experts parallel over each stage's devices. Not with
   // attention_data_parallel, on split or heterogeneous systems.
   int pipeline_parallel = 1;
+  // The layers of each pipeline stage, first to last (key pipeline_partition, optional: "a,b,...", one count
+  // >= 1 per stage, as vLLM's VLLM_PP_LAYER_PARTITION; their sum must be the model's layers). Empty: vLLM's
+  // default split (compiler::ParallelLayout::stage_ends).
+  std::vector<int> pipeline_partition;
   // The MoE all-to-all's kernels (key expert_all_to_all, default auto as SGLang's --deepep-mode;
   // ExpertAllToAll above).
   ExpertAllToAll expert_all_to_all = ExpertAllToAll::auto_by_step;

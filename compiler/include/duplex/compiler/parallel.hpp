@@ -34,11 +34,14 @@ struct ParallelLayout {
   // stages exchange over NVLink, else over InfiniBand.
   int pp = 1;
   bool pipeline_in_node = true;
+  // Each stage's layers when the system states them (SystemSpec::pipeline_partition); empty: stage_ends'
+  // default split.
+  std::vector<int> stage_layers;
   int replicas() const { return dp / pp; }  // data-parallel copies of the model (of the pipeline)
-  // The last layer of each stage but the last: the layers split evenly, where they do not divide the stages
-  // before the last taking one more each from the second to last backwards, as vLLM's get_pp_indices splits
-  // them (the last stage holds the final norm and LM head, the first the embedding); empty without pipeline
-  // parallelism.
+  // The last layer of each stage but the last: stage_layers' counts, or by default the layers split evenly,
+  // where they do not divide the stages before the last taking one more each from the second to last
+  // backwards, as vLLM's get_pp_indices splits them (the last stage holds the final norm and LM head, the
+  // first the embedding); empty without pipeline parallelism.
   std::vector<int> stage_ends(int layers) const;
   int devices_per_node() const { return devices / nodes; }
   bool expert_tp = false;  // +ET
