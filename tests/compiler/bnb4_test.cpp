@@ -12,11 +12,13 @@
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "llama31_config.hpp"
 
 namespace duplex::compiler {
 namespace {
 
 using testing::hf_config_error;
+using testing::llama31_8b;
 using testing::model_yaml_error;
 
 // unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit's quantization_config (BitsAndBytesConfig.to_dict()); `more`
@@ -28,15 +30,6 @@ std::string bnb(const std::string& more = "") {
     "llm_int8_skip_modules": null, "llm_int8_threshold": 6.0, "load_in_4bit": true, "load_in_8bit": false,
     "quant_method": "bitsandbytes")" +
          more + "}";
-}
-
-// meta-llama/Llama-3.1-8B-Instruct's config.json, trimmed to the fields the importer reads (unsloth's
-// bnb-4bit release keeps torch_dtype bfloat16).
-std::string llama31_8b(const std::string& quantization) {
-  return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "bfloat16",
-    "quantization_config": )" +
-         quantization + "}";
 }
 
 TEST(Nf4, FormatsAndTheirBytes) {

@@ -13,11 +13,13 @@
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "llama31_config.hpp"
 
 namespace duplex::compiler {
 namespace {
 
 using testing::hf_config_error;
+using testing::llama31_8b;
 using testing::model_yaml_error;
 
 // BitsAndBytesConfig(load_in_8bit=True).to_dict(), as an 8-bit release's config.json holds it; `more` adds or
@@ -31,12 +33,9 @@ std::string int8(const std::string& more = "") {
          more + "}";
 }
 
-// meta-llama/Llama-3.1-8B-Instruct's config.json, trimmed to the fields the importer reads.
-std::string llama31_8b(const std::string& quantization) {
-  return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "float16",
-    "quantization_config": )" +
-         quantization + "}";
+// The config.json in float16, as these releases keep it.
+std::string llama31_8b_fp16(const std::string& quantization) {
+  return llama31_8b(quantization, "float16");
 }
 
 TEST(BnbInt8, FormatAndItsBytes) {
@@ -51,15 +50,15 @@ TEST(BnbInt8, FormatAndItsBytes) {
   EXPECT_FALSE(bitsandbytes(DType::kInt8Channel));
   EXPECT_TRUE(int8_weights(DType::kInt8Channel));
   EXPECT_DOUBLE_EQ(dtype_bytes(DType::kBnbInt8), 1.0);  // its FP32 absmax per row left out, as int8_channel's
-  const ModelSpec m = import_hf_config(llama31_8b(int8()), "l.json");
+  const ModelSpec m = import_hf_config(llama31_8b_fp16(int8()), "l.json");
   EXPECT_EQ(m.linear_dtype, DType::kBnbInt8);
   EXPECT_EQ(m.kv_dtype, DType::kFp16);
   // Half the FP16 model's projection and FFN bytes; embeddings, LM head and norms stay 16-bit.
-  const ModelSpec fp16 = import_hf_config(llama31_8b("null"), "l.json");
+  const ModelSpec fp16 = import_hf_config(llama31_8b_fp16("null"), "l.json");
   EXPECT_LT(m.weight_bytes(), 0.6 * fp16.weight_bytes());
   EXPECT_GT(m.weight_bytes(), 0.5 * fp16.weight_bytes());
   // No outliers threshold (pure INT8), or the default taken when absent.
-  EXPECT_EQ(import_hf_config(llama31_8b(int8(R"(, "llm_int8_threshold": 0.0)")), "l.json").linear_dtype,
+  EXPECT_EQ(import_hf_config(llama31_8b_fp16(int8(R"(, "llm_int8_threshold": 0.0)")), "l.json").linear_dtype,
             DType::kBnbInt8);
   EXPECT_EQ(read_model(ConfigNode::parse("name: x\nlayers: 2\nhidden: 64\nheads: 4\nffn: 128\nvocab: 10\n"
                                          "linear_dtype: bnb_int8\n",
@@ -78,7 +77,7 @@ TEST(BnbInt8, FormatAndItsBytes) {
 // W8A8-INT8 release's GEMMs. One decode request reads half the FP16 bytes: faster; the extra kernels are
 // what it costs over int8_channel's fused GEMM.
 TEST(BnbInt8, XpuGemmsQuantizeTheActivationsAndScaleTheSums) {
-  const ModelSpec m = import_hf_config(llama31_8b(int8()), "l.json");
+  const ModelSpec m = import_hf_config(llama31_8b_fp16(int8()), "l.json");
   const SystemSpec gpu = load_system("gpu");
   const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
   const CostModel cost(gpu, layout);
@@ -140,7 +139,7 @@ TEST(BnbInt8, OtherEightBitSchemesAreRefusedNamingTheField) {
        q + "llm_int8_skip_modules[1]: \"o_proj\": a projection left unquantized is not modelled"},
   };
   for (const auto& [quantization, expected] : cases) {
-    const std::string error = hf_config_error(llama31_8b(quantization));
+    const std::string error = hf_config_error(llama31_8b_fp16(quantization));
     EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
   }
   const std::string moe = hf_config_error(

@@ -14,11 +14,13 @@
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "llama31_config.hpp"
 
 namespace duplex::compiler {
 namespace {
 
 using testing::hf_config_error;
+using testing::llama31_8b;
 using testing::model_yaml_error;
 
 // A compressed-tensors QuantizationArgs object as llm-compressor writes it.
@@ -38,14 +40,6 @@ std::string fp8_dynamic(const std::string& group = "", const std::string& top = 
          R"(}}, "format": "float-quantized", "global_compression_ratio": 1.2405, "ignore": ["lm_head"],
          "kv_cache_scheme": null, "quant_method": "compressed-tensors", "quantization_status": "compressed")" +
          top + "}";
-}
-
-// meta-llama/Llama-3.1-8B-Instruct's config.json, trimmed to the fields the importer reads.
-std::string llama31_8b(const std::string& quantization) {
-  return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "bfloat16",
-    "quantization_config": )" +
-         quantization + "}";
 }
 
 // mistralai/Mixtral-8x7B-Instruct-v0.1's config.json, trimmed, with `quantization`.

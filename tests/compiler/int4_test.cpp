@@ -12,11 +12,13 @@
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "llama31_config.hpp"
 
 namespace duplex::compiler {
 namespace {
 
 using testing::hf_config_error;
+using testing::llama31_8b;
 using testing::model_yaml_error;
 
 // hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4's quantization_config; `more` adds or replaces fields.
@@ -34,15 +36,6 @@ std::string gptq(const std::string& more = "") {
          more + "}";
 }
 
-// meta-llama/Llama-3.1-8B-Instruct's config.json, trimmed to the fields the importer reads (AWQ and GPTQ
-// releases keep torch_dtype float16).
-std::string llama31_8b(const std::string& quantization) {
-  return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "float16",
-    "quantization_config": )" +
-         quantization + "}";
-}
-
 // mistralai/Mixtral-8x7B-Instruct-v0.1's config.json, trimmed, with `quantization`.
 std::string mixtral(const std::string& quantization) {
   return R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
@@ -51,11 +44,16 @@ std::string mixtral(const std::string& quantization) {
          quantization + "}";
 }
 
+// The config.json in float16, as these releases keep it.
+std::string llama31_8b_fp16(const std::string& quantization) {
+  return llama31_8b(quantization, "float16");
+}
+
 TEST(Int4Groups, AwqAndGptqReleasesAreReadWithTheirLinearLayersIn4Bits) {
-  const ModelSpec fp16 = import_hf_config(llama31_8b("null"), "l.json");
+  const ModelSpec fp16 = import_hf_config(llama31_8b_fp16("null"), "l.json");
   for (const auto& [config, dtype] :
        {std::pair{awq(), DType::kInt4Awq}, std::pair{gptq(), DType::kInt4Gptq}}) {
-    const ModelSpec m = import_hf_config(llama31_8b(config), "l.json");
+    const ModelSpec m = import_hf_config(llama31_8b_fp16(config), "l.json");
     EXPECT_EQ(m.dtype, DType::kFp16);
     EXPECT_EQ(m.kv_dtype, DType::kFp16);
     EXPECT_EQ(m.linear_dtype, dtype);
@@ -114,7 +112,7 @@ TEST(Int4Groups, MoeReleaseKeepsItsRoutersInTheirDtype) {
 // On the xPU a 4-bit weight GEMM runs W4A16: its weights dequantized to FP16 on the way to the tensor cores
 // (Marlin's, AWQ's kernels), at peak_fp16.
 TEST(Int4Groups, XpuRunsItsWeightGemmsAtTheFp16Rate) {
-  const ModelSpec m = import_hf_config(llama31_8b(gptq()), "l.json");
+  const ModelSpec m = import_hf_config(llama31_8b_fp16(gptq()), "l.json");
   const SystemSpec gpu = load_system("gpu");
   const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
   const CostModel cost(gpu, layout);
@@ -157,14 +155,15 @@ TEST(Int4Groups, OtherSchemesAreRefusedNamingTheField) {
       {R"({"quant_method": "hqq"})", q + "quant_method: \"hqq\" is not modelled"},
   };
   for (const auto& [quantization, expected] : cases) {
-    const std::string error = hf_config_error(llama31_8b(quantization));
+    const std::string error = hf_config_error(llama31_8b_fp16(quantization));
     EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
   }
   // Upper-case version (older AutoAWQ configs) and sym false (asymmetric GPTQ) are read.
-  EXPECT_EQ(import_hf_config(llama31_8b(awq(R"(, "version": "GEMM")")), "l.json").linear_dtype,
+  EXPECT_EQ(import_hf_config(llama31_8b_fp16(awq(R"(, "version": "GEMM")")), "l.json").linear_dtype,
             DType::kInt4Awq);
-  EXPECT_EQ(import_hf_config(llama31_8b(gptq(R"(, "sym": false, "desc_act": false)")), "l.json").linear_dtype,
-            DType::kInt4Gptq);
+  EXPECT_EQ(
+      import_hf_config(llama31_8b_fp16(gptq(R"(, "sym": false, "desc_act": false)")), "l.json").linear_dtype,
+      DType::kInt4Gptq);
 }
 
 // RedHatAI's W4A16 quantization_config (llm-compressor's W4A16 scheme,
@@ -182,7 +181,7 @@ std::string w4a16(const std::string& weights = "", const std::string& top = "") 
 }
 
 TEST(Int4Groups, W4a16ReleaseIsReadWithItsLinearLayersIn4Bits) {
-  const ModelSpec m = import_hf_config(llama31_8b(w4a16()), "l.json");
+  const ModelSpec m = import_hf_config(llama31_8b_fp16(w4a16()), "l.json");
   EXPECT_EQ(m.linear_dtype, DType::kInt4Pack);
   // 4 bits per weight and one 16-bit scale per 128 (weight_scale [out, in / 128]), no zero point.
   EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt4Pack), (128 * 4 + 16) / 8.0 / 128);
@@ -190,7 +189,7 @@ TEST(Int4Groups, W4a16ReleaseIsReadWithItsLinearLayersIn4Bits) {
                              "m.json")
                 .expert_dtype,
             DType::kInt4Pack);
-  EXPECT_EQ(import_hf_config(llama31_8b(w4a16(R"(, "actorder": null)")), "l.json").linear_dtype,
+  EXPECT_EQ(import_hf_config(llama31_8b_fp16(w4a16(R"(, "actorder": null)")), "l.json").linear_dtype,
             DType::kInt4Pack);
   const std::string g = "config.json: quantization_config.config_groups.group_0.";
   const std::pair<std::string, std::string> cases[] = {
@@ -207,7 +206,7 @@ TEST(Int4Groups, W4a16ReleaseIsReadWithItsLinearLayersIn4Bits) {
        "config.json: quantization_config.kv_cache_scheme: is set: a quantized KV cache beside 4-bit weights"},
   };
   for (const auto& [quantization, expected] : cases) {
-    const std::string error = hf_config_error(llama31_8b(quantization));
+    const std::string error = hf_config_error(llama31_8b_fp16(quantization));
     EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
   }
   // W4A8 (int8 activations) is not this scheme.
@@ -217,7 +216,7 @@ TEST(Int4Groups, W4a16ReleaseIsReadWithItsLinearLayersIn4Bits) {
     "strategy": "group", "symmetric": true, "type": "int"}}}, "format": "pack-quantized",
     "quant_method": "compressed-tensors", "quantization_status": "compressed"})";
   EXPECT_NE(
-      hf_config_error(llama31_8b(w4a8))
+      hf_config_error(llama31_8b_fp16(w4a8))
           .find(g + "input_activations: is set: 4-bit weights under quantized activations are not modelled"),
       std::string::npos);
 }
@@ -237,9 +236,9 @@ TEST(Int4Groups, YamlKeys) {
 TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
   for (const int group : {32, 64}) {
     const std::string size = fmt::format(R"(, "group_size": {})", group);
-    const ModelSpec a = import_hf_config(llama31_8b(awq(size)), "l.json");
-    const ModelSpec g = import_hf_config(llama31_8b(gptq(size)), "l.json");
-    const ModelSpec p = import_hf_config(llama31_8b(w4a16(size)), "l.json");
+    const ModelSpec a = import_hf_config(llama31_8b_fp16(awq(size)), "l.json");
+    const ModelSpec g = import_hf_config(llama31_8b_fp16(gptq(size)), "l.json");
+    const ModelSpec p = import_hf_config(llama31_8b_fp16(w4a16(size)), "l.json");
     EXPECT_EQ(a.quant_group, group);
     EXPECT_EQ(g.quant_group, group);
     EXPECT_EQ(p.quant_group, group);
@@ -257,7 +256,7 @@ TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
             << o.name;
       }
   }
-  EXPECT_EQ(import_hf_config(llama31_8b(gptq()), "l.json").quant_group, 128);
+  EXPECT_EQ(import_hf_config(llama31_8b_fp16(gptq()), "l.json").quant_group, 128);
 }
 
 // GPTQ's "no group" releases (group_size -1, 4 or 8 bits), AutoAWQ's per-channel weights (group_size -1) and
@@ -266,7 +265,7 @@ TEST(Int4Groups, GroupsOf32And64AreReadAndCharged) {
 TEST(Int4Groups, PerRowGroupsAreOneScalePerRow) {
   for (const std::string& config : {gptq(R"(, "group_size": -1)"), gptq(R"(, "group_size": -1, "bits": 8)"),
                                     awq(R"(, "group_size": -1)")}) {
-    const ModelSpec g = import_hf_config(llama31_8b(config), "l.json");
+    const ModelSpec g = import_hf_config(llama31_8b_fp16(config), "l.json");
     EXPECT_EQ(g.quant_group, kPerRowGroup);
     const double per_element = g.linear_dtype == DType::kInt8Gptq ? 1.0 : 0.5;
     EXPECT_DOUBLE_EQ(dtype_bytes(g.linear_dtype, kPerRowGroup), per_element);
@@ -279,7 +278,7 @@ TEST(Int4Groups, PerRowGroupsAreOneScalePerRow) {
   }
   // llm-compressor's W4A16 with strategy channel: one scale per row, 0.5 bytes per weight.
   const ModelSpec p =
-      import_hf_config(llama31_8b(w4a16(R"(, "strategy": "channel", "group_size": null)")), "l.json");
+      import_hf_config(llama31_8b_fp16(w4a16(R"(, "strategy": "channel", "group_size": null)")), "l.json");
   EXPECT_EQ(p.linear_dtype, DType::kInt4Pack);
   EXPECT_EQ(p.quant_group, kPerRowGroup);
   EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt4Pack, kPerRowGroup), 0.5);
@@ -313,7 +312,7 @@ TEST(Int4Groups, QuantGroupYamlKey) {
 // Meta-Llama-3.1-70B-Instruct-quantized.w8a16): the W4A16 config with num_bits 8, weights in int8_pack,
 // computed at the FP16 rate as GPTQ's 8-bit ones.
 TEST(Int4Groups, W8a16ReleaseIsInt8Pack) {
-  const ModelSpec m = import_hf_config(llama31_8b(w4a16(R"(, "num_bits": 8)")), "l.json");
+  const ModelSpec m = import_hf_config(llama31_8b_fp16(w4a16(R"(, "num_bits": 8)")), "l.json");
   EXPECT_EQ(m.linear_dtype, DType::kInt8Pack);
   EXPECT_EQ(m.expert_dtype, DType::kInt8Pack);
   EXPECT_EQ(dtype_name(DType::kInt8Pack), "int8_pack");
@@ -325,13 +324,14 @@ TEST(Int4Groups, W8a16ReleaseIsInt8Pack) {
   EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt8Pack), 1.0 + 2.0 / 128);
   EXPECT_DOUBLE_EQ(dtype_bytes(DType::kInt8Pack, kPerRowGroup), 1.0);
   const ModelSpec channel = import_hf_config(
-      llama31_8b(w4a16(R"(, "num_bits": 8, "strategy": "channel", "group_size": null)")), "l.json");
+      llama31_8b_fp16(w4a16(R"(, "num_bits": 8, "strategy": "channel", "group_size": null)")), "l.json");
   EXPECT_EQ(channel.linear_dtype, DType::kInt8Pack);
   EXPECT_EQ(channel.quant_group, kPerRowGroup);
-  EXPECT_NE(hf_config_error(llama31_8b(w4a16(R"(, "num_bits": 8)",
-                                             R"(, "kv_cache_scheme": {"num_bits": 8, "type": "float"})")))
-                .find("is set: a quantized KV cache beside 8-bit weights is not modelled"),
-            std::string::npos);
+  EXPECT_NE(
+      hf_config_error(llama31_8b_fp16(w4a16(R"(, "num_bits": 8)",
+                                            R"(, "kv_cache_scheme": {"num_bits": 8, "type": "float"})")))
+          .find("is set: a quantized KV cache beside 8-bit weights is not modelled"),
+      std::string::npos);
   const SystemSpec gpu = load_system("gpu");
   const CostModel cost(gpu, ParallelLayout::make(m, gpu, 1));
   for (const Op& o :
@@ -347,7 +347,7 @@ TEST(Int4Groups, W8a16ReleaseIsInt8Pack) {
 }
 
 TEST(Int4Groups, EightBitGptqIsInt8Gptq) {
-  const ModelSpec m = import_hf_config(llama31_8b(gptq(R"(, "bits": 8)")), "l.json");
+  const ModelSpec m = import_hf_config(llama31_8b_fp16(gptq(R"(, "bits": 8)")), "l.json");
   EXPECT_EQ(m.linear_dtype, DType::kInt8Gptq);
   EXPECT_EQ(dtype_name(DType::kInt8Gptq), "int8_gptq");
   EXPECT_EQ(parse_dtype("int8_gptq"), DType::kInt8Gptq);
@@ -370,9 +370,9 @@ TEST(Int4Groups, EightBitGptqIsInt8Gptq) {
       h.dtype = DType::kFp16;
       EXPECT_DOUBLE_EQ(cost.xpu_time(w).si(), cost.xpu_time(h).si());
     }
-  EXPECT_NE(hf_config_error(llama31_8b(gptq(R"(, "bits": 2)"))).find("bits: 2 bits are not modelled"),
+  EXPECT_NE(hf_config_error(llama31_8b_fp16(gptq(R"(, "bits": 2)"))).find("bits: 2 bits are not modelled"),
             std::string::npos);
-  EXPECT_NE(hf_config_error(llama31_8b(awq(R"(, "bits": 8)"))).find("bits: 8 bits are not modelled"),
+  EXPECT_NE(hf_config_error(llama31_8b_fp16(awq(R"(, "bits": 8)"))).find("bits: 8 bits are not modelled"),
             std::string::npos);
 }
 

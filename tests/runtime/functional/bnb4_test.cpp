@@ -37,17 +37,9 @@ using testing::expect_corruptions_named;
 using testing::RawFile;
 using testing::read_text;
 
-// Deterministic FP16 values of about `scale` (a linear congruential sequence), the rows scaled apart.
+// Deterministic FP16 values of about `scale`, the rows scaled apart.
 std::vector<std::uint16_t> values(std::int64_t rows, std::int64_t cols, float scale) {
-  std::vector<std::uint16_t> v;
-  std::uint32_t x = 12345;
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c) {
-      x = x * 1664525u + 1013904223u;
-      const float u = static_cast<float>(x >> 8) / 16777216.0f - 0.5f;  // [-0.5, 0.5)
-      v.push_back(float_to_half_bits(u * scale * static_cast<float>(1 + r % 3)));
-    }
-  return v;
+  return testing::lcg_values(rows, cols, scale, 12345u);
 }
 
 TEST(Nf4Codec, TwoIndicesAByteTheFirstInTheHighNibble) {

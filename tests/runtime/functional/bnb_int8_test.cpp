@@ -38,17 +38,9 @@ float half(std::uint16_t h) {
   return half_bits_to_float(h);
 }
 
-// Deterministic FP16 values of about `scale` (a linear congruential sequence), the rows scaled apart.
+// Deterministic FP16 values of about `scale`, the rows scaled apart.
 std::vector<std::uint16_t> values(std::int64_t rows, std::int64_t cols, float scale) {
-  std::vector<std::uint16_t> v;
-  std::uint32_t x = 54321;
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c) {
-      x = x * 1664525u + 1013904223u;
-      const float u = static_cast<float>(x >> 8) / 16777216.0f - 0.5f;  // [-0.5, 0.5)
-      v.push_back(float_to_half_bits(u * scale * static_cast<float>(1 + r % 3)));
-    }
-  return v;
+  return testing::lcg_values(rows, cols, scale, 54321u);
 }
 
 // Code +-127 is the row's absmax itself, 0 is 0, and 1 under an absmax of 127 is 1 (127 x float(1 / 127)

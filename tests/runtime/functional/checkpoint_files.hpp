@@ -18,6 +18,7 @@
 
 #include "../error_text.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
 #include "duplex/compiler/model_spec.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
 
@@ -83,6 +84,21 @@ inline nlohmann::json read_json(const std::filesystem::path& path) {
 }
 
 using duplex::runtime::testing::error_of;
+
+// Deterministic FP16 values of about `scale` (a linear congruential sequence from `seed`), rows x cols
+// row-major, the rows scaled apart (row r by 1 + r mod 3).
+inline std::vector<std::uint16_t> lcg_values(std::int64_t rows, std::int64_t cols, float scale,
+                                             std::uint32_t seed) {
+  std::vector<std::uint16_t> v;
+  std::uint32_t x = seed;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      x = x * 1664525u + 1013904223u;
+      const float u = static_cast<float>(x >> 8) / 16777216.0f - 0.5f;  // [-0.5, 0.5)
+      v.push_back(float_to_half_bits(u * scale * static_cast<float>(1 + r % 3)));
+    }
+  return v;
+}
 
 // A corruption of a written checkpoint's model.safetensors, and what the error reading it then says after
 // "<that file>: ".
