@@ -449,7 +449,11 @@ void read_quantization(const Fields& f, const std::string& type, ModelSpec& m) {
   if (method == "compressed-tensors") return read_compressed_tensors(q, m);
   if (method == "awq") return read_awq(q, m);
   if (method == "gptq") return read_gptq(q, m);
-  if (method == "bitsandbytes") return read_bitsandbytes(q, m);
+  // transformers before 4.32 wrote BitsAndBytesConfig without quant_method; it still reads load_in_8bit or
+  // load_in_4bit true as bitsandbytes (AutoHfQuantizer.from_config).
+  if (method == "bitsandbytes" ||
+      (method.empty() && (q.boolean_or("load_in_8bit", false) || q.boolean_or("load_in_4bit", false))))
+    return read_bitsandbytes(q, m);
   if (method == "fbgemm_fp8") return read_fbgemm_fp8(q, type, m);
   throw ConfigError(
       f.file(), q.path("quant_method"),

@@ -41,7 +41,8 @@ namespace duplex::compiler {
 //   releases), load_in_4bit true, bnb_4bit_quant_storage uint8 (or absent), a dense model (on an MoE one it
 //   quantizes the routers too): every projection and FFN matrix in nf4 (bnb_4bit_quant_type nf4) or bnb_fp4
 //   (fp4, or absent: BitsAndBytesConfig's default), nf4_dq / bnb_fp4_dq with bnb_4bit_use_double_quant
-//   (llm_int8_skip_modules as modules_to_not_convert below). Or load_in_8bit true (LLM.int8(): the
+//   (llm_int8_skip_modules as modules_to_not_convert below); without quant_method (transformers < 4.32 wrote
+//   none) when load_in_4bit or load_in_8bit is true. Or load_in_8bit true (LLM.int8(): the
 //   "-8bit" releases), llm_int8_has_fp16_weight false (or absent), llm_int8_threshold a number >= 0 (or
 //   absent: 6.0), a dense model: every projection and FFN matrix in bnb_int8.
 // - quant_method "fbgemm_fp8" (transformers' FbgemmFp8Config: Meta's Llama 3.1 FP8 releases), a dense

@@ -126,6 +126,22 @@ TEST(BnbInt8, XpuGemmsQuantizeTheActivationsAndScaleTheSums) {
   EXPECT_EQ(prefills, 1);
 }
 
+// transformers before 4.32 wrote BitsAndBytesConfig without quant_method; load_in_8bit or load_in_4bit true
+// still says bitsandbytes (AutoHfQuantizer.from_config), neither is still a missing method.
+TEST(BnbInt8, ConfigsWithoutQuantMethodAreBitsandbytesByTheirFlags) {
+  const std::string legacy8 =
+      R"({"load_in_8bit": true, "llm_int8_threshold": 6.0, "llm_int8_skip_modules": null,
+    "llm_int8_enable_fp32_cpu_offload": false, "llm_int8_has_fp16_weight": false})";
+  EXPECT_EQ(import_hf_config(llama31_8b_fp16(legacy8), "l.json").linear_dtype, DType::kBnbInt8);
+  EXPECT_EQ(
+      import_hf_config(llama31_8b_fp16(R"({"load_in_4bit": true, "bnb_4bit_quant_type": "nf4"})"), "l.json")
+          .linear_dtype,
+      DType::kNf4);
+  EXPECT_NE(hf_config_error(llama31_8b_fp16(R"({"load_in_8bit": false})"))
+                .find("config.json: quantization_config.quant_method: missing"),
+            std::string::npos);
+}
+
 TEST(BnbInt8, OtherEightBitSchemesAreRefusedNamingTheField) {
   const std::string q = "config.json: quantization_config.";
   const std::pair<std::string, std::string> cases[] = {

@@ -385,13 +385,18 @@ std::vector<std::string> bnb4_names(const WeightShape& stored) {
   return names;
 }
 // LLM.int8() matrices (bnb_int8.hpp): NAME.weight (I8) beside NAME.SCB and NAME.weight_format (NAME: the
-// module).
+// module; weight_format may be absent: optional_part).
 bool bnb8_stored(const WeightShape& stored) {
   return stored.format == compiler::DType::kBnbInt8 && stored.role == WeightShape::Role::kMatrix;
 }
 std::vector<std::string> bnb8_names(const WeightShape& stored) {
   const std::string module = module_name(stored);
   return {stored.name, module + ".SCB", module + ".weight_format"};
+}
+// Whether `name`, one of stored_names(spec, stored), may be absent from a checkpoint: an LLM.int8() matrix's
+// weight_format (bitsandbytes < 0.41 saved none; read as row-major).
+bool optional_part(const WeightShape& stored, const std::string& name) {
+  return bnb8_stored(stored) && name.ends_with(".weight_format");
 }
 // The checkpoint's names of a stored tensor: itself, its MXFP4 blocks and scales, its FP8 codes and scales,
 // its 4-bit parts, or its LLM.int8() codes, absmax and layout.
@@ -812,6 +817,9 @@ WeightTensor read_bnb8(const std::vector<const SafetensorsFile*>& files, const S
       reinterpret_cast<const std::int8_t*>(raw_tensor(*files[0], names[0], "I8", 1, p.stored.shape, kind));
   m.codes.assign(codes, codes + m.rows * m.cols);
   m.scb = scale_values(*files[1], names[1], {m.rows}, {"F32"}, kind);
+  // bitsandbytes before 0.41 saved no weight_format: row-major (transformers' maybe_rearrange_weight).
+  if (!files[2]->header.contains(names[2]))
+    return {p.stored.shape, dequantize_bnb_int8(m, files[0]->path + ": " + p.stored.name)};
   const std::vector<std::int64_t> shape =
       one_value_shape(*files[2], names[2], "bitsandbytes' layout of the codes, U8");
   const auto layout = static_cast<std::uint8_t>(*raw_tensor(*files[2], names[2], "U8", 1, shape, kind));
@@ -1152,7 +1160,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
   for (const StoredTensor& p : plan)
     for (const std::string& name : stored_names(spec, p.stored)) {
       wanted.insert(name);
-      if (!where.contains(name))
+      if (!where.contains(name) && !optional_part(p.stored, name))
         throw Error(fmt::format(
             "{}: weight_map: tensor {} is missing (model {} needs it{})", index_path, name, spec.name,
             name == p.stored.name               ? ", shape " + shape_text(p.stored.shape)
@@ -1187,6 +1195,10 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
       std::map<std::string, SafetensorsFile> others;
       std::vector<const SafetensorsFile*> files;
       for (const std::string& name : stored_names(spec, plan[i].stored)) {
+        if (!where.contains(name)) {  // an optional part the index does not map: read as absent from f
+          files.push_back(&f);
+          continue;
+        }
         const std::string& in = where.at(name);
         if (in != file && !others.contains(in))
           others.emplace(in, open_safetensors((fs::path(index_path).parent_path() / in).string()));

@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -175,6 +177,40 @@ TEST(BnbInt8Checkpoint, TheStoredAbsmaxIsUsed) {
   fs::remove_all(dir);
 }
 
+// bitsandbytes before 0.41 saved no weight_format (transformers reads its absence as row-major): without
+// any, one file or sharded, every weight reads back the same.
+TEST(BnbInt8Checkpoint, AnAbsentWeightFormatIsRowMajor) {
+  const ModelWeights w = random_weights(data_model("tiny-qwen2-bnb-int8.yaml"), 12);
+  for (int shards : {1, 3}) {
+    SCOPED_TRACE(shards);
+    const fs::path dir = testing::scratch_dir(fmt::format("bnb_int8_noformat_{}", shards));
+    write_checkpoint(dir.string(), w, shards);
+    int dropped = 0;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      if (entry.path().extension() != ".safetensors") continue;
+      RawFile f(entry.path());
+      for (auto it = f.header.begin(); it != f.header.end();)
+        if (it.key().ends_with(".weight_format")) {
+          it = f.header.erase(it);
+          ++dropped;
+        } else {
+          ++it;
+        }
+      f.save(entry.path());
+    }
+    EXPECT_EQ(dropped, 2 * 7);  // 2 layers x (q, k, v, o, gate, up, down)
+    if (shards > 1) {
+      nlohmann::json index = testing::read_json(dir / "model.safetensors.index.json");
+      for (auto it = index["weight_map"].begin(); it != index["weight_map"].end();)
+        it = it.key().ends_with(".weight_format") ? index["weight_map"].erase(it) : std::next(it);
+      std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+    }
+    const ModelWeights back = load_checkpoint(dir.string());
+    for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+    fs::remove_all(dir);
+  }
+}
+
 TEST(BnbInt8Checkpoint, MalformedPartsAreNamed) {
   const ModelWeights w = random_weights(data_model("tiny-llama-bnb-int8.yaml"), 11);
   const std::string m = "model.layers.1.self_attn.v_proj";  // [64, 256]
@@ -183,8 +219,6 @@ TEST(BnbInt8Checkpoint, MalformedPartsAreNamed) {
   };
   const std::vector<Corruption> cases = {
       {[&](RawFile& f) { f.header.erase(m + ".SCB"); }, "tensor " + m + ".SCB is missing"},
-      {[&](RawFile& f) { f.header.erase(m + ".weight_format"); },
-       "tensor " + m + ".weight_format is missing"},
       {[&](RawFile& f) { f.header[m + ".weight"]["dtype"] = "U8"; },
        "tensor " + m + ".weight: dtype \"U8\"; expected I8 (LLM.int8())"},
       {[&](RawFile& f) { f.header[m + ".SCB"]["dtype"] = "F16"; },

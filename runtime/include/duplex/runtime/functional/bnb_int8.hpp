@@ -6,7 +6,7 @@
 // - NAME.weight I8 [rows, cols]: the codes, row-major (bitsandbytes >= 0.41 saves every matrix so);
 // - NAME.SCB F32 [rows]: each row's largest magnitude;
 // - NAME.weight_format U8 []: the codes' layout, 0 (row-major; 1..3 were bitsandbytes' tiled col32,
-//   col_turing and col_ampere layouts, not read).
+//   col_turing and col_ampere layouts, not read); absent (bitsandbytes before 0.41): row-major.
 // The emulation computes in FP16, weight-only: an element is q x SCB x (1 / 127 in FP32), computed in FP32
 // as int8_vectorwise_dequant does, rounded once to FP16. (bitsandbytes' kernels instead quantize each row
 // of activations to INT8 and multiply the columns holding an activation above llm_int8_threshold in 16
