@@ -818,17 +818,16 @@ WeightTensor read_bnb8(const std::vector<const SafetensorsFile*>& files, const S
   m.codes.assign(codes, codes + m.rows * m.cols);
   m.scb = scale_values(*files[1], names[1], {m.rows}, {"F32"}, kind);
   // bitsandbytes before 0.41 saved no weight_format: row-major (transformers' maybe_rearrange_weight).
-  if (!files[2]->header.contains(names[2]))
-    return {p.stored.shape, dequantize_bnb_int8(m, files[0]->path + ": " + p.stored.name)};
-  const std::vector<std::int64_t> shape =
-      one_value_shape(*files[2], names[2], "bitsandbytes' layout of the codes, U8");
-  const auto layout = static_cast<std::uint8_t>(*raw_tensor(*files[2], names[2], "U8", 1, shape, kind));
-  if (layout != kBnbInt8RowFormat) {
+  if (files[2]->header.contains(names[2])) {
+    const std::vector<std::int64_t> shape =
+        one_value_shape(*files[2], names[2], "bitsandbytes' layout of the codes, U8");
+    const auto layout = static_cast<std::uint8_t>(*raw_tensor(*files[2], names[2], "U8", 1, shape, kind));
     const char* tiled[] = {"col32", "col_turing", "col_ampere"};
-    throw tensor_error(*files[2], names[2],
-                       fmt::format("holds {} ({}); expected {} (row-major codes: a tiled layout is not read)",
-                                   layout, layout <= 3 ? tiled[layout - 1] : "not a bitsandbytes layout",
-                                   kBnbInt8RowFormat));
+    if (layout != kBnbInt8RowFormat)
+      throw tensor_error(
+          *files[2], names[2],
+          fmt::format("holds {} ({}); expected {} (row-major codes: a tiled layout is not read)", layout,
+                      layout <= 3 ? tiled[layout - 1] : "not a bitsandbytes layout", kBnbInt8RowFormat));
   }
   return {p.stored.shape, dequantize_bnb_int8(m, files[0]->path + ": " + p.stored.name)};
 }
