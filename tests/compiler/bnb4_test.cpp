@@ -24,12 +24,7 @@ using testing::model_yaml_error;
 // unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit's quantization_config (BitsAndBytesConfig.to_dict()); `more`
 // adds or replaces fields.
 std::string bnb(const std::string& more = "") {
-  return R"({"_load_in_4bit": true, "_load_in_8bit": false, "bnb_4bit_compute_dtype": "bfloat16",
-    "bnb_4bit_quant_storage": "uint8", "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": true,
-    "llm_int8_enable_fp32_cpu_offload": false, "llm_int8_has_fp16_weight": false,
-    "llm_int8_skip_modules": null, "llm_int8_threshold": 6.0, "load_in_4bit": true, "load_in_8bit": false,
-    "quant_method": "bitsandbytes")" +
-         more + "}";
+  return testing::bitsandbytes_config(true, more);
 }
 
 TEST(Nf4, FormatsAndTheirBytes) {

@@ -25,12 +25,7 @@ using testing::model_yaml_error;
 // BitsAndBytesConfig(load_in_8bit=True).to_dict(), as an 8-bit release's config.json holds it; `more` adds or
 // replaces fields.
 std::string int8(const std::string& more = "") {
-  return R"({"_load_in_4bit": false, "_load_in_8bit": true, "bnb_4bit_compute_dtype": "float32",
-    "bnb_4bit_quant_storage": "uint8", "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": false,
-    "llm_int8_enable_fp32_cpu_offload": false, "llm_int8_has_fp16_weight": false,
-    "llm_int8_skip_modules": null, "llm_int8_threshold": 6.0, "load_in_4bit": false, "load_in_8bit": true,
-    "quant_method": "bitsandbytes")" +
-         more + "}";
+  return testing::bitsandbytes_config(false, more);
 }
 
 // The config.json in float16, as these releases keep it.
