@@ -315,6 +315,15 @@ SystemSpec read_system(const ConfigNode& n) {
          {ExpertAllToAll::low_latency, ExpertAllToAll::normal, ExpertAllToAll::auto_by_step})
       if (mode == to_string(a)) s.expert_all_to_all = a;
   }
+  if (n.has("two_batch_overlap")) {  // documented default false
+    s.two_batch_overlap = n.get<bool>("two_batch_overlap");
+    if (s.two_batch_overlap && s.pipeline_parallel > 1)
+      n.fail("two_batch_overlap",
+             fmt::format("true beside pipeline_parallel {} is not modelled (each stage already overlaps the "
+                         "batches in flight)",
+                         s.pipeline_parallel),
+             "false, or pipeline_parallel: 1");
+  }
   if (n.has("data_parallel_balance")) {  // documented default least-loaded
     const std::string balance =
         n.get_enum("data_parallel_balance", {"round-robin", "least-loaded", "cache-aware"});

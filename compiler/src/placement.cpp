@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "duplex/base/error.hpp"
+
 namespace duplex::compiler {
 
 Time PlanStage::lane(Unit u) const {
@@ -14,14 +16,34 @@ Time PlanStage::lane(Unit u) const {
 
 Time PlanStage::time() const { return std::max({lane(Unit::kXpu), lane(Unit::kPim), lane(Unit::kLink)}); }
 
+std::vector<Time> ExecutionPlan::stage_starts() const {
+  if (!starts.empty()) {
+    DUPLEX_ASSERT(starts.size() == stages.size(), "a start for every stage of an overlapped plan");
+    return starts;
+  }
+  std::vector<Time> out;
+  Time t;
+  for (const auto& s : stages) {
+    out.push_back(t);
+    t += s.time();
+  }
+  return out;
+}
+
 Time ExecutionPlan::total() const {
   Time t;
-  for (const auto& s : stages) t += s.time();
+  if (starts.empty()) {
+    for (const auto& s : stages) t += s.time();
+    return t;
+  }
+  DUPLEX_ASSERT(starts.size() == stages.size(), "a start for every stage of an overlapped plan");
+  for (std::size_t i = 0; i < stages.size(); ++i) t = std::max(t, starts[i] + stages[i].time());
   return t;
 }
 
 Time pipeline_round(const ExecutionPlan& plan, const ParallelLayout& layout, int layers) {
   if (layout.pp <= 1) return plan.total();
+  DUPLEX_ASSERT(plan.starts.empty(), "a pipeline stage's plan of overlapped micro-batches (not modelled)");
   const std::vector<int> ends = layout.stage_ends(layers);
   std::vector<Time> stage(static_cast<std::size_t>(layout.pp));
   std::size_t at = 0;  // the pipeline stage of the plan stages so far

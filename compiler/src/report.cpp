@@ -130,6 +130,19 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"draft_states", model.draft_states},
                 {"weight_naming", weight_naming_name(model.weight_naming)}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
+  // Overlapped micro-batches (plan.starts): each op's start on its lane, from the step's start.
+  std::vector<double> start_us;
+  if (!plan.starts.empty()) {
+    start_us.assign(plan.graph.ops.size(), 0.0);
+    for (std::size_t s = 0; s < plan.stages.size(); ++s) {
+      std::map<Unit, Time> at;
+      for (const PlannedOp& p : plan.stages[s].ops) {
+        Time& lane = at.try_emplace(p.unit, plan.starts[s]).first->second;
+        start_us[p.op] = to_us(lane);
+        lane += p.time;
+      }
+    }
+  }
   nlohmann::json ops = nlohmann::json::array();
   for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {
     const Op& o = plan.graph.ops[i];
@@ -150,6 +163,7 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                         {"xpu_time_us", to_us(p->xpu_time)}};
     e["pim_time_us"] = p->pim_time ? nlohmann::json(to_us(*p->pim_time)) : nlohmann::json(nullptr);
     if (o.expert >= 0) e["expert"] = o.expert;
+    if (!start_us.empty()) e["start_us"] = start_us[i];
     ops.push_back(std::move(e));
   }
   j["ops"] = std::move(ops);
@@ -159,7 +173,8 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                  {"xpu_busy_us", to_us(plan.busy(Unit::kXpu))},
                  {"pim_busy_us", to_us(plan.busy(Unit::kPim))},
                  {"link_us", to_us(plan.busy(Unit::kLink))},
-                 {"stages", plan.stages.size()}};
+                 {"stages", plan.stages.size()},
+                 {"micro_batches", plan.starts.empty() ? 1 : 2}};
   return j;
 }
 

@@ -6,6 +6,7 @@
 #include "commands.hpp"
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/lower.hpp"
+#include "duplex/compiler/micro_batches.hpp"
 #include "duplex/compiler/report.hpp"
 #include "duplex/runtime/scheduler/scheduler_config.hpp"
 #include "routing_option.hpp"
@@ -49,7 +50,28 @@ void run_compile(const CompileOptions& o) {
                     o.expert_group, layout.expert_groups - 1, layout.describe()));
   LowerOptions lowering = LowerOptions::for_system(system);
   lowering.expert_group = o.expert_group;
-  const ExecutionPlan plan = place(lower(model, batch, layout, routing, lowering), CostModel(system, layout));
+  const CostModel cost(system, layout);
+  ExecutionPlan plan = place(lower(model, batch, layout, routing, lowering), cost);
+  // Two-batch overlap: the step's two micro-batches' plans interleaved (micro_batches.hpp); a batch whose
+  // second half would be empty runs as one.
+  std::string overlap;
+  if (system.two_batch_overlap) {
+    const MicroBatches halves = split_micro_batches(batch);
+    if (halves.second.tokens() > 0) {
+      const auto shares = split_routing(routing, halves.first.tokens(), batch.tokens(), model.experts, model.top_k);
+      const ExecutionPlan first = place(lower(model, halves.first, layout, shares[0], lowering), cost);
+      const ExecutionPlan second = place(lower(model, halves.second, layout, shares[1], lowering), cost);
+      ExecutionPlan both = overlap_micro_batches(first, second);
+      overlap = fmt::format(
+          "two-batch overlap: micro-batches of {} and {} tokens (ops mb0.* and mb1.*) interleaved on the lanes, "
+          "{:.1f} us against {:.1f} us one after the other and {:.1f} us as one batch\n",
+          halves.first.tokens(), halves.second.tokens(), to_us(both.total()),
+          to_us(first.total() + second.total()), to_us(plan.total()));
+      plan = std::move(both);
+    } else {
+      overlap = "two-batch overlap: one request, nothing to split (one batch)\n";
+    }
+  }
   if (o.json) {
     std::puts(plan_to_json(plan, model, system, layout).dump(2).c_str());
     return;
@@ -84,6 +106,7 @@ void run_compile(const CompileOptions& o) {
               static_cast<long long>(o.batch), static_cast<long long>(o.context),
               o.drafts > 0 ? fmt::format(", each verifying {} draft tokens", o.drafts).c_str() : "",
               static_cast<long long>(o.prefill_tokens), shown, experts.c_str(), exchange.c_str());
+  std::fputs(overlap.c_str(), stdout);
   if (o.graph) std::fputs(dump_graph(plan.graph).c_str(), stdout);
   if (!o.summary) std::fputs(dump_plan(plan).c_str(), stdout);
   std::puts("");

@@ -286,8 +286,10 @@ std::string timeline_json(const runtime::SystemResult& r) {
     events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 0}, {"tid", t}, {"args", {{"name", lanes[t]}}}});
   events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", 0}, {"args", {{"name", r.system + " device 0"}}}});
   for (const auto& step : r.timeline) {
-    double stage_start_us = step.start_s * 1e6;
-    for (const auto& stage : step.plan.stages) {
+    const std::vector<Time> starts = step.plan.stage_starts();  // overlapped micro-batches' stages overlap
+    for (std::size_t i = 0; i < step.plan.stages.size(); ++i) {
+      const auto& stage = step.plan.stages[i];
+      const double stage_start_us = step.start_s * 1e6 + to_us(starts[i]);
       double lane_at[3] = {stage_start_us, stage_start_us, stage_start_us};
       for (const auto& p : stage.ops) {
         const int tid = static_cast<int>(p.unit);
@@ -302,7 +304,6 @@ std::string timeline_json(const runtime::SystemResult& r) {
                           {"args", {{"step", step.step}, {"shape", op.shape()}, {"op_b", op.op_b()}}}});
         lane_at[tid] += to_us(p.time);
       }
-      stage_start_us += to_us(stage.time());
     }
   }
   return nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ns"}}.dump();

@@ -139,8 +139,10 @@ nlohmann::json lane_events(const std::vector<runtime::TimelineStep>& timeline) {
   if (timeline.empty()) return out;
   const double origin_us = timeline.front().start_s * 1e6;
   for (const auto& step : timeline) {
-    double stage_start_us = step.start_s * 1e6 - origin_us;
-    for (const auto& stage : step.plan.stages) {
+    const std::vector<Time> starts = step.plan.stage_starts();  // overlapped micro-batches' stages overlap
+    for (std::size_t i = 0; i < step.plan.stages.size(); ++i) {
+      const auto& stage = step.plan.stages[i];
+      const double stage_start_us = step.start_s * 1e6 - origin_us + to_us(starts[i]);
       std::map<compiler::Unit, double> lane_at;
       for (const auto& p : stage.ops) {
         const auto& op = step.plan.graph.ops[p.op];
@@ -153,7 +155,6 @@ nlohmann::json lane_events(const std::vector<runtime::TimelineStep>& timeline) {
                        {"dur_us", to_us(p.time)}});
         it->second += to_us(p.time);
       }
-      stage_start_us += to_us(stage.time());
     }
   }
   return out;

@@ -1,6 +1,7 @@
 // Runs the real `duplex` binary and checks what a user sees.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -97,6 +98,64 @@ TEST(CompileCli, TheStepNamesTheAllToAllsKernels) {
       run("simulate --model glam --system gpu --devices 16 --requests 4 --set expert_all_to_all=normal");
   ASSERT_EQ(sim.exit_code, 0) << sim.out;
   EXPECT_NE(sim.out.find("all-to-all gpu: normal kernels"), std::string::npos) << sim.out;
+}
+
+// Two-batch overlap: compile states the micro-batches and the step against them one after the other and as
+// one batch, its JSON gives each op's start (each lane one op at a time, the step the last end); a single
+// request is not split; simulate's timeline shows both micro-batches' ops, each lane's serial.
+TEST(CompileCli, TwoBatchOverlapInterleavesTheMicroBatches) {
+  const std::string step = "compile --model mixtral-8x7b --system duplex-pe --batch 64 --context 2048 --routing "
+                           "counts:10,20,12,18,30,12,10,16 --set two_batch_overlap=true";
+  const CliRun text = run(step + " --summary");
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  EXPECT_NE(text.out.find("two-batch overlap: micro-batches of 32 and 32 tokens (ops mb0.* and mb1.*) "
+                          "interleaved on the lanes, "),
+            std::string::npos)
+      << text.out;
+  const CliRun json = run(step + " --json");
+  ASSERT_EQ(json.exit_code, 0) << json.out;
+  const auto j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["totals"]["micro_batches"], 2);
+  std::map<std::string, std::vector<std::pair<double, double>>> lanes;
+  double end = 0;
+  int second = 0;
+  for (const auto& op : j["ops"]) {
+    ASSERT_TRUE(op.contains("start_us")) << op["name"];
+    const double start = op["start_us"], time = op["time_us"];
+    lanes[op["unit"].get<std::string>()].push_back({start, start + time});
+    end = std::max(end, start + time);
+    second += op["name"].get<std::string>().rfind("mb1.", 0) == 0;
+  }
+  EXPECT_GT(second, 0);
+  EXPECT_NEAR(j["totals"]["step_time_us"].get<double>(), end, 1e-9 * end);
+  for (auto& [unit, spans] : lanes) {
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i) EXPECT_GE(spans[i].first + 1e-9, spans[i - 1].second) << unit;
+  }
+  const CliRun one = run("compile --model mixtral-8x7b --system duplex-pe --batch 0 --prefill-tokens 512 "
+                         "--summary --set two_batch_overlap=true");
+  EXPECT_NE(one.out.find("two-batch overlap: one request, nothing to split (one batch)"), std::string::npos)
+      << one.out;
+  const std::string dir = ::testing::TempDir() + "/duplex_two_batch_overlap";
+  const CliRun sim = run("simulate --model mixtral-8x7b --system duplex-pe --requests 8 --batch 8 --input-len 64 "
+                         "--output-len 4 --set two_batch_overlap=true -o " + dir);
+  ASSERT_EQ(sim.exit_code, 0) << sim.out;
+  std::ifstream f(dir + "/duplex-pe/timeline.json");
+  ASSERT_TRUE(f) << dir;
+  const auto timeline = nlohmann::json::parse(f);
+  std::map<int, std::vector<std::pair<double, double>>> tids;
+  int mb1 = 0;
+  for (const auto& e : timeline["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    const double ts = e["ts"], dur = e["dur"];
+    tids[e["tid"].get<int>()].push_back({ts, ts + dur});
+    mb1 += e["name"].get<std::string>().rfind("mb1.", 0) == 0;
+  }
+  EXPECT_GT(mb1, 0);
+  for (auto& [tid, spans] : tids) {
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i) EXPECT_GE(spans[i].first + 1e-6, spans[i - 1].second) << tid;
+  }
 }
 
 TEST(CompileCli, HuggingFaceConfigGivesTheSameModelAsThePreset) {

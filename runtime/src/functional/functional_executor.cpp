@@ -69,6 +69,11 @@ class FunctionalExecutor::Impl {
           fmt::format("system {}: pipeline_parallel {} is timed by duplex simulate only; functional "
                       "emulation runs pipeline_parallel 1",
                       sys_.name, sys_.pipeline_parallel));
+    if (sys_.two_batch_overlap)
+      throw Error(
+          fmt::format("system {}: two_batch_overlap is timed by duplex simulate only; functional emulation "
+                      "runs each step as one batch (two_batch_overlap: false)",
+                      sys_.name));
     if (sys_.expert_balancing && w_.spec.is_moe())
       throw Error(
           fmt::format("system {}: expert_load_balancing is timed by duplex simulate only; functional "

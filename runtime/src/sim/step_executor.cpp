@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/micro_batches.hpp"
 
 namespace duplex::runtime {
 
@@ -53,6 +54,10 @@ void StepExecutor::add_expert_move(const ExpertBalancer::Move& move, StepCost& c
   stage.ops.push_back(
       {c.plan.graph.ops.size() - 1, compiler::Unit::kLink, move.time, move.time, std::nullopt});
   c.plan.stages.insert(c.plan.stages.begin(), std::move(stage));
+  if (!c.plan.starts.empty()) {  // overlapped micro-batches: every stage after the copies
+    for (Time& start : c.plan.starts) start += move.time;
+    c.plan.starts.insert(c.plan.starts.begin(), Time{});
+  }
 }
 
 StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
@@ -76,6 +81,19 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   }
   const double imbalance = balancer_ ? balancer_->imbalance(routing.counts) : 0.0;
   StepCost c{Time{}, Time{}, Time{}, Time{}, EnergyLedger(system_.energy), {}, false, Time{}, imbalance};
+  // Two-batch overlap: the step's micro-batches (one without it, or when the second would be empty), each
+  // with its share of the step's routing (compiler/micro_batches.hpp).
+  std::vector<compiler::BatchState> micro{batch};
+  std::vector<compiler::Routing> routings{routing};
+  if (system_.two_batch_overlap) {
+    compiler::MicroBatches halves = compiler::split_micro_batches(batch);
+    if (halves.second.tokens() > 0) {
+      const auto shares =
+          compiler::split_routing(routing, halves.first.tokens(), batch.tokens(), model_.experts, model_.top_k);
+      micro = {std::move(halves.first), std::move(halves.second)};
+      routings = {shares[0], shares[1]};
+    }
+  }
   // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.
   auto lowering = compiler::LowerOptions::for_system(system_);
   lowering.every_group_per_replica = every_group_per_replica_;
@@ -84,26 +102,32 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   // request shapes have the same plan (lowering depends on the replica only through its groups): it is
   // lowered and placed once.
   struct Distinct {
-    std::vector<compiler::RequestGroup> groups;  // the replica's, rank cleared
-    EnergyLedger device;                         // one of its devices' energy
+    std::vector<std::vector<compiler::RequestGroup>> groups;  // the replica's of each micro-batch, rank cleared
+    EnergyLedger device;                                      // one of its devices' energy
   };
   std::vector<Distinct> distinct;
   for (int r = 0; r < replicas; ++r) {
-    std::vector<compiler::RequestGroup> groups;
-    for (compiler::RequestGroup g : batch.groups)
-      if (replicas == 1 || g.rank == r) {
-        g.rank = -1;
-        groups.push_back(g);
-      }
+    std::vector<std::vector<compiler::RequestGroup>> groups(micro.size());
+    for (std::size_t m = 0; m < micro.size(); ++m)
+      for (compiler::RequestGroup g : micro[m].groups)
+        if (replicas == 1 || g.rank == r) {
+          g.rank = -1;
+          groups[m].push_back(g);
+        }
     auto same =
         std::find_if(distinct.begin(), distinct.end(), [&](const Distinct& d) { return d.groups == groups; });
     if (same == distinct.end()) {
       lowering.replica = r;
-      compiler::ExecutionPlan placed =
-          compiler::place(compiler::lower(model_, batch, layout_, routing, lowering), cost_);
       EnergyLedger device(system_.energy);
-      for (const auto& stage : placed.stages)
-        for (const auto& p : stage.ops) charge_op(device, placed.graph.ops[p.op], p.unit, system_);
+      std::vector<compiler::ExecutionPlan> plans;
+      for (std::size_t m = 0; m < micro.size(); ++m) {
+        plans.push_back(
+            compiler::place(compiler::lower(model_, micro[m], layout_, routings[m], lowering), cost_));
+        for (const auto& stage : plans.back().stages)
+          for (const auto& p : stage.ops) charge_op(device, plans.back().graph.ops[p.op], p.unit, system_);
+      }
+      compiler::ExecutionPlan placed =
+          plans.size() == 2 ? compiler::overlap_micro_batches(plans[0], plans[1]) : std::move(plans[0]);
       // Under pipeline parallelism a step is a round of the batches in flight, each tick its slowest stage's.
       const Time time = compiler::pipeline_round(placed, layout_, model_.layers);
       if (r == 0 || time > c.time) {

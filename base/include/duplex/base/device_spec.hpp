@@ -224,6 +224,12 @@ struct SystemSpec {
   // The MoE all-to-all's kernels (key expert_all_to_all, default auto as SGLang's --deepep-mode;
   // ExpertAllToAll above).
   ExpertAllToAll expert_all_to_all = ExpertAllToAll::auto_by_step;
+  // Two micro-batches per step (key two_batch_overlap, default false; SGLang's --enable-two-batch-overlap,
+  // DeepSeek's dual micro-batch overlap, NeuPIMs' sub-batch interleaving): each data-parallel rank's requests
+  // split in two halves of about equal tokens, each lowered on its own (weights read once per half), their
+  // plans interleaved on each device's xPU, PIM and link lanes so one half's communication and PIM work run
+  // while the other computes (compiler/micro_batches.hpp). Not with pipeline_parallel > 1.
+  bool two_batch_overlap = false;
   // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
   // data_parallel_balance, default least-loaded): to the rank with the fewest unfinished requests (vLLM's
   // data-parallel coordinator balances by its engines' queues; SGLang's shortest_queue), round-robin by

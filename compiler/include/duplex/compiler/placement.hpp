@@ -36,7 +36,11 @@ struct PlanStage {
 struct ExecutionPlan {
   Graph graph;
   std::vector<PlanStage> stages;
-  Time total() const;
+  // Each stage's start from the plan's, where stages overlap (two micro-batches' plans interleaved on the
+  // lanes: micro_batches.hpp); empty: each stage starts when the one before it ends.
+  std::vector<Time> starts;
+  std::vector<Time> stage_starts() const;  // one per stage, either way
+  Time total() const;                      // the latest stage end
   Time busy(Unit u) const;
   const PlannedOp* find(std::size_t op_index) const;
 };

@@ -1,0 +1,49 @@
+#pragma once
+// Two-batch overlap (SystemSpec::two_batch_overlap; SGLang's --enable-two-batch-overlap, DeepSeek's dual
+// micro-batch overlap, NeuPIMs' sub-batch interleaving): a step's requests split into two micro-batches, each
+// lowered and placed on its own (each reading the weights once), their plans interleaved on a device's xPU,
+// PIM and link lanes so that one micro-batch's all-reduce, all-to-all and PIM work run while the other
+// computes. What overlaps is decided here, from the two placed plans' stages; lowering and placement do not
+// change.
+#include <array>
+#include <cstdint>
+
+#include "duplex/compiler/batch.hpp"
+#include "duplex/compiler/placement.hpp"
+
+namespace duplex::compiler {
+
+struct MicroBatches {
+  BatchState first, second;
+};
+
+// Each data-parallel rank's requests (all of them when the groups carry no rank) split at the request
+// boundary, in the groups' order, that best balances the two halves' new tokens, ties to the larger first
+// half: a decode batch by count, a batch with prefills by tokens at a request boundary (SGLang's
+// compute_split_seq_index; a single request is not split, so a rank with one request leaves its second half
+// empty). A group split between the halves becomes one in each with its count shared. Both halves keep
+// first_draft_pass. A batch whose second half has no tokens runs as one micro-batch (nothing to overlap).
+MicroBatches split_micro_batches(const BatchState& batch);
+
+// A step's routing split between its micro-batches of `first_tokens` and `step_tokens - first_tokens`
+// tokens. Given counts (Routing::kCounts, the runtime's sampled or traced routing of the whole step): the
+// first half's each layer's counts in proportion to the step's (Routing::expert_tokens_of: largest
+// remainder, each at most first_tokens), the second half's the rest (each at most its tokens), so a step
+// routes the same tokens to each expert with and without overlap. Uniform and Zipf routing: unchanged (each
+// half's expected counts). Weights and expert placement are the step's.
+std::array<Routing, 2> split_routing(const Routing& step, std::int64_t first_tokens, std::int64_t step_tokens,
+                                     int experts, int top_k);
+
+// The two micro-batches' placed plans interleaved on one device's lanes. Each plan's stages run in their
+// order, a stage starting once the one before it in its plan has ended and every lane it keeps busy (xPU,
+// PIM, link: a lane with time in the stage) has finished the stages placed on it earlier; lanes run one
+// stage's ops at a time (a unit's kernels of the two micro-batches do not share it). Greedy list
+// scheduling: the next stage placed is whichever of the two plans' next stages can start first (ties: the
+// first micro-batch's), so the second trails the first by a stage and its communication runs under the
+// first's compute. The result holds the first plan's ops then the second's (names prefixed "mb0." and
+// "mb1."), its stages in the order placed with ExecutionPlan::starts; total() is the later plan's end and
+// each lane's busy time the sum of both plans'. Not modelled: a GPU's communication kernels taking SMs from
+// the computation they overlap (DeepEP's normal kernels use some; its low-latency ones none).
+ExecutionPlan overlap_micro_batches(const ExecutionPlan& first, const ExecutionPlan& second);
+
+}  // namespace duplex::compiler

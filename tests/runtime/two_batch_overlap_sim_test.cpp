@@ -1,0 +1,137 @@
+// Two-batch overlap in the serving simulator (SystemSpec::two_batch_overlap; compiler/micro_batches.hpp): a
+// step's two micro-batches, each lowered on its own and charged, their plans interleaved on the lanes.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+
+#include "closed_loop_options.hpp"
+#include "duplex/runtime/sim/serving_simulator.hpp"
+#include "duplex/runtime/sim/step_executor.hpp"
+
+namespace duplex::runtime {
+namespace {
+
+StepPlan decode_step(int requests, std::int64_t context) {
+  StepPlan plan;
+  for (RequestId i = 0; i < static_cast<RequestId>(requests); ++i)
+    plan.requests.push_back({i, 1, context, TokenPhase::decode, true});
+  return plan;
+}
+
+// Each lane runs one op at a time: the ops' intervals on a lane, from their stages' starts, never overlap.
+void expect_lanes_serial(const compiler::ExecutionPlan& p) {
+  std::map<compiler::Unit, std::vector<std::pair<double, double>>> lanes;
+  const std::vector<Time> starts = p.stage_starts();
+  for (std::size_t i = 0; i < p.stages.size(); ++i) {
+    std::map<compiler::Unit, double> at;
+    for (const compiler::PlannedOp& op : p.stages[i].ops) {
+      auto [it, fresh] = at.try_emplace(op.unit, starts[i].si());
+      lanes[op.unit].push_back({it->second, it->second + op.time.si()});
+      it->second += op.time.si();
+    }
+  }
+  for (auto& [unit, spans] : lanes) {
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i)
+      EXPECT_GE(spans[i].first * (1 + 1e-12), spans[i - 1].second)
+          << compiler::unit_name(unit) << " op " << i;
+  }
+}
+
+// The ops of a micro-batch's plan (names without their "mbN." prefix) but the routed experts', whose number
+// depends on each half's routing.
+std::multiset<std::string> non_expert_ops(const compiler::ExecutionPlan& p, const std::string& prefix) {
+  std::multiset<std::string> out;
+  for (const compiler::Op& o : p.graph.ops)
+    if (o.kind != compiler::OpKind::kExpertFfn && o.name.rfind(prefix, 0) == 0)
+      out.insert(o.name.substr(prefix.size()));
+  return out;
+}
+
+// The weight bytes a plan reads but the embedding's (the rows of its tokens) and the routed experts' (those
+// of each half's routing): once per micro-batch.
+double weight_bytes(const compiler::ExecutionPlan& p) {
+  double b = 0;
+  for (const compiler::Op& o : p.graph.ops)
+    if (o.kind != compiler::OpKind::kEmbedding && o.kind != compiler::OpKind::kExpertFfn)
+      b += o.bytes_weights;
+  return b;
+}
+
+// GLaM on two nodes of 8 GPUs (experts parallel over both, the all-to-all across InfiniBand), a step of 8
+// prompts of 512 tokens: two micro-batches of 4 prompts, each the one-batch plan's ops (names prefixed),
+// one's exchange running under the other's compute: the step is shorter than its lanes' busy times in
+// sequence, no shorter than the busiest lane, and here shorter than as one batch (the exchange is a third of
+// the step; each prompt's compute outweighs its weights' reads). Energy: each half reads the weights again.
+TEST(TwoBatchOverlapSim, AStepsMicroBatchesOverlapOnTheLanes) {
+  const compiler::ModelSpec m = compiler::load_model("glam");
+  SystemSpec s = load_system("gpu");
+  const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 16);
+  StepPlan plan;
+  for (RequestId i = 0; i < 8; ++i) plan.requests.push_back({i, 512, 0, TokenPhase::prefill, true});
+  ExpertRouter r1 = ExpertRouter::uniform(7), r2 = ExpertRouter::uniform(7);
+  const StepCost one = StepExecutor(m, s, p, &r1).execute(plan);
+  s.two_batch_overlap = true;
+  const StepCost two = StepExecutor(m, s, p, &r2).execute(plan);
+  const std::multiset<std::string> ops = non_expert_ops(one.plan, "");
+  EXPECT_EQ(non_expert_ops(two.plan, "mb0."), ops);
+  EXPECT_EQ(non_expert_ops(two.plan, "mb1."), ops);
+  for (const compiler::Op& o : two.plan.graph.ops)
+    EXPECT_TRUE(o.name.rfind("mb0.", 0) == 0 || o.name.rfind("mb1.", 0) == 0) << o.name;
+  EXPECT_FALSE(two.plan.starts.empty());
+  EXPECT_EQ(two.time, two.plan.total());
+  EXPECT_LT(two.time, two.xpu_busy + two.pim_busy + two.link_busy);
+  EXPECT_GE(two.time, std::max(two.xpu_busy, two.link_busy));
+  EXPECT_GT(one.link_busy, one.time * 0.2);
+  EXPECT_LT(two.time, one.time) << to_us(two.time) << " us against " << to_us(one.time);
+  expect_lanes_serial(two.plan);
+  EXPECT_NEAR(weight_bytes(two.plan), 2 * weight_bytes(one.plan), 1e-9 * weight_bytes(one.plan));
+  EXPECT_GT(two.energy.total(), one.energy.total());
+  // Same config and seed, same step.
+  ExpertRouter r3 = ExpertRouter::uniform(7);
+  const StepCost again = StepExecutor(m, s, p, &r3).execute(plan);
+  EXPECT_EQ(again.time, two.time);
+  EXPECT_EQ(again.energy.total(), two.energy.total());
+}
+
+// A step of one request has nothing to split: the same step as without overlap, to the bit.
+TEST(TwoBatchOverlapSim, OneRequestRunsAsOneBatch) {
+  const compiler::ModelSpec m = compiler::load_model("llama3-70b");
+  SystemSpec s = load_system("duplex-pe");
+  const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 4);
+  StepPlan plan;
+  plan.requests.push_back({0, 512, 0, TokenPhase::prefill, true});
+  const StepCost one = StepExecutor(m, s, p, nullptr).execute(plan);
+  s.two_batch_overlap = true;
+  const StepCost two = StepExecutor(m, s, p, nullptr).execute(plan);
+  EXPECT_EQ(two.time, one.time);
+  EXPECT_EQ(two.energy.total(), one.energy.total());
+  EXPECT_TRUE(two.plan.starts.empty());
+}
+
+// Duplex (one unit at a time) on a dense model, 64 decodes: one half's work on the Logic-PIM runs under the
+// other's on the xPU (NeuPIMs' sub-batch interleaving), but each half reads every weight, and at 32 requests
+// the projections and FFN (Op/B 32) run faster on the Logic-PIM than on the xPU, so both halves queue there
+// and the step is slower than as one batch: the reason DUPLEX.md s.6 gives for rejecting alternating
+// half-batches.
+TEST(TwoBatchOverlapSim, HalfBatchesReadTheWeightsTwice) {
+  const compiler::ModelSpec m = compiler::load_model("llama3-70b");
+  SystemSpec s = load_system("duplex");
+  const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 4);
+  const StepPlan plan = decode_step(64, 4096);
+  const StepCost one = StepExecutor(m, s, p, nullptr).execute(plan);
+  s.two_batch_overlap = true;
+  const StepCost two = StepExecutor(m, s, p, nullptr).execute(plan);
+  expect_lanes_serial(two.plan);
+  EXPECT_LT(two.time, two.xpu_busy + two.pim_busy + two.link_busy);  // the lanes overlap
+  EXPECT_NEAR(weight_bytes(two.plan), 2 * weight_bytes(one.plan), 1e-9 * weight_bytes(one.plan));
+  EXPECT_GT(two.pim_busy, one.pim_busy * 5);  // the projections and FFN moved to the Logic-PIM
+  EXPECT_GT(two.time, one.time);
+  EXPECT_GT(two.energy.total(), one.energy.total());
+}
+
+}  // namespace
+}  // namespace duplex::runtime
