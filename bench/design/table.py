@@ -3,7 +3,8 @@
 knob, speculative-decoding, shared-prompt and cluster setting, throughput, throughput over the gpu point of the same setting, energy per token and the Logic-PIM
 area per stack; a model column first when the study has several models; the prompt tokens taken from the
 prefix cache in a prefix-caching study, the median time to first token in a cluster study, and the token-gap tail
-and median request latency in a study of split-system knobs (`split.*`: when K/V migrations leave); for a capacity study
+and median request latency in a study of split-system knobs (`split.*`: when K/V migrations leave), the median
+first-token and token-gap latencies in a two-batch-overlap study; for a capacity study
 (`capacity:`) each point's highest rate within the objectives instead. Usage: bench/design/table.py
 results/pim-design"""
 import csv
@@ -73,15 +74,17 @@ def main(folder):
     tiers = any(r.get("host_hit_tokens") for r in ok)  # a host (or disk) K/V tier: where the hits came from
     # Expert load balancing: decode latency, the busiest device's expert rows over the mean, the copies' wait.
     eplb = any(r.get("expert_imbalance") for r in ok)
+    overlap = any("two_batch_overlap" in r["knobs"] for r in ok)  # two micro-batches: both latencies too
     print(("| model " if models else "") +
           "| system | knobs | L_in, L_out | batch | tok/s | x gpu | J/token | PIM area mm2/stack | of logic die |" +
           (" prompt tokens from cache |" if hits else "") + (" TTFT p50 ms |" if clusters else "") +
           (" TBT p99 ms | E2E p50 ms |" if splits else "") +
           (" prompt tokens from host memory (from other nodes, disk) |" if tiers else "") +
-          (" TBT p50 ms | expert rows busiest / mean | rebalancings | waited for copies s |" if eplb else ""))
+          (" TBT p50 ms | expert rows busiest / mean | rebalancings | waited for copies s |" if eplb else "") +
+          (" TTFT p50 ms | TBT p50 ms |" if overlap else ""))
     print(("|---" if models else "") + "|---|---|---|---|---|---|---|---|---|" + ("---|" if hits else "") +
           ("---|" if clusters else "") + ("---|---|" if splits else "") + ("---|" if tiers else "") +
-          ("---|---|---|---|" if eplb else ""))
+          ("---|---|---|---|" if eplb else "") + ("---|---|" if overlap else ""))
     for r in ok:
         tput = float(r["throughput_tok_s"])
         setting = (r["model"], r["input_len"], r["output_len"], r["batch"])
@@ -99,7 +102,8 @@ def main(folder):
               (f" {float(r['tbt_p50_ms']):.1f} | " + (f"{float(r['expert_imbalance']):.2f} | {r['expert_rebalancings']} | "
                                                       f"{float(r['expert_move_s']):.2f} |"
                                                       if r.get("expert_imbalance") else "- | - | - |")
-               if eplb else ""))
+               if eplb else "") +
+              (f" {float(r['ttft_p50_ms']):.0f} | {float(r['tbt_p50_ms']):.1f} |" if overlap else ""))
     return 1 if len(ok) < len(rows) else 0
 
 
