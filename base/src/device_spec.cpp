@@ -324,6 +324,12 @@ SystemSpec read_system(const ConfigNode& n) {
                          s.pipeline_parallel),
              "false, or pipeline_parallel: 1");
   }
+  if (n.has("two_batch_overlap_threshold")) {  // documented default 0.48
+    s.two_batch_overlap_threshold = n.get<double>("two_batch_overlap_threshold");
+    if (!(s.two_batch_overlap_threshold >= 0 && s.two_batch_overlap_threshold <= 0.5))
+      n.fail("two_batch_overlap_threshold", fmt::format("{} is outside 0..0.5", s.two_batch_overlap_threshold),
+             "a share of a step's tokens from 0 (never split a prompt) to 0.5, such as SGLang's 0.48");
+  }
   if (n.has("data_parallel_balance")) {  // documented default least-loaded
     const std::string balance =
         n.get_enum("data_parallel_balance", {"round-robin", "least-loaded", "cache-aware"});

@@ -12,50 +12,120 @@ namespace duplex::compiler {
 
 namespace {
 
-// One rank's groups split into `out`: the boundary whose first half's tokens A minimises |2A - T|, ties to
-// A > T / 2, then to the earliest boundary.
-void split_rank(const std::vector<const RequestGroup*>& groups, MicroBatches& out) {
-  std::int64_t total = 0;
-  for (const RequestGroup* g : groups) total += g->count * g->tokens;
-  std::size_t best_group = 0;
-  std::int64_t best_take = 0, best_gap = -1;
-  bool best_short = true;  // the best first half is below half the tokens
-  std::int64_t before = 0;
+// Where a rank's requests split: the first `take` requests of group `group` (and every earlier group's)
+// go first, and with `chunk` > 0 the next request's first `chunk` tokens too (a prompt in two chunks).
+struct Boundary {
+  std::size_t group = 0;
+  std::int64_t take = 0, chunk = 0;
+};
+
+// The boundary after the first `n` requests (0 <= n <= the rank's requests).
+Boundary after_requests(const std::vector<const RequestGroup*>& groups, std::int64_t n) {
+  Boundary b;
+  for (; b.group < groups.size(); ++b.group) {
+    if (n <= groups[b.group]->count) break;
+    n -= groups[b.group]->count;
+  }
+  b.take = n;
+  return b;
+}
+
+// A prefill rank's boundary between whole requests (at least one on each side) whose first half's tokens L
+// minimise |2L - T|, ties to the larger L; with one request, none (L = 0). Its first half's tokens in `left`.
+Boundary balanced(const std::vector<const RequestGroup*>& groups, std::int64_t requests, std::int64_t total,
+                  std::int64_t& left) {
+  left = 0;
+  if (requests < 2) return Boundary{};
+  Boundary best;
+  std::int64_t best_gap = -1, before = 0, index = 0;  // tokens and requests before the group
   for (std::size_t i = 0; i < groups.size(); ++i) {
     const RequestGroup& g = *groups[i];
-    // A(j) = before + j x tokens is linear in j: |2A - T| is least at the floor or ceiling of its root.
-    const std::int64_t root = g.tokens > 0 ? (total - 2 * before) / (2 * g.tokens) : 0;
+    // L(j) = before + j x tokens is linear in j: |2L - T| is least at the floor or ceiling of its root.
+    const std::int64_t root = (total - 2 * before) / (2 * g.tokens);
     for (std::int64_t j : {root, root + 1}) {
-      j = std::clamp<std::int64_t>(j, 0, g.count);
-      const std::int64_t gap = 2 * (before + j * g.tokens) - total;
-      const bool short_half = gap < 0;
-      if (best_gap < 0 || std::llabs(gap) < best_gap ||
-          (std::llabs(gap) == best_gap && best_short && !short_half)) {
-        best_gap = std::llabs(gap);
-        best_short = short_half;
-        best_group = i;
-        best_take = j;
+      j = std::clamp<std::int64_t>(j, std::max<std::int64_t>(0, 1 - index),
+                                   std::min(g.count, requests - 1 - index));
+      const std::int64_t l = before + j * g.tokens, gap = std::llabs(2 * l - total);
+      if (best_gap < 0 || gap < best_gap || (gap == best_gap && l > left)) {
+        best_gap = gap;
+        best = {i, j, 0};
+        left = l;
       }
     }
     before += g.count * g.tokens;
+    index += g.count;
   }
+  return best;
+}
+
+// The boundary at token `at` of the rank (SGLang's two-chunk split): the request holding that token split
+// into two chunks when it is a prompt (else the boundary before it).
+Boundary at_token(const std::vector<const RequestGroup*>& groups, std::int64_t at) {
+  Boundary b;
+  for (; b.group < groups.size(); ++b.group) {
+    const RequestGroup& g = *groups[b.group];
+    if (at < g.count * g.tokens) {
+      b.take = at / g.tokens;
+      b.chunk = g.decodes() ? 0 : at % g.tokens;
+      return b;
+    }
+    at -= g.count * g.tokens;
+  }
+  return b;
+}
+
+// One rank's groups split into `out` at `b`.
+void split_at(const std::vector<const RequestGroup*>& groups, const Boundary& b, MicroBatches& out) {
   for (std::size_t i = 0; i < groups.size(); ++i) {
     RequestGroup g = *groups[i];
-    const std::int64_t first = i < best_group ? g.count : i == best_group ? best_take : 0;
+    const std::int64_t first = i < b.group ? g.count : i == b.group ? b.take : 0;
     if (first > 0) {
       out.first.groups.push_back(g);
       out.first.groups.back().count = first;
     }
-    if (g.count - first > 0) {
-      g.count -= first;
+    std::int64_t rest = g.count - first;
+    if (i == b.group && b.chunk > 0) {  // its next request's first chunk first, not completing its prompt
+      RequestGroup head = g, tail = g;
+      head.count = tail.count = 1;
+      head.tokens = b.chunk;
+      head.completes_prefill = false;
+      tail.context += b.chunk;
+      tail.tokens -= b.chunk;
+      out.first.groups.push_back(head);
+      out.second.groups.push_back(tail);
+      --rest;
+    }
+    if (rest > 0) {
+      g.count = rest;
       out.second.groups.push_back(g);
     }
   }
 }
 
+void split_rank(const std::vector<const RequestGroup*>& groups, double chunk_threshold, MicroBatches& out) {
+  std::int64_t total = 0, requests = 0;
+  bool prefill = false;
+  for (const RequestGroup* g : groups) {
+    total += g->count * g->tokens;
+    requests += g->count;
+    prefill = prefill || !g->decodes();
+  }
+  if (!prefill) {  // decoding (or verifying) requests: half of them, rounded down, first
+    split_at(groups, after_requests(groups, requests / 2), out);
+    return;
+  }
+  std::int64_t left = 0;
+  const Boundary b = balanced(groups, requests, total, left);
+  const auto t = static_cast<double>(total), l = static_cast<double>(left);
+  split_at(groups, l < chunk_threshold * t || l > (1 - chunk_threshold) * t ? at_token(groups, total / 2) : b,
+           out);
+}
+
 }  // namespace
 
-MicroBatches split_micro_batches(const BatchState& batch) {
+MicroBatches split_micro_batches(const BatchState& batch, double chunk_threshold) {
+  if (!(chunk_threshold >= 0 && chunk_threshold <= 0.5))
+    throw Error(fmt::format("micro-batch split: chunk threshold {}; expected 0..0.5", chunk_threshold));
   MicroBatches out;
   out.first.first_draft_pass = out.second.first_draft_pass = batch.first_draft_pass;
   std::vector<int> ranks;  // in order of first appearance
@@ -64,10 +134,22 @@ MicroBatches split_micro_batches(const BatchState& batch) {
   for (int rank : ranks) {
     std::vector<const RequestGroup*> groups;
     for (const RequestGroup& g : batch.groups)
-      if (g.rank == rank && g.count > 0) groups.push_back(&g);
-    split_rank(groups, out);
+      if (g.rank == rank && g.count > 0 && g.tokens > 0) groups.push_back(&g);
+    split_rank(groups, chunk_threshold, out);
   }
   return out;
+}
+
+std::optional<MicroBatches> micro_batches(const SystemSpec& system, const ParallelLayout& layout,
+                                          const BatchState& batch) {
+  if (!system.two_batch_overlap) return std::nullopt;
+  const ParallelLayout::ExpertExchange x = layout.expert_exchange();
+  if (batch.prefill_tokens() > 0 && system.expert_all_to_all == ExpertAllToAll::low_latency &&
+      x.infiniband + x.nvlink > 0)
+    return std::nullopt;
+  MicroBatches halves = split_micro_batches(batch, system.two_batch_overlap_threshold);
+  if (halves.first.tokens() == 0 || halves.second.tokens() == 0) return std::nullopt;
+  return halves;
 }
 
 std::array<Routing, 2> split_routing(const Routing& step, std::int64_t first_tokens, std::int64_t step_tokens,

@@ -52,25 +52,28 @@ void run_compile(const CompileOptions& o) {
   lowering.expert_group = o.expert_group;
   const CostModel cost(system, layout);
   ExecutionPlan plan = place(lower(model, batch, layout, routing, lowering), cost);
-  // Two-batch overlap: the step's two micro-batches' plans interleaved (micro_batches.hpp); a batch whose
-  // second half would be empty runs as one.
+  // Two-batch overlap: the step's two micro-batches' plans interleaved (micro_batches.hpp), where it has two.
   std::string overlap;
-  if (system.two_batch_overlap) {
-    const MicroBatches halves = split_micro_batches(batch);
-    if (halves.second.tokens() > 0) {
-      const auto shares = split_routing(routing, halves.first.tokens(), batch.tokens(), model.experts, model.top_k);
-      const ExecutionPlan first = place(lower(model, halves.first, layout, shares[0], lowering), cost);
-      const ExecutionPlan second = place(lower(model, halves.second, layout, shares[1], lowering), cost);
-      ExecutionPlan both = overlap_micro_batches(first, second);
-      overlap = fmt::format(
-          "two-batch overlap: micro-batches of {} and {} tokens (ops mb0.* and mb1.*) interleaved on the lanes, "
-          "{:.1f} us against {:.1f} us one after the other and {:.1f} us as one batch\n",
-          halves.first.tokens(), halves.second.tokens(), to_us(both.total()),
-          to_us(first.total() + second.total()), to_us(plan.total()));
-      plan = std::move(both);
-    } else {
-      overlap = "two-batch overlap: one request, nothing to split (one batch)\n";
-    }
+  if (const std::optional<MicroBatches> halves = micro_batches(system, layout, batch)) {
+    const auto shares =
+        split_routing(routing, halves->first.tokens(), batch.tokens(), model.experts, model.top_k);
+    const ExecutionPlan first = place(lower(model, halves->first, layout, shares[0], lowering), cost);
+    const ExecutionPlan second = place(lower(model, halves->second, layout, shares[1], lowering), cost);
+    ExecutionPlan both = overlap_micro_batches(first, second);
+    overlap = fmt::format(
+        "two-batch overlap: micro-batches of {} and {} tokens (ops mb0.* and mb1.*) interleaved on the "
+        "lanes, {:.1f} us against {:.1f} us one after the other and {:.1f} us as one batch\n",
+        halves->first.tokens(), halves->second.tokens(), to_us(both.total()),
+        to_us(first.total() + second.total()), to_us(plan.total()));
+    plan = std::move(both);
+  } else if (system.two_batch_overlap) {
+    const auto x = layout.expert_exchange();
+    const bool low_latency_prompt = batch.prefill_tokens() > 0 &&
+                                    system.expert_all_to_all == ExpertAllToAll::low_latency &&
+                                    x.infiniband + x.nvlink > 0;
+    overlap = fmt::format("two-batch overlap: not this step, one batch ({})\n",
+                          low_latency_prompt ? "a prompt's token exchange on DeepEP's low-latency kernels"
+                                             : "a micro-batch would hold no tokens");
   }
   if (o.json) {
     std::puts(plan_to_json(plan, model, system, layout).dump(2).c_str());

@@ -10,6 +10,7 @@
 
 #include "duplex/base/config.hpp"
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/model_spec.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -18,61 +19,85 @@ Time us(double v) {
   return Time::from_si(v * 1e-6);
 }
 
-TEST(MicroBatches, ADecodeBatchSplitsByCountTheLargerHalfFirst) {
-  const MicroBatches m = split_micro_batches(BatchState::decode_batch(5, 300));
+// A decoding batch: half its requests, rounded down, first (SGLang: num_seqs // 2).
+TEST(MicroBatches, ADecodeBatchSplitsByCountTheSmallerHalfFirst) {
+  const MicroBatches m = split_micro_batches(BatchState::decode_batch(5, 300), 0.48);
   ASSERT_EQ(m.first.groups.size(), 1u);
   ASSERT_EQ(m.second.groups.size(), 1u);
-  EXPECT_EQ(m.first.groups[0].count, 3);
-  EXPECT_EQ(m.second.groups[0].count, 2);
+  EXPECT_EQ(m.first.groups[0].count, 2);
+  EXPECT_EQ(m.second.groups[0].count, 3);
   EXPECT_EQ(m.first.groups[0].context, 300);
   EXPECT_EQ(m.second.groups[0].context, 300);
+  // One decoding request: the first half empty.
+  EXPECT_EQ(split_micro_batches(BatchState::decode_batch(1, 300), 0.48).first.tokens(), 0);
 }
 
-// Prefills split by tokens at a request boundary in the groups' order: of 4 x 512 and 3 x 100 tokens (2,348)
-// the first two prompts (1,024: 300 short of half; three would be 724 over), the rest second.
-TEST(MicroBatches, PrefillsSplitByTokensAtARequestBoundary) {
+// Prompts of 4 x 512 and 3 x 100 tokens (2,348): the best split between requests puts two prompts first
+// (1,024: 300 short of half; three would be 724 over), 43.6% of the tokens. Within a threshold of 0.4 it
+// stands; at SGLang's 0.48 the split moves to token 1,174, inside the third prompt: its first 150 tokens
+// end the first half without completing it, its other 362 (150 more of context) start the second.
+TEST(MicroBatches, PromptsSplitBetweenRequestsOrMidPrompt) {
   BatchState b;
-  b.groups.push_back({4, 0, 512, true, false});
-  b.groups.push_back({3, 0, 100, true, false});
-  const MicroBatches m = split_micro_batches(b);
-  EXPECT_EQ(m.first.tokens(), 1024);
-  EXPECT_EQ(m.second.tokens(), 1324);
-  ASSERT_EQ(m.second.groups.size(), 2u);
-  EXPECT_EQ(m.second.groups[0].count, 2);
-  EXPECT_EQ(m.second.groups[1].count, 3);
-  // A mixed step: 8 decodes then one 1,000-token prompt: the decodes first, the prompt second.
-  const MicroBatches mixed = split_micro_batches(BatchState::decode_batch(8, 100, 1000));
-  EXPECT_EQ(mixed.first.tokens(), 8);
-  EXPECT_EQ(mixed.second.tokens(), 1000);
-  EXPECT_EQ(mixed.second.prefill_tokens(), 1000);
+  b.groups.push_back({4, 0, 512, true, false, 0});
+  b.groups.push_back({3, 0, 100, true, false, 0});
+  const MicroBatches wide = split_micro_batches(b, 0.4);
+  EXPECT_EQ(wide.first.tokens(), 1024);
+  EXPECT_EQ(wide.second.tokens(), 1324);
+  ASSERT_EQ(wide.second.groups.size(), 2u);
+  EXPECT_EQ(wide.second.groups[0].count, 2);
+  EXPECT_EQ(wide.second.groups[1].count, 3);
+  const MicroBatches m = split_micro_batches(b, 0.48);
+  EXPECT_EQ(m.first.tokens(), 1174);
+  EXPECT_EQ(m.second.tokens(), 1174);
+  ASSERT_EQ(m.first.groups.size(), 2u);
+  EXPECT_EQ(m.first.groups[0], (RequestGroup{2, 0, 512, true, false, 0}));
+  EXPECT_EQ(m.first.groups[1], (RequestGroup{1, 0, 150, false, false, 0}));
+  ASSERT_EQ(m.second.groups.size(), 3u);
+  EXPECT_EQ(m.second.groups[0], (RequestGroup{1, 150, 362, true, false, 0}));
+  EXPECT_EQ(m.second.groups[1], (RequestGroup{1, 0, 512, true, false, 0}));
+  EXPECT_EQ(m.second.groups[2], (RequestGroup{3, 0, 100, true, false, 0}));
+  // A mixed step, 8 decodes then a 1,000-token prompt: between requests the decodes alone would go first
+  // (8 of 1,008 tokens), so the prompt splits at token 504: the decodes and its first 496 tokens first.
+  const MicroBatches mixed = split_micro_batches(BatchState::decode_batch(8, 100, 1000), 0.48);
+  EXPECT_EQ(mixed.first.tokens(), 504);
+  EXPECT_EQ(mixed.first.decode_requests(), 8);
+  ASSERT_EQ(mixed.second.groups.size(), 1u);
+  EXPECT_EQ(mixed.second.groups[0], (RequestGroup{1, 496, 504, true, false, 0}));
 }
 
-TEST(MicroBatches, ASingleRequestIsNotSplit) {
+// A single prompt always splits in two chunks (its prefix-cached tokens stay cached in both), unless the
+// threshold is 0, which never splits a prompt: then its first half is empty.
+TEST(MicroBatches, ASinglePromptSplitsInTwoChunks) {
   BatchState b;
-  b.groups.push_back({1, 0, 4096, true, false});
+  b.groups.push_back({1, 300, 4097, true, false, 200});
   b.first_draft_pass = true;
-  const MicroBatches m = split_micro_batches(b);
-  EXPECT_EQ(m.first.tokens(), 4096);
-  EXPECT_TRUE(m.second.groups.empty());
+  const MicroBatches m = split_micro_batches(b, 0.48);
+  ASSERT_EQ(m.first.groups.size(), 1u);
+  ASSERT_EQ(m.second.groups.size(), 1u);
+  EXPECT_EQ(m.first.groups[0], (RequestGroup{1, 300, 2048, false, false, 200}));
+  EXPECT_EQ(m.second.groups[0], (RequestGroup{1, 2348, 2049, true, false, 200}));
   EXPECT_TRUE(m.first.first_draft_pass);
   EXPECT_TRUE(m.second.first_draft_pass);
-  EXPECT_TRUE(split_micro_batches(BatchState{}).first.groups.empty());
+  EXPECT_EQ(split_micro_batches(b, 0).first.tokens(), 0);
+  EXPECT_TRUE(split_micro_batches(BatchState{}, 0.48).first.groups.empty());
+  EXPECT_THROW(split_micro_batches(b, 0.6), Error);
 }
 
-// Each data-parallel rank's requests split on their own: every rank has requests in both halves.
+// Each data-parallel rank's requests split on their own: rank 0's four decodes two and two, rank 1's two
+// decodes and a 64-token prompt (66 tokens) at token 33, mid-prompt.
 TEST(MicroBatches, EachRankSplitsItsOwnRequests) {
   BatchState b;
   b.groups.push_back({4, 200, 1, false, false, 0, 0});
   b.groups.push_back({2, 900, 1, false, false, 0, 1});
   b.groups.push_back({1, 0, 64, true, false, 0, 1});
-  const MicroBatches m = split_micro_batches(b);
+  const MicroBatches m = split_micro_batches(b, 0.48);
   std::int64_t first[2] = {0, 0}, second[2] = {0, 0};
   for (const RequestGroup& g : m.first.groups) first[g.rank] += g.count * g.tokens;
   for (const RequestGroup& g : m.second.groups) second[g.rank] += g.count * g.tokens;
   EXPECT_EQ(first[0], 2);
   EXPECT_EQ(second[0], 2);
-  EXPECT_EQ(first[1], 2);  // two decodes (2 against 64; the prompt alone would be 64 against 2)
-  EXPECT_EQ(second[1], 64);
+  EXPECT_EQ(first[1], 33);
+  EXPECT_EQ(second[1], 33);
 }
 
 // Given counts shared in proportion, the first half's by largest remainder, the second the rest; synthetic
@@ -182,6 +207,37 @@ TEST(MicroBatches, SystemKey) {
         << e.what();
   }
   EXPECT_THROW(load({"two_batch_overlap=2"}), Error);
+  EXPECT_EQ(load({}).two_batch_overlap_threshold, 0.48);
+  EXPECT_EQ(load({"two_batch_overlap_threshold=0.3"}).two_batch_overlap_threshold, 0.3);
+  try {
+    load({"two_batch_overlap_threshold=0.6"});
+    ADD_FAILURE() << "a threshold of 0.6 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("two_batch_overlap_threshold: 0.6 is outside 0..0.5"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Which steps run as two micro-batches: none without the key; with it, a step with a prompt not where its
+// token exchange runs DeepEP's low-latency kernels (GLaM on two nodes), a decoding step there yes; a step of
+// one decoding request never.
+TEST(MicroBatches, WhichStepsOverlap) {
+  SystemSpec s = load_system("gpu");
+  const ParallelLayout two_nodes = ParallelLayout::make(load_model("glam"), s, 16);
+  const BatchState prompts = BatchState::decode_batch(8, 100, 512),
+                   decodes = BatchState::decode_batch(8, 100);
+  EXPECT_FALSE(micro_batches(s, two_nodes, prompts));
+  s.two_batch_overlap = true;
+  EXPECT_TRUE(micro_batches(s, two_nodes, prompts));
+  EXPECT_FALSE(micro_batches(s, two_nodes, BatchState::decode_batch(1, 100)));
+  s.expert_all_to_all = ExpertAllToAll::low_latency;
+  EXPECT_FALSE(micro_batches(s, two_nodes, prompts));
+  EXPECT_TRUE(micro_batches(s, two_nodes, decodes));
+  const ParallelLayout one_node = ParallelLayout::make(load_model("glam"), s, 8);  // no exchange
+  EXPECT_TRUE(micro_batches(s, one_node, prompts));
+  const std::optional<MicroBatches> m = micro_batches(s, one_node, prompts);
+  EXPECT_EQ(m->first.tokens() + m->second.tokens(), prompts.tokens());
 }
 
 }  // namespace

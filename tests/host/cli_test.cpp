@@ -104,8 +104,9 @@ TEST(CompileCli, TheStepNamesTheAllToAllsKernels) {
 // one batch, its JSON gives each op's start (each lane one op at a time, the step the last end); a single
 // request is not split; simulate's timeline shows both micro-batches' ops, each lane's serial.
 TEST(CompileCli, TwoBatchOverlapInterleavesTheMicroBatches) {
-  const std::string step = "compile --model mixtral-8x7b --system duplex-pe --batch 64 --context 2048 --routing "
-                           "counts:10,20,12,18,30,12,10,16 --set two_batch_overlap=true";
+  const std::string step =
+      "compile --model mixtral-8x7b --system duplex-pe --batch 64 --context 2048 --routing "
+      "counts:10,20,12,18,30,12,10,16 --set two_batch_overlap=true";
   const CliRun text = run(step + " --summary");
   ASSERT_EQ(text.exit_code, 0) << text.out;
   EXPECT_NE(text.out.find("two-batch overlap: micro-batches of 32 and 32 tokens (ops mb0.* and mb1.*) "
@@ -130,15 +131,31 @@ TEST(CompileCli, TwoBatchOverlapInterleavesTheMicroBatches) {
   EXPECT_NEAR(j["totals"]["step_time_us"].get<double>(), end, 1e-9 * end);
   for (auto& [unit, spans] : lanes) {
     std::sort(spans.begin(), spans.end());
-    for (std::size_t i = 1; i < spans.size(); ++i) EXPECT_GE(spans[i].first + 1e-9, spans[i - 1].second) << unit;
+    for (std::size_t i = 1; i < spans.size(); ++i)
+      EXPECT_GE(spans[i].first + 1e-9, spans[i - 1].second) << unit;
   }
-  const CliRun one = run("compile --model mixtral-8x7b --system duplex-pe --batch 0 --prefill-tokens 512 "
-                         "--summary --set two_batch_overlap=true");
-  EXPECT_NE(one.out.find("two-batch overlap: one request, nothing to split (one batch)"), std::string::npos)
+  const CliRun one = run("compile --model mixtral-8x7b --system duplex-pe --batch 1 --summary --set "
+                         "two_batch_overlap=true");
+  EXPECT_NE(one.out.find("two-batch overlap: not this step, one batch (a micro-batch would hold no tokens)"),
+            std::string::npos)
       << one.out;
+  // A single prompt splits into two chunks; on DeepEP's low-latency kernels (GLaM on two nodes) it does not.
+  const CliRun prompt = run("compile --model mixtral-8x7b --system duplex-pe --batch 0 --prefill-tokens 513 "
+                            "--summary --set two_batch_overlap=true");
+  EXPECT_NE(prompt.out.find("two-batch overlap: micro-batches of 256 and 257 tokens"), std::string::npos)
+      << prompt.out;
+  const CliRun low_latency =
+      run("compile --model glam --system gpu --devices 16 --batch 0 --prefill-tokens 512 --summary --set "
+          "two_batch_overlap=true --set expert_all_to_all=low_latency");
+  EXPECT_NE(low_latency.out.find("two-batch overlap: not this step, one batch (a prompt's token exchange on "
+                                 "DeepEP's low-latency kernels)"),
+            std::string::npos)
+      << low_latency.out;
   const std::string dir = ::testing::TempDir() + "/duplex_two_batch_overlap";
-  const CliRun sim = run("simulate --model mixtral-8x7b --system duplex-pe --requests 8 --batch 8 --input-len 64 "
-                         "--output-len 4 --set two_batch_overlap=true -o " + dir);
+  const CliRun sim = run(
+      "simulate --model mixtral-8x7b --system duplex-pe --requests 8 --batch 8 --input-len 64 --output-len 4 "
+      "--set two_batch_overlap=true -o " +
+      dir);
   ASSERT_EQ(sim.exit_code, 0) << sim.out;
   std::ifstream f(dir + "/duplex-pe/timeline.json");
   ASSERT_TRUE(f) << dir;
@@ -154,7 +171,8 @@ TEST(CompileCli, TwoBatchOverlapInterleavesTheMicroBatches) {
   EXPECT_GT(mb1, 0);
   for (auto& [tid, spans] : tids) {
     std::sort(spans.begin(), spans.end());
-    for (std::size_t i = 1; i < spans.size(); ++i) EXPECT_GE(spans[i].first + 1e-6, spans[i - 1].second) << tid;
+    for (std::size_t i = 1; i < spans.size(); ++i)
+      EXPECT_GE(spans[i].first + 1e-6, spans[i - 1].second) << tid;
   }
 }
 

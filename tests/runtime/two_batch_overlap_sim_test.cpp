@@ -97,19 +97,34 @@ TEST(TwoBatchOverlapSim, AStepsMicroBatchesOverlapOnTheLanes) {
   EXPECT_EQ(again.energy.total(), two.energy.total());
 }
 
-// A step of one request has nothing to split: the same step as without overlap, to the bit.
-TEST(TwoBatchOverlapSim, OneRequestRunsAsOneBatch) {
+// A step of one decoding request has nothing to split: the same step as without overlap, to the bit. A
+// single prompt splits in two chunks: the first half's plan writes its K/V without migrating it (it does
+// not complete the prompt), the second's attends over both chunks and migrates the prompt's K/V once.
+TEST(TwoBatchOverlapSim, OneDecodingRequestRunsAsOneBatchAPromptInTwoChunks) {
   const compiler::ModelSpec m = compiler::load_model("llama3-70b");
   SystemSpec s = load_system("duplex-pe");
   const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 4);
-  StepPlan plan;
-  plan.requests.push_back({0, 512, 0, TokenPhase::prefill, true});
-  const StepCost one = StepExecutor(m, s, p, nullptr).execute(plan);
+  StepPlan decode;
+  decode.requests.push_back({0, 1, 700, TokenPhase::decode, true});
+  StepPlan prompt;
+  prompt.requests.push_back({0, 512, 0, TokenPhase::prefill, true});
+  const StepCost one = StepExecutor(m, s, p, nullptr).execute(decode);
+  const StepCost whole = StepExecutor(m, s, p, nullptr).execute(prompt);
   s.two_batch_overlap = true;
-  const StepCost two = StepExecutor(m, s, p, nullptr).execute(plan);
+  const StepCost two = StepExecutor(m, s, p, nullptr).execute(decode);
   EXPECT_EQ(two.time, one.time);
   EXPECT_EQ(two.energy.total(), one.energy.total());
   EXPECT_TRUE(two.plan.starts.empty());
+  const StepCost chunks = StepExecutor(m, s, p, nullptr).execute(prompt);
+  ASSERT_FALSE(chunks.plan.starts.empty());
+  double migrated[2] = {0, 0}, kv_migrated_whole = 0;
+  for (const compiler::Op& o : chunks.plan.graph.ops)
+    if (o.kind == compiler::OpKind::kKvMigration) migrated[o.name.rfind("mb1.", 0) == 0] += o.bytes_kv;
+  for (const compiler::Op& o : whole.plan.graph.ops)
+    if (o.kind == compiler::OpKind::kKvMigration) kv_migrated_whole += o.bytes_kv;
+  EXPECT_EQ(migrated[0], 0);
+  EXPECT_GT(kv_migrated_whole, 0);
+  EXPECT_DOUBLE_EQ(migrated[1], kv_migrated_whole);
 }
 
 // Duplex (one unit at a time) on a dense model, 64 decodes: one half's work on the Logic-PIM runs under the

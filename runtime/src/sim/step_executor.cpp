@@ -81,18 +81,15 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   }
   const double imbalance = balancer_ ? balancer_->imbalance(routing.counts) : 0.0;
   StepCost c{Time{}, Time{}, Time{}, Time{}, EnergyLedger(system_.energy), {}, false, Time{}, imbalance};
-  // Two-batch overlap: the step's micro-batches (one without it, or when the second would be empty), each
-  // with its share of the step's routing (compiler/micro_batches.hpp).
+  // Two-batch overlap: the step's micro-batches (one where it runs as one batch), each with its share of the
+  // step's routing (compiler/micro_batches.hpp).
   std::vector<compiler::BatchState> micro{batch};
   std::vector<compiler::Routing> routings{routing};
-  if (system_.two_batch_overlap) {
-    compiler::MicroBatches halves = compiler::split_micro_batches(batch);
-    if (halves.second.tokens() > 0) {
-      const auto shares =
-          compiler::split_routing(routing, halves.first.tokens(), batch.tokens(), model_.experts, model_.top_k);
-      micro = {std::move(halves.first), std::move(halves.second)};
-      routings = {shares[0], shares[1]};
-    }
+  if (std::optional<compiler::MicroBatches> halves = compiler::micro_batches(system_, layout_, batch)) {
+    const auto shares =
+        compiler::split_routing(routing, halves->first.tokens(), batch.tokens(), model_.experts, model_.top_k);
+    micro = {std::move(halves->first), std::move(halves->second)};
+    routings = {shares[0], shares[1]};
   }
   // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.
   auto lowering = compiler::LowerOptions::for_system(system_);

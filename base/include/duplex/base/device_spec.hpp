@@ -230,6 +230,10 @@ struct SystemSpec {
   // plans interleaved on each device's xPU, PIM and link lanes so one half's communication and PIM work run
   // while the other computes (compiler/micro_batches.hpp). Not with pipeline_parallel > 1.
   bool two_batch_overlap = false;
+  // Where a step with a prompt splits its tokens mid-prompt instead of between requests (key
+  // two_batch_overlap_threshold, 0..0.5, default 0.48: SGLang's --tbo-token-distribution-threshold): when the
+  // best split between requests leaves a half with less than this share of the tokens.
+  double two_batch_overlap_threshold = 0.48;
   // How requests are dealt to data-parallel ranks (nodes, or attention-DP devices) at their arrival (key
   // data_parallel_balance, default least-loaded): to the rank with the fewest unfinished requests (vLLM's
   // data-parallel coordinator balances by its engines' queues; SGLang's shortest_queue), round-robin by

@@ -7,8 +7,11 @@
 // change.
 #include <array>
 #include <cstdint>
+#include <optional>
 
+#include "duplex/base/device_spec.hpp"
 #include "duplex/compiler/batch.hpp"
+#include "duplex/compiler/parallel.hpp"
 #include "duplex/compiler/placement.hpp"
 
 namespace duplex::compiler {
@@ -17,13 +20,30 @@ struct MicroBatches {
   BatchState first, second;
 };
 
-// Each data-parallel rank's requests (all of them when the groups carry no rank) split at the request
-// boundary, in the groups' order, that best balances the two halves' new tokens, ties to the larger first
-// half: a decode batch by count, a batch with prefills by tokens at a request boundary (SGLang's
-// compute_split_seq_index; a single request is not split, so a rank with one request leaves its second half
-// empty). A group split between the halves becomes one in each with its count shared. Both halves keep
-// first_draft_pass. A batch whose second half has no tokens runs as one micro-batch (nothing to overlap).
-MicroBatches split_micro_batches(const BatchState& batch);
+// Each data-parallel rank's requests (all of them when the groups carry no rank) split in two, in the groups'
+// order, as SGLang's two_batch_overlap.py splits a batch (compute_split_seq_index,
+// compute_split_token_index):
+//  - decoding (or verifying) requests only: the first half of them, rounded down, first (a rank of one
+//    request leaves its first half empty);
+//  - with a prompt (SGLang's extend batches; decoding requests count as their tokens): at the request
+//    boundary, one request at least on each side, whose first half's tokens L come closest to half the rank's
+//    T, ties to the larger L (_split_array_by_balanced_sum); where L < chunk_threshold x T or L > (1 -
+//    chunk_threshold) x T (SGLang's tbo_token_distribution_threshold, 0.48 by default; a single prompt
+//    always), at token T / 2 (rounded down) instead, the prompt holding it split into two chunks: the first
+//    ends the first half without completing its prompt, the second starts the second half with the first's
+//    tokens in its context (a decoding request there is not split: the boundary before it).
+// A group split between the halves becomes one in each with its count shared. Both halves keep
+// first_draft_pass. A step where either half has no tokens runs as one batch (nothing to overlap). Throws
+// duplex::Error for a threshold outside 0..0.5.
+MicroBatches split_micro_batches(const BatchState& batch, double chunk_threshold);
+
+// A step's two micro-batches on `system` (split_micro_batches at its two_batch_overlap_threshold), or none
+// where it runs as one batch: two_batch_overlap off; a step with prefill tokens whose MoE token exchange runs
+// DeepEP's low-latency kernels (expert_all_to_all low_latency, on a layout that exchanges tokens), which
+// SGLang does not overlap (TboDPAttentionPreparer: an extend batch on them cannot run two-batch overlap); or
+// a half without tokens.
+std::optional<MicroBatches> micro_batches(const SystemSpec& system, const ParallelLayout& layout,
+                                          const BatchState& batch);
 
 // A step's routing split between its micro-batches of `first_tokens` and `step_tokens - first_tokens`
 // tokens. Given counts (Routing::kCounts, the runtime's sampled or traced routing of the whole step): the
