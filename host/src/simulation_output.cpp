@@ -85,6 +85,9 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
           r.system, r.accepted_tokens, r.draft_tokens,
           100.0 * static_cast<double>(r.accepted_tokens) / static_cast<double>(r.draft_tokens),
           1.0 + static_cast<double>(r.accepted_tokens) / static_cast<double>(r.verify_steps));
+    if (r.two_batch_overlap)
+      s += fmt::format("two-batch overlap {}: {} of {} steps as two micro-batches\n", r.system,
+                       r.two_batch_overlap->overlapped_steps, r.two_batch_overlap->steps);
     if (r.expert_balancing)
       s += fmt::format(
           "expert load balancing {}: {} rebalancing{}, steps waited {:.2f} ms for expert copies; the busiest "

@@ -148,5 +148,25 @@ TEST(TwoBatchOverlapSim, HalfBatchesReadTheWeightsTwice) {
   EXPECT_GT(two.energy.total(), one.energy.total());
 }
 
+// A serving run counts the steps that ran as two micro-batches (JSON two_batch_overlap): every step of a run
+// of 8 users on one tensor-parallel group but those of a single decoding request (the run's tail); none
+// reported without the key.
+TEST(TwoBatchOverlapSim, ARunCountsItsOverlappedSteps) {
+  const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
+  SystemSpec s = load_system("duplex-pe");
+  SimulationOptions o = testing::closed_loop_options(16, 128, 16, 8, 5, 0.3);
+  o.record_steps = true;
+  EXPECT_FALSE(simulate(m, s, o).two_batch_overlap);
+  s.two_batch_overlap = true;
+  const SystemResult r = simulate(m, s, o);
+  ASSERT_TRUE(r.two_batch_overlap);
+  EXPECT_EQ(r.two_batch_overlap->steps, r.steps);
+  std::int64_t lone_decodes = 0;
+  for (const StepRow& row : r.step_rows) lone_decodes += row.requests == 1 && row.prefill_tokens == 0;
+  EXPECT_GT(lone_decodes, 0);
+  EXPECT_EQ(r.two_batch_overlap->overlapped_steps, r.steps - lone_decodes);
+  EXPECT_EQ(r.to_json().at("two_batch_overlap").at("overlapped_steps"), r.two_batch_overlap->overlapped_steps);
+}
+
 }  // namespace
 }  // namespace duplex::runtime

@@ -15,6 +15,7 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
       totals_(totals),
       name_(std::move(name)),
       devices_(devices) {
+  totals_.overlap = totals_.overlap || system.two_batch_overlap;
   DraftFootprint draft;
   if (layout_.pp > 1 && o.draft_model)
     throw Error(
@@ -167,6 +168,7 @@ Time Pool::step(const StepPlan& plan) {
   std::vector<compiler::ExecutionPlan> drafts;
   add_draft_passes(plan, c, recorded ? &drafts : nullptr);
   totals_.energy.add(c.energy);
+  totals_.overlapped_steps += c.micro_batches ? 1 : 0;
   if (executor_->balances_experts()) {
     ++totals_.balanced_steps;
     totals_.rebalancings += c.experts_rebalanced ? 1 : 0;
@@ -406,6 +408,7 @@ void finish_result(SystemResult& r, const std::vector<RequestTimeline>& timeline
   }
   r.batch_mean = r.steps > 0 ? totals.batch_sum / static_cast<double>(r.steps) : 0;
   r.batch_max = totals.batch_max;
+  if (totals.overlap) r.two_batch_overlap = MicroBatchFigures{totals.overlapped_steps, r.steps};
   if (totals.balanced_steps > 0)
     r.expert_balancing =
         ExpertBalancingFigures{totals.rebalancings, totals.expert_move.si(),

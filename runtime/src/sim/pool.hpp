@@ -29,6 +29,10 @@ struct RunTotals {
   std::int64_t balanced_steps = 0, rebalancings = 0;
   Time expert_move;
   double imbalance_sum = 0;
+  // Two-batch overlap (SystemSpec::two_batch_overlap on some pool): whether any pool has it, and the steps
+  // that ran as two micro-batches.
+  bool overlap = false;
+  std::int64_t overlapped_steps = 0;
 };
 
 // Pools sharing a host (or disk) tier (links.host_kv_scope / disk_kv_scope: node, cluster): the first pool

@@ -130,6 +130,9 @@ nlohmann::json SystemResult::to_json() const {
       }
     }
   }
+  if (two_batch_overlap)
+    j["two_batch_overlap"] = {{"overlapped_steps", two_batch_overlap->overlapped_steps},
+                              {"steps", two_batch_overlap->steps}};
   if (expert_balancing)
     j["expert_load_balancing"] = {{"rebalancings", expert_balancing->rebalancings},
                                   {"expert_move_s", expert_balancing->move_s},

@@ -90,6 +90,7 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
         compiler::split_routing(routing, halves->first.tokens(), batch.tokens(), model_.experts, model_.top_k);
     micro = {std::move(halves->first), std::move(halves->second)};
     routings = {shares[0], shares[1]};
+    c.micro_batches = true;
   }
   // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.
   auto lowering = compiler::LowerOptions::for_system(system_);

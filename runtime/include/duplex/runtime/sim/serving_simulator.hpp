@@ -123,6 +123,12 @@ struct ExpertBalancingFigures {
   double imbalance_mean = 0;
 };
 
+// Two-batch overlap (SystemSpec::two_batch_overlap): the steps that ran as two micro-batches, of all steps
+// (compiler::micro_batches: one decoding request, or a prompt on DeepEP's low-latency kernels, run as one).
+struct MicroBatchFigures {
+  std::int64_t overlapped_steps = 0, steps = 0;
+};
+
 struct SystemResult {
   std::string system;
   std::string model;
@@ -159,6 +165,7 @@ struct SystemResult {
   Percentiles tpot_ms;  // per request: (finish - first token) / (outputs - 1), requests of >= 2 outputs
   std::optional<SloResult> slo;  // when SimulationOptions::slo is set
   std::optional<ExpertBalancingFigures> expert_balancing;
+  std::optional<MicroBatchFigures> two_batch_overlap;  // when a system of the run has it on
   double batch_mean = 0;  // requests per step over all steps (a split system: both pools' steps; see pools)
   std::int64_t batch_max = 0;
   double energy_j = 0;

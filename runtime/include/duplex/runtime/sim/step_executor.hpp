@@ -27,6 +27,7 @@ struct StepCost {
   bool experts_rebalanced = false;
   Time expert_move;
   double expert_imbalance = 0;  // ExpertBalancer::imbalance of the step's routing (0 without balancing)
+  bool micro_batches = false;   // two-batch overlap: the step ran as two micro-batches
 };
 
 class StepExecutor {
