@@ -173,6 +173,7 @@ LinkSpec read_links(const ConfigNode& n) {
   l.infiniband_bandwidth = n.get_positive<Bandwidth>("infiniband_bandwidth");
   l.infiniband_latency = n.get<Time>("infiniband_latency");
   l.devices_per_node = static_cast<int>(n.get_int("devices_per_node", 1, 1024));
+  if (n.has("comm_sms")) l.comm_sms = static_cast<int>(n.get_int("comm_sms", 0, 100000));  // documented default 20
   if (n.has("host_kv_offload")) l.host_kv_offload = n.get<ByteSize>("host_kv_offload");
   if (n.has("host_bandwidth") || l.host_kv_offload.bytes > 0)
     l.host_bandwidth = n.get_positive<Bandwidth>("host_bandwidth");
@@ -281,6 +282,10 @@ SystemSpec read_system(const ConfigNode& n) {
   }
   if (auto p = n.find("pim")) s.pim = read_pim(*p);
   s.links = read_links(n.at("links"));
+  if (s.links.comm_sms >= s.xpu.sms)
+    n.at("links").fail("comm_sms",
+                       fmt::format("{} leaves none of the xPU's {} SMs to compute", s.links.comm_sms, s.xpu.sms),
+                       fmt::format("0..{}", s.xpu.sms - 1));
   s.energy = read_energy(n.at("energy"));
   const ConfigNode d = n.at("devices_per_model");
   for (const auto& k : d.keys()) s.devices_per_model[k] = static_cast<int>(d.get_int(k, 1, 1 << 16));

@@ -152,6 +152,20 @@ std::optional<MicroBatches> micro_batches(const SystemSpec& system, const Parall
   return halves;
 }
 
+SystemSpec overlapped_system(const SystemSpec& system, const ParallelLayout& layout) {
+  SystemSpec s = system;
+  const ParallelLayout::ExpertExchange x = layout.expert_exchange();
+  if (layout.tp == 1 && x.infiniband + x.nvlink == 0) return s;
+  if (system.links.comm_sms >= system.xpu.sms)
+    throw Error(
+        fmt::format("system {}: links.comm_sms {} leaves none of the xPU's {} SMs to compute; expected "
+                    "0..{}",
+                    system.name, system.links.comm_sms, system.xpu.sms, system.xpu.sms - 1));
+  const double left = static_cast<double>(system.xpu.sms - system.links.comm_sms) / system.xpu.sms;
+  for (FlopRate* r : {&s.xpu.peak_fp16, &s.xpu.peak_fp8, &s.xpu.peak_int8, &s.xpu.peak_fp32}) *r = *r * left;
+  return s;
+}
+
 std::array<Routing, 2> split_routing(const Routing& step, std::int64_t first_tokens, std::int64_t step_tokens,
                                      int experts, int top_k) {
   if (first_tokens < 0 || first_tokens > step_tokens)

@@ -57,8 +57,10 @@ void run_compile(const CompileOptions& o) {
   if (const std::optional<MicroBatches> halves = micro_batches(system, layout, batch)) {
     const auto shares =
         split_routing(routing, halves->first.tokens(), batch.tokens(), model.experts, model.top_k);
-    const ExecutionPlan first = place(lower(model, halves->first, layout, shares[0], lowering), cost);
-    const ExecutionPlan second = place(lower(model, halves->second, layout, shares[1], lowering), cost);
+    const SystemSpec shared = overlapped_system(system, layout);  // the SMs the collectives hold
+    const CostModel overlapped(shared, layout);
+    const ExecutionPlan first = place(lower(model, halves->first, layout, shares[0], lowering), overlapped);
+    const ExecutionPlan second = place(lower(model, halves->second, layout, shares[1], lowering), overlapped);
     ExecutionPlan both = overlap_micro_batches(first, second);
     overlap = fmt::format(
         "two-batch overlap: micro-batches of {} and {} tokens (ops mb0.* and mb1.*) interleaved on the "

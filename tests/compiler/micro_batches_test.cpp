@@ -208,6 +208,15 @@ TEST(MicroBatches, SystemKey) {
   }
   EXPECT_THROW(load({"two_batch_overlap=2"}), Error);
   EXPECT_EQ(load({}).two_batch_overlap_threshold, 0.48);
+  EXPECT_EQ(load({"links.comm_sms=24"}).links.comm_sms, 24);
+  try {
+    load({"links.comm_sms=132"});
+    ADD_FAILURE() << "links.comm_sms 132 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("comm_sms: 132 leaves none of the xPU's 132 SMs to compute"),
+              std::string::npos)
+        << e.what();
+  }
   EXPECT_EQ(load({"two_batch_overlap_threshold=0.3"}).two_batch_overlap_threshold, 0.3);
   try {
     load({"two_batch_overlap_threshold=0.6"});
@@ -217,6 +226,28 @@ TEST(MicroBatches, SystemKey) {
               std::string::npos)
         << e.what();
   }
+}
+
+// The collectives' SMs (links.comm_sms, DeepEP's 20 of an H100's 132) slow the overlapped computation where
+// there are collectives (tensor parallel, or an exchange across devices): every xPU rate x 112 / 132, memory
+// bandwidth unchanged; one device keeps the system as it is; comm_sms must leave an SM.
+TEST(MicroBatches, TheCollectivesSmsSlowTheOverlappedCompute) {
+  SystemSpec s = load_system("gpu");
+  EXPECT_EQ(s.links.comm_sms, 20);
+  EXPECT_EQ(s.xpu.sms, 132);
+  const ModelSpec glam = load_model("glam");
+  for (int devices : {8, 16}) {  // TP8 (all-reduces); two nodes (all-to-all too)
+    const SystemSpec o = overlapped_system(s, ParallelLayout::make(glam, s, devices));
+    EXPECT_DOUBLE_EQ(o.xpu.peak_fp16.si(), s.xpu.peak_fp16.si() * 112 / 132);
+    EXPECT_DOUBLE_EQ(o.xpu.peak_fp8.si(), s.xpu.peak_fp8.si() * 112 / 132);
+    EXPECT_DOUBLE_EQ(o.xpu.peak_int8.si(), s.xpu.peak_int8.si() * 112 / 132);
+    EXPECT_DOUBLE_EQ(o.xpu.peak_fp32.si(), s.xpu.peak_fp32.si() * 112 / 132);
+    EXPECT_EQ(o.memory_bandwidth().si(), s.memory_bandwidth().si());
+  }
+  const SystemSpec alone = overlapped_system(s, ParallelLayout::make(load_model("llama-3.2-1b"), s, 1));
+  EXPECT_EQ(alone.xpu.peak_fp16.si(), s.xpu.peak_fp16.si());
+  s.links.comm_sms = 132;
+  EXPECT_THROW(overlapped_system(s, ParallelLayout::make(glam, s, 8)), Error);
 }
 
 // Which steps run as two micro-batches: none without the key; with it, a step with a prompt not where its

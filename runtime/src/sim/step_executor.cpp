@@ -15,7 +15,9 @@ StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& s
       system_(system),
       layout_(layout),
       router_(router),
-      cost_(system, layout, std::move(pim_model), std::move(xpu_model)) {
+      cost_(system, layout, pim_model, xpu_model),
+      overlap_system_(system.two_batch_overlap ? compiler::overlapped_system(system, layout) : system),
+      overlap_cost_(overlap_system_, layout, std::move(pim_model), std::move(xpu_model)) {
   moe_layers_ = model.moe_layers_before(model.layers);
   if (model.is_moe() && router_ == nullptr)
     throw Error("model " + model.name + " is MoE: the workload needs routing");
@@ -119,8 +121,8 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
       EnergyLedger device(system_.energy);
       std::vector<compiler::ExecutionPlan> plans;
       for (std::size_t m = 0; m < micro.size(); ++m) {
-        plans.push_back(
-            compiler::place(compiler::lower(model_, micro[m], layout_, routings[m], lowering), cost_));
+        plans.push_back(compiler::place(compiler::lower(model_, micro[m], layout_, routings[m], lowering),
+                                        micro.size() == 2 ? overlap_cost_ : cost_));
         for (const auto& stage : plans.back().stages)
           for (const auto& p : stage.ops) charge_op(device, plans.back().graph.ops[p.op], p.unit, system_);
       }

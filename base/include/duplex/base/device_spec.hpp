@@ -124,6 +124,9 @@ struct LinkSpec {
   Bandwidth infiniband_bandwidth;
   Time infiniband_latency;
   int devices_per_node = 0;
+  // The xPU SMs a collective's kernels run on while they overlap computation (key comm_sms, optional, default
+  // 20: DeepEP's normal kernels' Buffer.num_sms; SystemSpec::two_batch_overlap), 0 <= comm_sms < xpu.sms.
+  int comm_sms = 20;
   // The host (optional keys): PCIe to the CPU, per direction per device, and the host memory per device that
   // holds KV blocks offloaded from the device (0: no host tier; then the host link may be absent).
   Bandwidth host_bandwidth;

@@ -56,6 +56,10 @@ class StepExecutor {
   ExpertRouter* router_;
   std::optional<ExpertBalancer> balancer_;  // SystemSpec::expert_balancing on an MoE model
   compiler::CostModel cost_;
+  // Two-batch overlap: the system its micro-batches' computation sees (compiler::overlapped_system: the SMs
+  // the other half's collectives hold) and its cost model.
+  SystemSpec overlap_system_;
+  compiler::CostModel overlap_cost_;
   std::int64_t moe_layers_ = 0;
   std::vector<double>
       router_weights_;  // the router's per-expert weights (ExpertRouter::token_weights), fixed
