@@ -102,7 +102,8 @@ TEST(CompileCli, TheStepNamesTheAllToAllsKernels) {
 
 // Two-batch overlap: compile states the micro-batches and the step against them one after the other and as
 // one batch, its JSON gives each op's start (each lane one op at a time, the step the last end); a single
-// request is not split; simulate's timeline shows both micro-batches' ops, each lane's serial.
+// decoding request is not split, a lone prompt is (in two chunks) but not on DeepEP's low-latency kernels;
+// simulate's timeline shows both micro-batches' ops, each lane's serial.
 TEST(CompileCli, TwoBatchOverlapInterleavesTheMicroBatches) {
   const std::string step =
       "compile --model mixtral-8x7b --system duplex-pe --batch 64 --context 2048 --routing "
