@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/lower.hpp"
 
 namespace duplex::compiler {
 
@@ -152,15 +153,19 @@ std::optional<MicroBatches> micro_batches(const SystemSpec& system, const Parall
   return halves;
 }
 
-SystemSpec overlapped_system(const SystemSpec& system, const ParallelLayout& layout) {
-  SystemSpec s = system;
+bool collectives_hold_sms(const SystemSpec& system, const ParallelLayout& layout, const BatchState& batch) {
   const ParallelLayout::ExpertExchange x = layout.expert_exchange();
-  if (layout.tp == 1 && x.infiniband + x.nvlink == 0) return s;
+  return layout.tp > 1 ||
+         (x.infiniband + x.nvlink > 0 && deduplicates_exchange(system.expert_all_to_all, batch));
+}
+
+SystemSpec overlapped_system(const SystemSpec& system) {
   if (system.links.comm_sms >= system.xpu.sms)
     throw Error(
         fmt::format("system {}: links.comm_sms {} leaves none of the xPU's {} SMs to compute; expected "
                     "0..{}",
                     system.name, system.links.comm_sms, system.xpu.sms, system.xpu.sms - 1));
+  SystemSpec s = system;
   const double left = static_cast<double>(system.xpu.sms - system.links.comm_sms) / system.xpu.sms;
   for (FlopRate* r : {&s.xpu.peak_fp16, &s.xpu.peak_fp8, &s.xpu.peak_int8, &s.xpu.peak_fp32}) *r = *r * left;
   return s;

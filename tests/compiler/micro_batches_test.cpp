@@ -220,26 +220,32 @@ TEST(MicroBatches, SystemKey) {
     EXPECT_NE(error_of(sets).find(expected), std::string::npos) << error_of(sets);
 }
 
-// The collectives' SMs (links.comm_sms, DeepEP's 20 of an H100's 132) slow the overlapped computation where
-// there are collectives (tensor parallel, or an exchange across devices): every xPU rate x 112 / 132, memory
-// bandwidth unchanged; one device keeps the system as it is; comm_sms must leave an SM.
+// The collectives' SMs (links.comm_sms, DeepEP's 20 of an H100's 132) slow the overlapped computation: every
+// xPU rate x 112 / 132, memory bandwidth unchanged; comm_sms must leave an SM. They are held by a
+// tensor-parallel all-reduce and by DeepEP's normal kernels, not its low-latency ones nor a single device.
 TEST(MicroBatches, TheCollectivesSmsSlowTheOverlappedCompute) {
   SystemSpec s = load_system("gpu");
   EXPECT_EQ(s.links.comm_sms, 20);
   EXPECT_EQ(s.xpu.sms, 132);
+  const SystemSpec o = overlapped_system(s);
+  EXPECT_DOUBLE_EQ(o.xpu.peak_fp16.si(), s.xpu.peak_fp16.si() * 112 / 132);
+  EXPECT_DOUBLE_EQ(o.xpu.peak_fp8.si(), s.xpu.peak_fp8.si() * 112 / 132);
+  EXPECT_DOUBLE_EQ(o.xpu.peak_int8.si(), s.xpu.peak_int8.si() * 112 / 132);
+  EXPECT_DOUBLE_EQ(o.xpu.peak_fp32.si(), s.xpu.peak_fp32.si() * 112 / 132);
+  EXPECT_EQ(o.memory_bandwidth().si(), s.memory_bandwidth().si());
   const ModelSpec glam = load_model("glam");
-  for (int devices : {8, 16}) {  // TP8 (all-reduces); two nodes (all-to-all too)
-    const SystemSpec o = overlapped_system(s, ParallelLayout::make(glam, s, devices));
-    EXPECT_DOUBLE_EQ(o.xpu.peak_fp16.si(), s.xpu.peak_fp16.si() * 112 / 132);
-    EXPECT_DOUBLE_EQ(o.xpu.peak_fp8.si(), s.xpu.peak_fp8.si() * 112 / 132);
-    EXPECT_DOUBLE_EQ(o.xpu.peak_int8.si(), s.xpu.peak_int8.si() * 112 / 132);
-    EXPECT_DOUBLE_EQ(o.xpu.peak_fp32.si(), s.xpu.peak_fp32.si() * 112 / 132);
-    EXPECT_EQ(o.memory_bandwidth().si(), s.memory_bandwidth().si());
-  }
-  const SystemSpec alone = overlapped_system(s, ParallelLayout::make(load_model("llama-3.2-1b"), s, 1));
-  EXPECT_EQ(alone.xpu.peak_fp16.si(), s.xpu.peak_fp16.si());
+  const BatchState prompts = BatchState::decode_batch(8, 100, 512),
+                   decodes = BatchState::decode_batch(8, 100);
+  EXPECT_TRUE(collectives_hold_sms(s, ParallelLayout::make(glam, s, 8), decodes));  // TP8's all-reduces
+  EXPECT_FALSE(collectives_hold_sms(s, ParallelLayout::make(load_model("llama-3.2-1b"), s, 1), prompts));
+  s.attention_data_parallel = true;  // DP16 attention, experts over both nodes: exchanges only
+  const ParallelLayout dp = ParallelLayout::make(glam, s, 16);
+  EXPECT_TRUE(collectives_hold_sms(s, dp, prompts));   // auto: the normal kernels
+  EXPECT_FALSE(collectives_hold_sms(s, dp, decodes));  // auto: the low-latency kernels
+  s.expert_all_to_all = ExpertAllToAll::normal;
+  EXPECT_TRUE(collectives_hold_sms(s, dp, decodes));
   s.links.comm_sms = 132;
-  EXPECT_THROW(overlapped_system(s, ParallelLayout::make(glam, s, 8)), Error);
+  EXPECT_THROW(overlapped_system(s), Error);
 }
 
 // Which steps run as two micro-batches: none without the key; with it, a step with a prompt not where its

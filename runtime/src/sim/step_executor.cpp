@@ -16,7 +16,7 @@ StepExecutor::StepExecutor(const compiler::ModelSpec& model, const SystemSpec& s
       layout_(layout),
       router_(router),
       cost_(system, layout, pim_model, xpu_model),
-      overlap_system_(system.two_batch_overlap ? compiler::overlapped_system(system, layout) : system),
+      overlap_system_(system.two_batch_overlap ? compiler::overlapped_system(system) : system),
       overlap_cost_(overlap_system_, layout, std::move(pim_model), std::move(xpu_model)) {
   moe_layers_ = model.moe_layers_before(model.layers);
   if (model.is_moe() && router_ == nullptr)
@@ -94,6 +94,8 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
     routings = {shares[0], shares[1]};
     c.micro_batches = true;
   }
+  // The collectives of one micro-batch hold SMs the other's computation would use (micro_batches.hpp).
+  const bool held_sms = c.micro_batches && compiler::collectives_hold_sms(system_, layout_, batch);
   // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.
   auto lowering = compiler::LowerOptions::for_system(system_);
   lowering.every_group_per_replica = every_group_per_replica_;
@@ -122,7 +124,7 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
       std::vector<compiler::ExecutionPlan> plans;
       for (std::size_t m = 0; m < micro.size(); ++m) {
         plans.push_back(compiler::place(compiler::lower(model_, micro[m], layout_, routings[m], lowering),
-                                        micro.size() == 2 ? overlap_cost_ : cost_));
+                                        held_sms ? overlap_cost_ : cost_));
         for (const auto& stage : plans.back().stages)
           for (const auto& p : stage.ops) charge_op(device, plans.back().graph.ops[p.op], p.unit, system_);
       }

@@ -45,15 +45,19 @@ MicroBatches split_micro_batches(const BatchState& batch, double chunk_threshold
 std::optional<MicroBatches> micro_batches(const SystemSpec& system, const ParallelLayout& layout,
                                           const BatchState& batch);
 
-// The system as two micro-batches' computation sees it on `layout`: where one half's collectives run as
-// kernels on the xPU's SMs while the other half computes (a tensor-parallel all-reduce, NCCL's, or an expert
-// all-to-all, DeepEP's: tp > 1 or an exchange across devices), they hold links.comm_sms of its xpu.sms SMs,
-// so every xPU compute rate (peak_fp16 / fp8 / int8 / fp32) scales by (sms - comm_sms) / sms for the step
-// (SGLang sizes DeepGEMM's grid to the SMs DeepEP leaves: configure_deep_gemm_num_sms); its memory
-// bandwidth stays. Without such collectives (one device, or data parallel only): the system as it is. A
-// measured xPU profile (CostModel's xpu_model) times ops as measured, unscaled. Throws duplex::Error where
-// comm_sms leaves no SM (read_system refuses it too).
-SystemSpec overlapped_system(const SystemSpec& system, const ParallelLayout& layout);
+// Whether a step of `batch` has collectives that run as kernels on the xPU's SMs while the other micro-batch
+// computes: a tensor-parallel all-reduce (tp > 1; NCCL's), or an expert exchange across devices on DeepEP's
+// normal kernels (expert_all_to_all normal, or auto for a step with prefill tokens). DeepEP's low-latency
+// kernels hold none (its README: a hook-based communication-computation overlap "that does not occupy any SM
+// resource").
+bool collectives_hold_sms(const SystemSpec& system, const ParallelLayout& layout, const BatchState& batch);
+
+// The system as two micro-batches' computation sees it where collectives_hold_sms: they hold links.comm_sms
+// of the xPU's xpu.sms SMs, so every xPU compute rate (peak_fp16 / fp8 / int8 / fp32) scales by (sms -
+// comm_sms) / sms (SGLang sizes DeepGEMM's grid to the SMs DeepEP leaves: configure_deep_gemm_num_sms); its
+// memory bandwidth stays. A measured xPU profile (CostModel's xpu_model) times ops as measured, unscaled.
+// Throws duplex::Error where comm_sms leaves no SM (read_system refuses it too).
+SystemSpec overlapped_system(const SystemSpec& system);
 
 // A step's routing split between its micro-batches of `first_tokens` and `step_tokens - first_tokens`
 // tokens. Given counts (Routing::kCounts, the runtime's sampled or traced routing of the whole step): the

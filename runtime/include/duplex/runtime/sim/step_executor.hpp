@@ -56,8 +56,8 @@ class StepExecutor {
   ExpertRouter* router_;
   std::optional<ExpertBalancer> balancer_;  // SystemSpec::expert_balancing on an MoE model
   compiler::CostModel cost_;
-  // Two-batch overlap: the system its micro-batches' computation sees (compiler::overlapped_system: the SMs
-  // the other half's collectives hold) and its cost model.
+  // Two-batch overlap: the system its micro-batches' computation sees where the other half's collectives
+  // hold SMs (compiler::overlapped_system, collectives_hold_sms) and its cost model.
   SystemSpec overlap_system_;
   compiler::CostModel overlap_cost_;
   std::int64_t moe_layers_ = 0;
