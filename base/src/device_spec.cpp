@@ -173,7 +173,8 @@ LinkSpec read_links(const ConfigNode& n) {
   l.infiniband_bandwidth = n.get_positive<Bandwidth>("infiniband_bandwidth");
   l.infiniband_latency = n.get<Time>("infiniband_latency");
   l.devices_per_node = static_cast<int>(n.get_int("devices_per_node", 1, 1024));
-  if (n.has("comm_sms")) l.comm_sms = static_cast<int>(n.get_int("comm_sms", 0, 100000));  // documented default 20
+  if (n.has("comm_sms"))  // documented default 20
+    l.comm_sms = static_cast<int>(n.get_int("comm_sms", 0, 100000));
   if (n.has("host_kv_offload")) l.host_kv_offload = n.get<ByteSize>("host_kv_offload");
   if (n.has("host_bandwidth") || l.host_kv_offload.bytes > 0)
     l.host_bandwidth = n.get_positive<Bandwidth>("host_bandwidth");
@@ -283,9 +284,9 @@ SystemSpec read_system(const ConfigNode& n) {
   if (auto p = n.find("pim")) s.pim = read_pim(*p);
   s.links = read_links(n.at("links"));
   if (s.links.comm_sms >= s.xpu.sms)
-    n.at("links").fail("comm_sms",
-                       fmt::format("{} leaves none of the xPU's {} SMs to compute", s.links.comm_sms, s.xpu.sms),
-                       fmt::format("0..{}", s.xpu.sms - 1));
+    n.at("links").fail(
+        "comm_sms", fmt::format("{} leaves none of the xPU's {} SMs to compute", s.links.comm_sms, s.xpu.sms),
+        fmt::format("0..{}", s.xpu.sms - 1));
   s.energy = read_energy(n.at("energy"));
   const ConfigNode d = n.at("devices_per_model");
   for (const auto& k : d.keys()) s.devices_per_model[k] = static_cast<int>(d.get_int(k, 1, 1 << 16));
@@ -332,7 +333,8 @@ SystemSpec read_system(const ConfigNode& n) {
   if (n.has("two_batch_overlap_threshold")) {  // documented default 0.48
     s.two_batch_overlap_threshold = n.get<double>("two_batch_overlap_threshold");
     if (!(s.two_batch_overlap_threshold >= 0 && s.two_batch_overlap_threshold <= 0.5))
-      n.fail("two_batch_overlap_threshold", fmt::format("{} is outside 0..0.5", s.two_batch_overlap_threshold),
+      n.fail("two_batch_overlap_threshold",
+             fmt::format("{} is outside 0..0.5", s.two_batch_overlap_threshold),
              "a share of a step's tokens from 0 (never split a prompt) to 0.5, such as SGLang's 0.48");
   }
   if (n.has("data_parallel_balance")) {  // documented default least-loaded

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 #include <map>
+#include <vector>
 
 namespace duplex::compiler {
 namespace {
@@ -16,6 +17,23 @@ std::string graph_line(const Op& o) {
                      count(o.bytes_act), o.op_b());
 }
 
+// Overlapped micro-batches (plan.starts): each op's start on its lane from the step's start, in us; empty for
+// a plan whose stages run back to back.
+std::vector<double> op_starts_us(const ExecutionPlan& plan) {
+  std::vector<double> start_us;
+  if (plan.starts.empty()) return start_us;
+  start_us.assign(plan.graph.ops.size(), 0.0);
+  for (std::size_t s = 0; s < plan.stages.size(); ++s) {
+    std::map<Unit, Time> at;
+    for (const PlannedOp& p : plan.stages[s].ops) {
+      Time& lane = at.try_emplace(p.unit, plan.starts[s]).first->second;
+      start_us[p.op] = to_us(lane);
+      lane += p.time;
+    }
+  }
+  return start_us;
+}
+
 }  // namespace
 
 std::string dump_graph(const Graph& g) {
@@ -26,14 +44,18 @@ std::string dump_graph(const Graph& g) {
 }
 
 std::string dump_plan(const ExecutionPlan& plan) {
-  std::string s = fmt::format("{:<22} {:<13} {:<38} {:>8} {:>8} {:>9} {:>5} {:>10} {:>10}\n", "op", "kind", "shape",
+  // Overlapped micro-batches: a last column with each op's start on its lane.
+  const std::vector<double> start_us = op_starts_us(plan);
+  std::string s = fmt::format("{:<22} {:<13} {:<38} {:>8} {:>8} {:>9} {:>5} {:>10} {:>10}", "op", "kind", "shape",
                               "FLOPs", "bytes", "Op/B", "unit", "xpu_us", "pim_us");
+  s += start_us.empty() ? "\n" : fmt::format(" {:>10}\n", "start_us");
   for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {
     const Op& o = plan.graph.ops[i];
     const PlannedOp* p = plan.find(i);
-    s += fmt::format("{:<22} {:<13} {:<38} {:>8} {:>8} {:>9.2f} {:>5} {:>10} {:>10}\n", o.name, op_kind_name(o.kind),
+    s += fmt::format("{:<22} {:<13} {:<38} {:>8} {:>8} {:>9.2f} {:>5} {:>10} {:>10}", o.name, op_kind_name(o.kind),
                      o.shape(), count(o.flops), count(o.bytes()), o.op_b(), unit_name(p->unit), us(p->xpu_time),
                      p->pim_time ? us(*p->pim_time) : "-");
+    s += start_us.empty() ? "\n" : fmt::format(" {:>10.2f}\n", start_us[i]);
   }
   s += fmt::format("stages={} coprocessed={} total_us={} xpu_busy_us={} pim_busy_us={} link_us={}\n",
                    plan.stages.size(),
@@ -130,19 +152,7 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"draft_states", model.draft_states},
                 {"weight_naming", weight_naming_name(model.weight_naming)}};
   j["system"] = {{"name", system.name}, {"devices", layout.devices}, {"layout", layout.describe()}};
-  // Overlapped micro-batches (plan.starts): each op's start on its lane, from the step's start.
-  std::vector<double> start_us;
-  if (!plan.starts.empty()) {
-    start_us.assign(plan.graph.ops.size(), 0.0);
-    for (std::size_t s = 0; s < plan.stages.size(); ++s) {
-      std::map<Unit, Time> at;
-      for (const PlannedOp& p : plan.stages[s].ops) {
-        Time& lane = at.try_emplace(p.unit, plan.starts[s]).first->second;
-        start_us[p.op] = to_us(lane);
-        lane += p.time;
-      }
-    }
-  }
+  const std::vector<double> start_us = op_starts_us(plan);
   nlohmann::json ops = nlohmann::json::array();
   for (std::size_t i = 0; i < plan.graph.ops.size(); ++i) {
     const Op& o = plan.graph.ops[i];

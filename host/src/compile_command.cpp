@@ -58,7 +58,8 @@ void run_compile(const CompileOptions& o) {
     const auto shares =
         split_routing(routing, halves->first.tokens(), batch.tokens(), model.experts, model.top_k);
     // The SMs the collectives hold (micro_batches.hpp).
-    const SystemSpec shared = collectives_hold_sms(system, layout, batch) ? overlapped_system(system) : system;
+    const SystemSpec shared =
+        collectives_hold_sms(system, layout, batch) ? overlapped_system(system) : system;
     const CostModel overlapped(shared, layout);
     const ExecutionPlan first = place(lower(model, halves->first, layout, shares[0], lowering), overlapped);
     const ExecutionPlan second = place(lower(model, halves->second, layout, shares[1], lowering), overlapped);

@@ -114,6 +114,8 @@ TEST(CompileCli, TwoBatchOverlapInterleavesTheMicroBatches) {
                           "interleaved on the lanes, "),
             std::string::npos)
       << text.out;
+  const CliRun table = run(step);  // the op table: each op's start on its lane, the last column
+  EXPECT_NE(table.out.find("    pim_us   start_us\n"), std::string::npos) << table.out;
   const CliRun json = run(step + " --json");
   ASSERT_EQ(json.exit_code, 0) << json.out;
   const auto j = nlohmann::json::parse(json.out);

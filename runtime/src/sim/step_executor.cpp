@@ -88,8 +88,8 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   std::vector<compiler::BatchState> micro{batch};
   std::vector<compiler::Routing> routings{routing};
   if (std::optional<compiler::MicroBatches> halves = compiler::micro_batches(system_, layout_, batch)) {
-    const auto shares =
-        compiler::split_routing(routing, halves->first.tokens(), batch.tokens(), model_.experts, model_.top_k);
+    const auto shares = compiler::split_routing(routing, halves->first.tokens(), batch.tokens(),
+                                                model_.experts, model_.top_k);
     micro = {std::move(halves->first), std::move(halves->second)};
     routings = {shares[0], shares[1]};
     c.micro_batches = true;
@@ -104,7 +104,7 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   // request shapes have the same plan (lowering depends on the replica only through its groups): it is
   // lowered and placed once.
   struct Distinct {
-    std::vector<std::vector<compiler::RequestGroup>> groups;  // the replica's of each micro-batch, rank cleared
+    std::vector<std::vector<compiler::RequestGroup>> groups;  // each micro-batch's of the replica, no rank
     EnergyLedger device;                                      // one of its devices' energy
   };
   std::vector<Distinct> distinct;

@@ -11,7 +11,8 @@ namespace duplex::compiler {
 
 // One line per op: name kind shape flops bytes(w/kv/act) op/b.
 std::string dump_graph(const Graph& g);
-// The op table with the unit chosen and the time on each unit, then stages and totals.
+// The op table with the unit chosen and the time on each unit (two micro-batches' plan: each op's start on its
+// lane too, column start_us), then stages and totals.
 std::string dump_plan(const ExecutionPlan& plan);
 // A per-op-kind summary (ops, FLOPs, bytes, Op/B range, units used, time).
 std::string summarize_plan(const ExecutionPlan& plan);
