@@ -32,3 +32,4 @@ run "duplex-pe, 4 dev, 500 req, batch 128, cycle" "${common[@]}" --system duplex
 run "duplex-pe, 4 dev, 1000 req, batch 32, cycle" "${common[@]}" --system duplex-pe --requests 1000 --batch 32 --pim-model cycle
 run "duplex-pe, 4 dev, 1000 req, batch 64, cycle" "${common[@]}" --system duplex-pe --requests 1000 --batch 64 --pim-model cycle
 run "duplex-pe, 8 dev, 1000 req, batch 128, cycle" "${common[@]}" --system duplex-pe --requests 1000 --batch 128 --devices 8 --pim-model cycle
+run "duplex-pe, 4 dev, 1000 req, batch 128, cycle, two-batch overlap" "${common[@]}" --system duplex-pe --requests 1000 --batch 128 --pim-model cycle --set two_batch_overlap=true
