@@ -153,6 +153,32 @@ TEST(TwoBatchOverlapSim, HalfBatchesReadTheWeightsTwice) {
   EXPECT_GT(two.energy.total(), one.energy.total());
 }
 
+// Expert load balancing beside two micro-batches (Mixtral on 8 GPUs, Zipf routing, rebalanced every step): a
+// step that copies experts in waits for them first, the copies a stage of their own at the plan's start and
+// both micro-batches' stages after them; the step's time is the plan's end, each lane serial.
+TEST(TwoBatchOverlapSim, ExpertCopiesComeBeforeBothMicroBatches) {
+  const compiler::ModelSpec m = compiler::load_model("mixtral-8x7b");
+  SystemSpec s = load_system("gpu");
+  s.two_batch_overlap = true;
+  s.expert_balancing = ExpertBalancing{0, 1, 1};
+  const compiler::ParallelLayout p = compiler::ParallelLayout::make(m, s, 8);
+  ExpertRouter router = ExpertRouter::zipf(1.2, 3);
+  StepExecutor executor(m, s, p, &router);
+  int copied = 0;
+  for (int step = 0; step < 4; ++step) {
+    const StepCost c = executor.execute(decode_step(64, 512));
+    ASSERT_FALSE(c.plan.starts.empty());
+    EXPECT_NEAR(c.time.si(), c.plan.total().si(), 1e-12 * c.time.si());  // sums in another order
+    expect_lanes_serial(c.plan);
+    if (c.expert_move <= Time{}) continue;
+    ++copied;
+    ASSERT_EQ(c.plan.graph.ops[c.plan.stages.front().ops.front().op].kind, compiler::OpKind::kExpertMove);
+    EXPECT_EQ(c.plan.starts.front(), Time{});
+    for (std::size_t i = 1; i < c.plan.starts.size(); ++i) EXPECT_GE(c.plan.starts[i], c.expert_move);
+  }
+  EXPECT_GT(copied, 0);
+}
+
 // A serving run counts the steps that ran as two micro-batches (JSON two_batch_overlap): every step of a run
 // of 8 users on one tensor-parallel group but those of a single decoding request (the run's tail); none
 // reported without the key.
