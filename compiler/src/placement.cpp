@@ -30,6 +30,20 @@ std::vector<Time> ExecutionPlan::stage_starts() const {
   return out;
 }
 
+std::vector<Time> ExecutionPlan::op_starts() const {
+  std::vector<Time> out(graph.ops.size());
+  const std::vector<Time> stage = stage_starts();
+  for (std::size_t s = 0; s < stages.size(); ++s) {
+    Time lane[3] = {stage[s], stage[s], stage[s]};
+    for (const PlannedOp& p : stages[s].ops) {
+      Time& at = lane[static_cast<int>(p.unit)];
+      out[p.op] = at;
+      at += p.time;
+    }
+  }
+  return out;
+}
+
 Time ExecutionPlan::total() const {
   Time t;
   if (starts.empty()) {

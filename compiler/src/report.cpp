@@ -22,15 +22,7 @@ std::string graph_line(const Op& o) {
 std::vector<double> op_starts_us(const ExecutionPlan& plan) {
   std::vector<double> start_us;
   if (plan.starts.empty()) return start_us;
-  start_us.assign(plan.graph.ops.size(), 0.0);
-  for (std::size_t s = 0; s < plan.stages.size(); ++s) {
-    std::map<Unit, Time> at;
-    for (const PlannedOp& p : plan.stages[s].ops) {
-      Time& lane = at.try_emplace(p.unit, plan.starts[s]).first->second;
-      start_us[p.op] = to_us(lane);
-      lane += p.time;
-    }
-  }
+  for (Time t : plan.op_starts()) start_us.push_back(to_us(t));
   return start_us;
 }
 

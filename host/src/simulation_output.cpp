@@ -289,25 +289,19 @@ std::string timeline_json(const runtime::SystemResult& r) {
     events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 0}, {"tid", t}, {"args", {{"name", lanes[t]}}}});
   events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", 0}, {"args", {{"name", r.system + " device 0"}}}});
   for (const auto& step : r.timeline) {
-    const std::vector<Time> starts = step.plan.stage_starts();  // overlapped micro-batches' stages overlap
-    for (std::size_t i = 0; i < step.plan.stages.size(); ++i) {
-      const auto& stage = step.plan.stages[i];
-      const double stage_start_us = step.start_s * 1e6 + to_us(starts[i]);
-      double lane_at[3] = {stage_start_us, stage_start_us, stage_start_us};
+    const std::vector<Time> starts = step.plan.op_starts();  // overlapped micro-batches' stages overlap
+    for (const auto& stage : step.plan.stages)
       for (const auto& p : stage.ops) {
-        const int tid = static_cast<int>(p.unit);
         const auto& op = step.plan.graph.ops[p.op];
         events.push_back({{"ph", "X"},
                           {"name", op.name},
                           {"cat", std::string(compiler::op_kind_name(op.kind))},
                           {"pid", 0},
-                          {"tid", tid},
-                          {"ts", lane_at[tid]},
+                          {"tid", static_cast<int>(p.unit)},
+                          {"ts", step.start_s * 1e6 + to_us(starts[p.op])},
                           {"dur", to_us(p.time)},
                           {"args", {{"step", step.step}, {"shape", op.shape()}, {"op_b", op.op_b()}}}});
-        lane_at[tid] += to_us(p.time);
       }
-    }
   }
   return nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ns"}}.dump();
 }

@@ -139,23 +139,17 @@ nlohmann::json lane_events(const std::vector<runtime::TimelineStep>& timeline) {
   if (timeline.empty()) return out;
   const double origin_us = timeline.front().start_s * 1e6;
   for (const auto& step : timeline) {
-    const std::vector<Time> starts = step.plan.stage_starts();  // overlapped micro-batches' stages overlap
-    for (std::size_t i = 0; i < step.plan.stages.size(); ++i) {
-      const auto& stage = step.plan.stages[i];
-      const double stage_start_us = step.start_s * 1e6 - origin_us + to_us(starts[i]);
-      std::map<compiler::Unit, double> lane_at;
+    const std::vector<Time> starts = step.plan.op_starts();  // overlapped micro-batches' stages overlap
+    for (const auto& stage : step.plan.stages)
       for (const auto& p : stage.ops) {
         const auto& op = step.plan.graph.ops[p.op];
-        auto [it, fresh] = lane_at.try_emplace(p.unit, stage_start_us);
         out.push_back({{"step", step.step},
                        {"lane", std::string(compiler::unit_name(p.unit))},
                        {"kind", std::string(compiler::op_kind_name(op.kind))},
                        {"name", op.name},
-                       {"start_us", it->second},
+                       {"start_us", step.start_s * 1e6 - origin_us + to_us(starts[p.op])},
                        {"dur_us", to_us(p.time)}});
-        it->second += to_us(p.time);
       }
-    }
   }
   return out;
 }

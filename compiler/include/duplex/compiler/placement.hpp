@@ -40,6 +40,9 @@ struct ExecutionPlan {
   // lanes: micro_batches.hpp); empty: each stage starts when the one before it ends.
   std::vector<Time> starts;
   std::vector<Time> stage_starts() const;  // one per stage, either way
+  // Each op's start from the plan's (indexed like graph.ops; 0 for an op in no stage): its stage's start plus
+  // the times of the ops before it on its unit in that stage (a lane runs its ops of a stage one by one).
+  std::vector<Time> op_starts() const;
   Time total() const;                      // the latest stage end
   Time busy(Unit u) const;
   const PlannedOp* find(std::size_t op_index) const;
