@@ -141,13 +141,15 @@ MicroBatches split_micro_batches(const BatchState& batch, double chunk_threshold
   return out;
 }
 
+bool low_latency_prompts(const SystemSpec& system, const ParallelLayout& layout, const BatchState& batch) {
+  const ParallelLayout::ExpertExchange x = layout.expert_exchange();
+  return batch.prefill_tokens() > 0 && system.expert_all_to_all == ExpertAllToAll::low_latency &&
+         x.infiniband + x.nvlink > 0;
+}
+
 std::optional<MicroBatches> micro_batches(const SystemSpec& system, const ParallelLayout& layout,
                                           const BatchState& batch) {
-  if (!system.two_batch_overlap) return std::nullopt;
-  const ParallelLayout::ExpertExchange x = layout.expert_exchange();
-  if (batch.prefill_tokens() > 0 && system.expert_all_to_all == ExpertAllToAll::low_latency &&
-      x.infiniband + x.nvlink > 0)
-    return std::nullopt;
+  if (!system.two_batch_overlap || low_latency_prompts(system, layout, batch)) return std::nullopt;
   MicroBatches halves = split_micro_batches(batch, system.two_batch_overlap_threshold);
   if (halves.first.tokens() == 0 || halves.second.tokens() == 0) return std::nullopt;
   return halves;
@@ -203,28 +205,33 @@ ExecutionPlan overlap_micro_batches(const ExecutionPlan& first, const ExecutionP
       op.name = fmt::format("mb{}.{}", m, op.name);
       out.graph.ops.push_back(std::move(op));
     }
-  constexpr Unit kLanes[] = {Unit::kXpu, Unit::kPim, Unit::kLink};
+  // Each stage's busy time per lane (xPU, PIM, link), summed once.
+  using Lanes = std::array<Time, 3>;
+  std::vector<Lanes> busy[2];
+  for (int m = 0; m < 2; ++m)
+    for (const PlanStage& s : plans[m]->stages)
+      busy[m].push_back({s.lane(Unit::kXpu), s.lane(Unit::kPim), s.lane(Unit::kLink)});
   Time lane_free[3];
   std::size_t next[2] = {0, 0};
   Time ready[2];
-  auto start_of = [&](const PlanStage& s, Time at) {
+  auto start_of = [&](int m) {
+    Time at = ready[m];
     for (int u = 0; u < 3; ++u)
-      if (s.lane(kLanes[u]) > Time{}) at = std::max(at, lane_free[u]);
+      if (busy[m][next[m]][static_cast<std::size_t>(u)] > Time{}) at = std::max(at, lane_free[u]);
     return at;
   };
   for (;;) {
     const bool left[2] = {next[0] < first.stages.size(), next[1] < second.stages.size()};
     if (!left[0] && !left[1]) break;
     int m = left[0] ? 0 : 1;
-    if (left[0] && left[1] &&
-        start_of(second.stages[next[1]], ready[1]) < start_of(first.stages[next[0]], ready[0]))
-      m = 1;
-    const PlanStage& s = plans[m]->stages[next[m]++];
-    const Time start = start_of(s, ready[m]);
+    if (left[0] && left[1] && start_of(1) < start_of(0)) m = 1;
+    const Time start = start_of(m);
+    const Lanes& lanes = busy[m][next[m]];
     for (int u = 0; u < 3; ++u)
-      if (s.lane(kLanes[u]) > Time{}) lane_free[u] = start + s.lane(kLanes[u]);
-    ready[m] = start + s.time();
-    PlanStage placed = s;
+      if (lanes[static_cast<std::size_t>(u)] > Time{})
+        lane_free[u] = start + lanes[static_cast<std::size_t>(u)];
+    ready[m] = start + *std::max_element(lanes.begin(), lanes.end());  // PlanStage::time()
+    PlanStage placed = plans[m]->stages[next[m]++];
     for (PlannedOp& p : placed.ops) p.op += offset[m];
     out.stages.push_back(std::move(placed));
     out.starts.push_back(start);

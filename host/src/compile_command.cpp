@@ -71,13 +71,10 @@ void run_compile(const CompileOptions& o) {
         to_us(first.total() + second.total()), to_us(plan.total()));
     plan = std::move(both);
   } else if (system.two_batch_overlap) {
-    const auto x = layout.expert_exchange();
-    const bool low_latency_prompt = batch.prefill_tokens() > 0 &&
-                                    system.expert_all_to_all == ExpertAllToAll::low_latency &&
-                                    x.infiniband + x.nvlink > 0;
     overlap = fmt::format("two-batch overlap: not this step, one batch ({})\n",
-                          low_latency_prompt ? "a prompt's token exchange on DeepEP's low-latency kernels"
-                                             : "a micro-batch would hold no tokens");
+                          low_latency_prompts(system, layout, batch)
+                              ? "a prompt's token exchange on DeepEP's low-latency kernels"
+                              : "a micro-batch would hold no tokens");
   }
   if (o.json) {
     std::puts(plan_to_json(plan, model, system, layout).dump(2).c_str());

@@ -45,6 +45,10 @@ MicroBatches split_micro_batches(const BatchState& batch, double chunk_threshold
 std::optional<MicroBatches> micro_batches(const SystemSpec& system, const ParallelLayout& layout,
                                           const BatchState& batch);
 
+// Whether a step of `batch` has prompts whose MoE tokens cross devices on DeepEP's low-latency kernels
+// (expert_all_to_all low_latency, on a layout that exchanges tokens): such a step runs as one batch.
+bool low_latency_prompts(const SystemSpec& system, const ParallelLayout& layout, const BatchState& batch);
+
 // Whether a step of `batch` has collectives that run as kernels on the xPU's SMs while the other micro-batch
 // computes: a tensor-parallel all-reduce (tp > 1; NCCL's), or an expert exchange across devices on DeepEP's
 // normal kernels (expert_all_to_all normal, or auto for a step with prefill tokens). DeepEP's low-latency
