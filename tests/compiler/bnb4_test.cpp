@@ -12,7 +12,7 @@
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
-#include "llama31_config.hpp"
+#include "hf_configs.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -147,11 +147,7 @@ TEST(Nf4, OtherBitsandbytesSchemesAreRefusedNamingTheField) {
     const std::string error = hf_config_error(llama31_8b(quantization));
     EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
   }
-  const std::string moe = hf_config_error(
-      R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
-    "vocab_size": 32000, "quantization_config": )" +
-      bnb() + "}");
+  const std::string moe = hf_config_error(testing::mixtral_8x7b(bnb()));
   EXPECT_NE(
       moe.find("quantization_config.quant_method: bitsandbytes on an MoE model quantizes its routers' gates "
                "too: a router in 4 bits is not modelled"),

@@ -13,7 +13,7 @@
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
-#include "llama31_config.hpp"
+#include "hf_configs.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -153,11 +153,7 @@ TEST(BnbInt8, OtherEightBitSchemesAreRefusedNamingTheField) {
     const std::string error = hf_config_error(llama31_8b_fp16(quantization));
     EXPECT_NE(error.find(expected), std::string::npos) << quantization << "\n" << error;
   }
-  const std::string moe = hf_config_error(
-      R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
-    "vocab_size": 32000, "quantization_config": )" +
-      int8() + "}");
+  const std::string moe = hf_config_error(testing::mixtral_8x7b(int8()));
   EXPECT_NE(moe.find("quantization_config.quant_method: bitsandbytes on an MoE model quantizes its routers' "
                      "gates too: a router in 8 bits is not modelled"),
             std::string::npos)

@@ -16,6 +16,7 @@
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
+#include "hf_configs.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -140,11 +141,7 @@ TEST(FbgemmFp8, OtherConfigurationsAreRefusedNamingTheField) {
     const std::string error = hf_config_error(llama31_405b(quantization, 4));
     EXPECT_NE(error.find(expected), std::string::npos) << quantization.dump() << "\n" << error;
   }
-  const std::string moe = hf_config_error(
-      R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
-    "vocab_size": 32000, "quantization_config": )" +
-      fbgemm(nullptr).dump() + "}");
+  const std::string moe = hf_config_error(testing::mixtral_8x7b(fbgemm(nullptr).dump()));
   EXPECT_NE(moe.find(q + "quant_method: fbgemm_fp8 on model_type \"mixtral\" is not modelled"),
             std::string::npos)
       << moe;

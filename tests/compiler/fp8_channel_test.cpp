@@ -14,7 +14,7 @@
 #include "duplex/compiler/hf_import.hpp"
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/model_spec.hpp"
-#include "llama31_config.hpp"
+#include "hf_configs.hpp"
 
 namespace duplex::compiler {
 namespace {
@@ -42,12 +42,9 @@ std::string fp8_dynamic(const std::string& group = "", const std::string& top = 
          top + "}";
 }
 
-// mistralai/Mixtral-8x7B-Instruct-v0.1's config.json, trimmed, with `quantization`.
+// Mixtral-8x7B's config.json in bfloat16, as these releases keep it, with `quantization`.
 std::string mixtral(const std::string& quantization) {
-  return R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
-    "vocab_size": 32000, "torch_dtype": "bfloat16", "quantization_config": )" +
-         quantization + "}";
+  return testing::mixtral_8x7b(quantization, "bfloat16");
 }
 
 TEST(Fp8Channel, Fp8DynamicReleaseIsReadWithItsLinearLayersInFp8) {

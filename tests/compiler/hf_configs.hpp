@@ -1,6 +1,6 @@
 #pragma once
-// Test helper: meta-llama/Llama-3.1-8B-Instruct's config.json, trimmed to the fields the importer reads, with
-// a quantized release's quantization_config.
+// Test helpers: meta-llama/Llama-3.1-8B-Instruct's and mistralai/Mixtral-8x7B-Instruct-v0.1's config.json,
+// trimmed to the fields the importer reads, with a quantized release's quantization_config.
 #include <string>
 
 namespace duplex::compiler::testing {
@@ -12,6 +12,16 @@ inline std::string llama31_8b(const std::string& quantization, const std::string
   return R"({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
     "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": ")" +
          torch_dtype + R"(", "quantization_config": )" + quantization + "}";
+}
+
+// Mixtral-8x7B's config.json text with `quantization` as its quantization_config and `torch_dtype` (empty:
+// no torch_dtype field).
+inline std::string mixtral_8x7b(const std::string& quantization, const std::string& torch_dtype = "") {
+  return R"({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+    "vocab_size": 32000, )" +
+         (torch_dtype.empty() ? "" : R"("torch_dtype": ")" + torch_dtype + R"(", )") +
+         R"("quantization_config": )" + quantization + "}";
 }
 
 // BitsAndBytesConfig.to_dict() as a release's config.json holds it: with `four_bit` load_in_4bit as
