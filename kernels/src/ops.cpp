@@ -23,6 +23,7 @@ struct OpNamer {
   const char* operator()(const PartialSumArgs&) const { return "partial_sum"; }
   const char* operator()(const ClampArgs&) const { return "clamp"; }
   const char* operator()(const AttnTemperatureArgs&) const { return "attn_temperature"; }
+  const char* operator()(const QuantizeArgs&) const { return "quantize"; }
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 namespace duplex::kernels {
 namespace {
@@ -122,6 +123,34 @@ void check_softcap(Checker& c, float softcap) {
 void check_chunk(Checker& c, std::int64_t chunk) {
   c.require(chunk >= 0, StatusCode::kInvalidArgument,
             fmt::format("chunk is {}; expected >= 1 (or 0: no chunked attention)", chunk));
+}
+
+// An activation quantization spec (ops.hpp ActivationQuant) named `name`, over rows of `cols` columns
+// (`cols_name`): a format, group >= 0, per_tensor with group 0, finite scales >= 0, and
+// a static scale alone (group 0, no scale_ub, no min_scale).
+void check_quant(Checker& c, const char* name, const ActivationQuant& q, std::int64_t cols,
+                 const char* cols_name) {
+  c.require(q.format == QuantFormat::kFp8E4M3 || q.format == QuantFormat::kInt8, StatusCode::kInvalidArgument,
+            fmt::format("{}.format is {}; expected kFp8E4M3 or kInt8", name,
+                        q.format == QuantFormat::kNone ? std::string("kNone")
+                                                       : std::to_string(static_cast<int>(q.format))));
+  c.require(
+      q.group >= 0, StatusCode::kInvalidArgument,
+      fmt::format("{}.group is {}; expected >= 0 (0: per row of {} = {})", name, q.group, cols_name, cols));
+  c.require(!q.per_tensor || q.group == 0, StatusCode::kInvalidArgument,
+            fmt::format("{}.per_tensor is set with group {}; expected group 0", name, q.group));
+  for (auto [field, value] : {std::pair{"static_scale", q.static_scale}, std::pair{"scale_ub", q.scale_ub},
+                              std::pair{"min_scale", q.min_scale}})
+    c.require(std::isfinite(value) && value >= 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("{}.{} is {}; expected a finite number >= 0", name, field, value));
+  if (q.static_scale > 0.0f) {
+    c.require(q.group == 0, StatusCode::kInvalidArgument,
+              fmt::format("{}.group is {} with a static_scale; expected 0", name, q.group));
+    c.require(q.scale_ub == 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("{}.scale_ub is {} with a static_scale; expected 0", name, q.scale_ub));
+    c.require(q.min_scale == 0.0f, StatusCode::kInvalidArgument,
+              fmt::format("{}.min_scale is {} with a static_scale; expected 0", name, q.min_scale));
+  }
 }
 
 bool starts_valid(std::span<const std::int64_t> starts, std::int64_t total) {
@@ -395,7 +424,14 @@ struct Validator {
         fmt::format("expert_offsets has {} entries; expected E + 1 = {}", a.expert_offsets.size(), e + 1));
     c.require(starts_valid(a.expert_offsets, p), StatusCode::kInvalidArgument,
               fmt::format("expert_offsets must start at 0, not decrease and end at P = {}", p));
-    c.no_alias("y", a.y, "x", a.x);
+    if (a.quant_x.enabled()) check_quant(c, "quant_x", a.quant_x, h, "H");
+    if (a.quant_h.enabled()) check_quant(c, "quant_h", a.quant_h, f, "F");
+    c.optional_tensor("quant_scales", a.quant_scales, 1).dtype("quant_scales", a.quant_scales, DType::kF32);
+    c.extent("quant_scales", a.quant_scales, 0, 2, "the scales of x and h");
+    c.no_alias("y", a.y, "x", a.x).no_alias("quant_scales", a.quant_scales, "y", a.y);
+    c.optional_tensor("h_out", a.h_out, 2).same_dtype("h_out", a.h_out, a.x, "x");
+    c.extent("h_out", a.h_out, 0, p, "P").extent("h_out", a.h_out, 1, f, "F");
+    c.no_alias("h_out", a.h_out, "x", a.x).no_alias("h_out", a.h_out, "y", a.y);
     return c.status();
   }
   Status operator()(const ResidualAddArgs& a) const {
@@ -425,6 +461,30 @@ struct Validator {
               fmt::format("floor_scale is {}; expected a finite number > 0", a.floor_scale));
     c.require(std::isfinite(a.attn_scale) && a.attn_scale >= 0.0f, StatusCode::kInvalidArgument,
               fmt::format("attn_scale is {}; expected a finite number >= 0", a.attn_scale));
+    return c.status();
+  }
+  Status operator()(const QuantizeArgs& a) const {
+    Checker c("quantize", memory);
+    c.tensor("x", a.x, 2).tensor("y", a.y, 2).float_dtype("x", a.x).same_dtype("y", a.y, a.x, "x");
+    const std::int64_t t = a.x.dim(0), cols = a.x.dim(1);
+    c.extent("y", a.y, 0, t, "T").extent("y", a.y, 1, cols, "C");
+    check_quant(c, "quant", a.quant, cols, "C");
+    // scales: [1] for the call's one scale (static or per tensor), [T, ceil(C / group)] per group, [T] per
+    // row.
+    const bool call = a.quant.static_scale > 0.0f || a.quant.per_tensor;
+    const bool grouped = !call && a.quant.group > 0;
+    c.optional_tensor("scales", a.scales, grouped ? 2 : 1).dtype("scales", a.scales, DType::kF32);
+    if (call) {
+      c.require(
+          !a.scales.present() || a.scales.dim(0) == 1, StatusCode::kInvalidArgument,
+          fmt::format("scales is {}; expected f32[1] (one static or per-tensor scale)", a.scales.describe()));
+    } else {
+      c.extent("scales", a.scales, 0, t, "T");
+      if (grouped)
+        c.extent("scales", a.scales, 1, (cols + a.quant.group - 1) / a.quant.group, "ceil(C / group)");
+    }
+    if (a.y.data != a.x.data) c.no_alias("y", a.y, "x", a.x);  // in place, or apart
+    c.no_alias("scales", a.scales, "x", a.x).no_alias("scales", a.scales, "y", a.y);
     return c.status();
   }
   Status operator()(const EmbeddingArgs& a) const {

@@ -1985,6 +1985,541 @@ TEST(DUPLEX_CONFORMANCE_SUITE, AttnTemperatureArgumentsAreChecked) {
   EXPECT_TRUE(backend->synchronize(arena.stream()).ok()) << "the error must be reported once";
 }
 
+// ---- Fake quantization (ops.hpp ActivationQuant / QuantizeArgs) and W8A8 experts ----
+
+ActivationQuant quant_spec(QuantFormat format, std::int64_t group = 0, bool per_tensor = false) {
+  ActivationQuant q;
+  q.format = format;
+  q.group = group;
+  q.per_tensor = per_tensor;
+  return q;
+}
+
+const char* format_name(QuantFormat format) {
+  return format == QuantFormat::kInt8 ? "int8" : "fp8";
+}
+
+// Rows of varied magnitude: each row's uniform values scaled by 2^k, k in [-12, 8] (E4M3's subnormals, the
+// small INT8 integers and saturation are all reached), every 37th element 16 times larger (so a row's groups
+// differ), and row 2 all zeros.
+HostTensor quant_input(DType dtype, std::int64_t t, std::int64_t c, std::mt19937_64& rng) {
+  HostTensor x(dtype, {t, c});
+  std::uniform_real_distribution<double> value(-1.0, 1.0);
+  std::uniform_int_distribution<int> exponent(-12, 8);
+  for (std::int64_t r = 0; r < t; ++r) {
+    const double scale = r == 2 ? 0.0 : std::ldexp(1.0, exponent(rng));
+    for (std::int64_t j = 0; j < c; ++j)
+      x.set(r * c + j, value(rng) * scale * ((r * c + j) % 37 == 0 ? 16.0 : 1.0));
+  }
+  return x;
+}
+
+// The scales a kernel wrote against the reference's, exactly (both are one FP32 computation per reach).
+::testing::AssertionResult same_scales(const HostTensor& got, const std::vector<double>& want) {
+  if (static_cast<std::size_t>(got.numel()) != want.size())
+    return ::testing::AssertionFailure() << got.numel() << " scales; expected " << want.size();
+  for (std::size_t i = 0; i < want.size(); ++i)
+    if (got.get(static_cast<std::int64_t>(i)) != want[i])
+      return ::testing::AssertionFailure()
+             << "scales[" << i << "] = " << got.get(static_cast<std::int64_t>(i)) << "; expected " << want[i];
+  return ::testing::AssertionSuccess();
+}
+
+// Every reach (per row, groups of 128 and 32, per tensor, static) with the dynamic scale's options
+// (scale_ub, min_scale, pow2_scale alone and together), both formats, f16 / bf16 / f32, odd shapes (one
+// element, 33 columns, no rows, enough rows for several parallel tasks), in place and not, the scales
+// written, against quantize_ref. Exact (bound 0): every step is one correctly rounded FP32 operation (the
+// division x / s, the product q x s), a rounding to the grid and one to the dtype, which the reference
+// reproduces; the static scales 0.0123 and 3.7 are not powers of two, so the divisions round, and saturate
+// (q beyond 448 or 127) on the large rows.
+TEST(DUPLEX_CONFORMANCE_SUITE, Quantize) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(61);
+  struct Spec {
+    const char* what;
+    std::int64_t group;
+    bool per_tensor;
+    float static_scale, scale_ub, min_scale;
+    bool pow2;
+  };
+  const Spec specs[] = {
+      {"per row", 0, false, 0.0f, 0.0f, 0.0f, false},
+      {"group 128", 128, false, 0.0f, 0.0f, 0.0f, false},
+      {"group 32", 32, false, 0.0f, 0.0f, 0.0f, false},
+      {"per tensor", 0, true, 0.0f, 0.0f, 0.0f, false},
+      {"static 0.0123", 0, false, 0.0123f, 0.0f, 0.0f, false},
+      {"static 3.7", 0, false, 3.7f, 0.0f, 0.0f, false},
+      {"scale_ub 2", 0, false, 0.0f, 2.0f, 0.0f, false},
+      {"min_scale 1e-3", 0, false, 0.0f, 0.0f, 1e-3f, false},
+      {"pow2", 0, false, 0.0f, 0.0f, 0.0f, true},
+      {"group 128 pow2 min_scale 1e-4 (UE8M0)", 128, false, 0.0f, 0.0f, 1e-4f, true},
+      {"group 32 scale_ub 0.5", 32, false, 0.0f, 0.5f, 0.0f, false},
+      {"per tensor scale_ub 8 pow2", 0, true, 0.0f, 8.0f, 0.0f, true},
+  };
+  const std::pair<std::int64_t, std::int64_t> shapes[] = {{1, 1},   {3, 1},    {5, 33},    {1, 256},
+                                                          {7, 384}, {13, 160}, {300, 512}, {0, 128}};
+  int runs = 0;
+  for (DType dtype : kFloatTypes)
+    for (QuantFormat format : {QuantFormat::kFp8E4M3, QuantFormat::kInt8})
+      for (const Spec& spec : specs)
+        for (auto [t, c] : shapes)
+          for (bool in_place : {false, true}) {
+            SCOPED_TRACE(label(dtype, format_name(format), ' ', spec.what, ' ', t, "x", c,
+                               in_place ? " in place" : ""));
+            DeviceArena arena(*backend);
+            ActivationQuant q = quant_spec(format, spec.group, spec.per_tensor);
+            q.static_scale = spec.static_scale;
+            q.scale_ub = spec.scale_ub;
+            q.min_scale = spec.min_scale;
+            q.pow2_scale = spec.pow2;
+            const HostTensor x = quant_input(dtype, t, c, rng);
+            const QuantizeRef want = quantize_ref(x, q);
+            const Tensor xd = arena.upload(x);
+            const bool call = spec.per_tensor || spec.static_scale > 0.0f;
+            const std::vector<std::int64_t> scale_shape =
+                call             ? std::vector<std::int64_t>{1}
+                : spec.group > 0 ? std::vector<std::int64_t>{t, (c + spec.group - 1) / spec.group}
+                                 : std::vector<std::int64_t>{t};
+            // Out of place with the scales written; in place without them.
+            const QuantizeArgs args{xd, in_place ? xd : arena.empty(dtype, {t, c}), q,
+                                    in_place ? Tensor{} : arena.empty(DType::kF32, scale_shape)};
+            expect_run_ok(*backend, args, arena.stream());
+            EXPECT_TRUE(within_bound(arena.download(args.y), want.y));
+            if (in_place) {
+              ++runs;
+              continue;
+            }
+            EXPECT_TRUE(same_scales(arena.download(args.scales), want.scales));
+            const HostTensor x_after = arena.download(xd);
+            EXPECT_TRUE(x.bytes() == 0 || std::memcmp(x_after.data(), x.data(), x.bytes()) == 0)
+                << "x changed";
+            ++runs;
+          }
+  EXPECT_GT(runs, 500);
+}
+
+// Cases worked by hand (the values hold in f16, bf16 and f32: each input's rounding to the dtype leaves its
+// result unchanged, and every result is representable in all three). E4M3 has 3 mantissa bits: its values in
+// [2^e, 2^(e+1)) are the multiples of 2^(e-3) (0.25 in [2, 4), 16 in [128, 256)), below 2^-6 the multiples of
+// 2^-9.
+TEST(DUPLEX_CONFORMANCE_SUITE, QuantizeHandWorked) {
+  DUPLEX_GET_BACKEND(backend);
+  struct Case {
+    const char* what;
+    ActivationQuant quant;
+    std::int64_t t, c;
+    std::vector<double> x, y, scales;
+  };
+  const QuantFormat fp8 = QuantFormat::kFp8E4M3, int8 = QuantFormat::kInt8;
+  ActivationQuant ub_fp8 = quant_spec(fp8), ub_int8 = quant_spec(int8), pow2 = quant_spec(fp8),
+                  floor = quant_spec(fp8), fixed = quant_spec(int8);
+  ub_fp8.scale_ub = 448.0f;
+  ub_int8.scale_ub = 127.0f;
+  pow2.pow2_scale = true;
+  floor.min_scale = 0.015625f;  // 2^-6
+  fixed.static_scale = 0.5f;
+  const double tiny = std::ldexp(1.0, -10), step = std::ldexp(1.0, -9);
+  const Case cases[] = {
+      // amax 448: s = 448 / 448 = 1. 3.3 -> 3.25 (nearest multiple of 0.25); 3.375 lies halfway between 3.25
+      // (mantissa 101) and 3.5 (110): the even mantissa, 3.5; 0.3 -> 10 x 2^-5 = 0.3125; 0.001 -> 2^-9
+      // (0.001 / 2^-9 = 0.512 rounds to 1); 2^-10, halfway between 0 and 2^-9 -> 0 (even); 250 -> 256
+      // (250 / 16 = 15.625 -> 16).
+      {"fp8 per row",
+       quant_spec(fp8),
+       1,
+       8,
+       {448, 3.3, 3.375, -3.375, 0.3, 0.001, tiny, 250},
+       {448, 3.25, 3.5, -3.5, 0.3125, step, 0.0, 256},
+       {1.0}},
+      // An all-zero row: scale 0, written as zeros; the other row's scale is its own (448 -> 1).
+      {"fp8 zero row", quant_spec(fp8), 2, 3, {0, 0, 0, 448, -3.3, 1}, {0, 0, 0, 448, -3.25, 1}, {0.0, 1.0}},
+      // amax 127: s = 127 / 127 = 1; ties to even: 2.5 -> 2, -2.5 -> -2, 3.5 -> 4, 0.5 -> 0, -0.5 -> -0.
+      {"int8 per row",
+       quant_spec(int8),
+       1,
+       8,
+       {127, 2.5, -2.5, 3.5, 0.5, -0.5, 1.49, -127},
+       {127, 2, -2, 4, 0, 0, 1, -127},
+       {1.0}},
+      // scale_ub 448 clips the amax 1000 to 448: s = 1, so 896 and -1000 clamp to +-448 (448 s); 100 / 8 =
+      // 12.5 ties to 12 (even): 96.
+      {"fp8 scale_ub", ub_fp8, 1, 4, {896, 100, -1000, 0.5}, {448, 96, -448, 0.5}, {1.0}},
+      // scale_ub 127: s = 1; 1000 -> 127, -1000 -> -128 (INT8's range is asymmetric), 0.5 -> 0.
+      {"int8 scale_ub", ub_int8, 1, 4, {1000, 50, -1000, 0.5}, {127, 50, -128, 0}, {1.0}},
+      // Row 0: amax 0.3, 0.3 / 448 = 6.7e-4 rounds up to 2^-10 (2^-11 = 4.9e-4 is below it); 0.3 / 2^-10 =
+      // 307.2 -> 320 (multiples of 32 in [256, 448]): 320 x 2^-10 = 0.3125; 0.1 -> 102.4 -> 104 (multiples
+      // of 8): 0.1015625. Row 1: amax 56, s = 56 / 448 = 0.125 exactly, a power of two: it stays (not
+      // 0.25); 3.3 / 0.125 = 26.4 -> 26 (multiples of 2): 3.25.
+      {"fp8 pow2",
+       pow2,
+       2,
+       3,
+       {0.3, 0.1, -0.3, 56, 1, 3.3},
+       {0.3125, 0.1015625, -0.3125, 56, 1, 3.25},
+       {tiny, 0.125}},
+      // min_scale 2^-6 floors 0.448 / 448 = 0.001: s = 2^-6. 0.448 x 64 = 28.67 -> 28: 0.4375; 0.1 x 64 =
+      // 6.4 -> 6.5: 0.1015625; -0.05 x 64 = -3.2 -> -3.25: -0.05078125. The zero row's scale is the floor
+      // too, its values stay 0.
+      {"fp8 min_scale",
+       floor,
+       2,
+       3,
+       {0.448, 0.1, -0.05, 0, 0, 0},
+       {0.4375, 0.1015625, -0.05078125, 0, 0, 0},
+       {0.015625, 0.015625}},
+      // Static s = 0.5: q = 20, -140 (clamped to -128: -64), 0.5 (ties to 0), 1.5 (ties to 2: 1).
+      {"int8 static", fixed, 1, 4, {10, -70, 0.25, 0.75}, {10, -64, 0, 1}, {0.5}},
+      // Groups of 2: [28, 0.2] has s = 28 / 448 = 0.0625, 0.2 / 0.0625 = 3.2 -> 3.25: 0.203125; [448, 3.3]
+      // has s = 1.
+      {"fp8 group 2",
+       quant_spec(fp8, 2),
+       1,
+       4,
+       {28, 0.2, 448, 3.3},
+       {28, 0.203125, 448, 3.25},
+       {0.0625, 1.0}},
+      // Groups of 2 over 3 columns: [28, 0.2] as above, the shorter rest [-7] with its own amax: s = 7 / 448
+      // =
+      // 2^-6, q = -448: -7.
+      {"fp8 group 2, a shorter last group",
+       quant_spec(fp8, 2),
+       1,
+       3,
+       {28, 0.2, -7},
+       {28, 0.203125, -7},
+       {0.0625, 0.015625}},
+      // One scale for both rows, from their amax 448: s = 1; -100 -> -96 (12.5 ties to 12).
+      {"fp8 per tensor", quant_spec(fp8, 0, true), 2, 2, {3.3, -100, 448, 1}, {3.25, -96, 448, 1}, {1.0}},
+  };
+  for (DType dtype : kFloatTypes)
+    for (const Case& k : cases) {
+      SCOPED_TRACE(label(dtype, k.what));
+      DeviceArena arena(*backend);
+      HostTensor x(dtype, {k.t, k.c});
+      for (std::int64_t i = 0; i < x.numel(); ++i) x.set(i, k.x[static_cast<std::size_t>(i)]);
+      const Tensor xd = arena.upload(x);
+      const std::int64_t per_row = k.quant.group > 0 ? (k.c + k.quant.group - 1) / k.quant.group : 1;
+      const bool call = k.quant.per_tensor || k.quant.static_scale > 0.0f;
+      const QuantizeArgs args{xd, xd, k.quant,
+                              call          ? arena.empty(DType::kF32, {1})
+                              : per_row > 1 ? arena.empty(DType::kF32, {k.t, per_row})
+                                            : arena.empty(DType::kF32, {k.t})};
+      expect_run_ok(*backend, args, arena.stream());
+      const HostTensor y = arena.download(xd), scales = arena.download(args.scales);
+      for (std::int64_t i = 0; i < y.numel(); ++i)
+        EXPECT_EQ(y.get(i), k.y[static_cast<std::size_t>(i)]) << "y[" << i << "]";
+      EXPECT_TRUE(same_scales(scales, k.scales));
+    }
+}
+
+// can_implement's rules for quantize (ops.hpp QuantizeArgs / ActivationQuant), one refusal per rule, each
+// naming its field.
+TEST(DUPLEX_CONFORMANCE_SUITE, QuantizeArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(62);
+  DeviceArena arena(*backend);
+  const Tensor x = arena.upload(random_tensor(DType::kF16, {4, 64}, rng)),
+               y = arena.empty(DType::kF16, {4, 64});
+  // message: the field's name, and detail (when given): the rule it broke (describe() adds "@host" between).
+  auto expect_refused = [&](const QuantizeArgs& a, StatusCode code, const std::string& message,
+                            const std::string& detail = "") {
+    const Status s = backend->can_implement(a);
+    EXPECT_EQ(s.code(), code) << s.to_string();
+    EXPECT_NE(s.message().find(message), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(detail), std::string::npos) << s.message();
+    EXPECT_EQ(backend->run(a, arena.stream()).code(), code);
+  };
+  const QuantizeArgs valid{x, y, quant_spec(QuantFormat::kFp8E4M3), arena.empty(DType::kF32, {4})};
+  EXPECT_STREQ(op_name(valid), "quantize");
+  EXPECT_TRUE(backend->can_implement(valid).ok()) << backend->can_implement(valid).to_string();
+  EXPECT_TRUE(backend->can_implement(QuantizeArgs{x, x, valid.quant}).ok());  // in place, no scales
+  ActivationQuant grouped = quant_spec(QuantFormat::kInt8, 32), fixed = quant_spec(QuantFormat::kInt8);
+  fixed.static_scale = 0.5f;
+  EXPECT_TRUE(backend->can_implement(QuantizeArgs{x, y, grouped, arena.empty(DType::kF32, {4, 2})}).ok());
+  EXPECT_TRUE(backend->can_implement(QuantizeArgs{x, y, fixed, arena.empty(DType::kF32, {1})}).ok());
+
+  QuantizeArgs a = valid;
+  a.quant.format = QuantFormat::kNone;
+  expect_refused(a, StatusCode::kInvalidArgument,
+                 "quantize: quant.format is kNone; expected kFp8E4M3 or kInt8");
+  a.quant.format = static_cast<QuantFormat>(7);
+  expect_refused(a, StatusCode::kInvalidArgument, "quant.format is 7;");
+  a = valid;
+  a.quant.group = -32;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant.group is -32; expected >= 0 (0: per row of C = 64)");
+  a.quant.group = 48;  // a row of 64: groups of 48 and 16
+  a.scales = Tensor{};
+  EXPECT_TRUE(backend->can_implement(a).ok());
+  a = valid;
+  a.scales = Tensor{};
+  a.quant.group = 32;
+  a.quant.per_tensor = true;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant.per_tensor is set with group 32; expected group 0");
+  for (float bad : {-1.0f, INFINITY, std::nanf("")}) {
+    const std::string text = bad < 0.0f ? "-1" : std::isinf(bad) ? "inf" : "nan";
+    a = valid;
+    a.scales = Tensor{};
+    a.quant.static_scale = bad;
+    expect_refused(a, StatusCode::kInvalidArgument,
+                   "quant.static_scale is " + text + "; expected a finite number >= 0");
+    a.quant.static_scale = 0.0f;
+    a.quant.scale_ub = bad;
+    expect_refused(a, StatusCode::kInvalidArgument, "quant.scale_ub is " + text + ";");
+    a.quant.scale_ub = 0.0f;
+    a.quant.min_scale = bad;
+    expect_refused(a, StatusCode::kInvalidArgument, "quant.min_scale is " + text + ";");
+  }
+  a = QuantizeArgs{x, y, fixed};
+  a.quant.group = 32;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant.group is 32 with a static_scale; expected 0");
+  a.quant.group = 0;
+  a.quant.scale_ub = 2.0f;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant.scale_ub is 2 with a static_scale; expected 0");
+  a.quant.scale_ub = 0.0f;
+  a.quant.min_scale = 0.25f;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant.min_scale is 0.25 with a static_scale; expected 0");
+  // scales: f32, [T] per row, [T, C / group] per group, [1] for a call scale.
+  a = valid;
+  a.scales = arena.empty(DType::kF16, {4});
+  expect_refused(a, StatusCode::kUnsupportedDType, "scales is f16[4]");
+  a.scales = arena.empty(DType::kF32, {3});
+  expect_refused(a, StatusCode::kInvalidArgument, "scales is f32[3]", "dimension 0 must be T = 4");
+  a = QuantizeArgs{x, y, grouped, arena.empty(DType::kF32, {4})};
+  expect_refused(a, StatusCode::kInvalidArgument, "scales is f32[4]", "expected rank 2");
+  a.scales = arena.empty(DType::kF32, {4, 4});
+  expect_refused(a, StatusCode::kInvalidArgument, "scales is f32[4,4]",
+                 "dimension 1 must be ceil(C / group) = 2");
+  a = QuantizeArgs{x, y, quant_spec(QuantFormat::kFp8E4M3, 0, true), arena.empty(DType::kF32, {4})};
+  expect_refused(a, StatusCode::kInvalidArgument, "scales is f32[4]",
+                 "expected f32[1] (one static or per-tensor scale)");
+  a = QuantizeArgs{x, y, fixed, arena.empty(DType::kF32, {4})};
+  expect_refused(a, StatusCode::kInvalidArgument, "scales is f32[4]",
+                 "expected f32[1] (one static or per-tensor scale)");
+  // x and y: rank 2, one shape, one float dtype, the backend's memory, y in place or apart.
+  a = valid;
+  a.y = arena.empty(DType::kF16, {4, 32});
+  expect_refused(a, StatusCode::kInvalidArgument, "y is f16[4,32]");
+  a.y = arena.empty(DType::kF16, {256});
+  expect_refused(a, StatusCode::kInvalidArgument, "y is f16[256]", "expected rank 2");
+  a.y = Tensor{};
+  expect_refused(a, StatusCode::kInvalidArgument, "y is absent");
+  a.y = arena.empty(DType::kBF16, {4, 64});
+  expect_refused(a, StatusCode::kUnsupportedDType, "y is bf16[4,64]");
+  a = valid;
+  a.x = arena.empty(DType::kI32, {4, 64});
+  a.y = arena.empty(DType::kI32, {4, 64});
+  expect_refused(a, StatusCode::kUnsupportedDType, "x is i32[4,64]");
+  a = valid;
+  a.x = arena.upload(random_tensor(DType::kF16, {4, 2, 32}, rng));
+  expect_refused(a, StatusCode::kInvalidArgument, "x is f16[4,2,32]", "expected rank 2");
+  a = valid;
+  a.y = x;
+  a.y.data = static_cast<char*>(x.data) + 64 * sizeof(std::uint16_t);  // one row on: overlaps, not in place
+  expect_refused(a, StatusCode::kInvalidArgument, "y overlaps x");
+  a = valid;
+  a.y.location = backend->memory_location() == Location::kHost ? Location::kDevice : Location::kHost;
+  expect_refused(a, StatusCode::kWrongLocation, "y is f16[4,64]");
+}
+
+// W8A8 experts (ops.hpp ExpertFfnArgs::quant_x / quant_h): FP8 and INT8, per row, per group (32: H = 64 has
+// 2 groups, F = 96 has 3), per tensor (over every row of the call, all experts') and static, x alone, h
+// alone and both, against the reference FFN of the reference-quantized x (quantize_ref over all P rows: x is
+// exact, so its quantization is too) with h quantized inside expert_ffn_quant_ref (bracketed where the
+// kernel's h may straddle a grid boundary). quant_scales: x's call scale exactly, h's within its bracket, 0
+// for a spec without one. The FP8 cases must not match the unquantized reference (the quantization happened).
+TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnQuantized) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(63);
+  const QuantFormat fp8 = QuantFormat::kFp8E4M3, int8 = QuantFormat::kInt8;
+  ActivationQuant static_x = quant_spec(int8), static_h = quant_spec(fp8), ue8m0 = quant_spec(fp8, 32);
+  static_x.static_scale = 0.01f;
+  static_h.static_scale = 0.002f;
+  ue8m0.pow2_scale = true;
+  ue8m0.min_scale = 1e-4f;
+  struct Config {
+    const char* what;
+    ActivationQuant quant_x, quant_h;
+  };
+  const Config configs[] = {
+      {"fp8 per row", quant_spec(fp8), quant_spec(fp8)},
+      {"fp8 group 32", quant_spec(fp8, 32), quant_spec(fp8, 32)},
+      {"fp8 group 40 (H: 40 + 24, F: 40 + 40 + 16)", quant_spec(fp8, 40), quant_spec(fp8, 40)},
+      {"int8 per row", quant_spec(int8), quant_spec(int8)},
+      {"fp8 per tensor", quant_spec(fp8, 0, true), quant_spec(fp8, 0, true)},
+      {"int8 static x, per-tensor h", static_x, quant_spec(int8, 0, true)},
+      {"h only, fp8 group 32 pow2 min_scale", ActivationQuant{}, ue8m0},
+      {"x only, int8 per tensor", quant_spec(int8, 0, true), ActivationQuant{}},
+      {"h only, fp8 static", ActivationQuant{}, static_h},
+  };
+  const std::vector<std::vector<std::int64_t>> groups = {
+      {0, 0, 5, 5, 6, 18, 18, 21, 21}, {0, 40, 41, 100}, {0, 0, 0}};  // the last: no tokens at all
+  for (DType dtype : kFloatTypes)
+    for (const Config& cfg : configs)
+      for (FfnKind kind : {FfnKind::kGated, FfnKind::kTwoMatrix})
+        for (const auto& offsets : groups) {
+          const std::int64_t e = static_cast<std::int64_t>(offsets.size()) - 1, p = offsets.back(), h = 64,
+                             f = 96;
+          const bool gated = kind == FfnKind::kGated;
+          const Activation act = gated ? Activation::kSilu : Activation::kGelu;
+          SCOPED_TRACE(label(dtype, cfg.what, gated ? " gated" : " two-matrix", " experts ", e, " P ", p));
+          DeviceArena arena(*backend);
+          const double ws = 1.0 / std::sqrt(static_cast<double>(h));
+          HostTensor x = random_tensor(dtype, {p, h}, rng),
+                     w_in = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
+          HostTensor w_up = random_tensor(dtype, {e, f, h}, rng, -ws, ws);
+          HostTensor w_down = random_tensor(dtype, {e, h, f}, rng, -1.0 / std::sqrt(f), 1.0 / std::sqrt(f));
+          HostTensor b_in = random_tensor(dtype, {e, f}, rng, -0.5, 0.5);
+          ExpertFfnArgs args{kind,
+                             act,
+                             arena.upload(x),
+                             arena.upload(w_in),
+                             gated ? arena.upload(w_up) : Tensor{},
+                             arena.upload(w_down),
+                             arena.empty(dtype, {p, h}),
+                             offsets,
+                             gated ? Tensor{} : arena.upload(b_in)};
+          args.quant_x = cfg.quant_x;
+          args.quant_h = cfg.quant_h;
+          args.quant_scales = arena.empty(DType::kF32, {2});
+          args.h_out = arena.empty(dtype, {p, f});
+          expect_run_ok(*backend, args, arena.stream());
+          // x as the kernel's projections read it.
+          HostTensor xq = x;
+          double x_scale = 0.0;
+          if (cfg.quant_x.enabled()) {
+            const QuantizeRef q = quantize_ref(x, cfg.quant_x);
+            for (std::int64_t i = 0; i < x.numel(); ++i) xq.set(i, q.y.value[static_cast<std::size_t>(i)]);
+            if (cfg.quant_x.per_tensor || cfg.quant_x.static_scale > 0.0f) x_scale = q.scales[0];
+          }
+          const HostTensor* up = gated ? &w_up : nullptr;
+          const HostTensor* bias = gated ? nullptr : &b_in;
+          ExpertFfnQuantRef want;
+          if (cfg.quant_h.enabled())
+            want = expert_ffn_quant_ref(kind, act, xq, w_in, up, w_down, offsets, cfg.quant_h, bias);
+          else
+            want.y = expert_ffn_ref(kind, act, xq, w_in, up, w_down, offsets, bias);
+          const HostTensor y = arena.download(args.y), scales = arena.download(args.quant_scales);
+          EXPECT_TRUE(within_bound(y, want.y));
+          if (cfg.quant_h.enabled()) {
+            EXPECT_TRUE(within_bound(arena.download(args.h_out), want.h)) << "h_out";
+          }
+          EXPECT_EQ(scales.get(0), x_scale);
+          EXPECT_GE(scales.get(1), want.h_scale_lo);
+          EXPECT_LE(scales.get(1), want.h_scale_hi);
+          if (p > 0 && cfg.quant_x.format == fp8 && cfg.quant_h.format == fp8) {
+            EXPECT_FALSE(within_bound(y, expert_ffn_ref(kind, act, x, w_in, up, w_down, offsets, bias)))
+                << "the quantized output matches the unquantized reference";
+          }
+        }
+}
+
+// Disabled specs (format kNone) leave expert_ffn bit for bit as it was, whatever their other fields hold
+// (they are not read), and quant_scales receives 0 and 0.
+TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnQuantDisabledIsUnchanged) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(64);
+  const std::vector<std::int64_t> offsets = {0, 7, 7, 30};
+  for (DType dtype : kFloatTypes) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const std::int64_t e = 3, p = 30, h = 48, f = 80;
+    DeviceArena arena(*backend);
+    const double ws = 1.0 / std::sqrt(static_cast<double>(h));
+    ExpertFfnArgs args{FfnKind::kGated,
+                       Activation::kSilu,
+                       arena.upload(random_tensor(dtype, {p, h}, rng)),
+                       arena.upload(random_tensor(dtype, {e, f, h}, rng, -ws, ws)),
+                       arena.upload(random_tensor(dtype, {e, f, h}, rng, -ws, ws)),
+                       arena.upload(random_tensor(dtype, {e, h, f}, rng, -ws, ws)),
+                       arena.empty(dtype, {p, h}),
+                       offsets,
+                       Tensor{}};
+    expect_run_ok(*backend, args, arena.stream());
+    const HostTensor plain = arena.download(args.y);
+    ExpertFfnArgs off = args;
+    off.y = arena.empty(dtype, {p, h});
+    off.quant_x.group = 7;  // does not divide H: ignored while the format is kNone
+    off.quant_x.per_tensor = true;
+    off.quant_h.static_scale = 3.0f;
+    off.quant_h.min_scale = 1.0f;
+    off.quant_scales = arena.upload(random_tensor(DType::kF32, {2}, rng));
+    expect_run_ok(*backend, off, arena.stream());
+    const HostTensor y = arena.download(off.y), scales = arena.download(off.quant_scales);
+    EXPECT_EQ(std::memcmp(y.data(), plain.data(), y.bytes()), 0);
+    EXPECT_EQ(scales.get(0), 0.0);
+    EXPECT_EQ(scales.get(1), 0.0);
+  }
+}
+
+// can_implement's rules for expert_ffn's quantization fields, each failure naming its field.
+TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnQuantArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(65);
+  DeviceArena arena(*backend);
+  const std::vector<std::int64_t> offsets = {0, 3, 5};
+  const ExpertFfnArgs valid{FfnKind::kGated,
+                            Activation::kSilu,
+                            arena.upload(random_tensor(DType::kF16, {5, 64}, rng)),
+                            arena.upload(random_tensor(DType::kF16, {2, 96, 64}, rng)),
+                            arena.upload(random_tensor(DType::kF16, {2, 96, 64}, rng)),
+                            arena.upload(random_tensor(DType::kF16, {2, 64, 96}, rng)),
+                            arena.empty(DType::kF16, {5, 64}),
+                            offsets,
+                            Tensor{},
+                            Tensor{},
+                            Tensor{},
+                            quant_spec(QuantFormat::kFp8E4M3, 32),
+                            quant_spec(QuantFormat::kInt8, 0, true),
+                            arena.empty(DType::kF32, {2})};
+  EXPECT_TRUE(backend->can_implement(valid).ok()) << backend->can_implement(valid).to_string();
+  auto expect_refused = [&](const ExpertFfnArgs& a, StatusCode code, const std::string& message,
+                            const std::string& detail = "") {
+    const Status s = backend->can_implement(a);
+    EXPECT_EQ(s.code(), code) << s.to_string();
+    EXPECT_NE(s.message().find(message), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(detail), std::string::npos) << s.message();
+    EXPECT_EQ(backend->run(a, arena.stream()).code(), code);
+  };
+  ExpertFfnArgs a = valid;
+  a.quant_x.group = -48;
+  expect_refused(a, StatusCode::kInvalidArgument,
+                 "expert_ffn: quant_x.group is -48; expected >= 0 (0: per row of H = 64)");
+  a = valid;
+  a.quant_h.per_tensor = false;
+  a.quant_h.group = 64;  // a row of F = 96: groups of 64 and 32
+  EXPECT_TRUE(backend->can_implement(a).ok());
+  a.quant_h.per_tensor = true;
+  a.quant_h.group = 32;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant_h.per_tensor is set with group 32");
+  a = valid;
+  a.quant_x.min_scale = -1.0f;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant_x.min_scale is -1;");
+  a = valid;
+  a.quant_h.static_scale = 0.5f;
+  a.quant_h.scale_ub = 1.0f;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant_h.scale_ub is 1 with a static_scale");
+  a = valid;
+  a.quant_h.format = static_cast<QuantFormat>(9);
+  expect_refused(a, StatusCode::kInvalidArgument, "quant_h.format is 9;");
+  a = valid;
+  a.quant_scales = arena.empty(DType::kF32, {3});
+  expect_refused(a, StatusCode::kInvalidArgument, "quant_scales is f32[3]",
+                 "dimension 0 must be the scales of x and h = 2");
+  a.quant_scales = arena.empty(DType::kF32, {1, 2});
+  expect_refused(a, StatusCode::kInvalidArgument, "quant_scales is f32[1,2]", "expected rank 1");
+  // h_out: [P, F] in x's dtype, apart from x and y.
+  a = valid;
+  a.h_out = arena.empty(DType::kF16, {5, 96});
+  EXPECT_TRUE(backend->can_implement(a).ok());
+  a.h_out = arena.empty(DType::kF16, {5, 64});
+  expect_refused(a, StatusCode::kInvalidArgument, "h_out is f16[5,64]", "dimension 1 must be F = 96");
+  a.h_out = arena.empty(DType::kF32, {5, 96});
+  expect_refused(a, StatusCode::kUnsupportedDType, "h_out is f32[5,96]", "they must share one dtype");
+  a.h_out = valid.y;
+  expect_refused(a, StatusCode::kInvalidArgument, "h_out is f16[5,64]");
+  a.quant_scales = arena.empty(DType::kF16, {2});
+  expect_refused(a, StatusCode::kUnsupportedDType, "quant_scales is f16[2]");
+}
+
 TEST(DUPLEX_CONFORMANCE_SUITE, Embedding) {
   DUPLEX_GET_BACKEND(backend);
   std::mt19937_64 rng(12);

@@ -393,22 +393,31 @@ Expected unpermute_ref(const HostTensor& y_perm, const HostTensor& permuted_row,
   return e;
 }
 
-Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const HostTensor& w_in,
-                        const HostTensor* w_up, const HostTensor& w_down,
-                        std::span<const std::int64_t> offsets, const HostTensor* b_in, const HostTensor* b_up,
-                        const HostTensor* b_down) {
-  const std::int64_t h = x.shape()[1], f = w_in.shape()[1];
+namespace {
+
+// An expert FFN's h [P, F] as the reference expects the kernel to hold it, rounded to the dtype, with two
+// bounds on the kernel's: err, the error the down projection propagates (the FP32 error before the rounding,
+// plus an ulp where that error may cross a rounding boundary), and dev, how far the kernel's rounded h can
+// actually be from value (f16 / bf16: 0 away from a rounding boundary, where it rounds as the reference
+// does).
+struct Hidden {
+  std::vector<double> value, err, dev;
+};
+
+Hidden ffn_hidden(FfnKind kind, Activation act, const HostTensor& x, const HostTensor& w_in,
+                  const HostTensor* w_up, std::span<const std::int64_t> offsets, const HostTensor* b_in,
+                  const HostTensor* b_up) {
+  const std::int64_t h = x.shape()[1], f = w_in.shape()[1], p = x.shape()[0];
   const DType dtype = x.dtype();
   const double u = unit_roundoff(dtype);
-  Expected e{std::vector<double>(uz(x.numel()), 0.0), std::vector<double>(uz(x.numel()), 0.0)};
-  std::vector<double> hidden(uz(f)), hidden_err(uz(f));
+  Hidden hd{std::vector<double>(uz(p * f)), std::vector<double>(uz(p * f)), std::vector<double>(uz(p * f))};
   for (std::size_t expert = 0; expert + 1 < offsets.size(); ++expert) {
     const auto ex = static_cast<std::int64_t>(expert);
     for (std::int64_t r = offsets[expert]; r < offsets[expert + 1]; ++r) {
       for (std::int64_t j = 0; j < f; ++j) {
         double g = 0.0, g_mag = 0.0, up = 1.0, up_mag = 0.0;
-        for (std::int64_t p = 0; p < h; ++p) {
-          const double term = x.get(r * h + p) * w_in.get((ex * f + j) * h + p);
+        for (std::int64_t c = 0; c < h; ++c) {
+          const double term = x.get(r * h + c) * w_in.get((ex * f + j) * h + c);
           g += term;
           g_mag += std::abs(term);
         }
@@ -418,8 +427,8 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
         }
         if (kind == FfnKind::kGated) {
           up = 0.0;
-          for (std::int64_t p = 0; p < h; ++p) {
-            const double term = x.get(r * h + p) * w_up->get((ex * f + j) * h + p);
+          for (std::int64_t c = 0; c < h; ++c) {
+            const double term = x.get(r * h + c) * w_up->get((ex * f + j) * h + c);
             up += term;
             up_mag += std::abs(term);
           }
@@ -445,17 +454,33 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
         // boundary.
         const bool near_boundary =
             std::abs(std::abs(exact - rounded) - ulp / 2.0) <= pre_err + u * 1e-3 * std::abs(exact);
-        hidden[uz(j)] = rounded;
-        hidden_err[uz(j)] =
+        const std::size_t i = uz(r * f + j);
+        hd.value[i] = rounded;
+        hd.err[i] =
             pre_err + (near_boundary ? ulp : 0.0) + (dtype == DType::kF32 ? u * std::abs(exact) : 0.0);
+        hd.dev[i] = dtype == DType::kF32 ? hd.err[i] : near_boundary ? ulp : 0.0;
       }
+    }
+  }
+  return hd;
+}
+
+// y = w_down[e] . h (+ b_down) per row of expert e, from h's values and the errors they propagate.
+Expected ffn_down(const Hidden& hd, const HostTensor& w_down, std::span<const std::int64_t> offsets,
+                  const HostTensor* b_down, DType dtype) {
+  const std::int64_t h = w_down.shape()[1], f = w_down.shape()[2], p = offsets.back();
+  const double u = unit_roundoff(dtype);
+  Expected e{std::vector<double>(uz(p * h), 0.0), std::vector<double>(uz(p * h), 0.0)};
+  for (std::size_t expert = 0; expert + 1 < offsets.size(); ++expert) {
+    const auto ex = static_cast<std::int64_t>(expert);
+    for (std::int64_t r = offsets[expert]; r < offsets[expert + 1]; ++r)
       for (std::int64_t c = 0; c < h; ++c) {
         double acc = 0.0, mag = 0.0, propagated = 0.0;
         for (std::int64_t j = 0; j < f; ++j) {
-          const double w = w_down.get((ex * h + c) * f + j);
-          acc += hidden[uz(j)] * w;
-          mag += std::abs(hidden[uz(j)] * w);
-          propagated += hidden_err[uz(j)] * std::abs(w);
+          const double w = w_down.get((ex * h + c) * f + j), hv = hd.value[uz(r * f + j)];
+          acc += hv * w;
+          mag += std::abs(hv * w);
+          propagated += hd.err[uz(r * f + j)] * std::abs(w);
         }
         if (b_down != nullptr) {
           acc += b_down->get(ex * h + c);
@@ -465,9 +490,105 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
         e.bound[uz(r * h + c)] =
             u * std::abs(acc) + 2.0 * static_cast<double>(f + 2) * kU32 * mag + 1.01 * propagated;
       }
-    }
   }
   return e;
+}
+
+double fp32(double v) {
+  return static_cast<double>(static_cast<float>(v));
+}
+
+double grid_max(QuantFormat format) {
+  return format == QuantFormat::kInt8 ? 127.0 : 448.0;
+}
+
+// q put on the format's grid: E4M3 (clamped to +-448), or the integers in [-128, 127] (ties to even).
+double on_grid(QuantFormat format, double q) {
+  return format == QuantFormat::kInt8 ? std::clamp(std::nearbyint(q), -128.0, 127.0) : e4m3_round_ref(q);
+}
+
+// The reaches of a spec over rows of `cols`: one for a call scale, one per row, or ceil(cols / group) per row
+// (the last group the shorter rest).
+struct Reaches {
+  std::int64_t per_row, width;
+  bool call;
+  std::int64_t of(std::int64_t row, std::int64_t col) const { return call ? 0 : row * per_row + col / width; }
+};
+Reaches reaches_of(const ActivationQuant& quant, std::int64_t cols) {
+  const bool call = quant.static_scale > 0.0f || quant.per_tensor;
+  const bool grouped = !call && quant.group > 0;
+  const std::int64_t per_row = grouped ? (cols + quant.group - 1) / quant.group : 1;
+  return {per_row, grouped ? quant.group : std::max<std::int64_t>(1, cols), call};
+}
+
+}  // namespace
+
+Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const HostTensor& w_in,
+                        const HostTensor* w_up, const HostTensor& w_down,
+                        std::span<const std::int64_t> offsets, const HostTensor* b_in, const HostTensor* b_up,
+                        const HostTensor* b_down) {
+  return ffn_down(ffn_hidden(kind, act, x, w_in, w_up, offsets, b_in, b_up), w_down, offsets, b_down,
+                  x.dtype());
+}
+
+ExpertFfnQuantRef expert_ffn_quant_ref(FfnKind kind, Activation act, const HostTensor& x,
+                                       const HostTensor& w_in, const HostTensor* w_up,
+                                       const HostTensor& w_down, std::span<const std::int64_t> offsets,
+                                       const ActivationQuant& quant_h, const HostTensor* b_in) {
+  const std::int64_t p = x.shape()[0], f = w_in.shape()[1];
+  const DType dtype = x.dtype();
+  Hidden hd = ffn_hidden(kind, act, x, w_in, w_up, offsets, b_in, nullptr);
+  ExpertFfnQuantRef out;
+  // h_out: within its error bound, one ulp more where the FP32 value lay near a rounding boundary.
+  out.h = {hd.value, hd.err};
+  for (std::size_t i = 0; i < out.h.bound.size(); ++i)
+    out.h.bound[i] += 2.0 * unit_roundoff(x.dtype()) * std::abs(hd.value[i]);
+  const Reaches reach = reaches_of(quant_h, f);
+  const std::int64_t count = reach.call ? 1 : p * reach.per_row;
+  // Each reach's amax as the reference has it, and how far the kernel's may be from it.
+  std::vector<double> amax(uz(count), 0.0), amax_dev(uz(count), 0.0);
+  for (std::int64_t r = 0; r < p; ++r)
+    for (std::int64_t j = 0; j < f; ++j) {
+      const std::size_t i = uz(r * f + j), g = uz(reach.of(r, j));
+      amax[g] = std::max(amax[g], std::abs(hd.value[i]));
+      amax_dev[g] = std::max(amax_dev[g], hd.dev[i]);
+    }
+  const QuantFormat format = quant_h.format;
+  if (reach.call) {  // the scale is monotone in amax: the kernel's lies in the bracket
+    out.h_scale_lo = quant_scale_ref(quant_h, std::max(0.0, amax[0] - amax_dev[0]));
+    out.h_scale_hi = quant_scale_ref(quant_h, amax[0] + amax_dev[0]);
+  }
+  for (std::int64_t r = 0; r < p; ++r)
+    for (std::int64_t j = 0; j < f; ++j) {
+      const std::size_t i = uz(r * f + j), g = uz(reach.of(r, j));
+      // The scale is monotone in amax: the kernel's lies in [s_lo, s_hi].
+      const double s = quant_scale_ref(quant_h, amax[g]);
+      const double s_lo = quant_scale_ref(quant_h, std::max(0.0, amax[g] - amax_dev[g]));
+      const double s_hi = quant_scale_ref(quant_h, amax[g] + amax_dev[g]);
+      // The grid value is monotone in h and in 1 / s, and q x s is bilinear: the corners bracket the
+      // kernel's quantized h over h +- dev and s in [s_lo, s_hi] (0 too when the scale may be 0).
+      const double hv = hd.value[i], dv = hd.dev[i];
+      double r_lo = format == QuantFormat::kInt8 ? -128.0 : -448.0, r_hi = grid_max(format);
+      std::vector<double> corners;
+      if (s_lo == 0.0) {
+        corners.push_back(0.0);
+      } else {
+        const double q[] = {fp32((hv - dv) / s_lo), fp32((hv - dv) / s_hi), fp32((hv + dv) / s_lo),
+                            fp32((hv + dv) / s_hi)};
+        r_lo = on_grid(format, *std::min_element(std::begin(q), std::end(q)));
+        r_hi = on_grid(format, *std::max_element(std::begin(q), std::end(q)));
+      }
+      for (double grid_value : {r_lo, r_hi})
+        for (double scale : {s_lo, s_hi})
+          if (scale > 0.0) corners.push_back(round_to(dtype, fp32(grid_value * scale)));
+      const double value = fake_quantize_ref(format, hv, s, dtype);
+      const double lo = *std::min_element(corners.begin(), corners.end()),
+                   hi = *std::max_element(corners.begin(), corners.end());
+      hd.value[i] = value;
+      hd.err[i] = std::max(value - lo, hi - value);
+    }
+  out.y = ffn_down(hd, w_down, offsets, nullptr, dtype);
+  return out;
 }
 
 Expected residual_add_ref(const HostTensor& a, const HostTensor& b) {
@@ -530,6 +651,68 @@ Expected attn_temperature_ref(const HostTensor& x, const HostTensor& positions, 
     }
   }
   return e;
+}
+
+double e4m3_round_ref(double v) {
+  // The non-negative E4M3 values in code order (codes 0 to 126; 127, all ones, is NaN): exponent field E =
+  // code >> 3, mantissa M = code & 7; E = 0: M/8 x 2^-6 (subnormal), else (1 + M/8) x 2^(E - 7).
+  static const std::vector<double> values = [] {
+    std::vector<double> g;
+    for (int code = 0; code < 127; ++code) {
+      const int exponent = code >> 3, mantissa = code & 7;
+      g.push_back(exponent == 0 ? mantissa / 8.0 * std::ldexp(1.0, -6)
+                                : (1.0 + mantissa / 8.0) * std::ldexp(1.0, exponent - 7));
+    }
+    return g;
+  }();
+  const double a = std::min(std::abs(v), values.back());
+  const auto above = std::upper_bound(values.begin(), values.end(), a);
+  const auto below = static_cast<std::size_t>(above - values.begin()) - 1;
+  double nearest = values[below];
+  if (below + 1 < values.size()) {
+    const double down = a - values[below], up = values[below + 1] - a;
+    // A tie goes to the even mantissa: the code's low bit is the mantissa's.
+    if (up < down || (up == down && below % 2 == 1)) nearest = values[below + 1];
+  }
+  return std::copysign(nearest, v);
+}
+
+double quant_scale_ref(const ActivationQuant& quant, double amax) {
+  if (quant.static_scale > 0.0f) return quant.static_scale;
+  const double a = quant.scale_ub > 0.0f ? std::min(amax, static_cast<double>(quant.scale_ub)) : amax;
+  double s = std::max(fp32(a / grid_max(quant.format)), static_cast<double>(quant.min_scale));
+  if (quant.pow2_scale && s > 0.0) {  // the least power of two >= s
+    double p = 1.0;
+    while (p < s) p *= 2.0;
+    while (p / 2.0 >= s) p /= 2.0;
+    s = p;
+  }
+  return s;
+}
+
+double fake_quantize_ref(QuantFormat format, double x, double s, DType dtype) {
+  if (s == 0.0) return 0.0;
+  return round_to(dtype, fp32(on_grid(format, fp32(x / s)) * s));
+}
+
+QuantizeRef quantize_ref(const HostTensor& x, const ActivationQuant& quant) {
+  const std::int64_t t = x.shape()[0], c = x.shape()[1];
+  const Reaches reach = reaches_of(quant, c);
+  const std::int64_t count = reach.call ? 1 : t * reach.per_row;
+  std::vector<double> amax(uz(count), 0.0);
+  for (std::int64_t r = 0; r < t; ++r)
+    for (std::int64_t j = 0; j < c; ++j) {
+      const std::size_t g = uz(reach.of(r, j));
+      amax[g] = std::max(amax[g], std::abs(x.get(r * c + j)));
+    }
+  QuantizeRef out{{std::vector<double>(uz(x.numel())), std::vector<double>(uz(x.numel()), 0.0)},
+                  std::vector<double>(uz(count))};
+  for (std::size_t g = 0; g < uz(count); ++g) out.scales[g] = quant_scale_ref(quant, amax[g]);
+  for (std::int64_t r = 0; r < t; ++r)
+    for (std::int64_t j = 0; j < c; ++j)
+      out.y.value[uz(r * c + j)] =
+          fake_quantize_ref(quant.format, x.get(r * c + j), out.scales[uz(reach.of(r, j))], x.dtype());
+  return out;
 }
 
 double underflow_floor(DType dtype) {

@@ -74,6 +74,22 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
                         const HostTensor* w_up, const HostTensor& w_down,
                         std::span<const std::int64_t> offsets, const HostTensor* b_in = nullptr,
                         const HostTensor* b_up = nullptr, const HostTensor* b_down = nullptr);
+// expert_ffn_ref with W8A8 experts (ops.hpp ExpertFfnArgs::quant_h; quant_x is the caller's: pass x through
+// quantize_ref first): every h element rounded to the dtype, then fake-quantized by quant_h (per row, per
+// group, per tensor over all rows of the call, or static) before the down projection. The kernel's h may
+// differ from the reference's within h's bound, and with it its reach's amax and scale, so each quantized
+// element is bracketed over every h and scale those bounds allow (quantization is monotone in h, and in the
+// grid value times the scale); where no grid boundary lies within h's bound, the bracket is a single value.
+// h_scale_lo / h_scale_hi: the bracket of the call scale (static or per tensor; 0 and 0 otherwise).
+struct ExpertFfnQuantRef {
+  Expected y;
+  double h_scale_lo = 0.0, h_scale_hi = 0.0;
+  Expected h;  // h before quant_h (ExpertFfnArgs::h_out), rounded to the dtype
+};
+ExpertFfnQuantRef expert_ffn_quant_ref(FfnKind kind, Activation act, const HostTensor& x,
+                                       const HostTensor& w_in, const HostTensor* w_up,
+                                       const HostTensor& w_down, std::span<const std::int64_t> offsets,
+                                       const ActivationQuant& quant_h, const HostTensor* b_in = nullptr);
 Expected residual_add_ref(const HostTensor& a, const HostTensor& b);
 // min(max(x, -l), l) with l = limit rounded to x's dtype; exact (bound 0: every output is an input or +-l);
 // NaN gives NaN.
@@ -86,6 +102,25 @@ Expected partial_sum_ref(const HostTensor& partials);
 // dtype.
 Expected attn_temperature_ref(const HostTensor& x, const HostTensor& positions, float floor_scale,
                               float attn_scale);
+
+// v clamped to [-448, 448] and rounded to the nearest FP8 E4M3 value (1 sign bit, 4 exponent bits with bias
+// 7, 3 mantissa bits; subnormals m 2^-9; largest 448 = 1.75 x 2^8; no infinities), ties to the even mantissa:
+// the nearest of the format's enumerated values, written from that definition alone.
+double e4m3_round_ref(double v);
+// Fake quantization (ops.hpp ActivationQuant / QuantizeArgs) of x [T,C] in x's dtype, from the contract: the
+// scales in FP32 (a / q_max one FP32 division, emulated in FP64 and rounded to FP32, which is exact rounding
+// for a quotient of two FP32 values), q = x / s likewise, then q on the grid and q x s one FP32 product,
+// rounded to x's dtype. Exact: y's bound is 0. scales: QuantizeArgs::scales' layout ([1], [T] or
+// [T, C / group]).
+struct QuantizeRef {
+  Expected y;
+  std::vector<double> scales;
+};
+QuantizeRef quantize_ref(const HostTensor& x, const ActivationQuant& quant);
+// The scale of a reach whose largest magnitude is amax (QuantizeArgs), as FP32 computes it.
+double quant_scale_ref(const ActivationQuant& quant, double amax);
+// One element x at scale s: q x s rounded to `dtype` (0 when s is 0).
+double fake_quantize_ref(QuantFormat format, double x, double s, DType dtype);
 
 // The absolute rounding error of a dtype near zero (half its smallest subnormal), added to every bound.
 double underflow_floor(DType dtype);

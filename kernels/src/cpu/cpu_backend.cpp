@@ -36,6 +36,7 @@ struct CpuDispatch {
   Status operator()(const PartialSumArgs& a) const { return cpu::partial_sum(a); }
   Status operator()(const ClampArgs& a) const { return cpu::clamp(a); }
   Status operator()(const AttnTemperatureArgs& a) const { return cpu::attn_temperature(a); }
+  Status operator()(const QuantizeArgs& a) const { return cpu::quantize(a); }
 };
 
 // OpenBLAS takes int extents: the ops that call it refuse operands whose extents would overflow one.

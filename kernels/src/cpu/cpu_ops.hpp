@@ -23,5 +23,25 @@ Status attn_temperature(const AttnTemperatureArgs& args);
 Status embedding(const EmbeddingArgs& args);
 Status lm_head(const LmHeadArgs& args);
 Status partial_sum(const PartialSumArgs& args);
+Status quantize(const QuantizeArgs& args);
+
+// Fake quantization (ops.hpp ActivationQuant), the pieces quantize and expert_ffn share (quantize.cpp).
+// Whether the spec has one scale for the whole call: a static scale, or per tensor.
+bool has_call_scale(const ActivationQuant& quant);
+// The scale of a reach whose largest magnitude is amax: static_scale when > 0, else from amax (scale_ub,
+// min_scale, pow2_scale applied).
+float quant_scale(const ActivationQuant& quant, float amax);
+// The largest magnitude of n FP32 values, or of a tensor's elements (in parallel); 0 when empty.
+float max_magnitude(const float* values, std::int64_t n);
+float max_magnitude(const Tensor& x);
+// One row of `cols` FP32 values, in place: each fake-quantized by `quant` and rounded to dtype (the value
+// writing it to memory gives). call_scale: the scale of a spec with one for the call (has_call_scale),
+// ignored otherwise (the row, or each of its groups, finds its own). row_scales (nullable): receives the
+// row's scale, or its C / group scales (not written for a call scale).
+void fake_quantize_row(const ActivationQuant& quant, float call_scale, float* row, std::int64_t cols,
+                       DType dtype, float* row_scales);
+// fake_quantize_row over rows x cols values, rows in parallel.
+void fake_quantize_rows(const ActivationQuant& quant, float call_scale, float* values, std::int64_t rows,
+                        std::int64_t cols, DType dtype);
 
 }  // namespace duplex::kernels::cpu

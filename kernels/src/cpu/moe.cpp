@@ -1,11 +1,13 @@
 // CPU MoE ops: router (gate GEMM + softmax or sigmoid + top-k, group-limited or not), token permute (rows
-// copied, or scaled by their routing weights) / unpermute, grouped expert FFN.
+// copied, or scaled by their routing weights) / unpermute, grouped expert FFN (W8A8 experts: x and h rows
+// fake-quantized by quantize.cpp).
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "convert.hpp"
@@ -254,33 +256,92 @@ Status unpermute(const UnpermuteArgs& args) {
   return {};
 }
 
-Status expert_ffn(const ExpertFfnArgs& args) {
-  const std::int64_t h = args.x.dim(1), e = args.w_in.dim(0), f = args.w_in.dim(1);
+namespace {
+
+// h of an expert's `rows` rows from x row `first` on (ops.hpp ExpertFfnArgs), rounded to the dtype: x's rows
+// fake-quantized by quant_x first when it is enabled (x_scale: its call scale, has_call_scale).
+std::vector<float> expert_hidden(const ExpertFfnArgs& args, std::int64_t expert, std::int64_t first,
+                                 std::int64_t rows, float x_scale) {
+  const std::int64_t h = args.x.dim(1), f = args.w_in.dim(1);
   const bool gated = args.kind == FfnKind::kGated;
   const DType dtype = args.x.dtype;
+  std::vector<float> x = rows_to_floats(args.x, first, rows);
+  if (args.quant_x.enabled()) fake_quantize_rows(args.quant_x, x_scale, x.data(), rows, h, dtype);
+  std::vector<float> hidden(static_cast<std::size_t>(rows * f)), up;
+  linear_nt(x.data(), rows, h, args.w_in.data, dtype, expert * f * h, f, hidden.data(), false);
+  if (gated) {
+    up.resize(hidden.size());
+    linear_nt(x.data(), rows, h, args.w_up.data, dtype, expert * f * h, f, up.data(), false);
+  }
+  add_bias_rows(args.b_in, expert, hidden, f);
+  if (gated) add_bias_rows(args.b_up, expert, up, f);
+  for (std::size_t i = 0; i < hidden.size(); ++i) {
+    const float a = args.activation == Activation::kSwigluOai ? swiglu_oai(hidden[i], up[i])
+                    : gated                                   ? activate(args.activation, hidden[i]) * up[i]
+                                                              : activate(args.activation, hidden[i]);
+    hidden[i] = round_to_dtype(a, dtype);
+  }
+  return hidden;
+}
+
+// y's rows of an expert = w_down[e] . hidden (+ b_down), rounded to the dtype.
+void expert_down(const ExpertFfnArgs& args, std::int64_t expert, std::int64_t first, std::int64_t rows,
+                 const std::vector<float>& hidden) {
+  const std::int64_t h = args.x.dim(1), f = args.w_in.dim(1);
+  std::vector<float> y(static_cast<std::size_t>(rows * h));
+  linear_nt(hidden.data(), rows, f, args.w_down.data, args.x.dtype, expert * h * f, h, y.data(), false);
+  add_bias_rows(args.b_down, expert, y, h);
+  store_floats(y.data(), rows * h, args.y.data, args.y.dtype, first * h);
+}
+
+}  // namespace
+
+Status expert_ffn(const ExpertFfnArgs& args) {
+  const std::int64_t e = args.w_in.dim(0), f = args.w_in.dim(1);
+  const DType dtype = args.x.dtype;
+  const ActivationQuant &quant_x = args.quant_x, &quant_h = args.quant_h;
+  // The call scales (static, or per tensor over every row of the call); 0 for a spec without one.
+  float x_scale = 0.0f, h_scale = 0.0f;
+  if (quant_x.enabled() && has_call_scale(quant_x))
+    x_scale = quant_scale(quant_x, quant_x.static_scale > 0.0f ? 0.0f : max_magnitude(args.x));
+  if (quant_h.enabled() && quant_h.static_scale > 0.0f) h_scale = quant_h.static_scale;
+  // A dynamic per-tensor h scale needs every expert's h before the first down projection: they are held
+  // (P x F FP32) until the amax of all of them is known.
+  const bool hold_h = quant_h.enabled() && quant_h.per_tensor && !(quant_h.static_scale > 0.0f);
+  std::vector<std::vector<float>> held(hold_h ? static_cast<std::size_t>(e) : 0);
+  auto rows_of = [&](std::int64_t expert) {
+    const auto i = static_cast<std::size_t>(expert);
+    return std::pair{args.expert_offsets[i], args.expert_offsets[i + 1] - args.expert_offsets[i]};
+  };
   for (std::int64_t expert = 0; expert < e; ++expert) {
-    const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(expert)];
-    const std::int64_t rows = args.expert_offsets[static_cast<std::size_t>(expert) + 1] - first;
+    const auto [first, rows] = rows_of(expert);
     if (rows == 0) continue;
-    const std::vector<float> x = rows_to_floats(args.x, first, rows);
-    std::vector<float> hidden(static_cast<std::size_t>(rows * f)), up;
-    linear_nt(x.data(), rows, h, args.w_in.data, dtype, expert * f * h, f, hidden.data(), false);
-    if (gated) {
-      up.resize(hidden.size());
-      linear_nt(x.data(), rows, h, args.w_up.data, dtype, expert * f * h, f, up.data(), false);
+    std::vector<float> hidden = expert_hidden(args, expert, first, rows, x_scale);
+    if (args.h_out.present()) store_floats(hidden.data(), rows * f, args.h_out.data, dtype, first * f);
+    if (hold_h) {
+      held[static_cast<std::size_t>(expert)] = std::move(hidden);
+      continue;
     }
-    add_bias_rows(args.b_in, expert, hidden, f);
-    if (gated) add_bias_rows(args.b_up, expert, up, f);
-    for (std::size_t i = 0; i < hidden.size(); ++i) {
-      const float a = args.activation == Activation::kSwigluOai ? swiglu_oai(hidden[i], up[i])
-                      : gated                                   ? activate(args.activation, hidden[i]) * up[i]
-                                                                : activate(args.activation, hidden[i]);
-      hidden[i] = round_to_dtype(a, dtype);
+    if (quant_h.enabled()) fake_quantize_rows(quant_h, h_scale, hidden.data(), rows, f, dtype);
+    expert_down(args, expert, first, rows, hidden);
+  }
+  if (hold_h) {
+    float amax = 0.0f;
+    for (const std::vector<float>& hidden : held)
+      amax = std::max(amax, max_magnitude(hidden.data(), static_cast<std::int64_t>(hidden.size())));
+    h_scale = quant_scale(quant_h, amax);
+    for (std::int64_t expert = 0; expert < e; ++expert) {
+      const auto [first, rows] = rows_of(expert);
+      if (rows == 0) continue;
+      std::vector<float>& hidden = held[static_cast<std::size_t>(expert)];
+      fake_quantize_rows(quant_h, h_scale, hidden.data(), rows, f, dtype);
+      expert_down(args, expert, first, rows, hidden);
     }
-    std::vector<float> y(static_cast<std::size_t>(rows * h));
-    linear_nt(hidden.data(), rows, f, args.w_down.data, dtype, expert * h * f, h, y.data(), false);
-    add_bias_rows(args.b_down, expert, y, h);
-    store_floats(y.data(), rows * h, args.y.data, args.y.dtype, first * h);
+  }
+  if (args.quant_scales.present()) {
+    auto* out = args.quant_scales.as<float>();
+    out[0] = x_scale;
+    out[1] = h_scale;
   }
   return {};
 }

@@ -96,6 +96,7 @@ struct Dispatch {
   Status operator()(const PartialSumArgs& a) const { return partial_sum(ctx, a, stream); }
   Status operator()(const ClampArgs& a) const { return clamp(ctx, a, stream); }
   Status operator()(const AttnTemperatureArgs& a) const { return attn_temperature(ctx, a, stream); }
+  Status operator()(const QuantizeArgs& a) const { return quantize(ctx, a, stream); }
 };
 
 constexpr std::int64_t kMaxHeadDim = 256;

@@ -119,5 +119,13 @@ Status router(Context& ctx, const RouterArgs& args, cudaStream_t stream);
 Status permute(Context& ctx, const PermuteArgs& args, cudaStream_t stream);
 Status unpermute(Context& ctx, const UnpermuteArgs& args, cudaStream_t stream);
 Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream);
+Status quantize(Context& ctx, const QuantizeArgs& args, cudaStream_t stream);
+
+// Fake quantization (ops.hpp ActivationQuant) of x [rows, cols] (dtype) into y (which may be x), shared by
+// quantize and expert_ffn (cuda_quantize.cu). scales (device, nullable) receives the scales in
+// QuantizeArgs::scales' layout: [1] for a static or per-tensor spec (written even when rows = 0), [rows]
+// per row, [rows, cols / group] per group.
+Status fake_quantize_rows(Context& ctx, const ActivationQuant& quant, DType dtype, const void* x, void* y,
+                          std::int64_t rows, std::int64_t cols, float* scales, cudaStream_t stream);
 
 }  // namespace duplex::kernels::cuda

@@ -4,7 +4,10 @@
 // fused activation kernel that rounds h to the storage dtype, and the down GEMMs batched likewise, all on one
 // stream. Biases: b_in / b_up are added to an expert's FP32 gate / up rows (a small kernel per expert) before
 // the activation; with b_down the down GEMMs write FP32 rows, and a kernel per expert adds b_down and rounds
-// y once. The router's logit bias is added to the FP32 logits before the top-k kernels read them.
+// y once. W8A8 experts (quant_x / quant_h): x is fake-quantized once into a copy the gate / up GEMMs read,
+// each batch's h in place before its down GEMMs (cuda_quantize.cu); a dynamic per-tensor h scale holds h for
+// every row of the call ([P, F] instead of per batch) so that all of it is known before the first down GEMM.
+// The router's logit bias is added to the FP32 logits before the top-k kernels read them.
 // (cublasGemmGroupedBatchedEx would take mixed counts in one call, but cuBLAS 13 rejects FP16 inputs with an
 // FP32 output there: measured on an H200, bench/kernels/README.md.)
 #include <algorithm>
@@ -454,11 +457,29 @@ Status unpermute(Context& ctx, const UnpermuteArgs& args, cudaStream_t stream) {
 }
 
 Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) {
-  const std::int64_t h = args.x.dim(1), e = args.w_in.dim(0), f = args.w_in.dim(1);
+  const std::int64_t p = args.x.dim(0), h = args.x.dim(1), e = args.w_in.dim(0), f = args.w_in.dim(1);
   const bool gated = args.kind == FfnKind::kGated;
   const bool down_bias = args.b_down.present();
   const DType dtype = args.x.dtype;
   const std::size_t elem = dtype_size(dtype);
+  const ActivationQuant &quant_x = args.quant_x, &quant_h = args.quant_h;
+  const bool x_call = quant_x.static_scale > 0.0f || quant_x.per_tensor;  // one scale for the call
+  const bool h_call = quant_h.static_scale > 0.0f || quant_h.per_tensor;
+  // quant_scales: 0 for a spec without a call scale (or disabled); the call scales overwrite theirs.
+  float* quant_scales = args.quant_scales.as<float>();
+  if (quant_scales != nullptr) DUPLEX_CUDA_TRY(cudaMemsetAsync(quant_scales, 0, 2 * sizeof(float), stream));
+  float* h_scale_out = quant_scales != nullptr && quant_h.enabled() && h_call ? quant_scales + 1 : nullptr;
+  // W8A8 x: each row fake-quantized once (a per-tensor scale reaches all P) into a copy the GEMMs read.
+  Scratch x_quantized(stream);
+  const char* x_base = static_cast<const char*>(args.x.data);
+  if (quant_x.enabled()) {
+    if (Status s = x_quantized.allocate(static_cast<std::size_t>(p * h) * elem); !s.ok()) return s;
+    if (Status s = fake_quantize_rows(ctx, quant_x, dtype, args.x.data, x_quantized.as<void>(), p, h,
+                                      x_call && quant_scales != nullptr ? quant_scales : nullptr, stream);
+        !s.ok())
+      return s;
+    x_base = x_quantized.as<const char>();
+  }
   // Scratch per row: gate and up in FP32 [F] each, h in the storage dtype [F]; with b_down, the down
   // projection in FP32 [H] too (the bias is added to it before y is rounded, once).
   const std::size_t row_bytes = static_cast<std::size_t>(f) * (2 * sizeof(float) + elem) +
@@ -471,114 +492,188 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
     most_rows = std::max(most_rows, rows);
     rows_total += rows;
   }
-  if (active.empty()) return {};
-  // Batches of consecutive active experts whose rows' scratch fits kScratchBytes (one expert at least).
+  if (active.empty())  // no h: a call scale from no rows (static, or the per-tensor one of amax 0)
+    return h_scale_out != nullptr
+               ? fake_quantize_rows(ctx, quant_h, dtype, nullptr, nullptr, 0, f, h_scale_out, stream)
+               : Status{};
+  // Batches of consecutive active experts whose rows' scratch fits kScratchBytes (one expert at least):
+  // experts active[next, end) with `rows` rows, packed in that order in the scratch.
+  struct Batch {
+    std::size_t next, end;
+    std::int64_t rows;
+  };
   const std::int64_t batch_rows =
       std::max<std::int64_t>(most_rows, static_cast<std::int64_t>(kScratchBytes / row_bytes));
-  Scratch scratch(stream);
-  if (Status s = scratch.allocate(kPointerBytes +
-                                  static_cast<std::size_t>(std::min(batch_rows, rows_total)) * row_bytes);
-      !s.ok())
-    return s;
-
-  auto at = [&](const Tensor& t, std::int64_t elements) {
-    return static_cast<const char*>(t.data) + static_cast<std::size_t>(elements) * elem;
-  };
+  std::vector<Batch> batches;
   for (std::size_t next = 0; next < active.size();) {
-    // This batch: experts active[next, end) with `rows` rows; scratch rows are packed in that order.
     std::size_t end = next;
     std::int64_t rows = 0;
     while (end < active.size() && static_cast<int>(end - next) < kMaxGroup &&
            (end == next || rows + expert_rows(args, active[end]) <= batch_rows))
       rows += expert_rows(args, active[end++]);
-    const int count = static_cast<int>(end - next);
-    auto* pointers = scratch.as<const void*>();
-    float* gate = reinterpret_cast<float*>(scratch.as<char>() + kPointerBytes);
-    float* up = gate + rows * f;
-    float* down_acc = up + rows * f;  // with b_down: the down GEMMs' FP32 output [rows, H]
-    char* hidden = reinterpret_cast<char*>(down_bias ? down_acc + rows * h : down_acc);
+    batches.push_back({next, end, rows});
+    next = end;
+  }
+  Scratch scratch(stream);
+  if (Status s = scratch.allocate(kPointerBytes +
+                                  static_cast<std::size_t>(std::min(batch_rows, rows_total)) * row_bytes);
+      !s.ok())
+    return s;
+  // A dynamic per-tensor h scale needs every batch's h before the first down projection: h is then held for
+  // all P rows ([P, F] in the dtype; the active experts' rows are x's rows in order) instead of per batch.
+  const bool hold_h = quant_h.enabled() && quant_h.per_tensor && !(quant_h.static_scale > 0.0f);
+  Scratch held(stream);
+  if (hold_h)
+    if (Status s = held.allocate(static_cast<std::size_t>(rows_total * f) * elem); !s.ok()) return s;
 
-    GemmProblem in[kMaxGroup], up_p[kMaxGroup], down[kMaxGroup];
+  auto at = [&](const Tensor& t, std::int64_t elements) {
+    return static_cast<const char*>(t.data) + static_cast<std::size_t>(elements) * elem;
+  };
+  auto expert_of = [&](const Batch& b, int j) { return active[b.next + static_cast<std::size_t>(j)]; };
+  auto* pointers = scratch.as<const void*>();
+  const void** in_ptrs = pointers;
+  const void** up_ptrs = pointers + 3 * kMaxGroup;
+  const void** down_ptrs = pointers + 6 * kMaxGroup;
+  // A batch's scratch: FP32 gate / up rows, with b_down the down GEMMs' FP32 output [rows, H], and h.
+  struct Layout {
+    float *gate, *up, *down_acc;
+    char* hidden;
+  };
+  auto layout = [&](const Batch& b) {
+    Layout l{};
+    l.gate = reinterpret_cast<float*>(scratch.as<char>() + kPointerBytes);
+    l.up = l.gate + b.rows * f;
+    l.down_acc = l.up + b.rows * f;
+    l.hidden = reinterpret_cast<char*>(down_bias ? l.down_acc + b.rows * h : l.down_acc);
+    if (hold_h) {  // the batch's first row is its first expert's offset
+      const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(active[b.next])];
+      l.hidden = held.as<char>() + static_cast<std::size_t>(first * f) * elem;
+    }
+    return l;
+  };
+  // Per expert of the batch: its bias row added to its packed FP32 rows (`width` wide) at `base`.
+  auto add_biases = [&](const Batch& b, const Tensor& bias, float* base, std::int64_t width) -> Status {
+    std::int64_t bias_row0 = 0;
+    for (int j = 0; j < static_cast<int>(b.end - b.next); ++j) {
+      const std::int64_t i = expert_of(b, j), r = expert_rows(args, i);
+      if (Status s =
+              with_storage_type(dtype,
+                                [&](auto tag) -> Status {
+                                  using T = decltype(tag);
+                                  add_bias_rows<T><<<blocks_for(r * width, kThreads), kThreads, 0, stream>>>(
+                                      base + bias_row0 * width, bias.as<const T>() + i * width, r, width);
+                                  DUPLEX_CUDA_LAUNCHED("add_bias_rows");
+                                  return {};
+                                });
+          !s.ok())
+        return s;
+      bias_row0 += r;
+    }
+    return {};
+  };
+  // The gate and up GEMMs, their biases and the activation: the batch's h, rounded to the dtype.
+  auto project_up = [&](const Batch& b) -> Status {
+    const int count = static_cast<int>(b.end - b.next);
+    const Layout l = layout(b);
+    GemmProblem in[kMaxGroup], up_p[kMaxGroup];
     std::int64_t row0 = 0;
     for (int j = 0; j < count; ++j) {
-      const std::int64_t i = active[next + static_cast<std::size_t>(j)];
-      const std::int64_t r = expert_rows(args, i);
+      const std::int64_t i = expert_of(b, j), r = expert_rows(args, i);
       const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(i)];
-      const void* x = at(args.x, first * h);
-      in[j] = {x, at(args.w_in, i * f * h), gate + row0 * f, r, f, h};
-      up_p[j] = {x, gated ? at(args.w_up, i * f * h) : nullptr, up + row0 * f, r, f, h};
-      void* y = down_bias ? static_cast<void*>(down_acc + row0 * h)
-                          : static_cast<char*>(args.y.data) + static_cast<std::size_t>(first * h) * elem;
-      down[j] = {hidden + static_cast<std::size_t>(row0 * f) * elem, at(args.w_down, i * h * f), y, r, h, f};
+      const void* x = x_base + static_cast<std::size_t>(first * h) * elem;
+      in[j] = {x, at(args.w_in, i * f * h), l.gate + row0 * f, r, f, h};
+      up_p[j] = {x, gated ? at(args.w_up, i * f * h) : nullptr, l.up + row0 * f, r, f, h};
       row0 += r;
     }
-    const void** in_ptrs = pointers;
-    const void** up_ptrs = pointers + 3 * kMaxGroup;
-    const void** down_ptrs = pointers + 6 * kMaxGroup;
     if (Status s = run_bucketed(ctx, stream, in, count, in_ptrs, dtype, DType::kF32); !s.ok()) return s;
     if (gated)
       if (Status s = run_bucketed(ctx, stream, up_p, count, up_ptrs, dtype, DType::kF32); !s.ok()) return s;
-    // Per expert of the batch: its bias row added to its packed FP32 rows (`width` wide) at `base`.
-    auto add_biases = [&](const Tensor& bias, float* base, std::int64_t width) -> Status {
-      std::int64_t bias_row0 = 0;
-      for (int j = 0; j < count; ++j) {
-        const std::int64_t i = active[next + static_cast<std::size_t>(j)], r = expert_rows(args, i);
-        if (Status s = with_storage_type(
-                dtype,
-                [&](auto tag) -> Status {
-                  using T = decltype(tag);
-                  add_bias_rows<T><<<blocks_for(r * width, kThreads), kThreads, 0, stream>>>(
-                      base + bias_row0 * width, bias.as<const T>() + i * width, r, width);
-                  DUPLEX_CUDA_LAUNCHED("add_bias_rows");
-                  return {};
-                });
-            !s.ok())
-          return s;
-        bias_row0 += r;
-      }
-      return {};
-    };
     if (args.b_in.present())
-      if (Status s = add_biases(args.b_in, gate, f); !s.ok()) return s;
+      if (Status s = add_biases(b, args.b_in, l.gate, f); !s.ok()) return s;
     if (gated && args.b_up.present())
-      if (Status s = add_biases(args.b_up, up, f); !s.ok()) return s;
+      if (Status s = add_biases(b, args.b_up, l.up, f); !s.ok()) return s;
     // One activation kernel over the batch's packed scratch rows.
-    if (Status s = with_storage_type(dtype,
-                                     [&](auto tag) -> Status {
-                                       using T = decltype(tag);
-                                       activation<T><<<blocks_for(rows * f, kThreads), kThreads, 0, stream>>>(
-                                           gate, gated ? up : nullptr, reinterpret_cast<T*>(hidden), rows * f,
-                                           args.activation);
-                                       DUPLEX_CUDA_LAUNCHED("activation");
-                                       return {};
-                                     });
-        !s.ok())
-      return s;
+    return with_storage_type(dtype, [&](auto tag) -> Status {
+      using T = decltype(tag);
+      activation<T><<<blocks_for(b.rows * f, kThreads), kThreads, 0, stream>>>(
+          l.gate, gated ? l.up : nullptr, reinterpret_cast<T*>(l.hidden), b.rows * f, args.activation);
+      DUPLEX_CUDA_LAUNCHED("activation");
+      return {};
+    });
+  };
+  // The down GEMMs of the batch's h, and b_down.
+  auto project_down = [&](const Batch& b) -> Status {
+    const int count = static_cast<int>(b.end - b.next);
+    const Layout l = layout(b);
+    GemmProblem down[kMaxGroup];
+    std::int64_t row0 = 0;
+    for (int j = 0; j < count; ++j) {
+      const std::int64_t i = expert_of(b, j), r = expert_rows(args, i);
+      const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(i)];
+      void* y = down_bias ? static_cast<void*>(l.down_acc + row0 * h)
+                          : static_cast<char*>(args.y.data) + static_cast<std::size_t>(first * h) * elem;
+      down[j] = {
+          l.hidden + static_cast<std::size_t>(row0 * f) * elem, at(args.w_down, i * h * f), y, r, h, f};
+      row0 += r;
+    }
     if (Status s = run_bucketed(ctx, stream, down, count, down_ptrs, dtype, down_bias ? DType::kF32 : dtype);
         !s.ok())
       return s;
-    if (down_bias) {
-      // y = round(w_down . h + b_down), per expert (its rows of y start at its expert offset).
-      std::int64_t bias_row0 = 0;
-      for (int j = 0; j < count; ++j) {
-        const std::int64_t i = active[next + static_cast<std::size_t>(j)], r = expert_rows(args, i);
-        const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(i)];
-        if (Status s = with_storage_type(
-                dtype,
-                [&](auto tag) -> Status {
-                  using T = decltype(tag);
-                  add_bias_round_rows<T><<<blocks_for(r * h, kThreads), kThreads, 0, stream>>>(
-                      down_acc + bias_row0 * h, args.b_down.as<const T>() + i * h, args.y.as<T>() + first * h,
-                      r, h);
-                  DUPLEX_CUDA_LAUNCHED("add_bias_round_rows");
-                  return {};
-                });
-            !s.ok())
-          return s;
-        bias_row0 += r;
-      }
+    if (!down_bias) return {};
+    // y = round(w_down . h + b_down), per expert (its rows of y start at its expert offset).
+    std::int64_t bias_row0 = 0;
+    for (int j = 0; j < count; ++j) {
+      const std::int64_t i = expert_of(b, j), r = expert_rows(args, i);
+      const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(i)];
+      if (Status s = with_storage_type(
+              dtype,
+              [&](auto tag) -> Status {
+                using T = decltype(tag);
+                add_bias_round_rows<T><<<blocks_for(r * h, kThreads), kThreads, 0, stream>>>(
+                    l.down_acc + bias_row0 * h, args.b_down.as<const T>() + i * h, args.y.as<T>() + first * h,
+                    r, h);
+                DUPLEX_CUDA_LAUNCHED("add_bias_round_rows");
+                return {};
+              });
+          !s.ok())
+        return s;
+      bias_row0 += r;
     }
-    next = end;
+    return {};
+  };
+
+  // h_out: the batch's rows of h before quant_h (its rows are x's from its first expert's offset on).
+  auto copy_h = [&](const Batch& b) -> Status {
+    if (!args.h_out.present()) return {};
+    const std::int64_t first = args.expert_offsets[static_cast<std::size_t>(active[b.next])];
+    char* to = static_cast<char*>(args.h_out.data) + static_cast<std::size_t>(first * f) * elem;
+    DUPLEX_CUDA_TRY(cudaMemcpyAsync(to, layout(b).hidden, static_cast<std::size_t>(b.rows * f) * elem,
+                                    cudaMemcpyDeviceToDevice, stream));
+    return {};
+  };
+  if (hold_h) {  // every batch's h, the per-tensor quantization of all of them, then the down projections
+    for (const Batch& b : batches) {
+      if (Status s = project_up(b); !s.ok()) return s;
+      if (Status s = copy_h(b); !s.ok()) return s;
+    }
+    if (Status s = fake_quantize_rows(ctx, quant_h, dtype, held.as<void>(), held.as<void>(), rows_total, f,
+                                      h_scale_out, stream);
+        !s.ok())
+      return s;
+    for (const Batch& b : batches)
+      if (Status s = project_down(b); !s.ok()) return s;
+    return {};
+  }
+  for (const Batch& b : batches) {
+    if (Status s = project_up(b); !s.ok()) return s;
+    if (Status s = copy_h(b); !s.ok()) return s;
+    if (quant_h.enabled()) {  // per row, per group or static: the batch's rows of h, in place
+      void* hidden = layout(b).hidden;
+      if (Status s = fake_quantize_rows(ctx, quant_h, dtype, hidden, hidden, b.rows, f, h_scale_out, stream);
+          !s.ok())
+        return s;
+    }
+    if (Status s = project_down(b); !s.ok()) return s;
   }
   return {};
 }

@@ -157,7 +157,7 @@ struct RouterArgs {
   bool renormalize = true;
   Tensor shared_gate_weight{}, shared_gate{};
   RouterKind kind = RouterKind::kSoftmaxTopK;
-  float jitter_eps = 0.01f;  // kSparseMixer (HF router_jitter_noise)
+  float jitter_eps = 0.01f;                      // kSparseMixer (HF router_jitter_noise)
   std::int64_t num_groups = 1, topk_groups = 1;  // kGroupLimited / kNoAuxTc (HF n_group, topk_group)
   Tensor correction_bias{};                      // kNoAuxTc (HF e_score_correction_bias)
   float routed_scaling = 1.0f;                   // HF routed_scaling_factor
@@ -184,6 +184,44 @@ struct UnpermuteArgs {
   Tensor y_perm, permuted_row, topk_weights, out;
 };
 
+// A W8A8 GEMM's activation quantization: the serving kernels' quantization of a linear layer's input before
+// an FP8 / INT8 tensor-core GEMM (vLLM's scaled_fp8_quant, per_token_group_quant_fp8 and
+// scaled_int8_quant), emulated as fake quantization: each element x is written back as q x s (FP32), rounded
+// once to the storage dtype, where s is the scale of its reach and q = x / s (an FP32 division) on the
+// format's grid:
+//   kFp8E4M3: x / s clamped to [-448, 448], rounded to the nearest E4M3 value (ties to even); q_max = 448.
+//   kInt8:    x / s rounded to the nearest integer (ties to even), clamped to [-128, 127]; q_max = 127.
+// The scale (FP32) is static_scale when > 0 (a static release's calibrated input_scale, one for the call);
+// else dynamic, from the largest magnitude a of its reach: every element of the call (per_tensor), a row's
+// `group` consecutive columns (group > 0: DeepSeek-V3's 1 x 128 groups; where group does not divide the
+// columns, a row's last group is the shorter rest, which the serving kernels, requiring whole groups, never
+// see) or a row (per token, the default):
+//   a' = min(a, scale_ub) when scale_ub > 0 (fbgemm's activation_scale_ub), else a;
+//   s = max(a' / q_max, min_scale); with pow2_scale, s = 2^ceil(log2 s) (UE8M0 scales).
+// A reach whose scale is 0 (all zeros, min_scale 0) is written as zeros. Every field finite; static_scale,
+// scale_ub and min_scale >= 0; group >= 0; per_tensor with group 0; a static scale with group 0, no
+// scale_ub and no min_scale (else kInvalidArgument).
+enum class QuantFormat : std::uint8_t { kNone, kFp8E4M3, kInt8 };
+struct ActivationQuant {
+  QuantFormat format = QuantFormat::kNone;
+  std::int64_t group = 0;
+  bool per_tensor = false;
+  float static_scale = 0.0f;
+  float scale_ub = 0.0f;
+  float min_scale = 0.0f;
+  bool pow2_scale = false;
+  bool enabled() const { return format != QuantFormat::kNone; }
+};
+
+// y[T,C] = x[T,C] fake-quantized by `quant` (its format not kNone). y may alias x. scales f32 (optional)
+// receives the scales used: [1] for a static or per-tensor scale, [T] per row, [T, ceil(C / group)] per
+// group.
+struct QuantizeArgs {
+  Tensor x, y;
+  ActivationQuant quant;
+  Tensor scales{};
+};
+
 enum class FfnKind : std::uint8_t { kGated, kTwoMatrix };
 // SiLU, GELU's tanh form (gelu_pytorch_tanh), ReLU, GELU's exact form x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)),
 // and gpt-oss's clamped SwiGLU (gated only; kSwigluOaiAlpha / kSwigluOaiLimit below).
@@ -202,6 +240,13 @@ inline constexpr float kSwigluOaiLimit = 7.0f;    // source: HF GptOssExperts.li
 // three): b_in [E,F] to w_in[e] . x before the activation (OPT fc1, StarCoder2 c_fc), b_up [E,F] to
 // w_up[e] . x (kGated only), b_down [E,H] to w_down[e] . h before y is rounded. A dense FFN's down bias is
 // the caller's (added once after a tensor-parallel sum); with experts split over shards, pass b_down to one.
+// W8A8 experts (quant_x / quant_h enabled, QuantizeArgs' contract): the rows of x are fake-quantized by
+// quant_x before the first projections, and the rows of h (after their rounding to the dtype) by quant_h
+// before the down projection; a per-tensor scale reaches every row of the call (all its experts'); groups
+// tile a row of H (quant_x) or F (quant_h). quant_scales f32[2] (optional) receives the per-tensor or static
+// scales used, x's then h's (0 for one not per tensor or static). h_out [P,F] (optional, the dtype) receives
+// h as rounded to the dtype, before quant_h (the functional emulation's check follows the GEMM inputs it
+// quantizes).
 struct ExpertFfnArgs {
   FfnKind kind = FfnKind::kGated;
   Activation activation = Activation::kSilu;
@@ -209,6 +254,9 @@ struct ExpertFfnArgs {
   std::span<const std::int64_t> expert_offsets;
   Tensor b_in;
   Tensor b_up{}, b_down{};
+  ActivationQuant quant_x{}, quant_h{};
+  Tensor quant_scales{};
+  Tensor h_out{};
 };
 
 // out = a + b, elementwise, same shape (any rank). out may alias a or b.
@@ -265,7 +313,7 @@ struct PartialSumArgs {
 using OpArgs =
     std::variant<GemmArgs, GemvArgs, NormArgs, RopeArgs, PrefillAttentionArgs, DecodeAttentionArgs,
                  SoftmaxArgs, RouterArgs, PermuteArgs, UnpermuteArgs, ExpertFfnArgs, ResidualAddArgs,
-                 EmbeddingArgs, LmHeadArgs, PartialSumArgs, ClampArgs, AttnTemperatureArgs>;
+                 EmbeddingArgs, LmHeadArgs, PartialSumArgs, ClampArgs, AttnTemperatureArgs, QuantizeArgs>;
 
 // "gemm", "decode_attention", ...
 const char* op_name(const OpArgs& args);
