@@ -25,6 +25,7 @@ struct RunCliOptions {
   std::vector<std::string> prompts = {"1,5,9,42"};
   std::string prompts_file;  // --prompts: replaces --prompt
   std::string pim_path = "datapath";
+  std::string activation_quant = "on";
   bool json = false;
 };
 
@@ -37,6 +38,7 @@ void run_run(RunCliOptions& o) {
   } else {
     for (const auto& p : o.prompts) o.run.prompts.push_back(runtime::functional::parse_prompt(p));
   }
+  o.run.executor.quantize_activations = o.activation_quant == "on";
   if (o.pim_path == "device") o.run.executor.pim_unit_factory = runtime::functional::make_device_pim_unit;
   const runtime::functional::RunReport report = runtime::functional::run_functional(o.run);
   std::fputs(o.json ? (report.to_json().dump(2) + "\n").c_str() : report.to_text().c_str(), stdout);
@@ -112,6 +114,12 @@ void add_run_command(CLI::App& app) {
                 "KV blocks per device: a data-parallel node's K/V memory (0: enough for all requests)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  c->add_option(
+       "--activation-quant", o->activation_quant,
+       "W8A8 models (FP8 / INT8 GEMMs): on, the xPU quantizes their inputs as the serving kernels do "
+       "(the Logic-PIM's take FP16); off, FP16 inputs everywhere (weight-only)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
   c->add_flag("--prefix-caching", o->run.executor.prefix_caching,
               "Reuse the cached K/V of whole --kv-block blocks a prompt shares with earlier prompts (each "
               "data-parallel node its own)");

@@ -81,6 +81,12 @@ void XpuDevice::linear(compiler::OpKind kind, const std::uint16_t* w, const std:
 
 void XpuDevice::ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x,
                     std::uint16_t* y, std::size_t m) {
+  quantized_ffn(kind, w, x, y, m, {}, {}, nullptr, nullptr);
+}
+
+void XpuDevice::quantized_ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x,
+                              std::uint16_t* y, std::size_t m, const kernels::ActivationQuant& quant_x,
+                              const kernels::ActivationQuant& quant_h, float* scales, std::uint16_t* h_out) {
   const auto mi = static_cast<std::int64_t>(m), fi = static_cast<std::int64_t>(w.f),
              hi = static_cast<std::int64_t>(w.h);
   const std::vector<std::int64_t> offsets{0, mi};
@@ -96,6 +102,10 @@ void XpuDevice::ffn(compiler::OpKind kind, const functional::FfnWeights& w, cons
   if (w.b_down != nullptr) a.b_down = f16(w.b_down, {1, hi});
   a.y = f16(y, {mi, hi});
   a.expert_offsets = offsets;
+  a.quant_x = quant_x;
+  a.quant_h = quant_h;
+  if (scales != nullptr) a.quant_scales = kernels::Tensor::contiguous(scales, kernels::DType::kF32, {2});
+  if (h_out != nullptr) a.h_out = f16(h_out, {mi, fi});
   run(kind, a);
 }
 

@@ -40,7 +40,8 @@ DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, in
   }
 }
 
-void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int64_t prefill_blocks) {
+void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int64_t prefill_blocks,
+                       bool quantize_activations) {
   const compiler::ModelSpec& m = w_.spec;
   compiler::LowerOptions lowering = compiler::LowerOptions::for_system(sys_);
   lowering.every_group_per_replica = true;  // one plan executes every data-parallel rank's requests
@@ -57,7 +58,8 @@ void DevicePool::start(std::int64_t block_tokens, std::int64_t blocks, std::int6
   for (std::size_t d = 0; d < shards_.size(); ++d)
     contexts.push_back(
         {shards_[d], xpus_[d].get(), pims_.empty() ? nullptr : pims_[d].get(), &weights_[d], &kv_[d]});
-  runner_ = std::make_unique<StepRunner>(m, w_.numerics, layout_, lowering, cost_, std::move(contexts));
+  runner_ = std::make_unique<StepRunner>(m, w_.numerics, layout_, lowering, cost_, std::move(contexts),
+                                         quantize_activations);
 }
 
 DevicePool::Step DevicePool::step(const StepPlan& plan,

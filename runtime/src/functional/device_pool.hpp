@@ -50,8 +50,10 @@ class DevicePool {
              const std::string& rtl_trace = "");
 
   // Fresh KV caches of `blocks` blocks of `block_tokens` tokens on every device (and, where lowering migrates
-  // K/V in the device, `prefill_blocks` more of the prefill space), and a fresh step runner.
-  void start(std::int64_t block_tokens, std::int64_t blocks, std::int64_t prefill_blocks);
+  // K/V in the device, `prefill_blocks` more of the prefill space), and a fresh step runner (its xPU
+  // quantizing W8A8 GEMMs' inputs with quantize_activations: StepRunner).
+  void start(std::int64_t block_tokens, std::int64_t blocks, std::int64_t prefill_blocks,
+             bool quantize_activations);
 
   struct Step {
     StepOutput out;

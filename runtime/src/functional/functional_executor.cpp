@@ -157,6 +157,23 @@ class FunctionalExecutor::Impl {
                                                           shared_pim, kind));
   }
 
+  // The step's quantized GEMM inputs into res.quantization: every position the step computed holds this
+  // run's (a recomputed position forgets its earlier run's, which may have run on other units).
+  void record_quantization(const StepPlan& plan, const StepOutput& out, FunctionalResult& res) const {
+    if (res.quantization.empty()) return;
+    const auto layers = static_cast<std::size_t>(w_.spec.layers);
+    for (const ScheduledRequest& s : plan.requests) {
+      auto& positions = res.quantization[static_cast<std::size_t>(s.id)];
+      const auto end = static_cast<std::size_t>(s.context_len + s.tokens);
+      if (positions.size() < end) positions.resize(end);
+      for (auto p = static_cast<std::size_t>(s.context_len); p < end; ++p) positions[p].assign(layers, {});
+    }
+    for (const StepOutput::Quantized& q : out.quantized)
+      res.quantization[static_cast<std::size_t>(q.id)][static_cast<std::size_t>(q.position)]
+                      [static_cast<std::size_t>(q.layer)]
+                          .push_back(q.input);
+  }
+
   FunctionalResult run(const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens) {
     check_prompts(prompts, w_.spec.vocab);
     if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
@@ -188,9 +205,11 @@ class FunctionalExecutor::Impl {
       prefill_blocks = (opt_.kv_blocks * prefill_spaces + kv_spaces - 1) / kv_spaces;
       prefill_capacity_tokens_ = prefill_blocks * opt_.kv_block_tokens;
     }
-    for (auto& pool : pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
+    for (auto& pool : pools_)
+      pool->start(opt_.kv_block_tokens, blocks, prefill_blocks, opt_.quantize_activations);
     // The draft holds no more K/V per request than the target (it lags the accepted tokens).
-    for (auto& pool : draft_pools_) pool->start(opt_.kv_block_tokens, blocks, prefill_blocks);
+    for (auto& pool : draft_pools_)
+      pool->start(opt_.kv_block_tokens, blocks, prefill_blocks, opt_.quantize_activations);
     draft_cached_.assign(prompts.size(), 0);
     ngram_drafts_.assign(prompts.size(), {});
     sequences_ = prompts;
@@ -215,6 +234,7 @@ class FunctionalExecutor::Impl {
     res.tokens.resize(prompts.size());
     res.logits.resize(prompts.size());
     if (w_.spec.is_moe()) res.routing.resize(prompts.size());
+    if (opt_.quantize_activations && quantizes_activations(w_.spec)) res.quantization.resize(prompts.size());
     res.devices = devices_;
     res.layout = pools_.size() == 1 ? pools_[0]->layout().describe()
                  : sys_.split_prefill_system
@@ -429,6 +449,7 @@ class FunctionalExecutor::Impl {
     record_step(pool, pool_name, plan, st, drafts, res, energy);
     for (const InDeviceMigration& m : st.out.migrations)
       res.in_device_kv_migrations.push_back({plan.step, m.id, m.tokens, m.bytes});
+    record_quantization(plan, st.out, res);
     for (const StepOutput::Routed& t : st.out.routed) {  // a recomputed position keeps its last routing
       auto& positions = res.routing[static_cast<std::size_t>(t.id)];
       if (positions.size() <= static_cast<std::size_t>(t.position))

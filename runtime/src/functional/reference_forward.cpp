@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <numeric>
+#include <optional>
 
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
@@ -94,6 +96,55 @@ Vec linear(const ModelWeights& w, const std::string& weight, const std::string* 
   return stored(y);
 }
 
+// An E4M3 value's nearest (ties to even) to v, |v| <= 448: 3 mantissa bits below the leading one, normal down
+// to 2^-6, subnormal steps of 2^-9 below it (OCP FP8 E4M3FN).
+float round_e4m3(float v) {
+  if (v == 0.0f) return 0.0f;
+  int e = 0;
+  std::frexp(v, &e);                            // |v| = m 2^e, m in [0.5, 1): leading bit 2^(e - 1)
+  const int quantum = std::max(e - 1, -6) - 3;  // the value of the last mantissa bit
+  return std::ldexp(std::nearbyint(std::ldexp(v, -quantum)), quantum);  // exact scalings by powers of two
+}
+
+// The xPU's W8A8 activation quantization as kernels::QuantizeArgs states it, written here from that contract:
+// x's elements [c0, c0 + n), with the scale `given` (a per-tensor or static scale the executor used) or else
+// their own per token (the whole slice) or per group scale; each written back as q x s (FP32), rounded to
+// FP16.
+void fake_quantize(Vec& x, std::size_t c0, std::size_t n, const kernels::ActivationQuant& q,
+                   std::optional<float> given) {
+  const bool fp8 = q.format == kernels::QuantFormat::kFp8E4M3;
+  const float q_max = fp8 ? 448.0f : 127.0f;
+  const std::size_t reach = given || q.group <= 0 ? n : static_cast<std::size_t>(q.group);
+  for (std::size_t r0 = c0; r0 < c0 + n; r0 += reach) {
+    const std::size_t r1 = std::min(r0 + reach, c0 + n);
+    float s = 0;
+    if (given) {
+      s = *given;
+    } else {
+      float a = 0;
+      for (std::size_t i = r0; i < r1; ++i) a = std::max(a, std::abs(x[i]));
+      if (q.scale_ub > 0) a = std::min(a, q.scale_ub);
+      s = std::max(a / q_max, q.min_scale);
+      if (q.pow2_scale && s > 0) {
+        int e = 0;
+        const float m =
+            std::frexp(s, &e);  // s = m 2^e, m in [0.5, 1): 2^ceil(log2 s) is 2^(e - 1) when m is 0.5
+        s = std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
+      }
+    }
+    for (std::size_t i = r0; i < r1; ++i) {
+      if (s == 0) {
+        x[i] = 0;
+        continue;
+      }
+      const float v = x[i] / s;
+      const float code =
+          fp8 ? round_e4m3(std::clamp(v, -448.0f, 448.0f)) : std::clamp(std::nearbyint(v), -128.0f, 127.0f);
+      x[i] = to_fp16(code * s);
+    }
+  }
+}
+
 // HF rotate-half RoPE on `heads` vectors of `d` elements each, the first `rotary` of them rotated (pairs
 // (i, i + rotary / 2); the rest pass, as HF's partial RoPE), frequencies inv_freq[rotary / 2], cos and sin
 // times `scale`.
@@ -131,14 +182,18 @@ double activate(compiler::Activation a, double x) {
   return 0.0;
 }
 
+// What the xPU does to an FFN's intermediate h before its down projection (W8A8 quantization), or nothing.
+using HiddenQuant = std::function<void(Vec&)>;
+
 // One two-matrix FFN: down(act(in x + b_in)) (b_in: nullptr without a bias).
 Vec two_matrix_ffn(compiler::Activation a, const WeightTensor& in, const WeightTensor* b_in,
-                   const WeightTensor& down, const Vec& x) {
+                   const WeightTensor& down, const Vec& x, const HiddenQuant& quantize_h = {}) {
   const std::int64_t f = in.shape[0];
   const std::vector<double> g = matvec(in, x, f);
   Vec h(static_cast<std::size_t>(f));
   for (std::size_t i = 0; i < h.size(); ++i)
     h[i] = to_fp16(activate(a, to_fp16(g[i] + (b_in ? w_at(*b_in, static_cast<std::int64_t>(i)) : 0.0))));
+  if (quantize_h) quantize_h(h);
   return stored(matvec(down, h, down.shape[0]));
 }
 
@@ -150,7 +205,8 @@ struct GatedBiases {
 // One gated FFN: down(act(gate x) * up x) (SwiGLU, GeGLU, ReGLU); gpt-oss's clamped SwiGLU multiplies by
 // clamp(up x, -limit, limit) + 1 instead. With biases, each projection adds its own (as HF's experts do).
 Vec gated_ffn(compiler::Activation a, const WeightTensor& gate, const WeightTensor& up,
-              const WeightTensor& down, const Vec& x, const GatedBiases& b = {}) {
+              const WeightTensor& down, const Vec& x, const GatedBiases& b = {},
+              const HiddenQuant& quantize_h = {}) {
   const std::int64_t f = gate.shape[0];
   std::vector<double> g = matvec(gate, x, f), u = matvec(up, x, f);
   auto add = [](std::vector<double>& v, const WeightTensor* bias) {
@@ -164,18 +220,31 @@ Vec gated_ffn(compiler::Activation a, const WeightTensor& gate, const WeightTens
   for (std::size_t i = 0; i < h.size(); ++i)
     h[i] = to_fp16(activate(a, g[i]) *
                    (a == compiler::Activation::kSwigluOai ? std::clamp(u[i], -limit, limit) + 1.0 : u[i]));
+  if (quantize_h) quantize_h(h);
   std::vector<double> y = matvec(down, h, down.shape[0]);
   add(y, b.down);
   return stored(y);
 }
 
+// The executor's GEMM inputs the reference followed (ReferenceOutput::followed_inputs and the errors).
+struct InputFollow {
+  std::int64_t count = 0;
+  double max_err = 0, worst_ratio = 0;
+};
+
 class Sequence {
  public:
-  // follow: the executor's routing of request `request`, or null (routing_record.hpp).
+  // The executor's quantized GEMM inputs of one request: [position][layer] (activation_quant.hpp).
+  using Quantized = std::vector<std::vector<std::vector<QuantizedInput>>>;
+  // follow: the executor's routing of request `request`, or null (routing_record.hpp); quantized: its
+  // quantized inputs, which the reference quantizes alike, or null (none quantized).
   Sequence(const ModelWeights& w, std::int64_t prompt_tokens,
            const std::vector<std::vector<RoutedToken>>* follow, std::vector<RoutingTie>* ties,
-           std::size_t request, double relative_bound)
+           std::size_t request, double relative_bound, const Quantized* quantized,
+           InputFollow* inputs_followed)
       : follow_(follow),
+        quantized_(quantized),
+        inputs_followed_(inputs_followed),
         ties_(ties),
         request_(request),
         relative_bound_(relative_bound),
@@ -191,6 +260,7 @@ class Sequence {
 
   // Runs one token at position `pos` (= tokens fed so far) and returns the logits after it.
   std::vector<float> feed(std::int32_t token, std::int64_t pos) {
+    pos_ = pos;
     const std::int64_t h = m_.hidden;
     const WeightTensor& emb = w_.get(weight_name::embedding());
     Vec x(static_cast<std::size_t>(h));
@@ -239,15 +309,72 @@ class Sequence {
     return rms_norm(x, w_.get(gain_name), w_.numerics.norm_eps, m_.norm_weight_offset);
   }
 
+  // The executor's record of the current token's input to `gemm` (expert `expert`) in layer l: null where the
+  // executor did not quantize it.
+  const QuantizedInput* quantized(int l, QuantizedGemm gemm, int expert = -1) const {
+    if (quantized_ == nullptr || static_cast<std::size_t>(pos_) >= quantized_->size()) return nullptr;
+    const auto& layers = (*quantized_)[static_cast<std::size_t>(pos_)];
+    if (static_cast<std::size_t>(l) >= layers.size()) return nullptr;
+    for (const QuantizedInput& in : layers[static_cast<std::size_t>(l)])
+      if (in.gemm == gemm && in.expert == expert) return &in;
+    return nullptr;
+  }
+
+  // The reference's GEMM input x where the record `in` says the executor quantized it (x itself without one),
+  // for matrices in `format`: the executor's input `index` (its record's inputs), compared with x against
+  // the bound, quantized in `slices` equal slices, slice s with the record's scale index + s where it kept
+  // per-tensor scales.
+  Vec quantize(const Vec& x, const QuantizedInput* in, compiler::DType format, std::size_t index,
+               int slices) const {
+    if (in == nullptr) return x;
+    const kernels::ActivationQuant q = w8a8_input_quant(m_, format);
+    if (!q.enabled() || slices < 1 || x.size() % static_cast<std::size_t>(slices) != 0 ||
+        index >= in->inputs.size() || in->inputs[index].size() != x.size())
+      throw Error(
+          fmt::format("model {}: the executor's record of a quantized {} input does not fit the "
+                      "reference's ({} values in {} slices; expected a W8A8 format's input)",
+                      m_.name, compiler::dtype_name(format), x.size(), slices));
+    Vec y(x.size());
+    double largest = 0, err = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      y[i] = half_bits_to_float(in->inputs[index][i]);
+      largest = std::max(largest, static_cast<double>(std::abs(x[i])));
+      err = std::max(err, std::abs(static_cast<double>(y[i]) - x[i]));
+    }
+    InputFollow& f = *inputs_followed_;
+    ++f.count;
+    f.max_err = std::max(f.max_err, err);
+    f.worst_ratio = std::max(f.worst_ratio, err / (relative_bound_ * std::max(1.0, largest)));
+    const std::size_t first = index;
+    const std::size_t n = x.size() / static_cast<std::size_t>(slices);
+    for (std::size_t s = 0; s < static_cast<std::size_t>(slices); ++s) {
+      std::optional<float> given;
+      if (!in->scales.empty()) given = in->scales.at(first + s);
+      fake_quantize(y, s * n, n, q, given);
+    }
+    return y;
+  }
+
+  // What the executor did to an FFN's intermediate h in its record `in` (inputs and scales: x's first, then
+  // h's).
+  HiddenQuant hidden_quant(const QuantizedInput* in, compiler::DType format) const {
+    if (in == nullptr) return {};
+    return [this, in, format](Vec& h) { h = quantize(h, in, format, 1, in->slices); };
+  }
+
   // A dense layer's FFN: gated, or two-matrix (+ its biases: fc1's before the activation, fc2's on the
   // output, as HF's Linear layers add them).
-  Vec dense_ffn(int l, const Vec& n) const {
+  Vec dense_ffn(int l, const Vec& x) const {
+    const QuantizedInput* in = quantized(l, QuantizedGemm::kFfn);
+    const compiler::DType format = m_.dense_ffn_matrix_dtype(l);
+    const Vec n = quantize(x, in, format, 0, 1);
     if (m_.ffn_kind == compiler::FfnKind::kGated)
       return gated_ffn(m_.activation, w_.get(weight_name::dense_mlp(l, "gate")),
-                       w_.get(weight_name::dense_mlp(l, "up")), w_.get(weight_name::dense_mlp(l, "down")), n);
+                       w_.get(weight_name::dense_mlp(l, "up")), w_.get(weight_name::dense_mlp(l, "down")), n,
+                       {}, hidden_quant(in, format));
     const WeightTensor* b_in = m_.mlp_bias ? &w_.get(weight_name::dense_mlp_bias(l, "up")) : nullptr;
     Vec y = two_matrix_ffn(m_.activation, w_.get(weight_name::dense_mlp(l, "up")), b_in,
-                           w_.get(weight_name::dense_mlp(l, "down")), n);
+                           w_.get(weight_name::dense_mlp(l, "down")), n, hidden_quant(in, format));
     if (m_.mlp_bias) {
       const WeightTensor& b_out = w_.get(weight_name::dense_mlp_bias(l, "down"));
       for (std::size_t i = 0; i < y.size(); ++i)
@@ -257,7 +384,11 @@ class Sequence {
   }
 
   // One expert (or the shared experts' FFN, `expert` < 0) of an MoE layer.
-  Vec expert_ffn(int l, int expert, const Vec& n) const {
+  Vec expert_ffn(int l, int expert, const Vec& x) const {
+    const QuantizedInput* in =
+        expert < 0 ? quantized(l, QuantizedGemm::kSharedFfn) : quantized(l, QuantizedGemm::kExpert, expert);
+    const Vec n = quantize(x, in, m_.expert_dtype, 0, 1);
+    const HiddenQuant quantize_h = hidden_quant(in, m_.expert_dtype);
     const compiler::WeightNaming names = m_.weight_naming;
     auto get = [&](const char* which) -> const WeightTensor& {
       return w_.get(expert < 0 ? weight_name::shared_expert(l, which)
@@ -269,12 +400,13 @@ class Sequence {
            &w_.get(weight_name::expert_bias(l, expert, "up")),
            &w_.get(weight_name::expert_bias(l, expert, "down"))};
     if (m_.ffn_kind == compiler::FfnKind::kGated)
-      return gated_ffn(m_.activation, get("gate"), get("up"), get("down"), n, b);
-    return two_matrix_ffn(m_.activation, get("up"), nullptr, get("down"), n);
+      return gated_ffn(m_.activation, get("gate"), get("up"), get("down"), n, b, quantize_h);
+    return two_matrix_ffn(m_.activation, get("up"), nullptr, get("down"), n, quantize_h);
   }
 
-  Vec attention(int l, const Vec& n, std::int64_t pos) {
+  Vec attention(int l, const Vec& normed, std::int64_t pos) {
     const int d = m_.head_dim, hq = m_.heads, hkv = m_.kv_heads, group = hq / hkv;
+    const Vec n = quantize(normed, quantized(l, QuantizedGemm::kQkv), m_.attention_matrix_dtype(), 0, 1);
     auto proj = [&](char which, std::int64_t rows, bool bias) {
       const std::string b = weight_name::attn_bias(l, which);
       return linear(w_, weight_name::attn_proj(l, which), bias ? &b : nullptr, n, rows);
@@ -309,9 +441,15 @@ class Sequence {
     }
     k_[static_cast<std::size_t>(l)].push_back(k);
     v_[static_cast<std::size_t>(l)].push_back(v);
-    const Vec out = attend(l, q, hq, group, d, d);
+    const Vec out = o_input(l, attend(l, q, hq, group, d, d));
     const std::string o_bias = weight_name::attn_bias(l, 'o');
     return linear(w_, weight_name::attn_proj(l, 'o'), m_.o_bias ? &o_bias : nullptr, out, m_.hidden);
+  }
+
+  // The O projection's input as the executor quantized it (each device its heads' slice), or as it is.
+  Vec o_input(int l, const Vec& out) const {
+    const QuantizedInput* in = quantized(l, QuantizedGemm::kOProj);
+    return quantize(out, in, m_.attention_matrix_dtype(), 0, in ? in->slices : 1);
   }
 
   // DeepSeek's MLA as HF's DeepseekV2Attention computes it (no absorption): q (through the q_a / q_b pair
@@ -322,15 +460,21 @@ class Sequence {
     const int heads = m_.heads, nope = a.qk_nope_head_dim, rope_dim = a.qk_rope_head_dim,
               rank = a.kv_lora_rank, vd = a.v_head_dim, qk = nope + rope_dim;
     const auto at = [](int i) { return static_cast<std::size_t>(i); };
+    // W8A8: the executor quantized q_a's (or q's), q_b's and kv_a's inputs, per-tensor scales in that order.
+    const QuantizedInput* in = quantized(l, QuantizedGemm::kQkv);
+    const compiler::DType format = m_.attention_matrix_dtype();
+    const Vec nq = quantize(n, in, format, 0, 1);
     Vec q;
     if (a.q_lora_rank == 0) {
-      q = stored(matvec(w_.get(weight_name::mla(l, "q_proj")), n, std::int64_t{heads} * qk));
+      q = stored(matvec(w_.get(weight_name::mla(l, "q_proj")), nq, std::int64_t{heads} * qk));
     } else {
-      const Vec qa = rms_norm(stored(matvec(w_.get(weight_name::mla(l, "q_a_proj")), n, a.q_lora_rank)),
+      const Vec qa = rms_norm(stored(matvec(w_.get(weight_name::mla(l, "q_a_proj")), nq, a.q_lora_rank)),
                               w_.get(weight_name::mla(l, "q_a_layernorm")), kMlaLatentNormEps, 0.0);
-      q = stored(matvec(w_.get(weight_name::mla(l, "q_b_proj")), qa, std::int64_t{heads} * qk));
+      q = stored(matvec(w_.get(weight_name::mla(l, "q_b_proj")), quantize(qa, in, format, 1, 1),
+                        std::int64_t{heads} * qk));
     }
-    const Vec kv = stored(matvec(w_.get(weight_name::mla(l, "kv_a_proj_with_mqa")), n, rank + rope_dim));
+    const Vec kv = stored(matvec(w_.get(weight_name::mla(l, "kv_a_proj_with_mqa")),
+                                 quantize(n, in, format, a.q_lora_rank == 0 ? 1 : 2, 1), rank + rope_dim));
     const Vec c = rms_norm(Vec(kv.begin(), kv.begin() + rank), w_.get(weight_name::mla(l, "kv_a_layernorm")),
                            kMlaLatentNormEps, 0.0);
     Vec k_pe(kv.begin() + rank, kv.end());
@@ -352,8 +496,8 @@ class Sequence {
     }
     k_[static_cast<std::size_t>(l)].push_back(k);
     v_[static_cast<std::size_t>(l)].push_back(v);
-    return linear(w_, weight_name::attn_proj(l, 'o'), nullptr, attend(l, q_full, heads, 1, qk, vd),
-                  m_.hidden);
+    return linear(w_, weight_name::attn_proj(l, 'o'), nullptr,
+                  o_input(l, attend(l, q_full, heads, 1, qk, vd)), m_.hidden);
   }
 
   // The RoPE frequencies and cos / sin factor of layer l's token at `pos`: the model's (a windowed layer's
@@ -607,6 +751,9 @@ class Sequence {
   // With follow_: the executor's routing of this request ([position][MoE layer]), followed at explained
   // routing near ties, each difference recorded in *ties_ (relative_bound_: the check's logit bound).
   const std::vector<std::vector<RoutedToken>>* follow_ = nullptr;
+  const Quantized* quantized_ = nullptr;
+  InputFollow* inputs_followed_ = nullptr;
+  std::int64_t pos_ = 0;  // the position feed() runs
   std::vector<RoutingTie>* ties_ = nullptr;
   std::size_t request_ = 0;
   double relative_bound_ = 0;
@@ -642,15 +789,18 @@ namespace {
 ReferenceOutput run_reference(const ModelWeights& weights,
                               const std::vector<std::vector<std::int32_t>>& prompts, int max_new_tokens,
                               const std::vector<std::vector<std::int32_t>>* paths,
-                              const ExecutedRouting* routing, double relative_bound) {
+                              const ExecutedRouting* routing, double relative_bound,
+                              const ExecutedQuantization* quantization) {
   check_functional_support(weights.spec);
   check_prompts(prompts, weights.spec.vocab);
   ReferenceOutput out;
+  InputFollow followed;
   for (std::size_t r = 0; r < prompts.size(); ++r) {
     const int steps = paths ? static_cast<int>((*paths)[r].size()) : max_new_tokens;
     const bool follow = routing != nullptr && r < routing->size();
+    const bool quantized = quantization != nullptr && r < quantization->size();
     Sequence seq(weights, static_cast<std::int64_t>(prompts[r].size()), follow ? &(*routing)[r] : nullptr,
-                 &out.routing_ties, r, relative_bound);
+                 &out.routing_ties, r, relative_bound, quantized ? &(*quantization)[r] : nullptr, &followed);
     std::vector<float> logits;
     std::int64_t pos = 0;
     for (std::int32_t t : prompts[r]) logits = seq.feed(t, pos++);
@@ -667,6 +817,9 @@ ReferenceOutput run_reference(const ModelWeights& weights,
     out.tokens.push_back(std::move(tokens));
     out.logits.push_back(std::move(all_logits));
   }
+  out.followed_inputs = followed.count;
+  out.max_input_err = followed.max_err;
+  out.input_err_ratio = followed.worst_ratio;
   return out;
 }
 
@@ -676,13 +829,14 @@ ReferenceOutput reference_generate(const ModelWeights& weights,
                                    const std::vector<std::vector<std::int32_t>>& prompts,
                                    int max_new_tokens) {
   if (max_new_tokens < 1) throw Error(fmt::format("max new tokens {}; expected >= 1", max_new_tokens));
-  return run_reference(weights, prompts, max_new_tokens, nullptr, nullptr, 0.0);
+  return run_reference(weights, prompts, max_new_tokens, nullptr, nullptr, 0.0, nullptr);
 }
 
 ReferenceOutput reference_follow(const ModelWeights& weights,
                                  const std::vector<std::vector<std::int32_t>>& prompts,
                                  const std::vector<std::vector<std::int32_t>>& paths,
-                                 const ExecutedRouting* routing, double relative_bound) {
+                                 const ExecutedRouting* routing, double relative_bound,
+                                 const ExecutedQuantization* quantization) {
   if (paths.size() != prompts.size())
     throw Error(
         fmt::format("{} token paths for {} prompts; expected one per prompt", paths.size(), prompts.size()));
@@ -696,7 +850,10 @@ ReferenceOutput reference_follow(const ModelWeights& weights,
   if (routing != nullptr && !routing->empty() && routing->size() != prompts.size())
     throw Error(fmt::format("routing of {} requests for {} prompts; expected one per prompt", routing->size(),
                             prompts.size()));
-  return run_reference(weights, prompts, 0, &paths, routing, relative_bound);
+  if (quantization != nullptr && !quantization->empty() && quantization->size() != prompts.size())
+    throw Error(fmt::format("quantized inputs of {} requests for {} prompts; expected one per prompt",
+                            quantization->size(), prompts.size()));
+  return run_reference(weights, prompts, 0, &paths, routing, relative_bound, quantization);
 }
 
 }  // namespace duplex::runtime::functional

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
 
 namespace duplex::runtime::functional {
@@ -59,15 +60,28 @@ CheckResult compare(const FunctionalResult& result, const ReferenceOutput& refer
 
 CheckResult check_run(const ModelWeights& weights, const std::vector<std::vector<std::int32_t>>& prompts,
                       const FunctionalResult& result, int max_new_tokens) {
-  const ReferenceOutput greedy = reference_generate(weights, prompts, max_new_tokens);
-  CheckResult c = compare(result, greedy);
-  if (c.passed()) return c;
+  // W8A8 activation quantization: the reference quantizes the inputs the executor's xPU quantized, along the
+  // executor's path (which inputs depends on each step's placement).
+  const bool quantized = !result.quantization.empty();
+  CheckResult c;
+  if (!quantized) {
+    c = compare(result, reference_generate(weights, prompts, max_new_tokens));
+    if (c.passed()) return c;
+  }
   // A routing near tie (a token's experts chosen differently within the logit error) makes the two sides
   // compute different experts from there on: the reference follows the executor's routing where explained.
   const ReferenceOutput on_path =
-      reference_follow(weights, prompts, result.tokens, &result.routing, kLogitRelativeBound);
+      reference_follow(weights, prompts, result.tokens, &result.routing, kLogitRelativeBound,
+                       quantized ? &result.quantization : nullptr);
   c.routing_ties = on_path.routing_ties;
   c.on_path = true;
+  if (quantized) {  // no comparison of the reference's own greedy run: its tokens are those on the path
+    c.reference_tokens = on_path.tokens;
+    c.tokens_match = on_path.tokens == result.tokens;
+    c.followed_inputs = on_path.followed_inputs;
+    c.max_input_err = on_path.max_input_err;
+    c.input_err_ratio = on_path.input_err_ratio;
+  }
   c.max_abs_logit_err = 0;
   c.compared_positions = 0;
   c.logit_bound = logit_bound(on_path);
@@ -177,6 +191,7 @@ RunReport run_functional(const RunOptions& o) {
   rep.attention = weights.spec.window_note();
   rep.system = system.name;
   rep.weights = weights.source;
+  rep.activations = describe_activation_quant(weights.spec, o.executor.quantize_activations);
   rep.with_logits = o.logits;
   for (int l = 0; l < weights.spec.layers; ++l)
     if (weights.spec.is_moe_layer(l)) rep.moe_layers.push_back(l);
@@ -230,6 +245,42 @@ RunReport run_functional(const RunOptions& o) {
   return rep;
 }
 
+namespace {
+
+// [request][position][layer] -> [{gemm, expert (experts only), slices, scales (per-tensor ones only), inputs
+// (the executor's input vectors before their quantization, in GEMM order)}].
+nlohmann::json quantization_json(const ExecutedQuantization& q) {
+  nlohmann::json requests = nlohmann::json::array();
+  for (const auto& request : q) {
+    nlohmann::json positions = nlohmann::json::array();
+    for (const auto& position : request) {
+      nlohmann::json layers = nlohmann::json::array();
+      for (const auto& layer : position) {
+        nlohmann::json inputs = nlohmann::json::array();
+        for (const QuantizedInput& in : layer) {
+          nlohmann::json e = {{"gemm", quantized_gemm_name(in.gemm)}, {"slices", in.slices}};
+          if (in.gemm == QuantizedGemm::kExpert) e["expert"] = in.expert;
+          if (!in.scales.empty()) e["scales"] = in.scales;
+          nlohmann::json values = nlohmann::json::array();
+          for (const std::vector<std::uint16_t>& v : in.inputs) {
+            std::vector<float> f(v.size());
+            for (std::size_t i = 0; i < v.size(); ++i) f[i] = half_bits_to_float(v[i]);
+            values.push_back(std::move(f));
+          }
+          e["inputs"] = std::move(values);
+          inputs.push_back(std::move(e));
+        }
+        layers.push_back(std::move(inputs));
+      }
+      positions.push_back(std::move(layers));
+    }
+    requests.push_back(std::move(positions));
+  }
+  return requests;
+}
+
+}  // namespace
+
 nlohmann::json RunReport::to_json() const {
   const FunctionalResult& r = result;
   nlohmann::json steps = nlohmann::json::array();
@@ -262,6 +313,8 @@ nlohmann::json RunReport::to_json() const {
   nlohmann::json j = {
       {"model", model},
       {"attention", attention},
+      {"activations", activations},
+      {"quantized_inputs", quantized_inputs(r.quantization)},
       {"system", system},
       {"weights", weights},
       {"xpu", r.xpu_backend},
@@ -291,7 +344,10 @@ nlohmann::json RunReport::to_json() const {
                         {"draft_tokens", r.draft_tokens},
                         {"accepted_tokens", r.accepted_tokens},
                         {"acceptance_by_position", r.acceptance_by_position()}};
-  if (with_logits) j["logits"] = r.logits;
+  if (with_logits) {
+    j["logits"] = r.logits;
+    j["quantization"] = quantization_json(r.quantization);
+  }
   if (!moe_layers.empty()) {
     // Each token's experts per MoE layer ([request][position][MoE layer]), and their load per layer.
     nlohmann::json routed = nlohmann::json::array();
@@ -312,6 +368,9 @@ nlohmann::json RunReport::to_json() const {
     j["tokens_match"] = check->tokens_match;
     j["max_abs_logit_err"] = check->max_abs_logit_err;
     j["logit_bound"] = check->logit_bound;
+    j["quantized_inputs_followed"] = {{"inputs", check->followed_inputs},
+                                      {"max_abs_err", check->max_input_err},
+                                      {"err_to_bound", check->input_err_ratio}};
     nlohmann::json ties = nlohmann::json::array();
     for (const NearTie& t : check->near_ties)
       ties.push_back({{"request", t.request},
@@ -346,6 +405,9 @@ std::string RunReport::to_text() const {
       fmt::format("{} on {} ({}; xPU: {}; PIM: {})\n", model, system, weights, r.xpu_backend, r.pim_unit);
   s += fmt::format("layout: {}\n", r.layout);
   if (!attention.empty()) s += fmt::format("attention: {}\n", attention);
+  if (!activations.empty())
+    s += fmt::format("activations: {}; {} GEMM input vectors quantized\n", activations,
+                     quantized_inputs(r.quantization));
   for (std::size_t i = 0; i < r.tokens.size(); ++i)
     s += fmt::format("  request {}: {}\n", i, fmt::join(r.tokens[i], ","));
   s += "placement (ops per unit):";
@@ -410,6 +472,11 @@ std::string RunReport::to_text() const {
     s += fmt::format("check: tokens {}, max |logit err| {:.3g} (bound {:.3g}) over {} positions{}: {}\n",
                      tokens, check->max_abs_logit_err, check->logit_bound, check->compared_positions,
                      check->on_path ? " of the executor's path" : "", check->passed() ? "PASS" : "FAIL");
+    if (check->followed_inputs > 0)
+      s += fmt::format(
+          "  quantized GEMM inputs followed: {}, max |input err| {:.3g} ({:.2f} of its bound){}\n",
+          check->followed_inputs, check->max_input_err, check->input_err_ratio,
+          check->input_err_ratio <= 1.0 ? "" : ": BEYOND THE BOUND");
     for (const NearTie& t : check->near_ties)
       s += fmt::format(
           "  request {} position {}: token {} where the reference picks {} (margin {:.3g}, logit error "

@@ -1,6 +1,7 @@
 #include "step_runner.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 
@@ -15,13 +16,15 @@ using compiler::Unit;
 
 StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& numerics,
                        const compiler::ParallelLayout& layout, compiler::LowerOptions lowering,
-                       const compiler::CostModel& cost, std::vector<DeviceContext> devices)
+                       const compiler::CostModel& cost, std::vector<DeviceContext> devices,
+                       bool quantize_activations)
     : m_(model),
       numerics_(numerics),
       layout_(layout),
       lowering_(lowering),
       cost_(cost),
       dev_(std::move(devices)),
+      quantize_activations_(quantize_activations),
       xpu0_(*dev_.at(0).xpu),
       w0_(*dev_.at(0).weights) {
   DUPLEX_ASSERT(static_cast<int>(dev_.size()) == layout.devices,
@@ -74,16 +77,74 @@ void StepRunner::on_node_rows(std::size_t d, const std::uint16_t* in, std::int64
     std::copy_n(y.data() + i * out_cols, out_cols, out + rows[static_cast<std::size_t>(i)] * out_cols);
 }
 
-void StepRunner::node_linear(std::size_t d, Unit unit, OpKind kind, const std::uint16_t* w,
-                             const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n) {
+float StepRunner::node_linear(std::size_t d, Unit unit, OpKind kind, const std::uint16_t* w,
+                              const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n,
+                              const kernels::ActivationQuant& quant) {
+  float scale = 0;
   on_node_rows(d, x, k, y, n, [&](const std::uint16_t* xi, std::uint16_t* yi, std::int64_t rows) {
+    std::vector<std::uint16_t> quantized;
+    if (quant.enabled()) {
+      quantized.assign(xi, xi + rows * k);
+      scale = quantize(d, quant, quantized.data(), rows, k);
+      xi = quantized.data();
+    }
     on(d, unit).linear(kind, w, xi, yi, static_cast<std::size_t>(rows), static_cast<std::size_t>(n),
                        static_cast<std::size_t>(k));
   });
+  return scale;
+}
+
+kernels::ActivationQuant StepRunner::input_quant(Unit unit, compiler::DType format) const {
+  if (!quantize_activations_ || unit != Unit::kXpu) return {};
+  return w8a8_input_quant(m_, format);
+}
+
+float StepRunner::quantize(std::size_t d, const kernels::ActivationQuant& quant, std::uint16_t* x,
+                           std::int64_t rows, std::int64_t cols) {
+  DUPLEX_ASSERT(quant.enabled(), "quantizing without a format");
+  const kernels::Tensor view = kernels::Tensor::contiguous(x, kernels::DType::kF16, {rows, cols});
+  kernels::QuantizeArgs a{view, view, quant};
+  float scale = 0;
+  if (quant.per_tensor || quant.static_scale > 0)
+    a.scales = kernels::Tensor::contiguous(&scale, kernels::DType::kF32, {1});
+  dev_[d].xpu->run(OpKind::kQkvProj, a);
+  return scale;
+}
+
+QuantizedInput StepRunner::quantized_input(QuantizedGemm gemm, const kernels::ActivationQuant& quant,
+                                           int slices, std::vector<float> scales, int expert) {
+  QuantizedInput in;
+  in.gemm = gemm;
+  in.expert = expert;
+  in.slices = slices;
+  if (quant.per_tensor || quant.static_scale > 0) in.scales = std::move(scales);
+  return in;
+}
+
+void StepRunner::record_quantized(int layer, const std::vector<std::int64_t>& rows,
+                                  const QuantizedInput& input, std::initializer_list<InputRows> inputs) {
+  for (std::int64_t r : rows) {
+    QuantizedInput q = input;
+    for (const InputRows& in : inputs)
+      q.inputs.emplace_back(in.data + r * in.width, in.data + (r + 1) * in.width);
+    record_row(layer, r, std::move(q));
+  }
+}
+
+void StepRunner::record_row(int layer, std::int64_t row, QuantizedInput input) {
+  quantized_.push_back({row_request_[static_cast<std::size_t>(row)],
+                        positions_[static_cast<std::size_t>(row)], layer, std::move(input)});
+}
+
+void copy_slice(const std::uint16_t* slice, std::int64_t width, std::int64_t c0, std::uint16_t* full,
+                std::int64_t full_width, const std::vector<std::int64_t>& rows) {
+  for (std::int64_t r : rows) std::copy_n(slice + r * width, width, full + r * full_width + c0);
 }
 
 StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch) {
   rows_.clear();
+  row_request_.clear();
+  quantized_.clear();
   ids_.clear();
   positions_.clear();
   batch_ = batch;
@@ -94,6 +155,7 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
                   "a step request without its tokens");
     rows_.push_back({t_, &r});
     for (std::int64_t i = 0; i < r.tokens; ++i) {
+      row_request_.push_back(r.id);
       ids_.push_back((*r.sequence)[static_cast<std::size_t>(r.context + i)]);
       positions_.push_back(static_cast<std::int32_t>(r.context + i));
     }
@@ -163,6 +225,8 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
     DUPLEX_ASSERT(out.plan.find(i)->unit == out.executed_on[i],
                   "op " + out.plan.graph.ops[i].name + " moved");
   out.routing = routing_;
+  out.quantized = std::move(quantized_);
+  quantized_.clear();
   return out;
 }
 
@@ -281,17 +345,23 @@ void StepRunner::qkv(int layer, Unit unit) {
     return;
   }
   const std::int64_t h = m_.hidden, hd = m_.head_dim;
+  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype());
+  std::vector<bool> recorded(static_cast<std::size_t>(layout_.dp), false);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const DeviceShard& s = dev_[d].shard;
     Lane& lane = lanes_[d];
     const std::int64_t q = s.q_heads * hd, kv = s.kv_heads * hd, n = q + 2 * kv;
-    const auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].qkv;
+    auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].qkv;
     std::vector<std::uint16_t> fused(static_cast<std::size_t>(t_ * n));
-    on_node_rows(d, normed_.data(), h, fused.data(), n, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
-      on(d, unit).linear(OpKind::kQkvProj, w.data(), x, y, static_cast<std::size_t>(rows), static_cast<std::size_t>(n),
-                         static_cast<std::size_t>(h));
-    });
+    const float scale =
+        node_linear(d, unit, OpKind::kQkvProj, w.data(), normed_.data(), h, fused.data(), n, quant);
+    // The node's devices quantize the same rows alike: its first records them.
+    if (quant.enabled() && !recorded[static_cast<std::size_t>(s.node)]) {
+      recorded[static_cast<std::size_t>(s.node)] = true;
+      record_quantized(layer, node_rows_[static_cast<std::size_t>(s.node)],
+                       quantized_input(QuantizedGemm::kQkv, quant, 1, {scale}), {{normed_.data(), h}});
+    }
     for (std::int64_t r = 0; r < t_; ++r) {
       const auto* row = fused.data() + r * n;
       std::copy(row, row + q, lane.q.data() + r * q);
@@ -657,17 +727,45 @@ void StepRunner::o_proj(int layer, Unit unit) {
   }
   const std::int64_t h = m_.hidden;
   if (m_.o_bias) out_bias_ = w0_.layers[static_cast<std::size_t>(layer)].o_bias.data();
+  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype());
+  std::vector<float> slice_scales(dev_.size(), 0.0f);
+  const std::int64_t width = m_.heads * m_.head_dim;
+  std::vector<std::uint16_t> full(quant.enabled() ? static_cast<std::size_t>(t_ * width) : 0);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) {
       std::fill_n(partial(d), t_ * h, std::uint16_t{0});
       continue;
     }
-    const std::int64_t q = dev_[d].shard.q_heads * m_.head_dim;
+    const DeviceShard& s = dev_[d].shard;
+    const std::int64_t q = s.q_heads * m_.head_dim;
     const auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].o;
-    on_node_rows(d, lanes_[d].attn.data(), q, partial(d), h, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
-      on(d, unit).linear(OpKind::kOProj, w.data(), x, y, static_cast<std::size_t>(rows), static_cast<std::size_t>(h),
-                         static_cast<std::size_t>(q));
-    });
+    slice_scales[d] =
+        node_linear(d, unit, OpKind::kOProj, w.data(), lanes_[d].attn.data(), q, partial(d), h, quant);
+    if (quant.enabled())
+      copy_slice(lanes_[d].attn.data(), q, s.q_head0 * m_.head_dim, full.data(), width,
+                 node_rows_[static_cast<std::size_t>(s.node)]);
+  }
+  record_row_parallel(layer, QuantizedGemm::kOProj, quant, slice_scales, {full.data(), width});
+}
+
+// The node's devices each quantized their slice of a row-parallel input (their heads): one record per node,
+// the scales in slice order.
+void StepRunner::record_row_parallel(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
+                                     const std::vector<float>& device_scales, InputRows input) {
+  if (!quant.enabled()) return;
+  for (int node = 0; node < layout_.dp; ++node) {
+    if (node_rows_[static_cast<std::size_t>(node)].empty()) continue;
+    int slices = 1;
+    std::vector<float> scales;
+    for (std::size_t d = 0; d < dev_.size(); ++d) {
+      const DeviceShard& s = dev_[d].shard;
+      if (s.node != node) continue;
+      slices = m_.heads / s.q_heads;
+      scales.resize(static_cast<std::size_t>(slices));
+      scales[static_cast<std::size_t>(s.q_head0 / s.q_heads)] = device_scales[d];
+    }
+    record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
+                     quantized_input(gemm, quant, slices, std::move(scales)), {input});
   }
 }
 
@@ -774,6 +872,25 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
   xpu0_.run(OpKind::kExpertFfn, permute);
   const std::vector<std::int64_t> off(offsets32.begin(), offsets32.end());
   std::map<int, compiler::ExecutionPlan> group_plans;
+  // The shared experts (each device its columns, over its node's rows), before the routed ones.
+  const LayerWeights& lw0 = w0_.layers[static_cast<std::size_t>(layer)];
+  std::vector<std::vector<std::uint16_t>> shared_out(
+      lw0.shared_width > 0 ? dev_.size() : 0,
+      std::vector<std::uint16_t>(static_cast<std::size_t>(t_ * h), 0));
+  if (lw0.shared_width > 0)
+    ffn_on_devices(
+        layer, shared_unit, OpKind::kSharedExpertFfn, QuantizedGemm::kSharedFfn, m_.expert_dtype,
+        lw0.shared_width * dev_[0].shard.ffn_shards,
+        [&](std::size_t d) {
+          LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
+          return ffn_weights(lw.shared_gate_proj, lw.shared_up, lw.shared_down, nullptr, 0, lw.shared_width);
+        },
+        [&](std::size_t d) { return shared_out[d].data(); });
+  // W8A8 experts: the xPU's experts quantize their inputs (the Logic-PIM's do not); each expert's rows of h
+  // before the quantization ([its rows, every shard's columns]) are kept for the record.
+  const kernels::ActivationQuant expert_quant = input_quant(Unit::kXpu, m_.expert_dtype);
+  std::map<std::int64_t, QuantizedInput> expert_inputs;  // per global expert the xPU ran
+  std::map<std::int64_t, std::vector<std::uint16_t>> expert_h;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     const DeviceShard& s = dev_[d].shard;
     LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
@@ -816,7 +933,35 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
       if (!lw.expert_bias_down.empty()) a.b_down = f16_view(lw.expert_bias_down, {local, h});
       a.y = f16_view(y_sub, {xpu_rows, h});
       a.expert_offsets = xpu_off;
+      std::array<float, 2> scales{0.0f, 0.0f};
+      std::vector<std::uint16_t> h_sub;
+      a.quant_x = a.quant_h = expert_quant;
+      if (expert_quant.enabled()) {
+        a.quant_scales = kernels::Tensor::contiguous(scales.data(), kernels::DType::kF32, {2});
+        h_sub.resize(static_cast<std::size_t>(xpu_rows * f));
+        a.h_out = f16_view(h_sub, {xpu_rows, f});
+      }
       dev_[d].xpu->run(OpKind::kExpertFfn, a);
+      for (std::int64_t i = 0; expert_quant.enabled() && i < local; ++i) {
+        const auto li = static_cast<std::size_t>(i);
+        if (xpu_off[li + 1] == xpu_off[li]) continue;
+        const std::int64_t rows = xpu_off[li + 1] - xpu_off[li], full = f * s.expert_shards;
+        std::vector<std::uint16_t>& h_rows = expert_h[s.expert0 + i];
+        h_rows.resize(static_cast<std::size_t>(rows * full));
+        for (std::int64_t r = 0; r < rows; ++r)
+          std::copy_n(h_sub.data() + (xpu_off[li] + r) * f, f, h_rows.data() + r * full + s.expert_shard * f);
+        QuantizedInput& in =
+            expert_inputs
+                .try_emplace(
+                    s.expert0 + i,
+                    quantized_input(QuantizedGemm::kExpert, expert_quant, s.expert_shards,
+                                    std::vector<float>(static_cast<std::size_t>(1 + s.expert_shards)),
+                                    s.expert0 + static_cast<int>(i)))
+                .first->second;
+        if (in.scales.empty()) continue;
+        in.scales[0] = scales[0];
+        in.scales[static_cast<std::size_t>(1 + s.expert_shard)] = scales[1];
+      }
       for (std::int64_t i = 0; i < local; ++i) {
         const auto ge = static_cast<std::size_t>(s.expert0 + i), li = static_cast<std::size_t>(i);
         std::copy(y_sub.begin() + xpu_off[li] * h, y_sub.begin() + xpu_off[li + 1] * h,
@@ -832,15 +977,7 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
     }
     // Shared experts: rows [p, p + t) of the combined rows, each token's slot k, weighted by its gate.
     y_perm.resize(static_cast<std::size_t>((p + t_) * h), 0);
-    if (active(d))
-      on_node_rows(d, normed_.data(), h, y_perm.data() + p * h, h,
-                   [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
-                     on(d, shared_unit)
-                         .ffn(OpKind::kSharedExpertFfn,
-                              ffn_weights(lw.shared_gate_proj, lw.shared_up, lw.shared_down, nullptr, 0,
-                                          lw.shared_width),
-                              x, y, static_cast<std::size_t>(rows));
-                   });
+    std::copy(shared_out[d].begin(), shared_out[d].end(), y_perm.begin() + p * h);
     std::vector<std::int32_t> rows_ext(static_cast<std::size_t>(t_ * (k + 1)));
     std::vector<float> weights_ext(rows_ext.size());
     for (std::int64_t i = 0; i < t_; ++i) {
@@ -857,24 +994,100 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
                      kernels::UnpermuteArgs{f16_view(y_perm, {p + t_, h}), i32_view(rows_ext, {t_, k + 1}),
                                             f32_view(weights_ext, {t_, k + 1}), out});
   }
+  if (expert_inputs.empty()) return;
+  // Each routed row's token and its inputs: x_perm's row, and the expert's row of h.
+  std::vector<std::int64_t> token_of(static_cast<std::size_t>(p));
+  for (std::int64_t i = 0; i < p; ++i)
+    token_of[static_cast<std::size_t>(permuted_row[static_cast<std::size_t>(i)])] = i / k;
+  for (const auto& [expert, input] : expert_inputs) {
+    const auto ge = static_cast<std::size_t>(expert);
+    const std::vector<std::uint16_t>& h_rows = expert_h.at(expert);
+    const auto full = static_cast<std::int64_t>(h_rows.size()) / (off[ge + 1] - off[ge]);
+    for (std::int64_t r = off[ge]; r < off[ge + 1]; ++r) {
+      QuantizedInput in = input;
+      in.inputs.emplace_back(x_perm.begin() + r * h, x_perm.begin() + (r + 1) * h);
+      in.inputs.emplace_back(h_rows.begin() + (r - off[ge]) * full,
+                             h_rows.begin() + (r - off[ge] + 1) * full);
+      record_row(layer, token_of[static_cast<std::size_t>(r)], std::move(in));
+    }
+  }
 }
 
 void StepRunner::dense_ffn(int layer, Unit unit) {
   const std::int64_t h = m_.hidden;
+  for (std::size_t d = 0; d < dev_.size(); ++d)
+    if (!active(d)) std::fill_n(partial(d), t_ * h, std::uint16_t{0});
+  const LayerWeights& lw0 = w0_.layers[static_cast<std::size_t>(layer)];
+  ffn_on_devices(
+      layer, unit, OpKind::kDenseFfn, QuantizedGemm::kFfn, m_.dense_ffn_matrix_dtype(layer),
+      lw0.ffn_width * dev_[0].shard.ffn_shards,
+      [&](std::size_t d) {
+        LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
+        return ffn_weights(lw.gate, lw.up, lw.down, lw.ffn_bias_in.empty() ? nullptr : lw.ffn_bias_in.data(),
+                           0, lw.ffn_width);
+      },
+      [&](std::size_t d) { return partial(d); });
+  if (m_.mlp_bias) out_bias_ = lw0.ffn_bias_out.data();
+}
+
+template <class Out>
+void StepRunner::ffn_on_devices(int layer, Unit unit, OpKind kind, QuantizedGemm gemm, compiler::DType format,
+                                std::int64_t width, const std::function<FfnWeights(std::size_t)>& weights_of,
+                                Out&& out) {
+  const std::int64_t h = m_.hidden;
+  const kernels::ActivationQuant quant = input_quant(unit, format);
+  std::vector<std::array<float, 2>> scales(dev_.size(), {0.0f, 0.0f});
+  std::vector<std::uint16_t> h_full(quant.enabled() ? static_cast<std::size_t>(t_ * width) : 0);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
-    if (!active(d)) {
-      std::fill_n(partial(d), t_ * h, std::uint16_t{0});
-      continue;
-    }
-    LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
-    const FfnWeights w = ffn_weights(
-        lw.gate, lw.up, lw.down, lw.ffn_bias_in.empty() ? nullptr : lw.ffn_bias_in.data(), 0, lw.ffn_width);
-    on_node_rows(d, normed_.data(), h, partial(d), h,
-                 [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
-                   on(d, unit).ffn(OpKind::kDenseFfn, w, x, y, static_cast<std::size_t>(rows));
-                 });
+    if (!active(d)) continue;
+    const FfnWeights w = weights_of(d);
+    const auto f = static_cast<std::int64_t>(w.f);
+    const std::vector<std::int64_t>& rows_of_node = node_rows_[static_cast<std::size_t>(dev_[d].shard.node)];
+    on_node_rows(
+        d, normed_.data(), h, out(d), h, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
+          std::vector<std::uint16_t> h_rows(quant.enabled() ? static_cast<std::size_t>(rows * f) : 0);
+          node_ffn(d, unit, kind, w, x, y, rows, quant, scales[d], h_rows.data());
+          // h's rows (the node's, in order) into its slice of the whole rows.
+          for (std::int64_t i = 0; quant.enabled() && i < rows; ++i)
+            std::copy_n(h_rows.data() + i * f, f,
+                        h_full.data() + rows_of_node[static_cast<std::size_t>(i)] * width +
+                            dev_[d].shard.ffn_shard * f);
+        });
   }
-  if (m_.mlp_bias) out_bias_ = w0_.layers[static_cast<std::size_t>(layer)].ffn_bias_out.data();
+  record_ffn(layer, gemm, quant, scales, h_full, width);
+}
+
+void StepRunner::node_ffn(std::size_t d, Unit unit, OpKind kind, const FfnWeights& w, const std::uint16_t* x,
+                          std::uint16_t* y, std::int64_t rows, const kernels::ActivationQuant& quant,
+                          std::array<float, 2>& scales, std::uint16_t* h_out) {
+  if (quant.enabled()) {
+    dev_[d].xpu->quantized_ffn(kind, w, x, y, static_cast<std::size_t>(rows), quant, quant, scales.data(),
+                               h_out);
+  } else {
+    on(d, unit).ffn(kind, w, x, y, static_cast<std::size_t>(rows));
+  }
+}
+
+void StepRunner::record_ffn(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
+                            const std::vector<std::array<float, 2>>& device_scales,
+                            const std::vector<std::uint16_t>& h_full, std::int64_t width) {
+  if (!quant.enabled()) return;
+  for (int node = 0; node < layout_.dp; ++node) {
+    if (node_rows_[static_cast<std::size_t>(node)].empty()) continue;
+    int slices = 1;
+    std::vector<float> scales;
+    for (std::size_t d = 0; d < dev_.size(); ++d) {
+      const DeviceShard& s = dev_[d].shard;
+      if (s.node != node) continue;
+      slices = s.ffn_shards;
+      scales.resize(static_cast<std::size_t>(1 + slices));
+      scales[0] = device_scales[d][0];
+      scales[static_cast<std::size_t>(1 + s.ffn_shard)] = device_scales[d][1];
+    }
+    record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
+                     quantized_input(gemm, quant, slices, std::move(scales)),
+                     {{normed_.data(), m_.hidden}, {h_full.data(), width}});
+  }
 }
 
 // Local expert `expert` of a MoE layer's weights, with its biases where it has them (gpt-oss).

@@ -17,7 +17,9 @@
 // each row over its own node; a node without requests in the step skips them); every device computes its
 // experts for the tokens of every node routed to them (the all-to-all's effect). The plan is device 0's, as
 // the timing model lowers it for the busiest replica.
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -28,6 +30,7 @@
 #include "duplex/compiler/lower.hpp"
 #include "duplex/compiler/placement.hpp"
 #include "duplex/runtime/device/xpu_device.hpp"
+#include "duplex/runtime/functional/activation_quant.hpp"
 #include "duplex/runtime/functional/paged_kv_cache.hpp"
 #include "duplex/runtime/functional/routing_record.hpp"
 
@@ -78,6 +81,14 @@ struct StepOutput {
     RoutedToken token;
   };
   std::vector<Routed> routed;
+  // W8A8 activation quantization: each token row's GEMM inputs the xPU quantized (activation_quant.hpp):
+  // request id, position in its sequence, model layer.
+  struct Quantized {
+    std::int64_t id = 0, position = 0;
+    int layer = 0;
+    QuantizedInput input;
+  };
+  std::vector<Quantized> quantized;
 };
 
 // One device as the step runner drives it; everything outlives the runner.
@@ -92,17 +103,30 @@ struct DeviceContext {
   PagedKvCache* kv = nullptr;
 };
 
+// A row-parallel input's slice (cols [c0, c0 + width) of a [t, full_width] matrix): the token rows `rows` of
+// `slice` [t, width] copied there.
+void copy_slice(const std::uint16_t* slice, std::int64_t width, std::int64_t c0, std::uint16_t* full,
+                std::int64_t full_width, const std::vector<std::int64_t>& rows);
+
 class StepRunner {
  public:
+  // quantize_activations: the xPU quantizes the inputs of its W8A8 GEMMs as the serving kernels do
+  // (activation_quant.hpp); false: FP16 inputs everywhere.
   StepRunner(const compiler::ModelSpec& model, const ModelNumerics& numerics,
              const compiler::ParallelLayout& layout, compiler::LowerOptions lowering,
-             const compiler::CostModel& cost, std::vector<DeviceContext> devices);
+             const compiler::CostModel& cost, std::vector<DeviceContext> devices, bool quantize_activations);
   // The KV of every request must already be reserved for context + tokens slots on every device of its node
   // (a prefill request in the prefill space where the devices have one). `batch` is the step as the timing
   // model lowers it (StepExecutor::batch_of): the plan is lowered from it, so executed and timed plans agree.
   StepOutput run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch);
 
  private:
+  // A quantized GEMM input of the step before its quantization: `width` FP16 values per token row of the
+  // step (the rows of the nodes that computed it).
+  struct InputRows {
+    const std::uint16_t* data = nullptr;
+    std::int64_t width = 0;
+  };
   struct Row {  // one request's rows in the step's token matrix
     std::int64_t first = 0;
     const StepRequest* request = nullptr;
@@ -122,9 +146,49 @@ class StepRunner {
   void on_node_rows(std::size_t d, const std::uint16_t* in, std::int64_t in_cols, std::uint16_t* out,
                     std::int64_t out_cols, Compute&& compute);
   // y [t, n] = w [n, k] . x [t, k] on device d's `unit` as an op of `kind`, over its node's rows (the others'
-  // zero).
-  void node_linear(std::size_t d, compiler::Unit unit, compiler::OpKind kind, const std::uint16_t* w,
-                   const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n);
+  // zero). With `quant` enabled (an xPU op), the node's rows of x are quantized first (quantize); returns the
+  // per-tensor or static scale used (0 otherwise).
+  float node_linear(std::size_t d, compiler::Unit unit, compiler::OpKind kind, const std::uint16_t* w,
+                    const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n,
+                    const kernels::ActivationQuant& quant = {});
+  // W8A8 activation quantization (activation_quant.hpp). The quantization of a GEMM input whose matrix is in
+  // `format`, the GEMM on `unit`: none off the xPU, for another format or with quantization off.
+  kernels::ActivationQuant input_quant(compiler::Unit unit, compiler::DType format) const;
+  // Fake-quantizes x [rows, cols] in place on device d's xPU; returns the per-tensor or static scale used (0
+  // otherwise).
+  float quantize(std::size_t d, const kernels::ActivationQuant& quant, std::uint16_t* x, std::int64_t rows,
+                 std::int64_t cols);
+  // An FFN (dense or shared) over device d's rows x [rows, hidden] on `unit`, quantized by `quant` (both x
+  // and h) when enabled; `scales` receives x's and h's per-tensor or static scales. With quant enabled, h_out
+  // [rows, f] receives h before its quantization.
+  void node_ffn(std::size_t d, compiler::Unit unit, compiler::OpKind kind, const FfnWeights& w,
+                const std::uint16_t* x, std::uint16_t* y, std::int64_t rows,
+                const kernels::ActivationQuant& quant, std::array<float, 2>& scales, std::uint16_t* h_out);
+  // An FFN (dense or shared, `width` wide) of layer `layer` over every active device's node rows, on `unit`;
+  // its partial outputs to out(d) (device d's [t, hidden]). With W8A8 quantization the inputs are recorded:
+  // x, and h assembled from the devices' slices.
+  template <class Out>
+  void ffn_on_devices(int layer, compiler::Unit unit, compiler::OpKind kind, QuantizedGemm gemm,
+                      compiler::DType format, std::int64_t width,
+                      const std::function<FfnWeights(std::size_t)>& weights_of, Out&& out);
+  // Records an FFN's quantized inputs once per node: x's scale, then h's per tensor-parallel slice
+  // (device_scales[d]: device d's x and h scales); h_full [t, width]: h before its quantization.
+  void record_ffn(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
+                  const std::vector<std::array<float, 2>>& device_scales,
+                  const std::vector<std::uint16_t>& h_full, std::int64_t width);
+  // Records a row-parallel input over the query heads (the O projection's), each device's slice quantized
+  // with its scale device_scales[d], once per node.
+  void record_row_parallel(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
+                           const std::vector<float>& device_scales, InputRows input);
+  // Records `input` of `layer` for the token rows `rows` of the step, each with its rows of `inputs`.
+  void record_quantized(int layer, const std::vector<std::int64_t>& rows, const QuantizedInput& input,
+                        std::initializer_list<InputRows> inputs);
+  // Records `input` (its inputs filled) of `layer` for the step's token row `row`.
+  void record_row(int layer, std::int64_t row, QuantizedInput input);
+  // The QuantizedInput of a GEMM input of `slices` slices quantized by `quant` with `scales` per-tensor or
+  // static scales (none kept for per-token and group scales).
+  static QuantizedInput quantized_input(QuantizedGemm gemm, const kernels::ActivationQuant& quant, int slices,
+                                        std::vector<float> scales, int expert = -1);
   device::IDevice& on(std::size_t d, compiler::Unit unit) const;
   std::uint16_t* partial(std::size_t d);
   void execute(const compiler::Op& op, compiler::Unit unit);
@@ -203,6 +267,7 @@ class StepRunner {
   compiler::LowerOptions lowering_;
   const compiler::CostModel& cost_;
   std::vector<DeviceContext> dev_;
+  bool quantize_activations_ = false;
   device::XpuDevice& xpu0_;  // runs the replicated ops
   DeviceWeights& w0_;        // replicated weights (embedding, norms, router)
 
@@ -211,6 +276,8 @@ class StepRunner {
   compiler::Routing routing_;
   std::vector<std::vector<std::int64_t>> routed_;  // per MoE layer seen so far: tokens per expert
   std::vector<Row> rows_;
+  std::vector<std::int64_t> row_request_;  // per token row: its request's id
+  std::vector<StepOutput::Quantized> quantized_;
   std::vector<std::vector<std::int64_t>> node_rows_;  // per node: the token rows of its requests, in order
   std::int64_t t_ = 0;  // tokens in the step
   std::vector<std::int32_t> ids_, positions_;

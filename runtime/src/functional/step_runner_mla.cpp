@@ -17,13 +17,21 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
   const compiler::MlaSpec& a = m_.mla;
   const std::int64_t h = m_.hidden, nope = a.qk_nope_head_dim, rope = a.qk_rope_head_dim,
                      rank = a.kv_lora_rank, qk = nope + rope, dim = attn_dim_, t = t_;
+  // W8A8: q_a (or q), q_b and kv_a take quantized inputs; the absorbed W_UK^T, W_UV stay in 16 bits.
+  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype());
+  std::vector<bool> recorded(static_cast<std::size_t>(layout_.dp), false);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
     const std::int64_t heads = dev_[d].shard.q_heads;
     LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
     Lane& lane = lanes_[d];
+    std::vector<float> scales;  // the quantized GEMMs' per-tensor or static scales, in order
     auto linear = [&](const std::uint16_t* w, const std::uint16_t* x, std::int64_t k, std::uint16_t* y,
-                      std::int64_t n) { node_linear(d, unit, OpKind::kQkvProj, w, x, k, y, n); };
+                      std::int64_t n, bool quantized = true) {
+      const kernels::ActivationQuant none;
+      const float s = node_linear(d, unit, OpKind::kQkvProj, w, x, k, y, n, quantized ? quant : none);
+      if (quantized) scales.push_back(s);
+    };
     // The latents' RMSNorms (q_a_layernorm, kv_a_layernorm) on the xPU, which has the norm kernel.
     auto rms = [&](std::vector<std::uint16_t>& x, std::int64_t cols, std::vector<std::uint16_t>& gain) {
       dev_[d].xpu->run(OpKind::kQkvProj, kernels::NormArgs{kernels::NormKind::kRms, f16_view(x, {t, cols}),
@@ -31,9 +39,9 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
                                                            f16_view(x, {t, cols}), kMlaLatentNormEps, 0.0f});
     };
     std::vector<std::uint16_t> q(static_cast<std::size_t>(t * heads * qk));
-    if (a.q_lora_rank > 0) {
-      const std::int64_t ql = a.q_lora_rank;
-      std::vector<std::uint16_t> qa(static_cast<std::size_t>(t * ql));
+    const std::int64_t ql = a.q_lora_rank;
+    std::vector<std::uint16_t> qa(static_cast<std::size_t>(t * ql));  // q_b's input
+    if (ql > 0) {
       linear(lw.q_a.data(), normed_.data(), h, qa.data(), ql);
       rms(qa, ql, lw.q_a_norm);
       linear(lw.mla_q.data(), qa.data(), ql, q.data(), heads * qk);
@@ -57,11 +65,23 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
     for (std::int64_t head = 0; head < heads; ++head) {
       for (std::int64_t r = 0; r < t; ++r)
         std::copy_n(q.data() + (r * heads + head) * qk, nope, q_nope.data() + r * nope);
-      linear(lw.w_uk_t.data() + head * rank * nope, q_nope.data(), nope, q_lat.data(), rank);
+      linear(lw.w_uk_t.data() + head * rank * nope, q_nope.data(), nope, q_lat.data(), rank, false);
       for (std::int64_t r = 0; r < t; ++r) {
         std::uint16_t* row = lane.q.data() + (r * heads + head) * dim;
         std::copy_n(q.data() + (r * heads + head) * qk + nope, rope, row);
         std::copy_n(q_lat.data() + r * rank, rank, row + rope);
+      }
+    }
+    const int node = dev_[d].shard.node;
+    if (quant.enabled() && !recorded[static_cast<std::size_t>(node)]) {
+      recorded[static_cast<std::size_t>(node)] = true;
+      const InputRows x{normed_.data(), h};
+      if (ql > 0) {
+        record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
+                         quantized_input(QuantizedGemm::kQkv, quant, 1, scales), {x, {qa.data(), ql}, x});
+      } else {
+        record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
+                         quantized_input(QuantizedGemm::kQkv, quant, 1, scales), {x, x});
       }
     }
   }
@@ -71,6 +91,10 @@ void StepRunner::mla_o_proj(int layer, Unit unit) {
   const compiler::MlaSpec& a = m_.mla;
   const std::int64_t h = m_.hidden, rope = a.qk_rope_head_dim, rank = a.kv_lora_rank, v = a.v_head_dim,
                      dim = attn_dim_, t = t_;
+  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype());
+  std::vector<float> slice_scales(dev_.size(), 0.0f);
+  const std::int64_t width = m_.heads * v;  // the O projection's whole input: every head's value
+  std::vector<std::uint16_t> full(quant.enabled() ? static_cast<std::size_t>(t * width) : 0);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) {
       std::fill_n(partial(d), t * h, std::uint16_t{0});
@@ -90,8 +114,13 @@ void StepRunner::mla_o_proj(int layer, Unit unit) {
       for (std::int64_t r = 0; r < t; ++r)
         std::copy_n(val.data() + r * v, v, values.data() + (r * heads + head) * v);
     }
-    linear(lw.o.data(), values.data(), heads * v, partial(d), h);
+    slice_scales[d] =
+        node_linear(d, unit, OpKind::kOProj, lw.o.data(), values.data(), heads * v, partial(d), h, quant);
+    if (quant.enabled())
+      copy_slice(values.data(), heads * v, dev_[d].shard.q_head0 * v, full.data(), width,
+                 node_rows_[static_cast<std::size_t>(dev_[d].shard.node)]);
   }
+  record_row_parallel(layer, QuantizedGemm::kOProj, quant, slice_scales, {full.data(), width});
 }
 
 }  // namespace duplex::runtime::functional

@@ -34,6 +34,7 @@
 
 #include "duplex/base/device_spec.hpp"
 #include "duplex/compiler/op.hpp"
+#include "duplex/runtime/functional/activation_quant.hpp"
 #include "duplex/runtime/functional/model_weights.hpp"
 #include "duplex/runtime/functional/pim_unit.hpp"
 #include "duplex/runtime/functional/routing_record.hpp"
@@ -82,6 +83,10 @@ struct FunctionalOptions {
   // last token alone (Scheduler::limit_drafts). Proposed on the host: no draft pass, no device time. 0: off;
   // else 1 <= ngram_min <= ngram_max, with speculative_tokens >= 1 and no `draft`.
   int ngram_min = 0, ngram_max = 0;
+  // W8A8 activation quantization (activation_quant.hpp): the xPU quantizes the inputs of its FP8 / INT8 GEMMs
+  // as the serving kernels do, the Logic-PIM computes with FP16 inputs, so the numerics follow placement.
+  // false: FP16 inputs everywhere (weight-only, as HF's compressed-tensors decompression computes).
+  bool quantize_activations = true;
 };
 
 // One executed op.
@@ -141,6 +146,9 @@ struct FunctionalResult {
   std::vector<std::vector<std::int32_t>> tokens;
   std::vector<std::vector<std::vector<float>>> logits;
   ExecutedRouting routing;  // every token's routing per MoE layer (routing_record.hpp); empty for dense
+  // Every token's GEMM inputs the xPU quantized, per layer (activation_quant.hpp); empty without W8A8
+  // activation quantization.
+  ExecutedQuantization quantization;
   std::vector<OpRecord> ops;
   std::vector<StepRecord> steps;
   Time time;                       // simulated: sum of step times

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "duplex/runtime/functional/activation_quant.hpp"
 #include "duplex/runtime/functional/model_weights.hpp"
 #include "duplex/runtime/functional/routing_record.hpp"
 
@@ -23,6 +24,11 @@ struct ReferenceOutput {
   // reference_follow with the executor's routing: every token whose executed experts differ from the
   // reference's own choice (it followed the executor's where the tie is explained).
   std::vector<RoutingTie> routing_ties;
+  // reference_follow with the executor's quantization: the GEMM inputs the reference took from the executor
+  // (the ones its xPU quantized), and over them the largest |executor input - reference input| and its
+  // largest ratio to the bound relative_bound x max(1, largest |reference input|) of its vector.
+  std::int64_t followed_inputs = 0;
+  double max_input_err = 0, input_err_ratio = 0;
 };
 
 // Greedy generation of `max_new_tokens` (>= 1) tokens for every prompt (each non-empty, ids in [0, vocab)).
@@ -39,10 +45,19 @@ ReferenceOutput reference_generate(const ModelWeights& weights,
 // router-logit bound relative_bound x max(1, largest |reference router logit|), and at an explained tie the
 // reference continues with the executor's experts (weighed by its own logits), so that the rest of the path
 // compares like with like.
+// With `quantization` (the executor's, FunctionalResult::quantization; one entry per prompt, or empty), at
+// every GEMM input the executor's xPU quantized (W8A8 activation quantization, activation_quant.hpp) the
+// reference compares its own input with the executor's (followed_inputs, input_err_ratio), then continues
+// from the executor's, which it quantizes itself (its own code: the scale per token or group from the values,
+// or the executor's per-tensor scale, which depends on the batch): an 8-bit grid's rounding flips at a
+// boundary, and FP8's 3 mantissa bits make one flip move an output by more than FP16 storage does, so the
+// reference takes the executor's side of such ties, as it does at routing near ties. Its other inputs stay
+// FP16.
 ReferenceOutput reference_follow(const ModelWeights& weights,
                                  const std::vector<std::vector<std::int32_t>>& prompts,
                                  const std::vector<std::vector<std::int32_t>>& paths,
-                                 const ExecutedRouting* routing = nullptr, double relative_bound = 0.0);
+                                 const ExecutedRouting* routing = nullptr, double relative_bound = 0.0,
+                                 const ExecutedQuantization* quantization = nullptr);
 
 // Throws duplex::Error naming the request and token when a prompt is empty or holds an id outside [0, vocab).
 void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, int vocab);

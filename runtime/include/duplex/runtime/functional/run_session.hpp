@@ -87,6 +87,10 @@ struct CheckResult {
     return true;
   }
   bool on_path = false;  // check_run compared every position on the executor's path (reference_follow)
+  // W8A8 activation quantization: the GEMM inputs the reference followed (ReferenceOutput::followed_inputs),
+  // the largest |executor input - reference input| and its largest ratio to the bound (<= 1 to pass).
+  std::int64_t followed_inputs = 0;
+  double max_input_err = 0, input_err_ratio = 0;
   // On the executor's path, every differing token is an explained near tie (false before that comparison).
   bool near_ties_explained() const {
     if (!on_path) return false;
@@ -98,7 +102,7 @@ struct CheckResult {
   // identical or differing only at explained routing near ties.
   bool passed() const {
     return (tokens_match || near_ties_explained()) && routing_ties_explained() &&
-           std::isfinite(max_abs_logit_err) && max_abs_logit_err <= logit_bound;
+           std::isfinite(max_abs_logit_err) && max_abs_logit_err <= logit_bound && input_err_ratio <= 1.0;
   }
 };
 
@@ -106,6 +110,9 @@ struct RunReport {
   std::string model, system, weights;
   std::string attention;  // ModelSpec::window_note(): "" without a sliding window
   std::string draft;      // speculative decoding's draft model; empty: none
+  // W8A8 activation quantization (activation_quant.hpp): what the run did, "" for a model without W8A8
+  // matrices.
+  std::string activations;
   FunctionalResult result;
   std::optional<CheckResult> check;
   double host_seconds = 0;  // wall time of the emulation (not simulated time)

@@ -1,0 +1,71 @@
+#pragma once
+// W8A8 activation quantization in functional emulation: the serving kernels quantize a W8A8 GEMM's input
+// before their FP8 / INT8 tensor-core GEMM (vLLM's scaled_fp8_quant, per_token_group_quant_fp8,
+// scaled_int8_quant); duplex's xPU does so (kernels::QuantizeArgs, fake quantization: each element back as
+// q x s in FP16), its Logic-PIM does not (its MACs take FP16 activations), so the numerics follow placement.
+// Quantized: the inputs of the attention projections (MLA: q_a / q, q_b, kv_a; not the absorbed W_UK / W_UV,
+// which vLLM multiplies in 16 bits), the O projection, a dense or shared FFN's and an expert's input x and
+// intermediate h, each where its matrices are in a W8A8 format and the op runs on the xPU; never the router,
+// the LM head or attention itself. A row-parallel input (the O projection's heads, an FFN's h under tensor
+// parallelism) is quantized by each device on its own slice, as each rank of vLLM's does.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "duplex/compiler/model_spec.hpp"
+#include "duplex/kernels/ops.hpp"
+
+namespace duplex::runtime::functional {
+
+// The quantization of the input of a GEMM whose matrix is in `format` (format kNone: FP16 input):
+//  fp8_block128 (DeepSeek-V3's, Qwen3's FP8): FP8 per token and 128 columns, the scale max(amax, 1e-10) / 448
+//    (vLLM's per_token_group_quant_fp8; FP32 scales: a release's scale_fmt ue8m0 is for its weights);
+//  fp8_channel (compressed-tensors' FP8-dynamic; fbgemm_fp8's, bounded by activation_scale_ub): FP8 per
+//  token,
+//    the scale at least 1 / (448 x 512) (vLLM's scaled_fp8_quant, use_per_token_if_dynamic);
+//  fp8_tensor with activation_scheme dynamic: FP8 per tensor (every row of the GEMM on its device);
+//  int8_channel (W8A8-INT8): INT8 per token, the scale amax / 127 (vLLM's scaled_int8_quant, symmetric).
+// Not emulated (kNone; activation_quant_gap says why): fp8_tensor with static input scales, bnb_int8.
+kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, compiler::DType format);
+// Whether some GEMM of `m` has its inputs quantized (on the xPU): w8a8_input_quant enabled for one of its
+// matrix formats.
+bool quantizes_activations(const compiler::ModelSpec& m);
+// Why some W8A8 matrices of `m` keep FP16 inputs in the emulation ("" when none does).
+std::string activation_quant_gap(const compiler::ModelSpec& m);
+
+// What the emulation does to `m`'s W8A8 GEMMs' inputs (quantize: FunctionalOptions::quantize_activations):
+// "" for a model without W8A8 matrices.
+std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantize);
+
+// The formats of the GEMMs whose inputs a token quantizes (QuantizedInput::gemm).
+enum class QuantizedGemm : std::uint8_t { kQkv, kOProj, kFfn, kSharedFfn, kExpert };
+
+// "qkv", "o_proj", "ffn", "shared_ffn", "expert".
+const char* quantized_gemm_name(QuantizedGemm g);
+
+// One quantized GEMM input of one token, as the executor ran it on the xPU.
+struct QuantizedInput {
+  QuantizedGemm gemm = QuantizedGemm::kQkv;
+  int expert = -1;  // kExpert: the global expert
+  // The row-parallel input's slices, each quantized on its own device: the O projection's heads and an FFN's
+  // h over its tensor-parallel shards (equal, contiguous); 1 otherwise.
+  int slices = 1;
+  // A per-tensor scale depends on the batch: the scales used, in order (kQkv: one per GEMM, MLA's q_a or q,
+  // q_b, kv_a; kOProj: one per slice; an FFN: x's, then h's per slice). Empty for per-token / group scales,
+  // which the token's values determine.
+  std::vector<float> scales;
+  // The token's inputs as the executor quantized them (FP16 bits, before the quantization), in GEMM order
+  // (kQkv: one per GEMM, as `scales`; kOProj: its whole row, the slices in order; an FFN: x, then h's whole
+  // row). The check's reference takes them in place of its own where they agree within the bound: a value
+  // near a rounding boundary of the 8-bit grid (FP8 has 3 mantissa bits) rounds either way on the two sides,
+  // and one such flip moves an output by more than FP16 storage does.
+  std::vector<std::vector<std::uint16_t>> inputs;
+};
+
+// Per request, per position of its sequence that ran (a recomputed position: its last run), per model
+// layer: its inputs the xPU quantized. Empty without W8A8 activation quantization.
+using ExecutedQuantization = std::vector<std::vector<std::vector<std::vector<QuantizedInput>>>>;
+// The quantized input vectors in `q` (an FFN's x and h two), every request, position and layer.
+std::int64_t quantized_inputs(const ExecutedQuantization& q);
+
+}  // namespace duplex::runtime::functional

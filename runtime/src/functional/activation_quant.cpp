@@ -1,0 +1,127 @@
+#include "duplex/runtime/functional/activation_quant.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace duplex::runtime::functional {
+
+using compiler::DType;
+
+namespace {
+
+// source: vLLM per_token_group_quant_fp8 (eps 1e-10 on each group's largest magnitude).
+constexpr float kGroupEps = 1e-10f;
+// source: vLLM's scaled_fp8_quant per token, min_scaling_factor = 1 / (fp8_max x 512).
+constexpr float kPerTokenMinScale = 1.0f / (448.0f * 512.0f);
+constexpr std::int64_t kFp8Group = 128;  // source: DeepSeek-V3's act_quant block_size, weight_block_size[1]
+
+}  // namespace
+
+kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, DType format) {
+  kernels::ActivationQuant q;
+  switch (format) {
+    case DType::kFp8Block128:
+      q.format = kernels::QuantFormat::kFp8E4M3;
+      q.group = kFp8Group;
+      q.min_scale = kGroupEps / 448.0f;
+      break;
+    case DType::kFp8Channel:
+      q.format = kernels::QuantFormat::kFp8E4M3;
+      q.min_scale = kPerTokenMinScale;
+      q.scale_ub = static_cast<float>(m.activation_scale_ub);
+      break;
+    case DType::kFp8Tensor:
+      if (!m.static_input_scales) {
+        q.format = kernels::QuantFormat::kFp8E4M3;
+        q.per_tensor = true;
+      }
+      break;
+    case DType::kInt8Channel:
+      q.format = kernels::QuantFormat::kInt8;
+      break;
+    default:
+      break;
+  }
+  return q;
+}
+
+bool quantizes_activations(const compiler::ModelSpec& m) {
+  for (DType t : {m.attention_matrix_dtype(), m.linear_dtype, m.expert_dtype})
+    if (w8a8_input_quant(m, t).enabled()) return true;
+  return false;
+}
+
+namespace {
+
+// "FP8 per token and 128 columns" and the like.
+std::string how(const kernels::ActivationQuant& q) {
+  std::string s = q.format == kernels::QuantFormat::kInt8 ? "INT8" : "FP8";
+  if (q.per_tensor) return s + " per tensor";
+  s += q.group > 0 ? " per token and " + std::to_string(q.group) + " columns" : " per token";
+  if (q.scale_ub > 0) s += ", scales bounded by activation_scale_ub";
+  return s;
+}
+
+bool w8a8_format(DType t) {
+  return t == DType::kFp8Block128 || t == DType::kFp8Channel || t == DType::kFp8Tensor ||
+         t == DType::kInt8Channel || t == DType::kBnbInt8;
+}
+
+}  // namespace
+
+std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantize) {
+  std::vector<DType> formats;
+  for (DType t : {m.linear_dtype, m.expert_dtype})
+    if (w8a8_format(t) && std::find(formats.begin(), formats.end(), t) == formats.end()) formats.push_back(t);
+  if (formats.empty()) return "";
+  if (!quantize) return "W8A8 GEMMs take FP16 inputs (--activation-quant off: weight-only)";
+  std::string s;
+  for (DType t : formats) {
+    const kernels::ActivationQuant q = w8a8_input_quant(m, t);
+    if (!q.enabled()) continue;
+    s += fmt::format("{}{} GEMMs' inputs {}", s.empty() ? "" : "; ", compiler::dtype_name(t), how(q));
+  }
+  if (!s.empty()) s = "the xPU quantizes its " + s + " (the Logic-PIM's take FP16)";
+  const std::string gap = activation_quant_gap(m);
+  if (!gap.empty()) s += (s.empty() ? "" : "; ") + gap;
+  return s;
+}
+
+const char* quantized_gemm_name(QuantizedGemm g) {
+  switch (g) {
+    case QuantizedGemm::kQkv:
+      return "qkv";
+    case QuantizedGemm::kOProj:
+      return "o_proj";
+    case QuantizedGemm::kFfn:
+      return "ffn";
+    case QuantizedGemm::kSharedFfn:
+      return "shared_ffn";
+    case QuantizedGemm::kExpert:
+      return "expert";
+  }
+  return "?";
+}
+
+std::int64_t quantized_inputs(const ExecutedQuantization& q) {
+  std::int64_t n = 0;
+  for (const auto& request : q)
+    for (const auto& position : request)
+      for (const auto& layer : position)
+        for (const QuantizedInput& in : layer) n += static_cast<std::int64_t>(in.inputs.size());
+  return n;
+}
+
+std::string activation_quant_gap(const compiler::ModelSpec& m) {
+  const std::vector<DType> formats{m.linear_dtype, m.expert_dtype};
+  auto has = [&](DType t) { return std::find(formats.begin(), formats.end(), t) != formats.end(); };
+  if (has(DType::kFp8Tensor) && m.static_input_scales)
+    return "a static release's input scales are not applied: its FP8 GEMMs take FP16 activations";
+  if (has(DType::kBnbInt8))
+    return "LLM.int8()'s row-wise INT8 activations and outlier columns are not emulated: its GEMMs take FP16 "
+           "activations";
+  return "";
+}
+
+}  // namespace duplex::runtime::functional
