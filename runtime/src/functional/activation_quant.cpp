@@ -18,7 +18,7 @@ constexpr std::int64_t kFp8Group = 128;  // source: DeepSeek-V3's act_quant bloc
 
 }  // namespace
 
-kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, DType format) {
+kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, DType format, float static_scale) {
   kernels::ActivationQuant q;
   switch (format) {
     case DType::kFp8Block128:
@@ -35,6 +35,9 @@ kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, DType fo
       if (!m.static_input_scales) {
         q.format = kernels::QuantFormat::kFp8E4M3;
         q.per_tensor = true;
+      } else if (static_scale > 0) {
+        q.format = kernels::QuantFormat::kFp8E4M3;
+        q.static_scale = static_scale;
       }
       break;
     case DType::kInt8Channel:
@@ -46,9 +49,9 @@ kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, DType fo
   return q;
 }
 
-bool quantizes_activations(const compiler::ModelSpec& m) {
+bool quantizes_activations(const compiler::ModelSpec& m, bool static_scales) {
   for (DType t : {m.attention_matrix_dtype(), m.linear_dtype, m.expert_dtype})
-    if (w8a8_input_quant(m, t).enabled()) return true;
+    if (w8a8_input_quant(m, t, static_scales ? 1.0f : 0.0f).enabled()) return true;
   return false;
 }
 
@@ -58,6 +61,7 @@ namespace {
 std::string how(const kernels::ActivationQuant& q) {
   std::string s = q.format == kernels::QuantFormat::kInt8 ? "INT8" : "FP8";
   if (q.per_tensor) return s + " per tensor";
+  if (q.static_scale > 0) return s + " at the release's static input scales";
   s += q.group > 0 ? " per token and " + std::to_string(q.group) + " columns" : " per token";
   if (q.scale_ub > 0) s += ", scales bounded by activation_scale_ub";
   return s;
@@ -70,7 +74,7 @@ bool w8a8_format(DType t) {
 
 }  // namespace
 
-std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantize) {
+std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantize, bool static_scales) {
   std::vector<DType> formats;
   for (DType t : {m.linear_dtype, m.expert_dtype})
     if (w8a8_format(t) && std::find(formats.begin(), formats.end(), t) == formats.end()) formats.push_back(t);
@@ -78,12 +82,12 @@ std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantiz
   if (!quantize) return "W8A8 GEMMs take FP16 inputs (--activation-quant off: weight-only)";
   std::string s;
   for (DType t : formats) {
-    const kernels::ActivationQuant q = w8a8_input_quant(m, t);
+    const kernels::ActivationQuant q = w8a8_input_quant(m, t, static_scales ? 1.0f : 0.0f);
     if (!q.enabled()) continue;
     s += fmt::format("{}{} GEMMs' inputs {}", s.empty() ? "" : "; ", compiler::dtype_name(t), how(q));
   }
   if (!s.empty()) s = "the xPU quantizes its " + s + " (the Logic-PIM's take FP16)";
-  const std::string gap = activation_quant_gap(m);
+  const std::string gap = activation_quant_gap(m, static_scales);
   if (!gap.empty()) s += (s.empty() ? "" : "; ") + gap;
   return s;
 }
@@ -113,11 +117,12 @@ std::int64_t quantized_inputs(const ExecutedQuantization& q) {
   return n;
 }
 
-std::string activation_quant_gap(const compiler::ModelSpec& m) {
+std::string activation_quant_gap(const compiler::ModelSpec& m, bool static_scales) {
   const std::vector<DType> formats{m.linear_dtype, m.expert_dtype};
   auto has = [&](DType t) { return std::find(formats.begin(), formats.end(), t) != formats.end(); };
-  if (has(DType::kFp8Tensor) && m.static_input_scales)
-    return "a static release's input scales are not applied: its FP8 GEMMs take FP16 activations";
+  if (has(DType::kFp8Tensor) && m.static_input_scales && !static_scales)
+    return "a static release's input scales come with its checkpoint (random weights have none): its FP8 "
+           "GEMMs take FP16 activations";
   if (has(DType::kBnbInt8))
     return "LLM.int8()'s row-wise INT8 activations and outlier columns are not emulated: its GEMMs take FP16 "
            "activations";

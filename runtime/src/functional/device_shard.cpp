@@ -151,6 +151,7 @@ DeviceWeights shard_weights(const DeviceWeights& full, const compiler::ModelSpec
     }
     l.ffn_experts = experts;
     l.ffn_width = width;
+    l.input_scales = f.input_scales;
     w.layers.push_back(std::move(l));
   }
   return w;

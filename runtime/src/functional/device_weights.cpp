@@ -1,5 +1,7 @@
 #include "device_weights.hpp"
 
+#include <algorithm>
+
 namespace duplex::runtime::functional {
 namespace {
 
@@ -25,6 +27,46 @@ void lay_out_mla(const ModelWeights& w, int l, LayerWeights& lw) {
     for (std::int64_t c = 0; c < rank; ++c)
       for (std::int64_t r = 0; r < nope; ++r) lw.w_uk_t.push_back(head[r * rank + c]);
     lw.w_uv.insert(lw.w_uv.end(), head + nope * rank, head + (nope + v) * rank);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Layer l's InputScales from a static release's module scales (every quantized matrix has one).
+void lay_out_input_scales(const ModelWeights& w, int l, InputScales& s) {
+  const compiler::ModelSpec& m = w.spec;
+  auto of = [&](const std::string& name) {
+    const auto it = w.input_scales.find(name);
+    return it == w.input_scales.end() ? 0.0f : it->second;
+  };
+  const bool gated = m.ffn_kind == compiler::FfnKind::kGated;
+  auto ffn_in = [&](auto name) {
+    return gated ? std::max(of(name("gate")), of(name("up"))) : of(name("up"));
+  };
+  if (m.attention == compiler::AttentionKind::kMla) {
+    const bool lora = m.mla.q_lora_rank > 0;
+    s.qkv = std::max(of(weight_name::mla(l, lora ? "q_a_proj" : "q_proj")),
+                     of(weight_name::mla(l, "kv_a_proj_with_mqa")));
+    if (lora) s.q_b = of(weight_name::mla(l, "q_b_proj"));
+  } else {
+    for (char p : {'q', 'k', 'v'}) s.qkv = std::max(s.qkv, of(weight_name::attn_proj(l, p)));
+  }
+  s.o = of(weight_name::attn_proj(l, 'o'));
+  if (!m.is_moe_layer(l)) {
+    s.ffn = ffn_in([&](const char* which) { return weight_name::dense_mlp(l, which); });
+    s.down = of(weight_name::dense_mlp(l, "down"));
+    return;
+  }
+  for (int e = 0; e < m.experts; ++e) {
+    s.expert.push_back(
+        ffn_in([&](const char* which) { return weight_name::expert(m.weight_naming, l, e, which); }));
+    s.expert_down.push_back(of(weight_name::expert(m.weight_naming, l, e, "down")));
+  }
+  if (m.shared_experts > 0) {
+    s.shared = ffn_in([&](const char* which) { return weight_name::shared_expert(l, which); });
+    s.shared_down = of(weight_name::shared_expert(l, "down"));
   }
 }
 
@@ -105,6 +147,7 @@ DeviceWeights lay_out_weights(const ModelWeights& w) {
         lw.ffn_bias_out = w.get(weight_name::dense_mlp_bias(l, "down")).data;
       }
     }
+    if (!w.input_scales.empty()) lay_out_input_scales(w, l, lw.input_scales);
     d.layers.push_back(std::move(lw));
   }
   return d;

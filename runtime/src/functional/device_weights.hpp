@@ -10,6 +10,16 @@
 
 namespace duplex::runtime::functional {
 
+// A static FP8 release's activation scales of one layer's GEMM inputs (ModelWeights::input_scales; 0
+// without), fused as vLLM fuses the modules: the QKV input's the largest of q / k / v's (MLA: q_a's or q's
+// and kv_a's, their shared input, the larger; q_b's its own), o's; an FFN's input the larger of gate's and
+// up's, h down's; per expert (global index, every device keeps all) the same pair; the shared experts' as a
+// dense FFN.
+struct InputScales {
+  float qkv = 0, q_b = 0, o = 0, ffn = 0, down = 0, shared = 0, shared_down = 0;
+  std::vector<float> expert, expert_down;  // [experts]; empty for a dense layer
+};
+
 struct LayerWeights {
   std::vector<std::uint16_t> attn_norm, ffn_norm;
   std::vector<std::uint16_t> attn_norm_bias, ffn_norm_bias;  // [hidden] with a biased LayerNorm; else empty
@@ -45,6 +55,7 @@ struct LayerWeights {
   // ([1,H]; empty without).
   std::vector<std::uint16_t> shared_gate_proj, shared_up, shared_down, shared_gate;
   std::int64_t shared_width = 0;
+  InputScales input_scales;
 };
 
 struct DeviceWeights {

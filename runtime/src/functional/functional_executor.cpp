@@ -234,7 +234,8 @@ class FunctionalExecutor::Impl {
     res.tokens.resize(prompts.size());
     res.logits.resize(prompts.size());
     if (w_.spec.is_moe()) res.routing.resize(prompts.size());
-    if (opt_.quantize_activations && quantizes_activations(w_.spec)) res.quantization.resize(prompts.size());
+    if (opt_.quantize_activations && quantizes_activations(w_.spec, !w_.input_scales.empty()))
+      res.quantization.resize(prompts.size());
     res.devices = devices_;
     res.layout = pools_.size() == 1 ? pools_[0]->layout().describe()
                  : sys_.split_prefill_system

@@ -327,7 +327,9 @@ class Sequence {
   Vec quantize(const Vec& x, const QuantizedInput* in, compiler::DType format, std::size_t index,
                int slices) const {
     if (in == nullptr) return x;
-    const kernels::ActivationQuant q = w8a8_input_quant(m_, format);
+    // (A static release's scale: the record's, the executor's fusion of its modules' scales.)
+    const kernels::ActivationQuant q = w8a8_input_quant(
+        m_, format, in->scales.empty() ? 0.0f : in->scales.at(std::min(index, in->scales.size() - 1)));
     if (!q.enabled() || slices < 1 || x.size() % static_cast<std::size_t>(slices) != 0 ||
         index >= in->inputs.size() || in->inputs[index].size() != x.size())
       throw Error(

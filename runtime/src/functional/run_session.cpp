@@ -191,7 +191,8 @@ RunReport run_functional(const RunOptions& o) {
   rep.attention = weights.spec.window_note();
   rep.system = system.name;
   rep.weights = weights.source;
-  rep.activations = describe_activation_quant(weights.spec, o.executor.quantize_activations);
+  rep.activations =
+      describe_activation_quant(weights.spec, o.executor.quantize_activations, !weights.input_scales.empty());
   rep.with_logits = o.logits;
   for (int l = 0; l < weights.spec.layers; ++l)
     if (weights.spec.is_moe_layer(l)) rep.moe_layers.push_back(l);

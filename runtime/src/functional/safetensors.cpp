@@ -633,14 +633,15 @@ std::vector<std::int64_t> tensor_scale_shape(const SafetensorsFile& f, const Wei
   return one_value_shape(f, fp8_scale_name(stored), "one scale per matrix");
 }
 // A static FP8 release's activation scale of stored matrix `stored`, tensor input_scale_name of file f: one
-// finite value > 0 in F32, BF16 or F16, shape [] or [1]. Checked, not applied: the emulation computes the
-// activations in FP16.
-void expect_input_scale(const SafetensorsFile& f, const WeightShape& stored) {
+// finite value > 0 in F32, BF16 or F16, shape [] or [1] (the xPU's static quantization of the module's
+// input).
+float read_input_scale(const SafetensorsFile& f, const WeightShape& stored) {
   const std::string name = input_scale_name(stored);
   const std::vector<std::int64_t> shape = one_value_shape(f, name, "one activation scale per module");
   const float s = scale_values(f, name, shape, {"F32", "BF16", "F16"}, "FP8")[0];
   if (!std::isfinite(s) || s <= 0)
     throw tensor_error(f, name, fmt::format("holds {}; expected a finite activation scale > 0", s));
+  return s;
 }
 // The stored tensor p (2-D) from its FP8 (or INT8) codes (in file fc) and scales (in file fs), dequantized to
 // FP16 (fp8.hpp).
@@ -834,7 +835,8 @@ WeightTensor read_bnb8(const std::vector<const SafetensorsFile*>& files, const S
 // The stored tensor p, converted to FP16, files[i] holding stored_names(spec, p.stored)[i] (a quantized one's
 // parts: the same file unless a sharded checkpoint put them apart).
 WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const StoredTensor& p,
-                         const compiler::ModelSpec& spec, std::set<std::string>& converted) {
+                         const compiler::ModelSpec& spec, std::set<std::string>& converted,
+                         std::map<std::string, float>& input_scales) {
   if (mxfp4_stored(spec, p.stored.name)) {
     converted.insert("MXFP4");
     return read_mxfp4(*files[0], *files[1], p);
@@ -842,7 +844,10 @@ WeightTensor read_stored(const std::vector<const SafetensorsFile*>& files, const
   if (fp8_stored(p.stored)) {
     converted.insert(p.stored.format == compiler::DType::kInt8Channel ? "INT8" : "FP8");
     if (bound_stored(spec, p.stored)) expect_bound(*files[2], bound_name(p.stored), spec);
-    if (input_scale_stored(spec, p.stored)) expect_input_scale(*files[2], p.stored);
+    if (input_scale_stored(spec, p.stored)) {  // every matrix of the module shares it
+      const float s = read_input_scale(*files[2], p.stored);
+      for (const WeightShape& part : p.parts) input_scales[part.name] = s;
+    }
     return read_fp8(*files[0], *files[1], p);
   }
   if (int4_stored(p.stored)) {
@@ -1119,7 +1124,10 @@ ModelWeights read_safetensors(const std::string& path, const compiler::ModelSpec
   for (const StoredTensor& p : prefixed_plan(spec, layout)) {
     const std::vector<std::string> names = stored_names(spec, p.stored);
     wanted.insert(names.begin(), names.end());
-    unstack(p, read_stored(std::vector<const SafetensorsFile*>(names.size(), &f), p, spec, converted), w);
+    unstack(p,
+            read_stored(std::vector<const SafetensorsFile*>(names.size(), &f), p, spec, converted,
+                        w.input_scales),
+            w);
   }
   std::size_t skipped = 0;
   for (const auto& [name, value] : f.header.items()) {
@@ -1203,7 +1211,7 @@ ModelWeights read_sharded_safetensors(const std::string& index_path, const compi
           others.emplace(in, open_safetensors((fs::path(index_path).parent_path() / in).string()));
         files.push_back(in == file ? &f : &others.at(in));
       }
-      unstack(plan[i], read_stored(files, plan[i], spec, converted), w);
+      unstack(plan[i], read_stored(files, plan[i], spec, converted, w.input_scales), w);
     }
     for (const auto& [name, value] : f.header.items())
       if (name != "__metadata__" && (!where.contains(name) || where.at(name) != file))

@@ -94,9 +94,10 @@ float StepRunner::node_linear(std::size_t d, Unit unit, OpKind kind, const std::
   return scale;
 }
 
-kernels::ActivationQuant StepRunner::input_quant(Unit unit, compiler::DType format) const {
+kernels::ActivationQuant StepRunner::input_quant(Unit unit, compiler::DType format,
+                                                 float static_scale) const {
   if (!quantize_activations_ || unit != Unit::kXpu) return {};
-  return w8a8_input_quant(m_, format);
+  return w8a8_input_quant(m_, format, static_scale);
 }
 
 float StepRunner::quantize(std::size_t d, const kernels::ActivationQuant& quant, std::uint16_t* x,
@@ -345,7 +346,8 @@ void StepRunner::qkv(int layer, Unit unit) {
     return;
   }
   const std::int64_t h = m_.hidden, hd = m_.head_dim;
-  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype());
+  const kernels::ActivationQuant quant = input_quant(
+      unit, m_.attention_matrix_dtype(), w0_.layers[static_cast<std::size_t>(layer)].input_scales.qkv);
   std::vector<bool> recorded(static_cast<std::size_t>(layout_.dp), false);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
@@ -727,7 +729,8 @@ void StepRunner::o_proj(int layer, Unit unit) {
   }
   const std::int64_t h = m_.hidden;
   if (m_.o_bias) out_bias_ = w0_.layers[static_cast<std::size_t>(layer)].o_bias.data();
-  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype());
+  const kernels::ActivationQuant quant = input_quant(
+      unit, m_.attention_matrix_dtype(), w0_.layers[static_cast<std::size_t>(layer)].input_scales.o);
   std::vector<float> slice_scales(dev_.size(), 0.0f);
   const std::int64_t width = m_.heads * m_.head_dim;
   std::vector<std::uint16_t> full(quant.enabled() ? static_cast<std::size_t>(t_ * width) : 0);
@@ -880,7 +883,7 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
   if (lw0.shared_width > 0)
     ffn_on_devices(
         layer, shared_unit, OpKind::kSharedExpertFfn, QuantizedGemm::kSharedFfn, m_.expert_dtype,
-        lw0.shared_width * dev_[0].shard.ffn_shards,
+        lw0.input_scales.shared, lw0.input_scales.shared_down, lw0.shared_width * dev_[0].shard.ffn_shards,
         [&](std::size_t d) {
           LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
           return ffn_weights(lw.shared_gate_proj, lw.shared_up, lw.shared_down, nullptr, 0, lw.shared_width);
@@ -888,7 +891,7 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
         [&](std::size_t d) { return shared_out[d].data(); });
   // W8A8 experts: the xPU's experts quantize their inputs (the Logic-PIM's do not); each expert's rows of h
   // before the quantization ([its rows, every shard's columns]) are kept for the record.
-  const kernels::ActivationQuant expert_quant = input_quant(Unit::kXpu, m_.expert_dtype);
+
   std::map<std::int64_t, QuantizedInput> expert_inputs;  // per global expert the xPU ran
   std::map<std::int64_t, std::vector<std::uint16_t>> expert_h;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -900,6 +903,14 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
     auto own = group_plans.find(group);
     if (own == group_plans.end()) own = group_plans.emplace(group, plan(group)).first;
     const std::vector<Unit> unit = expert_units(d, layer, own->second);
+    // A static release's scales: the largest of the device's experts' (vLLM's fused MoE, per rank).
+    float x_scale = 0, h_scale = 0;
+    for (std::int64_t i = 0; i < local && !lw.input_scales.expert.empty(); ++i) {
+      x_scale = std::max(x_scale, lw.input_scales.expert[static_cast<std::size_t>(s.expert0 + i)]);
+      h_scale = std::max(h_scale, lw.input_scales.expert_down[static_cast<std::size_t>(s.expert0 + i)]);
+    }
+    const kernels::ActivationQuant expert_quant = input_quant(Unit::kXpu, m_.expert_dtype, x_scale),
+                                   expert_quant_h = input_quant(Unit::kXpu, m_.expert_dtype, h_scale);
     std::vector<std::uint16_t> y_perm(x_perm.size(), 0), x_sub, y_sub;
     std::vector<std::int64_t> xpu_off{0};
     for (std::int64_t i = 0; i < local; ++i) {
@@ -935,7 +946,8 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
       a.expert_offsets = xpu_off;
       std::array<float, 2> scales{0.0f, 0.0f};
       std::vector<std::uint16_t> h_sub;
-      a.quant_x = a.quant_h = expert_quant;
+      a.quant_x = expert_quant;
+      a.quant_h = expert_quant_h;
       if (expert_quant.enabled()) {
         a.quant_scales = kernels::Tensor::contiguous(scales.data(), kernels::DType::kF32, {2});
         h_sub.resize(static_cast<std::size_t>(xpu_rows * f));
@@ -1020,7 +1032,7 @@ void StepRunner::dense_ffn(int layer, Unit unit) {
   const LayerWeights& lw0 = w0_.layers[static_cast<std::size_t>(layer)];
   ffn_on_devices(
       layer, unit, OpKind::kDenseFfn, QuantizedGemm::kFfn, m_.dense_ffn_matrix_dtype(layer),
-      lw0.ffn_width * dev_[0].shard.ffn_shards,
+      lw0.input_scales.ffn, lw0.input_scales.down, lw0.ffn_width * dev_[0].shard.ffn_shards,
       [&](std::size_t d) {
         LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
         return ffn_weights(lw.gate, lw.up, lw.down, lw.ffn_bias_in.empty() ? nullptr : lw.ffn_bias_in.data(),
@@ -1032,10 +1044,12 @@ void StepRunner::dense_ffn(int layer, Unit unit) {
 
 template <class Out>
 void StepRunner::ffn_on_devices(int layer, Unit unit, OpKind kind, QuantizedGemm gemm, compiler::DType format,
-                                std::int64_t width, const std::function<FfnWeights(std::size_t)>& weights_of,
-                                Out&& out) {
+                                float x_scale, float h_scale, std::int64_t width,
+                                const std::function<FfnWeights(std::size_t)>& weights_of, Out&& out) {
   const std::int64_t h = m_.hidden;
-  const kernels::ActivationQuant quant = input_quant(unit, format);
+  const kernels::ActivationQuant quant = input_quant(unit, format, x_scale),
+                                 quant_h = input_quant(unit, format, h_scale);
+  DUPLEX_ASSERT(quant.enabled() == quant_h.enabled(), "an FFN's x quantized without its h, or h without x");
   std::vector<std::array<float, 2>> scales(dev_.size(), {0.0f, 0.0f});
   std::vector<std::uint16_t> h_full(quant.enabled() ? static_cast<std::size_t>(t_ * width) : 0);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -1046,7 +1060,7 @@ void StepRunner::ffn_on_devices(int layer, Unit unit, OpKind kind, QuantizedGemm
     on_node_rows(
         d, normed_.data(), h, out(d), h, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
           std::vector<std::uint16_t> h_rows(quant.enabled() ? static_cast<std::size_t>(rows * f) : 0);
-          node_ffn(d, unit, kind, w, x, y, rows, quant, scales[d], h_rows.data());
+          node_ffn(d, unit, kind, w, x, y, rows, quant, quant_h, scales[d], h_rows.data());
           // h's rows (the node's, in order) into its slice of the whole rows.
           for (std::int64_t i = 0; quant.enabled() && i < rows; ++i)
             std::copy_n(h_rows.data() + i * f, f,
@@ -1058,10 +1072,11 @@ void StepRunner::ffn_on_devices(int layer, Unit unit, OpKind kind, QuantizedGemm
 }
 
 void StepRunner::node_ffn(std::size_t d, Unit unit, OpKind kind, const FfnWeights& w, const std::uint16_t* x,
-                          std::uint16_t* y, std::int64_t rows, const kernels::ActivationQuant& quant,
-                          std::array<float, 2>& scales, std::uint16_t* h_out) {
-  if (quant.enabled()) {
-    dev_[d].xpu->quantized_ffn(kind, w, x, y, static_cast<std::size_t>(rows), quant, quant, scales.data(),
+                          std::uint16_t* y, std::int64_t rows, const kernels::ActivationQuant& quant_x,
+                          const kernels::ActivationQuant& quant_h, std::array<float, 2>& scales,
+                          std::uint16_t* h_out) {
+  if (quant_x.enabled()) {
+    dev_[d].xpu->quantized_ffn(kind, w, x, y, static_cast<std::size_t>(rows), quant_x, quant_h, scales.data(),
                                h_out);
   } else {
     on(d, unit).ffn(kind, w, x, y, static_cast<std::size_t>(rows));

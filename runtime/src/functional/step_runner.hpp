@@ -153,7 +153,8 @@ class StepRunner {
                     const kernels::ActivationQuant& quant = {});
   // W8A8 activation quantization (activation_quant.hpp). The quantization of a GEMM input whose matrix is in
   // `format`, the GEMM on `unit`: none off the xPU, for another format or with quantization off.
-  kernels::ActivationQuant input_quant(compiler::Unit unit, compiler::DType format) const;
+  // static_scale: a static release's scale of the input (InputScales).
+  kernels::ActivationQuant input_quant(compiler::Unit unit, compiler::DType format, float static_scale) const;
   // Fake-quantizes x [rows, cols] in place on device d's xPU; returns the per-tensor or static scale used (0
   // otherwise).
   float quantize(std::size_t d, const kernels::ActivationQuant& quant, std::uint16_t* x, std::int64_t rows,
@@ -163,13 +164,15 @@ class StepRunner {
   // [rows, f] receives h before its quantization.
   void node_ffn(std::size_t d, compiler::Unit unit, compiler::OpKind kind, const FfnWeights& w,
                 const std::uint16_t* x, std::uint16_t* y, std::int64_t rows,
-                const kernels::ActivationQuant& quant, std::array<float, 2>& scales, std::uint16_t* h_out);
+                const kernels::ActivationQuant& quant_x, const kernels::ActivationQuant& quant_h,
+                std::array<float, 2>& scales, std::uint16_t* h_out);
   // An FFN (dense or shared, `width` wide) of layer `layer` over every active device's node rows, on `unit`;
   // its partial outputs to out(d) (device d's [t, hidden]). With W8A8 quantization the inputs are recorded:
   // x, and h assembled from the devices' slices.
   template <class Out>
+  // x_scale, h_scale: a static release's scales of its input and h (InputScales).
   void ffn_on_devices(int layer, compiler::Unit unit, compiler::OpKind kind, QuantizedGemm gemm,
-                      compiler::DType format, std::int64_t width,
+                      compiler::DType format, float x_scale, float h_scale, std::int64_t width,
                       const std::function<FfnWeights(std::size_t)>& weights_of, Out&& out);
   // Records an FFN's quantized inputs once per node: x's scale, then h's per tensor-parallel slice
   // (device_scales[d]: device d's x and h scales); h_full [t, width]: h before its quantization.

@@ -18,7 +18,10 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
   const std::int64_t h = m_.hidden, nope = a.qk_nope_head_dim, rope = a.qk_rope_head_dim,
                      rank = a.kv_lora_rank, qk = nope + rope, dim = attn_dim_, t = t_;
   // W8A8: q_a (or q), q_b and kv_a take quantized inputs; the absorbed W_UK^T, W_UV stay in 16 bits.
-  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype());
+  // (A static release: q_a's or q's and kv_a's shared input at the larger of their scales, q_b's at its own.)
+  const InputScales& scales0 = w0_.layers[static_cast<std::size_t>(layer)].input_scales;
+  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype(), scales0.qkv),
+                                 quant_b = input_quant(unit, m_.attention_matrix_dtype(), scales0.q_b);
   std::vector<bool> recorded(static_cast<std::size_t>(layout_.dp), false);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
@@ -27,10 +30,10 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
     Lane& lane = lanes_[d];
     std::vector<float> scales;  // the quantized GEMMs' per-tensor or static scales, in order
     auto linear = [&](const std::uint16_t* w, const std::uint16_t* x, std::int64_t k, std::uint16_t* y,
-                      std::int64_t n, bool quantized = true) {
-      const kernels::ActivationQuant none;
-      const float s = node_linear(d, unit, OpKind::kQkvProj, w, x, k, y, n, quantized ? quant : none);
-      if (quantized) scales.push_back(s);
+                      std::int64_t n, const kernels::ActivationQuant* q) {
+      const float s =
+          node_linear(d, unit, OpKind::kQkvProj, w, x, k, y, n, q ? *q : kernels::ActivationQuant{});
+      if (q != nullptr) scales.push_back(s);
     };
     // The latents' RMSNorms (q_a_layernorm, kv_a_layernorm) on the xPU, which has the norm kernel.
     auto rms = [&](std::vector<std::uint16_t>& x, std::int64_t cols, std::vector<std::uint16_t>& gain) {
@@ -42,16 +45,16 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
     const std::int64_t ql = a.q_lora_rank;
     std::vector<std::uint16_t> qa(static_cast<std::size_t>(t * ql));  // q_b's input
     if (ql > 0) {
-      linear(lw.q_a.data(), normed_.data(), h, qa.data(), ql);
+      linear(lw.q_a.data(), normed_.data(), h, qa.data(), ql, &quant);
       rms(qa, ql, lw.q_a_norm);
-      linear(lw.mla_q.data(), qa.data(), ql, q.data(), heads * qk);
+      linear(lw.mla_q.data(), qa.data(), ql, q.data(), heads * qk, &quant_b);
     } else {
-      linear(lw.mla_q.data(), normed_.data(), h, q.data(), heads * qk);
+      linear(lw.mla_q.data(), normed_.data(), h, q.data(), heads * qk, &quant);
     }
     // The latent: kv_a_proj_with_mqa's [c, k_pe], c normed, cached as [k_pe, c].
     std::vector<std::uint16_t> kv(static_cast<std::size_t>(t * (rank + rope))),
         c(static_cast<std::size_t>(t * rank));
-    linear(lw.kv_a.data(), normed_.data(), h, kv.data(), rank + rope);
+    linear(lw.kv_a.data(), normed_.data(), h, kv.data(), rank + rope, &quant);
     for (std::int64_t r = 0; r < t; ++r)
       std::copy_n(kv.data() + r * (rank + rope), rank, c.data() + r * rank);
     rms(c, rank, lw.kv_a_norm);
@@ -65,7 +68,7 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
     for (std::int64_t head = 0; head < heads; ++head) {
       for (std::int64_t r = 0; r < t; ++r)
         std::copy_n(q.data() + (r * heads + head) * qk, nope, q_nope.data() + r * nope);
-      linear(lw.w_uk_t.data() + head * rank * nope, q_nope.data(), nope, q_lat.data(), rank, false);
+      linear(lw.w_uk_t.data() + head * rank * nope, q_nope.data(), nope, q_lat.data(), rank, nullptr);
       for (std::int64_t r = 0; r < t; ++r) {
         std::uint16_t* row = lane.q.data() + (r * heads + head) * dim;
         std::copy_n(q.data() + (r * heads + head) * qk + nope, rope, row);
@@ -91,7 +94,8 @@ void StepRunner::mla_o_proj(int layer, Unit unit) {
   const compiler::MlaSpec& a = m_.mla;
   const std::int64_t h = m_.hidden, rope = a.qk_rope_head_dim, rank = a.kv_lora_rank, v = a.v_head_dim,
                      dim = attn_dim_, t = t_;
-  const kernels::ActivationQuant quant = input_quant(unit, m_.attention_matrix_dtype());
+  const kernels::ActivationQuant quant = input_quant(
+      unit, m_.attention_matrix_dtype(), w0_.layers[static_cast<std::size_t>(layer)].input_scales.o);
   std::vector<float> slice_scales(dev_.size(), 0.0f);
   const std::int64_t width = m_.heads * v;  // the O projection's whole input: every head's value
   std::vector<std::uint16_t> full(quant.enabled() ? static_cast<std::size_t>(t * width) : 0);

@@ -31,10 +31,14 @@ TEST(ActivationQuant, EachW8a8FormatQuantizesAsItsServingKernels) {
   EXPECT_EQ(channel.scale_ub, 0.0f);
   m.activation_scale_ub = 1200;
   EXPECT_EQ(w8a8_input_quant(m, DType::kFp8Channel).scale_ub, 1200.0f);
-  // Per tensor, dynamic; a static release's input scales are not applied (no quantization).
+  // Per tensor, dynamic; a static release at its calibrated scale, none without one (random weights).
   EXPECT_TRUE(w8a8_input_quant(m, DType::kFp8Tensor).per_tensor);
   m.static_input_scales = true;
   EXPECT_FALSE(w8a8_input_quant(m, DType::kFp8Tensor).enabled());
+  const kernels::ActivationQuant fixed = w8a8_input_quant(m, DType::kFp8Tensor, 0.25f);
+  EXPECT_EQ(fixed.format, QuantFormat::kFp8E4M3);
+  EXPECT_EQ(fixed.static_scale, 0.25f);
+  EXPECT_FALSE(fixed.per_tensor);
   // INT8 per token, symmetric: amax / 127.
   const kernels::ActivationQuant int8 = w8a8_input_quant(m, DType::kInt8Channel);
   EXPECT_EQ(int8.format, QuantFormat::kInt8);
@@ -48,29 +52,35 @@ TEST(ActivationQuant, EachW8a8FormatQuantizesAsItsServingKernels) {
 
 TEST(ActivationQuant, ARunStatesWhatItQuantizes) {
   const compiler::ModelSpec fbgemm = testing::data_model("tiny-llama-fbgemm-fp8.yaml");
-  EXPECT_TRUE(quantizes_activations(fbgemm));
-  EXPECT_EQ(describe_activation_quant(fbgemm, true),
+  EXPECT_TRUE(quantizes_activations(fbgemm, false));
+  EXPECT_EQ(describe_activation_quant(fbgemm, true, false),
             "the xPU quantizes its fp8_channel GEMMs' inputs FP8 per token, scales bounded by "
             "activation_scale_ub (the Logic-PIM's take FP16)");
-  EXPECT_EQ(describe_activation_quant(fbgemm, false),
+  EXPECT_EQ(describe_activation_quant(fbgemm, false, false),
             "W8A8 GEMMs take FP16 inputs (--activation-quant off: weight-only)");
   const compiler::ModelSpec block = testing::data_model("tiny-deepseek-v3-fp8.yaml");
-  EXPECT_EQ(describe_activation_quant(block, true),
+  EXPECT_EQ(describe_activation_quant(block, true, false),
             "the xPU quantizes its fp8_block128 GEMMs' inputs FP8 per token and 128 columns (the Logic-PIM's "
             "take FP16)");
   const compiler::ModelSpec bnb = testing::data_model("tiny-llama-bnb-int8.yaml");
-  EXPECT_FALSE(quantizes_activations(bnb));
-  EXPECT_NE(describe_activation_quant(bnb, true).find("LLM.int8()'s row-wise INT8 activations and outlier "
-                                                      "columns are not emulated"),
+  EXPECT_FALSE(quantizes_activations(bnb, false));
+  EXPECT_NE(describe_activation_quant(bnb, true, false)
+                .find("LLM.int8()'s row-wise INT8 activations and outlier "
+                      "columns are not emulated"),
             std::string::npos);
   compiler::ModelSpec fixed = testing::data_model("tiny-mixtral-fp8-tensor.yaml");
   fixed.static_input_scales = true;
-  EXPECT_FALSE(quantizes_activations(fixed));
-  EXPECT_EQ(describe_activation_quant(fixed, true),
-            "a static release's input scales are not applied: its FP8 GEMMs take FP16 activations");
+  EXPECT_FALSE(quantizes_activations(fixed, false));
+  EXPECT_EQ(describe_activation_quant(fixed, true, false),
+            "a static release's input scales come with its checkpoint (random weights have none): its FP8 "
+            "GEMMs take FP16 activations");
+  EXPECT_TRUE(quantizes_activations(fixed, true));
+  EXPECT_EQ(describe_activation_quant(fixed, true, true),
+            "the xPU quantizes its fp8_tensor GEMMs' inputs FP8 at the release's static input scales (the "
+            "Logic-PIM's take FP16)");
   // A model without W8A8 matrices says nothing.
-  EXPECT_EQ(describe_activation_quant(testing::data_model("tiny-qwen2-gptq.yaml"), true), "");
-  EXPECT_FALSE(quantizes_activations(testing::data_model("tiny-qwen2-gptq.yaml")));
+  EXPECT_EQ(describe_activation_quant(testing::data_model("tiny-qwen2-gptq.yaml"), true, false), "");
+  EXPECT_FALSE(quantizes_activations(testing::data_model("tiny-qwen2-gptq.yaml"), false));
 }
 
 }  // namespace

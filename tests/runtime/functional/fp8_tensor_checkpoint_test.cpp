@@ -2,7 +2,7 @@
 // llm-compressor's FP8 scheme, strategy tensor) in functional emulation: random weights on the grid of one
 // scale per checkpoint matrix, written as F8_E4M3 + weight_scale [] and read back bit for bit; a scale stored
 // as [1] or in BF16 as llm-compressor stores it; static releases' input_scale beside each matrix, checked and
-// not applied; and the errors.
+// kept, and the xPU's GEMM inputs quantized at them (vLLM's fused modules' largest); and the errors.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,9 @@
 #include "duplex/base/error.hpp"
 #include "duplex/base/fp16.hpp"
 #include "duplex/compiler/hf_import.hpp"
+#include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/model_weights.hpp"
+#include "duplex/runtime/functional/run_session.hpp"
 #include "duplex/runtime/functional/safetensors.hpp"
 
 namespace duplex::runtime::functional {
@@ -140,9 +143,9 @@ TEST(Fp8TensorCheckpoint, OneScaleScalesTheWholeMatrix) {
 }
 
 // A static release (AutoFP8's activation_scheme static): each FP8 matrix's module stores its calibrated
-// input_scale, [] or [1]; read and checked, the weights unchanged (the emulation computes activations in
-// FP16); missing, malformed or not positive, it is an error naming the file and tensor.
-TEST(Fp8TensorCheckpoint, StaticReleasesInputScalesAreCheckedNotApplied) {
+// input_scale, [] or [1]; read, checked and kept by matrix (ModelWeights::input_scales), the weights
+// unchanged; missing, malformed or not positive, it is an error naming the file and tensor.
+TEST(Fp8TensorCheckpoint, StaticReleasesInputScalesAreCheckedAndKept) {
   const ModelWeights w = random_weights(tensor_mixtral(), 5);
   const fs::path dir = scratch("static");
   write_checkpoint(dir.string(), w);
@@ -161,6 +164,9 @@ TEST(Fp8TensorCheckpoint, StaticReleasesInputScalesAreCheckedNotApplied) {
   const ModelWeights back = load_checkpoint(dir.string());
   EXPECT_TRUE(back.spec.static_input_scales);
   for (const auto& [name, t] : w.tensors) EXPECT_EQ(back.get(name).data, t.data) << name;
+  EXPECT_EQ(back.input_scales.size(), fp8_matrices(written).size());
+  for (const std::string& m : fp8_matrices(written)) EXPECT_EQ(back.input_scales.at(m), 0.0625f) << m;
+  EXPECT_TRUE(random_weights(tensor_mixtral(), 5).input_scales.empty());
 
   const std::string scale = "model.layers.1.block_sparse_moe.experts.2.w3.input_scale";
   const std::string file = (dir / "model.safetensors").string();
@@ -191,6 +197,61 @@ TEST(Fp8TensorCheckpoint, StaticReleasesInputScalesAreCheckedNotApplied) {
   write_json(dir / "config.json", config);
   with_scales.save(dir / "model.safetensors");
   EXPECT_NE(error_of([&] { load_checkpoint(dir.string()); }).find("unexpected tensor"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// A static release on the xPU: each GEMM's input quantized at its module's scale, fused modules at the
+// largest of theirs (q / k / v; gate / up; a device's experts: vLLM's fused MoE per rank), as the executor
+// records them; --check passes following them; the logits differ from FP16 inputs' and from a dynamic
+// release's. Random weights of a static model have no scales: their inputs stay FP16.
+TEST(Fp8TensorCheckpoint, StaticInputScalesQuantizeTheXpuGemmInputs) {
+  const ModelWeights w = random_weights(tensor_mixtral(), 7);
+  const fs::path dir = scratch("static_run");
+  write_checkpoint(dir.string(), w);
+  nlohmann::json config = read_json(dir / "config.json");
+  config["quantization_config"]["activation_scheme"] = "static";
+  write_json(dir / "config.json", config);
+  RawFile f(dir / "model.safetensors");
+  const std::string k0 = "model.layers.0.self_attn.k_proj",
+                    w2 = "model.layers.1.block_sparse_moe.experts.3.w2";
+  for (const std::string& m : fp8_matrices(f)) {
+    const std::string module = module_of(m);
+    add_scalar(f, module + ".input_scale", module == k0 ? 0.125f : module == w2 ? 0.25f : 0.0625f, {});
+  }
+  f.save(dir / "model.safetensors");
+  const ModelWeights back = load_checkpoint(dir.string());
+  const std::vector<std::vector<std::int32_t>> prompts = {{1, 5, 9, 42}, {7, 30, 12}};
+  FunctionalOptions o;
+  o.devices = 1;
+  const FunctionalResult got = FunctionalExecutor(back, load_system("gpu"), o).run(prompts, 4);
+  std::set<float> o_scales, qkv0, qkv1, expert_h1;
+  for (const auto& request : got.quantization)
+    for (const auto& position : request)
+      for (std::size_t l = 0; l < position.size(); ++l)
+        for (const QuantizedInput& in : position[l]) {
+          if (in.gemm == QuantizedGemm::kQkv) (l == 0 ? qkv0 : qkv1).insert(in.scales.at(0));
+          if (in.gemm == QuantizedGemm::kOProj) o_scales.insert(in.scales.at(0));
+          if (in.gemm == QuantizedGemm::kExpert) {
+            EXPECT_EQ(in.scales.at(0), 0.0625f);
+            if (l == 1) expert_h1.insert(in.scales.at(1));
+          }
+        }
+  EXPECT_EQ(qkv0, std::set<float>{0.125f});  // the largest of q / k / v
+  EXPECT_EQ(qkv1, std::set<float>{0.0625f});
+  EXPECT_EQ(o_scales, std::set<float>{0.0625f});
+  EXPECT_EQ(expert_h1, std::set<float>{0.25f});  // one device holds every expert: the largest w2 scale
+  const CheckResult check = check_run(back, prompts, got, 4);
+  EXPECT_TRUE(check.passed()) << check.max_abs_logit_err << " " << check.input_err_ratio;
+  EXPECT_GT(check.followed_inputs, 0);
+  o.quantize_activations = false;
+  const FunctionalResult fp16 = FunctionalExecutor(back, load_system("gpu"), o).run(prompts, 4);
+  EXPECT_TRUE(fp16.quantization.empty());
+  EXPECT_NE(fp16.logits, got.logits);
+  o.quantize_activations = true;
+  compiler::ModelSpec static_spec = tensor_mixtral();
+  static_spec.static_input_scales = true;
+  const ModelWeights unscaled = random_weights(static_spec, 7);
+  EXPECT_TRUE(FunctionalExecutor(unscaled, load_system("gpu"), o).run(prompts, 4).quantization.empty());
   fs::remove_all(dir);
 }
 

@@ -100,7 +100,7 @@ def dequantize_fp8(config, tensors, scaled=True):
     HF FineGrainedFP8 (quant_method fp8): each NAME.weight_scale_inv [ceil(r / b0), ceil(c / b1)] scales its
     NAME.weight's b0 x b1 blocks (DeepSeek's weight_dequant); without weight_block_size (AutoFP8's releases)
     one NAME.weight_scale ([] or [1]) scales the whole matrix, and a static release's MODULE.input_scale (its
-    activations' scale: duplex keeps a static release's activations in FP16) is dropped. compressed-tensors
+    activations' scale, which duplex records where it quantizes with it) is dropped. compressed-tensors
     (llm-compressor's FP8-dynamic scheme, format float-quantized, or W8A8-INT8, int-quantized: I8 weights; weights strategy channel) and
     fbgemm_fp8 (Meta's Llama 3.1 FP8 releases, FbgemmFp8Linear): each NAME.weight_scale [r, 1] scales its row
     of NAME.weight; fbgemm's MODULE.input_scale_ub (the bound of its activation scales: ActivationQuant reads
@@ -312,9 +312,10 @@ class ActivationQuant:
     @staticmethod
     def of(config):
         """The quantization of a W8A8 checkpoint's GEMM inputs by its quantization_config; None when duplex
-        does not quantize them (16-bit or weight-only formats, bitsandbytes' LLM.int8(), static FP8):
+        does not quantize them (16-bit or weight-only formats, bitsandbytes' LLM.int8()):
         fp8 with weight_block_size (DeepSeek-V3's, Qwen3's FP8): FP8 per token and weight_block_size[1]
-        columns, min_scale 1e-10 / 448; fp8 without it, activation_scheme dynamic (AutoFP8): FP8 per tensor;
+        columns, min_scale 1e-10 / 448; fp8 without it (AutoFP8): FP8 per tensor, dynamic or static (at the
+        release's input scales, fused modules' largest: duplex's recorded scales either way);
         compressed-tensors' input_activations: strategy tensor, per tensor; else per token, type float (FP8)
         with min_scale 1 / (448 x 512), type int (INT8) with none; fbgemm_fp8: FP8 per token, min_scale
         1 / (448 x 512), the scales bounded by activation_scale_ub."""
@@ -324,7 +325,7 @@ class ActivationQuant:
         if method == "fp8" and q.get("weight_block_size"):
             return ActivationQuant(group=q["weight_block_size"][1], min_scale=np.float32(1e-10) / np.float32(FP8_MAX))
         if method == "fp8":
-            return ActivationQuant(per_tensor=True) if q.get("activation_scheme", "dynamic") == "dynamic" else None
+            return ActivationQuant(per_tensor=True)  # dynamic, or static: at the scales duplex recorded
         if method == "fbgemm_fp8":
             return ActivationQuant(ub=q.get("activation_scale_ub", 1200.0), min_scale=per_token_min)
         if method == "compressed-tensors":

@@ -191,14 +191,15 @@ struct ModelSpec {
   // The upper bound of the per-token activation scales of fbgemm's FP8 GEMMs (activation_scale_ub: each
   // token's inputs are scaled by min(max |x|, bound) / 448 and clipped) with linear_dtype fp8_channel; 0 =
   // none (llm-compressor's FP8-dynamic scheme). It names the release's layout (each FP8 matrix's module
-  // stores it as NAME.input_scale_ub) and leaves the timing alone; the functional emulation computes
-  // activations in FP16.
+  // stores it as NAME.input_scale_ub) and leaves the timing alone; the functional emulation bounds the xPU's
+  // per-token scales by it (runtime activation_quant.hpp).
   double activation_scale_ub = 0;
   // Static activation scales of an fp8_tensor release (activation_scheme: static; AutoFP8's and
   // llm-compressor's static FP8 releases): each FP8 matrix's module stores its calibrated per-tensor scale as
   // NAME.input_scale. It names the release's layout and leaves the timing alone (the xPU's FP8 GEMMs are
-  // timed alike under either scheme); the functional emulation computes activations in FP16. False:
-  // dynamic (activation_scheme: dynamic, the default), no input scales stored.
+  // timed alike under either scheme); the functional emulation quantizes the xPU's GEMM inputs at them (a
+  // checkpoint's; runtime activation_quant.hpp). False: dynamic (activation_scheme: dynamic, the default), no
+  // input scales stored.
   bool static_input_scales = false;
 
   bool is_moe() const { return experts > 0; }

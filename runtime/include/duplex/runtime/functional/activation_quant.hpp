@@ -18,24 +18,26 @@
 namespace duplex::runtime::functional {
 
 // The quantization of the input of a GEMM whose matrix is in `format` (format kNone: FP16 input):
-//  fp8_block128 (DeepSeek-V3's, Qwen3's FP8): FP8 per token and 128 columns, the scale max(amax, 1e-10) / 448
-//    (vLLM's per_token_group_quant_fp8; FP32 scales: a release's scale_fmt ue8m0 is for its weights);
-//  fp8_channel (compressed-tensors' FP8-dynamic; fbgemm_fp8's, bounded by activation_scale_ub): FP8 per
-//  token,
-//    the scale at least 1 / (448 x 512) (vLLM's scaled_fp8_quant, use_per_token_if_dynamic);
-//  fp8_tensor with activation_scheme dynamic: FP8 per tensor (every row of the GEMM on its device);
-//  int8_channel (W8A8-INT8): INT8 per token, the scale amax / 127 (vLLM's scaled_int8_quant, symmetric).
-// Not emulated (kNone; activation_quant_gap says why): fp8_tensor with static input scales, bnb_int8.
-kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, compiler::DType format);
+// - fp8_block128 (DeepSeek-V3's, Qwen3's FP8): FP8 per token and 128 columns, the scale max(amax, 1e-10) /
+//   448 (vLLM's per_token_group_quant_fp8; FP32 scales: a release's scale_fmt ue8m0 is for its weights);
+// - fp8_channel (compressed-tensors' FP8-dynamic; fbgemm_fp8's, bounded by activation_scale_ub): FP8 per
+//   token, the scale at least 1 / (448 x 512) (vLLM's scaled_fp8_quant, use_per_token_if_dynamic);
+// - fp8_tensor with activation_scheme dynamic: FP8 per tensor (every row of the GEMM on its device);
+// - fp8_tensor with static input scales: FP8 at `static_scale`, the release's calibrated scale of the GEMM's
+//   input (InputScales: vLLM's fused modules take the largest of theirs); kNone without one (random weights);
+// - int8_channel (W8A8-INT8): INT8 per token, the scale amax / 127 (vLLM's scaled_int8_quant, symmetric).
+// Not emulated (kNone; activation_quant_gap says why): bnb_int8.
+kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, compiler::DType format,
+                                          float static_scale = 0.0f);
 // Whether some GEMM of `m` has its inputs quantized (on the xPU): w8a8_input_quant enabled for one of its
-// matrix formats.
-bool quantizes_activations(const compiler::ModelSpec& m);
+// matrix formats; static_scales: the weights came with a static release's input scales.
+bool quantizes_activations(const compiler::ModelSpec& m, bool static_scales);
 // Why some W8A8 matrices of `m` keep FP16 inputs in the emulation ("" when none does).
-std::string activation_quant_gap(const compiler::ModelSpec& m);
+std::string activation_quant_gap(const compiler::ModelSpec& m, bool static_scales);
 
-// What the emulation does to `m`'s W8A8 GEMMs' inputs (quantize: FunctionalOptions::quantize_activations):
-// "" for a model without W8A8 matrices.
-std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantize);
+// What the emulation does to `m`'s W8A8 GEMMs' inputs (quantize: FunctionalOptions::quantize_activations;
+// static_scales as above): "" for a model without W8A8 matrices.
+std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantize, bool static_scales);
 
 // The formats of the GEMMs whose inputs a token quantizes (QuantizedInput::gemm).
 enum class QuantizedGemm : std::uint8_t { kQkv, kOProj, kFfn, kSharedFfn, kExpert };

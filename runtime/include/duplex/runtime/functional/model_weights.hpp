@@ -200,6 +200,10 @@ struct ModelWeights {
   compiler::ModelSpec spec;
   ModelNumerics numerics;
   std::map<std::string, WeightTensor> tensors;
+  // A static FP8 release's calibrated activation scales (ModelSpec::static_input_scales, read from a
+  // checkpoint: NAME.input_scale), by the name of each matrix its module holds; empty otherwise (random
+  // weights have none).
+  std::map<std::string, float> input_scales;
   std::string source;  // "random (seed 7)" or the safetensors path, for messages and reports
 
   // The tensor `name`; duplex::Error naming the source and the tensor when it is missing.
