@@ -755,20 +755,33 @@ void StepRunner::o_proj(int layer, Unit unit) {
 // the scales in slice order.
 void StepRunner::record_row_parallel(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
                                      const std::vector<float>& device_scales, InputRows input) {
+  record_per_node(layer, gemm, quant, false,
+                  [&](std::size_t d) {
+                    const DeviceShard& s = dev_[d].shard;
+                    return SliceScale{m_.heads / s.q_heads, s.q_head0 / s.q_heads, 0.0f, device_scales[d]};
+                  },
+                  {input});
+}
+
+void StepRunner::record_per_node(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
+                                 bool lead, const std::function<SliceScale(std::size_t)>& slice_of,
+                                 std::initializer_list<InputRows> inputs) {
   if (!quant.enabled()) return;
+  const std::size_t first = lead ? 1 : 0;
   for (int node = 0; node < layout_.dp; ++node) {
     if (node_rows_[static_cast<std::size_t>(node)].empty()) continue;
     int slices = 1;
     std::vector<float> scales;
     for (std::size_t d = 0; d < dev_.size(); ++d) {
-      const DeviceShard& s = dev_[d].shard;
-      if (s.node != node) continue;
-      slices = m_.heads / s.q_heads;
-      scales.resize(static_cast<std::size_t>(slices));
-      scales[static_cast<std::size_t>(s.q_head0 / s.q_heads)] = device_scales[d];
+      if (dev_[d].shard.node != node) continue;
+      const SliceScale sc = slice_of(d);
+      slices = sc.slices;
+      scales.resize(first + static_cast<std::size_t>(slices));
+      if (lead) scales[0] = sc.lead;
+      scales[first + static_cast<std::size_t>(sc.slice)] = sc.scale;
     }
     record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
-                     quantized_input(gemm, quant, slices, std::move(scales)), {input});
+                     quantized_input(gemm, quant, slices, std::move(scales)), inputs);
   }
 }
 
@@ -1086,23 +1099,12 @@ void StepRunner::node_ffn(std::size_t d, Unit unit, OpKind kind, const FfnWeight
 void StepRunner::record_ffn(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
                             const std::vector<std::array<float, 2>>& device_scales,
                             const std::vector<std::uint16_t>& h_full, std::int64_t width) {
-  if (!quant.enabled()) return;
-  for (int node = 0; node < layout_.dp; ++node) {
-    if (node_rows_[static_cast<std::size_t>(node)].empty()) continue;
-    int slices = 1;
-    std::vector<float> scales;
-    for (std::size_t d = 0; d < dev_.size(); ++d) {
-      const DeviceShard& s = dev_[d].shard;
-      if (s.node != node) continue;
-      slices = s.ffn_shards;
-      scales.resize(static_cast<std::size_t>(1 + slices));
-      scales[0] = device_scales[d][0];
-      scales[static_cast<std::size_t>(1 + s.ffn_shard)] = device_scales[d][1];
-    }
-    record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
-                     quantized_input(gemm, quant, slices, std::move(scales)),
-                     {{normed_.data(), m_.hidden}, {h_full.data(), width}});
-  }
+  record_per_node(layer, gemm, quant, true,
+                  [&](std::size_t d) {
+                    const DeviceShard& s = dev_[d].shard;
+                    return SliceScale{s.ffn_shards, s.ffn_shard, device_scales[d][0], device_scales[d][1]};
+                  },
+                  {{normed_.data(), m_.hidden}, {h_full.data(), width}});
 }
 
 // Local expert `expert` of a MoE layer's weights, with its biases where it has them (gpt-oss).

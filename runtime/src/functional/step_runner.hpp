@@ -183,6 +183,18 @@ class StepRunner {
   // with its scale device_scales[d], once per node.
   void record_row_parallel(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
                            const std::vector<float>& device_scales, InputRows input);
+  // A device's slice of a row-parallel input: `slices` in all, its index, its per-tensor or static scale, and
+  // the scale of an input before the slices (an FFN's x).
+  struct SliceScale {
+    int slices = 1, slice = 0;
+    float lead = 0, scale = 0;
+  };
+  // One record per node of a quantized `gemm` of `layer` whose last input is in slices over the node's
+  // devices (slice_of(d): device d's), the scales in order (with `lead`, the lead scale first), for every
+  // token row of the node, each with its rows of `inputs`.
+  void record_per_node(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant, bool lead,
+                       const std::function<SliceScale(std::size_t)>& slice_of,
+                       std::initializer_list<InputRows> inputs);
   // Records `input` of `layer` for the token rows `rows` of the step, each with its rows of `inputs`.
   void record_quantized(int layer, const std::vector<std::int64_t>& rows, const QuantizedInput& input,
                         std::initializer_list<InputRows> inputs);
