@@ -904,7 +904,6 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
         [&](std::size_t d) { return shared_out[d].data(); });
   // W8A8 experts: the xPU's experts quantize their inputs (the Logic-PIM's do not); each expert's rows of h
   // before the quantization ([its rows, every shard's columns]) are kept for the record.
-
   std::map<std::int64_t, QuantizedInput> expert_inputs;  // per global expert the xPU ran
   std::map<std::int64_t, std::vector<std::uint16_t>> expert_h;
   for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -924,6 +923,8 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
     }
     const kernels::ActivationQuant expert_quant = input_quant(Unit::kXpu, m_.expert_dtype, x_scale),
                                    expert_quant_h = input_quant(Unit::kXpu, m_.expert_dtype, h_scale);
+    DUPLEX_ASSERT(expert_quant.enabled() == expert_quant_h.enabled(),
+                  "experts' x quantized without h, or h alone");
     std::vector<std::uint16_t> y_perm(x_perm.size(), 0), x_sub, y_sub;
     std::vector<std::int64_t> xpu_off{0};
     for (std::int64_t i = 0; i < local; ++i) {
