@@ -125,10 +125,9 @@ void fake_quantize(Vec& x, std::size_t c0, std::size_t n, const kernels::Activat
       for (std::size_t i = r0; i < r1; ++i) a = std::max(a, std::abs(x[i]));
       if (q.scale_ub > 0) a = std::min(a, q.scale_ub);
       s = std::max(a / q_max, q.min_scale);
-      if (q.pow2_scale && s > 0) {
+      if (q.pow2_scale && s > 0) {  // s = m 2^e, m in [0.5, 1): 2^ceil(log2 s) is 2^(e - 1) when m is 0.5
         int e = 0;
-        const float m =
-            std::frexp(s, &e);  // s = m 2^e, m in [0.5, 1): 2^ceil(log2 s) is 2^(e - 1) when m is 0.5
+        const float m = std::frexp(s, &e);
         s = std::ldexp(1.0f, m == 0.5f ? e - 1 : e);
       }
     }
