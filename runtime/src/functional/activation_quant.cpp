@@ -49,9 +49,19 @@ kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, DType fo
   return q;
 }
 
+namespace {
+
+// How the inputs of `t`'s GEMMs are quantized, a layer's scale aside: with a static release's scales, any
+// scale > 0 stands for its.
+kernels::ActivationQuant format_quant(const compiler::ModelSpec& m, DType t, bool static_scales) {
+  return w8a8_input_quant(m, t, static_scales ? 1.0f : 0.0f);
+}
+
+}  // namespace
+
 bool quantizes_activations(const compiler::ModelSpec& m, bool static_scales) {
   for (DType t : {m.attention_matrix_dtype(), m.linear_dtype, m.expert_dtype})
-    if (w8a8_input_quant(m, t, static_scales ? 1.0f : 0.0f).enabled()) return true;
+    if (format_quant(m, t, static_scales).enabled()) return true;
   return false;
 }
 
@@ -82,7 +92,7 @@ std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantiz
   if (!quantize) return "W8A8 GEMMs take FP16 inputs (--activation-quant off: weight-only)";
   std::string s;
   for (DType t : formats) {
-    const kernels::ActivationQuant q = w8a8_input_quant(m, t, static_scales ? 1.0f : 0.0f);
+    const kernels::ActivationQuant q = format_quant(m, t, static_scales);
     if (!q.enabled()) continue;
     s += fmt::format("{}{} GEMMs' inputs {}", s.empty() ? "" : "; ", compiler::dtype_name(t), how(q));
   }
