@@ -85,7 +85,7 @@ float StepRunner::node_linear(std::size_t d, Unit unit, OpKind kind, const std::
     std::vector<std::uint16_t> quantized;
     if (quant.enabled()) {
       quantized.assign(xi, xi + rows * k);
-      scale = quantize(d, quant, quantized.data(), rows, k);
+      scale = quantize(d, kind, quant, quantized.data(), rows, k);
       xi = quantized.data();
     }
     on(d, unit).linear(kind, w, xi, yi, static_cast<std::size_t>(rows), static_cast<std::size_t>(n),
@@ -100,15 +100,15 @@ kernels::ActivationQuant StepRunner::input_quant(Unit unit, compiler::DType form
   return w8a8_input_quant(m_, format, static_scale);
 }
 
-float StepRunner::quantize(std::size_t d, const kernels::ActivationQuant& quant, std::uint16_t* x,
-                           std::int64_t rows, std::int64_t cols) {
+float StepRunner::quantize(std::size_t d, OpKind kind, const kernels::ActivationQuant& quant,
+                           std::uint16_t* x, std::int64_t rows, std::int64_t cols) {
   DUPLEX_ASSERT(quant.enabled(), "quantizing without a format");
   const kernels::Tensor view = kernels::Tensor::contiguous(x, kernels::DType::kF16, {rows, cols});
   kernels::QuantizeArgs a{view, view, quant};
   float scale = 0;
   if (quant.per_tensor || quant.static_scale > 0)
     a.scales = kernels::Tensor::contiguous(&scale, kernels::DType::kF32, {1});
-  dev_[d].xpu->run(OpKind::kQkvProj, a);
+  dev_[d].xpu->run(kind, a);
   return scale;
 }
 

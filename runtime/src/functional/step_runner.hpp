@@ -155,10 +155,10 @@ class StepRunner {
   // `format`, the GEMM on `unit`: none off the xPU, for another format or with quantization off.
   // static_scale: a static release's scale of the input (InputScales).
   kernels::ActivationQuant input_quant(compiler::Unit unit, compiler::DType format, float static_scale) const;
-  // Fake-quantizes x [rows, cols] in place on device d's xPU; returns the per-tensor or static scale used (0
-  // otherwise).
-  float quantize(std::size_t d, const kernels::ActivationQuant& quant, std::uint16_t* x, std::int64_t rows,
-                 std::int64_t cols);
+  // Fake-quantizes x [rows, cols] in place on device d's xPU, as part of an op of `kind`; returns the
+  // per-tensor or static scale used (0 otherwise).
+  float quantize(std::size_t d, compiler::OpKind kind, const kernels::ActivationQuant& quant,
+                 std::uint16_t* x, std::int64_t rows, std::int64_t cols);
   // An FFN (dense or shared) over device d's rows x [rows, hidden] on `unit`, quantized by `quant` (both x
   // and h) when enabled; `scales` receives x's and h's per-tensor or static scales. With quant enabled, h_out
   // [rows, f] receives h before its quantization.
