@@ -327,7 +327,7 @@ class ActivationQuant:
         if method == "fp8":
             return ActivationQuant(per_tensor=True)  # dynamic, or static: at the scales duplex recorded
         if method == "fbgemm_fp8":
-            return ActivationQuant(ub=q.get("activation_scale_ub", 1200.0), min_scale=per_token_min)
+            return ActivationQuant(ub=q["activation_scale_ub"], min_scale=per_token_min)
         if method == "compressed-tensors":
             groups = (q.get("config_groups") or {}).values()
             acts = next((g["input_activations"] for g in groups if g.get("input_activations")), None)
