@@ -151,6 +151,29 @@ void check_quant(Checker& c, const char* name, const ActivationQuant& q, std::in
     c.require(q.min_scale == 0.0f, StatusCode::kInvalidArgument,
               fmt::format("{}.min_scale is {} with a static_scale; expected 0", name, q.min_scale));
   }
+  c.require(std::isfinite(q.outlier_threshold) && q.outlier_threshold >= 0.0f, StatusCode::kInvalidArgument,
+            fmt::format("{}.outlier_threshold is {}; expected a finite number >= 0 (0: no outlier columns)",
+                        name, q.outlier_threshold));
+  if (q.decomposes())
+    c.require(q.format == QuantFormat::kInt8 && q.group == 0 && !q.per_tensor && q.static_scale == 0.0f &&
+                  q.scale_ub == 0.0f && q.min_scale == 0.0f && !q.pow2_scale,
+              StatusCode::kInvalidArgument,
+              fmt::format("{}.outlier_threshold {} (LLM.int8()'s outlier columns) is set beside another "
+                          "scheme; expected kInt8 per row alone (group 0, not per_tensor, no static_scale, "
+                          "scale_ub, min_scale or pow2_scale)",
+                          name, q.outlier_threshold));
+}
+
+// The outlier-column marks `name` of a call whose specs `decomposes` (ops.hpp ActivationQuant): i32[cols]
+// then, absent otherwise.
+void check_outliers(Checker& c, const char* name, const Tensor& t, bool decomposes, std::int64_t cols,
+                    const char* cols_name) {
+  if (!decomposes) {
+    c.require(!t.present(), StatusCode::kInvalidArgument,
+              fmt::format("{} is given without an outlier_threshold; expected it absent", name));
+    return;
+  }
+  c.tensor(name, t, 1).dtype(name, t, DType::kI32).extent(name, t, 0, cols, cols_name);
 }
 
 bool starts_valid(std::span<const std::int64_t> starts, std::int64_t total) {
@@ -432,6 +455,12 @@ struct Validator {
     c.optional_tensor("h_out", a.h_out, 2).same_dtype("h_out", a.h_out, a.x, "x");
     c.extent("h_out", a.h_out, 0, p, "P").extent("h_out", a.h_out, 1, f, "F");
     c.no_alias("h_out", a.h_out, "x", a.x).no_alias("h_out", a.h_out, "y", a.y);
+    check_outliers(c, "quant_outliers", a.quant_outliers, a.quant_x.decomposes() || a.quant_h.decomposes(),
+                   h + f, "H + F");
+    c.no_alias("quant_outliers", a.quant_outliers, "y", a.y)
+        .no_alias("quant_outliers", a.quant_outliers, "x", a.x)
+        .no_alias("quant_outliers", a.quant_outliers, "h_out", a.h_out)
+        .no_alias("quant_outliers", a.quant_outliers, "quant_scales", a.quant_scales);
     return c.status();
   }
   Status operator()(const ResidualAddArgs& a) const {
@@ -485,6 +514,10 @@ struct Validator {
     }
     if (a.y.data != a.x.data) c.no_alias("y", a.y, "x", a.x);  // in place, or apart
     c.no_alias("scales", a.scales, "x", a.x).no_alias("scales", a.scales, "y", a.y);
+    check_outliers(c, "outliers", a.outliers, a.quant.decomposes(), cols, "C");
+    c.no_alias("outliers", a.outliers, "x", a.x)
+        .no_alias("outliers", a.outliers, "y", a.y)
+        .no_alias("outliers", a.outliers, "scales", a.scales);
     return c.status();
   }
   Status operator()(const EmbeddingArgs& a) const {

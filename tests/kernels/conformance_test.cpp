@@ -2321,6 +2321,169 @@ TEST(DUPLEX_CONFORMANCE_SUITE, QuantizeArgumentsAreChecked) {
   expect_refused(a, StatusCode::kWrongLocation, "y is f16[4,64]");
 }
 
+// LLM.int8()'s decomposition (ActivationQuant::outlier_threshold, QuantizeArgs::outliers): thresholds that
+// leave no column, some and nearly all (quant_input's rows span 2^-12 to 2^12 with every 37th element 16
+// times larger), with and without the caller's marks (every 5th column), f16 / bf16 / f32, odd shapes, in
+// place and not, against quantize_ref: exact, the marks and the per-row scales too.
+TEST(DUPLEX_CONFORMANCE_SUITE, QuantizeOutlierColumns) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(66);
+  const std::pair<std::int64_t, std::int64_t> shapes[] = {{1, 1},    {5, 33},    {1, 256},
+                                                          {13, 160}, {300, 512}, {0, 64}};
+  int runs = 0, marked_runs = 0;
+  for (DType dtype : kFloatTypes)
+    for (float threshold : {6.0f, 0.75f, 1e-3f, 1e6f})
+      for (bool caller_marks : {false, true})
+        for (auto [t, c] : shapes)
+          for (bool in_place : {false, true}) {
+            SCOPED_TRACE(label(dtype, " threshold ", threshold, caller_marks ? " with marks " : " ", t, "x",
+                               c, in_place ? " in place" : ""));
+            DeviceArena arena(*backend);
+            ActivationQuant q = quant_spec(QuantFormat::kInt8);
+            q.outlier_threshold = threshold;
+            const HostTensor x = quant_input(dtype, t, c, rng);
+            std::vector<std::int32_t> marks(static_cast<std::size_t>(c), 0);
+            HostTensor marks_in(DType::kI32, {c});
+            for (std::int64_t j = 0; j < c; ++j) {
+              marks[static_cast<std::size_t>(j)] = caller_marks && j % 5 == 0 ? 1 : 0;
+              marks_in.set(j, marks[static_cast<std::size_t>(j)]);
+            }
+            const QuantizeRef want = quantize_ref(x, q, marks);
+            const Tensor xd = arena.upload(x);
+            QuantizeArgs args{xd, in_place ? xd : arena.empty(dtype, {t, c}), q,
+                              arena.empty(DType::kF32, {t}), arena.upload(marks_in)};
+            expect_run_ok(*backend, args, arena.stream());
+            EXPECT_TRUE(within_bound(arena.download(args.y), want.y));
+            EXPECT_TRUE(same_scales(arena.download(args.scales), want.scales));
+            const HostTensor got_marks = arena.download(args.outliers);
+            std::int64_t new_marks = 0;
+            for (std::int64_t j = 0; j < c; ++j) {
+              EXPECT_EQ(got_marks.get(j), want.outliers[static_cast<std::size_t>(j)])
+                  << "outliers[" << j << "]";
+              new_marks += want.outliers[static_cast<std::size_t>(j)] != marks[static_cast<std::size_t>(j)];
+            }
+            if (new_marks > 0) ++marked_runs;
+            ++runs;
+          }
+  EXPECT_GT(runs, 250);
+  EXPECT_GT(marked_runs, 40);  // the thresholds do reach columns
+}
+
+// LLM.int8()'s decomposition worked by hand (values exact in f16, bf16 and f32; INT8 per row, s = a / 127).
+TEST(DUPLEX_CONFORMANCE_SUITE, QuantizeOutlierColumnsHandWorked) {
+  DUPLEX_GET_BACKEND(backend);
+  struct Case {
+    const char* what;
+    float threshold;
+    std::int64_t t, c;
+    std::vector<double> x;
+    std::vector<std::int32_t> marks_in;
+    std::vector<double> y, scales;
+    std::vector<std::int32_t> marks_out;
+  };
+  const Case cases[] = {
+      // Threshold 150: 200 marks column 1 for both rows. Row 0: a = 127 (200 left out), s = 1, 2.5 -> 2 (ties
+      // to even). Row 1: its own element of column 1, 127, is below the threshold and counts (bitsandbytes
+      // zeroes only the outliers themselves): a = 127, s = 1, 0.5 -> 0, -3.5 -> -4; column 1 passes: 127.
+      {"a column marked by another row",
+       150.0f,
+       2,
+       3,
+       {127, 200, 2.5, 0.5, 127, -3.5},
+       {0, 0, 0},
+       {127, 200, 2, 0, 127, -4},
+       {1, 1},
+       {0, 1, 0}},
+      // The caller's mark on column 1 passes 3.25 through (as INT8 at s = 1 it would be 3).
+      {"the caller's mark", 150.0f, 1, 3, {127, 3.25, 2.5}, {0, 1, 0}, {127, 3.25, 2}, {1}, {0, 1, 0}},
+      // |x| = threshold is an outlier (>=): column 0; s = 127 / 127 = 1, 1.5 -> 2.
+      {"at the threshold", 150.0f, 1, 3, {-150, 127, 1.5}, {0, 0, 0}, {-150, 127, 2}, {1}, {1, 0, 0}},
+      // Every element an outlier: a = 0, scale 0, all pass.
+      {"all outliers", 150.0f, 1, 2, {200, -300}, {0, 0}, {200, -300}, {0}, {1, 1}},
+  };
+  for (DType dtype : kFloatTypes)
+    for (const Case& k : cases) {
+      SCOPED_TRACE(label(dtype, k.what));
+      DeviceArena arena(*backend);
+      HostTensor x(dtype, {k.t, k.c}), marks(DType::kI32, {k.c});
+      for (std::int64_t i = 0; i < x.numel(); ++i) x.set(i, k.x[static_cast<std::size_t>(i)]);
+      for (std::int64_t j = 0; j < k.c; ++j) marks.set(j, k.marks_in[static_cast<std::size_t>(j)]);
+      ActivationQuant q = quant_spec(QuantFormat::kInt8);
+      q.outlier_threshold = k.threshold;
+      const Tensor xd = arena.upload(x);
+      const QuantizeArgs args{xd, xd, q, arena.empty(DType::kF32, {k.t}), arena.upload(marks)};
+      expect_run_ok(*backend, args, arena.stream());
+      const HostTensor y = arena.download(xd), marks_out = arena.download(args.outliers);
+      for (std::int64_t i = 0; i < y.numel(); ++i)
+        EXPECT_EQ(y.get(i), k.y[static_cast<std::size_t>(i)]) << "y[" << i << "]";
+      EXPECT_TRUE(same_scales(arena.download(args.scales), k.scales));
+      for (std::int64_t j = 0; j < k.c; ++j)
+        EXPECT_EQ(marks_out.get(j), k.marks_out[static_cast<std::size_t>(j)]) << "outliers[" << j << "]";
+    }
+}
+
+// can_implement's rules for LLM.int8()'s decomposition (ActivationQuant::outlier_threshold,
+// QuantizeArgs::outliers), each failure naming its field.
+TEST(DUPLEX_CONFORMANCE_SUITE, QuantizeOutlierArgumentsAreChecked) {
+  DUPLEX_GET_BACKEND(backend);
+  std::mt19937_64 rng(67);
+  DeviceArena arena(*backend);
+  const Tensor x = arena.upload(random_tensor(DType::kF16, {4, 64}, rng)),
+               y = arena.empty(DType::kF16, {4, 64});
+  auto expect_refused = [&](const QuantizeArgs& a, const std::string& message,
+                            const std::string& detail = "") {
+    const Status s = backend->can_implement(a);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    EXPECT_NE(s.message().find(message), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(detail), std::string::npos) << s.message();
+    EXPECT_EQ(backend->run(a, arena.stream()).code(), StatusCode::kInvalidArgument);
+  };
+  ActivationQuant q = quant_spec(QuantFormat::kInt8);
+  q.outlier_threshold = 6.0f;
+  const QuantizeArgs valid{x, y, q, arena.empty(DType::kF32, {4}), arena.empty(DType::kI32, {64})};
+  EXPECT_TRUE(backend->can_implement(valid).ok()) << backend->can_implement(valid).to_string();
+  QuantizeArgs a = valid;
+  for (float bad : {-1.0f, INFINITY}) {
+    a.quant.outlier_threshold = bad;
+    expect_refused(a, std::string("quant.outlier_threshold is ") + (bad < 0 ? "-1" : "inf"),
+                   "expected a finite number >= 0");
+  }
+  const std::string beside =
+      "quant.outlier_threshold 6 (LLM.int8()'s outlier columns) is set beside another "
+      "scheme; expected kInt8 per row alone";
+  a = valid;
+  a.quant.format = QuantFormat::kFp8E4M3;
+  expect_refused(a, beside);
+  a = valid;
+  a.quant.group = 32;
+  a.scales = Tensor{};
+  expect_refused(a, beside);
+  a = valid;
+  a.quant.per_tensor = true;
+  a.scales = Tensor{};
+  expect_refused(a, beside);
+  a = valid;
+  a.quant.min_scale = 1e-3f;
+  expect_refused(a, beside);
+  a = valid;
+  a.quant.pow2_scale = true;
+  expect_refused(a, beside);
+  a = valid;
+  a.outliers = Tensor{};
+  expect_refused(a, "outliers is absent");
+  a.outliers = arena.empty(DType::kI32, {32});
+  expect_refused(a, "outliers is i32[32]", "dimension 0 must be C = 64");
+  a.outliers = arena.empty(DType::kF32, {64});
+  const Status s = backend->can_implement(a);
+  EXPECT_EQ(s.code(), StatusCode::kUnsupportedDType) << s.to_string();
+  a = valid;
+  a.quant.outlier_threshold = 0.0f;
+  expect_refused(a, "outliers is given without an outlier_threshold; expected it absent");
+  a = valid;
+  a.outliers = Tensor::contiguous(x.data, DType::kI32, {64}, x.location);  // x's first 256 bytes
+  expect_refused(a, "outliers overlaps x");
+}
+
 // W8A8 experts (ops.hpp ExpertFfnArgs::quant_x / quant_h): FP8 and INT8, per row, per group (32: H = 64 has
 // 2 groups, F = 96 has 3), per tensor (over every row of the call, all experts') and static, x alone, h
 // alone and both, against the reference FFN of the reference-quantized x (quantize_ref over all P rows: x is
@@ -2332,6 +2495,9 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnQuantized) {
   std::mt19937_64 rng(63);
   const QuantFormat fp8 = QuantFormat::kFp8E4M3, int8 = QuantFormat::kInt8;
   ActivationQuant static_x = quant_spec(int8), static_h = quant_spec(fp8), ue8m0 = quant_spec(fp8, 32);
+  ActivationQuant int8_x = quant_spec(int8), int8_h = quant_spec(int8);  // LLM.int8()
+  int8_x.outlier_threshold = 0.99f;
+  int8_h.outlier_threshold = 0.25f;
   static_x.static_scale = 0.01f;
   static_h.static_scale = 0.002f;
   ue8m0.pow2_scale = true;
@@ -2350,7 +2516,10 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnQuantized) {
       {"h only, fp8 group 32 pow2 min_scale", ActivationQuant{}, ue8m0},
       {"x only, int8 per tensor", quant_spec(int8, 0, true), ActivationQuant{}},
       {"h only, fp8 static", ActivationQuant{}, static_h},
+      {"LLM.int8() x and h", int8_x, int8_h},
+      {"LLM.int8() h only", ActivationQuant{}, int8_h},
   };
+  int x_marked = 0, h_marked = 0;  // runs where some column was marked
   const std::vector<std::vector<std::int64_t>> groups = {
       {0, 0, 5, 5, 6, 18, 18, 21, 21}, {0, 40, 41, 100}, {0, 0, 0}};  // the last: no tokens at all
   for (DType dtype : kFloatTypes)
@@ -2382,14 +2551,22 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnQuantized) {
           args.quant_h = cfg.quant_h;
           args.quant_scales = arena.empty(DType::kF32, {2});
           args.h_out = arena.empty(dtype, {p, f});
+          const bool decomposes = cfg.quant_x.decomposes() || cfg.quant_h.decomposes();
+          if (decomposes) {
+            HostTensor marks(DType::kI32, {h + f});
+            for (std::int64_t j = 0; j < h + f; ++j) marks.set(j, 0);
+            args.quant_outliers = arena.upload(marks);
+          }
           expect_run_ok(*backend, args, arena.stream());
           // x as the kernel's projections read it.
           HostTensor xq = x;
           double x_scale = 0.0;
+          std::vector<std::int32_t> x_marks(static_cast<std::size_t>(h), 0);
           if (cfg.quant_x.enabled()) {
             const QuantizeRef q = quantize_ref(x, cfg.quant_x);
             for (std::int64_t i = 0; i < x.numel(); ++i) xq.set(i, q.y.value[static_cast<std::size_t>(i)]);
             if (cfg.quant_x.per_tensor || cfg.quant_x.static_scale > 0.0f) x_scale = q.scales[0];
+            if (cfg.quant_x.decomposes()) x_marks = q.outliers;
           }
           const HostTensor* up = gated ? &w_up : nullptr;
           const HostTensor* bias = gated ? nullptr : &b_in;
@@ -2406,11 +2583,31 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnQuantized) {
           EXPECT_EQ(scales.get(0), x_scale);
           EXPECT_GE(scales.get(1), want.h_scale_lo);
           EXPECT_LE(scales.get(1), want.h_scale_hi);
+          if (decomposes) {  // x's marks exactly; h's where no h bound reaches across the threshold
+            const HostTensor marks = arena.download(args.quant_outliers);
+            bool any_x = false, any_h = false;
+            for (std::int64_t j = 0; j < h; ++j) {
+              EXPECT_EQ(marks.get(j), x_marks[static_cast<std::size_t>(j)]) << "x's outliers[" << j << "]";
+              any_x = any_x || marks.get(j) != 0;
+            }
+            for (std::int64_t j = 0; j < f; ++j) {
+              const int want_mark =
+                  cfg.quant_h.decomposes() ? want.h_outliers[static_cast<std::size_t>(j)] : 0;
+              if (want_mark >= 0) {
+                EXPECT_EQ(marks.get(h + j), want_mark) << "h's outliers[" << j << "]";
+              }
+              any_h = any_h || marks.get(h + j) != 0;
+            }
+            x_marked += any_x;
+            h_marked += any_h;
+          }
           if (p > 0 && cfg.quant_x.format == fp8 && cfg.quant_h.format == fp8) {
             EXPECT_FALSE(within_bound(y, expert_ffn_ref(kind, act, x, w_in, up, w_down, offsets, bias)))
                 << "the quantized output matches the unquantized reference";
           }
         }
+  EXPECT_GT(x_marked, 5);  // the thresholds do reach columns
+  EXPECT_GT(h_marked, 5);
 }
 
 // Disabled specs (format kNone) leave expert_ffn bit for bit as it was, whatever their other fields hold
@@ -2518,6 +2715,23 @@ TEST(DUPLEX_CONFORMANCE_SUITE, ExpertFfnQuantArgumentsAreChecked) {
   expect_refused(a, StatusCode::kInvalidArgument, "h_out is f16[5,64]");
   a.quant_scales = arena.empty(DType::kF16, {2});
   expect_refused(a, StatusCode::kUnsupportedDType, "quant_scales is f16[2]");
+  // LLM.int8(): quant_outliers i32[H + F] with a decomposing spec, absent otherwise.
+  a = valid;
+  a.quant_h = quant_spec(QuantFormat::kInt8);
+  a.quant_h.outlier_threshold = 6.0f;
+  expect_refused(a, StatusCode::kInvalidArgument, "quant_outliers is absent");
+  a.quant_outliers = arena.empty(DType::kI32, {96});
+  expect_refused(a, StatusCode::kInvalidArgument, "quant_outliers is i32[96]",
+                 "dimension 0 must be H + F = 160");
+  a.quant_outliers = arena.empty(DType::kI32, {160});
+  EXPECT_TRUE(backend->can_implement(a).ok()) << backend->can_implement(a).to_string();
+  a.quant_h.group = 32;
+  expect_refused(a, StatusCode::kInvalidArgument,
+                 "quant_h.outlier_threshold 6 (LLM.int8()'s outlier columns)");
+  a = valid;
+  a.quant_outliers = arena.empty(DType::kI32, {160});
+  expect_refused(a, StatusCode::kInvalidArgument,
+                 "quant_outliers is given without an outlier_threshold; expected it absent");
 }
 
 TEST(DUPLEX_CONFORMANCE_SUITE, Embedding) {

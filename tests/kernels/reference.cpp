@@ -451,9 +451,13 @@ Hidden ffn_hidden(FfnKind kind, Activation act, const HostTensor& x, const HostT
         const double rounded = round_to(dtype, exact);
         const double ulp = std::abs(exact) > 0.0 ? 2.0 * u * std::abs(rounded) + 1e-45 : 0.0;
         // The kernel's h may round to a neighbouring value when the pre-rounding error crosses a rounding
-        // boundary.
+        // boundary: halfway between two neighbours of the dtype, which lie `spacing` apart in exact's binade
+        // [2^(e-1), 2^e) (u 2^e, at least the subnormals' spacing; ulp above may be up to twice it).
+        int binade = 0;
+        std::frexp(exact, &binade);
+        const double spacing = std::max(std::ldexp(u, binade), 2.0 * underflow_floor(dtype));
         const bool near_boundary =
-            std::abs(std::abs(exact - rounded) - ulp / 2.0) <= pre_err + u * 1e-3 * std::abs(exact);
+            std::abs(std::abs(exact - rounded) - spacing / 2.0) <= pre_err + u * 1e-3 * std::abs(exact);
         const std::size_t i = uz(r * f + j);
         hd.value[i] = rounded;
         hd.err[i] =
@@ -545,14 +549,29 @@ ExpertFfnQuantRef expert_ffn_quant_ref(FfnKind kind, Activation act, const HostT
     out.h.bound[i] += 2.0 * unit_roundoff(x.dtype()) * std::abs(hd.value[i]);
   const Reaches reach = reaches_of(quant_h, f);
   const std::int64_t count = reach.call ? 1 : p * reach.per_row;
+  // LLM.int8(): an element is surely an outlier when |h| - dev >= threshold, surely not when |h| + dev <
+  // threshold; its column is marked when one element surely is, unmarked when none may be.
+  const double threshold = quant_h.outlier_threshold;
+  const bool decomposes = threshold > 0.0;
+  if (decomposes) out.h_outliers.assign(uz(f), 0);
+  auto surely_outlier = [&](std::size_t i) { return std::abs(hd.value[i]) - hd.dev[i] >= threshold; };
+  auto maybe_outlier = [&](std::size_t i) { return std::abs(hd.value[i]) + hd.dev[i] >= threshold; };
   // Each reach's amax as the reference has it, and how far the kernel's may be from it.
-  std::vector<double> amax(uz(count), 0.0), amax_dev(uz(count), 0.0);
+  // amax_up: the most an element that may or may not count gives its reach (below the threshold).
+  std::vector<double> amax(uz(count), 0.0), amax_dev(uz(count), 0.0), amax_up(uz(count), 0.0);
   for (std::int64_t r = 0; r < p; ++r)
     for (std::int64_t j = 0; j < f; ++j) {
       const std::size_t i = uz(r * f + j), g = uz(reach.of(r, j));
+      if (decomposes && maybe_outlier(i)) {
+        int& mark = out.h_outliers[uz(j)];
+        mark = surely_outlier(i) || mark == 1 ? 1 : -1;
+        if (!surely_outlier(i)) amax_up[g] = threshold;
+        continue;
+      }
       amax[g] = std::max(amax[g], std::abs(hd.value[i]));
       amax_dev[g] = std::max(amax_dev[g], hd.dev[i]);
     }
+  for (std::size_t g = 0; g < uz(count); ++g) amax_dev[g] = std::max(amax_dev[g], amax_up[g] - amax[g]);
   const QuantFormat format = quant_h.format;
   if (reach.call) {  // the scale is monotone in amax: the kernel's lies in the bracket
     out.h_scale_lo = quant_scale_ref(quant_h, std::max(0.0, amax[0] - amax_dev[0]));
@@ -581,7 +600,13 @@ ExpertFfnQuantRef expert_ffn_quant_ref(FfnKind kind, Activation act, const HostT
       for (double grid_value : {r_lo, r_hi})
         for (double scale : {s_lo, s_hi})
           if (scale > 0.0) corners.push_back(round_to(dtype, fp32(grid_value * scale)));
-      const double value = fake_quantize_ref(format, hv, s, dtype);
+      const int mark = decomposes ? out.h_outliers[uz(j)] : 0;
+      if (mark == 1) corners.clear();
+      if (mark != 0) {  // passing through: h itself, within its bound
+        corners.push_back(hv - dv);
+        corners.push_back(hv + dv);
+      }
+      const double value = mark == 1 ? hv : fake_quantize_ref(format, hv, s, dtype);
       const double lo = *std::min_element(corners.begin(), corners.end()),
                    hi = *std::max_element(corners.begin(), corners.end());
       hd.value[i] = value;
@@ -695,23 +720,35 @@ double fake_quantize_ref(QuantFormat format, double x, double s, DType dtype) {
   return round_to(dtype, fp32(on_grid(format, fp32(x / s)) * s));
 }
 
-QuantizeRef quantize_ref(const HostTensor& x, const ActivationQuant& quant) {
+QuantizeRef quantize_ref(const HostTensor& x, const ActivationQuant& quant,
+                         std::vector<std::int32_t> marked) {
   const std::int64_t t = x.shape()[0], c = x.shape()[1];
   const Reaches reach = reaches_of(quant, c);
   const std::int64_t count = reach.call ? 1 : t * reach.per_row;
+  const double threshold = quant.outlier_threshold;
+  const bool decomposes = threshold > 0.0;
+  if (decomposes && marked.empty()) marked.assign(uz(c), 0);
   std::vector<double> amax(uz(count), 0.0);
   for (std::int64_t r = 0; r < t; ++r)
     for (std::int64_t j = 0; j < c; ++j) {
       const std::size_t g = uz(reach.of(r, j));
-      amax[g] = std::max(amax[g], std::abs(x.get(r * c + j)));
+      const double a = std::abs(x.get(r * c + j));
+      if (decomposes && a >= threshold) {
+        marked[uz(j)] = 1;
+        continue;
+      }
+      amax[g] = std::max(amax[g], a);
     }
   QuantizeRef out{{std::vector<double>(uz(x.numel())), std::vector<double>(uz(x.numel()), 0.0)},
-                  std::vector<double>(uz(count))};
+                  std::vector<double>(uz(count)),
+                  decomposes ? marked : std::vector<std::int32_t>{}};
   for (std::size_t g = 0; g < uz(count); ++g) out.scales[g] = quant_scale_ref(quant, amax[g]);
   for (std::int64_t r = 0; r < t; ++r)
     for (std::int64_t j = 0; j < c; ++j)
       out.y.value[uz(r * c + j)] =
-          fake_quantize_ref(quant.format, x.get(r * c + j), out.scales[uz(reach.of(r, j))], x.dtype());
+          decomposes && marked[uz(j)] != 0
+              ? x.get(r * c + j)
+              : fake_quantize_ref(quant.format, x.get(r * c + j), out.scales[uz(reach.of(r, j))], x.dtype());
   return out;
 }
 

@@ -81,10 +81,15 @@ Expected expert_ffn_ref(FfnKind kind, Activation act, const HostTensor& x, const
 // element is bracketed over every h and scale those bounds allow (quantization is monotone in h, and in the
 // grid value times the scale); where no grid boundary lies within h's bound, the bracket is a single value.
 // h_scale_lo / h_scale_hi: the bracket of the call scale (static or per tensor; 0 and 0 otherwise).
+// LLM.int8()'s decomposition (quant_h.decomposes()): an element whose h bound reaches across the threshold
+// may or may not count for its row's amax and mark its column: the amax is bracketed over both, and an
+// element of a column that may or may not be marked over its passing through and its quantization.
+// h_outliers: per column of h, 1 marked, 0 not, -1 either (empty unless quant_h decomposes).
 struct ExpertFfnQuantRef {
   Expected y;
   double h_scale_lo = 0.0, h_scale_hi = 0.0;
   Expected h;  // h before quant_h (ExpertFfnArgs::h_out), rounded to the dtype
+  std::vector<int> h_outliers;
 };
 ExpertFfnQuantRef expert_ffn_quant_ref(FfnKind kind, Activation act, const HostTensor& x,
                                        const HostTensor& w_in, const HostTensor* w_up,
@@ -111,12 +116,16 @@ double e4m3_round_ref(double v);
 // scales in FP32 (a / q_max one FP32 division, emulated in FP64 and rounded to FP32, which is exact rounding
 // for a quotient of two FP32 values), q = x / s likewise, then q on the grid and q x s one FP32 product,
 // rounded to x's dtype. Exact: y's bound is 0. scales: QuantizeArgs::scales' layout ([1], [T] or
-// [T, C / group]).
+// [T, C / group]). LLM.int8()'s decomposition (quant.decomposes()): `marked` (empty: none) the caller's marks
+// of C columns; outliers: them with every column where some |x| >= the threshold set to 1; each row's amax
+// over its elements below the threshold; the elements of marked columns pass through.
 struct QuantizeRef {
   Expected y;
   std::vector<double> scales;
+  std::vector<std::int32_t> outliers;
 };
-QuantizeRef quantize_ref(const HostTensor& x, const ActivationQuant& quant);
+QuantizeRef quantize_ref(const HostTensor& x, const ActivationQuant& quant,
+                         std::vector<std::int32_t> marked = {});
 // The scale of a reach whose largest magnitude is amax (QuantizeArgs), as FP32 computes it.
 double quant_scale_ref(const ActivationQuant& quant, double amax);
 // One element x at scale s: q x s rounded to `dtype` (0 when s is 0).

@@ -37,11 +37,17 @@ float max_magnitude(const Tensor& x);
 // One row of `cols` FP32 values, in place: each fake-quantized by `quant` and rounded to dtype (the value
 // writing it to memory gives). call_scale: the scale of a spec with one for the call (has_call_scale),
 // ignored otherwise (the row, or each of its groups, finds its own). row_scales (nullable): receives the
-// row's scale, or its C / group scales (not written for a call scale).
+// row's scale, or its C / group scales (not written for a call scale). outliers: the call's outlier-column
+// marks [cols] with quant.decomposes() (those elements pass), ignored otherwise (nullable then).
 void fake_quantize_row(const ActivationQuant& quant, float call_scale, float* row, std::int64_t cols,
-                       DType dtype, float* row_scales);
+                       DType dtype, float* row_scales, const std::int32_t* outliers = nullptr);
 // fake_quantize_row over rows x cols values, rows in parallel.
 void fake_quantize_rows(const ActivationQuant& quant, float call_scale, float* values, std::int64_t rows,
-                        std::int64_t cols, DType dtype);
+                        std::int64_t cols, DType dtype, const std::int32_t* outliers = nullptr);
+// LLM.int8()'s outlier columns: outliers[c] = 1 where some row of rows x cols FP32 values (or of the 2-D
+// tensor x) has |v| >= threshold; other marks unchanged.
+void mark_outlier_columns(const float* values, std::int64_t rows, std::int64_t cols, float threshold,
+                          std::int32_t* outliers);
+void mark_outlier_columns(const Tensor& x, float threshold, std::int32_t* outliers);
 
 }  // namespace duplex::kernels::cpu

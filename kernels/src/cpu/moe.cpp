@@ -261,12 +261,12 @@ namespace {
 // h of an expert's `rows` rows from x row `first` on (ops.hpp ExpertFfnArgs), rounded to the dtype: x's rows
 // fake-quantized by quant_x first when it is enabled (x_scale: its call scale, has_call_scale).
 std::vector<float> expert_hidden(const ExpertFfnArgs& args, std::int64_t expert, std::int64_t first,
-                                 std::int64_t rows, float x_scale) {
+                                 std::int64_t rows, float x_scale, const std::int32_t* x_outliers) {
   const std::int64_t h = args.x.dim(1), f = args.w_in.dim(1);
   const bool gated = args.kind == FfnKind::kGated;
   const DType dtype = args.x.dtype;
   std::vector<float> x = rows_to_floats(args.x, first, rows);
-  if (args.quant_x.enabled()) fake_quantize_rows(args.quant_x, x_scale, x.data(), rows, h, dtype);
+  if (args.quant_x.enabled()) fake_quantize_rows(args.quant_x, x_scale, x.data(), rows, h, dtype, x_outliers);
   std::vector<float> hidden(static_cast<std::size_t>(rows * f)), up;
   linear_nt(x.data(), rows, h, args.w_in.data, dtype, expert * f * h, f, hidden.data(), false);
   if (gated) {
@@ -305,9 +305,14 @@ Status expert_ffn(const ExpertFfnArgs& args) {
   if (quant_x.enabled() && has_call_scale(quant_x))
     x_scale = quant_scale(quant_x, quant_x.static_scale > 0.0f ? 0.0f : max_magnitude(args.x));
   if (quant_h.enabled() && quant_h.static_scale > 0.0f) h_scale = quant_h.static_scale;
-  // A dynamic per-tensor h scale needs every expert's h before the first down projection: they are held
-  // (P x F FP32) until the amax of all of them is known.
-  const bool hold_h = quant_h.enabled() && quant_h.per_tensor && !(quant_h.static_scale > 0.0f);
+  // LLM.int8()'s outlier-column marks: x's [H], then h's [F] (null unless one decomposes).
+  auto* x_outliers = args.quant_outliers.as<std::int32_t>();
+  std::int32_t* h_outliers = x_outliers != nullptr ? x_outliers + args.x.dim(1) : nullptr;
+  if (quant_x.decomposes()) mark_outlier_columns(args.x, quant_x.outlier_threshold, x_outliers);
+  // A dynamic per-tensor h scale, or h's outlier columns, needs every expert's h before the first down
+  // projection: they are held (P x F FP32) until the amax or the columns of all of them are known.
+  const bool hold_h =
+      quant_h.enabled() && ((quant_h.per_tensor && !(quant_h.static_scale > 0.0f)) || quant_h.decomposes());
   std::vector<std::vector<float>> held(hold_h ? static_cast<std::size_t>(e) : 0);
   auto rows_of = [&](std::int64_t expert) {
     const auto i = static_cast<std::size_t>(expert);
@@ -316,7 +321,7 @@ Status expert_ffn(const ExpertFfnArgs& args) {
   for (std::int64_t expert = 0; expert < e; ++expert) {
     const auto [first, rows] = rows_of(expert);
     if (rows == 0) continue;
-    std::vector<float> hidden = expert_hidden(args, expert, first, rows, x_scale);
+    std::vector<float> hidden = expert_hidden(args, expert, first, rows, x_scale, x_outliers);
     if (args.h_out.present()) store_floats(hidden.data(), rows * f, args.h_out.data, dtype, first * f);
     if (hold_h) {
       held[static_cast<std::size_t>(expert)] = std::move(hidden);
@@ -326,15 +331,21 @@ Status expert_ffn(const ExpertFfnArgs& args) {
     expert_down(args, expert, first, rows, hidden);
   }
   if (hold_h) {
-    float amax = 0.0f;
-    for (const std::vector<float>& hidden : held)
-      amax = std::max(amax, max_magnitude(hidden.data(), static_cast<std::int64_t>(hidden.size())));
-    h_scale = quant_scale(quant_h, amax);
+    if (quant_h.decomposes()) {
+      for (const std::vector<float>& hidden : held)
+        mark_outlier_columns(hidden.data(), static_cast<std::int64_t>(hidden.size()) / f, f,
+                             quant_h.outlier_threshold, h_outliers);
+    } else {
+      float amax = 0.0f;
+      for (const std::vector<float>& hidden : held)
+        amax = std::max(amax, max_magnitude(hidden.data(), static_cast<std::int64_t>(hidden.size())));
+      h_scale = quant_scale(quant_h, amax);
+    }
     for (std::int64_t expert = 0; expert < e; ++expert) {
       const auto [first, rows] = rows_of(expert);
       if (rows == 0) continue;
       std::vector<float>& hidden = held[static_cast<std::size_t>(expert)];
-      fake_quantize_rows(quant_h, h_scale, hidden.data(), rows, f, dtype);
+      fake_quantize_rows(quant_h, h_scale, hidden.data(), rows, f, dtype, h_outliers);
       expert_down(args, expert, first, rows, hidden);
     }
   }

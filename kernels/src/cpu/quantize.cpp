@@ -1,6 +1,7 @@
 // CPU fake quantization (ops.hpp ActivationQuant / QuantizeArgs): the scale of each reach (static, per
 // tensor, per row or per group of columns), each element put on the FP8 E4M3 or INT8 grid and written back as
-// q x s rounded to the storage dtype. expert_ffn (moe.cpp) quantizes its x and h rows with the same pieces.
+// q x s rounded to the storage dtype; LLM.int8()'s outlier columns marked over the call and passed through.
+// expert_ffn (moe.cpp) quantizes its x and h rows with the same pieces.
 #include <tbb/parallel_for.h>
 #include <tbb/parallel_reduce.h>
 
@@ -85,8 +86,54 @@ float max_magnitude(const Tensor& x) {
       [](float a, float b) { return std::max(a, b); });
 }
 
+namespace {
+
+// The largest magnitude of n FP32 values below `threshold` (LLM.int8()'s row absmax without its outliers).
+float max_magnitude_below(const float* values, std::int64_t n, float threshold) {
+  float amax = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i)
+    if (std::abs(values[i]) < threshold) amax = std::max(amax, std::abs(values[i]));
+  return amax;
+}
+
+// mark_outlier_columns over rows x cols values, at(i, c) the value of row i, column c. Each task owns a range
+// of columns: no two write one mark.
+template <class At>
+void mark_columns(std::int64_t rows, std::int64_t cols, float threshold, std::int32_t* outliers, At at) {
+  tbb::parallel_for(Range(0, cols, std::max<std::int64_t>(1, (1 << 14) / std::max<std::int64_t>(1, rows))),
+                    [&](const Range& r) {
+                      for (std::int64_t c = r.begin(); c != r.end(); ++c)
+                        for (std::int64_t i = 0; i < rows; ++i)
+                          if (std::abs(at(i, c)) >= threshold) {
+                            outliers[c] = 1;
+                            break;
+                          }
+                    });
+}
+
+}  // namespace
+
+void mark_outlier_columns(const float* values, std::int64_t rows, std::int64_t cols, float threshold,
+                          std::int32_t* outliers) {
+  mark_columns(rows, cols, threshold, outliers,
+               [&](std::int64_t i, std::int64_t c) { return values[i * cols + c]; });
+}
+
+void mark_outlier_columns(const Tensor& x, float threshold, std::int32_t* outliers) {
+  const std::int64_t cols = x.dim(1);
+  mark_columns(x.dim(0), cols, threshold, outliers,
+               [&](std::int64_t i, std::int64_t c) { return load_element(x.data, x.dtype, i * cols + c); });
+}
+
 void fake_quantize_row(const ActivationQuant& quant, float call_scale, float* row, std::int64_t cols,
-                       DType dtype, float* row_scales) {
+                       DType dtype, float* row_scales, const std::int32_t* outliers) {
+  if (quant.decomposes()) {  // per row (check_quant): the row's scale below the threshold, outliers pass
+    const float s = quant_scale(quant, max_magnitude_below(row, cols, quant.outlier_threshold));
+    if (row_scales != nullptr) row_scales[0] = s;
+    for (std::int64_t i = 0; i < cols; ++i)
+      row[i] = outliers[i] != 0 ? row[i] : round_to_dtype(fake_quantize(quant.format, row[i], s), dtype);
+    return;
+  }
   const bool call = has_call_scale(quant);
   // The row's reaches: one (the call's scale, or the row's), or ceil(C / group) groups, the last the shorter
   // rest (none when C = 0).
@@ -104,10 +151,10 @@ void fake_quantize_row(const ActivationQuant& quant, float call_scale, float* ro
 }
 
 void fake_quantize_rows(const ActivationQuant& quant, float call_scale, float* values, std::int64_t rows,
-                        std::int64_t cols, DType dtype) {
+                        std::int64_t cols, DType dtype, const std::int32_t* outliers) {
   tbb::parallel_for(Range(0, rows, rows_per_task(cols)), [&](const Range& r) {
     for (std::int64_t i = r.begin(); i != r.end(); ++i)
-      fake_quantize_row(quant, call_scale, values + i * cols, cols, dtype, nullptr);
+      fake_quantize_row(quant, call_scale, values + i * cols, cols, dtype, nullptr, outliers);
   });
 }
 
@@ -121,6 +168,8 @@ Status quantize(const QuantizeArgs& args) {
     call_scale = quant_scale(quant, quant.static_scale > 0.0f ? 0.0f : max_magnitude(args.x));
     if (scales != nullptr) scales[0] = call_scale;
   }
+  auto* outliers = args.outliers.as<std::int32_t>();  // null unless quant.decomposes()
+  if (quant.decomposes()) mark_outlier_columns(args.x, quant.outlier_threshold, outliers);
   // Scales per row: 1, or ceil(C / group) with groups.
   const std::int64_t row_scales = !call && quant.group > 0 ? (c + quant.group - 1) / quant.group : 1;
   tbb::parallel_for(Range(0, t, rows_per_task(c)), [&](const Range& rows) {
@@ -128,7 +177,7 @@ Status quantize(const QuantizeArgs& args) {
     for (std::int64_t r = rows.begin(); r != rows.end(); ++r) {
       load_floats(args.x.data, args.x.dtype, r * c, c, row.data());
       fake_quantize_row(quant, call_scale, row.data(), c, args.x.dtype,
-                        call || scales == nullptr ? nullptr : scales + r * row_scales);
+                        call || scales == nullptr ? nullptr : scales + r * row_scales, outliers);
       store_floats(row.data(), c, args.y.data, args.y.dtype, r * c);
     }
   });

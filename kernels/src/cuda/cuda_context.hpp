@@ -124,8 +124,11 @@ Status quantize(Context& ctx, const QuantizeArgs& args, cudaStream_t stream);
 // Fake quantization (ops.hpp ActivationQuant) of x [rows, cols] (dtype) into y (which may be x), shared by
 // quantize and expert_ffn (cuda_quantize.cu). scales (device, nullable) receives the scales in
 // QuantizeArgs::scales' layout: [1] for a static or per-tensor spec (written even when rows = 0), [rows]
-// per row, [rows, cols / group] per group.
+// per row, [rows, cols / group] per group. outliers (device i32[cols]) with quant.decomposes(): LLM.int8()'s
+// outlier-column marks, the columns x reaches the threshold in marked (QuantizeArgs::outliers); ignored
+// otherwise (nullable then).
 Status fake_quantize_rows(Context& ctx, const ActivationQuant& quant, DType dtype, const void* x, void* y,
-                          std::int64_t rows, std::int64_t cols, float* scales, cudaStream_t stream);
+                          std::int64_t rows, std::int64_t cols, float* scales, cudaStream_t stream,
+                          std::int32_t* outliers = nullptr);
 
 }  // namespace duplex::kernels::cuda

@@ -469,13 +469,17 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
   float* quant_scales = args.quant_scales.as<float>();
   if (quant_scales != nullptr) DUPLEX_CUDA_TRY(cudaMemsetAsync(quant_scales, 0, 2 * sizeof(float), stream));
   float* h_scale_out = quant_scales != nullptr && quant_h.enabled() && h_call ? quant_scales + 1 : nullptr;
+  // LLM.int8()'s outlier-column marks (device): x's [H], then h's [F]; null unless a spec decomposes.
+  auto* x_outliers = args.quant_outliers.as<std::int32_t>();
+  std::int32_t* h_outliers = x_outliers != nullptr ? x_outliers + h : nullptr;
   // W8A8 x: each row fake-quantized once (a per-tensor scale reaches all P) into a copy the GEMMs read.
   Scratch x_quantized(stream);
   const char* x_base = static_cast<const char*>(args.x.data);
   if (quant_x.enabled()) {
     if (Status s = x_quantized.allocate(static_cast<std::size_t>(p * h) * elem); !s.ok()) return s;
     if (Status s = fake_quantize_rows(ctx, quant_x, dtype, args.x.data, x_quantized.as<void>(), p, h,
-                                      x_call && quant_scales != nullptr ? quant_scales : nullptr, stream);
+                                      x_call && quant_scales != nullptr ? quant_scales : nullptr, stream,
+                                      x_outliers);
         !s.ok())
       return s;
     x_base = x_quantized.as<const char>();
@@ -519,9 +523,11 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
                                   static_cast<std::size_t>(std::min(batch_rows, rows_total)) * row_bytes);
       !s.ok())
     return s;
-  // A dynamic per-tensor h scale needs every batch's h before the first down projection: h is then held for
-  // all P rows ([P, F] in the dtype; the active experts' rows are x's rows in order) instead of per batch.
-  const bool hold_h = quant_h.enabled() && quant_h.per_tensor && !(quant_h.static_scale > 0.0f);
+  // A dynamic per-tensor h scale, or h's outlier columns, needs every batch's h before the first down
+  // projection: h is then held for all P rows ([P, F] in the dtype; the active experts' rows are x's rows in
+  // order) instead of per batch.
+  const bool hold_h =
+      quant_h.enabled() && ((quant_h.per_tensor && !(quant_h.static_scale > 0.0f)) || quant_h.decomposes());
   Scratch held(stream);
   if (hold_h)
     if (Status s = held.allocate(static_cast<std::size_t>(rows_total * f) * elem); !s.ok()) return s;
@@ -657,7 +663,7 @@ Status expert_ffn(Context& ctx, const ExpertFfnArgs& args, cudaStream_t stream) 
       if (Status s = copy_h(b); !s.ok()) return s;
     }
     if (Status s = fake_quantize_rows(ctx, quant_h, dtype, held.as<void>(), held.as<void>(), rows_total, f,
-                                      h_scale_out, stream);
+                                      h_scale_out, stream, h_outliers);
         !s.ok())
       return s;
     for (const Batch& b : batches)

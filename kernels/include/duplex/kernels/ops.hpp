@@ -201,6 +201,14 @@ struct UnpermuteArgs {
 // A reach whose scale is 0 (all zeros, min_scale 0) is written as zeros. Every field finite; static_scale,
 // scale_ub and min_scale >= 0; group >= 0; per_tensor with group 0; a static scale with group 0, no
 // scale_ub and no min_scale (else kInvalidArgument).
+// LLM.int8()'s mixed-precision decomposition (bitsandbytes' MatMul8bitLt: int8_vectorwise_quant with its
+// threshold, then int8_mixed_scaled_mm), outlier_threshold > 0: the call's outlier columns are those where
+// some row of the call has |x| >= outlier_threshold (and those the caller marks: the op's outliers tensor);
+// their elements pass through unquantized (bitsandbytes multiplies those columns in 16 bits); every other
+// element is quantized per row with a = the row's largest magnitude below the threshold (bitsandbytes zeroes
+// the outliers before its row absmax). Only with kInt8 per row: group 0, not per_tensor, no static_scale,
+// scale_ub, min_scale or pow2_scale (else kInvalidArgument). bitsandbytes scales by 127 / a where this
+// divides by a / 127: a value within an FP32 rounding of a half-integer code may round the other way.
 enum class QuantFormat : std::uint8_t { kNone, kFp8E4M3, kInt8 };
 struct ActivationQuant {
   QuantFormat format = QuantFormat::kNone;
@@ -210,16 +218,21 @@ struct ActivationQuant {
   float scale_ub = 0.0f;
   float min_scale = 0.0f;
   bool pow2_scale = false;
+  float outlier_threshold = 0.0f;
+  bool decomposes() const { return outlier_threshold > 0.0f; }
   bool enabled() const { return format != QuantFormat::kNone; }
 };
 
 // y[T,C] = x[T,C] fake-quantized by `quant` (its format not kNone). y may alias x. scales f32 (optional)
 // receives the scales used: [1] for a static or per-tensor scale, [T] per row, [T, ceil(C / group)] per
-// group.
+// group. outliers i32[C], required with quant.decomposes() (absent otherwise): on entry a nonzero entry marks
+// a column the caller makes an outlier column (another part of the batch reached the threshold there); on
+// exit every column where some row of x reaches the threshold is 1 as well, the others unchanged.
 struct QuantizeArgs {
   Tensor x, y;
   ActivationQuant quant;
   Tensor scales{};
+  Tensor outliers{};
 };
 
 enum class FfnKind : std::uint8_t { kGated, kTwoMatrix };
@@ -246,7 +259,10 @@ inline constexpr float kSwigluOaiLimit = 7.0f;    // source: HF GptOssExperts.li
 // tile a row of H (quant_x) or F (quant_h). quant_scales f32[2] (optional) receives the per-tensor or static
 // scales used, x's then h's (0 for one not per tensor or static). h_out [P,F] (optional, the dtype) receives
 // h as rounded to the dtype, before quant_h (the functional emulation's check follows the GEMM inputs it
-// quantizes).
+// quantizes). LLM.int8()'s decomposition (quant_x / quant_h decomposes()): the outlier columns reach every
+// row of the call, as a per-tensor scale does; quant_outliers i32[H + F] (required then, absent otherwise)
+// holds x's columns' marks then h's, each in and out as QuantizeArgs' outliers (a spec that does not
+// decompose leaves its part alone).
 struct ExpertFfnArgs {
   FfnKind kind = FfnKind::kGated;
   Activation activation = Activation::kSilu;
@@ -257,6 +273,7 @@ struct ExpertFfnArgs {
   ActivationQuant quant_x{}, quant_h{};
   Tensor quant_scales{};
   Tensor h_out{};
+  Tensor quant_outliers{};
 };
 
 // out = a + b, elementwise, same shape (any rank). out may alias a or b.
