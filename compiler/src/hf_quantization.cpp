@@ -332,6 +332,7 @@ void read_bitsandbytes(const Fields& q, ModelSpec& m) {
              "a number >= 0: the magnitude above which an activation's column is multiplied in 16 bits (0: "
              "none; BitsAndBytesConfig's default 6.0)");
     m.expert_dtype = m.linear_dtype = DType::kBnbInt8;
+    m.llm_int8_threshold = threshold;
     return;
   }
   const std::string type = q.string_or("bnb_4bit_quant_type", "fp4");  // BitsAndBytesConfig's default

@@ -167,6 +167,10 @@ class Lowering {
     Op& o = add(kind, layer, std::move(name));
     if (weights) o.dtype = *weights;
     o.quant_group = m_.quant_group;
+    if (o.dtype == DType::kBnbInt8) {
+      o.int8_decomposes = m_.llm_int8_threshold > 0;
+      o.int8_outlier_columns = m_.llm_int8_outlier_columns;
+    }
     o.m = m;
     o.n = n;
     o.k = k;

@@ -388,6 +388,15 @@ void ModelSpec::validate() const {
     bad("activation_scale_ub",
         fmt::format("is set with linear_dtype {}; expected fp8_channel (fbgemm's FP8 GEMMs)",
                     dtype_name(linear_dtype)));
+  for (auto [key, value] : {std::pair{"llm_int8_threshold", llm_int8_threshold},
+                            std::pair{"llm_int8_outlier_columns", llm_int8_outlier_columns}})
+    if (!std::isfinite(value) || value < 0)
+      bad(key, fmt::format("is {}; expected a finite number >= 0", value));
+  if ((llm_int8_threshold != 6.0 || llm_int8_outlier_columns != 6.0) && linear_dtype != DType::kBnbInt8 &&
+      expert_dtype != DType::kBnbInt8)
+    bad(llm_int8_threshold != 6.0 ? "llm_int8_threshold" : "llm_int8_outlier_columns",
+        fmt::format("is set with linear_dtype {}; expected bnb_int8 matrices (LLM.int8())",
+                    dtype_name(linear_dtype)));
   if (static_input_scales &&
       (linear_dtype != DType::kFp8Tensor || (is_moe() && expert_dtype != DType::kFp8Tensor)))
     bad("activation_scheme",
@@ -632,6 +641,8 @@ ModelSpec read_model(const ConfigNode& n) {
   m.unquantized_attention = n.get_or<bool>("unquantized_attention", false);
   m.unquantized_ffn_layers = layer_list(n, "unquantized_ffn_layers", m.layers);
   m.activation_scale_ub = n.get_or<double>("activation_scale_ub", 0.0);
+  m.llm_int8_threshold = n.get_or<double>("llm_int8_threshold", m.llm_int8_threshold);
+  m.llm_int8_outlier_columns = n.get_or<double>("llm_int8_outlier_columns", m.llm_int8_outlier_columns);
   if (n.has("activation_scheme"))  // documented default dynamic
     m.static_input_scales = n.get_enum("activation_scheme", {"dynamic", "static"}) == "static";
   m.attn_temperature_floor = count_or("attn_temperature_floor", 0);

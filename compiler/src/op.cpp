@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "duplex/base/error.hpp"
 
 namespace duplex::compiler {
@@ -73,21 +76,70 @@ bool Op::xpu_dequantizes_first() const {
 }
 
 namespace {
+
 // Whether op is a GEMM of LLM.int8() weights (Op::xpu_bytes).
 bool int8_lt_gemm(const Op& op) {
   return op.dtype == DType::kBnbInt8 && op.m > 0 && op.n > 0 && op.k > 0;
 }
+
+// One MatMul8bitLt call's outputs and inputs.
+struct LtCall {
+  double n, k;
+};
+
+// The calls of an int8_lt_gemm op (Op::int8_lt_calls): an FFN's matrices but its last n x k (gate, up; a
+// two-matrix FFN's first) and its down projection k x n; the QKV projection's three of k inputs (their
+// outputs summing to n); otherwise `matrices` of n x k.
+std::vector<LtCall> lt_calls(const Op& op) {
+  const auto n = static_cast<double>(op.n), k = static_cast<double>(op.k);
+  switch (op.kind) {
+    case OpKind::kDenseFfn:
+    case OpKind::kExpertFfn:
+    case OpKind::kSharedExpertFfn: {
+      std::vector<LtCall> calls(static_cast<std::size_t>(op.matrices - 1), LtCall{n, k});
+      calls.push_back({k, n});
+      return calls;
+    }
+    case OpKind::kQkvProj:
+      return std::vector<LtCall>(3, LtCall{n / 3.0, k});
+    default:
+      return std::vector<LtCall>(static_cast<std::size_t>(op.matrices), LtCall{n, k});
+  }
+}
+
+// The bytes one call moves beyond bytes() (Op::xpu_bytes).
+double lt_call_bytes(const Op& op, const LtCall& call) {
+  const double m = static_cast<double>(op.m);
+  double b = 2.0 * m * call.k + 8.0 * m * call.n;
+  if (!op.int8_decomposes) return b;
+  b += 9.0 * m * call.k + 2.0 * call.k;
+  const double c = std::min(op.int8_outlier_columns, call.k);
+  if (c > 0) b += 7.0 * m * c + 23.0 * call.n * c + 4.0 * call.n + 4.0 * m * call.n;
+  return b;
+}
+
 }  // namespace
 
+int Op::int8_lt_calls() const {
+  return int8_lt_gemm(*this) ? static_cast<int>(lt_calls(*this).size()) : 0;
+}
+
 double Op::xpu_bytes() const {
-  const double rows = static_cast<double>(m), outs = static_cast<double>(n), ins = static_cast<double>(k);
-  if (int8_lt_gemm(*this)) return bytes() + (2.0 * rows * ins + 8.0 * rows * outs) * matrices;
+  const double outs = static_cast<double>(n), ins = static_cast<double>(k);
+  if (int8_lt_gemm(*this)) {
+    double b = bytes();
+    for (const LtCall& call : lt_calls(*this)) b += lt_call_bytes(*this, call);
+    return b;
+  }
   if (!xpu_dequantizes_first()) return bytes();
   return bytes() + 4.0 * outs * ins * matrices;
 }
 
 int Op::xpu_kernels() const {
-  return int8_lt_gemm(*this) ? 3 : xpu_dequantizes_first() ? 2 : 1;
+  if (!int8_lt_gemm(*this)) return xpu_dequantizes_first() ? 2 : 1;
+  const int per_call =
+      3 + (int8_decomposes ? 5 : 0) + (int8_decomposes && int8_outlier_columns > 0 ? (m > 1 ? 7 : 6) : 0);
+  return per_call * int8_lt_calls();
 }
 
 double Graph::total_bytes() const {

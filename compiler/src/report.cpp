@@ -137,6 +137,8 @@ nlohmann::json plan_to_json(const ExecutionPlan& plan, const ModelSpec& model, c
                 {"unquantized_ffn_layers", model.unquantized_ffn_layers},
                 {"activation_scale_ub", model.activation_scale_ub},
                 {"activation_scheme", model.static_input_scales ? "static" : "dynamic"},
+                {"llm_int8_threshold", model.llm_int8_threshold},
+                {"llm_int8_outlier_columns", model.llm_int8_outlier_columns},
                 {"kv_dtype", dtype_name(model.kv_dtype)},
                 {"mtp_layers", model.mtp_layers},
                 {"draft_head", model.draft_head},

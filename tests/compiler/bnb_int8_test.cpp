@@ -66,42 +66,97 @@ TEST(BnbInt8, FormatAndItsBytes) {
       std::string::npos);
 }
 
-// bitsandbytes' MatMul8bitLt quantizes a GEMM's activations per row (a kernel writing them in INT8), runs
-// the INT8 GEMM (INT32 sums written) and scales the sums to 16 bits (read back): three launches, 2 bytes per
-// activation and 8 per output more than the weights and 16-bit activations, on the INT8 tensor cores as a
-// W8A8-INT8 release's GEMMs. One decode request reads half the FP16 bytes: faster; the extra kernels are
-// what it costs over int8_channel's fused GEMM.
+// The bytes one MatMul8bitLt call of m rows, n outputs and k inputs moves beyond the weights and 16-bit
+// activations (Op::xpu_bytes): the INT8 activations and INT32 sums; with a threshold its input's mask, and
+// with c outlier columns their 16-bit path. Written from bitsandbytes 0.45's code path, kernel by kernel.
+double call_bytes(double m, double n, double k, bool threshold, double c) {
+  double b = 2 * m * k + 8 * m * n;  // int8_vectorwise_quant's INT8 copy; int8_linear_matmul's INT32 sums
+  if (!threshold) return b;
+  b += (2 + 2) * m * k;    // A.abs(): FP16 in and out
+  b += 2 * m * k + m * k;  // >= threshold: FP16 in, bool out
+  b += m * k;              // outliers.any()
+  b += m * k + k + k;      // outliers.any(dim=0), argwhere over its k
+  if (c == 0) return b;
+  b += m * c;                      // out_row[:, cols] = 0
+  b += n * c + n * c;              // CB[:, cols]: INT8 gathered
+  b += n * c + 4 * n + 4 * n * c;  // .t() * SCB (FP32)
+  b += 4 * n * c + 4 * n * c;      // * 1 / 127
+  b += 4 * n * c + 2 * n * c;      // .to(float16)
+  b += 2 * m * c + 2 * m * c;      // A[:, cols].contiguous()
+  b +=
+      2 * m * c + 2 * n * c + 4 * m * n;  // output.addmm(subA, subB): its inputs, the output read and written
+  return b;
+}
+
+// bitsandbytes' MatMul8bitLt, once per matrix (the QKV projection's q, k, v; an FFN's gate, up, down): it
+// quantizes a GEMM's activations per row (a kernel writing them in INT8), runs the INT8 GEMM (INT32 sums
+// written) and scales the sums to 16 bits (read back): three launches, 2 bytes per activation and 8 per
+// output more than the weights and 16-bit activations, on the INT8 tensor cores as a W8A8-INT8 release's
+// GEMMs. With llm_int8_threshold > 0 it masks its input (5 kernels, two of them waited for on the host) and,
+// with the model's llm_int8_outlier_columns (6 by default), multiplies those columns in 16 bits (7 kernels, 6
+// for one row). One decode request reads half the FP16 bytes: faster; the extra kernels are what it costs
+// over int8_channel's fused GEMM.
 TEST(BnbInt8, XpuGemmsQuantizeTheActivationsAndScaleTheSums) {
-  const ModelSpec m = import_hf_config(llama31_8b_fp16(int8()), "l.json");
   const SystemSpec gpu = load_system("gpu");
-  const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
-  const CostModel cost(gpu, layout);
   const double bandwidth = gpu.memory_bandwidth().si() * gpu.xpu.memory_efficiency;
   const double launch = gpu.xpu.launch_overhead.si();
-  for (const int requests : {1, 16}) {
-    int checked = 0;
-    for (const Op& o : lower(m, BatchState::decode_batch(requests, 1024), layout, Routing{}).ops) {
-      if (o.kind != OpKind::kQkvProj && o.kind != OpKind::kOProj && o.kind != OpKind::kDenseFfn) continue;
-      EXPECT_EQ(o.dtype, DType::kBnbInt8) << o.name;
-      EXPECT_EQ(o.xpu_kernels(), 3) << o.name;
-      const auto rows = static_cast<double>(o.m), ins = static_cast<double>(o.k),
-                 outs = static_cast<double>(o.n);
-      const double extra = (2.0 * rows * ins + 8.0 * rows * outs) * o.matrices;
-      EXPECT_DOUBLE_EQ(o.xpu_bytes(), o.bytes() + extra) << o.name;
-      EXPECT_NEAR(cost.xpu_time(o).si(), o.xpu_bytes() / bandwidth + 3 * launch, 1e-12) << o.name;
-      Op channel = o, fp16 = o;
-      channel.dtype = DType::kInt8Channel;
-      EXPECT_NEAR(cost.xpu_time(o).si() - cost.xpu_time(channel).si(), extra / bandwidth + 2 * launch, 1e-12)
-          << o.name;
-      fp16.dtype = DType::kFp16;
-      fp16.bytes_weights = 2 * o.bytes_weights;
-      if (requests == 1) {
-        EXPECT_LT(cost.xpu_time(o), cost.xpu_time(fp16)) << o.name;
+  struct Case {
+    const char* quantization;
+    double threshold, columns;
+  };
+  for (const Case& k : {Case{"", 6.0, 6.0}, Case{R"(, "llm_int8_threshold": 0.0)", 0.0, 6.0},
+                        Case{R"(, "llm_int8_threshold": 4.5)", 4.5, 6.0}}) {
+    SCOPED_TRACE(k.quantization);
+    ModelSpec m = import_hf_config(llama31_8b_fp16(int8(k.quantization)), "l.json");
+    EXPECT_EQ(m.llm_int8_threshold, k.threshold);
+    EXPECT_EQ(m.llm_int8_outlier_columns, k.columns);
+    for (const double columns : {6.0, 0.0, 20000.0}) {  // 20000: more than any input has
+      m.llm_int8_outlier_columns = columns;
+      const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
+      const CostModel cost(gpu, layout);
+      for (const int requests : {1, 16}) {
+        int checked = 0;
+        for (const Op& o : lower(m, BatchState::decode_batch(requests, 1024), layout, Routing{}).ops) {
+          if (o.kind != OpKind::kQkvProj && o.kind != OpKind::kOProj && o.kind != OpKind::kDenseFfn) continue;
+          EXPECT_EQ(o.dtype, DType::kBnbInt8) << o.name;
+          const bool threshold = k.threshold > 0, outliers = threshold && columns > 0;
+          const int calls = o.kind == OpKind::kOProj ? 1 : 3;
+          EXPECT_EQ(o.int8_lt_calls(), calls) << o.name;
+          const int per_call = 3 + (threshold ? 5 : 0) + (outliers ? (requests > 1 ? 7 : 6) : 0);
+          EXPECT_EQ(o.xpu_kernels(), calls * per_call) << o.name;
+          const auto rows = static_cast<double>(o.m), ins = static_cast<double>(o.k),
+                     outs = static_cast<double>(o.n);
+          double extra = 0;
+          if (o.kind == OpKind::kDenseFfn) {  // gate and up: hidden -> width; down: width -> hidden
+            extra = 2 * call_bytes(rows, outs, ins, threshold, std::min(columns, ins)) +
+                    call_bytes(rows, ins, outs, threshold, std::min(columns, outs));
+          } else {  // q, k and v share their input (their outputs sum to n; the bytes are linear in them)
+            const double c = std::min(columns, ins);
+            extra = o.kind == OpKind::kOProj ? call_bytes(rows, outs, ins, threshold, c)
+                                             : 3 * call_bytes(rows, outs / 3, ins, threshold, c);
+          }
+          EXPECT_NEAR(o.xpu_bytes(), o.bytes() + extra, 1e-9 * o.xpu_bytes()) << o.name;
+          EXPECT_NEAR(cost.xpu_time(o).si(), o.xpu_bytes() / bandwidth + calls * per_call * launch, 1e-12)
+              << o.name;
+          Op channel = o, fp16 = o;
+          channel.dtype = DType::kInt8Channel;
+          EXPECT_NEAR(cost.xpu_time(o).si() - cost.xpu_time(channel).si(),
+                      extra / bandwidth + (calls * per_call - 1) * launch, 1e-12)
+              << o.name;
+          fp16.dtype = DType::kFp16;
+          fp16.bytes_weights = 2 * o.bytes_weights;
+          // (The QKV projection's three calls' launches outweigh the bytes its smaller matrix saves.)
+          if (requests == 1 && !threshold && o.kind != OpKind::kQkvProj) {
+            EXPECT_LT(cost.xpu_time(o), cost.xpu_time(fp16)) << o.name;
+          }
+          ++checked;
+        }
+        EXPECT_EQ(checked, 32 * 3);
       }
-      ++checked;
     }
-    EXPECT_EQ(checked, 32 * 3);
   }
+  const ModelSpec m = import_hf_config(llama31_8b_fp16(int8()), "l.json");
+  const ParallelLayout layout = ParallelLayout::make(m, gpu, 1);
   // A prefill's GEMMs are compute-bound at the INT8 rate, as int8_channel's (a device whose INT8 rate is
   // half its FP8 rate, to tell them apart).
   SystemSpec slow = gpu;
@@ -119,6 +174,33 @@ TEST(BnbInt8, XpuGemmsQuantizeTheActivationsAndScaleTheSums) {
     ++prefills;
   }
   EXPECT_EQ(prefills, 1);
+}
+
+// llm_int8_threshold (HF's, or our YAML's) and llm_int8_outlier_columns (timing's count) are model keys of a
+// bnb_int8 model: numbers >= 0, refused on any other model, naming the key.
+TEST(BnbInt8, ThresholdAndOutlierColumnsAreModelKeys) {
+  const std::string base = "name: x\nlayers: 2\nhidden: 64\nheads: 4\nffn: 128\nvocab: 10\n";
+  const ModelSpec m = read_model(ConfigNode::parse(
+      base + "linear_dtype: bnb_int8\nllm_int8_threshold: 2.5\nllm_int8_outlier_columns: 12\n", "x.yaml"));
+  EXPECT_EQ(m.llm_int8_threshold, 2.5);
+  EXPECT_EQ(m.llm_int8_outlier_columns, 12.0);
+  const ModelSpec d = read_model(ConfigNode::parse(base + "linear_dtype: bnb_int8\n", "x.yaml"));
+  EXPECT_EQ(d.llm_int8_threshold, 6.0);  // BitsAndBytesConfig's default
+  EXPECT_EQ(d.llm_int8_outlier_columns, 6.0);
+  EXPECT_NE(model_yaml_error(base + "linear_dtype: bnb_int8\nllm_int8_threshold: -1\n")
+                .find("llm_int8_threshold: is -1; expected a finite number >= 0"),
+            std::string::npos)
+      << model_yaml_error(base + "linear_dtype: bnb_int8\nllm_int8_threshold: -1\n");
+  EXPECT_NE(model_yaml_error(base + "linear_dtype: bnb_int8\nllm_int8_outlier_columns: .nan\n")
+                .find("llm_int8_outlier_columns: \".nan\" is not a number"),
+            std::string::npos);
+  EXPECT_NE(model_yaml_error(base + "llm_int8_outlier_columns: 3\n")
+                .find("llm_int8_outlier_columns: is set with linear_dtype fp16; expected bnb_int8 matrices"),
+            std::string::npos)
+      << model_yaml_error(base + "llm_int8_outlier_columns: 3\n");
+  EXPECT_EQ(
+      import_hf_config(llama31_8b_fp16(int8(R"(, "llm_int8_threshold": 0.0)")), "l.json").llm_int8_threshold,
+      0.0);
 }
 
 // transformers before 4.32 wrote BitsAndBytesConfig without quant_method; load_in_8bit or load_in_4bit true

@@ -201,6 +201,15 @@ struct ModelSpec {
   // checkpoint's; runtime activation_quant.hpp). False: dynamic (activation_scheme: dynamic, the default), no
   // input scales stored.
   bool static_input_scales = false;
+  // LLM.int8() (bnb_int8 matrices): bitsandbytes' MatMul8bitLt multiplies an input column in 16 bits when
+  // some row of the call reaches llm_int8_threshold in it (BitsAndBytesConfig's; 0: pure INT8, no outlier
+  // path). source: transformers BitsAndBytesConfig, llm_int8_threshold default 6.0. Functional emulation
+  // finds the columns in the activations (runtime activation_quant.hpp); timing cannot, and charges each call
+  // with llm_int8_outlier_columns of them (Op::xpu_bytes): a mean per GEMM input, which `duplex run` measures
+  // on a checkpoint (its "LLM.int8() outlier columns" line). source: Dettmers et al., LLM.int8() (2022,
+  // arXiv 2208.07339), introduction: at 6.7B parameters a sequence's outliers lie in 6 feature dimensions.
+  double llm_int8_threshold = 6.0;
+  double llm_int8_outlier_columns = 6.0;
 
   bool is_moe() const { return experts > 0; }
   bool is_moe_layer(int layer) const;

@@ -58,6 +58,10 @@ struct Op {
   DType dtype = DType::kFp16;
   // Grouped 4-bit weights (dtype int4_*): inputs per scale (ModelSpec::quant_group).
   int quant_group = kInt4Group;
+  // LLM.int8() weights (bnb_int8): whether bitsandbytes looks for outlier columns in each call's input
+  // (ModelSpec::llm_int8_threshold > 0), and how many it finds there (ModelSpec::llm_int8_outlier_columns).
+  bool int8_decomposes = false;
+  double int8_outlier_columns = 0;
   double weight_bytes_per_element() const { return dtype_bytes(dtype, quant_group); }  // of its weights
   // Analysis (filled by lowering).
   double flops = 0;
@@ -87,19 +91,27 @@ struct Op {
   // bitsandbytes' matmul_4bit has dequantize_4bit write and the GEMM read back, 2 + 2 bytes per weight (one
   // row runs gemv_4bit on the packed weights). source: bitsandbytes functional matmul_4bit / MatMul4Bit,
   // which vLLM's bitsandbytes linear method calls.
-  // A GEMM of LLM.int8() weights (bnb_int8) moves besides bytes() its activations' INT8 copy (written by the
-  // quantizing kernel, read by the GEMM: 2 bytes per activation) and the GEMM's INT32 partial sums (written,
-  // then read by the kernel that scales them to 16 bits: 8 bytes per output). source: bitsandbytes
-  // MatMul8bitLt (int8_vectorwise_quant, then int8_scaled_mm = int8_linear_matmul + int8_mm_dequant).
+  // A GEMM of LLM.int8() weights (bnb_int8) is one bitsandbytes MatMul8bitLt call per matrix (int8_lt_calls:
+  // the QKV projection's q, k and v, as vLLM's per-shard loop and HF's modules call it; an FFN's gate, up and
+  // down), each moving besides bytes() its activations' INT8 copy (written by the quantizing kernel, read by
+  // the GEMM: 2 bytes per activation) and its INT32 partial sums (written, then read by the kernel that
+  // scales them to 16 bits: 8 bytes per output). With int8_decomposes, each call masks its input (|A| >=
+  // threshold, its any() and the columns': 9 bytes per activation, 2 per column) and, with c =
+  // int8_outlier_columns (at most its inputs) > 0, multiplies those columns in 16 bits: the INT8 copy's
+  // columns zeroed, the weights' columns gathered and dequantized (to FP32, scaled, to 16 bits), the
+  // activations' columns gathered and an addmm into the output (read and written): 7 m c + 23 n c + 4 n + 4 m
+  // n bytes (m rows, n outputs). The addmm's 2 m n c FLOPs (c / k of the GEMM's) are left out. source:
+  // bitsandbytes 0.45 MatMul8bitLt, int8_vectorwise_quant (threshold > 0) and int8_mixed_scaled_mm.
   double xpu_bytes() const;
   // Whether the xPU runs it as bitsandbytes' dequantize-then-GEMM (the case above): one more kernel.
   bool xpu_dequantizes_first() const;
-  // The kernels the xPU launches for it: 1; 2 for bitsandbytes' dequantize-then-GEMM; 3 for a GEMM of
-  // bnb_int8 weights (quantize the activations, INT8 GEMM, scale to 16 bits). LLM.int8()'s outlier path
-  // (llm_int8_threshold > 0: a mask of the activations, a check on the host and, where a column holds an
-  // outlier, a gather and a 16-bit GEMM of those columns) depends on the activations' values and is not
-  // charged.
+  // The kernels the xPU launches for it: 1; 2 for bitsandbytes' dequantize-then-GEMM; for a GEMM of bnb_int8
+  // weights per MatMul8bitLt call 3 (quantize the activations, INT8 GEMM, scale to 16 bits), with
+  // int8_decomposes 5 more (abs, compare, any, any per column, argwhere: the host waits on the any and the
+  // argwhere), and with outlier columns 7 more (6 for one row: no zeroing of the INT8 copy's columns).
   int xpu_kernels() const;
+  // The MatMul8bitLt calls of a bnb_int8 GEMM (0 for any other op).
+  int int8_lt_calls() const;
   double op_b() const { return bytes() > 0 ? flops / bytes() : 0.0; }
   std::string shape() const;  // "64x6144x4096" or "r=64 q=64 ctx=131072 h=8/2 d=128"
 };
