@@ -86,7 +86,8 @@ void XpuDevice::ffn(compiler::OpKind kind, const functional::FfnWeights& w, cons
 
 void XpuDevice::quantized_ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x,
                               std::uint16_t* y, std::size_t m, const kernels::ActivationQuant& quant_x,
-                              const kernels::ActivationQuant& quant_h, float* scales, std::uint16_t* h_out) {
+                              const kernels::ActivationQuant& quant_h, float* scales, std::uint16_t* h_out,
+                              std::int32_t* outliers) {
   const auto mi = static_cast<std::int64_t>(m), fi = static_cast<std::int64_t>(w.f),
              hi = static_cast<std::int64_t>(w.h);
   const std::vector<std::int64_t> offsets{0, mi};
@@ -106,6 +107,7 @@ void XpuDevice::quantized_ffn(compiler::OpKind kind, const functional::FfnWeight
   a.quant_h = quant_h;
   if (scales != nullptr) a.quant_scales = kernels::Tensor::contiguous(scales, kernels::DType::kF32, {2});
   if (h_out != nullptr) a.h_out = f16(h_out, {mi, fi});
+  if (outliers != nullptr) a.quant_outliers = Tensor::contiguous(outliers, DType::kI32, {hi + fi});
   run(kind, a);
 }
 

@@ -43,10 +43,20 @@ kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, DType fo
     case DType::kInt8Channel:
       q.format = kernels::QuantFormat::kInt8;
       break;
+    case DType::kBnbInt8:
+      q.format = kernels::QuantFormat::kInt8;
+      q.outlier_threshold = static_cast<float>(m.llm_int8_threshold);
+      break;
     default:
       break;
   }
   return q;
+}
+
+kernels::ActivationQuant w8a8_expert_input_quant(const compiler::ModelSpec& m, DType format,
+                                                 float static_scale) {
+  if (format == DType::kBnbInt8) return {};
+  return w8a8_input_quant(m, format, static_scale);
 }
 
 namespace {
@@ -60,9 +70,9 @@ kernels::ActivationQuant format_quant(const compiler::ModelSpec& m, DType t, boo
 }  // namespace
 
 bool quantizes_activations(const compiler::ModelSpec& m, bool static_scales) {
-  for (DType t : {m.attention_matrix_dtype(), m.linear_dtype, m.expert_dtype})
+  for (DType t : {m.attention_matrix_dtype(), m.linear_dtype})
     if (format_quant(m, t, static_scales).enabled()) return true;
-  return false;
+  return m.is_moe() && w8a8_expert_input_quant(m, m.expert_dtype, static_scales ? 1.0f : 0.0f).enabled();
 }
 
 namespace {
@@ -72,6 +82,9 @@ std::string how(const kernels::ActivationQuant& q) {
   std::string s = q.format == kernels::QuantFormat::kInt8 ? "INT8" : "FP8";
   if (q.per_tensor) return s + " per tensor";
   if (q.static_scale > 0) return s + " at the release's static input scales";
+  if (q.decomposes())
+    return fmt::format("{} per token, columns where some token reaches |x| >= {} in 16 bits (LLM.int8())", s,
+                       q.outlier_threshold);
   s += q.group > 0 ? " per token and " + std::to_string(q.group) + " columns" : " per token";
   if (q.scale_ub > 0) s += ", scales bounded by activation_scale_ub";
   return s;
@@ -92,7 +105,10 @@ std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantiz
   if (!quantize) return "W8A8 GEMMs take FP16 inputs (--activation-quant off: weight-only)";
   std::string s;
   for (DType t : formats) {
-    const kernels::ActivationQuant q = format_quant(m, t, static_scales);
+    // A format of the experts alone: as they quantize it.
+    const kernels::ActivationQuant q = t != m.linear_dtype && t != m.attention_matrix_dtype()
+                                           ? w8a8_expert_input_quant(m, t, static_scales ? 1.0f : 0.0f)
+                                           : format_quant(m, t, static_scales);
     if (!q.enabled()) continue;
     s += fmt::format("{}{} GEMMs' inputs {}", s.empty() ? "" : "; ", compiler::dtype_name(t), how(q));
   }
@@ -133,9 +149,9 @@ std::string activation_quant_gap(const compiler::ModelSpec& m, bool static_scale
   if (has(DType::kFp8Tensor) && m.static_input_scales && !static_scales)
     return "a static release's input scales come with its checkpoint (random weights have none): its FP8 "
            "GEMMs take FP16 activations";
-  if (has(DType::kBnbInt8))
-    return "LLM.int8()'s row-wise INT8 activations and outlier columns are not emulated: its GEMMs take FP16 "
-           "activations";
+  if (m.is_moe() && m.expert_dtype == DType::kBnbInt8)
+    return "LLM.int8() experts take FP16 activations (dequantized, as vLLM's bitsandbytes MoE method runs "
+           "them)";
   return "";
 }
 

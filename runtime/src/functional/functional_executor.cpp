@@ -160,6 +160,7 @@ class FunctionalExecutor::Impl {
   // The step's quantized GEMM inputs into res.quantization: every position the step computed holds this
   // run's (a recomputed position forgets its earlier run's, which may have run on other units).
   void record_quantization(const StepPlan& plan, const StepOutput& out, FunctionalResult& res) const {
+    res.outlier_columns += out.outlier_columns;
     if (res.quantization.empty()) return;
     const auto layers = static_cast<std::size_t>(w_.spec.layers);
     for (const ScheduledRequest& s : plan.requests) {

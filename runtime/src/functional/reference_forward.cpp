@@ -109,12 +109,17 @@ float round_e4m3(float v) {
 // The xPU's W8A8 activation quantization as kernels::QuantizeArgs states it, written here from that contract:
 // x's elements [c0, c0 + n), with the scale `given` (a per-tensor or static scale the executor used) or else
 // their own per token (the whole slice) or per group scale; each written back as q x s (FP32), rounded to
-// FP16.
+// FP16. LLM.int8() (q.decomposes()): `outliers` the slice's outlier columns (each < n), whose elements pass;
+// the others quantized per token at the largest magnitude below the threshold.
 void fake_quantize(Vec& x, std::size_t c0, std::size_t n, const kernels::ActivationQuant& q,
-                   std::optional<float> given) {
+                   std::optional<float> given, const std::vector<std::int32_t>& outliers) {
   const bool fp8 = q.format == kernels::QuantFormat::kFp8E4M3;
   const float q_max = fp8 ? 448.0f : 127.0f;
   const std::size_t reach = given || q.group <= 0 ? n : static_cast<std::size_t>(q.group);
+  // LLM.int8(): the slice's elements in the outlier columns pass; the others' amax leaves out |x| >= the
+  // threshold.
+  std::vector<bool> passes(q.decomposes() ? n : 0, false);
+  for (std::int32_t c : outliers) passes[static_cast<std::size_t>(c)] = true;
   for (std::size_t r0 = c0; r0 < c0 + n; r0 += reach) {
     const std::size_t r1 = std::min(r0 + reach, c0 + n);
     float s = 0;
@@ -122,7 +127,8 @@ void fake_quantize(Vec& x, std::size_t c0, std::size_t n, const kernels::Activat
       s = *given;
     } else {
       float a = 0;
-      for (std::size_t i = r0; i < r1; ++i) a = std::max(a, std::abs(x[i]));
+      for (std::size_t i = r0; i < r1; ++i)
+        if (!q.decomposes() || std::abs(x[i]) < q.outlier_threshold) a = std::max(a, std::abs(x[i]));
       if (q.scale_ub > 0) a = std::min(a, q.scale_ub);
       s = std::max(a / q_max, q.min_scale);
       if (q.pow2_scale && s > 0) {  // s = m 2^e, m in [0.5, 1): 2^ceil(log2 s) is 2^(e - 1) when m is 0.5
@@ -132,6 +138,7 @@ void fake_quantize(Vec& x, std::size_t c0, std::size_t n, const kernels::Activat
       }
     }
     for (std::size_t i = r0; i < r1; ++i) {
+      if (q.decomposes() && passes[i - c0]) continue;
       if (s == 0) {
         x[i] = 0;
         continue;
@@ -351,9 +358,38 @@ class Sequence {
     for (std::size_t s = 0; s < static_cast<std::size_t>(slices); ++s) {
       std::optional<float> given;
       if (!in->scales.empty()) given = in->scales.at(first + s);
-      fake_quantize(y, s * n, n, q, given);
+      const std::vector<std::int32_t> none;
+      const std::vector<std::int32_t>& outliers =
+          q.decomposes() ? outlier_columns(*in, first + s, y, s * n, n, q) : none;
+      fake_quantize(y, s * n, n, q, given, outliers);
     }
     return y;
+  }
+
+  // LLM.int8()'s outlier columns of call `call` of the record `in` (the batch's, which the reference cannot
+  // find), checked against the followed input y's slice [c0, c0 + n): each a column of the slice, and every
+  // element of the slice at or above the threshold in one of them (the token was part of that batch).
+  const std::vector<std::int32_t>& outlier_columns(const QuantizedInput& in, std::size_t call, const Vec& y,
+                                                   std::size_t c0, std::size_t n,
+                                                   const kernels::ActivationQuant& q) const {
+    auto bad = [&](const std::string& what) {
+      return Error(
+          fmt::format("model {}: the executor's record of LLM.int8()'s outlier columns {}", m_.name, what));
+    };
+    if (call >= in.outliers.size())
+      throw bad(fmt::format("has {} calls; expected one for call {}", in.outliers.size(), call));
+    const std::vector<std::int32_t>& columns = in.outliers[call];
+    std::vector<bool> listed(n, false);
+    for (std::int32_t c : columns) {
+      if (c < 0 || static_cast<std::size_t>(c) >= n)
+        throw bad(fmt::format("lists column {}; expected columns of a {}-wide input", c, n));
+      listed[static_cast<std::size_t>(c)] = true;
+    }
+    for (std::size_t i = 0; i < n; ++i)
+      if (std::abs(y[c0 + i]) >= q.outlier_threshold && !listed[i])
+        throw bad(fmt::format("leaves out column {}, where the input reaches {} (threshold {})", i, y[c0 + i],
+                              q.outlier_threshold));
+    return columns;
   }
 
   // What the executor did to an FFN's intermediate h in its record `in` (inputs and scales: x's first, then

@@ -193,6 +193,7 @@ RunReport run_functional(const RunOptions& o) {
   rep.weights = weights.source;
   rep.activations =
       describe_activation_quant(weights.spec, o.executor.quantize_activations, !weights.input_scales.empty());
+  rep.llm_int8_outlier_columns = weights.spec.llm_int8_outlier_columns;
   rep.with_logits = o.logits;
   for (int l = 0; l < weights.spec.layers; ++l)
     if (weights.spec.is_moe_layer(l)) rep.moe_layers.push_back(l);
@@ -248,8 +249,9 @@ RunReport run_functional(const RunOptions& o) {
 
 namespace {
 
-// [request][position][layer] -> [{gemm, expert (experts only), slices, scales (per-tensor ones only), inputs
-// (the executor's input vectors before their quantization, in GEMM order)}].
+// [request][position][layer] -> [{gemm, expert (experts only), slices, scales (per-tensor ones only),
+// outlier_columns (LLM.int8()'s, per call), inputs (the executor's input vectors before their quantization,
+// in GEMM order)}].
 nlohmann::json quantization_json(const ExecutedQuantization& q) {
   nlohmann::json requests = nlohmann::json::array();
   for (const auto& request : q) {
@@ -262,6 +264,7 @@ nlohmann::json quantization_json(const ExecutedQuantization& q) {
           nlohmann::json e = {{"gemm", quantized_gemm_name(in.gemm)}, {"slices", in.slices}};
           if (in.gemm == QuantizedGemm::kExpert) e["expert"] = in.expert;
           if (!in.scales.empty()) e["scales"] = in.scales;
+          if (!in.outliers.empty()) e["outlier_columns"] = in.outliers;
           nlohmann::json values = nlohmann::json::array();
           for (const std::vector<std::uint16_t>& v : in.inputs) {
             std::vector<float> f(v.size());
@@ -316,6 +319,11 @@ nlohmann::json RunReport::to_json() const {
       {"attention", attention},
       {"activations", activations},
       {"quantized_inputs", quantized_inputs(r.quantization)},
+      {"llm_int8_outlier_columns", r.outlier_columns.calls > 0
+                                       ? nlohmann::json{{"calls", r.outlier_columns.calls},
+                                                        {"columns", r.outlier_columns.columns},
+                                                        {"mean", r.outlier_columns.mean()}}
+                                       : nlohmann::json(nullptr)},
       {"system", system},
       {"weights", weights},
       {"xpu", r.xpu_backend},
@@ -409,6 +417,12 @@ std::string RunReport::to_text() const {
   if (!activations.empty())
     s += fmt::format("activations: {}; {} GEMM input vectors quantized\n", activations,
                      quantized_inputs(r.quantization));
+  if (r.outlier_columns.calls > 0)
+    s += fmt::format(
+        "LLM.int8() outlier columns: {:.2f} per GEMM input ({} in {} quantize calls; timing charges "
+        "llm_int8_outlier_columns = {} per call)\n",
+        r.outlier_columns.mean(), r.outlier_columns.columns, r.outlier_columns.calls,
+        llm_int8_outlier_columns);
   for (std::size_t i = 0; i < r.tokens.size(); ++i)
     s += fmt::format("  request {}: {}\n", i, fmt::join(r.tokens[i], ","));
   s += "placement (ops per unit):";

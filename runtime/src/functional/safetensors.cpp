@@ -2221,20 +2221,19 @@ nlohmann::json hf_config(const ModelWeights& weights) {
     const bool int4 = compiler::bnb_4bit(experts);
     // A load_in_8bit config keeps bnb_4bit_compute_dtype's default, float32.
     const char* compute = !int4 ? "float32" : m.dtype == compiler::DType::kBf16 ? "bfloat16" : "float16";
-    c["quantization_config"] = {
-        {"quant_method", "bitsandbytes"},
-        {"_load_in_4bit", int4},
-        {"_load_in_8bit", !int4},
-        {"bnb_4bit_compute_dtype", compute},
-        {"bnb_4bit_quant_storage", "uint8"},
-        {"bnb_4bit_quant_type", int4 ? compiler::bnb_quant_type(experts) : "fp4"},
-        {"bnb_4bit_use_double_quant", int4 && compiler::bnb_nested(experts)},
-        {"llm_int8_enable_fp32_cpu_offload", false},
-        {"llm_int8_has_fp16_weight", false},
-        {"llm_int8_skip_modules", nullptr},
-        {"llm_int8_threshold", 6.0},
-        {"load_in_4bit", int4},
-        {"load_in_8bit", !int4}};
+    c["quantization_config"] = {{"quant_method", "bitsandbytes"},
+                                {"_load_in_4bit", int4},
+                                {"_load_in_8bit", !int4},
+                                {"bnb_4bit_compute_dtype", compute},
+                                {"bnb_4bit_quant_storage", "uint8"},
+                                {"bnb_4bit_quant_type", int4 ? compiler::bnb_quant_type(experts) : "fp4"},
+                                {"bnb_4bit_use_double_quant", int4 && compiler::bnb_nested(experts)},
+                                {"llm_int8_enable_fp32_cpu_offload", false},
+                                {"llm_int8_has_fp16_weight", false},
+                                {"llm_int8_skip_modules", nullptr},
+                                {"llm_int8_threshold", m.llm_int8_threshold},
+                                {"load_in_4bit", int4},
+                                {"load_in_8bit", !int4}};
     return c;
   }
   if (experts == compiler::DType::kFp8Tensor) {  // AutoFP8's per-tensor release, dynamic activations

@@ -77,48 +77,69 @@ void StepRunner::on_node_rows(std::size_t d, const std::uint16_t* in, std::int64
     std::copy_n(y.data() + i * out_cols, out_cols, out + rows[static_cast<std::size_t>(i)] * out_cols);
 }
 
-float StepRunner::node_linear(std::size_t d, Unit unit, OpKind kind, const std::uint16_t* w,
-                              const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n,
-                              const kernels::ActivationQuant& quant) {
-  float scale = 0;
+CallQuant StepRunner::node_linear(std::size_t d, Unit unit, OpKind kind, const std::uint16_t* w,
+                                  const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n,
+                                  const kernels::ActivationQuant& quant) {
+  CallQuant call;
   on_node_rows(d, x, k, y, n, [&](const std::uint16_t* xi, std::uint16_t* yi, std::int64_t rows) {
     std::vector<std::uint16_t> quantized;
     if (quant.enabled()) {
       quantized.assign(xi, xi + rows * k);
-      scale = quantize(d, kind, quant, quantized.data(), rows, k);
+      call = quantize(d, kind, quant, quantized.data(), rows, k);
       xi = quantized.data();
     }
     on(d, unit).linear(kind, w, xi, yi, static_cast<std::size_t>(rows), static_cast<std::size_t>(n),
                        static_cast<std::size_t>(k));
   });
-  return scale;
+  return call;
 }
 
-kernels::ActivationQuant StepRunner::input_quant(Unit unit, compiler::DType format,
-                                                 float static_scale) const {
+kernels::ActivationQuant StepRunner::input_quant(Unit unit, compiler::DType format, float static_scale,
+                                                 bool expert) const {
   if (!quantize_activations_ || unit != Unit::kXpu) return {};
-  return w8a8_input_quant(m_, format, static_scale);
+  return expert ? w8a8_expert_input_quant(m_, format, static_scale)
+                : w8a8_input_quant(m_, format, static_scale);
 }
 
-float StepRunner::quantize(std::size_t d, OpKind kind, const kernels::ActivationQuant& quant,
-                           std::uint16_t* x, std::int64_t rows, std::int64_t cols) {
+namespace {
+
+// The columns `marks` (n of them) flags, ascending.
+std::vector<std::int32_t> marked_columns(const std::int32_t* marks, std::int64_t n) {
+  std::vector<std::int32_t> columns;
+  for (std::int64_t c = 0; c < n; ++c)
+    if (marks[c] != 0) columns.push_back(static_cast<std::int32_t>(c));
+  return columns;
+}
+
+}  // namespace
+
+CallQuant StepRunner::quantize(std::size_t d, OpKind kind, const kernels::ActivationQuant& quant,
+                               std::uint16_t* x, std::int64_t rows, std::int64_t cols) {
   DUPLEX_ASSERT(quant.enabled(), "quantizing without a format");
   const kernels::Tensor view = kernels::Tensor::contiguous(x, kernels::DType::kF16, {rows, cols});
   kernels::QuantizeArgs a{view, view, quant};
-  float scale = 0;
+  CallQuant call;
   if (quant.per_tensor || quant.static_scale > 0)
-    a.scales = kernels::Tensor::contiguous(&scale, kernels::DType::kF32, {1});
+    a.scales = kernels::Tensor::contiguous(&call.scale, kernels::DType::kF32, {1});
+  std::vector<std::int32_t> marks(quant.decomposes() ? static_cast<std::size_t>(cols) : 0, 0);
+  if (quant.decomposes())
+    a.outliers = kernels::Tensor::contiguous(marks.data(), kernels::DType::kI32, {cols});
   dev_[d].xpu->run(kind, a);
-  return scale;
+  call.outliers = marked_columns(marks.data(), static_cast<std::int64_t>(marks.size()));
+  if (quant.decomposes()) outlier_columns_.add(call.outliers);
+  return call;
 }
 
 QuantizedInput StepRunner::quantized_input(QuantizedGemm gemm, const kernels::ActivationQuant& quant,
-                                           int slices, std::vector<float> scales, int expert) {
+                                           int slices, const std::vector<CallQuant>& calls, int expert) {
   QuantizedInput in;
   in.gemm = gemm;
   in.expert = expert;
   in.slices = slices;
-  if (quant.per_tensor || quant.static_scale > 0) in.scales = std::move(scales);
+  for (const CallQuant& call : calls) {
+    if (quant.per_tensor || quant.static_scale > 0) in.scales.push_back(call.scale);
+    if (quant.decomposes()) in.outliers.push_back(call.outliers);
+  }
   return in;
 }
 
@@ -146,6 +167,7 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
   rows_.clear();
   row_request_.clear();
   quantized_.clear();
+  outlier_columns_ = {};
   ids_.clear();
   positions_.clear();
   batch_ = batch;
@@ -228,6 +250,7 @@ StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compi
   out.routing = routing_;
   out.quantized = std::move(quantized_);
   quantized_.clear();
+  out.outlier_columns = outlier_columns_;
   return out;
 }
 
@@ -356,13 +379,13 @@ void StepRunner::qkv(int layer, Unit unit) {
     const std::int64_t q = s.q_heads * hd, kv = s.kv_heads * hd, n = q + 2 * kv;
     auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].qkv;
     std::vector<std::uint16_t> fused(static_cast<std::size_t>(t_ * n));
-    const float scale =
+    const CallQuant call =
         node_linear(d, unit, OpKind::kQkvProj, w.data(), normed_.data(), h, fused.data(), n, quant);
     // The node's devices quantize the same rows alike: its first records them.
     if (quant.enabled() && !recorded[static_cast<std::size_t>(s.node)]) {
       recorded[static_cast<std::size_t>(s.node)] = true;
       record_quantized(layer, node_rows_[static_cast<std::size_t>(s.node)],
-                       quantized_input(QuantizedGemm::kQkv, quant, 1, {scale}), {{normed_.data(), h}});
+                       quantized_input(QuantizedGemm::kQkv, quant, 1, {call}), {{normed_.data(), h}});
     }
     for (std::int64_t r = 0; r < t_; ++r) {
       const auto* row = fused.data() + r * n;
@@ -731,7 +754,7 @@ void StepRunner::o_proj(int layer, Unit unit) {
   if (m_.o_bias) out_bias_ = w0_.layers[static_cast<std::size_t>(layer)].o_bias.data();
   const kernels::ActivationQuant quant = input_quant(
       unit, m_.attention_matrix_dtype(), w0_.layers[static_cast<std::size_t>(layer)].input_scales.o);
-  std::vector<float> slice_scales(dev_.size(), 0.0f);
+  std::vector<CallQuant> slice_calls(dev_.size());
   const std::int64_t width = m_.heads * m_.head_dim;
   std::vector<std::uint16_t> full(quant.enabled() ? static_cast<std::size_t>(t_ * width) : 0);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -742,46 +765,46 @@ void StepRunner::o_proj(int layer, Unit unit) {
     const DeviceShard& s = dev_[d].shard;
     const std::int64_t q = s.q_heads * m_.head_dim;
     const auto& w = dev_[d].weights->layers[static_cast<std::size_t>(layer)].o;
-    slice_scales[d] =
+    slice_calls[d] =
         node_linear(d, unit, OpKind::kOProj, w.data(), lanes_[d].attn.data(), q, partial(d), h, quant);
     if (quant.enabled())
       copy_slice(lanes_[d].attn.data(), q, s.q_head0 * m_.head_dim, full.data(), width,
                  node_rows_[static_cast<std::size_t>(s.node)]);
   }
-  record_row_parallel(layer, QuantizedGemm::kOProj, quant, slice_scales, {full.data(), width});
+  record_row_parallel(layer, QuantizedGemm::kOProj, quant, slice_calls, {full.data(), width});
 }
 
 // The node's devices each quantized their slice of a row-parallel input (their heads): one record per node,
 // the scales in slice order.
 void StepRunner::record_row_parallel(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
-                                     const std::vector<float>& device_scales, InputRows input) {
+                                     const std::vector<CallQuant>& device_calls, InputRows input) {
   record_per_node(layer, gemm, quant, false,
                   [&](std::size_t d) {
                     const DeviceShard& s = dev_[d].shard;
-                    return SliceScale{m_.heads / s.q_heads, s.q_head0 / s.q_heads, 0.0f, device_scales[d]};
+                    return SliceQuant{m_.heads / s.q_heads, s.q_head0 / s.q_heads, nullptr, &device_calls[d]};
                   },
                   {input});
 }
 
 void StepRunner::record_per_node(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
-                                 bool lead, const std::function<SliceScale(std::size_t)>& slice_of,
+                                 bool lead, const std::function<SliceQuant(std::size_t)>& slice_of,
                                  std::initializer_list<InputRows> inputs) {
   if (!quant.enabled()) return;
   const std::size_t first = lead ? 1 : 0;
   for (int node = 0; node < layout_.dp; ++node) {
     if (node_rows_[static_cast<std::size_t>(node)].empty()) continue;
     int slices = 1;
-    std::vector<float> scales;
+    std::vector<CallQuant> calls;
     for (std::size_t d = 0; d < dev_.size(); ++d) {
       if (dev_[d].shard.node != node) continue;
-      const SliceScale sc = slice_of(d);
-      slices = sc.slices;
-      scales.resize(first + static_cast<std::size_t>(slices));
-      if (lead) scales[0] = sc.lead;
-      scales[first + static_cast<std::size_t>(sc.slice)] = sc.scale;
+      const SliceQuant sq = slice_of(d);
+      slices = sq.slices;
+      calls.resize(first + static_cast<std::size_t>(slices));
+      if (lead) calls[0] = *sq.lead;
+      calls[first + static_cast<std::size_t>(sq.slice)] = *sq.call;
     }
     record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
-                     quantized_input(gemm, quant, slices, std::move(scales)), inputs);
+                     quantized_input(gemm, quant, slices, calls), inputs);
   }
 }
 
@@ -921,8 +944,8 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
       x_scale = std::max(x_scale, lw.input_scales.expert[static_cast<std::size_t>(s.expert0 + i)]);
       h_scale = std::max(h_scale, lw.input_scales.expert_down[static_cast<std::size_t>(s.expert0 + i)]);
     }
-    const kernels::ActivationQuant expert_quant = input_quant(Unit::kXpu, m_.expert_dtype, x_scale),
-                                   expert_quant_h = input_quant(Unit::kXpu, m_.expert_dtype, h_scale);
+    const kernels::ActivationQuant expert_quant = input_quant(Unit::kXpu, m_.expert_dtype, x_scale, true),
+                                   expert_quant_h = input_quant(Unit::kXpu, m_.expert_dtype, h_scale, true);
     DUPLEX_ASSERT(expert_quant.enabled() == expert_quant_h.enabled(),
                   "experts' x quantized without h, or h alone");
     std::vector<std::uint16_t> y_perm(x_perm.size(), 0), x_sub, y_sub;
@@ -981,7 +1004,7 @@ void StepRunner::experts(int layer, const compiler::ExecutionPlan& device0) {
                 .try_emplace(
                     s.expert0 + i,
                     quantized_input(QuantizedGemm::kExpert, expert_quant, s.expert_shards,
-                                    std::vector<float>(static_cast<std::size_t>(1 + s.expert_shards)),
+                                    std::vector<CallQuant>(static_cast<std::size_t>(1 + s.expert_shards)),
                                     s.expert0 + static_cast<int>(i)))
                 .first->second;
         if (in.scales.empty()) continue;
@@ -1061,10 +1084,11 @@ void StepRunner::ffn_on_devices(int layer, Unit unit, OpKind kind, QuantizedGemm
                                 float x_scale, float h_scale, std::int64_t width,
                                 const std::function<FfnWeights(std::size_t)>& weights_of, Out&& out) {
   const std::int64_t h = m_.hidden;
-  const kernels::ActivationQuant quant = input_quant(unit, format, x_scale),
-                                 quant_h = input_quant(unit, format, h_scale);
+  const bool expert = gemm != QuantizedGemm::kFfn;  // the shared experts
+  const kernels::ActivationQuant quant = input_quant(unit, format, x_scale, expert),
+                                 quant_h = input_quant(unit, format, h_scale, expert);
   DUPLEX_ASSERT(quant.enabled() == quant_h.enabled(), "an FFN's x quantized without its h, or h without x");
-  std::vector<std::array<float, 2>> scales(dev_.size(), {0.0f, 0.0f});
+  std::vector<std::array<CallQuant, 2>> calls(dev_.size());
   std::vector<std::uint16_t> h_full(quant.enabled() ? static_cast<std::size_t>(t_ * width) : 0);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
     if (!active(d)) continue;
@@ -1074,7 +1098,7 @@ void StepRunner::ffn_on_devices(int layer, Unit unit, OpKind kind, QuantizedGemm
     on_node_rows(
         d, normed_.data(), h, out(d), h, [&](const std::uint16_t* x, std::uint16_t* y, std::int64_t rows) {
           std::vector<std::uint16_t> h_rows(quant.enabled() ? static_cast<std::size_t>(rows * f) : 0);
-          node_ffn(d, unit, kind, w, x, y, rows, quant, quant_h, scales[d], h_rows.data());
+          node_ffn(d, unit, kind, w, x, y, rows, quant, quant_h, calls[d], h_rows.data());
           // h's rows (the node's, in order) into its slice of the whole rows.
           for (std::int64_t i = 0; quant.enabled() && i < rows; ++i)
             std::copy_n(h_rows.data() + i * f, f,
@@ -1082,28 +1106,42 @@ void StepRunner::ffn_on_devices(int layer, Unit unit, OpKind kind, QuantizedGemm
                             dev_[d].shard.ffn_shard * f);
         });
   }
-  record_ffn(layer, gemm, quant, scales, h_full, width);
+  record_ffn(layer, gemm, quant, calls, h_full, width);
 }
 
 void StepRunner::node_ffn(std::size_t d, Unit unit, OpKind kind, const FfnWeights& w, const std::uint16_t* x,
                           std::uint16_t* y, std::int64_t rows, const kernels::ActivationQuant& quant_x,
-                          const kernels::ActivationQuant& quant_h, std::array<float, 2>& scales,
+                          const kernels::ActivationQuant& quant_h, std::array<CallQuant, 2>& calls,
                           std::uint16_t* h_out) {
   if (quant_x.enabled()) {
+    std::array<float, 2> scales{0.0f, 0.0f};
+    const bool decomposes = quant_x.decomposes() || quant_h.decomposes();
+    const auto hi = static_cast<std::int64_t>(w.h), fi = static_cast<std::int64_t>(w.f);
+    std::vector<std::int32_t> marks(decomposes ? static_cast<std::size_t>(hi + fi) : 0, 0);
     dev_[d].xpu->quantized_ffn(kind, w, x, y, static_cast<std::size_t>(rows), quant_x, quant_h, scales.data(),
-                               h_out);
+                               h_out, decomposes ? marks.data() : nullptr);
+    calls[0].scale = scales[0];
+    calls[1].scale = scales[1];
+    if (quant_x.decomposes()) {
+      calls[0].outliers = marked_columns(marks.data(), hi);
+      outlier_columns_.add(calls[0].outliers);
+    }
+    if (quant_h.decomposes()) {
+      calls[1].outliers = marked_columns(marks.data() + hi, fi);
+      outlier_columns_.add(calls[1].outliers);
+    }
   } else {
     on(d, unit).ffn(kind, w, x, y, static_cast<std::size_t>(rows));
   }
 }
 
 void StepRunner::record_ffn(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
-                            const std::vector<std::array<float, 2>>& device_scales,
+                            const std::vector<std::array<CallQuant, 2>>& device_calls,
                             const std::vector<std::uint16_t>& h_full, std::int64_t width) {
   record_per_node(layer, gemm, quant, true,
                   [&](std::size_t d) {
                     const DeviceShard& s = dev_[d].shard;
-                    return SliceScale{s.ffn_shards, s.ffn_shard, device_scales[d][0], device_scales[d][1]};
+                    return SliceQuant{s.ffn_shards, s.ffn_shard, &device_calls[d][0], &device_calls[d][1]};
                   },
                   {{normed_.data(), m_.hidden}, {h_full.data(), width}});
 }

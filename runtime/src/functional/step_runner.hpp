@@ -89,6 +89,7 @@ struct StepOutput {
     QuantizedInput input;
   };
   std::vector<Quantized> quantized;
+  OutlierColumns outlier_columns;  // LLM.int8(): the step's decomposing quantize calls, every device
 };
 
 // One device as the step runner drives it; everything outlives the runner.
@@ -146,26 +147,29 @@ class StepRunner {
   void on_node_rows(std::size_t d, const std::uint16_t* in, std::int64_t in_cols, std::uint16_t* out,
                     std::int64_t out_cols, Compute&& compute);
   // y [t, n] = w [n, k] . x [t, k] on device d's `unit` as an op of `kind`, over its node's rows (the others'
-  // zero). With `quant` enabled (an xPU op), the node's rows of x are quantized first (quantize); returns the
-  // per-tensor or static scale used (0 otherwise).
-  float node_linear(std::size_t d, compiler::Unit unit, compiler::OpKind kind, const std::uint16_t* w,
-                    const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n,
-                    const kernels::ActivationQuant& quant = {});
+  // zero). With `quant` enabled (an xPU op), the node's rows of x are quantized first (quantize); returns
+  // what the quantization used beyond each row's values (its per-tensor or static scale, LLM.int8()'s outlier
+  // columns).
+  CallQuant node_linear(std::size_t d, compiler::Unit unit, compiler::OpKind kind, const std::uint16_t* w,
+                        const std::uint16_t* x, std::int64_t k, std::uint16_t* y, std::int64_t n,
+                        const kernels::ActivationQuant& quant = {});
   // W8A8 activation quantization (activation_quant.hpp). The quantization of a GEMM input whose matrix is in
   // `format`, the GEMM on `unit`: none off the xPU, for another format or with quantization off.
-  // static_scale: a static release's scale of the input (InputScales).
-  kernels::ActivationQuant input_quant(compiler::Unit unit, compiler::DType format, float static_scale) const;
-  // Fake-quantizes x [rows, cols] in place on device d's xPU, as part of an op of `kind`; returns the
-  // per-tensor or static scale used (0 otherwise).
-  float quantize(std::size_t d, compiler::OpKind kind, const kernels::ActivationQuant& quant,
-                 std::uint16_t* x, std::int64_t rows, std::int64_t cols);
+  // static_scale: a static release's scale of the input (InputScales). expert: an MoE layer's experts' input
+  // (w8a8_expert_input_quant).
+  kernels::ActivationQuant input_quant(compiler::Unit unit, compiler::DType format, float static_scale,
+                                       bool expert = false) const;
+  // Fake-quantizes x [rows, cols] in place on device d's xPU, as part of an op of `kind`; returns what it
+  // used beyond each row's values.
+  CallQuant quantize(std::size_t d, compiler::OpKind kind, const kernels::ActivationQuant& quant,
+                     std::uint16_t* x, std::int64_t rows, std::int64_t cols);
   // An FFN (dense or shared) over device d's rows x [rows, hidden] on `unit`, quantized by `quant` (both x
-  // and h) when enabled; `scales` receives x's and h's per-tensor or static scales. With quant enabled, h_out
+  // and h) when enabled; `calls` receives what x's and h's quantizations used. With quant enabled, h_out
   // [rows, f] receives h before its quantization.
   void node_ffn(std::size_t d, compiler::Unit unit, compiler::OpKind kind, const FfnWeights& w,
                 const std::uint16_t* x, std::uint16_t* y, std::int64_t rows,
                 const kernels::ActivationQuant& quant_x, const kernels::ActivationQuant& quant_h,
-                std::array<float, 2>& scales, std::uint16_t* h_out);
+                std::array<CallQuant, 2>& calls, std::uint16_t* h_out);
   // An FFN (dense or shared, `width` wide) of layer `layer` over every active device's node rows, on `unit`;
   // its partial outputs to out(d) (device d's [t, hidden]). With W8A8 quantization the inputs are recorded:
   // x, and h assembled from the devices' slices.
@@ -174,36 +178,37 @@ class StepRunner {
   void ffn_on_devices(int layer, compiler::Unit unit, compiler::OpKind kind, QuantizedGemm gemm,
                       compiler::DType format, float x_scale, float h_scale, std::int64_t width,
                       const std::function<FfnWeights(std::size_t)>& weights_of, Out&& out);
-  // Records an FFN's quantized inputs once per node: x's scale, then h's per tensor-parallel slice
-  // (device_scales[d]: device d's x and h scales); h_full [t, width]: h before its quantization.
+  // Records an FFN's quantized inputs once per node: x's call, then h's per tensor-parallel slice
+  // (device_calls[d]: device d's x and h calls); h_full [t, width]: h before its quantization.
   void record_ffn(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
-                  const std::vector<std::array<float, 2>>& device_scales,
+                  const std::vector<std::array<CallQuant, 2>>& device_calls,
                   const std::vector<std::uint16_t>& h_full, std::int64_t width);
   // Records a row-parallel input over the query heads (the O projection's), each device's slice quantized
-  // with its scale device_scales[d], once per node.
+  // by its call device_calls[d], once per node.
   void record_row_parallel(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant,
-                           const std::vector<float>& device_scales, InputRows input);
-  // A device's slice of a row-parallel input: `slices` in all, its index, its per-tensor or static scale, and
-  // the scale of an input before the slices (an FFN's x).
-  struct SliceScale {
+                           const std::vector<CallQuant>& device_calls, InputRows input);
+  // A device's slice of a row-parallel input: `slices` in all, its index, its call, and the call of an input
+  // before the slices (an FFN's x).
+  struct SliceQuant {
     int slices = 1, slice = 0;
-    float lead = 0, scale = 0;
+    const CallQuant* lead = nullptr;
+    const CallQuant* call = nullptr;
   };
   // One record per node of a quantized `gemm` of `layer` whose last input is in slices over the node's
-  // devices (slice_of(d): device d's), the scales in order (with `lead`, the lead scale first), for every
+  // devices (slice_of(d): device d's), the calls in order (with `lead`, the lead call first), for every
   // token row of the node, each with its rows of `inputs`.
   void record_per_node(int layer, QuantizedGemm gemm, const kernels::ActivationQuant& quant, bool lead,
-                       const std::function<SliceScale(std::size_t)>& slice_of,
+                       const std::function<SliceQuant(std::size_t)>& slice_of,
                        std::initializer_list<InputRows> inputs);
   // Records `input` of `layer` for the token rows `rows` of the step, each with its rows of `inputs`.
   void record_quantized(int layer, const std::vector<std::int64_t>& rows, const QuantizedInput& input,
                         std::initializer_list<InputRows> inputs);
   // Records `input` (its inputs filled) of `layer` for the step's token row `row`.
   void record_row(int layer, std::int64_t row, QuantizedInput input);
-  // The QuantizedInput of a GEMM input of `slices` slices quantized by `quant` with `scales` per-tensor or
-  // static scales (none kept for per-token and group scales).
+  // The QuantizedInput of a GEMM input of `slices` slices quantized by `quant` in `calls` (their per-tensor
+  // or static scales kept, none for per-token and group scales; LLM.int8()'s outlier columns).
   static QuantizedInput quantized_input(QuantizedGemm gemm, const kernels::ActivationQuant& quant, int slices,
-                                        std::vector<float> scales, int expert = -1);
+                                        const std::vector<CallQuant>& calls, int expert = -1);
   device::IDevice& on(std::size_t d, compiler::Unit unit) const;
   std::uint16_t* partial(std::size_t d);
   void execute(const compiler::Op& op, compiler::Unit unit);
@@ -293,6 +298,7 @@ class StepRunner {
   std::vector<Row> rows_;
   std::vector<std::int64_t> row_request_;  // per token row: its request's id
   std::vector<StepOutput::Quantized> quantized_;
+  OutlierColumns outlier_columns_;
   std::vector<std::vector<std::int64_t>> node_rows_;  // per node: the token rows of its requests, in order
   std::int64_t t_ = 0;  // tokens in the step
   std::vector<std::int32_t> ids_, positions_;

@@ -28,12 +28,12 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
     const std::int64_t heads = dev_[d].shard.q_heads;
     LayerWeights& lw = dev_[d].weights->layers[static_cast<std::size_t>(layer)];
     Lane& lane = lanes_[d];
-    std::vector<float> scales;  // the quantized GEMMs' per-tensor or static scales, in order
+    std::vector<CallQuant> calls;  // the quantized GEMMs' calls, in order
     auto linear = [&](const std::uint16_t* w, const std::uint16_t* x, std::int64_t k, std::uint16_t* y,
                       std::int64_t n, const kernels::ActivationQuant* q) {
-      const float s =
+      CallQuant call =
           node_linear(d, unit, OpKind::kQkvProj, w, x, k, y, n, q ? *q : kernels::ActivationQuant{});
-      if (q != nullptr) scales.push_back(s);
+      if (q != nullptr) calls.push_back(std::move(call));
     };
     // The latents' RMSNorms (q_a_layernorm, kv_a_layernorm) on the xPU, which has the norm kernel.
     auto rms = [&](std::vector<std::uint16_t>& x, std::int64_t cols, std::vector<std::uint16_t>& gain) {
@@ -81,10 +81,10 @@ void StepRunner::mla_qkv(int layer, Unit unit) {
       const InputRows x{normed_.data(), h};
       if (ql > 0) {
         record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
-                         quantized_input(QuantizedGemm::kQkv, quant, 1, scales), {x, {qa.data(), ql}, x});
+                         quantized_input(QuantizedGemm::kQkv, quant, 1, calls), {x, {qa.data(), ql}, x});
       } else {
         record_quantized(layer, node_rows_[static_cast<std::size_t>(node)],
-                         quantized_input(QuantizedGemm::kQkv, quant, 1, scales), {x, x});
+                         quantized_input(QuantizedGemm::kQkv, quant, 1, calls), {x, x});
       }
     }
   }
@@ -96,7 +96,7 @@ void StepRunner::mla_o_proj(int layer, Unit unit) {
                      dim = attn_dim_, t = t_;
   const kernels::ActivationQuant quant = input_quant(
       unit, m_.attention_matrix_dtype(), w0_.layers[static_cast<std::size_t>(layer)].input_scales.o);
-  std::vector<float> slice_scales(dev_.size(), 0.0f);
+  std::vector<CallQuant> slice_calls(dev_.size());
   const std::int64_t width = m_.heads * v;  // the O projection's whole input: every head's value
   std::vector<std::uint16_t> full(quant.enabled() ? static_cast<std::size_t>(t * width) : 0);
   for (std::size_t d = 0; d < dev_.size(); ++d) {
@@ -118,13 +118,13 @@ void StepRunner::mla_o_proj(int layer, Unit unit) {
       for (std::int64_t r = 0; r < t; ++r)
         std::copy_n(val.data() + r * v, v, values.data() + (r * heads + head) * v);
     }
-    slice_scales[d] =
+    slice_calls[d] =
         node_linear(d, unit, OpKind::kOProj, lw.o.data(), values.data(), heads * v, partial(d), h, quant);
     if (quant.enabled())
       copy_slice(values.data(), heads * v, dev_[d].shard.q_head0 * v, full.data(), width,
                  node_rows_[static_cast<std::size_t>(dev_[d].shard.node)]);
   }
-  record_row_parallel(layer, QuantizedGemm::kOProj, quant, slice_scales, {full.data(), width});
+  record_row_parallel(layer, QuantizedGemm::kOProj, quant, slice_calls, {full.data(), width});
 }
 
 }  // namespace duplex::runtime::functional

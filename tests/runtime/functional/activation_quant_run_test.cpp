@@ -6,11 +6,14 @@
 // placement; per-tensor scales are kept per device slice; off, nothing is quantized.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "checkpoint_files.hpp"
+#include "duplex/base/error.hpp"
+#include "duplex/base/fp16.hpp"
 #include "duplex/runtime/functional/activation_quant.hpp"
 #include "duplex/runtime/functional/functional_executor.hpp"
 #include "duplex/runtime/functional/run_session.hpp"
@@ -154,6 +157,102 @@ TEST(ActivationQuantRun, PerTensorScalesAreKeptPerSlice) {
           for (float s : in.scales) EXPECT_GT(s, 0.0f);
         }
   EXPECT_TRUE(expert_seen);
+}
+
+// LLM.int8() (bnb_int8: bitsandbytes' MatMul8bitLt at llm_int8_threshold). The tiny model's random
+// activations stay below the releases' 6.0, so its threshold is lowered to one they reach in some columns.
+constexpr double kLowThreshold = 2.0;
+
+ModelWeights bnb_weights(double threshold) {
+  compiler::ModelSpec spec = testing::data_model("tiny-llama-bnb-int8.yaml");
+  spec.llm_int8_threshold = threshold;
+  return random_weights(spec, 5);
+}
+
+// The outlier columns are the batch's: every element of a token's recorded input at or above the threshold
+// lies in a recorded column, and some recorded columns are another token's (the token's own element there
+// below the threshold). The check follows them (on the gpu system's four devices, two in tensor parallel, and
+// one duplex-pe device, whose Logic-PIM GEMVs take FP16 inputs), and the run counts the columns its quantize
+// calls found.
+TEST(ActivationQuantRun, LlmInt8OutlierColumnsAreTheBatchs) {
+  const ModelWeights w = bnb_weights(kLowThreshold);
+  for (const auto& [system, devices] :
+       {std::pair{"gpu", 0}, std::pair{"gpu", 2}, std::pair{"duplex-pe", 1}}) {
+    SCOPED_TRACE(std::string(system) + " x" + std::to_string(devices));
+    const FunctionalResult got = run_on(w, system, devices);
+    // (On duplex-pe placement may send every GEMM of these short prompts to the Logic-PIM.)
+    if (std::string(system) == "gpu") {
+      EXPECT_GT(got.outlier_columns.calls, 0);
+      EXPECT_GT(got.outlier_columns.columns, 0);
+    }
+    const CheckResult c = check(w, got);
+    EXPECT_TRUE(c.passed()) << "max |logit err| " << c.max_abs_logit_err << " (bound " << c.logit_bound
+                            << "), input err / bound " << c.input_err_ratio;
+    EXPECT_EQ(c.followed_inputs, quantized_inputs(got.quantization));
+  }
+  const FunctionalResult got = run_on(w, "gpu", 1);  // one device: input k is call k, unsliced
+  std::int64_t own = 0, borrowed = 0;
+  for (const auto& request : got.quantization)
+    for (const auto& position : request)
+      for (const auto& layer : position)
+        for (const QuantizedInput& in : layer) {
+          ASSERT_EQ(in.outliers.size(), in.inputs.size());
+          for (std::size_t k = 0; k < in.inputs.size(); ++k) {
+            std::vector<bool> listed(in.inputs[k].size(), false);
+            for (std::int32_t col : in.outliers[k]) listed.at(static_cast<std::size_t>(col)) = true;
+            for (std::size_t i = 0; i < listed.size(); ++i) {
+              const bool reaches = std::abs(half_bits_to_float(in.inputs[k][i])) >= kLowThreshold;
+              if (reaches) {
+                EXPECT_TRUE(listed[i]) << quantized_gemm_name(in.gemm) << " input " << k << " column " << i;
+              }
+              own += reaches;
+              borrowed += listed[i] && !reaches;
+            }
+          }
+        }
+  EXPECT_GT(own, 0);
+  EXPECT_GT(borrowed, 0);
+}
+
+// A record that leaves out a column where the token's input reaches the threshold cannot be the executor's:
+// the check refuses it, naming it.
+TEST(ActivationQuantRun, LlmInt8RecordMissingAColumnIsRefused) {
+  const ModelWeights w = bnb_weights(kLowThreshold);
+  FunctionalResult got = run_on(w, "gpu", 0);
+  bool dropped = false;
+  for (auto& request : got.quantization)
+    for (auto& position : request)
+      for (auto& layer : position)
+        for (QuantizedInput& in : layer)
+          for (std::size_t k = 0; k < in.inputs.size() && !dropped; ++k)
+            for (std::size_t i = 0; i < in.inputs[k].size() && !dropped; ++i)
+              if (std::abs(half_bits_to_float(in.inputs[k][i])) >= kLowThreshold) {
+                std::erase(in.outliers[k], static_cast<std::int32_t>(i));
+                dropped = true;
+              }
+  ASSERT_TRUE(dropped);
+  try {
+    check(w, got);
+    FAIL() << "the check took a record missing an outlier column";
+  } catch (const Error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("the executor's record of LLM.int8()'s outlier columns leaves out column"),
+        std::string::npos)
+        << e.what();
+  }
+}
+
+// A threshold no activation reaches finds no column and is INT8 per token, as threshold 0 (no decomposition)
+// is, bit for bit; the low threshold's columns change the logits.
+TEST(ActivationQuantRun, LlmInt8WithoutOutliersIsInt8PerToken) {
+  const FunctionalResult high = run_on(bnb_weights(1e6), "gpu", 0), none = run_on(bnb_weights(0), "gpu", 0),
+                         low = run_on(bnb_weights(kLowThreshold), "gpu", 0);
+  EXPECT_GT(high.outlier_columns.calls, 0);
+  EXPECT_EQ(high.outlier_columns.columns, 0);
+  EXPECT_EQ(none.outlier_columns.calls, 0);
+  EXPECT_GT(quantized_inputs(none.quantization), 0);
+  EXPECT_EQ(high.logits, none.logits);
+  EXPECT_NE(low.logits, none.logits);
 }
 
 }  // namespace

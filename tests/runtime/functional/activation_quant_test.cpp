@@ -44,9 +44,22 @@ TEST(ActivationQuant, EachW8a8FormatQuantizesAsItsServingKernels) {
   EXPECT_EQ(int8.format, QuantFormat::kInt8);
   EXPECT_EQ(int8.group, 0);
   EXPECT_EQ(int8.min_scale, 0.0f);
-  // Weight-only formats and LLM.int8() (its outlier decomposition is not emulated).
-  for (DType t : {DType::kFp16, DType::kBf16, DType::kMxfp4, DType::kInt4Awq, DType::kInt8Gptq, DType::kNf4,
-                  DType::kBnbInt8})
+  // LLM.int8(): INT8 per token with bitsandbytes' decomposition at the model's threshold (0: none); an MoE
+  // model's bnb_int8 experts not at all (vLLM dequantizes them).
+  const kernels::ActivationQuant lt = w8a8_input_quant(m, DType::kBnbInt8);
+  EXPECT_EQ(lt.format, QuantFormat::kInt8);
+  EXPECT_EQ(lt.group, 0);
+  EXPECT_EQ(lt.min_scale, 0.0f);
+  EXPECT_EQ(lt.outlier_threshold, 6.0f);
+  EXPECT_TRUE(lt.decomposes());
+  m.llm_int8_threshold = 0;
+  EXPECT_FALSE(w8a8_input_quant(m, DType::kBnbInt8).decomposes());
+  EXPECT_TRUE(w8a8_input_quant(m, DType::kBnbInt8).enabled());
+  EXPECT_FALSE(w8a8_expert_input_quant(m, DType::kBnbInt8).enabled());
+  EXPECT_TRUE(w8a8_expert_input_quant(m, DType::kInt8Channel).enabled());
+  EXPECT_EQ(w8a8_input_quant(m, DType::kInt8Channel).outlier_threshold, 0.0f);
+  // Weight-only formats.
+  for (DType t : {DType::kFp16, DType::kBf16, DType::kMxfp4, DType::kInt4Awq, DType::kInt8Gptq, DType::kNf4})
     EXPECT_FALSE(w8a8_input_quant(m, t).enabled()) << compiler::dtype_name(t);
 }
 
@@ -62,12 +75,23 @@ TEST(ActivationQuant, ARunStatesWhatItQuantizes) {
   EXPECT_EQ(describe_activation_quant(block, true, false),
             "the xPU quantizes its fp8_block128 GEMMs' inputs FP8 per token and 128 columns (the Logic-PIM's "
             "take FP16)");
-  const compiler::ModelSpec bnb = testing::data_model("tiny-llama-bnb-int8.yaml");
-  EXPECT_FALSE(quantizes_activations(bnb, false));
-  EXPECT_NE(describe_activation_quant(bnb, true, false)
-                .find("LLM.int8()'s row-wise INT8 activations and outlier "
-                      "columns are not emulated"),
-            std::string::npos);
+  compiler::ModelSpec bnb = testing::data_model("tiny-llama-bnb-int8.yaml");
+  EXPECT_TRUE(quantizes_activations(bnb, false));
+  EXPECT_EQ(
+      describe_activation_quant(bnb, true, false),
+      "the xPU quantizes its bnb_int8 GEMMs' inputs INT8 per token, columns where some token reaches |x| "
+      ">= 6 in 16 bits (LLM.int8()) (the Logic-PIM's take FP16)");
+  bnb.llm_int8_threshold = 0;
+  EXPECT_EQ(describe_activation_quant(bnb, true, false),
+            "the xPU quantizes its bnb_int8 GEMMs' inputs INT8 per token (the Logic-PIM's take FP16)");
+  // A YAML MoE model's bnb_int8 experts: dequantized, 16-bit inputs.
+  compiler::ModelSpec moe = testing::data_model("tiny-mixtral-w8a8.yaml");
+  moe.linear_dtype = DType::kFp16;
+  moe.expert_dtype = DType::kBnbInt8;
+  EXPECT_FALSE(quantizes_activations(moe, false));
+  EXPECT_EQ(
+      describe_activation_quant(moe, true, false),
+      "LLM.int8() experts take FP16 activations (dequantized, as vLLM's bitsandbytes MoE method runs them)");
   compiler::ModelSpec fixed = testing::data_model("tiny-mixtral-fp8-tensor.yaml");
   fixed.static_input_scales = true;
   EXPECT_FALSE(quantizes_activations(fixed, false));

@@ -116,8 +116,8 @@ nlohmann::json shape(std::int64_t a, std::int64_t b) {
 
 // transformers' load_in_8bit layout: NAME.weight I8 [out, in], NAME.SCB F32 [out], NAME.weight_format U8 []
 // holding 0 (row-major); biases, embeddings and norms in F16 (as duplex writes every checkpoint); config.json
-// states bitsandbytes with load_in_8bit, read back by the compiler as bnb_int8; one file or sharded, every
-// weight back bit for bit.
+// states bitsandbytes with load_in_8bit and the model's llm_int8_threshold, read back by the compiler as
+// bnb_int8 at that threshold; one file or sharded, every weight back bit for bit.
 TEST(BnbInt8Checkpoint, ReleaseLayoutWrittenAndReadBackBitForBit) {
   for (const char* file : {"tiny-llama-bnb-int8.yaml", "tiny-qwen2-bnb-int8.yaml"}) {
     SCOPED_TRACE(file);
@@ -143,8 +143,10 @@ TEST(BnbInt8Checkpoint, ReleaseLayoutWrittenAndReadBackBitForBit) {
         EXPECT_EQ(q["quant_method"], "bitsandbytes");
         EXPECT_EQ(q["load_in_8bit"], true);
         EXPECT_EQ(q["load_in_4bit"], false);
-        EXPECT_EQ(q["llm_int8_threshold"], 6.0);
-        EXPECT_EQ(compiler::import_hf_config(config, "config.json").linear_dtype, DType::kBnbInt8);
+        EXPECT_EQ(q["llm_int8_threshold"], w.spec.llm_int8_threshold);  // 6 (the default), or the model's 2
+        const compiler::ModelSpec read = compiler::import_hf_config(config, "config.json");
+        EXPECT_EQ(read.linear_dtype, DType::kBnbInt8);
+        EXPECT_EQ(read.llm_int8_threshold, w.spec.llm_int8_threshold);
       }
       const ModelWeights back = load_checkpoint(dir.string());
       EXPECT_EQ(back.spec.linear_dtype, DType::kBnbInt8);

@@ -28,14 +28,17 @@ duplex's side) and every token is the float64 argmax or a near tie (the margin w
 W8A8 activation quantization: where duplex's xPU quantized a GEMM's input (FP8 / INT8 checkpoints; the
 Logic-PIM's GEMMs, 16-bit layers, the router, kv_b and the LM head take FP16 inputs), the run's JSON records
 it ("quantization": [request][position][layer] -> {gemm: qkv / o_proj / ffn / shared_ffn / expert, expert,
-slices, scales (per tensor), inputs: duplex's input vectors before quantization}). At each recorded GEMM input
+slices, scales (per tensor), outlier_columns (LLM.int8()'s, per call: the batch's), inputs: duplex's input
+vectors before quantization}). At each recorded GEMM input
 the float64 pass takes duplex's vector in place of its own, as it takes duplex's tokens (FP8's 3 mantissa bits:
 a value on either side of a rounding boundary moves an output by more than the bound), once the two agree
 within 2^-6 x max(1, max |input|) (else the model fails; the worst ratio is reported), and fake-quantizes it as
 duplex's kernels do (ActivationQuant, from the config's quantization_config: FP8 per token and 128 columns
 (fp8 with weight_block_size), per tensor at duplex's recorded scales (AutoFP8's dynamic, compressed-tensors'
 strategy tensor), per token (compressed-tensors' FP8-dynamic and W8A8-INT8; fbgemm_fp8 with its scales bounded
-by activation_scale_ub); the O projection's input and an FFN's intermediate h per tensor-parallel slice). The
+by activation_scale_ub; bitsandbytes' LLM.int8() with duplex's recorded outlier columns passing unchanged, each
+checked to hold every element at or above llm_int8_threshold); the O projection's input and an FFN's
+intermediate h per tensor-parallel slice). The
 other GEMMs keep the float64 pass's own inputs; every recorded input must be reached.
 
 Sensitivity: with --self-test the same comparison is run once more with one HF feature dropped on the NumPy
@@ -302,17 +305,21 @@ class ActivationQuant:
     or INT8 (rint(q) clamped to [-128, 127]); s == 0 gives zeros. Per tensor, s is the one duplex recorded
     (it depends on the whole batch); otherwise the reach is the vector (per token) or each group of `group`
     columns (the last the shorter rest), s = max(min(amax, ub) / q_max, min_scale) (no bound when ub is 0),
-    q_max 448 (FP8) or 127 (INT8)."""
+    q_max 448 (FP8) or 127 (INT8). LLM.int8() (threshold > 0, bitsandbytes' MatMul8bitLt): INT8 per token, the
+    columns duplex recorded as outliers (the batch's: where some token reached the threshold) pass unchanged,
+    the others quantized at the token's largest magnitude below the threshold."""
 
-    def __init__(self, int8=False, per_tensor=False, group=0, ub=0.0, min_scale=0.0):
+    def __init__(self, int8=False, per_tensor=False, group=0, ub=0.0, min_scale=0.0, threshold=0.0):
         self.int8, self.per_tensor, self.group = int8, per_tensor, group
         self.ub, self.min_scale = np.float32(ub), np.float32(min_scale)
         self.q_max = np.float32(INT8_MAX if int8 else FP8_MAX)
+        self.threshold = np.float32(threshold)
 
     @staticmethod
     def of(config):
         """The quantization of a W8A8 checkpoint's GEMM inputs by its quantization_config; None when duplex
-        does not quantize them (16-bit or weight-only formats, bitsandbytes' LLM.int8()):
+        does not quantize them (16-bit or weight-only formats): bitsandbytes' load_in_8bit (LLM.int8()): INT8
+        per token, llm_int8_threshold (default 6.0; 0: plain INT8 per token) its outliers' threshold;
         fp8 with weight_block_size (DeepSeek-V3's, Qwen3's FP8): FP8 per token and weight_block_size[1]
         columns, min_scale 1e-10 / 448; fp8 without it (AutoFP8): FP8 per tensor, dynamic or static (at the
         release's input scales, fused modules' largest: duplex's recorded scales either way);
@@ -321,6 +328,8 @@ class ActivationQuant:
         1 / (448 x 512), the scales bounded by activation_scale_ub."""
         q = config.get("quantization_config") or {}
         method = q.get("quant_method")
+        if (method == "bitsandbytes" or method is None) and q.get("load_in_8bit"):
+            return ActivationQuant(int8=True, threshold=q.get("llm_int8_threshold", 6.0))
         per_token_min = np.float32(1.0) / np.float32(FP8_MAX * 512)
         if method == "fp8" and q.get("weight_block_size"):
             return ActivationQuant(group=q["weight_block_size"][1], min_scale=np.float32(1e-10) / np.float32(FP8_MAX))
@@ -340,6 +349,8 @@ class ActivationQuant:
         return None
 
     def scale(self, reach):  # a dynamic reach's scale (float32)
+        if self.threshold > 0:  # LLM.int8(): the magnitudes below the threshold
+            reach = reach[np.abs(reach) < self.threshold]
         a = np.float32(np.abs(reach).max()) if reach.size else np.float32(0.0)
         if self.ub > 0:
             a = min(a, self.ub)
@@ -353,10 +364,15 @@ class ActivationQuant:
         grid = np.clip(np.rint(q), -128.0, INT8_MAX) if self.int8 else round_to_e4m3(np.clip(q, -FP8_MAX, FP8_MAX))
         return (grid.astype(np.float32) * s).astype(np.float32).astype(np.float16).astype(np.float64)
 
-    def apply(self, values, scale=None):
-        """One vector (or slice) quantized on its own: at `scale` per tensor, else by its reaches' scales."""
+    def apply(self, values, scale=None, outliers=None):
+        """One vector (or slice) quantized on its own: at `scale` per tensor, else by its reaches' scales;
+        LLM.int8(): the `outliers` columns (duplex's record) passing unchanged."""
         if self.per_tensor:
             return self.fake(values, scale)
+        if self.threshold > 0:
+            out = self.fake(values, self.scale(values))
+            out[outliers] = values[outliers]
+            return out
         step = self.group or max(1, values.size)
         return np.concatenate([values[:0]] + [self.fake(values[i : i + step], self.scale(values[i : i + step]))
                                               for i in range(0, values.size, step)])
@@ -943,12 +959,23 @@ class HfModel:
         scales = entry.get("scales")
         if (scales is not None) != self.act_quant.per_tensor or (scales is not None and len(scales) != sum(counts)):
             raise ValueError(f"quantized {entry['gemm']}: scales {scales} for the config's quantization")
+        outliers = entry.get("outlier_columns")
+        if (outliers is not None) != (self.act_quant.threshold > 0) or (outliers is not None and len(outliers) != sum(counts)):
+            raise ValueError(f"quantized {entry['gemm']}: outlier_columns {outliers} for the config's quantization")
         if got.size % n:
             raise ValueError(f"quantized {entry['gemm']}: {got.size} values in {n} slices")
         width = got.size // n
-        return np.concatenate([self.act_quant.apply(got[i * width : (i + 1) * width],
-                                                    scales[first + i] if scales is not None else None)
-                               for i in range(n)])
+        parts = []
+        for i in range(n):
+            part = got[i * width : (i + 1) * width]
+            columns = None
+            if outliers is not None:  # every element at or above the threshold in a recorded column
+                columns = np.array(outliers[first + i], dtype=np.int64)
+                reached = np.flatnonzero(np.abs(part) >= self.act_quant.threshold)
+                if not np.isin(reached, columns).all() or (columns.size and (columns.min() < 0 or columns.max() >= width)):
+                    raise ValueError(f"quantized {entry['gemm']}: outlier_columns {outliers[first + i]} miss the input's")
+            parts.append(self.act_quant.apply(part, scales[first + i] if scales is not None else None, columns))
+        return np.concatenate(parts)
 
     def sparsemixer_route(self, logits):  # HF sparsemixer (inference): [(expert, weight)] x 2
         chosen, skip = [], None

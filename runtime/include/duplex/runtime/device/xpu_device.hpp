@@ -35,10 +35,13 @@ class XpuDevice final : public IDevice {
   void decode_attention(const DecodeAttentionBatch& batch) override;
   // ffn with a W8A8 GEMM's activation quantization of x and h (kernels::ExpertFfnArgs::quant_x / quant_h;
   // functional/activation_quant.hpp); scales[2] receives their per-tensor or static scales (0 for neither),
-  // h_out [m, w.f] (nullable) h before its quantization.
+  // h_out [m, w.f] (nullable) h before its quantization; outliers [w.h + w.f] (with a decomposing spec,
+  // LLM.int8(); nullable otherwise) x's then h's outlier-column marks
+  // (kernels::ExpertFfnArgs::quant_outliers, zero on entry).
   void quantized_ffn(compiler::OpKind kind, const functional::FfnWeights& w, const std::uint16_t* x,
                      std::uint16_t* y, std::size_t m, const kernels::ActivationQuant& quant_x,
-                     const kernels::ActivationQuant& quant_h, float* scales, std::uint16_t* h_out);
+                     const kernels::ActivationQuant& quant_h, float* scales, std::uint16_t* h_out,
+                     std::int32_t* outliers = nullptr);
 
   // Launches one kernel for an op of `kind`; the backend refusing it is an executor bug (DUPLEX_ASSERT).
   void run(compiler::OpKind kind, const kernels::OpArgs& args);

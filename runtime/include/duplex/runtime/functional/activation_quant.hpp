@@ -25,10 +25,18 @@ namespace duplex::runtime::functional {
 // - fp8_tensor with activation_scheme dynamic: FP8 per tensor (every row of the GEMM on its device);
 // - fp8_tensor with static input scales: FP8 at `static_scale`, the release's calibrated scale of the GEMM's
 //   input (InputScales: vLLM's fused modules take the largest of theirs); kNone without one (random weights);
-// - int8_channel (W8A8-INT8): INT8 per token, the scale amax / 127 (vLLM's scaled_int8_quant, symmetric).
-// Not emulated (kNone; activation_quant_gap says why): bnb_int8.
+// - int8_channel (W8A8-INT8): INT8 per token, the scale amax / 127 (vLLM's scaled_int8_quant, symmetric);
+// - bnb_int8 (LLM.int8()): INT8 per token with bitsandbytes' mixed-precision decomposition at
+//   m.llm_int8_threshold (kernels::ActivationQuant::outlier_threshold: the batch's outlier columns pass in
+//   16 bits, each token's scale from its other elements; MatMul8bitLt), plain INT8 per token at threshold 0.
+//   Not an MoE model's experts (w8a8_expert_input_quant).
 kernels::ActivationQuant w8a8_input_quant(const compiler::ModelSpec& m, compiler::DType format,
                                           float static_scale = 0.0f);
+// w8a8_input_quant for an MoE layer's experts (routed or shared): none for bnb_int8 (a YAML model's: vLLM's
+// bitsandbytes MoE method dequantizes the experts and runs them in 16 bits; HF's bitsandbytes MoE releases
+// are refused).
+kernels::ActivationQuant w8a8_expert_input_quant(const compiler::ModelSpec& m, compiler::DType format,
+                                                 float static_scale = 0.0f);
 // Whether some GEMM of `m` has its inputs quantized (on the xPU): w8a8_input_quant enabled for one of its
 // matrix formats; static_scales: the weights came with a static release's input scales.
 bool quantizes_activations(const compiler::ModelSpec& m, bool static_scales);
@@ -45,6 +53,14 @@ enum class QuantizedGemm : std::uint8_t { kQkv, kOProj, kFfn, kSharedFfn, kExper
 // "qkv", "o_proj", "ffn", "shared_ffn", "expert".
 const char* quantized_gemm_name(QuantizedGemm g);
 
+// What one quantizing call used beyond a token's own values: its per-tensor or static scale (0 for per-token
+// and group scales), and LLM.int8()'s outlier columns, those where some row of the call (the batch on its
+// device) reached the threshold, ascending (empty without the decomposition).
+struct CallQuant {
+  float scale = 0;
+  std::vector<std::int32_t> outliers;
+};
+
 // One quantized GEMM input of one token, as the executor ran it on the xPU.
 struct QuantizedInput {
   QuantizedGemm gemm = QuantizedGemm::kQkv;
@@ -56,6 +72,9 @@ struct QuantizedInput {
   // q_b, kv_a; kOProj: one per slice; an FFN: x's, then h's per slice). Empty for per-token / group scales,
   // which the token's values determine.
   std::vector<float> scales;
+  // LLM.int8()'s outlier columns of each call, in `scales`' order (column indices within the call's input or
+  // slice); empty without the decomposition. The batch's, not the token's: the reference cannot find them.
+  std::vector<std::vector<std::int32_t>> outliers;
   // The token's inputs as the executor quantized them (FP16 bits, before the quantization), in GEMM order
   // (kQkv: one per GEMM, as `scales`; kOProj: its whole row, the slices in order; an FFN: x, then h's whole
   // row). The check's reference takes them in place of its own where they agree within the bound: a value
@@ -69,5 +88,21 @@ struct QuantizedInput {
 using ExecutedQuantization = std::vector<std::vector<std::vector<std::vector<QuantizedInput>>>>;
 // The quantized input vectors in `q` (an FFN's x and h two), every request, position and layer.
 std::int64_t quantized_inputs(const ExecutedQuantization& q);
+// LLM.int8()'s outlier columns as the xPU found them: its quantizing calls with the decomposition (each
+// device's, each GEMM input's: what timing charges per MatMul8bitLt call, compiler::Op::xpu_bytes) and the
+// columns they found, summed.
+struct OutlierColumns {
+  std::int64_t calls = 0, columns = 0;
+  double mean() const { return calls > 0 ? static_cast<double>(columns) / static_cast<double>(calls) : 0.0; }
+  void add(const std::vector<std::int32_t>& found) {
+    ++calls;
+    columns += static_cast<std::int64_t>(found.size());
+  }
+  OutlierColumns& operator+=(const OutlierColumns& o) {
+    calls += o.calls;
+    columns += o.columns;
+    return *this;
+  }
+};
 
 }  // namespace duplex::runtime::functional

@@ -149,6 +149,8 @@ struct FunctionalResult {
   // Every token's GEMM inputs the xPU quantized, per layer (activation_quant.hpp); empty without W8A8
   // activation quantization.
   ExecutedQuantization quantization;
+  // LLM.int8(): the outlier columns the xPU's decomposing quantize calls found (activation_quant.hpp).
+  OutlierColumns outlier_columns;
   std::vector<OpRecord> ops;
   std::vector<StepRecord> steps;
   Time time;                       // simulated: sum of step times

@@ -113,6 +113,8 @@ struct RunReport {
   // W8A8 activation quantization (activation_quant.hpp): what the run did, "" for a model without W8A8
   // matrices.
   std::string activations;
+  // LLM.int8(): the model's llm_int8_outlier_columns, which timing charges (set beside the measured count).
+  double llm_int8_outlier_columns = 0;
   FunctionalResult result;
   std::optional<CheckResult> check;
   double host_seconds = 0;  // wall time of the emulation (not simulated time)
