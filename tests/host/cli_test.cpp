@@ -824,6 +824,25 @@ TEST(RunCli, DevicesOptionShardsOverThatManyDevicesAndNamesTheirClasses) {
   EXPECT_NE(run("run --model tiny-dense --system duplex --devices 3").exit_code, 0);  // 8 heads over TP3
 }
 
+// Two-batch overlap in `duplex run`: the steps that split run as two micro-batches, said in the text and per
+// step in the JSON, and the check passes.
+TEST(RunCli, TwoBatchOverlapRunsMicroBatches) {
+  const std::string cmd =
+      "run --model tiny-moe --system gpu --set two_batch_overlap=true --prompt 1,5,9,42 "
+      "--prompt 7,3 --prompt 11,12,13 --max-new-tokens 4 --check";
+  const CliRun text = run(cmd);
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  EXPECT_NE(text.out.find("as two micro-batches)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("PASS"), std::string::npos) << text.out;
+  const CliRun r = run(cmd + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  int micro = 0;
+  for (const auto& s : j["steps"]) micro += s["micro_batches"].get<bool>() ? 1 : 0;
+  EXPECT_GT(micro, 0);
+  EXPECT_EQ(j["tokens"], j["reference_tokens"]);
+}
+
 // --set reaches the functional emulation's system: nodes of 2 devices make 4 devices two data-parallel nodes.
 TEST(RunCli, SetOverridesTheSystemItRunsOn) {
   const CliRun r = run("run --model tiny-moe --system duplex-pe --set links.devices_per_node=2 --devices 4 "

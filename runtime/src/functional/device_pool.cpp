@@ -2,15 +2,100 @@
 
 #include <fmt/format.h>
 #include <algorithm>
+#include <array>
+#include <iterator>
+#include <map>
 #include <optional>
+#include <tuple>
 
 #include "duplex/base/error.hpp"
+#include "duplex/compiler/micro_batches.hpp"
 #include "duplex/runtime/device/bank_pim_device.hpp"
 #include "duplex/runtime/device/logic_pim_device.hpp"
 #include "duplex/runtime/sim/kv_migration.hpp"
 #include "duplex/runtime/workload/expert_routing.hpp"
 
 namespace duplex::runtime::functional {
+
+namespace {
+
+// The step's requests (in plan order) as compiler::split_micro_batches splits their groups: in the groups'
+// order (StepPlan::shapes' key; functional emulation's one rank), the first `first_tokens` tokens in the
+// first micro-batch; a prompt holding the boundary split into two chunks, the first not completing it.
+std::array<std::vector<StepRequest>, 2> split_requests(const StepPlan& plan,
+                                                       const std::vector<StepRequest>& requests,
+                                                       std::int64_t first_tokens) {
+  std::vector<std::size_t> order(requests.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const auto key = [&](std::size_t i) {
+    const ScheduledRequest& r = plan.requests[i];
+    return std::tuple(r.phase, r.tokens, r.context_len, r.phase == TokenPhase::prefill && r.samples_token,
+                      r.cached_context);
+  };
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
+  std::array<std::vector<StepRequest>, 2> halves;
+  std::int64_t before = 0;
+  for (std::size_t i : order) {
+    const StepRequest& r = requests[i];
+    if (before + r.tokens <= first_tokens) {
+      halves[0].push_back(r);
+    } else if (before < first_tokens) {
+      DUPLEX_ASSERT(r.prefill, "a micro-batch boundary inside a decoding request");
+      StepRequest head = r, tail = r;
+      head.tokens = first_tokens - before;
+      head.completes_prefill = false;
+      tail.context += head.tokens;
+      tail.tokens -= head.tokens;
+      halves[0].push_back(head);
+      halves[1].push_back(tail);
+    } else {
+      halves[1].push_back(r);
+    }
+    before += r.tokens;
+  }
+  return halves;
+}
+
+// The step's output from its two micro-batches' (`halves`: their requests), in the plan's request order: a
+// request's logit rows from the half that holds its last tokens; the executed plan as the timing model
+// overlaps the two (compiler::overlap_micro_batches); the routing counts summed.
+StepOutput merge_micro_batches(const StepPlan& plan, const std::array<std::vector<StepRequest>, 2>& halves,
+                               std::array<StepOutput, 2>& outs) {
+  StepOutput out;
+  out.plan = compiler::overlap_micro_batches(outs[0].plan, outs[1].plan);
+  out.executed_on = outs[0].executed_on;
+  out.executed_on.insert(out.executed_on.end(), outs[1].executed_on.begin(), outs[1].executed_on.end());
+  out.routing = outs[0].routing;
+  for (std::size_t l = 0; l < out.routing.counts.size(); ++l)
+    for (std::size_t e = 0; e < out.routing.counts[l].size(); ++e)
+      out.routing.counts[l][e] += outs[1].routing.counts.at(l).at(e);
+  // Each request's logit rows (its last ones: a prompt split in two samples from its second chunk).
+  std::map<std::int64_t, std::pair<std::size_t, std::size_t>> rows;  // id -> (half, first row)
+  for (std::size_t m = 0; m < 2; ++m) {
+    std::size_t row = 0;
+    for (const StepRequest& r : halves[m]) {
+      rows[r.id] = {m, row};
+      row += static_cast<std::size_t>(r.logit_rows);
+    }
+  }
+  for (const ScheduledRequest& s : plan.requests) {
+    const auto [m, first] = rows.at(s.id);
+    for (std::int64_t i = 0; i < logit_rows(s); ++i) {
+      out.next_ids.push_back(outs[m].next_ids.at(first + static_cast<std::size_t>(i)));
+      out.logits.push_back(std::move(outs[m].logits.at(first + static_cast<std::size_t>(i))));
+    }
+  }
+  for (StepOutput& o : outs) {
+    out.migrations.insert(out.migrations.end(), o.migrations.begin(), o.migrations.end());
+    out.routed.insert(out.routed.end(), o.routed.begin(), o.routed.end());
+    out.quantized.insert(out.quantized.end(), std::make_move_iterator(o.quantized.begin()),
+                         std::make_move_iterator(o.quantized.end()));
+    out.outlier_columns += o.outlier_columns;
+  }
+  return out;
+}
+
+}  // namespace
 
 DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, int devices,
                        const std::string& prefix, const std::shared_ptr<PimUnit>& shared_pim,
@@ -19,6 +104,8 @@ DevicePool::DevicePool(const ModelWeights& weights, const SystemSpec& system, in
       sys_(system),
       layout_(compiler::ParallelLayout::make(weights.spec, system, devices)),
       cost_(sys_, layout_),
+      overlap_system_(sys_.two_batch_overlap ? compiler::overlapped_system(sys_) : sys_),
+      overlap_cost_(overlap_system_, layout_),
       shards_(shard_devices(weights.spec, layout_)) {
   const DeviceWeights full = lay_out_weights(w_);
   for (const DeviceShard& s : shards_) {
@@ -106,7 +193,24 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
                     prefill && s.samples_token, prefill ? s.cached_context : 0, logit_rows(s), node,
                     prompt_tokens.at(static_cast<std::size_t>(s.id))});
   }
-  StepOutput out = runner_->run(reqs, StepExecutor::batch_of(plan));
+  const compiler::BatchState batch = StepExecutor::batch_of(plan);
+  const std::optional<compiler::MicroBatches> micro = compiler::micro_batches(sys_, layout_, batch);
+  StepOutput out;
+  std::array<std::vector<std::vector<std::int64_t>>, 2> micro_counts;
+  if (micro) {
+    // Each half lowered and placed as the timing model does (micro_batches.hpp: on the overlapped system
+    // where the other half's collectives hold SMs).
+    const compiler::CostModel* cost =
+        compiler::collectives_hold_sms(sys_, layout_, batch) ? &overlap_cost_ : &cost_;
+    const std::array<std::vector<StepRequest>, 2> halves = split_requests(plan, reqs, micro->first.tokens());
+    std::array<StepOutput, 2> outs;
+    outs[0] = runner_->run(halves[0], micro->first, cost);
+    outs[1] = runner_->run(halves[1], micro->second, cost);
+    micro_counts = {outs[0].routing.counts, outs[1].routing.counts};
+    out = merge_micro_batches(plan, halves, outs);
+  } else {
+    out = runner_->run(reqs, batch);
+  }
   follow_moves();
   // The step's time and energy from the serving simulator's step model on this layout, routed as the step's
   // routers routed (a one-step routing trace, replayed exactly).
@@ -122,6 +226,7 @@ DevicePool::Step DevicePool::step(const StepPlan& plan,
   }
   StepExecutor executor(w_.spec, sys_, layout_, router ? &*router : nullptr);
   executor.lower_every_group_per_replica();  // as the runner lowered it
+  if (micro) executor.replay_micro_batch_routing(std::move(micro_counts));
   StepCost cost = executor.execute(plan);
   // The timed plan is the executed one: same ops, each on the unit it ran on.
   DUPLEX_ASSERT(cost.plan.graph.ops.size() == out.plan.graph.ops.size(),

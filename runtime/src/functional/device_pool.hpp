@@ -61,6 +61,11 @@ class DevicePool {
   };
   // Reserves the scheduled requests' KV slots, runs the step on every device and times it. sequences[id]:
   // request id's prompt and the tokens generated so far, its first prompt_tokens[id] the prompt.
+  // Under two-batch overlap (SystemSpec::two_batch_overlap) a step the timing model splits
+  // (compiler::micro_batches) runs as its two micro-batches, one after the other on the devices (the second's
+  // tokens after the first's in any request they share), each lowered, placed, routed and (W8A8) quantized
+  // as the batch it is; the step is timed as their overlapped plans (StepExecutor), replaying each half's
+  // routing.
   Step step(const StepPlan& plan, const std::vector<std::vector<std::int32_t>>& sequences,
             const std::vector<std::int64_t>& prompt_tokens, const PrefixView& prefix = {});
   void release(std::int64_t id);
@@ -88,6 +93,10 @@ class DevicePool {
   const SystemSpec& sys_;
   compiler::ParallelLayout layout_;
   compiler::CostModel cost_;
+  // Two-batch overlap: the system a micro-batch's computation sees where the other's collectives hold SMs
+  // (compiler::overlapped_system; the system itself without two_batch_overlap), and its cost model.
+  SystemSpec overlap_system_;
+  compiler::CostModel overlap_cost_;
   std::vector<DeviceShard> shards_;
   std::vector<DeviceWeights> weights_;  // per device
   std::vector<std::unique_ptr<device::XpuDevice>> xpus_;

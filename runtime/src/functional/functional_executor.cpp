@@ -69,11 +69,6 @@ class FunctionalExecutor::Impl {
           fmt::format("system {}: pipeline_parallel {} is timed by duplex simulate only; functional "
                       "emulation runs pipeline_parallel 1",
                       sys_.name, sys_.pipeline_parallel));
-    if (sys_.two_batch_overlap)
-      throw Error(
-          fmt::format("system {}: two_batch_overlap is timed by duplex simulate only; functional emulation "
-                      "runs each step as one batch (two_batch_overlap: false)",
-                      sys_.name));
     if (sys_.expert_balancing && w_.spec.is_moe())
       throw Error(
           fmt::format("system {}: expert_load_balancing is timed by duplex simulate only; functional "
@@ -626,6 +621,7 @@ class FunctionalExecutor::Impl {
     s.decode_tokens = plan.decode_requests;
     s.expert_counts = st.out.routing.counts;
     s.draft_passes = static_cast<int>(drafts.size());
+    s.micro_batches = st.cost.micro_batches;
     // The draft passes run first (their ops named draft<i>.<op>), then the verification.
     for (std::size_t i = 0; i <= drafts.size(); ++i) {
       const bool verification = i == drafts.size();

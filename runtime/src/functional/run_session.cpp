@@ -301,6 +301,7 @@ nlohmann::json RunReport::to_json() const {
                      {"link_busy_us", to_us(s.link_busy)},
                      {"coprocessed_expert_layers", s.coprocessed_expert_layers}});
     if (!draft.empty()) steps.back()["draft_passes"] = s.draft_passes;  // timed before the verification
+    steps.back()["micro_batches"] = s.micro_batches;
     for (int l : s.coprocessed_expert_layers) coprocessed.push_back({{"step", s.step}, {"layer", l}});
   }
   nlohmann::json migrations = nlohmann::json::array();
@@ -459,7 +460,10 @@ std::string RunReport::to_text() const {
     for (double p : r.acceptance_by_position()) rates += fmt::format("{}{:.3f}", rates.empty() ? "" : ",", p);
     s += fmt::format("  acceptance by draft position (duplex simulate --acceptance): {}\n", rates);
   }
-  s += fmt::format("steps {}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(), coprocessed);
+  const auto overlapped =
+      std::count_if(r.steps.begin(), r.steps.end(), [](const StepRecord& st) { return st.micro_batches; });
+  s += fmt::format("steps {}{}, expert co-processing in {} (step, layer) pairs\n", r.steps.size(),
+                   overlapped > 0 ? fmt::format(" ({} as two micro-batches)", overlapped) : "", coprocessed);
   // Tokens per expert in each MoE layer, and the busiest expert against the mean (1: balanced).
   const std::vector<std::vector<std::int64_t>> load = expert_load(r.routing, experts);
   for (std::size_t i = 0; i < load.size() && i < moe_layers.size(); ++i) {

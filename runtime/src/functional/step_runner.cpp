@@ -44,7 +44,8 @@ StepRunner::StepRunner(const compiler::ModelSpec& model, const ModelNumerics& nu
 compiler::ExecutionPlan StepRunner::plan(int expert_group) const {
   compiler::LowerOptions lowering = lowering_;
   lowering.expert_group = expert_group;
-  return compiler::place(compiler::lower(m_, batch_, layout_, routing_, lowering), cost_);
+  return compiler::place(compiler::lower(m_, batch_, layout_, routing_, lowering),
+                         step_cost_ != nullptr ? *step_cost_ : cost_);
 }
 
 device::IDevice& StepRunner::on(std::size_t d, Unit unit) const {
@@ -163,7 +164,9 @@ void copy_slice(const std::uint16_t* slice, std::int64_t width, std::int64_t c0,
   for (std::int64_t r : rows) std::copy_n(slice + r * width, width, full + r * full_width + c0);
 }
 
-StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch) {
+StepOutput StepRunner::run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch,
+                           const compiler::CostModel* cost) {
+  step_cost_ = cost;
   rows_.clear();
   row_request_.clear();
   quantized_.clear();

@@ -119,7 +119,10 @@ class StepRunner {
   // The KV of every request must already be reserved for context + tokens slots on every device of its node
   // (a prefill request in the prefill space where the devices have one). `batch` is the step as the timing
   // model lowers it (StepExecutor::batch_of): the plan is lowered from it, so executed and timed plans agree.
-  StepOutput run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch);
+  // `cost` (optional) places this step's plan in place of the runner's cost model (a micro-batch under
+  // two-batch overlap, whose computation sees fewer SMs: compiler::overlapped_system).
+  StepOutput run(const std::vector<StepRequest>& requests, const compiler::BatchState& batch,
+                 const compiler::CostModel* cost = nullptr);
 
  private:
   // A quantized GEMM input of the step before its quantization: `width` FP16 values per token row of the
@@ -286,6 +289,7 @@ class StepRunner {
   const compiler::ParallelLayout& layout_;
   compiler::LowerOptions lowering_;
   const compiler::CostModel& cost_;
+  const compiler::CostModel* step_cost_ = nullptr;  // run()'s cost model for its step, when given
   std::vector<DeviceContext> dev_;
   bool quantize_activations_ = false;
   device::XpuDevice& xpu0_;  // runs the replicated ops

@@ -87,13 +87,18 @@ StepCost StepExecutor::execute(const StepPlan& plan, bool first_draft_pass) {
   // step's routing (compiler/micro_batches.hpp).
   std::vector<compiler::BatchState> micro{batch};
   std::vector<compiler::Routing> routings{routing};
-  if (std::optional<compiler::MicroBatches> halves = compiler::micro_batches(system_, layout_, batch)) {
-    const auto shares = compiler::split_routing(routing, halves->first.tokens(), batch.tokens(),
-                                                model_.experts, model_.top_k);
+  std::optional<compiler::MicroBatches> halves = compiler::micro_batches(system_, layout_, batch);
+  DUPLEX_ASSERT(halves || !micro_counts_, "micro-batch routing replayed for a step run as one batch");
+  if (halves) {
+    auto shares = compiler::split_routing(routing, halves->first.tokens(), batch.tokens(), model_.experts,
+                                          model_.top_k);
+    if (micro_counts_ && model_.is_moe())  // functional emulation's halves, as routed
+      for (std::size_t m = 0; m < 2; ++m) shares[m].counts = std::move((*micro_counts_)[m]);
     micro = {std::move(halves->first), std::move(halves->second)};
     routings = {shares[0], shares[1]};
     c.micro_batches = true;
   }
+  micro_counts_.reset();
   // The collectives of one micro-batch hold SMs the other's computation would use (micro_batches.hpp).
   const bool held_sms = c.micro_batches && compiler::collectives_hold_sms(system_, layout_, batch);
   // Heterogeneous: GPU <-> PIM-device transfers; Logic-PIM memory spaces: the K/V migration after prefill.

@@ -108,6 +108,8 @@ struct StepRecord {
   // verification's, run one after the other.
   Time time, xpu_busy, pim_busy, link_busy;
   int draft_passes = 0;  // speculative decoding: the draft model's passes before the verification
+  // Two-batch overlap (SystemSpec::two_batch_overlap): the step ran as two micro-batches (DevicePool::step).
+  bool micro_batches = false;
   // MoE layers whose experts ran on both units in this step (expert co-processing).
   std::vector<int> coprocessed_expert_layers;
   // Tokens the step's routers sent to each expert: [MoE layer][expert] (every node's tokens); empty for a

@@ -2,6 +2,7 @@
 // Times one scheduled step on one system: StepPlan -> shape histogram (BatchState) + expert routing ->
 // lowering -> placement / co-processing -> step time, lane busy times and energy. Work per step is
 // O(distinct request shapes + ops), never O(tokens).
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -45,6 +46,12 @@ class StepExecutor {
   // Functional emulation's plans: every group on the representative device (LowerOptions::
   // every_group_per_replica).
   void lower_every_group_per_replica() { every_group_per_replica_ = true; }
+  // Functional emulation under two-batch overlap: the next execute()'s micro-batches as their routers routed
+  // them ([moe layer][expert] counts, the first micro-batch's then the second's), in place of split_routing's
+  // shares of the step's routing. That step must run as two micro-batches (else an InternalError).
+  void replay_micro_batch_routing(std::array<std::vector<std::vector<std::int64_t>>, 2> counts) {
+    micro_counts_ = std::move(counts);
+  }
   bool balances_experts() const { return balancer_.has_value(); }
 
  private:
@@ -64,6 +71,7 @@ class StepExecutor {
   std::vector<double>
       router_weights_;  // the router's per-expert weights (ExpertRouter::token_weights), fixed
   bool every_group_per_replica_ = false;
+  std::optional<std::array<std::vector<std::vector<std::int64_t>>, 2>> micro_counts_;
 };
 
 }  // namespace duplex::runtime
