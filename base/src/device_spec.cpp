@@ -321,6 +321,8 @@ SystemSpec read_system(const ConfigNode& n) {
          {ExpertAllToAll::low_latency, ExpertAllToAll::normal, ExpertAllToAll::auto_by_step})
       if (mode == to_string(a)) s.expert_all_to_all = a;
   }
+  if (n.has("expert_all_to_all_max_tokens"))  // documented default 0 (not modelled)
+    s.expert_all_to_all_max_tokens = n.get_int("expert_all_to_all_max_tokens", 0, 1 << 20);
   if (n.has("two_batch_overlap")) {  // documented default false
     s.two_batch_overlap = n.get<bool>("two_batch_overlap");
     if (s.two_batch_overlap && s.pipeline_parallel > 1)

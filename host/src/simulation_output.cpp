@@ -78,6 +78,9 @@ std::string comparison_table(const std::vector<runtime::SystemResult>& results) 
     if (m.draft_weight_bytes_per_device > 0)
       s += fmt::format(", draft model weights {:.2f} GiB per device",
                        m.draft_weight_bytes_per_device / 1073741824.0);
+    if (m.deepep_buffer_bytes_per_device > 0)
+      s += fmt::format(", DeepEP low-latency buffers {:.2f} GiB per device (a rank runs at most {} requests)",
+                       m.deepep_buffer_bytes_per_device / 1073741824.0, r.rank_batch_cap);
     s += "\n";
     if (r.draft_tokens > 0)
       s += fmt::format(

@@ -1,7 +1,8 @@
 #include "duplex/runtime/sim/memory_plan.hpp"
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <string>
 
@@ -122,17 +123,18 @@ void plan_spaces(MemoryPlan& plan, const compiler::ModelSpec& m, const SystemSpe
   // reserve larger than their room would spill into the KV spaces, but it would also leave the prefill spaces
   // no room for a single prefill, so that case (and any prefill room under one KV block) is an error.
   const double prefill_free = free_in(plan.prefill_spaces);
-  const double prefill_left = prefill_free - plan.reserve_bytes_per_device;
+  const double prefill_left = prefill_free - plan.reserved_bytes_per_device();
   const double block_bytes = static_cast<double>(kv_block_tokens) * plan.kv_bytes_per_token;
   if (prefill_left < block_bytes)
-    throw Error(fmt::format("model {} does not fit system {} on {} devices: prefill space(s) {} ({} each) keep {} "
-                            "after {} of weights, less than the {} reserve plus one KV block of {} tokens ({}); "
-                            "expected a memory reserve of at most {:.4f} of the device, or more devices",
-                            m.name, system.name, p.devices, fmt::join(plan.prefill_spaces, ", "),
-                            bytes_text(plan.space_bytes), bytes_text(prefill_free),
-                            bytes_text(static_cast<double>(prefill_count) * plan.space_bytes - prefill_free),
-                            bytes_text(plan.reserve_bytes_per_device), kv_block_tokens, bytes_text(block_bytes),
-                            std::max(0.0, (prefill_free - block_bytes) / plan.device_bytes)));
+    throw Error(
+        fmt::format("model {} does not fit system {} on {} devices: prefill space(s) {} ({} each) keep {} "
+                    "after {} of weights, less than the {} reserve plus one KV block of {} tokens ({}); "
+                    "expected a memory reserve of at most {:.4f} of the device, or more devices",
+                    m.name, system.name, p.devices, fmt::join(plan.prefill_spaces, ", "),
+                    bytes_text(plan.space_bytes), bytes_text(prefill_free),
+                    bytes_text(static_cast<double>(prefill_count) * plan.space_bytes - prefill_free),
+                    bytes_text(plan.reserved_bytes_per_device()), kv_block_tokens, bytes_text(block_bytes),
+                    std::max(0.0, (prefill_free - block_bytes) / plan.device_bytes)));
   const double kv_free = free_in(plan.kv_spaces);
   if (kv_free <= plan.kv_bytes_per_token)
     throw Error(fmt::format("model {} does not fit system {} on {} devices: the {} KV spaces of {} each hold {} of "
@@ -144,7 +146,28 @@ void plan_spaces(MemoryPlan& plan, const compiler::ModelSpec& m, const SystemSpe
   plan.prefill_capacity_tokens = plan.prefill_tokens * p.replicas();
 }
 
+// x rounded up to a multiple of 128 (DeepEP's NUM_BUFFER_ALIGNMENT_BYTES).
+double align128(double x) {
+  return std::ceil(x / 128.0) * 128.0;
+}
+
 }  // namespace
+
+double deepep_low_latency_bytes(const compiler::ModelSpec& m, const SystemSpec& system,
+                                const compiler::ParallelLayout& p) {
+  const compiler::ParallelLayout::ExpertExchange x = p.expert_exchange();
+  if (!m.is_moe() || system.expert_all_to_all_max_tokens == 0 ||
+      system.expert_all_to_all == ExpertAllToAll::normal || x.infiniband + x.nvlink <= 0)
+    return 0.0;
+  const auto h = static_cast<double>(m.hidden), t = static_cast<double>(system.expert_all_to_all_max_tokens),
+             experts = static_cast<double>(p.local_experts) * p.expert_groups;
+  const double scales = std::floor(h / 128.0);
+  const double dispatch = 16.0 + std::max(2.0 * h, h + 4.0 * scales), combine = 4.0 * scales + 2.0 * h;
+  const double send = std::max(t * dispatch, experts * t * combine);
+  const double receive = experts * t * std::max(dispatch, combine);
+  const double signaling = align128(8.0 * experts + 4.0 * p.local_experts);
+  return align128(2.0 * send + 2.0 * receive + 2.0 * signaling);
+}
 
 double kv_bytes_per_token(const compiler::ModelSpec& m, const compiler::ParallelLayout& p) {
   const double kv_heads_share = m.attention == compiler::AttentionKind::kMla
@@ -176,6 +199,7 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system,
   const double expert_shard_bytes = shares.expert_shard_bytes;
   const double experts_per_device = shares.experts_per_device(p);
   plan.reserve_bytes_per_device = reserve_fraction * plan.device_bytes;
+  plan.deepep_buffer_bytes_per_device = deepep_low_latency_bytes(m, system, p);
   plan.kv_bytes_per_token = kv_bytes_per_token(m, p) + draft.kv_bytes_per_token;
   if (system.uses_prefill_space()) {
     plan.weight_bytes_per_device = per_device + experts_per_device;
@@ -187,26 +211,27 @@ MemoryPlan plan_memory(const compiler::ModelSpec& m, const SystemSpec& system,
     plan.weight_bytes_per_device = per_device;
     plan.pim_device_bytes = plan.device_bytes * system.pim_devices_per_gpu;  // same stacks as a GPU, no xPU
     plan.pim_weight_bytes = experts_per_device;
-    if (plan.weight_bytes_per_device + plan.reserve_bytes_per_device > plan.device_bytes)
-      throw Error(fmt::format("model {} does not fit system {} on {} GPUs: the non-expert weights take {} of {} per "
-                              "GPU ({} reserved)",
-                              m.name, system.name, p.devices,
-                              format_byte_size({static_cast<std::uint64_t>(plan.weight_bytes_per_device)}),
-                              format_byte_size(system.memory_capacity()),
-                              format_byte_size({static_cast<std::uint64_t>(plan.reserve_bytes_per_device)})));
+    if (plan.weight_bytes_per_device + plan.reserved_bytes_per_device() > plan.device_bytes)
+      throw Error(
+          fmt::format("model {} does not fit system {} on {} GPUs: the non-expert weights take {} of {} per "
+                      "GPU ({} reserved)",
+                      m.name, system.name, p.devices,
+                      format_byte_size({static_cast<std::uint64_t>(plan.weight_bytes_per_device)}),
+                      format_byte_size(system.memory_capacity()),
+                      format_byte_size({static_cast<std::uint64_t>(plan.reserved_bytes_per_device())})));
     free = plan.pim_device_bytes - plan.pim_weight_bytes;  // the PIM devices keep no activation reserve
   } else {
     plan.weight_bytes_per_device = per_device + experts_per_device;
-    free = plan.device_bytes - plan.weight_bytes_per_device - plan.reserve_bytes_per_device;
+    free = plan.device_bytes - plan.weight_bytes_per_device - plan.reserved_bytes_per_device();
   }
   if (free <= plan.kv_bytes_per_token)
-    throw Error(fmt::format("model {} does not fit system {} on {} devices: weights take {} of {} per device "
-                            "({} reserved), no room for the KV cache",
-                            m.name, system.name, p.devices,
-                            format_byte_size({static_cast<std::uint64_t>(plan.weight_bytes_per_device +
-                                                                         plan.pim_weight_bytes)}),
-                            format_byte_size(system.memory_capacity()),
-                            format_byte_size({static_cast<std::uint64_t>(plan.reserve_bytes_per_device)})));
+    throw Error(fmt::format(
+        "model {} does not fit system {} on {} devices: weights take {} of {} per device "
+        "({} reserved), no room for the KV cache",
+        m.name, system.name, p.devices,
+        format_byte_size({static_cast<std::uint64_t>(plan.weight_bytes_per_device + plan.pim_weight_bytes)}),
+        format_byte_size(system.memory_capacity()),
+        format_byte_size({static_cast<std::uint64_t>(plan.reserved_bytes_per_device())})));
   // Each data-parallel replica's devices hold their requests' K/V; a pipeline's pp batches in flight share
   // its devices' (the scheduler gives each rank an equal part).
   plan.kv_tokens = static_cast<std::int64_t>(free / plan.kv_bytes_per_token) * p.replicas();

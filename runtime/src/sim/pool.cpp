@@ -47,6 +47,22 @@ Pool::Pool(const compiler::ModelSpec& model, const SystemSpec& system, const Sim
   sched.prefill_capacity_tokens = memory_.prefill_capacity_tokens;  // 0 without a prefill space
   sched.draft_head = o.draft_model && o.draft_model->draft_head;
   sched.data_parallel_ranks = layout_.dp;  // each data-parallel rank holds and caches its requests' K/V
+  // DeepEP's low-latency kernels dispatch at most expert_all_to_all_max_tokens tokens per device, and a
+  // device sends row_share of its rank's (1 / tp under tensor parallelism): a decoding step, every running
+  // request's token (and drafts), must fit, so a rank runs at most T / row_share / (1 + verified drafts)
+  // requests (as SGLang's decode batch per rank must fit SGLANG_DEEPEP_NUM_MAX_DISPATCH_TOKENS_PER_RANK).
+  if (memory_.deepep_buffer_bytes_per_device > 0) {
+    const double dispatched =
+        static_cast<double>(system.expert_all_to_all_max_tokens) / layout_.expert_exchange().row_share;
+    const std::int64_t per_request =
+        1 + (sched.speculative_tokens > 0 ? sched.tree_nodes(sched.speculative_tokens) : 0);
+    sched.rank_batch_cap = static_cast<std::int64_t>(dispatched) / per_request;
+    if (sched.rank_batch_cap < 1)
+      throw Error(fmt::format(
+          "system {}: expert_all_to_all_max_tokens {} holds no decoding request of {} tokens per device on "
+          "DeepEP's low-latency kernels; expected >= {}",
+          system.name, system.expert_all_to_all_max_tokens, per_request, per_request));
+  }
   sched.data_parallel_balance = system.data_parallel_balance;
   // A cache-aware router in front (a cluster's, a split system's prompt router) sees the prompts it routed.
   sched.count_routed_prefixes = routes_by_cache(o.cluster.router);
@@ -293,6 +309,7 @@ void describe_memory_and_timing(SystemResult& r, const Pool& pool, const SystemS
   r.memory = pool.memory();
   r.pim_area = system.pim ? logic_pim_area(*system.pim) : std::nullopt;
   r.kv_capacity_blocks = pool.kv_blocks();
+  r.rank_batch_cap = pool.rank_batch_cap();
   r.host_kv_blocks = pool.host_kv_blocks();
   r.disk_kv_blocks = pool.disk_kv_blocks();
   r.host_kv_scope = to_string(system.links.host_kv_scope);

@@ -93,6 +93,7 @@ class Pool {
   const MemoryPlan& memory() const { return memory_; }
   std::int64_t kv_blocks() const { return kv_blocks_; }
   std::int64_t host_kv_blocks() const { return scheduler_->config().host_kv_blocks; }
+  std::int64_t rank_batch_cap() const { return scheduler_->config().rank_batch_cap; }
   std::int64_t disk_kv_blocks() const { return scheduler_->config().disk_kv_blocks; }
   bool cycle_model() const { return cycle_ != nullptr; }
   // Times one step, adds its energy and statistics to the run; returns its duration.

@@ -58,6 +58,8 @@ nlohmann::json memory_json(const MemoryPlan& m, std::int64_t kv_blocks) {
                       {"prefill_capacity_tokens", m.prefill_capacity_tokens}};
   if (m.draft_weight_bytes_per_device > 0)
     j["draft_weights_gib_per_device"] = m.draft_weight_bytes_per_device / kGiB;
+  if (m.deepep_buffer_bytes_per_device > 0)
+    j["deepep_low_latency_gib_per_device"] = m.deepep_buffer_bytes_per_device / kGiB;
   if (m.has_spaces()) {
     nlohmann::json weights = nlohmann::json::array();
     for (double w : m.space_weight_bytes) weights.push_back(w / kGiB);
@@ -95,6 +97,7 @@ nlohmann::json SystemResult::to_json() const {
                       {"batch_size", {{"mean", batch_mean}, {"max", batch_max}}},
                       {"utilization", {{"xpu", xpu_utilization}, {"pim", pim_utilization}}},
                       {"memory", memory_json(memory, kv_capacity_blocks)}};
+  if (rank_batch_cap > 0) j["deepep_rank_max_requests"] = rank_batch_cap;
   if (replicas > 1) j["cluster"] = {{"replicas", replicas}, {"router", router}};
   if (draft_tokens > 0)
     j["speculative"] = {

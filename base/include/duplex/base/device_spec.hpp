@@ -227,6 +227,12 @@ struct SystemSpec {
   // The MoE all-to-all's kernels (key expert_all_to_all, default auto as SGLang's --deepep-mode;
   // ExpertAllToAll above).
   ExpertAllToAll expert_all_to_all = ExpertAllToAll::auto_by_step;
+  // DeepEP's low-latency kernels' num_max_dispatch_tokens_per_rank (key expert_all_to_all_max_tokens, >= 0):
+  // the tokens a device may dispatch in one low-latency exchange, which sizes the buffers every device
+  // reserves for them (runtime memory_plan.hpp: deepep_low_latency_bytes) and bounds a decoding step's
+  // tokens (SGLang's SGLANG_DEEPEP_NUM_MAX_DISPATCH_TOKENS_PER_RANK, default 128). 0 (the default, as every
+  // figure in bench/ was measured): neither the buffers nor the bound are modelled.
+  std::int64_t expert_all_to_all_max_tokens = 0;
   // Two micro-batches per step (key two_batch_overlap, default false; SGLang's --enable-two-batch-overlap,
   // DeepSeek's dual micro-batch overlap, NeuPIMs' sub-batch interleaving): each data-parallel rank's requests
   // split in two halves of about equal tokens, each lowered on its own (weights read once per half), their

@@ -2,6 +2,7 @@
 // Scheduler settings. The engine fills kv_capacity_blocks (device memory minus weights) and
 // prefill_capacity_tokens (the prefill memory space, DUPLEX.md s.6) from the memory plan; the rest can be read
 // from a `scheduler:` YAML map (read_scheduler_config).
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -120,8 +121,16 @@ struct SchedulerConfig {
   std::int64_t tree_nodes(std::int64_t depth) const;
   // Candidates a draft of depth `depth` expanding `topk` nodes per depth proposes: topk + (depth - 1) topk^2.
   static std::int64_t tree_candidates(std::int64_t depth, std::int64_t topk);
-  // Each data-parallel rank's share of max_batch, and of max_tokens_per_step (0: no budget).
-  std::int64_t rank_max_batch() const { return max_batch / data_parallel_ranks; }
+  // The most requests one data-parallel rank runs at once whatever max_batch allows (0: no such bound). The
+  // serving simulator sets it where DeepEP's low-latency buffers bound a decoding step's tokens (Pool:
+  // SystemSpec::expert_all_to_all_max_tokens).
+  std::int64_t rank_batch_cap = 0;
+  // Each data-parallel rank's share of max_batch (within rank_batch_cap), and of max_tokens_per_step (0: no
+  // budget).
+  std::int64_t rank_max_batch() const {
+    const std::int64_t share = max_batch / data_parallel_ranks;
+    return rank_batch_cap > 0 ? std::min(share, rank_batch_cap) : share;
+  }
   std::int64_t rank_tokens_per_step() const { return max_tokens_per_step / data_parallel_ranks; }
 
   // Throws duplex::Error naming the bad field and the expected value.

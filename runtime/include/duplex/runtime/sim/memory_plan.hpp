@@ -38,6 +38,12 @@ struct MemoryPlan {
   double pim_device_bytes = 0;          // heterogeneous: HBM of one GPU's PIM devices together; else 0
   double pim_weight_bytes = 0;          // heterogeneous: expert weights on one GPU's PIM devices; else 0
   double reserve_bytes_per_device = 0;  // reserve_fraction x device_bytes
+  // DeepEP's low-latency buffers on each device (deepep_low_latency_bytes; 0 where no step uses them), held
+  // beside the reserve (with it in the prefill spaces; on a heterogeneous system's GPU).
+  double deepep_buffer_bytes_per_device = 0;
+  double reserved_bytes_per_device() const {
+    return reserve_bytes_per_device + deepep_buffer_bytes_per_device;
+  }
   double kv_bytes_per_token = 0;        // one token of one request, all layers, on one device (its heads;
                                         // its stage's layers), a draft model's included
   double draft_weight_bytes_per_device = 0;  // a draft model's, in weight_bytes_per_device
@@ -63,6 +69,19 @@ struct DraftFootprint {
   double kv_bytes_per_token = 0;  // one token of one request, all its layers, on one device
 };
 DraftFootprint draft_footprint(const compiler::ModelSpec& draft, const compiler::ParallelLayout& layout);
+
+// The bytes DeepEP's low-latency kernels reserve on every device (Buffer's num_rdma_bytes for them:
+// get_low_latency_rdma_size_hint) where an MoE model's steps may exchange tokens on them (expert_all_to_all
+// low_latency or auto, on a layout that exchanges tokens) and expert_all_to_all_max_tokens > 0; else 0. With
+// T = expert_all_to_all_max_tokens, h the hidden size, E the expert slots of all devices (local_experts x
+// expert_groups) and s = h / 128 scales per token: a dispatch message 16 + max(2h, h + 4s) bytes (the token
+// in BF16, or FP8 with its scales, after a 16-byte header), a combine message 4s + 2h; two send buffers of
+// max(T x dispatch, E x T x combine), two receive buffers of E x T x max(dispatch, combine), two signaling
+// buffers of 8E + 4 local_experts (aligned to 128), the total aligned to 128. source: deepseek-ai/DeepEP
+// csrc/config.hpp LowLatencyLayout (commit 030cdf0), NUM_BUFFER_ALIGNMENT_BYTES 128 (kernels/configs.cuh).
+// The normal kernels' NVLink and RDMA buffers (smaller, sized by their chunk settings) are not counted.
+double deepep_low_latency_bytes(const compiler::ModelSpec& model, const SystemSpec& system,
+                                const compiler::ParallelLayout& layout);
 
 // K/V bytes of one token of one request, all layers, on one device of `layout` (its share of the heads; its
 // pipeline stage's layers, the fullest stage's).

@@ -140,6 +140,9 @@ struct SystemResult {
   MemoryPlan memory;
   std::optional<PimArea> pim_area;  // Logic-PIM systems: the units' area per stack (base/pim_area.hpp)
   std::int64_t kv_capacity_blocks = 0;
+  // DeepEP's low-latency kernels: the most requests a data-parallel rank runs (SchedulerConfig::
+  // rank_batch_cap); 0: no such bound.
+  std::int64_t rank_batch_cap = 0;
   std::int64_t steps = 0;
   std::int64_t requests = 0;
   std::int64_t generated_tokens = 0;
