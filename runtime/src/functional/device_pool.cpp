@@ -6,7 +6,6 @@
 #include <iterator>
 #include <map>
 #include <optional>
-#include <tuple>
 
 #include "duplex/base/error.hpp"
 #include "duplex/compiler/micro_batches.hpp"
@@ -20,22 +19,14 @@ namespace duplex::runtime::functional {
 namespace {
 
 // The step's requests (in plan order) as compiler::split_micro_batches splits their groups: in the groups'
-// order (StepPlan::shapes' key; functional emulation's one rank), the first `first_tokens` tokens in the
+// order (StepPlan::shape_order; functional emulation's one rank), the first `first_tokens` tokens in the
 // first micro-batch; a prompt holding the boundary split into two chunks, the first not completing it.
 std::array<std::vector<StepRequest>, 2> split_requests(const StepPlan& plan,
                                                        const std::vector<StepRequest>& requests,
                                                        std::int64_t first_tokens) {
-  std::vector<std::size_t> order(requests.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  const auto key = [&](std::size_t i) {
-    const ScheduledRequest& r = plan.requests[i];
-    return std::tuple(r.phase, r.tokens, r.context_len, r.phase == TokenPhase::prefill && r.samples_token,
-                      r.cached_context);
-  };
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
   std::array<std::vector<StepRequest>, 2> halves;
   std::int64_t before = 0;
-  for (std::size_t i : order) {
+  for (std::size_t i : plan.shape_order()) {
     const StepRequest& r = requests[i];
     if (before + r.tokens <= first_tokens) {
       halves[0].push_back(r);

@@ -109,17 +109,13 @@ float round_e4m3(float v) {
 // The xPU's W8A8 activation quantization as kernels::QuantizeArgs states it, written here from that contract:
 // x's elements [c0, c0 + n), with the scale `given` (a per-tensor or static scale the executor used) or else
 // their own per token (the whole slice) or per group scale; each written back as q x s (FP32), rounded to
-// FP16. LLM.int8() (q.decomposes()): `outliers` the slice's outlier columns (each < n), whose elements pass;
-// the others quantized per token at the largest magnitude below the threshold.
+// FP16. LLM.int8() (q.decomposes()): `passes` [n] marks the slice's outlier columns, whose elements pass;
+// the others are quantized per token at the largest magnitude below the threshold.
 void fake_quantize(Vec& x, std::size_t c0, std::size_t n, const kernels::ActivationQuant& q,
-                   std::optional<float> given, const std::vector<std::int32_t>& outliers) {
+                   std::optional<float> given, const std::vector<bool>& passes) {
   const bool fp8 = q.format == kernels::QuantFormat::kFp8E4M3;
   const float q_max = fp8 ? 448.0f : 127.0f;
   const std::size_t reach = given || q.group <= 0 ? n : static_cast<std::size_t>(q.group);
-  // LLM.int8(): the slice's elements in the outlier columns pass; the others' amax leaves out |x| >= the
-  // threshold.
-  std::vector<bool> passes(q.decomposes() ? n : 0, false);
-  for (std::int32_t c : outliers) passes[static_cast<std::size_t>(c)] = true;
   for (std::size_t r0 = c0; r0 < c0 + n; r0 += reach) {
     const std::size_t r1 = std::min(r0 + reach, c0 + n);
     float s = 0;
@@ -358,20 +354,19 @@ class Sequence {
     for (std::size_t s = 0; s < static_cast<std::size_t>(slices); ++s) {
       std::optional<float> given;
       if (!in->scales.empty()) given = in->scales.at(first + s);
-      const std::vector<std::int32_t> none;
-      const std::vector<std::int32_t>& outliers =
-          q.decomposes() ? outlier_columns(*in, first + s, y, s * n, n, q) : none;
-      fake_quantize(y, s * n, n, q, given, outliers);
+      const std::vector<bool> passes =
+          q.decomposes() ? outlier_columns(*in, first + s, y, s * n, n, q) : std::vector<bool>{};
+      fake_quantize(y, s * n, n, q, given, passes);
     }
     return y;
   }
 
   // LLM.int8()'s outlier columns of call `call` of the record `in` (the batch's, which the reference cannot
-  // find), checked against the followed input y's slice [c0, c0 + n): each a column of the slice, and every
-  // element of the slice at or above the threshold in one of them (the token was part of that batch).
-  const std::vector<std::int32_t>& outlier_columns(const QuantizedInput& in, std::size_t call, const Vec& y,
-                                                   std::size_t c0, std::size_t n,
-                                                   const kernels::ActivationQuant& q) const {
+  // find) as marks [n], checked against the followed input y's slice [c0, c0 + n): each a column of the
+  // slice, and every element of the slice at or above the threshold in one of them (the token was part of
+  // that batch).
+  std::vector<bool> outlier_columns(const QuantizedInput& in, std::size_t call, const Vec& y, std::size_t c0,
+                                    std::size_t n, const kernels::ActivationQuant& q) const {
     auto bad = [&](const std::string& what) {
       return Error(
           fmt::format("model {}: the executor's record of LLM.int8()'s outlier columns {}", m_.name, what));
@@ -389,7 +384,7 @@ class Sequence {
       if (std::abs(y[c0 + i]) >= q.outlier_threshold && !listed[i])
         throw bad(fmt::format("leaves out column {}, where the input reaches {} (threshold {})", i, y[c0 + i],
                               q.outlier_threshold));
-    return columns;
+    return listed;
   }
 
   // What the executor did to an FFN's intermediate h in its record `in` (inputs and scales: x's first, then

@@ -80,6 +80,9 @@ struct StepPlan {
   // Same, with context lengths rounded up to a multiple of `context_bucket` (>= 1) for memoized lowering, and
   // with `ranks` > 1 one shape per data-parallel rank too (ScheduledRequest::rank, as the Scheduler dealt).
   std::vector<StepShape> shapes(std::int64_t context_bucket, int ranks = 1) const;
+  // The requests' indices in the order shapes(context_bucket, ranks) groups them (by their shape's key;
+  // requests of one shape in plan order).
+  std::vector<std::size_t> shape_order(std::int64_t context_bucket = 1, int ranks = 1) const;
 
   bool operator==(const StepPlan&) const = default;
 };
