@@ -62,9 +62,11 @@ kernels::ActivationQuant w8a8_expert_input_quant(const compiler::ModelSpec& m, D
 namespace {
 
 // How the inputs of `t`'s GEMMs are quantized, a layer's scale aside: with a static release's scales, any
-// scale > 0 stands for its.
-kernels::ActivationQuant format_quant(const compiler::ModelSpec& m, DType t, bool static_scales) {
-  return w8a8_input_quant(m, t, static_scales ? 1.0f : 0.0f);
+// scale > 0 stands for its; `experts`: as an MoE layer's experts quantize it (w8a8_expert_input_quant).
+kernels::ActivationQuant format_quant(const compiler::ModelSpec& m, DType t, bool static_scales,
+                                      bool experts = false) {
+  const float scale = static_scales ? 1.0f : 0.0f;
+  return experts ? w8a8_expert_input_quant(m, t, scale) : w8a8_input_quant(m, t, scale);
 }
 
 }  // namespace
@@ -72,7 +74,7 @@ kernels::ActivationQuant format_quant(const compiler::ModelSpec& m, DType t, boo
 bool quantizes_activations(const compiler::ModelSpec& m, bool static_scales) {
   for (DType t : {m.attention_matrix_dtype(), m.linear_dtype})
     if (format_quant(m, t, static_scales).enabled()) return true;
-  return m.is_moe() && w8a8_expert_input_quant(m, m.expert_dtype, static_scales ? 1.0f : 0.0f).enabled();
+  return m.is_moe() && format_quant(m, m.expert_dtype, static_scales, true).enabled();
 }
 
 namespace {
@@ -106,9 +108,8 @@ std::string describe_activation_quant(const compiler::ModelSpec& m, bool quantiz
   std::string s;
   for (DType t : formats) {
     // A format of the experts alone: as they quantize it.
-    const kernels::ActivationQuant q = t != m.linear_dtype && t != m.attention_matrix_dtype()
-                                           ? w8a8_expert_input_quant(m, t, static_scales ? 1.0f : 0.0f)
-                                           : format_quant(m, t, static_scales);
+    const kernels::ActivationQuant q =
+        format_quant(m, t, static_scales, t != m.linear_dtype && t != m.attention_matrix_dtype());
     if (!q.enabled()) continue;
     s += fmt::format("{}{} GEMMs' inputs {}", s.empty() ? "" : "; ", compiler::dtype_name(t), how(q));
   }
